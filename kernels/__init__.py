@@ -1,0 +1,1 @@
+"""Pure numeric kernels (numpy / numba / scipy): no I/O and no imports from the rest of Aether."""

@@ -1,0 +1,28 @@
+"""Fixtures shared by every test: a real redis-server per test session, flushed between tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """URL of the shared test redis-server, empty at the start of each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.config_resetstat()
+    client.close()
+    yield redis_server.url
