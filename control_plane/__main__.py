@@ -1,0 +1,65 @@
+"""``python -m control_plane``: runs the control plane until SIGTERM or SIGINT.
+
+Prints exactly one line, ``aether control plane listening on HOST:PORT``, once it serves."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from control_plane.server import start_server
+from control_plane.settings import ControlPlaneSettings
+
+
+def parse_settings(argv: list[str] | None = None) -> ControlPlaneSettings:
+    parser = argparse.ArgumentParser(
+        prog="python -m control_plane", description="Runs the Aether control plane."
+    )
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to serve on (port 0 picks a free port)"
+    )
+    parser.add_argument("--db-url", metavar="URL", help="metadata database (SQLAlchemy URL)")
+    parser.add_argument("--redis-url", metavar="URL", help="online store")
+    args = parser.parse_args(argv)
+    settings = ControlPlaneSettings.from_env()
+    overrides = {"listen_addr": args.listen, "db_url": args.db_url, "redis_url": args.redis_url}
+    return dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value})
+
+
+async def serve(settings: ControlPlaneSettings) -> None:
+    handle = await start_server(settings)
+    print(f"aether control plane listening on {handle.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await handle.stop()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs ``main`` on uvloop when it is installed, else on the default event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(serve(parse_settings(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

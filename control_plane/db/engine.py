@@ -1,0 +1,81 @@
+"""Engine and session factory for the metadata database.
+
+SQLite (the embedded default) gets WAL mode, so readers never block the writer; a busy timeout, so
+concurrent writers wait for the lock instead of failing; and foreign keys, which SQLite leaves off.
+Write transactions start with ``BEGIN IMMEDIATE``: a deferred transaction that reads first and writes
+later cannot wait for the lock when another writer committed in between (SQLite reports "database is
+locked" at once), whereas an immediate one takes the write lock up front and queues behind the busy
+timeout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+# Execution option a connection carries when its transaction will write.
+_WRITE_OPTION = "aether_write"
+
+
+def create_db_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """An engine for ``url``; for SQLite files, creates the parent folder and configures the connection."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+    _configure_sqlite(engine, busy_timeout_s)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # In WAL mode NORMAL loses no committed data on a process crash, only on power loss.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        writes = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def create_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # Rows are converted to messages inside the transaction; nothing needs reloading after commit.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose transaction takes the write lock at its start, commits on success and rolls back
+    on any exception."""
+    with sessions.begin() as session:
+        session.connection(execution_options={_WRITE_OPTION: True})
+        yield session
+
+
+@contextmanager
+def read_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads: one consistent snapshot of the database, rolled back at the end."""
+    with sessions() as session:  # autobegins on first use; closing rolls back
+        yield session
+
+
+def write_connection(engine: Engine) -> Connection:
+    """A connection whose transactions take the write lock at their start (for migrations)."""
+    return engine.connect().execution_options(**{_WRITE_OPTION: True})

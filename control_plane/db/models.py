@@ -1,0 +1,84 @@
+"""SQLAlchemy 2 models of the metadata database. Portable types only (SQLite by default, PostgreSQL at
+scale); timestamps are integer microseconds since the Unix epoch (UTC), so no time-zone handling differs
+between back ends. Every schema change goes through a migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints: Alembic needs names to alter constraints later (SQLite batch mode, PostgreSQL).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LENGTH = 128
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EntityRow(Base):
+    __tablename__ = "entities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    #: [{"name": ..., "value_type": <ValueType name>}, ...] in key order. Entities are not versioned: join
+    #: keys never change once created.
+    join_keys: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeatureViewRow(Base):
+    """The unversioned part of a feature view: its name and metadata."""
+
+    __tablename__ = "feature_views"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(256))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    latest_version: Mapped[int] = mapped_column(Integer)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeatureViewVersionRow(Base):
+    """One immutable version of a view. ``spec`` holds the ``FeatureViewSpec`` in protobuf JSON form; of
+    it only feature descriptions and validation rules may change after creation (they are not part of
+    the value layout)."""
+
+    __tablename__ = "feature_view_versions"
+    __table_args__ = (UniqueConstraint("view_id", "version", name="uq_feature_view_versions_view_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    view_id: Mapped[int] = mapped_column(ForeignKey("feature_views.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    # Also inside ``spec``; a column so the database refuses to drop an entity a version still uses.
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="RESTRICT"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # ACTIVE | DEPRECATED | RETIRED
+    #: 16 hex digits: the unsigned 64-bit fingerprint does not fit a signed BIGINT.
+    schema_fingerprint: Mapped[str] = mapped_column(String(16))
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class RegistryRevisionRow(Base):
+    """A single row counting registry mutations. Every mutation increments it in its own transaction,
+    so a watcher in any process sees a change by comparing one integer."""
+
+    __tablename__ = "registry_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,313 @@
+"""The feature registry core: entities, feature views and their immutable versions, stored in the
+metadata database. Transport-free and synchronous (the gRPC servicer calls it from worker threads): wire
+messages in, wire messages out, ``clients.errors`` exceptions for every refusal.
+
+Every mutation increments the registry revision in its own transaction, which is how watchers in any
+process notice it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from control_plane.db.engine import read_session, write_session
+from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
+from control_plane.db.revision import BUMPED_REVISION, bump_revision, current_revision, lock_registry
+from control_plane.features import store
+from control_plane.features.apply import apply_definitions
+from control_plane.features.changes import new_version_reasons
+from control_plane.features.guards import ReferenceGuard
+from control_plane.features.store import SERVABLE, Status, now_us
+from control_plane.features.validation import validate_entity, validate_metadata, validate_rule, validate_spec
+
+_log = logging.getLogger("aether.features.registry")
+
+#: Called with the new revision after a mutation committed, in the thread that made it.
+ChangeListener = Callable[[int], None]
+
+
+class _DryRun(Exception):
+    """Unwinds a dry-run Apply so its transaction rolls back."""
+
+    def __init__(self, steps: list[pb.PlanStep]) -> None:
+        super().__init__("dry run")
+        self.steps = steps
+
+
+class FeatureRegistry:
+    def __init__(self, sessions: sessionmaker[Session], guards: Sequence[ReferenceGuard] = ()) -> None:
+        self._sessions = sessions
+        self._guards = list(guards)
+        self._listeners: list[ChangeListener] = []
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with write_session(self._sessions) as session:
+            lock_registry(session)
+            yield session
+        revision = session.info.get(BUMPED_REVISION)
+        if revision is not None:  # committed a change: tell this process's watchers at once
+            for listener in list(self._listeners):
+                try:
+                    listener(revision)
+                except Exception:
+                    _log.exception("registry change listener failed")
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Calls ``listener(revision)`` after every mutation this object commits (other processes'
+        mutations are seen only by polling :meth:`revision`)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        self._listeners.remove(listener)
+
+    def add_guard(self, guard: ReferenceGuard) -> None:
+        """Plugs in another part of the system that may refuse retiring or deleting what it uses."""
+        self._guards.append(guard)
+
+    # -- entities ------------------------------------------------------------------------------------
+
+    def create_entity(self, entity: pb.Entity) -> pb.Entity:
+        validate_entity(entity)
+        with self._write() as session:
+            if store.find_entity(session, entity.name) is not None:
+                raise AlreadyExists(f"entity {entity.name!r} already exists")
+            row = store.insert_entity(session, entity, now_us())
+            bump_revision(session)
+            return store.entity_message(row)
+
+    def get_entity(self, name: str) -> pb.Entity:
+        with read_session(self._sessions) as session:
+            return store.entity_message(store.require_entity(session, name))
+
+    def list_entities(self) -> list[pb.Entity]:
+        with read_session(self._sessions) as session:
+            return [
+                store.entity_message(row)
+                for row in session.scalars(select(EntityRow).order_by(EntityRow.name))
+            ]
+
+    def delete_entity(self, name: str) -> None:
+        with self._write() as session:
+            row = store.require_entity(session, name)
+            users = store.views_using_entity(session, row)
+            if users:
+                raise FailedPrecondition(
+                    f"cannot delete entity {name!r}: used by feature views {', '.join(users)}"
+                )
+            session.delete(row)
+            bump_revision(session)
+
+    # -- feature views -------------------------------------------------------------------------------
+
+    def create_feature_view(
+        self, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata
+    ) -> pb.FeatureView:
+        """Creates version 1 of a new view."""
+        validate_spec(spec)
+        validate_metadata(metadata)
+        with self._write() as session:
+            if store.find_view(session, spec.name) is not None:
+                raise AlreadyExists(f"feature view {spec.name!r} already exists")
+            entity = _entity_for(session, spec.entity, "spec.entity")
+            view, version = store.insert_view(session, spec, metadata, entity, now_us())
+            bump_revision(session)
+            return store.view_message(view, version)
+
+    def get_feature_view(self, name: str, version: int = 0) -> pb.FeatureView:
+        """``version`` 0 is the latest version that is not retired; an explicit retired version is still
+        returned (with status RETIRED) so that it can be inspected."""
+        with read_session(self._sessions) as session:
+            view = store.require_view(session, name)
+            return store.view_message(view, store.require_version(session, view, version))
+
+    def list_feature_views(
+        self, owner: str = "", tags: Mapping[str, str] | None = None, include_retired: bool = False
+    ) -> list[pb.FeatureView]:
+        """The latest servable version of every view owned by ``owner`` (any when empty) carrying every
+        tag in ``tags``; a view whose versions are all retired appears only with ``include_retired``."""
+        wanted = dict(tags or {})
+        with read_session(self._sessions) as session:
+            views = session.scalars(select(FeatureViewRow).order_by(FeatureViewRow.name)).all()
+            result = []
+            for view in views:
+                if owner and view.owner != owner:
+                    continue
+                if any(view.tags.get(key) != value for key, value in wanted.items()):
+                    continue
+                versions = store.versions_of(session, view)
+                shown = store.latest_servable(versions) or (versions[-1] if include_retired else None)
+                if shown is not None:
+                    result.append(store.view_message(view, shown))
+            return result
+
+    def list_feature_view_versions(self, name: str) -> list[pb.FeatureView]:
+        """Every version of a view, retired ones included, oldest first."""
+        with read_session(self._sessions) as session:
+            view = store.require_view(session, name)
+            return [store.view_message(view, row) for row in store.versions_of(session, view)]
+
+    def update_feature_view_metadata(
+        self,
+        name: str,
+        metadata: pb.FeatureViewMetadata | None,
+        feature_descriptions: Mapping[str, str] | None = None,
+    ) -> pb.FeatureView:
+        """Replaces description, owner and tags as a whole when ``metadata`` is given, and sets the
+        descriptions of the named features of the latest version. Never creates a version."""
+        if metadata is not None:
+            validate_metadata(metadata)
+        with self._write() as session:
+            view = store.require_view(session, name)
+            latest = store.latest_version(session, view)
+            now = now_us()
+            if metadata is not None:
+                store.set_metadata(view, metadata, now)
+            if feature_descriptions:
+                spec = store.spec_from_json(latest.spec)
+                features = {feature.name: feature for feature in spec.features}
+                for feature_name, description in feature_descriptions.items():
+                    _feature_of(features, view, latest, feature_name).description = description
+                store.set_feature_details(latest, spec, now)
+            bump_revision(session)
+            return store.view_message(view, latest)
+
+    def update_validation(
+        self, name: str, version: int, rules: Mapping[str, pb.ValidationRule]
+    ) -> pb.FeatureView:
+        """Replaces the rules of the named features of one version (0 = latest not retired); the other
+        features keep theirs. Never creates a version: rules do not change stored values."""
+        with self._write() as session:
+            view = store.require_view(session, name)
+            row = store.require_version(session, view, version)
+            spec = store.spec_from_json(row.spec)
+            features = {feature.name: feature for feature in spec.features}
+            for feature_name, rule in rules.items():
+                feature = _feature_of(features, view, row, feature_name)
+                validate_rule(rule, feature.value_type, f"rules[{feature_name}]")
+                feature.validation.CopyFrom(rule)
+            store.set_feature_details(row, spec, now_us())
+            bump_revision(session)
+            return store.view_message(view, row)
+
+    def create_feature_view_version(self, spec: pb.FeatureViewSpec) -> pb.FeatureView:
+        """Creates version N+1 of an existing view when anything versioned differs from version N."""
+        validate_spec(spec)
+        with self._write() as session:
+            view = store.require_view(session, spec.name)
+            latest = store.latest_version(session, view)
+            retired = latest.status == Status.RETIRED
+            if not new_version_reasons(store.spec_from_json(latest.spec), retired, spec):
+                raise FailedPrecondition(
+                    f"nothing versioned changed in feature view {spec.name!r} since version {latest.version}"
+                    " (descriptions, owner, tags and validation rules are edited without a new version)"
+                )
+            entity = _entity_for(session, spec.entity, "spec.entity")
+            row = store.insert_version(session, view, spec, entity, now_us())
+            bump_revision(session)
+            return store.view_message(view, row)
+
+    def deprecate_version(self, name: str, version: int) -> pb.FeatureView:
+        """ACTIVE -> DEPRECATED: still served, but marked for removal."""
+        return self._change_status(name, version, Status.ACTIVE, Status.DEPRECATED)
+
+    def retire_version(self, name: str, version: int) -> pb.FeatureView:
+        """DEPRECATED -> RETIRED: no longer served; refused while anything references the version."""
+        return self._change_status(name, version, Status.DEPRECATED, Status.RETIRED)
+
+    def _change_status(self, name: str, version: int, expected: Status, target: Status) -> pb.FeatureView:
+        if version < 1:
+            raise InvalidArgument(
+                f"version: a lifecycle change names an explicit version (>= 1), got {version}"
+            )
+        with self._write() as session:
+            view = store.require_view(session, name)
+            row = store.require_version(session, view, version)
+            if row.status != expected:
+                raise FailedPrecondition(
+                    f"feature view {name!r} version {version} is {row.status};"
+                    f" only a version that is {expected} can become {target}"
+                )
+            if target == Status.RETIRED:
+                self._refuse_if_referenced(
+                    session, name, version, f"retire feature view {name!r} version {version}"
+                )
+            row.status = target.value
+            row.updated_at_us = now_us()
+            bump_revision(session)
+            return store.view_message(view, row)
+
+    def delete_feature_view(self, name: str) -> None:
+        """Deletes a view with all its versions; refused while any version is referenced."""
+        with self._write() as session:
+            view = store.require_view(session, name)
+            self._refuse_if_referenced(session, name, None, f"delete feature view {name!r}")
+            session.execute(delete(FeatureViewVersionRow).where(FeatureViewVersionRow.view_id == view.id))
+            session.delete(view)
+            bump_revision(session)
+
+    def _refuse_if_referenced(self, session: Session, view: str, version: int | None, action: str) -> None:
+        holders = [holder for guard in self._guards for holder in guard.references(session, view, version)]
+        if holders:
+            raise FailedPrecondition(f"cannot {action}: still referenced by {', '.join(holders)}")
+
+    # -- declarative apply ---------------------------------------------------------------------------
+
+    def apply(self, request: pb.ApplyRequest) -> pb.ApplyResponse:
+        """Plans and (unless ``dry_run``) carries out a whole definition set in one transaction."""
+        try:
+            with self._write() as session:
+                steps = apply_definitions(session, request, now_us())
+                if request.dry_run:
+                    raise _DryRun(steps)
+                if any(step.action != pb.NO_CHANGE for step in steps):
+                    bump_revision(session)
+        except _DryRun as dry_run:
+            return pb.ApplyResponse(steps=dry_run.steps, applied=False)
+        return pb.ApplyResponse(steps=steps, applied=True)
+
+    # -- watch ---------------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        with read_session(self._sessions) as session:
+            return current_revision(session)
+
+    def snapshot(self) -> pb.RegistrySnapshot:
+        """Every entity and every servable (ACTIVE or DEPRECATED) version of every view, read in one
+        transaction so that the revision matches the content."""
+        with read_session(self._sessions) as session:
+            revision = current_revision(session)
+            entities = session.scalars(select(EntityRow).order_by(EntityRow.name)).all()
+            rows = session.execute(
+                select(FeatureViewRow, FeatureViewVersionRow)
+                .join(FeatureViewVersionRow, FeatureViewVersionRow.view_id == FeatureViewRow.id)
+                .where(FeatureViewVersionRow.status.in_([status.value for status in SERVABLE]))
+                .order_by(FeatureViewRow.name, FeatureViewVersionRow.version)
+            ).all()
+            return pb.RegistrySnapshot(
+                revision=revision,
+                entities=[store.entity_message(row) for row in entities],
+                views=[store.view_message(view, version) for view, version in rows],
+            )
+
+
+def _entity_for(session: Session, name: str, path: str) -> EntityRow:
+    entity = store.find_entity(session, name)
+    if entity is None:
+        raise InvalidArgument(f"{path}: entity {name!r} not found")
+    return entity
+
+
+def _feature_of(
+    features: Mapping[str, pb.Feature], view: FeatureViewRow, version: FeatureViewVersionRow, name: str
+) -> pb.Feature:
+    feature = features.get(name)
+    if feature is None:
+        raise NotFound(f"feature view {view.name!r} version {version.version} has no feature {name!r}")
+    return feature

@@ -1,0 +1,132 @@
+"""Checks of entity and feature-view definitions. Every error is an ``InvalidArgument`` whose message
+starts with the path of the offending field in the request (``spec.features[3].value_type: ...``;
+``views[1].spec...`` inside an Apply), so callers can point at the line that caused it."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument
+from clients.value_types import type_name
+from control_plane.db.models import NAME_LENGTH
+
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
+FEATURE_TYPES = frozenset(
+    {types_pb2.FLOAT32, types_pb2.FLOAT64, types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL}
+)
+JOIN_KEY_TYPES = frozenset({types_pb2.INT64, types_pb2.STRING})
+# Types whose rules may list categories: a float category would be compared for exact equality.
+CATEGORICAL_TYPES = frozenset({types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL})
+AGGREGATION_FUNCTIONS = ("count", "sum", "mean", "min", "max", "last")
+SOURCE_KINDS = ("batch", "stream", "request")
+
+
+def check_name(value: str, path: str, what: str) -> None:
+    if not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument(f"{path}: invalid {what} name {value!r}: must match {NAME_PATTERN.pattern}")
+    if len(value) > NAME_LENGTH:
+        raise InvalidArgument(f"{path}: {what} name longer than {NAME_LENGTH} characters")
+
+
+def validate_entity(entity: pb.Entity, path: str = "entity") -> None:
+    check_name(entity.name, f"{path}.name", "entity")
+    if not entity.join_keys:
+        raise InvalidArgument(f"{path}.join_keys: an entity needs at least one join key")
+    seen: set[str] = set()
+    for index, key in enumerate(entity.join_keys):
+        key_path = f"{path}.join_keys[{index}]"
+        check_name(key.name, f"{key_path}.name", "join key")
+        if key.name in seen:
+            raise InvalidArgument(f"{key_path}.name: duplicate join key {key.name!r}")
+        seen.add(key.name)
+        if key.value_type not in JOIN_KEY_TYPES:
+            raise InvalidArgument(
+                f"{key_path}.value_type: unsupported type {type_name(key.value_type)} for a join key;"
+                " expected int64 or string"
+            )
+
+
+def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
+    """Everything that can be checked without the database (the entity's existence is checked by the
+    registry, which reports it at ``{path}.entity``)."""
+    check_name(spec.name, f"{path}.name", "feature view")
+    check_name(spec.entity, f"{path}.entity", "entity")
+    if not spec.features:
+        raise InvalidArgument(f"{path}.features: a feature view needs at least one feature")
+    names: set[str] = set()
+    for index, feature in enumerate(spec.features):
+        feature_path = f"{path}.features[{index}]"
+        check_name(feature.name, f"{feature_path}.name", "feature")
+        if feature.name in names:
+            raise InvalidArgument(f"{feature_path}.name: duplicate feature {feature.name!r}")
+        names.add(feature.name)
+        if feature.value_type not in FEATURE_TYPES:
+            raise InvalidArgument(
+                f"{feature_path}.value_type: unsupported type {type_name(feature.value_type)} for a feature;"
+                " expected float32, float64, int32, int64 or bool"
+            )
+        validate_rule(feature.validation, feature.value_type, f"{feature_path}.validation")
+    if spec.ttl_seconds < 0:
+        raise InvalidArgument(f"{path}.ttl_seconds: must be >= 0, got {spec.ttl_seconds}")
+    if spec.source.kind and spec.source.kind not in SOURCE_KINDS:
+        raise InvalidArgument(
+            f"{path}.source.kind: unknown source kind {spec.source.kind!r};"
+            f" expected one of {', '.join(SOURCE_KINDS)}"
+        )
+    _validate_aggregations(spec, names, path)
+
+
+def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: str) -> None:
+    outputs: set[str] = set()
+    for index, aggregation in enumerate(spec.aggregations):
+        agg_path = f"{path}.aggregations[{index}]"
+        if not aggregation.column:
+            raise InvalidArgument(f"{agg_path}.column: the aggregated event field is required")
+        if aggregation.function not in AGGREGATION_FUNCTIONS:
+            raise InvalidArgument(
+                f"{agg_path}.function: unknown function {aggregation.function!r};"
+                f" expected one of {', '.join(AGGREGATION_FUNCTIONS)}"
+            )
+        if aggregation.window_seconds <= 0:
+            raise InvalidArgument(f"{agg_path}.window_seconds: must be > 0, got {aggregation.window_seconds}")
+        if aggregation.output not in features:
+            raise InvalidArgument(
+                f"{agg_path}.output: {aggregation.output!r} is not a feature of view {spec.name!r}"
+            )
+        if aggregation.output in outputs:
+            raise InvalidArgument(f"{agg_path}.output: feature {aggregation.output!r} is produced twice")
+        outputs.add(aggregation.output)
+
+
+def validate_rule(rule: pb.ValidationRule, value_type: int, path: str) -> None:
+    has_min, has_max = rule.HasField("min_value"), rule.HasField("max_value")
+    for field, present in (("min_value", has_min), ("max_value", has_max)):
+        if present and math.isnan(getattr(rule, field)):
+            raise InvalidArgument(f"{path}.{field}: must be a number, got NaN")
+    if has_min and has_max and rule.min_value > rule.max_value:
+        raise InvalidArgument(
+            f"{path}: min_value {rule.min_value} is greater than max_value {rule.max_value}"
+        )
+    if not 0.0 <= rule.max_null_fraction <= 1.0:  # also refuses NaN
+        raise InvalidArgument(
+            f"{path}.max_null_fraction: must be between 0 and 1, got {rule.max_null_fraction}"
+        )
+    if rule.allowed_values:
+        if value_type not in CATEGORICAL_TYPES:
+            raise InvalidArgument(
+                f"{path}.allowed_values: categories are for integer and bool features,"
+                f" not {type_name(value_type)}"
+            )
+        if value_type == types_pb2.BOOL and not set(rule.allowed_values) <= {0, 1}:
+            raise InvalidArgument(f"{path}.allowed_values: a bool feature allows only 0 and 1")
+
+
+def validate_metadata(metadata: pb.FeatureViewMetadata, path: str = "metadata") -> None:
+    for key in metadata.tags:
+        if not key:
+            raise InvalidArgument(f"{path}.tags: tag names must not be empty")
+    if len(metadata.owner) > 256:
+        raise InvalidArgument(f"{path}.owner: longer than 256 characters")

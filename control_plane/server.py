@@ -1,0 +1,92 @@
+"""The control-plane gRPC server: the feature registry, the standard health service and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
+from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from control_plane.api.feature_registry import FeatureRegistryServicer
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.features.guards import ReferenceGuard
+from control_plane.features.registry import FeatureRegistry
+from control_plane.settings import ControlPlaneSettings
+
+FEATURE_REGISTRY_SERVICE = feature_registry_pb2.DESCRIPTOR.services_by_name["FeatureRegistry"].full_name
+
+
+class ControlPlaneServer:
+    """A running control plane. ``registry`` is the core it serves, for in-process use (e.g. to plug in
+    reference guards); ``port`` the port it listens on, ``address`` the ``HOST:PORT`` clients dial."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        host: str,
+        registry: FeatureRegistry,
+        servicer: FeatureRegistryServicer,
+        health_servicer: health.aio.HealthServicer,
+        engine: Engine,
+        grace_s: float,
+    ) -> None:
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.registry = registry
+        self._server = server
+        self._servicer = servicer
+        self._health = health_servicer
+        self._engine = engine
+        self._grace_s = grace_s
+        self._stopped = False
+
+    async def stop(self) -> None:
+        """Reports NOT_SERVING, ends watch streams, lets in-flight calls finish within the grace period,
+        then closes the database. Stopping twice is harmless."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        self._servicer.close()
+        await self._server.stop(self._grace_s)
+        self._engine.dispose()
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def start_server(
+    settings: ControlPlaneSettings, guards: Sequence[ReferenceGuard] = ()
+) -> ControlPlaneServer:
+    """Migrates the metadata database to the newest schema and starts serving on
+    ``settings.listen_addr`` (port 0 picks a free port; see ``.port``)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.db_url, settings.db_busy_timeout_s)
+    await asyncio.to_thread(upgrade_to_head, engine)
+    registry = FeatureRegistry(create_session_factory(engine), guards)
+
+    server = grpc.aio.server()
+    servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
+    feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", FEATURE_REGISTRY_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (FEATURE_REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(settings.listen_addr)
+    except RuntimeError as exc:
+        engine.dispose()
+        raise RuntimeError(f"cannot listen on {settings.listen_addr}: {exc}") from exc
+    await server.start()
+    host = settings.listen_addr.rsplit(":", 1)[0]
+    return ControlPlaneServer(
+        server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s
+    )

@@ -1,0 +1,46 @@
+"""Settings of one control-plane process, read once from ``AETHER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_db_url(home: Path) -> str:
+    """The embedded default: one SQLite file in the local state folder."""
+    return f"sqlite:///{home / 'aether.db'}"
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    home: Path
+    db_url: str
+    redis_url: str = DEFAULT_REDIS_URL
+    listen_addr: str = DEFAULT_LISTEN_ADDR
+    #: How often a WatchRegistry stream polls the database revision, to notice changes made by other
+    #: processes (changes made through this process wake the streams at once).
+    watch_poll_interval_s: float = 1.0
+    #: How long a SQLite writer waits for the write lock before failing with "database is locked".
+    db_busy_timeout_s: float = 30.0
+    #: How long a stop waits for in-flight calls before cancelling them.
+    shutdown_grace_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
+        """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL`` and
+        ``AETHER_CONTROL_PLANE_ADDR`` (``environ`` defaults to the process environment). Creates the home
+        folder when it is missing, since the default database lives there."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(
+            home=home,
+            db_url=env.get("AETHER_DB_URL") or default_db_url(home),
+            redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
+            listen_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
+        )

@@ -1,0 +1,50 @@
+"""``python -m control_plane``: one ready line on stdout, serving health, a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_module_entrypoint_serves_and_exits_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home")}
+    db_url = f"sqlite:///{tmp_path / 'meta.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", "--db-url", db_url],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        prefix = "aether control plane listening on 127.0.0.1:"
+        assert line.startswith(prefix), (line, process.stderr.read() if process.stderr else "")
+        port = int(line.removeprefix(prefix))
+        assert port > 0
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        assert (tmp_path / "meta.db").exists() and (tmp_path / "home").is_dir()
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read() == ""  # exactly one line on stdout
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

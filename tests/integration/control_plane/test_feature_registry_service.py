@@ -1,0 +1,145 @@
+"""The FeatureRegistry service over a real grpc.aio server: answers, status codes and messages, health
+and reflection."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from tests.unit.control_plane.builders import entity, metadata, spec, view
+
+pytestmark = pytest.mark.integration
+
+
+async def expect_status(call: object, code: grpc.StatusCode, *fragments: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == code, caught.value.details()
+    details = caught.value.details() or ""
+    for fragment in fragments:
+        assert fragment in details
+    return details
+
+
+async def test_create_get_and_list_round_trip(stub: FeatureRegistryStub) -> None:
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    created = await stub.CreateFeatureView(
+        pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata(owner="ml"))
+    )
+
+    got = await stub.GetFeatureView(pb.GetFeatureViewRequest(name="driver_stats"))
+    listed = await stub.ListFeatureViews(pb.ListFeatureViewsRequest(owner="ml"))
+
+    assert got == created and got.spec == spec() and got.version == 1
+    assert list(listed.views) == [created]
+    assert (await stub.GetEntity(pb.GetEntityRequest(name="driver"))).join_keys[0].name == "driver_id"
+
+
+async def test_versions_and_metadata_over_the_wire(stub: FeatureRegistryStub) -> None:
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    await stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata()))
+    v2 = await stub.CreateFeatureViewVersion(pb.CreateFeatureViewVersionRequest(spec=spec(ttl_seconds=5)))
+    edited = await stub.UpdateFeatureViewMetadata(
+        pb.UpdateFeatureViewMetadataRequest(name="driver_stats", feature_descriptions={"trips": "count"})
+    )
+    validated = await stub.UpdateValidation(
+        pb.UpdateValidationRequest(
+            name="driver_stats", version=1, rules={"rating": pb.ValidationRule(max_value=5)}
+        )
+    )
+    versions = await stub.ListFeatureViewVersions(pb.ListFeatureViewVersionsRequest(name="driver_stats"))
+
+    assert v2.version == 2 and edited.version == 2 and edited.metadata.owner == "team-a"
+    assert edited.spec.features[0].description == "count"
+    assert validated.version == 1 and validated.spec.features[1].validation.max_value == 5
+    assert [v.spec.ttl_seconds for v in versions.versions] == [3600, 5]
+
+
+async def test_errors_carry_their_status_code_and_name_the_culprit(stub: FeatureRegistryStub) -> None:
+    await expect_status(
+        stub.GetFeatureView(pb.GetFeatureViewRequest(name="nope")), grpc.StatusCode.NOT_FOUND, "'nope'"
+    )
+    await expect_status(
+        stub.GetEntity(pb.GetEntityRequest(name="ghost")), grpc.StatusCode.NOT_FOUND, "'ghost'"
+    )
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    await expect_status(
+        stub.CreateEntity(pb.CreateEntityRequest(entity=entity())), grpc.StatusCode.ALREADY_EXISTS, "'driver'"
+    )
+    string_feature = spec(features=[("name", types_pb2.STRING)])
+    await expect_status(
+        stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=string_feature)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "spec.features[0].value_type: unsupported type string",
+    )
+    await stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec()))
+    await expect_status(
+        stub.GetFeatureView(pb.GetFeatureViewRequest(name="driver_stats", version=9)),
+        grpc.StatusCode.NOT_FOUND,
+        "no version 9",
+    )
+    await expect_status(
+        stub.DeleteEntity(pb.DeleteEntityRequest(name="driver")),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "used by feature views driver_stats",
+    )
+    await expect_status(
+        stub.RetireFeatureViewVersion(pb.ChangeVersionStatusRequest(name="driver_stats", version=1)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "is ACTIVE",
+    )
+    await expect_status(
+        stub.CreateFeatureViewVersion(pb.CreateFeatureViewVersionRequest(spec=spec())),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "nothing versioned changed",
+    )
+
+
+async def test_apply_over_the_wire_is_all_or_nothing(stub: FeatureRegistryStub) -> None:
+    good = pb.ApplyRequest(entities=[entity()], views=[view(spec())])
+    bad = pb.ApplyRequest(entities=[entity()], views=[view(spec()), view(spec(name="other", entity="drivr"))])
+
+    details = await expect_status(stub.Apply(bad), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith("views[1].spec.entity: entity 'drivr' not found")
+    assert not (await stub.ListEntities(pb.ListEntitiesRequest())).entities
+
+    first = await stub.Apply(good)
+    second = await stub.Apply(good)
+    assert first.applied and [step.action for step in first.steps] == [pb.CREATE, pb.CREATE]
+    assert [step.action for step in second.steps] == [pb.NO_CHANGE, pb.NO_CHANGE]
+
+
+async def test_delete_view_then_entity(stub: FeatureRegistryStub) -> None:
+    await stub.Apply(pb.ApplyRequest(entities=[entity()], views=[view(spec())]))
+    await stub.DeleteFeatureView(pb.DeleteFeatureViewRequest(name="driver_stats"))
+    await stub.DeleteEntity(pb.DeleteEntityRequest(name="driver"))
+    await expect_status(
+        stub.DeleteFeatureView(pb.DeleteFeatureViewRequest(name="driver_stats")), grpc.StatusCode.NOT_FOUND
+    )
+    assert not (await stub.ListEntities(pb.ListEntitiesRequest())).entities
+
+
+async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "aether.v1.FeatureRegistry"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    async for response in responses:
+        names = {service.name for service in response.list_services_response.service}
+        assert {"aether.v1.FeatureRegistry", "grpc.health.v1.Health"} <= names
+        break
+    else:
+        raise AssertionError("no reflection answer")

@@ -1,0 +1,124 @@
+"""Definitions the registry refuses, each with the path of the offending field."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.errors import AlreadyExists, InvalidArgument
+from control_plane.features.registry import FeatureRegistry
+from tests.unit.control_plane.builders import entity, metadata, spec
+
+
+def with_rule(
+    rule: pb.ValidationRule, value_type: types_pb2.ValueType = types_pb2.INT64
+) -> pb.FeatureViewSpec:
+    bad = spec()
+    bad.features[0].value_type = value_type
+    bad.features[0].validation.CopyFrom(rule)
+    return bad
+
+
+def aggregating(**fields: object) -> pb.FeatureViewSpec:
+    values: dict[str, object] = {"column": "fare", "function": "sum", "window_seconds": 60, "output": "trips"}
+    values.update(fields)
+    return spec(aggregations=[pb.Aggregation(**values)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (spec(name="DriverStats"), r"spec\.name: invalid feature view name 'DriverStats'"),
+        (spec(name="x" * 129), r"spec\.name: feature view name longer than 128"),
+        (spec(features=[]), r"spec\.features: a feature view needs at least one feature"),
+        (
+            spec(features=[("a", types_pb2.INT64), ("a", types_pb2.FLOAT32)]),
+            r"spec\.features\[1\]\.name: duplicate",
+        ),
+        (
+            spec(features=[("a", types_pb2.STRING)]),
+            r"spec\.features\[0\]\.value_type: unsupported type string",
+        ),
+        (
+            spec(features=[("a", types_pb2.VALUE_TYPE_UNSPECIFIED)]),
+            r"spec\.features\[0\]\.value_type: unsupported type unknown\(0\)",
+        ),
+        (spec(features=[("1a", types_pb2.INT64)]), r"spec\.features\[0\]\.name: invalid feature name '1a'"),
+        (spec(ttl_seconds=-1), r"spec\.ttl_seconds: must be >= 0, got -1"),
+        (spec(entity="drivr"), r"spec\.entity: entity 'drivr' not found"),
+        (spec(source=pb.Source(kind="kafka")), r"spec\.source\.kind: unknown source kind 'kafka'"),
+        (aggregating(function="avg"), r"spec\.aggregations\[0\]\.function: unknown function 'avg'"),
+        (aggregating(window_seconds=0), r"spec\.aggregations\[0\]\.window_seconds: must be > 0"),
+        (aggregating(output="tips"), r"spec\.aggregations\[0\]\.output: 'tips' is not a feature"),
+        (aggregating(column=""), r"spec\.aggregations\[0\]\.column: the aggregated event field is required"),
+        (
+            with_rule(pb.ValidationRule(min_value=2, max_value=1)),
+            r"spec\.features\[0\]\.validation: min_value 2\.0 is greater than max_value 1\.0",
+        ),
+        (
+            with_rule(pb.ValidationRule(max_null_fraction=1.5)),
+            r"spec\.features\[0\]\.validation\.max_null_fraction: must be between 0 and 1",
+        ),
+        (
+            with_rule(pb.ValidationRule(allowed_values=[1, 2]), types_pb2.FLOAT32),
+            r"spec\.features\[0\]\.validation\.allowed_values: categories are for integer and bool",
+        ),
+        (
+            with_rule(pb.ValidationRule(allowed_values=[2]), types_pb2.BOOL),
+            r"spec\.features\[0\]\.validation\.allowed_values: a bool feature allows only 0 and 1",
+        ),
+    ],
+)
+def test_invalid_view_is_refused_with_the_field_path(
+    registry: FeatureRegistry, bad: pb.FeatureViewSpec, message: str
+) -> None:
+    registry.create_entity(entity())
+    with pytest.raises(InvalidArgument, match=f"^{message}"):
+        registry.create_feature_view(bad, metadata())
+    assert registry.list_feature_views() == []
+
+
+def test_valid_rules_and_aggregations_are_accepted(registry: FeatureRegistry) -> None:
+    registry.create_entity(entity())
+    good = with_rule(
+        pb.ValidationRule(min_value=0, max_value=0, allowed_values=[0, 1], max_null_fraction=1.0)
+    )
+    good.aggregations.append(
+        pb.Aggregation(column="fare", function="last", window_seconds=1, output="rating")
+    )
+    assert registry.create_feature_view(good, metadata()).spec == good
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (entity(keys=()), r"entity\.join_keys: an entity needs at least one join key"),
+        (
+            entity(keys=(("id", types_pb2.FLOAT32),)),
+            r"entity\.join_keys\[0\]\.value_type: unsupported type float32",
+        ),
+        (
+            entity(keys=(("id", types_pb2.INT64), ("id", types_pb2.STRING))),
+            r"entity\.join_keys\[1\]\.name: duplicate join key 'id'",
+        ),
+        (entity(name="driver-1"), r"entity\.name: invalid entity name 'driver-1'"),
+    ],
+)
+def test_invalid_entity_is_refused_with_the_field_path(
+    registry: FeatureRegistry, bad: pb.Entity, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"^{message}"):
+        registry.create_entity(bad)
+    assert registry.list_entities() == []
+
+
+def test_names_are_unique(registry: FeatureRegistry) -> None:
+    registry.create_entity(entity(keys=(("driver_id", types_pb2.STRING),)))
+    with pytest.raises(AlreadyExists, match="entity 'driver' already exists"):
+        registry.create_entity(entity())
+    registry.create_feature_view(spec(), metadata())
+    with pytest.raises(AlreadyExists, match="feature view 'driver_stats' already exists"):
+        registry.create_feature_view(spec(ttl_seconds=1), metadata())
+    assert registry.get_entity("driver").join_keys[0].value_type == types_pb2.STRING
+    assert registry.get_feature_view("driver_stats").spec.ttl_seconds == 3600
