@@ -1,0 +1,1 @@
+"""The Python SDK users call: thin, typed wrappers over the generated gRPC stubs."""

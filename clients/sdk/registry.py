@@ -1,0 +1,141 @@
+"""Synchronous client of the feature registry (the control plane's ``aether.v1.FeatureRegistry``).
+
+Thin on purpose: one method per RPC, plain Python arguments in, the proto messages out. A failed call
+raises the matching :mod:`clients.errors` exception (``NotFound``, ``InvalidArgument``...), never a bare
+``grpc.RpcError``, so callers handle one exception tree whatever the transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
+from clients.errors import from_rpc_error
+
+_Response = TypeVar("_Response")
+
+
+class FeatureRegistryClient:
+    """Client of one control plane at ``target`` (``host:port``); each call times out after ``timeout``
+    seconds. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.FeatureRegistryStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> FeatureRegistryClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        try:
+            response = method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        # The generated stubs are untyped; the check keeps the return types honest for mypy and callers.
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    # Entities ------------------------------------------------------------------------------------------
+
+    def create_entity(self, entity: pb.Entity) -> pb.Entity:
+        return self._call(self._stub.CreateEntity, pb.CreateEntityRequest(entity=entity), pb.Entity)
+
+    def get_entity(self, name: str) -> pb.Entity:
+        return self._call(self._stub.GetEntity, pb.GetEntityRequest(name=name), pb.Entity)
+
+    def list_entities(self) -> list[pb.Entity]:
+        response = self._call(self._stub.ListEntities, pb.ListEntitiesRequest(), pb.ListEntitiesResponse)
+        return list(response.entities)
+
+    def delete_entity(self, name: str) -> None:
+        self._call(self._stub.DeleteEntity, pb.DeleteEntityRequest(name=name), pb.DeleteEntityResponse)
+
+    # Feature views -------------------------------------------------------------------------------------
+
+    def create_feature_view(
+        self, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata | None = None
+    ) -> pb.FeatureView:
+        request = pb.CreateFeatureViewRequest(spec=spec, metadata=metadata)
+        return self._call(self._stub.CreateFeatureView, request, pb.FeatureView)
+
+    def get_feature_view(self, name: str, version: int = 0) -> pb.FeatureView:
+        """The view at ``version``; 0 means the latest active or deprecated version."""
+        request = pb.GetFeatureViewRequest(name=name, version=version)
+        return self._call(self._stub.GetFeatureView, request, pb.FeatureView)
+
+    def list_feature_views(
+        self, *, owner: str = "", tags: Mapping[str, str] | None = None, include_retired: bool = False
+    ) -> list[pb.FeatureView]:
+        """Latest version of every view whose owner is ``owner`` (any when empty) and that carries every
+        tag in ``tags``."""
+        request = pb.ListFeatureViewsRequest(
+            owner=owner, tags=dict(tags or {}), include_retired=include_retired
+        )
+        return list(self._call(self._stub.ListFeatureViews, request, pb.ListFeatureViewsResponse).views)
+
+    def list_feature_view_versions(self, name: str) -> list[pb.FeatureView]:
+        request = pb.ListFeatureViewVersionsRequest(name=name)
+        response = self._call(self._stub.ListFeatureViewVersions, request, pb.ListFeatureViewVersionsResponse)
+        return list(response.versions)
+
+    def update_feature_view_metadata(
+        self,
+        name: str,
+        metadata: pb.FeatureViewMetadata,
+        feature_descriptions: Mapping[str, str] | None = None,
+    ) -> pb.FeatureView:
+        request = pb.UpdateFeatureViewMetadataRequest(
+            name=name, metadata=metadata, feature_descriptions=dict(feature_descriptions or {})
+        )
+        return self._call(self._stub.UpdateFeatureViewMetadata, request, pb.FeatureView)
+
+    def update_validation(
+        self, name: str, version: int, rules: Mapping[str, pb.ValidationRule]
+    ) -> pb.FeatureView:
+        request = pb.UpdateValidationRequest(name=name, version=version, rules=dict(rules))
+        return self._call(self._stub.UpdateValidation, request, pb.FeatureView)
+
+    def create_feature_view_version(self, spec: pb.FeatureViewSpec) -> pb.FeatureView:
+        request = pb.CreateFeatureViewVersionRequest(spec=spec)
+        return self._call(self._stub.CreateFeatureViewVersion, request, pb.FeatureView)
+
+    def deprecate_version(self, name: str, version: int) -> pb.FeatureView:
+        request = pb.ChangeVersionStatusRequest(name=name, version=version)
+        return self._call(self._stub.DeprecateFeatureViewVersion, request, pb.FeatureView)
+
+    def retire_version(self, name: str, version: int) -> pb.FeatureView:
+        request = pb.ChangeVersionStatusRequest(name=name, version=version)
+        return self._call(self._stub.RetireFeatureViewVersion, request, pb.FeatureView)
+
+    def delete_feature_view(self, name: str) -> None:
+        request = pb.DeleteFeatureViewRequest(name=name)
+        self._call(self._stub.DeleteFeatureView, request, pb.DeleteFeatureViewResponse)
+
+    # Declarative apply ---------------------------------------------------------------------------------
+
+    def apply(
+        self, entities: Iterable[pb.Entity], views: Iterable[pb.FeatureView], *, dry_run: bool = False
+    ) -> pb.ApplyResponse:
+        """Plans (and unless ``dry_run`` carries out, in one transaction) the given definitions."""
+        request = pb.ApplyRequest(entities=list(entities), views=list(views), dry_run=dry_run)
+        return self.apply_request(request)
+
+    def apply_request(self, request: pb.ApplyRequest) -> pb.ApplyResponse:
+        """:meth:`apply` with a ready-made request (e.g. one parsed from a definitions file)."""
+        return self._call(self._stub.Apply, request, pb.ApplyResponse)

@@ -1,0 +1,307 @@
+"""``aetherctl dev up|down|status``: a local stack of redis-server, the control plane and the data plane.
+
+Each service runs detached (its own session, so it outlives the shell command) with its output in
+``$AETHER_HOME/dev/<service>.log`` and its pid in ``$AETHER_HOME/dev/<service>.pid``. A pid file is only
+trusted when the process it names is alive and its command line is the expected one, so a stale file
+left by a crash (or a pid the system has since reused) never makes ``dev down`` signal a stranger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import control_plane
+from clients.errors import FailedPrecondition
+from control_plane.cli import output
+from control_plane.cli.settings import CliSettings
+
+_INSTALL_REDIS = (
+    "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
+    "`sudo dnf install redis` (Fedora) or `brew install redis` (macOS)"
+)
+
+
+@dataclass(frozen=True)
+class Service:
+    key: str  # names its files: <key>.pid, <key>.log
+    title: str
+    command: list[str]
+    marker: str  # a piece of its command line that identifies it in /proc/<pid>/cmdline
+    address: str  # where it is configured to listen; a plane's log line gives the real one
+    ready_line: re.Pattern[str] | None  # None: ready when redis answers PING
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = commands.add_parser("dev", help="a local stack: redis-server, control plane, data plane")
+    actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="start the local stack (in the background) and wait until it is ready")
+    up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for each service (default: 60)")
+    down = actions.add_parser("down", help="stop the local stack")
+    down.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (default: 10)"
+    )
+    actions.add_parser("status", help="show which services of the local stack run, and where")
+
+
+def run(args: argparse.Namespace, settings: CliSettings) -> int:
+    folder = settings.home / "dev"
+    services = _services(settings, folder)
+    if args.action == "up":
+        return _up(services, folder, settings, args.wait)
+    if args.action == "down":
+        return _down(services, folder, args.grace)
+    return _status(services, folder)
+
+
+def _services(settings: CliSettings, folder: Path) -> list[Service]:
+    redis_url = urlsplit(settings.redis_url)
+    host, port = redis_url.hostname or "127.0.0.1", redis_url.port or 6379
+    data_dir = folder / "redis"
+    python = sys.executable
+    return [
+        Service(
+            key="redis",
+            title="redis",
+            # No persistence: the online store is rebuilt by materialization, and dev data is disposable.
+            command=[shutil.which("redis-server") or "redis-server", "--bind", host, "--port", str(port),
+                     "--save", "", "--appendonly", "no", "--dir", str(data_dir), "--daemonize", "no"],
+            marker="redis-server",
+            address=settings.redis_url,
+            ready_line=None,
+        ),
+        Service(
+            key="control-plane",
+            title="control plane",
+            command=[python, "-m", "control_plane", "--listen", settings.control_plane_addr,
+                     "--db-url", settings.db_url, "--redis-url", settings.redis_url],
+            marker="control_plane",
+            address=settings.control_plane_addr,
+            ready_line=re.compile(r"aether control plane listening on (\S+)"),
+        ),
+        Service(
+            key="data-plane",
+            title="data plane",
+            command=[python, "-m", "data_plane", "--listen", settings.data_plane_addr,
+                     "--redis-url", settings.redis_url, "--control-plane", settings.control_plane_addr,
+                     "--snapshot-path", str(settings.home / "registry_snapshot.pb")],
+            marker="data_plane",
+            address=settings.data_plane_addr,
+            ready_line=re.compile(r"aether data plane listening on (\S+)"),
+        ),
+    ]  # fmt: skip
+
+
+# up ------------------------------------------------------------------------------------------------
+
+
+def _up(services: list[Service], folder: Path, settings: CliSettings, wait_s: float) -> int:
+    if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
+        raise FailedPrecondition(_INSTALL_REDIS)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "redis").mkdir(exist_ok=True)
+    rows: list[tuple[object, ...]] = []
+    started: list[Service] = []
+    try:
+        for service in services:
+            pid = _running_pid(service, folder)
+            if pid is not None:
+                rows.append(_row(service, folder, "already running", pid))
+            elif service.ready_line is None and _redis_answers(service.address):
+                rows.append(
+                    (service.title, "already running (not started by aetherctl)", service.address, "-", "-")
+                )
+            else:
+                pid = _start(service, folder, settings, wait_s)
+                started.append(service)
+                rows.append(_row(service, folder, "started", pid))
+    except FailedPrecondition:
+        # All or nothing: a stack where one service failed is stopped again rather than left half up.
+        for service in reversed(started):
+            _stop(service, folder, grace_s=5.0)
+        raise
+    print(output.table(("SERVICE", "STATE", "ADDRESS", "PID", "LOG"), rows))
+    return 0
+
+
+def _start(service: Service, folder: Path, settings: CliSettings, wait_s: float) -> int:
+    log_path = folder / f"{service.key}.log"
+    env = dict(os.environ, AETHER_HOME=str(settings.home))
+    # The planes are started as modules: make sure the child imports this very checkout of Aether.
+    source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            service.command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # detached: no SIGINT from the terminal that ran `dev up`
+        )
+    (folder / f"{service.key}.pid").write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + wait_s
+    while not _is_ready(service, log_path):
+        if process.poll() is not None:
+            _remove_pid_file(service, folder)
+            raise FailedPrecondition(
+                f"{service.title} exited with status {process.returncode} before it was ready; "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        if time.monotonic() > deadline:
+            _stop(service, folder, grace_s=5.0)
+            raise FailedPrecondition(
+                f"{service.title} was not ready after {wait_s:g}s; "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.05)
+    return process.pid
+
+
+def _is_ready(service: Service, log_path: Path) -> bool:
+    """Redis answers PING; a plane has logged where it listens and its health check says SERVING (the
+    data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
+    if service.ready_line is None:
+        return _redis_answers(service.address)
+    address = _listening_address(service, log_path)
+    return address is not None and _serving(address)
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _listening_address(service: Service, log_path: Path) -> str | None:
+    if service.ready_line is None:
+        return service.address
+    try:
+        match = service.ready_line.search(log_path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    return match.group(1) if match else None
+
+
+# down and status -----------------------------------------------------------------------------------
+
+
+def _down(services: list[Service], folder: Path, grace_s: float) -> int:
+    rows = []
+    for service in reversed(services):  # dependents first: data plane, control plane, then redis
+        rows.append((service.title, _stop(service, folder, grace_s)))
+    print(output.table(("SERVICE", "STATE"), reversed(rows)))
+    return 0
+
+
+def _stop(service: Service, folder: Path, grace_s: float) -> str:
+    pid = _running_pid(service, folder)
+    if pid is None:
+        _remove_pid_file(service, folder)
+        return "not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    state = f"stopped (pid {pid})"
+    while _alive(pid, service.marker):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            state = f"killed after {grace_s:g}s (pid {pid})"
+            while _alive(pid, service.marker):
+                time.sleep(0.02)
+            break
+        time.sleep(0.05)
+    _remove_pid_file(service, folder)
+    return state
+
+
+def _status(services: list[Service], folder: Path) -> int:
+    rows = []
+    all_running = True
+    for service in services:
+        pid = _running_pid(service, folder)
+        if pid is not None:
+            rows.append(_row(service, folder, "running", pid))
+        elif service.ready_line is None and _redis_answers(service.address):
+            rows.append((service.title, "running (not started by aetherctl)", service.address, "-", "-"))
+        else:
+            all_running = False
+            rows.append((service.title, "stopped", service.address, "-", str(folder / f"{service.key}.log")))
+    print(output.table(("SERVICE", "STATE", "ADDRESS", "PID", "LOG"), rows))
+    return 0 if all_running else 1
+
+
+# processes -----------------------------------------------------------------------------------------
+
+
+def _row(service: Service, folder: Path, state: str, pid: int) -> tuple[object, ...]:
+    log_path = folder / f"{service.key}.log"
+    address = _listening_address(service, log_path) or service.address
+    return (service.title, state, address, pid, str(log_path))
+
+
+def _running_pid(service: Service, folder: Path) -> int | None:
+    """The pid in the service's pid file when that process is alive and is the service."""
+    try:
+        pid = int((folder / f"{service.key}.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid, service.marker) else None
+
+
+def _alive(pid: int, marker: str) -> bool:
+    try:
+        # Reaps it when it is our own child (started by this process), so it does not linger as a zombie.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no procfs (macOS): trust the signal check
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and marker in command
+
+
+def _remove_pid_file(service: Service, folder: Path) -> None:
+    (folder / f"{service.key}.pid").unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

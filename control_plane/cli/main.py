@@ -1,0 +1,63 @@
+"""``aetherctl``: parse the command line, run one command, turn errors into messages and exit codes.
+
+Exit codes: 0 success, 1 a failed operation (``error: <STATUS_CODE>: message`` on stderr), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clients.errors import AetherError, Unavailable
+from control_plane.cli import dev, features
+from control_plane.cli.settings import CliSettings
+
+
+def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aetherctl", description="Administer Aether: feature registry and a local development stack."
+    )
+    parser.add_argument(
+        "--control-plane",
+        metavar="HOST:PORT",
+        default=settings.control_plane_addr,
+        help="control plane address (default: $AETHER_CONTROL_PLANE_ADDR or %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=settings.timeout_s, help="seconds per call (default: %(default)s)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    features.add_parsers(commands)
+    dev.add_parsers(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = CliSettings.from_env()
+    parser = build_parser(settings)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2, already explained by argparse)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        if args.command == "features":
+            return features.run(args)
+        return dev.run(args, settings)
+    except features.UsageError as error:
+        print(f"aetherctl: error: {error}", file=sys.stderr)
+        return 2
+    except AetherError as error:
+        message = error.message
+        if isinstance(error, Unavailable) and args.command == "features":
+            message += (
+                f" (is the control plane running at {args.control_plane}? `aetherctl dev up` starts one)"
+            )
+        print(f"error: {error.code.name}: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,499 @@
+"""Declarative feature definitions: a YAML file in, an ``ApplyRequest`` out.
+
+The file is checked completely on this side before anything is sent, and every problem names the file,
+the line and the field (``features.yaml:14: feature_views[0].features[2].dtype: unknown type ...``).
+YAML is read with ``yaml.compose`` rather than ``safe_load`` because only the node tree keeps line
+numbers. The parse also records, for every path of the request (``views[1].spec.features[3]``), the
+line and the YAML field it came from, so that an error the server reports against the request can be
+pointed back at the file.
+
+Format (see ``examples/features.yaml``)::
+
+    entities:
+      - name: zone
+        join_keys: [{name: zone_id, type: int64}]
+    feature_views:
+      - name: zone_weather
+        entity: zone
+        ttl: 2h
+        source: {kind: batch, uri: data/weather.parquet, timestamp_field: event_ts}
+        features:
+          - {name: temperature_c, dtype: float32, validation: {min: -50, max: 60}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.value_types import TYPE_NAMES
+from control_plane.features.validation import AGGREGATION_FUNCTIONS, NAME_PATTERN, SOURCE_KINDS
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FEATURE_TYPES = tuple(name for name in TYPE_NAMES if name != "string")
+JOIN_KEY_TYPES = ("int64", "string")
+_CATEGORICAL = {types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    field: str  # YAML path, e.g. feature_views[0].features[2].dtype; empty for a syntax error
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.field}: " if self.field else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class DefinitionError(Exception):
+    """The definitions file is invalid; ``problems`` lists every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: p.line)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Location:
+    line: int
+    field: str  # the YAML path the request path came from
+
+
+@dataclass(frozen=True)
+class Definitions:
+    file: str
+    request: pb.ApplyRequest
+    locations: dict[str, Location] = field(default_factory=dict)  # request path -> where in the file
+
+    def locate(self, request_path: str) -> Location | None:
+        """Where ``request_path`` came from; a path below the deepest one recorded (a map key, say)
+        is located at its closest recorded ancestor, with the rest of the path kept on the field."""
+        prefix = request_path
+        while prefix:
+            if prefix in self.locations:
+                found = self.locations[prefix]
+                return Location(found.line, found.field + request_path[len(prefix) :])
+            cut = max(prefix.rfind("."), prefix.rfind("["))
+            prefix = prefix[:cut] if cut > 0 else ""
+        return None
+
+    def explain(self, server_message: str) -> str | None:
+        """``FILE:LINE: field: message`` for a server message that starts with a request path
+        (``views[1].spec.entity: unknown entity 'zon'``); None when it names no path of this request."""
+        match = re.match(r"((?:entities|views)\[\d+\][\w.\[\]]*): (.*)", server_message, re.DOTALL)
+        if match is None:
+            return None
+        location = self.locate(match.group(1))
+        if location is None:
+            return None
+        return str(Problem(self.file, location.line, location.field, match.group(2)))
+
+
+def parse_duration(value: int | str) -> int:
+    """Seconds in ``value``: an integer number of seconds, or numbers with a unit s/m/h/d, several of
+    them allowed (``90``, ``"45s"``, ``"1.5h"``, ``"1h30m"``). ValueError when malformed, negative or not
+    a whole number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 90, 45s, 30m, 2h or 1d, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"duration must not be negative, got {value}")
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    total = Decimal(0)
+    position = 0
+    seen: set[str] = set()
+    for match in _DURATION_PART.finditer(text):
+        between = text[position : match.start()]
+        if between.strip() or match.group(2) in seen:
+            break
+        seen.add(match.group(2))
+        total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not seen or text[position:].strip():
+        raise ValueError(f"invalid duration {value!r}; expected e.g. 90, 45s, 30m, 2h, 1d or 1h30m")
+    if total != total.to_integral_value():
+        raise ValueError(f"duration {value!r} is not a whole number of seconds")
+    return int(total)
+
+
+def load_definitions(path: str | Path) -> Definitions:
+    """Parses the definitions file at ``path``; DefinitionError when it is invalid or unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DefinitionError([Problem(str(path), 0, "", f"cannot read file: {error}")]) from None
+    return parse_definitions(text, str(path))
+
+
+def parse_definitions(text: str, file: str = "<string>") -> Definitions:
+    """Parses definitions from ``text`` (``file`` names it in errors); DefinitionError when invalid."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = error.problem or error.context or "syntax error"
+        raise DefinitionError([Problem(file, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.YAMLError as error:
+        raise DefinitionError([Problem(file, 1, "", f"invalid YAML: {error}")]) from None
+    parser = _Parser(file)
+    request = parser.parse(root)
+    if parser.problems:
+        raise DefinitionError(parser.problems)
+    return Definitions(file, request, parser.locations)
+
+
+class _Invalid(Exception):
+    """One field is wrong; it is recorded as a problem, and parsing goes on with the next field."""
+
+
+# A reader turns one YAML node (at a YAML path, for a request path) into a value, or raises _Invalid.
+_Reader = Callable[["_Parser", yaml.Node, str, str], Any]
+
+
+@dataclass(frozen=True)
+class _Key:
+    read: _Reader
+    to: str  # the field's path in the request, relative to the record's
+    required: bool = False
+
+
+class _Parser:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.locations: dict[str, Location] = {}
+        self._constructor = SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: str, message: str) -> _Invalid:
+        self.problems.append(Problem(self.file, node.start_mark.line + 1, path, message))
+        return _Invalid(message)
+
+    def record(self, node: yaml.Node, path: str, at: str, keys: dict[str, _Key]) -> dict[str, Any]:
+        """The values of a mapping's valid keys. Unknown, duplicate and missing keys and invalid values
+        are all recorded as problems, so that one run reports everything wrong in the file."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        self.locations[at] = Location(node.start_mark.line + 1, path)
+        values: dict[str, Any] = {}
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            key_path = f"{path}.{key}" if path else key
+            if key not in keys:
+                hint = difflib.get_close_matches(key, keys, n=1)
+                guess = f"did you mean {hint[0]!r}? " if hint else ""
+                self.fail(
+                    key_node, key_path, f"unknown key {key!r}; {guess}expected one of {', '.join(keys)}"
+                )
+                continue
+            if key in seen:
+                self.fail(key_node, key_path, f"duplicate key {key!r}")
+                continue
+            seen.add(key)
+            key_at = f"{at}.{keys[key].to}" if at else keys[key].to
+            self.locations[key_at] = Location(value_node.start_mark.line + 1, key_path)
+            with contextlib.suppress(_Invalid):
+                values[key] = keys[key].read(self, value_node, key_path, key_at)
+        for key, spec in keys.items():
+            if spec.required and key not in seen:
+                self.fail(node, path, f"missing required key {key!r}")
+        return values
+
+    def records(
+        self, node: yaml.Node, path: str, at: str, keys: dict[str, _Key], what: str
+    ) -> list[tuple[yaml.Node, dict[str, Any]]]:
+        """Each item of a list of records with its values; a duplicate ``name`` is a problem."""
+        result: list[tuple[yaml.Node, dict[str, Any]]] = []
+        first_line: dict[str, int] = {}
+        for index, item in enumerate(_sequence(self, node, path, at)):
+            try:
+                values = self.record(item, f"{path}[{index}]", f"{at}[{index}]", keys)
+            except _Invalid:
+                continue
+            name = values.get("name")
+            if name is not None and name in first_line:
+                message = f"duplicate {what} {name!r} (first defined on line {first_line[name]})"
+                self.fail(item, f"{path}[{index}].name", message)
+            elif name is not None:
+                first_line[name] = item.start_mark.line + 1
+            result.append((item, values))
+        return result
+
+    def scalar(self, node: yaml.Node, path: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, path, f"expected a single value, got {_kind(node)}")
+        return self._constructor.construct_object(node, deep=True)
+
+    def parse(self, root: yaml.Node | None) -> pb.ApplyRequest:
+        request = pb.ApplyRequest()
+        if root is None:
+            message = "the file defines nothing; expected entities and/or feature_views"
+            self.problems.append(Problem(self.file, 1, "", message))
+            return request
+        try:
+            top = self.record(root, "", "", _TOP_KEYS)
+        except _Invalid:
+            return request
+        request.entities.extend(top.get("entities", []))
+        request.views.extend(top.get("feature_views", []))
+        return request
+
+
+# Readers of single values ----------------------------------------------------------------------------
+
+
+def _string(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
+    value = parser.scalar(node, path)
+    if not isinstance(value, str):
+        raise parser.fail(node, path, f"expected a string, got {_kind(node)} {node.value!r}")
+    return value
+
+
+def _name(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
+    value = _string(parser, node, path, at)
+    if not NAME_PATTERN.fullmatch(value):  # the registry's own rule, checked here to name the line
+        raise parser.fail(node, path, f"invalid name {value!r}; use lower-case letters, digits and _")
+    return value
+
+
+def _number(parser: _Parser, node: yaml.Node, path: str, at: str) -> float:
+    value = parser.scalar(node, path)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN != NaN
+        raise parser.fail(node, path, f"expected a number, got {_kind(node)} {node.value!r}")
+    return float(value)
+
+
+def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:
+    value = parser.scalar(node, path)
+    try:
+        if not isinstance(value, int | str):
+            raise ValueError(f"expected a duration such as 90, 45s, 30m, 2h or 1d, got {node.value!r}")
+        return parse_duration(value)
+    except ValueError as error:
+        raise parser.fail(node, path, str(error)) from None
+
+
+def _choice(choices: tuple[str, ...], what: str) -> _Reader:
+    def read(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
+        value = _string(parser, node, path, at).lower()
+        if value not in choices:
+            raise parser.fail(
+                node, path, f"unknown {what} {node.value!r}; expected one of {', '.join(choices)}"
+            )
+        return value
+
+    return read
+
+
+def _sequence(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[yaml.Node]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise parser.fail(node, path, f"expected a list, got {_kind(node)}")
+    return list(node.value)
+
+
+def _tags(parser: _Parser, node: yaml.Node, path: str, at: str) -> dict[str, str]:
+    if not isinstance(node, yaml.MappingNode):
+        raise parser.fail(node, path, f"expected a mapping of tag names to values, got {_kind(node)}")
+    tags: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        key = _string(parser, key_node, path, at)
+        if not isinstance(value_node, yaml.ScalarNode) or value_node.tag.endswith(":null"):
+            raise parser.fail(value_node, f"{path}.{key}", "a tag value must be a single value")
+        tags[key] = str(value_node.value)  # as written: `tier: 1` is the tag "1"
+    return tags
+
+
+def _categories(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[int]:
+    values = [parser.scalar(item, f"{path}[{i}]") for i, item in enumerate(_sequence(parser, node, path, at))]
+    for index, value in enumerate(values):
+        if not isinstance(value, int):  # bool is an int: true/false stand for 1/0
+            raise parser.fail(
+                node.value[index], f"{path}[{index}]", f"expected an integer category, got {value!r}"
+            )
+    return [int(value) for value in values]
+
+
+# Readers of records ----------------------------------------------------------------------------------
+
+
+def _join_keys(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.JoinKey]:
+    keys = parser.records(node, path, at, _JOIN_KEY_KEYS, "join key")
+    if not keys and isinstance(node, yaml.SequenceNode) and not node.value:
+        raise parser.fail(node, path, "an entity needs at least one join key")
+    return [pb.JoinKey(name=v.get("name", ""), value_type=v.get("type", "int64").upper()) for _, v in keys]
+
+
+def _entities(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.Entity]:
+    return [
+        pb.Entity(
+            name=v.get("name", ""), description=v.get("description", ""), join_keys=v.get("join_keys", [])
+        )
+        for _, v in parser.records(node, path, at, _ENTITY_KEYS, "entity")
+    ]
+
+
+def _validation(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.ValidationRule:
+    values = parser.record(node, path, at, _VALIDATION_KEYS)
+    low, high = values.get("min"), values.get("max")
+    if low is not None and high is not None and low > high:
+        raise parser.fail(node, f"{path}.max", f"max {high:g} is below min {low:g}")
+    fraction = values.get("max_null_fraction", 0.0)
+    if not 0.0 <= fraction <= 1.0:
+        raise parser.fail(node, f"{path}.max_null_fraction", f"must be between 0 and 1, got {fraction:g}")
+    return pb.ValidationRule(
+        min_value=low, max_value=high, allowed_values=values.get("allowed", []), max_null_fraction=fraction
+    )
+
+
+def _features(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.Feature]:
+    features = []
+    for index, (item, values) in enumerate(parser.records(node, path, at, _FEATURE_KEYS, "feature")):
+        feature = pb.Feature(
+            name=values.get("name", ""),
+            value_type=values.get("dtype", "value_type_unspecified").upper(),
+            description=values.get("description", ""),
+            validation=values.get("validation"),
+        )
+        if feature.validation.allowed_values and feature.value_type not in _CATEGORICAL:
+            message = "allowed values apply to integer and bool features only"
+            parser.fail(item, f"{path}[{index}].validation.allowed", message)
+        features.append(feature)
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        raise parser.fail(node, path, "a feature view needs at least one feature")
+    return features
+
+
+def _aggregations(
+    parser: _Parser, node: yaml.Node, path: str, at: str
+) -> list[tuple[yaml.Node, pb.Aggregation]]:
+    result = []
+    for index, (item, values) in enumerate(parser.records(node, path, at, _AGGREGATION_KEYS, "aggregation")):
+        if values.get("window") == 0:
+            parser.fail(item, f"{path}[{index}].window", "an aggregation window must be longer than 0s")
+        aggregation = pb.Aggregation(
+            column=values.get("column", ""),
+            function=values.get("function", ""),
+            window_seconds=values.get("window", 0),
+            output=values.get("output", ""),
+        )
+        result.append((item, aggregation))
+    return result
+
+
+def _views(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.FeatureView]:
+    views = []
+    for index, (item, values) in enumerate(parser.records(node, path, at, _VIEW_KEYS, "feature view")):
+        for part in ("spec", "metadata"):  # both halves of a view come from the one YAML record
+            parser.locations[f"{at}[{index}].{part}"] = Location(item.start_mark.line + 1, f"{path}[{index}]")
+        view = pb.FeatureView(
+            spec=pb.FeatureViewSpec(
+                name=values.get("name", ""),
+                entity=values.get("entity", ""),
+                features=values.get("features", []),
+                source=values.get("source"),
+                ttl_seconds=values.get("ttl", 0),
+            ),
+            metadata=pb.FeatureViewMetadata(
+                description=values.get("description", ""),
+                owner=values.get("owner", ""),
+                tags=values.get("tags"),
+            ),
+        )
+        feature_names = {feature.name for feature in view.spec.features}
+        outputs: set[str] = set()
+        for agg_index, (item, aggregation) in enumerate(values.get("aggregations", [])):
+            where = f"{path}[{index}].aggregations[{agg_index}].output"
+            if aggregation.output in outputs:
+                parser.fail(item, where, f"duplicate aggregation output {aggregation.output!r}")
+            elif aggregation.output and aggregation.output not in feature_names:
+                message = f"{aggregation.output!r} is not a feature of this view; declare it under features"
+                parser.fail(item, where, message)
+            outputs.add(aggregation.output)
+            view.spec.aggregations.append(aggregation)
+        views.append(view)
+    return views
+
+
+def _source(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.Source:
+    values = parser.record(node, path, at, _SOURCE_KEYS)
+    return pb.Source(
+        kind=values.get("kind", ""),
+        uri=values.get("uri", ""),
+        timestamp_field=values.get("timestamp_field", ""),
+    )
+
+
+# The format: each record's keys, what reads them and where they go in the request.
+
+_JOIN_KEY_KEYS = {
+    "name": _Key(_name, "name", required=True),
+    "type": _Key(_choice(JOIN_KEY_TYPES, "join key type"), "value_type", required=True),
+}
+_ENTITY_KEYS = {
+    "name": _Key(_name, "name", required=True),
+    "description": _Key(_string, "description"),
+    "join_keys": _Key(_join_keys, "join_keys", required=True),
+}
+_VALIDATION_KEYS = {
+    "min": _Key(_number, "min_value"),
+    "max": _Key(_number, "max_value"),
+    "allowed": _Key(_categories, "allowed_values"),
+    "max_null_fraction": _Key(_number, "max_null_fraction"),
+}
+_FEATURE_KEYS = {
+    "name": _Key(_name, "name", required=True),
+    "dtype": _Key(_choice(FEATURE_TYPES, "type"), "value_type", required=True),
+    "description": _Key(_string, "description"),
+    "validation": _Key(_validation, "validation"),
+}
+_SOURCE_KEYS = {
+    "kind": _Key(_choice(SOURCE_KINDS, "source kind"), "kind", required=True),
+    "uri": _Key(_string, "uri"),
+    "timestamp_field": _Key(_string, "timestamp_field"),
+}
+_AGGREGATION_KEYS = {
+    "column": _Key(_string, "column", required=True),
+    "function": _Key(_choice(AGGREGATION_FUNCTIONS, "function"), "function", required=True),
+    "window": _Key(_duration, "window_seconds", required=True),
+    "output": _Key(_name, "output", required=True),
+}
+_VIEW_KEYS = {
+    "name": _Key(_name, "spec.name", required=True),
+    "entity": _Key(_name, "spec.entity", required=True),
+    "description": _Key(_string, "metadata.description"),
+    "owner": _Key(_string, "metadata.owner"),
+    "tags": _Key(_tags, "metadata.tags"),
+    "ttl": _Key(_duration, "spec.ttl_seconds"),
+    "source": _Key(_source, "spec.source"),
+    "features": _Key(_features, "spec.features", required=True),
+    "aggregations": _Key(_aggregations, "spec.aggregations"),
+}
+_TOP_KEYS = {"entities": _Key(_entities, "entities"), "feature_views": _Key(_views, "views")}
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = str(node.tag).rsplit(":", 1)[-1]
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "a boolean", "null": "null"}
+    return names.get(tag, tag)

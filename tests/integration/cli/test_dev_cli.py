@@ -1,0 +1,127 @@
+"""``aetherctl dev up|status|down`` as a user runs it: a separate process starting real services on free
+loopback ports, with the state folder in a temporary AETHER_HOME."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def aetherctl(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", *args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        AETHER_HOME=str(tmp_path / "aether"),
+        AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        AETHER_CONTROL_PLANE_ADDR=f"127.0.0.1:{free_port()}",
+        AETHER_DATA_PLANE_ADDR=f"127.0.0.1:{free_port()}",
+    )
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def states(out: str) -> dict[str, str]:
+    """SERVICE -> STATE of a printed dev table (service names may hold one space)."""
+    rows = {}
+    for line in out.splitlines()[1:]:
+        for service in ("redis", "control plane", "data plane"):
+            if line.startswith(service + " "):
+                rows[service] = line[len(service) :].split()[0]
+    return rows
+
+
+def test_dev_up_starts_the_stack_and_dev_down_stops_it(dev_env: dict[str, str]) -> None:
+    home = Path(dev_env["AETHER_HOME"]) / "dev"
+    up = aetherctl(dev_env, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert states(up.stdout) == {"redis": "started", "control plane": "started", "data plane": "started"}
+        for key in ("AETHER_REDIS_URL", "AETHER_CONTROL_PLANE_ADDR", "AETHER_DATA_PLANE_ADDR"):
+            assert dev_env[key] in up.stdout  # where each one listens
+        for name in ("redis", "control-plane", "data-plane"):
+            assert str(home / f"{name}.log") in up.stdout
+            assert (home / f"{name}.pid").read_text().strip().isdigit()
+        assert redis_answers(dev_env["AETHER_REDIS_URL"])
+        assert serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+        assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])
+        assert (Path(dev_env["AETHER_HOME"]) / "aether.db").exists()  # the embedded SQLite default
+
+        again = aetherctl(dev_env, "dev", "up")
+        assert again.returncode == 0, again.stderr
+        assert set(states(again.stdout).values()) == {"already"}  # "already running"
+        status = aetherctl(dev_env, "dev", "status")
+        assert status.returncode == 0
+        assert set(states(status.stdout).values()) == {"running"}
+    finally:
+        down = aetherctl(dev_env, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert states(down.stdout) == {"redis": "stopped", "control plane": "stopped", "data plane": "stopped"}
+    assert not list(home.glob("*.pid"))
+    assert not redis_answers(dev_env["AETHER_REDIS_URL"])
+    assert not serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+    assert not serving(dev_env["AETHER_DATA_PLANE_ADDR"])
+
+    status = aetherctl(dev_env, "dev", "status")
+    assert status.returncode == 1
+    assert set(states(status.stdout).values()) == {"stopped"}
+    down_again = aetherctl(dev_env, "dev", "down")
+    assert down_again.returncode == 0
+    assert set(states(down_again.stdout).values()) == {"not"}  # "not running"
+
+
+def test_a_service_that_cannot_start_leaves_nothing_running(dev_env: dict[str, str]) -> None:
+    host, port = dev_env["AETHER_CONTROL_PLANE_ADDR"].rsplit(":", 1)
+    with socket.socket() as squatter:  # the control plane's port is taken
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        up = aetherctl(dev_env, "dev", "up")
+    assert up.returncode == 1
+    assert up.stderr.startswith("error: FAILED_PRECONDITION: control plane exited")
+    assert not redis_answers(dev_env["AETHER_REDIS_URL"])  # the redis it had started is stopped again
+    assert not list((Path(dev_env["AETHER_HOME"]) / "dev").glob("*.pid"))
+
+
+def test_a_missing_redis_server_says_how_to_install_it(dev_env: dict[str, str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    up = aetherctl({**dev_env, "PATH": str(empty)}, "dev", "up")
+    assert up.returncode == 1
+    assert "redis-server is not on PATH" in up.stderr
+    assert "apt-get install redis-server" in up.stderr
+    assert not (Path(dev_env["AETHER_HOME"]) / "dev" / "control-plane.pid").exists()

@@ -1,0 +1,263 @@
+"""``aetherctl features ...`` in-process against a real control plane (gRPC on loopback, SQLite file)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from control_plane.cli.main import main
+from tests.support.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "examples" / "features.yaml"
+
+Capture = pytest.CaptureFixture[str]
+
+
+def run(capsys: Capture, address: str, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop anything printed before
+    code = main(["--control-plane", address, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def plan_rows(out: str) -> list[list[str]]:
+    """(KIND, NAME, ACTION, VERSION) of each step in a printed plan."""
+    table, _, _summary = out.partition("\n\n")
+    lines = table.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "ACTION", "VERSION", "CHANGES"]
+    return [line.split()[:4] for line in lines[1:] if not line.startswith(" ")]  # indented: more changes
+
+
+def copy_example(tmp_path: Path) -> Path:
+    target = tmp_path / "features.yaml"
+    shutil.copy(EXAMPLE, target)
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def line_of(path: Path, fragment: str) -> int:
+    return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if fragment in line)
+
+
+def test_apply_prints_the_plan_and_a_second_apply_changes_nothing(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = copy_example(tmp_path)
+    code, out, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert (code, err) == (0, "")
+    assert plan_rows(out) == [
+        ["entity", "zone", "CREATE", "-"],
+        ["feature_view", "zone_weather", "CREATE", "1"],
+        ["feature_view", "zone_demand", "CREATE", "1"],
+    ]
+    assert out.rstrip().endswith("applied: 3 created")
+
+    code, out, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert (code, err) == (0, "")
+    assert {row[2] for row in plan_rows(out)} == {"NO_CHANGE"}
+    assert out.rstrip().endswith("no changes")
+
+
+def test_dry_run_prints_the_plan_and_applies_nothing(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = copy_example(tmp_path)
+    code, out, _ = run(capsys, control_plane, "features", "apply", str(path), "--dry-run")
+    assert code == 0
+    assert [row[2] for row in plan_rows(out)] == ["CREATE", "CREATE", "CREATE"]
+    assert "dry run, nothing applied" in out
+    assert run(capsys, control_plane, "features", "list")[1].strip() == "no feature views"
+
+
+def test_a_changed_dtype_creates_a_new_version_beside_the_old(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = copy_example(tmp_path)
+    assert run(capsys, control_plane, "features", "apply", str(path))[0] == 0
+    edit(path, "{name: bookings_1h, dtype: int64", "{name: bookings_1h, dtype: int32")
+    code, out, _ = run(capsys, control_plane, "features", "apply", str(path))
+    assert code == 0
+    rows = plan_rows(out)
+    assert ["feature_view", "zone_demand", "NEW_VERSION", "2"] in rows
+    assert ["feature_view", "zone_weather", "NO_CHANGE", "1"] in rows
+    assert "bookings_1h" in out  # the reason names the feature whose type changed
+
+    code, out, _ = run(capsys, control_plane, "features", "versions", "zone_demand")
+    assert code == 0
+    versions = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert versions == [["1", "ACTIVE"], ["2", "ACTIVE"]]
+    code, out, _ = run(capsys, control_plane, "features", "get", "zone_demand", "--version", "1")
+    assert code == 0
+    assert "version:      1 of 2" in out
+    assert any(line.split()[:2] == ["bookings_1h", "int64"] for line in out.splitlines())
+
+
+def test_invalid_yaml_reports_file_line_and_field_and_applies_nothing(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = copy_example(tmp_path)
+    assert run(capsys, control_plane, "features", "apply", str(path))[0] == 0
+    # A valid edit (a new version of zone_demand) next to a typo: neither may reach the registry.
+    edit(path, "{name: bookings_1h, dtype: int64", "{name: bookings_1h, dtype: int32")
+    edit(path, "dtype: bool", "dtype: bol")
+    code, out, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert code == 1
+    assert out == ""
+    line = line_of(path, "dtype: bol")
+    assert f"{path}:{line}: feature_views[0].features[2].dtype: unknown type 'bol'" in err
+    assert err.rstrip().endswith("is invalid; nothing was sent")
+    _, out, _ = run(capsys, control_plane, "features", "versions", "zone_demand")
+    assert len(out.strip().splitlines()) == 2  # header + version 1 only
+
+    path.write_text("feature_views:\n  - name: broken\n    features: [\n")
+    code, _, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert code == 1
+    assert f"{path}:4: invalid YAML" in err
+
+
+def test_a_server_rejection_is_mapped_to_its_yaml_line_and_nothing_is_half_applied(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = tmp_path / "defs.yaml"
+    path.write_text(
+        "entities:\n"
+        "  - {name: rider, join_keys: [{name: rider_id, type: int64}]}\n"
+        "feature_views:\n"
+        "  - name: rider_stats\n"
+        "    entity: rider\n"
+        "    features: [{name: trips, dtype: int64}]\n"
+        "  - name: driver_stats\n"
+        "    entity: driver\n"  # no such entity, here or in the registry: only the server can tell
+        "    features: [{name: trips, dtype: int64}]\n"
+    )
+    code, out, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert code == 1
+    assert out == ""
+    first, last = err.strip().splitlines()
+    assert first.startswith(f"{path}:8: feature_views[1].entity: ")
+    assert "driver" in first
+    assert last == f"error: INVALID_ARGUMENT: the control plane rejected {path}; nothing was applied"
+    # The valid entity and view before the rejected one were not applied either: one transaction.
+    assert run(capsys, control_plane, "features", "list")[1].strip() == "no feature views"
+    assert run(capsys, control_plane, "features", "entities")[1].strip() == "no entities"
+
+
+def test_a_rule_only_the_server_checks_points_at_its_line(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    path = copy_example(tmp_path)
+    edit(path, "validation: {allowed: [0, 1]}", "validation: {allowed: [0, 2]}")
+    code, _, err = run(capsys, control_plane, "features", "apply", str(path))
+    assert code == 1
+    line = line_of(path, "allowed: [0, 2]")
+    assert err.startswith(f"{path}:{line}: feature_views[0].features[2].validation.allowed: ")
+
+
+def test_list_filters_by_owner_and_tag_and_prints_json(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    assert run(capsys, control_plane, "features", "apply", str(copy_example(tmp_path)))[0] == 0
+    code, out, _ = run(capsys, control_plane, "features", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "STATUS", "ENTITY", "FEATURES", "TTL", "OWNER", "TAGS"]
+    assert sorted(line.split()[0] for line in lines[1:]) == ["zone_demand", "zone_weather"]
+    assert lines[0].index("OWNER") == lines[1].index(lines[1].split()[6])  # columns are aligned
+
+    _, out, _ = run(capsys, control_plane, "features", "list", "--owner", "pricing-team")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["zone_demand"]
+    _, out, _ = run(capsys, control_plane, "features", "list", "--tag", "domain=weather", "--tag", "tier=1")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["zone_weather"]
+    _, out, _ = run(capsys, control_plane, "features", "list", "--tag", "domain=nothing")
+    assert out.strip() == "no feature views"
+
+    code, out, _ = run(capsys, control_plane, "features", "list", "--json", "--owner", "data-team")
+    assert code == 0
+    views = json.loads(out)
+    assert [view["spec"]["name"] for view in views] == ["zone_weather"]
+    assert views[0]["status"] == "ACTIVE"
+    assert [feature["value_type"] for feature in views[0]["spec"]["features"]] == [
+        "FLOAT32",
+        "FLOAT32",
+        "BOOL",
+    ]
+
+
+def test_get_shows_a_view_and_unknown_names_are_not_found(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    assert run(capsys, control_plane, "features", "apply", str(copy_example(tmp_path)))[0] == 0
+    code, out, _ = run(capsys, control_plane, "features", "get", "zone_weather")
+    assert code == 0
+    assert "entity:       zone" in out
+    assert "ttl:          2h" in out
+    assert "tags:         domain=weather,tier=1" in out
+    temperature = next(line for line in out.splitlines() if line.startswith("temperature_c"))
+    assert temperature.split()[:4] == ["temperature_c", "float32", "min=-50", "max=60"]
+
+    code, out, _ = run(capsys, control_plane, "features", "get", "zone_demand", "--json")
+    assert code == 0
+    assert [agg["output"] for agg in json.loads(out)["spec"]["aggregations"]] == [
+        "bookings_1h",
+        "bookings_24h",
+        "mean_fare_1h",
+    ]
+
+    for args in (["get", "nope"], ["get", "zone_weather", "--version", "9"], ["versions", "nope"]):
+        code, out, err = run(capsys, control_plane, "features", *args)
+        assert (code, out) == (1, "")
+        assert err.startswith("error: NOT_FOUND: ")
+        assert ("nope" if "nope" in args else "9") in err
+
+
+def test_deprecate_retire_and_delete(control_plane: str, tmp_path: Path, capsys: Capture) -> None:
+    path = copy_example(tmp_path)
+    assert run(capsys, control_plane, "features", "apply", str(path))[0] == 0
+
+    code, _, err = run(capsys, control_plane, "features", "retire", "zone_weather", "1")
+    assert code == 1
+    assert err.startswith("error: FAILED_PRECONDITION: ")  # only a deprecated version may be retired
+    code, out, _ = run(capsys, control_plane, "features", "deprecate", "zone_weather", "1")
+    assert (code, out.strip()) == (0, "feature view zone_weather version 1 is now DEPRECATED")
+    code, out, _ = run(capsys, control_plane, "features", "retire", "zone_weather", "1")
+    assert (code, out.strip()) == (0, "feature view zone_weather version 1 is now RETIRED")
+    _, out, _ = run(capsys, control_plane, "features", "versions", "zone_weather")
+    assert out.splitlines()[1].split()[:2] == ["1", "RETIRED"]
+
+    # No terminal to ask and no --yes: refused as a usage error, and the view is still there.
+    code, _, err = run(capsys, control_plane, "features", "delete", "zone_demand")
+    assert code == 2
+    assert "without --yes" in err
+    assert run(capsys, control_plane, "features", "get", "zone_demand")[0] == 0
+
+    code, out, _ = run(capsys, control_plane, "features", "delete", "zone_demand", "--yes")
+    assert (code, out.strip()) == (0, "deleted feature view zone_demand")
+    code, _, err = run(capsys, control_plane, "features", "get", "zone_demand")
+    assert code == 1 and err.startswith("error: NOT_FOUND: ")
+    code, _, err = run(capsys, control_plane, "features", "delete", "zone_demand", "--yes")
+    assert code == 1 and err.startswith("error: NOT_FOUND: ")
+
+
+def test_usage_errors_exit_2(control_plane: str, capsys: Capture) -> None:
+    assert run(capsys, control_plane, "features")[0] == 2
+    assert run(capsys, control_plane, "features", "deprecate", "zone_weather", "one")[0] == 2
+    code, _, err = run(capsys, control_plane, "features", "list", "--tag", "no-equals-sign")
+    assert code == 2
+    assert "KEY=VALUE" in err
+
+
+def test_an_unreachable_control_plane_is_unavailable(capsys: Capture) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    code, out, err = run(capsys, address, "--timeout", "2", "features", "list")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: UNAVAILABLE: ")
+    assert f"is the control plane running at {address}?" in err
