@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
 from control_plane.api.feature_registry import FeatureRegistryServicer
@@ -18,6 +20,22 @@ from control_plane.features.registry import FeatureRegistry
 from control_plane.settings import ControlPlaneSettings
 
 FEATURE_REGISTRY_SERVICE = feature_registry_pb2.DESCRIPTOR.services_by_name["FeatureRegistry"].full_name
+
+
+@dataclass
+class ServiceContext:
+    """What a service module gets to register itself on the control-plane server: the settings, the
+    metadata database and the feature registry core. ``on_close`` collects callbacks run at stop."""
+
+    settings: ControlPlaneSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    registry: FeatureRegistry
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+
+#: Adds one gRPC service to the server and returns its full service name (for health and reflection).
+ServiceModule = Callable[[grpc.aio.Server, ServiceContext], str]
 
 
 class ControlPlaneServer:
@@ -34,6 +52,7 @@ class ControlPlaneServer:
         health_servicer: health.aio.HealthServicer,
         engine: Engine,
         grace_s: float,
+        context: ServiceContext,
     ) -> None:
         self.port = port
         self.address = f"{host}:{port}"
@@ -44,6 +63,7 @@ class ControlPlaneServer:
         self._engine = engine
         self._grace_s = grace_s
         self._stopped = False
+        self.context = context
 
     async def stop(self) -> None:
         """Reports NOT_SERVING, ends watch streams, lets in-flight calls finish within the grace period,
@@ -53,6 +73,8 @@ class ControlPlaneServer:
         self._stopped = True
         await self._health.enter_graceful_shutdown()
         self._servicer.close()
+        for close in self.context.on_close:
+            close()
         await self._server.stop(self._grace_s)
         self._engine.dispose()
 
@@ -60,25 +82,35 @@ class ControlPlaneServer:
         await self._server.wait_for_termination()
 
 
+#: Service modules every control plane serves besides the feature registry.
+DEFAULT_SERVICES: tuple[ServiceModule, ...] = ()
+
+
 async def start_server(
-    settings: ControlPlaneSettings, guards: Sequence[ReferenceGuard] = ()
+    settings: ControlPlaneSettings,
+    guards: Sequence[ReferenceGuard] = (),
+    services: Sequence[ServiceModule] = DEFAULT_SERVICES,
 ) -> ControlPlaneServer:
     """Migrates the metadata database to the newest schema and starts serving on
-    ``settings.listen_addr`` (port 0 picks a free port; see ``.port``)."""
+    ``settings.listen_addr`` (port 0 picks a free port; see ``.port``): the feature registry plus
+    ``services``, each with health status and reflection."""
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.db_url, settings.db_busy_timeout_s)
     await asyncio.to_thread(upgrade_to_head, engine)
-    registry = FeatureRegistry(create_session_factory(engine), guards)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions, guards)
+    context = ServiceContext(settings, engine, sessions, registry)
 
     server = grpc.aio.server()
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", FEATURE_REGISTRY_SERVICE):
+    service_names = [FEATURE_REGISTRY_SERVICE, *(add(server, context) for add in services)]
+    for service in ("", *service_names):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (FEATURE_REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(settings.listen_addr)
@@ -88,5 +120,5 @@ async def start_server(
     await server.start()
     host = settings.listen_addr.rsplit(":", 1)[0]
     return ControlPlaneServer(
-        server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s
+        server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context
     )
