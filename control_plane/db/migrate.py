@@ -37,7 +37,8 @@ def upgrade_to_head(engine: Engine) -> None:
     config = alembic_config()
     with write_connection(engine) as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        # "heads": concerns add migrations on their own branches until they are merged.
+        command.upgrade(config, "heads")
 
 
 def main(argv: list[str] | None = None) -> None:

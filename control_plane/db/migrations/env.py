@@ -7,7 +7,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from control_plane.db.engine import create_db_engine, write_connection
-from control_plane.db.models import Base
+from control_plane.db.schema import metadata
 
 config = context.config
 
@@ -18,7 +18,7 @@ def _run(connection: Connection) -> None:
     # transaction handling, which our engine turns off; so the whole upgrade is one transaction, taken
     # with the write lock, and two processes starting together cannot both migrate.
     context.configure(
-        connection=connection, target_metadata=Base.metadata, render_as_batch=True, transactional_ddl=True
+        connection=connection, target_metadata=metadata, render_as_batch=True, transactional_ddl=True
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -41,7 +41,7 @@ def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=Base.metadata)
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
 else:

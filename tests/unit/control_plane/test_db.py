@@ -11,7 +11,7 @@ from sqlalchemy import Engine, inspect, text
 
 from clients.aether.v1 import types_pb2
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
-from control_plane.db.models import Base
+from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
 from tests.unit.control_plane.builders import entity, metadata, spec
 
@@ -19,8 +19,8 @@ from tests.unit.control_plane.builders import entity, metadata, spec
 def test_migrations_produce_exactly_the_models_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []
-        assert set(inspect(connection).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
+        assert compare_metadata(context, all_tables) == []
+        assert set(inspect(connection).get_table_names()) == {*all_tables.tables, "alembic_version"}
 
 
 def test_upgrade_is_idempotent_and_keeps_data(engine: Engine, registry: FeatureRegistry) -> None:

@@ -1,0 +1,1 @@
+"""Model registry: registered models, versions, approval, aliases, artifacts and lineage."""

@@ -1,0 +1,1 @@
+"""ORM tables of control_plane.tracking (registered on control_plane.db.models.Base)."""
