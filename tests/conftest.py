@@ -26,3 +26,11 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.config_resetstat()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh, empty metadata database URL for each test, one per supported backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'aether.db'}"
+    raise AssertionError(f"unknown database backend {request.param}")
