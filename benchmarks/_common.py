@@ -1,0 +1,79 @@
+"""Shared by the benchmarks: latency percentiles, the machine and versions a run was taken on, and the
+results file each benchmark writes under ``benchmarks/results/``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentiles_ms(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """p50 / p99 / p99.9 (and the sample count) of latencies given in seconds, in milliseconds."""
+    array = np.asarray(samples_s, dtype=np.float64) * 1000.0
+    p50, p99, p999 = np.percentile(array, [50, 99, 99.9])
+    return {"p50_ms": float(p50), "p99_ms": float(p99), "p99_9_ms": float(p999), "n": int(array.size)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def redis_server_version() -> str | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip() or None
+
+
+def environment(packages: Sequence[str]) -> dict[str, Any]:
+    """Machine (CPU model, cores, OS) and the versions of Python, redis-server and ``packages``."""
+    return {
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "redis-server": redis_server_version(),
+            **{name: _package_version(name) for name in packages},
+        },
+    }
+
+
+def write_results(name: str, payload: Mapping[str, Any]) -> Path:
+    """Writes ``benchmarks/results/<name>.json`` (with the time of the run) and returns its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    document = {"benchmark": name, "run_at": datetime.datetime.now(datetime.UTC).isoformat(), **payload}
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path

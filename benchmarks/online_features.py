@@ -1,0 +1,452 @@
+"""Online feature reads: latency of the in-process read path, of GetOnlineFeatures over gRPC, and of the
+floors under them, measured in one run.
+
+    .venv/bin/python benchmarks/online_features.py [--quick]
+
+Starts its own redis-server (persistence off) and writes 10,000 entities for one view with N in
+{10, 100, 500, 1000} float32 features and for 10 views x 100 features. The data plane runs as its own
+process (``python -m data_plane``), started from a registry snapshot file this benchmark writes, so no
+control plane is needed. For 1-entity and 50-entity fetches (random entities each call) it measures:
+
+(a) in-process: ``OnlineReader.read`` + response encoding: plan (cached) + one MGET + decode, on uvloop,
+    with the same Redis client the server uses;
+(b) gRPC: ``GetOnlineFeatures`` from a Python grpc.aio client (uvloop) at concurrency 1;
+(c) floors: the same keys fetched raw (GET for one key, MGET for several) with redis-py sync + hiredis and
+    with the data plane's async client; and a bare grpc.aio server (its own process, uvloop) that answers
+    the same request with a fixed, pre-serialized response of the same bytes, called by the same client.
+    gRPC runs of the data plane and of the bare server alternate in chunks, so machine noise hits both.
+
+Prints a table and the targets of issue 2, and writes ``benchmarks/results/online_features.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+import grpc.aio
+import numpy as np
+import redis
+import uvloop
+
+from benchmarks._common import environment, percentiles_ms, write_results
+from clients.aether.v1 import feature_registry_pb2 as fr
+from clients.aether.v1 import online_features_pb2 as pb
+from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
+from clients.aether.v1 import types_pb2
+from control_plane.features.online_writer import OnlineViewVersion, OnlineWriter
+from data_plane import wire
+from data_plane.catalog import Catalog, RegistryState
+from data_plane.reader import OnlineReader, ReadLimits
+from data_plane.redis_client import RedisClient
+from data_plane.registry_watch import save_snapshot
+from kernels.fingerprint import schema_fingerprint
+from tests.support.redis_server import RedisServer, free_port
+
+ENTITIES = 10_000
+SINGLE_VIEW_SIZES = (10, 100, 500, 1000)
+MULTI_VIEWS, MULTI_FEATURES = 10, 100
+ROW_COUNTS = (1, 50)
+GRPC_CHUNK = 250  # calls per alternation between the data plane and the bare server
+MAX_MESSAGE = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    refs: tuple[str, ...]
+    rows: int
+    features: int
+
+
+def _views() -> list[fr.FeatureView]:
+    names = [(f"single_{n}", n) for n in SINGLE_VIEW_SIZES] + [
+        (f"multi_{i}", MULTI_FEATURES) for i in range(MULTI_VIEWS)
+    ]
+    views = []
+    for name, n in names:
+        columns = [(f"f{i}", "float32") for i in range(n)]
+        views.append(
+            fr.FeatureView(
+                spec=fr.FeatureViewSpec(
+                    name=name,
+                    entity="driver",
+                    features=[fr.Feature(name=c, value_type=types_pb2.FLOAT32) for c, _ in columns],
+                    ttl_seconds=86_400,
+                ),
+                version=1,
+                status=types_pb2.ACTIVE,
+                schema_fingerprint=schema_fingerprint(name, 1, columns),
+                latest_version=1,
+            )
+        )
+    return views
+
+
+def _cases() -> list[Case]:
+    cases = []
+    for rows in ROW_COUNTS:
+        for n in SINGLE_VIEW_SIZES:
+            cases.append(Case(f"{rows}x{n}", (f"single_{n}",), rows, n))
+        multi = tuple(f"multi_{i}" for i in range(MULTI_VIEWS))
+        cases.append(Case(f"{rows}x(10x100)", multi, rows, MULTI_VIEWS * MULTI_FEATURES))
+    return cases
+
+
+def _snapshot() -> fr.RegistrySnapshot:
+    driver = fr.Entity(name="driver", join_keys=[fr.JoinKey(name="driver_id", value_type=types_pb2.INT64)])
+    return fr.RegistrySnapshot(revision=1, entities=[driver], views=_views())
+
+
+def _populate(redis_url: str, snapshot: fr.RegistrySnapshot) -> None:
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    rng = np.random.default_rng(0)
+    now_us = time.time_ns() // 1000
+    ids = [[str(i)] for i in range(ENTITIES)]
+    for view in snapshot.views:
+        spec = view.spec
+        target = OnlineViewVersion(
+            name=spec.name,
+            version=view.version,
+            entity=spec.entity,
+            columns=tuple((f.name, "float32") for f in spec.features),
+            fingerprint=view.schema_fingerprint,
+            ttl_seconds=spec.ttl_seconds,
+        )
+        for start in range(0, ENTITIES, 1000):
+            values = rng.random((min(1000, ENTITIES - start), len(spec.features)), dtype=np.float32)
+            writer.write(target, ids[start : start + 1000], values, now_us)
+
+
+def _rows(rng: random.Random, count: int) -> list[dict[str, str]]:
+    return [{"driver_id": str(rng.randrange(ENTITIES))} for _ in range(count)]
+
+
+async def _time_calls(call: Callable[[int], Awaitable[Any]], iterations: int, warmup: int) -> list[float]:
+    for i in range(warmup):
+        await call(i)
+    samples = []
+    clock = time.perf_counter
+    for i in range(iterations):
+        started = clock()
+        await call(i)
+        samples.append(clock() - started)
+    return samples
+
+
+def _time_sync(call: Callable[[int], Any], iterations: int, warmup: int) -> list[float]:
+    for i in range(warmup):
+        call(i)
+    samples = []
+    clock = time.perf_counter
+    for i in range(iterations):
+        started = clock()
+        call(i)
+        samples.append(clock() - started)
+    return samples
+
+
+def _start_process(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line:
+        process.kill()
+        raise RuntimeError(f"{args} exited before announcing its address")
+    return process, line.rsplit(" ", 1)[-1]
+
+
+def _stop_process(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the bare server ---------------------------------------------------------------------------------
+
+
+async def _serve_fixed(answers: dict[tuple[tuple[str, ...], int], bytes]) -> None:
+    """A bare grpc.aio OnlineFeatures server: parses the request, answers fixed pre-serialized bytes."""
+
+    async def get_online_features(request: pb.GetOnlineFeaturesRequest, context: Any) -> bytes:
+        return answers[(tuple(request.features), len(request.rows))]
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ]
+    )
+    handler = grpc.method_handlers_generic_handler(
+        "aether.v1.OnlineFeatures",
+        {
+            "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
+                get_online_features, request_deserializer=pb.GetOnlineFeaturesRequest.FromString
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(f"bare server listening on 127.0.0.1:{port}", flush=True)
+    await stop.wait()
+    await server.stop(None)
+
+
+# --- the measurements --------------------------------------------------------------------------------
+
+
+async def _measure(
+    redis_url: str, dp_addr: str, bare_exe: list[str], env: dict[str, str], quick: bool
+) -> dict[str, Any]:
+    iterations = 300 if quick else 4000
+    warmup = 50 if quick else 300
+    cases = _cases()
+    rng = random.Random(1)
+    requests = {c.label: [_rows(rng, c.rows) for _ in range(iterations + warmup)] for c in cases}
+
+    state = RegistryState()
+    state.catalog = Catalog(_snapshot())
+    client = RedisClient(redis_url)
+    reader = OnlineReader(state, client, ReadLimits())
+    sync_redis = redis.Redis.from_url(redis_url)
+    results: dict[str, dict[str, Any]] = {c.label: {"rows": c.rows, "features": c.features} for c in cases}
+
+    gc.collect()
+    gc.freeze()
+    for case in cases:
+        rows = requests[case.label]
+        plan = state.catalog.plan(case.refs)
+        keys = [plan.keys(r) for r in rows]
+
+        async def in_process(i: int, case: Case = case, rows: list[list[dict[str, str]]] = rows) -> bytes:
+            result = await reader.read(case.refs, rows[i])
+            return wire.encode_response(
+                result.row_count,
+                [(b.plan.wire_prefix, b.values, b.statuses, b.event_timestamps_us) for b in result.blocks],
+            )
+
+        async def raw_async(i: int, keys: list[list[bytes]] = keys) -> object:
+            return await client.mget(keys[i], 1.0)
+
+        def raw_sync(i: int, keys: list[list[bytes]] = keys) -> object:
+            return sync_redis.get(keys[i][0]) if len(keys[i]) == 1 else sync_redis.mget(keys[i])
+
+        entry = results[case.label]
+        entry["in_process"] = percentiles_ms(await _time_calls(in_process, iterations, warmup))
+        entry["raw_get_redis_py_sync"] = percentiles_ms(_time_sync(raw_sync, iterations, warmup))
+        entry["raw_get_async_client"] = percentiles_ms(await _time_calls(raw_async, iterations, warmup))
+        entry["redis_keys"] = len(keys[0])
+        entry["response_bytes"] = len(await in_process(0))
+        print(f"  measured in-process {case.label}", file=sys.stderr, flush=True)
+
+    # Fixed answers for the bare server: the data plane's real answer for each case, same bytes.
+    answers_path = Path(env["AETHER_HOME"]) / "answers.json"
+    answers = []
+    for case in cases:
+        blob = await in_process_bytes(reader, case, requests[case.label][0])
+        answers.append(
+            {"refs": list(case.refs), "rows": case.rows, "response": base64.b64encode(blob).decode()}
+        )
+    answers_path.write_text(json.dumps(answers))
+    bare, bare_addr = _start_process([*bare_exe, "--serve-fixed", str(answers_path)], env)
+    try:
+        await _measure_grpc(cases, requests, dp_addr, bare_addr, results, iterations, warmup)
+    finally:
+        _stop_process(bare)
+    await client.close()
+    return results
+
+
+async def in_process_bytes(reader: OnlineReader, case: Case, rows: list[dict[str, str]]) -> bytes:
+    result = await reader.read(case.refs, rows)
+    return wire.encode_response(
+        result.row_count,
+        [(b.plan.wire_prefix, b.values, b.statuses, b.event_timestamps_us) for b in result.blocks],
+    )
+
+
+async def _measure_grpc(
+    cases: list[Case],
+    requests: dict[str, list[list[dict[str, str]]]],
+    dp_addr: str,
+    bare_addr: str,
+    results: dict[str, dict[str, Any]],
+    iterations: int,
+    warmup: int,
+) -> None:
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
+    async with (
+        grpc.aio.insecure_channel(dp_addr, options=options) as dp_channel,
+        grpc.aio.insecure_channel(bare_addr, options=options) as bare_channel,
+    ):
+        stubs = {
+            "grpc": pb_grpc.OnlineFeaturesStub(dp_channel),  # type: ignore[no-untyped-call]
+            "bare_grpc_server": pb_grpc.OnlineFeaturesStub(bare_channel),  # type: ignore[no-untyped-call]
+        }
+        for case in cases:
+            messages = [
+                pb.GetOnlineFeaturesRequest(features=case.refs, rows=[pb.EntityRow(keys=r) for r in rows])
+                for rows in requests[case.label]
+            ]
+            samples: dict[str, list[float]] = {name: [] for name in stubs}
+            for stub in stubs.values():
+                for message in messages[:warmup]:
+                    await stub.GetOnlineFeatures(message, timeout=10)
+            timed = messages[warmup:]
+            clock = time.perf_counter
+            for start in range(0, len(timed), GRPC_CHUNK):
+                for name, stub in stubs.items():
+                    call = stub.GetOnlineFeatures
+                    out = samples[name]
+                    for message in timed[start : start + GRPC_CHUNK]:
+                        started = clock()
+                        response = await call(message, timeout=10)
+                        out.append(clock() - started)
+                    assert response.row_count == case.rows
+            for name, values in samples.items():
+                results[case.label][name] = percentiles_ms(values)
+            print(f"  measured gRPC {case.label}", file=sys.stderr, flush=True)
+
+
+def _targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    one = results["1x1000"]
+    fifty = results["50x500"]
+    in_p99 = one["in_process"]["p99_ms"]
+    floor = one["raw_get_redis_py_sync"]["p99_ms"]
+    grpc_p99 = one["grpc"]["p99_ms"]
+    bare = one["bare_grpc_server"]["p99_ms"]
+    return [
+        {"target": "in-process 1x1000 p99 <= 0.3 ms", "value_ms": in_p99, "pass": in_p99 <= 0.3},
+        {
+            "target": "in-process 1x1000 p99 <= 1.5x raw-GET floor (redis-py sync)",
+            "value_ms": in_p99,
+            "limit_ms": 1.5 * floor,
+            "pass": in_p99 <= 1.5 * floor,
+        },
+        {
+            "target": "gRPC 1x1000 p99 <= 1.3x bare grpc.aio server",
+            "value_ms": grpc_p99,
+            "limit_ms": 1.3 * bare,
+            "pass": grpc_p99 <= 1.3 * bare,
+        },
+        {
+            "target": "gRPC 50x500 p99 <= 3 ms",
+            "value_ms": fifty["grpc"]["p99_ms"],
+            "pass": fifty["grpc"]["p99_ms"] <= 3.0,
+        },
+    ]
+
+
+def _print_table(results: dict[str, dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    def trio(entry: dict[str, float]) -> str:
+        return f"{entry['p50_ms']:6.3f} {entry['p99_ms']:6.3f} {entry['p99_9_ms']:6.3f}"
+
+    header = (
+        f"{'case':<13}{'bytes':>9}  {'in-process p50/p99/p99.9':<22}  {'gRPC p50/p99/p99.9':<22}  "
+        f"{'bare gRPC p50/p99/p99.9':<22}  {'GET sync p99':>12}  {'GET async p99':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, entry in results.items():
+        print(
+            f"{label:<13}{entry['response_bytes']:>9}  {trio(entry['in_process']):<22}  "
+            f"{trio(entry['grpc']):<22}  {trio(entry['bare_grpc_server']):<22}  "
+            f"{entry['raw_get_redis_py_sync']['p99_ms']:>12.3f}  "
+            f"{entry['raw_get_async_client']['p99_ms']:>13.3f}"
+        )
+    print("(milliseconds; rows x features; 10x100 = ten views of 100 features)\n")
+    for t in targets:
+        limit = f" (limit {t['limit_ms']:.3f} ms)" if "limit_ms" in t else ""
+        print(f"[{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['value_ms']:.3f} ms{limit}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke test: few iterations")
+    parser.add_argument("--serve-fixed", type=Path, help=argparse.SUPPRESS)  # internal: the bare server
+    args = parser.parse_args()
+    if args.serve_fixed:
+        answers = {
+            (tuple(item["refs"]), item["rows"]): base64.b64decode(item["response"])
+            for item in json.loads(args.serve_fixed.read_text())
+        }
+        uvloop.run(_serve_fixed(answers))
+        return 0
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="aether-bench-"))
+    env = {**os.environ, "AETHER_HOME": str(work), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    server = RedisServer()
+    server.start()
+    data_plane = None
+    try:
+        snapshot = _snapshot()
+        snapshot_path = work / "registry_snapshot.pb"
+        save_snapshot(snapshot_path, snapshot.SerializeToString())
+        print(f"writing {ENTITIES} entities x {len(snapshot.views)} views ...", file=sys.stderr, flush=True)
+        _populate(server.url, snapshot)
+        data_plane, dp_addr = _start_process(
+            [
+                sys.executable, "-m", "data_plane",
+                "--listen", "127.0.0.1:0",
+                "--redis-url", server.url,
+                "--control-plane", f"127.0.0.1:{free_port()}",  # none: the data plane serves its snapshot
+                "--snapshot-path", str(snapshot_path),
+            ],
+            env,
+        )  # fmt: skip
+        bare_exe = [sys.executable, str(Path(__file__).resolve())]
+        results = uvloop.run(_measure(server.url, dp_addr, bare_exe, env, args.quick))
+    finally:
+        if data_plane is not None:
+            _stop_process(data_plane)
+        server.close()
+
+    targets = _targets(results)
+    _print_table(results, targets)
+    path = write_results(
+        "online_features",
+        {
+            "command": "python benchmarks/online_features.py" + (" --quick" if args.quick else ""),
+            "quick": args.quick,
+            "entities": ENTITIES,
+            **environment(["grpcio", "redis", "hiredis", "numpy", "protobuf", "uvloop"]),
+            "cases": results,
+            "targets": targets,
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
+    print(f"\nwrote {path} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

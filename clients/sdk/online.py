@@ -1,0 +1,120 @@
+"""Synchronous client of the data plane's ``aether.v1.OnlineFeatures``: feature references and entity rows
+in, numpy arrays out (one array per feature, decoded from the packed blocks with ``numpy.frombuffer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from clients.aether.v1 import online_features_pb2 as pb
+from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
+from clients.errors import NotFound, from_rpc_error
+from clients.value_types import numpy_dtype_name
+
+PRESENT = pb.PRESENT
+MISSING = pb.MISSING
+STALE = pb.STALE
+
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBlockArrays:
+    """One view version's answer: ``values[feature]`` is a [rows] array, ``statuses`` [rows, features]
+    uint8 (PRESENT / MISSING / STALE, columns in ``columns`` order), ``event_timestamps_us`` [rows]."""
+
+    view: str
+    version: int
+    columns: tuple[str, ...]
+    values: Mapping[str, npt.NDArray[np.generic]]
+    statuses: npt.NDArray[np.uint8]
+    event_timestamps_us: npt.NDArray[np.int64]
+
+    def status(self, feature: str) -> npt.NDArray[np.uint8]:
+        return self.statuses[:, self.columns.index(feature)]
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineFeatures:
+    row_count: int
+    blocks: tuple[FeatureBlockArrays, ...]
+
+    def block(self, view: str, version: int | None = None) -> FeatureBlockArrays:
+        for block in self.blocks:
+            if block.view == view and (version is None or block.version == version):
+                return block
+        raise NotFound(f"no block for view {view!r}" + ("" if version is None else f" version {version}"))
+
+
+def decode_block(block: pb.FeatureBlock, rows: int) -> FeatureBlockArrays:
+    columns = tuple(c.name for c in block.columns)
+    dtypes = [np.dtype(numpy_dtype_name(c.value_type)).newbyteorder("<") for c in block.columns]
+    values: dict[str, npt.NDArray[np.generic]] = {}
+    if len(set(dtypes)) <= 1:  # one type: a plain row-major [rows, columns] array
+        dtype = dtypes[0] if dtypes else np.dtype("<f4")
+        matrix = np.frombuffer(block.values, dtype=dtype).reshape(rows, len(columns))
+        values = {name: matrix[:, j] for j, name in enumerate(columns)}
+    else:  # mixed types: one packed record per row
+        record = np.dtype([(f"f{j}", d) for j, d in enumerate(dtypes)])
+        records = np.frombuffer(block.values, dtype=record, count=rows)
+        values = {name: records[f"f{j}"] for j, name in enumerate(columns)}
+    return FeatureBlockArrays(
+        view=block.view,
+        version=block.version,
+        columns=columns,
+        values=values,
+        statuses=np.frombuffer(block.statuses, dtype=np.uint8).reshape(rows, len(columns)),
+        event_timestamps_us=np.frombuffer(block.event_timestamps_us, dtype="<i8", count=rows),
+    )
+
+
+class OnlineFeaturesClient:
+    """Client of one data plane at ``target`` (``host:port``); each call times out after ``timeout`` s."""
+
+    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb_grpc.OnlineFeaturesStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def get_online_features(
+        self,
+        features: Iterable[str],
+        rows: Iterable[Mapping[str, str | int]],
+        *,
+        timeout: float | None = None,
+    ) -> OnlineFeatures:
+        request = pb.GetOnlineFeaturesRequest(
+            features=list(features),
+            rows=[pb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in rows],
+        )
+        try:
+            response: pb.GetOnlineFeaturesResponse = self._stub.GetOnlineFeatures(
+                request, timeout=self.timeout if timeout is None else timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        rows_count = response.row_count
+        return OnlineFeatures(rows_count, tuple(decode_block(b, rows_count) for b in response.blocks))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> OnlineFeaturesClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,143 @@
+"""Compiled read plans: what one tuple of feature references resolves to against one catalog.
+
+A plan holds, per view version read (a block, in order of first reference), the layout to decode, the
+columns to return and the Redis key suffix; and the entities whose join keys each row must carry. Plans
+are pure data computed once per distinct tuple of references (the catalog caches them); per request only
+the rows are validated and turned into keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from clients.errors import InvalidArgument, NotFound
+from data_plane.refs import parse_ref
+from data_plane.schema import EntitySpec, ViewVersion
+from data_plane.wire import block_prefix
+from kernels.online_keys import entity_tag
+from kernels.packed_blob import layout_dtype
+
+if TYPE_CHECKING:
+    from data_plane.catalog import Catalog
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPlan:
+    view: ViewVersion
+    whole_view: bool  # every column in registered order: the values are the blob payloads as they are
+    column_positions: npt.NDArray[np.intp]  # positions in the view of the returned columns
+    column_fields: tuple[str, ...]  # the same positions as record field names (f0, f1...) for mixed views
+    out_dtype: np.dtype[np.generic]  # layout of the returned values (plain when the columns share a type)
+    entity_slot: int  # index into ReadPlan.entities
+    key_suffix: bytes  # b":<view>:v<version>", after the entity's hash tag
+    wire_prefix: bytes  # serialized FeatureBlock view/version/columns (data_plane.wire)
+
+    @property
+    def column_count(self) -> int:
+        return len(self.column_positions)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    refs: tuple[str, ...]
+    blocks: tuple[BlockPlan, ...]
+    entities: tuple[EntitySpec, ...]
+    feature_count: int
+
+    def keys(self, rows: Sequence[Mapping[str, str]]) -> list[bytes]:
+        """Redis keys of every (row, block), row-major: key ``r * len(blocks) + b``.
+
+        The layout is ``kernels.online_keys.online_key``'s (a unit test holds them equal); it is assembled
+        from the entity's hash tag once per row rather than per view."""
+        keys: list[bytes] = []
+        blocks = self.blocks
+        entities = self.entities
+        for index, row in enumerate(rows):
+            tags = [b"ae:{" + _tag(entity, row, index).encode() + b"}" for entity in entities]
+            for block in blocks:
+                keys.append(tags[block.entity_slot] + block.key_suffix)
+        return keys
+
+
+def _tag(entity: EntitySpec, row: Mapping[str, str], index: int) -> str:
+    values = []
+    for key, is_integer in zip(entity.join_keys, entity.integer_keys, strict=True):
+        value = row.get(key)
+        if value is None:
+            raise InvalidArgument(f"row {index} has no value for join key {key!r} of entity {entity.name!r}")
+        values.append(canonical_int64(value, index, key) if is_integer else value)
+    return entity_tag(entity.name, values)
+
+
+def canonical_int64(text: str, row_index: int, key: str) -> str:
+    """Decimal text of an INT64 join key in canonical form ("007" -> "7", "-0" -> "0"), so that every
+    spelling of one number finds the same Redis key."""
+    digits = text[1:] if text[:1] == "-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidArgument(f"row {row_index}: join key {key!r} must be a decimal integer, got {text!r}")
+    if digits[0] != "0" and len(digits) < 19 and text[0] != "-":
+        return text  # already canonical and in range: the common case, no conversion
+    number = int(text)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise InvalidArgument(f"row {row_index}: join key {key!r} = {text} is out of the int64 range")
+    return str(number)
+
+
+def compile_plan(catalog: Catalog, refs: tuple[str, ...]) -> ReadPlan:
+    order: list[tuple[str, int]] = []
+    whole: dict[tuple[str, int], bool] = {}
+    selected: dict[tuple[str, int], dict[int, None]] = {}  # insertion-ordered set of positions
+    versions: dict[tuple[str, int], ViewVersion] = {}
+    for text in refs:
+        ref = parse_ref(text)
+        view = catalog.view_version(ref.view, ref.version)
+        ident = (view.name, view.version)
+        if ident not in versions:
+            versions[ident] = view
+            order.append(ident)
+            whole[ident] = False
+            selected[ident] = {}
+        if ref.feature is None:
+            whole[ident] = True
+            continue
+        position = view.column_index.get(ref.feature)
+        if position is None:
+            raise NotFound(f"feature view {view.label} has no feature {ref.feature!r}")
+        selected[ident][position] = None
+
+    entities: list[EntitySpec] = []
+    slots: dict[str, int] = {}
+    blocks: list[BlockPlan] = []
+    for ident in order:
+        view = versions[ident]
+        if view.entity not in slots:
+            slots[view.entity] = len(entities)
+            entities.append(catalog.entity(view.entity, for_view=view.name))
+        positions = list(range(len(view.columns))) if whole[ident] else list(selected[ident])
+        blocks.append(
+            BlockPlan(
+                view=view,
+                whole_view=positions == list(range(len(view.columns))),
+                column_positions=np.asarray(positions, dtype=np.intp),
+                column_fields=tuple(f"f{p}" for p in positions),
+                out_dtype=layout_dtype([view.dtype_names[p] for p in positions]),
+                entity_slot=slots[view.entity],
+                key_suffix=f":{view.name}:v{view.version}".encode(),
+                wire_prefix=block_prefix(
+                    view.name, view.version, [(view.columns[p], view.value_types[p]) for p in positions]
+                ),
+            )
+        )
+    return ReadPlan(
+        refs=refs,
+        blocks=tuple(blocks),
+        entities=tuple(entities),
+        feature_count=sum(b.column_count for b in blocks),
+    )

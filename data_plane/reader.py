@@ -1,0 +1,197 @@
+"""The online read path, transport-free: references + entity rows in, packed feature blocks out.
+
+One request = one compiled plan (cached) + exactly one Redis round trip (one MGET over every key of every
+row and view version) + one decode per blob. Whole-view reads of rows without nulls are a byte
+concatenation of blob payloads; only column subsets and nulls go through numpy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clients.aether.v1 import online_features_pb2
+from clients.errors import DataLoss, Internal, ResourceExhausted, Unavailable
+from data_plane.catalog import RegistryState
+from data_plane.plan import BlockPlan
+from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
+from data_plane.schema import ViewVersion
+from kernels.packed_blob import HEADER_SIZE, BlobError, decode
+
+PRESENT = online_features_pb2.PRESENT
+MISSING = online_features_pb2.MISSING
+STALE = online_features_pb2.STALE
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    max_rows: int = 1000
+    max_features: int = 10_000
+    redis_timeout_s: float = 0.5  # cap on the Redis wait when the caller's deadline is longer (or absent)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    plan: BlockPlan
+    values: bytes  # [rows, columns] row-major in plan.out_dtype
+    statuses: bytes  # uint8 [rows, columns]
+    event_timestamps_us: bytes  # int64 [rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    row_count: int
+    blocks: tuple[BlockResult, ...]
+
+
+def redis_budget_s(time_remaining_s: float | None, cap_s: float) -> float:
+    """How long the Redis call may take: the cap, or less so that an UNAVAILABLE answer still reaches a
+    caller whose deadline is shorter (a fifth of what is left, at most 50 ms, is kept for the reply)."""
+    if time_remaining_s is None:
+        return cap_s
+    margin = min(0.05, time_remaining_s * 0.2)
+    return min(cap_s, time_remaining_s - margin)
+
+
+class OnlineReader:
+    def __init__(self, registry: RegistryState, redis: RedisClient, limits: ReadLimits) -> None:
+        self._registry = registry
+        self._redis = redis
+        self._limits = limits
+
+    async def read(
+        self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
+    ) -> ReadResult:
+        limits = self._limits
+        if len(rows) > limits.max_rows:
+            raise ResourceExhausted(
+                f"{len(rows)} entity rows requested; the limit is {limits.max_rows} per request"
+            )
+        if len(refs) > limits.max_features:
+            raise ResourceExhausted(
+                f"{len(refs)} feature references; the limit is {limits.max_features} features per request"
+            )
+        plan = self._registry.require().plan(refs)
+        if plan.feature_count > limits.max_features:
+            raise ResourceExhausted(
+                f"the references resolve to {plan.feature_count} features; the limit is "
+                f"{limits.max_features} features per request"
+            )
+        keys = plan.keys(rows)
+        blobs: list[bytes | None] = []
+        if keys:
+            budget = redis_budget_s(time_remaining_s, limits.redis_timeout_s)
+            try:
+                blobs = await self._redis.mget(keys, budget)
+            except RedisUnavailable as exc:
+                raise Unavailable(f"online store unavailable: {exc}") from None
+            except RedisCommandError as exc:
+                raise Internal(f"online store refused MGET: {exc}") from None
+            if len(blobs) != len(keys):
+                raise Internal(f"MGET of {len(keys)} keys returned {len(blobs)} values")
+        now_us = time.time_ns() // 1000
+        stride = len(plan.blocks)
+        return ReadResult(
+            row_count=len(rows),
+            blocks=tuple(
+                assemble_block(block, blobs[b::stride], keys[b::stride], now_us)
+                for b, block in enumerate(plan.blocks)
+            ),
+        )
+
+
+def assemble_block(
+    block: BlockPlan, blobs: Sequence[bytes | None], keys: Sequence[bytes], now_us: int
+) -> BlockResult:
+    """One block from the blobs of its rows: null-free blobs are validated by their fixed 16-byte head
+    and length (see ``data_plane.blob_shape``) and all decoded by one ``numpy.frombuffer``."""
+    view = block.view
+    shape = view.blob
+    size, head, zero = shape.size, shape.head, shape.zero
+    parts: list[bytes] = []
+    missing: list[int] = []
+    nulls: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    for row, blob in enumerate(blobs):
+        if blob is None:
+            parts.append(zero)  # zero values, event timestamp 0
+            missing.append(row)
+        elif len(blob) == size and blob.startswith(head):
+            parts.append(blob)
+        else:
+            parts.append(_decode_with_nulls(blob, view, keys[row], row, nulls))
+    records = np.frombuffer(parts[0] if len(parts) == 1 else b"".join(parts), dtype=shape.record)
+    event_ts = records["event_ts"]
+    stale: npt.NDArray[np.bool_] | None = None
+    if view.ttl_seconds > 0:
+        stale = event_ts < now_us - view.ttl_seconds * 1_000_000
+        stale[missing] = False
+        if not stale.any():
+            stale = None
+    values = records["values"]
+    return BlockResult(
+        plan=block,
+        values=values.tobytes() if block.whole_view else _select(block, values),
+        statuses=_statuses(block, len(blobs), missing, stale, nulls),
+        event_timestamps_us=event_ts.tobytes(),
+    )
+
+
+def _decode_with_nulls(
+    blob: bytes, view: ViewVersion, key: bytes, row: int, nulls: list[tuple[int, npt.NDArray[np.bool_]]]
+) -> bytes:
+    """A blob off the fast path (one with a null bitmap, or a bad one): decoded by the codec, which names
+    what is wrong; null values are zeroed (the wire says missing values are zero)."""
+    try:
+        decoded = decode(blob, view.layout, view.fingerprint)
+    except BlobError as exc:
+        raise DataLoss(f"online store key {key.decode(errors='replace')}: {exc}") from None
+    values: npt.NDArray[Any] = decoded.values
+    if decoded.nulls is not None:
+        nulls.append((row, decoded.nulls))
+        values = values.copy()
+        if view.layout.names is None:
+            values[decoded.nulls] = 0
+        else:
+            for position in np.flatnonzero(decoded.nulls):
+                values[f"f{position}"] = 0
+    return blob[:HEADER_SIZE] + values.tobytes()
+
+
+def _select(block: BlockPlan, values: npt.NDArray[Any]) -> bytes:
+    """The plan's columns of [rows, count] plain values or [rows] records, in the plan's out dtype."""
+    if block.view.layout.names is None:
+        return values.take(block.column_positions, axis=1).tobytes()
+    out_dtype = block.out_dtype
+    if out_dtype.names is None:  # the chosen columns share one type: a plain [rows, columns] array
+        plain = np.empty((values.shape[0], block.column_count), dtype=out_dtype)
+        for j, name in enumerate(block.column_fields):
+            plain[:, j] = values[name]
+        return plain.tobytes()
+    out = np.empty(values.shape[0], dtype=out_dtype)
+    for j, name in enumerate(block.column_fields):
+        out[f"f{j}"] = values[name]
+    return out.tobytes()
+
+
+def _statuses(
+    block: BlockPlan,
+    row_count: int,
+    missing: list[int],
+    stale: npt.NDArray[np.bool_] | None,
+    nulls: list[tuple[int, npt.NDArray[np.bool_]]],
+) -> bytes:
+    columns = block.column_count
+    if not (missing or nulls) and stale is None:
+        return bytes(row_count * columns)  # PRESENT == 0
+    statuses = np.zeros((row_count, columns), dtype=np.uint8)
+    statuses[missing] = MISSING
+    if stale is not None:
+        statuses[stale] = STALE
+    for row, mask in nulls:  # a null is missing whatever its age
+        statuses[row, mask[block.column_positions]] = MISSING
+    return statuses.tobytes()

@@ -1,0 +1,244 @@
+"""A minimal asyncio Redis client for the read path: MGET/GET (and any command) over RESP2, parsed by
+``hiredis.Reader``, with a small pool of pipelined connections.
+
+Why not ``redis.asyncio``: on this path the client is most of the latency. redis.asyncio spends roughly
+100–200 µs of Python per command (connection checkout, command packing, response callbacks, timeout
+wrappers); this client writes one pre-packed buffer and resolves one future from ``data_received``, which
+costs a few µs on uvloop (``benchmarks/online_features.py`` measures both floors in the same run).
+
+Correctness rules:
+
+* Replies arrive in request order on a connection, so each connection keeps a FIFO of futures and many
+  requests may be in flight on it at once (pipelining). A reply always pops the oldest future, even one
+  whose caller has given up, so replies never shift onto the wrong caller.
+* A request that times out closes its connection: the stream's state is then unknown (Redis may be hung),
+  so the other requests waiting on that connection fail too, and the next request dials a fresh one.
+* Connections are dialed lazily, inside the caller's time budget. When Redis is down every request fails
+  fast with :class:`RedisUnavailable`; when it is back the next request simply connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached or did not answer in time."""
+
+
+class RedisCommandError(Exception):
+    """Redis answered with an error reply (``-ERR ...``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"unsupported Redis URL {url!r}: expected redis://host:port/db")
+        path = parts.path.lstrip("/")
+        if path and not path.isdigit():
+            raise ValueError(f"Redis URL {url!r}: the path must be a database number")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(path or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+def pack_command(*args: bytes) -> bytes:
+    """RESP2 encoding of one command."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n" % len(arg))
+        out.append(arg)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+def pack_mget(keys: Sequence[bytes]) -> bytes:
+    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+    for key in keys:
+        parts.append(b"$%d\r\n%s\r\n" % (len(key), key))
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reader = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.is_open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.is_open = True
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        pending = self.pending
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.close(RedisUnavailable(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream is out of step, start over
+                self.close(RedisUnavailable("unexpected reply from Redis"))
+                return
+            future = pending.popleft()
+            if not future.done():
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(RedisCommandError(str(reply)))
+                else:
+                    future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_pending(RedisUnavailable(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def _fail_pending(self, error: Exception) -> None:
+        self.is_open = False
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def send(self, payload: bytes) -> asyncio.Future[Any]:
+        assert self._transport is not None
+        future = self._loop.create_future()
+        self.pending.append(future)
+        self._transport.write(payload)
+        return future
+
+    def close(self, error: Exception | None = None) -> None:
+        self._fail_pending(error or RedisUnavailable("connection closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _expire(future: asyncio.Future[Any], connection: _Connection, timeout_s: float) -> None:
+    if not future.done():
+        connection.close(RedisUnavailable(f"Redis did not answer within {timeout_s * 1000:.0f} ms"))
+
+
+class RedisClient:
+    """A pool of up to ``pool_size`` pipelined connections to one Redis server."""
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.address = RedisAddress.from_url(url)
+        self._pool_size = pool_size
+        self._connections: list[_Connection] = []
+        self._dialing = 0
+        self._closed = False
+
+    async def mget(self, keys: Sequence[bytes], timeout_s: float) -> list[bytes | None]:
+        """Values of ``keys`` (None where absent) in one round trip."""
+        reply: list[bytes | None] = await self.execute_packed(pack_mget(keys), timeout_s)
+        return reply
+
+    async def execute(self, *args: bytes, timeout_s: float) -> Any:
+        return await self.execute_packed(pack_command(*args), timeout_s)
+
+    async def execute_packed(self, payload: bytes, timeout_s: float) -> Any:
+        """Sends one RESP-encoded command and returns its reply; RedisUnavailable when Redis cannot be
+        reached or does not answer within ``timeout_s``, RedisCommandError for an error reply."""
+        if timeout_s <= 0:
+            raise RedisUnavailable("no time left to ask Redis")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        connection = self._idle_connection()
+        if connection is None:
+            connection = await self._connect_or_share(deadline)
+        future = connection.send(payload)
+        timer = loop.call_at(deadline, _expire, future, connection, timeout_s)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _idle_connection(self) -> _Connection | None:
+        for connection in self._connections:
+            if connection.is_open and not connection.pending:
+                return connection
+        return None
+
+    async def _connect_or_share(self, deadline: float) -> _Connection:
+        self._connections = [c for c in self._connections if c.is_open]
+        if self._closed:
+            raise RedisUnavailable("the Redis client is closed")
+        if len(self._connections) + self._dialing < self._pool_size:
+            return await self._dial(deadline)
+        if self._connections:  # pool full and busy: pipeline behind the least loaded connection
+            return min(self._connections, key=lambda c: len(c.pending))
+        return await self._dial(deadline)  # every slot is still dialing: dial one more rather than wait
+
+    async def _dial(self, deadline: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        address = self.address
+        self._dialing += 1
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop), address.host, address.port
+                )
+                await self._handshake(connection)
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, TimeoutError):
+                raise RedisUnavailable(f"could not connect to Redis at {address} in time") from None
+            if isinstance(exc, OSError):
+                raise RedisUnavailable(
+                    f"could not connect to Redis at {address}: {exc.strerror or exc}"
+                ) from None
+            raise
+        finally:
+            self._dialing -= 1
+        if self._closed:
+            connection.close()
+            raise RedisUnavailable("the Redis client is closed")
+        self._connections.append(connection)
+        return connection
+
+    async def _handshake(self, connection: _Connection) -> None:
+        address = self.address
+        if address.password is not None:
+            auth = [address.username.encode()] if address.username else []
+            await connection.send(pack_command(b"AUTH", *auth, address.password.encode()))
+        if address.db:
+            await connection.send(pack_command(b"SELECT", str(address.db).encode()))
+
+    async def close(self) -> None:
+        self._closed = True
+        for connection in self._connections:
+            connection.close()
+        self._connections = []

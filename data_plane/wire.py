@@ -1,0 +1,87 @@
+"""Protobuf wire encoding of ``GetOnlineFeaturesResponse``, written by hand.
+
+Why: building the response through the generated classes costs ~600 µs for one 1,000-feature block
+(one ``FeatureColumnSpec`` message per column), more than everything else on the read path together.
+The column list of a block depends only on the plan, so it is serialized once per compiled plan
+(:func:`block_prefix`) and each response is a concatenation of that prefix with three length-delimited
+byte fields. The output parses with the generated ``GetOnlineFeaturesResponse`` (a unit test checks
+field by field against protobuf's own serializer).
+
+Field numbers are those of ``proto/aether/v1/online_features.proto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+_LEN = 2  # wire type of length-delimited fields
+_VARINT = 0
+
+# GetOnlineFeaturesResponse
+_RESPONSE_ROW_COUNT = 1
+_RESPONSE_BLOCKS = 2
+# FeatureBlock
+_BLOCK_VIEW = 1
+_BLOCK_VERSION = 2
+_BLOCK_COLUMNS = 3
+_BLOCK_VALUES = 4
+_BLOCK_STATUSES = 5
+_BLOCK_EVENT_TIMESTAMPS = 6
+# FeatureColumnSpec
+_COLUMN_NAME = 1
+_COLUMN_VALUE_TYPE = 2
+
+
+def varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("negative values are not encoded by this module")
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return varint((field << 3) | wire_type)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _tag(field, _LEN) + varint(len(payload)) + payload
+
+
+def block_prefix(view: str, version: int, columns: Sequence[tuple[str, int]]) -> bytes:
+    """FeatureBlock fields 1–3 (view, version, columns), serialized once per plan."""
+    parts = [_length_delimited(_BLOCK_VIEW, view.encode())] if view else []
+    if version:
+        parts.append(_tag(_BLOCK_VERSION, _VARINT) + varint(version))
+    for name, value_type in columns:
+        column = _length_delimited(_COLUMN_NAME, name.encode()) if name else b""
+        if value_type:
+            column += _tag(_COLUMN_VALUE_TYPE, _VARINT) + varint(value_type)
+        parts.append(_length_delimited(_BLOCK_COLUMNS, column))
+    return b"".join(parts)
+
+
+_VALUES_TAG = _tag(_BLOCK_VALUES, _LEN)
+_STATUSES_TAG = _tag(_BLOCK_STATUSES, _LEN)
+_TIMESTAMPS_TAG = _tag(_BLOCK_EVENT_TIMESTAMPS, _LEN)
+_BLOCKS_TAG = _tag(_RESPONSE_BLOCKS, _LEN)
+_ROW_COUNT_TAG = _tag(_RESPONSE_ROW_COUNT, _VARINT)
+
+
+def encode_response(row_count: int, blocks: Iterable[tuple[bytes, bytes, bytes, bytes]]) -> bytes:
+    """A serialized GetOnlineFeaturesResponse from (prefix, values, statuses, event timestamps) blocks."""
+    parts = [_ROW_COUNT_TAG + varint(row_count)] if row_count else []
+    for prefix, values, statuses, timestamps in blocks:
+        block = [prefix]
+        if values:
+            block += (_VALUES_TAG, varint(len(values)), values)
+        if statuses:
+            block += (_STATUSES_TAG, varint(len(statuses)), statuses)
+        if timestamps:
+            block += (_TIMESTAMPS_TAG, varint(len(timestamps)), timestamps)
+        size = sum(len(p) for p in block)
+        parts += (_BLOCKS_TAG, varint(size), *block)
+    return b"".join(parts)

@@ -1,0 +1,1 @@
+"""Data-plane tests against a real redis-server and real loopback gRPC servers."""

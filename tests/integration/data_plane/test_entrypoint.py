@@ -1,0 +1,54 @@
+"""``python -m data_plane``: prints where it listens once ready, serves, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from data_plane.registry_watch import save_snapshot
+from tests.support.redis_server import free_port
+from tests.unit.data_plane.registry_builders import floats, snapshot, view
+
+pytestmark = pytest.mark.integration
+
+
+def test_module_entrypoint_announces_its_port_and_exits_cleanly_on_sigterm(
+    redis_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "registry_snapshot.pb"
+    save_snapshot(path, snapshot(view("stats", floats(2))).SerializeToString())
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "data_plane",
+            "--listen", "127.0.0.1:0",
+            "--redis-url", redis_url,
+            "--control-plane", f"127.0.0.1:{free_port()}",
+            "--snapshot-path", str(path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.fullmatch(r"aether data plane listening on 127\.0\.0\.1:(\d+)\n", line)
+        assert match, line
+        with grpc.insecure_channel(f"127.0.0.1:{match[1]}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

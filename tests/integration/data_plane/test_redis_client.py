@@ -1,0 +1,83 @@
+"""The read path's own Redis client against a redis-server we stop, restart and stall."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+def _stall(url: str, seconds: float) -> None:
+    """Holds every client's commands on the redis-server for ``seconds`` (CLIENT PAUSE: a real stall)."""
+    client = redis.Redis.from_url(url)
+    client.execute_command(  # type: ignore[no-untyped-call]
+        "CLIENT", "PAUSE", str(int(seconds * 1000)), "ALL"
+    )
+    client.close()
+
+
+async def test_mget_pipelined_replies_reach_their_callers(own_redis: RedisServer) -> None:
+    redis.Redis.from_url(own_redis.url).mset({f"k{i}": f"v{i}" for i in range(50)})
+    client = RedisClient(own_redis.url, pool_size=2)
+    replies = await asyncio.gather(*(client.mget([f"k{i}".encode(), b"absent"], 1.0) for i in range(50)))
+    await client.close()
+    assert replies == [[f"v{i}".encode(), None] for i in range(50)]
+
+
+async def test_error_reply_is_a_command_error_and_the_connection_stays_usable(own_redis: RedisServer) -> None:
+    client = RedisClient(own_redis.url, pool_size=1)
+    with pytest.raises(RedisCommandError, match="wrong number of arguments"):
+        await client.execute(b"GET", timeout_s=1.0)
+    assert await client.execute(b"PING", timeout_s=1.0) == b"PONG"
+    await client.close()
+
+
+async def test_a_stalled_redis_times_out_within_budget_then_reads_resume(own_redis: RedisServer) -> None:
+    client = RedisClient(own_redis.url)
+    await client.execute(b"SET", b"k", b"v", timeout_s=1.0)
+    _stall(own_redis.url, 1.0)
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable, match="did not answer within 200 ms"):
+        await client.mget([b"k"], 0.2)
+    assert time.monotonic() - started < 0.5
+    await asyncio.sleep(1.0)
+    assert await client.mget([b"k"], 1.0) == [b"v"]
+    await client.close()
+
+
+async def test_redis_down_fails_fast_and_reads_recover_when_it_returns(own_redis: RedisServer) -> None:
+    client = RedisClient(own_redis.url)
+    await client.execute(b"PING", timeout_s=1.0)
+    own_redis.stop()
+    for _ in range(3):  # the pooled connection is gone, and so is every new dial
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await client.mget([b"k"], 0.5)
+        assert time.monotonic() - started < 0.5
+    own_redis.start()
+    redis.Redis.from_url(own_redis.url).set("k", "back")
+    assert await client.mget([b"k"], 1.0) == [b"back"]
+    await client.close()
+
+
+async def test_selects_the_database_of_the_url(own_redis: RedisServer) -> None:
+    redis.Redis(port=own_redis.port, db=3).set("k", "three")
+    client = RedisClient(f"redis://127.0.0.1:{own_redis.port}/3")
+    assert await client.mget([b"k"], 1.0) == [b"three"]
+    await client.close()

@@ -1,0 +1,181 @@
+"""The data plane over gRPC: a real server started from its persisted registry snapshot (no control plane
+reachable), a real redis-server, the SDK, health, reflection, and every fault status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import numpy as np
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clients.aether.v1 import online_features_pb2 as pb
+from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
+from clients.sdk.online import MISSING, PRESENT, OnlineFeaturesClient
+from control_plane.features.online_writer import OnlineWriter
+from data_plane.registry_watch import save_snapshot
+from data_plane.server import DataPlaneHandle, start_server
+from data_plane.settings import DataPlaneSettings
+from tests.support.redis_server import RedisServer, free_port
+from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
+
+pytestmark = pytest.mark.integration
+
+STATS = view("stats", floats(3), ttl_seconds=3600)
+STATS_V2 = view("stats", [("f0", "float32"), ("trips", "int64")], version=2)
+NOW_US = time.time_ns() // 1000
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+def _settings(redis_url: str, snapshot_path: Path) -> DataPlaneSettings:
+    return DataPlaneSettings(
+        listen="127.0.0.1:0",
+        redis_url=redis_url,
+        control_plane_addr=f"127.0.0.1:{free_port()}",  # nothing listens there
+        snapshot_path=snapshot_path,
+        max_rows_per_request=10,
+        redis_timeout_s=0.3,
+    )
+
+
+@pytest.fixture
+async def data_plane(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[DataPlaneHandle]:
+    path = tmp_path / "registry_snapshot.pb"
+    save_snapshot(path, snapshot(STATS, STATS_V2, revision=7).SerializeToString())
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(STATS), [["1"], ["2"]], np.array([[1, 2, 3], [4, 5, 6]], np.float32), NOW_US)
+    handle = await start_server(_settings(own_redis.url, path))
+    yield handle
+    await handle.stop(None)
+
+
+async def _call(
+    port: int, features: list[str], rows: list[dict[str, str]], deadline_s: float = 2.0
+) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.OnlineFeaturesStub(channel)  # type: ignore[no-untyped-call]
+        request = pb.GetOnlineFeaturesRequest(features=features, rows=[pb.EntityRow(keys=r) for r in rows])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetOnlineFeatures(request, timeout=deadline_s)
+        return info.value
+
+
+async def test_serves_from_the_persisted_snapshot_while_no_control_plane_is_reachable(
+    data_plane: DataPlaneHandle,
+) -> None:
+    assert data_plane.registry.require().revision == 7
+    with OnlineFeaturesClient(f"127.0.0.1:{data_plane.port}") as client:
+        got = await asyncio.to_thread(
+            client.get_online_features, ["stats@1", "stats:trips"], [{"driver_id": "2"}, {"driver_id": 9}]
+        )
+    assert got.row_count == 2
+    v1 = got.block("stats", 1)
+    assert v1.values["f1"].tolist() == [5.0, 0.0]
+    assert v1.status("f2").tolist() == [PRESENT, MISSING]
+    assert v1.event_timestamps_us.tolist() == [NOW_US, 0]
+    v2 = got.block("stats", 2)
+    assert v2.columns == ("trips",) and v2.values["trips"].dtype == np.int64
+    assert v2.statuses.tolist() == [[MISSING], [MISSING]]
+    assert not data_plane.watch.connected.is_set()
+
+
+async def test_health_is_serving_and_reflection_lists_the_service(data_plane: DataPlaneHandle) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "aether.v1.OnlineFeatures"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = [s.name async for r in responses for s in r.list_services_response.service]
+    assert "aether.v1.OnlineFeatures" in names
+
+
+async def test_without_any_snapshot_health_is_not_serving_and_reads_are_unavailable(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    handle = await start_server(_settings(own_redis.url, tmp_path / "absent.pb"))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        error = await _call(handle.port, ["stats"], [{"driver_id": "1"}])
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error.details() == "no feature registry snapshot yet"
+    finally:
+        await handle.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("features", "rows", "code", "text"),
+    [
+        (
+            ["stats"],
+            [{"driver_id": str(i)} for i in range(11)],
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "limit is 10",
+        ),
+        (["stats@x"], [{"driver_id": "1"}], grpc.StatusCode.INVALID_ARGUMENT, "malformed feature reference"),
+        (["stats"], [{"driver_id": "one"}], grpc.StatusCode.INVALID_ARGUMENT, "row 0: join key 'driver_id'"),
+        (["stats"], [{"rider_id": "1"}], grpc.StatusCode.INVALID_ARGUMENT, "row 0 has no value for join key"),
+        (["nope:f0"], [{"driver_id": "1"}], grpc.StatusCode.NOT_FOUND, "'nope'"),
+        (["stats:f9"], [{"driver_id": "1"}], grpc.StatusCode.NOT_FOUND, "'f9'"),
+        (["stats@5"], [{"driver_id": "1"}], grpc.StatusCode.NOT_FOUND, "no servable version 5"),
+    ],
+)
+async def test_bad_requests_get_their_status_and_a_message_naming_the_problem(
+    data_plane: DataPlaneHandle,
+    features: list[str],
+    rows: list[dict[str, str]],
+    code: grpc.StatusCode,
+    text: str,
+) -> None:
+    error = await _call(data_plane.port, features, rows)
+    assert error.code() == code
+    assert text in (error.details() or "")
+
+
+async def test_redis_down_is_unavailable_within_the_deadline_and_reads_recover_by_themselves(
+    data_plane: DataPlaneHandle, own_redis: RedisServer
+) -> None:
+    own_redis.stop()
+    started = time.monotonic()
+    error = await _call(data_plane.port, ["stats"], [{"driver_id": "1"}], deadline_s=1.0)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 1.0
+
+    paused = redis.Redis.from_url(own_redis.url)
+    own_redis.start()
+    OnlineWriter(redis.Redis.from_url(own_redis.url)).write(
+        writable(STATS), [["1"]], np.array([[7, 8, 9]], np.float32), NOW_US
+    )
+    paused.execute_command(  # type: ignore[no-untyped-call]
+        "CLIENT", "PAUSE", "2000", "ALL"
+    )  # stalled rather than down: still no hang
+    started = time.monotonic()
+    error = await _call(data_plane.port, ["stats"], [{"driver_id": "1"}], deadline_s=0.25)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 0.25
+    paused.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+
+    with OnlineFeaturesClient(f"127.0.0.1:{data_plane.port}") as client:
+        got = await asyncio.to_thread(client.get_online_features, ["stats@1"], [{"driver_id": "1"}])
+    assert got.block("stats").values["f2"].tolist() == [9.0]

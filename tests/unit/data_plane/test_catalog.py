@@ -1,0 +1,126 @@
+"""Catalog built from a registry snapshot: resolution of references into read plans, NOT_FOUND and
+INVALID_ARGUMENT, Redis keys of entity rows, and the plan cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument, NotFound
+from data_plane.catalog import Catalog
+from kernels.online_keys import online_key
+from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view
+
+MIXED = [("trips", "int64"), ("rating", "float32"), ("active", "bool"), ("score", "float64")]
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog(
+        snapshot(
+            view("stats", floats(4), version=1, status=types_pb2.DEPRECATED),
+            view("stats", floats(6), version=2),
+            view("stats", floats(8), version=3, status=types_pb2.RETIRED),
+            view("mixed", MIXED),
+            view("by_pair", floats(2), entity="pair"),
+            view("orphan", floats(2), entity="nobody"),
+            entities=[entity(), entity("pair", [("city", "string"), ("zone", "int64")])],
+        )
+    )
+
+
+def test_views_carry_layout_fingerprint_and_latest_servable_version(catalog: Catalog) -> None:
+    latest = catalog.view_version("stats")
+    assert latest.version == 2  # v3 is retired, so not servable
+    assert latest.layout == np.dtype("<f4") and len(latest.columns) == 6
+    registered = {v.version: v.schema_fingerprint for v in catalog.snapshot.views if v.spec.name == "stats"}
+    assert latest.fingerprint == registered[2]
+    assert catalog.view_version("stats", 1).columns == ("f0", "f1", "f2", "f3")
+    assert catalog.view_version("mixed").layout.names == ("f0", "f1", "f2", "f3")
+
+
+def test_plan_resolves_whole_views_pins_and_subsets_in_first_reference_order(catalog: Catalog) -> None:
+    plan = catalog.plan(["mixed:score", "stats", "stats@1:f3", "mixed:trips", "mixed:score"])
+    assert [(b.view.name, b.view.version) for b in plan.blocks] == [("mixed", 1), ("stats", 2), ("stats", 1)]
+    mixed, stats, pinned = plan.blocks
+    assert mixed.column_positions.tolist() == [3, 0] and not mixed.whole_view
+    assert mixed.out_dtype.names == ("f0", "f1")  # float64 + int64: a packed record
+    assert stats.whole_view and stats.column_count == 6
+    assert pinned.column_positions.tolist() == [3] and pinned.out_dtype == np.dtype("<f4")
+    assert plan.feature_count == 2 + 6 + 1
+    assert [e.name for e in plan.entities] == ["driver"]
+
+
+def test_a_subset_of_one_type_from_a_mixed_view_is_a_plain_array(catalog: Catalog) -> None:
+    (block,) = catalog.plan(["mixed:rating"]).blocks
+    assert block.out_dtype == np.dtype("<f4")
+
+
+def test_plans_are_cached_per_tuple_of_references(catalog: Catalog) -> None:
+    assert catalog.plan(["stats:f1", "mixed"]) is catalog.plan(("stats:f1", "mixed"))
+    assert catalog.plan(["mixed", "stats:f1"]) is not catalog.plan(["stats:f1", "mixed"])
+
+
+@pytest.mark.parametrize(
+    ("refs", "named"),
+    [
+        (["nope:f0"], "'nope'"),
+        (["stats@3"], "no servable version 3"),
+        (["stats@9:f0"], "no servable version 9"),
+        (["stats:f7"], "'f7'"),
+        (["orphan"], "entity 'nobody'"),
+    ],
+)
+def test_unknown_names_are_not_found_naming_them(catalog: Catalog, refs: list[str], named: str) -> None:
+    with pytest.raises(NotFound, match=named):
+        catalog.plan(refs)
+
+
+def test_malformed_reference_and_empty_request_are_invalid(catalog: Catalog) -> None:
+    with pytest.raises(InvalidArgument, match="malformed"):
+        catalog.plan(["stats@:f1"])
+    with pytest.raises(InvalidArgument, match="no features"):
+        catalog.plan([])
+
+
+join_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+
+
+@given(st.lists(st.tuples(join_text, st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=4))
+def test_keys_are_the_online_key_layout_row_major(rows: list[tuple[str, int]]) -> None:
+    catalog = Catalog(
+        snapshot(
+            view("by_pair", floats(2), entity="pair"),
+            view("other", floats(1), entity="pair", version=4),
+            entities=[entity("pair", [("city", "string"), ("zone", "int64")])],
+        )
+    )
+    plan = catalog.plan(["by_pair", "other"])
+    keys = plan.keys([{"city": city, "zone": str(zone)} for city, zone in rows])
+    expected = [
+        online_key("pair", [city, str(zone)], name, version)
+        for city, zone in rows
+        for name, version in (("by_pair", 1), ("other", 4))
+    ]
+    assert keys == expected
+
+
+@pytest.mark.parametrize(("text", "canonical"), [("007", "7"), ("-0", "0"), ("-012", "-12"), ("42", "42")])
+def test_int64_join_keys_are_canonicalized(catalog: Catalog, text: str, canonical: str) -> None:
+    (key,) = catalog.plan(["stats"]).keys([{"driver_id": text}])
+    assert key == online_key("driver", [canonical], "stats", 2)
+
+
+@pytest.mark.parametrize("bad", ["", "7.0", "1e3", " 7", "+7", "٣", "9223372036854775808", "0x10"])
+def test_a_bad_int64_join_key_names_row_and_key(catalog: Catalog, bad: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"row 1: join key 'driver_id'"):
+        catalog.plan(["stats"]).keys([{"driver_id": "1"}, {"driver_id": bad}])
+
+
+def test_a_row_without_a_needed_join_key_names_row_and_key(catalog: Catalog) -> None:
+    plan = catalog.plan(["stats", "by_pair"])
+    with pytest.raises(InvalidArgument, match=r"row 0 has no value for join key 'zone' of entity 'pair'"):
+        plan.keys([{"driver_id": "1", "city": "x"}])
