@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
 from control_plane.cli import dev, features
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "features":
             return features.run(args)
-        return dev.run(args, settings)
+        if args.command == "dev":
+            return dev.run(args, settings)
+        # Commands added through a module's ``register(subparsers)`` set their own handler.
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except features.UsageError as error:
         print(f"aetherctl: error: {error}", file=sys.stderr)
         return 2
