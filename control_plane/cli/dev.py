@@ -305,3 +305,18 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+# programmatic use (aetherctl demo) -------------------------------------------------------------------
+
+
+def start_stack(settings: CliSettings, wait_s: float = 60.0) -> None:
+    """Starts the local stack described by ``settings`` and waits until every service is ready; all or
+    nothing (FailedPrecondition naming the service that failed, the others stopped again)."""
+    folder = settings.home / "dev"
+    _up(_services(settings, folder), folder, settings, wait_s)
+
+
+def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:
+    folder = settings.home / "dev"
+    _down(_services(settings, folder), folder, grace_s)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
-from control_plane.cli import dev, features
+from control_plane.cli import demo, dev, features
 from control_plane.cli.settings import CliSettings
 
 
@@ -30,6 +30,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     features.add_parsers(commands)
     dev.add_parsers(commands)
+    demo.register(commands)
     return parser
 
 
