@@ -50,7 +50,9 @@ def generate(into: Path) -> None:
         target.write_text(text)
     shutil.rmtree(staging)
     for package in [into, *[p for p in into.rglob("*") if p.is_dir()]]:
-        (package / "__init__.py").write_text('"""Generated from proto/ by proto/generate.py; do not edit."""\n')
+        (package / "__init__.py").write_text(
+            '"""Generated from proto/ by proto/generate.py; do not edit."""\n'
+        )
 
 
 def differences(a: Path, b: Path) -> list[str]:
