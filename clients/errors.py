@@ -15,7 +15,7 @@ mapping between exceptions and status codes lives, in both directions:
     ├── DeadlineExceeded       DEADLINE_EXCEEDED
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
-    ├── DataLoss               DATA_LOSS            stored bytes are corrupt (checksum or fingerprint mismatch)
+    ├── DataLoss               DATA_LOSS            stored bytes are corrupt (checksum, fingerprint)
     └── Internal               INTERNAL             a bug; the message says where
 """
 

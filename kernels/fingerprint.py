@@ -12,6 +12,8 @@ def schema_fingerprint(view: str, version: int, columns: Sequence[tuple[str, str
     """Fingerprint of one feature-view version's value layout: its name, version and the ordered
     (feature name, numpy dtype name) pairs. Written into every online blob and checked on every read, so
     bytes written for another schema are reported, never decoded as garbage."""
-    canonical = json.dumps([view, int(version), [[name, dtype] for name, dtype in columns]], separators=(",", ":"))
+    canonical = json.dumps(
+        [view, int(version), [[name, dtype] for name, dtype in columns]], separators=(",", ":")
+    )
     digest = hashlib.sha256(canonical.encode()).digest()
     return int.from_bytes(digest[:8], "little")

@@ -182,7 +182,8 @@ def decode(blob: bytes, dtype: np.dtype[np.generic], expected_fingerprint: int) 
     flags, count, fingerprint, event_ts, write_ts = read_header(blob)
     if fingerprint != expected_fingerprint:
         raise FingerprintMismatch(
-            f"schema fingerprint {fingerprint:#018x} does not match the registered {expected_fingerprint:#018x}"
+            f"schema fingerprint {fingerprint:#018x} does not match "
+            f"the registered {expected_fingerprint:#018x}"
         )
     expected_count = len(dtype.names) if dtype.names else count
     if count != expected_count:
