@@ -1,0 +1,169 @@
+"""Reference profile: everything the drift scores need from the reference (training) data, built once.
+
+Per feature it holds
+
+* the quantile bin edges and the reference bin counts (PSI, JSD — see :mod:`kernels.drift.binning`);
+* the **sorted finite reference sample**. KS and Wasserstein are exact only against the full empirical
+  CDF of the reference, so the profile keeps every finite value, sorted once here; each scoring window
+  then costs one linear merge per feature instead of a re-sort of the reference (1M values);
+* ``count``, ``mean`` and ``m2`` (sum of squared deviations) for the reference standard deviation
+  (population, ``ddof = 0``), which normalises Wasserstein;
+* how many values were missing (NaN or ±∞), excluded from everything above.
+
+**Merging** (:func:`merge_profiles`), e.g. a reference built from partitions of a training set: bin
+counts, missing counts and sizes add; the sorted samples merge; mean and ``m2`` combine with Chan's
+parallel formula. Bin edges are *frozen* at build time, so only profiles with identical edges merge —
+build the parts with shared edges (``edges=`` of :func:`build_reference_profile`), or call
+:func:`rebin` afterwards to recompute quantile edges from the merged sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kernels.drift.binning import DEFAULT_N_BINS, counts_from_sorted, padded_edges, quantile_edges
+from kernels.drift.ecdf_walk import finite_bounds, sort_rows
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Reference summary of ``n_features`` numeric features (arrays are indexed by feature first).
+
+    ``sorted_values[f, :n_valid[f]]`` is feature ``f``'s finite reference sample, ascending; the rest
+    of the row is NaN padding. ``edges[f]`` holds the interior bin edges, ``+∞``-padded to
+    ``n_bins − 1``; ``bin_counts[f]`` the reference counts of its ``n_bins`` bins."""
+
+    n_bins: int
+    edges: FloatArray
+    bin_counts: IntArray
+    sorted_values: FloatArray
+    n_valid: IntArray
+    n_missing: IntArray
+    mean: FloatArray
+    m2: FloatArray
+
+    @property
+    def n_features(self) -> int:
+        return int(self.edges.shape[0])
+
+    @property
+    def std(self) -> FloatArray:
+        """Population standard deviation per feature (NaN where no finite value)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(np.sqrt(self.m2 / self.n_valid), dtype=np.float64)
+
+
+def build_reference_profile(
+    reference: npt.ArrayLike, n_bins: int = DEFAULT_N_BINS, edges: FloatArray | None = None
+) -> ReferenceProfile:
+    """Profile of ``reference`` shaped ``[n_rows, n_features]`` (a 1-D array is one feature).
+
+    ``edges`` (``[n_features, n_bins − 1]``, ``+∞``-padded) imposes bin edges instead of deriving them
+    from this sample's quantiles — used to build mergeable partial profiles."""
+    values = _as_table(reference)
+    n_rows, n_features = values.shape
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if edges is not None and edges.shape != (n_features, n_bins - 1):
+        raise ValueError(f"edges must have shape {(n_features, n_bins - 1)}, got {edges.shape}")
+    rows = sort_rows(values, by_column=True)
+    n_valid = np.zeros(n_features, dtype=np.int64)
+    for f in range(n_features):
+        lo, hi = finite_bounds(rows[f])
+        n_valid[f] = hi - lo
+        if lo > 0:  # -inf values sort first: move the finite run to the front of the row
+            rows[f, : hi - lo] = rows[f, lo:hi].copy()
+        rows[f, hi - lo :] = np.nan
+    sorted_values = np.ascontiguousarray(rows[:, : int(n_valid.max(initial=0))])
+    return _summarise(sorted_values, n_valid, n_rows - n_valid, n_bins, edges)
+
+
+def merge_profiles(first: ReferenceProfile, second: ReferenceProfile) -> ReferenceProfile:
+    """The profile of the two reference samples taken together (same features, same edges)."""
+    if first.n_bins != second.n_bins or first.n_features != second.n_features:
+        raise ValueError("profiles must have the same features and number of bins to merge")
+    if not np.array_equal(first.edges, second.edges):
+        raise ValueError("profiles have different bin edges; build them with shared edges or rebin after")
+    n_valid = first.n_valid + second.n_valid
+    sorted_values = np.full((first.n_features, int(n_valid.max(initial=0))), np.nan)
+    for f in range(first.n_features):
+        joined = np.concatenate(
+            (first.sorted_values[f, : first.n_valid[f]], second.sorted_values[f, : second.n_valid[f]])
+        )
+        # Two ascending runs: a stable (merge-based) sort finds them and merges in linear time.
+        sorted_values[f, : n_valid[f]] = np.sort(joined, kind="stable")
+    # Chan et al.: combine (count, mean, m2) of two parts without revisiting the values.
+    n_a = first.n_valid.astype(np.float64)
+    n_b = second.n_valid.astype(np.float64)
+    total = n_a + n_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = second.mean - first.mean
+        mean = np.where(
+            n_b == 0, first.mean, np.where(n_a == 0, second.mean, first.mean + delta * n_b / total)
+        )
+        m2 = np.where(
+            (n_a == 0) | (n_b == 0),
+            np.nan_to_num(first.m2) + np.nan_to_num(second.m2),
+            first.m2 + second.m2 + delta * delta * n_a * n_b / total,
+        )
+    m2 = np.where(total == 0, np.nan, m2)
+    return ReferenceProfile(
+        n_bins=first.n_bins,
+        edges=first.edges.copy(),
+        bin_counts=first.bin_counts + second.bin_counts,
+        sorted_values=sorted_values,
+        n_valid=n_valid,
+        n_missing=first.n_missing + second.n_missing,
+        mean=np.asarray(mean, dtype=np.float64),
+        m2=np.asarray(m2, dtype=np.float64),
+    )
+
+
+def rebin(profile: ReferenceProfile, n_bins: int = DEFAULT_N_BINS) -> ReferenceProfile:
+    """The same profile with quantile edges and counts recomputed from its (merged) sorted sample."""
+    return _summarise(profile.sorted_values, profile.n_valid, profile.n_missing, n_bins, None)
+
+
+def _summarise(
+    sorted_values: FloatArray, n_valid: IntArray, n_missing: IntArray, n_bins: int, edges: FloatArray | None
+) -> ReferenceProfile:
+    n_features = sorted_values.shape[0]
+    all_edges = np.full((n_features, n_bins - 1), np.inf)
+    counts = np.zeros((n_features, n_bins), dtype=np.int64)
+    mean = np.full(n_features, np.nan)
+    m2 = np.full(n_features, np.nan)
+    for f in range(n_features):
+        finite = sorted_values[f, : n_valid[f]]
+        if edges is not None:
+            all_edges[f] = edges[f]
+        elif finite.shape[0]:
+            all_edges[f] = padded_edges(quantile_edges(finite, n_bins), n_bins)
+        counts[f] = counts_from_sorted(finite, all_edges[f])
+        if finite.shape[0]:
+            mean[f] = finite.mean()
+            m2[f] = np.sum(np.square(finite - mean[f]))
+    return ReferenceProfile(
+        n_bins=n_bins,
+        edges=all_edges,
+        bin_counts=counts,
+        sorted_values=sorted_values,
+        n_valid=n_valid.astype(np.int64),
+        n_missing=np.asarray(n_missing, dtype=np.int64),
+        mean=mean,
+        m2=m2,
+    )
+
+
+def _as_table(values: npt.ArrayLike) -> FloatArray:
+    table = np.asarray(values, dtype=np.float64)
+    if table.ndim == 1:
+        table = table[:, np.newaxis]
+    if table.ndim != 2:
+        raise ValueError(f"expected [n_rows, n_features], got shape {table.shape}")
+    return table
