@@ -1,4 +1,6 @@
-"""Fixtures shared by every test: a real redis-server per test session, flushed between tests."""
+"""Fixtures shared by every test: a real redis-server per test session, flushed between tests, and a
+fresh metadata database per test on each supported backend (a SQLite file; a schema of its own in one
+PostgreSQL cluster started for the whole session, only when a PostgreSQL-backed test runs)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 
 
@@ -28,9 +31,24 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session. Fails (never skips) when PostgreSQL is not
+    installed: scripts/bootstrap.sh installs it, and CI must run every test on both backends."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A fresh, empty metadata database URL for each test, one per supported backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'aether.db'}"
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.fresh_url()
     raise AssertionError(f"unknown database backend {request.param}")

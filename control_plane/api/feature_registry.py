@@ -1,5 +1,6 @@
 """The ``aether.v1.FeatureRegistry`` gRPC service: each method unpacks the request, runs the registry
-core in a worker thread (it does blocking SQL) and returns its answer."""
+core in a worker thread (it does blocking SQL) and returns its answer. Mutations pass the caller's
+identity (:func:`~control_plane.api.identity.actor_of`) for the audit log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc
 from clients.errors import maps_errors
 from control_plane.api.changes import ChangeSignal
+from control_plane.api.identity import actor_of
 from control_plane.features.registry import FeatureRegistry
 
 T = TypeVar("T")
@@ -45,13 +47,13 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
         self._changes.notify()
 
     @staticmethod
-    async def _run(call: Callable[..., T], *args: Any) -> T:
+    async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs a blocking registry call in a worker thread, keeping the event loop free."""
-        return await asyncio.to_thread(call, *args)
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     @maps_errors
     async def CreateEntity(self, request: pb.CreateEntityRequest, context: Context) -> pb.Entity:
-        return await self._run(self._registry.create_entity, request.entity)
+        return await self._run(self._registry.create_entity, request.entity, actor=actor_of(context))
 
     @maps_errors
     async def GetEntity(self, request: pb.GetEntityRequest, context: Context) -> pb.Entity:
@@ -67,14 +69,16 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
     async def DeleteEntity(
         self, request: pb.DeleteEntityRequest, context: Context
     ) -> pb.DeleteEntityResponse:
-        await self._run(self._registry.delete_entity, request.name)
+        await self._run(self._registry.delete_entity, request.name, actor=actor_of(context))
         return pb.DeleteEntityResponse()
 
     @maps_errors
     async def CreateFeatureView(
         self, request: pb.CreateFeatureViewRequest, context: Context
     ) -> pb.FeatureView:
-        return await self._run(self._registry.create_feature_view, request.spec, request.metadata)
+        return await self._run(
+            self._registry.create_feature_view, request.spec, request.metadata, actor=actor_of(context)
+        )
 
     @maps_errors
     async def GetFeatureView(self, request: pb.GetFeatureViewRequest, context: Context) -> pb.FeatureView:
@@ -106,42 +110,53 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
             request.name,
             metadata,
             dict(request.feature_descriptions),
+            actor=actor_of(context),
         )
 
     @maps_errors
     async def UpdateValidation(self, request: pb.UpdateValidationRequest, context: Context) -> pb.FeatureView:
         return await self._run(
-            self._registry.update_validation, request.name, request.version, dict(request.rules)
+            self._registry.update_validation,
+            request.name,
+            request.version,
+            dict(request.rules),
+            actor=actor_of(context),
         )
 
     @maps_errors
     async def CreateFeatureViewVersion(
         self, request: pb.CreateFeatureViewVersionRequest, context: Context
     ) -> pb.FeatureView:
-        return await self._run(self._registry.create_feature_view_version, request.spec)
+        return await self._run(
+            self._registry.create_feature_view_version, request.spec, actor=actor_of(context)
+        )
 
     @maps_errors
     async def DeprecateFeatureViewVersion(
         self, request: pb.ChangeVersionStatusRequest, context: Context
     ) -> pb.FeatureView:
-        return await self._run(self._registry.deprecate_version, request.name, request.version)
+        return await self._run(
+            self._registry.deprecate_version, request.name, request.version, actor=actor_of(context)
+        )
 
     @maps_errors
     async def RetireFeatureViewVersion(
         self, request: pb.ChangeVersionStatusRequest, context: Context
     ) -> pb.FeatureView:
-        return await self._run(self._registry.retire_version, request.name, request.version)
+        return await self._run(
+            self._registry.retire_version, request.name, request.version, actor=actor_of(context)
+        )
 
     @maps_errors
     async def DeleteFeatureView(
         self, request: pb.DeleteFeatureViewRequest, context: Context
     ) -> pb.DeleteFeatureViewResponse:
-        await self._run(self._registry.delete_feature_view, request.name)
+        await self._run(self._registry.delete_feature_view, request.name, actor=actor_of(context))
         return pb.DeleteFeatureViewResponse()
 
     @maps_errors
     async def Apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:
-        return await self._run(self._registry.apply, request)
+        return await self._run(self._registry.apply, request, actor=actor_of(context))
 
     @maps_errors
     async def WatchRegistry(

@@ -3,7 +3,9 @@ metadata database. Transport-free and synchronous (the gRPC servicer calls it fr
 messages in, wire messages out, ``clients.errors`` exceptions for every refusal.
 
 Every mutation increments the registry revision in its own transaction, which is how watchers in any
-process notice it."""
+process notice it, and appends an audit entry in that same transaction (who, what, before and after as
+proto JSON; ``object_type`` "entity" or "feature_view", ``object_id`` the name; the version a change
+touched is inside the before/after state)."""
 
 from __future__ import annotations
 
@@ -11,22 +13,28 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from control_plane.audit.log import record
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
 from control_plane.db.revision import BUMPED_REVISION, bump_revision, current_revision, lock_registry
 from control_plane.features import store
-from control_plane.features.apply import apply_definitions
+from control_plane.features.apply import ENTITY, FEATURE_VIEW, apply_definitions
 from control_plane.features.changes import new_version_reasons
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.store import SERVABLE, Status, now_us
 from control_plane.features.validation import validate_entity, validate_metadata, validate_rule, validate_spec
 
 _log = logging.getLogger("aether.features.registry")
+
+#: The actor of a mutation made in process without a caller (CLI dev mode, tests, background loops).
+ANONYMOUS = "anonymous"
 
 #: Called with the new revision after a mutation committed, in the thread that made it.
 ChangeListener = Callable[[int], None]
@@ -73,14 +81,15 @@ class FeatureRegistry:
 
     # -- entities ------------------------------------------------------------------------------------
 
-    def create_entity(self, entity: pb.Entity) -> pb.Entity:
+    def create_entity(self, entity: pb.Entity, *, actor: str = ANONYMOUS) -> pb.Entity:
         validate_entity(entity)
         with self._write() as session:
             if store.find_entity(session, entity.name) is not None:
                 raise AlreadyExists(f"entity {entity.name!r} already exists")
-            row = store.insert_entity(session, entity, now_us())
+            created = store.entity_message(store.insert_entity(session, entity, now_us()))
             bump_revision(session)
-            return store.entity_message(row)
+            _audit(session, actor, "create", ENTITY, entity.name, None, created)
+            return created
 
     def get_entity(self, name: str) -> pb.Entity:
         with read_session(self._sessions) as session:
@@ -93,7 +102,7 @@ class FeatureRegistry:
                 for row in session.scalars(select(EntityRow).order_by(EntityRow.name))
             ]
 
-    def delete_entity(self, name: str) -> None:
+    def delete_entity(self, name: str, *, actor: str = ANONYMOUS) -> None:
         with self._write() as session:
             row = store.require_entity(session, name)
             users = store.views_using_entity(session, row)
@@ -101,13 +110,15 @@ class FeatureRegistry:
                 raise FailedPrecondition(
                     f"cannot delete entity {name!r}: used by feature views {', '.join(users)}"
                 )
+            before = store.entity_message(row)
             session.delete(row)
             bump_revision(session)
+            _audit(session, actor, "delete", ENTITY, name, before, None)
 
     # -- feature views -------------------------------------------------------------------------------
 
     def create_feature_view(
-        self, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata
+        self, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata, *, actor: str = ANONYMOUS
     ) -> pb.FeatureView:
         """Creates version 1 of a new view."""
         validate_spec(spec)
@@ -118,7 +129,9 @@ class FeatureRegistry:
             entity = _entity_for(session, spec.entity, "spec.entity")
             view, version = store.insert_view(session, spec, metadata, entity, now_us())
             bump_revision(session)
-            return store.view_message(view, version)
+            created = store.view_message(view, version)
+            _audit(session, actor, "create", FEATURE_VIEW, spec.name, None, created)
+            return created
 
     def get_feature_view(self, name: str, version: int = 0) -> pb.FeatureView:
         """``version`` 0 is the latest version that is not retired; an explicit retired version is still
@@ -158,6 +171,8 @@ class FeatureRegistry:
         name: str,
         metadata: pb.FeatureViewMetadata | None,
         feature_descriptions: Mapping[str, str] | None = None,
+        *,
+        actor: str = ANONYMOUS,
     ) -> pb.FeatureView:
         """Replaces description, owner and tags as a whole when ``metadata`` is given, and sets the
         descriptions of the named features of the latest version. Never creates a version."""
@@ -166,6 +181,7 @@ class FeatureRegistry:
         with self._write() as session:
             view = store.require_view(session, name)
             latest = store.latest_version(session, view)
+            before = store.view_message(view, latest)
             now = now_us()
             if metadata is not None:
                 store.set_metadata(view, metadata, now)
@@ -176,16 +192,19 @@ class FeatureRegistry:
                     _feature_of(features, view, latest, feature_name).description = description
                 store.set_feature_details(latest, spec, now)
             bump_revision(session)
-            return store.view_message(view, latest)
+            after = store.view_message(view, latest)
+            _audit(session, actor, "update_metadata", FEATURE_VIEW, name, before, after)
+            return after
 
     def update_validation(
-        self, name: str, version: int, rules: Mapping[str, pb.ValidationRule]
+        self, name: str, version: int, rules: Mapping[str, pb.ValidationRule], *, actor: str = ANONYMOUS
     ) -> pb.FeatureView:
         """Replaces the rules of the named features of one version (0 = latest not retired); the other
         features keep theirs. Never creates a version: rules do not change stored values."""
         with self._write() as session:
             view = store.require_view(session, name)
             row = store.require_version(session, view, version)
+            before = store.view_message(view, row)
             spec = store.spec_from_json(row.spec)
             features = {feature.name: feature for feature in spec.features}
             for feature_name, rule in rules.items():
@@ -194,9 +213,13 @@ class FeatureRegistry:
                 feature.validation.CopyFrom(rule)
             store.set_feature_details(row, spec, now_us())
             bump_revision(session)
-            return store.view_message(view, row)
+            after = store.view_message(view, row)
+            _audit(session, actor, "update_validation", FEATURE_VIEW, name, before, after)
+            return after
 
-    def create_feature_view_version(self, spec: pb.FeatureViewSpec) -> pb.FeatureView:
+    def create_feature_view_version(
+        self, spec: pb.FeatureViewSpec, *, actor: str = ANONYMOUS
+    ) -> pb.FeatureView:
         """Creates version N+1 of an existing view when anything versioned differs from version N."""
         validate_spec(spec)
         with self._write() as session:
@@ -209,19 +232,24 @@ class FeatureRegistry:
                     " (descriptions, owner, tags and validation rules are edited without a new version)"
                 )
             entity = _entity_for(session, spec.entity, "spec.entity")
+            before = store.view_message(view, latest)
             row = store.insert_version(session, view, spec, entity, now_us())
             bump_revision(session)
-            return store.view_message(view, row)
+            after = store.view_message(view, row)
+            _audit(session, actor, "create_version", FEATURE_VIEW, spec.name, before, after)
+            return after
 
-    def deprecate_version(self, name: str, version: int) -> pb.FeatureView:
+    def deprecate_version(self, name: str, version: int, *, actor: str = ANONYMOUS) -> pb.FeatureView:
         """ACTIVE -> DEPRECATED: still served, but marked for removal."""
-        return self._change_status(name, version, Status.ACTIVE, Status.DEPRECATED)
+        return self._change_status(name, version, Status.ACTIVE, Status.DEPRECATED, actor)
 
-    def retire_version(self, name: str, version: int) -> pb.FeatureView:
+    def retire_version(self, name: str, version: int, *, actor: str = ANONYMOUS) -> pb.FeatureView:
         """DEPRECATED -> RETIRED: no longer served; refused while anything references the version."""
-        return self._change_status(name, version, Status.DEPRECATED, Status.RETIRED)
+        return self._change_status(name, version, Status.DEPRECATED, Status.RETIRED, actor)
 
-    def _change_status(self, name: str, version: int, expected: Status, target: Status) -> pb.FeatureView:
+    def _change_status(
+        self, name: str, version: int, expected: Status, target: Status, actor: str
+    ) -> pb.FeatureView:
         if version < 1:
             raise InvalidArgument(
                 f"version: a lifecycle change names an explicit version (>= 1), got {version}"
@@ -238,19 +266,25 @@ class FeatureRegistry:
                 self._refuse_if_referenced(
                     session, name, version, f"retire feature view {name!r} version {version}"
                 )
+            before = store.view_message(view, row)
             row.status = target.value
             row.updated_at_us = now_us()
             bump_revision(session)
-            return store.view_message(view, row)
+            after = store.view_message(view, row)
+            action = "deprecate" if target == Status.DEPRECATED else "retire"
+            _audit(session, actor, action, FEATURE_VIEW, name, before, after)
+            return after
 
-    def delete_feature_view(self, name: str) -> None:
+    def delete_feature_view(self, name: str, *, actor: str = ANONYMOUS) -> None:
         """Deletes a view with all its versions; refused while any version is referenced."""
         with self._write() as session:
             view = store.require_view(session, name)
             self._refuse_if_referenced(session, name, None, f"delete feature view {name!r}")
+            before = store.view_message(view, store.latest_version(session, view))
             session.execute(delete(FeatureViewVersionRow).where(FeatureViewVersionRow.view_id == view.id))
             session.delete(view)
             bump_revision(session)
+            _audit(session, actor, "delete", FEATURE_VIEW, name, before, None)
 
     def _refuse_if_referenced(self, session: Session, view: str, version: int | None, action: str) -> None:
         holders = [holder for guard in self._guards for holder in guard.references(session, view, version)]
@@ -259,15 +293,23 @@ class FeatureRegistry:
 
     # -- declarative apply ---------------------------------------------------------------------------
 
-    def apply(self, request: pb.ApplyRequest) -> pb.ApplyResponse:
-        """Plans and (unless ``dry_run``) carries out a whole definition set in one transaction."""
+    def apply(self, request: pb.ApplyRequest, *, actor: str = ANONYMOUS) -> pb.ApplyResponse:
+        """Plans and (unless ``dry_run``) carries out a whole definition set in one transaction; each
+        object it changes gets its own audit entry (action ``apply_<plan action>``)."""
         try:
             with self._write() as session:
+                before = _states(session, request)
                 steps = apply_definitions(session, request, now_us())
                 if request.dry_run:
                     raise _DryRun(steps)
                 if any(step.action != pb.NO_CHANGE for step in steps):
                     bump_revision(session)
+                for step in steps:
+                    if step.action != pb.NO_CHANGE:
+                        key = (step.kind, step.name)
+                        after = _state(session, *key)
+                        action = f"apply_{pb.PlanAction.Name(step.action).lower()}"
+                        _audit(session, actor, action, step.kind, step.name, before.get(key), after)
         except _DryRun as dry_run:
             return pb.ApplyResponse(steps=dry_run.steps, applied=False)
         return pb.ApplyResponse(steps=steps, applied=True)
@@ -295,6 +337,45 @@ class FeatureRegistry:
                 entities=[store.entity_message(row) for row in entities],
                 views=[store.view_message(view, version) for view, version in rows],
             )
+
+
+def _audit(
+    session: Session,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    before: Message | None,
+    after: Message | None,
+) -> None:
+    def state(message: Message | None) -> dict[str, object] | None:
+        return None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+
+    record(
+        session,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        before=state(before),
+        after=state(after),
+    )
+
+
+def _state(session: Session, kind: str, name: str) -> Message | None:
+    """The current state of an object an apply plan step names (``kind`` entity or feature_view)."""
+    if kind == ENTITY:
+        entity = store.find_entity(session, name)
+        return None if entity is None else store.entity_message(entity)
+    view = store.find_view(session, name)
+    return None if view is None else store.view_message(view, store.latest_version(session, view))
+
+
+def _states(session: Session, request: pb.ApplyRequest) -> dict[tuple[str, str], Message | None]:
+    """The state before an apply of every object the request names."""
+    keys = [(ENTITY, entity.name) for entity in request.entities]
+    keys += [(FEATURE_VIEW, view.spec.name) for view in request.views]
+    return {key: _state(session, *key) for key in keys}
 
 
 def _entity_for(session: Session, name: str, path: str) -> EntityRow:

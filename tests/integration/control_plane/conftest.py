@@ -1,4 +1,5 @@
-"""A real control-plane gRPC server on a free loopback port, over a SQLite file in the test's folder."""
+"""A real control-plane gRPC server on a free loopback port, over a fresh metadata database on every
+backend ``db_url`` (tests/conftest.py) provides: a SQLite file and a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from control_plane.settings import ControlPlaneSettings
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> ControlPlaneSettings:
+def settings(tmp_path: Path, db_url: str) -> ControlPlaneSettings:
     return ControlPlaneSettings(
         home=tmp_path,
-        db_url=f"sqlite:///{tmp_path / 'aether.db'}",
+        db_url=db_url,
         listen_addr="127.0.0.1:0",
         watch_poll_interval_s=0.1,
     )

@@ -1,20 +1,15 @@
-"""A feature registry over a real, migrated SQLite file per test."""
+"""A feature registry over a real, migrated metadata database per test, on every backend ``db_url``
+(tests/conftest.py) provides: a SQLite file and a PostgreSQL database."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'aether.db'}"
 
 
 @pytest.fixture

@@ -1,0 +1,124 @@
+"""Synchronous client of the control plane's audit log (``aether.v1.Audit``): query a page, walk every
+matching entry, verify the chain, export JSON lines. Honours ``AETHER_TOKEN`` and ``AETHER_TLS_CA``
+(see :mod:`clients.sdk.auth`). Failed calls raise :mod:`clients.errors` exceptions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from clients.aether.v1 import audit_pb2 as pb
+from clients.aether.v1 import audit_pb2_grpc as pb_grpc
+from clients.errors import from_rpc_error
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+
+def audit_filter(
+    object_type: str | None = None,
+    object_id: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> pb.AuditFilter:
+    where = pb.AuditFilter(object_type=object_type or "", object_id=object_id or "")
+    if since_us is not None:
+        where.since_us = since_us
+    if until_us is not None:
+        where.until_us = until_us
+    return where
+
+
+def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
+    """An entry as the JSON object of the export format: ``before``/``after`` as JSON values (null when
+    absent), every other field as stored, so the hash can be recomputed from the line alone."""
+    return {
+        "seq": entry.seq,
+        "timestamp_us": entry.timestamp_us,
+        "actor": entry.actor,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "before": json.loads(entry.before_json) if entry.HasField("before_json") else None,
+        "after": json.loads(entry.after_json) if entry.HasField("after_json") else None,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+def entry_line(entry: pb.AuditEntry) -> str:
+    """One JSON line (sorted keys, no spaces: the canonical form the server hashes)."""
+    return json.dumps(entry_json(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditClient:
+    def __init__(
+        self, target: str, *, timeout: float = 10.0, security: ChannelSecurity | None = None
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = pb_grpc.AuditStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AuditClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def query(
+        self, where: pb.AuditFilter | None = None, *, page_size: int = 0, page_token: str = ""
+    ) -> pb.QueryAuditResponse:
+        request = pb.QueryAuditRequest(filter=where, page_size=page_size, page_token=page_token)
+        try:
+            response: pb.QueryAuditResponse = self._stub.QueryAudit(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def entries(self, where: pb.AuditFilter | None = None, *, page_size: int = 0) -> Iterator[pb.AuditEntry]:
+        """Every matching entry, oldest first, a page per call."""
+        token = ""
+        while True:
+            page = self.query(where, page_size=page_size, page_token=token)
+            yield from page.entries
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def verify(self) -> pb.VerifyAuditResponse:
+        try:
+            response: pb.VerifyAuditResponse = self._stub.VerifyAudit(
+                pb.VerifyAuditRequest(), timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def export(self, where: pb.AuditFilter | None = None) -> Iterator[pb.AuditEntry]:
+        """Every matching entry over one stream (no per-message deadline: an export may be long)."""
+        try:
+            for chunk in self._stub.ExportAudit(pb.ExportAuditRequest(filter=where)):
+                yield from chunk.entries
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def export_jsonl(self, path: Path, where: pb.AuditFilter | None = None) -> int:
+        """Writes the export to ``path`` (replacing it only once complete) and returns the entry count."""
+        partial = path.with_name(path.name + ".partial")
+        count = 0
+        with partial.open("w", encoding="utf-8") as out:
+            for entry in self.export(where):
+                out.write(entry_line(entry))
+                out.write("\n")
+                count += 1
+        partial.replace(path)
+        return count

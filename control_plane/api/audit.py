@@ -1,0 +1,112 @@
+"""The ``aether.v1.Audit`` gRPC service: queries, verifies and exports the audit log. Every call reads
+SQL, so each runs its core in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc.aio
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import audit_pb2 as pb
+from clients.aether.v1 import audit_pb2_grpc
+from clients.errors import InvalidArgument, maps_errors
+from control_plane.audit.chain import AuditEntry, canonical_json
+from control_plane.audit.query import AuditFilter, AuditPage, query_page
+from control_plane.audit.verify import VerifyResult, verify_chain
+from control_plane.db.engine import read_session
+
+if TYPE_CHECKING:  # the server module imports the api modules: no import cycle at run time
+    from control_plane.server import ServiceContext
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name
+#: Entries per streamed export message: few messages, each well under gRPC's 4 MiB default limit for
+#: ordinary entries.
+EXPORT_BATCH = 200
+
+
+def entry_message(entry: AuditEntry) -> pb.AuditEntry:
+    message = pb.AuditEntry(
+        seq=entry.seq,
+        timestamp_us=entry.timestamp_us,
+        actor=entry.actor,
+        action=entry.action,
+        object_type=entry.object_type,
+        object_id=entry.object_id,
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )
+    if entry.before is not None:
+        message.before_json = canonical_json(entry.before)
+    if entry.after is not None:
+        message.after_json = canonical_json(entry.after)
+    return message
+
+
+def filter_of(message: pb.AuditFilter) -> AuditFilter:
+    return AuditFilter(
+        object_type=message.object_type or None,
+        object_id=message.object_id or None,
+        since_us=message.since_us if message.HasField("since_us") else None,
+        until_us=message.until_us if message.HasField("until_us") else None,
+    )
+
+
+def _cursor(page_token: str) -> int:
+    if not page_token:
+        return 0
+    if not page_token.isdigit():
+        raise InvalidArgument(f"malformed audit page token {page_token!r}")
+    return int(page_token)
+
+
+class AuditServicer(audit_pb2_grpc.AuditServicer):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def _page(self, where: AuditFilter, after_seq: int, limit: int) -> AuditPage:
+        with read_session(self._sessions) as session:
+            return query_page(session, where, after_seq, limit)
+
+    @maps_errors
+    async def QueryAudit(self, request: pb.QueryAuditRequest, context: Context) -> pb.QueryAuditResponse:
+        where = filter_of(request.filter)
+        page = await asyncio.to_thread(self._page, where, _cursor(request.page_token), request.page_size)
+        return pb.QueryAuditResponse(
+            entries=[entry_message(entry) for entry in page.entries],
+            next_page_token="" if page.next_after_seq is None else str(page.next_after_seq),
+        )
+
+    @maps_errors
+    async def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Context) -> pb.VerifyAuditResponse:
+        result: VerifyResult = await asyncio.to_thread(verify_chain, self._sessions)
+        return pb.VerifyAuditResponse(
+            ok=result.ok,
+            entries_checked=result.entries_checked,
+            head_seq=result.head_seq,
+            head_hash=result.head_hash,
+            first_bad_seq=result.first_bad_seq or 0,
+            reason=result.reason,
+        )
+
+    @maps_errors
+    async def ExportAudit(
+        self, request: pb.ExportAuditRequest, context: Context
+    ) -> AsyncIterator[pb.ExportAuditChunk]:
+        where = filter_of(request.filter)
+        after_seq = 0
+        while True:
+            page = await asyncio.to_thread(self._page, where, after_seq, EXPORT_BATCH)
+            if page.entries:
+                yield pb.ExportAuditChunk(entries=[entry_message(entry) for entry in page.entries])
+            if page.next_after_seq is None:
+                return
+            after_seq = page.next_after_seq
+
+
+def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(context.sessions), server)  # type: ignore[no-untyped-call]
+    return AUDIT_SERVICE

@@ -1,0 +1,34 @@
+"""Who is calling: the actor recorded in the audit log for a request.
+
+When auth is on, :class:`control_plane.api.auth.AuthInterceptor` has checked the bearer token and put
+the token's principal (e.g. "admin", "readonly") into :data:`PRINCIPAL` for the duration of the call;
+that principal is the actor, and a self-declared ``x-aether-actor`` header cannot override it. Without
+auth the caller's ``x-aether-actor`` metadata names the actor (informational only: anyone can claim any
+name), else "anonymous"."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import grpc.aio
+
+ACTOR_METADATA_KEY = "x-aether-actor"
+ANONYMOUS = "anonymous"
+_MAX_ACTOR_LENGTH = 128
+
+#: The authenticated principal of the RPC being handled (None when auth is off). grpc.aio runs each RPC
+#: in its own task, so a value set by the interceptor's handler wrapper is seen by that call only.
+PRINCIPAL: ContextVar[str | None] = ContextVar("aether_principal", default=None)
+
+
+def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    principal = PRINCIPAL.get()
+    if principal is not None:
+        return principal
+    for key, value in context.invocation_metadata() or ():
+        if key == ACTOR_METADATA_KEY and isinstance(value, str):
+            declared = "".join(ch for ch in value.strip() if ch.isprintable())[:_MAX_ACTOR_LENGTH]
+            if declared:
+                return declared
+    return ANONYMOUS

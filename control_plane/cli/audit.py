@@ -1,0 +1,140 @@
+"""``aetherctl audit``: list, verify and export the control plane's tamper-evident audit log.
+
+    aetherctl audit list [--object TYPE/ID | --object TYPE] [--since WHEN] [--until WHEN] [--limit N] [--json]
+    aetherctl audit verify          # exit 1 when the chain is broken, naming the first bad entry
+    aetherctl audit export FILE.jsonl [--object ...] [--since WHEN] [--until WHEN]
+
+WHEN is an ISO 8601 time (``2026-11-24``, ``2026-11-24T10:00:00Z``; UTC unless it names an offset) or
+a duration before now (``30m``, ``2h``, ``7d``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from clients.aether.v1 import audit_pb2 as pb
+from clients.sdk.audit import AuditClient, audit_filter, entry_line
+from control_plane.cli import output
+from control_plane.features.definitions import parse_duration
+
+
+class UsageError(ValueError):
+    """A malformed option value; ``main`` prints it and exits 2."""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="list, verify and export the audit log")
+    actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument("--object", metavar="TYPE[/ID]", help="only entries about this object (or type)")
+    selection.add_argument("--since", metavar="WHEN", help="from this time on (ISO 8601, or e.g. 2h ago: 2h)")
+    selection.add_argument("--until", metavar="WHEN", help="before this time (ISO 8601, or a duration ago)")
+
+    listing = actions.add_parser("list", parents=[selection], help="print entries, oldest first")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many entries (default: 100)")
+    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    listing.set_defaults(handler=_list)
+
+    verify = actions.add_parser("verify", help="check the hash chain; exit 1 if any entry was tampered with")
+    verify.set_defaults(handler=_verify)
+
+    export = actions.add_parser("export", parents=[selection], help="write entries to a JSON lines file")
+    export.add_argument("file", type=Path, metavar="FILE.jsonl")
+    export.set_defaults(handler=_export)
+
+
+def parse_when(text: str, now_us: int | None = None) -> int:
+    """Microseconds since the epoch for an ISO 8601 time (UTC unless it has an offset) or a duration
+    before ``now_us``."""
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    try:
+        return now_us - parse_duration(text) * 1_000_000
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"invalid time {text!r}: expected ISO 8601 (2026-11-24T10:00:00Z) or 2h") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
+    object_type, object_id = None, None
+    if args.object:
+        object_type, _, object_id = args.object.partition("/")
+        if not object_type:
+            raise UsageError(f"invalid --object {args.object!r}: expected TYPE or TYPE/ID")
+    return audit_filter(
+        object_type,
+        object_id or None,
+        parse_when(args.since) if args.since else None,
+        parse_when(args.until) if args.until else None,
+    )
+
+
+def _client(args: argparse.Namespace) -> AuditClient:
+    return AuditClient(args.control_plane, timeout=args.timeout)
+
+
+def _list(args: argparse.Namespace) -> int:
+    try:
+        where = selection_of(args)
+    except UsageError as error:
+        print(f"aetherctl: error: {error}", file=sys.stderr)
+        return 2
+    entries: list[pb.AuditEntry] = []
+    with _client(args) as client:
+        for entry in client.entries(where, page_size=min(max(args.limit, 1), 1000)):
+            if len(entries) >= args.limit:
+                break
+            entries.append(entry)
+    if args.json:
+        for entry in entries:
+            print(entry_line(entry))
+        return 0
+    rows = [
+        (
+            entry.seq,
+            output.timestamp(entry.timestamp_us),
+            entry.actor,
+            entry.action,
+            f"{entry.object_type}/{entry.object_id}",
+        )
+        for entry in entries
+    ]
+    print(output.table(("SEQ", "TIME", "ACTOR", "ACTION", "OBJECT"), rows))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.verify()
+    if result.ok:
+        print(
+            f"audit log intact: {result.entries_checked} entries, head {result.head_seq} {result.head_hash}"
+        )
+        return 0
+    print(
+        f"audit log TAMPERED at entry {result.first_bad_seq}: {result.reason}"
+        f" ({result.entries_checked} entries before it are intact)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        where = selection_of(args)
+    except UsageError as error:
+        print(f"aetherctl: error: {error}", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        count = client.export_jsonl(args.file, where)
+    print(f"exported {count} entries to {args.file}")
+    return 0

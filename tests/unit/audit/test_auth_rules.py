@@ -1,0 +1,110 @@
+"""The auth rules without a server: which methods read, how tokens are configured, what each token may
+do; and the CLI's time parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import grpc
+import pytest
+
+from control_plane.api.auth import AuthInterceptor, AuthSettings, TokenGrant, bearer_token, is_read_method
+from control_plane.cli.audit import UsageError, parse_when
+
+GRANTS = [TokenGrant("admin", "a" * 20, can_write=True), TokenGrant("ci-reader", "r" * 20, can_write=False)]
+
+
+@pytest.mark.parametrize(
+    ("method", "reads"),
+    [
+        ("/aether.v1.FeatureRegistry/GetFeatureView", True),
+        ("/aether.v1.FeatureRegistry/ListEntities", True),
+        ("/aether.v1.FeatureRegistry/WatchRegistry", True),
+        ("/aether.v1.Tracking/CompareRuns", True),
+        ("/aether.v1.ModelRegistry/FindUsages", True),
+        ("/aether.v1.ModelRegistry/CheckDeployable", True),
+        ("/aether.v1.Audit/QueryAudit", True),
+        ("/aether.v1.Audit/VerifyAudit", True),
+        ("/aether.v1.Audit/ExportAudit", True),
+        ("/aether.v1.Artifacts/Download", True),
+        ("/aether.v1.Artifacts/StatArtifact", True),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True),
+        ("/aether.v1.FeatureRegistry/CreateEntity", False),
+        ("/aether.v1.FeatureRegistry/Apply", False),
+        ("/aether.v1.FeatureRegistry/RetireFeatureViewVersion", False),
+        ("/aether.v1.Tracking/LogBatch", False),
+        ("/aether.v1.Artifacts/Upload", False),
+        ("/aether.v1.ModelRegistry/ReviewModelVersion", False),
+        ("/aether.v1.ModelRegistry/SetAlias", False),
+        ("/aether.v1.Future/Getaway", False),  # a prefix counts only as a whole word
+    ],
+)
+def test_reads_follow_the_naming_convention(method: str, reads: bool) -> None:
+    assert is_read_method(method) is reads
+
+
+def test_decisions_per_token() -> None:
+    auth = AuthInterceptor(GRANTS)
+    write, read = "/aether.v1.FeatureRegistry/CreateEntity", "/aether.v1.FeatureRegistry/GetEntity"
+    assert auth.authorize(write, "a" * 20) == ("admin", None, "")
+    assert auth.authorize(read, "r" * 20) == ("ci-reader", None, "")
+    assert auth.authorize(write, "r" * 20)[1] == grpc.StatusCode.PERMISSION_DENIED
+    assert auth.authorize(write, None)[1] == grpc.StatusCode.UNAUTHENTICATED
+    assert auth.authorize(read, None)[1] == grpc.StatusCode.UNAUTHENTICATED
+    assert auth.authorize(read, "a" * 19)[1] == grpc.StatusCode.UNAUTHENTICATED
+    assert auth.authorize("/grpc.health.v1.Health/Check", None) == (None, None, "")
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer_token([("authorization", "Bearer abc")]) == "abc"
+    assert bearer_token([("x-other", "1"), ("authorization", "bearer  abc ")]) == "abc"
+    assert bearer_token([("authorization", "Basic abc")]) is None
+    assert bearer_token(None) is None
+
+
+def test_settings_from_variables_and_files(tmp_path: Path) -> None:
+    assert not AuthSettings.from_env({}).enabled
+    assert AuthSettings.from_env({}).interceptors() == []
+    admin_file = tmp_path / "admin"
+    admin_file.write_text("file-token\n")
+    settings = AuthSettings.from_env(
+        {"AETHER_ADMIN_TOKEN_FILE": str(admin_file), "AETHER_READONLY_TOKEN": "ro"}
+    )
+    assert (settings.admin_token, settings.readonly_token, settings.enabled) == ("file-token", "ro", True)
+    assert [(g.principal, g.can_write) for g in settings.grants()] == [("admin", True), ("readonly", False)]
+    assert len(settings.interceptors()) == 1
+    assert "file-token" not in repr(settings.grants())
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AETHER_READONLY_TOKEN": "ro"}, "without AETHER_ADMIN_TOKEN"),
+        ({"AETHER_ADMIN_TOKEN": "same", "AETHER_READONLY_TOKEN": "same"}, "different"),
+        ({"AETHER_ADMIN_TOKEN": "x", "AETHER_ADMIN_TOKEN_FILE": "/x"}, "not both"),
+        ({"AETHER_ADMIN_TOKEN_FILE": "/nonexistent/token"}, "cannot read"),
+    ],
+)
+def test_settings_that_cannot_be_meant_are_refused(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AuthSettings.from_env(environ)
+
+
+def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        AuthSettings.from_env({"AETHER_ADMIN_TOKEN_FILE": str(empty)})
+
+
+def test_cli_times_are_iso_or_durations_ago() -> None:
+    now = 1_800_000_000_000_000
+    assert parse_when("2h", now) == now - 7_200_000_000
+    assert parse_when("1d", now) == now - 86_400_000_000
+    midnight = int(dt.datetime(2026, 11, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    assert parse_when("2026-11-24", now) == midnight
+    assert parse_when("2026-11-24T00:00:00Z", now) == midnight
+    assert parse_when("2026-11-24T01:00:00+01:00", now) == midnight
+    with pytest.raises(UsageError):
+        parse_when("last tuesday", now)
