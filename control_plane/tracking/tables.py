@@ -1,1 +1,113 @@
-"""ORM tables of control_plane.tracking (registered on control_plane.db.models.Base)."""
+"""ORM tables of control_plane.tracking (registered on control_plane.db.models.Base).
+
+Runs have an integer surrogate key (``id``) used by the per-run tables, so joins and indexes stay narrow;
+the public ``run_id`` is a 32-hex-digit UUID that other concerns (the model registry) store as a plain
+column. Metric points are stored in chunks: one row per (run, key, logged batch) holding the batch's
+points as packed little-endian arrays (steps int64, values float64, timestamps int64 µs). A million
+points logged in batches are then a few thousand rows, not a million, which is what makes logging fast;
+``tracking_metric_latest`` keeps each (run, key)'s newest value and extremes current on every insert, so
+comparing and sorting 10,000 runs reads one narrow indexed row per run and metric."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from control_plane.db.models import NAME_LENGTH, Base
+
+#: Longest metric, parameter or tag key (MLflow's limit too).
+KEY_LENGTH = 250
+#: Longest parameter value.
+PARAM_VALUE_LENGTH = 6000
+ID_LENGTH = 32
+
+
+class ExperimentRow(Base):
+    __tablename__ = "tracking_experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunRow(Base):
+    __tablename__ = "tracking_runs"
+    __table_args__ = (Index("ix_tracking_runs_experiment_start", "experiment_pk", "start_time_us"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    experiment_pk: Mapped[int] = mapped_column(ForeignKey("tracking_experiments.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    status: Mapped[str] = mapped_column(String(16))  # RUNNING | FINISHED | FAILED | KILLED
+    start_time_us: Mapped[int] = mapped_column(BigInteger)
+    end_time_us: Mapped[int] = mapped_column(BigInteger)  # 0 while running
+
+
+class ParamRow(Base):
+    __tablename__ = "tracking_params"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class TagRow(Base):
+    __tablename__ = "tracking_tags"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class MetricChunkRow(Base):
+    """The points of one metric of one run from one logged batch, as packed arrays of ``count`` items."""
+
+    __tablename__ = "tracking_metric_chunks"
+    __table_args__ = (Index("ix_tracking_metric_chunks_run_key", "run_pk", "key", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    count: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+    timestamps_us: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MetricLatestRow(Base):
+    """Per (run, key): the point with the highest (step, timestamp) and the extremes over all points."""
+
+    __tablename__ = "tracking_metric_latest"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp_us: Mapped[int] = mapped_column(BigInteger)
+    min_value: Mapped[float] = mapped_column(Double)
+    max_value: Mapped[float] = mapped_column(Double)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunArtifactRow(Base):
+    __tablename__ = "tracking_artifacts"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    uri: Mapped[str] = mapped_column(Text)
+    logged_at_us: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,389 @@
+"""Client of experiment tracking (the control plane's ``aether.v1.Tracking``).
+
+    client = TrackingClient("127.0.0.1:50051")
+    with client.start_run("churn", "lr-sweep-3", params={"lr": "0.01"}) as run:
+        for step in range(100):
+            run.log_metrics({"loss": loss, "accuracy": acc}, step=step)
+    # the run is FINISHED (FAILED if the block raised) and its points are on the server
+
+Metric points never cost an RPC each: they are buffered and sent in batches by one background thread
+per client (see :mod:`clients.sdk.tracking_shipper` for the buffering, retry and drop policy). Leaving
+a run's ``with`` block (or :meth:`Run.close`) queues its end behind its points and, by default, waits
+until they are sent; at interpreter exit, open runs are ended FINISHED and everything buffered is sent
+(for at most ``close_timeout_s``). Other calls are synchronous and raise :mod:`clients.errors`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
+from clients.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
+from clients.sdk.auth import open_channel
+from clients.sdk.system_metrics import SystemMetricsThread
+from clients.sdk.tracking_shipper import MetricShipper
+
+_Response = TypeVar("_Response")
+STATUSES = {
+    "RUNNING": pb.RUN_STATUS_RUNNING,
+    "FINISHED": pb.RUN_STATUS_FINISHED,
+    "FAILED": pb.RUN_STATUS_FAILED,
+    "KILLED": pb.RUN_STATUS_KILLED,
+}
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def checked_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A copy with float values; INVALID_ARGUMENT naming the metric for an empty name or a value that is
+    not a finite number (checked here so the training loop hears of it at once, not the server later)."""
+    checked: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidArgument(f"metric name must be a non-empty string, got {key!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise InvalidArgument(f"metric {key!r}: value {number!r} is not a finite number")
+        checked[key] = number
+    return checked
+
+
+class Run:
+    """An active run. Logging methods only buffer; see the module docstring."""
+
+    def __init__(self, client: TrackingClient, info: pb.Run) -> None:
+        self._client = client
+        self.info = info
+        self.run_id = info.run_id
+        self._closed = False
+        self._system: SystemMetricsThread | None = None
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, timestamp_us: int | None = None
+    ) -> bool:
+        """Buffers one point per metric at ``step``; False when the buffer was full and they were dropped."""
+        if self._closed:
+            raise RuntimeError(f"run {self.run_id} is closed")
+        checked = checked_metrics(metrics)
+        stamp = _now_us() if timestamp_us is None else timestamp_us
+        return self._client._shipper.add_points(self.run_id, int(step), stamp, checked)
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> bool:
+        return self.log_metrics({key: value}, step)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Parameters are immutable on the server: a different value for a logged key is refused."""
+        self._client._shipper.add(self.run_id, params={str(k): str(v) for k, v in params.items()})
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        self._client._shipper.add(self.run_id, tags={str(k): str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: Path | str, name: str | None = None) -> pb.RunArtifact:
+        """Uploads a file to the artifact store and records it under ``name`` (default: the file name)."""
+        from clients.sdk.artifacts import ArtifactClient
+
+        path = Path(path)
+        self._client._read_own_writes()  # the run must exist on the server
+        with ArtifactClient(channel=self._client._channel) as artifacts:
+            ref = artifacts.upload_file(path)
+        request = pb.LogArtifactRequest(run_id=self.run_id, name=name or path.name, sha256=ref.sha256)
+        return self._client._call(self._client._stub.LogArtifact, request, pb.RunArtifact)
+
+    def start_system_metrics(self, interval_s: float = 10.0) -> None:
+        """Samples CPU, memory (and GPUs through NVML) every ``interval_s`` seconds as ``system/*``
+        metrics until the run ends."""
+        if self._system is None:
+            self._system = SystemMetricsThread(
+                lambda sample, step: self.log_metrics(sample, step), interval_s
+            )
+
+    def close(self, status: str = "FINISHED", *, wait: bool = True) -> None:
+        """Ends the run after its buffered data; with ``wait``, returns once that was sent (or after the
+        client's ``close_timeout_s``). Closing twice does nothing."""
+        if self._closed:
+            return
+        if self._system is not None:
+            self._system.stop()
+        self._closed = True
+        end = pb.RunEnd(status=STATUSES[status], end_time_us=_now_us())
+        self._client._shipper.add(self.run_id, end=end)
+        self._client._forget(self)
+        if wait:
+            self._client._shipper.flush(self._client.close_timeout_s)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close("FINISHED")
+        else:
+            killed = issubclass(exc_type, KeyboardInterrupt)
+            self.close("KILLED" if killed else "FAILED")
+
+
+class TrackingClient:
+    """Client of the control plane at ``target``. Unary calls time out after ``timeout`` seconds; batch
+    sizes, the buffer bound and the exit flush timeout are described in :class:`MetricShipper`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 30.0,
+        batch_points: int = 50_000,
+        flush_interval_s: float = 0.5,
+        max_buffered_points: int = 2_000_000,
+        close_timeout_s: float = 30.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.close_timeout_s = close_timeout_s
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else open_channel(target)
+        self._stub = pb_grpc.TrackingStub(self._channel)  # type: ignore[no-untyped-call]
+        self._runs: dict[str, Run] = {}
+        self._experiment_ids: dict[str, str] = {}
+        self._runs_lock = threading.Lock()
+        self._shipper = MetricShipper(
+            self._send_batch,
+            batch_points=batch_points,
+            interval_s=flush_interval_s,
+            max_buffered_points=max_buffered_points,
+        )
+        self._closed = False
+        atexit.register(self.close)
+
+    # Lifecycle -----------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until everything logged so far was sent (or dropped); False on timeout."""
+        return self._shipper.flush(timeout)
+
+    def close(self) -> None:
+        """Ends open runs FINISHED, sends what is buffered (at most ``close_timeout_s``), closes."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        with self._runs_lock:
+            open_runs = list(self._runs.values())
+        for run in open_runs:
+            run.close("FINISHED", wait=False)
+        self._shipper.close(self.close_timeout_s)
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> TrackingClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def dropped_points(self) -> int:
+        return self._shipper.dropped_points
+
+    @property
+    def shipped_points(self) -> int:
+        return self._shipper.shipped_points
+
+    @property
+    def last_error(self) -> Exception | None:
+        return self._shipper.last_error
+
+    def _read_own_writes(self) -> None:
+        """Before a read: sends what this client buffered, so it sees its own runs and points."""
+        self._shipper.flush(self.close_timeout_s)
+
+    def _forget(self, run: Run) -> None:
+        with self._runs_lock:
+            self._runs.pop(run.run_id, None)
+
+    def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        response_type: type[_Response],
+        timeout: float | None = None,
+    ) -> _Response:
+        try:
+            response = method(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    def _send_batch(self, request: pb.LogBatchRequest) -> pb.LogBatchResponse:
+        return self._call(self._stub.LogBatch, request, pb.LogBatchResponse)
+
+    # Runs ----------------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        experiment: str,
+        name: str = "",
+        *,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+        system_metrics_interval_s: float | None = None,
+    ) -> Run:
+        """Starts a run in the experiment named ``experiment`` (created when missing) and returns its
+        handle at once; use it as a context manager. The run is created on the server by the first batch
+        the background thread sends (its id is chosen here), so a sweep never waits on a round trip per
+        run; this client's reads flush first, so it always sees its own runs."""
+        experiment_id = self._experiment_ids.get(experiment)
+        if experiment_id is None:  # experiments are never renamed: resolve a name once per client
+            experiment_id = self.get_or_create_experiment(experiment).experiment_id
+            self._experiment_ids[experiment] = experiment_id
+        run_id = uuid.uuid4().hex
+        start = pb.RunStart(
+            experiment_id=experiment_id,
+            name=name,
+            params={str(k): str(v) for k, v in (params or {}).items()},
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            start_time_us=_now_us(),
+        )
+        self._shipper.add(run_id, start=start)
+        info = pb.Run(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            name=name or run_id[:8],
+            status=pb.RUN_STATUS_RUNNING,
+            start_time_us=start.start_time_us,
+            params=start.params,
+            tags=start.tags,
+        )
+        run = Run(self, info)
+        with self._runs_lock:
+            self._runs[run.run_id] = run
+        if system_metrics_interval_s is not None:
+            run.start_system_metrics(system_metrics_interval_s)
+        return run
+
+    def create_run(
+        self,
+        experiment_id: str,
+        name: str = "",
+        *,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> pb.Run:
+        request = pb.CreateRunRequest(
+            experiment_id=experiment_id,
+            name=name,
+            params={str(k): str(v) for k, v in (params or {}).items()},
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+        )
+        return self._call(self._stub.CreateRun, request, pb.Run)
+
+    def get_run(self, run_id: str) -> pb.Run:
+        self._read_own_writes()
+        return self._call(self._stub.GetRun, pb.GetRunRequest(run_id=run_id), pb.Run)
+
+    def update_run(self, run_id: str, status: str) -> pb.Run:
+        self._read_own_writes()
+        return self._call(
+            self._stub.UpdateRun, pb.UpdateRunRequest(run_id=run_id, status=STATUSES[status]), pb.Run
+        )
+
+    def list_runs(self, experiment_id: str, page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
+        self._read_own_writes()
+        request = pb.ListRunsRequest(experiment_id=experiment_id, page_size=page_size, page_token=page_token)
+        return self._call(self._stub.ListRuns, request, pb.ListRunsResponse)
+
+    def metric_history(self, run_id: str, key: str) -> pb.MetricSeries:
+        self._read_own_writes()
+        request = pb.GetMetricHistoryRequest(run_id=run_id, key=key)
+        return self._call(self._stub.GetMetricHistory, request, pb.MetricSeries)
+
+    def list_artifacts(self, run_id: str) -> list[pb.RunArtifact]:
+        self._read_own_writes()
+        request = pb.ListArtifactsRequest(run_id=run_id)
+        return list(self._call(self._stub.ListArtifacts, request, pb.ListArtifactsResponse).artifacts)
+
+    def log_batch(self, request: pb.LogBatchRequest) -> int:
+        """Sends one batch now (synchronously, after what is buffered); returns the points written."""
+        self._read_own_writes()
+        return self._send_batch(request).points_written
+
+    # Experiments ---------------------------------------------------------------------------------------
+
+    def create_experiment(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> pb.Experiment:
+        request = pb.CreateExperimentRequest(name=name, description=description, tags=tags or {})
+        return self._call(self._stub.CreateExperiment, request, pb.Experiment)
+
+    def get_experiment(self, name: str = "", *, experiment_id: str = "") -> pb.Experiment:
+        request = (
+            pb.GetExperimentRequest(experiment_id=experiment_id)
+            if experiment_id
+            else pb.GetExperimentRequest(name=name)
+        )
+        return self._call(self._stub.GetExperiment, request, pb.Experiment)
+
+    def get_or_create_experiment(self, name: str) -> pb.Experiment:
+        try:
+            return self.get_experiment(name)
+        except NotFound:
+            pass
+        try:
+            return self.create_experiment(name)
+        except AlreadyExists:  # created by someone else in between
+            return self.get_experiment(name)
+
+    def list_experiments(self) -> list[pb.Experiment]:
+        response = self._call(
+            self._stub.ListExperiments, pb.ListExperimentsRequest(), pb.ListExperimentsResponse
+        )
+        return list(response.experiments)
+
+    # Compare -------------------------------------------------------------------------------------------
+
+    def compare_runs(
+        self,
+        experiment_id: str,
+        *,
+        metrics: Sequence[str | tuple[str, str]] = (),
+        params: Sequence[str] = (),
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.CompareRunsResponse:
+        """``metrics`` are keys (latest value) or (key, "latest" | "min" | "max") pairs."""
+        self._read_own_writes()
+        columns = []
+        for metric in metrics:
+            key, aggregate = (metric, "latest") if isinstance(metric, str) else metric
+            columns.append(pb.MetricColumn(key=key, aggregate=f"METRIC_AGGREGATE_{aggregate.upper()}"))
+        request = pb.CompareRunsRequest(
+            experiment_id=experiment_id,
+            metrics=columns,
+            params=list(params),
+            filter=filter,
+            order_by=list(order_by),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._call(self._stub.CompareRuns, request, pb.CompareRunsResponse)

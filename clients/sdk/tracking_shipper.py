@@ -1,0 +1,309 @@
+"""The background shipper of the tracking SDK: metric points, parameters, tags and run ends are appended
+to an in-memory buffer by the training loop and sent by one background thread as ``LogBatch`` calls.
+
+Policy (what a training loop can rely on):
+
+* Logging never waits on the network. ``add_*`` takes a lock for a list append; the thread sends a batch
+  when ``batch_points`` points are waiting or ``interval_s`` passed since the last send, whichever comes
+  first, merging every run's data into one call.
+* The buffer is bounded (``max_buffered_points``). When it is full (the server is slow or down), new
+  points are dropped and counted (:attr:`MetricShipper.dropped_points`); a warning is logged once per
+  episode. Parameters, tags and run ends are never dropped for space.
+* A failed send that may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED) is
+  retried with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``) for as long as the
+  client is open; meanwhile logging goes on into the buffer. A call cut off after the server committed
+  may be retried, so delivery is at least once.
+* A send the server refuses (INVALID_ARGUMENT, NOT_FOUND...) is retried run by run so that one bad run
+  does not sink the others; what is still refused is dropped and counted, its error kept in
+  :attr:`MetricShipper.last_error`.
+* :meth:`MetricShipper.flush` waits until everything added before it was sent or dropped;
+  :meth:`MetricShipper.close` flushes for at most ``timeout`` seconds, then drops (and counts) what is
+  left and stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import AetherError
+
+_log = logging.getLogger("aether.tracking")
+
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+@dataclass
+class _Entry:
+    """One call of the training loop: points of one step, or parameters/tags, or a run end."""
+
+    run_id: str
+    points: int = 0
+    step: int = 0
+    timestamp_us: int = 0
+    metrics: Mapping[str, float] | None = None
+    params: Mapping[str, str] | None = None
+    tags: Mapping[str, str] | None = None
+    end: pb.RunEnd | None = None
+    start: pb.RunStart | None = None
+
+
+@dataclass
+class _RunAccumulator:
+    series: dict[str, tuple[list[float], list[int], list[int]]] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    end: pb.RunEnd | None = None
+    start: pb.RunStart | None = None
+
+    def message(self, run_id: str) -> pb.RunBatch:
+        batch = pb.RunBatch(
+            run_id=run_id,
+            metrics=[
+                pb.MetricSeries(key=key, values=values, steps=steps, timestamps_us=times)
+                for key, (values, steps, times) in self.series.items()
+            ],
+            params=self.params,
+            tags=self.tags,
+        )
+        if self.end is not None:
+            batch.end.CopyFrom(self.end)
+        if self.start is not None:
+            batch.start.CopyFrom(self.start)
+        return batch
+
+
+def build_request(entries: list[_Entry]) -> tuple[pb.LogBatchRequest, dict[str, int]]:
+    """Entries (in logging order) grouped per run and metric into parallel arrays; also the points per
+    run, for counting what a refused run loses."""
+    runs: dict[str, _RunAccumulator] = {}
+    points: dict[str, int] = {}
+    for entry in entries:
+        run = runs.get(entry.run_id)
+        if run is None:
+            run = runs[entry.run_id] = _RunAccumulator()
+            points[entry.run_id] = 0
+        if entry.metrics is not None:
+            points[entry.run_id] += entry.points
+            step, timestamp = entry.step, entry.timestamp_us
+            series = run.series
+            for key, value in entry.metrics.items():
+                arrays = series.get(key)
+                if arrays is None:
+                    arrays = series[key] = ([], [], [])
+                arrays[0].append(value)
+                arrays[1].append(step)
+                arrays[2].append(timestamp)
+        if entry.params:
+            run.params.update(entry.params)
+        if entry.tags:
+            run.tags.update(entry.tags)
+        if entry.end is not None:
+            run.end = entry.end
+        if entry.start is not None:
+            run.start = entry.start
+    return pb.LogBatchRequest(runs=[run.message(run_id) for run_id, run in runs.items()]), points
+
+
+class MetricShipper:
+    def __init__(
+        self,
+        send: Callable[[pb.LogBatchRequest], object],
+        *,
+        batch_points: int = 50_000,
+        interval_s: float = 0.5,
+        max_buffered_points: int = 2_000_000,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._send = send
+        self.batch_points = batch_points
+        self.interval_s = interval_s
+        self.max_buffered_points = max_buffered_points
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: list[_Entry] = []
+        self._pending_points = 0
+        self._added = 0  # entries ever added
+        self._settled = 0  # entries sent or dropped, in order
+        self._flush_wanted = False
+        self._give_up_at: float | None = None  # set by close: stop retrying after this monotonic time
+        self._stopping = False
+        self._warned_full = False
+        self.shipped_points = 0
+        self.dropped_points = 0
+        self.last_error: AetherError | None = None
+        self._thread = threading.Thread(target=self._loop, name="aether-tracking-shipper", daemon=True)
+        self._thread.start()
+
+    # Called by the training loop ------------------------------------------------------------------------
+
+    def add_points(self, run_id: str, step: int, timestamp_us: int, metrics: Mapping[str, float]) -> bool:
+        """Buffers the points of one step; False (and counted as dropped) when the buffer is full."""
+        count = len(metrics)
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the tracking client is closed")
+            if self._pending_points + count > self.max_buffered_points:
+                self.dropped_points += count
+                if not self._warned_full:
+                    self._warned_full = True
+                    _log.warning(
+                        "tracking buffer full (%d points): dropping new points until the server catches up",
+                        self.max_buffered_points,
+                    )
+                return False
+            self._pending.append(_Entry(run_id, count, step, timestamp_us, metrics))
+            self._pending_points += count
+            self._added += 1
+            if self._pending_points >= self.batch_points:
+                self._changed.notify_all()
+            return True
+
+    def add(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        end: pb.RunEnd | None = None,
+        start: pb.RunStart | None = None,
+    ) -> None:
+        """Buffers a run's start, parameters, tags or end (never dropped for space)."""
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the tracking client is closed")
+            self._pending.append(_Entry(run_id, params=params, tags=tags, end=end, start=start))
+            self._added += 1
+
+    # Flushing ------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until everything added so far was sent or dropped; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._added
+            self._flush_wanted = True
+            self._changed.notify_all()
+            while self._settled < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flushes for at most ``timeout`` seconds (retries included), then drops what is left."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._give_up_at = time.monotonic() + timeout
+        self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join(timeout=max(1.0, timeout))
+        if self.dropped_points:
+            _log.warning(
+                "tracking: %d metric point(s) were dropped (last error: %s)",
+                self.dropped_points,
+                self.last_error.message if self.last_error else "buffer full",
+            )
+
+    # The background thread -----------------------------------------------------------------------------
+
+    def _take(self) -> list[_Entry] | None:
+        """Waits for a batch to be due; takes up to ``batch_points`` points' worth of entries. None when
+        stopping with nothing left."""
+        with self._lock:
+            due = time.monotonic() + self.interval_s
+            while True:
+                if self._pending and (
+                    self._flush_wanted or self._stopping or self._pending_points >= self.batch_points
+                ):
+                    break
+                if self._stopping:
+                    return None
+                remaining = due - time.monotonic()
+                if remaining <= 0 and self._pending:
+                    break
+                self._changed.wait(remaining if remaining > 0 else self.interval_s)
+            taken, points = 0, 0
+            while taken < len(self._pending) and points < self.batch_points:
+                points += self._pending[taken].points
+                taken += 1
+            entries = self._pending[:taken]
+            del self._pending[:taken]
+            self._pending_points -= points
+            if not self._pending:
+                self._flush_wanted = False
+                self._warned_full = False
+            return entries
+
+    def _settle(self, entries: int, shipped: int, dropped: int) -> None:
+        with self._lock:
+            self._settled += entries
+            self.shipped_points += shipped
+            self.dropped_points += dropped
+            self._changed.notify_all()
+
+    def _loop(self) -> None:
+        while (entries := self._take()) is not None:
+            request, points = build_request(entries)
+            shipped, dropped = self._deliver(request, points)
+            self._settle(len(entries), shipped, dropped)
+
+    def _deliver(self, request: pb.LogBatchRequest, points: dict[str, int]) -> tuple[int, int]:
+        """Sends with retries; returns (points shipped, points dropped)."""
+        error = self._send_with_retries(request)
+        if error is None:
+            return sum(points.values()), 0
+        if len(request.runs) == 1 or error.code in _RETRYABLE:  # gave up retrying: the server is away
+            self._refused(error)
+            return 0, sum(points.values())
+        shipped = dropped = 0
+        for run in request.runs:  # isolate the run the server refuses
+            single = pb.LogBatchRequest(runs=[run])
+            run_error = self._send_with_retries(single)
+            if run_error is None:
+                shipped += points[run.run_id]
+            else:
+                self._refused(run_error)
+                dropped += points[run.run_id]
+        return shipped, dropped
+
+    def _refused(self, error: AetherError) -> None:
+        self.last_error = error
+        _log.warning("tracking: the server refused logged data: %s: %s", error.code.name, error.message)
+
+    def _send_with_retries(self, request: pb.LogBatchRequest) -> AetherError | None:
+        delay = self.retry_initial_s
+        while True:
+            try:
+                self._send(request)
+                return None
+            except AetherError as error:
+                if error.code not in _RETRYABLE:
+                    return error
+                self.last_error = error
+                with self._lock:
+                    give_up_at = self._give_up_at
+                if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                    return error
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)

@@ -1,0 +1,217 @@
+"""``aetherctl experiments ...`` and ``aetherctl runs ...``: experiment tracking from the command line,
+through the Python SDK. Experiments are named by name; runs by id."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.sdk.tracking import TrackingClient
+from control_plane.cli import output
+
+_AGGREGATES = ("latest", "min", "max")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+    experiments = subparsers.add_parser("experiments", help="experiment tracking: experiments")
+    actions = experiments.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="every experiment")
+    listing.set_defaults(handler=_handler(_list_experiments))
+    create = actions.add_parser("create", parents=[common], help="create an experiment")
+    create.add_argument("name")
+    create.add_argument("--description", default="")
+    create.set_defaults(handler=_handler(_create_experiment))
+
+    runs = subparsers.add_parser("runs", help="experiment tracking: runs and their comparison")
+    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="runs of an experiment, newest first")
+    listing.add_argument("experiment", metavar="EXPERIMENT")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many runs (default %(default)s)")
+    listing.set_defaults(handler=_handler(_list_runs))
+    get = actions.add_parser("get", parents=[common], help="one run with its parameters and metrics")
+    get.add_argument("run_id", metavar="RUN")
+    get.set_defaults(handler=_handler(_get_run))
+    compare = actions.add_parser(
+        "compare", parents=[common], help="runs x metrics and parameters, filtered and sorted"
+    )
+    compare.add_argument("experiment", metavar="EXPERIMENT")
+    compare.add_argument(
+        "--metrics", default="", help="comma-separated metric columns; KEY or KEY:min / KEY:max"
+    )
+    compare.add_argument("--params", default="", help="comma-separated parameter columns")
+    compare.add_argument("--filter", default="", help="e.g. 'metrics.loss < 0.5 and params.lr = \"0.01\"'")
+    compare.add_argument(
+        "--sort", action="append", default=[], help="sort key, e.g. 'metrics.loss' or 'metrics.acc desc'"
+    )
+    compare.add_argument("--limit", type=int, default=50, help="at most this many rows (default %(default)s)")
+    compare.set_defaults(handler=_handler(_compare))
+
+
+def _handler(action: Callable[[TrackingClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
+    def handle(args: argparse.Namespace) -> int:
+        with TrackingClient(args.control_plane, timeout=args.timeout, close_timeout_s=args.timeout) as client:
+            return action(client, args, sys.stdout)
+
+    return handle
+
+
+def _status(status: int) -> str:
+    return pb.RunStatus.Name(status).removeprefix("RUN_STATUS_")
+
+
+def _list_experiments(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    experiments = client.list_experiments()
+    if args.json:
+        output.print_json([output.to_jsonable(e) for e in experiments], out)
+        return 0
+    rows = [(e.name, e.experiment_id, output.timestamp(e.created_at_us), e.description) for e in experiments]
+    print(output.table(("NAME", "ID", "CREATED", "DESCRIPTION"), rows), file=out)
+    return 0
+
+
+def _create_experiment(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    experiment = client.create_experiment(args.name, args.description)
+    if args.json:
+        output.print_json(output.to_jsonable(experiment), out)
+    else:
+        print(f"created experiment {experiment.name} ({experiment.experiment_id})", file=out)
+    return 0
+
+
+def _list_runs(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    experiment = client.get_experiment(args.experiment)
+    runs: list[pb.Run] = []
+    token = ""
+    while len(runs) < args.limit:
+        page = client.list_runs(experiment.experiment_id, min(args.limit - len(runs), 1000), token)
+        runs.extend(page.runs)
+        token = page.next_page_token
+        if not token:
+            break
+    if args.json:
+        output.print_json([output.to_jsonable(run) for run in runs], out)
+        return 0
+    rows = [
+        (
+            run.run_id,
+            run.name,
+            _status(run.status),
+            output.timestamp(run.start_time_us),
+            _seconds(run.duration_us),
+        )
+        for run in runs
+    ]
+    print(output.table(("RUN", "NAME", "STATUS", "STARTED", "DURATION"), rows), file=out)
+    return 0
+
+
+def _seconds(microseconds: int) -> str:
+    return f"{microseconds / 1e6:.1f}s" if microseconds else "-"
+
+
+def _get_run(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    run = client.get_run(args.run_id)
+    if args.json:
+        output.print_json(output.to_jsonable(run), out)
+        return 0
+    print(f"run {run.run_id} ({run.name}) {_status(run.status)}", file=out)
+    print(f"  started {output.timestamp(run.start_time_us)}, duration {_seconds(run.duration_us)}", file=out)
+    print(f"  params: {output.tags(dict(run.params))}", file=out)
+    print(f"  tags:   {output.tags(dict(run.tags))}", file=out)
+    if run.metrics:
+        rows = [
+            (
+                m.key,
+                _number(m.latest_value),
+                m.latest_step,
+                _number(m.min_value),
+                _number(m.max_value),
+                m.count,
+            )
+            for m in run.metrics
+        ]
+        print(output.table(("METRIC", "LATEST", "STEP", "MIN", "MAX", "POINTS"), rows), file=out)
+    for artifact in run.artifacts:
+        print(f"  artifact {artifact.name}: sha256:{artifact.sha256} ({artifact.size} bytes)", file=out)
+    return 0
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _metric_columns(spec: str) -> list[tuple[str, str]]:
+    columns = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, _, aggregate = (
+            item.rpartition(":") if item.endswith(_AGGREGATES) and ":" in item else (item, "", "")
+        )
+        columns.append((key, aggregate or "latest"))
+    return columns
+
+
+def _compare(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    experiment = client.get_experiment(args.experiment)
+    metrics = _metric_columns(args.metrics)
+    params = [part.strip() for part in args.params.split(",") if part.strip()]
+    rows: list[pb.CompareRow] = []
+    token, total = "", 0
+    while len(rows) < args.limit:
+        page = client.compare_runs(
+            experiment.experiment_id,
+            metrics=metrics,
+            params=params,
+            filter=args.filter,
+            order_by=args.sort,
+            page_size=min(args.limit - len(rows), 1000),
+            page_token=token,
+        )
+        rows.extend(page.rows)
+        total, token = page.total_count, page.next_page_token
+        if not token:
+            break
+    headers = [key if aggregate == "latest" else f"{aggregate}({key})" for key, aggregate in metrics]
+    if args.json:
+        data: dict[str, Any] = {"total_count": total, "rows": []}
+        for row in rows:
+            cells = {
+                h: (c.value if c.HasField("value") else None)
+                for h, c in zip(headers, row.metrics, strict=True)
+            }
+            values = {
+                p: (c.value if c.HasField("value") else None) for p, c in zip(params, row.params, strict=True)
+            }
+            data["rows"].append(
+                {
+                    "run_id": row.run_id,
+                    "name": row.name,
+                    "status": _status(row.status),
+                    "metrics": cells,
+                    "params": values,
+                }
+            )
+        output.print_json(data, out)
+        return 0
+    table_rows = [
+        (
+            row.run_id,
+            row.name,
+            _status(row.status),
+            *(_number(c.value) if c.HasField("value") else "-" for c in row.metrics),
+            *(c.value if c.HasField("value") else "-" for c in row.params),
+        )
+        for row in rows
+    ]
+    print(output.table(("RUN", "NAME", "STATUS", *headers, *params), table_rows), file=out)
+    print(f"{len(rows)} of {total} matching run(s)", file=out)
+    return 0

@@ -1,0 +1,251 @@
+"""``CompareRuns`` as SQL: the filter and sort keys become one query over the runs of an experiment, with
+one outer join per distinct metric, parameter or tag they mention (metrics read the one-row-per-(run,
+key) summary table, never the points). SQL's three-valued logic gives the documented semantics for
+missing values: a comparison with a missing value is unknown and never matches.
+
+Pages are offsets; the token also carries a digest of the query so that a token is refused with a
+different filter or sort."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, case, collate, false, func, not_, or_, select, true
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import ColumnElement
+
+from clients.errors import InvalidArgument
+from control_plane.tracking.filters import (
+    And,
+    Compare,
+    Expr,
+    Field,
+    Not,
+    SortKey,
+    parse_filter,
+    parse_sort_key,
+)
+from control_plane.tracking.tables import MetricLatestRow, ParamRow, RunRow, TagRow
+
+DEFAULT_PAGE_SIZE = 100
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class CompareQuery:
+    experiment_pk: int
+    metrics: Sequence[Field] = ()
+    params: Sequence[str] = ()
+    filter: str = ""
+    order_by: Sequence[str] = ()
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class CompareRowData:
+    run_id: str
+    name: str
+    status: str
+    start_time_us: int
+    metrics: list[float | None]
+    params: list[str | None]
+
+
+@dataclass
+class ComparePage:
+    rows: list[CompareRowData] = field(default_factory=list)
+    next_page_token: str = ""
+    total_count: int = 0
+
+
+class _Columns:
+    """One outer join per distinct (kind, key); the SQL expression of each field."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.joins: list[tuple[object, ColumnElement[bool]]] = []
+        self._aliases: dict[tuple[str, str], object] = {}
+
+    def _alias(self, kind: str, key: str) -> object:
+        found = self._aliases.get((kind, key))
+        if found is None:
+            table = {"metric": MetricLatestRow, "param": ParamRow, "tag": TagRow}[kind]
+            found = aliased(table, name=f"{kind}_{len(self._aliases)}")
+            condition = and_(found.run_pk == RunRow.id, found.key == key)  # type: ignore[attr-defined]
+            self.joins.append((found, condition))
+            self._aliases[(kind, key)] = found
+        return found
+
+    def text(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        # Compare strings by code point everywhere: SQLite does by default, PostgreSQL needs the C collation.
+        return collate(column, "C") if self.dialect == "postgresql" else column
+
+    def of(self, target: Field) -> ColumnElement[Any]:
+        if target.kind == "metric":
+            alias = self._alias("metric", target.key)
+            attribute = {"latest": "value", "min": "min_value", "max": "max_value"}[target.aggregate]
+            column: ColumnElement[Any] = getattr(alias, attribute)
+            return column
+        if target.kind in ("param", "tag"):
+            alias = self._alias(target.kind, target.key)
+            value: ColumnElement[Any] = self.text(alias.value)  # type: ignore[attr-defined]
+            return value
+        if target.key == "name":
+            return self.text(RunRow.name)  # type: ignore[arg-type]
+        if target.key == "status":
+            return RunRow.status  # type: ignore[return-value]
+        if target.key == "start_time":
+            return RunRow.start_time_us  # type: ignore[return-value]
+        # A run that has not ended has no end time (stored as 0).
+        return case((RunRow.end_time_us == 0, None), else_=RunRow.end_time_us)
+
+    def condition(self, expression: Expr) -> ColumnElement[bool]:
+        if isinstance(expression, Compare):
+            column = self.of(expression.field)
+            value = expression.value
+            comparisons = {
+                "=": lambda: column == value,
+                "!=": lambda: column != value,
+                "<": lambda: column < value,
+                "<=": lambda: column <= value,
+                ">": lambda: column > value,
+                ">=": lambda: column >= value,
+            }
+            result: ColumnElement[bool] = comparisons[expression.op]()
+            return result
+        if isinstance(expression, Not):
+            return not_(self.condition(expression.item))
+        items = [self.condition(item) for item in expression.items]
+        return and_(true(), *items) if isinstance(expression, And) else or_(false(), *items)
+
+    def apply(self, query: _Query) -> _Query:
+        for alias, condition in self.joins:
+            query = query.outerjoin(alias, condition)  # type: ignore[arg-type]
+        return query
+
+
+def _digest(query: CompareQuery) -> str:
+    payload = json.dumps([query.experiment_pk, query.filter, list(query.order_by)])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _offset_of(query: CompareQuery) -> int:
+    if not query.page_token:
+        return 0
+    try:
+        token = json.loads(base64.urlsafe_b64decode(query.page_token.encode()))
+        offset, digest = int(token["offset"]), str(token["query"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(f"page_token {query.page_token!r} is malformed") from exc
+    if digest != _digest(query) or offset < 0:
+        raise InvalidArgument("page_token belongs to a different query (experiment, filter or sort changed)")
+    return offset
+
+
+def _token(query: CompareQuery, offset: int) -> str:
+    payload = json.dumps({"offset": offset, "query": _digest(query)})
+    return base64.urlsafe_b64encode(payload.encode()).decode()
+
+
+def page_size_of(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument(f"page_size must not be negative, got {requested}")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
+    """One page of runs matching ``query.filter``, sorted by ``query.order_by`` (missing values last, ties
+    by run id), with the requested metric and parameter columns."""
+    expression = parse_filter(query.filter)
+    sort_keys: list[SortKey] = [parse_sort_key(text) for text in query.order_by]
+    size = page_size_of(query.page_size)
+    offset = _offset_of(query)
+
+    columns = _Columns(session.get_bind().dialect.name)
+    conditions: list[ColumnElement[bool]] = [RunRow.experiment_pk == query.experiment_pk]
+    if expression is not None:
+        conditions.append(columns.condition(expression))
+    ordering: list[ColumnElement[object]] = []
+    for key in sort_keys:
+        column = columns.of(key.field)
+        ordering.append(case((column.is_(None), 1), else_=0))
+        ordering.append(column.desc() if key.descending else column.asc())
+    ordering.append(RunRow.run_id.asc())  # type: ignore[arg-type]
+
+    matching = columns.apply(select(RunRow.id).select_from(RunRow)).where(*conditions)
+    total = int(session.execute(select(func.count()).select_from(matching.subquery())).scalar_one())
+    page_query = (
+        columns.apply(
+            select(RunRow.id, RunRow.run_id, RunRow.name, RunRow.status, RunRow.start_time_us).select_from(
+                RunRow
+            )
+        )
+        .where(*conditions)
+        .order_by(*ordering)
+        .limit(size)
+        .offset(offset)
+    )
+    runs = session.execute(page_query).all()
+    page = ComparePage(total_count=total)
+    if offset + len(runs) < total:
+        page.next_page_token = _token(query, offset + len(runs))
+    if not runs:
+        return page
+    run_pks = [run.id for run in runs]
+    metric_values = _metric_cells(session, run_pks, query.metrics)
+    param_values = _param_cells(session, run_pks, query.params)
+    for run in runs:
+        page.rows.append(
+            CompareRowData(
+                run_id=run.run_id,
+                name=run.name,
+                status=run.status,
+                start_time_us=run.start_time_us,
+                metrics=[
+                    metric_values.get((run.id, column.key, column.aggregate)) for column in query.metrics
+                ],
+                params=[param_values.get((run.id, key)) for key in query.params],
+            )
+        )
+    return page
+
+
+def _metric_cells(
+    session: Session, run_pks: list[int], metrics: Sequence[Field]
+) -> dict[tuple[int, str, str], float]:
+    keys = sorted({column.key for column in metrics})
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(
+            MetricLatestRow.run_pk,
+            MetricLatestRow.key,
+            MetricLatestRow.value,
+            MetricLatestRow.min_value,
+            MetricLatestRow.max_value,
+        ).where(MetricLatestRow.run_pk.in_(run_pks), MetricLatestRow.key.in_(keys))
+    )
+    cells: dict[tuple[int, str, str], float] = {}
+    for row in rows:
+        cells[(row.run_pk, row.key, "latest")] = row.value
+        cells[(row.run_pk, row.key, "min")] = row.min_value
+        cells[(row.run_pk, row.key, "max")] = row.max_value
+    return cells
+
+
+def _param_cells(session: Session, run_pks: list[int], keys: Sequence[str]) -> dict[tuple[int, str], str]:
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(ParamRow.run_pk, ParamRow.key, ParamRow.value).where(
+            ParamRow.run_pk.in_(run_pks), ParamRow.key.in_(sorted(set(keys)))
+        )
+    )
+    return {(row.run_pk, row.key): row.value for row in rows}

@@ -1,0 +1,138 @@
+"""Shared pieces of the tracking core: clocks, status names, validation of names and key/value maps,
+the dialect's upsert, the one status-change path (with its audit entry), and rows -> proto messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.audit.log import record
+from control_plane.db.models import NAME_LENGTH
+from control_plane.tracking.metrics import check_key
+from control_plane.tracking.tables import (
+    PARAM_VALUE_LENGTH,
+    ExperimentRow,
+    MetricLatestRow,
+    ParamRow,
+    RunArtifactRow,
+    RunRow,
+    TagRow,
+)
+
+_STATUS_PREFIX = "RUN_STATUS_"
+TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def status_name(status: int) -> str:
+    """``pb.RUN_STATUS_FINISHED`` -> ``"FINISHED"``; INVALID_ARGUMENT for unset or unknown values."""
+    if status == pb.RUN_STATUS_UNSPECIFIED or status not in pb.RunStatus.values():
+        raise InvalidArgument(
+            f"run status {status} is not a valid status (RUNNING, FINISHED, FAILED, KILLED)"
+        )
+    return pb.RunStatus.Name(status)[len(_STATUS_PREFIX) :]
+
+
+def status_value(name: str) -> pb.RunStatus:
+    value: pb.RunStatus = getattr(pb, _STATUS_PREFIX + name)
+    return value
+
+
+def check_name(name: str, what: str) -> str:
+    if not name.strip():
+        raise InvalidArgument(f"{what} name must not be empty")
+    if len(name) > NAME_LENGTH:
+        raise InvalidArgument(f"{what} name {name[:40]!r}... is longer than {NAME_LENGTH} characters")
+    return name
+
+
+def check_values(values: Mapping[str, str], what: str) -> dict[str, str]:
+    for key, value in values.items():
+        check_key(key, what)
+        if len(value) > PARAM_VALUE_LENGTH:
+            raise InvalidArgument(f"{what} {key!r}: value is longer than {PARAM_VALUE_LENGTH} characters")
+    return dict(values)
+
+
+def insert_for(session: Session) -> Any:
+    """The dialect's INSERT construct that supports ``on_conflict_do_update``."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def set_status(session: Session, row: RunRow, status: str, end_time_us: int, actor: str) -> None:
+    """Changes a run's status (a terminal one also sets the end time) and audits the change."""
+    before = {"status": row.status, "end_time_us": row.end_time_us}
+    end = (end_time_us or now_us()) if status in TERMINAL else 0
+    # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
+    statement = update(RunRow).where(RunRow.id == row.id).values(status=status, end_time_us=end)
+    session.execute(statement.execution_options(synchronize_session=False))
+    set_committed_value(row, "status", status)
+    set_committed_value(row, "end_time_us", end)
+    after = {"status": status, "end_time_us": end}
+    record(
+        session, actor=actor, action="update", object_type="run", object_id=row.run_id,
+        before=before, after=after,
+    )  # fmt: skip
+
+
+def experiment_message(row: ExperimentRow) -> pb.Experiment:
+    return pb.Experiment(
+        experiment_id=row.experiment_id,
+        name=row.name,
+        description=row.description,
+        tags=row.tags,
+        created_at_us=row.created_at_us,
+    )
+
+
+def artifacts_of(session: Session, run_pk: int) -> list[pb.RunArtifact]:
+    rows = session.scalars(
+        select(RunArtifactRow).where(RunArtifactRow.run_pk == run_pk).order_by(RunArtifactRow.name)
+    )
+    return [
+        pb.RunArtifact(name=r.name, sha256=r.sha256, size=r.size, uri=r.uri, logged_at_us=r.logged_at_us)
+        for r in rows
+    ]
+
+
+def run_message(session: Session, row: RunRow, experiment_id: str) -> pb.Run:
+    params = session.execute(select(ParamRow.key, ParamRow.value).where(ParamRow.run_pk == row.id)).all()
+    tags = session.execute(select(TagRow.key, TagRow.value).where(TagRow.run_pk == row.id)).all()
+    metrics = session.scalars(
+        select(MetricLatestRow).where(MetricLatestRow.run_pk == row.id).order_by(MetricLatestRow.key)
+    )
+    return pb.Run(
+        run_id=row.run_id,
+        experiment_id=experiment_id,
+        name=row.name,
+        status=status_value(row.status),
+        start_time_us=row.start_time_us,
+        end_time_us=row.end_time_us,
+        duration_us=row.end_time_us - row.start_time_us if row.end_time_us else 0,
+        params=dict(params),
+        tags=dict(tags),
+        metrics=[
+            pb.MetricSummary(
+                key=m.key,
+                latest_value=m.value,
+                latest_step=m.step,
+                latest_timestamp_us=m.timestamp_us,
+                min_value=m.min_value,
+                max_value=m.max_value,
+                count=m.count,
+            )
+            for m in metrics
+        ],
+        artifacts=artifacts_of(session, row.id),
+    )

@@ -1,0 +1,278 @@
+"""The experiment-tracking core: experiments, runs, batched metric logging, history, artifacts and the
+compare query. Transport-free (proto messages as plain data in and out, :mod:`clients.errors` raised);
+the gRPC servicer in :mod:`control_plane.api.tracking` is a thin shell around it.
+
+Every mutation of an experiment or a run (create, status change, parameters, tags, artifacts) is written
+to the audit log in the same transaction; metric points are not audit events."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import AlreadyExists, InvalidArgument, NotFound
+from control_plane.audit.log import record
+from control_plane.db.engine import read_session, write_session
+from control_plane.tracking import batches as batches_module
+from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
+from control_plane.tracking.filters import Field
+from control_plane.tracking.metrics import Series, check_key, join_chunks
+from control_plane.tracking.records import (
+    artifacts_of,
+    check_name,
+    check_values,
+    experiment_message,
+    insert_for,
+    now_us,
+    run_message,
+    set_status,
+    status_name,
+)
+from control_plane.tracking.tables import (
+    ExperimentRow,
+    MetricChunkRow,
+    ParamRow,
+    RunArtifactRow,
+    RunRow,
+    TagRow,
+)
+
+
+def _offset_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode() if offset else ""
+
+
+def _offset_of(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError as exc:
+        raise InvalidArgument(f"page_token {token!r} is malformed") from exc
+    if offset < 0:
+        raise InvalidArgument(f"page_token {token!r} is malformed")
+    return offset
+
+
+class TrackingStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    # Experiments ---------------------------------------------------------------------------------------
+
+    def create_experiment(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None, *, actor: str
+    ) -> pb.Experiment:
+        check_name(name, "experiment")
+        tags = check_values(tags or {}, "tag")
+        with write_session(self._sessions) as session:
+            if session.scalar(select(ExperimentRow.id).where(ExperimentRow.name == name)) is not None:
+                raise AlreadyExists(f"experiment {name!r} already exists")
+            row = ExperimentRow(
+                experiment_id=uuid.uuid4().hex,
+                name=name,
+                description=description,
+                tags=tags,
+                created_at_us=now_us(),
+            )
+            session.add(row)
+            session.flush()
+            experiment = experiment_message(row)
+            after = {"name": name, "description": description, "tags": tags}
+            record(
+                session, actor=actor, action="create", object_type="experiment",
+                object_id=row.experiment_id, before=None, after=after,
+            )  # fmt: skip
+            return experiment
+
+    def get_experiment(self, *, experiment_id: str = "", name: str = "") -> pb.Experiment:
+        with read_session(self._sessions) as session:
+            return experiment_message(self._experiment_row(session, experiment_id=experiment_id, name=name))
+
+    def list_experiments(self) -> list[pb.Experiment]:
+        with read_session(self._sessions) as session:
+            rows = session.scalars(select(ExperimentRow).order_by(ExperimentRow.name))
+            return [experiment_message(row) for row in rows]
+
+    @staticmethod
+    def _experiment_row(session: Session, *, experiment_id: str = "", name: str = "") -> ExperimentRow:
+        if experiment_id:
+            row = session.scalar(select(ExperimentRow).where(ExperimentRow.experiment_id == experiment_id))
+            if row is None:
+                raise NotFound(f"experiment id {experiment_id!r} not found")
+            return row
+        if name:
+            row = session.scalar(select(ExperimentRow).where(ExperimentRow.name == name))
+            if row is None:
+                raise NotFound(f"experiment {name!r} not found")
+            return row
+        raise InvalidArgument("an experiment id or name is required")
+
+    # Runs ----------------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        name: str = "",
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        start_time_us: int = 0,
+        *,
+        actor: str,
+    ) -> pb.Run:
+        params = check_values(params or {}, "parameter")
+        tags = check_values(tags or {}, "tag")
+        run_id = uuid.uuid4().hex
+        name = check_name(name, "run") if name else run_id[:8]
+        start_time_us = start_time_us or now_us()
+        with write_session(self._sessions) as session:
+            experiment = session.execute(
+                select(ExperimentRow.id, ExperimentRow.name).where(
+                    ExperimentRow.experiment_id == experiment_id
+                )
+            ).one_or_none()
+            if experiment is None:
+                raise NotFound(f"experiment id {experiment_id!r} not found")
+            # Core statements, not the unit of work: run creation is on the hot path of sweeps.
+            run_pk = session.execute(
+                insert(RunRow)
+                .values(
+                    run_id=run_id, experiment_pk=experiment.id, name=name, status="RUNNING",
+                    start_time_us=start_time_us, end_time_us=0,
+                )
+                .returning(RunRow.id)
+            ).scalar_one()  # fmt: skip
+            for table, values in ((ParamRow, params), (TagRow, tags)):
+                if values:
+                    rows = [{"run_pk": run_pk, "key": key, "value": value} for key, value in values.items()]
+                    session.execute(insert(table), rows)
+            after = {"experiment": experiment.name, "name": name, "params": params, "tags": tags}
+            record(
+                session, actor=actor, action="create", object_type="run", object_id=run_id,
+                before=None, after=after,
+            )  # fmt: skip
+        return pb.Run(
+            run_id=run_id, experiment_id=experiment_id, name=name, status=pb.RUN_STATUS_RUNNING,
+            start_time_us=start_time_us, params=params, tags=tags,
+        )  # fmt: skip
+
+    def get_run(self, run_id: str) -> pb.Run:
+        with read_session(self._sessions) as session:
+            row, experiment_id = self._run_row(session, run_id)
+            return run_message(session, row, experiment_id)
+
+    def update_run(self, run_id: str, status: int, end_time_us: int = 0, *, actor: str) -> pb.Run:
+        new_status = status_name(status)
+        with write_session(self._sessions) as session:
+            row, experiment_id = self._run_row(session, run_id)
+            set_status(session, row, new_status, end_time_us, actor)
+            return run_message(session, row, experiment_id)
+
+    def list_runs(
+        self, experiment_id: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.Run], str]:
+        size, offset = page_size_of(page_size), _offset_of(page_token)
+        with read_session(self._sessions) as session:
+            experiment = self._experiment_row(session, experiment_id=experiment_id)
+            rows = session.scalars(
+                select(RunRow)
+                .where(RunRow.experiment_pk == experiment.id)
+                .order_by(RunRow.start_time_us.desc(), RunRow.run_id)
+                .limit(size + 1)
+                .offset(offset)
+            ).all()
+            runs = [run_message(session, row, experiment.experiment_id) for row in rows[:size]]
+            return runs, _offset_token(offset + size) if len(rows) > size else ""
+
+    @staticmethod
+    def _run_row(session: Session, run_id: str) -> tuple[RunRow, str]:
+        found = session.execute(
+            select(RunRow, ExperimentRow.experiment_id)
+            .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_pk)
+            .where(RunRow.run_id == run_id)
+        ).one_or_none()
+        if found is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return found[0], found[1]
+
+    # Metrics, parameters and tags in batches ------------------------------------------------------------
+
+    def log_batch(self, batches: Sequence[pb.RunBatch], *, actor: str) -> int:
+        """Writes every batch in one transaction (all or nothing); returns the metric points written.
+        Everything is validated before the transaction starts."""
+        prepared = batches_module.prepare(batches)
+        with write_session(self._sessions) as session:
+            return batches_module.write(session, prepared, actor)
+
+    def metric_history(self, run_id: str, key: str) -> Series:
+        check_key(key, "metric")
+        with read_session(self._sessions) as session:
+            run, _ = self._run_row(session, run_id)
+            chunks = session.execute(
+                select(MetricChunkRow.steps, MetricChunkRow.values, MetricChunkRow.timestamps_us)
+                .where(MetricChunkRow.run_pk == run.id, MetricChunkRow.key == key)
+                .order_by(MetricChunkRow.id)
+            ).all()
+            return join_chunks(chunks, key)
+
+    # Artifacts -----------------------------------------------------------------------------------------
+
+    def log_artifact(
+        self, run_id: str, name: str, sha256: str, size: int, uri: str, *, actor: str
+    ) -> pb.RunArtifact:
+        check_key(name, "artifact")
+        with write_session(self._sessions) as session:
+            run, _ = self._run_row(session, run_id)
+            logged_at_us = now_us()
+            values = {
+                "run_pk": run.id,
+                "name": name,
+                "sha256": sha256,
+                "size": size,
+                "uri": uri,
+                "logged_at_us": logged_at_us,
+            }
+            statement = insert_for(session)(RunArtifactRow.__table__).values(**values)
+            columns = ("sha256", "size", "uri", "logged_at_us")
+            statement = statement.on_conflict_do_update(
+                index_elements=["run_pk", "name"], set_={c: getattr(statement.excluded, c) for c in columns}
+            )
+            session.execute(statement)
+            after = {"artifact": name, "sha256": sha256, "size": size}
+            record(
+                session,
+                actor=actor,
+                action="update",
+                object_type="run",
+                object_id=run_id,
+                before=None,
+                after=after,
+            )
+            return pb.RunArtifact(name=name, sha256=sha256, size=size, uri=uri, logged_at_us=logged_at_us)
+
+    def list_artifacts(self, run_id: str) -> list[pb.RunArtifact]:
+        with read_session(self._sessions) as session:
+            run, _ = self._run_row(session, run_id)
+            return artifacts_of(session, run.id)
+
+    # Compare -------------------------------------------------------------------------------------------
+
+    def compare(
+        self,
+        experiment_id: str,
+        metrics: Sequence[Field] = (),
+        params: Sequence[str] = (),
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ComparePage:
+        with read_session(self._sessions) as session:
+            experiment = self._experiment_row(session, experiment_id=experiment_id)
+            query = CompareQuery(experiment.id, metrics, params, filter, order_by, page_size, page_token)
+            return compare_runs(session, query)

@@ -1,0 +1,73 @@
+"""``aetherctl experiments`` and ``aetherctl runs`` against a real control plane, through a parser built
+here the way ``aetherctl`` builds its own (the module's ``register``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from clients.sdk.tracking import TrackingClient
+from control_plane.cli import runs as runs_cli
+from tests.integration.tracking.conftest import ThreadedControlPlane
+
+
+def _aetherctl(address: str, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    parser.add_argument("--control-plane", default=address)
+    parser.add_argument("--timeout", type=float, default=10.0)
+    runs_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    code: int = args.handler(args)
+    return code
+
+
+def test_experiments_and_runs_commands(
+    control_plane: ThreadedControlPlane, client: TrackingClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = control_plane.address
+    assert _aetherctl(address, "experiments", "create", "churn", "--description", "weekly churn") == 0
+    assert "created experiment churn" in capsys.readouterr().out
+    for index, (lr, loss) in enumerate([("0.1", 0.9), ("0.01", 0.3), ("0.001", 0.45), ("0.01", 0.2)]):
+        with client.start_run("churn", f"run-{index}", params={"lr": lr, "depth": index}) as run:
+            run.log_metrics({"loss": loss + 1.0}, step=0)
+            run.log_metrics({"loss": loss, "acc": 1 - loss}, step=1)
+
+    assert _aetherctl(address, "experiments", "list") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["NAME", "ID", "CREATED", "DESCRIPTION"]
+    assert "weekly churn" in out
+
+    assert _aetherctl(address, "runs", "list", "churn", "--limit", "3") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["RUN", "NAME", "STATUS", "STARTED", "DURATION"] and len(lines) == 4
+    assert all("FINISHED" in line for line in lines[1:])
+
+    argv = ["runs", "compare", "churn", "--metrics", "loss,loss:max,acc", "--params", "lr,depth"]
+    assert _aetherctl(address, *argv, "--filter", "metrics.loss < 0.5", "--sort", "metrics.loss") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header == ["RUN", "NAME", "STATUS", "loss", "max(loss)", "acc", "lr", "depth"]
+    assert [line.split()[1] for line in lines[1:-1]] == ["run-3", "run-1", "run-2"]
+    # Columns are aligned: every cell of a column starts where its header starts.
+    start = lines[0].index("max(loss)")
+    assert [line[start:].split()[0] for line in lines[1:-1]] == ["1.2", "1.3", "1.45"]
+    assert lines[-1] == "3 of 3 matching run(s)"
+
+    assert (
+        _aetherctl(address, *argv, "--filter", 'params.lr = "0.01"', "--sort", "metrics.acc desc", "--json")
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_count"] == 2
+    assert [row["name"] for row in data["rows"]] == ["run-3", "run-1"]
+    assert data["rows"][0]["metrics"] == {"loss": 0.2, "max(loss)": 1.2, "acc": 0.8}
+    assert data["rows"][0]["params"] == {"lr": "0.01", "depth": "3"}
+
+    run_id = data["rows"][0]["run_id"]
+    assert _aetherctl(address, "runs", "get", run_id) == 0
+    out = capsys.readouterr().out
+    assert f"run {run_id} (run-3) FINISHED" in out and "depth=3,lr=0.01" in out
+    assert _aetherctl(address, "runs", "compare", "churn", "--limit", "2", "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)["rows"]) == 2

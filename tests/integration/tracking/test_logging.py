@@ -1,0 +1,213 @@
+"""Logging through the SDK against a real control plane: completeness, ordering, run status, the flush at
+interpreter exit, the retry-then-drop policy when the server is away, bad input and unknown runs."""
+
+from __future__ import annotations
+
+import math
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import InvalidArgument, NotFound
+from clients.sdk.tracking import Run, TrackingClient
+from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_many_points_arrive_complete_with_exact_values(control_plane: ThreadedControlPlane) -> None:
+    runs, keys, steps = 6, 5, 300  # 9,000 points; 1,000-point batches force many LogBatch calls
+    with TrackingClient(control_plane.address, batch_points=1000) as client:
+        handles = [client.start_run("sweep", f"r{r}", params={"lr": r / 10}) for r in range(runs)]
+        for step in range(steps):
+            for r, run in enumerate(handles):
+                run.log_metrics({f"m{k}": r * 1e6 + k * 1e3 + step / 7 for k in range(keys)}, step=step)
+        for run in handles:
+            run.close()
+        assert client.shipped_points == runs * keys * steps
+        assert client.dropped_points == 0
+        for r, run in enumerate(handles):
+            info = client.get_run(run.run_id)
+            assert info.status == pb.RUN_STATUS_FINISHED
+            assert info.end_time_us >= info.start_time_us > 0
+            assert info.params["lr"] == str(r / 10)
+            for k in range(keys):
+                history = client.metric_history(run.run_id, f"m{k}")
+                expected = [r * 1e6 + k * 1e3 + step / 7 for step in range(steps)]
+                assert list(history.steps) == list(range(steps))
+                assert list(history.values) == expected  # exact: float64 end to end
+            summary = {m.key: m for m in info.metrics}["m2"]
+            assert summary.count == steps
+            assert summary.latest_step == steps - 1
+            assert summary.latest_value == r * 1e6 + 2e3 + (steps - 1) / 7
+            assert (summary.min_value, summary.max_value) == (r * 1e6 + 2e3, r * 1e6 + 2e3 + (steps - 1) / 7)
+
+
+def test_latest_is_the_highest_step_not_the_last_logged(client: TrackingClient) -> None:
+    with client.start_run("order") as run:
+        run.log_metrics({"loss": 0.5}, step=10)
+        run.log_metrics({"loss": 0.9}, step=3)  # a late point from an earlier step
+    summary = client.get_run(run.run_id).metrics[0]
+    assert (summary.latest_value, summary.latest_step, summary.count) == (0.5, 10, 2)
+    assert list(client.metric_history(run.run_id, "loss").steps) == [3, 10]
+
+
+def test_exception_in_the_with_block_marks_the_run_failed(client: TrackingClient) -> None:
+    with pytest.raises(ZeroDivisionError), client.start_run("failing") as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+        _ = 1 / 0
+    info = client.get_run(run.run_id)
+    assert info.status == pb.RUN_STATUS_FAILED
+    assert info.metrics[0].count == 1
+
+
+def test_buffered_points_are_flushed_at_interpreter_exit(control_plane: ThreadedControlPlane) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from clients.sdk.tracking import Run, TrackingClient
+        client = TrackingClient({control_plane.address!r}, flush_interval_s=60)
+        run = client.start_run("exit", "never-closed")
+        for step in range(2000):
+            run.log_metrics({{"a": step, "b": -step}}, step=step)
+        print(run.run_id)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    with TrackingClient(control_plane.address) as client:
+        info = client.get_run(run_id)
+        assert info.status == pb.RUN_STATUS_FINISHED
+        assert {m.key: m.count for m in info.metrics} == {"a": 2000, "b": 2000}
+        assert list(client.metric_history(run_id, "b").values) == [-float(s) for s in range(2000)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_points_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path: Path, db_url: str) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
+    try:
+        with TrackingClient(address) as setup:
+            run_id = setup.start_run("outage").run_id
+    finally:
+        server.stop()
+    client = TrackingClient(address, flush_interval_s=0.05, close_timeout_s=20)
+    # Log through a handle on the existing run while nothing listens: logging must not block or fail.
+    handle = Run(client, pb.Run(run_id=run_id))
+    for step in range(100):
+        assert handle.log_metrics({"x": step}, step=step)
+    assert not client.flush(timeout=0.5)  # nothing can be delivered yet
+    server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
+    try:
+        assert client.flush(timeout=20)
+        assert client.dropped_points == 0
+        client.close()
+        with TrackingClient(address) as reader:
+            assert list(reader.metric_history(run_id, "x").values) == [float(s) for s in range(100)]
+    finally:
+        server.stop()
+
+
+def test_when_the_server_never_comes_back_close_gives_up_and_counts_the_drops(db_url: str) -> None:
+    client = TrackingClient(f"127.0.0.1:{_free_port()}", flush_interval_s=0.05, close_timeout_s=0.5)
+    handle = Run(client, pb.Run(run_id="0" * 32))
+    handle.log_metrics({"x": 1.0, "y": 2.0}, step=0)
+    client.close()
+    assert client.dropped_points == 2
+    assert client.last_error is not None
+
+
+def test_a_full_buffer_drops_new_points_instead_of_blocking(db_url: str) -> None:
+    client = TrackingClient(f"127.0.0.1:{_free_port()}", max_buffered_points=10, close_timeout_s=0.2)
+    handle = Run(client, pb.Run(run_id="0" * 32))
+    accepted = [handle.log_metrics({"a": 1.0, "b": 2.0, "c": 3.0}, step=s) for s in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert client.dropped_points == 6
+    client.close()
+
+
+def test_non_finite_values_and_empty_names_are_invalid_arguments(client: TrackingClient) -> None:
+    run = client.start_run("bad-input")
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(InvalidArgument, match="'loss'"):
+            run.log_metrics({"loss": value})
+    with pytest.raises(InvalidArgument, match="must be a non-empty"):
+        run.log_metrics({"": 1.0})
+    # The server checks too, whoever the client is.
+    bad = pb.MetricSeries(key="val/acc", values=[0.1, float("nan")], steps=[0, 1])
+    with pytest.raises(InvalidArgument, match=r"'val/acc'.*step 1"):
+        client.log_batch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run.run_id, metrics=[bad])]))
+    empty = pb.MetricSeries(key="", values=[1.0], steps=[0])
+    with pytest.raises(InvalidArgument, match="metric name must not be empty"):
+        client.log_batch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run.run_id, metrics=[empty])]))
+    ragged = pb.MetricSeries(key="loss", values=[1.0, 2.0], steps=[0])
+    with pytest.raises(InvalidArgument, match="2 values but 1 steps"):
+        client.log_batch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run.run_id, metrics=[ragged])]))
+    # Nothing of a refused batch was written.
+    assert client.get_run(run.run_id).metrics == []
+    run.close()
+
+
+def test_parameters_are_immutable(client: TrackingClient) -> None:
+    run = client.start_run("params", params={"lr": "0.1"})
+    again = pb.RunBatch(run_id=run.run_id, params={"lr": "0.1", "depth": "3"})
+    client.log_batch(pb.LogBatchRequest(runs=[again]))
+    changed = pb.RunBatch(run_id=run.run_id, params={"lr": "0.2"})
+    with pytest.raises(InvalidArgument, match=r"'lr'.*immutable"):
+        client.log_batch(pb.LogBatchRequest(runs=[changed]))
+    assert dict(client.get_run(run.run_id).params) == {"lr": "0.1", "depth": "3"}
+    run.close()
+
+
+def test_unknown_runs_and_experiments_are_not_found(client: TrackingClient) -> None:
+    unknown = "f" * 32
+    with pytest.raises(NotFound, match=unknown):
+        client.get_run(unknown)
+    with pytest.raises(NotFound, match=unknown):
+        client.update_run(unknown, "FINISHED")
+    with pytest.raises(NotFound, match=unknown):
+        series = pb.MetricSeries(key="x", values=[1.0], steps=[0])
+        client.log_batch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=unknown, metrics=[series])]))
+    with pytest.raises(NotFound, match="nope"):
+        client.get_experiment("nope")
+    with pytest.raises(NotFound):
+        client.create_run("0" * 32)
+
+
+def test_system_metrics_are_logged_under_the_system_prefix(client: TrackingClient) -> None:
+    with client.start_run("system", system_metrics_interval_s=0.05) as run:
+        time.sleep(0.4)
+    keys = {m.key for m in client.get_run(run.run_id).metrics}
+    assert {"system/cpu_percent", "system/memory_percent", "system/process_rss_mb"} <= keys
+    cpu = np.array(client.metric_history(run.run_id, "system/cpu_percent").values)
+    assert len(cpu) >= 2 and ((cpu >= 0) & (cpu <= 100)).all()
+
+
+def test_artifacts_are_uploaded_and_referenced_by_name(client: TrackingClient, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights" * 1000)
+    with client.start_run("artifacts") as run:
+        logged = run.log_artifact(model)
+    assert logged.name == "model.onnx" and logged.size == 7000 and len(logged.sha256) == 64
+    assert [a.sha256 for a in client.list_artifacts(run.run_id)] == [logged.sha256]
+    assert [a.name for a in client.get_run(run.run_id).artifacts] == ["model.onnx"]
+    with pytest.raises(NotFound):
+        client._call(
+            client._stub.LogArtifact,
+            pb.LogArtifactRequest(run_id=run.run_id, name="ghost", sha256="0" * 64),
+            pb.RunArtifact,
+        )
