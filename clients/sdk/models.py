@@ -1,0 +1,244 @@
+"""Client of the model registry (``aether.v1.ModelRegistry``) and, for registration, the artifact store.
+
+Registering a version is two steps: the artifact file is uploaded (content-addressed, checked by
+sha256 on both sides), then the version is registered with that hash. The version row exists only once
+the registration commits, so a client that dies between the two leaves no half-registered version —
+at most a blob in the artifact store that nothing references, which is harmless (blobs are found only
+through references, and uploading the same file again reuses it).
+
+One method per RPC, plain Python arguments in, proto messages out; a failed call raises the matching
+:mod:`clients.errors` exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
+from clients.errors import from_rpc_error
+from clients.sdk.artifacts import ArtifactClient
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+_Response = TypeVar("_Response")
+ACTOR_METADATA_KEY = "x-aether-actor"
+
+#: A tensor as ``(name, dtype, shape)``, e.g. ``("features", "float32", (-1, 12))``.
+TensorTuple = tuple[str, str, Sequence[int]]
+
+
+def signature(inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple]) -> pb.ModelSignature:
+    """A model signature from ``(name, dtype, shape)`` tuples; -1 marks a dynamic dimension."""
+    return pb.ModelSignature(
+        inputs=[pb.TensorSpec(name=n, dtype=d, shape=list(s)) for n, d, s in inputs],
+        outputs=[pb.TensorSpec(name=n, dtype=d, shape=list(s)) for n, d, s in outputs],
+    )
+
+
+class ModelRegistryClient:
+    """Client of one control plane at ``target`` (``host:port``). ``actor`` names the caller in the
+    audit log when auth is off (with auth on, the token's principal does); ``timeout`` bounds each
+    call except artifact transfers."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = pb_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+        self.artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ModelRegistryClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        try:
+            response = method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    # Registered models ---------------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> pb.RegisteredModel:
+        request = pb.CreateRegisteredModelRequest(name=name, description=description, tags=dict(tags or {}))
+        return self._call(self._stub.CreateRegisteredModel, request, pb.RegisteredModel)
+
+    def get_model(self, name: str) -> pb.RegisteredModel:
+        return self._call(
+            self._stub.GetRegisteredModel, pb.GetRegisteredModelRequest(name=name), pb.RegisteredModel
+        )
+
+    def list_models_page(
+        self,
+        *,
+        name_prefix: str = "",
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.RegisteredModel], str]:
+        """One page of models ordered by name, and the token of the next page (empty on the last)."""
+        request = pb.ListRegisteredModelsRequest(
+            name_prefix=name_prefix, tags=dict(tags or {}), page_size=page_size, page_token=page_token
+        )
+        response = self._call(self._stub.ListRegisteredModels, request, pb.ListRegisteredModelsResponse)
+        return list(response.models), response.next_page_token
+
+    def list_models(
+        self, *, name_prefix: str = "", tags: Mapping[str, str] | None = None
+    ) -> list[pb.RegisteredModel]:
+        """Every model matching the filters (all pages)."""
+        return list(
+            _all_pages(
+                lambda token: self.list_models_page(name_prefix=name_prefix, tags=tags, page_token=token)
+            )
+        )
+
+    def delete_model(self, name: str) -> None:
+        request = pb.DeleteRegisteredModelRequest(name=name)
+        self._call(self._stub.DeleteRegisteredModel, request, pb.DeleteRegisteredModelResponse)
+
+    # Versions ------------------------------------------------------------------------------------------
+
+    def register_version(
+        self,
+        model_name: str,
+        artifact: Path | None = None,
+        *,
+        artifact_sha256: str = "",
+        run_id: str = "",
+        signature: pb.ModelSignature | None = None,
+        dataset_hash: str = "",
+        dataset_query: str = "",
+        feature_refs: Sequence[str] = (),
+        hyperparameters: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        git_commit: str = "",
+        description: str = "",
+        create_model: bool = True,
+    ) -> pb.ModelVersion:
+        """Uploads ``artifact`` (unless an already-stored ``artifact_sha256`` is given) and registers the
+        next version of ``model_name`` (creating the model first when ``create_model``)."""
+        if artifact is not None:
+            artifact_sha256 = self.artifacts.upload_file(artifact).sha256
+        request = pb.CreateModelVersionRequest(
+            model_name=model_name,
+            run_id=run_id,
+            artifact_sha256=artifact_sha256,
+            signature=signature,
+            dataset=pb.DatasetInfo(hash=dataset_hash, query=dataset_query),
+            feature_refs=list(feature_refs),
+            hyperparameters=dict(hyperparameters or {}),
+            metrics=dict(metrics or {}),
+            git_commit=git_commit,
+            description=description,
+            create_model=create_model,
+        )
+        return self._call(self._stub.CreateModelVersion, request, pb.ModelVersion)
+
+    def get_version(self, model_name: str, version: int = 0, *, alias: str = "") -> pb.ModelVersion:
+        """Version ``version``, the one ``alias`` points at, or (neither given) the latest."""
+        request = pb.GetModelVersionRequest(model_name=model_name, version=version, alias=alias)
+        return self._call(self._stub.GetModelVersion, request, pb.ModelVersion)
+
+    def get_by_alias(self, model_name: str, alias: str) -> pb.ModelVersion:
+        return self.get_version(model_name, alias=alias)
+
+    def list_versions_page(
+        self,
+        model_name: str,
+        *,
+        status: pb.ApprovalStatus = pb.APPROVAL_STATUS_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.ModelVersion], str]:
+        request = pb.ListModelVersionsRequest(
+            model_name=model_name, status=status, page_size=page_size, page_token=page_token
+        )
+        response = self._call(self._stub.ListModelVersions, request, pb.ListModelVersionsResponse)
+        return list(response.versions), response.next_page_token
+
+    def list_versions(
+        self, model_name: str, *, status: pb.ApprovalStatus = pb.APPROVAL_STATUS_UNSPECIFIED
+    ) -> list[pb.ModelVersion]:
+        """Every version of the model (all pages), ascending."""
+        return list(
+            _all_pages(lambda token: self.list_versions_page(model_name, status=status, page_token=token))
+        )
+
+    def approve(self, model_name: str, version: int, reason: str = "") -> pb.ModelVersion:
+        return self._review(model_name, version, pb.APPROVED, reason)
+
+    def reject(self, model_name: str, version: int, reason: str = "") -> pb.ModelVersion:
+        return self._review(model_name, version, pb.REJECTED, reason)
+
+    def _review(
+        self, model_name: str, version: int, decision: pb.ApprovalStatus, reason: str
+    ) -> pb.ModelVersion:
+        request = pb.ReviewModelVersionRequest(
+            model_name=model_name, version=version, decision=decision, reason=reason
+        )
+        return self._call(self._stub.ReviewModelVersion, request, pb.ModelVersion)
+
+    def delete_version(self, model_name: str, version: int) -> None:
+        request = pb.DeleteModelVersionRequest(model_name=model_name, version=version)
+        self._call(self._stub.DeleteModelVersion, request, pb.DeleteModelVersionResponse)
+
+    def set_alias(self, model_name: str, alias: str, version: int) -> pb.ModelVersion:
+        request = pb.SetAliasRequest(model_name=model_name, alias=alias, version=version)
+        return self._call(self._stub.SetAlias, request, pb.ModelVersion)
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        request = pb.DeleteAliasRequest(model_name=model_name, alias=alias)
+        self._call(self._stub.DeleteAlias, request, pb.DeleteAliasResponse)
+
+    def check_deployable(self, model_name: str, version: int) -> pb.ModelVersion:
+        """The version when it may be deployed; ``FailedPrecondition`` unless it is approved."""
+        request = pb.CheckDeployableRequest(model_name=model_name, version=version)
+        return self._call(self._stub.CheckDeployable, request, pb.ModelVersion)
+
+    # Lineage -------------------------------------------------------------------------------------------
+
+    def lineage(self, model_name: str, version: int) -> pb.Lineage:
+        request = pb.GetLineageRequest(model_name=model_name, version=version)
+        return self._call(self._stub.GetLineage, request, pb.Lineage)
+
+    def usages(self, feature_view: str, version: int = 0) -> list[pb.FeatureUsage]:
+        """Model versions using ``feature_view`` at ``version`` (0: at any version)."""
+        request = pb.FindUsagesRequest(feature_view=feature_view, version=version)
+        return list(self._call(self._stub.FindUsages, request, pb.FindUsagesResponse).usages)
+
+
+_Item = TypeVar("_Item")
+
+
+def _all_pages(fetch: Callable[[str], tuple[list[_Item], str]]) -> Iterator[_Item]:
+    token = ""
+    while True:
+        items, token = fetch(token)
+        yield from items
+        if not token:
+            return

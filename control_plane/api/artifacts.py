@@ -1,0 +1,78 @@
+"""The ``aether.v1.Artifacts`` gRPC service: chunked upload and download of content-addressed blobs.
+
+The store does blocking file I/O, so each chunk is read or written in a worker thread; the event loop
+only moves messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc.aio
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.aether.v1 import model_registry_pb2_grpc
+from clients.errors import InvalidArgument, maps_errors
+from control_plane.artifacts.settings import store_for
+from control_plane.artifacts.store import ArtifactRef, ArtifactStore, PendingBlob
+
+if TYPE_CHECKING:  # the server module imports the service modules it serves
+    from control_plane.server import ServiceContext
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+ARTIFACTS_SERVICE = pb.DESCRIPTOR.services_by_name["Artifacts"].full_name
+
+
+def ref_to_proto(ref: ArtifactRef) -> pb.ArtifactRef:
+    return pb.ArtifactRef(sha256=ref.sha256, size=ref.size, uri=ref.uri)
+
+
+class ArtifactsServicer(model_registry_pb2_grpc.ArtifactsServicer):
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+
+    @maps_errors
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadArtifactRequest], context: Context
+    ) -> pb.ArtifactRef:
+        pending: PendingBlob | None = None
+        try:
+            async for message in request_iterator:
+                if pending is None:
+                    if not message.sha256:
+                        raise InvalidArgument("the first upload message must carry the expected sha256")
+                    pending = await asyncio.to_thread(self._store.begin_put, message.sha256)
+                elif message.sha256 and message.sha256 != pending.expected_sha256:
+                    raise InvalidArgument(
+                        f"upload declared sha256 {pending.expected_sha256} and later {message.sha256}"
+                    )
+                if message.data:
+                    await asyncio.to_thread(pending.write, message.data)
+            if pending is None:
+                raise InvalidArgument("empty upload: no message carried the expected sha256")
+        except BaseException:
+            if pending is not None:
+                await asyncio.to_thread(pending.abort)
+            raise
+        return ref_to_proto(await asyncio.to_thread(pending.commit))
+
+    @maps_errors
+    async def Download(
+        self, request: pb.DownloadArtifactRequest, context: Context
+    ) -> AsyncIterator[pb.ArtifactChunk]:
+        chunks: Iterator[bytes] = self._store.iter_verified(request.sha256)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield pb.ArtifactChunk(data=chunk)
+
+    @maps_errors
+    async def StatArtifact(self, request: pb.StatArtifactRequest, context: Context) -> pb.ArtifactRef:
+        return ref_to_proto(await asyncio.to_thread(self._store.stat, request.sha256))
+
+
+def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+    """Serves the artifact store of ``context.settings.home`` (or ``AETHER_ARTIFACTS_ROOT``)."""
+    servicer = ArtifactsServicer(store_for(context.settings.home))
+    model_registry_pb2_grpc.add_ArtifactsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    return ARTIFACTS_SERVICE

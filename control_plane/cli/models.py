@@ -1,0 +1,305 @@
+"""``aetherctl models ...`` (the model registry) and ``aetherctl lineage ...`` (where a model version
+comes from, and which model versions use a feature view), through the Python SDK."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.sdk.models import ModelRegistryClient
+from control_plane.cli import output
+
+STATUS_NAMES: dict[int, str] = {
+    pb.PENDING_MANUAL_APPROVAL: "PendingManualApproval",
+    pb.APPROVED: "Approved",
+    pb.REJECTED: "Rejected",
+}
+STATUS_CHOICES = {"pending": pb.PENDING_MANUAL_APPROVAL, "approved": pb.APPROVED, "rejected": pb.REJECTED}
+
+Action = Callable[[ModelRegistryClient, argparse.Namespace, TextIO], int]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+    models = commands.add_parser("models", help="the model registry: versions, approval, aliases")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", parents=[common], help="registered models")
+    listing.add_argument("--prefix", default="", help="only models whose name starts with this")
+    listing.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only models with this tag"
+    )
+    listing.set_defaults(handler=_handler(_list))
+
+    get = actions.add_parser("get", parents=[common], help="one model version (default: the latest)")
+    get.add_argument("name")
+    get.add_argument("version", type=int, nargs="?", default=0)
+    get.add_argument("--alias", default="", help="the version this alias points at")
+    get.set_defaults(handler=_handler(_get))
+
+    versions = actions.add_parser("versions", parents=[common], help="every version of a model")
+    versions.add_argument("name")
+    versions.add_argument("--status", choices=sorted(STATUS_CHOICES), help="only versions with this approval")
+    versions.set_defaults(handler=_handler(_versions))
+
+    for verb in ("approve", "reject"):
+        review = actions.add_parser(verb, parents=[common], help=f"{verb} a pending version")
+        review.add_argument("name")
+        review.add_argument("version", type=int)
+        review.add_argument("--reason", default="", required=verb == "reject", help="why (recorded)")
+        review.set_defaults(handler=_handler(_review), verb=verb)
+
+    alias = actions.add_parser("alias", parents=[common], help="point an alias at a version, or delete it")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version", type=int, nargs="?", default=0)
+    alias.add_argument("--delete", action="store_true", help="remove the alias")
+    alias.set_defaults(handler=_handler(_alias))
+
+    delete = actions.add_parser(
+        "delete", parents=[common], help="delete a version, or a model with none left"
+    )
+    delete.add_argument("name")
+    delete.add_argument("version", type=int, nargs="?", default=0)
+    delete.set_defaults(handler=_handler(_delete))
+
+    lineage = commands.add_parser(
+        "lineage", parents=[common], help="the chain behind a model version, or the users of a feature view"
+    )
+    lineage.add_argument("model", nargs="?", help="model name")
+    lineage.add_argument("model_version", metavar="VERSION", type=int, nargs="?", help="model version")
+    lineage.add_argument("--feature-view", default="", help="list the model versions using this view instead")
+    lineage.add_argument("--version", type=int, default=0, help="with --feature-view: only this view version")
+    lineage.set_defaults(handler=_handler(_lineage))
+
+
+class UsageError(Exception):
+    """The command line is inconsistent (exit status 2)."""
+
+
+def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with ModelRegistryClient(args.control_plane, actor=getpass.getuser(), timeout=args.timeout) as client:
+            try:
+                return action(client, args, sys.stdout)
+            except UsageError as error:
+                print(f"aetherctl: error: {error}", file=sys.stderr)
+                return 2
+
+    return run
+
+
+def _status(status: int) -> str:
+    return STATUS_NAMES.get(status, "-")
+
+
+def _list(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    tags = dict(tag.split("=", 1) for tag in args.tag if "=" in tag)
+    found = client.list_models(name_prefix=args.prefix, tags=tags)
+    if args.json:
+        output.print_json([output.to_jsonable(model) for model in found], out)
+        return 0
+    rows = [
+        (
+            model.name,
+            model.latest_version or "-",
+            ",".join(f"{alias}={version}" for alias, version in sorted(model.aliases.items())) or "-",
+            output.tags(dict(model.tags)),
+            output.timestamp(model.updated_at_us),
+        )
+        for model in found
+    ]
+    print(output.table(("MODEL", "LATEST", "ALIASES", "TAGS", "UPDATED"), rows), file=out)
+    return 0
+
+
+def _get(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    version = client.get_version(args.name, args.version, alias=args.alias)
+    if args.json:
+        output.print_json(output.to_jsonable(version), out)
+        return 0
+    rows = [
+        ("model", f"{version.model_name} version {version.version}"),
+        ("approval", _approval(version.approval)),
+        ("aliases", ", ".join(version.aliases) or "-"),
+        ("run", version.run_id or "-"),
+        ("artifact", f"sha256:{version.artifact.sha256} ({version.artifact.size} bytes)"),
+        ("inputs", _tensors(version.signature.inputs)),
+        ("outputs", _tensors(version.signature.outputs)),
+        ("dataset", version.dataset.hash or "-"),
+        ("features", ", ".join(version.feature_refs) or "-"),
+        ("hyperparameters", output.tags(dict(version.hyperparameters))),
+        ("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(version.metrics.items())) or "-"),
+        ("git commit", version.git_commit or "-"),
+        ("registered", f"{output.timestamp(version.created_at_us)} by {version.created_by or '-'}"),
+    ]
+    print(output.table(("FIELD", "VALUE"), rows), file=out)
+    return 0
+
+
+def _approval(approval: pb.ApprovalRecord) -> str:
+    text = _status(approval.status)
+    if approval.actor:
+        text += f" by {approval.actor} at {output.timestamp(approval.decided_at_us)}"
+    if approval.reason:
+        text += f": {approval.reason}"
+    return text
+
+
+def _tensors(tensors: Sequence[pb.TensorSpec]) -> str:
+    return ", ".join(f"{t.name}:{t.dtype}[{','.join(str(d) for d in t.shape)}]" for t in tensors) or "-"
+
+
+def _versions(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    status = STATUS_CHOICES[args.status] if args.status else pb.APPROVAL_STATUS_UNSPECIFIED
+    found = client.list_versions(args.name, status=status)
+    if args.json:
+        output.print_json([output.to_jsonable(version) for version in found], out)
+        return 0
+    rows = [
+        (
+            v.version,
+            _status(v.approval.status),
+            ",".join(v.aliases) or "-",
+            v.run_id or "-",
+            v.artifact.sha256[:12],
+            ", ".join(f"{k}={val:g}" for k, val in sorted(v.metrics.items())) or "-",
+            output.timestamp(v.created_at_us),
+        )
+        for v in found
+    ]
+    print(
+        output.table(("VERSION", "APPROVAL", "ALIASES", "RUN", "ARTIFACT", "METRICS", "CREATED"), rows),
+        file=out,
+    )
+    return 0
+
+
+def _review(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    review = client.approve if args.verb == "approve" else client.reject
+    version = review(args.name, args.version, args.reason)
+    print(f"model {version.model_name} version {version.version}: {_approval(version.approval)}", file=out)
+    return 0
+
+
+def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.delete:
+        client.delete_alias(args.name, args.alias)
+        print(f"alias {args.alias} of model {args.name} deleted", file=out)
+        return 0
+    if args.version < 1:
+        raise UsageError("give the VERSION the alias points at, or --delete")
+    version = client.set_alias(args.name, args.alias, args.version)
+    print(f"{args.name}@{args.alias} -> version {version.version}", file=out)
+    return 0
+
+
+def _delete(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.version:
+        client.delete_version(args.name, args.version)
+        print(f"model {args.name} version {args.version} deleted", file=out)
+    else:
+        client.delete_model(args.name)
+        print(f"model {args.name} deleted", file=out)
+    return 0
+
+
+# -- lineage -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    label: str
+    children: list[Node] = field(default_factory=list)
+
+
+def render_tree(root: Node) -> list[str]:
+    lines = [root.label]
+
+    def walk(node: Node, prefix: str) -> None:
+        for index, child in enumerate(node.children):
+            last = index == len(node.children) - 1
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{child.label}")
+            walk(child, prefix + ("    " if last else "│   "))
+
+    walk(root, "")
+    return lines
+
+
+def lineage_tree(lineage: pb.Lineage) -> Node:
+    """Deployments at the top, then what each link was built from, down to the feature sources."""
+    version = lineage.model_version
+    views = [
+        Node(
+            f"feature view {view.name}@{view.version} ({types_pb2.VersionStatus.Name(view.status)},"
+            f" entity {view.entity or '-'}, owner {view.owner or '-'}):"
+            f" reads {', '.join(view.features_used)}",
+            [Node(f"source {view.source.kind or '-'} {view.source.uri or '-'}")],
+        )
+        for view in lineage.feature_views
+    ]
+    query = f", query {lineage.dataset.query}" if lineage.dataset.query else ""
+    dataset = Node(f"dataset {lineage.dataset.hash or '(no hash recorded)'}{query}", views)
+    if lineage.HasField("run"):
+        run = lineage.run
+        params = output.tags(dict(run.params))
+        below = Node(
+            f"run {run.run_id} (experiment {run.experiment}, {run.status}, params {params})", [dataset]
+        )
+    elif version.run_id:
+        below = Node(f"run {version.run_id} (no longer tracked)", [dataset])
+    else:
+        below = Node("run: none recorded", [dataset])
+    model = Node(
+        f"model {version.model_name} version {version.version} ({_status(version.approval.status)};"
+        f" artifact sha256:{version.artifact.sha256[:12]}; git {version.git_commit or '-'})",
+        [below],
+    )
+    deployments = ", ".join(f"{d.name} ({d.detail})" if d.detail else d.name for d in lineage.deployments)
+    return Node(f"deployments: {deployments or 'none'}", [model])
+
+
+def _lineage(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.feature_view:
+        if args.model is not None:
+            raise UsageError("give either MODEL VERSION or --feature-view, not both")
+        usages = client.usages(args.feature_view, args.version)
+        if args.json:
+            output.print_json([output.to_jsonable(usage) for usage in usages], out)
+            return 0
+        scope = f"{args.feature_view}@{args.version}" if args.version else args.feature_view
+        if not usages:
+            print(f"no model version uses feature view {scope}", file=out)
+            return 0
+        rows = [
+            (
+                usage.model_name,
+                usage.version,
+                _status(usage.approval_status),
+                ", ".join(usage.feature_refs),
+                ", ".join(d.name for d in usage.deployments) or "-",
+            )
+            for usage in usages
+        ]
+        print(output.table(("MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS"), rows), file=out)
+        return 0
+    if args.model is None or args.model_version is None:
+        raise UsageError("give MODEL VERSION, or --feature-view VIEW")
+    lineage = client.lineage(args.model, args.model_version)
+    if args.json:
+        output.print_json(output.to_jsonable(lineage), out)
+        return 0
+    print("\n".join(render_tree(lineage_tree(lineage))), file=out)
+    return 0

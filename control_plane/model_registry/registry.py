@@ -1,0 +1,366 @@
+"""The model registry core: registered models, their numbered versions, approval and aliases.
+Transport-free and synchronous (the gRPC servicer calls it from worker threads): plain values and wire
+messages in, wire messages out, ``clients.errors`` exceptions for every refusal. Every mutation is
+appended to the audit log in its own transaction, with the caller as actor.
+
+Version numbers: a registration locks its model's row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+write transactions hold the database write lock from their first statement) and increments the row's
+``latest_version``, so concurrent registrations get consecutive numbers; the unique (model, version)
+constraint backs this up, and the rare race of two registrations creating the same new model is
+retried."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.errors import AlreadyExists, FailedPrecondition, NotFound
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.audit.log import record
+from control_plane.db.engine import read_session, write_session
+from control_plane.db.revision import lock_registry
+from control_plane.model_registry import lineage, messages
+from control_plane.model_registry.approval import Approval, decide, from_proto
+from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
+from control_plane.model_registry.queries import (
+    find_model,
+    now_us,
+    require_model,
+    require_version,
+)
+from control_plane.model_registry.reads import CachedReads, touch
+from control_plane.model_registry.references import check_feature_refs, require_run
+from control_plane.model_registry.registration import insert_version
+from control_plane.model_registry.tables import (
+    ModelAliasRow,
+    ModelVersionFeatureRow,
+    ModelVersionRow,
+    RegisteredModelRow,
+)
+from control_plane.model_registry.validation import (
+    FeatureRef,
+    check_alias,
+    check_model_name,
+    check_tags,
+    check_version,
+    check_version_request,
+)
+
+#: Attempts of a registration that lost a race to create the same new model.
+_CREATE_ATTEMPTS = 5
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        artifacts: ArtifactStore,
+        guards: Sequence[ModelReferenceGuard] = (),
+    ) -> None:
+        self._sessions = sessions
+        self.artifacts = artifacts
+        self._guards = list(guards)
+        self._reads = CachedReads(sessions)
+
+    def add_guard(self, guard: ModelReferenceGuard) -> None:
+        """Plugs in something (deployments) that uses model versions and may refuse their deletion."""
+        self._guards.append(guard)
+
+    def users_of(self, session: Session, model: str, version: int | None) -> list[ModelUser]:
+        return [user for guard in self._guards for user in guard.references(session, model, version)]
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with read_session(self._sessions) as session:
+            yield session
+
+    # -- registered models ---------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None, *, actor: str
+    ) -> pb.RegisteredModel:
+        check_model_name(name, "name")
+        tags = check_tags(dict(tags or {}))
+        try:
+            with write_session(self._sessions) as session:
+                if find_model(session, name) is not None:
+                    raise AlreadyExists(f"registered model {name!r} already exists")
+                row = self._insert_model(session, name, description, tags)
+                message = messages.model_message(row, {})
+                record(
+                    session,
+                    actor=actor,
+                    action="create",
+                    object_type="registered_model",
+                    object_id=name,
+                    before=None,
+                    after=messages.audit_state(message),
+                )
+                return message
+        except IntegrityError:  # another transaction created it between the check and the insert
+            raise AlreadyExists(f"registered model {name!r} already exists") from None
+
+    @staticmethod
+    def _insert_model(
+        session: Session, name: str, description: str, tags: dict[str, str]
+    ) -> RegisteredModelRow:
+        now = now_us()
+        row = RegisteredModelRow(
+            name=name,
+            description=description,
+            tags=tags,
+            latest_version=0,
+            created_at_us=now,
+            updated_at_us=now,
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    def get_model(self, name: str) -> pb.RegisteredModel:
+        return self._reads.get_model(name)
+
+    def list_models(
+        self,
+        name_prefix: str = "",
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.RegisteredModel], str]:
+        """Models ordered by name, ``page_size`` at a time, and the next page's token (empty on the
+        last page); only those whose name starts with ``name_prefix`` and that carry every tag."""
+        return self._reads.list_models(name_prefix, tags or {}, page_size, page_token)
+
+    def delete_model(self, name: str, *, actor: str) -> None:
+        """Deletes a registered model that has no versions left."""
+        with write_session(self._sessions) as session:
+            row = require_model(session, name, lock=True)
+            count = session.scalar(select(func.count()).where(ModelVersionRow.model_id == row.id)) or 0
+            if count:
+                raise FailedPrecondition(
+                    f"cannot delete registered model {name!r}: it still has {count} version(s);"
+                    " delete them first"
+                )
+            before = messages.audit_state(messages.model_message(row, {}))
+            session.delete(row)
+            record(
+                session,
+                actor=actor,
+                action="delete",
+                object_type="registered_model",
+                object_id=name,
+                before=before,
+                after=None,
+            )
+
+    # -- versions ------------------------------------------------------------------------------------
+
+    def create_version(self, request: pb.CreateModelVersionRequest, *, actor: str) -> pb.ModelVersion:
+        """Registers the next version of ``request.model_name``. The run, the artifact and every
+        feature-view version must exist (``NotFound`` otherwise). The version exists only once this
+        transaction commits: an artifact uploaded by a client that crashed before registering leaves
+        an unreferenced blob, never a version without its artifact."""
+        refs = check_version_request(request)
+        artifact = self.artifacts.stat(request.artifact_sha256)
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                return self._create_version(request, refs, artifact.uri, artifact.size, actor)
+            except IntegrityError:
+                # Only a new model created concurrently by two registrations gets here: the loser
+                # retries and then finds the model (and its lock) in place.
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _create_version(
+        self, request: pb.CreateModelVersionRequest, refs: list[FeatureRef], uri: str, size: int, actor: str
+    ) -> pb.ModelVersion:
+        name = request.model_name
+        with write_session(self._sessions) as session:
+            if refs:
+                # Serializes with the feature registry's writers: a view version cannot be retired or
+                # deleted between the check below and this registration's commit.
+                lock_registry(session)
+            model = find_model(session, name, lock=True)
+            if model is None:
+                if not request.create_model:
+                    raise NotFound(f"registered model {name!r} not found (create it, or set create_model)")
+                model = self._insert_model(session, name, "", {})
+                record(
+                    session,
+                    actor=actor,
+                    action="create",
+                    object_type="registered_model",
+                    object_id=name,
+                    before=None,
+                    after=messages.audit_state(messages.model_message(model, {})),
+                )
+            if request.run_id:
+                require_run(session, request.run_id)
+            check_feature_refs(session, refs)
+            return insert_version(session, model, request, refs, uri, size, actor)
+
+    def get_version(self, name: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
+        """Version ``version``, or the one ``alias`` points at, or (neither given) the latest."""
+        return self._reads.get_version(name, version, alias)
+
+    def list_versions(
+        self,
+        name: str,
+        status: pb.ApprovalStatus = pb.APPROVAL_STATUS_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.ModelVersion], str]:
+        """Versions ascending, ``page_size`` at a time, and the next page's token (empty on the last)."""
+        return self._reads.list_versions(name, status, page_size, page_token)
+
+    def review(
+        self, name: str, version: int, decision: pb.ApprovalStatus, reason: str, *, actor: str
+    ) -> pb.ModelVersion:
+        """Approves or rejects a pending version (see :mod:`approval` for the rules)."""
+        target = from_proto(decision, "decision")
+        with write_session(self._sessions) as session:
+            model = require_model(session, name)
+            # Locked, so that two concurrent reviews cannot both see the version pending (PostgreSQL).
+            row = require_version(session, model, version, lock=True)
+            if not decide(Approval(row.approval_status), target, f"model {name!r} version {version}"):
+                return messages.version_messages(session, name, [row])[0]
+            before = {"approval_status": row.approval_status}
+            row.approval_status = target.value
+            row.approval_actor = actor
+            row.approval_reason = reason
+            row.approval_at_us = now_us()
+            touch(row)
+            record(
+                session,
+                actor=actor,
+                action="approve" if target == Approval.APPROVED else "reject",
+                object_type="model_version",
+                object_id=f"{name}/{version}",
+                before=before,
+                after={"approval_status": target.value, "reason": reason},
+            )
+            return messages.version_messages(session, name, [row])[0]
+
+    def delete_version(self, name: str, version: int, *, actor: str) -> None:
+        """Deletes a version (its aliases go with it); refused while anything uses it."""
+        with write_session(self._sessions) as session:
+            model = require_model(session, name, lock=True)
+            row = require_version(session, model, version)
+            users = self.users_of(session, name, version)
+            if users:
+                raise FailedPrecondition(
+                    f"cannot delete model {name!r} version {version}: still used by "
+                    + ", ".join(user.describe() for user in users)
+                )
+            before = messages.audit_state(messages.version_messages(session, name, [row])[0])
+            session.execute(delete(ModelAliasRow).where(ModelAliasRow.model_version_id == row.id))
+            session.execute(
+                delete(ModelVersionFeatureRow).where(ModelVersionFeatureRow.model_version_id == row.id)
+            )
+            session.delete(row)
+            touch(model)
+            record(
+                session,
+                actor=actor,
+                action="delete",
+                object_type="model_version",
+                object_id=f"{name}/{version}",
+                before=before,
+                after=None,
+            )
+
+    # -- aliases and deployment check ----------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> pb.ModelVersion:
+        """Points ``alias`` at ``version``, moving it if it pointed at another version."""
+        check_alias(alias)
+        with write_session(self._sessions) as session:
+            model = require_model(session, name, lock=True)
+            row = require_version(session, model, version)
+            current = session.get(ModelAliasRow, (model.id, alias))
+            before_version = None
+            if current is None:
+                session.add(
+                    ModelAliasRow(
+                        model_id=model.id, alias=alias, model_version_id=row.id, updated_at_us=now_us()
+                    )
+                )
+            else:
+                previous = session.get(ModelVersionRow, current.model_version_id)
+                before_version = previous.version if previous is not None else None
+                if previous is not None and previous.id != row.id:
+                    touch(previous)  # its message lists its aliases
+                current.model_version_id = row.id
+                current.updated_at_us = now_us()
+            if before_version != version:
+                touch(row)
+                touch(model)
+            session.flush()
+            if before_version != version:
+                record(
+                    session,
+                    actor=actor,
+                    action="update" if current is not None else "create",
+                    object_type="model_alias",
+                    object_id=f"{name}@{alias}",
+                    before=None if before_version is None else {"version": before_version},
+                    after={"version": version},
+                )
+            return messages.version_messages(session, name, [row])[0]
+
+    def delete_alias(self, name: str, alias: str, *, actor: str) -> None:
+        with write_session(self._sessions) as session:
+            model = require_model(session, name, lock=True)
+            current = session.get(ModelAliasRow, (model.id, check_alias(alias)))
+            if current is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            pointed = session.get(ModelVersionRow, current.model_version_id)
+            version = pointed.version if pointed is not None else None
+            if pointed is not None:
+                touch(pointed)
+            touch(model)
+            session.delete(current)
+            record(
+                session,
+                actor=actor,
+                action="delete",
+                object_type="model_alias",
+                object_id=f"{name}@{alias}",
+                before={"version": version},
+                after=None,
+            )
+
+    def can_deploy(self, name: str, version: int) -> pb.ModelVersion:
+        """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved."""
+        found = self.get_version(name, check_version(version))
+        if found.approval.status != pb.APPROVED:
+            status = Approval(_STATUS_NAMES[found.approval.status]).value
+            raise FailedPrecondition(
+                f"model {name!r} version {version} is {status}: only an Approved version can be deployed"
+            )
+        return found
+
+    # -- lineage -------------------------------------------------------------------------------------
+
+    def get_lineage(self, name: str, version: int) -> pb.Lineage:
+        with self._read() as session:
+            model = require_model(session, name)
+            return lineage.lineage(session, self.users_of, model, require_version(session, model, version))
+
+    def find_usages(self, view: str, version: int | None = None) -> list[pb.FeatureUsage]:
+        """Model versions using feature view ``view`` at ``version`` (any version when None)."""
+        with self._read() as session:
+            return lineage.usages(session, self.users_of, view, version)
+
+
+_STATUS_NAMES = {
+    pb.PENDING_MANUAL_APPROVAL: Approval.PENDING.value,
+    pb.APPROVED: Approval.APPROVED.value,
+    pb.REJECTED: Approval.REJECTED.value,
+}

@@ -1,0 +1,147 @@
+"""Checks of model-registry requests that need no database: names, signatures, feature references,
+metrics. Each failure is ``InvalidArgument`` naming the offending field."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.db.models import NAME_LENGTH
+from control_plane.model_registry.tables import DATASET_HASH_LENGTH, GIT_COMMIT_LENGTH, RUN_ID_LENGTH
+
+#: Model names and aliases: lowercase words joined by ``_`` or ``-`` (a model name is often a service
+#: name such as ``eta-predictor``).
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: ``view@version:feature`` (see :class:`FeatureRef`).
+FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]*):([a-z_][a-z0-9_]*)$")
+DTYPES = frozenset(
+    {
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+        "string",
+    }
+)
+MAX_TAGS = 64
+MAX_VALUE_LENGTH = 6000
+
+
+@dataclass(frozen=True, order=True)
+class FeatureRef:
+    """A model's input feature pinned to one version of its feature view."""
+
+    view: str
+    version: int
+    feature: str
+
+    def __str__(self) -> str:
+        return f"{self.view}@{self.version}:{self.feature}"
+
+
+def check_model_name(name: str, field: str = "model_name") -> str:
+    if not NAME_PATTERN.fullmatch(name) or len(name) > NAME_LENGTH:
+        raise InvalidArgument(
+            f"{field}: invalid model name {name!r}: must match {NAME_PATTERN.pattern},"
+            f" at most {NAME_LENGTH} characters"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not NAME_PATTERN.fullmatch(alias) or len(alias) > NAME_LENGTH:
+        raise InvalidArgument(
+            f"alias: invalid alias {alias!r}: must match {NAME_PATTERN.pattern},"
+            f" at most {NAME_LENGTH} characters"
+        )
+    return alias
+
+
+def check_version(version: int, field: str = "version") -> int:
+    if version < 1:
+        raise InvalidArgument(f"{field}: a model version is a number >= 1, got {version}")
+    return version
+
+
+def check_tags(tags: dict[str, str], field: str = "tags") -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"{field}: at most {MAX_TAGS} tags, got {len(tags)}")
+    for key, value in tags.items():
+        if not key or len(key) > NAME_LENGTH:
+            raise InvalidArgument(f"{field}: tag keys are 1 to {NAME_LENGTH} characters, got {key!r}")
+        if len(value) > MAX_VALUE_LENGTH:
+            raise InvalidArgument(f"{field}[{key!r}]: longer than {MAX_VALUE_LENGTH} characters")
+    return tags
+
+
+def parse_feature_ref(text: str, field: str = "feature_refs") -> FeatureRef:
+    match = FEATURE_REF_PATTERN.fullmatch(text)
+    if match is None:
+        raise InvalidArgument(
+            f"{field}: {text!r} is not a feature reference of the form view@version:feature"
+        )
+    return FeatureRef(match[1], int(match[2]), match[3])
+
+
+def parse_feature_refs(refs: list[str]) -> list[FeatureRef]:
+    parsed = [parse_feature_ref(ref, f"feature_refs[{index}]") for index, ref in enumerate(refs)]
+    seen: set[FeatureRef] = set()
+    for ref in parsed:
+        if ref in seen:
+            raise InvalidArgument(f"feature_refs: {ref} is listed twice")
+        seen.add(ref)
+    return parsed
+
+
+def _check_tensors(tensors: list[pb.TensorSpec], field: str) -> None:
+    names: set[str] = set()
+    for index, tensor in enumerate(tensors):
+        path = f"{field}[{index}]"
+        if not tensor.name or len(tensor.name) > NAME_LENGTH:
+            raise InvalidArgument(f"{path}.name: a tensor name is 1 to {NAME_LENGTH} characters")
+        if tensor.name in names:
+            raise InvalidArgument(f"{path}.name: duplicate tensor {tensor.name!r}")
+        names.add(tensor.name)
+        if tensor.dtype not in DTYPES:
+            raise InvalidArgument(f"{path}.dtype: unknown dtype {tensor.dtype!r}; one of {sorted(DTYPES)}")
+        for dim in tensor.shape:
+            if dim < -1:
+                raise InvalidArgument(f"{path}.shape: dimensions are >= 0, or -1 for dynamic; got {dim}")
+
+
+def check_signature(signature: pb.ModelSignature) -> None:
+    _check_tensors(list(signature.inputs), "signature.inputs")
+    _check_tensors(list(signature.outputs), "signature.outputs")
+
+
+def check_version_request(request: pb.CreateModelVersionRequest) -> list[FeatureRef]:
+    """Every database-free check of a registration; returns its parsed feature references."""
+    check_model_name(request.model_name)
+    if len(request.run_id) > RUN_ID_LENGTH:
+        raise InvalidArgument(f"run_id: longer than {RUN_ID_LENGTH} characters")
+    if not request.artifact_sha256:
+        raise InvalidArgument("artifact_sha256: a model version needs its artifact (upload it first)")
+    check_signature(request.signature)
+    if len(request.dataset.hash) > DATASET_HASH_LENGTH:
+        raise InvalidArgument(f"dataset.hash: longer than {DATASET_HASH_LENGTH} characters")
+    if len(request.git_commit) > GIT_COMMIT_LENGTH:
+        raise InvalidArgument(f"git_commit: longer than {GIT_COMMIT_LENGTH} characters")
+    for key, value in request.metrics.items():
+        if not key or len(key) > NAME_LENGTH:
+            raise InvalidArgument(f"metrics: metric names are 1 to {NAME_LENGTH} characters, got {key!r}")
+        if not math.isfinite(value):
+            raise InvalidArgument(f"metrics[{key!r}]: {value} is not a finite number")
+    check_tags(dict(request.hyperparameters), "hyperparameters")
+    return parse_feature_refs(list(request.feature_refs))

@@ -1,0 +1,153 @@
+"""Lineage both ways over real gRPC, the feature registry's guard, and ``aetherctl lineage``/``models``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.errors import FailedPrecondition, NotFound
+from clients.sdk.models import ModelRegistryClient
+from clients.sdk.registry import FeatureRegistryClient
+from control_plane.cli import models as models_cli
+from tests.integration.model_registry.conftest import Plane
+
+QUERY = '{"entity_df": "s3://lake/trips.parquet", "as_of": "event_ts", "features": ["rider_stats@2:trips"]}'
+
+
+@pytest.fixture
+def registered(
+    models: ModelRegistryClient, rider_stats: str, make_run: Callable[..., str], tmp_path: Path
+) -> tuple[str, str]:
+    """eta v1 reads rider_stats@1, eta v2 reads rider_stats@2 (from a tracked run); returns (run id,
+    artifact hash)."""
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"weights")
+    models.register_version("eta", artifact, feature_refs=["rider_stats@1:trips"])
+    run_id = make_run("eta-training", {"lr": "0.05", "depth": "8"})
+    version = models.register_version(
+        "eta",
+        artifact,
+        run_id=run_id,
+        dataset_hash="feed" * 16,
+        dataset_query=QUERY,
+        feature_refs=["rider_stats@2:rating", "rider_stats@2:trips"],
+        git_commit="0a1b2c3",
+    )
+    return run_id, version.artifact.sha256
+
+
+def test_lineage_returns_the_whole_chain(
+    plane: Plane, models: ModelRegistryClient, registered: tuple[str, str]
+) -> None:
+    run_id, _ = registered
+    plane.deployments.serving[("eta", 2)] = ["eta-prod"]
+    lineage = models.lineage("eta", 2)
+    assert [(d.name, d.detail) for d in lineage.deployments] == [("eta-prod", "serves eta version 2")]
+    assert (lineage.model_version.model_name, lineage.model_version.version) == ("eta", 2)
+    assert (lineage.run.run_id, lineage.run.experiment) == (run_id, "eta-training")
+    assert dict(lineage.run.params) == {"lr": "0.05", "depth": "8"}
+    assert lineage.run.status
+    assert (lineage.dataset.hash, lineage.dataset.query) == ("feed" * 16, QUERY)
+    [view] = lineage.feature_views
+    assert (view.name, view.version, view.status, view.entity) == (
+        "rider_stats",
+        2,
+        types_pb2.ACTIVE,
+        "rider",
+    )
+    assert (list(view.features_used), view.feature_count, view.owner) == (["rating", "trips"], 2, "growth")
+    assert (view.source.kind, view.source.uri) == ("batch", "s3://lake/riders.parquet")
+
+    first = models.lineage("eta", 1)
+    assert not first.HasField("run") and list(first.deployments) == []
+    assert [(v.name, v.version) for v in first.feature_views] == [("rider_stats", 1)]
+    with pytest.raises(NotFound):
+        models.lineage("eta", 3)
+
+
+def test_usages_find_model_versions_by_feature_view_version(
+    plane: Plane, models: ModelRegistryClient, registered: tuple[str, str]
+) -> None:
+    plane.deployments.serving[("eta", 2)] = ["eta-prod"]
+    models.approve("eta", 2)
+    at_two = models.usages("rider_stats", 2)
+    assert [(u.model_name, u.version, list(u.feature_refs)) for u in at_two] == [
+        ("eta", 2, ["rider_stats@2:rating", "rider_stats@2:trips"])
+    ]
+    assert at_two[0].approval_status == pb.APPROVED
+    assert [d.name for d in at_two[0].deployments] == ["eta-prod"]
+    assert [(u.model_name, u.version) for u in models.usages("rider_stats")] == [("eta", 1), ("eta", 2)]
+    with pytest.raises(NotFound):
+        models.usages("rider_stats", 5)
+    with pytest.raises(NotFound):
+        models.usages("no_such_view")
+
+
+def test_feature_registry_refuses_to_retire_or_delete_what_models_read(
+    models: ModelRegistryClient, features: FeatureRegistryClient, registered: tuple[str, str]
+) -> None:
+    features.deprecate_version("rider_stats", 1)
+    with pytest.raises(FailedPrecondition, match="model 'eta' version 1"):
+        features.retire_version("rider_stats", 1)
+    with pytest.raises(FailedPrecondition, match="model 'eta' version 1, model 'eta' version 2"):
+        features.delete_feature_view("rider_stats")
+    models.delete_version("eta", 1)
+    assert features.retire_version("rider_stats", 1).status == types_pb2.RETIRED
+    with pytest.raises(NotFound, match="retired"):  # a retired view version cannot be newly referenced
+        models.register_version("eta", artifact_sha256=registered[1], feature_refs=["rider_stats@1:trips"])
+
+
+def run_cli(plane: Plane, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    parser.add_argument("--control-plane", default=plane.address)
+    parser.add_argument("--timeout", type=float, default=20.0)
+    models_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+def test_cli_lineage_tree_and_usages(
+    plane: Plane, registered: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, _ = registered
+    assert run_cli(plane, "lineage", "eta", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "deployments: none"
+    assert lines[1].startswith("└── model eta version 2 (PendingManualApproval; artifact sha256:")
+    assert lines[2].startswith(f"    └── run {run_id} (experiment eta-training, ")
+    assert lines[3] == f"        └── dataset {'feed' * 16}, query {QUERY}"
+    assert lines[4].startswith(
+        "            └── feature view rider_stats@2 (ACTIVE, entity rider, owner growth)"
+    )
+    assert lines[5] == "                └── source batch s3://lake/riders.parquet"
+
+    assert run_cli(plane, "lineage", "--feature-view", "rider_stats", "--version", "1") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS"]
+    assert table[1].split() == ["eta", "1", "PendingManualApproval", "rider_stats@1:trips", "-"]
+    assert run_cli(plane, "lineage") == 2
+
+
+def test_cli_models_commands(
+    plane: Plane, registered: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(plane, "models", "approve", "eta", "2", "--reason", "good") == 0
+    assert "Approved by" in capsys.readouterr().out
+    assert run_cli(plane, "models", "alias", "eta", "champion", "2") == 0
+    assert capsys.readouterr().out.strip() == "eta@champion -> version 2"
+    assert run_cli(plane, "models", "list") == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["eta", "2", "champion=2"]
+    assert run_cli(plane, "models", "versions", "eta", "--status", "approved") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows[1:]] == ["2"]
+    assert run_cli(plane, "models", "get", "eta", "--alias", "champion") == 0
+    assert "eta version 2" in capsys.readouterr().out
+    assert run_cli(plane, "models", "reject", "eta", "1", "--reason", "stale features") == 0
+    assert run_cli(plane, "models", "delete", "eta", "1") == 0
+    assert "deleted" in capsys.readouterr().out

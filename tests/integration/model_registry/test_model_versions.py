@@ -1,0 +1,210 @@
+"""The model registry over real gRPC: numbering under concurrency, approval, aliases, deploy checks,
+deletes refused while deployed, and the refusals the issue lists."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from clients.sdk.models import ModelRegistryClient, signature
+from tests.integration.model_registry.conftest import Plane
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"onnx weights " * 100)
+    return path
+
+
+def test_twenty_concurrent_registrations_get_versions_one_to_twenty(
+    plane: Plane, models: ModelRegistryClient, artifact: Path
+) -> None:
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    models.create_model("eta")
+    start = threading.Barrier(20)
+
+    def register(_: int) -> int:
+        with ModelRegistryClient(plane.address, timeout=60) as client:
+            start.wait()
+            return int(client.register_version("eta", artifact_sha256=sha256, create_model=False).version)
+
+    with ThreadPoolExecutor(20) as pool:
+        versions = list(pool.map(register, range(20)))
+    assert sorted(versions) == list(range(1, 21))
+    assert [v.version for v in models.list_versions("eta")] == list(range(1, 21))
+    assert models.get_model("eta").latest_version == 20
+
+
+def test_concurrent_registrations_creating_the_same_new_model(
+    plane: Plane, models: ModelRegistryClient, artifact: Path
+) -> None:
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    start = threading.Barrier(8)
+
+    def register(_: int) -> int:
+        with ModelRegistryClient(plane.address, timeout=60) as client:
+            start.wait()
+            return int(client.register_version("fresh", artifact_sha256=sha256).version)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(register, range(8))) == list(range(1, 9))
+
+
+def test_version_records_everything_it_links_to(
+    models: ModelRegistryClient, artifact: Path, rider_stats: str, make_run: Callable[..., str]
+) -> None:
+    run_id = make_run(params={"lr": "0.1"})
+    sig = signature([("features", "float32", (-1, 2))], [("eta_seconds", "float32", (-1,))])
+    version = models.register_version(
+        "eta",
+        artifact,
+        run_id=run_id,
+        signature=sig,
+        dataset_hash="d" * 64,
+        dataset_query='{"entity_df": "trips.parquet", "features": ["rider_stats@2:trips"]}',
+        feature_refs=["rider_stats@2:trips", "rider_stats@2:rating"],
+        hyperparameters={"lr": "0.1"},
+        metrics={"rmse": 41.5},
+        git_commit="a1b2c3d",
+        description="first",
+    )
+    assert (version.model_name, version.version, version.run_id) == ("eta", 1, run_id)
+    assert version.artifact.size == artifact.stat().st_size
+    assert [(t.name, list(t.shape)) for t in version.signature.inputs] == [("features", [-1, 2])]
+    assert list(version.feature_refs) == ["rider_stats@2:trips", "rider_stats@2:rating"]
+    assert (version.approval.status, version.created_by) == (pb.PENDING_MANUAL_APPROVAL, "alice")
+    fetched = models.get_version("eta", 1)
+    assert fetched == version
+    assert models.get_version("eta") == version  # latest
+
+
+def test_refusals(
+    models: ModelRegistryClient, artifact: Path, rider_stats: str, make_run: Callable[..., str]
+) -> None:
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    with pytest.raises(NotFound, match="run 'nope' not found"):
+        models.register_version("eta", artifact_sha256=sha256, run_id="nope")
+    with pytest.raises(NotFound, match="artifact"):
+        models.register_version("eta", artifact_sha256="0" * 64)
+    with pytest.raises(NotFound, match="'rider_stats' version 7"):
+        models.register_version("eta", artifact_sha256=sha256, feature_refs=["rider_stats@7:trips"])
+    with pytest.raises(NotFound, match="feature 'rating' not found in feature view 'rider_stats' version 1"):
+        models.register_version("eta", artifact_sha256=sha256, feature_refs=["rider_stats@1:rating"])
+    with pytest.raises(InvalidArgument, match="view@version:feature"):
+        models.register_version("eta", artifact_sha256=sha256, feature_refs=["rider_stats:trips"])
+    with pytest.raises(InvalidArgument, match="not a finite number"):
+        models.register_version("eta", artifact_sha256=sha256, metrics={"rmse": float("nan")})
+    with pytest.raises(InvalidArgument, match="dtype"):
+        models.register_version("eta", artifact_sha256=sha256, signature=signature([("x", "float", [1])], []))
+    with pytest.raises(NotFound, match="registered model 'eta' not found"):
+        models.register_version("eta", artifact_sha256=sha256, create_model=False)
+    # Nothing above left a version or a model behind: refused registrations roll back whole.
+    assert models.list_models() == []
+    models.create_model("eta")
+    with pytest.raises(AlreadyExists):
+        models.create_model("eta")
+    with pytest.raises(NotFound):
+        models.get_version("eta", 1)
+
+
+def test_approval_aliases_and_deploy_check(models: ModelRegistryClient, artifact: Path) -> None:
+    for _ in range(3):
+        models.register_version("eta", artifact)
+    with pytest.raises(FailedPrecondition, match="PendingManualApproval"):
+        models.check_deployable("eta", 1)
+
+    approved = models.approve("eta", 1, "beats the champion on rmse")
+    assert (approved.approval.status, approved.approval.actor) == (pb.APPROVED, "alice")
+    assert approved.approval.reason == "beats the champion on rmse"
+    assert models.check_deployable("eta", 1).version == 1
+    assert models.approve("eta", 1).approval.reason == "beats the champion on rmse"  # repeat: no change
+    with pytest.raises(FailedPrecondition, match="already Approved"):
+        models.reject("eta", 1, "changed my mind")
+
+    models.reject("eta", 2, "leaks the label")
+    with pytest.raises(FailedPrecondition, match="already Rejected"):
+        models.approve("eta", 2)
+    with pytest.raises(FailedPrecondition, match="Rejected"):
+        models.check_deployable("eta", 2)
+    assert [v.version for v in models.list_versions("eta", status=pb.APPROVED)] == [1]
+
+    assert list(models.set_alias("eta", "champion", 1).aliases) == ["champion"]
+    models.set_alias("eta", "challenger", 3)
+    assert models.get_by_alias("eta", "challenger").version == 3
+    models.set_alias("eta", "champion", 3)  # moves
+    assert models.get_by_alias("eta", "champion").version == 3
+    assert dict(models.get_model("eta").aliases) == {"champion": 3, "challenger": 3}
+    models.delete_alias("eta", "challenger")
+    with pytest.raises(NotFound, match="no alias 'challenger'"):
+        models.get_by_alias("eta", "challenger")
+    with pytest.raises(NotFound):
+        models.set_alias("eta", "champion", 9)
+
+
+def test_delete_refused_while_deployed_and_numbers_never_reused(
+    plane: Plane, models: ModelRegistryClient, artifact: Path
+) -> None:
+    models.register_version("eta", artifact)
+    models.register_version("eta", artifact)
+    models.set_alias("eta", "champion", 2)
+    plane.deployments.serving[("eta", 2)] = ["eta-prod"]
+    with pytest.raises(FailedPrecondition, match="deployment 'eta-prod'"):
+        models.delete_version("eta", 2)
+    plane.deployments.serving.clear()
+    models.delete_version("eta", 2)
+    assert dict(models.get_model("eta").aliases) == {}  # the alias went with its version
+    assert models.register_version("eta", artifact).version == 3
+    with pytest.raises(FailedPrecondition, match="still has 2 version"):
+        models.delete_model("eta")
+    models.delete_version("eta", 1)
+    models.delete_version("eta", 3)
+    models.delete_model("eta")
+    assert models.list_models() == []
+
+
+def test_listing_pages_and_filters(models: ModelRegistryClient, artifact: Path) -> None:
+    for name in ("b-model", "a-model", "c-other"):
+        models.create_model(name, tags={"team": "eta" if name != "c-other" else "ops"})
+    page, token = models.list_models_page(page_size=2)
+    assert [m.name for m in page] == ["a-model", "b-model"] and token
+    page, token = models.list_models_page(page_size=2, page_token=token)
+    assert ([m.name for m in page], token) == (["c-other"], "")
+    assert [m.name for m in models.list_models(tags={"team": "eta"})] == ["a-model", "b-model"]
+    assert [m.name for m in models.list_models(name_prefix="c-")] == ["c-other"]
+    for _ in range(5):
+        models.register_version("a-model", artifact)
+    versions, token = models.list_versions_page("a-model", page_size=3)
+    assert [v.version for v in versions] == [1, 2, 3]
+    assert [v.version for v in models.list_versions_page("a-model", page_token=token)[0]] == [4, 5]
+
+
+def test_every_mutation_is_audited_with_its_actor(
+    plane: Plane, models: ModelRegistryClient, artifact: Path
+) -> None:
+    models.register_version("eta", artifact)
+    models.approve("eta", 1, "ok")
+    models.set_alias("eta", "champion", 1)
+    models.delete_alias("eta", "champion")
+    engine = create_engine(plane.db_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT actor, action, object_type, object_id FROM audit_log ORDER BY seq")
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("alice", "create", "registered_model", "eta"),
+        ("alice", "create", "model_version", "eta/1"),
+        ("alice", "approve", "model_version", "eta/1"),
+        ("alice", "create", "model_alias", "eta@champion"),
+        ("alice", "delete", "model_alias", "eta@champion"),
+    ]
