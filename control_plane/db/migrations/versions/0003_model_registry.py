@@ -1,7 +1,7 @@
 """Model registry tables: registered models, their versions, feature references and aliases.
 
 Revision ID: 0003_model_registry
-Revises: 0001
+Revises: 0002_tracking
 Create Date: 2026-11-24
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_model_registry"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_tracking"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Audit log: hash-chained entries and the head row naming the newest one.
 
 Revision ID: 0004_audit
-Revises: 0001
+Revises: 0003_model_registry
 Create Date: 2026-11-24
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_audit"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003_model_registry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
