@@ -16,11 +16,14 @@ before them (``/proc/self/clear_refs`` resets the mark), compared with the outpu
 (labels x features x 4 bytes plus one validity byte per label row and view).
 
 What each engine's timing includes: Aether, sorting the labels, the join and gathering values into
-label order with a validity mask; DuckDB, the query materialized as an Arrow table (in whatever row order
-DuckDB returns); pandas, sorting both sides by time and ``merge_asof`` (result in time order). DuckDB and
-pandas do not break event-time ties by ingestion time; the timestamps are µs over 90 days, so ties are
-practically absent, and the cross-check (matched rows and the sum of the first feature per view) is
-printed for every engine.
+label order with a validity mask (in memory); Aether-store, the same join end to end through the offline
+store: ``get_historical_features`` streaming the Parquet files (written, date-partitioned, before the
+timing) in two passes and returning an Arrow table with the dataset's content hash (run with the project's
+.venv interpreter, which has the control plane's imports); DuckDB, the query materialized as an Arrow table
+(in whatever row order DuckDB returns); pandas, sorting both sides by time and ``merge_asof`` (result in
+time order). DuckDB and pandas do not break event-time ties by ingestion time; the timestamps are µs
+over 90 days, so ties are practically absent, and the cross-check (matched rows and the sum of the first
+feature per view) is printed for every engine.
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ sys.path.insert(0, str(REPO_ROOT))  # the kernel is imported from the working tr
 DAY_US = 86_400_000_000
 SPAN_US = 90 * DAY_US
 CHUNK_ROWS = 1 << 20
-ENGINES = ("aether", "duckdb", "pandas")
+ENGINES = ("aether", "aether-store", "duckdb", "pandas")
+# The offline-store case runs the control plane's code, whose imports (grpc, protobuf) live in the
+# project's venv rather than the benchmark's; it only needs numpy, numba and pyarrow from either.
+PROJECT_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+T0_US = 1_704_067_200_000_000  # 2024-01-01 UTC: feature times become real dates for the partitions
 _printed_header: list[bool] = []  # the table header is printed before the first row
 
 
@@ -92,9 +99,15 @@ def run_case(data_dir: Path, engine: str, layout: str, repeats: int) -> dict[str
     label_entity = np.load(data_dir / "label_entity.npy")
     label_ts = np.load(data_dir / "label_ts.npy")
     views = load_views(data_dir, layout)
-    join = {"aether": setup_aether, "duckdb": setup_duckdb, "pandas": setup_pandas}[engine](
-        label_entity, label_ts, views
-    )
+    setups = {
+        "aether": setup_aether,
+        "aether-store": lambda entity, ts, feature_views: setup_aether_store(
+            entity, ts, feature_views, store_root=data_dir / f"offline_{layout}"
+        ),
+        "duckdb": setup_duckdb,
+        "pandas": setup_pandas,
+    }
+    join = setups[engine](label_entity, label_ts, views)
     times, peaks = [], []
     checks: list[tuple[int, float]] = []
     for _ in range(repeats):
@@ -136,6 +149,60 @@ def setup_aether(label_entity: np.ndarray, label_ts: np.ndarray, views: list[dic
     warm = new_state(index_labels(label_entity[:10], label_ts[:10]))
     asof_update(warm, views[0]["entity"][:10], views[0]["ts"][:10], views[0]["ingest"][:10])
     gather_rows(views[0]["values"][:10], asof_finalize(warm))
+    return join
+
+
+def setup_aether_store(
+    label_entity: np.ndarray, label_ts: np.ndarray, views: list[dict[str, np.ndarray]], store_root: Path
+) -> Any:
+    """End to end through the offline store: the views are written as Parquet (date-partitioned, not
+    timed), then ``get_historical_features`` streams them back file by file: label indexing, both passes
+    over the files, the Arrow result table (labels + one column per feature) and its content hash."""
+    import pyarrow as pa
+
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from clients.aether.v1 import types_pb2
+    from control_plane.offline.historical import get_historical_features
+    from control_plane.offline.store import OfflineStore
+
+    store = OfflineStore(str(store_root))
+    ts_type = pa.timestamp("us", tz="UTC")
+    catalog_views = {}
+    for v, view in enumerate(views):
+        width = view["values"].shape[1]
+        for start in range(0, view["ts"].shape[0], CHUNK_ROWS):
+            stop = min(view["ts"].shape[0], start + CHUNK_ROWS)
+            columns = {
+                "entity": pa.array(view["entity"][start:stop]),
+                "event_ts": pa.array(view["ts"][start:stop] + T0_US, ts_type),
+                "ingested_ts": pa.array(view["ingest"][start:stop] + T0_US, ts_type),
+            }
+            columns |= {f"f{c}": pa.array(view["values"][start:stop, c]) for c in range(width)}
+            store.write(f"view{v}", 1, pa.table(columns))
+        spec = pb.FeatureViewSpec(
+            name=f"view{v}",
+            entity="entity",
+            features=[pb.Feature(name=f"f{c}", value_type=types_pb2.FLOAT32) for c in range(width)],
+        )
+        catalog_views[f"view{v}"] = pb.FeatureView(spec=spec, version=1)
+
+    class StaticCatalog:
+        """The views just written, as the registry would describe them (the benchmark has no database)."""
+
+        def get_feature_view(self, name: str, version: int = 0) -> Any:
+            return catalog_views[name]
+
+        def get_entity(self, name: str) -> Any:
+            return pb.Entity(name=name, join_keys=[pb.JoinKey(name="entity", value_type=types_pb2.INT64)])
+
+    catalog = StaticCatalog()
+    labels = pa.table({"entity": label_entity, "event_ts": pa.array(label_ts + T0_US, ts_type)})
+    refs = list(catalog_views)
+
+    def join() -> Any:
+        return get_historical_features(store, catalog, labels, refs, record=False).table
+
+    get_historical_features(store, catalog, labels.slice(0, 10), refs, record=False)  # compiles numba
     return join
 
 
@@ -195,6 +262,10 @@ def result_checks(engine: str, result: Any, n_views: int) -> list[tuple[int, flo
         if engine == "aether":
             values, valid = result[v]
             checks.append((int(valid.sum()), float(values[valid, 0].sum(dtype=np.float64))))
+        elif engine == "aether-store":
+            column = result.column(f"view{v}:f0")
+            present = column.drop_null().to_numpy()
+            checks.append((len(present), float(present.sum(dtype=np.float64))))
         else:
             column = result[f"v{v}_f0"]
             array = column.to_numpy(zero_copy_only=False) if engine == "duckdb" else column.to_numpy()
@@ -270,7 +341,9 @@ def main() -> None:
         for layout in ("one", "five"):
             for engine in args.engines.split(","):
                 repeats = min(args.repeats, 2) if engine == "pandas" else args.repeats
-                command = [sys.executable, __file__, "--case", f"{engine}/{layout}", "--data", str(data_dir)]
+                in_project = engine == "aether-store" and PROJECT_PYTHON.exists()
+                python = PROJECT_PYTHON if in_project else sys.executable
+                command = [str(python), __file__, "--case", f"{engine}/{layout}", "--data", str(data_dir)]
                 command += ["--repeats", str(repeats)]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
@@ -300,12 +373,13 @@ def main() -> None:
 def print_row(case: dict[str, Any]) -> None:
     if not _printed_header:
         print(
-            f"{'layout':6} {'engine':7} {'best s':>8} {'labels/s':>12} {'peak MiB':>9} {'peak/out':>8} checks"
+            f"{'layout':6} {'engine':12} {'best s':>8} {'labels/s':>12} {'peak MiB':>9} {'peak/out':>8} "
+            "checks"
         )
         _printed_header.append(True)
     checks = "; ".join(f"{c['matched']} / {c['sum_first_feature']:.1f}" for c in case["checks"])
     print(
-        f"{case['layout']:6} {case['engine']:7} {case['best_s']:8.3f} {case['label_rows_per_s']:12,.0f} "
+        f"{case['layout']:6} {case['engine']:12} {case['best_s']:8.3f} {case['label_rows_per_s']:12,.0f} "
         f"{case['peak_extra_bytes'] / 2**20:9.0f} {case['peak_over_output']:8.2f} {checks}",
         flush=True,
     )

@@ -1,0 +1,45 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetHistoricalFeaturesRequest(_message.Message):
+    __slots__ = ("features", "entity_rows_arrow", "entity_rows_path", "timestamp_column", "output_path", "summary_only")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ROWS_ARROW_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ROWS_PATH_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[str]
+    entity_rows_arrow: bytes
+    entity_rows_path: str
+    timestamp_column: str
+    output_path: str
+    summary_only: bool
+    def __init__(self, features: _Optional[_Iterable[str]] = ..., entity_rows_arrow: _Optional[bytes] = ..., entity_rows_path: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., output_path: _Optional[str] = ..., summary_only: _Optional[bool] = ...) -> None: ...
+
+class MatchedCount(_message.Message):
+    __slots__ = ("column", "rows")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    rows: int
+    def __init__(self, column: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class GetHistoricalFeaturesResponse(_message.Message):
+    __slots__ = ("arrow_chunk", "dataset_hash", "row_count", "matched", "output_path")
+    ARROW_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DATASET_HASH_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    arrow_chunk: bytes
+    dataset_hash: str
+    row_count: int
+    matched: _containers.RepeatedCompositeFieldContainer[MatchedCount]
+    output_path: str
+    def __init__(self, arrow_chunk: _Optional[bytes] = ..., dataset_hash: _Optional[str] = ..., row_count: _Optional[int] = ..., matched: _Optional[_Iterable[_Union[MatchedCount, _Mapping]]] = ..., output_path: _Optional[str] = ...) -> None: ...

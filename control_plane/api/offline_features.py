@@ -1,0 +1,102 @@
+"""The ``aether.v1.OfflineFeatures`` gRPC service: receives the entity rows (Arrow IPC pieces or a
+Parquet path), builds the training set in a worker thread (the join is blocking CPU and file work) and
+streams it back as Arrow IPC pieces, then a summary with the dataset hash."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc.aio
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clients.aether.v1 import offline_features_pb2 as pb
+from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
+from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_stream
+from control_plane.api.context import ServiceContext
+from control_plane.offline.historical import TrainingSet, get_historical_features
+from control_plane.offline.resolve import ViewCatalog
+from control_plane.offline.store import OfflineStore, open_filesystem
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+OFFLINE_FEATURES_SERVICE: str = pb.DESCRIPTOR.services_by_name["OfflineFeatures"].full_name
+#: Entity rows larger than this are refused: send a Parquet path the server can read instead.
+MAX_ENTITY_ROWS_BYTES = 1 << 30
+
+
+class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
+    def __init__(self, store: OfflineStore, catalog: ViewCatalog, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._chunk_bytes = chunk_bytes
+
+    @maps_errors
+    async def GetHistoricalFeatures(
+        self, requests: AsyncIterator[pb.GetHistoricalFeaturesRequest], context: Context
+    ) -> AsyncIterator[pb.GetHistoricalFeaturesResponse]:
+        head: pb.GetHistoricalFeaturesRequest | None = None
+        pieces: list[bytes] = []
+        received = 0
+        async for request in requests:
+            head = head or request
+            if request.entity_rows_arrow:
+                received += len(request.entity_rows_arrow)
+                if received > MAX_ENTITY_ROWS_BYTES:
+                    raise ResourceExhausted(
+                        f"entity rows exceed {MAX_ENTITY_ROWS_BYTES} bytes; pass a Parquet path instead"
+                    )
+                pieces.append(request.entity_rows_arrow)
+        if head is None:
+            raise InvalidArgument("empty request: send the feature references and entity rows")
+        training = await asyncio.to_thread(self._build, head, pieces)
+        if not head.summary_only:
+            for piece in arrow_stream_pieces(training.table, self._chunk_bytes):
+                yield pb.GetHistoricalFeaturesResponse(arrow_chunk=piece)
+        yield pb.GetHistoricalFeaturesResponse(
+            dataset_hash=training.dataset_hash,
+            row_count=training.row_count,
+            matched=[pb.MatchedCount(column=name, rows=rows) for name, rows in training.matched.items()],
+            output_path=training.output_path or "",
+        )
+
+    def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> TrainingSet:
+        entity_rows = _entity_rows(head, pieces)
+        return get_historical_features(
+            self._store,
+            self._catalog,
+            entity_rows,
+            list(head.features),
+            timestamp_column=head.timestamp_column or None,
+            output_path=head.output_path or None,
+        )
+
+
+def _entity_rows(head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> pa.Table:
+    if head.entity_rows_path and pieces:
+        raise InvalidArgument("send entity rows either as Arrow pieces or as a Parquet path, not both")
+    if head.entity_rows_path:
+        filesystem, path = open_filesystem(head.entity_rows_path)
+        try:
+            return pq.read_table(path, filesystem=filesystem)
+        except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
+            raise InvalidArgument(f"cannot read entity rows from {head.entity_rows_path!r}: {exc}") from None
+    if not pieces:
+        raise InvalidArgument("no entity rows: send entity_rows_arrow pieces or entity_rows_path")
+    return read_arrow_stream(pieces)
+
+
+def offline_root(context: ServiceContext) -> str:
+    """The settings' ``offline_root`` when they have one, else ``AETHER_OFFLINE_ROOT``, else the
+    ``offline`` folder in the control plane's home."""
+    configured = getattr(context.settings, "offline_root", None)
+    return str(configured or os.environ.get("AETHER_OFFLINE_ROOT") or context.settings.home / "offline")
+
+
+def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+    servicer = OfflineFeaturesServicer(OfflineStore(offline_root(context)), context.registry)
+    pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    return OFFLINE_FEATURES_SERVICE

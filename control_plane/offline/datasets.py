@@ -1,0 +1,119 @@
+"""Training sets as lineage: a content hash of a dataset, its record in the offline root
+(``_datasets/<hash>.json``), and writing a dataset to Parquet atomically.
+
+The hash is sha256 over a canonical serialization: the Arrow IPC stream of the table with schema and
+field metadata removed, chunks combined and re-split into batches of :data:`CANONICAL_BATCH_ROWS` rows,
+no compression. Equal tables (same column names, types, values and order) hash equally however they
+were chunked or whichever path built them (in process, over gRPC, from Parquet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from clients.errors import NotFound
+from control_plane.offline.store import OfflineStore, open_filesystem
+
+CANONICAL_BATCH_ROWS = 65_536
+# A leading underscore: view names may not start with one, so no view folder can collide with it.
+DATASETS_DIR = "_datasets"
+
+
+class _HashingSink:
+    """A write-only file that feeds sha256 instead of storing: hashing never holds the serialization."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def canonical(table: pa.Table) -> pa.Table:
+    """``table`` without schema or field metadata, in one chunk per column."""
+    schema = pa.schema([field.remove_metadata() for field in table.schema])
+    return pa.Table.from_arrays(list(table.combine_chunks().columns), schema=schema)
+
+
+def content_hash(table: pa.Table) -> str:
+    """Hex sha256 of the canonical serialization of ``table`` (module doc)."""
+    table = canonical(table)
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        writer.write_table(table, max_chunksize=CANONICAL_BATCH_ROWS)
+    return sink.digest.hexdigest()
+
+
+def record_dataset(store: OfflineStore, dataset_hash: str, record: Mapping[str, Any]) -> str:
+    """Writes ``_datasets/<hash>.json`` under the store's root unless it exists (a dataset with this hash
+    was already recorded: same content, and its first creation time is the one kept). Returns its path."""
+    folder = f"{store.base_path}/{DATASETS_DIR}"
+    path = f"{folder}/{dataset_hash}.json"
+    if store.filesystem.get_file_info(path).type == pafs.FileType.File:
+        return path
+    store.filesystem.create_dir(folder, recursive=True)
+    body = json.dumps({"dataset_hash": dataset_hash, **record}, indent=2, sort_keys=True).encode()
+    _write_atomically(store.filesystem, path, lambda sink: sink.write(body))
+    return path
+
+
+def read_dataset_record(store: OfflineStore, dataset_hash: str) -> dict[str, Any]:
+    path = f"{store.base_path}/{DATASETS_DIR}/{dataset_hash}.json"
+    try:
+        with store.filesystem.open_input_stream(path) as source:
+            record: dict[str, Any] = json.loads(source.read())
+    except FileNotFoundError:
+        raise NotFound(f"no dataset {dataset_hash!r} recorded") from None
+    return record
+
+
+def write_parquet(table: pa.Table, target: str) -> str:
+    """Writes ``table`` to ``target`` (a local path or a pyarrow filesystem URI) so that readers see the
+    old file or the whole new one, never a part. Returns the filesystem path written."""
+    filesystem, path = open_filesystem(target)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    _write_atomically(filesystem, path, lambda sink: pq.write_table(table, sink))
+    return path
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _write_atomically(filesystem: pafs.FileSystem, path: str, write: Any) -> None:
+    if filesystem.type_name != "local":  # object stores publish an upload only once it is complete
+        with filesystem.open_output_stream(path) as sink:
+            write(sink)
+        return
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "wb") as sink:
+            write(sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,160 @@
+"""Point-in-time training sets: ``get_historical_features(entity rows, feature refs)``.
+
+For each entity row (join keys + a label timestamp) and each requested feature: the value of the latest
+stored row of that entity with event time <= the label time (never later), null when there is none or
+when it is older than the view's TTL; ties on event time go to the latest ingestion (see
+``kernels/asof_join.py`` for the exact rules). Many views and versions in one call: the label rows are
+indexed once per entity and shared by every view of it. The result keeps the entity rows, in their
+original order and with every original column, and adds one column per feature named after its
+reference (``view:feature`` or ``view@2:feature``).
+
+Every training set gets a content hash (``datasets.content_hash``) and, unless told otherwise, a lineage
+record in the offline root (``_datasets/<hash>.json``: the references, the resolved view versions, a
+hash and row count of the entity rows, and the creation time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from clients.errors import InvalidArgument
+from control_plane.offline.datasets import content_hash, record_dataset, utc_now_iso, write_parquet
+from control_plane.offline.keys import KeyEncoder
+from control_plane.offline.pit import Int64Array, Labels, join_view
+from control_plane.offline.resolve import ViewCatalog, ViewPlan, plan_views
+from control_plane.offline.store import OfflineStore, normalize_timestamps
+from kernels.asof_join import index_labels
+
+DEFAULT_TIMESTAMP_COLUMNS = ("event_ts", "timestamp", "label_ts", "ts")
+DEFAULT_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    table: pa.Table
+    dataset_hash: str
+    #: Result column -> how many rows got a value.
+    matched: dict[str, int] = field(default_factory=dict)
+    #: Where the Parquet copy was written, when one was asked for.
+    output_path: str | None = None
+
+    @property
+    def row_count(self) -> int:
+        return int(self.table.num_rows)
+
+    def matched_fraction(self, column: str) -> float:
+        return self.matched[column] / self.row_count if self.row_count else 0.0
+
+
+def get_historical_features(
+    store: OfflineStore,
+    catalog: ViewCatalog,
+    entity_rows: pa.Table,
+    features: Sequence[str],
+    *,
+    timestamp_column: str | None = None,
+    output_path: str | None = None,
+    record: bool = True,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> TrainingSet:
+    """The training set for ``entity_rows`` (module doc). ``timestamp_column`` names the label time; by
+    default the first of :data:`DEFAULT_TIMESTAMP_COLUMNS` present, else the only timestamp column.
+    ``output_path`` (a local path or pyarrow filesystem URI) also writes the result as Parquet.
+
+    INVALID_ARGUMENT: a malformed reference, a missing join key or timestamp column (named), naive or null
+    timestamps, a result column that clashes with an entity-row column. NOT_FOUND: an unknown view,
+    version or feature."""
+    plans = plan_views(catalog, features)
+    ts_name = _timestamp_column(entity_rows, timestamp_column)
+    label_ts = _label_micros(entity_rows, ts_name)
+    _refuse_clashes(entity_rows, plans)
+
+    shared: dict[tuple[str, ...], Labels] = {}
+    columns: dict[str, pa.Array] = {}
+    for plan in plans:
+        key_names = tuple(key.name for key in plan.join_keys)
+        labels = shared.get(key_names)
+        if labels is None:
+            labels = _prepare_labels(entity_rows, plan, label_ts)
+            shared[key_names] = labels
+        columns.update(join_view(store, plan, labels, batch_rows))
+
+    table = entity_rows
+    for plan in plans:
+        for column in plan.columns:
+            table = table.append_column(pa.field(column.name, column.dtype), columns[column.name])
+    dataset_hash = content_hash(table)
+    matched = {name: len(values) - values.null_count for name, values in columns.items()}
+    written = write_parquet(table, output_path) if output_path else None
+    if record:
+        record_dataset(
+            store,
+            dataset_hash,
+            {
+                "created_at": utc_now_iso(),
+                "features": list(features),
+                "views": [
+                    {"view": p.view, "version": p.version, "columns": [c.name for c in p.columns]}
+                    for p in plans
+                ],
+                "entity_rows": {
+                    "sha256": content_hash(entity_rows),
+                    "row_count": entity_rows.num_rows,
+                    "timestamp_column": ts_name,
+                },
+                "row_count": table.num_rows,
+                "matched": matched,
+                "output_path": written,
+            },
+        )
+    return TrainingSet(table, dataset_hash, matched, written)
+
+
+def _timestamp_column(rows: pa.Table, requested: str | None) -> str:
+    if requested:
+        if requested not in rows.column_names:
+            raise InvalidArgument(f"entity rows lack the timestamp column {requested!r}")
+        return requested
+    for name in DEFAULT_TIMESTAMP_COLUMNS:
+        if name in rows.column_names:
+            return name
+    candidates = [f.name for f in rows.schema if pa.types.is_timestamp(f.type)]
+    if len(candidates) == 1:
+        return str(candidates[0])
+    raise InvalidArgument(
+        "entity rows need a timestamp column: name it with timestamp_column or call it one of "
+        f"{', '.join(DEFAULT_TIMESTAMP_COLUMNS)} (timestamp columns found: {', '.join(candidates) or 'none'})"
+    )
+
+
+def _label_micros(rows: pa.Table, name: str) -> Int64Array:
+    column = normalize_timestamps(rows.select([name]), [name]).column(0)
+    if column.null_count:
+        raise InvalidArgument(f"timestamp column {name!r} holds {column.null_count} null(s)")
+    return np.ascontiguousarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _refuse_clashes(rows: pa.Table, plans: list[ViewPlan]) -> None:
+    existing = set(rows.column_names)
+    for plan in plans:
+        for column in plan.columns:
+            if column.name in existing:
+                raise InvalidArgument(f"entity rows already have a column named {column.name!r}")
+
+
+def _prepare_labels(rows: pa.Table, plan: ViewPlan, label_ts: Int64Array) -> Labels:
+    missing = [key.name for key in plan.join_keys if key.name not in rows.column_names]
+    if missing:
+        raise InvalidArgument(
+            f"entity rows lack join key column(s) {', '.join(map(repr, missing))} of entity {plan.entity!r} "
+            f"(needed by feature view {plan.view!r})"
+        )
+    encoder = KeyEncoder(plan.join_keys, [rows.column(key.name) for key in plan.join_keys])
+    index = index_labels(encoder.label_codes, label_ts)
+    ts_min = int(label_ts.min()) if label_ts.size else 0
+    ts_max = int(label_ts.max()) if label_ts.size else 0
+    return Labels(encoder, index, ts_min, ts_max)

@@ -1,0 +1,265 @@
+"""The offline store: feature rows as Parquet files, partitioned by view / version / event date.
+
+Layout, under a root that is a local folder or any ``pyarrow.fs`` URI (``file:///…``, ``s3://…``)::
+
+    <root>/<view>/v<version>/date=YYYY-MM-DD/<uuid>.parquet
+
+Every file holds the entity join-key columns, ``event_ts`` and ``ingested_ts`` (``timestamp[us, tz=UTC]``)
+and one column per feature. A file is written whole or not at all: on a local filesystem it is written
+under a hidden temporary name (a leading ``.``) and renamed into place, so a writer that dies mid-write
+leaves only a hidden fragment that readers never list. Object stores make an upload visible only once it
+is complete, so there the final name is written directly.
+
+File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first), so listing a partition in name
+order lists files in write order. Readers rely on that for determinism: the as-of join breaks exact
+ties (same event and ingestion time) by row position, and a later write then wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from clients.errors import InvalidArgument
+
+EVENT_TS = "event_ts"
+INGESTED_TS = "ingested_ts"
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+PARQUET_SUFFIX = ".parquet"
+DATE_PREFIX = "date="
+_TEMP_PREFIX = "."
+
+
+def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
+    """``AETHER_OFFLINE_ROOT``, else ``$AETHER_HOME/offline`` (``AETHER_HOME`` defaults to ``~/.aether``)."""
+    env = os.environ if environ is None else environ
+    configured = env.get("AETHER_OFFLINE_ROOT")
+    if configured:
+        return configured
+    home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
+    return str(home / "offline")
+
+
+def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and base path of ``root``: a URI goes through ``FileSystem.from_uri``, anything
+    else is a local path (made absolute, so the store does not depend on the working directory)."""
+    if "://" in root:
+        filesystem, path = pafs.FileSystem.from_uri(root)
+        return filesystem, path.rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+
+
+class OfflineStore:
+    """Append-only Parquet storage of feature rows. Safe for concurrent writers (every file has a unique
+    name) and for readers running alongside writers (they never see a partial file)."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root if root is not None else default_offline_root()
+        self.filesystem, self.base_path = open_filesystem(self.root)
+        # Object stores make a PUT visible only when complete; local renames give the same guarantee.
+        self._rename_into_place = self.filesystem.type_name == "local"
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def write(self, view: str, version: int, table: pa.Table) -> list[str]:
+        """Appends ``table`` (join keys, ``event_ts``, ``ingested_ts``, features) to the view version,
+        one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC.
+        Returns the written file paths (filesystem paths, without the URI scheme)."""
+        _check_name(view)
+        if version < 1:
+            raise InvalidArgument(f"version must be >= 1, got {version}")
+        table = normalize_timestamps(table, (EVENT_TS, INGESTED_TS))
+        if table.num_rows == 0:
+            return []
+        if table.column(EVENT_TS).null_count or table.column(INGESTED_TS).null_count:
+            raise InvalidArgument(f"{EVENT_TS} and {INGESTED_TS} must not be null")
+        dates = pc.floor_temporal(table.column(EVENT_TS), unit="day")
+        written: list[str] = []
+        for day in pc.unique(dates).to_pylist():
+            rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
+            partition = self._partition_dir(view, version, day.date())
+            self.filesystem.create_dir(partition, recursive=True)
+            written.append(self._write_file(partition, rows))
+        return written
+
+    def _write_file(self, partition: str, rows: pa.Table) -> str:
+        final = f"{partition}/{_time_ordered_uuid()}{PARQUET_SUFFIX}"
+        if not self._rename_into_place:
+            pq.write_table(rows, final, filesystem=self.filesystem)
+            return final
+        temp = f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+        try:
+            # Flushed to disk before the rename: otherwise a power cut could publish an empty name.
+            with open(temp, "wb") as sink:
+                pq.write_table(rows, sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return final
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def versions(self, view: str) -> list[int]:
+        """Versions of ``view`` that have data."""
+        infos = self._list_dir(f"{self.base_path}/{view}")
+        names = [info.base_name for info in infos if info.type == pafs.FileType.Directory]
+        return sorted(int(name[1:]) for name in names if name[:1] == "v" and name[1:].isdigit())
+
+    def dates(self, view: str, version: int) -> list[dt.date]:
+        """Event dates with a partition, oldest first."""
+        found = []
+        for info in self._list_dir(self._version_dir(view, version)):
+            if info.type != pafs.FileType.Directory or not info.base_name.startswith(DATE_PREFIX):
+                continue
+            try:
+                found.append(dt.date.fromisoformat(info.base_name[len(DATE_PREFIX) :]))
+            except ValueError:
+                continue  # not ours
+        return sorted(found)
+
+    def files(
+        self, view: str, version: int, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> list[str]:
+        """Complete data files whose partition may hold event times in ``[start, end)``, oldest date first
+        and in write order within a date. A snapshot: files written later are not in the list, which is
+        what a multi-pass reader needs to see the same rows on every pass."""
+        first = _utc(start, "start").date() if start is not None else None
+        last = _utc(end, "end").date() if end is not None else None
+        paths: list[str] = []
+        for day in self.dates(view, version):
+            if (first is not None and day < first) or (last is not None and day > last):
+                continue
+            infos = self._list_dir(self._partition_dir(view, version, day))
+            paths.extend(
+                sorted(
+                    info.path
+                    for info in infos
+                    if info.type == pafs.FileType.File
+                    and info.base_name.endswith(PARQUET_SUFFIX)
+                    and not info.base_name.startswith((_TEMP_PREFIX, "_"))
+                )
+            )
+        return paths
+
+    def schema(self, path: str) -> pa.Schema:
+        return pq.read_schema(path, filesystem=self.filesystem)
+
+    def read_file(
+        self, path: str, columns: Sequence[str] | None = None, batch_size: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """The batches of one file (a path from :meth:`files`), reading ``batch_size`` rows at a time."""
+        with self.filesystem.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            yield from parquet.iter_batches(
+                batch_size=batch_size, columns=list(columns) if columns is not None else None
+            )
+
+    def scan(
+        self,
+        view: str,
+        version: int,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows of the view version with ``start <= event_ts < end`` (either bound optional), file by file,
+        so memory stays bounded by one batch whatever the store's size. ``columns`` limits the columns
+        read (``event_ts`` is read anyway when a bound is given, and dropped again if not asked for)."""
+        lower = pa.scalar(_utc(start, "start"), type=TIMESTAMP_TYPE) if start is not None else None
+        upper = pa.scalar(_utc(end, "end"), type=TIMESTAMP_TYPE) if end is not None else None
+        wanted = list(columns) if columns is not None else None
+        needs_ts = wanted is not None and (lower is not None or upper is not None) and EVENT_TS not in wanted
+        read_columns = [*wanted, EVENT_TS] if (wanted is not None and needs_ts) else wanted
+        for path in self.files(view, version, start, end):
+            for batch in self.read_file(path, read_columns):
+                if lower is not None or upper is not None:
+                    batch = batch.filter(_within(batch.column(EVENT_TS), lower, upper))
+                if needs_ts:
+                    batch = batch.drop_columns([EVENT_TS])
+                if batch.num_rows:
+                    yield batch
+
+    # -- paths -----------------------------------------------------------------------------------------
+
+    def _version_dir(self, view: str, version: int) -> str:
+        _check_name(view)
+        return f"{self.base_path}/{view}/v{version}"
+
+    def _partition_dir(self, view: str, version: int, day: dt.date) -> str:
+        return f"{self._version_dir(view, version)}/{DATE_PREFIX}{day.isoformat()}"
+
+    def _list_dir(self, path: str) -> list[pafs.FileInfo]:
+        infos: list[pafs.FileInfo] = self.filesystem.get_file_info(
+            pafs.FileSelector(path, allow_not_found=True, recursive=False)
+        )
+        return infos
+
+
+def normalize_timestamps(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """``table`` with the named columns cast to ``timestamp[us, tz=UTC]``. A missing column, a
+    non-timestamp column or a naive (zone-less) one is refused, naming the column: a naive time would be
+    read in some unknown zone and silently shift every join."""
+    for name in names:
+        index = table.schema.get_field_index(name)
+        if index < 0:
+            raise InvalidArgument(f"column {name!r} is missing (columns: {', '.join(table.column_names)})")
+        column_type = table.schema.field(index).type
+        if not pa.types.is_timestamp(column_type):
+            raise InvalidArgument(f"column {name!r} must be a timestamp with a time zone, got {column_type}")
+        if column_type.tz is None:
+            raise InvalidArgument(f"column {name!r} holds naive timestamps; give them a time zone (e.g. UTC)")
+        if column_type != TIMESTAMP_TYPE:
+            table = table.set_column(index, name, table.column(index).cast(TIMESTAMP_TYPE))
+    return table
+
+
+def _within(ts: pa.Array, lower: pa.Scalar | None, upper: pa.Scalar | None) -> pa.Array:
+    mask = None
+    if lower is not None:
+        mask = pc.greater_equal(ts, lower)
+    if upper is not None:
+        below = pc.less(ts, upper)
+        mask = below if mask is None else pc.and_(mask, below)
+    return mask
+
+
+def _utc(moment: dt.datetime, name: str) -> dt.datetime:
+    if moment.tzinfo is None:
+        raise InvalidArgument(f"{name} must carry a time zone")
+    return moment.astimezone(dt.UTC)
+
+
+def _check_name(view: str) -> None:
+    # The name becomes a path segment: refuse anything that could climb out of or hide in the root.
+    if not view or "/" in view or "\\" in view or view.startswith((".", "_")):
+        raise InvalidArgument(f"invalid feature view name {view!r}")
+
+
+_sequence = itertools.count()
+_sequence_lock = threading.Lock()
+
+
+def _time_ordered_uuid() -> str:
+    """A UUIDv7-style name: 48 bits of milliseconds, then a per-process sequence and random bits, so names
+    sort in write order (the sequence keeps order within one millisecond of one process)."""
+    with _sequence_lock:
+        sequence = next(_sequence) & 0xFFF
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | sequence << 64 | 0b10 << 62
+    value |= secrets.randbits(62)
+    return str(uuid.UUID(int=value))

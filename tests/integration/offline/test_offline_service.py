@@ -1,0 +1,183 @@
+"""``aether.v1.OfflineFeatures`` on a real control plane (gRPC on loopback, every ``db_url`` backend):
+the SDK and ``aetherctl historical`` get the same training set and dataset hash as the in-process core,
+in pieces small enough for any gRPC limit, and errors arrive with their status codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument, NotFound
+from clients.sdk.offline import OfflineFeaturesClient
+from control_plane.api.offline_features import add_to_server
+from control_plane.cli import historical
+from control_plane.offline.historical import get_historical_features
+from control_plane.offline.store import OfflineStore
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
+from tests.unit.offline.builders import (
+    at,
+    create_view,
+    ensure_entity,
+    entity_rows,
+    feature_rows,
+    feature_spec,
+)
+
+USERS = 1000
+
+
+@pytest.fixture
+async def server(tmp_path: Path, db_url: str) -> AsyncIterator[ControlPlaneServer]:
+    settings = ControlPlaneSettings(home=tmp_path / "home", db_url=db_url, listen_addr="127.0.0.1:0")
+    handle = await start_server(settings, services=[add_to_server])
+    yield handle
+    await handle.stop()
+
+
+@pytest.fixture
+async def store(server: ControlPlaneServer, tmp_path: Path) -> OfflineStore:
+    """The server's offline store, holding view ``stats`` (score, trips) for users 0..999 every hour."""
+    registry = server.registry
+    await asyncio.to_thread(ensure_entity, registry)
+    spec = feature_spec("stats", (("score", types_pb2.FLOAT64), ("trips", types_pb2.INT64)), ttl_seconds=7200)
+    await asyncio.to_thread(create_view, registry, spec)
+    store = OfflineStore(str(tmp_path / "home" / "offline"))
+    hours = 6
+    users = np.tile(np.arange(USERS), hours)
+    times = [at(3600 * h) for h in range(hours) for _ in range(USERS)]
+    rows = feature_rows({"user_id": users}, times, {"score": users * 0.5, "trips": np.arange(USERS * hours)})
+    store.write("stats", 1, rows)
+    return store
+
+
+def labels(n: int) -> pa.Table:
+    rng = np.random.default_rng(7)
+    return entity_rows(
+        {"user_id": rng.integers(0, USERS + 100, n)},  # some users have no rows
+        [at(float(s)) for s in rng.integers(-3600, 12 * 3600, n)],
+    )
+
+
+async def test_sdk_gets_the_training_set_in_pieces(server: ControlPlaneServer, store: OfflineStore) -> None:
+    rows = labels(300_000)  # 4.8 MB of Arrow in, 12 MB out: past gRPC's 4 MiB message limit, so in pieces
+    expected = await asyncio.to_thread(
+        get_historical_features, store, server.registry, rows, ["stats", "stats@1:trips"], record=False
+    )
+    with OfflineFeaturesClient(server.address) as client:
+        table, dataset_hash = await asyncio.to_thread(
+            client.get_historical_features, rows, ["stats", "stats@1:trips"]
+        )
+    assert table.equals(expected.table)
+    assert dataset_hash == expected.dataset_hash
+    assert 0 < expected.matched["stats:score"] < rows.num_rows  # labels before the first row or too old
+
+
+async def test_entity_rows_from_a_server_path_and_output_written_there(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(labels(500), entities)
+    out = tmp_path / "train" / "set.parquet"
+    with OfflineFeaturesClient(server.address) as client:
+        result = await asyncio.to_thread(
+            client.historical_features,
+            str(entities),
+            ["stats:score"],
+            output_path=str(out),
+            summary_only=True,
+        )
+    assert result.table.num_rows == 0 and result.row_count == 500
+    written = pq.read_table(out)
+    assert written.num_rows == 500 and written.column_names[-1] == "stats:score"
+    assert result.matched == {"stats:score": 500 - written.column("stats:score").null_count}
+    assert result.output_path == str(out)
+
+
+@pytest.mark.parametrize(
+    ("features", "rows", "error", "message"),
+    [
+        (["nope"], labels(3), NotFound, "nope"),
+        (["stats:nope"], labels(3), NotFound, "nope"),
+        (["stats@7"], labels(3), NotFound, "7"),
+        (["stats::"], labels(3), InvalidArgument, "malformed"),
+        (["stats"], labels(3).drop_columns(["user_id"]), InvalidArgument, "user_id"),
+        (["stats"], labels(3).drop_columns(["event_ts"]), InvalidArgument, "timestamp"),
+        (
+            ["stats"],
+            pa.table(
+                {"user_id": [1], "event_ts": pa.array([at(0).replace(tzinfo=None)], pa.timestamp("us"))}
+            ),
+            InvalidArgument,
+            "event_ts",
+        ),
+    ],
+)
+async def test_errors_carry_their_status_codes(
+    server: ControlPlaneServer,
+    store: OfflineStore,
+    features: list[str],
+    rows: pa.Table,
+    error: type[Exception],
+    message: str,
+) -> None:
+    with OfflineFeaturesClient(server.address) as client, pytest.raises(error, match=message):
+        await asyncio.to_thread(client.get_historical_features, rows, features)
+
+
+async def test_aetherctl_historical_writes_the_set_and_reports_it(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    entities = tmp_path / "rows.parquet"
+    pq.write_table(labels(400), entities)
+    out = tmp_path / "train.parquet"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--control-plane")
+    historical.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "--control-plane",
+            server.address,
+            "historical",
+            "--entities",
+            str(entities),
+            "--features",
+            "stats:score,stats:trips",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    printed = io.StringIO()
+    assert await asyncio.to_thread(args.handler, args, printed) == 0
+    report = json.loads(printed.getvalue())
+    train = pq.read_table(out)
+    assert report["rows"] == 400 == train.num_rows
+    score = train.column("stats:score")
+    assert report["matched_fraction"]["stats:score"] == pytest.approx((400 - score.null_count) / 400)
+    expected = await asyncio.to_thread(
+        get_historical_features,
+        store,
+        server.registry,
+        pq.read_table(entities),
+        ["stats:score", "stats:trips"],
+        record=False,
+    )
+    assert report["dataset_hash"] == expected.dataset_hash
+    assert train.equals(expected.table)
+
+    args.json = False
+    text = io.StringIO()
+    assert await asyncio.to_thread(args.handler, args, text) == 0
+    assert "stats:score" in text.getvalue() and f"dataset hash: {expected.dataset_hash}" in text.getvalue()
+    assert "rows: 400" in text.getvalue()

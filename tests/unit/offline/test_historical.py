@@ -1,0 +1,250 @@
+"""Point-in-time training sets through the offline store: leakage, TTL, versions, the dataset hash and
+its lineage record, Parquet output, and the errors a caller can make."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument, NotFound
+from control_plane.features.registry import FeatureRegistry
+from control_plane.offline.datasets import content_hash, read_dataset_record
+from control_plane.offline.historical import get_historical_features
+from control_plane.offline.store import OfflineStore
+from tests.unit.offline.builders import (
+    TS,
+    at,
+    create_view,
+    ensure_entity,
+    entity_rows,
+    feature_rows,
+    feature_spec,
+)
+
+
+@pytest.fixture
+def stats(registry: FeatureRegistry, store: OfflineStore) -> OfflineStore:
+    """View ``stats`` (score float64, trips int64; TTL 1 h): user 1 has rows at 0 s and 100 s."""
+    ensure_entity(registry)
+    create_view(
+        registry, feature_spec("stats", (("score", types_pb2.FLOAT64), ("trips", types_pb2.INT64)), 3600)
+    )
+    store.write(
+        "stats",
+        1,
+        feature_rows({"user_id": [1, 1]}, [at(0), at(100)], {"score": [1.0, 2.0], "trips": [10, 20]}),
+    )
+    return store
+
+
+def test_point_in_time_join_never_leaks_future_values(registry: FeatureRegistry, stats: OfflineStore) -> None:
+    """A value planted 1 µs after each label time, ingested *before* it, and a huge value far in the
+    future: none is ever returned; the value exactly at the label time is."""
+    tiny = dt.timedelta(microseconds=1)
+    planted = feature_rows(
+        {"user_id": [1, 1, 1]},
+        [at(50) + tiny, at(100) + tiny, at(10**6)],
+        {"score": [666.0, 777.0, 999.0], "trips": [666, 777, 999]},
+        ingested=[at(0), at(0), at(0)],
+    )
+    stats.write("stats", 1, planted)
+    labels = entity_rows({"user_id": [1, 1, 1, 1]}, [at(100), at(50), at(50) + tiny, at(0) - tiny])
+    result = get_historical_features(stats, registry, labels, ["stats"])
+    assert result.table.column("stats:score").to_pylist() == [2.0, 1.0, 666.0, None]
+    assert result.table.column("stats:trips").to_pylist() == [20, 10, 666, None]
+    future = {666.0, 777.0, 999.0}
+    for row, label_time in zip(
+        result.table.column("stats:score").to_pylist()[:2], [at(100), at(50)], strict=True
+    ):
+        assert row not in future, f"leaked a value from after {label_time}"
+
+
+def test_ttl_keeps_a_value_exactly_ttl_old_and_nulls_an_older_one(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    labels = entity_rows({"user_id": [1, 1, 2]}, [at(3700), at(3700) + dt.timedelta(microseconds=1), at(50)])
+    result = get_historical_features(stats, registry, labels, ["stats:score"])
+    assert result.table.column("stats:score").to_pylist() == [2.0, None, None]
+    assert result.matched == {"stats:score": 1}
+
+
+def test_ties_on_event_time_go_to_the_latest_ingestion(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    stats.write(
+        "stats", 1, feature_rows({"user_id": [1]}, [at(100)], {"score": [3.0], "trips": [30]}, [at(500)])
+    )
+    stats.write(
+        "stats", 1, feature_rows({"user_id": [1]}, [at(100)], {"score": [2.5], "trips": [25]}, [at(400)])
+    )
+    result = get_historical_features(
+        stats, registry, entity_rows({"user_id": [1]}, [at(200)]), ["stats:score"]
+    )
+    assert result.table.column("stats:score").to_pylist() == [3.0]
+
+
+def test_versions_and_views_join_in_one_call_with_their_own_data_and_ttl(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    registry.create_feature_view_version(
+        feature_spec("stats", (("score", types_pb2.FLOAT64), ("trips", types_pb2.INT64)), ttl_seconds=0)
+    )
+    stats.write("stats", 2, feature_rows({"user_id": [1]}, [at(10)], {"score": [-1.0], "trips": [-1]}))
+    create_view(registry, feature_spec("clicks", (("clicks", types_pb2.INT32),)))
+    stats.write("clicks", 1, feature_rows({"user_id": [1]}, [at(5)], {"clicks": pa.array([7], pa.int32())}))
+    labels = entity_rows({"user_id": [1, 1]}, [at(20), at(10**5)])
+    result = get_historical_features(stats, registry, labels, ["stats@1:score", "stats:score", "clicks"])
+    assert result.table.column_names == [
+        "user_id",
+        "event_ts",
+        "stats@1:score",
+        "stats:score",
+        "clicks:clicks",
+    ]
+    assert result.table.column("stats@1:score").to_pylist() == [1.0, None]  # v1: TTL 1 h
+    assert result.table.column("stats:score").to_pylist() == [-1.0, -1.0]  # v2 (latest): no TTL
+    assert result.table.column("clicks:clicks").type == pa.int32()
+    assert result.table.column("clicks:clicks").to_pylist() == [7, 7]
+
+
+def test_string_and_composite_join_keys(registry: FeatureRegistry, store: OfflineStore) -> None:
+    ensure_entity(registry, "shop", (("region", types_pb2.STRING), ("shop_id", types_pb2.INT64)))
+    create_view(registry, feature_spec("sales", (("amount", types_pb2.FLOAT32),), entity="shop"))
+    store.write(
+        "sales",
+        1,
+        feature_rows(
+            {"region": ["eu", "us", "eu"], "shop_id": [1, 1, 2]},
+            [at(0), at(0), at(0)],
+            {"amount": pa.array([1.5, 2.5, 3.5], pa.float32())},
+        ),
+    )
+    labels = entity_rows({"shop_id": [2, 1, 1, 3], "region": ["eu", "us", "asia", "eu"]}, [at(1)] * 4)
+    result = get_historical_features(store, registry, labels, ["sales"])
+    assert result.table.column("sales:amount").to_pylist() == [3.5, 2.5, None, None]
+
+
+def test_the_dataset_hash_is_stable_and_follows_every_value(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    labels = entity_rows({"user_id": [1, 2, 1]}, [at(150), at(150), at(60)])
+    first = get_historical_features(stats, registry, labels, ["stats"])
+    rechunked = pa.Table.from_batches(labels.to_batches(max_chunksize=1))
+    again = get_historical_features(stats, registry, rechunked, ["stats"])
+    assert again.dataset_hash == first.dataset_hash == content_hash(first.table)
+    assert len(first.dataset_hash) == 64
+
+    stats.write("stats", 1, feature_rows({"user_id": [1]}, [at(120)], {"score": [2.0], "trips": [21]}))
+    changed = get_historical_features(stats, registry, labels, ["stats"])
+    assert changed.table.column("stats:trips").to_pylist() == [21, None, 10]
+    assert changed.dataset_hash != first.dataset_hash
+
+
+def test_each_dataset_is_recorded_for_lineage(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    labels = entity_rows({"user_id": [1, 2]}, [at(150), at(150)])
+    out = tmp_path / "sets" / "train.parquet"
+    result = get_historical_features(stats, registry, labels, ["stats:trips"], output_path=str(out))
+    record = read_dataset_record(stats, result.dataset_hash)
+    assert record["dataset_hash"] == result.dataset_hash
+    assert record["features"] == ["stats:trips"]
+    assert record["views"] == [{"view": "stats", "version": 1, "columns": ["stats:trips"]}]
+    assert record["entity_rows"] == {
+        "sha256": content_hash(labels),
+        "row_count": 2,
+        "timestamp_column": "event_ts",
+    }
+    assert record["matched"] == {"stats:trips": 1}
+    assert dt.datetime.fromisoformat(record["created_at"]).tzinfo is not None
+    assert (
+        json.loads((Path(stats.base_path) / "_datasets" / f"{result.dataset_hash}.json").read_text())
+        == record
+    )
+    assert pq.read_table(out).equals(result.table)
+    assert content_hash(pq.read_table(out)) == result.dataset_hash
+    assert [p.name for p in out.parent.iterdir()] == ["train.parquet"]  # no temporary left behind
+    with pytest.raises(NotFound):
+        read_dataset_record(stats, "0" * 64)
+
+
+def test_a_feature_added_later_is_null_for_files_written_before_it(
+    registry: FeatureRegistry, store: OfflineStore
+) -> None:
+    ensure_entity(registry)
+    create_view(registry, feature_spec("late", (("a", types_pb2.INT64), ("b", types_pb2.INT64))))
+    store.write("late", 1, feature_rows({"user_id": [1]}, [at(0)], {"a": [1]}))
+    store.write("late", 1, feature_rows({"user_id": [2]}, [at(0)], {"a": [2], "b": [None]}))
+    store.write("late", 1, feature_rows({"user_id": [3]}, [at(0)], {"a": [3], "b": [33]}))
+    result = get_historical_features(
+        store, registry, entity_rows({"user_id": [1, 2, 3]}, [at(1)] * 3), ["late"]
+    )
+    assert result.table.column("late:a").to_pylist() == [1, 2, 3]
+    assert result.table.column("late:b").to_pylist() == [None, None, 33]
+
+
+def test_the_timestamp_column_is_found_or_named(registry: FeatureRegistry, stats: OfflineStore) -> None:
+    labels = entity_rows({"user_id": [1]}, [at(150)], column="cutoff")
+    found = get_historical_features(stats, registry, labels, ["stats:score"])
+    assert found.table.column("stats:score").to_pylist() == [2.0]
+    two = labels.append_column("other", pa.array([at(0)], TS))
+    with pytest.raises(InvalidArgument, match="cutoff, other"):
+        get_historical_features(stats, registry, two, ["stats:score"])
+    named = get_historical_features(stats, registry, two, ["stats:score"], timestamp_column="other")
+    assert named.table.column("stats:score").to_pylist() == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("refs", "error", "message"),
+    [
+        (["nope:score"], NotFound, "nope"),
+        (["stats:nope"], NotFound, "nope"),
+        (["stats@9:score"], NotFound, "9"),
+        (["stats:score:x"], InvalidArgument, "malformed"),
+        (["stats@0"], InvalidArgument, "malformed"),
+        ([], InvalidArgument, "no feature"),
+    ],
+)
+def test_bad_references(
+    registry: FeatureRegistry, stats: OfflineStore, refs: list[str], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        get_historical_features(stats, registry, entity_rows({"user_id": [1]}, [at(0)]), refs)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (pa.table({"event_ts": pa.array([at(0)], TS)}), "'user_id'"),
+        (pa.table({"user_id": [1]}), "timestamp column"),
+        (
+            pa.table(
+                {"user_id": [1], "event_ts": pa.array([at(0).replace(tzinfo=None)], pa.timestamp("us"))}
+            ),
+            "'event_ts'.*naive",
+        ),
+        (pa.table({"user_id": [1], "event_ts": pa.array([None], TS)}), "'event_ts'.*null"),
+        (pa.table({"user_id": ["1"], "event_ts": pa.array([at(0)], TS)}), "'user_id'"),
+        (
+            pa.table({"user_id": [1], "event_ts": pa.array([at(0)], TS), "stats:score": [0.0]}),
+            "'stats:score'",
+        ),
+    ],
+)
+def test_bad_entity_rows_name_the_column(
+    registry: FeatureRegistry, stats: OfflineStore, rows: pa.Table, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        get_historical_features(stats, registry, rows, ["stats:score"])
+
+
+def test_empty_entity_rows_give_an_empty_training_set(registry: FeatureRegistry, stats: OfflineStore) -> None:
+    result = get_historical_features(stats, registry, entity_rows({"user_id": []}, []), ["stats"])
+    assert result.table.num_rows == 0
+    assert result.table.column_names == ["user_id", "event_ts", "stats:score", "stats:trips"]

@@ -1,0 +1,150 @@
+"""The offline store: layout, round trips through local paths and ``file://`` URIs, time-bounded scans,
+and atomic files (a writer killed mid-write leaves nothing partial that a reader would see)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clients.errors import InvalidArgument
+from control_plane.offline.store import OfflineStore, default_offline_root
+from tests.unit.offline.builders import TS, at, feature_rows
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def sample(n: int = 4, start_s: float = 0, step_s: float = 3600 * 13) -> pa.Table:
+    return feature_rows(
+        {"user_id": list(range(n))},
+        [at(start_s + i * step_s) for i in range(n)],
+        {"score": [float(i) for i in range(n)]},
+    )
+
+
+def test_rows_are_partitioned_by_view_version_and_event_date(store: OfflineStore, tmp_path: Path) -> None:
+    paths = store.write("stats", 2, sample(4))  # 0h, 13h, 26h, 39h after 2024-03-01 00:00 UTC
+    relative = sorted(str(Path(p).relative_to(tmp_path / "offline").parent) for p in paths)
+    assert relative == ["stats/v2/date=2024-03-01", "stats/v2/date=2024-03-02"]
+    assert all(Path(p).name.endswith(".parquet") and len(Path(p).stem) == 36 for p in paths)
+    assert store.versions("stats") == [2]
+    assert store.dates("stats", 2) == [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
+    back = pa.Table.from_batches(list(store.scan("stats", 2)))
+    assert sorted(back.column("user_id").to_pylist()) == [0, 1, 2, 3]
+    assert back.schema.field("event_ts").type == TS
+
+
+def test_a_file_uri_reads_what_a_local_path_wrote(tmp_path: Path) -> None:
+    local = OfflineStore(str(tmp_path / "offline"))
+    by_uri = OfflineStore((tmp_path / "offline").as_uri())
+    local.write("stats", 1, sample(3))
+    by_uri.write("stats", 1, sample(2, start_s=7200))
+    assert by_uri.files("stats", 1) == local.files("stats", 1)
+    assert sum(b.num_rows for b in by_uri.scan("stats", 1)) == 5
+
+
+def test_scan_bounds_event_time_half_open_and_selects_columns(store: OfflineStore) -> None:
+    store.write("stats", 1, sample(4))
+    batches = list(store.scan("stats", 1, start=at(3600 * 13), end=at(3600 * 39), columns=["score"]))
+    table = pa.Table.from_batches(batches)
+    assert table.column_names == ["score"]
+    assert table.column("score").to_pylist() == [1.0, 2.0]  # 13h and 26h; 39h is the excluded end
+
+
+def test_timestamps_are_normalized_to_utc_microseconds(store: OfflineStore) -> None:
+    table = sample(2).set_column(
+        1, "event_ts", sample(2).column("event_ts").cast(pa.timestamp("ms", "+02:00"))
+    )
+    store.write("stats", 1, table)
+    back = pa.Table.from_batches(list(store.scan("stats", 1)))
+    assert back.schema.field("event_ts").type == TS
+    assert back.column("event_ts").to_pylist() == [at(0), at(3600 * 13)]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda t: t.drop_columns(["ingested_ts"]), "ingested_ts"),
+        (lambda t: t.set_column(1, "event_ts", t.column("event_ts").cast(pa.timestamp("us"))), "event_ts"),
+        (lambda t: t.set_column(1, "event_ts", pa.array([1, 2, 3, 4])), "event_ts"),
+    ],
+)
+def test_bad_time_columns_are_refused_naming_the_column(
+    store: OfflineStore, change: object, named: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=named):
+        store.write("stats", 1, change(sample(4)))  # type: ignore[operator]
+    assert store.files("stats", 1) == []
+
+
+def test_view_names_cannot_escape_the_root(store: OfflineStore) -> None:
+    for name in ("../elsewhere", "a/b", ".hidden", "_datasets"):
+        with pytest.raises(InvalidArgument):
+            store.write(name, 1, sample(1))
+
+
+def test_later_writes_list_after_earlier_ones(store: OfflineStore) -> None:
+    written = [store.write("stats", 1, sample(1))[0] for _ in range(20)]
+    assert store.files("stats", 1) == written
+
+
+def test_readers_ignore_temporary_and_foreign_files(store: OfflineStore) -> None:
+    [path] = store.write("stats", 1, sample(1))
+    partition = Path(path).parent
+    (partition / ".0f3a.tmp").write_bytes(b"PAR1 half a file")
+    (partition / "_SUCCESS").write_bytes(b"")
+    (partition / "notes.txt").write_text("not data")
+    assert store.files("stats", 1) == [path]
+
+
+def test_a_writer_killed_mid_write_leaves_only_complete_files(tmp_path: Path) -> None:
+    """SIGKILL a process that writes large files in a loop, at varying points, until it has finished some
+    files and died in the middle of one (a hidden temporary fragment is left): every visible file is
+    complete."""
+    root = tmp_path / "offline"
+    writer = textwrap.dedent(
+        f"""
+        import datetime as dt, sys
+        import numpy as np, pyarrow as pa
+        sys.path.insert(0, {str(REPO)!r})
+        from control_plane.offline.store import OfflineStore
+        n = 400_000
+        ts = pa.array(np.full(n, 1_709_251_200_000_000), pa.timestamp("us", tz="UTC"))
+        table = pa.table({{"user_id": np.arange(n), "event_ts": ts, "ingested_ts": ts,
+                          "score": np.random.default_rng(0).random(n)}})
+        store = OfflineStore({str(root)!r})
+        print("ready", flush=True)
+        while True:
+            store.write("stats", 1, table)
+        """
+    )
+    store = OfflineStore(str(root))
+    fragments: list[Path] = []
+    for attempt in range(10):
+        process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        time.sleep(0.2 + 0.1 * attempt)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        fragments = [p for p in root.rglob(".*") if p.is_file()]
+        if fragments and store.files("stats", 1):
+            break
+    assert fragments, "the writer was never caught mid-file"
+    files = store.files("stats", 1)
+    assert files and not any(Path(f).name.startswith(".") for f in files)
+    for path in files:
+        assert pq.read_table(path).num_rows == 400_000
+
+
+def test_default_root_follows_the_environment(tmp_path: Path) -> None:
+    assert default_offline_root({"AETHER_OFFLINE_ROOT": "s3://bucket/features"}) == "s3://bucket/features"
+    assert default_offline_root({"AETHER_HOME": str(tmp_path)}) == str(tmp_path / "offline")
