@@ -1,0 +1,162 @@
+"""The ``aether.v1.Ingestion`` gRPC service: thin servicer over ``control_plane.ingestion.service``;
+blocking work (SQL, Parquet, Redis) runs in worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import grpc.aio
+import pyarrow as pa
+import redis
+
+from clients.aether.v1 import ingestion_pb2 as pb
+from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument, maps_errors
+from control_plane.api.context import ServiceContext
+from control_plane.api.identity import actor_of
+from control_plane.api.offline_features import offline_root
+from control_plane.ingestion.batch import MaterializeOutcome, Window
+from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
+from control_plane.ingestion.service import IngestionService
+from control_plane.offline.store import OfflineStore
+
+INGESTION_SERVICE = pb.DESCRIPTOR.services_by_name["Ingestion"].full_name
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def record_message(record: QuarantinedRecord) -> pb.QuarantinedRecord:
+    return pb.QuarantinedRecord(
+        id=record.id, run_id=record.run_id, record_key=record.record_key, view=record.view,
+        version=record.version, source_kind=record.source_kind, source_id=record.source_id,
+        payload_json=record.payload, reason=record.reason, status=record.status,
+        created_at_us=record.created_at_us, updated_at_us=record.updated_at_us,
+    )  # fmt: skip
+
+
+def run_message(run: RunCounts) -> pb.IngestionRun:
+    return pb.IngestionRun(
+        run_id=run.run_id, view=run.view, version=run.version, source_kind=run.source_kind,
+        source_id=run.source_id, records_in=run.records_in, accepted=run.accepted,
+        quarantined=run.quarantined,
+    )  # fmt: skip
+
+
+def _response(outcome: MaterializeOutcome) -> pb.IngestResponse:
+    return pb.IngestResponse(
+        run_id=outcome.run_id, records_in=outcome.records_in, accepted=outcome.accepted,
+        quarantined=outcome.quarantined, skipped_outside_window=outcome.skipped_outside_window,
+        online_rows=outcome.online_rows, offline_paths=outcome.offline_paths,
+    )  # fmt: skip
+
+
+def _window(header: pb.IngestHeader) -> Window:
+    def moment(us: int) -> datetime | None:
+        return datetime.fromtimestamp(us / 1e6, UTC) if us else None
+
+    return Window(moment(header.start_us), moment(header.end_us))
+
+
+def _tables(chunks: list[bytes]) -> list[pa.Table]:
+    tables = []
+    for index, data in enumerate(chunks):
+        try:
+            tables.append(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
+        except pa.ArrowInvalid as exc:
+            raise InvalidArgument(f"chunk {index}: not an Arrow IPC stream: {exc}") from exc
+    return tables
+
+
+class IngestionServicer(pb_grpc.IngestionServicer):
+    def __init__(self, service: IngestionService) -> None:
+        self._service = service
+
+    @maps_errors
+    async def IngestBatch(
+        self, request_iterator: AsyncIterator[pb.IngestChunk], context: Context
+    ) -> pb.IngestResponse:
+        header: pb.IngestHeader | None = None
+        chunks: list[bytes] = []
+        async for chunk in request_iterator:
+            if header is None:
+                if not chunk.HasField("header") or not chunk.header.view:
+                    raise InvalidArgument("the first chunk must carry a header naming the view")
+                header = chunk.header
+            if chunk.arrow_ipc:
+                chunks.append(chunk.arrow_ipc)
+        if header is None:
+            raise InvalidArgument("empty request: no header")
+        tables = _tables(chunks)
+        outcome = await asyncio.to_thread(
+            self._service.ingest, header.view, header.version, tables, window=_window(header),
+            strict=header.strict, source=header.source or "arrow", actor=actor_of(context),
+        )  # fmt: skip
+        return _response(outcome)
+
+    @maps_errors
+    async def Materialize(self, request: pb.MaterializeRequest, context: Context) -> pb.IngestResponse:
+        header = request.header
+        outcome = await asyncio.to_thread(
+            self._service.materialize_file, header.view, header.version, request.source_uri,
+            window=_window(header), strict=header.strict, actor=actor_of(context),
+        )  # fmt: skip
+        return _response(outcome)
+
+    @maps_errors
+    async def ListQuarantined(
+        self, request: pb.ListQuarantinedRequest, context: Context
+    ) -> pb.ListQuarantinedResponse:
+        records = await asyncio.to_thread(
+            self._service.list_quarantined, view=request.view, reason_contains=request.reason_contains,
+            status=request.status, run_id=request.run_id, limit=request.limit,
+        )  # fmt: skip
+        return pb.ListQuarantinedResponse(records=[record_message(r) for r in records])
+
+    @maps_errors
+    async def GetQuarantined(
+        self, request: pb.GetQuarantinedRequest, context: Context
+    ) -> pb.QuarantinedRecord:
+        return record_message(await asyncio.to_thread(self._service.get_quarantined, request.id))
+
+    @maps_errors
+    async def ReplayQuarantined(
+        self, request: pb.ReplayQuarantinedRequest, context: Context
+    ) -> pb.ReplayQuarantinedResponse:
+        if not request.ids:
+            raise InvalidArgument("ids: name at least one quarantined record")
+        corrected = {c.id: c.payload_json for c in request.corrected}
+        outcome = await asyncio.to_thread(
+            self._service.replay, list(request.ids), corrected, actor_of(context)
+        )
+        return pb.ReplayQuarantinedResponse(
+            replayed=outcome.replayed,
+            still_quarantined=[record_message(r) for r in outcome.still_quarantined],
+            run_id=outcome.run_id,
+        )
+
+    @maps_errors
+    async def DiscardQuarantined(
+        self, request: pb.DiscardQuarantinedRequest, context: Context
+    ) -> pb.DiscardQuarantinedResponse:
+        discarded = await asyncio.to_thread(self._service.discard, list(request.ids), actor_of(context))
+        return pb.DiscardQuarantinedResponse(discarded=discarded)
+
+    @maps_errors
+    async def ListIngestionRuns(
+        self, request: pb.ListIngestionRunsRequest, context: Context
+    ) -> pb.ListIngestionRunsResponse:
+        runs = await asyncio.to_thread(self._service.list_runs, request.view, request.limit)
+        return pb.ListIngestionRunsResponse(runs=[run_message(r) for r in runs])
+
+
+def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+    """Serves ingestion with the control plane's database, registry, Redis and offline store."""
+    client = redis.Redis.from_url(context.settings.redis_url)
+    context.on_close.append(client.close)
+    service = IngestionService(
+        context.sessions, context.registry, OfflineStore(offline_root(context)), client
+    )
+    pb_grpc.add_IngestionServicer_to_server(IngestionServicer(service), server)  # type: ignore[no-untyped-call]
+    return INGESTION_SERVICE

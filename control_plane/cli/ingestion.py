@@ -1,0 +1,205 @@
+"""``aetherctl quarantine``, ``aetherctl materialize`` and ``aetherctl materializer run``.
+
+    aetherctl quarantine list [--view V] [--reason-contains X] [--status quarantined|replayed|discarded|all]
+    aetherctl quarantine show ID
+    aetherctl quarantine replay ID... [--file corrected.jsonl]
+    aetherctl quarantine discard ID...
+    aetherctl materialize VIEW --start 2024-01-01 --end 2024-01-02 [--source FILE.parquet]
+    aetherctl materializer run --view V [...]   (the stream materializer, in this process)
+
+``--file`` holds one JSON object per line: ``{"id": 12, "payload": {...}}``, or bare payload objects
+taken in the order of the IDs. ``--start``/``--end`` are ISO 8601; a time without a zone is UTC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clients.aether.v1 import ingestion_pb2 as pb
+from clients.errors import InvalidArgument
+from clients.sdk.ingestion import IngestionClient, header
+from control_plane.cli import output
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+    quarantine = commands.add_parser("quarantine", help="records rejected by validation: inspect, replay")
+    actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="quarantined records, newest first")
+    listing.add_argument("--view", default="")
+    listing.add_argument("--reason-contains", default="", metavar="TEXT")
+    listing.add_argument("--status", default="", help="quarantined (default), replayed, discarded or all")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=_list)
+    show = actions.add_parser("show", parents=[common], help="one record with its payload and reasons")
+    show.add_argument("id", type=int)
+    show.set_defaults(handler=_show)
+    replay = actions.add_parser("replay", parents=[common], help="re-validate and ingest what now passes")
+    replay.add_argument("ids", type=int, nargs="+", metavar="ID")
+    replay.add_argument("--file", metavar="corrected.jsonl", help="corrected payloads, one JSON per line")
+    replay.set_defaults(handler=_replay)
+    discard = actions.add_parser("discard", parents=[common], help="give records up for good")
+    discard.add_argument("ids", type=int, nargs="+", metavar="ID")
+    discard.set_defaults(handler=_discard)
+
+    materialize = commands.add_parser(
+        "materialize", parents=[common], help="validate a batch source into the offline and online stores"
+    )
+    materialize.add_argument("view")
+    materialize.add_argument("--start", required=True, help="first event time included (ISO 8601)")
+    materialize.add_argument("--end", required=True, help="first event time excluded (ISO 8601)")
+    materialize.add_argument(
+        "--source", metavar="FILE.parquet", help="local file (default: the view's source)"
+    )
+    materialize.add_argument("--version", type=int, default=0, help="view version (default: latest)")
+    materialize.add_argument("--strict", action="store_true", help="refuse the batch on the first bad record")
+    materialize.set_defaults(handler=_materialize)
+
+    materializer = commands.add_parser("materializer", help="the stream materializer")
+    materializer_actions = materializer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = materializer_actions.add_parser(
+        "run", help="run it in this process (flags: --help)", add_help=False
+    )
+    run.add_argument("rest", nargs=argparse.REMAINDER)
+    run.set_defaults(handler=_run_materializer)
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _client(args: argparse.Namespace) -> IngestionClient:
+    return IngestionClient(args.control_plane, timeout=max(args.timeout, 300.0))
+
+
+def _records(records: list[pb.QuarantinedRecord], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        output.print_json([output.to_jsonable(r) for r in records], out)
+        return
+    rows = [
+        (r.id, f"{r.view}@{r.version}", r.source_kind, r.record_key, r.status,
+         output.timestamp(r.created_at_us), r.reason)
+        for r in records
+    ]  # fmt: skip
+    print(output.table(["ID", "VIEW", "SOURCE", "RECORD", "STATUS", "CREATED", "REASON"], rows), file=out)
+
+
+def _list(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    with _client(args) as client:
+        records = client.list_quarantined(
+            view=args.view, reason_contains=args.reason_contains, status=args.status, limit=args.limit
+        )
+    _records(records, args.json, out or sys.stdout)
+    return 0
+
+
+def _show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out or sys.stdout
+    with _client(args) as client:
+        record = client.get_quarantined(args.id)
+    if args.json:
+        output.print_json(output.to_jsonable(record), stream)
+        return 0
+    print(f"id:      {record.id}\nview:    {record.view}@{record.version}", file=stream)
+    print(f"source:  {record.source_kind} {record.source_id} (record {record.record_key})", file=stream)
+    print(f"status:  {record.status}\ncreated: {output.timestamp(record.created_at_us)}", file=stream)
+    print("reasons:", *[f"  - {r}" for r in record.reason.split("; ")], sep="\n", file=stream)
+    print(f"payload: {record.payload_json}", file=stream)
+    return 0
+
+
+def corrected_payloads(path: str, ids: list[int]) -> dict[int, str]:
+    corrected: dict[int, str] = {}
+    with open(path, encoding="utf-8") as lines:
+        entries = [line for line in lines if line.strip()]
+    for index, line in enumerate(entries):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path}:{index + 1}: not JSON: {exc}") from None
+        if isinstance(item, dict) and set(item) == {"id", "payload"}:
+            corrected[int(item["id"])] = json.dumps(item["payload"])
+        elif isinstance(item, dict) and index < len(ids):
+            corrected[ids[index]] = json.dumps(item)
+        else:
+            raise InvalidArgument(
+                f'{path}:{index + 1}: expected {{"id": N, "payload": {{...}}}} or a payload'
+            )
+    return corrected
+
+
+def _replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out or sys.stdout
+    corrected = corrected_payloads(args.file, args.ids) if args.file else {}
+    with _client(args) as client:
+        response = client.replay(args.ids, corrected)
+    if args.json:
+        output.print_json(output.to_jsonable(response), stream)
+        return 0
+    print(f"replayed: {len(response.replayed)} {list(response.replayed)}", file=stream)
+    print(f"still quarantined: {len(response.still_quarantined)}", file=stream)
+    if response.still_quarantined:
+        _records(list(response.still_quarantined), False, stream)
+    return 0
+
+
+def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    with _client(args) as client:
+        count = client.discard(args.ids)
+    print(f"discarded: {count}", file=out or sys.stdout)
+    return 0
+
+
+def _ipc_chunks(path: str) -> Iterator[bytes]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InvalidArgument(f"cannot read {path!r}: {exc}") from None
+    for batch in parquet.iter_batches(batch_size=50_000):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        yield sink.getvalue().to_pybytes()
+
+
+def _materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out or sys.stdout
+    start, end = parse_time(args.start), parse_time(args.end)
+    if end <= start:
+        raise InvalidArgument(f"--end {args.end} must be after --start {args.start}")
+    with _client(args) as client:
+        if args.source:
+            head = header(args.view, args.version, start, end, args.strict, args.source)
+            response = client.ingest_ipc(head, _ipc_chunks(args.source))
+        else:
+            response = client.materialize(
+                args.view, version=args.version, start=start, end=end, strict=args.strict
+            )
+    if args.json:
+        output.print_json(output.to_jsonable(response), stream)
+        return 0
+    rows = [(response.records_in, response.accepted, response.quarantined, response.skipped_outside_window,
+             response.online_rows, len(response.offline_paths), response.run_id)]  # fmt: skip
+    headers = ["IN", "ACCEPTED", "QUARANTINED", "OUTSIDE WINDOW", "ONLINE ROWS", "OFFLINE FILES", "RUN"]
+    print(output.table(headers, rows), file=stream)
+    return 0
+
+
+def _run_materializer(args: argparse.Namespace) -> int:
+    from control_plane.ingestion.streaming.__main__ import main
+
+    return main(args.rest)

@@ -1,0 +1,1 @@
+"""Ingestion: record validation with quarantine, batch materialization and the stream materializer."""

@@ -1,0 +1,185 @@
+"""Batch materialization: Arrow tables or a Parquet file -> validation -> quarantine, offline store
+(every accepted row) and online store (the latest row per entity).
+
+A run processes its input chunk by chunk (a Parquet file record batch by record batch), so memory stays
+bounded by one chunk plus the latest row per entity; the null-fraction rule is therefore per chunk. Per
+chunk the accepted rows are written to the offline store first, then the rejected rows and the run's
+counters commit in one SQL transaction: the counters never claim rows that are not stored. A run that
+dies between the two leaves offline rows that its counters do not count; re-running the window writes
+them again as exact duplicates (same values, same event time), which point-in-time joins tolerate.
+
+Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
+``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
+are validated, and so quarantined.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.audit.log import record as audit
+from control_plane.db import write_session
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.online import latest_per_entity, write_latest
+from control_plane.ingestion.quarantine import RunSource, record_outcome
+from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, timestamp_field, validate
+from control_plane.offline.store import OfflineStore
+
+PARQUET_BATCH_ROWS = 65_536
+
+
+@dataclass
+class MaterializeOutcome:
+    run_id: str
+    records_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    skipped_outside_window: int = 0
+    online_rows: int = 0
+    offline_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end)``; a bound of None is open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+OPEN_WINDOW = Window()
+
+
+def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        yield pa.Table.from_batches([batch])
+
+
+class BatchMaterializer:
+    """Transport-free core of batch ingestion; one per process, safe to share between calls."""
+
+    def __init__(self, sessions: sessionmaker[Session], offline: OfflineStore, client: redis.Redis) -> None:
+        self._sessions = sessions
+        self._offline = offline
+        self._client = client
+
+    def materialize(
+        self,
+        view: pb.FeatureView,
+        entity: pb.Entity,
+        chunks: Iterable[pa.Table],
+        *,
+        window: Window = OPEN_WINDOW,
+        source_id: str = "arrow",
+        kind: str = "batch",
+        strict: bool = False,
+        now: datetime | None = None,
+        actor: str = "",
+    ) -> MaterializeOutcome:
+        """Materializes ``chunks`` into ``view`` as one run. With ``strict`` every chunk is validated
+        first and the first bad record raises ``InvalidArgument`` before anything is written."""
+        if view.spec.aggregations:
+            raise InvalidArgument(
+                f"view {view.spec.name!r} is computed from a stream by aggregations; publish its events to"
+                f" the stream {view.spec.source.uri or '(its source)'} instead"
+            )
+        moment = now or datetime.now(UTC)
+        run = RunSource(f"{kind}-{uuid.uuid4().hex}", view.spec.name, view.version, kind, source_id)
+        outcome = MaterializeOutcome(run.run_id)
+        ts_name = timestamp_field(view)
+        if strict:
+            chunks = list(chunks)
+            for chunk in chunks:
+                validate(view, entity, _in_window(chunk, ts_name, window)[0], now=moment, strict=True)
+        key_names = [key.name for key in entity.join_keys]
+        latest: list[pa.Table] = []
+        for chunk in chunks:
+            inside, skipped = _in_window(chunk, ts_name, window)
+            outcome.skipped_outside_window += skipped
+            result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
+            accepted = result.accepted
+            if accepted.num_rows:
+                outcome.offline_paths += self.write_offline(view, accepted)
+                latest.append(latest_per_entity(accepted, key_names))
+            record_keys = [str(i) for i in _chunk_rows(outcome, result.rejected.column("row_index"))]
+            with write_session(self._sessions) as session:
+                fresh = record_outcome(
+                    session,
+                    run,
+                    accepted=accepted.num_rows,
+                    rejected=result.rejected,
+                    record_keys=record_keys,
+                )
+            outcome.records_in += inside.num_rows
+            outcome.accepted += accepted.num_rows
+            outcome.quarantined += fresh
+        if latest:
+            outcome.online_rows = self.write_online(view, entity, pa.concat_tables(latest))
+        with write_session(self._sessions) as session:
+            audit(
+                session,
+                actor=actor,
+                action=f"ingestion.{kind}",
+                object_type="feature_view",
+                object_id=f"{view.spec.name}:v{view.version}",
+                before=None,
+                after={
+                    "run_id": run.run_id,
+                    "source": source_id,
+                    "records_in": outcome.records_in,
+                    "accepted": outcome.accepted,
+                    "quarantined": outcome.quarantined,
+                },
+            )
+        return outcome
+
+    def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
+        """Appends validated rows to the offline store, stamped with the ingestion time."""
+        ingested = pa.array(np.full(accepted.num_rows, _epoch_us(datetime.now(UTC))), pa.int64())
+        stored = accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
+        return self._offline.write(view.spec.name, view.version, stored)
+
+    def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
+        """Writes the latest validated row per entity online (never over a fresher value)."""
+        return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
+
+
+def _chunk_rows(outcome: MaterializeOutcome, row_index: pa.ChunkedArray) -> list[int]:
+    """Row numbers within the whole run (the records of earlier chunks come first)."""
+    offset = outcome.records_in
+    return [offset + int(i) for i in row_index.to_pylist()]
+
+
+def _in_window(table: pa.Table, ts_name: str, window: Window) -> tuple[pa.Table, int]:
+    """The rows to validate: those inside the window and those whose timestamp cannot be placed."""
+    if (window.start is None and window.end is None) or ts_name not in table.column_names:
+        return table, 0
+    stamps, _failed = lossless_cast(table.column(ts_name).combine_chunks(), TIMESTAMP_TYPE)
+    outside = pa.array(np.zeros(len(stamps), dtype=bool))
+    if window.start is not None:
+        outside = pc.or_(
+            outside, pc.fill_null(pc.less(stamps, pa.scalar(window.start, TIMESTAMP_TYPE)), False)
+        )
+    if window.end is not None:
+        outside = pc.or_(
+            outside, pc.fill_null(pc.greater_equal(stamps, pa.scalar(window.end, TIMESTAMP_TYPE)), False)
+        )
+    skipped = int(pc.sum(outside.cast(pa.int64())).as_py() or 0)
+    return (table.filter(pc.invert(outside)), skipped) if skipped else (table, 0)
+
+
+def _epoch_us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)

@@ -1,0 +1,88 @@
+"""Lossless casts of Arrow arrays to the registered types, value by value.
+
+``lossless_cast`` never raises on bad data: it returns the cast array (null where a value could not be
+cast) and a mask of the values that failed, so validation can quarantine exactly those records. The fast
+path is one vectorized ``pyarrow`` safe cast; only when that refuses (some value is bad) does it fall
+back to casting value by value, which is slow but runs only on bad data.
+
+What "without loss" means per target:
+
+* integers: the value must be integral and in range (``3.0`` -> 3 is fine, ``3.5`` is not);
+* floats: integers must be exactly representable (|v| <= 2**53 for float64); narrowing float64 to
+  float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity;
+* bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
+* timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
+  offset or ``Z``), converted to UTC microseconds; naive ones fail.
+
+NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+
+
+def nan_to_null(values: pa.Array) -> pa.Array:
+    if pa.types.is_floating(values.type) and values.null_count < len(values):
+        nan = pc.is_nan(values).to_numpy(zero_copy_only=False)
+        if nan.any():
+            return pc.if_else(pa.array(nan), pa.nulls(len(values), values.type), values)
+    return values
+
+
+def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    """``values`` cast to ``target`` and the mask of non-null values that could not be cast (they are
+    null in the result)."""
+    values = nan_to_null(values)
+    n = len(values)
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(values.type):
+        if values.type.tz is None:  # naive timestamps: every present value fails
+            return pa.nulls(n, target), values.is_valid().to_numpy(zero_copy_only=False)
+        return values.cast(target, safe=False), np.zeros(n, dtype=bool)
+    if values.type == target:
+        return values, np.zeros(n, dtype=bool)
+    try:
+        cast = values.cast(target, safe=True)
+        failed = np.zeros(n, dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        cast, failed = _cast_each(values, target)
+    failed |= _lossy(values, cast, target)
+    if failed.any():
+        cast = pc.if_else(pa.array(failed), pa.nulls(n, target), cast)
+    return nan_to_null(cast), failed
+
+
+def _cast_each(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    results: list[object] = []
+    failed = np.zeros(len(values), dtype=bool)
+    for index, scalar in enumerate(values):
+        if not scalar.is_valid:
+            results.append(None)
+            continue
+        try:
+            results.append(pa.array([scalar.as_py()], type=values.type).cast(target, safe=True)[0].as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+            results.append(None)
+            failed[index] = True
+    return pa.array(results, type=target), failed
+
+
+def _lossy(source: pa.Array, cast: pa.Array, target: pa.DataType) -> npt.NDArray[np.bool_]:
+    """Values Arrow's safe cast accepts although they change: integers other than 0/1 to bool, finite
+    floats that overflow to infinity when narrowed."""
+    lossy = np.zeros(len(source), dtype=bool)
+    if pa.types.is_boolean(target) and (
+        pa.types.is_integer(source.type) or pa.types.is_floating(source.type)
+    ):
+        lossy = pc.fill_null(pc.invert(pc.is_in(source, pa.array([0, 1], source.type))), False).to_numpy(
+            zero_copy_only=False
+        )
+    elif pa.types.is_floating(target) and pa.types.is_floating(source.type):
+        overflow = pc.and_(pc.is_finite(source), pc.invert(pc.is_finite(cast)))
+        lossy = pc.fill_null(overflow, False).to_numpy(zero_copy_only=False)
+    return np.asarray(lossy, dtype=bool)

@@ -1,0 +1,324 @@
+"""The stream materializer: reads a view's events from a stream, validates them (rejects go to the
+quarantine), aggregates them over sliding windows per entity, and writes the latest values online and
+every emitted update (with its event time) to the offline history.
+
+Delivery is at least once; writes are idempotent by message id. The window state lives in memory and
+is *derivable*: the set of applied message ids is kept in Redis, committed atomically with the online
+blobs (``commit.py``), and on start the state is rebuilt by re-reading the retained stream (the last
+``max window + lateness``) and re-applying exactly the applied messages. So a materializer killed at
+any point restarts, rebuilds, reclaims the pending messages of its dead predecessor (``XAUTOCLAIM``),
+skips those already applied, and counts nothing twice. The stream must retain at least the longest
+window plus the allowed lateness (trim with ``MINID``, not a small ``MAXLEN``).
+
+One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
+script refuses writes from a fenced-out predecessor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.features.online_writer import expiry_ms
+from control_plane.ingestion.casting import TIMESTAMP_TYPE
+from control_plane.ingestion.online import feature_matrix, key_texts, online_view_version
+from control_plane.ingestion.quarantine import RunSource
+from control_plane.ingestion.streaming.commit import (
+    ALREADY_COMMITTED,
+    COMMITTED,
+    FENCED,
+    Committer,
+    StateKeys,
+    drain,
+)
+from control_plane.ingestion.streaming.metrics import MaterializerMetrics
+from control_plane.ingestion.streaming.plan import AggregationPlan, output_columns, plan_for
+from control_plane.ingestion.streaming.source import StreamMessage, StreamSource, id_millis, id_sequence
+from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
+from control_plane.offline.store import OfflineStore
+from kernels.online_keys import online_key
+from kernels.packed_blob import encode_rows
+
+T = TypeVar("T")
+_log = logging.getLogger("aether.ingestion.stream")
+_FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
+REJECTED_RECORDS = pa.schema([("record_key", pa.string()), ("payload", pa.string()), ("reason", pa.string())])
+
+
+class Fenced(RuntimeError):
+    """Another materializer took over this view and group."""
+
+
+@dataclass(frozen=True)
+class MaterializerOptions:
+    group: str = "materializer"
+    count: int = 2000
+    block_ms: int = 200
+    reclaim_idle_ms: int = 30_000
+    reclaim_every_s: float = 1.0
+    lateness_s: int = 3600
+    max_future: timedelta = DEFAULT_MAX_FUTURE
+    lag_alert_seconds: float = 60.0
+    lag_every_s: float = 1.0
+    metrics_port: int | None = None
+
+
+@dataclass
+class BatchStats:
+    received: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+
+
+class StreamMaterializer:
+    def __init__(
+        self,
+        view: pb.FeatureView,
+        entity: pb.Entity,
+        source: StreamSource,
+        client: redis.Redis,
+        sessions: sessionmaker[Session],
+        offline: OfflineStore,
+        options: MaterializerOptions = MaterializerOptions(),
+    ) -> None:
+        self.view, self.entity, self.source, self.options = view, entity, source, options
+        self._client, self._sessions, self._offline = client, sessions, offline
+        self.plan: AggregationPlan = plan_for(view)
+        self.state = self.plan.new_state()
+        self._slots: dict[tuple[str, ...], int] = {}
+        self._key_names = [key.name for key in entity.join_keys]
+        self._online = online_view_version(view)
+        name, version = view.spec.name, view.version
+        self.keys = StateKeys.of(name, version, options.group)
+        self.run = RunSource(
+            f"stream:{source.name}:{options.group}:{name}:v{version}", name, version, "stream", source.name
+        )
+        self._token = uuid.uuid4().hex
+        self._committer = Committer(client, self.keys, source.name, options.group, self._token)
+        self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
+        self._last_ingested_us = 0
+        self._next_reclaim = 0.0
+        self._next_lag = 0.0
+        self.totals = BatchStats()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Takes ownership, finishes a predecessor's outbox, and rebuilds the window state."""
+        # Compile (or load from numba's cache) the window kernel now, not inside the first batch.
+        warm = self.plan.new_state(1)
+        warm.apply(
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros((1, len(self.plan.columns))),
+        )
+        self._retrying(lambda: self._client.set(self.keys.owner, self._token))
+        self._retrying(lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run))
+        self._rebuild()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        self.start()
+        while not stop.is_set():
+            self.step()
+
+    def step(self) -> BatchStats:
+        """One read (reclaimed messages first when due), processed and committed; then the outbox."""
+        messages: list[StreamMessage] = []
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.options.reclaim_every_s
+            messages = self.source.reclaim(self.options.reclaim_idle_ms, self.options.count)
+        if not messages:
+            messages = self.source.read(self.options.count, self.options.block_ms)
+        stats = self.process(messages) if messages else BatchStats()
+        self._retrying(lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run))
+        if now >= self._next_lag:
+            self._next_lag = now + self.options.lag_every_s
+            self.metrics.observe_lag(self._retrying(self.source.lag))
+        return stats
+
+    # -- processing --------------------------------------------------------------------------------
+
+    def process(self, messages: list[StreamMessage]) -> BatchStats:
+        fresh, duplicates = self._unapplied(messages)
+        stats = BatchStats(received=len(messages), duplicates=len(duplicates))
+        if duplicates:
+            self.source.ack(duplicates)
+        if not fresh:
+            return stats
+        table = _table_of(fresh)
+        result = validate(
+            self.view, self.entity, table, now=datetime.now(UTC), max_future=self.options.max_future
+        )
+        rejected_rows = result.rejected.column("row_index").to_pylist()
+        accepted_ids = [fresh[i].id for i in _accepted_rows(len(fresh), result.rejected)]
+        history, blobs, newest = self._aggregate(result.accepted, accepted_ids)
+        rejected = pa.table(
+            {
+                "record_key": [fresh[i].id for i in rejected_rows],
+                "payload": [json.dumps(fresh[i].fields, sort_keys=True) for i in rejected_rows],
+                "reason": result.rejected.column("reason"),
+            },
+            schema=REJECTED_RECORDS,
+        )
+        outcome = self._retrying(
+            lambda: self._committer.commit(
+                uuid.uuid4().hex,
+                [(i, id_millis(i)) for i in accepted_ids],
+                [(fresh[i].id, id_millis(fresh[i].id)) for i in rejected_rows],
+                blobs,
+                expiry_ms(self.view.spec.ttl_seconds),
+                history,
+                rejected,
+                [m.id for m in fresh],
+            )
+        )
+        if outcome == FENCED:
+            raise Fenced(f"another materializer owns {self.keys.prefix}")
+        if outcome not in (COMMITTED, ALREADY_COMMITTED):
+            # Another consumer applied some of these messages concurrently: our in-memory state may now
+            # differ from what was committed, so start over from the stream.
+            raise Fenced(f"messages of this batch were applied by another consumer ({self.keys.prefix})")
+        stats.accepted, stats.quarantined = len(accepted_ids), len(rejected_rows)
+        self.metrics.observe_batch(stats.accepted, stats.quarantined, stats.duplicates, newest)
+        for field in ("received", "accepted", "quarantined", "duplicates"):
+            setattr(self.totals, field, getattr(self.totals, field) + getattr(stats, field))
+        return stats
+
+    def _unapplied(self, messages: list[StreamMessage]) -> tuple[list[StreamMessage], list[str]]:
+        ids = [m.id for m in messages]
+
+        def scores() -> list[list[float | None]]:
+            pipeline = self._client.pipeline(transaction=False)
+            pipeline.zmscore(self.keys.applied, ids)
+            pipeline.zmscore(self.keys.rejected, ids)
+            return pipeline.execute()
+
+        applied, rejected = self._retrying(scores)
+        seen = {i for i, a, r in zip(ids, applied, rejected, strict=True) if a is not None or r is not None}
+        unique: dict[str, StreamMessage] = {}
+        for message in messages:
+            if message.id not in seen:
+                unique.setdefault(message.id, message)
+        return list(unique.values()), [i for i in ids if i in seen]
+
+    def _aggregate(
+        self, accepted: pa.Table, ids: list[str]
+    ) -> tuple[pa.Table, list[tuple[bytes, bytes]], int]:
+        """Applies accepted events to the window state; returns the history rows, the online blobs of
+        the entities touched, and the newest event time written."""
+        n = accepted.num_rows
+        slots = self._slots_of(accepted)
+        ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        seq = np.fromiter((id_sequence(i) for i in ids), dtype=np.int64, count=n)
+        values = self._values(accepted)
+        out, out_ts = self.state.apply(slots, ts, seq, values, emit=True)
+        start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
+        # Strictly increasing ingestion times order the history rows of one entity that share an event
+        # time (an out-of-order event re-emits as of the entity's newest time), as processing did.
+        ingested = start + np.arange(n, dtype=np.int64)
+        self._last_ingested_us = int(ingested[-1]) if n else self._last_ingested_us
+        history = pa.table(
+            {
+                **{name: accepted.column(name) for name in self._key_names},
+                "event_ts": pa.array(out_ts).cast(TIMESTAMP_TYPE),
+                "ingested_ts": pa.array(ingested).cast(TIMESTAMP_TYPE),
+                **output_columns(self.plan, out),
+            }
+        )
+        if n == 0:
+            return history, [], 0
+        # The last emitted row of each entity in this batch is its current online value.
+        reversed_first = np.unique(slots[::-1], return_index=True)[1]
+        last = np.sort(n - 1 - reversed_first)
+        latest = history.take(pa.array(last))
+        matrix, nulls = feature_matrix(latest, self._online)
+        latest_ts = out_ts[last]
+        blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, start, nulls)
+        keys = [
+            online_key(self._online.entity, k, self._online.name, self._online.version)
+            for k in key_texts(latest, self._key_names)
+        ]
+        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max())
+
+    def _slots_of(self, accepted: pa.Table) -> npt.NDArray[np.int64]:
+        """Dense state index of each row's entity (new entities get the next free index)."""
+        slots = self._slots
+        if len(self._key_names) == 1:
+            # Map the batch's distinct keys only, then gather: one dict lookup per entity, not per event.
+            column = accepted.column(self._key_names[0])
+            distinct = pc.unique(column)
+            index = [slots.setdefault((key,), len(slots)) for key in distinct.cast(pa.string()).to_pylist()]
+            positions = pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)
+            slot_of: npt.NDArray[np.int64] = np.asarray(index, dtype=np.int64)[positions]
+            return slot_of
+        return np.fromiter(
+            (slots.setdefault(k, len(slots)) for k in key_texts(accepted, self._key_names)),
+            dtype=np.int64,
+            count=accepted.num_rows,
+        )
+
+    def _values(self, accepted: pa.Table) -> npt.NDArray[np.float64]:
+        n = accepted.num_rows
+        values = np.empty((n, len(self.plan.columns)), dtype=np.float64)
+        for j, name in enumerate(self.plan.columns):
+            values[:, j] = accepted.column(name).to_numpy(zero_copy_only=False)
+        return values
+
+    def _rebuild(self) -> None:
+        """Re-applies the retained messages this view has applied (see the module docstring)."""
+        since_ms = int(time.time() * 1000) - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
+        rebuilt = 0
+        for page in self.source.history(since_ms, 10_000):
+            ids = [m.id for m in page]
+            scores = self._retrying(partial(self._client.zmscore, self.keys.applied, ids))
+            applied = [m for m, score in zip(page, scores, strict=True) if score is not None]
+            if not applied:
+                continue
+            result = validate(self.view, self.entity, _table_of(applied), now=_FAR_FUTURE)
+            kept = _accepted_rows(len(applied), result.rejected)
+            accepted = result.accepted
+            if accepted.num_rows:
+                seq = np.fromiter((id_sequence(applied[i].id) for i in kept), dtype=np.int64, count=len(kept))
+                ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+                self.state.apply(self._slots_of(accepted), ts, seq, self._values(accepted), emit=False)
+                rebuilt += accepted.num_rows
+                self.metrics.newest_event_us = max(self.metrics.newest_event_us, int(ts.max()))
+        _log.info("rebuilt window state of %s from %d applied messages", self.view.spec.name, rebuilt)
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        retry = getattr(self.source, "retrying", None)
+        return retry(operation) if retry is not None else operation()
+
+
+def _table_of(messages: list[StreamMessage]) -> pa.Table:
+    """Messages as a table of string columns (the union of their fields; null where one lacks one).
+    Redis refuses a stream entry without fields, so the table has a column and one row per message."""
+    names: dict[str, None] = {}
+    for message in messages:
+        names.update(dict.fromkeys(message.fields))
+    return pa.table({name: pa.array([m.fields.get(name) for m in messages], pa.string()) for name in names})
+
+
+def _accepted_rows(n: int, rejected: pa.Table) -> list[int]:
+    """Row numbers of the accepted records (validation keeps their order)."""
+    dropped = set(rejected.column("row_index").to_pylist())
+    return [i for i in range(n) if i not in dropped]

@@ -1,0 +1,91 @@
+"""How a streaming view's aggregations map onto the window kernel, and the kernel's outputs back onto
+the view's features.
+
+Bucket granularity: the greatest common divisor of the view's window lengths (10 min, 1 h and 24 h give
+10-minute buckets, 144 of them per entity), so every window is a whole number of buckets. A view whose
+ring would exceed ``MAX_BUCKETS`` is refused; give it windows with a larger common divisor. See
+``kernels/windows.py`` for the resulting window semantics (hopping windows aligned to buckets)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import InvalidArgument
+from clients.value_types import numpy_dtype_name
+from control_plane.ingestion.validation import value_columns
+from kernels.windows import FUNCTIONS, WindowState
+
+MAX_BUCKETS = 4096
+
+
+@dataclass(frozen=True)
+class AggregationPlan:
+    columns: tuple[str, ...]  # event fields, in the kernel's column order
+    outputs: tuple[str, ...]  # feature names, in the kernel's aggregation order
+    output_types: tuple[str, ...]  # numpy dtype names of those features
+    agg_col: tuple[int, ...]
+    agg_func: tuple[int, ...]
+    agg_buckets: tuple[int, ...]
+    bucket_us: int
+    n_buckets: int
+
+    @property
+    def max_window_us(self) -> int:
+        return self.bucket_us * self.n_buckets
+
+    def new_state(self, capacity: int = 1024) -> WindowState:
+        return WindowState(
+            self.bucket_us, self.n_buckets, len(self.columns), self.agg_col, self.agg_func, self.agg_buckets,
+            capacity,
+        )  # fmt: skip
+
+
+def plan_for(view: pb.FeatureView) -> AggregationPlan:
+    spec = view.spec
+    if not spec.aggregations:
+        raise InvalidArgument(f"view {spec.name!r} has no aggregations; materialize it from a batch source")
+    produced = {aggregation.output for aggregation in spec.aggregations}
+    plain = [f.name for f in spec.features if f.name not in produced]
+    if plain:
+        raise InvalidArgument(
+            f"view {spec.name!r}: features {', '.join(plain)} are produced by no aggregation; every feature"
+            " of a streaming view must be"
+        )
+    columns = tuple(column.name for column in value_columns(view))
+    bucket_s = reduce(math.gcd, (a.window_seconds for a in spec.aggregations))
+    n_buckets = max(a.window_seconds for a in spec.aggregations) // bucket_s
+    if n_buckets > MAX_BUCKETS:
+        raise InvalidArgument(
+            f"view {spec.name!r}: windows need {n_buckets} buckets of {bucket_s}s (more than {MAX_BUCKETS});"
+            " choose window lengths with a larger common divisor"
+        )
+    by_output = {a.output: a for a in spec.aggregations}
+    ordered = [by_output[f.name] for f in spec.features]
+    return AggregationPlan(
+        columns=columns,
+        outputs=tuple(f.name for f in spec.features),
+        output_types=tuple(numpy_dtype_name(f.value_type) for f in spec.features),
+        agg_col=tuple(columns.index(a.column) for a in ordered),
+        agg_func=tuple(FUNCTIONS.index(a.function) for a in ordered),
+        agg_buckets=tuple(a.window_seconds // bucket_s for a in ordered),
+        bucket_us=bucket_s * 1_000_000,
+        n_buckets=n_buckets,
+    )
+
+
+def output_columns(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
+    """Kernel outputs (NaN = no value) as Arrow columns of the features' types (null = no value)."""
+    columns: dict[str, pa.Array] = {}
+    for j, (name, dtype) in enumerate(zip(plan.outputs, plan.output_types, strict=True)):
+        values = out[:, j]
+        missing = np.isnan(values)
+        filled = np.where(missing, 0, values).astype(dtype)
+        columns[name] = pa.array(filled, mask=missing if missing.any() else None)
+    return columns

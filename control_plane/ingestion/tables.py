@@ -1,0 +1,67 @@
+"""ORM tables of control_plane.ingestion (registered on control_plane.db.models.Base).
+
+* ``ingestion_runs``: one row per ingestion run (a batch materialization, a replay, or one stream
+  materializer's consumer group, which is one long run across restarts) with its counters. The counters
+  move in the same transaction as the quarantine rows they count, so ``records_in == accepted +
+  quarantined`` holds after every commit.
+* ``quarantine``: one row per rejected record: view, version, source, the original payload (JSON text),
+  the reasons, and a status (quarantined -> replayed | discarded). ``(run_id, record_key)`` is unique, so
+  re-inserting a redelivered stream message is a no-op.
+* ``ingestion_receipts``: the stream materializer's applied outbox receipts (see
+  ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from control_plane.db.models import NAME_LENGTH, Base
+
+RUN_ID_LENGTH = 200
+SOURCE_LENGTH = 1024
+
+
+class IngestionRunRow(Base):
+    __tablename__ = "ingestion_runs"
+
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    view: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    source_kind: Mapped[str] = mapped_column(String(16))  # batch | stream | replay
+    source_id: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
+    records_in: Mapped[int] = mapped_column(BigInteger)
+    accepted: Mapped[int] = mapped_column(BigInteger)
+    quarantined: Mapped[int] = mapped_column(BigInteger)
+    started_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class QuarantineRow(Base):
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        UniqueConstraint("run_id", "record_key", name="uq_quarantine_run_record"),
+        Index("ix_quarantine_view_status", "view", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
+    #: The record's identity within its run: a stream message id, or the row number in the batch.
+    record_key: Mapped[str] = mapped_column(String(200))
+    view: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
+    payload: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # quarantined | replayed | discarded
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class IngestionReceiptRow(Base):
+    __tablename__ = "ingestion_receipts"
+
+    receipt_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
+    applied_at_us: Mapped[int] = mapped_column(BigInteger)

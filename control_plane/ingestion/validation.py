@@ -1,0 +1,299 @@
+"""Record-level validation of ingested data against a feature view's registered schema.
+
+``validate(view, entity, table, now=...)`` splits a batch into the records that pass every rule
+(``accepted``, cast to the registered types) and those that fail (``rejected``: row index, the original
+row as JSON and every reason, ``; ``-separated). Invariant: ``accepted.num_rows + rejected.num_rows ==
+table.num_rows``. With ``strict=True`` it raises ``InvalidArgument`` naming the first offending rows and
+columns instead (the batch API's strict mode).
+
+Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60``):
+
+* **join keys**: every join key of the entity must be present, non-null and castable without loss to its
+  registered type (int64 or string);
+* **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
+  time-zone-aware, and not more than ``max_future`` (default 1 day) ahead of ``now``;
+* **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
+* **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed;
+* **nulls** (NaN counts as null): per feature, the batch's null fraction is ``nulls / records``. When it
+  exceeds ``max_null_fraction`` (0 = no nulls allowed), *every* null record of that feature is rejected
+  ("null fraction 0.40 in batch exceeds max 0.10"); at or below it, nulls are accepted. A missing
+  feature column counts as all null. The fraction is per call, so in streaming it is per read batch;
+* **unknown columns**: a record with a non-null value in a column the schema does not know is rejected
+  (a stream message's fields are its own, so an unknown field rejects just that message).
+
+The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
+per value column. For a plain view the value columns are its features; for a view with ``aggregations``
+(a streaming view) the records are raw events, and the value columns are the aggregated event fields
+(float64, required, no NaN); the features are the aggregates computed from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+
+DEFAULT_TIMESTAMP_FIELD = "event_ts"
+DEFAULT_MAX_FUTURE = timedelta(days=1)
+#: Offending records named in a strict-mode error.
+STRICT_REPORT_LIMIT = 5
+
+REJECTED_SCHEMA = pa.schema([("row_index", pa.int64()), ("payload", pa.string()), ("reason", pa.string())])
+
+_ARROW_TYPES: dict[int, pa.DataType] = {
+    types_pb2.FLOAT32: pa.float32(),
+    types_pb2.FLOAT64: pa.float64(),
+    types_pb2.INT32: pa.int32(),
+    types_pb2.INT64: pa.int64(),
+    types_pb2.BOOL: pa.bool_(),
+    types_pb2.STRING: pa.string(),
+}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    accepted: pa.Table
+    rejected: pa.Table  # REJECTED_SCHEMA: row_index, payload (original row as JSON), reason
+
+
+@dataclass(frozen=True)
+class ValueColumn:
+    """A column of values a record carries besides its keys and timestamp."""
+
+    name: str
+    arrow_type: pa.DataType
+    rule: pb.ValidationRule
+
+
+def arrow_type(value_type: int) -> pa.DataType:
+    return _ARROW_TYPES[value_type]
+
+
+def timestamp_field(view: pb.FeatureView) -> str:
+    return view.spec.source.timestamp_field or DEFAULT_TIMESTAMP_FIELD
+
+
+def value_columns(view: pb.FeatureView) -> list[ValueColumn]:
+    """The value columns a record of ``view`` carries (see the module docstring)."""
+    if view.spec.aggregations:
+        names = sorted({aggregation.column for aggregation in view.spec.aggregations})
+        return [ValueColumn(name, pa.float64(), pb.ValidationRule(max_null_fraction=0.0)) for name in names]
+    return [ValueColumn(f.name, arrow_type(f.value_type), f.validation) for f in view.spec.features]
+
+
+def accepted_schema(view: pb.FeatureView, entity: pb.Entity) -> pa.Schema:
+    keys = [(key.name, arrow_type(key.value_type)) for key in entity.join_keys]
+    values = [(column.name, column.arrow_type) for column in value_columns(view)]
+    return pa.schema([*keys, ("event_ts", TIMESTAMP_TYPE), *values])
+
+
+class _Reasons:
+    """Reasons per failing row; filled only for failing rows, so valid data costs no Python loop."""
+
+    def __init__(self) -> None:
+        self.by_row: dict[int, list[str]] = defaultdict(list)
+
+    def add(self, mask: npt.NDArray[np.bool_], reason_for: Any) -> None:
+        for row in np.flatnonzero(mask).tolist():
+            self.by_row[row].append(reason_for(row))
+
+
+def validate(
+    view: pb.FeatureView,
+    entity: pb.Entity,
+    table: pa.Table,
+    *,
+    now: datetime,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+    strict: bool = False,
+) -> ValidationResult:
+    """Splits ``table`` into accepted and rejected records (see the module docstring for the rules)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be time-zone-aware")
+    n = table.num_rows
+    table = table.combine_chunks()
+    reasons = _Reasons()
+    columns: dict[str, pa.Array] = {}
+    ts_name = timestamp_field(view)
+    known = {key.name for key in entity.join_keys} | {ts_name}
+
+    for key in entity.join_keys:
+        columns[key.name] = _check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
+    columns["event_ts"] = _check_timestamp(table, ts_name, now, max_future, reasons)
+    for column in value_columns(view):
+        known.add(column.name)
+        columns[column.name] = _check_values(table, column, reasons)
+    for name in table.column_names:
+        if name not in known:
+            present = _column(table, name).is_valid().to_numpy(zero_copy_only=False)
+            reasons.add(present, lambda _row, name=name: f"{name}: unknown column")
+
+    bad = np.zeros(n, dtype=bool)
+    bad[list(reasons.by_row)] = True
+    if strict and bad.any():
+        raise InvalidArgument(_strict_message(reasons, n))
+    schema = accepted_schema(view, entity)
+    accepted = pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
+    if bad.any():
+        accepted = accepted.filter(pa.array(~bad))
+    return ValidationResult(accepted, _rejected(table, reasons))
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
+
+
+def _check_required(
+    table: pa.Table, name: str, target: pa.DataType, what: str, reasons: _Reasons
+) -> pa.Array:
+    n = table.num_rows
+    if name not in table.column_names:
+        reasons.add(np.ones(n, dtype=bool), lambda _row: f"{name}: required {what} missing")
+        return pa.nulls(n, target)
+    source = _column(table, name)
+    cast, failed = lossless_cast(source, target)
+    reasons.add(failed, lambda row: f"{name}: {_show(source[row])} not castable to {target} without loss")
+    missing = ~source.is_valid().to_numpy(zero_copy_only=False) & ~failed
+    reasons.add(missing, lambda _row: f"{name}: required {what} is null")
+    return cast
+
+
+def _check_timestamp(
+    table: pa.Table, name: str, now: datetime, max_future: timedelta, reasons: _Reasons
+) -> pa.Array:
+    n = table.num_rows
+    if name not in table.column_names:
+        reasons.add(np.ones(n, dtype=bool), lambda _row: f"{name}: timestamp missing")
+        return pa.nulls(n, TIMESTAMP_TYPE)
+    source = _column(table, name)
+    cast, failed = lossless_cast(source, TIMESTAMP_TYPE)
+    reasons.add(failed, lambda row: f"{name}: {_show(source[row])} is not a time-zone-aware timestamp")
+    valid = cast.is_valid().to_numpy(zero_copy_only=False)
+    reasons.add(~valid & ~failed, lambda _row: f"{name}: timestamp is null")
+    limit_us = _epoch_us(now + max_future)
+    micros = pc.fill_null(cast.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    reasons.add(
+        valid & (micros > limit_us),
+        lambda row: f"{name}: {_show(cast[row])} is more than {max_future} ahead of now ({now.isoformat()})",
+    )
+    return cast
+
+
+def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa.Array:
+    n, name, rule = table.num_rows, column.name, column.rule
+    if name in table.column_names:
+        source = _column(table, name)
+        cast, failed = lossless_cast(source, column.arrow_type)
+        reasons.add(
+            failed,
+            lambda row: f"{name}: {_show(source[row])} not castable to {column.arrow_type} without loss",
+        )
+    else:
+        cast, failed = pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
+    valid = cast.is_valid().to_numpy(zero_copy_only=False)
+    nulls = ~valid & ~failed
+    null_count = int(nulls.sum())
+    if n and null_count / n > rule.max_null_fraction:
+        if rule.max_null_fraction == 0:
+            reasons.add(nulls, lambda _row: f"{name}: null (NaN or missing) not allowed")
+        else:
+            fraction = null_count / n
+            reasons.add(
+                nulls,
+                lambda _row: (
+                    f"{name}: null (null fraction {fraction:.3f} in batch exceeds max"
+                    f" {rule.max_null_fraction:g})"
+                ),
+            )
+    if valid.any() and (rule.HasField("min_value") or rule.HasField("max_value") or rule.allowed_values):
+        numbers = pc.fill_null(cast.cast(pa.float64()), 0).to_numpy(zero_copy_only=False)
+        if rule.HasField("min_value"):
+            reasons.add(
+                valid & (numbers < rule.min_value),
+                lambda row: f"{name}: {_show(cast[row])} below min {rule.min_value:g}",
+            )
+        if rule.HasField("max_value"):
+            reasons.add(
+                valid & (numbers > rule.max_value),
+                lambda row: f"{name}: {_show(cast[row])} above max {rule.max_value:g}",
+            )
+        if rule.allowed_values:
+            allowed = np.asarray(sorted(set(rule.allowed_values)), dtype=np.float64)
+            listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
+            reasons.add(
+                valid & ~np.isin(numbers, allowed),
+                lambda row: f"{name}: {_show(cast[row])} not in allowed values [{listed}]",
+            )
+    return cast
+
+
+def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
+    rows = sorted(reasons.by_row)
+    if not rows:
+        return REJECTED_SCHEMA.empty_table()
+    originals = table.take(pa.array(rows, pa.int64())).to_pylist()
+    return pa.Table.from_pydict(
+        {
+            "row_index": rows,
+            "payload": [record_json(record) for record in originals],
+            "reason": ["; ".join(reasons.by_row[row]) for row in rows],
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """A record as JSON text: timestamps in ISO 8601 (naive ones stay naive, so the reason stays
+    visible), NaN and infinities as the strings ``"NaN"``/``"Infinity"``, bytes as UTF-8 text."""
+    return json.dumps({key: _jsonable(value) for key, value in record.items()}, sort_keys=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _show(scalar: pa.Scalar) -> str:
+    value = scalar.as_py()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _epoch_us(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _strict_message(reasons: _Reasons, total: int) -> str:
+    rows = sorted(reasons.by_row)
+    shown = "; ".join(f"row {row}: {', '.join(reasons.by_row[row])}" for row in rows[:STRICT_REPORT_LIMIT])
+    more = f" (and {len(rows) - STRICT_REPORT_LIMIT} more)" if len(rows) > STRICT_REPORT_LIMIT else ""
+    return f"{len(rows)} of {total} records failed validation: {shown}{more}"

@@ -1,0 +1,61 @@
+"""A real control plane serving ingestion (SQLite and PostgreSQL via ``db_url``, a real redis-server),
+with a sensor entity and two registered views: ``climate`` (batch) and ``clicks`` (stream aggregations)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2 as t
+from control_plane.api.ingestion import add_to_server
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
+
+ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
+CLIMATE = pb.FeatureViewSpec(
+    name="climate",
+    entity="sensor",
+    features=[
+        pb.Feature(
+            name="temperature_c",
+            value_type=t.FLOAT32,
+            validation=pb.ValidationRule(min_value=-40, max_value=60, max_null_fraction=0.5),
+        ),
+        pb.Feature(name="mode", value_type=t.INT32, validation=pb.ValidationRule(allowed_values=[1, 2, 3])),
+    ],
+)
+CLICKS = pb.FeatureViewSpec(
+    name="clicks",
+    entity="sensor",
+    source=pb.Source(kind="stream", uri="events:clicks"),
+    features=[
+        pb.Feature(name="clicks_10m", value_type=t.INT64),
+        pb.Feature(name="amount_sum_1h", value_type=t.FLOAT64),
+        pb.Feature(name="amount_mean_1h", value_type=t.FLOAT64),
+        pb.Feature(name="amount_max_24h", value_type=t.FLOAT64),
+        pb.Feature(name="amount_last_1h", value_type=t.FLOAT32),
+    ],
+    aggregations=[
+        pb.Aggregation(column="amount", function="count", window_seconds=600, output="clicks_10m"),
+        pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h"),
+        pb.Aggregation(column="amount", function="mean", window_seconds=3600, output="amount_mean_1h"),
+        pb.Aggregation(column="amount", function="max", window_seconds=86400, output="amount_max_24h"),
+        pb.Aggregation(column="amount", function="last", window_seconds=3600, output="amount_last_1h"),
+    ],
+)
+
+
+@pytest.fixture
+async def control_plane(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIterator[ControlPlaneServer]:
+    settings = ControlPlaneSettings(
+        home=tmp_path, db_url=db_url, redis_url=redis_url, listen_addr="127.0.0.1:0"
+    )
+    server = await start_server(settings, services=[add_to_server])
+    server.registry.create_entity(ENTITY)
+    server.registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    server.registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    yield server
+    await server.stop()

@@ -1,0 +1,113 @@
+"""Shared pieces of the streaming tests: a registry with the ``clicks`` view on a SQLite file, event
+publishing, and the brute-force expectation of the online values from the raw events."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.online import online_view_version
+from kernels.online_keys import online_key
+from kernels.packed_blob import decode
+from tests.integration.ingestion.conftest import CLICKS, ENTITY
+
+STREAM = "events:clicks"
+BUCKET_S = 600  # gcd of the clicks windows
+
+
+@dataclass
+class Event:
+    sensor: int
+    ts: datetime
+    amount: float
+    id: str = ""
+
+
+def registry_db(tmp_path: Path) -> tuple[str, sessionmaker[Session], pb.FeatureView, pb.Entity]:
+    url = f"sqlite:///{tmp_path / 'aether.db'}"
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    return url, sessions, view, entity
+
+
+def random_events(n: int, seed: int, sensors: int = 20) -> list[Event]:
+    rng = np.random.default_rng(seed)
+    base = datetime.now(UTC) - timedelta(hours=3)
+    offsets = np.sort(rng.integers(0, 3 * 3600 * 10**6, n))
+    offsets[rng.random(n) < 0.1] -= 20 * 60 * 10**6  # some late (out-of-order) events
+    return [
+        Event(int(s), base + timedelta(microseconds=int(o)), round(float(a), 3))
+        for s, o, a in zip(rng.integers(0, sensors, n), offsets, rng.normal(10, 5, n), strict=True)
+    ]
+
+
+def publish(client: redis.Redis, events: list[Event]) -> None:
+    pipeline = client.pipeline(transaction=False)
+    for event in events:
+        pipeline.xadd(
+            STREAM,
+            {"sensor_id": str(event.sensor), "event_ts": event.ts.isoformat(), "amount": repr(event.amount)},
+        )
+    for event, message_id in zip(events, pipeline.execute(), strict=True):
+        event.id = message_id.decode()
+
+
+def seq(message_id: str) -> tuple[int, int]:
+    ms, _, n = message_id.partition("-")
+    return int(ms), int(n)
+
+
+def expected_online(events: list[Event]) -> dict[int, list[float]]:
+    """Per sensor, the view's features as of its newest event, by brute force over the raw events."""
+    expected = {}
+    for sensor in {e.sensor for e in events}:
+        mine = [e for e in events if e.sensor == sensor]
+        us = [int(e.ts.timestamp() * 1e6) for e in mine]
+        current = max(us) // (BUCKET_S * 10**6)
+
+        def inside(
+            window_s: int, mine: list[Event] = mine, us: list[int] = us, current: int = current
+        ) -> list[Event]:
+            width = window_s // BUCKET_S
+            return [
+                e
+                for e, t in zip(mine, us, strict=True)
+                if current - width < t // (BUCKET_S * 10**6) <= current
+            ]
+
+        hour = inside(3600)
+        last = max(hour, key=lambda e: (e.ts, seq(e.id))) if hour else None
+        expected[sensor] = [
+            float(len(inside(600))),
+            sum(e.amount for e in hour),
+            sum(e.amount for e in hour) / len(hour) if hour else math.nan,
+            max(e.amount for e in inside(86400)),
+            float(np.float32(last.amount)) if last else math.nan,
+        ]
+    return expected
+
+
+def read_online(client: redis.Redis, view: pb.FeatureView, sensors: list[int]) -> dict[int, list[float]]:
+    online = online_view_version(view)
+    found = {}
+    for sensor in sensors:
+        blob = client.get(online_key("sensor", [str(sensor)], view.spec.name, view.version))
+        assert isinstance(blob, bytes), f"sensor {sensor} has no online value"
+        decoded = decode(blob, online.layout, view.schema_fingerprint)
+        record = decoded.values[0]
+        nulls = decoded.nulls if decoded.nulls is not None else np.zeros(len(online.columns), dtype=bool)
+        found[sensor] = [math.nan if nulls[i] else float(record[i]) for i in range(len(online.columns))]
+    return found

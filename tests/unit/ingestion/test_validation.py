@@ -1,0 +1,208 @@
+"""Validation per rule, and random batches against a brute-force per-record checker (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2 as t
+from clients.errors import InvalidArgument
+from control_plane.ingestion.validation import validate
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
+VIEW = pb.FeatureView(
+    spec=pb.FeatureViewSpec(
+        name="climate",
+        entity="sensor",
+        features=[
+            pb.Feature(
+                name="temperature_c",
+                value_type=t.FLOAT32,
+                validation=pb.ValidationRule(min_value=-40, max_value=60, max_null_fraction=0.25),
+            ),
+            pb.Feature(
+                name="mode", value_type=t.INT32, validation=pb.ValidationRule(allowed_values=[1, 2, 3])
+            ),
+        ],
+    ),
+    version=1,
+)
+
+
+def reasons(table: pa.Table) -> dict[int, str]:
+    result = validate(VIEW, ENTITY, table, now=NOW)
+    assert result.accepted.num_rows + result.rejected.num_rows == table.num_rows
+    return dict(
+        zip(
+            result.rejected.column("row_index").to_pylist(),
+            result.rejected.column("reason").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def batch(**columns: list[object]) -> pa.Table:
+    base: dict[str, list[object]] = {
+        "sensor_id": [1],
+        "event_ts": [NOW],
+        "temperature_c": [20.0],
+        "mode": [1],
+    }
+    base.update(columns)
+    return pa.table(base)
+
+
+def test_valid_record_is_accepted_and_cast_to_registered_types() -> None:
+    result = validate(VIEW, ENTITY, batch(), now=NOW)
+    assert result.rejected.num_rows == 0
+    assert result.accepted.schema.field("temperature_c").type == pa.float32()
+    assert result.accepted.schema.field("mode").type == pa.int32()
+    assert result.accepted.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ({"temperature_c": [75.2]}, "temperature_c: 75.2 above max 60"),
+        ({"temperature_c": [-41.0]}, "temperature_c: -41 below min -40"),
+        ({"mode": [7]}, "mode: 7 not in allowed values [1, 2, 3]"),
+        ({"mode": [1.5]}, "mode: 1.5 not castable to int32 without loss"),
+        ({"mode": ["two"]}, "mode: 'two' not castable to int32 without loss"),
+        ({"mode": [None]}, "mode: null (NaN or missing) not allowed"),
+        (
+            {"temperature_c": [math.nan]},
+            "temperature_c: null (null fraction 1.000 in batch exceeds max 0.25)",
+        ),
+        ({"sensor_id": [None]}, "sensor_id: required join key is null"),
+        ({"sensor_id": ["abc"]}, "sensor_id: 'abc' not castable to int64 without loss"),
+        ({"event_ts": [None]}, "event_ts: timestamp is null"),
+        (
+            {"event_ts": [datetime(2026, 1, 1, 12)]},
+            "event_ts: 2026-01-01T12:00:00 is not a time-zone-aware timestamp",
+        ),
+        (
+            {"event_ts": ["2026-01-01T12:00:00"]},
+            "event_ts: '2026-01-01T12:00:00' is not a time-zone-aware timestamp",
+        ),
+        ({"event_ts": [NOW + timedelta(days=2)]}, "is more than 1 day, 0:00:00 ahead of now"),
+        ({"humidity": [0.5]}, "humidity: unknown column"),
+    ],
+)
+def test_each_rule_rejects_with_a_reason_naming_column_and_rule(
+    columns: dict[str, list[object]], expected: str
+) -> None:
+    found = reasons(batch(**columns))
+    assert list(found) == [0]
+    assert expected in found[0]
+
+
+def test_missing_join_key_and_timestamp_columns_reject_every_record() -> None:
+    found = reasons(pa.table({"temperature_c": [1.0, 2.0], "mode": [1, 1]}))
+    assert all(
+        "sensor_id: required join key missing" in r and "event_ts: timestamp missing" in r
+        for r in found.values()
+    )
+    assert sorted(found) == [0, 1]
+
+
+def test_null_fraction_at_the_limit_is_accepted_and_above_it_quarantines_the_nulls() -> None:
+    four = {"sensor_id": [1, 2, 3, 4], "event_ts": [NOW] * 4, "mode": [1] * 4}
+    assert reasons(pa.table({**four, "temperature_c": [1.0, None, 3.0, 4.0]})) == {}
+    found = reasons(pa.table({**four, "temperature_c": [1.0, None, math.nan, 4.0]}))
+    assert sorted(found) == [1, 2]  # only the null records; NaN counts as null
+
+
+def test_rejected_payload_is_the_original_row_as_json() -> None:
+    result = validate(VIEW, ENTITY, batch(temperature_c=[99.0]), now=NOW)
+    payload = json.loads(result.rejected.column("payload")[0].as_py())
+    assert payload == {"sensor_id": 1, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+
+
+def test_strict_mode_names_first_rows_and_columns() -> None:
+    table = pa.table(
+        {"sensor_id": [1, 2, 3], "event_ts": [NOW] * 3, "temperature_c": [1.0, 70.0, 2.0], "mode": [1, 1, 9]}
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        validate(VIEW, ENTITY, table, now=NOW, strict=True)
+    assert raised.value.message.startswith(
+        "2 of 3 records failed validation: row 1: temperature_c: 70 above max 60"
+    )
+    assert "row 2: mode: 9 not in allowed values" in raised.value.message
+
+
+def test_aggregation_view_validates_the_aggregated_event_fields() -> None:
+    view = pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="clicks",
+            entity="sensor",
+            features=[pb.Feature(name="amount_sum_1h", value_type=t.FLOAT64)],
+            aggregations=[
+                pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h")
+            ],
+        ),
+        version=1,
+    )
+    table = pa.table(
+        {"sensor_id": ["1", "2", "3"], "event_ts": [NOW.isoformat()] * 3, "amount": ["2.5", "nan", "x"]}
+    )
+    result = validate(view, ENTITY, table, now=NOW)
+    assert result.accepted.column_names == ["sensor_id", "event_ts", "amount"]
+    assert result.accepted.column("amount").to_pylist() == [2.5]
+    assert result.rejected.column("reason").to_pylist() == [
+        "amount: null (NaN or missing) not allowed",
+        "amount: 'x' not castable to double without loss",
+    ]
+
+
+# -- random batches against a per-record reference ------------------------------------------------------
+
+temperatures = st.one_of(st.none(), st.just(math.nan), st.floats(-60, 80, allow_nan=False, width=32))
+modes = st.one_of(st.none(), st.integers(0, 4))
+stamps = st.one_of(st.none(), st.integers(-3, 3).map(lambda days: NOW + timedelta(days=days)))
+records = st.tuples(st.one_of(st.none(), st.integers(0, 9)), stamps, temperatures, modes)
+
+
+def expected_rejects(rows: list[tuple[int | None, datetime | None, float | None, int | None]]) -> set[int]:
+    nulls = sum(1 for r in rows if r[2] is None or math.isnan(r[2]))
+    too_many_nulls = nulls / len(rows) > 0.25
+    bad = set()
+    for i, (key, ts, temp, mode) in enumerate(rows):
+        temp_null = temp is None or math.isnan(temp)
+        if (
+            key is None
+            or ts is None
+            or ts > NOW + timedelta(days=1)
+            or (temp_null and too_many_nulls)
+            or (temp is not None and not temp_null and not -40 <= temp <= 60)
+            or mode is None
+            or mode not in (1, 2, 3)
+        ):
+            bad.add(i)
+    return bad
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(records, min_size=1, max_size=40))
+def test_random_batches_match_a_per_record_checker(
+    rows: list[tuple[int | None, datetime | None, float | None, int | None]],
+) -> None:
+    table = pa.table(
+        {
+            "sensor_id": pa.array([r[0] for r in rows], pa.int64()),
+            "event_ts": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+            "temperature_c": pa.array([r[2] for r in rows], pa.float64()),
+            "mode": pa.array([r[3] for r in rows], pa.int64()),
+        }
+    )
+    result = validate(VIEW, ENTITY, table, now=NOW)
+    assert set(result.rejected.column("row_index").to_pylist()) == expected_rejects(rows)
+    assert result.accepted.num_rows + result.rejected.num_rows == len(rows)
+    assert result.accepted.column("sensor_id").null_count == 0
