@@ -3,39 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from clients.tls import add_port
+from control_plane.api import audit as audit_api
+from control_plane.api import ingestion as ingestion_api
+from control_plane.api import model_registry as model_registry_api
+from control_plane.api import offline_features as offline_api
+from control_plane.api import tracking as tracking_api
+from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.registry import FeatureRegistry
+from control_plane.model_registry.feature_guard import ModelFeatureGuard
 from control_plane.settings import ControlPlaneSettings
 
 FEATURE_REGISTRY_SERVICE = feature_registry_pb2.DESCRIPTOR.services_by_name["FeatureRegistry"].full_name
-
-
-@dataclass
-class ServiceContext:
-    """What a service module gets to register itself on the control-plane server: the settings, the
-    metadata database and the feature registry core. ``on_close`` collects callbacks run at stop."""
-
-    settings: ControlPlaneSettings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    registry: FeatureRegistry
-    on_close: list[Callable[[], None]] = field(default_factory=list)
-
-
-#: Adds one gRPC service to the server and returns its full service name (for health and reflection).
-ServiceModule = Callable[[grpc.aio.Server, ServiceContext], str]
 
 
 class ControlPlaneServer:
@@ -83,12 +73,24 @@ class ControlPlaneServer:
 
 
 #: Service modules every control plane serves besides the feature registry.
-DEFAULT_SERVICES: tuple[ServiceModule, ...] = ()
+DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
+    tracking_api.add_to_server,
+    model_registry_api.add_artifacts_to_server,
+    model_registry_api.add_to_server,
+    audit_api.add_to_server,
+    offline_api.add_to_server,
+    ingestion_api.add_to_server,
+)
+
+
+#: Reference guards the feature registry asks before a retire or delete, unless others are given.
+def default_guards() -> tuple[ReferenceGuard, ...]:
+    return (ModelFeatureGuard(),)
 
 
 async def start_server(
     settings: ControlPlaneSettings,
-    guards: Sequence[ReferenceGuard] = (),
+    guards: Sequence[ReferenceGuard] | None = None,
     services: Sequence[ServiceModule] = DEFAULT_SERVICES,
 ) -> ControlPlaneServer:
     """Migrates the metadata database to the newest schema and starts serving on
@@ -98,10 +100,10 @@ async def start_server(
     engine = create_db_engine(settings.db_url, settings.db_busy_timeout_s)
     await asyncio.to_thread(upgrade_to_head, engine)
     sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions, guards)
+    registry = FeatureRegistry(sessions, default_guards() if guards is None else guards)
     context = ServiceContext(settings, engine, sessions, registry)
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=settings.auth.interceptors())
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
@@ -113,7 +115,7 @@ async def start_server(
         (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(settings.listen_addr)
+        port = add_port(server, settings.listen_addr, settings.tls)
     except RuntimeError as exc:
         engine.dispose()
         raise RuntimeError(f"cannot listen on {settings.listen_addr}: {exc}") from exc

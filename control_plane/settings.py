@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from clients.tls import ServerTls
+from control_plane.api.auth import AuthSettings
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -29,6 +32,10 @@ class ControlPlaneSettings:
     db_busy_timeout_s: float = 30.0
     #: How long a stop waits for in-flight calls before cancelling them.
     shutdown_grace_s: float = 2.0
+    #: Bearer tokens (AETHER_ADMIN_TOKEN[_FILE], AETHER_READONLY_TOKEN[_FILE]); no token = auth off.
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    #: Server certificate and key (AETHER_TLS_CERT, AETHER_TLS_KEY); None = plaintext.
+    tls: ServerTls | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
@@ -43,4 +50,6 @@ class ControlPlaneSettings:
             db_url=env.get("AETHER_DB_URL") or default_db_url(home),
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
             listen_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
+            auth=AuthSettings.from_env(env),
+            tls=ServerTls.from_env(env),
         )

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.errors import NotFound, from_rpc_error
+from clients.sdk.auth import open_channel
 from clients.value_types import numpy_dtype_name
 
 PRESENT = pb.PRESENT
@@ -79,7 +80,7 @@ class OnlineFeaturesClient:
     def __init__(self, target: str, *, timeout: float = 5.0) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
+        self._channel = open_channel(
             target,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

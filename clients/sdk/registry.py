@@ -16,6 +16,7 @@ import grpc
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
 from clients.errors import from_rpc_error
+from clients.sdk.auth import open_channel
 
 _Response = TypeVar("_Response")
 
@@ -27,7 +28,7 @@ class FeatureRegistryClient:
     def __init__(self, target: str, *, timeout: float = 10.0) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = open_channel(target)
         self._stub = pb_grpc.FeatureRegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from control_plane.artifacts.settings import store_for
 from control_plane.artifacts.store import ArtifactRef, ArtifactStore, PendingBlob
 
 if TYPE_CHECKING:  # the server module imports the service modules it serves
-    from control_plane.server import ServiceContext
+    from control_plane.api.context import ServiceContext
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

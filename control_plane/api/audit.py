@@ -19,7 +19,7 @@ from control_plane.audit.verify import VerifyResult, verify_chain
 from control_plane.db.engine import read_session
 
 if TYPE_CHECKING:  # the server module imports the api modules: no import cycle at run time
-    from control_plane.server import ServiceContext
+    from control_plane.api.context import ServiceContext
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,8 @@ class TokenGrant:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    admin_token: str | None = None
-    readonly_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # never printed
+    readonly_token: str | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:

@@ -20,7 +20,7 @@ from control_plane.model_registry.guards import ModelReferenceGuard
 from control_plane.model_registry.registry import ModelRegistry
 
 if TYPE_CHECKING:  # the server module imports the service modules it serves
-    from control_plane.server import ServiceContext, ServiceModule
+    from control_plane.api.context import ServiceContext, ServiceModule
 
 T = TypeVar("T")
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

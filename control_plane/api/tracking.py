@@ -12,10 +12,10 @@ import grpc.aio
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.server import ServiceContext
 from control_plane.tracking.compare import ComparePage
 from control_plane.tracking.filters import Aggregate, Field
 from control_plane.tracking.metrics import check_key

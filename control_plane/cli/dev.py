@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import control_plane
 from clients.errors import FailedPrecondition
+from clients.sdk.auth import open_channel
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 
@@ -181,7 +182,7 @@ def _is_ready(service: Service, log_path: Path) -> bool:
 
 
 def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         except grpc.RpcError:

@@ -10,13 +10,13 @@ import sys
 from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
-from control_plane.cli import demo, dev, features
+from control_plane.cli import audit, demo, dev, features, historical, ingestion, models, runs
 from control_plane.cli.settings import CliSettings
 
 
 def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="aetherctl", description="Administer Aether: feature registry and a local development stack."
+        prog="aetherctl", description="Administer Aether: features, ingestion, tracking, models, audit, and a local stack."
     )
     parser.add_argument(
         "--control-plane",
@@ -31,6 +31,11 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     features.add_parsers(commands)
     dev.add_parsers(commands)
     demo.register(commands)
+    runs.register(commands)
+    models.register(commands)
+    audit.register(commands)
+    ingestion.register(commands)
+    historical.register(commands)
     return parser
 
 

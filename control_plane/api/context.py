@@ -1,0 +1,31 @@
+"""What a service module gets when it registers on the control-plane server (kept apart from
+``control_plane.server`` so that service modules and the server can import each other's names without
+a cycle)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc.aio
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.features.registry import FeatureRegistry
+from control_plane.settings import ControlPlaneSettings
+
+
+@dataclass
+class ServiceContext:
+    """What a service module gets to register itself on the control-plane server: the settings, the
+    metadata database and the feature registry core. ``on_close`` collects callbacks run at stop."""
+
+    settings: ControlPlaneSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    registry: FeatureRegistry
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+
+#: Adds one gRPC service to the server and returns its full service name (for health and reflection).
+ServiceModule = Callable[[grpc.aio.Server, ServiceContext], str]
