@@ -16,7 +16,8 @@ from control_plane.cli.settings import CliSettings
 
 def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="aetherctl", description="Administer Aether: features, ingestion, tracking, models, audit, and a local stack."
+        prog="aetherctl",
+        description="Administer Aether: features, ingestion, tracking, models, audit, and a local stack.",
     )
     parser.add_argument(
         "--control-plane",
