@@ -1,44 +1,5 @@
-"""Feature references as clients write them: ``view:feature``, ``view@2:feature``, ``view``, ``view@2``.
+"""Feature references: the grammar lives in ``clients.feature_refs``, shared with the control plane."""
 
-Names are taken as written (any text without ``:``, ``@`` or whitespace) so that whatever names the
-registry accepts can be referenced; whether a name exists is the catalog's question (NOT_FOUND), not the
-grammar's (INVALID_ARGUMENT).
-"""
+from clients.feature_refs import FeatureRef, parse_ref
 
-from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-
-from clients.errors import InvalidArgument
-
-_NAME = r"[^\s:@]+"
-_REF = re.compile(rf"(?P<view>{_NAME})(?:@(?P<version>[0-9]+))?(?::(?P<feature>{_NAME}))?")
-_MAX_VERSION = 2**32 - 1  # versions are uint32 on the wire
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRef:
-    view: str
-    version: int | None  # None = the latest servable version
-    feature: str | None  # None = every feature of the view, in registered order
-
-    def __str__(self) -> str:
-        text = self.view if self.version is None else f"{self.view}@{self.version}"
-        return text if self.feature is None else f"{text}:{self.feature}"
-
-
-def parse_ref(text: str) -> FeatureRef:
-    match = _REF.fullmatch(text)
-    if match is None:
-        raise InvalidArgument(
-            f"malformed feature reference {text!r}: expected 'view:feature', 'view@VERSION:feature', "
-            "'view' or 'view@VERSION'"
-        )
-    version_text = match["version"]
-    version: int | None = None
-    if version_text is not None:
-        version = int(version_text)
-        if not 1 <= version <= _MAX_VERSION:
-            raise InvalidArgument(f"malformed feature reference {text!r}: versions start at 1")
-    return FeatureRef(match["view"], version, match["feature"])
+__all__ = ["FeatureRef", "parse_ref"]
