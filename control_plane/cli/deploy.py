@@ -1,0 +1,229 @@
+"""``aetherctl deploy ...``: deployments, traffic splits and canaries, through the Python SDK.
+
+aetherctl deploy create eta-prod --model eta --version 3
+aetherctl deploy canary start eta-prod --model eta --version 4 --steps 5,25,50,100 --bake-seconds 300
+aetherctl deploy get eta-prod
+aetherctl deploy traffic eta-prod eta-v4 30
+aetherctl deploy promote eta-prod          # or: rollback eta-prod --reason "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from clients.aether.v1 import deployments_pb2 as pb
+from clients.sdk.deployments import DeploymentsClient, variant
+from control_plane.cli import output
+
+Action = Callable[[DeploymentsClient, argparse.Namespace, TextIO], int]
+
+ROLE_NAMES = {
+    pb.VARIANT_ROLE_PRIMARY: "primary",
+    pb.VARIANT_ROLE_CANARY: "canary",
+    pb.VARIANT_ROLE_SHADOW: "shadow",
+}
+CANARY_NAMES = {
+    pb.CANARY_STATUS_UNSPECIFIED: "-",
+    pb.CANARY_STATUS_PROGRESSING: "progressing",
+    pb.CANARY_STATUS_PROMOTED: "promoted",
+    pb.CANARY_STATUS_ROLLED_BACK: "rolled back",
+}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+    policy = argparse.ArgumentParser(add_help=False)
+    policy.add_argument("--steps", help="canary traffic steps in percent, e.g. 5,25,50,100")
+    policy.add_argument("--bake-seconds", type=int, default=0, help="how long each step is held")
+    policy.add_argument("--max-error-rate", type=float, default=0.0, help="fraction that rolls back")
+    policy.add_argument("--max-p99-ms", type=float, default=0.0, help="absolute p99 ceiling")
+    policy.add_argument("--max-p99-ratio", type=float, default=0.0, help="canary p99 / primary p99 ceiling")
+    policy.add_argument("--min-requests", type=int, default=0, help="requests needed per decision")
+
+    deploy = commands.add_parser("deploy", help="deployments: traffic splits, canaries, shadows")
+    actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    create = actions.add_parser("create", parents=[common, policy], help="deploy an approved model version")
+    create.add_argument("name")
+    create.add_argument("--model", required=True)
+    create.add_argument("--version", type=int, required=True)
+    create.add_argument("--variant", default="", help="variant name (default <model>-v<version>)")
+    create.add_argument(
+        "--shadow", action="append", default=[], metavar="MODEL:VERSION[:PERCENT]", help="mirror to a shadow"
+    )
+    create.add_argument("--description", default="")
+    create.add_argument("--salt", default="", help="routing salt (default: the deployment name)")
+    create.add_argument("--max-batch-size", type=int, default=0)
+    create.add_argument("--max-queue-delay-us", type=int, default=0)
+    create.add_argument("--warmup-requests", type=int, default=0)
+    create.set_defaults(handler=_handler(_create))
+
+    listing = actions.add_parser("list", parents=[common], help="deployments")
+    listing.add_argument("--prefix", default="")
+    listing.set_defaults(handler=_handler(_list))
+
+    get = actions.add_parser("get", parents=[common], help="one deployment: variants, traffic, canary")
+    get.add_argument("name")
+    get.set_defaults(handler=_handler(_get))
+
+    traffic = actions.add_parser("traffic", parents=[common], help="set one variant's traffic share")
+    traffic.add_argument("name")
+    traffic.add_argument("variant")
+    traffic.add_argument("percent", type=float)
+    traffic.set_defaults(handler=_handler(_traffic))
+
+    canary = actions.add_parser("canary", help="canary releases")
+    canary_actions = canary.add_subparsers(dest="canary_action", required=True, metavar="ACTION")
+    start = canary_actions.add_parser("start", parents=[common, policy], help="start a canary")
+    start.add_argument("name")
+    start.add_argument("--model", required=True)
+    start.add_argument("--version", type=int, required=True)
+    start.add_argument("--variant", default="")
+    start.set_defaults(handler=_handler(_canary_start))
+
+    promote = actions.add_parser("promote", parents=[common], help="blue/green swap of the canary")
+    promote.add_argument("name")
+    promote.add_argument("--variant", default="", help="default: the running canary")
+    promote.set_defaults(handler=_handler(_promote))
+
+    rollback = actions.add_parser("rollback", parents=[common], help="take the canary to 0%%")
+    rollback.add_argument("name")
+    rollback.add_argument("--variant", default="", help="default: the running canary")
+    rollback.add_argument("--reason", default="", help="why (recorded)")
+    rollback.set_defaults(handler=_handler(_rollback))
+
+    delete = actions.add_parser("delete", parents=[common], help="delete a deployment")
+    delete.add_argument("name")
+    delete.set_defaults(handler=_handler(_delete))
+
+
+def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with DeploymentsClient(args.control_plane, actor=getpass.getuser(), timeout=args.timeout) as client:
+            try:
+                return action(client, args, sys.stdout)
+            except ValueError as error:
+                print(f"aetherctl: error: {error}", file=sys.stderr)
+                return 2
+
+    return run
+
+
+def _policy(args: argparse.Namespace) -> pb.CanaryPolicy | None:
+    steps = [float(s) for s in args.steps.split(",")] if args.steps else []
+    given = pb.CanaryPolicy(
+        steps_percent=steps,
+        bake_seconds=args.bake_seconds,
+        max_error_rate=args.max_error_rate,
+        max_p99_latency_ms=args.max_p99_ms,
+        max_p99_ratio=args.max_p99_ratio,
+        min_requests=args.min_requests,
+    )
+    return given if given.ByteSize() else None
+
+
+def _shadow(text: str) -> pb.Variant:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--shadow takes MODEL:VERSION[:PERCENT], not {text!r}")
+    percent = float(parts[2]) if len(parts) == 3 else 100.0
+    return variant(parts[0], int(parts[1]), "shadow", percent)
+
+
+def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> int:
+    if args.json:
+        output.print_json(output.to_jsonable(deployment), out)
+        return 0
+    rows = [
+        (v.name, ROLE_NAMES.get(v.role, "-"), f"{v.model_name}:{v.version}", f"{v.traffic_percent:.2f}%")
+        for v in deployment.variants
+    ]
+    out.write(f"deployment {deployment.name}  (plan revision {deployment.plan_revision})\n")
+    out.write(output.table(("VARIANT", "ROLE", "MODEL", "TRAFFIC"), rows) + "\n")
+    canary = deployment.canary
+    if canary.status != pb.CANARY_STATUS_UNSPECIFIED:
+        steps = ", ".join(f"{s:g}" for s in deployment.canary_policy.steps_percent)
+        out.write(
+            f"canary {canary.variant} ({canary.model_name}:{canary.version}): {CANARY_NAMES[canary.status]}"
+            f" at {canary.traffic_percent:g}% (steps {steps}); {canary.reason}\n"
+        )
+    return 0
+
+
+def _create(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    variants = [variant(args.model, args.version, "primary", 100.0, name=args.variant)]
+    variants += [_shadow(text) for text in args.shadow]
+    serving = pb.ServingConfig(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        warmup_requests=args.warmup_requests,
+    )
+    created = client.create(
+        args.name,
+        variants,
+        description=args.description,
+        serving=serving,
+        canary_policy=_policy(args),
+        routing_salt=args.salt,
+    )
+    return _show(created, args, out)
+
+
+def _list(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    found = list(client.list(name_prefix=args.prefix))
+    if args.json:
+        output.print_json([output.to_jsonable(d) for d in found], out)
+        return 0
+    rows = [
+        (
+            d.name,
+            ", ".join(
+                f"{v.name} {v.traffic_percent:g}%" for v in d.variants if v.role != pb.VARIANT_ROLE_SHADOW
+            ),
+            CANARY_NAMES[d.canary.status],
+            output.timestamp(d.updated_at_us),
+        )
+        for d in found
+    ]
+    out.write(output.table(("DEPLOYMENT", "TRAFFIC", "CANARY", "UPDATED"), rows) + "\n")
+    return 0
+
+
+def _get(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _show(client.get(args.name), args, out)
+
+
+def _traffic(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _show(client.set_traffic(args.name, args.variant, args.percent), args, out)
+
+
+def _canary_start(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    started = client.start_canary(
+        args.name, args.model, args.version, variant_name=args.variant, policy=_policy(args)
+    )
+    return _show(started, args, out)
+
+
+def _promote(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _show(client.promote(args.name, args.variant), args, out)
+
+
+def _rollback(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _show(client.rollback(args.name, args.variant, args.reason), args, out)
+
+
+def _delete(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    client.delete(args.name)
+    if not args.json:
+        out.write(f"deleted deployment {args.name}\n")
+    return 0

@@ -1,0 +1,146 @@
+"""The canary controller's decision, as a pure function: the policy, where the canary stands, and what was
+observed of it (and of the primary) since its current step began in; hold, advance, promote or roll back
+out, with the reason in words. No clock, no I/O: :mod:`canary_loop` feeds it and applies its answers.
+
+Rules, in order:
+
+1. Once the canary has served ``min_requests`` in this step, a breach rolls it back at once (no need to
+   wait out the baking window): its error rate above ``max_error_rate``; its p99 latency above
+   ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
+   also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
+   p99 counts as at least ``RATIO_FLOOR_MS``).
+2. Before the step's baking window has passed, hold.
+3. After it, hold until ``min_requests`` arrived (a canary nobody used proves nothing); then advance
+   to the next step, or, when that step is 100 %, promote (blue/green swap)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clients.errors import InvalidArgument
+
+DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
+DEFAULT_BAKE_SECONDS = 300
+DEFAULT_MAX_ERROR_RATE = 0.01
+DEFAULT_MAX_P99_RATIO = 1.5
+DEFAULT_MIN_REQUESTS = 100
+#: In the ratio test the primary's p99 counts as at least this: sub-millisecond p99s jitter by more than
+#: any sensible ratio, and a canary 0.3 ms slower than a 0.4 ms primary is not a regression worth a rollback.
+RATIO_FLOOR_MS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    steps_percent: tuple[float, ...] = DEFAULT_STEPS
+    bake_seconds: float = DEFAULT_BAKE_SECONDS
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    max_p99_latency_ms: float = 0.0  # 0 = no absolute ceiling
+    max_p99_ratio: float = DEFAULT_MAX_P99_RATIO  # 0 = no comparison with the primary
+    min_requests: int = DEFAULT_MIN_REQUESTS
+
+    def __post_init__(self) -> None:
+        steps = self.steps_percent
+        if not steps or any(not 0.0 < s <= 100.0 for s in steps) or list(steps) != sorted(set(steps)):
+            raise InvalidArgument(f"canary steps must ascend strictly within (0, 100], not {list(steps)}")
+        if steps[-1] != 100.0:
+            raise InvalidArgument(f"canary steps must end at 100 (the promotion), not {steps[-1]:g}")
+        for value, what in (
+            (self.bake_seconds, "bake_seconds"),
+            (self.max_p99_latency_ms, "max_p99_latency_ms"),
+            (self.max_p99_ratio, "max_p99_ratio"),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(f"canary {what} must be finite and non-negative, not {value}")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise InvalidArgument(
+                f"canary max_error_rate is a fraction within [0, 1], not {self.max_error_rate}"
+            )
+        if self.min_requests < 1:
+            raise InvalidArgument(f"canary min_requests must be at least 1, not {self.min_requests}")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one variant did in the window: requests answered, of which failed, and the p99 latency
+    (None when nothing was observed)."""
+
+    requests: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class Action(enum.Enum):
+    HOLD = "hold"
+    ADVANCE = "advance"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str
+    #: For ADVANCE: the step index and share the canary moves to.
+    next_step: int | None = None
+    next_percent: float | None = None
+
+
+def decide(
+    policy: Policy,
+    step_index: int,
+    baked_seconds: float,
+    canary: Observation,
+    primary: Observation,
+) -> Decision:
+    """The next move of a canary at ``policy.steps_percent[step_index]`` whose step began
+    ``baked_seconds`` ago, given what it and the primary did since then."""
+    steps: Sequence[float] = policy.steps_percent
+    if not 0 <= step_index < len(steps):
+        raise InvalidArgument(f"canary step {step_index} is outside the policy's {len(steps)} steps")
+    at = f"at {steps[step_index]:g}%"
+    enough = canary.requests >= policy.min_requests
+    if enough:
+        breach = _breach(policy, canary, primary)
+        if breach is not None:
+            return Decision(Action.ROLLBACK, f"{breach} {at} over {canary.requests} requests")
+    if baked_seconds < policy.bake_seconds:
+        return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds:g} s")
+    if not enough:
+        return Decision(Action.HOLD, f"waiting for requests {at}: {canary.requests}/{policy.min_requests}")
+    healthy = (
+        f"healthy {at} for {baked_seconds:.0f} s: error rate {canary.error_rate:.2%}"
+        f", p99 {_ms(canary.p99_ms)} over {canary.requests} requests"
+    )
+    following = step_index + 1
+    if following >= len(steps) or steps[following] >= 100.0:
+        return Decision(Action.PROMOTE, healthy)
+    return Decision(Action.ADVANCE, healthy, following, steps[following])
+
+
+def _breach(policy: Policy, canary: Observation, primary: Observation) -> str | None:
+    if canary.error_rate > policy.max_error_rate:
+        return f"error rate {canary.error_rate:.2%} above {policy.max_error_rate:.2%}"
+    p99 = canary.p99_ms
+    if p99 is None:
+        return None
+    if policy.max_p99_latency_ms > 0 and p99 > policy.max_p99_latency_ms:
+        return f"p99 latency {_ms(p99)} above {policy.max_p99_latency_ms:g} ms"
+    if (
+        policy.max_p99_ratio > 0
+        and primary.requests >= policy.min_requests
+        and primary.p99_ms is not None
+        and p99 > policy.max_p99_ratio * max(primary.p99_ms, RATIO_FLOOR_MS)
+    ):
+        return f"p99 latency {_ms(p99)} above {policy.max_p99_ratio:g}x the primary's {_ms(primary.p99_ms)}"
+    return None
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"

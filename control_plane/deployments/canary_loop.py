@@ -1,0 +1,120 @@
+"""The canary controller's background loop: every ``interval_s`` it takes each deployment whose canary
+runs, observes the canary and the primary since the current step began (:mod:`observations`), asks the
+pure :func:`~control_plane.deployments.canary.decide` what to do and applies it through the core, as
+actor ``canary-controller`` (so every automatic advance, promotion and rollback is in the audit log with
+its reason). A decision is applied only if the canary is still where it was observed, so a person's
+promote or rollback in between always wins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from clients.aether.v1 import deployments_pb2 as pb
+from control_plane.deployments.canary import Action, Decision, decide
+from control_plane.deployments.core import DeploymentManager
+from control_plane.deployments.messages import policy_from_proto
+from control_plane.deployments.observations import DEFAULT_STREAM, PredictionLogObserver
+
+_log = logging.getLogger("aether.control_plane.canary")
+
+ACTOR = "canary-controller"
+
+
+@dataclass(frozen=True)
+class CanaryLoopSettings:
+    interval_s: float = 10.0
+    stream: str = DEFAULT_STREAM
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CanaryLoopSettings:
+        """``AETHER_CANARY_INTERVAL_S`` and ``AETHER_PREDICTION_LOG_STREAM``."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            interval_s=float(env.get("AETHER_CANARY_INTERVAL_S") or defaults.interval_s),
+            stream=env.get("AETHER_PREDICTION_LOG_STREAM") or defaults.stream,
+        )
+
+
+class CanaryLoop:
+    def __init__(
+        self,
+        manager: DeploymentManager,
+        observer: PredictionLogObserver,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._manager = manager
+        self._observer = observer
+        self._interval_s = interval_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> dict[str, Decision]:
+        """One pass over the running canaries; their decisions by deployment."""
+        decisions: dict[str, Decision] = {}
+        running = await asyncio.to_thread(self._manager.progressing)
+        for deployment in running:
+            decisions[deployment.name] = await self._step(deployment)
+        self._observer.forget_except({d.name for d in running})
+        return decisions
+
+    async def _step(self, deployment: pb.Deployment) -> Decision:
+        state = deployment.canary
+        primary = next(v.name for v in deployment.variants if v.role == pb.VARIANT_ROLE_PRIMARY)
+        canary, baseline = await self._observer.observe(
+            deployment.name, state.step_started_at_us, state.variant, primary
+        )
+        baked_s = self._clock() - state.step_started_at_us / 1e6
+        decision = decide(
+            policy_from_proto(deployment.canary_policy), state.step_index, baked_s, canary, baseline
+        )
+        if decision.action is not Action.HOLD:
+            applied = await asyncio.to_thread(
+                self._manager.apply_decision,
+                deployment.name,
+                state.variant,
+                state.step_index,
+                decision,
+                actor=ACTOR,
+            )
+            if applied is not None:
+                _log.info(
+                    "canary %s of %s: %s (%s)",
+                    state.variant,
+                    deployment.name,
+                    decision.action.value,
+                    decision.reason,
+                )
+        return decision
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:  # the database or Redis is down: try again next time
+                    _log.exception("canary controller pass failed")
+                await asyncio.sleep(self._interval_s)
+        finally:
+            await self._observer.close()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="canary-loop")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

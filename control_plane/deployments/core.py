@@ -1,0 +1,361 @@
+"""The deployments core: create, update, read and delete deployments, change their traffic, and run the
+canary's lifecycle (start, advance, promote, roll back). Transport-free and synchronous (the gRPC
+servicer calls it from worker threads); ``clients.errors`` exceptions for every refusal. Every mutation
+commits together with its audit entry and moves the deployments revision on, which wakes the plan watch
+streams (listeners in this process at once, other processes through polling)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import deployments_pb2 as pb
+from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from control_plane.audit.log import record
+from control_plane.db.engine import read_session, write_session
+from control_plane.deployments import store, traffic
+from control_plane.deployments.canary import Action, Decision
+from control_plane.deployments.messages import (
+    audit_state,
+    deployment_message,
+    policy_from_proto,
+    policy_of,
+    policy_to_proto,
+    serving_with_defaults,
+    to_json,
+    variant_from_proto,
+)
+from control_plane.deployments.plans import PlanBuilder
+from control_plane.deployments.tables import DeploymentRow
+from control_plane.deployments.traffic import Role, VariantRecord
+from control_plane.model_registry.queries import find_model
+from control_plane.model_registry.registry import ModelRegistry
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+Listener = Callable[[int], None]
+
+
+class DeploymentManager:
+    def __init__(self, sessions: sessionmaker[Session], models: ModelRegistry) -> None:
+        self._sessions = sessions
+        self._models = models
+        self._plans = PlanBuilder(sessions, models)
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+
+    # -- change notification -------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._listeners_lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _changed(self, message: pb.Deployment) -> pb.Deployment:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(message.plan_revision)
+        return message
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        with read_session(self._sessions) as session:
+            return store.current_revision(session)
+
+    def snapshot(self) -> pb.DeploymentPlanSnapshot:
+        return self._plans.snapshot()
+
+    def get(self, name: str) -> pb.Deployment:
+        with read_session(self._sessions) as session:
+            row, variants = store.load(session, name)
+            return deployment_message(row, variants)
+
+    def list_deployments(
+        self, name_prefix: str = "", page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.Deployment], str]:
+        """Deployments by name, ``page_size`` at a time, and the next page's token (empty on the last)."""
+        if page_size < 0:
+            raise InvalidArgument(f"page_size must be >= 0, not {page_size}")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        query = select(DeploymentRow).order_by(DeploymentRow.name)
+        if name_prefix:
+            query = query.where(func.substr(DeploymentRow.name, 1, len(name_prefix)) == name_prefix)
+        if page_token:
+            query = query.where(DeploymentRow.name > page_token)
+        with read_session(self._sessions) as session:
+            rows = list(session.scalars(query.limit(size + 1)))
+            token = rows[size - 1].name if len(rows) > size else ""
+            rows = rows[:size]
+            variants = store.variants_of(session, [r.id for r in rows])
+            return [deployment_message(r, variants[r.id]) for r in rows], token
+
+    def progressing(self) -> list[pb.Deployment]:
+        """Deployments whose canary is running (for the canary loop)."""
+        deployments, token = self.list_deployments(page_size=MAX_PAGE_SIZE)
+        while token:
+            more, token = self.list_deployments(page_size=MAX_PAGE_SIZE, page_token=token)
+            deployments.extend(more)
+        return [d for d in deployments if d.canary.status == pb.CANARY_STATUS_PROGRESSING]
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def _require_deployable(self, session: Session, variants: Sequence[VariantRecord]) -> None:
+        """Every model version must be Approved. The model's row is locked first, so the registry cannot
+        delete the version between this check and the commit (its delete takes the same lock and then
+        asks the deployment guard, which by then sees these variants)."""
+        for model_name, version in sorted({(v.model_name, v.version) for v in variants}):
+            find_model(session, model_name, lock=True)
+            self._models.can_deploy(model_name, version)
+
+    def create(self, request: pb.CreateDeploymentRequest, *, actor: str) -> pb.Deployment:
+        name = traffic.check_name(request.name, "deployment name")
+        variants = traffic.validate([variant_from_proto(v) for v in request.variants], name)
+        serving = serving_with_defaults(request.serving)
+        policy = policy_from_proto(request.canary_policy)
+        try:
+            with write_session(self._sessions) as session:
+                store.lock_revision(session)
+                if store.find_deployment(session, name) is not None:
+                    raise AlreadyExists(f"deployment {name!r} already exists")
+                self._require_deployable(session, variants)
+                now = store.now_us()
+                row = DeploymentRow(
+                    name=name,
+                    description=request.description,
+                    routing_salt=request.routing_salt or name,
+                    serving=to_json(serving),
+                    canary_policy=to_json(policy_to_proto(policy)),
+                    canary_state={},
+                    plan_revision=0,
+                    created_by=actor,
+                    created_at_us=now,
+                    updated_at_us=now,
+                )
+                session.add(row)
+                session.flush()
+                store.replace_variants(session, row, variants)
+                message = store.commit_change(
+                    session, row, variants, action="create", actor=actor, before=None
+                )
+        except IntegrityError:  # created concurrently between the check and the insert
+            raise AlreadyExists(f"deployment {name!r} already exists") from None
+        return self._changed(message)
+
+    def update(self, request: pb.UpdateDeploymentRequest, *, actor: str) -> pb.Deployment:
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, request.name, lock=True)
+            before = deployment_message(row, variants)
+            if request.HasField("description"):
+                row.description = request.description
+            if request.HasField("routing_salt"):
+                row.routing_salt = request.routing_salt or row.name
+            if request.HasField("serving"):
+                row.serving = to_json(serving_with_defaults(request.serving))
+            if request.HasField("canary_policy"):
+                row.canary_policy = to_json(policy_to_proto(policy_from_proto(request.canary_policy)))
+            if request.replace_variants:
+                self._refuse_while_canary(row, "replace its variants")
+                variants = traffic.validate([variant_from_proto(v) for v in request.variants], row.name)
+                self._require_deployable(session, variants)
+                store.replace_variants(session, row, variants)
+            message = store.commit_change(session, row, variants, action="update", actor=actor, before=before)
+        return self._changed(message)
+
+    def delete(self, name: str, *, actor: str) -> None:
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, name, lock=True)
+            before = deployment_message(row, variants)
+            revision = store.bump_revision(session)
+            store.replace_variants(session, row, [])
+            session.delete(row)
+            record(
+                session,
+                actor=actor,
+                action="delete",
+                object_type="deployment",
+                object_id=name,
+                before=audit_state(before),
+                after=None,
+            )
+        self._changed(pb.Deployment(name=name, plan_revision=revision))
+
+    def set_traffic(self, name: str, variant: str, percent: float, *, actor: str) -> pb.Deployment:
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, name, lock=True)
+            self._refuse_while_canary(row, "change its traffic by hand")
+            before = deployment_message(row, variants)
+            variants = traffic.set_traffic(variants, variant, percent, name)
+            store.replace_variants(session, row, variants)
+            message = store.commit_change(
+                session, row, variants, action="set_traffic", actor=actor, before=before
+            )
+        return self._changed(message)
+
+    @staticmethod
+    def _refuse_while_canary(row: DeploymentRow, what: str) -> None:
+        state = json_format.ParseDict(row.canary_state, pb.CanaryState())
+        if state.status == pb.CANARY_STATUS_PROGRESSING:
+            raise FailedPrecondition(
+                f"deployment {row.name!r} has canary {state.variant!r} running: promote or roll it back"
+                f" before you {what}"
+            )
+
+    # -- the canary ----------------------------------------------------------------------------------
+
+    def start_canary(self, request: pb.StartCanaryRequest, *, actor: str) -> pb.Deployment:
+        version = int(request.version)
+        variant_name = request.variant or traffic.default_variant_name(request.model_name, version)
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, request.name, lock=True)
+            self._refuse_while_canary(row, "start another")
+            before = deployment_message(row, variants)
+            if request.HasField("policy"):
+                row.canary_policy = to_json(policy_to_proto(policy_from_proto(request.policy)))
+            policy = policy_of(row)
+            first = policy.steps_percent[0]
+            if first >= 100.0:
+                raise InvalidArgument("a canary policy needs a step below 100% before the promotion")
+            new = VariantRecord(variant_name, request.model_name, version, Role.CANARY, first)
+            traffic.check_name(new.name, "variant name")
+            traffic.check_name(new.model_name, "model name")
+            self._require_deployable(session, [new])
+            variants = traffic.add_variant(variants, new, row.name)
+            now = store.now_us()
+            row.canary_state = to_json(
+                pb.CanaryState(
+                    status=pb.CANARY_STATUS_PROGRESSING,
+                    variant=new.name,
+                    model_name=new.model_name,
+                    version=version,
+                    step_index=0,
+                    traffic_percent=first,
+                    step_started_at_us=now,
+                    reason=f"started at {first:g}%",
+                    updated_at_us=now,
+                )
+            )
+            store.replace_variants(session, row, variants)
+            message = store.commit_change(
+                session, row, variants, action="start_canary", actor=actor, before=before
+            )
+        return self._changed(message)
+
+    def promote(self, name: str, variant: str = "", reason: str = "", *, actor: str) -> pb.Deployment:
+        """Blue/green swap of ``variant`` (default: the running canary) into the primary's place."""
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, name, lock=True)
+            before = deployment_message(row, variants)
+            state = before.canary
+            target = variant or self._running_canary(row, state)
+            variants = traffic.promote(variants, target, name)
+            if state.variant == target:
+                self._finish_canary(
+                    row, state, pb.CANARY_STATUS_PROMOTED, 100.0, reason or "promoted by hand"
+                )
+            store.replace_variants(session, row, variants)
+            message = store.commit_change(
+                session, row, variants, action="promote", actor=actor, before=before
+            )
+        return self._changed(message)
+
+    def rollback(self, name: str, variant: str = "", reason: str = "", *, actor: str) -> pb.Deployment:
+        """Takes ``variant`` (default: the running canary) to 0 %: it leaves the plan, and the others get
+        its share back in their proportions."""
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            row, variants = store.load(session, name, lock=True)
+            before = deployment_message(row, variants)
+            state = before.canary
+            target = variant or self._running_canary(row, state)
+            variants = traffic.remove_variant(variants, target, name)
+            if state.variant == target and state.status == pb.CANARY_STATUS_PROGRESSING:
+                self._finish_canary(
+                    row, state, pb.CANARY_STATUS_ROLLED_BACK, 0.0, reason or "rolled back by hand"
+                )
+            store.replace_variants(session, row, variants)
+            message = store.commit_change(
+                session, row, variants, action="rollback", actor=actor, before=before
+            )
+        return self._changed(message)
+
+    def apply_decision(
+        self, name: str, variant: str, step_index: int, decision: Decision, *, actor: str
+    ) -> pb.Deployment | None:
+        """Applies the canary controller's ``decision`` about canary ``variant`` at ``step_index``; None
+        (nothing done) when the canary has moved on since it was observed (a person promoted or rolled
+        it back, or another controller acted) or the decision is to hold."""
+        if decision.action is Action.HOLD:
+            return None
+        with write_session(self._sessions) as session:
+            store.lock_revision(session)
+            if store.find_deployment(session, name) is None:
+                return None
+            row, variants = store.load(session, name, lock=True)
+            before = deployment_message(row, variants)
+            state = before.canary
+            if (
+                state.status != pb.CANARY_STATUS_PROGRESSING
+                or state.variant != variant
+                or state.step_index != step_index
+            ):
+                return None
+            if decision.action is Action.ROLLBACK:
+                variants = traffic.remove_variant(variants, variant, name)
+                self._finish_canary(row, state, pb.CANARY_STATUS_ROLLED_BACK, 0.0, decision.reason)
+                action = "canary_rollback"
+            elif decision.action is Action.PROMOTE:
+                variants = traffic.promote(variants, variant, name)
+                self._finish_canary(row, state, pb.CANARY_STATUS_PROMOTED, 100.0, decision.reason)
+                action = "canary_promote"
+            else:
+                assert decision.next_step is not None and decision.next_percent is not None
+                variants = traffic.set_traffic(variants, variant, decision.next_percent, name)
+                now = store.now_us()
+                state.step_index = decision.next_step
+                state.traffic_percent = decision.next_percent
+                state.step_started_at_us = now
+                state.reason = decision.reason
+                state.updated_at_us = now
+                row.canary_state = to_json(state)
+                action = "canary_advance"
+            store.replace_variants(session, row, variants)
+            message = store.commit_change(session, row, variants, action=action, actor=actor, before=before)
+        return self._changed(message)
+
+    @staticmethod
+    def _running_canary(row: DeploymentRow, state: pb.CanaryState) -> str:
+        if state.status != pb.CANARY_STATUS_PROGRESSING:
+            raise FailedPrecondition(f"deployment {row.name!r} has no canary running: name the variant")
+        return state.variant
+
+    @staticmethod
+    def _finish_canary(
+        row: DeploymentRow,
+        state: pb.CanaryState,
+        status: pb.CanaryStatus,
+        percent: float,
+        reason: str,
+    ) -> None:
+        finished = pb.CanaryState()
+        finished.CopyFrom(state)
+        finished.status = status
+        finished.traffic_percent = percent
+        finished.reason = reason
+        finished.updated_at_us = store.now_us()
+        row.canary_state = to_json(finished)

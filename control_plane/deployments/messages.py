@@ -1,0 +1,142 @@
+"""Conversions between the wire messages, the plain values of the pure modules and the table rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+
+from clients.aether.v1 import deployments_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.deployments.canary import DEFAULT_STEPS, Policy
+from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
+from control_plane.deployments.traffic import Role, VariantRecord, default_variant_name
+
+DEFAULT_WARMUP_REQUESTS = 10
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_QUEUE_DELAY_US = 500
+MISSING_ENTITY_POLICIES = ("error", "defaults")
+
+_ROLE_FROM_PROTO = {
+    pb.VARIANT_ROLE_PRIMARY: Role.PRIMARY,
+    pb.VARIANT_ROLE_CANARY: Role.CANARY,
+    pb.VARIANT_ROLE_SHADOW: Role.SHADOW,
+}
+ROLE_TO_PROTO = {role: value for value, role in _ROLE_FROM_PROTO.items()}
+
+
+def variant_from_proto(message: pb.Variant) -> VariantRecord:
+    role = _ROLE_FROM_PROTO.get(message.role)
+    if role is None:
+        raise InvalidArgument(
+            f"variant {message.name or message.model_name!r} needs a role (primary, canary, shadow)"
+        )
+    return VariantRecord(
+        name=message.name or default_variant_name(message.model_name, int(message.version)),
+        model_name=message.model_name,
+        version=int(message.version),
+        role=role,
+        traffic_percent=float(message.traffic_percent),
+    )
+
+
+def variant_to_proto(variant: VariantRecord) -> pb.Variant:
+    return pb.Variant(
+        name=variant.name,
+        model_name=variant.model_name,
+        version=variant.version,
+        role=ROLE_TO_PROTO[variant.role],
+        traffic_percent=variant.traffic_percent,
+    )
+
+
+def variant_from_row(row: DeploymentVariantRow) -> VariantRecord:
+    return VariantRecord(row.name, row.model_name, row.version, Role(row.role), row.traffic_percent)
+
+
+def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
+    """The policy with zero fields taken as the defaults (and checked)."""
+    defaults = Policy()
+    return Policy(
+        steps_percent=tuple(message.steps_percent) or DEFAULT_STEPS,
+        bake_seconds=float(message.bake_seconds) if message.bake_seconds else defaults.bake_seconds,
+        max_error_rate=message.max_error_rate or defaults.max_error_rate,
+        max_p99_latency_ms=message.max_p99_latency_ms,
+        max_p99_ratio=message.max_p99_ratio or defaults.max_p99_ratio,
+        min_requests=int(message.min_requests) or defaults.min_requests,
+    )
+
+
+def policy_to_proto(policy: Policy) -> pb.CanaryPolicy:
+    return pb.CanaryPolicy(
+        steps_percent=list(policy.steps_percent),
+        bake_seconds=int(policy.bake_seconds),
+        max_error_rate=policy.max_error_rate,
+        max_p99_latency_ms=policy.max_p99_latency_ms,
+        max_p99_ratio=policy.max_p99_ratio,
+        min_requests=policy.min_requests,
+    )
+
+
+def serving_with_defaults(message: pb.ServingConfig) -> pb.ServingConfig:
+    policy = message.missing_entity_policy or "error"
+    if policy not in MISSING_ENTITY_POLICIES:
+        raise InvalidArgument(
+            f"missing_entity_policy must be one of {MISSING_ENTITY_POLICIES}, not {policy!r}"
+        )
+    for value, what in (
+        (message.warmup_requests, "warmup_requests"),
+        (message.max_batch_size, "max_batch_size"),
+        (message.max_queue_delay_us, "max_queue_delay_us"),
+    ):
+        if value < 0:
+            raise InvalidArgument(f"serving {what} must not be negative, not {value}")
+    return pb.ServingConfig(
+        warmup_requests=message.warmup_requests or DEFAULT_WARMUP_REQUESTS,
+        max_batch_size=message.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+        max_queue_delay_us=message.max_queue_delay_us or DEFAULT_MAX_QUEUE_DELAY_US,
+        allow_non_finite=message.allow_non_finite,
+        missing_entity_policy=policy,
+        feature_defaults=list(message.feature_defaults),
+    )
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def serving_of(row: DeploymentRow) -> pb.ServingConfig:
+    return json_format.ParseDict(row.serving, pb.ServingConfig())
+
+
+def policy_of(row: DeploymentRow) -> Policy:
+    return policy_from_proto(json_format.ParseDict(row.canary_policy, pb.CanaryPolicy()))
+
+
+def canary_of(row: DeploymentRow) -> pb.CanaryState:
+    return json_format.ParseDict(row.canary_state, pb.CanaryState())
+
+
+def deployment_message(row: DeploymentRow, variants: Sequence[VariantRecord]) -> pb.Deployment:
+    return pb.Deployment(
+        name=row.name,
+        description=row.description,
+        routing_salt=row.routing_salt,
+        variants=[variant_to_proto(v) for v in variants],
+        serving=serving_of(row),
+        canary_policy=policy_to_proto(policy_of(row)),
+        canary=canary_of(row),
+        plan_revision=row.plan_revision,
+        created_by=row.created_by,
+        created_at_us=row.created_at_us,
+        updated_at_us=row.updated_at_us,
+    )
+
+
+def audit_state(message: pb.Deployment) -> dict[str, Any]:
+    """What the audit log keeps of a deployment: everything but the timestamps."""
+    state = to_json(message)
+    for key in ("created_at_us", "updated_at_us"):
+        state.pop(key, None)
+    return state

@@ -1,0 +1,140 @@
+"""Per-variant observations for the canary controller, read from the data plane's prediction log.
+
+The data plane appends one entry per request to a Redis Stream (``data_plane/prediction_log.py``): the
+outcome and latency of every request, features and outputs only for a sample. The fields read here are
+``deployment``, ``variant``, ``latency_ms`` and ``ok`` (``"1"``/``"0"``; without it, an empty or ``OK``
+``error_code`` means success); entries of mirrored shadow calls (``role="shadow"``) are skipped.
+
+A canary step's window starts at the step's start time: stream ids begin with their append time in
+milliseconds, so ``XRANGE`` from that millisecond reads exactly the step's entries; later reads go on from
+the last id seen. Latencies go into a log-spaced histogram (about 4 % wide bins), so the p99 of a long
+window costs fixed memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio
+
+from control_plane.deployments.canary import Observation
+
+#: The data plane's default (``AETHER_PREDICTION_LOG_STREAM`` names another on both planes).
+DEFAULT_STREAM = "aether:predictions"
+#: Entries read per XRANGE call, and at most per window per tick (the rest is read on the next tick).
+READ_BATCH = 10_000
+MAX_READ_PER_TICK = 200_000
+
+_EDGES = np.geomspace(0.01, 120_000.0, 420)  # ms: from 10 µs to two minutes
+
+
+@dataclass
+class VariantTally:
+    requests: int = 0
+    errors: int = 0
+    latency_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(_EDGES) + 1, np.int64))
+
+    def add(self, ok: bool, latency_ms: float) -> None:
+        self.requests += 1
+        if not ok:
+            self.errors += 1
+        if math.isfinite(latency_ms):
+            self.latency_counts[int(np.searchsorted(_EDGES, latency_ms))] += 1
+
+    def p99_ms(self) -> float | None:
+        total = int(self.latency_counts.sum())
+        if total == 0:
+            return None
+        index = int(np.searchsorted(np.cumsum(self.latency_counts), math.ceil(0.99 * total)))
+        return float(_EDGES[min(index, len(_EDGES) - 1)])  # the bin's upper edge: never optimistic
+
+    def observation(self) -> Observation:
+        return Observation(self.requests, self.errors, self.p99_ms())
+
+
+def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
+    value = fields.get(name)
+    return value.decode() if value is not None else ""
+
+
+def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, str, bool, float] | None:
+    """(deployment, variant, ok, latency_ms) of one prediction-log entry; None for a shadow's entry or
+    one without a deployment."""
+    if _text(fields, b"role") == "shadow" or _text(fields, b"shadow") in ("1", "true"):
+        return None
+    deployment = _text(fields, b"deployment")
+    if not deployment:
+        return None
+    ok_field = _text(fields, b"ok")
+    ok = ok_field in ("1", "true") if ok_field else _text(fields, b"error_code") in ("", "OK")
+    try:
+        latency = float(_text(fields, b"latency_ms") or "nan")
+    except ValueError:
+        latency = math.nan
+    return deployment, _text(fields, b"variant"), ok, latency
+
+
+class StepWindow:
+    """What the variants of one deployment did since one canary step began."""
+
+    def __init__(self, deployment: str, started_at_us: int) -> None:
+        self.deployment = deployment
+        self.started_at_us = started_at_us
+        self._cursor = f"{started_at_us // 1000}-0"  # inclusive for the first read
+        self._exclusive = False
+        self.tallies: dict[str, VariantTally] = {}
+
+    def observe(self, variant: str) -> Observation:
+        tally = self.tallies.get(variant)
+        return tally.observation() if tally is not None else Observation()
+
+    async def read(self, client: redis.asyncio.Redis, stream: str) -> int:
+        """Reads the stream's new entries into the tallies; returns how many were read."""
+        read = 0
+        while read < MAX_READ_PER_TICK:
+            start = f"({self._cursor}" if self._exclusive else self._cursor
+            raw: Any = await client.xrange(stream, min=start, max="+", count=READ_BATCH)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
+            for _, fields in entries:
+                parsed = parse_entry(fields)
+                if parsed is not None and parsed[0] == self.deployment:
+                    self.tallies.setdefault(parsed[1], VariantTally()).add(parsed[2], parsed[3])
+            read += len(entries)
+            if entries:
+                self._cursor = entries[-1][0].decode()
+                self._exclusive = True
+            if len(entries) < READ_BATCH:
+                break
+        return read
+
+
+class PredictionLogObserver:
+    """Keeps one :class:`StepWindow` per running canary step, reading the stream incrementally."""
+
+    def __init__(self, client: redis.asyncio.Redis, stream: str = DEFAULT_STREAM) -> None:
+        self._client = client
+        self._stream = stream
+        self._windows: dict[str, StepWindow] = {}
+
+    async def observe(
+        self, deployment: str, step_started_at_us: int, canary: str, primary: str
+    ) -> tuple[Observation, Observation]:
+        """(canary, primary) observations since the step began at ``step_started_at_us``."""
+        window = self._windows.get(deployment)
+        if window is None or window.started_at_us != step_started_at_us:
+            window = self._windows[deployment] = StepWindow(deployment, step_started_at_us)
+        await window.read(self._client, self._stream)
+        return window.observe(canary), window.observe(primary)
+
+    def forget_except(self, deployments: set[str]) -> None:
+        """Drops the windows of deployments whose canary is no longer running."""
+        for name in [n for n in self._windows if n not in deployments]:
+            del self._windows[name]
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,159 @@
+"""A local replica manager: runs N ``python -m data_plane`` processes on this machine (the autoscaler's
+single-machine executor; on a cluster the same decision drives a Deployment's replica count instead).
+
+A replica is listed in :meth:`ReplicaManager.ready_addresses` (what a client-side or external load
+balancer sends traffic to) only once its gRPC health says SERVING, so it has loaded the plans and models
+it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
+plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
+timeout. Each replica gets its own state folder (persisted plans, its stderr log)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_log = logging.getLogger("aether.control_plane.replicas")
+
+_READY_LINE = "aether data plane listening on "
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    control_plane_addr: str
+    redis_url: str
+    home: Path  # each replica gets home/replica-<n>/
+    host: str = "127.0.0.1"
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 30.0
+    python: str = sys.executable
+    extra_args: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Replica:
+    number: int
+    process: asyncio.subprocess.Process
+    address: str = ""
+
+
+class ReplicaManager:
+    def __init__(self, settings: ReplicaSettings) -> None:
+        self._settings = settings
+        self._replicas: list[Replica] = []
+        self._next = 0
+        self._lock = asyncio.Lock()
+
+    def ready_addresses(self) -> list[str]:
+        return [r.address for r in self._replicas]
+
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        return tuple(self._replicas)
+
+    @property
+    def count(self) -> int:
+        return len(self._replicas)
+
+    async def scale_to(self, replicas: int) -> None:
+        """Starts replicas (in parallel, each listed once SERVING) or stops the newest ones."""
+        async with self._lock:
+            missing = replicas - len(self._replicas)
+            if missing > 0:
+                started = await asyncio.gather(
+                    *(self._start() for _ in range(missing)), return_exceptions=True
+                )
+                for result in started:
+                    if isinstance(result, BaseException):
+                        _log.error("a data-plane replica failed to start: %s", result)
+                    else:
+                        self._replicas.append(result)
+            while len(self._replicas) > max(replicas, 0):
+                victim = self._replicas.pop()  # out of the ready list before it is told to drain
+                await self._stop(victim)
+
+    async def close(self) -> None:
+        await self.scale_to(0)
+
+    async def _start(self) -> Replica:
+        settings = self._settings
+        number = self._next
+        self._next += 1
+        folder = settings.home / f"replica-{number}"
+        folder.mkdir(parents=True, exist_ok=True)
+        stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
+        with stderr:  # the child keeps its own copy of the descriptor
+            process = await asyncio.create_subprocess_exec(
+                settings.python,
+                "-m",
+                "data_plane",
+                "--listen",
+                f"{settings.host}:0",
+                "--redis-url",
+                settings.redis_url,
+                "--control-plane",
+                settings.control_plane_addr,
+                "--snapshot-path",
+                str(folder / "registry_snapshot.pb"),
+                *settings.extra_args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        replica = Replica(number, process)
+        try:
+            async with asyncio.timeout(settings.start_timeout_s):
+                replica.address = await self._listening_address(process)
+                await _wait_serving(replica.address)
+        except BaseException:
+            await self._stop(replica)
+            raise
+        _log.info("data-plane replica %d serving on %s", number, replica.address)
+        return replica
+
+    @staticmethod
+    async def _listening_address(process: asyncio.subprocess.Process) -> str:
+        assert process.stdout is not None
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                raise RuntimeError(
+                    f"data-plane replica exited with status {await process.wait()} before serving"
+                )
+            text = line.decode(errors="replace").strip()
+            if text.startswith(_READY_LINE):
+                return text.removeprefix(_READY_LINE)
+
+    async def _stop(self, replica: Replica) -> None:
+        process = replica.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self._settings.stop_timeout_s)
+            except TimeoutError:
+                _log.error("data-plane replica %d did not drain in time; killing it", replica.number)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+async def _wait_serving(address: str, poll_s: float = 0.05) -> None:
+    """Returns once the replica's overall health is SERVING (its plans and models are ready)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(poll_s)

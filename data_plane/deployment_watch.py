@@ -1,0 +1,189 @@
+"""Keeps the data plane's deployment plans current: a background task on ``Deployments.WatchDeploymentPlans``.
+
+Each snapshot becomes a new immutable :class:`DeploymentPlans`, swapped in at once (``current()``), and is
+written to a file atomically, so that a data plane restarted during a control-plane outage serves the last
+plans it knew. Model versions follow the plans: before a snapshot is swapped in, every version it newly
+references is loaded (``ensure_loaded``, all at once), so a new canary is READY before it gets traffic;
+after the swap, versions that no plan references any more are unloaded. Only versions this watch loaded
+are ever unloaded (models served from a static config are left alone). A version that fails to load is
+still routed to: its requests fail (UNAVAILABLE), which is what the canary controller must see to roll
+it back. When the stream fails the task reconnects with capped, jittered exponential backoff; serving
+goes on from the plans it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import grpc.aio
+
+from clients.aether.v1 import deployments_pb2, deployments_pb2_grpc
+from data_plane.deployment_plan import EMPTY_PLANS, DeploymentPlans, plans_from_snapshot
+from data_plane.models.spec import ModelSpec
+from data_plane.registry_watch import save_snapshot
+from data_plane.settings import DataPlaneSettings
+
+_log = logging.getLogger("aether.data_plane.deployment_watch")
+
+#: File name of the persisted plans, next to the registry snapshot.
+PLANS_FILE_NAME = "deployment_plans.pb"
+
+
+class ModelLoader(Protocol):
+    """The part of the model manager the watch drives."""
+
+    def ensure_loaded(self, spec: ModelSpec) -> Awaitable[None]: ...
+
+    def unload(self, name: str, version: int) -> Awaitable[None]: ...
+
+
+def load_plans_snapshot(path: Path) -> deployments_pb2.DeploymentPlanSnapshot | None:
+    """The persisted snapshot, or None when there is none or it cannot be parsed (logged)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    snapshot = deployments_pb2.DeploymentPlanSnapshot()
+    try:
+        snapshot.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError; anything unreadable is treated as absent
+        _log.error("ignoring unreadable deployment plans %s: %s", path, exc)
+        return None
+    return snapshot
+
+
+class DeploymentWatch:
+    def __init__(
+        self,
+        control_plane_addr: str,
+        snapshot_path: Path,
+        loader: ModelLoader,
+        *,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self._addr = control_plane_addr
+        self._path = snapshot_path
+        self._loader = loader
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._plans = EMPTY_PLANS
+        self._loaded: dict[tuple[str, int], ModelSpec] = {}
+        self._persisted: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._installed = asyncio.Condition()
+        self.connected = asyncio.Event()  # set while a watch stream is delivering snapshots
+        self.has_plans = asyncio.Event()  # set once plans were installed (from the stream or the file)
+
+    def current(self) -> DeploymentPlans:
+        return self._plans
+
+    async def wait_for_revision(self, revision: int, timeout_s: float) -> DeploymentPlans:
+        """The plans once their revision reaches ``revision`` (``TimeoutError`` after ``timeout_s``)."""
+        async with asyncio.timeout(timeout_s), self._installed:
+            await self._installed.wait_for(lambda: self._plans.revision >= revision)
+            return self._plans
+
+    async def load_persisted(self) -> bool:
+        """Serves from the persisted plans, if any; True when some were loaded."""
+        snapshot = await asyncio.to_thread(load_plans_snapshot, self._path)
+        if snapshot is None:
+            return False
+        self._persisted = snapshot.SerializeToString(deterministic=True)
+        await self._install(snapshot)
+        _log.info("serving deployment plans revision %d from %s", snapshot.revision, self._path)
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="deployment-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> None:
+        try:
+            plans = plans_from_snapshot(snapshot, self._plans)
+        except ValueError as exc:  # a malformed plan: keep serving the previous ones
+            _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
+            return
+        wanted = plans.model_specs()
+        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
+        await asyncio.gather(*(self._load(spec) for spec in new))
+        async with self._installed:
+            self._plans = plans
+            self._installed.notify_all()
+        self.has_plans.set()
+        for key in [key for key in self._loaded if key not in wanted]:
+            del self._loaded[key]
+            try:
+                await self._loader.unload(*key)
+            except Exception:
+                _log.exception("unloading model %s version %d failed", *key)
+
+    async def _load(self, spec: ModelSpec) -> None:
+        self._loaded[spec.key] = spec  # even when it fails: it is routed to, and unloaded when unused
+        try:
+            await self._loader.ensure_loaded(spec)
+        except Exception:
+            _log.exception("loading model %s version %d failed", spec.name, spec.version)
+
+    async def _apply(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> None:
+        await self._install(snapshot)
+        data = snapshot.SerializeToString(deterministic=True)
+        if data != self._persisted:
+            try:
+                await asyncio.to_thread(save_snapshot, self._path, data)
+                self._persisted = data
+            except OSError as exc:  # serving goes on; only a restart during an outage would miss it
+                _log.error("could not persist deployment plans to %s: %s", self._path, exc)
+
+    async def _run(self) -> None:
+        backoff = self._backoff_initial_s
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self._addr) as channel:
+                    stub = deployments_pb2_grpc.DeploymentsStub(channel)  # type: ignore[no-untyped-call]
+                    request = deployments_pb2.WatchDeploymentPlansRequest(known_revision=0)
+                    async for snapshot in stub.WatchDeploymentPlans(request):
+                        self.connected.set()
+                        await self._apply(snapshot)
+                        backoff = self._backoff_initial_s
+                _log.warning("deployment watch stream from %s ended; reconnecting", self._addr)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+                _log.warning("deployment watch on %s failed: %s %s", self._addr, code, exc.details())
+            except Exception:
+                _log.exception("deployment watch on %s failed", self._addr)
+            self.connected.clear()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self._backoff_max_s)
+
+
+def plans_path(settings: DataPlaneSettings) -> Path:
+    return settings.snapshot_path.with_name(PLANS_FILE_NAME)
+
+
+async def start_deployment_watch(settings: DataPlaneSettings, manager: ModelLoader) -> DeploymentWatch:
+    """Serves the persisted plans at once (if any) and starts following the control plane's. The handle
+    gives ``current()`` plans, ``has_plans`` / ``connected`` events and ``async stop()``."""
+    watch = DeploymentWatch(
+        settings.control_plane_addr,
+        plans_path(settings),
+        manager,
+        backoff_initial_s=settings.watch_backoff_initial_s,
+        backoff_max_s=settings.watch_backoff_max_s,
+    )
+    await watch.load_persisted()
+    watch.start()
+    return watch

@@ -1,0 +1,62 @@
+"""``aetherctl deploy ...`` against a real control plane (the subcommands parsed as aetherctl parses them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from control_plane.cli import deploy
+from tests.integration.deployments.conftest import Models, Plane
+
+
+def run(plane: Plane, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    parser.set_defaults(control_plane=plane.address, timeout=20.0)
+    deploy.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    code = args.handler(args)
+    return code, capsys.readouterr().out
+
+
+def test_deploy_a_canary_and_roll_it_back(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blue, green, dark = models.register("eta"), models.register("eta"), models.register("eta")
+    code, out = run(
+        plane,
+        capsys,
+        "deploy",
+        "create",
+        "eta-prod",
+        "--model",
+        "eta",
+        "--version",
+        str(blue),
+        "--shadow",
+        f"eta:{dark}:25",
+        "--steps",
+        "10,50,100",
+        "--bake-seconds",
+        "600",
+    )
+    assert code == 0
+    assert "eta-v1   primary  eta:1  100.00%" in out and "eta-v3   shadow   eta:3  25.00%" in out
+
+    code, out = run(
+        plane, capsys, "deploy", "canary", "start", "eta-prod", "--model", "eta", "--version", str(green)
+    )
+    assert code == 0 and "canary eta-v2 (eta:2): progressing at 10% (steps 10, 50, 100)" in out
+
+    code, out = run(plane, capsys, "deploy", "list")
+    assert "eta-prod    eta-v1 90%, eta-v2 10%  progressing" in out
+
+    code, out = run(plane, capsys, "deploy", "rollback", "eta-prod", "--reason", "latency", "--json")
+    shown = json.loads(out)
+    assert shown["canary"]["status"] == "CANARY_STATUS_ROLLED_BACK" and shown["canary"]["reason"] == "latency"
+
+    code, out = run(plane, capsys, "deploy", "traffic", "eta-prod", "eta-v3", "50")
+    assert "eta-v3   shadow   eta:3  50.00%" in out
+    code, out = run(plane, capsys, "deploy", "delete", "eta-prod")
+    assert out == "deleted deployment eta-prod\n"

@@ -1,0 +1,180 @@
+"""The Deployments service over real gRPC and SQLite: the lifecycle, the refusals with their status codes,
+the model registry's guard, the audit trail, and the plan watch stream."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from clients.aether.v1 import deployments_pb2 as pb
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from clients.sdk.deployments import DeploymentsClient, variant
+from clients.sdk.models import ModelRegistryClient
+from control_plane.audit.query import AuditFilter, iter_entries
+from control_plane.db import create_db_engine, create_session_factory
+from tests.integration.deployments.conftest import Models, Plane, wait_until
+
+
+def shares(deployment: pb.Deployment) -> dict[str, float]:
+    return {v.name: round(v.traffic_percent, 6) for v in deployment.variants}
+
+
+def test_create_read_update_and_delete(deployments: DeploymentsClient, models: Models) -> None:
+    blue = models.register("eta")
+    created = deployments.create("eta-prod", [variant("eta", blue)], description="ETA")
+    assert shares(created) == {"eta-v1": 100.0}
+    assert created.routing_salt == "eta-prod" and created.created_by == "alice"
+    assert list(created.canary_policy.steps_percent) == [5.0, 25.0, 50.0, 100.0]
+    assert deployments.get("eta-prod") == created
+    deployments.create("eta-staging", [variant("eta", blue)])
+    assert [d.name for d in deployments.list(name_prefix="eta-p")] == ["eta-prod"]
+    page = deployments.list_page(page_size=1)
+    assert [d.name for d in page.deployments] == ["eta-prod"] and page.next_page_token
+
+    green = models.register("eta")
+    updated = deployments.update(
+        pb.UpdateDeploymentRequest(
+            name="eta-prod",
+            description="ETA v2 A/B",
+            replace_variants=True,
+            variants=[variant("eta", blue, "primary", 50.0), variant("eta", green, "canary", 50.0, name="b")],
+        )
+    )
+    assert shares(updated) == {"eta-v1": 50.0, "b": 50.0}
+    assert updated.plan_revision > created.plan_revision and updated.description == "ETA v2 A/B"
+    traffic = deployments.set_traffic("eta-prod", "b", 10.0)
+    assert shares(traffic) == {"eta-v1": 90.0, "b": 10.0}
+
+    deployments.delete("eta-prod")
+    with pytest.raises(NotFound, match="deployment 'eta-prod' not found"):
+        deployments.get("eta-prod")
+
+
+def test_refusals(deployments: DeploymentsClient, models: Models) -> None:
+    approved = models.register("eta")
+    pending = models.register("eta", mpb.PENDING_MANUAL_APPROVAL)
+    rejected = models.register("eta", mpb.REJECTED)
+    for version in (pending, rejected):
+        with pytest.raises(FailedPrecondition, match="only an Approved version can be deployed"):
+            deployments.create("eta-prod", [variant("eta", version)])
+    with pytest.raises(NotFound):
+        deployments.create("eta-prod", [variant("nope", 1)])
+    deployments.create("eta-prod", [variant("eta", approved)])
+    with pytest.raises(FailedPrecondition, match="Approved"):
+        deployments.start_canary("eta-prod", "eta", pending)
+    with pytest.raises(AlreadyExists):
+        deployments.create("eta-prod", [variant("eta", approved)])
+    with pytest.raises(InvalidArgument, match="exactly one primary"):
+        deployments.create("other", [variant("eta", approved, "canary", 100.0)])
+    for call in (
+        lambda: deployments.get("ghost"),
+        lambda: deployments.delete("ghost"),
+        lambda: deployments.set_traffic("ghost", "x", 5.0),
+        lambda: deployments.promote("ghost"),
+        lambda: deployments.rollback("ghost"),
+        lambda: deployments.start_canary("ghost", "eta", approved),
+    ):
+        with pytest.raises(NotFound, match="deployment 'ghost' not found"):
+            call()
+    with pytest.raises(NotFound, match="no variant 'ghost'"):
+        deployments.set_traffic("eta-prod", "ghost", 5.0)
+    with pytest.raises(FailedPrecondition, match="no canary running"):
+        deployments.promote("eta-prod")
+
+
+def test_a_deployed_version_cannot_be_deleted(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    version = models.register("eta")
+    deployments.create("eta-prod", [variant("eta", version)])
+    with ModelRegistryClient(plane.address, timeout=20) as registry:
+        with pytest.raises(FailedPrecondition, match="deployment 'eta-prod'"):
+            registry.delete_version("eta", version)
+        lineage = registry.lineage("eta", version)
+        assert [d.name for d in lineage.deployments] == ["eta-prod"]
+        deployments.delete("eta-prod")
+        registry.delete_version("eta", version)
+
+
+def test_manual_canary_promote_and_rollback(deployments: DeploymentsClient, models: Models) -> None:
+    blue, green, red = models.register("eta"), models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue), variant("eta", blue, "shadow", 20.0, name="dark")])
+    started = deployments.start_canary("eta-prod", "eta", green)
+    assert shares(started) == {"eta-v1": 95.0, "dark": 20.0, "eta-v2": 5.0}
+    assert started.canary.status == pb.CANARY_STATUS_PROGRESSING and started.canary.variant == "eta-v2"
+    with pytest.raises(FailedPrecondition, match="canary 'eta-v2' running"):
+        deployments.set_traffic("eta-prod", "eta-v2", 50.0)
+    with pytest.raises(FailedPrecondition, match="canary 'eta-v2' running"):
+        deployments.start_canary("eta-prod", "eta", red)
+    promoted = deployments.promote("eta-prod")
+    assert shares(promoted) == {"dark": 20.0, "eta-v2": 100.0}
+    assert [v.role for v in promoted.variants if v.name == "eta-v2"] == [pb.VARIANT_ROLE_PRIMARY]
+    assert promoted.canary.status == pb.CANARY_STATUS_PROMOTED
+
+    deployments.start_canary("eta-prod", "eta", red)
+    rolled = deployments.rollback("eta-prod", reason="dashboards look wrong")
+    assert shares(rolled) == {"dark": 20.0, "eta-v2": 100.0}
+    assert rolled.canary.status == pb.CANARY_STATUS_ROLLED_BACK
+    assert (rolled.canary.traffic_percent, rolled.canary.reason) == (0.0, "dashboards look wrong")
+
+
+def test_every_mutation_is_audited(plane: Plane, deployments: DeploymentsClient, models: Models) -> None:
+    blue, green = models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)])
+    deployments.start_canary("eta-prod", "eta", green)
+    deployments.rollback("eta-prod", reason="no")
+    deployments.delete("eta-prod")
+    engine = create_db_engine(plane.db_url)
+    try:
+        entries = list(iter_entries(create_session_factory(engine), AuditFilter("deployment", "eta-prod")))
+    finally:
+        engine.dispose()
+    assert [(e.action, e.actor) for e in entries] == [
+        ("create", "alice"),
+        ("start_canary", "alice"),
+        ("rollback", "alice"),
+        ("delete", "alice"),
+    ]
+    assert entries[0].before is None and entries[-1].after is None
+    assert entries[2].after is not None and entries[2].after["canary"]["reason"] == "no"
+
+
+def test_watch_streams_full_plans_on_connect_and_on_change(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    blue = models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)])
+    received: list[pb.DeploymentPlanSnapshot] = []
+    got_two = threading.Event()
+    watcher = DeploymentsClient(plane.address)
+
+    def watch() -> None:
+        try:
+            for snapshot in watcher.watch_plans():
+                received.append(snapshot)
+                if len(received) == 2:
+                    got_two.set()
+                    return
+        except Exception:  # the channel closes at the end of the test
+            return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(received) >= 1)
+        deployments.start_canary("eta-prod", "eta", models.register("eta"))
+        assert got_two.wait(10)
+    finally:
+        watcher.close()
+        thread.join(5)
+    first, second = received
+    assert second.revision > first.revision
+    (plan,) = first.plans
+    (planned,) = plan.variants
+    stored = models.registry.get_version("eta", blue)
+    assert planned.model.artifact_sha256 == stored.artifact.sha256
+    assert planned.model.artifact_uri == stored.artifact.uri
+    assert [t.name for t in planned.model.inputs] == ["x"] and planned.model.serving.max_batch_size == 32
+    assert [v.name for v in second.plans[0].variants] == ["eta-v1", "eta-v2"]

@@ -1,0 +1,79 @@
+"""The canary controller's pure decision: a failing and a slow canary roll back with the reason, a healthy
+one advances step by step and is promoted, and nothing is decided on too little traffic."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.errors import InvalidArgument
+from control_plane.deployments.canary import Action, Observation, Policy, decide
+
+POLICY = Policy(
+    steps_percent=(5.0, 25.0, 50.0, 100.0),
+    bake_seconds=60,
+    max_error_rate=0.02,
+    max_p99_latency_ms=200.0,
+    max_p99_ratio=1.5,
+    min_requests=100,
+)
+PRIMARY = Observation(requests=2000, errors=2, p99_ms=10.0)
+
+
+def test_a_failing_canary_rolls_back_at_once_with_the_reason() -> None:
+    decision = decide(POLICY, 0, 5.0, Observation(150, 30, 9.0), PRIMARY)
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason == "error rate 20.00% above 2.00% at 5% over 150 requests"
+
+
+def test_a_slow_canary_rolls_back_on_the_absolute_ceiling_or_against_the_primary() -> None:
+    absolute = decide(POLICY, 1, 5.0, Observation(150, 0, 450.0), PRIMARY)
+    assert (
+        absolute.action is Action.ROLLBACK and "p99 latency 450.00 ms above 200 ms at 25%" in absolute.reason
+    )
+    relative = decide(POLICY, 1, 5.0, Observation(150, 0, 40.0), PRIMARY)
+    assert relative.action is Action.ROLLBACK
+    assert "above 1.5x the primary's 10.00 ms" in relative.reason
+
+
+def test_the_ratio_needs_enough_primary_traffic_and_floors_tiny_primary_latencies() -> None:
+    few_primary = Observation(requests=10, errors=0, p99_ms=10.0)
+    assert decide(POLICY, 0, 5.0, Observation(150, 0, 40.0), few_primary).action is Action.HOLD
+    fast_primary = Observation(requests=2000, errors=0, p99_ms=0.2)
+    assert decide(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
+
+
+def test_no_decision_on_too_few_requests() -> None:
+    assert decide(POLICY, 0, 5.0, Observation(99, 99, 999.0), PRIMARY).action is Action.HOLD
+    waiting = decide(POLICY, 0, 120.0, Observation(40, 0, 5.0), PRIMARY)
+    assert waiting.action is Action.HOLD and waiting.reason == "waiting for requests at 5%: 40/100"
+
+
+def test_a_healthy_canary_bakes_then_advances_through_the_steps_and_is_promoted() -> None:
+    healthy = Observation(500, 1, 11.0)
+    assert decide(POLICY, 0, 30.0, healthy, PRIMARY).action is Action.HOLD
+    path = []
+    step = 0
+    while True:
+        decision = decide(POLICY, step, 61.0, healthy, PRIMARY)
+        path.append((decision.action, decision.next_percent))
+        if decision.action is not Action.ADVANCE:
+            break
+        assert decision.next_step is not None
+        step = decision.next_step
+    assert path == [(Action.ADVANCE, 25.0), (Action.ADVANCE, 50.0), (Action.PROMOTE, None)]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"steps_percent": (50.0, 25.0, 100.0)},
+        {"steps_percent": (5.0, 50.0)},
+        {"steps_percent": ()},
+        {"max_error_rate": 1.5},
+        {"min_requests": 0},
+        {"bake_seconds": -1.0},
+    ],
+)
+def test_bad_policies_are_refused(changes: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        Policy(**changes)  # type: ignore[arg-type]
