@@ -1,4 +1,9 @@
-"""``python -m data_plane``: runs the data plane on uvloop until SIGTERM or SIGINT, then drains."""
+"""``python -m data_plane``: runs the data plane on uvloop until SIGTERM or SIGINT, then drains.
+
+``--workers N`` (N > 1) runs N worker processes sharing one port (SO_REUSEPORT; the kernel spreads
+connections across them), so that one data plane uses the cores of a bigger machine: this process picks
+the port, starts the workers, prints the listening line once every worker is ready, and forwards
+SIGTERM / SIGINT to them."""
 
 from __future__ import annotations
 
@@ -16,17 +21,36 @@ import uvloop
 
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
+from data_plane.workers import run_workers
 
 DRAIN_GRACE_S = 5.0
 
 
-def parse_args(argv: Sequence[str] | None) -> DataPlaneSettings:
+def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
     settings = DataPlaneSettings.from_env()
     parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
     parser.add_argument("--listen", default=settings.listen, help="HOST:PORT (port 0 picks a free one)")
     parser.add_argument("--redis-url", default=settings.redis_url)
     parser.add_argument("--control-plane", default=settings.control_plane_addr, help="HOST:PORT")
     parser.add_argument("--snapshot-path", type=Path, default=settings.snapshot_path)
+    parser.add_argument(
+        "--model-config",
+        type=Path,
+        default=settings.model_config,
+        help="JSON file of ModelSpecs to serve besides the deployment plans",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=settings.metrics_listen,
+        help="HOST:PORT of the Prometheus /metrics endpoint (empty: none)",
+    )
+    parser.add_argument("--intra-op-threads", type=int, default=settings.intra_op_threads)
+    parser.add_argument("--max-queue-size", type=int, default=settings.max_queue_size)
+    parser.add_argument(
+        "--prediction-log-sample-rate", type=float, default=settings.prediction_log_sample_rate
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
     args = parser.parse_args(argv)
     return dataclasses.replace(
         settings,
@@ -34,7 +58,13 @@ def parse_args(argv: Sequence[str] | None) -> DataPlaneSettings:
         redis_url=args.redis_url,
         control_plane_addr=args.control_plane,
         snapshot_path=args.snapshot_path,
-    )
+        model_config=args.model_config,
+        metrics_listen=args.metrics_listen,
+        intra_op_threads=args.intra_op_threads,
+        max_queue_size=args.max_queue_size,
+        prediction_log_sample_rate=args.prediction_log_sample_rate,
+        reuse_port=args.reuse_port,
+    ), args.workers
 
 
 async def serve(settings: DataPlaneSettings) -> None:
@@ -54,7 +84,9 @@ async def serve(settings: DataPlaneSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = parse_args(argv)
+    settings, workers = parse_args(argv)
+    if workers > 1:
+        return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
     uvloop.run(serve(settings))
     return 0
 

@@ -1,8 +1,16 @@
-"""Assembles the data-plane gRPC server: online features, health (NOT_SERVING until a registry snapshot
-is loaded, then SERVING) and reflection, plus the registry watch and the Redis client."""
+"""Assembles the data-plane gRPC server: online features, the Open Inference Protocol v2
+(``inference.GRPCInferenceService``), ``aether.v1.Inference`` (Predict), health and reflection; plus the
+registry watch, the deployment watch, the model manager, the prediction log, the Redis clients and the
+Prometheus endpoint.
+
+Health: the overall status ("") and OnlineFeatures are NOT_SERVING until a registry snapshot is loaded;
+the inference services are NOT_SERVING until the models of the static config and of the persisted
+deployment plans have settled (READY or FAILED), which ``start_server`` waits for before it returns.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -11,14 +19,25 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from data_plane.api import inference_v2, predict
 from data_plane.api.online_features import SERVICE_NAME, OnlineFeaturesServicer, add_to_server
 from data_plane.catalog import Catalog, RegistryState
+from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
+from data_plane.feature_vector import FeatureAssembler
+from data_plane.metrics import MetricsServer, ServingMetrics, start_metrics_server
+from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.spec import load_model_config
+from data_plane.prediction_log import PredictionLog
+from data_plane.predictor import Predictor
 from data_plane.reader import OnlineReader, ReadLimits
 from data_plane.redis_client import RedisClient
 from data_plane.registry_watch import RegistryWatch
+from data_plane.runtime.onnx import OnnxOptions
 from data_plane.settings import DataPlaneSettings
 
 _log = logging.getLogger("aether.data_plane.server")
+
+INFERENCE_SERVICES = (inference_v2.SERVICE_NAME, predict.SERVICE_NAME)
 
 
 @dataclass
@@ -29,15 +48,62 @@ class DataPlaneHandle:
     redis: RedisClient
     registry: RegistryState
     reader: OnlineReader
+    manager: ModelManager
+    metrics: ServingMetrics
+    deployments: DeploymentWatch
+    prediction_log: PredictionLog
+    log_redis: RedisClient
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_server is None else self.metrics_server.port
 
     async def stop(self, grace: float | None = None) -> None:
         await self.server.stop(grace)
         await self.watch.stop()
+        await self.deployments.stop()
+        await self.prediction_log.stop()
+        await self.manager.close()
         await self.redis.close()
+        await self.log_redis.close()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
 
 
 def _host(listen: str) -> str:
     return listen.rsplit(":", 1)[0]
+
+
+def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManager:
+    options = ManagerOptions(
+        onnx=OnnxOptions(
+            intra_op_threads=settings.intra_op_threads,
+            allowed_providers=settings.execution_providers,
+            trt_cache_dir=settings.engine_cache_dir,
+        ),
+        max_queue_size=settings.max_queue_size,
+        inference_threads=settings.inference_threads,
+        native_tensorrt=settings.native_tensorrt,
+        engine_cache_dir=settings.engine_cache_dir,
+    )
+    return ModelManager(options, observer=metrics)
+
+
+async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager) -> None:
+    if settings.model_config is None:
+        return
+    specs = load_model_config(settings.model_config)
+    results = await asyncio.gather(*(manager.ensure_loaded(s) for s in specs), return_exceptions=True)
+    for spec, result in zip(specs, results, strict=True):
+        if isinstance(result, BaseException):
+            _log.error(
+                "model %s v%d from %s did not load: %s",
+                spec.name,
+                spec.version,
+                settings.model_config,
+                result,
+            )
 
 
 async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
@@ -52,28 +118,37 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
             redis_timeout_s=settings.redis_timeout_s,
         ),
     )
+    metrics = ServingMetrics()
+    manager = _manager(settings, metrics)
+    log_redis = RedisClient(settings.redis_url, pool_size=1)  # its own connection: never ahead of reads
+    prediction_log = PredictionLog(
+        log_redis,
+        settings.prediction_log_stream,
+        sample_rate=settings.prediction_log_sample_rate,
+        maxlen=settings.prediction_log_maxlen,
+        on_drop=metrics.prediction_log_dropped,
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared port
+            # Without --workers a port in use is an error, not a silently shared port.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ]
     )
     add_to_server(OnlineFeaturesServicer(reader), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE_NAME, *INFERENCE_SERVICES):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def serving(catalog: Catalog) -> None:
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    started = asyncio.Event()
+    inference_v2.add_to_server(inference_v2.InferenceV2Servicer(manager, metrics, started.is_set), server)
     watch = RegistryWatch(
         registry,
         settings.control_plane_addr,
@@ -84,13 +159,46 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         on_catalog=serving,
     )
     await watch.load_persisted()
+    await _load_static_models(settings, manager)
+    deployments = await start_deployment_watch(settings, manager)
+    predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
+    predict.add_to_server(predict.PredictServicer(predictor, metrics), server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            *INFERENCE_SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise RuntimeError(f"could not listen on {settings.listen}")
+    metrics_server = None
+    if settings.metrics_listen:
+        metrics_server = start_metrics_server(metrics, settings.metrics_listen)
     await server.start()
     watch.start()
+    prediction_log.start()
+    started.set()
+    for service in INFERENCE_SERVICES:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     _log.info("data plane listening on %s:%d", _host(settings.listen), port)
-    return DataPlaneHandle(port, server, watch, redis, registry, reader)
+    return DataPlaneHandle(
+        port=port,
+        server=server,
+        watch=watch,
+        redis=redis,
+        registry=registry,
+        reader=reader,
+        manager=manager,
+        metrics=metrics,
+        deployments=deployments,
+        prediction_log=prediction_log,
+        log_redis=log_redis,
+        metrics_server=metrics_server,
+    )
 
 
 def listen_address(settings: DataPlaneSettings, port: int) -> str:

@@ -30,6 +30,23 @@ class DataPlaneSettings:
     max_message_bytes: int = 128 * 1024 * 1024
     watch_backoff_initial_s: float = 0.1
     watch_backoff_max_s: float = 5.0
+    # Serving. Models from a static config (ModelSpecs as JSON, see data_plane.models.spec), served besides
+    # those the deployment plans reference; None = plans only.
+    model_config: Path | None = None
+    # Prometheus /metrics on HOST:PORT (port 0 picks one); empty = no metrics endpoint.
+    metrics_listen: str = ""
+    intra_op_threads: int = 1  # ONNX Runtime threads per model version
+    inference_threads: int = 2  # worker threads running batches (shared by every version)
+    max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
+    # Restrict ONNX Runtime to these execution providers (still tried TensorRT → CUDA → CPU); empty = all.
+    execution_providers: tuple[str, ...] = ()
+    native_tensorrt: bool = False  # build native TensorRT engines instead of ONNX Runtime sessions
+    engine_cache_dir: Path = Path("trt_engines")  # from_env puts it under AETHER_HOME
+    prediction_log_stream: str = "aether:predictions"
+    prediction_log_sample_rate: float = 0.01  # fraction of Predict requests logged
+    prediction_log_maxlen: int = 1_000_000  # approximate cap of the stream (XADD MAXLEN ~)
+    # Share the port with sibling worker processes (SO_REUSEPORT); set by --workers.
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataPlaneSettings:
@@ -47,5 +64,23 @@ class DataPlaneSettings:
             max_rows_per_request=int(env.get("AETHER_MAX_ROWS_PER_REQUEST", defaults.max_rows_per_request)),
             max_features_per_request=int(
                 env.get("AETHER_MAX_FEATURES_PER_REQUEST", defaults.max_features_per_request)
+            ),
+            model_config=Path(env["AETHER_MODEL_CONFIG"]).expanduser()
+            if env.get("AETHER_MODEL_CONFIG")
+            else None,
+            metrics_listen=env.get("AETHER_METRICS_ADDR", defaults.metrics_listen),
+            intra_op_threads=int(env.get("AETHER_INTRA_OP_THREADS", defaults.intra_op_threads)),
+            inference_threads=int(env.get("AETHER_INFERENCE_THREADS", defaults.inference_threads)),
+            max_queue_size=int(env.get("AETHER_MAX_QUEUE_SIZE", defaults.max_queue_size)),
+            execution_providers=tuple(
+                p.strip() for p in env.get("AETHER_EXECUTION_PROVIDERS", "").split(",") if p.strip()
+            ),
+            native_tensorrt=env.get("AETHER_NATIVE_TENSORRT", "").lower() in ("1", "true", "yes"),
+            engine_cache_dir=Path(
+                env.get("AETHER_ENGINE_CACHE_DIR") or aether_home(env) / "trt_engines"
+            ).expanduser(),
+            prediction_log_stream=env.get("AETHER_PREDICTION_LOG_STREAM", defaults.prediction_log_stream),
+            prediction_log_sample_rate=float(
+                env.get("AETHER_PREDICTION_LOG_SAMPLE_RATE", defaults.prediction_log_sample_rate)
             ),
         )

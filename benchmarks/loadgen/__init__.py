@@ -1,0 +1,1 @@
+"""Closed-loop gRPC load generator (grpc.aio): ``python -m benchmarks.loadgen --help``."""

@@ -1,0 +1,42 @@
+"""``python -m benchmarks.loadgen --target HOST:PORT --api modelinfer --model mlp --width 512 -c 1,8,32``
+
+Prints one JSON line per concurrency level (throughput, percentiles, errors, latency histogram)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+import uvloop
+
+from benchmarks.loadgen.core import MODEL_INFER, PREDICT, closed_loop, model_infer_requests, predict_requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen", description=__doc__)
+    parser.add_argument("--target", required=True, help="HOST:PORT of the server under load")
+    parser.add_argument("--api", choices=("modelinfer", "predict"), default="modelinfer")
+    parser.add_argument("--model", default="mlp", help="model name (modelinfer) or deployment (predict)")
+    parser.add_argument("--width", type=int, default=512, help="float32 features per row (modelinfer)")
+    parser.add_argument("--entities", type=int, default=10_000, help="entity ids 0..N-1 (predict)")
+    parser.add_argument("--entity-key", default="entity_id", help="join key name (predict)")
+    parser.add_argument("-c", "--concurrency", default="1,8,32,64")
+    parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds measured per level")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--histogram", action="store_true", help="include the latency histogram")
+    args = parser.parse_args(argv)
+    if args.api == "modelinfer":
+        method, requests = MODEL_INFER, model_infer_requests(args.model, args.width)
+    else:
+        method = PREDICT
+        requests = predict_requests(args.model, [str(i) for i in range(args.entities)], args.entity_key)
+    for level in (int(c) for c in args.concurrency.split(",")):
+        result = uvloop.run(closed_loop(args.target, method, requests, level, args.duration, args.warmup))
+        print(json.dumps(asdict(result) if args.histogram else result.summary()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

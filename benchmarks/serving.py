@@ -1,0 +1,343 @@
+"""Serving benchmark: one command, every figure from one run (so the ratios compare like with like).
+
+    python benchmarks/serving.py            # 5 s per level
+    python benchmarks/serving.py --quick    # 2 s per level
+
+What runs (all on this machine, the load generator included: ``benchmarks/loadgen``, closed loop):
+
+* the MLP (float32 [batch, 512] → 256 → 64 → 1, ReLU) through the data plane's ``ModelInfer`` (raw
+  tensors), at concurrency 1, 8, 32, 64;
+* ``Predict`` on the same MLP shape with 500 inputs, whose features the data plane fetches itself (one
+  view of 500 float32 features per entity, 10,000 entities written with the online writer);
+* baselines: a bare grpc.aio ``ModelInfer`` server answering a constant (the floor); Seldon MLServer
+  1.7.1 serving the same ONNX file through a minimal ONNX Runtime runtime, in its own virtual environment
+  (``.venv-bench-mlserver``), in-process (``parallel_workers: 0``) with adaptive batching off and on;
+  in-process ONNX Runtime throughput at batch 1 and 32;
+* the data plane with ``--workers 2`` (SO_REUSEPORT) against one worker.
+
+Writes ``benchmarks/results/serving.json`` (machine, versions, every level, the targets and whether they
+were met) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import redis  # noqa: E402
+import uvloop  # noqa: E402
+
+from benchmarks._common import environment, write_results  # noqa: E402
+from benchmarks.loadgen.core import (  # noqa: E402
+    MODEL_INFER,
+    PREDICT,
+    closed_loop,
+    model_infer_requests,
+    predict_requests,
+)
+from clients.inference import grpc_predict_v2_pb2 as oip  # noqa: E402
+from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
+from control_plane.features.online_writer import OnlineWriter  # noqa: E402
+from data_plane.models.spec import dump_model_config  # noqa: E402
+from data_plane.registry_watch import save_snapshot  # noqa: E402
+from tests.support import onnx_models  # noqa: E402
+from tests.support.redis_server import RedisServer, free_port  # noqa: E402
+from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view, writable  # noqa: E402
+
+MLSERVER_VENV = ROOT / ".venv-bench-mlserver"
+LEVELS = (1, 8, 32, 64)
+FEATURES = 500
+ENTITIES = 10_000
+
+
+def _start(
+    args: list[str], pattern: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if pattern not in line:
+        process.kill()
+        raise RuntimeError(f"{args[:3]} did not start: {line!r}")
+    return process, int(line.strip().rsplit(":", 1)[1].split()[0])
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(port: int, model: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        while time.monotonic() < deadline:
+            try:
+                if stub.ModelReady(oip.ModelReadyRequest(name=model), timeout=1).ready:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"model {model} on port {port} did not become ready")
+
+
+def _sweep(
+    port: int, method: str, requests: list[bytes], duration: float, levels: tuple[int, ...] = LEVELS
+) -> dict[str, Any]:
+    results = {}
+    for level in levels:
+        result = uvloop.run(
+            closed_loop(
+                f"127.0.0.1:{port}", method, requests, level, duration, warmup_s=min(1.0, duration / 2)
+            )
+        )
+        results[str(level)] = result.summary()
+        print(f"    c={level:<3} {result.throughput_rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+              f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}", flush=True)  # fmt: skip
+    return results
+
+
+def _in_process_ort(model_path: Path, seconds: float) -> dict[str, Any]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    out: dict[str, Any] = {}
+    for batch in (1, 32):
+        x = np.random.default_rng(0).standard_normal((batch, 512)).astype(np.float32)
+        for _ in range(100):
+            session.run(None, {"input": x})
+        runs = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for _ in range(50):
+                session.run(None, {"input": x})
+            runs += 50
+        elapsed = time.perf_counter() - started
+        out[f"batch_{batch}"] = {"rows_per_s": runs * batch / elapsed, "latency_us": elapsed / runs * 1e6}
+        print(f"    batch {batch:<3} {runs * batch / elapsed:10.0f} rows/s", flush=True)
+    return out
+
+
+def _mlserver(
+    work: Path, model_path: Path, batching: bool, duration: float, requests: list[bytes]
+) -> dict[str, Any]:
+    folder = work / ("mlserver-batching" if batching else "mlserver")
+    model_dir = folder / "mlp"
+    model_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "mlserver_onnx_runtime.py", model_dir / "mlserver_onnx_runtime.py")
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    settings = {"grpc_port": grpc_port, "http_port": http_port, "metrics_port": metrics_port,
+                "parallel_workers": 0, "debug": False, "host": "127.0.0.1"}  # fmt: skip
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model_settings: dict[str, Any] = {
+        "name": "mlp",
+        "implementation": "mlserver_onnx_runtime.OnnxModel",
+        "parameters": {"uri": str(model_path)},
+    }
+    if batching:
+        model_settings.update(max_batch_size=32, max_batch_time=0.0005)
+    (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
+    env = {**os.environ, "PYTHONPATH": str(model_dir)}
+    process = subprocess.Popen(
+        [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder,
+    )  # fmt: skip
+    try:
+        _wait_ready(grpc_port, "mlp", timeout_s=120)
+        return _sweep(grpc_port, MODEL_INFER, requests, duration)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _prepare(work: Path, redis_url: str) -> dict[str, Path]:
+    models = work / "models"
+    mlp = onnx_models.save(onnx_models.mlp(), models / "mlp.onnx", "mlp", warmup_requests=20)
+    ranker = onnx_models.save(
+        onnx_models.mlp(input_size=FEATURES), models / "ranker.onnx", "ranker", warmup_requests=20,
+        feature_refs=("bench_features",),
+    )  # fmt: skip
+    config = work / "models.json"
+    dump_model_config([mlp, ranker], config)
+    fv = view("bench_features", floats(FEATURES), entity="entity")
+    snap = snapshot(fv, entities=[entity("entity", (("entity_id", "int64"),))])
+    snapshot_path = work / "registry_snapshot.pb"
+    save_snapshot(snapshot_path, snap.SerializeToString())
+    values = np.random.default_rng(1).standard_normal((ENTITIES, FEATURES)).astype(np.float32)
+    OnlineWriter(redis.Redis.from_url(redis_url)).write(
+        writable(fv), [[str(i)] for i in range(ENTITIES)], values, time.time_ns() // 1000
+    )
+    return {"config": config, "snapshot": snapshot_path, "mlp": models / "mlp.onnx"}
+
+
+def _data_plane(
+    paths: dict[str, Path], redis_url: str, work: Path, workers: int = 1
+) -> tuple[subprocess.Popen[str], int]:
+    args = [
+        sys.executable, "-m", "data_plane", "--listen", "127.0.0.1:0", "--redis-url", redis_url,
+        "--control-plane", f"127.0.0.1:{free_port()}", "--snapshot-path", str(paths["snapshot"]),
+        "--model-config", str(paths["config"]), "--prediction-log-sample-rate", "0.01",
+        "--workers", str(workers),
+    ]  # fmt: skip
+    env = {**os.environ, "AETHER_HOME": str(work / f"home-{workers}"), "PYTHONPATH": str(ROOT)}
+    return _start(args, "aether data plane listening on", env)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    mi, floor, predict = r["model_infer"], r["floor"], r["predict"]
+    best_mlserver = max(
+        (r[k]["32"]["throughput_rps"] for k in ("mlserver", "mlserver_batching") if k in r),
+        default=float("nan"),
+    )
+
+    def rps(series: dict[str, Any], level: int) -> float:
+        return float(series[str(level)]["throughput_rps"])
+
+    def p99(series: dict[str, Any], level: int) -> float:
+        return float(series[str(level)]["p99_ms"])
+
+    at_least: Callable[[float, float], bool] = lambda value, bound: value >= bound  # noqa: E731
+    at_most: Callable[[float, float], bool] = lambda value, bound: value <= bound  # noqa: E731
+    rows = [
+        ("ModelInfer c=32 throughput / MLServer fastest", _ratio(rps(mi, 32), best_mlserver), 2.0, at_least),
+        ("ModelInfer c=8 throughput / floor", _ratio(rps(mi, 8), rps(floor, 8)), 0.7, at_least),
+        ("ModelInfer c=32 throughput / floor", _ratio(rps(mi, 32), rps(floor, 32)), 0.7, at_least),
+        ("ModelInfer c=1 p99 / floor p99", _ratio(p99(mi, 1), p99(floor, 1)), 1.3, at_most),
+        ("Predict c=1 p99 / floor p99", _ratio(p99(predict, 1), p99(floor, 1)), 1.5, at_most),
+        ("Predict c=32 throughput / floor", _ratio(rps(predict, 32), rps(floor, 32)), 0.6, at_least),
+    ]
+    return [
+        {"target": name, "value": round(value, 3), "bound": bound, "met": bool(check(value, bound))}
+        for name, value, bound, check in rows
+    ]
+
+
+def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    print("\nthroughput req/s (p99 ms) by concurrency")
+    print(f"{'server':<28}" + "".join(f"{'c=' + str(c):>20}" for c in LEVELS))
+    for key, label in [
+        ("floor", "bare grpc.aio floor"),
+        ("model_infer", "aether ModelInfer"),
+        ("predict", "aether Predict (500 feat.)"),
+        ("mlserver", "MLServer 1.7.1 (no batch)"),
+        ("mlserver_batching", "MLServer 1.7.1 (adaptive)"),
+    ]:
+        if key in r:
+            cells = "".join(
+                f"{r[key][str(c)]['throughput_rps']:>11.0f} ({r[key][str(c)]['p99_ms']:5.1f})" for c in LEVELS
+            )
+            print(f"{label:<28}{cells}")
+    if "workers_2" in r:
+        for level, scaling in r["workers_scaling"].items():
+            print(f"ModelInfer 1→2 workers at c={level}: {scaling:.2f}×")
+    print()
+    for t in targets:
+        print(f"{'MET ' if t['met'] else 'MISS'} {t['target']}: {t['value']} (bound {t['bound']})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s per level instead of 5")
+    parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer baselines")
+    args = parser.parse_args()
+    duration = 2.0 if args.quick else 5.0
+    results: dict[str, Any] = {}
+    redis_server = RedisServer()
+    redis_server.start()
+    with tempfile.TemporaryDirectory(prefix="aether-serving-") as tmp:
+        work = Path(tmp)
+        paths = _prepare(work, redis_server.url)
+        infer_requests = model_infer_requests("mlp", 512)
+        print("in-process ONNX Runtime", flush=True)
+        results["onnxruntime_in_process"] = _in_process_ort(paths["mlp"], 1.0 if args.quick else 2.0)
+        print("floor (bare grpc.aio ModelInfer)", flush=True)
+        floor, floor_port = _start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
+        try:
+            results["floor"] = _sweep(floor_port, MODEL_INFER, infer_requests, duration)
+        finally:
+            _stop(floor)
+        process, port = _data_plane(paths, redis_server.url, work)
+        try:
+            print("aether ModelInfer", flush=True)
+            results["model_infer"] = _sweep(port, MODEL_INFER, infer_requests, duration)
+            print("aether Predict (500-feature fetch)", flush=True)
+            entities = [str(i) for i in range(ENTITIES)]
+            results["predict"] = _sweep(
+                port, PREDICT, predict_requests("ranker", entities, "entity_id"), duration
+            )
+        finally:
+            _stop(process)
+        print("aether ModelInfer, 2 workers (SO_REUSEPORT)", flush=True)
+        process, port = _data_plane(paths, redis_server.url, work, workers=2)
+        try:
+            results["workers_2"] = _sweep(port, MODEL_INFER, infer_requests, duration, levels=(32, 64))
+        finally:
+            _stop(process)
+        two, one = results["workers_2"], results["model_infer"]
+        results["workers_scaling"] = {
+            str(c): _ratio(two[str(c)]["throughput_rps"], one[str(c)]["throughput_rps"]) for c in (32, 64)
+        }
+        if not args.no_mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists():
+            for key, batching in (("mlserver", False), ("mlserver_batching", True)):
+                print(
+                    f"MLServer 1.7.1, parallel_workers 0, adaptive batching {'on' if batching else 'off'}",
+                    flush=True,
+                )
+                results[key] = _mlserver(work, paths["mlp"], batching, duration, infer_requests)
+    redis_server.close()
+    targets = _targets(results)
+    _table(results, targets)
+    env = environment(["grpcio", "protobuf", "numpy", "onnxruntime", "uvloop", "hiredis"])
+    mlserver_version = subprocess.run(
+        [str(MLSERVER_VENV / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip() if (MLSERVER_VENV / "bin" / "python").exists() else None  # fmt: skip
+    env["versions"]["mlserver"] = mlserver_version or None
+    path = write_results(
+        "serving",
+        {
+            **env,
+            "command": "python benchmarks/serving.py" + (" --quick" if args.quick else ""),
+            "duration_s_per_level": duration,
+            "load_generator": "benchmarks/loadgen: grpc.aio closed loop, pre-serialized, same machine",
+            "model": "MLP float32 [batch,512]->256->64->1 ReLU; Predict: [batch,500], 500-feature fetch",
+            "results": results,
+            "targets": targets,
+        },
+    )
+    print(f"\nwrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Client of the data plane's inference APIs: the Open Inference Protocol v2 (``ModelInfer`` with raw
+tensors, model readiness and metadata) and ``aether.v1.Inference`` (``Predict`` / ``PredictBatch``).
+
+The request builders and response decoders are plain functions, shared by the synchronous
+:class:`InferenceClient` and by asyncio callers (the load generator) that own their own channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from clients.aether.v1 import inference_pb2 as ipb
+from clients.aether.v1 import inference_pb2_grpc as ipb_grpc
+from clients.aether.v1 import online_features_pb2 as opb
+from clients.errors import AetherError, from_rpc_error
+from clients.inference import grpc_predict_v2_pb2 as oip
+from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from clients.sdk.auth import open_channel
+
+Array = npt.NDArray[Any]
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
+_DATATYPES = {
+    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+    "float16": "FP16", "float32": "FP32", "float64": "FP64",
+}  # fmt: skip
+_NUMPY = {v: np.dtype(k) for k, v in _DATATYPES.items()}
+
+
+def build_infer_request(
+    model: str,
+    inputs: Mapping[str, Array],
+    version: int | None = None,
+    outputs: Sequence[str] = (),
+    request_id: str = "",
+) -> oip.ModelInferRequest:
+    """A ModelInfer request carrying every input as ``raw_input_contents`` (little-endian, row-major)."""
+    request = oip.ModelInferRequest(
+        model_name=model, model_version="" if version is None else str(version), id=request_id
+    )
+    for name, array in inputs.items():
+        contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        request.inputs.add(name=name, datatype=_DATATYPES[array.dtype.name], shape=array.shape)
+        request.raw_input_contents.append(contiguous.tobytes())
+    for name in outputs:
+        request.outputs.add(name=name)
+    return request
+
+
+def decode_infer_response(response: oip.ModelInferResponse) -> dict[str, Array]:
+    arrays: dict[str, Array] = {}
+    for index, tensor in enumerate(response.outputs):
+        dtype = _NUMPY[tensor.datatype].newbyteorder("<")
+        arrays[tensor.name] = np.frombuffer(response.raw_output_contents[index], dtype).reshape(
+            tuple(tensor.shape)
+        )
+    return arrays
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    outputs: dict[str, Array]
+    model_name: str
+    model_version: int
+    variant: str
+    request_id: str
+    used_defaults: tuple[bool, ...]  # per row: the entity had no stored features; defaults were used
+    missing_features: tuple[int, ...]
+
+
+def build_predict_request(
+    deployment: str,
+    rows: Iterable[Mapping[str, str | int]],
+    *,
+    routing_key: str = "",
+    request_features: Sequence[Mapping[str, float]] = (),
+    request_id: str = "",
+) -> ipb.PredictRequest:
+    return ipb.PredictRequest(
+        deployment=deployment,
+        routing_key=routing_key,
+        rows=[opb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in rows],
+        request_features=[ipb.RequestFeatures(values=dict(f)) for f in request_features],
+        request_id=request_id,
+    )
+
+
+def decode_predict_response(response: ipb.PredictResponse) -> PredictResult:
+    outputs = {
+        t.name: np.frombuffer(t.data, np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))
+        for t in response.outputs
+    }
+    return PredictResult(
+        outputs=outputs,
+        model_name=response.model_name,
+        model_version=response.model_version,
+        variant=response.variant,
+        request_id=response.request_id,
+        used_defaults=tuple(r.fallback == ipb.FALLBACK_DEFAULTS for r in response.rows),
+        missing_features=tuple(r.missing_features for r in response.rows),
+    )
+
+
+class InferenceClient:
+    """Synchronous client of one data plane at ``target``; each call times out after ``timeout`` s."""
+
+    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._predict = ipb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def model_ready(self, model: str, version: int | None = None) -> bool:
+        request = oip.ModelReadyRequest(name=model, version="" if version is None else str(version))
+        return bool(self._call(self._oip.ModelReady, request).ready)
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] = (),
+    ) -> dict[str, Array]:
+        response = self._call(self._oip.ModelInfer, build_infer_request(model, inputs, version, outputs))
+        return decode_infer_response(response)
+
+    def predict(
+        self,
+        deployment: str,
+        rows: Iterable[Mapping[str, str | int]],
+        *,
+        routing_key: str = "",
+        request_features: Sequence[Mapping[str, float]] = (),
+        request_id: str = "",
+    ) -> PredictResult:
+        request = build_predict_request(
+            deployment,
+            rows,
+            routing_key=routing_key,
+            request_features=request_features,
+            request_id=request_id,
+        )
+        return decode_predict_response(self._call(self._predict.Predict, request))
+
+    def predict_batch(self, requests: Sequence[ipb.PredictRequest]) -> list[PredictResult | AetherError]:
+        """One result per request: the prediction, or the error that request alone failed with."""
+        response = self._call(self._predict.PredictBatch, ipb.PredictBatchRequest(requests=requests))
+        results: list[PredictResult | AetherError] = []
+        for result in response.results:
+            if result.code == 0:
+                results.append(decode_predict_response(result.response))
+            else:
+                results.append(_error(result.code, result.message))
+        return results
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """A per-request status of PredictBatch, shaped like a failed call for ``from_rpc_error``."""
+
+    status: grpc.StatusCode
+    message: str
+
+    def code(self) -> grpc.StatusCode:
+        return self.status
+
+    def details(self) -> str:
+        return self.message
+
+
+def _error(code: int, message: str) -> AetherError:
+    status = next((s for s in grpc.StatusCode if s.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return from_rpc_error(_Status(status, message))

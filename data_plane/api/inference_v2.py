@@ -1,0 +1,129 @@
+"""The Open Inference Protocol v2 (``inference.GRPCInferenceService``) over the model manager, so that
+``tritonclient.grpc`` and KServe tooling work against the data plane unchanged.
+
+Model versions are decimal strings on this protocol; an empty version means the newest READY version.
+Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
+from clients.inference import grpc_predict_v2_pb2 as pb
+from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_outputs
+from data_plane.metrics import ServingMetrics
+from data_plane.models.manager import ModelManager, ModelState
+from data_plane.models.spec import TensorSpec
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVER_NAME = "aether"
+SERVER_VERSION = "0.1.0"
+PLATFORM = "onnxruntime_onnx"
+API = "ModelInfer"
+
+
+def parse_version(model: str, text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise NotFound(f"model {model!r} has no version {text!r}; versions are positive integers")
+    return int(text)
+
+
+def _tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=tensor.name, datatype=datatype_of(tensor.dtype), shape=tensor.shape
+    )
+
+
+class InferenceV2Servicer:
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics, ready: Any = None) -> None:
+        self._manager = manager
+        self._metrics = metrics
+        # Whether the server has finished starting (initial models settled); a callable returning bool.
+        self._ready = ready or (lambda: True)
+
+    @maps_errors
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @maps_errors
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=bool(self._ready()) and self._manager.settled())
+
+    @maps_errors
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelReadyResponse:
+        try:
+            spec = self._manager.resolve(request.name, parse_version(request.name, request.version))
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self._manager.state(spec.name, spec.version) is ModelState.READY)
+
+    @maps_errors
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+
+    @maps_errors
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelMetadataResponse:
+        spec = self._manager.resolve(request.name, parse_version(request.name, request.version))
+        return pb.ModelMetadataResponse(
+            name=spec.name,
+            versions=[str(v) for v in self._manager.versions(spec.name)],
+            platform=PLATFORM,
+            inputs=[_tensor_metadata(t) for t in spec.inputs],
+            outputs=[_tensor_metadata(t) for t in spec.outputs],
+        )
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        started = time.perf_counter()
+        name = request.model_name
+        version: int | str = request.model_version or "latest"
+        try:
+            spec, valid = self._manager.prepare(
+                name, parse_version(name, request.model_version), decode_inputs(request)
+            )
+            version = spec.version
+            requested = [o.name for o in request.outputs]
+            for output in requested:
+                if output not in {t.name for t in spec.outputs}:
+                    raise InvalidArgument(
+                        f"model {name} v{spec.version} has no output {output!r}; it has "
+                        f"{[t.name for t in spec.outputs]}"
+                    )
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            outputs = await self._manager.run_prepared(spec, valid, deadline)
+            response = pb.ModelInferResponse(model_name=name, model_version=str(spec.version), id=request.id)
+            encode_outputs(response, outputs, requested)
+        except AetherError as exc:
+            self._metrics.request(API, name, version, exc.code.name, None)
+            await context.abort(exc.code, exc.message)
+        except Exception as exc:
+            self._metrics.request(API, name, version, grpc.StatusCode.INTERNAL.name, None)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error in ModelInfer: {type(exc).__name__}: {exc}"
+            )
+        self._metrics.request(API, name, version, "OK", time.perf_counter() - started)
+        return response
+
+
+def add_to_server(servicer: InferenceV2Servicer, server: grpc.aio.Server) -> None:
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

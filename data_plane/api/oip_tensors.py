@@ -1,0 +1,125 @@
+"""Tensors of the Open Inference Protocol v2 to numpy and back: datatype names, ``raw_input_contents``
+(zero-copy ``numpy.frombuffer``) and typed ``contents``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from clients.errors import InvalidArgument
+from clients.inference import grpc_predict_v2_pb2 as pb
+from data_plane.runtime.base import Array
+
+DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_DATATYPE: dict[str, str] = {dtype.name: name for name, dtype in DATATYPE_TO_NUMPY.items()}
+_LITTLE_ENDIAN: dict[str, np.dtype[Any]] = {
+    name: d.newbyteorder("<") for name, d in DATATYPE_TO_NUMPY.items()
+}
+
+# Which repeated field of InferTensorContents carries each datatype (FP16 travels only as raw bytes).
+_CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def datatype_of(dtype_name: str) -> str:
+    return NUMPY_TO_DATATYPE.get(dtype_name, "BYTES")
+
+
+def _numpy_dtype(tensor: Any) -> np.dtype[Any]:
+    dtype = DATATYPE_TO_NUMPY.get(tensor.datatype)
+    if dtype is None:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; "
+            f"expected one of {sorted(DATATYPE_TO_NUMPY)}"
+        )
+    return dtype
+
+
+def _shape(tensor: Any) -> tuple[int, ...]:
+    shape = tuple(tensor.shape)
+    if min(shape, default=0) < 0:
+        raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
+    return shape
+
+
+def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
+            "it must hold one per input, in order"
+        )
+    arrays: dict[str, Array] = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in arrays:
+            raise InvalidArgument(f"input {tensor.name!r} is given twice")
+        if raw:
+            dtype = _LITTLE_ENDIAN.get(tensor.datatype) or _numpy_dtype(tensor)
+            shape = _shape(tensor)
+            count = math.prod(shape)
+            if tensor.HasField("contents"):
+                raise InvalidArgument(
+                    f"input {tensor.name!r} has contents although raw_input_contents is used"
+                )
+            data = raw[index]
+            if len(data) != count * dtype.itemsize:
+                raise InvalidArgument(
+                    f"input {tensor.name!r}: {len(data)} raw bytes for shape {list(shape)} of "
+                    f"{tensor.datatype}; expected {count * dtype.itemsize}"
+                )
+            arrays[tensor.name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+            continue
+        dtype = _numpy_dtype(tensor)
+        shape = _shape(tensor)
+        count = math.prod(shape)
+        field_name = _CONTENTS_FIELD.get(tensor.datatype)
+        if field_name is None:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: {tensor.datatype} must be sent as raw_input_contents"
+            )
+        values = getattr(tensor.contents, field_name)
+        if len(values) != count:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: contents.{field_name} has {len(values)} values for shape "
+                f"{list(shape)}; expected {count}"
+            )
+        arrays[tensor.name] = np.array(values, dtype=dtype).reshape(shape)
+    return arrays
+
+
+def encode_outputs(
+    response: pb.ModelInferResponse, outputs: dict[str, Array], requested: list[str]
+) -> pb.ModelInferResponse:
+    """Adds the outputs (all, or those requested, in request order) as raw contents."""
+    names = requested or list(outputs)
+    for name in names:
+        array = outputs[name]
+        response.outputs.add(name=name, datatype=datatype_of(array.dtype.name), shape=array.shape)
+        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return response

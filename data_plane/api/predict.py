@@ -1,0 +1,105 @@
+"""gRPC servicer of ``aether.v1.Inference``: Predict and PredictBatch over
+:class:`data_plane.predictor.Predictor`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from clients.aether.v1 import inference_pb2 as pb
+from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
+from data_plane.metrics import ServingMetrics
+from data_plane.predictor import PredictCall, Prediction, Predictor
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+MAX_BATCH_REQUESTS = 1000
+
+
+def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> PredictCall:
+    if not request.deployment:
+        raise InvalidArgument("deployment is required")
+    return PredictCall(
+        deployment=request.deployment,
+        routing_key=request.routing_key,
+        rows=[row.keys for row in request.rows],
+        request_features=[f.values for f in request.request_features],
+        request_id=request.request_id,
+        time_remaining_s=time_remaining_s,
+    )
+
+
+def to_response(prediction: Prediction) -> pb.PredictResponse:
+    response = pb.PredictResponse(
+        model_name=prediction.model.name,
+        model_version=prediction.model.version,
+        variant=prediction.variant,
+        request_id=prediction.request_id,
+    )
+    for name, array in prediction.outputs.items():
+        response.outputs.add(name=name, dtype=array.dtype.name, shape=array.shape, data=array.tobytes())
+    for facts in prediction.rows:
+        response.rows.add(
+            fallback=pb.FALLBACK_DEFAULTS if facts.fallback else pb.FALLBACK_NONE,
+            missing_features=facts.missing,
+            stale_features=facts.stale,
+        )
+    return response
+
+
+class PredictServicer:
+    def __init__(self, predictor: Predictor, metrics: ServingMetrics) -> None:
+        self._predictor = predictor
+        self._metrics = metrics
+
+    async def _predict(
+        self, request: pb.PredictRequest, time_remaining_s: float | None
+    ) -> pb.PredictResponse:
+        started = time.perf_counter()
+        try:
+            prediction = await self._predictor.predict(_call(request, time_remaining_s))
+        except AetherError as exc:
+            self._metrics.request("Predict", request.deployment, "", exc.code.name, None)
+            raise
+        self._metrics.request(
+            "Predict", prediction.model.name, prediction.model.version, "OK", time.perf_counter() - started
+        )
+        return to_response(prediction)
+
+    @maps_errors
+    async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PredictResponse:
+        return await self._predict(request, context.time_remaining())
+
+    @maps_errors
+    async def PredictBatch(
+        self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PredictBatchResponse:
+        if len(request.requests) > MAX_BATCH_REQUESTS:
+            raise ResourceExhausted(
+                f"{len(request.requests)} requests in one PredictBatch; the limit is {MAX_BATCH_REQUESTS}"
+            )
+        remaining = context.time_remaining()
+        results = await asyncio.gather(
+            *(self._predict(r, remaining) for r in request.requests), return_exceptions=True
+        )
+        response = pb.PredictBatchResponse()
+        for result in results:
+            if isinstance(result, pb.PredictResponse):
+                response.results.add(code=0, response=result)
+            elif isinstance(result, AetherError):
+                response.results.add(code=result.code.value[0], message=result.message)
+            else:
+                response.results.add(
+                    code=grpc.StatusCode.INTERNAL.value[0], message=f"{type(result).__name__}: {result}"
+                )
+        return response
+
+
+def add_to_server(servicer: PredictServicer, server: grpc.aio.Server) -> None:
+    pb_grpc.add_InferenceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

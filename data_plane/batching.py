@@ -1,0 +1,291 @@
+"""Dynamic batching for one model version.
+
+Two layers, so that the policy is testable without a server, a clock or a model:
+
+* :class:`BatchScheduler` — the policy as a step function over plain data. ``offer`` enqueues (or sheds
+  with RESOURCE_EXHAUSTED when the bounded queue is full); ``step(now)`` says which requests expired,
+  which batch to run now (if any) and when to look again. Times are plain floats on a monotonic clock.
+* :class:`DynamicBatcher` — a thin asyncio driver: it feeds the scheduler ``time.monotonic()``, runs each
+  batch in a worker thread (the runtimes release the GIL) and resolves each caller's future.
+
+Policy:
+
+* A request that arrives at an idle queue (nothing queued, no batch running) is dispatched at once: no
+  added delay. The dispatch runs on the next turn of the event loop, so requests that arrived in the same
+  turn (one read from the socket) join it without anyone waiting.
+* While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
+  ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay``, whichever comes first.
+  The driver's timers are the event loop's (1 ms resolution on uvloop): a sub-millisecond delay means
+  "the next loop turn that finds the timer due".
+* A batch takes requests in arrival order with the same group (the shape of their non-batch dimensions,
+  so they concatenate), up to ``max_batch_size`` rows; a request larger than that runs alone.
+* Requests whose deadline has passed are dropped before inference (DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from clients.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+P = TypeVar("P")  # what a request carries (the scheduler never looks inside)
+R = TypeVar("R")  # what a request gets back
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch_size: int = 32  # rows
+    max_queue_delay_s: float = 0.0005
+    max_queue_size: int = 1024  # requests waiting; beyond this new requests are shed
+    max_in_flight: int = 1  # batches running at once
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_in_flight < 1:
+            raise ValueError(f"batch policy limits must be at least 1: {self}")
+        if self.max_queue_delay_s < 0:
+            raise ValueError(f"max_queue_delay_s must not be negative: {self}")
+
+
+@dataclass(slots=True, eq=False)
+class QueuedRequest(Generic[P]):
+    payload: P
+    rows: int
+    group: Hashable
+    enqueued_at: float
+    deadline: float | None  # monotonic seconds; None = no deadline
+    immediate: bool = False  # arrived at an idle queue: dispatch without waiting for company
+
+
+@dataclass(slots=True)
+class Step(Generic[P]):
+    batch: list[QueuedRequest[P]] = field(default_factory=list)  # run now (empty: nothing to run)
+    expired: list[QueuedRequest[P]] = field(default_factory=list)  # answer DEADLINE_EXCEEDED
+    wake_at: float | None = None  # call step again at this time (None: only on the next event)
+
+
+class BatchScheduler(Generic[P]):
+    def __init__(self, policy: BatchPolicy) -> None:
+        self.policy = policy
+        self._queue: collections.deque[QueuedRequest[P]] = collections.deque()
+        self._in_flight = 0
+        self._with_deadline = 0  # queued requests that carry a deadline (skip the scan when zero)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def offer(self, request: QueuedRequest[P]) -> None:
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise ResourceExhausted(
+                f"the model's queue is full ({self.policy.max_queue_size} requests waiting); retry later"
+            )
+        request.immediate = not self._queue and self._in_flight == 0
+        self._queue.append(request)
+        if request.deadline is not None:
+            self._with_deadline += 1
+
+    def step(self, now: float) -> Step[P]:
+        out: Step[P] = Step()
+        if self._with_deadline:
+            self._drop_expired(now, out.expired)
+        queue = self._queue
+        if not queue:
+            return out
+        if self._in_flight >= self.policy.max_in_flight:
+            out.wake_at = self._earliest_deadline()
+            return out
+        head = queue[0]
+        due = head.enqueued_at + self.policy.max_queue_delay_s
+        if head.immediate or now >= due or self._group_rows(head.group) >= self.policy.max_batch_size:
+            out.batch = self._take_batch()
+            self._in_flight += 1
+            if queue:
+                out.wake_at = self._earliest_deadline()
+            return out
+        deadline = self._earliest_deadline()
+        out.wake_at = due if deadline is None else min(due, deadline)
+        return out
+
+    def batch_done(self) -> None:
+        if self._in_flight <= 0:
+            raise RuntimeError("batch_done called with no batch in flight")
+        self._in_flight -= 1
+
+    def drain(self) -> list[QueuedRequest[P]]:
+        """Everything still queued, removed (used when the model is unloaded)."""
+        drained = list(self._queue)
+        self._queue.clear()
+        self._with_deadline = 0
+        return drained
+
+    def _drop_expired(self, now: float, expired: list[QueuedRequest[P]]) -> None:
+        keep: collections.deque[QueuedRequest[P]] = collections.deque()
+        for request in self._queue:
+            if request.deadline is not None and request.deadline <= now:
+                expired.append(request)
+                self._with_deadline -= 1
+            else:
+                keep.append(request)
+        if expired:
+            self._queue = keep
+
+    def _earliest_deadline(self) -> float | None:
+        if not self._with_deadline:
+            return None
+        return min(r.deadline for r in self._queue if r.deadline is not None)
+
+    def _group_rows(self, group: Hashable) -> int:
+        return sum(r.rows for r in self._queue if r.group == group)
+
+    def _take_batch(self) -> list[QueuedRequest[P]]:
+        queue = self._queue
+        head = queue.popleft()
+        batch = [head]
+        rows = head.rows
+        limit = self.policy.max_batch_size
+        if rows < limit and queue:
+            rest: collections.deque[QueuedRequest[P]] = collections.deque()
+            while queue:
+                request = queue.popleft()
+                if request.group == head.group and rows + request.rows <= limit:
+                    batch.append(request)
+                    rows += request.rows
+                    if rows == limit:
+                        break
+                else:
+                    rest.append(request)
+            rest.extend(queue)
+            self._queue = rest
+        self._with_deadline -= sum(1 for r in batch if r.deadline is not None)
+        return batch
+
+
+BatchRunner = Callable[[Sequence[P]], list[R | BaseException]]
+"""Runs one batch (in a worker thread): the payloads in, one result or exception per payload out."""
+
+
+class BatchObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def batch_started(self, size: int, rows: int, queue_depth: int) -> None:
+        pass
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter(Generic[P, R]):
+    payload: P
+    future: asyncio.Future[R]
+
+
+class DynamicBatcher(Generic[P, R]):
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        runner: BatchRunner[P, R],
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._scheduler: BatchScheduler[_Waiter[P, R]] = BatchScheduler(policy)
+        self._runner = runner
+        self._executor = executor
+        self._observer = observer or BatchObserver()
+        self._step_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+
+    @property
+    def queue_depth(self) -> int:
+        return self._scheduler.depth
+
+    async def submit(self, payload: P, rows: int, group: Hashable, deadline: float | None) -> R:
+        """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock."""
+        if self._closed:
+            raise Unavailable("the model version is being unloaded")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._scheduler.offer(
+            QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline)
+        )
+        if not self._step_scheduled:
+            self._step_scheduled = True
+            loop.call_soon(self._step)
+        return await future
+
+    def close(self) -> None:
+        """Fail everything still queued with UNAVAILABLE; a running batch still answers its callers."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for request in self._scheduler.drain():
+            if not request.payload.future.done():
+                request.payload.future.set_exception(Unavailable("the model version was unloaded"))
+
+    def _step(self, not_before: float = 0.0) -> None:
+        self._step_scheduled = False
+        loop = asyncio.get_running_loop()
+        while True:
+            # A timer that fires is taken as the promise that its time has come: loop timers round to
+            # whole milliseconds and may fire a fraction early, which must not re-arm them in a spin.
+            now = max(time.monotonic(), not_before)
+            step = self._scheduler.step(now)
+            for request in step.expired:
+                if not request.payload.future.done():
+                    request.payload.future.set_exception(
+                        DeadlineExceeded("the deadline passed while the request waited for its batch")
+                    )
+            if not step.batch:
+                break
+            self._launch(loop, [r for r in step.batch if not r.payload.future.done()])
+        self._arm_timer(loop, step.wake_at)
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, wake_at: float | None) -> None:
+        if wake_at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = wake_at
+        if wake_at is not None and not self._closed:
+            self._timer = loop.call_later(max(0.0, wake_at - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        due = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        self._step(due)
+
+    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRequest[_Waiter[P, R]]]) -> None:
+        if not batch:  # every caller gave up (cancelled) before the batch formed
+            self._scheduler.batch_done()
+            return
+        self._observer.batch_started(len(batch), sum(r.rows for r in batch), self._scheduler.depth)
+        waiters = [r.payload for r in batch]
+        payloads = [w.payload for w in waiters]
+        done = loop.run_in_executor(self._executor, self._runner, payloads)
+        done.add_done_callback(lambda f: self._deliver(waiters, f))
+
+    def _deliver(self, waiters: list[_Waiter[P, R]], done: asyncio.Future[list[R | BaseException]]) -> None:
+        self._scheduler.batch_done()
+        error = done.exception()
+        results: Sequence[R | BaseException] = [error] * len(waiters) if error else done.result()
+        for waiter, result in zip(waiters, results, strict=True):
+            if waiter.future.done():
+                continue
+            if isinstance(result, BaseException):
+                waiter.future.set_exception(result)
+            else:
+                waiter.future.set_result(result)
+        if not self._step_scheduled:
+            self._step_scheduled = True
+            asyncio.get_running_loop().call_soon(self._step)

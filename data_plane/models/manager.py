@@ -1,0 +1,303 @@
+"""The model manager: loads model versions (artifact checksum verified) into a runtime, warms them up,
+reports their state and serves inference through one dynamic batcher per version. Several versions of a
+model live side by side; a version is unloaded when nothing references it any more (the deployment watch
+or the static model config decides that and calls :meth:`ModelManager.unload`).
+
+States: LOADING (fetching, verifying, building the runtime) → WARMING → READY; a failure at any stage
+leaves FAILED with the reason (:meth:`ModelManager.failure`); UNLOADED for versions not (or no longer)
+held. Only READY versions serve; others answer UNAVAILABLE, unknown ones NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clients.errors import AetherError, FailedPrecondition, NotFound, Unavailable
+from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher
+from data_plane.models.artifacts import fetch_verified
+from data_plane.models.runner import Outputs, run_batch
+from data_plane.models.spec import ModelSpec, TensorSpec
+from data_plane.models.validation import InputValidator, ValidInputs, batchable
+from data_plane.models.warmup import recorded_inputs, warm_up
+from data_plane.runtime.base import Array, Runtime
+from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
+
+_log = logging.getLogger("aether.data_plane.models")
+
+
+class ModelState(enum.Enum):
+    LOADING = "LOADING"
+    WARMING = "WARMING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADED = "UNLOADED"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerOptions:
+    onnx: OnnxOptions = field(default_factory=OnnxOptions)
+    max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
+    max_in_flight_batches: int = 1  # per model version
+    inference_threads: int = 2  # worker threads shared by every version's batches
+    # Build native TensorRT engines (when ``tensorrt`` is importable and a GPU is present) instead of
+    # running through ONNX Runtime; engines are cached here per GPU name and TensorRT version.
+    native_tensorrt: bool = False
+    engine_cache_dir: Path | None = None
+
+
+RuntimeFactory = Callable[[bytes, ModelSpec, ManagerOptions], Runtime]
+
+
+def default_runtime(model: bytes, spec: ModelSpec, options: ManagerOptions) -> Runtime:
+    if options.native_tensorrt:
+        from data_plane.runtime import tensorrt_engine
+
+        if tensorrt_engine.available():
+            return tensorrt_engine.TensorRTEngine.from_onnx(
+                model, spec, cache_dir=options.engine_cache_dir or Path("trt_engines")
+            )
+        _log.warning("native TensorRT requested but unavailable; using ONNX Runtime for %s", spec.name)
+    return OnnxRuntimeSession(model, options.onnx)
+
+
+class ManagerObserver(BatchObserver):
+    """Metrics hooks of the manager; the default does nothing."""
+
+    def for_model(self, name: str, version: int) -> BatchObserver:
+        return BatchObserver()
+
+    def model_state(self, name: str, version: int, state: ModelState) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Version:
+    spec: ModelSpec
+    state: ModelState = ModelState.LOADING
+    failure: str = ""
+    runtime: Runtime | None = None
+    batcher: DynamicBatcher[ValidInputs, Outputs] | None = None
+    description: str = ""
+    loading: asyncio.Task[None] | None = field(default=None, repr=False)
+    validator: InputValidator | None = field(default=None, repr=False)
+
+
+def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...]) -> str | None:
+    by_name = {t.name: t for t in actual}
+    for tensor in declared:
+        found = by_name.get(tensor.name)
+        if found is None:
+            return f"the model has no tensor named {tensor.name!r} (it has {sorted(by_name)})"
+        if found.dtype != tensor.dtype:
+            return f"tensor {tensor.name!r} is {found.dtype} in the model, {tensor.dtype} in the spec"
+        if len(found.shape) != len(tensor.shape) or any(
+            a != d and a != -1 and d != -1 for a, d in zip(found.shape, tensor.shape, strict=True)
+        ):
+            return (
+                f"tensor {tensor.name!r} has shape {list(found.shape)} in the model, "
+                f"{list(tensor.shape)} in the spec"
+            )
+    return None
+
+
+class ModelManager:
+    def __init__(
+        self,
+        options: ManagerOptions | None = None,
+        *,
+        runtime_factory: RuntimeFactory = default_runtime,
+        observer: ManagerObserver | None = None,
+    ) -> None:
+        self.options = options or ManagerOptions()
+        self._factory = runtime_factory
+        self._observer = observer or ManagerObserver()
+        self._versions: dict[tuple[str, int], _Version] = {}
+        self._latest_ready: dict[str, _Version] = {}  # cache of resolve(name, None), cleared on changes
+        self._executor = ThreadPoolExecutor(self.options.inference_threads, thread_name_prefix="aether-infer")
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def ensure_loaded(self, spec: ModelSpec) -> None:
+        """Loads the version if it is not loaded (idempotent; concurrent calls share one load) and
+        returns once it is READY. Raises the error that failed the load (the version then stays FAILED,
+        and a later call retries)."""
+        entry = self._versions.get(spec.key)
+        if entry is not None and entry.spec.artifact_sha256 != spec.artifact_sha256:
+            raise FailedPrecondition(
+                f"model {spec.name} v{spec.version} is loaded from artifact {entry.spec.artifact_sha256}; "
+                f"a version's artifact cannot change to {spec.artifact_sha256}"
+            )
+        if entry is None or entry.state is ModelState.FAILED:
+            entry = _Version(spec)
+            self._versions[spec.key] = entry
+            entry.loading = asyncio.create_task(self._load(entry), name=f"load {spec.name} v{spec.version}")
+            self._observer.model_state(spec.name, spec.version, ModelState.LOADING)
+        if entry.loading is not None:
+            await asyncio.shield(entry.loading)
+        if entry.state is ModelState.FAILED:
+            raise FailedPrecondition(f"model {spec.name} v{spec.version} failed to load: {entry.failure}")
+
+    async def unload(self, name: str, version: int) -> None:
+        entry = self._versions.pop((name, version), None)
+        self._latest_ready.pop(name, None)
+        if entry is None:
+            return
+        if entry.loading is not None and not entry.loading.done():
+            entry.loading.cancel()
+        entry.state = ModelState.UNLOADED
+        if entry.batcher is not None:
+            entry.batcher.close()
+        if entry.runtime is not None:
+            runtime = entry.runtime
+            entry.runtime = None
+            # Close off the loop, after any batch already running on it (the executor runs them in order
+            # per thread; closing only drops the session's native memory once no batch holds it).
+            await asyncio.get_running_loop().run_in_executor(self._executor, runtime.close)
+        self._observer.model_state(name, version, ModelState.UNLOADED)
+        _log.info("unloaded model %s v%d", name, version)
+
+    async def close(self) -> None:
+        for name, version in list(self._versions):
+            await self.unload(name, version)
+        self._executor.shutdown(wait=False)
+
+    async def _load(self, entry: _Version) -> None:
+        spec = entry.spec
+        started = time.monotonic()
+        try:
+            data = await asyncio.to_thread(fetch_verified, spec.artifact_uri, spec.artifact_sha256)
+            runtime = await asyncio.to_thread(self._factory, data, spec, self.options)
+            declared_inputs = getattr(runtime, "inputs", None)
+            if isinstance(declared_inputs, tuple):
+                mismatch = _signature_mismatch(spec.inputs, declared_inputs) or _signature_mismatch(
+                    spec.outputs, getattr(runtime, "outputs", ())
+                )
+                if mismatch:
+                    raise FailedPrecondition(
+                        f"the spec of model {spec.name} v{spec.version} does not match its artifact: "
+                        f"{mismatch}"
+                    )
+            entry.runtime = runtime
+            entry.description = runtime.description
+            self._set_state(entry, ModelState.WARMING)
+            samples = recorded_inputs(spec, Path(spec.warmup_samples_uri)) if spec.warmup_samples_uri else []
+            await asyncio.to_thread(warm_up, runtime, spec, samples)
+            policy = BatchPolicy(
+                max_batch_size=spec.max_batch_size if batchable(spec) else 1,
+                max_queue_delay_s=spec.max_queue_delay_us / 1e6,
+                max_queue_size=self.options.max_queue_size,
+                max_in_flight=self.options.max_in_flight_batches,
+            )
+            entry.batcher = DynamicBatcher(
+                policy,
+                lambda requests: run_batch(runtime, spec, requests),
+                self._executor,
+                self._observer.for_model(spec.name, spec.version),
+            )
+            entry.validator = InputValidator(spec)
+            self._set_state(entry, ModelState.READY)
+            _log.info(
+                "model %s v%d READY on %s in %.2fs",
+                spec.name,
+                spec.version,
+                entry.description,
+                time.monotonic() - started,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            entry.failure = exc.message if isinstance(exc, AetherError) else f"{type(exc).__name__}: {exc}"
+            entry.runtime = None
+            self._set_state(entry, ModelState.FAILED)
+            _log.error("model %s v%d failed to load: %s", spec.name, spec.version, entry.failure)
+        finally:
+            entry.loading = None
+
+    def _set_state(self, entry: _Version, state: ModelState) -> None:
+        entry.state = state
+        self._latest_ready.pop(entry.spec.name, None)
+        self._observer.model_state(entry.spec.name, entry.spec.version, state)
+
+    # ---- queries ---------------------------------------------------------------------------------
+
+    def state(self, name: str, version: int) -> ModelState:
+        entry = self._versions.get((name, version))
+        return ModelState.UNLOADED if entry is None else entry.state
+
+    def failure(self, name: str, version: int) -> str:
+        entry = self._versions.get((name, version))
+        return "" if entry is None else entry.failure
+
+    def description(self, name: str, version: int) -> str:
+        entry = self._versions.get((name, version))
+        return "" if entry is None else entry.description
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(v for (n, v) in self._versions if n == name)
+
+    def specs(self) -> list[ModelSpec]:
+        return [entry.spec for entry in self._versions.values()]
+
+    def settled(self) -> bool:
+        """No version is still loading or warming (the server reports ready once this holds)."""
+        return all(e.state in (ModelState.READY, ModelState.FAILED) for e in self._versions.values())
+
+    def queue_depth(self, name: str, version: int) -> int:
+        entry = self._versions.get((name, version))
+        return 0 if entry is None or entry.batcher is None else entry.batcher.queue_depth
+
+    def resolve(self, name: str, version: int | None) -> ModelSpec:
+        """The spec of ``name`` at ``version``; without a version, the newest READY one (or the newest
+        known one, so that the caller learns it is not ready). NOT_FOUND when neither exists."""
+        if version is not None:
+            entry = self._versions.get((name, version))
+            if entry is None:
+                known = self.versions(name)
+                raise NotFound(
+                    f"model {name!r} has no version {version}"
+                    + (f" loaded (loaded: {known})" if known else "; no version of it is loaded")
+                )
+            return entry.spec
+        candidates = [e for (n, _), e in self._versions.items() if n == name]
+        if not candidates:
+            raise NotFound(f"model {name!r} is not loaded")
+        ready = [e for e in candidates if e.state is ModelState.READY]
+        return max(ready or candidates, key=lambda e: e.spec.version).spec
+
+    # ---- inference -------------------------------------------------------------------------------
+
+    def prepare(
+        self, name: str, version: int | None, inputs: Mapping[str, Array]
+    ) -> tuple[ModelSpec, ValidInputs]:
+        """Resolves and validates a request without running it: NOT_FOUND, UNAVAILABLE (not READY) or
+        INVALID_ARGUMENT, all before the request joins a batch."""
+        entry = self._versions.get((name, version)) if version is not None else self._latest_ready.get(name)
+        if entry is None:
+            entry = self._versions[self.resolve(name, version).key]
+            if version is None and entry.state is ModelState.READY:
+                self._latest_ready[name] = entry
+        if entry.state is not ModelState.READY or entry.validator is None:
+            detail = f": {entry.failure}" if entry.failure else ""
+            raise Unavailable(f"model {name} v{entry.spec.version} is {entry.state.value}, not READY{detail}")
+        return entry.spec, entry.validator(inputs)
+
+    async def run_prepared(self, spec: ModelSpec, request: ValidInputs, deadline: float | None) -> Outputs:
+        entry = self._versions.get(spec.key)
+        if entry is None or entry.batcher is None or entry.state is not ModelState.READY:
+            raise Unavailable(f"model {spec.name} v{spec.version} is no longer READY")
+        return await entry.batcher.submit(request, request.rows, request.group, deadline)
+
+    async def infer(
+        self, name: str, version: int | None, inputs: Mapping[str, Array], deadline: float | None = None
+    ) -> dict[str, Array]:
+        """Runs one request through the version's batcher. ``deadline`` is on the ``time.monotonic()``
+        clock; a request still queued when it passes is dropped with DEADLINE_EXCEEDED."""
+        spec, request = self.prepare(name, version, inputs)
+        return await self.run_prepared(spec, request, deadline)

@@ -1,0 +1,132 @@
+"""What the data plane needs to serve one model version: a plain, frozen description built either from a
+static model config (``--model-config``) or from a deployment plan streamed by the control plane.
+
+The spec carries everything (artifact checksum and location, signature, feature refs, batching knobs), so
+the data plane never looks anything up in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clients.errors import InvalidArgument
+
+DYNAMIC = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy name: "float32", "int64", ...
+    shape: tuple[int, ...]  # -1 = dynamic (the first dimension is the batch)
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.dtype)
+
+    def describe(self) -> str:
+        dims = ", ".join("-1" if d == DYNAMIC else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TensorSpec:
+        return cls(name=str(data["name"]), dtype=str(np.dtype(data["dtype"])), shape=tuple(data["shape"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    version: int
+    artifact_sha256: str
+    # Where the data plane fetches the artifact: a local path or a pyarrow.fs URI of the artifact store.
+    artifact_uri: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    # Online features fetched for Predict, in model-input order (they fill the first input's columns).
+    feature_refs: tuple[str, ...] = ()
+    warmup_requests: int = 10
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 500
+    # Non-finite input values (NaN, ±inf) answered with INVALID_ARGUMENT instead of reaching the model.
+    allow_non_finite: bool = False
+    # Predict for an entity with no stored features: "error" (NOT_FOUND for that row) or "defaults"
+    # (the values below, or zeros when empty).
+    missing_entity_policy: str = "error"
+    feature_defaults: tuple[float, ...] = field(default=())
+    # Recorded warm-up requests (an .npz with one array per input); empty = synthetic from the signature.
+    warmup_samples_uri: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.version)
+
+    def signature(self) -> str:
+        return "inputs (" + "; ".join(t.describe() for t in self.inputs) + ")"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "artifact_sha256": self.artifact_sha256,
+            "artifact_uri": self.artifact_uri,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "feature_refs": list(self.feature_refs),
+            "warmup_requests": self.warmup_requests,
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_us": self.max_queue_delay_us,
+            "allow_non_finite": self.allow_non_finite,
+            "missing_entity_policy": self.missing_entity_policy,
+            "feature_defaults": list(self.feature_defaults),
+            "warmup_samples_uri": self.warmup_samples_uri,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> ModelSpec:
+        uri = _resolve(str(data["artifact_uri"]), base_dir)
+        policy = str(data.get("missing_entity_policy", "error"))
+        if policy not in ("error", "defaults"):
+            raise InvalidArgument(f"missing_entity_policy must be 'error' or 'defaults', not {policy!r}")
+        return cls(
+            name=str(data["name"]),
+            version=int(data["version"]),
+            artifact_sha256=str(data["artifact_sha256"]),
+            artifact_uri=uri,
+            inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
+            outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
+            feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
+            warmup_requests=int(data.get("warmup_requests", 10)),
+            max_batch_size=int(data.get("max_batch_size", 32)),
+            max_queue_delay_us=int(data.get("max_queue_delay_us", 500)),
+            allow_non_finite=bool(data.get("allow_non_finite", False)),
+            missing_entity_policy=policy,
+            feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),
+            warmup_samples_uri=_resolve(str(data.get("warmup_samples_uri", "")), base_dir),
+        )
+
+
+def _resolve(uri: str, base_dir: Path | None) -> str:
+    """Paths in a config file are relative to the file; URIs and absolute paths are kept."""
+    if not uri or base_dir is None or "://" in uri or Path(uri).is_absolute():
+        return uri
+    return str((base_dir / uri).resolve())
+
+
+def load_model_config(path: Path) -> tuple[ModelSpec, ...]:
+    """The static model config: ``{"models": [ModelSpec as JSON, ...]}`` with artifact paths relative to
+    the file. Used until (and besides) deployment plans from the control plane."""
+    data = json.loads(path.read_text())
+    return tuple(ModelSpec.from_json(m, path.parent) for m in data["models"])
+
+
+def dump_model_config(specs: Sequence[ModelSpec], path: Path) -> None:
+    path.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2) + "\n")

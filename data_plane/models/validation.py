@@ -1,0 +1,92 @@
+"""Per-request input checks against a model's signature, done before a request joins a batch, so that a
+malformed request is answered INVALID_ARGUMENT on its own and never fails the requests batched with it.
+
+Every message names the input and the expected signature, so the caller can fix the request from the
+error alone. The checks are compiled once per model version (:class:`InputValidator`): this runs on the
+event loop for every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clients.errors import InvalidArgument
+from data_plane.models.spec import DYNAMIC, ModelSpec
+from data_plane.runtime.base import Array
+
+
+@dataclass(frozen=True, slots=True)
+class ValidInputs:
+    arrays: dict[str, Array]  # in the model's dtype, C-contiguous
+    rows: int  # size of the batch dimension (1 for models without one)
+    group: Hashable  # requests with equal groups concatenate along the batch dimension
+
+
+def batchable(spec: ModelSpec) -> bool:
+    """Whether requests can be concatenated: every input and output has a dynamic first dimension."""
+    tensors = (*spec.inputs, *spec.outputs)
+    return bool(tensors) and all(t.shape and t.shape[0] == DYNAMIC for t in tensors)
+
+
+class InputValidator:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._label = f"model {spec.name} v{spec.version}"
+        self._names = frozenset(t.name for t in spec.inputs)
+        self._checks: list[tuple[str, np.dtype[Any], tuple[int, ...], bool]] = [
+            (t.name, t.np_dtype, t.shape, t.np_dtype.kind == "f" and not spec.allow_non_finite)
+            for t in spec.inputs
+        ]
+        self._batch = batchable(spec)
+
+    def _fail(self, message: str) -> InvalidArgument:
+        return InvalidArgument(f"{self._label}: {message}; expected {self.spec.signature()}")
+
+    def __call__(self, inputs: Mapping[str, Array]) -> ValidInputs:
+        if len(inputs) != len(self._names) or not self._names.issuperset(inputs):
+            unknown = sorted(set(inputs) - self._names)
+            if unknown:
+                raise self._fail(f"no input named {unknown[0]!r}")
+        arrays: dict[str, Array] = {}
+        rows = -1
+        group: list[tuple[int, ...]] = []
+        for name, dtype, expected, finite in self._checks:
+            array = inputs.get(name)
+            if array is None:
+                raise self._fail(f"input {name!r} is missing")
+            if array.dtype != dtype:
+                raise self._fail(f"input {name!r} has dtype {array.dtype}, expected {dtype}")
+            shape = array.shape
+            if len(shape) != len(expected) or any(
+                want != DYNAMIC and got != want for got, want in zip(shape, expected, strict=True)
+            ):
+                dims = ", ".join(str(d) for d in expected)
+                raise self._fail(f"input {name!r} has shape {list(shape)}, expected {name}: {dtype}[{dims}]")
+            if finite and not np.isfinite(array).all():
+                raise InvalidArgument(
+                    f"{self._label}: input {name!r} holds NaN or infinite values, which this model does "
+                    "not accept"
+                )
+            if self._batch:
+                if rows < 0:
+                    rows = shape[0]
+                elif shape[0] != rows:
+                    raise self._fail(
+                        f"input {name!r} has {shape[0]} rows but {self._checks[0][0]!r} has {rows}; "
+                        "every input "
+                        "must have the same batch size"
+                    )
+                if len(shape) > 1:
+                    group.append(shape[1:])
+            arrays[name] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+        if self._batch and rows == 0:
+            raise InvalidArgument(f"{self._label}: the request has no rows")
+        return ValidInputs(arrays, rows if self._batch else 1, tuple(group))
+
+
+def validate_inputs(spec: ModelSpec, inputs: Mapping[str, Array]) -> ValidInputs:
+    return InputValidator(spec)(inputs)

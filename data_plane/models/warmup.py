@@ -1,0 +1,64 @@
+"""Warm-up before a version reports READY: a configurable number of requests run straight through the
+runtime, so that the first real request does not pay for lazy allocations, kernel selection or (on GPU)
+engine builds.
+
+The inputs are either recorded samples (an ``.npz`` file with one array per input, rows along the first
+dimension) or synthetic ones built from the signature: zeros (a value every model accepts, unlike random
+values, which can fall outside an embedding table's range). Warm-up alternates a single row with a full
+batch so that both sizes the batcher produces are prepared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clients.errors import FailedPrecondition
+from data_plane.models.spec import DYNAMIC, ModelSpec
+from data_plane.models.validation import batchable
+from data_plane.runtime.base import Array, Runtime
+
+
+def synthetic_inputs(spec: ModelSpec, rows: int) -> dict[str, Array]:
+    batch = batchable(spec)
+    arrays: dict[str, Array] = {}
+    for tensor in spec.inputs:
+        shape = [
+            rows if (batch and i == 0) else (1 if d == DYNAMIC else d) for i, d in enumerate(tensor.shape)
+        ]
+        arrays[tensor.name] = np.zeros(shape, dtype=tensor.np_dtype)
+    return arrays
+
+
+def recorded_inputs(spec: ModelSpec, path: Path) -> list[dict[str, Array]]:
+    """One request per recorded row."""
+    with np.load(path) as data:
+        columns = {t.name: np.asarray(data[t.name], dtype=t.np_dtype) for t in spec.inputs if t.name in data}
+    missing = [t.name for t in spec.inputs if t.name not in columns]
+    if missing:
+        raise FailedPrecondition(f"warm-up samples {path} have no array for input(s) {missing}")
+    count = min(len(a) for a in columns.values())
+    return [{name: a[i : i + 1] for name, a in columns.items()} for i in range(count)]
+
+
+def warmup_requests(spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> list[dict[str, Array]]:
+    count = spec.warmup_requests
+    if samples:
+        return [samples[i % len(samples)] for i in range(count)]
+    sizes = [1, spec.max_batch_size] if batchable(spec) else [1]
+    return [synthetic_inputs(spec, sizes[i % len(sizes)]) for i in range(count)]
+
+
+def warm_up(runtime: Runtime, spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> int:
+    """Runs the warm-up requests (in the calling thread); any failure fails the load. Returns the count."""
+    requests = warmup_requests(spec, samples)
+    for request in requests:
+        try:
+            runtime.run(request)
+        except Exception as exc:
+            raise FailedPrecondition(
+                f"model {spec.name} v{spec.version} failed its warm-up: {type(exc).__name__}: {exc}"
+            ) from exc
+    return len(requests)

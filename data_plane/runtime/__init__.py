@@ -1,0 +1,1 @@
+"""Inference runtimes: ONNX Runtime (TensorRT → CUDA → CPU execution providers), native TensorRT."""

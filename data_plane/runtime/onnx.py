@@ -1,0 +1,110 @@
+"""ONNX Runtime sessions with the execution providers that are present, preferred in the order
+TensorRT → CUDA → CPU.
+
+``InferenceSession.run`` releases the GIL for the whole computation, so a worker thread running it leaves
+the event loop free. Sessions are configured for a latency server: sequential execution, full graph
+optimisation, a configurable number of intra-op threads (default 1: on a small machine the event loop and
+the gRPC threads need the other cores; batching, not threads, is what buys throughput here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from data_plane.models.spec import DYNAMIC, TensorSpec
+from data_plane.runtime.base import Array
+
+PROVIDER_PREFERENCE: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+_ORT_TYPES: dict[str, str] = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxOptions:
+    intra_op_threads: int = 1
+    # Restrict to these providers (still in preference order); empty = every provider present.
+    allowed_providers: tuple[str, ...] = ()
+    # Where the TensorRT execution provider caches the engines it builds (None = no cache).
+    trt_cache_dir: Path | None = None
+
+
+def choose_providers(available: Sequence[str], allowed: Sequence[str] = ()) -> list[str]:
+    """The providers to ask for, best first: those present (and allowed) in TensorRT → CUDA → CPU order.
+    CPU is always last, so that an operator a GPU provider lacks still runs."""
+    chosen = [p for p in PROVIDER_PREFERENCE if p in available and (not allowed or p in allowed)]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _provider_options(provider: str, options: OnnxOptions) -> dict[str, Any]:
+    if provider == "TensorrtExecutionProvider" and options.trt_cache_dir is not None:
+        options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(options.trt_cache_dir)}
+    return {}
+
+
+def _tensor_spec(arg: Any) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise ValueError(f"tensor {arg.name!r} has type {arg.type}, which the data plane does not serve")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else DYNAMIC for d in arg.shape)
+    return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
+
+
+class OnnxRuntimeSession:
+    def __init__(self, model: bytes, options: OnnxOptions) -> None:
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.intra_op_threads
+        session_options.inter_op_num_threads = 1
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn a core between requests; the event loop needs it more.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # A failing run is reported to its caller (and logged by the servicer); no second copy on stderr.
+        session_options.log_severity_level = 4
+        providers = choose_providers(ort.get_available_providers(), options.allowed_providers)
+        self._session = ort.InferenceSession(
+            model,
+            sess_options=session_options,
+            providers=[(p, _provider_options(p, options)) for p in providers],
+        )
+        self.inputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_inputs())
+        self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())
+        self._output_names = [t.name for t in self.outputs]
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {ort.__version__} [{', '.join(self.providers)}]"
+
+    def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        results = self._session.run(self._output_names, dict(feeds))
+        return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+
+    def close(self) -> None:
+        # Sessions free their memory when the last reference goes; nothing else holds native resources.
+        del self._session

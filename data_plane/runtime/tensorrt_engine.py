@@ -1,0 +1,150 @@
+"""Native TensorRT engines built from a model's ONNX artifact, cached per GPU name and TensorRT version.
+
+UNTESTED HERE: written against the TensorRT 10 Python API (name-based I/O tensors, ``execute_async_v3``)
+on a machine without a GPU; it is only used when ``tensorrt`` and a CUDA ``torch`` are importable
+(:func:`available`) and the manager is asked for native engines. Device buffers and the CUDA stream come
+from torch, which every TensorRT deployment image carries; the engine itself never touches torch's
+autograd.
+
+The engine is built with one optimisation profile whose batch dimension spans 1 … ``max_batch_size``
+(optimal at the maximum, since the batcher fills batches under load). The serialized plan is cached as
+``<cache_dir>/<gpu>-trt<version>-<artifact sha256>-b<max batch>.plan``: an engine is only valid for the GPU
+model and TensorRT version that built it, so both are in the name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_plane.models.spec import DYNAMIC, ModelSpec
+from data_plane.runtime.base import Array
+
+_log = logging.getLogger("aether.data_plane.tensorrt")
+
+
+def available() -> bool:
+    """Whether native engines can be built here: ``tensorrt`` importable and a CUDA device visible."""
+    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def engine_cache_path(cache_dir: Path, gpu_name: str, trt_version: str, sha256: str, max_batch: int) -> Path:
+    gpu = re.sub(r"[^A-Za-z0-9]+", "_", gpu_name).strip("_")
+    return cache_dir / f"{gpu}-trt{trt_version}-{sha256[:16]}-b{max_batch}.plan"
+
+
+def _profile_shapes(shape: tuple[int, ...], max_batch: int) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes of one input: the batch dimension spans 1..max_batch; other dynamic
+    dimensions are not supported by the native path (they need sizes the spec does not carry)."""
+    if any(d == DYNAMIC for d in shape[1:]):
+        raise ValueError(f"native TensorRT needs fixed non-batch dimensions, got {list(shape)}")
+    rest = tuple(shape[1:])
+    return (1, *rest), (max_batch, *rest), (max_batch, *rest)
+
+
+class TensorRTEngine:
+    def __init__(self, plan: bytes, spec: ModelSpec) -> None:
+        import tensorrt as trt
+        import torch
+
+        self._trt = trt
+        self._torch = torch
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise RuntimeError("TensorRT could not deserialize the engine plan")
+        self._context = self._engine.create_execution_context()
+        stream_type: Any = torch.cuda.Stream
+        self._stream = stream_type()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        self._spec = spec
+        self.description = f"tensorrt {trt.__version__} native engine on {torch.cuda.get_device_name()}"
+
+    @classmethod
+    def from_onnx(cls, model: bytes, spec: ModelSpec, cache_dir: Path) -> TensorRTEngine:
+        import tensorrt as trt
+        import torch
+
+        path = engine_cache_path(
+            cache_dir,
+            torch.cuda.get_device_name(),
+            trt.__version__,
+            spec.artifact_sha256,
+            spec.max_batch_size,
+        )
+        if path.exists():
+            _log.info("loading cached TensorRT engine %s", path)
+            return cls(path.read_bytes(), spec)
+        plan = build_plan(model, spec)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(plan)
+        tmp.replace(path)  # atomic: a half-written plan is never picked up
+        return cls(plan, spec)
+
+    def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        torch = self._torch
+        context = self._context
+        keep: list[Any] = []  # device tensors must outlive the asynchronous execution
+        with torch.cuda.stream(self._stream):
+            for name in self._inputs:
+                host = np.ascontiguousarray(feeds[name], dtype=self._dtypes[name])
+                device = torch.from_numpy(host).to("cuda", non_blocking=False)
+                context.set_input_shape(name, tuple(host.shape))
+                context.set_tensor_address(name, device.data_ptr())
+                keep.append(device)
+            outputs: dict[str, Any] = {}
+            for name in self._outputs:
+                shape = tuple(context.get_tensor_shape(name))
+                torch_dtype = torch.from_numpy(np.empty(0, dtype=self._dtypes[name])).dtype
+                device = torch.empty(shape, dtype=torch_dtype, device="cuda")
+                context.set_tensor_address(name, device.data_ptr())
+                outputs[name] = device
+            if not context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            self._stream.synchronize()
+        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+
+    def close(self) -> None:
+        del self._context
+        del self._engine
+
+
+def build_plan(model: bytes, spec: ModelSpec, workspace_bytes: int = 1 << 30) -> bytes:
+    """Parses the ONNX and builds a serialized engine (FP16 allowed where the GPU is fast at it)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if builder.platform_has_fast_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for tensor in spec.inputs:
+        low, opt, high = _profile_shapes(tensor.shape, spec.max_batch_size)
+        profile.set_shape(tensor.name, low, opt, high)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build the engine (see its log)")
+    return bytes(serialized)

@@ -1,0 +1,81 @@
+"""Several data-plane processes on one port (``python -m data_plane --workers N``).
+
+Each worker is a full data plane started with ``--reuse-port`` on the same HOST:PORT; the kernel
+(SO_REUSEPORT) spreads incoming connections across them. A port of 0 is resolved here first: this
+process binds a socket with SO_REUSEPORT to learn a free port and keeps it bound (not listening, so it
+never receives connections) until the workers have bound theirs. Each worker's metrics endpoint, if any,
+gets a port of its own (port 0), since Prometheus scrapes processes, not ports.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+from data_plane.settings import DataPlaneSettings
+
+_READY = re.compile(r"aether data plane listening on (\S+)")
+
+
+def _reserve(listen: str) -> tuple[socket.socket, int]:
+    host, port = listen.rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), int(port)))
+    return sock, int(sock.getsockname()[1])
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (both ``--flag V`` and ``--flag=V`` spellings)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> int:
+    reserved, port = _reserve(settings.listen)
+    host = settings.listen.rsplit(":", 1)[0]
+    base = _without(_without(_without(argv, "--workers"), "--listen"), "--metrics-listen")
+    if settings.metrics_listen:
+        base += ["--metrics-listen", f"{settings.metrics_listen.rsplit(':', 1)[0]}:0"]
+    command = [sys.executable, "-m", "data_plane", *base, "--listen", f"{host}:{port}", "--reuse-port"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    stopping = threading.Event()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not _READY.search(line):
+                forward(signal.SIGTERM, None)
+                print(f"a data-plane worker failed to start: {line.strip() or 'no output'}", file=sys.stderr)
+                return 1
+        reserved.close()
+        print(f"aether data plane listening on {host}:{port}", flush=True)
+        codes = [process.wait() for process in processes]
+    finally:
+        reserved.close()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return 0 if stopping.is_set() or not any(codes) else max(codes)

@@ -1,0 +1,192 @@
+"""The Open Inference Protocol v2 over a real grpc.aio data plane: readiness, metadata, ModelInfer with raw
+and typed contents, and every fault status."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clients.inference import grpc_predict_v2_pb2 as pb
+from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from clients.sdk.inference import build_infer_request, decode_infer_response
+from data_plane.models.manager import ModelState
+from data_plane.server import DataPlaneHandle, start_server
+from tests.integration.serving.conftest import serving_settings
+from tests.support import onnx_models
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stub(data_plane: DataPlaneHandle) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+async def _error(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value
+
+
+async def test_server_and_model_readiness_and_metadata(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+    assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+    assert (await stub.ModelReady(pb.ModelReadyRequest(name="affine"))).ready
+    assert (await stub.ModelReady(pb.ModelReadyRequest(name="scorer", version="2"))).ready
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="nope"))).ready
+    server = await stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert server.name == "aether"
+    meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name="scorer"))
+    assert list(meta.versions) == ["1", "2"] and meta.platform == "onnxruntime_onnx"
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("input", "FP32", [-1, 8])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("output", "FP32", [-1, 1])]
+
+
+async def test_model_infer_with_raw_and_with_typed_contents(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    response = await stub.ModelInfer(build_infer_request("affine", {"x": x}, request_id="r-1"))
+    assert response.id == "r-1" and response.model_version == "1"
+    np.testing.assert_array_equal(decode_infer_response(response)["y"], 2 * x + 1)
+
+    typed = pb.ModelInferRequest(model_name="two_inputs", model_version="1")
+    typed.inputs.add(name="x", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend([1.0, 2.0, 3.0])
+    typed.inputs.add(name="k", datatype="INT64", shape=[1, 1]).contents.int64_contents.append(3)
+    out = decode_infer_response(await stub.ModelInfer(typed))
+    assert out["product"].tolist() == [[3.0, 6.0, 9.0]]
+
+
+async def test_concurrent_requests_are_batched_and_a_bad_row_fails_only_its_request(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    good = [np.full((1, 4), 0.5 * (i % 2), np.float32) for i in range(6)]
+    bad = np.full((1, 4), 7.0, np.float32)  # out of the lookup table's range: the model itself fails
+    calls = [stub.ModelInfer(build_infer_request("failing", {"x": x})) for x in good]
+    calls.insert(3, stub.ModelInfer(build_infer_request("failing", {"x": bad})))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(failed) == 1 and failed[0].code() == grpc.StatusCode.INTERNAL
+    assert "indices element out of data bounds" in (failed[0].details() or "")
+    answers = [decode_infer_response(r) for r in results if isinstance(r, pb.ModelInferResponse)]
+    assert len(answers) == len(good) and all(a["y"].tolist() == [[0.0]] for a in answers)
+    batches = data_plane.metrics.registry.get_sample_value(
+        "aether_inference_batch_size_count", {"model": "failing", "version": "1"}
+    )
+    assert batches is not None and batches < len(calls)  # several requests shared a batch
+
+
+def _affine(x: np.ndarray, **kwargs: object) -> pb.ModelInferRequest:
+    return build_infer_request("affine", {"x": x}, **kwargs)  # type: ignore[arg-type]
+
+
+ROW = np.zeros((1, 4), np.float32)
+AFFINE_SIGNATURE = "x: float32[-1, 4]"
+BAD_REQUESTS = [
+    (build_infer_request("ghost", {"x": ROW}), "NOT_FOUND", ["ghost"]),
+    (_affine(ROW, version=9), "NOT_FOUND", ["version 9"]),
+    (_affine(np.zeros((1, 5), np.float32)), "INVALID_ARGUMENT", ["'x'", "[1, 5]", AFFINE_SIGNATURE]),
+    (_affine(np.zeros((1, 4), np.float64)), "INVALID_ARGUMENT", ["'x'", "float64", AFFINE_SIGNATURE]),
+    (
+        build_infer_request("two_inputs", {"x": np.zeros((1, 3), np.float32)}),
+        "INVALID_ARGUMENT",
+        ["'k'", "missing", "k: int64[-1, 1]"],
+    ),
+    (_affine(np.array([[0, np.nan, 0, 0]], np.float32)), "INVALID_ARGUMENT", ["'x'", "NaN"]),
+    (_affine(ROW, outputs=["z"]), "INVALID_ARGUMENT", ["'z'"]),
+]
+
+
+@pytest.mark.parametrize(("request_", "code", "words"), BAD_REQUESTS)
+async def test_bad_requests_get_the_right_status_and_a_message_naming_the_problem(
+    stub: pb_grpc.GRPCInferenceServiceStub, request_: pb.ModelInferRequest, code: str, words: list[str]
+) -> None:
+    error = await _error(stub.ModelInfer(request_))
+    assert error.code().name == code
+    for word in words:
+        assert word in (error.details() or ""), error.details()
+
+
+async def test_a_raw_buffer_of_the_wrong_size_is_invalid(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    request = build_infer_request("affine", {"x": np.zeros((1, 4), np.float32)})
+    request.raw_input_contents[0] = b"\0" * 12
+    error = await _error(stub.ModelInfer(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected 16" in (error.details() or "")
+
+
+async def test_a_version_still_warming_up_is_unavailable(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
+) -> None:
+    spec = onnx_models.save(onnx_models.slow(layers=100), tmp_path / "slow.onnx", "slow", warmup_requests=40)
+    loading = asyncio.create_task(data_plane.manager.ensure_loaded(spec))
+    for _ in range(2000):  # the load runs in threads; poll its state
+        if data_plane.manager.state("slow", 1) is ModelState.WARMING:
+            break
+        await asyncio.sleep(0.005)
+    request = build_infer_request("slow", {"x": np.zeros((1, 1024), np.float32)}, version=1)
+    error = await _error(stub.ModelInfer(request))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and "WARMING" in (error.details() or "")
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="slow", version="1"))).ready
+    await loading
+    assert decode_infer_response(await stub.ModelInfer(request))["y"].shape == (1, 1024)
+
+
+async def test_oversized_messages_and_a_full_queue_are_resource_exhausted(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    settings = serving_settings(tmp_path, own_redis.url, max_message_bytes=4096, max_queue_size=1)
+    handle = await start_server(settings)
+    try:
+        slow = onnx_models.save(
+            onnx_models.slow(layers=400, width=256), tmp_path / "slow.onnx", "slow", warmup_requests=1
+        )
+        await handle.manager.ensure_loaded(slow)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            big = build_infer_request("affine", {"x": np.zeros((300, 4), np.float32)})  # 4.8 kB > 4 kB
+            error = await _error(stub.ModelInfer(big))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            row = build_infer_request("slow", {"x": np.zeros((1, 256), np.float32)})
+            results = await asyncio.gather(*(stub.ModelInfer(row) for _ in range(6)), return_exceptions=True)
+        codes = [r.code() if isinstance(r, grpc.aio.AioRpcError) else grpc.StatusCode.OK for r in results]
+        assert grpc.StatusCode.OK in codes and grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        shed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert "queue is full" in (shed[0].details() or "")
+    finally:
+        await handle.stop(None)
+
+
+async def test_health_reflection_and_metrics(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    await stub.ModelInfer(build_infer_request("affine", {"x": np.zeros((1, 4), np.float32)}))
+    await _error(stub.ModelInfer(build_infer_request("ghost", {"x": np.zeros((1, 4), np.float32)})))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("inference.GRPCInferenceService", "aether.v1.Inference"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflect.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name async for r in responses for s in r.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "aether.v1.Inference", "aether.v1.OnlineFeatures"} <= names
+    url = f"http://127.0.0.1:{data_plane.metrics_port}/metrics"
+    text = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    assert (
+        'aether_inference_requests_total{api="ModelInfer",code="OK",model="affine",version="1"} 1.0' in text
+    )
+    assert 'code="NOT_FOUND",model="ghost"' in text
+    assert 'aether_model_state{model="affine",state="READY",version="1"} 1.0' in text
+    assert "aether_inference_latency_seconds_bucket" in text and "aether_inference_queue_depth" in text

@@ -1,0 +1,208 @@
+"""``aether.v1.Inference/Predict`` over a real data plane: the online feature fetch, request-time features,
+the fallback for entities without features, PredictBatch, Redis outages, the prediction log, and routing
+through a persisted deployment plan with a shadow variant."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import cast
+
+import grpc
+import grpc.aio
+import numpy as np
+import onnxruntime as ort
+import pytest
+import redis
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import inference_pb2 as pb
+from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from clients.sdk.inference import build_infer_request, build_predict_request, decode_predict_response
+from control_plane.features.online_writer import OnlineWriter
+from data_plane.deployment_watch import plans_path
+from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
+from data_plane.registry_watch import save_snapshot
+from data_plane.server import DataPlaneHandle, start_server
+from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED, serving_settings
+from tests.support.redis_server import RedisServer
+from tests.unit.data_plane.registry_builders import writable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stub(data_plane: DataPlaneHandle) -> AsyncIterator[pb_grpc.InferenceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        yield pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _run_model(spec: ModelSpec, features: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(Path(spec.artifact_uri).read_bytes())
+    return np.asarray(session.run(None, {spec.inputs[0].name: features.astype(np.float32)})[0])
+
+
+def _spec(handle: DataPlaneHandle, name: str, version: int) -> ModelSpec:
+    return handle.manager.resolve(name, version)
+
+
+async def test_predict_fetches_the_models_features_and_names_the_version(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    request = build_predict_request("scorer", [{"driver_id": 2}, {"driver_id": "1"}], request_id="req-7")
+    result = decode_predict_response(await stub.Predict(request, timeout=5))
+    assert (result.model_name, result.model_version, result.variant, result.request_id) == (
+        "scorer",
+        2,
+        "static",
+        "req-7",
+    )
+    expected = _run_model(_spec(data_plane, "scorer", 2), np.stack([STORED[2], STORED[1]]))
+    np.testing.assert_allclose(result.outputs["output"], expected, rtol=1e-5)
+    assert result.used_defaults == (False, False) and result.missing_features == (0, 0)
+
+
+async def test_request_time_features_merge_in_reference_order(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    request = build_predict_request(
+        "mixed", [{"driver_id": 1}, {"driver_id": 2}], request_features=[{"hour": 13.0}, {"hour": 2.0}]
+    )
+    result = decode_predict_response(await stub.Predict(request, timeout=5))
+    # References: driver_stats:f7, request:hour, driver_stats:f0.
+    inputs = np.array([[STORED[1][7], 13.0, STORED[1][0]], [STORED[2][7], 2.0, STORED[2][0]]])
+    np.testing.assert_allclose(
+        result.outputs["output"], _run_model(_spec(data_plane, "mixed", 1), inputs), rtol=1e-5
+    )
+    missing_hour = build_predict_request("mixed", [{"driver_id": 1}])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(missing_hour, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'hour'" in (info.value.details() or "")
+
+
+async def test_an_entity_without_features_gets_the_deployments_fallback(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}, {"driver_id": 3}]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "row 1" in (info.value.details() or "") and "'driver_id': '3'" in (info.value.details() or "")
+
+    lenient = decode_predict_response(
+        await stub.Predict(build_predict_request("lenient", [{"driver_id": 1}, {"driver_id": 3}]), timeout=5)
+    )
+    assert lenient.used_defaults == (False, True) and lenient.missing_features == (0, 8)
+    expected = _run_model(_spec(data_plane, "lenient", 1), np.stack([STORED[1], np.asarray(DEFAULTS)]))
+    np.testing.assert_allclose(lenient.outputs["output"], expected, rtol=1e-5)
+
+
+async def test_predict_batch_answers_each_request_on_its_own(stub: pb_grpc.InferenceStub) -> None:
+    batch = pb.PredictBatchRequest(
+        requests=[
+            build_predict_request("scorer", [{"driver_id": 1}]),
+            build_predict_request("scorer", [{"driver_id": 3}]),
+            build_predict_request("nowhere", [{"driver_id": 1}]),
+        ]
+    )
+    response = await stub.PredictBatch(batch, timeout=5)
+    codes = [grpc.StatusCode.OK.value[0] if r.code == 0 else r.code for r in response.results]
+    assert codes == [0, grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.NOT_FOUND.value[0]]
+    assert response.results[0].response.model_name == "scorer"
+    assert "deployment 'nowhere' does not exist" in response.results[2].message
+
+
+async def test_with_redis_down_predict_fails_fast_and_model_infer_keeps_serving(
+    data_plane: DataPlaneHandle, own_redis: RedisServer, stub: pb_grpc.InferenceStub
+) -> None:
+    own_redis.close()
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 1.0
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        oip = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        response = await oip.ModelInfer(
+            build_infer_request("affine", {"x": np.ones((1, 4), np.float32)}), timeout=5
+        )
+    assert response.model_name == "affine"
+
+
+async def _stream_entries(url: str, stream: str, count: int) -> list[dict[bytes, bytes]]:
+    client = redis.Redis.from_url(url)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    try:
+        for _ in range(200):
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream))
+            if len(entries) >= count:
+                return [fields for _, fields in entries]
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the prediction log holds {len(entries)} entries, expected {count}")
+    finally:
+        client.close()
+
+
+async def test_sampled_predictions_reach_the_redis_stream(
+    data_plane: DataPlaneHandle, own_redis: RedisServer, stub: pb_grpc.InferenceStub
+) -> None:
+    await stub.Predict(build_predict_request("scorer", [{"driver_id": 2}], request_id="logged-1"), timeout=5)
+    (entry,) = await _stream_entries(own_redis.url, "aether:predictions", 1)
+    assert entry[b"request_id"] == b"logged-1" and entry[b"model"] == b"scorer" and entry[b"version"] == b"2"
+    assert entry[b"variant"] == b"static" and entry[b"entities"] == b'[{"driver_id":"2"}]'
+    np.testing.assert_array_equal(np.frombuffer(entry[b"features"], np.float32), STORED[2])
+    assert entry[b"features_shape"] == b"1,8" and b"output:output" in entry
+
+
+def _planned(spec: ModelSpec, name: str, role: int, percent: float) -> dpb.PlannedVariant:
+    def tensors(specs: tuple[TensorSpec, ...]) -> list[mpb.TensorSpec]:
+        return [mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in specs]
+
+    model = dpb.ModelServingSpec(
+        model_name=spec.name, version=spec.version, artifact_sha256=spec.artifact_sha256,
+        artifact_uri=spec.artifact_uri, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs),
+        feature_refs=spec.feature_refs, serving=dpb.ServingConfig(warmup_requests=1),
+    )  # fmt: skip
+    return dpb.PlannedVariant(name=name, role=role, traffic_percent=percent, model=model)  # type: ignore[arg-type]
+
+
+async def test_a_deployment_plan_routes_predict_and_mirrors_to_its_shadow(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
+    settings = serving_settings(tmp_path, own_redis.url)
+    assert settings.model_config is not None
+    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    plan = dpb.DeploymentPlan(
+        deployment="ranking", plan_revision=1, routing_salt="ranking",
+        variants=[
+            _planned(specs["scorer", 1], "blue", dpb.VARIANT_ROLE_PRIMARY, 100.0),
+            _planned(specs["scorer", 2], "green-shadow", dpb.VARIANT_ROLE_SHADOW, 100.0),
+        ],
+    )  # fmt: skip
+    save_snapshot(
+        plans_path(settings), dpb.DeploymentPlanSnapshot(revision=1, plans=[plan]).SerializeToString()
+    )
+    handle = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_predict_request(
+                "ranking", [{"driver_id": 1}], routing_key="user-9", request_id="r-ab"
+            )
+            result = decode_predict_response(await stub.Predict(request, timeout=5))
+        assert (result.model_name, result.model_version, result.variant) == ("scorer", 1, "blue")
+        entries = await _stream_entries(own_redis.url, "aether:predictions", 2)
+        by_role = {e[b"role"]: e for e in entries}
+        assert {e[b"request_id"] for e in entries} == {b"r-ab"}
+        assert by_role[b"served"][b"variant"] == b"blue" and by_role[b"shadow"][b"variant"] == b"green-shadow"
+        shadow_out = np.frombuffer(by_role[b"shadow"][b"output:output"], np.float32)
+        np.testing.assert_allclose(
+            shadow_out, _run_model(specs["scorer", 2], STORED[1][np.newaxis, :]).ravel(), rtol=1e-5
+        )
+    finally:
+        await handle.stop(None)

@@ -1,0 +1,156 @@
+"""Small, real ONNX models built with ``onnx.helper`` and numpy weights, for serving tests and benchmarks.
+
+* :func:`mlp` — the benchmark MLP: float32 [batch, 512] → 256 → 64 → 1 with ReLU (input size adjustable).
+* :func:`affine` — ``y = 2x + 1`` on float32 [batch, 4]: outputs are easy to check by hand.
+* :func:`two_inputs` — float32 ``x`` [batch, 3] and int64 ``k`` [batch, 1] → ``x * k`` (dtype checks).
+* :func:`failing` — fails at runtime for any row with a value of magnitude ≥ 1 (a table lookup out of
+  range) and answers zeros otherwise, so it loads and warms up (zeros) and then breaks on real traffic.
+* :func:`slow` — a chain of ``layers`` width×width matmuls over [batch, width]: ≈10 ms per row on one
+  core here.
+
+:func:`save` writes a model and returns the :class:`ModelSpec` that serves it (sha256, signature).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from data_plane.models.spec import ModelSpec, TensorSpec
+
+OPSET = 17
+IR_VERSION = 9
+
+_ELEM = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64", TensorProto.DOUBLE: "float64"}
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="aether-tests"
+    )
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def _float_io(name: str, width: int | str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
+
+
+def mlp(input_size: int = 512, hidden: tuple[int, ...] = (256, 64), seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    sizes = [input_size, *hidden, 1]
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    current = "input"
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        weight = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        bias = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
+        initializers += [
+            numpy_helper.from_array(weight, f"w{layer}"),
+            numpy_helper.from_array(bias, f"b{layer}"),
+        ]
+        last = layer == len(sizes) - 2
+        out = "output" if last else f"h{layer}"
+        nodes.append(
+            helper.make_node("Gemm", [current, f"w{layer}", f"b{layer}"], [out if last else f"z{layer}"])
+        )
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"z{layer}"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes, "mlp", [_float_io("input", input_size)], [_float_io("output", 1)], initializers
+    )
+    return _model(graph)
+
+
+def affine() -> onnx.ModelProto:
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    one = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "one"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "affine", [_float_io("x", 4)], [_float_io("y", 4)], [two, one])
+    return _model(graph)
+
+
+def two_inputs() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Cast", ["k"], ["k_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "k_float"], ["product"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_inputs",
+        [_float_io("x", 3), helper.make_tensor_value_info("k", TensorProto.INT64, ["batch", 1])],
+        [_float_io("product", 3)],
+    )
+    return _model(graph)
+
+
+def failing() -> onnx.ModelProto:
+    table = numpy_helper.from_array(np.zeros((1, 1), dtype=np.float32), "table")
+    nodes = [
+        helper.make_node("Abs", ["x"], ["magnitude"]),
+        helper.make_node("ReduceMax", ["magnitude"], ["row_max"], axes=[1], keepdims=0),
+        helper.make_node("Floor", ["row_max"], ["floored"]),
+        helper.make_node("Cast", ["floored"], ["index"], to=TensorProto.INT64),
+        helper.make_node(
+            "Gather", ["table", "index"], ["y"], axis=0
+        ),  # [batch, 1]; index ≥ 1 is out of range
+    ]
+    graph = helper.make_graph(nodes, "failing", [_float_io("x", 4)], [_float_io("y", 1)], [table])
+    return _model(graph)
+
+
+def slow(layers: int = 400, width: int = 1024, seed: int = 1) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    # An orthogonal matrix keeps the values bounded however many times it is applied.
+    weight, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    nodes = []
+    current = "x"
+    for layer in range(layers):
+        out = "y" if layer == layers - 1 else f"h{layer}"
+        nodes.append(helper.make_node("MatMul", [current, "w"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [_float_io("x", width)],
+        [_float_io("y", width)],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
+    return _model(graph)
+
+
+def _tensor_specs(values: Any) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+        specs.append(TensorSpec(value.name, _ELEM[tensor_type.elem_type], shape))
+    return tuple(specs)
+
+
+def save(model: onnx.ModelProto, path: Path, name: str, version: int = 1, **spec_fields: Any) -> ModelSpec:
+    """Writes ``model`` to ``path`` and returns a spec serving it from there."""
+    data = model.SerializeToString()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    fields: dict[str, Any] = {"warmup_requests": 2, **spec_fields}
+    return ModelSpec(
+        name=name,
+        version=version,
+        artifact_sha256=hashlib.sha256(data).hexdigest(),
+        artifact_uri=str(path),
+        inputs=_tensor_specs(model.graph.input),
+        outputs=_tensor_specs(model.graph.output),
+        **fields,
+    )

@@ -1,0 +1,193 @@
+"""The dynamic batcher: the step scheduler on plain data (rules, and a hypothesis run against a brute-force
+reference of the policy), and the asyncio driver with a plain Python runner."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.errors import DeadlineExceeded, ResourceExhausted
+from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, QueuedRequest
+
+POLICY = BatchPolicy(max_batch_size=4, max_queue_delay_s=0.001, max_queue_size=8)
+
+
+def _req(
+    name: str, at: float, rows: int = 1, group: str = "g", deadline: float | None = None
+) -> QueuedRequest[str]:
+    return QueuedRequest(name, rows, group, at, deadline)
+
+
+def test_a_request_at_an_idle_queue_runs_at_once() -> None:
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
+    scheduler.offer(_req("a", 0.0))
+    step = scheduler.step(0.0)
+    assert [r.payload for r in step.batch] == ["a"] and step.wake_at is None
+
+
+def test_while_busy_requests_wait_for_a_full_batch_or_the_delay() -> None:
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
+    scheduler.offer(_req("a", 0.0))
+    scheduler.step(0.0)  # "a" runs
+    scheduler.offer(_req("b", 0.0001))
+    scheduler.offer(_req("c", 0.0002))
+    assert not scheduler.step(0.0003).batch  # busy
+    scheduler.batch_done()
+    waiting = scheduler.step(0.0004)
+    assert not waiting.batch and waiting.wake_at == pytest.approx(0.0011)  # b's arrival + 1 ms
+    due = scheduler.step(0.0011)
+    assert [r.payload for r in due.batch] == ["b", "c"]
+    scheduler.batch_done()
+    for i, name in enumerate("defgh"):
+        scheduler.offer(_req(name, 0.002 + i * 1e-5))
+    step = scheduler.step(0.002)  # d arrived at an idle queue: it goes at once, with what joined it
+    assert [r.payload for r in step.batch] == ["d", "e", "f", "g"] and scheduler.depth == 1
+
+
+def test_a_full_batch_goes_before_the_delay_and_groups_never_mix() -> None:
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
+    scheduler.offer(_req("busy", 0.0))
+    scheduler.step(0.0)
+    for name, group in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "x"), ("e", "x")]:
+        scheduler.offer(_req(name, 0.0, group=group))
+    scheduler.batch_done()
+    step = scheduler.step(0.0)  # four "x" rows are queued: no need to wait
+    assert [r.payload for r in step.batch] == ["a", "c", "d", "e"]
+    scheduler.batch_done()
+    assert [r.payload for r in scheduler.step(1.0).batch] == ["b"]
+
+
+def test_a_full_queue_sheds_and_expired_requests_are_dropped() -> None:
+    scheduler: BatchScheduler[str] = BatchScheduler(BatchPolicy(max_batch_size=4, max_queue_size=2))
+    scheduler.offer(_req("a", 0.0, deadline=0.5))
+    scheduler.offer(_req("b", 0.0))
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        scheduler.offer(_req("c", 0.0))
+    step = scheduler.step(1.0)
+    assert [r.payload for r in step.expired] == ["a"] and [r.payload for r in step.batch] == ["b"]
+
+
+@dataclass
+class _Op:
+    kind: str  # "offer", "step", "done"
+    rows: int = 1
+    group: int = 0
+    advance: float = 0.0
+    deadline_in: float | None = None
+
+
+_ops = st.lists(
+    st.one_of(
+        st.builds(_Op, st.just("offer"), st.integers(1, 6), st.integers(0, 1), st.floats(0, 0.002),
+                  st.one_of(st.none(), st.floats(0, 0.003))),
+        st.builds(_Op, st.just("step"), advance=st.floats(0, 0.002)),
+        st.builds(_Op, st.just("done")),
+    ),
+    max_size=60,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ops)
+def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
+    policy = BatchPolicy(max_batch_size=5, max_queue_delay_s=0.001, max_queue_size=6, max_in_flight=1)
+    scheduler: BatchScheduler[int] = BatchScheduler(policy)
+    queue: list[QueuedRequest[int]] = []  # the reference: a plain list, rules applied literally
+    in_flight = 0
+    now = 0.0
+    for index, op in enumerate(ops):
+        now += op.advance
+        if op.kind == "offer":
+            request = QueuedRequest(
+                index, op.rows, op.group, now, None if op.deadline_in is None else now + op.deadline_in
+            )
+            if len(queue) >= policy.max_queue_size:
+                with pytest.raises(ResourceExhausted):
+                    scheduler.offer(request)
+                continue
+            immediate = not queue and in_flight == 0
+            scheduler.offer(request)
+            assert request.immediate == immediate
+            queue.append(request)
+        elif op.kind == "done":
+            if in_flight:
+                scheduler.batch_done()
+                in_flight -= 1
+        else:
+            step = scheduler.step(now)
+            expired = [r for r in queue if r.deadline is not None and r.deadline <= now]
+            queue = [r for r in queue if r not in expired]
+            assert [r.payload for r in step.expired] == [r.payload for r in expired]
+            expected: list[QueuedRequest[int]] = []
+            if queue and in_flight < policy.max_in_flight:
+                head = queue[0]
+                group_rows = sum(r.rows for r in queue if r.group == head.group)
+                if (
+                    head.immediate
+                    or now >= head.enqueued_at + policy.max_queue_delay_s
+                    or group_rows >= policy.max_batch_size
+                ):
+                    expected = [head]
+                    rows = head.rows
+                    for r in queue[1:]:
+                        if rows >= policy.max_batch_size:
+                            break
+                        if r.group == head.group and rows + r.rows <= policy.max_batch_size:
+                            expected.append(r)
+                            rows += r.rows
+            assert [r.payload for r in step.batch] == [r.payload for r in expected]
+            if expected:
+                in_flight += 1
+                queue = [r for r in queue if r not in expected]
+                assert len({r.group for r in step.batch}) == 1
+                assert len(step.batch) == 1 or sum(r.rows for r in step.batch) <= policy.max_batch_size
+        assert scheduler.depth == len(queue)
+
+
+def _doubling_runner(calls: list[int]) -> object:
+    def run(payloads: Sequence[int]) -> list[int | BaseException]:
+        calls.append(len(payloads))
+        time.sleep(0.002)  # a batch takes a while, so that later requests queue behind it
+        return [ValueError(f"bad {p}") if p < 0 else p * 2 for p in payloads]
+
+    return run
+
+
+async def test_the_driver_batches_concurrent_requests_and_isolates_failures() -> None:
+    calls: list[int] = []
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0005),
+        _doubling_runner(calls),  # type: ignore[arg-type]
+    )
+    values = [1, 2, -3, 4, 5, 6, 7, 8, 9, 10]
+    results = await asyncio.gather(*(batcher.submit(v, 1, "g", None) for v in values), return_exceptions=True)
+    assert [r if isinstance(r, int) else str(r) for r in results] == [
+        2,
+        4,
+        "bad -3",
+        8,
+        10,
+        12,
+        14,
+        16,
+        18,
+        20,
+    ]
+    assert sum(calls) == len(values) and len(calls) < len(values)  # batched, nothing run twice
+
+
+async def test_the_driver_answers_deadline_exceeded_for_requests_that_expire_in_the_queue() -> None:
+    calls: list[int] = []
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(BatchPolicy(max_batch_size=1), _doubling_runner(calls))  # type: ignore[arg-type]
+    first = asyncio.ensure_future(batcher.submit(1, 1, "g", None))
+    late = asyncio.ensure_future(batcher.submit(2, 1, "g", time.monotonic() + 0.0005))
+    assert await first == 2
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert calls == [1]  # the expired request never reached the runner

@@ -1,0 +1,102 @@
+"""The model manager with real ONNX Runtime sessions: checksum verification, signature checks, states,
+versions side by side, unloading, per-request validation and the static model config."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from data_plane.models.manager import ModelManager, ModelState
+from data_plane.models.spec import TensorSpec, dump_model_config, load_model_config
+from data_plane.runtime.onnx import choose_providers
+from tests.support import onnx_models
+
+
+async def test_versions_load_side_by_side_and_serve_until_unloaded(tmp_path: Path) -> None:
+    v1 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=1), tmp_path / "a.onnx", "m", 1)
+    v2 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=2), tmp_path / "b.onnx", "m", 2)
+    manager = ModelManager()
+    try:
+        await asyncio.gather(manager.ensure_loaded(v1), manager.ensure_loaded(v2), manager.ensure_loaded(v1))
+        assert manager.state("m", 1) is manager.state("m", 2) is ModelState.READY
+        x = {"input": np.ones((2, 6), np.float32)}
+        one, two = await manager.infer("m", 1, x), await manager.infer("m", 2, x)
+        assert one["output"].shape == (2, 1) and not np.allclose(one["output"], two["output"])
+        assert manager.resolve("m", None).version == 2
+        await manager.unload("m", 2)
+        assert manager.state("m", 2) is ModelState.UNLOADED and manager.resolve("m", None).version == 1
+        with pytest.raises(NotFound, match="no version 2"):
+            await manager.infer("m", 2, x)
+    finally:
+        await manager.close()
+
+
+async def test_an_artifact_that_does_not_match_its_checksum_fails_the_load(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    tampered = dataclasses.replace(spec, artifact_sha256="0" * 64)
+    manager = ModelManager()
+    try:
+        with pytest.raises(FailedPrecondition, match="sha256"):
+            await manager.ensure_loaded(tampered)
+        assert manager.state("a", 1) is ModelState.FAILED and "refusing to load" in manager.failure("a", 1)
+        with pytest.raises(Unavailable, match="FAILED"):
+            await manager.infer("a", 1, {"x": np.zeros((1, 4), np.float32)})
+    finally:
+        await manager.close()
+
+
+async def test_a_spec_that_contradicts_the_model_fails_the_load(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    wrong = dataclasses.replace(spec, inputs=(TensorSpec("x", "float32", (-1, 5)),))
+    manager = ModelManager()
+    try:
+        with pytest.raises(FailedPrecondition, match=r"tensor 'x' has shape \[-1, 4\] in the model"):
+            await manager.ensure_loaded(wrong)
+    finally:
+        await manager.close()
+
+
+async def test_each_request_is_validated_against_the_signature(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.two_inputs(), tmp_path / "t.onnx", "t")
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        good: dict[str, np.ndarray] = {"x": np.ones((2, 3), np.float32), "k": np.array([[2], [3]], np.int64)}
+        assert (await manager.infer("t", 1, good))["product"].tolist() == [[2, 2, 2], [3, 3, 3]]
+        cases: list[tuple[dict[str, np.ndarray], str]] = [
+            ({"x": good["x"]}, "input 'k' is missing"),
+            ({**good, "k": good["k"].astype(np.int32)}, "input 'k' has dtype int32, expected int64"),
+            ({**good, "k": np.ones((3, 1), np.int64)}, "'k' has 3 rows but 'x' has 2"),
+            ({**good, "z": good["x"]}, "no input named 'z'"),
+            ({**good, "x": np.full((2, 3), np.inf, np.float32)}, "NaN or infinite"),
+        ]
+        for inputs, message in cases:
+            with pytest.raises(InvalidArgument, match=message) as info:
+                await manager.infer("t", 1, inputs)
+            if "has dtype" in message or "missing" in message:
+                assert "x: float32[-1, 3]; k: int64[-1, 1]" in info.value.message
+    finally:
+        await manager.close()
+
+
+def test_the_static_model_config_round_trips_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "models" / "a.onnx", "a", feature_refs=("v:f",))
+    relative = dataclasses.replace(spec, artifact_uri="models/a.onnx")
+    dump_model_config([relative], tmp_path / "config.json")
+    (loaded,) = load_model_config(tmp_path / "config.json")
+    assert loaded == dataclasses.replace(spec, artifact_uri=str((tmp_path / "models" / "a.onnx").resolve()))
+
+
+def test_execution_providers_are_preferred_tensorrt_then_cuda_then_cpu() -> None:
+    available = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
+    assert choose_providers(available) == available[::-1]
+    assert choose_providers(available, allowed=("CUDAExecutionProvider",)) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

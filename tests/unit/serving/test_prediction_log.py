@@ -1,0 +1,62 @@
+"""The prediction log never blocks or fails a request: entries reach the stream when Redis is up and are
+dropped (counted) when it is down; the native TensorRT engine cache is keyed by GPU and version."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import redis
+
+from data_plane.prediction_log import PredictionLog, PredictionRecord
+from data_plane.redis_client import RedisClient
+from data_plane.runtime.tensorrt_engine import engine_cache_path
+from tests.support.redis_server import free_port
+
+
+def _record(request_id: str) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=request_id, deployment="d", model="m", version=3, variant="blue", role="served",
+        routing_key="user-1", entities=[{"driver_id": "7"}],
+        features=np.arange(4, dtype=np.float32).reshape(1, 4),
+        outputs={"score": np.array([[0.5]], np.float32)},
+        ts_us=1,
+    )  # fmt: skip
+
+
+async def test_entries_reach_a_capped_stream(redis_url: str) -> None:
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=1.0, maxlen=1000)
+    log.start()
+    for i in range(5):
+        log.record(_record(f"r{i}"))
+    await log.stop()
+    await client.close()
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis.Redis.from_url(redis_url).xrange("preds"))
+    assert [e[1][b"request_id"] for e in entries] == [b"r0", b"r1", b"r2", b"r3", b"r4"]
+    first = entries[0][1]
+    assert first[b"version"] == b"3" and first[b"features_shape"] == b"1,4"
+    assert np.frombuffer(first[b"output:score"], np.float32).tolist() == [0.5]
+    assert log.written == 5 and log.dropped == 0
+
+
+async def test_with_redis_down_entries_are_dropped_and_counted_without_raising() -> None:
+    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    drops: list[int] = []
+    log = PredictionLog(client, "preds", sample_rate=1.0, maxlen=10, buffer_size=2, on_drop=drops.append)
+    log.start()
+    for i in range(4):  # two fit the buffer; the others are dropped at once
+        log.record(_record(f"r{i}"))
+    await asyncio.sleep(0.1)
+    await log.stop(flush_timeout_s=0.2)
+    await client.close()
+    assert log.written == 0 and log.dropped == 4 and sum(drops) == 4
+
+
+def test_engine_cache_paths_name_the_gpu_and_the_tensorrt_version(tmp_path: Path) -> None:
+    a = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.3.0", "ab" * 32, 32)
+    b = engine_cache_path(tmp_path, "NVIDIA A10G", "10.3.0", "ab" * 32, 32)
+    c = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.4.0", "ab" * 32, 32)
+    assert len({a, b, c}) == 3 and a.name.startswith("NVIDIA_H100_80GB_HBM3-trt10.3.0-")
