@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
 from clients.tls import add_port
 from control_plane.api import audit as audit_api
+from control_plane.api import deployments as deployments_api
 from control_plane.api import ingestion as ingestion_api
 from control_plane.api import model_registry as model_registry_api
 from control_plane.api import offline_features as offline_api
@@ -20,6 +21,7 @@ from control_plane.api import tracking as tracking_api
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.registry import FeatureRegistry
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
@@ -75,8 +77,9 @@ class ControlPlaneServer:
 #: Service modules every control plane serves besides the feature registry.
 DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
     tracking_api.add_to_server,
-    model_registry_api.add_artifacts_to_server,
-    model_registry_api.add_to_server,
+    # Model versions that a deployment uses cannot be deleted.
+    *model_registry_api.services([DeploymentModelGuard()]),
+    deployments_api.add_to_server,
     audit_api.add_to_server,
     offline_api.add_to_server,
     ingestion_api.add_to_server,

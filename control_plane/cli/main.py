@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
-from control_plane.cli import audit, demo, dev, features, historical, ingestion, models, runs
+from control_plane.cli import audit, demo, deploy, dev, features, historical, ingestion, models, runs
 from control_plane.cli.settings import CliSettings
 
 
@@ -37,6 +37,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     audit.register(commands)
     ingestion.register(commands)
     historical.register(commands)
+    deploy.register(commands)
     return parser
 
 
