@@ -8,6 +8,7 @@ from __future__ import annotations
 import control_plane.audit.tables
 import control_plane.deployments.tables
 import control_plane.ingestion.tables
+import control_plane.jobs.tables
 import control_plane.model_registry.tables
 import control_plane.tracking.tables  # noqa: F401  (imported for their table registrations)
 from control_plane.db.models import Base

@@ -1,0 +1,137 @@
+"""Client of the training-job service (``aether.v1.Jobs``): submit a spec, read jobs, cancel, stream
+logs, watch a job to its end.
+
+A spec is a ``JobSpec`` message or its JSON/YAML form as a mapping (field names as in the .proto)::
+
+    {"name": "churn-mlp", "entrypoint": {"module": "my_project.train"}, "gpus": 1,
+     "hyperparameters": {"lr": 0.01}, "features": ["customers@2:tenure"], "max_retries": 2,
+     "timeout_s": 3600}
+
+One method per RPC, plain Python arguments in, proto messages out; a failed call raises the matching
+:mod:`clients.errors` exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument, from_rpc_error
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+_Response = TypeVar("_Response")
+ACTOR_METADATA_KEY = "x-aether-actor"
+TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
+
+
+def job_spec(spec: pb.JobSpec | Mapping[str, Any]) -> pb.JobSpec:
+    """``spec`` as a message; a mapping is parsed (INVALID_ARGUMENT names an unknown or mistyped field)."""
+    if isinstance(spec, pb.JobSpec):
+        return spec
+    try:
+        return json_format.ParseDict(dict(spec), pb.JobSpec())
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"malformed job spec: {exc}") from None
+
+
+def state_name(state: int) -> str:
+    """``JOB_STATE_RUNNING`` -> ``RUNNING``."""
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+class JobsClient:
+    """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = pb_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> JobsClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        try:
+            response = method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    def _stream(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Iterator[Any]:
+        try:
+            yield from method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def submit(self, spec: pb.JobSpec | Mapping[str, Any]) -> pb.Job:
+        return self._call(self._stub.Submit, pb.SubmitJobRequest(spec=job_spec(spec)), pb.Job)
+
+    def get(self, job_id: str) -> pb.Job:
+        return self._call(self._stub.Get, pb.GetJobRequest(job_id=job_id), pb.Job)
+
+    def list_page(
+        self, states: Sequence[pb.JobState] = (), page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.Job], str]:
+        """One page of jobs, newest first, and the token of the next page (empty on the last)."""
+        request = pb.ListJobsRequest(states=list(states), page_size=page_size, page_token=page_token)
+        response = self._call(self._stub.List, request, pb.ListJobsResponse)
+        return list(response.jobs), response.next_page_token
+
+    def list(self, states: Sequence[pb.JobState] = (), limit: int | None = None) -> list[pb.Job]:
+        """Jobs newest first (all pages, or the first ``limit``)."""
+        jobs: list[pb.Job] = []
+        token = ""
+        while limit is None or len(jobs) < limit:
+            page, token = self.list_page(states, 0 if limit is None else min(limit - len(jobs), 1000), token)
+            jobs.extend(page)
+            if not token:
+                break
+        return jobs
+
+    def cancel(self, job_id: str, reason: str = "") -> pb.Job:
+        return self._call(self._stub.Cancel, pb.CancelJobRequest(job_id=job_id, reason=reason), pb.Job)
+
+    def logs(
+        self, job_id: str, *, follow: bool = False, offset: int = 0, timeout: float | None = None
+    ) -> Iterator[bytes]:
+        """The job's log as byte chunks from ``offset``; with ``follow``, until the job has ended."""
+        request = pb.JobLogsRequest(job_id=job_id, follow=follow, offset=offset)
+        for chunk in self._stream(self._stub.Logs, request, timeout if follow else timeout or self.timeout):
+            yield chunk.data
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[pb.Job]:
+        """The job now and after every change, until it ends."""
+        yield from self._stream(self._stub.Watch, pb.WatchJobRequest(job_id=job_id), timeout)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> pb.Job:
+        """Blocks until the job has ended (or ``timeout`` seconds: DEADLINE_EXCEEDED) and returns it."""
+        last: pb.Job | None = None
+        for job in self.watch(job_id, timeout):
+            last = job
+        if last is None or last.state not in TERMINAL_STATES:
+            return self.get(job_id)
+        return last

@@ -1,0 +1,179 @@
+"""``aetherctl jobs submit|list|get|logs|cancel``: training jobs from the command line, through the SDK.
+
+``submit`` reads a spec file in YAML or JSON (field names as in ``aether.v1.JobSpec``)::
+
+    name: churn-mlp
+    entrypoint: {module: my_project.train, args: ["--epochs", "10"]}
+    gpus: 1
+    max_retries: 2
+    timeout_s: 3600
+    hyperparameters: {lr: 0.01, hidden: [64, 32]}
+    features: ["customers@2:tenure", "customers@2:plan"]
+    dataset: {dataset_hash: 3f2a...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import InvalidArgument
+from clients.sdk.jobs import JobsClient, state_name
+from control_plane.cli import output
+
+_STATE_VALUES: dict[str, pb.JobState] = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "retrying": pb.JOB_STATE_RETRYING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+    jobs = subparsers.add_parser("jobs", help="training jobs: submit, list, inspect, follow logs, cancel")
+    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    submit = actions.add_parser("submit", parents=[common], help="submit a job spec (YAML or JSON file)")
+    submit.add_argument("spec", metavar="SPEC", help="path to the spec, or - for standard input")
+    submit.set_defaults(handler=_handler(_submit))
+    listing = actions.add_parser("list", parents=[common], help="jobs, newest first")
+    listing.add_argument(
+        "--state", action="append", choices=tuple(_STATE_VALUES), default=[], help="only jobs in this state"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="at most this many jobs (default %(default)s)")
+    listing.set_defaults(handler=_handler(_list))
+    get = actions.add_parser("get", parents=[common], help="one job with its state history")
+    get.add_argument("job_id", metavar="JOB")
+    get.set_defaults(handler=_handler(_get))
+    logs = actions.add_parser(
+        "logs", parents=[common], help="the job's log (stdout and stderr of every attempt)"
+    )
+    logs.add_argument("job_id", metavar="JOB")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.set_defaults(handler=_handler(_logs))
+    cancel = actions.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel.add_argument("job_id", metavar="JOB")
+    cancel.add_argument("--reason", default="", help="recorded with the cancellation")
+    cancel.set_defaults(handler=_handler(_cancel))
+
+
+def _handler(action: Callable[[JobsClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
+    def handle(args: argparse.Namespace) -> int:
+        with JobsClient(args.control_plane, timeout=args.timeout) as client:
+            return action(client, args, sys.stdout)
+
+    return handle
+
+
+def read_spec(source: str) -> dict[str, Any]:
+    """The spec mapping from a YAML or JSON file (JSON is YAML), or from standard input for ``-``."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read spec {source!r}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"spec {source!r} is neither YAML nor JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"spec {source!r} must be a mapping of JobSpec fields")
+    return data
+
+
+def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    job = client.submit(read_spec(args.spec))
+    if args.json:
+        output.print_json(output.to_jsonable(job), out)
+    else:
+        print(f"submitted job {job.job_id} ({job.spec.name}): {state_name(job.state)}", file=out)
+        if job.state == pb.JOB_STATE_FAILED:
+            print(f"  reason: {job.reason}", file=out)
+    return 0
+
+
+def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    states = [_STATE_VALUES[state] for state in args.state]
+    jobs = client.list(states, limit=args.limit)
+    if args.json:
+        output.print_json([output.to_jsonable(job) for job in jobs], out)
+        return 0
+    rows = [
+        (
+            job.job_id,
+            job.spec.name,
+            state_name(job.state),
+            job.attempt,
+            job.spec.gpus,
+            ",".join(job.devices) or "-",
+            output.timestamp(job.submitted_at_us),
+            job.reason,
+        )
+        for job in jobs
+    ]
+    print(
+        output.table(("JOB", "NAME", "STATE", "ATTEMPT", "GPUS", "DEVICES", "SUBMITTED", "REASON"), rows),
+        file=out,
+    )
+    return 0
+
+
+def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    job = client.get(args.job_id)
+    if args.json:
+        output.print_json(output.to_jsonable(job), out)
+        return 0
+    entry = job.spec.entrypoint
+    target = f"-m {entry.module}" if entry.module else " ".join(entry.command)
+    print(f"job {job.job_id} ({job.spec.name}) {state_name(job.state)}: {job.reason}", file=out)
+    print(f"  entrypoint: {' '.join([target, *entry.args])}", file=out)
+    print(
+        f"  gpus: {job.spec.gpus}  devices: {','.join(job.devices) or '-'}  attempt: {job.attempt}", file=out
+    )
+    print(f"  submitted {output.timestamp(job.submitted_at_us)} by {job.submitted_by}", file=out)
+    print(f"  run: {job.run_id or '-'}  log: {job.log_path}", file=out)
+    if job.outputs.fields:
+        outputs = json.dumps(output.to_jsonable(job)["outputs"], sort_keys=True)
+        print(f"  outputs: {outputs}", file=out)
+    rows = [(output.timestamp(t.at_us), state_name(t.state), t.attempt, t.reason) for t in job.history]
+    print(output.table(("AT", "STATE", "ATTEMPT", "REASON"), rows), file=out)
+    return 0
+
+
+def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    stream = out.buffer if hasattr(out, "buffer") else None
+    for chunk in client.logs(args.job_id, follow=args.follow):
+        if stream is not None:
+            stream.write(chunk)
+            stream.flush()
+        else:
+            out.write(chunk.decode("utf-8", errors="replace"))
+    return 0
+
+
+def _cancel(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    job = client.cancel(args.job_id, args.reason)
+    if args.json:
+        output.print_json(output.to_jsonable(job), out)
+    elif job.state == pb.JOB_STATE_CANCELLED:
+        print(f"cancelled job {job.job_id}", file=out)
+    else:
+        print(
+            f"stopping job {job.job_id} ({state_name(job.state)}); it is CANCELLED once it has stopped",
+            file=out,
+        )
+    return 0

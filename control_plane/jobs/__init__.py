@@ -1,0 +1,1 @@
+"""Training jobs: spec, GPU scheduler, device pool, executors, supervisor loop and the Jobs service."""

@@ -1,0 +1,211 @@
+"""Executors: what starts, watches and stops one attempt of a job. The supervisor talks to them only
+through :class:`Executor` and :class:`JobHandle`; :class:`LocalExecutor` (subprocesses on this host) is
+the default.
+
+The protocol, and how an executor for a cluster engine implements it (none is built here):
+
+* ``launch(job, attempt, devices, env)`` starts the attempt and returns a handle. ``devices`` are the
+  pool's device names; ``env`` holds the launch variables of ``launch_env.py``.
+* ``handle.ref`` is a string that identifies the attempt durably; the supervisor stores it and, after a
+  control-plane restart, calls ``adopt(job, attempt, ref)`` to get the handle back (None when nothing is
+  known of it: the attempt is then counted as failed and retried).
+* ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus`; ``terminate()`` asks it to
+  stop (SIGTERM), ``kill()`` forces it (SIGKILL). All three must be safe to call repeatedly and after the
+  end.
+
+A Kubernetes Jobs executor would render one ``batch/v1`` Job per attempt (name ``aether-<job>-<attempt>``,
+the spec's ``image``, ``nvidia.com/gpu: N`` resource limits instead of ``CUDA_VISIBLE_DEVICES``, the
+launch variables as container env, the checkpoint folder on a shared volume, ``backoffLimit: 0`` because
+retries are the supervisor's) and return ``ref = "namespace/name"``; ``poll`` reads the Job's
+conditions (Complete -> code 0; Failed -> the container's terminated exit code), ``terminate`` deletes
+it with a grace period, ``kill`` with grace 0, and ``adopt`` looks the Job up by name. Its devices would
+come from a pool describing the cluster quota rather than host GPUs. A Ray executor would submit through
+the Ray Jobs API (``JobSubmissionClient.submit_job`` with ``entrypoint_num_gpus`` and ``runtime_env``
+carrying the env), use the submission id as ``ref``, map ``get_job_status`` to ``poll`` and
+``stop_job`` to ``terminate``/``kill``. Logs: either executor copies the engine's logs into the job's log
+file (or ``Logs`` reads them from the engine); neither needs changes to the scheduler or the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from clients.aether.v1 import jobs_pb2 as pb
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
+
+#: Exit codes that no retry can fix: the launcher found no entrypoint, or could not execute it.
+UNRECOVERABLE_EXITS = frozenset({NOT_FOUND_EXIT, NOT_EXECUTABLE_EXIT})
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    #: The job's exit code; negative = killed by that signal; None = unknown (the process vanished).
+    code: int | None
+    detail: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.code == 0
+
+
+@dataclass(frozen=True)
+class JobLaunch:
+    """What an executor needs to know about the job it starts."""
+
+    job_id: str
+    spec: pb.JobSpec
+    files: JobFiles
+
+
+class JobHandle(Protocol):
+    @property
+    def ref(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def poll(self) -> ExitStatus | None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    def launch(
+        self, job: JobLaunch, attempt: int, devices: Sequence[str], env: Mapping[str, str]
+    ) -> JobHandle: ...
+
+    def adopt(self, job: JobLaunch, attempt: int, ref: str) -> JobHandle | None: ...
+
+
+def job_argv(spec: pb.JobSpec, python: str = sys.executable) -> list[str]:
+    """The command of the job: ``python -m MODULE ARGS`` or ``COMMAND ARGS``; with more than one GPU,
+    through torchrun (``python -m torch.distributed.run``, the same interpreter, one process per GPU)."""
+    entry = spec.entrypoint
+    target = ["-m", entry.module, *entry.args] if entry.module else [*entry.command, *entry.args]
+    if spec.gpus > 1:
+        runner = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={spec.gpus}"]
+        return [*runner, *target] if entry.module else [*runner, "--no-python", *target]
+    return [python, *target] if entry.module else target
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, from /proc), None when it does not exist or
+    has exited (a zombie). With the pid it identifies a process: a pid reused later starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+class LocalHandle:
+    """One attempt running as a launcher process group on this host."""
+
+    def __init__(self, pid: int, start_ticks: int, exit_file: Path, process: subprocess.Popen[bytes] | None):
+        self._pid = pid
+        self._start_ticks = start_ticks
+        self._exit_file = exit_file
+        self._process = process
+        self._status: ExitStatus | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self._pid}:{self._start_ticks}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def _alive(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        with contextlib.suppress(ChildProcessError):  # reap it if it happens to be our child
+            os.waitpid(self._pid, os.WNOHANG)
+        return process_start_ticks(self._pid) == self._start_ticks
+
+    def poll(self) -> ExitStatus | None:
+        if self._status is not None:
+            return self._status
+        if self._alive():
+            return None
+        self._status = read_exit_file(self._exit_file)
+        return self._status
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self._alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signum)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+def read_exit_file(path: Path) -> ExitStatus:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return ExitStatus(int(data["code"]), str(data["detail"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ExitStatus(None, "the job's process ended without recording an exit status (killed)")
+
+
+class LocalExecutor:
+    """Runs each attempt as ``python -m control_plane.jobs.launcher ... -- <job argv>`` in a new session,
+    in ``cwd`` (default: the control plane's working folder), with stdout and stderr appended to the job's
+    log. ``base_env`` is the environment jobs inherit (default: the control plane's)."""
+
+    def __init__(
+        self, python: str = sys.executable, cwd: Path | None = None, base_env: Mapping[str, str] | None = None
+    ):
+        self._python = python
+        self._cwd = cwd
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    def launch(
+        self, job: JobLaunch, attempt: int, devices: Sequence[str], env: Mapping[str, str]
+    ) -> JobHandle:
+        exit_file = job.files.exit_file(attempt)
+        exit_file.unlink(missing_ok=True)
+        argv = [
+            self._python, "-m", "control_plane.jobs.launcher",
+            "--log", str(job.files.log), "--exit-file", str(exit_file),
+        ]  # fmt: skip
+        if job.spec.entrypoint.module:
+            argv += ["--module", job.spec.entrypoint.module]
+        argv += ["--", *job_argv(job.spec, self._python)]
+        process_env = {**self._base_env, **dict(job.spec.env), **env}
+        # The launcher must import control_plane even when the job runs elsewhere than the repository.
+        package_root = str(Path(__file__).resolve().parents[2])
+        process_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (process_env.get("PYTHONPATH", ""), package_root) if p
+        )
+        with open(job.files.log, "ab") as log:
+            process = subprocess.Popen(
+                argv, cwd=self._cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        ticks = process_start_ticks(process.pid) or 0
+        return LocalHandle(process.pid, ticks, exit_file, process)
+
+    def adopt(self, job: JobLaunch, attempt: int, ref: str) -> JobHandle | None:
+        pid_text, _, ticks_text = ref.partition(":")
+        if not pid_text.isdigit() or not ticks_text.isdigit():
+            return None
+        return LocalHandle(int(pid_text), int(ticks_text), job.files.exit_file(attempt), None)

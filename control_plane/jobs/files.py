@@ -1,0 +1,34 @@
+"""Where one job's files live: one folder per job, shared by its attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    folder: Path
+
+    @property
+    def spec(self) -> Path:
+        """The spec as JSON (``AETHER_JOB_SPEC``)."""
+        return self.folder / "spec.json"
+
+    @property
+    def log(self) -> Path:
+        """stdout and stderr of every attempt, with the supervisor's ``[aether]`` markers between them."""
+        return self.folder / "job.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        """``AETHER_CHECKPOINT_DIR``: the same for every attempt. ``outputs.json`` goes next to it."""
+        return self.folder / "checkpoints"
+
+    def exit_file(self, attempt: int) -> Path:
+        """Written by the launcher when the attempt's process ends: ``{"code": N, "detail": ...}``."""
+        return self.folder / f"attempt-{attempt}.exit.json"
+
+    def append_log(self, line: str) -> None:
+        with open(self.log, "ab") as log:
+            log.write(f"[aether] {line}\n".encode())

@@ -1,0 +1,94 @@
+"""The contract between the executor and a job's code: the environment a job is started with.
+
+The executor starts the job's entrypoint (``python -m MODULE [args]`` or a command) with these variables
+set; the in-job training SDK reads them back with :meth:`LaunchEnv.from_env`. Nothing here imports
+anything but the standard library, so the SDK side can read the same names.
+
+- ``AETHER_JOB_ID``: the job's id.
+- ``AETHER_JOB_ATTEMPT``: 1 on the first start, +1 on each restart after a failure.
+- ``AETHER_JOB_SPEC``: path to a JSON file holding the full job spec (``spec.JobSpec.to_json``: name,
+  entrypoint, hyperparameters, dataset reference, feature refs, gpus, checkpoint interval, ...).
+- ``AETHER_CHECKPOINT_DIR``: the job's checkpoint folder, the same for every attempt of one job.
+- ``AETHER_CONTROL_PLANE_ADDR``: where the control plane is reached.
+- ``AETHER_TRACKING_EXPERIMENT``: the tracking experiment name (the spec's, else the job name).
+- ``AETHER_RUN_ID``: the tracking run the control plane created when the job first started; the same
+  for every attempt.
+- ``CUDA_VISIBLE_DEVICES``: the allocated GPUs, comma-separated (``""`` for a CPU job).
+- ``AETHER_TOKEN`` / ``AETHER_TLS_CA`` etc. are inherited from the control plane's environment.
+
+stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
+non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job
+resumes from its last checkpoint). A job may report outputs by writing ``OUTPUTS_FILE`` (``outputs.json``)
+in the parent folder of ``AETHER_CHECKPOINT_DIR``, e.g. ``{"model": "name", "version": 3}``; the control
+plane stores it on the job record when the job succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+JOB_ID = "AETHER_JOB_ID"
+JOB_ATTEMPT = "AETHER_JOB_ATTEMPT"
+JOB_SPEC = "AETHER_JOB_SPEC"
+CHECKPOINT_DIR = "AETHER_CHECKPOINT_DIR"
+CONTROL_PLANE_ADDR = "AETHER_CONTROL_PLANE_ADDR"
+TRACKING_EXPERIMENT = "AETHER_TRACKING_EXPERIMENT"
+RUN_ID = "AETHER_RUN_ID"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+#: Name of the outputs file, written by the job next to (in the parent of) its checkpoint folder.
+OUTPUTS_FILE = "outputs.json"
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """The launch variables of one attempt of one job."""
+
+    job_id: str
+    attempt: int
+    spec_path: Path
+    checkpoint_dir: Path
+    control_plane_addr: str
+    tracking_experiment: str
+    run_id: str
+    #: Allocated device ids (as the pool names them); empty for a CPU job.
+    devices: tuple[str, ...] = ()
+
+    @property
+    def outputs_path(self) -> Path:
+        """Where the job writes its outputs (``{"model": ..., "version": ...}``) before exiting 0."""
+        return self.checkpoint_dir.parent / OUTPUTS_FILE
+
+    def to_env(self) -> dict[str, str]:
+        """The variables to add to the job process's environment."""
+        return {
+            JOB_ID: self.job_id,
+            JOB_ATTEMPT: str(self.attempt),
+            JOB_SPEC: str(self.spec_path),
+            CHECKPOINT_DIR: str(self.checkpoint_dir),
+            CONTROL_PLANE_ADDR: self.control_plane_addr,
+            TRACKING_EXPERIMENT: self.tracking_experiment,
+            RUN_ID: self.run_id,
+            CUDA_VISIBLE_DEVICES: ",".join(self.devices),
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LaunchEnv:
+        """Reads the launch variables (``environ`` defaults to the process environment). Raises
+        ``KeyError`` naming the variable when one the executor always sets is missing, i.e. the code is
+        not running as an Aether job."""
+        env = os.environ if environ is None else environ
+        devices = env.get(CUDA_VISIBLE_DEVICES, "")
+        return cls(
+            job_id=env[JOB_ID],
+            attempt=int(env[JOB_ATTEMPT]),
+            spec_path=Path(env[JOB_SPEC]),
+            checkpoint_dir=Path(env[CHECKPOINT_DIR]),
+            control_plane_addr=env.get(CONTROL_PLANE_ADDR, "127.0.0.1:50051"),
+            tracking_experiment=env.get(TRACKING_EXPERIMENT, ""),
+            run_id=env.get(RUN_ID, ""),
+            devices=tuple(d for d in devices.split(",") if d),
+        )

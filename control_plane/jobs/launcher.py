@@ -1,0 +1,100 @@
+"""The process the local executor starts for one attempt: it starts the job's command, waits for it and
+records how it ended. Run as ``python -m control_plane.jobs.launcher --log LOG --exit-file FILE
+[--module MODULE] -- ARGV...``. Standard library only, so it starts fast.
+
+Why a launcher between the control plane and the job: the control plane may restart while the job runs,
+and a process that is not its child cannot learn the job's exit code. The launcher is the job's parent;
+it writes ``{"code": N, "detail": ...}`` atomically to the exit file before it exits, so whoever
+re-adopts the job reads how it ended. It is the leader of a new session (the executor starts it with
+``start_new_session``): the control plane's terminal or service manager signals do not reach the job,
+and the executor signals the whole group (launcher, job, and torchrun's workers) at once.
+
+Exit codes of its own: 127 when the entrypoint does not exist (checked before anything starts, in the
+job's environment) and 126 when it cannot be executed; the error is written to the job's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+NOT_FOUND_EXIT = 127
+NOT_EXECUTABLE_EXIT = 126
+
+
+def write_exit(path: Path, code: int, detail: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "w", encoding="utf-8") as sink:
+        json.dump({"code": code, "detail": detail}, sink)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(temp, path)
+
+
+def describe_exit(code: int) -> str:
+    """``exit code N`` or ``killed by signal SIGNAME`` (subprocess reports a signal as ``-signum``)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def _missing(module: str | None, argv: list[str]) -> str | None:
+    if module:
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        return None if found is not None else f"entrypoint module {module!r} not found"
+    program = argv[0]
+    if os.sep in program:
+        return None if Path(program).exists() else f"entrypoint command {program!r} not found"
+    return None if shutil.which(program) else f"entrypoint command {program!r} not found on PATH"
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """The group signal reaches the job directly; the launcher outlives it to record its end. (A Python
+    handler, not SIG_IGN: an ignored disposition would be inherited by the job through exec.)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m control_plane.jobs.launcher")
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--exit-file", type=Path, required=True)
+    parser.add_argument("--module", default=None, help="the job's module, checked before starting")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _ignore)
+    with open(args.log, "ab", buffering=0) as log:
+        problem = _missing(args.module, command) if command else "no command given"
+        if problem is not None:
+            log.write(f"[aether] error: {problem}\n".encode())
+            write_exit(args.exit_file, NOT_FOUND_EXIT, problem)
+            return NOT_FOUND_EXIT
+        try:
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            detail = f"cannot start {command[0]!r}: {exc}"
+            log.write(f"[aether] error: {detail}\n".encode())
+            code = NOT_FOUND_EXIT if isinstance(exc, FileNotFoundError) else NOT_EXECUTABLE_EXIT
+            write_exit(args.exit_file, code, detail)
+            return code
+        code = child.wait()
+    write_exit(args.exit_file, code, describe_exit(code))
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

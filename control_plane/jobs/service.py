@@ -1,0 +1,184 @@
+"""The jobs core behind ``aether.v1.Jobs``: submit, get, list, cancel, and where a job's log is. Plain
+data in, messages out, no transport; the supervisor (``supervisor.py``) does everything that happens
+after submission on its own loop, and :class:`JobService` wakes it on every change it makes.
+
+Submission refuses what can never run: a malformed spec (INVALID_ARGUMENT), more GPUs than the pool has
+(FAILED_PRECONDITION), an unknown feature view, version or feature, or an unknown dataset hash
+(NOT_FOUND). An entrypoint that cannot be found is not refused: the job is created and FAILED at once,
+with the error in its log, so ``aetherctl jobs logs`` shows what went wrong the same way as for an
+entrypoint that fails when it runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from control_plane.db import read_session, write_session
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.spec import entrypoint_problem, spec_to_json, validate
+from control_plane.jobs.store import (
+    TERMINAL,
+    WAITING,
+    JobState,
+    history,
+    job_message,
+    job_row,
+    note,
+    now_us,
+    spec_to_dict,
+    transition,
+)
+from control_plane.jobs.tables import JobRow
+from control_plane.offline.datasets import read_dataset_record
+from control_plane.offline.resolve import ViewCatalog, plan_views
+from control_plane.offline.store import OfflineStore
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+class JobService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: JobsSettings,
+        catalog: ViewCatalog,
+        offline: OfflineStore,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._catalog = catalog
+        self._offline = offline
+        self._wake = wake
+
+    # Submission ----------------------------------------------------------------------------------------
+
+    def submit(self, spec: pb.JobSpec, *, actor: str) -> pb.Job:
+        spec = validate(spec)
+        pool = self._settings.pool
+        if spec.gpus > pool.size:
+            raise FailedPrecondition(
+                f"job {spec.name!r} requests {spec.gpus} GPUs but the pool has {pool.size} "
+                f"({pool.source}: {', '.join(pool.devices) or 'no GPUs'})"
+            )
+        self._check_references(spec)
+        problem = entrypoint_problem(spec, self._settings.job_cwd)
+        job_id = uuid.uuid4().hex[:12]
+        files = JobFiles(self._settings.folder / job_id)
+        files.checkpoints.mkdir(parents=True, exist_ok=True)
+        files.spec.write_text(spec_to_json(spec), encoding="utf-8")
+        files.log.touch()
+        at = now_us()
+        with write_session(self._sessions) as session:
+            row = JobRow(
+                job_id=job_id, name=spec.name, spec=spec_to_dict(spec), state=JobState.QUEUED.value,
+                reason=f"submitted by {actor}", gpus=spec.gpus, priority=spec.priority,
+                max_retries=spec.max_retries, timeout_s=spec.timeout_s, attempt=0, devices=[],
+                process_ref="", pid=0, attempt_started_at_us=0, submitted_at_us=at, started_at_us=0,
+                finished_at_us=0, updated_at_us=at, submitted_by=actor, run_id="", folder=str(files.folder),
+                exit_code=None, outputs={}, cancel_requested=False, cancel_reason="",
+            )  # fmt: skip
+            session.add(row)
+            note(session, row, row.reason, actor=actor, at_us=at, action="submit", before=None)
+            if problem is not None:
+                files.append_log(f"error: {problem}")
+                transition(session, row, JobState.FAILED, problem, actor=actor, at_us=at, finished_at_us=at)
+            session.flush()
+            job = job_message(row, history(session, job_id))
+        self._wake()
+        return job
+
+    def _check_references(self, spec: pb.JobSpec) -> None:
+        if spec.features:
+            plan_views(self._catalog, list(spec.features))
+        source = spec.dataset.WhichOneof("source")
+        if source == "dataset_hash":
+            read_dataset_record(self._offline, spec.dataset.dataset_hash)
+        elif source == "point_in_time":
+            query = spec.dataset.point_in_time
+            plan_views(self._catalog, list(query.features))
+            if "://" not in query.entity_rows_path and not Path(query.entity_rows_path).is_file():
+                raise NotFound(f"entity rows file {query.entity_rows_path!r} not found")
+
+    # Reads ---------------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> pb.Job:
+        with read_session(self._sessions) as session:
+            return job_message(job_row(session, job_id), history(session, job_id))
+
+    def list(
+        self, states: Sequence[int] = (), page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.Job], str]:
+        """Newest first; ``states`` (proto values) filters. Without history, to keep pages small."""
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offset = _offset_of(page_token)
+        query = select(JobRow).order_by(JobRow.submitted_at_us.desc(), JobRow.job_id)
+        if states:
+            query = query.where(JobRow.state.in_([JobState.from_proto(s).value for s in states]))
+        with read_session(self._sessions) as session:
+            rows = list(session.scalars(query.limit(size + 1).offset(offset)))
+            jobs = [job_message(row) for row in rows[:size]]
+        return jobs, _offset_token(offset + size) if len(rows) > size else ""
+
+    def log_file(self, job_id: str) -> tuple[Path, bool]:
+        """The job's log and whether the job has ended (no more lines will come)."""
+        with read_session(self._sessions) as session:
+            row = job_row(session, job_id)
+            return JobFiles(Path(row.folder)).log, JobState(row.state) in TERMINAL
+
+    # Cancel --------------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str = "", *, actor: str) -> pb.Job:
+        """A waiting job is CANCELLED now; a running one is marked, and the supervisor stops it (SIGTERM,
+        then SIGKILL after the grace period) and marks it CANCELLED once it has stopped."""
+        why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
+        at = now_us()
+        with write_session(self._sessions) as session:
+            row = job_row(session, job_id)
+            state = JobState(row.state)
+            if state in TERMINAL:
+                raise FailedPrecondition(f"job {job_id} already ended ({state.value}: {row.reason})")
+            if state in WAITING:
+                JobFiles(Path(row.folder)).append_log(why)
+                transition(session, row, JobState.CANCELLED, why, actor=actor, at_us=at, finished_at_us=at)
+            elif not row.cancel_requested:
+                row.cancel_requested = True
+                row.cancel_reason = why
+                row.updated_at_us = at
+                note(
+                    session,
+                    row,
+                    f"cancel requested: {why}",
+                    actor=actor,
+                    at_us=at,
+                    action="cancel",
+                    before=None,
+                )
+            session.flush()
+            job = job_message(row, history(session, job_id))
+        self._wake()
+        return job
+
+
+def _offset_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+def _offset_of(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidArgument(f"malformed page token {token!r}") from None

@@ -1,0 +1,108 @@
+"""A job spec as submitted: validation of its shape, its JSON form (the file behind ``AETHER_JOB_SPEC``)
+and the submission-time check that its entrypoint exists.
+
+Checks that need other state (feature refs against the registry, a dataset hash against the offline
+store, the GPU count against the pool) live in ``service.py``; this module looks at the spec alone.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import math
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import InvalidArgument
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_GPUS = 1024
+
+
+def validate(spec: pb.JobSpec) -> pb.JobSpec:
+    """A copy of ``spec`` with defaults filled in (experiment = name), or INVALID_ARGUMENT naming the
+    first problem."""
+    if not NAME_PATTERN.fullmatch(spec.name):
+        raise InvalidArgument(
+            f"job name {spec.name!r} must be 1-128 of lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    entry = spec.entrypoint
+    if bool(entry.module) == bool(entry.command):
+        raise InvalidArgument("the entrypoint needs exactly one of 'module' and 'command'")
+    if entry.module and not all(part.isidentifier() for part in entry.module.split(".")):
+        raise InvalidArgument(f"entrypoint module {entry.module!r} is not a dotted Python module name")
+    if entry.command and not entry.command[0]:
+        raise InvalidArgument("the entrypoint command's program is empty")
+    if spec.gpus > MAX_GPUS:
+        raise InvalidArgument(f"gpus {spec.gpus} exceeds {MAX_GPUS}")
+    if not math.isfinite(spec.timeout_s) or spec.timeout_s < 0:
+        raise InvalidArgument(f"timeout_s must be a finite number >= 0, got {spec.timeout_s}")
+    if not math.isfinite(spec.cpus) or spec.cpus < 0:
+        raise InvalidArgument(f"cpus must be a finite number >= 0, got {spec.cpus}")
+    for key in spec.env:
+        if not _ENV_NAME.fullmatch(key):
+            raise InvalidArgument(f"environment variable name {key!r} is not valid")
+    source = spec.dataset.WhichOneof("source")
+    if source == "dataset_hash" and not re.fullmatch(r"[0-9a-f]{64}", spec.dataset.dataset_hash):
+        raise InvalidArgument(f"dataset hash {spec.dataset.dataset_hash!r} is not 64 lowercase hex digits")
+    if source == "point_in_time":
+        query = spec.dataset.point_in_time
+        if not query.entity_rows_path or not query.features:
+            raise InvalidArgument("a point-in-time dataset needs entity_rows_path and features")
+    normalized = pb.JobSpec()
+    normalized.CopyFrom(spec)
+    if not normalized.experiment:
+        normalized.experiment = spec.name
+    return normalized
+
+
+def spec_from_mapping(data: Mapping[str, object]) -> pb.JobSpec:
+    """A spec from its JSON/YAML form (field names as in the .proto); INVALID_ARGUMENT for unknown or
+    mistyped fields."""
+    try:
+        return json_format.ParseDict(dict(data), pb.JobSpec())
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"malformed job spec: {exc}") from None
+
+
+def spec_to_json(spec: pb.JobSpec) -> str:
+    """The spec file the job reads through ``AETHER_JOB_SPEC``: every field present (defaults included),
+    names as in the .proto, hyperparameters as plain JSON values."""
+    return json_format.MessageToJson(
+        spec, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=2
+    )
+
+
+def entrypoint_problem(spec: pb.JobSpec, cwd: Path | None = None) -> str | None:
+    """Why the entrypoint cannot start, as far as the control plane can tell without starting it, else
+    None. A module is looked up (its top-level package, without importing anything) on the job's
+    ``PYTHONPATH``, its working folder and the control plane's ``sys.path``; a command on the job's
+    ``PATH``. The launcher checks again in the job's real environment."""
+    entry = spec.entrypoint
+    if entry.module:
+        top = entry.module.split(".")[0]
+        extra = [p for p in spec.env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        search = [*extra, str(cwd or Path.cwd()), *sys.path]
+        if top in sys.builtin_module_names:
+            return None
+        if importlib.machinery.PathFinder.find_spec(top, search) is None:
+            return f"entrypoint module {entry.module!r} not found (no {top!r} on the Python path)"
+        return None
+    program = entry.command[0]
+    search_path = spec.env.get("PATH") or os.environ.get("PATH", os.defpath)
+    if os.sep in program:
+        path = Path(program) if Path(program).is_absolute() else (cwd or Path.cwd()) / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return f"entrypoint command {program!r} not found or not executable"
+        return None
+    if shutil.which(program, path=search_path) is None:
+        return f"entrypoint command {program!r} not found on PATH"
+    return None

@@ -1,0 +1,377 @@
+"""The control plane's job loop: on every tick (and whenever the service wakes it) it
+
+1. re-adopts RUNNING jobs it holds no handle for (after a control-plane restart): the executor finds the
+   recorded process (pid + start time, so a reused pid is not mistaken for it); if it is gone, the
+   launcher's exit record says how it ended, and without one the attempt counts as failed;
+2. watches running attempts: a finished attempt ends the job (SUCCEEDED with its outputs, FAILED,
+   CANCELLED) or sends it back to the queue as RETRYING while attempts <= 1 + max_retries; a cancel
+   request or an attempt past its timeout gets SIGTERM, then SIGKILL after the grace period;
+3. admits queued jobs through the pure scheduler and launches them with the launch environment.
+
+Every transition is persisted with its reason (``store.transition``) before the loop acts on the next
+job, so a crash of the control plane at any point loses nothing: a job is RUNNING in the database from
+before its process starts until after it has ended, and its process identity is recorded right after
+the start. Stopping the supervisor leaves running jobs alone; the next supervisor re-adopts them. One
+supervisor per database (the control plane is one process; replicas would need a leader lease).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import tracking_pb2
+from clients.errors import AlreadyExists
+from control_plane.db import read_session, write_session
+from control_plane.jobs.executor import UNRECOVERABLE_EXITS, Executor, ExitStatus, JobHandle, JobLaunch
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
+from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
+from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
+from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.store import (
+    SUPERVISOR_ACTOR,
+    WAITING,
+    JobState,
+    note,
+    now_us,
+    spec_from_dict,
+    transition,
+)
+from control_plane.jobs.tables import JobRow
+from control_plane.tracking.store import TrackingStore
+from control_plane.training.spec import hyperparameter_text
+
+_log = logging.getLogger("aether.jobs")
+
+
+@dataclass
+class _Stop:
+    """A stop in progress: why (cancel | timeout), when SIGTERM went out, whether SIGKILL followed."""
+
+    kind: str
+    since_us: int
+    killed: bool = False
+
+
+class Supervisor:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: JobsSettings,
+        executor: Executor,
+        control_plane_addr: Callable[[], str],
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._executor = executor
+        self._address = control_plane_addr
+        self._tracking = TrackingStore(sessions)
+        self._handles: dict[str, JobHandle] = {}
+        self._stops: dict[str, _Stop] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="aether-jobs-supervisor", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ends the loop after the tick in progress. Running jobs keep running."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:  # one bad tick (e.g. the database briefly locked) must not end the loop
+                _log.exception("job supervisor tick failed")
+            self._wake.wait(self._settings.tick_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One pass: re-adopt, watch, admit (module doc)."""
+        with read_session(self._sessions) as session:
+            running = list(session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING.value)))
+        for row in running:
+            if self._stopping.is_set():
+                return
+            handle = self._handles.get(row.job_id) or self._adopt(row)
+            if handle is not None:
+                self._watch(row, handle)
+        if not self._stopping.is_set():
+            self._admit()
+
+    # Re-adoption ---------------------------------------------------------------------------------------
+
+    def _adopt(self, row: JobRow) -> JobHandle | None:
+        launch = _launch_of(row)
+        handle = self._executor.adopt(launch, row.attempt, row.process_ref) if row.process_ref else None
+        if handle is None:
+            status: ExitStatus | None = ExitStatus(None, "lost: the control plane stopped while starting it")
+        else:
+            status = handle.poll()
+        if status is not None:  # it ended while no control plane watched: its exit record says how
+            self._finish(row.job_id, status)
+            return None
+        assert handle is not None
+        self._handles[row.job_id] = handle
+        with write_session(self._sessions) as session:
+            fresh = session.get(JobRow, row.job_id)
+            if fresh is not None and fresh.state == JobState.RUNNING.value:
+                reason = f"re-adopted process {row.process_ref} of attempt {row.attempt} after a restart"
+                note(
+                    session,
+                    fresh,
+                    reason,
+                    actor=SUPERVISOR_ACTOR,
+                    at_us=now_us(),
+                    action="adopt",
+                    before=None,
+                )
+        launch.files.append_log(f"control plane restarted; re-adopted attempt {row.attempt}")
+        return handle
+
+    # Watching ------------------------------------------------------------------------------------------
+
+    def _watch(self, row: JobRow, handle: JobHandle) -> None:
+        status = handle.poll()
+        if status is not None:
+            self._finish(row.job_id, status)
+            return
+        now = now_us()
+        stop = self._stops.get(row.job_id)
+        files = JobFiles(Path(row.folder))
+        if stop is None:
+            if row.cancel_requested:
+                stop = _Stop("cancel", now)
+                files.append_log(f"{row.cancel_reason}; sending SIGTERM")
+            elif row.timeout_s > 0 and now - row.attempt_started_at_us >= row.timeout_s * 1e6:
+                stop = _Stop("timeout", now)
+                files.append_log(f"timeout after {_seconds(row.timeout_s)}s; sending SIGTERM")
+            if stop is not None:
+                self._stops[row.job_id] = stop
+                handle.terminate()
+        elif not stop.killed and now - stop.since_us >= self._settings.kill_grace_s * 1e6:
+            files.append_log(f"still running {self._settings.kill_grace_s:g}s after SIGTERM; sending SIGKILL")
+            stop.killed = True
+            handle.kill()
+
+    def _finish(self, job_id: str, status: ExitStatus) -> None:
+        """Ends the running attempt of ``job_id`` that exited with ``status``."""
+        stop = self._stops.pop(job_id, None)
+        self._handles.pop(job_id, None)
+        at = now_us()
+        with write_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state != JobState.RUNNING.value:
+                return
+            files = JobFiles(Path(row.folder))
+            attempt, limit = row.attempt, 1 + row.max_retries
+            state, reason, outputs = JobState.FAILED, f"attempt {attempt} failed: {status.detail}", {}
+            if row.cancel_requested:
+                state, reason = JobState.CANCELLED, row.cancel_reason
+            elif stop is not None and stop.kind == "timeout":
+                reason = f"timeout after {_seconds(row.timeout_s)}s"
+            elif status.succeeded:
+                state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
+            elif status.code in UNRECOVERABLE_EXITS:
+                reason = status.detail
+            elif attempt < limit:
+                state, reason = JobState.RETRYING, f"{reason}; retry {attempt} of {row.max_retries}"
+            elif row.max_retries:
+                reason = f"{reason}; no retries left ({limit} attempts)"
+            terminal = state is not JobState.RETRYING
+            # Logged before the commit: a followed log ends once the job is terminal and drained.
+            files.append_log(f"attempt {attempt} ended ({status.detail}); job {state.value}: {reason}")
+            transition(
+                session, row, state, reason, actor=SUPERVISOR_ACTOR, at_us=at, devices=[], process_ref="",
+                pid=0, exit_code=status.code, outputs=outputs, finished_at_us=at if terminal else 0,
+            )  # fmt: skip
+            run_id = row.run_id
+        if terminal and run_id:
+            self._end_run(run_id, state, at)
+
+    # Admission -----------------------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        settings = self._settings
+        with read_session(self._sessions) as session:
+            held = session.execute(
+                select(JobRow.job_id, JobRow.devices, JobRow.attempt_started_at_us, JobRow.timeout_s).where(
+                    JobRow.state == JobState.RUNNING.value
+                )
+            ).all()
+            waiting = session.execute(
+                select(JobRow.job_id, JobRow.gpus, JobRow.timeout_s)
+                .where(
+                    JobRow.state.in_([state.value for state in WAITING]), JobRow.cancel_requested.is_(False)
+                )
+                .order_by(JobRow.priority.desc(), JobRow.submitted_at_us, JobRow.job_id)
+            ).all()
+        if not waiting:
+            return
+        grace_us = int(settings.kill_grace_s * 1e6)
+        busy = {device for row in held for device in row.devices}
+        running = [
+            RunningJob(
+                row.job_id,
+                tuple(row.devices),
+                row.attempt_started_at_us + int(row.timeout_s * 1e6) + grace_us
+                if row.timeout_s > 0
+                else None,
+            )
+            for row in held
+        ]
+        queue = (
+            QueuedJob(
+                row.job_id, row.gpus, int(row.timeout_s * 1e6) + grace_us if row.timeout_s > 0 else None
+            )
+            for row in waiting
+        )
+        decisions = schedule(
+            queue,
+            [device for device in settings.pool.devices if device not in busy],
+            settings.pool.size,
+            policy=settings.policy,
+            running=running,
+            now_us=now_us(),
+            backfill_depth=settings.backfill_depth,
+        )
+        for decision in decisions:
+            if self._stopping.is_set():
+                return
+            if isinstance(decision, Reject):
+                self._reject(decision.job_id, decision.reason)
+            else:
+                self._launch(decision.job_id, decision.devices)
+
+    def _reject(self, job_id: str, reason: str) -> None:
+        at = now_us()
+        with write_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is not None and JobState(row.state) in WAITING:
+                JobFiles(Path(row.folder)).append_log(f"error: {reason}")
+                transition(
+                    session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at
+                )
+
+    def _launch(self, job_id: str, devices: tuple[str, ...]) -> None:
+        at = now_us()
+        with read_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
+                return
+            run_id = row.run_id or self._create_run(row)
+        attempt = row.attempt + 1
+        where = f"devices {','.join(devices)}" if devices else "CPU"
+        reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
+        with write_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
+                return  # cancelled while the run was being created
+            transition(
+                session, row, JobState.RUNNING, reason, actor=SUPERVISOR_ACTOR, at_us=at, attempt=attempt,
+                devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
+                started_at_us=row.started_at_us or at,
+            )  # fmt: skip
+        launch = _launch_of(row)
+        launch.files.append_log(reason)
+        env = LaunchEnv(
+            job_id=job_id,
+            attempt=attempt,
+            spec_path=launch.files.spec,
+            checkpoint_dir=launch.files.checkpoints,
+            control_plane_addr=self._settings.control_plane_addr or self._address(),
+            tracking_experiment=launch.spec.experiment or launch.spec.name,
+            run_id=run_id,
+            devices=devices,
+        )
+        try:
+            handle = self._executor.launch(launch, attempt, devices, env.to_env())
+        except OSError as exc:
+            launch.files.append_log(f"error: cannot launch: {exc}")
+            self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}"))
+            return
+        self._handles[job_id] = handle
+        with write_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is not None:
+                row.process_ref, row.pid = handle.ref, handle.pid or 0
+
+    # Tracking ------------------------------------------------------------------------------------------
+
+    def _create_run(self, row: JobRow) -> str:
+        """The job's tracking run (created at its first start, reused by later attempts); "" when the
+        tracking store refuses (the job still runs, without a run)."""
+        spec = spec_from_dict(row.spec)
+        experiment_name = spec.experiment or spec.name
+        try:
+            try:
+                experiment = self._tracking.create_experiment(experiment_name, actor=SUPERVISOR_ACTOR)
+            except AlreadyExists:
+                experiment = self._tracking.get_experiment(name=experiment_name)
+            # The same spelling the training SDK and model versions use (e.g. 32.0 from a Struct -> "32"),
+            # since run params are immutable and a second spelling would be refused.
+            params = {
+                key: hyperparameter_text(key, value)
+                for key, value in json_format.MessageToDict(spec.hyperparameters).items()
+            }
+            run = self._tracking.create_run(
+                experiment.experiment_id,
+                spec.name,
+                params,
+                {"aether.job_id": row.job_id},
+                actor=SUPERVISOR_ACTOR,
+            )
+            return run.run_id
+        except Exception as exc:
+            JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
+            _log.exception("cannot create the tracking run of job %s", row.job_id)
+            return ""
+
+    def _end_run(self, run_id: str, state: JobState, at: int) -> None:
+        status = {
+            JobState.SUCCEEDED: tracking_pb2.RUN_STATUS_FINISHED,
+            JobState.FAILED: tracking_pb2.RUN_STATUS_FAILED,
+            JobState.CANCELLED: tracking_pb2.RUN_STATUS_KILLED,
+        }[state]
+        try:
+            self._tracking.update_run(run_id, status, at, actor=SUPERVISOR_ACTOR)
+        except Exception:
+            _log.exception("cannot end tracking run %s", run_id)
+
+
+def _launch_of(row: JobRow) -> JobLaunch:
+    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)))
+
+
+def _read_outputs(files: JobFiles) -> dict[str, Any]:
+    path = files.checkpoints.parent / OUTPUTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"

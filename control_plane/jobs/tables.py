@@ -1,0 +1,65 @@
+"""ORM tables of control_plane.jobs (registered on control_plane.db.models.Base).
+
+* ``jobs``: one row per job: its spec (protobuf JSON), state and the reason for it, the current attempt,
+  the devices it holds while RUNNING, and what identifies its running process (``process_ref``, an
+  executor-specific string such as ``pid:start_ticks``) so a restarted control plane can re-adopt it.
+  ``queue_key`` orders the queue: priority first, then submission time.
+* ``job_events``: every state transition of every job with its reason, attempt and time (also in the
+  audit log, which is the tamper-evident copy; this table is the one queries and ``Job.history`` read).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from control_plane.db.models import NAME_LENGTH, Base
+
+JOB_ID_LENGTH = 32
+STATE_LENGTH = 16
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_queue", "state", "priority", "submitted_at_us"),)
+
+    job_id: Mapped[str] = mapped_column(String(JOB_ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))  # QUEUED | RUNNING | RETRYING | ...
+    reason: Mapped[str] = mapped_column(Text)
+    gpus: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Double)
+    attempt: Mapped[int] = mapped_column(Integer)
+    #: Devices held while RUNNING, as the pool names them; [] otherwise.
+    devices: Mapped[list[str]] = mapped_column(JSON)
+    process_ref: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    attempt_started_at_us: Mapped[int] = mapped_column(BigInteger)
+    submitted_at_us: Mapped[int] = mapped_column(BigInteger)
+    started_at_us: Mapped[int] = mapped_column(BigInteger)
+    finished_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    submitted_by: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean)
+    cancel_reason: Mapped[str] = mapped_column(Text)
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(JOB_ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    reason: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at_us: Mapped[int] = mapped_column(BigInteger)

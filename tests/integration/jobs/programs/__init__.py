@@ -1,0 +1,1 @@
+"""Tiny real job programs the jobs tests run as entrypoints."""

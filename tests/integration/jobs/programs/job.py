@@ -1,0 +1,56 @@
+"""A job entrypoint for tests: ``python -m tests.integration.jobs.programs.job [options]``.
+
+Appends ``attempt pid start_ns end_ns`` to ``--starts`` when it ends normally (so a test can tell that
+attempts never overlapped), dumps the launch environment to ``--env-dump``, can sleep, ignore SIGTERM,
+fail its first attempts, and write outputs.json next to its checkpoint folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--exit", type=int, default=0)
+    parser.add_argument("--fail-attempts", type=int, default=0, help="exit 3 on attempts up to this one")
+    parser.add_argument("--starts", type=Path)
+    parser.add_argument("--env-dump", type=Path)
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--outputs", default="")
+    args = parser.parse_args()
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+    attempt = int(os.environ["AETHER_JOB_ATTEMPT"])
+    started = time.time_ns()
+    print(f"job {os.environ['AETHER_JOB_ID']} attempt {attempt} pid {os.getpid()} starting", flush=True)
+    if args.env_dump:
+        names = [n for n in os.environ if n.startswith("AETHER_") or n == "CUDA_VISIBLE_DEVICES"]
+        path = args.env_dump.with_name(f"{args.env_dump.name}.{attempt}")
+        path.write_text(json.dumps({n: os.environ[n] for n in names}))
+    deadline = time.monotonic() + args.sleep
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    if args.starts:
+        with open(args.starts, "a") as starts:
+            starts.write(
+                f"{attempt} {os.getpid()} {started} {time.time_ns()} {os.environ['AETHER_JOB_ID']}\n"
+            )
+    if attempt <= args.fail_attempts:
+        print(f"failing attempt {attempt} on purpose", file=sys.stderr, flush=True)
+        return 3
+    if args.outputs:
+        outputs = Path(os.environ["AETHER_CHECKPOINT_DIR"]).parent / "outputs.json"
+        outputs.write_text(args.outputs)
+    print("done", flush=True)
+    return int(args.exit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

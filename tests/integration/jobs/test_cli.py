@@ -1,0 +1,62 @@
+"""``aetherctl jobs submit|list|get|logs|cancel`` against a real control plane (the commands are
+registered on a parser the way ``aetherctl`` registers them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.jobs import JobsClient
+from control_plane.cli import jobs as jobs_cli
+from tests.integration.jobs.conftest import JOB_MODULE, ThreadedControlPlane, wait_state
+
+
+def aetherctl(capsys: pytest.CaptureFixture[str], address: str, *argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    parser.add_argument("--control-plane", default=address)
+    parser.add_argument("--timeout", type=float, default=10.0)
+    commands = parser.add_subparsers(dest="command", required=True)
+    jobs_cli.register(commands)
+    args = parser.parse_args(list(argv))
+    code = args.handler(args)
+    return code, capsys.readouterr().out
+
+
+def test_submit_a_yaml_spec_then_list_get_follow_logs_and_cancel(
+    control_plane: ThreadedControlPlane,
+    client: JobsClient,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        f"name: cli-job\nentrypoint:\n  module: {JOB_MODULE}\n  args: ['--sleep', '0.5']\n"
+        "gpus: 1\nhyperparameters: {{lr: 0.1}}\n".replace("{{", "{").replace("}}", "}")
+    )
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "submit", str(spec), "--json")
+    assert code == 0
+    job_id = json.loads(out)["job_id"]
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "logs", job_id, "-f")
+    assert code == 0 and "attempt 1 pid" in out and out.rstrip().endswith("job SUCCEEDED: exit code 0")
+    assert wait_state(client, job_id, pb.JOB_STATE_SUCCEEDED).spec.hyperparameters["lr"] == 0.1
+
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "list", "--state", "succeeded")
+    assert code == 0 and job_id in out and "SUCCEEDED" in out
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "get", job_id)
+    assert code == 0 and f"job {job_id} (cli-job) SUCCEEDED: exit code 0" in out and "RUNNING" in out
+
+    waiting = tmp_path / "waiting.json"
+    waiting.write_text(
+        json.dumps({"name": "w", "entrypoint": {"module": JOB_MODULE, "args": ["--sleep", "30"]}})
+    )
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "submit", str(waiting))
+    second = out.split()[2]
+    assert code == 0 and out.startswith(f"submitted job {second} (w): ")
+    wait_state(client, second, pb.JOB_STATE_RUNNING)
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "cancel", second, "--reason", "test")
+    assert code == 0 and "stopping job" in out
+    assert wait_state(client, second, pb.JOB_STATE_CANCELLED).reason == "cancelled by anonymous: test"

@@ -1,0 +1,103 @@
+"""Bad input and faults at submission: more GPUs than the pool, unknown feature versions and datasets,
+entrypoints that do not exist (the job fails fast with the error in its log), malformed specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.sdk.jobs import JobsClient
+from control_plane.api.offline_features import offline_root
+from control_plane.offline.datasets import record_dataset
+from control_plane.offline.store import OfflineStore
+from tests.integration.jobs.conftest import ThreadedControlPlane, job_spec, states_of, wait_state
+from tests.unit.offline.builders import create_view, ensure_entity, feature_spec
+
+
+def test_more_gpus_than_the_pool_has_is_refused_at_submission(client: JobsClient) -> None:
+    with pytest.raises(FailedPrecondition, match="requests 3 GPUs but the pool has 2"):
+        client.submit(job_spec("greedy", gpus=3))
+    assert client.list() == []  # no job was left waiting forever
+
+
+def test_unknown_feature_versions_and_datasets_are_not_found(
+    client: JobsClient, control_plane: ThreadedControlPlane, tmp_path: Path
+) -> None:
+    registry = control_plane.server.registry
+    ensure_entity(registry)
+    create_view(registry, feature_spec("activity"))
+    known_hash = "ab" * 32
+    record_dataset(OfflineStore(offline_root(control_plane.server.context)), known_hash, {"rows": 1})
+
+    with pytest.raises(NotFound, match="activity"):
+        client.submit(job_spec("f1", features=["activity@2:score"]))
+    with pytest.raises(NotFound):
+        client.submit(job_spec("f2", features=["activity@1:missing_feature"]))
+    with pytest.raises(NotFound, match="no dataset"):
+        client.submit(job_spec("d1", dataset={"dataset_hash": "cd" * 32}))
+    rows = tmp_path / "rows.parquet"
+    with pytest.raises(NotFound, match="entity rows"):
+        client.submit(
+            job_spec(
+                "d2", dataset={"point_in_time": {"entity_rows_path": str(rows), "features": ["activity"]}}
+            )
+        )
+    accepted = client.submit(
+        job_spec("ok", features=["activity@1:score", "activity"], dataset={"dataset_hash": known_hash})
+    )
+    assert accepted.state == pb.JOB_STATE_QUEUED and list(accepted.spec.features) == [
+        "activity@1:score",
+        "activity",
+    ]
+
+
+def test_a_missing_entrypoint_fails_fast_with_the_error_in_its_log(client: JobsClient) -> None:
+    module = client.submit(
+        {"name": "no-module", "entrypoint": {"module": "no_such_package.train"}, "max_retries": 3}
+    )
+    assert module.state == pb.JOB_STATE_FAILED and states_of(module) == ["QUEUED", "FAILED"]
+    assert (
+        module.reason
+        == "entrypoint module 'no_such_package.train' not found (no 'no_such_package' on the Python path)"
+    )
+    assert (
+        "error: entrypoint module 'no_such_package.train' not found"
+        in b"".join(client.logs(module.job_id)).decode()
+    )
+
+    command = client.submit({"name": "no-command", "entrypoint": {"command": ["no-such-program-xyz", "--x"]}})
+    assert command.state == pb.JOB_STATE_FAILED
+    assert "no-such-program-xyz" in b"".join(client.logs(command.job_id)).decode()
+
+
+def test_a_module_missing_only_at_launch_fails_without_retries(client: JobsClient) -> None:
+    # The package exists (the control plane finds it at submission) but the module inside does not:
+    # the launcher finds out in the job's environment and the job fails at once, retries or not.
+    job = client.submit(
+        {"name": "late", "entrypoint": {"module": "tests.integration.jobs.programs.nope"}, "max_retries": 2}
+    )
+    done = wait_state(client, job.job_id, pb.JOB_STATE_FAILED, pb.JOB_STATE_SUCCEEDED)
+    assert (
+        done.attempt == 1
+        and done.reason == "entrypoint module 'tests.integration.jobs.programs.nope' not found"
+    )
+    assert "[aether] error: entrypoint module" in b"".join(client.logs(job.job_id)).decode()
+
+
+def test_malformed_specs_are_invalid_arguments(client: JobsClient) -> None:
+    with pytest.raises(InvalidArgument, match="job name"):
+        client.submit(job_spec("Bad Name"))
+    with pytest.raises(InvalidArgument, match="exactly one"):
+        client.submit({"name": "both", "entrypoint": {"module": "a", "command": ["b"]}})
+    with pytest.raises(InvalidArgument, match="malformed job spec"):
+        client.submit({"name": "typo", "entrypoint": {"module": "a"}, "gpu": 1})
+    with pytest.raises(InvalidArgument, match="timeout_s"):
+        client.submit(job_spec("neg", timeout_s=-1))
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        failed = client.submit({"name": "gone", "entrypoint": {"module": "no_such_package"}})
+        client.cancel(failed.job_id)
+    with pytest.raises(NotFound):
+        client.get("unknown")

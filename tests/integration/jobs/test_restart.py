@@ -1,0 +1,114 @@
+"""A control plane killed (SIGKILL) while a real job subprocess runs: the next control plane re-adopts
+the job if its process is still alive, or counts the attempt as failed and retries it if it died in the
+meantime; the job is never forgotten and never runs twice at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.jobs import JobsClient
+from tests.integration.jobs.conftest import (
+    REPO_ROOT,
+    job_spec,
+    process_alive,
+    states_of,
+    wait_for,
+    wait_state,
+)
+
+
+class ControlPlaneProcess:
+    def __init__(self, db_url: str, home: Path) -> None:
+        command = [
+            sys.executable, "-m", "tests.integration.jobs.programs.serve_jobs", "--db-url", db_url,
+            "--home", str(home), "--job-cwd", str(REPO_ROOT),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("aether control plane listening on "), line
+        self.address = line.rsplit(" ", 1)[1].strip()
+
+    def crash(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def planes(tmp_path: Path) -> Iterator[list[ControlPlaneProcess]]:
+    started: list[ControlPlaneProcess] = []
+    yield started
+    for plane in started:
+        plane.stop()
+
+
+def _job_pid(client: JobsClient, job_id: str, attempt: int = 1) -> int:
+    """The pid the job program printed for ``attempt`` (waiting until it has)."""
+    marker = f"attempt {attempt} pid "
+    log = wait_for(lambda: (text := b"".join(client.logs(job_id)).decode()).count(marker) and text)
+    return int(log.split(marker, 1)[1].split()[0])
+
+
+def test_a_running_job_is_re_adopted_by_the_next_control_plane(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    db_url, home, starts = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "starts"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = client.submit(job_spec("long", "--sleep", "3", "--starts", str(starts), gpus=1))
+        wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
+        pid = _job_pid(client, job.job_id)
+    first.crash()
+    assert process_alive(pid), "the job must outlive its control plane"
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=20)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert done.attempt == 1 and states_of(done) == ["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"]
+    assert done.history[2].reason.startswith("re-adopted process ")
+    lines = starts.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].split()[:2] == ["1", str(pid)]  # ran once, the same process
+
+
+def test_a_job_that_died_while_the_control_plane_was_down_is_retried_not_forgotten(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    db_url, home, starts = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "starts"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = client.submit(
+            job_spec("victim", "--sleep", "30", "--starts", str(starts), gpus=1, max_retries=1)
+        )
+        running = wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
+        pid = _job_pid(client, job.job_id)
+    first.crash()
+    # The whole process group of the attempt (launcher and job) dies while no control plane watches.
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    wait_for(lambda: not process_alive(pid))
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    with JobsClient(second.address) as client:
+        retried = wait_state(client, job.job_id, pb.JOB_STATE_RUNNING, timeout=20)
+        second_pid = _job_pid(client, job.job_id, attempt=2)
+        assert second_pid != pid and not process_alive(pid)
+        client.cancel(job.job_id)
+        done = wait_state(client, job.job_id, pb.JOB_STATE_CANCELLED, timeout=10)
+    assert running.devices == retried.devices or list(retried.devices) == ["0"]
+    assert states_of(done) == ["QUEUED", "RUNNING", "RETRYING", "RUNNING", "RUNNING", "CANCELLED"]
+    assert done.history[4].reason == "cancel requested: cancelled by anonymous"
+    assert "ended without recording an exit status" in done.history[2].reason
+    assert not starts.exists()

@@ -1,0 +1,82 @@
+"""The local executor with real processes: exit records, signals to the whole group, re-adoption by
+pid and start time, and the launcher's own errors."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from clients.aether.v1 import jobs_pb2 as pb
+from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor, process_start_ticks
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.spec import spec_from_mapping
+
+
+def launch(tmp_path: Path, code: str, *, module: str = "") -> tuple[LocalExecutor, JobLaunch, JobHandle]:
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    entry = {"module": module} if module else {"command": [sys.executable, "-c", code]}
+    job = JobLaunch("j1", spec_from_mapping({"name": "t", "entrypoint": entry}), files)
+    executor = LocalExecutor()
+    return (
+        executor,
+        job,
+        executor.launch(job, 1, ["0"], {"AETHER_JOB_ATTEMPT": "1", "CUDA_VISIBLE_DEVICES": "0"}),
+    )
+
+
+def wait(handle: JobHandle, timeout: float = 10.0) -> ExitStatus:
+    deadline = time.monotonic() + timeout
+    while (status := handle.poll()) is None:
+        assert time.monotonic() < deadline, "the process did not end"
+        time.sleep(0.02)
+    return status
+
+
+def test_exit_code_and_output_are_recorded(tmp_path: Path) -> None:
+    code = "import os,sys; print('visible', os.environ['CUDA_VISIBLE_DEVICES']); sys.exit(4)"
+    _, job, handle = launch(tmp_path, code)
+    assert wait(handle) == ExitStatus(4, "exit code 4")
+    assert "visible 0" in job.files.log.read_text()
+    assert job.files.exit_file(1).is_file()
+
+
+def test_terminate_reaches_the_job_and_the_signal_is_recorded(tmp_path: Path) -> None:
+    _, _, handle = launch(tmp_path, "import time; print('up', flush=True); time.sleep(60)")
+    time.sleep(0.3)
+    handle.terminate()
+    assert wait(handle) == ExitStatus(-15, "killed by signal SIGTERM")
+
+
+def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> None:
+    executor, job, handle = launch(tmp_path, "import time; time.sleep(60)")
+    pid = handle.pid
+    assert pid is not None and process_start_ticks(pid) is not None
+    adopted = executor.adopt(job, 1, handle.ref)
+    assert adopted is not None and adopted.poll() is None  # alive: adopted
+    # A recorded start time that does not match is another process that reused the pid: not ours.
+    stranger = executor.adopt(job, 1, f"{pid}:1")
+    assert stranger is not None and stranger.poll() is not None
+    adopted.kill()
+    status = wait(adopted)
+    assert status.code is None and "without recording an exit status" in status.detail
+    assert wait(handle).code is None
+    assert executor.adopt(job, 1, "garbage") is None
+
+
+def test_a_missing_module_fails_in_the_launcher_with_the_error_logged(tmp_path: Path) -> None:
+    _, job, handle = launch(tmp_path, "", module="zz_no_such_module_anywhere")
+    status = wait(handle)
+    assert status == ExitStatus(127, "entrypoint module 'zz_no_such_module_anywhere' not found")
+    assert "[aether] error: entrypoint module" in job.files.log.read_text()
+
+
+def test_an_unexecutable_command_fails_in_the_launcher(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\n")
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    job = JobLaunch("j2", pb.JobSpec(name="t", entrypoint=pb.Entrypoint(command=[str(script)])), files)
+    status = wait(LocalExecutor().launch(job, 1, [], {}))
+    assert status.code == 126 and "cannot start" in status.detail

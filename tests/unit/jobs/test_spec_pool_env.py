@@ -1,0 +1,102 @@
+"""Spec validation and its JSON file, the device pool from configuration, the launch-environment
+contract, and the job command (torchrun for several GPUs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.jobs.executor import job_argv
+from control_plane.jobs.launch_env import LaunchEnv
+from control_plane.jobs.pool import DevicePool
+from control_plane.jobs.spec import entrypoint_problem, spec_from_mapping, spec_to_json, validate
+
+
+def spec(**fields: object) -> pb.JobSpec:
+    return spec_from_mapping({"name": "train", "entrypoint": {"module": "json.tool"}, **fields})
+
+
+def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
+    assert validate(spec()).experiment == "train"
+    assert validate(spec(experiment="e")).experiment == "e"
+    for bad, message in [
+        (spec(name="UPPER"), "job name"),
+        (spec_from_mapping({"name": "x"}), "exactly one"),
+        (spec(entrypoint={"module": "not a module"}), "dotted Python module"),
+        (pb.JobSpec(name="x", entrypoint=pb.Entrypoint(module="m"), timeout_s=float("inf")), "timeout_s"),
+        (spec(env={"1BAD": "x"}), "environment variable"),
+        (spec(dataset={"dataset_hash": "xyz"}), "64 lowercase hex"),
+        (spec(dataset={"point_in_time": {"features": ["v"]}}), "entity_rows_path"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            validate(bad)
+    with pytest.raises(InvalidArgument, match="malformed job spec"):
+        spec_from_mapping({"name": "x", "gpus": "many"})
+
+
+def test_the_spec_file_has_every_field_with_plain_json_hyperparameters() -> None:
+    data = json.loads(spec_to_json(validate(spec(hyperparameters={"lr": 0.5, "tags": ["a"]}, gpus=2))))
+    assert data["hyperparameters"] == {"lr": 0.5, "tags": ["a"]}
+    assert data["gpus"] == 2 and data["max_retries"] == 0 and data["checkpoint_every_epochs"] == 0
+    assert data["entrypoint"] == {"module": "json.tool", "command": [], "args": []}
+
+
+def test_entrypoint_problem_looks_on_the_jobs_paths(tmp_path: Path) -> None:
+    assert entrypoint_problem(spec()) is None
+    assert "not found" in (entrypoint_problem(spec(entrypoint={"module": "zz_nope_pkg.x"})) or "")
+    (tmp_path / "zz_local_pkg.py").write_text("")
+    assert (
+        entrypoint_problem(spec(entrypoint={"module": "zz_local_pkg"}, env={"PYTHONPATH": str(tmp_path)}))
+        is None
+    )
+    assert entrypoint_problem(spec(entrypoint={"command": [sys.executable]})) is None
+    assert "not found on PATH" in (entrypoint_problem(spec(entrypoint={"command": ["zz-no-such-cmd"]})) or "")
+    assert "not executable" in (
+        entrypoint_problem(spec(entrypoint={"command": ["./missing.sh"]}), tmp_path) or ""
+    )
+
+
+def test_pool_from_configuration() -> None:
+    assert DevicePool.from_config("3").devices == ("0", "1", "2")
+    assert DevicePool.from_config("gpu0, gpu1").devices == ("gpu0", "gpu1")
+    assert DevicePool.detect({"AETHER_GPUS": "2"}) == DevicePool(("0", "1"), "config")
+    assert DevicePool.from_config("0").size == 0
+    with pytest.raises(InvalidArgument):
+        DevicePool.from_config("a,a")
+
+
+def test_pool_without_configuration_or_nvml_is_empty() -> None:
+    # nvidia-ml-py is not installed in the test environment (it is the `gpu` extra), so NVML finds nothing.
+    assert DevicePool.detect({}) == DevicePool((), "none")
+
+
+def test_launch_env_round_trips_through_the_environment(tmp_path: Path) -> None:
+    env = LaunchEnv(
+        "j1", 2, tmp_path / "spec.json", tmp_path / "ckpt", "127.0.0.1:1", "exp", "run1", ("0", "3")
+    )
+    variables = env.to_env()
+    assert variables["CUDA_VISIBLE_DEVICES"] == "0,3" and variables["AETHER_JOB_ATTEMPT"] == "2"
+    assert LaunchEnv.from_env(variables) == env
+    assert env.outputs_path == tmp_path / "outputs.json"
+    cpu = LaunchEnv.from_env({**variables, "CUDA_VISIBLE_DEVICES": ""})
+    assert cpu.devices == ()
+    with pytest.raises(KeyError, match="AETHER_JOB_ID"):
+        LaunchEnv.from_env({})
+
+
+def test_job_argv_uses_torchrun_for_several_gpus() -> None:
+    module = validate(spec(entrypoint={"module": "pkg.train", "args": ["--x"]}))
+    assert job_argv(module, "py") == ["py", "-m", "pkg.train", "--x"]
+    module.gpus = 4
+    assert job_argv(module, "py") == [
+        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "pkg.train", "--x",
+    ]  # fmt: skip
+    command = validate(spec(entrypoint={"command": ["./run.sh", "a"], "args": ["b"]}, gpus=2))
+    assert job_argv(command, "py")[-5:] == ["--nproc_per_node=2", "--no-python", "./run.sh", "a", "b"]
+    command.gpus = 1
+    assert job_argv(command, "py") == ["./run.sh", "a", "b"]
