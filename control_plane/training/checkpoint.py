@@ -1,0 +1,245 @@
+"""Crash-safe training checkpoints: atomic, checksummed, the last K kept, resumed from the newest valid.
+
+A checkpoint is one file ``checkpoint-<seq>.ckpt`` in the job's checkpoint folder::
+
+    MAGIC (8 bytes) | sha256 of the payload (32 bytes) | payload length (8 bytes, big-endian) | payload
+
+The payload is ``torch.save`` of plain data: model, optimizer and LR-scheduler state dicts, epoch, step,
+every RNG state (:mod:`.rng`) and the job's extra state. Writing goes to a temporary file in the same
+folder, is fsynced, renamed over the final name and the folder fsynced, so after a crash (SIGKILL, power
+loss) the final name holds a whole checkpoint or does not exist. The checksum catches what the rename
+cannot: a file damaged later (disk, a copy gone wrong). :meth:`CheckpointManager.resume` walks from the
+newest checkpoint down, skips — with a :class:`CorruptCheckpointWarning` — one whose checksum, header or
+payload does not verify (renaming it ``….corrupt`` so it is kept for inspection but never tried again),
+and returns the first that verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from control_plane.training.rng import OwnedGenerator, capture_rng_state, restore_rng_state
+
+MAGIC = b"AETHCKP1"
+_DIGEST_BYTES = 32
+_LENGTH_BYTES = 8
+HEADER_BYTES = len(MAGIC) + _DIGEST_BYTES + _LENGTH_BYTES
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(?P<seq>[0-9]{8,})\.ckpt(?P<corrupt>\.corrupt)?$")
+_TEMP_PREFIX = ".checkpoint-"
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint failed verification and was skipped."""
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint file that does not verify (header, length, checksum or payload)."""
+
+
+@dataclass
+class TrainingState:
+    """What one checkpoint captures. ``model``, ``optimizer`` and ``scheduler`` are saved (and restored)
+    through their ``state_dict``; ``generators`` are job-owned RNGs (e.g. the batch-order generator);
+    ``extra`` is any plain data (tensors, numbers, strings, lists, dicts)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    epoch: int = 0
+    step: int = 0
+    generators: Mapping[str, OwnedGenerator] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint read back from disk."""
+
+    path: Path
+    sequence: int
+    payload: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.payload["epoch"])
+
+    @property
+    def step(self) -> int:
+        return int(self.payload["step"])
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.payload["extra"])
+
+    @property
+    def sdk(self) -> dict[str, Any]:
+        return dict(self.payload.get("sdk", {}))
+
+    def restore(self, state: TrainingState) -> None:
+        """Loads the saved state dicts into ``state``'s objects, sets its epoch, step and extra, and
+        restores every RNG (global ones and ``state.generators``) to where the checkpoint was taken."""
+        state.model.load_state_dict(self.payload["model"])
+        if state.optimizer is not None:
+            state.optimizer.load_state_dict(self.payload["optimizer"])
+        if state.scheduler is not None:
+            state.scheduler.load_state_dict(self.payload["scheduler"])
+        state.epoch = self.epoch
+        state.step = self.step
+        state.extra = self.extra
+        restore_rng_state(self.payload["rng"], state.generators)
+
+
+class CheckpointManager:
+    """Checkpoints of one job in ``directory`` (shared by all its attempts), keeping the newest
+    ``keep_last``."""
+
+    def __init__(self, directory: Path, keep_last: int = 3) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_partial_writes()
+
+    # Writing ---------------------------------------------------------------------------------------------
+
+    def save(self, state: TrainingState, sdk: Mapping[str, Any] | None = None) -> Path:
+        """Writes a checkpoint of ``state`` atomically, prunes to the newest ``keep_last``, returns its path.
+        ``sdk`` is the training SDK's own bookkeeping (e.g. the epoch metrics logged so far)."""
+        payload = {
+            "format": FORMAT_VERSION,
+            "epoch": int(state.epoch),
+            "step": int(state.step),
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else {},
+            "rng": capture_rng_state(state.generators),
+            "extra": dict(state.extra),
+            "sdk": dict(sdk or {}),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        path = self.directory / f"checkpoint-{self._next_sequence():08d}.ckpt"
+        write_atomically(path, encode(buffer.getvalue()))
+        self.prune()
+        return path
+
+    def prune(self) -> list[Path]:
+        """Deletes all but the newest ``keep_last`` checkpoints (corrupt ones are left alone); returns
+        the deleted paths."""
+        valid = [path for seq, path, corrupt in self._listing() if not corrupt]
+        doomed = valid[: max(0, len(valid) - self.keep_last)]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        if doomed:
+            fsync_directory(self.directory)
+        return doomed
+
+    # Reading ---------------------------------------------------------------------------------------------
+
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint files not known to be corrupt, oldest first."""
+        return [path for _, path, corrupt in self._listing() if not corrupt]
+
+    def resume(self) -> Checkpoint | None:
+        """The newest checkpoint that verifies, or None when there is none. Each newer one that does not
+        verify is skipped with a :class:`CorruptCheckpointWarning` and renamed ``….corrupt``."""
+        for sequence, path, corrupt in reversed(self._listing()):
+            if corrupt:
+                continue
+            try:
+                payload = load_payload(path)
+            except CorruptCheckpoint as exc:
+                warnings.warn(
+                    f"skipping corrupt checkpoint {path.name}: {exc}; falling back to the one before",
+                    CorruptCheckpointWarning,
+                    stacklevel=2,
+                )
+                path.replace(path.with_name(path.name + ".corrupt"))
+                fsync_directory(self.directory)
+                continue
+            return Checkpoint(path, sequence, payload)
+        return None
+
+    def _listing(self) -> list[tuple[int, Path, bool]]:
+        found = []
+        for entry in self.directory.iterdir():
+            match = _NAME.match(entry.name)
+            if match is not None and entry.is_file():
+                found.append((int(match["seq"]), entry, match["corrupt"] is not None))
+        return sorted(found)
+
+    def _next_sequence(self) -> int:
+        listing = self._listing()
+        return listing[-1][0] + 1 if listing else 1
+
+    def _remove_partial_writes(self) -> None:
+        """Temporary files of a writer that died before its rename: never a checkpoint, safe to drop."""
+        for entry in self.directory.iterdir():
+            if entry.name.startswith(_TEMP_PREFIX) and entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+
+
+def encode(payload: bytes) -> bytes:
+    return MAGIC + hashlib.sha256(payload).digest() + len(payload).to_bytes(_LENGTH_BYTES, "big") + payload
+
+
+def decode(data: bytes) -> bytes:
+    """The payload of an encoded checkpoint; :class:`CorruptCheckpoint` when anything does not verify."""
+    if len(data) < HEADER_BYTES or not data.startswith(MAGIC):
+        raise CorruptCheckpoint("not an Aether checkpoint (bad header)")
+    digest = data[len(MAGIC) : len(MAGIC) + _DIGEST_BYTES]
+    length = int.from_bytes(data[len(MAGIC) + _DIGEST_BYTES : HEADER_BYTES], "big")
+    payload = data[HEADER_BYTES:]
+    if len(payload) != length:
+        raise CorruptCheckpoint(f"payload is {len(payload)} bytes, the header says {length}")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CorruptCheckpoint("sha256 checksum mismatch")
+    return payload
+
+
+def load_payload(path: Path) -> dict[str, Any]:
+    payload = decode(Path(path).read_bytes())
+    try:
+        loaded = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # checksum fine but unreadable: written by an incompatible version
+        raise CorruptCheckpoint(f"payload does not load: {exc}") from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT_VERSION:
+        raise CorruptCheckpoint("unknown checkpoint format")
+    return loaded
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole or keeps what it held: temp file in the same folder, fsync, rename,
+    fsync of the folder (so the rename itself survives a power loss)."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

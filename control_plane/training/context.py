@@ -1,0 +1,204 @@
+"""The training context: what a job's code gets from the platform, read from the launch environment.
+
+    ctx = TrainingContext.from_env()
+    data = ctx.dataset()                      # training set (Arrow / numpy / torch) + its dataset hash
+    lr = ctx.hyperparameters.number("lr", 1e-3)
+    state = TrainingState(model, optimizer, scheduler, generators={"batches": generator})
+    if (last := ctx.resume()) is not None:    # attempt 2+ after a crash: continue where it stopped
+        last.restore(state)
+    for epoch in range(state.epoch, epochs):
+        ...
+        ctx.log_metrics(epoch, loss=loss)    # buffered; a background thread ships it
+        state.epoch = epoch + 1
+        ctx.checkpoint(state)                 # atomic, checksummed, the last K kept
+    ctx.write_outputs({"model": "churn", "version": 3})
+    ctx.close()
+
+The executor's side of the contract is :mod:`control_plane.jobs.launch_env`. This module does not import
+torch: checkpoints (which do) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from clients.errors import AetherError
+from control_plane.jobs.launch_env import LaunchEnv
+from control_plane.training.dataset import TrainingData, load_training_data
+from control_plane.training.metrics import MetricsLogger
+from control_plane.training.spec import Hyperparameters, TrainingSpec
+
+if TYPE_CHECKING:
+    from control_plane.training.checkpoint import Checkpoint, CheckpointManager, TrainingState
+
+
+class TrainingContext:
+    """One attempt of one job. Use as a context manager (or call :meth:`close`): leaving it sends the
+    buffered metrics."""
+
+    def __init__(self, launch: LaunchEnv, spec: TrainingSpec, *, log_per_batch: bool | None = None) -> None:
+        self.launch = launch
+        self.spec = spec
+        self.hyperparameters = Hyperparameters(spec.hyperparameters)
+        #: Per-batch metrics are off unless asked for (hyperparameter ``log_every_batch``): an epoch
+        #: curve is what most runs want, and per-batch points cost a buffer append each.
+        self.log_per_batch = (
+            self.hyperparameters.flag("log_every_batch", False) if log_per_batch is None else log_per_batch
+        )
+        self._metrics: MetricsLogger | None = None
+        self._checkpoints: CheckpointManager | None = None
+        self._dataset: TrainingData | None = None
+        #: Epoch metrics logged so far, by epoch (restored from a checkpoint on resume), and the
+        #: (key, epoch) points the tracking server already holds — see :meth:`resume`.
+        self._epoch_metrics: dict[int, dict[str, float]] = {}
+        self._on_server: set[tuple[str, int]] = set()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingContext:
+        """The context of the job this process runs as (``KeyError`` naming the variable when the launch
+        environment is incomplete: the code was not started by an executor)."""
+        launch = LaunchEnv.from_env(environ)
+        return cls(launch, TrainingSpec.from_file(launch.spec_path))
+
+    # Identity --------------------------------------------------------------------------------------------
+
+    @property
+    def job_id(self) -> str:
+        return self.launch.job_id
+
+    @property
+    def attempt(self) -> int:
+        return self.launch.attempt
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.launch.checkpoint_dir
+
+    @property
+    def run_id(self) -> str:
+        """The tracking run the metrics go to (started here when the executor gave none)."""
+        return self.metrics.run_id
+
+    # Data ------------------------------------------------------------------------------------------------
+
+    def dataset(self) -> TrainingData:
+        """The spec's training set, fetched once per attempt."""
+        if self._dataset is None:
+            self._dataset = load_training_data(self.launch.control_plane_addr, self.spec.dataset)
+        return self._dataset
+
+    # Metrics ---------------------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> MetricsLogger:
+        if self._metrics is None:
+            self._metrics = MetricsLogger(
+                self.launch.control_plane_addr,
+                run_id=self.launch.run_id,
+                experiment=self.launch.tracking_experiment or self.spec.experiment or self.spec.name,
+                run_name=self.spec.name,
+            )
+            # A run the control plane created already carries the job's parameters (and they are
+            # immutable, so logging another spelling of one would be refused along with the metric points
+            # of the same batch); a run started here gets them from the spec.
+            if not self.launch.run_id and self.spec.hyperparameters:
+                self._metrics.log_params(self.spec.hyperparameters)
+            self._metrics.set_tags({"aether.job_id": self.job_id, "aether.attempt": self.attempt})
+        return self._metrics
+
+    def log_metrics(self, epoch: int, values: Mapping[str, float] | None = None, /, **metrics: float) -> None:
+        """Buffers one point per metric at step ``epoch`` (``values`` for names that are not identifiers,
+        e.g. ``val/loss``). Never waits on the network."""
+        merged = {**(values or {}), **metrics}
+        self._epoch_metrics.setdefault(int(epoch), {}).update(merged)
+        fresh = {key: value for key, value in merged.items() if (key, int(epoch)) not in self._on_server}
+        if fresh:
+            self.metrics.log_epoch(epoch, fresh)
+
+    def log_batch_metrics(
+        self, step: int, values: Mapping[str, float] | None = None, /, **metrics: float
+    ) -> None:
+        """Per-batch points (``batch/<name>`` at the global ``step``), only when per-batch logging is on."""
+        if self.log_per_batch:
+            self.metrics.log_batch(step, {**(values or {}), **metrics})
+
+    # Checkpoints -----------------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        if self._checkpoints is None:
+            from control_plane.training.checkpoint import CheckpointManager
+
+            self._checkpoints = CheckpointManager(self.checkpoint_dir, self.spec.keep_last)
+        return self._checkpoints
+
+    def checkpoint(self, state: TrainingState) -> Path:
+        """Saves ``state`` with every RNG state, atomically; keeps the spec's last K checkpoints. The epoch
+        metrics logged so far go into the checkpoint too (a few numbers per epoch)."""
+        return self.checkpoints.save(state, {"epoch_metrics": self._epoch_metrics})
+
+    def resume(self) -> Checkpoint | None:
+        """The newest valid checkpoint of this job (skipping corrupt ones with a warning), or None.
+
+        Resuming also mends the run's metric curves. Points still in the buffer when the previous attempt
+        was killed never reached the server; those of epochs up to the checkpoint are in it and are sent
+        again now, and points the server already holds (epochs the previous attempt shipped after the
+        checkpoint, which this attempt replays) are not sent twice. This costs one history read per
+        metric, once per attempt; if the server cannot be read the curves are left as they are."""
+        checkpoint = self.checkpoints.resume()
+        if checkpoint is not None:
+            saved = checkpoint.sdk.get("epoch_metrics", {})
+            self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}
+            self._mend_metric_curves()
+        return checkpoint
+
+    def _mend_metric_curves(self) -> None:
+        keys = sorted({key for values in self._epoch_metrics.values() for key in values})
+        try:
+            for key in keys:
+                series = self.metrics.client.metric_history(self.run_id, key)
+                self._on_server.update((key, int(step)) for step in series.steps)
+        except AetherError as exc:
+            warnings.warn(
+                f"could not read the run's metrics to mend them after the resume: {exc}", stacklevel=3
+            )
+            return
+        for epoch, values in sorted(self._epoch_metrics.items()):
+            missing = {key: value for key, value in values.items() if (key, epoch) not in self._on_server}
+            if missing:
+                self.metrics.log_epoch(epoch, missing)
+
+    # Outputs ---------------------------------------------------------------------------------------------
+
+    def write_outputs(self, outputs: Mapping[str, Any]) -> Path:
+        """Writes ``outputs.json`` beside the checkpoint folder (atomically), where the control plane
+        picks it up when the job succeeds."""
+        path = self.launch.outputs_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(dict(outputs), indent=2, sort_keys=True))
+        with open(temp, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+        return path
+
+    # Lifecycle -------------------------------------------------------------------------------------------
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self._metrics is not None:
+            self._metrics.close(status)
+            self._metrics = None
+
+    def __enter__(self) -> TrainingContext:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close("FINISHED" if exc_type is None else "FAILED")

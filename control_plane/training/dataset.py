@@ -1,0 +1,152 @@
+"""A job's training set: built by the offline store from the spec's point-in-time query, or read back by
+its dataset hash, with every feature reference pinned to a version.
+
+Feature references are pinned *before* the query (``stats:score`` becomes ``stats@2:score`` through the
+feature registry), so the training set's columns, the lineage recorded with the model and the features
+served later all name the same view versions even if a new version is published mid-job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from clients.errors import DataLoss, InvalidArgument, NotFound
+from clients.sdk.offline import OfflineFeaturesClient
+from clients.sdk.registry import FeatureRegistryClient
+from control_plane.offline.datasets import content_hash, read_dataset_record
+from control_plane.offline.refs import FeatureRef, parse_ref
+from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.training.spec import DatasetRef
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training set and its provenance. ``feature_columns`` name the feature columns of ``table`` in
+    query order; ``feature_refs`` are the same features pinned to versions (``view@2:feature``; equal to
+    the column names for a query this SDK ran)."""
+
+    table: pa.Table
+    dataset_hash: str
+    query: str
+    feature_columns: tuple[str, ...]
+    feature_refs: tuple[str, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def column(self, name: str) -> npt.NDArray[np.generic]:
+        """One column as numpy (nulls become NaN for numbers)."""
+        if name not in self.table.column_names:
+            raise InvalidArgument(f"training set has no column {name!r}; it has {self.table.column_names}")
+        column = self.table.column(name)
+        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False))
+        return np.asarray(column.to_numpy(zero_copy_only=False))
+
+    def numpy(
+        self, columns: Sequence[str] | None = None, dtype: type = np.float32
+    ) -> npt.NDArray[np.generic]:
+        """The numeric ``columns`` (default: the features) as one ``[rows, columns]`` array; missing
+        values are NaN."""
+        names = list(self.feature_columns if columns is None else columns)
+        matrix: npt.NDArray[np.generic] = np.empty((self.num_rows, len(names)), dtype=dtype)
+        for index, name in enumerate(names):
+            matrix[:, index] = self.column(name)
+        return matrix
+
+    def torch(self, columns: Sequence[str] | None = None) -> torch.Tensor:
+        """Like :meth:`numpy`, as a float32 torch tensor."""
+        import torch
+
+        return torch.from_numpy(self.numpy(columns, np.float32))
+
+
+def pin_feature_refs(registry: FeatureRegistryClient, refs: Sequence[str]) -> tuple[str, ...]:
+    """Each reference as ``view@version:feature``: an unversioned view resolves to its latest servable
+    version, a whole view (``stats``) expands to its features in registered order. Duplicates collapse."""
+    pinned: list[str] = []
+    latest: dict[str, int] = {}
+    for text in refs:
+        ref = parse_ref(text)
+        version = ref.version if ref.version is not None else latest.get(ref.view, 0)
+        view = registry.get_feature_view(ref.view, version)
+        if ref.version is None:
+            latest[ref.view] = int(view.version)
+        names = [f.name for f in view.spec.features] if ref.feature is None else [ref.feature]
+        known = {f.name for f in view.spec.features}
+        for name in names:
+            if name not in known:
+                raise NotFound(f"feature view {ref.view!r} version {view.version} has no feature {name!r}")
+            text_ref = str(FeatureRef(ref.view, int(view.version), name))
+            if text_ref not in pinned:
+                pinned.append(text_ref)
+    return tuple(pinned)
+
+
+def load_training_data(target: str, dataset: DatasetRef, *, timeout: float = 600.0) -> TrainingData:
+    """The training set of ``dataset`` from the control plane at ``target`` (module doc). A query with an
+    expected hash that the result does not match is DATA_LOSS: the data under the spec changed."""
+    if dataset.has_query:
+        with FeatureRegistryClient(target, timeout=timeout) as registry:
+            pinned = pin_feature_refs(registry, dataset.features)
+        with OfflineFeaturesClient(target, timeout=timeout) as offline:
+            result = offline.historical_features(
+                dataset.entity_rows_path, pinned, timestamp_column=dataset.timestamp_column
+            )
+        if dataset.dataset_hash and result.dataset_hash != dataset.dataset_hash:
+            raise DataLoss(
+                f"the query built dataset {result.dataset_hash}, the spec expects {dataset.dataset_hash}"
+            )
+        query = {
+            "entity_rows_path": dataset.entity_rows_path,
+            "features": list(pinned),
+            "timestamp_column": dataset.timestamp_column,
+            "requested_features": list(dataset.features),
+        }
+        return TrainingData(
+            result.table, result.dataset_hash, json.dumps(query, sort_keys=True), pinned, pinned
+        )
+    if dataset.dataset_hash:
+        return read_recorded_dataset(dataset.dataset_hash)
+    raise InvalidArgument("job spec: the dataset needs a point-in-time query (entity_rows_path) or a hash")
+
+
+def read_recorded_dataset(dataset_hash: str, store: OfflineStore | None = None) -> TrainingData:
+    """A training set written earlier with an output path, found through its record in the offline root
+    (``AETHER_OFFLINE_ROOT`` / ``$AETHER_HOME/offline``; the job runs beside the control plane or shares
+    its object store) and checked against its hash."""
+    store = store if store is not None else OfflineStore()
+    record = read_dataset_record(store, dataset_hash)
+    output_path = record.get("output_path")
+    if not output_path:
+        raise NotFound(f"dataset {dataset_hash} was recorded without an output path: nothing to read back")
+    filesystem, path = open_filesystem(str(output_path))
+    table = pq.read_table(path, filesystem=filesystem)
+    if content_hash(table) != dataset_hash:
+        raise DataLoss(f"the stored copy of dataset {dataset_hash} at {output_path} hashes differently")
+    columns: list[str] = []
+    refs: list[str] = []
+    for view in record.get("views", ()):
+        for column in view.get("columns", ()):
+            columns.append(str(column))
+            feature = str(column).rsplit(":", 1)[-1]
+            refs.append(str(FeatureRef(str(view["view"]), int(view["version"]), feature)))
+    query = {
+        "dataset_hash": dataset_hash,
+        "features": list(record.get("features", ())),
+        "output_path": output_path,
+    }
+    return TrainingData(table, dataset_hash, json.dumps(query, sort_keys=True), tuple(columns), tuple(refs))

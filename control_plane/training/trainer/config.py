@@ -1,0 +1,124 @@
+"""The built-in trainer's settings, read from the job's hyperparameters (strings; defaults below).
+
+========================  ==============  =====================================================
+hyperparameter            default         meaning
+========================  ==============  =====================================================
+``task``                  ``regression``  or ``classification``
+``label``                 (required)      label column of the entity rows
+``hidden``                ``64,32``       hidden layer widths
+``dropout``               ``0``           dropout after each hidden layer
+``lr``                    ``0.001``       Adam learning rate
+``weight_decay``          ``0``           Adam weight decay
+``lr_step_epochs``        ``10``          StepLR period (epochs)
+``lr_gamma``              ``1``           StepLR factor (1 = constant learning rate)
+``epochs``                ``20``
+``batch_size``            ``256``
+``seed``                  ``0``           seeds every RNG; same seed, same data => same weights
+``threads``               ``1``           torch intra-op threads (fixed for determinism)
+``holdout_fraction``      ``0.2``         share of rows held out for evaluation
+``eval_every``            ``1``           held-out loss every N epochs (0 = only at the end)
+``onnx_tolerance``        ``1e-4``        max abs difference ONNX Runtime vs torch
+``model_name``            the job name    registered model name
+``register``              ``true``        register a model version at the end
+``log_every_batch``       ``false``       per-batch loss points as well
+``keep_last_checkpoints`` ``3``
+========================  ==============  =====================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from clients.errors import InvalidArgument
+from control_plane.training.spec import Hyperparameters
+
+TASKS = ("regression", "classification")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    task: str
+    label: str
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 10
+    lr_gamma: float = 1.0
+    epochs: int = 20
+    batch_size: int = 256
+    seed: int = 0
+    threads: int = 1
+    holdout_fraction: float = 0.2
+    eval_every: int = 1
+    onnx_tolerance: float = 1e-4
+    model_name: str = "model"
+    register: bool = True
+    checkpoint_interval: int = 1
+
+    @classmethod
+    def from_hyperparameters(
+        cls, hp: Hyperparameters, *, job_name: str, checkpoint_interval: int = 1
+    ) -> TrainerConfig:
+        label = hp.text("label", "")
+        if not label:
+            raise InvalidArgument("hyperparameter 'label' (the label column) is required")
+        config = cls(
+            task=hp.text("task", "regression"),
+            label=label,
+            hidden=hp.integers("hidden", cls.hidden),
+            dropout=hp.number("dropout", cls.dropout),
+            lr=hp.number("lr", cls.lr),
+            weight_decay=hp.number("weight_decay", cls.weight_decay),
+            lr_step_epochs=hp.integer("lr_step_epochs", cls.lr_step_epochs),
+            lr_gamma=hp.number("lr_gamma", cls.lr_gamma),
+            epochs=hp.integer("epochs", cls.epochs),
+            batch_size=hp.integer("batch_size", cls.batch_size),
+            seed=hp.integer("seed", cls.seed),
+            threads=hp.integer("threads", cls.threads),
+            holdout_fraction=hp.number("holdout_fraction", cls.holdout_fraction),
+            eval_every=hp.integer("eval_every", cls.eval_every),
+            onnx_tolerance=hp.number("onnx_tolerance", cls.onnx_tolerance),
+            model_name=hp.text("model_name", model_name_from(job_name)),
+            register=hp.flag("register", cls.register),
+            checkpoint_interval=checkpoint_interval,
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidArgument(f"hyperparameter 'task': {self.task!r} is not one of {TASKS}")
+        if any(width < 1 for width in self.hidden):
+            raise InvalidArgument(f"hyperparameter 'hidden': widths must be >= 1, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidArgument(f"hyperparameter 'dropout' must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise InvalidArgument(
+                f"hyperparameter 'holdout_fraction' must be in (0, 1), got {self.holdout_fraction}"
+            )
+        for name in ("epochs", "batch_size", "threads", "lr_step_epochs"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"hyperparameter {name!r} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.onnx_tolerance <= 0:
+            raise InvalidArgument("hyperparameters 'lr' and 'onnx_tolerance' must be > 0")
+
+    def as_hyperparameters(self) -> dict[str, str]:
+        """Every effective setting as text: what the model version records (defaults included, so the
+        version says exactly how it was trained)."""
+        values = asdict(self)
+        values["hidden"] = ",".join(str(width) for width in self.hidden)
+        values.pop("register")
+        return {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in values.items()
+        }
+
+
+def model_name_from(job_name: str) -> str:
+    """A registry-valid model name (lowercase, ``[a-z][a-z0-9_-]*``) from a job name."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", job_name.lower()).strip("-")
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = f"model-{cleaned}" if cleaned else "model"
+    return cleaned

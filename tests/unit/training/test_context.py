@@ -1,0 +1,68 @@
+"""The training context from the launch environment: identity, hyperparameters, checkpoints that carry
+the epoch metrics, outputs.json written where the control plane reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from control_plane.jobs.launch_env import LaunchEnv
+from control_plane.jobs.spec import spec_from_mapping, spec_to_json
+from control_plane.training.checkpoint import TrainingState
+from control_plane.training.context import TrainingContext
+
+
+def launch(tmp_path: Path, attempt: int = 1) -> LaunchEnv:
+    spec_path = tmp_path / "spec.json"
+    spec = spec_from_mapping(
+        {
+            "name": "demo",
+            "entrypoint": {"module": "my.job"},
+            "hyperparameters": {"lr": 0.1, "log_every_batch": True, "keep_last_checkpoints": 2},
+            "checkpoint_every_epochs": 2,
+        }
+    )
+    spec_path.write_text(spec_to_json(spec))
+    return LaunchEnv(
+        job_id="j1",
+        attempt=attempt,
+        spec_path=spec_path,
+        checkpoint_dir=tmp_path / "job" / "checkpoints",
+        control_plane_addr="127.0.0.1:1",  # nothing listens: these tests never touch the network
+        tracking_experiment="exp",
+        run_id="r1",
+    )
+
+
+def test_from_env_reads_the_launch_contract(tmp_path: Path) -> None:
+    ctx = TrainingContext.from_env(launch(tmp_path, attempt=2).to_env())
+    assert (ctx.job_id, ctx.attempt, ctx.checkpoint_dir) == ("j1", 2, tmp_path / "job" / "checkpoints")
+    assert ctx.hyperparameters.number("lr", 0.0) == 0.1 and ctx.log_per_batch
+    assert (ctx.spec.checkpoint_interval, ctx.checkpoints.keep_last) == (2, 2)
+
+
+def test_missing_launch_variables_name_the_variable() -> None:
+    with pytest.raises(KeyError, match="AETHER_JOB_ID"):
+        TrainingContext.from_env({})
+
+
+def test_checkpoints_carry_the_epoch_metrics(tmp_path: Path) -> None:
+    ctx = TrainingContext(launch(tmp_path), TrainingContext.from_env(launch(tmp_path).to_env()).spec)
+    ctx._epoch_metrics = {0: {"loss": 1.5}, 1: {"loss": 0.5}}  # what log_metrics records
+    path = ctx.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=2))
+    assert path.parent == ctx.checkpoint_dir
+    checkpoint = ctx.checkpoints.resume()
+    assert checkpoint is not None and checkpoint.sdk == {
+        "epoch_metrics": {0: {"loss": 1.5}, 1: {"loss": 0.5}}
+    }
+
+
+def test_outputs_json_is_written_beside_the_checkpoint_folder(tmp_path: Path) -> None:
+    ctx = TrainingContext.from_env(launch(tmp_path).to_env())
+    path = ctx.write_outputs({"model": "demo", "version": 3})
+    assert path == tmp_path / "job" / "outputs.json"
+    assert json.loads(path.read_text()) == {"model": "demo", "version": 3}
+    assert [p.name for p in path.parent.iterdir()] == ["outputs.json"]  # no temp file left

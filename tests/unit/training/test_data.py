@@ -1,0 +1,71 @@
+"""From a training set to tensors: unlabelled rows dropped, a seeded split, statistics over finite
+values, class labels in sorted order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pytest
+import torch
+
+from clients.errors import InvalidArgument
+from control_plane.model_registry.validation import NAME_PATTERN
+from control_plane.training.dataset import TrainingData
+from control_plane.training.trainer.config import TrainerConfig, model_name_from
+from control_plane.training.trainer.data import prepare
+
+FEATURES = ("v@1:a", "v@1:b")
+
+
+def training_data(labels: Sequence[object]) -> TrainingData:
+    n = len(labels)
+    table = pa.table(
+        {
+            "id": pa.array(range(n)),
+            "v@1:a": pa.array([float(i) for i in range(n)]),
+            "v@1:b": pa.array([None if i % 4 == 0 else 10.0 for i in range(n)], pa.float64()),
+            "label": pa.array(labels),
+        }
+    )
+    return TrainingData(table, "h" * 64, "{}", FEATURES, FEATURES)
+
+
+def test_regression_split_is_seeded_and_drops_unlabelled_rows() -> None:
+    labels: list[object] = [float(i) if i % 10 else None for i in range(40)]
+    config = TrainerConfig(task="regression", label="label", seed=5, holdout_fraction=0.25)
+    first, again = prepare(training_data(labels), config), prepare(training_data(labels), config)
+    assert first.x_train.shape == (27, 2) and first.x_test.shape == (9, 2)  # 36 labelled rows
+    torch.testing.assert_close(first.x_test, again.x_test, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(first.y_train, again.y_train)
+    other = prepare(training_data(labels), TrainerConfig(task="regression", label="label", seed=6))
+    assert not torch.equal(first.x_test[:, 0], other.x_test[:, 0])
+    # The label is the row number here, and so is feature a: rows stay aligned through the split.
+    assert torch.equal(first.x_train[:, 0:1], first.y_train)
+    assert first.std[1] == 1.0 and first.mean[1] == 10.0  # b: constant where present -> std 1, NaN ignored
+    assert first.n_outputs == 1 and first.classes == ()
+
+
+def test_classification_labels_become_sorted_class_indices() -> None:
+    labels = ["yes", "no", None, "maybe"] * 5
+    prepared = prepare(training_data(labels), TrainerConfig(task="classification", label="label"))
+    assert prepared.classes == ("maybe", "no", "yes") and prepared.n_outputs == 3
+    assert prepared.x_train.shape[0] + prepared.x_test.shape[0] == 15
+    assert set(torch.cat([prepared.y_train, prepared.y_test]).tolist()) == {0, 1, 2}
+    with pytest.raises(InvalidArgument, match="at least 2"):
+        prepare(training_data(["yes"] * 6), TrainerConfig(task="classification", label="label"))
+
+
+def test_missing_label_column_and_bad_settings_are_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="no column 'nope'"):
+        prepare(training_data([1.0] * 10), TrainerConfig(task="regression", label="nope"))
+    with pytest.raises(InvalidArgument, match="task"):
+        TrainerConfig(task="ranking", label="y").check()
+
+
+@pytest.mark.parametrize(
+    ("job", "model"), [("Churn v2.1", "churn-v2-1"), ("2024_run", "model-2024_run"), ("", "model")]
+)
+def test_model_names_from_job_names(job: str, model: str) -> None:
+    assert model_name_from(job) == model
+    assert NAME_PATTERN.fullmatch(model)  # what the model registry accepts
