@@ -15,6 +15,7 @@ from clients.tls import add_port
 from control_plane.api import audit as audit_api
 from control_plane.api import deployments as deployments_api
 from control_plane.api import ingestion as ingestion_api
+from control_plane.api import jobs as jobs_api
 from control_plane.api import model_registry as model_registry_api
 from control_plane.api import offline_features as offline_api
 from control_plane.api import tracking as tracking_api
@@ -81,6 +82,7 @@ DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
     *model_registry_api.services([DeploymentModelGuard()]),
     deployments_api.add_to_server,
     audit_api.add_to_server,
+    jobs_api.add_to_server,
     offline_api.add_to_server,
     ingestion_api.add_to_server,
 )
@@ -122,8 +124,9 @@ async def start_server(
     except RuntimeError as exc:
         engine.dispose()
         raise RuntimeError(f"cannot listen on {settings.listen_addr}: {exc}") from exc
-    await server.start()
     host = settings.listen_addr.rsplit(":", 1)[0]
+    context.address = f"{host}:{port}"
+    await server.start()
     return ControlPlaneServer(
         server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context
     )

@@ -25,6 +25,9 @@ class ServiceContext:
     sessions: sessionmaker[Session]
     registry: FeatureRegistry
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    #: ``HOST:PORT`` the server is bound to, set once it listens (with port 0 the real port is only known
+    #: then); jobs are told this address.
+    address: str | None = None
 
 
 #: Adds one gRPC service to the server and returns its full service name (for health and reflection).

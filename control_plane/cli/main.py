@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
-from control_plane.cli import audit, demo, deploy, dev, features, historical, ingestion, models, runs
+from control_plane.cli import audit, demo, deploy, dev, features, historical, ingestion, jobs, models, runs
 from control_plane.cli.settings import CliSettings
 
 
@@ -38,6 +38,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     ingestion.register(commands)
     historical.register(commands)
     deploy.register(commands)
+    jobs.register(commands)
     return parser
 
 
