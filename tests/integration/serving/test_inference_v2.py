@@ -66,7 +66,7 @@ async def test_model_infer_with_raw_and_with_typed_contents(stub: pb_grpc.GRPCIn
     assert out["product"].tolist() == [[3.0, 6.0, 9.0]]
 
 
-async def test_concurrent_requests_are_batched_and_a_bad_row_fails_only_its_request(
+async def test_a_bad_row_fails_only_its_request_among_concurrent_ones(
     data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub
 ) -> None:
     good = [np.full((1, 4), 0.5 * (i % 2), np.float32) for i in range(6)]
@@ -79,10 +79,12 @@ async def test_concurrent_requests_are_batched_and_a_bad_row_fails_only_its_requ
     assert "indices element out of data bounds" in (failed[0].details() or "")
     answers = [decode_infer_response(r) for r in results if isinstance(r, pb.ModelInferResponse)]
     assert len(answers) == len(good) and all(a["y"].tolist() == [[0.0]] for a in answers)
+    # Whether these calls shared a batch depends on how they were spread over event-loop turns, which a
+    # loaded machine decides; coalescing itself is tested deterministically in tests/unit/serving.
     batches = data_plane.metrics.registry.get_sample_value(
         "aether_inference_batch_size_count", {"model": "failing", "version": "1"}
     )
-    assert batches is not None and batches < len(calls)  # several requests shared a batch
+    assert batches is not None and batches >= 1
 
 
 def _affine(x: np.ndarray, **kwargs: object) -> pb.ModelInferRequest:
