@@ -1,4 +1,10 @@
-"""``python -m data_plane``: runs the data plane on uvloop until SIGTERM or SIGINT, then drains.
+"""``python -m data_plane``: runs the data plane on uvloop until SIGTERM or SIGINT, then drains: health
+turns NOT_SERVING at once, requests are still served for ``--drain-delay-s`` (while load balancers catch
+up), then new Predict requests are refused with UNAVAILABLE and admitted ones finish within
+``--drain-grace-s`` before the process exits (:meth:`data_plane.server.DataPlaneHandle.drain`).
+
+Once ready it prints ``aether data plane listening on HOST:PORT`` and, with a metrics endpoint, a second
+line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it for the autoscaler).
 
 ``--workers N`` (N > 1) runs N worker processes sharing one port (SO_REUSEPORT; the kernel spreads
 connections across them), so that one data plane uses the cores of a bigger machine: this process picks
@@ -23,10 +29,17 @@ from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
 from data_plane.workers import run_workers
 
+DRAIN_DELAY_S = 0.5
 DRAIN_GRACE_S = 5.0
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
+@dataclasses.dataclass(frozen=True)
+class DrainOptions:
+    delay_s: float = DRAIN_DELAY_S
+    grace_s: float = DRAIN_GRACE_S
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int, DrainOptions]:
     settings = DataPlaneSettings.from_env()
     parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
     parser.add_argument("--listen", default=settings.listen, help="HOST:PORT (port 0 picks a free one)")
@@ -49,25 +62,41 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
     parser.add_argument(
         "--prediction-log-sample-rate", type=float, default=settings.prediction_log_sample_rate
     )
+    parser.add_argument(
+        "--drain-delay-s",
+        type=float,
+        default=DRAIN_DELAY_S,
+        help="on SIGTERM, seconds of serving while NOT_SERVING before new requests are refused",
+    )
+    parser.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=DRAIN_GRACE_S,
+        help="on SIGTERM, seconds admitted requests get to finish",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
     args = parser.parse_args(argv)
-    return dataclasses.replace(
-        settings,
-        listen=args.listen,
-        redis_url=args.redis_url,
-        control_plane_addr=args.control_plane,
-        snapshot_path=args.snapshot_path,
-        model_config=args.model_config,
-        metrics_listen=args.metrics_listen,
-        intra_op_threads=args.intra_op_threads,
-        max_queue_size=args.max_queue_size,
-        prediction_log_sample_rate=args.prediction_log_sample_rate,
-        reuse_port=args.reuse_port,
-    ), args.workers
+    return (
+        dataclasses.replace(
+            settings,
+            listen=args.listen,
+            redis_url=args.redis_url,
+            control_plane_addr=args.control_plane,
+            snapshot_path=args.snapshot_path,
+            model_config=args.model_config,
+            metrics_listen=args.metrics_listen,
+            intra_op_threads=args.intra_op_threads,
+            max_queue_size=args.max_queue_size,
+            prediction_log_sample_rate=args.prediction_log_sample_rate,
+            reuse_port=args.reuse_port,
+        ),
+        args.workers,
+        DrainOptions(args.drain_delay_s, args.drain_grace_s),
+    )
 
 
-async def serve(settings: DataPlaneSettings) -> None:
+async def serve(settings: DataPlaneSettings, drain: DrainOptions = DrainOptions()) -> None:
     handle = await start_server(settings)
     # Everything allocated so far lives as long as the process: keep it out of the collector's full
     # passes, which would otherwise walk it on the latency path (a p99.9 matter).
@@ -78,16 +107,19 @@ async def serve(settings: DataPlaneSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(f"aether data plane listening on {listen_address(settings, handle.port)}", flush=True)
+    if handle.metrics_port is not None:
+        metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
+        print(f"aether data plane metrics on {metrics_host}:{handle.metrics_port}", flush=True)
     await stop.wait()
-    await handle.stop(DRAIN_GRACE_S)
+    await handle.drain(drain.delay_s, drain.grace_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings, workers = parse_args(argv)
+    settings, workers, drain = parse_args(argv)
     if workers > 1:
         return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, drain))
     return 0
 
 

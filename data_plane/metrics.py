@@ -2,7 +2,10 @@
 
 * ``aether_inference_requests_total{api,model,version,code}`` — requests answered, by gRPC status code;
 * ``aether_inference_latency_seconds{api,model,version}`` — server-side latency histogram (OK requests);
-* ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher;
+* ``aether_inference_in_flight{api}`` — requests admitted and not yet answered (queued, fetching
+  features or running): the autoscaler's queue depth;
+* ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher (as of its
+  last batch);
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in.
 
@@ -54,6 +57,10 @@ class ServingMetrics(ManagerObserver):
             "aether_inference_latency_seconds", "Server-side latency of successful inference requests",
             ("api", "model", "version"), buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self._in_flight = prom.Gauge(
+            "aether_inference_in_flight", "Requests admitted and not yet answered",
+            ("api",), registry=self.registry,
+        )  # fmt: skip
         self._queue_depth = prom.Gauge(
             "aether_inference_queue_depth", "Requests waiting in a model version's batch queue",
             ("model", "version"), registry=self.registry,
@@ -86,6 +93,9 @@ class ServingMetrics(ManagerObserver):
         self._child(self._requests, api, model, version_text, code).inc()
         if seconds is not None:
             self._child(self._latency, api, model, version_text).observe(seconds)
+
+    def in_flight(self, api: str, requests: int) -> None:
+        self._child(self._in_flight, api).set(requests)
 
     def prediction_log_dropped(self, count: int = 1) -> None:
         self._prediction_log_dropped.inc(count)

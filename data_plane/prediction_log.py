@@ -1,15 +1,23 @@
-"""The prediction log: sampled Predict requests (features, outputs, model version, variant, request id,
-entity keys) appended to a Redis Stream, for drift monitoring and for joining labels that arrive later.
+"""The prediction log: one entry per Predict request (and per mirrored shadow call) appended to a Redis
+Stream, for the canary controller (outcome and latency of every request, per variant), drift monitoring
+and joining labels that arrive later (features and outputs of a sample).
 
 It never blocks or fails a request: :meth:`PredictionLog.record` only appends to a bounded in-memory
-buffer (dropping, and counting, when full); a background task drains the buffer with pipelined
-``XADD <stream> MAXLEN ~ <n> * ...`` on a connection of its own, and drops (and counts) a batch when
-Redis is down. Shadow variants' answers are always logged, with the served answer, under one request id.
+buffer (dropping, and counting, when full); a background task drains the buffer on a connection of its
+own, a batch at a time with one Lua script call that runs ``XADD <stream> MAXLEN ~ <n> * ...`` per
+entry (one round trip and one future per batch: the log costs the serving event loop a few µs per
+request), and drops (and counts) a batch when Redis is down.
 
-Entry fields: ``request_id``, ``deployment``, ``model``, ``version``, ``variant``, ``role`` (served or
-shadow), ``routing_key``, ``ts_us``, ``entities`` (JSON list of join-key maps), ``features`` (raw
-row-major bytes) with ``features_dtype`` and ``features_shape`` ("rows,cols"), and per output
-``output:<name>`` (raw bytes) with ``output:<name>:dtype`` / ``output:<name>:shape``.
+Entry fields, on every entry: ``request_id``, ``deployment``, ``model``, ``version``, ``variant``,
+``role`` (``served`` or ``shadow``), ``routing_key``, ``ts_us``, ``latency_ms`` (server-side, from the
+request's arrival at the predictor to its answer), ``ok`` (``"1"``/``"0"``), ``error_code`` (the gRPC
+status name: ``OK``, ``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...) and ``sampled`` (``"1"``/``"0"``).
+Only sampled entries (a configurable fraction of requests, and every mirrored request with its shadow's
+answers) add ``entities`` (JSON list of join-key maps), ``features`` (raw row-major bytes) with
+``features_dtype`` and ``features_shape`` ("rows,cols"), and per output ``output:<name>`` (raw bytes)
+with ``output:<name>:dtype`` / ``output:<name>:shape``. A failed request's entry has no outputs, and
+no features when it failed before they were assembled. The control plane's reader of these entries is
+``control_plane/deployments/observations.py``.
 """
 
 from __future__ import annotations
@@ -29,45 +37,98 @@ from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.prediction_log")
 
+SERVED = "served"
+SHADOW = "shadow"
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PredictionRecord:
     request_id: str
     deployment: str
     model: str
     version: int
     variant: str
-    role: str  # "served" or "shadow"
+    role: str  # SERVED or SHADOW
     routing_key: str
-    entities: Sequence[Mapping[str, str]]
-    features: Array
-    outputs: Mapping[str, Array]
     ts_us: int
+    latency_ms: float = 0.0
+    ok: bool = True
+    error_code: str = "OK"
+    # Sampled entries only (None otherwise): what the model saw and answered.
+    entities: Sequence[Mapping[str, str]] | None = None
+    features: Array | None = None
+    outputs: Mapping[str, Array] | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.entities is not None or self.features is not None or self.outputs is not None
 
     def fields(self) -> list[bytes]:
-        out: list[bytes] = []
-
-        def put(name: str, value: bytes | str) -> None:
-            out.append(name.encode())
-            out.append(value if isinstance(value, bytes) else value.encode())
-
-        put("request_id", self.request_id)
-        put("deployment", self.deployment)
-        put("model", self.model)
-        put("version", str(self.version))
-        put("variant", self.variant)
-        put("role", self.role)
-        put("routing_key", self.routing_key)
-        put("ts_us", str(self.ts_us))
-        put("entities", json.dumps([dict(e) for e in self.entities], separators=(",", ":")))
-        put("features", self.features.tobytes())
-        put("features_dtype", self.features.dtype.name)
-        put("features_shape", ",".join(str(d) for d in self.features.shape))
-        for name, array in self.outputs.items():
-            put(f"output:{name}", array.tobytes())
-            put(f"output:{name}:dtype", array.dtype.name)
-            put(f"output:{name}:shape", ",".join(str(d) for d in array.shape))
+        """The entry's RESP bulk strings: name, value, name, value, ... (every request pays for this, so it
+        is built directly rather than through ``pack_command``)."""
+        out = [
+            _F_REQUEST_ID, _bulk(self.request_id.encode()),
+            _F_DEPLOYMENT, _bulk(self.deployment.encode()),
+            _F_MODEL, _bulk(self.model.encode()),
+            _F_VERSION, _bulk(b"%d" % self.version),
+            _F_VARIANT, _bulk(self.variant.encode()),
+            _F_ROLE, _bulk(self.role.encode()),
+            _F_ROUTING_KEY, _bulk(self.routing_key.encode()),
+            _F_TS_US, _bulk(b"%d" % self.ts_us),
+            _F_LATENCY_MS, _bulk(b"%.3f" % self.latency_ms),
+            _F_OK, _ONE if self.ok else _ZERO,
+            _F_ERROR_CODE, _bulk(self.error_code.encode()),
+            _F_SAMPLED, _ONE if self.sampled else _ZERO,
+        ]  # fmt: skip
+        if self.entities is not None:
+            out += [
+                _bulk(b"entities"),
+                _bulk(json.dumps([dict(e) for e in self.entities], separators=(",", ":")).encode()),
+            ]
+        if self.features is not None:
+            out += [
+                _bulk(b"features"), _bulk(self.features.tobytes()),
+                _bulk(b"features_dtype"), _bulk(self.features.dtype.name.encode()),
+                _bulk(b"features_shape"), _bulk(_shape(self.features)),
+            ]  # fmt: skip
+        for name, array in (self.outputs or {}).items():
+            key = f"output:{name}".encode()
+            out += [
+                _bulk(key), _bulk(array.tobytes()),
+                _bulk(key + b":dtype"), _bulk(array.dtype.name.encode()),
+                _bulk(key + b":shape"), _bulk(_shape(array)),
+            ]  # fmt: skip
         return out
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _shape(array: Array) -> bytes:
+    return ",".join(str(d) for d in array.shape).encode()
+
+
+#: Appends a batch of entries in one round trip: ARGV is the stream's MAXLEN, then per entry its number
+#: of field arguments followed by those arguments.
+_APPEND_SCRIPT = b"""
+local i, appended = 2, 0
+while i <= #ARGV do
+  local count = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i + 1, i + count))
+  i = i + 1 + count
+  appended = appended + 1
+end
+return appended
+"""
+_F_REQUEST_ID, _F_DEPLOYMENT, _F_MODEL, _F_VERSION, _F_VARIANT, _F_ROLE, _F_ROUTING_KEY = (
+    _bulk(name)
+    for name in (b"request_id", b"deployment", b"model", b"version", b"variant", b"role", b"routing_key")
+)
+_F_TS_US, _F_LATENCY_MS, _F_OK, _F_ERROR_CODE, _F_SAMPLED = (
+    _bulk(name) for name in (b"ts_us", b"latency_ms", b"ok", b"error_code", b"sampled")
+)
+_ONE, _ZERO = _bulk(b"1"), _bulk(b"0")
 
 
 class PredictionLog:
@@ -84,8 +145,9 @@ class PredictionLog:
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self._redis = redis
-        self._stream = stream.encode()
-        self._maxlen = str(maxlen).encode()
+        # The batch command's arguments before the entries, packed once (RESP, without the array header).
+        head = pack_command(b"EVAL", _APPEND_SCRIPT, b"1", stream.encode(), str(maxlen).encode())
+        self._head = head[head.index(b"\r\n") + 2 :]
         self.sample_rate = sample_rate
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
         self._buffer_size = buffer_size
@@ -98,6 +160,7 @@ class PredictionLog:
         self.dropped = 0
 
     def sampled(self) -> bool:
+        """Whether this request's features and outputs go into its entry (``sample_rate`` of them)."""
         rate = self.sample_rate
         return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
 
@@ -137,24 +200,28 @@ class PredictionLog:
                 await self._flush()
 
     async def _flush(self) -> None:
+        """Appends up to ``batch_size`` buffered entries with one script call (one round trip, one
+        future: per-entry commands would cost the event loop a task and a timer per request)."""
         batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
-        commands = [
-            pack_command(b"XADD", self._stream, b"MAXLEN", b"~", self._maxlen, b"*", *record.fields())
-            for record in batch
-        ]
-        results = await asyncio.gather(
-            *(self._redis.execute_packed(c, self._timeout_s) for c in commands), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        self.written += len(results) - len(failures)
-        if failures:
-            self._drop(len(failures))
-            error = failures[0]
+        parts = [self._head]
+        arguments = 5  # EVAL, the script, the key count, the stream, MAXLEN
+        for record in batch:
+            fields = record.fields()
+            parts.append(_bulk(b"%d" % len(fields)))
+            parts += fields
+            arguments += 1 + len(fields)
+        command = b"*%d\r\n%s" % (arguments, b"".join(parts))
+        try:
+            await self._redis.execute_packed(command, self._timeout_s)
+        except Exception as error:  # whatever went wrong, the entries are dropped and counted, never raised
+            self._drop(len(batch))
             if isinstance(error, (RedisUnavailable, RedisCommandError)):
-                _log.warning("prediction log dropped %d entries: %s", len(failures), error)
+                _log.warning("prediction log dropped %d entries: %s", len(batch), error)
             else:
-                _log.error("prediction log dropped %d entries", len(failures), exc_info=error)
+                _log.error("prediction log dropped %d entries", len(batch), exc_info=error)
             await asyncio.sleep(0.5)  # Redis is struggling: do not hammer it; the buffer bounds memory
+            return
+        self.written += len(batch)
 
 
 def now_us() -> int:

@@ -6,7 +6,8 @@ Resolution: the deployment's plan (from the deployment watch) routes the request
 without a plan of that name, a model loaded from the static model config of the same name serves it
 (newest READY version, variant ``static``). Then the model's features are fetched and merged
 (:mod:`data_plane.feature_vector`), the model runs through its batcher, and the request is logged when
-sampled. Shadow variants get a mirrored copy in the background; their answers are only logged.
+sampled. Shadow variants get a mirrored copy in the background; their answers are only logged. Every
+request leaves a prediction-log entry with its latency and status, failures included.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from clients.errors import NotFound
-from data_plane.deployment_plan import DeploymentPlans
-from data_plane.feature_vector import FeatureAssembler, RowFacts
+from clients.errors import AetherError, NotFound, Unavailable
+from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
+from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
 from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec
-from data_plane.prediction_log import PredictionLog, PredictionRecord, now_us
+from data_plane.prediction_log import SERVED, SHADOW, PredictionLog, PredictionRecord, now_us
 from data_plane.routing import choose_variant
 from data_plane.runtime.base import Array
 
@@ -51,6 +52,24 @@ class Prediction:
     rows: tuple[RowFacts, ...]
 
 
+@dataclass(slots=True)
+class _Trace:
+    """How far a request got, for its prediction-log entry when it fails."""
+
+    spec: ModelSpec | None = None
+    variant: str = ""
+    features: Array | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    spec: ModelSpec
+    variant: str
+    shadows: tuple[tuple[ModelSpec, str], ...]
+    assembled: FeatureMatrix
+    outputs: dict[str, Array]
+
+
 class Predictor:
     def __init__(
         self,
@@ -65,10 +84,12 @@ class Predictor:
         self._log = log
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
+    def _plan(self, deployment: str) -> DeploymentPlan | None:
+        return self._plans().get(deployment) if self._plans is not None else None
+
     def _route(
-        self, call: PredictCall, request_id: str
+        self, call: PredictCall, request_id: str, plan: DeploymentPlan | None
     ) -> tuple[ModelSpec, str, tuple[tuple[ModelSpec, str], ...]]:
-        plan = self._plans().get(call.deployment) if self._plans is not None else None
         if plan is not None:
             routed = choose_variant(plan, call.routing_key or request_id)
             shadows = tuple((s.model, s.name) for s in routed.shadows)
@@ -82,45 +103,90 @@ class Predictor:
             ) from None
 
     async def predict(self, call: PredictCall) -> Prediction:
+        """Serves one request. Every request, answered or failed, leaves one prediction-log entry with its
+        latency and status (the canary controller's evidence); features and outputs only when sampled."""
+        started = time.perf_counter()
         request_id = call.request_id or uuid.uuid4().hex
-        spec, variant, shadows = self._route(call, request_id)
         deadline = None if call.time_remaining_s is None else time.monotonic() + call.time_remaining_s
-        features = await self._assembler.assemble(
-            spec, call.rows, call.request_features, call.time_remaining_s
-        )
-        name = spec.inputs[0].name
-        prepared_spec, request = self._manager.prepare(spec.name, spec.version, {name: features.values})
-        outputs = await self._manager.run_prepared(prepared_spec, request, deadline)
+        trace = _Trace()
         log = self._log
-        mirrored = bool(shadows) and log is not None
-        if log is not None and (mirrored or log.sampled()):
-            log.record(self._record(call, request_id, spec, variant, "served", features.values, outputs))
-        for shadow_spec, shadow_variant in shadows:
-            self._mirror(call, request_id, shadow_spec, shadow_variant, spec, features.values)
-        return Prediction(outputs, spec, variant, request_id, features.rows)
+        try:
+            served = await self._serve(call, request_id, deadline, trace)
+        except BaseException as exc:  # logged with its status, then answered as before
+            if log is not None:
+                sampled = log.sampled()
+                log.record(
+                    self._record(
+                        call, request_id, trace.spec, trace.variant, SERVED, started, exc,
+                        trace.features, None, sampled,
+                    )
+                )  # fmt: skip
+            raise
+        spec, variant, features = served.spec, served.variant, served.assembled.values
+        if log is not None:
+            sampled = bool(served.shadows) or log.sampled()  # a mirrored request is always logged in full
+            log.record(
+                self._record(
+                    call, request_id, spec, variant, SERVED, started, None, features, served.outputs, sampled
+                )
+            )
+        for shadow_spec, shadow_variant in served.shadows:
+            self._mirror(call, request_id, shadow_spec, shadow_variant, spec, features)
+        return Prediction(served.outputs, spec, variant, request_id, served.assembled.rows)
+
+    async def _serve(
+        self, call: PredictCall, request_id: str, deadline: float | None, trace: _Trace
+    ) -> _Served:
+        """Routes, assembles the features and runs the model; ``trace`` shows how far it got."""
+        for attempt in range(2):
+            plan = self._plan(call.deployment)
+            spec, variant, shadows = self._route(call, request_id, plan)
+            trace.spec, trace.variant = spec, variant
+            remaining = None if deadline is None else deadline - time.monotonic()
+            assembled = await self._assembler.assemble(spec, call.rows, call.request_features, remaining)
+            trace.features = assembled.values
+            try:
+                prepared_spec, request = self._manager.prepare(
+                    spec.name, spec.version, {spec.inputs[0].name: assembled.values}
+                )
+                outputs = await self._manager.run_prepared(prepared_spec, request, deadline)
+            except (Unavailable, NotFound):
+                # A new plan (a rollback, a promotion) unloaded the version this request was routed to
+                # while it waited: route it again, once, under the plan that replaced it.
+                if attempt == 0 and self._plan(call.deployment) is not plan:
+                    continue
+                raise
+            return _Served(spec, variant, shadows, assembled, outputs)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _record(
         self,
         call: PredictCall,
         request_id: str,
-        spec: ModelSpec,
+        spec: ModelSpec | None,
         variant: str,
         role: str,
-        features: Array,
-        outputs: Mapping[str, Array],
+        started: float,
+        error: BaseException | None,
+        features: Array | None,
+        outputs: Mapping[str, Array] | None,
+        sampled: bool,
     ) -> PredictionRecord:
         return PredictionRecord(
             request_id=request_id,
             deployment=call.deployment,
-            model=spec.name,
-            version=spec.version,
+            model="" if spec is None else spec.name,
+            version=0 if spec is None else spec.version,
             variant=variant,
             role=role,
             routing_key=call.routing_key,
-            entities=call.rows,
-            features=features,
-            outputs=outputs,
             ts_us=now_us(),
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            ok=error is None,
+            error_code="OK" if error is None else status_name(error),
+            entities=call.rows if sampled else None,
+            features=features if sampled else None,
+            outputs=outputs if sampled else None,
         )
 
     def _mirror(
@@ -133,10 +199,12 @@ class Predictor:
         features: Array,
     ) -> None:
         """Runs the shadow in the background (it never delays or fails the served answer). It reuses the
-        served request's features when it reads the same ones, and fetches its own otherwise."""
+        served request's features when it reads the same ones, and fetches its own otherwise. Its entry
+        (role ``shadow``, always sampled) is logged whether it answered or failed."""
 
         async def shadow() -> None:
             nonlocal features
+            started = time.perf_counter()
             try:
                 same = spec.feature_refs == served.feature_refs and spec.inputs[0].np_dtype == features.dtype
                 if not same:
@@ -152,10 +220,30 @@ class Predictor:
                     request_id,
                     exc,
                 )
+                if self._log is not None:
+                    self._log.record(
+                        self._record(
+                            call, request_id, spec, variant, SHADOW, started, exc, features, None, True
+                        )
+                    )
                 return
             if self._log is not None:
-                self._log.record(self._record(call, request_id, spec, variant, "shadow", features, outputs))
+                self._log.record(
+                    self._record(
+                        call, request_id, spec, variant, SHADOW, started, None, features, outputs, True
+                    )
+                )
 
         task = asyncio.get_running_loop().create_task(shadow())
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
+
+
+def status_name(error: BaseException) -> str:
+    """The gRPC status name a request failed with (what ``maps_errors`` answers for it)."""
+    if isinstance(error, AetherError):
+        name: str = error.code.name
+        return name
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"  # the caller went away or its deadline passed
+    return "INTERNAL"

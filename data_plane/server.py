@@ -6,12 +6,20 @@ Prometheus endpoint.
 Health: the overall status ("") and OnlineFeatures are NOT_SERVING until a registry snapshot is loaded;
 the inference services are NOT_SERVING until the models of the static config and of the persisted
 deployment plans have settled (READY or FAILED), which ``start_server`` waits for before it returns.
+
+Shutdown (:meth:`DataPlaneHandle.drain`, what SIGTERM runs): every service reports NOT_SERVING at once,
+so that load balancers and the replica manager stop sending; for ``delay_s`` requests are still served
+(those already on their way); then Predict refuses new requests with UNAVAILABLE while the admitted ones
+finish; once no request has arrived for a moment (the refused callers went elsewhere) the server stops
+accepting calls and gives the remaining ones (any API) the rest of the grace period, and only then are
+the prediction log flushed and the models unloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -38,6 +46,10 @@ from data_plane.settings import DataPlaneSettings
 _log = logging.getLogger("aether.data_plane.server")
 
 INFERENCE_SERVICES = (inference_v2.SERVICE_NAME, predict.SERVICE_NAME)
+#: Once drained, the transport stops only after no request arrived for this long (callers refused
+#: with UNAVAILABLE have moved on), or after the longer wait at most.
+DRAIN_QUIET_S = 0.1
+DRAIN_QUIET_MAX_S = 2.0
 
 
 @dataclass
@@ -54,10 +66,28 @@ class DataPlaneHandle:
     prediction_log: PredictionLog
     log_redis: RedisClient
     metrics_server: MetricsServer | None = None
+    health: health.aio.HealthServicer | None = None
+    admission: predict.Admission | None = None
 
     @property
     def metrics_port(self) -> int | None:
         return None if self.metrics_server is None else self.metrics_server.port
+
+    async def drain(self, delay_s: float, grace_s: float) -> None:
+        """Stops without losing a request: NOT_SERVING, ``delay_s`` more of serving, then in-flight
+        requests get up to ``grace_s`` to finish before everything stops."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, and it stays so
+        await asyncio.sleep(delay_s)
+        deadline = time.monotonic() + grace_s
+        if self.admission is not None:
+            if not await self.admission.drain(grace_s):
+                _log.warning(
+                    "%d Predict requests still running after %.1f s", self.admission.in_flight, grace_s
+                )
+            left = deadline - time.monotonic()
+            await self.admission.quiet(DRAIN_QUIET_S, min(left, DRAIN_QUIET_MAX_S))
+        await self.stop(max(deadline - time.monotonic(), 0.0))
 
     async def stop(self, grace: float | None = None) -> None:
         await self.server.stop(grace)
@@ -162,7 +192,8 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     await _load_static_models(settings, manager)
     deployments = await start_deployment_watch(settings, manager)
     predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
-    predict.add_to_server(predict.PredictServicer(predictor, metrics), server)
+    predict_servicer = predict.PredictServicer(predictor, metrics)
+    predict.add_to_server(predict_servicer, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
@@ -198,6 +229,8 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         prediction_log=prediction_log,
         log_redis=log_redis,
         metrics_server=metrics_server,
+        health=health_servicer,
+        admission=predict_servicer.admission,
     )
 
 

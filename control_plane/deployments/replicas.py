@@ -5,7 +5,9 @@ A replica is listed in :meth:`ReplicaManager.ready_addresses` (what a client-sid
 balancer sends traffic to) only once its gRPC health says SERVING, so it has loaded the plans and models
 it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
-timeout. Each replica gets its own state folder (persisted plans, its stderr log)."""
+timeout. Each replica gets its own state folder (persisted plans, its stderr log) and, unless told
+otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
+(:mod:`control_plane.deployments.autoscale_loop`) scrapes."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 _log = logging.getLogger("aether.control_plane.replicas")
 
 _READY_LINE = "aether data plane listening on "
+_METRICS_LINE = "aether data plane metrics on "
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ReplicaSettings:
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 30.0
     python: str = sys.executable
+    metrics: bool = True  # give each replica a /metrics endpoint (on a free port)
     extra_args: tuple[str, ...] = field(default=())
 
 
@@ -42,6 +46,7 @@ class Replica:
     number: int
     process: asyncio.subprocess.Process
     address: str = ""
+    metrics_address: str = ""  # HOST:PORT of its /metrics; empty without one
 
 
 class ReplicaManager:
@@ -102,6 +107,7 @@ class ReplicaManager:
                 settings.control_plane_addr,
                 "--snapshot-path",
                 str(folder / "registry_snapshot.pb"),
+                *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
                 *settings.extra_args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -109,26 +115,15 @@ class ReplicaManager:
         replica = Replica(number, process)
         try:
             async with asyncio.timeout(settings.start_timeout_s):
-                replica.address = await self._listening_address(process)
+                replica.address = await _line_after(process, _READY_LINE)
+                if settings.metrics:
+                    replica.metrics_address = await _line_after(process, _METRICS_LINE)
                 await _wait_serving(replica.address)
         except BaseException:
             await self._stop(replica)
             raise
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
-
-    @staticmethod
-    async def _listening_address(process: asyncio.subprocess.Process) -> str:
-        assert process.stdout is not None
-        while True:
-            line = await process.stdout.readline()
-            if not line:
-                raise RuntimeError(
-                    f"data-plane replica exited with status {await process.wait()} before serving"
-                )
-            text = line.decode(errors="replace").strip()
-            if text.startswith(_READY_LINE):
-                return text.removeprefix(_READY_LINE)
 
     async def _stop(self, replica: Replica) -> None:
         process = replica.process
@@ -143,6 +138,18 @@ class ReplicaManager:
                     process.kill()
                 await process.wait()
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:
+    """What follows ``prefix`` on the first line of the replica's stdout that starts with it."""
+    assert process.stdout is not None
+    while True:
+        line = await process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"data-plane replica exited with status {await process.wait()} before serving")
+        text = line.decode(errors="replace").strip()
+        if text.startswith(prefix):
+            return text.removeprefix(prefix)
 
 
 async def _wait_serving(address: str, poll_s: float = 0.05) -> None:

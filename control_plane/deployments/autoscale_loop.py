@@ -1,0 +1,212 @@
+"""The autoscaler's loop: every ``policy.interval_s`` (30 s by default) it scrapes each data-plane replica's
+Prometheus ``/metrics`` endpoint, turns what it read into the fleet's :class:`~autoscaler.Load`, asks the
+pure :func:`~control_plane.deployments.autoscaler.decide` for the replica count and applies it through the
+:class:`~control_plane.deployments.replicas.ReplicaManager` (new replicas count only once SERVING).
+
+What is read from each replica (``data_plane/metrics.py``):
+
+* queue depth — ``aether_inference_in_flight``: requests admitted and not yet answered (queued for a
+  batch, fetching features or running), summed over the replicas;
+* p99 latency — ``aether_inference_latency_seconds``: the histogram's cumulative bucket counts, minus
+  those of the previous scrape of the same replica, summed over replicas and label sets, so the p99 is
+  that of the requests served during the interval (as the upper edge of its bucket: never optimistic).
+  A replica whose counts went down restarted: its whole histogram counts as the interval's.
+
+A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
+as running, since the replica manager decides what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
+from control_plane.deployments.replicas import ReplicaManager
+
+_log = logging.getLogger("aether.control_plane.autoscaler")
+
+IN_FLIGHT = "aether_inference_in_flight"
+LATENCY_BUCKET = "aether_inference_latency_seconds_bucket"
+SCRAPE_TIMEOUT_S = 2.0
+
+Scrape = Callable[[str], Awaitable[str]]
+
+
+def policy_from_env(env: Mapping[str, str] | None = None) -> AutoscalerPolicy:
+    """``AETHER_AUTOSCALE_INTERVAL_S``, ``AETHER_MIN_REPLICAS``, ``AETHER_MAX_REPLICAS``,
+    ``AETHER_TARGET_QUEUE_PER_REPLICA`` and ``AETHER_TARGET_P99_MS`` over the policy's defaults."""
+    env = os.environ if env is None else env
+    defaults = AutoscalerPolicy()
+    return AutoscalerPolicy(
+        min_replicas=int(env.get("AETHER_MIN_REPLICAS") or defaults.min_replicas),
+        max_replicas=int(env.get("AETHER_MAX_REPLICAS") or defaults.max_replicas),
+        target_queue_per_replica=float(
+            env.get("AETHER_TARGET_QUEUE_PER_REPLICA") or defaults.target_queue_per_replica
+        ),
+        target_p99_ms=float(env.get("AETHER_TARGET_P99_MS") or defaults.target_p99_ms),
+        interval_s=float(env.get("AETHER_AUTOSCALE_INTERVAL_S") or defaults.interval_s),
+        up_window_s=defaults.up_window_s,
+        down_window_s=defaults.down_window_s,
+        max_step_up=defaults.max_step_up,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSample:
+    """One scrape of one replica."""
+
+    in_flight: float = 0.0
+    #: Cumulative latency-histogram counts by upper bucket edge in seconds (``inf`` included), summed
+    #: over every label set.
+    latency_buckets: Mapping[float, float] = field(default_factory=dict)
+
+
+def parse_metrics(text: str) -> ReplicaSample:
+    """The autoscaler's inputs from one replica's Prometheus exposition text."""
+    in_flight = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == IN_FLIGHT:
+                in_flight += sample.value
+            elif sample.name == LATENCY_BUCKET:
+                edge = float(sample.labels["le"])
+                buckets[edge] = buckets.get(edge, 0.0) + sample.value
+    return ReplicaSample(in_flight, buckets)
+
+
+def interval_counts(previous: ReplicaSample | None, current: ReplicaSample) -> dict[float, float]:
+    """Cumulative counts by bucket edge of the requests served since ``previous``."""
+    if previous is None:
+        return dict(current.latency_buckets)
+    delta = {e: c - previous.latency_buckets.get(e, 0.0) for e, c in current.latency_buckets.items()}
+    if any(c < 0 for c in delta.values()):  # the counters went back: the replica restarted
+        return dict(current.latency_buckets)
+    return delta
+
+
+def p99_ms(cumulative: Mapping[float, float]) -> float | None:
+    """The p99 of a cumulative histogram, as the upper edge of the bucket holding it (the largest finite
+    edge when it lies beyond every edge); None when it counts nothing."""
+    edges = sorted(cumulative)
+    total = cumulative[edges[-1]] if edges else 0.0
+    if total <= 0:
+        return None
+    wanted = math.ceil(0.99 * total)
+    finite = [e for e in edges if math.isfinite(e)]
+    for edge in edges:
+        if cumulative[edge] >= wanted:
+            if math.isfinite(edge):
+                return edge * 1000.0
+            break
+    return finite[-1] * 1000.0 if finite else None
+
+
+async def fetch_metrics(address: str) -> str:
+    """The exposition text of ``http://ADDRESS/metrics``."""
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=SCRAPE_TIMEOUT_S) as response:
+            body: bytes = response.read()
+            return body.decode()
+
+    return await asyncio.to_thread(get)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleEvent:
+    """One decision of the loop: what it measured and the replica count it asked for."""
+
+    at_s: float
+    load: Load
+    replicas: int
+
+
+class AutoscaleLoop:
+    def __init__(
+        self,
+        replicas: ReplicaManager,
+        policy: AutoscalerPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        scrape: Scrape = fetch_metrics,
+    ) -> None:
+        self._replicas = replicas
+        self._policy = policy
+        self._clock = clock
+        self._scrape = scrape
+        self._history: tuple[Recommendation, ...] = ()
+        self._previous: dict[int, ReplicaSample] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
+
+    async def measure(self) -> Load:
+        """The fleet's load since the previous measurement."""
+        running = [r for r in self._replicas.replicas if r.metrics_address]
+        texts = await asyncio.gather(
+            *(self._scrape(r.metrics_address) for r in running), return_exceptions=True
+        )
+        queue = 0.0
+        latency: dict[float, float] = {}
+        previous, self._previous = self._previous, {}
+        for replica, text in zip(running, texts, strict=True):
+            if isinstance(text, BaseException):
+                _log.warning(
+                    "could not scrape replica %d at %s: %s", replica.number, replica.metrics_address, text
+                )
+                continue
+            sample = parse_metrics(text)
+            self._previous[replica.number] = sample
+            queue += sample.in_flight
+            for edge, count in interval_counts(previous.get(replica.number), sample).items():
+                latency[edge] = latency.get(edge, 0.0) + count
+        return Load(replicas=self._replicas.count, queue_depth=queue, p99_ms=p99_ms(latency))
+
+    async def tick(self) -> int:
+        """One measurement and decision, applied; the replica count asked for."""
+        load = await self.measure()
+        now = self._clock()
+        wanted, self._history = decide(self._policy, load, self._history, now)
+        self.events = [*self.events[-99:], ScaleEvent(now, load, wanted)]
+        if wanted != self._replicas.count:
+            _log.info(
+                "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms)",
+                self._replicas.count,
+                wanted,
+                load.queue_depth,
+                "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f}",
+            )
+            await self._replicas.scale_to(wanted)
+        return wanted
+
+    async def run(self) -> None:
+        """Brings the fleet to at least ``min_replicas``, then decides every ``interval_s``."""
+        if self._replicas.count < self._policy.min_replicas:
+            await self._replicas.scale_to(self._policy.min_replicas)
+        while True:
+            await asyncio.sleep(self._policy.interval_s)
+            try:
+                await self.tick()
+            except Exception:  # a replica failed to start, say: the next interval tries again
+                _log.exception("autoscaler pass failed")
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="autoscale-loop")
+
+    async def stop(self) -> None:
+        """Stops deciding (the replicas keep running: :meth:`ReplicaManager.close` stops them)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

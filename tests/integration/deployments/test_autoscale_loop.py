@@ -1,0 +1,133 @@
+"""The autoscaler's loop with real ``python -m data_plane`` replicas: it scrapes their Prometheus endpoints,
+scales up when closed-loop load queues requests (the new replica listed only once SERVING), and back down
+(draining the replica it stops) once the load is gone and the down window has passed. Plus its reading of
+the data plane's real metrics exposition."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.sdk.inference import build_predict_request
+from control_plane.deployments.autoscale_loop import AutoscaleLoop, p99_ms, parse_metrics
+from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from data_plane.metrics import ServingMetrics
+from data_plane.models.spec import dump_model_config
+from tests.integration.closed_loop.models import slow_on_features
+from tests.integration.deployments.conftest import Plane
+from tests.support import onnx_models
+
+POLICY = AutoscalerPolicy(
+    min_replicas=1,
+    max_replicas=2,
+    target_queue_per_replica=2.0,
+    target_p99_ms=60_000.0,  # latency never decides here: the queue does
+    interval_s=0.3,
+    up_window_s=0.0,
+    down_window_s=1.0,
+    max_step_up=1,
+)
+CLIENTS = 8
+
+
+def test_the_loop_reads_the_data_planes_metrics() -> None:
+    metrics = ServingMetrics()
+    metrics.in_flight("Predict", 5)
+    for seconds in [0.001] * 98 + [0.2, 0.2]:
+        metrics.request("Predict", "m", 1, "OK", seconds)
+    sample = parse_metrics(metrics.render().decode())
+    assert sample.in_flight == 5.0
+    assert p99_ms(sample.latency_buckets) == 250.0  # the 0.2 s requests' bucket's upper edge
+    metrics.request("Predict", "m", 2, "OK", 0.0003)
+    later = parse_metrics(metrics.render().decode())
+    assert later.latency_buckets[float("inf")] == 101.0  # summed over every label set
+
+
+async def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def _load(address: str, stop: asyncio.Event) -> int:
+    answered = 0
+
+    async def caller(stub: pb_grpc.InferenceStub) -> None:
+        nonlocal answered
+        while not stop.is_set():
+            request = build_predict_request(
+                "slow", [{"driver_id": 1}], request_features=[{f"f{i}": 0.5 for i in range(4)}]
+            )
+            await stub.Predict(request, timeout=20)
+            answered += 1
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+        await asyncio.gather(*(caller(stub) for _ in range(CLIENTS)))
+    return answered
+
+
+async def _health(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(answer.status)
+
+
+async def test_load_scales_the_replicas_up_and_its_absence_back_down(plane: Plane, tmp_path: Path) -> None:
+    # A slow model on request-time features only, one row at a time (~10 ms each): 8 callers keep ~8
+    # requests in flight on one replica, four times the target of 2.
+    spec = onnx_models.save(
+        slow_on_features(), tmp_path / "slow.onnx", "slow",
+        feature_refs=tuple(f"request:f{i}" for i in range(4)), max_batch_size=1,
+    )  # fmt: skip
+    dump_model_config([spec], tmp_path / "models.json")
+    extra_args = ("--model-config", str(tmp_path / "models.json"), "--prediction-log-sample-rate", "0")
+    replicas = ReplicaManager(
+        ReplicaSettings(
+            plane.address,
+            plane.redis_url,
+            tmp_path / "replicas",
+            extra_args=(*extra_args, "--drain-delay-s", "0.1"),
+        )
+    )
+    loop = AutoscaleLoop(replicas, POLICY)
+    stop = asyncio.Event()
+    load: asyncio.Task[int] | None = None
+    try:
+        loop.start()
+        await _wait(lambda: replicas.count == 1, 60, "the loop starts min_replicas")
+        first = replicas.replicas[0]
+        assert first.metrics_address
+
+        load = asyncio.create_task(_load(first.address, stop))
+        await _wait(lambda: replicas.count == 2, 60, "load scales up")
+        second = replicas.replicas[1]
+        assert await _health(second.address) == health_pb2.HealthCheckResponse.SERVING
+        up = next(e for e in loop.events if e.replicas == 2)
+        assert up.load.queue_depth >= 4 and up.load.replicas == 1
+        assert up.load.p99_ms is not None and up.load.p99_ms >= 5.0  # the slow model's requests
+
+        stop.set()
+        assert await load > 0
+        load = None
+        await _wait(lambda: replicas.count == 1, 30, "no load scales down")
+        assert replicas.replicas[0] is first  # the newest replica is the one stopped: unlisted first,
+        assert await asyncio.wait_for(second.process.wait(), 30) == 0  # then drained on SIGTERM
+        down = next(e for e in loop.events if e.replicas == 1 and e.at_s > up.at_s)
+        assert down.load.queue_depth == 0
+        assert down.at_s - up.at_s >= POLICY.down_window_s  # held for the down window first
+    finally:
+        stop.set()
+        if load is not None:
+            load.cancel()
+        await loop.stop()
+        await replicas.close()
