@@ -1,0 +1,144 @@
+"""Client of the monitoring service (``aether.v1.Monitoring``): configure a deployment's monitor, read
+drift reports and quality windows, send labels, link a reference profile.
+
+    with MonitoringClient("127.0.0.1:50051") as monitoring:
+        monitoring.configure("churn", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=0.8)
+        monitoring.record_feedback([("req-1", 1.0), ("req-2", 0.0)])   # (request id, label[, row])
+        for report in monitoring.drift_reports("churn"):
+            ...
+
+One method per RPC, plain Python arguments in, proto messages out; a failed call raises the matching
+:mod:`clients.errors` exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
+from clients.errors import from_rpc_error
+from clients.sdk.artifacts import ArtifactClient
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+_Response = TypeVar("_Response")
+ACTOR_METADATA_KEY = "x-aether-actor"
+#: Labels per RecordFeedback call when a long list is sent.
+FEEDBACK_BATCH = 10_000
+
+FeedbackItem = pb.Feedback | tuple[str, float] | tuple[str, float, int]
+
+
+def feedback_message(item: FeedbackItem) -> pb.Feedback:
+    """A ``Feedback`` from a message or a ``(request_id, label[, row])`` tuple."""
+    if isinstance(item, pb.Feedback):
+        return item
+    if len(item) == 2:
+        return pb.Feedback(request_id=item[0], label=float(item[1]))
+    request_id, label, row = item
+    return pb.Feedback(request_id=request_id, label=float(label), row=int(row))
+
+
+class MonitoringClient:
+    """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = pb_grpc.MonitoringStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> MonitoringClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        try:
+            response = method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    def configure(self, deployment: str, **fields: Any) -> pb.MonitorConfig:
+        """Creates or replaces the monitor of ``deployment``; ``fields`` are ``MonitorConfig`` fields
+        (unset ones take their defaults). Returns the effective config."""
+        config = pb.MonitorConfig(deployment=deployment, **fields)
+        return self._call(
+            self._stub.ConfigureMonitor, pb.ConfigureMonitorRequest(config=config), pb.MonitorConfig
+        )
+
+    def get_config(self, deployment: str) -> pb.MonitorConfig:
+        return self._call(
+            self._stub.GetMonitorConfig, pb.GetMonitorConfigRequest(deployment=deployment), pb.MonitorConfig
+        )
+
+    def drift_reports(
+        self, deployment: str, *, since_us: int = 0, until_us: int = 0, limit: int = 0
+    ) -> list[pb.DriftReport]:
+        """Stored reports of ``deployment``, newest first."""
+        request = pb.GetDriftReportsRequest(
+            deployment=deployment, since_us=since_us, until_us=until_us, limit=limit
+        )
+        return list(self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse).reports)
+
+    def record_feedback(self, items: Iterable[FeedbackItem]) -> pb.RecordFeedbackResponse:
+        """Sends labels in batches of :data:`FEEDBACK_BATCH`; returns the summed counts (the orphaned
+        total is the last batch's)."""
+        messages = [feedback_message(item) for item in items]
+        total = pb.RecordFeedbackResponse()
+        for start in range(0, max(len(messages), 1), FEEDBACK_BATCH):
+            batch = pb.RecordFeedbackRequest(feedback=messages[start : start + FEEDBACK_BATCH])
+            answer = self._call(self._stub.RecordFeedback, batch, pb.RecordFeedbackResponse)
+            total.recorded += answer.recorded
+            total.joined += answer.joined
+            total.orphaned += answer.orphaned
+            total.orphaned_total = answer.orphaned_total
+        return total
+
+    def performance(
+        self, deployment: str, *, since_us: int = 0, until_us: int = 0
+    ) -> pb.GetPerformanceResponse:
+        request = pb.GetPerformanceRequest(deployment=deployment, since_us=since_us, until_us=until_us)
+        return self._call(self._stub.GetPerformance, request, pb.GetPerformanceResponse)
+
+    def register_reference_profile(
+        self, model_name: str, version: int, artifact_sha256: str, output_artifact_sha256: str = ""
+    ) -> pb.ReferenceProfileInfo:
+        """Links uploaded profile blobs to a model version."""
+        request = pb.RegisterReferenceProfileRequest(
+            model_name=model_name,
+            version=version,
+            artifact_sha256=artifact_sha256,
+            output_artifact_sha256=output_artifact_sha256,
+        )
+        return self._call(self._stub.RegisterReferenceProfile, request, pb.ReferenceProfileInfo)
+
+    def upload_reference_profile(
+        self, model_name: str, version: int, profile: bytes, output_profile: bytes | None = None
+    ) -> pb.ReferenceProfileInfo:
+        """Uploads profile file bytes (``control_plane.monitoring.profiles.profile_blob``) to the artifact
+        store of the same control plane, then links them to the version."""
+        artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
+        sha = artifacts.upload_bytes(profile).sha256
+        output_sha = artifacts.upload_bytes(output_profile).sha256 if output_profile is not None else ""
+        return self.register_reference_profile(model_name, version, sha, output_sha)

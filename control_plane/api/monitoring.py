@@ -1,0 +1,150 @@
+"""The ``aether.v1.Monitoring`` gRPC service: thin methods over the monitoring cores (blocking SQL runs in
+worker threads). Registering the service also starts the monitor loop (unless told not to) in the
+server's event loop, reading the prediction log from the control plane's Redis; it stops with the
+server (``context.on_close``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeVar
+
+import grpc.aio
+import redis.asyncio
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument, maps_errors
+from control_plane.api.context import ServiceContext, ServiceModule
+from control_plane.api.identity import actor_of
+from control_plane.artifacts.settings import store_for
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.monitoring import config as configs
+from control_plane.monitoring.feedback import record_feedback
+from control_plane.monitoring.gauges import gauges_for
+from control_plane.monitoring.monitor import Monitor
+from control_plane.monitoring.performance import performance
+from control_plane.monitoring.profiles import ReferenceCache, link_reference_profile
+from control_plane.monitoring.reports import query_reports
+from control_plane.monitoring.settings import MonitoringSettings
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Monitoring"].full_name
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+
+async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+class MonitoringServicer(pb_grpc.MonitoringServicer):
+    def __init__(self, sessions: sessionmaker[Session], store: ArtifactStore) -> None:
+        self._sessions = sessions
+        self._store = store
+
+    @maps_errors
+    async def ConfigureMonitor(
+        self, request: pb.ConfigureMonitorRequest, context: Context
+    ) -> pb.MonitorConfig:
+        if not request.HasField("config"):
+            raise InvalidArgument("a monitor config is required")
+        return await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
+
+    @maps_errors
+    async def GetMonitorConfig(
+        self, request: pb.GetMonitorConfigRequest, context: Context
+    ) -> pb.MonitorConfig:
+        if not request.deployment:
+            raise InvalidArgument("a deployment name is required")
+        return await _run(configs.get_config, self._sessions, request.deployment)
+
+    @maps_errors
+    async def GetDriftReports(
+        self, request: pb.GetDriftReportsRequest, context: Context
+    ) -> pb.GetDriftReportsResponse:
+        reports = await _run(
+            query_reports,
+            self._sessions,
+            request.deployment,
+            request.since_us,
+            request.until_us,
+            request.limit,
+        )
+        return pb.GetDriftReportsResponse(reports=reports)
+
+    @maps_errors
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: Context
+    ) -> pb.RecordFeedbackResponse:
+        return await _run(record_feedback, self._sessions, list(request.feedback))
+
+    @maps_errors
+    async def GetPerformance(
+        self, request: pb.GetPerformanceRequest, context: Context
+    ) -> pb.GetPerformanceResponse:
+        if not request.deployment:
+            raise InvalidArgument("a deployment name is required")
+        config = await _run(configs.get_config, self._sessions, request.deployment)
+        return await _run(performance, self._sessions, config, request.since_us, request.until_us)
+
+    @maps_errors
+    async def RegisterReferenceProfile(
+        self, request: pb.RegisterReferenceProfileRequest, context: Context
+    ) -> pb.ReferenceProfileInfo:
+        if not request.model_name or request.version <= 0:
+            raise InvalidArgument("a model name and a version are required")
+        return await _run(
+            link_reference_profile,
+            self._sessions,
+            self._store,
+            request.model_name,
+            request.version,
+            request.artifact_sha256,
+            request.output_artifact_sha256,
+            actor=actor_of(context),
+        )
+
+
+def services(
+    settings: MonitoringSettings | None = None,
+    *,
+    run_monitor: bool = True,
+    registry: CollectorRegistry | None = None,
+    on_monitor: Callable[[Monitor], None] | None = None,
+) -> ServiceModule:
+    """The monitoring service; with ``run_monitor`` the monitor loop runs in the server's event loop
+    (settings from the environment unless given; gauges on ``registry``, default the process-wide one).
+    ``on_monitor`` receives the loop's :class:`Monitor` (for in-process use and tests)."""
+
+    def add(server: grpc.aio.Server, context: ServiceContext) -> str:
+        store = store_for(context.settings.home)
+        pb_grpc.add_MonitoringServicer_to_server(MonitoringServicer(context.sessions, store), server)  # type: ignore[no-untyped-call]
+        if run_monitor:
+            loop_settings = settings or MonitoringSettings.from_env()
+            gauges = gauges_for(registry)
+            client = redis.asyncio.Redis.from_url(context.settings.redis_url)
+            monitor = Monitor(
+                context.sessions,
+                ReferenceCache(context.sessions, store),
+                client,
+                loop_settings,
+                gauges=gauges,
+            )
+            if on_monitor is not None:
+                on_monitor(monitor)
+            monitor.start()
+            context.on_close.append(monitor.cancel)  # its task closes the Redis client as it ends
+            if loop_settings.metrics_addr:
+                host, _, port = loop_settings.metrics_addr.rpartition(":")
+                http_server, _thread = start_http_server(int(port), host or "0.0.0.0", registry or REGISTRY)
+                context.on_close.append(http_server.shutdown)
+        return SERVICE_NAME
+
+    return add
+
+
+def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+    """Serves monitoring with the monitor loop configured from the environment."""
+    return services()(server, context)

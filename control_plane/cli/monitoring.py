@@ -1,0 +1,222 @@
+"""``aetherctl drift report``, ``aetherctl feedback record`` and ``aetherctl performance``: monitoring from
+the command line, through the SDK.
+
+``feedback record`` reads JSON lines, one label each (``row`` defaults to 0)::
+
+    {"request_id": "4f1c...", "label": 1}
+    {"request_id": "9a0b...", "label": 0, "row": 2}
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
+from clients.sdk.monitoring import MonitoringClient
+from control_plane.cli import output
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+    drift = subparsers.add_parser("drift", help="data and prediction drift of deployments")
+    drift_actions = drift.add_subparsers(dest="action", required=True, metavar="ACTION")
+    report = drift_actions.add_parser("report", parents=[common], help="drift reports of a deployment")
+    report.add_argument("deployment", metavar="DEPLOYMENT")
+    report.add_argument("--since", help="a duration back from now (30m, 6h, 2d) or an ISO time")
+    report.add_argument(
+        "--limit", type=int, default=20, help="at most this many reports (default %(default)s)"
+    )
+    report.add_argument("--features", action="store_true", help="also list every feature of each report")
+    report.set_defaults(handler=_handler(_drift_report))
+
+    feedback = subparsers.add_parser("feedback", help="labels of served predictions, by request id")
+    feedback_actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
+    record = feedback_actions.add_parser(
+        "record", parents=[common], help="send labels from a JSON-lines file"
+    )
+    record.add_argument("file", metavar="FILE.jsonl", help="path, or - for standard input")
+    record.set_defaults(handler=_handler(_feedback_record))
+
+    perf = subparsers.add_parser(
+        "performance", parents=[common], help="model quality per window of a deployment"
+    )
+    perf.add_argument("deployment", metavar="DEPLOYMENT")
+    perf.add_argument("--since", help="a duration back from now (30m, 6h, 2d) or an ISO time (default 24h)")
+    perf.set_defaults(handler=_handler(_performance))
+
+
+def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
+    def handle(args: argparse.Namespace) -> int:
+        with MonitoringClient(args.control_plane, timeout=args.timeout) as client:
+            return action(client, args, sys.stdout)
+
+    return handle
+
+
+def parse_since(text: str | None, now_s: float | None = None) -> int:
+    """Microseconds since the epoch from ``30m``/``6h``/``2d`` (back from now) or an ISO 8601 time (UTC
+    unless it names a zone); 0 for None."""
+    if not text:
+        return 0
+    now = time.time() if now_s is None else now_s
+    match = _DURATION.match(text.strip())
+    if match:
+        return int((now - float(match.group(1)) * _UNITS[match.group(2)]) * 1e6)
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidArgument(
+            f"--since {text!r} is neither a duration (30m, 6h, 2d) nor an ISO time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1e6)
+
+
+def read_feedback(source: str) -> list[pb.Feedback]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {source!r}: {exc.strerror or exc}") from None
+    items: list[pb.Feedback] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            items.append(
+                pb.Feedback(
+                    request_id=str(data["request_id"]),
+                    label=float(data["label"]),
+                    row=int(data.get("row", 0)),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(
+                f'{source}:{number}: expected {{"request_id", "label"[, "row"]}}: {exc}'
+            ) from None
+    return items
+
+
+def _number(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4g}"
+
+
+def _drift_status(value: pb.DriftStatus) -> str:
+    return pb.DriftStatus.Name(value).removeprefix("DRIFT_STATUS_").lower() if value else "-"
+
+
+def _performance_status(value: pb.PerformanceStatus) -> str:
+    return pb.PerformanceStatus.Name(value).removeprefix("PERFORMANCE_STATUS_").lower() if value else "-"
+
+
+def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
+    reports = client.drift_reports(args.deployment, since_us=parse_since(args.since), limit=args.limit)
+    if args.json:
+        output.print_json([output.to_jsonable(report) for report in reports], out)
+        return 0
+    if not reports:
+        print(f"no drift reports for deployment {args.deployment}", file=out)
+        return 0
+    rows = [
+        (
+            report.id,
+            output.timestamp(report.window_end_us),
+            f"{report.model_name} v{report.version}",
+            report.n_rows,
+            _drift_status(report.status),
+            f"{report.drifted_share:.0%}",
+            ",".join(f.name for f in report.features if f.drifted) or "-",
+            _drift_status(report.prediction_status),
+        )
+        for report in reports
+    ]
+    print(
+        output.table(
+            ("ID", "WINDOW END", "MODEL", "ROWS", "STATUS", "DRIFTED", "FEATURES", "PREDICTIONS"), rows
+        ),
+        file=out,
+    )
+    if args.features:
+        for report in reports:
+            print(
+                f"\nreport {report.id} ({pb.DriftTest.Name(report.test).removeprefix('DRIFT_TEST_').lower()},"
+                f" threshold {report.threshold:g})",
+                file=out,
+            )
+            feature_rows = [
+                (
+                    f.name,
+                    _number(f.score),
+                    "yes" if f.drifted else ("insufficient" if f.insufficient else "no"),
+                    f.n_current,
+                    f.missing_current,
+                )
+                for f in [*report.features, *report.outputs]
+            ]
+            if feature_rows:
+                print(
+                    output.table(("FEATURE", "SCORE", "DRIFTED", "VALUES", "MISSING"), feature_rows), file=out
+                )
+            else:
+                print("no feature scores", file=out)
+    return 0
+
+
+def _feedback_record(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
+    result = client.record_feedback(read_feedback(args.file))
+    if args.json:
+        output.print_json(output.to_jsonable(result), out)
+    else:
+        print(
+            f"recorded {result.recorded} labels: {result.joined} joined, {result.orphaned} orphaned "
+            f"({result.orphaned_total} orphaned in all)",
+            file=out,
+        )
+    return 0
+
+
+def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
+    response = client.performance(args.deployment, since_us=parse_since(args.since))
+    if args.json:
+        output.print_json(output.to_jsonable(response), out)
+        return 0
+    if response.task == pb.TASK_TYPE_UNSPECIFIED:
+        print(f"deployment {args.deployment} has no task configured: no quality metrics", file=out)
+        return 0
+    names = sorted({name for window in response.windows for name in window.metrics})
+    rows = [
+        (
+            output.timestamp(window.start_us),
+            output.timestamp(window.end_us),
+            window.n_predictions,
+            window.n_labels,
+            _performance_status(window.status),
+            *(_number(window.metrics[name]) if name in window.metrics else "-" for name in names),
+        )
+        for window in response.windows
+        if window.n_predictions or window.n_labels
+    ]
+    headers = ("START", "END", "PREDICTIONS", "LABELS", "STATUS", *(name.upper() for name in names))
+    print(output.table(headers, rows) if rows else "no predictions in range", file=out)
+    print(f"orphaned feedback: {response.orphaned_feedback}", file=out)
+    return 0

@@ -1,0 +1,178 @@
+"""Monitor configs: defaults, validation and storage of one ``MonitorConfig`` per deployment.
+
+Documented defaults (a deployment never configured gets all of them):
+
+==========================  =====================================================================
+test                        PSI, drift when PSI ≥ 0.2 (JSD ≥ 0.1; KS corrected p < 0.05;
+                            Wasserstein / reference std ≥ 0.1)
+correction (KS only)        Benjamini–Hochberg over the features of a window
+drift_share                 0.3: the window drifts when ≥ 30 % of its scored features drift
+window                      count, 1000 rows (time windows: 3600 s)
+min_samples                 30 finite values per feature, in the window and in the reference
+task                        none (no quality metrics) — set it to get them
+positive_class / threshold  1 / 0.5
+performance windows         3600 s wide, tumbling (step = width)
+min_labels                  50
+alert_metric                accuracy (classification), mae (regression); no alert without a threshold
+==========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.audit.log import record
+from control_plane.db import read_session, write_session
+from control_plane.db.models import NAME_LENGTH
+from control_plane.monitoring.tables import MonitorConfigRow
+
+DEFAULT_THRESHOLDS: dict[int, float] = {
+    pb.DRIFT_TEST_PSI: 0.2,
+    pb.DRIFT_TEST_JSD: 0.1,
+    pb.DRIFT_TEST_KS: 0.05,
+    pb.DRIFT_TEST_WASSERSTEIN: 0.1,
+}
+DEFAULT_DRIFT_SHARE = 0.3
+DEFAULT_WINDOW_ROWS = 1000
+DEFAULT_WINDOW_SECONDS = 3600.0
+DEFAULT_MIN_SAMPLES = 30
+DEFAULT_POSITIVE_CLASS = 1
+DEFAULT_DECISION_THRESHOLD = 0.5
+DEFAULT_PERFORMANCE_WINDOW_SECONDS = 3600.0
+DEFAULT_MIN_LABELS = 50
+MAX_WINDOW_ROWS = 10_000_000
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
+REGRESSION_METRICS = ("mae", "rmse", "mape")
+#: Metrics where a larger value is worse: they degrade *above* the alert threshold.
+ERROR_METRICS = frozenset(REGRESSION_METRICS)
+
+
+def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
+    """A copy with every default filled in; ``InvalidArgument`` names the first invalid field."""
+    out = pb.MonitorConfig()
+    out.CopyFrom(config)
+    if not out.deployment or len(out.deployment) > NAME_LENGTH:
+        raise InvalidArgument("a monitor config needs a deployment name (at most 128 characters)")
+    if out.test == pb.DRIFT_TEST_UNSPECIFIED:
+        out.test = pb.DRIFT_TEST_PSI
+    if out.test not in DEFAULT_THRESHOLDS:
+        raise InvalidArgument(f"unknown drift test {out.test}")
+    if not out.HasField("threshold"):
+        out.threshold = DEFAULT_THRESHOLDS[out.test]
+    _check(math.isfinite(out.threshold) and out.threshold > 0, "threshold must be a positive number")
+    if out.test == pb.DRIFT_TEST_KS:
+        _check(out.threshold < 1, "a KS threshold is a significance level below 1")
+    if out.correction == pb.MULTIPLE_TESTING_CORRECTION_UNSPECIFIED:
+        out.correction = pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG
+    if not out.HasField("drift_share"):
+        out.drift_share = DEFAULT_DRIFT_SHARE
+    _check(0 < out.drift_share <= 1, "drift_share must lie in (0, 1]")
+    if out.window_kind == pb.WINDOW_KIND_UNSPECIFIED:
+        out.window_kind = pb.WINDOW_KIND_COUNT
+    out.window_rows = out.window_rows or DEFAULT_WINDOW_ROWS
+    _check(out.window_rows <= MAX_WINDOW_ROWS, f"window_rows must be at most {MAX_WINDOW_ROWS}")
+    out.window_seconds = out.window_seconds or DEFAULT_WINDOW_SECONDS
+    _check(math.isfinite(out.window_seconds) and out.window_seconds > 0, "window_seconds must be positive")
+    out.min_samples = out.min_samples or DEFAULT_MIN_SAMPLES
+    if out.webhook_url:
+        parsed = urlparse(out.webhook_url)
+        _check(
+            parsed.scheme in ("http", "https") and bool(parsed.netloc), "webhook_url must be an http(s) URL"
+        )
+    if not out.HasField("positive_class"):
+        out.positive_class = DEFAULT_POSITIVE_CLASS
+    if not out.HasField("decision_threshold"):
+        out.decision_threshold = DEFAULT_DECISION_THRESHOLD
+    _check(math.isfinite(out.decision_threshold), "decision_threshold must be finite")
+    out.performance_window_seconds = out.performance_window_seconds or DEFAULT_PERFORMANCE_WINDOW_SECONDS
+    out.performance_step_seconds = out.performance_step_seconds or out.performance_window_seconds
+    _check(
+        0 < out.performance_step_seconds <= out.performance_window_seconds,
+        "performance_step_seconds must lie in (0, performance_window_seconds]",
+    )
+    out.min_labels = out.min_labels or DEFAULT_MIN_LABELS
+    metrics = metric_names(out.task)
+    if not out.alert_metric and metrics:
+        out.alert_metric = metrics[0]
+    if out.alert_metric:
+        _check(out.alert_metric in metrics, f"alert_metric must be one of {list(metrics)} for this task")
+    if out.HasField("alert_threshold"):
+        _check(math.isfinite(out.alert_threshold), "alert_threshold must be finite")
+        _check(bool(metrics), "an alert threshold needs a task (classification or regression)")
+    return out
+
+
+def metric_names(task: int) -> tuple[str, ...]:
+    if task == pb.TASK_TYPE_CLASSIFICATION:
+        return CLASSIFICATION_METRICS
+    if task == pb.TASK_TYPE_REGRESSION:
+        return REGRESSION_METRICS
+    return ()
+
+
+def default_config(deployment: str) -> pb.MonitorConfig:
+    return effective(pb.MonitorConfig(deployment=deployment))
+
+
+def get_config(sessions: sessionmaker[Session], deployment: str) -> pb.MonitorConfig:
+    with read_session(sessions) as session:
+        row = session.get(MonitorConfigRow, deployment)
+        return _from_row(row) if row is not None else default_config(deployment)
+
+
+def configured(sessions: sessionmaker[Session]) -> dict[str, pb.MonitorConfig]:
+    """Every stored config (effective), by deployment."""
+    with read_session(sessions) as session:
+        rows = session.execute(select(MonitorConfigRow)).scalars().all()
+        return {row.deployment: _from_row(row) for row in rows}
+
+
+def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, actor: str) -> pb.MonitorConfig:
+    """Validates, stores (replacing) and audits a deployment's config; returns the effective one."""
+    result = effective(config)
+    result.updated_by = actor
+    result.updated_at_us = time.time_ns() // 1000
+    stored = _to_json(result)
+    with write_session(sessions) as session:
+        row = session.get(MonitorConfigRow, result.deployment)
+        before = dict(row.config) if row is not None else None
+        if row is None:
+            row = MonitorConfigRow(deployment=result.deployment)
+            session.add(row)
+        row.config = stored
+        row.updated_by = actor
+        row.updated_at_us = result.updated_at_us
+        session.flush()
+        record(
+            session,
+            actor=actor,
+            action="monitoring.configure",
+            object_type="deployment",
+            object_id=result.deployment,
+            before=before,
+            after=stored,
+        )
+    return result
+
+
+def _from_row(row: MonitorConfigRow) -> pb.MonitorConfig:
+    return json_format.ParseDict(row.config, pb.MonitorConfig(), ignore_unknown_fields=True)
+
+
+def _to_json(config: pb.MonitorConfig) -> dict[str, Any]:
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidArgument(f"invalid monitor config: {message}")

@@ -1,0 +1,105 @@
+"""Scoring one window against its reference: per-feature results and the dataset-level verdict. Pure.
+
+Per feature the configured test decides (scores from :func:`kernels.drift.drift_scores`):
+
+* PSI: drifted when ``psi ≥ threshold``; JSD: ``jensen_shannon ≥ threshold``; Wasserstein:
+  ``wasserstein ≥ threshold`` (normalised by the reference std);
+* KS: drifted when the KS p-value, corrected over the window's scored features (Benjamini–Hochberg by
+  default, or Bonferroni, or none), is below ``threshold``.
+
+A feature with fewer than ``min_samples`` finite values (in the window or the reference) is
+*insufficient*: no score, never drifted, and not counted in the share. The window drifts when
+``drifted / scored ≥ drift_share``; with no scored feature it is ``INSUFFICIENT_DATA`` — never a drift.
+NaN and ±∞ values are counted per feature (``missing_current``) and left out of every score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from kernels.drift import Correction, ReferenceProfile, adjust_pvalues, drift_scores
+
+_CORRECTIONS: dict[pb.MultipleTestingCorrection, Correction] = {
+    pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG: "benjamini-hochberg",
+    pb.MULTIPLE_TESTING_CORRECTION_BONFERRONI: "bonferroni",
+    pb.MULTIPLE_TESTING_CORRECTION_NONE: "none",
+}
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    test: pb.DriftTest
+    threshold: float
+    correction: pb.MultipleTestingCorrection
+    drift_share: float
+    min_samples: int
+
+    @classmethod
+    def of(cls, config: pb.MonitorConfig) -> DriftRule:
+        """The rule of an *effective* config (see :func:`control_plane.monitoring.config.effective`)."""
+        return cls(config.test, config.threshold, config.correction, config.drift_share, config.min_samples)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: pb.DriftStatus
+    drifted_share: float
+    features: list[pb.FeatureDrift]
+
+
+def evaluate(
+    profile: ReferenceProfile, names: tuple[str, ...], window: npt.NDArray[np.float64], rule: DriftRule
+) -> Verdict:
+    """The verdict on ``window`` (``[rows, features]``) against ``profile``."""
+    if window.ndim != 2 or window.shape[1] != profile.n_features:
+        return Verdict(pb.DRIFT_STATUS_SCHEMA_MISMATCH, 0.0, [])
+    scores = drift_scores(profile, window, min_samples=rule.min_samples)
+    insufficient = scores.insufficient
+    adjusted = adjust_pvalues(np.where(insufficient, np.nan, scores.ks_pvalue), _CORRECTIONS[rule.correction])
+    statistic = _statistic(rule.test, scores.psi, scores.jensen_shannon, adjusted, scores.wasserstein)
+    with np.errstate(invalid="ignore"):  # NaN (insufficient) compares false either way
+        drifted = statistic < rule.threshold if rule.test == pb.DRIFT_TEST_KS else statistic >= rule.threshold
+    drifted = drifted & ~insufficient
+    n_scored = int(np.count_nonzero(~insufficient))
+    features = [
+        pb.FeatureDrift(
+            name=names[f] if f < len(names) else f"f{f}",
+            score=float(statistic[f]),
+            drifted=bool(drifted[f]),
+            insufficient=bool(insufficient[f]),
+            psi=float(scores.psi[f]),
+            jensen_shannon=float(scores.jensen_shannon[f]),
+            ks_statistic=float(scores.ks_statistic[f]),
+            ks_pvalue=float(scores.ks_pvalue[f]),
+            ks_pvalue_adjusted=float(adjusted[f]),
+            wasserstein=float(scores.wasserstein[f]),
+            n_current=int(scores.n_current[f]),
+            missing_current=int(scores.missing_current[f]),
+        )
+        for f in range(profile.n_features)
+    ]
+    if n_scored == 0:
+        return Verdict(pb.DRIFT_STATUS_INSUFFICIENT_DATA, 0.0, features)
+    share = int(np.count_nonzero(drifted)) / n_scored
+    status = pb.DRIFT_STATUS_DRIFT if share >= rule.drift_share and share > 0 else pb.DRIFT_STATUS_NO_DRIFT
+    return Verdict(status, share, features)
+
+
+def _statistic(
+    test: pb.DriftTest,
+    psi: npt.NDArray[np.float64],
+    jsd: npt.NDArray[np.float64],
+    ks_adjusted: npt.NDArray[np.float64],
+    wasserstein: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    by_test = {
+        pb.DRIFT_TEST_PSI: psi,
+        pb.DRIFT_TEST_JSD: jsd,
+        pb.DRIFT_TEST_KS: ks_adjusted,
+        pb.DRIFT_TEST_WASSERSTEIN: wasserstein,
+    }
+    return by_test[test]

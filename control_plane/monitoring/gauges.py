@@ -1,0 +1,94 @@
+"""Prometheus gauges of the monitor, set from each stored report and quality window.
+
+==================================================  ==============================================
+``aether_drift_feature_score{deployment,feature}``  the configured test's statistic, last window
+``aether_drift_feature_drifted{deployment,feature}`` 1 when the feature drifted in the last window
+``aether_drift_feature_missing{deployment,feature}`` NaN/∞ values of the feature in the last window
+``aether_drift_share{deployment}``                  share of scored features that drifted
+``aether_drift_detected{deployment}``               1 drift, 0 none, -1 insufficient data / no reference
+``aether_prediction_drift_detected{deployment}``    same, for the prediction output
+``aether_model_performance{deployment,metric}``     the newest window with enough labels
+``aether_feedback_orphaned``                        stored labels not joined to a prediction
+``aether_monitor_entries_total{outcome}``           log entries read (monitored, skipped, malformed)
+==================================================  ==============================================
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from clients.aether.v1 import monitoring_pb2 as pb
+
+_STATUS_VALUE = {pb.DRIFT_STATUS_DRIFT: 1.0, pb.DRIFT_STATUS_NO_DRIFT: 0.0}
+
+
+_SHARED: dict[int, MonitorGauges] = {}
+
+
+def gauges_for(registry: CollectorRegistry | None = None) -> MonitorGauges:
+    """The gauges on ``registry`` (default: the process-wide one), created once per registry, so that
+    several control planes in one process (tests) share them instead of registering twice."""
+    target = REGISTRY if registry is None else registry
+    found = _SHARED.get(id(target))
+    if found is None:
+        found = _SHARED[id(target)] = MonitorGauges(target)
+    return found
+
+
+class MonitorGauges:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        by_feature = ["deployment", "feature"]
+        self.feature_score = Gauge(
+            "aether_drift_feature_score",
+            "Drift statistic of the configured test",
+            by_feature,
+            registry=registry,
+        )
+        self.feature_drifted = Gauge(
+            "aether_drift_feature_drifted", "1 when the feature drifted", by_feature, registry=registry
+        )
+        self.feature_missing = Gauge(
+            "aether_drift_feature_missing",
+            "NaN or infinite values in the window",
+            by_feature,
+            registry=registry,
+        )
+        self.share = Gauge(
+            "aether_drift_share", "Share of drifted features", ["deployment"], registry=registry
+        )
+        self.detected = Gauge(
+            "aether_drift_detected", "1 drift, 0 none, -1 not scored", ["deployment"], registry=registry
+        )
+        self.prediction_detected = Gauge(
+            "aether_prediction_drift_detected",
+            "1 drift, 0 none, -1 not scored",
+            ["deployment"],
+            registry=registry,
+        )
+        self.performance = Gauge(
+            "aether_model_performance",
+            "Quality metric, newest window",
+            ["deployment", "metric"],
+            registry=registry,
+        )
+        self.orphaned = Gauge(
+            "aether_feedback_orphaned", "Labels not joined to a prediction", registry=registry
+        )
+        self.entries = Counter(
+            "aether_monitor_entries", "Prediction-log entries read", ["outcome"], registry=registry
+        )
+
+    def observe_report(self, report: pb.DriftReport) -> None:
+        deployment = report.deployment
+        for feature in report.features:
+            labels = (deployment, feature.name)
+            self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
+            self.feature_drifted.labels(*labels).set(1.0 if feature.drifted else 0.0)
+            self.feature_missing.labels(*labels).set(float(feature.missing_current))
+        self.share.labels(deployment).set(report.drifted_share)
+        self.detected.labels(deployment).set(_STATUS_VALUE.get(report.status, -1.0))
+        self.prediction_detected.labels(deployment).set(_STATUS_VALUE.get(report.prediction_status, -1.0))
+
+    def observe_performance(self, deployment: str, window: pb.PerformanceWindow) -> None:
+        for metric, value in window.metrics.items():
+            self.performance.labels(deployment, metric).set(value)

@@ -1,0 +1,408 @@
+"""The monitor loop (control plane): prediction log → prediction index, drift windows, reports, gauges
+and alerts; and, on a slower beat, quality windows → degradation alerts.
+
+Each tick reads the log through the consumer group (:mod:`.stream`) and, per served entry:
+
+1. indexes its prediction rows for the label join (:mod:`.feedback`), whatever the config says;
+2. unless the deployment's monitor is disabled, adds its feature rows (with the prediction output) to
+   the tumbling windows of its (deployment, model, version) (:mod:`.windows`).
+
+Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
+(:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). Prediction
+drift compares the prediction output with the output profile registered with the reference; without
+one, the version's first window with enough rows becomes the baseline (kept in memory: it is learned
+again after a restart) and that window reports ``NO_REFERENCE`` for predictions. Entries are
+acknowledged once their windows were handled.
+
+Every ``performance_interval_s`` the quality windows of deployments with an alert threshold are
+computed over the label horizon; each completed window found degraded alerts once (recorded in
+``performance_alerts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio
+import redis.exceptions
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.db import write_session
+from control_plane.monitoring import config as configs
+from control_plane.monitoring.alerts import Alerter
+from control_plane.monitoring.drift import DriftRule, evaluate
+from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, orphaned_total, prune
+from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.performance import MAX_WINDOWS, performance
+from control_plane.monitoring.profiles import ReferenceCache
+from control_plane.monitoring.reports import store_report
+from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.monitoring.stream import StreamReader
+from control_plane.monitoring.tables import PerformanceAlertRow
+from control_plane.monitoring.windows import Batch, TumblingWindows, Window, WindowKindName
+from kernels.drift import ReferenceProfile, build_reference_profile
+
+_log = logging.getLogger("aether.control_plane.monitoring")
+
+Key = tuple[str, str, int]  # deployment, model, version
+Profile = tuple[ReferenceProfile, tuple[str, ...]]
+
+
+@dataclass
+class _Stream:
+    """Windows of one (deployment, model, version) and the window settings they were cut with."""
+
+    windows: TumblingWindows
+    shape: tuple[int, int, float]
+    output_name: str = ""
+    output_baseline: Profile | None = None
+
+
+@dataclass
+class TickResult:
+    entries: int = 0
+    reports: list[pb.DriftReport] = field(default_factory=list)
+
+
+class Monitor:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        references: ReferenceCache,
+        client: redis.asyncio.Redis,
+        settings: MonitoringSettings,
+        alerter: Alerter | None = None,
+        gauges: MonitorGauges | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = sessions
+        self._references = references
+        self._client = client
+        self._settings = settings
+        self._reader = StreamReader(client, settings.stream, settings.group, settings.consumer)
+        self.alerter = alerter or Alerter(settings.webhook_url, settings.webhook_timeout_s)
+        self.gauges = gauges or gauges_for()
+        self._clock = clock
+        self._streams: dict[Key, _Stream] = {}
+        self._configs: dict[str, pb.MonitorConfig] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_performance = 0.0
+        self._last_prune = 0.0
+
+    # ------------------------------------------------------------------ the loop
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="drift-monitor")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self.tick()
+                    now = self._clock()
+                    if now - self._last_performance >= self._settings.performance_interval_s:
+                        self._last_performance = now
+                        await self.check_performance()
+                    if now - self._last_prune >= 3600.0:
+                        self._last_prune = now
+                        horizon = int((now - self._settings.index_retention_s) * 1e6)
+                        await asyncio.to_thread(prune, self._sessions, horizon)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bad tick (Redis or the database down) must not end monitoring
+                    failures += 1
+                    if failures == 1 or failures % 100 == 0:  # the first of a run of failures, then rarely
+                        unreachable = isinstance(exc, redis.exceptions.ConnectionError)
+                        _log.log(
+                            logging.WARNING if unreachable else logging.ERROR,
+                            "monitor tick failed (%d in a row), retrying: %s",
+                            failures,
+                            exc,
+                            exc_info=not unreachable,
+                        )
+                await asyncio.sleep(self._settings.interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    async def tick(self) -> TickResult:
+        """Reads what the log holds now (up to ``max_read_per_tick`` entries) and handles it."""
+        self._configs = await asyncio.to_thread(configs.configured, self._sessions)
+        result = TickResult()
+        for key in list(self._streams):  # windows re-configured since the last tick take their new shape
+            for window in self._stream(key, self._config(key[0]))[1]:
+                result.reports.append(await self._report(key, window))
+        while result.entries < self._settings.max_read_per_tick:
+            entries = await self._reader.read(self._settings.read_batch)
+            if not entries:
+                break
+            closed: list[tuple[Key, Window]] = []
+            index_rows: list[IndexedPrediction] = []
+            for _, fields in entries:
+                logged = self._decode(fields)
+                if logged is not None:
+                    closed.extend(self._add(logged, index_rows))
+            await asyncio.to_thread(index_predictions, self._sessions, index_rows)
+            for key, window in closed:
+                result.reports.append(await self._report(key, window))
+            await self._reader.ack([entry_id for entry_id, _ in entries])
+            result.entries += len(entries)
+        now_us = int(self._clock() * 1e6)
+        for key, stream in list(self._streams.items()):
+            for window in stream.windows.flush_due(now_us):
+                result.reports.append(await self._report(key, window))
+        return result
+
+    # ------------------------------------------------------------------ entries → windows
+
+    def _config(self, deployment: str) -> pb.MonitorConfig:
+        found = self._configs.get(deployment)
+        if found is None:
+            found = self._configs[deployment] = configs.default_config(deployment)
+        return found
+
+    def _decode(self, fields: dict[bytes, bytes] | None) -> LoggedPrediction | None:
+        if fields is None:
+            self.gauges.entries.labels("skipped").inc()
+            return None
+        try:
+            logged = decode_entry(fields)
+        except MalformedEntry as exc:
+            self.gauges.entries.labels("malformed").inc()
+            _log.warning("skipping a malformed prediction-log entry: %s", exc)
+            return None
+        self.gauges.entries.labels("skipped" if logged is None else "monitored").inc()
+        return logged
+
+    def _add(self, logged: LoggedPrediction, index_rows: list[IndexedPrediction]) -> list[tuple[Key, Window]]:
+        config = self._config(logged.deployment)
+        output_name = config.prediction_output or next(iter(logged.outputs), "")
+        output = logged.outputs.get(output_name)
+        if output is not None:
+            is_label = output_name in logged.integer_outputs
+            index_rows.extend(
+                IndexedPrediction(
+                    logged.request_id,
+                    row,
+                    logged.deployment,
+                    logged.model,
+                    logged.version,
+                    logged.variant,
+                    logged.ts_us,
+                    [float(v) for v in output[row]],
+                    is_label,
+                )
+                for row in range(output.shape[0])
+            )
+        if config.disabled or logged.features is None:
+            return []
+        key = (logged.deployment, logged.model, logged.version)
+        stream, closed = self._stream(key, config)
+        if output is not None:
+            stream.output_name = output_name
+        closed.extend(stream.windows.add(Batch(logged.ts_us, logged.features, output)))
+        return [(key, window) for window in closed]
+
+    def _stream(self, key: Key, config: pb.MonitorConfig) -> tuple[_Stream, list[Window]]:
+        """The windows of ``key`` cut as ``config`` says. When the window settings changed, the open
+        window's rows move into windows of the new shape (which may close some at once), so a change
+        read one tick late loses no rows."""
+        shape = (config.window_kind, int(config.window_rows), float(config.window_seconds))
+        stream = self._streams.get(key)
+        if stream is not None and stream.shape == shape:
+            return stream, []
+        kind: WindowKindName = "time" if config.window_kind == pb.WINDOW_KIND_TIME else "count"
+        windows = TumblingWindows(
+            kind, int(config.window_rows), config.window_seconds, self._settings.time_window_grace_s
+        )
+        fresh = _Stream(windows, shape)
+        closed: list[Window] = []
+        if stream is not None:
+            fresh.output_name, fresh.output_baseline = stream.output_name, stream.output_baseline
+            for batch in stream.windows.pending():
+                closed.extend(windows.add(batch))
+        self._streams[key] = fresh
+        return fresh, closed
+
+    # ------------------------------------------------------------------ windows → reports
+
+    async def _report(self, key: Key, window: Window) -> pb.DriftReport:
+        deployment, model, version = key
+        config = self._config(deployment)
+        references = await asyncio.to_thread(self._references.get, model, version)
+        report = await asyncio.to_thread(
+            self._score, key, window, config, references.features, references.outputs
+        )
+        stored = await asyncio.to_thread(store_report, self._sessions, report)
+        self.gauges.observe_report(stored)
+        await self._alert_drift(stored, config)
+        return stored
+
+    def _score(
+        self,
+        key: Key,
+        window: Window,
+        config: pb.MonitorConfig,
+        features: Profile | None,
+        outputs: Profile | None,
+    ) -> pb.DriftReport:
+        deployment, model, version = key
+        rule = DriftRule.of(config)
+        report = pb.DriftReport(
+            deployment=deployment,
+            model_name=model,
+            version=version,
+            window_start_us=window.start_us,
+            window_end_us=window.end_us,
+            n_rows=window.n_rows,
+            test=config.test,
+            threshold=config.threshold,
+            correction=config.correction,
+            drift_share_threshold=config.drift_share,
+            status=pb.DRIFT_STATUS_NO_REFERENCE,
+        )
+        if features is not None:
+            verdict = evaluate(features[0], features[1], window.features, rule)
+            report.status = verdict.status
+            report.drifted_share = verdict.drifted_share
+            report.features.extend(verdict.features)
+        if window.outputs is not None:
+            stream = self._streams.get(key)
+            baseline = outputs or (stream.output_baseline if stream is not None else None)
+            if baseline is not None:
+                verdict = evaluate(baseline[0], baseline[1], window.outputs, rule)
+                report.prediction_status = verdict.status
+                report.outputs.extend(verdict.features)
+            else:
+                report.prediction_status = pb.DRIFT_STATUS_NO_REFERENCE
+                if stream is not None and window.outputs.shape[0] >= config.min_samples:
+                    stream.output_baseline = (
+                        build_reference_profile(window.outputs),
+                        _output_names(stream.output_name, window.outputs),
+                    )
+        return report
+
+    async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
+        common = {
+            "deployment": report.deployment,
+            "model": report.model_name,
+            "version": report.version,
+            "report_id": report.id,
+            "window_start_us": report.window_start_us,
+            "window_end_us": report.window_end_us,
+            "n_rows": report.n_rows,
+            "test": pb.DriftTest.Name(report.test).removeprefix("DRIFT_TEST_").lower(),
+            "threshold": report.threshold,
+        }
+        if report.status == pb.DRIFT_STATUS_DRIFT:
+            drifted = [{"name": f.name, "score": f.score} for f in report.features if f.drifted]
+            message = (
+                f"data drift on deployment {report.deployment} ({report.model_name} v{report.version}): "
+                f"{len(drifted)} of {len(report.features)} features drifted ({report.drifted_share:.0%})"
+            )
+            payload = {
+                "kind": "data_drift",
+                "message": message,
+                **common,
+                "drifted_share": report.drifted_share,
+                "drift_share_threshold": report.drift_share_threshold,
+                "drifted_features": drifted,
+            }
+            await self.alerter.alert(payload, config.webhook_url)
+        if report.prediction_status == pb.DRIFT_STATUS_DRIFT:
+            drifted = [{"name": f.name, "score": f.score} for f in report.outputs if f.drifted]
+            message = (
+                f"prediction drift on deployment {report.deployment} ({report.model_name} v{report.version})"
+            )
+            await self.alerter.alert(
+                {"kind": "prediction_drift", "message": message, **common, "drifted_outputs": drifted},
+                config.webhook_url,
+            )
+
+    # ------------------------------------------------------------------ quality
+
+    async def check_performance(self) -> list[pb.PerformanceWindow]:
+        """Alerts (once each) on completed quality windows found degraded; returns those alerted now."""
+        self._configs = await asyncio.to_thread(configs.configured, self._sessions)
+        self.gauges.orphaned.set(await asyncio.to_thread(orphaned_total, self._sessions))
+        now_us = int(self._clock() * 1e6)
+        alerted: list[pb.PerformanceWindow] = []
+        for config in self._configs.values():
+            if config.disabled or config.task == pb.TASK_TYPE_UNSPECIFIED:
+                continue
+            # The label horizon, cut to the most windows one read may span (short windows, long horizon).
+            step_us = round(config.performance_step_seconds * 1e6)
+            width_us = round(config.performance_window_seconds * 1e6)
+            reach_us = min(int(self._settings.label_horizon_s * 1e6), (MAX_WINDOWS - 2) * step_us - width_us)
+            response = await asyncio.to_thread(
+                performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
+            )
+            scored = [w for w in response.windows if w.metrics]
+            if scored:
+                self.gauges.observe_performance(config.deployment, scored[-1])
+            for window in scored:
+                due = window.status == pb.PERFORMANCE_STATUS_DEGRADED and window.end_us <= now_us
+                if due and await asyncio.to_thread(self._claim_alert, config, window):
+                    alerted.append(window)
+                    await self._alert_performance(config, window)
+        return alerted
+
+    def _claim_alert(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> bool:
+        """Records the alert of a window; False when it was alerted before."""
+        with write_session(self._sessions) as session:
+            if session.get(PerformanceAlertRow, (config.deployment, window.start_us)) is not None:
+                return False
+            session.add(
+                PerformanceAlertRow(
+                    deployment=config.deployment,
+                    window_start_us=window.start_us,
+                    metric=config.alert_metric,
+                    value=window.metrics[config.alert_metric],
+                    threshold=config.alert_threshold,
+                    details=f"{window.n_labels} labels of {window.n_predictions} predictions",
+                    alerted_at_us=time.time_ns() // 1000,
+                )
+            )
+        return True
+
+    async def _alert_performance(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> None:
+        value = window.metrics[config.alert_metric]
+        message = (
+            f"model quality degraded on deployment {config.deployment}: {config.alert_metric} {value:.4g} "
+            f"past the threshold {config.alert_threshold:.4g} ({window.n_labels} labels)"
+        )
+        payload = {
+            "kind": "performance_degradation",
+            "message": message,
+            "deployment": config.deployment,
+            "metric": config.alert_metric,
+            "value": value,
+            "threshold": config.alert_threshold,
+            "window_start_us": window.start_us,
+            "window_end_us": window.end_us,
+            "n_labels": window.n_labels,
+            "n_predictions": window.n_predictions,
+            "metrics": dict(window.metrics),
+        }
+        await self.alerter.alert(payload, config.webhook_url)
+
+
+def _output_names(name: str, outputs: npt.NDArray[np.float64]) -> tuple[str, ...]:
+    if outputs.shape[1] == 1:
+        return (name,)
+    return tuple(f"{name}[{j}]" for j in range(outputs.shape[1]))

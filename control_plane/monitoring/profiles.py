@@ -1,0 +1,315 @@
+"""Reference profiles: computed from a training feature table, stored in the artifact store, linked to a
+model version.
+
+A profile is :class:`kernels.drift.ReferenceProfile` (quantile bins and counts, the sorted finite sample,
+mean and spread, missing counts — see its docstring) in the ``.npz`` file format of
+:mod:`control_plane.training.reference` (the built-in trainer writes the same file), so one loader reads
+both. The sorted sample is what makes KS exact, but it grows with the training set: a feature with more
+than ``max_values`` finite values (default 100 000) keeps that many evenly spaced order statistics
+instead (the empirical CDF moves by at most ``1 / max_values``). KS then counts the reference as that
+many values, which only makes its p-values a little larger (more conservative). Bin counts, mean,
+spread and missing counts always come from every row.
+
+The link lives in the ``reference_profiles`` table: (model, version) → the features' profile and, when
+given, the model outputs' profile on the same rows (the reference for prediction drift). Versions
+registered by the built-in trainer before a link was made are still found: :func:`resolve_reference`
+falls back to the ``aether.reference_profile_sha256`` tag of the version's run.
+
+For in-process callers (the trainer, tests): :func:`register_reference_profile` does it all in one call.
+Out of process: :func:`profile_blob` builds the bytes, upload them with the Artifacts service, then link
+them with the ``RegisterReferenceProfile`` RPC (``MonitoringClient.register_reference_profile``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import DataLoss, InvalidArgument, NotFound
+from control_plane.artifacts.store import ArtifactStore, check_sha256
+from control_plane.audit.log import record
+from control_plane.db import read_session, write_session
+from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
+from control_plane.monitoring.tables import ReferenceProfileRow
+from control_plane.tracking.tables import RunRow, TagRow
+from control_plane.training.reference import SHA_TAG, profile_from_bytes, profile_to_bytes
+from kernels.drift import ReferenceProfile, build_reference_profile
+
+DEFAULT_MAX_VALUES = 100_000
+FeatureTable: TypeAlias = npt.ArrayLike | pa.Table | Mapping[str, npt.ArrayLike]
+
+
+def as_feature_matrix(
+    features: FeatureTable, feature_names: Sequence[str] | None = None
+) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
+    """``([rows, features] float64, names)`` from a numpy array (``feature_names`` required unless one
+    column per name is obvious: defaults to ``f0, f1, …``), an Arrow table (its column names, or the given
+    subset in that order) or a mapping of name → column. Nulls become NaN (counted as missing)."""
+    if isinstance(features, pa.Table):
+        names = tuple(feature_names) if feature_names is not None else tuple(features.column_names)
+        missing = [name for name in names if name not in features.column_names]
+        if missing:
+            raise InvalidArgument(f"feature table has no column(s) {missing}")
+        columns = [_arrow_column(features.column(name), name) for name in names]
+        return _stack(columns, features.num_rows), names
+    if isinstance(features, Mapping):
+        names = tuple(feature_names) if feature_names is not None else tuple(features)
+        columns = [np.asarray(features[name], dtype=np.float64).ravel() for name in names]
+        return _stack(columns, len(columns[0]) if columns else 0), names
+    matrix = np.asarray(features, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = matrix[:, np.newaxis]
+    if matrix.ndim != 2:
+        raise InvalidArgument(f"features must be [rows, features], got shape {matrix.shape}")
+    names = (
+        tuple(feature_names) if feature_names is not None else tuple(f"f{i}" for i in range(matrix.shape[1]))
+    )
+    if len(names) != matrix.shape[1]:
+        raise InvalidArgument(f"{len(names)} feature names for {matrix.shape[1]} feature columns")
+    return matrix, names
+
+
+def compact(profile: ReferenceProfile, max_values: int = DEFAULT_MAX_VALUES) -> ReferenceProfile:
+    """The profile with each feature's sorted sample cut to at most ``max_values`` evenly spaced order
+    statistics (first and last kept); bins, counts, moments and missing counts unchanged."""
+    if max_values < 2:
+        raise ValueError("max_values must be at least 2")
+    if int(profile.n_valid.max(initial=0)) <= max_values:
+        return profile
+    n_valid = np.minimum(profile.n_valid, max_values)
+    sorted_values = np.full((profile.n_features, int(n_valid.max(initial=0))), np.nan)
+    for f in range(profile.n_features):
+        finite = profile.sorted_values[f, : profile.n_valid[f]]
+        if finite.shape[0] > max_values:
+            positions = np.round(np.linspace(0, finite.shape[0] - 1, max_values)).astype(np.int64)
+            finite = finite[positions]
+        sorted_values[f, : finite.shape[0]] = finite
+    return ReferenceProfile(
+        n_bins=profile.n_bins,
+        edges=profile.edges,
+        bin_counts=profile.bin_counts,
+        sorted_values=sorted_values,
+        n_valid=n_valid.astype(np.int64),
+        n_missing=profile.n_missing,
+        mean=profile.mean,
+        m2=profile.m2,
+    )
+
+
+def profile_blob(
+    features: FeatureTable, feature_names: Sequence[str] | None = None, max_values: int = DEFAULT_MAX_VALUES
+) -> tuple[bytes, tuple[str, ...], int]:
+    """``(file bytes, feature names, reference rows)`` of the profile of ``features``."""
+    matrix, names = as_feature_matrix(features, feature_names)
+    if matrix.shape[0] == 0:
+        raise InvalidArgument("a reference profile needs at least one row")
+    profile = compact(build_reference_profile(matrix), max_values)
+    return profile_to_bytes(profile, names), names, int(matrix.shape[0])
+
+
+def register_reference_profile(
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    model_name: str,
+    version: int,
+    features: FeatureTable,
+    feature_names: Sequence[str] | None = None,
+    *,
+    outputs: FeatureTable | None = None,
+    output_names: Sequence[str] | None = None,
+    actor: str,
+    max_values: int = DEFAULT_MAX_VALUES,
+) -> pb.ReferenceProfileInfo:
+    """Profiles the training ``features`` (and optionally the model's ``outputs`` on the same rows),
+    stores the profile(s) as content-addressed artifacts and links them to ``model_name`` version
+    ``version`` (which must exist), replacing an earlier link. Audited."""
+    blob, _, _ = profile_blob(features, feature_names, max_values)
+    sha = store.put_bytes(blob).sha256
+    output_sha = ""
+    if outputs is not None:
+        output_sha = store.put_bytes(profile_blob(outputs, output_names, max_values)[0]).sha256
+    return link_reference_profile(sessions, store, model_name, version, sha, output_sha, actor=actor)
+
+
+def link_reference_profile(
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    model_name: str,
+    version: int,
+    artifact_sha256: str,
+    output_artifact_sha256: str = "",
+    *,
+    actor: str,
+) -> pb.ReferenceProfileInfo:
+    """Links stored profile blobs to a model version after loading them (``DataLoss`` if one is not a
+    profile, ``NotFound`` for an unknown blob or version)."""
+    profile, names = load_profile(store, check_sha256(artifact_sha256))
+    output_names: tuple[str, ...] = ()
+    if output_artifact_sha256:
+        output_names = load_profile(store, check_sha256(output_artifact_sha256))[1]
+    now_us = time.time_ns() // 1000
+    with write_session(sessions) as session:
+        _require_version(session, model_name, version)
+        row = session.get(ReferenceProfileRow, (model_name, version))
+        before = _row_dict(row) if row is not None else None
+        if row is None:
+            row = ReferenceProfileRow(model_name=model_name, version=version)
+            session.add(row)
+        row.artifact_sha256 = artifact_sha256
+        row.feature_names = list(names)
+        row.output_artifact_sha256 = output_artifact_sha256
+        row.output_names = list(output_names)
+        row.n_rows = int(profile.n_valid[0] + profile.n_missing[0]) if profile.n_features else 0
+        row.created_by = actor
+        row.created_at_us = now_us
+        session.flush()
+        record(
+            session,
+            actor=actor,
+            action="monitoring.reference_profile.link",
+            object_type="model_version",
+            object_id=f"{model_name}/{version}",
+            before=before,
+            after=_row_dict(row),
+        )
+        return info_of(row)
+
+
+def load_profile(store: ArtifactStore, sha256: str) -> tuple[ReferenceProfile, tuple[str, ...]]:
+    data = store.open_verified(sha256)
+    try:
+        return profile_from_bytes(data)
+    except (ValueError, KeyError, OSError) as exc:
+        raise DataLoss(f"artifact sha256:{sha256} is not a reference profile: {exc}") from None
+
+
+def resolve_reference(session: Session, model_name: str, version: int) -> pb.ReferenceProfileInfo | None:
+    """The reference linked to a version: the ``reference_profiles`` row, else the profile its run was
+    tagged with by the built-in trainer (features only), else None."""
+    row = session.get(ReferenceProfileRow, (model_name, version))
+    if row is not None:
+        return info_of(row)
+    tagged = session.execute(
+        select(TagRow.value)
+        .join(RunRow, RunRow.id == TagRow.run_pk)
+        .join(ModelVersionRow, ModelVersionRow.run_id == RunRow.run_id)
+        .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+        .where(
+            RegisteredModelRow.name == model_name, ModelVersionRow.version == version, TagRow.key == SHA_TAG
+        )
+    ).scalar_one_or_none()
+    if tagged is None:
+        return None
+    return pb.ReferenceProfileInfo(model_name=model_name, version=version, artifact_sha256=tagged)
+
+
+@dataclass(frozen=True)
+class LoadedReference:
+    """A version's reference, loaded: features (None when unlinked) and outputs (None when absent)."""
+
+    features: tuple[ReferenceProfile, tuple[str, ...]] | None
+    outputs: tuple[ReferenceProfile, tuple[str, ...]] | None
+
+
+class ReferenceCache:
+    """Loaded references by (model, version), re-resolved every ``ttl_s`` (a new link is picked up) and
+    re-loaded only when the linked sha256 changed. Bounded LRU; thread-safe."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], store: ArtifactStore, capacity: int = 32, ttl_s: float = 30.0
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._capacity = capacity
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[tuple[str, int], tuple[float, str, str, LoadedReference]] = (
+            collections.OrderedDict()
+        )
+
+    def get(self, model_name: str, version: int) -> LoadedReference:
+        key = (model_name, version)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._entries.get(key)
+        if cached is not None and now - cached[0] < self._ttl_s:
+            return cached[3]
+        with read_session(self._sessions) as session:
+            info = resolve_reference(session, model_name, version)
+        sha = info.artifact_sha256 if info is not None else ""
+        output_sha = info.output_artifact_sha256 if info is not None else ""
+        if cached is not None and (cached[1], cached[2]) == (sha, output_sha):
+            loaded = cached[3]
+        else:
+            loaded = LoadedReference(
+                load_profile(self._store, sha) if sha else None,
+                load_profile(self._store, output_sha) if output_sha else None,
+            )
+        with self._lock:
+            self._entries[key] = (now, sha, output_sha, loaded)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return loaded
+
+
+def info_of(row: ReferenceProfileRow) -> pb.ReferenceProfileInfo:
+    return pb.ReferenceProfileInfo(
+        model_name=row.model_name,
+        version=row.version,
+        artifact_sha256=row.artifact_sha256,
+        feature_names=row.feature_names,
+        output_artifact_sha256=row.output_artifact_sha256,
+        output_names=row.output_names,
+        n_rows=row.n_rows,
+        created_by=row.created_by,
+        created_at_us=row.created_at_us,
+    )
+
+
+def _require_version(session: Session, model_name: str, version: int) -> None:
+    found = session.execute(
+        select(ModelVersionRow.id)
+        .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+        .where(RegisteredModelRow.name == model_name, ModelVersionRow.version == version)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"model version {model_name}/{version} not found")
+
+
+def _row_dict(row: ReferenceProfileRow) -> dict[str, Any]:
+    return {
+        "artifact_sha256": row.artifact_sha256,
+        "feature_names": list(row.feature_names),
+        "output_artifact_sha256": row.output_artifact_sha256,
+    }
+
+
+def _arrow_column(column: pa.ChunkedArray, name: str) -> npt.NDArray[np.float64]:
+    if not (
+        pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+        or pa.types.is_boolean(column.type)
+    ):
+        raise InvalidArgument(f"feature {name!r} is {column.type}: only numeric features can be profiled")
+    filled = column.cast(pa.float64()).fill_null(float("nan"))
+    return np.asarray(filled.to_numpy(), dtype=np.float64)
+
+
+def _stack(columns: Sequence[npt.NDArray[np.float64]], n_rows: int) -> npt.NDArray[np.float64]:
+    if not columns:
+        raise InvalidArgument("a reference profile needs at least one feature")
+    if any(column.shape[0] != n_rows for column in columns):
+        raise InvalidArgument("feature columns differ in length")
+    return np.ascontiguousarray(np.stack(columns, axis=1))

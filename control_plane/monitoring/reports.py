@@ -1,0 +1,104 @@
+"""Stored drift reports: one row per scored window, read back newest first."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.db import read_session, write_session
+from control_plane.monitoring.tables import DriftReportRow
+
+# Enum names are stored without their prefix ("DRIFT", "PSI", "BENJAMINI_HOCHBERG"): shorter, and readable
+# in SQL.
+_STATUS = "DRIFT_STATUS_"
+_TEST = "DRIFT_TEST_"
+_CORRECTION = "MULTIPLE_TESTING_CORRECTION_"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def store_report(sessions: sessionmaker[Session], report: pb.DriftReport) -> pb.DriftReport:
+    """Stores ``report`` and returns it with its id and creation time."""
+    stored = pb.DriftReport()
+    stored.CopyFrom(report)
+    stored.created_at_us = time.time_ns() // 1000
+    with write_session(sessions) as session:
+        row = DriftReportRow(
+            deployment=stored.deployment,
+            model_name=stored.model_name,
+            version=stored.version,
+            window_start_us=stored.window_start_us,
+            window_end_us=stored.window_end_us,
+            n_rows=stored.n_rows,
+            status=_short(pb.DriftStatus.Name(stored.status), _STATUS),
+            prediction_status=_short(pb.DriftStatus.Name(stored.prediction_status), _STATUS),
+            test=_short(pb.DriftTest.Name(stored.test), _TEST),
+            threshold=stored.threshold,
+            correction=_short(pb.MultipleTestingCorrection.Name(stored.correction), _CORRECTION),
+            drifted_share=stored.drifted_share,
+            drift_share_threshold=stored.drift_share_threshold,
+            # Protobuf JSON writes NaN as the string "NaN", which every JSON column accepts.
+            features=[
+                json_format.MessageToDict(f, preserving_proto_field_name=True) for f in stored.features
+            ],
+            outputs=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in stored.outputs],
+            created_at_us=stored.created_at_us,
+        )
+        session.add(row)
+        session.flush()
+        stored.id = row.id
+    return stored
+
+
+def query_reports(
+    sessions: sessionmaker[Session], deployment: str, since_us: int = 0, until_us: int = 0, limit: int = 0
+) -> list[pb.DriftReport]:
+    """Reports of ``deployment`` whose window ends in ``[since_us, until_us)`` (0 = unbounded), newest
+    first, at most ``limit`` (0 = 100)."""
+    if not deployment:
+        raise InvalidArgument("a deployment name is required")
+    if limit < 0 or limit > MAX_LIMIT:
+        raise InvalidArgument(f"limit must lie in [0, {MAX_LIMIT}]")
+    query = select(DriftReportRow).where(DriftReportRow.deployment == deployment)
+    if since_us:
+        query = query.where(DriftReportRow.window_end_us >= since_us)
+    if until_us:
+        query = query.where(DriftReportRow.window_end_us < until_us)
+    query = query.order_by(DriftReportRow.window_end_us.desc(), DriftReportRow.id.desc()).limit(
+        limit or DEFAULT_LIMIT
+    )
+    with read_session(sessions) as session:
+        return [_message(row) for row in session.execute(query).scalars()]
+
+
+def _message(row: DriftReportRow) -> pb.DriftReport:
+    report = pb.DriftReport(
+        id=row.id,
+        deployment=row.deployment,
+        model_name=row.model_name,
+        version=row.version,
+        window_start_us=row.window_start_us,
+        window_end_us=row.window_end_us,
+        n_rows=row.n_rows,
+        status=_STATUS + row.status,
+        prediction_status=_STATUS + row.prediction_status,
+        test=_TEST + row.test,
+        threshold=row.threshold,
+        correction=_CORRECTION + row.correction,
+        drifted_share=row.drifted_share,
+        drift_share_threshold=row.drift_share_threshold,
+        created_at_us=row.created_at_us,
+    )
+    for stored, target in ((row.features, report.features), (row.outputs, report.outputs)):
+        for item in stored:
+            target.append(json_format.ParseDict(item, pb.FeatureDrift()))
+    return report
+
+
+def _short(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix)

@@ -1,0 +1,58 @@
+"""Settings of the monitor loop, read once from ``AETHER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_STREAM = "aether:predictions"  # the data plane's default AETHER_PREDICTION_LOG_STREAM
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    #: Seconds between reads of the prediction log.
+    interval_s: float = 2.0
+    stream: str = DEFAULT_STREAM
+    #: Consumer group and consumer name on the stream. Run one monitor per stream: two consumers of one
+    #: group would each see part of every deployment's traffic.
+    group: str = "aether-monitor"
+    consumer: str = "monitor"
+    #: Entries per XREADGROUP, and at most per tick (the rest is read on the next tick).
+    read_batch: int = 1000
+    max_read_per_tick: int = 50_000
+    #: Alerts go here when a deployment's config names no webhook ("" = log only).
+    webhook_url: str = ""
+    webhook_timeout_s: float = 5.0
+    #: A time window closes this long after its end when no later row arrived.
+    time_window_grace_s: float = 5.0
+    #: How often quality windows are checked for degradation, and how far back (labels arrive late).
+    performance_interval_s: float = 30.0
+    label_horizon_s: float = 7 * 24 * 3600.0
+    #: Prediction-index rows older than this are pruned (labels arriving later stay orphaned).
+    index_retention_s: float = 30 * 24 * 3600.0
+    #: ``HOST:PORT`` to serve the Prometheus gauges on ("" = not served by the monitor).
+    metrics_addr: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MonitoringSettings:
+        """``AETHER_MONITOR_INTERVAL_S``, ``AETHER_PREDICTION_LOG_STREAM``, ``AETHER_MONITOR_WEBHOOK_URL``,
+        ``AETHER_MONITOR_PERFORMANCE_INTERVAL_S``, ``AETHER_MONITOR_LABEL_HORIZON_S``,
+        ``AETHER_MONITOR_INDEX_RETENTION_S`` and ``AETHER_MONITOR_METRICS_ADDR``."""
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def number(name: str, default: float) -> float:
+            return float(env.get(name) or default)
+
+        return cls(
+            interval_s=number("AETHER_MONITOR_INTERVAL_S", defaults.interval_s),
+            stream=env.get("AETHER_PREDICTION_LOG_STREAM") or defaults.stream,
+            webhook_url=env.get("AETHER_MONITOR_WEBHOOK_URL") or defaults.webhook_url,
+            performance_interval_s=number(
+                "AETHER_MONITOR_PERFORMANCE_INTERVAL_S", defaults.performance_interval_s
+            ),
+            label_horizon_s=number("AETHER_MONITOR_LABEL_HORIZON_S", defaults.label_horizon_s),
+            index_retention_s=number("AETHER_MONITOR_INDEX_RETENTION_S", defaults.index_retention_s),
+            metrics_addr=env.get("AETHER_MONITOR_METRICS_ADDR") or defaults.metrics_addr,
+        )

@@ -1,0 +1,58 @@
+"""Reading the prediction log with a Redis consumer group: at least once, resumable after a restart.
+
+The group is created at the start of the stream (``0``, with ``MKSTREAM``), so a fresh monitor reads
+what is still retained. A consumer first re-reads its own pending entries (delivered before a restart
+but never acknowledged), then new ones (``>``). The caller acknowledges entries once handled; windows
+that were open in memory when the process stopped are lost, their entries having been acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+class StreamReader:
+    def __init__(self, client: redis.asyncio.Redis, stream: str, group: str, consumer: str) -> None:
+        self._client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._ready = False
+        self._pending_done = False
+
+    async def ensure_group(self) -> None:
+        if self._ready:
+            return
+        try:
+            await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._ready = True
+
+    async def read(self, count: int) -> list[Entry]:
+        """Up to ``count`` entries: this consumer's pending ones first, then new ones. A pending entry
+        trimmed from the stream since comes back with ``None`` fields (acknowledge it and move on)."""
+        await self.ensure_group()
+        if not self._pending_done:
+            entries = await self._read_from("0", count)
+            if entries:
+                return entries
+            self._pending_done = True
+        return await self._read_from(">", count)
+
+    async def ack(self, ids: list[bytes]) -> None:
+        if ids:
+            await self._client.xack(self.stream, self.group, *ids)
+
+    async def _read_from(self, start: str, count: int) -> list[Entry]:
+        raw: Any = await self._client.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count)
+        if not raw:
+            return []
+        _, entries = raw[0]
+        return [(entry_id, fields or None) for entry_id, fields in entries]

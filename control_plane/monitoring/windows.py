@@ -1,0 +1,163 @@
+"""Tumbling windows over the logged feature rows of one (deployment, model version): by count or by time.
+
+* **Count**: every ``rows`` rows form a window, in the order the rows were read; a request whose rows
+  straddle the boundary is split between two windows. The window's bounds are the prediction times of
+  its first and last rows.
+* **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
+  cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
+  once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
+  the open window (its window has closed) is late: counted in ``late_rows`` and dropped.
+
+Rows whose feature count differs from the window's first row are counted in ``mismatched_rows`` and
+dropped, so one malformed entry cannot break a window's matrix. Outputs travel with their feature rows;
+a batch without outputs (or with another row count) contributes features only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FloatMatrix = npt.NDArray[np.float64]
+WindowKindName = Literal["count", "time"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The rows of one logged request: ``features`` ``[n, f]``, ``outputs`` ``[n, k]`` or None."""
+
+    ts_us: int
+    features: FloatMatrix
+    outputs: FloatMatrix | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass(frozen=True)
+class Window:
+    start_us: int
+    end_us: int
+    features: FloatMatrix
+    #: Output rows of the batches that had outputs (may be fewer rows than ``features``); None if none.
+    outputs: FloatMatrix | None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class _Open:
+    batches: list[Batch] = field(default_factory=list)
+    features: list[FloatMatrix] = field(default_factory=list)
+    outputs: list[FloatMatrix] = field(default_factory=list)
+    first_ts_us: int = 0
+    last_ts_us: int = 0
+    n_rows: int = 0
+    width: int = -1
+    output_width: int = -1
+
+    def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> None:
+        if self.n_rows == 0:
+            self.first_ts_us = ts_us
+        self.last_ts_us = ts_us
+        self.batches.append(Batch(ts_us, features, outputs))
+        self.features.append(features)
+        self.n_rows += features.shape[0]
+        if outputs is not None and self.output_width in (-1, outputs.shape[1]):
+            self.output_width = outputs.shape[1]
+            self.outputs.append(outputs)
+
+    def close(self, start_us: int, end_us: int) -> Window:
+        outputs = np.concatenate(self.outputs) if self.outputs else None
+        return Window(start_us, end_us, np.concatenate(self.features), outputs)
+
+
+class TumblingWindows:
+    def __init__(self, kind: WindowKindName, rows: int = 1000, seconds: float = 3600.0, grace_s: float = 0.0):
+        if kind == "count" and rows < 1:
+            raise ValueError(f"a count window needs at least one row, got {rows}")
+        if kind == "time" and seconds <= 0:
+            raise ValueError(f"a time window needs a positive length, got {seconds}")
+        self.kind = kind
+        self.rows = rows
+        self.width_us = max(1, round(seconds * 1e6))
+        self.grace_us = round(grace_s * 1e6)
+        self.late_rows = 0
+        self.mismatched_rows = 0
+        self._open = _Open()
+        self._period = -1  # index k of the open time window; -1 before the first row
+        self._closed_period = -1  # newest period already closed: its rows are late from now on
+
+    @property
+    def pending_rows(self) -> int:
+        return self._open.n_rows
+
+    def pending(self) -> list[Batch]:
+        """The rows of the open window, as added (to carry them over into re-configured windows)."""
+        return list(self._open.batches)
+
+    def add(self, batch: Batch) -> list[Window]:
+        """Adds one request's rows; returns the windows this closed (oldest first)."""
+        features = np.asarray(batch.features, dtype=np.float64)
+        outputs = (
+            batch.outputs
+            if batch.outputs is not None and batch.outputs.shape[0] == features.shape[0]
+            else None
+        )
+        if features.shape[0] == 0:
+            return []
+        if self._open.width == -1:
+            self._open.width = features.shape[1]
+        elif features.shape[1] != self._open.width:
+            self.mismatched_rows += features.shape[0]
+            return []
+        if self.kind == "count":
+            return self._add_counted(batch.ts_us, features, outputs)
+        return self._add_timed(batch.ts_us, features, outputs)
+
+    def flush_due(self, now_us: int) -> list[Window]:
+        """Time windows: closes the open window once ``now_us`` is past its end plus the grace period."""
+        if self.kind != "time" or self._open.n_rows == 0:
+            return []
+        end = (self._period + 1) * self.width_us
+        if now_us < end + self.grace_us:
+            return []
+        return [self._close_period()]
+
+    def _add_counted(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> list[Window]:
+        closed: list[Window] = []
+        offset = 0
+        while offset < features.shape[0]:
+            take = min(self.rows - self._open.n_rows, features.shape[0] - offset)
+            part_outputs = outputs[offset : offset + take] if outputs is not None else None
+            self._open.add(ts_us, features[offset : offset + take], part_outputs)
+            offset += take
+            if self._open.n_rows == self.rows:
+                closed.append(self._open.close(self._open.first_ts_us, self._open.last_ts_us))
+                self._open = _Open(width=self._open.width)
+        return closed
+
+    def _add_timed(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> list[Window]:
+        period = ts_us // self.width_us
+        closed: list[Window] = []
+        if period < self._period or period <= self._closed_period:
+            self.late_rows += features.shape[0]
+            return closed
+        if period > self._period and self._open.n_rows:
+            closed.append(self._close_period())
+        self._period = period
+        self._open.add(ts_us, features, outputs)
+        return closed
+
+    def _close_period(self) -> Window:
+        start = self._period * self.width_us
+        self._closed_period = self._period
+        window = self._open.close(start, start + self.width_us)
+        self._open = _Open(width=self._open.width)
+        return window

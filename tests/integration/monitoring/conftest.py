@@ -1,0 +1,158 @@
+"""A real control plane serving monitoring (its monitor loop reading a real Redis stream fast), a real
+webhook receiver on 127.0.0.1, prediction-log entries written by the data plane's own writer, and model
+versions with reference profiles registered through the cores on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+import numpy as np
+import numpy.typing as npt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
+from control_plane.api import monitoring as monitoring_api
+from control_plane.artifacts.settings import store_for
+from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
+from data_plane.prediction_log import PredictionLog, PredictionRecord
+from data_plane.redis_client import RedisClient
+
+STREAM = "test:monitoring:predictions"
+
+
+class Webhook:
+    """An HTTP server on a free loopback port keeping every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [alert for alert in self.received if alert["kind"] == kind]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@dataclass
+class Plane:
+    server: ControlPlaneServer
+    channel: grpc.aio.Channel
+    stub: pb_grpc.MonitoringStub
+    registry: ModelRegistry
+    gauges: CollectorRegistry
+    redis_url: str
+    home: Path
+    _log_writer: list[PredictionLog] = field(default_factory=list)
+
+    def register_version(self, name: str) -> int:
+        artifact = self.registry.artifacts.put_bytes(f"onnx bytes of {name}".encode())
+        request = mpb.CreateModelVersionRequest(
+            model_name=name, artifact_sha256=artifact.sha256, create_model=True
+        )
+        return int(self.registry.create_version(request, actor="trainer").version)
+
+    async def log(self, records: Sequence[PredictionRecord]) -> None:
+        """Appends ``records`` with the data plane's prediction log and waits until they are written."""
+        client = RedisClient(self.redis_url)
+        writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1_000_000)
+        writer.start()
+        for record in records:
+            writer.record(record)
+
+        async def flushed() -> bool:
+            return writer.written + writer.dropped == len(records)
+
+        # Wait for the writer's own task to drain the buffer: stop() cancels a batch still in flight.
+        await eventually(flushed)
+        await writer.stop()
+        await client.close()
+        assert writer.written == len(records) and writer.dropped == 0
+
+
+@pytest.fixture
+async def plane(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIterator[Plane]:
+    settings = ControlPlaneSettings(
+        home=tmp_path, db_url=db_url, redis_url=redis_url, listen_addr="127.0.0.1:0", shutdown_grace_s=0.5
+    )
+    monitor_settings = MonitoringSettings(
+        interval_s=0.05, stream=STREAM, performance_interval_s=0.1, time_window_grace_s=0.0
+    )
+    gauges = CollectorRegistry()
+    server = await start_server(
+        settings, services=[monitoring_api.services(monitor_settings, registry=gauges)]
+    )
+    registry = ModelRegistry(server.context.sessions, store_for(tmp_path))
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.MonitoringStub(channel)  # type: ignore[no-untyped-call]
+        yield Plane(server, channel, stub, registry, gauges, redis_url, tmp_path)
+    await server.stop()
+
+
+def record(
+    request_id: str,
+    features: npt.NDArray[np.float64],
+    outputs: dict[str, npt.NDArray[Any]],
+    ts_us: int,
+    deployment: str = "churn",
+    model: str = "churn-model",
+    version: int = 1,
+) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=request_id,
+        deployment=deployment,
+        model=model,
+        version=version,
+        variant="primary",
+        role="served",
+        routing_key="",
+        ts_us=ts_us,
+        entities=[{"id": str(i)} for i in range(features.shape[0])],
+        features=features.astype(np.float32),
+        outputs=outputs,
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)

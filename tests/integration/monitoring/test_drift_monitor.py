@@ -1,0 +1,191 @@
+"""The monitor loop end to end: entries written by the data plane's prediction-log writer to a real
+Redis Stream, windows scored against the registered reference profile, reports queryable over gRPC,
+Prometheus gauges set, alerts POSTed to a real webhook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.profiles import register_reference_profile
+from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
+
+N_FEATURES = 10
+NAMES = [f"x{i}" for i in range(N_FEATURES)]
+SHIFTED = [1, 4, 7, 8]
+T0 = 1_800_000_000_000_000
+
+
+def rows_as_records(features: np.ndarray, first_id: int, ts_us: int) -> list:  # type: ignore[type-arg]
+    """Two rows per request, with the model's class scores as output."""
+    records = []
+    for i in range(0, features.shape[0], 2):
+        chunk = features[i : i + 2]
+        scores = 1 / (1 + np.exp(-chunk[:, 1:2]))
+        probabilities = np.hstack([1 - scores, scores]).astype(np.float32)
+        records.append(record(f"req-{first_id + i}", chunk, {"probabilities": probabilities}, ts_us + i))
+    return records
+
+
+async def reports_of(plane: Plane, deployment: str = "churn") -> list[pb.DriftReport]:
+    answer = await plane.stub.GetDriftReports(pb.GetDriftReportsRequest(deployment=deployment))
+    return list(answer.reports)
+
+
+async def test_reference_traffic_reports_no_drift_and_shifted_traffic_drifts_on_the_shifted_features(
+    plane: Plane, webhook: Webhook
+) -> None:
+    version = plane.register_version("churn-model")
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(5000, N_FEATURES))
+    reference_scores = 1 / (1 + np.exp(-reference[:, 1:2]))
+    register_reference_profile(
+        plane.server.context.sessions,
+        plane.registry.artifacts,
+        "churn-model",
+        version,
+        reference,
+        NAMES,
+        outputs=np.hstack([1 - reference_scores, reference_scores]),
+        output_names=["p0", "p1"],
+        actor="trainer",
+    )
+    config = await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(
+            config=pb.MonitorConfig(deployment="churn", window_rows=600, webhook_url=webhook.url)
+        )
+    )
+    assert config.threshold == 0.2 and config.window_rows == 600
+
+    same = rng.normal(size=(600, N_FEATURES))
+    shifted = rng.normal(size=(600, N_FEATURES))
+    shifted[:, SHIFTED] += 1.0
+    leftover = rng.normal(size=(10, N_FEATURES))
+    await plane.log(
+        rows_as_records(same, 0, T0)
+        + rows_as_records(shifted, 1000, T0 + 10_000)
+        + rows_as_records(leftover, 5000, T0 + 20_000)
+    )
+
+    async def two_reports() -> bool:
+        return len(await reports_of(plane)) == 2
+
+    await eventually(two_reports)
+    newest, oldest = await reports_of(plane)
+    assert oldest.status == pb.DRIFT_STATUS_NO_DRIFT and oldest.n_rows == 600
+    assert oldest.prediction_status == pb.DRIFT_STATUS_NO_DRIFT
+    assert [f.name for f in oldest.features] == NAMES and not any(f.drifted for f in oldest.features)
+    assert newest.status == pb.DRIFT_STATUS_DRIFT
+    assert [f.name for f in newest.features if f.drifted] == [NAMES[i] for i in SHIFTED]
+    assert newest.drifted_share == pytest.approx(0.4)
+    # x1 drives the output: the predictions drift too.
+    assert newest.prediction_status == pb.DRIFT_STATUS_DRIFT and [o.name for o in newest.outputs] == [
+        "p0",
+        "p1",
+    ]
+    assert (newest.model_name, newest.version, newest.window_start_us) == (
+        "churn-model",
+        version,
+        T0 + 10_000,
+    )
+
+    async def alerted() -> bool:
+        return len(webhook.of_kind("data_drift")) == 1 and len(webhook.of_kind("prediction_drift")) == 1
+
+    await eventually(alerted)
+    alert = webhook.of_kind("data_drift")[0]
+    assert alert["deployment"] == "churn" and alert["report_id"] == newest.id
+    assert [f["name"] for f in alert["drifted_features"]] == [NAMES[i] for i in SHIFTED]
+
+    gauges = plane.gauges
+    assert gauges.get_sample_value("aether_drift_detected", {"deployment": "churn"}) == 1.0
+    assert (
+        gauges.get_sample_value("aether_drift_feature_drifted", {"deployment": "churn", "feature": "x4"})
+        == 1.0
+    )
+    assert (
+        gauges.get_sample_value("aether_drift_feature_drifted", {"deployment": "churn", "feature": "x0"})
+        == 0.0
+    )
+    assert gauges.get_sample_value("aether_drift_share", {"deployment": "churn"}) == pytest.approx(0.4)
+
+    since = await plane.stub.GetDriftReports(
+        pb.GetDriftReportsRequest(deployment="churn", since_us=T0 + 5_000)
+    )
+    assert [r.id for r in since.reports] == [newest.id]
+
+
+async def test_small_windows_are_insufficient_data_and_nan_values_are_counted(
+    plane: Plane, webhook: Webhook
+) -> None:
+    version = plane.register_version("churn-model")
+    rng = np.random.default_rng(1)
+    register_reference_profile(
+        plane.server.context.sessions,
+        plane.registry.artifacts,
+        "churn-model",
+        version,
+        rng.normal(size=(2000, N_FEATURES)),
+        NAMES,
+        actor="trainer",
+    )
+    await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(
+            config=pb.MonitorConfig(
+                deployment="churn", window_rows=20, test=pb.DRIFT_TEST_KS, webhook_url=webhook.url
+            )
+        )
+    )
+    far_off = rng.normal(size=(20, N_FEATURES)) + 5.0  # obviously shifted, but only 20 rows
+    await plane.log(rows_as_records(far_off, 0, T0))
+
+    async def one_report() -> bool:
+        return len(await reports_of(plane)) == 1
+
+    await eventually(one_report)
+    (report,) = await reports_of(plane)
+    assert report.status == pb.DRIFT_STATUS_INSUFFICIENT_DATA
+    assert all(f.insufficient and not f.drifted for f in report.features)
+    assert report.prediction_status == pb.DRIFT_STATUS_NO_REFERENCE  # no output profile: baseline pending
+
+    await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(
+            config=pb.MonitorConfig(deployment="churn", window_rows=200, test=pb.DRIFT_TEST_KS)
+        )
+    )
+    with_nan = rng.normal(size=(200, N_FEATURES))
+    with_nan[:17, 2] = np.nan
+    await plane.log(rows_as_records(with_nan, 100, T0 + 1000))
+
+    async def two_reports() -> bool:
+        return len(await reports_of(plane)) == 2
+
+    await eventually(two_reports)
+    newest = (await reports_of(plane))[0]
+    assert newest.status == pb.DRIFT_STATUS_NO_DRIFT
+    assert newest.features[2].missing_current == 17 and newest.features[2].n_current == 183
+    assert (
+        plane.gauges.get_sample_value(
+            "aether_drift_feature_missing", {"deployment": "churn", "feature": "x2"}
+        )
+        == 17.0
+    )
+    assert webhook.received == []
+
+
+async def test_a_version_without_a_reference_reports_no_reference_and_never_drift(plane: Plane) -> None:
+    await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="other", window_rows=40))
+    )
+    features = np.random.default_rng(2).normal(size=(40, 3))
+    await plane.log(
+        [record(f"o-{i}", features[i : i + 1], {}, T0 + i, deployment="other", model="m") for i in range(40)]
+    )
+
+    async def one_report() -> bool:
+        return len(await reports_of(plane, "other")) == 1
+
+    await eventually(one_report)
+    (report,) = await reports_of(plane, "other")
+    assert report.status == pb.DRIFT_STATUS_NO_REFERENCE and report.n_rows == 40

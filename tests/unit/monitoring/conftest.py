@@ -1,0 +1,43 @@
+"""A migrated metadata database on each backend, an artifact store, and model versions registered through
+the registry core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import model_registry_pb2 as mpb
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.model_registry.registry import ModelRegistry
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(str(tmp_path / "artifacts"))
+
+
+def register_version(sessions: sessionmaker[Session], store: ArtifactStore, name: str) -> int:
+    registry = ModelRegistry(sessions, store)
+    artifact = store.put_bytes(f"onnx bytes of {name}".encode())
+    request = mpb.CreateModelVersionRequest(
+        model_name=name, artifact_sha256=artifact.sha256, create_model=True
+    )
+    return int(registry.create_version(request, actor="trainer").version)

@@ -1,0 +1,105 @@
+"""Window verdicts: no drift on the reference distribution, drift on exactly the shifted features,
+insufficient data never drifts, NaN counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.config import default_config, effective
+from control_plane.monitoring.drift import DriftRule, evaluate
+from kernels.drift import ReferenceProfile, benjamini_hochberg, build_reference_profile
+
+N_FEATURES = 10
+NAMES = tuple(f"x{i}" for i in range(N_FEATURES))
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    reference = np.random.default_rng(1).normal(size=(20_000, N_FEATURES))
+    return build_reference_profile(reference)
+
+
+def rule(test: int = pb.DRIFT_TEST_PSI, **fields: object) -> DriftRule:
+    return DriftRule.of(effective(pb.MonitorConfig(deployment="d", test=test, **fields)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "test", [pb.DRIFT_TEST_PSI, pb.DRIFT_TEST_JSD, pb.DRIFT_TEST_KS, pb.DRIFT_TEST_WASSERSTEIN]
+)
+def test_a_window_from_the_reference_distribution_does_not_drift(
+    profile: ReferenceProfile, test: int
+) -> None:
+    window = np.random.default_rng(2).normal(size=(2000, N_FEATURES))
+    verdict = evaluate(profile, NAMES, window, rule(test))
+    assert verdict.status == pb.DRIFT_STATUS_NO_DRIFT
+    assert not any(f.drifted for f in verdict.features)
+    assert [f.name for f in verdict.features] == list(NAMES)
+
+
+@pytest.mark.parametrize(
+    "test", [pb.DRIFT_TEST_PSI, pb.DRIFT_TEST_JSD, pb.DRIFT_TEST_KS, pb.DRIFT_TEST_WASSERSTEIN]
+)
+def test_a_shifted_window_drifts_on_the_shifted_features_only(profile: ReferenceProfile, test: int) -> None:
+    window = np.random.default_rng(3).normal(size=(2000, N_FEATURES))
+    shifted = [1, 4, 7, 8]
+    window[:, shifted] += 1.0
+    verdict = evaluate(profile, NAMES, window, rule(test))
+    assert [i for i, f in enumerate(verdict.features) if f.drifted] == shifted
+    assert verdict.drifted_share == pytest.approx(0.4)
+    assert verdict.status == pb.DRIFT_STATUS_DRIFT
+
+
+def test_one_drifted_feature_of_ten_is_below_the_default_dataset_share(profile: ReferenceProfile) -> None:
+    window = np.random.default_rng(4).normal(size=(2000, N_FEATURES))
+    window[:, 0] += 2.0
+    verdict = evaluate(profile, NAMES, window, rule())
+    assert verdict.features[0].drifted and verdict.drifted_share == pytest.approx(0.1)
+    assert verdict.status == pb.DRIFT_STATUS_NO_DRIFT
+
+
+def test_ks_flags_use_benjamini_hochberg_adjusted_pvalues(profile: ReferenceProfile) -> None:
+    window = np.random.default_rng(5).normal(size=(300, N_FEATURES))
+    window[:, 2] += 0.3
+    verdict = evaluate(profile, NAMES, window, rule(pb.DRIFT_TEST_KS))
+    raw = np.array([f.ks_pvalue for f in verdict.features])
+    expected = benjamini_hochberg(raw)
+    np.testing.assert_allclose([f.ks_pvalue_adjusted for f in verdict.features], expected)
+    assert [f.drifted for f in verdict.features] == list(expected < 0.05)
+    uncorrected = evaluate(
+        profile, NAMES, window, rule(pb.DRIFT_TEST_KS, correction=pb.MULTIPLE_TESTING_CORRECTION_NONE)
+    )
+    assert [f.score for f in uncorrected.features] == pytest.approx(list(raw))
+
+
+def test_too_few_samples_is_insufficient_data_never_drift(profile: ReferenceProfile) -> None:
+    window = np.random.default_rng(6).normal(size=(10, N_FEATURES)) + 5.0  # far off, but only 10 rows
+    verdict = evaluate(profile, NAMES, window, rule())
+    assert verdict.status == pb.DRIFT_STATUS_INSUFFICIENT_DATA
+    assert all(f.insufficient and not f.drifted and np.isnan(f.score) for f in verdict.features)
+
+
+def test_nan_values_are_counted_and_left_out_of_the_scores(profile: ReferenceProfile) -> None:
+    window = np.random.default_rng(7).normal(size=(500, N_FEATURES))
+    window[:480, 3] = np.nan  # 20 finite values left: below min_samples for that feature only
+    window[:100, 5] = np.inf
+    verdict = evaluate(profile, NAMES, window, rule())
+    assert verdict.features[3].missing_current == 480 and verdict.features[3].insufficient
+    assert verdict.features[5].missing_current == 100 and verdict.features[5].n_current == 400
+    assert not verdict.features[5].drifted and np.isfinite(verdict.features[5].score)
+    assert verdict.status == pb.DRIFT_STATUS_NO_DRIFT
+
+
+def test_a_window_with_another_feature_count_is_a_schema_mismatch(profile: ReferenceProfile) -> None:
+    verdict = evaluate(profile, NAMES, np.zeros((100, 3)), rule())
+    assert verdict.status == pb.DRIFT_STATUS_SCHEMA_MISMATCH
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = default_config("d")
+    assert (config.test, config.threshold, config.drift_share) == (pb.DRIFT_TEST_PSI, 0.2, 0.3)
+    assert config.correction == pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG
+    assert (config.window_kind, config.window_rows, config.min_samples) == (pb.WINDOW_KIND_COUNT, 1000, 30)
+    assert effective(pb.MonitorConfig(deployment="d", test=pb.DRIFT_TEST_JSD)).threshold == 0.1
+    assert effective(pb.MonitorConfig(deployment="d", test=pb.DRIFT_TEST_KS)).threshold == 0.05

@@ -1,0 +1,70 @@
+"""Feedback joined by request id; orphaned feedback stored, counted, and joined when its prediction
+arrives; idempotent writes."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.feedback import (
+    IndexedPrediction,
+    index_predictions,
+    labelled_predictions,
+    orphaned_total,
+    prune,
+    record_feedback,
+)
+
+
+def indexed(request_id: str, ts_us: int, score: float, row: int = 0) -> IndexedPrediction:
+    return IndexedPrediction(request_id, row, "churn", "churn-model", 1, "primary", ts_us, [score], False)
+
+
+def test_feedback_joins_known_predictions_and_keeps_unknown_ones_as_orphans(
+    sessions: sessionmaker[Session],
+) -> None:
+    index_predictions(
+        sessions, [indexed("a", 100, 0.9), indexed("b", 200, 0.2), indexed("b", 200, 0.7, row=1)]
+    )
+    answer = record_feedback(
+        sessions,
+        [
+            pb.Feedback(request_id="a", label=1),
+            pb.Feedback(request_id="b", row=1, label=0),
+            pb.Feedback(request_id="late", label=1),
+        ],
+    )
+    assert (answer.recorded, answer.joined, answer.orphaned, answer.orphaned_total) == (3, 2, 1, 1)
+    joined = labelled_predictions(sessions, "churn", 0, 1000)
+    assert list(joined.ts_us) == [100, 200] and list(joined.labels) == [1.0, 0.0]
+    assert joined.predictions == [[0.9], [0.7]]
+
+    # The prediction of the orphan is read later: the label joins, the orphan count drops.
+    assert index_predictions(sessions, [indexed("late", 300, 0.4)]) == 1
+    assert orphaned_total(sessions) == 0
+    assert list(labelled_predictions(sessions, "churn", 0, 1000).ts_us) == [100, 200, 300]
+
+
+def test_writes_are_idempotent_and_a_resent_label_replaces_the_old_one(
+    sessions: sessionmaker[Session],
+) -> None:
+    rows = [indexed("a", 100, 0.9)]
+    index_predictions(sessions, rows)
+    index_predictions(sessions, rows)  # the same log entry delivered twice
+    record_feedback(sessions, [pb.Feedback(request_id="a", label=0)])
+    record_feedback(sessions, [pb.Feedback(request_id="a", label=1), pb.Feedback(request_id="zz", label=1)])
+    record_feedback(sessions, [pb.Feedback(request_id="zz", label=0)])
+    joined = labelled_predictions(sessions, "churn", 0, 1000)
+    assert list(joined.labels) == [1.0]
+    assert orphaned_total(sessions) == 1
+
+
+def test_pruning_drops_old_index_rows_only(sessions: sessionmaker[Session]) -> None:
+    index_predictions(sessions, [indexed("old", 10, 0.1), indexed("new", 1000, 0.1)])
+    assert prune(sessions, 500) == 1
+    record_feedback(
+        sessions, [pb.Feedback(request_id="old", label=1), pb.Feedback(request_id="new", label=1)]
+    )
+    assert orphaned_total(sessions) == 1
+    assert np.array_equal(labelled_predictions(sessions, "churn", 0, 2000).ts_us, [1000])

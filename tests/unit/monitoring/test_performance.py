@@ -1,0 +1,141 @@
+"""Quality windows by prediction time against a brute-force recomputation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.config import effective
+from control_plane.monitoring.feedback import LabelledPredictions
+from control_plane.monitoring.performance import derive, window_starts, windows_of
+
+SECOND = 1_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=10**7),
+    st.integers(min_value=1, max_value=10**6),
+    st.integers(min_value=1, max_value=5 * 10**5),
+    st.integers(min_value=1, max_value=4),
+)
+def test_window_starts_are_exactly_the_aligned_windows_overlapping_the_range(
+    since: int, span: int, step: int, steps_per_width: int
+) -> None:
+    width = step * steps_per_width
+    until = since + span
+    assume((span + width) // step < 1500)  # within the windows one call may ask for
+    starts = window_starts(since, until, width, step)
+    expected = [
+        k * step
+        for k in range(-width // step - 1, until // step + 2)
+        if k * step < until and k * step + width > since
+    ]
+    assert starts == expected
+
+
+def brute_force(
+    config: pb.MonitorConfig, ts: list[int], labels: list[int], scores: list[float], start: int, end: int
+) -> dict[str, float]:
+    rows = [(y, s) for t, y, s in zip(ts, labels, scores, strict=True) if start <= t < end]
+    predicted = [1 if s >= config.decision_threshold else 0 for _, s in rows]
+    truth = [y for y, _ in rows]
+    out: dict[str, float] = {
+        "accuracy": sum(p == y for p, y in zip(predicted, truth, strict=True)) / len(rows)
+    }
+    tp = sum(p == 1 and y == 1 for p, y in zip(predicted, truth, strict=True))
+    if sum(predicted):
+        out["precision"] = tp / sum(predicted)
+    if sum(truth):
+        out["recall"] = tp / sum(truth)
+    pos = [s for y, s in rows if y == 1]
+    neg = [s for y, s in rows if y == 0]
+    if pos and neg:
+        out["auc"] = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (
+            len(pos) * len(neg)
+        )
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 59), st.integers(0, 1), st.integers(0, 10)), min_size=0, max_size=80),
+    st.sampled_from([(10, 10), (20, 5), (30, 10)]),
+    st.integers(min_value=1, max_value=8),
+)
+def test_sliding_windows_match_a_brute_force_recount(
+    rows: list[tuple[int, int, int]], shape: tuple[int, int], min_labels: int
+) -> None:
+    width_s, step_s = shape
+    config = effective(
+        pb.MonitorConfig(
+            deployment="d",
+            task=pb.TASK_TYPE_CLASSIFICATION,
+            performance_window_seconds=width_s,
+            performance_step_seconds=step_s,
+            min_labels=min_labels,
+            alert_threshold=0.6,
+        )
+    )
+    rows = sorted(rows)
+    ts = [t * SECOND for t, _, _ in rows]
+    labels = [y for _, y, _ in rows]
+    scores = [s / 10 for _, _, s in rows]
+    joined = LabelledPredictions(
+        ts_us=np.array(ts, dtype=np.int64),
+        labels=np.array(labels, dtype=np.float64),
+        predictions=[[s] for s in scores],
+        is_label=np.zeros(len(rows), dtype=np.bool_),
+    )
+    # Every labelled prediction plus one unlabelled prediction per second.
+    predicted_at = np.sort(np.concatenate([joined.ts_us, np.arange(60, dtype=np.int64) * SECOND]))
+    windows = windows_of(config, joined, predicted_at, 0, 60 * SECOND)
+    for window in windows:
+        inside = [t for t in ts if window.start_us <= t < window.end_us]
+        assert window.n_labels == len(inside)
+        assert window.n_predictions == len(inside) + sum(
+            window.start_us <= s * SECOND < window.end_us for s in range(60)
+        )
+        if len(inside) < min_labels:
+            assert window.status == pb.PERFORMANCE_STATUS_INSUFFICIENT_LABELS and not window.metrics
+            continue
+        expected = brute_force(config, ts, labels, scores, window.start_us, window.end_us)
+        assert set(window.metrics) == set(expected)
+        for name, value in expected.items():
+            assert math.isclose(window.metrics[name], value, rel_tol=1e-12, abs_tol=1e-12)
+        degraded = expected["accuracy"] < 0.6
+        assert window.status == (pb.PERFORMANCE_STATUS_DEGRADED if degraded else pb.PERFORMANCE_STATUS_OK)
+
+
+def test_predictions_derive_from_scores_class_scores_or_class_codes() -> None:
+    config = effective(
+        pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_CLASSIFICATION, decision_threshold=0.7)
+    )
+    predicted, scores = derive(
+        config, [[0.8], [0.6], [0.1, 0.2, 0.7], [2.0]], np.array([False, False, False, True])
+    )
+    np.testing.assert_array_equal(predicted, [1, 0, 2, 2])
+    np.testing.assert_array_equal(scores[:3], [0.8, 0.6, 0.2])
+    assert math.isnan(scores[3])
+
+
+def test_regression_windows_report_error_metrics_and_degrade_above_the_threshold() -> None:
+    config = effective(
+        pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_REGRESSION, min_labels=2, alert_threshold=1.0)
+    )
+    joined = LabelledPredictions(
+        ts_us=np.array([0, 1, 3600 * SECOND], dtype=np.int64),
+        labels=np.array([2.0, 4.0, 10.0]),
+        predictions=[[1.0], [6.0], [10.0]],
+        is_label=np.zeros(3, dtype=np.bool_),
+    )
+    windows = windows_of(config, joined, joined.ts_us, 0, 7200 * SECOND)
+    first, second = windows
+    assert first.metrics["mae"] == 1.5 and math.isclose(first.metrics["rmse"], math.sqrt(2.5))
+    assert first.metrics["mape"] == (0.5 + 0.5) / 2
+    assert first.status == pb.PERFORMANCE_STATUS_DEGRADED
+    assert second.status == pb.PERFORMANCE_STATUS_INSUFFICIENT_LABELS

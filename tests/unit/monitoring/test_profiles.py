@@ -1,0 +1,114 @@
+"""Reference profiles: built from numpy or Arrow tables, stored content-addressed, linked to a version,
+compacted for large references; the trainer's run-tag link is found too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.errors import DataLoss, NotFound
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.db import read_session
+from control_plane.monitoring.profiles import (
+    ReferenceCache,
+    as_feature_matrix,
+    compact,
+    load_profile,
+    register_reference_profile,
+    resolve_reference,
+)
+from kernels.drift import build_reference_profile, drift_scores
+from tests.unit.monitoring.conftest import register_version
+
+
+def test_register_stores_the_profile_and_links_it_to_the_version(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    version = register_version(sessions, store, "churn")
+    table = pa.table({"age": [30.0, None, 50.0] * 40, "income": list(range(120)), "ignored": ["x"] * 120})
+    info = register_reference_profile(
+        sessions,
+        store,
+        "churn",
+        version,
+        table,
+        ["age", "income"],
+        outputs=np.linspace(0, 1, 120),
+        actor="trainer",
+    )
+    assert list(info.feature_names) == ["age", "income"] and info.n_rows == 120
+    assert info.output_artifact_sha256 and list(info.output_names) == ["f0"]
+    profile, names = load_profile(store, info.artifact_sha256)
+    assert names == ("age", "income") and list(profile.n_missing) == [40, 0]
+    with read_session(sessions) as session:
+        resolved = resolve_reference(session, "churn", version)
+    assert resolved is not None and resolved.artifact_sha256 == info.artifact_sha256
+    loaded = ReferenceCache(sessions, store).get("churn", version)
+    assert loaded.features is not None and loaded.features[1] == ("age", "income")
+    assert loaded.outputs is not None
+
+
+def test_unknown_versions_and_blobs_that_are_not_profiles_are_refused(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    with pytest.raises(NotFound):
+        register_reference_profile(sessions, store, "nope", 1, np.zeros((40, 2)), actor="t")
+    version = register_version(sessions, store, "eta")
+    from control_plane.monitoring.profiles import link_reference_profile
+
+    junk = store.put_bytes(b"not a profile").sha256
+    with pytest.raises(DataLoss):
+        link_reference_profile(sessions, store, "eta", version, junk, actor="t")
+    assert ReferenceCache(sessions, store).get("eta", version).features is None
+
+
+def test_compaction_keeps_the_empirical_cdf_within_one_over_max_values() -> None:
+    reference = np.random.default_rng(0).normal(size=(50_000, 2))
+    full = build_reference_profile(reference)
+    small = compact(full, max_values=1000)
+    assert small.sorted_values.shape == (2, 1000) and list(small.n_valid) == [1000, 1000]
+    np.testing.assert_array_equal(small.bin_counts, full.bin_counts)
+    current = np.random.default_rng(1).normal(size=(2000, 2))
+    exact = drift_scores(full, current).ks_statistic
+    approx = drift_scores(small, current).ks_statistic
+    assert np.all(np.abs(exact - approx) <= 1 / 1000 + 1e-12)
+
+
+def test_feature_tables_from_mappings_and_arrays_name_their_columns() -> None:
+    matrix, names = as_feature_matrix({"a": [1, 2], "b": [3.0, float("nan")]})
+    assert names == ("a", "b") and matrix.shape == (2, 2) and np.isnan(matrix[1, 1])
+    assert as_feature_matrix(np.zeros((3, 2)))[1] == ("f0", "f1")
+
+
+def test_a_version_the_built_in_trainer_registered_is_found_through_its_run_tag(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    from clients.aether.v1 import model_registry_pb2 as mpb
+    from control_plane.model_registry.registry import ModelRegistry
+    from control_plane.tracking.store import TrackingStore
+    from control_plane.training.reference import SHA_TAG, build_profile, profile_to_bytes
+
+    # What control_plane/training/trainer/register.py does: upload the profile, tag the run with it.
+    blob = profile_to_bytes(build_profile(np.random.default_rng(0).normal(size=(100, 2))), ["a", "b"])
+    sha = store.put_bytes(blob).sha256
+    tracking = TrackingStore(sessions)
+    experiment = tracking.create_experiment("training", actor="t")
+    run = tracking.create_run(experiment.experiment_id, tags={SHA_TAG: sha}, actor="t")
+    model = store.put_bytes(b"onnx").sha256
+    version = (
+        ModelRegistry(sessions, store)
+        .create_version(
+            mpb.CreateModelVersionRequest(
+                model_name="m", run_id=run.run_id, artifact_sha256=model, create_model=True
+            ),
+            actor="t",
+        )
+        .version
+    )
+    with read_session(sessions) as session:
+        info = resolve_reference(session, "m", version)
+    assert info is not None and info.artifact_sha256 == sha
+    loaded = ReferenceCache(sessions, store).get("m", version)
+    assert loaded.features is not None and loaded.features[1] == ("a", "b") and loaded.outputs is None

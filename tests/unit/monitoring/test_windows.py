@@ -1,0 +1,66 @@
+"""Tumbling windows by count and by time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from control_plane.monitoring.windows import Batch, TumblingWindows
+
+
+def rows(n: int, start: float = 0.0, width: int = 2) -> np.ndarray:
+    return np.arange(start, start + n * width, dtype=np.float64).reshape(n, width)
+
+
+def test_count_windows_hold_exactly_n_rows_and_split_a_request_across_the_boundary() -> None:
+    windows = TumblingWindows("count", rows=5)
+    assert windows.add(Batch(10, rows(3))) == []
+    closed = windows.add(Batch(20, rows(4, start=100), outputs=np.ones((4, 1))))
+    assert len(closed) == 1
+    first = closed[0]
+    assert first.n_rows == 5 and (first.start_us, first.end_us) == (10, 20)
+    np.testing.assert_array_equal(first.features[3:], rows(2, start=100))
+    assert first.outputs is not None and first.outputs.shape == (2, 1)  # only the rows that had outputs
+    assert windows.pending_rows == 2
+    closed = windows.add(Batch(30, rows(13)))
+    assert [w.n_rows for w in closed] == [5, 5, 5] and windows.pending_rows == 0
+
+
+def test_time_windows_are_aligned_periods_closed_by_later_rows_or_by_the_clock() -> None:
+    windows = TumblingWindows("time", seconds=1.0, grace_s=0.5)
+    assert windows.add(Batch(1_200_000, rows(2))) == []
+    assert windows.add(Batch(1_900_000, rows(1))) == []
+    closed = windows.add(Batch(2_100_000, rows(4)))
+    assert len(closed) == 1 and closed[0].n_rows == 3
+    assert (closed[0].start_us, closed[0].end_us) == (1_000_000, 2_000_000)
+    assert windows.add(Batch(1_500_000, rows(2))) == [] and windows.late_rows == 2  # its window closed
+    assert windows.flush_due(3_400_000) == []  # within the grace period
+    flushed = windows.flush_due(3_500_000)
+    assert len(flushed) == 1 and flushed[0].n_rows == 4 and flushed[0].start_us == 2_000_000
+    assert windows.add(Batch(2_200_000, rows(1))) == [] and windows.late_rows == 3
+
+
+def test_rows_with_another_feature_count_are_counted_and_dropped() -> None:
+    windows = TumblingWindows("count", rows=4)
+    windows.add(Batch(1, rows(2)))
+    assert windows.add(Batch(2, rows(2, width=3))) == []
+    assert windows.mismatched_rows == 2
+    assert [w.n_rows for w in windows.add(Batch(3, rows(2)))] == [4]
+
+
+def test_invalid_window_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        TumblingWindows("count", rows=0)
+    with pytest.raises(ValueError):
+        TumblingWindows("time", seconds=0)
+
+
+def test_the_open_window_hands_over_its_rows_as_added() -> None:
+    windows = TumblingWindows("count", rows=10)
+    windows.add(Batch(1, rows(3)))
+    windows.add(Batch(2, rows(2), outputs=np.ones((2, 1))))
+    pending = windows.pending()
+    assert [(b.ts_us, b.n_rows) for b in pending] == [(1, 3), (2, 2)] and pending[1].outputs is not None
+    smaller = TumblingWindows("count", rows=4)
+    closed = [w for batch in pending for w in smaller.add(batch)]
+    assert [w.n_rows for w in closed] == [4] and smaller.pending_rows == 1
