@@ -17,6 +17,7 @@ from control_plane.api import deployments as deployments_api
 from control_plane.api import ingestion as ingestion_api
 from control_plane.api import jobs as jobs_api
 from control_plane.api import model_registry as model_registry_api
+from control_plane.api import monitoring as monitoring_api
 from control_plane.api import offline_features as offline_api
 from control_plane.api import tracking as tracking_api
 from control_plane.api.context import ServiceContext, ServiceModule
@@ -83,6 +84,7 @@ DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
     deployments_api.add_to_server,
     audit_api.add_to_server,
     jobs_api.add_to_server,
+    monitoring_api.add_to_server,
     offline_api.add_to_server,
     ingestion_api.add_to_server,
 )

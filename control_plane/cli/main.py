@@ -10,7 +10,19 @@ import sys
 from collections.abc import Callable
 
 from clients.errors import AetherError, Unavailable
-from control_plane.cli import audit, demo, deploy, dev, features, historical, ingestion, jobs, models, runs
+from control_plane.cli import (
+    audit,
+    demo,
+    deploy,
+    dev,
+    features,
+    historical,
+    ingestion,
+    jobs,
+    models,
+    monitoring,
+    runs,
+)
 from control_plane.cli.settings import CliSettings
 
 
@@ -39,6 +51,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     historical.register(commands)
     deploy.register(commands)
     jobs.register(commands)
+    monitoring.register(commands)
     return parser
 
 
