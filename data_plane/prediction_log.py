@@ -157,6 +157,7 @@ class PredictionLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
+        self._closing = False
         self.dropped = 0
 
     def sampled(self) -> bool:
@@ -176,16 +177,19 @@ class PredictionLog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="prediction-log")
 
     async def stop(self, flush_timeout_s: float = 1.0) -> None:
-        """Flushes what is buffered (within the timeout), then stops."""
+        """Flushes what is buffered (within the timeout), then stops. The drain task itself finishes the
+        buffer, so a batch already on its way to Redis completes and is counted rather than cancelled
+        mid-flight; only what is left at the timeout is cancelled."""
         if self._task is None:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(flush_timeout_s):
-                while self._buffer:
-                    await self._flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), flush_timeout_s)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         self._task = None
 
     def _drop(self, count: int) -> None:
@@ -198,6 +202,8 @@ class PredictionLog:
             self._wake.clear()
             while self._buffer:
                 await self._flush()
+            if self._closing:
+                return
 
     async def _flush(self) -> None:
         """Appends up to ``batch_size`` buffered entries with one script call (one round trip, one
