@@ -1,0 +1,104 @@
+"""Client of the retraining service (``aether.v1.Retraining``): configure a deployment's retraining
+triggers, trigger a retraining by hand, read the trigger decisions and the challenger evaluations.
+
+    with RetrainingClient("127.0.0.1:50051", actor="alice") as retraining:
+        retraining.configure("churn", enabled=True, schedule="0 3 * * 1", drift=True,
+                             performance_threshold=0.8)
+        decision = retraining.trigger_now("churn", reason="new labelling campaign")
+        for evaluation in retraining.evaluations("churn"):
+            ...
+
+One method per RPC, plain Python arguments in, proto messages out; a failed call raises the matching
+:mod:`clients.errors` exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from clients.aether.v1 import retraining_pb2 as pb
+from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
+from clients.errors import from_rpc_error
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+_Response = TypeVar("_Response")
+ACTOR_METADATA_KEY = "x-aether-actor"
+
+
+class RetrainingClient:
+    """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call (a manual
+    trigger validates the data window before it answers, so it may take a while)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = pb_grpc.RetrainingStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RetrainingClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        try:
+            response = method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    def configure(
+        self, deployment: str, config: pb.TriggerConfig | None = None, **fields: Any
+    ) -> pb.TriggerConfig:
+        """Creates or replaces the trigger config of ``deployment`` from ``config`` and/or ``TriggerConfig``
+        ``fields`` (unset ones take their defaults). Returns the effective config."""
+        message = pb.TriggerConfig()
+        if config is not None:
+            message.CopyFrom(config)
+        for name, value in fields.items():
+            if isinstance(value, (pb.EvaluationGates, pb.PromotionPolicy)):
+                getattr(message, name).CopyFrom(value)
+            else:
+                setattr(message, name, value)
+        message.deployment = deployment
+        request = pb.ConfigureTriggersRequest(config=message)
+        return self._call(self._stub.ConfigureTriggers, request, pb.TriggerConfig)
+
+    def get_config(self, deployment: str) -> pb.TriggerConfig:
+        request = pb.GetTriggerConfigRequest(deployment=deployment)
+        return self._call(self._stub.GetTriggerConfig, request, pb.TriggerConfig)
+
+    def trigger_now(self, deployment: str, reason: str = "") -> pb.TriggerDecision:
+        request = pb.TriggerNowRequest(deployment=deployment, reason=reason)
+        return self._call(self._stub.TriggerNow, request, pb.TriggerDecision)
+
+    def decisions(
+        self, deployment: str, *, triggered_only: bool = False, limit: int = 0
+    ) -> list[pb.TriggerDecision]:
+        """Trigger decisions of ``deployment``, newest first."""
+        request = pb.ListDecisionsRequest(deployment=deployment, triggered_only=triggered_only, limit=limit)
+        return list(self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse).decisions)
+
+    def evaluations(self, deployment: str, *, limit: int = 0) -> list[pb.Evaluation]:
+        """Challenger/champion evaluations of ``deployment`` with their promotion state, newest first."""
+        request = pb.ListEvaluationsRequest(deployment=deployment, limit=limit)
+        return list(self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse).evaluations)

@@ -1,0 +1,1 @@
+"""Retraining triggers, challenger/champion evaluation with quality gates, and gated promotion."""

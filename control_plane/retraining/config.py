@@ -1,0 +1,170 @@
+"""Trigger configs: defaults, validation, storage of one ``TriggerConfig`` per deployment, and the pure
+rules and gates derived from it.
+
+Documented defaults (a deployment never configured is disabled):
+
+=========================  =========================================================================
+cooldown_seconds           3600
+performance_metric         the deployment's monitor alert metric (accuracy / mae)
+data_window_seconds        604800 (7 days of offline rows validated before training)
+max_rejected_fraction      0 (one invalid row blocks the retraining)
+min_rows                   100
+gates.metric               the performance metric
+gates.max_relative_drop    0.005 (challenger ≥ champion − 0.5 % of the champion's value)
+gates.max_latency_ratio    1.5 (challenger p95 ≤ 1.5 × champion p95)
+gates.min_holdout_rows     50
+gates.holdout_seconds      86400
+=========================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.audit.log import record
+from control_plane.db import read_session, write_session
+from control_plane.db.models import NAME_LENGTH
+from control_plane.monitoring.config import ERROR_METRICS
+from control_plane.retraining import cron
+from control_plane.retraining.evaluation import Gates
+from control_plane.retraining.tables import RetrainingConfigRow
+from control_plane.retraining.triggers import TriggerRules
+
+DEFAULT_COOLDOWN_S = 3600.0
+DEFAULT_DATA_WINDOW_S = 7 * 24 * 3600.0
+DEFAULT_MIN_ROWS = 100
+DEFAULT_MAX_RELATIVE_DEGRADATION = 0.005
+DEFAULT_MAX_LATENCY_RATIO = 1.5
+DEFAULT_MIN_HOLDOUT_ROWS = 50
+DEFAULT_HOLDOUT_S = 24 * 3600.0
+
+
+def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerConfig:
+    """A copy with every default filled in; ``InvalidArgument`` names the first invalid field."""
+    out = pb.TriggerConfig()
+    out.CopyFrom(config)
+    if not out.deployment or len(out.deployment) > NAME_LENGTH:
+        raise InvalidArgument("a trigger config needs a deployment name (at most 128 characters)")
+    if out.schedule:
+        out.schedule = cron.parse(out.schedule).expression
+    if not out.HasField("cooldown_seconds"):
+        out.cooldown_seconds = DEFAULT_COOLDOWN_S
+    _check(_finite(out.cooldown_seconds) and out.cooldown_seconds >= 0, "cooldown_seconds must be >= 0")
+    if not out.performance_metric:
+        out.performance_metric = default_metric
+    if out.HasField("performance_threshold"):
+        _check(_finite(out.performance_threshold), "performance_threshold must be a finite number")
+    out.data_window_seconds = out.data_window_seconds or DEFAULT_DATA_WINDOW_S
+    _check(
+        _finite(out.data_window_seconds) and out.data_window_seconds > 0, "data_window_seconds must be > 0"
+    )
+    _check(0 <= out.max_rejected_fraction <= 1, "max_rejected_fraction must lie in [0, 1]")
+    out.min_rows = out.min_rows or DEFAULT_MIN_ROWS
+    gates = out.gates
+    gates.metric = gates.metric or out.performance_metric
+    gates.max_relative_degradation = gates.max_relative_degradation or DEFAULT_MAX_RELATIVE_DEGRADATION
+    _check(0 <= gates.max_relative_degradation < 1, "gates.max_relative_degradation must lie in [0, 1)")
+    _check(_finite(gates.latency_budget_ms) and gates.latency_budget_ms >= 0, "gates.latency_budget_ms >= 0")
+    gates.max_latency_ratio = gates.max_latency_ratio or DEFAULT_MAX_LATENCY_RATIO
+    gates.min_holdout_rows = gates.min_holdout_rows or DEFAULT_MIN_HOLDOUT_ROWS
+    gates.holdout_seconds = gates.holdout_seconds or DEFAULT_HOLDOUT_S
+    _check(_finite(gates.holdout_seconds) and gates.holdout_seconds > 0, "gates.holdout_seconds must be > 0")
+    promotion = out.promotion
+    _check(_finite(promotion.shadow_seconds) and promotion.shadow_seconds >= 0, "shadow_seconds must be >= 0")
+    _check(0 <= promotion.min_agreement <= 1, "promotion.min_agreement must lie in [0, 1]")
+    return out
+
+
+def rules_of(config: pb.TriggerConfig) -> TriggerRules:
+    return TriggerRules(
+        schedule=cron.parse(config.schedule) if config.schedule else None,
+        performance_metric=config.performance_metric,
+        performance_threshold=(
+            config.performance_threshold if config.HasField("performance_threshold") else None
+        ),
+        error_metric=config.performance_metric in ERROR_METRICS,
+        drift=config.drift,
+        drift_alone=config.drift_alone,
+        new_labels=config.new_labels,
+        cooldown_s=config.cooldown_seconds,
+    )
+
+
+def gates_of(config: pb.TriggerConfig) -> Gates:
+    gates = config.gates
+    return Gates(
+        metric=gates.metric,
+        error_metric=gates.metric in ERROR_METRICS,
+        max_relative_degradation=gates.max_relative_degradation,
+        latency_budget_ms=gates.latency_budget_ms,
+        max_latency_ratio=gates.max_latency_ratio if gates.max_latency_ratio > 0 else 0.0,
+        min_rows=gates.min_holdout_rows,
+    )
+
+
+def put_config(
+    sessions: sessionmaker[Session], config: pb.TriggerConfig, *, actor: str, default_metric: str = ""
+) -> pb.TriggerConfig:
+    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited."""
+    stored = effective(config, default_metric)
+    stored.updated_by = actor
+    stored.updated_at_us = time.time_ns() // 1000
+    state = json_format.MessageToDict(stored, preserving_proto_field_name=True)
+    with write_session(sessions) as session:
+        row = session.get(RetrainingConfigRow, stored.deployment)
+        before = dict(row.config) if row is not None else None
+        if row is None:
+            session.add(
+                RetrainingConfigRow(
+                    deployment=stored.deployment,
+                    config=state,
+                    updated_by=actor,
+                    updated_at_us=stored.updated_at_us,
+                )
+            )
+        else:
+            row.config, row.updated_by, row.updated_at_us = state, actor, stored.updated_at_us
+        record(
+            session,
+            actor=actor,
+            action="configure" if before is not None else "create",
+            object_type="retraining_config",
+            object_id=stored.deployment,
+            before=before,
+            after=state,
+        )
+    return stored
+
+
+def get_config(sessions: sessionmaker[Session], deployment: str) -> pb.TriggerConfig:
+    """The stored config, or the (disabled) defaults."""
+    with read_session(sessions) as session:
+        row = session.get(RetrainingConfigRow, deployment)
+        if row is None:
+            return effective(pb.TriggerConfig(deployment=deployment))
+        return json_format.ParseDict(row.config, pb.TriggerConfig(), ignore_unknown_fields=True)
+
+
+def enabled_configs(sessions: sessionmaker[Session]) -> list[pb.TriggerConfig]:
+    with read_session(sessions) as session:
+        rows = session.execute(select(RetrainingConfigRow).order_by(RetrainingConfigRow.deployment)).scalars()
+        configs = [
+            json_format.ParseDict(r.config, pb.TriggerConfig(), ignore_unknown_fields=True) for r in rows
+        ]
+    return [c for c in configs if c.enabled]
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidArgument(message)

@@ -1,0 +1,172 @@
+"""Challenger against champion on the same labelled holdout, with quality gates.
+
+Both ONNX models run with ONNX Runtime (CPU, one thread each, so the two latencies are comparable) on
+the same rows. Predictions are read from each model's first output exactly as the monitor reads logged
+outputs (:func:`control_plane.monitoring.performance.derive`: class codes as they are, ``k > 1`` scores
+→ argmax, one score → the positive class at ``score ≥ decision_threshold``), and the metrics are the
+monitor's (:func:`~control_plane.monitoring.performance.window_metrics`), so a gate compares the same
+figure the performance trigger watches.
+
+Gates (:func:`judge`, pure):
+
+* enough rows: the holdout holds at least ``min_rows`` labelled rows;
+* quality: on the primary metric, ``challenger ≥ champion − d·|champion|`` (``≤ champion + d·|champion|``
+  for error metrics such as MAE), with ``d = max_relative_degradation`` (default 0.005: "at most 0.5 %
+  worse"); a challenger whose metric is undefined fails;
+* latency: the challenger's p95 single-row latency is within ``latency_budget_ms`` (when set) and within
+  ``max_latency_ratio`` × the champion's (when set). Latency is measured, interleaved, on up to
+  ``latency_rows`` single rows of the holdout after a warm-up run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from clients.aether.v1 import monitoring_pb2 as mpb
+from control_plane.monitoring.performance import derive, window_metrics
+
+FloatMatrix = npt.NDArray[np.float64]
+DEFAULT_LATENCY_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Labelled rows: ``features`` ``[n, f]`` and ``labels`` ``[n]``; ``source`` says where they came from."""
+
+    features: FloatMatrix
+    labels: npt.NDArray[np.float64]
+    source: str
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Gates:
+    metric: str
+    error_metric: bool = False
+    max_relative_degradation: float = 0.005
+    latency_budget_ms: float = 0.0  # 0 = no budget
+    max_latency_ratio: float = 1.5  # 0 = no ratio gate
+    min_rows: int = 50
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    metrics: dict[str, float]
+    p95_ms: float
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    passed: bool
+    reasons: tuple[str, ...]
+    champion: ModelScore
+    challenger: ModelScore
+    n_rows: int
+    source: str
+
+
+def judge(gates: Gates, champion: ModelScore, challenger: ModelScore, n_rows: int) -> tuple[bool, list[str]]:
+    """Applies the gates; returns (passed, one reason per gate, failures first)."""
+    failures: list[str] = []
+    passes: list[str] = []
+    if n_rows < gates.min_rows:
+        failures.append(f"holdout has {n_rows} labelled rows, the gates need {gates.min_rows}")
+    ours = challenger.metrics.get(gates.metric, math.nan)
+    theirs = champion.metrics.get(gates.metric, math.nan)
+    if math.isnan(ours):
+        failures.append(f"challenger {gates.metric} is undefined on the holdout")
+    elif math.isnan(theirs):
+        passes.append(f"challenger {gates.metric} {ours:.4g}; the champion's is undefined")
+    else:
+        slack = gates.max_relative_degradation * abs(theirs)
+        bound = theirs + slack if gates.error_metric else theirs - slack
+        ok = ours <= bound if gates.error_metric else ours >= bound
+        relation = "<=" if gates.error_metric else ">="
+        text = (
+            f"{gates.metric}: challenger {ours:.4g} vs champion {theirs:.4g} "
+            f"(needs {relation} {bound:.4g}, {gates.max_relative_degradation:.2%} tolerance)"
+        )
+        (passes if ok else failures).append(text)
+    if gates.latency_budget_ms > 0:
+        ok = challenger.p95_ms <= gates.latency_budget_ms
+        text = f"p95 latency {challenger.p95_ms:.3f} ms vs budget {gates.latency_budget_ms:g} ms"
+        (passes if ok else failures).append(text)
+    if gates.max_latency_ratio > 0 and champion.p95_ms > 0:
+        ratio = challenger.p95_ms / champion.p95_ms
+        ok = ratio <= gates.max_latency_ratio
+        text = f"p95 latency ratio {ratio:.2f} vs champion (max {gates.max_latency_ratio:g})"
+        (passes if ok else failures).append(text)
+    return not failures, failures + passes
+
+
+def evaluate(
+    champion_onnx: bytes,
+    challenger_onnx: bytes,
+    holdout: Holdout,
+    gates: Gates,
+    monitor: mpb.MonitorConfig,
+    latency_rows: int = DEFAULT_LATENCY_ROWS,
+) -> EvaluationResult:
+    """Scores both models on ``holdout`` (task, positive class and decision threshold from the
+    deployment's monitor config) and applies the gates."""
+    champion, challenger = _session(champion_onnx), _session(challenger_onnx)
+    scores = [_quality(s, holdout, monitor) for s in (champion, challenger)]
+    latencies = _latencies(champion, challenger, holdout.features, latency_rows)
+    champion_score = ModelScore(scores[0], latencies[0])
+    challenger_score = ModelScore(scores[1], latencies[1])
+    passed, reasons = judge(gates, champion_score, challenger_score, holdout.n_rows)
+    return EvaluationResult(
+        passed, tuple(reasons), champion_score, challenger_score, holdout.n_rows, holdout.source
+    )
+
+
+def _session(model: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: ort.InferenceSession, features: FloatMatrix) -> npt.NDArray[np.generic]:
+    spec = session.get_inputs()[0]
+    dtype = np.float64 if spec.type == "tensor(double)" else np.float32
+    output = session.run([session.get_outputs()[0].name], {spec.name: features.astype(dtype)})[0]
+    return np.asarray(output)
+
+
+def _quality(session: ort.InferenceSession, holdout: Holdout, monitor: mpb.MonitorConfig) -> dict[str, float]:
+    if holdout.n_rows == 0:
+        return {}
+    raw = _run(session, holdout.features)
+    is_label = np.full(holdout.n_rows, raw.dtype.kind in "iub", dtype=np.bool_)
+    rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1)
+    predicted, scores = derive(monitor, rows.tolist(), is_label)
+    return window_metrics(monitor, holdout.labels, predicted, scores)
+
+
+def _latencies(
+    champion: ort.InferenceSession, challenger: ort.InferenceSession, features: FloatMatrix, rows: int
+) -> tuple[float, float]:
+    """p95 single-row latency (ms) of each model, measured alternately on the same rows."""
+    n = min(rows, features.shape[0])
+    if n == 0:
+        return 0.0, 0.0
+    timings: tuple[list[float], list[float]] = ([], [])
+    for session in (champion, challenger):
+        _run(session, features[:1])  # warm-up
+    for i in range(n):
+        row = features[i : i + 1]
+        for session, out in ((champion, timings[0]), (challenger, timings[1])):
+            start = time.perf_counter()
+            _run(session, row)
+            out.append((time.perf_counter() - start) * 1e3)
+    return float(np.percentile(timings[0], 95)), float(np.percentile(timings[1], 95))

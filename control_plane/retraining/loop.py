@@ -1,0 +1,345 @@
+"""The retraining loop: triggers → validated data window → retraining job → evaluation → promotion.
+
+Every ``interval_s``, for each deployment with an enabled trigger config (:class:`Retrainer.tick`):
+
+1. **follow up** its submitted jobs: a job that FAILED or was CANCELLED marks its decision ``job_failed``
+   and raises an alert — nothing else changes, so the champion keeps serving; a job that SUCCEEDED has
+   its new model version (the one registered by the job's run) evaluated against the champion on the
+   labelled production holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or rejected
+   (:mod:`.promotion`);
+2. **advance** promotions in progress (approval, shadow phase with its agreement rate, canary);
+3. **decide** with the pure trigger step (:func:`.triggers.decide`) on what the monitor observed;
+4. on a trigger: look up the serving version's training spec, **validate** the latest data window
+   (:mod:`.data_window`) — a failure blocks the retraining and alerts with the reasons — and submit the
+   spec over that window through the jobs core.
+
+A manual trigger (:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every
+decision, outcome, evaluation and promotion step is in the audit log (actor ``retraining`` or the
+person who asked). The schedule rule needs two ticks: the first only marks the start of its window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import monitoring_pb2 as monpb
+from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import AetherError, FailedPrecondition
+from control_plane.deployments.core import DeploymentManager
+from control_plane.jobs.service import JobService
+from control_plane.jobs.store import JobState
+from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring import config as monitor_configs
+from control_plane.monitoring.alerts import Alerter
+from control_plane.monitoring.settings import DEFAULT_STREAM
+from control_plane.offline.resolve import ViewCatalog
+from control_plane.offline.store import OfflineStore
+from control_plane.retraining import config as configs
+from control_plane.retraining import observe, records
+from control_plane.retraining.data_window import check_window
+from control_plane.retraining.evaluation import evaluate
+from control_plane.retraining.holdout import production_holdout
+from control_plane.retraining.promotion import IN_PROGRESS, SHADOW, Promoter
+from control_plane.retraining.shadow import agreement_rate
+from control_plane.retraining.tables import RetrainingDecisionRow
+from control_plane.retraining.triggers import ManualRequest, Observations, decide
+
+_log = logging.getLogger("aether.control_plane.retraining")
+ACTOR = "retraining"
+_ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
+
+
+@dataclass(frozen=True)
+class RetrainingSettings:
+    interval_s: float = 30.0
+    stream: str = DEFAULT_STREAM
+    #: Alerts go here ("" = the monitor's webhook setting, else the log only).
+    webhook_url: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetrainingSettings:
+        """``AETHER_RETRAIN_INTERVAL_S``, ``AETHER_PREDICTION_LOG_STREAM`` and ``AETHER_RETRAIN_WEBHOOK_URL``
+        (default ``AETHER_MONITOR_WEBHOOK_URL``)."""
+        env = os.environ if env is None else env
+        return cls(
+            interval_s=float(env.get("AETHER_RETRAIN_INTERVAL_S") or cls.interval_s),
+            stream=env.get("AETHER_PREDICTION_LOG_STREAM") or DEFAULT_STREAM,
+            webhook_url=env.get("AETHER_RETRAIN_WEBHOOK_URL") or env.get("AETHER_MONITOR_WEBHOOK_URL") or "",
+        )
+
+
+class Retrainer:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: ModelRegistry,
+        deployments: DeploymentManager,
+        jobs: JobService,
+        catalog: ViewCatalog,
+        offline: OfflineStore,
+        client: redis.asyncio.Redis,
+        settings: RetrainingSettings,
+        alerter: Alerter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = sessions
+        self.sessions = sessions
+        self._registry = registry
+        self._deployments = deployments
+        self._jobs = jobs
+        self._catalog = catalog
+        self._offline = offline
+        self._client = client
+        self._settings = settings
+        self.alerter = alerter or Alerter(settings.webhook_url)
+        self._clock = clock
+        self._previous_tick_us: dict[str, int] = {}
+        self.promoter = Promoter(sessions, registry, deployments)
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="retraining-loop")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:  # one bad tick must not end the loop
+                    _log.exception("retraining tick failed")
+                await asyncio.sleep(self._settings.interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    async def tick(self) -> list[pb.TriggerDecision]:
+        async with self._lock:
+            await self.follow_up()
+            await self.advance_promotions()
+            decisions = []
+            for config in await asyncio.to_thread(configs.enabled_configs, self._sessions):
+                decision = await self._step(config, None)
+                if decision is not None:
+                    decisions.append(decision)
+            return decisions
+
+    async def trigger_now(self, deployment: str, actor: str, reason: str = "") -> pb.TriggerDecision:
+        async with self._lock:
+            config = await asyncio.to_thread(configs.get_config, self._sessions, deployment)
+            decision = await self._step(config, ManualRequest(actor, reason))
+            if decision is None:
+                raise FailedPrecondition(f"deployment {deployment!r} has no primary variant to retrain")
+            return decision
+
+    # -- one deployment ----------------------------------------------------------------------------------
+
+    async def _step(
+        self, config: pb.TriggerConfig, manual: ManualRequest | None
+    ) -> pb.TriggerDecision | None:
+        now = int(self._clock() * 1e6)
+        name = config.deployment
+        deployment = await asyncio.to_thread(self._deployments.get, name)
+        primary = next((v for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
+        if primary is None:
+            return None
+        monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, name)
+        if not config.performance_metric:
+            config = configs.effective(config, monitor.alert_metric)
+        seen = await asyncio.to_thread(self._observe, config, monitor, now, manual)
+        self._previous_tick_us[name] = now
+        decision = decide(configs.rules_of(config), seen)
+        actor = manual.actor if manual is not None else ACTOR
+        draft = records.Draft(
+            name, now, decision.triggered, decision.rules, actor, primary.model_name, int(primary.version)
+        )
+        if not decision.triggered:
+            return await asyncio.to_thread(
+                records.add_decision, self._sessions, draft, decision.reasons, records.NOT_TRIGGERED
+            )
+        return await self._retrain(config, primary, decision.reasons, draft)
+
+    def _observe(
+        self, config: pb.TriggerConfig, monitor: monpb.MonitorConfig, now: int, manual: ManualRequest | None
+    ) -> Observations:
+        name = config.deployment
+        last = records.last_triggered_us(self._sessions, name)
+        return Observations(
+            now_us=now,
+            previous_tick_us=self._previous_tick_us.get(name, 0),
+            last_triggered_us=last,
+            retraining_running=bool(records.submitted(self._sessions, name)),
+            performance=observe.performance_windows(self._sessions, monitor, last, now),
+            drift=observe.drift_reports(self._sessions, name, last, now),
+            new_labels=observe.new_labels(self._sessions, name, last) if config.new_labels else 0,
+            manual=manual,
+        )
+
+    async def _retrain(
+        self, config: pb.TriggerConfig, primary: dpb.Variant, reasons: tuple[str, ...], draft: records.Draft
+    ) -> pb.TriggerDecision:
+        now = draft.at_us
+        champion = await asyncio.to_thread(
+            self._registry.get_version, primary.model_name, int(primary.version)
+        )
+        found = await asyncio.to_thread(observe.training_spec, self._sessions, champion.run_id)
+        if found is None:
+            why = f"no training job recorded for {primary.model_name} v{primary.version}: nothing to resubmit"
+            return await self._blocked(draft, "blocked_no_spec", [*reasons, why])
+        _job_id, original = found
+        spec = observe.retraining_spec(original, config, primary.model_name, now)
+        moment = dt.datetime.fromtimestamp(now / 1e6, dt.UTC)
+        check = await asyncio.to_thread(check_window, config, spec, self._catalog, self._offline, moment)
+        if not check.passed:
+            invalid = ["data window invalid: " + r for r in check.reasons]
+            return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])
+        try:
+            job = await asyncio.to_thread(self._jobs.submit, spec, actor=draft.actor)
+        except AetherError as exc:
+            return await self._blocked(draft, "submit_failed", [*reasons, f"job submission refused: {exc}"])
+        submitted = [*reasons, f"submitted job {job.job_id}"]
+        return await asyncio.to_thread(
+            records.add_decision, self._sessions, draft, submitted, records.SUBMITTED, job.job_id
+        )
+
+    async def _blocked(self, draft: records.Draft, outcome: str, reasons: list[str]) -> pb.TriggerDecision:
+        decision = await asyncio.to_thread(records.add_decision, self._sessions, draft, reasons, outcome)
+        message = f"retraining of {draft.deployment} blocked ({outcome})"
+        await self._alert(draft.deployment, "retraining_blocked", message, reasons)
+        return decision
+
+    async def _alert(self, deployment: str, kind: str, message: str, reasons: list[str]) -> None:
+        await self.alerter.alert(
+            {"kind": kind, "deployment": deployment, "message": message, "reasons": reasons}
+        )
+
+    # -- after the job -----------------------------------------------------------------------------------
+
+    async def follow_up(self) -> None:
+        for row in await asyncio.to_thread(records.submitted, self._sessions):
+            job = await asyncio.to_thread(self._jobs.get, row.job_id)
+            if job.state in _ENDED_BADLY:
+                state = JobState.from_proto(job.state).value
+                why = f"job {job.job_id} ended {state}: {job.reason}; champion keeps serving"
+                await asyncio.to_thread(
+                    records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+                )
+                await self._alert(
+                    row.deployment, "retraining_failed", f"retraining of {row.deployment} failed", [why]
+                )
+            elif job.state == JobState.SUCCEEDED.proto:
+                version = await asyncio.to_thread(self._version_of_run, row.model_name, job.run_id)
+                if version is None:
+                    why = (
+                        f"job {job.job_id} registered no version of {row.model_name}; champion keeps serving"
+                    )
+                    await asyncio.to_thread(
+                        records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+                    )
+                    await self._alert(row.deployment, "retraining_failed", why, [why])
+                else:
+                    await self.evaluate_challenger(row, version)
+
+    def _version_of_run(self, model_name: str, run_id: str) -> int | None:
+        if not run_id:
+            return None
+        versions, token = self._registry.list_versions(model_name, page_size=1000)
+        while token:
+            more, token = self._registry.list_versions(model_name, page_size=1000, page_token=token)
+            versions.extend(more)
+        matching = [v.version for v in versions if v.run_id == run_id]
+        return max(matching) if matching else None
+
+    async def evaluate_challenger(
+        self, decision: RetrainingDecisionRow, challenger_version: int
+    ) -> pb.Evaluation:
+        """Evaluates ``challenger_version`` against the decision's champion and starts its promotion."""
+        config = await asyncio.to_thread(configs.get_config, self._sessions, decision.deployment)
+        monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, decision.deployment)
+        config = configs.effective(config, monitor.alert_metric)
+        now = int(self._clock() * 1e6)
+        found = await production_holdout(
+            self._sessions,
+            self._client,
+            self._settings.stream,
+            decision.deployment,
+            now - int(config.gates.holdout_seconds * 1e6),
+            now,
+        )
+        champion = await asyncio.to_thread(self._artifact, decision.model_name, decision.champion_version)
+        challenger = await asyncio.to_thread(self._artifact, decision.model_name, challenger_version)
+        result = await asyncio.to_thread(
+            evaluate, champion, challenger, found.holdout, configs.gates_of(config), monitor
+        )
+        evaluation = await asyncio.to_thread(
+            records.add_evaluation,
+            self._sessions,
+            decision.deployment,
+            decision,
+            challenger_version,
+            config.gates.metric,
+            result,
+            actor=ACTOR,
+        )
+        verdict = "passed" if result.passed else "failed"
+        await asyncio.to_thread(
+            records.set_outcome,
+            self._sessions,
+            decision.id,
+            "evaluated",
+            f"v{challenger_version} {verdict} the gates ({found.holdout.n_rows} holdout rows)",
+            actor=ACTOR,
+        )
+        await asyncio.to_thread(self.promoter.start, evaluation, config.promotion)
+        if not result.passed:
+            await self._alert(
+                decision.deployment,
+                "challenger_rejected",
+                f"challenger {decision.model_name} v{challenger_version} failed the gates",
+                list(result.reasons),
+            )
+        return evaluation
+
+    def _artifact(self, model_name: str, version: int) -> bytes:
+        found: mpb.ModelVersion = self._registry.get_version(model_name, version)
+        return self._registry.artifacts.open_verified(found.artifact.sha256)
+
+    async def advance_promotions(self) -> None:
+        now = int(self._clock() * 1e6)
+        for evaluation in await asyncio.to_thread(records.promotions_in, self._sessions, IN_PROGRESS):
+            config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
+            agreement = None
+            if evaluation.promotion_status == SHADOW:
+                monitor = await asyncio.to_thread(
+                    monitor_configs.get_config, self._sessions, evaluation.deployment
+                )
+                agreement, _rows = await agreement_rate(
+                    self._client,
+                    self._settings.stream,
+                    evaluation.deployment,
+                    self.promoter.shadow_variant(evaluation),
+                    evaluation.updated_at_us,
+                    monitor,
+                )
+            try:
+                await asyncio.to_thread(self.promoter.advance, evaluation, config.promotion, now, agreement)
+            except AetherError as exc:
+                _log.warning("promotion of evaluation %d cannot advance: %s", evaluation.id, exc)

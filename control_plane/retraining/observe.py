@@ -1,0 +1,111 @@
+"""What the retraining loop reads for one deployment: trigger observations from the monitor's tables
+(read-only), and the training spec of the serving model version.
+
+* performance: the monitor's quality windows (:func:`control_plane.monitoring.performance.performance`)
+  since the last trigger (at most two days back) that held enough labels;
+* drift: the monitor's stored drift reports over the same span;
+* new labels: joined feedback of the deployment's predictions recorded after the last trigger;
+* the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
+  run's ``aether.job_id`` tag), rebuilt for the retraining (see :func:`retraining_spec`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from google.protobuf import struct_pb2
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import jobs_pb2
+from clients.aether.v1 import monitoring_pb2 as mpb
+from clients.aether.v1 import retraining_pb2 as pb
+from control_plane.db import read_session
+from control_plane.jobs.store import spec_from_dict
+from control_plane.jobs.tables import JobRow
+from control_plane.monitoring.performance import performance
+from control_plane.monitoring.reports import query_reports
+from control_plane.monitoring.tables import FeedbackRow, PredictionIndexRow
+from control_plane.retraining.triggers import DriftObservation, PerformanceObservation
+from control_plane.tracking.tables import RunRow, TagRow
+
+LOOKBACK_US = 2 * 24 * 3600 * 1_000_000
+JOB_ID_TAG = "aether.job_id"
+_NAME_CHARS = re.compile(r"[^a-z0-9._-]")
+
+
+def performance_windows(
+    sessions: sessionmaker[Session], monitor: mpb.MonitorConfig, since_us: int, now_us: int
+) -> list[PerformanceObservation]:
+    if monitor.task == mpb.TASK_TYPE_UNSPECIFIED:
+        return []
+    since = max(since_us, now_us - LOOKBACK_US)
+    found = performance(sessions, monitor, since, now_us)
+    scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
+    return [PerformanceObservation(w.end_us, dict(w.metrics)) for w in found.windows if w.status in scored]
+
+
+def drift_reports(
+    sessions: sessionmaker[Session], deployment: str, since_us: int, now_us: int
+) -> list[DriftObservation]:
+    since = max(since_us, now_us - LOOKBACK_US)
+    reports = query_reports(sessions, deployment, since_us=since + 1, limit=50)
+    return [
+        DriftObservation(
+            r.window_end_us,
+            r.status == mpb.DRIFT_STATUS_DRIFT,
+            r.prediction_status == mpb.DRIFT_STATUS_DRIFT,
+            r.drifted_share,
+        )
+        for r in reports
+    ]
+
+
+def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int) -> int:
+    with read_session(sessions) as session:
+        count = session.execute(
+            select(func.count())
+            .select_from(FeedbackRow)
+            .join(
+                PredictionIndexRow,
+                (FeedbackRow.request_id == PredictionIndexRow.request_id)
+                & (FeedbackRow.row == PredictionIndexRow.row),
+            )
+            .where(PredictionIndexRow.deployment == deployment, FeedbackRow.recorded_at_us > since_us)
+        ).scalar_one()
+    return int(count)
+
+
+def training_spec(sessions: sessionmaker[Session], run_id: str) -> tuple[str, jobs_pb2.JobSpec] | None:
+    """(job id, spec) of the job that ran ``run_id``, or None."""
+    if not run_id:
+        return None
+    with read_session(sessions) as session:
+        tagged = (
+            select(TagRow.value)
+            .join(RunRow, RunRow.id == TagRow.run_pk)
+            .where(RunRow.run_id == run_id, TagRow.key == JOB_ID_TAG)
+        )
+        row = session.execute(
+            select(JobRow)
+            .where(or_(JobRow.run_id == run_id, JobRow.job_id.in_(tagged)))
+            .order_by(JobRow.submitted_at_us.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return (row.job_id, spec_from_dict(row.spec)) if row is not None else None
+
+
+def retraining_spec(
+    original: jobs_pb2.JobSpec, config: pb.TriggerConfig, model_name: str, now_us: int
+) -> jobs_pb2.JobSpec:
+    """The original spec over the latest data window: a new job name, the entity rows of the trigger
+    config (when it names some), and the registered model name pinned so the new version lands on the
+    deployed model."""
+    spec = jobs_pb2.JobSpec()
+    spec.CopyFrom(original)
+    base = _NAME_CHARS.sub("-", original.name.lower())[:100] or "model"
+    spec.name = f"{base}-retrain-{now_us // 1_000_000}"
+    if config.entity_rows_path and spec.dataset.WhichOneof("source") == "point_in_time":
+        spec.dataset.point_in_time.entity_rows_path = config.entity_rows_path
+    spec.hyperparameters.fields["model_name"].CopyFrom(struct_pb2.Value(string_value=model_name))
+    return spec

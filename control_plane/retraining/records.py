@@ -1,0 +1,331 @@
+"""Stored trigger decisions, evaluations and promotion states, each write audited in its transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import InvalidArgument, NotFound
+from control_plane.audit.log import record
+from control_plane.db import read_session, write_session
+from control_plane.retraining.evaluation import EvaluationResult
+from control_plane.retraining.tables import (
+    RetrainingDecisionRow,
+    RetrainingEvaluationRow,
+    RetrainingPromotionRow,
+)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+#: Outcomes of a decision that submitted a job still to be followed up.
+SUBMITTED = "submitted"
+NOT_TRIGGERED = "not_triggered"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A decision's fields known before its outcome."""
+
+    deployment: str
+    at_us: int
+    triggered: bool
+    rules: tuple[str, ...]
+    actor: str
+    model_name: str = ""
+    champion_version: int = 0
+
+
+def decision_message(row: RetrainingDecisionRow) -> pb.TriggerDecision:
+    return pb.TriggerDecision(
+        id=row.id,
+        deployment=row.deployment,
+        at_us=row.at_us,
+        triggered=row.triggered,
+        rules=list(row.rules),
+        reasons=list(row.reasons),
+        outcome=row.outcome,
+        job_id=row.job_id,
+        actor=row.actor,
+    )
+
+
+def add_decision(
+    sessions: sessionmaker[Session], draft: Draft, reasons: Sequence[str], outcome: str, job_id: str = ""
+) -> pb.TriggerDecision:
+    """Stores a decision. A decision that did not trigger is stored (and audited) only when its reasons
+    differ from the deployment's previous decision, so a quiet deployment does not grow the table."""
+    with write_session(sessions) as session:
+        deployment, triggered = draft.deployment, draft.triggered
+        if not triggered:
+            previous = session.execute(
+                select(RetrainingDecisionRow)
+                .where(RetrainingDecisionRow.deployment == deployment)
+                .order_by(RetrainingDecisionRow.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if previous is not None and not previous.triggered and list(previous.reasons) == list(reasons):
+                return decision_message(previous)
+        row = RetrainingDecisionRow(
+            deployment=deployment,
+            at_us=draft.at_us,
+            triggered=triggered,
+            rules=list(draft.rules),
+            reasons=list(reasons),
+            outcome=outcome,
+            job_id=job_id,
+            actor=draft.actor,
+            model_name=draft.model_name,
+            champion_version=draft.champion_version,
+        )
+        session.add(row)
+        session.flush()
+        message = decision_message(row)
+        record(
+            session,
+            actor=draft.actor,
+            action="retrain_decision",
+            object_type="deployment",
+            object_id=deployment,
+            before=None,
+            after=_state(message),
+        )
+        return message
+
+
+def set_outcome(
+    sessions: sessionmaker[Session],
+    decision_id: int,
+    outcome: str,
+    reason: str,
+    *,
+    actor: str,
+    job_id: str = "",
+) -> pb.TriggerDecision:
+    with write_session(sessions) as session:
+        row = session.get(RetrainingDecisionRow, decision_id)
+        if row is None:
+            raise NotFound(f"retraining decision {decision_id} not found")
+        before = {"outcome": row.outcome, "job_id": row.job_id}
+        row.outcome = outcome
+        row.job_id = job_id or row.job_id
+        row.reasons = [*row.reasons, reason] if reason else list(row.reasons)
+        message = decision_message(row)
+        record(
+            session,
+            actor=actor,
+            action=f"retrain_{outcome}",
+            object_type="deployment",
+            object_id=row.deployment,
+            before=before,
+            after={"decision": decision_id, "outcome": outcome, "job_id": row.job_id, "reason": reason},
+        )
+        return message
+
+
+def last_triggered_us(sessions: sessionmaker[Session], deployment: str) -> int:
+    with read_session(sessions) as session:
+        value = session.execute(
+            select(func.max(RetrainingDecisionRow.at_us)).where(
+                RetrainingDecisionRow.deployment == deployment, RetrainingDecisionRow.triggered.is_(True)
+            )
+        ).scalar_one()
+    return int(value or 0)
+
+
+def submitted(sessions: sessionmaker[Session], deployment: str | None = None) -> list[RetrainingDecisionRow]:
+    """Decisions whose job is still to be followed up."""
+    query = select(RetrainingDecisionRow).where(RetrainingDecisionRow.outcome == SUBMITTED)
+    if deployment is not None:
+        query = query.where(RetrainingDecisionRow.deployment == deployment)
+    with read_session(sessions) as session:
+        rows = list(session.execute(query.order_by(RetrainingDecisionRow.id)).scalars())
+        session.expunge_all()
+    return rows
+
+
+def list_decisions(
+    sessions: sessionmaker[Session], deployment: str, triggered_only: bool = False, limit: int = 0
+) -> list[pb.TriggerDecision]:
+    query = select(RetrainingDecisionRow).where(RetrainingDecisionRow.deployment == _name(deployment))
+    if triggered_only:
+        query = query.where(RetrainingDecisionRow.triggered.is_(True))
+    query = query.order_by(RetrainingDecisionRow.id.desc()).limit(_limit(limit))
+    with read_session(sessions) as session:
+        return [decision_message(r) for r in session.execute(query).scalars()]
+
+
+def add_evaluation(
+    sessions: sessionmaker[Session],
+    deployment: str,
+    decision: RetrainingDecisionRow,
+    challenger_version: int,
+    metric: str,
+    result: EvaluationResult,
+    *,
+    actor: str,
+) -> pb.Evaluation:
+    at = now_us()
+    with write_session(sessions) as session:
+        row = RetrainingEvaluationRow(
+            deployment=deployment,
+            decision_id=decision.id,
+            job_id=decision.job_id,
+            model_name=decision.model_name,
+            champion_version=decision.champion_version,
+            challenger_version=challenger_version,
+            passed=result.passed,
+            reasons=list(result.reasons),
+            metric=metric,
+            champion_metrics=dict(result.champion.metrics),
+            challenger_metrics=dict(result.challenger.metrics),
+            champion_p95_ms=result.champion.p95_ms,
+            challenger_p95_ms=result.challenger.p95_ms,
+            holdout_rows=result.n_rows,
+            holdout_source=result.source,
+            created_at_us=at,
+        )
+        session.add(row)
+        session.flush()
+        message = evaluation_message(row, None)
+        record(
+            session,
+            actor=actor,
+            action="evaluate",
+            object_type="model_version",
+            object_id=f"{decision.model_name}/{challenger_version}",
+            before=None,
+            after=_state(message),
+        )
+        return message
+
+
+def set_promotion(
+    sessions: sessionmaker[Session],
+    evaluation_id: int,
+    status: str,
+    reason: str,
+    *,
+    actor: str,
+    agreement_rate: float | None = None,
+) -> None:
+    at = now_us()
+    with write_session(sessions) as session:
+        evaluation = session.get(RetrainingEvaluationRow, evaluation_id)
+        if evaluation is None:
+            raise NotFound(f"evaluation {evaluation_id} not found")
+        row = session.get(RetrainingPromotionRow, evaluation_id)
+        before = None if row is None else {"status": row.status, "reason": row.reason}
+        if row is None:
+            row = RetrainingPromotionRow(
+                evaluation_id=evaluation_id,
+                deployment=evaluation.deployment,
+                status=status,
+                reason=reason,
+                agreement_rate=agreement_rate,
+                phase_started_at_us=at,
+                updated_at_us=at,
+            )
+            session.add(row)
+        else:
+            if row.status != status:
+                row.phase_started_at_us = at
+            row.status, row.reason, row.updated_at_us = status, reason, at
+            if agreement_rate is not None:
+                row.agreement_rate = agreement_rate
+        record(
+            session,
+            actor=actor,
+            action=f"promotion_{status}",
+            object_type="model_version",
+            object_id=f"{evaluation.model_name}/{evaluation.challenger_version}",
+            before=before,
+            after={
+                "status": status,
+                "reason": reason,
+                "deployment": evaluation.deployment,
+                "agreement_rate": row.agreement_rate,
+            },
+        )
+
+
+def promotions_in(sessions: sessionmaker[Session], statuses: Sequence[str]) -> list[pb.Evaluation]:
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(RetrainingEvaluationRow, RetrainingPromotionRow)
+            .join(RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id)
+            .where(RetrainingPromotionRow.status.in_(list(statuses)))
+            .order_by(RetrainingEvaluationRow.id)
+        ).all()
+        return [evaluation_message(e, p) for e, p in rows]
+
+
+def list_evaluations(sessions: sessionmaker[Session], deployment: str, limit: int = 0) -> list[pb.Evaluation]:
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(RetrainingEvaluationRow, RetrainingPromotionRow)
+            .outerjoin(
+                RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id
+            )
+            .where(RetrainingEvaluationRow.deployment == _name(deployment))
+            .order_by(RetrainingEvaluationRow.id.desc())
+            .limit(_limit(limit))
+        ).all()
+        return [evaluation_message(e, p) for e, p in rows]
+
+
+def evaluation_message(
+    row: RetrainingEvaluationRow, promotion: RetrainingPromotionRow | None
+) -> pb.Evaluation:
+    message = pb.Evaluation(
+        id=row.id,
+        deployment=row.deployment,
+        model_name=row.model_name,
+        champion_version=row.champion_version,
+        challenger_version=row.challenger_version,
+        passed=row.passed,
+        reasons=list(row.reasons),
+        metric=row.metric,
+        champion_metrics=dict(row.champion_metrics),
+        challenger_metrics=dict(row.challenger_metrics),
+        champion_p95_ms=row.champion_p95_ms,
+        challenger_p95_ms=row.challenger_p95_ms,
+        holdout_rows=row.holdout_rows,
+        holdout_source=row.holdout_source,
+        job_id=row.job_id,
+        decision_id=row.decision_id,
+        created_at_us=row.created_at_us,
+        updated_at_us=row.created_at_us,
+    )
+    if promotion is not None:
+        message.promotion_status = promotion.status
+        message.promotion_reason = promotion.reason
+        message.updated_at_us = promotion.updated_at_us
+        if promotion.agreement_rate is not None:
+            message.agreement_rate = promotion.agreement_rate
+    return message
+
+
+def _state(message: pb.TriggerDecision | pb.Evaluation) -> dict[str, object]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _name(deployment: str) -> str:
+    if not deployment:
+        raise InvalidArgument("a deployment name is required")
+    return deployment
+
+
+def _limit(limit: int) -> int:
+    if limit < 0 or limit > MAX_LIMIT:
+        raise InvalidArgument(f"limit must lie in [0, {MAX_LIMIT}]")
+    return limit or DEFAULT_LIMIT

@@ -1,0 +1,174 @@
+"""The retraining trigger as a pure step function: rules + observations in, one decision out.
+
+:func:`decide` looks at what the loop observed for one deployment since its previous tick and answers
+whether to retrain, with the rules that fired and a reason for each (or the reasons it did not).
+
+Rules (each off unless configured):
+
+* **schedule** — a minute matching the cron expression started in ``(previous_tick_us, now_us]``;
+* **performance** — the newest quality window with enough labels is past the threshold (below it; above
+  it for error metrics such as MAE);
+* **drift** — the newest drift report drifted, *combined* with a performance degradation or, while
+  labels are still missing, the proxy signal of prediction drift; data drift on its own triggers only
+  with ``drift_alone``;
+* **labels** — at least ``new_labels`` labels arrived since the last trigger;
+* **manual** — a person asked (``TriggerNow``).
+
+Guards, in order: nothing triggers while a retraining job of the deployment is still running; automatic
+rules wait out ``cooldown_s`` after the last trigger (a manual request skips the cooldown); and only
+signals from windows that ended after the last trigger count, so one degraded window triggers once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from control_plane.retraining.cron import CronSchedule
+
+SCHEDULE = "schedule"
+PERFORMANCE = "performance"
+DRIFT = "drift"
+LABELS = "labels"
+MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class TriggerRules:
+    schedule: CronSchedule | None = None
+    performance_metric: str = ""
+    performance_threshold: float | None = None
+    #: True when a larger value of the metric is worse (MAE, RMSE, MAPE).
+    error_metric: bool = False
+    drift: bool = False
+    drift_alone: bool = False
+    new_labels: int = 0
+    cooldown_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class PerformanceObservation:
+    """One quality window that held enough labels."""
+
+    end_us: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DriftObservation:
+    end_us: int
+    data_drift: bool
+    prediction_drift: bool
+    drifted_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class ManualRequest:
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Observations:
+    now_us: int
+    #: The previous tick (the schedule's window starts there); 0 = first tick (the schedule waits one).
+    previous_tick_us: int = 0
+    #: When this deployment last triggered a retraining; 0 = never.
+    last_triggered_us: int = 0
+    retraining_running: bool = False
+    performance: Sequence[PerformanceObservation] = ()
+    drift: Sequence[DriftObservation] = ()
+    new_labels: int = 0
+    manual: ManualRequest | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    triggered: bool
+    rules: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+def decide(rules: TriggerRules, seen: Observations) -> Decision:
+    """Whether to retrain now (see the module doc for the rules and guards)."""
+    if seen.retraining_running:
+        return Decision(False, (), ("a retraining job of this deployment is still running",))
+    if seen.manual is not None:
+        why = f"manual trigger by {seen.manual.actor}" + (
+            f": {seen.manual.reason}" if seen.manual.reason else ""
+        )
+        return Decision(True, (MANUAL,), (why,))
+    if seen.last_triggered_us and seen.now_us - seen.last_triggered_us < rules.cooldown_s * 1e6:
+        # Stable text (no countdown), so that the loop stores one such decision, not one per tick.
+        until = dt.datetime.fromtimestamp((seen.last_triggered_us + rules.cooldown_s * 1e6) / 1e6, dt.UTC)
+        return Decision(False, (), (f"cooldown of {rules.cooldown_s:g} s until {until:%Y-%m-%dT%H:%M:%SZ}",))
+    fired: list[str] = []
+    reasons: list[str] = []
+    quiet: list[str] = []
+
+    def note(rule: str, fires: bool, why: str) -> None:
+        if fires:
+            fired.append(rule)
+            reasons.append(why)
+        else:
+            quiet.append(why)
+
+    if rules.schedule is not None:
+        fires = seen.previous_tick_us > 0 and rules.schedule.fires_between(seen.previous_tick_us, seen.now_us)
+        note(
+            SCHEDULE, fires, f"schedule {rules.schedule.expression!r} " + ("matched" if fires else "not due")
+        )
+    degraded = _degradation(rules, seen)
+    if rules.performance_threshold is not None:
+        note(PERFORMANCE, degraded is not None, degraded or "performance within threshold")
+    if rules.drift:
+        fires, why = _drift(rules, seen, degraded)
+        note(DRIFT, fires, why)
+    if rules.new_labels > 0:
+        fires = seen.new_labels >= rules.new_labels
+        text = f"{seen.new_labels} new labels" if fires else f"fewer than {rules.new_labels} new labels"
+        note(LABELS, fires, text + f" (rule: {rules.new_labels})")
+    if fired:
+        return Decision(True, tuple(fired), tuple(reasons))
+    return Decision(False, (), tuple(quiet) or ("no trigger rule is configured",))
+
+
+def _fresh_performance(seen: Observations) -> PerformanceObservation | None:
+    newer = [w for w in seen.performance if w.end_us > seen.last_triggered_us]
+    return max(newer, key=lambda w: w.end_us) if newer else None
+
+
+def _fresh_drift(seen: Observations) -> DriftObservation | None:
+    newer = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
+    return max(newer, key=lambda r: r.end_us) if newer else None
+
+
+def _degradation(rules: TriggerRules, seen: Observations) -> str | None:
+    """Why the newest fresh quality window is degraded, or None."""
+    if rules.performance_threshold is None:
+        return None
+    window = _fresh_performance(seen)
+    if window is None or rules.performance_metric not in window.metrics:
+        return None
+    value = window.metrics[rules.performance_metric]
+    threshold = rules.performance_threshold
+    worse = value > threshold if rules.error_metric else value < threshold
+    if not worse:
+        return None
+    side = "above" if rules.error_metric else "below"
+    return f"{rules.performance_metric} {value:.4g} {side} threshold {threshold:.4g}"
+
+
+def _drift(rules: TriggerRules, seen: Observations, degraded: str | None) -> tuple[bool, str]:
+    report = _fresh_drift(seen)
+    if report is None or not report.data_drift:
+        return False, "no data drift"
+    drifted = f"data drift ({report.drifted_share:.0%} of features)"
+    if degraded is not None:
+        return True, f"{drifted} with performance degradation: {degraded}"
+    if report.prediction_drift:
+        return True, f"{drifted} with prediction drift"
+    if rules.drift_alone:
+        return True, f"{drifted} (drift alone is configured to trigger)"
+    return False, f"{drifted} but no performance degradation or prediction drift to confirm it"

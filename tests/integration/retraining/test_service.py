@@ -1,0 +1,109 @@
+"""``aether.v1.Retraining`` on a real control plane: configuration with defaults and refusals through the
+SDK, the background loop triggering on label volume (and blocking, with the reason, when the serving
+version has no training job to resubmit), a manual trigger, and ``aetherctl retrain`` on top."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import monitoring_pb2 as monpb
+from clients.errors import InvalidArgument, NotFound
+from clients.sdk.retraining import RetrainingClient
+from control_plane.api import retraining as retraining_api
+from control_plane.artifacts.settings import store_for
+from control_plane.cli import retraining as retraining_cli
+from control_plane.deployments.core import DeploymentManager
+from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
+from control_plane.retraining.loop import RetrainingSettings
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
+
+
+@pytest.fixture
+async def plane(tmp_path: Path, redis_url: str) -> AsyncIterator[ControlPlaneServer]:
+    settings = ControlPlaneSettings(
+        home=tmp_path,
+        db_url=f"sqlite:///{tmp_path / 'aether.db'}",
+        redis_url=redis_url,
+        listen_addr="127.0.0.1:0",
+        shutdown_grace_s=0.5,
+    )
+    loop_settings = RetrainingSettings(interval_s=0.05, stream="test:retraining")
+    server = await start_server(settings, services=[retraining_api.services(loop_settings)])
+    registry = ModelRegistry(server.context.sessions, store_for(tmp_path))
+    artifact = registry.artifacts.put_bytes(b"onnx bytes")
+    request = mpb.CreateModelVersionRequest(
+        model_name="eta", artifact_sha256=artifact.sha256, create_model=True
+    )
+    version = registry.create_version(request, actor="trainer").version
+    registry.review("eta", version, mpb.APPROVED, "", actor="reviewer")
+    DeploymentManager(server.context.sessions, registry).create(
+        dpb.CreateDeploymentRequest(
+            name="eta",
+            variants=[dpb.Variant(model_name="eta", version=version, role=dpb.VARIANT_ROLE_PRIMARY)],
+        ),
+        actor="operator",
+    )
+    yield server
+    await server.stop()
+
+
+def label_predictions(server: ControlPlaneServer, count: int) -> None:
+    now = time.time_ns() // 1000
+    sessions = server.context.sessions
+    index_predictions(
+        sessions,
+        [IndexedPrediction(f"q{i}", 0, "eta", "eta", 1, "eta-v1", now, [1.0], False) for i in range(count)],
+    )
+    record_feedback(sessions, [monpb.Feedback(request_id=f"q{i}", label=1.0) for i in range(count)])
+
+
+async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None:
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        stored = await asyncio.to_thread(
+            client.configure, "eta", enabled=True, new_labels=5, schedule="0 3 * * 1"
+        )
+        assert stored.cooldown_seconds == 3600 and stored.gates.max_relative_degradation == 0.005
+        assert stored.gates.metric == stored.performance_metric and stored.updated_by == "alice"
+        with pytest.raises(NotFound):
+            await asyncio.to_thread(client.configure, "missing", enabled=True)
+        with pytest.raises(InvalidArgument, match="cron"):
+            await asyncio.to_thread(client.configure, "eta", schedule="61 * * * *")
+
+        label_predictions(plane, 5)
+        deadline = time.monotonic() + 10
+        decisions = []
+        while time.monotonic() < deadline:
+            decisions = await asyncio.to_thread(client.decisions, "eta", triggered_only=True)
+            if decisions:
+                break
+            await asyncio.sleep(0.05)
+        assert decisions and decisions[0].rules == ["labels"] and decisions[0].actor == "retraining"
+        assert decisions[0].outcome == "blocked_no_spec"
+        assert "no training job recorded for eta v1" in decisions[0].reasons[-1]
+
+        manual = await asyncio.to_thread(client.trigger_now, "eta", "try again")
+        assert manual.rules == ["manual"] and manual.actor == "alice" and "try again" in manual.reasons[0]
+        assert await asyncio.to_thread(client.evaluations, "eta") == []
+
+        parser = argparse.ArgumentParser()
+        retraining_cli.register(parser.add_subparsers())
+        args = parser.parse_args(
+            ["retrain", "history", "eta", "--control-plane", plane.address, "--timeout", "10"]
+        )
+        out = io.StringIO()
+        async_code = await asyncio.to_thread(retraining_cli._history, client, args, out)
+        assert async_code == 0 and "blocked_no_spec" in out.getvalue() and "manual" in out.getvalue()
+    finally:
+        client.close()

@@ -1,0 +1,45 @@
+"""The shadow agreement rate, read from prediction-log entries in a real Redis stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import redis.asyncio
+
+from clients.aether.v1 import monitoring_pb2 as mpb
+from control_plane.retraining.shadow import agreement_rate
+
+STREAM = "test:shadow"
+
+
+def entry(
+    request_id: str, role: str, variant: str, score: float, deployment: str = "eta"
+) -> dict[str, bytes]:
+    return {
+        "request_id": request_id.encode(),
+        "deployment": deployment.encode(),
+        "variant": variant.encode(),
+        "role": role.encode(),
+        "ok": b"1",
+        "output:y": np.array([[score]], dtype=np.float32).tobytes(),
+        "output:y:dtype": b"float32",
+        "output:y:shape": b"1,1",
+    }
+
+
+async def test_agreement_rate_pairs_shadow_and_served_answers(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    served = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4, 0.9, 0.1]
+    shadow = [0.8, 0.2, 0.9, 0.1, 0.6, 0.4, 0.4, 0.6, 0.95, 0.05]  # rows 6 and 7 cross the threshold
+    for i, (a, b) in enumerate(zip(served, shadow, strict=True)):
+        await client.xadd(STREAM, entry(f"r{i}", "served", "eta-v1", a))  # type: ignore[arg-type]
+        await client.xadd(STREAM, entry(f"r{i}", "shadow", "eta-v2-shadow", b))  # type: ignore[arg-type]
+    await client.xadd(STREAM, entry("other", "shadow", "eta-v2-shadow", 0.0, deployment="x"))  # type: ignore[arg-type]
+    await client.xadd(STREAM, entry("lonely", "shadow", "eta-v2-shadow", 0.9))  # type: ignore[arg-type]
+    config = mpb.MonitorConfig(
+        deployment="eta", task=mpb.TASK_TYPE_CLASSIFICATION, positive_class=1, decision_threshold=0.5
+    )
+    rate, rows = await agreement_rate(client, STREAM, "eta", "eta-v2-shadow", 0, config)
+    assert rows == 10 and rate == 0.8
+    none, zero = await agreement_rate(client, STREAM, "eta", "eta-v9-shadow", 0, config)
+    assert none is None and zero == 0
+    await client.aclose()

@@ -1,0 +1,63 @@
+"""Small real ONNX models for the evaluation gates: linear regressors and logistic classifiers with chosen
+weights (so one is measurably better than another on data drawn from known weights), and a linear model
+padded with orthogonal round trips that computes the same answers more slowly."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _model(nodes: list[onnx.NodeProto], width: int, inits: list[onnx.TensorProto]) -> bytes:
+    graph = helper.make_graph(
+        nodes,
+        "model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _weights(weights: npt.NDArray[np.float64], bias: float) -> list[onnx.TensorProto]:
+    return [
+        numpy_helper.from_array(weights.reshape(-1, 1).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([bias], dtype=np.float32), "b"),
+    ]
+
+
+def linear(weights: npt.NDArray[np.float64], bias: float = 0.0, slow_layers: int = 0) -> bytes:
+    """``y = x·w + b``; with ``slow_layers`` the input first goes through that many ``Q`` then ``Qᵀ``
+    matmuls (identity up to rounding), which costs time and changes nothing."""
+    width = weights.shape[0]
+    nodes: list[onnx.NodeProto] = []
+    inits = _weights(weights, bias)
+    current = "x"
+    if slow_layers:
+        q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((width, width)))
+        inits += [
+            numpy_helper.from_array(q.astype(np.float32), "q"),
+            numpy_helper.from_array(q.T.astype(np.float32), "qt"),
+        ]
+        for layer in range(slow_layers):
+            nodes.append(helper.make_node("MatMul", [current, "q"], [f"a{layer}"]))
+            nodes.append(helper.make_node("MatMul", [f"a{layer}", "qt"], [f"h{layer}"]))
+            current = f"h{layer}"
+    nodes.append(helper.make_node("Gemm", [current, "w", "b"], ["y"]))
+    return _model(nodes, width, inits)
+
+
+def logistic(weights: npt.NDArray[np.float64], bias: float = 0.0) -> bytes:
+    """``y = sigmoid(x·w + b)``: one positive-class score per row."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["y"]),
+    ]
+    return _model(nodes, weights.shape[0], _weights(weights, bias))

@@ -1,0 +1,106 @@
+"""The evaluation gates on real ONNX models run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.aether.v1 import monitoring_pb2 as mpb
+from control_plane.retraining.evaluation import Gates, Holdout, ModelScore, evaluate, judge
+from tests.unit.retraining.models import linear, logistic
+
+TRUE_W = np.array([1.0, -2.0, 0.5, 3.0])
+REGRESSION = mpb.MonitorConfig(deployment="d", task=mpb.TASK_TYPE_REGRESSION)
+CLASSIFICATION = mpb.MonitorConfig(
+    deployment="d", task=mpb.TASK_TYPE_CLASSIFICATION, positive_class=1, decision_threshold=0.5
+)
+
+
+def regression_holdout(n: int = 400) -> Holdout:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, 4))
+    return Holdout(x, x @ TRUE_W + rng.normal(0, 0.1, n), "test")
+
+
+def test_better_regressor_passes_and_worse_fails() -> None:
+    holdout = regression_holdout()
+    champion = linear(TRUE_W + np.array([0.3, -0.3, 0.3, -0.3]))
+    better = linear(TRUE_W + 0.02)
+    worse = linear(TRUE_W + np.array([1.0, 1.0, -1.0, 1.0]))
+    gates = Gates(metric="mae", error_metric=True, max_latency_ratio=0.0)
+    good = evaluate(champion, better, holdout, gates, REGRESSION)
+    assert good.passed, good.reasons
+    assert good.challenger.metrics["mae"] < good.champion.metrics["mae"]
+    assert set(good.champion.metrics) == {"mae", "rmse", "mape"}
+    bad = evaluate(champion, worse, holdout, gates, REGRESSION)
+    assert not bad.passed
+    assert bad.reasons[0].startswith("mae: challenger") and "needs <=" in bad.reasons[0]
+
+
+def test_classifier_gate_on_accuracy_with_tolerance() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((600, 4))
+    labels = (x @ TRUE_W > 0).astype(np.float64)
+    holdout = Holdout(x, labels, "test")
+    champion = logistic(TRUE_W)  # perfect on noiseless labels
+    same = logistic(TRUE_W * 3.0)  # same decision boundary: same accuracy, passes at 0 tolerance too
+    wrong = logistic(-TRUE_W)
+    gates = Gates(metric="accuracy", max_latency_ratio=0.0, max_relative_degradation=0.005)
+    assert evaluate(champion, same, holdout, gates, CLASSIFICATION).passed
+    failed = evaluate(champion, wrong, holdout, gates, CLASSIFICATION)
+    assert not failed.passed and failed.challenger.metrics["accuracy"] < 0.1
+    assert failed.champion.metrics["accuracy"] == 1.0 and "auc" in failed.champion.metrics
+
+
+def test_latency_budget_is_measured_on_the_models() -> None:
+    holdout = regression_holdout(100)
+    fast = linear(TRUE_W)
+    slow = linear(TRUE_W, slow_layers=400)  # same answers, hundreds of extra matmuls per row
+    result = evaluate(
+        fast, slow, holdout, Gates(metric="mae", error_metric=True, max_latency_ratio=3.0), REGRESSION
+    )
+    assert abs(result.challenger.metrics["mae"] - result.champion.metrics["mae"]) < 1e-3
+    assert result.challenger.p95_ms > 3.0 * result.champion.p95_ms
+    assert not result.passed and any("latency ratio" in r for r in result.reasons[:1])
+    budget = evaluate(
+        fast, fast, holdout, Gates(metric="mae", error_metric=True, latency_budget_ms=1e-6), REGRESSION
+    )
+    assert not budget.passed and "vs budget" in budget.reasons[0]
+
+
+def test_too_few_rows_fail() -> None:
+    holdout = regression_holdout(10)
+    result = evaluate(
+        linear(TRUE_W), linear(TRUE_W), holdout, Gates(metric="mae", error_metric=True), REGRESSION
+    )
+    assert not result.passed and "10 labelled rows" in result.reasons[0]
+
+
+finite = st.floats(0.01, 100.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite, finite, st.floats(0, 0.2), st.booleans())
+def test_quality_gate_matches_its_formula(
+    champion: float, challenger: float, tolerance: float, error: bool
+) -> None:
+    gates = Gates(
+        metric="m", error_metric=error, max_relative_degradation=tolerance, max_latency_ratio=0.0, min_rows=1
+    )
+    passed, reasons = judge(gates, ModelScore({"m": champion}, 1.0), ModelScore({"m": challenger}, 1.0), 5)
+    expected = challenger <= champion * (1 + tolerance) if error else challenger >= champion * (1 - tolerance)
+    assert passed == expected
+    assert len(reasons) == 1
+
+
+@pytest.mark.parametrize("missing", ["champion", "challenger"])
+def test_undefined_metrics(missing: str) -> None:
+    gates = Gates(metric="auc", max_latency_ratio=0.0, min_rows=1)
+    defined = ModelScore({"auc": 0.8}, 1.0)
+    undefined = ModelScore({}, 1.0)
+    if missing == "champion":
+        assert judge(gates, undefined, defined, 10)[0]
+    else:
+        assert not judge(gates, defined, undefined, 10)[0]

@@ -1,0 +1,160 @@
+"""The trigger step function, property-tested against its written rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control_plane.retraining.cron import parse
+from control_plane.retraining.triggers import (
+    DRIFT,
+    LABELS,
+    MANUAL,
+    PERFORMANCE,
+    SCHEDULE,
+    DriftObservation,
+    ManualRequest,
+    Observations,
+    PerformanceObservation,
+    TriggerRules,
+    decide,
+)
+
+MINUTE_US = 60_000_000
+NOW = int(dt.datetime(2025, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
+
+times = st.integers(NOW - 10 * 24 * 3600 * 1_000_000, NOW)
+drift_reports = st.lists(
+    st.builds(DriftObservation, end_us=times, data_drift=st.booleans(), prediction_drift=st.booleans()),
+    max_size=4,
+)
+windows = st.lists(
+    st.builds(
+        PerformanceObservation,
+        end_us=times,
+        metrics=st.fixed_dictionaries({"accuracy": st.floats(0, 1)}),
+    ),
+    max_size=4,
+)
+observations = st.builds(
+    Observations,
+    now_us=st.just(NOW),
+    previous_tick_us=st.integers(NOW - 3600 * 1_000_000, NOW),
+    last_triggered_us=st.one_of(st.just(0), times),
+    retraining_running=st.booleans(),
+    performance=windows,
+    drift=drift_reports,
+    new_labels=st.integers(0, 1000),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(observations, st.booleans())
+def test_drift_alone_never_triggers_unless_configured(seen: Observations, alone: bool) -> None:
+    """Only drift configured, no prediction drift anywhere: triggers iff drift_alone and a fresh drifted
+    report exists (and no guard holds)."""
+    seen = Observations(
+        now_us=seen.now_us,
+        previous_tick_us=seen.previous_tick_us,
+        last_triggered_us=seen.last_triggered_us,
+        retraining_running=seen.retraining_running,
+        performance=seen.performance,
+        drift=[DriftObservation(r.end_us, r.data_drift, False) for r in seen.drift],
+    )
+    rules = TriggerRules(drift=True, drift_alone=alone, performance_metric="accuracy", cooldown_s=600)
+    decision = decide(rules, seen)
+    fresh = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
+    newest_drifted = bool(fresh) and max(fresh, key=lambda r: r.end_us).data_drift
+    cooled = not seen.last_triggered_us or NOW - seen.last_triggered_us >= 600 * 1_000_000
+    expected = alone and newest_drifted and cooled and not seen.retraining_running
+    assert decision.triggered == expected
+    if decision.triggered:
+        assert decision.rules == (DRIFT,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(observations, st.floats(0.05, 0.95))
+def test_drift_triggers_with_a_confirming_signal(seen: Observations, threshold: float) -> None:
+    rules = TriggerRules(
+        drift=True, performance_metric="accuracy", performance_threshold=threshold, cooldown_s=0
+    )
+    decision = decide(rules, seen)
+    fresh_drift = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
+    fresh_perf = [w for w in seen.performance if w.end_us > seen.last_triggered_us]
+    report = max(fresh_drift, key=lambda r: r.end_us) if fresh_drift else None
+    window = max(fresh_perf, key=lambda w: w.end_us) if fresh_perf else None
+    degraded = window is not None and window.metrics["accuracy"] < threshold
+    drift_fires = report is not None and report.data_drift and (degraded or report.prediction_drift)
+    if seen.retraining_running:
+        assert not decision.triggered
+        return
+    assert decision.triggered == (degraded or drift_fires)
+    assert (DRIFT in decision.rules) == drift_fires
+    assert (PERFORMANCE in decision.rules) == degraded
+
+
+@settings(max_examples=300, deadline=None)
+@given(observations, st.floats(1, 48 * 3600), st.booleans())
+def test_cooldown_is_respected(seen: Observations, cooldown_s: float, manual: bool) -> None:
+    rules = TriggerRules(
+        schedule=parse("* * * * *"),
+        drift=True,
+        drift_alone=True,
+        performance_metric="accuracy",
+        performance_threshold=1.1,  # always degraded
+        new_labels=1,
+        cooldown_s=cooldown_s,
+    )
+    request = ManualRequest("alice", "new data") if manual else None
+    seen = Observations(
+        now_us=seen.now_us,
+        previous_tick_us=seen.previous_tick_us,
+        last_triggered_us=seen.last_triggered_us,
+        performance=seen.performance,
+        drift=seen.drift,
+        new_labels=seen.new_labels,
+        manual=request,
+    )
+    decision = decide(rules, seen)
+    cooling = bool(seen.last_triggered_us) and NOW - seen.last_triggered_us < cooldown_s * 1e6
+    if manual:
+        assert decision.triggered and decision.rules == (MANUAL,)
+        assert "alice" in decision.reasons[0]
+    elif cooling:
+        assert not decision.triggered and "cooldown" in decision.reasons[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["*/15 * * * *", "0 * * * *", "30 2 * * *", "0 0 * * 1", "7,8 9-17 * * 1-5"]),
+    st.integers(0, 20 * 24 * 60),
+    st.integers(1, 600),
+)
+def test_schedule_fires_exactly_at_cron_matches(expression: str, offset_min: int, span_s: int) -> None:
+    schedule = parse(expression)
+    previous = NOW + offset_min * MINUTE_US + 123
+    now = previous + span_s * 1_000_000
+    decision = decide(TriggerRules(schedule=schedule), Observations(now_us=now, previous_tick_us=previous))
+    minutes = range(previous // MINUTE_US + 1, now // MINUTE_US + 1)
+    expected = any(schedule.matches(dt.datetime.fromtimestamp(m * 60, dt.UTC)) for m in minutes)
+    assert decision.triggered == expected
+    assert decision.rules == ((SCHEDULE,) if expected else ())
+
+
+def test_label_volume_and_running_job_and_explanations() -> None:
+    rules = TriggerRules(new_labels=500)
+    assert not decide(rules, Observations(now_us=NOW, new_labels=499)).triggered
+    fired = decide(rules, Observations(now_us=NOW, new_labels=500))
+    assert fired.triggered and fired.rules == (LABELS,) and "500 new labels" in fired.reasons[0]
+    busy = decide(rules, Observations(now_us=NOW, new_labels=900, retraining_running=True))
+    assert not busy.triggered and "still running" in busy.reasons[0]
+    assert decide(TriggerRules(), Observations(now_us=NOW)).reasons == ("no trigger rule is configured",)
+    drift_only = decide(
+        TriggerRules(drift=True), Observations(now_us=NOW, drift=[DriftObservation(NOW, True, False, 0.5)])
+    )
+    assert not drift_only.triggered and "no performance degradation" in drift_only.reasons[0]
+    mae = TriggerRules(performance_metric="mae", performance_threshold=2.0, error_metric=True)
+    worse = decide(mae, Observations(now_us=NOW, performance=[PerformanceObservation(NOW, {"mae": 2.5})]))
+    assert worse.triggered and "above threshold" in worse.reasons[0]
