@@ -1,4 +1,4 @@
-"""The control-plane gRPC server: the feature registry, the standard health service and reflection."""
+"""The control-plane gRPC server: the feature registry and every service module, health and reflection."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from control_plane.api import jobs as jobs_api
 from control_plane.api import model_registry as model_registry_api
 from control_plane.api import monitoring as monitoring_api
 from control_plane.api import offline_features as offline_api
+from control_plane.api import retraining as retraining_api
 from control_plane.api import tracking as tracking_api
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
@@ -85,6 +86,7 @@ DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
     audit_api.add_to_server,
     jobs_api.add_to_server,
     monitoring_api.add_to_server,
+    retraining_api.add_to_server,
     offline_api.add_to_server,
     ingestion_api.add_to_server,
 )

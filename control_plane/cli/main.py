@@ -21,6 +21,7 @@ from control_plane.cli import (
     jobs,
     models,
     monitoring,
+    retraining,
     runs,
 )
 from control_plane.cli.settings import CliSettings
@@ -52,6 +53,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     deploy.register(commands)
     jobs.register(commands)
     monitoring.register(commands)
+    retraining.register(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ import control_plane.ingestion.tables
 import control_plane.jobs.tables
 import control_plane.model_registry.tables
 import control_plane.monitoring.tables
+import control_plane.retraining.tables
 import control_plane.tracking.tables  # noqa: F401  (imported for their table registrations)
 from control_plane.db.models import Base
 

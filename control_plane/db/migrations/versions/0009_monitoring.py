@@ -2,7 +2,7 @@
 performance alerts.
 
 Revision ID: 0009_monitoring
-Revises: 0007_deployments
+Revises: 0008_jobs
 Create Date: 2026-11-27
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_monitoring"
-down_revision: str | None = "0007_deployments"
+down_revision: str | None = "0008_jobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
