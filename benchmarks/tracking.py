@@ -214,6 +214,8 @@ def main() -> None:
         (100, 20, 1_000, 10) if args.quick else (1_000, 100, 10_000, 50)
     )
 
+    # The machine is shared: the 1-minute load average around the run says how quiet it was.
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="aether-bench-tracking-") as folder:
         home = Path(folder)
         with control_plane(home / "aether") as address:
@@ -269,8 +271,10 @@ def main() -> None:
             "aether_compare": search,
             "mlflow_logging": mlflow,
             "speedup_vs_mlflow": speedup,
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         },
     )
+    print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"results: {path.relative_to(ROOT)}")
 
 

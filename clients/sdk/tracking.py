@@ -19,7 +19,6 @@ import atexit
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +31,7 @@ from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
 from clients.sdk.auth import open_channel
 from clients.sdk.system_metrics import SystemMetricsThread
+from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
 
 _Response = TypeVar("_Response")
@@ -43,21 +43,31 @@ STATUSES = {
 }
 
 
+#: Bound on the metric names a client remembers as checked (beyond it, new names are checked each call).
+_MAX_KNOWN_KEYS = 10_000
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def checked_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = None) -> dict[str, float]:
     """A copy with float values; INVALID_ARGUMENT naming the metric for an empty name or a value that is
-    not a finite number (checked here so the training loop hears of it at once, not the server later)."""
-    checked: dict[str, float] = {}
-    for key, value in metrics.items():
-        if not isinstance(key, str) or not key.strip():
-            raise InvalidArgument(f"metric name must be a non-empty string, got {key!r}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise InvalidArgument(f"metric {key!r}: value {number!r} is not a finite number")
-        checked[key] = number
+    not a finite number (checked here so the training loop hears of it at once, not the server later).
+    Names found valid are added to ``known_keys`` and not checked again (a loop logs the same few)."""
+    if known_keys is None or not known_keys.issuperset(metrics):
+        for key in metrics:
+            if not isinstance(key, str) or not key.strip():
+                raise InvalidArgument(f"metric name must be a non-empty string, got {key!r}")
+        if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS:
+            known_keys.update(metrics)
+    checked = {key: float(value) for key, value in metrics.items()}
+    # One test for all values: any NaN or infinity makes the sum non-finite, and a sum of finite values
+    # is finite unless it overflows. Only then are the values looked at one by one.
+    if not math.isfinite(sum(checked.values())):
+        for key, number in checked.items():
+            if not math.isfinite(number):
+                raise InvalidArgument(f"metric {key!r}: value {number!r} is not a finite number")
     return checked
 
 
@@ -77,7 +87,7 @@ class Run:
         """Buffers one point per metric at ``step``; False when the buffer was full and they were dropped."""
         if self._closed:
             raise RuntimeError(f"run {self.run_id} is closed")
-        checked = checked_metrics(metrics)
+        checked = checked_metrics(metrics, self._client._known_metric_keys)
         stamp = _now_us() if timestamp_us is None else timestamp_us
         return self._client._shipper.add_points(self.run_id, int(step), stamp, checked)
 
@@ -160,6 +170,8 @@ class TrackingClient:
         self._stub = pb_grpc.TrackingStub(self._channel)  # type: ignore[no-untyped-call]
         self._runs: dict[str, Run] = {}
         self._experiment_ids: dict[str, str] = {}
+        self._known_metric_keys: set[str] = set()
+        self._run_ids = RunIds()
         self._runs_lock = threading.Lock()
         self._shipper = MetricShipper(
             self._send_batch,
@@ -255,7 +267,7 @@ class TrackingClient:
         if experiment_id is None:  # experiments are never renamed: resolve a name once per client
             experiment_id = self.get_or_create_experiment(experiment).experiment_id
             self._experiment_ids[experiment] = experiment_id
-        run_id = uuid.uuid4().hex
+        run_id = self._run_ids.next()
         start = pb.RunStart(
             experiment_id=experiment_id,
             name=name,

@@ -70,10 +70,15 @@ def insert_for(session: Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
+def end_time_of(status: str, end_time_us: int) -> int:
+    """The end time a run gets with ``status``: the given time (default now) when terminal, else 0."""
+    return (end_time_us or now_us()) if status in TERMINAL else 0
+
+
 def set_status(session: Session, row: RunRow, status: str, end_time_us: int, actor: str) -> None:
     """Changes a run's status (a terminal one also sets the end time) and audits the change."""
     before = {"status": row.status, "end_time_us": row.end_time_us}
-    end = (end_time_us or now_us()) if status in TERMINAL else 0
+    end = end_time_of(status, end_time_us)
     # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
     statement = update(RunRow).where(RunRow.id == row.id).values(status=status, end_time_us=end)
     session.execute(statement.execution_options(synchronize_session=False))

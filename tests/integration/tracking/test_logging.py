@@ -50,6 +50,33 @@ def test_many_points_arrive_complete_with_exact_values(control_plane: ThreadedCo
             assert (summary.min_value, summary.max_value) == (r * 1e6 + 2e3, r * 1e6 + 2e3 + (steps - 1) / 7)
 
 
+def test_metrics_whose_names_change_between_steps_keep_every_point(client: TrackingClient) -> None:
+    logged = [({"a": 1.0}, 0), ({"a": 2.0, "b": 10.0}, 1), ({"b": 20.0}, 2), ({"b": 30.0, "a": 3.0}, 3)]
+    with client.start_run("changing") as run:
+        for metrics, step in logged:
+            run.log_metrics(metrics, step=step, timestamp_us=1_000 + step)
+    for key, steps, values in (("a", [0, 1, 3], [1.0, 2.0, 3.0]), ("b", [1, 2, 3], [10.0, 20.0, 30.0])):
+        history = client.metric_history(run.run_id, key)
+        assert (list(history.steps), list(history.values)) == (steps, values)
+        assert list(history.timestamps_us) == [1_000 + step for step in steps]
+
+
+def test_the_same_metrics_every_step_keep_their_own_timestamps(client: TrackingClient) -> None:
+    with client.start_run("uniform") as run:
+        for step in range(5):
+            run.log_metrics({"loss": 1.0 / (step + 1), "acc": step / 10}, step=step, timestamp_us=50 + step)
+    for key, values in (("loss", [1.0 / (s + 1) for s in range(5)]), ("acc", [s / 10 for s in range(5)])):
+        history = client.metric_history(run.run_id, key)
+        assert list(history.values) == values
+        assert list(history.timestamps_us) == [50, 51, 52, 53, 54]
+
+
+def test_huge_finite_values_are_accepted_even_when_their_sum_overflows(client: TrackingClient) -> None:
+    with client.start_run("huge") as run:
+        assert run.log_metrics({"a": 1.7e308, "b": 1.7e308, "c": -1.7e308})
+    assert list(client.metric_history(run.run_id, "b").values) == [1.7e308]
+
+
 def test_latest_is_the_highest_step_not_the_last_logged(client: TrackingClient) -> None:
     with client.start_run("order") as run:
         run.log_metrics({"loss": 0.5}, step=10)

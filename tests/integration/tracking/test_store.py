@@ -1,16 +1,20 @@
 """The tracking core on a real database: eight concurrent writers (each with its own engine, as separate
 processes would have) never see "database is locked", and mutations of experiments and runs are audited
-while metric points are not."""
+while metric points are not: one batch that starts, changes and ends many runs appends every entry to
+one chain that verifies."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import select
 
 from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.audit.tables import AuditEntryRow
+from control_plane.audit.verify import verify_chain
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.store import TrackingStore
 
@@ -82,4 +86,68 @@ def test_experiment_and_run_mutations_are_audited_but_points_are_not(db_url: str
         assert entries[1].after["params"] == {"lr": "0.1"}
         assert entries[3].before["status"] == "RUNNING"
         assert entries[3].after == {"status": "FINISHED", "end_time_us": 123}
+    engine.dispose()
+
+
+def test_one_batch_of_many_runs_audits_every_start_change_and_end_in_one_valid_chain(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    store = TrackingStore(sessions)
+    experiment = store.create_experiment("sweep", actor="alice")
+    run_ids = [f"{index:032x}" for index in range(1, 6)]
+    points = pb.MetricSeries(key="loss", values=[1.0, 0.5], steps=[0, 1])
+    batches = [
+        pb.RunBatch(
+            run_id=run_id,
+            start=pb.RunStart(
+                experiment_id=experiment.experiment_id, name=f"r{index}", params={"i": str(index)}
+            ),
+            metrics=[points],
+            params={"seed": "7"} if index % 2 else {},
+            tags={"round": "1"},
+            end=pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=1_000 + index),
+        )
+        for index, run_id in enumerate(run_ids)
+    ]
+    assert store.log_batch(batches, actor="bob") == 2 * len(run_ids)
+
+    with sessions() as session:
+        entries = session.scalars(select(AuditEntryRow).order_by(AuditEntryRow.seq)).all()
+    assert [(e.action, e.object_id) for e in entries[1:]] == [
+        *[("create", run_id) for run_id in run_ids],
+        *[(action, run_id) for run_id in run_ids for action in ("update", "update")],
+    ]
+    creates, changes = entries[1:6], entries[6:]
+    assert [e.after["params"] for e in creates] == [{"i": str(index)} for index in range(5)]
+    assert [e.after for e in changes[0::2]] == [
+        {"params": {"seed": "7"} if index % 2 else {}, "tags": {"round": "1"}} for index in range(5)
+    ]
+    assert [(e.before, e.after) for e in changes[1::2]] == [
+        ({"status": "RUNNING", "end_time_us": 0}, {"status": "FINISHED", "end_time_us": 1_000 + index})
+        for index in range(5)
+    ]
+    assert verify_chain(sessions).ok
+    for index, run_id in enumerate(run_ids):
+        run = store.get_run(run_id)
+        assert (run.status, run.end_time_us) == (pb.RUN_STATUS_FINISHED, 1_000 + index)
+        assert dict(run.params) == {"i": str(index), **({"seed": "7"} if index % 2 else {})}
+        assert dict(run.tags) == {"round": "1"}
+    engine.dispose()
+
+
+def test_a_parameter_logged_twice_in_one_request_is_one_row_or_refused(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    store = TrackingStore(create_session_factory(engine))
+    experiment = store.create_experiment("twice", actor="t")
+    run_id = store.create_run(experiment.experiment_id, "r", actor="t").run_id
+    same = [pb.RunBatch(run_id=run_id, params={"lr": "0.1"}, tags={"t": str(i)}) for i in range(2)]
+    store.log_batch(same, actor="t")
+    run = store.get_run(run_id)
+    assert (dict(run.params), dict(run.tags)) == ({"lr": "0.1"}, {"t": "1"})  # the last tag value wins
+    different = [pb.RunBatch(run_id=run_id, params={"wd": value}) for value in ("1", "2")]
+    with pytest.raises(InvalidArgument, match=r"'wd'.*immutable"):
+        store.log_batch(different, actor="t")
+    assert "wd" not in store.get_run(run_id).params  # the request was all or nothing
     engine.dispose()
