@@ -1,7 +1,12 @@
 """``python -m data_plane``: runs the data plane on uvloop until SIGTERM or SIGINT, then drains: health
-turns NOT_SERVING at once, requests are still served for ``--drain-delay-s`` (while load balancers catch
-up), then new Predict requests are refused with UNAVAILABLE and admitted ones finish within
-``--drain-grace-s`` before the process exits (:meth:`data_plane.server.DataPlaneHandle.drain`).
+turns NOT_SERVING at once, requests are still served for ``--drain-delay-s`` (``AETHER_DRAIN_DELAY_S``;
+while load balancers catch up), then new Predict and ModelInfer requests are refused with UNAVAILABLE and
+admitted ones finish within ``--drain-grace-s`` (``AETHER_DRAIN_GRACE_S``) before the process exits
+(:meth:`data_plane.server.DataPlaneHandle.drain`).
+
+TLS and auth come from the environment (:class:`data_plane.settings.DataPlaneSettings`): with
+``AETHER_TLS_CERT`` / ``AETHER_TLS_KEY`` it listens with TLS only; it reaches the control plane with
+``AETHER_TOKEN`` (or ``AETHER_TOKEN_FILE``) and ``AETHER_TLS_CA``.
 
 Once ready it prints ``aether data plane listening on HOST:PORT`` and, with a metrics endpoint, a second
 line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it for the autoscaler).
@@ -29,17 +34,8 @@ from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
 from data_plane.workers import run_workers
 
-DRAIN_DELAY_S = 0.5
-DRAIN_GRACE_S = 5.0
 
-
-@dataclasses.dataclass(frozen=True)
-class DrainOptions:
-    delay_s: float = DRAIN_DELAY_S
-    grace_s: float = DRAIN_GRACE_S
-
-
-def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int, DrainOptions]:
+def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
     settings = DataPlaneSettings.from_env()
     parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
     parser.add_argument("--listen", default=settings.listen, help="HOST:PORT (port 0 picks a free one)")
@@ -65,13 +61,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int, Drai
     parser.add_argument(
         "--drain-delay-s",
         type=float,
-        default=DRAIN_DELAY_S,
+        default=settings.drain_delay_s,
         help="on SIGTERM, seconds of serving while NOT_SERVING before new requests are refused",
     )
     parser.add_argument(
         "--drain-grace-s",
         type=float,
-        default=DRAIN_GRACE_S,
+        default=settings.drain_grace_s,
         help="on SIGTERM, seconds admitted requests get to finish",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
@@ -90,13 +86,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int, Drai
             max_queue_size=args.max_queue_size,
             prediction_log_sample_rate=args.prediction_log_sample_rate,
             reuse_port=args.reuse_port,
+            drain_delay_s=args.drain_delay_s,
+            drain_grace_s=args.drain_grace_s,
         ),
         args.workers,
-        DrainOptions(args.drain_delay_s, args.drain_grace_s),
     )
 
 
-async def serve(settings: DataPlaneSettings, drain: DrainOptions = DrainOptions()) -> None:
+async def serve(settings: DataPlaneSettings) -> None:
     handle = await start_server(settings)
     # Everything allocated so far lives as long as the process: keep it out of the collector's full
     # passes, which would otherwise walk it on the latency path (a p99.9 matter).
@@ -111,15 +108,15 @@ async def serve(settings: DataPlaneSettings, drain: DrainOptions = DrainOptions(
         metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
         print(f"aether data plane metrics on {metrics_host}:{handle.metrics_port}", flush=True)
     await stop.wait()
-    await handle.drain(drain.delay_s, drain.grace_s)
+    await handle.drain(settings.drain_delay_s, settings.drain_grace_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings, workers, drain = parse_args(argv)
+    settings, workers = parse_args(argv)
     if workers > 1:
         return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
-    uvloop.run(serve(settings, drain))
+    uvloop.run(serve(settings))
     return 0
 
 

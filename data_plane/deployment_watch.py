@@ -7,28 +7,28 @@ references is loaded (``ensure_loaded``, all at once), so a new canary is READY 
 after the swap, versions that no plan references any more are unloaded. Only versions this watch loaded
 are ever unloaded (models served from a static config are left alone). A version that fails to load is
 still routed to: its requests fail (UNAVAILABLE), which is what the canary controller must see to roll
-it back. When the stream fails the task reconnects with capped, jittered exponential backoff; serving
-goes on from the plans it has.
+it back. An unloaded version stops taking requests at once and finishes those it already has
+(:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion fails none. When the
+stream fails the task reconnects with capped, jittered exponential backoff; serving goes on from the
+plans it has (:mod:`data_plane.watch_stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Protocol
 
-import grpc
 import grpc.aio
 
 from clients.aether.v1 import deployments_pb2, deployments_pb2_grpc
+from clients.sdk.auth import ChannelSecurity
 from data_plane.deployment_plan import EMPTY_PLANS, DeploymentPlans, plans_from_snapshot
 from data_plane.models.spec import ModelSpec
-from data_plane.registry_watch import save_snapshot
 from data_plane.settings import DataPlaneSettings
+from data_plane.watch_stream import WatchStream, load_message
 
 _log = logging.getLogger("aether.data_plane.deployment_watch")
 
@@ -46,17 +46,14 @@ class ModelLoader(Protocol):
 
 def load_plans_snapshot(path: Path) -> deployments_pb2.DeploymentPlanSnapshot | None:
     """The persisted snapshot, or None when there is none or it cannot be parsed (logged)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    snapshot = deployments_pb2.DeploymentPlanSnapshot()
-    try:
-        snapshot.ParseFromString(data)
-    except Exception as exc:  # protobuf raises DecodeError; anything unreadable is treated as absent
-        _log.error("ignoring unreadable deployment plans %s: %s", path, exc)
-        return None
-    return snapshot
+    return load_message(path, deployments_pb2.DeploymentPlanSnapshot, "deployment plans")
+
+
+def _watch_plans(channel: grpc.aio.Channel) -> AsyncIterator[deployments_pb2.DeploymentPlanSnapshot]:
+    stub = deployments_pb2_grpc.DeploymentsStub(channel)  # type: ignore[no-untyped-call]
+    request = deployments_pb2.WatchDeploymentPlansRequest(known_revision=0)
+    stream: AsyncIterator[deployments_pb2.DeploymentPlanSnapshot] = stub.WatchDeploymentPlans(request)
+    return stream
 
 
 class DeploymentWatch:
@@ -68,18 +65,24 @@ class DeploymentWatch:
         *,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        security: ChannelSecurity | None = None,
     ) -> None:
-        self._addr = control_plane_addr
-        self._path = snapshot_path
         self._loader = loader
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
         self._plans = EMPTY_PLANS
         self._loaded: dict[tuple[str, int], ModelSpec] = {}
-        self._persisted: bytes | None = None
-        self._task: asyncio.Task[None] | None = None
         self._installed = asyncio.Condition()
-        self.connected = asyncio.Event()  # set while a watch stream is delivering snapshots
+        self._stream = WatchStream(
+            "deployment plans",
+            control_plane_addr,
+            snapshot_path,
+            deployments_pb2.DeploymentPlanSnapshot,
+            _watch_plans,
+            self._install,
+            security=security,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+        )
+        self.connected = self._stream.connected  # set while a watch stream is delivering snapshots
         self.has_plans = asyncio.Event()  # set once plans were installed (from the stream or the file)
 
     def current(self) -> DeploymentPlans:
@@ -93,23 +96,17 @@ class DeploymentWatch:
 
     async def load_persisted(self) -> bool:
         """Serves from the persisted plans, if any; True when some were loaded."""
-        snapshot = await asyncio.to_thread(load_plans_snapshot, self._path)
+        snapshot = await self._stream.load_persisted()
         if snapshot is None:
             return False
-        self._persisted = snapshot.SerializeToString(deterministic=True)
-        await self._install(snapshot)
-        _log.info("serving deployment plans revision %d from %s", snapshot.revision, self._path)
+        _log.info("serving deployment plans revision %d from %s", snapshot.revision, self._stream.path)
         return True
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="deployment-watch")
+        self._stream.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._stream.stop()
 
     async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> None:
         try:
@@ -138,37 +135,6 @@ class DeploymentWatch:
         except Exception:
             _log.exception("loading model %s version %d failed", spec.name, spec.version)
 
-    async def _apply(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> None:
-        await self._install(snapshot)
-        data = snapshot.SerializeToString(deterministic=True)
-        if data != self._persisted:
-            try:
-                await asyncio.to_thread(save_snapshot, self._path, data)
-                self._persisted = data
-            except OSError as exc:  # serving goes on; only a restart during an outage would miss it
-                _log.error("could not persist deployment plans to %s: %s", self._path, exc)
-
-    async def _run(self) -> None:
-        backoff = self._backoff_initial_s
-        while True:
-            try:
-                async with grpc.aio.insecure_channel(self._addr) as channel:
-                    stub = deployments_pb2_grpc.DeploymentsStub(channel)  # type: ignore[no-untyped-call]
-                    request = deployments_pb2.WatchDeploymentPlansRequest(known_revision=0)
-                    async for snapshot in stub.WatchDeploymentPlans(request):
-                        self.connected.set()
-                        await self._apply(snapshot)
-                        backoff = self._backoff_initial_s
-                _log.warning("deployment watch stream from %s ended; reconnecting", self._addr)
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code().name
-                _log.warning("deployment watch on %s failed: %s %s", self._addr, code, exc.details())
-            except Exception:
-                _log.exception("deployment watch on %s failed", self._addr)
-            self.connected.clear()
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, self._backoff_max_s)
-
 
 def plans_path(settings: DataPlaneSettings) -> Path:
     return settings.snapshot_path.with_name(PLANS_FILE_NAME)
@@ -183,6 +149,7 @@ async def start_deployment_watch(settings: DataPlaneSettings, manager: ModelLoad
         manager,
         backoff_initial_s=settings.watch_backoff_initial_s,
         backoff_max_s=settings.watch_backoff_max_s,
+        security=settings.channel_security,
     )
     await watch.load_persisted()
     watch.start()

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from clients.errors import AetherError, NotFound, Unavailable
+from clients.errors import AetherError, NotFound
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
 from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
 from data_plane.models.manager import ModelManager
@@ -137,27 +137,19 @@ class Predictor:
     async def _serve(
         self, call: PredictCall, request_id: str, deadline: float | None, trace: _Trace
     ) -> _Served:
-        """Routes, assembles the features and runs the model; ``trace`` shows how far it got."""
-        for attempt in range(2):
-            plan = self._plan(call.deployment)
-            spec, variant, shadows = self._route(call, request_id, plan)
-            trace.spec, trace.variant = spec, variant
+        """Routes, assembles the features and runs the model; ``trace`` shows how far it got. The request
+        holds its version from routing on (a lease), so a new plan that unloads it meanwhile (a rollback, a
+        promotion) lets it finish there."""
+        plan = self._plan(call.deployment)
+        spec, variant, shadows = self._route(call, request_id, plan)
+        trace.spec, trace.variant = spec, variant
+        with self._manager.lease(spec.name, spec.version) as lease:
             remaining = None if deadline is None else deadline - time.monotonic()
             assembled = await self._assembler.assemble(spec, call.rows, call.request_features, remaining)
             trace.features = assembled.values
-            try:
-                prepared_spec, request = self._manager.prepare(
-                    spec.name, spec.version, {spec.inputs[0].name: assembled.values}
-                )
-                outputs = await self._manager.run_prepared(prepared_spec, request, deadline)
-            except (Unavailable, NotFound):
-                # A new plan (a rollback, a promotion) unloaded the version this request was routed to
-                # while it waited: route it again, once, under the plan that replaced it.
-                if attempt == 0 and self._plan(call.deployment) is not plan:
-                    continue
-                raise
-            return _Served(spec, variant, shadows, assembled, outputs)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            request = lease.prepare({spec.inputs[0].name: assembled.values})
+            outputs = await lease.run(request, deadline)
+        return _Served(spec, variant, shadows, assembled, outputs)
 
     def _record(
         self,

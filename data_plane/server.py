@@ -9,10 +9,13 @@ deployment plans have settled (READY or FAILED), which ``start_server`` waits fo
 
 Shutdown (:meth:`DataPlaneHandle.drain`, what SIGTERM runs): every service reports NOT_SERVING at once,
 so that load balancers and the replica manager stop sending; for ``delay_s`` requests are still served
-(those already on their way); then Predict refuses new requests with UNAVAILABLE while the admitted ones
-finish; once no request has arrived for a moment (the refused callers went elsewhere) the server stops
-accepting calls and gives the remaining ones (any API) the rest of the grace period, and only then are
-the prediction log flushed and the models unloaded.
+(those already on their way); then Predict and ModelInfer refuse new requests with UNAVAILABLE while the
+admitted ones finish; once no request has arrived for a moment (the refused callers went elsewhere) the
+server stops accepting calls and gives the remaining ones (any API) the rest of the grace period, and only
+then are the prediction log flushed and the models unloaded.
+
+Security by configuration (:class:`DataPlaneSettings`): ``tls`` makes the server listen with TLS only;
+``channel_security`` is how both watches reach the control plane (bearer token, TLS CA).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from clients.tls import add_port
+from data_plane.admission import Admission
 from data_plane.api import inference_v2, predict
 from data_plane.api.online_features import SERVICE_NAME, OnlineFeaturesServicer, add_to_server
 from data_plane.catalog import Catalog, RegistryState
@@ -67,7 +72,8 @@ class DataPlaneHandle:
     log_redis: RedisClient
     metrics_server: MetricsServer | None = None
     health: health.aio.HealthServicer | None = None
-    admission: predict.Admission | None = None
+    # The drain gates of Predict and ModelInfer.
+    admissions: tuple[Admission, ...] = ()
 
     @property
     def metrics_port(self) -> int | None:
@@ -80,13 +86,16 @@ class DataPlaneHandle:
             await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, and it stays so
         await asyncio.sleep(delay_s)
         deadline = time.monotonic() + grace_s
-        if self.admission is not None:
-            if not await self.admission.drain(grace_s):
-                _log.warning(
-                    "%d Predict requests still running after %.1f s", self.admission.in_flight, grace_s
-                )
-            left = deadline - time.monotonic()
-            await self.admission.quiet(DRAIN_QUIET_S, min(left, DRAIN_QUIET_MAX_S))
+        if self.admissions:
+            # Every gate closes at once; each waits for its own admitted requests.
+            finished = await asyncio.gather(*(gate.drain(grace_s) for gate in self.admissions))
+            if not all(finished):
+                running = sum(gate.in_flight for gate in self.admissions)
+                _log.warning("%d requests still running after %.1f s", running, grace_s)
+            left = max(deadline - time.monotonic(), 0.0)
+            await asyncio.gather(
+                *(gate.quiet(DRAIN_QUIET_S, min(left, DRAIN_QUIET_MAX_S)) for gate in self.admissions)
+            )
         await self.stop(max(deadline - time.monotonic(), 0.0))
 
     async def stop(self, grace: float | None = None) -> None:
@@ -116,6 +125,7 @@ def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManag
         inference_threads=settings.inference_threads,
         native_tensorrt=settings.native_tensorrt,
         engine_cache_dir=settings.engine_cache_dir,
+        unload_grace_s=settings.unload_grace_s,
     )
     return ModelManager(options, observer=metrics)
 
@@ -178,7 +188,8 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     started = asyncio.Event()
-    inference_v2.add_to_server(inference_v2.InferenceV2Servicer(manager, metrics, started.is_set), server)
+    inference_servicer = inference_v2.InferenceV2Servicer(manager, metrics, started.is_set)
+    inference_v2.add_to_server(inference_servicer, server)
     watch = RegistryWatch(
         registry,
         settings.control_plane_addr,
@@ -187,6 +198,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         backoff_initial_s=settings.watch_backoff_initial_s,
         backoff_max_s=settings.watch_backoff_max_s,
         on_catalog=serving,
+        security=settings.channel_security,
     )
     await watch.load_persisted()
     await _load_static_models(settings, manager)
@@ -203,7 +215,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         ),
         server,
     )
-    port = server.add_insecure_port(settings.listen)
+    port = add_port(server, settings.listen, settings.tls)
     if port == 0:
         raise RuntimeError(f"could not listen on {settings.listen}")
     metrics_server = None
@@ -230,7 +242,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         log_redis=log_redis,
         metrics_server=metrics_server,
         health=health_servicer,
-        admission=predict_servicer.admission,
+        admissions=(predict_servicer.admission, inference_servicer.admission),
     )
 
 

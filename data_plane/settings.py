@@ -1,12 +1,20 @@
 """Settings of one data-plane process: one frozen object, read from ``AETHER_*`` variables (CLI flags
-override them with ``dataclasses.replace``)."""
+override them with ``dataclasses.replace``).
+
+Security: with ``AETHER_TLS_CERT`` and ``AETHER_TLS_KEY`` the server listens with TLS only; the watches'
+channels to the control plane follow :class:`clients.sdk.auth.ChannelSecurity` (``AETHER_TOKEN`` or
+``AETHER_TOKEN_FILE``: the read-only token is enough, since watching only reads; ``AETHER_TLS_CA`` for a
+TLS control plane; ``AETHER_TLS_SERVER_NAME``). Settings built in code default to plaintext and no token."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from clients.sdk.auth import ChannelSecurity
+from clients.tls import ServerTls
 
 
 def aether_home(env: Mapping[str, str]) -> Path:
@@ -47,6 +55,16 @@ class DataPlaneSettings:
     prediction_log_maxlen: int = 1_000_000  # approximate cap of the stream (XADD MAXLEN ~)
     # Share the port with sibling worker processes (SO_REUSEPORT); set by --workers.
     reuse_port: bool = False
+    # On SIGTERM: seconds of serving while health says NOT_SERVING (load balancers catch up), then seconds
+    # the admitted requests get to finish while new ones are refused.
+    drain_delay_s: float = 0.5
+    drain_grace_s: float = 5.0
+    # A model version dropped from the plans finishes the requests it holds within this, then is released.
+    unload_grace_s: float = 10.0
+    # The server's certificate and key (None: plaintext).
+    tls: ServerTls | None = None
+    # How the watches reach the control plane (token, CA).
+    channel_security: ChannelSecurity = field(default_factory=ChannelSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataPlaneSettings:
@@ -83,4 +101,9 @@ class DataPlaneSettings:
             prediction_log_sample_rate=float(
                 env.get("AETHER_PREDICTION_LOG_SAMPLE_RATE", defaults.prediction_log_sample_rate)
             ),
+            drain_delay_s=float(env.get("AETHER_DRAIN_DELAY_S", defaults.drain_delay_s)),
+            drain_grace_s=float(env.get("AETHER_DRAIN_GRACE_S", defaults.drain_grace_s)),
+            unload_grace_s=float(env.get("AETHER_UNLOAD_GRACE_S", defaults.unload_grace_s)),
+            tls=ServerTls.from_env(env),
+            channel_security=ChannelSecurity.from_env(env),
         )

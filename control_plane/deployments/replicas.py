@@ -16,11 +16,14 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.sdk.auth import open_aio_channel
 
 _log = logging.getLogger("aether.control_plane.replicas")
 
@@ -50,11 +53,13 @@ class Replica:
 
 
 class ReplicaManager:
-    def __init__(self, settings: ReplicaSettings) -> None:
+    def __init__(self, settings: ReplicaSettings, on_change: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._replicas: list[Replica] = []
         self._next = 0
         self._lock = asyncio.Lock()
+        # Called after every change of the ready list: a leaving replica is unlisted before it drains.
+        self._on_change = on_change
 
     def ready_addresses(self) -> list[str]:
         return [r.address for r in self._replicas]
@@ -80,9 +85,19 @@ class ReplicaManager:
                         _log.error("a data-plane replica failed to start: %s", result)
                     else:
                         self._replicas.append(result)
+                if any(not isinstance(result, BaseException) for result in started):
+                    self._changed()
             while len(self._replicas) > max(replicas, 0):
                 victim = self._replicas.pop()  # out of the ready list before it is told to drain
+                self._changed()
                 await self._stop(victim)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:  # a failed listener must not leave a replica half started or stopped
+                _log.exception("replica list listener failed")
 
     async def close(self) -> None:
         await self.scale_to(0)
@@ -153,8 +168,9 @@ async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:
 
 
 async def _wait_serving(address: str, poll_s: float = 0.05) -> None:
-    """Returns once the replica's overall health is SERVING (its plans and models are ready)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    """Returns once the replica's overall health is SERVING (its plans and models are ready). The replica
+    inherits this process's environment, TLS certificate included, so the probe follows it too."""
+    async with open_aio_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -3,6 +3,11 @@
 
 Model versions are decimal strings on this protocol; an empty version means the newest READY version.
 Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
+
+``ModelInfer`` goes through the same kind of admission gate as Predict (:class:`data_plane.admission
+.Admission`; in flight as ``aether_inference_in_flight{api="ModelInfer"}``): once the server drains, new
+calls are refused with UNAVAILABLE before they touch a model, and admitted ones run to the end. Each call
+holds its model version (a lease) until answered, so unloading that version meanwhile fails none.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import grpc.aio
 from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_outputs
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
@@ -46,6 +52,7 @@ class InferenceV2Servicer:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, ready: Any = None) -> None:
         self._manager = manager
         self._metrics = metrics
+        self.admission = Admission(lambda in_flight: metrics.in_flight(API, in_flight))
         # Whether the server has finished starting (initial models settled); a callable returning bool.
         self._ready = ready or (lambda: True)
 
@@ -97,20 +104,24 @@ class InferenceV2Servicer:
         name = request.model_name
         version: int | str = request.model_version or "latest"
         try:
-            spec, valid = self._manager.prepare(
-                name, parse_version(name, request.model_version), decode_inputs(request)
-            )
-            version = spec.version
-            requested = [o.name for o in request.outputs]
-            for output in requested:
-                if output not in {t.name for t in spec.outputs}:
-                    raise InvalidArgument(
-                        f"model {name} v{spec.version} has no output {output!r}; it has "
-                        f"{[t.name for t in spec.outputs]}"
-                    )
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
-            outputs = await self._manager.run_prepared(spec, valid, deadline)
+            self.admission.enter()
+            try:
+                with self._manager.lease(name, parse_version(name, request.model_version)) as lease:
+                    spec = lease.spec
+                    version = spec.version
+                    valid = lease.prepare(decode_inputs(request))
+                    requested = [o.name for o in request.outputs]
+                    for output in requested:
+                        if output not in {t.name for t in spec.outputs}:
+                            raise InvalidArgument(
+                                f"model {name} v{spec.version} has no output {output!r}; it has "
+                                f"{[t.name for t in spec.outputs]}"
+                            )
+                    remaining = context.time_remaining()
+                    deadline = None if remaining is None else time.monotonic() + remaining
+                    outputs = await lease.run(valid, deadline)
+            finally:
+                self.admission.leave()
             response = pb.ModelInferResponse(model_name=name, model_version=str(spec.version), id=request.id)
             encode_outputs(response, outputs, requested)
         except AetherError as exc:

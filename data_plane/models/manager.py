@@ -3,6 +3,12 @@ reports their state and serves inference through one dynamic batcher per version
 model live side by side; a version is unloaded when nothing references it any more (the deployment watch
 or the static model config decides that and calls :meth:`ModelManager.unload`).
 
+A request holds its version through a :class:`VersionLease`, taken when it is routed (before its features
+are fetched) and let go once it is answered. Unloading (a rollback, a promotion) stops new leases on the
+version at once, lets the requests that hold one finish through the batcher as usual, and releases the
+session once the last lets go, or after ``unload_grace_s`` at most (whatever is still queued then fails
+with UNAVAILABLE). So a new plan never fails a request that the old plan had already routed.
+
 States: LOADING (fetching, verifying, building the runtime) → WARMING → READY; a failure at any stage
 leaves FAILED with the reason (:meth:`ModelManager.failure`); UNLOADED for versions not (or no longer)
 held. Only READY versions serve; others answer UNAVAILABLE, unknown ones NOT_FOUND.
@@ -50,6 +56,8 @@ class ManagerOptions:
     # running through ONNX Runtime; engines are cached here per GPU name and TensorRT version.
     native_tensorrt: bool = False
     engine_cache_dir: Path | None = None
+    # An unloaded version's admitted requests get this long to finish before its session is released.
+    unload_grace_s: float = 10.0
 
 
 RuntimeFactory = Callable[[bytes, ModelSpec, ManagerOptions], Runtime]
@@ -87,6 +95,54 @@ class _Version:
     description: str = ""
     loading: asyncio.Task[None] | None = field(default=None, repr=False)
     validator: InputValidator | None = field(default=None, repr=False)
+    leases: int = 0  # requests holding this version (routed to it and not yet answered)
+    idle: asyncio.Event | None = field(default=None, repr=False)  # set when leases drop to 0 (unloading)
+
+
+class VersionLease:
+    """One request's hold on one model version, from routing to answer (a context manager). While any
+    lease is held, unloading the version waits (up to the grace) before releasing its session."""
+
+    __slots__ = ("_entry", "_held", "spec")
+
+    def __init__(self, entry: _Version) -> None:
+        self._entry = entry
+        self.spec = entry.spec
+        self._held = True
+        entry.leases += 1
+
+    def __enter__(self) -> VersionLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        entry = self._entry
+        entry.leases -= 1
+        if entry.leases == 0 and entry.idle is not None:
+            entry.idle.set()
+
+    def prepare(self, inputs: Mapping[str, Array]) -> ValidInputs:
+        """Validates a request without running it: UNAVAILABLE when the version is not READY,
+        INVALID_ARGUMENT when the inputs do not fit its signature, both before it joins a batch."""
+        entry = self._entry
+        if entry.state is not ModelState.READY or entry.validator is None:
+            detail = f": {entry.failure}" if entry.failure else ""
+            raise Unavailable(
+                f"model {entry.spec.name} v{entry.spec.version} is {entry.state.value}, not READY{detail}"
+            )
+        return entry.validator(inputs)
+
+    async def run(self, request: ValidInputs, deadline: float | None) -> Outputs:
+        """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``)."""
+        batcher = self._entry.batcher
+        if batcher is None or self._entry.state is not ModelState.READY:
+            raise Unavailable(f"model {self.spec.name} v{self.spec.version} is no longer READY")
+        return await batcher.submit(request, request.rows, request.group, deadline)
 
 
 def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...]) -> str | None:
@@ -120,6 +176,7 @@ class ModelManager:
         self._observer = observer or ManagerObserver()
         self._versions: dict[tuple[str, int], _Version] = {}
         self._latest_ready: dict[str, _Version] = {}  # cache of resolve(name, None), cleared on changes
+        self._releasing: set[asyncio.Task[None]] = set()  # unloaded versions finishing their requests
         self._executor = ThreadPoolExecutor(self.options.inference_threads, thread_name_prefix="aether-infer")
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -145,12 +202,40 @@ class ModelManager:
             raise FailedPrecondition(f"model {spec.name} v{spec.version} failed to load: {entry.failure}")
 
     async def unload(self, name: str, version: int) -> None:
+        """Stops admitting requests to the version (from now on it is unknown: NOT_FOUND) and returns at
+        once; the requests that already hold it finish, then its session is released in the background
+        (see :meth:`released`)."""
         entry = self._versions.pop((name, version), None)
         self._latest_ready.pop(name, None)
         if entry is None:
             return
         if entry.loading is not None and not entry.loading.done():
             entry.loading.cancel()
+        self._observer.model_state(name, version, ModelState.UNLOADED)
+        task = asyncio.get_running_loop().create_task(self._release(entry), name=f"unload {name} v{version}")
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def released(self) -> None:
+        """Returns once every version unloaded so far has released its session."""
+        while self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+    async def _release(self, entry: _Version) -> None:
+        name, version = entry.spec.name, entry.spec.version
+        if entry.leases:
+            entry.idle = asyncio.Event()
+            try:
+                async with asyncio.timeout(self.options.unload_grace_s):
+                    await entry.idle.wait()
+            except TimeoutError:
+                _log.warning(
+                    "model %s v%d still had %d requests after %.1f s; failing those still queued",
+                    name,
+                    version,
+                    entry.leases,
+                    self.options.unload_grace_s,
+                )
         entry.state = ModelState.UNLOADED
         if entry.batcher is not None:
             entry.batcher.close()
@@ -160,12 +245,12 @@ class ModelManager:
             # Close off the loop, after any batch already running on it (the executor runs them in order
             # per thread; closing only drops the session's native memory once no batch holds it).
             await asyncio.get_running_loop().run_in_executor(self._executor, runtime.close)
-        self._observer.model_state(name, version, ModelState.UNLOADED)
         _log.info("unloaded model %s v%d", name, version)
 
     async def close(self) -> None:
         for name, version in list(self._versions):
             await self.unload(name, version)
+        await self.released()
         self._executor.shutdown(wait=False)
 
     async def _load(self, entry: _Version) -> None:
@@ -273,31 +358,21 @@ class ModelManager:
 
     # ---- inference -------------------------------------------------------------------------------
 
-    def prepare(
-        self, name: str, version: int | None, inputs: Mapping[str, Array]
-    ) -> tuple[ModelSpec, ValidInputs]:
-        """Resolves and validates a request without running it: NOT_FOUND, UNAVAILABLE (not READY) or
-        INVALID_ARGUMENT, all before the request joins a batch."""
+    def lease(self, name: str, version: int | None) -> VersionLease:
+        """A hold on ``name`` at ``version`` (without a version, the newest READY one) for one request:
+        NOT_FOUND when no such version is loaded. Use it as a context manager."""
         entry = self._versions.get((name, version)) if version is not None else self._latest_ready.get(name)
         if entry is None:
             entry = self._versions[self.resolve(name, version).key]
             if version is None and entry.state is ModelState.READY:
                 self._latest_ready[name] = entry
-        if entry.state is not ModelState.READY or entry.validator is None:
-            detail = f": {entry.failure}" if entry.failure else ""
-            raise Unavailable(f"model {name} v{entry.spec.version} is {entry.state.value}, not READY{detail}")
-        return entry.spec, entry.validator(inputs)
-
-    async def run_prepared(self, spec: ModelSpec, request: ValidInputs, deadline: float | None) -> Outputs:
-        entry = self._versions.get(spec.key)
-        if entry is None or entry.batcher is None or entry.state is not ModelState.READY:
-            raise Unavailable(f"model {spec.name} v{spec.version} is no longer READY")
-        return await entry.batcher.submit(request, request.rows, request.group, deadline)
+        return VersionLease(entry)
 
     async def infer(
         self, name: str, version: int | None, inputs: Mapping[str, Array], deadline: float | None = None
     ) -> dict[str, Array]:
         """Runs one request through the version's batcher. ``deadline`` is on the ``time.monotonic()``
         clock; a request still queued when it passes is dropped with DEADLINE_EXCEEDED."""
-        spec, request = self.prepare(name, version, inputs)
-        return await self.run_prepared(spec, request, deadline)
+        with self.lease(name, version) as lease:
+            request = lease.prepare(inputs)
+            return await lease.run(request, deadline)

@@ -1,0 +1,146 @@
+"""Following one of the control plane's watch streams (the registry, the deployment plans): the pattern
+both watches share, in one place.
+
+Each snapshot the stream delivers is handed to ``install`` (which swaps it in) and then written to a file
+atomically (temp file, fsync, rename, fsync of the folder), so that a data plane restarted while the
+control plane is unreachable serves the last snapshot it knew (:meth:`WatchStream.load_persisted`). When
+the stream fails or ends, the task reconnects with capped exponential backoff, with jitter so that
+replicas do not reconnect in lockstep; serving goes on from what was installed last.
+
+The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
+and the bearer token on every call (watching only reads, so the read-only token is enough).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from clients.sdk.auth import ChannelSecurity, open_aio_channel
+
+_log = logging.getLogger("aether.data_plane.watch_stream")
+
+M = TypeVar("M", bound=Message)
+
+
+def save_snapshot(path: Path, data: bytes) -> None:
+    """Atomic replace: readers of ``path`` see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def load_message(path: Path, message_type: type[M], what: str) -> M | None:
+    """The message persisted at ``path``, or None when there is none or it cannot be parsed (logged)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError; anything unreadable is treated as absent
+        _log.error("ignoring unreadable %s %s: %s", what, path, exc)
+        return None
+    return message
+
+
+class WatchStream(Generic[M]):
+    """One background task that follows a server-streaming watch RPC.
+
+    ``open_stream`` starts the RPC on a channel; ``install`` swaps a snapshot in (it is awaited before
+    the snapshot is persisted, so the file never runs ahead of what is served)."""
+
+    def __init__(
+        self,
+        what: str,
+        address: str,
+        snapshot_path: Path,
+        message_type: type[M],
+        open_stream: Callable[[grpc.aio.Channel], AsyncIterator[M]],
+        install: Callable[[M], Awaitable[None]],
+        *,
+        security: ChannelSecurity | None = None,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.what = what
+        self.address = address
+        self.path = snapshot_path
+        self._type = message_type
+        self._open_stream = open_stream
+        self._install = install
+        # Not from the environment by default: a caller that wants it passes it (settings carry it).
+        self._security = ChannelSecurity() if security is None else security
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._persisted: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()  # set while the stream is delivering snapshots
+
+    async def load_persisted(self) -> M | None:
+        """Installs the snapshot file, if there is one, and returns it."""
+        message = await asyncio.to_thread(load_message, self.path, self._type, self.what)
+        if message is None:
+            return None
+        self._persisted = message.SerializeToString(deterministic=True)
+        await self._install(message)
+        return message
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.what}-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _apply(self, message: M) -> None:
+        await self._install(message)
+        data = message.SerializeToString(deterministic=True)
+        if data != self._persisted:
+            try:
+                await asyncio.to_thread(save_snapshot, self.path, data)
+                self._persisted = data
+            except OSError as exc:  # serving goes on; only a restart during an outage would miss it
+                _log.error("could not persist the %s to %s: %s", self.what, self.path, exc)
+
+    async def _run(self) -> None:
+        backoff = self._backoff_initial_s
+        while True:
+            try:
+                async with open_aio_channel(self.address, self._security) as channel:
+                    async for message in self._open_stream(channel):
+                        self.connected.set()
+                        await self._apply(message)
+                        backoff = self._backoff_initial_s
+                _log.warning("%s watch stream from %s ended; reconnecting", self.what, self.address)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+                _log.warning("%s watch on %s failed: %s %s", self.what, self.address, code, exc.details())
+            except Exception:
+                _log.exception("%s watch on %s failed", self.what, self.address)
+            self.connected.clear()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self._backoff_max_s)

@@ -1,0 +1,99 @@
+"""Unloading a model version that still has requests (a rollback or a promotion under load): it stops taking
+new ones at once, answers every request it already holds, and only then releases its session; a grace
+bounds how long it waits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.errors import NotFound, Unavailable
+from data_plane.models.manager import ManagerOptions, ModelManager, ModelState
+from data_plane.models.spec import ModelSpec
+from tests.support import onnx_models
+
+WIDTH = 256
+
+
+def _slow_spec(tmp_path: Path, layers: int) -> ModelSpec:
+    """One row at a time (max batch 1), a few milliseconds each: a queue builds up behind it."""
+    model = onnx_models.slow(layers=layers, width=WIDTH, seed=2)
+    return onnx_models.save(model, tmp_path / "slow.onnx", "m", version=2, max_batch_size=1)
+
+
+def _row(value: float) -> dict[str, np.ndarray]:
+    return {"x": np.full((1, WIDTH), value, np.float32)}
+
+
+async def _outcome(manager: ModelManager, value: float) -> np.ndarray | BaseException:
+    try:
+        return (await manager.infer("m", 2, _row(value)))["y"]
+    except Exception as exc:
+        return exc
+
+
+async def test_unloading_answers_every_request_the_version_holds_then_releases_it(tmp_path: Path) -> None:
+    spec = _slow_spec(tmp_path, layers=60)
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        expected = (await manager.infer("m", 2, _row(1.0)))["y"]
+        calls = [asyncio.create_task(_outcome(manager, 1.0)) for _ in range(24)]
+        await asyncio.sleep(0)  # every call has joined the version's queue
+        assert manager.queue_depth("m", 2) > 10
+        await manager.unload("m", 2)
+
+        # From now on the version takes nothing new...
+        assert manager.state("m", 2) is ModelState.UNLOADED
+        with pytest.raises(NotFound):
+            await manager.infer("m", 2, _row(1.0))
+        # ...but every request it held is answered, by it.
+        outcomes = await asyncio.gather(*calls)
+        assert all(isinstance(o, np.ndarray) for o in outcomes), [
+            o for o in outcomes if not isinstance(o, np.ndarray)
+        ]
+        assert all(np.allclose(o, expected) for o in outcomes if isinstance(o, np.ndarray))
+        await asyncio.wait_for(manager.released(), 5)
+    finally:
+        await manager.close()
+
+
+async def test_a_request_routed_before_the_unload_finishes_on_its_version(tmp_path: Path) -> None:
+    """A request takes its lease when it is routed, before its features are fetched; an unload during the
+    fetch must not take the version from under it."""
+    spec = _slow_spec(tmp_path, layers=4)
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        with manager.lease("m", 2) as lease:
+            await manager.unload("m", 2)
+            releasing = asyncio.create_task(manager.released())
+            await asyncio.sleep(0.05)  # the feature fetch
+            assert not releasing.done()  # the session waits for the lease
+            outputs = await lease.run(lease.prepare(_row(0.5)), None)
+        assert outputs["y"].shape == (1, WIDTH)
+        await asyncio.wait_for(releasing, 5)
+    finally:
+        await manager.close()
+
+
+async def test_the_grace_bounds_the_wait_and_what_is_still_queued_then_fails(tmp_path: Path) -> None:
+    spec = _slow_spec(tmp_path, layers=400)
+    manager = ModelManager(dataclasses.replace(ManagerOptions(), unload_grace_s=0.02))
+    try:
+        await manager.ensure_loaded(spec)
+        calls = [asyncio.create_task(_outcome(manager, 1.0)) for _ in range(40)]
+        await asyncio.sleep(0)
+        await manager.unload("m", 2)
+        await asyncio.wait_for(manager.released(), 5)
+        outcomes = await asyncio.gather(*calls)
+        answered = [o for o in outcomes if isinstance(o, np.ndarray)]
+        refused = [o for o in outcomes if isinstance(o, Unavailable)]
+        assert answered and refused and len(answered) + len(refused) == len(outcomes)
+        assert all("unloaded" in o.message for o in refused)
+    finally:
+        await manager.close()
