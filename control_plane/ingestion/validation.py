@@ -24,7 +24,9 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
 per value column. For a plain view the value columns are its features; for a view with ``aggregations``
 (a streaming view) the records are raw events, and the value columns are the aggregated event fields
-(float64, required, no NaN); the features are the aggregates computed from them.
+(float64, required, no NaN); the features are the aggregates computed from them. With ``stored=True`` the
+records are checked as the offline store holds them: a streaming view's stored rows are its aggregates,
+so its value columns are then its features, as for a plain view.
 """
 
 from __future__ import annotations
@@ -86,17 +88,18 @@ def timestamp_field(view: pb.FeatureView) -> str:
     return view.spec.source.timestamp_field or DEFAULT_TIMESTAMP_FIELD
 
 
-def value_columns(view: pb.FeatureView) -> list[ValueColumn]:
-    """The value columns a record of ``view`` carries (see the module docstring)."""
-    if view.spec.aggregations:
+def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueColumn]:
+    """The value columns a record of ``view`` carries: as ingested, or with ``stored`` as the offline
+    store holds it (see the module docstring)."""
+    if view.spec.aggregations and not stored:
         names = sorted({aggregation.column for aggregation in view.spec.aggregations})
         return [ValueColumn(name, pa.float64(), pb.ValidationRule(max_null_fraction=0.0)) for name in names]
     return [ValueColumn(f.name, arrow_type(f.value_type), f.validation) for f in view.spec.features]
 
 
-def accepted_schema(view: pb.FeatureView, entity: pb.Entity) -> pa.Schema:
+def accepted_schema(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> pa.Schema:
     keys = [(key.name, arrow_type(key.value_type)) for key in entity.join_keys]
-    values = [(column.name, column.arrow_type) for column in value_columns(view)]
+    values = [(column.name, column.arrow_type) for column in value_columns(view, stored=stored)]
     return pa.schema([*keys, ("event_ts", TIMESTAMP_TYPE), *values])
 
 
@@ -119,6 +122,7 @@ def validate(
     now: datetime,
     max_future: timedelta = DEFAULT_MAX_FUTURE,
     strict: bool = False,
+    stored: bool = False,
 ) -> ValidationResult:
     """Splits ``table`` into accepted and rejected records (see the module docstring for the rules)."""
     if now.tzinfo is None:
@@ -133,7 +137,7 @@ def validate(
     for key in entity.join_keys:
         columns[key.name] = _check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
     columns["event_ts"] = _check_timestamp(table, ts_name, now, max_future, reasons)
-    for column in value_columns(view):
+    for column in value_columns(view, stored=stored):
         known.add(column.name)
         columns[column.name] = _check_values(table, column, reasons)
     for name in table.column_names:
@@ -145,7 +149,7 @@ def validate(
     bad[list(reasons.by_row)] = True
     if strict and bad.any():
         raise InvalidArgument(_strict_message(reasons, n))
-    schema = accepted_schema(view, entity)
+    schema = accepted_schema(view, entity, stored=stored)
     accepted = pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
     if bad.any():
         accepted = accepted.filter(pa.array(~bad))

@@ -3,7 +3,8 @@
 The window is what the resubmitted job will read: for every feature view its spec references, the view's
 offline rows with ``event_ts`` in the last ``data_window_seconds``, checked again with the ingestion
 validator (:func:`control_plane.ingestion.validation.validate`) against the view's *current* schema and
-rules (rules may have been tightened since the rows were written); and, when the trigger config names
+rules (rules may have been tightened since the rows were written) — as stored, so a streaming view's rows
+are checked as the aggregates they are, not as raw events; and, when the trigger config names
 one, the entity rows file (it must exist, hold rows and carry the label column without nulls).
 
 The window passes when every view holds at least ``min_rows`` rows in the window and at most
@@ -79,7 +80,7 @@ def check_window(
         ts_name = timestamp_field(view)
         if ts_name != "event_ts" and "event_ts" in table.column_names:
             table = table.rename_columns([ts_name if c == "event_ts" else c for c in table.column_names])
-        result = validate(view, entity, table, now=now)
+        result = validate(view, entity, table, now=now, stored=True)
         rejected = result.rejected.num_rows
         fraction = rejected / rows
         if fraction > config.max_rejected_fraction:

@@ -2,7 +2,8 @@
 (read-only), and the training spec of the serving model version.
 
 * performance: the monitor's quality windows (:func:`control_plane.monitoring.performance.performance`)
-  since the last trigger (at most two days back) that held enough labels;
+  since the last trigger (at most two days back, and at most as many windows as the monitor answers for
+  in one query: short windows look back less) that held enough labels;
 * drift: the monitor's stored drift reports over the same span;
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
@@ -23,7 +24,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.db import read_session
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
-from control_plane.monitoring.performance import performance
+from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.reports import query_reports
 from control_plane.monitoring.tables import FeedbackRow, PredictionIndexRow
 from control_plane.retraining.triggers import DriftObservation, PerformanceObservation
@@ -39,10 +40,19 @@ def performance_windows(
 ) -> list[PerformanceObservation]:
     if monitor.task == mpb.TASK_TYPE_UNSPECIFIED:
         return []
-    since = max(since_us, now_us - LOOKBACK_US)
+    since = max(since_us, now_us - performance_lookback_us(monitor))
     found = performance(sessions, monitor, since, now_us)
     scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
     return [PerformanceObservation(w.end_us, dict(w.metrics)) for w in found.windows if w.status in scored]
+
+
+def performance_lookback_us(monitor: mpb.MonitorConfig) -> int:
+    """Two days, or less where two days hold more windows than one performance query may span."""
+    width_us = round(monitor.performance_window_seconds * 1e6)
+    step_us = max(1, round(monitor.performance_step_seconds * 1e6))
+    # A query over [since, until) touches (until - since + width) / step windows, plus one for alignment.
+    fitting = (MAX_WINDOWS - 2) * step_us - width_us
+    return max(step_us, min(LOOKBACK_US, fitting))
 
 
 def drift_reports(

@@ -162,6 +162,33 @@ def test_aggregation_view_validates_the_aggregated_event_fields() -> None:
     ]
 
 
+def test_aggregation_view_rows_as_stored_are_checked_as_its_aggregates() -> None:
+    """The offline store holds a streaming view's aggregates, not its events: checked as stored, an
+    aggregated row passes on its features' rules, and the raw event field is not required."""
+    view = pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="clicks",
+            entity="sensor",
+            features=[
+                pb.Feature(
+                    name="amount_sum_1h", value_type=t.FLOAT64, validation=pb.ValidationRule(max_value=100)
+                )
+            ],
+            aggregations=[
+                pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h")
+            ],
+        ),
+        version=1,
+    )
+    stored = pa.table({"sensor_id": [1, 2], "event_ts": [NOW] * 2, "amount_sum_1h": [7.5, 250.0]})
+    result = validate(view, ENTITY, stored, now=NOW, stored=True)
+    assert result.accepted.column_names == ["sensor_id", "event_ts", "amount_sum_1h"]
+    assert result.accepted.column("amount_sum_1h").to_pylist() == [7.5]
+    assert result.rejected.column("reason").to_pylist() == ["amount_sum_1h: 250 above max 100"]
+    as_events = validate(view, ENTITY, stored, now=NOW)
+    assert as_events.accepted.num_rows == 0  # as raw events they lack ``amount`` and carry an unknown column
+
+
 # -- random batches against a per-record reference ------------------------------------------------------
 
 temperatures = st.one_of(st.none(), st.just(math.nan), st.floats(-60, 80, allow_nan=False, width=32))
