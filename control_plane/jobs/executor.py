@@ -144,6 +144,12 @@ class LocalHandle:
         if self._alive():
             return None
         self._status = read_exit_file(self._exit_file)
+        if self._status.code is None:
+            # The launcher was killed before it could record the end: what it started may still run
+            # (torchrun's workers, a job that ignored its parent's death). Its process group outlives it,
+            # and Linux never hands out a pid still in use as a group id, so this reaches only them.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
         return self._status
 
     def _signal(self, signum: signal.Signals) -> None:

@@ -9,6 +9,10 @@ re-adopts the job reads how it ended. It is the leader of a new session (the exe
 ``start_new_session``): the control plane's terminal or service manager signals do not reach the job,
 and the executor signals the whole group (launcher, job, and torchrun's workers) at once.
 
+If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
+job is started with a parent-death signal (SIGKILL), and the executor kills what is left of the group
+when it finds the launcher gone without an exit file.
+
 Exit codes of its own: 127 when the entrypoint does not exist (checked before anything starts, in the
 job's environment) and 126 when it cannot be executed; the error is written to the job's log.
 """
@@ -16,6 +20,7 @@ job's environment) and 126 when it cannot be executed; the error is written to t
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import json
 import os
@@ -62,6 +67,16 @@ def _missing(module: str | None, argv: list[str]) -> str | None:
     return None if shutil.which(program) else f"entrypoint command {program!r} not found on PATH"
 
 
+def _die_with_parent() -> None:
+    """Runs in the job's process between fork and exec: asks Linux to SIGKILL it when the launcher dies
+    (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
     """The group signal reaches the job directly; the launcher outlives it to record its end. (A Python
     handler, not SIG_IGN: an ignored disposition would be inherited by the job through exec.)"""
@@ -84,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             write_exit(args.exit_file, NOT_FOUND_EXIT, problem)
             return NOT_FOUND_EXIT
         try:
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # preexec_fn is safe here: the launcher runs no other thread.
+            child = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as exc:
             detail = f"cannot start {command[0]!r}: {exc}"
             log.write(f"[aether] error: {detail}\n".encode())

@@ -3,6 +3,8 @@ pid and start time, and the launcher's own errors."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,3 +82,44 @@ def test_an_unexecutable_command_fails_in_the_launcher(tmp_path: Path) -> None:
     job = JobLaunch("j2", pb.JobSpec(name="t", entrypoint=pb.Entrypoint(command=[str(script)])), files)
     status = wait(LocalExecutor().launch(job, 1, [], {}))
     assert status.code == 126 and "cannot start" in status.detail
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_start_ticks(pid) is not None:  # None: no such process, or a zombie
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _pids_written(path: Path, count: int, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().split() if path.exists() else []
+        if len(lines) >= count:
+            return [int(line) for line in lines]
+        assert time.monotonic() < deadline, f"the job did not write {count} pids"
+        time.sleep(0.02)
+
+
+def test_a_killed_launcher_leaves_no_job_running(tmp_path: Path) -> None:
+    """SIGKILL of the launcher alone (the OOM killer, say): the job dies with it (parent-death signal),
+    and what the job started in the group is killed once the executor finds the launcher gone."""
+    pids = tmp_path / "pids.txt"
+    code = (
+        "import os, subprocess, time; "
+        "grandchild = subprocess.Popen(['sleep', '60']); "
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{grandchild.pid}}'); "
+        "time.sleep(60)"
+    )
+    _, _, handle = launch(tmp_path, code)
+    job_pid, grandchild_pid = _pids_written(pids, 2)
+    launcher_pid = handle.pid
+    assert launcher_pid is not None
+    os.kill(launcher_pid, signal.SIGKILL)
+    assert _gone(job_pid), "the job outlived its launcher"
+    assert process_start_ticks(grandchild_pid) is not None  # the grandchild has no parent-death signal
+    status = wait(handle)
+    assert status.code is None and "without recording an exit status" in status.detail
+    assert _gone(grandchild_pid), "the job's own child outlived the attempt"
