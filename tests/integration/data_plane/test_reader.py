@@ -50,7 +50,10 @@ def sync_redis(redis_url: str) -> redis.Redis:
 async def reader_parts(redis_url: str) -> AsyncIterator[tuple[RegistryState, OnlineReader]]:
     state = RegistryState()
     client = RedisClient(redis_url)
-    yield state, OnlineReader(state, client, ReadLimits(max_rows=5, max_features=50))
+    # A generous Redis cap: these tests are about statuses, and a busy shared CI machine can take longer
+    # than the production default (0.5 s) to dial (outages are tested in test_redis_client.py).
+    limits = ReadLimits(max_rows=5, max_features=50, redis_timeout_s=5.0)
+    yield state, OnlineReader(state, client, limits)
     await client.close()
 
 
