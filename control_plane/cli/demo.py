@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from control_plane.cli import output
-from control_plane.demo.scenario import SIZES, report_rows, run_demo
+from control_plane.demo.scenario import SIZES, DemoOptions, run_demo
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,13 +18,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--home",
         type=Path,
         default=None,
-        help="state folder to keep for inspection (default: a scratch folder)",
+        help="state folder to keep for inspection with aetherctl (default: a scratch folder)",
+    )
+    demo.add_argument(
+        "--fail-gates",
+        action="store_true",
+        help="give the retrained challenger an impossible latency budget: it must be rejected",
     )
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = run_demo(args.size, args.home, lambda line: print(line, flush=True))
+    options = DemoOptions(size=args.size, home=args.home, fail_gates=args.fail_gates)
+    report = run_demo(options, lambda line: print(line, flush=True))
     print()
-    print(output.table(("RESULT", "VALUE"), report_rows(report)))
-    return 0 if report.mismatches == 0 else 1
+    print(output.table(("RESULT", "VALUE"), report.rows))
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if args.home is not None:
+        # Everything the demo made is in the home's SQLite file and folders: a stack started on that
+        # home serves it again (the online store is rebuilt by materialization, not kept).
+        home = report.settings.home
+        print(f"\ninspect it: export AETHER_HOME={home}; aetherctl dev up; aetherctl models list")
+        print(
+            "  then: aetherctl runs compare | lineage zone-demand 2 | audit list | drift report zone-demand"
+        )
+    return 1 if report.problems else 0

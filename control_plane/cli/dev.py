@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -109,7 +110,13 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
 # up ------------------------------------------------------------------------------------------------
 
 
-def _up(services: list[Service], folder: Path, settings: CliSettings, wait_s: float) -> int:
+def _up(
+    services: list[Service],
+    folder: Path,
+    settings: CliSettings,
+    wait_s: float,
+    extra_env: Mapping[str, str] | None = None,
+) -> int:
     if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
         raise FailedPrecondition(_INSTALL_REDIS)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +133,7 @@ def _up(services: list[Service], folder: Path, settings: CliSettings, wait_s: fl
                     (service.title, "already running (not started by aetherctl)", service.address, "-", "-")
                 )
             else:
-                pid = _start(service, folder, settings, wait_s)
+                pid = _start(service, folder, settings, wait_s, extra_env)
                 started.append(service)
                 rows.append(_row(service, folder, "started", pid))
     except FailedPrecondition:
@@ -138,9 +145,16 @@ def _up(services: list[Service], folder: Path, settings: CliSettings, wait_s: fl
     return 0
 
 
-def _start(service: Service, folder: Path, settings: CliSettings, wait_s: float) -> int:
+def _start(
+    service: Service,
+    folder: Path,
+    settings: CliSettings,
+    wait_s: float,
+    extra_env: Mapping[str, str] | None = None,
+) -> int:
     log_path = folder / f"{service.key}.log"
-    env = dict(os.environ, AETHER_HOME=str(settings.home))
+    # extra_env: settings for this stack only (the demo's short loop intervals, for instance).
+    env = dict(os.environ, **(extra_env or {}), AETHER_HOME=str(settings.home))
     # The planes are started as modules: make sure the child imports this very checkout of Aether.
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
@@ -311,11 +325,14 @@ def _tail(path: Path, lines: int = 20) -> str:
 # programmatic use (aetherctl demo) -------------------------------------------------------------------
 
 
-def start_stack(settings: CliSettings, wait_s: float = 60.0) -> None:
+def start_stack(
+    settings: CliSettings, wait_s: float = 60.0, extra_env: Mapping[str, str] | None = None
+) -> None:
     """Starts the local stack described by ``settings`` and waits until every service is ready; all or
-    nothing (FailedPrecondition naming the service that failed, the others stopped again)."""
+    nothing (FailedPrecondition naming the service that failed, the others stopped again). ``extra_env``
+    is added to the services' environment."""
     folder = settings.home / "dev"
-    _up(_services(settings, folder), folder, settings, wait_s)
+    _up(_services(settings, folder), folder, settings, wait_s, extra_env)
 
 
 def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:

@@ -1,169 +1,176 @@
-"""The demo scenario, step by step, against a real local stack (redis-server, control plane and data
-plane as separate processes, on embedded defaults: a SQLite file and local folders).
+"""The demo scenario: a mobility operator forecasting demand per zone and hour, through the whole loop,
+against a real local stack (redis-server, control plane and data plane as separate processes, on
+embedded defaults: a SQLite file and local folders), driven only through the public SDKs over gRPC.
 
-What it runs today — the stages that exist so far, each for real:
+Stages (one module each):
 
-1. start the stack on free loopback ports in a scratch ``AETHER_HOME``;
-2. register the scenario's entity and feature views from ``features.yaml`` (a second apply shows the
-   registry is idempotent);
-3. write synthetic values for every zone into the online store with the registry's schema fingerprints;
-4. read them back through the data plane's ``GetOnlineFeatures`` over gRPC, check each value equals what
-   was written, and measure the round-trip latency;
-5. print a summary and stop the stack.
+1. ``register``: the zone entity and feature views (weather, calendar, bookings stream aggregations);
+2. ``ingest``: batch weather/calendar rows and streamed booking events through validation into both
+   stores, some deliberately bad and quarantined;
+3. ``training_set``: a point-in-time training set with its dataset hash;
+4. ``train``: the built-in trainer as a job through the Jobs service (tracked, registered with lineage
+   and a drift reference profile);
+5. ``serve``: approval, a deployment with two variants (A/B), Predict traffic, split and latency;
+6. ``shift``: the world changes; serving goes on with delayed labels; the monitor's verdicts;
+7. ``retrain``: triggers, a retraining job, the challenger's evaluation and gated promotion;
+8. ``lineage``: the final model's lineage; the results table is printed by ``aetherctl demo``.
 
-Later stages of the full loop (streaming ingestion with quarantine, training sets, training, serving,
-drift and retraining) join as they are built.
+``traffic`` is the Predict load (with delayed labels) used by stages 5 to 7; ``world`` the synthetic
+city; ``stack`` the demo's own stack settings.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import socket
-import statistics
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import redis
 
-from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.sdk.online import OnlineFeaturesClient
-from clients.sdk.registry import FeatureRegistryClient
-from clients.value_types import numpy_dtype_name
 from control_plane.cli.dev import start_stack, stop_stack
 from control_plane.cli.settings import CliSettings
-from control_plane.features.definitions import load_definitions
-from control_plane.features.online_writer import OnlineViewVersion, OnlineWriter
+from control_plane.demo import world
+from control_plane.demo.ingest import ingest_history
+from control_plane.demo.lineage import FinalLineage, final_lineage
+from control_plane.demo.progress import Say
+from control_plane.demo.register import register_features
+from control_plane.demo.retrain import Retrained, retrain
+from control_plane.demo.serve import deploy_and_serve
+from control_plane.demo.shift import Shifted, shift_the_world
+from control_plane.demo.stack import STACK_ENV, demo_settings
+from control_plane.demo.train import train_model
+from control_plane.demo.training_set import history_training_set, pinned
 
-DEFINITIONS = Path(__file__).with_name("features.yaml")
-SIZES = {"small": 200, "medium": 5_000}
+SIZES = world.SIZES
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    size: str = "small"
+    home: Path | None = None
+    #: Make the challenger's gates impossible to pass (a latency budget no model meets): it must be
+    #: rejected and the champion must keep serving.
+    fail_gates: bool = False
 
 
 @dataclass
 class DemoReport:
-    zones: int
-    views_registered: int
-    second_apply_changes: int
-    values_written: int
-    values_checked: int
-    mismatches: int
-    latency_ms: dict[str, float]
+    settings: CliSettings
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    #: What the demo had to work around, stated plainly.
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, key: str, value: object) -> None:
+        self.rows.append((key, str(value)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def demo_settings(home: Path | None) -> CliSettings:
-    """A stack of its own: a scratch home (or the given one) and free ports, so the demo never collides
-    with a running ``aetherctl dev`` stack."""
-    root = home or Path(tempfile.mkdtemp(prefix="aether-demo-"))
-    return CliSettings(
-        home=root,
-        db_url=f"sqlite:///{root / 'aether.db'}",
-        redis_url=f"redis://127.0.0.1:{_free_port()}/0",
-        control_plane_addr=f"127.0.0.1:{_free_port()}",
-        data_plane_addr=f"127.0.0.1:{_free_port()}",
-    )
-
-
-def online_view(view: pb.FeatureView, entity: str) -> OnlineViewVersion:
-    return OnlineViewVersion(
-        name=view.spec.name,
-        version=view.version,
-        entity=entity,
-        columns=tuple((f.name, numpy_dtype_name(f.value_type)) for f in view.spec.features),
-        fingerprint=view.schema_fingerprint,
-        ttl_seconds=view.spec.ttl_seconds,
-    )
-
-
-def run_demo(size: str, home: Path | None, say: Callable[[str], None]) -> DemoReport:
-    zones = SIZES[size]
-    settings = demo_settings(home)
-    say(f"[1/5] starting redis-server, control plane and data plane in {settings.home}")
-    start_stack(settings)
+def run_demo(options: DemoOptions, say: Say) -> DemoReport:
+    settings = demo_settings(options.home)
+    say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
+    start_stack(settings, extra_env=STACK_ENV)
+    report = DemoReport(settings)
     try:
-        return _scenario(settings, zones, say)
+        _scenario(options, report, say)
     finally:
-        say("[5/5] stopping the stack")
+        say("      stopping the stack")
         stop_stack(settings)
+    return report
 
 
-def _scenario(settings: CliSettings, zones: int, say: Callable[[str], None]) -> DemoReport:
-    definitions = load_definitions(DEFINITIONS)
-    with FeatureRegistryClient(settings.control_plane_addr) as registry:
-        plan = registry.apply_request(definitions.request)
-        say(f"[2/5] registered {', '.join(f'{s.kind} {s.name}' for s in plan.steps)}")
-        again = registry.apply_request(definitions.request)
-        changes = sum(1 for s in again.steps if s.action != pb.NO_CHANGE)
-        say(f"      applying the same file again changes {changes} objects (idempotent)")
-        views = [registry.get_feature_view(v.spec.name) for v in definitions.request.views]
-
+def _scenario(options: DemoOptions, report: DemoReport, say: Say) -> None:
+    size = SIZES[options.size]
+    settings = report.settings
     rng = np.random.default_rng(7)
-    keys = [[str(zone)] for zone in range(zones)]
-    now_us = time.time_ns() // 1000
-    client = redis.Redis.from_url(settings.redis_url)
-    written: dict[str, np.ndarray] = {}
+    now = dt.datetime.now(dt.UTC)
+
+    registered = register_features(settings.control_plane_addr, say)
+    report.add("views registered", len(registered.views))
+    report.add("second apply changes", registered.second_apply_changes)
+
+    ingested = ingest_history(settings, size, now, rng, say)
+    report.add("events in", ingested.records_in)
+    report.add("accepted", ingested.accepted)
+    report.add("quarantined", ingested.quarantined)
+    report.add("quarantine reasons", "; ".join(ingested.quarantine_reasons) or "-")
+
+    versions = {name: int(view.version) for name, view in registered.views.items()}
+    refs = pinned(versions)
+    training = history_training_set(settings.control_plane_addr, settings.home, size, refs, now, rng, say)
+    report.add("training rows", training.rows)
+    report.add("dataset hash", training.dataset_hash)
+
+    champion = train_model(settings.control_plane_addr, training, versions, size.epochs, say)
+    report.add("model", f"{champion.version.model_name} v{champion.version.version}")
+    report.add("champion dataset hash matches", champion.version.dataset.hash == training.dataset_hash)
+    for key, value in sorted(champion.version.metrics.items()):
+        report.add(f"champion {key} (its training holdout)", f"{value:.4f}")
+
+    mae = float(champion.version.metrics.get("mae", 1.0))
+    served = deploy_and_serve(
+        settings, champion.version.model_name, int(champion.version.version), mae, size, rng, say
+    )
+    report.add("A/B split", ", ".join(f"{k} {v:.1f}%" for k, v in served.stats.split().items()))
+    for key, value in served.stats.percentiles().items():
+        report.add(f"Predict latency {key}", f"{value:.2f} ms")
+    report.add("Predict errors", served.stats.errors)
+
+    shifted = shift_the_world(settings, size, refs, rng, say)
     try:
-        writer = OnlineWriter(client)
-        for view in views:
-            layout = online_view(view, view.spec.entity).layout
-            columns = [rng.uniform(0, 50, zones) for _ in view.spec.features]
-            if layout.names is None:  # one dtype: a [zones, features] array
-                values = np.stack(columns, axis=1).astype(layout)
-            else:  # mixed dtypes: one packed record per zone
-                values = np.zeros(zones, dtype=layout)
-                for name, column in zip(layout.names, columns, strict=True):
-                    values[name] = column
-            writer.write(online_view(view, view.spec.entity), keys, values, now_us)
-            written[view.spec.name] = values
+        _record_shift(report, shifted)
+        retrained = retrain(
+            settings, shifted.window, served.alert_threshold, shifted.shift_us, options.fail_gates, say
+        )
     finally:
-        client.close()
-    say(f"[3/5] wrote {zones} zones x {len(views)} views into the online store (one packed blob each)")
-
-    refs = [v.spec.name for v in views]
-    checked = mismatches = 0
-    latencies: list[float] = []
-    with OnlineFeaturesClient(settings.data_plane_addr) as online:
-        for zone in range(zones):
-            started = time.perf_counter()
-            result = online.get_online_features(refs, [{"zone_id": str(zone)}])
-            latencies.append((time.perf_counter() - started) * 1000)
-            for view in views:
-                block = result.block(view.spec.name)
-                expected = written[view.spec.name][zone]
-                for i, feature in enumerate(view.spec.features):
-                    want = expected[i] if not expected.dtype.names else expected[expected.dtype.names[i]]
-                    checked += 1
-                    if block.values[feature.name][0] != want or block.status(feature.name)[0] != 0:
-                        mismatches += 1
-    quantiles = statistics.quantiles(latencies, n=100)
-    latency = {"p50": quantiles[49], "p99": quantiles[98], "max": max(latencies)}
-    say(
-        f"[4/5] read every zone back through the data plane over gRPC: {checked} values, "
-        f"{mismatches} mismatches; p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms"
-    )
-    return DemoReport(
-        zones=zones,
-        views_registered=len(views),
-        second_apply_changes=changes,
-        values_written=zones * sum(len(v.spec.features) for v in views),
-        values_checked=checked,
-        mismatches=mismatches,
-        latency_ms=latency,
-    )
+        stats = shifted.traffic.stop()
+    _record_retraining(report, retrained, int(champion.version.version), options.fail_gates)
+    report.add("Predict calls after shift", f"{sum(stats.variants.values())} ({stats.errors} errors)")
+    _record_lineage(report, final_lineage(settings.control_plane_addr, say))
 
 
-def report_rows(report: DemoReport) -> list[tuple[str, str]]:
-    data = dataclasses.asdict(report)
-    latency = data.pop("latency_ms")
-    rows = [(key.replace("_", " "), str(value)) for key, value in data.items()]
-    rows += [(f"gRPC read latency {k}", f"{v:.3f} ms") for k, v in latency.items()]
-    return rows
+def _record_shift(report: DemoReport, shifted: Shifted) -> None:
+    for when, verdict in (("before shift", shifted.before), ("after shift", shifted.after)):
+        report.add(f"drift windows {when}", f"{verdict.drift_reports} ({verdict.drifted_windows} drifted)")
+        report.add(f"max drifted share {when}", f"{verdict.max_drifted_share:.2f}")
+        report.add(
+            f"quality windows {when}", f"{verdict.quality_windows} ({verdict.degraded_windows} degraded)"
+        )
+        report.add(f"worst MAE {when}", f"{verdict.worst_mae:.3f}")
+    if shifted.before.drifted_windows or shifted.before.degraded_windows:
+        report.problems.append("the monitor flagged drift or degradation before the shift")
+    if not shifted.after.drifted_windows:
+        report.problems.append("the monitor reported no data drift after the shift")
+    if not shifted.after.degraded_windows:
+        report.problems.append("the monitor reported no degraded quality window after the shift")
+
+
+def _record_retraining(report: DemoReport, retrained: Retrained, first: int, fail_gates: bool) -> None:
+    report.add("retraining rules", ", ".join(retrained.decision.rules))
+    report.add("retraining outcome", retrained.decision.outcome)
+    evaluation = retrained.evaluation
+    if evaluation is not None:
+        report.add("challenger version", evaluation.challenger_version)
+        report.add("gates passed", evaluation.passed)
+        report.add("gate reasons", "; ".join(evaluation.reasons) or "-")
+        report.add("champion MAE on holdout", f"{evaluation.champion_metrics.get('mae', float('nan')):.3f}")
+        report.add(
+            "challenger MAE on holdout", f"{evaluation.challenger_metrics.get('mae', float('nan')):.3f}"
+        )
+        report.add("promotion", evaluation.promotion_status)
+    for key, value in sorted(retrained.challenger_metrics.items()):
+        report.add(f"challenger {key} (its training holdout)", f"{value:.4f}")
+    report.add("champion version", retrained.champion_version)
+    report.add("primary version", retrained.primary_version)
+    promoted = retrained.champion_version != first
+    if fail_gates and promoted:
+        report.problems.append("the challenger was promoted although its gates were made to fail")
+    if not fail_gates and not promoted:
+        report.problems.append("the retrained challenger was not promoted")
+
+
+def _record_lineage(report: DemoReport, lineage: FinalLineage) -> None:
+    report.add("final model lineage", f"v{lineage.version} <- run {lineage.run_id[:8]} <- dataset "
+               f"{lineage.dataset_hash[:12]} <- {', '.join(lineage.feature_views)}")  # fmt: skip
+    report.add("final model deployments", ", ".join(lineage.deployments) or "-")
+    if not (lineage.run_id and lineage.dataset_hash and lineage.feature_views):
+        report.problems.append("the final model's lineage is incomplete")
