@@ -16,6 +16,7 @@ from control_plane.cli import (
     deploy,
     dev,
     features,
+    fleet,
     historical,
     ingestion,
     jobs,
@@ -51,6 +52,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     ingestion.register(commands)
     historical.register(commands)
     deploy.register(commands)
+    fleet.register(commands)
     jobs.register(commands)
     monitoring.register(commands)
     retraining.register(commands)

@@ -1,0 +1,106 @@
+"""Sending traffic to an autoscaled fleet of data-plane replicas (``aetherctl fleet run``).
+
+The fleet publishes its ready replicas in an endpoints file (``$AETHER_HOME/fleet/endpoints.json``),
+rewritten atomically whenever the list changes: a replica is listed once it is SERVING and unlisted
+before it is told to drain. :func:`fleet_target` turns that file into one gRPC target naming every
+replica, and :data:`ROUND_ROBIN` makes the channel spread calls over all of them (gRPC's default policy,
+pick_first, would send everything to the first)::
+
+    from clients.sdk.auth import open_channel
+    from clients.sdk.fleet import ROUND_ROBIN, fleet_target
+    channel = open_channel(fleet_target("~/.aether/fleet/endpoints.json"), options=[ROUND_ROBIN])
+
+The target is fixed when the channel is made: to follow a scale-up, open a new channel when
+:func:`read_endpoints` shows a different list (a replica that left is skipped by round robin once its
+connection closes)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clients.errors import InvalidArgument, Unavailable
+
+ROUND_ROBIN: tuple[str, str] = ("grpc.lb_policy_name", "round_robin")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetReplica:
+    number: int
+    address: str  # HOST:PORT of its gRPC server
+    metrics_address: str  # HOST:PORT of its Prometheus /metrics; empty without one
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEndpoints:
+    """The content of the endpoints file."""
+
+    replicas: tuple[FleetReplica, ...]
+    updated_at: str  # ISO 8601, UTC
+    pid: int  # the fleet process
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"replicas": [asdict(r) for r in self.replicas], "updated_at": self.updated_at, "pid": self.pid},
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FleetEndpoints:
+        data: Any = json.loads(text)
+        return cls(
+            replicas=tuple(
+                FleetReplica(
+                    number=int(r["number"]),
+                    address=str(r["address"]),
+                    metrics_address=str(r.get("metrics_address", "")),
+                    pid=int(r.get("pid", 0)),
+                )
+                for r in data["replicas"]
+            ),
+            updated_at=str(data.get("updated_at", "")),
+            pid=int(data.get("pid", 0)),
+        )
+
+
+def read_endpoints(path: str | os.PathLike[str]) -> FleetEndpoints:
+    """The fleet's endpoints file; Unavailable when there is none (no fleet ever ran with this home)."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Unavailable(f"no fleet endpoints file at {path} (is `aetherctl fleet run` running?)") from None
+    try:
+        return FleetEndpoints.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(f"{path} is not a fleet endpoints file: {exc}") from None
+
+
+def fleet_target(endpoints_path: str | os.PathLike[str]) -> str:
+    """A gRPC target naming every ready replica, ``ipv4:HOST:PORT,HOST:PORT`` (``ipv6:[HOST]:PORT,…`` for
+    IPv6 replicas); Unavailable when the fleet has no ready replica."""
+    endpoints = read_endpoints(endpoints_path)
+    if not endpoints.replicas:
+        raise Unavailable(
+            f"the fleet in {endpoints_path} has no ready replica (updated {endpoints.updated_at})"
+        )
+    families: set[int] = set()
+    parts = []
+    for replica in endpoints.replicas:
+        host, _, port = replica.address.rpartition(":")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise InvalidArgument(
+                f"replica address {replica.address!r} is not IP:PORT; a fleet target lists IP addresses"
+            ) from None
+        families.add(ip.version)
+        parts.append(f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}")
+    if len(families) > 1:
+        raise InvalidArgument("the fleet mixes IPv4 and IPv6 replicas; one gRPC target holds one family")
+    return f"ipv{families.pop()}:{','.join(parts)}"

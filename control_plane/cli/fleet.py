@@ -1,0 +1,172 @@
+"""``aetherctl fleet run|status``: an autoscaled fleet of local data-plane replicas.
+
+aetherctl fleet run --min 1 --max 4 --target-queue-per-replica 16 --target-p99-ms 50
+aetherctl fleet run --min 2 -- --model-config models.json     # flags after -- go to every replica
+aetherctl fleet status
+
+``run`` stays in the foreground: one line per change of the ready replicas, and the endpoints file that
+clients read (:func:`clients.sdk.fleet.fleet_target`). SIGTERM or SIGINT drains every replica and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.sdk.auth import open_channel
+from clients.sdk.fleet import FleetEndpoints, read_endpoints
+from control_plane.cli import output
+from control_plane.cli.settings import CliSettings
+from control_plane.deployments.autoscale_loop import ScaleEvent
+from control_plane.deployments.fleet import FleetSettings, endpoints_path, run_fleet
+
+#: ``fleet run`` flag (argparse dest) -> AutoscalerPolicy field it overrides.
+POLICY_FLAGS = {
+    "min": "min_replicas",
+    "max": "max_replicas",
+    "interval_s": "interval_s",
+    "target_queue_per_replica": "target_queue_per_replica",
+    "target_p99_ms": "target_p99_ms",
+    "up_window_s": "up_window_s",
+    "down_window_s": "down_window_s",
+}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fleet = commands.add_parser("fleet", help="an autoscaled fleet of local data-plane replicas")
+    actions = fleet.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    run = actions.add_parser("run", help="run the fleet in the foreground until SIGTERM or Ctrl-C")
+    run.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    run.add_argument("--redis-url", metavar="URL", help="online store (default: $AETHER_REDIS_URL)")
+    run.add_argument("--min", type=int, metavar="N", help="fewest replicas (default: $AETHER_MIN_REPLICAS)")
+    run.add_argument("--max", type=int, metavar="N", help="most replicas (default: $AETHER_MAX_REPLICAS)")
+    run.add_argument("--interval-s", type=float, metavar="S", help="seconds between decisions")
+    run.add_argument("--target-queue-per-replica", type=float, metavar="Q", help="queued + in flight")
+    run.add_argument("--target-p99-ms", type=float, metavar="MS", help="p99 latency target")
+    run.add_argument("--up-window-s", type=float, metavar="S", help="scale up once load lasts this long")
+    run.add_argument("--down-window-s", type=float, metavar="S", help="scale down once quiet this long")
+    run.add_argument(
+        "replica_args",
+        nargs="*",
+        metavar="-- DATA_PLANE_FLAGS",
+        help="flags for every `python -m data_plane` replica",
+    )
+    run.set_defaults(handler=_run)
+
+    status = actions.add_parser("status", help="the fleet's ready replicas and their health")
+    status.add_argument("--endpoints", type=Path, metavar="PATH", help="default: $AETHER_HOME/fleet/…")
+    status.add_argument("--json", action="store_true", help="print the endpoints file as it is")
+    status.set_defaults(handler=_status)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> FleetSettings:
+    """The environment's settings, with the command line's flags over them."""
+    settings = FleetSettings.from_env(environ)
+    policy: dict[str, Any] = {
+        field: getattr(args, flag) for flag, field in POLICY_FLAGS.items() if getattr(args, flag) is not None
+    }
+    overrides: dict[str, Any] = {
+        "policy": dataclasses.replace(settings.policy, **policy),
+        "replica_args": tuple(args.replica_args),
+    }
+    if getattr(args, "control_plane", None):
+        overrides["control_plane_addr"] = args.control_plane
+    if args.redis_url:
+        overrides["redis_url"] = args.redis_url
+    return dataclasses.replace(settings, **overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    policy = settings.policy
+    print(
+        f"aether fleet: {policy.min_replicas}..{policy.max_replicas} replicas, deciding every "
+        f"{policy.interval_s:g} s; endpoints file {settings.endpoints_path}",
+        flush=True,
+    )
+    asyncio.run(_serve(settings))
+    print("aether fleet stopped: every replica drained", flush=True)
+    return 0
+
+
+async def _serve(settings: FleetSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_fleet(settings, stop, on_change=_print_change)
+
+
+def _print_change(endpoints: FleetEndpoints, cause: ScaleEvent | None) -> None:
+    count = len(endpoints.replicas)
+    listed = ", ".join(r.address for r in endpoints.replicas) or "-"
+    noun = "replica" if count == 1 else "replicas"
+    if cause is None:
+        print(f"{count} {noun} ready: {listed}", flush=True)
+        return
+    load = cause.load
+    p99 = "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f} ms"
+    print(f"scaled to {count} {noun} (queue {load.queue_depth:.0f}, p99 {p99}): {listed}", flush=True)
+
+
+def _status(args: argparse.Namespace) -> int:
+    path = args.endpoints or endpoints_path(CliSettings.from_env().home)
+    endpoints = read_endpoints(path)  # Unavailable (exit 1) when no fleet ever ran here
+    return print_status(endpoints, path, args.json, args.timeout, sys.stdout)
+
+
+def print_status(endpoints: FleetEndpoints, path: Path, as_json: bool, timeout_s: float, out: TextIO) -> int:
+    if as_json:
+        print(endpoints.to_json(), file=out)
+        return 0
+    state = "running" if _alive(endpoints.pid) else "not running: the list may be stale"
+    print(f"fleet process {endpoints.pid} ({state}), updated {endpoints.updated_at}, file {path}", file=out)
+    if not endpoints.replicas:
+        print("no ready replicas", file=out)
+        return 0
+    rows = [
+        (r.number, r.address, r.metrics_address or "-", r.pid, _health(r.address, min(timeout_s, 2.0)))
+        for r in endpoints.replicas
+    ]
+    print(output.table(("REPLICA", "ADDRESS", "METRICS", "PID", "HEALTH"), rows), file=out)
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def _health(address: str, timeout_s: float) -> str:
+    with open_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
+        except grpc.RpcError as error:
+            return f"unreachable ({error.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))

@@ -1,0 +1,157 @@
+"""An autoscaled fleet of local data-plane replicas, as one long-running process (``aetherctl fleet run``).
+
+It runs the :class:`~control_plane.deployments.replicas.ReplicaManager` under the
+:class:`~control_plane.deployments.autoscale_loop.AutoscaleLoop` and publishes the ready replicas in an
+endpoints file, ``$AETHER_HOME/fleet/endpoints.json`` (format: :class:`clients.sdk.fleet.FleetEndpoints`),
+rewritten after every change of the list: a new replica appears once it is SERVING, a leaving one
+disappears before it is told to drain. Clients read it with :func:`clients.sdk.fleet.fleet_target` and
+balance over the replicas themselves (round robin), so no proxy sits on the latency path.
+
+The file is replaced atomically (temporary file, fsync, rename), so a reader sees the old list or the
+new one, never half of one. On stop the loop stops deciding, every replica is drained and the file is
+left with an empty list, so nobody is sent to replicas that no longer exist."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients.errors import InvalidArgument
+from clients.sdk.fleet import FleetEndpoints, FleetReplica
+from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_from_env
+from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.replicas import Replica, ReplicaManager, ReplicaSettings
+from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL
+
+_log = logging.getLogger("aether.control_plane.fleet")
+
+#: Told of every published list, with the decision that caused it (None at start-up and on stop).
+OnChange = Callable[[FleetEndpoints, ScaleEvent | None], None]
+
+
+def fleet_folder(home: Path) -> Path:
+    return home / "fleet"
+
+
+def endpoints_path(home: Path) -> Path:
+    return fleet_folder(home) / "endpoints.json"
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    home: Path
+    control_plane_addr: str = DEFAULT_LISTEN_ADDR
+    redis_url: str = DEFAULT_REDIS_URL
+    policy: AutoscalerPolicy = field(default_factory=AutoscalerPolicy)
+    replica_host: str = "127.0.0.1"
+    #: Extra ``python -m data_plane`` flags for every replica (``--model-config``, ``--drain-delay-s``, …);
+    #: replicas also inherit this process's environment, so ``AETHER_*`` variables reach them too.
+    replica_args: tuple[str, ...] = ()
+
+    @property
+    def endpoints_path(self) -> Path:
+        return endpoints_path(self.home)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
+        """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL``, the policy variables of
+        :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, and the stabilization windows
+        ``AETHER_AUTOSCALE_UP_WINDOW_S`` and ``AETHER_AUTOSCALE_DOWN_WINDOW_S``."""
+        env = os.environ if environ is None else environ
+        try:
+            policy = policy_from_env(env)
+            windows: dict[str, Any] = {
+                name: float(value)
+                for name, variable in (
+                    ("up_window_s", "AETHER_AUTOSCALE_UP_WINDOW_S"),
+                    ("down_window_s", "AETHER_AUTOSCALE_DOWN_WINDOW_S"),
+                )
+                if (value := env.get(variable))
+            }
+        except ValueError as exc:  # a variable that is not a number
+            raise InvalidArgument(f"autoscaler settings: {exc}") from None
+        return cls(
+            home=Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser(),
+            control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
+            redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
+            policy=dataclasses.replace(policy, **windows),
+        )
+
+
+def write_endpoints(path: Path, endpoints: FleetEndpoints) -> None:
+    """Replaces ``path`` atomically: readers see the previous content or this one, even after a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(endpoints.to_json())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename is durable once the folder is synced
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def snapshot(replicas: tuple[Replica, ...]) -> FleetEndpoints:
+    return FleetEndpoints(
+        replicas=tuple(FleetReplica(r.number, r.address, r.metrics_address, r.process.pid) for r in replicas),
+        updated_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        pid=os.getpid(),
+    )
+
+
+async def run_fleet(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None = None) -> None:
+    """Runs the fleet until ``stop`` is set, then drains every replica; the endpoints file follows."""
+    path = settings.endpoints_path
+    stopping = False
+    listed = 0  # replicas in the file now
+
+    def publish() -> None:
+        nonlocal listed
+        endpoints = snapshot(manager.replicas)
+        write_endpoints(path, endpoints)
+        listed = len(endpoints.replicas)
+        # A change while the loop runs comes from its latest decision (recorded before it is applied).
+        cause = autoscaler.events[-1] if autoscaler.events and not stopping else None
+        if on_change is not None:
+            on_change(endpoints, cause)
+
+    manager = ReplicaManager(
+        ReplicaSettings(
+            control_plane_addr=settings.control_plane_addr,
+            redis_url=settings.redis_url,
+            home=fleet_folder(settings.home) / "replicas",
+            host=settings.replica_host,
+            extra_args=settings.replica_args,
+        ),
+        on_change=publish,
+    )
+    autoscaler = AutoscaleLoop(manager, settings.policy)
+    # A list left by a fleet that crashed names replicas that are gone: start from an empty one.
+    write_endpoints(path, snapshot(()))
+    autoscaler.start()
+    try:
+        await stop.wait()
+    finally:
+        stopping = True
+        _log.info("stopping the fleet: draining %d replicas", manager.count)
+        await autoscaler.stop()
+        await manager.close()  # publishes each leaving replica
+        if listed:  # a listener failed on the way: the file must not name stopped replicas
+            publish()

@@ -1,0 +1,259 @@
+"""``aetherctl fleet run`` as a user runs it: a separate process autoscaling real ``python -m data_plane``
+replicas against a real control plane, publishing them in its endpoints file; a client balancing over
+them with :func:`clients.sdk.fleet.fleet_target` and round robin; ``aetherctl fleet status``; and the
+fleet's settings (environment, then flags)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument, Unavailable
+from clients.sdk.auth import open_aio_channel
+from clients.sdk.fleet import ROUND_ROBIN, FleetEndpoints, FleetReplica, fleet_target, read_endpoints
+from clients.sdk.inference import build_predict_request
+from control_plane.cli import fleet as fleet_cli
+from control_plane.cli.main import build_parser, main
+from control_plane.cli.settings import CliSettings
+from control_plane.deployments.autoscale_loop import fetch_metrics, parse_metrics
+from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.fleet import FleetSettings, write_endpoints
+from data_plane.models.spec import dump_model_config
+from tests.integration.closed_loop.models import slow_on_features
+from tests.integration.deployments.conftest import Plane
+from tests.support import onnx_models
+
+REPO = Path(__file__).resolve().parents[3]
+# Scale on queue depth only (latency never decides), at once on load, after 1 s without it.
+POLICY_FLAGS = (
+    "--min", "1", "--max", "2", "--interval-s", "0.3", "--target-queue-per-replica", "2",
+    "--target-p99-ms", "60000", "--up-window-s", "0", "--down-window-s", "1",
+)  # fmt: skip
+CLIENTS = 8
+
+
+def test_settings_come_from_the_environment_and_flags_override_them(tmp_path: Path) -> None:
+    env = {
+        "AETHER_HOME": str(tmp_path),
+        "AETHER_CONTROL_PLANE_ADDR": "127.0.0.1:7001",
+        "AETHER_REDIS_URL": "redis://127.0.0.1:7002/3",
+        "AETHER_MIN_REPLICAS": "2",
+        "AETHER_MAX_REPLICAS": "6",
+        "AETHER_AUTOSCALE_INTERVAL_S": "5",
+        "AETHER_TARGET_P99_MS": "80",
+        "AETHER_AUTOSCALE_DOWN_WINDOW_S": "30",
+    }
+    from_env = FleetSettings.from_env(env)
+    assert from_env.endpoints_path == tmp_path / "fleet" / "endpoints.json"
+    assert (from_env.control_plane_addr, from_env.redis_url) == ("127.0.0.1:7001", "redis://127.0.0.1:7002/3")
+    assert from_env.policy == AutoscalerPolicy(
+        min_replicas=2, max_replicas=6, interval_s=5.0, target_p99_ms=80.0, down_window_s=30.0
+    )
+
+    parser = build_parser(CliSettings.from_env(env))
+    argv = ["fleet", "run", "--max", "3", "--target-queue-per-replica", "4", "--redis-url", "redis://h:1/0"]
+    args = parser.parse_args([*argv, "--", "--model-config", "m.json"])
+    settings = fleet_cli.settings_from_args(args, env)
+    assert settings.policy == dataclasses.replace(
+        from_env.policy, max_replicas=3, target_queue_per_replica=4.0
+    )
+    assert (settings.control_plane_addr, settings.redis_url) == ("127.0.0.1:7001", "redis://h:1/0")
+    assert settings.replica_args == ("--model-config", "m.json") and settings.home == tmp_path
+
+    args = parser.parse_args(["--control-plane", "10.0.0.1:9", "fleet", "run", "--up-window-s", "0"])
+    settings = fleet_cli.settings_from_args(args, env)
+    assert settings.control_plane_addr == "10.0.0.1:9" and settings.policy.up_window_s == 0.0
+    assert settings.replica_args == ()
+
+    with pytest.raises(InvalidArgument, match="min"):  # 7 > max 6: refused before anything starts
+        fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "7"]), env)
+    with pytest.raises(InvalidArgument, match="two"):
+        FleetSettings.from_env({"AETHER_MIN_REPLICAS": "two"})
+
+
+def test_the_fleet_target_names_every_ready_replica(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet" / "endpoints.json"
+    with pytest.raises(Unavailable, match="no fleet endpoints file"):
+        fleet_target(path)
+    assert main(["fleet", "status", "--endpoints", str(path)]) == 1
+    assert "error: UNAVAILABLE: no fleet endpoints file at" in capsys.readouterr().err
+
+    replicas = (
+        FleetReplica(0, "127.0.0.1:4001", "127.0.0.1:5001", 11),
+        FleetReplica(3, "127.0.0.2:4002", "", 12),
+    )
+    write_endpoints(path, FleetEndpoints(replicas, "2026-01-01T00:00:00.000Z", os.getpid()))
+    assert read_endpoints(path).replicas == replicas
+    assert fleet_target(path) == "ipv4:127.0.0.1:4001,127.0.0.2:4002"
+    assert [p.name for p in path.parent.iterdir()] == ["endpoints.json"]  # no temporary file left behind
+
+    write_endpoints(path, FleetEndpoints((FleetReplica(0, "[::1]:4001", "", 11),), "t", 1))
+    assert fleet_target(path) == "ipv6:[::1]:4001"
+    write_endpoints(path, FleetEndpoints((FleetReplica(0, "localhost:4001", "", 11),), "t", 1))
+    with pytest.raises(InvalidArgument, match="not IP:PORT"):
+        fleet_target(path)
+    write_endpoints(path, FleetEndpoints((), "t", 1))
+    with pytest.raises(Unavailable, match="no ready replica"):
+        fleet_target(path)
+
+
+def _replicas(path: Path) -> tuple[FleetReplica, ...]:
+    try:
+        return read_endpoints(path).replicas
+    except Unavailable:  # the fleet has not written its file yet
+        return ()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def _predict(stub: pb_grpc.InferenceStub) -> None:
+    request = build_predict_request(
+        "slow", [{"driver_id": 1}], request_features=[{f"f{i}": 0.5 for i in range(4)}]
+    )
+    await stub.Predict(request, timeout=20)
+
+
+async def _load(target: str, stop: asyncio.Event) -> int:
+    """Closed-loop load from CLIENTS callers over one round-robin channel; the requests answered."""
+    answered = 0
+
+    async def caller(stub: pb_grpc.InferenceStub) -> None:
+        nonlocal answered
+        while not stop.is_set():
+            await _predict(stub)
+            answered += 1
+
+    async with open_aio_channel(target, options=[ROUND_ROBIN]) as channel:
+        stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+        await asyncio.gather(*(caller(stub) for _ in range(CLIENTS)))
+    return answered
+
+
+async def _served(metrics_address: str) -> float:
+    """Requests the replica has answered, from its own Prometheus histogram."""
+    return parse_metrics(await fetch_metrics(metrics_address)).latency_buckets.get(float("inf"), 0.0)
+
+
+async def _health(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(answer.status)
+
+
+async def test_the_fleet_scales_with_load_and_drains_on_sigterm(
+    plane: Plane, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A slow model (~10 ms a row, one row at a time): 8 callers keep ~8 requests in flight on one replica.
+    spec = onnx_models.save(
+        slow_on_features(), tmp_path / "slow.onnx", "slow",
+        feature_refs=tuple(f"request:f{i}" for i in range(4)), max_batch_size=1,
+    )  # fmt: skip
+    dump_model_config([spec], tmp_path / "models.json")
+    home = tmp_path / "fleet-home"
+    path = home / "fleet" / "endpoints.json"
+    env = dict(
+        os.environ,
+        AETHER_HOME=str(home),
+        AETHER_CONTROL_PLANE_ADDR=plane.address,
+        AETHER_REDIS_URL=plane.redis_url,
+    )
+    replica_flags = ("--model-config", str(tmp_path / "models.json"), "--prediction-log-sample-rate", "0")
+    with (tmp_path / "fleet.log").open("wb") as log:
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control_plane.cli.main", "fleet", "run", *POLICY_FLAGS,
+            "--", *replica_flags, "--drain-delay-s", "0.1",
+            stdout=asyncio.subprocess.PIPE, stderr=log, env=env, cwd=REPO,
+        )  # fmt: skip
+    seen: set[int] = set()  # every replica process the fleet started
+    stop = asyncio.Event()
+    load: asyncio.Task[int] | None = None
+    try:
+        await _wait(lambda: len(_replicas(path)) == 1, 60, "the fleet starts min_replicas")
+        (first,) = _replicas(path)
+        seen.add(first.pid)
+        load = asyncio.create_task(_load(fleet_target(path), stop))
+
+        await _wait(lambda: len(_replicas(path)) == 2, 60, "load scales the fleet up")
+        second = _replicas(path)[1]
+        seen.add(second.pid)
+        assert _replicas(path)[0] == first and second.number == 1
+        for replica in (first, second):
+            assert await _health(replica.address) == health_pb2.HealthCheckResponse.SERVING
+        # Only a client that reads the new list reaches the new replica; round robin then spreads over both.
+        assert await _served(second.metrics_address) == 0
+        target = fleet_target(path)
+        assert target == f"ipv4:{first.address},{second.address}"
+        async with open_aio_channel(target, options=[ROUND_ROBIN]) as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + 10
+            while await _served(second.metrics_address) == 0:
+                assert time.monotonic() < deadline, "round robin never reached the second replica"
+                await asyncio.gather(*(_predict(stub) for _ in range(CLIENTS)))
+
+        stop.set()
+        assert await load > 0
+        load = None
+        await _wait(lambda: len(_replicas(path)) == 1, 30, "no load scales the fleet down")
+        assert _replicas(path) == (first,)  # the newest replica left: unlisted, then drained
+        await _wait(lambda: not _alive(second.pid), 30, "the replica that left exits")
+
+        assert await asyncio.to_thread(main, ["fleet", "status", "--endpoints", str(path)]) == 0
+        status = capsys.readouterr().out
+        assert f"fleet process {fleet.pid} (running)" in status
+        assert f"0        {first.address}  {first.metrics_address}  {first.pid}  SERVING" in status
+
+        fleet.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(fleet.wait(), 30) == 0
+        assert read_endpoints(path).replicas == ()
+        assert not _alive(first.pid)
+        assert fleet.stdout is not None
+        lines = (await fleet.stdout.read()).decode().splitlines()
+        assert lines[0].endswith(f"endpoints file {path}")
+        assert lines[1] == f"1 replica ready: {first.address}"
+        assert lines[2].startswith("scaled to 2 replicas (queue ")
+        assert lines[2].endswith(f"): {first.address}, {second.address}")
+        assert lines[3].startswith("scaled to 1 replica (queue 0, ") and lines[3].endswith(
+            f"): {first.address}"
+        )
+        assert lines[4:] == ["0 replicas ready: -", "aether fleet stopped: every replica drained"]
+    finally:
+        stop.set()
+        if load is not None:
+            load.cancel()
+        if fleet.returncode is None:
+            fleet.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(fleet.wait(), 30)
+            except TimeoutError:
+                fleet.kill()
+                await fleet.wait()
+        for pid in seen:  # replicas of a fleet that did not drain them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
