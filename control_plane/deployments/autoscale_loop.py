@@ -13,7 +13,8 @@ What is read from each replica (``data_plane/metrics.py``):
   A replica whose counts went down restarted: its whole histogram counts as the interval's.
 
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
-as running, since the replica manager decides what runs.
+as running, since the replica manager decides what runs. A replica whose process has exited is replaced
+before each decision (:meth:`ReplicaManager.replace_exited`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ Scrape = Callable[[str], Awaitable[str]]
 
 def policy_from_env(env: Mapping[str, str] | None = None) -> AutoscalerPolicy:
     """``AETHER_AUTOSCALE_INTERVAL_S``, ``AETHER_MIN_REPLICAS``, ``AETHER_MAX_REPLICAS``,
-    ``AETHER_TARGET_QUEUE_PER_REPLICA`` and ``AETHER_TARGET_P99_MS`` over the policy's defaults."""
+    ``AETHER_TARGET_QUEUE_PER_REPLICA``, ``AETHER_TARGET_P99_MS`` and the stabilization windows
+    ``AETHER_AUTOSCALE_UP_WINDOW_S`` and ``AETHER_AUTOSCALE_DOWN_WINDOW_S`` over the policy's defaults."""
     env = os.environ if env is None else env
     defaults = AutoscalerPolicy()
     return AutoscalerPolicy(
@@ -55,8 +57,8 @@ def policy_from_env(env: Mapping[str, str] | None = None) -> AutoscalerPolicy:
         ),
         target_p99_ms=float(env.get("AETHER_TARGET_P99_MS") or defaults.target_p99_ms),
         interval_s=float(env.get("AETHER_AUTOSCALE_INTERVAL_S") or defaults.interval_s),
-        up_window_s=defaults.up_window_s,
-        down_window_s=defaults.down_window_s,
+        up_window_s=float(env.get("AETHER_AUTOSCALE_UP_WINDOW_S") or defaults.up_window_s),
+        down_window_s=float(env.get("AETHER_AUTOSCALE_DOWN_WINDOW_S") or defaults.down_window_s),
         max_step_up=defaults.max_step_up,
     )
 
@@ -174,6 +176,7 @@ class AutoscaleLoop:
 
     async def tick(self) -> int:
         """One measurement and decision, applied; the replica count asked for."""
+        await self._replicas.replace_exited()
         load = await self.measure()
         now = self._clock()
         wanted, self._history = decide(self._policy, load, self._history, now)

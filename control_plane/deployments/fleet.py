@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -23,7 +22,6 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from clients.errors import InvalidArgument
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
@@ -63,27 +61,18 @@ class FleetSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
-        """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL``, the policy variables of
-        :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, and the stabilization windows
-        ``AETHER_AUTOSCALE_UP_WINDOW_S`` and ``AETHER_AUTOSCALE_DOWN_WINDOW_S``."""
+        """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL`` and the policy variables of
+        :func:`~control_plane.deployments.autoscale_loop.policy_from_env`."""
         env = os.environ if environ is None else environ
         try:
             policy = policy_from_env(env)
-            windows: dict[str, Any] = {
-                name: float(value)
-                for name, variable in (
-                    ("up_window_s", "AETHER_AUTOSCALE_UP_WINDOW_S"),
-                    ("down_window_s", "AETHER_AUTOSCALE_DOWN_WINDOW_S"),
-                )
-                if (value := env.get(variable))
-            }
         except ValueError as exc:  # a variable that is not a number
             raise InvalidArgument(f"autoscaler settings: {exc}") from None
         return cls(
             home=Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser(),
             control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
-            policy=dataclasses.replace(policy, **windows),
+            policy=policy,
         )
 
 

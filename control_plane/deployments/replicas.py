@@ -92,6 +92,26 @@ class ReplicaManager:
                 self._changed()
                 await self._stop(victim)
 
+    async def replace_exited(self) -> int:
+        """Unlists replicas whose process ended on its own (a crash, the OOM killer) and starts as many
+        new ones; the number that had exited. The autoscaler calls it before each decision, so a fleet
+        heals within one interval instead of counting a dead replica as capacity."""
+        async with self._lock:
+            exited = [r for r in self._replicas if r.process.returncode is not None]
+            if not exited:
+                return 0
+            for replica in exited:
+                _log.error(
+                    "data-plane replica %d exited with status %s; replacing it",
+                    replica.number,
+                    replica.process.returncode,
+                )
+                self._replicas.remove(replica)
+            self._changed()
+            wanted = len(self._replicas) + len(exited)
+        await self.scale_to(wanted)
+        return len(exited)
+
     def _changed(self) -> None:
         if self._on_change is not None:
             try:

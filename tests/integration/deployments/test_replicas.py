@@ -33,3 +33,27 @@ async def test_scale_up_lists_serving_replicas_and_scale_down_drains(plane: Plan
     finally:
         await manager.close()
     assert processes[0].returncode == 0 and manager.count == 0
+
+
+async def test_a_crashed_replica_is_unlisted_and_replaced(plane: Plane) -> None:
+    changes: list[list[str]] = []
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60),
+        on_change=lambda: changes.append(manager.ready_addresses()),
+    )
+    try:
+        await manager.scale_to(2)
+        survivor, doomed = manager.replicas
+        assert await manager.replace_exited() == 0  # nothing exited: nothing changes
+        doomed.process.kill()
+        await doomed.process.wait()
+        assert await manager.replace_exited() == 1
+        assert manager.count == 2
+        assert doomed.address not in manager.ready_addresses()
+        # Unlisted first (only the survivor listed), then the replacement listed once SERVING.
+        assert changes[-2:] == [[survivor.address], manager.ready_addresses()]
+        for address in manager.ready_addresses():
+            assert await health(address) == health_pb2.HealthCheckResponse.SERVING
+        assert survivor in manager.replicas and survivor.process.returncode is None
+    finally:
+        await manager.close()
