@@ -66,9 +66,10 @@ def test_a_running_job_is_re_adopted_by_the_next_control_plane(
     tmp_path: Path, planes: list[ControlPlaneProcess]
 ) -> None:
     db_url, home, starts = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "starts"
+    release = tmp_path / "release"  # the job ends once this exists: after the re-adoption, however slow
     planes.append(first := ControlPlaneProcess(db_url, home))
     with JobsClient(first.address) as client:
-        job = client.submit(job_spec("long", "--sleep", "3", "--starts", str(starts), gpus=1))
+        job = client.submit(job_spec("long", "--until-file", str(release), "--starts", str(starts), gpus=1))
         wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
         pid = _job_pid(client, job.job_id)
     first.crash()
@@ -76,6 +77,9 @@ def test_a_running_job_is_re_adopted_by_the_next_control_plane(
 
     planes.append(second := ControlPlaneProcess(db_url, home))
     with JobsClient(second.address) as client:
+        wait_for(lambda: states_of(client.get(job.job_id)).count("RUNNING") == 2)
+        assert process_alive(pid)
+        release.touch()
         done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=20)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
     assert done.attempt == 1 and states_of(done) == ["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"]

@@ -18,6 +18,9 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument(
+        "--until-file", type=Path, help="after --sleep, also wait (at most 60 s) until this file exists"
+    )
     parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("--fail-attempts", type=int, default=0, help="exit 3 on attempts up to this one")
     parser.add_argument("--starts", type=Path)
@@ -37,6 +40,10 @@ def main() -> int:
     deadline = time.monotonic() + args.sleep
     while time.monotonic() < deadline:
         time.sleep(0.05)
+    if args.until_file:
+        deadline = time.monotonic() + 60
+        while not args.until_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if args.starts:
         with open(args.starts, "a") as starts:
             starts.write(
