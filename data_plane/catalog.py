@@ -3,7 +3,9 @@
 
 Everything a read needs per view version (layout dtype, fingerprint, TTL, column positions) is computed
 once here, and compiled read plans are cached per distinct tuple of references (services send the same
-references over and over, so parsing and resolving must not be paid per request).
+references over and over, so parsing and resolving must not be paid per request) and, for requests off
+the wire, per distinct serialized run of references (:meth:`Catalog.plan_for_wire`), so that not even
+the references' Python strings are built.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 
-from clients.aether.v1 import feature_registry_pb2, types_pb2
+from clients.aether.v1 import feature_registry_pb2, online_features_pb2, types_pb2
 from clients.errors import InvalidArgument, NotFound, Unavailable
 from clients.value_types import numpy_dtype_name, type_name
 from data_plane.blob_shape import blob_shape
@@ -95,6 +97,7 @@ class Catalog:
         # Unpinned references read the highest servable version (as GetFeatureView with version 0 does).
         self.latest: Mapping[str, int] = {name: max(versions) for name, versions in views.items()}
         self._compile = functools.lru_cache(maxsize=plan_cache_size)(self._compile_uncached)
+        self._compile_wire = functools.lru_cache(maxsize=plan_cache_size)(self._compile_wire_uncached)
 
     def view_version(self, name: str, version: int | None = None) -> ViewVersion:
         versions = self.views.get(name)
@@ -120,8 +123,18 @@ class Catalog:
             raise InvalidArgument("no features requested")
         return self._compile(tuple(refs))
 
+    def plan_for_wire(self, features_wire: bytes) -> ReadPlan:
+        """The plan for the references serialized in ``features_wire``: the run of ``features`` entries
+        (field 1) of a ``GetOnlineFeaturesRequest``, as found by :func:`kernels.wire_scan.leading_run`.
+        Cached by those bytes; the same plan as :meth:`plan` of the parsed references."""
+        return self._compile_wire(features_wire)
+
     def _compile_uncached(self, refs: tuple[str, ...]) -> ReadPlan:
         return compile_plan(self, refs)
+
+    def _compile_wire_uncached(self, features_wire: bytes) -> ReadPlan:
+        refs = online_features_pb2.GetOnlineFeaturesRequest.FromString(features_wire).features
+        return self.plan(refs)
 
 
 class RegistryState:

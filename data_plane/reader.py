@@ -18,7 +18,7 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2
 from clients.errors import DataLoss, Internal, ResourceExhausted, Unavailable
 from data_plane.catalog import RegistryState
-from data_plane.plan import BlockPlan
+from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
 from data_plane.schema import ViewVersion
 from kernels.packed_blob import HEADER_SIZE, BlobError, decode
@@ -67,16 +67,41 @@ class OnlineReader:
     async def read(
         self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
     ) -> ReadResult:
+        self._check_counts(len(refs), len(rows))
+        return await self.read_plan(self._registry.require().plan(refs), rows, time_remaining_s)
+
+    async def read_wire(
+        self,
+        features_wire: bytes,
+        ref_count: int,
+        rows: Sequence[Mapping[str, str]],
+        time_remaining_s: float | None = None,
+    ) -> ReadResult:
+        """:meth:`read` for ``ref_count`` references still serialized (:meth:`Catalog.plan_for_wire`)."""
+        self._check_counts(ref_count, len(rows))
+        plan = self._registry.require().plan_for_wire(features_wire)
+        return await self.read_plan(plan, rows, time_remaining_s)
+
+    def _check_rows(self, row_count: int) -> None:
+        if row_count > self._limits.max_rows:
+            raise ResourceExhausted(
+                f"{row_count} entity rows requested; the limit is {self._limits.max_rows} per request"
+            )
+
+    def _check_counts(self, ref_count: int, row_count: int) -> None:
+        """Before compiling: a huge request is refused before any work is spent on it."""
+        self._check_rows(row_count)
         limits = self._limits
-        if len(rows) > limits.max_rows:
+        if ref_count > limits.max_features:
             raise ResourceExhausted(
-                f"{len(rows)} entity rows requested; the limit is {limits.max_rows} per request"
+                f"{ref_count} feature references; the limit is {limits.max_features} features per request"
             )
-        if len(refs) > limits.max_features:
-            raise ResourceExhausted(
-                f"{len(refs)} feature references; the limit is {limits.max_features} features per request"
-            )
-        plan = self._registry.require().plan(refs)
+
+    async def read_plan(
+        self, plan: ReadPlan, rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
+    ) -> ReadResult:
+        self._check_rows(len(rows))
+        limits = self._limits
         if plan.feature_count > limits.max_features:
             raise ResourceExhausted(
                 f"the references resolve to {plan.feature_count} features; the limit is "

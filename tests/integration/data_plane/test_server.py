@@ -153,6 +153,33 @@ async def test_bad_requests_get_their_status_and_a_message_naming_the_problem(
     assert text in (error.details() or "")
 
 
+async def test_malformed_request_bytes_are_an_invalid_argument(data_plane: DataPlaneHandle) -> None:
+    truncated = pb.GetOnlineFeaturesRequest(features=["stats:f0", "stats:f1"]).SerializeToString()[:-3]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        call = channel.unary_unary("/aether.v1.OnlineFeatures/GetOnlineFeatures")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(truncated, timeout=2.0)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed GetOnlineFeaturesRequest" in (info.value.details() or "")
+
+
+async def test_references_after_the_rows_read_the_same_as_references_first(
+    data_plane: DataPlaneHandle,
+) -> None:
+    """Valid encodings may put fields in any order: the bytes-keyed fast path must not change answers."""
+    rows = pb.GetOnlineFeaturesRequest(rows=[pb.EntityRow(keys={"driver_id": "2"})]).SerializeToString()
+    f2 = pb.GetOnlineFeaturesRequest(features=["stats@1:f2"]).SerializeToString()
+    f0 = pb.GetOnlineFeaturesRequest(features=["stats@1:f0"]).SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        call = channel.unary_unary(
+            "/aether.v1.OnlineFeatures/GetOnlineFeatures",
+            response_deserializer=pb.GetOnlineFeaturesResponse.FromString,
+        )
+        answers = [await call(wire, timeout=2.0) for wire in (f2 + f0 + rows, rows + f2 + f0, f2 + rows + f0)]
+    assert answers[0] == answers[1] == answers[2]
+    assert np.frombuffer(answers[0].blocks[0].values, np.float32).tolist() == [6.0, 4.0]
+
+
 async def test_redis_down_is_unavailable_within_the_deadline_and_reads_recover_by_themselves(
     data_plane: DataPlaneHandle, own_redis: RedisServer
 ) -> None:
