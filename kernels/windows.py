@@ -47,15 +47,17 @@ def _apply(
     seq: npt.NDArray[np.int64],
     values: npt.NDArray[np.float64],
     bucket_us: int,
-    agg_col: npt.NDArray[np.int64],
+    group_col: npt.NDArray[np.int64],
+    group_buckets: npt.NDArray[np.int64],
+    agg_group: npt.NDArray[np.int64],
     agg_func: npt.NDArray[np.int64],
-    agg_buckets: npt.NDArray[np.int64],
     out: npt.NDArray[np.float64],
     out_ts: npt.NDArray[np.int64],
     emit: bool,
 ) -> None:
     n_buckets = bucket_ids.shape[1]
     n_cols = values.shape[1]
+    partials = np.empty((group_col.shape[0], _N_PARTIALS))
     for i in range(ts.shape[0]):
         e = entity[i]
         b = ts[i] // bucket_us
@@ -92,21 +94,14 @@ def _apply(
         if emit:
             out_ts[i] = newest[e]
             _evaluate(
-                bucket_ids,
-                counts,
-                sums,
-                mins,
-                maxs,
-                last_ts,
-                last_seq,
-                last_vals,
-                e,
-                newest[e] // bucket_us,
-                agg_col,
-                agg_func,
-                agg_buckets,
-                out[i],
-            )
+                bucket_ids, counts, sums, mins, maxs, last_ts, last_seq, last_vals, e, newest[e] // bucket_us,
+                group_col, group_buckets, agg_group, agg_func, partials, out[i],
+            )  # fmt: skip
+
+
+# Partial aggregates of one (column, window) group, in ``partials[group]``.
+_COUNT, _SUM, _MIN, _MAX, _LAST = range(5)
+_N_PARTIALS = 5
 
 
 @numba.njit(cache=True, nogil=True)
@@ -121,15 +116,19 @@ def _evaluate(
     last_vals: npt.NDArray[np.float64],
     e: int,
     current: int,
-    agg_col: npt.NDArray[np.int64],
+    group_col: npt.NDArray[np.int64],
+    group_buckets: npt.NDArray[np.int64],
+    agg_group: npt.NDArray[np.int64],
     agg_func: npt.NDArray[np.int64],
-    agg_buckets: npt.NDArray[np.int64],
+    partials: npt.NDArray[np.float64],
     row: npt.NDArray[np.float64],
 ) -> None:
+    """Entity ``e``'s aggregates as of bucket ``current`` into ``row``. Aggregations over the same
+    column and window share one pass, and a pass visits only the window's buckets: bucket ``b`` can only
+    sit in slot ``b % n_buckets``."""
     n_buckets = bucket_ids.shape[1]
-    for a in range(agg_col.shape[0]):
-        c = agg_col[a]
-        lowest = current - agg_buckets[a] + 1
+    for g in range(group_col.shape[0]):
+        c = group_col[g]
         count = 0
         total = 0.0
         low = np.inf
@@ -137,9 +136,9 @@ def _evaluate(
         best_ts = EMPTY_BUCKET
         best_seq = EMPTY_BUCKET
         best = np.nan
-        for slot in range(n_buckets):
-            b = bucket_ids[e, slot]
-            if b < lowest or b > current or counts[e, slot, c] == 0:
+        for b in range(current - group_buckets[g] + 1, current + 1):
+            slot = b % n_buckets
+            if bucket_ids[e, slot] != b or counts[e, slot, c] == 0:
                 continue
             count += counts[e, slot, c]
             total += sums[e, slot, c]
@@ -150,21 +149,29 @@ def _evaluate(
                 best_ts = t
                 best_seq = last_seq[e, slot, c]
                 best = last_vals[e, slot, c]
+        partials[g, _COUNT] = count
+        partials[g, _SUM] = total
+        partials[g, _MIN] = low
+        partials[g, _MAX] = high
+        partials[g, _LAST] = best
+    for a in range(agg_func.shape[0]):
+        g = agg_group[a]
         f = agg_func[a]
+        count = partials[g, _COUNT]
         if f == COUNT:
             row[a] = count
         elif f == SUM:
-            row[a] = total
+            row[a] = partials[g, _SUM]
         elif count == 0:
             row[a] = np.nan
         elif f == MEAN:
-            row[a] = total / count
+            row[a] = partials[g, _SUM] / count
         elif f == MIN:
-            row[a] = low
+            row[a] = partials[g, _MIN]
         elif f == MAX:
-            row[a] = high
+            row[a] = partials[g, _MAX]
         else:
-            row[a] = best
+            row[a] = partials[g, _LAST]
 
 
 class WindowState:
@@ -200,6 +207,14 @@ class WindowState:
         self.agg_buckets = np.asarray(agg_buckets, dtype=np.int64)
         if self.agg_buckets.size and (self.agg_buckets.max() > n_buckets or self.agg_buckets.min() <= 0):
             raise ValueError("every window must span between 1 and n_buckets buckets")
+        # Aggregations of one column over one window (sum, mean and last of an hour) share a pass.
+        groups = sorted(set(zip(self.agg_col.tolist(), self.agg_buckets.tolist(), strict=True)))
+        self.group_col = np.array([g[0] for g in groups], dtype=np.int64)
+        self.group_buckets = np.array([g[1] for g in groups], dtype=np.int64)
+        self.agg_group = np.array(
+            [groups.index(g) for g in zip(self.agg_col.tolist(), self.agg_buckets.tolist(), strict=True)],
+            dtype=np.int64,
+        )
         self.capacity = 0
         self._allocate(max(1, capacity))
 
@@ -244,6 +259,20 @@ class WindowState:
             self.last_vals, self.newest, entity, np.ascontiguousarray(ts_us, dtype=np.int64),
             np.ascontiguousarray(seq, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64).reshape(n, self.n_columns), self.bucket_us,
-            self.agg_col, self.agg_func, self.agg_buckets, out, out_ts, emit,
+            self.group_col, self.group_buckets, self.agg_group, self.agg_func, out, out_ts, emit,
         )  # fmt: skip
         return out, out_ts
+
+    def evaluate(self, entities: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The aggregates ([len(entities), aggregations]) of each entity (an index below ``capacity``) as
+        of its newest event, read from the state without changing it."""
+        wanted = np.asarray(entities, dtype=np.int64)
+        rows = np.empty((wanted.shape[0], self.agg_func.shape[0]), dtype=np.float64)
+        partials = np.empty((self.group_col.shape[0], _N_PARTIALS))
+        for i, e in enumerate(wanted.tolist()):
+            _evaluate(
+                self.bucket_ids, self.counts, self.sums, self.mins, self.maxs, self.last_ts, self.last_seq,
+                self.last_vals, e, int(self.newest[e]) // self.bucket_us, self.group_col, self.group_buckets,
+                self.agg_group, self.agg_func, partials, rows[i],
+            )  # fmt: skip
+        return rows

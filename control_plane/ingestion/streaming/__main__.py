@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aether materializer running view={view.spec.name} stream={stream}", flush=True)
         while not stop.is_set():
             materializer.step()
+        materializer.flush()
         return 0
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)

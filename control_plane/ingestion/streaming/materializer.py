@@ -11,7 +11,7 @@ skips those already applied, and counts nothing twice. The stream must retain at
 window plus the allowed lateness (trim with ``MINID``, not a small ``MAXLEN``).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
-script refuses writes from a fenced-out predecessor.
+transaction refuses writes from a fenced-out predecessor.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ from control_plane.ingestion.streaming.commit import (
     FENCED,
     Committer,
     StateKeys,
-    drain,
 )
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
+from control_plane.ingestion.streaming.online_keys import OnlineKeys
+from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, output_columns, plan_for
-from control_plane.ingestion.streaming.source import StreamMessage, StreamSource, id_millis, id_sequence
+from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, id_parts
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.offline.store import OfflineStore
-from kernels.online_keys import online_key
 from kernels.packed_blob import encode_rows
 
 T = TypeVar("T")
@@ -77,6 +77,10 @@ class MaterializerOptions:
     lag_alert_seconds: float = 60.0
     lag_every_s: float = 1.0
     metrics_port: int | None = None
+    # Committed batches wait in the outbox until this many have gathered, this long has passed, or a
+    # read comes back empty; then they go to the offline store and SQL together (see outbox.py).
+    drain_every: int = 8
+    drain_interval_s: float = 1.0
 
 
 @dataclass
@@ -102,9 +106,11 @@ class StreamMaterializer:
         self._client, self._sessions, self._offline = client, sessions, offline
         self.plan: AggregationPlan = plan_for(view)
         self.state = self.plan.new_state()
-        self._slots: dict[tuple[str, ...], int] = {}
+        # Entity -> dense state index; keyed by the join value's text (one key) or the texts' tuple.
+        self._slots: dict[str | tuple[str, ...], int] = {}
         self._key_names = [key.name for key in entity.join_keys]
         self._online = online_view_version(view)
+        self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
         name, version = view.spec.name, view.version
         self.keys = StateKeys.of(name, version, options.group)
         self.run = RunSource(
@@ -116,6 +122,8 @@ class StreamMaterializer:
         self._last_ingested_us = 0
         self._next_reclaim = 0.0
         self._next_lag = 0.0
+        self._next_drain = 0.0
+        self._undrained: dict[str, Receipt] = {}  # committed by this process, as committed
         self.totals = BatchStats()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -131,17 +139,28 @@ class StreamMaterializer:
             np.zeros((1, len(self.plan.columns))),
         )
         self._retrying(lambda: self._client.set(self.keys.owner, self._token))
-        self._retrying(lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run))
+        self.flush()
         self._rebuild()
 
     def run_forever(self, stop: threading.Event) -> None:
         self.start()
         while not stop.is_set():
             self.step()
+        self.flush()
+
+    def flush(self) -> int:
+        """Drains the outbox now: committed batches to the offline store and SQL. Returns how many."""
+        drained = self._retrying(
+            lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run, self._undrained)
+        )
+        self._undrained.clear()
+        self._next_drain = time.monotonic() + self.options.drain_interval_s
+        return drained
 
     def step(self) -> BatchStats:
-        """One read (reclaimed messages first when due), processed and committed; then the outbox."""
-        messages: list[StreamMessage] = []
+        """One read (reclaimed messages first when due), processed and committed; then the outbox when
+        due (see ``MaterializerOptions.drain_every``)."""
+        messages = MessageBatch([], {})
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.options.reclaim_every_s
@@ -149,7 +168,8 @@ class StreamMaterializer:
         if not messages:
             messages = self.source.read(self.options.count, self.options.block_ms)
         stats = self.process(messages) if messages else BatchStats()
-        self._retrying(lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run))
+        if not messages or len(self._undrained) >= self.options.drain_every or now >= self._next_drain:
+            self.flush()
         if now >= self._next_lag:
             self._next_lag = now + self.options.lag_every_s
             self.metrics.observe_lag(self._retrying(self.source.lag))
@@ -157,38 +177,41 @@ class StreamMaterializer:
 
     # -- processing --------------------------------------------------------------------------------
 
-    def process(self, messages: list[StreamMessage]) -> BatchStats:
+    def process(self, messages: MessageBatch) -> BatchStats:
         fresh, duplicates = self._unapplied(messages)
         stats = BatchStats(received=len(messages), duplicates=len(duplicates))
         if duplicates:
             self.source.ack(duplicates)
         if not fresh:
             return stats
-        table = _table_of(fresh)
         result = validate(
-            self.view, self.entity, table, now=datetime.now(UTC), max_future=self.options.max_future
+            self.view, self.entity, fresh.table(), now=datetime.now(UTC), max_future=self.options.max_future
         )
         rejected_rows = result.rejected.column("row_index").to_pylist()
-        accepted_ids = [fresh[i].id for i in _accepted_rows(len(fresh), result.rejected)]
+        accepted_rows = _accepted_rows(len(fresh), result.rejected)
+        accepted_ids = (
+            fresh.ids if len(accepted_rows) == len(fresh) else [fresh.ids[i] for i in accepted_rows]
+        )
+        rejected_ids = [fresh.ids[i] for i in rejected_rows]
         history, blobs, newest = self._aggregate(result.accepted, accepted_ids)
         rejected = pa.table(
             {
-                "record_key": [fresh[i].id for i in rejected_rows],
-                "payload": [json.dumps(fresh[i].fields, sort_keys=True) for i in rejected_rows],
+                "record_key": rejected_ids,
+                "payload": [json.dumps(fresh.fields(i), sort_keys=True) for i in rejected_rows],
                 "reason": result.rejected.column("reason"),
             },
             schema=REJECTED_RECORDS,
         )
+        receipt_id = uuid.uuid4().hex
         outcome = self._retrying(
             lambda: self._committer.commit(
-                uuid.uuid4().hex,
-                [(i, id_millis(i)) for i in accepted_ids],
-                [(fresh[i].id, id_millis(fresh[i].id)) for i in rejected_rows],
+                receipt_id,
+                accepted_ids,
+                rejected_ids,
                 blobs,
                 expiry_ms(self.view.spec.ttl_seconds),
                 history,
                 rejected,
-                [m.id for m in fresh],
             )
         )
         if outcome == FENCED:
@@ -197,28 +220,26 @@ class StreamMaterializer:
             # Another consumer applied some of these messages concurrently: our in-memory state may now
             # differ from what was committed, so start over from the stream.
             raise Fenced(f"messages of this batch were applied by another consumer ({self.keys.prefix})")
+        self._undrained[receipt_id] = Receipt(history, rejected, len(accepted_ids))
         stats.accepted, stats.quarantined = len(accepted_ids), len(rejected_rows)
         self.metrics.observe_batch(stats.accepted, stats.quarantined, stats.duplicates, newest)
         for field in ("received", "accepted", "quarantined", "duplicates"):
             setattr(self.totals, field, getattr(self.totals, field) + getattr(stats, field))
         return stats
 
-    def _unapplied(self, messages: list[StreamMessage]) -> tuple[list[StreamMessage], list[str]]:
-        ids = [m.id for m in messages]
-
-        def scores() -> list[list[float | None]]:
-            pipeline = self._client.pipeline(transaction=False)
-            pipeline.zmscore(self.keys.applied, ids)
-            pipeline.zmscore(self.keys.rejected, ids)
-            return pipeline.execute()
-
-        applied, rejected = self._retrying(scores)
-        seen = {i for i, a, r in zip(ids, applied, rejected, strict=True) if a is not None or r is not None}
-        unique: dict[str, StreamMessage] = {}
-        for message in messages:
-            if message.id not in seen:
-                unique.setdefault(message.id, message)
-        return list(unique.values()), [i for i in ids if i in seen]
+    def _unapplied(self, messages: MessageBatch) -> tuple[MessageBatch, list[str]]:
+        """The messages not applied or rejected before (each id once), and the ids that were."""
+        ids = messages.ids
+        seen = self._retrying(lambda: self._committer.begin(ids))
+        if not self._committer.owned:
+            raise Fenced(f"another materializer owns {self.keys.prefix}")
+        if not seen and len(set(ids)) == len(ids):
+            return messages, []
+        first: dict[str, int] = {}
+        for row, message_id in enumerate(ids):
+            if message_id not in seen:
+                first.setdefault(message_id, row)
+        return messages.take(list(first.values())), [i for i in ids if i in seen]
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]
@@ -228,7 +249,7 @@ class StreamMaterializer:
         n = accepted.num_rows
         slots = self._slots_of(accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        seq = np.fromiter((id_sequence(i) for i in ids), dtype=np.int64, count=n)
+        seq = id_parts(ids)[1]
         values = self._values(accepted)
         out, out_ts = self.state.apply(slots, ts, seq, values, emit=True)
         start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
@@ -253,10 +274,7 @@ class StreamMaterializer:
         matrix, nulls = feature_matrix(latest, self._online)
         latest_ts = out_ts[last]
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, start, nulls)
-        keys = [
-            online_key(self._online.entity, k, self._online.name, self._online.version)
-            for k in key_texts(latest, self._key_names)
-        ]
+        keys = self._online_keys.of(latest, self._key_names)
         return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max())
 
     def _slots_of(self, accepted: pa.Table) -> npt.NDArray[np.int64]:
@@ -266,7 +284,10 @@ class StreamMaterializer:
             # Map the batch's distinct keys only, then gather: one dict lookup per entity, not per event.
             column = accepted.column(self._key_names[0])
             distinct = pc.unique(column)
-            index = [slots.setdefault((key,), len(slots)) for key in distinct.cast(pa.string()).to_pylist()]
+            keys = distinct.cast(pa.string()).to_pylist()
+            index = list(map(slots.get, keys))  # a C loop; only entities new to the state take Python
+            if None in index:
+                index = [slots.setdefault(key, len(slots)) for key in keys]
             positions = pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)
             slot_of: npt.NDArray[np.int64] = np.asarray(index, dtype=np.int64)[positions]
             return slot_of
@@ -288,16 +309,15 @@ class StreamMaterializer:
         since_ms = int(time.time() * 1000) - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):
-            ids = [m.id for m in page]
-            scores = self._retrying(partial(self._client.zmscore, self.keys.applied, ids))
-            applied = [m for m, score in zip(page, scores, strict=True) if score is not None]
+            scores = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))
+            applied = page.take([row for row, score in enumerate(scores) if score is not None])
             if not applied:
                 continue
-            result = validate(self.view, self.entity, _table_of(applied), now=_FAR_FUTURE)
+            result = validate(self.view, self.entity, applied.table(), now=_FAR_FUTURE)
             kept = _accepted_rows(len(applied), result.rejected)
             accepted = result.accepted
             if accepted.num_rows:
-                seq = np.fromiter((id_sequence(applied[i].id) for i in kept), dtype=np.int64, count=len(kept))
+                seq = id_parts([applied.ids[i] for i in kept])[1]
                 ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
                 self.state.apply(self._slots_of(accepted), ts, seq, self._values(accepted), emit=False)
                 rebuilt += accepted.num_rows
@@ -309,16 +329,9 @@ class StreamMaterializer:
         return retry(operation) if retry is not None else operation()
 
 
-def _table_of(messages: list[StreamMessage]) -> pa.Table:
-    """Messages as a table of string columns (the union of their fields; null where one lacks one).
-    Redis refuses a stream entry without fields, so the table has a column and one row per message."""
-    names: dict[str, None] = {}
-    for message in messages:
-        names.update(dict.fromkeys(message.fields))
-    return pa.table({name: pa.array([m.fields.get(name) for m in messages], pa.string()) for name in names})
-
-
 def _accepted_rows(n: int, rejected: pa.Table) -> list[int]:
     """Row numbers of the accepted records (validation keeps their order)."""
+    if rejected.num_rows == 0:
+        return list(range(n))
     dropped = set(rejected.column("row_index").to_pylist())
     return [i for i in range(n) if i not in dropped]

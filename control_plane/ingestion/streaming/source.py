@@ -1,10 +1,11 @@
 """The stream source interface the materializer reads from.
 
-A ``StreamSource`` delivers messages at least once to one consumer of a consumer group: ``read`` returns
-new messages, ``reclaim`` takes over messages delivered to a consumer that died (or to this one before a
-reconnect) and not acknowledged within ``min_idle_ms``, ``ack`` acknowledges. ``history`` re-reads the
-retained stream from a point in time, which the materializer uses to rebuild its window state after a
-restart. ``lag`` reports how far the group is behind.
+A ``StreamSource`` delivers messages at least once to one consumer of a consumer group, a read at a
+time as a ``MessageBatch``: ``read`` returns new messages, ``reclaim`` takes over messages delivered to
+a consumer that died (or to this one before a reconnect) and not acknowledged within ``min_idle_ms``,
+``ack`` acknowledges. ``history`` re-reads the retained stream from a point in time, which the
+materializer uses to rebuild its window state after a restart. ``lag`` reports how far the group is
+behind.
 
 Kafka fits behind the same interface (``aiokafka``, optional extra, not built yet): ``read`` is
 ``getmany`` on a consumer of the group; ``ack`` commits offsets (per partition, the highest contiguous
@@ -17,15 +18,59 @@ offsets minus the committed offsets, with the age of the first uncommitted recor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
     id: str  # unique within the stream, e.g. a Redis stream id "1700000000000-0"
     fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBatch:
+    """The messages of one read, column by column: message ``i`` is ``ids[i]`` with, per field name,
+    ``columns[name][i]`` (None where it lacks that field). Columnar because the materializer works on
+    columns, and building a dict per message cost more than everything else it does per event."""
+
+    ids: list[str]
+    columns: dict[str, list[str | None]]
+
+    @classmethod
+    def of(cls, messages: Iterable[StreamMessage]) -> MessageBatch:
+        listed = list(messages)
+        names: dict[str, None] = {}
+        for message in listed:
+            names.update(dict.fromkeys(message.fields))
+        columns = {name: [m.fields.get(name) for m in listed] for name in names}
+        return cls([m.id for m in listed], columns)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fields(self, row: int) -> dict[str, str]:
+        """Message ``row``'s fields as it carried them."""
+        return {name: value for name, values in self.columns.items() if (value := values[row]) is not None}
+
+    def messages(self) -> list[StreamMessage]:
+        return [StreamMessage(message_id, self.fields(i)) for i, message_id in enumerate(self.ids)]
+
+    def take(self, rows: Sequence[int]) -> MessageBatch:
+        columns = {name: [values[i] for i in rows] for name, values in self.columns.items()}
+        # A field only the dropped messages carried is no field of the result.
+        kept = {name: values for name, values in columns.items() if any(v is not None for v in values)}
+        return MessageBatch([self.ids[i] for i in rows], kept)
+
+    def table(self) -> pa.Table:
+        """String columns, one row per message. Redis refuses a stream entry without fields, so a
+        non-empty batch has at least one column."""
+        return pa.table({name: pa.array(values, pa.string()) for name, values in self.columns.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +82,13 @@ class Lag:
 class StreamSource(Protocol):
     name: str
 
-    def read(self, count: int, block_ms: int) -> list[StreamMessage]: ...
+    def read(self, count: int, block_ms: int) -> MessageBatch: ...
 
-    def reclaim(self, min_idle_ms: int, count: int) -> list[StreamMessage]: ...
+    def reclaim(self, min_idle_ms: int, count: int) -> MessageBatch: ...
 
     def ack(self, ids: list[str]) -> None: ...
 
-    def history(self, since_ms: int, page: int) -> Iterator[list[StreamMessage]]: ...
+    def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]: ...
 
     def lag(self) -> Lag: ...
 
@@ -56,3 +101,16 @@ def id_sequence(message_id: str) -> int:
 
 def id_millis(message_id: str) -> int:
     return int(message_id.partition("-")[0])
+
+
+def id_parts(ids: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``id_millis`` and ``id_sequence`` of many ids at once (parsed by Arrow, not a Python loop)."""
+    n = len(ids)
+    parts = "-".join(ids).split("-")
+    if len(parts) != 2 * n or "" in parts:  # an id without exactly one "-": parse one by one
+        millis = np.fromiter((id_millis(i) for i in ids), dtype=np.int64, count=n)
+        return millis, np.fromiter((id_sequence(i) for i in ids), dtype=np.int64, count=n)
+    numbers = pa.array(parts, pa.string()).cast(pa.int64()).to_numpy().reshape(n, 2)
+    millis = np.ascontiguousarray(numbers[:, 0])
+    sequence = (millis << 20) | np.minimum(numbers[:, 1], (1 << 20) - 1)
+    return millis, sequence

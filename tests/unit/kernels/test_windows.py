@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.windows import COUNT, FUNCTIONS, LAST, MAX, MEAN, MIN, SUM, WindowState, _evaluate
+from kernels.windows import COUNT, FUNCTIONS, LAST, MAX, MEAN, MIN, SUM, WindowState
 
 BUCKET = 10
 N_BUCKETS = 6
@@ -96,20 +96,8 @@ def test_final_state_does_not_depend_on_arrival_order(
         state = WindowState(BUCKET, N_BUCKETS, 2, AGG_COL, AGG_FUNC, AGG_BUCKETS)
         arrays = np.array([[e[0], e[1], e[2]] for e in order], dtype=np.int64)
         state.apply(arrays[:, 0], arrays[:, 1], arrays[:, 2], np.array([[e[3], e[4]] for e in order]))
-        finals.append(_evaluate_all(state, np.array(sorted({e[0] for e in events}), dtype=np.int64)))
+        finals.append(state.evaluate(sorted({e[0] for e in events})))
     np.testing.assert_allclose(finals[0], finals[1], rtol=1e-9, atol=1e-9, equal_nan=True)
-
-
-def _evaluate_all(state: WindowState, entities: np.ndarray) -> np.ndarray:
-    """Every entity's aggregates as of its newest event, read from the state without changing it."""
-    rows = np.empty((len(entities), len(state.agg_col)))
-    for i, e in enumerate(entities):
-        _evaluate(
-            state.bucket_ids, state.counts, state.sums, state.mins, state.maxs, state.last_ts, state.last_seq,
-            state.last_vals, int(e), int(state.newest[e]) // state.bucket_us, state.agg_col, state.agg_func,
-            state.agg_buckets, rows[i],
-        )  # fmt: skip
-    return rows
 
 
 def test_late_event_beyond_the_ring_is_dropped_and_state_grows() -> None:
@@ -121,3 +109,21 @@ def test_late_event_beyond_the_ring_is_dropped_and_state_grows() -> None:
     )
     assert out[:, 0].tolist() == [1.0, 1.0] and late[0, 0] == 1.0
     assert FUNCTIONS[MEAN] == "mean" and FUNCTIONS[MAX] == "max"
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_strategy)
+def test_evaluate_reads_what_the_last_event_of_each_entity_emitted(
+    raw: list[tuple[int, int, float, float]],
+) -> None:
+    events = [(e, ts, seq, a, b) for seq, (e, ts, a, b) in enumerate(raw)]
+    state = WindowState(BUCKET, N_BUCKETS, 2, AGG_COL, AGG_FUNC, AGG_BUCKETS, capacity=1)
+    arrays = np.array([[e[0], e[1], e[2]] for e in events], dtype=np.int64)
+    out, _ = state.apply(arrays[:, 0], arrays[:, 1], arrays[:, 2], np.array([[e[3], e[4]] for e in events]))
+    last_row = {e[0]: i for i, e in enumerate(events)}
+    entities = sorted(last_row)
+    expected = np.array(brute_force(events))[[last_row[e] for e in entities]]
+    np.testing.assert_allclose(state.evaluate(entities), expected, rtol=1e-9, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(
+        out[[last_row[e] for e in entities]], expected, rtol=1e-9, atol=1e-9, equal_nan=True
+    )

@@ -1,0 +1,105 @@
+"""The outbox: carries committed batches' offline rows and quarantine records to the offline store and
+SQL (see ``commit.py`` for how a receipt gets there).
+
+``drain`` applies every receipt waiting in the outbox together: one offline write of all their history
+rows, then one SQL transaction (quarantine rows, run counters, the receipt ids), then removes the
+receipts. Several read batches per drain keep the per-write costs (a Parquet file and its fsync, a SQL
+commit) off each batch. A receipt whose id SQL already holds is only removed, so a crash between the SQL
+commit and the removal double-counts nothing; the SQL transaction re-checks the ids, so two drainers (a
+fenced-out predecessor still running) count a receipt once. A crash between the offline write and the
+SQL commit writes those receipts' rows a second time, as exact duplicates (same keys, event and
+ingestion times, values), which readers treat as one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db import write_session
+from control_plane.ingestion.quarantine import RunSource, now_us, record_outcome
+from control_plane.ingestion.streaming.commit import StateKeys, ipc_table
+from control_plane.ingestion.tables import IngestionReceiptRow
+from control_plane.offline.store import OfflineStore
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What one committed batch leaves for the offline store and SQL."""
+
+    history: pa.Table
+    rejected: pa.Table  # record_key, payload, reason
+    accepted: int
+
+
+def drain(
+    client: redis.Redis,
+    keys: StateKeys,
+    sessions: sessionmaker[Session],
+    offline: OfflineStore,
+    source: RunSource,
+    known: Mapping[str, Receipt] | None = None,
+) -> int:
+    """Applies every receipt waiting in the outbox; returns how many were applied. ``known``: receipts
+    (by id) whose content the caller still holds, as committed, so they need not be read back."""
+    receipt_keys = [
+        raw.decode() if isinstance(raw, bytes) else str(raw) for raw in client.lrange(keys.outbox, 0, -1)
+    ]
+    if not receipt_keys:
+        return 0
+    ids = [key.rsplit(":", 1)[-1] for key in receipt_keys]
+    receipts: dict[str, Receipt] = {}
+    for key, receipt_id in zip(receipt_keys, ids, strict=True):
+        if known is not None and receipt_id in known:
+            receipts[receipt_id] = known[receipt_id]
+            continue
+        fields = client.hgetall(key)
+        if fields:  # else an empty entry: nothing to apply, only to remove
+            receipts[receipt_id] = _read(fields)
+    with write_session(sessions) as session:
+        pending = _not_applied(session, receipts)
+    if pending:
+        histories = [receipts[i].history for i in pending if receipts[i].history.num_rows]
+        if histories:
+            offline.write(source.view, source.version, pa.concat_tables(histories, promote_options="default"))
+        with write_session(sessions) as session:
+            pending = _not_applied(session, receipts)  # again, inside the transaction that records them
+            if not pending:  # another drainer applied them meanwhile
+                session.rollback()
+                return 0
+            rejected = pa.concat_tables([receipts[i].rejected for i in pending])
+            record_outcome(
+                session,
+                source,
+                accepted=sum(receipts[i].accepted for i in pending),
+                rejected=rejected.drop_columns(["record_key"]),
+                record_keys=rejected.column("record_key").to_pylist(),
+            )
+            stamp = now_us()
+            session.add_all(
+                IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp) for i in pending
+            )
+    pipeline = client.pipeline(transaction=True)
+    for key in receipt_keys:
+        pipeline.lrem(keys.outbox, 1, key)
+    pipeline.delete(*receipt_keys)
+    pipeline.execute()
+    return len(pending)
+
+
+def _not_applied(session: Session, receipts: Mapping[str, Receipt]) -> list[str]:
+    if not receipts:
+        return []
+    query = select(IngestionReceiptRow.receipt_id).where(IngestionReceiptRow.receipt_id.in_(list(receipts)))
+    done = set(session.scalars(query))
+    return [i for i in receipts if i not in done]
+
+
+def _read(fields: Mapping[Any, Any]) -> Receipt:
+    return Receipt(ipc_table(fields[b"history"]), ipc_table(fields[b"rejected"]), int(fields[b"accepted"]))

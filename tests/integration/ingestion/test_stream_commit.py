@@ -1,0 +1,145 @@
+"""The batch commit (WATCH + MULTI/EXEC) and the outbox against a real redis-server and SQLite: a commit
+is refused whole when ownership or the applied ids changed after ``begin``, a retry finds its own
+receipt, and one drain applies many receipts once, even when replayed after a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import redis
+
+from control_plane.db import read_session
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.quarantine import RunSource
+from control_plane.ingestion.streaming.commit import (
+    ALREADY_COMMITTED,
+    COMMITTED,
+    DUPLICATE,
+    FENCED,
+    Committer,
+    StateKeys,
+    ipc_bytes,
+)
+from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS
+from control_plane.ingestion.streaming.outbox import Receipt, drain
+from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore
+from tests.integration.ingestion.streaming_support import registry_db
+
+STREAM = "events:commit"
+KEYS = StateKeys.of("clicks", 1, "g")
+RUN = RunSource("stream:test", "clicks", 1, "stream", STREAM)
+
+
+def pending_ids(client: redis.Redis, count: int) -> list[str]:
+    """``count`` messages delivered to consumer c1 and not yet acknowledged."""
+    for i in range(count):
+        client.xadd(STREAM, {"n": str(i)})
+    client.xgroup_create(STREAM, "g", id="0")
+    reply: Any = client.xreadgroup("g", "c1", {STREAM: ">"}, count=count)
+    return [entry_id.decode() for entry_id, _ in reply[0][1]]
+
+
+def history(n: int, start: int = 0) -> pa.Table:
+    stamps = pa.array([1_700_000_000_000_000 + i for i in range(start, start + n)], pa.int64())
+    return pa.table(
+        {
+            "sensor_id": pa.array(range(start, start + n), pa.int64()),
+            "event_ts": stamps.cast(TIMESTAMP_TYPE),
+            "ingested_ts": stamps.cast(TIMESTAMP_TYPE),
+            "clicks_10m": pa.array([1] * n, pa.int64()),
+        }
+    )
+
+
+def rejected(keys: list[str]) -> pa.Table:
+    return pa.table(
+        {"record_key": keys, "payload": ["{}"] * len(keys), "reason": ["amount: bad"] * len(keys)},
+        schema=REJECTED_RECORDS,
+    )
+
+
+def commit(committer: Committer, receipt_id: str, ids: list[str]) -> int:
+    blobs = [(f"ae:{{sensor:{i}}}:clicks:v1".encode(), b"blob%d" % i) for i in range(len(ids))]
+    return committer.commit(
+        receipt_id, ids[1:], ids[:1], blobs, None, history(len(ids) - 1), rejected(ids[:1])
+    )
+
+
+def test_commit_writes_everything_and_a_retry_finds_its_receipt(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    ids = pending_ids(client, 5)
+    client.set(KEYS.owner, "me")
+    committer = Committer(client, KEYS, STREAM, "g", "me")
+    assert committer.begin(ids) == set() and committer.owned
+    assert commit(committer, "r1", ids) == COMMITTED
+    assert client.zcard(KEYS.applied) == 4 and client.zcard(KEYS.rejected) == 1
+    assert client.zscore(KEYS.applied, ids[1]) == int(ids[1].split("-")[0])
+    assert client.get("ae:{sensor:3}:clicks:v1") == b"blob3"
+    assert client.lrange(KEYS.outbox, 0, -1) == [KEYS.receipt("r1").encode()]
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    # The same commit again, as after a reply lost with the connection: recognised, nothing added.
+    retry = Committer(client, KEYS, STREAM, "g", "me")
+    assert commit(retry, "r1", ids) == ALREADY_COMMITTED
+    assert client.llen(KEYS.outbox) == 1
+    assert retry.begin(ids) == set(ids)
+
+
+def test_a_commit_is_refused_whole_when_fenced_or_ids_were_applied_since_begin(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    ids = pending_ids(client, 4)
+    client.set(KEYS.owner, "old")
+    committer = Committer(client, KEYS, STREAM, "g", "old")
+    committer.begin(ids)
+    client.set(KEYS.owner, "new")  # a newer materializer takes over between begin and commit
+    assert commit(committer, "r1", ids) == FENCED
+    client.set(KEYS.owner, "old")
+    committer.begin(ids)
+    client.zadd(KEYS.applied, {ids[2]: 0})  # another consumer applies one of the ids meanwhile
+    assert commit(committer, "r2", ids) == DUPLICATE
+    # Nothing of either refused commit happened.
+    assert client.zcard(KEYS.applied) == 1 and client.zcard(KEYS.rejected) == 0
+    assert client.get("ae:{sensor:1}:clicks:v1") is None and client.llen(KEYS.outbox) == 0
+    assert client.xpending(STREAM, "g")["pending"] == 4
+
+
+def test_one_drain_applies_many_receipts_once_even_when_replayed(tmp_path: Path, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    _url, sessions, _view, _entity = registry_db(tmp_path)
+    offline = OfflineStore(str(tmp_path / "offline"))
+    receipts = {f"r{i}": Receipt(history(10, 10 * i), rejected([f"{i}-0"]), 10) for i in range(3)}
+    for receipt_id, receipt in receipts.items():
+        fields = {
+            "history": ipc_bytes(receipt.history),
+            "rejected": ipc_bytes(receipt.rejected),
+            "accepted": 10,
+        }
+        client.hset(KEYS.receipt(receipt_id), mapping=fields)  # type: ignore[arg-type]
+        client.rpush(KEYS.outbox, KEYS.receipt(receipt_id))
+    # Two receipts the caller still holds, one read back from Redis (a predecessor's).
+    known = {i: receipts[i] for i in ("r0", "r2")}
+    assert drain(client, KEYS, sessions, offline, RUN, known) == 3
+    assert len(offline.files("clicks", 1)) == 1  # one Parquet file for the three batches
+    rows = pa.Table.from_batches(list(offline.scan("clicks", 1)))
+    assert sorted(rows.column("sensor_id").to_pylist()) == list(range(30))
+    assert client.llen(KEYS.outbox) == 0 and not client.exists(KEYS.receipt("r1"))
+
+    # A crash after the SQL commit and before the removal leaves the receipts in the outbox: the
+    # next drain only removes them.
+    client.hset(
+        KEYS.receipt("r1"),
+        mapping={
+            "history": ipc_bytes(receipts["r1"].history),
+            "rejected": ipc_bytes(receipts["r1"].rejected),
+            "accepted": 10,
+        },
+    )
+    client.rpush(KEYS.outbox, KEYS.receipt("r1"))
+    assert drain(client, KEYS, sessions, offline, RUN) == 0
+    assert client.llen(KEYS.outbox) == 0 and len(offline.files("clicks", 1)) == 1
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, RUN.run_id)
+        keys = sorted(r.record_key for r in quarantine.list_quarantined(session, view="clicks"))
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (33, 30, 3)
+    assert keys == ["0-0", "1-0", "2-0"]
