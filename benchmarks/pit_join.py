@@ -5,6 +5,8 @@ One command (DuckDB and pandas live only in the benchmark venv, never in the pro
     python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy numba duckdb pandas pyarrow
     .venv-bench/bin/python benchmarks/pit_join.py            # full size, writes results/pit_join.json
     .venv-bench/bin/python benchmarks/pit_join.py --quick    # smoke size, prints only (or --out PATH)
+    .venv/bin/python benchmarks/pit_join.py --labels 100000 --features 1000000 --entities 10000 \
+        --engines aether,aether-store --layouts one --profile 15   # smaller, with a cProfile per case
 
 Data: label rows (entity, timestamp) and feature rows (entity, event time, ingestion time, float32
 values), uniform over entities and 90 days, in random order. "One view": every feature row in one view
@@ -29,9 +31,12 @@ feature per view) is printed for every engine.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import importlib
 import json
 import os
 import platform
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -94,8 +99,10 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def run_case(data_dir: Path, engine: str, layout: str, repeats: int) -> dict[str, Any]:
-    """Runs in a subprocess: one engine on one layout."""
+def run_case(data_dir: Path, engine: str, layout: str, repeats: int, profile: int = 0) -> dict[str, Any]:
+    """Runs in a subprocess: one engine on one layout. ``profile`` > 0 prints that many functions of a
+    cProfile of the timed joins (by own time) to stderr; only the calling thread is profiled, and the
+    profiler's overhead is in the times then."""
     label_entity = np.load(data_dir / "label_entity.npy")
     label_ts = np.load(data_dir / "label_ts.npy")
     views = load_views(data_dir, layout)
@@ -108,17 +115,25 @@ def run_case(data_dir: Path, engine: str, layout: str, repeats: int) -> dict[str
         "pandas": setup_pandas,
     }
     join = setups[engine](label_entity, label_ts, views)
+    profiler = cProfile.Profile() if profile > 0 else None
     times, peaks = [], []
     checks: list[tuple[int, float]] = []
     for _ in range(repeats):
         before, _ = memory_kb()
         reset_peak()
+        if profiler is not None:
+            profiler.enable()
         start = time.perf_counter()
         result = join()
         times.append(time.perf_counter() - start)
+        if profiler is not None:
+            profiler.disable()
         peaks.append((memory_kb()[1] - before) * 1024)
         checks = result_checks(engine, result, len(views))
         del result
+    if profiler is not None:
+        print(f"--- cProfile of {engine}/{layout}, {repeats} run(s) ---", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(profile)
     output_bytes = int(label_ts.shape[0] * sum(v["values"].shape[1] * 4 + 1 for v in views))
     return {
         "engine": engine,
@@ -293,19 +308,15 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    import duckdb
-    import numba
-    import pandas
-    import pyarrow
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "duckdb": duckdb.__version__,
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-    }
+    """Versions of the libraries that ran; one that is not installed (its engine was not asked for) is
+    left out."""
+    found = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("numba", "duckdb", "pandas", "pyarrow"):
+        try:
+            found[name] = importlib.import_module(name).__version__
+        except ImportError:
+            continue
+    return found
 
 
 def main() -> None:
@@ -317,6 +328,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=50, help="features in total (split over five views)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (pandas: at most 2)")
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--layouts", default="one,five", help="one, five or both (comma-separated)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print a cProfile (top N functions) per case"
+    )
     parser.add_argument(
         "--out", type=Path, help="JSON results (default: results/pit_join.json, none if --quick)"
     )
@@ -326,7 +341,7 @@ def main() -> None:
 
     if args.case:
         engine, layout = args.case.split("/")
-        print(json.dumps(run_case(args.data, engine, layout, args.repeats)))
+        print(json.dumps(run_case(args.data, engine, layout, args.repeats, args.profile)))
         return
     if args.quick:
         args.labels, args.features, args.entities = 20_000, 200_000, 2_000
@@ -338,14 +353,16 @@ def main() -> None:
         generate(data_dir, args.labels, args.features, args.entities, args.width, views=5)
         print(f"generated data in {time.perf_counter() - start:.1f}s", flush=True)
         cases = []
-        for layout in ("one", "five"):
+        for layout in args.layouts.split(","):
             for engine in args.engines.split(","):
                 repeats = min(args.repeats, 2) if engine == "pandas" else args.repeats
                 in_project = engine == "aether-store" and PROJECT_PYTHON.exists()
                 python = PROJECT_PYTHON if in_project else sys.executable
                 command = [str(python), __file__, "--case", f"{engine}/{layout}", "--data", str(data_dir)]
-                command += ["--repeats", str(repeats)]
+                command += ["--repeats", str(repeats), "--profile", str(args.profile)]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if args.profile and done.returncode == 0:
+                    print(done.stderr, file=sys.stderr)
                 if done.returncode != 0:
                     print(f"{engine}/{layout} failed:\n{done.stderr}", file=sys.stderr)
                     cases.append({"engine": engine, "layout": layout, "error": done.stderr[-2000:]})

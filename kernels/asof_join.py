@@ -23,14 +23,18 @@ Each feature row is dropped into a *bucket*, the first sorted label position of 
 timestamp is ``>=`` the feature's event timestamp (a binary search inside that entity's label run);
 a bucket keeps only its best row. Within one entity, a later bucket only ever holds rows with a strictly
 greater event timestamp than any earlier bucket, so a label's answer is the last non-empty bucket at or
-before its position — one forward sweep. Cost: O(n log n) for n labels plus O(m log k) for m feature
-rows with k labels per entity, and memory O(n) beyond the inputs.
+before its position — one forward sweep. Cost: O(n log n) for n labels (linear when entity ids are
+dense: a counting sort) plus O(m log k) for m feature rows with k labels per entity, and memory O(n)
+beyond the inputs. Every feature row costs a few cache misses (its entity's run, the run's timestamps,
+its bucket), so the scatter works in blocks of :data:`_BLOCK` rows, one stage at a time, prefetching
+what the next stage reads: the misses of a block overlap instead of following one another (about 2x
+faster on 10M rows against 1M labels). The gathers prefetch the rows a few iterations ahead likewise.
 
 Streaming: the buckets are the whole state (three int64 per label row), and "keep the best row per
 bucket" is associative and commutative, so feature partitions can be fed one at a time
 (:func:`asof_update`) in any order and give exactly the one-shot result (:func:`asof_finalize`). The
-first pass needs only key and timestamp columns; values are then gathered per partition with
-:func:`gather_partition`.
+first pass needs only key and timestamp columns; values are then gathered with :func:`gather_rows`
+(or per partition with :func:`gather_partition`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import numpy.typing as npt
 from numba import njit
 
 from kernels.join_keys import as_int64
+from kernels.prefetch import prefetch as _prefetch
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -55,8 +60,16 @@ NO_MATCH = -1
 # many slots per label row; otherwise a binary search over the distinct label entities.
 _DENSE_SLOTS_PER_LABEL = 4
 _DENSE_MIN_SLOTS = 1 << 16
+# Runs of labels longer than this are sorted by time with a merge sort rather than an insertion sort.
+_INSERTION_SORT_MAX = 32
 # Below this many items per thread, starting threads costs more than it saves.
 _MIN_ITEMS_PER_THREAD = 1 << 14
+# Feature rows handled per stage (module doc): enough prefetches in flight to hide memory latency.
+_BLOCK = 64
+# Rows ahead of the current one whose values the gather prefetches (wide rows; one-column rows).
+_GATHER_AHEAD = 16
+_GATHER_AHEAD_NARROW = 64
+_CACHE_LINE = 64
 
 
 @dataclass(frozen=True)
@@ -105,14 +118,17 @@ def index_labels(label_entity: npt.ArrayLike, label_ts: npt.ArrayLike) -> LabelI
     entity_min, entity_max = int(entity.min()), int(entity.max())
     span = entity_max - entity_min + 1  # Python ints: no overflow
     dense = span <= max(_DENSE_MIN_SLOTS, _DENSE_SLOTS_PER_LABEL * n)
+    if dense:
+        # A counting sort by entity (the runs come out of the counts), then each short run by time:
+        # linear, and several times faster than a comparison sort of the labels.
+        order = np.empty(n, dtype=np.int64)
+        sorted_ts = np.empty(n, dtype=np.int64)
+        run_starts = np.zeros(span + 1, dtype=np.int64)
+        _counting_sort(entity, ts, entity_min, order, sorted_ts, run_starts)
+        return LabelIndex(order, sorted_ts, run_starts, np.zeros(0, dtype=np.int64), entity_min, dense=True)
     order = _sort_order(entity, ts, entity_min, span)
     sorted_entity = entity[order]
     sorted_ts = np.ascontiguousarray(ts[order])
-    if dense:
-        # Run r ends where the entities below entity_min + r + 1 end: one searchsorted for all runs.
-        upper = np.arange(entity_min + 1, entity_min + span + 1, dtype=np.int64)
-        run_starts = np.concatenate(([0], np.searchsorted(sorted_entity, upper))).astype(np.int64)
-        return LabelIndex(order, sorted_ts, run_starts, np.zeros(0, dtype=np.int64), entity_min, dense=True)
     run_heads = np.flatnonzero(np.diff(sorted_entity)) + 1
     run_starts = np.concatenate(([0], run_heads, [n])).astype(np.int64)
     run_entities = np.ascontiguousarray(sorted_entity[run_starts[:-1]])
@@ -148,7 +164,8 @@ def asof_update(
     reported as index ``row_offset + i``; give partitions disjoint offsets, e.g. running row counts.
 
     ``threads`` (default: the usable CPUs) split the work by label entity: each thread reads every
-    feature key but only updates buckets of its own entities, so no two threads write the same slot."""
+    feature key but only updates buckets of its own entities, so no two threads write the same slot.
+    How many threads start depends on the feature rows (the work), not on the entities."""
     entity = as_int64(feat_entity, "feat_entity")
     ts = as_int64(feat_ts, "feat_ts")
     ingest = as_int64(feat_ingest_ts, "feat_ingest_ts")
@@ -180,7 +197,7 @@ def asof_update(
             state.best,
         )
 
-    _run_sharded(scatter_shard, n_runs, threads)
+    _run_sharded(scatter_shard, n_runs, threads, work=entity.shape[0])
 
 
 def asof_finalize(state: AsOfState, ttl_us: int = 0) -> Int64Array:
@@ -249,17 +266,21 @@ def _gather_sharded(
     _run_sharded(gather_shard, indices.shape[0], threads)
 
 
-def _run_sharded(work: Callable[[int, int], None], n_items: int, threads: int | None) -> None:
-    """Run ``work(first, end)`` over contiguous shards of ``range(n_items)`` on Python threads. The
-    jitted kernels release the GIL (``nogil``), so shards run in parallel; unlike numba's own
-    ``parallel=True`` pools, this is safe when several threads of the caller join at once."""
-    n_threads = max(1, min(threads or len(os.sched_getaffinity(0)), n_items // _MIN_ITEMS_PER_THREAD))
+def _run_sharded(
+    task: Callable[[int, int], None], n_items: int, threads: int | None, work: int | None = None
+) -> None:
+    """Run ``task(first, end)`` over contiguous shards of ``range(n_items)`` on Python threads, as many
+    as ``work`` (default ``n_items``) justifies. The jitted kernels release the GIL (``nogil``), so
+    shards run in parallel; unlike numba's own ``parallel=True`` pools, this is safe when several threads
+    of the caller join at once."""
+    per_work = (n_items if work is None else work) // _MIN_ITEMS_PER_THREAD
+    n_threads = max(1, min(threads or len(os.sched_getaffinity(0)), per_work, n_items))
     bounds = [n_items * s // n_threads for s in range(n_threads + 1)]
     if n_threads == 1:
-        work(0, n_items)
+        task(0, n_items)
         return
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for future in [pool.submit(work, bounds[s], bounds[s + 1]) for s in range(n_threads)]:
+        for future in [pool.submit(task, bounds[s], bounds[s + 1]) for s in range(n_threads)]:
             future.result()
 
 
@@ -281,7 +302,8 @@ def _as_rows(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return array.reshape(array.shape[0], int(np.prod(array.shape[1:], dtype=np.int64)))
 
 
-def _scatter_py(
+@njit(cache=True, nogil=True)
+def _scatter(
     first_run: int,
     end_run: int,
     run_starts: Int64Array,
@@ -297,49 +319,125 @@ def _scatter_py(
 ) -> None:
     n_runs = run_starts.shape[0] - 1
     entity_max = entity_min + n_runs - 1  # only meaningful in dense mode
-    for f in range(feat_entity.shape[0]):
-        e = feat_entity[f]
-        if dense:
-            # Compare before subtracting: e - entity_min could wrap around for extreme ids.
-            if e < entity_min or e > entity_max:
-                continue
-            run = e - entity_min
-        else:
-            run = np.searchsorted(run_entities, e)
-            if run >= n_runs or run_entities[run] != e:
-                continue
-        if run < first_run or run >= end_run:
-            continue  # another thread's entity
-        t = feat_ts[f]
-        lo = run_starts[run]
-        run_end = run_starts[run + 1]
-        hi = run_end
-        while lo < hi:  # first label of this entity at or after the feature's event time
-            mid = (lo + hi) >> 1
-            if sorted_ts[mid] < t:
-                lo = mid + 1
+    runs = np.empty(_BLOCK, dtype=np.int64)
+    slots = np.empty(_BLOCK, dtype=np.int64)
+    n = feat_entity.shape[0]
+    for block in range(0, n, _BLOCK):
+        size = min(n, block + _BLOCK) - block
+        # Stage 1: each row's label run (-1: no label of its entity, or another thread's entity).
+        for k in range(size):
+            e = feat_entity[block + k]
+            run = -1
+            if dense:
+                # Compare before subtracting: e - entity_min could wrap around for extreme ids.
+                if entity_min <= e <= entity_max:
+                    run = e - entity_min
             else:
-                hi = mid
-        if lo == run_end:
-            continue  # later than every label of its entity (or no labels): eligible for none
-        idx = row_offset + f
-        ingest = feat_ingest[f]
-        current = best[lo, BEST_IDX]
-        held_ts = best[lo, BEST_TS]
-        if (
-            current < 0
-            or t > held_ts
-            or (
-                t == held_ts
-                and (ingest > best[lo, BEST_INGEST] or (ingest == best[lo, BEST_INGEST] and idx > current))
-            )
-        ):
-            best[lo, BEST_IDX] = idx
-            best[lo, BEST_TS] = t
-            best[lo, BEST_INGEST] = ingest
+                found = np.searchsorted(run_entities, e)
+                if found < n_runs and run_entities[found] == e:
+                    run = found
+            if run < first_run or run >= end_run:
+                run = -1
+            runs[k] = run
+            if run >= 0:
+                _prefetch(run_starts, run)
+        # Stage 2: prefetch each run's label timestamps (both ends: a typical run spans one or two lines).
+        for k in range(size):
+            run = runs[k]
+            if run >= 0 and run_starts[run + 1] > run_starts[run]:
+                _prefetch(sorted_ts, run_starts[run])
+                _prefetch(sorted_ts, run_starts[run + 1] - 1)
+        # Stage 3: the bucket, the first label of the run at or after the feature's event time.
+        for k in range(size):
+            run = runs[k]
+            slots[k] = -1
+            if run < 0:
+                continue
+            t = feat_ts[block + k]
+            lo = run_starts[run]
+            run_end = run_starts[run + 1]
+            hi = run_end
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if sorted_ts[mid] < t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < run_end:  # else later than every label of its entity: eligible for none
+                slots[k] = lo
+                _prefetch(best, lo * 3)
+                _prefetch(best, lo * 3 + 2)  # a 24-byte bucket can straddle two lines
+        # Stage 4: keep the best row per bucket, in row order.
+        for k in range(size):
+            lo = slots[k]
+            if lo < 0:
+                continue
+            f = block + k
+            t = feat_ts[f]
+            idx = row_offset + f
+            ingest = feat_ingest[f]
+            current = best[lo, BEST_IDX]
+            held_ts = best[lo, BEST_TS]
+            if (
+                current < 0
+                or t > held_ts
+                or (
+                    t == held_ts
+                    and (
+                        ingest > best[lo, BEST_INGEST] or (ingest == best[lo, BEST_INGEST] and idx > current)
+                    )
+                )
+            ):
+                best[lo, BEST_IDX] = idx
+                best[lo, BEST_TS] = t
+                best[lo, BEST_INGEST] = ingest
 
 
-def _sweep_py(
+@njit(cache=True, nogil=True)
+def _counting_sort(
+    entity: Int64Array,
+    ts: Int64Array,
+    entity_min: int,
+    order: Int64Array,
+    sorted_ts: Int64Array,
+    run_starts: Int64Array,
+) -> None:
+    """Fills ``order``, ``sorted_ts`` (labels by entity, then time) and ``run_starts`` (dense runs, one
+    per entity id from ``entity_min``; zeroed on entry)."""
+    n = entity.shape[0]
+    for i in range(n):
+        run_starts[entity[i] - entity_min + 1] += 1
+    for r in range(1, run_starts.shape[0]):
+        run_starts[r] += run_starts[r - 1]
+    filled = run_starts[:-1].copy()
+    for i in range(n):
+        r = entity[i] - entity_min
+        order[filled[r]] = i
+        filled[r] += 1
+    for j in range(n):
+        sorted_ts[j] = ts[order[j]]
+    for r in range(run_starts.shape[0] - 1):
+        lo = run_starts[r]
+        hi = run_starts[r + 1]
+        if hi - lo > _INSERTION_SORT_MAX:
+            by_time = np.argsort(sorted_ts[lo:hi], kind="mergesort")
+            order[lo:hi] = order[lo:hi][by_time]
+            sorted_ts[lo:hi] = sorted_ts[lo:hi][by_time]
+            continue
+        for j in range(lo + 1, hi):  # insertion sort: runs are a few labels long
+            t = sorted_ts[j]
+            o = order[j]
+            k = j - 1
+            while k >= lo and sorted_ts[k] > t:
+                sorted_ts[k + 1] = sorted_ts[k]
+                order[k + 1] = order[k]
+                k -= 1
+            sorted_ts[k + 1] = t
+            order[k + 1] = o
+
+
+@njit(cache=True, nogil=True)
+def _sweep(
     run_starts: Int64Array,
     sorted_ts: Int64Array,
     order: Int64Array,
@@ -361,7 +459,8 @@ def _sweep_py(
                 out[order[j]] = carried_idx
 
 
-def _gather_py(
+@njit(cache=True, nogil=True)
+def _gather(
     values: npt.NDArray[Any],
     indices: Int64Array,
     row_offset: int,
@@ -373,7 +472,31 @@ def _gather_py(
 ) -> None:
     n_rows = values.shape[0]
     width = values.shape[1]
+    if width == 1:  # one column: a tighter loop, prefetching further ahead
+        for i in range(first, end):
+            ahead = i + _GATHER_AHEAD_NARROW
+            if ahead < end:
+                upcoming = indices[ahead] - row_offset
+                if 0 <= upcoming < n_rows:
+                    _prefetch(values, upcoming)
+            local = indices[i] - row_offset
+            if 0 <= local < n_rows:
+                out[i, 0] = values[local, 0]
+                valid[i] = True
+            elif zero_misses:
+                out[i, 0] = 0
+                valid[i] = False
+        return
+    per_line = max(1, _CACHE_LINE // values.itemsize)
     for i in range(first, end):
+        # Matched rows are scattered over the values: ask for a later row's lines while copying this one.
+        ahead = i + _GATHER_AHEAD
+        if ahead < end:
+            upcoming = indices[ahead] - row_offset
+            if 0 <= upcoming < n_rows:
+                for c in range(0, width, per_line):
+                    _prefetch(values, upcoming * width + c)
+                _prefetch(values, upcoming * width + width - 1)
         local = indices[i] - row_offset
         if 0 <= local < n_rows:
             for c in range(width):
@@ -383,8 +506,3 @@ def _gather_py(
             for c in range(width):
                 out[i, c] = 0
             valid[i] = False
-
-
-_scatter = njit(cache=True, nogil=True)(_scatter_py)
-_sweep = njit(cache=True, nogil=True)(_sweep_py)
-_gather = njit(cache=True, nogil=True)(_gather_py)

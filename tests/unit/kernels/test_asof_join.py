@@ -139,6 +139,30 @@ def test_no_leakage_future_value_never_returned(case: Case) -> None:
     np.testing.assert_array_equal(indices, brute_force(planted))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    run=st.integers(33, 300),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.sampled_from([5, 1_000]),
+)
+def test_long_label_runs_of_one_entity_match_brute_force(run: int, seed: int, spread: int) -> None:
+    """Entities with more labels than the label index sorts by insertion (a merge sort takes over), next
+    to short runs, with tied timestamps when the spread is small."""
+    rng = np.random.default_rng(seed)
+    label_entity = np.concatenate([np.zeros(run, dtype=np.int64), rng.integers(1, 4, 20)])
+    case = Case(
+        label_entity=rng.permutation(label_entity),
+        label_ts=rng.integers(0, spread, size=len(label_entity), dtype=np.int64),
+        feat_entity=rng.integers(0, 4, 200),
+        feat_ts=rng.integers(0, spread, 200),
+        feat_ingest=rng.integers(0, 3, 200),
+        ttl_us=int(rng.choice([0, spread // 5 + 1])),
+    )
+    labels = index_labels(case.label_entity, case.label_ts)
+    assert np.all(np.diff(labels.sorted_ts[labels.run_starts[0] : labels.run_starts[1]]) >= 0)
+    np.testing.assert_array_equal(join(case), brute_force(case))
+
+
 def test_ties_on_event_time_go_to_latest_ingestion_then_larger_row() -> None:
     entity = np.zeros(4, dtype=np.int64)
     ts = np.array([5, 5, 5, 5], dtype=np.int64)

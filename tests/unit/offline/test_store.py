@@ -148,3 +148,19 @@ def test_a_writer_killed_mid_write_leaves_only_complete_files(tmp_path: Path) ->
 def test_default_root_follows_the_environment(tmp_path: Path) -> None:
     assert default_offline_root({"AETHER_OFFLINE_ROOT": "s3://bucket/features"}) == "s3://bucket/features"
     assert default_offline_root({"AETHER_HOME": str(tmp_path)}) == str(tmp_path / "offline")
+
+
+def test_float_and_time_columns_are_stored_plain_and_keys_with_a_dictionary(store: OfflineStore) -> None:
+    """The join decodes every value of the feature columns it reads: floats and timestamps are written
+    without a dictionary or a codec (they rarely repeat), keys and integers keep both."""
+    table = sample(50, step_s=60).append_column("trips", pa.array([i % 3 for i in range(50)], pa.int64()))
+    [path] = store.write("stats", 1, table)
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = {row_group.column(i).path_in_schema: row_group.column(i) for i in range(row_group.num_columns)}
+    for name in ("score", "event_ts", "ingested_ts"):
+        assert not chunks[name].has_dictionary_page, name
+        assert chunks[name].compression == "UNCOMPRESSED", name
+    for name in ("user_id", "trips"):
+        assert chunks[name].has_dictionary_page, name
+        assert chunks[name].compression == "SNAPPY", name
+    assert pq.read_table(path).equals(table)
