@@ -68,7 +68,7 @@ class OnlineReader:
         self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
     ) -> ReadResult:
         self._check_counts(len(refs), len(rows))
-        return await self.read_plan(self._registry.require().plan(refs), rows, time_remaining_s)
+        return await self._read_plan(self._registry.require().plan(refs), rows, time_remaining_s)
 
     async def read_wire(
         self,
@@ -80,27 +80,24 @@ class OnlineReader:
         """:meth:`read` for ``ref_count`` references still serialized (:meth:`Catalog.plan_for_wire`)."""
         self._check_counts(ref_count, len(rows))
         plan = self._registry.require().plan_for_wire(features_wire)
-        return await self.read_plan(plan, rows, time_remaining_s)
-
-    def _check_rows(self, row_count: int) -> None:
-        if row_count > self._limits.max_rows:
-            raise ResourceExhausted(
-                f"{row_count} entity rows requested; the limit is {self._limits.max_rows} per request"
-            )
+        return await self._read_plan(plan, rows, time_remaining_s)
 
     def _check_counts(self, ref_count: int, row_count: int) -> None:
         """Before compiling: a huge request is refused before any work is spent on it."""
-        self._check_rows(row_count)
         limits = self._limits
+        if row_count > limits.max_rows:
+            raise ResourceExhausted(
+                f"{row_count} entity rows requested; the limit is {limits.max_rows} per request"
+            )
         if ref_count > limits.max_features:
             raise ResourceExhausted(
                 f"{ref_count} feature references; the limit is {limits.max_features} features per request"
             )
 
-    async def read_plan(
-        self, plan: ReadPlan, rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
+    async def _read_plan(
+        self, plan: ReadPlan, rows: Sequence[Mapping[str, str]], time_remaining_s: float | None
     ) -> ReadResult:
-        self._check_rows(len(rows))
+        """The read itself; the callers have checked the request's counts."""
         limits = self._limits
         if plan.feature_count > limits.max_features:
             raise ResourceExhausted(
