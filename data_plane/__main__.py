@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
     parser.add_argument("--intra-op-threads", type=int, default=settings.intra_op_threads)
     parser.add_argument("--max-queue-size", type=int, default=settings.max_queue_size)
     parser.add_argument(
+        "--inline-batch-below-us",
+        type=float,
+        default=settings.inline_batch_below_us,
+        help="batches measured shorter than this run on the event loop, not a worker thread (0: never)",
+    )
+    parser.add_argument(
         "--prediction-log-sample-rate", type=float, default=settings.prediction_log_sample_rate
     )
     parser.add_argument(
@@ -84,6 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
             metrics_listen=args.metrics_listen,
             intra_op_threads=args.intra_op_threads,
             max_queue_size=args.max_queue_size,
+            inline_batch_below_us=args.inline_batch_below_us,
             prediction_log_sample_rate=args.prediction_log_sample_rate,
             reuse_port=args.reuse_port,
             drain_delay_s=args.drain_delay_s,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from clients.errors import Unavailable
 
@@ -17,33 +16,31 @@ from clients.errors import Unavailable
 class Admission:
     """Requests in flight, and the drain: once :meth:`drain` began, :meth:`enter` refuses."""
 
-    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(self) -> None:
         self.in_flight = 0
         self.draining = False
         self.last_arrival = 0.0  # time.monotonic() of the latest request, admitted or refused
-        self._on_change = on_change or (lambda in_flight: None)
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._on_change(0)
+        self._idle: asyncio.Event | None = None  # made by drain(); set when the last request leaves
 
     def enter(self, requests: int = 1) -> None:
         self.last_arrival = time.monotonic()
         if self.draining:
             raise Unavailable("this data plane is shutting down and accepts no new requests: retry elsewhere")
         self.in_flight += requests
-        self._idle.clear()
-        self._on_change(self.in_flight)
 
     def leave(self, requests: int = 1) -> None:
         self.in_flight -= requests
-        if self.in_flight == 0:
+        if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
-        self._on_change(self.in_flight)
 
     async def drain(self, timeout_s: float | None) -> bool:
         """Refuses new requests from now on and waits (up to ``timeout_s``) for the admitted ones; True
         when they all finished."""
         self.draining = True
+        if self.in_flight == 0:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()

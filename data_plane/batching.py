@@ -12,7 +12,8 @@ Policy:
 
 * A request that arrives at an idle queue (nothing queued, no batch running) is dispatched at once: no
   added delay. The dispatch runs on the next turn of the event loop, so requests that arrived in the same
-  turn (one read from the socket) join it without anyone waiting.
+  turn (one read from the socket) join it without anyone waiting — unless the version's batches run on
+  the loop (below): then the request runs right away in its caller's turn, as a batch of one.
 * While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
   ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay``, whichever comes first.
   The driver's timers are the event loop's (1 ms resolution on uvloop): a sub-millisecond delay means
@@ -20,12 +21,22 @@ Policy:
 * A batch takes requests in arrival order with the same group (the shape of their non-batch dimensions,
   so they concatenate), up to ``max_batch_size`` rows; a request larger than that runs alone.
 * Requests whose deadline has passed are dropped before inference (DEADLINE_EXCEEDED).
+
+Where a batch runs: in a worker thread, so that the event loop keeps serving while the model computes —
+unless the version's batches are known to be short. Handing a batch to a thread and its answer back costs
+the process ~100–150 µs of CPU here (waking the thread, the GIL changing hands twice, waking the loop),
+more than a small model's whole batch; such a batch runs on the event loop itself, one batch per loop turn
+so that I/O is served between batches. "Known to be short" is :class:`InlineGate`: the version's warm-up
+measured its full batch under ``inline_below_s``, the batch has no more rows than that, and the batches run
+inline have not been over the limit several times in a row (then the version moves to threads for good).
+Batches run in threads are not timed for this: their wall time includes waiting for the GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
@@ -33,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from clients.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+_log = logging.getLogger("aether.data_plane.batching")
 
 P = TypeVar("P")  # what a request carries (the scheduler never looks inside)
 R = TypeVar("R")  # what a request gets back
@@ -44,12 +57,14 @@ class BatchPolicy:
     max_queue_delay_s: float = 0.0005
     max_queue_size: int = 1024  # requests waiting; beyond this new requests are shed
     max_in_flight: int = 1  # batches running at once
+    # Batches expected to run shorter than this run on the event loop (0 = always in a worker thread).
+    inline_below_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_in_flight < 1:
             raise ValueError(f"batch policy limits must be at least 1: {self}")
-        if self.max_queue_delay_s < 0:
-            raise ValueError(f"max_queue_delay_s must not be negative: {self}")
+        if self.max_queue_delay_s < 0 or self.inline_below_s < 0:
+            raise ValueError(f"max_queue_delay_s and inline_below_s must not be negative: {self}")
 
 
 @dataclass(slots=True, eq=False)
@@ -187,6 +202,50 @@ class _Waiter(Generic[P, R]):
     future: asyncio.Future[R]
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome(Generic[R]):
+    results: Sequence[R | BaseException]
+    seconds: float  # how long the runner took
+
+
+def _run_timed(runner: BatchRunner[P, R], payloads: list[P]) -> _Outcome[R]:
+    started = time.perf_counter()
+    try:
+        results: Sequence[R | BaseException] = runner(payloads)
+    except Exception as exc:  # the runner's own failure fails the whole batch, not the server
+        results = [exc] * len(payloads)
+    return _Outcome(results, time.perf_counter() - started)
+
+
+class InlineGate:
+    """Decides which batches run on the event loop (see the module's docstring).
+
+    ``estimate_s`` is the warm-up's time for a batch of ``max_rows`` rows (None: not measured, so never
+    inline). Runs that took ``limit_s`` or more ``strikes`` times in a row close the gate for good: the
+    model is slower than its warm-up said (one slow run, e.g. a GC pause, is forgiven)."""
+
+    def __init__(self, limit_s: float, estimate_s: float | None, max_rows: int, strikes: int = 8) -> None:
+        self.limit_s = limit_s
+        self.max_rows = max_rows
+        self.strikes = strikes
+        self.open = limit_s > 0 and estimate_s is not None and estimate_s < limit_s
+        self._over = 0
+
+    def admits(self, rows: int) -> bool:
+        return self.open and rows <= self.max_rows
+
+    def ran(self, seconds: float) -> bool:
+        """Records an inline run; True when this run closed the gate."""
+        if seconds < self.limit_s:
+            self._over = 0
+            return False
+        self._over += 1
+        if self._over >= self.strikes and self.open:
+            self.open = False
+            return True
+        return False
+
+
 class DynamicBatcher(Generic[P, R]):
     def __init__(
         self,
@@ -194,12 +253,17 @@ class DynamicBatcher(Generic[P, R]):
         runner: BatchRunner[P, R],
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
+        inline: InlineGate | None = None,
+        name: str = "batcher",
     ) -> None:
+        self.name = name  # for logs, e.g. "model mlp v1"
         self._scheduler: BatchScheduler[_Waiter[P, R]] = BatchScheduler(policy)
         self._runner = runner
         self._executor = executor
         self._observer = observer or BatchObserver()
         self._step_scheduled = False
+        self._stepping = False
+        self.inline = inline or InlineGate(0.0, None, 0)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
@@ -212,15 +276,38 @@ class DynamicBatcher(Generic[P, R]):
         """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock."""
         if self._closed:
             raise Unavailable("the model version is being unloaded")
+        scheduler = self._scheduler
+        if not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
+            return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._scheduler.offer(
-            QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline)
-        )
-        if not self._step_scheduled:
-            self._step_scheduled = True
-            loop.call_soon(self._step)
+        scheduler.offer(QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline))
+        self._schedule_step(loop)
         return await future
+
+    def _run(self, payloads: list[P]) -> _Outcome[R]:
+        return _run_timed(self._runner, payloads)
+
+    def _run_alone(self, payload: P, rows: int, deadline: float | None) -> R:
+        """An idle batcher whose batches run on the loop: the request runs at once, in its caller's turn,
+        as a batch of one (no queue entry, no future, no extra loop turn)."""
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("the deadline passed before the request reached its model")
+        self._observer.batch_started(1, rows, 0)
+        outcome = self._run([payload])
+        self._ran_inline(outcome.seconds)
+        result = outcome.results[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _ran_inline(self, seconds: float) -> None:
+        if self.inline.ran(seconds):
+            _log.warning(
+                "%s: %d batches in a row ran %.2f ms or longer on the event loop; its batches now run "
+                "in worker threads",
+                self.name, self.inline.strikes, self.inline.limit_s * 1000,
+            )  # fmt: skip
 
     def close(self) -> None:
         """Fail everything still queued with UNAVAILABLE; a running batch still answers its callers."""
@@ -233,31 +320,44 @@ class DynamicBatcher(Generic[P, R]):
 
     def _step(self, not_before: float = 0.0) -> None:
         self._step_scheduled = False
+        self._stepping = True
         loop = asyncio.get_running_loop()
-        while True:
-            # A timer that fires is taken as the promise that its time has come: loop timers round to
-            # whole milliseconds and may fire a fraction early, which must not re-arm them in a spin.
-            now = max(time.monotonic(), not_before)
-            step = self._scheduler.step(now)
-            for request in step.expired:
-                if not request.payload.future.done():
-                    request.payload.future.set_exception(
-                        DeadlineExceeded("the deadline passed while the request waited for its batch")
-                    )
-            if not step.batch:
-                break
-            self._launch(loop, [r for r in step.batch if not r.payload.future.done()])
+        try:
+            while True:
+                # A timer that fires is taken as the promise that its time has come: loop timers round to
+                # whole milliseconds and may fire a fraction early, which must not re-arm them in a spin.
+                now = max(time.monotonic(), not_before)
+                step = self._scheduler.step(now)
+                for request in step.expired:
+                    if not request.payload.future.done():
+                        request.payload.future.set_exception(
+                            DeadlineExceeded("the deadline passed while the request waited for its batch")
+                        )
+                if not step.batch:
+                    break
+                if self._launch(loop, [r for r in step.batch if not r.payload.future.done()]):
+                    # It ran on the loop: let the loop serve I/O before the next batch.
+                    self._schedule_step(loop)
+                    break
+        finally:
+            self._stepping = False
         self._arm_timer(loop, step.wake_at)
 
+    def _schedule_step(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._step_scheduled:
+            self._step_scheduled = True
+            loop.call_soon(self._step)
+
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, wake_at: float | None) -> None:
-        if wake_at == self._timer_at:
+        # A timer already due no later than asked is kept: firing early costs one step that finds nothing
+        # to do, while re-arming on every step (each request's deadline moves the earliest one) would
+        # cost a timer per request.
+        if wake_at is None or self._closed or (self._timer_at is not None and self._timer_at <= wake_at):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = wake_at
-        if wake_at is not None and not self._closed:
-            self._timer = loop.call_later(max(0.0, wake_at - time.monotonic()), self._on_timer)
+        self._timer = loop.call_later(max(0.0, wake_at - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         due = self._timer_at or 0.0
@@ -265,27 +365,40 @@ class DynamicBatcher(Generic[P, R]):
         self._timer_at = None
         self._step(due)
 
-    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRequest[_Waiter[P, R]]]) -> None:
+    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRequest[_Waiter[P, R]]]) -> bool:
+        """Starts a batch; True when it ran to the end on the loop (inline), False when it went to a
+        worker thread (or was empty)."""
         if not batch:  # every caller gave up (cancelled) before the batch formed
             self._scheduler.batch_done()
-            return
-        self._observer.batch_started(len(batch), sum(r.rows for r in batch), self._scheduler.depth)
+            return False
+        rows = sum(r.rows for r in batch)
+        self._observer.batch_started(len(batch), rows, self._scheduler.depth)
         waiters = [r.payload for r in batch]
         payloads = [w.payload for w in waiters]
-        done = loop.run_in_executor(self._executor, self._runner, payloads)
-        done.add_done_callback(lambda f: self._deliver(waiters, f))
+        if self.inline.admits(rows):
+            outcome = self._run(payloads)
+            self._ran_inline(outcome.seconds)
+            self._deliver(waiters, outcome)
+            return True
+        done = loop.run_in_executor(self._executor, self._run, payloads)
+        done.add_done_callback(lambda f: self._delivered(waiters, f))
+        return False
 
-    def _deliver(self, waiters: list[_Waiter[P, R]], done: asyncio.Future[list[R | BaseException]]) -> None:
+    def _delivered(self, waiters: list[_Waiter[P, R]], done: asyncio.Future[_Outcome[R]]) -> None:
+        if done.cancelled():  # the executor shut down under the batch
+            error = Unavailable("the model version was unloaded while its batch waited for a thread")
+            self._deliver(waiters, _Outcome([error] * len(waiters), 0.0))
+        else:
+            self._deliver(waiters, done.result())
+
+    def _deliver(self, waiters: list[_Waiter[P, R]], outcome: _Outcome[R]) -> None:
         self._scheduler.batch_done()
-        error = done.exception()
-        results: Sequence[R | BaseException] = [error] * len(waiters) if error else done.result()
-        for waiter, result in zip(waiters, results, strict=True):
+        for waiter, result in zip(waiters, outcome.results, strict=True):
             if waiter.future.done():
                 continue
             if isinstance(result, BaseException):
                 waiter.future.set_exception(result)
             else:
                 waiter.future.set_result(result)
-        if not self._step_scheduled:
-            self._step_scheduled = True
-            asyncio.get_running_loop().call_soon(self._step)
+        if not self._stepping:
+            self._schedule_step(asyncio.get_running_loop())

@@ -4,18 +4,19 @@
 * ``aether_inference_latency_seconds{api,model,version}`` — server-side latency histogram (OK requests);
 * ``aether_inference_in_flight{api}`` — requests admitted and not yet answered (queued, fetching
   features or running): the autoscaler's queue depth;
-* ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher (as of its
-  last batch);
+* ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher;
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in.
 
-Each server owns its own registry (several servers may share a test process). Labelled children are
-cached per label tuple: ``labels()`` costs a few µs and would otherwise be paid on every request.
+Each server owns its own registry (several servers may share a test process). What the request path pays
+is kept small: labelled children are cached per label tuple (``labels()`` costs a few µs), and the gauges
+(in flight, queue depth) are read from their owners when scraped instead of being set on every request.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import make_server
@@ -35,13 +36,11 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class _BatchMetrics(BatchObserver):
-    def __init__(self, batch_size: Any, queue_depth: Any) -> None:
+    def __init__(self, batch_size: Any) -> None:
         self._batch_size = batch_size
-        self._queue_depth = queue_depth
 
     def batch_started(self, size: int, rows: int, queue_depth: int) -> None:
         self._batch_size.observe(rows)
-        self._queue_depth.set(queue_depth)
 
 
 @dataclass
@@ -78,6 +77,7 @@ class ServingMetrics(ManagerObserver):
             registry=self.registry,
         )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
+        self._request_children: dict[tuple[str, str, int | str, str], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -89,25 +89,42 @@ class ServingMetrics(ManagerObserver):
         return child
 
     def request(self, api: str, model: str, version: int | str, code: str, seconds: float | None) -> None:
-        version_text = str(version)
-        self._child(self._requests, api, model, version_text, code).inc()
+        key = (api, model, version, code)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (api, model, str(version))
+            children = self._request_children[key] = (
+                self._child(self._requests, *labels, code),
+                self._child(self._latency, *labels),
+            )
+        children[0].inc()
         if seconds is not None:
-            self._child(self._latency, api, model, version_text).observe(seconds)
+            children[1].observe(seconds)
 
     def in_flight(self, api: str, requests: int) -> None:
+        """Sets the in-flight count of ``api`` (for a server whose admission is not tracked)."""
         self._child(self._in_flight, api).set(requests)
+
+    def track_in_flight(self, api: str, read: Callable[[], int]) -> None:
+        """The in-flight gauge of ``api`` reads ``read()`` whenever it is scraped."""
+        self._child(self._in_flight, api).set_function(read)
 
     def prediction_log_dropped(self, count: int = 1) -> None:
         self._prediction_log_dropped.inc(count)
 
     # ManagerObserver
     def for_model(self, name: str, version: int) -> BatchObserver:
-        labels = (name, str(version))
-        return _BatchMetrics(self._child(self._batch_size, *labels), self._child(self._queue_depth, *labels))
+        return _BatchMetrics(self._child(self._batch_size, name, str(version)))
+
+    def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
+        self._child(self._queue_depth, name, str(version)).set_function(read)
 
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         for each in ModelState:
             self._child(self._state, name, str(version), each.value).set(1 if each is state else 0)
+        if state is not ModelState.READY:
+            # Let go of the batcher the gauge read (an unloaded version's memory must be freed).
+            self._child(self._queue_depth, name, str(version)).set_function(lambda: 0)
 
     def render(self) -> bytes:
         return bytes(prom.generate_latest(self.registry))

@@ -45,6 +45,8 @@ class DataPlaneSettings:
     metrics_listen: str = ""
     intra_op_threads: int = 1  # ONNX Runtime threads per model version
     inference_threads: int = 2  # worker threads running batches (shared by every version)
+    # Batches measured to run shorter than this run on the event loop, not a worker thread (0 = never).
+    inline_batch_below_us: float = 500.0
     max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
     # Restrict ONNX Runtime to these execution providers (still tried TensorRT → CUDA → CPU); empty = all.
     execution_providers: tuple[str, ...] = ()
@@ -89,6 +91,9 @@ class DataPlaneSettings:
             metrics_listen=env.get("AETHER_METRICS_ADDR", defaults.metrics_listen),
             intra_op_threads=int(env.get("AETHER_INTRA_OP_THREADS", defaults.intra_op_threads)),
             inference_threads=int(env.get("AETHER_INFERENCE_THREADS", defaults.inference_threads)),
+            inline_batch_below_us=float(
+                env.get("AETHER_INLINE_BATCH_BELOW_US", defaults.inline_batch_below_us)
+            ),
             max_queue_size=int(env.get("AETHER_MAX_QUEUE_SIZE", defaults.max_queue_size)),
             execution_providers=tuple(
                 p.strip() for p in env.get("AETHER_EXECUTION_PROVIDERS", "").split(",") if p.strip()

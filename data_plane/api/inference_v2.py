@@ -52,7 +52,8 @@ class InferenceV2Servicer:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, ready: Any = None) -> None:
         self._manager = manager
         self._metrics = metrics
-        self.admission = Admission(lambda in_flight: metrics.in_flight(API, in_flight))
+        self.admission = Admission()
+        metrics.track_in_flight(API, lambda: self.admission.in_flight)
         # Whether the server has finished starting (initial models settled); a callable returning bool.
         self._ready = ready or (lambda: True)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,12 @@ _CONTENTS_FIELD: dict[str, str] = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+
+
+# By dtype object: a dict lookup, where ``dtype.name`` is computed in Python on every access.
+_DATATYPE_OF_DTYPE: dict[np.dtype[Any], str] = {dtype: name for name, dtype in DATATYPE_TO_NUMPY.items()}
+# Native byte order is little-endian here: arrays in it go on the wire as they are.
+_NATIVE_IS_WIRE = sys.byteorder == "little"
 
 
 def datatype_of(dtype_name: str) -> str:
@@ -120,6 +127,10 @@ def encode_outputs(
     names = requested or list(outputs)
     for name in names:
         array = outputs[name]
-        response.outputs.add(name=name, datatype=datatype_of(array.dtype.name), shape=array.shape)
-        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        dtype = array.dtype
+        datatype = _DATATYPE_OF_DTYPE.get(dtype) or datatype_of(dtype.name)
+        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        if not (_NATIVE_IS_WIRE and dtype.isnative):
+            array = array.astype(dtype.newbyteorder("<"), copy=False)
+        response.raw_output_contents.append(array.tobytes())
     return response

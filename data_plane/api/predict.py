@@ -57,7 +57,8 @@ class PredictServicer:
     def __init__(self, predictor: Predictor, metrics: ServingMetrics) -> None:
         self._predictor = predictor
         self._metrics = metrics
-        self.admission = Admission(lambda in_flight: metrics.in_flight("Predict", in_flight))
+        self.admission = Admission()
+        metrics.track_in_flight("Predict", lambda: self.admission.in_flight)
 
     async def _predict(
         self, request: pb.PredictRequest, time_remaining_s: float | None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.errors import AetherError, FailedPrecondition, NotFound, Unavailable
-from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher
+from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.artifacts import fetch_verified
 from data_plane.models.runner import Outputs, run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec
@@ -52,6 +52,9 @@ class ManagerOptions:
     max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
     max_in_flight_batches: int = 1  # per model version
     inference_threads: int = 2  # worker threads shared by every version's batches
+    # A version whose batches take less than this runs them on the event loop (a thread handoff costs
+    # more); 0 = every batch in a worker thread. See data_plane.batching.
+    inline_batch_below_us: float = 500.0
     # Build native TensorRT engines (when ``tensorrt`` is importable and a GPU is present) instead of
     # running through ONNX Runtime; engines are cached here per GPU name and TensorRT version.
     native_tensorrt: bool = False
@@ -80,6 +83,9 @@ class ManagerObserver(BatchObserver):
 
     def for_model(self, name: str, version: int) -> BatchObserver:
         return BatchObserver()
+
+    def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
+        """``read()`` gives the version's queue depth (until its state leaves READY)."""
 
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         pass
@@ -273,27 +279,37 @@ class ModelManager:
             entry.description = runtime.description
             self._set_state(entry, ModelState.WARMING)
             samples = recorded_inputs(spec, Path(spec.warmup_samples_uri)) if spec.warmup_samples_uri else []
-            await asyncio.to_thread(warm_up, runtime, spec, samples)
+            warmed = await asyncio.to_thread(warm_up, runtime, spec, samples)
             policy = BatchPolicy(
                 max_batch_size=spec.max_batch_size if batchable(spec) else 1,
                 max_queue_delay_s=spec.max_queue_delay_us / 1e6,
                 max_queue_size=self.options.max_queue_size,
                 max_in_flight=self.options.max_in_flight_batches,
+                inline_below_s=self.options.inline_batch_below_us / 1e6,
             )
             entry.batcher = DynamicBatcher(
                 policy,
                 lambda requests: run_batch(runtime, spec, requests),
                 self._executor,
                 self._observer.for_model(spec.name, spec.version),
+                InlineGate(policy.inline_below_s, warmed.largest_seconds, warmed.largest_rows),
+                f"model {spec.name} v{spec.version}",
             )
             entry.validator = InputValidator(spec)
+            batcher = entry.batcher
+            self._observer.track_queue_depth(spec.name, spec.version, lambda: batcher.queue_depth)
             self._set_state(entry, ModelState.READY)
+            measured = "not measured" if warmed.largest_seconds is None else (
+                f"{warmed.largest_seconds * 1000:.3f} ms for {warmed.largest_rows} rows"
+            )  # fmt: skip
             _log.info(
-                "model %s v%d READY on %s in %.2fs",
+                "model %s v%d READY on %s in %.2fs; warm-up batch %s: batches run %s",
                 spec.name,
                 spec.version,
                 entry.description,
                 time.monotonic() - started,
+                measured,
+                "on the event loop" if entry.batcher.inline.open else "in worker threads",
             )
         except asyncio.CancelledError:
             raise
@@ -337,6 +353,11 @@ class ModelManager:
     def queue_depth(self, name: str, version: int) -> int:
         entry = self._versions.get((name, version))
         return 0 if entry is None or entry.batcher is None else entry.batcher.queue_depth
+
+    def runs_batches_inline(self, name: str, version: int) -> bool:
+        """Whether the version's batches run on the event loop (see ``InlineGate``)."""
+        entry = self._versions.get((name, version))
+        return entry is not None and entry.batcher is not None and entry.batcher.inline.open
 
     def resolve(self, name: str, version: int | None) -> ModelSpec:
         """The spec of ``name`` at ``version``; without a version, the newest READY one (or the newest

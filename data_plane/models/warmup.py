@@ -10,7 +10,9 @@ batch so that both sizes the batcher produces are prepared.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +53,38 @@ def warmup_requests(spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -
     return [synthetic_inputs(spec, sizes[i % len(sizes)]) for i in range(count)]
 
 
-def warm_up(runtime: Runtime, spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> int:
-    """Runs the warm-up requests (in the calling thread); any failure fails the load. Returns the count."""
+@dataclass(frozen=True, slots=True)
+class WarmUpReport:
+    requests: int
+    # The fastest run of the largest warm-up batch (rows), from the second half of the warm-up (after
+    # lazy initialisation); the fastest, because the warm-up may share the GIL with a serving loop. None
+    # when the warm-up ran fewer than two requests of that size.
+    largest_rows: int = 0
+    largest_seconds: float | None = None
+
+
+def _rows(request: dict[str, Array]) -> int:
+    return min((len(a) if a.ndim else 1 for a in request.values()), default=1)
+
+
+def warm_up(runtime: Runtime, spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> WarmUpReport:
+    """Runs the warm-up requests (in the calling thread) and times them; any failure fails the load."""
     requests = warmup_requests(spec, samples)
+    timings: list[tuple[int, float]] = []
     for request in requests:
+        started = time.perf_counter()
         try:
             runtime.run(request)
         except Exception as exc:
             raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} failed its warm-up: {type(exc).__name__}: {exc}"
             ) from exc
-    return len(requests)
+        timings.append((_rows(request), time.perf_counter() - started))
+    settled = timings[len(timings) // 2 :]
+    if not settled:
+        return WarmUpReport(len(requests))
+    largest = max(rows for rows, _ in settled)
+    of_largest = [seconds for rows, seconds in settled if rows == largest]
+    if len(of_largest) < 2:
+        return WarmUpReport(len(requests), largest)
+    return WarmUpReport(len(requests), largest, min(of_largest))

@@ -1,0 +1,120 @@
+"""Where batches run: on the event loop when the version's warm-up showed them short (no thread handoff),
+in worker threads otherwise, and back to threads for good when inline batches keep running long."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
+from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.warmup import warm_up
+from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
+from tests.support import onnx_models
+
+LIMIT_S = 0.0005
+
+
+def test_the_gate_opens_only_on_a_measured_estimate_under_the_limit() -> None:
+    assert InlineGate(LIMIT_S, 0.0001, 32).open
+    assert not InlineGate(LIMIT_S, 0.0006, 32).open  # the warm-up batch was too long
+    assert not InlineGate(LIMIT_S, None, 32).open  # never measured: threads
+    assert not InlineGate(0.0, 0.0, 32).open  # the limit 0 turns inline batches off
+
+
+def test_the_gate_admits_batches_no_larger_than_the_measured_one() -> None:
+    gate = InlineGate(LIMIT_S, 0.0001, 8)
+    assert gate.admits(1) and gate.admits(8) and not gate.admits(9)
+
+
+def test_one_slow_run_is_forgiven_but_a_run_of_them_closes_the_gate_for_good() -> None:
+    gate = InlineGate(LIMIT_S, 0.0001, 8, strikes=3)
+    for _ in range(5):  # a slow run now and then (a GC pause) between fast ones
+        assert not gate.ran(0.01)
+        assert not gate.ran(0.0001)
+    assert gate.open
+    assert not gate.ran(0.01) and not gate.ran(0.01)
+    assert gate.ran(0.01)  # the third in a row closes it, and says so once
+    assert not gate.open and not gate.ran(0.0001) and not gate.open
+
+
+def _runner(threads: list[int], seconds: float = 0.0) -> object:
+    def run(payloads: Sequence[int]) -> list[int | BaseException]:
+        threads.append(threading.get_ident())
+        if seconds:
+            time.sleep(seconds)
+        return [ValueError(f"bad {p}") if p < 0 else p * 2 for p in payloads]
+
+    return run
+
+
+async def test_an_open_gate_runs_batches_on_the_loop_thread_and_still_isolates_failures() -> None:
+    threads: list[int] = []
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(max_batch_size=4, inline_below_s=LIMIT_S),
+        _runner(threads),  # type: ignore[arg-type]
+        inline=InlineGate(LIMIT_S, 0.0001, 4),
+    )
+    assert await batcher.submit(21, 1, "g", None) == 42
+    submits = (batcher.submit(v, 1, "g", None) for v in [1, -2, 3, 4, 5])
+    results = await asyncio.gather(*submits, return_exceptions=True)
+    assert [r if isinstance(r, int) else str(r) for r in results] == [2, "bad -2", 6, 8, 10]
+    assert set(threads) == {threading.get_ident()}
+
+
+async def test_a_closed_gate_runs_batches_in_worker_threads() -> None:
+    threads: list[int] = []
+    with ThreadPoolExecutor(1) as executor:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            BatchPolicy(inline_below_s=LIMIT_S),
+            _runner(threads),  # type: ignore[arg-type]
+            executor,
+            inline=InlineGate(LIMIT_S, None, 32),
+        )
+        assert await asyncio.gather(*(batcher.submit(v, 1, "g", None) for v in range(4))) == [0, 2, 4, 6]
+    assert threads and threading.get_ident() not in threads
+
+
+async def test_a_model_slower_than_its_warm_up_moves_to_worker_threads() -> None:
+    threads: list[int] = []
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(inline_below_s=LIMIT_S),
+        _runner(threads, seconds=0.002),  # type: ignore[arg-type]
+        inline=InlineGate(LIMIT_S, 0.0001, 32, strikes=2),
+    )
+    for value in range(4):
+        assert await batcher.submit(value, 1, "g", None) == value * 2
+    loop_thread = threading.get_ident()
+    assert threads[:2] == [loop_thread, loop_thread]  # two slow runs in a row on the loop...
+    assert not batcher.inline.open and loop_thread not in threads[2:]  # ...then threads
+
+
+def test_the_warm_up_times_its_largest_batch(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx", "m", warmup_requests=6)
+    runtime = OnnxRuntimeSession(Path(spec.artifact_uri).read_bytes(), OnnxOptions())
+    report = warm_up(runtime, spec)
+    assert report.requests == 6 and report.largest_rows == spec.max_batch_size
+    assert report.largest_seconds is not None and 0 < report.largest_seconds < 1
+    single = warm_up(
+        runtime, onnx_models.save(onnx_models.mlp(), tmp_path / "s.onnx", "s", warmup_requests=1)
+    )
+    assert single.largest_seconds is None  # one run is no measurement: that version stays on threads
+
+
+async def test_the_manager_opens_the_gate_from_the_warm_up_and_the_setting(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx", "m", warmup_requests=6)
+    x = {"input": np.ones((1, 512), np.float32)}
+    for limit_us, inline in [(0.0, False), (1e6, True)]:
+        manager = ModelManager(ManagerOptions(inline_batch_below_us=limit_us))
+        try:
+            await manager.ensure_loaded(spec)
+            assert manager.runs_batches_inline("m", 1) is inline
+            assert (await manager.infer("m", 1, x))["output"].shape == (1, 1)
+        finally:
+            await manager.close()
