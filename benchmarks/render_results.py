@@ -116,7 +116,9 @@ def serving(d: dict[str, Any]) -> str:
             f"Model: {d['model']}. Load generator: {d['load_generator']}. Requests/s (p99 ms) at each concurrency.",
             _table(("server", "c=1", "c=8", "c=32", "c=64"), rows),
             "In-process ONNX Runtime: "
-            + ", ".join(f"{k.replace('_', ' ')} {v['rows_per_s']:.0f} rows/s" for k, v in ort.items()),
+            + ", ".join(f"{k.replace('_', ' ')} {v['rows_per_s']:.0f} rows/s" for k, v in ort.items())
+            + ". This line also gauges the machine's compute speed during the run: the floor computes "
+            "nothing, so when a shared host slows compute down, every ratio against the floor worsens.",
             _table(("target (ratio in one run)", "value", "bound", "verdict"), targets),
         ]
     )
