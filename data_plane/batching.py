@@ -208,15 +208,6 @@ class _Outcome(Generic[R]):
     seconds: float  # how long the runner took
 
 
-def _run_timed(runner: BatchRunner[P, R], payloads: list[P]) -> _Outcome[R]:
-    started = time.perf_counter()
-    try:
-        results: Sequence[R | BaseException] = runner(payloads)
-    except Exception as exc:  # the runner's own failure fails the whole batch, not the server
-        results = [exc] * len(payloads)
-    return _Outcome(results, time.perf_counter() - started)
-
-
 class InlineGate:
     """Decides which batches run on the event loop (see the module's docstring).
 
@@ -286,7 +277,13 @@ class DynamicBatcher(Generic[P, R]):
         return await future
 
     def _run(self, payloads: list[P]) -> _Outcome[R]:
-        return _run_timed(self._runner, payloads)
+        """Runs one batch and times it (on the loop or in a worker thread)."""
+        started = time.perf_counter()
+        try:
+            results: Sequence[R | BaseException] = self._runner(payloads)
+        except Exception as exc:  # the runner's own failure fails the whole batch, not the server
+            results = [exc] * len(payloads)
+        return _Outcome(results, time.perf_counter() - started)
 
     def _run_alone(self, payload: P, rows: int, deadline: float | None) -> R:
         """An idle batcher whose batches run on the loop: the request runs at once, in its caller's turn,

@@ -101,10 +101,6 @@ class ServingMetrics(ManagerObserver):
         if seconds is not None:
             children[1].observe(seconds)
 
-    def in_flight(self, api: str, requests: int) -> None:
-        """Sets the in-flight count of ``api`` (for a server whose admission is not tracked)."""
-        self._child(self._in_flight, api).set(requests)
-
     def track_in_flight(self, api: str, read: Callable[[], int]) -> None:
         """The in-flight gauge of ``api`` reads ``read()`` whenever it is scraped."""
         self._child(self._in_flight, api).set_function(read)

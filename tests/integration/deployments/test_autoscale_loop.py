@@ -40,7 +40,7 @@ CLIENTS = 8
 
 def test_the_loop_reads_the_data_planes_metrics() -> None:
     metrics = ServingMetrics()
-    metrics.in_flight("Predict", 5)
+    metrics.track_in_flight("Predict", lambda: 5)
     for seconds in [0.001] * 98 + [0.2, 0.2]:
         metrics.request("Predict", "m", 1, "OK", seconds)
     sample = parse_metrics(metrics.render().decode())
