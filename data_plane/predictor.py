@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -106,7 +106,7 @@ class Predictor:
         """Serves one request. Every request, answered or failed, leaves one prediction-log entry with its
         latency and status (the canary controller's evidence); features and outputs only when sampled."""
         started = time.perf_counter()
-        request_id = call.request_id or uuid.uuid4().hex
+        request_id = call.request_id or secrets.token_hex(16)  # as random as uuid4().hex, cheaper
         deadline = None if call.time_remaining_s is None else time.monotonic() + call.time_remaining_s
         trace = _Trace()
         log = self._log

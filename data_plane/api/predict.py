@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import numpy as np
 
 from clients.aether.v1 import inference_pb2 as pb
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
@@ -35,6 +36,17 @@ def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> Predict
     )
 
 
+_DTYPE_NAMES: dict[np.dtype[Any], str] = {}
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    # ``dtype.name`` is computed in Python on every access; the answers are few, so keep them.
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
+
+
 def to_response(prediction: Prediction) -> pb.PredictResponse:
     response = pb.PredictResponse(
         model_name=prediction.model.name,
@@ -43,7 +55,9 @@ def to_response(prediction: Prediction) -> pb.PredictResponse:
         request_id=prediction.request_id,
     )
     for name, array in prediction.outputs.items():
-        response.outputs.add(name=name, dtype=array.dtype.name, shape=array.shape, data=array.tobytes())
+        response.outputs.add(
+            name=name, dtype=_dtype_name(array.dtype), shape=array.shape, data=array.tobytes()
+        )
     for facts in prediction.rows:
         response.rows.add(
             fallback=pb.FALLBACK_DEFAULTS if facts.fallback else pb.FALLBACK_NONE,
