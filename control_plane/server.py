@@ -69,7 +69,9 @@ class ControlPlaneServer:
         await self._health.enter_graceful_shutdown()
         self._servicer.close()
         for close in self.context.on_close:
-            close()
+            ending = close()
+            if ending is not None:
+                await ending
         await self._server.stop(self._grace_s)
         self._engine.dispose()
 

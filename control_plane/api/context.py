@@ -4,7 +4,7 @@ a cycle)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc.aio
@@ -18,13 +18,15 @@ from control_plane.settings import ControlPlaneSettings
 @dataclass
 class ServiceContext:
     """What a service module gets to register itself on the control-plane server: the settings, the
-    metadata database and the feature registry core. ``on_close`` collects callbacks run at stop."""
+    metadata database and the feature registry core. ``on_close`` collects callbacks run at stop; one
+    that returns an awaitable (a background loop's ``stop``) is awaited, so that the loop has ended, and
+    closed its clients, before the server's event loop can."""
 
     settings: ControlPlaneSettings
     engine: Engine
     sessions: sessionmaker[Session]
     registry: FeatureRegistry
-    on_close: list[Callable[[], None]] = field(default_factory=list)
+    on_close: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     #: ``HOST:PORT`` the server is bound to, set once it listens (with port 0 the real port is only known
     #: then); jobs are told this address.
     address: str | None = None

@@ -150,7 +150,7 @@ def services(canary: CanaryLoopSettings | None = None, *, run_canary_loop: bool 
             observer = PredictionLogObserver(client, loop_settings.stream)
             canary_loop = CanaryLoop(manager, observer, loop_settings.interval_s)
             canary_loop.start()
-            context.on_close.append(canary_loop.cancel)  # its task closes the Redis client as it ends
+            context.on_close.append(canary_loop.stop)  # awaited: its task closes the Redis client as it ends
         return DEPLOYMENTS_SERVICE
 
     return add

@@ -135,7 +135,7 @@ def services(
             if on_monitor is not None:
                 on_monitor(monitor)
             monitor.start()
-            context.on_close.append(monitor.cancel)  # its task closes the Redis client as it ends
+            context.on_close.append(monitor.stop)  # awaited: its task closes the Redis client as it ends
             if loop_settings.metrics_addr:
                 host, _, port = loop_settings.metrics_addr.rpartition(":")
                 http_server, _thread = start_http_server(int(port), host or "0.0.0.0", registry or REGISTRY)

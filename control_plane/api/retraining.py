@@ -122,7 +122,7 @@ def services(
             on_retrainer(retrainer)
         if run_loop:
             retrainer.start()
-            context.on_close.append(retrainer.cancel)  # its task closes the Redis client as it ends
+            context.on_close.append(retrainer.stop)  # awaited: its task closes the Redis client as it ends
         return SERVICE_NAME
 
     return add

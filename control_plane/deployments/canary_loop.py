@@ -108,10 +108,6 @@ class CanaryLoop:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="canary-loop")
 
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

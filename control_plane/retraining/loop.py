@@ -115,9 +115,13 @@ class Retrainer:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="retraining-loop")
 
-    def cancel(self) -> None:
+    async def stop(self) -> None:
+        """Cancels the loop and waits for it to end (it closes its Redis client on the way out)."""
         if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     async def _run(self) -> None:
         try:
