@@ -38,13 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
 
 from benchmarks._common import environment, write_results  # noqa: E402
+from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.loadgen.core import (  # noqa: E402
     MODEL_INFER,
     PREDICT,
@@ -52,8 +52,6 @@ from benchmarks.loadgen.core import (  # noqa: E402
     model_infer_requests,
     predict_requests,
 )
-from clients.inference import grpc_predict_v2_pb2 as oip  # noqa: E402
-from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from control_plane.features.online_writer import OnlineWriter  # noqa: E402
 from data_plane.models.spec import dump_model_config  # noqa: E402
 from data_plane.registry_watch import save_snapshot  # noqa: E402
@@ -65,42 +63,6 @@ MLSERVER_VENV = ROOT / ".venv-bench-mlserver"
 LEVELS = (1, 8, 32, 64)
 FEATURES = 500
 ENTITIES = 10_000
-
-
-def _start(
-    args: list[str], pattern: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if pattern not in line:
-        process.kill()
-        raise RuntimeError(f"{args[:3]} did not start: {line!r}")
-    return process, int(line.strip().rsplit(":", 1)[1].split()[0])
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(port: int, model: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-        while time.monotonic() < deadline:
-            try:
-                if stub.ModelReady(oip.ModelReadyRequest(name=model), timeout=1).ready:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"model {model} on port {port} did not become ready")
 
 
 def _sweep(
@@ -165,7 +127,7 @@ def _mlserver(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder,
     )  # fmt: skip
     try:
-        _wait_ready(grpc_port, "mlp", timeout_s=120)
+        wait_ready(grpc_port, "mlp", timeout_s=120)
         return _sweep(grpc_port, MODEL_INFER, requests, duration)
     finally:
         process.send_signal(signal.SIGINT)
@@ -206,7 +168,7 @@ def _data_plane(
         "--workers", str(workers),
     ]  # fmt: skip
     env = {**os.environ, "AETHER_HOME": str(work / f"home-{workers}"), "PYTHONPATH": str(ROOT)}
-    return _start(args, "aether data plane listening on", env)
+    return start(args, "aether data plane listening on", env)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -281,11 +243,11 @@ def main() -> int:
         print("in-process ONNX Runtime", flush=True)
         results["onnxruntime_in_process"] = _in_process_ort(paths["mlp"], 1.0 if args.quick else 2.0)
         print("floor (bare grpc.aio ModelInfer)", flush=True)
-        floor, floor_port = _start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
+        floor, floor_port = start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
         try:
             results["floor"] = _sweep(floor_port, MODEL_INFER, infer_requests, duration)
         finally:
-            _stop(floor)
+            stop(floor)
         process, port = _data_plane(paths, redis_server.url, work)
         try:
             print("aether ModelInfer", flush=True)
@@ -296,13 +258,13 @@ def main() -> int:
                 port, PREDICT, predict_requests("ranker", entities, "entity_id"), duration
             )
         finally:
-            _stop(process)
+            stop(process)
         print("aether ModelInfer, 2 workers (SO_REUSEPORT)", flush=True)
         process, port = _data_plane(paths, redis_server.url, work, workers=2)
         try:
             results["workers_2"] = _sweep(port, MODEL_INFER, infer_requests, duration, levels=(32, 64))
         finally:
-            _stop(process)
+            stop(process)
         two, one = results["workers_2"], results["model_infer"]
         results["workers_scaling"] = {
             str(c): _ratio(two[str(c)]["throughput_rps"], one[str(c)]["throughput_rps"]) for c in (32, 64)

@@ -292,7 +292,11 @@ class ModelManager:
                 lambda requests: run_batch(runtime, spec, requests),
                 self._executor,
                 self._observer.for_model(spec.name, spec.version),
-                InlineGate(policy.inline_below_s, warmed.largest_seconds, warmed.largest_rows),
+                InlineGate(
+                    policy.inline_below_s,
+                    None if runtime.waits_on_device else warmed.largest_seconds,  # None: never inline
+                    warmed.largest_rows,
+                ),
                 f"model {spec.name} v{spec.version}",
             )
             entry.validator = InputValidator(spec)

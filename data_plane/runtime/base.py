@@ -21,6 +21,13 @@ class Runtime(Protocol):
         """What runs the model, e.g. ``onnxruntime 1.22 [CPUExecutionProvider]``."""
         ...
 
+    @property
+    def waits_on_device(self) -> bool:
+        """Whether a run mostly waits on an accelerator (copies, kernel launches, synchronisation) rather
+        than computing on this CPU. Such runs never go on the event loop, however short: the loop would
+        sit idle through the wait instead of taking the next requests (see ``data_plane.batching``)."""
+        ...
+
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]: ...
 
     def close(self) -> None: ...

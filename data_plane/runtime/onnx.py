@@ -9,6 +9,11 @@ the gRPC threads need the other cores; batching, not threads, is what buys throu
 
 from __future__ import annotations
 
+import ctypes.util
+import functools
+import importlib
+import importlib.util
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,8 @@ import onnxruntime as ort
 
 from data_plane.models.spec import DYNAMIC, TensorSpec
 from data_plane.runtime.base import Array
+
+_log = logging.getLogger("aether.data_plane.onnx")
 
 PROVIDER_PREFERENCE: tuple[str, ...] = (
     "TensorrtExecutionProvider",
@@ -60,6 +67,40 @@ def choose_providers(available: Sequence[str], allowed: Sequence[str] = ()) -> l
     return chosen
 
 
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+
+
+@functools.cache
+def _preload_gpu_libraries() -> None:
+    """Loads CUDA and cuDNN from the ``nvidia-*`` wheels (onnxruntime-gpu's ``cuda``/``cudnn`` extras, or
+    torch's) before the first GPU session: without it the CUDA provider finds them only on
+    ``LD_LIBRARY_PATH``, fails to start, and ONNX Runtime quietly falls back to the CPU. Once a process."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu ≥ 1.21
+    if preload is not None:
+        preload()
+
+
+@functools.cache
+def _tensorrt_loadable() -> bool:
+    """Whether TensorRT's libraries can be loaded. onnxruntime-gpu lists its TensorRT provider wherever
+    it is installed; without ``libnvinfer`` every session then fails on it, prints an error and is built
+    a second time without it. With the ``tensorrt`` wheels, importing them loads the libraries."""
+    if importlib.util.find_spec("tensorrt") is not None:
+        try:
+            importlib.import_module("tensorrt")
+            return True
+        except ImportError:
+            _log.warning("the tensorrt package does not import; TensorRT is not used", exc_info=True)
+    return ctypes.util.find_library("nvinfer") is not None
+
+
+def _available_providers() -> list[str]:
+    available = ort.get_available_providers()
+    if "TensorrtExecutionProvider" in available and not _tensorrt_loadable():
+        return [p for p in available if p != "TensorrtExecutionProvider"]
+    return list(available)
+
+
 def _provider_options(provider: str, options: OnnxOptions) -> dict[str, Any]:
     if provider == "TensorrtExecutionProvider" and options.trt_cache_dir is not None:
         options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +127,9 @@ class OnnxRuntimeSession:
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # A failing run is reported to its caller (and logged by the servicer); no second copy on stderr.
         session_options.log_severity_level = 4
-        providers = choose_providers(ort.get_available_providers(), options.allowed_providers)
+        providers = choose_providers(_available_providers(), options.allowed_providers)
+        if GPU_PROVIDERS.intersection(providers):
+            _preload_gpu_libraries()
         self._session = ort.InferenceSession(
             model,
             sess_options=session_options,
@@ -96,10 +139,19 @@ class OnnxRuntimeSession:
         self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self.outputs]
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        # ONNX Runtime drops a GPU provider that cannot start (no device, a missing CUDA library) and
+        # runs on the CPU without a word; a model served 50× slower than planned deserves one.
+        dropped = [p for p in providers if p in GPU_PROVIDERS and p not in self.providers]
+        if dropped:
+            _log.warning("%s could not start; this session runs on %s", ", ".join(dropped), self.providers)
 
     @property
     def description(self) -> str:
         return f"onnxruntime {ort.__version__} [{', '.join(self.providers)}]"
+
+    @property
+    def waits_on_device(self) -> bool:
+        return self.providers[0] in GPU_PROVIDERS
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         results = self._session.run(self._output_names, dict(feeds))

@@ -96,6 +96,10 @@ class TensorRTEngine:
         tmp.replace(path)  # atomic: a half-written plan is never picked up
         return cls(plan, spec)
 
+    @property
+    def waits_on_device(self) -> bool:
+        return True
+
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         torch = self._torch
         context = self._context

@@ -14,7 +14,9 @@ import numpy as np
 
 from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.spec import ModelSpec
 from data_plane.models.warmup import warm_up
+from data_plane.runtime.base import Runtime
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
 from tests.support import onnx_models
 
@@ -118,3 +120,30 @@ async def test_the_manager_opens_the_gate_from_the_warm_up_and_the_setting(tmp_p
             assert (await manager.infer("m", 1, x))["output"].shape == (1, 1)
         finally:
             await manager.close()
+
+
+class DeviceBoundSession(OnnxRuntimeSession):
+    """A named fake: a CPU session that reports its runs as waits on an accelerator, as a CUDA session
+    does (the real one is covered in tests/integration/serving/test_gpu_execution.py, on a GPU)."""
+
+    @property
+    def waits_on_device(self) -> bool:
+        return True
+
+
+async def test_runtimes_that_wait_on_a_device_never_run_inline(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx", "m", warmup_requests=6)
+    assert OnnxRuntimeSession(onnx_models.mlp().SerializeToString(), OnnxOptions()).waits_on_device is False
+
+    def device_bound(model: bytes, _spec: ModelSpec, options: ManagerOptions) -> Runtime:
+        return DeviceBoundSession(model, options.onnx)
+
+    # However fast its warm-up was, under the most generous limit.
+    manager = ModelManager(ManagerOptions(inline_batch_below_us=1e6), runtime_factory=device_bound)
+    try:
+        await manager.ensure_loaded(spec)
+        assert manager.runs_batches_inline("m", 1) is False
+        answer = await manager.infer("m", 1, {"input": np.ones((1, 512), np.float32)})
+        assert answer["output"].shape == (1, 1)
+    finally:
+        await manager.close()
