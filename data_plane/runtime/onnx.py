@@ -58,10 +58,19 @@ class OnnxOptions:
     trt_cache_dir: Path | None = None
 
 
-def choose_providers(available: Sequence[str], allowed: Sequence[str] = ()) -> list[str]:
+def choose_providers(
+    available: Sequence[str], allowed: Sequence[str] = (), *, tensorrt_loadable: bool = True
+) -> list[str]:
     """The providers to ask for, best first: those present (and allowed) in TensorRT → CUDA → CPU order.
-    CPU is always last, so that an operator a GPU provider lacks still runs."""
-    chosen = [p for p in PROVIDER_PREFERENCE if p in available and (not allowed or p in allowed)]
+    CPU is always last, so that an operator a GPU provider lacks still runs. TensorRT is left out when its
+    libraries cannot load (see :func:`_tensorrt_loadable`)."""
+    chosen = [
+        p
+        for p in PROVIDER_PREFERENCE
+        if p in available
+        and (not allowed or p in allowed)
+        and (tensorrt_loadable or p != "TensorrtExecutionProvider")
+    ]
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -94,11 +103,10 @@ def _tensorrt_loadable() -> bool:
     return ctypes.util.find_library("nvinfer") is not None
 
 
-def _available_providers() -> list[str]:
-    available = ort.get_available_providers()
-    if "TensorrtExecutionProvider" in available and not _tensorrt_loadable():
-        return [p for p in available if p != "TensorrtExecutionProvider"]
-    return list(available)
+def dropped_gpu_providers(requested: Sequence[str], started: Sequence[str]) -> list[str]:
+    """The GPU providers asked for that the session did not start with (ONNX Runtime drops one that
+    cannot start, e.g. no device or a missing CUDA library, and says nothing)."""
+    return [p for p in requested if p in GPU_PROVIDERS and p not in started]
 
 
 def _provider_options(provider: str, options: OnnxOptions) -> dict[str, Any]:
@@ -127,7 +135,12 @@ class OnnxRuntimeSession:
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # A failing run is reported to its caller (and logged by the servicer); no second copy on stderr.
         session_options.log_severity_level = 4
-        providers = choose_providers(_available_providers(), options.allowed_providers)
+        available = ort.get_available_providers()
+        providers = choose_providers(
+            available,
+            options.allowed_providers,
+            tensorrt_loadable="TensorrtExecutionProvider" not in available or _tensorrt_loadable(),
+        )
         if GPU_PROVIDERS.intersection(providers):
             _preload_gpu_libraries()
         self._session = ort.InferenceSession(
@@ -139,9 +152,8 @@ class OnnxRuntimeSession:
         self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self.outputs]
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
-        # ONNX Runtime drops a GPU provider that cannot start (no device, a missing CUDA library) and
-        # runs on the CPU without a word; a model served 50× slower than planned deserves one.
-        dropped = [p for p in providers if p in GPU_PROVIDERS and p not in self.providers]
+        # A model served on the CPU, many times slower than planned, deserves a word in the log.
+        dropped = dropped_gpu_providers(providers, self.providers)
         if dropped:
             _log.warning("%s could not start; this session runs on %s", ", ".join(dropped), self.providers)
 

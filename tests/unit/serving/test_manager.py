@@ -13,7 +13,7 @@ import pytest
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import TensorSpec, dump_model_config, load_model_config
-from data_plane.runtime.onnx import choose_providers
+from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
 from tests.support import onnx_models
 
 
@@ -100,3 +100,23 @@ def test_execution_providers_are_preferred_tensorrt_then_cuda_then_cpu() -> None
         "CPUExecutionProvider",
     ]
     assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_tensorrt_is_not_offered_when_its_libraries_cannot_load() -> None:
+    # onnxruntime-gpu lists TensorRT wherever it is installed (seen on an H200 without TensorRT).
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(available, tensorrt_loadable=False) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert choose_providers(available, tensorrt_loadable=True)[0] == "TensorrtExecutionProvider"
+
+
+def test_gpu_providers_a_session_did_not_start_with_are_named() -> None:
+    requested = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert dropped_gpu_providers(requested, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "TensorrtExecutionProvider"
+    ]
+    assert dropped_gpu_providers(requested, ["CPUExecutionProvider"]) == requested[:2]
+    assert dropped_gpu_providers(requested, requested) == []
+    assert dropped_gpu_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"]) == []
