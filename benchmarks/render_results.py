@@ -113,7 +113,9 @@ def serving(d: dict[str, Any]) -> str:
     targets = [(t["target"], f"{t['value']:.2f}", f"{t['bound']}", _verdict(t["met"])) for t in d["targets"]]
     return "\n\n".join(
         [
-            f"Model: {d['model']}. Load generator: {d['load_generator']}. Requests/s (p99 ms) at each concurrency.",
+            f"Model: {d['model']}. Load generator: {d['load_generator']}. "
+            + (f"Measurement: {d['measurement']}. " if "measurement" in d else "")
+            + "Requests/s (p99 ms) at each concurrency.",
             _table(("server", "c=1", "c=8", "c=32", "c=64"), rows),
             "In-process ONNX Runtime: "
             + ", ".join(f"{k.replace('_', ' ')} {v['rows_per_s']:.0f} rows/s" for k, v in ort.items())

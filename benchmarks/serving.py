@@ -1,7 +1,7 @@
 """Serving benchmark: one command, every figure from one run (so the ratios compare like with like).
 
-    python benchmarks/serving.py            # 5 s per level
-    python benchmarks/serving.py --quick    # 2 s per level
+    python benchmarks/serving.py            # 5 s per server and level
+    python benchmarks/serving.py --quick    # 2 s per server and level
 
 What runs (all on this machine, the load generator included: ``benchmarks/loadgen``, closed loop):
 
@@ -15,6 +15,10 @@ What runs (all on this machine, the load generator included: ``benchmarks/loadge
   in-process ONNX Runtime throughput at batch 1 and 32;
 * the data plane with ``--workers 2`` (SO_REUSEPORT) against one worker.
 
+Every server is up for the whole run and, at each level, they are measured in turn in 1 s slices (floor,
+ModelInfer, Predict, …, floor, …), each one's slices pooled: this host's speed drifts by 2x within
+minutes, and servers measured one after the other compared different machines.
+
 Writes ``benchmarks/results/serving.json`` (machine, versions, every level, the targets and whether they
 were met) and prints a table.
 """
@@ -22,6 +26,7 @@ were met) and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -48,7 +53,7 @@ from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.loadgen.core import (  # noqa: E402
     MODEL_INFER,
     PREDICT,
-    closed_loop,
+    interleaved,
     model_infer_requests,
     predict_requests,
 )
@@ -61,23 +66,29 @@ from tests.unit.data_plane.registry_builders import entity, floats, snapshot, vi
 
 MLSERVER_VENV = ROOT / ".venv-bench-mlserver"
 LEVELS = (1, 8, 32, 64)
+SLICE_S = 1.0  # seconds per measured slice (each after a 0.3 s warm-up)
 FEATURES = 500
 ENTITIES = 10_000
 
 
-def _sweep(
-    port: int, method: str, requests: list[bytes], duration: float, levels: tuple[int, ...] = LEVELS
-) -> dict[str, Any]:
-    results = {}
-    for level in levels:
-        result = uvloop.run(
-            closed_loop(
-                f"127.0.0.1:{port}", method, requests, level, duration, warmup_s=min(1.0, duration / 2)
+Target = tuple[str, int, str, list[bytes], tuple[int, ...]]  # (key, port, method, requests, levels)
+
+
+def _measure(targets: list[Target], rounds: int, slice_s: float) -> dict[str, dict[str, Any]]:
+    """Every level, the servers in turn (``loadgen.interleaved``): each server's figure at a level is its
+    ``rounds`` slices of ``slice_s`` pooled, taken between the other servers' slices."""
+    results: dict[str, dict[str, Any]] = {key: {} for key, *_ in targets}
+    for level in LEVELS:
+        at_level = [t for t in targets if level in t[4]]
+        runs = uvloop.run(
+            interleaved(
+                [(f"127.0.0.1:{port}", m, reqs) for _, port, m, reqs, _ in at_level], level, slice_s, rounds
             )
         )
-        results[str(level)] = result.summary()
-        print(f"    c={level:<3} {result.throughput_rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-              f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}", flush=True)  # fmt: skip
+        for (key, *_), run in zip(at_level, runs, strict=True):
+            results[key][str(level)] = run.summary()
+            print(f"    {key:<18} c={level:<3} {run.throughput_rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                  f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}", flush=True)  # fmt: skip
     return results
 
 
@@ -102,9 +113,7 @@ def _in_process_ort(model_path: Path, seconds: float) -> dict[str, Any]:
     return out
 
 
-def _mlserver(
-    work: Path, model_path: Path, batching: bool, duration: float, requests: list[bytes]
-) -> dict[str, Any]:
+def _start_mlserver(work: Path, model_path: Path, batching: bool) -> tuple[subprocess.Popen[bytes], int]:
     folder = work / ("mlserver-batching" if batching else "mlserver")
     model_dir = folder / "mlp"
     model_dir.mkdir(parents=True)
@@ -126,16 +135,16 @@ def _mlserver(
         [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(folder)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder,
     )  # fmt: skip
+    return process, grpc_port
+
+
+def _stop_mlserver(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
     try:
-        wait_ready(grpc_port, "mlp", timeout_s=120)
-        return _sweep(grpc_port, MODEL_INFER, requests, duration)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _prepare(work: Path, redis_url: str) -> dict[str, Path]:
@@ -229,10 +238,10 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 s per level instead of 5")
+    parser.add_argument("--quick", action="store_true", help="2 slices per level instead of 5")
     parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer baselines")
     args = parser.parse_args()
-    duration = 2.0 if args.quick else 5.0
+    rounds = 2 if args.quick else 5
     results: dict[str, Any] = {}
     redis_server = RedisServer()
     redis_server.start()
@@ -242,40 +251,38 @@ def main() -> int:
         infer_requests = model_infer_requests("mlp", 512)
         print("in-process ONNX Runtime", flush=True)
         results["onnxruntime_in_process"] = _in_process_ort(paths["mlp"], 1.0 if args.quick else 2.0)
-        print("floor (bare grpc.aio ModelInfer)", flush=True)
-        floor, floor_port = start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
-        try:
-            results["floor"] = _sweep(floor_port, MODEL_INFER, infer_requests, duration)
-        finally:
-            stop(floor)
-        process, port = _data_plane(paths, redis_server.url, work)
-        try:
-            print("aether ModelInfer", flush=True)
-            results["model_infer"] = _sweep(port, MODEL_INFER, infer_requests, duration)
-            print("aether Predict (500-feature fetch)", flush=True)
-            entities = [str(i) for i in range(ENTITIES)]
-            results["predict"] = _sweep(
-                port, PREDICT, predict_requests("ranker", entities, "entity_id"), duration
+        entities = [str(i) for i in range(ENTITIES)]
+        predicts = predict_requests("ranker", entities, "entity_id")
+        with contextlib.ExitStack() as servers:
+            floor, floor_port = start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
+            servers.callback(stop, floor)
+            one, port = _data_plane(paths, redis_server.url, work)
+            servers.callback(stop, one)
+            two, port_2 = _data_plane(paths, redis_server.url, work, workers=2)
+            servers.callback(stop, two)
+            targets: list[Target] = [
+                ("floor", floor_port, MODEL_INFER, infer_requests, LEVELS),
+                ("model_infer", port, MODEL_INFER, infer_requests, LEVELS),
+                ("predict", port, PREDICT, predicts, LEVELS),
+                ("workers_2", port_2, MODEL_INFER, infer_requests, (32, 64)),
+            ]
+            if not args.no_mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists():
+                for key, batching in (("mlserver", False), ("mlserver_batching", True)):
+                    process, mlserver_port = _start_mlserver(work, paths["mlp"], batching)
+                    servers.callback(_stop_mlserver, process)
+                    targets.append((key, mlserver_port, MODEL_INFER, infer_requests, LEVELS))
+            for key, server_port, *_ in targets:
+                if key != "floor":  # the floor answers ModelInfer alone, from its first line on
+                    wait_ready(server_port, "mlp", timeout_s=120)
+            print(
+                f"servers up; {rounds} interleaved slices of {SLICE_S:.0f} s per server and level", flush=True
             )
-        finally:
-            stop(process)
-        print("aether ModelInfer, 2 workers (SO_REUSEPORT)", flush=True)
-        process, port = _data_plane(paths, redis_server.url, work, workers=2)
-        try:
-            results["workers_2"] = _sweep(port, MODEL_INFER, infer_requests, duration, levels=(32, 64))
-        finally:
-            stop(process)
-        two, one = results["workers_2"], results["model_infer"]
+            results.update(_measure(targets, rounds, SLICE_S))
+        two_workers, one_worker = results["workers_2"], results["model_infer"]
         results["workers_scaling"] = {
-            str(c): _ratio(two[str(c)]["throughput_rps"], one[str(c)]["throughput_rps"]) for c in (32, 64)
+            str(c): _ratio(two_workers[str(c)]["throughput_rps"], one_worker[str(c)]["throughput_rps"])
+            for c in (32, 64)
         }
-        if not args.no_mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists():
-            for key, batching in (("mlserver", False), ("mlserver_batching", True)):
-                print(
-                    f"MLServer 1.7.1, parallel_workers 0, adaptive batching {'on' if batching else 'off'}",
-                    flush=True,
-                )
-                results[key] = _mlserver(work, paths["mlp"], batching, duration, infer_requests)
     redis_server.close()
     targets = _targets(results)
     _table(results, targets)
@@ -290,7 +297,8 @@ def main() -> int:
         {
             **env,
             "command": "python benchmarks/serving.py" + (" --quick" if args.quick else ""),
-            "duration_s_per_level": duration,
+            "duration_s_per_level": rounds * SLICE_S,
+            "measurement": f"servers interleaved: {rounds} slices of {SLICE_S:.0f} s per server and level",
             "load_generator": "benchmarks/loadgen: grpc.aio closed loop, pre-serialized, same machine",
             "model": "MLP float32 [batch,512]->256->64->1 ReLU; Predict: [batch,500], 500-feature fetch",
             "results": results,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
@@ -75,6 +75,78 @@ async def closed_loop(
     duration_s: float,
     warmup_s: float = 1.0,
 ) -> LoadResult:
+    run = await _drive(target, method, requests, concurrency, duration_s, warmup_s)
+    return run.result()
+
+
+async def interleaved(
+    targets: Sequence[tuple[str, str, Sequence[bytes]]],
+    concurrency: int,
+    slice_s: float,
+    rounds: int,
+    warmup_s: float = 0.3,
+) -> list[LoadResult]:
+    """Closed loops against several servers in turn, ``rounds`` slices of ``slice_s`` each (A, B, C, A,
+    B, C, …), each server's slices pooled into one result. On a shared host whose speed drifts over
+    seconds, servers measured one after the other see different machines; interleaved, they see the
+    same one, so their ratio means something. ``targets`` are (address, method, requests)."""
+    runs = [RunSamples(concurrency) for _ in targets]
+    for _ in range(rounds):
+        for run, (target, method, requests) in zip(runs, targets, strict=True):
+            run.add(await _drive(target, method, requests, concurrency, slice_s, warmup_s))
+    return [run.result() for run in runs]
+
+
+@dataclass(slots=True)
+class RunSamples:
+    """Latencies (seconds) and errors of one or more measured slices of the same closed loop."""
+
+    concurrency: int
+    duration_s: float = 0.0
+    samples: list[np.ndarray] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+    def add(self, other: RunSamples) -> None:
+        self.duration_s += other.duration_s
+        self.samples += other.samples
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+
+    def result(self) -> LoadResult:
+        samples = np.concatenate(self.samples) * 1000.0 if self.samples else np.zeros(0)
+        if samples.size == 0:
+            nan = float("nan")
+            return LoadResult(
+                self.concurrency, self.duration_s, 0, self.errors, 0.0, nan, nan, nan, nan, nan, [],
+                self.first_error,
+            )  # fmt: skip
+        p50, p90, p99, p999 = np.percentile(samples, [50, 90, 99, 99.9])
+        counts, _ = np.histogram(samples, HISTOGRAM_EDGES_MS)
+        return LoadResult(
+            concurrency=self.concurrency,
+            duration_s=self.duration_s,
+            requests=int(samples.size),
+            errors=self.errors,
+            throughput_rps=samples.size / self.duration_s,
+            p50_ms=float(p50),
+            p90_ms=float(p90),
+            p99_ms=float(p99),
+            p99_9_ms=float(p999),
+            mean_ms=float(samples.mean()),
+            histogram_counts=[int(c) for c in counts],
+            first_error=self.first_error,
+        )
+
+
+async def _drive(
+    target: str,
+    method: str,
+    requests: Sequence[bytes],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+) -> RunSamples:
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
@@ -110,22 +182,10 @@ async def closed_loop(
                     mine.append(done - sent)
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    samples = np.concatenate([np.asarray(x) for x in latencies]) * 1000.0 if any(latencies) else np.zeros(0)
-    if samples.size == 0:
-        return LoadResult(concurrency, duration_s, 0, errors[0], 0.0, *(float("nan"),) * 5, [], *first_error)
-    p50, p90, p99, p999 = np.percentile(samples, [50, 90, 99, 99.9])
-    counts, _ = np.histogram(samples, HISTOGRAM_EDGES_MS)
-    return LoadResult(
-        concurrency=concurrency,
-        duration_s=duration_s,
-        requests=int(samples.size),
-        errors=errors[0],
-        throughput_rps=samples.size / duration_s,
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        p99_ms=float(p99),
-        p99_9_ms=float(p999),
-        mean_ms=float(samples.mean()),
-        histogram_counts=[int(c) for c in counts],
-        first_error=first_error[0] if first_error else "",
+    return RunSamples(
+        concurrency,
+        duration_s,
+        [np.asarray(x) for x in latencies if x],
+        errors[0],
+        first_error[0] if first_error else "",
     )
