@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -211,21 +212,29 @@ def test_results_come_back_in_the_original_label_order() -> None:
     assert indices.tolist() == [3, 2, 1, 0]
 
 
-def test_threaded_join_equals_single_threaded_on_many_entities() -> None:
+@pytest.mark.parametrize("split", ["rows", "entities"])
+def test_threaded_join_equals_single_threaded_on_many_entities(split: Literal["rows", "entities"]) -> None:
     rng = np.random.default_rng(3)
     n, m, entities = 60_000, 200_000, 40_000
     label_entity = rng.integers(0, entities, n)
     label_ts = rng.integers(0, 10_000, n)
+    # Few distinct times and ingestion times: many exact ties, decided by row index across threads.
     feat = (rng.integers(0, entities, m), rng.integers(0, 10_000, m), rng.integers(0, 5, m))
     labels = index_labels(label_entity, label_ts)
     results = []
     for threads in (1, 2, 3):
         state = new_state(labels)
-        asof_update(state, *feat, threads=threads)
+        asof_update(state, *feat, threads=threads, split=split)
         results.append(asof_finalize(state, ttl_us=500))
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
     assert 0 < np.count_nonzero(results[0] == NO_MATCH) < n  # both outcomes occur
+    # Two partitions (row offsets), each folded by 3 threads, give the one-shot answer too.
+    state = new_state(labels)
+    half = m // 2
+    asof_update(state, *(c[half:] for c in feat), row_offset=half, threads=3, split=split)
+    asof_update(state, *(c[:half] for c in feat), row_offset=0, threads=3, split=split)
+    np.testing.assert_array_equal(asof_finalize(state, ttl_us=500), results[0])
 
 
 def test_gather_keeps_integer_dtype_and_reports_nulls_in_a_mask() -> None:
