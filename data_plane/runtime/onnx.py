@@ -85,8 +85,14 @@ def _preload_gpu_libraries() -> None:
     torch's) before the first GPU session: without it the CUDA provider finds them only on
     ``LD_LIBRARY_PATH``, fails to start, and ONNX Runtime quietly falls back to the CPU. Once a process."""
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu ≥ 1.21
-    if preload is not None:
+    if preload is None:
+        return
+    try:
         preload()
+    except Exception:  # the session will say whether CUDA started; a failed preload is only a clue
+        _log.warning(
+            "onnxruntime.preload_dlls failed; CUDA libraries must be on LD_LIBRARY_PATH", exc_info=True
+        )
 
 
 @functools.cache
@@ -98,7 +104,7 @@ def _tensorrt_loadable() -> bool:
         try:
             importlib.import_module("tensorrt")
             return True
-        except ImportError:
+        except Exception:  # ImportError, or OSError from a TensorRT library that does not load
             _log.warning("the tensorrt package does not import; TensorRT is not used", exc_info=True)
     return ctypes.util.find_library("nvinfer") is not None
 
