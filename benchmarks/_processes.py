@@ -27,9 +27,10 @@ def start(
     return process, int(line.strip().rsplit(":", 1)[1].split()[0])
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Asks ``process`` to stop with ``signum``; kills it if it has not within 15 s."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -47,6 +47,7 @@ import redis
 import uvloop
 
 from benchmarks._common import environment, percentiles_ms, write_results
+from benchmarks._processes import stop as stop_process
 from clients.aether.v1 import feature_registry_pb2 as fr
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
@@ -173,15 +174,6 @@ def _start_process(args: list[str], env: dict[str, str]) -> tuple[subprocess.Pop
     return process, line.rsplit(" ", 1)[-1]
 
 
-def _stop_process(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # --- the bare server ---------------------------------------------------------------------------------
 
 
@@ -284,7 +276,7 @@ async def _measure(
     try:
         await _measure_grpc(cases, requests, dp_addr, bare_addr, results, iterations, warmup)
     finally:
-        _stop_process(bare)
+        stop_process(bare)
     await client.close()
     return results
 
@@ -437,7 +429,7 @@ def main() -> int:
         results = uvloop.run(_measure(server.url, dp_addr, bare_exe, env, args.quick))
     finally:
         if data_plane is not None:
-            _stop_process(data_plane)
+            stop_process(data_plane)
         server.close()
 
     targets = _targets(results)

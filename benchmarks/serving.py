@@ -138,15 +138,6 @@ def _start_mlserver(work: Path, model_path: Path, batching: bool) -> tuple[subpr
     return process, grpc_port
 
 
-def _stop_mlserver(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _prepare(work: Path, redis_url: str) -> dict[str, Path]:
     models = work / "models"
     mlp = onnx_models.save(onnx_models.mlp(), models / "mlp.onnx", "mlp", warmup_requests=20)
@@ -269,7 +260,7 @@ def main() -> int:
             if not args.no_mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists():
                 for key, batching in (("mlserver", False), ("mlserver_batching", True)):
                     process, mlserver_port = _start_mlserver(work, paths["mlp"], batching)
-                    servers.callback(_stop_mlserver, process)
+                    servers.callback(stop, process, signal.SIGINT)  # MLServer stops on SIGINT
                     targets.append((key, mlserver_port, MODEL_INFER, infer_requests, LEVELS))
             for key, server_port, *_ in targets:
                 if key != "floor":  # the floor answers ModelInfer alone, from its first line on
