@@ -1,7 +1,8 @@
 """``python -m control_plane.ingestion.streaming --view V``: run one stream materializer.
 
 Reads the view (latest version unless ``--version``) from the metadata database, consumes its source
-stream (``--stream``, default the view's ``source.uri``) as consumer ``--consumer`` of group ``--group``,
+stream (``--stream``, default the view's ``source.uri``: a Redis stream name, or ``kafka://host:port/topic``
+with the ``kafka`` extra) as consumer ``--consumer`` of group ``--group``,
 and runs until SIGTERM/SIGINT. Prints ``aether materializer running view=V stream=S`` once its state is
 rebuilt. Settings come from ``AETHER_*`` variables (``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
 ``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``); flags override them.
@@ -25,16 +26,36 @@ from control_plane.db import create_db_engine, create_session_factory, upgrade_t
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.source import StreamSource
 from control_plane.offline.store import OfflineStore, default_offline_root
 from control_plane.settings import ControlPlaneSettings
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aether-materializer", description=__doc__.splitlines()[0])
     parser.add_argument("--view", required=True)
     parser.add_argument("--version", type=int, default=0)
-    parser.add_argument("--stream", default="", help="stream name (default: the view's source.uri)")
+    parser.add_argument(
+        "--stream",
+        default="",
+        help="Redis stream name, or kafka://host:port/topic (default: the view's source.uri)",
+    )
     parser.add_argument("--group", default="materializer", help="consumer group")
+    parser.add_argument(
+        "--kafka-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_key_value,
+        help="a librdkafka setting for a kafka:// stream (repeatable), e.g. session.timeout.ms=10000",
+    )
     parser.add_argument("--consumer", default="", help="consumer name (default: host-pid)")
     parser.add_argument("--db-url", default="")
     parser.add_argument("--redis-url", default="")
@@ -77,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: view {args.view!r} names no source stream; pass --stream", file=sys.stderr)
             return 2
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        source = RedisStreamSource(client, stream, args.group, consumer)
+        source: StreamSource
+        if stream.startswith("kafka://"):
+            from control_plane.ingestion.streaming.kafka_source import KafkaSource, parse_kafka_url
+
+            bootstrap, topic = parse_kafka_url(stream)
+            source = KafkaSource(bootstrap, topic, args.group, consumer, dict(args.kafka_option))
+        else:
+            source = RedisStreamSource(client, stream, args.group, consumer)
         options = MaterializerOptions(
             group=args.group, count=args.count, block_ms=args.block_ms, reclaim_idle_ms=args.reclaim_idle_ms,
             lateness_s=args.lateness_s, max_future=timedelta(seconds=args.max_future_s),

@@ -80,7 +80,8 @@ def _text(value: Any) -> str:
 
 
 def _scored(ids: Sequence[str]) -> list[str]:
-    """``score, member`` pairs for ZADD: each id scored by its milliseconds part."""
+    """``score, member`` pairs for ZADD: each id scored by its first part (a Redis stream id's
+    milliseconds, a Kafka id's partition)."""
     pairs = [""] * (2 * len(ids))
     parts = "-".join(ids).split("-")
     # Stream ids have exactly one "-": then every other part is a millisecond part (split in C).
@@ -92,7 +93,11 @@ def _scored(ids: Sequence[str]) -> list[str]:
 class Committer:
     """Commits read batches of one materializer (one batch at a time; see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, keys: StateKeys, stream: str, group: str, token: str) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: StateKeys, stream: str | None, group: str, token: str
+    ) -> None:
+        """``stream``: the Redis stream whose messages the commit acknowledges (XACK); None for a source
+        that is acknowledged outside Redis (Kafka)."""
         self._keys = keys
         self._stream = stream
         self._group = group
@@ -178,7 +183,7 @@ class Committer:
              "accepted", len(applied)),
             ("RPUSH", keys.outbox, receipt),
         ]  # fmt: skip
-        if applied or rejected:
+        if (applied or rejected) and self._stream is not None:
             writes.append(("XACK", self._stream, self._group, *applied, *rejected))
         self._watching = False  # EXEC ends the watch, whatever its outcome
         replies = self._exchange([("MULTI",), *writes, ("EXEC",)])

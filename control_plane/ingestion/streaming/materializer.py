@@ -117,7 +117,8 @@ class StreamMaterializer:
             f"stream:{source.name}:{options.group}:{name}:v{version}", name, version, "stream", source.name
         )
         self._token = uuid.uuid4().hex
-        self._committer = Committer(client, self.keys, source.name, options.group, self._token)
+        acked_stream = source.name if source.acks_in_commit else None
+        self._committer = Committer(client, self.keys, acked_stream, options.group, self._token)
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
         self._last_ingested_us = 0
         self._next_reclaim = 0.0
@@ -220,6 +221,8 @@ class StreamMaterializer:
             # Another consumer applied some of these messages concurrently: our in-memory state may now
             # differ from what was committed, so start over from the stream.
             raise Fenced(f"messages of this batch were applied by another consumer ({self.keys.prefix})")
+        if not self.source.acks_in_commit:  # committed: now the source may forget these messages
+            self.source.ack([*accepted_ids, *rejected_ids])
         self._undrained[receipt_id] = Receipt(history, rejected, len(accepted_ids))
         stats.accepted, stats.quarantined = len(accepted_ids), len(rejected_rows)
         self.metrics.observe_batch(stats.accepted, stats.quarantined, stats.duplicates, newest)

@@ -54,6 +54,8 @@ def _batch(entries: list[Any]) -> MessageBatch:
 
 
 class RedisStreamSource:
+    acks_in_commit = True  # the commit transaction carries the XACK (see commit.py)
+
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
         self.name = stream
         self._client = client

@@ -7,13 +7,8 @@ a consumer that died (or to this one before a reconnect) and not acknowledged wi
 materializer uses to rebuild its window state after a restart. ``lag`` reports how far the group is
 behind.
 
-Kafka fits behind the same interface (``aiokafka``, optional extra, not built yet): ``read`` is
-``getmany`` on a consumer of the group; ``ack`` commits offsets (per partition, the highest contiguous
-processed offset + 1, since Kafka acknowledges positions rather than single messages); ``reclaim``
-returns nothing, as Kafka reassigns the partitions of a dead consumer on rebalance and redelivers from
-the committed offsets; ``history`` seeks every partition with ``offsets_for_times``; ``lag`` is the end
-offsets minus the committed offsets, with the age of the first uncommitted record. Message ids become
-``"<partition>-<offset>"``, which keeps them unique for the idempotency set.
+Two sources: Redis Streams (``redis_source``, built in) and Kafka (``kafka_source``, the ``kafka``
+extra), whose module docstring says how the interface maps onto consumer groups and offsets.
 """
 
 from __future__ import annotations
@@ -81,6 +76,10 @@ class Lag:
 
 class StreamSource(Protocol):
     name: str
+    # True when the stream is a Redis stream whose XACK the materializer's commit transaction carries
+    # (acknowledged atomically with the state change); otherwise the materializer calls ``ack`` once a
+    # batch is committed, and a crash in between redelivers messages the idempotency set then skips.
+    acks_in_commit: bool
 
     def read(self, count: int, block_ms: int) -> MessageBatch: ...
 

@@ -1,0 +1,218 @@
+"""Kafka behind ``StreamSource`` (optional extra ``kafka``: confluent-kafka, the librdkafka client; the
+source interface is synchronous, as librdkafka's consumer is).
+
+How the interface maps:
+
+* Each record's value is a JSON object of the event's fields (values turned to text, as on a Redis
+  stream). A value that is not one becomes a message with the single field ``_raw``, which validation
+  quarantines like any malformed message: it never stops the materializer and is never dropped.
+* Message ids are ``"<partition>-<offset>"``: unique within the topic, so the materializer's
+  idempotency set works unchanged, and increasing within a partition, the only order Kafka has.
+* ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,
+  not messages): an acknowledged message after a gap is delivered again after a restart or a rebalance,
+  and the idempotency set turns it into a duplicate. At least once, never lost.
+* ``reclaim`` returns nothing: Kafka reassigns the partitions of a dead consumer and redelivers from
+  their committed offsets by itself.
+* ``history`` reads every partition from the first record at or after the time (``offsets_for_times``;
+  from the start of the retained log when the broker gives no answer, filtering by record time) up to
+  the end offsets taken when it starts, on a consumer of its own outside the group.
+* ``lag`` is the end offsets minus the group's committed offsets of the assigned partitions; its age is
+  that of the oldest delivered, unacknowledged record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage
+
+_log = logging.getLogger("aether.ingestion.kafka")
+RAW_FIELD = "_raw"
+_TIMEOUT_S = 10.0
+
+
+def parse_kafka_url(url: str) -> tuple[str, str]:
+    """``kafka://host:port[,host:port]/topic`` → (bootstrap servers, topic)."""
+    parts = urlsplit(url)
+    topic = parts.path.strip("/")
+    if parts.scheme != "kafka" or not parts.netloc or not topic or "/" in topic:
+        raise ValueError(f"not a Kafka stream URL {url!r}: expected kafka://host:port/topic")
+    return parts.netloc, topic
+
+
+def _fields(value: bytes | None) -> dict[str, str]:
+    try:
+        decoded = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        decoded = None
+    if not isinstance(decoded, dict) or not decoded:
+        return {RAW_FIELD: (value or b"").decode("utf-8", errors="replace")}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}
+
+
+def _position(record: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed record (both always set on one)."""
+    partition, offset = record.partition(), record.offset()
+    if partition is None or offset is None:
+        raise ValueError("a Kafka record without a partition or offset")
+    return partition, offset
+
+
+def _message_id(record: Message) -> str:
+    partition, offset = _position(record)
+    return f"{partition}-{offset}"
+
+
+class KafkaSource:
+    acks_in_commit = False  # offsets are committed to Kafka after the batch's Redis commit
+
+    def __init__(
+        self, bootstrap: str, topic: str, group: str, consumer: str, config: Mapping[str, Any] | None = None
+    ) -> None:
+        self.name = topic
+        self._bootstrap = bootstrap
+        self._extra = dict(config or {})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "client.id": consumer,
+                "enable.auto.commit": False,  # offsets move only through ack
+                "auto.offset.reset": "earliest",  # a new group starts at the retained beginning
+                **self._extra,
+            }
+        )
+        # Per partition: offset → (delivered, acknowledged) of the records read and not yet committed.
+        self._open: dict[int, dict[int, bool]] = {}
+        self._delivered_at: dict[tuple[int, int], float] = {}  # record time (s) of each open record
+        self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Whatever was not committed goes to the partition's next owner, from the committed offset.
+        for partition in partitions:
+            for offset in self._open.pop(partition.partition, {}):
+                self._delivered_at.pop((partition.partition, offset), None)
+
+    def read(self, count: int, block_ms: int) -> MessageBatch:
+        messages: list[StreamMessage] = []
+        for record in self._consumer.consume(num_messages=count, timeout=block_ms / 1000):
+            error = record.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _log.warning("Kafka consumer error on %s: %s", self.name, error)
+                continue
+            partition, offset = _position(record)
+            self._open.setdefault(partition, {})[offset] = False
+            self._delivered_at[(partition, offset)] = record.timestamp()[1] / 1000
+            messages.append(StreamMessage(_message_id(record), _fields(record.value())))
+        return MessageBatch.of(messages)
+
+    def reclaim(self, min_idle_ms: int, count: int) -> MessageBatch:
+        return MessageBatch([], {})  # Kafka redelivers a dead consumer's partitions itself (module doc)
+
+    def ack(self, ids: list[str]) -> None:
+        touched: set[int] = set()
+        for message_id in ids:
+            partition_text, _, offset_text = message_id.partition("-")
+            partition, offset = int(partition_text), int(offset_text)
+            records = self._open.get(partition)
+            if records is not None and offset in records:
+                records[offset] = True
+                touched.add(partition)
+        commits = []
+        for partition in touched:
+            records = self._open[partition]
+            done = []
+            for offset in sorted(records):
+                if not records[offset]:
+                    break
+                done.append(offset)
+            if not done:
+                continue
+            for offset in done:
+                del records[offset]
+                self._delivered_at.pop((partition, offset), None)
+            commits.append(TopicPartition(self.name, partition, done[-1] + 1))
+        if commits:
+            self._consumer.commit(offsets=commits, asynchronous=False)
+
+    def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]:
+        reader = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"{self.name}-history",  # never subscribes or commits: assign() only
+                "enable.auto.commit": False,
+                **self._extra,
+            }
+        )
+        try:
+            topic = reader.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
+            partitions = [] if topic is None or topic.error is not None else list(topic.partitions)
+            if not partitions:  # no such topic (yet): no history
+                return
+            bounds = {p: self._watermarks(reader, p) for p in partitions}
+            found = reader.offsets_for_times(
+                [TopicPartition(self.name, p, since_ms) for p in partitions], timeout=_TIMEOUT_S
+            )
+            # No answer (-1): from the start of the retained log, filtered by record time below.
+            starts = {tp.partition: tp.offset if tp.offset >= 0 else bounds[tp.partition][0] for tp in found}
+            pending = {p for p, start in starts.items() if start < bounds[p][1]}
+            reader.assign([TopicPartition(self.name, p, starts[p]) for p in pending])
+            ends = {p: bounds[p][1] for p in partitions}
+            batch: list[StreamMessage] = []
+            idle_since = time.monotonic()
+            while pending:
+                records = reader.consume(num_messages=page, timeout=1.0)
+                if records:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > _TIMEOUT_S:
+                    _log.warning("history of %s: partitions %s stopped answering", self.name, sorted(pending))
+                    break
+                for record in records:
+                    if record.error() is not None:
+                        continue
+                    partition, offset = _position(record)
+                    if offset < ends[partition] and record.timestamp()[1] >= since_ms:
+                        batch.append(StreamMessage(_message_id(record), _fields(record.value())))
+                    if offset + 1 >= ends[partition]:
+                        pending.discard(partition)
+                if len(batch) >= page or (batch and not pending):
+                    yield MessageBatch.of(batch)
+                    batch = []
+            if batch:
+                yield MessageBatch.of(batch)
+        finally:
+            reader.close()
+
+    def _watermarks(self, consumer: Consumer, partition: int) -> tuple[int, int]:
+        """(first, next) offset of a partition's retained log, asked of the broker."""
+        marks = consumer.get_watermark_offsets(
+            TopicPartition(self.name, partition), timeout=_TIMEOUT_S, cached=False
+        )
+        if marks is None:
+            raise RuntimeError(f"Kafka gave no offsets for {self.name}[{partition}]")
+        return int(marks[0]), int(marks[1])
+
+    def lag(self) -> Lag:
+        """The group's lag over every partition of the topic (assigned here or not, as the Redis source
+        reports its group's), with the age of this consumer's oldest unacknowledged record."""
+        topic = self._consumer.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return Lag(0, 0.0)  # no such topic (yet): nothing to be behind on
+        partitions = [TopicPartition(self.name, p) for p in topic.partitions]
+        behind = 0
+        for tp in self._consumer.committed(partitions, timeout=_TIMEOUT_S):
+            low, high = self._watermarks(self._consumer, tp.partition)
+            behind += max(0, high - (tp.offset if tp.offset >= 0 else low))
+        oldest = min(self._delivered_at.values(), default=None)
+        return Lag(behind, 0.0 if oldest is None else max(0.0, time.time() - oldest))
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,262 @@
+"""``KafkaSource`` against librdkafka's mock cluster (a fake broker that speaks the Kafka protocol; no
+real broker can be installed here, see tests/support/kafka_mock.py): delivery, acknowledgement by
+committed offsets, redelivery after a restart, malformed records, history, lag, and the materializer
+end to end with online values equal to brute force over the raw events."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from control_plane.db import read_session
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.streaming.commit import StateKeys
+from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url
+from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.source import MessageBatch
+from control_plane.offline.store import OfflineStore
+from tests.integration.ingestion.streaming_support import (
+    expected_online,
+    random_events,
+    read_online,
+    registry_db,
+)
+from tests.support.kafka_mock import KafkaMockCluster
+
+TOPIC = "clicks-events"
+# Short sessions: a consumer that left is out of the group in seconds, not the default 45.
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+@pytest.fixture
+def kafka() -> Iterator[KafkaMockCluster]:
+    cluster = KafkaMockCluster()
+    yield cluster
+    cluster.close()
+
+
+def read_all(source: KafkaSource, expected: int, timeout_s: float = 30.0) -> MessageBatch:
+    """Reads until ``expected`` messages came (the first read waits for the group's assignment)."""
+    got: list[MessageBatch] = []
+    deadline = time.monotonic() + timeout_s
+    while sum(map(len, got)) < expected and time.monotonic() < deadline:
+        batch = source.read(500, 200)
+        if batch:
+            got.append(batch)
+    return MessageBatch.of([m for b in got for m in b.messages()])
+
+
+def quiet_for(source: KafkaSource, seconds: float) -> MessageBatch:
+    """Everything read in ``seconds`` (long enough for a rebalance to hand out the partitions)."""
+    got: list[MessageBatch] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch = source.read(500, 200)
+        if batch:
+            got.append(batch)
+    return MessageBatch.of([m for b in got for m in b.messages()])
+
+
+def test_kafka_urls_name_brokers_and_topic() -> None:
+    assert parse_kafka_url("kafka://b1:9092,b2:9092/events") == ("b1:9092,b2:9092", "events")
+    for bad in ("kafka://b1:9092", "redis://b1/events", "kafka:///events", "kafka://b/a/b"):
+        with pytest.raises(ValueError, match="kafka://host:port/topic"):
+            parse_kafka_url(bad)
+
+
+def test_acknowledged_records_are_not_delivered_again(kafka: KafkaMockCluster) -> None:
+    values = [{"sensor_id": str(i % 5), "amount": str(i)} for i in range(60)]
+    ids = kafka.publish(TOPIC, values, keys=[v["sensor_id"] for v in values])
+    first = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(first, len(values))
+    assert sorted(batch.ids) == sorted(ids) and len(set(batch.ids)) == len(ids)
+    by_id = dict(zip(ids, values, strict=True))
+    assert all(batch.fields(i) == by_id[message_id] for i, message_id in enumerate(batch.ids))
+    assert first.lag().messages == len(values)  # delivered, not acknowledged
+    first.ack(batch.ids)
+    assert first.lag().messages == 0
+    first.close()
+
+    second = KafkaSource(kafka.bootstrap, TOPIC, "g", "c2", FAST_GROUP)
+    later = kafka.publish(TOPIC, [{"sensor_id": "9", "amount": "1"}], keys=["9"])
+    assert read_all(second, 1).ids == later  # only the record published after the acknowledgement
+    assert len(quiet_for(second, 2.0)) == 0
+    second.close()
+
+
+def test_unacknowledged_records_come_back_and_a_gap_holds_the_commit(kafka: KafkaMockCluster) -> None:
+    values = [{"n": str(i)} for i in range(40)]
+    ids = kafka.publish(TOPIC, values, keys=[str(i % 4) for i in range(40)])
+    first = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(first, len(values))
+    # Hold back the first record of one partition: that partition's commit stays before it.
+    partition = batch.ids[0].split("-")[0]
+    in_partition = sorted(
+        (i for i in ids if i.startswith(f"{partition}-")), key=lambda i: int(i.split("-")[1])
+    )
+    held = in_partition[0]
+    first.ack([i for i in batch.ids if i != held])
+    assert first.lag().messages == len(in_partition)  # everything from the held record on
+    first.close()  # a crash after processing: nothing more is acknowledged
+
+    second = KafkaSource(kafka.bootstrap, TOPIC, "g", "c2", FAST_GROUP)
+    again = read_all(second, len(in_partition))
+    # At least once: the held record and the acknowledged ones behind it come back, no other.
+    assert sorted(again.ids) == sorted(in_partition)
+    second.ack(again.ids)
+    assert second.lag().messages == 0
+    second.close()
+
+
+def test_malformed_records_arrive_as_a_raw_field(kafka: KafkaMockCluster) -> None:
+    ids = kafka.publish(TOPIC, [b"not json", b"[1, 2]", b"", {"amount": "1"}], keys=["k"] * 4)
+    source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(source, 4)
+    fields = {message_id: batch.fields(i) for i, message_id in enumerate(batch.ids)}
+    assert fields[ids[0]] == {RAW_FIELD: "not json"}
+    assert fields[ids[1]] == {RAW_FIELD: "[1, 2]"}
+    assert fields[ids[2]] == {RAW_FIELD: ""}
+    assert fields[ids[3]] == {"amount": "1"}
+    source.close()
+
+
+def test_history_rereads_records_from_a_time_without_touching_the_group(kafka: KafkaMockCluster) -> None:
+    t0 = int(time.time() * 1000) - 100_000
+    values = [{"n": str(i)} for i in range(100)]
+    ids = kafka.publish(
+        TOPIC, values, keys=[str(i % 3) for i in range(100)], timestamps_ms=[t0 + i for i in range(100)]
+    )
+    source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    pages = list(source.history(t0 + 60, page=7))
+    seen = [m for page in pages for m in page.messages()]
+    assert sorted(m.id for m in seen) == sorted(ids[60:])
+    assert all(len(page) <= 7 + 500 for page in pages)
+    assert source.lag().messages == len(values)  # history moved no offset of the group
+    source.close()
+
+
+def test_materializer_over_kafka_matches_brute_force(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str
+) -> None:
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    events = random_events(600, seed=5)
+    fields = [
+        {"sensor_id": str(e.sensor), "event_ts": e.ts.isoformat(), "amount": repr(e.amount)} for e in events
+    ]
+    for event, message_id in zip(
+        events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
+    ):
+        event.id = message_id
+    kafka.publish(
+        TOPIC, [b"\x00\xff garbage", {"sensor_id": "1", "event_ts": "2026-01-01T00:00:00", "amount": "1"}]
+    )
+    options = MaterializerOptions(
+        count=300, block_ms=50, reclaim_idle_ms=200, reclaim_every_s=0.1, lag_every_s=0.1
+    )
+    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
+    )
+    materializer.start()
+    deadline = time.monotonic() + 60
+    received = 0
+    while received < len(events) + 2 and time.monotonic() < deadline:
+        received += materializer.step().received
+    materializer.flush()
+    assert received == len(events) + 2
+
+    expected = expected_online(events)
+    found = read_online(client, view, sorted(expected))
+    for sensor, values in expected.items():
+        for got, want in zip(found[sensor], values, strict=True):
+            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
+                got, want, rel_tol=1e-6, abs_tol=1e-6
+            )
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (len(events) + 2, len(events), 2)
+    assert source.lag().messages == 0
+    source.close()
+
+
+def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str
+) -> None:
+    url, sessions, view, _entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    events = random_events(3000, seed=13, sensors=40)
+    env = {
+        **os.environ,
+        "AETHER_HOME": str(tmp_path),
+        "AETHER_DB_URL": url,
+        "AETHER_REDIS_URL": redis_url,
+        "AETHER_OFFLINE_ROOT": str(tmp_path / "offline"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+    fast = [f"--kafka-option={key}={value}" for key, value in FAST_GROUP.items()]
+    command = [
+        *(sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks"),
+        *("--stream", f"kafka://{kafka.bootstrap}/{TOPIC}", "--count", "100", "--block-ms", "20", *fast),
+    ]
+    keys = StateKeys.of("clicks", 1, "materializer")
+
+    def start() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert process.stdout is not None
+        assert "aether materializer running" in process.stdout.readline()
+        return process
+
+    first = start()
+    fields = [
+        {"sensor_id": str(e.sensor), "event_ts": e.ts.isoformat(), "amount": repr(e.amount)} for e in events
+    ]
+    for event, message_id in zip(
+        events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
+    ):
+        event.id = message_id
+    kafka.publish(TOPIC, [{"sensor_id": "1", "event_ts": "yesterday", "amount": "1"}])
+    deadline = time.monotonic() + 60
+    while client.zcard(keys.applied) < 800 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = client.zcard(keys.applied)
+    assert 0 < killed_at < len(events)
+
+    second = start()  # gets the partitions once the killed consumer's session expires
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = client.zcard(keys.applied) + client.zcard(keys.rejected) == len(events) + 1
+            if done and client.llen(keys.outbox) == 0:
+                break
+            time.sleep(0.05)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=20)
+    expected = expected_online(events)
+    found = read_online(client, view, sorted(expected))
+    for sensor, values in expected.items():
+        for got, want in zip(found[sensor], values, strict=True):
+            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
+                got, want, rel_tol=1e-6, abs_tol=1e-6
+            )
+    with read_session(sessions) as session:
+        runs = quarantine.list_runs(session, "clicks")
+    assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(len(events) + 1, len(events), 1)]
+    # Every offset was committed in the end: a third consumer of the group would get nothing.
+    probe = KafkaSource(kafka.bootstrap, TOPIC, "materializer", "probe", FAST_GROUP)
+    assert probe.lag().messages == 0
+    probe.close()
