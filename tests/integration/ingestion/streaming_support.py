@@ -1,9 +1,14 @@
 """Shared pieces of the streaming tests: a registry with the ``clicks`` view on a SQLite file, event
-publishing, and the brute-force expectation of the online values from the raw events."""
+publishing, the brute-force expectation of the online values from the raw events, and the materializer
+run as its own process (``python -m control_plane.ingestion.streaming``)."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,10 +62,7 @@ def random_events(n: int, seed: int, sensors: int = 20) -> list[Event]:
 def publish(client: redis.Redis, events: list[Event]) -> None:
     pipeline = client.pipeline(transaction=False)
     for event in events:
-        pipeline.xadd(
-            STREAM,
-            {"sensor_id": str(event.sensor), "event_ts": event.ts.isoformat(), "amount": repr(event.amount)},
-        )
+        pipeline.xadd(STREAM, event_fields(event))  # type: ignore[arg-type]
     for event, message_id in zip(events, pipeline.execute(), strict=True):
         event.id = message_id.decode()
 
@@ -111,3 +113,37 @@ def read_online(client: redis.Redis, view: pb.FeatureView, sensors: list[int]) -
         nulls = decoded.nulls if decoded.nulls is not None else np.zeros(len(online.columns), dtype=bool)
         found[sensor] = [math.nan if nulls[i] else float(record[i]) for i in range(len(online.columns))]
     return found
+
+
+def assert_close(found: dict[int, list[float]], expected: dict[int, list[float]]) -> None:
+    assert found.keys() == expected.keys()
+    for sensor, values in expected.items():
+        for got, want in zip(found[sensor], values, strict=True):
+            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
+                got, want, rel_tol=1e-6, abs_tol=1e-6
+            ), (sensor, found[sensor], values)
+
+
+def event_fields(event: Event) -> dict[str, str]:
+    """An event as the fields of one stream message."""
+    return {"sensor_id": str(event.sensor), "event_ts": event.ts.isoformat(), "amount": repr(event.amount)}
+
+
+def materializer_env(tmp_path: Path, db_url: str, redis_url: str) -> Mapping[str, str]:
+    return {
+        **os.environ,
+        "AETHER_HOME": str(tmp_path),
+        "AETHER_DB_URL": db_url,
+        "AETHER_REDIS_URL": redis_url,
+        "AETHER_OFFLINE_ROOT": str(tmp_path / "offline"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+
+
+def start_materializer(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """``python -m control_plane.ingestion.streaming --view clicks ARGS``, once it says it runs."""
+    command = [sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks", *args]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    assert "aether materializer running" in process.stdout.readline()
+    return process

@@ -5,11 +5,8 @@ end to end with online values equal to brute force over the raw events."""
 
 from __future__ import annotations
 
-import math
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +22,14 @@ from control_plane.ingestion.streaming.materializer import MaterializerOptions, 
 from control_plane.ingestion.streaming.source import MessageBatch
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
+    assert_close,
+    event_fields,
     expected_online,
+    materializer_env,
     random_events,
     read_online,
     registry_db,
+    start_materializer,
 )
 from tests.support.kafka_mock import KafkaMockCluster
 
@@ -150,9 +151,7 @@ def test_materializer_over_kafka_matches_brute_force(
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
     events = random_events(600, seed=5)
-    fields = [
-        {"sensor_id": str(e.sensor), "event_ts": e.ts.isoformat(), "amount": repr(e.amount)} for e in events
-    ]
+    fields = [event_fields(e) for e in events]
     for event, message_id in zip(
         events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
     ):
@@ -177,11 +176,7 @@ def test_materializer_over_kafka_matches_brute_force(
 
     expected = expected_online(events)
     found = read_online(client, view, sorted(expected))
-    for sensor, values in expected.items():
-        for got, want in zip(found[sensor], values, strict=True):
-            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
-                got, want, rel_tol=1e-6, abs_tol=1e-6
-            )
+    assert_close(found, expected)
     with read_session(sessions) as session:
         counts = quarantine.run_counts(session, materializer.run.run_id)
     assert (counts.records_in, counts.accepted, counts.quarantined) == (len(events) + 2, len(events), 2)
@@ -195,33 +190,17 @@ def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
     url, sessions, view, _entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
     events = random_events(3000, seed=13, sensors=40)
-    env = {
-        **os.environ,
-        "AETHER_HOME": str(tmp_path),
-        "AETHER_DB_URL": url,
-        "AETHER_REDIS_URL": redis_url,
-        "AETHER_OFFLINE_ROOT": str(tmp_path / "offline"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
-    }
+    env = materializer_env(tmp_path, url, redis_url)
+    stream = ["--stream", f"kafka://{kafka.bootstrap}/{TOPIC}", "--count", "100", "--block-ms", "20"]
     fast = [f"--kafka-option={key}={value}" for key, value in FAST_GROUP.items()]
-    command = [
-        *(sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks"),
-        *("--stream", f"kafka://{kafka.bootstrap}/{TOPIC}", "--count", "100", "--block-ms", "20", *fast),
-    ]
-    keys = StateKeys.of("clicks", 1, "materializer")
 
     def start() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert process.stdout is not None
-        assert "aether materializer running" in process.stdout.readline()
-        return process
+        return start_materializer([*stream, *fast], env)
+
+    keys = StateKeys.of("clicks", 1, "materializer")
 
     first = start()
-    fields = [
-        {"sensor_id": str(e.sensor), "event_ts": e.ts.isoformat(), "amount": repr(e.amount)} for e in events
-    ]
+    fields = [event_fields(e) for e in events]
     for event, message_id in zip(
         events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
     ):
@@ -248,11 +227,7 @@ def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
         second.wait(timeout=20)
     expected = expected_online(events)
     found = read_online(client, view, sorted(expected))
-    for sensor, values in expected.items():
-        for got, want in zip(found[sensor], values, strict=True):
-            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
-                got, want, rel_tol=1e-6, abs_tol=1e-6
-            )
+    assert_close(found, expected)
     with read_session(sessions) as session:
         runs = quarantine.list_runs(session, "clicks")
     assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(len(events) + 1, len(events), 1)]

@@ -5,10 +5,8 @@ and a SIGKILLed materializer process that restarts without double counting."""
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,11 +23,14 @@ from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
     STREAM,
+    assert_close,
     expected_online,
+    materializer_env,
     publish,
     random_events,
     read_online,
     registry_db,
+    start_materializer,
 )
 
 OPTIONS = MaterializerOptions(count=300, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1)
@@ -42,15 +43,6 @@ def run_until_idle(materializer: StreamMaterializer, timeout_s: float = 20.0) ->
         if stats.received == 0 and materializer.source.lag().messages == 0:
             return
     raise AssertionError("the materializer did not catch up")
-
-
-def assert_close(found: dict[int, list[float]], expected: dict[int, list[float]]) -> None:
-    assert found.keys() == expected.keys()
-    for sensor, values in expected.items():
-        for got, want in zip(found[sensor], values, strict=True):
-            assert (math.isnan(got) and math.isnan(want)) or math.isclose(
-                got, want, rel_tol=1e-6, abs_tol=1e-6
-            ), (sensor, found[sensor], values)
 
 
 def test_aggregates_match_brute_force_and_offline_history_agrees(tmp_path: Path, redis_url: str) -> None:
@@ -149,27 +141,12 @@ def test_sigkilled_materializer_restarts_without_double_counting(tmp_path: Path,
     url, sessions, view, _entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
     events = random_events(4000, seed=11, sensors=50)
-    env = {
-        **os.environ,
-        "AETHER_HOME": str(tmp_path),
-        "AETHER_DB_URL": url,
-        "AETHER_REDIS_URL": redis_url,
-        "AETHER_OFFLINE_ROOT": str(tmp_path / "offline"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
-    }
-    command = [
-        *(sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks"),
-        *("--count", "100", "--block-ms", "20", "--reclaim-idle-ms", "300"),
-    ]
-    keys = StateKeys.of("clicks", 1, "materializer")
+    env = materializer_env(tmp_path, url, redis_url)
 
     def start() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert process.stdout is not None
-        assert "aether materializer running" in process.stdout.readline()
-        return process
+        return start_materializer(["--count", "100", "--block-ms", "20", "--reclaim-idle-ms", "300"], env)
+
+    keys = StateKeys.of("clicks", 1, "materializer")
 
     first = start()
     publish(client, events)
