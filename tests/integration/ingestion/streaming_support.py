@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -147,3 +149,16 @@ def start_materializer(args: list[str], env: Mapping[str, str]) -> subprocess.Po
     assert process.stdout is not None
     assert "aether materializer running" in process.stdout.readline()
     return process
+
+
+def sigkill_once_applied(
+    process: subprocess.Popen[str], client: redis.Redis, applied_key: str, at_least: int, timeout_s: float
+) -> int:
+    """SIGKILLs the materializer once ``at_least`` messages are applied (or at the timeout) and returns
+    how many were applied when it died."""
+    deadline = time.monotonic() + timeout_s
+    while int(client.zcard(applied_key)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return int(client.zcard(applied_key))

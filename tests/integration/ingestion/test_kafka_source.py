@@ -22,6 +22,7 @@ from control_plane.ingestion.streaming.materializer import MaterializerOptions, 
 from control_plane.ingestion.streaming.source import MessageBatch
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
+    Event,
     assert_close,
     event_fields,
     expected_online,
@@ -29,6 +30,7 @@ from tests.integration.ingestion.streaming_support import (
     random_events,
     read_online,
     registry_db,
+    sigkill_once_applied,
     start_materializer,
 )
 from tests.support.kafka_mock import KafkaMockCluster
@@ -43,6 +45,14 @@ def kafka() -> Iterator[KafkaMockCluster]:
     cluster = KafkaMockCluster()
     yield cluster
     cluster.close()
+
+
+def publish_events(kafka: KafkaMockCluster, events: list[Event]) -> None:
+    """Publishes the events keyed by sensor (one sensor, one partition) and records each one's id."""
+    fields = [event_fields(e) for e in events]
+    ids = kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields])
+    for event, message_id in zip(events, ids, strict=True):
+        event.id = message_id
 
 
 def read_all(source: KafkaSource, expected: int, timeout_s: float = 30.0) -> MessageBatch:
@@ -151,11 +161,7 @@ def test_materializer_over_kafka_matches_brute_force(
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
     events = random_events(600, seed=5)
-    fields = [event_fields(e) for e in events]
-    for event, message_id in zip(
-        events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
-    ):
-        event.id = message_id
+    publish_events(kafka, events)
     kafka.publish(
         TOPIC, [b"\x00\xff garbage", {"sensor_id": "1", "event_ts": "2026-01-01T00:00:00", "amount": "1"}]
     )
@@ -200,18 +206,9 @@ def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
     keys = StateKeys.of("clicks", 1, "materializer")
 
     first = start()
-    fields = [event_fields(e) for e in events]
-    for event, message_id in zip(
-        events, kafka.publish(TOPIC, fields, keys=[f["sensor_id"] for f in fields]), strict=True
-    ):
-        event.id = message_id
+    publish_events(kafka, events)
     kafka.publish(TOPIC, [{"sensor_id": "1", "event_ts": "yesterday", "amount": "1"}])
-    deadline = time.monotonic() + 60
-    while client.zcard(keys.applied) < 800 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    killed_at = client.zcard(keys.applied)
+    killed_at = sigkill_once_applied(first, client, keys.applied, at_least=800, timeout_s=60)
     assert 0 < killed_at < len(events)
 
     second = start()  # gets the partitions once the killed consumer's session expires

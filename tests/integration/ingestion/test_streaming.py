@@ -30,6 +30,7 @@ from tests.integration.ingestion.streaming_support import (
     random_events,
     read_online,
     registry_db,
+    sigkill_once_applied,
     start_materializer,
 )
 
@@ -151,12 +152,7 @@ def test_sigkilled_materializer_restarts_without_double_counting(tmp_path: Path,
     first = start()
     publish(client, events)
     client.xadd(STREAM, {"sensor_id": "1", "event_ts": "yesterday", "amount": "1"})
-    deadline = time.monotonic() + 20
-    while client.zcard(keys.applied) < 1000 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    killed_at = client.zcard(keys.applied)
+    killed_at = sigkill_once_applied(first, client, keys.applied, at_least=1000, timeout_s=20)
     assert 0 < killed_at < len(events)
 
     second = start()
