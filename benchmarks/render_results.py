@@ -340,8 +340,32 @@ def gpu_serving(d: dict[str, Any]) -> str:
             _gpu(d),
             "`ModelInfer` over loopback gRPC to `python -m data_plane` (defaults), one row per request, "
             "requests/s (p99 ms). The load generator is one Python process on the same machine, which "
-            "caps every row near 3–4k req/s; the GPU's gain shows where the model's arithmetic dominates.",
+            "caps every row near 3–5k req/s; the GPU's gain shows where the model's arithmetic dominates.",
             _table(("model", "provider", *(f"c={c}" for c in levels)), rows),
+        ]
+    )
+
+
+def worker_scaling(d: dict[str, Any]) -> str:
+    setup = d["setup"]
+    rows = [
+        (
+            n,
+            f"{r['throughput_rps']:,.0f}",
+            _ms(r["p50_ms"]),
+            _ms(r["p99_ms"]),
+            r["errors"],
+            f"{r['scaling']:.2f}×",
+        )
+        for n, r in d["results"].items()
+    ]
+    return "\n\n".join(
+        [
+            f"`ModelInfer` (the serving benchmark's MLP, one row per request, CPU provider) against "
+            f"`python -m data_plane --workers N` on one port (SO_REUSEPORT); {setup['concurrency']} callers "
+            f"from {setup['client_processes']} client processes, {setup['channels_per_client']} connections "
+            f"each; servers interleaved, {setup['slices']} slices of {setup['slice_s']:g} s each.",
+            _table(("workers", "req/s", "p50 ms", "p99 ms", "errors", "vs 1 worker"), rows),
         ]
     )
 
@@ -356,6 +380,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("registry", "Model registry latency", "python benchmarks/registry.py", registry),
     ("gpu_runtime", "GPU: model runtime (CUDA against CPU)", "python benchmarks/gpu_runtime.py", gpu_runtime),
     ("gpu_serving", "GPU: ModelInfer over gRPC", "python benchmarks/gpu_serving.py", gpu_serving),
+    ("worker_scaling", "Data-plane worker processes", "python benchmarks/worker_scaling.py", worker_scaling),
     ("scheduler", "GPU scheduler", "python -m benchmarks.scheduler", scheduler),
     (
         "training_overhead",

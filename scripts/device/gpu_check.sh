@@ -3,7 +3,8 @@
 # package index), from the repository root, with .gpu/ carried (made by pack_onnxruntime_gpu.py here):
 #   device run: bash scripts/device/gpu_check.sh        carry: [".gpu"]
 # Unpacks onnxruntime-gpu and the wheels, shows that sessions start on CUDA, runs the GPU tests and both
-# GPU benchmarks; their JSON comes back through $OUT. About 2.5 minutes.
+# GPU benchmarks, and the CPU worker-scaling benchmark on its 16 cores; their JSON comes back through $OUT.
+# About 3.5 minutes.
 set -u
 export PYTHONUNBUFFERED=1 CUDA_MODULE_LOADING=LAZY
 t0=$(date +%s)
@@ -32,4 +33,6 @@ echo "== model runtime benchmark ($(( $(date +%s) - t0 )) s)"
 python3 benchmarks/gpu_runtime.py && cp benchmarks/results/gpu_runtime.json "$OUT"/
 echo "== gRPC benchmark ($(( $(date +%s) - t0 )) s)"
 python3 benchmarks/gpu_serving.py && cp benchmarks/results/gpu_serving.json "$OUT"/
+echo "== worker scaling on the device's cores ($(( $(date +%s) - t0 )) s)"
+python3 benchmarks/worker_scaling.py --workers 1,2,4 && cp benchmarks/results/worker_scaling.json "$OUT"/
 echo "done in $(( $(date +%s) - t0 )) s"
