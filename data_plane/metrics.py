@@ -9,38 +9,108 @@
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in.
 
 Each server owns its own registry (several servers may share a test process). What the request path pays
-is kept small: labelled children are cached per label tuple (``labels()`` costs a few µs), and the gauges
-(in flight, queue depth) are read from their owners when scraped instead of being set on every request.
+is kept small: the per-request series (request counts, latency and batch-size histograms) are plain Python
+numbers that only the event-loop thread updates, turned into Prometheus metrics when scraped
+(:class:`_RequestSeries`), instead of ``prometheus_client`` children whose every update takes a lock; the
+gauges (in flight, queue depth) are read from their owners when scraped instead of being set on every
+request.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import make_server
 
 import prometheus_client as prom
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver, ModelState
 
-_LATENCY_BUCKETS = (
+_go_float: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound ("+Inf", "1.0")
+
+LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
     0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class _Histogram:
+    """One histogram series: per-bucket counts (not cumulative) and the sum of the observations."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        counts = list(self.counts)  # one consistent copy: the loop thread may be adding meanwhile
+        out, running = [], 0
+        for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+            running += count
+            out.append((_go_float(bound), float(running)))
+        return out
+
+
+class _RequestSeries(Collector):
+    """Request counts by status code, latency of successful requests and rows per batch.
+
+    Updated by the event-loop thread only, read by the scraping thread: an int or float update is atomic
+    under the GIL and a scrape copies each bucket list at once, so a scrape may miss the requests that
+    finished while it ran but never shows a histogram whose buckets disagree with its count."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str], list[int]] = {}
+        self.latency: dict[tuple[str, str, str], _Histogram] = {}
+        self.batch_rows: dict[tuple[str, str], _Histogram] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "aether_inference_requests", "Inference requests answered, by status code",
+            labels=("api", "model", "version", "code"),
+        )  # fmt: skip
+        for labels, count in list(self.requests.items()):
+            requests.add_metric(labels, count[0])
+        yield requests
+        yield self._histograms(
+            "aether_inference_latency_seconds", "Server-side latency of successful inference requests",
+            ("api", "model", "version"), self.latency,
+        )  # fmt: skip
+        yield self._histograms(
+            "aether_inference_batch_size", "Rows per executed batch", ("model", "version"), self.batch_rows
+        )
+
+    @staticmethod
+    def _histograms(
+        name: str, documentation: str, label_names: tuple[str, ...], series: dict[Any, _Histogram]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=label_names)
+        for labels, histogram in list(series.items()):
+            family.add_metric(labels, histogram.cumulative(), histogram.total)
+        return family
 
 
 class _BatchMetrics(BatchObserver):
-    def __init__(self, batch_size: Any) -> None:
-        self._batch_size = batch_size
+    def __init__(self, batch_rows: _Histogram) -> None:
+        self.observe = batch_rows.observe
 
     def batch_started(self, size: int, rows: int, queue_depth: int) -> None:
-        self._batch_size.observe(rows)
+        self.observe(rows)
 
 
 @dataclass
@@ -48,14 +118,8 @@ class ServingMetrics(ManagerObserver):
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
 
     def __post_init__(self) -> None:
-        self._requests = prom.Counter(
-            "aether_inference_requests", "Inference requests answered, by status code",
-            ("api", "model", "version", "code"), registry=self.registry,
-        )  # fmt: skip
-        self._latency = prom.Histogram(
-            "aether_inference_latency_seconds", "Server-side latency of successful inference requests",
-            ("api", "model", "version"), buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+        self._series = _RequestSeries()
+        self.registry.register(self._series)
         self._in_flight = prom.Gauge(
             "aether_inference_in_flight", "Requests admitted and not yet answered",
             ("api",), registry=self.registry,
@@ -63,10 +127,6 @@ class ServingMetrics(ManagerObserver):
         self._queue_depth = prom.Gauge(
             "aether_inference_queue_depth", "Requests waiting in a model version's batch queue",
             ("model", "version"), registry=self.registry,
-        )  # fmt: skip
-        self._batch_size = prom.Histogram(
-            "aether_inference_batch_size", "Rows per executed batch",
-            ("model", "version"), buckets=_BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self._state = prom.Gauge(
             "aether_model_state", "1 for the state a model version is in",
@@ -77,7 +137,8 @@ class ServingMetrics(ManagerObserver):
             registry=self.registry,
         )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
-        self._request_children: dict[tuple[str, str, int | str, str], tuple[Any, Any]] = {}
+        # (api, model, version, code) → that code's count and the latency series of (api, model, version)
+        self._request_series: dict[tuple[str, str, int | str, str], tuple[list[int], _Histogram]] = {}
         self._lock = threading.Lock()
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -90,16 +151,15 @@ class ServingMetrics(ManagerObserver):
 
     def request(self, api: str, model: str, version: int | str, code: str, seconds: float | None) -> None:
         key = (api, model, version, code)
-        children = self._request_children.get(key)
-        if children is None:
+        series = self._request_series.get(key)
+        if series is None:
             labels = (api, model, str(version))
-            children = self._request_children[key] = (
-                self._child(self._requests, *labels, code),
-                self._child(self._latency, *labels),
-            )
-        children[0].inc()
+            count = self._series.requests.setdefault((*labels, code), [0])
+            latency = self._series.latency.setdefault(labels, _Histogram(LATENCY_BUCKETS))
+            series = self._request_series[key] = (count, latency)
+        series[0][0] += 1
         if seconds is not None:
-            children[1].observe(seconds)
+            series[1].observe(seconds)
 
     def track_in_flight(self, api: str, read: Callable[[], int]) -> None:
         """The in-flight gauge of ``api`` reads ``read()`` whenever it is scraped."""
@@ -110,7 +170,8 @@ class ServingMetrics(ManagerObserver):
 
     # ManagerObserver
     def for_model(self, name: str, version: int) -> BatchObserver:
-        return _BatchMetrics(self._child(self._batch_size, name, str(version)))
+        series = self._series.batch_rows.setdefault((name, str(version)), _Histogram(_BATCH_BUCKETS))
+        return _BatchMetrics(series)
 
     def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
         self._child(self._queue_depth, name, str(version)).set_function(read)

@@ -25,7 +25,7 @@ from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_outputs
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
-from data_plane.models.spec import TensorSpec
+from data_plane.models.spec import ModelSpec, TensorSpec
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "aether"
@@ -46,6 +46,17 @@ def _tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetad
     return pb.ModelMetadataResponse.TensorMetadata(
         name=tensor.name, datatype=datatype_of(tensor.dtype), shape=tensor.shape
     )
+
+
+def _requested_outputs(request: pb.ModelInferRequest, spec: ModelSpec) -> list[str]:
+    requested = [o.name for o in request.outputs]
+    for output in requested:
+        if output not in {t.name for t in spec.outputs}:
+            raise InvalidArgument(
+                f"model {spec.name} v{spec.version} has no output {output!r}; it has "
+                f"{[t.name for t in spec.outputs]}"
+            )
+    return requested
 
 
 class InferenceV2Servicer:
@@ -111,13 +122,7 @@ class InferenceV2Servicer:
                     spec = lease.spec
                     version = spec.version
                     valid = lease.prepare(decode_inputs(request))
-                    requested = [o.name for o in request.outputs]
-                    for output in requested:
-                        if output not in {t.name for t in spec.outputs}:
-                            raise InvalidArgument(
-                                f"model {name} v{spec.version} has no output {output!r}; it has "
-                                f"{[t.name for t in spec.outputs]}"
-                            )
+                    requested = _requested_outputs(request, spec) if request.outputs else []
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining
                     outputs = await lease.run(valid, deadline)
