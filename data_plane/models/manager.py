@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -289,7 +290,7 @@ class ModelManager:
             )
             entry.batcher = DynamicBatcher(
                 policy,
-                lambda requests: run_batch(runtime, spec, requests),
+                functools.partial(run_batch, runtime, spec),  # no Python frame of its own
                 self._executor,
                 self._observer.for_model(spec.name, spec.version),
                 InlineGate(

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
 from data_plane.models.spec import DYNAMIC, TensorSpec
@@ -157,6 +156,14 @@ class OnnxRuntimeSession:
         self.inputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_inputs())
         self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self.outputs]
+        # InferenceSession.run checks its arguments in Python on every call (input names, graph-capture
+        # and OrtValue-ownership rules) before it calls the binding; the data plane has checked the inputs
+        # against the signature already, and on a loaded server each of those Python steps costs several
+        # times what it costs in a loop (caches and branch predictors are cold between requests). So the
+        # binding is called directly; a call that raises is retried through the public run, whose provider
+        # fallback and error messages then apply. Without the binding (a future onnxruntime), the public
+        # run is all there is.
+        self._binding: Any = getattr(self._session, "_sess", None)
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         # A model served on the CPU, many times slower than planned, deserves a word in the log.
         dropped = dropped_gpu_providers(providers, self.providers)
@@ -172,8 +179,13 @@ class OnnxRuntimeSession:
         return self.providers[0] in GPU_PROVIDERS
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
-        results = self._session.run(self._output_names, dict(feeds))
-        return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+        names = self._output_names
+        try:
+            results = self._binding.run(names, feeds, None)
+        except Exception:  # including no binding at all: the public run raises what the caller should see
+            results = self._session.run(names, dict(feeds))
+        # Every output is a tensor (the signature admits nothing else), so each result is an ndarray.
+        return dict(zip(names, results, strict=True))
 
     def close(self) -> None:
         # Sessions free their memory when the last reference goes; nothing else holds native resources.

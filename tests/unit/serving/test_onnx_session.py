@@ -1,0 +1,42 @@
+"""The ONNX Runtime session wrapper: it calls onnxruntime's binding directly (skipping the per-call Python
+checks of ``InferenceSession.run``) and must answer exactly as the public API does, fail as it does, and
+still work where the binding is absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
+from tests.support import onnx_models
+
+
+def test_outputs_equal_the_public_api_s() -> None:
+    model = onnx_models.mlp()
+    session = OnnxRuntimeSession(model.SerializeToString(), OnnxOptions())
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).standard_normal((5, 512)).astype(np.float32)
+    ours = session.run({"input": x})
+    expected = reference.run(None, {"input": x})
+    assert list(ours) == [o.name for o in reference.get_outputs()]
+    np.testing.assert_array_equal(ours["output"], expected[0])
+
+
+def test_a_failing_run_raises_what_the_public_api_raises() -> None:
+    session = OnnxRuntimeSession(onnx_models.failing().SerializeToString(), OnnxOptions())
+    fine = session.run({"x": np.full((2, 4), 0.5, np.float32)})
+    assert fine["y"].shape == (2, 1)
+    with pytest.raises(Exception, match=r"(?i)index|out of|bounds"):
+        session.run({"x": np.full((1, 4), 7.0, np.float32)})  # index 7 of a one-row table
+
+
+def test_without_the_binding_the_public_run_serves() -> None:
+    """A fault that cannot be caused otherwise: an onnxruntime whose session has no ``_sess`` binding."""
+    session = OnnxRuntimeSession(onnx_models.affine().SerializeToString(), OnnxOptions())
+    x = np.ones((3, 4), np.float32)
+    expected = session.run({"x": x})
+    session._binding = None  # what getattr(..., "_sess", None) gives on such an onnxruntime
+    again = session.run({"x": x})
+    for name, array in expected.items():
+        np.testing.assert_array_equal(again[name], array)
