@@ -167,6 +167,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         settings.prediction_log_stream,
         sample_rate=settings.prediction_log_sample_rate,
         maxlen=settings.prediction_log_maxlen,
+        linger_s=settings.prediction_log_linger_ms / 1000.0,
         on_drop=metrics.prediction_log_dropped,
     )
     server = grpc.aio.server(

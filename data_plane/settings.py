@@ -55,6 +55,8 @@ class DataPlaneSettings:
     prediction_log_stream: str = "aether:predictions"
     prediction_log_sample_rate: float = 0.01  # fraction of Predict requests logged
     prediction_log_maxlen: int = 1_000_000  # approximate cap of the stream (XADD MAXLEN ~)
+    # How long a prediction-log batch waits for more entries before it is written (unless it is full).
+    prediction_log_linger_ms: float = 5.0
     # Share the port with sibling worker processes (SO_REUSEPORT); set by --workers.
     reuse_port: bool = False
     # On SIGTERM: seconds of serving while health says NOT_SERVING (load balancers catch up), then seconds
@@ -105,6 +107,9 @@ class DataPlaneSettings:
             prediction_log_stream=env.get("AETHER_PREDICTION_LOG_STREAM", defaults.prediction_log_stream),
             prediction_log_sample_rate=float(
                 env.get("AETHER_PREDICTION_LOG_SAMPLE_RATE", defaults.prediction_log_sample_rate)
+            ),
+            prediction_log_linger_ms=float(
+                env.get("AETHER_PREDICTION_LOG_LINGER_MS", defaults.prediction_log_linger_ms)
             ),
             drain_delay_s=float(env.get("AETHER_DRAIN_DELAY_S", defaults.drain_delay_s)),
             drain_grace_s=float(env.get("AETHER_DRAIN_GRACE_S", defaults.drain_grace_s)),

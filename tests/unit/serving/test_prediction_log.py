@@ -1,5 +1,6 @@
 """The prediction log never blocks or fails a request: entries reach the stream when Redis is up and are
-dropped (counted) when it is down; the native TensorRT engine cache is keyed by GPU and version."""
+dropped (counted) when it is down; entries that trickle in share one Redis call (the linger) and a full
+batch does not wait for it; the native TensorRT engine cache is keyed by GPU and version."""
 
 from __future__ import annotations
 
@@ -57,6 +58,66 @@ async def test_stop_lets_the_batch_in_flight_finish_and_counts_every_entry(redis
     await client.close()
     assert log.written == total and log.dropped == 0
     assert redis.Redis.from_url(redis_url).xlen("preds") == total
+
+
+def _script_calls(redis_url: str) -> int:
+    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+async def _wait_written(log: PredictionLog, count: int, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while log.written < count:  # noqa: ASYNC110 (polling a counter the log owns; no event to wait on)
+            await asyncio.sleep(0.001)
+
+
+async def test_entries_that_trickle_in_share_one_redis_call(redis_url: str) -> None:
+    calls: dict[float, int] = {}
+    for linger_s in (0.0, 0.2):
+        client = RedisClient(redis_url, pool_size=1)
+        log = PredictionLog(
+            client, f"preds-linger-{linger_s}", sample_rate=0.0, maxlen=1000, linger_s=linger_s
+        )
+        log.start()
+        before = _script_calls(redis_url)
+        for i in range(5):
+            log.record(_record(f"r{i}"))
+            await asyncio.sleep(0.01)  # one request at a time, as from a single caller
+        await _wait_written(log, 5, timeout_s=5.0)
+        calls[linger_s] = _script_calls(redis_url) - before
+        await log.stop()
+        await client.close()
+    assert calls[0.0] == 5  # without the linger, every entry is a round trip of its own
+    assert calls[0.2] == 1
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_linger(redis_url: str) -> None:
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds-full", sample_rate=0.0, maxlen=1000, batch_size=4, linger_s=30.0)
+    log.start()
+    for i in range(4):
+        log.record(_record(f"r{i}"))
+    await _wait_written(log, 4, timeout_s=2.0)  # far sooner than the 30 s linger
+    log.record(_record("r4"))  # alone, it waits for the linger ...
+    await asyncio.sleep(0.05)
+    assert log.written == 4
+    async with asyncio.timeout(2.0):
+        await log.stop()  # ... but stopping writes it at once
+    await client.close()
+    assert log.written == 5 and redis.Redis.from_url(redis_url).xlen("preds-full") == 5
+
+
+async def test_entries_beyond_a_batch_are_written_without_further_requests(redis_url: str) -> None:
+    """Recorded at once, 2.5 batches: the half batch left after the full ones is written after its linger
+    even though nothing else is ever recorded."""
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds-rest", sample_rate=0.0, maxlen=1000, batch_size=4, linger_s=0.01)
+    log.start()
+    for i in range(10):
+        log.record(_record(f"r{i}"))
+    await _wait_written(log, 10, timeout_s=2.0)
+    await log.stop()
+    await client.close()
 
 
 async def test_with_redis_down_entries_are_dropped_and_counted_without_raising() -> None:
