@@ -50,6 +50,15 @@ def _block_matrix(block: BlockResult, rows: int, dtype: np.dtype[Any]) -> npt.ND
     return np.asarray(recfunctions.structured_to_unstructured(raw, dtype=dtype))
 
 
+def _side_by_side(columns: list[npt.NDArray[Any]], rows: int, dtype: Any) -> npt.NDArray[Any]:
+    """The column blocks as one [rows, columns] array. One block (a model reading one view, the common
+    case) is taken as it is, not copied: it may be a read-only view of the bytes Redis returned, which
+    nothing downstream writes to (a fallback builds a new array)."""
+    if len(columns) == 1:
+        return columns[0]
+    return np.concatenate(columns, axis=1) if columns else np.zeros((rows, 0), dtype)
+
+
 class FeatureAssembler:
     def __init__(self, reader: OnlineReader | None) -> None:
         self._reader = reader
@@ -106,15 +115,13 @@ class FeatureAssembler:
                 block_status[given, 0] = 0
             columns.append(block.reshape(len(rows), -1))
             status_columns.append(block_status.reshape(len(rows), -1))
-        values = (
-            np.ascontiguousarray(np.concatenate(columns, axis=1))
-            if columns
-            else np.zeros((len(rows), 0), dtype)
+        return self._apply_fallback(
+            spec,
+            rows,
+            _side_by_side(columns, len(rows), dtype),
+            _side_by_side(status_columns, len(rows), np.uint8),
+            width,
         )
-        status = (
-            np.concatenate(status_columns, axis=1) if status_columns else np.zeros((len(rows), 0), np.uint8)
-        )
-        return self._apply_fallback(spec, rows, values, status, width)
 
     async def _read(
         self,
