@@ -20,9 +20,8 @@ import grpc.aio
 
 from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
-from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from data_plane.admission import Admission
-from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_outputs
+from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec
@@ -111,7 +110,8 @@ class InferenceV2Servicer:
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ModelInferResponse:
+    ) -> bytes:
+        """Answers a serialized ``ModelInferResponse`` (see :func:`encode_response`)."""
         started = time.perf_counter()
         name = request.model_name
         version: int | str = request.model_version or "latest"
@@ -128,8 +128,7 @@ class InferenceV2Servicer:
                     outputs = await lease.run(valid, deadline)
             finally:
                 self.admission.leave()
-            response = pb.ModelInferResponse(model_name=name, model_version=str(spec.version), id=request.id)
-            encode_outputs(response, outputs, requested)
+            response = encode_response(name, str(spec.version), request.id, outputs, requested)
         except AetherError as exc:
             self._metrics.request(API, name, version, exc.code.name, None)
             await context.abort(exc.code, exc.message)
@@ -143,4 +142,16 @@ class InferenceV2Servicer:
 
 
 def add_to_server(servicer: InferenceV2Servicer, server: grpc.aio.Server) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    """Registers the service as the generated ``add_GRPCInferenceServiceServicer_to_server`` does, except
+    that ModelInfer's answers are already serialized (an identity response serializer)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=request_type.FromString,
+            response_serializer=None if method.name == API else response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -1,8 +1,15 @@
 """Tensors of the Open Inference Protocol v2 to numpy and back: datatype names, ``raw_input_contents``
-(zero-copy ``numpy.frombuffer``) and typed ``contents``."""
+(zero-copy ``numpy.frombuffer``) and typed ``contents`` in; the ``ModelInferResponse`` out as wire bytes.
+
+Why the response is written as bytes (:func:`encode_response`, registered with an identity serializer):
+building the message and having gRPC serialize it cost a loaded server ~50 µs of CPU per request
+(measured: a bare server doing decode + ONNX Runtime + encode served 10–15 % more requests/s at 32
+callers when it returned bytes). Everything but the id, the shapes and the tensors is the same on every
+answer of a model version and is serialized once (``_prefix``, ``_output_metadata``)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import Any
@@ -12,6 +19,7 @@ import numpy as np
 from clients.errors import InvalidArgument
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.runtime.base import Array
+from data_plane.wire import varint
 
 DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -120,17 +128,43 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
     return arrays
 
 
-def encode_outputs(
-    response: pb.ModelInferResponse, outputs: dict[str, Array], requested: list[str]
-) -> pb.ModelInferResponse:
-    """Adds the outputs (all, or those requested, in request order) as raw contents."""
-    names = requested or list(outputs)
-    for name in names:
+# ModelInferResponse: model_name = 1, model_version = 2, id = 3, outputs = 5, raw_output_contents = 6
+# (all length-delimited); fields go out in field-number order, as protobuf writes them.
+_ID_TAG = b"\x1a"
+_OUTPUTS_TAG = b"\x2a"
+_RAW_OUTPUT_TAG = b"\x32"
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix(model_name: str, model_version: str) -> bytes:
+    return pb.ModelInferResponse(model_name=model_name, model_version=model_version).SerializeToString()
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_metadata(name: str, datatype: str, shape: tuple[int, ...]) -> bytes:
+    return pb.ModelInferResponse.InferOutputTensor(
+        name=name, datatype=datatype, shape=shape
+    ).SerializeToString()
+
+
+def encode_response(
+    model_name: str, model_version: str, request_id: str, outputs: dict[str, Array], requested: list[str]
+) -> bytes:
+    """The serialized ``ModelInferResponse``: the outputs (all, or those requested, in request order) as
+    raw contents, little-endian."""
+    parts = [_prefix(model_name, model_version)]
+    if request_id:
+        encoded_id = request_id.encode()
+        parts += (_ID_TAG, varint(len(encoded_id)), encoded_id)
+    contents: list[bytes] = []
+    for name in requested or outputs:
         array = outputs[name]
         dtype = array.dtype
         datatype = _DATATYPE_OF_DTYPE.get(dtype) or datatype_of(dtype.name)
-        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        metadata = _output_metadata(name, datatype, array.shape)
+        parts += (_OUTPUTS_TAG, varint(len(metadata)), metadata)
         if not (_NATIVE_IS_WIRE and dtype.isnative):
             array = array.astype(dtype.newbyteorder("<"), copy=False)
-        response.raw_output_contents.append(array.tobytes())
-    return response
+        data = array.tobytes()
+        contents += (_RAW_OUTPUT_TAG, varint(len(data)), data)
+    return b"".join(parts + contents)
