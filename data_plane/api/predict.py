@@ -1,10 +1,15 @@
 """gRPC servicer of ``aether.v1.Inference``: Predict and PredictBatch over
 :class:`data_plane.predictor.Predictor`, behind an admission gate
-(:class:`data_plane.admission.Admission`)."""
+(:class:`data_plane.admission.Admission`).
+
+Predict answers wire bytes (:func:`encode_response`, an identity serializer), as ModelInfer does and for
+the same reason (see ``data_plane.api.oip_tensors``): a response message built and serialized per request
+costs a loaded server tens of µs of CPU."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -13,11 +18,12 @@ import grpc.aio
 import numpy as np
 
 from clients.aether.v1 import inference_pb2 as pb
-from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
 from data_plane.admission import Admission
+from data_plane.feature_vector import RowFacts
 from data_plane.metrics import ServingMetrics
 from data_plane.predictor import PredictCall, Prediction, Predictor
+from data_plane.wire import varint
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 MAX_BATCH_REQUESTS = 1000
@@ -67,6 +73,53 @@ def to_response(prediction: Prediction) -> pb.PredictResponse:
     return response
 
 
+# PredictResponse: outputs = 1, model_name = 2, model_version = 3, variant = 4, request_id = 5, rows = 6;
+# OutputTensor: name = 1, dtype = 2, shape = 3, data = 4. Fields go out in field-number order.
+_OUTPUT_TAG = b"\x0a"
+_REQUEST_ID_TAG = b"\x2a"
+_ROW_TAG = b"\x32"
+_DATA_TAG = b"\x22"
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_head(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
+    return pb.OutputTensor(name=name, dtype=dtype, shape=shape).SerializeToString()
+
+
+@functools.lru_cache(maxsize=256)
+def _model_fields(model_name: str, model_version: int, variant: str) -> bytes:
+    return pb.PredictResponse(
+        model_name=model_name, model_version=model_version, variant=variant
+    ).SerializeToString()
+
+
+@functools.lru_cache(maxsize=1024)
+def _row(facts: RowFacts) -> bytes:
+    info = pb.RowInfo(
+        fallback=pb.FALLBACK_DEFAULTS if facts.fallback else pb.FALLBACK_NONE,
+        missing_features=facts.missing,
+        stale_features=facts.stale,
+    ).SerializeToString()
+    return _ROW_TAG + varint(len(info)) + info
+
+
+def encode_response(prediction: Prediction) -> bytes:
+    """The serialized ``PredictResponse`` of :func:`to_response`, written from cached parts."""
+    parts: list[bytes] = []
+    for name, array in prediction.outputs.items():
+        data = array.tobytes()
+        tensor = _tensor_head(name, _dtype_name(array.dtype), array.shape)
+        if data:  # proto3 leaves an empty bytes field out
+            tensor += _DATA_TAG + varint(len(data)) + data
+        parts += (_OUTPUT_TAG, varint(len(tensor)), tensor)
+    parts.append(_model_fields(prediction.model.name, prediction.model.version, prediction.variant))
+    if prediction.request_id:
+        request_id = prediction.request_id.encode()
+        parts += (_REQUEST_ID_TAG, varint(len(request_id)), request_id)
+    parts += map(_row, prediction.rows)
+    return b"".join(parts)
+
+
 class PredictServicer:
     def __init__(self, predictor: Predictor, metrics: ServingMetrics) -> None:
         self._predictor = predictor
@@ -74,9 +127,7 @@ class PredictServicer:
         self.admission = Admission()
         metrics.track_in_flight("Predict", lambda: self.admission.in_flight)
 
-    async def _predict(
-        self, request: pb.PredictRequest, time_remaining_s: float | None
-    ) -> pb.PredictResponse:
+    async def _predict(self, request: pb.PredictRequest, time_remaining_s: float | None) -> Prediction:
         started = time.perf_counter()
         try:
             prediction = await self._predictor.predict(_call(request, time_remaining_s))
@@ -86,15 +137,14 @@ class PredictServicer:
         self._metrics.request(
             "Predict", prediction.model.name, prediction.model.version, "OK", time.perf_counter() - started
         )
-        return to_response(prediction)
+        return prediction
 
     @maps_errors
-    async def Predict(
-        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Answers a serialized ``PredictResponse`` (see :func:`encode_response`)."""
         self.admission.enter()
         try:
-            return await self._predict(request, context.time_remaining())
+            return encode_response(await self._predict(request, context.time_remaining()))
         finally:
             self.admission.leave()
 
@@ -117,8 +167,8 @@ class PredictServicer:
             self.admission.leave(count)
         response = pb.PredictBatchResponse()
         for result in results:
-            if isinstance(result, pb.PredictResponse):
-                response.results.add(code=0, response=result)
+            if isinstance(result, Prediction):
+                response.results.add(code=0, response=to_response(result))
             elif isinstance(result, AetherError):
                 response.results.add(code=result.code.value[0], message=result.message)
             else:
@@ -129,4 +179,16 @@ class PredictServicer:
 
 
 def add_to_server(servicer: PredictServicer, server: grpc.aio.Server) -> None:
-    pb_grpc.add_InferenceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    """Registers the service as the generated ``add_InferenceServicer_to_server`` does, except that
+    Predict's answers are already serialized (an identity response serializer)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Inference"].methods:
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=(
+                None if method.name == "Predict" else getattr(pb, method.output_type.name).SerializeToString
+            ),
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
