@@ -22,6 +22,7 @@ from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
+from data_plane.api.registration import add_service
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec
@@ -142,16 +143,4 @@ class InferenceV2Servicer:
 
 
 def add_to_server(servicer: InferenceV2Servicer, server: grpc.aio.Server) -> None:
-    """Registers the service as the generated ``add_GRPCInferenceServiceServicer_to_server`` does, except
-    that ModelInfer's answers are already serialized (an identity response serializer)."""
-    handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=request_type.FromString,
-            response_serializer=None if method.name == API else response_type.SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    add_service(server, servicer, pb, "GRPCInferenceService", answers_bytes={API})

@@ -20,6 +20,7 @@ import numpy as np
 from clients.aether.v1 import inference_pb2 as pb
 from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
 from data_plane.admission import Admission
+from data_plane.api.registration import add_service
 from data_plane.feature_vector import RowFacts
 from data_plane.metrics import ServingMetrics
 from data_plane.predictor import PredictCall, Prediction, Predictor
@@ -179,16 +180,4 @@ class PredictServicer:
 
 
 def add_to_server(servicer: PredictServicer, server: grpc.aio.Server) -> None:
-    """Registers the service as the generated ``add_InferenceServicer_to_server`` does, except that
-    Predict's answers are already serialized (an identity response serializer)."""
-    handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name["Inference"].methods:
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=getattr(pb, method.input_type.name).FromString,
-            response_serializer=(
-                None if method.name == "Predict" else getattr(pb, method.output_type.name).SerializeToString
-            ),
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    add_service(server, servicer, pb, "Inference", answers_bytes={"Predict"})
