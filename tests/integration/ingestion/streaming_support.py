@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
+from control_plane.ingestion.streaming.commit import StateKeys
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
 from tests.integration.ingestion.conftest import CLICKS, ENTITY
@@ -162,3 +163,20 @@ def sigkill_once_applied(
     process.send_signal(signal.SIGKILL)
     process.wait()
     return int(client.zcard(applied_key))
+
+
+def wait_until_handled(
+    client: redis.Redis,
+    keys: StateKeys,
+    total: int,
+    timeout_s: float,
+    settled: Callable[[], bool] = lambda: True,
+) -> None:
+    """Waits (up to ``timeout_s``) until ``total`` messages are applied or rejected, the outbox is empty
+    and ``settled()`` holds; the caller's assertions then say what went wrong if it never happened."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        handled = int(client.zcard(keys.applied)) + int(client.zcard(keys.rejected))
+        if handled == total and client.llen(keys.outbox) == 0 and settled():
+            return
+        time.sleep(0.05)

@@ -32,6 +32,7 @@ from tests.integration.ingestion.streaming_support import (
     registry_db,
     sigkill_once_applied,
     start_materializer,
+    wait_until_handled,
 )
 from tests.support.kafka_mock import KafkaMockCluster
 
@@ -213,12 +214,7 @@ def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
 
     second = start()  # gets the partitions once the killed consumer's session expires
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done = client.zcard(keys.applied) + client.zcard(keys.rejected) == len(events) + 1
-            if done and client.llen(keys.outbox) == 0:
-                break
-            time.sleep(0.05)
+        wait_until_handled(client, keys, len(events) + 1, timeout_s=60)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=20)

@@ -32,6 +32,7 @@ from tests.integration.ingestion.streaming_support import (
     registry_db,
     sigkill_once_applied,
     start_materializer,
+    wait_until_handled,
 )
 
 OPTIONS = MaterializerOptions(count=300, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1)
@@ -157,16 +158,10 @@ def test_sigkilled_materializer_restarts_without_double_counting(tmp_path: Path,
 
     second = start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done = client.zcard(keys.applied) + client.zcard(keys.rejected) == len(events) + 1
-            if (
-                done
-                and client.llen(keys.outbox) == 0
-                and not client.xpending(STREAM, "materializer")["pending"]
-            ):
-                break
-            time.sleep(0.05)
+        wait_until_handled(
+            client, keys, len(events) + 1, timeout_s=30,
+            settled=lambda: not client.xpending(STREAM, "materializer")["pending"],
+        )  # fmt: skip
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=10)
