@@ -20,7 +20,6 @@ before each decision (:meth:`ReplicaManager.replace_exited`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from control_plane.background import BackgroundLoop
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
 from control_plane.deployments.replicas import ReplicaManager
 
@@ -149,7 +149,7 @@ class AutoscaleLoop:
         self._scrape = scrape
         self._history: tuple[Recommendation, ...] = ()
         self._previous: dict[int, ReplicaSample] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
 
     async def measure(self) -> Load:
@@ -196,20 +196,18 @@ class AutoscaleLoop:
         """Brings the fleet to at least ``min_replicas``, then decides every ``interval_s``."""
         if self._replicas.count < self._policy.min_replicas:
             await self._replicas.scale_to(self._policy.min_replicas)
-        while True:
-            await asyncio.sleep(self._policy.interval_s)
+        while self._background.running:
+            await self._background.pause(self._policy.interval_s)
+            if not self._background.running:
+                return
             try:
                 await self.tick()
             except Exception:  # a replica failed to start, say: the next interval tries again
                 _log.exception("autoscaler pass failed")
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="autoscale-loop")
+        self._background.start(self.run())
 
     async def stop(self) -> None:
         """Stops deciding (the replicas keep running: :meth:`ReplicaManager.close` stops them)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()

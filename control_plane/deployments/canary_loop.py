@@ -8,7 +8,6 @@ promote or rollback in between always wins."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from clients.aether.v1 import deployments_pb2 as pb
+from control_plane.background import BackgroundLoop
 from control_plane.deployments.canary import Action, Decision, decide
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.messages import policy_from_proto
@@ -54,7 +54,7 @@ class CanaryLoop:
         self._observer = observer
         self._interval_s = interval_s
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("canary-loop")
 
     async def tick(self) -> dict[str, Decision]:
         """One pass over the running canaries; their decisions by deployment."""
@@ -96,21 +96,17 @@ class CanaryLoop:
 
     async def run(self) -> None:
         try:
-            while True:
+            while self._background.running:
                 try:
                     await self.tick()
                 except Exception:  # the database or Redis is down: try again next time
                     _log.exception("canary controller pass failed")
-                await asyncio.sleep(self._interval_s)
+                await self._background.pause(self._interval_s)
         finally:
             await self._observer.close()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="canary-loop")
+        self._background.start(self.run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()

@@ -35,6 +35,7 @@ import redis.exceptions
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.background import BackgroundLoop
 from control_plane.db import write_session
 from control_plane.monitoring import config as configs
 from control_plane.monitoring.alerts import Alerter
@@ -94,27 +95,23 @@ class Monitor:
         self._clock = clock
         self._streams: dict[Key, _Stream] = {}
         self._configs: dict[str, pb.MonitorConfig] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("drift-monitor")
         self._last_performance = 0.0
         self._last_prune = 0.0
 
     # ------------------------------------------------------------------ the loop
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="drift-monitor")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        """Cancels the loop and waits for it to end (it closes its Redis client on the way out)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Ends the loop and waits for it (it closes its Redis client on the way out)."""
+        await self._background.stop()
 
     async def _run(self) -> None:
         failures = 0
         try:
-            while True:
+            while self._background.running:
                 try:
                     await self.tick()
                     now = self._clock()
@@ -139,7 +136,7 @@ class Monitor:
                             exc,
                             exc_info=not unreachable,
                         )
-                await asyncio.sleep(self._settings.interval_s)
+                await self._background.pause(self._settings.interval_s)
         finally:
             with contextlib.suppress(Exception):
                 await self._client.aclose()

@@ -37,6 +37,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import AetherError, FailedPrecondition
+from control_plane.background import BackgroundLoop
 from control_plane.deployments.core import DeploymentManager
 from control_plane.jobs.service import JobService
 from control_plane.jobs.store import JobState
@@ -107,30 +108,26 @@ class Retrainer:
         self._clock = clock
         self._previous_tick_us: dict[str, int] = {}
         self.promoter = Promoter(sessions, registry, deployments)
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("retraining-loop")
         self._lock = asyncio.Lock()
 
     # -- the loop ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="retraining-loop")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        """Cancels the loop and waits for it to end (it closes its Redis client on the way out)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Ends the loop and waits for it (it closes its Redis client on the way out)."""
+        await self._background.stop()
 
     async def _run(self) -> None:
         try:
-            while True:
+            while self._background.running:
                 try:
                     await self.tick()
                 except Exception:  # one bad tick must not end the loop
                     _log.exception("retraining tick failed")
-                await asyncio.sleep(self._settings.interval_s)
+                await self._background.pause(self._settings.interval_s)
         finally:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
