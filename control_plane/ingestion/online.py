@@ -4,6 +4,7 @@ per entity, and join-key values as the text the online key layout wants."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,7 +83,8 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
     online = online_view_version(view)
     keys = key_texts(latest, key_names)
     event_us = latest.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    existing = client.mget([online_key(online.entity, k, online.name, online.version) for k in keys])
+    online_keys = [online_key(online.entity, k, online.name, online.version) for k in keys]
+    existing = cast(list[bytes | None], client.mget(online_keys))
     keep = np.ones(latest.num_rows, dtype=bool)
     for i, blob in enumerate(existing):
         if isinstance(blob, bytes):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -312,7 +312,8 @@ class StreamMaterializer:
         since_ms = int(time.time() * 1000) - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):
-            scores = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))
+            reply = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))
+            scores = cast(list[float | None], reply)
             applied = page.take([row for row, score in enumerate(scores) if score is not None])
             if not applied:
                 continue

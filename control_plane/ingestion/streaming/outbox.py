@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import redis
@@ -48,9 +48,8 @@ def drain(
 ) -> int:
     """Applies every receipt waiting in the outbox; returns how many were applied. ``known``: receipts
     (by id) whose content the caller still holds, as committed, so they need not be read back."""
-    receipt_keys = [
-        raw.decode() if isinstance(raw, bytes) else str(raw) for raw in client.lrange(keys.outbox, 0, -1)
-    ]
+    listed = cast(list[Any], client.lrange(keys.outbox, 0, -1))
+    receipt_keys = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in listed]
     if not receipt_keys:
         return 0
     ids = [key.rsplit(":", 1)[-1] for key in receipt_keys]
@@ -59,7 +58,7 @@ def drain(
         if known is not None and receipt_id in known:
             receipts[receipt_id] = known[receipt_id]
             continue
-        fields = client.hgetall(key)
+        fields = cast(dict[Any, Any], client.hgetall(key))
         if fields:  # else an empty entry: nothing to apply, only to remove
             receipts[receipt_id] = _read(fields)
     with write_session(sessions) as session:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -109,7 +109,7 @@ class RedisStreamSource:
         return _batch(entries)
 
     def reclaim(self, min_idle_ms: int, count: int) -> MessageBatch:
-        reply = self.retrying(
+        reply: Any = self.retrying(
             lambda: self._client.xautoclaim(
                 self.name, self._group, self._consumer, min_idle_ms, self._reclaim_cursor, count=count
             )
@@ -131,7 +131,7 @@ class RedisStreamSource:
     def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]:
         start = f"{max(since_ms, 0)}-0"
         while True:
-            entries = self.retrying(lambda s=start: self._raw.xrange(self.name, min=s, count=page))  # type: ignore[misc]
+            entries: Any = self.retrying(lambda s=start: self._raw.xrange(self.name, min=s, count=page))  # type: ignore[misc]
             if not entries:
                 return
             batch = _batch(entries)
@@ -144,7 +144,7 @@ class RedisStreamSource:
         return self.retrying(lambda: self._client.xrange(self.name, min="(" + last, count=1))
 
     def lag(self) -> Lag:
-        groups = self.retrying(lambda: self._client.xinfo_groups(self.name))
+        groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))
         for group in groups:
             if _text(group["name"]) != self._group:
                 continue
@@ -153,7 +153,7 @@ class RedisStreamSource:
             following = self._first_after(last)
             if not following:
                 return Lag(0, 0.0)
-            messages = int(behind) if behind is not None else int(self._client.xlen(self.name))
+            messages = int(behind) if behind is not None else int(cast(int, self._client.xlen(self.name)))
             age = max(0.0, time.time() - id_millis(_text(following[0][0])) / 1000)
             return Lag(messages, age)
         return Lag(0, 0.0)
