@@ -34,7 +34,7 @@ MAGIC = struct.pack("<I", 0xBA55ED50)
 CUBIN = 2
 # Pure-Python (or cp312) packages the device image lacks, pinned to match its grpcio 1.84.0.
 EXTRA_WHEELS = (
-    "redis==8.2.0",
+    "redis==7.4.1",  # pyproject keeps redis-py below 8 (cancellations lost in 8.0-8.2)
     "hiredis==3.5.0",
     "grpcio-health-checking==1.84.0",
     "grpcio-reflection==1.84.0",
