@@ -153,7 +153,7 @@ class RedisStreamSource:
             following = self._first_after(last)
             if not following:
                 return Lag(0, 0.0)
-            messages = int(behind) if behind is not None else int(cast(int, self._client.xlen(self.name)))
+            messages = int(behind) if behind is not None else cast(int, self._client.xlen(self.name))
             age = max(0.0, time.time() - id_millis(_text(following[0][0])) / 1000)
             return Lag(messages, age)
         return Lag(0, 0.0)
