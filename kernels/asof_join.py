@@ -27,7 +27,7 @@ before its position — one forward sweep. Cost: O(n log n) for n labels (linear
 dense: a counting sort) plus O(m log k) for m feature rows with k labels per entity, and memory O(n)
 beyond the inputs (times the threads when they split the rows: see :func:`asof_update`). Every
 feature row costs a few cache misses (its entity's run, the run's timestamps, its bucket), so the
-scatter works in blocks of :data:`_BLOCK` rows, one stage at a time, prefetching
+scatter (:mod:`kernels.asof_kernels`) works in blocks of 64 rows, one stage at a time, prefetching
 what the next stage reads: the misses of a block overlap instead of following one another (about 2x
 faster on 10M rows against 1M labels). The gathers prefetch the rows a few iterations ahead likewise.
 
@@ -48,33 +48,31 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
+from kernels.asof_kernels import (
+    BEST_IDX,
+    NO_MATCH,
+    counting_sort,
+    gather,
+    merge_buckets,
+    scatter,
+    sweep,
+)
 from kernels.join_keys import as_int64
-from kernels.prefetch import prefetch as _prefetch
 
 Int64Array = npt.NDArray[np.int64]
 
-NO_MATCH = -1
 
 # Dense entity lookup (a table indexed by entity id) is used when label entity ids span at most this
 # many slots per label row; otherwise a binary search over the distinct label entities.
 _DENSE_SLOTS_PER_LABEL = 4
 _DENSE_MIN_SLOTS = 1 << 16
-# Runs of labels longer than this are sorted by time with a merge sort rather than an insertion sort.
-_INSERTION_SORT_MAX = 32
 # Below this many items per thread, starting threads costs more than it saves.
 _MIN_ITEMS_PER_THREAD = 1 << 14
 # Threads may each fold their own slice of the feature rows into a private copy of the buckets, merged
 # after, when those copies take at most this much memory together; beyond it they share one set of
 # buckets and split the work by label entity instead (every thread then reads every feature key).
 _PRIVATE_BUCKETS_BUDGET = 256 << 20
-# Feature rows handled per stage (module doc): enough prefetches in flight to hide memory latency.
-_BLOCK = 64
-# Rows ahead of the current one whose values the gather prefetches (wide rows; one-column rows).
-_GATHER_AHEAD = 16
-_GATHER_AHEAD_NARROW = 64
-_CACHE_LINE = 64
 
 
 @dataclass(frozen=True)
@@ -108,9 +106,6 @@ class AsOfState:
     best: Int64Array  # shape (n labels, 3)
 
 
-BEST_IDX, BEST_TS, BEST_INGEST = 0, 1, 2
-
-
 def index_labels(label_entity: npt.ArrayLike, label_ts: npt.ArrayLike) -> LabelIndex:
     entity = as_int64(label_entity, "label_entity")
     ts = as_int64(label_ts, "label_ts")
@@ -129,7 +124,7 @@ def index_labels(label_entity: npt.ArrayLike, label_ts: npt.ArrayLike) -> LabelI
         order = np.empty(n, dtype=np.int64)
         sorted_ts = np.empty(n, dtype=np.int64)
         run_starts = np.zeros(span + 1, dtype=np.int64)
-        _counting_sort(entity, ts, entity_min, order, sorted_ts, run_starts)
+        counting_sort(entity, ts, entity_min, order, sorted_ts, run_starts)
         return LabelIndex(order, sorted_ts, run_starts, np.zeros(0, dtype=np.int64), entity_min, dense=True)
     order = _sort_order(entity, ts, entity_min, span)
     sorted_entity = entity[order]
@@ -199,7 +194,7 @@ def asof_update(
         return
 
     def scatter_shard(first_run: int, end_run: int) -> None:
-        _scatter(
+        scatter(
             first_run,
             end_run,
             labels.run_starts,
@@ -230,7 +225,7 @@ def _update_by_rows(
 
     def scatter_slice(index: int) -> None:
         lo, hi = bounds[index], bounds[index + 1]
-        _scatter(
+        scatter(
             0, n_runs, labels.run_starts, labels.run_entities, labels.entity_min, labels.dense,
             labels.sorted_ts, entity[lo:hi], ts[lo:hi], ingest[lo:hi], row_offset + lo, private[index],
         )  # fmt: skip
@@ -241,7 +236,7 @@ def _update_by_rows(
 
     def merge_range(first: int, end: int) -> None:
         for other in private[1:]:
-            _merge_buckets(state.best, other, first, end)
+            merge_buckets(state.best, other, first, end)
 
     _run_sharded(merge_range, labels.size, n_threads)
 
@@ -260,7 +255,7 @@ def asof_finalize(state: AsOfState, ttl_us: int = 0) -> Int64Array:
     """Matched feature row index per label row, in the labels' original order; -1 where none."""
     labels = state.labels
     out = np.empty(labels.size, dtype=np.int64)
-    _sweep(labels.run_starts, labels.sorted_ts, labels.order, state.best, ttl_us, out)
+    sweep(labels.run_starts, labels.sorted_ts, labels.order, state.best, ttl_us, out)
     return out
 
 
@@ -317,7 +312,7 @@ def _gather_sharded(
     value_rows, out_rows = _as_rows(values), _as_rows(out)
 
     def gather_shard(first: int, end: int) -> None:
-        _gather(value_rows, indices, row_offset, out_rows, valid, first, end, zero_misses)
+        gather(value_rows, indices, row_offset, out_rows, valid, first, end, zero_misses)
 
     _run_sharded(gather_shard, indices.shape[0], threads)
 
@@ -355,219 +350,3 @@ def _check_gather(
 def _as_rows(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """A 2-D (rows, items per row) view of a C-contiguous array, without copying."""
     return array.reshape(array.shape[0], int(np.prod(array.shape[1:], dtype=np.int64)))
-
-
-@njit(cache=True, nogil=True)
-def _scatter(
-    first_run: int,
-    end_run: int,
-    run_starts: Int64Array,
-    run_entities: Int64Array,
-    entity_min: int,
-    dense: bool,
-    sorted_ts: Int64Array,
-    feat_entity: Int64Array,
-    feat_ts: Int64Array,
-    feat_ingest: Int64Array,
-    row_offset: int,
-    best: Int64Array,
-) -> None:
-    n_runs = run_starts.shape[0] - 1
-    entity_max = entity_min + n_runs - 1  # only meaningful in dense mode
-    runs = np.empty(_BLOCK, dtype=np.int64)
-    slots = np.empty(_BLOCK, dtype=np.int64)
-    n = feat_entity.shape[0]
-    for block in range(0, n, _BLOCK):
-        size = min(n, block + _BLOCK) - block
-        # Stage 1: each row's label run (-1: no label of its entity, or another thread's entity).
-        for k in range(size):
-            e = feat_entity[block + k]
-            run = -1
-            if dense:
-                # Compare before subtracting: e - entity_min could wrap around for extreme ids.
-                if entity_min <= e <= entity_max:
-                    run = e - entity_min
-            else:
-                found = np.searchsorted(run_entities, e)
-                if found < n_runs and run_entities[found] == e:
-                    run = found
-            if run < first_run or run >= end_run:
-                run = -1
-            runs[k] = run
-            if run >= 0:
-                _prefetch(run_starts, run)
-        # Stage 2: prefetch each run's label timestamps (both ends: a typical run spans one or two lines).
-        for k in range(size):
-            run = runs[k]
-            if run >= 0 and run_starts[run + 1] > run_starts[run]:
-                _prefetch(sorted_ts, run_starts[run])
-                _prefetch(sorted_ts, run_starts[run + 1] - 1)
-        # Stage 3: the bucket, the first label of the run at or after the feature's event time.
-        for k in range(size):
-            run = runs[k]
-            slots[k] = -1
-            if run < 0:
-                continue
-            t = feat_ts[block + k]
-            lo = run_starts[run]
-            run_end = run_starts[run + 1]
-            hi = run_end
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if sorted_ts[mid] < t:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < run_end:  # else later than every label of its entity: eligible for none
-                slots[k] = lo
-                _prefetch(best, lo * 3)
-                _prefetch(best, lo * 3 + 2)  # a 24-byte bucket can straddle two lines
-        # Stage 4: keep the best row per bucket, in row order.
-        for k in range(size):
-            lo = slots[k]
-            if lo < 0:
-                continue
-            f = block + k
-            _keep_better(best, lo, row_offset + f, feat_ts[f], feat_ingest[f])
-
-
-@njit(cache=True, nogil=True)
-def _merge_buckets(best: Int64Array, other: Int64Array, first: int, end: int) -> None:
-    """Folds ``other``'s buckets ``[first, end)`` into ``best``'s, with the rule every row meets."""
-    for lo in range(first, end):
-        if other[lo, BEST_IDX] >= 0:
-            _keep_better(best, lo, other[lo, BEST_IDX], other[lo, BEST_TS], other[lo, BEST_INGEST])
-
-
-@njit(cache=True, nogil=True)
-def _keep_better(best: Int64Array, lo: int, idx: int, t: int, ingest: int) -> None:
-    """Bucket ``lo`` keeps feature row ``idx`` (event time ``t``, ingestion time ``ingest``) if it beats
-    the row held: greater event time, then ingestion time, then row index (the module's rules)."""
-    current = best[lo, BEST_IDX]
-    held_ts = best[lo, BEST_TS]
-    if (
-        current < 0
-        or t > held_ts
-        or (
-            t == held_ts
-            and (ingest > best[lo, BEST_INGEST] or (ingest == best[lo, BEST_INGEST] and idx > current))
-        )
-    ):
-        best[lo, BEST_IDX] = idx
-        best[lo, BEST_TS] = t
-        best[lo, BEST_INGEST] = ingest
-
-
-@njit(cache=True, nogil=True)
-def _counting_sort(
-    entity: Int64Array,
-    ts: Int64Array,
-    entity_min: int,
-    order: Int64Array,
-    sorted_ts: Int64Array,
-    run_starts: Int64Array,
-) -> None:
-    """Fills ``order``, ``sorted_ts`` (labels by entity, then time) and ``run_starts`` (dense runs, one
-    per entity id from ``entity_min``; zeroed on entry)."""
-    n = entity.shape[0]
-    for i in range(n):
-        run_starts[entity[i] - entity_min + 1] += 1
-    for r in range(1, run_starts.shape[0]):
-        run_starts[r] += run_starts[r - 1]
-    filled = run_starts[:-1].copy()
-    for i in range(n):
-        r = entity[i] - entity_min
-        order[filled[r]] = i
-        filled[r] += 1
-    for j in range(n):
-        sorted_ts[j] = ts[order[j]]
-    for r in range(run_starts.shape[0] - 1):
-        lo = run_starts[r]
-        hi = run_starts[r + 1]
-        if hi - lo > _INSERTION_SORT_MAX:
-            by_time = np.argsort(sorted_ts[lo:hi], kind="mergesort")
-            order[lo:hi] = order[lo:hi][by_time]
-            sorted_ts[lo:hi] = sorted_ts[lo:hi][by_time]
-            continue
-        for j in range(lo + 1, hi):  # insertion sort: runs are a few labels long
-            t = sorted_ts[j]
-            o = order[j]
-            k = j - 1
-            while k >= lo and sorted_ts[k] > t:
-                sorted_ts[k + 1] = sorted_ts[k]
-                order[k + 1] = order[k]
-                k -= 1
-            sorted_ts[k + 1] = t
-            order[k + 1] = o
-
-
-@njit(cache=True, nogil=True)
-def _sweep(
-    run_starts: Int64Array,
-    sorted_ts: Int64Array,
-    order: Int64Array,
-    best: Int64Array,
-    ttl_us: int,
-    out: Int64Array,
-) -> None:
-    for run in range(run_starts.shape[0] - 1):
-        carried_idx = NO_MATCH
-        carried_ts = 0
-        for j in range(run_starts[run], run_starts[run + 1]):
-            # A later non-empty bucket always beats every earlier one of the same entity (module doc).
-            if best[j, BEST_IDX] >= 0:
-                carried_idx = best[j, BEST_IDX]
-                carried_ts = best[j, BEST_TS]
-            if carried_idx >= 0 and ttl_us > 0 and carried_ts < sorted_ts[j] - ttl_us:
-                out[order[j]] = NO_MATCH
-            else:
-                out[order[j]] = carried_idx
-
-
-@njit(cache=True, nogil=True)
-def _gather(
-    values: npt.NDArray[Any],
-    indices: Int64Array,
-    row_offset: int,
-    out: npt.NDArray[Any],
-    valid: npt.NDArray[np.bool_],
-    first: int,
-    end: int,
-    zero_misses: bool,
-) -> None:
-    n_rows = values.shape[0]
-    width = values.shape[1]
-    if width == 1:  # one column: a tighter loop, prefetching further ahead
-        for i in range(first, end):
-            ahead = i + _GATHER_AHEAD_NARROW
-            if ahead < end:
-                upcoming = indices[ahead] - row_offset
-                if 0 <= upcoming < n_rows:
-                    _prefetch(values, upcoming)
-            local = indices[i] - row_offset
-            if 0 <= local < n_rows:
-                out[i, 0] = values[local, 0]
-                valid[i] = True
-            elif zero_misses:
-                out[i, 0] = 0
-                valid[i] = False
-        return
-    per_line = max(1, _CACHE_LINE // values.itemsize)
-    for i in range(first, end):
-        # Matched rows are scattered over the values: ask for a later row's lines while copying this one.
-        ahead = i + _GATHER_AHEAD
-        if ahead < end:
-            upcoming = indices[ahead] - row_offset
-            if 0 <= upcoming < n_rows:
-                for c in range(0, width, per_line):
-                    _prefetch(values, upcoming * width + c)
-                _prefetch(values, upcoming * width + width - 1)
-        local = indices[i] - row_offset
-        if 0 <= local < n_rows:
-            for c in range(width):
-                out[i, c] = values[local, c]
-            valid[i] = True
-        elif zero_misses:
-            for c in range(width):
-                out[i, c] = 0
-            valid[i] = False
