@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-
-import grpc
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
-from clients.sdk.auth import ChannelSecurity, open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 
 def audit_filter(
@@ -54,35 +51,23 @@ def entry_line(entry: pb.AuditEntry) -> str:
     return json.dumps(entry_json(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-class AuditClient:
+class AuditClient(ServiceClient):
     def __init__(
-        self, target: str, *, timeout: float = 10.0, security: ChannelSecurity | None = None
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.AuditStub(self._channel)  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AuditClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def query(
         self, where: pb.AuditFilter | None = None, *, page_size: int = 0, page_token: str = ""
     ) -> pb.QueryAuditResponse:
         request = pb.QueryAuditRequest(filter=where, page_size=page_size, page_token=page_token)
-        try:
-            response: pb.QueryAuditResponse = self._stub.QueryAudit(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        return response
+        return self._call(self._stub.QueryAudit, request, pb.QueryAuditResponse)
 
     def entries(self, where: pb.AuditFilter | None = None, *, page_size: int = 0) -> Iterator[pb.AuditEntry]:
         """Every matching entry, oldest first, a page per call."""
@@ -95,21 +80,12 @@ class AuditClient:
             token = page.next_page_token
 
     def verify(self) -> pb.VerifyAuditResponse:
-        try:
-            response: pb.VerifyAuditResponse = self._stub.VerifyAudit(
-                pb.VerifyAuditRequest(), timeout=self.timeout
-            )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        return response
+        return self._call(self._stub.VerifyAudit, pb.VerifyAuditRequest(), pb.VerifyAuditResponse)
 
     def export(self, where: pb.AuditFilter | None = None) -> Iterator[pb.AuditEntry]:
         """Every matching entry over one stream (no per-message deadline: an export may be long)."""
-        try:
-            for chunk in self._stub.ExportAudit(pb.ExportAuditRequest(filter=where)):
-                yield from chunk.entries
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        for chunk in self._stream(self._stub.ExportAudit, pb.ExportAuditRequest(filter=where), None):
+            yield from chunk.entries
 
     def export_jsonl(self, path: Path, where: pb.AuditFilter | None = None) -> int:
         """Writes the export to ``path`` (replacing it only once complete) and returns the entry count."""

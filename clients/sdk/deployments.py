@@ -7,19 +7,12 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import Iterator, Sequence
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import deployments_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
-from clients.sdk.auth import ChannelSecurity, open_channel
-
-_Response = TypeVar("_Response")
-ACTOR_METADATA_KEY = "x-aether-actor"
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 ROLES = {
     "primary": pb.VARIANT_ROLE_PRIMARY,
@@ -39,7 +32,7 @@ def variant(
     )
 
 
-class DeploymentsClient:
+class DeploymentsClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``actor`` names the caller in the audit
     log when auth is off; ``timeout`` bounds each call (not the watch stream)."""
 
@@ -51,31 +44,8 @@ class DeploymentsClient:
         actor: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.DeploymentsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> DeploymentsClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
 
     def create(
         self,
@@ -156,7 +126,4 @@ class DeploymentsClient:
     def watch_plans(self, known_revision: int = 0) -> Iterator[pb.DeploymentPlanSnapshot]:
         """Plan snapshots as they change (blocking; cancel by closing the client)."""
         request = pb.WatchDeploymentPlansRequest(known_revision=known_revision)
-        try:
-            yield from self._stub.WatchDeploymentPlans(request, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        yield from self._stream(self._stub.WatchDeploymentPlans, request, None)

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import Any
-
-import grpc
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
-from clients.sdk.auth import open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 DEFAULT_CHUNK_ROWS = 50_000
 
@@ -36,29 +33,17 @@ def header(
     )
 
 
-class IngestionClient:
-    def __init__(self, target: str, *, timeout: float = 300.0) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target)
-        self._stub = pb_grpc.IngestionStub(self._channel)  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> IngestionClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+class IngestionClient(ServiceClient):
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 300.0,
     ) -> None:
-        self.close()
-
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
+        self._stub = pb_grpc.IngestionStub(self._channel)  # type: ignore[no-untyped-call]
 
     def ingest_ipc(self, head: pb.IngestHeader, ipc_chunks: Iterable[bytes]) -> pb.IngestResponse:
         """Sends already-encoded Arrow IPC streams (one per chunk) as one run."""
@@ -68,7 +53,7 @@ class IngestionClient:
             for data in ipc_chunks:
                 yield pb.IngestChunk(arrow_ipc=data)
 
-        response: pb.IngestResponse = self._call(self._stub.IngestBatch, requests())
+        response = self._call(self._stub.IngestBatch, requests(), pb.IngestResponse)
         return response
 
     def ingest(
@@ -96,7 +81,7 @@ class IngestionClient:
         request = pb.MaterializeRequest(
             header=header(view, version, start, end, strict), source_uri=source_uri
         )
-        response: pb.IngestResponse = self._call(self._stub.Materialize, request)
+        response = self._call(self._stub.Materialize, request, pb.IngestResponse)
         return response
 
     def list_quarantined(
@@ -105,11 +90,11 @@ class IngestionClient:
         request = pb.ListQuarantinedRequest(
             view=view, reason_contains=reason_contains, status=status, run_id=run_id, limit=limit
         )
-        return list(self._call(self._stub.ListQuarantined, request).records)
+        return list(self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse).records)
 
     def get_quarantined(self, record_id: int) -> pb.QuarantinedRecord:
-        record: pb.QuarantinedRecord = self._call(
-            self._stub.GetQuarantined, pb.GetQuarantinedRequest(id=record_id)
+        record = self._call(
+            self._stub.GetQuarantined, pb.GetQuarantinedRequest(id=record_id), pb.QuarantinedRecord
         )
         return record
 
@@ -121,14 +106,22 @@ class IngestionClient:
             ids=list(ids),
             corrected=[pb.CorrectedRecord(id=i, payload_json=p) for i, p in (corrected or {}).items()],
         )
-        response: pb.ReplayQuarantinedResponse = self._call(self._stub.ReplayQuarantined, request)
+        response = self._call(self._stub.ReplayQuarantined, request, pb.ReplayQuarantinedResponse)
         return response
 
     def discard(self, ids: Iterable[int]) -> int:
-        response = self._call(self._stub.DiscardQuarantined, pb.DiscardQuarantinedRequest(ids=list(ids)))
+        response = self._call(
+            self._stub.DiscardQuarantined,
+            pb.DiscardQuarantinedRequest(ids=list(ids)),
+            pb.DiscardQuarantinedResponse,
+        )
         return int(response.discarded)
 
     def list_runs(self, view: str = "", limit: int = 0) -> list[pb.IngestionRun]:
         return list(
-            self._call(self._stub.ListIngestionRuns, pb.ListIngestionRunsRequest(view=view, limit=limit)).runs
+            self._call(
+                self._stub.ListIngestionRuns,
+                pb.ListIngestionRunsRequest(view=view, limit=limit),
+                pb.ListIngestionRunsResponse,
+            ).runs
         )

@@ -12,20 +12,17 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, from_rpc_error
-from clients.sdk.auth import ChannelSecurity, open_channel
+from clients.errors import InvalidArgument
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
-_Response = TypeVar("_Response")
-ACTOR_METADATA_KEY = "x-aether-actor"
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 
 
@@ -44,7 +41,7 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_STATE_")
 
 
-class JobsClient:
+class JobsClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call."""
 
     def __init__(
@@ -55,37 +52,8 @@ class JobsClient:
         actor: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> JobsClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
-
-    def _stream(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Iterator[Any]:
-        try:
-            yield from method(request, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
 
     def submit(self, spec: pb.JobSpec | Mapping[str, Any]) -> pb.Job:
         return self._call(self._stub.Submit, pb.SubmitJobRequest(spec=job_spec(spec)), pb.Job)

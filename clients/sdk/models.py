@@ -13,19 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
+from typing import TypeVar
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
 from clients.sdk.artifacts import ArtifactClient
-from clients.sdk.auth import ChannelSecurity, open_channel
-
-_Response = TypeVar("_Response")
-ACTOR_METADATA_KEY = "x-aether-actor"
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 #: A tensor as ``(name, dtype, shape)``, e.g. ``("features", "float32", (-1, 12))``.
 TensorTuple = tuple[str, str, Sequence[int]]
@@ -39,7 +33,7 @@ def signature(inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple]) -> 
     )
 
 
-class ModelRegistryClient:
+class ModelRegistryClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``). ``actor`` names the caller in the
     audit log when auth is off (with auth on, the token's principal does); ``timeout`` bounds each
     call except artifact transfers."""
@@ -52,32 +46,9 @@ class ModelRegistryClient:
         actor: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
         self.artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> ModelRegistryClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
 
     # Registered models ---------------------------------------------------------------------------------
 

@@ -12,20 +12,15 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import Iterable
+from typing import Any
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
 from clients.sdk.artifacts import ArtifactClient
-from clients.sdk.auth import ChannelSecurity, open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
-_Response = TypeVar("_Response")
-ACTOR_METADATA_KEY = "x-aether-actor"
 #: Labels per RecordFeedback call when a long list is sent.
 FEEDBACK_BATCH = 10_000
 
@@ -42,7 +37,7 @@ def feedback_message(item: FeedbackItem) -> pb.Feedback:
     return pb.Feedback(request_id=request_id, label=float(label), row=int(row))
 
 
-class MonitoringClient:
+class MonitoringClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call."""
 
     def __init__(
@@ -53,31 +48,8 @@ class MonitoringClient:
         actor: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.MonitoringStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> MonitoringClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
 
     def configure(self, deployment: str, **fields: Any) -> pb.MonitorConfig:
         """Creates or replaces the monitor of ``deployment``; ``fields`` are ``MonitorConfig`` fields

@@ -7,50 +7,28 @@ raises the matching :mod:`clients.errors` exception (``NotFound``, ``InvalidArgu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import Iterable, Mapping
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
-from clients.sdk.auth import open_channel
-
-_Response = TypeVar("_Response")
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 
-class FeatureRegistryClient:
+class FeatureRegistryClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); each call times out after ``timeout``
     seconds. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target)
-        self._stub = pb_grpc.FeatureRegistryStub(self._channel)  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> FeatureRegistryClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        # The generated stubs are untyped; the check keeps the return types honest for mypy and callers.
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
+        self._stub = pb_grpc.FeatureRegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     # Entities ------------------------------------------------------------------------------------------
 

@@ -13,22 +13,15 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
+from typing import Any
 
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
-from clients.errors import from_rpc_error
-from clients.sdk.auth import ChannelSecurity, open_channel
-
-_Response = TypeVar("_Response")
-ACTOR_METADATA_KEY = "x-aether-actor"
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 
-class RetrainingClient:
+class RetrainingClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call (a manual
     trigger validates the data window before it answers, so it may take a while)."""
 
@@ -40,31 +33,8 @@ class RetrainingClient:
         actor: str | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, security=security, actor=actor, timeout=timeout)
         self._stub = pb_grpc.RetrainingStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> RetrainingClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
 
     def configure(
         self, deployment: str, config: pb.TriggerConfig | None = None, **fields: Any

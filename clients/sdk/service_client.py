@@ -1,0 +1,71 @@
+"""What every synchronous control-plane client shares: one channel to ``target`` (plain or TLS, see
+:func:`clients.sdk.auth.open_channel`), a per-call timeout, the caller's ``x-aether-actor`` metadata, use
+as a context manager, and failed calls raised as the matching :mod:`clients.errors` exception.
+
+Each service's client subclasses :class:`ServiceClient`, makes its generated stub from ``self._channel``
+and calls it through :meth:`ServiceClient._call` (unary) or :meth:`ServiceClient._stream` (server
+streaming)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from clients.errors import from_rpc_error
+from clients.sdk.auth import ChannelSecurity, open_channel
+
+_Response = TypeVar("_Response")
+
+# Names the caller in the audit log when auth is off; with auth on, the token's principal does and this
+# header is ignored (control_plane/api/identity.py reads it).
+ACTOR_METADATA_KEY = "x-aether-actor"
+
+
+class ServiceClient:
+    """A client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call;
+    ``actor`` names the caller in the audit log when auth is off."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
+        """One unary call with this client's timeout and metadata; the answer must be a
+        ``response_type`` (a wrong stub wiring fails loudly, not later with an attribute error)."""
+        try:
+            response = method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    def _stream(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Iterator[Any]:
+        """The messages of one server-streaming call (``timeout`` None: as long as it takes)."""
+        try:
+            yield from method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
