@@ -60,6 +60,19 @@ from kernels.asof_kernels import (
 )
 from kernels.join_keys import as_int64
 
+__all__ = [
+    "NO_MATCH",
+    "AsOfState",
+    "LabelIndex",
+    "asof_finalize",
+    "asof_indices",
+    "asof_update",
+    "gather_partition",
+    "gather_rows",
+    "index_labels",
+    "new_state",
+]
+
 Int64Array = npt.NDArray[np.int64]
 
 
