@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -22,7 +21,8 @@ from clients.aether.v1 import online_features_pb2 as opb
 from clients.errors import AetherError, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
-from clients.sdk.auth import open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 Array = npt.NDArray[Any]
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
@@ -109,14 +109,14 @@ def decode_predict_response(response: ipb.PredictResponse) -> PredictResult:
     )
 
 
-class InferenceClient:
+class InferenceClient(ServiceClient):
     """Synchronous client of one data plane at ``target``; each call times out after ``timeout`` s."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(
+    def __init__(self, target: str, *, security: ChannelSecurity | None = None, timeout: float = 5.0) -> None:
+        super().__init__(
             target,
+            security=security,
+            timeout=timeout,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -125,15 +125,9 @@ class InferenceClient:
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._predict = ipb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-
     def model_ready(self, model: str, version: int | None = None) -> bool:
         request = oip.ModelReadyRequest(name=model, version="" if version is None else str(version))
-        return bool(self._call(self._oip.ModelReady, request).ready)
+        return self._call(self._oip.ModelReady, request, oip.ModelReadyResponse).ready
 
     def infer(
         self,
@@ -143,7 +137,8 @@ class InferenceClient:
         version: int | None = None,
         outputs: Sequence[str] = (),
     ) -> dict[str, Array]:
-        response = self._call(self._oip.ModelInfer, build_infer_request(model, inputs, version, outputs))
+        request = build_infer_request(model, inputs, version, outputs)
+        response = self._call(self._oip.ModelInfer, request, oip.ModelInferResponse)
         return decode_infer_response(response)
 
     def predict(
@@ -162,11 +157,13 @@ class InferenceClient:
             request_features=request_features,
             request_id=request_id,
         )
-        return decode_predict_response(self._call(self._predict.Predict, request))
+        return decode_predict_response(self._call(self._predict.Predict, request, ipb.PredictResponse))
 
     def predict_batch(self, requests: Sequence[ipb.PredictRequest]) -> list[PredictResult | AetherError]:
         """One result per request: the prediction, or the error that request alone failed with."""
-        response = self._call(self._predict.PredictBatch, ipb.PredictBatchRequest(requests=requests))
+        response = self._call(
+            self._predict.PredictBatch, ipb.PredictBatchRequest(requests=requests), ipb.PredictBatchResponse
+        )
         results: list[PredictResult | AetherError] = []
         for result in response.results:
             if result.code == 0:
@@ -174,17 +171,6 @@ class InferenceClient:
             else:
                 results.append(_error(result.code, result.message))
         return results
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> InferenceClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 
 import grpc
 import numpy as np
@@ -14,7 +13,8 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.errors import NotFound, from_rpc_error
-from clients.sdk.auth import open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 from clients.value_types import numpy_dtype_name
 
 PRESENT = pb.PRESENT
@@ -74,14 +74,14 @@ def decode_block(block: pb.FeatureBlock, rows: int) -> FeatureBlockArrays:
     )
 
 
-class OnlineFeaturesClient:
+class OnlineFeaturesClient(ServiceClient):
     """Client of one data plane at ``target`` (``host:port``); each call times out after ``timeout`` s."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(
+    def __init__(self, target: str, *, security: ChannelSecurity | None = None, timeout: float = 5.0) -> None:
+        super().__init__(
             target,
+            security=security,
+            timeout=timeout,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -102,20 +102,9 @@ class OnlineFeaturesClient:
         )
         try:
             response: pb.GetOnlineFeaturesResponse = self._stub.GetOnlineFeatures(
-                request, timeout=self.timeout if timeout is None else timeout
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         rows_count = response.row_count
         return OnlineFeatures(rows_count, tuple(decode_block(b, rows_count) for b in response.blocks))
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> OnlineFeaturesClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -1,9 +1,10 @@
-"""What every synchronous control-plane client shares: one channel to ``target`` (plain or TLS, see
-:func:`clients.sdk.auth.open_channel`), a per-call timeout, the caller's ``x-aether-actor`` metadata, use
-as a context manager, and failed calls raised as the matching :mod:`clients.errors` exception.
+"""What every synchronous Aether client shares, of the control plane and of the data plane: one channel to
+``target`` (plain or TLS, see :func:`clients.sdk.auth.open_channel`), a per-call timeout, the caller's
+``x-aether-actor`` metadata, use as a context manager, and failed calls raised as the matching
+:mod:`clients.errors` exception.
 
-Each service's client subclasses :class:`ServiceClient`, makes its generated stub from ``self._channel``
-and calls it through :meth:`ServiceClient._call` (unary) or :meth:`ServiceClient._stream` (server
+Each service's client subclasses :class:`ServiceClient`, makes its generated stubs from ``self._channel``
+and calls them through :meth:`ServiceClient._call` (unary) or :meth:`ServiceClient._stream` (server
 streaming)."""
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ ACTOR_METADATA_KEY = "x-aether-actor"
 
 
 class ServiceClient:
-    """A client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call;
-    ``actor`` names the caller in the audit log when auth is off."""
+    """A client of one server at ``target`` (``host:port``); ``timeout`` bounds each unary call;
+    ``actor`` names the caller in the audit log when auth is off; ``options`` are gRPC channel options
+    (e.g. message size limits)."""
 
     def __init__(
         self,
@@ -35,10 +37,11 @@ class ServiceClient:
         security: ChannelSecurity | None = None,
         actor: str | None = None,
         timeout: float = 10.0,
+        options: list[tuple[str, Any]] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = open_channel(target, security)
+        self._channel = open_channel(target, security, options)
         self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
 
     def close(self) -> None:
