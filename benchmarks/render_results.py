@@ -94,6 +94,7 @@ def serving(d: dict[str, Any]) -> str:
     results = d["results"]
     servers = [
         ("bare grpc.aio floor", "floor"),
+        ("floor + ONNX Runtime (decode, run, encode; nothing else)", "floor_with_inference"),
         ("Aether ModelInfer", "model_infer"),
         ("Aether Predict (500-feature fetch)", "predict"),
         ("Aether ModelInfer, 2 workers", "workers_2"),
@@ -122,8 +123,24 @@ def serving(d: dict[str, Any]) -> str:
             + ". This line also gauges the machine's compute speed during the run: the floor computes "
             "nothing, so when a shared host slows compute down, every ratio against the floor worsens.",
             _table(("target (ratio in one run)", "value", "bound", "verdict"), targets),
+            *_split_against_floor_with_inference(results),
         ]
     )
+
+
+def _split_against_floor_with_inference(results: dict[str, Any]) -> list[str]:
+    split = results.get("against_floor_with_inference")
+    if not split:
+        return []
+    levels = ("8", "32")
+    return [
+        "Where the distance to the floor goes (not targets): the floor with inference reaches "
+        + " and ".join(f"{split[f'floor_with_inference/floor c={c}']:.2f}" for c in levels)
+        + " of the floor's throughput at c=8 and c=32 (inference on the event loop of a Python gRPC "
+        "server, nothing else), and Aether's ModelInfer "
+        + " and ".join(f"{split[f'model_infer/floor_with_inference c={c}']:.2f}" for c in levels)
+        + " of the floor with inference (what validation, version leases, batching and metrics cost)."
+    ]
 
 
 def pit_join(d: dict[str, Any]) -> str:

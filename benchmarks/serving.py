@@ -9,7 +9,10 @@ What runs (all on this machine, the load generator included: ``benchmarks/loadge
   tensors), at concurrency 1, 8, 32, 64;
 * ``Predict`` on the same MLP shape with 500 inputs, whose features the data plane fetches itself (one
   view of 500 float32 features per entity, 10,000 entities written with the online writer);
-* baselines: a bare grpc.aio ``ModelInfer`` server answering a constant (the floor); Seldon MLServer
+* baselines: a bare grpc.aio ``ModelInfer`` server answering a constant (the floor), and the same
+  server running the MLP per request on the event loop with nothing else (the floor with inference,
+  ``benchmarks/floor_server.py --model``), which splits the data plane's distance to the floor into
+  what inference in a Python gRPC server costs and what serving logic costs; Seldon MLServer
   1.7.1 serving the same ONNX file through a minimal ONNX Runtime runtime, in its own virtual environment
   (``.venv-bench-mlserver``), in-process (``parallel_workers: 0``) with adaptive batching off and on;
   in-process ONNX Runtime throughput at batch 1 and 32;
@@ -175,6 +178,22 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+def _against_floor_with_inference(r: dict[str, Any]) -> dict[str, float]:
+    """Not targets: how the throughput splits. ``floor_with_inference / floor`` is what running the model
+    per request in a Python gRPC server costs; ``model_infer / floor_with_inference`` is what the data
+    plane's serving logic (validation, leases, batching, metrics) costs on top."""
+    out: dict[str, float] = {}
+    for level in ("8", "32"):
+        ort_floor = r["floor_with_inference"][level]["throughput_rps"]
+        out[f"floor_with_inference/floor c={level}"] = round(
+            _ratio(ort_floor, r["floor"][level]["throughput_rps"]), 3
+        )
+        out[f"model_infer/floor_with_inference c={level}"] = round(
+            _ratio(r["model_infer"][level]["throughput_rps"], ort_floor), 3
+        )
+    return out
+
+
 def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     mi, floor, predict = r["model_infer"], r["floor"], r["predict"]
     best_mlserver = max(
@@ -209,6 +228,7 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
     print(f"{'server':<28}" + "".join(f"{'c=' + str(c):>20}" for c in LEVELS))
     for key, label in [
         ("floor", "bare grpc.aio floor"),
+        ("floor_with_inference", "floor + ONNX Runtime"),
         ("model_infer", "aether ModelInfer"),
         ("predict", "aether Predict (500 feat.)"),
         ("mlserver", "MLServer 1.7.1 (no batch)"),
@@ -219,6 +239,8 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
                 f"{r[key][str(c)]['throughput_rps']:>11.0f} ({r[key][str(c)]['p99_ms']:5.1f})" for c in LEVELS
             )
             print(f"{label:<28}{cells}")
+    for name, ratio in r["against_floor_with_inference"].items():
+        print(f"{name}: {ratio:.2f}")
     if "workers_2" in r:
         for level, scaling in r["workers_scaling"].items():
             print(f"ModelInfer 1→2 workers at c={level}: {scaling:.2f}×")
@@ -247,12 +269,18 @@ def main() -> int:
         with contextlib.ExitStack() as servers:
             floor, floor_port = start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
             servers.callback(stop, floor)
+            floor_ort, floor_ort_port = start(
+                [sys.executable, "-m", "benchmarks.floor_server", "--model", str(paths["mlp"])],
+                "floor listening on",
+            )
+            servers.callback(stop, floor_ort)
             one, port = _data_plane(paths, redis_server.url, work)
             servers.callback(stop, one)
             two, port_2 = _data_plane(paths, redis_server.url, work, workers=2)
             servers.callback(stop, two)
             targets: list[Target] = [
                 ("floor", floor_port, MODEL_INFER, infer_requests, LEVELS),
+                ("floor_with_inference", floor_ort_port, MODEL_INFER, infer_requests, LEVELS),
                 ("model_infer", port, MODEL_INFER, infer_requests, LEVELS),
                 ("predict", port, PREDICT, predicts, LEVELS),
                 ("workers_2", port_2, MODEL_INFER, infer_requests, (32, 64)),
@@ -263,7 +291,7 @@ def main() -> int:
                     servers.callback(stop, process, signal.SIGINT)  # MLServer stops on SIGINT
                     targets.append((key, mlserver_port, MODEL_INFER, infer_requests, LEVELS))
             for key, server_port, *_ in targets:
-                if key != "floor":  # the floor answers ModelInfer alone, from its first line on
+                if not key.startswith("floor"):  # the floors answer ModelInfer alone, from their first line
                     wait_ready(server_port, "mlp", timeout_s=120)
             print(
                 f"servers up; {rounds} interleaved slices of {SLICE_S:.0f} s per server and level", flush=True
@@ -275,6 +303,7 @@ def main() -> int:
             for c in (32, 64)
         }
     redis_server.close()
+    results["against_floor_with_inference"] = _against_floor_with_inference(results)
     targets = _targets(results)
     _table(results, targets)
     env = environment(["grpcio", "protobuf", "numpy", "onnxruntime", "uvloop", "hiredis"])
