@@ -11,7 +11,6 @@ from typing import Any
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc as pb_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 
@@ -52,15 +51,7 @@ def entry_line(entry: pb.AuditEntry) -> str:
 
 
 class AuditClient(ServiceClient):
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.AuditStub(self._channel)  # type: ignore[no-untyped-call]
 
     def query(

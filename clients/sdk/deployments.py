@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import deployments_pb2_grpc as pb_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 ROLES = {
@@ -36,15 +35,7 @@ class DeploymentsClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``actor`` names the caller in the audit
     log when auth is off; ``timeout`` bounds each call (not the watch stream)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.DeploymentsStub(self._channel)  # type: ignore[no-untyped-call]
 
     def create(

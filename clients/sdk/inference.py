@@ -21,7 +21,6 @@ from clients.aether.v1 import online_features_pb2 as opb
 from clients.errors import AetherError, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 Array = npt.NDArray[Any]
@@ -112,16 +111,13 @@ def decode_predict_response(response: ipb.PredictResponse) -> PredictResult:
 class InferenceClient(ServiceClient):
     """Synchronous client of one data plane at ``target``; each call times out after ``timeout`` s."""
 
-    def __init__(self, target: str, *, security: ChannelSecurity | None = None, timeout: float = 5.0) -> None:
-        super().__init__(
-            target,
-            security=security,
-            timeout=timeout,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+    DEFAULT_TIMEOUT_S = 5.0
+    CHANNEL_OPTIONS = (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    )
+
+    def _open_stubs(self) -> None:
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._predict = ipb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
 

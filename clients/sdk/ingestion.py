@@ -10,7 +10,6 @@ from typing import Any
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -34,15 +33,9 @@ def header(
 
 
 class IngestionClient(ServiceClient):
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 300.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    DEFAULT_TIMEOUT_S = 300.0
+
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.IngestionStub(self._channel)  # type: ignore[no-untyped-call]
 
     def ingest_ipc(self, head: pb.IngestHeader, ipc_chunks: Iterable[bytes]) -> pb.IngestResponse:

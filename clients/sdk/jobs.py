@@ -20,7 +20,6 @@ from google.protobuf import json_format
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
@@ -44,15 +43,7 @@ def state_name(state: int) -> str:
 class JobsClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
 
     def submit(self, spec: pb.JobSpec | Mapping[str, Any]) -> pb.Job:

@@ -18,7 +18,6 @@ from typing import TypeVar
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
 from clients.sdk.artifacts import ArtifactClient
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 #: A tensor as ``(name, dtype, shape)``, e.g. ``("features", "float32", (-1, 12))``.
@@ -38,15 +37,7 @@ class ModelRegistryClient(ServiceClient):
     audit log when auth is off (with auth on, the token's principal does); ``timeout`` bounds each
     call except artifact transfers."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
         self.artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
 

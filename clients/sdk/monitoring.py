@@ -18,7 +18,6 @@ from typing import Any
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from clients.sdk.artifacts import ArtifactClient
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 #: Labels per RecordFeedback call when a long list is sent.
@@ -40,15 +39,7 @@ def feedback_message(item: FeedbackItem) -> pb.Feedback:
 class MonitoringClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.MonitoringStub(self._channel)  # type: ignore[no-untyped-call]
 
     def configure(self, deployment: str, **fields: Any) -> pb.MonitorConfig:

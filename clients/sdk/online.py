@@ -13,7 +13,6 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.errors import NotFound, from_rpc_error
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 from clients.value_types import numpy_dtype_name
 
@@ -77,16 +76,13 @@ def decode_block(block: pb.FeatureBlock, rows: int) -> FeatureBlockArrays:
 class OnlineFeaturesClient(ServiceClient):
     """Client of one data plane at ``target`` (``host:port``); each call times out after ``timeout`` s."""
 
-    def __init__(self, target: str, *, security: ChannelSecurity | None = None, timeout: float = 5.0) -> None:
-        super().__init__(
-            target,
-            security=security,
-            timeout=timeout,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+    DEFAULT_TIMEOUT_S = 5.0
+    CHANNEL_OPTIONS = (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    )
+
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.OnlineFeaturesStub(self._channel)  # type: ignore[no-untyped-call]
 
     def get_online_features(

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 
@@ -19,15 +18,7 @@ class FeatureRegistryClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); each call times out after ``timeout``
     seconds. Use as a context manager or call :meth:`close`."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.FeatureRegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     # Entities ------------------------------------------------------------------------------------------

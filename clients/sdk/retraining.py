@@ -17,7 +17,6 @@ from typing import Any
 
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
-from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 
@@ -25,15 +24,9 @@ class RetrainingClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each call (a manual
     trigger validates the data window before it answers, so it may take a while)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        security: ChannelSecurity | None = None,
-        actor: str | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        super().__init__(target, security=security, actor=actor, timeout=timeout)
+    DEFAULT_TIMEOUT_S = 60.0
+
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.RetrainingStub(self._channel)  # type: ignore[no-untyped-call]
 
     def configure(

@@ -4,14 +4,16 @@
 :mod:`clients.errors` exception.
 
 Each service's client subclasses :class:`ServiceClient`, makes its generated stubs from ``self._channel``
-and calls them through :meth:`ServiceClient._call` (unary) or :meth:`ServiceClient._stream` (server
-streaming)."""
+in :meth:`ServiceClient._open_stubs`, sets ``DEFAULT_TIMEOUT_S`` and ``CHANNEL_OPTIONS`` where its calls
+differ from the defaults, and calls the stubs through :meth:`ServiceClient._call` (unary) or
+:meth:`ServiceClient._stream` (server streaming)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import grpc
 
@@ -25,10 +27,13 @@ _Response = TypeVar("_Response")
 ACTOR_METADATA_KEY = "x-aether-actor"
 
 
-class ServiceClient:
-    """A client of one server at ``target`` (``host:port``); ``timeout`` bounds each unary call;
-    ``actor`` names the caller in the audit log when auth is off; ``options`` are gRPC channel options
-    (e.g. message size limits)."""
+class ServiceClient(ABC):
+    """A client of one server at ``target`` (``host:port``). ``security`` is the token and TLS setting
+    (default: from ``AETHER_TOKEN``/``AETHER_TLS_CA``); ``actor`` names the caller in the audit log when
+    auth is off; ``timeout`` bounds each unary call (default: the client's ``DEFAULT_TIMEOUT_S``)."""
+
+    DEFAULT_TIMEOUT_S: ClassVar[float] = 10.0
+    CHANNEL_OPTIONS: ClassVar[tuple[tuple[str, Any], ...]] = ()  # e.g. message size limits
 
     def __init__(
         self,
@@ -36,13 +41,17 @@ class ServiceClient:
         *,
         security: ChannelSecurity | None = None,
         actor: str | None = None,
-        timeout: float = 10.0,
-        options: list[tuple[str, Any]] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security, options)
+        self.timeout = self.DEFAULT_TIMEOUT_S if timeout is None else timeout
+        self._channel = open_channel(target, security, list(self.CHANNEL_OPTIONS))
         self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+        self._open_stubs()
+
+    @abstractmethod
+    def _open_stubs(self) -> None:
+        """Makes the service's stubs from ``self._channel`` (called last in ``__init__``)."""
 
     def close(self) -> None:
         self._channel.close()

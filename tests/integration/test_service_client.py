@@ -23,8 +23,9 @@ SERVICE = "aether.test.Echo"
 class EchoClient(ServiceClient):
     """A client of the test service below, built the way the SDK's clients are."""
 
-    def __init__(self, target: str, *, actor: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(target, security=ChannelSecurity(), actor=actor, timeout=timeout)
+    DEFAULT_TIMEOUT_S = 3.0
+
+    def _open_stubs(self) -> None:
         self._echo = self._channel.unary_unary(
             f"/{SERVICE}/Echo",
             request_serializer=wrappers_pb2.StringValue.SerializeToString,
@@ -93,10 +94,20 @@ def target() -> Iterator[str]:
 
 
 def test_calls_carry_the_actor_and_a_deadline(target: str) -> None:
-    with EchoClient(target, actor="alice") as client:
+    with EchoClient(target, security=ChannelSecurity(), actor="alice") as client:
         assert client.echo("hi").value == "hi|actor=alice|deadline=True"
-    with EchoClient(target) as anonymous:
+    with EchoClient(target, security=ChannelSecurity()) as anonymous:
         assert anonymous.echo("hi").value == "hi|actor=|deadline=True"
+
+
+def test_the_timeout_defaults_to_the_clients_own(target: str) -> None:
+    with EchoClient(target) as default, EchoClient(target, timeout=0.25) as given:
+        assert (default.timeout, given.timeout) == (3.0, 0.25)
+
+
+def test_a_client_must_say_which_service_it_calls() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        ServiceClient("127.0.0.1:1")  # type: ignore[abstract]
 
 
 def test_a_failed_call_raises_the_matching_error_with_the_servers_message(target: str) -> None:
