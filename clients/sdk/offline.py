@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import grpc
 import pyarrow as pa
@@ -17,7 +16,7 @@ import pyarrow as pa
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, from_rpc_error
-from clients.sdk.auth import open_channel
+from clients.sdk.service_client import ServiceClient
 
 #: Largest Arrow piece per message, well under gRPC's default 4 MiB message limit.
 CHUNK_BYTES = 1 << 20
@@ -87,14 +86,13 @@ def read_arrow_stream(pieces: Iterable[bytes]) -> pa.Table:
         raise InvalidArgument(f"not a valid Arrow IPC stream: {exc}") from None
 
 
-class OfflineFeaturesClient:
+class OfflineFeaturesClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); each call times out after ``timeout``
     seconds (training sets take a while: the default is generous)."""
 
-    def __init__(self, target: str, *, timeout: float = 600.0) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target)
+    DEFAULT_TIMEOUT_S = 600.0
+
+    def _open_stubs(self) -> None:
         self._stub = pb_grpc.OfflineFeaturesStub(self._channel)  # type: ignore[no-untyped-call]
 
     def get_historical_features(
@@ -137,7 +135,7 @@ class OfflineFeaturesClient:
             requests = _requests(head, entity_rows)
         try:
             responses = self._stub.GetHistoricalFeatures(
-                requests, timeout=self.timeout if timeout is None else timeout
+                requests, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
             )
             pieces: list[bytes] = []
             last = pb.GetHistoricalFeaturesResponse()
@@ -155,17 +153,6 @@ class OfflineFeaturesClient:
             matched={m.column: m.rows for m in last.matched},
             output_path=last.output_path,
         )
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> OfflineFeaturesClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _requests(
