@@ -46,8 +46,7 @@ class IngestionClient(ServiceClient):
             for data in ipc_chunks:
                 yield pb.IngestChunk(arrow_ipc=data)
 
-        response = self._call(self._stub.IngestBatch, requests(), pb.IngestResponse)
-        return response
+        return self._call(self._stub.IngestBatch, requests(), pb.IngestResponse)
 
     def ingest(
         self, view: str, table: Any, *, version: int = 0, start: datetime | None = None,
@@ -74,8 +73,7 @@ class IngestionClient(ServiceClient):
         request = pb.MaterializeRequest(
             header=header(view, version, start, end, strict), source_uri=source_uri
         )
-        response = self._call(self._stub.Materialize, request, pb.IngestResponse)
-        return response
+        return self._call(self._stub.Materialize, request, pb.IngestResponse)
 
     def list_quarantined(
         self, *, view: str = "", reason_contains: str = "", status: str = "", run_id: str = "", limit: int = 0
@@ -86,10 +84,9 @@ class IngestionClient(ServiceClient):
         return list(self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse).records)
 
     def get_quarantined(self, record_id: int) -> pb.QuarantinedRecord:
-        record = self._call(
+        return self._call(
             self._stub.GetQuarantined, pb.GetQuarantinedRequest(id=record_id), pb.QuarantinedRecord
         )
-        return record
 
     def replay(
         self, ids: Iterable[int], corrected: Mapping[int, str] | None = None
@@ -99,8 +96,7 @@ class IngestionClient(ServiceClient):
             ids=list(ids),
             corrected=[pb.CorrectedRecord(id=i, payload_json=p) for i, p in (corrected or {}).items()],
         )
-        response = self._call(self._stub.ReplayQuarantined, request, pb.ReplayQuarantinedResponse)
-        return response
+        return self._call(self._stub.ReplayQuarantined, request, pb.ReplayQuarantinedResponse)
 
     def discard(self, ids: Iterable[int]) -> int:
         response = self._call(
