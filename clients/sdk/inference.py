@@ -21,10 +21,10 @@ from clients.aether.v1 import online_features_pb2 as opb
 from clients.errors import AetherError, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS
 from clients.sdk.service_client import ServiceClient
 
 Array = npt.NDArray[Any]
-MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 
 _DATATYPES = {
     "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
@@ -112,10 +112,7 @@ class InferenceClient(ServiceClient):
     """Synchronous client of one data plane at ``target``; each call times out after ``timeout`` s."""
 
     DEFAULT_TIMEOUT_S = 5.0
-    CHANNEL_OPTIONS = (
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    )
+    CHANNEL_OPTIONS = DATA_PLANE_CHANNEL_OPTIONS
 
     def _open_stubs(self) -> None:
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]

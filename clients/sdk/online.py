@@ -21,6 +21,11 @@ MISSING = pb.MISSING
 STALE = pb.STALE
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+# The data plane's answers (and PredictBatch requests) can be large: both of its clients lift gRPC's limits.
+DATA_PLANE_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +82,7 @@ class OnlineFeaturesClient(ServiceClient):
     """Client of one data plane at ``target`` (``host:port``); each call times out after ``timeout`` s."""
 
     DEFAULT_TIMEOUT_S = 5.0
-    CHANNEL_OPTIONS = (
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    )
+    CHANNEL_OPTIONS = DATA_PLANE_CHANNEL_OPTIONS
 
     def _open_stubs(self) -> None:
         self._stub = pb_grpc.OnlineFeaturesStub(self._channel)  # type: ignore[no-untyped-call]
