@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import online_features_pb2 as pb
-from data_plane.api.online_features import split_request
+from data_plane.api.online_features import RequestSplitter, split_request
 from data_plane.catalog import Catalog
 from kernels.wire_scan import leading_run
 from tests.unit.data_plane.registry_builders import floats, snapshot, view
@@ -53,6 +53,40 @@ def test_split_gives_what_a_full_parse_gives_in_any_field_order(
         got_refs = list(message.features)
     assert got_refs == list(expected.features)
     assert [dict(r.keys) for r in message.rows] == [dict(r.keys) for r in expected.rows]
+
+
+def _parts(split: tuple[bytes, int, pb.GetOnlineFeaturesRequest]) -> tuple[bytes, int, bytes]:
+    features_wire, count, message = split
+    return features_wire, count, message.SerializeToString(deterministic=True)
+
+
+# Requests built from a few shared reference lists, so that one often starts with the previous one's run
+# (the memo's hit), extends it by more references, or shares only some of it.
+shared_refs = st.lists(st.sampled_from(["a", "b:x", "b@2:y", "c" * 130, ""]), max_size=6)
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(shared_refs, rows, st.booleans()), min_size=1, max_size=12))
+def test_the_memo_of_the_last_run_splits_as_split_request_does(
+    requests: list[tuple[list[str], list[dict[str, str]], bool]],
+) -> None:
+    splitter = RequestSplitter()
+    for features, entity_rows, interleave in requests:
+        data = _request(features, entity_rows).SerializeToString()
+        if interleave and features:  # a reference after the rows: not one leading run
+            data += pb.GetOnlineFeaturesRequest(features=features[:1]).SerializeToString()
+        assert _parts(splitter.split(data)) == _parts(split_request(data))
+
+
+def test_the_memo_answers_with_the_bytes_object_it_holds() -> None:
+    """The plan cache then hashes nothing new: its key is the same object as last time."""
+    splitter = RequestSplitter()
+    first = splitter.split(_request(["driver:f0", "trip"], [{"driver_id": "1"}]).SerializeToString())
+    second = splitter.split(_request(["driver:f0", "trip"], [{"driver_id": "2"}]).SerializeToString())
+    assert second[0] is first[0]
+    assert [dict(r.keys) for r in second[2].rows] == [{"driver_id": "2"}]
+    longer = splitter.split(_request(["driver:f0", "trip", "x"], []).SerializeToString())
+    assert longer[1] == 3  # starts with the memo's run but goes on: scanned again
 
 
 def test_a_truncated_entry_is_reported_as_malformed() -> None:
