@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -88,7 +88,8 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # In flight, oldest first: each command's future and the timer that enforces its deadline.
+        self.pending: collections.deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = collections.deque()
         self.is_open = False
         # Commands sent during one turn of the event loop, written together at its end (see send).
         self._unwritten: list[bytes] = []
@@ -114,8 +115,9 @@ class _Connection(asyncio.Protocol):
             if not pending:  # a reply nobody asked for: the stream is out of step, start over
                 self.close(RedisUnavailable("unexpected reply from Redis"))
                 return
-            future = pending.popleft()
-            if not future.done():
+            future, timer = pending.popleft()
+            timer.cancel()
+            if not future.done():  # done: its caller was cancelled, the reply is dropped in its place
                 if isinstance(reply, hiredis.ReplyError):
                     future.set_exception(RedisCommandError(str(reply)))
                 else:
@@ -127,20 +129,23 @@ class _Connection(asyncio.Protocol):
     def _fail_pending(self, error: Exception) -> None:
         self.is_open = False
         while self.pending:
-            future = self.pending.popleft()
+            future, timer = self.pending.popleft()
+            timer.cancel()
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, payload: bytes) -> asyncio.Future[Any]:
-        """Queues one command; its reply resolves the future. On an idle connection (nothing in flight)
-        the command is written at once: a lone request should not wait for the loop's next turn. Behind
-        commands still in flight, commands sent in the same turn of the event loop leave in one write:
-        under concurrency one system call carries many requests' commands (a write cost ~15 % of a loaded
-        server's time). Either way the commands reach Redis in the order of their futures."""
+    def send(self, payload: bytes, timeout_s: float) -> asyncio.Future[Any]:
+        """Queues one command; its reply resolves the future, or RedisUnavailable after ``timeout_s``.
+
+        On an idle connection (nothing in flight) the command is written at once: a lone request should
+        not wait for the loop's next turn. Behind commands still in flight, commands sent in the same turn
+        of the event loop leave in one write: under concurrency one system call carries many requests'
+        commands (a write cost ~15 % of a loaded server's time). Either way the commands reach Redis in
+        the order of their futures."""
         assert self._transport is not None
         future = self._loop.create_future()
         idle = not self.pending  # then nothing is unwritten either: writing now keeps the order
-        self.pending.append(future)
+        self.pending.append((future, self._loop.call_later(timeout_s, self._expire, future, timeout_s)))
         if idle:
             self._transport.write(payload)
             return future
@@ -148,6 +153,12 @@ class _Connection(asyncio.Protocol):
             self._loop.call_soon(self._write)
         self._unwritten.append(payload)
         return future
+
+    def _expire(self, future: asyncio.Future[Any], timeout_s: float) -> None:
+        """A command is past its deadline: the stream's state is unknown (Redis may be hung), so the
+        connection closes and fails every command on it; the next request dials a fresh one."""
+        if not future.done():
+            self.close(RedisUnavailable(f"Redis did not answer within {timeout_s * 1000:.0f} ms"))
 
     def _write(self) -> None:
         payload = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
@@ -159,11 +170,6 @@ class _Connection(asyncio.Protocol):
         self._fail_pending(error or RedisUnavailable("connection closed"))
         if self._transport is not None:
             self._transport.close()
-
-
-def _expire(future: asyncio.Future[Any], connection: _Connection, timeout_s: float) -> None:
-    if not future.done():
-        connection.close(RedisUnavailable(f"Redis did not answer within {timeout_s * 1000:.0f} ms"))
 
 
 class RedisClient:
@@ -178,30 +184,34 @@ class RedisClient:
         self._dialing = 0
         self._closed = False
 
-    async def mget(self, keys: Sequence[bytes], timeout_s: float) -> list[bytes | None]:
+    def mget(self, keys: Sequence[bytes], timeout_s: float) -> Awaitable[list[bytes | None]]:
         """Values of ``keys`` (None where absent) in one round trip."""
-        reply: list[bytes | None] = await self.execute_packed(pack_mget(keys), timeout_s)
-        return reply
+        return self.execute_packed(pack_mget(keys), timeout_s)
 
-    async def execute(self, *args: bytes, timeout_s: float) -> Any:
-        return await self.execute_packed(pack_command(*args), timeout_s)
+    def execute(self, *args: bytes, timeout_s: float) -> Awaitable[Any]:
+        return self.execute_packed(pack_command(*args), timeout_s)
 
-    async def execute_packed(self, payload: bytes, timeout_s: float) -> Any:
-        """Sends one RESP-encoded command and returns its reply; RedisUnavailable when Redis cannot be
-        reached or does not answer within ``timeout_s``, RedisCommandError for an error reply."""
+    def execute_packed(self, payload: bytes, timeout_s: float) -> Awaitable[Any]:
+        """Sends one RESP-encoded command; awaiting the result gives its reply, RedisUnavailable when Redis
+        cannot be reached or does not answer within ``timeout_s``, RedisCommandError for an error reply.
+
+        With an idle connection at hand (the read path's usual case) the result is the reply's future
+        itself, so that a reply resumes its caller without a coroutine of ours to step through on the way
+        (one request of a loaded server is all such small costs); otherwise a coroutine that connects
+        first, within the same budget."""
+        if timeout_s > 0:
+            connection = self._idle_connection()
+            if connection is not None:
+                return connection.send(payload, timeout_s)
+        return self._connect_and_send(payload, timeout_s)
+
+    async def _connect_and_send(self, payload: bytes, timeout_s: float) -> Any:
         if timeout_s <= 0:
             raise RedisUnavailable("no time left to ask Redis")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        connection = self._idle_connection()
-        if connection is None:
-            connection = await self._connect_or_share(deadline)
-        future = connection.send(payload)
-        timer = loop.call_at(deadline, _expire, future, connection, timeout_s)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        connection = await self._connect_or_share(deadline)
+        return await connection.send(payload, max(deadline - loop.time(), 0.0))
 
     def _idle_connection(self) -> _Connection | None:
         for connection in self._connections:
@@ -229,7 +239,7 @@ class RedisClient:
                 _, connection = await loop.create_connection(
                     lambda: _Connection(loop), address.host, address.port
                 )
-                await self._handshake(connection)
+                await self._handshake(connection, deadline)
         except BaseException as exc:
             if connection is not None:
                 connection.close()
@@ -248,13 +258,17 @@ class RedisClient:
         self._connections.append(connection)
         return connection
 
-    async def _handshake(self, connection: _Connection) -> None:
+    async def _handshake(self, connection: _Connection, deadline: float) -> None:
         address = self.address
+        loop = asyncio.get_running_loop()
         if address.password is not None:
             auth = [address.username.encode()] if address.username else []
-            await connection.send(pack_command(b"AUTH", *auth, address.password.encode()))
+            command = pack_command(b"AUTH", *auth, address.password.encode())
+            await connection.send(command, max(deadline - loop.time(), 0.0))
         if address.db:
-            await connection.send(pack_command(b"SELECT", str(address.db).encode()))
+            await connection.send(
+                pack_command(b"SELECT", str(address.db).encode()), max(deadline - loop.time(), 0.0)
+            )
 
     async def close(self) -> None:
         self._closed = True

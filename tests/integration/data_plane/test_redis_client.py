@@ -96,3 +96,18 @@ async def test_commands_of_one_loop_turn_leave_in_one_write(own_redis: RedisServ
     await client.close()
     assert replies == [[f"v{i}".encode()] for i in range(50)]
     assert after - before <= 5  # one INFO call of our own included
+
+
+async def test_a_cancelled_caller_never_shifts_replies_onto_the_next(own_redis: RedisServer) -> None:
+    """The reply to a command whose caller was cancelled still arrives, and is dropped in its place:
+    the callers pipelined behind it on the same connection get their own replies."""
+    redis.Redis.from_url(own_redis.url).mset({"k1": "v1", "k2": "v2", "k3": "v3"})
+    client = RedisClient(own_redis.url, pool_size=1)
+    assert await client.execute(b"PING", timeout_s=1.0) == b"PONG"  # one connection, dialled
+    first = asyncio.ensure_future(client.mget([b"k1"], 1.0))
+    second = asyncio.ensure_future(client.mget([b"k2"], 1.0))
+    first.cancel()
+    assert await second == [b"v2"]
+    assert await client.mget([b"k3"], 1.0) == [b"v3"]
+    assert first.cancelled()
+    await client.close()
