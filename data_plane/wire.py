@@ -32,9 +32,14 @@ _COLUMN_NAME = 1
 _COLUMN_VALUE_TYPE = 2
 
 
+_ONE_BYTE_VARINTS = tuple(bytes((value,)) for value in range(0x80))
+
+
 def varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("negative values are not encoded by this module")
+    if value < 0x80:
+        if value < 0:
+            raise ValueError("negative values are not encoded by this module")
+        return _ONE_BYTE_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -68,6 +73,7 @@ _VALUES_TAG = _tag(_BLOCK_VALUES, _LEN)
 _STATUSES_TAG = _tag(_BLOCK_STATUSES, _LEN)
 _TIMESTAMPS_TAG = _tag(_BLOCK_EVENT_TIMESTAMPS, _LEN)
 _BLOCKS_TAG = _tag(_RESPONSE_BLOCKS, _LEN)
+assert len(_VALUES_TAG) == len(_STATUSES_TAG) == len(_TIMESTAMPS_TAG) == 1  # encode_response counts on it
 _ROW_COUNT_TAG = _tag(_RESPONSE_ROW_COUNT, _VARINT)
 
 
@@ -76,12 +82,19 @@ def encode_response(row_count: int, blocks: Iterable[tuple[bytes, bytes, bytes, 
     parts = [_ROW_COUNT_TAG + varint(row_count)] if row_count else []
     for prefix, values, statuses, timestamps in blocks:
         block = [prefix]
+        size = len(prefix)
+        # Each field: a one-byte tag, the length's varint, the bytes (size adds up as it goes).
         if values:
-            block += (_VALUES_TAG, varint(len(values)), values)
+            length = varint(len(values))
+            block += (_VALUES_TAG, length, values)
+            size += 1 + len(length) + len(values)
         if statuses:
-            block += (_STATUSES_TAG, varint(len(statuses)), statuses)
+            length = varint(len(statuses))
+            block += (_STATUSES_TAG, length, statuses)
+            size += 1 + len(length) + len(statuses)
         if timestamps:
-            block += (_TIMESTAMPS_TAG, varint(len(timestamps)), timestamps)
-        size = sum(len(p) for p in block)
+            length = varint(len(timestamps))
+            block += (_TIMESTAMPS_TAG, length, timestamps)
+            size += 1 + len(length) + len(timestamps)
         parts += (_BLOCKS_TAG, varint(size), *block)
     return b"".join(parts)
