@@ -16,6 +16,7 @@ import numpy as np
 from kernels.packed_blob import FORMAT_VERSION, HEADER, HEADER_SIZE, MAGIC, values_nbytes
 
 _HEAD_SIZE = 16  # magic, format, flags, count, fingerprint: the part every blob of a version shares
+EVENT_TS = slice(_HEAD_SIZE, _HEAD_SIZE + 8)  # the event timestamp's bytes (little-endian int64, µs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,5 +34,6 @@ def blob_shape(layout: np.dtype[np.generic], count: int, fingerprint: int) -> Bl
     record = np.dtype([("head", f"V{_HEAD_SIZE}"), ("event_ts", "<i8"), ("write_ts", "<i8"), values_field])
     size = HEADER_SIZE + value_bytes
     assert record.itemsize == size, "the blob record must match the codec's layout byte for byte"
+    assert record.fields is not None and record.fields["event_ts"][1] == EVENT_TS.start
     head = HEADER.pack(MAGIC, FORMAT_VERSION, 0, count, fingerprint, 0, 0)[:_HEAD_SIZE]
     return BlobShape(size=size, head=head, record=record, zero=bytes(size))

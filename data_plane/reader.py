@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from clients.aether.v1 import online_features_pb2
 from clients.errors import DataLoss, Internal, ResourceExhausted, Unavailable
+from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import RegistryState
 from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
@@ -167,7 +168,6 @@ def assemble_block(
     )
 
 
-_EVENT_TS = slice(16, 24)  # the header's event timestamp (blob_shape's record: head V16, then event_ts)
 _NO_EVENT_TS = bytes(8)
 
 
@@ -199,7 +199,7 @@ def _assemble_single_row(block: BlockPlan, blob: bytes | None, now_us: int) -> B
         )
     else:
         return None
-    event_ts = blob[_EVENT_TS]
+    event_ts = blob[EVENT_TS]
     ttl_us = view.ttl_seconds * 1_000_000
     stale = ttl_us > 0 and int.from_bytes(event_ts, "little", signed=True) < now_us - ttl_us
     return BlockResult(
