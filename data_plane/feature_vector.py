@@ -5,7 +5,8 @@ entities without stored features. Transport-free: references and rows in, a matr
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
 must carry them as request-time features. A request-time feature named like a stored reference replaces
-the stored value.
+the stored value. Where the columns go is :mod:`data_plane.feature_columns`' layout, computed once per
+model version and block layout.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import numpy.typing as npt
 from numpy.lib import recfunctions
 
 from clients.errors import InvalidArgument, NotFound
+from data_plane.feature_columns import REQUEST_PREFIX, ColumnLayout, column_layout, merge_request_features
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader
 from data_plane.refs import parse_ref
-
-REQUEST_PREFIX = "request:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +50,16 @@ def _block_matrix(block: BlockResult, rows: int, dtype: np.dtype[Any]) -> npt.ND
     return np.asarray(recfunctions.structured_to_unstructured(raw, dtype=dtype))
 
 
-def _side_by_side(columns: list[npt.NDArray[Any]], rows: int, dtype: Any) -> npt.NDArray[Any]:
-    """The column blocks as one [rows, columns] array. One block (a model reading one view, the common
-    case) is taken as it is, not copied: it may be a read-only view of the bytes Redis returned, which
-    nothing downstream writes to (a fallback builds a new array)."""
-    if len(columns) == 1:
-        return columns[0]
-    return np.concatenate(columns, axis=1) if columns else np.zeros((rows, 0), dtype)
-
-
 class FeatureAssembler:
     def __init__(self, reader: OnlineReader | None) -> None:
         self._reader = reader
-        # Column permutations (block order -> reference order), per model and per resolved block layout.
-        self._orders: dict[tuple[Any, ...], tuple[npt.NDArray[np.intp] | None, list[int]]] = {}
+        # Per model version: its references as given, and those read from the online store.
+        self._online: dict[tuple[str, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        # Per model and resolved block layout: the column permutation (block order -> reference order)
+        # and where each reference's columns go in the model input.
+        self._layouts: dict[
+            tuple[Any, ...], tuple[tuple[str, ...], npt.NDArray[np.intp] | None, ColumnLayout]
+        ] = {}
 
     async def assemble(
         self,
@@ -85,43 +81,21 @@ class FeatureAssembler:
         if not rows:
             raise InvalidArgument("the request has no rows")
         dtype = spec.inputs[0].np_dtype
-        online = tuple(r for r in spec.feature_refs if not r.startswith(REQUEST_PREFIX))
-        stored, statuses, counts = await self._read(spec, online, rows, dtype, time_remaining_s)
-        # Assemble the columns in reference order: stored ones from the read, request-time ones from rows.
-        columns: list[npt.NDArray[Any]] = []
-        status_columns: list[npt.NDArray[np.uint8]] = []
-        position = 0
-        width = stored.shape[1]
-        online_index = 0
-        for ref in spec.feature_refs:
-            if ref.startswith(REQUEST_PREFIX):
-                name = ref[len(REQUEST_PREFIX) :]
-                columns.append(
-                    self._request_column(ref, name, request_features, len(rows), dtype, required=True)
-                )
-                status_columns.append(np.zeros((len(rows), 1), np.uint8))
-                continue
-            count = counts[online_index]
-            online_index += 1
-            block = stored[:, position : position + count]
-            block_status = statuses[:, position : position + count]
-            position += count
-            if count == 1 and request_features and any(ref in f for f in request_features):
-                block = block.copy()
-                override = self._request_column(ref, ref, request_features, len(rows), dtype, required=False)
-                given = np.array([ref in f for f in request_features])
-                block[given, 0] = override[given]
-                block_status = block_status.copy()
-                block_status[given, 0] = 0
-            columns.append(block.reshape(len(rows), -1))
-            status_columns.append(block_status.reshape(len(rows), -1))
-        return self._apply_fallback(
-            spec,
-            rows,
-            _side_by_side(columns, len(rows), dtype),
-            _side_by_side(status_columns, len(rows), np.uint8),
-            width,
+        stored, statuses, layout = await self._read(
+            spec, self._online_refs(spec), rows, dtype, time_remaining_s
         )
+        values, status = merge_request_features(layout, stored, statuses, request_features)
+        return self._apply_fallback(spec, rows, values, status, layout.stored_width)
+
+    def _online_refs(self, spec: ModelSpec) -> tuple[str, ...]:
+        cached = self._online.get(spec.key)
+        if cached is not None and cached[0] is spec.feature_refs:
+            return cached[1]
+        online = tuple(r for r in spec.feature_refs if not r.startswith(REQUEST_PREFIX))
+        if len(self._online) > 1024:
+            self._online.clear()
+        self._online[spec.key] = (spec.feature_refs, online)
+        return online
 
     async def _read(
         self,
@@ -130,10 +104,11 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         dtype: np.dtype[Any],
         time_remaining_s: float | None,
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], list[int]]:
-        """The stored columns in reference order, their statuses, and each reference's column count."""
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], ColumnLayout]:
+        """The stored columns in reference order, their statuses, and the model input's column layout."""
         if not online:
-            return np.zeros((len(rows), 0), dtype), np.zeros((len(rows), 0), np.uint8), []
+            empty = (len(rows), 0)
+            return np.zeros(empty, dtype), np.zeros(empty, np.uint8), self._layout(spec, online, ())[1]
         if self._reader is None:
             raise InvalidArgument(
                 f"model {spec.name} reads online features, but this data plane has no online store"
@@ -143,17 +118,21 @@ class FeatureAssembler:
         statuses = [np.frombuffer(b.statuses, np.uint8).reshape(result.row_count, -1) for b in result.blocks]
         values = np.concatenate(matrices, axis=1) if len(matrices) > 1 else matrices[0]
         status = np.concatenate(statuses, axis=1) if len(statuses) > 1 else statuses[0]
-        order, counts = self._order(spec, online, result.blocks)
+        order, layout = self._layout(spec, online, result.blocks)
         if order is not None:
             values, status = values[:, order], status[:, order]
-        return values, status, counts
+        return values, status, layout
 
-    def _order(
+    def _layout(
         self, spec: ModelSpec, online: tuple[str, ...], blocks: Sequence[BlockResult]
-    ) -> tuple[npt.NDArray[np.intp] | None, list[int]]:
-        key = (spec.key, online, tuple((b.plan.view.name, b.plan.view.version) for b in blocks))
-        if key in self._orders:
-            return self._orders[key]
+    ) -> tuple[npt.NDArray[np.intp] | None, ColumnLayout]:
+        """Cached per model version and block layout (the catalog may resolve a whole-view reference to
+        another version's columns after a registry change). Keyed without the references themselves,
+        which would be hashed on every request; the hit checks they are still the same object."""
+        key = (spec.key, tuple((b.plan.view.name, b.plan.view.version) for b in blocks))
+        cached = self._layouts.get(key)
+        if cached is not None and cached[0] is spec.feature_refs:
+            return cached[1], cached[2]
         offsets: dict[tuple[int, int], int] = {}
         column = 0
         for index, block in enumerate(blocks):
@@ -173,31 +152,12 @@ class FeatureAssembler:
             positions = range(len(view.columns)) if ref.feature is None else [view.column_index[ref.feature]]
             order.extend(offsets[(index, p)] for p in positions)
             counts.append(len(positions))
-        result = (None if order == list(range(column)) else np.asarray(order, dtype=np.intp), counts)
-        if len(self._orders) > 1024:
-            self._orders.clear()
-        self._orders[key] = result
-        return result
-
-    @staticmethod
-    def _request_column(
-        ref: str,
-        name: str,
-        request_features: Sequence[Mapping[str, float]],
-        rows: int,
-        dtype: np.dtype[Any],
-        required: bool,
-    ) -> npt.NDArray[Any]:
-        column = np.zeros(rows, dtype)
-        for row in range(rows):
-            features = request_features[row] if request_features else {}
-            value = features.get(name)
-            if value is None:
-                if required:
-                    raise InvalidArgument(f"row {row} has no request-time feature {name!r} ({ref})")
-                continue
-            column[row] = value
-        return column.reshape(rows, 1)
+        permutation = None if order == list(range(column)) else np.asarray(order, dtype=np.intp)
+        layout = column_layout(spec.feature_refs, counts)
+        if len(self._layouts) > 1024:
+            self._layouts.clear()
+        self._layouts[key] = (spec.feature_refs, permutation, layout)
+        return permutation, layout
 
     @staticmethod
     def _apply_fallback(
