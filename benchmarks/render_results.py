@@ -229,6 +229,18 @@ def registry(d: dict[str, Any]) -> str:
     )
 
 
+def feature_assembly(d: dict[str, Any]) -> str:
+    rows = [(label, _ms(f["p50_ms"]), _ms(f["p99_ms"]), f["n"]) for label, f in d["results"].items()]
+    return "\n\n".join(
+        [
+            "Predict's model input for one entity and 500 float32 features, in process (`assemble` includes "
+            "the one MGET). The merge rows compare, on the same stored matrix, a per-reference loop like the one the "
+            "assembler used before `data_plane/feature_columns.py` (the unit test's reference) with the column layout it uses now.",
+            _table(("case", "p50 ms", "p99 ms", "calls"), rows),
+        ]
+    )
+
+
 def streaming(d: dict[str, Any]) -> str:
     return "\n\n".join(
         [
@@ -390,6 +402,12 @@ def worker_scaling(d: dict[str, Any]) -> str:
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("online_features", "Online feature reads", "python benchmarks/online_features.py", online_features),
     ("serving", "Serving: ModelInfer and Predict", "python benchmarks/serving.py", serving),
+    (
+        "feature_assembly",
+        "Predict feature assembly",
+        "python benchmarks/feature_assembly.py",
+        feature_assembly,
+    ),
     ("pit_join", "Point-in-time join", ".venv-bench/bin/python benchmarks/pit_join.py", pit_join),
     ("streaming", "Streaming materialization", "python benchmarks/streaming.py", streaming),
     ("drift", "Drift statistics", "python -m benchmarks.drift --with-evidently", drift),
