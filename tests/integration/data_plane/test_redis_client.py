@@ -111,3 +111,23 @@ async def test_a_cancelled_caller_never_shifts_replies_onto_the_next(own_redis: 
     assert await client.mget([b"k3"], 1.0) == [b"v3"]
     assert first.cancelled()
     await client.close()
+
+
+async def test_a_command_due_sooner_fails_at_its_own_deadline_behind_a_later_one(
+    own_redis: RedisServer,
+) -> None:
+    """One deadline timer per connection: a command with a short budget queued behind one with a long
+    budget must still fail at its own deadline, not the earlier command's."""
+    client = RedisClient(own_redis.url, pool_size=1)
+    assert await client.execute(b"PING", timeout_s=1.0) == b"PONG"
+    _stall(own_redis.url, 1.5)
+    started = time.monotonic()
+    slow = asyncio.ensure_future(client.mget([b"k"], 5.0))
+    with pytest.raises(RedisUnavailable, match="did not answer within 200 ms"):
+        await client.mget([b"k"], 0.2)
+    assert time.monotonic() - started < 0.6
+    with pytest.raises(RedisUnavailable):  # the connection's state is unknown: it closed under both
+        await slow
+    await asyncio.sleep(1.5)
+    assert await client.mget([b"k"], 1.0) == [None]
+    await client.close()
