@@ -143,10 +143,14 @@ class FeatureAssembler:
         counts: list[int] = []
         for text in online:
             ref = parse_ref(text)
-            index = next(
-                i for i, b in enumerate(blocks)
-                if b.plan.view.name == ref.view
-                and (ref.version is None or b.plan.view.version == ref.version)
+            # A pinned reference reads its version's block. An unpinned one reads the latest servable
+            # version, which is the highest of that name among the blocks: a pinned block is servable too,
+            # so it is never above the latest (taking the first block of the name would read a pinned
+            # older version's columns when the model lists it first).
+            index = max(
+                (i for i, b in enumerate(blocks)
+                 if b.plan.view.name == ref.view and ref.version in (None, b.plan.view.version)),
+                key=lambda i: blocks[i].plan.view.version,
             )  # fmt: skip
             view = blocks[index].plan.view
             positions = range(len(view.columns)) if ref.feature is None else [view.column_index[ref.feature]]

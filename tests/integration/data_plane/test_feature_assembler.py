@@ -1,0 +1,64 @@
+"""Predict's feature assembly against a real redis-server: references resolve to the columns the read
+plan resolved them to, in reference order, whatever mix of pinned and unpinned versions a model lists."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import redis
+
+from control_plane.features.online_writer import OnlineWriter
+from data_plane.catalog import Catalog, RegistryState
+from data_plane.feature_vector import FeatureAssembler
+from data_plane.models.spec import ModelSpec, TensorSpec
+from data_plane.reader import OnlineReader, ReadLimits
+from data_plane.redis_client import RedisClient
+from tests.unit.data_plane.registry_builders import snapshot, view, writable
+
+pytestmark = pytest.mark.integration
+
+NOW_US = time.time_ns() // 1000
+
+
+@pytest.fixture
+async def assembler(redis_url: str) -> AsyncIterator[FeatureAssembler]:
+    v1 = view("stats", [("a", "float32"), ("b", "float32")], version=1)
+    v2 = view("stats", [("a", "float32"), ("b", "float32"), ("c", "float32")], version=2)
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(writable(v1), [["1"]], np.array([[10, 11]], np.float32), NOW_US)
+    writer.write(writable(v2), [["1"]], np.array([[20, 21, 22]], np.float32), NOW_US)
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(v1, v2))
+    client = RedisClient(redis_url)
+    yield FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+    await client.close()
+
+
+def _model(refs: tuple[str, ...], width: int) -> ModelSpec:
+    return ModelSpec(
+        name="m",
+        version=1,
+        artifact_sha256="",
+        artifact_uri="",
+        inputs=(TensorSpec("input", "float32", (-1, width)),),
+        outputs=(TensorSpec("output", "float32", (-1, 1)),),
+        feature_refs=refs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("refs", "expected"),
+    [
+        (("stats@1:a", "stats:a", "stats"), [10, 20, 20, 21, 22]),  # pinned first, then unpinned = v2
+        (("stats:c", "stats@1:b", "stats@1"), [22, 11, 10, 11]),
+        (("stats", "stats@1:a", "stats@2:b"), [20, 21, 22, 10, 21]),
+    ],
+)
+async def test_pinned_and_unpinned_references_of_one_view_take_their_own_versions_columns(
+    assembler: FeatureAssembler, refs: tuple[str, ...], expected: list[float]
+) -> None:
+    matrix = await assembler.assemble(_model(refs, len(expected)), [{"driver_id": "1"}], [], None)
+    assert matrix.values.tolist() == [expected]
