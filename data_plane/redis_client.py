@@ -181,6 +181,8 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if not self.pending:
             return
+        # uvloop's timers round to whole milliseconds and may fire a fraction early; then nothing is
+        # overdue yet and the timer is re-armed at the same deadline (a short spin, only near a timeout).
         now = self._loop.time()
         overdue = [timeout_s for _, deadline, timeout_s in self.pending if deadline <= now]
         if overdue:
