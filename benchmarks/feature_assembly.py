@@ -17,9 +17,7 @@ import argparse
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,7 +25,7 @@ import numpy as np
 import uvloop
 
 from benchmarks._common import environment, percentiles_ms, write_results
-from benchmarks.online_features import _populate, _snapshot
+from benchmarks.online_features import _populate, _snapshot, _time_calls, _time_sync
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.feature_columns import column_layout, merge_request_features
 from data_plane.feature_vector import FeatureAssembler
@@ -56,29 +54,8 @@ def _model(refs: tuple[str, ...]) -> ModelSpec:
     )
 
 
-async def _time(call: Callable[[int], Awaitable[Any]], iterations: int) -> dict[str, float]:
-    for i in range(iterations // 10):
-        await call(i)
-    samples = []
-    for i in range(iterations):
-        started = time.perf_counter()
-        await call(i)
-        samples.append(time.perf_counter() - started)
-    return percentiles_ms(samples)
-
-
-def _time_sync(call: Callable[[], Any], iterations: int) -> dict[str, float]:
-    for _ in range(iterations // 10):
-        call()
-    samples = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return percentiles_ms(samples)
-
-
 async def _measure(redis_url: str, iterations: int) -> dict[str, dict[str, float]]:
+    warmup = iterations // 10
     state = RegistryState()
     state.catalog = Catalog(_snapshot())
     client = RedisClient(redis_url)
@@ -102,7 +79,7 @@ async def _measure(redis_url: str, iterations: int) -> dict[str, dict[str, float
         async def assemble(i: int, spec: ModelSpec = spec, extra: list[dict[str, float]] = extra) -> None:
             await assembler.assemble(spec, rows[i], extra, None)
 
-        results[f"assemble: {label}"] = await _time(assemble, iterations)
+        results[f"assemble: {label}"] = percentiles_ms(await _time_calls(assemble, iterations, warmup))
     await client.close()
 
     refs = (*each, "request:hour", "request:day")
@@ -110,11 +87,11 @@ async def _measure(redis_url: str, iterations: int) -> dict[str, dict[str, float
     stored = np.random.default_rng(0).random((1, FEATURES), dtype=np.float32)
     status = np.zeros((1, FEATURES), np.uint8)
     layout = column_layout(refs, counts)
-    results["merge only: per-reference loop (before)"] = _time_sync(
-        lambda: reference(refs, counts, stored, status, request), iterations
+    results["merge only: per-reference loop (before)"] = percentiles_ms(
+        _time_sync(lambda _: reference(refs, counts, stored, status, request), iterations, warmup)
     )
-    results["merge only: column layout (now)"] = _time_sync(
-        lambda: merge_request_features(layout, stored, status, request), iterations
+    results["merge only: column layout (now)"] = percentiles_ms(
+        _time_sync(lambda _: merge_request_features(layout, stored, status, request), iterations, warmup)
     )
     return results
 
