@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.errors import InvalidArgument
+from data_plane.reader import PRESENT
 
 REQUEST_PREFIX = "request:"
 
@@ -78,7 +79,7 @@ def merge_request_features(
     values, status = stored, stored_status
     if layout.request_columns:
         values = np.zeros((rows, layout.width), stored.dtype)
-        status = np.zeros((rows, layout.width), np.uint8)
+        status = np.full((rows, layout.width), PRESENT, np.uint8)  # request-time values are present
         values[:, layout.stored_columns] = stored
         status[:, layout.stored_columns] = stored_status
         for column, name, ref in layout.request_columns:
@@ -99,5 +100,5 @@ def merge_request_features(
                     values, status, copied = values.copy(), status.copy(), True
                 for column in columns:
                     values[row, column] = value
-                    status[row, column] = 0  # PRESENT
+                    status[row, column] = PRESENT
     return values, status
