@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from clients.aether.v1 import online_features_pb2
 from clients.errors import InvalidArgument, NotFound
 from data_plane.refs import parse_ref
 from data_plane.schema import EntitySpec, ViewVersion
-from data_plane.wire import block_prefix
+from data_plane.wire import OneRowFrame, block_prefix, one_row_frame
 from kernels.online_keys import entity_tag
 from kernels.packed_blob import layout_dtype
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from data_plane.catalog import Catalog
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ROW_STATUSES = (online_features_pb2.PRESENT, online_features_pb2.MISSING, online_features_pb2.STALE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class BlockPlan:
     entity_slot: int  # index into ReadPlan.entities
     key_suffix: bytes  # b":<view>:v<version>", after the entity's hash tag
     wire_prefix: bytes  # serialized FeatureBlock view/version/columns (data_plane.wire)
+    one_row_value_bytes: int  # bytes of one row's values in out_dtype
+    one_row_frame: OneRowFrame  # the constant parts of this block in a one-row response
 
     @property
     def column_count(self) -> int:
@@ -121,18 +125,24 @@ def compile_plan(catalog: Catalog, refs: tuple[str, ...]) -> ReadPlan:
             slots[view.entity] = len(entities)
             entities.append(catalog.entity(view.entity, for_view=view.name))
         positions = list(range(len(view.columns))) if whole[ident] else list(selected[ident])
+        out_dtype = layout_dtype([view.dtype_names[p] for p in positions])
+        # Mixed types come back as one packed record per row, one type as a plain [rows, columns] array.
+        row_bytes = out_dtype.itemsize if out_dtype.names is not None else len(positions) * out_dtype.itemsize
+        prefix = block_prefix(
+            view.name, view.version, [(view.columns[p], view.value_types[p]) for p in positions]
+        )
         blocks.append(
             BlockPlan(
                 view=view,
                 whole_view=positions == list(range(len(view.columns))),
                 column_positions=np.asarray(positions, dtype=np.intp),
                 column_fields=tuple(f"f{p}" for p in positions),
-                out_dtype=layout_dtype([view.dtype_names[p] for p in positions]),
+                out_dtype=out_dtype,
                 entity_slot=slots[view.entity],
                 key_suffix=f":{view.name}:v{view.version}".encode(),
-                wire_prefix=block_prefix(
-                    view.name, view.version, [(view.columns[p], view.value_types[p]) for p in positions]
-                ),
+                wire_prefix=prefix,
+                one_row_value_bytes=row_bytes,
+                one_row_frame=one_row_frame(prefix, row_bytes, len(positions), _ROW_STATUSES),
             )
         )
     return ReadPlan(

@@ -45,6 +45,17 @@ class BlockResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one read brought back from Redis, before assembly."""
+
+    plan: ReadPlan
+    row_count: int
+    keys: list[bytes]  # row-major: key r * len(plan.blocks) + b
+    blobs: list[bytes | None]  # the MGET's values, in the order of keys (None where absent)
+    now_us: int  # wall clock when they arrived: the reference for staleness
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
     row_count: int
     blocks: tuple[BlockResult, ...]
@@ -69,7 +80,8 @@ class OnlineReader:
         self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
     ) -> ReadResult:
         self._check_counts(len(refs), len(rows))
-        return await self._read_plan(self._registry.require().plan(refs), rows, time_remaining_s)
+        plan = self._registry.require().plan(refs)
+        return assemble(await self._fetch(plan, rows, time_remaining_s))
 
     async def read_wire(
         self,
@@ -79,9 +91,20 @@ class OnlineReader:
         time_remaining_s: float | None = None,
     ) -> ReadResult:
         """:meth:`read` for ``ref_count`` references still serialized (:meth:`Catalog.plan_for_wire`)."""
+        return assemble(await self.fetch_wire(features_wire, ref_count, rows, time_remaining_s))
+
+    async def fetch_wire(
+        self,
+        features_wire: bytes,
+        ref_count: int,
+        rows: Sequence[Mapping[str, str]],
+        time_remaining_s: float | None = None,
+    ) -> Fetched:
+        """The blobs of :meth:`read_wire`, not yet assembled (:func:`assemble` does that; a one-row
+        answer can also be written straight from them, ``data_plane.one_row``)."""
         self._check_counts(ref_count, len(rows))
         plan = self._registry.require().plan_for_wire(features_wire)
-        return await self._read_plan(plan, rows, time_remaining_s)
+        return await self._fetch(plan, rows, time_remaining_s)
 
     def _check_counts(self, ref_count: int, row_count: int) -> None:
         """Before compiling: a huge request is refused before any work is spent on it."""
@@ -95,10 +118,10 @@ class OnlineReader:
                 f"{ref_count} feature references; the limit is {limits.max_features} features per request"
             )
 
-    async def _read_plan(
+    async def _fetch(
         self, plan: ReadPlan, rows: Sequence[Mapping[str, str]], time_remaining_s: float | None
-    ) -> ReadResult:
-        """The read itself; the callers have checked the request's counts."""
+    ) -> Fetched:
+        """The one round trip; the callers have checked the request's counts."""
         limits = self._limits
         if plan.feature_count > limits.max_features:
             raise ResourceExhausted(
@@ -117,15 +140,20 @@ class OnlineReader:
                 raise Internal(f"online store refused MGET: {exc}") from None
             if len(blobs) != len(keys):
                 raise Internal(f"MGET of {len(keys)} keys returned {len(blobs)} values")
-        now_us = time.time_ns() // 1000
-        stride = len(plan.blocks)
-        return ReadResult(
-            row_count=len(rows),
-            blocks=tuple(
-                assemble_block(block, blobs[b::stride], keys[b::stride], now_us)
-                for b, block in enumerate(plan.blocks)
-            ),
-        )
+        return Fetched(plan, len(rows), keys, blobs, time.time_ns() // 1000)
+
+
+def assemble(fetched: Fetched) -> ReadResult:
+    """The blocks of a fetch: one per block of the plan, rows in request order."""
+    plan, keys, blobs, now_us = fetched.plan, fetched.keys, fetched.blobs, fetched.now_us
+    stride = len(plan.blocks)
+    return ReadResult(
+        row_count=fetched.row_count,
+        blocks=tuple(
+            assemble_block(block, blobs[b::stride], keys[b::stride], now_us)
+            for b, block in enumerate(plan.blocks)
+        ),
+    )
 
 
 def assemble_block(
@@ -178,15 +206,23 @@ def _assemble_single_row(block: BlockPlan, blob: bytes | None, now_us: int) -> B
     Same result as the general path, which a property test holds it to. Why a second path: the general
     one makes ~a dozen numpy calls, ~6 µs hot but ~40 µs of a serving process's CPU, where caches are
     cold between requests; this one is a few slices."""
-    columns = block.column_count
+    parts = one_row_parts(block, blob, now_us)
+    if parts is None:
+        return None
+    values, status, event_ts = parts
+    return BlockResult(
+        plan=block,
+        values=values,
+        statuses=bytes((status,)) * block.column_count,
+        event_timestamps_us=event_ts,
+    )
+
+
+def one_row_parts(block: BlockPlan, blob: bytes | None, now_us: int) -> tuple[bytes, int, bytes] | None:
+    """One row of ``block`` as (values, the status every column shares, event timestamp bytes), or None
+    when the row needs the general path (:func:`_assemble_single_row` says which rows)."""
     if blob is None:
-        out = block.out_dtype  # one record per row when the columns' types differ, else one per column
-        return BlockResult(
-            plan=block,
-            values=bytes(out.itemsize if out.names is not None else columns * out.itemsize),
-            statuses=bytes((MISSING,)) * columns,
-            event_timestamps_us=_NO_EVENT_TS,
-        )
+        return bytes(block.one_row_value_bytes), MISSING, _NO_EVENT_TS  # zero values, event time 0
     view = block.view
     shape = view.blob
     if len(blob) != shape.size or not blob.startswith(shape.head):
@@ -202,12 +238,7 @@ def _assemble_single_row(block: BlockPlan, blob: bytes | None, now_us: int) -> B
     event_ts = blob[EVENT_TS]
     ttl_us = view.ttl_seconds * 1_000_000
     stale = ttl_us > 0 and int.from_bytes(event_ts, "little", signed=True) < now_us - ttl_us
-    return BlockResult(
-        plan=block,
-        values=values,
-        statuses=bytes((STALE,)) * columns if stale else bytes(columns),
-        event_timestamps_us=event_ts,
-    )
+    return values, STALE if stale else PRESENT, event_ts
 
 
 def _decode_with_nulls(

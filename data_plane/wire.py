@@ -12,7 +12,8 @@ Field numbers are those of ``proto/aether/v1/online_features.proto``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 _LEN = 2  # wire type of length-delimited fields
 _VARINT = 0
@@ -98,3 +99,30 @@ def encode_response(row_count: int, blocks: Iterable[tuple[bytes, bytes, bytes, 
             size += 1 + len(length) + len(timestamps)
         parts += (_BLOCKS_TAG, varint(size), *block)
     return b"".join(parts)
+
+
+ONE_ROW = _ROW_COUNT_TAG + varint(1)  # how a response of one entity row starts
+
+
+@dataclass(frozen=True, slots=True)
+class OneRowFrame:
+    """A block's entry in a one-row response is ``head + values + tails[status] + event timestamp``: all
+    but the values and the timestamp depend on the plan only, so they are serialized once per plan.
+    (``data_plane.one_row``; a property test holds it equal to :func:`encode_response`.)"""
+
+    head: bytes  # blocks tag, entry length, the block prefix, values tag and length
+    tails: Mapping[int, bytes]  # by the status all columns share: statuses field, timestamps tag and length
+
+
+def one_row_frame(prefix: bytes, value_bytes: int, columns: int, statuses: Iterable[int]) -> OneRowFrame:
+    """The frame of a block whose one row has ``value_bytes`` of values over ``columns`` columns, for
+    each of ``statuses``; fields are left out where empty, as :func:`encode_response` does."""
+    values_field = _VALUES_TAG + varint(value_bytes) if value_bytes else b""
+    statuses_tag = _STATUSES_TAG + varint(columns) if columns else b""
+    timestamps_field = _TIMESTAMPS_TAG + varint(8)
+    size = len(prefix) + len(values_field) + value_bytes + len(statuses_tag) + columns
+    size += len(timestamps_field) + 8
+    return OneRowFrame(
+        head=_BLOCKS_TAG + varint(size) + prefix + values_field,
+        tails={status: statuses_tag + bytes((status,)) * columns + timestamps_field for status in statuses},
+    )

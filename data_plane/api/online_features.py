@@ -27,7 +27,8 @@ from google.protobuf.message import DecodeError
 from clients.aether.v1 import online_features_pb2
 from clients.errors import InvalidArgument, maps_errors
 from data_plane import wire
-from data_plane.reader import OnlineReader, ReadResult
+from data_plane.one_row import one_row_response
+from data_plane.reader import OnlineReader, ReadResult, assemble
 from kernels.wire_scan import leading_run
 
 SERVICE_NAME: str = online_features_pb2.DESCRIPTOR.services_by_name["OnlineFeatures"].full_name
@@ -80,21 +81,23 @@ class OnlineFeaturesServicer:
 
     @maps_errors
     async def GetOnlineFeatures(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        result = await self._read(request, context.time_remaining())
-        return wire.encode_response(
-            result.row_count,
-            [(b.plan.wire_prefix, b.values, b.statuses, b.event_timestamps_us) for b in result.blocks],
-        )
-
-    async def _read(self, request: bytes, time_remaining_s: float | None) -> ReadResult:
         try:
             features_wire, ref_count, message = self._splitter.split(request)
         except DecodeError as exc:
             raise InvalidArgument(f"malformed GetOnlineFeaturesRequest: {exc}") from None
         rows = [row.keys for row in message.rows]
-        if features_wire:
-            return await self._reader.read_wire(features_wire, ref_count, rows, time_remaining_s)
-        return await self._reader.read(message.features, rows, time_remaining_s)
+        time_remaining_s = context.time_remaining()
+        if not features_wire:
+            return _encode(await self._reader.read(message.features, rows, time_remaining_s))
+        fetched = await self._reader.fetch_wire(features_wire, ref_count, rows, time_remaining_s)
+        return one_row_response(fetched) or _encode(assemble(fetched))
+
+
+def _encode(result: ReadResult) -> bytes:
+    return wire.encode_response(
+        result.row_count,
+        [(b.plan.wire_prefix, b.values, b.statuses, b.event_timestamps_us) for b in result.blocks],
+    )
 
 
 def add_to_server(servicer: OnlineFeaturesServicer, server: grpc.aio.Server) -> None:
