@@ -76,6 +76,31 @@ def test_compaction_keeps_the_empirical_cdf_within_one_over_max_values() -> None
     assert np.all(np.abs(exact - approx) <= 1 / 1000 + 1e-12)
 
 
+def test_compaction_keeps_the_whole_references_spread_and_row_count(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    """The Wasserstein score is normalised by the reference's standard deviation: compacting the sample
+    must not change it (it used to grow by sqrt(N / max_values), shrinking the score), and the linked
+    row count is the reference's, not the kept sample's."""
+    rng = np.random.default_rng(2)
+    reference = rng.normal(0.0, 2.0, size=(40_000, 2))
+    reference[:1000, 1] = np.nan
+    full = build_reference_profile(reference)
+    small = compact(full, max_values=1000)
+    np.testing.assert_allclose(small.std, full.std, rtol=1e-12)
+    np.testing.assert_allclose(small.std, np.nanstd(reference, axis=0), rtol=1e-9)
+    current = rng.normal(0.5, 2.0, size=(3000, 2))
+    exact = drift_scores(full, current).wasserstein
+    approx = drift_scores(small, current).wasserstein
+    np.testing.assert_allclose(approx, exact, rtol=0.05)  # the kept order statistics move the CDF a little
+    version = register_version(sessions, store, "big")
+    info = register_reference_profile(sessions, store, "big", version, reference, actor="t", max_values=1000)
+    assert info.n_rows == 40_000
+    stored, _ = load_profile(store, info.artifact_sha256)
+    assert list(stored.n_valid) == [1000, 1000] and list(stored.n_missing) == [0, 1000]
+    np.testing.assert_allclose(stored.std, full.std, rtol=1e-12)
+
+
 def test_feature_tables_from_mappings_and_arrays_name_their_columns() -> None:
     matrix, names = as_feature_matrix({"a": [1, 2], "b": [3.0, float("nan")]})
     assert names == ("a", "b") and matrix.shape == (2, 2) and np.isnan(matrix[1, 1])
