@@ -27,6 +27,7 @@ from clients.aether.v1 import ingestion_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
+from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,9 +69,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     materializer = commands.add_parser("materializer", help="the stream materializer")
     materializer_actions = materializer.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = materializer_actions.add_parser(
-        "run", help="run it in this process (flags: --help)", add_help=False
+        "run", help="run it in this process until SIGTERM/SIGINT (flags: --help)"
     )
-    run.add_argument("rest", nargs=argparse.REMAINDER)
+    add_materializer_arguments(run)
     run.set_defaults(handler=_run_materializer)
 
 
@@ -200,6 +201,6 @@ def _materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _run_materializer(args: argparse.Namespace) -> int:
-    from control_plane.ingestion.streaming.__main__ import main
+    from control_plane.ingestion.streaming.__main__ import run  # the materializer's imports, only here
 
-    return main(args.rest)
+    return run(args)

@@ -24,6 +24,7 @@ import redis
 from clients.errors import AetherError
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.streaming.flags import add_arguments
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
@@ -31,55 +32,18 @@ from control_plane.offline.store import OfflineStore, default_offline_root
 from control_plane.settings import ControlPlaneSettings
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, equals, value = text.partition("=")
-    if not key or not equals:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aether-materializer", description=__doc__.splitlines()[0])
-    parser.add_argument("--view", required=True)
-    parser.add_argument("--version", type=int, default=0)
-    parser.add_argument(
-        "--stream",
-        default="",
-        help="Redis stream name, or kafka://host:port/topic (default: the view's source.uri)",
-    )
-    parser.add_argument("--group", default="materializer", help="consumer group")
-    parser.add_argument(
-        "--kafka-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=_key_value,
-        help="a librdkafka setting for a kafka:// stream (repeatable), e.g. session.timeout.ms=10000",
-    )
-    parser.add_argument("--consumer", default="", help="consumer name (default: host-pid)")
-    parser.add_argument("--db-url", default="")
-    parser.add_argument("--redis-url", default="")
-    parser.add_argument("--offline-root", default="")
-    parser.add_argument("--count", type=int, default=2000, help="messages per read")
-    parser.add_argument("--block-ms", type=int, default=200)
-    parser.add_argument(
-        "--reclaim-idle-ms", type=int, default=30_000, help="reclaim pending entries idle this long"
-    )
-    parser.add_argument(
-        "--lateness-s", type=int, default=3600, help="stream time re-read beyond the longest window"
-    )
-    parser.add_argument(
-        "--max-future-s", type=int, default=86_400, help="refuse events this far ahead of now"
-    )
-    parser.add_argument("--lag-alert-s", type=float, default=60.0, help="log an alert when lag exceeds this")
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
-    )
+    add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the materializer the parsed flags describe until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ControlPlaneSettings.from_env()
     engine = create_db_engine(args.db_url or settings.db_url, settings.db_busy_timeout_s)

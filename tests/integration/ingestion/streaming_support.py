@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,9 +143,16 @@ def materializer_env(tmp_path: Path, db_url: str, redis_url: str) -> Mapping[str
     }
 
 
-def start_materializer(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    """``python -m control_plane.ingestion.streaming --view clicks ARGS``, once it says it runs."""
-    command = [sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks", *args]
+MODULE = [sys.executable, "-m", "control_plane.ingestion.streaming"]
+AETHERCTL = [sys.executable, "-m", "control_plane.cli.main", "materializer", "run"]
+
+
+def start_materializer(
+    args: list[str], env: Mapping[str, str], program: Sequence[str] = MODULE
+) -> subprocess.Popen[str]:
+    """``python -m control_plane.ingestion.streaming --view clicks ARGS`` (or ``program``'s), once it says
+    it runs."""
+    command = [*program, "--view", "clicks", *args]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None
     assert "aether materializer running" in process.stdout.readline()

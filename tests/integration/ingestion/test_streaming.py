@@ -22,6 +22,7 @@ from control_plane.ingestion.streaming.materializer import MaterializerOptions, 
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
+    AETHERCTL,
     STREAM,
     assert_close,
     expected_online,
@@ -175,3 +176,21 @@ def test_sigkilled_materializer_restarts_without_double_counting(tmp_path: Path,
     distinct = history.group_by(["sensor_id", "event_ts", "ingested_ts"]).aggregate([])
     assert distinct.num_rows == len(events)
     assert pc.min(history.column("clicks_10m")).as_py() >= 1
+
+
+def test_aetherctl_materializer_run_takes_the_materializers_flags(tmp_path: Path, redis_url: str) -> None:
+    """``aetherctl materializer run --view V ...`` runs the same materializer (its flags used to be
+    refused by the CLI's parser, so stream ingestion could not be started from aetherctl)."""
+    url, _sessions, view, _entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    events = random_events(300, seed=5, sensors=10)
+    publish(client, events)
+    env = materializer_env(tmp_path, url, redis_url)
+    process = start_materializer(["--count", "100", "--block-ms", "20"], env, program=AETHERCTL)
+    try:
+        wait_until_handled(client, StateKeys.of("clicks", 1, "materializer"), len(events), timeout_s=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    expected = expected_online(events)
+    assert_close(read_online(client, view, sorted(expected)), expected)
