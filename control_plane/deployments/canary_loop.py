@@ -3,7 +3,8 @@ runs, observes the canary and the primary since the current step began (:mod:`ob
 pure :func:`~control_plane.deployments.canary.decide` what to do and applies it through the core, as
 actor ``canary-controller`` (so every automatic advance, promotion and rollback is in the audit log with
 its reason). A decision is applied only if the canary is still where it was observed, so a person's
-promote or rollback in between always wins."""
+promote or rollback in between always wins. Each deployment is evaluated on its own: an error with one is
+logged and the rest are still decided."""
 
 from __future__ import annotations
 
@@ -57,11 +58,21 @@ class CanaryLoop:
         self._background = BackgroundLoop("canary-loop")
 
     async def tick(self) -> dict[str, Decision]:
-        """One pass over the running canaries; their decisions by deployment."""
+        """One pass over the running canaries; their decisions by deployment (a deployment whose
+        evaluation failed is logged and left out)."""
         decisions: dict[str, Decision] = {}
         running = await asyncio.to_thread(self._manager.progressing)
         for deployment in running:
-            decisions[deployment.name] = await self._step(deployment)
+            # Each deployment on its own: one that cannot be decided (say, a policy edited mid-canary
+            # before such edits were refused) must not stop a breaching canary after it from rolling back.
+            try:
+                decisions[deployment.name] = await self._step(deployment)
+            except Exception:
+                _log.exception(
+                    "canary %s of %s could not be evaluated (if this repeats, promote or roll it back)",
+                    deployment.canary.variant,
+                    deployment.name,
+                )
         self._observer.forget_except({d.name for d in running})
         return decisions
 

@@ -164,7 +164,15 @@ class DeploymentManager:
             if request.HasField("serving"):
                 row.serving = to_json(serving_with_defaults(request.serving))
             if request.HasField("canary_policy"):
-                row.canary_policy = to_json(policy_to_proto(policy_from_proto(request.canary_policy)))
+                policy = policy_from_proto(request.canary_policy)
+                if policy != policy_of(row):
+                    # Re-sending the policy in force is harmless; another one is refused while a canary
+                    # runs: its step_index points into the policy's steps (fewer steps would leave it on
+                    # one that does not exist) and the thresholds judge the step it is in.
+                    self._refuse_while_canary(
+                        row, "change its canary policy, which steps and judges the running canary"
+                    )
+                    row.canary_policy = to_json(policy_to_proto(policy))
             if request.replace_variants:
                 self._refuse_while_canary(row, "replace its variants")
                 variants = traffic.validate([variant_from_proto(v) for v in request.variants], row.name)

@@ -32,9 +32,9 @@ class DeploymentsStub:
     WatchDeploymentPlans and never reads the metadata database.
 
     NOT_FOUND for an unknown deployment or variant (or model version); FAILED_PRECONDITION for a model
-    version that is not Approved, a traffic change while a canary runs, promoting or rolling back when no
-    canary runs; ALREADY_EXISTS for a duplicate deployment; INVALID_ARGUMENT for a malformed request.
-    Every mutation is recorded in the audit log.
+    version that is not Approved, a change of traffic, variants or canary policy while a canary runs,
+    promoting or rolling back when no canary runs; ALREADY_EXISTS for a duplicate deployment;
+    INVALID_ARGUMENT for a malformed request. Every mutation is recorded in the audit log.
     """
 
     def __init__(self, channel):
@@ -102,9 +102,9 @@ class DeploymentsServicer:
     WatchDeploymentPlans and never reads the metadata database.
 
     NOT_FOUND for an unknown deployment or variant (or model version); FAILED_PRECONDITION for a model
-    version that is not Approved, a traffic change while a canary runs, promoting or rolling back when no
-    canary runs; ALREADY_EXISTS for a duplicate deployment; INVALID_ARGUMENT for a malformed request.
-    Every mutation is recorded in the audit log.
+    version that is not Approved, a change of traffic, variants or canary policy while a canary runs,
+    promoting or rolling back when no canary runs; ALREADY_EXISTS for a duplicate deployment;
+    INVALID_ARGUMENT for a malformed request. Every mutation is recorded in the audit log.
     """
 
     def CreateDeployment(self, request, context):
@@ -245,9 +245,9 @@ class Deployments:
     WatchDeploymentPlans and never reads the metadata database.
 
     NOT_FOUND for an unknown deployment or variant (or model version); FAILED_PRECONDITION for a model
-    version that is not Approved, a traffic change while a canary runs, promoting or rolling back when no
-    canary runs; ALREADY_EXISTS for a duplicate deployment; INVALID_ARGUMENT for a malformed request.
-    Every mutation is recorded in the audit log.
+    version that is not Approved, a change of traffic, variants or canary policy while a canary runs,
+    promoting or rolling back when no canary runs; ALREADY_EXISTS for a duplicate deployment;
+    INVALID_ARGUMENT for a malformed request. Every mutation is recorded in the audit log.
     """
 
     @staticmethod

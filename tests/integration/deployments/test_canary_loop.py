@@ -5,17 +5,22 @@ swap). The stream entries are what the data plane writes for each request."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
+from sqlalchemy import select
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.audit.query import AuditFilter, iter_entries
 from control_plane.db import create_db_engine, create_session_factory
+from control_plane.db.engine import write_session
+from control_plane.deployments.tables import DeploymentRow
 from tests.integration.deployments.conftest import STREAM, Models, Plane, wait_until
 
 POLICY = pb.CanaryPolicy(
@@ -147,3 +152,36 @@ def test_a_healthy_canary_advances_and_is_promoted(
         ("canary_advance", "canary-controller"),
         ("canary_promote", "canary-controller"),
     ]
+
+
+def write_legacy_edit(plane: Plane, name: str) -> None:
+    """What UpdateDeployment accepted before it refused policy edits mid-canary: the policy of ``name``
+    cut to [10, 100] under a canary at step 2 (rows written then still hold such states)."""
+    engine = create_db_engine(plane.db_url)
+    try:
+        with write_session(create_session_factory(engine)) as session:
+            row = session.scalars(select(DeploymentRow).where(DeploymentRow.name == name)).one()
+            row.canary_policy = {**row.canary_policy, "steps_percent": [10.0, 100.0]}
+            row.canary_state = {**row.canary_state, "step_index": 2}
+    finally:
+        engine.dispose()
+
+
+def test_a_canary_that_cannot_be_decided_does_not_stop_the_others(
+    plane: Plane, deployments: DeploymentsClient, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "eta-edited" sorts before "eta-prod", so the controller meets the undecidable canary first.
+    deployments.create("eta-edited", [variant("eta", models.register("eta"), name="blue")])
+    deployments.start_canary("eta-edited", "eta", models.register("eta"), variant_name="green", policy=POLICY)
+    write_legacy_edit(plane, "eta-edited")
+    start(deployments, models)
+    with (
+        caplog.at_level(logging.ERROR, logger="aether.control_plane.canary"),
+        traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": failing}),
+    ):
+        wait_until(finished(deployments))
+    deployment = deployments.get("eta-prod")
+    assert deployment.canary.status == pb.CANARY_STATUS_ROLLED_BACK, deployment.canary.reason
+    assert [v.name for v in deployment.variants] == ["blue"]
+    assert deployments.get("eta-edited").canary.status == pb.CANARY_STATUS_PROGRESSING  # left for a person
+    assert "canary green of eta-edited could not be evaluated" in caplog.text

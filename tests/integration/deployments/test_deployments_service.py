@@ -120,6 +120,33 @@ def test_manual_canary_promote_and_rollback(deployments: DeploymentsClient, mode
     assert (rolled.canary.traffic_percent, rolled.canary.reason) == (0.0, "dashboards look wrong")
 
 
+def test_the_canary_policy_cannot_change_while_a_canary_runs(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # The running canary's step_index points into the policy's steps: an edit to [10, 100] under a canary
+    # at step 2 once left the canary controller unable to decide anything.
+    blue, green = models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)])
+    running = deployments.start_canary("eta-prod", "eta", green)
+    edit = pb.UpdateDeploymentRequest(
+        name="eta-prod", description="tighter", canary_policy=pb.CanaryPolicy(steps_percent=[10.0, 100.0])
+    )
+    with pytest.raises(
+        FailedPrecondition,
+        match="canary 'eta-v2' running: promote or roll it back before you change its canary policy",
+    ):
+        deployments.update(edit)
+    unchanged = deployments.get("eta-prod")
+    assert unchanged.canary_policy == running.canary_policy and unchanged.description == ""  # nothing applied
+
+    same = pb.UpdateDeploymentRequest(
+        name="eta-prod", description="same policy", canary_policy=running.canary_policy
+    )
+    assert deployments.update(same).description == "same policy"  # re-sending the policy in force is fine
+    deployments.rollback("eta-prod")
+    assert list(deployments.update(edit).canary_policy.steps_percent) == [10.0, 100.0]
+
+
 def test_every_mutation_is_audited(plane: Plane, deployments: DeploymentsClient, models: Models) -> None:
     blue, green = models.register("eta"), models.register("eta")
     deployments.create("eta-prod", [variant("eta", blue)])
