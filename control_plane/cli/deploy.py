@@ -45,9 +45,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     policy = argparse.ArgumentParser(add_help=False)
     policy.add_argument("--steps", help="canary traffic steps in percent, e.g. 5,25,50,100")
     policy.add_argument("--bake-seconds", type=int, default=0, help="how long each step is held")
-    policy.add_argument("--max-error-rate", type=float, default=0.0, help="fraction that rolls back")
+    # These two default to None, not 0: the fields are optional, and 0 is a rule of its own.
+    policy.add_argument(
+        "--max-error-rate", type=float, help="fraction that rolls back (default 0.01; 0: any error)"
+    )
     policy.add_argument("--max-p99-ms", type=float, default=0.0, help="absolute p99 ceiling")
-    policy.add_argument("--max-p99-ratio", type=float, default=0.0, help="canary p99 / primary p99 ceiling")
+    policy.add_argument(
+        "--max-p99-ratio", type=float, help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)"
+    )
     policy.add_argument("--min-requests", type=int, default=0, help="requests needed per decision")
 
     deploy = commands.add_parser("deploy", help="deployments: traffic splits, canaries, shadows")
@@ -121,7 +126,7 @@ def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
 
 def _policy(args: argparse.Namespace) -> pb.CanaryPolicy | None:
     steps = [float(s) for s in args.steps.split(",")] if args.steps else []
-    given = pb.CanaryPolicy(
+    given = pb.CanaryPolicy(  # None leaves an optional threshold unset: the server's default
         steps_percent=steps,
         bake_seconds=args.bake_seconds,
         max_error_rate=args.max_error_rate,

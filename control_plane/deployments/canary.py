@@ -36,7 +36,7 @@ RATIO_FLOOR_MS = 1.0
 class Policy:
     steps_percent: tuple[float, ...] = DEFAULT_STEPS
     bake_seconds: float = DEFAULT_BAKE_SECONDS
-    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # 0 = any failed request rolls back
     max_p99_latency_ms: float = 0.0  # 0 = no absolute ceiling
     max_p99_ratio: float = DEFAULT_MAX_P99_RATIO  # 0 = no comparison with the primary
     min_requests: int = DEFAULT_MIN_REQUESTS

@@ -56,19 +56,24 @@ def variant_from_row(row: DeploymentVariantRow) -> VariantRecord:
 
 
 def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
-    """The policy with zero fields taken as the defaults (and checked)."""
+    """The policy with zero fields taken as the defaults (and checked). The two optional thresholds go by
+    presence instead: there 0 is a rule of its own (no error tolerated; no comparison with the primary)."""
     defaults = Policy()
     return Policy(
         steps_percent=tuple(message.steps_percent) or DEFAULT_STEPS,
         bake_seconds=float(message.bake_seconds) if message.bake_seconds else defaults.bake_seconds,
-        max_error_rate=message.max_error_rate or defaults.max_error_rate,
+        max_error_rate=(
+            message.max_error_rate if message.HasField("max_error_rate") else defaults.max_error_rate
+        ),
         max_p99_latency_ms=message.max_p99_latency_ms,
-        max_p99_ratio=message.max_p99_ratio or defaults.max_p99_ratio,
+        max_p99_ratio=message.max_p99_ratio if message.HasField("max_p99_ratio") else defaults.max_p99_ratio,
         min_requests=int(message.min_requests) or defaults.min_requests,
     )
 
 
 def policy_to_proto(policy: Policy) -> pb.CanaryPolicy:
+    """The optional thresholds are always set, so a 0 survives the JSON the row keeps and reads back as 0,
+    not as the default."""
     return pb.CanaryPolicy(
         steps_percent=list(policy.steps_percent),
         bake_seconds=int(policy.bake_seconds),

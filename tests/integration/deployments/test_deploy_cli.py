@@ -60,3 +60,18 @@ def test_deploy_a_canary_and_roll_it_back(
     assert "eta-v3   shadow   eta:3  50.00%" in out
     code, out = run(plane, capsys, "deploy", "delete", "eta-prod")
     assert out == "deleted deployment eta-prod\n"
+
+
+def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blue = str(models.register("eta"))
+    create = ("deploy", "create", "--model", "eta", "--version", blue, "--json")
+    code, out = run(plane, capsys, *create, "strict", "--max-p99-ratio", "0", "--max-error-rate", "0")
+    policy = json.loads(out)["canary_policy"]
+    assert code == 0 and (policy["max_p99_ratio"], policy["max_error_rate"]) == (0.0, 0.0)
+    code, out = run(plane, capsys, *create, "plain", "--min-requests", "50")
+    policy = json.loads(out)["canary_policy"]
+    assert (policy["max_p99_ratio"], policy["max_error_rate"], policy["min_requests"]) == (1.5, 0.01, "50")
+    code, out = run(plane, capsys, "deploy", "get", "strict", "--json")
+    assert json.loads(out)["canary_policy"]["max_p99_ratio"] == 0.0  # as stored, not the default
