@@ -13,8 +13,10 @@ What is read from each replica (``data_plane/metrics.py``):
   A replica whose counts went down restarted: its whole histogram counts as the interval's.
 
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
-as running, since the replica manager decides what runs. A replica whose process has exited is replaced
-before each decision (:meth:`ReplicaManager.replace_exited`).
+as running, since the replica manager decides what runs. It keeps its previous sample, so its next
+successful scrape counts the requests since then (the missed interval too), never its whole lifetime.
+A replica whose process has exited is replaced before each decision
+(:meth:`ReplicaManager.replace_exited`).
 """
 
 from __future__ import annotations
@@ -160,7 +162,12 @@ class AutoscaleLoop:
         )
         queue = 0.0
         latency: dict[float, float] = {}
-        previous, self._previous = self._previous, {}
+        # A replica whose scrape fails keeps its last sample: without it, its next interval would count its
+        # whole lifetime histogram (old spikes long gone back in the p99). Only a replica that is gone
+        # loses its sample (numbers are never reused).
+        listed = {r.number for r in running}
+        previous = self._previous
+        self._previous = {number: s for number, s in previous.items() if number in listed}
         for replica, text in zip(running, texts, strict=True):
             if isinstance(text, BaseException):
                 _log.warning(

@@ -1,13 +1,14 @@
 """The autoscaler's loop with real ``python -m data_plane`` replicas: it scrapes their Prometheus endpoints,
 scales up when closed-loop load queues requests (the new replica listed only once SERVING), and back down
 (draining the replica it stops) once the load is gone and the down window has passed. Plus its reading of
-the data plane's real metrics exposition."""
+the data plane's real metrics exposition, and a scrape that fails for one interval."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,7 @@ from clients.sdk.inference import build_predict_request
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, p99_ms, parse_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
-from data_plane.metrics import ServingMetrics
+from data_plane.metrics import ServingMetrics, start_metrics_server
 from data_plane.models.spec import dump_model_config
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.deployments.conftest import Plane
@@ -49,6 +50,50 @@ def test_the_loop_reads_the_data_planes_metrics() -> None:
     metrics.request("Predict", "m", 2, "OK", 0.0003)
     later = parse_metrics(metrics.render().decode())
     assert later.latency_buckets[float("inf")] == 101.0  # summed over every label set
+
+
+@dataclass
+class _Listed:
+    number: int
+    metrics_address: str
+
+
+class FakeFleet:
+    """Stands in for the ReplicaManager: two replicas the loop scrapes, each a real data-plane metrics
+    endpoint. Not real processes, because a real replica's past latencies cannot be set by the test."""
+
+    def __init__(self, *replicas: _Listed) -> None:
+        self.replicas = replicas
+        self.count = len(replicas)
+
+
+async def test_a_failed_scrape_does_not_bring_a_replicas_old_latencies_back() -> None:
+    metrics = [ServingMetrics(), ServingMetrics()]
+    servers = [start_metrics_server(m, "127.0.0.1:0") for m in metrics]
+    for _ in range(500):  # long ago: replica 0 served a burst of 2 s requests (a cold start, say)
+        metrics[0].request("Predict", "m", 1, "OK", 2.0)
+    fleet = FakeFleet(*(_Listed(n, f"127.0.0.1:{s.port}") for n, s in enumerate(servers)))
+    loop = AutoscaleLoop(fleet, POLICY)  # type: ignore[arg-type]
+
+    def serve_fast() -> None:
+        for m in metrics:
+            for _ in range(1000):
+                m.request("Predict", "m", 1, "OK", 0.003)
+
+    try:
+        await loop.measure()  # the baseline: the burst is history
+        serve_fast()
+        assert (await loop.measure()).p99_ms == 3.0
+        port = servers[0].port
+        servers[0].stop()  # replica 0's endpoint is unreachable for one interval
+        serve_fast()
+        assert (await loop.measure()).p99_ms == 3.0  # replica 1 only
+        servers[0] = start_metrics_server(metrics[0], f"127.0.0.1:{port}")
+        serve_fast()
+        assert (await loop.measure()).p99_ms == 3.0  # not the burst's 2.5 s bucket
+    finally:
+        for server in servers:
+            server.stop()
 
 
 async def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
