@@ -114,7 +114,9 @@ async def start_server(
     registry = FeatureRegistry(sessions, default_guards() if guards is None else guards)
     context = ServiceContext(settings, engine, sessions, registry)
 
-    server = grpc.aio.server(interceptors=settings.auth.interceptors())
+    # gRPC sets SO_REUSEPORT by default: a second control plane on the same port would bind beside the
+    # first and the kernel would split calls between two databases. A port in use must be an error.
+    server = grpc.aio.server(interceptors=settings.auth.interceptors(), options=[("grpc.so_reuseport", 0)])
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()

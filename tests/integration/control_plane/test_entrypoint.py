@@ -48,3 +48,32 @@ def test_module_entrypoint_serves_and_exits_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_second_control_plane_on_a_port_in_use_fails_instead_of_sharing_it(tmp_path: Path) -> None:
+    """gRPC's default SO_REUSEPORT let a second control plane bind beside the first, and the kernel split
+    calls between two databases. The second must refuse to start, naming the address."""
+
+    def start(name: str, listen: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "AETHER_HOME": str(tmp_path / name)}
+        db_url = f"sqlite:///{tmp_path / name}.db"
+        return subprocess.Popen(
+            [sys.executable, "-m", "control_plane", "--listen", listen, "--db-url", db_url],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = start("first", "127.0.0.1:0")
+    try:
+        assert first.stdout is not None
+        port = int(first.stdout.readline().strip().rsplit(":", 1)[1])
+        second = start("second", f"127.0.0.1:{port}")
+        try:
+            _, stderr = second.communicate(timeout=60)
+        finally:
+            if second.poll() is None:
+                second.kill()
+        assert second.returncode != 0
+        assert f"127.0.0.1:{port}" in stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=10)
