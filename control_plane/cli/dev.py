@@ -43,6 +43,7 @@ class Service:
     title: str
     command: list[str]
     marker: str  # a piece of its command line that identifies it in /proc/<pid>/cmdline
+    env: Mapping[str, str]  # added to its environment
     address: str  # where it is configured to listen; a plane's log line gives the real one
     ready_line: re.Pattern[str] | None  # None: ready when redis answers PING
 
@@ -78,10 +79,13 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
         Service(
             key="redis",
             title="redis",
-            # No persistence: the online store is rebuilt by materialization, and dev data is disposable.
+            # Persistent like the rest of AETHER_HOME (SQL, offline store, snapshot): an append-only file
+            # in the stack's folder, so `dev down` + `dev up` keeps online values, streams and the log.
             command=[shutil.which("redis-server") or "redis-server", "--bind", host, "--port", str(port),
-                     "--save", "", "--appendonly", "no", "--dir", str(data_dir), "--daemonize", "no"],
+                     "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                     "--dir", str(data_dir), "--daemonize", "no"],
             marker="redis-server",
+            env={},
             address=settings.redis_url,
             ready_line=None,
         ),
@@ -91,6 +95,7 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
             command=[python, "-m", "control_plane", "--listen", settings.control_plane_addr,
                      "--db-url", settings.db_url, "--redis-url", settings.redis_url],
             marker="control_plane",
+            env={},
             address=settings.control_plane_addr,
             ready_line=re.compile(r"aether control plane listening on (\S+)"),
         ),
@@ -101,10 +106,28 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
                      "--redis-url", settings.redis_url, "--control-plane", settings.control_plane_addr,
                      "--snapshot-path", str(settings.home / "registry_snapshot.pb")],
             marker="data_plane",
+            env=data_plane_token(os.environ),
             address=settings.data_plane_addr,
             ready_line=re.compile(r"aether data plane listening on (\S+)"),
         ),
     ]  # fmt: skip
+
+
+def data_plane_token(environ: Mapping[str, str]) -> dict[str, str]:
+    """The token the stack's data plane sends its control plane, when auth is on and none is set for it.
+
+    The data plane follows the registry over a watch stream; with AETHER_ADMIN_TOKEN set that stream
+    needs a token, and without one the data plane served its last snapshot forever, logging
+    UNAUTHENTICATED. The stack knows its control plane's tokens: the read-only one when there is one
+    (the watch only reads), else the admin one."""
+    if environ.get("AETHER_TOKEN") or environ.get("AETHER_TOKEN_FILE"):
+        return {}
+    for name in ("AETHER_READONLY_TOKEN", "AETHER_ADMIN_TOKEN"):
+        if environ.get(name):
+            return {"AETHER_TOKEN": environ[name]}
+        if environ.get(f"{name}_FILE"):
+            return {"AETHER_TOKEN_FILE": environ[f"{name}_FILE"]}
+    return {}
 
 
 # up ------------------------------------------------------------------------------------------------
@@ -154,7 +177,7 @@ def _start(
 ) -> int:
     log_path = folder / f"{service.key}.log"
     # extra_env: settings for this stack only (the demo's short loop intervals, for instance).
-    env = dict(os.environ, **(extra_env or {}), AETHER_HOME=str(settings.home))
+    env = {**os.environ, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
     # The planes are started as modules: make sure the child imports this very checkout of Aether.
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))

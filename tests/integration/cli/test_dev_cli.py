@@ -125,3 +125,40 @@ def test_a_missing_redis_server_says_how_to_install_it(dev_env: dict[str, str], 
     assert "redis-server is not on PATH" in up.stderr
     assert "apt-get install redis-server" in up.stderr
     assert not (Path(dev_env["AETHER_HOME"]) / "dev" / "control-plane.pid").exists()
+
+
+def test_the_online_store_survives_dev_down_and_up(dev_env: dict[str, str]) -> None:
+    """Like the SQL database and the offline store in AETHER_HOME, Redis keeps its data across a restart
+    of the stack (it used to run without persistence, so every `dev down` emptied the online store)."""
+    up = aetherctl(dev_env, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        client = redis.Redis.from_url(dev_env["AETHER_REDIS_URL"])
+        client.set("ae:{zone:17}:zone_demand:v1", b"blob")
+        client.xadd("bookings", {"zone_id": "17"})
+        client.close()
+        assert aetherctl(dev_env, "dev", "down").returncode == 0
+        assert not redis_answers(dev_env["AETHER_REDIS_URL"])
+        up = aetherctl(dev_env, "dev", "up")
+        assert up.returncode == 0, up.stderr
+        client = redis.Redis.from_url(dev_env["AETHER_REDIS_URL"])
+        assert client.get("ae:{zone:17}:zone_demand:v1") == b"blob"
+        assert client.xlen("bookings") == 1
+        client.close()
+    finally:
+        aetherctl(dev_env, "dev", "down")
+
+
+def test_with_auth_on_the_data_plane_gets_a_token_to_follow_the_registry(dev_env: dict[str, str]) -> None:
+    """With AETHER_ADMIN_TOKEN set for the stack and no AETHER_TOKEN, the data plane's registry watch was
+    refused (UNAUTHENTICATED) and a fresh stack never became ready; it now sends the read-only token."""
+    env = dict(dev_env, AETHER_ADMIN_TOKEN="admin-secret", AETHER_READONLY_TOKEN="read-secret")
+    env.pop("AETHER_TOKEN", None)
+    up = aetherctl(env, "dev", "up", "--wait", "30")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])
+        log = (Path(dev_env["AETHER_HOME"]) / "dev" / "data-plane.log").read_text()
+        assert "UNAUTHENTICATED" not in log
+    finally:
+        aetherctl(env, "dev", "down")
