@@ -7,6 +7,7 @@ from pathlib import Path
 
 from control_plane.cli import output
 from control_plane.demo.scenario import SIZES, DemoOptions, run_demo
+from control_plane.demo.train import JOB
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,11 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"problem: {problem}")
     if args.home is not None:
-        # Everything the demo made is in the home's SQLite file and folders: a stack started on that
-        # home serves it again (the online store is rebuilt by materialization, not kept).
+        # Everything the demo made is in the home's SQLite file and folders (Redis's data included): a
+        # stack started on that home serves it again.
         home = report.settings.home
         print(f"\ninspect it: export AETHER_HOME={home}; aetherctl dev up; aetherctl models list")
         print(
-            "  then: aetherctl runs compare | lineage zone-demand 2 | audit list | drift report zone-demand"
+            f"  then: aetherctl runs compare {JOB} --metrics test_rmse | lineage zone-demand 2 | audit list"
+            " | drift report zone-demand"
         )
     return 1 if report.problems else 0

@@ -10,7 +10,6 @@ aetherctl deploy promote eta-prod          # or: rollback eta-prod --reason "...
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -18,6 +17,7 @@ from typing import TextIO
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 
 Action = Callable[[DeploymentsClient, argparse.Namespace, TextIO], int]
 
@@ -114,7 +114,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with DeploymentsClient(args.control_plane, actor=getpass.getuser(), timeout=args.timeout) as client:
+        with DeploymentsClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             try:
                 return action(client, args, sys.stdout)
             except ValueError as error:

@@ -13,6 +13,7 @@ from clients.errors import AetherError
 from clients.sdk.registry import FeatureRegistryClient
 from clients.value_types import type_name
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 from control_plane.features.definitions import DefinitionError, Definitions, load_definitions
 
 
@@ -74,7 +75,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run(args: argparse.Namespace) -> int:
     """Runs a ``features`` action; AetherError and UsageError propagate to ``main``."""
-    with FeatureRegistryClient(args.control_plane, timeout=args.timeout) as client:
+    with FeatureRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
         code: int = args.run(client, args, sys.stdout)
         return code
 

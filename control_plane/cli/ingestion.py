@@ -27,6 +27,7 @@ from clients.aether.v1 import ingestion_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
 
@@ -84,7 +85,7 @@ def parse_time(text: str) -> datetime:
 
 
 def _client(args: argparse.Namespace) -> IngestionClient:
-    return IngestionClient(args.control_plane, timeout=max(args.timeout, 300.0))
+    return IngestionClient(args.control_plane, actor=actor(), timeout=max(args.timeout, 300.0))
 
 
 def _records(records: list[pb.QuarantinedRecord], as_json: bool, out: TextIO) -> None:

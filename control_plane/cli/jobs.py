@@ -27,6 +27,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import JobsClient, state_name
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 
 _STATE_VALUES: dict[str, pb.JobState] = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[JobsClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
-        with JobsClient(args.control_plane, timeout=args.timeout) as client:
+        with JobsClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
     return handle

@@ -4,7 +4,6 @@ comes from, and which model versions use a feature view), through the Python SDK
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.sdk.models import ModelRegistryClient
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 
 STATUS_NAMES: dict[int, str] = {
     pb.PENDING_MANUAL_APPROVAL: "PendingManualApproval",
@@ -91,7 +91,7 @@ class UsageError(Exception):
 
 def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with ModelRegistryClient(args.control_plane, actor=getpass.getuser(), timeout=args.timeout) as client:
+        with ModelRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             try:
                 return action(client, args, sys.stdout)
             except UsageError as error:

@@ -24,6 +24,7 @@ from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
+from control_plane.cli.settings import actor
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
-        with MonitoringClient(args.control_plane, timeout=args.timeout) as client:
+        with MonitoringClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
     return handle

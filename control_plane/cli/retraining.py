@@ -18,6 +18,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from clients.sdk.retraining import RetrainingClient
 from control_plane.cli import output
 from control_plane.cli.monitoring import parse_since
+from control_plane.cli.settings import actor
 
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[RetrainingClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
-        with RetrainingClient(args.control_plane, timeout=args.timeout) as client:
+        with RetrainingClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
     return handle

@@ -3,6 +3,7 @@ command-line flags override them."""
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,3 +34,9 @@ class CliSettings:
             control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             data_plane_addr=env.get("AETHER_DATA_PLANE_ADDR") or DEFAULT_DATA_PLANE_ADDR,
         )
+
+
+def actor() -> str:
+    """Who runs this command, as the audit log names them when auth is off (with auth on, the token's
+    principal is the actor and the server ignores this)."""
+    return getpass.getuser()

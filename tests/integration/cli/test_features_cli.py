@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from clients.sdk.audit import AuditClient
 from control_plane.cli.main import main
 from tests.support.redis_server import free_port
 
@@ -65,6 +67,16 @@ def test_apply_prints_the_plan_and_a_second_apply_changes_nothing(
     assert (code, err) == (0, "")
     assert {row[2] for row in plan_rows(out)} == {"NO_CHANGE"}
     assert out.rstrip().endswith("no changes")
+
+
+def test_the_audit_log_names_who_ran_the_command(control_plane: str, tmp_path: Path, capsys: Capture) -> None:
+    """Without auth the CLI names its user as the actor (it used to leave every feature, ingestion and
+    job write as 'anonymous')."""
+    code, _, err = run(capsys, control_plane, "features", "apply", str(copy_example(tmp_path)))
+    assert (code, err) == (0, "")
+    with AuditClient(control_plane) as audit:
+        actors = {entry.actor for entry in audit.entries()}
+    assert actors == {getpass.getuser()}
 
 
 def test_dry_run_prints_the_plan_and_applies_nothing(

@@ -4,6 +4,7 @@ registered on a parser the way ``aetherctl`` registers them)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 from pathlib import Path
 
@@ -59,4 +60,6 @@ def test_submit_a_yaml_spec_then_list_get_follow_logs_and_cancel(
     wait_state(client, second, pb.JOB_STATE_RUNNING)
     code, out = aetherctl(capsys, control_plane.address, "jobs", "cancel", second, "--reason", "test")
     assert code == 0 and "stopping job" in out
-    assert wait_state(client, second, pb.JOB_STATE_CANCELLED).reason == "cancelled by anonymous: test"
+    assert (
+        wait_state(client, second, pb.JOB_STATE_CANCELLED).reason == f"cancelled by {getpass.getuser()}: test"
+    )
