@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -13,6 +14,7 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.errors import NotFound, from_rpc_error
+from clients.sdk.fleet import ROUND_ROBIN
 from clients.sdk.service_client import ServiceClient
 from clients.value_types import numpy_dtype_name
 
@@ -22,9 +24,12 @@ STALE = pb.STALE
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 # The data plane's answers (and PredictBatch requests) can be large: both of its clients lift gRPC's limits.
-DATA_PLANE_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+# And they spread calls over every address their target names (a fleet's endpoints, clients.sdk.fleet, or
+# a DNS name of several replicas): gRPC's default, pick_first, sends everything to the first one.
+DATA_PLANE_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ROUND_ROBIN,
 )
 
 

@@ -139,3 +139,37 @@ def test_leaving_the_context_closes_the_channel(target: str) -> None:
         client.echo("hi")
     with pytest.raises(ValueError, match="closed channel"):
         client.echo("hi")
+
+
+def test_the_data_plane_clients_spread_calls_over_every_address_of_their_target() -> None:
+    """A fleet target (``ipv4:A,B``, clients.sdk.fleet) or a DNS name of several replicas: the SDK's data-
+    plane clients use round robin (with gRPC's default, pick_first, every call went to the first)."""
+    from clients.inference import grpc_predict_v2_pb2 as oip
+    from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+    from clients.sdk.inference import InferenceClient
+
+    calls: list[int] = []
+
+    class Ready(oip_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
+            calls.append(self.number)
+            return oip.ModelReadyResponse(ready=True)
+
+    servers, ports = [], []
+    for number in range(2):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(Ready(number), server)  # type: ignore[no-untyped-call]
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        servers.append(server)
+    try:
+        with InferenceClient(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}") as client:
+            for _ in range(20):
+                assert client.model_ready("m")
+    finally:
+        for server in servers:
+            server.stop(None)
+    assert calls.count(0) >= 5 and calls.count(1) >= 5, calls
