@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,17 @@ def test_the_audit_log_names_who_ran_the_command(control_plane: str, tmp_path: P
     with AuditClient(control_plane) as audit:
         actors = {entry.actor for entry in audit.entries()}
     assert actors == {getpass.getuser()}
+
+
+def test_a_closed_pipe_ends_the_command_quietly(control_plane: str, tmp_path: Path) -> None:
+    """`aetherctl features list | head -1`: the reader leaves early; the command stops with SIGPIPE's
+    status instead of a BrokenPipeError traceback."""
+    assert main(["--control-plane", control_plane, "features", "apply", str(copy_example(tmp_path))]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w", buffering=1) as closed_pipe, contextlib.redirect_stdout(closed_pipe):
+        code = main(["--control-plane", control_plane, "features", "list"])
+    assert code == 128 + signal.SIGPIPE
 
 
 def test_dry_run_prints_the_plan_and_applies_nothing(
