@@ -23,6 +23,7 @@ from control_plane.cli import (
     ingestion,
     jobs,
     models,
+    monitor_config,
     monitoring,
     retraining,
     runs,
@@ -57,6 +58,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     fleet.register(commands)
     jobs.register(commands)
     monitoring.register(commands)
+    monitor_config.register(commands)
     retraining.register(commands)
     return parser
 

@@ -202,7 +202,11 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
         output.print_json(output.to_jsonable(response), out)
         return 0
     if response.task == pb.TASK_TYPE_UNSPECIFIED:
-        print(f"deployment {args.deployment} has no task configured: no quality metrics", file=out)
+        print(
+            f"deployment {args.deployment} has no task configured: no quality metrics "
+            f"(set one: aetherctl monitor configure {args.deployment} --task classification|regression)",
+            file=out,
+        )
         return 0
     names = sorted({name for window in response.windows for name in window.metrics})
     rows = [

@@ -1,0 +1,104 @@
+"""``aetherctl monitor show|configure DEPLOYMENT``: a deployment's monitor (drift windows and tests, the
+task its labels are scored as, quality alerts) from the command line.
+
+``configure`` changes only the fields given as flags: it reads the effective config first and sends it
+back with those fields replaced (the ConfigureMonitor RPC replaces the whole config)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.sdk.monitoring import MonitoringClient
+from control_plane.cli import output
+from control_plane.cli.settings import actor
+
+_TASKS = {"none": pb.TASK_TYPE_UNSPECIFIED, "classification": pb.TASK_TYPE_CLASSIFICATION,
+          "regression": pb.TASK_TYPE_REGRESSION}  # fmt: skip
+_TESTS = {"psi": pb.DRIFT_TEST_PSI, "jsd": pb.DRIFT_TEST_JSD, "ks": pb.DRIFT_TEST_KS,
+          "wasserstein": pb.DRIFT_TEST_WASSERSTEIN}  # fmt: skip
+_WINDOWS = {"count": pb.WINDOW_KIND_COUNT, "time": pb.WINDOW_KIND_TIME}
+# Flag destination -> (MonitorConfig field, how the flag's text becomes the field's value).
+_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "task": ("task", _TASKS.__getitem__),
+    "test": ("test", _TESTS.__getitem__),
+    "threshold": ("threshold", float),
+    "window": ("window_kind", _WINDOWS.__getitem__),
+    "window_rows": ("window_rows", int),
+    "window_seconds": ("window_seconds", float),
+    "min_samples": ("min_samples", int),
+    "prediction_output": ("prediction_output", str),
+    "min_labels": ("min_labels", int),
+    "performance_window_seconds": ("performance_window_seconds", float),
+    "alert_metric": ("alert_metric", str),
+    "alert_threshold": ("alert_threshold", float),
+    "webhook_url": ("webhook_url", str),
+    "disabled": ("disabled", bool),
+}
+_SERVER_SET = {"deployment", "updated_by", "updated_at_us"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    monitor = subparsers.add_parser("monitor", help="a deployment's monitor: drift windows, task, alerts")
+    actions = monitor.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", parents=[common], help="the effective monitor config")
+    show.add_argument("deployment", metavar="DEPLOYMENT")
+    show.set_defaults(handler=_handler(_show))
+    configure = actions.add_parser(
+        "configure", parents=[common], help="change the given fields of the monitor config"
+    )
+    configure.add_argument("deployment", metavar="DEPLOYMENT")
+    configure.add_argument("--task", choices=sorted(_TASKS), help="how labels are scored (none: no metrics)")
+    configure.add_argument("--test", choices=sorted(_TESTS), help="the per-feature drift test")
+    configure.add_argument("--threshold", type=float, help="the drift test's threshold")
+    configure.add_argument("--window", choices=sorted(_WINDOWS), help="drift windows by rows or by time")
+    configure.add_argument("--window-rows", type=int, help="rows per count window")
+    configure.add_argument("--window-seconds", type=float, help="seconds per time window")
+    configure.add_argument("--min-samples", type=int, help="fewest values a feature needs to be scored")
+    configure.add_argument("--prediction-output", help="the model output holding predictions")
+    configure.add_argument("--min-labels", type=int, help="fewest labels before a quality window is scored")
+    configure.add_argument("--performance-window-seconds", type=float, help="width of quality windows")
+    configure.add_argument("--alert-metric", help="the quality metric watched (accuracy, mae, ...)")
+    configure.add_argument("--alert-threshold", type=float, help="alert when the metric crosses this")
+    configure.add_argument("--webhook-url", help="where alerts are POSTed (empty: log only)")
+    state = configure.add_mutually_exclusive_group()
+    state.add_argument("--disable", dest="disabled", action="store_const", const=True, help="stop monitoring")
+    state.add_argument("--enable", dest="disabled", action="store_const", const=False, help="monitor again")
+    configure.set_defaults(handler=_handler(_configure))
+
+
+def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
+    def handle(args: argparse.Namespace) -> int:
+        with MonitoringClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
+            return action(client, args, sys.stdout)
+
+    return handle
+
+
+def merged(current: pb.MonitorConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields to send: the current config's, with those given as flags replaced."""
+    fields = {d.name: value for d, value in current.ListFields() if d.name not in _SERVER_SET}
+    for flag, (name, convert) in _FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            fields[name] = convert(value)
+    return fields
+
+
+def _show(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
+    output.print_json(output.to_jsonable(client.get_config(args.deployment)), out)
+    return 0
+
+
+def _configure(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
+    config = client.configure(args.deployment, **merged(client.get_config(args.deployment), args))
+    output.print_json(output.to_jsonable(config), out)
+    return 0
