@@ -3,7 +3,12 @@ fsynced) or any filesystem ``pyarrow.fs`` reaches by URI (``s3://``, ``gs://``, 
 
 Both offer the same four primitives on paths relative to the store's root: write a file atomically
 (a temporary file in the destination folder, then a rename, so a reader never sees half a file and a
-crash leaves at worst a stray temporary file), stream a file's chunks, tell its size, and name it."""
+crash leaves at worst a stray temporary file), stream a file's chunks, tell its size, and name it.
+
+Object stores (S3, GCS) follow the same path: a temporary key, then ``move`` (there a server-side copy,
+which replaces the final key whole, then a delete of the temporary key). Never the final key directly:
+their output stream publishes whatever it holds when closed, even after a failure, so a failed upload
+would overwrite the blob already stored under that name, and discarding it would delete that blob."""
 
 from __future__ import annotations
 
@@ -98,47 +103,46 @@ class LocalBackend:
 
 
 class _ArrowWriter:
-    def __init__(self, fs: Any, final: str, direct: bool) -> None:
+    def __init__(self, fs: Any, final: str) -> None:
         self._fs = fs
         self._final = final
-        parent = final.rsplit("/", 1)[0]
+        parent, name = final.rsplit("/", 1)
         fs.create_dir(parent, recursive=True)
-        name = final.rsplit("/", 1)[1]
-        self._target = final if direct else f"{parent}/{TEMP_PREFIX}{os.urandom(8).hex()}-{name}"
-        self._stream = fs.open_output_stream(self._target)
+        self._temp = f"{parent}/{TEMP_PREFIX}{os.urandom(8).hex()}-{name}"
+        self._stream = fs.open_output_stream(self._temp)
 
     def write(self, data: bytes) -> None:
         self._stream.write(data)
 
     def commit(self) -> None:
         self._stream.close()
-        if self._target != self._final:
-            self._fs.move(self._target, self._final)
+        # Only verified bytes reach the final name. On S3 this is one CopyObject (at most 5 GiB, S3's
+        # limit for a single copy), which readers see all at once, and it replaces the object already
+        # there: a blob that had been truncated or altered heals when its content is uploaded again.
+        self._fs.move(self._temp, self._final)
 
     def abort(self) -> None:
-        # An object store publishes an object only when its upload completes; a stream closed after a
-        # failure may still publish what it holds, so the target is removed either way.
+        # Closing an object store's stream may publish what it holds, but under the temporary key, which
+        # is removed either way; the final key is never touched.
         with contextlib.suppress(Exception):
             self._stream.close()
         with contextlib.suppress(Exception):
-            self._fs.delete_file(self._target)
+            self._fs.delete_file(self._temp)
 
 
 class ArrowBackend:
-    """A pyarrow filesystem. Object stores (S3, GCS) make an object visible only once its upload
-    completes, so there the final key is written directly; elsewhere a temporary file is renamed."""
+    """A pyarrow filesystem: a local one, or an object store (S3, GCS) reached by URI."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/")
         self._fs, path = pafs.FileSystem.from_uri(uri)
         self._root = path.rstrip("/")
-        self._direct = self._fs.type_name in {"s3", "gcs"}
 
     def _path(self, relative: str) -> str:
         return f"{self._root}/{relative}"
 
     def start_write(self, relative: str) -> AtomicWriter:
-        return _ArrowWriter(self._fs, self._path(relative), self._direct)
+        return _ArrowWriter(self._fs, self._path(relative))
 
     def read_chunks(self, relative: str, chunk_size: int) -> Iterator[bytes]:
         with self._fs.open_input_stream(self._path(relative)) as stream:

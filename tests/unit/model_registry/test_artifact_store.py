@@ -1,8 +1,10 @@
-"""The content-addressed artifact store on a local folder and through pyarrow's filesystem (file://)."""
+"""The content-addressed artifact store on a local folder, through pyarrow's filesystem (file://), and on
+an object store (pyarrow's S3 client against a fake S3 endpoint)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from clients.errors import DataLoss, InvalidArgument, NotFound
 from control_plane.artifacts.store import ArtifactStore
+from tests.support.s3_server import FakeS3Server
 
 
 @pytest.fixture(params=["local", "pyarrow"])
@@ -90,3 +93,53 @@ def test_chunked_put_equals_whole_put(tmp_path_factory: pytest.TempPathFactory, 
     ref = store.put_stream(chunks, hashlib.sha256(whole).hexdigest())
     assert ref.size == len(whole)
     assert b"".join(store.iter_verified(ref.sha256, chunk_size=7)) == whole
+
+
+@pytest.fixture
+def s3() -> Iterator[FakeS3Server]:
+    server = FakeS3Server()
+    yield server
+    server.close()
+
+
+def _writes_to(s3: FakeS3Server, key: str) -> list[tuple[str, str, str]]:
+    """The calls that wrote or deleted ``key``."""
+    return [call for call in s3.requests if call[1] == key and call[0] in ("PUT", "POST", "DELETE")]
+
+
+def test_a_failed_upload_to_an_object_store_leaves_the_stored_blob_alone(s3: FakeS3Server) -> None:
+    # An S3 stream closed after a failure still publishes what it holds: a re-upload that is aborted
+    # (the client went away) or refused (other bytes under the blob's hash) must neither replace nor
+    # delete the blob a registered model points at.
+    store = ArtifactStore(s3.uri("artifacts"))
+    good = b"weights" * 1000
+    ref = store.put_bytes(good)
+    final_key = f"artifacts/sha256/{ref.sha256[:2]}/{ref.sha256}"
+    s3.requests.clear()
+
+    pending = store.begin_put(ref.sha256)
+    pending.write(good[:100])
+    pending.abort()
+    with pytest.raises(DataLoss, match="nothing was stored"):
+        store.put_stream([b"garbage"], ref.sha256)
+
+    assert _writes_to(s3, final_key) == []
+    assert store.open_verified(ref.sha256) == good
+    assert [key for key in s3.objects if not key.endswith("/")] == [final_key]  # no temporary key left
+
+
+def test_an_object_store_shows_a_blob_only_once_verified_and_a_re_upload_heals_it(s3: FakeS3Server) -> None:
+    store = ArtifactStore(s3.uri("artifacts"))
+    data = bytes(range(256)) * 100
+    digest = hashlib.sha256(data).hexdigest()
+    final_key = f"artifacts/sha256/{digest[:2]}/{digest}"
+    pending = store.begin_put(digest)
+    pending.write(data[:1000])
+    pending.abort()  # a partial upload, published by the stream's close under some key
+    assert not store.exists(digest) and _writes_to(s3, final_key) == []
+
+    ref = store.put_bytes(data)
+    assert store.open_verified(digest) == data and ref.size == len(data)
+    s3.objects[final_key] = data[:1000]  # a truncated copy, e.g. left by an older version's failed upload
+    store.put_bytes(data)
+    assert store.open_verified(digest) == data
