@@ -125,7 +125,7 @@ class JobService:
         offset = _offset_of(page_token)
         query = select(JobRow).order_by(JobRow.submitted_at_us.desc(), JobRow.job_id)
         if states:
-            query = query.where(JobRow.state.in_([JobState.from_proto(s).value for s in states]))
+            query = query.where(JobRow.state.in_([_filter_state(value).value for value in states]))
         with read_session(self._sessions) as session:
             rows = list(session.scalars(query.limit(size + 1).offset(offset)))
             jobs = [job_message(row) for row in rows[:size]]
@@ -169,6 +169,17 @@ class JobService:
             job = job_message(row, history(session, job_id))
         self._wake()
         return job
+
+
+def _filter_state(value: int) -> JobState:
+    """The state a ``List`` filter names; ``InvalidArgument`` for an unset or unknown one (a caller's
+    mistake, e.g. a client built against a newer proto, not a server fault)."""
+    try:
+        return JobState.from_proto(value)
+    except ValueError:
+        name = pb.JobState.Name(value) if value in pb.JobState.values() else f"unknown value {value}"
+        known = ", ".join(pb.JobState.Name(state.proto) for state in JobState)
+        raise InvalidArgument(f"job state filter holds {name}, not a job state; use {known}") from None
 
 
 def _offset_token(offset: int) -> str:

@@ -4,6 +4,7 @@ entrypoints that do not exist (the job fails fast with the error in its log), ma
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -101,3 +102,10 @@ def test_malformed_specs_are_invalid_arguments(client: JobsClient) -> None:
         client.cancel(failed.job_id)
     with pytest.raises(NotFound):
         client.get("unknown")
+
+
+def test_an_unset_or_unknown_state_filter_is_an_invalid_argument(client: JobsClient) -> None:
+    with pytest.raises(InvalidArgument, match="JOB_STATE_UNSPECIFIED, not a job state; use JOB_STATE_QUEUED"):
+        client.list_page([pb.JOB_STATE_UNSPECIFIED])
+    with pytest.raises(InvalidArgument, match="unknown value 99"):  # e.g. a client with a newer proto
+        client.list_page([pb.JOB_STATE_RUNNING, cast(pb.JobState, 99)])
