@@ -9,7 +9,8 @@ The protocol, and how an executor for a cluster engine implements it (none is bu
 * ``handle.ref`` is a string that identifies the attempt durably; the supervisor stores it and, after a
   control-plane restart, calls ``adopt(job, attempt, ref)`` to get the handle back (None when nothing is
   known of it: the attempt is then counted as failed and retried).
-* ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus`; ``terminate()`` asks it to
+* ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus` (``launch_failed`` when the
+  entrypoint could not be started at all, which the supervisor does not retry); ``terminate()`` asks it to
   stop (SIGTERM), ``kill()`` forces it (SIGKILL). All three must be safe to call repeatedly and after the
   end.
 
@@ -41,10 +42,6 @@ from typing import Protocol
 
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
-from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
-
-#: Exit codes that no retry can fix: the launcher found no entrypoint, or could not execute it.
-UNRECOVERABLE_EXITS = frozenset({NOT_FOUND_EXIT, NOT_EXECUTABLE_EXIT})
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,9 @@ class ExitStatus:
     #: The job's exit code; negative = killed by that signal; None = unknown (the process vanished).
     code: int | None
     detail: str
+    #: The entrypoint never started (not found, not executable): no retry can fix that. Set by whoever
+    #: started it (the launcher's exit file), never inferred from the code: a job may exit 126 or 127.
+    launch_failed: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -167,8 +167,8 @@ class LocalHandle:
 def read_exit_file(path: Path) -> ExitStatus:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return ExitStatus(int(data["code"]), str(data["detail"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return ExitStatus(int(data["code"]), str(data["detail"]), data.get("launch_failed") is True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ExitStatus(None, "the job's process ended without recording an exit status (killed)")
 
 

@@ -4,17 +4,20 @@ records how it ended. Run as ``python -m control_plane.jobs.launcher --log LOG -
 
 Why a launcher between the control plane and the job: the control plane may restart while the job runs,
 and a process that is not its child cannot learn the job's exit code. The launcher is the job's parent;
-it writes ``{"code": N, "detail": ...}`` atomically to the exit file before it exits, so whoever
-re-adopts the job reads how it ended. It is the leader of a new session (the executor starts it with
-``start_new_session``): the control plane's terminal or service manager signals do not reach the job,
-and the executor signals the whole group (launcher, job, and torchrun's workers) at once.
+it writes ``{"code": N, "detail": ..., "launch_failed": bool}`` atomically to the exit file before it
+exits, so whoever re-adopts the job reads how it ended. It is the leader of a new session (the executor
+starts it with ``start_new_session``): the control plane's terminal or service manager signals do not
+reach the job, and the executor signals the whole group (launcher, job, and torchrun's workers) at once.
 
 If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
 job is started with a parent-death signal (SIGKILL), and the executor kills what is left of the group
 when it finds the launcher gone without an exit file.
 
 Exit codes of its own: 127 when the entrypoint does not exist (checked before anything starts, in the
-job's environment) and 126 when it cannot be executed; the error is written to the job's log.
+job's environment) and 126 when it cannot be executed; the error is written to the job's log, and the
+exit file says ``"launch_failed": true``. That flag, not the code, tells the supervisor that no retry can
+help: a job may exit 126 or 127 itself (a shell script whose inner command is briefly missing), and that
+is an ordinary failure, retried like any other.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
 
 
-def write_exit(path: Path, code: int, detail: str) -> None:
+def write_exit(path: Path, code: int, detail: str, *, launch_failed: bool = False) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "w", encoding="utf-8") as sink:
-        json.dump({"code": code, "detail": detail}, sink)
+        json.dump({"code": code, "detail": detail, "launch_failed": launch_failed}, sink)
         sink.flush()
         os.fsync(sink.fileno())
     os.replace(temp, path)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = _missing(args.module, command) if command else "no command given"
         if problem is not None:
             log.write(f"[aether] error: {problem}\n".encode())
-            write_exit(args.exit_file, NOT_FOUND_EXIT, problem)
+            write_exit(args.exit_file, NOT_FOUND_EXIT, problem, launch_failed=True)
             return NOT_FOUND_EXIT
         try:
             # preexec_fn is safe here: the launcher runs no other thread.
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             detail = f"cannot start {command[0]!r}: {exc}"
             log.write(f"[aether] error: {detail}\n".encode())
             code = NOT_FOUND_EXIT if isinstance(exc, FileNotFoundError) else NOT_EXECUTABLE_EXIT
-            write_exit(args.exit_file, code, detail)
+            write_exit(args.exit_file, code, detail, launch_failed=True)
             return code
         code = child.wait()
     write_exit(args.exit_file, code, describe_exit(code))

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import tracking_pb2
 from clients.errors import AlreadyExists
 from control_plane.db import read_session, write_session
-from control_plane.jobs.executor import UNRECOVERABLE_EXITS, Executor, ExitStatus, JobHandle, JobLaunch
+from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
@@ -193,7 +193,7 @@ class Supervisor:
                 reason = f"timeout after {_seconds(row.timeout_s)}s"
             elif status.succeeded:
                 state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
-            elif status.code in UNRECOVERABLE_EXITS:
+            elif status.launch_failed:
                 reason = status.detail
             elif attempt < limit:
                 state, reason = JobState.RETRYING, f"{reason}; retry {attempt} of {row.max_retries}"
@@ -309,7 +309,7 @@ class Supervisor:
             handle = self._executor.launch(launch, attempt, devices, env.to_env())
         except OSError as exc:
             launch.files.append_log(f"error: cannot launch: {exc}")
-            self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}"))
+            self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))
             return
         self._handles[job_id] = handle
         with write_session(self._sessions) as session:

@@ -108,6 +108,15 @@ def test_a_job_out_of_retries_fails_with_its_exit_code(client: JobsClient) -> No
     assert done.exit_code == 7 and done.attempt == 2
 
 
+def test_a_job_exiting_127_itself_is_retried_like_any_failure(client: JobsClient) -> None:
+    # 127 is also the launcher's "entrypoint not found", which no retry fixes; but here the entrypoint
+    # ran and chose the code (a wrapper script whose inner command was briefly missing, say).
+    job = client.submit(job_spec("own-127", "--exit", "127", max_retries=1))
+    done = wait_state(client, job.job_id, pb.JOB_STATE_FAILED, pb.JOB_STATE_SUCCEEDED)
+    assert done.reason == "attempt 2 failed: exit code 127; no retries left (2 attempts)"
+    assert done.exit_code == 127 and done.attempt == 2
+
+
 def test_a_job_past_its_timeout_is_stopped_and_marked_so(client: JobsClient) -> None:
     job = client.submit(job_spec("slow", "--sleep", "60", "--ignore-term", timeout_s=1, max_retries=3))
     running = wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)

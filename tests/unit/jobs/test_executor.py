@@ -70,7 +70,9 @@ def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> N
 def test_a_missing_module_fails_in_the_launcher_with_the_error_logged(tmp_path: Path) -> None:
     _, job, handle = launch(tmp_path, "", module="zz_no_such_module_anywhere")
     status = wait(handle)
-    assert status == ExitStatus(127, "entrypoint module 'zz_no_such_module_anywhere' not found")
+    assert status == ExitStatus(
+        127, "entrypoint module 'zz_no_such_module_anywhere' not found", launch_failed=True
+    )
     assert "[aether] error: entrypoint module" in job.files.log.read_text()
 
 
@@ -81,7 +83,14 @@ def test_an_unexecutable_command_fails_in_the_launcher(tmp_path: Path) -> None:
     files.folder.mkdir()
     job = JobLaunch("j2", pb.JobSpec(name="t", entrypoint=pb.Entrypoint(command=[str(script)])), files)
     status = wait(LocalExecutor().launch(job, 1, [], {}))
-    assert status.code == 126 and "cannot start" in status.detail
+    assert status.code == 126 and "cannot start" in status.detail and status.launch_failed
+
+
+def test_the_jobs_own_exit_127_is_not_a_launch_failure(tmp_path: Path) -> None:
+    # A job may exit 127 or 126 itself (a shell whose inner command is missing): the same code as the
+    # launcher's own errors, but the entrypoint did start, so it is an ordinary, retryable failure.
+    _, _, handle = launch(tmp_path, "import sys; sys.exit(127)")
+    assert wait(handle) == ExitStatus(127, "exit code 127", launch_failed=False)
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
