@@ -24,6 +24,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from control_plane.db import read_session, write_session
 from control_plane.jobs.files import JobFiles
+from control_plane.jobs.runs import end_run
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import entrypoint_problem, spec_to_json, validate
 from control_plane.jobs.store import (
@@ -42,6 +43,7 @@ from control_plane.jobs.tables import JobRow
 from control_plane.offline.datasets import read_dataset_record
 from control_plane.offline.resolve import ViewCatalog, plan_views
 from control_plane.offline.store import OfflineStore
+from control_plane.tracking.store import TrackingStore
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -61,6 +63,7 @@ class JobService:
         self._catalog = catalog
         self._offline = offline
         self._wake = wake
+        self._tracking = TrackingStore(sessions)
 
     # Submission ----------------------------------------------------------------------------------------
 
@@ -149,9 +152,11 @@ class JobService:
             state = JobState(row.state)
             if state in TERMINAL:
                 raise FailedPrecondition(f"job {job_id} already ended ({state.value}: {row.reason})")
+            ended_run = ""
             if state in WAITING:
                 JobFiles(Path(row.folder)).append_log(why)
                 transition(session, row, JobState.CANCELLED, why, actor=actor, at_us=at, finished_at_us=at)
+                ended_run = row.run_id  # set when an earlier attempt ran: the job was RETRYING
             elif not row.cancel_requested:
                 row.cancel_requested = True
                 row.cancel_reason = why
@@ -167,6 +172,8 @@ class JobService:
                 )
             session.flush()
             job = job_message(row, history(session, job_id))
+        if ended_run:
+            end_run(self._tracking, ended_run, JobState.CANCELLED, at, actor=actor)
         self._wake()
         return job
 

@@ -29,17 +29,18 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clients.aether.v1 import tracking_pb2
 from clients.errors import AlreadyExists
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
+from control_plane.jobs.runs import end_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
+    TERMINAL,
     WAITING,
     JobState,
     note,
@@ -208,7 +209,7 @@ class Supervisor:
             )  # fmt: skip
             run_id = row.run_id
         if terminal and run_id:
-            self._end_run(run_id, state, at)
+            end_run(self._tracking, run_id, state, at, actor=SUPERVISOR_ACTOR)
 
     # Admission -----------------------------------------------------------------------------------------
 
@@ -268,11 +269,15 @@ class Supervisor:
         at = now_us()
         with write_session(self._sessions) as session:
             row = session.get(JobRow, job_id)
-            if row is not None and JobState(row.state) in WAITING:
-                JobFiles(Path(row.folder)).append_log(f"error: {reason}")
-                transition(
-                    session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at
-                )
+            if row is None or JobState(row.state) not in WAITING:
+                return
+            JobFiles(Path(row.folder)).append_log(f"error: {reason}")
+            transition(
+                session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at
+            )
+            run_id = row.run_id  # set when an earlier attempt ran: the job was RETRYING
+        if run_id:
+            end_run(self._tracking, run_id, JobState.FAILED, at, actor=SUPERVISOR_ACTOR)
 
     def _launch(self, job_id: str, devices: tuple[str, ...]) -> None:
         at = now_us()
@@ -286,13 +291,24 @@ class Supervisor:
         reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
         with write_session(self._sessions) as session:
             row = session.get(JobRow, job_id)
-            if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
-                return  # cancelled while the run was being created
-            transition(
-                session, row, JobState.RUNNING, reason, actor=SUPERVISOR_ACTOR, at_us=at, attempt=attempt,
-                devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
-                started_at_us=row.started_at_us or at,
-            )  # fmt: skip
+            if row is None:
+                return
+            state, ended = JobState(row.state), None
+            if state in WAITING and not row.cancel_requested:
+                transition(
+                    session, row, JobState.RUNNING, reason, actor=SUPERVISOR_ACTOR, at_us=at, attempt=attempt,
+                    devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
+                    started_at_us=row.started_at_us or at,
+                )  # fmt: skip
+            elif state not in TERMINAL or run_id == row.run_id:
+                return  # no run, or an earlier attempt's, which whoever ended the job has ended
+            else:
+                # Cancelled while the run was being created, so the cancel found no run to end: the new
+                # run is stored on the job all the same (not an orphan) and ended with it.
+                row.run_id, ended = run_id, state
+        if ended is not None:
+            end_run(self._tracking, run_id, ended, at, actor=SUPERVISOR_ACTOR)
+            return
         launch = _launch_of(row)
         launch.files.append_log(reason)
         env = LaunchEnv(
@@ -347,17 +363,6 @@ class Supervisor:
             JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
             _log.exception("cannot create the tracking run of job %s", row.job_id)
             return ""
-
-    def _end_run(self, run_id: str, state: JobState, at: int) -> None:
-        status = {
-            JobState.SUCCEEDED: tracking_pb2.RUN_STATUS_FINISHED,
-            JobState.FAILED: tracking_pb2.RUN_STATUS_FAILED,
-            JobState.CANCELLED: tracking_pb2.RUN_STATUS_KILLED,
-        }[state]
-        try:
-            self._tracking.update_run(run_id, status, at, actor=SUPERVISOR_ACTOR)
-        except Exception:
-            _log.exception("cannot end tracking run %s", run_id)
 
 
 def _launch_of(row: JobRow) -> JobLaunch:

@@ -1,17 +1,19 @@
 """The jobs core and one supervisor tick on each supported database (SQLite and PostgreSQL): queue
-order, cancel, state filters and pages, audit entries in the same transaction."""
+order, cancel, state filters and pages, audit entries in the same transaction, and a job's tracking run
+ending with the job however it ends."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
+from clients.aether.v1 import tracking_pb2
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
@@ -19,7 +21,9 @@ from control_plane.jobs.executor import LocalExecutor
 from control_plane.jobs.service import JobService
 from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.supervisor import Supervisor
+from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
+from control_plane.tracking.store import TrackingStore
 from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, wait_for
 
 Parts: TypeAlias = tuple[JobService, Supervisor, "sessionmaker[Session]"]
@@ -71,3 +75,87 @@ def test_queue_order_cancel_and_listing(parts: Parts) -> None:
             select(func.count()).select_from(AuditEntryRow).where(AuditEntryRow.object_type == "job")
         )
     assert audited == 5  # three submits, one cancel, one start
+
+
+def _retrying_behind_a_higher_priority_job(parts: Parts, tmp_path: Path) -> pb.Job:
+    """A job whose first attempt failed, RETRYING (with its run) while a higher-priority job holds the
+    only device."""
+    service, supervisor, _ = parts
+    release = tmp_path / "release"
+    spec = job_spec("flaky", "--until-file", str(release), "--fail-attempts", "1", gpus=1, max_retries=1)
+    job = service.submit(spec_from_mapping(spec), actor="a")
+    supervisor.tick()
+    assert service.get(job.job_id).state == pb.JOB_STATE_RUNNING
+    urgent = service.submit(
+        spec_from_mapping(job_spec("urgent", "--sleep", "30", gpus=1, priority=5)), actor="a"
+    )
+    release.touch()
+
+    def retrying() -> bool:
+        supervisor.tick()
+        return service.get(job.job_id).state == pb.JOB_STATE_RETRYING
+
+    wait_for(retrying)
+    assert service.get(urgent.job_id).state == pb.JOB_STATE_RUNNING
+    waiting = service.get(job.job_id)
+    run = TrackingStore(parts[2]).get_run(waiting.run_id)
+    assert run.status == tracking_pb2.RUN_STATUS_RUNNING
+    return waiting
+
+
+def test_cancel_of_a_retrying_job_ends_its_tracking_run(parts: Parts, tmp_path: Path) -> None:
+    service, _, sessions = parts
+    job = _retrying_behind_a_higher_priority_job(parts, tmp_path)
+    cancelled = service.cancel(job.job_id, "not needed", actor="a")
+    assert cancelled.state == pb.JOB_STATE_CANCELLED
+    run = TrackingStore(sessions).get_run(job.run_id)
+    assert run.status == tracking_pb2.RUN_STATUS_KILLED and run.end_time_us == cancelled.finished_at_us
+
+
+def test_rejection_of_a_retrying_job_ends_its_tracking_run(parts: Parts, tmp_path: Path) -> None:
+    _, _, sessions = parts
+    job = _retrying_behind_a_higher_priority_job(parts, tmp_path)
+    # The control plane restarts with fewer GPUs than the job needs: it can never start again.
+    smaller = Supervisor(
+        sessions, jobs_settings(tmp_path, gpus="0"), LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1"
+    )
+    smaller.tick()
+    failed = parts[0].get(job.job_id)
+    assert failed.state == pb.JOB_STATE_FAILED and "requests 1 GPU" in failed.reason
+    run = TrackingStore(sessions).get_run(job.run_id)
+    assert run.status == tracking_pb2.RUN_STATUS_FAILED and run.end_time_us == failed.finished_at_us
+
+
+class CancelWhileCreatingTheRun(Supervisor):
+    """FAULT: a user's cancel lands after the supervisor created a job's first tracking run and before
+    the start commits, a window too narrow to hit from outside."""
+
+    def __init__(self, service: JobService, *args: Any) -> None:
+        super().__init__(*args)
+        self.service = service
+
+    def _create_run(self, row: JobRow) -> str:
+        run_id = super()._create_run(row)
+        self.service.cancel(row.job_id, "changed my mind", actor="a")
+        return run_id
+
+
+def test_a_run_created_for_a_start_that_a_cancel_overtook_is_the_jobs_and_ended(
+    parts: Parts, tmp_path: Path
+) -> None:
+    service, _, sessions = parts
+    supervisor = CancelWhileCreatingTheRun(
+        service,
+        sessions,
+        jobs_settings(tmp_path, gpus="1"),
+        LocalExecutor(cwd=REPO_ROOT),
+        lambda: "127.0.0.1:1",
+    )
+    job = service.submit(spec_from_mapping(job_spec("overtaken", gpus=1)), actor="a")
+    supervisor.tick()
+    cancelled = service.get(job.job_id)
+    assert cancelled.state == pb.JOB_STATE_CANCELLED and cancelled.attempt == 0
+    assert cancelled.run_id, "the run created for the start must be stored on the job, not orphaned"
+    tracking = TrackingStore(sessions)
+    runs, _ = tracking.list_runs(tracking.get_experiment(name="overtaken").experiment_id)
+    assert [(run.run_id, run.status) for run in runs] == [(cancelled.run_id, tracking_pb2.RUN_STATUS_KILLED)]
