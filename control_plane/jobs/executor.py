@@ -8,7 +8,11 @@ The protocol, and how an executor for a cluster engine implements it (none is bu
   pool's device names; ``env`` holds the launch variables of ``launch_env.py``.
 * ``handle.ref`` is a string that identifies the attempt durably; the supervisor stores it and, after a
   control-plane restart, calls ``adopt(job, attempt, ref)`` to get the handle back (None when nothing is
-  known of it: the attempt is then counted as failed and retried).
+  known of it: the attempt is then counted as failed and retried). ``ref`` is "" when the control plane
+  died between ``launch`` and storing it: the executor must then find the attempt by job and attempt
+  alone, or make sure it never starts before returning None, since the supervisor frees its devices and
+  launches the next attempt (the local executor does this with the launcher's pid file, ``identity.py``;
+  a cluster executor looks its deterministic name up, or deletes it).
 * ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus` (``launch_failed`` when the
   entrypoint could not be started at all, which the supervisor does not retry); ``terminate()`` asks it to
   stop (SIGTERM), ``kill()`` forces it (SIGKILL). All three must be safe to call repeatedly and after the
@@ -42,6 +46,7 @@ from typing import Protocol
 
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
+from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks
 
 
 @dataclass(frozen=True)
@@ -98,19 +103,6 @@ def job_argv(spec: pb.JobSpec, python: str = sys.executable) -> list[str]:
         runner = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={spec.gpus}"]
         return [*runner, *target] if entry.module else [*runner, "--no-python", *target]
     return [python, *target] if entry.module else target
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, from /proc), None when it does not exist or
-    has exited (a zombie). With the pid it identifies a process: a pid reused later starts later."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 class LocalHandle:
@@ -190,8 +182,8 @@ class LocalExecutor:
         exit_file = job.files.exit_file(attempt)
         exit_file.unlink(missing_ok=True)
         argv = [
-            self._python, "-m", "control_plane.jobs.launcher",
-            "--log", str(job.files.log), "--exit-file", str(exit_file),
+            self._python, "-m", "control_plane.jobs.launcher", "--log", str(job.files.log),
+            "--pid-file", str(job.files.pid_file(attempt)), "--exit-file", str(exit_file),
         ]  # fmt: skip
         if job.spec.entrypoint.module:
             argv += ["--module", job.spec.entrypoint.module]
@@ -211,7 +203,22 @@ class LocalExecutor:
         return LocalHandle(process.pid, ticks, exit_file, process)
 
     def adopt(self, job: JobLaunch, attempt: int, ref: str) -> JobHandle | None:
+        if not ref:
+            return self._adopt_unrecorded(job, attempt)
         pid_text, _, ticks_text = ref.partition(":")
         if not pid_text.isdigit() or not ticks_text.isdigit():
             return None
         return LocalHandle(int(pid_text), int(ticks_text), job.files.exit_file(attempt), None)
+
+    def _adopt_unrecorded(self, job: JobLaunch, attempt: int) -> JobHandle | None:
+        """The attempt whose process was never recorded: the launcher's claim of its pid file, or, when
+        the launcher has not claimed it (not started yet, or never will be), None after claiming it as
+        given up, so that a launcher still on its way does not start the job."""
+        found = claim(job.files.pid_file(attempt), {GIVEN_UP: True, "by": os.getpid()})
+        if found is None or found.get(GIVEN_UP):
+            return None
+        try:
+            pid, ticks = int(found["pid"]), int(found["start_ticks"] or 0)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return LocalHandle(pid, ticks, job.files.exit_file(attempt), None)

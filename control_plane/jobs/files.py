@@ -25,6 +25,11 @@ class JobFiles:
         """``AETHER_CHECKPOINT_DIR``: the same for every attempt. ``outputs.json`` goes next to it."""
         return self.folder / "checkpoints"
 
+    def pid_file(self, attempt: int) -> Path:
+        """Claimed by the launcher before it starts the attempt (``{"pid": N, "start_ticks": N}``), or by
+        a control plane that gave the attempt up first: see ``identity.py``."""
+        return self.folder / f"attempt-{attempt}.pid.json"
+
     def exit_file(self, attempt: int) -> Path:
         """Written by the launcher when the attempt's process ends: ``{"code": N, "detail": ...}``."""
         return self.folder / f"attempt-{attempt}.exit.json"

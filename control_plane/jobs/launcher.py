@@ -1,6 +1,7 @@
 """The process the local executor starts for one attempt: it starts the job's command, waits for it and
-records how it ended. Run as ``python -m control_plane.jobs.launcher --log LOG --exit-file FILE
-[--module MODULE] -- ARGV...``. Standard library only, so it starts fast.
+records how it ended. Run as ``python -m control_plane.jobs.launcher --log LOG --pid-file FILE
+--exit-file FILE [--module MODULE] -- ARGV...``. Standard library only (``identity.py`` is too), so it
+starts fast.
 
 Why a launcher between the control plane and the job: the control plane may restart while the job runs,
 and a process that is not its child cannot learn the job's exit code. The launcher is the job's parent;
@@ -8,6 +9,12 @@ it writes ``{"code": N, "detail": ..., "launch_failed": bool}`` atomically to th
 exits, so whoever re-adopts the job reads how it ended. It is the leader of a new session (the executor
 starts it with ``start_new_session``): the control plane's terminal or service manager signals do not
 reach the job, and the executor signals the whole group (launcher, job, and torchrun's workers) at once.
+
+Before it starts anything, the launcher claims its attempt's pid file with its own pid and start time
+(``identity.claim``). The control plane records the same identity in the database once ``launch``
+returns, but it may die before that: the next one then finds the launcher through the pid file, or, if
+it claimed the file first (as given up), the launcher exits without starting the job. So an attempt the
+control plane counted as lost never runs, and one that runs is never counted as lost.
 
 If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
 job is started with a parent-death signal (SIGKILL), and the executor kills what is left of the group
@@ -33,6 +40,8 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
+
+from control_plane.jobs.identity import claim, process_start_ticks
 
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
@@ -88,6 +97,7 @@ def _ignore(_signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m control_plane.jobs.launcher")
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--pid-file", type=Path, required=True)
     parser.add_argument("--exit-file", type=Path, required=True)
     parser.add_argument("--module", default=None, help="the job's module, checked before starting")
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -96,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)
     with open(args.log, "ab", buffering=0) as log:
+        me = os.getpid()
+        found = claim(args.pid_file, {"pid": me, "start_ticks": process_start_ticks(me)})
+        if found is not None:  # a control plane counted this attempt as lost before it could start
+            log.write(b"[aether] this attempt was given up before it started (control plane restart)\n")
+            return 1
         problem = _missing(args.module, command) if command else "no command given"
         if problem is not None:
             log.write(f"[aether] error: {problem}\n".encode())

@@ -1,8 +1,11 @@
 """The control plane's job loop: on every tick (and whenever the service wakes it) it
 
 1. re-adopts RUNNING jobs it holds no handle for (after a control-plane restart): the executor finds the
-   recorded process (pid + start time, so a reused pid is not mistaken for it); if it is gone, the
-   launcher's exit record says how it ended, and without one the attempt counts as failed;
+   recorded process (pid + start time, so a reused pid is not mistaken for it), or, when the control
+   plane died before recording it, the process that claimed the attempt's pid file (``identity.py``);
+   if it is gone, the launcher's exit record says how it ended, and without one the attempt counts as
+   failed once what is left of its process group is killed. Devices are freed only then: an attempt
+   whose process was never found is one the executor made sure never starts;
 2. watches running attempts: a finished attempt ends the job (SUCCEEDED with its outputs, FAILED,
    CANCELLED) or sends it back to the queue as RETRYING while attempts <= 1 + max_retries; a cancel
    request or an attempt past its timeout gets SIGTERM, then SIGKILL after the grace period;
@@ -11,8 +14,9 @@
 Every transition is persisted with its reason (``store.transition``) before the loop acts on the next
 job, so a crash of the control plane at any point loses nothing: a job is RUNNING in the database from
 before its process starts until after it has ended, and its process identity is recorded right after
-the start. Stopping the supervisor leaves running jobs alone; the next supervisor re-adopts them. One
-supervisor per database (the control plane is one process; replicas would need a leader lease).
+the start (and, before the job starts, in the attempt's pid file by the launcher itself). Stopping the
+supervisor leaves running jobs alone; the next supervisor re-adopts them. One supervisor per database
+(the control plane is one process; replicas would need a leader lease).
 """
 
 from __future__ import annotations
@@ -125,7 +129,9 @@ class Supervisor:
 
     def _adopt(self, row: JobRow) -> JobHandle | None:
         launch = _launch_of(row)
-        handle = self._executor.adopt(launch, row.attempt, row.process_ref) if row.process_ref else None
+        # A blank process_ref: the control plane died between starting the attempt and recording it. The
+        # executor still finds it, or makes sure it never starts (None): its devices are then free.
+        handle = self._executor.adopt(launch, row.attempt, row.process_ref)
         if handle is None:
             status: ExitStatus | None = ExitStatus(None, "lost: the control plane stopped while starting it")
         else:
@@ -138,7 +144,9 @@ class Supervisor:
         with write_session(self._sessions) as session:
             fresh = session.get(JobRow, row.job_id)
             if fresh is not None and fresh.state == JobState.RUNNING.value:
-                reason = f"re-adopted process {row.process_ref} of attempt {row.attempt} after a restart"
+                if not fresh.process_ref:
+                    fresh.process_ref, fresh.pid = handle.ref, handle.pid or 0
+                reason = f"re-adopted process {handle.ref} of attempt {row.attempt} after a restart"
                 note(
                     session,
                     fresh,

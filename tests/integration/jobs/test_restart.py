@@ -1,9 +1,11 @@
 """A control plane killed (SIGKILL) while a real job subprocess runs: the next control plane re-adopts
 the job if its process is still alive, or counts the attempt as failed and retries it if it died in the
-meantime; the job is never forgotten and never runs twice at once."""
+meantime; the job is never forgotten and never runs twice at once, even when the control plane died
+right after starting the process, before recording it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,3 +118,47 @@ def test_a_job_that_died_while_the_control_plane_was_down_is_retried_not_forgott
     assert done.history[4].reason == "cancel requested: cancelled by anonymous"
     assert "ended without recording an exit status" in done.history[2].reason
     assert not starts.exists()
+
+
+def test_a_job_started_just_before_the_control_plane_died_is_adopted_not_started_twice(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    db_url, home, starts = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "starts"
+    release = tmp_path / "release"
+    spec = job_spec(
+        "crash-window", "--until-file", str(release), "--starts", str(starts), gpus=1, max_retries=1
+    )
+    command = [sys.executable, "-m", "tests.integration.jobs.programs.crash_after_launch"]
+    command += [
+        "--db-url",
+        db_url,
+        "--home",
+        str(home),
+        "--job-cwd",
+        str(REPO_ROOT),
+        "--spec",
+        json.dumps(spec),
+    ]
+    try:
+        crashed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert crashed.returncode == 0 and crashed.stdout.startswith("job "), crashed.stderr
+        job_id = crashed.stdout.split()[1]
+
+        planes.append(second := ControlPlaneProcess(db_url, home))
+        with JobsClient(second.address) as client:
+            pid = _job_pid(client, job_id)
+            # The new control plane's first decision about the attempt it found without a process:
+            adopted = wait_for(lambda: len((job := client.get(job_id)).history) >= 3 and job)
+            assert states_of(adopted) == ["QUEUED", "RUNNING", "RUNNING"] and adopted.attempt == 1
+            launcher = json.loads((home / "jobs" / job_id / "attempt-1.pid.json").read_text())
+            assert adopted.history[2].reason == (
+                f"re-adopted process {launcher['pid']}:{launcher['start_ticks']} of attempt 1 after a restart"
+            )
+            assert list(adopted.devices) == ["0"] and process_alive(pid)
+            release.touch()
+            done = wait_state(client, job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=20)
+    finally:
+        release.touch()  # whatever happened, the test's job processes end
+    assert done.state == pb.JOB_STATE_SUCCEEDED and done.attempt == 1, done.reason
+    lines = starts.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].split()[:2] == ["1", str(pid)]  # ran once, the same process

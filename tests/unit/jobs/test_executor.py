@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from clients.aether.v1 import jobs_pb2 as pb
-from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor, process_start_ticks
+from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor
 from control_plane.jobs.files import JobFiles
+from control_plane.jobs.identity import process_start_ticks
 from control_plane.jobs.spec import spec_from_mapping
 
 
@@ -65,6 +66,34 @@ def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> N
     assert status.code is None and "without recording an exit status" in status.detail
     assert wait(handle).code is None
     assert executor.adopt(job, 1, "garbage") is None
+
+
+def test_an_attempt_whose_process_was_not_recorded_is_found_through_its_pid_file(tmp_path: Path) -> None:
+    # The control plane died between launch() and storing handle.ref: adopt gets no ref.
+    executor, job, handle = launch(tmp_path, "import time; time.sleep(60)")
+    deadline = time.monotonic() + 10
+    while not job.files.pid_file(1).exists():  # the launcher claims it before starting the job
+        assert time.monotonic() < deadline, "the launcher wrote no pid file"
+        time.sleep(0.02)
+    adopted = executor.adopt(job, 1, "")
+    assert adopted is not None and adopted.ref == handle.ref and adopted.poll() is None
+    adopted.kill()
+    assert wait(adopted).code is None and wait(handle).code is None
+
+
+def test_an_attempt_given_up_before_its_launcher_claimed_it_never_starts(tmp_path: Path) -> None:
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    started = tmp_path / "started"
+    entry = {"command": [sys.executable, "-c", f"open({str(started)!r}, 'w')"]}
+    job = JobLaunch("j3", spec_from_mapping({"name": "t", "entrypoint": entry}), files)
+    executor = LocalExecutor()
+    # A restarted control plane finds the attempt RUNNING with no process recorded and none claimed yet:
+    # it gives the attempt up (and will free its devices), so a launcher still on its way must not start.
+    assert executor.adopt(job, 1, "") is None
+    status = wait(executor.launch(job, 1, [], {}))
+    assert status.code is None and not started.exists()
+    assert "given up before it started" in files.log.read_text()
 
 
 def test_a_missing_module_fails_in_the_launcher_with_the_error_logged(tmp_path: Path) -> None:
