@@ -17,6 +17,7 @@ from typing import TextIO
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.cli import output
+from control_plane.cli.features import UsageError
 from control_plane.cli.settings import actor
 
 Action = Callable[[DeploymentsClient, argparse.Namespace, TextIO], int]
@@ -66,11 +67,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.add_argument(
         "--shadow", action="append", default=[], metavar="MODEL:VERSION[:PERCENT]", help="mirror to a shadow"
     )
+    create.add_argument(
+        "--ab",
+        action="append",
+        default=[],
+        metavar="MODEL:VERSION:PERCENT",
+        help="an A/B variant with this share of live traffic (the primary keeps the rest; repeatable)",
+    )
     create.add_argument("--description", default="")
     create.add_argument("--salt", default="", help="routing salt (default: the deployment name)")
     create.add_argument("--max-batch-size", type=int, default=0)
     create.add_argument("--max-queue-delay-us", type=int, default=0)
     create.add_argument("--warmup-requests", type=int, default=0)
+    create.add_argument(
+        "--missing-entity-policy",
+        choices=("error", "defaults"),
+        default="",
+        help="an entity with no stored features: refuse the request (error, the default) or use defaults",
+    )
+    create.add_argument(
+        "--feature-defaults", default="", metavar="V1,V2,...", help="the input row used for such an entity"
+    )
+    create.add_argument("--allow-non-finite", action="store_true", help="let NaN and infinities through")
     create.set_defaults(handler=_handler(_create))
 
     listing = actions.add_parser("list", parents=[common], help="deployments")
@@ -139,10 +157,30 @@ def _policy(args: argparse.Namespace) -> pb.CanaryPolicy | None:
 
 def _shadow(text: str) -> pb.Variant:
     parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise ValueError(f"--shadow takes MODEL:VERSION[:PERCENT], not {text!r}")
-    percent = float(parts[2]) if len(parts) == 3 else 100.0
-    return variant(parts[0], int(parts[1]), "shadow", percent)
+    try:
+        if len(parts) in (2, 3):
+            percent = float(parts[2]) if len(parts) == 3 else 100.0
+            return variant(parts[0], int(parts[1]), "shadow", percent)
+    except ValueError:
+        pass
+    raise UsageError(f"--shadow takes MODEL:VERSION[:PERCENT], not {text!r}")
+
+
+def _ab(text: str) -> pb.Variant:
+    parts = text.split(":")
+    try:
+        if len(parts) == 3:
+            return variant(parts[0], int(parts[1]), "canary", float(parts[2]))
+    except ValueError:
+        pass
+    raise UsageError(f"--ab takes MODEL:VERSION:PERCENT, not {text!r}")
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")] if text else []
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
 
 
 def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> int:
@@ -166,12 +204,17 @@ def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> i
 
 
 def _create(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
-    variants = [variant(args.model, args.version, "primary", 100.0, name=args.variant)]
+    tests = [_ab(text) for text in args.ab]
+    primary = 100.0 - sum(v.traffic_percent for v in tests)
+    variants = [variant(args.model, args.version, "primary", primary, name=args.variant), *tests]
     variants += [_shadow(text) for text in args.shadow]
     serving = pb.ServingConfig(
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
         warmup_requests=args.warmup_requests,
+        missing_entity_policy=args.missing_entity_policy,
+        feature_defaults=_numbers(args.feature_defaults, "--feature-defaults"),
+        allow_non_finite=args.allow_non_finite,
     )
     created = client.create(
         args.name,

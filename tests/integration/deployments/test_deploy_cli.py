@@ -75,3 +75,21 @@ def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(
     assert (policy["max_p99_ratio"], policy["max_error_rate"], policy["min_requests"]) == (1.5, 0.01, "50")
     code, out = run(plane, capsys, "deploy", "get", "strict", "--json")
     assert json.loads(out)["canary_policy"]["max_p99_ratio"] == 0.0  # as stored, not the default
+
+
+def test_create_an_ab_split_with_a_fallback_for_unknown_entities(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = str(models.register("eta")), str(models.register("eta"))
+    code, out = run(
+        plane, capsys, "deploy", "create", "eta-ab", "--model", "eta", "--version", a, "--ab", f"eta:{b}:20",
+        "--missing-entity-policy", "defaults", "--feature-defaults", "1.5,0", "--json",
+    )  # fmt: skip
+    assert code == 0
+    shown = json.loads(out)
+    split = {(v["name"], v["role"], v["traffic_percent"]) for v in shown["variants"]}
+    assert split == {("eta-v1", "VARIANT_ROLE_PRIMARY", 80.0), ("eta-v2", "VARIANT_ROLE_CANARY", 20.0)}
+    serving = shown["serving"]
+    assert serving["missing_entity_policy"] == "defaults" and serving["feature_defaults"] == [1.5, 0.0]
+    with pytest.raises(deploy.UsageError, match="--ab takes MODEL:VERSION:PERCENT"):
+        run(plane, capsys, "deploy", "create", "bad", "--model", "eta", "--version", a, "--ab", "eta:2")
