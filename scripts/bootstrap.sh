@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything Aether needs on a fresh Debian/Ubuntu machine: redis-server, PostgreSQL and openssl
 # (apt) and a virtual environment in .venv with the package installed in editable mode plus the dev tools.
-# Idempotent: a second run only checks. AETHER_FRESH_VENV=1 rebuilds .venv from scratch (CI does).
+# `bootstrap.sh --run-only` (what scripts/demo.sh uses) installs only what running Aether needs from apt:
+# redis-server. Idempotent: a second run only checks. AETHER_FRESH_VENV=1 rebuilds .venv (CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,10 @@ cd "$(dirname "$0")/.."
 # command (the TLS tests generate their certificates with it).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${1:-}" != "--run-only" ]; then
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

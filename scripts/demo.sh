@@ -4,5 +4,5 @@
 # Arguments go to `aetherctl demo` (e.g. --size medium, --home DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --run-only
 exec .venv/bin/aetherctl demo "$@"
