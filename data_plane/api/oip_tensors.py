@@ -54,6 +54,13 @@ _CONTENTS_FIELD: dict[str, str] = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+# The narrow integer datatypes travel in 32-bit fields (uint_contents, int_contents), which hold values the
+# datatype cannot: numpy's cast would wrap them silently (UINT8 300 becomes 44), so they are range-checked.
+# The other integer datatypes have a field of exactly their width.
+_NARROW_RANGE: dict[str, tuple[int, int]] = {
+    name: (int(np.iinfo(DATATYPE_TO_NUMPY[name]).min), int(np.iinfo(DATATYPE_TO_NUMPY[name]).max))
+    for name in ("UINT8", "UINT16", "INT8", "INT16")
+}
 
 
 # By dtype object: a dict lookup, where ``dtype.name`` is computed in Python on every access.
@@ -124,8 +131,24 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
                 f"input {tensor.name!r}: contents.{field_name} has {len(values)} values for shape "
                 f"{list(shape)}; expected {count}"
             )
-        arrays[tensor.name] = np.array(values, dtype=dtype).reshape(shape)
+        bounds = _NARROW_RANGE.get(tensor.datatype)
+        array = np.array(values, dtype=dtype) if bounds is None else _narrowed(tensor, values, dtype, bounds)
+        arrays[tensor.name] = array.reshape(shape)
     return arrays
+
+
+def _narrowed(tensor: Any, values: Any, dtype: np.dtype[Any], bounds: tuple[int, int]) -> Array:
+    """Typed contents of a narrow integer datatype, refused when a value is outside its range."""
+    wide = np.array(values, dtype=np.int64)
+    low, high = bounds
+    outside = (wide < low) | (wide > high)
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise InvalidArgument(
+            f"input {tensor.name!r}: {tensor.datatype} value {int(wide[index])} (element {index} of its "
+            f"contents) is out of range; {tensor.datatype} holds {low}..{high}"
+        )
+    return wide.astype(dtype)
 
 
 # ModelInferResponse: model_name = 1, model_version = 2, id = 3, outputs = 5, raw_output_contents = 6

@@ -91,6 +91,13 @@ def _affine(x: np.ndarray, **kwargs: object) -> pb.ModelInferRequest:
     return build_infer_request("affine", {"x": x}, **kwargs)  # type: ignore[arg-type]
 
 
+def _typed(datatype: str, field: str, values: list[int]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="affine")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[1, len(values)])
+    getattr(tensor.contents, field).extend(values)
+    return request
+
+
 ROW = np.zeros((1, 4), np.float32)
 AFFINE_SIGNATURE = "x: float32[-1, 4]"
 BAD_REQUESTS = [
@@ -105,6 +112,9 @@ BAD_REQUESTS = [
     ),
     (_affine(np.array([[0, np.nan, 0, 0]], np.float32)), "INVALID_ARGUMENT", ["'x'", "NaN"]),
     (_affine(ROW, outputs=["z"]), "INVALID_ARGUMENT", ["'z'"]),
+    # Typed values the datatype cannot hold are refused before anything else, not wrapped.
+    (_typed("UINT8", "uint_contents", [7, 300, 1, 2]), "INVALID_ARGUMENT", ["'x'", "UINT8", "300", "0..255"]),
+    (_typed("INT16", "int_contents", [-40000, 1, 2, 3]), "INVALID_ARGUMENT", ["'x'", "INT16", "-40000"]),
 ]
 
 
