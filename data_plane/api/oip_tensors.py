@@ -83,11 +83,37 @@ def _numpy_dtype(tensor: Any) -> np.dtype[Any]:
     return dtype
 
 
+# numpy 1 builds arrays of at most 32 dimensions (numpy 2: 64); no model input comes near. Checked before
+# the element count is computed: math.prod over thousands of huge dimensions (a few hundred kB of request)
+# is a product of millions of bits that held the event loop for seconds.
+MAX_RANK = 32
+
+
 def _shape(tensor: Any) -> tuple[int, ...]:
     shape = tuple(tensor.shape)
+    if len(shape) > MAX_RANK:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are allowed"
+        )
     if min(shape, default=0) < 0:
         raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
     return shape
+
+
+# A tensor with data has no more elements than its message (under 2 GiB) has bytes, which the length
+# checks enforce. A zero-size shape escapes them ([2**62, 0] needs no bytes) and numpy then refuses to build
+# it; its other dimensions are held to what a tensor with data could have. Checked only for zero-size
+# shapes, so a request with data pays nothing for it.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _check_zero_size(tensor: Any, shape: tuple[int, ...]) -> None:
+    elements = math.prod(size for size in shape if size)
+    if elements > MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(shape)} is too large: its non-zero dimensions hold "
+            f"{elements} elements, more than the {MAX_ELEMENTS} a tensor may have"
+        )
 
 
 def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
@@ -115,6 +141,8 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
                     f"input {tensor.name!r}: {len(data)} raw bytes for shape {list(shape)} of "
                     f"{tensor.datatype}; expected {count * dtype.itemsize}"
                 )
+            if not count:
+                _check_zero_size(tensor, shape)
             arrays[tensor.name] = np.frombuffer(data, dtype=dtype).reshape(shape)
             continue
         dtype = _numpy_dtype(tensor)
@@ -131,6 +159,8 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
                 f"input {tensor.name!r}: contents.{field_name} has {len(values)} values for shape "
                 f"{list(shape)}; expected {count}"
             )
+        if not count:
+            _check_zero_size(tensor, shape)
         bounds = _NARROW_RANGE.get(tensor.datatype)
         array = np.array(values, dtype=dtype) if bounds is None else _narrowed(tensor, values, dtype, bounds)
         arrays[tensor.name] = array.reshape(shape)

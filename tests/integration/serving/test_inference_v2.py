@@ -98,6 +98,14 @@ def _typed(datatype: str, field: str, values: list[int]) -> pb.ModelInferRequest
     return request
 
 
+def _shaped(shape: list[int], raw: bool) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="affine")
+    request.inputs.add(name="x", datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"")
+    return request
+
+
 ROW = np.zeros((1, 4), np.float32)
 AFFINE_SIGNATURE = "x: float32[-1, 4]"
 BAD_REQUESTS = [
@@ -115,6 +123,10 @@ BAD_REQUESTS = [
     # Typed values the datatype cannot hold are refused before anything else, not wrapped.
     (_typed("UINT8", "uint_contents", [7, 300, 1, 2]), "INVALID_ARGUMENT", ["'x'", "UINT8", "300", "0..255"]),
     (_typed("INT16", "int_contents", [-40000, 1, 2, 3]), "INVALID_ARGUMENT", ["'x'", "INT16", "-40000"]),
+    # Zero-size shapes need no data, so the length checks pass them; huge other dimensions are refused.
+    (_shaped([2**62, 0], raw=True), "INVALID_ARGUMENT", ["'x'", f"[{2**62}, 0]", "too large"]),
+    (_shaped([2**40, 2**40, 0], raw=True), "INVALID_ARGUMENT", ["'x'", "too large"]),
+    (_shaped([2**62, 0], raw=False), "INVALID_ARGUMENT", ["'x'", f"[{2**62}, 0]", "too large"]),
 ]
 
 

@@ -1,6 +1,8 @@
-"""ModelInfer inputs decoded from typed ``contents``: every integer datatype gets exactly the values sent, and
-a value its datatype cannot hold is refused (INVALID_ARGUMENT naming the input, the datatype and the value),
-never wrapped; checked against a brute-force reference of each datatype's range."""
+"""ModelInfer inputs decoded from the request, against brute-force references: typed ``contents`` of every
+integer datatype give exactly the values sent, and a value the datatype cannot hold is refused
+(INVALID_ARGUMENT naming the input, the datatype and the value), never wrapped; shapes that cannot be a
+tensor (a zero-size shape with huge other dimensions, too many dimensions) are INVALID_ARGUMENT naming the
+input, never a numpy error (INTERNAL)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from clients.errors import InvalidArgument
 from clients.inference import grpc_predict_v2_pb2 as pb
-from data_plane.api.oip_tensors import decode_inputs
+from data_plane.api.oip_tensors import MAX_RANK, decode_inputs
 
 # Each integer datatype, the repeated field that carries it and that field's own range.
 _U32, _I32 = (0, 2**32 - 1), (-(2**31), 2**31 - 1)
@@ -77,3 +79,45 @@ def test_uint8_300_is_refused_not_wrapped_to_44() -> None:
     message = r"input 't': UINT8 value 300 .* out of range; UINT8 holds 0\.\.255"
     with pytest.raises(InvalidArgument, match=message):
         decode_inputs(_typed("UINT8", [300, 7]))
+
+
+def _empty(shape: list[int], raw: bool) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="t", datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"")
+    return request
+
+
+_DIMENSION = st.one_of(
+    st.integers(0, 2**63 - 1),  # anything the int64 field carries
+    st.sampled_from([0, 1, 2**15, 2**16, 2**31 - 1, 2**31, 2**62]),
+    st.integers(1, 64),
+)
+_ZERO_SIZE = st.lists(_DIMENSION, min_size=1, max_size=5).flatmap(
+    lambda dims: st.integers(0, len(dims)).map(lambda at: [*dims[:at], 0, *dims[at:]])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=_ZERO_SIZE, raw=st.booleans())
+def test_a_zero_size_shape_decodes_or_is_refused_naming_the_shape(shape: list[int], raw: bool) -> None:
+    held = 1
+    for size in shape:
+        held *= size or 1
+    if held <= 2**31 - 1:  # what a tensor with data could have (a message is under 2 GiB)
+        assert decode_inputs(_empty(shape, raw))["t"].shape == tuple(shape)
+        return
+    with pytest.raises(InvalidArgument) as info:
+        decode_inputs(_empty(shape, raw))
+    assert "'t'" in info.value.message and str(shape) in info.value.message
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_too_many_dimensions_are_refused_before_the_element_count_is_computed(raw: bool) -> None:
+    assert decode_inputs(_empty([1] * (MAX_RANK - 1) + [0], raw))["t"].ndim == MAX_RANK
+    with pytest.raises(InvalidArgument, match=f"'t': shape has {MAX_RANK + 1} dimensions"):
+        decode_inputs(_empty([1] * MAX_RANK + [0], raw))
+    # math.prod over these took seconds of the event loop; now refused at once.
+    with pytest.raises(InvalidArgument, match="30001 dimensions"):
+        decode_inputs(_empty([2**62] * 30_000 + [0], raw))
