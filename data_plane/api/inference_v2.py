@@ -1,7 +1,8 @@
 """The Open Inference Protocol v2 (``inference.GRPCInferenceService``) over the model manager, so that
 ``tritonclient.grpc`` and KServe tooling work against the data plane unchanged.
 
-Model versions are decimal strings on this protocol; an empty version means the newest READY version.
+Model versions are strings of ASCII digits on this protocol (anything else names no version: NOT_FOUND); an
+empty version means the newest READY version.
 Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
 
 ``ModelInfer`` goes through the same kind of admission gate as Predict (:class:`data_plane.admission
@@ -34,10 +35,16 @@ PLATFORM = "onnxruntime_onnx"
 API = "ModelInfer"
 
 
+# Versions are int64 in the registry, so more digits name none. Only ASCII digits: ``str.isdigit`` also
+# takes other scripts' digits, which ``int`` reads ("٣" as 3) or refuses ("²", an INTERNAL error), and
+# ``int`` refuses strings of over 4,300 digits.
+_MAX_VERSION_DIGITS = 19
+
+
 def parse_version(model: str, text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit():
+    if len(text) > _MAX_VERSION_DIGITS or not (text.isascii() and text.isdigit()):
         raise NotFound(f"model {model!r} has no version {text!r}; versions are positive integers")
     return int(text)
 

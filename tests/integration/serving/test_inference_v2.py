@@ -45,6 +45,9 @@ async def test_server_and_model_readiness_and_metadata(stub: pb_grpc.GRPCInferen
     assert (await stub.ModelReady(pb.ModelReadyRequest(name="affine"))).ready
     assert (await stub.ModelReady(pb.ModelReadyRequest(name="scorer", version="2"))).ready
     assert not (await stub.ModelReady(pb.ModelReadyRequest(name="nope"))).ready
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="affine", version="\u00b2"))).ready
+    error = await _error(stub.ModelMetadata(pb.ModelMetadataRequest(name="affine", version="\u00b2")))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "has no version" in (error.details() or "")
     server = await stub.ServerMetadata(pb.ServerMetadataRequest())
     assert server.name == "aether"
     meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name="scorer"))
@@ -111,6 +114,9 @@ AFFINE_SIGNATURE = "x: float32[-1, 4]"
 BAD_REQUESTS = [
     (build_infer_request("ghost", {"x": ROW}), "NOT_FOUND", ["ghost"]),
     (_affine(ROW, version=9), "NOT_FOUND", ["version 9"]),
+    # A digit that int() refuses (not an INTERNAL error), and one that int() would read as 3.
+    (_affine(ROW, version="\u00b2"), "NOT_FOUND", ["has no version '\u00b2'"]),
+    (_affine(ROW, version="\u0663"), "NOT_FOUND", ["has no version"]),
     (_affine(np.zeros((1, 5), np.float32)), "INVALID_ARGUMENT", ["'x'", "[1, 5]", AFFINE_SIGNATURE]),
     (_affine(np.zeros((1, 4), np.float64)), "INVALID_ARGUMENT", ["'x'", "float64", AFFINE_SIGNATURE]),
     (

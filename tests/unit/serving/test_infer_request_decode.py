@@ -2,7 +2,8 @@
 integer datatype give exactly the values sent, and a value the datatype cannot hold is refused
 (INVALID_ARGUMENT naming the input, the datatype and the value), never wrapped; shapes that cannot be a
 tensor (a zero-size shape with huge other dimensions, too many dimensions) are INVALID_ARGUMENT naming the
-input, never a numpy error (INTERNAL)."""
+input, never a numpy error (INTERNAL); a model version is a string of ASCII digits or names no version
+(NOT_FOUND), never a failed ``int`` (INTERNAL)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, NotFound
 from clients.inference import grpc_predict_v2_pb2 as pb
+from data_plane.api.inference_v2 import parse_version
 from data_plane.api.oip_tensors import MAX_RANK, decode_inputs
 
 # Each integer datatype, the repeated field that carries it and that field's own range.
@@ -121,3 +123,21 @@ def test_too_many_dimensions_are_refused_before_the_element_count_is_computed(ra
     # math.prod over these took seconds of the event loop; now refused at once.
     with pytest.raises(InvalidArgument, match="30001 dimensions"):
         decode_inputs(_empty([2**62] * 30_000 + [0], raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=25), st.text(alphabet="0123456789²³¹٣߃₂", max_size=25)))
+def test_a_version_is_ascii_digits_or_names_no_version(text: str) -> None:
+    if not text:
+        assert parse_version("m", text) is None
+    elif len(text) <= 19 and all(c in "0123456789" for c in text):
+        assert parse_version("m", text) == int(text)
+    else:
+        with pytest.raises(NotFound, match="has no version"):
+            parse_version("m", text)
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "1\u00b2", "9" * 5000])
+def test_unicode_digits_and_endless_digit_strings_name_no_version(text: str) -> None:
+    with pytest.raises(NotFound, match="has no version"):
+        parse_version("m", text)
