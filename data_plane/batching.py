@@ -20,7 +20,9 @@ Policy:
   "the next loop turn that finds the timer due".
 * A batch takes requests in arrival order with the same group (the shape of their non-batch dimensions,
   so they concatenate), up to ``max_batch_size`` rows; a request larger than that runs alone.
-* Requests whose deadline has passed are dropped before inference (DEADLINE_EXCEEDED).
+* Requests whose deadline has passed are dropped before inference (DEADLINE_EXCEEDED). A caller that gives
+  up while it waits (cancelled: the client went away, or gRPC ended the call at its deadline) leaves the
+  queue at once (``withdraw``), so the bounded queue and its depth count only callers still waiting.
 
 Where a batch runs: in a worker thread, so that the event loop keeps serving while the model computes —
 unless the version's batches are known to be short. Handing a batch to a thread and its answer back costs
@@ -135,6 +137,17 @@ class BatchScheduler(Generic[P]):
         if self._in_flight <= 0:
             raise RuntimeError("batch_done called with no batch in flight")
         self._in_flight -= 1
+
+    def withdraw(self, request: QueuedRequest[P]) -> bool:
+        """Removes a request whose caller gave up while it waited, so that its slot is free at once; False
+        when it had already left the queue (taken into a batch, expired or drained)."""
+        try:
+            self._queue.remove(request)  # by identity: QueuedRequest does not define equality
+        except ValueError:
+            return False
+        if request.deadline is not None:
+            self._with_deadline -= 1
+        return True
 
     def drain(self) -> list[QueuedRequest[P]]:
         """Everything still queued, removed (used when the model is unloaded)."""
@@ -272,9 +285,17 @@ class DynamicBatcher(Generic[P, R]):
             return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        scheduler.offer(QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline))
+        request = QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline)
+        scheduler.offer(request)
         self._schedule_step(loop)
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller is gone (it cancelled, or gRPC did at its deadline). Its entry leaves the queue now,
+            # not when a batch forms: behind a long batch, dead entries would fill the queue and shed live
+            # requests (and inflate the queue depth the autoscaler reads).
+            scheduler.withdraw(request)
+            raise
 
     def _run(self, payloads: list[P]) -> _Outcome[R]:
         """Runs one batch and times it (on the loop or in a worker thread)."""

@@ -1,11 +1,14 @@
 """The dynamic batcher: the step scheduler on plain data (rules, and a hypothesis run against a brute-force
-reference of the policy), and the asyncio driver with a plain Python runner."""
+reference of the policy, withdrawals of callers that gave up included), and the asyncio driver with a plain
+Python runner."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -75,11 +78,12 @@ def test_a_full_queue_sheds_and_expired_requests_are_dropped() -> None:
 
 @dataclass
 class _Op:
-    kind: str  # "offer", "step", "done"
+    kind: str  # "offer", "step", "done", "withdraw"
     rows: int = 1
     group: int = 0
     advance: float = 0.0
     deadline_in: float | None = None
+    pick: int = 0  # withdraw: which of the requests offered so far (modulo their number)
 
 
 _ops = st.lists(
@@ -88,6 +92,7 @@ _ops = st.lists(
                   st.one_of(st.none(), st.floats(0, 0.003))),
         st.builds(_Op, st.just("step"), advance=st.floats(0, 0.002)),
         st.builds(_Op, st.just("done")),
+        st.builds(_Op, st.just("withdraw"), advance=st.floats(0, 0.002), pick=st.integers(0, 59)),
     ),
     max_size=60,
 )  # fmt: skip
@@ -101,9 +106,15 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
     queue: list[QueuedRequest[int]] = []  # the reference: a plain list, rules applied literally
     in_flight = 0
     now = 0.0
+    offered: list[QueuedRequest[int]] = []
     for index, op in enumerate(ops):
         now += op.advance
-        if op.kind == "offer":
+        if op.kind == "withdraw":
+            if offered:
+                request = offered[op.pick % len(offered)]
+                assert scheduler.withdraw(request) == (request in queue)
+                queue = [r for r in queue if r is not request]
+        elif op.kind == "offer":
             request = QueuedRequest(
                 index, op.rows, op.group, now, None if op.deadline_in is None else now + op.deadline_in
             )
@@ -115,6 +126,7 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
             scheduler.offer(request)
             assert request.immediate == immediate
             queue.append(request)
+            offered.append(request)
         elif op.kind == "done":
             if in_flight:
                 scheduler.batch_done()
@@ -191,3 +203,38 @@ async def test_the_driver_answers_deadline_exceeded_for_requests_that_expire_in_
     with pytest.raises(DeadlineExceeded):
         await late
     assert calls == [1]  # the expired request never reached the runner
+
+
+async def test_callers_that_give_up_free_their_queue_slots_at_once() -> None:
+    release = threading.Event()
+    ran: list[list[str]] = []
+
+    def runner(payloads: Sequence[str]) -> list[str | BaseException]:
+        release.wait(10)
+        ran.append(list(payloads))
+        return list(payloads)
+
+    executor = ThreadPoolExecutor(1)
+    batcher: DynamicBatcher[str, str] = DynamicBatcher(
+        BatchPolicy(max_batch_size=8, max_queue_size=4), runner, executor
+    )
+    try:
+        running = asyncio.ensure_future(batcher.submit("running", 1, "g", None))
+        await asyncio.sleep(0.01)  # its batch now holds the only worker until released
+        deadline = time.monotonic() + 60
+        waiting = [asyncio.ensure_future(batcher.submit(f"w{i}", 1, "g", deadline)) for i in range(4)]
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 4
+        for task in waiting:  # every waiting caller goes away (a client cancel, a gRPC deadline)
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert batcher.queue_depth == 0
+        late = asyncio.ensure_future(batcher.submit("late", 1, "g", None))  # not shed: the queue is empty
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 1
+        release.set()
+        assert (await running, await late) == ("running", "late")
+        assert ran == [["running"], ["late"]]  # the callers who left never reached the runner
+    finally:
+        release.set()
+        executor.shutdown(wait=True)
