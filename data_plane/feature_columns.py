@@ -9,7 +9,8 @@ all for a model without request-time features.
 Rules (see :mod:`data_plane.feature_vector`): references written ``request:NAME`` are filled from each
 row's request-time features (every row must carry NAME); a request-time feature named exactly like a
 single-feature stored reference replaces the stored value in the rows that carry it, and that value then
-counts as present.
+counts as present. Into an integer (or bool) model input a request-time value must be a whole number the
+input's dtype holds (see :func:`_whole`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,30 @@ from clients.errors import InvalidArgument
 from data_plane.reader import PRESENT
 
 REQUEST_PREFIX = "request:"
+
+# The whole numbers each integer input dtype holds (bool: 0 and 1).
+_WHOLE_RANGE: dict[np.dtype[Any], tuple[int, int]] = {
+    np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+} | {np.dtype(np.bool_): (0, 1)}
+
+
+def _whole_range(dtype: np.dtype[Any]) -> tuple[int, int] | None:
+    # Float inputs, the common case, take request-time values as they are: one attribute read per request.
+    return None if dtype.kind == "f" else _WHOLE_RANGE.get(dtype)
+
+
+def _whole(value: float, bounds: tuple[int, int], dtype: np.dtype[Any], row: int, name: str) -> int:
+    """A request-time value (a double on the wire) for an integer input. numpy's assignment raises on NaN
+    and infinities (ValueError, OverflowError: an INTERNAL error) and silently wraps, truncates or (bool)
+    rounds anything else it cannot hold; the request is refused instead, naming the feature."""
+    low, high = bounds
+    if not (low <= value <= high and float(value).is_integer()):  # NaN fails the comparison
+        raise InvalidArgument(
+            f"row {row}: request-time feature {name!r} is {value!r}; the model's {dtype} input takes whole "
+            f"numbers from {low} to {high}"
+        )
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +107,26 @@ def merge_request_features(
         status = np.full((rows, layout.width), PRESENT, np.uint8)  # request-time values are present
         values[:, layout.stored_columns] = stored
         status[:, layout.stored_columns] = stored_status
+        bounds = _whole_range(values.dtype)
         for column, name, ref in layout.request_columns:
             for row in range(rows):
                 value = request_features[row].get(name) if request_features else None
                 if value is None:
                     raise InvalidArgument(f"row {row} has no request-time feature {name!r} ({ref})")
+                if bounds is not None:
+                    value = _whole(value, bounds, values.dtype, row, name)
                 values[row, column] = value
     overridable = layout.overridable
     if request_features and overridable:
         copied = values is not stored
+        bounds = _whole_range(values.dtype)
         for row, features in enumerate(request_features):
             for name, value in features.items():
                 columns = overridable.get(name)
                 if columns is None:
                     continue
+                if bounds is not None:
+                    value = _whole(value, bounds, values.dtype, row, name)
                 if not copied:  # ``stored`` may be a read-only view of Redis's bytes
                     values, status, copied = values.copy(), status.copy(), True
                 for column in columns:

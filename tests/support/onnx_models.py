@@ -5,6 +5,7 @@
 * :func:`two_inputs` — float32 ``x`` [batch, 3] and int64 ``k`` [batch, 1] → ``x * k`` (dtype checks).
 * :func:`failing` — fails at runtime for any row with a value of magnitude ≥ 1 (a table lookup out of
   range) and answers zeros otherwise, so it loads and warms up (zeros) and then breaks on real traffic.
+* :func:`integer_input` — ``y = float(x)`` on int64 [batch, width]: a model whose input is not float.
 * :func:`slow` — a chain of ``layers`` width×width matmuls over [batch, width]: ≈10 ms per row on one
   core here.
 
@@ -107,6 +108,17 @@ def failing() -> onnx.ModelProto:
         ),  # [batch, 1]; index ≥ 1 is out of range
     ]
     graph = helper.make_graph(nodes, "failing", [_float_io("x", 4)], [_float_io("y", 1)], [table])
+    return _model(graph)
+
+
+def integer_input(width: int = 2) -> onnx.ModelProto:
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(
+        nodes,
+        "integer_input",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", width])],
+        [_float_io("y", width)],
+    )
     return _model(graph)
 
 

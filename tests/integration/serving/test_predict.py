@@ -5,6 +5,7 @@ through a persisted deployment plan with a shadow variant."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED, serving_settings
+from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
 
@@ -82,6 +84,33 @@ async def test_request_time_features_merge_in_reference_order(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Predict(missing_hour, timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'hour'" in (info.value.details() or "")
+
+
+async def test_request_time_features_of_an_integer_input_must_be_whole_numbers_it_holds(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
+) -> None:
+    spec = onnx_models.save(
+        onnx_models.integer_input(2), tmp_path / "counts.onnx", "counts",
+        feature_refs=("request:hour", "request:day"),
+    )  # fmt: skip
+    await data_plane.manager.ensure_loaded(spec)
+    row = [{"driver_id": 1}]
+    good = build_predict_request("counts", row, request_features=[{"hour": 13.0, "day": 2.0}])
+    result = decode_predict_response(await stub.Predict(good, timeout=5))
+    assert result.outputs["y"].tolist() == [[13.0, 2.0]]
+    # numpy's assignment raised on NaN and infinities (INTERNAL) and wrapped or truncated the rest.
+    for hour in (math.nan, math.inf, -math.inf, 1e30, 2.5, -(2.0**64)):
+        bad = build_predict_request("counts", row, request_features=[{"hour": hour, "day": 2.0}])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(bad, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert "request-time feature 'hour'" in (info.value.details() or "")
+        assert "int64 input takes whole numbers" in (info.value.details() or "")
+    refused = data_plane.metrics.registry.get_sample_value(
+        "aether_inference_requests_total",
+        {"api": "Predict", "model": "counts", "version": "", "code": "INVALID_ARGUMENT"},
+    )
+    assert refused == 6
 
 
 async def test_an_entity_without_features_gets_the_deployments_fallback(

@@ -1,9 +1,11 @@
 """Column layout and request-time merge of Predict's model input against a brute-force reference: a loop
 over the references that slices each one's stored columns, builds each request-time column row by row
-and applies same-name overrides (the assembly the layout replaced)."""
+and applies same-name overrides (the assembly the layout replaced). Request-time values for an integer or
+bool input are whole numbers the input holds, or the request is refused naming the feature."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -111,3 +113,55 @@ def test_without_request_time_features_the_stored_matrix_is_the_input() -> None:
 def test_counts_must_match_the_stored_references() -> None:
     with pytest.raises(ValueError, match="more column counts"):
         column_layout(["v:a"], [1, 1])
+
+
+_WHOLE_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+# What each holds, written out (bool: 0 and 1).
+_HOLDS = {
+    np.int8: (-128, 127), np.int16: (-32768, 32767), np.int32: (-(2**31), 2**31 - 1),
+    np.int64: (-(2**63), 2**63 - 1), np.uint8: (0, 255), np.uint16: (0, 65535), np.uint32: (0, 2**32 - 1),
+    np.uint64: (0, 2**64 - 1), np.bool_: (0, 1),
+}  # fmt: skip
+_EDGES = sorted({float(v + d) for low, high in _HOLDS.values() for v in (low, high) for d in (-1, 0, 1)})
+_REQUEST_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(_EDGES),
+    st.integers(-(2**65), 2**65).map(float),
+    st.integers(-300, 300).map(lambda v: v / 2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(dtype=st.sampled_from(_WHOLE_DTYPES), value=_REQUEST_VALUES, override=st.booleans())
+def test_an_integer_input_takes_request_time_whole_numbers_it_holds(
+    dtype: type[np.generic], value: float, override: bool
+) -> None:
+    # As a request:x column, or as a same-name override of the stored single-feature reference v:a.
+    refs, name = (["v:a"], "v:a") if override else (["v:a", "request:x"], "x")
+    stored = np.zeros((2, 1), dtype)
+    stored.flags.writeable = False
+    features = [{name: 1.0}, {name: value}]
+    low, high = _HOLDS[dtype]
+    fits = math.isfinite(value) and math.floor(value) == value and low <= int(value) <= high
+    layout = column_layout(refs, [1])
+    if not fits:
+        with pytest.raises(InvalidArgument) as info:
+            merge_request_features(layout, stored, np.zeros((2, 1), np.uint8), features)
+        assert f"row 1: request-time feature {name!r} is {value!r}" in info.value.message
+        assert f"from {low} to {high}" in info.value.message
+        return
+    values, _ = merge_request_features(layout, stored, np.zeros((2, 1), np.uint8), features)
+    column = 0 if override else 1
+    assert values.dtype == dtype and int(values[1, column]) == int(value) and int(values[0, column]) == 1
+
+
+def test_a_float_input_takes_request_time_values_as_they_are() -> None:
+    """NaN and infinities reach the model input check (which names the input), fractions stay fractions."""
+    stored = np.zeros((1, 0), np.float32)
+    values, _ = merge_request_features(
+        column_layout(["request:x", "request:y", "request:z"], []),
+        stored,
+        np.zeros((1, 0), np.uint8),
+        [{"x": 2.5, "y": math.nan, "z": -math.inf}],
+    )
+    assert values[0, 0] == 2.5 and math.isnan(values[0, 1]) and values[0, 2] == -math.inf
