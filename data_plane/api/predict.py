@@ -4,7 +4,11 @@
 
 Predict answers wire bytes (:func:`encode_response`, an identity serializer), as ModelInfer does and for
 the same reason (see ``data_plane.api.oip_tensors``): a response message built and serialized per request
-costs a loaded server tens of µs of CPU."""
+costs a loaded server tens of µs of CPU.
+
+Every request is counted in ``aether_inference_requests_total`` with the status its caller saw: answered,
+refused, failed by a bug (INTERNAL) or ended by gRPC at its deadline or the caller's cancel
+(:func:`data_plane.api.outcomes.call_status`)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numpy as np
 from clients.aether.v1 import inference_pb2 as pb
 from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
 from data_plane.admission import Admission
+from data_plane.api.outcomes import call_status
 from data_plane.api.registration import add_service
 from data_plane.feature_vector import RowFacts
 from data_plane.metrics import ServingMetrics
@@ -28,6 +33,7 @@ from data_plane.wire import varint
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 MAX_BATCH_REQUESTS = 1000
+API = "Predict"
 
 
 def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> PredictCall:
@@ -126,17 +132,22 @@ class PredictServicer:
         self._predictor = predictor
         self._metrics = metrics
         self.admission = Admission()
-        metrics.track_in_flight("Predict", lambda: self.admission.in_flight)
+        metrics.track_in_flight(API, lambda: self.admission.in_flight)
 
-    async def _predict(self, request: pb.PredictRequest, time_remaining_s: float | None) -> Prediction:
+    async def _predict(
+        self,
+        request: pb.PredictRequest,
+        time_remaining_s: float | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Prediction:
         started = time.perf_counter()
         try:
             prediction = await self._predictor.predict(_call(request, time_remaining_s))
-        except AetherError as exc:
-            self._metrics.request("Predict", request.deployment, "", exc.code.name, None)
+        except BaseException as exc:  # counted whatever it is, then answered as before
+            self._metrics.request(API, request.deployment, "", call_status(exc, context), None)
             raise
         self._metrics.request(
-            "Predict", prediction.model.name, prediction.model.version, "OK", time.perf_counter() - started
+            API, prediction.model.name, prediction.model.version, "OK", time.perf_counter() - started
         )
         return prediction
 
@@ -145,7 +156,7 @@ class PredictServicer:
         """Answers a serialized ``PredictResponse`` (see :func:`encode_response`)."""
         self.admission.enter()
         try:
-            return encode_response(await self._predict(request, context.time_remaining()))
+            return encode_response(await self._predict(request, context.time_remaining(), context))
         finally:
             self.admission.leave()
 
@@ -162,7 +173,7 @@ class PredictServicer:
         self.admission.enter(count)
         try:
             results = await asyncio.gather(
-                *(self._predict(r, remaining) for r in request.requests), return_exceptions=True
+                *(self._predict(r, remaining, context) for r in request.requests), return_exceptions=True
             )
         finally:
             self.admission.leave(count)
