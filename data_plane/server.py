@@ -190,7 +190,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     started = asyncio.Event()
-    inference_servicer = inference_v2.InferenceV2Servicer(manager, metrics, started.is_set)
+    inference_servicer = inference_v2.InferenceV2Servicer(
+        manager, metrics, started.is_set, max_send_bytes=settings.max_message_bytes
+    )
     inference_v2.add_to_server(inference_servicer, server)
     watch = RegistryWatch(
         registry,
@@ -206,7 +208,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     await _load_static_models(settings, manager)
     deployments = await start_deployment_watch(settings, manager)
     predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
-    predict_servicer = predict.PredictServicer(predictor, metrics)
+    predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)
     reflection.enable_server_reflection(
         (

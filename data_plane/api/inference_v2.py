@@ -13,6 +13,8 @@ holds its model version (a lease) until answered, so unloading that version mean
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
+from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
@@ -67,9 +70,17 @@ def _requested_outputs(request: pb.ModelInferRequest, spec: ModelSpec) -> list[s
 
 
 class InferenceV2Servicer:
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics, ready: Any = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics,
+        ready: Any = None,
+        max_send_bytes: int | None = None,
+    ) -> None:
         self._manager = manager
         self._metrics = metrics
+        # The server's grpc.max_send_message_length (None: unlimited, gRPC's default for sending).
+        self._max_send_bytes = sys.maxsize if max_send_bytes is None else max_send_bytes
         self.admission = Admission()
         metrics.track_in_flight(API, lambda: self.admission.in_flight)
         # Whether the server has finished starting (initial models settled); a callable returning bool.
@@ -137,9 +148,14 @@ class InferenceV2Servicer:
             finally:
                 self.admission.leave()
             response = encode_response(name, str(spec.version), request.id, outputs, requested)
+            if len(response) > self._max_send_bytes:
+                raise too_large(len(response), self._max_send_bytes)
         except AetherError as exc:
             self._metrics.request(API, name, version, exc.code.name, None)
             await context.abort(exc.code, exc.message)
+        except asyncio.CancelledError as exc:  # gRPC ended the call: its caller's deadline or cancel
+            self._metrics.request(API, name, version, call_status(exc, context), None)
+            raise
         except Exception as exc:
             self._metrics.request(API, name, version, grpc.StatusCode.INTERNAL.name, None)
             await context.abort(

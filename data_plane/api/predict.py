@@ -7,13 +7,15 @@ the same reason (see ``data_plane.api.oip_tensors``): a response message built a
 costs a loaded server tens of µs of CPU.
 
 Every request is counted in ``aether_inference_requests_total`` with the status its caller saw: answered,
-refused, failed by a bug (INTERNAL) or ended by gRPC at its deadline or the caller's cancel
-(:func:`data_plane.api.outcomes.call_status`)."""
+refused, failed by a bug (INTERNAL), ended by gRPC at its deadline or the caller's cancel
+(:func:`data_plane.api.outcomes.call_status`), or answered too large for one message (RESOURCE_EXHAUSTED,
+checked here: gRPC refuses it only after the handler returns)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 from clients.aether.v1 import inference_pb2 as pb
 from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
 from data_plane.admission import Admission
-from data_plane.api.outcomes import call_status
+from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service
 from data_plane.feature_vector import RowFacts
 from data_plane.metrics import ServingMetrics
@@ -128,9 +130,13 @@ def encode_response(prediction: Prediction) -> bytes:
 
 
 class PredictServicer:
-    def __init__(self, predictor: Predictor, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, predictor: Predictor, metrics: ServingMetrics, max_send_bytes: int | None = None
+    ) -> None:
         self._predictor = predictor
         self._metrics = metrics
+        # The server's grpc.max_send_message_length (None: unlimited, gRPC's default for sending).
+        self._max_send_bytes = sys.maxsize if max_send_bytes is None else max_send_bytes
         self.admission = Admission()
         metrics.track_in_flight(API, lambda: self.admission.in_flight)
 
@@ -139,26 +145,32 @@ class PredictServicer:
         request: pb.PredictRequest,
         time_remaining_s: float | None,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> Prediction:
+    ) -> tuple[Prediction, float]:
+        """The prediction and its seconds. A failure is counted here; an answer by the caller, once it
+        knows the response fits in a message."""
         started = time.perf_counter()
         try:
             prediction = await self._predictor.predict(_call(request, time_remaining_s))
         except BaseException as exc:  # counted whatever it is, then answered as before
             self._metrics.request(API, request.deployment, "", call_status(exc, context), None)
             raise
-        self._metrics.request(
-            API, prediction.model.name, prediction.model.version, "OK", time.perf_counter() - started
-        )
-        return prediction
+        return prediction, time.perf_counter() - started
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         """Answers a serialized ``PredictResponse`` (see :func:`encode_response`)."""
         self.admission.enter()
         try:
-            return encode_response(await self._predict(request, context.time_remaining(), context))
+            prediction, seconds = await self._predict(request, context.time_remaining(), context)
+            response = encode_response(prediction)
         finally:
             self.admission.leave()
+        model = prediction.model
+        if len(response) > self._max_send_bytes:
+            self._metrics.request(API, model.name, model.version, "RESOURCE_EXHAUSTED", None)
+            raise too_large(len(response), self._max_send_bytes)
+        self._metrics.request(API, model.name, model.version, "OK", seconds)
+        return response
 
     @maps_errors
     async def PredictBatch(
@@ -178,15 +190,25 @@ class PredictServicer:
         finally:
             self.admission.leave(count)
         response = pb.PredictBatchResponse()
+        answered: list[tuple[Prediction, float]] = []
         for result in results:
-            if isinstance(result, Prediction):
-                response.results.add(code=0, response=to_response(result))
+            if isinstance(result, tuple):
+                answered.append(result)
+                response.results.add(code=0, response=to_response(result[0]))
             elif isinstance(result, AetherError):
                 response.results.add(code=result.code.value[0], message=result.message)
             else:
                 response.results.add(
                     code=grpc.StatusCode.INTERNAL.value[0], message=f"{type(result).__name__}: {result}"
                 )
+        size = response.ByteSize()
+        if size > self._max_send_bytes:  # gRPC would refuse it after we return: none of these answers arrives
+            for prediction, _ in answered:
+                model = prediction.model
+                self._metrics.request(API, model.name, model.version, "RESOURCE_EXHAUSTED", None)
+            raise too_large(size, self._max_send_bytes)
+        for prediction, seconds in answered:
+            self._metrics.request(API, prediction.model.name, prediction.model.version, "OK", seconds)
         return response
 
 

@@ -6,6 +6,8 @@
 * :func:`failing` — fails at runtime for any row with a value of magnitude ≥ 1 (a table lookup out of
   range) and answers zeros otherwise, so it loads and warms up (zeros) and then breaks on real traffic.
 * :func:`integer_input` — ``y = float(x)`` on int64 [batch, width]: a model whose input is not float.
+* :func:`tiled` — ``x`` repeated ``times`` times along its features, float32 [batch, width] → [batch,
+  width × times]: an answer far larger than its request (message size limits).
 * :func:`slow` — a chain of ``layers`` width×width matmuls over [batch, width]: ≈10 ms per row on one
   core here.
 
@@ -118,6 +120,15 @@ def integer_input(width: int = 2) -> onnx.ModelProto:
         "integer_input",
         [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", width])],
         [_float_io("y", width)],
+    )
+    return _model(graph)
+
+
+def tiled(width: int = 1, times: int = 2048) -> onnx.ModelProto:
+    repeats = numpy_helper.from_array(np.array([1, times], dtype=np.int64), "repeats")
+    nodes = [helper.make_node("Tile", ["x", "repeats"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "tiled", [_float_io("x", width)], [_float_io("y", width * times)], [repeats]
     )
     return _model(graph)
 

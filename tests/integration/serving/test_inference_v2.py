@@ -180,11 +180,27 @@ async def test_oversized_messages_and_a_full_queue_are_resource_exhausted(
             onnx_models.slow(layers=400, width=256), tmp_path / "slow.onnx", "slow", warmup_requests=1
         )
         await handle.manager.ensure_loaded(slow)
+        tiled = onnx_models.save(onnx_models.tiled(1, 2048), tmp_path / "tiled.onnx", "tiled")
+        await handle.manager.ensure_loaded(tiled)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
             big = build_infer_request("affine", {"x": np.zeros((300, 4), np.float32)})  # 4.8 kB > 4 kB
             error = await _error(stub.ModelInfer(big))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # A small request whose answer (8 kB) is over the limit: refused, and counted as refused.
+            error = await _error(
+                stub.ModelInfer(build_infer_request("tiled", {"x": np.ones((1, 1), np.float32)}))
+            )
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "bytes, more than the 4096" in (error.details() or ""), error.details()
+            counted = {
+                code: handle.metrics.registry.get_sample_value(
+                    "aether_inference_requests_total",
+                    {"api": "ModelInfer", "model": "tiled", "version": "1", "code": code},
+                )
+                for code in ("OK", "RESOURCE_EXHAUSTED")
+            }
+            assert counted == {"OK": None, "RESOURCE_EXHAUSTED": 1.0}
             row = build_infer_request("slow", {"x": np.zeros((1, 256), np.float32)})
             results = await asyncio.gather(*(stub.ModelInfer(row) for _ in range(6)), return_exceptions=True)
         codes = [r.code() if isinstance(r, grpc.aio.AioRpcError) else grpc.StatusCode.OK for r in results]
@@ -194,6 +210,49 @@ async def test_oversized_messages_and_a_full_queue_are_resource_exhausted(
         assert "queue is full" in (shed[0].details() or "")
     finally:
         await handle.stop(None)
+
+
+async def _counted(handle: DataPlaneHandle, labels: dict[str, str], expected: float) -> None:
+    """Waits for the server's count (a handler gRPC cancels finishes a moment after its client hears)."""
+    value = None
+    for _ in range(200):
+        value = handle.metrics.registry.get_sample_value("aether_inference_requests_total", labels)
+        if value == expected:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"counted {value} for {labels}, expected {expected}")
+
+
+async def test_a_call_ended_by_its_deadline_or_its_caller_is_counted_as_the_caller_saw_it(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
+) -> None:
+    spec = onnx_models.save(
+        onnx_models.slow(layers=600, width=1024), tmp_path / "slow.onnx", "slow",
+        warmup_requests=1, max_batch_size=1,
+    )  # fmt: skip
+    await data_plane.manager.ensure_loaded(spec)  # a request takes ~0.1 s here, in a worker thread
+    request = build_infer_request("slow", {"x": np.zeros((1, 1024), np.float32)})
+    error = await _error(stub.ModelInfer(request, timeout=0.05))  # passes while the model runs
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    labels = {"api": "ModelInfer", "model": "slow", "version": "1"}
+    await _counted(data_plane, {**labels, "code": "DEADLINE_EXCEEDED"}, 1)
+
+    gate = data_plane.admissions[1]  # ModelInfer's
+    call = stub.ModelInfer(request, timeout=30)
+    for _ in range(500):  # cancel once the server holds the call
+        if gate.in_flight:
+            break
+        await asyncio.sleep(0.002)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await _counted(data_plane, {**labels, "code": "CANCELLED"}, 1)
+    assert (
+        data_plane.metrics.registry.get_sample_value(
+            "aether_inference_requests_total", {**labels, "code": "OK"}
+        )
+        is None
+    )
 
 
 async def test_health_reflection_and_metrics(

@@ -159,6 +159,38 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     await _counted(data_plane, {**labels, "code": "CANCELLED"}, 1)
 
 
+async def test_a_predict_answer_too_large_for_a_message_is_refused_and_counted_so(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    handle = await start_server(serving_settings(tmp_path, own_redis.url, max_message_bytes=4096))
+    try:
+        spec = onnx_models.save(
+            onnx_models.tiled(1, 2048), tmp_path / "tiled.onnx", "tiled", feature_refs=("request:hour",)
+        )
+        await handle.manager.ensure_loaded(spec)
+        request = build_predict_request("tiled", [{"driver_id": 1}], request_features=[{"hour": 1.0}])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.aio.AioRpcError) as info:  # an 8 kB answer to a request of a few bytes
+                await stub.Predict(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "bytes, more than the 4096" in (info.value.details() or ""), info.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.PredictBatch(pb.PredictBatchRequest(requests=[request]), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "bytes, more than the 4096" in (info.value.details() or ""), info.value.details()
+        counted = {
+            code: handle.metrics.registry.get_sample_value(
+                "aether_inference_requests_total",
+                {"api": "Predict", "model": "tiled", "version": "1", "code": code},
+            )
+            for code in ("OK", "RESOURCE_EXHAUSTED")
+        }
+        assert counted == {"OK": None, "RESOURCE_EXHAUSTED": 2.0}
+    finally:
+        await handle.stop(None)
+
+
 class _FakeBrokenPredictor(Predictor):
     """A fake: a bug inside Predict (an exception that is not an AetherError). The known ways to cause one
     through the real predictor are fixed, so it is raised here."""
