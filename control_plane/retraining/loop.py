@@ -15,7 +15,10 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
 
 A manual trigger (:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every
 decision, outcome, evaluation and promotion step is in the audit log (actor ``retraining`` or the
-person who asked). The schedule rule needs two ticks: the first only marks the start of its window.
+person who asked). The schedule rule's window runs from the deployment's previous tick, which is stored
+(:mod:`.ticks`) once the tick's decision is: after a restart it still starts at the last tick before the
+restart, so a cron minute missed while the control plane was down fires once at the first tick after it.
+Only a deployment's very first tick just marks the start of the window.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from control_plane.monitoring.settings import DEFAULT_STREAM
 from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
-from control_plane.retraining import observe, records
+from control_plane.retraining import observe, records, ticks
 from control_plane.retraining.data_window import check_window
 from control_plane.retraining.evaluation import evaluate
 from control_plane.retraining.holdout import production_holdout
@@ -106,7 +109,6 @@ class Retrainer:
         self._settings = settings
         self.alerter = alerter or Alerter(settings.webhook_url)
         self._clock = clock
-        self._previous_tick_us: dict[str, int] = {}
         self.promoter = Promoter(sessions, registry, deployments)
         self._background = BackgroundLoop("retraining-loop")
         self._lock = asyncio.Lock()
@@ -166,17 +168,21 @@ class Retrainer:
         if not config.performance_metric:
             config = configs.effective(config, monitor.alert_metric)
         seen = await asyncio.to_thread(self._observe, config, monitor, now, manual)
-        self._previous_tick_us[name] = now
         decision = decide(configs.rules_of(config), seen)
         actor = manual.actor if manual is not None else ACTOR
         draft = records.Draft(
             name, now, decision.triggered, decision.rules, actor, primary.model_name, int(primary.version)
         )
         if not decision.triggered:
-            return await asyncio.to_thread(
+            stored = await asyncio.to_thread(
                 records.add_decision, self._sessions, draft, decision.reasons, records.NOT_TRIGGERED
             )
-        return await self._retrain(config, primary, decision.reasons, draft)
+        else:
+            stored = await self._retrain(config, primary, decision.reasons, draft)
+        # The window moves on only once its decision is stored: a crash before this line makes the next
+        # tick decide the same window again, and the cooldown and running-job guards see the decision.
+        await asyncio.to_thread(ticks.record, self._sessions, name, now)
+        return stored
 
     def _observe(
         self, config: pb.TriggerConfig, monitor: monpb.MonitorConfig, now: int, manual: ManualRequest | None
@@ -185,7 +191,7 @@ class Retrainer:
         last = records.last_triggered_us(self._sessions, name)
         return Observations(
             now_us=now,
-            previous_tick_us=self._previous_tick_us.get(name, 0),
+            previous_tick_us=ticks.previous(self._sessions, name),
             last_triggered_us=last,
             retraining_running=bool(records.submitted(self._sessions, name)),
             performance=observe.performance_windows(self._sessions, monitor, last, now),

@@ -6,6 +6,8 @@
   table), with what came of it (``outcome``) and the job it submitted.
 * ``retraining_evaluations``: one challenger/champion evaluation per finished retraining job.
 * ``retraining_promotions``: the promotion state of each evaluated challenger.
+* ``retraining_ticks``: when the loop last decided for each deployment, which is where the schedule
+  rule's next window starts; stored, not kept in memory, so a restart does not lose a cron minute.
 
 Deployment, model and job ids are plain columns, not foreign keys: those rows belong to other concerns
 (and other migration branches) and may be deleted while this history stays.
@@ -84,3 +86,10 @@ class RetrainingPromotionRow(Base):
     agreement_rate: Mapped[float | None] = mapped_column(Double, nullable=True)
     phase_started_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class RetrainingTickRow(Base):
+    __tablename__ = "retraining_ticks"
+
+    deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    at_us: Mapped[int] = mapped_column(BigInteger)
