@@ -1,9 +1,9 @@
 """Stage 7: the loop closes. Retraining triggers are configured on the deployment (the monitor's quality
 rule: MAE above the alert threshold; drift counts as a signal); the control plane's retrainer sees the
-degraded windows by itself, re-validates the new data window and resubmits the champion's own training
-job over it; the challenger is evaluated against the champion on the labelled production holdout, and
-promoted through a short shadow phase and a canary only when its gates pass. Traffic keeps flowing the
-whole time (the canary controller decides from it)."""
+drift and the degraded windows by itself (a quality window once it has ended), re-validates the new data
+window and resubmits the champion's own training job over it; the challenger is evaluated against the
+champion on the labelled production holdout, and promoted through a short shadow phase and a canary only
+when its gates pass. Traffic keeps flowing the whole time (the canary controller decides from it)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from clients.sdk.models import ModelRegistryClient
 from clients.sdk.retraining import RetrainingClient
 from control_plane.cli.settings import CliSettings
 from control_plane.demo.progress import Say
+from control_plane.demo.serve import QUALITY_WINDOW_S
 from control_plane.demo.traffic import DEPLOYMENT
 from control_plane.demo.train import MODEL, wait_for_job
 from control_plane.demo.training_set import TrainingSet
@@ -111,7 +112,9 @@ def retrain(
                 ),
                 None,
             ),
-            60.0,
+            # A quality window counts once it has ended: the first one wholly after the shift ends up to
+            # two windows later (data drift confirmed by prediction drift usually triggers before that).
+            60.0 + 2 * QUALITY_WINDOW_S,
             "an automatic retraining trigger",
         )
         say(

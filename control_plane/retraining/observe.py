@@ -1,9 +1,11 @@
 """What the retraining loop reads for one deployment: trigger observations from the monitor's tables
 (read-only), and the training spec of the serving model version.
 
-* performance: the monitor's quality windows (:func:`control_plane.monitoring.performance.performance`)
-  since the last trigger (at most two days back, and at most as many windows as the monitor answers for
-  in one query: short windows look back less) that held enough labels;
+* performance: the monitor's complete quality windows
+  (:func:`control_plane.monitoring.performance.performance`) since the last trigger (at most two days
+  back, and at most as many windows as the monitor answers for in one query: short windows look back
+  less) that held enough labels. A window still in progress is left out, as the monitor's own alerting
+  does: it ends after every trigger, so it would count as fresh again after each cooldown;
 * drift: the monitor's stored drift reports over the same span;
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
@@ -43,7 +45,11 @@ def performance_windows(
     since = max(since_us, now_us - performance_lookback_us(monitor))
     found = performance(sessions, monitor, since, now_us)
     scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
-    return [PerformanceObservation(w.end_us, dict(w.metrics)) for w in found.windows if w.status in scored]
+    return [
+        PerformanceObservation(w.end_us, dict(w.metrics))
+        for w in found.windows
+        if w.status in scored and w.end_us <= now_us
+    ]
 
 
 def performance_lookback_us(monitor: mpb.MonitorConfig) -> int:

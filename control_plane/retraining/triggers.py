@@ -6,8 +6,8 @@ whether to retrain, with the rules that fired and a reason for each (or the reas
 Rules (each off unless configured):
 
 * **schedule** — a minute matching the cron expression started in ``(previous_tick_us, now_us]``;
-* **performance** — the newest quality window with enough labels is past the threshold (below it; above
-  it for error metrics such as MAE);
+* **performance** — the newest complete quality window with enough labels is past the threshold (below
+  it; above it for error metrics such as MAE);
 * **drift** — the newest drift report drifted, *combined* with a performance degradation or, while
   labels are still missing, the proxy signal of prediction drift; data drift on its own triggers only
   with ``drift_alone``;
@@ -16,7 +16,8 @@ Rules (each off unless configured):
 
 Guards, in order: nothing triggers while a retraining job of the deployment is still running; automatic
 rules wait out ``cooldown_s`` after the last trigger (a manual request skips the cooldown); and only
-signals from windows that ended after the last trigger count, so one degraded window triggers once.
+signals from windows that ended after the last trigger, and by ``now_us``, count, so one degraded window
+triggers once (a window still in progress would end after every trigger, and fire after every cooldown).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TriggerRules:
 
 @dataclass(frozen=True)
 class PerformanceObservation:
-    """One quality window that held enough labels."""
+    """One complete quality window that held enough labels."""
 
     end_us: int
     metrics: dict[str, float]
@@ -135,7 +136,7 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
 
 
 def _fresh_performance(seen: Observations) -> PerformanceObservation | None:
-    newer = [w for w in seen.performance if w.end_us > seen.last_triggered_us]
+    newer = [w for w in seen.performance if seen.last_triggered_us < w.end_us <= seen.now_us]
     return max(newer, key=lambda w: w.end_us) if newer else None
 
 

@@ -1,15 +1,36 @@
-"""The retraining loop's performance look-back fits in one monitor query, however short the windows."""
+"""The retraining loop's performance look-back fits in one monitor query, however short the windows, and
+only complete quality windows reach the trigger (on a real metadata database, each backend)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as mpb
+from clients.aether.v1 import retraining_pb2 as pb
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.monitoring import config as monitor_configs
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.performance import window_starts
-from control_plane.retraining.observe import LOOKBACK_US, performance_lookback_us
+from control_plane.retraining import config as configs
+from control_plane.retraining.observe import LOOKBACK_US, performance_lookback_us, performance_windows
+from control_plane.retraining.triggers import Observations, decide
 
 NOW_US = 1_800_000_000_000_000
+SECOND = 1_000_000
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    yield create_session_factory(engine)
+    engine.dispose()
 
 
 @given(width_s=st.floats(0.5, 7 * 86_400), step_fraction=st.floats(0.01, 1.0))
@@ -37,3 +58,42 @@ def test_long_windows_look_back_two_days() -> None:
 def test_short_windows_look_back_less() -> None:
     monitor = mpb.MonitorConfig(performance_window_seconds=10, performance_step_seconds=5)
     assert performance_lookback_us(monitor) < 2000 * 5 * 1_000_000
+
+
+def at(hour: int, minute: int = 0) -> int:
+    return int(dt.datetime(2026, 5, 1, hour, minute, tzinfo=dt.UTC).timestamp()) * SECOND
+
+
+def test_a_degraded_window_triggers_once_after_it_ends(sessions: sessionmaker[Session]) -> None:
+    """Six-hour windows, a one-hour cooldown: the window [06:00, 12:00) holds 100 wrong predictions
+    made at 08:00. While it is in progress it does not count (it would end after every trigger and so
+    fire again after every cooldown); once it has ended it triggers, once."""
+    monitor = monitor_configs.effective(
+        mpb.MonitorConfig(
+            deployment="eta",
+            task=mpb.TASK_TYPE_CLASSIFICATION,
+            performance_window_seconds=6 * 3600,
+            min_labels=50,
+        )
+    )
+    index_predictions(
+        sessions,
+        [
+            IndexedPrediction(f"r{i}", 0, "eta", "eta", 1, "eta-v1", at(8) + i * 10 * SECOND, [1.0], True)
+            for i in range(100)
+        ],
+    )
+    record_feedback(sessions, [mpb.Feedback(request_id=f"r{i}", label=0.0) for i in range(100)])
+    config = pb.TriggerConfig(
+        deployment="eta", enabled=True, performance_threshold=0.9, cooldown_seconds=3600
+    )
+    rules = configs.rules_of(configs.effective(config, "accuracy"))
+    last, fired = 0, []
+    for now in (at(9), at(10, 5), at(11, 10), at(12), at(13, 5), at(14, 10)):
+        seen = performance_windows(sessions, monitor, last, now)
+        assert all(w.end_us <= now for w in seen)
+        decision = decide(rules, Observations(now, now - 30 * SECOND, last, performance=seen))
+        if decision.triggered:
+            fired.append(now)
+            last = now
+    assert fired == [at(12)]

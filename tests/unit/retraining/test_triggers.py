@@ -158,3 +158,16 @@ def test_label_volume_and_running_job_and_explanations() -> None:
     mae = TriggerRules(performance_metric="mae", performance_threshold=2.0, error_metric=True)
     worse = decide(mae, Observations(now_us=NOW, performance=[PerformanceObservation(NOW, {"mae": 2.5})]))
     assert worse.triggered and "above threshold" in worse.reasons[0]
+
+
+def test_a_quality_window_still_in_progress_does_not_count() -> None:
+    rules = TriggerRules(performance_metric="accuracy", performance_threshold=0.9, cooldown_s=600)
+    hour = 3600 * 1_000_000
+    running = PerformanceObservation(NOW + hour, {"accuracy": 0.1})  # ends an hour from now
+    # Triggered two hours ago and cooled down: the running window ends after that trigger, and after any
+    # later one, so counting it would retrain again after every cooldown on the same window.
+    seen = Observations(now_us=NOW, last_triggered_us=NOW - 2 * hour, performance=[running])
+    assert not decide(rules, seen).triggered
+    ended = PerformanceObservation(NOW, {"accuracy": 0.1})
+    fired = decide(rules, Observations(now_us=NOW, last_triggered_us=NOW - 2 * hour, performance=[ended]))
+    assert fired.triggered and fired.rules == (PERFORMANCE,)
