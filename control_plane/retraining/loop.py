@@ -7,13 +7,16 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
    its new model version (the one registered by the job's run) evaluated against the champion on the
    labelled production holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or rejected
    (:mod:`.promotion`);
-2. **advance** promotions in progress (approval, shadow phase with its agreement rate, canary);
+2. **advance** promotions in progress (approval, the hand-off to a deployment busy with another canary,
+   shadow phase with its agreement rate, canary), and start again any whose start was cut short;
 3. **decide** with the pure trigger step (:func:`.triggers.decide`) on what the monitor observed;
 4. on a trigger: look up the serving version's training spec, **validate** the latest data window
    (:mod:`.data_window`) — a failure blocks the retraining and alerts with the reasons — and submit the
    spec over that window through the jobs core.
 
-A manual trigger (:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every
+Each submitted decision, promotion and deployment is handled on its own: one that fails is logged and
+tried again next tick, and the others go on. A promotion that waits for its deployment, or fails, raises
+an alert. A manual trigger (:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every
 decision, outcome, evaluation and promotion step is in the audit log (actor ``retraining`` or the
 person who asked). The schedule rule's window runs from the deployment's previous tick, which is stored
 (:mod:`.ticks`) once the tick's decision is: after a restart it still starts at the last tick before the
@@ -55,7 +58,7 @@ from control_plane.retraining import observe, records, ticks
 from control_plane.retraining.data_window import check_window
 from control_plane.retraining.evaluation import evaluate
 from control_plane.retraining.holdout import production_holdout
-from control_plane.retraining.promotion import IN_PROGRESS, SHADOW, Promoter
+from control_plane.retraining.promotion import FAILED, IN_PROGRESS, PENDING, SHADOW, Promoter
 from control_plane.retraining.shadow import agreement_rate
 from control_plane.retraining.tables import RetrainingDecisionRow
 from control_plane.retraining.triggers import ManualRequest, Observations, decide
@@ -140,7 +143,11 @@ class Retrainer:
             await self.advance_promotions()
             decisions = []
             for config in await asyncio.to_thread(configs.enabled_configs, self._sessions):
-                decision = await self._step(config, None)
+                try:
+                    decision = await self._step(config, None)
+                except Exception:  # one deployment's failure must not stop the others' decisions
+                    _log.exception("retraining decision for deployment %r failed", config.deployment)
+                    continue
                 if decision is not None:
                     decisions.append(decision)
             return decisions
@@ -242,28 +249,32 @@ class Retrainer:
 
     async def follow_up(self) -> None:
         for row in await asyncio.to_thread(records.submitted, self._sessions):
-            job = await asyncio.to_thread(self._jobs.get, row.job_id)
-            if job.state in _ENDED_BADLY:
-                state = JobState.from_proto(job.state).value
-                why = f"job {job.job_id} ended {state}: {job.reason}; champion keeps serving"
+            try:
+                await self._follow_up(row)
+            except Exception:  # the decision stays submitted, so the next tick tries it again
+                _log.exception("follow-up of retraining decision %d (%s) failed", row.id, row.deployment)
+
+    async def _follow_up(self, row: RetrainingDecisionRow) -> None:
+        job = await asyncio.to_thread(self._jobs.get, row.job_id)
+        if job.state in _ENDED_BADLY:
+            state = JobState.from_proto(job.state).value
+            why = f"job {job.job_id} ended {state}: {job.reason}; champion keeps serving"
+            await asyncio.to_thread(
+                records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+            )
+            await self._alert(
+                row.deployment, "retraining_failed", f"retraining of {row.deployment} failed", [why]
+            )
+        elif job.state == JobState.SUCCEEDED.proto:
+            version = await asyncio.to_thread(self._version_of_run, row.model_name, job.run_id)
+            if version is None:
+                why = f"job {job.job_id} registered no version of {row.model_name}; champion keeps serving"
                 await asyncio.to_thread(
                     records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
                 )
-                await self._alert(
-                    row.deployment, "retraining_failed", f"retraining of {row.deployment} failed", [why]
-                )
-            elif job.state == JobState.SUCCEEDED.proto:
-                version = await asyncio.to_thread(self._version_of_run, row.model_name, job.run_id)
-                if version is None:
-                    why = (
-                        f"job {job.job_id} registered no version of {row.model_name}; champion keeps serving"
-                    )
-                    await asyncio.to_thread(
-                        records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
-                    )
-                    await self._alert(row.deployment, "retraining_failed", why, [why])
-                else:
-                    await self.evaluate_challenger(row, version)
+                await self._alert(row.deployment, "retraining_failed", why, [why])
+            else:
+                await self.evaluate_challenger(row, version)
 
     def _version_of_run(self, model_name: str, run_id: str) -> int | None:
         if not run_id:
@@ -315,7 +326,6 @@ class Retrainer:
             f"v{challenger_version} {verdict} the gates ({found.holdout.n_rows} holdout rows)",
             actor=ACTOR,
         )
-        await asyncio.to_thread(self.promoter.start, evaluation, config.promotion)
         if not result.passed:
             await self._alert(
                 decision.deployment,
@@ -323,6 +333,8 @@ class Retrainer:
                 f"challenger {decision.model_name} v{challenger_version} failed the gates",
                 list(result.reasons),
             )
+        # Should this fail, the evaluation is stored all the same: advance_promotions starts it again.
+        await self._start_promotion(evaluation, config.promotion)
         return evaluation
 
     def _artifact(self, model_name: str, version: int) -> bytes:
@@ -330,23 +342,54 @@ class Retrainer:
         return self._registry.artifacts.open_verified(found.artifact.sha256)
 
     async def advance_promotions(self) -> None:
+        for evaluation in await asyncio.to_thread(records.unstarted_promotions, self._sessions):
+            try:
+                config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
+                await self._start_promotion(evaluation, config.promotion)
+            except Exception:  # the promotion is still unstarted: the next tick tries again
+                _log.exception("promotion of evaluation %d cannot start", evaluation.id)
         now = int(self._clock() * 1e6)
         for evaluation in await asyncio.to_thread(records.promotions_in, self._sessions, IN_PROGRESS):
-            config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
-            agreement = None
-            if evaluation.promotion_status == SHADOW:
-                monitor = await asyncio.to_thread(
-                    monitor_configs.get_config, self._sessions, evaluation.deployment
-                )
-                agreement, _rows = await agreement_rate(
-                    self._client,
-                    self._settings.stream,
-                    evaluation.deployment,
-                    self.promoter.shadow_variant(evaluation),
-                    evaluation.updated_at_us,
-                    monitor,
-                )
             try:
-                await asyncio.to_thread(self.promoter.advance, evaluation, config.promotion, now, agreement)
+                await self._advance(evaluation, now)
             except AetherError as exc:
                 _log.warning("promotion of evaluation %d cannot advance: %s", evaluation.id, exc)
+            except Exception:
+                _log.exception("promotion of evaluation %d cannot advance", evaluation.id)
+
+    async def _start_promotion(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy) -> None:
+        status = await asyncio.to_thread(self.promoter.start, evaluation, policy)
+        await self._report(evaluation, status)
+
+    async def _advance(self, evaluation: pb.Evaluation, now: int) -> None:
+        config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
+        agreement = None
+        if evaluation.promotion_status == SHADOW:
+            monitor = await asyncio.to_thread(
+                monitor_configs.get_config, self._sessions, evaluation.deployment
+            )
+            agreement, _rows = await agreement_rate(
+                self._client,
+                self._settings.stream,
+                evaluation.deployment,
+                self.promoter.shadow_variant(evaluation),
+                evaluation.updated_at_us,
+                monitor,
+            )
+        status = await asyncio.to_thread(self.promoter.advance, evaluation, config.promotion, now, agreement)
+        await self._report(evaluation, status)
+
+    async def _report(self, before: pb.Evaluation, status: str) -> None:
+        """Alerts once when a promotion starts waiting for its deployment (it shows nowhere else, and a
+        person may want to end the canary in the way) or fails."""
+        if status == before.promotion_status or status not in (*PENDING, FAILED):
+            return
+        after = await asyncio.to_thread(records.get_evaluation, self._sessions, before.id)
+        what = f"promotion of {after.model_name} v{after.challenger_version} on {after.deployment}"
+        if status == FAILED:
+            await self._alert(
+                after.deployment, "promotion_failed", f"{what} failed", [after.promotion_reason]
+            )
+        else:
+            message = f"{what} is waiting for the deployment ({status})"
+            await self._alert(after.deployment, "promotion_waiting", message, [after.promotion_reason])

@@ -9,15 +9,26 @@
 * passed → **Approved**, alias ``challenger``, then the shadow phase (when ``shadow_seconds > 0``: the
   version joins the deployment as a shadow variant mirroring all requests) or straight to the canary.
 
-``advance`` (every tick): a shadow phase that has run its time ends with its measured agreement rate
-(below ``min_agreement`` → ``failed``, the shadow removed, champion untouched; else on to the canary).
-The canary is started through the deployments core and driven by the canary controller; once it is
-PROMOTED the ``champion`` alias moves to the version (``promoted``); ROLLED_BACK → ``rolled_back``.
-Every step is audited (the registry, the deployments core and :mod:`.records` each record their own).
+Handing the challenger to the deployment (the shadow variant, the canary) is recorded before the
+deployment is touched: the promotion is ``pending_shadow`` / ``pending_canary`` first, then the deployment
+changes, then the phase is recorded. The deployments core may refuse the change: it runs one canary at a
+time and changes no variants while one runs. The promotion then stays pending with the refusal as its
+reason, and every ``advance`` tries again until the deployment takes it (a crash in between is retried
+the same way; the changes are idempotent). The challenger only enters while the champion it was
+evaluated against is still the deployment's primary: when another version took its place meanwhile, the
+promotion ``failed`` as superseded, since its evaluation no longer says anything about the new champion.
+
+``advance`` (every tick): a pending promotion tries the deployment again; a shadow phase that has run its
+time ends with its measured agreement rate (below ``min_agreement`` → ``failed``, the shadow removed,
+champion untouched; else on to the canary). The canary is started through the deployments core and
+driven by the canary controller; once it is PROMOTED the ``champion`` alias moves to the version
+(``promoted``); ROLLED_BACK → ``rolled_back``. Every step is audited (the registry, the deployments core
+and :mod:`.records` each record their own).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import AetherError
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import records
@@ -35,12 +47,16 @@ CHALLENGER = "challenger"
 
 REJECTED = "rejected"
 AWAITING_APPROVAL = "awaiting_approval"
+PENDING_SHADOW = "pending_shadow"
+PENDING_CANARY = "pending_canary"
 SHADOW = "shadow"
 CANARY = "canary"
 PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
 FAILED = "failed"
-IN_PROGRESS = (AWAITING_APPROVAL, SHADOW, CANARY)
+#: Passed (and approved), the deployment still to take the challenger in: ``advance`` retries.
+PENDING = (PENDING_SHADOW, PENDING_CANARY)
+IN_PROGRESS = (AWAITING_APPROVAL, *PENDING, SHADOW, CANARY)
 
 
 @dataclass(frozen=True)
@@ -50,18 +66,28 @@ class Promoter:
     deployments: DeploymentManager
 
     def start(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy) -> str:
-        """First step after an evaluation; returns the promotion status."""
+        """First step after an evaluation; returns the promotion status. A refusal of the registry (the
+        version was deleted, or a reviewer decided otherwise meanwhile) is final, so it is recorded rather
+        than retried; anything else propagates and the loop starts the promotion again."""
         name, version = evaluation.model_name, evaluation.challenger_version
         if not evaluation.passed:
             reason = "failed gates: " + "; ".join(evaluation.reasons[:3])
-            self.registry.review(name, version, mpb.REJECTED, reason[:1000], actor=ACTOR)
+            try:
+                self.registry.review(name, version, mpb.REJECTED, reason[:1000], actor=ACTOR)
+            except AetherError as exc:
+                reason += f" (the registry refused to reject it: {exc})"
             return self._set(evaluation, REJECTED, reason)
-        self.registry.set_alias(name, CHALLENGER, version, actor=ACTOR)
-        if policy.manual_approval:
-            return self._set(evaluation, AWAITING_APPROVAL, "passed gates; waiting for a reviewer's approval")
-        passed = "passed gates: " + "; ".join(evaluation.reasons[:3])
-        self.registry.review(name, version, mpb.APPROVED, passed[:1000], actor=ACTOR)
-        return self._next_phase(evaluation, policy)
+        try:
+            self.registry.set_alias(name, CHALLENGER, version, actor=ACTOR)
+            if policy.manual_approval:
+                return self._set(
+                    evaluation, AWAITING_APPROVAL, "passed gates; waiting for a reviewer's approval"
+                )
+            passed = "passed gates: " + "; ".join(evaluation.reasons[:3])
+            self.registry.review(name, version, mpb.APPROVED, passed[:1000], actor=ACTOR)
+        except AetherError as exc:
+            return self._set(evaluation, FAILED, f"passed gates, but the registry refused it: {exc}")
+        return self._next_phase(evaluation, policy, "approved")
 
     def advance(
         self,
@@ -76,10 +102,14 @@ class Promoter:
         if status == AWAITING_APPROVAL:
             found = self.registry.get_version(evaluation.model_name, evaluation.challenger_version)
             if found.approval.status == mpb.APPROVED:
-                return self._next_phase(evaluation, policy)
+                return self._next_phase(evaluation, policy, "approved")
             if found.approval.status == mpb.REJECTED:
                 return self._set(evaluation, REJECTED, f"rejected by a reviewer: {found.approval.reason}")
             return status
+        if status == PENDING_SHADOW:
+            return self._next_phase(evaluation, policy, "approved; the deployment took it once free")
+        if status == PENDING_CANARY:
+            return self._start_canary(evaluation, policy, "the deployment took it once free")
         if status == SHADOW:
             if now_us - evaluation.updated_at_us < policy.shadow_seconds * 1e6 or agreement is None:
                 return status
@@ -87,8 +117,7 @@ class Promoter:
             if agreement < policy.min_agreement:
                 reason = f"shadow agreement {agreement:.1%} below {policy.min_agreement:.1%}"
                 return self._set(evaluation, FAILED, reason, agreement)
-            self.sessions_note_agreement(evaluation, agreement)
-            return self._start_canary(evaluation, policy, f"shadow agreement {agreement:.1%}")
+            return self._start_canary(evaluation, policy, f"shadow agreement {agreement:.1%}", agreement)
         if status == CANARY:
             canary = self.deployments.get(evaluation.deployment).canary
             if canary.model_name != evaluation.model_name or canary.version != evaluation.challenger_version:
@@ -102,35 +131,88 @@ class Promoter:
                 return self._set(evaluation, ROLLED_BACK, f"canary rolled back: {canary.reason}")
         return status
 
-    def sessions_note_agreement(self, evaluation: pb.Evaluation, agreement: float) -> None:
-        records.set_promotion(
-            self.sessions,
-            evaluation.id,
-            SHADOW,
-            f"shadow agreement {agreement:.1%}",
-            actor=ACTOR,
-            agreement_rate=agreement,
-        )
-
     def shadow_variant(self, evaluation: pb.Evaluation) -> str:
         return f"{evaluation.model_name}-v{evaluation.challenger_version}-shadow"
 
-    def _next_phase(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy) -> str:
+    def _next_phase(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, why: str) -> str:
         if policy.shadow_seconds > 0:
+            return self._enter(
+                evaluation,
+                PENDING_SHADOW,
+                why,
+                lambda current: self._add_shadow(evaluation, current),
+                SHADOW,
+                f"shadowing all requests for {policy.shadow_seconds:g} s",
+            )
+        return self._start_canary(evaluation, policy, why)
+
+    def _start_canary(
+        self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, why: str, agreement: float | None = None
+    ) -> str:
+        return self._enter(
+            evaluation,
+            PENDING_CANARY,
+            why,
+            lambda current: self._add_canary(evaluation, policy, current),
+            CANARY,
+            f"{why}; canary started",
+            agreement,
+        )
+
+    def _enter(
+        self,
+        evaluation: pb.Evaluation,
+        pending: str,
+        why: str,
+        change: Callable[[dpb.Deployment], None],
+        phase: str,
+        reason: str,
+        agreement: float | None = None,
+    ) -> str:
+        """Hands the challenger to the deployment for ``phase`` (see the module doc): ``pending`` is
+        stored before ``change`` touches the deployment, and stays, with the refusal as its reason, when
+        the deployment refuses; the reason is rewritten only when it changes, so a promotion waiting for
+        a long canary does not write (and audit) a row every tick."""
+        if evaluation.promotion_status != pending:
+            self._set(
+                evaluation, pending, f"{why}; handing it to deployment {evaluation.deployment!r}", agreement
+            )
+        try:
             current = self.deployments.get(evaluation.deployment)
-            shadow = dpb.Variant(
-                name=self.shadow_variant(evaluation),
-                model_name=evaluation.model_name,
-                version=evaluation.challenger_version,
-                role=dpb.VARIANT_ROLE_SHADOW,
-                traffic_percent=100.0,
-            )
-            request = dpb.UpdateDeploymentRequest(
-                name=evaluation.deployment, replace_variants=True, variants=[*current.variants, shadow]
-            )
-            self.deployments.update(request, actor=ACTOR)
-            return self._set(evaluation, SHADOW, f"shadowing all requests for {policy.shadow_seconds:g} s")
-        return self._start_canary(evaluation, policy, "approved")
+            serving = next((v for v in current.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
+            if serving is None or (serving.model_name, serving.version) != (
+                evaluation.model_name,
+                evaluation.champion_version,
+            ):
+                serves = "no primary" if serving is None else f"{serving.model_name} v{serving.version}"
+                return self._set(
+                    evaluation,
+                    FAILED,
+                    f"superseded: deployment {evaluation.deployment!r} now serves {serves}, not the champion "
+                    f"v{evaluation.champion_version} this challenger was evaluated against",
+                )
+            change(current)
+        except AetherError as exc:
+            waiting = f"waiting for deployment {evaluation.deployment!r}: {exc}"
+            if waiting != evaluation.promotion_reason:
+                self._set(evaluation, pending, waiting)
+            return pending
+        return self._set(evaluation, phase, reason)
+
+    def _add_shadow(self, evaluation: pb.Evaluation, current: dpb.Deployment) -> None:
+        shadow = dpb.Variant(
+            name=self.shadow_variant(evaluation),
+            model_name=evaluation.model_name,
+            version=evaluation.challenger_version,
+            role=dpb.VARIANT_ROLE_SHADOW,
+            traffic_percent=100.0,
+        )
+        if any(v.name == shadow.name for v in current.variants):
+            return  # added before a crash kept the phase from being recorded
+        request = dpb.UpdateDeploymentRequest(
+            name=evaluation.deployment, replace_variants=True, variants=[*current.variants, shadow]
+        )
+        self.deployments.update(request, actor=ACTOR)
 
     def _remove_shadow(self, evaluation: pb.Evaluation) -> None:
         current = self.deployments.get(evaluation.deployment)
@@ -138,7 +220,16 @@ class Promoter:
         if any(v.name == name for v in current.variants):
             self.deployments.rollback(evaluation.deployment, name, "shadow phase over", actor=ACTOR)
 
-    def _start_canary(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, why: str) -> str:
+    def _add_canary(
+        self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, current: dpb.Deployment
+    ) -> None:
+        canary = current.canary
+        if (
+            canary.status == dpb.CANARY_STATUS_PROGRESSING
+            and canary.model_name == evaluation.model_name
+            and canary.version == evaluation.challenger_version
+        ):
+            return  # started before a crash kept the phase from being recorded
         request = dpb.StartCanaryRequest(
             name=evaluation.deployment,
             model_name=evaluation.model_name,
@@ -147,7 +238,6 @@ class Promoter:
         if policy.HasField("canary"):
             request.policy.CopyFrom(policy.canary)
         self.deployments.start_canary(request, actor=ACTOR)
-        return self._set(evaluation, CANARY, f"{why}; canary started")
 
     def _set(
         self, evaluation: pb.Evaluation, status: str, reason: str, agreement: float | None = None

@@ -269,6 +269,29 @@ def promotions_in(sessions: sessionmaker[Session], statuses: Sequence[str]) -> l
         return [evaluation_message(e, p) for e, p in rows]
 
 
+def unstarted_promotions(sessions: sessionmaker[Session]) -> list[pb.Evaluation]:
+    """Evaluations with no promotion state at all: the control plane stopped, or the promotion's start
+    failed, between storing the evaluation and recording its first step. The loop starts them again."""
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(RetrainingEvaluationRow)
+            .outerjoin(
+                RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id
+            )
+            .where(RetrainingPromotionRow.evaluation_id.is_(None))
+            .order_by(RetrainingEvaluationRow.id)
+        ).scalars()
+        return [evaluation_message(row, None) for row in rows]
+
+
+def get_evaluation(sessions: sessionmaker[Session], evaluation_id: int) -> pb.Evaluation:
+    with read_session(sessions) as session:
+        row = session.get(RetrainingEvaluationRow, evaluation_id)
+        if row is None:
+            raise NotFound(f"evaluation {evaluation_id} not found")
+        return evaluation_message(row, session.get(RetrainingPromotionRow, evaluation_id))
+
+
 def list_evaluations(sessions: sessionmaker[Session], deployment: str, limit: int = 0) -> list[pb.Evaluation]:
     with read_session(sessions) as session:
         rows = session.execute(

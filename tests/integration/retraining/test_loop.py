@@ -1,14 +1,20 @@
-"""The retraining loop across restarts: the schedule rule's window starts at the last tick stored before
-the restart, so a cron minute in the first window after it, or during the downtime, still fires, once."""
+"""The retraining loop across restarts (the schedule rule's window starts at the last tick stored before
+the restart, so a cron minute in the first window after it, or during the downtime, still fires, once),
+and each deployment and submitted decision handled on its own (one that fails stops no other)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.retraining import config as configs
+from control_plane.retraining import records
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
 from tests.integration.retraining.conftest import STREAM, World
+from tests.integration.retraining.test_closed_loop import submitted_decision
 
 
 class Clock:
@@ -73,3 +79,26 @@ async def test_cron_minutes_missed_while_down_fire_once(world: World) -> None:
     assert await triggered_at(after_restart, clock, at(2, 4, 5, 0)) == ["schedule"]
     assert await triggered_at(after_restart, clock, at(2, 4, 5, 30)) == []
     assert await triggered_at(after_restart, clock, at(2, 4, 10, 0)) == ["schedule"]
+
+
+async def test_a_deployment_that_fails_does_not_stop_the_others(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Enabled for a deployment deleted since (sorted before eta): every tick fails for it.
+    configs.put_config(world.sessions, pb.TriggerConfig(deployment="a-gone", enabled=True), actor="operator")
+    decisions = await world.retrainer.tick()
+    assert [d.deployment for d in decisions] == ["eta"]
+    assert "retraining decision for deployment 'a-gone' failed" in caplog.text
+
+
+async def test_a_follow_up_that_fails_does_not_stop_the_others(world: World) -> None:
+    lost = submitted_decision(world, "no-such-job")  # its job row is gone: every follow-up fails
+    job = world.jobs.submit(
+        jpb.JobSpec(name="retrain-broken", entrypoint=jpb.Entrypoint(module="no_such_trainer_module")),
+        actor="retraining",
+    )
+    assert job.state == jpb.JOB_STATE_FAILED
+    submitted_decision(world, job.job_id)
+    await world.retrainer.follow_up()
+    assert [d.id for d in records.submitted(world.sessions, "eta")] == [lost.id]  # retried next tick
+    assert records.list_decisions(world.sessions, "eta")[0].outcome == "job_failed"

@@ -1,0 +1,179 @@
+"""The hand-off of a challenger that passed its gates to its deployment, on real cores: while a canary of
+another version runs the promotion waits, visibly and with an alert, and the loop starts it once the
+deployment is free; if that canary replaced the champion meanwhile, the challenger is superseded. An
+evaluation whose promotion never started (the control plane stopped in between) is started by the loop."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import retraining_pb2 as pb
+from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import read_session
+from control_plane.retraining import config as configs
+from control_plane.retraining import records
+from control_plane.retraining.evaluation import EvaluationResult, ModelScore
+from control_plane.retraining.promotion import CANARY, FAILED, PENDING_CANARY, PENDING_SHADOW, SHADOW
+from tests.integration.retraining.conftest import TRUE_W, World
+from tests.integration.retraining.test_closed_loop import primary_version, submitted_decision
+from tests.unit.retraining.models import linear
+
+ALERTS = "aether.control_plane.monitoring"
+
+
+def start_other_canary(world: World) -> int:
+    """Someone else's canary on the deployment: the deployments core runs one at a time."""
+    other = world.register(linear(TRUE_W + 0.02), approve=True)
+    world.deployments.start_canary(
+        dpb.StartCanaryRequest(name="eta", model_name="eta", version=other), actor="alice"
+    )
+    return other
+
+
+def stored(world: World) -> pb.Evaluation:
+    return records.list_evaluations(world.sessions, "eta")[0]
+
+
+def audited(world: World, action: str) -> int:
+    with read_session(world.sessions) as session:
+        count = session.execute(
+            select(func.count()).select_from(AuditEntryRow).where(AuditEntryRow.action == action)
+        ).scalar_one()
+    return int(count)
+
+
+async def test_a_challenger_waits_for_a_running_canary_and_enters_once_it_ends(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_other_canary(world)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    with caplog.at_level(logging.WARNING, logger=ALERTS):
+        evaluation = await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert evaluation.passed
+    waiting = stored(world)
+    assert waiting.promotion_status == PENDING_CANARY
+    assert "waiting for deployment 'eta'" in waiting.promotion_reason
+    assert "canary 'eta-v2' running" in waiting.promotion_reason
+    assert f"promotion of eta v{challenger} on eta is waiting for the deployment" in caplog.text
+    assert world.registry.get_version("eta", challenger).approval.status == mpb.APPROVED
+
+    writes = audited(world, "promotion_pending_canary")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=ALERTS):
+        for _ in range(3):  # the other canary still runs: nothing moves, nothing is written again
+            await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == PENDING_CANARY
+    assert audited(world, "promotion_pending_canary") == writes and "waiting" not in caplog.text
+
+    world.deployments.rollback("eta", reason="not good enough", actor="alice")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == CANARY
+    canary = world.deployments.get("eta").canary
+    assert canary.status == dpb.CANARY_STATUS_PROGRESSING and canary.version == challenger
+
+
+async def test_a_waiting_challenger_still_gets_its_shadow_phase(world: World) -> None:
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=pb.PromotionPolicy(shadow_seconds=600),
+        ),
+        actor="operator",
+    )
+    start_other_canary(world)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert stored(world).promotion_status == PENDING_SHADOW
+    assert not any(v.role == dpb.VARIANT_ROLE_SHADOW for v in world.deployments.get("eta").variants)
+
+    world.deployments.rollback("eta", actor="alice")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == SHADOW
+    shadows = [v for v in world.deployments.get("eta").variants if v.role == dpb.VARIANT_ROLE_SHADOW]
+    assert [(v.model_name, v.version) for v in shadows] == [("eta", challenger)]
+
+
+async def test_a_passed_shadow_phase_waits_for_a_canary_started_meanwhile(world: World) -> None:
+    policy = pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9)
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=policy,
+        ),
+        actor="operator",
+    )
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    shadowing = stored(world)
+    assert shadowing.promotion_status == SHADOW
+    other = start_other_canary(world)
+    later = shadowing.updated_at_us + 601_000_000
+    assert world.retrainer.promoter.advance(shadowing, policy, later, 0.95) == PENDING_CANARY
+    waiting = stored(world)
+    assert waiting.agreement_rate == 0.95 and f"canary 'eta-v{other}' running" in waiting.promotion_reason
+    assert not any(v.role == dpb.VARIANT_ROLE_SHADOW for v in world.deployments.get("eta").variants)
+
+    world.deployments.rollback("eta", actor="alice")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == CANARY
+    assert world.deployments.get("eta").canary.version == challenger
+
+
+async def test_a_waiting_challenger_is_superseded_when_the_canary_becomes_champion(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = start_other_canary(world)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    world.deployments.promote("eta", reason="looks fine", actor="alice")
+    with caplog.at_level(logging.WARNING, logger=ALERTS):
+        await world.retrainer.advance_promotions()
+    failed = stored(world)
+    assert failed.promotion_status == FAILED
+    assert failed.promotion_reason.startswith(f"superseded: deployment 'eta' now serves eta v{other}")
+    assert f"promotion of eta v{challenger} on eta failed" in caplog.text
+    assert primary_version(world) == other
+    assert all(v.version != challenger for v in world.deployments.get("eta").variants)
+
+
+async def test_an_evaluation_whose_promotion_never_started_is_started_by_the_loop(world: World) -> None:
+    """The control plane stopped after storing the evaluation (and marking its decision evaluated) and
+    before the promotion's first step: the loop finds it and starts it."""
+    challenger = world.register(linear(TRUE_W + 0.01))
+    decision = submitted_decision(world)
+    score = ModelScore({"mae": 0.1}, 1.0)
+    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    records.add_evaluation(world.sessions, "eta", decision, challenger, "mae", result, actor="retraining")
+    records.set_outcome(world.sessions, decision.id, "evaluated", "passed", actor="retraining")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == CANARY
+    assert world.deployments.get("eta").canary.version == challenger
+    assert world.registry.get_version("eta", alias="challenger").version == challenger
+
+
+async def test_a_promotion_the_registry_refuses_fails_visibly_and_holds_up_no_other(world: World) -> None:
+    """Evaluation 1 names a model version deleted since: the registry's refusal is final, so it is
+    recorded; evaluation 2 is started in the same tick."""
+    decision = submitted_decision(world)
+    score = ModelScore({"mae": 0.1}, 1.0)
+    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    records.add_evaluation(world.sessions, "eta", decision, 99, "mae", result, actor="retraining")
+    challenger = world.register(linear(TRUE_W + np.array([0.01, 0, 0, 0])))
+    records.add_evaluation(world.sessions, "eta", decision, challenger, "mae", result, actor="retraining")
+    await world.retrainer.advance_promotions()
+    newest, broken = records.list_evaluations(world.sessions, "eta")
+    assert newest.promotion_status == CANARY
+    assert broken.promotion_status == FAILED and "the registry refused it" in broken.promotion_reason
+    assert "version 99" in broken.promotion_reason
