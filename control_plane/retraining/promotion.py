@@ -20,10 +20,11 @@ promotion ``failed`` as superseded, since its evaluation no longer says anything
 
 ``advance`` (every tick): a pending promotion tries the deployment again; a shadow phase that has run its
 time ends with its measured agreement rate (below ``min_agreement`` → ``failed``, the shadow removed,
-champion untouched; else on to the canary). The canary is started through the deployments core and
-driven by the canary controller; once it is PROMOTED the ``champion`` alias moves to the version
-(``promoted``); ROLLED_BACK → ``rolled_back``. Every step is audited (the registry, the deployments core
-and :mod:`.records` each record their own).
+champion untouched; else on to the canary), or ``failed`` when there was nothing to measure: no mirrored
+request the primary answered, so nothing shows the challenger works. The canary is started through the
+deployments core and driven by the canary controller; once it is PROMOTED the ``champion`` alias moves to
+the version (``promoted``); ROLLED_BACK → ``rolled_back``. Every step is audited (the registry, the
+deployments core and :mod:`.records` each record their own).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class Promoter:
         agreement: float | None = None,
     ) -> str:
         """Moves an in-progress promotion on when it can; returns its (possibly new) status.
-        ``agreement``: the shadow's agreement rate, measured by the caller once the phase has run."""
+        ``agreement``: the shadow's agreement rate, measured by the caller over the phase (None: no
+        comparable request was found)."""
         status = evaluation.promotion_status
         if status == AWAITING_APPROVAL:
             found = self.registry.get_version(evaluation.model_name, evaluation.challenger_version)
@@ -111,9 +113,15 @@ class Promoter:
         if status == PENDING_CANARY:
             return self._start_canary(evaluation, policy, "the deployment took it once free")
         if status == SHADOW:
-            if now_us - evaluation.updated_at_us < policy.shadow_seconds * 1e6 or agreement is None:
+            if now_us - evaluation.updated_at_us < policy.shadow_seconds * 1e6:
                 return status
             self._remove_shadow(evaluation)
+            if agreement is None:
+                reason = (
+                    f"shadow phase of {policy.shadow_seconds:g} s over with nothing to compare: no mirrored "
+                    "request was answered by the primary"
+                )
+                return self._set(evaluation, FAILED, reason)
             if agreement < policy.min_agreement:
                 reason = f"shadow agreement {agreement:.1%} below {policy.min_agreement:.1%}"
                 return self._set(evaluation, FAILED, reason, agreement)

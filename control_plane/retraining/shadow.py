@@ -4,7 +4,10 @@ A mirrored call's entry (``role = shadow``) carries the shadow's outputs under t
 id; the served entry of a sampled request carries the served outputs. Every mirrored request is sampled
 (see ``data_plane/prediction_log.py``), so pairs are found by request id. Two answers agree when the
 derived predictions (as the monitor derives them) are equal for classifiers, or within ``tolerance`` ×
-max(1, |served|) for regressors. Read-only ``XRANGE`` over the phase's time span.
+max(1, |served|) for regressors. A mirrored call the shadow failed (``ok = 0``) for a request the served
+variant answered disagrees on every served row: skipping it would let a challenger that fails every call
+leave no pair at all, and so never fail its phase. A request the served variant failed compares nothing.
+Read-only ``XRANGE`` over the phase's time span.
 """
 
 from __future__ import annotations
@@ -39,21 +42,28 @@ async def agreement_rate(
     monitor: mpb.MonitorConfig,
     tolerance: float = 1e-3,
 ) -> tuple[float | None, int]:
-    """(agreement rate, compared rows); the rate is None when no pair was found."""
+    """(agreement rate, compared rows, the shadow's failed calls included); the rate is None when no
+    request answered by the served variant was mirrored to the shadow."""
     served: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
     shadowed: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    failed: set[str] = set()  # requests whose mirrored call the shadow failed
     start = f"{since_us // 1000}"
     while True:
         raw: Any = await client.xrange(stream, min=start, max="+", count=_PAGE)
         for _id, fields in raw:
-            if fields.get(b"deployment", b"").decode() != deployment or fields.get(b"ok") == b"0":
+            if fields.get(b"deployment", b"").decode() != deployment:
+                continue
+            request_id = fields.get(b"request_id", b"").decode()
+            role = fields.get(b"role", b"served").decode()
+            mine = role == "shadow" and fields.get(b"variant", b"").decode() == shadow_variant
+            if fields.get(b"ok") == b"0":
+                if mine:
+                    failed.add(request_id)
                 continue
             output = _first_output(fields)
             if output is None:
                 continue
-            request_id = fields.get(b"request_id", b"").decode()
-            role = fields.get(b"role", b"served").decode()
-            if role == "shadow" and fields.get(b"variant", b"").decode() == shadow_variant:
+            if mine:
                 shadowed[request_id] = output
             elif role == "served":
                 served[request_id] = output
@@ -74,4 +84,8 @@ async def agreement_rate(
             same = a == b
         agree += int(same.sum())
         total += int(same.shape[0])
+    for request_id in failed:
+        theirs = served.get(request_id)
+        if theirs is not None:
+            total += int(theirs.shape[0])
     return (agree / total if total else None), total

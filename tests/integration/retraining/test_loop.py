@@ -5,6 +5,7 @@ and each deployment and submitted decision handled on its own (one that fails st
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
@@ -25,7 +26,7 @@ class Clock:
         return self.now
 
 
-def restarted(world: World, clock: Clock) -> Retrainer:
+def restarted(world: World, clock: Callable[[], float]) -> Retrainer:
     """A fresh retrainer on the same database, as after a control-plane restart."""
     return Retrainer(
         world.sessions,

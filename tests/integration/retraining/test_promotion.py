@@ -1,11 +1,13 @@
 """The hand-off of a challenger that passed its gates to its deployment, on real cores: while a canary of
 another version runs the promotion waits, visibly and with an alert, and the loop starts it once the
 deployment is free; if that canary replaced the champion meanwhile, the challenger is superseded. An
-evaluation whose promotion never started (the control plane stopped in between) is started by the loop."""
+evaluation whose promotion never started (the control plane stopped in between) is started by the loop.
+A shadow phase fails when the shadow failed the mirrored calls, or when there was nothing to compare."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -20,8 +22,9 @@ from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.promotion import CANARY, FAILED, PENDING_CANARY, PENDING_SHADOW, SHADOW
-from tests.integration.retraining.conftest import TRUE_W, World
+from tests.integration.retraining.conftest import STREAM, TRUE_W, World
 from tests.integration.retraining.test_closed_loop import primary_version, submitted_decision
+from tests.integration.retraining.test_loop import restarted
 from tests.unit.retraining.models import linear
 
 ALERTS = "aether.control_plane.monitoring"
@@ -177,3 +180,64 @@ async def test_a_promotion_the_registry_refuses_fails_visibly_and_holds_up_no_ot
     assert newest.promotion_status == CANARY
     assert broken.promotion_status == FAILED and "the registry refused it" in broken.promotion_reason
     assert "version 99" in broken.promotion_reason
+
+
+async def shadowing(world: World) -> pb.Evaluation:
+    """A challenger that passed its gates, in its 10-minute shadow phase (90 % agreement needed)."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9),
+        ),
+        actor="operator",
+    )
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    evaluation = stored(world)
+    assert evaluation.promotion_status == SHADOW
+    return evaluation
+
+
+def has_shadow(world: World) -> bool:
+    return any(v.role == dpb.VARIANT_ROLE_SHADOW for v in world.deployments.get("eta").variants)
+
+
+async def test_a_shadow_that_fails_every_mirrored_call_fails_its_phase(world: World) -> None:
+    evaluation = await shadowing(world)
+    variant = world.retrainer.promoter.shadow_variant(evaluation)
+    answer = np.array([[1.5]], dtype=np.float32).tobytes()
+    for i in range(20):
+        served = {
+            "request_id": f"m{i}", "deployment": "eta", "variant": "eta-v1", "role": "served", "ok": "1",
+            "output:y": answer, "output:y:dtype": "float32", "output:y:shape": "1,1",
+        }  # fmt: skip
+        failed = {
+            "request_id": f"m{i}", "deployment": "eta", "variant": variant, "role": "shadow", "ok": "0",
+            "error_code": "INTERNAL",
+        }  # fmt: skip
+        await world.client.xadd(STREAM, served)  # type: ignore[arg-type]
+        await world.client.xadd(STREAM, failed)  # type: ignore[arg-type]
+    await restarted(world, lambda: time.time() + 601).advance_promotions()
+    failed_phase = stored(world)
+    assert failed_phase.promotion_status == FAILED and failed_phase.agreement_rate == 0.0
+    assert failed_phase.promotion_reason == "shadow agreement 0.0% below 90.0%"
+    assert not has_shadow(world)  # no more traffic mirrored to the broken model
+    assert world.deployments.get("eta").canary.status == dpb.CANARY_STATUS_UNSPECIFIED
+
+
+async def test_a_shadow_phase_with_nothing_to_compare_fails_once_over(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    evaluation = await shadowing(world)  # and no mirrored request reaches the deployment
+    await restarted(world, lambda: time.time() + 300).advance_promotions()
+    assert stored(world).promotion_status == SHADOW and has_shadow(world)  # the phase still runs
+    with caplog.at_level(logging.WARNING, logger=ALERTS):
+        await restarted(world, lambda: time.time() + 601).advance_promotions()
+    failed_phase = stored(world)
+    assert failed_phase.promotion_status == FAILED
+    assert "over with nothing to compare" in failed_phase.promotion_reason
+    assert not has_shadow(world)
+    assert f"promotion of eta v{evaluation.challenger_version} on eta failed" in caplog.text

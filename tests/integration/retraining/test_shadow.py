@@ -1,6 +1,9 @@
-"""The shadow agreement rate, read from prediction-log entries in a real Redis stream."""
+"""The shadow agreement rate, read from prediction-log entries in a real Redis stream: a mirrored call the
+shadow failed is a disagreement."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import redis.asyncio
@@ -14,6 +17,15 @@ STREAM = "test:shadow"
 def entry(
     request_id: str, role: str, variant: str, score: float, deployment: str = "eta"
 ) -> dict[str, bytes]:
+    if math.isnan(score):  # a failed call: no outputs
+        return {
+            "request_id": request_id.encode(),
+            "deployment": deployment.encode(),
+            "variant": variant.encode(),
+            "role": role.encode(),
+            "ok": b"0",
+            "error_code": b"INTERNAL",
+        }
     return {
         "request_id": request_id.encode(),
         "deployment": deployment.encode(),
@@ -42,4 +54,27 @@ async def test_agreement_rate_pairs_shadow_and_served_answers(redis_url: str) ->
     assert rows == 10 and rate == 0.8
     none, zero = await agreement_rate(client, STREAM, "eta", "eta-v9-shadow", 0, config)
     assert none is None and zero == 0
+    await client.aclose()
+
+
+async def test_a_call_the_shadow_failed_is_a_disagreement(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    nan = math.nan
+    served = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4, 0.9, nan]
+    shadow = [0.8, 0.2, 0.9, nan, 0.6, nan, 0.4, nan, 0.95, nan]  # 3 failed, 1 differs; r9 failed both
+    for i, (a, b) in enumerate(zip(served, shadow, strict=True)):
+        await client.xadd(STREAM, entry(f"r{i}", "served", "eta-v1", a))  # type: ignore[arg-type]
+        await client.xadd(STREAM, entry(f"r{i}", "shadow", "eta-v2-shadow", b))  # type: ignore[arg-type]
+    await client.xadd(STREAM, entry("r0", "shadow", "eta-v7-shadow", nan))  # type: ignore[arg-type]
+    config = mpb.MonitorConfig(
+        deployment="eta", task=mpb.TASK_TYPE_CLASSIFICATION, positive_class=1, decision_threshold=0.5
+    )
+    rate, rows = await agreement_rate(client, STREAM, "eta", "eta-v2-shadow", 0, config)
+    assert rows == 9 and rate == 5 / 9  # r9 compares nothing: the served call failed too
+
+    # A challenger that fails every mirrored call agrees on nothing (it used to leave no pair at all).
+    for i in range(5):
+        await client.xadd(STREAM, entry(f"q{i}", "served", "eta-v1", 0.9))  # type: ignore[arg-type]
+        await client.xadd(STREAM, entry(f"q{i}", "shadow", "eta-v3-shadow", nan))  # type: ignore[arg-type]
+    assert await agreement_rate(client, STREAM, "eta", "eta-v3-shadow", 0, config) == (0.0, 5)
     await client.aclose()
