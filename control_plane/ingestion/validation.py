@@ -8,8 +8,8 @@ columns instead (the batch API's strict mode).
 
 Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60``):
 
-* **join keys**: every join key of the entity must be present, non-null and castable without loss to its
-  registered type (int64 or string);
+* **join keys**: every join key of the entity must be present, non-null (NaN counts as null) and castable
+  without loss to its registered type (int64 or string);
 * **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
   time-zone-aware, and not more than ``max_future`` (default 1 day) ahead of ``now``;
 * **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
@@ -171,8 +171,10 @@ def _check_required(
     source = _column(table, name)
     cast, failed = lossless_cast(source, target)
     reasons.add(failed, lambda row: f"{name}: {_show(source[row])} not castable to {target} without loss")
-    missing = ~source.is_valid().to_numpy(zero_copy_only=False) & ~failed
-    reasons.add(missing, lambda _row: f"{name}: required {what} is null")
+    # Nulls are read from the cast column, not the source: lossless_cast turns NaN into null, so a NaN
+    # key (pandas' float64 for an int key column with a gap) is valid in the source yet null once cast.
+    missing = ~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed
+    reasons.add(missing, lambda _row: f"{name}: required {what} is null (NaN or missing)")
     return cast
 
 

@@ -82,6 +82,7 @@ def test_valid_record_is_accepted_and_cast_to_registered_types() -> None:
             "temperature_c: null (null fraction 1.000 in batch exceeds max 0.25)",
         ),
         ({"sensor_id": [None]}, "sensor_id: required join key is null"),
+        ({"sensor_id": [math.nan]}, "sensor_id: required join key is null (NaN or missing)"),
         ({"sensor_id": ["abc"]}, "sensor_id: 'abc' not castable to int64 without loss"),
         ({"event_ts": [None]}, "event_ts: timestamp is null"),
         (
