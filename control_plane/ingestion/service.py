@@ -15,7 +15,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition, InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
@@ -209,15 +209,43 @@ class IngestionService:
         return ReplayOutcome(run_id, replayed, still)
 
     def _republish(self, view: pb.FeatureView, payloads: list[dict[str, Any]]) -> None:
+        """Publishes the events again to the view's source stream: a Redis stream, or a Kafka topic for a
+        ``kafka://`` source (where the materializer reads; an XADD to a Redis stream of that name would
+        be read by nobody and the records lost)."""
         stream = view.spec.source.uri
         if not stream:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
+        events = [
+            {k: v for k, v in ((k, _text(v)) for k, v in payload.items()) if v is not None}
+            for payload in payloads
+        ]
+        if stream.startswith("kafka://"):
+            self._produce_to_kafka(view, stream, events)
+            return
         pipeline = self._client.pipeline(transaction=False)
-        for payload in payloads:
-            pipeline.xadd(
-                stream, {k: v for k, v in ((k, _text(v)) for k, v in payload.items()) if v is not None}
-            )
+        for event in events:
+            pipeline.xadd(stream, {field: value for field, value in event.items()})
         pipeline.execute()
+
+    def _produce_to_kafka(self, view: pb.FeatureView, url: str, events: list[dict[str, str]]) -> None:
+        try:
+            from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
+        except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
+            raise FailedPrecondition(
+                f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"
+                " Kafka client (install the 'kafka' extra) to publish replayed records; they stay"
+                " quarantined"
+            ) from exc
+        try:
+            bootstrap, topic = parse_kafka_url(url)
+        except ValueError as exc:
+            raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
+        failures = [error for error in produce(bootstrap, topic, events) if error is not None]
+        if failures:
+            raise Unavailable(
+                f"Kafka at {bootstrap} did not acknowledge {len(failures)} of {len(events)} replayed records"
+                f" of view {view.spec.name!r} (first: {failures[0]}); they stay quarantined"
+            )
 
 
 def _parse(payload: str, record_id: int) -> dict[str, Any]:

@@ -1,16 +1,29 @@
 """A real control plane serving ingestion (SQLite and PostgreSQL via ``db_url``, a real redis-server),
-with a sensor entity and two registered views: ``climate`` (batch) and ``clicks`` (stream aggregations)."""
+with a sensor entity and two registered views: ``climate`` (batch) and ``clicks`` (stream aggregations);
+and the same registry behind the transport-free ``IngestionService`` on a SQLite file (``env``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
+import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from control_plane.api.ingestion import add_to_server
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head, write_session
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.quarantine import RunSource, record_outcome
+from control_plane.ingestion.service import IngestionService
+from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 
@@ -59,3 +72,37 @@ async def control_plane(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIte
     server.registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
     yield server
     await server.stop()
+
+
+@dataclass
+class Env:
+    service: IngestionService
+    sessions: sessionmaker[Session]
+    registry: FeatureRegistry
+    offline: OfflineStore
+    client: redis.Redis
+
+    def quarantine(self, view: str, payload: dict[str, Any], reason: str, key: str = "0") -> int:
+        """Quarantines one record of ``view`` v1 as a run of its own would; returns the record's id."""
+        run = RunSource(f"run-{uuid.uuid4().hex}", view, 1, "batch", "test")
+        rejected = pa.table({"payload": [json.dumps(payload)], "reason": [reason]})
+        with write_session(self.sessions) as session:
+            record_outcome(session, run, accepted=0, rejected=rejected, record_keys=[key])
+        (record,) = self.service.list_quarantined(run_id=run.run_id)
+        return record.id
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    registry.create_entity(ENTITY)
+    registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    offline = OfflineStore(str(tmp_path / "offline"))
+    client = redis.Redis.from_url(redis_url)
+    yield Env(IngestionService(sessions, registry, offline, client), sessions, registry, offline, client)
+    client.close()
+    engine.dispose()

@@ -4,48 +4,14 @@ store: what a batch run and a replay write when input is bad, and that nothing h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
-import pytest
-import redis
 
-from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
-from control_plane.features.registry import FeatureRegistry
-from control_plane.ingestion.service import IngestionService
-from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
-from tests.integration.ingestion.conftest import CLICKS, CLIMATE, ENTITY
+from tests.integration.ingestion.conftest import Env
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@dataclass
-class Env:
-    service: IngestionService
-    registry: FeatureRegistry
-    offline: OfflineStore
-    client: redis.Redis
-
-
-@pytest.fixture
-def env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    registry.create_entity(ENTITY)
-    registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
-    registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
-    offline = OfflineStore(str(tmp_path / "offline"))
-    client = redis.Redis.from_url(redis_url)
-    yield Env(IngestionService(sessions, registry, offline, client), registry, offline, client)
-    client.close()
-    engine.dispose()
 
 
 def offline_rows(env: Env, view: str) -> list[object]:

@@ -5,22 +5,28 @@ end to end with online values equal to brute force over the raw events."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
-from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url
+from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url, produce
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.source import MessageBatch
 from control_plane.offline.store import OfflineStore
+from tests.integration.ingestion.conftest import CLICKS, Env
 from tests.integration.ingestion.streaming_support import (
     Event,
     assert_close,
@@ -228,3 +234,47 @@ def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(
     probe = KafkaSource(kafka.bootstrap, TOPIC, "materializer", "probe", FAST_GROUP)
     assert probe.lag().messages == 0
     probe.close()
+
+
+# -- replaying quarantined records of a Kafka-sourced view ---------------------------------------------
+
+
+def kafka_clicks(env: Env, uri: str) -> None:
+    spec = pb.FeatureViewSpec()
+    spec.CopyFrom(CLICKS)
+    spec.name, spec.source.uri = "kclicks", uri
+    env.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+
+
+def test_a_replayed_record_of_a_kafka_view_goes_back_to_its_topic(kafka: KafkaMockCluster, env: Env) -> None:
+    kafka_clicks(env, f"kafka://{kafka.bootstrap}/{TOPIC}")
+    event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "oops"}
+    record_id = env.quarantine("kclicks", event, "amount: bad", key="0-17")
+    outcome = env.service.replay([record_id], {record_id: json.dumps({**event, "amount": "3.5"})})
+    assert outcome.replayed == [record_id]
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+    source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(source, 1)
+    assert [batch.fields(i) for i in range(len(batch))] == [{**event, "amount": "3.5"}]
+    source.close()
+    assert env.client.keys("*") == []  # no Redis stream named after the topic
+
+
+def test_a_kafka_replay_without_a_kafka_client_is_refused_and_the_record_stays(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A FAKE missing extra: None in sys.modules makes the import raise ImportError, as it does on a
+    # control plane installed without confluent-kafka (which this test environment always has).
+    monkeypatch.setitem(sys.modules, "control_plane.ingestion.streaming.kafka_source", None)
+    kafka_clicks(env, "kafka://127.0.0.1:9/clicks")
+    event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "3.5"}
+    record_id = env.quarantine("kclicks", event, "amount: bad")
+    with pytest.raises(FailedPrecondition, match=r"reads from Kafka .* no Kafka client .*stay quarantined"):
+        env.service.replay([record_id], {})
+    assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED
+    assert env.client.keys("*") == []
+
+
+def test_records_a_broker_does_not_acknowledge_are_reported_as_not_delivered() -> None:
+    reports = produce("127.0.0.1:9", TOPIC, [{"n": "1"}, {"n": "2"}], timeout_s=1.0)  # nothing listens
+    assert len(reports) == 2 and all(report is not None for report in reports)
