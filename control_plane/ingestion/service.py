@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -143,109 +143,161 @@ class IngestionService:
 
     def replay(self, ids: Sequence[int], corrected: Mapping[int, str], actor: str = "") -> ReplayOutcome:
         """See the RPC's comment. Batch views get the passing records written offline and online; a
-        streaming view gets them published again to its stream, where its materializer aggregates them."""
+        streaming view gets them published again to its stream, where its materializer aggregates them.
+
+        Every group of records (one view version) is parsed, resolved and validated, and every stream it
+        publishes to checked, before anything is written; then each group is written and its statuses
+        committed at once, before the next group. A refused or failed replay therefore leaves every record
+        either written and marked replayed or unwritten and still quarantined, never written yet
+        quarantined (which a second replay would publish again: a stream event aggregated twice); only a
+        crash between one group's write and its commit can, the window a batch run's chunk has too."""
         with read_session(self._sessions) as session:
             rows = quarantine.get_rows(session, ids)
         _refuse_unless_quarantined(rows)
         unknown = set(corrected) - set(ids)
         if unknown:
             raise InvalidArgument(f"corrected records {sorted(unknown)} are not among the replayed ids")
-        groups: dict[tuple[str, int], list[QuarantineRow]] = {}
+        members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
         for row in rows:
-            groups.setdefault((row.view, row.version), []).append(row)
-        run_id = f"replay-{uuid.uuid4().hex}"
+            members_of.setdefault((row.view, row.version), []).append(row)
+        groups = [self._prepare_replay(members, corrected) for members in members_of.values()]
+        first = rows[0]
+        run = RunSource(
+            f"replay-{uuid.uuid4().hex}", first.view, first.version, "replay", f"quarantine:{first.run_id}"
+        )
         replayed: list[int] = []
-        new_reasons: dict[int, str] = {}
-        for (view_name, version), members in groups.items():
-            view, entity = self._resolve(view_name, version)
-            payloads = [_parse(corrected.get(row.id, row.payload), row.id) for row in members]
-            result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
+        still: list[int] = []
+        for group in groups:
+            undelivered = self._write_replay(group)
+            done = [group.members[i].id for i in group.passing if i not in undelivered]
+            self._commit_replay(run, group, done, corrected, actor)
+            replayed += done
+            still += sorted(group.new_reasons)
+            if undelivered:
+                raise Unavailable(
+                    f"{len(undelivered)} records of view {group.view.spec.name!r} were not acknowledged by"
+                    f" its stream ({next(iter(undelivered.values()))}); they stay quarantined. Already"
+                    f" replayed (run {run.run_id}): {replayed or 'none'}"
+                )
+        with read_session(self._sessions) as session:
+            records = [quarantine.get_quarantined(session, record_id) for record_id in sorted(still)]
+        return ReplayOutcome(run.run_id, replayed, records)
+
+    def _prepare_replay(self, members: list[QuarantineRow], corrected: Mapping[int, str]) -> _ReplayGroup:
+        """Everything that can refuse a group's replay, with nothing written yet."""
+        view, entity = self._resolve(members[0].view, members[0].version)
+        payloads = [_parse(corrected.get(row.id, row.payload), row.id) for row in members]
+        result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
+        new_reasons = {
+            members[index].id: reason
             for index, reason in zip(
                 result.rejected.column("row_index").to_pylist(),
                 result.rejected.column("reason").to_pylist(),
                 strict=True,
-            ):
-                new_reasons[members[index].id] = reason
-            passing = [i for i, row in enumerate(members) if row.id not in new_reasons]
-            if passing:
-                if view.spec.aggregations:
-                    self._republish(view, [payloads[i] for i in passing])
-                else:
-                    self.batch.write_offline(view, result.accepted)
-                    self.batch.write_online(view, entity, result.accepted)
-            replayed += [members[i].id for i in passing]
-        return self._finish_replay(run_id, rows, replayed, new_reasons, corrected, actor)
+            )
+        }
+        passing = [i for i, row in enumerate(members) if row.id not in new_reasons]
+        publish = self._publisher(view) if view.spec.aggregations and passing else None
+        return _ReplayGroup(view, entity, members, payloads, result.accepted, new_reasons, passing, publish)
 
-    def _finish_replay(
-        self,
-        run_id: str,
-        rows: Sequence[QuarantineRow],
-        replayed: list[int],
-        new_reasons: dict[int, str],
-        corrected: Mapping[int, str],
-        actor: str,
-    ) -> ReplayOutcome:
-        first = rows[0]
+    def _write_replay(self, group: _ReplayGroup) -> dict[int, str]:
+        """Writes a group's passing records; returns, by member index, the events its stream did not
+        acknowledge (never written, so they stay quarantined)."""
+        if not group.passing:
+            return {}
+        if group.publish is None:
+            self.batch.write_offline(group.view, group.accepted)
+            self.batch.write_online(group.view, group.entity, group.accepted)
+            return {}
+        events = [_event(group.payloads[i]) for i in group.passing]
+        errors = group.publish(events)
+        return {i: error for i, error in zip(group.passing, errors, strict=True) if error is not None}
+
+    def _commit_replay(
+        self, run: RunSource, group: _ReplayGroup, done: list[int], corrected: Mapping[int, str], actor: str
+    ) -> None:
+        """Commits one written group: its records' statuses, the run's counters and the audit entry."""
         with write_session(self._sessions) as session:
-            fresh = {row.id: row for row in quarantine.get_rows(session, [row.id for row in rows])}
-            for record_id in replayed:
+            fresh = {row.id: row for row in quarantine.get_rows(session, [row.id for row in group.members])}
+            for record_id in done:
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
                 quarantine.set_status(session, [row], quarantine.REPLAYED)
-            for record_id, reason in new_reasons.items():
+            for record_id, reason in group.new_reasons.items():
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
                 quarantine.set_status(session, [row], quarantine.QUARANTINED, reason)
-            run = quarantine.ensure_run(
-                session, RunSource(run_id, first.view, first.version, "replay", f"quarantine:{first.run_id}")
-            )
-            run.records_in, run.accepted, run.quarantined = len(rows), len(replayed), len(new_reasons)
+            counters = quarantine.ensure_run(session, run)
+            counters.records_in += len(done) + len(group.new_reasons)
+            counters.accepted += len(done)
+            counters.quarantined += len(group.new_reasons)
+            counters.updated_at_us = quarantine.now_us()
             audit(
                 session, actor=actor, action="quarantine.replay", object_type="quarantine",
-                object_id=",".join(str(row.id) for row in rows), before=None,
-                after={"run_id": run_id, "replayed": replayed, "still_quarantined": sorted(new_reasons)},
+                object_id=",".join(str(row.id) for row in group.members), before=None,
+                after={
+                    "run_id": run.run_id, "replayed": done, "still_quarantined": sorted(group.new_reasons)
+                },
             )  # fmt: skip
-            still = [quarantine.get_quarantined(session, record_id) for record_id in sorted(new_reasons)]
-        return ReplayOutcome(run_id, replayed, still)
 
-    def _republish(self, view: pb.FeatureView, payloads: list[dict[str, Any]]) -> None:
-        """Publishes the events again to the view's source stream: a Redis stream, or a Kafka topic for a
-        ``kafka://`` source (where the materializer reads; an XADD to a Redis stream of that name would
-        be read by nobody and the records lost)."""
+    def _publisher(self, view: pb.FeatureView) -> Publish:
+        """How to publish events again to a streaming view's source, where its materializer reads: a Redis
+        stream, or the topic of a ``kafka://`` source (an XADD to a Redis stream of that name would be
+        read by nobody and the records lost). Refuses, before anything is written, a view with no source
+        or a Kafka source this control plane has no client for."""
         stream = view.spec.source.uri
         if not stream:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
-        events = [
-            {k: v for k, v in ((k, _text(v)) for k, v in payload.items()) if v is not None}
-            for payload in payloads
-        ]
         if stream.startswith("kafka://"):
-            self._produce_to_kafka(view, stream, events)
-            return
-        pipeline = self._client.pipeline(transaction=False)
-        for event in events:
-            pipeline.xadd(stream, {field: value for field, value in event.items()})
-        pipeline.execute()
+            return _kafka_publisher(view, stream)
 
-    def _produce_to_kafka(self, view: pb.FeatureView, url: str, events: list[dict[str, str]]) -> None:
-        try:
-            from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
-        except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
-            raise FailedPrecondition(
-                f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"
-                " Kafka client (install the 'kafka' extra) to publish replayed records; they stay"
-                " quarantined"
-            ) from exc
-        try:
-            bootstrap, topic = parse_kafka_url(url)
-        except ValueError as exc:
-            raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
-        failures = [error for error in produce(bootstrap, topic, events) if error is not None]
-        if failures:
-            raise Unavailable(
-                f"Kafka at {bootstrap} did not acknowledge {len(failures)} of {len(events)} replayed records"
-                f" of view {view.spec.name!r} (first: {failures[0]}); they stay quarantined"
-            )
+        def xadd(events: list[dict[str, str]]) -> list[str | None]:
+            # One MULTI/EXEC: every event is added or none is, so a failure leaves none half-published.
+            pipeline = self._client.pipeline(transaction=True)
+            for event in events:
+                pipeline.xadd(stream, {field: value for field, value in event.items()})
+            pipeline.execute()
+            return [None] * len(events)
+
+        return xadd
+
+
+#: Publishes events to a stream; per event, None once the stream holds it, else why it does not.
+Publish = Callable[[list[dict[str, str]]], list[str | None]]
+
+
+@dataclass(frozen=True)
+class _ReplayGroup:
+    """The records of one view version in a replay, validated and ready to write."""
+
+    view: pb.FeatureView
+    entity: pb.Entity
+    members: list[QuarantineRow]
+    payloads: list[dict[str, Any]]
+    accepted: pa.Table
+    new_reasons: dict[int, str]  # record id -> why it stays quarantined
+    passing: list[int]  # indices into members
+    publish: Publish | None  # a streaming view's publisher; None for a batch view
+
+
+def _kafka_publisher(view: pb.FeatureView, url: str) -> Publish:
+    try:
+        from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
+    except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
+        raise FailedPrecondition(
+            f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"
+            " Kafka client (install the 'kafka' extra) to publish replayed records; they stay quarantined"
+        ) from exc
+    try:
+        bootstrap, topic = parse_kafka_url(url)
+    except ValueError as exc:
+        raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
+    return lambda events: produce(bootstrap, topic, events)
+
+
+def _event(payload: Mapping[str, Any]) -> dict[str, str]:
+    """A record as stream fields: values as text, absent ones left out (as a stream message carries)."""
+    return {k: v for k, v in ((k, _text(v)) for k, v in payload.items()) if v is not None}
 
 
 def _parse(payload: str, record_id: int) -> dict[str, Any]:

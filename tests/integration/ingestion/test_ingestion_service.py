@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+from clients.errors import FailedPrecondition, InvalidArgument
+from control_plane.ingestion import quarantine
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 
@@ -36,3 +40,43 @@ def test_a_nan_join_key_is_quarantined_and_the_rest_of_the_run_reaches_both_stor
     (record,) = env.service.list_quarantined(view="climate")
     assert "sensor_id: required join key is null (NaN or missing)" in record.reason
     assert json.loads(record.payload)["sensor_id"] == "NaN"
+
+
+def test_a_replay_refused_by_a_later_group_writes_nothing(env: Env) -> None:
+    event = {"sensor_id": "5", "event_ts": NOW.isoformat(), "amount": "oops"}
+    row = {"sensor_id": 5, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+    clicks = env.quarantine("clicks", event, "amount: bad", key="1-0")
+    climate = env.quarantine("climate", row, "temperature_c: above max")
+    fixed = json.dumps({**event, "amount": "3.5"})
+    with pytest.raises(InvalidArgument, match=f"record {climate}: payload is not JSON"):
+        env.service.replay([clicks, climate], {clicks: fixed, climate: "{not json"})
+    assert env.client.exists("events:clicks") == 0  # the valid first group was not published either
+    assert env.service.get_quarantined(clicks).status == quarantine.QUARANTINED
+    assert [run.source_kind for run in env.service.list_runs()] == ["batch", "batch"]
+
+
+def test_a_replay_failing_in_a_later_write_keeps_the_written_groups_replayed(
+    env: Env, tmp_path: Path
+) -> None:
+    event = {"sensor_id": "5", "event_ts": NOW.isoformat(), "amount": "oops"}
+    row = {"sensor_id": 5, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+    clicks = env.quarantine("clicks", event, "amount: bad", key="1-0")
+    climate = env.quarantine("climate", row, "temperature_c: above max")
+    fixed = {clicks: json.dumps({**event, "amount": "3.5"}), climate: json.dumps({**row, "temperature_c": 9})}
+    # A real fault in the second group's write: a file where the offline store's folder should be.
+    (tmp_path / "offline").write_text("not a folder")
+    with pytest.raises(OSError):
+        env.service.replay([clicks, climate], fixed)
+    assert env.client.xlen("events:clicks") == 1
+    assert env.service.get_quarantined(clicks).status == quarantine.REPLAYED
+    assert env.service.get_quarantined(climate).status == quarantine.QUARANTINED
+    replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
+    assert [(run.records_in, run.accepted, run.quarantined) for run in replays] == [(1, 1, 0)]
+
+    # Replaying again cannot publish the event twice: only the unwritten record is still quarantined.
+    with pytest.raises(FailedPrecondition, match=f"record {clicks} is replayed"):
+        env.service.replay([clicks, climate], {climate: fixed[climate]})
+    (tmp_path / "offline").unlink()
+    assert env.service.replay([climate], {climate: fixed[climate]}).replayed == [climate]
+    assert env.client.xlen("events:clicks") == 1
+    assert offline_rows(env, "climate") == [5]

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, Unavailable
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
@@ -278,3 +278,14 @@ def test_a_kafka_replay_without_a_kafka_client_is_refused_and_the_record_stays(
 def test_records_a_broker_does_not_acknowledge_are_reported_as_not_delivered() -> None:
     reports = produce("127.0.0.1:9", TOPIC, [{"n": "1"}, {"n": "2"}], timeout_s=1.0)  # nothing listens
     assert len(reports) == 2 and all(report is not None for report in reports)
+
+
+def test_a_kafka_replay_the_broker_does_not_acknowledge_fails_and_the_record_stays(env: Env) -> None:
+    kafka_clicks(env, "kafka://127.0.0.1:9/clicks")  # nothing listens there
+    event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "3.5"}
+    record_id = env.quarantine("kclicks", event, "amount: bad")
+    with pytest.raises(Unavailable, match=r"1 records of view 'kclicks' were not acknowledged"):
+        env.service.replay([record_id], {})
+    assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED
+    replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
+    assert [(run.records_in, run.accepted, run.quarantined) for run in replays] == [(0, 0, 0)]
