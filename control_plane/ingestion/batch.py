@@ -63,9 +63,19 @@ OPEN_WINDOW = Window()
 
 
 def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_rows):
-        yield pa.Table.from_batches([batch])
+    """The file's rows a chunk at a time. A file that cannot be read is ``InvalidArgument``; only the
+    reading is covered, so an Arrow error of validation or of a store is never reported as a bad file."""
+    try:
+        parquet = pq.ParquetFile(path)
+        batches = parquet.iter_batches(batch_size=batch_rows)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield pa.Table.from_batches([batch])
+    except (FileNotFoundError, pa.ArrowInvalid) as exc:
+        raise InvalidArgument(f"cannot read Parquet source {path!r}: {exc}") from exc
 
 
 class BatchMaterializer:

@@ -98,13 +98,10 @@ class IngestionService:
         path = source_uri or found.spec.source.uri
         if not path:
             raise InvalidArgument(f"view {view!r} has no source uri; name a Parquet file to materialize")
-        try:
-            chunks = parquet_batches(path)
-            return self.batch.materialize(
-                found, entity, chunks, window=window, source_id=path, strict=strict, actor=actor
-            )
-        except (FileNotFoundError, pa.ArrowInvalid) as exc:
-            raise InvalidArgument(f"cannot read Parquet source {path!r}: {exc}") from exc
+        chunks = parquet_batches(path)
+        return self.batch.materialize(
+            found, entity, chunks, window=window, source_id=path, strict=strict, actor=actor
+        )
 
     # -- quarantine --------------------------------------------------------------------------------
 

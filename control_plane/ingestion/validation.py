@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -226,25 +227,73 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
                 ),
             )
     if valid.any() and (rule.HasField("min_value") or rule.HasField("max_value") or rule.allowed_values):
-        numbers = pc.fill_null(cast.cast(pa.float64()), 0).to_numpy(zero_copy_only=False)
         if rule.HasField("min_value"):
             reasons.add(
-                valid & (numbers < rule.min_value),
+                valid & _below(cast, rule.min_value),
                 lambda row: f"{name}: {_show(cast[row])} below min {rule.min_value:g}",
             )
         if rule.HasField("max_value"):
             reasons.add(
-                valid & (numbers > rule.max_value),
+                valid & _above(cast, rule.max_value),
                 lambda row: f"{name}: {_show(cast[row])} above max {rule.max_value:g}",
             )
         if rule.allowed_values:
-            allowed = np.asarray(sorted(set(rule.allowed_values)), dtype=np.float64)
             listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
             reasons.add(
-                valid & ~np.isin(numbers, allowed),
+                valid & ~_allowed(cast, rule.allowed_values),
                 lambda row: f"{name}: {_show(cast[row])} not in allowed values [{listed}]",
             )
     return cast
+
+
+# The rules' bounds are doubles, but an int64 value above 2**53 has no exact float64 (the cast refuses
+# it), so integer columns are compared in their own type: v >= min is v >= ceil(min) and v <= max is
+# v <= floor(max), and categories (int64) are matched as integers, exactly for every int64. Other columns
+# compare as float64, which holds every float32 and bool exactly.
+
+
+def _below(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
+    """Where ``values < bound`` (False at nulls)."""
+    if not pa.types.is_integer(values.type):
+        return _mask(pc.less(values.cast(pa.float64()), bound))
+    lowest, highest = _integer_range(values.type)
+    # Python compares an int with a float exactly, so these decide the bounds no value can cross.
+    if math.isnan(bound) or bound <= lowest:
+        return np.zeros(len(values), dtype=bool)
+    if bound > highest:
+        return np.ones(len(values), dtype=bool)
+    return _mask(pc.less(values, pa.scalar(math.ceil(bound), values.type)))
+
+
+def _above(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
+    """Where ``values > bound`` (False at nulls)."""
+    if not pa.types.is_integer(values.type):
+        return _mask(pc.greater(values.cast(pa.float64()), bound))
+    lowest, highest = _integer_range(values.type)
+    if math.isnan(bound) or bound >= highest:
+        return np.zeros(len(values), dtype=bool)
+    if bound < lowest:
+        return np.ones(len(values), dtype=bool)
+    return _mask(pc.greater(values, pa.scalar(math.floor(bound), values.type)))
+
+
+def _allowed(values: pa.Array, allowed: Iterable[int]) -> npt.NDArray[np.bool_]:
+    """Where a value is one of the (int64) categories ``allowed`` (False at nulls)."""
+    if not pa.types.is_integer(values.type):
+        return _mask(pc.is_in(values.cast(pa.float64()), pa.array(sorted(set(allowed)), pa.float64())))
+    lowest, highest = _integer_range(values.type)
+    # A category outside the column's range equals none of its values (nor fits its type).
+    members = sorted({v for v in allowed if lowest <= v <= highest})
+    return _mask(pc.is_in(values, pa.array(members, values.type)))
+
+
+def _integer_range(arrow_type: pa.DataType) -> tuple[int, int]:
+    info = np.iinfo(arrow_type.to_pandas_dtype())
+    return int(info.min), int(info.max)
+
+
+def _mask(flags: pa.Array) -> npt.NDArray[np.bool_]:
+    return np.asarray(pc.fill_null(flags, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:

@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2 as t
 from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.ingestion import quarantine
 from kernels.online_keys import online_key
@@ -80,3 +83,27 @@ def test_a_replay_failing_in_a_later_write_keeps_the_written_groups_replayed(
     assert env.service.replay([climate], {climate: fixed[climate]}).replayed == [climate]
     assert env.client.xlen("events:clicks") == 1
     assert offline_rows(env, "climate") == [5]
+
+
+def test_a_parquet_int64_beyond_2_53_is_checked_exactly_and_a_missing_file_is_a_bad_argument(
+    env: Env, tmp_path: Path
+) -> None:
+    spec = pb.FeatureViewSpec(
+        name="counts",
+        entity="sensor",
+        features=[pb.Feature(name="n", value_type=t.INT64, validation=pb.ValidationRule(max_value=2.0**53))],
+    )
+    env.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+    path = tmp_path / "counts.parquet"
+    pq.write_table(
+        pa.table({"sensor_id": [1, 2], "event_ts": [NOW] * 2, "n": pa.array([2**53, 2**53 + 1], pa.int64())}),
+        path,
+    )
+    outcome = env.service.materialize_file("counts", 1, str(path))
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+    (record,) = env.service.list_quarantined(view="counts")
+    assert record.reason == "n: 9007199254740993 above max 9.0072e+15"
+    with pytest.raises(InvalidArgument, match="cannot read Parquet source"):
+        env.service.materialize_file("counts", 1, str(tmp_path / "missing.parquet"))
+    with pytest.raises(InvalidArgument, match="cannot read Parquet source"):
+        env.service.materialize_file("counts", 1, str(tmp_path / "aether.db"))  # not Parquet

@@ -234,3 +234,78 @@ def test_random_batches_match_a_per_record_checker(
     assert set(result.rejected.column("row_index").to_pylist()) == expected_rejects(rows)
     assert result.accepted.num_rows + result.rejected.num_rows == len(rows)
     assert result.accepted.column("sensor_id").null_count == 0
+
+
+# -- int64 range and categories, exact near and beyond 2**53 --------------------------------------------
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+near = st.sampled_from([0, 2**53, -(2**53), 2**63 - 1024, INT64_MIN]).flatmap(
+    lambda centre: st.integers(max(INT64_MIN, centre - 4), min(INT64_MAX, centre + 4))
+)
+big_ints = st.one_of(near, st.integers(INT64_MIN, INT64_MAX))
+# Bounds are doubles: some exactly on an integer near a value, some between integers; categories int64.
+bounds = st.one_of(
+    big_ints.map(float),
+    near.map(lambda v: float(v) + 0.5),
+    st.floats(allow_nan=False),
+    st.sampled_from([math.inf, -math.inf, 2.0**63, -(2.0**63), 2.0**53 + 2]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(big_ints, min_size=1, max_size=20),
+    low=st.one_of(st.none(), bounds),
+    high=st.one_of(st.none(), bounds),
+    allowed=st.lists(big_ints, max_size=6),
+)
+def test_int64_range_and_categories_match_exact_comparison(
+    values: list[int], low: float | None, high: float | None, allowed: list[int]
+) -> None:
+    rule = pb.ValidationRule(allowed_values=allowed)
+    if low is not None:
+        rule.min_value = low
+    if high is not None:
+        rule.max_value = high
+    view = pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="counts",
+            entity="sensor",
+            features=[pb.Feature(name="n", value_type=t.INT64, validation=rule)],
+        ),
+        version=1,
+    )
+    table = pa.table(
+        {"sensor_id": [1] * len(values), "event_ts": [NOW] * len(values), "n": pa.array(values, pa.int64())}
+    )
+    result = validate(view, ENTITY, table, now=NOW)
+
+    # Brute force: Python compares an int with a float exactly, whatever their sizes.
+    def bad(v: int) -> bool:
+        return (
+            (low is not None and v < low)
+            or (high is not None and v > high)
+            or (bool(allowed) and v not in allowed)
+        )
+
+    assert result.rejected.column("row_index").to_pylist() == [i for i, v in enumerate(values) if bad(v)]
+    assert result.accepted.column("n").to_pylist() == [v for v in values if not bad(v)]
+
+
+def test_an_int64_beyond_2_53_is_checked_exactly_and_named_in_full() -> None:
+    view = pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="counts",
+            entity="sensor",
+            features=[
+                pb.Feature(name="n", value_type=t.INT64, validation=pb.ValidationRule(max_value=2.0**53))
+            ],
+        ),
+        version=1,
+    )
+    table = pa.table(
+        {"sensor_id": [1, 2], "event_ts": [NOW] * 2, "n": pa.array([2**53, 2**53 + 1], pa.int64())}
+    )
+    result = validate(view, ENTITY, table, now=NOW)
+    assert result.accepted.column("n").to_pylist() == [2**53]
+    assert result.rejected.column("reason").to_pylist() == ["n: 9007199254740993 above max 9.0072e+15"]
