@@ -12,7 +12,9 @@ What "without loss" means per target:
   float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity;
 * bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
 * timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
-  offset or ``Z``), converted to UTC microseconds; naive ones fail.
+  offset or ``Z``), converted to UTC microseconds; naive ones fail, and so does every value of any other
+  type: Arrow would read an integer as microseconds since the epoch, so epoch milliseconds or seconds
+  would land, accepted, in 1970, and a date has no time of day nor zone.
 
 NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
 """
@@ -25,6 +27,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+#: What a timestamp may be given as, for reasons that name it.
+TIMESTAMP_SOURCES = "a timestamp with a time zone, or an ISO 8601 string with a zone offset or Z"
+
+
+def castable_to_timestamp(source: pa.DataType) -> bool:
+    """Whether values of ``source`` may become timestamps at all (see the module docstring)."""
+    if pa.types.is_dictionary(source):
+        source = source.value_type
+    return bool(
+        pa.types.is_timestamp(source) or pa.types.is_string(source) or pa.types.is_large_string(source)
+    )
 
 
 def nan_to_null(values: pa.Array) -> pa.Array:
@@ -40,10 +53,14 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
     null in the result)."""
     values = nan_to_null(values)
     n = len(values)
-    if pa.types.is_timestamp(target) and pa.types.is_timestamp(values.type):
-        if values.type.tz is None:  # naive timestamps: every present value fails
+    if pa.types.is_timestamp(target):
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        naive = pa.types.is_timestamp(values.type) and values.type.tz is None
+        if naive or not castable_to_timestamp(values.type):  # every present value fails
             return pa.nulls(n, target), values.is_valid().to_numpy(zero_copy_only=False)
-        return values.cast(target, safe=False), np.zeros(n, dtype=bool)
+        if pa.types.is_timestamp(values.type):
+            return values.cast(target, safe=False), np.zeros(n, dtype=bool)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)
     try:

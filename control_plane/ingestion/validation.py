@@ -11,7 +11,8 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 * **join keys**: every join key of the entity must be present, non-null (NaN counts as null) and castable
   without loss to its registered type (int64 or string);
 * **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
-  time-zone-aware, and not more than ``max_future`` (default 1 day) ahead of ``now``;
+  time-zone-aware (an Arrow timestamp with a zone or an ISO 8601 string with an offset; never an epoch
+  number or a date), and not more than ``max_future`` (default 1 day) ahead of ``now``;
 * **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
 * **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed;
 * **nulls** (NaN counts as null): per feature, the batch's null fraction is ``nulls / records``. When it
@@ -47,7 +48,12 @@ import pyarrow.compute as pc
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
-from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.casting import (
+    TIMESTAMP_SOURCES,
+    TIMESTAMP_TYPE,
+    castable_to_timestamp,
+    lossless_cast,
+)
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
 DEFAULT_MAX_FUTURE = timedelta(days=1)
@@ -188,7 +194,16 @@ def _check_timestamp(
         return pa.nulls(n, TIMESTAMP_TYPE)
     source = _column(table, name)
     cast, failed = lossless_cast(source, TIMESTAMP_TYPE)
-    reasons.add(failed, lambda row: f"{name}: {_show(source[row])} is not a time-zone-aware timestamp")
+    if castable_to_timestamp(source.type):
+        reasons.add(failed, lambda row: f"{name}: {_show(source[row])} is not a time-zone-aware timestamp")
+    else:  # an epoch number or a date: name the type, so the sender sees why a plain value is refused
+        reasons.add(
+            failed,
+            lambda row: (
+                f"{name}: {_show(source[row])} is of type {source.type}, not a time-zone-aware timestamp"
+                f" (accepted: {TIMESTAMP_SOURCES})"
+            ),
+        )
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
     reasons.add(~valid & ~failed, lambda _row: f"{name}: timestamp is null")
     limit_us = _epoch_us(now + max_future)

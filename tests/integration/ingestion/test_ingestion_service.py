@@ -4,7 +4,7 @@ store: what a batch run and a replay write when input is bad, and that nothing h
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +15,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.ingestion import quarantine
+from control_plane.ingestion.batch import Window
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 
@@ -107,3 +108,21 @@ def test_a_parquet_int64_beyond_2_53_is_checked_exactly_and_a_missing_file_is_a_
         env.service.materialize_file("counts", 1, str(tmp_path / "missing.parquet"))
     with pytest.raises(InvalidArgument, match="cannot read Parquet source"):
         env.service.materialize_file("counts", 1, str(tmp_path / "aether.db"))  # not Parquet
+
+
+def test_epoch_number_timestamps_are_quarantined_not_read_as_1970(env: Env) -> None:
+    millis = int(NOW.timestamp() * 1000)
+    table = pa.table(
+        {"sensor_id": [1, 2], "event_ts": [millis, millis], "temperature_c": [20.0, 21.0], "mode": [1, 2]}
+    )
+    # A window that 1970 falls outside of: such rows must be validated (and quarantined), not skipped.
+    outcome = env.service.ingest("climate", 1, [table], window=Window(start=NOW - timedelta(days=1)))
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 0, 2)
+    assert outcome.skipped_outside_window == 0
+    reasons = {record.reason for record in env.service.list_quarantined(view="climate")}
+    assert reasons == {
+        f"event_ts: {millis} is of type int64, not a time-zone-aware timestamp (accepted: a timestamp with"
+        " a time zone, or an ISO 8601 string with a zone offset or Z)"
+    }
+    assert offline_rows(env, "climate") == []
+    assert env.client.keys("*") == []

@@ -94,6 +94,13 @@ def test_valid_record_is_accepted_and_cast_to_registered_types() -> None:
             "event_ts: '2026-01-01T12:00:00' is not a time-zone-aware timestamp",
         ),
         ({"event_ts": [NOW + timedelta(days=2)]}, "is more than 1 day, 0:00:00 ahead of now"),
+        (
+            {"event_ts": [1_767_268_800_000]},  # epoch milliseconds: Arrow would read them as µs, in 1970
+            "event_ts: 1767268800000 is of type int64, not a time-zone-aware timestamp (accepted: a"
+            " timestamp with a time zone, or an ISO 8601 string with a zone offset or Z)",
+        ),
+        ({"event_ts": [NOW.date()]}, "event_ts: 2026-01-01 is of type date32[day], not a time-zone-aware"),
+        ({"event_ts": [1.767e9]}, "event_ts: 1.767e+09 is of type double, not a time-zone-aware"),
         ({"humidity": [0.5]}, "humidity: unknown column"),
     ],
 )
