@@ -12,9 +12,10 @@ What "without loss" means per target:
   float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity;
 * bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
 * timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
-  offset or ``Z``), converted to UTC microseconds; naive ones fail, and so does every value of any other
-  type: Arrow would read an integer as microseconds since the epoch, so epoch milliseconds or seconds
-  would land, accepted, in 1970, and a date has no time of day nor zone.
+  offset or ``Z``), converted to UTC microseconds (digits below a microsecond are dropped, from a
+  nanosecond timestamp or a string alike: the stores hold microseconds); naive ones fail, and so does
+  every value of any other type: Arrow would read an integer as microseconds since the epoch, so epoch
+  milliseconds or seconds would land, accepted, in 1970, and a date has no time of day nor zone.
 
 NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
 """
@@ -63,15 +64,33 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
             return values.cast(target, safe=False), np.zeros(n, dtype=bool)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)
-    try:
-        cast = values.cast(target, safe=True)
-        failed = np.zeros(n, dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    cast = _safe_cast(values, target)
+    if cast is None and pa.types.is_timestamp(target):
+        values = _microsecond_digits(values)
+        cast = _safe_cast(values, target)
+    if cast is None:
         cast, failed = _cast_each(values, target)
+    else:
+        failed = np.zeros(n, dtype=bool)
     failed |= _lossy(values, cast, target)
     if failed.any():
         cast = pc.if_else(pa.array(failed), pa.nulls(n, target), cast)
     return nan_to_null(cast), failed
+
+
+def _safe_cast(values: pa.Array, target: pa.DataType) -> pa.Array | None:
+    """The vectorized cast, or None when some value refuses it."""
+    try:
+        return values.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def _microsecond_digits(values: pa.Array) -> pa.Array:
+    """Time strings with the digits below a microsecond dropped, as a nanosecond timestamp's are, so a
+    record quarantined with its exact nanoseconds (validation writes them into the payload) replays.
+    Run only when the plain cast refuses, so strings with at most six digits never pay for the regex."""
+    return pc.replace_substring_regex(values, pattern=r"(:\d\d\.\d{6})\d+", replacement=r"\1")
 
 
 def _cast_each(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:

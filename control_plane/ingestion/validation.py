@@ -315,7 +315,7 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
     rows = sorted(reasons.by_row)
     if not rows:
         return REJECTED_SCHEMA.empty_table()
-    originals = table.take(pa.array(rows, pa.int64())).to_pylist()
+    originals = _nanos_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
     return pa.Table.from_pydict(
         {
             "row_index": rows,
@@ -324,6 +324,30 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
         },
         schema=REJECTED_SCHEMA,
     )
+
+
+def _nanos_as_text(table: pa.Table) -> pa.Table:
+    """``table`` with its nanosecond columns (timestamps, times, durations) as text. Without pandas,
+    ``as_py`` cannot hold a nanosecond (it raises), and a quarantined payload must keep the exact value."""
+    for index, field in enumerate(table.schema):
+        if _is_nanos(field.type):
+            table = table.set_column(index, field.name, _nanos_text(table.column(index)))
+    return table
+
+
+def _is_nanos(arrow_type: pa.DataType) -> bool:
+    temporal = pa.types.is_timestamp(arrow_type) or pa.types.is_time64(arrow_type)
+    return bool((temporal or pa.types.is_duration(arrow_type)) and arrow_type.unit == "ns")
+
+
+def _nanos_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if not pa.types.is_timestamp(values.type):
+        return values.cast(pa.string())  # times as HH:MM:SS.fffffffff, durations as their nanoseconds
+    # ISO 8601 in the column's zone (naive stays naive), as datetime.isoformat writes the other units'
+    # timestamps: no fraction on a whole second, six digits on a whole microsecond, nine only when needed.
+    text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S" + ("%Ez" if values.type.tz else ""))
+    text = pc.replace_substring_regex(text, pattern=r"(:\d\d)\.000000000", replacement=r"\1")
+    return pc.replace_substring_regex(text, pattern=r"(:\d\d\.\d{6})000", replacement=r"\1")
 
 
 def record_json(record: dict[str, Any]) -> str:
@@ -349,6 +373,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _show(scalar: pa.Scalar) -> str:
+    if _is_nanos(scalar.type):
+        return str(_nanos_text(pa.array([scalar.value], scalar.type))[0].as_py())
     value = scalar.as_py()
     if isinstance(value, datetime):
         return value.isoformat()

@@ -126,3 +126,26 @@ def test_epoch_number_timestamps_are_quarantined_not_read_as_1970(env: Env) -> N
     }
     assert offline_rows(env, "climate") == []
     assert env.client.keys("*") == []
+
+
+def test_a_nanosecond_record_is_quarantined_exactly_and_replays(env: Env) -> None:
+    stamp = int(NOW.timestamp()) * 10**9 + 123_456_789
+    table = pa.table(
+        {
+            "sensor_id": [1, 2],
+            "event_ts": pa.array([stamp, stamp], pa.timestamp("ns", tz="UTC")),
+            "temperature_c": [20.0, 99.0],
+            "mode": [1, 1],
+        }
+    )
+    outcome = env.service.ingest("climate", 1, [table])
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+    (record,) = env.service.list_quarantined(view="climate")
+    payload = json.loads(record.payload)
+    assert payload["event_ts"] == NOW.isoformat().replace("+00:00", ".123456789+00:00")
+    replayed = env.service.replay([record.id], {record.id: json.dumps({**payload, "temperature_c": 21.0})})
+    assert replayed.replayed == [record.id]
+    stored = [
+        batch.column("event_ts").cast(pa.int64()).to_pylist() for batch in env.offline.scan("climate", 1)
+    ]
+    assert stored == [[stamp // 1000], [stamp // 1000]]

@@ -316,3 +316,46 @@ def test_an_int64_beyond_2_53_is_checked_exactly_and_named_in_full() -> None:
     result = validate(view, ENTITY, table, now=NOW)
     assert result.accepted.column("n").to_pylist() == [2**53]
     assert result.rejected.column("reason").to_pylist() == ["n: 9007199254740993 above max 9.0072e+15"]
+
+
+# -- nanosecond values in rejected records --------------------------------------------------------------
+
+
+def test_nanosecond_timestamps_of_rejected_records_keep_every_digit() -> None:
+    """Without pandas, ``as_py`` cannot hold a nanosecond; the payload keeps the exact value as ISO text,
+    written as ``datetime.isoformat`` would whenever the value has no digit below a microsecond."""
+    stamps = [1_767_268_800_123_456_789, 1_767_268_800_123_456_000, 1_767_268_800_000_000_000]
+    table = pa.table(
+        {
+            "sensor_id": [1, 2, 3, 4],
+            "event_ts": pa.array([*stamps, stamps[0]], pa.timestamp("ns", tz="UTC")),
+            "temperature_c": [99.0, 99.0, 99.0, 20.0],
+            "mode": [1, 1, 1, 1],
+            "lag": pa.array([None, None, None, None], pa.duration("ns")),
+        }
+    )
+    result = validate(VIEW, ENTITY, table.drop_columns(["lag"]), now=NOW)
+    assert [json.loads(p)["event_ts"] for p in result.rejected.column("payload").to_pylist()] == [
+        "2026-01-01T12:00:00.123456789+00:00",
+        "2026-01-01T12:00:00.123456+00:00",
+        "2026-01-01T12:00:00+00:00",
+    ]
+    assert result.accepted.column("event_ts").cast(pa.int64()).to_pylist() == [1_767_268_800_123_456]
+
+    naive = table.set_column(1, "event_ts", pa.array([*stamps, stamps[0]], pa.timestamp("ns")))
+    naive = naive.set_column(4, "lag", pa.array([1, 2, 3, 43_200_123_456_789], pa.duration("ns")))
+    found = validate(VIEW, ENTITY, naive, now=NOW).rejected
+    assert (
+        "event_ts: 2026-01-01T12:00:00.123456789 is not a time-zone-aware timestamp"
+        in found["reason"][0].as_py()
+    )
+    last = json.loads(found["payload"][3].as_py())
+    assert last["event_ts"] == "2026-01-01T12:00:00.123456789"  # naive stays naive
+    assert last["lag"] == "43200123456789"  # a nanosecond duration as its count of nanoseconds
+
+
+def test_a_timestamp_string_with_nanoseconds_is_read_to_the_microsecond() -> None:
+    found = reasons(batch(event_ts=["2026-01-01T11:00:00.123456789+00:00"]))
+    assert found == {}
+    result = validate(VIEW, ENTITY, batch(event_ts=["2026-01-01T11:00:00.123456789Z"]), now=NOW)
+    assert result.accepted.column("event_ts").to_pylist() == [datetime(2026, 1, 1, 11, 0, 0, 123456, UTC)]
