@@ -1,9 +1,10 @@
 """Point-in-time training sets: ``get_historical_features(entity rows, feature refs)``.
 
 For each entity row (join keys + a label timestamp) and each requested feature: the value of the latest
-stored row of that entity with event time <= the label time (never later), null when there is none or
-when it is older than the view's TTL; ties on event time go to the latest ingestion (see
-``kernels/asof_join.py`` for the exact rules). Many views and versions in one call: the label rows are
+stored row of that entity with event time <= the label time (never later; a label time with nanoseconds
+is floored to the microsecond, the unit event times are stored in), null when there is none or when it is
+older than the view's TTL; ties on event time go to the latest ingestion (see ``kernels/asof_join.py``
+for the exact rules). Many views and versions in one call: the label rows are
 indexed once per entity and shared by every view of it. The result keeps the entity rows, in their
 original order and with every original column, and adds one column per feature named after its
 reference (``view:feature`` or ``view@2:feature``).
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from clients.errors import InvalidArgument
 from control_plane.offline.datasets import content_hash, record_dataset, utc_now_iso, write_parquet
@@ -132,7 +134,15 @@ def _timestamp_column(rows: pa.Table, requested: str | None) -> str:
 
 
 def _label_micros(rows: pa.Table, name: str) -> Int64Array:
-    column = normalize_timestamps(rows.select([name]), [name]).column(0)
+    labels = rows.select([name])
+    given = labels.schema.field(0).type
+    if pa.types.is_timestamp(given) and given.unit == "ns" and given.tz is not None:
+        # Label times with nanoseconds (pandas' unit) are floored to the microsecond, the unit event times
+        # are stored in: a label at t then joins rows at or before floor(t) <= t, so flooring can never
+        # admit a future row, and it loses none, as no microsecond event time lies in (floor(t), t].
+        floored = pc.floor_temporal(labels.column(0), unit="microsecond")
+        labels = labels.set_column(0, name, floored.cast(pa.timestamp("us", tz=given.tz)))
+    column = normalize_timestamps(labels, [name]).column(0)
     if column.null_count:
         raise InvalidArgument(f"timestamp column {name!r} holds {column.null_count} null(s)")
     return np.ascontiguousarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)

@@ -25,6 +25,7 @@ from tests.unit.offline.builders import (
     entity_rows,
     feature_rows,
     feature_spec,
+    micros,
 )
 
 
@@ -248,3 +249,27 @@ def test_empty_entity_rows_give_an_empty_training_set(registry: FeatureRegistry,
     result = get_historical_features(stats, registry, entity_rows({"user_id": []}, []), ["stats"])
     assert result.table.num_rows == 0
     assert result.table.column_names == ["user_id", "event_ts", "stats:score", "stats:trips"]
+
+
+def test_nanosecond_label_times_are_floored_and_never_see_the_next_microsecond(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    """pandas' label times carry nanoseconds: a label 999 ns after a stored row's microsecond joins it, and
+    one 1 ns before the microsecond of a later row (planted 1 µs after the first) does not see that row."""
+    tiny = dt.timedelta(microseconds=1)
+    planted = feature_rows(
+        {"user_id": [1]}, [at(100) + tiny], {"score": [777.0], "trips": [777]}, ingested=[at(0)]
+    )
+    stats.write("stats", 1, planted)
+    base = micros(at(100)) * 1000
+    labels = pa.table(
+        {
+            "user_id": [1, 1, 1, 1],
+            "event_ts": pa.array(
+                [base + 999, base + 1000 - 1, base + 1000, base - 1], pa.timestamp("ns", tz="UTC")
+            ),
+        }
+    )
+    result = get_historical_features(stats, registry, labels, ["stats:score"])
+    assert result.table.column("stats:score").to_pylist() == [2.0, 2.0, 777.0, 1.0]
+    assert result.table.column("event_ts").type == pa.timestamp("ns", tz="UTC")  # the rows as given
