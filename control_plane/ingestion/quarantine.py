@@ -24,6 +24,9 @@ QUARANTINED = "quarantined"
 REPLAYED = "replayed"
 DISCARDED = "discarded"
 STATUSES = (QUARANTINED, REPLAYED, DISCARDED)
+#: Values bound per ``IN (...)`` query: PostgreSQL (psycopg) takes at most 65,535 parameters in one
+#: statement, and a fully rejected chunk of a Parquet file alone has 65,536 record keys.
+IN_LIST_SLICE = 1_000
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,12 @@ def record_outcome(
     run = ensure_run(session, source)
     keys = list(record_keys)
     existing: set[str] = set()
-    if keys:
-        existing = set(
+    for start in range(0, len(keys), IN_LIST_SLICE):
+        existing.update(
             session.scalars(
                 select(QuarantineRow.record_key).where(
-                    QuarantineRow.run_id == source.run_id, QuarantineRow.record_key.in_(keys)
+                    QuarantineRow.run_id == source.run_id,
+                    QuarantineRow.record_key.in_(keys[start : start + IN_LIST_SLICE]),
                 )
             )
         )
@@ -164,7 +168,10 @@ def list_quarantined(
 
 def get_rows(session: Session, ids: Sequence[int]) -> list[QuarantineRow]:
     """The rows of ``ids`` in the given order; NotFound naming the first missing id."""
-    rows = {row.id: row for row in session.scalars(select(QuarantineRow).where(QuarantineRow.id.in_(ids)))}
+    rows: dict[int, QuarantineRow] = {}
+    for start in range(0, len(ids), IN_LIST_SLICE):
+        query = select(QuarantineRow).where(QuarantineRow.id.in_(ids[start : start + IN_LIST_SLICE]))
+        rows.update((row.id, row) for row in session.scalars(query))
     for record_id in ids:
         if record_id not in rows:
             raise NotFound(f"quarantined record {record_id} not found")

@@ -1,6 +1,7 @@
 """A real control plane serving ingestion (SQLite and PostgreSQL via ``db_url``, a real redis-server),
 with a sensor entity and two registered views: ``climate`` (batch) and ``clicks`` (stream aggregations);
-and the same registry behind the transport-free ``IngestionService`` on a SQLite file (``env``)."""
+and the same registry behind the transport-free ``IngestionService`` on a SQLite file (``env``) or on
+PostgreSQL (``postgresql_env``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from control_plane.ingestion.service import IngestionService
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support.postgres_server import PostgresServer
 
 ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
 CLIMATE = pb.FeatureViewSpec(
@@ -94,7 +96,17 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
+    yield from _env(f"sqlite:///{tmp_path / 'aether.db'}", tmp_path, redis_url)
+
+
+@pytest.fixture
+def postgresql_env(tmp_path: Path, redis_url: str, postgres_server: PostgresServer) -> Iterator[Env]:
+    """``env`` with its metadata on PostgreSQL (the session's throwaway cluster)."""
+    yield from _env(postgres_server.fresh_url(), tmp_path, redis_url)
+
+
+def _env(db_url: str, tmp_path: Path, redis_url: str) -> Iterator[Env]:
+    engine = create_db_engine(db_url)
     upgrade_to_head(engine)
     sessions = create_session_factory(engine)
     registry = FeatureRegistry(sessions)

@@ -14,8 +14,10 @@ import pytest
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from clients.errors import FailedPrecondition, InvalidArgument
+from control_plane.db import write_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.batch import Window
+from control_plane.ingestion.batch import PARQUET_BATCH_ROWS, Window
+from control_plane.ingestion.quarantine import IN_LIST_SLICE, RunSource, record_outcome
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 
@@ -149,3 +151,41 @@ def test_a_nanosecond_record_is_quarantined_exactly_and_replays(env: Env) -> Non
         batch.column("event_ts").cast(pa.int64()).to_pylist() for batch in env.offline.scan("climate", 1)
     ]
     assert stored == [[stamp // 1000], [stamp // 1000]]
+
+
+def test_a_fully_rejected_parquet_chunk_is_quarantined_on_postgresql(
+    postgresql_env: Env, tmp_path: Path
+) -> None:
+    """A whole chunk (65,536 rows) rejected binds one record key per row; PostgreSQL takes at most 65,535
+    parameters a statement, so the keys are looked up in slices."""
+    env, n = postgresql_env, PARQUET_BATCH_ROWS
+    path = tmp_path / "misnamed.parquet"
+    table = pa.table(
+        {
+            "sensor_id": pa.array(range(n), pa.int64()),
+            "timestamp": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),  # not the view's event_ts
+            "temperature_c": pa.array([20.0] * n),
+            "mode": pa.array([1] * n),
+        }
+    )
+    pq.write_table(table, path)
+    outcome = env.service.materialize_file("climate", 1, str(path))
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (n, 0, n)
+
+
+def test_keys_a_run_already_holds_are_found_across_lookup_slices(env: Env) -> None:
+    """A redelivery of more keys than one lookup binds (stream messages after a crash) quarantines only
+    the new ones, wherever the slices fall."""
+    run = RunSource("stream:clicks", "clicks", 1, "stream", "events:clicks")
+
+    def deliver(keys: list[str]) -> int:
+        rejected = pa.table({"payload": ["{}"] * len(keys), "reason": ["amount: bad"] * len(keys)})
+        with write_session(env.sessions) as session:
+            return record_outcome(session, run, accepted=0, rejected=rejected, record_keys=keys)
+
+    held = [f"{i}-0" for i in range(0, 2 * IN_LIST_SLICE + 500, 2)]
+    assert deliver(held) == len(held)
+    everything = [f"{i}-0" for i in range(2 * IN_LIST_SLICE + 500)]
+    assert deliver(everything) == len(everything) - len(held)
+    (counts,) = env.service.list_runs("clicks")
+    assert (counts.records_in, counts.quarantined) == (len(everything), len(everything))
