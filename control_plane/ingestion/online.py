@@ -3,8 +3,8 @@ per entity, and join-key values as the text the online key layout wants."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -14,9 +14,9 @@ import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.value_types import numpy_dtype_name
-from control_plane.features.online_writer import OnlineViewVersion, OnlineWriter
+from control_plane.features.online_writer import OnlineViewVersion, expiry_ms
 from kernels.online_keys import online_key
-from kernels.packed_blob import BlobError, read_header
+from kernels.packed_blob import FORMAT_VERSION, HEADER_SIZE, MAGIC, encode_rows
 
 
 def online_view_version(view: pb.FeatureView) -> OnlineViewVersion:
@@ -74,32 +74,59 @@ def feature_matrix(
     return values, nulls
 
 
+#: Where a blob's header holds the event time (int64, little-endian; see kernels/packed_blob.py).
+_EVENT_TS_OFFSET = 16
+
+# Writes a blob unless the key holds one with a later event time, in one step inside Redis: a separate
+# read and write would let two ingests interleave (both read, the fresher writes, then the older one
+# overwrites it). KEYS[1]: the online key; ARGV: the blob, its event time in µs as the high 32 bits
+# (signed) and the low 32 bits (unsigned), which Lua's doubles hold exactly where the int64 would not,
+# and the PX expiry ("" for none). A tie lets the new blob win, and a value that is not a blob (too
+# short, another magic or format version, not a string) is replaced, as before. Returns 1 when written.
+_WRITE_IF_NOT_OLDER = """
+local old = redis.pcall('GET', KEYS[1])
+if type(old) == 'string' and string.len(old) >= {header} and string.sub(old, 1, 3) == {prefix} then
+  local old_high = struct.unpack('<i4', old, {event_high})
+  local old_low = struct.unpack('<I4', old, {event_low})
+  local high, low = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if old_high > high or (old_high == high and old_low > low) then
+    return 0
+  end
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+end
+return 1
+""".format(
+    header=HEADER_SIZE,
+    prefix=f"'{MAGIC.decode('ascii')}\\{FORMAT_VERSION}'",  # the magic, then the format byte
+    event_low=_EVENT_TS_OFFSET + 1,  # Lua strings count from 1
+    event_high=_EVENT_TS_OFFSET + 5,
+)
+
+
 def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[str], table: pa.Table) -> int:
     """Writes each entity's latest row unless the online store already holds a value with a later event
-    time (an older backfill never overwrites fresher values). Returns the rows written."""
+    time (an older backfill never overwrites fresher values, even one written concurrently: each key's
+    check and write are one script in Redis). Keys expire as ``OnlineWriter``'s do. Returns the rows
+    written."""
     latest = latest_per_entity(table, key_names)
     if latest.num_rows == 0:
         return 0
     online = online_view_version(view)
-    keys = key_texts(latest, key_names)
     event_us = latest.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    online_keys = [online_key(online.entity, k, online.name, online.version) for k in keys]
-    existing = cast(list[bytes | None], client.mget(online_keys))
-    keep = np.ones(latest.num_rows, dtype=bool)
-    for i, blob in enumerate(existing):
-        if isinstance(blob, bytes):
-            try:
-                keep[i] = read_header(blob)[3] <= event_us[i]
-            except BlobError:
-                keep[i] = True  # a corrupt blob is replaced
-    latest = latest.filter(pa.array(keep))
-    if latest.num_rows == 0:
-        return 0
     values, nulls = feature_matrix(latest, online)
-    return OnlineWriter(client).write(
-        online,
-        [list(k) for k, kept in zip(keys, keep, strict=True) if kept],
-        values,
-        event_us[keep],
-        nulls=nulls,
-    )
+    blobs = encode_rows(values, online.layout, online.fingerprint, event_us, time.time_ns() // 1000, nulls)
+    px = expiry_ms(online.ttl_seconds)
+    script = client.register_script(_WRITE_IF_NOT_OLDER)
+    pipeline = client.pipeline(transaction=False)
+    for keys, blob, event in zip(key_texts(latest, key_names), blobs, event_us.tolist(), strict=True):
+        key = online_key(online.entity, keys, online.name, online.version)
+        script(
+            keys=[key],
+            args=[blob, event >> 32, event & 0xFFFFFFFF, "" if px is None else px],
+            client=pipeline,
+        )
+    return sum(int(written) for written in pipeline.execute())

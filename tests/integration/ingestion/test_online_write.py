@@ -1,0 +1,161 @@
+"""Batch ingestion's online write against a real redis-server: the latest row per entity goes online
+unless a value with a later event time is there, decided inside Redis so that two concurrent ingests
+cannot put an older value back; expiry as the online writer's."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.client import Pipeline
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
+from control_plane.ingestion.online import online_view_version, write_latest
+from kernels.online_keys import online_key
+from kernels.packed_blob import decode
+from tests.integration.ingestion.conftest import Env
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KEY = online_key("sensor", ["7"], "climate", 1)
+
+
+def rows(event_us: int, temperature: float, sensor: int = 7) -> pa.Table:
+    return pa.table(
+        {
+            "sensor_id": pa.array([sensor], pa.int64()),
+            "event_ts": pa.array([event_us], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "temperature_c": pa.array([temperature], pa.float32()),
+            "mode": pa.array([1], pa.int32()),
+        }
+    )
+
+
+def online(client: redis.Redis, view: pb.FeatureView) -> tuple[int, float]:
+    """(event time in µs, temperature) of sensor 7's online value."""
+    blob = client.get(KEY)
+    assert isinstance(blob, bytes)
+    decoded = decode(blob, online_view_version(view).layout, view.schema_fingerprint)
+    return decoded.event_ts_us, float(decoded.values[0][0])
+
+
+def test_an_older_row_never_replaces_a_fresher_one_and_a_tie_or_newer_does(env: Env) -> None:
+    view = env.registry.get_feature_view("climate")
+    june = (datetime(2025, 6, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+    assert write_latest(env.client, view, ["sensor_id"], rows(june, 2.0)) == 1
+    assert write_latest(env.client, view, ["sensor_id"], rows(june - 1, 1.0)) == 0
+    assert online(env.client, view) == (june, 2.0)
+    assert write_latest(env.client, view, ["sensor_id"], rows(june, 3.0)) == 1  # a tie: the later write
+    assert write_latest(env.client, view, ["sensor_id"], rows(june + 1, 4.0)) == 1
+    assert online(env.client, view) == (june + 1, 4.0)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"AE", b"XX" + bytes(40), b"AE\x02" + bytes(40)])
+def test_a_value_that_is_not_a_blob_is_replaced(env: Env, garbage: bytes) -> None:
+    view = env.registry.get_feature_view("climate")
+    env.client.set(KEY, garbage)
+    assert write_latest(env.client, view, ["sensor_id"], rows(5, 1.0)) == 1
+    assert online(env.client, view) == (5, 1.0)
+    env.client.delete(KEY)
+    env.client.hset(KEY, "field", "value")  # not even a string
+    assert write_latest(env.client, view, ["sensor_id"], rows(5, 1.0)) == 1
+    assert online(env.client, view) == (5, 1.0)
+
+
+near_words = st.sampled_from([0, 2**31, 2**32, 2**52, 2**53, 2**62]).flatmap(
+    lambda edge: st.integers(-edge - 2, edge + 2)
+)
+event_times = st.one_of(near_words, st.integers(-(2**62), 2**62))
+
+
+# The registry and Redis are shared by the examples on purpose: each example deletes the one key it uses.
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=event_times, second=event_times)
+def test_event_times_compare_exactly_across_32_bit_words_and_sign(env: Env, first: int, second: int) -> None:
+    """The script compares the int64 event time as two 32-bit words; the later one stays, whatever the
+    values (negative, beyond 2**53), and a tie goes to the second write."""
+    view = env.registry.get_feature_view("climate")
+    env.client.delete(KEY)
+    write_latest(env.client, view, ["sensor_id"], rows(first, 1.0))
+    written = write_latest(env.client, view, ["sensor_id"], rows(second, 2.0))
+    assert written == (second >= first)
+    assert online(env.client, view) == ((second, 2.0) if second >= first else (first, 1.0))
+
+
+def test_keys_expire_as_the_online_writers_do(env: Env) -> None:
+    spec = pb.FeatureViewSpec()
+    spec.CopyFrom(env.registry.get_feature_view("climate").spec)
+    spec.name, spec.ttl_seconds = "climate_ttl", 600
+    ttl_view = env.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+    write_latest(env.client, ttl_view, ["sensor_id"], rows(5, 1.0))
+    expires_ms = env.client.pttl(online_key("sensor", ["7"], "climate_ttl", 1))
+    assert 600 * 1000 * EXPIRY_TTL_FACTOR - 10_000 < expires_ms <= 600 * 1000 * EXPIRY_TTL_FACTOR
+
+    view = env.registry.get_feature_view("climate")  # no TTL: the key never expires, as a plain SET
+    env.client.set(KEY, b"old", px=60_000)
+    write_latest(env.client, view, ["sensor_id"], rows(5, 1.0))
+    assert env.client.pttl(KEY) == -1
+
+
+class PausingRedis(redis.Redis):
+    """A FAKE slow writer: after its first round trip to Redis, whatever that is, it waits until
+    ``resume`` is set, as a process descheduled in the middle of a write would. Two writers cannot be
+    interleaved at an exact point otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def pause_once(self) -> None:
+        if not self.paused.is_set():
+            self.paused.set()
+            self.resume.wait(10)
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        result = super().execute_command(*args, **options)
+        self.pause_once()
+        return result
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        owner = self
+
+        class PausingPipeline(Pipeline):
+            def execute(self, raise_on_error: bool = True) -> list[Any]:
+                result = super().execute(raise_on_error)
+                owner.pause_once()
+                return result
+
+        return PausingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+def test_a_concurrent_older_ingest_cannot_put_its_value_back(env: Env, redis_url: str) -> None:
+    """Ingest A (an old row) pauses after its first round trip to Redis; ingest B writes a fresher row
+    meanwhile. Were A's freshness check a read before its write, A would overwrite B's row."""
+    view = env.registry.get_feature_view("climate")
+    january = (datetime(2025, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+    june = (datetime(2025, 6, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+    slow = PausingRedis.from_url(redis_url)
+    failures: list[BaseException] = []
+
+    def ingest_a() -> None:
+        try:
+            write_latest(slow, view, ["sensor_id"], rows(january, 1.0))
+        except BaseException as exc:
+            failures.append(exc)
+            slow.paused.set()
+
+    writer = threading.Thread(target=ingest_a)
+    writer.start()
+    assert slow.paused.wait(10)
+    write_latest(env.client, view, ["sensor_id"], rows(june, 2.0))
+    slow.resume.set()
+    writer.join(10)
+    slow.close()
+    assert not failures
+    assert online(env.client, view) == (june, 2.0)
