@@ -12,7 +12,7 @@ With auth on, every RPC needs ``authorization: Bearer <token>`` metadata:
 
 Which RPCs mutate comes from the method-name convention all ``aether.v1`` services follow: a method
 whose name starts with one of :data:`READ_PREFIXES` (Get, List, Watch, Compare, Find, Query, Verify,
-Export, Download, Stat, Check, Search) as a whole word (``GetRun``, ``Download``; not ``Getaway``) only
+Export, Download, Stat, Check, Search, Logs) as a whole word (``GetRun``, ``Download``; not ``Getaway``) only
 reads; every other method (Create, Update, Delete, Apply, Log, Upload, Review, Set ...) writes. Erring
 this way round means a new read method that breaks the convention asks for the admin token, never that a
 new write method slips through with a read-only one.
@@ -49,6 +49,7 @@ READ_PREFIXES = (
     "Stat",
     "Check",
     "Search",
+    "Logs",  # Jobs/Logs streams a job's output; "Log..." methods (LogBatch, LogArtifact) still write
 )
 #: Services every caller may use without a token.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
@@ -119,23 +120,34 @@ class AuthSettings:
             raise ValueError(
                 "AETHER_READONLY_TOKEN is set without AETHER_ADMIN_TOKEN: no call could ever write"
             )
-        if readonly is not None and admin is not None and hmac.compare_digest(readonly, admin):
+        if (
+            readonly is not None
+            and admin is not None
+            and hmac.compare_digest(readonly.encode(), admin.encode())
+        ):
             raise ValueError("AETHER_READONLY_TOKEN equals AETHER_ADMIN_TOKEN: use two different tokens")
         return cls(admin_token=admin, readonly_token=readonly)
 
 
 def _token(env: Mapping[str, str], name: str) -> str | None:
+    """The token of ``name`` (an empty variable counts as unset). A value of only whitespace is refused:
+    stripped, it would be the empty token, which a caller sending ``Bearer `` would match (a template
+    that renders a missing secret as a newline must not hand out admin rights)."""
     value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
     if value is not None and path is not None:
         raise ValueError(f"set {name} or {name}_FILE, not both")
     if path is not None:
         try:
-            value = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            value = Path(path).expanduser().read_text(encoding="utf-8")
         except OSError as exc:
             raise ValueError(f"cannot read {name}_FILE {path}: {exc}") from exc
-        if not value:
+        if not value.strip():
             raise ValueError(f"{name}_FILE {path} is empty")
-    return value.strip() if value is not None else None
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"{name} holds only whitespace: set a token, or unset it to turn auth off")
+    return value.strip()
 
 
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
@@ -152,6 +164,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
     def __init__(self, grants: Sequence[TokenGrant], open_services: frozenset[str] = OPEN_SERVICES) -> None:
         if not grants:
             raise ValueError("an AuthInterceptor needs at least one token")
+        if any(not grant.token for grant in grants):
+            raise ValueError("an empty token would admit any caller that sends `Bearer `")
         self._grants = [(grant, grant.token.encode("utf-8")) for grant in grants]
         self._open_services = open_services
 
@@ -161,7 +175,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         """(principal, None, "") when the call may proceed, else (None, status, message)."""
         if full_method.lstrip("/").rpartition("/")[0] in self._open_services:
             return None, None, ""
-        if token is None:
+        if not token:
             return None, grpc.StatusCode.UNAUTHENTICATED, "missing `authorization: Bearer <token>` metadata"
         presented = token.encode("utf-8")
         match: TokenGrant | None = None

@@ -30,6 +30,7 @@ GRANTS = [TokenGrant("admin", "a" * 20, can_write=True), TokenGrant("ci-reader",
         ("/aether.v1.Artifacts/Download", True),
         ("/aether.v1.Artifacts/StatArtifact", True),
         ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True),
+        ("/aether.v1.Jobs/Logs", True),  # streams a job's output
         ("/aether.v1.FeatureRegistry/CreateEntity", False),
         ("/aether.v1.FeatureRegistry/Apply", False),
         ("/aether.v1.FeatureRegistry/RetireFeatureViewVersion", False),
@@ -84,6 +85,9 @@ def test_settings_from_variables_and_files(tmp_path: Path) -> None:
         ({"AETHER_ADMIN_TOKEN": "same", "AETHER_READONLY_TOKEN": "same"}, "different"),
         ({"AETHER_ADMIN_TOKEN": "x", "AETHER_ADMIN_TOKEN_FILE": "/x"}, "not both"),
         ({"AETHER_ADMIN_TOKEN_FILE": "/nonexistent/token"}, "cannot read"),
+        ({"AETHER_ADMIN_TOKEN": "  \n"}, "only whitespace"),
+        ({"AETHER_ADMIN_TOKEN": "admin", "AETHER_READONLY_TOKEN": "\t"}, "only whitespace"),
+        ({"AETHER_ADMIN_TOKEN": "adm\u00efn", "AETHER_READONLY_TOKEN": "adm\u00efn"}, "different"),
     ],
 )
 def test_settings_that_cannot_be_meant_are_refused(environ: dict[str, str], message: str) -> None:
@@ -108,3 +112,12 @@ def test_cli_times_are_iso_or_durations_ago() -> None:
     assert parse_when("2026-11-24T01:00:00+01:00", now) == midnight
     with pytest.raises(UsageError):
         parse_when("last tuesday", now)
+
+
+def test_an_empty_bearer_token_never_matches() -> None:
+    """A whitespace-only configured token used to become "" and admit anyone sending `Bearer `."""
+    with pytest.raises(ValueError, match="empty token"):
+        AuthInterceptor([TokenGrant("admin", "", can_write=True)])
+    auth = AuthInterceptor(GRANTS)
+    assert auth.authorize("/aether.v1.FeatureRegistry/GetEntity", "")[1] == grpc.StatusCode.UNAUTHENTICATED
+    assert AuthSettings.from_env({"AETHER_ADMIN_TOKEN": "xé"}).admin_token == "xé"  # non-ASCII works
