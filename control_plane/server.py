@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from clients.keepalive import server_keepalive_options
 from clients.tls import add_port
 from control_plane.api import audit as audit_api
 from control_plane.api import deployments as deployments_api
@@ -116,7 +117,8 @@ async def start_server(
 
     # gRPC sets SO_REUSEPORT by default: a second control plane on the same port would bind beside the
     # first and the kernel would split calls between two databases. A port in use must be an error.
-    server = grpc.aio.server(interceptors=settings.auth.interceptors(), options=[("grpc.so_reuseport", 0)])
+    options = [("grpc.so_reuseport", 0), *server_keepalive_options()]  # watchers ping (clients.keepalive)
+    server = grpc.aio.server(interceptors=settings.auth.interceptors(), options=options)
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()

@@ -108,12 +108,12 @@ class DeploymentWatch:
     async def stop(self) -> None:
         await self._stream.stop()
 
-    async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> None:
+    async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> bool:
         try:
             plans = plans_from_snapshot(snapshot, self._plans)
-        except ValueError as exc:  # a malformed plan: keep serving the previous ones
+        except ValueError as exc:  # a malformed plan: keep serving the previous ones (and their file)
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
-            return
+            return False
         wanted = plans.model_specs()
         new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
         await asyncio.gather(*(self._load(spec) for spec in new))
@@ -127,6 +127,7 @@ class DeploymentWatch:
                 await self._loader.unload(*key)
             except Exception:
                 _log.exception("unloading model %s version %d failed", *key)
+        return True
 
     async def _load(self, spec: ModelSpec) -> None:
         self._loaded[spec.key] = spec  # even when it fails: it is routed to, and unloaded when unused

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc.aio
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from clients.keepalive import WATCH_KEEPALIVE_S
 from clients.sdk.auth import ChannelSecurity
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.watch_stream import WatchStream, load_message, save_snapshot
@@ -51,6 +52,7 @@ class RegistryWatch:
         backoff_max_s: float = 5.0,
         on_catalog: OnCatalog | None = None,
         security: ChannelSecurity | None = None,
+        keepalive_s: float = WATCH_KEEPALIVE_S,
     ) -> None:
         self._state = state
         self._plan_cache_size = plan_cache_size
@@ -65,6 +67,7 @@ class RegistryWatch:
             security=security,
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
+            keepalive_s=keepalive_s,
         )
         self.connected = self._stream.connected  # set while a watch stream is delivering snapshots
 
@@ -82,8 +85,9 @@ class RegistryWatch:
     async def stop(self) -> None:
         await self._stream.stop()
 
-    async def _install(self, snapshot: feature_registry_pb2.RegistrySnapshot) -> None:
+    async def _install(self, snapshot: feature_registry_pb2.RegistrySnapshot) -> bool:
         catalog = Catalog(snapshot, plan_cache_size=self._plan_cache_size)
         self._state.catalog = catalog
         if self._on_catalog is not None:
             await self._on_catalog(catalog)
+        return True

@@ -1,11 +1,13 @@
 """Following one of the control plane's watch streams (the registry, the deployment plans): the pattern
 both watches share, in one place.
 
-Each snapshot the stream delivers is handed to ``install`` (which swaps it in) and then written to a file
-atomically (temp file, fsync, rename, fsync of the folder), so that a data plane restarted while the
-control plane is unreachable serves the last snapshot it knew (:meth:`WatchStream.load_persisted`). When
-the stream fails or ends, the task reconnects with capped exponential backoff, with jitter so that
-replicas do not reconnect in lockstep; serving goes on from what was installed last.
+Each snapshot the stream delivers is handed to ``install`` (which swaps it in, or refuses it) and, if
+installed, written to a file atomically (temp file, fsync, rename, fsync of the folder), so that a data
+plane restarted while the control plane is unreachable serves the last snapshot it knew
+(:meth:`WatchStream.load_persisted`). When the stream fails or ends, the task reconnects with capped
+exponential backoff, with jitter so that replicas do not reconnect in lockstep; serving goes on from what
+was installed last. The channel pings every ``keepalive_s`` (:mod:`clients.keepalive`): a connection
+that died silently fails the stream instead of leaving the watch "connected" to nothing forever.
 
 The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
 and the bearer token on every call (watching only reads, so the read-only token is enough).
@@ -26,6 +28,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from clients.keepalive import WATCH_KEEPALIVE_S, watch_channel_options
 from clients.sdk.auth import ChannelSecurity, open_aio_channel
 
 _log = logging.getLogger("aether.data_plane.watch_stream")
@@ -67,8 +70,9 @@ def load_message(path: Path, message_type: type[M], what: str) -> M | None:
 class WatchStream(Generic[M]):
     """One background task that follows a server-streaming watch RPC.
 
-    ``open_stream`` starts the RPC on a channel; ``install`` swaps a snapshot in (it is awaited before
-    the snapshot is persisted, so the file never runs ahead of what is served)."""
+    ``open_stream`` starts the RPC on a channel; ``install`` swaps a snapshot in and says whether it
+    did (it is awaited before the snapshot is persisted, and a refused snapshot is not persisted, so the
+    file never runs ahead of what is served)."""
 
     def __init__(
         self,
@@ -77,11 +81,12 @@ class WatchStream(Generic[M]):
         snapshot_path: Path,
         message_type: type[M],
         open_stream: Callable[[grpc.aio.Channel], AsyncIterator[M]],
-        install: Callable[[M], Awaitable[None]],
+        install: Callable[[M], Awaitable[bool]],
         *,
         security: ChannelSecurity | None = None,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        keepalive_s: float = WATCH_KEEPALIVE_S,
     ) -> None:
         self.what = what
         self.address = address
@@ -93,6 +98,7 @@ class WatchStream(Generic[M]):
         self._security = ChannelSecurity() if security is None else security
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        self._channel_options = watch_channel_options(keepalive_s, min(keepalive_s, 10.0))
         self._persisted: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
@@ -102,8 +108,9 @@ class WatchStream(Generic[M]):
         message = await asyncio.to_thread(load_message, self.path, self._type, self.what)
         if message is None:
             return None
+        if not await self._install(message):
+            return None
         self._persisted = message.SerializeToString(deterministic=True)
-        await self._install(message)
         return message
 
     def start(self) -> None:
@@ -117,7 +124,8 @@ class WatchStream(Generic[M]):
             self._task = None
 
     async def _apply(self, message: M) -> None:
-        await self._install(message)
+        if not await self._install(message):
+            return  # refused: the previous snapshot is still served, and stays the file's
         data = message.SerializeToString(deterministic=True)
         if data != self._persisted:
             try:
@@ -130,7 +138,7 @@ class WatchStream(Generic[M]):
         backoff = self._backoff_initial_s
         while True:
             try:
-                async with open_aio_channel(self.address, self._security) as channel:
+                async with open_aio_channel(self.address, self._security, self._channel_options) as channel:
                     async for message in self._open_stream(channel):
                         self.connected.set()
                         await self._apply(message)

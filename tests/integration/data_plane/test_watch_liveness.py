@@ -1,0 +1,134 @@
+"""The watch streams against faults a real network has: a connection that dies silently (packets dropped,
+no reset) is noticed by keepalive pings and the watch reconnects; a snapshot the data plane refuses is
+never persisted over the last good one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc.aio
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import feature_registry_pb2 as fr
+from control_plane.server import start_server
+from control_plane.settings import ControlPlaneSettings
+from data_plane.catalog import RegistryState
+from data_plane.registry_watch import RegistryWatch
+from data_plane.watch_stream import WatchStream, load_message
+
+
+class BlackholeProxy:
+    """A TCP proxy in front of the control plane whose existing connections can be made to drop every
+    byte silently while new connections still work: a partition or a NAT forgetting an idle flow, which
+    no socket error reports. (A real proxy; only the dropping is staged.)"""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.connections: list[object] = []
+        self.dead: set[object] = set()
+        self.pipes: list[asyncio.Task[None]] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        connection = object()
+        self.connections.append(connection)
+        self.pipes.append(asyncio.create_task(self._pipe(client_r, server_w, connection)))
+        self.pipes.append(asyncio.create_task(self._pipe(server_r, client_w, connection)))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: object) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                if conn not in self.dead:
+                    writer.write(data)
+                    await writer.drain()
+
+    def kill_existing(self) -> None:
+        self.dead.update(self.connections)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for pipe in self.pipes:
+            pipe.cancel()
+
+
+def entity(name: str) -> fr.Entity:
+    return fr.Entity(name=name, join_keys=[fr.JoinKey(name="id", value_type=4)])
+
+
+async def test_a_silently_dead_connection_is_noticed_and_the_watch_reconnects(tmp_path: Path) -> None:
+    control = await start_server(
+        ControlPlaneSettings(
+            home=tmp_path / "cp", db_url=f"sqlite:///{tmp_path / 'cp.db'}", listen_addr="127.0.0.1:0",
+            watch_poll_interval_s=0.1,
+        ),
+        services=(),
+    )  # fmt: skip
+    proxy = BlackholeProxy(control.port)
+    state = RegistryState()
+    watch = RegistryWatch(
+        state, await proxy.start(), tmp_path / "snap.pb", backoff_initial_s=0.05, backoff_max_s=0.5,
+        keepalive_s=1.0,
+    )  # fmt: skip
+    watch.start()
+    try:
+        await asyncio.to_thread(control.registry.create_entity, entity("a"))
+        await _until(lambda: state.catalog is not None and "a" in state.catalog.entities)
+        proxy.kill_existing()
+        await asyncio.to_thread(control.registry.create_entity, entity("b"))
+        # Without keepalive the watch stayed "connected" to the dead connection and never saw "b".
+        await _until(lambda: state.catalog is not None and "b" in state.catalog.entities, timeout_s=20)
+    finally:
+        await watch.stop()
+        proxy.close()
+        await control.stop()
+
+
+async def test_a_refused_snapshot_is_not_persisted_over_the_last_good_one(tmp_path: Path) -> None:
+    path = tmp_path / "plans.pb"
+    installed: list[int] = []
+
+    async def install(snapshot: dpb.DeploymentPlanSnapshot) -> bool:
+        if snapshot.revision == 2:  # e.g. a plan naming a role this data plane does not know
+            return False
+        installed.append(snapshot.revision)
+        return True
+
+    async def snapshots(channel: grpc.aio.Channel) -> AsyncIterator[dpb.DeploymentPlanSnapshot]:
+        for revision in (1, 2):
+            yield dpb.DeploymentPlanSnapshot(revision=revision)
+        await asyncio.Event().wait()  # the stream stays open
+
+    stream = WatchStream("plans", "127.0.0.1:1", path, dpb.DeploymentPlanSnapshot, snapshots, install)
+    stream.start()
+    try:
+        await _until(lambda: stream.connected.is_set() and installed == [1])
+        await asyncio.sleep(0.2)  # revision 2 has been offered and refused by now
+        persisted = load_message(path, dpb.DeploymentPlanSnapshot, "plans")
+        assert persisted is not None and persisted.revision == 1
+    finally:
+        await stream.stop()
+    restarted: list[int] = []
+
+    async def install_again(snapshot: dpb.DeploymentPlanSnapshot) -> bool:
+        restarted.append(snapshot.revision)
+        return True
+
+    again = WatchStream("plans", "127.0.0.1:1", path, dpb.DeploymentPlanSnapshot, snapshots, install_again)
+    assert (await again.load_persisted()) is not None and restarted == [1]
+
+
+async def _until(condition: object, timeout_s: float = 10.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
