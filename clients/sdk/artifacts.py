@@ -17,6 +17,7 @@ import grpc
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
 from clients.errors import DataLoss, from_rpc_error
+from clients.files import replace_when_done
 from clients.sdk.auth import ChannelSecurity, open_channel
 
 #: Upload chunk size: well under gRPC's default 4 MiB message limit.
@@ -111,22 +112,17 @@ class ArtifactClient:
         """Downloads blob ``sha256`` to ``dest`` and returns it; ``DataLoss`` when the stored bytes are
         corrupt (the server's message names the file) or arrive altered."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = dest.with_name(f".{dest.name}.partial")
         digest = hashlib.sha256()
         try:
-            with open(temp, "wb") as file:
+            with replace_when_done(dest) as file:
                 request = pb.DownloadArtifactRequest(sha256=sha256)
                 for chunk in self._stub.Download(request, timeout=self.timeout, metadata=self._metadata):
                     digest.update(chunk.data)
                     file.write(chunk.data)
-            if digest.hexdigest() != sha256:
-                raise DataLoss(f"downloaded artifact hashes to {digest.hexdigest()}, not {sha256}")
-            temp.replace(dest)
+                if digest.hexdigest() != sha256:
+                    raise DataLoss(f"downloaded artifact hashes to {digest.hexdigest()}, not {sha256}")
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        finally:
-            temp.unlink(missing_ok=True)
         return dest
 
     def download_bytes(self, sha256: str) -> bytes:

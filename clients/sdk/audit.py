@@ -11,6 +11,7 @@ from typing import Any
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc as pb_grpc
+from clients.files import replace_when_done
 from clients.sdk.service_client import ServiceClient
 
 
@@ -80,12 +81,9 @@ class AuditClient(ServiceClient):
 
     def export_jsonl(self, path: Path, where: pb.AuditFilter | None = None) -> int:
         """Writes the export to ``path`` (replacing it only once complete) and returns the entry count."""
-        partial = path.with_name(path.name + ".partial")
         count = 0
-        with partial.open("w", encoding="utf-8") as out:
+        with replace_when_done(Path(path)) as out:
             for entry in self.export(where):
-                out.write(entry_line(entry))
-                out.write("\n")
+                out.write(entry_line(entry).encode("utf-8") + b"\n")
                 count += 1
-        partial.replace(path)
         return count

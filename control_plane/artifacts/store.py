@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.errors import DataLoss, InvalidArgument, NotFound
+from clients.files import replace_when_done
 from control_plane.artifacts.backends import Backend, backend_for
 
 #: Chunk size for streaming reads and writes (well under gRPC's 4 MiB default message limit).
@@ -170,13 +171,7 @@ class ArtifactStore:
         """Copies the blob to ``dest`` (a temporary file beside it, renamed once the hash checked out, so
         ``dest`` never holds unverified bytes) and returns ``dest``."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = dest.with_name(f".{dest.name}.partial")
-        try:
-            with open(temp, "wb") as file:
-                for chunk in self.iter_verified(sha256):
-                    file.write(chunk)
-            temp.replace(dest)
-        finally:
-            temp.unlink(missing_ok=True)
+        with replace_when_done(dest) as file:
+            for chunk in self.iter_verified(sha256):
+                file.write(chunk)
         return dest

@@ -68,3 +68,20 @@ def test_unknown_and_malformed_hashes(plane: Plane, tmp_path: Path) -> None:
             client.download_to("a" * 64, tmp_path / "x")
         with pytest.raises(InvalidArgument):
             client.stat("not-a-hash")
+
+
+def test_concurrent_downloads_to_one_destination_leave_one_whole_blob(plane: Plane, tmp_path: Path) -> None:
+    """Two workers fetching different versions into one path: the destination always holds one of the
+    blobs, whole (with one fixed temporary name they wrote into the same file, and one of them renamed
+    the mixture into place after checking only its own bytes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    blobs = [os.urandom(8 * CHUNK), os.urandom(8 * CHUNK)]
+    dest = tmp_path / "shared" / "model.onnx"
+    with ArtifactClient(plane.address, chunk_size=CHUNK) as client:
+        refs = [client.upload_bytes(blob).sha256 for blob in blobs]
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(5):
+                list(pool.map(lambda sha: client.download_to(sha, dest), refs))
+                assert dest.read_bytes() in blobs
+    assert [p.name for p in dest.parent.iterdir()] == ["model.onnx"]  # no temporary file left behind
