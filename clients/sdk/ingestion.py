@@ -1,6 +1,7 @@
 """Synchronous client of the control plane's ``aether.v1.Ingestion``: ingest Arrow tables (sent as
-Arrow IPC chunks of at most ``chunk_rows`` rows, so any size fits under gRPC's message limit),
-materialize a Parquet source, and work the quarantine. Errors arrive as :mod:`clients.errors`."""
+Arrow IPC chunks of at most ``chunk_rows`` rows and about ``chunk_bytes`` bytes, so a table of any size
+or width fits under gRPC's message limit), materialize a Parquet source, and work the quarantine.
+Errors arrive as :mod:`clients.errors`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
 from clients.sdk.service_client import ServiceClient
 
 DEFAULT_CHUNK_ROWS = 50_000
+# Half of gRPC's default 4 MiB message limit: a chunk message also carries its framing.
+DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 
 
 def _us(moment: datetime | None) -> int:
@@ -30,6 +33,33 @@ def header(
     return pb.IngestHeader(
         view=view, version=version, start_us=_us(start), end_us=_us(end), strict=strict, source=source
     )
+
+
+def ipc_chunks(table: Any, chunk_rows: int, chunk_bytes: int) -> Iterator[bytes]:
+    """``table`` as Arrow IPC streams of at most ``chunk_rows`` rows, each at most ``chunk_bytes`` unless
+    one row alone is larger. Cutting by rows only sent 50,000 rows of a dozen float64 columns as one
+    message over gRPC's limit. (pyarrow is imported only here: the SDK's other calls do not need it.)"""
+    import pyarrow as pa
+
+    def serialized(batch: pa.RecordBatch) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return bytes(sink.getvalue().to_pybytes())
+
+    def pieces(batch: pa.RecordBatch) -> Iterator[bytes]:
+        data = serialized(batch)
+        if len(data) <= chunk_bytes or batch.num_rows <= 1:
+            yield data
+            return
+        half = batch.num_rows // 2
+        yield from pieces(batch.slice(0, half))
+        yield from pieces(batch.slice(half))
+
+    if table.num_rows and table.nbytes > chunk_bytes:  # a first guess from the size per row
+        chunk_rows = min(chunk_rows, max(1, int(chunk_bytes * 0.8 * table.num_rows / table.nbytes)))
+    for batch in table.to_batches(max_chunksize=chunk_rows):
+        yield from pieces(batch)
 
 
 class IngestionClient(ServiceClient):
@@ -51,20 +81,11 @@ class IngestionClient(ServiceClient):
     def ingest(
         self, view: str, table: Any, *, version: int = 0, start: datetime | None = None,
         end: datetime | None = None, strict: bool = False, source: str = "",
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> pb.IngestResponse:  # fmt: skip
-        """Validates and materializes a ``pyarrow.Table`` (pyarrow is imported only here, so the SDK's
-        other calls do not need it)."""
-        import pyarrow as pa
-
-        def chunks() -> Iterator[bytes]:
-            for batch in table.to_batches(max_chunksize=chunk_rows):
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, batch.schema) as writer:
-                    writer.write_batch(batch)
-                yield sink.getvalue().to_pybytes()
-
-        return self.ingest_ipc(header(view, version, start, end, strict, source), chunks())
+        """Validates and materializes a ``pyarrow.Table``."""
+        chunks = ipc_chunks(table, chunk_rows, chunk_bytes)
+        return self.ingest_ipc(header(view, version, start, end, strict, source), chunks)
 
     def materialize(
         self, view: str, *, version: int = 0, start: datetime | None = None, end: datetime | None = None,
