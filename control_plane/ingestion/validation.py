@@ -25,7 +25,8 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
 per value column. For a plain view the value columns are its features; for a view with ``aggregations``
 (a streaming view) the records are raw events, and the value columns are the aggregated event fields
-(float64, required, no NaN); the features are the aggregates computed from them. With ``stored=True`` the
+(float64, required, no NaN; a field that is only counted must be present but may be of any type, kept as
+a string); the features are the aggregates computed from them. With ``stored=True`` the
 records are checked as the offline store holds them: a streaming view's stored rows are its aggregates,
 so its value columns are then its features, as for a plain view.
 """
@@ -99,8 +100,16 @@ def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueCo
     """The value columns a record of ``view`` carries: as ingested, or with ``stored`` as the offline
     store holds it (see the module docstring)."""
     if view.spec.aggregations and not stored:
-        names = sorted({aggregation.column for aggregation in view.spec.aggregations})
-        return [ValueColumn(name, pa.float64(), pb.ValidationRule(max_null_fraction=0.0)) for name in names]
+        aggregations = view.spec.aggregations
+        names = sorted({aggregation.column for aggregation in aggregations})
+        # A field that is only counted is never read as a number: any type will do (ids like "b0").
+        read = {aggregation.column for aggregation in aggregations if aggregation.function != "count"}
+        return [
+            ValueColumn(
+                name, pa.float64() if name in read else pa.string(), pb.ValidationRule(max_null_fraction=0.0)
+            )
+            for name in names
+        ]
     return [ValueColumn(f.name, arrow_type(f.value_type), f.validation) for f in view.spec.features]
 
 

@@ -304,7 +304,11 @@ class StreamMaterializer:
         n = accepted.num_rows
         values = np.empty((n, len(self.plan.columns)), dtype=np.float64)
         for j, name in enumerate(self.plan.columns):
-            values[:, j] = accepted.column(name).to_numpy(zero_copy_only=False)
+            column = accepted.column(name)
+            if pa.types.is_string(column.type):  # only counted (validation): presence is all that counts
+                values[:, j] = 1.0
+            else:
+                values[:, j] = column.to_numpy(zero_copy_only=False)
         return values
 
     def _rebuild(self) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -194,3 +195,45 @@ def test_aetherctl_materializer_run_takes_the_materializers_flags(tmp_path: Path
         assert process.wait(timeout=10) == 0
     expected = expected_online(events)
     assert_close(read_online(client, view, sorted(expected)), expected)
+
+
+def test_a_counted_field_may_be_any_type(tmp_path: Path, redis_url: str) -> None:
+    """A field used only by count aggregations (a booking id like "b0") is counted, not quarantined for
+    not being a number; a field also summed must still be a number."""
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from clients.aether.v1 import types_pb2 as t
+    from control_plane.features.registry import FeatureRegistry
+
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    spec = pb.FeatureViewSpec(
+        name="bookings",
+        entity="sensor",
+        source=pb.Source(kind="stream", uri="events:bookings"),
+        features=[
+            pb.Feature(name="bookings_1h", value_type=t.INT64),
+            pb.Feature(name="fare_sum_1h", value_type=t.FLOAT64),
+        ],
+        aggregations=[
+            pb.Aggregation(column="booking_id", function="count", window_seconds=3600, output="bookings_1h"),
+            pb.Aggregation(column="fare", function="sum", window_seconds=3600, output="fare_sum_1h"),
+        ],
+    )
+    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    for i in range(6):
+        client.xadd("events:bookings", {"sensor_id": "7", "event_ts": now.isoformat(), "booking_id": f"b{i}",
+                                         "fare": str(10.0 + i)})  # fmt: skip
+    client.xadd("events:bookings", {"sensor_id": "7", "event_ts": now.isoformat(), "booking_id": "b9",
+                                     "fare": "ten"})  # fmt: skip
+    source = RedisStreamSource(client, "events:bookings", OPTIONS.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    assert read_online(client, view, [7]) == {7: [6.0, sum(10.0 + i for i in range(6))]}
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        (record,) = quarantine.list_quarantined(session, view="bookings")
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (7, 6, 1)
+    assert "fare: 'ten' not castable" in record.reason
