@@ -15,6 +15,7 @@ are validated, and so quarantined.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,8 @@ def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator
                 return
             yield pa.Table.from_batches([batch])
     except (FileNotFoundError, pa.ArrowInvalid) as exc:
-        raise InvalidArgument(f"cannot read Parquet source {path!r}: {exc}") from exc
+        where = "" if os.path.isabs(path) or "://" in path else f" (relative to {os.getcwd()})"
+        raise InvalidArgument(f"cannot read Parquet source {path!r}{where}: {exc}") from exc
 
 
 class BatchMaterializer:

@@ -4,6 +4,8 @@ store: what a batch run and a replay write when input is bad, and that nothing h
 from __future__ import annotations
 
 import json
+import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,6 +112,9 @@ def test_a_parquet_int64_beyond_2_53_is_checked_exactly_and_a_missing_file_is_a_
         env.service.materialize_file("counts", 1, str(tmp_path / "missing.parquet"))
     with pytest.raises(InvalidArgument, match="cannot read Parquet source"):
         env.service.materialize_file("counts", 1, str(tmp_path / "aether.db"))  # not Parquet
+    # A relative source (a view's own uri) is read from the control plane's working directory: say which.
+    with pytest.raises(InvalidArgument, match=f"relative to {re.escape(os.getcwd())}"):
+        env.service.materialize_file("counts", 1, "data/missing.parquet")
 
 
 def test_epoch_number_timestamps_are_quarantined_not_read_as_1970(env: Env) -> None:
