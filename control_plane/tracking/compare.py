@@ -3,12 +3,15 @@ one outer join per distinct metric, parameter or tag they mention (metrics read 
 key) summary table, never the points). SQL's three-valued logic gives the documented semantics for
 missing values: a comparison with a missing value is unknown and never matches.
 
-Pages are offsets; the token also carries a digest of the query so that a token is refused with a
-different filter or sort."""
+Pages are keyset pages (:mod:`control_plane.db.keyset`): the token carries the last row's values of
+every sort key (missing ones as null, which sorts last in either direction) and its run id, the unique
+tiebreaker, and the next page starts strictly after that key; so runs started, or leaving the filter's
+result set, while a client pages neither repeat nor skip a row (an offset would). Every sort key type
+(numbers, strings, times) has a total order in SQL, so no sort needs an offset fallback. The token also
+carries a digest of the query, so a token is refused with a different experiment, filter or sort."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
 
 from clients.errors import InvalidArgument
+from control_plane.db import keyset
 from control_plane.tracking.filters import (
     And,
     Compare,
@@ -136,22 +140,25 @@ def _digest(query: CompareQuery) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _offset_of(query: CompareQuery) -> int:
-    if not query.page_token:
-        return 0
-    try:
-        token = json.loads(base64.urlsafe_b64decode(query.page_token.encode()))
-        offset, digest = int(token["offset"]), str(token["query"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(f"page_token {query.page_token!r} is malformed") from exc
-    if digest != _digest(query) or offset < 0:
-        raise InvalidArgument("page_token belongs to a different query (experiment, filter or sort changed)")
-    return offset
+_LISTING = "CompareRuns"
 
 
-def _token(query: CompareQuery, offset: int) -> str:
-    payload = json.dumps({"offset": offset, "query": _digest(query)})
-    return base64.urlsafe_b64encode(payload.encode()).decode()
+def _key_columns(columns: _Columns, sort_keys: Sequence[SortKey]) -> list[keyset.KeyColumn]:
+    """The page order: each sort key, missing values last, then the run id."""
+    key_columns = [
+        keyset.KeyColumn(columns.of(key.field), _kind_of(key.field), descending=key.descending, nullable=True)
+        for key in sort_keys
+    ]
+    key_columns.append(keyset.KeyColumn(RunRow.run_id, str))  # type: ignore[arg-type]
+    return key_columns
+
+
+def _kind_of(target: Field) -> type[int] | type[float] | type[str]:
+    if target.kind == "metric":
+        return float
+    if target.kind == "attribute" and target.numeric:
+        return int
+    return str
 
 
 def page_size_of(requested: int) -> int:
@@ -166,36 +173,40 @@ def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
     expression = parse_filter(query.filter)
     sort_keys: list[SortKey] = [parse_sort_key(text) for text in query.order_by]
     size = page_size_of(query.page_size)
-    offset = _offset_of(query)
 
     columns = _Columns(session.get_bind().dialect.name)
     conditions: list[ColumnElement[bool]] = [RunRow.experiment_pk == query.experiment_pk]
     if expression is not None:
         conditions.append(columns.condition(expression))
-    ordering: list[ColumnElement[object]] = []
-    for key in sort_keys:
-        column = columns.of(key.field)
-        ordering.append(case((column.is_(None), 1), else_=0))
-        ordering.append(column.desc() if key.descending else column.asc())
-    ordering.append(RunRow.run_id.asc())  # type: ignore[arg-type]
+    key_columns = _key_columns(columns, sort_keys)
+    last = keyset.decode(
+        query.page_token, _LISTING, _digest(query), key_columns,
+        scope_name="query (experiment, filter or sort changed)",
+    )  # fmt: skip
 
     matching = columns.apply(select(RunRow.id).select_from(RunRow)).where(*conditions)
     total = int(session.execute(select(func.count()).select_from(matching.subquery())).scalar_one())
+    sort_values = [column.expression.label(f"sort_{index}") for index, column in enumerate(key_columns)]
     page_query = (
         columns.apply(
-            select(RunRow.id, RunRow.run_id, RunRow.name, RunRow.status, RunRow.start_time_us).select_from(
-                RunRow
-            )
+            select(
+                RunRow.id, RunRow.run_id, RunRow.name, RunRow.status, RunRow.start_time_us, *sort_values
+            ).select_from(RunRow)
         )
         .where(*conditions)
-        .order_by(*ordering)
-        .limit(size)
-        .offset(offset)
+        .order_by(*keyset.order_by(key_columns))
+        .limit(size + 1)
     )
-    runs = session.execute(page_query).all()
+    if last is not None:
+        page_query = page_query.where(keyset.after(key_columns, last))
+    found = session.execute(page_query).all()
+    runs = found[:size]
     page = ComparePage(total_count=total)
-    if offset + len(runs) < total:
-        page.next_page_token = _token(query, offset + len(runs))
+    if len(found) > size:
+        end = runs[-1]._mapping
+        page.next_page_token = keyset.encode(
+            _LISTING, _digest(query), [end[f"sort_{index}"] for index in range(len(key_columns))]
+        )
     if not runs:
         return page
     run_pks = [run.id for run in runs]

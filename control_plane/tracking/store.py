@@ -7,7 +7,6 @@ to the audit log in the same transaction; metric points are not audit events."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from control_plane.audit.log import record
+from control_plane.db import keyset
 from control_plane.db.engine import read_session, write_session
 from control_plane.tracking import batches as batches_module
 from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
@@ -42,21 +42,11 @@ from control_plane.tracking.tables import (
     TagRow,
 )
 
-
-def _offset_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode() if offset else ""
-
-
-def _offset_of(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
-    except ValueError as exc:
-        raise InvalidArgument(f"page_token {token!r} is malformed") from exc
-    if offset < 0:
-        raise InvalidArgument(f"page_token {token!r} is malformed")
-    return offset
+# Newest first; run ids break ties (and make the key unique), so pages are keyset pages.
+_RUN_ORDER = (
+    keyset.KeyColumn(RunRow.start_time_us, int, descending=True),  # type: ignore[arg-type]
+    keyset.KeyColumn(RunRow.run_id, str),  # type: ignore[arg-type]
+)
 
 
 class TrackingStore:
@@ -176,18 +166,26 @@ class TrackingStore:
     def list_runs(
         self, experiment_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Run], str]:
-        size, offset = page_size_of(page_size), _offset_of(page_token)
+        """Runs newest first, a page at a time; the token carries the last run's (start time, run id),
+        so runs started or removed while a client pages neither repeat nor shift a page."""
+        size = page_size_of(page_size)
+        last = keyset.decode(page_token, "ListRuns", experiment_id, _RUN_ORDER, scope_name="experiment")
         with read_session(self._sessions) as session:
             experiment = self._experiment_row(session, experiment_id=experiment_id)
-            rows = session.scalars(
+            query = (
                 select(RunRow)
                 .where(RunRow.experiment_pk == experiment.id)
-                .order_by(RunRow.start_time_us.desc(), RunRow.run_id)
+                .order_by(*keyset.order_by(_RUN_ORDER))
                 .limit(size + 1)
-                .offset(offset)
-            ).all()
+            )
+            if last is not None:
+                query = query.where(keyset.after(_RUN_ORDER, last))
+            rows = session.scalars(query).all()
             runs = [run_message(session, row, experiment.experiment_id) for row in rows[:size]]
-            return runs, _offset_token(offset + size) if len(rows) > size else ""
+            if len(rows) <= size:
+                return runs, ""
+            end = rows[size - 1]
+            return runs, keyset.encode("ListRuns", experiment_id, [end.start_time_us, end.run_id])
 
     @staticmethod
     def _run_row(session: Session, run_id: str) -> tuple[RunRow, str]:
