@@ -11,8 +11,6 @@ entrypoint that fails when it runs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
-from control_plane.db import read_session, write_session
+from control_plane.db import keyset, read_session, write_session
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.runs import end_run
 from control_plane.jobs.settings import JobsSettings
@@ -47,6 +45,11 @@ from control_plane.tracking.store import TrackingStore
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+# Newest first, job ids breaking ties (and making the key unique): keyset pages.
+_JOB_ORDER = (
+    keyset.KeyColumn(JobRow.submitted_at_us, int, descending=True),  # type: ignore[arg-type]
+    keyset.KeyColumn(JobRow.job_id, str),  # type: ignore[arg-type]
+)
 
 
 class JobService:
@@ -123,16 +126,25 @@ class JobService:
     def list(
         self, states: Sequence[int] = (), page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Job], str]:
-        """Newest first; ``states`` (proto values) filters. Without history, to keep pages small."""
+        """Newest first; ``states`` (proto values) filters. Without history, to keep pages small. Keyset
+        pages (the token carries the last job's submission time and id), so jobs submitted, or changing
+        state out of a filtered listing, while a client pages neither repeat nor skip a job."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        offset = _offset_of(page_token)
-        query = select(JobRow).order_by(JobRow.submitted_at_us.desc(), JobRow.job_id)
-        if states:
-            query = query.where(JobRow.state.in_([_filter_state(value).value for value in states]))
+        wanted = sorted({_filter_state(value).value for value in states})
+        scope = ",".join(wanted)  # a token is only good for the same state filter
+        last = keyset.decode(page_token, "ListJobs", scope, _JOB_ORDER, scope_name="state filter")
+        query = select(JobRow).order_by(*keyset.order_by(_JOB_ORDER)).limit(size + 1)
+        if wanted:
+            query = query.where(JobRow.state.in_(wanted))
+        if last is not None:
+            query = query.where(keyset.after(_JOB_ORDER, last))
         with read_session(self._sessions) as session:
-            rows = list(session.scalars(query.limit(size + 1).offset(offset)))
+            rows = list(session.scalars(query))
             jobs = [job_message(row) for row in rows[:size]]
-        return jobs, _offset_token(offset + size) if len(rows) > size else ""
+        if len(rows) <= size:
+            return jobs, ""
+        end = rows[size - 1]
+        return jobs, keyset.encode("ListJobs", scope, [end.submitted_at_us, end.job_id])
 
     def log_file(self, job_id: str) -> tuple[Path, bool]:
         """The job's log and whether the job has ended (no more lines will come)."""
@@ -187,16 +199,3 @@ def _filter_state(value: int) -> JobState:
         name = pb.JobState.Name(value) if value in pb.JobState.values() else f"unknown value {value}"
         known = ", ".join(pb.JobState.Name(state.proto) for state in JobState)
         raise InvalidArgument(f"job state filter holds {name}, not a job state; use {known}") from None
-
-
-def _offset_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
-
-
-def _offset_of(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidArgument(f"malformed page token {token!r}") from None
