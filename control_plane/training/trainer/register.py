@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.aether.v1 import model_registry_pb2 as pb
+from clients.errors import NotFound
 from clients.sdk.models import ModelRegistryClient, signature
 from control_plane.training.context import TrainingContext
 from control_plane.training.dataset import TrainingData
@@ -77,6 +78,12 @@ def register_model(
     with ModelRegistryClient(
         ctx.launch.control_plane_addr, actor=f"job:{ctx.job_id}", timeout=60
     ) as registry:
+        earlier = _registered_by_run(registry, config.model_name, ctx.run_id)
+        if earlier is not None:
+            # An earlier attempt of this job registered it and died before writing its outputs: the
+            # job's one run gets one version, not one per attempt.
+            print(f"run {ctx.run_id} already registered version {earlier.version}; not registering again")
+            return Registered(earlier, profile_sha)
         version = registry.register_version(
             config.model_name,
             onnx_path,
@@ -97,3 +104,13 @@ def register_model(
             ),
         )
     return Registered(version, profile_sha)
+
+
+def _registered_by_run(registry: ModelRegistryClient, model_name: str, run_id: str) -> pb.ModelVersion | None:
+    if not run_id:
+        return None
+    try:
+        versions = registry.list_versions(model_name)
+    except NotFound:  # no such model yet
+        return None
+    return next((v for v in reversed(versions) if v.run_id == run_id), None)

@@ -84,6 +84,21 @@ def test_classifier_is_registered_with_its_lineage(plane: Plane, data: Data, tmp
     assert int(profile.n_missing[3]) > 0  # missing values are counted, not dropped silently
 
 
+def test_an_attempt_that_died_after_registering_is_not_registered_twice(
+    plane: Plane, data: Data, tmp_path: Path
+) -> None:
+    """An attempt killed after its registration but before it wrote its outputs: the next attempt of the
+    job (same run) finds the version instead of registering a second one."""
+    job = make_job(plane, data, tmp_path, "once", {"label": "y", "epochs": 2, "hidden": [4], "seed": 1})
+    assert job.run(plane) == 0, job.log()
+    job.outputs_path.unlink()  # what the death left behind: a registered version, no outputs
+    assert job.run(plane, attempt=2) == 0, job.log()
+    assert json.loads(job.outputs_path.read_text())["version"] == 1
+    with ModelRegistryClient(plane.address) as models:
+        assert [v.version for v in models.list_versions("once")] == [1]
+    assert "already registered version 1" in job.log()
+
+
 def test_dataset_by_query_pins_versions_and_by_hash_reads_the_recorded_copy(
     plane: Plane, data: Data, tmp_path: Path
 ) -> None:
