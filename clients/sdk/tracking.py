@@ -33,6 +33,7 @@ from clients.sdk.auth import open_channel
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
+from clients.tracking_rules import check_encodable, check_int64
 
 _Response = TypeVar("_Response")
 STATUSES = {
@@ -59,6 +60,7 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
         for key in metrics:
             if not isinstance(key, str) or not key.strip():
                 raise InvalidArgument(f"metric name must be a non-empty string, got {key!r}")
+            check_encodable(key, "metric name")
         if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS:
             known_keys.update(metrics)
     checked = {key: float(value) for key, value in metrics.items()}
@@ -69,6 +71,16 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
             if not math.isfinite(number):
                 raise InvalidArgument(f"metric {key!r}: value {number!r} is not a finite number")
     return checked
+
+
+def text_map(values: Mapping[str, object] | None, what: str) -> dict[str, str]:
+    """Parameters or tags as the strings they are stored as; INVALID_ARGUMENT naming the key for a key or
+    value that cannot be sent (checked here: the background thread could only drop the run's batch)."""
+    texts = {str(key): str(value) for key, value in (values or {}).items()}
+    for key, value in texts.items():
+        check_encodable(key, f"{what} name")
+        check_encodable(value, f"{what} {key!r}: value")
+    return texts
 
 
 class Run:
@@ -88,18 +100,18 @@ class Run:
         if self._closed:
             raise RuntimeError(f"run {self.run_id} is closed")
         checked = checked_metrics(metrics, self._client._known_metric_keys)
-        stamp = _now_us() if timestamp_us is None else timestamp_us
-        return self._client._shipper.add_points(self.run_id, int(step), stamp, checked)
+        stamp = _now_us() if timestamp_us is None else check_int64(int(timestamp_us), "timestamp_us")
+        return self._client._shipper.add_points(self.run_id, check_int64(int(step), "step"), stamp, checked)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> bool:
         return self.log_metrics({key: value}, step)
 
     def log_params(self, params: Mapping[str, object]) -> None:
         """Parameters are immutable on the server: a different value for a logged key is refused."""
-        self._client._shipper.add(self.run_id, params={str(k): str(v) for k, v in params.items()})
+        self._client._shipper.add(self.run_id, params=text_map(params, "parameter"))
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        self._client._shipper.add(self.run_id, tags={str(k): str(v) for k, v in tags.items()})
+        self._client._shipper.add(self.run_id, tags=text_map(tags, "tag"))
 
     def log_artifact(self, path: Path | str, name: str | None = None) -> pb.RunArtifact:
         """Uploads a file to the artifact store and records it under ``name`` (default: the file name)."""
@@ -263,6 +275,8 @@ class TrackingClient:
         handle at once; use it as a context manager. The run is created on the server by the first batch
         the background thread sends (its id is chosen here), so a sweep never waits on a round trip per
         run; this client's reads flush first, so it always sees its own runs."""
+        check_encodable(name, "run name")
+        start_params, start_tags = text_map(params, "parameter"), text_map(tags, "tag")
         experiment_id = self._experiment_ids.get(experiment)
         if experiment_id is None:  # experiments are never renamed: resolve a name once per client
             experiment_id = self.get_or_create_experiment(experiment).experiment_id
@@ -271,8 +285,8 @@ class TrackingClient:
         start = pb.RunStart(
             experiment_id=experiment_id,
             name=name,
-            params={str(k): str(v) for k, v in (params or {}).items()},
-            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            params=start_params,
+            tags=start_tags,
             start_time_us=_now_us(),
         )
         self._shipper.add(run_id, start=start)

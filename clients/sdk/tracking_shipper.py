@@ -17,6 +17,9 @@ Policy (what a training loop can rely on):
 * A send the server refuses (INVALID_ARGUMENT, NOT_FOUND...) is retried run by run so that one bad run
   does not sink the others; what is still refused is dropped and counted, its error kept in
   :attr:`MetricShipper.last_error`.
+* Neither thread ever dies of one batch: data that cannot be built into a request (a value the checks at
+  the call let through) costs its run's share of that batch, and an unexpected error while sending costs
+  that batch; both are counted as dropped, settled (so flush returns) and kept in ``last_error``.
 * :meth:`MetricShipper.flush` waits until everything added before it was sent or dropped;
   :meth:`MetricShipper.close` flushes for at most ``timeout`` seconds, then drops (and counts) what is
   left and stops the thread.
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import AetherError
+from clients.errors import AetherError, Internal, InvalidArgument
 
 _log = logging.getLogger("aether.tracking")
 
@@ -145,9 +148,37 @@ def build_request(entries: list[_Entry]) -> tuple[pb.LogBatchRequest, dict[str, 
 
 @dataclass(frozen=True)
 class _Outgoing:
-    request: pb.LogBatchRequest
+    request: pb.LogBatchRequest | None  # None when nothing of the entries could be built
     points: dict[str, int]  # per run, for counting what a refused run loses
     entries: int
+    unbuildable: int = 0  # points of runs whose data could not be built into a request (dropped)
+
+
+def build_outgoing(entries: list[_Entry]) -> tuple[_Outgoing, Exception | None]:
+    """The request for ``entries``; when building fails (a value the SDK's checks at the call let
+    through), the runs that cannot be built are left out, their points counted as unbuildable, and the
+    first error returned: one bad value costs its run's share of the batch, not the shipper."""
+    try:
+        request, points = build_request(entries)
+        return _Outgoing(request, points, len(entries)), None
+    except Exception as error:
+        first: Exception = error
+    by_run: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_run.setdefault(entry.run_id, []).append(entry)
+    good: list[_Entry] = []
+    unbuildable = 0
+    for run_entries in by_run.values():
+        try:
+            build_request(run_entries)
+        except Exception:
+            unbuildable += sum(entry.points for entry in run_entries if entry.metrics is not None)
+        else:
+            good.extend(run_entries)
+    if not good:
+        return _Outgoing(None, {}, len(entries), unbuildable), first
+    request, points = build_request(good)
+    return _Outgoing(request, points, len(entries), unbuildable), first
 
 
 class MetricShipper:
@@ -305,14 +336,30 @@ class MetricShipper:
         a run's points still arrive after its start and its end after its points."""
         try:
             while (entries := self._take()) is not None:
-                request, points = build_request(entries)
-                self._outbox.put(_Outgoing(request, points, len(entries)))
+                try:
+                    outgoing, error = build_outgoing(entries)
+                except Exception as unexpected:  # a bug: lose this batch, not every later one
+                    points = sum(entry.points for entry in entries if entry.metrics is not None)
+                    outgoing, error = _Outgoing(None, {}, len(entries), points), unexpected
+                if error is not None:
+                    reason = f"cannot encode logged data: {type(error).__name__}: {error}"
+                    self._refused(InvalidArgument(reason))
+                # Settled by the sender, in order, even when nothing is left to send: flush() counts on it.
+                self._outbox.put(outgoing)
         finally:
             self._outbox.put(None)
 
     def _send_loop(self) -> None:
         while (outgoing := self._outbox.get()) is not None:
-            shipped, dropped = self._deliver(outgoing.request, outgoing.points)
+            shipped, dropped = 0, outgoing.unbuildable
+            try:
+                if outgoing.request is not None:
+                    shipped, lost = self._deliver(outgoing.request, outgoing.points)
+                    dropped += lost
+            except Exception as error:  # a bug: count the batch as dropped and keep sending the next ones
+                _log.exception("tracking: unexpected error while sending a batch")
+                shipped, dropped = 0, outgoing.unbuildable + sum(outgoing.points.values())
+                self.last_error = Internal(f"sending a batch failed: {type(error).__name__}: {error}")
             self._settle(outgoing.entries, shipped, dropped)
 
     def _deliver(self, request: pb.LogBatchRequest, points: dict[str, int]) -> tuple[int, int]:

@@ -1,0 +1,90 @@
+"""The tracking SDK against values and conditions that used to break its background shipper: a value the
+wire cannot carry, a value the server refuses, a batch over the server's message limit, a server that does
+not answer at close. Each is refused at the call or costs only its own data, never the shipper."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import InvalidArgument
+from clients.sdk.tracking import TrackingClient
+
+
+def _shipper_threads_alive(client: TrackingClient) -> bool:
+    return client._shipper._thread.is_alive() and client._shipper._sender.is_alive()
+
+
+# A value protobuf cannot encode ---------------------------------------------------------------------------
+
+
+def test_values_the_wire_cannot_carry_are_invalid_arguments_at_the_call(client: TrackingClient) -> None:
+    run = client.start_run("unencodable")
+    with pytest.raises(InvalidArgument, match="step"):
+        run.log_metrics({"loss": 1.0}, step=2**63)
+    with pytest.raises(InvalidArgument, match="timestamp_us"):
+        run.log_metrics({"loss": 1.0}, step=0, timestamp_us=-(2**63) - 1)
+    with pytest.raises(InvalidArgument, match="'path'"):
+        run.log_params({"path": "data/\udcff.csv"})  # a lone surrogate, as os.fsdecode makes
+    with pytest.raises(InvalidArgument, match="tag"):
+        run.set_tags({"\udcff": "x"})
+    with pytest.raises(InvalidArgument, match="metric name"):
+        run.log_metrics({"loss\udcff": 1.0})
+    with pytest.raises(InvalidArgument, match="run name"):
+        client.start_run("unencodable", "r\udcff")
+    run.log_metrics({"loss": 2.0}, step=2**63 - 1)  # the largest step is fine
+    run.close()
+    assert client.dropped_points == 0 and client.last_error is None
+    assert list(client.metric_history(run.run_id, "loss").steps) == [2**63 - 1]
+
+
+def test_an_unbuildable_value_costs_its_run_not_the_shipper(client: TrackingClient) -> None:
+    good, bad = client.start_run("unbuildable", "good"), client.start_run("unbuildable", "bad")
+    assert client.flush(timeout=10)
+    # Past the checks at the call (as a value a check missed would be): the builder thread meets it.
+    client._shipper.add_points(bad.run_id, 2**63, 0, {"loss": 1.0})
+    good.log_metrics({"loss": 0.5}, step=1)
+    assert client.flush(timeout=10)  # settled, not hung
+    assert _shipper_threads_alive(client)
+    assert client.dropped_points == 1
+    assert isinstance(client.last_error, InvalidArgument)
+    good.log_metrics({"loss": 0.25}, step=2)  # later batches are still sent
+    bad.log_metrics({"loss": 0.75}, step=3)
+    assert client.flush(timeout=10)
+    assert list(client.metric_history(good.run_id, "loss").values) == [0.5, 0.25]
+    assert list(client.metric_history(bad.run_id, "loss").values) == [0.75]
+
+
+def test_a_send_that_raises_unexpectedly_is_counted_and_the_sender_goes_on(
+    client: TrackingClient,
+) -> None:
+    run = client.start_run("closed-channel")
+    assert client.flush(timeout=10)
+    client._channel.close()  # every LogBatch now raises ValueError, not an RpcError
+    assert run.log_metrics({"loss": 1.0, "acc": 0.5}, step=0)
+    assert client.flush(timeout=10)
+    assert _shipper_threads_alive(client)
+    assert client.dropped_points == 2
+    assert client.last_error is not None and "ValueError" in client.last_error.message
+    assert run.log_metrics({"loss": 2.0}, step=1)
+    assert client.flush(timeout=10)
+    assert client.dropped_points == 3
+    run.close(wait=False)
+
+
+def test_run_batches_built_for_the_wire_hold_every_kind_of_entry() -> None:
+    """The isolating path of the builder keeps the request of the good runs intact."""
+    from clients.sdk.tracking_shipper import _Entry, build_outgoing
+
+    start = pb.RunStart(experiment_id="e" * 32, name="r")
+    entries = [
+        _Entry("a" * 32, start=start),
+        _Entry("a" * 32, 1, 3, 10, {"x": 1.0}),
+        _Entry("b" * 32, 1, 2**64, 10, {"x": 1.0}),
+        _Entry("a" * 32, params={"p": "1"}),
+    ]
+    outgoing, error = build_outgoing(entries)
+    assert isinstance(error, ValueError)
+    assert outgoing.request is not None and [run.run_id for run in outgoing.request.runs] == ["a" * 32]
+    assert (outgoing.points, outgoing.entries, outgoing.unbuildable) == ({"a" * 32: 1}, 4, 1)
+    assert dict(outgoing.request.runs[0].params) == {"p": "1"}
