@@ -7,8 +7,16 @@ it from a background thread, long after the call returned."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from clients.errors import InvalidArgument
 
+#: Longest metric, parameter or tag key (MLflow's limit too); the width of the server's key columns.
+KEY_LENGTH = 250
+#: Longest parameter (or tag) value.
+PARAM_VALUE_LENGTH = 6000
+#: Longest experiment or run name (the control plane's name columns, ``control_plane.db.models``).
+NAME_LENGTH = 128
 #: The range of the wire's int64 steps and timestamps.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -30,3 +38,35 @@ def check_encodable(text: str, what: str) -> str:
             f"{what} {text[:40]!r} is not valid Unicode text (character {error.start} cannot be encoded)"
         ) from None
     return text
+
+
+def check_key(key: str, what: str) -> str:
+    """``key`` when it can name a metric, parameter or tag: non-empty, at most 250 printable characters
+    (a lone surrogate is not printable, so a valid key is also valid UTF-8)."""
+    if not key or not key.strip():
+        raise InvalidArgument(f"{what} name must not be empty")
+    if len(key) > KEY_LENGTH:
+        raise InvalidArgument(f"{what} name {key[:40]!r}... is longer than {KEY_LENGTH} characters")
+    if not key.isprintable():
+        raise InvalidArgument(f"{what} name {key!r} contains control characters")
+    return key
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` when it can name an experiment or a run: non-empty, at most 128 characters."""
+    if not name.strip():
+        raise InvalidArgument(f"{what} name must not be empty")
+    if len(name) > NAME_LENGTH:
+        raise InvalidArgument(f"{what} name {name[:40]!r}... is longer than {NAME_LENGTH} characters")
+    return check_encodable(name, f"{what} name")
+
+
+def check_values(values: Mapping[str, str], what: str) -> dict[str, str]:
+    """A copy of parameters or tags when every key passes :func:`check_key` and every value is text of
+    at most 6,000 characters."""
+    for key, value in values.items():
+        check_key(key, what)
+        if len(value) > PARAM_VALUE_LENGTH:
+            raise InvalidArgument(f"{what} {key!r}: value is longer than {PARAM_VALUE_LENGTH} characters")
+        check_encodable(value, f"{what} {key!r}: value")
+    return dict(values)

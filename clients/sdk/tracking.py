@@ -33,7 +33,7 @@ from clients.sdk.auth import open_channel
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
-from clients.tracking_rules import check_encodable, check_int64
+from clients.tracking_rules import check_int64, check_key, check_name, check_values
 
 _Response = TypeVar("_Response")
 STATUSES = {
@@ -53,14 +53,15 @@ def _now_us() -> int:
 
 
 def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = None) -> dict[str, float]:
-    """A copy with float values; INVALID_ARGUMENT naming the metric for an empty name or a value that is
-    not a finite number (checked here so the training loop hears of it at once, not the server later).
+    """A copy with float values; INVALID_ARGUMENT naming the metric for a name the server refuses (empty,
+    too long, control characters) or a value that is not a finite number (checked here so the training
+    loop hears of it at once: the server would refuse the run's whole batch, long after this call).
     Names found valid are added to ``known_keys`` and not checked again (a loop logs the same few)."""
     if known_keys is None or not known_keys.issuperset(metrics):
         for key in metrics:
             if not isinstance(key, str) or not key.strip():
                 raise InvalidArgument(f"metric name must be a non-empty string, got {key!r}")
-            check_encodable(key, "metric name")
+            check_key(key, "metric")
         if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS:
             known_keys.update(metrics)
     checked = {key: float(value) for key, value in metrics.items()}
@@ -75,12 +76,9 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
 
 def text_map(values: Mapping[str, object] | None, what: str) -> dict[str, str]:
     """Parameters or tags as the strings they are stored as; INVALID_ARGUMENT naming the key for a key or
-    value that cannot be sent (checked here: the background thread could only drop the run's batch)."""
-    texts = {str(key): str(value) for key, value in (values or {}).items()}
-    for key, value in texts.items():
-        check_encodable(key, f"{what} name")
-        check_encodable(value, f"{what} {key!r}: value")
-    return texts
+    value the server refuses (checked here: the server would refuse the run's whole batch, and with it
+    the run's start when that batch holds it)."""
+    return check_values({str(key): str(value) for key, value in (values or {}).items()}, what)
 
 
 class Run:
@@ -92,6 +90,10 @@ class Run:
         self.run_id = info.run_id
         self._closed = False
         self._system: SystemMetricsThread | None = None
+        # The parameters this handle logged (or started with): a changed value is refused here, at the
+        # call, instead of making the server refuse the run's batch with every point logged beside it.
+        self._params: dict[str, str] = dict(info.params)
+        self._params_lock = threading.Lock()
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, timestamp_us: int | None = None
@@ -107,8 +109,21 @@ class Run:
         return self.log_metrics({key: value}, step)
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        """Parameters are immutable on the server: a different value for a logged key is refused."""
-        self._client._shipper.add(self.run_id, params=text_map(params, "parameter"))
+        """Parameters are immutable: INVALID_ARGUMENT for a different value of a key logged before (the
+        same value again does nothing)."""
+        texts = text_map(params, "parameter")
+        with self._params_lock:
+            for key, value in texts.items():
+                logged = self._params.get(key)
+                if logged is not None and logged != value:
+                    raise InvalidArgument(
+                        f"parameter {key!r} of run {self.run_id} is already {logged!r} and parameters are "
+                        f"immutable (got {value!r})"
+                    )
+            fresh = {key: value for key, value in texts.items() if key not in self._params}
+            self._params.update(fresh)
+        if fresh:
+            self._client._shipper.add(self.run_id, params=fresh)
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         self._client._shipper.add(self.run_id, tags=text_map(tags, "tag"))
@@ -275,7 +290,8 @@ class TrackingClient:
         handle at once; use it as a context manager. The run is created on the server by the first batch
         the background thread sends (its id is chosen here), so a sweep never waits on a round trip per
         run; this client's reads flush first, so it always sees its own runs."""
-        check_encodable(name, "run name")
+        if name:
+            check_name(name, "run")
         start_params, start_tags = text_map(params, "parameter"), text_map(tags, "tag")
         experiment_id = self._experiment_ids.get(experiment)
         if experiment_id is None:  # experiments are never renamed: resolve a name once per client

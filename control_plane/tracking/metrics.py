@@ -19,21 +19,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
 from clients.errors import InvalidArgument
-from control_plane.tracking.tables import KEY_LENGTH, MetricChunkRow, MetricLatestRow
+from clients.tracking_rules import check_key as check_key  # the SDK applies it at the call too
+from control_plane.tracking.tables import MetricChunkRow, MetricLatestRow
 
 _STEP = np.dtype("<i8")
 _VALUE = np.dtype("<f8")
-
-
-def check_key(key: str, what: str) -> str:
-    """``key`` when it can name a metric, parameter or tag: non-empty, at most 250 printable characters."""
-    if not key or not key.strip():
-        raise InvalidArgument(f"{what} name must not be empty")
-    if len(key) > KEY_LENGTH:
-        raise InvalidArgument(f"{what} name {key[:40]!r}... is longer than {KEY_LENGTH} characters")
-    if not key.isprintable():
-        raise InvalidArgument(f"{what} name {key!r} contains control characters")
-    return key
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ the dialect's upsert, the one status-change path (with its audit entry), and row
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,11 +13,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
+from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
+from clients.tracking_rules import check_values as check_values
 from control_plane.audit.log import record
-from control_plane.db.models import NAME_LENGTH
-from control_plane.tracking.metrics import check_key
 from control_plane.tracking.tables import (
-    PARAM_VALUE_LENGTH,
     ExperimentRow,
     MetricLatestRow,
     ParamRow,
@@ -47,22 +45,6 @@ def status_name(status: int) -> str:
 def status_value(name: str) -> pb.RunStatus:
     value: pb.RunStatus = getattr(pb, _STATUS_PREFIX + name)
     return value
-
-
-def check_name(name: str, what: str) -> str:
-    if not name.strip():
-        raise InvalidArgument(f"{what} name must not be empty")
-    if len(name) > NAME_LENGTH:
-        raise InvalidArgument(f"{what} name {name[:40]!r}... is longer than {NAME_LENGTH} characters")
-    return name
-
-
-def check_values(values: Mapping[str, str], what: str) -> dict[str, str]:
-    for key, value in values.items():
-        check_key(key, what)
-        if len(value) > PARAM_VALUE_LENGTH:
-            raise InvalidArgument(f"{what} {key!r}: value is longer than {PARAM_VALUE_LENGTH} characters")
-    return dict(values)
 
 
 def insert_for(session: Session) -> Any:

@@ -23,12 +23,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clients.tracking_rules import KEY_LENGTH  # the SDK checks keys too, so the limits live in clients/
 from control_plane.db.models import NAME_LENGTH, Base
 
-#: Longest metric, parameter or tag key (MLflow's limit too).
-KEY_LENGTH = 250
-#: Longest parameter value.
-PARAM_VALUE_LENGTH = 6000
 ID_LENGTH = 32
 
 

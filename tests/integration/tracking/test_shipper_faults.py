@@ -9,6 +9,7 @@ import pytest
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.tracking import TrackingClient
+from tests.integration.tracking.conftest import ThreadedControlPlane
 
 
 def _shipper_threads_alive(client: TrackingClient) -> bool:
@@ -88,3 +89,55 @@ def test_run_batches_built_for_the_wire_hold_every_kind_of_entry() -> None:
     assert outgoing.request is not None and [run.run_id for run in outgoing.request.runs] == ["a" * 32]
     assert (outgoing.points, outgoing.entries, outgoing.unbuildable) == ({"a" * 32: 1}, 4, 1)
     assert dict(outgoing.request.runs[0].params) == {"p": "1"}
+
+
+# A value the server refuses --------------------------------------------------------------------------------
+
+
+def test_values_the_server_refuses_are_invalid_arguments_at_the_call(
+    control_plane: ThreadedControlPlane,
+) -> None:
+    # One flush window for everything: a refused value must not cost the start or the points beside it.
+    with TrackingClient(control_plane.address, flush_interval_s=60) as client:
+        run = client.start_run("refused", params={"lr": "0.01"})
+        run.log_metrics({"acc": 0.5}, step=0)
+        for bad in ({"train\tloss": 1.0}, {"k" * 251: 1.0}, {"acc": 0.9, "\x00": 1.0}):
+            with pytest.raises(InvalidArgument, match="metric name"):
+                run.log_metrics(bad, step=1)
+        with pytest.raises(InvalidArgument, match="'config': value is longer than 6000"):
+            run.log_params({"config": "x" * 6001})
+        with pytest.raises(InvalidArgument, match="tag name"):
+            run.set_tags({"a\nb": "x"})
+        with pytest.raises(InvalidArgument, match="'note': value is longer than 6000"):
+            run.set_tags({"note": "x" * 6001})
+        with pytest.raises(InvalidArgument, match=r"'lr'.*immutable"):
+            run.log_params({"lr": "0.02"})
+        with pytest.raises(InvalidArgument, match="longer than 128"):
+            client.start_run("refused", "r" * 129)
+        with pytest.raises(InvalidArgument, match="parameter name"):
+            client.start_run("refused", params={"": "1"})
+        run.log_params({"lr": "0.01", "depth": 3})  # the same value again is fine
+        with pytest.raises(InvalidArgument, match=r"'depth'.*immutable"):
+            run.log_params({"batch": 64, "depth": 4})  # refused whole: nothing of the call is logged
+        run.log_params({"batch": "32"})
+        run.log_metrics({"acc": 0.75}, step=1)
+        run.close()
+        assert client.dropped_points == 0 and client.last_error is None
+        info = client.get_run(run.run_id)
+        assert info.status == pb.RUN_STATUS_FINISHED
+        assert dict(info.params) == {"lr": "0.01", "depth": "3", "batch": "32"}
+        assert list(client.metric_history(run.run_id, "acc").values) == [0.5, 0.75]
+
+
+def test_the_sdk_and_the_server_share_one_set_of_rules() -> None:
+    from clients import tracking_rules
+    from control_plane.db.models import NAME_LENGTH
+    from control_plane.tracking import metrics, records, tables
+
+    assert tracking_rules.NAME_LENGTH == NAME_LENGTH  # the width of the server's name columns
+    assert tables.KEY_LENGTH is tracking_rules.KEY_LENGTH
+    assert metrics.check_key is tracking_rules.check_key
+    assert (records.check_values, records.check_name) == (
+        tracking_rules.check_values,
+        tracking_rules.check_name,
+    )
