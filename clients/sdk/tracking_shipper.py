@@ -10,6 +10,11 @@ Policy (what a training loop can rely on):
 * The buffer is bounded (``max_buffered_points``). When it is full (the server is slow or down), new
   points are dropped and counted (:attr:`MetricShipper.dropped_points`); a warning is logged once per
   episode. Parameters, tags and run ends are never dropped for space.
+* A request holds at most ``max_request_bytes`` (2 MiB, half of gRPC's default 4 MiB receive limit):
+  entries are taken up to an estimate of that, and a built request found larger is split (by entries,
+  one entry by its keys) and sent in parts, in order. A request refused as larger than the receiver's
+  limit (RESOURCE_EXHAUSTED "larger than max": a server or proxy with a lower limit) is not resent as
+  it is but split in halves until the parts pass; a single key too large for the receiver is dropped.
 * A failed send that may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED) is
   retried with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``) for as long as the
   client is open; meanwhile logging goes on into the buffer. A call cut off after the server committed
@@ -41,6 +46,14 @@ from clients.errors import AetherError, Internal, InvalidArgument
 
 _log = logging.getLogger("aether.tracking")
 
+#: Default bound on a request's size: well under gRPC's default 4 MiB receive limit (the control plane's),
+#: so that no request depends on a raised limit, and a few such requests in flight cost little memory.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+#: Upper bound on a metric point's share of a request: a double, a step and a timestamp (varints).
+_POINT_BYTES = 28
+#: Upper bound on the framing of one key/value pair, a run's batch or start.
+_FIELD_BYTES = 16
+
 _RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -64,6 +77,76 @@ class _Entry:
     tags: Mapping[str, str] | None = None
     end: pb.RunEnd | None = None
     start: pb.RunStart | None = None
+    size: int = 0  # estimated bytes in a request (the builder checks the real size)
+    settles: int = 1  # 0 for the pieces of a split entry but its last: the call settles with that one
+
+
+def _text_bytes(values: Mapping[str, str] | None) -> int:
+    """Estimated size of a map's keys and values in a request (a byte a character: the builder checks the
+    real size, and splits a request that non-ASCII text made too large)."""
+    if not values:
+        return 0
+    return sum(len(key) + len(value) + _FIELD_BYTES for key, value in values.items())
+
+
+def _entry_size(entry: _Entry) -> int:
+    size = _FIELD_BYTES + _text_bytes(entry.params) + _text_bytes(entry.tags)
+    if entry.start is not None:
+        start = entry.start
+        size += len(start.name) + len(start.experiment_id) + _FIELD_BYTES * 2
+        size += _text_bytes(start.params) + _text_bytes(start.tags)
+    return size
+
+
+def _split_entry(entry: _Entry) -> list[_Entry] | None:
+    """One entry as two or more that log the same thing in order (its maps halved; a start without its
+    parameters and tags, which follow it); None when it holds a single key and cannot be split."""
+    head = _Entry(entry.run_id, settles=0)
+    tail = _Entry(entry.run_id, settles=entry.settles)
+    if entry.start is not None and (entry.start.params or entry.start.tags):
+        bare = pb.RunStart()
+        bare.CopyFrom(entry.start)
+        bare.ClearField("params")
+        bare.ClearField("tags")
+        head.start = bare
+        tail.params, tail.tags = dict(entry.start.params), dict(entry.start.tags)
+        tail.params.update(entry.params or {})  # a start's own entry carries no other params or tags
+        tail.end = entry.end
+    elif entry.params and entry.tags:
+        head.params, tail.tags, tail.end = entry.params, entry.tags, entry.end
+    elif entry.metrics is not None and len(entry.metrics) > 1:
+        keys = list(entry.metrics)
+        half = len(keys) // 2
+        head.metrics = {key: entry.metrics[key] for key in keys[:half]}
+        tail.metrics = {key: entry.metrics[key] for key in keys[half:]}
+        head.step = tail.step = entry.step
+        head.timestamp_us = tail.timestamp_us = entry.timestamp_us
+        head.points, tail.points = half, len(keys) - half
+    else:
+        values = entry.params or entry.tags
+        if values is None or len(values) < 2:
+            return None
+        items = list(values.items())
+        first, second = dict(items[: len(items) // 2]), dict(items[len(items) // 2 :])
+        if entry.params:
+            head.params, tail.params = first, second
+        else:
+            head.tags, tail.tags = first, second
+        tail.end = entry.end
+    for piece in (head, tail):
+        piece.size = piece.points * _POINT_BYTES + _entry_size(piece)
+    return [head, tail]
+
+
+def halves(entries: list[_Entry]) -> tuple[list[_Entry], list[_Entry]] | None:
+    """Entries in two parts that, sent in order, log the same; None when there is one unsplittable entry."""
+    if len(entries) > 1:
+        middle = len(entries) // 2
+        return entries[:middle], entries[middle:]
+    pieces = _split_entry(entries[0]) if entries else None
+    if pieces is None:
+        return None
+    return pieces[:1], pieces[1:]
 
 
 @dataclass
@@ -150,17 +233,19 @@ def build_request(entries: list[_Entry]) -> tuple[pb.LogBatchRequest, dict[str, 
 class _Outgoing:
     request: pb.LogBatchRequest | None  # None when nothing of the entries could be built
     points: dict[str, int]  # per run, for counting what a refused run loses
-    entries: int
+    entries: int  # calls of the training loop this settles
     unbuildable: int = 0  # points of runs whose data could not be built into a request (dropped)
+    built: list[_Entry] = field(default_factory=list)  # the entries in ``request``, to split it again
 
 
 def build_outgoing(entries: list[_Entry]) -> tuple[_Outgoing, Exception | None]:
     """The request for ``entries``; when building fails (a value the SDK's checks at the call let
     through), the runs that cannot be built are left out, their points counted as unbuildable, and the
     first error returned: one bad value costs its run's share of the batch, not the shipper."""
+    settles = sum(entry.settles for entry in entries)
     try:
         request, points = build_request(entries)
-        return _Outgoing(request, points, len(entries)), None
+        return _Outgoing(request, points, settles, built=entries), None
     except Exception as error:
         first: Exception = error
     by_run: dict[str, list[_Entry]] = {}
@@ -176,9 +261,38 @@ def build_outgoing(entries: list[_Entry]) -> tuple[_Outgoing, Exception | None]:
         else:
             good.extend(run_entries)
     if not good:
-        return _Outgoing(None, {}, len(entries), unbuildable), first
+        return _Outgoing(None, {}, settles, unbuildable), first
     request, points = build_request(good)
-    return _Outgoing(request, points, len(entries), unbuildable), first
+    return _Outgoing(request, points, settles, unbuildable, good), first
+
+
+def fitted(entries: list[_Entry], max_bytes: int) -> list[tuple[_Outgoing, Exception | None]]:
+    """The requests for ``entries``, in order, each at most ``max_bytes`` where splitting allows (see
+    :func:`halves`); a part that cannot be split is returned as it is."""
+    outgoing, error = build_outgoing(entries)
+    if outgoing.request is None or outgoing.request.ByteSize() <= max_bytes:
+        return [(outgoing, error)]
+    parts = halves(outgoing.built)
+    if parts is None:
+        return [(outgoing, error)]
+    # The unbuildable runs were left out of ``built``: count them (and settle the calls) with the last part.
+    head, tail = fitted(parts[0], max_bytes), fitted(parts[1], max_bytes)
+    last, last_error = tail[-1]
+    settles = outgoing.entries - sum(part.entries for part, _ in (*head, *tail))
+    tail[-1] = (
+        _Outgoing(
+            last.request, last.points, last.entries + settles, last.unbuildable + outgoing.unbuildable,
+            last.built,
+        ),
+        last_error or error,
+    )  # fmt: skip
+    return [*head, *tail]
+
+
+def too_large(error: AetherError) -> bool:
+    """Whether a call failed because its message is larger than the sender's or receiver's limit
+    (gRPC's RESOURCE_EXHAUSTED "Received/Sent message larger than max")."""
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in error.message
 
 
 class MetricShipper:
@@ -191,6 +305,7 @@ class MetricShipper:
         max_buffered_points: int = 2_000_000,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         self._send = send
         self.batch_points = batch_points
@@ -198,6 +313,7 @@ class MetricShipper:
         self.max_buffered_points = max_buffered_points
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.max_request_bytes = max_request_bytes
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: list[_Entry] = []
@@ -235,7 +351,9 @@ class MetricShipper:
                         self.max_buffered_points,
                     )
                 return False
-            self._pending.append(_Entry(run_id, count, step, timestamp_us, metrics))
+            self._pending.append(
+                _Entry(run_id, count, step, timestamp_us, metrics, size=count * _POINT_BYTES + _FIELD_BYTES)
+            )
             self._pending_points += count
             self._added += 1
             if self._pending_points >= self.batch_points:
@@ -255,7 +373,9 @@ class MetricShipper:
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracking client is closed")
-            self._pending.append(_Entry(run_id, params=params, tags=tags, end=end, start=start))
+            entry = _Entry(run_id, params=params, tags=tags, end=end, start=start)
+            entry.size = _entry_size(entry)
+            self._pending.append(entry)
             self._added += 1
 
     # Flushing ------------------------------------------------------------------------------------------
@@ -311,9 +431,15 @@ class MetricShipper:
                 if remaining <= 0 and self._pending:
                     break
                 self._changed.wait(remaining if remaining > 0 else self.interval_s)
-            taken, points = 0, 0
+            # Up to batch_points points and max_request_bytes (estimated; starts, parameters and tags count
+            # there only), at least one entry: the builder splits what is still too large.
+            taken = points = size = 0
             while taken < len(self._pending) and points < self.batch_points:
-                points += self._pending[taken].points
+                entry = self._pending[taken]
+                if taken and size + entry.size > self.max_request_bytes:
+                    break
+                points += entry.points
+                size += entry.size
                 taken += 1
             entries = self._pending[:taken]
             del self._pending[:taken]
@@ -337,15 +463,16 @@ class MetricShipper:
         try:
             while (entries := self._take()) is not None:
                 try:
-                    outgoing, error = build_outgoing(entries)
+                    parts = fitted(entries, self.max_request_bytes)
                 except Exception as unexpected:  # a bug: lose this batch, not every later one
                     points = sum(entry.points for entry in entries if entry.metrics is not None)
-                    outgoing, error = _Outgoing(None, {}, len(entries), points), unexpected
-                if error is not None:
-                    reason = f"cannot encode logged data: {type(error).__name__}: {error}"
-                    self._refused(InvalidArgument(reason))
-                # Settled by the sender, in order, even when nothing is left to send: flush() counts on it.
-                self._outbox.put(outgoing)
+                    parts = [(_Outgoing(None, {}, len(entries), points), unexpected)]
+                for outgoing, error in parts:
+                    if error is not None:
+                        reason = f"cannot encode logged data: {type(error).__name__}: {error}"
+                        self._refused(InvalidArgument(reason))
+                    # Settled by the sender, in order, even with nothing to send: flush() counts on it.
+                    self._outbox.put(outgoing)
         finally:
             self._outbox.put(None)
 
@@ -354,7 +481,7 @@ class MetricShipper:
             shipped, dropped = 0, outgoing.unbuildable
             try:
                 if outgoing.request is not None:
-                    shipped, lost = self._deliver(outgoing.request, outgoing.points)
+                    shipped, lost = self._deliver(outgoing)
                     dropped += lost
             except Exception as error:  # a bug: count the batch as dropped and keep sending the next ones
                 _log.exception("tracking: unexpected error while sending a batch")
@@ -362,11 +489,24 @@ class MetricShipper:
                 self.last_error = Internal(f"sending a batch failed: {type(error).__name__}: {error}")
             self._settle(outgoing.entries, shipped, dropped)
 
-    def _deliver(self, request: pb.LogBatchRequest, points: dict[str, int]) -> tuple[int, int]:
+    def _deliver(self, outgoing: _Outgoing) -> tuple[int, int]:
         """Sends with retries; returns (points shipped, points dropped)."""
+        request, points = outgoing.request, outgoing.points
+        assert request is not None
         error = self._send_with_retries(request)
         if error is None:
             return sum(points.values()), 0
+        if too_large(error):
+            parts = halves(outgoing.built)
+            if parts is None:  # one key the receiver will never take
+                self._refused(error)
+                return 0, sum(points.values())
+            shipped = dropped = 0
+            for part in parts:  # in order; each half built before, so building cannot fail now
+                half, _ = build_outgoing(part)
+                sent, lost = self._deliver(half) if half.request is not None else (0, half.unbuildable)
+                shipped, dropped = shipped + sent, dropped + lost
+            return shipped, dropped
         if len(request.runs) == 1 or error.code in _RETRYABLE:  # gave up retrying: the server is away
             self._refused(error)
             return 0, sum(points.values())
@@ -392,7 +532,7 @@ class MetricShipper:
                 self._send(request)
                 return None
             except AetherError as error:
-                if error.code not in _RETRYABLE:
+                if error.code not in _RETRYABLE or too_large(error):  # the same bytes would fail again
                     return error
                 self.last_error = error
                 with self._lock:

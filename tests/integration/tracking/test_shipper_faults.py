@@ -8,7 +8,7 @@ import pytest
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
-from clients.sdk.tracking import TrackingClient
+from clients.sdk.tracking import Run, TrackingClient
 from tests.integration.tracking.conftest import ThreadedControlPlane
 
 
@@ -141,3 +141,47 @@ def test_the_sdk_and_the_server_share_one_set_of_rules() -> None:
         tracking_rules.check_values,
         tracking_rules.check_name,
     )
+
+
+# A batch over the server's message limit (gRPC's default 4 MiB) -------------------------------------------
+
+
+def _log_a_large_sweep(client: TrackingClient) -> list[Run]:
+    """About 8 MB in one flush window: 100 starts with 20 parameters of 2,500 characters (a config dump
+    each), and one call logging 500 parameters of 6,000 characters."""
+    runs = [
+        client.start_run("sweep", f"r{i}", params={f"p{j}": f"{i}" + "x" * 2500 for j in range(20)})
+        for i in range(100)
+    ]
+    for step, run in enumerate(runs):
+        run.log_metrics({"loss": 0.5}, step=step)
+    runs[0].log_params({f"c{i}": "y" * 6000 for i in range(500)})
+    return runs
+
+
+def _assert_the_sweep_arrived(client: TrackingClient, runs: list[Run]) -> None:
+    assert client.flush(timeout=60)
+    assert client.dropped_points == 0 and client.last_error is None
+    assert client.shipped_points == 100
+    for i in (0, 57, 99):
+        info = client.get_run(runs[i].run_id)
+        assert info.params["p19"] == f"{i}" + "x" * 2500
+        assert [(m.key, m.latest_step) for m in info.metrics] == [("loss", i)]
+    assert len(client.get_run(runs[0].run_id).params) == 520
+    small = client.start_run("other", "small")
+    small.log_metrics({"loss": 1.0})
+    assert client.flush(timeout=10)  # nothing is stuck in front of it
+
+
+def test_requests_are_capped_by_bytes_so_no_batch_exceeds_the_servers_limit(
+    control_plane: ThreadedControlPlane,
+) -> None:
+    with TrackingClient(control_plane.address, flush_interval_s=60) as client:
+        _assert_the_sweep_arrived(client, _log_a_large_sweep(client))
+
+
+def test_a_request_refused_as_too_large_is_split_not_resent(control_plane: ThreadedControlPlane) -> None:
+    with TrackingClient(control_plane.address, flush_interval_s=60) as client:
+        # A cap above the server's limit stands for a server or proxy whose limit is below the SDK's.
+        client._shipper.max_request_bytes = 64 * 1024 * 1024
+        _assert_the_sweep_arrived(client, _log_a_large_sweep(client))
