@@ -216,7 +216,8 @@ class TrackingClient:
         return self._shipper.flush(timeout)
 
     def close(self) -> None:
-        """Ends open runs FINISHED, sends what is buffered (at most ``close_timeout_s``), closes."""
+        """Ends open runs FINISHED, sends what is buffered and closes, in at most ``close_timeout_s`` (a
+        call still in flight then is left to end, and the channel closes after it)."""
         if self._closed:
             return
         self._closed = True
@@ -225,9 +226,12 @@ class TrackingClient:
             open_runs = list(self._runs.values())
         for run in open_runs:
             run.close("FINISHED", wait=False)
-        self._shipper.close(self.close_timeout_s)
+        stopped = self._shipper.close(self.close_timeout_s)
         if self._owns_channel:
-            self._channel.close()
+            if stopped:
+                self._channel.close()
+            else:  # the sender is still inside a call: closing under it would make it raise
+                self._shipper.when_stopped(self._channel.close)
 
     def __enter__(self) -> TrackingClient:
         return self
@@ -272,8 +276,11 @@ class TrackingClient:
             raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
         return response
 
-    def _send_batch(self, request: pb.LogBatchRequest) -> pb.LogBatchResponse:
-        return self._call(self._stub.LogBatch, request, pb.LogBatchResponse)
+    def _send_batch(self, request: pb.LogBatchRequest, timeout: float | None = None) -> pb.LogBatchResponse:
+        """``timeout``: at most this (the shipper's time left when closing), else the client's timeout."""
+        if timeout is not None:
+            timeout = min(timeout, self.timeout)
+        return self._call(self._stub.LogBatch, request, pb.LogBatchResponse, timeout)
 
     # Runs ----------------------------------------------------------------------------------------------
 

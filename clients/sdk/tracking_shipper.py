@@ -26,8 +26,10 @@ Policy (what a training loop can rely on):
   the call let through) costs its run's share of that batch, and an unexpected error while sending costs
   that batch; both are counted as dropped, settled (so flush returns) and kept in ``last_error``.
 * :meth:`MetricShipper.flush` waits until everything added before it was sent or dropped;
-  :meth:`MetricShipper.close` flushes for at most ``timeout`` seconds, then drops (and counts) what is
-  left and stops the thread.
+  :meth:`MetricShipper.close` takes at most ``timeout`` seconds in all: calls are cut to the time left,
+  nothing is sent once it is spent, and every point not yet sent or dropped then is counted as dropped
+  (one still on the wire may yet arrive). A thread still busy in a call is left to finish alone (it
+  counts nothing more) and runs the ``when_stopped`` callbacks, e.g. closing the channel, when it ends.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import AetherError, Internal, InvalidArgument
+from clients.errors import AetherError, DeadlineExceeded, Internal, InvalidArgument
 
 _log = logging.getLogger("aether.tracking")
 
@@ -289,6 +291,10 @@ def fitted(entries: list[_Entry], max_bytes: int) -> list[tuple[_Outgoing, Excep
     return [*head, *tail]
 
 
+class _GaveUp(DeadlineExceeded):
+    """A batch not sent because close's deadline passed (the error that made it wait is kept instead)."""
+
+
 def too_large(error: AetherError) -> bool:
     """Whether a call failed because its message is larger than the sender's or receiver's limit
     (gRPC's RESOURCE_EXHAUSTED "Received/Sent message larger than max")."""
@@ -298,7 +304,7 @@ def too_large(error: AetherError) -> bool:
 class MetricShipper:
     def __init__(
         self,
-        send: Callable[[pb.LogBatchRequest], object],
+        send: Callable[[pb.LogBatchRequest, float | None], object],
         *,
         batch_points: int = 50_000,
         interval_s: float = 0.5,
@@ -324,6 +330,11 @@ class MetricShipper:
         self._give_up_at: float | None = None  # set by close: stop retrying after this monotonic time
         self._stopping = False
         self._warned_full = False
+        self._accepted_points = 0  # points that entered the buffer
+        self._settled_points = 0  # of those, shipped or dropped
+        self._abandoned = False  # close gave up on the threads and counted what they held as dropped
+        self._sender_done = False
+        self._on_stopped: list[Callable[[], object]] = []
         self.shipped_points = 0
         self.dropped_points = 0
         self.last_error: AetherError | None = None
@@ -355,6 +366,7 @@ class MetricShipper:
                 _Entry(run_id, count, step, timestamp_us, metrics, size=count * _POINT_BYTES + _FIELD_BYTES)
             )
             self._pending_points += count
+            self._accepted_points += count
             self._added += 1
             if self._pending_points >= self.batch_points:
                 self._changed.notify_all()
@@ -394,24 +406,50 @@ class MetricShipper:
                 self._changed.wait(remaining)
             return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Flushes for at most ``timeout`` seconds (retries included), then drops what is left."""
+    def close(self, timeout: float = 30.0) -> bool:
+        """Flushes, then stops the threads, all within ``timeout`` seconds (retries included); what is not
+        sent by then is dropped and counted. True when both threads ended; else one is still inside a
+        call, and :meth:`when_stopped` callbacks run when it ends."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._stopping:
-                return
-            self._give_up_at = time.monotonic() + timeout
+                return not self._sender.is_alive()
+            self._give_up_at = deadline
+            self._changed.notify_all()  # a retry pause ends early when it would outlast the deadline
         self.flush(timeout)
         with self._lock:
             self._stopping = True
             self._changed.notify_all()
-        self._thread.join(timeout=max(1.0, timeout))
-        self._sender.join(timeout=max(1.0, timeout))
+        for thread in (self._thread, self._sender):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stopped = not (self._thread.is_alive() or self._sender.is_alive())
+        with self._lock:
+            if not stopped:
+                # What the threads still hold will not be sent in time: count it now, so the warning
+                # below and dropped_points are complete (the threads count nothing more).
+                self._abandoned = True
+                self.dropped_points += self._accepted_points - self._settled_points
+                self._settled = self._added
+                self._changed.notify_all()
         if self.dropped_points:
             _log.warning(
                 "tracking: %d metric point(s) were dropped (last error: %s)",
                 self.dropped_points,
                 self.last_error.message if self.last_error else "buffer full",
             )
+        return stopped
+
+    def when_stopped(self, callback: Callable[[], object]) -> None:
+        """Calls ``callback`` once the sender thread has ended (at once if it has)."""
+        with self._lock:
+            if not self._sender_done:
+                self._on_stopped.append(callback)
+                return
+        callback()
+
+    def _gave_up(self) -> bool:
+        with self._lock:
+            return self._give_up_at is not None and time.monotonic() >= self._give_up_at
 
     # The background thread -----------------------------------------------------------------------------
 
@@ -451,6 +489,9 @@ class MetricShipper:
 
     def _settle(self, entries: int, shipped: int, dropped: int) -> None:
         with self._lock:
+            if self._abandoned:  # close counted these as dropped already
+                return
+            self._settled_points += shipped + dropped
             self._settled += entries
             self.shipped_points += shipped
             self.dropped_points += dropped
@@ -462,8 +503,14 @@ class MetricShipper:
         a run's points still arrive after its start and its end after its points."""
         try:
             while (entries := self._take()) is not None:
+                parts: list[tuple[_Outgoing, Exception | None]]
                 try:
-                    parts = fitted(entries, self.max_request_bytes)
+                    if self._gave_up():  # nothing will be sent: do not spend time building
+                        points = sum(entry.points for entry in entries if entry.metrics is not None)
+                        settles = sum(entry.settles for entry in entries)
+                        parts = [(_Outgoing(None, {}, settles, points), None)]
+                    else:
+                        parts = fitted(entries, self.max_request_bytes)
                 except Exception as unexpected:  # a bug: lose this batch, not every later one
                     points = sum(entry.points for entry in entries if entry.metrics is not None)
                     parts = [(_Outgoing(None, {}, len(entries), points), unexpected)]
@@ -477,6 +524,16 @@ class MetricShipper:
             self._outbox.put(None)
 
     def _send_loop(self) -> None:
+        try:
+            self._send_all()
+        finally:
+            with self._lock:
+                self._sender_done = True
+                callbacks, self._on_stopped = self._on_stopped, []
+            for callback in callbacks:
+                callback()
+
+    def _send_all(self) -> None:
         while (outgoing := self._outbox.get()) is not None:
             shipped, dropped = 0, outgoing.unbuildable
             try:
@@ -522,22 +579,41 @@ class MetricShipper:
         return shipped, dropped
 
     def _refused(self, error: AetherError) -> None:
+        if isinstance(error, _GaveUp):  # keep the error that made the batch wait; close warns once
+            self.last_error = self.last_error or error
+            return
         self.last_error = error
         _log.warning("tracking: the server refused logged data: %s: %s", error.code.name, error.message)
 
     def _send_with_retries(self, request: pb.LogBatchRequest) -> AetherError | None:
         delay = self.retry_initial_s
         while True:
+            with self._lock:
+                give_up_at = self._give_up_at
+            timeout = None  # the client's own call timeout
+            if give_up_at is not None:  # closing: no call may outlast close's deadline
+                timeout = give_up_at - time.monotonic()
+                if timeout <= 0:
+                    return _GaveUp("the tracking client closed before this batch could be sent")
             try:
-                self._send(request)
+                self._send(request, timeout)
                 return None
             except AetherError as error:
                 if error.code not in _RETRYABLE or too_large(error):  # the same bytes would fail again
                     return error
                 self.last_error = error
-                with self._lock:
-                    give_up_at = self._give_up_at
-                if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                if not self._pause(delay):
                     return error
-                time.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
+
+    def _pause(self, delay: float) -> bool:
+        """Waits ``delay`` seconds before a retry; False (at once) when close's deadline comes first."""
+        until = time.monotonic() + delay
+        with self._lock:
+            while True:
+                if self._give_up_at is not None and until > self._give_up_at:
+                    return False
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self._changed.wait(remaining)

@@ -4,6 +4,9 @@ not answer at close. Each is refused at the call or costs only its own data, nev
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from clients.aether.v1 import tracking_pb2 as pb
@@ -185,3 +188,31 @@ def test_a_request_refused_as_too_large_is_split_not_resent(control_plane: Threa
         # A cap above the server's limit stands for a server or proxy whose limit is below the SDK's.
         client._shipper.max_request_bytes = 64 * 1024 * 1024
         _assert_the_sweep_arrived(client, _log_a_large_sweep(client))
+
+
+# A server that does not answer at close --------------------------------------------------------------------
+
+
+def test_close_keeps_to_its_timeout_and_counts_every_point_it_did_not_send(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as black_hole:  # accepts connections (the kernel does) and never answers
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen()
+        address = f"127.0.0.1:{black_hole.getsockname()[1]}"
+        client = TrackingClient(address, timeout=2.0, close_timeout_s=1.0, batch_points=10)
+        handle = Run(client, pb.Run(run_id="0" * 32))
+        for step in range(100):
+            assert handle.log_metrics({"loss": 1.0}, step=step)
+        started = time.monotonic()
+        client.close()
+        assert time.monotonic() - started < 1.5  # one deadline for the flush, the joins and every call
+        assert client.dropped_points == 100  # counted before close returned, in flight or not
+        # The sender, still inside its call, ends on its own without sending more and closes the channel
+        # then (closing it under the call would make the sender raise).
+        client._shipper._sender.join(timeout=10)
+        assert not client._shipper._sender.is_alive() and not client._shipper._thread.is_alive()
+        assert client.dropped_points == 100 and client.shipped_points == 0
+        assert "unexpected error" not in caplog.text
+        with pytest.raises(ValueError, match="closed channel"):  # closed once the sender was done
+            client._send_batch(pb.LogBatchRequest())
