@@ -78,14 +78,14 @@ def test_a_send_that_raises_unexpectedly_is_counted_and_the_sender_goes_on(
 
 def test_run_batches_built_for_the_wire_hold_every_kind_of_entry() -> None:
     """The isolating path of the builder keeps the request of the good runs intact."""
-    from clients.sdk.tracking_shipper import _Entry, build_outgoing
+    from clients.sdk.tracking_requests import Entry, build_outgoing
 
     start = pb.RunStart(experiment_id="e" * 32, name="r")
     entries = [
-        _Entry("a" * 32, start=start),
-        _Entry("a" * 32, 1, 3, 10, {"x": 1.0}),
-        _Entry("b" * 32, 1, 2**64, 10, {"x": 1.0}),
-        _Entry("a" * 32, params={"p": "1"}),
+        Entry("a" * 32, start=start),
+        Entry("a" * 32, 1, 3, 10, {"x": 1.0}),
+        Entry("b" * 32, 1, 2**64, 10, {"x": 1.0}),
+        Entry("a" * 32, params={"p": "1"}),
     ]
     outgoing, error = build_outgoing(entries)
     assert isinstance(error, ValueError)
