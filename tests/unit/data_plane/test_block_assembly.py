@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clients.aether.v1 import feature_registry_pb2 as fr
 from clients.errors import DataLoss
 from data_plane.catalog import Catalog
 from data_plane.plan import BlockPlan
@@ -22,22 +23,27 @@ DTYPES = ("float32", "float64", "int64", "int32", "bool")
 
 
 @st.composite
-def blocks(draw: st.DrawFn) -> BlockPlan:
-    """A compiled block: a view of 1–6 features (one type or mixed), read whole or as a column subset."""
+def view_reads(draw: st.DrawFn, name: str = "v") -> tuple[fr.FeatureView, list[str]]:
+    """A view ``name`` of 1–6 features (one type or mixed, with or without a TTL) and the references that
+    read it: the whole view, or a column subset."""
     count = draw(st.integers(1, 6))
     if draw(st.booleans()):
         dtypes = [draw(st.sampled_from(DTYPES))] * count
     else:
         dtypes = draw(st.lists(st.sampled_from(DTYPES), min_size=count, max_size=count))
     ttl = draw(st.sampled_from([0, 3600]))
-    fv = view("v", [(f"f{i}", t) for i, t in enumerate(dtypes)], ttl_seconds=ttl)
-    catalog = Catalog(snapshot(fv))
+    fv = view(name, [(f"f{i}", t) for i, t in enumerate(dtypes)], ttl_seconds=ttl)
     if draw(st.booleans()):
-        refs: tuple[str, ...] = ("v",)
-    else:
-        positions = draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=count, unique=True))
-        refs = tuple(f"v:f{p}" for p in positions)
-    return catalog.plan(refs).blocks[0]
+        return fv, [name]
+    positions = draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=count, unique=True))
+    return fv, [f"{name}:f{p}" for p in positions]
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> BlockPlan:
+    """A compiled block of one view read whole or as a column subset (:func:`view_reads`)."""
+    fv, refs = draw(view_reads())
+    return Catalog(snapshot(fv)).plan(tuple(refs)).blocks[0]
 
 
 @st.composite

@@ -19,28 +19,15 @@ from data_plane.plan import ReadPlan
 from data_plane.reader import Fetched, assemble, one_row_parts
 from kernels.packed_blob import encode
 from tests.unit.data_plane.registry_builders import snapshot, view
-from tests.unit.data_plane.test_block_assembly import DTYPES, NOW_US, blobs
+from tests.unit.data_plane.test_block_assembly import NOW_US, blobs, view_reads
 
 
 @st.composite
 def plans(draw: st.DrawFn) -> ReadPlan:
     """1–3 views of 1–6 features each, every one read whole or as a column subset."""
-    views = []
-    refs: list[str] = []
-    for v in range(draw(st.integers(1, 3))):
-        count = draw(st.integers(1, 6))
-        if draw(st.booleans()):
-            dtypes = [draw(st.sampled_from(DTYPES))] * count
-        else:
-            dtypes = draw(st.lists(st.sampled_from(DTYPES), min_size=count, max_size=count))
-        ttl = draw(st.sampled_from([0, 3600]))
-        views.append(view(f"v{v}", [(f"f{i}", t) for i, t in enumerate(dtypes)], ttl_seconds=ttl))
-        if draw(st.booleans()):
-            refs.append(f"v{v}")
-        else:
-            positions = draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=count, unique=True))
-            refs += [f"v{v}:f{p}" for p in positions]
-    return Catalog(snapshot(*views)).plan(tuple(refs))
+    reads = [draw(view_reads(f"v{v}")) for v in range(draw(st.integers(1, 3)))]
+    refs = tuple(ref for _, view_refs in reads for ref in view_refs)
+    return Catalog(snapshot(*(fv for fv, _ in reads))).plan(refs)
 
 
 def _encode(fetched: Fetched) -> bytes:
