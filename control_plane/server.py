@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
 from clients.keepalive import server_keepalive_options
+from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
 from control_plane.api import audit as audit_api
 from control_plane.api import deployments as deployments_api
@@ -119,16 +119,15 @@ async def start_server(
     # first and the kernel would split calls between two databases. A port in use must be an error.
     options = [("grpc.so_reuseport", 0), *server_keepalive_options()]  # watchers ping (clients.keepalive)
     server = grpc.aio.server(interceptors=settings.auth.interceptors(), options=options)
+    handlers = GenericHandlersOnly(server)  # not registered with gRPC core: see clients.server_handlers
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
-    feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, handlers)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [FEATURE_REGISTRY_SERVICE, *(add(server, context) for add in services)]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, handlers)
+    service_names = [FEATURE_REGISTRY_SERVICE, *(add(handlers, context) for add in services)]
     for service in ("", *service_names):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(handlers, (*service_names, health.SERVICE_NAME))
     try:
         port = add_port(server, settings.listen_addr, settings.tls)
     except RuntimeError as exc:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
 from data_plane.admission import Admission
 from data_plane.api import inference_v2, predict
@@ -181,7 +181,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     add_to_server(OnlineFeaturesServicer(reader), server)
 
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, GenericHandlersOnly(server))
     for service in ("", SERVICE_NAME, *INFERENCE_SERVICES):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -210,14 +210,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
     predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            *INFERENCE_SERVICES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        GenericHandlersOnly(server),
+        (SERVICE_NAME, *INFERENCE_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
     )
     port = add_port(server, settings.listen, settings.tls)
     if port == 0:

@@ -14,6 +14,7 @@ import grpc.aio
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.artifacts.settings import store_for
 from control_plane.artifacts.store import ArtifactRef, ArtifactStore, PendingBlob
 
@@ -71,7 +72,7 @@ class ArtifactsServicer(model_registry_pb2_grpc.ArtifactsServicer):
         return ref_to_proto(await asyncio.to_thread(self._store.stat, request.sha256))
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves the artifact store of ``context.settings.home`` (or ``AETHER_ARTIFACTS_ROOT``)."""
     servicer = ArtifactsServicer(store_for(context.settings.home))
     model_registry_pb2_grpc.add_ArtifactsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.audit.chain import AuditEntry, canonical_json
 from control_plane.audit.query import AuditFilter, AuditPage, query_page
 from control_plane.audit.verify import VerifyResult, verify_chain
@@ -107,6 +108,6 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             after_seq = page.next_after_seq
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(context.sessions), server)  # type: ignore[no-untyped-call]
     return AUDIT_SERVICE

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import grpc.aio
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.server_handlers import HandlerRegistry
 from control_plane.features.registry import FeatureRegistry
 from control_plane.settings import ControlPlaneSettings
 
@@ -33,4 +33,4 @@ class ServiceContext:
 
 
 #: Adds one gRPC service to the server and returns its full service name (for health and reflection).
-ServiceModule = Callable[[grpc.aio.Server, ServiceContext], str]
+ServiceModule = Callable[[HandlerRegistry, ServiceContext], str]

@@ -16,6 +16,7 @@ import redis.asyncio
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import deployments_pb2_grpc
 from clients.errors import maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.changes import ChangeSignal
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import actor_of
@@ -139,7 +140,7 @@ def services(canary: CanaryLoopSettings | None = None, *, run_canary_loop: bool 
     loop, reading the prediction log from the control plane's Redis (settings from the environment
     unless ``canary`` is given)."""
 
-    def add(server: grpc.aio.Server, context: ServiceContext) -> str:
+    def add(server: HandlerRegistry, context: ServiceContext) -> str:
         manager = manager_for(context)
         servicer = DeploymentsServicer(manager, context.settings.watch_poll_interval_s)
         deployments_pb2_grpc.add_DeploymentsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -156,6 +157,6 @@ def services(canary: CanaryLoopSettings | None = None, *, run_canary_loop: bool 
     return add
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves deployments with the canary controller configured from the environment."""
     return services()(server, context)

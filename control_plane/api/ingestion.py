@@ -15,6 +15,7 @@ import redis
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
@@ -151,7 +152,7 @@ class IngestionServicer(pb_grpc.IngestionServicer):
         return pb.ListIngestionRunsResponse(runs=[run_message(r) for r in runs])
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves ingestion with the control plane's database, registry, Redis and offline store."""
     client = redis.Redis.from_url(context.settings.redis_url)
     context.on_close.append(client.close)

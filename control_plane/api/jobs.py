@@ -13,6 +13,7 @@ import grpc.aio
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
@@ -110,7 +111,7 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
     """A service module serving ``aether.v1.Jobs`` with ``settings`` (default: from the environment,
     under the control plane's home) and ``executor`` (default: local subprocesses)."""
 
-    def add(server: grpc.aio.Server, context: ServiceContext) -> str:
+    def add(server: HandlerRegistry, context: ServiceContext) -> str:
         jobs_settings = settings or JobsSettings.from_env(context.settings.home)
         jobs_settings.folder.mkdir(parents=True, exist_ok=True)
 

@@ -13,6 +13,7 @@ import grpc.aio
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.artifacts import add_to_server as add_artifacts_to_server
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import store_for
@@ -155,7 +156,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
 def services(guards: Sequence[ModelReferenceGuard] = ()) -> tuple[ServiceModule, ServiceModule]:
     """The artifact service and a model-registry service whose deletes ask ``guards`` (deployments)."""
 
-    def add_registry(server: grpc.aio.Server, context: ServiceContext) -> str:
+    def add_registry(server: HandlerRegistry, context: ServiceContext) -> str:
         registry = ModelRegistry(context.sessions, store_for(context.settings.home), guards)
         servicer = ModelRegistryServicer(registry)
         model_registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -164,6 +165,6 @@ def services(guards: Sequence[ModelReferenceGuard] = ()) -> tuple[ServiceModule,
     return add_artifacts_to_server, add_registry
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves the model registry (without deployment guards); pair it with :func:`add_artifacts_to_server`."""
     return services()[1](server, context)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import store_for
@@ -118,7 +119,7 @@ def services(
     (settings from the environment unless given; gauges on ``registry``, default the process-wide one).
     ``on_monitor`` receives the loop's :class:`Monitor` (for in-process use and tests)."""
 
-    def add(server: grpc.aio.Server, context: ServiceContext) -> str:
+    def add(server: HandlerRegistry, context: ServiceContext) -> str:
         store = store_for(context.settings.home)
         pb_grpc.add_MonitoringServicer_to_server(MonitoringServicer(context.sessions, store), server)  # type: ignore[no-untyped-call]
         if run_monitor:
@@ -145,6 +146,6 @@ def services(
     return add
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves monitoring with the monitor loop configured from the environment."""
     return services()(server, context)

@@ -17,6 +17,7 @@ from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
 from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_stream
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
@@ -96,7 +97,7 @@ def offline_root(context: ServiceContext) -> str:
     return str(configured or os.environ.get("AETHER_OFFLINE_ROOT") or context.settings.home / "offline")
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     servicer = OfflineFeaturesServicer(OfflineStore(offline_root(context)), context.registry)
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return OFFLINE_FEATURES_SERVICE

@@ -14,6 +14,7 @@ import redis.asyncio
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.deployments import manager_for
 from control_plane.api.identity import actor_of
@@ -100,7 +101,7 @@ def services(
     """The retraining service; with ``run_loop`` the retraining loop runs in the server's event loop
     (settings from the environment unless given). ``on_retrainer`` receives the core (in-process use)."""
 
-    def add(server: grpc.aio.Server, context: ServiceContext) -> str:
+    def add(server: HandlerRegistry, context: ServiceContext) -> str:
         loop_settings = settings or RetrainingSettings.from_env()
         offline = OfflineStore(offline_root(context))
         jobs = JobService(
@@ -128,6 +129,6 @@ def services(
     return add
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves retraining with the loop configured from the environment."""
     return services()(server, context)

@@ -12,6 +12,7 @@ import grpc.aio
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import ArtifactSettings
@@ -171,7 +172,7 @@ def _compare_response(page: ComparePage) -> pb.CompareRunsResponse:
     )
 
 
-def add_to_server(server: grpc.aio.Server, context: ServiceContext) -> str:
+def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Registers ``aether.v1.Tracking`` on ``server``; returns its full service name."""
     artifacts = ArtifactStore(ArtifactSettings.from_env(context.settings.home).root)
     pb_grpc.add_TrackingServicer_to_server(

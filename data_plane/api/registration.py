@@ -1,6 +1,8 @@
 """Registering a servicer on the grpc.aio server, as the generated ``add_…Servicer_to_server`` functions
 do, except that the methods named as answering bytes have an identity response serializer: their handlers
-return the response already serialized (``oip_tensors.encode_response``, ``predict.encode_response``)."""
+return the response already serialized (``oip_tensors.encode_response``, ``predict.encode_response``),
+and that the methods are not also registered with gRPC core, which costs every call time (see
+:mod:`clients.server_handlers`)."""
 
 from __future__ import annotations
 
@@ -35,4 +37,3 @@ def add_service(
         for method in descriptor.methods
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
-    server.add_registered_method_handlers(descriptor.full_name, handlers)

@@ -23,6 +23,7 @@ from control_plane.features.online_writer import OnlineWriter
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
+from tests.support.grpc_core import pending_registered_method_requests
 from tests.support.redis_server import RedisServer, free_port
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
@@ -206,3 +207,8 @@ async def test_redis_down_is_unavailable_within_the_deadline_and_reads_recover_b
     with OnlineFeaturesClient(f"127.0.0.1:{data_plane.port}") as client:
         got = await asyncio.to_thread(client.get_online_features, ["stats@1"], [{"driver_id": "1"}])
     assert got.block("stats").values["f2"].tolist() == [9.0]
+
+
+async def test_no_method_is_registered_with_grpc_core(data_plane: DataPlaneHandle) -> None:
+    # Each method registered with gRPC core costs every call (clients.server_handlers), ModelInfer included.
+    assert pending_registered_method_requests() == 0
