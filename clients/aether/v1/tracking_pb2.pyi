@@ -283,17 +283,29 @@ class RunBatch(_message.Message):
     end: RunEnd
     def __init__(self, run_id: _Optional[str] = ..., start: _Optional[_Union[RunStart, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[MetricSeries, _Mapping]]] = ..., params: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., end: _Optional[_Union[RunEnd, _Mapping]] = ...) -> None: ...
 
+class LogBatchKey(_message.Message):
+    __slots__ = ("sender_id", "sequence")
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    sender_id: str
+    sequence: int
+    def __init__(self, sender_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+
 class LogBatchRequest(_message.Message):
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "key")
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[RunBatch]
-    def __init__(self, runs: _Optional[_Iterable[_Union[RunBatch, _Mapping]]] = ...) -> None: ...
+    key: LogBatchKey
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunBatch, _Mapping]]] = ..., key: _Optional[_Union[LogBatchKey, _Mapping]] = ...) -> None: ...
 
 class LogBatchResponse(_message.Message):
-    __slots__ = ("points_written",)
+    __slots__ = ("points_written", "already_applied")
     POINTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
     points_written: int
-    def __init__(self, points_written: _Optional[int] = ...) -> None: ...
+    already_applied: bool
+    def __init__(self, points_written: _Optional[int] = ..., already_applied: _Optional[bool] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
     __slots__ = ("run_id", "key")

@@ -159,6 +159,7 @@ class TrackingServicer:
     def LogBatch(self, request, context):
         """Many metric points, parameters and tags of one or more runs in one call, written in one transaction
         (all or nothing). Points travel as parallel packed arrays per metric key, never one message per point.
+        With a key (LogBatchKey), a retried request is written once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
