@@ -21,6 +21,7 @@ from control_plane.tracking.compare import ComparePage
 from control_plane.tracking.filters import Aggregate, Field
 from control_plane.tracking.metrics import check_key
 from control_plane.tracking.records import status_value
+from control_plane.tracking.senders import BatchKey
 from control_plane.tracking.store import TrackingStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tracking"].full_name
@@ -97,7 +98,10 @@ class TrackingServicer(pb_grpc.TrackingServicer):
 
     @maps_errors
     async def LogBatch(self, request: pb.LogBatchRequest, context: Context) -> pb.LogBatchResponse:
-        points = await _run(self._store.log_batch, list(request.runs), actor=actor_of(context))
+        key = BatchKey.of(request.key) if request.HasField("key") else None
+        points = await _run(self._store.log_batch, list(request.runs), actor=actor_of(context), key=key)
+        if points is None:  # a retry of a request already written: success, nothing written again
+            return pb.LogBatchResponse(already_applied=True)
         return pb.LogBatchResponse(points_written=points)
 
     @maps_errors

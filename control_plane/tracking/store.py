@@ -19,6 +19,7 @@ from control_plane.audit.log import record
 from control_plane.db import keyset
 from control_plane.db.engine import read_session, write_session
 from control_plane.tracking import batches as batches_module
+from control_plane.tracking import senders
 from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
 from control_plane.tracking.filters import Field
 from control_plane.tracking.metrics import Series, check_key, join_chunks
@@ -33,6 +34,7 @@ from control_plane.tracking.records import (
     set_status,
     status_name,
 )
+from control_plane.tracking.senders import BatchKey
 from control_plane.tracking.tables import (
     ExperimentRow,
     MetricChunkRow,
@@ -200,11 +202,16 @@ class TrackingStore:
 
     # Metrics, parameters and tags in batches ------------------------------------------------------------
 
-    def log_batch(self, batches: Sequence[pb.RunBatch], *, actor: str) -> int:
+    def log_batch(
+        self, batches: Sequence[pb.RunBatch], *, actor: str, key: BatchKey | None = None
+    ) -> int | None:
         """Writes every batch in one transaction (all or nothing); returns the metric points written.
-        Everything is validated before the transaction starts."""
+        Everything is validated before the transaction starts. With ``key``, the request is written at
+        most once: None (nothing written) when its key was applied before (see :mod:`senders`)."""
         prepared = batches_module.prepare(batches)
         with write_session(self._sessions) as session:
+            if key is not None and not senders.claim(session, key, now_us()):
+                return None
             return batches_module.write(session, prepared, actor)
 
     def metric_history(self, run_id: str, key: str) -> Series:

@@ -27,6 +27,7 @@ from clients.tracking_rules import KEY_LENGTH  # the SDK checks keys too, so the
 from control_plane.db.models import NAME_LENGTH, Base
 
 ID_LENGTH = 32
+SENDER_ID_LENGTH = 64
 
 
 class ExperimentRow(Base):
@@ -108,3 +109,17 @@ class RunArtifactRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     uri: Mapped[str] = mapped_column(Text)
     logged_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogSenderRow(Base):
+    """Per sender of keyed ``LogBatch`` requests: the highest sequence applied, which makes a retried
+    request a no-op (see :mod:`control_plane.tracking.senders`). One row per sender, not per request: the
+    table stays as small as the number of recently active clients."""
+
+    __tablename__ = "tracking_log_senders"
+    __table_args__ = (Index("ix_tracking_log_senders_applied", "applied_at_us"),)
+
+    sender_id: Mapped[str] = mapped_column(String(SENDER_ID_LENGTH), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    first_seen_us: Mapped[int] = mapped_column(BigInteger)
+    applied_at_us: Mapped[int] = mapped_column(BigInteger)  # when ``sequence`` was applied (for pruning)
