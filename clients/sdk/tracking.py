@@ -371,7 +371,8 @@ class TrackingClient:
         return list(self._call(self._stub.ListArtifacts, request, pb.ListArtifactsResponse).artifacts)
 
     def log_batch(self, request: pb.LogBatchRequest) -> int:
-        """Sends one batch now (synchronously, after what is buffered); returns the points written."""
+        """Sends one batch now (synchronously, after what is buffered, and once: no retries, so no key is
+        added); returns the points written, 0 when the request carries a key the server applied before."""
         self._read_own_writes()
         return self._send_batch(request).points_written
 

@@ -17,6 +17,9 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 POINT_BYTES = 28
 #: Upper bound on the framing of one key/value pair, a run's batch or start.
 FIELD_BYTES = 16
+#: Upper bound on a request's idempotency key (``LogBatchKey``) as the shipper sets it once the request is
+#: built: a 32-character sender id and a sequence number, with their framing.
+KEY_BYTES = 48
 
 
 @dataclass(slots=True)

@@ -18,7 +18,10 @@ Policy (what a training loop can rely on):
 * A failed send that may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED) is
   retried with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``) for as long as the
   client is open; meanwhile logging goes on into the buffer. A call cut off after the server committed
-  may be retried, so delivery is at least once.
+  is retried too (delivery is at least once), but written once: every request carries a key, this
+  shipper's random sender id and the next sequence number, the same in all its retries and its own for
+  each part of a split request, and the server answers a key it applied before without writing again
+  (see ``LogBatchKey`` in ``tracking.proto``). The server relies on requests being sent one at a time.
 * A send the server refuses (INVALID_ARGUMENT, NOT_FOUND...) is retried run by run so that one bad run
   does not sink the others; what is still refused is dropped and counted, its error kept in
   :attr:`MetricShipper.last_error`.
@@ -38,6 +41,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -46,6 +50,7 @@ from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AetherError, DeadlineExceeded, Internal, InvalidArgument
 from clients.sdk.tracking_requests import (
     FIELD_BYTES,
+    KEY_BYTES,
     MAX_REQUEST_BYTES,
     POINT_BYTES,
     Entry,
@@ -115,6 +120,10 @@ class MetricShipper:
         self.shipped_points = 0
         self.dropped_points = 0
         self.last_error: AetherError | None = None
+        # The idempotency key of each request: sequence numbers in sending order, used by the sender
+        # thread only (so no lock).
+        self.sender_id = uuid.uuid4().hex
+        self._sequence = 0
         # Built requests wait here for the sender thread: one waiting, one on the wire (see _loop).
         self._outbox: queue.Queue[Outgoing | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="aether-tracking-shipper", daemon=True)
@@ -287,7 +296,7 @@ class MetricShipper:
                         settles = sum(entry.settles for entry in entries)
                         parts = [(Outgoing(None, {}, settles, points), None)]
                     else:
-                        parts = fitted(entries, self.max_request_bytes)
+                        parts = fitted(entries, self.max_request_bytes - KEY_BYTES)  # keyed when sent
                 except Exception as unexpected:  # a bug: lose this batch, not every later one
                     points = sum(entry.points for entry in entries if entry.metrics is not None)
                     parts = [(Outgoing(None, {}, len(entries), points), unexpected)]
@@ -363,6 +372,9 @@ class MetricShipper:
         _log.warning("tracking: the server refused logged data: %s: %s", error.code.name, error.message)
 
     def _send_with_retries(self, request: pb.LogBatchRequest) -> AetherError | None:
+        """Sends a request not sent before, under a key of its own that its retries repeat."""
+        self._sequence += 1
+        request.key.sender_id, request.key.sequence = self.sender_id, self._sequence
         delay = self.retry_initial_s
         while True:
             with self._lock:

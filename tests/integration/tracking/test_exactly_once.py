@@ -1,10 +1,12 @@
 """Retried ``LogBatch`` requests are written once: a request the server committed but whose answer was lost
 is sent again by the SDK (at-least-once delivery), and its key (sender id, sequence) makes the repeat a
 no-op. Through the real gRPC API on both backends: the same request twice, a stale copy after a newer
-one, a failed request that does not use up its key, two attempts racing on PostgreSQL."""
+one, a failed request that does not use up its key, two attempts racing on PostgreSQL; and end to end, the
+SDK behind a proxy that loses the first answer after the server committed it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,9 @@ from sqlalchemy import Engine, insert, select, text
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
+from clients.errors import AetherError
+from clients.sdk.tracking import TrackingClient
+from clients.sdk.tracking_shipper import MetricShipper
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.records import now_us
 from control_plane.tracking.senders import RETENTION_US, BatchKey
@@ -22,6 +27,7 @@ from control_plane.tracking.store import TrackingStore
 from control_plane.tracking.tables import LogSenderRow
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
 from tests.support.postgres_server import PostgresServer
+from tests.support.tcp_proxy import AnswerLosingProxy
 
 STEPS = 50
 
@@ -221,6 +227,84 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+# End to end: the SDK, and an answer lost on the network after the commit ---------------------------------
+
+
+def test_a_batch_whose_answer_is_lost_after_the_commit_is_stored_once(
+    control_plane: ThreadedControlPlane, stub: pb_grpc.TrackingStub
+) -> None:
+    proxy = AnswerLosingProxy(control_plane.address)
+    try:
+        with TrackingClient(proxy.address, flush_interval_s=60, close_timeout_s=30) as client:
+            runs = [client.start_run("lost-answers", f"r{i}", params={"i": i}) for i in range(2)]
+            proxy.hold_answers()  # the next call (the batch below) reaches the server, its answer does not
+            for step in range(STEPS):
+                for i, run in enumerate(runs):
+                    assert run.log_metrics({"loss": 1.0 / (step + 1), "acc": step + i}, step=step)
+            for run in runs:
+                run.close(wait=False)
+            flushed: list[bool] = []
+            flusher = threading.Thread(target=lambda: flushed.append(client.flush(timeout=30)))
+            flusher.start()
+            # Asked directly (not through the proxy): the batch, the runs' ends included, is committed.
+            _wait_for(lambda: all(_finished(stub, run.run_id) for run in runs), "the batch to be committed")
+            assert proxy.swallowed_bytes > 0
+            proxy.cut()  # the answer is lost: the SDK sees the call fail and sends the batch again
+            flusher.join(timeout=40)
+            assert flushed == [True]
+            assert isinstance(client.last_error, AetherError)
+            assert client.last_error.code == grpc.StatusCode.UNAVAILABLE  # the retry really happened
+            assert proxy.connections >= 2
+            assert (client.shipped_points, client.dropped_points) == (2 * 2 * STEPS, 0)
+        for run in runs:
+            assert _steps(stub, run.run_id) == list(range(STEPS))
+            assert _steps(stub, run.run_id, "acc") == list(range(STEPS))
+            assert _counts(stub, run.run_id) == {"acc": STEPS, "loss": STEPS}
+    finally:
+        proxy.close()
+
+
+def _finished(stub: pb_grpc.TrackingStub, run_id: str) -> bool:
+    try:
+        run: pb.Run = stub.GetRun(pb.GetRunRequest(run_id=run_id))
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:  # not committed yet
+            return False
+        raise
+    return run.status == pb.RUN_STATUS_FINISHED
+
+
+def test_the_shipper_keys_each_request_and_each_part_of_a_split_one(
+    control_plane: ThreadedControlPlane, stub: pb_grpc.TrackingStub
+) -> None:
+    """One sender id per shipper; sequence numbers 1, 2, 3... in sending order, a split request's parts
+    each with their own (were they to share one, the server would drop all parts but the first)."""
+    sent: list[tuple[str, int]] = []
+
+    def send(request: pb.LogBatchRequest, timeout: float | None) -> object:
+        sent.append((request.key.sender_id, request.key.sequence))
+        return stub.LogBatch(request, timeout=timeout or 30)
+
+    experiment_id = _experiment(stub, "keys")
+    shipper = MetricShipper(send, interval_s=60, max_request_bytes=4096)
+    other = MetricShipper(send, interval_s=60)
+    try:
+        run_id = _run_id(7)
+        shipper.add(run_id, start=pb.RunStart(experiment_id=experiment_id, name="split"))
+        for step in range(200):  # ~17 kB of points: several parts of at most 4 kB
+            shipper.add_points(run_id, step, 1_000 + step, {"loss": step / 3, "acc": step / 7})
+        assert shipper.flush(timeout=30)
+        assert shipper.dropped_points == 0 and shipper.last_error is None
+        assert len(sent) > 2
+        assert {sender for sender, _ in sent} == {shipper.sender_id}
+        assert [sequence for _, sequence in sent] == list(range(1, len(sent) + 1))
+        assert _steps(stub, run_id) == list(range(200))
+        assert other.sender_id != shipper.sender_id
+    finally:
+        shipper.close(timeout=10)
+        other.close(timeout=10)
 
 
 # What the server keeps -----------------------------------------------------------------------------------

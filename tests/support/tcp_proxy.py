@@ -1,0 +1,90 @@
+"""A TCP proxy between a client and a server that can lose the server's answers for real: requests still
+reach the server (which handles and commits them), the bytes it sends back are swallowed, and then the
+connection is cut, as a network that fails after the request went through would. (A real proxy over real
+sockets; only the moment of the failure is staged by the test.)"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class AnswerLosingProxy:
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._holding = False
+        self._closed = False
+        self.connections = 0  # accepted so far
+        self.swallowed_bytes = 0  # of answers, while holding
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def hold_answers(self) -> None:
+        """From now on, bytes from the server are read and dropped (requests still go through)."""
+        with self._lock:
+            self._holding = True
+
+    def cut(self) -> None:
+        """Closes every open connection (the client sees it reset mid-call) and forwards normally again,
+        so the client's next connection works."""
+        with self._lock:
+            doomed, self._open = self._open, []
+            self._holding = False
+        for sock in doomed:
+            _close(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        _close(self._listener)
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(self._target)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._closed:
+                    _close(client)
+                    _close(server)
+                    return
+                self.connections += 1
+                self._open += [client, server]
+            for source, sink, answers in ((client, server, False), (server, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, answers), name="proxy-pump", daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    swallow = answers and self._holding
+                    if swallow:
+                        self.swallowed_bytes += len(data)
+                if not swallow:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
