@@ -10,14 +10,18 @@ import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from control_plane.ingestion.streaming import kafka_options
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 
 
-def parse_settings(argv: list[str] | None = None) -> ControlPlaneSettings:
+def parse_settings(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ControlPlaneSettings:
+    """Settings from ``environ`` (default: the process environment), flags overriding them."""
     parser = argparse.ArgumentParser(
         prog="python -m control_plane", description="Runs the Aether control plane."
     )
@@ -26,10 +30,16 @@ def parse_settings(argv: list[str] | None = None) -> ControlPlaneSettings:
     )
     parser.add_argument("--db-url", metavar="URL", help="metadata database (SQLAlchemy URL)")
     parser.add_argument("--redis-url", metavar="URL", help="online store")
+    # The materializer's flag: a quarantine replay publishes to a kafka:// view's topic with the same
+    # client settings its materializer consumes with (a secured cluster refuses a client without them).
+    kafka_options.add_flag(parser)
     args = parser.parse_args(argv)
-    settings = ControlPlaneSettings.from_env()
+    settings = ControlPlaneSettings.from_env(environ)
     overrides = {"listen_addr": args.listen, "db_url": args.db_url, "redis_url": args.redis_url}
-    return dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value})
+    kafka = kafka_options.merged(settings.kafka_options, args.kafka_option)
+    return dataclasses.replace(
+        settings, kafka_options=kafka, **{key: value for key, value in overrides.items() if value}
+    )
 
 
 async def serve(settings: ControlPlaneSettings) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
+from control_plane.ingestion.streaming import kafka_options
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -36,12 +37,17 @@ class ControlPlaneSettings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     #: Server certificate and key (AETHER_TLS_CERT, AETHER_TLS_KEY); None = plaintext.
     tls: ServerTls | None = None
+    #: librdkafka settings of every Kafka client of this process (AETHER_KAFKA_OPTIONS_FILE, then
+    #: --kafka-option flags): the materializer's consumer and the quarantine replay's producer alike.
+    #: Kept out of the repr: it may hold a SASL password.
+    kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
-        """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL`` and
-        ``AETHER_CONTROL_PLANE_ADDR`` (``environ`` defaults to the process environment). Creates the home
-        folder when it is missing, since the default database lives there."""
+        """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
+        ``AETHER_CONTROL_PLANE_ADDR`` and ``AETHER_KAFKA_OPTIONS_FILE`` (``environ`` defaults to the
+        process environment). Creates the home folder when it is missing, since the default database
+        lives there."""
         env = os.environ if environ is None else environ
         home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
         home.mkdir(parents=True, exist_ok=True)
@@ -52,4 +58,5 @@ class ControlPlaneSettings:
             listen_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             auth=AuthSettings.from_env(env),
             tls=ServerTls.from_env(env),
+            kafka_options=kafka_options.from_env(env),
         )

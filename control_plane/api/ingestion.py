@@ -157,7 +157,8 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     client = redis.Redis.from_url(context.settings.redis_url)
     context.on_close.append(client.close)
     service = IngestionService(
-        context.sessions, context.registry, OfflineStore(offline_root(context)), client
-    )
+        context.sessions, context.registry, OfflineStore(offline_root(context)), client,
+        kafka_options=context.settings.kafka_options,  # a replay publishes as the materializer consumes
+    )  # fmt: skip
     pb_grpc.add_IngestionServicer_to_server(IngestionServicer(service), server)  # type: ignore[no-untyped-call]
     return INGESTION_SERVICE

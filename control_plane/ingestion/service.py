@@ -64,10 +64,14 @@ class IngestionService:
         registry: FeatureRegistry,
         offline: OfflineStore,
         client: redis.Redis,
+        kafka_options: Mapping[str, str] | None = None,
     ) -> None:
+        """``kafka_options``: the librdkafka settings of the replay's producer, the process's
+        ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with)."""
         self._sessions = sessions
         self._registry = registry
         self._client = client
+        self._kafka_options = dict(kafka_options or {})
         self.batch = BatchMaterializer(sessions, offline, client)
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
@@ -246,7 +250,7 @@ class IngestionService:
         if not stream:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
         if stream.startswith("kafka://"):
-            return _kafka_publisher(view, stream)
+            return _kafka_publisher(view, stream, self._kafka_options)
 
         def xadd(events: list[dict[str, str]]) -> list[str | None]:
             # One MULTI/EXEC: every event is added or none is, so a failure leaves none half-published.
@@ -277,7 +281,9 @@ class _ReplayGroup:
     publish: Publish | None  # a streaming view's publisher; None for a batch view
 
 
-def _kafka_publisher(view: pb.FeatureView, url: str) -> Publish:
+def _kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str]) -> Publish:
+    """Publishes to the topic of a ``kafka://`` URL with the process's librdkafka settings (the ones
+    its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*)."""
     try:
         from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
     except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
@@ -289,7 +295,7 @@ def _kafka_publisher(view: pb.FeatureView, url: str) -> Publish:
         bootstrap, topic = parse_kafka_url(url)
     except ValueError as exc:
         raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
-    return lambda events: produce(bootstrap, topic, events)
+    return lambda events: produce(bootstrap, topic, events, options)
 
 
 def _event(payload: Mapping[str, Any]) -> dict[str, str]:

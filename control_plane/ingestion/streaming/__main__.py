@@ -5,7 +5,8 @@ stream (``--stream``, default the view's ``source.uri``: a Redis stream name, or
 with the ``kafka`` extra) as consumer ``--consumer`` of group ``--group``,
 and runs until SIGTERM/SIGINT. Prints ``aether materializer running view=V stream=S`` once its state is
 rebuilt. Settings come from ``AETHER_*`` variables (``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
-``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``); flags override them.
+``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``, ``AETHER_KAFKA_OPTIONS_FILE``); flags override them
+(``--kafka-option`` key by key).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import redis
 from clients.errors import AetherError
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.streaming import kafka_options
 from control_plane.ingestion.streaming.flags import add_arguments
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             from control_plane.ingestion.streaming.kafka_source import KafkaSource, parse_kafka_url
 
             bootstrap, topic = parse_kafka_url(stream)
-            source = KafkaSource(bootstrap, topic, args.group, consumer, dict(args.kafka_option))
+            config = kafka_options.merged(settings.kafka_options, args.kafka_option)
+            source = KafkaSource(bootstrap, topic, args.group, consumer, config)
         else:
             source = RedisStreamSource(client, stream, args.group, consumer)
         options = MaterializerOptions(

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, equals, value = text.partition("=")
-    if not key or not equals:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+from control_plane.ingestion.streaming import kafka_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Redis stream name, or kafka://host:port/topic (default: the view's source.uri)",
     )
     parser.add_argument("--group", default="materializer", help="consumer group")
-    parser.add_argument(
-        "--kafka-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=_key_value,
-        help="a librdkafka setting for a kafka:// stream (repeatable), e.g. session.timeout.ms=10000",
-    )
+    kafka_options.add_flag(parser)  # the control plane takes the same flag, for the replay's producer
     parser.add_argument("--consumer", default="", help="consumer name (default: host-pid)")
     parser.add_argument("--db-url", default="")
     parser.add_argument("--redis-url", default="")

@@ -5,6 +5,7 @@ end to end with online values equal to brute force over the raw events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -14,19 +15,25 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import FailedPrecondition, Unavailable
-from control_plane.db import read_session
+from clients.sdk.ingestion import IngestionClient
+from control_plane.api.ingestion import add_to_server
+from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
+from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url, produce
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.source import MessageBatch
 from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.conftest import CLICKS, Env
+from control_plane.server import start_server
+from control_plane.settings import ControlPlaneSettings
+from tests.integration.ingestion.conftest import CLICKS, ENTITY, Env
 from tests.integration.ingestion.streaming_support import (
     Event,
     assert_close,
@@ -289,3 +296,76 @@ def test_a_kafka_replay_the_broker_does_not_acknowledge_fails_and_the_record_sta
     assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED
     replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
     assert [(run.records_in, run.accepted, run.quarantined) for run in replays] == [(0, 0, 0)]
+
+
+def client_configuration(log: str, client_id: str) -> dict[str, str]:
+    """The settings librdkafka printed (``debug=conf``) for the clients named ``client_id`` as they
+    started: ``%7|<time>|CONF|<client.id>#producer-<n>| [thrd:app]:   key = value`` lines."""
+    settings: dict[str, str] = {}
+    for line in log.splitlines():
+        prefix, _, text = line.partition("]: ")
+        if f"|CONF|{client_id}#" in prefix and " = " in text:
+            key, _, value = text.strip().partition(" = ")
+            settings[key] = value
+    return settings
+
+
+async def test_a_replay_over_grpc_publishes_with_the_kafka_options_of_the_settings(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A secured cluster refuses a client without its security settings, so the replay's producer must
+    get the materializer's: here from the properties file both read (AETHER_KAFKA_OPTIONS_FILE) into
+    the control plane's settings. The fake broker cannot require SASL, so the test reads what the
+    producer was configured with from librdkafka's own dump of it (``debug=conf``, one more option)."""
+    options = tmp_path / "kafka.properties"
+    options.write_text(
+        "# what the materializers of this cluster get too\n"
+        "client.id = aether-replayer\n"
+        "security.protocol = plaintext\n"  # the fake broker's; SASL_SSL on a real secured cluster
+        "sasl.mechanism = SCRAM-SHA-512\n"
+        "sasl.username = replayer\n"
+        "sasl.password = s3cr=t\n"
+        "socket.keepalive.enable = true\n"
+        "debug = conf\n"
+    )
+    settings = ControlPlaneSettings.from_env(
+        {
+            "AETHER_HOME": str(tmp_path),
+            "AETHER_DB_URL": f"sqlite:///{tmp_path / 'aether.db'}",
+            "AETHER_REDIS_URL": redis_url,
+            "AETHER_CONTROL_PLANE_ADDR": "127.0.0.1:0",
+            "AETHER_KAFKA_OPTIONS_FILE": str(options),
+        }
+    )
+    server = await start_server(settings, services=[add_to_server])
+    try:
+        server.registry.create_entity(ENTITY)
+        spec = pb.FeatureViewSpec()
+        spec.CopyFrom(CLICKS)
+        spec.name, spec.source.uri = "kclicks", f"kafka://{kafka.bootstrap}/{TOPIC}"
+        server.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+        event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "oops"}
+        run = RunSource("stream:kclicks", "kclicks", 1, "stream", TOPIC)
+        rejected = pa.table({"payload": [json.dumps(event)], "reason": ["amount: bad"]})
+        with write_session(server.context.sessions) as session:
+            record_outcome(session, run, accepted=0, rejected=rejected, record_keys=["0-3"])
+            (record,) = quarantine.list_quarantined(session, run_id=run.run_id)
+        client = IngestionClient(server.address)
+        fixed = json.dumps({**event, "amount": "3.5"})
+        response = await asyncio.to_thread(client.replay, [record.id], {record.id: fixed})
+        client.close()
+    finally:
+        await server.stop()
+    assert list(response.replayed) == [record.id]
+    configured = client_configuration(capfd.readouterr().err, "aether-replayer")
+    assert {key: configured.get(key) for key in ("security.protocol", "sasl.mechanisms")} == {
+        "security.protocol": "plaintext",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+    }
+    assert configured.get("socket.keepalive.enable") == "true"
+    # Secrets are set, and librdkafka never prints them.
+    assert configured.get("sasl.username") == configured.get("sasl.password") == "[redacted]"
+    source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(source, 1)
+    assert [batch.fields(i) for i in range(len(batch))] == [{**event, "amount": "3.5"}]
+    source.close()

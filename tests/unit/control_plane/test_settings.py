@@ -2,6 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from control_plane.__main__ import parse_settings
+from control_plane.ingestion.streaming import kafka_options
+from control_plane.ingestion.streaming.__main__ import build_parser as build_materializer_parser
 from control_plane.settings import ControlPlaneSettings
 
 
@@ -29,3 +34,38 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "redis://cache:6380/1",
         "0.0.0.0:6000",
     )
+
+
+def test_kafka_options_come_from_a_properties_file_and_flags_override_them_key_by_key(
+    tmp_path: Path,
+) -> None:
+    options = tmp_path / "kafka.properties"
+    options.write_text(
+        "# the cluster's client settings\n\n"
+        "security.protocol = SASL_SSL\n"
+        "sasl.mechanism=PLAIN\n"
+        "! a comment the Java way\n"
+        "sasl.password = pa=ss word\n"
+    )
+    environ = {"AETHER_HOME": str(tmp_path), "AETHER_KAFKA_OPTIONS_FILE": str(options)}
+    from_file = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.password": "pa=ss word"}
+    assert ControlPlaneSettings.from_env(environ).kafka_options == from_file
+    assert ControlPlaneSettings.from_env({"AETHER_HOME": str(tmp_path)}).kafka_options == {}
+
+    # The control plane takes the materializer's flag, parsed by the same code.
+    flags = ["--kafka-option", "sasl.mechanism=SCRAM-SHA-512", "--kafka-option=client.id=replayer"]
+    settings = parse_settings(flags, environ)
+    assert settings.kafka_options == {**from_file, "sasl.mechanism": "SCRAM-SHA-512", "client.id": "replayer"}
+    assert "pa=ss" not in repr(settings)  # a SASL password is never printed with the settings
+    materializer = build_materializer_parser().parse_args(["--view", "clicks", *flags])
+    assert kafka_options.merged(from_file, materializer.kafka_option) == settings.kafka_options
+
+
+def test_an_unreadable_or_malformed_kafka_options_file_is_an_error(tmp_path: Path) -> None:
+    environ = {"AETHER_HOME": str(tmp_path), "AETHER_KAFKA_OPTIONS_FILE": str(tmp_path / "missing")}
+    with pytest.raises(ValueError, match="cannot read AETHER_KAFKA_OPTIONS_FILE"):
+        ControlPlaneSettings.from_env(environ)
+    malformed = tmp_path / "kafka.properties"
+    malformed.write_text("security.protocol=SSL\nsasl.password\n")
+    with pytest.raises(ValueError, match=r"kafka.properties:2: expected KEY=VALUE"):
+        ControlPlaneSettings.from_env({**environ, "AETHER_KAFKA_OPTIONS_FILE": str(malformed)})
