@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.client import Pipeline
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
@@ -21,6 +19,7 @@ from control_plane.ingestion.online import online_view_version, write_latest
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
 from tests.integration.ingestion.conftest import Env
+from tests.integration.ingestion.pausing_redis import PausingRedis
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KEY = online_key("sensor", ["7"], "climate", 1)
@@ -101,37 +100,6 @@ def test_keys_expire_as_the_online_writers_do(env: Env) -> None:
     env.client.set(KEY, b"old", px=60_000)
     write_latest(env.client, view, ["sensor_id"], rows(5, 1.0))
     assert env.client.pttl(KEY) == -1
-
-
-class PausingRedis(redis.Redis):
-    """A FAKE slow writer: after its first round trip to Redis, whatever that is, it waits until
-    ``resume`` is set, as a process descheduled in the middle of a write would. Two writers cannot be
-    interleaved at an exact point otherwise."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.paused, self.resume = threading.Event(), threading.Event()
-
-    def pause_once(self) -> None:
-        if not self.paused.is_set():
-            self.paused.set()
-            self.resume.wait(10)
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        result = super().execute_command(*args, **options)
-        self.pause_once()
-        return result
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        owner = self
-
-        class PausingPipeline(Pipeline):
-            def execute(self, raise_on_error: bool = True) -> list[Any]:
-                result = super().execute(raise_on_error)
-                owner.pause_once()
-                return result
-
-        return PausingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
 def test_a_concurrent_older_ingest_cannot_put_its_value_back(env: Env, redis_url: str) -> None:
