@@ -1,6 +1,7 @@
 """``aetherctl quarantine``, ``aetherctl materialize`` and ``aetherctl materializer run``.
 
-    aetherctl quarantine list [--view V] [--reason-contains X] [--status quarantined|replayed|discarded|all]
+    aetherctl quarantine list [--view V] [--reason-contains X]
+                              [--status quarantined|replaying|replayed|discarded|all]
     aetherctl quarantine show ID
     aetherctl quarantine replay ID... [--file corrected.jsonl]
     aetherctl quarantine discard ID...
@@ -40,7 +41,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing = actions.add_parser("list", parents=[common], help="quarantined records, newest first")
     listing.add_argument("--view", default="")
     listing.add_argument("--reason-contains", default="", metavar="TEXT")
-    listing.add_argument("--status", default="", help="quarantined (default), replayed, discarded or all")
+    listing.add_argument(
+        "--status", default="", help="quarantined (default), replaying, replayed, discarded or all"
+    )
     listing.add_argument("--limit", type=int, default=100)
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[common], help="one record with its payload and reasons")

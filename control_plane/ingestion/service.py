@@ -4,6 +4,7 @@ of a Parquet source, and the quarantine (list, show, replay, discard) with run c
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,10 +28,12 @@ from control_plane.ingestion.batch import (
     Window,
     parquet_batches,
 )
-from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
+from control_plane.ingestion.quarantine import Claim, QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import validate
 from control_plane.offline.store import OfflineStore
+
+_log = logging.getLogger("aether.ingestion.replay")
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,16 @@ class IngestionService:
         offline: OfflineStore,
         client: redis.Redis,
         kafka_options: Mapping[str, str] | None = None,
+        claim_lease_s: float = quarantine.CLAIM_LEASE_S,
     ) -> None:
         """``kafka_options``: the librdkafka settings of the replay's producer, the process's
-        ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with)."""
+        ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with); ``claim_lease_s``:
+        how old a dead replay's claim must be before a replay takes it over."""
         self._sessions = sessions
         self._registry = registry
         self._client = client
         self._kafka_options = dict(kafka_options or {})
+        self._claim_lease_s = claim_lease_s
         self.batch = BatchMaterializer(sessions, offline, client)
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
@@ -133,31 +139,55 @@ class IngestionService:
 
     def discard(self, ids: Sequence[int], actor: str = "") -> int:
         with write_session(self._sessions) as session:
-            rows = quarantine.get_rows(session, ids)
-            _refuse_unless_quarantined(rows)
+            # Claimed and finished in one transaction: a replay holding one of them refuses the discard
+            # (as it would a replay), and a discarded record is never claimed by a replay after.
+            held = quarantine.claim(session, ids, self._claim_lease_s, action="discarded")
+            rows = quarantine.get_rows(session, held.ids)
             quarantine.set_status(session, rows, quarantine.DISCARDED)
             audit(
                 session, actor=actor, action="quarantine.discard", object_type="quarantine",
                 object_id=",".join(str(i) for i in ids), before=None, after={"discarded": list(ids)},
             )  # fmt: skip
-        return len(ids)
+        return len(held.ids)
 
     def replay(self, ids: Sequence[int], corrected: Mapping[int, str], actor: str = "") -> ReplayOutcome:
         """See the RPC's comment. Batch views get the passing records written offline and online; a
         streaming view gets them published again to its stream, where its materializer aggregates them.
 
-        Every group of records (one view version) is parsed, resolved and validated, and every stream it
-        publishes to checked, before anything is written; then each group is written and its statuses
-        committed at once, before the next group. A refused or failed replay therefore leaves every record
+        The records are claimed first, all or none (``quarantine.claim``): of two replays of the same
+        record only one writes it, and the other is refused (FAILED_PRECONDITION) naming the records
+        another replay holds. Every group of records (one view version) is then parsed, resolved and
+        validated, and every stream it publishes to checked, before anything is written; then each group
+        is written and its statuses committed at once, before the next group, the claim renewed before
+        each write. A refused or failed replay hands back what it did not commit, so every record ends
         either written and marked replayed or unwritten and still quarantined, never written yet
-        quarantined (which a second replay would publish again: a stream event aggregated twice); only a
-        crash between one group's write and its commit can, the window a batch run's chunk has too."""
-        with read_session(self._sessions) as session:
-            rows = quarantine.get_rows(session, ids)
-        _refuse_unless_quarantined(rows)
+        quarantined (which a second replay would publish again: a stream event aggregated twice).
+
+        A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
+        the next replay of them takes the claim over once it is older than the lease
+        (``quarantine.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
+        committed are then written again, the window a batch run's chunk has too; until the lease runs
+        out they are refused, and ``aetherctl quarantine list --status replaying`` shows them."""
+        ids = list(dict.fromkeys(ids))  # an id named twice would be written twice
         unknown = set(corrected) - set(ids)
         if unknown:
             raise InvalidArgument(f"corrected records {sorted(unknown)} are not among the replayed ids")
+        with write_session(self._sessions) as session:
+            claim = quarantine.claim(session, ids, self._claim_lease_s)
+        if claim.taken_over:
+            _log.warning(
+                "replay takes over records %s, claimed by a replay that did not finish within %g s",
+                claim.taken_over, self._claim_lease_s,
+            )  # fmt: skip
+        try:
+            return self._replay_claimed(claim, corrected, actor)
+        except BaseException:
+            self._release(claim)
+            raise
+
+    def _replay_claimed(self, claim: Claim, corrected: Mapping[int, str], actor: str) -> ReplayOutcome:
+        with read_session(self._sessions) as session:
+            rows = quarantine.get_rows(session, claim.ids)
         members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
         for row in rows:
             members_of.setdefault((row.view, row.version), []).append(row)
@@ -169,9 +199,18 @@ class IngestionService:
         replayed: list[int] = []
         still: list[int] = []
         for group in groups:
+            with write_session(self._sessions) as session:  # never write what another replay now holds
+                stamp = quarantine.renew(session, claim)
+            claim.stamp = stamp
             undelivered = self._write_replay(group)
             done = [group.members[i].id for i in group.passing if i not in undelivered]
-            self._commit_replay(run, group, done, corrected, actor)
+            try:
+                self._commit_replay(run, claim, group, done, corrected, actor)
+            except BaseException:
+                # Written but not marked: they stay claimed (``replaying``), not handed back to the
+                # quarantine, where a retry would write them again at once.
+                claim.ids = [record_id for record_id in claim.ids if record_id not in done]
+                raise
             replayed += done
             still += sorted(group.new_reasons)
             if undelivered:
@@ -183,6 +222,19 @@ class IngestionService:
         with read_session(self._sessions) as session:
             records = [quarantine.get_quarantined(session, record_id) for record_id in sorted(still)]
         return ReplayOutcome(run.run_id, replayed, records)
+
+    def _release(self, claim: Claim) -> None:
+        """Hands a failed replay's uncommitted records back to the quarantine. When the database is what
+        failed, they stay claimed until the lease runs out and a replay takes them over."""
+        if not claim.ids:
+            return
+        try:
+            with write_session(self._sessions) as session:
+                quarantine.release(session, claim)
+        except Exception:
+            _log.exception(
+                "could not hand back claimed records %s; a replay takes them over later", claim.ids
+            )
 
     def _prepare_replay(self, members: list[QuarantineRow], corrected: Mapping[int, str]) -> _ReplayGroup:
         """Everything that can refuse a group's replay, with nothing written yet."""
@@ -215,11 +267,27 @@ class IngestionService:
         return {i: error for i, error in zip(group.passing, errors, strict=True) if error is not None}
 
     def _commit_replay(
-        self, run: RunSource, group: _ReplayGroup, done: list[int], corrected: Mapping[int, str], actor: str
+        self,
+        run: RunSource,
+        claim: Claim,
+        group: _ReplayGroup,
+        done: list[int],
+        corrected: Mapping[int, str],
+        actor: str,
     ) -> None:
-        """Commits one written group: its records' statuses, the run's counters and the audit entry."""
+        """Commits one written group: its records' statuses, the run's counters and the audit entry;
+        records its stream did not take go back to the quarantine as they were."""
+        members = [row.id for row in group.members]
         with write_session(self._sessions) as session:
-            fresh = {row.id: row for row in quarantine.get_rows(session, [row.id for row in group.members])}
+            fresh = quarantine.held(session, claim, members)
+            lost = [record_id for record_id in members if record_id not in fresh]
+            if lost:  # only a write that outlasted the lease: another replay may write them too
+                written = [record_id for record_id in lost if record_id in done]
+                raise FailedPrecondition(
+                    f"this replay's claim on quarantined records {lost} of view {group.view.spec.name!r}"
+                    " lapsed while it wrote them (the write took longer than the lease) and another replay"
+                    f" took them over; those it wrote ({written or 'none'}) may be written twice"
+                )
             for record_id in done:
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
@@ -228,6 +296,10 @@ class IngestionService:
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
                 quarantine.set_status(session, [row], quarantine.QUARANTINED, reason)
+            unsent = set(members) - set(done) - set(group.new_reasons)
+            quarantine.set_status(
+                session, [fresh[record_id] for record_id in sorted(unsent)], quarantine.QUARANTINED
+            )
             counters = quarantine.ensure_run(session, run)
             counters.records_in += len(done) + len(group.new_reasons)
             counters.accepted += len(done)
@@ -237,9 +309,11 @@ class IngestionService:
                 session, actor=actor, action="quarantine.replay", object_type="quarantine",
                 object_id=",".join(str(row.id) for row in group.members), before=None,
                 after={
-                    "run_id": run.run_id, "replayed": done, "still_quarantined": sorted(group.new_reasons)
+                    "run_id": run.run_id, "replayed": done, "still_quarantined": sorted(group.new_reasons),
+                    "taken_over": sorted(set(claim.taken_over) & set(members)),
                 },
             )  # fmt: skip
+        claim.ids = [record_id for record_id in claim.ids if record_id not in fresh]
 
     def _publisher(self, view: pb.FeatureView) -> Publish:
         """How to publish events again to a streaming view's source, where its materializer reads: a Redis
@@ -311,9 +385,3 @@ def _parse(payload: str, record_id: int) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise InvalidArgument(f"record {record_id}: payload must be a JSON object")
     return parsed
-
-
-def _refuse_unless_quarantined(rows: Sequence[QuarantineRow]) -> None:
-    for row in rows:
-        if row.status != quarantine.QUARANTINED:
-            raise FailedPrecondition(f"quarantined record {row.id} is {row.status}, not quarantined")

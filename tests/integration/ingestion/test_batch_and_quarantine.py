@@ -7,22 +7,28 @@ import argparse
 import asyncio
 import io
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
 
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from clients.sdk.ingestion import IngestionClient
+from control_plane.api.offline_features import offline_root
 from control_plane.cli.ingestion import register
+from control_plane.cli.main import main as aetherctl
 from control_plane.ingestion.online import online_view_version
+from control_plane.ingestion.service import IngestionService
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
+from tests.integration.ingestion.pausing_redis import PausingRedis
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -142,4 +148,54 @@ async def test_materialize_parquet_window_and_strict_mode(
     with pytest.raises(InvalidArgument, match=r"row 1: temperature_c: 75.2 above max 60"):
         await asyncio.to_thread(client.ingest, "climate", readings(), strict=True)
     assert len(await asyncio.to_thread(client.list_runs)) == 1  # the strict refusal wrote nothing
+    client.close()
+
+
+async def test_a_replay_of_records_another_replay_holds_is_failed_precondition_over_grpc_and_the_cli(
+    control_plane: ControlPlaneServer, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While one replay writes the records (stopped in its write by a pausing Redis client), a second
+    one, through the control plane or ``aetherctl``, is refused with FAILED_PRECONDITION naming them."""
+    client = IngestionClient(control_plane.address)
+    await asyncio.to_thread(client.ingest, "climate", readings(), source="readings")
+    records = await asyncio.to_thread(client.list_quarantined)
+    ids = sorted(r.id for r in records)
+    fixed = {
+        r.id: json.dumps(json.loads(r.payload_json) | {"temperature_c": 20.0, "mode": 2}) for r in records
+    }
+    slow = PausingRedis.from_url(redis_url)
+    offline = OfflineStore(offline_root(control_plane.context))
+    holder = IngestionService(control_plane.context.sessions, control_plane.registry, offline, slow)
+    failures: list[BaseException] = []
+
+    def replay_first() -> None:
+        try:
+            holder.replay(ids, fixed)
+        except BaseException as exc:
+            failures.append(exc)
+            slow.paused.set()
+
+    first = threading.Thread(target=replay_first)
+    first.start()
+    try:
+        assert await asyncio.to_thread(slow.paused.wait, 10)
+        assert not failures
+        with pytest.raises(FailedPrecondition) as refused:
+            await asyncio.to_thread(client.replay, ids, fixed)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"quarantined records {ids} are being replayed by another replay" in refused.value.message
+        argv = ["--control-plane", control_plane.address, "quarantine", "replay", str(ids[0])]
+        assert await asyncio.to_thread(aetherctl, argv) == 1
+        assert (
+            f"error: FAILED_PRECONDITION: quarantined records [{ids[0]}] are being replayed by another replay"
+            in capsys.readouterr().err
+        )
+    finally:
+        slow.resume.set()
+        await asyncio.to_thread(first.join, 20)
+        slow.close()
+    assert not failures
+    replayed = await asyncio.to_thread(client.list_quarantined, status="replayed")
+    assert sorted(r.id for r in replayed) == ids
+    assert sum(b.num_rows for b in offline.scan("climate", 1)) == 3 + len(ids)  # each replayed row once
     client.close()

@@ -26,6 +26,7 @@ from control_plane.api.ingestion import add_to_server
 from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome
+from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url, produce
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
@@ -368,4 +369,65 @@ async def test_a_replay_over_grpc_publishes_with_the_kafka_options_of_the_settin
     source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
     batch = read_all(source, 1)
     assert [batch.fields(i) for i in range(len(batch))] == [{**event, "amount": "3.5"}]
+    source.close()
+
+
+# A replay in a process of its own, as a control plane runs it: argv is the database URL, the Redis URL,
+# the offline root, the record id and its corrected payload.
+REPLAY_PROCESS = """
+import sys, redis
+from control_plane.db import create_db_engine, create_session_factory
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.service import IngestionService
+from control_plane.offline.store import OfflineStore
+db_url, redis_url, offline, record_id, payload = sys.argv[1:]
+sessions = create_session_factory(create_db_engine(db_url))
+client = redis.Redis.from_url(redis_url)
+service = IngestionService(sessions, FeatureRegistry(sessions), OfflineStore(offline), client)
+service.replay([int(record_id)], {int(record_id): payload})
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_replay_killed_mid_write_leaves_a_claim_the_next_replay_takes_over_after_the_lease(
+    kafka: KafkaMockCluster, backend: str, request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
+) -> None:
+    """A control plane replaying into a cluster it cannot reach hangs in the publish and is SIGKILLed; its
+    record stays claimed (``replaying``), refused to other replays while the lease runs, then taken over
+    by the restarted control plane (here with the bootstrap option that reaches the cluster) and
+    published once."""
+    env: Env = request.getfixturevalue("env" if backend == "sqlite" else "postgresql_env")
+    kafka_clicks(env, "kafka://127.0.0.1:9/clicks-events")  # nothing listens there
+    event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "oops"}
+    record_id = env.quarantine("kclicks", event, "amount: bad")
+    fixed = json.dumps({**event, "amount": "3.5"})
+    db_url = env.sessions.kw["bind"].url.render_as_string(hide_password=False)
+    args = [db_url, redis_url, str(tmp_path / "offline"), str(record_id), fixed]
+    child_env = materializer_env(tmp_path, db_url, redis_url)
+    child = subprocess.Popen([sys.executable, "-c", REPLAY_PROCESS, *args], env=child_env)
+    try:
+        deadline = time.monotonic() + 30
+        while env.service.get_quarantined(record_id).status != quarantine.REPLAYING:
+            assert child.poll() is None and time.monotonic() < deadline, "the replay never claimed"
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside its publish, which waits for a broker that is not there
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYING
+    with pytest.raises(FailedPrecondition, match=rf"records \[{record_id}\] are being replayed by another"):
+        env.service.replay([record_id], {record_id: fixed})
+
+    lease_s = 0.5
+    restarted = IngestionService(
+        env.sessions, env.registry, env.offline, env.client,
+        kafka_options={"bootstrap.servers": kafka.bootstrap}, claim_lease_s=lease_s,
+    )  # fmt: skip
+    time.sleep(lease_s)
+    assert restarted.replay([record_id], {record_id: fixed}).replayed == [record_id]
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+    source = KafkaSource(kafka.bootstrap, "clicks-events", "g", "c1", FAST_GROUP)
+    batch = read_all(source, 1)
+    assert [batch.fields(i) for i in range(len(batch))] == [{**event, "amount": "3.5"}]
+    assert len(quiet_for(source, 1.0)) == 0  # published once
     source.close()

@@ -1,0 +1,211 @@
+"""Concurrent replays of the same quarantined records, on SQLite and on PostgreSQL, with a real
+redis-server and offline store: a replay claims its records before it writes them, so each record is
+written once and the other replay is refused naming the records it could not have; a claim a dead
+replay left behind is taken over after the lease."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from clients.errors import FailedPrecondition
+from control_plane.db import write_session
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.service import IngestionService, ReplayOutcome
+from tests.integration.ingestion.conftest import Env
+from tests.integration.ingestion.pausing_redis import PausingRedis
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_env(request: pytest.FixtureRequest) -> Env:
+    """``env`` on each metadata backend: SQLite serializes writers, PostgreSQL locks rows."""
+    return request.getfixturevalue("env" if request.param == "sqlite" else "postgresql_env")
+
+
+def climate_record(env: Env, sensor: int) -> tuple[int, str]:
+    """A quarantined batch record (too hot) and its correction."""
+    row = {"sensor_id": sensor, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+    record_id = env.quarantine("climate", row, "temperature_c: above max")
+    return record_id, json.dumps({**row, "temperature_c": 20.0 + sensor})
+
+
+def clicks_record(env: Env, sensor: int, amount: float) -> tuple[int, str]:
+    """A quarantined stream event (amount not a number) and its correction, which carries ``amount``
+    so that each published event can be told apart."""
+    event = {"sensor_id": str(sensor), "event_ts": NOW.isoformat(), "amount": "oops"}
+    record_id = env.quarantine("clicks", event, "amount: bad", key=f"1-{sensor}")
+    return record_id, json.dumps({**event, "amount": str(amount)})
+
+
+def offline_sensors(env: Env) -> list[int]:
+    return sorted(
+        key for batch in env.offline.scan("climate", 1) for key in batch.column("sensor_id").to_pylist()
+    )
+
+
+def published_amounts(env: Env) -> list[str]:
+    return sorted(fields[b"amount"].decode() for _id, fields in env.client.xrange("events:clicks"))
+
+
+def replay_counts(env: Env) -> tuple[int, int, int]:
+    """records in, accepted and quarantined over every replay run."""
+    runs = [run for run in env.service.list_runs() if run.source_kind == "replay"]
+    return (
+        sum(r.records_in for r in runs),
+        sum(r.accepted for r in runs),
+        sum(r.quarantined for r in runs),
+    )
+
+
+def test_a_replay_of_records_another_replay_is_writing_is_refused_and_each_is_written_once(
+    any_env: Env, redis_url: str
+) -> None:
+    """Replay A stops in the middle of its write (its batch rows are in the offline store, nothing is
+    committed yet); replay B of overlapping records runs then, as a second operator's would. Without a
+    claim B read the records as quarantined too and wrote them a second time."""
+    env = any_env
+    climate = [climate_record(env, sensor) for sensor in (1, 2, 3)]
+    clicks = [clicks_record(env, sensor, 10.0 + sensor) for sensor in (4, 5)]
+    corrected = dict(climate + clicks)
+    ids = [record_id for record_id, _ in climate + clicks]
+    slow = PausingRedis.from_url(redis_url)
+    writer_a = IngestionService(env.sessions, env.registry, env.offline, slow)
+    outcome: list[ReplayOutcome] = []
+    failures: list[BaseException] = []
+
+    def replay_a() -> None:
+        try:
+            outcome.append(writer_a.replay(ids, corrected, actor="a"))
+        except BaseException as exc:
+            failures.append(exc)
+            slow.paused.set()
+
+    thread = threading.Thread(target=replay_a)
+    thread.start()
+    try:
+        assert slow.paused.wait(10)  # A is inside its first group's write
+        assert not failures
+        overlap = [ids[1], ids[4]]
+        with pytest.raises(FailedPrecondition) as refused:
+            env.service.replay(overlap, {i: corrected[i] for i in overlap}, actor="b")
+        assert f"quarantined records {sorted(overlap)} are being replayed by another replay" in str(
+            refused.value
+        )
+        assert str(refused.value).endswith("nothing was replayed")
+        with pytest.raises(FailedPrecondition, match="are being replayed by another replay"):
+            env.service.discard([ids[0]])
+        held = env.service.list_quarantined(status=quarantine.REPLAYING)
+        assert sorted(r.id for r in held) == sorted(ids)
+    finally:
+        slow.resume.set()
+        thread.join(20)
+        slow.close()
+    assert not failures
+    (done,) = outcome
+    assert sorted(done.replayed) == sorted(ids)
+    assert offline_sensors(env) == [1, 2, 3]  # each batch row once
+    assert published_amounts(env) == ["14.0", "15.0"]  # each event once
+    assert replay_counts(env) == (5, 5, 0)
+    assert {env.service.get_quarantined(i).status for i in ids} == {quarantine.REPLAYED}
+    # Finished records are refused as before, by their status.
+    with pytest.raises(FailedPrecondition, match=f"quarantined record {ids[0]} is replayed"):
+        env.service.replay([ids[0]], {})
+
+
+def race(
+    env: Env, shares: list[list[int]], corrected: dict[int, str]
+) -> list[ReplayOutcome | FailedPrecondition]:
+    """Replays each share on a thread of its own, all let go at once; what each returned or was refused
+    with."""
+    barrier = threading.Barrier(len(shares))
+    results: list[ReplayOutcome | FailedPrecondition | None] = [None] * len(shares)
+
+    def replay(index: int) -> None:
+        share = shares[index]
+        barrier.wait()
+        try:
+            results[index] = env.service.replay(share, {i: corrected[i] for i in share})
+        except FailedPrecondition as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=replay, args=(index,)) for index in range(len(shares))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert all(result is not None for result in results)
+    return [result for result in results if result is not None]
+
+
+def test_replays_racing_freely_over_overlapping_records_write_each_record_once(any_env: Env) -> None:
+    """Many rounds of two replays started together over overlapping records, with no pause: whichever
+    claims a record writes it, and every record is written exactly once."""
+    env = any_env
+    rng = random.Random(7)
+    amount = 0.0
+    for _round in range(6):
+        records = []
+        for sensor in range(8):
+            amount += 1
+            records.append(clicks_record(env, sensor, amount))
+        ids = [record_id for record_id, _ in records]
+        corrected = dict(records)
+        cut = rng.randint(2, 6)
+        shares = [ids[: cut + 2], ids[cut - 2 :]]
+        results = race(env, shares, corrected)
+        replayed = [i for r in results if isinstance(r, ReplayOutcome) for i in r.replayed]
+        assert len(replayed) == len(set(replayed))  # no record replayed by both
+        for result in results:
+            if isinstance(result, FailedPrecondition):
+                assert (
+                    "being replayed by another replay" in result.message or " is replayed" in result.message
+                )
+        # The refused replay wrote nothing: what is not replayed is still quarantined, nothing stays claimed.
+        statuses = {i: env.service.get_quarantined(i).status for i in ids}
+        assert {i for i, s in statuses.items() if s == quarantine.REPLAYED} == set(replayed)
+        assert set(statuses.values()) <= {quarantine.REPLAYED, quarantine.QUARANTINED}
+    every = published_amounts(env)
+    assert len(every) == len(set(every))  # no event published twice
+    total = len(every)
+    assert replay_counts(env) == (total, total, 0)
+
+
+def test_a_claim_a_dead_replay_left_is_taken_over_once_the_lease_has_run_out(any_env: Env) -> None:
+    """A replay that died after claiming leaves its records ``replaying``: refused while its lease runs
+    (it may still be writing), then taken over by the next replay, which writes them."""
+    env = any_env
+    record_id, fixed = climate_record(env, 7)
+    with write_session(env.sessions) as session:  # what a replay killed after its claim leaves behind
+        quarantine.claim(session, [record_id])
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYING
+    with pytest.raises(FailedPrecondition, match=r"being replayed by another replay \(claimed since"):
+        env.service.replay([record_id], {record_id: fixed})
+
+    lease_s = 0.2
+    restarted = IngestionService(env.sessions, env.registry, env.offline, env.client, claim_lease_s=lease_s)
+    time.sleep(lease_s * 2)
+    outcome = restarted.replay([record_id], {record_id: fixed})
+    assert outcome.replayed == [record_id]
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+    assert offline_sensors(env) == [7]
+
+
+def test_a_failed_replay_hands_its_records_back(any_env: Env) -> None:
+    """A replay refused after its claim (a payload that is not JSON) leaves nothing claimed: the records
+    are quarantined again and the next replay takes them at once."""
+    env = any_env
+    record_id, fixed = climate_record(env, 8)
+    other_id, other_fixed = climate_record(env, 9)
+    with pytest.raises(Exception, match="payload is not JSON"):
+        env.service.replay([record_id, other_id], {record_id: fixed, other_id: "{not json"})
+    assert {env.service.get_quarantined(i).status for i in (record_id, other_id)} == {quarantine.QUARANTINED}
+    outcome = env.service.replay([record_id, other_id, record_id], {record_id: fixed, other_id: other_fixed})
+    assert sorted(outcome.replayed) == sorted([record_id, other_id])
+    assert offline_sensors(env) == [8, 9]  # an id named twice is written once
