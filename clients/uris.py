@@ -1,0 +1,110 @@
+"""Credentials in storage URIs: which parts of a URI are secret, and the URI without them.
+
+pyarrow's filesystem URIs can carry credentials: ``s3://ACCESS_KEY:SECRET_KEY@bucket/prefix`` (S3 takes
+the userinfo as its access key and secret key), ``abfs://container:ACCOUNT_KEY@account.dfs.core.windows.net``
+(the password is the account key) and query parameters such as Azure's ``client_secret``. Such a URI
+must never reach text that leaves the process or is kept: error messages, gRPC status details, logs,
+audit entries, API responses, database rows. :func:`redact_uri` gives the form that may: the same URI
+without its credentials. It still names the same place, and pyarrow still opens it, with credentials
+from the environment (``AWS_ACCESS_KEY_ID``…) instead of from the URI.
+
+What counts as a credential:
+
+* the whole userinfo (``user:password@``): for S3 the user name is the access key ID, so it goes too;
+  except under ``abfs``/``abfss``, where the user name is the container and only the password goes;
+* every query parameter whose name contains ``key``, ``secret``, ``token``, ``passw``, ``pwd``, ``sig`` or
+  ``credential`` (``access_key``, ``secret_key``, ``session_token``, ``client_secret``, ``sas_token``,
+  ``sig``, ``X-Amz-Credential``…), except ``credential_kind`` (Azure's choice of credential source). A
+  harmless parameter caught by these words only disappears from the shown and stored form.
+
+The URI is read as RFC 3986 says, which is how pyarrow reads it. A secret with a raw ``/``, ``?``, ``#`` or
+``@`` (AWS secret keys often contain ``/``) makes a URI that is not well-formed: pyarrow refuses it, and
+the places that open a URI never echo one it refused (see :func:`redact_text`'s callers)."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+_SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "sig", "credential")
+_NOT_SECRET = frozenset({"credential_kind"})
+#: Schemes whose user name is not a credential (Azure: the container).
+_USER_IS_A_NAME = frozenset({"abfs", "abfss"})
+#: What a secret is replaced with in free text.
+HIDDEN = "***"
+
+
+def is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter called ``name`` (raw or percent-encoded) carries a credential."""
+    lowered = unquote(name).lower()
+    return lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
+
+
+def _split(uri: str) -> tuple[str, str, str, str, str] | None:
+    """``(scheme, userinfo, host, path, query)`` of ``scheme://[userinfo@]host[path][?query]``, the
+    fragment (if any) left on ``query``'s end; ``None`` for a string without ``://`` (a plain path)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return None
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found != -1:
+            end = min(end, found)
+    authority, after = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        userinfo = ""
+    path, question, query = after.partition("?")
+    if not question:
+        path, hash_mark, fragment = after.partition("#")
+        query = hash_mark + fragment
+    else:
+        query = question + query
+    return scheme, userinfo, host, path, query
+
+
+def _secret_values(uri: str) -> list[str]:
+    """The credentials ``uri`` holds, as written and percent-decoded (longest first)."""
+    parts = _split(uri)
+    if parts is None:
+        return []
+    scheme, userinfo, _, _, query = parts
+    found: list[str] = []
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        found.append(password)
+        if scheme.lower() not in _USER_IS_A_NAME:
+            found.append(user)
+    body = query[1:].partition("#")[0] if query.startswith("?") else ""
+    for item in body.split("&"):
+        name, _, value = item.partition("=")
+        if is_secret_parameter(name):
+            found.append(value)
+    decoded = [unquote(value) for value in found]
+    return sorted({value for value in [*found, *decoded] if value}, key=len, reverse=True)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without its credentials (see the module's docstring); a plain path comes back as is."""
+    parts = _split(uri)
+    if parts is None:
+        return uri
+    scheme, userinfo, host, path, query = parts
+    kept_user = ""
+    if userinfo and scheme.lower() in _USER_IS_A_NAME:
+        user = userinfo.partition(":")[0]
+        kept_user = f"{user}@" if user else ""
+    if query.startswith("?"):
+        body, hash_mark, fragment = query[1:].partition("#")
+        kept = [item for item in body.split("&") if item and not is_secret_parameter(item.partition("=")[0])]
+        query = ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+    return f"{scheme}://{kept_user}{host}{path}{query}"
+
+
+def redact_text(text: str, uri: str) -> str:
+    """``text`` (say, an error message about ``uri``) with ``uri`` replaced by its redacted form and every
+    credential ``uri`` holds replaced by ``***`` wherever it appears."""
+    text = text.replace(uri, redact_uri(uri))
+    for secret in _secret_values(uri):
+        text = text.replace(secret, HIDDEN)
+    return text

@@ -1,0 +1,131 @@
+"""clients.uris: a storage URI shown or stored without its credentials, for any well-formed URI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.uris import is_secret_parameter, redact_text, redact_uri
+
+# Parameters pyarrow's S3, GCS and Azure URIs accept that are not secret, and ones that are.
+PLAIN_PARAMETERS = [
+    "region",
+    "scheme",
+    "endpoint_override",
+    "allow_bucket_creation",
+    "project_id",
+    "client_id",
+    "tenant_id",
+    "credential_kind",
+    "blob_storage_authority",
+]
+SECRET_PARAMETERS = [
+    "access_key",
+    "secret_key",
+    "session_token",
+    "client_secret",
+    "sas_token",
+    "password",
+    "sig",
+    "X-Amz-Credential",
+    "sse_customer_key",
+    "AccountKey",
+]
+
+
+@dataclass
+class Generated:
+    uri: str
+    expected: str  # the URI built from its non-secret parts only
+    secrets: list[str]  # as generated (the URI holds them percent-encoded)
+
+
+def encoded(text: str) -> str:
+    return quote(text, safe="")
+
+
+# Secrets of any characters but '*', which would blur them with the "***" that replaces them in text.
+characters = st.characters(exclude_characters="*", codec="utf-8")
+secret_text = st.text(alphabet=characters, min_size=1, max_size=40)
+
+
+@st.composite
+def uris(draw: st.DrawFn) -> Generated:
+    scheme = draw(st.sampled_from(["s3", "gs", "abfs", "abfss", "hdfs", "file", "S3"]))
+    host = draw(st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True))
+    segment = st.text(alphabet="abcXYZ019-._~:@!$'()*+,;=", min_size=1, max_size=8)  # pchars, '@' and ':' too
+    path = "".join(f"/{part}" for part in draw(st.lists(segment, max_size=4)))
+    secrets: list[str] = []
+    userinfo, kept_user = "", ""
+    if draw(st.booleans()):
+        user = draw(st.text(alphabet=characters, max_size=12))
+        password = draw(st.one_of(st.none(), secret_text))
+        userinfo = encoded(user) + ("" if password is None else ":" + encoded(password)) + "@"
+        if password is not None:
+            secrets.append(password)
+        if scheme in ("abfs", "abfss"):  # Azure's user name is the container, not a credential
+            kept_user = f"{encoded(user)}@" if user else ""
+        elif user:
+            secrets.append(user)
+    parameters, kept = [], []
+    for _ in range(draw(st.integers(0, 5))):
+        if draw(st.booleans()):
+            name = draw(st.sampled_from(SECRET_PARAMETERS))
+            value = draw(secret_text)
+            secrets.append(value)
+            parameters.append(f"{name}={encoded(value)}")
+        else:
+            item = f"{draw(st.sampled_from(PLAIN_PARAMETERS))}={encoded(draw(st.text(max_size=12)))}"
+            parameters.append(item)
+            kept.append(item)
+    fragment = draw(st.sampled_from(["", "#part"]))
+    query = "?" + "&".join(parameters) if parameters else ""
+    kept_query = "?" + "&".join(kept) if kept else ""
+    return Generated(
+        uri=f"{scheme}://{userinfo}{host}{path}{query}{fragment}",
+        expected=f"{scheme}://{kept_user}{host}{path}{kept_query}{fragment}",
+        secrets=secrets,
+    )
+
+
+@given(generated=uris())
+def test_a_redacted_uri_keeps_every_part_but_the_credentials(generated: Generated) -> None:
+    redacted = redact_uri(generated.uri)
+    assert redacted == generated.expected
+    for secret in generated.secrets:
+        for form in {secret, encoded(secret)}:
+            # (a secret short enough to occur by chance in the host or path is still there, as that part)
+            assert form not in redacted or form in generated.expected
+    assert redact_uri(redacted) == redacted
+
+
+@given(generated=uris(), before=st.text(max_size=20), after=st.text(max_size=20))
+def test_no_credential_of_a_uri_survives_in_text_about_it(
+    generated: Generated, before: str, after: str
+) -> None:
+    """An error message naming the URI, or quoting a credential as written or decoded, keeps none."""
+    quoted = " ".join(f"{secret} {encoded(secret)}" for secret in generated.secrets)
+    text = redact_text(f"{before}{generated.uri} {quoted}{after}", generated.uri)
+    for secret in generated.secrets:
+        assert secret not in text
+        assert encoded(secret) not in text
+
+
+def test_examples() -> None:
+    assert (
+        redact_uri(
+            "s3://AKIAEXAMPLE:wJalr%2FK7MDENG@models/prod?region=eu-west-1&endpoint_override=minio:9000"
+        )
+        == "s3://models/prod?region=eu-west-1&endpoint_override=minio:9000"
+    )
+    assert redact_uri("s3://models/prod?secret_key=s3cr3t&access_key=AK") == "s3://models/prod"
+    assert (
+        redact_uri("abfss://weights:AccountKey%3D%3D@acct.dfs.core.windows.net/m?client_secret=x&client_id=y")
+        == "abfss://weights@acct.dfs.core.windows.net/m?client_id=y"
+    )
+    assert redact_uri("/srv/artifacts/sha256/ab") == "/srv/artifacts/sha256/ab"
+    assert redact_uri("s3://bucket/v1@2024:01/model") == "s3://bucket/v1@2024:01/model"  # '@' in a path
+    assert not is_secret_parameter("endpoint_override") and is_secret_parameter("Session%5FToken")
