@@ -8,20 +8,31 @@ crash leaves at worst a stray temporary file), stream a file's chunks, tell its 
 Object stores (S3, GCS) follow the same path: a temporary key, then ``move`` (there a server-side copy,
 which replaces the final key whole, then a delete of the temporary key). Never the final key directly:
 their output stream publishes whatever it holds when closed, even after a failure, so a failed upload
-would overwrite the blob already stored under that name, and discarding it would delete that blob."""
+would overwrite the blob already stored under that name, and discarding it would delete that blob.
+
+A URI may carry credentials (``s3://KEY:SECRET@bucket/prefix``). They are used to reach the store and
+never shown: names given out (``location``, which ends up in artifact URIs kept in the database and
+returned by the APIs) and error messages use :func:`clients.uris.redact_uri`'s form of the URI."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
+from clients.errors import InvalidArgument, Unavailable
+from clients.uris import redact_text, redact_uri
+
 TEMP_PREFIX = ".tmp-"
+_log = logging.getLogger("aether.artifacts")
 
 
 class AtomicWriter(Protocol):
@@ -48,7 +59,7 @@ class Backend(Protocol):
         ...
 
     def location(self, relative: str) -> str:
-        """The file's full name, for messages and artifact URIs."""
+        """The file's full name, for messages and artifact URIs (never with credentials)."""
         ...
 
 
@@ -102,24 +113,31 @@ class LocalBackend:
         return str(self.root / relative)
 
 
+Reported = Callable[[], AbstractContextManager[None]]
+
+
 class _ArrowWriter:
-    def __init__(self, fs: Any, final: str) -> None:
+    def __init__(self, fs: Any, final: str, reported: Reported) -> None:
         self._fs = fs
         self._final = final
+        self._reported = reported
         parent, name = final.rsplit("/", 1)
-        fs.create_dir(parent, recursive=True)
         self._temp = f"{parent}/{TEMP_PREFIX}{os.urandom(8).hex()}-{name}"
-        self._stream = fs.open_output_stream(self._temp)
+        with reported():
+            fs.create_dir(parent, recursive=True)
+            self._stream = fs.open_output_stream(self._temp)
 
     def write(self, data: bytes) -> None:
-        self._stream.write(data)
+        with self._reported():
+            self._stream.write(data)
 
     def commit(self) -> None:
-        self._stream.close()
-        # Only verified bytes reach the final name. On S3 this is one CopyObject (at most 5 GiB, S3's
-        # limit for a single copy), which readers see all at once, and it replaces the object already
-        # there: a blob that had been truncated or altered heals when its content is uploaded again.
-        self._fs.move(self._temp, self._final)
+        with self._reported():
+            self._stream.close()
+            # Only verified bytes reach the final name. On S3 this is one CopyObject (at most 5 GiB, S3's
+            # limit for a single copy), which readers see all at once, and it replaces the object already
+            # there: a blob that had been truncated or altered heals when its content is uploaded again.
+            self._fs.move(self._temp, self._final)
 
     def abort(self) -> None:
         # Closing an object store's stream may publish what it holds, but under the temporary key, which
@@ -134,29 +152,60 @@ class ArrowBackend:
     """A pyarrow filesystem: a local one, or an object store (S3, GCS) reached by URI."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri.rstrip("/")
-        self._fs, path = pafs.FileSystem.from_uri(uri)
+        self._uri = uri  # with its credentials, if any: only ever given to pyarrow
+        try:
+            self._fs, path = pafs.FileSystem.from_uri(uri)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            # pyarrow quotes the whole URI when it cannot parse it, and a URI it cannot parse may hide a
+            # credential where redact_uri cannot find it (a secret key with a raw '/'): never show it.
+            detail = redact_text(str(exc).replace(uri, "<the URI>"), uri)
+            raise InvalidArgument(
+                "the artifact store's URI (not shown: it may hold credentials) cannot be opened: "
+                f"{detail}. Percent-encode '/', '+', ':' and '@' in credentials written into the URI, "
+                "or leave them out and give them the way the filesystem's client reads them from the "
+                "environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)"
+            ) from None
         self._root = path.rstrip("/")
+        # The name given out: without credentials, and with the blob's path before the query string
+        # (``s3://bucket/prefix/sha256/ab/…?endpoint_override=…``), so that pyarrow can open it.
+        shown = redact_uri(uri)
+        cut = min((at for at in (shown.find("?"), shown.find("#")) if at != -1), default=len(shown))
+        self._shown_base, self._shown_query = shown[:cut].rstrip("/"), shown[cut:]
+        self.shown = self._shown_base + self._shown_query
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """Turns the object store's failures into UNAVAILABLE naming the store, without its credentials
+        (pyarrow's messages name buckets and keys; scrubbing them costs nothing and keeps it so)."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            message = f"artifact store {self.shown}: {redact_text(str(exc), self._uri)}"
+            _log.warning("%s", message)
+            raise Unavailable(message) from None
 
     def _path(self, relative: str) -> str:
         return f"{self._root}/{relative}"
 
     def start_write(self, relative: str) -> AtomicWriter:
-        return _ArrowWriter(self._fs, self._path(relative))
+        return _ArrowWriter(self._fs, self._path(relative), self._reported)
 
     def read_chunks(self, relative: str, chunk_size: int) -> Iterator[bytes]:
-        with self._fs.open_input_stream(self._path(relative)) as stream:
+        with self._reported(), self._fs.open_input_stream(self._path(relative)) as stream:
             while chunk := stream.read(chunk_size):
                 yield bytes(chunk)
 
     def size(self, relative: str) -> int | None:
-        info = self._fs.get_file_info(self._path(relative))
+        with self._reported():
+            info = self._fs.get_file_info(self._path(relative))
         if info.type == pafs.FileType.NotFound:
             return None
         return int(info.size)
 
     def location(self, relative: str) -> str:
-        return f"{self.uri}/{relative}"
+        return f"{self._shown_base}/{relative}{self._shown_query}"
 
 
 def backend_for(root: str) -> Backend:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clients.errors import DataLoss, InvalidArgument, NotFound
 from clients.files import replace_when_done
+from clients.uris import redact_uri
 from control_plane.artifacts.backends import Backend, backend_for
 
 #: Chunk size for streaming reads and writes (well under gRPC's 4 MiB default message limit).
@@ -27,7 +28,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """A stored blob: its content hash (lowercase hex), its size in bytes and where it lives."""
+    """A stored blob: its content hash (lowercase hex), its size in bytes and where it lives (a path, or
+    a URI without credentials: this is what model versions and run artifacts keep and give out)."""
 
     sha256: str
     size: int
@@ -91,11 +93,14 @@ class PendingBlob:
 
 class ArtifactStore:
     """Content-addressed blobs under ``root``: a local path, or a pyarrow.fs URI (``s3://bucket/x``,
-    ``file:///srv/artifacts``). Thread-safe: it keeps no state besides the root."""
+    ``file:///srv/artifacts``). Thread-safe: it keeps no state besides the root.
+
+    Credentials in a URI root reach the store; nothing the store gives out (references, messages,
+    ``root``) carries them."""
 
     def __init__(self, root: str) -> None:
-        self.root = root
         self._backend: Backend = backend_for(root)
+        self.root = redact_uri(root)  # for messages
 
     @staticmethod
     def _relative(sha256: str) -> str:

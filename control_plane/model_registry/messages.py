@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import model_registry_pb2 as pb
+from clients.uris import redact_uri
 from control_plane.model_registry.approval import to_proto
 from control_plane.model_registry.tables import (
     ModelAliasRow,
@@ -93,7 +94,11 @@ def version_message(model_name: str, row: ModelVersionRow, aliases: list[str]) -
         model_name=model_name,
         version=row.version,
         run_id=row.run_id,
-        artifact=pb.ArtifactRef(sha256=row.artifact_sha256, size=row.artifact_size, uri=row.artifact_uri),
+        # Redacted again on the way out: a row written before artifact URIs were kept without credentials
+        # may still hold some, and this message reaches clients, the audit log and deployment plans.
+        artifact=pb.ArtifactRef(
+            sha256=row.artifact_sha256, size=row.artifact_size, uri=redact_uri(row.artifact_uri)
+        ),
         signature=signature_from_json(row.signature),
         dataset=pb.DatasetInfo(hash=row.dataset_hash, query=row.dataset_query),
         feature_refs=row.feature_refs,

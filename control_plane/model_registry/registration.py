@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import model_registry_pb2 as pb
+from clients.uris import redact_uri
 from control_plane.audit.log import record
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import Approval
@@ -34,7 +35,7 @@ def insert_version(
         run_id=request.run_id,
         artifact_sha256=request.artifact_sha256,
         artifact_size=size,
-        artifact_uri=uri,
+        artifact_uri=redact_uri(uri),  # a kept record never holds credentials (the store's are its own)
         signature=messages.signature_to_json(request.signature),
         feature_refs=[str(ref) for ref in refs],
         dataset_hash=request.dataset.hash,

@@ -15,6 +15,7 @@ from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
 from clients.tracking_rules import check_values as check_values
+from clients.uris import redact_uri
 from control_plane.audit.log import record
 from control_plane.tracking.tables import (
     ExperimentRow,
@@ -88,7 +89,10 @@ def artifacts_of(session: Session, run_pk: int) -> list[pb.RunArtifact]:
         select(RunArtifactRow).where(RunArtifactRow.run_pk == run_pk).order_by(RunArtifactRow.name)
     )
     return [
-        pb.RunArtifact(name=r.name, sha256=r.sha256, size=r.size, uri=r.uri, logged_at_us=r.logged_at_us)
+        # (redacted again: a row written before artifact URIs were kept without credentials may hold some)
+        pb.RunArtifact(
+            name=r.name, sha256=r.sha256, size=r.size, uri=redact_uri(r.uri), logged_at_us=r.logged_at_us
+        )
         for r in rows
     ]
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AlreadyExists, InvalidArgument, NotFound
+from clients.uris import redact_uri
 from control_plane.audit.log import record
 from control_plane.db import keyset
 from control_plane.db.engine import read_session, write_session
@@ -231,6 +232,7 @@ class TrackingStore:
         self, run_id: str, name: str, sha256: str, size: int, uri: str, *, actor: str
     ) -> pb.RunArtifact:
         check_key(name, "artifact")
+        uri = redact_uri(uri)  # a kept record never holds credentials
         with write_session(self._sessions) as session:
             run, _ = self._run_row(session, run_id)
             logged_at_us = now_us()

@@ -6,6 +6,8 @@ and this machine reaches no cloud), yet the artifact store's object-store path m
 real client: pyarrow's S3 output stream publishes on ``close()`` whatever it was given, which a local
 folder cannot show. Known gaps: no authentication (any key is accepted), no versioning, one bucket.
 ``requests`` records every call as ``(method, key, query)`` so a test can tell which keys were touched.
+
+:meth:`FakeS3Server.fail_reads` makes reads of some keys fail partway.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import http.server
 import threading
 import uuid
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -28,6 +30,7 @@ class FakeS3Server:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str]] = []
+        self._failing_reads: list[tuple[str, int]] = []
         self._uploads: dict[str, dict[int, bytes]] = {}
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -39,12 +42,21 @@ class FakeS3Server:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def uri(self, prefix: str) -> str:
-        """A pyarrow URI for ``prefix`` in the bucket (static keys: no credential lookup ever runs)."""
+    def uri(self, prefix: str, access_key: str = "test", secret_key: str = "test") -> str:
+        """A pyarrow URI for ``prefix`` in the bucket, with static keys in its userinfo (so no credential
+        lookup ever runs; any key is accepted)."""
+        userinfo = f"{quote(access_key, safe='')}:{quote(secret_key, safe='')}"
         return (
-            f"s3://test:test@{self.bucket}/{prefix}?endpoint_override=127.0.0.1:{self.port}"
+            f"s3://{userinfo}@{self.bucket}/{prefix}?endpoint_override=127.0.0.1:{self.port}"
             "&scheme=http&region=us-east-1"
         )
+
+    def fail_reads(self, key_part: str, from_offset: int = 0) -> None:
+        """From now on, a GET of a key containing ``key_part`` whose range starts at ``from_offset`` or
+        later answers 403 AccessDenied (say, the key was revoked): a read that breaks partway. Not 500,
+        which pyarrow retries for seconds before it gives up."""
+        with self._lock:
+            self._failing_reads.append((key_part, from_offset))
 
     def close(self) -> None:
         self._server.shutdown()
@@ -144,6 +156,10 @@ def _handler_for(s3: FakeS3Server) -> type[http.server.BaseHTTPRequestHandler]:
             data = s3.objects[key]
             headers = _object_headers(data)
             wanted = self.headers.get("Range", "")
+            start = int(wanted[6:].partition("-")[0]) if wanted.startswith("bytes=") else 0
+            if any(part in key and start >= offset for part, offset in s3._failing_reads):
+                self._error(403, "AccessDenied")
+                return
             if wanted.startswith("bytes="):
                 first_text, _, last_text = wanted[6:].partition("-")
                 first = int(first_text)
