@@ -5,8 +5,9 @@ Both offer the same four primitives on paths relative to the store's root: write
 (a temporary file in the destination folder, then a rename, so a reader never sees half a file and a
 crash leaves at worst a stray temporary file), stream a file's chunks, tell its size, and name it.
 
-Object stores (S3, GCS) follow the same path: a temporary key, then ``move`` (there a server-side copy,
-which replaces the final key whole, then a delete of the temporary key). Never the final key directly:
+Object stores (S3, GCS) follow the same path: a temporary key, then a move (there a server-side copy,
+which replaces the final key whole, then a delete of the temporary key; on S3, above the 5 GiB a single
+copy may hold, a streamed upload: see :mod:`control_plane.artifacts.moves`). Never the final key directly:
 their output stream publishes whatever it holds when closed, even after a failure, so a failed upload
 would overwrite the blob already stored under that name, and discarding it would delete that blob.
 
@@ -30,6 +31,7 @@ import pyarrow.fs as pafs
 
 from clients.errors import InvalidArgument, Unavailable
 from clients.uris import redact_text, redact_uri
+from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT, move_into_place
 
 TEMP_PREFIX = ".tmp-"
 _log = logging.getLogger("aether.artifacts")
@@ -117,10 +119,12 @@ Reported = Callable[[], AbstractContextManager[None]]
 
 
 class _ArrowWriter:
-    def __init__(self, fs: Any, final: str, reported: Reported) -> None:
+    def __init__(self, fs: Any, final: str, reported: Reported, single_copy_limit: int) -> None:
         self._fs = fs
         self._final = final
         self._reported = reported
+        self._single_copy_limit = single_copy_limit
+        self._size = 0
         parent, name = final.rsplit("/", 1)
         self._temp = f"{parent}/{TEMP_PREFIX}{os.urandom(8).hex()}-{name}"
         with reported():
@@ -130,14 +134,14 @@ class _ArrowWriter:
     def write(self, data: bytes) -> None:
         with self._reported():
             self._stream.write(data)
+        self._size += len(data)
 
     def commit(self) -> None:
         with self._reported():
             self._stream.close()
-            # Only verified bytes reach the final name. On S3 this is one CopyObject (at most 5 GiB, S3's
-            # limit for a single copy), which readers see all at once, and it replaces the object already
-            # there: a blob that had been truncated or altered heals when its content is uploaded again.
-            self._fs.move(self._temp, self._final)
+            # Only verified bytes reach the final name, all at once, replacing the object already there:
+            # a blob that had been truncated or altered heals when its content is uploaded again.
+            move_into_place(self._fs, self._temp, self._final, self._size, self._single_copy_limit)
 
     def abort(self) -> None:
         # Closing an object store's stream may publish what it holds, but under the temporary key, which
@@ -149,10 +153,12 @@ class _ArrowWriter:
 
 
 class ArrowBackend:
-    """A pyarrow filesystem: a local one, or an object store (S3, GCS) reached by URI."""
+    """A pyarrow filesystem: a local one, or an object store (S3, GCS) reached by URI. On S3, a blob over
+    ``single_copy_limit`` bytes is moved into place by a streamed upload instead of one CopyObject."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, single_copy_limit: int = S3_SINGLE_COPY_LIMIT) -> None:
         self._uri = uri  # with its credentials, if any: only ever given to pyarrow
+        self._single_copy_limit = single_copy_limit
         try:
             self._fs, path = pafs.FileSystem.from_uri(uri)
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -190,7 +196,7 @@ class ArrowBackend:
         return f"{self._root}/{relative}"
 
     def start_write(self, relative: str) -> AtomicWriter:
-        return _ArrowWriter(self._fs, self._path(relative), self._reported)
+        return _ArrowWriter(self._fs, self._path(relative), self._reported, self._single_copy_limit)
 
     def read_chunks(self, relative: str, chunk_size: int) -> Iterator[bytes]:
         with self._reported(), self._fs.open_input_stream(self._path(relative)) as stream:
@@ -208,8 +214,8 @@ class ArrowBackend:
         return f"{self._shown_base}/{relative}{self._shown_query}"
 
 
-def backend_for(root: str) -> Backend:
+def backend_for(root: str, *, single_copy_limit: int = S3_SINGLE_COPY_LIMIT) -> Backend:
     """A local folder for a plain path, a pyarrow filesystem for a URI (``scheme://...``)."""
     if "://" in root:
-        return ArrowBackend(root)
+        return ArrowBackend(root, single_copy_limit=single_copy_limit)
     return LocalBackend(Path(root))

@@ -20,6 +20,7 @@ from clients.errors import DataLoss, InvalidArgument, NotFound
 from clients.files import replace_when_done
 from clients.uris import redact_uri
 from control_plane.artifacts.backends import Backend, backend_for
+from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT
 
 #: Chunk size for streaming reads and writes (well under gRPC's 4 MiB default message limit).
 CHUNK_SIZE = 1 << 20
@@ -96,10 +97,11 @@ class ArtifactStore:
     ``file:///srv/artifacts``). Thread-safe: it keeps no state besides the root.
 
     Credentials in a URI root reach the store; nothing the store gives out (references, messages,
-    ``root``) carries them."""
+    ``root``) carries them. On S3, a blob over ``single_copy_limit`` bytes (by default the 5 GiB S3 copies
+    at once) is moved from its temporary key by a streamed upload instead of one server-side copy."""
 
-    def __init__(self, root: str) -> None:
-        self._backend: Backend = backend_for(root)
+    def __init__(self, root: str, *, single_copy_limit: int = S3_SINGLE_COPY_LIMIT) -> None:
+        self._backend: Backend = backend_for(root, single_copy_limit=single_copy_limit)
         self.root = redact_uri(root)  # for messages
 
     @staticmethod

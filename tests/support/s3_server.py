@@ -7,7 +7,8 @@ real client: pyarrow's S3 output stream publishes on ``close()`` whatever it was
 folder cannot show. Known gaps: no authentication (any key is accepted), no versioning, one bucket.
 ``requests`` records every call as ``(method, key, query)`` so a test can tell which keys were touched.
 
-:meth:`FakeS3Server.fail_reads` makes reads of some keys fail partway.
+A test can make it refuse a CopyObject whose source is over ``max_copy_size`` bytes, as S3 does above
+5 GiB, and make reads of some keys fail partway (:meth:`FakeS3Server.fail_reads`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ _XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 class FakeS3Server:
-    def __init__(self, bucket: str = "aether") -> None:
+    def __init__(self, bucket: str = "aether", *, max_copy_size: int | None = None) -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str]] = []
+        self.max_copy_size = max_copy_size
         self._failing_reads: list[tuple[str, int]] = []
         self._uploads: dict[str, dict[int, bytes]] = {}
         self._lock = threading.Lock()
@@ -119,8 +121,8 @@ def _handler_for(s3: FakeS3Server) -> type[http.server.BaseHTTPRequestHandler]:
             body = f'<?xml version="1.0" encoding="UTF-8"?><{root} xmlns="{_XMLNS}">{inner}</{root}>'
             self._reply(status, body.encode())
 
-        def _error(self, status: int, code: str) -> None:
-            self._xml("Error", f"<Code>{code}</Code><Message>{code}</Message>", status)
+        def _error(self, status: int, code: str, message: str = "") -> None:
+            self._xml("Error", f"<Code>{code}</Code><Message>{escape(message or code)}</Message>", status)
 
         def _dispatch(self) -> None:
             try:
@@ -187,6 +189,10 @@ def _handler_for(s3: FakeS3Server) -> type[http.server.BaseHTTPRequestHandler]:
                 source_key = unquote(source).lstrip("/").partition("/")[2]
                 if source_key not in s3.objects:
                     self._error(404, "NoSuchKey")
+                    return
+                if s3.max_copy_size is not None and len(s3.objects[source_key]) > s3.max_copy_size:
+                    message = "The specified copy source is larger than the maximum allowable size for a copy"
+                    self._error(400, "InvalidRequest", f"{message} source: {s3.max_copy_size}")  # S3's words
                     return
                 s3.objects[key] = s3.objects[source_key]
                 inner = f"<LastModified>{_ISO_DATE}</LastModified><ETag>{_etag(s3.objects[key])}</ETag>"

@@ -1,9 +1,10 @@
 """The content-addressed artifact store on a local folder, through pyarrow's filesystem (file://), and on
-an object store (pyarrow's S3 client against a fake S3 endpoint)."""
+an object store (pyarrow's S3 client against a fake S3 endpoint), blobs over S3's single-copy limit too."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.errors import DataLoss, InvalidArgument, NotFound
+from clients.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from control_plane.artifacts.backends import TEMP_PREFIX
+from control_plane.artifacts.moves import COPY_CHUNK
 from control_plane.artifacts.store import ArtifactStore
 from tests.support.s3_server import FakeS3Server
 
@@ -143,3 +146,78 @@ def test_an_object_store_shows_a_blob_only_once_verified_and_a_re_upload_heals_i
     s3.objects[final_key] = data[:1000]  # a truncated copy, e.g. left by an older version's failed upload
     store.put_bytes(data)
     assert store.open_verified(digest) == data
+
+
+# Moves over S3's single-copy limit (5 GiB): the same paths with a limit of 1 MiB, which the fake
+# endpoint enforces the way S3 does. Blobs span two of the mover's 8 MiB reads.
+LIMIT = 1 << 20
+LARGE = COPY_CHUNK + 3 * LIMIT + 123
+
+
+@pytest.fixture
+def small_copies() -> Iterator[FakeS3Server]:
+    server = FakeS3Server(max_copy_size=LIMIT)
+    yield server
+    server.close()
+
+
+def _temporary_keys(s3: FakeS3Server) -> list[str]:
+    return [key for key in s3.objects if TEMP_PREFIX in key]
+
+
+def test_a_blob_over_the_single_copy_limit_is_moved_by_a_streamed_upload(small_copies: FakeS3Server) -> None:
+    s3 = small_copies
+    store = ArtifactStore(s3.uri("artifacts"), single_copy_limit=LIMIT)
+    data = os.urandom(LARGE)
+    ref = store.put_bytes(data)
+    final_key = f"artifacts/sha256/{ref.sha256[:2]}/{ref.sha256}"
+    assert s3.objects[final_key] == data and store.open_verified(ref.sha256) == data
+    assert _temporary_keys(s3) == []
+    writes = _writes_to(s3, final_key)
+    assert ("PUT", final_key, "") not in writes  # no CopyObject: a multipart upload, completed once
+    assert [call for call in writes if call[0] == "POST"] == [
+        ("POST", final_key, "uploads"),
+        ("POST", final_key, "uploadId"),
+    ]
+    small = store.put_bytes(b"small")  # at or under the limit: one copy, as before
+    assert ("PUT", f"artifacts/sha256/{small.sha256[:2]}/{small.sha256}", "") in s3.requests
+
+
+def test_a_large_re_upload_leaves_an_intact_blob_alone_and_heals_a_corrupt_one(
+    small_copies: FakeS3Server,
+) -> None:
+    s3 = small_copies
+    store = ArtifactStore(s3.uri("artifacts"), single_copy_limit=LIMIT)
+    data = os.urandom(LARGE)
+    ref = store.put_bytes(data)
+    final_key = f"artifacts/sha256/{ref.sha256[:2]}/{ref.sha256}"
+    s3.requests.clear()
+    store.put_bytes(data)
+    assert _writes_to(s3, final_key) == [] and _temporary_keys(s3) == []
+    s3.objects[final_key] = data[:-1] + bytes([data[-1] ^ 1])  # bit rot, same size
+    store.put_bytes(data)
+    assert s3.objects[final_key] == data and _temporary_keys(s3) == []
+
+
+def test_a_large_move_failing_partway_leaves_no_half_blob_and_no_stored_blob_harmed(
+    small_copies: FakeS3Server,
+) -> None:
+    s3 = small_copies
+    store = ArtifactStore(s3.uri("artifacts"), single_copy_limit=LIMIT)
+    stored, other = os.urandom(LARGE), os.urandom(LARGE)
+    kept = store.put_bytes(stored)
+    kept_key = f"artifacts/sha256/{kept.sha256[:2]}/{kept.sha256}"
+    other_sha = hashlib.sha256(other).hexdigest()
+    other_key = f"artifacts/sha256/{other_sha[:2]}/{other_sha}"
+    s3.fail_reads(TEMP_PREFIX, from_offset=COPY_CHUNK)  # temporary objects break after their first read
+    s3.requests.clear()
+
+    with pytest.raises(Unavailable, match="ACCESS_DENIED"):
+        store.put_bytes(other)  # the copy into a new key breaks after its first 8 MiB
+    assert other_key not in s3.objects  # the part that closing the stream published was deleted again
+    assert ("POST", other_key, "uploadId") in s3.requests and ("DELETE", other_key, "") in s3.requests
+    with pytest.raises(Unavailable):
+        store.put_bytes(stored)  # a re-upload over a stored blob, breaking while compared with it
+    assert _writes_to(s3, kept_key) == [] and s3.objects[kept_key] == stored
+    assert _temporary_keys(s3) == []
+    assert not store.exists(other_sha) and store.open_verified(kept.sha256) == stored
