@@ -47,6 +47,7 @@ from typing import Protocol
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks
+from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,24 @@ class LocalHandle:
 def read_exit_file(path: Path) -> ExitStatus:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return ExitStatus(int(data["code"]), str(data["detail"]), data.get("launch_failed") is True)
+        code, detail = int(data["code"]), str(data["detail"])
+        if "launch_failed" in data:
+            return ExitStatus(code, detail, data["launch_failed"] is True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ExitStatus(None, "the job's process ended without recording an exit status (killed)")
+    return ExitStatus(code, detail, _failed_in_an_old_launcher(code, detail))
+
+
+def _failed_in_an_old_launcher(code: int, detail: str) -> bool:
+    """Whether an exit file without ``launch_failed`` records its launcher's failure to start the job.
+
+    Launchers from before the flag (a job they started may end after an upgrade) wrote
+    ``{"code": N, "detail": ...}``: for their own failures code 127 or 126 with their error as the detail
+    ("entrypoint module 'x' not found", "cannot start 'x': ..."), for the job's own end its code with
+    ``exit code N`` (or ``killed by signal S``) as the detail. So 127 or 126 is the launcher's only when
+    the detail is not ``exit code N``: a job that exits 127 itself is retried like any other failure,
+    and one whose entrypoint never started is not retried in vain."""
+    return code in (NOT_FOUND_EXIT, NOT_EXECUTABLE_EXIT) and detail != f"exit code {code}"
 
 
 class LocalExecutor:

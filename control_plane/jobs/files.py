@@ -31,7 +31,9 @@ class JobFiles:
         return self.folder / f"attempt-{attempt}.pid.json"
 
     def exit_file(self, attempt: int) -> Path:
-        """Written by the launcher when the attempt's process ends: ``{"code": N, "detail": ...}``."""
+        """Written by the launcher when the attempt's process ends: ``{"code": N, "detail": ...,
+        "launch_failed": bool}`` (without ``launch_failed`` from launchers older than the flag: see
+        ``executor.read_exit_file``)."""
         return self.folder / f"attempt-{attempt}.exit.json"
 
     def append_log(self, line: str) -> None:

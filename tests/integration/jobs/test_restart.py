@@ -162,3 +162,50 @@ def test_a_job_started_just_before_the_control_plane_died_is_adopted_not_started
     assert done.state == pb.JOB_STATE_SUCCEEDED and done.attempt == 1, done.reason
     lines = starts.read_text().splitlines()
     assert len(lines) == 1 and lines[0].split()[:2] == ["1", str(pid)]  # ran once, the same process
+
+
+# How a launcher from before the ``launch_failed`` flag (``json.dump({"code": code, "detail": detail})``)
+# recorded that it could not find the entrypoint, and a job's own exit 127; the job is then read by the
+# control plane the launcher outlived, after an upgrade.
+_OLD_LAUNCH_FAILURE = json.dumps(
+    {"code": 127, "detail": "entrypoint module 'tests.integration.jobs.programs.job' not found"}
+)
+_OLD_OWN_EXIT_127 = json.dumps({"code": 127, "detail": "exit code 127"})
+
+
+@pytest.mark.parametrize(
+    ("old_exit_file", "states", "reason"),
+    [
+        (
+            _OLD_LAUNCH_FAILURE,
+            ["QUEUED", "RUNNING", "FAILED"],
+            "entrypoint module 'tests.integration.jobs.programs.job' not found",
+        ),
+        (
+            _OLD_OWN_EXIT_127,
+            ["QUEUED", "RUNNING", "RETRYING", "RUNNING", "SUCCEEDED"],
+            "attempt 1 failed: exit code 127; retry 1 of 2",
+        ),
+    ],
+    ids=["launcher-failed", "job-exited-127"],
+)
+def test_an_exit_file_of_a_launcher_from_before_the_upgrade_is_read_as_it_was_meant(
+    tmp_path: Path, planes: list[ControlPlaneProcess], old_exit_file: str, states: list[str], reason: str
+) -> None:
+    db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = client.submit(job_spec("upgraded", "--until-file", str(release), gpus=1, max_retries=2))
+        wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
+        _job_pid(client, job.job_id)
+    first.crash()  # stopped for the upgrade; the attempt runs on under its launcher
+    release.touch()
+    exit_file = home / "jobs" / job.job_id / "attempt-1.exit.json"
+    wait_for(lambda: exit_file.exists())
+    exit_file.write_text(old_exit_file, encoding="utf-8")  # what the launcher of the old version wrote
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    assert states_of(done) == states, done.reason
+    assert done.history[2].reason == reason and done.history[2].attempt == 1

@@ -3,16 +3,20 @@ pid and start time, and the launcher's own errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from clients.aether.v1 import jobs_pb2 as pb
-from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor
+from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor, read_exit_file
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import process_start_ticks
+from control_plane.jobs.launcher import write_exit
 from control_plane.jobs.spec import spec_from_mapping
 
 
@@ -161,3 +165,48 @@ def test_a_killed_launcher_leaves_no_job_running(tmp_path: Path) -> None:
     status = wait(handle)
     assert status.code is None and "without recording an exit status" in status.detail
     assert _gone(grandchild_pid), "the job's own child outlived the attempt"
+
+
+def write_old_exit(path: Path, code: int, detail: str) -> None:
+    """``write_exit`` of the launcher before the ``launch_failed`` flag (before commit 0135ecb), as it was."""
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "w", encoding="utf-8") as sink:
+        json.dump({"code": code, "detail": detail}, sink)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(temp, path)
+
+
+# What that launcher recorded for its own failures (127 or 126 with its error) and for a job's own end
+# (``describe_exit``). A job such a launcher started may end after an upgrade, read by the new control plane.
+OLD_LAUNCHER_EXITS = [
+    (127, "entrypoint module 'train' not found", True),
+    (127, "entrypoint command 'train.sh' not found on PATH", True),
+    (127, "entrypoint command '/opt/train' not found", True),
+    (127, "no command given", True),
+    (127, "cannot start '/opt/train': [Errno 2] No such file or directory: '/opt/train'", True),
+    (126, "cannot start '/opt/train': [Errno 13] Permission denied: '/opt/train'", True),
+    (127, "exit code 127", False),
+    (126, "exit code 126", False),
+    (3, "exit code 3", False),
+    (0, "exit code 0", False),
+    (-9, "killed by signal SIGKILL", False),
+]
+
+
+@pytest.mark.parametrize(("code", "detail", "launch_failed"), OLD_LAUNCHER_EXITS)
+def test_an_old_launchers_exit_file_says_whether_the_launcher_failed(
+    tmp_path: Path, code: int, detail: str, launch_failed: bool
+) -> None:
+    path = tmp_path / "attempt-1.exit.json"
+    write_old_exit(path, code, detail)
+    assert "launch_failed" not in json.loads(path.read_text())
+    assert read_exit_file(path) == ExitStatus(code, detail, launch_failed)
+
+
+def test_the_flag_of_a_current_exit_file_wins_over_its_code(tmp_path: Path) -> None:
+    path = tmp_path / "attempt-1.exit.json"
+    write_exit(path, 127, "entrypoint module 'train' not found", launch_failed=True)
+    assert read_exit_file(path).launch_failed
+    write_exit(path, 127, "entrypoint module 'train' not found")  # flag false: believed, not second-guessed
+    assert not read_exit_file(path).launch_failed
