@@ -4,9 +4,9 @@ the dialect's upsert, the one status-change path (with its audit entry), and row
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -58,13 +58,23 @@ def end_time_of(status: str, end_time_us: int) -> int:
     return (end_time_us or now_us()) if status in TERMINAL else 0
 
 
-def set_status(session: Session, row: RunRow, status: str, end_time_us: int, actor: str) -> None:
-    """Changes a run's status (a terminal one also sets the end time) and audits the change."""
+def set_status(
+    session: Session, row: RunRow, status: str, end_time_us: int, actor: str, *, once: bool = False
+) -> bool:
+    """Changes a run's status (a terminal one also sets the end time) and audits the change; True when
+    it changed. With ``once``, a run that already has ``status`` is left as it is, end time included,
+    and nothing is audited: the condition is part of the UPDATE, so of two transactions setting the same
+    status at once only one matches the row (PostgreSQL re-checks it on the version the first committed)."""
     before = {"status": row.status, "end_time_us": row.end_time_us}
     end = end_time_of(status, end_time_us)
     # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
-    statement = update(RunRow).where(RunRow.id == row.id).values(status=status, end_time_us=end)
-    session.execute(statement.execution_options(synchronize_session=False))
+    statement = update(RunRow).where(RunRow.id == row.id)
+    if once:
+        statement = statement.where(RunRow.status != status)
+    statement = statement.values(status=status, end_time_us=end)
+    result = cast(CursorResult[Any], session.execute(statement.execution_options(synchronize_session=False)))
+    if once and result.rowcount == 0:
+        return False
     set_committed_value(row, "status", status)
     set_committed_value(row, "end_time_us", end)
     after = {"status": status, "end_time_us": end}
@@ -72,6 +82,7 @@ def set_status(session: Session, row: RunRow, status: str, end_time_us: int, act
         session, actor=actor, action="update", object_type="run", object_id=row.run_id,
         before=before, after=after,
     )  # fmt: skip
+    return True
 
 
 def experiment_message(row: ExperimentRow) -> pb.Experiment:

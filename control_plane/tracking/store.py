@@ -166,6 +166,16 @@ class TrackingStore:
             set_status(session, row, new_status, end_time_us, actor)
             return run_message(session, row, experiment_id)
 
+    def end_run_once(self, run_id: str, status: int, end_time_us: int, *, actor: str) -> bool:
+        """Ends run ``run_id`` with ``status`` at ``end_time_us`` unless it already has that status; True
+        when this call ended it. For a caller that may end the same run twice, or from two places at once
+        (a job's run, ended by the job's end and by the sweep that mends a crash in between): the run
+        changes, and is audited, once."""
+        new_status = status_name(status)
+        with write_session(self._sessions) as session:
+            row, _ = self._run_row(session, run_id)
+            return set_status(session, row, new_status, end_time_us, actor, once=True)
+
     def list_runs(
         self, experiment_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Run], str]:
