@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import threading
 import time
@@ -117,3 +118,36 @@ def process_alive(pid: int) -> bool:
 
 
 PYTHON = sys.executable
+
+
+class ControlPlaneProcess:
+    """A control plane serving ``aether.v1.Jobs`` in a process of its own (``programs/serve_jobs.py``),
+    for tests that kill it (SIGKILL) and start the next one over the same database and job folders."""
+
+    def __init__(self, db_url: str, home: Path) -> None:
+        command = [
+            sys.executable, "-m", "tests.integration.jobs.programs.serve_jobs", "--db-url", db_url,
+            "--home", str(home), "--job-cwd", str(REPO_ROOT),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("aether control plane listening on "), line
+        self.address = line.rsplit(" ", 1)[1].strip()
+
+    def crash(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def planes(tmp_path: Path) -> Iterator[list[ControlPlaneProcess]]:
+    started: list[ControlPlaneProcess] = []
+    yield started
+    for plane in started:
+        plane.stop()

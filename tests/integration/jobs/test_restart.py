@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,42 +18,13 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.jobs import JobsClient
 from tests.integration.jobs.conftest import (
     REPO_ROOT,
+    ControlPlaneProcess,
     job_spec,
     process_alive,
     states_of,
     wait_for,
     wait_state,
 )
-
-
-class ControlPlaneProcess:
-    def __init__(self, db_url: str, home: Path) -> None:
-        command = [
-            sys.executable, "-m", "tests.integration.jobs.programs.serve_jobs", "--db-url", db_url,
-            "--home", str(home), "--job-cwd", str(REPO_ROOT),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("aether control plane listening on "), line
-        self.address = line.rsplit(" ", 1)[1].strip()
-
-    def crash(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-
-
-@pytest.fixture
-def planes(tmp_path: Path) -> Iterator[list[ControlPlaneProcess]]:
-    started: list[ControlPlaneProcess] = []
-    yield started
-    for plane in started:
-        plane.stop()
 
 
 def _job_pid(client: JobsClient, job_id: str, attempt: int = 1) -> int:
