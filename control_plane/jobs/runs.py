@@ -2,15 +2,28 @@
 CANCELLED. Every path that makes a job with a run terminal goes through :func:`end_run`: an attempt's
 end, a cancel or a rejection while the job waits between attempts, and a cancel that lands while its
 first start creates the run. Otherwise the run would stay RUNNING forever, on dashboards and in
-comparisons, for a job that is long gone."""
+comparisons, for a job that is long gone.
+
+The job row and its run are written in separate transactions, so a control plane that dies between
+them must not leave them apart. The job's end commits first, then its run ends. A run left RUNNING by a
+crash in between (or by a tracking write that failed) is ended by :func:`end_left_runs`, which the
+supervisor runs when it starts (and again after such a failure). Ending is idempotent
+(``TrackingStore.end_run_once``), so the sweep and a late :func:`end_run` change the run once.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from clients.aether.v1 import tracking_pb2
-from control_plane.jobs.store import JobState
+from control_plane.db import read_session
+from control_plane.jobs.store import TERMINAL, JobState, now_us
+from control_plane.jobs.tables import JobRow
 from control_plane.tracking.store import TrackingStore
+from control_plane.tracking.tables import RunRow
 
 _log = logging.getLogger("aether.jobs")
 
@@ -21,10 +34,32 @@ _RUN_STATUS = {
 }
 
 
-def end_run(tracking: TrackingStore, run_id: str, state: JobState, at_us: int, *, actor: str) -> None:
-    """Ends run ``run_id`` of a job that became ``state`` (terminal) at ``at_us``. Called once the job's
-    transition committed; a tracking failure is logged, not raised: the job's own end must stand."""
+def end_run(tracking: TrackingStore, run_id: str, state: JobState, at_us: int, *, actor: str) -> bool:
+    """Ends run ``run_id`` of a job that became ``state`` (terminal) at ``at_us``, unless it has ended so
+    already. Called once the job's transition committed; a tracking failure is logged, not raised: the
+    job's own end must stand. False then, so that the caller can have :func:`end_left_runs` try again."""
     try:
-        tracking.update_run(run_id, _RUN_STATUS[state], at_us, actor=actor)
+        tracking.end_run_once(run_id, _RUN_STATUS[state], at_us, actor=actor)
     except Exception:
         _log.exception("cannot end tracking run %s", run_id)
+        return False
+    return True
+
+
+def end_left_runs(sessions: sessionmaker[Session], tracking: TrackingStore, *, actor: str) -> bool:
+    """Ends every RUNNING run of a terminal job with the job's status at the job's end: the runs a
+    control plane left running when it stopped between ending a job and ending its run. Idempotent;
+    True when each was ended (or nothing was left)."""
+    with read_session(sessions) as session:
+        left = session.execute(
+            select(JobRow.job_id, JobRow.run_id, JobRow.state, JobRow.finished_at_us)
+            .join(RunRow, RunRow.run_id == JobRow.run_id)
+            .where(JobRow.state.in_([state.value for state in TERMINAL]), RunRow.status == "RUNNING")
+        ).all()
+    ended = True
+    for job_id, run_id, state, finished_at_us in left:
+        _log.info(
+            "ending run %s of job %s (%s), left running by a stopped control plane", run_id, job_id, state
+        )
+        ended &= end_run(tracking, run_id, JobState(state), finished_at_us or now_us(), actor=actor)
+    return ended

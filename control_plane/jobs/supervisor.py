@@ -14,9 +14,11 @@
 Every transition is persisted with its reason (``store.transition``) before the loop acts on the next
 job, so a crash of the control plane at any point loses nothing: a job is RUNNING in the database from
 before its process starts until after it has ended, and its process identity is recorded right after
-the start (and, before the job starts, in the attempt's pid file by the launcher itself). Stopping the
-supervisor leaves running jobs alone; the next supervisor re-adopts them. One supervisor per database
-(the control plane is one process; replicas would need a leader lease).
+the start (and, before the job starts, in the attempt's pid file by the launcher itself). A job's
+tracking run is written apart from the job, so the first tick of every supervisor ends the runs a
+crash left RUNNING for jobs that had ended (``runs.py``). Stopping the supervisor leaves running jobs
+alone; the next supervisor re-adopts them. One supervisor per database (the control plane is one
+process; replicas would need a leader lease).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaun
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
-from control_plane.jobs.runs import end_run
+from control_plane.jobs.runs import end_left_runs, end_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.store import (
@@ -86,6 +88,9 @@ class Supervisor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Whether runs of ended jobs may be left RUNNING: by a control plane that stopped between ending a
+        # job and its run (so at every start), or by a run's end that failed since.
+        self._runs_left = True
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -113,7 +118,9 @@ class Supervisor:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One pass: re-adopt, watch, admit (module doc)."""
+        """One pass: re-adopt, watch, admit (module doc), after ending the runs a crash left running."""
+        if self._runs_left:
+            self._end_left_runs()
         with read_session(self._sessions) as session:
             running = list(session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING.value)))
         for row in running:
@@ -124,6 +131,12 @@ class Supervisor:
                 self._watch(row, handle)
         if not self._stopping.is_set():
             self._admit()
+
+    def _end_left_runs(self) -> None:
+        try:
+            self._runs_left = not end_left_runs(self._sessions, self._tracking, actor=SUPERVISOR_ACTOR)
+        except Exception:  # tried again next tick; the jobs themselves need not wait for it
+            _log.exception("cannot end the tracking runs of ended jobs")
 
     # Re-adoption ---------------------------------------------------------------------------------------
 
@@ -217,7 +230,7 @@ class Supervisor:
             )  # fmt: skip
             run_id = row.run_id
         if terminal and run_id:
-            end_run(self._tracking, run_id, state, at, actor=SUPERVISOR_ACTOR)
+            self._end_run(run_id, state, at)
 
     # Admission -----------------------------------------------------------------------------------------
 
@@ -285,7 +298,7 @@ class Supervisor:
             )
             run_id = row.run_id  # set when an earlier attempt ran: the job was RETRYING
         if run_id:
-            end_run(self._tracking, run_id, JobState.FAILED, at, actor=SUPERVISOR_ACTOR)
+            self._end_run(run_id, JobState.FAILED, at)
 
     def _launch(self, job_id: str, devices: tuple[str, ...]) -> None:
         at = now_us()
@@ -315,7 +328,7 @@ class Supervisor:
                 # run is stored on the job all the same (not an orphan) and ended with it.
                 row.run_id, ended = run_id, state
         if ended is not None:
-            end_run(self._tracking, run_id, ended, at, actor=SUPERVISOR_ACTOR)
+            self._end_run(run_id, ended, at)
             return
         launch = _launch_of(row)
         launch.files.append_log(reason)
@@ -342,6 +355,10 @@ class Supervisor:
                 row.process_ref, row.pid = handle.ref, handle.pid or 0
 
     # Tracking ------------------------------------------------------------------------------------------
+
+    def _end_run(self, run_id: str, state: JobState, at_us: int) -> None:
+        if not end_run(self._tracking, run_id, state, at_us, actor=SUPERVISOR_ACTOR):
+            self._runs_left = True
 
     def _create_run(self, row: JobRow) -> str:
         """The job's tracking run (created at its first start, reused by later attempts); "" when the

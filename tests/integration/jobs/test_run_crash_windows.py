@@ -1,0 +1,143 @@
+"""A control plane killed (SIGKILL) between writing a job and writing its tracking run, on each supported
+database: whatever comes next mends the pair, and the run changes once.
+
+* The job's end committed, its run not yet ended: the next control plane ends the run as the job ended.
+
+To kill the control plane at that point, the test holds up its second write where the database lets it:
+on PostgreSQL it holds the lock of the row the write needs; on SQLite, which locks the whole file, a
+trigger keeps the write busy (counting, as SQLite cannot sleep). The control plane is killed once the
+first write has committed, so inside the held-up second write or just before it: either way, between
+the two. Then the hold is released and the test checks that the crash did leave the pair apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.aether.v1 import tracking_pb2 as tpb
+from clients.sdk.jobs import JobsClient
+from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.supervisor import Supervisor
+from control_plane.jobs.tables import JobRow
+from control_plane.tracking.store import TrackingStore
+from tests.integration.jobs.conftest import (
+    REPO_ROOT,
+    ControlPlaneProcess,
+    job_spec,
+    jobs_settings,
+    wait_for,
+    wait_state,
+)
+
+
+@contextmanager
+def held_up(engine: Engine, table: str, key_column: str, key: str, sqlite_when: str) -> Iterator[None]:
+    """Until the block ends, an UPDATE of the row of ``table`` whose ``key_column`` is ``key`` does not
+    complete (on SQLite: one that also matches ``sqlite_when``, a trigger condition on OLD and NEW)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(
+                text(f"SELECT 1 FROM {table} WHERE {key_column} = :key FOR UPDATE"), {"key": key}
+            )
+            yield
+            connection.rollback()
+        return
+    assert all(c in "0123456789abcdef" for c in key)  # goes into the trigger's SQL as it is
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER test_hold_up BEFORE UPDATE ON {table} "
+            f"WHEN OLD.{key_column} = '{key}' AND {sqlite_when} BEGIN "
+            "SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+            "WHERE i < 10000000000) SELECT i FROM n); END"
+        )
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER test_hold_up")
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[tuple[Engine, sessionmaker[Session]]]:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    yield engine, create_session_factory(engine)
+    engine.dispose()
+
+
+def job_state(sessions: sessionmaker[Session], job_id: str) -> str:
+    with read_session(sessions) as session:
+        row = session.get(JobRow, job_id)
+        assert row is not None
+        return row.state
+
+
+def run_updates(sessions: sessionmaker[Session], run_id: str) -> int:
+    """Audited changes of the run (its status changes)."""
+    with read_session(sessions) as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEntryRow)
+                .where(
+                    AuditEntryRow.object_type == "run",
+                    AuditEntryRow.object_id == run_id,
+                    AuditEntryRow.action == "update",
+                )
+            )
+            or 0
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "state", "status"),
+    [
+        ((), "SUCCEEDED", tpb.RUN_STATUS_FINISHED),
+        (("--exit", "3"), "FAILED", tpb.RUN_STATUS_FAILED),
+    ],
+    ids=["succeeded", "failed"],
+)
+def test_a_run_left_running_by_a_crash_after_its_job_ended_is_ended_once_by_the_next_control_plane(
+    tmp_path: Path,
+    db_url: str,
+    database: tuple[Engine, sessionmaker[Session]],
+    planes: list[ControlPlaneProcess],
+    args: tuple[str, ...],
+    state: str,
+    status: int,
+) -> None:
+    engine, sessions = database
+    home, release = tmp_path / "home", tmp_path / "release"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = client.submit(job_spec("ends", "--until-file", str(release), *args, gpus=1))
+        run_id = wait_state(client, job.job_id, pb.JOB_STATE_RUNNING).run_id
+    assert run_id
+    with held_up(engine, "tracking_runs", "run_id", run_id, "NEW.status != OLD.status"):
+        try:
+            release.touch()
+            wait_for(lambda: job_state(sessions, job.job_id) == state)
+        finally:
+            first.crash()
+    tracking = TrackingStore(sessions)
+    assert tracking.get_run(run_id).status == tpb.RUN_STATUS_RUNNING, "the crash missed the window"
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    wait_for(lambda: tracking.get_run(run_id).status != tpb.RUN_STATUS_RUNNING)
+    second.stop()
+    # Again: a supervisor that starts later (as the next control plane would) changes nothing.
+    Supervisor(sessions, jobs_settings(home), LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1").tick()
+    with read_session(sessions) as session:
+        ended = session.get(JobRow, job.job_id)
+        assert ended is not None
+    run = tracking.get_run(run_id)
+    assert (run.status, run.end_time_us) == (status, ended.finished_at_us)
+    assert run_updates(sessions, run_id) == 1
