@@ -36,6 +36,13 @@ class JobFiles:
         ``executor.read_exit_file``)."""
         return self.folder / f"attempt-{attempt}.exit.json"
 
+    @property
+    def run_file(self) -> Path:
+        """The id of the job's tracking run, reserved before the run is created (``{"run_id": ...}``), so
+        that a start that dies after creating the run and before recording it leaves the same run to the
+        next start: see ``runs.py``."""
+        return self.folder / "run.json"
+
     def append_log(self, line: str) -> None:
         with open(self.log, "ab") as log:
             log.write(f"[aether] {line}\n".encode())

@@ -5,21 +5,31 @@ first start creates the run. Otherwise the run would stay RUNNING forever, on da
 comparisons, for a job that is long gone.
 
 The job row and its run are written in separate transactions, so a control plane that dies between
-them must not leave them apart. The job's end commits first, then its run ends. A run left RUNNING by a
-crash in between (or by a tracking write that failed) is ended by :func:`end_left_runs`, which the
-supervisor runs when it starts (and again after such a failure). Ending is idempotent
-(``TrackingStore.end_run_once``), so the sweep and a late :func:`end_run` change the run once.
+them must not leave them apart:
+
+* The job's end commits first, then its run ends. A run left RUNNING by a crash in between (or by a
+  tracking write that failed) is ended by :func:`end_left_runs`, which the supervisor runs when it starts
+  (and again after such a failure). Ending is idempotent (``TrackingStore.end_run_once``), so the sweep
+  and a late :func:`end_run` change the run once.
+* A first start creates the run, then records it on the job as the job starts. The run's id is reserved
+  in the job's folder before the run is created (:func:`reserve_run_id`) and creating it again is a
+  no-op, so the next start reuses a run a crashed start created instead of leaving it orphaned; a job
+  that ends without starting again (cancel, rejection) takes it over through :func:`leftover_run`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2
 from control_plane.db import read_session
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.identity import claim
 from control_plane.jobs.store import TERMINAL, JobState, now_us
 from control_plane.jobs.tables import JobRow
 from control_plane.tracking.store import TrackingStore
@@ -63,3 +73,21 @@ def end_left_runs(sessions: sessionmaker[Session], tracking: TrackingStore, *, a
         )
         ended &= end_run(tracking, run_id, JobState(state), finished_at_us or now_us(), actor=actor)
     return ended
+
+
+def reserve_run_id(files: JobFiles) -> str:
+    """The id the job's run has, or gets when it is created: reserved in the job's folder on first use
+    (atomically: ``identity.claim``), the same on every later call."""
+    record = {"run_id": uuid.uuid4().hex}
+    found = claim(files.run_file, record)
+    return str((found or record)["run_id"])
+
+
+def leftover_run(session: Session, files: JobFiles) -> str:
+    """The run a start of this job created without recording it on the job (the control plane died in
+    between), else "". For a job that ends before it starts again, which then takes the run over."""
+    try:
+        run_id = str(json.loads(files.run_file.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):  # none reserved: no start got as far
+        return ""
+    return run_id if session.scalar(select(RunRow.id).where(RunRow.run_id == run_id)) is not None else ""

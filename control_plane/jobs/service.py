@@ -22,7 +22,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from control_plane.db import keyset, read_session, write_session
 from control_plane.jobs.files import JobFiles
-from control_plane.jobs.runs import end_run
+from control_plane.jobs.runs import end_run, leftover_run
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import entrypoint_problem, spec_to_json, validate
 from control_plane.jobs.store import (
@@ -166,9 +166,14 @@ class JobService:
                 raise FailedPrecondition(f"job {job_id} already ended ({state.value}: {row.reason})")
             ended_run = ""
             if state in WAITING:
-                JobFiles(Path(row.folder)).append_log(why)
-                transition(session, row, JobState.CANCELLED, why, actor=actor, at_us=at, finished_at_us=at)
-                ended_run = row.run_id  # set when an earlier attempt ran: the job was RETRYING
+                files = JobFiles(Path(row.folder))
+                files.append_log(why)
+                # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.
+                ended_run = row.run_id or leftover_run(session, files)
+                transition(
+                    session, row, JobState.CANCELLED, why, actor=actor, at_us=at, finished_at_us=at,
+                    run_id=ended_run,
+                )  # fmt: skip
             elif not row.cancel_requested:
                 row.cancel_requested = True
                 row.cancel_reason = why

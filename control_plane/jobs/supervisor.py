@@ -16,9 +16,9 @@ job, so a crash of the control plane at any point loses nothing: a job is RUNNIN
 before its process starts until after it has ended, and its process identity is recorded right after
 the start (and, before the job starts, in the attempt's pid file by the launcher itself). A job's
 tracking run is written apart from the job, so the first tick of every supervisor ends the runs a
-crash left RUNNING for jobs that had ended (``runs.py``). Stopping the supervisor leaves running jobs
-alone; the next supervisor re-adopts them. One supervisor per database (the control plane is one
-process; replicas would need a leader lease).
+crash left RUNNING for jobs that had ended, and a start reuses a run a crashed start created
+(``runs.py``). Stopping the supervisor leaves running jobs alone; the next supervisor re-adopts them.
+One supervisor per database (the control plane is one process; replicas would need a leader lease).
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import tracking_pb2
 from clients.errors import AlreadyExists
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
-from control_plane.jobs.runs import end_left_runs, end_run
+from control_plane.jobs.runs import end_left_runs, end_run, leftover_run, reserve_run_id
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.store import (
@@ -292,11 +293,14 @@ class Supervisor:
             row = session.get(JobRow, job_id)
             if row is None or JobState(row.state) not in WAITING:
                 return
-            JobFiles(Path(row.folder)).append_log(f"error: {reason}")
+            files = JobFiles(Path(row.folder))
+            files.append_log(f"error: {reason}")
+            # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.
+            run_id = row.run_id or leftover_run(session, files)
             transition(
-                session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at
-            )
-            run_id = row.run_id  # set when an earlier attempt ran: the job was RETRYING
+                session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at,
+                run_id=run_id,
+            )  # fmt: skip
         if run_id:
             self._end_run(run_id, JobState.FAILED, at)
 
@@ -321,8 +325,8 @@ class Supervisor:
                     devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
                     started_at_us=row.started_at_us or at,
                 )  # fmt: skip
-            elif state not in TERMINAL or run_id == row.run_id:
-                return  # no run, or an earlier attempt's, which whoever ended the job has ended
+            elif state not in TERMINAL or not run_id or run_id == row.run_id:
+                return  # no run, or one whoever ended the job has ended (an earlier attempt's, a leftover)
             else:
                 # Cancelled while the run was being created, so the cancel found no run to end: the new
                 # run is stored on the job all the same (not an orphan) and ended with it.
@@ -362,10 +366,13 @@ class Supervisor:
 
     def _create_run(self, row: JobRow) -> str:
         """The job's tracking run (created at its first start, reused by later attempts); "" when the
-        tracking store refuses (the job still runs, without a run)."""
+        tracking store refuses (the job still runs, without a run). Created under the id reserved in the
+        job's folder, and only if it does not exist: a start that died after creating it and before
+        recording it on the job leaves it to this one (``runs.py``)."""
         spec = spec_from_dict(row.spec)
         experiment_name = spec.experiment or spec.name
         try:
+            run_id = reserve_run_id(JobFiles(Path(row.folder)))
             try:
                 experiment = self._tracking.create_experiment(experiment_name, actor=SUPERVISOR_ACTOR)
             except AlreadyExists:
@@ -376,14 +383,17 @@ class Supervisor:
                 key: hyperparameter_text(key, value)
                 for key, value in json_format.MessageToDict(spec.hyperparameters).items()
             }
-            run = self._tracking.create_run(
-                experiment.experiment_id,
-                spec.name,
-                params,
-                {"aether.job_id": row.job_id},
-                actor=SUPERVISOR_ACTOR,
+            start = tracking_pb2.RunStart(
+                experiment_id=experiment.experiment_id,
+                name=spec.name,
+                params=params,
+                tags={"aether.job_id": row.job_id},
             )
-            return run.run_id
+            # A batch that starts a run creates it unless it exists (in the same experiment).
+            self._tracking.log_batch(
+                [tracking_pb2.RunBatch(run_id=run_id, start=start)], actor=SUPERVISOR_ACTOR
+            )
+            return run_id
         except Exception as exc:
             JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
             _log.exception("cannot create the tracking run of job %s", row.job_id)

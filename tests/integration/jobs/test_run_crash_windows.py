@@ -2,6 +2,8 @@
 database: whatever comes next mends the pair, and the run changes once.
 
 * The job's end committed, its run not yet ended: the next control plane ends the run as the job ended.
+* The job's first run created, the start not yet recorded on the job: the next start reuses that run,
+  and a job that ends before it starts again (cancel, rejection) takes it over and ends it.
 
 To kill the control plane at that point, the test holds up its second write where the database lets it:
 on PostgreSQL it holds the lock of the row the write needs; on SQLite, which locks the whole file, a
@@ -21,12 +23,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import tracking_pb2 as tpb
+from clients.errors import NotFound
 from clients.sdk.jobs import JobsClient
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.service import JobService
+from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.supervisor import Supervisor
 from control_plane.jobs.tables import JobRow
+from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 from tests.integration.jobs.conftest import (
     REPO_ROOT,
@@ -97,6 +104,14 @@ def run_updates(sessions: sessionmaker[Session], run_id: str) -> int:
         )
 
 
+def runs_of(tracking: TrackingStore, experiment: str) -> list[tpb.Run]:
+    try:
+        experiment_id = tracking.get_experiment(name=experiment).experiment_id
+    except NotFound:
+        return []
+    return tracking.list_runs(experiment_id)[0]
+
+
 @pytest.mark.parametrize(
     ("args", "state", "status"),
     [
@@ -141,3 +156,47 @@ def test_a_run_left_running_by_a_crash_after_its_job_ended_is_ended_once_by_the_
     run = tracking.get_run(run_id)
     assert (run.status, run.end_time_us) == (status, ended.finished_at_us)
     assert run_updates(sessions, run_id) == 1
+
+
+@pytest.mark.parametrize("then", ["restarted", "cancelled", "rejected"])
+def test_a_run_created_by_a_start_that_crashed_is_the_jobs_run_not_an_orphan(
+    tmp_path: Path,
+    db_url: str,
+    database: tuple[Engine, sessionmaker[Session]],
+    planes: list[ControlPlaneProcess],
+    then: str,
+) -> None:
+    engine, sessions = database
+    home = tmp_path / "home"
+    service = JobService(
+        sessions, jobs_settings(home), FeatureRegistry(sessions, ()), OfflineStore(str(tmp_path / "offline"))
+    )
+    job = service.submit(spec_from_mapping(job_spec("first-start", gpus=1)), actor="tester")
+    tracking = TrackingStore(sessions)
+    with held_up(engine, "jobs", "job_id", job.job_id, "NEW.state = 'RUNNING'"):
+        planes.append(first := ControlPlaneProcess(db_url, home))
+        try:
+            created = wait_for(lambda: runs_of(tracking, "first-start"))
+        finally:
+            first.crash()
+    crashed = service.get(job.job_id)
+    assert crashed.state == pb.JOB_STATE_QUEUED and crashed.run_id == "", "the crash missed the window"
+    assert [run.status for run in created] == [tpb.RUN_STATUS_RUNNING]
+
+    if then == "restarted":
+        planes.append(ControlPlaneProcess(db_url, home))
+        done = wait_for(lambda: (found := service.get(job.job_id)).state == pb.JOB_STATE_SUCCEEDED and found)
+        status = tpb.RUN_STATUS_FINISHED
+    elif then == "cancelled":
+        done = service.cancel(job.job_id, "not needed", actor="tester")
+        status = tpb.RUN_STATUS_KILLED
+    else:  # the next control plane has fewer GPUs than the job needs: it can never start
+        smaller = jobs_settings(home, gpus="0")
+        Supervisor(sessions, smaller, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1").tick()
+        done = service.get(job.job_id)
+        assert done.state == pb.JOB_STATE_FAILED
+        status = tpb.RUN_STATUS_FAILED
+    run = tracking.get_run(created[0].run_id)
+    assert done.run_id == run.run_id and (run.status, run.end_time_us) == (status, done.finished_at_us)
+    assert [found.run_id for found in runs_of(tracking, "first-start")] == [run.run_id]
+    assert run_updates(sessions, run.run_id) == 1
