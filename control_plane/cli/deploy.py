@@ -17,7 +17,7 @@ from typing import TextIO
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.cli import output
-from control_plane.cli.features import UsageError
+from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
 Action = Callable[[DeploymentsClient, argparse.Namespace, TextIO], int]

@@ -13,12 +13,9 @@ from clients.errors import AetherError
 from clients.sdk.registry import FeatureRegistryClient
 from clients.value_types import type_name
 from control_plane.cli import output
+from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 from control_plane.features.definitions import DefinitionError, Definitions, load_definitions
-
-
-class UsageError(Exception):
-    """The command line itself is wrong (exit status 2)."""
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

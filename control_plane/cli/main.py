@@ -1,6 +1,7 @@
 """``aetherctl``: parse the command line, run one command, turn errors into messages and exit codes.
 
-Exit codes: 0 success, 1 a failed operation (``error: <STATUS_CODE>: message`` on stderr), 2 a usage error.
+Exit codes: 0 success, 1 a failed operation (``error: <STATUS_CODE>: message`` on stderr, or ``error: <what>:
+<path>: <reason>`` when a local file failed), 2 a usage error. A user's bad input never ends in a traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from control_plane.cli import (
     retraining,
     runs,
 )
+from control_plane.cli.errors import FileProblem, UsageError
 from control_plane.cli.settings import CliSettings
 
 
@@ -78,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         # Commands added through a module's ``register(subparsers)`` set their own handler.
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except features.UsageError as error:
+    except UsageError as error:
         print(f"aetherctl: error: {error}", file=sys.stderr)
         return 2
+    except FileProblem as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except AetherError as error:
         message = error.message
         if isinstance(error, Unavailable) and args.command == "features":
@@ -97,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         # point stdout at /dev/null so that flushing it at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except OSError as error:
+        # The safety net under the commands' own checks: a path they did not foresee (a folder where a file
+        # belongs, a full disk) is the user's to fix, so it gets one line naming the command and the path.
+        print(f"error: {FileProblem.of(_command_of(args), error)}", file=sys.stderr)
+        return 1
+
+
+def _command_of(args: argparse.Namespace) -> str:
+    """``audit export``: the command and its action (each group names its action's dest)."""
+    action = getattr(args, "action", None) or getattr(args, "audit_action", None)
+    return " ".join([args.command, *([action] if isinstance(action, str) else [])])
 
 
 if __name__ == "__main__":
