@@ -10,19 +10,14 @@ a duration before now (``30m``, ``2h``, ``7d``)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-import time
 from pathlib import Path
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.sdk.audit import AuditClient, audit_filter, entry_line
 from control_plane.cli import output
-from control_plane.features.definitions import parse_duration
-
-
-class UsageError(ValueError):
-    """A malformed option value; ``main`` prints it and exits 2."""
+from control_plane.cli.durations import time_us
+from control_plane.cli.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,23 +42,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.set_defaults(handler=_export)
 
 
-def parse_when(text: str, now_us: int | None = None) -> int:
-    """Microseconds since the epoch for an ISO 8601 time (UTC unless it has an offset) or a duration
-    before ``now_us``."""
-    now_us = time.time_ns() // 1000 if now_us is None else now_us
-    try:
-        return now_us - parse_duration(text) * 1_000_000
-    except ValueError:
-        pass
-    try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"invalid time {text!r}: expected ISO 8601 (2026-11-24T10:00:00Z) or 2h") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1_000_000)
-
-
 def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
     object_type, object_id = None, None
     if args.object:
@@ -73,8 +51,8 @@ def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
     return audit_filter(
         object_type,
         object_id or None,
-        parse_when(args.since) if args.since else None,
-        parse_when(args.until) if args.until else None,
+        time_us(args.since, "--since") if args.since else None,
+        time_us(args.until, "--until") if args.until else None,
     )
 
 

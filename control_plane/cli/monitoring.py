@@ -10,12 +10,9 @@ the command line, through the SDK.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -24,10 +21,8 @@ from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
+from control_plane.cli.durations import time_us
 from control_plane.cli.settings import actor
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     drift_actions = drift.add_subparsers(dest="action", required=True, metavar="ACTION")
     report = drift_actions.add_parser("report", parents=[common], help="drift reports of a deployment")
     report.add_argument("deployment", metavar="DEPLOYMENT")
-    report.add_argument("--since", help="a duration back from now (30m, 6h, 2d) or an ISO time")
+    report.add_argument("--since", help="a duration back from now (30m, 6h, 2d, 1h30m) or an ISO time")
     report.add_argument(
         "--limit", type=int, default=20, help="at most this many reports (default %(default)s)"
     )
@@ -73,26 +68,6 @@ def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], in
     return handle
 
 
-def parse_since(text: str | None, now_s: float | None = None) -> int:
-    """Microseconds since the epoch from ``30m``/``6h``/``2d`` (back from now) or an ISO 8601 time (UTC
-    unless it names a zone); 0 for None."""
-    if not text:
-        return 0
-    now = time.time() if now_s is None else now_s
-    match = _DURATION.match(text.strip())
-    if match:
-        return int((now - float(match.group(1)) * _UNITS[match.group(2)]) * 1e6)
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidArgument(
-            f"--since {text!r} is neither a duration (30m, 6h, 2d) nor an ISO time"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1e6)
-
-
 def read_feedback(source: str) -> list[pb.Feedback]:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -118,6 +93,11 @@ def read_feedback(source: str) -> list[pb.Feedback]:
     return items
 
 
+def _since(args: argparse.Namespace) -> int:
+    """``--since`` in microseconds; 0 (unset) leaves the range to the server's default."""
+    return time_us(args.since, "--since") if args.since else 0
+
+
 def _number(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4g}"
 
@@ -131,7 +111,7 @@ def _performance_status(value: pb.PerformanceStatus) -> str:
 
 
 def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
-    reports = client.drift_reports(args.deployment, since_us=parse_since(args.since), limit=args.limit)
+    reports = client.drift_reports(args.deployment, since_us=_since(args), limit=args.limit)
     if args.json:
         output.print_json([output.to_jsonable(report) for report in reports], out)
         return 0
@@ -197,7 +177,7 @@ def _feedback_record(client: MonitoringClient, args: argparse.Namespace, out: Te
 
 
 def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
-    response = client.performance(args.deployment, since_us=parse_since(args.since))
+    response = client.performance(args.deployment, since_us=_since(args))
     if args.json:
         output.print_json(output.to_jsonable(response), out)
         return 0

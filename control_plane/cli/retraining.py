@@ -17,10 +17,8 @@ from typing import TextIO
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.sdk.retraining import RetrainingClient
 from control_plane.cli import output
-from control_plane.cli.monitoring import parse_since
+from control_plane.cli.durations import duration_s
 from control_plane.cli.settings import actor
-
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     configure.add_argument("--drift", action="store_true", help="data drift with a confirming signal")
     configure.add_argument("--drift-alone", action="store_true", help="data drift alone triggers")
     configure.add_argument("--new-labels", type=int, default=0, help="retrain after this many new labels")
-    configure.add_argument("--cooldown", help="e.g. 30m, 6h (default 1h)")
+    configure.add_argument("--cooldown", help="e.g. 30m, 6h, 1h30m (default 1h)")
     configure.add_argument("--entity-rows", default="", help="entity rows (Parquet) of the latest window")
     configure.add_argument("--min-rows", type=int, default=0, help="rows the window needs (default 100)")
     configure.add_argument("--max-rejected", type=float, default=0.0, help="invalid share allowed (0)")
@@ -75,11 +73,6 @@ def _handler(action: Callable[[RetrainingClient, argparse.Namespace, TextIO], in
     return handle
 
 
-def seconds(text: str) -> float:
-    """``90``, ``30m``, ``6h``, ``2d`` → seconds (via the same parser as ``--since``)."""
-    return (parse_since(text, now_s=0.0) / -1e6) if text[-1:] in _SECONDS else float(text)
-
-
 def config_from_args(args: argparse.Namespace) -> pb.TriggerConfig:
     config = pb.TriggerConfig(
         deployment=args.deployment,
@@ -99,14 +92,14 @@ def config_from_args(args: argparse.Namespace) -> pb.TriggerConfig:
         ),
         promotion=pb.PromotionPolicy(
             manual_approval=args.manual_approval,
-            shadow_seconds=seconds(args.shadow) if args.shadow else 0.0,
+            shadow_seconds=duration_s(args.shadow, "--shadow") if args.shadow else 0.0,
             min_agreement=args.min_agreement,
         ),
     )
     if args.performance_threshold is not None:
         config.performance_threshold = args.performance_threshold
     if args.cooldown:
-        config.cooldown_seconds = seconds(args.cooldown)
+        config.cooldown_seconds = duration_s(args.cooldown, "--cooldown")
     return config
 
 

@@ -1,16 +1,14 @@
 """The auth rules without a server: which methods read, how tokens are configured, what each token may
-do; and the CLI's time parsing."""
+do. (The CLI's time parsing is tested with its durations, in tests/unit/cli/test_durations.py.)"""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import grpc
 import pytest
 
 from control_plane.api.auth import AuthInterceptor, AuthSettings, TokenGrant, bearer_token, is_read_method
-from control_plane.cli.audit import UsageError, parse_when
 
 GRANTS = [TokenGrant("admin", "a" * 20, can_write=True), TokenGrant("ci-reader", "r" * 20, can_write=False)]
 
@@ -100,18 +98,6 @@ def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
     empty.write_text("  \n")
     with pytest.raises(ValueError, match="empty"):
         AuthSettings.from_env({"AETHER_ADMIN_TOKEN_FILE": str(empty)})
-
-
-def test_cli_times_are_iso_or_durations_ago() -> None:
-    now = 1_800_000_000_000_000
-    assert parse_when("2h", now) == now - 7_200_000_000
-    assert parse_when("1d", now) == now - 86_400_000_000
-    midnight = int(dt.datetime(2026, 11, 24, tzinfo=dt.UTC).timestamp() * 1_000_000)
-    assert parse_when("2026-11-24", now) == midnight
-    assert parse_when("2026-11-24T00:00:00Z", now) == midnight
-    assert parse_when("2026-11-24T01:00:00+01:00", now) == midnight
-    with pytest.raises(UsageError):
-        parse_when("last tuesday", now)
 
 
 def test_an_empty_bearer_token_never_matches() -> None:
