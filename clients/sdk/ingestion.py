@@ -69,14 +69,15 @@ class IngestionClient(ServiceClient):
         self._stub = pb_grpc.IngestionStub(self._channel)  # type: ignore[no-untyped-call]
 
     def ingest_ipc(self, head: pb.IngestHeader, ipc_chunks: Iterable[bytes]) -> pb.IngestResponse:
-        """Sends already-encoded Arrow IPC streams (one per chunk) as one run."""
+        """Sends already-encoded Arrow IPC streams (one per chunk) as one run; an exception raised while
+        drawing ``ipc_chunks`` ends the call and is raised as it is."""
 
         def requests() -> Iterator[pb.IngestChunk]:
             yield pb.IngestChunk(header=head)
             for data in ipc_chunks:
                 yield pb.IngestChunk(arrow_ipc=data)
 
-        return self._call(self._stub.IngestBatch, requests(), pb.IngestResponse)
+        return self._call_streaming(self._stub.IngestBatch, requests(), pb.IngestResponse)
 
     def ingest(
         self, view: str, table: Any, *, version: int = 0, start: datetime | None = None,

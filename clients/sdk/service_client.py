@@ -5,19 +5,20 @@
 
 Each service's client subclasses :class:`ServiceClient`, makes its generated stubs from ``self._channel``
 in :meth:`ServiceClient._open_stubs`, sets ``DEFAULT_TIMEOUT_S`` and ``CHANNEL_OPTIONS`` where its calls
-differ from the defaults, and calls the stubs through :meth:`ServiceClient._call` (unary) or
-:meth:`ServiceClient._stream` (server streaming)."""
+differ from the defaults, and calls the stubs through :meth:`ServiceClient._call` (unary),
+:meth:`ServiceClient._call_streaming` (client streaming) or :meth:`ServiceClient._stream` (server
+streaming)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 import grpc
 
-from clients.errors import from_rpc_error
+from clients.errors import AetherError, from_rpc_error
 from clients.sdk.auth import ChannelSecurity, open_channel
 
 _Response = TypeVar("_Response")
@@ -74,6 +75,29 @@ class ServiceClient(ABC):
         if not isinstance(response, response_type):
             raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
         return response
+
+    def _call_streaming(
+        self, method: Callable[..., Any], requests: Iterable[Any], response_type: type[_Response]
+    ) -> _Response:
+        """One client-streaming call of ``requests``, like :meth:`_call`. gRPC draws the requests on a
+        thread of its own and reports an exception raised there only as UNKNOWN "Exception iterating
+        requests!"; that exception (an unreadable file, a row that does not convert) is raised here instead,
+        so that the caller learns what went wrong."""
+        failures: list[Exception] = []
+
+        def drawn() -> Iterator[Any]:
+            try:
+                yield from requests
+            except Exception as error:
+                failures.append(error)
+                raise
+
+        try:
+            return self._call(method, drawn(), response_type)
+        except AetherError:
+            if failures:
+                raise failures[0] from None
+            raise
 
     def _stream(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Iterator[Any]:
         """The messages of one server-streaming call (``timeout`` None: as long as it takes)."""

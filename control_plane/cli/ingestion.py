@@ -169,16 +169,33 @@ def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def _ipc_chunks(path: str) -> Iterator[bytes]:
+def _open_source(path: str) -> pq.ParquetFile:
+    """The ``--source`` file, opened before the stream starts: raised inside the stream, the reason would
+    reach the user only as gRPC's "Exception iterating requests!"."""
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as exc:
-        raise InvalidArgument(f"cannot read {path!r}: {exc}") from None
-    for batch in parquet.iter_batches(batch_size=50_000):
+        raise _unreadable(path, exc) from None
+
+
+def _ipc_chunks(parquet: pq.ParquetFile, path: str) -> Iterator[bytes]:
+    batches = parquet.iter_batches(batch_size=50_000)
+    while True:
+        try:  # a file whose footer reads can still hold a corrupt row group
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise _unreadable(path, exc) from None
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
         yield sink.getvalue().to_pybytes()
+
+
+def _unreadable(path: str, exc: Exception) -> InvalidArgument:
+    reason = " ".join(str(exc).split())  # pyarrow's reasons may span lines; the error is one
+    return InvalidArgument(f"cannot read {path!r}: {reason}")
 
 
 def _materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -189,7 +206,8 @@ def _materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with _client(args) as client:
         if args.source:
             head = header(args.view, args.version, start, end, args.strict, args.source)
-            response = client.ingest_ipc(head, _ipc_chunks(args.source))
+            with _open_source(args.source) as parquet:
+                response = client.ingest_ipc(head, _ipc_chunks(parquet, args.source))
         else:
             response = client.materialize(
                 args.view, version=args.version, start=start, end=end, strict=args.strict

@@ -5,10 +5,14 @@ called a server would fail with UNAVAILABLE instead of the expected message."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from clients.sdk.ingestion import IngestionClient
 from control_plane.cli.main import main
 from tests.support.redis_server import free_port
 
@@ -32,6 +36,48 @@ def assert_refused(result: tuple[int, str, str], code: int, message: str) -> Non
 def nowhere() -> str:
     """An address where nothing listens."""
     return f"127.0.0.1:{free_port()}"
+
+
+DEFINITIONS = """
+entities:
+  - name: driver
+    join_keys: [{name: driver_id, type: int64}]
+feature_views:
+  - name: stats
+    entity: driver
+    ttl: 1d
+    source: {kind: batch, uri: file:///nowhere.parquet}
+    features:
+      - {name: trips, dtype: int64}
+"""
+WINDOW = ["--start", "2024-01-01", "--end", "2024-01-02"]
+
+
+@pytest.fixture
+def stats(control_plane: str, tmp_path: Path, capsys: Capture) -> str:
+    """A control plane with the feature view ``stats`` (trips per driver) applied through the CLI."""
+    definitions = tmp_path / "features.yaml"
+    definitions.write_text(DEFINITIONS)
+    code, _, err = aetherctl(capsys, control_plane, "features", "apply", str(definitions))
+    assert (code, err) == (0, "")
+    return control_plane
+
+
+def stats_rows(path: Path, drivers: int = 2, row_group_size: int | None = None) -> Path:
+    rows = pa.table(
+        {
+            "driver_id": pa.array(range(1, drivers + 1), pa.int64()),
+            "event_ts": pa.array([datetime(2024, 1, 1, 12, tzinfo=UTC)] * drivers),
+            "trips": pa.array(range(drivers), pa.int64()),
+        }
+    )
+    pq.write_table(rows, path, row_group_size=row_group_size, compression="none")
+    return path
+
+
+def ingestion_runs(address: str) -> int:
+    with IngestionClient(address) as client:
+        return len(client.list_runs("stats"))
 
 
 @pytest.mark.parametrize(
@@ -63,3 +109,37 @@ def test_an_unforeseen_bad_path_is_one_line_naming_the_command_and_the_path(
     """main's safety net for OSError: `fleet status --endpoints FOLDER` used to end in IsADirectoryError."""
     result = aetherctl(capsys, nowhere, "fleet", "status", "--endpoints", str(tmp_path))
     assert_refused(result, 1, f"error: fleet status: {tmp_path}: Is a directory")
+
+
+def test_materialize_names_a_missing_source_before_it_streams(
+    stats: str, tmp_path: Path, capsys: Capture
+) -> None:
+    """The "cannot read" message used to be raised inside the request stream, so the user saw only gRPC's
+    "UNKNOWN: Exception iterating requests!"."""
+    missing = tmp_path / "missing.parquet"
+    result = aetherctl(capsys, stats, "materialize", "stats", *WINDOW, "--source", str(missing))
+    assert_refused(result, 1, f"error: INVALID_ARGUMENT: cannot read '{missing}': ")
+    assert "No such file or directory" in result[2] and ingestion_runs(stats) == 0
+
+
+def test_an_error_while_streaming_the_source_is_reported_as_itself(
+    stats: str, tmp_path: Path, capsys: Capture
+) -> None:
+    """A file whose footer reads but whose second row group is corrupt fails only once streaming began;
+    the reason reaches the user instead of gRPC's "Exception iterating requests!", and no run is
+    recorded."""
+    source = stats_rows(tmp_path / "corrupt.parquet", drivers=2, row_group_size=1)
+    column = pq.ParquetFile(source).metadata.row_group(1).column(0)
+    data = bytearray(source.read_bytes())
+    start = column.data_page_offset
+    data[start : start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    source.write_bytes(bytes(data))
+
+    result = aetherctl(capsys, stats, "materialize", "stats", *WINDOW, "--source", str(source))
+    assert_refused(result, 1, f"error: INVALID_ARGUMENT: cannot read '{source}': ")
+    assert "Exception iterating requests" not in result[2] and ingestion_runs(stats) == 0
+
+    # The same command with a sound file goes through: the refusal was about the file alone.
+    sound = stats_rows(tmp_path / "sound.parquet")
+    code, _, err = aetherctl(capsys, stats, "materialize", "stats", *WINDOW, "--source", str(sound))
+    assert (code, err) == (0, "") and ingestion_runs(stats) == 1
