@@ -18,6 +18,7 @@ from clients.sdk.audit import AuditClient, audit_filter, entry_line
 from control_plane.cli import output
 from control_plane.cli.durations import time_us
 from control_plane.cli.errors import UsageError
+from control_plane.cli.paths import check_writable
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,6 +113,7 @@ def _export(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"aetherctl: error: {error}", file=sys.stderr)
         return 2
+    check_writable(args.file, "cannot write the export")  # before the server streams the whole log
     with _client(args) as client:
         count = client.export_jsonl(args.file, where)
     print(f"exported {count} entries to {args.file}")

@@ -6,6 +6,9 @@
 Reads the entity rows (join keys + a timezone-aware timestamp column) from a local Parquet file, sends
 them to the control plane, writes the training set to ``--out`` (atomically) and prints the row count,
 the fraction of rows that got a value per feature, and the dataset hash recorded for lineage.
+
+``--out`` is checked before the control plane builds anything. Should writing still fail (a full disk),
+the summary is printed all the same, with the error after it: the set was built and recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import pyarrow.parquet as pq
 from clients.errors import InvalidArgument
 from clients.sdk.offline import HistoricalFeatures, OfflineFeaturesClient
 from control_plane.cli import output
+from control_plane.cli.errors import FileProblem
+from control_plane.cli.paths import check_writable
 from control_plane.offline.datasets import write_parquet
 
 DEFAULT_DEADLINE_S = 600.0
@@ -63,9 +68,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         entity_rows = pq.read_table(args.entities)
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read entity rows from {args.entities!r}: {exc}") from None
+    if args.out:
+        check_writable(args.out, "cannot write --out")
     with OfflineFeaturesClient(args.control_plane, timeout=args.deadline) as client:
         result = client.historical_features(entity_rows, refs, timestamp_column=args.timestamp_column)
-    written = write_parquet(result.table, args.out) if args.out else None
+    try:
+        written = write_parquet(result.table, args.out) if args.out else None
+    except OSError as exc:
+        _report(result, None, args.json, stream)
+        reason = (
+            f"{exc.strerror or exc} (the training set was built and recorded as dataset"
+            f" {result.dataset_hash}, summary above; run again with another --out to save it)"
+        )
+        raise FileProblem("cannot write --out", args.out, reason) from None
     _report(result, written, args.json, stream)
     return 0
 

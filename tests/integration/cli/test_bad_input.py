@@ -5,6 +5,9 @@ called a server would fail with UNAVAILABLE instead of the expected message."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from clients.sdk.ingestion import IngestionClient
 from control_plane.cli.main import main
 from tests.support.redis_server import free_port
 
+REPO = Path(__file__).resolve().parents[3]
 Capture = pytest.CaptureFixture[str]
 
 
@@ -143,3 +147,76 @@ def test_an_error_while_streaming_the_source_is_reported_as_itself(
     sound = stats_rows(tmp_path / "sound.parquet")
     code, _, err = aetherctl(capsys, stats, "materialize", "stats", *WINDOW, "--source", str(sound))
     assert (code, err) == (0, "") and ingestion_runs(stats) == 1
+
+
+def entity_rows(path: Path, drivers: int = 50) -> Path:
+    labels = datetime(2024, 1, 2, tzinfo=UTC)
+    rows = pa.table(
+        {"driver_id": pa.array(range(drivers), pa.int64()), "event_ts": pa.array([labels] * drivers)}
+    )
+    pq.write_table(rows, path)
+    return path
+
+
+def recorded_datasets(tmp_path: Path) -> list[str]:
+    """Hashes of the training sets the control plane recorded (its offline root is in its home)."""
+    return sorted(path.stem for path in (tmp_path / "home" / "offline" / "_datasets").glob("*.json"))
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_directory"])
+def test_historical_checks_out_before_the_control_plane_builds_anything(
+    stats: str, tmp_path: Path, capsys: Capture, where: str
+) -> None:
+    """A bad --out used to surface as a FileExistsError traceback after the set was built and recorded."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out, reason = (
+        (blocker / "train.parquet", f"{blocker} is not a directory")
+        if where == "under_a_file"
+        else (tmp_path, "is a directory")
+    )
+    entities = entity_rows(tmp_path / "rows.parquet")
+    args = ["historical", "--entities", str(entities), "--features", "stats:trips", "--out", str(out)]
+    assert_refused(aetherctl(capsys, stats, *args), 1, f"error: cannot write --out: {out}: {reason}\n")
+    assert recorded_datasets(tmp_path) == []
+
+
+def test_historical_reports_the_set_it_built_when_writing_it_fails_late(
+    stats: str, tmp_path: Path, capsys: Capture
+) -> None:
+    """Writing can still fail once the set is built (here a file size limit of 1 KiB, as a full disk
+    would): the summary with the dataset hash is printed, the error names --out, and nothing else was
+    lost, as the same build into a sound path shows."""
+    entities = entity_rows(tmp_path / "rows.parquet")
+    out = tmp_path / "sets" / "train.parquet"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", AETHER_HOME=str(tmp_path / "cli-home"))
+    command = [sys.executable, "-m", "control_plane.cli.main", "--control-plane", stats]
+    args = ["historical", "--entities", str(entities), "--features", "stats:trips"]
+    limited = subprocess.run(  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
+        ["bash", "-c", 'ulimit -f 1 && exec "$@"', "aetherctl", *command, *args, "--out", str(out)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (limited.returncode, "Traceback" in limited.stderr) == (1, False), limited.stderr
+    [dataset] = recorded_datasets(tmp_path)
+    assert limited.stderr.startswith(f"error: cannot write --out: {out}: File too large")
+    assert f"recorded as dataset {dataset}" in limited.stderr and limited.stderr.count("\n") == 1
+    assert "rows: 50\n" in limited.stdout and f"dataset hash: {dataset}\n" in limited.stdout
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no partial file left behind
+
+    code, printed, err = aetherctl(capsys, stats, *args, "--out", str(out))
+    assert (code, err) == (0, "") and f"dataset hash: {dataset}\n" in printed
+    assert pq.read_table(out).num_rows == 50
+
+
+def test_audit_export_checks_its_file_before_asking_for_the_log(
+    stats: str, tmp_path: Path, capsys: Capture
+) -> None:
+    """`audit export FILE-UNDER-A-FILE` used to end in a FileExistsError traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    target = blocker / "audit.jsonl"
+    result = aetherctl(capsys, stats, "audit", "export", str(target))
+    assert_refused(result, 1, f"error: cannot write the export: {target}: {blocker} is not a directory\n")
+
+    code, printed, err = aetherctl(capsys, stats, "audit", "export", str(tmp_path / "audit.jsonl"))
+    assert (code, err) == (0, "") and printed.startswith("exported 2 entries")  # features apply: 2 writes
