@@ -3,6 +3,7 @@ line, through the SDK.
 
     aetherctl retrain configure churn --enable --schedule "0 3 * * 1" --drift \\
         --performance-threshold 0.8 --cooldown 6h --manual-approval
+    aetherctl retrain configure churn --cooldown 2h     # changes the cooldown alone
     aetherctl retrain trigger churn --reason "relabelled last month"
     aetherctl retrain history churn            # decisions, then evaluations with their promotion
 """
@@ -14,10 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from clients.aether.v1 import retraining_pb2 as pb
 from clients.sdk.retraining import RetrainingClient
-from control_plane.cli import output
-from control_plane.cli.durations import duration_s
+from control_plane.cli import output, retrain_config
 from control_plane.cli.settings import actor
 
 
@@ -37,25 +36,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     trigger.add_argument("--reason", default="", help="why (recorded in the decision and the audit log)")
     trigger.set_defaults(handler=_handler(_trigger))
 
-    configure = actions.add_parser("configure", parents=[common], help="set a deployment's trigger rules")
+    configure = actions.add_parser(
+        "configure",
+        parents=[common],
+        help="change the given fields of a deployment's trigger rules",
+        description=retrain_config.DESCRIPTION,
+    )
     configure.add_argument("deployment", metavar="DEPLOYMENT")
-    configure.add_argument("--enable", action="store_true", help="turn the automatic triggers on")
-    configure.add_argument("--schedule", default="", help='cron expression, UTC (e.g. "0 3 * * 1")')
-    configure.add_argument("--performance-metric", default="", help="default: the monitor's alert metric")
-    configure.add_argument("--performance-threshold", type=float, help="retrain when past this value")
-    configure.add_argument("--drift", action="store_true", help="data drift with a confirming signal")
-    configure.add_argument("--drift-alone", action="store_true", help="data drift alone triggers")
-    configure.add_argument("--new-labels", type=int, default=0, help="retrain after this many new labels")
-    configure.add_argument("--cooldown", help="e.g. 30m, 6h, 1h30m (default 1h)")
-    configure.add_argument("--entity-rows", default="", help="entity rows (Parquet) of the latest window")
-    configure.add_argument("--min-rows", type=int, default=0, help="rows the window needs (default 100)")
-    configure.add_argument("--max-rejected", type=float, default=0.0, help="invalid share allowed (0)")
-    configure.add_argument("--gate-metric", default="", help="primary metric of the gates")
-    configure.add_argument("--max-degradation", type=float, default=0.0, help="relative (default 0.005)")
-    configure.add_argument("--latency-budget-ms", type=float, default=0.0, help="p95 ceiling; 0 = none")
-    configure.add_argument("--manual-approval", action="store_true", help="a person approves challengers")
-    configure.add_argument("--shadow", help="shadow phase before the canary, e.g. 30m")
-    configure.add_argument("--min-agreement", type=float, default=0.0, help="shadow agreement needed")
+    retrain_config.add_arguments(configure)
     configure.set_defaults(handler=_handler(_configure))
 
     history = actions.add_parser("history", parents=[common], help="decisions and evaluations")
@@ -73,38 +61,10 @@ def _handler(action: Callable[[RetrainingClient, argparse.Namespace, TextIO], in
     return handle
 
 
-def config_from_args(args: argparse.Namespace) -> pb.TriggerConfig:
-    config = pb.TriggerConfig(
-        deployment=args.deployment,
-        enabled=args.enable,
-        schedule=args.schedule,
-        performance_metric=args.performance_metric,
-        drift=args.drift or args.drift_alone,
-        drift_alone=args.drift_alone,
-        new_labels=args.new_labels,
-        entity_rows_path=args.entity_rows,
-        min_rows=args.min_rows,
-        max_rejected_fraction=args.max_rejected,
-        gates=pb.EvaluationGates(
-            metric=args.gate_metric,
-            max_relative_degradation=args.max_degradation,
-            latency_budget_ms=args.latency_budget_ms,
-        ),
-        promotion=pb.PromotionPolicy(
-            manual_approval=args.manual_approval,
-            shadow_seconds=duration_s(args.shadow, "--shadow") if args.shadow else 0.0,
-            min_agreement=args.min_agreement,
-        ),
-    )
-    if args.performance_threshold is not None:
-        config.performance_threshold = args.performance_threshold
-    if args.cooldown:
-        config.cooldown_seconds = duration_s(args.cooldown, "--cooldown")
-    return config
-
-
 def _configure(client: RetrainingClient, args: argparse.Namespace, out: TextIO) -> int:
-    stored = client.configure(args.deployment, config_from_args(args))
+    fields = retrain_config.changes(args)  # a bad flag is refused before anything is read or written
+    config = retrain_config.merged(client.get_config(args.deployment), fields)
+    stored = client.configure(args.deployment, config)
     if args.json:
         output.print_json(output.to_jsonable(stored), out)
     else:

@@ -21,6 +21,7 @@ from clients.sdk.retraining import RetrainingClient
 from control_plane.api import retraining as retraining_api
 from control_plane.artifacts.settings import store_for
 from control_plane.cli import retraining as retraining_cli
+from control_plane.cli.main import main
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
@@ -105,5 +106,55 @@ async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None
         out = io.StringIO()
         async_code = await asyncio.to_thread(retraining_cli._history, client, args, out)
         assert async_code == 0 and "blocked_no_spec" in out.getvalue() and "manual" in out.getvalue()
+    finally:
+        client.close()
+
+
+async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
+    plane: ControlPlaneServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`retrain configure eta --cooldown 2h` used to send a whole config built from the flags alone:
+    retraining came out disabled, with no schedule, rules, gates or approval. Like `monitor configure`,
+    it now changes the fields given and keeps the others, the SDK's too (data_window_seconds)."""
+
+    def aetherctl(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--control-plane", plane.address, "retrain", "configure", "eta", *argv])
+        return code, capsys.readouterr().err
+
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        await asyncio.to_thread(client.configure, "eta", data_window_seconds=86400.0)
+        full = ["--enable", "--schedule", "0 3 * * 1", "--drift-alone", "--performance-threshold", "0.8"]
+        full += ["--gate-metric", "mae", "--manual-approval", "--shadow", "30m", "--new-labels", "500"]
+        assert await asyncio.to_thread(aetherctl, *full) == (0, "")
+        assert await asyncio.to_thread(aetherctl, "--cooldown", "2h") == (0, "")
+        stored = await asyncio.to_thread(client.get_config, "eta")
+        assert (stored.enabled, stored.schedule, stored.drift, stored.drift_alone) == (
+            True,
+            "0 3 * * 1",
+            True,
+            True,
+        )
+        assert (stored.performance_threshold, stored.new_labels, stored.cooldown_seconds) == (0.8, 500, 7200)
+        assert (stored.gates.metric, stored.promotion.manual_approval) == ("mae", True)
+        assert (stored.promotion.shadow_seconds, stored.data_window_seconds) == (1800, 86400)
+
+        # Every switch has its opposite; "" and --no-performance-rule take a rule away.
+        off = ["--disable", "--no-drift", "--no-performance-rule", "--schedule", "", "--no-manual-approval"]
+        assert await asyncio.to_thread(aetherctl, *off) == (0, "")
+        stored = await asyncio.to_thread(client.get_config, "eta")
+        assert (stored.enabled, stored.schedule, stored.drift, stored.drift_alone) == (
+            False,
+            "",
+            False,
+            False,
+        )
+        assert not stored.HasField("performance_threshold") and not stored.promotion.manual_approval
+        assert (stored.cooldown_seconds, stored.gates.metric, stored.new_labels) == (7200, "mae", 500)
+
+        code, err = await asyncio.to_thread(aetherctl, "--drift-alone", "--no-drift")
+        assert code == 2 and "--no-drift contradicts --drift-alone" in err
+        assert (await asyncio.to_thread(client.get_config, "eta")).updated_at_us == stored.updated_at_us
     finally:
         client.close()
