@@ -28,6 +28,7 @@ from clients.aether.v1 import ingestion_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
+from control_plane.cli.numbers import uint32, uint64
 from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
@@ -44,17 +45,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument(
         "--status", default="", help="quarantined (default), replaying, replayed, discarded or all"
     )
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=uint32, default=100)
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[common], help="one record with its payload and reasons")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=uint64)
     show.set_defaults(handler=_show)
     replay = actions.add_parser("replay", parents=[common], help="re-validate and ingest what now passes")
     replay.add_argument("ids", type=int, nargs="+", metavar="ID")
     replay.add_argument("--file", metavar="corrected.jsonl", help="corrected payloads, one JSON per line")
     replay.set_defaults(handler=_replay)
     discard = actions.add_parser("discard", parents=[common], help="give records up for good")
-    discard.add_argument("ids", type=int, nargs="+", metavar="ID")
+    discard.add_argument("ids", type=uint64, nargs="+", metavar="ID")
     discard.set_defaults(handler=_discard)
 
     materialize = commands.add_parser(
@@ -66,7 +67,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     materialize.add_argument(
         "--source", metavar="FILE.parquet", help="local file (default: the view's source)"
     )
-    materialize.add_argument("--version", type=int, default=0, help="view version (default: latest)")
+    materialize.add_argument("--version", type=uint32, default=0, help="view version (default: latest)")
     materialize.add_argument("--strict", action="store_true", help="refuse the batch on the first bad record")
     materialize.set_defaults(handler=_materialize)
 

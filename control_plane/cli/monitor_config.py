@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
+from control_plane.cli.numbers import uint32, uint64
 from control_plane.cli.settings import actor
 
 _TASKS = {"none": pb.TASK_TYPE_UNSPECIFIED, "classification": pb.TASK_TYPE_CLASSIFICATION,
@@ -60,11 +61,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     configure.add_argument("--test", choices=sorted(_TESTS), help="the per-feature drift test")
     configure.add_argument("--threshold", type=float, help="the drift test's threshold")
     configure.add_argument("--window", choices=sorted(_WINDOWS), help="drift windows by rows or by time")
-    configure.add_argument("--window-rows", type=int, help="rows per count window")
+    configure.add_argument("--window-rows", type=uint64, help="rows per count window")
     configure.add_argument("--window-seconds", type=float, help="seconds per time window")
-    configure.add_argument("--min-samples", type=int, help="fewest values a feature needs to be scored")
+    configure.add_argument("--min-samples", type=uint32, help="fewest values a feature needs to be scored")
     configure.add_argument("--prediction-output", help="the model output holding predictions")
-    configure.add_argument("--min-labels", type=int, help="fewest labels before a quality window is scored")
+    configure.add_argument(
+        "--min-labels", type=uint32, help="fewest labels before a quality window is scored"
+    )
     configure.add_argument("--performance-window-seconds", type=float, help="width of quality windows")
     configure.add_argument("--alert-metric", help="the quality metric watched (accuracy, mae, ...)")
     configure.add_argument("--alert-threshold", type=float, help="alert when the metric crosses this")

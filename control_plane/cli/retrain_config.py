@@ -16,6 +16,7 @@ from typing import Any
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.cli.durations import duration_s
 from control_plane.cli.errors import UsageError
+from control_plane.cli.numbers import uint64
 
 # Flag destination -> TriggerConfig field path; their values go in as argparse typed them.
 _PLAIN = {
@@ -60,12 +61,12 @@ def add_arguments(configure: argparse.ArgumentParser) -> None:
     switch = argparse.BooleanOptionalAction  # --x sets, --no-x clears, neither leaves it
     configure.add_argument("--drift", action=switch, help="data drift with a confirming signal triggers")
     configure.add_argument("--drift-alone", action=switch, help="data drift alone triggers (implies --drift)")
-    configure.add_argument("--new-labels", type=_count, help="retrain after this many new labels (0 = no)")
+    configure.add_argument("--new-labels", type=uint64, help="retrain after this many new labels (0 = no)")
     configure.add_argument("--cooldown", help="between automatic triggers, e.g. 30m, 6h, 1h30m (default 1h)")
     configure.add_argument(
         "--entity-rows", help='entity rows (Parquet) of the latest window ("" = the spec\'s)'
     )
-    configure.add_argument("--min-rows", type=_count, help="rows the window needs (0 = default 100)")
+    configure.add_argument("--min-rows", type=uint64, help="rows the window needs (0 = default 100)")
     configure.add_argument("--max-rejected", type=float, help="invalid share allowed (default 0)")
     configure.add_argument("--gate-metric", help='primary metric of the gates ("" = the performance metric)')
     configure.add_argument("--max-degradation", type=float, help="relative (0 = default 0.005)")
@@ -116,14 +117,3 @@ def merged(current: pb.TriggerConfig, fields: dict[str, Any]) -> pb.TriggerConfi
         else:
             setattr(message, name, value)
     return config
-
-
-def _count(text: str) -> int:
-    """A whole number that fits the unsigned field (protobuf refuses any other with a ValueError)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value

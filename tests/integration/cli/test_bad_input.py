@@ -107,6 +107,41 @@ def test_malformed_and_out_of_range_durations_name_their_flag(
     assert_refused(aetherctl(capsys, nowhere, *args), 2, f"aetherctl: error: {message}")
 
 
+UINT32 = "expected a whole number from 0 to 4294967295"
+UINT64 = "expected a whole number from 0 to 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["retrain", "history", "churn", "--limit", "-1"], f"argument --limit: {UINT32}, got '-1'"),
+        (["retrain", "configure", "churn", "--new-labels", "-5"], f"argument --new-labels: {UINT64}"),
+        (["monitor", "configure", "churn", "--window-rows", "-1"], f"argument --window-rows: {UINT64}"),
+        (
+            ["monitor", "configure", "churn", "--min-samples", "5000000000"],
+            f"argument --min-samples: {UINT32}",
+        ),
+        (["monitor", "configure", "churn", "--min-labels", "-1"], f"argument --min-labels: {UINT32}"),
+        (["quarantine", "list", "--limit", "-1"], f"argument --limit: {UINT32}"),
+        (["quarantine", "show", "-1"], f"argument id: {UINT64}, got '-1'"),
+        (["quarantine", "discard", "--", "3", "-1"], f"argument ID: {UINT64}, got '-1'"),
+        (
+            ["materialize", "stats", *["--start", "2024-01-01", "--end", "2024-01-02"], "--version", "-1"],
+            UINT32,
+        ),
+    ],
+)
+def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
+    capsys: Capture, nowhere: str, args: list[str], message: str
+) -> None:
+    """A negative number in an unsigned proto field used to end in protobuf's "Value out of range"
+    traceback (quarantine show -1 before any call; monitor configure --window-rows -1 once the config was
+    read). argparse refuses it now, with its usage lines before the error."""
+    code, _, err = aetherctl(capsys, nowhere, *args)
+    assert (code, "Traceback" in err) == (2, False), err
+    assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
+
+
 def test_an_unforeseen_bad_path_is_one_line_naming_the_command_and_the_path(
     capsys: Capture, nowhere: str, tmp_path: Path
 ) -> None:
