@@ -143,7 +143,7 @@ def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 def _policy(args: argparse.Namespace) -> pb.CanaryPolicy | None:
-    steps = [float(s) for s in args.steps.split(",")] if args.steps else []
+    steps = _numbers(args.steps, "--steps")
     given = pb.CanaryPolicy(  # None leaves an optional threshold unset: the server's default
         steps_percent=steps,
         bake_seconds=args.bake_seconds,

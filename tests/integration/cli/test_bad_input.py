@@ -96,14 +96,18 @@ def ingestion_runs(address: str) -> int:
         (["performance", "churn", "--since", "tuesday"], "--since: invalid time 'tuesday'"),
         (["audit", "list", "--since", "99999999999999d"], "--since: '99999999999999d' lies before 1970"),
         (["audit", "list", "--until", "9" * 23 + "d"], f"--until: '{'9' * 23}d' lies before 1970"),
+        (
+            ["deploy", "create", "d", "--model", "m", "--version", "1", "--steps", "5,a"],
+            "--steps takes comma",
+        ),
     ],
 )
-def test_malformed_and_out_of_range_durations_name_their_flag(
+def test_malformed_durations_times_and_numbers_name_their_flag(
     capsys: Capture, nowhere: str, args: list[str], message: str
 ) -> None:
     """Every duration flag goes through one parser (control_plane/cli/durations.py): `1w` used to end in
     a ValueError traceback, `1.5.h` in a message about --since, a huge --since in protobuf's "Value out
-    of range" traceback."""
+    of range" traceback. (deploy --steps 5,a said only "could not convert string to float: 'a'".)"""
     assert_refused(aetherctl(capsys, nowhere, *args), 2, f"aetherctl: error: {message}")
 
 
