@@ -153,6 +153,15 @@ async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
         assert not stored.HasField("performance_threshold") and not stored.promotion.manual_approval
         assert (stored.cooldown_seconds, stored.gates.metric, stored.new_labels) == (7200, "mae", 500)
 
+        # A gates' metric the server filled in from the performance metric follows it when that changes.
+        assert await asyncio.to_thread(aetherctl, "--performance-metric", "mae", "--gate-metric", "") == (
+            0,
+            "",
+        )
+        assert await asyncio.to_thread(aetherctl, "--performance-metric", "rmse") == (0, "")
+        stored = await asyncio.to_thread(client.get_config, "eta")
+        assert (stored.performance_metric, stored.gates.metric) == ("rmse", "rmse")
+
         code, err = await asyncio.to_thread(aetherctl, "--drift-alone", "--no-drift")
         assert code == 2 and "--no-drift contradicts --drift-alone" in err
         assert (await asyncio.to_thread(client.get_config, "eta")).updated_at_us == stored.updated_at_us
