@@ -12,7 +12,8 @@ Workload (defaults, issue 7): 100 float features, 1M reference rows × 100k curr
   per-window cost of the monitor: the profile is built once per model version.
 * **aether (profile build)**: ``build_reference_profile(reference)`` — the one-off cost (sorting 1M
   values per feature), reported separately, and the end-to-end sum.
-* **scipy**: per feature ``scipy.stats.ks_2samp`` + numpy PSI (quantile edges, ``numpy.histogram``)
+* **scipy**: per feature ``scipy.stats.ks_2samp`` + numpy PSI (quantile edges, a bin of its own for
+  each point mass, ``numpy.histogram``)
   + ``scipy.spatial.distance.jensenshannon`` — the plain way, which re-sorts the reference every time.
 * **evidently** (``--with-evidently``): ``Report([DataDriftPreset()])`` run in a separate venv
   (``.venv-bench-drift``, evidently is not a project dependency) on the same data, passed as ``.npy``.
@@ -101,7 +102,11 @@ def scipy_baseline(reference: FloatArray, current: FloatArray) -> dict[str, Floa
         result = scipy.stats.ks_2samp(ref, cur)
         ks_d[f] = result.statistic
         ks_p[f] = result.pvalue
-        edges = np.unique(np.quantile(ref, np.linspace(0, 1, N_BINS + 1))[1:-1])
+        quantiles = np.quantile(ref, np.linspace(0, 1, N_BINS + 1))
+        inner = quantiles[1:-1]
+        # Our binning: a value two neighbouring quantiles share (a point mass) gets a bin of its own.
+        masses = inner[(inner == quantiles[:-2]) | (inner == quantiles[2:])]
+        edges = np.unique(np.concatenate((inner, np.nextafter(masses, np.inf))))
         bins = np.concatenate(([-np.inf], edges, [np.inf]))
         # numpy.histogram's bins are [a, b) except the last: the same left-closed bins as ours here.
         p_ref = np.histogram(ref, bins)[0] / ref.size

@@ -7,12 +7,22 @@ Conventions (the written formulas the tests check against):
   outer quantiles (min and max) are dropped and replaced by ±∞, so a current value outside the
   reference range still lands in the first or last bin. The interior edges ``q[1:-1]`` are
   de-duplicated (``numpy.unique``): when a point mass makes several quantiles equal (ties), they
-  collapse into one edge, so a feature may get *fewer* than ``n_bins`` bins. Bins are closed on the
-  left: value ``x`` falls in bin ``i = searchsorted(edges, x, side="right")``, i.e. the bins are
-  ``(-∞, e₁), [e₁, e₂), …, [e_k, +∞)``.
-* **Padding.** Features are processed together as ``[n_features, n_bins - 1]`` edge arrays; a feature
-  with fewer edges is padded with ``+∞``. A padded bin is empty in both samples, and an empty-in-both
-  bin adds exactly 0 to PSI and to JSD, so padding never changes a score.
+  collapse into one edge. Bins are closed on the left: value ``x`` falls in bin
+  ``i = searchsorted(edges, x, side="right")``, i.e. the bins are ``(-∞, e₁), [e₁, e₂), …, [e_k, +∞)``.
+* **Point masses.** A value ``v`` that two consecutive quantiles ``q[i] = q[i+1]`` land on, at least
+  one of them interior (a 0/1 flag, a feature constant in training, a value capped at its max or
+  floored at its min), also gets the edge ``nextafter(v, +∞)``, the next float above it: its bin is
+  ``[v, nextafter(v)) = {v}`` exactly. Without it the bin of ``v`` ran on to the next edge — to ``+∞``
+  when ``v`` is the last one — so mass moving *up* off ``v`` stayed in the bin and PSI and JSD could not
+  see it (a move down was always seen: ``v`` is the left edge of its bin). A value holding at least
+  ``2 (N − 1) / n_bins + 3`` of the ``N`` finite reference values always gets one; one holding between
+  one and two quantile steps may. A feature gets at most ``n_bins + 1`` edges (:func:`edge_capacity`):
+  a repeated interior quantile pays for its extra edge with the slot it shares, and only the masses at
+  the min and the max can be repeated through an outer quantile alone.
+* **Padding.** Features are processed together as ``[n_features, edge_capacity(n_bins)]`` edge arrays;
+  a feature with fewer edges is padded with ``+∞``. A padded bin is empty in both samples, and an
+  empty-in-both bin adds exactly 0 to PSI and to JSD, so padding never changes a score. (Profiles
+  stored before point masses had bins are padded to ``n_bins − 1`` and still score as they did.)
 * **PSI.** ``p = count / total`` per sample, then each proportion is clipped from below:
   ``p = max(p, eps)`` with ``eps = 1e-4`` by default (no renormalisation afterwards), and
   ``PSI = Σ_bins (p_cur − p_ref) · ln(p_cur / p_ref)`` (natural log).
@@ -34,21 +44,35 @@ DEFAULT_N_BINS = 10
 DEFAULT_PSI_EPS = 1e-4
 
 
-def quantile_edges(finite_values: FloatArray, n_bins: int = DEFAULT_N_BINS) -> FloatArray:
-    """Interior bin edges (ascending, unique, at most ``n_bins - 1``) from the reference quantiles.
+def edge_capacity(n_bins: int) -> int:
+    """Most interior edges :func:`quantile_edges` returns for ``n_bins`` (see the module doc)."""
+    return n_bins + 1
 
-    ``finite_values`` must be non-empty and hold no NaN or ±∞ (sorted or not)."""
+
+def quantile_edges(finite_values: FloatArray, n_bins: int = DEFAULT_N_BINS) -> FloatArray:
+    """Interior bin edges (ascending, unique, at most ``edge_capacity(n_bins)``) from the reference
+    quantiles, with a bin of its own for every point mass (see the module doc).
+
+    ``finite_values`` must be non-empty and hold no NaN or ±∞ (sorted or not).
+
+    Why at most ``n_bins + 1``: a value with ``k ≥ 2`` of the ``n_bins − 1`` interior quantiles takes 2
+    edges for its ``k`` slots; one with a single interior quantile is a point mass only when its other
+    quantile is the min (``q[0]``) or the max (``q[n_bins]``), so at most two edges come on top."""
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     if finite_values.shape[0] == 0:
         raise ValueError("quantile edges need at least one finite reference value")
     quantiles = np.quantile(finite_values, np.linspace(0.0, 1.0, n_bins + 1))
-    return np.unique(quantiles[1:-1]).astype(np.float64)
+    interior = quantiles[1:-1]
+    repeated = interior[(interior == quantiles[:-2]) | (interior == quantiles[2:])]
+    above = np.nextafter(repeated, np.inf)
+    # Above the largest float there is only +inf, and no finite value lies past it anyway.
+    return np.unique(np.concatenate((interior, above[np.isfinite(above)]))).astype(np.float64)
 
 
 def padded_edges(edges: FloatArray, n_bins: int) -> FloatArray:
-    """``edges`` right-padded with ``+∞`` to length ``n_bins - 1`` (see the module doc: harmless)."""
-    out = np.full(n_bins - 1, np.inf)
+    """``edges`` right-padded with ``+∞`` to length ``edge_capacity(n_bins)`` (see the module doc)."""
+    out = np.full(edge_capacity(n_bins), np.inf)
     out[: edges.shape[0]] = edges
     return out
 

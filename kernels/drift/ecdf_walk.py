@@ -120,6 +120,8 @@ def _score_rows_py(
 ) -> None:
     """Per feature ``f`` (in parallel): the finite slice of the current row, its bin counts against
     ``edges[f]`` and, when both samples have at least ``min_samples`` finite values, D and the area.
+    The bins are those of :func:`kernels.drift.binning.counts_from_sorted`, closed on the left, so a
+    point mass's ``[v, nextafter(v))`` counts exactly the values equal to ``v``; any edge width works.
 
     ``ref_sorted[f, :ref_valid[f]]`` is the finite, ascending reference sample (a profile row)."""
     n_features = ref_sorted.shape[0]

@@ -15,6 +15,10 @@ counts, missing counts and sizes add; the sorted samples merge; mean and ``m2`` 
 parallel formula. Bin edges are *frozen* at build time, so only profiles with identical edges merge —
 build the parts with shared edges (``edges=`` of :func:`build_reference_profile`), or call
 :func:`rebin` afterwards to recompute quantile edges from the merged sample.
+
+**Profiles binned before point masses had bins of their own** (edges padded to ``n_bins − 1``; see
+:mod:`kernels.drift.binning`) still score exactly as they did: every function here takes edges of any
+width.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kernels.drift.binning import DEFAULT_N_BINS, counts_from_sorted, padded_edges, quantile_edges
+from kernels.drift.binning import (
+    DEFAULT_N_BINS,
+    counts_from_sorted,
+    edge_capacity,
+    padded_edges,
+    quantile_edges,
+)
 from kernels.drift.ecdf_walk import finite_bounds, sort_rows
 
 FloatArray = npt.NDArray[np.float64]
@@ -37,7 +47,9 @@ class ReferenceProfile:
 
     ``sorted_values[f, :n_valid[f]]`` is feature ``f``'s finite reference sample, ascending; the rest
     of the row is NaN padding. ``edges[f]`` holds the interior bin edges, ``+∞``-padded to
-    ``n_bins − 1``; ``bin_counts[f]`` the reference counts of its ``n_bins`` bins."""
+    ``edge_capacity(n_bins)`` (``n_bins − 1`` in a profile binned before point masses had bins);
+    ``bin_counts[f]`` the reference counts of its ``edges.shape[1] + 1`` bins. ``n_bins`` is the number
+    of quantile bins asked for."""
 
     n_bins: int
     edges: FloatArray
@@ -64,14 +76,15 @@ def build_reference_profile(
 ) -> ReferenceProfile:
     """Profile of ``reference`` shaped ``[n_rows, n_features]`` (a 1-D array is one feature).
 
-    ``edges`` (``[n_features, n_bins − 1]``, ``+∞``-padded) imposes bin edges instead of deriving them
-    from this sample's quantiles — used to build mergeable partial profiles."""
+    ``edges`` (``[n_features, width]``, ascending, ``+∞``-padded; usually another profile's ``edges``)
+    imposes bin edges instead of deriving them from this sample's quantiles — used to build mergeable
+    partial profiles."""
     values = _as_table(reference)
     n_rows, n_features = values.shape
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-    if edges is not None and edges.shape != (n_features, n_bins - 1):
-        raise ValueError(f"edges must have shape {(n_features, n_bins - 1)}, got {edges.shape}")
+    if edges is not None and (edges.ndim != 2 or edges.shape[0] != n_features):
+        raise ValueError(f"edges must have shape ({n_features}, width), got {edges.shape}")
     rows = sort_rows(values, by_column=True)
     n_valid = np.zeros(n_features, dtype=np.int64)
     for f in range(n_features):
@@ -134,8 +147,9 @@ def _summarise(
     sorted_values: FloatArray, n_valid: IntArray, n_missing: IntArray, n_bins: int, edges: FloatArray | None
 ) -> ReferenceProfile:
     n_features = sorted_values.shape[0]
-    all_edges = np.full((n_features, n_bins - 1), np.inf)
-    counts = np.zeros((n_features, n_bins), dtype=np.int64)
+    width = edges.shape[1] if edges is not None else edge_capacity(n_bins)
+    all_edges = np.full((n_features, width), np.inf)
+    counts = np.zeros((n_features, width + 1), dtype=np.int64)
     mean = np.full(n_features, np.nan)
     m2 = np.full(n_features, np.nan)
     for f in range(n_features):

@@ -103,3 +103,20 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (config.window_kind, config.window_rows, config.min_samples) == (pb.WINDOW_KIND_COUNT, 1000, 30)
     assert effective(pb.MonitorConfig(deployment="d", test=pb.DRIFT_TEST_JSD)).threshold == 0.1
     assert effective(pb.MonitorConfig(deployment="d", test=pb.DRIFT_TEST_KS)).threshold == 0.05
+
+
+@pytest.mark.parametrize("test", [pb.DRIFT_TEST_PSI, pb.DRIFT_TEST_JSD])
+def test_point_masses_moving_up_drift_with_the_default_binned_tests(test: int) -> None:
+    """The reviewer's case: a 0/1 flag from 5 % to 90 % ones, a constant 3 that jumps to 7 (up) or to 1
+    (down). Every one drifts with the default PSI and JSD rules, not only the move down."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    reference = np.column_stack([(rng.random(n) < 0.05).astype(float), np.full(n, 3.0), np.full(n, 3.0)])
+    current = np.column_stack([(rng.random(n) < 0.90).astype(float), np.full(n, 7.0), np.full(n, 1.0)])
+    verdict = evaluate(build_reference_profile(reference), ("flag", "c_up", "c_down"), current, rule(test))
+    assert verdict.status == pb.DRIFT_STATUS_DRIFT
+    assert [(f.name, f.drifted) for f in verdict.features] == [
+        ("flag", True),
+        ("c_up", True),
+        ("c_down", True),
+    ]
