@@ -22,7 +22,8 @@ Conventions (the written formulas the tests check against):
 * **Padding.** Features are processed together as ``[n_features, edge_capacity(n_bins)]`` edge arrays;
   a feature with fewer edges is padded with ``+∞``. A padded bin is empty in both samples, and an
   empty-in-both bin adds exactly 0 to PSI and to JSD, so padding never changes a score. (Profiles
-  stored before point masses had bins are padded to ``n_bins − 1`` and still score as they did.)
+  stored before point masses had bins are padded to ``n_bins − 1``: see
+  :func:`kernels.drift.profile.with_point_mass_bins`.)
 * **PSI.** ``p = count / total`` per sample, then each proportion is clipped from below:
   ``p = max(p, eps)`` with ``eps = 1e-4`` by default (no renormalisation afterwards), and
   ``PSI = Σ_bins (p_cur − p_ref) · ln(p_cur / p_ref)`` (natural log).

@@ -18,7 +18,7 @@ build the parts with shared edges (``edges=`` of :func:`build_reference_profile`
 
 **Profiles binned before point masses had bins of their own** (edges padded to ``n_bins − 1``; see
 :mod:`kernels.drift.binning`) still score exactly as they did: every function here takes edges of any
-width.
+width. :func:`with_point_mass_bins` re-bins one the current way where that is exact.
 """
 
 from __future__ import annotations
@@ -141,6 +141,31 @@ def merge_profiles(first: ReferenceProfile, second: ReferenceProfile) -> Referen
 def rebin(profile: ReferenceProfile, n_bins: int = DEFAULT_N_BINS) -> ReferenceProfile:
     """The same profile with quantile edges and counts recomputed from its (merged) sorted sample."""
     return _summarise(profile.sorted_values, profile.n_valid, profile.n_missing, n_bins, None)
+
+
+def with_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile | None:
+    """A profile binned before point masses had bins of their own, re-binned the current way — or
+    ``None`` when that cannot be done exactly, and ``profile`` itself when it needs nothing.
+
+    Such a profile is told by its edge width, ``n_bins − 1``. Its bins can be recomputed only from the
+    whole reference: when its sorted sample is complete (not compacted: every finite value binned is
+    kept) and its edges are the quantile edges the old rule derives from that sample (not edges imposed
+    by the caller), :func:`rebin` gives exactly the profile a build from the same data gives today. A
+    compacted one keeps only order statistics, which cannot tell how many values sat exactly on a mass:
+    it keeps its old bins (``None``), and so its blindness to a move up off a point mass."""
+    if profile.edges.shape[1] != profile.n_bins - 1:
+        return profile
+    if not np.array_equal(profile.bin_counts.sum(axis=1), profile.n_valid):
+        return None  # compacted
+    for f in range(profile.n_features):
+        finite = profile.sorted_values[f, : profile.n_valid[f]]
+        legacy = np.full(profile.n_bins - 1, np.inf)
+        if finite.shape[0]:
+            interior = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, profile.n_bins + 1))[1:-1])
+            legacy[: interior.shape[0]] = interior
+        if not np.array_equal(profile.edges[f], legacy):
+            return None  # imposed edges: not ours to replace
+    return rebin(profile, profile.n_bins)
 
 
 def _summarise(

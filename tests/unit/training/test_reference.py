@@ -1,11 +1,19 @@
-"""The drift reference profile survives its file format, names and all."""
+"""The drift reference profile survives its file format, names and all; files written before point
+masses had bins of their own still load, re-binned where that is exact."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from control_plane.monitoring.profiles import compact
 from control_plane.training.reference import build_profile, profile_from_bytes, profile_to_bytes
+from kernels.drift import ReferenceProfile, build_reference_profile, counts_from_sorted, drift_scores
+from kernels.drift.profile import with_point_mass_bins
 
 
 def test_profile_round_trips_through_bytes() -> None:
@@ -24,3 +32,52 @@ def test_profile_round_trips_through_bytes() -> None:
 def test_names_must_match_the_features() -> None:
     with pytest.raises(ValueError, match="2 names"):
         profile_to_bytes(build_profile(np.zeros((4, 3))), ["a", "b"])
+
+
+def as_built_before_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile:
+    """``profile`` with the bins the code wrote before point masses had their own: the unique interior
+    quantiles, ``+∞``-padded to ``n_bins − 1``."""
+    edges = np.full((profile.n_features, profile.n_bins - 1), np.inf)
+    counts = np.zeros((profile.n_features, profile.n_bins), dtype=np.int64)
+    for f in range(profile.n_features):
+        finite = profile.sorted_values[f, : profile.n_valid[f]]
+        interior = np.unique(np.quantile(finite, np.linspace(0, 1, profile.n_bins + 1))[1:-1])
+        edges[f, : interior.size] = interior
+        counts[f] = counts_from_sorted(finite, edges[f])
+    return dataclasses.replace(profile, edges=edges, bin_counts=counts)
+
+
+def flag_and_normal(rows: int, ones: float, seed: int) -> npt.NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    return np.column_stack([(rng.random(rows) < ones).astype(float), rng.normal(size=rows)])
+
+
+def test_an_old_file_with_its_whole_sample_loads_with_point_mass_bins() -> None:
+    features = flag_and_normal(3000, 0.05, 4)
+    old = as_built_before_point_mass_bins(build_profile(features))
+    assert drift_scores(old, flag_and_normal(3000, 0.9, 5)).psi[0] < 0.2  # the old blindness
+    restored, _ = profile_from_bytes(profile_to_bytes(old, ["flag", "x"]))
+    fresh = build_profile(features)
+    for field in ("edges", "bin_counts", "sorted_values", "n_valid", "n_missing", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(restored, field), getattr(fresh, field))
+    assert drift_scores(restored, flag_and_normal(3000, 0.9, 5)).psi[0] > 0.2
+
+
+def test_an_old_compacted_file_keeps_its_bins_and_scores_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    old = compact(as_built_before_point_mass_bins(build_profile(flag_and_normal(3000, 0.05, 6))), 1000)
+    with caplog.at_level(logging.WARNING, logger="aether.control_plane.training"):
+        restored, _ = profile_from_bytes(profile_to_bytes(old, ["flag", "x"]))
+    assert "register it again" in caplog.text and "flag, x" in caplog.text
+    np.testing.assert_array_equal(restored.edges, old.edges)
+    np.testing.assert_array_equal(restored.bin_counts, old.bin_counts)
+    window = flag_and_normal(500, 0.5, 7)
+    np.testing.assert_array_equal(drift_scores(restored, window).psi, drift_scores(old, window).psi)
+
+
+def test_an_old_file_with_imposed_edges_keeps_them() -> None:
+    features = flag_and_normal(500, 0.05, 8)
+    imposed = np.array([[0.5] + [np.inf] * 8, [-1.0, 0.0, 1.0] + [np.inf] * 6])
+    old = build_reference_profile(features, edges=imposed)
+    assert with_point_mass_bins(old) is None
+    new = build_profile(features)
+    assert with_point_mass_bins(new) is new
