@@ -5,8 +5,14 @@ Fields relied on, as documented there: on every entry ``request_id``, ``deployme
 (raw row-major bytes) with ``features_dtype`` and ``features_shape`` (``"rows,cols"``), and per output
 ``output:<name>`` with ``output:<name>:dtype`` and ``output:<name>:shape``. Shadow entries (mirrored
 calls; their request id is the served call's), failed requests and unsampled entries carry nothing to
-monitor and decode to None. A sampled entry whose bytes do not match its declared dtype and shape is
-malformed: also None, counted by the caller.
+monitor and decode to None.
+
+A sampled entry that cannot be decoded is *malformed*: :func:`decode_entry` raises
+:class:`MalformedEntry` and nothing else for anything in its bytes — arrays that do not match their
+declared dtype and shape, a dtype that is not numeric (bool, integer or float), text that is not UTF-8,
+a version or time that is not an integer, or a value the prediction index cannot store (a request id
+longer than its column, a name longer than a name column, a version or time out of its integer range).
+The caller counts it and moves on: one entry's bytes never stop the reader.
 """
 
 from __future__ import annotations
@@ -17,8 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from control_plane.db.models import NAME_LENGTH
+from control_plane.monitoring.tables import REQUEST_ID_LENGTH
+
 FloatMatrix = npt.NDArray[np.float64]
 _OUTPUT = b"output:"
+_NUMERIC_KINDS = "biuf"
+# The prediction index's integer columns: version is a 32-bit INTEGER, ts_us a 64-bit BIGINT.
+_VERSION_RANGE = (-(2**31), 2**31 - 1)
+_TS_RANGE = (-(2**63), 2**63 - 1)
 
 
 class MalformedEntry(ValueError):
@@ -43,7 +56,7 @@ class LoggedPrediction:
 
 def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
     """The monitored content of one entry, or None when there is none (see the module doc). Raises
-    :class:`MalformedEntry` for undecodable arrays or header fields."""
+    :class:`MalformedEntry`, and no other exception, for an entry it cannot decode or index."""
     if _text(fields, b"role") not in ("", "served"):
         return None
     if _text(fields, b"ok") == "0":
@@ -52,12 +65,16 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
     request_id = _text(fields, b"request_id")
     if not deployment or not request_id:
         return None
+    model, variant = _text(fields, b"model"), _text(fields, b"variant")
+    _check_length("request_id", request_id, REQUEST_ID_LENGTH)
+    for name, value in (("deployment", deployment), ("model", model), ("variant", variant)):
+        _check_length(name, value, NAME_LENGTH)
     features = _array(fields, b"features") if b"features" in fields else None
     outputs: dict[str, FloatMatrix] = {}
     integers: set[str] = set()
     for key in fields:
         if key.startswith(_OUTPUT) and not key.endswith((b":dtype", b":shape")):
-            name = key[len(_OUTPUT) :].decode()
+            name = _utf8(key[len(_OUTPUT) :], "an output name")
             outputs[name] = _array(fields, key)
             if np.dtype(_text(fields, key + b":dtype")).kind in "iub":
                 integers.add(name)
@@ -68,12 +85,14 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
         ts_us = int(_text(fields, b"ts_us"))
     except ValueError as exc:
         raise MalformedEntry(f"bad version or ts_us: {exc}") from None
+    if not _VERSION_RANGE[0] <= version <= _VERSION_RANGE[1] or not _TS_RANGE[0] <= ts_us <= _TS_RANGE[1]:
+        raise MalformedEntry(f"version {version} or ts_us {ts_us} out of range")
     return LoggedPrediction(
         request_id=request_id,
         deployment=deployment,
-        model=_text(fields, b"model"),
+        model=model,
         version=version,
-        variant=_text(fields, b"variant"),
+        variant=variant,
         ts_us=ts_us,
         features=features,
         outputs=outputs,
@@ -84,22 +103,38 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
 def _array(fields: Mapping[bytes, bytes], key: bytes) -> FloatMatrix:
     """``fields[key]`` decoded with its ``_dtype``/``_shape`` companions as ``[rows, cols]`` float64."""
     separator = b"_" if key == b"features" else b":"
+    dtype_text = _text(fields, key + separator + b"dtype")
+    shape_text = _text(fields, key + separator + b"shape")
     try:
-        dtype = np.dtype(_text(fields, key + separator + b"dtype"))
-        shape = tuple(int(part) for part in _text(fields, key + separator + b"shape").split(",") if part)
+        dtype = np.dtype(dtype_text)
+        if dtype.kind not in _NUMERIC_KINDS:
+            raise ValueError(f"dtype {dtype_text!r} is not numeric")
+        shape = tuple(int(part) for part in shape_text.split(",") if part)
         flat = np.frombuffer(fields[key], dtype=dtype)
         array = flat.reshape(shape) if shape else flat
+        if array.ndim == 0:
+            array = array.reshape(1, 1)
+        elif array.ndim == 1:
+            array = array[:, np.newaxis]
+        elif array.ndim > 2:
+            array = array.reshape(array.shape[0], -1)
+        return np.asarray(array, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise MalformedEntry(f"cannot decode {key.decode()}: {exc}") from None
-    if array.ndim == 0:
-        array = array.reshape(1, 1)
-    elif array.ndim == 1:
-        array = array[:, np.newaxis]
-    elif array.ndim > 2:
-        array = array.reshape(array.shape[0], -1)
-    return np.asarray(array, dtype=np.float64)
+        raise MalformedEntry(f"cannot decode {key.decode(errors='replace')}: {exc}") from None
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
     value = fields.get(name)
-    return value.decode() if value is not None else ""
+    return _utf8(value, name.decode(errors="replace")) if value is not None else ""
+
+
+def _utf8(value: bytes, what: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedEntry(f"{what} is not UTF-8: {exc}") from None
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise MalformedEntry(f"{name} is {len(value)} characters, more than the {limit} the index stores")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control_plane.monitoring.entries import MalformedEntry, decode_entry
 from data_plane.prediction_log import PredictionLog, PredictionRecord
@@ -88,4 +91,92 @@ async def test_bytes_that_do_not_match_their_shape_are_malformed(redis_url: str)
     (fields,) = await logged_fields(redis_url, [record()])
     fields[b"features_shape"] = b"5,3"
     with pytest.raises(MalformedEntry):
+        decode_entry(fields)
+
+
+def fields_of(item: PredictionRecord) -> dict[bytes, bytes]:
+    """The fields the data plane's writer sends for ``item`` (its RESP bulk strings, name then value)."""
+    bulks = []
+    for bulk in item.fields():
+        header, _, rest = bulk.partition(b"\r\n")
+        bulks.append(rest[: int(header[1:])])
+    return dict(zip(bulks[::2], bulks[1::2], strict=True))
+
+
+VALID = fields_of(record())
+
+
+def test_the_writers_fields_decode() -> None:
+    logged = decode_entry(VALID)
+    assert (
+        logged is not None
+        and logged.request_id == "r1"
+        and list(logged.outputs) == ["probabilities", "label"]
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {
+            b"output:sc\xffore": b"\x00" * 4,
+            b"output:sc\xffore:dtype": b"float32",
+            b"output:sc\xffore:shape": b"1,1",
+        },
+        {b"deployment": b"ch\xffurn"},
+        {b"model": b"\xfe"},
+        {b"features_dtype": b"float\xff32"},
+        {b"features_shape": b"2,\xff"},
+        {b"features_dtype": b"datetime64[s]", b"features_shape": b"3", b"features": b"\x00" * 24},
+        {b"features_dtype": b"complex64", b"features_shape": b"1,3"},
+        {b"features_dtype": b"str96", b"features_shape": b"1"},
+        {b"request_id": b"r" * 129},
+        {b"variant": b"v" * 129},
+        {b"version": b"2147483648"},
+        {b"ts_us": b"9223372036854775808"},
+    ],
+    ids=[
+        "output-name-not-utf8",
+        "deployment-not-utf8",
+        "model-not-utf8",
+        "dtype-not-utf8",
+        "shape-not-utf8",
+        "dtype-datetime",
+        "dtype-complex",
+        "dtype-string",
+        "request-id-too-long",
+        "variant-too-long",
+        "version-out-of-int32",
+        "ts-out-of-int64",
+    ],
+)
+def test_undecodable_or_unindexable_entries_are_malformed_and_nothing_else(
+    change: dict[bytes, bytes],
+) -> None:
+    with pytest.raises(MalformedEntry):
+        decode_entry({**VALID, **change})
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(VALID)) | st.binary(max_size=12),
+            st.none()
+            | st.binary(max_size=40)
+            | st.sampled_from([b"", b"0", b"1", b"-1", b"float32", b"int64", b"2,2"]),
+        ),
+        max_size=6,
+    )
+)
+def test_any_corruption_decodes_or_is_malformed(changes: list[tuple[bytes, bytes | None]]) -> None:
+    """Whatever happens to an entry's fields (replaced by any bytes, removed, added), decoding it gives its
+    content, None, or MalformedEntry: never another exception, which would stop the monitor's reader."""
+    fields = dict(VALID)
+    for name, value in changes:
+        if value is None:
+            fields.pop(name, None)
+        else:
+            fields[name] = value
+    with contextlib.suppress(MalformedEntry):
         decode_entry(fields)
