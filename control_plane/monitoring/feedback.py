@@ -10,11 +10,15 @@ not (the request was never sampled, or the monitor has not read its entry yet) i
 with ``joined = false`` and counted. Indexing a prediction later marks its waiting labels joined, so a
 label that beat its prediction to the control plane is joined as soon as the prediction is read.
 Writes are idempotent: the same (request id, row) replaces its label, and re-reading a log entry (at
-least once delivery) leaves the index as it was.
+least once delivery) leaves the index as it was. A prediction value that is not finite is stored as the
+JSON string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (as protobuf's JSON writes them, and drift
+reports store them) and read back as that float: PostgreSQL's JSON has no bare NaN or Infinity, and one
+such value failed the whole batch it was written with.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,7 +78,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
                 "version": r.version,
                 "variant": r.variant,
                 "ts_us": r.ts_us,
-                "prediction": r.prediction,
+                "prediction": [_json_number(v) for v in r.prediction],
                 "prediction_is_label": r.prediction_is_label,
             }
             for r in rows
@@ -159,7 +163,7 @@ def labelled_predictions(
     return LabelledPredictions(
         ts_us=np.array([r[0] for r in rows], dtype=np.int64),
         labels=np.array([r[1] for r in rows], dtype=np.float64),
-        predictions=[list(r[2]) for r in rows],
+        predictions=[[float(v) for v in r[2]] for r in rows],
         is_label=np.array([bool(r[3]) for r in rows], dtype=np.bool_),
     )
 
@@ -188,6 +192,12 @@ def prune(sessions: sessionmaker[Session], older_than_us: int) -> int:
     with write_session(sessions) as session:
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _json_number(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _orphaned(session: Session) -> int:

@@ -68,3 +68,20 @@ def test_pruning_drops_old_index_rows_only(sessions: sessionmaker[Session]) -> N
     )
     assert orphaned_total(sessions) == 1
     assert np.array_equal(labelled_predictions(sessions, "churn", 0, 2000).ts_us, [1000])
+
+
+def test_a_prediction_that_is_not_finite_is_indexed_on_every_backend_and_reads_back_as_is(
+    sessions: sessionmaker[Session],
+) -> None:
+    # PostgreSQL's JSON has no NaN or Infinity: writing them failed the whole batch of index rows.
+    rows = [
+        IndexedPrediction("n", 0, "churn", "churn-model", 1, "primary", 100, [float("nan"), 0.5], False),
+        IndexedPrediction(
+            "i", 0, "churn", "churn-model", 1, "primary", 200, [float("inf"), -float("inf")], False
+        ),
+    ]
+    index_predictions(sessions, rows)
+    record_feedback(sessions, [pb.Feedback(request_id="n", label=1), pb.Feedback(request_id="i", label=0)])
+    joined = labelled_predictions(sessions, "churn", 0, 1000)
+    assert np.isnan(joined.predictions[0][0]) and joined.predictions[0][1] == 0.5
+    assert joined.predictions[1] == [float("inf"), -float("inf")]
