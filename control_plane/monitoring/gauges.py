@@ -9,7 +9,10 @@
 ``aether_prediction_drift_detected{deployment}``    same, for the prediction output
 ``aether_model_performance{deployment,metric}``     the newest window with enough labels
 ``aether_feedback_orphaned``                        stored labels not joined to a prediction
-``aether_monitor_entries_total{outcome}``           log entries read (monitored, skipped, malformed)
+``aether_monitor_entries_total{outcome}``           log entries read (monitored, skipped, malformed),
+                                                    each counted once however often it is re-read
+``aether_monitor_windows_total{outcome}``           closed windows reported, or dropped after their
+                                                    report failed ``MAX_REPORT_ATTEMPTS`` times
 ==================================================  ==============================================
 """
 
@@ -76,6 +79,12 @@ class MonitorGauges:
         )
         self.entries = Counter(
             "aether_monitor_entries", "Prediction-log entries read", ["outcome"], registry=registry
+        )
+        self.windows = Counter(
+            "aether_monitor_windows",
+            "Closed drift windows, reported or dropped",
+            ["outcome"],
+            registry=registry,
         )
 
     def observe_report(self, report: pb.DriftReport) -> None:

@@ -14,6 +14,21 @@ one, the version's first window with enough rows becomes the baseline (kept in m
 again after a restart) and that window reports ``NO_REFERENCE`` for predictions. Entries are
 acknowledged once their windows were handled.
 
+One entry's bytes never stop the loop: an entry that cannot be decoded (or whose index rows the database
+refuses) is counted ``malformed`` in ``aether_monitor_entries_total``, logged, acknowledged and
+skipped. A tick that fails part-way (Redis or the database down, the database locked) leaves nothing half
+done for the next one:
+
+* the reader rewinds, so the entries it read and did not acknowledge are read again, from this
+  consumer's pending entries (otherwise they would be skipped until a restart);
+* an entry is applied to the windows, and counted, once: the monitor remembers the newest entry id it
+  applied (ids of a stream only grow) and applies only newer ones, while the prediction index ignores
+  rows it already has. After a restart the windows start empty, so entries re-read then apply again;
+* a closed window waits in a queue until its report is stored. One whose report fails
+  ``MAX_REPORT_ATTEMPTS`` times in a row (a reference profile that cannot be loaded) is dropped, logged
+  and counted in ``aether_monitor_windows_total{outcome="dropped"}``, so that it cannot hold up the
+  windows behind it for good.
+
 Every ``performance_interval_s`` the quality windows of deployments with an alert threshold are
 computed over the label horizon; each completed window found degraded alerts once (recorded in
 ``performance_alerts``).
@@ -22,16 +37,19 @@ computed over the label horizon; each completed window found degraded alerts onc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio
 import redis.exceptions
+import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
@@ -47,7 +65,7 @@ from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.settings import MonitoringSettings
-from control_plane.monitoring.stream import StreamReader
+from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.tables import PerformanceAlertRow
 from control_plane.monitoring.windows import Batch, TumblingWindows, Window, WindowKindName
 from kernels.drift import ReferenceProfile, build_reference_profile
@@ -56,6 +74,21 @@ _log = logging.getLogger("aether.control_plane.monitoring")
 
 Key = tuple[str, str, int]  # deployment, model, version
 Profile = tuple[ReferenceProfile, tuple[str, ...]]
+Outcome = Literal["monitored", "skipped", "malformed"]
+
+#: Ticks in a row a closed window's report may fail before the window is dropped.
+MAX_REPORT_ATTEMPTS = 5
+#: Failures of the database or Redis being unreachable or busy: retried for as long as they last, never
+#: held against a window.
+_TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 @dataclass
@@ -66,6 +99,29 @@ class _Stream:
     shape: tuple[int, int, float]
     output_name: str = ""
     output_baseline: Profile | None = None
+
+
+@dataclass
+class _Decoded:
+    """One entry of a batch, decoded (nothing applied yet): its monitored content and index rows."""
+
+    entry_id: bytes
+    outcome: Outcome
+    logged: LoggedPrediction | None = None
+    index_rows: list[IndexedPrediction] = field(default_factory=list)
+    problem: BaseException | None = None
+
+    def refuse(self, problem: BaseException) -> None:
+        self.outcome, self.logged, self.index_rows, self.problem = "malformed", None, [], problem
+
+
+@dataclass
+class _Closed:
+    """A closed window waiting for its report."""
+
+    key: Key
+    window: Window
+    failures: int = 0
 
 
 @dataclass
@@ -94,6 +150,8 @@ class Monitor:
         self.gauges = gauges or gauges_for()
         self._clock = clock
         self._streams: dict[Key, _Stream] = {}
+        self._closed: collections.deque[_Closed] = collections.deque()
+        self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._background = BackgroundLoop("drift-monitor")
         self._last_performance = 0.0
@@ -142,34 +200,41 @@ class Monitor:
                 await self._client.aclose()
 
     async def tick(self) -> TickResult:
-        """Reads what the log holds now (up to ``max_read_per_tick`` entries) and handles it."""
+        """Reads what the log holds now (up to ``max_read_per_tick`` entries) and handles it. When it
+        raises, the next tick picks up where it failed (see the module doc)."""
+        try:
+            return await self._tick()
+        except BaseException:
+            self._reader.rewind()
+            raise
+
+    async def _tick(self) -> TickResult:
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         result = TickResult()
         for key in list(self._streams):  # windows re-configured since the last tick take their new shape
-            for window in self._stream(key, self._config(key[0]))[1]:
-                result.reports.append(await self._report(key, window))
+            self._queue(key, self._stream(key, self._config(key[0]))[1])
+        await self._report_closed(result)
         while result.entries < self._settings.max_read_per_tick:
             entries = await self._reader.read(self._settings.read_batch)
             if not entries:
                 break
-            closed: list[tuple[Key, Window]] = []
-            index_rows: list[IndexedPrediction] = []
-            for _, fields in entries:
-                logged = self._decode(fields)
-                if logged is not None:
-                    closed.extend(self._add(logged, index_rows))
-            await asyncio.to_thread(index_predictions, self._sessions, index_rows)
-            for key, window in closed:
-                result.reports.append(await self._report(key, window))
+            # Decode all, index all, and only then touch the windows: a failure before this point
+            # leaves nothing applied, and one after it finds every entry applied when the batch is
+            # read again.
+            batch = [self._decode(entry_id, fields) for entry_id, fields in entries]
+            await self._index(batch)
+            for decoded in batch:
+                self._apply(decoded)
+            await self._report_closed(result)
             await self._reader.ack([entry_id for entry_id, _ in entries])
             result.entries += len(entries)
         now_us = int(self._clock() * 1e6)
         for key, stream in list(self._streams.items()):
-            for window in stream.windows.flush_due(now_us):
-                result.reports.append(await self._report(key, window))
+            self._queue(key, stream.windows.flush_due(now_us))
+        await self._report_closed(result)
         return result
 
-    # ------------------------------------------------------------------ entries → windows
+    # ------------------------------------------------------------------ entries → index and windows
 
     def _config(self, deployment: str) -> pb.MonitorConfig:
         found = self._configs.get(deployment)
@@ -177,41 +242,82 @@ class Monitor:
             found = self._configs[deployment] = configs.default_config(deployment)
         return found
 
-    def _decode(self, fields: dict[bytes, bytes] | None) -> LoggedPrediction | None:
-        if fields is None:
-            self.gauges.entries.labels("skipped").inc()
-            return None
+    def _decode(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> _Decoded:
+        if fields is None:  # trimmed from the stream while pending
+            return _Decoded(entry_id, "skipped")
         try:
             logged = decode_entry(fields)
-        except MalformedEntry as exc:
-            self.gauges.entries.labels("malformed").inc()
-            _log.warning("skipping a malformed prediction-log entry: %s", exc)
-            return None
-        self.gauges.entries.labels("skipped" if logged is None else "monitored").inc()
-        return logged
+            if logged is None:
+                return _Decoded(entry_id, "skipped")
+            return _Decoded(entry_id, "monitored", logged, self._index_rows(logged))
+        except Exception as exc:  # MalformedEntry, or a decoding bug: either way this entry's problem only
+            return _Decoded(entry_id, "malformed", problem=exc)
 
-    def _add(self, logged: LoggedPrediction, index_rows: list[IndexedPrediction]) -> list[tuple[Key, Window]]:
+    async def _index(self, batch: list[_Decoded]) -> None:
+        rows = [row for decoded in batch for row in decoded.index_rows]
+        try:
+            await asyncio.to_thread(index_predictions, self._sessions, rows)
+        except sqlalchemy.exc.DataError:
+            # A value the database refuses (PostgreSQL text cannot hold NUL) fails the whole statement,
+            # and would fail it again on every retry: index entry by entry, so only that entry is lost.
+            for decoded in batch:
+                if decoded.index_rows:
+                    try:
+                        await asyncio.to_thread(index_predictions, self._sessions, decoded.index_rows)
+                    except sqlalchemy.exc.DataError as exc:
+                        decoded.refuse(exc)
+
+    def _apply(self, decoded: _Decoded) -> None:
+        """Counts the entry and adds its rows to the windows — once: an entry read again after a failed
+        tick is not newer than the newest one applied, and is left alone."""
+        order = entry_order(decoded.entry_id)
+        if self._applied_through is not None and order <= self._applied_through:
+            return
+        self._applied_through = order
+        if decoded.logged is not None:
+            try:
+                self._queue_all(self._add(decoded.logged))
+            except Exception as exc:  # a bug on this entry's data must not stop the reader either
+                decoded.refuse(exc)
+        self.gauges.entries.labels(decoded.outcome).inc()
+        if decoded.problem is not None:
+            _log.warning(
+                "skipping a malformed prediction-log entry %s: %s",
+                decoded.entry_id.decode(errors="replace"),
+                decoded.problem,
+                exc_info=None if isinstance(decoded.problem, MalformedEntry) else decoded.problem,
+            )
+
+    def _index_rows(self, logged: LoggedPrediction) -> list[IndexedPrediction]:
+        output_name, output = self._output(logged)
+        if output is None:
+            return []
+        is_label = output_name in logged.integer_outputs
+        return [
+            IndexedPrediction(
+                logged.request_id,
+                row,
+                logged.deployment,
+                logged.model,
+                logged.version,
+                logged.variant,
+                logged.ts_us,
+                [float(v) for v in output[row]],
+                is_label,
+            )
+            for row in range(output.shape[0])
+        ]
+
+    def _output(self, logged: LoggedPrediction) -> tuple[str, npt.NDArray[np.float64] | None]:
         config = self._config(logged.deployment)
         output_name = config.prediction_output or next(iter(logged.outputs), "")
-        output = logged.outputs.get(output_name)
-        if output is not None:
-            is_label = output_name in logged.integer_outputs
-            index_rows.extend(
-                IndexedPrediction(
-                    logged.request_id,
-                    row,
-                    logged.deployment,
-                    logged.model,
-                    logged.version,
-                    logged.variant,
-                    logged.ts_us,
-                    [float(v) for v in output[row]],
-                    is_label,
-                )
-                for row in range(output.shape[0])
-            )
+        return output_name, logged.outputs.get(output_name)
+
+    def _add(self, logged: LoggedPrediction) -> list[tuple[Key, Window]]:
+        config = self._config(logged.deployment)
         if config.disabled or logged.features is None:
             return []
+        output_name, output = self._output(logged)
         key = (logged.deployment, logged.model, logged.version)
         stream, closed = self._stream(key, config)
         if output is not None:
@@ -242,17 +348,57 @@ class Monitor:
 
     # ------------------------------------------------------------------ windows → reports
 
-    async def _report(self, key: Key, window: Window) -> pb.DriftReport:
+    def _queue(self, key: Key, windows: list[Window]) -> None:
+        self._closed.extend(_Closed(key, window) for window in windows)
+
+    def _queue_all(self, closed: list[tuple[Key, Window]]) -> None:
+        self._closed.extend(_Closed(key, window) for key, window in closed)
+
+    async def _report_closed(self, result: TickResult) -> None:
+        """Reports the queued windows, oldest first, each taken off the queue once its report is stored
+        (then exported and alerted). A failure leaves the window first in line and fails the tick, so
+        the next tick tries again; a window failing for another reason than an unreachable or busy
+        database or Redis is dropped at its ``MAX_REPORT_ATTEMPTS``-th failure."""
+        while self._closed:
+            closed = self._closed[0]
+            try:
+                stored, baseline = await self._store_report(closed.key, closed.window)
+            except _TRANSIENT:
+                raise
+            except Exception as exc:
+                closed.failures += 1
+                if closed.failures < MAX_REPORT_ATTEMPTS:
+                    raise
+                self._closed.popleft()
+                self.gauges.windows.labels("dropped").inc()
+                _log.error(
+                    "dropping the drift window %d..%d of %s after %d failed reports: %s",
+                    closed.window.start_us,
+                    closed.window.end_us,
+                    "/".join(str(part) for part in closed.key),
+                    closed.failures,
+                    exc,
+                    exc_info=exc,
+                )
+                continue
+            self._closed.popleft()
+            self.gauges.windows.labels("reported").inc()
+            stream = self._streams.get(closed.key)
+            if baseline is not None and stream is not None and stream.output_baseline is None:
+                stream.output_baseline = baseline
+            self.gauges.observe_report(stored)
+            await self._alert_drift(stored, self._config(closed.key[0]))
+            result.reports.append(stored)
+
+    async def _store_report(self, key: Key, window: Window) -> tuple[pb.DriftReport, Profile | None]:
+        """The window's report, stored, and the prediction baseline it makes (see :meth:`_score`)."""
         deployment, model, version = key
         config = self._config(deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
-        report = await asyncio.to_thread(
+        report, baseline = await asyncio.to_thread(
             self._score, key, window, config, references.features, references.outputs
         )
-        stored = await asyncio.to_thread(store_report, self._sessions, report)
-        self.gauges.observe_report(stored)
-        await self._alert_drift(stored, config)
-        return stored
+        return await asyncio.to_thread(store_report, self._sessions, report), baseline
 
     def _score(
         self,
@@ -261,7 +407,10 @@ class Monitor:
         config: pb.MonitorConfig,
         features: Profile | None,
         outputs: Profile | None,
-    ) -> pb.DriftReport:
+    ) -> tuple[pb.DriftReport, Profile | None]:
+        """The window's report and, when the prediction output has no reference yet and the window
+        enough rows, the baseline it makes — set by the caller once the report is stored, so that a
+        retried report scores the same way."""
         deployment, model, version = key
         rule = DriftRule.of(config)
         report = pb.DriftReport(
@@ -282,6 +431,7 @@ class Monitor:
             report.status = verdict.status
             report.drifted_share = verdict.drifted_share
             report.features.extend(verdict.features)
+        new_baseline: Profile | None = None
         if window.outputs is not None:
             stream = self._streams.get(key)
             baseline = outputs or (stream.output_baseline if stream is not None else None)
@@ -292,11 +442,11 @@ class Monitor:
             else:
                 report.prediction_status = pb.DRIFT_STATUS_NO_REFERENCE
                 if stream is not None and window.outputs.shape[0] >= config.min_samples:
-                    stream.output_baseline = (
+                    new_baseline = (
                         build_reference_profile(window.outputs),
                         _output_names(stream.output_name, window.outputs),
                     )
-        return report
+        return report, new_baseline
 
     async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
         common = {

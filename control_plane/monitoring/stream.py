@@ -4,6 +4,12 @@ The group is created at the start of the stream (``0``, with ``MKSTREAM``), so a
 what is still retained. A consumer first re-reads its own pending entries (delivered before a restart
 but never acknowledged), then new ones (``>``). The caller acknowledges entries once handled; windows
 that were open in memory when the process stopped are lost, their entries having been acknowledged.
+
+After a failure the caller calls :meth:`StreamReader.rewind`: the next read starts again from the pending
+entries, so a batch read but not acknowledged is read again instead of being skipped until the next
+restart (``>`` only ever hands out entries never delivered). The group is checked again too: a Redis
+that restarted without its data has lost it, and reads would otherwise fail with ``NOGROUP`` for good.
+Reading an entry again is the caller's to make harmless (see the monitor).
 """
 
 from __future__ import annotations
@@ -14,6 +20,12 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def entry_order(entry_id: bytes) -> tuple[int, int]:
+    """``(milliseconds, sequence)`` of a stream entry id: ids of one stream grow in this order."""
+    millis, _, sequence = entry_id.partition(b"-")
+    return int(millis), int(sequence or b"0")
 
 
 class StreamReader:
@@ -45,6 +57,11 @@ class StreamReader:
                 return entries
             self._pending_done = True
         return await self._read_from(">", count)
+
+    def rewind(self) -> None:
+        """Makes the next read start again from this consumer's pending entries (and re-check the group)."""
+        self._ready = False
+        self._pending_done = False
 
     async def ack(self, ids: list[bytes]) -> None:
         if ids:

@@ -1,0 +1,353 @@
+"""The monitor against faults, on a real redis-server and a real database: an entry it cannot decode is
+counted malformed and skipped, across restarts too; a tick that fails part-way (the database locked, a
+reference that cannot be read for a while, Redis restarted) is picked up by the next one, and every
+entry is indexed, windowed and counted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio
+import sqlalchemy.exc
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.monitoring.config import put_config
+from control_plane.monitoring.gauges import gauges_for
+from control_plane.monitoring.monitor import MAX_REPORT_ATTEMPTS, Monitor
+from control_plane.monitoring.profiles import ReferenceCache, register_reference_profile
+from control_plane.monitoring.reports import query_reports
+from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.monitoring.tables import PredictionIndexRow
+from data_plane.prediction_log import PredictionRecord
+from tests.support.redis_server import RedisServer
+from tests.unit.monitoring.conftest import register_version
+
+STREAM = "test:monitor-faults"
+SETTINGS = MonitoringSettings(stream=STREAM, time_window_grace_s=0.0)
+T0 = 1_800_000_000_000_000
+
+
+def entry(i: int, request_id: str | None = None) -> dict[bytes, bytes]:
+    """The fields the data plane's writer logs for request ``i``: one row of 3 features, one score."""
+    features = np.array([[float(i % 7), 1.0, -float(i % 3)]], dtype=np.float32)
+    item = PredictionRecord(
+        request_id=request_id or f"r{i}",
+        deployment="churn",
+        model="churn-model",
+        version=1,
+        variant="primary",
+        role="served",
+        routing_key="",
+        ts_us=T0 + i,
+        entities=[{"id": str(i)}],
+        features=features,
+        outputs={"score": np.array([[0.25]], dtype=np.float32)},
+    )
+    bulks = []
+    for bulk in item.fields():
+        header, _, rest = bulk.partition(b"\r\n")
+        bulks.append(rest[: int(header[1:])])
+    return dict(zip(bulks[::2], bulks[1::2], strict=True))
+
+
+def poison(i: int) -> dict[bytes, bytes]:
+    """An entry whose output name is not UTF-8: it used to raise UnicodeDecodeError out of the tick."""
+    fields = entry(i)
+    for suffix in (b"", b":dtype", b":shape"):
+        fields[b"output:sc\xffore" + suffix] = fields.pop(b"output:score" + suffix)
+    return fields
+
+
+class World:
+    """Monitors ("processes") over one stream, database and artifact store; each has its own gauges."""
+
+    def __init__(self, sessions: sessionmaker[Session], store: ArtifactStore, redis_url: str) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.redis_url = redis_url
+        self.log = redis.Redis.from_url(redis_url)
+        self.registry = CollectorRegistry()
+        self.now = T0 / 1e6
+        self._clients: list[redis.asyncio.Redis] = []
+
+    def monitor(self) -> Monitor:
+        """A monitor as a freshly (re)started control plane has it."""
+        client = redis.asyncio.Redis.from_url(self.redis_url)
+        self._clients.append(client)
+        self.registry = CollectorRegistry()
+        return Monitor(
+            self.sessions,
+            ReferenceCache(self.sessions, self.store, ttl_s=0.0),
+            client,
+            SETTINGS,
+            gauges=gauges_for(self.registry),
+            clock=lambda: self.now,
+        )
+
+    def add(self, *entries: dict[bytes, bytes]) -> None:
+        for fields in entries:
+            self.log.xadd(STREAM, fields)  # type: ignore[arg-type]
+
+    def entries(self, outcome: str) -> float:
+        return self.registry.get_sample_value("aether_monitor_entries_total", {"outcome": outcome}) or 0.0
+
+    def windows(self, outcome: str) -> float:
+        return self.registry.get_sample_value("aether_monitor_windows_total", {"outcome": outcome}) or 0.0
+
+    def indexed(self) -> list[str]:
+        with read_session(self.sessions) as session:
+            return sorted(session.scalars(select(PredictionIndexRow.request_id)).all())
+
+    def index_rows(self) -> int:
+        with read_session(self.sessions) as session:
+            return int(session.scalar(select(func.count()).select_from(PredictionIndexRow)) or 0)
+
+    def pending(self) -> int:
+        info: Any = self.log.xpending(STREAM, SETTINGS.group)
+        return int(info["pending"])
+
+    def reports(self) -> list[pb.DriftReport]:
+        return query_reports(self.sessions, "churn")
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+        self.log.close()
+
+
+@pytest.fixture
+async def world(
+    sessions: sessionmaker[Session], store: ArtifactStore, redis_url: str
+) -> AsyncIterator[World]:
+    here = World(sessions, store, redis_url)
+    yield here
+    await here.close()
+
+
+def configure(sessions: sessionmaker[Session], **fields: Any) -> None:
+    put_config(sessions, pb.MonitorConfig(deployment="churn", **fields), actor="test")
+
+
+def register_reference(world: World) -> str:
+    version = register_version(world.sessions, world.store, "churn-model")
+    assert version == 1
+    reference = np.random.default_rng(0).normal(size=(200, 3))
+    info = register_reference_profile(world.sessions, world.store, "churn-model", 1, reference, actor="test")
+    return info.artifact_sha256
+
+
+async def tick_failing(monitor: Monitor, expected: type[BaseException]) -> None:
+    with pytest.raises(expected):
+        await monitor.tick()
+
+
+def take_file(path: Path, replacement: bytes | None = None) -> bytes:
+    """Removes the file, or replaces its content, and returns what it held."""
+    held = path.read_bytes()
+    if replacement is None:
+        path.unlink()
+    else:
+        path.write_bytes(replacement)
+    return held
+
+
+def put_file(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+
+
+# ---------------------------------------------------------------------------- an undecodable entry
+
+
+async def test_a_poison_entry_is_counted_malformed_and_the_good_ones_go_through_across_restarts(
+    world: World,
+) -> None:
+    configure(world.sessions, window_rows=6)
+    world.add(entry(0), entry(1), entry(2), poison(99), entry(3), entry(4), entry(5))
+    # A monitor that read the batch and stopped before acknowledging it (the old crash on the poison):
+    # the next one to start finds all seven pending, poison included.
+    world.log.xgroup_create(STREAM, SETTINGS.group, id="0")
+    world.log.xreadgroup(SETTINGS.group, SETTINGS.consumer, {STREAM: ">"})
+    assert world.pending() == 7
+
+    restarted = world.monitor()
+    result = await restarted.tick()
+    assert result.entries == 7 and world.pending() == 0
+    assert world.indexed() == [f"r{i}" for i in range(6)]
+    assert (world.entries("monitored"), world.entries("malformed")) == (6.0, 1.0)
+    (report,) = world.reports()
+    assert report.n_rows == 6  # the six good rows, each once, in one count window
+    assert (await restarted.tick()).entries == 0
+
+    # New traffic, poison again, another restart: the monitor keeps going.
+    world.add(entry(6), poison(98), entry(7), entry(8))
+    again = world.monitor()
+    assert (await again.tick()).entries == 4
+    assert world.indexed() == [f"r{i}" for i in range(9)]
+    assert (world.entries("monitored"), world.entries("malformed")) == (3.0, 1.0)
+    assert world.pending() == 0
+
+
+async def test_an_entry_whose_rows_the_database_refuses_is_malformed_and_the_batch_indexed(
+    world: World, engine: Engine
+) -> None:
+    # PostgreSQL text cannot hold NUL: the index write of the whole batch failed, on every retry.
+    world.add(entry(0), entry(1, request_id="nul\x00id"), entry(2))
+    monitor = world.monitor()
+    assert (await monitor.tick()).entries == 3 and world.pending() == 0
+    if engine.dialect.name == "postgresql":
+        assert world.indexed() == ["r0", "r2"]
+        assert (world.entries("monitored"), world.entries("malformed")) == (2.0, 1.0)
+    else:  # SQLite stores it
+        assert world.index_rows() == 3 and world.entries("monitored") == 3.0
+
+
+# ---------------------------------------------------------------------------- a tick failing part-way
+
+
+@pytest.fixture
+def locked_sqlite(tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], Callable[[], sqlite3.Connection]]]:
+    """A SQLite database that gives up on a lock after 0.2 s, and a way to hold its write lock from
+    another connection (as another process would)."""
+    path = tmp_path / "locked.db"
+    engine = create_db_engine(f"sqlite:///{path}", busy_timeout_s=0.2)
+    upgrade_to_head(engine)
+    holders: list[sqlite3.Connection] = []
+
+    def hold_write_lock() -> sqlite3.Connection:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        holders.append(holder)
+        return holder
+
+    yield create_session_factory(engine), hold_write_lock
+    for holder in holders:
+        holder.close()
+    engine.dispose()
+
+
+async def test_a_batch_failing_on_a_locked_database_is_processed_exactly_once_after(
+    locked_sqlite: tuple[sessionmaker[Session], Callable[[], sqlite3.Connection]],
+    store: ArtifactStore,
+    redis_url: str,
+) -> None:
+    sessions, hold_write_lock = locked_sqlite
+    here = World(sessions, store, redis_url)
+    try:
+        configure(sessions, window_rows=4)
+        here.add(*(entry(i) for i in range(4)))
+        monitor = here.monitor()
+        holder = hold_write_lock()
+        await tick_failing(monitor, sqlalchemy.exc.OperationalError)  # database is locked
+        assert here.index_rows() == 0 and here.pending() == 4
+        holder.rollback()
+
+        result = await monitor.tick()
+        assert result.entries == 4 and here.pending() == 0
+        assert here.indexed() == ["r0", "r1", "r2", "r3"]
+        assert here.entries("monitored") == 4.0
+        (report,) = here.reports()
+        assert report.n_rows == 4 and [r.id for r in result.reports] == [report.id]
+        assert (await monitor.tick()).entries == 0 and len(here.reports()) == 1
+    finally:
+        await here.close()
+
+
+async def test_a_window_closing_while_the_database_is_locked_is_reported_once_it_is_free(
+    locked_sqlite: tuple[sessionmaker[Session], Callable[[], sqlite3.Connection]],
+    store: ArtifactStore,
+    redis_url: str,
+) -> None:
+    sessions, hold_write_lock = locked_sqlite
+    here = World(sessions, store, redis_url)
+    try:
+        configure(sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+        here.add(*(entry(i) for i in range(5)))
+        monitor = here.monitor()
+        assert (await monitor.tick()).entries == 5 and not here.reports()  # the window is still open
+        holder = hold_write_lock()
+        here.now += 120  # the window is due: it closes at the next tick, whose report cannot be stored
+        await tick_failing(monitor, sqlalchemy.exc.OperationalError)
+        holder.rollback()
+        result = await monitor.tick()
+        (report,) = here.reports()
+        assert report.n_rows == 5 and [r.id for r in result.reports] == [report.id]
+        assert here.windows("reported") == 1.0 and here.windows("dropped") == 0.0
+    finally:
+        await here.close()
+
+
+async def test_a_batch_whose_report_fails_is_re_read_and_counted_once(world: World) -> None:
+    sha = register_reference(world)
+    configure(world.sessions, window_rows=4)
+    world.add(*(entry(i) for i in range(4)))
+    monitor = world.monitor()
+    profile = Path(world.store.location(sha))
+    held = take_file(profile)  # the reference profile cannot be read for a while
+    # The batch is indexed and its window closed, but the report fails: nothing is acknowledged.
+    await tick_failing(monitor, Exception)
+    assert world.index_rows() == 4 and world.pending() == 4
+    put_file(profile, held)
+    result = await monitor.tick()  # the queued window is reported; the batch re-read, applied once
+    assert result.entries == 4 and world.pending() == 0
+    (report,) = world.reports()
+    assert report.n_rows == 4 and report.status != pb.DRIFT_STATUS_NO_REFERENCE
+    assert world.entries("monitored") == 4.0 and world.index_rows() == 4
+    world.add(*(entry(i) for i in range(4, 8)))  # the next window starts empty: nothing counted twice
+    assert (await monitor.tick()).entries == 4
+    assert [r.n_rows for r in world.reports()] == [4, 4]
+
+
+async def test_a_window_whose_report_keeps_failing_is_dropped_and_the_monitor_goes_on(world: World) -> None:
+    sha = register_reference(world)
+    configure(world.sessions, window_rows=2)
+    world.add(entry(0), entry(1))
+    profile = Path(world.store.location(sha))
+    held = take_file(profile, b"not a profile any more")
+    monitor = world.monitor()
+    for _ in range(MAX_REPORT_ATTEMPTS - 1):
+        await tick_failing(monitor, Exception)
+    await monitor.tick()  # the last attempt fails too: the window is dropped, counted, logged
+    assert world.windows("dropped") == 1.0 and world.reports() == [] and world.pending() == 0
+    assert world.entries("monitored") == 2.0 and world.index_rows() == 2
+    put_file(profile, held)  # repaired: the windows behind the dropped one are reported
+    world.add(entry(2), entry(3))
+    assert (await monitor.tick()).entries == 2 and world.index_rows() == 4
+    assert [r.n_rows for r in world.reports()] == [2] and world.windows("reported") == 1.0
+
+
+async def test_the_monitor_recovers_from_a_redis_restart_that_lost_its_group(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    server = RedisServer()
+    server.start()
+    here = World(sessions, store, server.url)
+    try:
+        here.add(entry(0))
+        monitor = here.monitor()
+        assert (await monitor.tick()).entries == 1
+        server.stop()
+        await tick_failing(monitor, redis.exceptions.ConnectionError)
+        server.start()  # empty: no stream, no consumer group
+        here.add(entry(1), entry(2))
+        for _ in range(3):  # the pool may hand out a dead connection once more
+            try:
+                if (await monitor.tick()).entries:
+                    break
+            except redis.exceptions.ConnectionError:
+                await asyncio.sleep(0.05)
+        assert here.indexed() == ["r0", "r1", "r2"] and here.pending() == 0
+    finally:
+        await here.close()
+        server.close()
