@@ -18,6 +18,10 @@ How the interface maps:
   the end offsets taken when it starts, on a consumer of its own outside the group.
 * ``lag`` is the end offsets minus the group's committed offsets of the assigned partitions; its age is
   that of the oldest delivered, unacknowledged record.
+* ``resume_ms`` is the smallest, over the partitions, record time at the group's committed offset (the
+  first record still to process; the retained log's first when nothing is committed, its last when the
+  group is caught up). Record times are the stream time: the rebuild after a restart reads back from
+  them, so a record timestamped earlier than records before it in its partition counts as late.
 
 ``produce`` writes records the other way, in the form ``read`` decodes: the quarantine's replay uses it to
 put corrected events back on a Kafka-sourced streaming view's topic.
@@ -184,8 +188,9 @@ class KafkaSource:
         if commits:
             self._consumer.commit(offsets=commits, asynchronous=False)
 
-    def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]:
-        reader = Consumer(
+    def _reader(self) -> Consumer:
+        """A consumer outside the group, for reading at chosen offsets."""
+        return Consumer(
             {
                 "bootstrap.servers": self._bootstrap,
                 "group.id": f"{self.name}-history",  # never subscribes or commits: assign() only
@@ -193,6 +198,9 @@ class KafkaSource:
                 **self._extra,
             }
         )
+
+    def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]:
+        reader = self._reader()
         try:
             topic = reader.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
             partitions = [] if topic is None or topic.error is not None else list(topic.partitions)
@@ -229,6 +237,39 @@ class KafkaSource:
                     batch = []
             if batch:
                 yield MessageBatch.of(batch)
+        finally:
+            reader.close()
+
+    def resume_ms(self) -> int:
+        """The record time the group resumes from (module doc); 0 when the topic is empty or a partition
+        does not answer in time (the rebuild then reads everything retained)."""
+        topic = self._consumer.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return 0
+        partitions = [TopicPartition(self.name, p) for p in topic.partitions]
+        positions: dict[int, int] = {}
+        for tp in self._consumer.committed(partitions, timeout=_TIMEOUT_S):
+            low, high = self._watermarks(self._consumer, tp.partition)
+            if high > low:  # an empty partition holds nothing to resume from
+                positions[tp.partition] = min(max(tp.offset if tp.offset >= 0 else low, low), high - 1)
+        times = self._record_times(positions)
+        return min(times.values()) if positions and len(times) == len(positions) else 0
+
+    def _record_times(self, positions: Mapping[int, int]) -> dict[int, int]:
+        """The record time (ms) at each partition's offset, of the partitions that answer in time."""
+        if not positions:
+            return {}
+        reader = self._reader()
+        try:
+            reader.assign([TopicPartition(self.name, p, offset) for p, offset in positions.items()])
+            times: dict[int, int] = {}
+            deadline = time.monotonic() + _TIMEOUT_S
+            while len(times) < len(positions) and time.monotonic() < deadline:
+                for record in reader.consume(num_messages=len(positions), timeout=1.0):
+                    if record.error() is None:
+                        partition, _offset = _position(record)
+                        times.setdefault(partition, record.timestamp()[1])
+            return times
         finally:
             reader.close()
 

@@ -4,11 +4,22 @@ every emitted update (with its event time) to the offline history.
 
 Delivery is at least once; writes are idempotent by message id. The window state lives in memory and
 is *derivable*: the set of applied message ids is kept in Redis, committed atomically with the online
-blobs (``commit.py``), and on start the state is rebuilt by re-reading the retained stream (the last
-``max window + lateness``) and re-applying exactly the applied messages. So a materializer killed at
-any point restarts, rebuilds, reclaims the pending messages of its dead predecessor (``XAUTOCLAIM``),
-skips those already applied, and counts nothing twice. The stream must retain at least the longest
-window plus the allowed lateness (trim with ``MINID``, not a small ``MAXLEN``).
+blobs (``commit.py``), and on start the state is rebuilt by re-reading the retained stream and
+re-applying exactly the applied messages. So a materializer killed at any point restarts, rebuilds,
+reclaims the pending messages of its dead predecessor (``XAUTOCLAIM``), skips those already applied, and
+counts nothing twice.
+
+How far back the rebuild reads: windows end at each entity's newest *event* time, not at the clock, so
+the rebuild is anchored where the group resumes in the stream (``StreamSource.resume_ms``: its oldest
+pending message, else the last delivered one), not at the time of the restart; a materializer that was
+down, or lagging, for longer than the longest window would otherwise forget events the windows of its
+backlog still hold. Every message still to process lies at or after that point ``R`` in stream time and,
+as events reach the stream at most ``lateness_s`` after their event time, has an event time of at least
+``R - lateness``; its windows reach back at most the longest window before that. So the rebuild re-reads
+from ``R - max window - lateness`` (stream time), and is exact while each event's stream time is neither
+before its event time nor more than ``lateness_s`` after it. The stream must retain that much before the
+group's position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the
+clock and not with a small ``MAXLEN``).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
@@ -311,9 +322,17 @@ class StreamMaterializer:
                 values[:, j] = column.to_numpy(zero_copy_only=False)
         return values
 
+    def _rebuild_since_ms(self) -> int:
+        """The stream time the rebuild reads from (see the module docstring). Never later than the old
+        wall-clock anchor: a resume point in the future (ids set by a producer) does not shorten it."""
+        resume = min(self._retrying(self.source.resume_ms), int(time.time() * 1000))
+        return resume - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
+
     def _rebuild(self) -> None:
         """Re-applies the retained messages this view has applied (see the module docstring)."""
-        since_ms = int(time.time() * 1000) - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
+        if not self._retrying(lambda: self._client.zcard(self.keys.applied)):
+            return  # nothing applied yet (a new group): no need to read the stream back
+        since_ms = self._rebuild_since_ms()
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):
             reply = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))
@@ -330,7 +349,10 @@ class StreamMaterializer:
                 self.state.apply(self._slots_of(accepted), ts, seq, self._values(accepted), emit=False)
                 rebuilt += accepted.num_rows
                 self.metrics.newest_event_us = max(self.metrics.newest_event_us, int(ts.max()))
-        _log.info("rebuilt window state of %s from %d applied messages", self.view.spec.name, rebuilt)
+        _log.info(
+            "rebuilt window state of %s from %d applied messages since stream time %d ms",
+            self.view.spec.name, rebuilt, since_ms,
+        )  # fmt: skip
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         retry = getattr(self.source, "retrying", None)

@@ -140,6 +140,18 @@ class RedisStreamSource:
                 return
             start = "(" + batch.ids[-1]
 
+    def resume_ms(self) -> int:
+        """The oldest pending entry's id milliseconds, else the last delivered one's (every entry after
+        it, appended later included, has a greater id); 0 when the group was delivered nothing."""
+        summary: Any = self.retrying(lambda: self._client.xpending(self.name, self._group))
+        if summary["pending"]:
+            return id_millis(_text(summary["min"]))
+        groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))
+        for group in groups:
+            if _text(group["name"]) == self._group:
+                return id_millis(_text(group["last-delivered-id"]))
+        return 0
+
     def _first_after(self, last: str) -> Any:
         return self.retrying(lambda: self._client.xrange(self.name, min="(" + last, count=1))
 

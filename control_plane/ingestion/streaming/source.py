@@ -3,9 +3,12 @@
 A ``StreamSource`` delivers messages at least once to one consumer of a consumer group, a read at a
 time as a ``MessageBatch``: ``read`` returns new messages, ``reclaim`` takes over messages delivered to
 a consumer that died (or to this one before a reconnect) and not acknowledged within ``min_idle_ms``,
-``ack`` acknowledges. ``history`` re-reads the retained stream from a point in time, which the
-materializer uses to rebuild its window state after a restart. ``lag`` reports how far the group is
-behind.
+``ack`` acknowledges. ``history`` re-reads the retained stream from a point in stream time, and
+``resume_ms`` says where in stream time the group's unprocessed messages begin: the materializer uses both
+to rebuild its window state after a restart. ``lag`` reports how far the group is behind.
+
+Stream time is the time a message carries as its position: a Redis stream id's milliseconds, a Kafka
+record's timestamp.
 
 Two sources: Redis Streams (``redis_source``, built in) and Kafka (``kafka_source``, the ``kafka``
 extra), whose module docstring says how the interface maps onto consumer groups and offsets.
@@ -88,6 +91,12 @@ class StreamSource(Protocol):
     def ack(self, ids: list[str]) -> None: ...
 
     def history(self, since_ms: int, page: int) -> Iterator[MessageBatch]: ...
+
+    def resume_ms(self) -> int:
+        """The stream time from which the group's messages still to process (pending, undelivered, and
+        any appended later) lie: the oldest pending message's, else the last delivered one's; 0 when
+        it cannot tell (re-read everything)."""
+        ...
 
     def lag(self) -> Lag: ...
 
