@@ -9,7 +9,9 @@ What "without loss" means per target:
 
 * integers: the value must be integral and in range (``3.0`` -> 3 is fine, ``3.5`` is not);
 * floats: integers must be exactly representable (|v| <= 2**53 for float64); narrowing float64 to
-  float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity;
+  float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity,
+  and so does parsing text: ``"1e309"`` is refused, while an infinity written as one (``"inf"``,
+  ``"-Infinity"``, any case) is kept as the infinity it names;
 * bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
 * timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
   offset or ``Z``), converted to UTC microseconds (digits below a microsecond are dropped, from a
@@ -121,4 +123,18 @@ def _lossy(source: pa.Array, cast: pa.Array, target: pa.DataType) -> npt.NDArray
     elif pa.types.is_floating(target) and pa.types.is_floating(source.type):
         overflow = pc.and_(pc.is_finite(source), pc.invert(pc.is_finite(cast)))
         lossy = pc.fill_null(overflow, False).to_numpy(zero_copy_only=False)
+    elif pa.types.is_floating(target) and _is_text(source.type):
+        # Arrow parses a number beyond the type's range as an infinity; only an infinity literal may be one.
+        infinite = pc.fill_null(pc.is_inf(cast), False)
+        if pc.any(infinite).as_py():
+            literal = pc.match_substring_regex(source, pattern=_INFINITY_LITERAL, ignore_case=True)
+            lossy = pc.and_(infinite, pc.invert(pc.fill_null(literal, False))).to_numpy(zero_copy_only=False)
     return np.asarray(lossy, dtype=bool)
+
+
+# What Arrow's text-to-float parsing reads as an infinity (it accepts no spaces around a number).
+_INFINITY_LITERAL = r"^[+-]?inf(inity)?$"
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))

@@ -15,6 +15,13 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   number or a date), and not more than ``max_future`` (default 1 day) ahead of ``now``;
 * **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
 * **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed;
+* **finite** (aggregated event fields only, see below): ``inf`` and ``-inf`` are rejected ("amount: inf
+  is not finite"). One infinity would poison every sum, mean, min or max window holding it for the
+  window's whole length (``inf + -inf`` is NaN, written as a missing value). A plain feature's float
+  keeps accepting an infinity given as one (``inf``, ``-Infinity``, an Arrow infinity): it is a valid
+  IEEE value a producer may mean (e.g. "never"), it touches only its own row, and a ``min_value`` /
+  ``max_value`` rule rejects it where it is not wanted. A *finite* literal too large for the type
+  (``"1e309"``) is no infinity the sender wrote: it fails the dtype rule for every float column;
 * **nulls** (NaN counts as null): per feature, the batch's null fraction is ``nulls / records``. When it
   exceeds ``max_null_fraction`` (0 = no nulls allowed), *every* null record of that feature is rejected
   ("null fraction 0.40 in batch exceeds max 0.10"); at or below it, nulls are accepted. A missing
@@ -25,8 +32,10 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
 per value column. For a plain view the value columns are its features; for a view with ``aggregations``
 (a streaming view) the records are raw events, and the value columns are the aggregated event fields
-(float64, required, no NaN; a field that is only counted must be present but may be of any type, kept as
-a string); the features are the aggregates computed from them. With ``stored=True`` the
+(float64, required, finite: no NaN, no infinity; a field that is only counted must be present but may be
+of any type, kept as a string); the features are the aggregates computed from them. Batch ingestion
+refuses streaming views (their events go to the stream), and a replayed quarantined event is validated
+here like a streamed one, so every path into the windows applies the same rule. With ``stored=True`` the
 records are checked as the offline store holds them: a streaming view's stored rows are its aggregates,
 so its value columns are then its features, as for a plain view.
 """
@@ -86,6 +95,7 @@ class ValueColumn:
     name: str
     arrow_type: pa.DataType
     rule: pb.ValidationRule
+    finite: bool = False  # infinities rejected (aggregated event fields)
 
 
 def arrow_type(value_type: int) -> pa.DataType:
@@ -106,7 +116,10 @@ def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueCo
         read = {aggregation.column for aggregation in aggregations if aggregation.function != "count"}
         return [
             ValueColumn(
-                name, pa.float64() if name in read else pa.string(), pb.ValidationRule(max_null_fraction=0.0)
+                name,
+                pa.float64() if name in read else pa.string(),
+                pb.ValidationRule(max_null_fraction=0.0),
+                finite=name in read,
             )
             for name in names
         ]
@@ -236,6 +249,9 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
     else:
         cast, failed = pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
+    if column.finite and valid.any():
+        infinite = _mask(pc.is_inf(cast))
+        reasons.add(infinite, lambda row: f"{name}: {_show(cast[row])} is not finite")
     nulls = ~valid & ~failed
     null_count = int(nulls.sum())
     if n and null_count / n > rule.max_null_fraction:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -237,3 +237,39 @@ def test_a_counted_field_may_be_any_type(tmp_path: Path, redis_url: str) -> None
         (record,) = quarantine.list_quarantined(session, view="bookings")
     assert (counts.records_in, counts.accepted, counts.quarantined) == (7, 6, 1)
     assert "fare: 'ten' not castable" in record.reason
+
+
+def test_infinite_amounts_are_quarantined_and_never_reach_a_window(tmp_path: Path, redis_url: str) -> None:
+    """``inf`` and ``-inf`` in one window summed to NaN (written as a missing value) and ``1e309`` became
+    ``inf``: every sum and mean holding them was poisoned for the window's length. They are quarantined
+    with their reasons now, and the windows hold the finite events only."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    # The start of the previous 10-minute bucket: the events below share it (and so clicks_10m).
+    bucket = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0) - timedelta(minutes=10)
+    amounts = {1: ["5", "inf", "-inf", "2"], 2: ["5", "1e309", "-Infinity", "1"]}
+    for sensor, values in amounts.items():
+        for k, amount in enumerate(values):
+            ts = (bucket + timedelta(seconds=k)).isoformat()
+            client.xadd(STREAM, {"sensor_id": str(sensor), "event_ts": ts, "amount": amount})
+    source = RedisStreamSource(client, STREAM, OPTIONS.group, "c1")
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
+    )
+    materializer.start()
+    run_until_idle(materializer)
+
+    online = read_online(client, view, [1, 2])
+    # clicks_10m, amount_sum_1h, amount_mean_1h, amount_max_24h, amount_last_1h over the finite events.
+    assert online == {1: [2.0, 7.0, 3.5, 5.0, 2.0], 2: [2.0, 6.0, 3.0, 5.0, 1.0]}
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view="clicks"))
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (8, 4, 4)
+    assert reasons == [
+        "amount: '1e309' not castable to double without loss",
+        "amount: -inf is not finite",
+        "amount: -inf is not finite",
+        "amount: inf is not finite",
+    ]

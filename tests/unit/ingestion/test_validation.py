@@ -170,6 +170,78 @@ def test_aggregation_view_validates_the_aggregated_event_fields() -> None:
     ]
 
 
+SUMMED = pb.FeatureView(
+    spec=pb.FeatureViewSpec(
+        name="sums",
+        entity="sensor",
+        features=[
+            pb.Feature(name="amount_sum_1h", value_type=t.FLOAT64),
+            pb.Feature(name="amount_max_1h", value_type=t.FLOAT64),
+        ],
+        aggregations=[
+            pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h"),
+            pb.Aggregation(column="amount", function="max", window_seconds=3600, output="amount_max_1h"),
+        ],
+    ),
+    version=1,
+)
+
+
+def test_an_aggregated_event_field_must_be_finite() -> None:
+    """An infinity would poison every window holding it (inf + -inf is NaN); a literal too large for a
+    float64 is no infinity the sender wrote. Both are quarantined, each with its reason."""
+    amounts = ["5", "inf", "-inf", "Infinity", "1e309", "-1e309", "1e308", "-0.0"]
+    table = pa.table(
+        {"sensor_id": ["1"] * len(amounts), "event_ts": [NOW.isoformat()] * len(amounts), "amount": amounts}
+    )
+    result = validate(SUMMED, ENTITY, table, now=NOW)
+    assert result.accepted.column("amount").to_pylist() == [5.0, 1e308, -0.0]
+    assert result.rejected.column("row_index").to_pylist() == [1, 2, 3, 4, 5]
+    assert result.rejected.column("reason").to_pylist() == [
+        "amount: inf is not finite",
+        "amount: -inf is not finite",
+        "amount: inf is not finite",
+        "amount: '1e309' not castable to double without loss",
+        "amount: '-1e309' not castable to double without loss",
+    ]
+    # Typed infinities too (a replayed record, an Arrow batch), whatever the other fields say.
+    typed = pa.table({"sensor_id": [1, 2], "event_ts": [NOW] * 2, "amount": [math.inf, 2.5]})
+    found = validate(SUMMED, ENTITY, typed, now=NOW)
+    assert found.rejected.column("reason").to_pylist() == ["amount: inf is not finite"]
+    assert found.accepted.column("amount").to_pylist() == [2.5]
+
+
+def test_a_plain_float_feature_keeps_an_infinity_written_as_one_but_not_an_overflow() -> None:
+    """Only aggregated fields must be finite: a plain feature's infinity is a value its producer may mean
+    (and a range rule refuses it where it is not wanted); a literal beyond the type is a lossy cast."""
+    view = pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="gaps",
+            entity="sensor",
+            features=[
+                pb.Feature(name="since_last_s", value_type=t.FLOAT64),
+                pb.Feature(name="ratio", value_type=t.FLOAT32),
+            ],
+        ),
+        version=1,
+    )
+    table = pa.table(
+        {
+            "sensor_id": [1, 2, 3, 4],
+            "event_ts": [NOW] * 4,
+            "since_last_s": ["inf", "-Infinity", "1e309", "12.5"],
+            "ratio": [math.inf, 1.0, 1.0, 1e39],
+        }
+    )
+    result = validate(view, ENTITY, table, now=NOW)
+    assert result.accepted.column("since_last_s").to_pylist() == [math.inf, -math.inf]
+    assert result.accepted.column("ratio").to_pylist() == [math.inf, 1.0]
+    assert result.rejected.column("reason").to_pylist() == [
+        "since_last_s: '1e309' not castable to double without loss",
+        "ratio: 1e+39 not castable to float without loss",
+    ]
+
+
 def test_aggregation_view_rows_as_stored_are_checked_as_its_aggregates() -> None:
     """The offline store holds a streaming view's aggregates, not its events: checked as stored, an
     aggregated row passes on its features' rules, and the raw event field is not required."""

@@ -1,0 +1,57 @@
+"""Text parsed to floats: an overflow is a lossy cast, an infinity literal is not (hypothesis, against an
+exact decimal reference)."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control_plane.ingestion.casting import lossless_cast
+
+# Round to nearest, ties to even: a value rounds to infinity from the midpoint between the largest
+# finite value (odd significand, all ones) and the next power of two on.
+OVERFLOW_AT = {pa.float64(): Decimal(2**1024 - 2**970), pa.float32(): Decimal(2**128 - 2**103)}
+
+
+def numbers_near(limit: Decimal) -> st.SearchStrategy[str]:
+    """Decimal texts just around ``limit`` (in the last digits of 40)."""
+    return st.integers(-(10**5), 10**5).map(lambda d: f"{limit + d * limit.scaleb(-40):E}")
+
+
+signs = st.sampled_from(["", "+", "-"])
+mantissas = st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,6})?\Z")
+exponents = st.integers(-400, 400).map(lambda e: f"e{e}")
+plain_numbers = st.builds(lambda s, m, e: s + m + e, signs, mantissas, st.one_of(st.just(""), exponents))
+near_limits = st.builds(
+    lambda s, text: s + text,
+    signs,
+    st.one_of(numbers_near(OVERFLOW_AT[pa.float64()]), numbers_near(OVERFLOW_AT[pa.float32()])),
+)
+infinities = st.builds(
+    lambda s, word, upper: s + "".join(c.upper() if u else c for c, u in zip(word, upper, strict=False)),
+    signs,
+    st.sampled_from(["inf", "infinity"]),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+)
+texts = st.one_of(plain_numbers, near_limits, infinities)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(texts, min_size=1, max_size=20), wide=st.booleans())
+def test_text_beyond_the_float_range_fails_and_an_infinity_literal_stays_infinite(
+    values: list[str], wide: bool
+) -> None:
+    target = pa.float64() if wide else pa.float32()
+    cast, failed = lossless_cast(pa.array(values, pa.string()), target)
+    for text, value, refused in zip(values, cast.to_pylist(), failed.tolist(), strict=True):
+        exact = Decimal(text)  # exact: Decimal reads any text of these forms without rounding
+        if exact.is_infinite():
+            assert not refused and value == (math.inf if exact > 0 else -math.inf), text
+        elif abs(exact) >= OVERFLOW_AT[target]:
+            assert refused and value is None, text
+        else:
+            assert not refused and value is not None and math.isfinite(value), text
