@@ -2,9 +2,20 @@
 (``_datasets/<hash>.json``), and writing a dataset to Parquet atomically.
 
 The hash is sha256 over a canonical serialization: the Arrow IPC stream of the table with schema and
-field metadata removed, chunks combined and re-split into batches of :data:`CANONICAL_BATCH_ROWS` rows,
-no compression. Equal tables (same column names, types, values and order) hash equally however they
-were chunked or whichever path built them (in process, over gRPC, from Parquet).
+field metadata removed, chunks combined, each column in the canonical physical form of
+``canonical_arrays`` (zeros under nulls, fresh bitmaps, default names of nested child fields), re-split
+into batches of :data:`CANONICAL_BATCH_ROWS` rows, no compression. Equal tables (same column names,
+types, values and order) hash equally however they were chunked or whichever path built them (in
+process, over gRPC, from Parquet, from Python lists).
+
+Hashes recorded before the canonical form (lineage records, model versions, job specs pinning a hash)
+are unchanged for tables that already held it: zeros under every null, as the point-in-time join writes
+its feature columns and as numbers, strings and timestamps built from Python lists or read from Parquet
+hold. They differ for a table that held other bytes: a column built from numpy or pandas with a mask
+(the old value or NaN under the null), a nullable boolean or a list or map read from Parquet, a struct
+built from Python lists. For those, running the same query now yields a new hash (a job spec pinning the
+old one gets DATA_LOSS until re-pinned), and a recorded dataset is read back only if its Parquet copy
+hashes to the recorded value, which such an old record may not.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import NotFound
+from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.store import OfflineStore, open_filesystem
 
 CANONICAL_BATCH_ROWS = 65_536
@@ -49,9 +61,10 @@ class _HashingSink:
 
 
 def canonical(table: pa.Table) -> pa.Table:
-    """``table`` without schema or field metadata, in one chunk per column."""
-    schema = pa.schema([field.remove_metadata() for field in table.schema])
-    return pa.Table.from_arrays(list(table.combine_chunks().columns), schema=schema)
+    """``table`` without schema or field metadata, one chunk per column, each in the canonical form."""
+    schema = pa.schema([pa.field(f.name, canonical_type(f.type), f.nullable) for f in table.schema])
+    columns = [canonical_array(column.combine_chunks()) for column in table.columns]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def content_hash(table: pa.Table) -> str:

@@ -1,0 +1,190 @@
+"""Arrow arrays in one canonical physical form, so that equal arrays serialize to equal bytes (the
+dataset hash, ``datasets.content_hash``, is a hash of the serialization).
+
+Arrow leaves open what lies under a null slot and in the unused bits of a bitmap, and each path that
+builds an array chooses differently: a float column built from numpy with a mask keeps the old value
+under a null, a Parquet round trip writes 0 there (and, for a boolean, sometimes a 1 bit); a struct built
+from Python lists marks the children of a null row valid, Parquet marks them null; a Parquet round trip
+renames a list's child field ``item`` to ``element``. The canonical form fixes every such choice:
+
+* validity: no bitmap when nothing is null, else a fresh bitmap whose bits past the end are 0;
+* fixed-width values (numbers, booleans, timestamps, dates, times, durations, decimals, intervals,
+  fixed-size binaries): zero bytes (false bits) under every null, and past the end of a boolean's last
+  byte;
+* strings and binaries: an empty value under every null; offsets start at 0;
+* lists and maps: an empty list under every null, so the child holds the elements of valid rows only;
+* structs and fixed-size lists: their children are null wherever the parent row is null;
+* dictionaries: canonical indices and dictionary values (a dictionary is not re-encoded: which values
+  it holds, in which order, is part of the array);
+* types: a list's or map's child fields have Arrow's default names (``item``; ``entries``, ``key``,
+  ``value``) and no metadata; struct field names are data and stay.
+
+Every other layout (null, union, run-end encoded, view and extension types) is kept as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+Mask = npt.NDArray[np.bool_]
+
+
+def canonical_type(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with the child field names and metadata a canonical array has (module doc)."""
+    if pa.types.is_map(data_type):
+        return pa.map_(
+            _child_field(data_type.key_field, "key"),
+            _child_field(data_type.item_field, "value"),
+            keys_sorted=data_type.keys_sorted,
+        )
+    if pa.types.is_fixed_size_list(data_type):
+        return pa.list_(_child_field(data_type.value_field, "item"), data_type.list_size)
+    if pa.types.is_large_list(data_type):
+        return pa.large_list(_child_field(data_type.value_field, "item"))
+    if pa.types.is_list(data_type):
+        return pa.list_(_child_field(data_type.value_field, "item"))
+    if pa.types.is_struct(data_type):
+        fields = [data_type.field(i) for i in range(data_type.num_fields)]
+        return pa.struct([_child_field(field, field.name) for field in fields])
+    if pa.types.is_dictionary(data_type):
+        return pa.dictionary(data_type.index_type, canonical_type(data_type.value_type), data_type.ordered)
+    return data_type
+
+
+def canonical_array(array: pa.Array) -> pa.Array:
+    """``array`` in the canonical form (module doc): equal to it, value for value."""
+    return _canonical(array, None)
+
+
+def _child_field(field: pa.Field, name: str) -> pa.Field:
+    return pa.field(name, canonical_type(field.type), field.nullable)
+
+
+def _canonical(array: pa.Array, within: Mask | None) -> pa.Array:
+    """``array`` canonical, and null also wherever ``within`` (its parent's validity) is False."""
+    data_type = array.type
+    if within is not None and within.all():
+        within = None
+    if within is None and array.null_count == 0 and _plain(data_type):
+        return array  # nothing under a null; serialization copies exactly the array's own bytes
+    n = len(array)
+    if n == 0:
+        return pa.array([], type=canonical_type(data_type))
+    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if within is not None:
+        valid &= within
+    if pa.types.is_dictionary(data_type):
+        indices = _canonical(array.indices, valid)
+        dictionary = _canonical(array.dictionary, None)
+        return pa.DictionaryArray.from_arrays(indices, dictionary, ordered=data_type.ordered)
+    if pa.types.is_boolean(data_type):
+        return _boolean(array, valid)
+    if _fixed_width(data_type):
+        return _fixed(array, valid)
+    if _binary_like(data_type):
+        return _binary(array, valid)
+    if pa.types.is_map(data_type) or pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return _list(array, valid)
+    if pa.types.is_fixed_size_list(data_type):
+        size = data_type.list_size
+        values = array.values.slice(array.offset * size, n * size)
+        child = _canonical(values, np.repeat(valid, size))
+        return _rebuilt(array, valid, [], [child])
+    if pa.types.is_struct(data_type):
+        children = [_canonical(array.field(i), valid) for i in range(data_type.num_fields)]
+        return _rebuilt(array, valid, [], children)
+    return array
+
+
+def _plain(data_type: pa.DataType) -> bool:
+    """Types whose serialization of a null-free array holds nothing but its values. Not booleans: the
+    bits past the end of their last byte are serialized as they are."""
+    return (_fixed_width(data_type) and not pa.types.is_boolean(data_type)) or _binary_like(data_type)
+
+
+def _fixed_width(data_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(data_type) or isinstance(data_type, pa.BaseExtensionType):
+        return False
+    try:
+        return bool(data_type.bit_width > 0)
+    except ValueError:  # "Non-fixed width type"
+        return False
+
+
+def _binary_like(data_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(data_type)
+        or pa.types.is_binary(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_large_binary(data_type)
+    )
+
+
+def _validity(valid: Mask) -> tuple[pa.Buffer | None, int]:
+    """A fresh validity bitmap (None when all valid) and the null count."""
+    nulls = int(valid.size - np.count_nonzero(valid))
+    return (pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None), nulls
+
+
+def _rebuilt(
+    array: pa.Array, valid: Mask, buffers: list[pa.Buffer], children: list[pa.Array] | None = None
+) -> pa.Array:
+    bitmap, nulls = _validity(valid)
+    return pa.Array.from_buffers(
+        canonical_type(array.type), len(array), [bitmap, *buffers], null_count=nulls, children=children
+    )
+
+
+def _boolean(array: pa.Array, valid: Mask) -> pa.Array:
+    n, start = len(array), array.offset
+    bits = np.unpackbits(np.frombuffer(array.buffers()[1], np.uint8), bitorder="little")
+    values = bits[start : start + n].astype(bool) & valid
+    return _rebuilt(array, valid, [pa.py_buffer(np.packbits(values, bitorder="little"))])
+
+
+def _fixed(array: pa.Array, valid: Mask) -> pa.Array:
+    n, width = len(array), array.type.bit_width // 8
+    raw = np.frombuffer(array.buffers()[1], np.uint8)[array.offset * width : (array.offset + n) * width]
+    values = raw.reshape(n, width) * valid[:, None].astype(np.uint8)
+    return _rebuilt(array, valid, [pa.py_buffer(values.tobytes())])
+
+
+def _offsets(array: pa.Array, valid: Mask) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], pa.Buffer]:
+    """Each row's start and (zero for a null) length in the child or data, and the canonical offsets
+    buffer (of the array's offset width)."""
+    n = len(array)
+    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    large = large or pa.types.is_large_list(array.type)
+    width = np.int64 if large else np.int32
+    raw = np.frombuffer(array.buffers()[1], width)[array.offset : array.offset + n + 1].astype(np.int64)
+    lengths = np.where(valid, np.diff(raw), 0)
+    offsets = np.zeros(n + 1, dtype=width)
+    np.cumsum(lengths, out=offsets[1:])
+    return raw[:-1], lengths, pa.py_buffer(offsets.tobytes())
+
+
+def _ranges(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The positions ``starts[i] .. starts[i] + lengths[i] - 1`` of every row, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
+
+
+def _binary(array: pa.Array, valid: Mask) -> pa.Array:
+    starts, lengths, offsets = _offsets(array, valid)
+    data = array.buffers()[2]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return _rebuilt(array, valid, [offsets, pa.py_buffer(raw[_ranges(starts, lengths)].tobytes())])
+
+
+def _list(array: pa.Array, valid: Mask) -> pa.Array:
+    starts, lengths, offsets = _offsets(array, valid)
+    elements = array.values.take(pa.array(_ranges(starts, lengths), pa.int64()))
+    if pa.types.is_map(array.type):  # entries: a struct of key and value, never null, named by the type
+        map_type = canonical_type(array.type)
+        key, value = (_canonical(elements.field(i), None) for i in range(2))
+        child = pa.StructArray.from_arrays([key, value], fields=[map_type.key_field, map_type.item_field])
+    else:
+        child = _canonical(elements, None)
+    return _rebuilt(array, valid, [offsets], [child])
