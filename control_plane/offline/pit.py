@@ -223,7 +223,8 @@ def _in_label_order(winners: pa.ChunkedArray, position: Int64Array) -> pa.Array:
     stored_valid = None
     if stored.null_count:
         stored_valid = stored.is_valid().to_numpy(zero_copy_only=False)
-        stored = pc.fill_null(stored, pa.scalar(0, type=stored.type))
+        zero = False if pa.types.is_boolean(stored.type) else 0  # pyarrow will not read 0 as a bool
+        stored = pc.fill_null(stored, pa.scalar(zero, type=stored.type))
     values = np.ascontiguousarray(stored.to_numpy(zero_copy_only=False), dtype=stored.type.to_pandas_dtype())
     # One thread per column: the columns themselves are spread over the reading threads.
     out, valid = gather_rows(values, position, threads=1)

@@ -273,3 +273,15 @@ def test_nanosecond_label_times_are_floored_and_never_see_the_next_microsecond(
     result = get_historical_features(stats, registry, labels, ["stats:score"])
     assert result.table.column("stats:score").to_pylist() == [2.0, 2.0, 777.0, 1.0]
     assert result.table.column("event_ts").type == pa.timestamp("ns", tz="UTC")  # the rows as given
+
+
+def test_a_bool_feature_with_stored_nulls_joins(registry: FeatureRegistry, store: OfflineStore) -> None:
+    ensure_entity(registry)
+    create_view(registry, feature_spec("flags", (("active", types_pb2.BOOL),)))
+    store.write(
+        "flags", 1, feature_rows({"user_id": [1, 2, 3]}, [at(0)] * 3, {"active": [True, None, False]})
+    )
+    result = get_historical_features(
+        store, registry, entity_rows({"user_id": [3, 2, 1, 4]}, [at(1)] * 4), ["flags"]
+    )
+    assert result.table.column("flags:active").to_pylist() == [False, None, True, None]
