@@ -58,8 +58,11 @@ class VariantTally:
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
+    # Replacing what is not UTF-8 rather than raising: an entry the reader raised on would stop its window
+    # at that entry for good (the cursor moves only past entries read), and a mangled name matches no
+    # deployment or variant, so the entry is skipped or counted as what it says it is.
     value = fields.get(name)
-    return value.decode() if value is not None else ""
+    return value.decode(errors="replace") if value is not None else ""
 
 
 def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, str, bool, float] | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import redis
+import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.deployments.observations import VariantTally, parse_entry
+from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry
 
 
 def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
@@ -37,3 +39,37 @@ def test_errors_count_and_empty_tallies_have_no_p99() -> None:
     assert tally.p99_ms() is None
     tally.add(False, float("nan"))
     assert (tally.requests, tally.errors, tally.p99_ms()) == (1, 1, None)
+
+
+FieldT = bytes | bytearray | memoryview | str | int | float  # what redis-py's xadd takes
+FIELD_NAMES = st.sampled_from(
+    [b"deployment", b"variant", b"role", b"shadow", b"ok", b"error_code", b"latency_ms"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(FIELD_NAMES, st.binary(max_size=12)))
+def test_any_bytes_in_an_entry_parse_or_are_skipped_never_raise(fields: dict[bytes, bytes]) -> None:
+    # Any writer may append to the stream; an entry the reader cannot raise on is one it cannot stick on.
+    parsed = parse_entry(fields)
+    assert parsed is None or isinstance(parsed[0], str)
+
+
+async def test_an_entry_that_is_not_utf8_does_not_stop_the_window(redis_url: str) -> None:
+    writer = redis.Redis.from_url(redis_url)
+    good: dict[FieldT, FieldT] = {
+        b"deployment": b"eta",
+        b"variant": b"green",
+        b"ok": b"1",
+        b"latency_ms": b"2.0",
+    }
+    writer.xadd("log", good, id="1-0")
+    writer.xadd("log", {**good, b"variant": b"\xff\xfe"}, id="2-0")  # not UTF-8
+    writer.xadd("log", good, id="3-0")
+    writer.close()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    window = StepWindow("eta", started_at_us=0)
+    assert await window.read(client, "log") == 3
+    assert window.observe("green").requests == 2
+    assert await window.read(client, "log") == 0  # past the bad entry, not stuck on it
+    await client.aclose()
