@@ -51,7 +51,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument("id", type=uint64)
     show.set_defaults(handler=_show)
     replay = actions.add_parser("replay", parents=[common], help="re-validate and ingest what now passes")
-    replay.add_argument("ids", type=int, nargs="+", metavar="ID")
+    replay.add_argument("ids", type=uint64, nargs="+", metavar="ID")
     replay.add_argument("--file", metavar="corrected.jsonl", help="corrected payloads, one JSON per line")
     replay.set_defaults(handler=_replay)
     discard = actions.add_parser("discard", parents=[common], help="give records up for good")
@@ -138,7 +138,11 @@ def corrected_payloads(path: str, ids: list[int]) -> dict[int, str]:
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path}:{index + 1}: not JSON: {exc}") from None
         if isinstance(item, dict) and set(item) == {"id", "payload"}:
-            corrected[int(item["id"])] = json.dumps(item["payload"])
+            record_id = item["id"]
+            # bool is an int to Python; a quarantine id is a whole number in a uint64 field.
+            if type(record_id) is not int or not 0 <= record_id < 2**63:
+                raise InvalidArgument(f"{path}:{index + 1}: id {record_id!r} is not a quarantine record id")
+            corrected[record_id] = json.dumps(item["payload"])
         elif isinstance(item, dict) and index < len(ids):
             corrected[ids[index]] = json.dumps(item)
         else:

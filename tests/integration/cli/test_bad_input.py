@@ -129,6 +129,7 @@ UINT64 = "expected a whole number from 0 to 9223372036854775807"
         (["quarantine", "list", "--limit", "-1"], f"argument --limit: {UINT32}"),
         (["quarantine", "show", "-1"], f"argument id: {UINT64}, got '-1'"),
         (["quarantine", "discard", "--", "3", "-1"], f"argument ID: {UINT64}, got '-1'"),
+        (["quarantine", "replay", "--", "3", "-1"], f"argument ID: {UINT64}, got '-1'"),
         (
             ["materialize", "stats", *["--start", "2024-01-01", "--end", "2024-01-02"], "--version", "-1"],
             UINT32,
@@ -259,3 +260,15 @@ def test_audit_export_checks_its_file_before_asking_for_the_log(
 
     code, printed, err = aetherctl(capsys, stats, "audit", "export", str(tmp_path / "audit.jsonl"))
     assert (code, err) == (0, "") and printed.startswith("exported 2 entries")  # features apply: 2 writes
+
+
+@pytest.mark.parametrize("bad_id", ['"twelve"', "true", "-4", "1.5", "99999999999999999999"])
+def test_a_replay_file_whose_id_is_not_a_record_id_names_its_line(
+    capsys: Capture, nowhere: str, tmp_path: Path, bad_id: str
+) -> None:
+    corrected = tmp_path / "corrected.jsonl"
+    good = '{"id": 3, "payload": {"trips": 1}}'
+    corrected.write_text(good + "\n" + good.replace("3", bad_id, 1) + "\n")
+    result = aetherctl(capsys, nowhere, "quarantine", "replay", "3", "--file", str(corrected))
+    assert_refused(result, 1, f"{corrected}:2: id ")
+    assert "is not a quarantine record id" in result[2]
