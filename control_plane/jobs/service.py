@@ -160,7 +160,7 @@ class JobService:
         why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
         at = now_us()
         with write_session(self._sessions) as session:
-            row = job_row(session, job_id)
+            row = job_row(session, job_id, for_update=True)
             state = JobState(row.state)
             if state in TERMINAL:
                 raise FailedPrecondition(f"job {job_id} already ended ({state.value}: {row.reason})")

@@ -96,11 +96,21 @@ def note(
     )  # fmt: skip
 
 
-def job_row(session: Session, job_id: str) -> JobRow:
-    row = session.get(JobRow, job_id)
+def job_row(session: Session, job_id: str, *, for_update: bool = False) -> JobRow:
+    row = locked_job_row(session, job_id) if for_update else session.get(JobRow, job_id)
     if row is None:
         raise NotFound(f"job {job_id!r} not found")
     return row
+
+
+def locked_job_row(session: Session, job_id: str) -> JobRow | None:
+    """The job's row read to be changed: locked until the write transaction ends (``SELECT … FOR
+    UPDATE``). The jobs service and the supervisor both decide from a row's state and then write it; on
+    PostgreSQL, whose default isolation lets a plain read go on past another transaction's write, one of
+    them would overwrite the other's change (a cancel that read QUEUED turning the supervisor's RUNNING
+    into CANCELLED while its process runs). Locked, the second waits and decides from the first's result.
+    SQLite takes its one write lock at the transaction's start, so there the lock changes nothing."""
+    return session.get(JobRow, job_id, with_for_update=True, populate_existing=True)
 
 
 def history(session: Session, job_id: str) -> list[JobEventRow]:

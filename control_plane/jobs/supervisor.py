@@ -50,6 +50,7 @@ from control_plane.jobs.store import (
     TERMINAL,
     WAITING,
     JobState,
+    locked_job_row,
     note,
     now_us,
     spec_from_dict,
@@ -156,7 +157,7 @@ class Supervisor:
         assert handle is not None
         self._handles[row.job_id] = handle
         with write_session(self._sessions) as session:
-            fresh = session.get(JobRow, row.job_id)
+            fresh = locked_job_row(session, row.job_id)
             if fresh is not None and fresh.state == JobState.RUNNING.value:
                 if not fresh.process_ref:
                     fresh.process_ref, fresh.pid = handle.ref, handle.pid or 0
@@ -204,7 +205,7 @@ class Supervisor:
         self._handles.pop(job_id, None)
         at = now_us()
         with write_session(self._sessions) as session:
-            row = session.get(JobRow, job_id)
+            row = locked_job_row(session, job_id)
             if row is None or row.state != JobState.RUNNING.value:
                 return
             files = JobFiles(Path(row.folder))
@@ -290,7 +291,7 @@ class Supervisor:
     def _reject(self, job_id: str, reason: str) -> None:
         at = now_us()
         with write_session(self._sessions) as session:
-            row = session.get(JobRow, job_id)
+            row = locked_job_row(session, job_id)
             if row is None or JobState(row.state) not in WAITING:
                 return
             files = JobFiles(Path(row.folder))
@@ -315,7 +316,7 @@ class Supervisor:
         where = f"devices {','.join(devices)}" if devices else "CPU"
         reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
         with write_session(self._sessions) as session:
-            row = session.get(JobRow, job_id)
+            row = locked_job_row(session, job_id)
             if row is None:
                 return
             state, ended = JobState(row.state), None
@@ -354,7 +355,7 @@ class Supervisor:
             return
         self._handles[job_id] = handle
         with write_session(self._sessions) as session:
-            row = session.get(JobRow, job_id)
+            row = locked_job_row(session, job_id)
             if row is not None:
                 row.process_ref, row.pid = handle.ref, handle.pid or 0
 

@@ -4,6 +4,7 @@ ending with the job however it ends."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -15,7 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import tracking_pb2
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.db import (
+    create_db_engine,
+    create_session_factory,
+    read_session,
+    upgrade_to_head,
+    write_session,
+)
 from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs.executor import LocalExecutor
 from control_plane.jobs.service import JobService
@@ -159,3 +166,25 @@ def test_a_run_created_for_a_start_that_a_cancel_overtook_is_the_jobs_and_ended(
     tracking = TrackingStore(sessions)
     runs, _ = tracking.list_runs(tracking.get_experiment(name="overtaken").experiment_id)
     assert [(run.run_id, run.status) for run in runs] == [(cancelled.run_id, tracking_pb2.RUN_STATUS_KILLED)]
+
+
+def test_a_cancel_racing_a_start_waits_for_it_and_does_not_overwrite_it(parts: Parts) -> None:
+    # The supervisor's start and a cancel both read the job's state and write it. Here the start (this
+    # test, standing in for it) holds its write open while the cancel comes in; the cancel must decide from
+    # the started job (ask the supervisor to stop it), not from the QUEUED row it would otherwise have read
+    # and write CANCELLED over RUNNING, which leaves a process running for a job that says it ended.
+    service, _, sessions = parts
+    job = service.submit(spec_from_mapping(job_spec("racer", gpus=1)), actor="a")
+    answers: list[pb.Job] = []
+    with write_session(sessions) as session:
+        row = session.get(JobRow, job.job_id, with_for_update=True)
+        assert row is not None and row.state == "QUEUED"
+        row.state, row.reason = "RUNNING", "started by the test"
+        session.flush()  # the row is written (and locked) before the cancel starts
+        cancel = threading.Thread(target=lambda: answers.append(service.cancel(job.job_id, actor="b")))
+        cancel.start()
+        cancel.join(timeout=1.0)  # a cancel that does not wait for this transaction ends here
+    cancel.join(timeout=30)
+    assert [a.state for a in answers] == [pb.JOB_STATE_RUNNING]
+    stored = service.get(job.job_id)
+    assert (stored.state, stored.cancel_requested) == (pb.JOB_STATE_RUNNING, True)
