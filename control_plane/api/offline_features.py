@@ -18,6 +18,7 @@ from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
 from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_stream
 from clients.server_handlers import HandlerRegistry
+from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
@@ -84,7 +85,10 @@ def _entity_rows(head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> 
         try:
             return pq.read_table(path, filesystem=filesystem)
         except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
-            raise InvalidArgument(f"cannot read entity rows from {head.entity_rows_path!r}: {exc}") from None
+            where = head.entity_rows_path
+            raise InvalidArgument(
+                f"cannot read entity rows from {redact_uri(where)!r}: {redact_text(str(exc), where)}"
+            ) from None
     if not pieces:
         raise InvalidArgument("no entity rows: send entity_rows_arrow pieces or entity_rows_path")
     return read_arrow_stream(pieces)

@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
+from clients.uris import redact_text
 
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
@@ -65,7 +66,17 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and base path of ``root``: a URI goes through ``FileSystem.from_uri``, anything
     else is a local path (made absolute, so the store does not depend on the working directory)."""
     if "://" in root:
-        filesystem, path = pafs.FileSystem.from_uri(root)
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, OSError) as exc:
+            # pyarrow quotes the whole URI it refused, and one it cannot parse may hide a credential where
+            # redact_uri cannot find it (a secret key with a raw '/'): never shown (clients.uris).
+            reason = redact_text(str(exc).replace(root, "<the URI>"), root)
+            raise InvalidArgument(
+                f"cannot open the URI given (not shown: it may hold credentials): {reason}. Percent-encode "
+                "'/', '+', ':' and '@' in credentials written into a URI, or leave them out and give them "
+                "in the environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+            ) from None
         return filesystem, path.rstrip("/")
     return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
 

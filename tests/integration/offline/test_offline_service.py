@@ -181,3 +181,26 @@ async def test_aetherctl_historical_writes_the_set_and_reports_it(
     assert await asyncio.to_thread(args.handler, args, text) == 0
     assert "stats:score" in text.getvalue() and f"dataset hash: {expected.dataset_hash}" in text.getvalue()
     assert "rows: 400" in text.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("where", "secrets"),
+    [
+        ("s3://AKIAEXAMPLE:se/cretValue@bucket/rows.parquet", ("AKIAEXAMPLE", "se/cretValue")),
+        ("s3://bucket/rows.parquet?secret_key=topSecretValue", ("topSecretValue",)),
+    ],
+)
+async def test_a_path_with_credentials_pyarrow_refuses_is_invalid_argument_without_them(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path, where: str, secrets: tuple[str, ...]
+) -> None:
+    for target in ("entity rows", "output"):
+        with OfflineFeaturesClient(server.address) as client, pytest.raises(InvalidArgument) as caught:
+            if target == "entity rows":
+                await asyncio.to_thread(client.historical_features, where, ["stats:score"])
+            else:
+                out = await asyncio.to_thread(
+                    client.historical_features, labels(3), ["stats:score"], output_path=where
+                )
+                raise AssertionError(f"written to {where}: {out}")
+        assert "cannot open the URI given" in str(caught.value)
+        assert not any(secret in str(caught.value) for secret in secrets), caught.value
