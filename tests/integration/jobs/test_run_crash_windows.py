@@ -187,6 +187,8 @@ def test_a_run_created_by_a_start_that_crashed_is_the_jobs_run_not_an_orphan(
         planes.append(ControlPlaneProcess(db_url, home))
         done = wait_for(lambda: (found := service.get(job.job_id)).state == pb.JOB_STATE_SUCCEEDED and found)
         status = tpb.RUN_STATUS_FINISHED
+        # The supervisor ends the run just after it commits the job's end (a transaction of its own).
+        wait_for(lambda: tracking.get_run(created[0].run_id).status == status)
     elif then == "cancelled":
         done = service.cancel(job.job_id, "not needed", actor="tester")
         status = tpb.RUN_STATUS_KILLED
