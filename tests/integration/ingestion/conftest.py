@@ -27,6 +27,7 @@ from control_plane.ingestion.service import IngestionService
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support.kafka_mock import KafkaMockCluster
 from tests.support.postgres_server import PostgresServer
 
 ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
@@ -118,3 +119,11 @@ def _env(db_url: str, tmp_path: Path, redis_url: str) -> Iterator[Env]:
     yield Env(IngestionService(sessions, registry, offline, client), sessions, registry, offline, client)
     client.close()
     engine.dispose()
+
+
+@pytest.fixture
+def kafka() -> Iterator[KafkaMockCluster]:
+    """An in-process Kafka cluster (librdkafka's mock, tests/support/kafka_mock.py)."""
+    cluster = KafkaMockCluster()
+    yield cluster
+    cluster.close()

@@ -187,3 +187,7 @@ def wait_until_handled(
         if handled == total and client.llen(keys.outbox) == 0 and settled():
             return
         time.sleep(0.05)
+
+
+# Short Kafka sessions: a consumer that left is out of the group in seconds, not the default 45.
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.ingestion.conftest import CLICKS, ENTITY, Env
 from tests.integration.ingestion.streaming_support import (
+    FAST_GROUP,
     Event,
     assert_close,
     event_fields,
@@ -51,15 +51,6 @@ from tests.integration.ingestion.streaming_support import (
 from tests.support.kafka_mock import KafkaMockCluster
 
 TOPIC = "clicks-events"
-# Short sessions: a consumer that left is out of the group in seconds, not the default 45.
-FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-
-
-@pytest.fixture
-def kafka() -> Iterator[KafkaMockCluster]:
-    cluster = KafkaMockCluster()
-    yield cluster
-    cluster.close()
 
 
 def publish_events(kafka: KafkaMockCluster, events: list[Event]) -> None:

@@ -11,7 +11,7 @@ import math
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import id_sequence
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
+    FAST_GROUP,
     STREAM,
     Event,
     assert_close,
@@ -104,14 +105,6 @@ def test_a_restart_long_after_rebuilds_the_windows_of_the_backlog(tmp_path: Path
 # -- Kafka -----------------------------------------------------------------------------------------------
 
 TOPIC = "clicks-restart"
-FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-
-
-@pytest.fixture
-def kafka() -> Iterator[KafkaMockCluster]:
-    cluster = KafkaMockCluster()
-    yield cluster
-    cluster.close()
 
 
 def step_until(materializer: StreamMaterializer, accepted: int, timeout_s: float = 30.0) -> None:
