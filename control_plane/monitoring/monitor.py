@@ -54,26 +54,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.background import BackgroundLoop
-from control_plane.db import write_session
 from control_plane.monitoring import config as configs
+from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
 from control_plane.monitoring.alerts import Alerter
-from control_plane.monitoring.drift import DriftRule, evaluate
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, orphaned_total, prune
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.reports import store_report
+from control_plane.monitoring.scoring import Key, Profile, score_window
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.monitoring.stream import StreamReader, entry_order
-from control_plane.monitoring.tables import PerformanceAlertRow
 from control_plane.monitoring.windows import Batch, TumblingWindows, Window, WindowKindName
-from kernels.drift import ReferenceProfile, build_reference_profile
 
 _log = logging.getLogger("aether.control_plane.monitoring")
 
-Key = tuple[str, str, int]  # deployment, model, version
-Profile = tuple[ReferenceProfile, tuple[str, ...]]
 Outcome = Literal["monitored", "skipped", "malformed"]
 
 #: Ticks in a row a closed window's report may fail before the window is dropped.
@@ -391,99 +387,26 @@ class Monitor:
             result.reports.append(stored)
 
     async def _store_report(self, key: Key, window: Window) -> tuple[pb.DriftReport, Profile | None]:
-        """The window's report, stored, and the prediction baseline it makes (see :meth:`_score`)."""
+        """The window's report, stored, and the prediction baseline it makes (see :func:`.score_window`)."""
         deployment, model, version = key
         config = self._config(deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
+        stream = self._streams.get(key)
         report, baseline = await asyncio.to_thread(
-            self._score, key, window, config, references.features, references.outputs
+            score_window,
+            key,
+            window,
+            config,
+            references.features,
+            references.outputs,
+            stream.output_baseline if stream is not None else None,
+            stream.output_name if stream is not None else "",
         )
         return await asyncio.to_thread(store_report, self._sessions, report), baseline
 
-    def _score(
-        self,
-        key: Key,
-        window: Window,
-        config: pb.MonitorConfig,
-        features: Profile | None,
-        outputs: Profile | None,
-    ) -> tuple[pb.DriftReport, Profile | None]:
-        """The window's report and, when the prediction output has no reference yet and the window
-        enough rows, the baseline it makes — set by the caller once the report is stored, so that a
-        retried report scores the same way."""
-        deployment, model, version = key
-        rule = DriftRule.of(config)
-        report = pb.DriftReport(
-            deployment=deployment,
-            model_name=model,
-            version=version,
-            window_start_us=window.start_us,
-            window_end_us=window.end_us,
-            n_rows=window.n_rows,
-            test=config.test,
-            threshold=config.threshold,
-            correction=config.correction,
-            drift_share_threshold=config.drift_share,
-            status=pb.DRIFT_STATUS_NO_REFERENCE,
-        )
-        if features is not None:
-            verdict = evaluate(features[0], features[1], window.features, rule)
-            report.status = verdict.status
-            report.drifted_share = verdict.drifted_share
-            report.features.extend(verdict.features)
-        new_baseline: Profile | None = None
-        if window.outputs is not None:
-            stream = self._streams.get(key)
-            baseline = outputs or (stream.output_baseline if stream is not None else None)
-            if baseline is not None:
-                verdict = evaluate(baseline[0], baseline[1], window.outputs, rule)
-                report.prediction_status = verdict.status
-                report.outputs.extend(verdict.features)
-            else:
-                report.prediction_status = pb.DRIFT_STATUS_NO_REFERENCE
-                if stream is not None and window.outputs.shape[0] >= config.min_samples:
-                    new_baseline = (
-                        build_reference_profile(window.outputs),
-                        _output_names(stream.output_name, window.outputs),
-                    )
-        return report, new_baseline
-
     async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
-        common = {
-            "deployment": report.deployment,
-            "model": report.model_name,
-            "version": report.version,
-            "report_id": report.id,
-            "window_start_us": report.window_start_us,
-            "window_end_us": report.window_end_us,
-            "n_rows": report.n_rows,
-            "test": pb.DriftTest.Name(report.test).removeprefix("DRIFT_TEST_").lower(),
-            "threshold": report.threshold,
-        }
-        if report.status == pb.DRIFT_STATUS_DRIFT:
-            drifted = [{"name": f.name, "score": f.score} for f in report.features if f.drifted]
-            message = (
-                f"data drift on deployment {report.deployment} ({report.model_name} v{report.version}): "
-                f"{len(drifted)} of {len(report.features)} features drifted ({report.drifted_share:.0%})"
-            )
-            payload = {
-                "kind": "data_drift",
-                "message": message,
-                **common,
-                "drifted_share": report.drifted_share,
-                "drift_share_threshold": report.drift_share_threshold,
-                "drifted_features": drifted,
-            }
+        for payload in drift_alerts(report):
             await self.alerter.alert(payload, config.webhook_url)
-        if report.prediction_status == pb.DRIFT_STATUS_DRIFT:
-            drifted = [{"name": f.name, "score": f.score} for f in report.outputs if f.drifted]
-            message = (
-                f"prediction drift on deployment {report.deployment} ({report.model_name} v{report.version})"
-            )
-            await self.alerter.alert(
-                {"kind": "prediction_drift", "message": message, **common, "drifted_outputs": drifted},
-                config.webhook_url,
-            )
 
     # ------------------------------------------------------------------ quality
 
@@ -508,52 +431,10 @@ class Monitor:
                 self.gauges.observe_performance(config.deployment, scored[-1])
             for window in scored:
                 due = window.status == pb.PERFORMANCE_STATUS_DEGRADED and window.end_us <= now_us
-                if due and await asyncio.to_thread(self._claim_alert, config, window):
+                if due and await asyncio.to_thread(claim_performance_alert, self._sessions, config, window):
                     alerted.append(window)
                     await self._alert_performance(config, window)
         return alerted
 
-    def _claim_alert(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> bool:
-        """Records the alert of a window; False when it was alerted before."""
-        with write_session(self._sessions) as session:
-            if session.get(PerformanceAlertRow, (config.deployment, window.start_us)) is not None:
-                return False
-            session.add(
-                PerformanceAlertRow(
-                    deployment=config.deployment,
-                    window_start_us=window.start_us,
-                    metric=config.alert_metric,
-                    value=window.metrics[config.alert_metric],
-                    threshold=config.alert_threshold,
-                    details=f"{window.n_labels} labels of {window.n_predictions} predictions",
-                    alerted_at_us=time.time_ns() // 1000,
-                )
-            )
-        return True
-
     async def _alert_performance(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> None:
-        value = window.metrics[config.alert_metric]
-        message = (
-            f"model quality degraded on deployment {config.deployment}: {config.alert_metric} {value:.4g} "
-            f"past the threshold {config.alert_threshold:.4g} ({window.n_labels} labels)"
-        )
-        payload = {
-            "kind": "performance_degradation",
-            "message": message,
-            "deployment": config.deployment,
-            "metric": config.alert_metric,
-            "value": value,
-            "threshold": config.alert_threshold,
-            "window_start_us": window.start_us,
-            "window_end_us": window.end_us,
-            "n_labels": window.n_labels,
-            "n_predictions": window.n_predictions,
-            "metrics": dict(window.metrics),
-        }
-        await self.alerter.alert(payload, config.webhook_url)
-
-
-def _output_names(name: str, outputs: npt.NDArray[np.float64]) -> tuple[str, ...]:
-    if outputs.shape[1] == 1:
-        return (name,)
-    return tuple(f"{name}[{j}]" for j in range(outputs.shape[1]))
+        await self.alerter.alert(performance_alert(config, window), config.webhook_url)

@@ -1,0 +1,100 @@
+"""What an alert says: the JSON objects :class:`~.alerts.Alerter` sends for a stored drift report and for
+a degraded quality window (plain data in, plain data out), and the record that a quality window alerted
+once.
+
+The payload fields are documented in :mod:`.alerts`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.db import write_session
+from control_plane.monitoring.tables import PerformanceAlertRow
+
+
+def drift_alerts(report: pb.DriftReport) -> list[dict[str, Any]]:
+    """The alerts a stored drift report raises: one for data drift and one for prediction drift, each
+    only when the report found it."""
+    common = {
+        "deployment": report.deployment,
+        "model": report.model_name,
+        "version": report.version,
+        "report_id": report.id,
+        "window_start_us": report.window_start_us,
+        "window_end_us": report.window_end_us,
+        "n_rows": report.n_rows,
+        "test": pb.DriftTest.Name(report.test).removeprefix("DRIFT_TEST_").lower(),
+        "threshold": report.threshold,
+    }
+    alerts: list[dict[str, Any]] = []
+    if report.status == pb.DRIFT_STATUS_DRIFT:
+        drifted = [{"name": f.name, "score": f.score} for f in report.features if f.drifted]
+        message = (
+            f"data drift on deployment {report.deployment} ({report.model_name} v{report.version}): "
+            f"{len(drifted)} of {len(report.features)} features drifted ({report.drifted_share:.0%})"
+        )
+        alerts.append(
+            {
+                "kind": "data_drift",
+                "message": message,
+                **common,
+                "drifted_share": report.drifted_share,
+                "drift_share_threshold": report.drift_share_threshold,
+                "drifted_features": drifted,
+            }
+        )
+    if report.prediction_status == pb.DRIFT_STATUS_DRIFT:
+        drifted = [{"name": f.name, "score": f.score} for f in report.outputs if f.drifted]
+        served = f"{report.model_name} v{report.version}"
+        message = f"prediction drift on deployment {report.deployment} ({served})"
+        alerts.append({"kind": "prediction_drift", "message": message, **common, "drifted_outputs": drifted})
+    return alerts
+
+
+def performance_alert(config: pb.MonitorConfig, window: pb.PerformanceWindow) -> dict[str, Any]:
+    """The alert of a quality window whose ``config.alert_metric`` is past its threshold."""
+    value = window.metrics[config.alert_metric]
+    message = (
+        f"model quality degraded on deployment {config.deployment}: {config.alert_metric} {value:.4g} "
+        f"past the threshold {config.alert_threshold:.4g} ({window.n_labels} labels)"
+    )
+    return {
+        "kind": "performance_degradation",
+        "message": message,
+        "deployment": config.deployment,
+        "metric": config.alert_metric,
+        "value": value,
+        "threshold": config.alert_threshold,
+        "window_start_us": window.start_us,
+        "window_end_us": window.end_us,
+        "n_labels": window.n_labels,
+        "n_predictions": window.n_predictions,
+        "metrics": dict(window.metrics),
+    }
+
+
+def claim_performance_alert(
+    sessions: sessionmaker[Session], config: pb.MonitorConfig, window: pb.PerformanceWindow
+) -> bool:
+    """Records that the window alerted; False when it had alerted before (each window alerts once,
+    across restarts)."""
+    with write_session(sessions) as session:
+        if session.get(PerformanceAlertRow, (config.deployment, window.start_us)) is not None:
+            return False
+        session.add(
+            PerformanceAlertRow(
+                deployment=config.deployment,
+                window_start_us=window.start_us,
+                metric=config.alert_metric,
+                value=window.metrics[config.alert_metric],
+                threshold=config.alert_threshold,
+                details=f"{window.n_labels} labels of {window.n_predictions} predictions",
+                alerted_at_us=time.time_ns() // 1000,
+            )
+        )
+    return True
