@@ -18,6 +18,7 @@ from urllib.parse import quote
 import grpc
 import grpc.aio
 import pytest
+from alembic import command
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc
@@ -26,6 +27,7 @@ from control_plane.api.artifacts import ArtifactsServicer
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db.migrate import alembic_config
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.tracking.store import TrackingStore
 from tests.support.s3_server import FakeS3Server
@@ -157,6 +159,42 @@ def test_kept_records_hold_no_credentials(s3: FakeS3Server, store: ArtifactStore
         kept = "\n".join(connection.iterdump())  # every table: versions, run artifacts, audit entries
     assert version.artifact.uri in kept
     assert_no_credentials(kept)
+
+
+def test_the_migration_takes_the_credentials_out_of_rows_an_older_version_kept(
+    s3: FakeS3Server, store: ArtifactStore, tmp_path: Path
+) -> None:
+    database = tmp_path / "aether.db"
+    engine = create_db_engine(f"sqlite:///{database}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    ref = store.put_bytes(b"weights")
+    version = ModelRegistry(sessions, store).create_version(
+        pb.CreateModelVersionRequest(model_name="eta", artifact_sha256=ref.sha256, create_model=True),
+        actor="ci",
+    )
+    tracking = TrackingStore(sessions)
+    run = tracking.create_run(tracking.create_experiment("eta", actor="ci").experiment_id, actor="ci")
+    with_credentials = s3.uri(final_key(ref.sha256), ACCESS_KEY, SECRET_KEY)  # the object, keys and all
+    logged = tracking.log_artifact(run.run_id, "model", ref.sha256, ref.size, with_credentials, actor="ci")
+    tracking.log_artifact(run.run_id, "notes", ref.sha256, ref.size, "/plain/path@2?", actor="ci")
+    engine.dispose()
+    # The rows as a version before the redaction kept them, at the schema of that version.
+    command.downgrade(alembic_config(f"sqlite:///{database}"), "0012_tracking_log_senders")
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE model_versions SET artifact_uri = ?", (with_credentials,))
+        connection.execute("UPDATE tracking_artifacts SET uri = ? WHERE name = 'model'", (with_credentials,))
+        assert SECRET_KEY.split("/")[0] in "\n".join(connection.iterdump())
+    engine = create_db_engine(f"sqlite:///{database}")
+    upgrade_to_head(engine)
+    engine.dispose()
+    with sqlite3.connect(database) as connection:
+        kept = dict(connection.execute("SELECT name, uri FROM tracking_artifacts").fetchall())
+        (artifact_uri,) = connection.execute("SELECT artifact_uri FROM model_versions").fetchone()
+        assert_no_credentials("\n".join(connection.iterdump()))
+    # The same places as before, in the form new rows have; a URI without credentials is left as it was.
+    assert artifact_uri == version.artifact.uri and kept["model"] == logged.uri
+    assert kept["notes"] == "/plain/path@2?"
 
 
 def test_a_kept_uri_opens_with_the_readers_own_credentials(store: ArtifactStore) -> None:
