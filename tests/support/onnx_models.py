@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,24 +135,54 @@ def tiled(width: int = 1, times: int = 2048) -> onnx.ModelProto:
     return _model(graph)
 
 
-def slow(layers: int = 400, width: int = 1024, seed: int = 1) -> onnx.ModelProto:
+def slow(layers: int = 400, width: int = 1024, seed: int = 1, rows: int = 1) -> onnx.ModelProto:
+    """``layers`` matmuls of each input row by one orthogonal ``width``×``width`` matrix. With ``rows`` > 1
+    each input row is copied ``rows`` times first and the copies averaged at the end (the same answer):
+    ``rows`` times the work per layer, for a slow model with few nodes (one that loads fast)."""
     rng = np.random.default_rng(seed)
     # An orthogonal matrix keeps the values bounded however many times it is applied.
     weight, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    initializers = [numpy_helper.from_array(weight.astype(np.float32), "w")]
     nodes = []
     current = "x"
+    if rows > 1:
+        initializers += [
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "copy_axis"),
+            numpy_helper.from_array(np.array([1, rows, 1], dtype=np.int64), "copies"),
+        ]
+        nodes += [
+            helper.make_node("Unsqueeze", ["x", "copy_axis"], ["x_one"]),
+            helper.make_node("Tile", ["x_one", "copies"], ["x_rows"]),
+        ]
+        current = "x_rows"
     for layer in range(layers):
-        out = "y" if layer == layers - 1 else f"h{layer}"
+        out = "y" if layer == layers - 1 and rows == 1 else f"h{layer}"
         nodes.append(helper.make_node("MatMul", [current, "w"], [out]))
         current = out
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [_float_io("x", width)],
-        [_float_io("y", width)],
-        [numpy_helper.from_array(weight.astype(np.float32), "w")],
-    )
+    if rows > 1:
+        nodes.append(helper.make_node("ReduceMean", [current], ["y"], axes=[1], keepdims=0))
+    graph = helper.make_graph(nodes, "slow", [_float_io("x", width)], [_float_io("y", width)], initializers)
     return _model(graph)
+
+
+def slow_at_least(seconds: float, width: int = 1024) -> onnx.ModelProto:
+    """A :func:`slow` model whose one-row run takes at least ``seconds`` on this machine, single-threaded
+    as the data plane runs it: the number of layers is scaled from a timed run, so that a test which needs
+    a call to outlast its deadline does not depend on how fast the machine is."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    probe_layers, rows = 10, 128
+    session = ort.InferenceSession(
+        slow(probe_layers, width, rows=rows).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    x = np.zeros((1, width), np.float32)
+    session.run(None, {"x": x})
+    started = time.perf_counter()
+    session.run(None, {"x": x})
+    per_layer = max(time.perf_counter() - started, 1e-6) / probe_layers
+    return slow(max(probe_layers, math.ceil(seconds / per_layer)), width, rows=rows)
 
 
 def _tensor_specs(values: Any) -> tuple[TensorSpec, ...]:

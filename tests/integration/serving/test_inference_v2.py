@@ -227,10 +227,9 @@ async def test_a_call_ended_by_its_deadline_or_its_caller_is_counted_as_the_call
     data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
 ) -> None:
     spec = onnx_models.save(
-        onnx_models.slow(layers=600, width=1024), tmp_path / "slow.onnx", "slow",
-        warmup_requests=1, max_batch_size=1,
-    )  # fmt: skip
-    await data_plane.manager.ensure_loaded(spec)  # a request takes ~0.1 s here, in a worker thread
+        onnx_models.slow_at_least(0.2), tmp_path / "slow.onnx", "slow", warmup_requests=1, max_batch_size=1
+    )
+    await data_plane.manager.ensure_loaded(spec)  # a request takes ≥ 0.2 s, in a worker thread
     request = build_infer_request("slow", {"x": np.zeros((1, 1024), np.float32)})
     error = await _error(stub.ModelInfer(request, timeout=0.05))  # passes while the model runs
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -135,10 +135,10 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
 ) -> None:
     spec = onnx_models.save(
-        onnx_models.slow(layers=600, width=SLOW_WIDTH), tmp_path / "slow.onnx", "slow",
+        onnx_models.slow_at_least(0.2, SLOW_WIDTH), tmp_path / "slow.onnx", "slow",
         feature_refs=tuple(f"request:f{i}" for i in range(SLOW_WIDTH)), warmup_requests=1, max_batch_size=1,
     )  # fmt: skip
-    await data_plane.manager.ensure_loaded(spec)  # a request takes ~0.1 s here, in a worker thread
+    await data_plane.manager.ensure_loaded(spec)  # a request takes ≥ 0.2 s, in a worker thread
     features = [{f"f{i}": 0.0 for i in range(SLOW_WIDTH)}]
     request = build_predict_request("slow", [{"driver_id": 1}], request_features=features)
     with pytest.raises(grpc.aio.AioRpcError) as info:
