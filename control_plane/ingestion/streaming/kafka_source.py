@@ -17,7 +17,10 @@ How the interface maps:
   from the start of the retained log when the broker gives no answer, filtering by record time) up to
   the end offsets taken when it starts, on a consumer of its own outside the group.
 * ``lag`` is the end offsets minus the group's committed offsets of the assigned partitions; its age is
-  that of the oldest delivered, unacknowledged record.
+  that of the oldest delivered, unacknowledged record. It asks the broker on a consumer of its own that
+  never joins the group: on the group consumer's connections each request would wait behind the fetches
+  in flight (up to ``fetch.wait.max.ms`` each), which stalled the materializer's loop for 1.5–2.5 s of
+  every second it asked.
 * ``resume_ms`` is the smallest, over the partitions, record time at the group's committed offset (the
   first record still to process; the retained log's first when nothing is committed, its last when the
   group is caught up). Record times are the stream time: the rebuild after a restart reads back from
@@ -138,6 +141,9 @@ class KafkaSource:
         self._open: dict[int, dict[int, bool]] = {}
         self._delivered_at: dict[tuple[int, int], float] = {}  # record time (s) of each open record
         self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
+        self._group = group
+        self._client_id = consumer
+        self._lag_probe: Consumer | None = None  # dialed at the first lag()
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whatever was not committed goes to the partition's next owner, from the committed offset.
@@ -285,16 +291,35 @@ class KafkaSource:
     def lag(self) -> Lag:
         """The group's lag over every partition of the topic (assigned here or not, as the Redis source
         reports its group's), with the age of this consumer's oldest unacknowledged record."""
-        topic = self._consumer.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
+        probe = self._probe()
+        topic = probe.list_topics(self.name, timeout=_TIMEOUT_S).topics.get(self.name)
         if topic is None or topic.error is not None or not topic.partitions:
             return Lag(0, 0.0)  # no such topic (yet): nothing to be behind on
         partitions = [TopicPartition(self.name, p) for p in topic.partitions]
         behind = 0
-        for tp in self._consumer.committed(partitions, timeout=_TIMEOUT_S):
-            low, high = self._watermarks(self._consumer, tp.partition)
+        for tp in probe.committed(partitions, timeout=_TIMEOUT_S):
+            low, high = self._watermarks(probe, tp.partition)
             behind += max(0, high - (tp.offset if tp.offset >= 0 else low))
         oldest = min(self._delivered_at.values(), default=None)
         return Lag(behind, 0.0 if oldest is None else max(0.0, time.time() - oldest))
 
+    def _probe(self) -> Consumer:
+        """The consumer ``lag`` asks on (module doc): the group's id, to read its committed offsets, but
+        never subscribed, so it is no member of the group."""
+        if self._lag_probe is None:
+            extra = {k: v for k, v in self._extra.items() if k != "group.instance.id"}
+            self._lag_probe = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": self._group,
+                    "client.id": f"{self._client_id}-lag",
+                    "enable.auto.commit": False,
+                    **extra,
+                }
+            )
+        return self._lag_probe
+
     def close(self) -> None:
         self._consumer.close()
+        if self._lag_probe is not None:
+            self._lag_probe.close()
