@@ -18,8 +18,13 @@ What counts as a credential:
   harmless parameter caught by these words only disappears from the shown and stored form.
 
 The URI is read as RFC 3986 says, which is how pyarrow reads it. A secret with a raw ``/``, ``?``, ``#`` or
-``@`` (AWS secret keys often contain ``/``) makes a URI that is not well-formed: pyarrow refuses it, and
-the places that open a URI never echo one it refused (see :func:`redact_text`'s callers)."""
+``@`` (AWS secret keys often contain ``/``) makes a URI that is not well-formed: pyarrow mostly refuses
+it, and the places that open a URI never echo one it refused (see :func:`redact_text`'s callers). Not
+always: ``s3://KEY:/SECRET@bucket/…`` (a secret that starts with ``/``, or ``KEY:123/…``) is well-formed,
+with the host ``KEY``, an empty or numeric port and the rest of the secret in the path, and pyarrow opens
+it (as the wrong bucket). A bucket name never holds ``:``, so for ``s3``, ``gs`` and ``gcs`` such an
+authority followed by an ``@`` before the query is read as credentials with a raw ``/``
+(:func:`misplaced_credentials`): redacted like any userinfo, and refused by the places that open URIs."""
 
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ _SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "sig", "credential")
 _NOT_SECRET = frozenset({"credential_kind"})
 #: Schemes whose user name is not a credential (Azure: the container).
 _USER_IS_A_NAME = frozenset({"abfs", "abfss"})
+#: Schemes whose host is a bucket name, which never holds ':' (see the module's docstring).
+_BUCKET_SCHEMES = frozenset({"s3", "gs", "gcs"})
 #: What a secret is replaced with in free text.
 HIDDEN = "***"
 
@@ -54,6 +61,11 @@ def _split(uri: str) -> tuple[str, str, str, str, str] | None:
     userinfo, at, host = authority.rpartition("@")
     if not at:
         userinfo = ""
+        raw = _raw_slash_userinfo_end(scheme, authority, rest)
+        if raw is not None:  # KEY:SECRET@ whose secret holds a raw '/': the userinfo runs to that '@'
+            userinfo, rest = rest[:raw], rest[raw + 1 :]
+            end = min([len(rest)] + [found for found in (rest.find(m) for m in "/?#") if found != -1])
+            host, after = rest[:end], rest[end:]
     path, question, query = after.partition("?")
     if not question:
         path, hash_mark, fragment = after.partition("#")
@@ -61,6 +73,34 @@ def _split(uri: str) -> tuple[str, str, str, str, str] | None:
     else:
         query = question + query
     return scheme, userinfo, host, path, query
+
+
+def _raw_slash_userinfo_end(scheme: str, authority: str, rest: str) -> int | None:
+    """Where the ``@`` ending ``KEY:SECRET`` is in ``rest`` (what follows ``scheme://``) when the secret
+    holds a raw ``/`` (see the module's docstring); None for any other URI."""
+    if scheme.lower() not in _BUCKET_SCHEMES or ":" not in authority:
+        return None
+    stop = min([len(rest)] + [found for found in (rest.find(m) for m in "?#") if found != -1])
+    at = rest.rfind("@", 0, stop)
+    return at if at != -1 else None
+
+
+def misplaced_credentials(uri: str) -> bool:
+    """Whether ``uri`` holds credentials pyarrow would not read as credentials: on an object store whose
+    host is a bucket, a secret with a raw ``/`` (pyarrow would take part of it for the bucket and the rest
+    for the path). The places that open URIs refuse such a URI, without showing it."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return False
+    end = min([len(rest)] + [found for found in (rest.find(m) for m in "/?#") if found != -1])
+    authority = rest[:end]
+    return "@" not in authority and _raw_slash_userinfo_end(scheme, authority, rest) is not None
+
+
+#: What the places that refuse such a URI say (with no part of the URI).
+MISPLACED_CREDENTIALS = (
+    "a credential written into the URI holds a raw '/', so the URI would name another bucket"
+)
 
 
 def _secret_values(uri: str) -> list[str]:
@@ -81,7 +121,10 @@ def _secret_values(uri: str) -> list[str]:
         if is_secret_parameter(name):
             found.append(value)
     decoded = [unquote(value) for value in found]
-    return sorted({value for value in [*found, *decoded] if value}, key=len, reverse=True)
+    # A secret with a raw '/' may be quoted in pieces (pyarrow names the part after the '/' as a path);
+    # pieces too short to be only a secret's are left alone.
+    pieces = [piece for value in decoded for piece in value.split("/") if len(piece) >= 8]
+    return sorted({value for value in [*found, *decoded, *pieces] if value}, key=len, reverse=True)
 
 
 def redact_uri(uri: str) -> str:

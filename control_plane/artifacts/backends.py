@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clients.errors import InvalidArgument, Unavailable
-from clients.uris import redact_text, redact_uri
+from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text, redact_uri
 from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT, move_into_place
 
 TEMP_PREFIX = ".tmp-"
@@ -160,6 +160,8 @@ class ArrowBackend:
         self._uri = uri  # with its credentials, if any: only ever given to pyarrow
         self._single_copy_limit = single_copy_limit
         try:
+            if misplaced_credentials(uri):
+                raise ValueError(MISPLACED_CREDENTIALS)
             self._fs, path = pafs.FileSystem.from_uri(uri)
         except (OSError, ValueError, pa.ArrowException) as exc:
             # pyarrow quotes the whole URI when it cannot parse it, and a URI it cannot parse may hide a

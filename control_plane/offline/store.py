@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
-from clients.uris import redact_text
+from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
 
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
@@ -67,8 +67,10 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     else is a local path (made absolute, so the store does not depend on the working directory)."""
     if "://" in root:
         try:
+            if misplaced_credentials(root):
+                raise ValueError(MISPLACED_CREDENTIALS)
             filesystem, path = pafs.FileSystem.from_uri(root)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             # pyarrow quotes the whole URI it refused, and one it cannot parse may hide a credential where
             # redact_uri cannot find it (a secret key with a raw '/'): never shown (clients.uris).
             reason = redact_text(str(exc).replace(root, "<the URI>"), root)

@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 from clients.errors import DataLoss, InvalidArgument, NotFound, Unavailable
-from clients.uris import redact_text, redact_uri
+from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text, redact_uri
 
 
 def read_artifact(uri: str) -> bytes:
@@ -24,6 +24,8 @@ def read_artifact(uri: str) -> bytes:
 
     shown = redact_uri(uri)
     try:
+        if misplaced_credentials(uri):
+            raise ValueError(MISPLACED_CREDENTIALS)
         filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     except ValueError as exc:
         # pyarrow quotes a URI it cannot parse whole, and such a URI may hide a credential where

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.uris import is_secret_parameter, redact_text, redact_uri
+from clients.uris import is_secret_parameter, misplaced_credentials, redact_text, redact_uri
 
 # Parameters pyarrow's S3, GCS and Azure URIs accept that are not secret, and ones that are.
 PLAIN_PARAMETERS = [
@@ -128,4 +128,15 @@ def test_examples() -> None:
     )
     assert redact_uri("/srv/artifacts/sha256/ab") == "/srv/artifacts/sha256/ab"
     assert redact_uri("s3://bucket/v1@2024:01/model") == "s3://bucket/v1@2024:01/model"  # '@' in a path
+    # A secret with a raw '/' that leaves the URI well-formed (host = the access key): still credentials on
+    # an object store, whose bucket names never hold ':'; elsewhere host:port/path@… is what it says.
+    assert redact_uri("s3://AKIA:/wJalr/K7MD@models/prod?region=x") == "s3://models/prod?region=x"
+    assert redact_uri("gs://AKIA:1234/wJalr@models/prod") == "gs://models/prod"
+    assert redact_uri("hdfs://namenode:8020/data@v2/x") == "hdfs://namenode:8020/data@v2/x"
+    assert misplaced_credentials("s3://AKIA:/wJalr@models/prod") and misplaced_credentials("s3://A:1/b@c")
+    assert not misplaced_credentials("s3://AKIA:wJalr%2FK7@models/prod")
+    assert not misplaced_credentials("s3://bucket/v1@2024:01/model")
+    assert not misplaced_credentials("hdfs://namenode:8020/data@v2/x") and not misplaced_credentials(
+        "/a:b/c@d"
+    )
     assert not is_secret_parameter("endpoint_override") and is_secret_parameter("Session%5FToken")

@@ -23,13 +23,16 @@ from alembic import command
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from clients.uris import redact_text, redact_uri
 from control_plane.api.artifacts import ArtifactsServicer
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.db.migrate import alembic_config
 from control_plane.model_registry.registry import ModelRegistry
+from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
+from data_plane.models.artifacts import read_artifact
 from tests.support.s3_server import FakeS3Server
 
 ACCESS_KEY = "AKIAAETHERSECRETID77"
@@ -89,6 +92,26 @@ def test_a_uri_pyarrow_cannot_parse_is_not_echoed(s3: FakeS3Server) -> None:
     with pytest.raises(InvalidArgument, match="not shown") as refused:
         ArtifactStore(raw)
     assert_no_credentials(str(refused.value))
+
+
+@pytest.mark.parametrize("secret", ["/wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "1234/wJalrXUtnFEMIK7MDENG"])
+def test_a_raw_secret_pyarrow_would_read_as_a_bucket_is_refused_everywhere_a_uri_is_opened(
+    s3: FakeS3Server, secret: str, tmp_path: Path
+) -> None:
+    """A secret that starts with '/' (or digits then '/') makes a well-formed URI whose host is the access
+    key: pyarrow opens it, as another bucket, with the secret in the path. Every place that opens a URI
+    refuses it without showing it, and the URI's redacted form is the one its writer meant."""
+    raw = s3.uri("artifacts").replace("test:test@", f"{ACCESS_KEY}:{secret}@")
+    forms = (ACCESS_KEY, secret, *(piece for piece in secret.split("/") if len(piece) >= 8))
+    assert redact_uri(raw) == s3.uri("artifacts").replace("test:test@", "")
+    refusals = []
+    for open_uri in (ArtifactStore, OfflineStore, read_artifact):
+        with pytest.raises(InvalidArgument, match="raw '/'") as refused:
+            open_uri(raw)
+        refusals.append(str(refused.value))
+    said = "\n".join([*refusals, redact_text(f"bucket {ACCESS_KEY} key {secret}@aether", raw)])
+    for form in forms:
+        assert form not in said
 
 
 async def test_the_artifact_service_answers_without_credentials(
