@@ -38,7 +38,7 @@ from clients.errors import InvalidArgument
 from control_plane.tracking.tables import SENDER_ID_LENGTH, LogSenderRow
 
 RETENTION_US = 7 * 24 * 3600 * 1_000_000
-_SENDER_ID = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{SENDER_ID_LENGTH}}}$")
+_SENDER_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{SENDER_ID_LENGTH}}}")
 _SENDERS = cast(Table, LogSenderRow.__table__)
 
 
@@ -50,7 +50,7 @@ class BatchKey:
     @classmethod
     def of(cls, key: pb.LogBatchKey) -> BatchKey:
         """The request's key, validated (INVALID_ARGUMENT naming what is wrong)."""
-        if not _SENDER_ID.match(key.sender_id):
+        if not _SENDER_ID.fullmatch(key.sender_id):
             raise InvalidArgument(
                 f"LogBatch key: sender_id {key.sender_id[:80]!r} must be 1-{SENDER_ID_LENGTH} characters "
                 "of [A-Za-z0-9_.:-]"

@@ -154,6 +154,8 @@ def test_a_request_that_fails_does_not_use_up_its_key(stub: pb_grpc.TrackingStub
         ("", 1, "sender_id"),
         ("x" * 65, 1, "sender_id"),
         ("bad id", 1, "sender_id"),
+        ("x" * 64 + "\n", 1, "sender_id"),  # 65 characters; a '$' in the pattern let the newline by
+        ("sdk\n", 1, "sender_id"),
         ("sdk", 0, "sequence must be at least 1"),
         ("sdk", -5, "sequence must be at least 1"),
     ],
