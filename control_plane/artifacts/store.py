@@ -39,7 +39,7 @@ class ArtifactRef:
 
 def check_sha256(sha256: str) -> str:
     """``sha256`` if it is 64 lowercase hex digits; ``InvalidArgument`` otherwise."""
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise InvalidArgument(f"artifact hash must be 64 lowercase hex digits (sha256), got {sha256!r}")
     return sha256
 

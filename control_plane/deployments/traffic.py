@@ -46,7 +46,7 @@ def default_variant_name(model_name: str, version: int) -> str:
 
 
 def check_name(name: str, what: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"{what} {name!r} is not valid: 1-128 letters, digits, '_', '.', '-',"
             " starting with a letter or digit"

@@ -88,7 +88,7 @@ def prepare(batches: Sequence[pb.RunBatch]) -> list[PreparedBatch]:
 
 
 def _start_of(batch: pb.RunBatch, received_us: int) -> RunStartData:
-    if not _RUN_ID.match(batch.run_id):
+    if not _RUN_ID.fullmatch(batch.run_id):
         raise InvalidArgument(f"run id {batch.run_id!r} of a started run must be 32 lowercase hex digits")
     start = batch.start
     return RunStartData(

@@ -176,7 +176,7 @@ class CheckpointManager:
     def _listing(self) -> list[tuple[int, Path, bool]]:
         found = []
         for entry in self.directory.iterdir():
-            match = _NAME.match(entry.name)
+            match = _NAME.fullmatch(entry.name)
             if match is not None and entry.is_file():
                 found.append((int(match["seq"]), entry, match["corrupt"] is not None))
         return sorted(found)
