@@ -8,9 +8,10 @@ The job row and its run are written in separate transactions, so a control plane
 them must not leave them apart:
 
 * The job's end commits first, then its run ends. A run left RUNNING by a crash in between (or by a
-  tracking write that failed) is ended by :func:`end_left_runs`, which the supervisor runs when it starts
-  (and again after such a failure). Ending is idempotent (``TrackingStore.end_run_once``), so the sweep
-  and a late :func:`end_run` change the run once.
+  tracking write that failed) is ended by :func:`end_left_runs`, which the supervisor runs when it starts,
+  after such a failure of its own, and every ``JobsSettings.run_sweep_s`` (30 s) for those of other
+  writers (a cancel through the API whose run's end failed). Ending is idempotent
+  (``TrackingStore.end_run_once``), so the sweep and a late :func:`end_run` change the run once.
 * A first start creates the run, then records it on the job as the job starts. The run's id is reserved
   in the job's folder before the run is created (:func:`reserve_run_id`) and creating it again is a
   no-op, so the next start reuses a run a crashed start created instead of leaving it orphaned; a job

@@ -27,6 +27,10 @@ class JobsSettings:
     policy: Policy = Policy.STRICT
     tick_s: float = 0.5
     kill_grace_s: float = 10.0
+    #: How often the supervisor looks for runs of ended jobs left RUNNING (besides at start and after a
+    #: failure of its own): another process's end of a job (a cancel through the API, another control
+    #: plane) may have failed to end the job's run.
+    run_sweep_s: float = 30.0
     #: Jobs behind a blocked head examined per step in backfill mode.
     backfill_depth: int = 64
     #: The address jobs get as AETHER_CONTROL_PLANE_ADDR; None = the control plane's own.
@@ -50,4 +54,5 @@ class JobsSettings:
             policy=policy,
             tick_s=float(env.get("AETHER_JOBS_TICK_S") or 0.5),
             kill_grace_s=float(env.get("AETHER_JOBS_KILL_GRACE_S") or 10.0),
+            run_sweep_s=float(env.get("AETHER_JOBS_RUN_SWEEP_S") or 30.0),
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +92,10 @@ class Supervisor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Whether runs of ended jobs may be left RUNNING: by a control plane that stopped between ending a
-        # job and its run (so at every start), or by a run's end that failed since.
+        # job and its run (so at every start), or by a run's end that failed since. Ends that fail
+        # elsewhere (the API's cancel, another process) are found by the sweep every run_sweep_s.
         self._runs_left = True
+        self._next_sweep = 0.0  # time.monotonic() of the next sweep
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -121,7 +124,8 @@ class Supervisor:
 
     def tick(self) -> None:
         """One pass: re-adopt, watch, admit (module doc), after ending the runs a crash left running."""
-        if self._runs_left:
+        if self._runs_left or time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self._settings.run_sweep_s
             self._end_left_runs()
         with read_session(self._sessions) as session:
             running = list(session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING.value)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,47 @@ def test_a_run_created_by_a_start_that_crashed_is_the_jobs_run_not_an_orphan(
     assert done.run_id == run.run_id and (run.status, run.end_time_us) == (status, done.finished_at_us)
     assert [found.run_id for found in runs_of(tracking, "first-start")] == [run.run_id]
     assert run_updates(sessions, run.run_id) == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the fault is a SQLite trigger
+def test_a_run_whose_end_failed_in_a_cancel_is_ended_by_the_running_supervisor(
+    tmp_path: Path, database: tuple[Engine, sessionmaker[Session]]
+) -> None:
+    """The API's cancel ends a waiting job's run itself; when that tracking write fails, the job is
+    CANCELLED and its run still RUNNING. The supervisor already running finds it on its next sweep,
+    not only when the control plane restarts."""
+    engine, sessions = database
+    home = tmp_path / "home"
+    settings = replace(jobs_settings(home), run_sweep_s=0.2)
+    supervisor = Supervisor(sessions, settings, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1")
+    supervisor.tick()  # up and past its start-up sweep
+    service = JobService(sessions, settings, FeatureRegistry(sessions, ()), OfflineStore(str(tmp_path / "o")))
+    job = service.submit(spec_from_mapping(job_spec("waits", gpus=1)), actor="tester")
+    with read_session(sessions) as session:
+        row = session.get(JobRow, job.job_id)
+        assert row is not None
+    run_id = supervisor._create_run(row)  # what a start that crashed before recording its run leaves
+    tracking = TrackingStore(sessions)
+    with engine.begin() as connection:  # the run's end fails once (a write the database refuses)
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER test_refuse BEFORE UPDATE ON tracking_runs WHEN OLD.run_id = '{run_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    cancelled = service.cancel(job.job_id, "not needed", actor="tester")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER test_refuse")
+    assert cancelled.state == pb.JOB_STATE_CANCELLED and cancelled.run_id == run_id
+    assert tracking.get_run(run_id).status == tpb.RUN_STATUS_RUNNING, (
+        "the cancel's end of the run did not fail"
+    )
+
+    supervisor.tick()  # within the sweep interval: not yet
+    assert tracking.get_run(run_id).status == tpb.RUN_STATUS_RUNNING
+
+    def swept() -> bool:
+        supervisor.tick()
+        return tracking.get_run(run_id).status == tpb.RUN_STATUS_KILLED
+
+    wait_for(swept, timeout=5)
+    run = tracking.get_run(run_id)
+    assert run.end_time_us == cancelled.finished_at_us and run_updates(sessions, run_id) == 1
