@@ -120,7 +120,22 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     if isinstance(exc, AetherError):
         await context.abort(exc.code, exc.message)
     _log.exception("unexpected error in %s", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, internal_message(method, exc))
+
+
+#: The most of an unexpected error's own text an INTERNAL status carries.
+INTERNAL_DETAIL_CHARS = 300
+
+
+def internal_message(method: str, exc: BaseException) -> str:
+    """What the caller of ``method`` is told of an unexpected error: its type and the first line of its
+    text, cut to ``INTERNAL_DETAIL_CHARS``. The whole of it (a database error's SQL statement and bound
+    values, a traceback) goes to the server's log only: it is the server's internals, and may hold other
+    callers' data."""
+    text = str(exc).strip().partition("\n")[0]
+    if len(text) > INTERNAL_DETAIL_CHARS:
+        text = text[:INTERNAL_DETAIL_CHARS] + "…"
+    return f"internal error in {method}: {type(exc).__name__}: {text}"
 
 
 def maps_errors(behavior: Callable[..., Any]) -> Callable[..., Any]:

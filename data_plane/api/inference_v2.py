@@ -14,6 +14,7 @@ holds its model version (a lease) until answered, so unloading that version mean
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from clients.errors import AetherError, InvalidArgument, NotFound, maps_errors
+from clients.errors import AetherError, InvalidArgument, NotFound, internal_message, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
@@ -30,6 +31,8 @@ from data_plane.api.registration import add_service
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec
+
+_log = logging.getLogger("aether.data_plane.inference")
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "aether"
@@ -158,9 +161,8 @@ class InferenceV2Servicer:
             raise
         except Exception as exc:
             self._metrics.request(API, name, version, grpc.StatusCode.INTERNAL.name, None)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error in ModelInfer: {type(exc).__name__}: {exc}"
-            )
+            _log.exception("unexpected error in ModelInfer", exc_info=exc)
+            await context.abort(grpc.StatusCode.INTERNAL, internal_message("ModelInfer", exc))
         self._metrics.request(API, name, version, "OK", time.perf_counter() - started)
         return response
 

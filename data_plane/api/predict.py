@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sys
 import time
 from typing import Any
@@ -24,7 +25,7 @@ import grpc.aio
 import numpy as np
 
 from clients.aether.v1 import inference_pb2 as pb
-from clients.errors import AetherError, InvalidArgument, ResourceExhausted, maps_errors
+from clients.errors import AetherError, InvalidArgument, ResourceExhausted, internal_message, maps_errors
 from data_plane.admission import Admission
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service
@@ -32,6 +33,8 @@ from data_plane.feature_vector import RowFacts
 from data_plane.metrics import ServingMetrics
 from data_plane.predictor import PredictCall, Prediction, Predictor
 from data_plane.wire import varint
+
+_log = logging.getLogger("aether.data_plane.predict")
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 MAX_BATCH_REQUESTS = 1000
@@ -198,8 +201,9 @@ class PredictServicer:
             elif isinstance(result, AetherError):
                 response.results.add(code=result.code.value[0], message=result.message)
             else:
+                _log.error("unexpected error in PredictBatch", exc_info=result)
                 response.results.add(
-                    code=grpc.StatusCode.INTERNAL.value[0], message=f"{type(result).__name__}: {result}"
+                    code=grpc.StatusCode.INTERNAL.value[0], message=internal_message("PredictBatch", result)
                 )
         size = response.ByteSize()
         if size > self._max_send_bytes:  # gRPC would refuse it after we return: none of these answers arrives
