@@ -13,11 +13,10 @@ import datetime as dt
 import time
 
 from control_plane.cli.errors import UsageError
-from control_plane.features.definitions import parse_duration
+from control_plane.features.definitions import MAX_DURATION_S, parse_duration
 
 # Every time Aether stores or sends is int64 microseconds since the Unix epoch: a longer duration cannot
 # be expressed at all (protobuf refuses it with "Value out of range"), and no time lies before the epoch.
-MAX_DURATION_S = (2**63 - 1) // 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EXAMPLES = "90, 45s, 30m, 1.5h, 2d or 1h30m"
 

@@ -103,6 +103,12 @@ class Definitions:
         return str(Problem(self.file, location.line, location.field, match.group(2)))
 
 
+#: The longest duration: its microseconds still fit a signed 64-bit integer (~292,000 years).
+MAX_DURATION_S = (2**63 - 1) // 1_000_000
+#: The range of an int64 value (a category of an integer feature).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def parse_duration(value: int | str) -> int:
     """Seconds in ``value``: an integer number of seconds, or numbers with a unit s/m/h/d, several of
     them allowed (``90``, ``"45s"``, ``"1.5h"``, ``"1h30m"``). ValueError when malformed, negative or not
@@ -240,7 +246,13 @@ class _Parser:
     def scalar(self, node: yaml.Node, path: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, path, f"expected a single value, got {_kind(node)}")
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError) as error:
+            # An explicit tag the value does not fit (`!!int abc`, `!!timestamp x`) or one no reader
+            # knows (`!foo`): the file's problem, reported at its line like any other.
+            problem = getattr(error, "problem", None) or str(error)
+            raise self.fail(node, path, f"cannot read {node.value!r} as {node.tag}: {problem}") from None
 
     def parse(self, root: yaml.Node | None) -> pb.ApplyRequest:
         request = pb.ApplyRequest()
@@ -286,9 +298,13 @@ def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:
     try:
         if not isinstance(value, int | str):
             raise ValueError(f"expected a duration such as 90, 45s, 30m, 2h or 1d, got {node.value!r}")
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as error:
         raise parser.fail(node, path, str(error)) from None
+    if seconds > MAX_DURATION_S:
+        longest = f"at most {MAX_DURATION_S // 86400}d"
+        raise parser.fail(node, path, f"duration {node.value!r} is too long ({longest})")
+    return seconds
 
 
 def _choice(choices: tuple[str, ...], what: str) -> _Reader:
@@ -327,6 +343,10 @@ def _categories(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[in
         if not isinstance(value, int):  # bool is an int: true/false stand for 1/0
             raise parser.fail(
                 node.value[index], f"{path}[{index}]", f"expected an integer category, got {value!r}"
+            )
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise parser.fail(
+                node.value[index], f"{path}[{index}]", f"category {value} is outside the 64-bit integer range"
             )
     return [int(value) for value in values]
 

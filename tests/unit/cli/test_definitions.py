@@ -242,6 +242,35 @@ VIEW = ENTITY + "feature_views:\n  - name: v\n    entity: zone\n"  # a view open
             "entities:\n  - {name: 'zone:1', join_keys: [{name: k, type: int64}]}\n",
             2, "entities[0].name", "invalid name 'zone:1'", id="bad-name",
         ),
+        # Values the protobuf request cannot hold, and explicit tags the value does not fit: each used to
+        # end `features apply` in a traceback.
+        pytest.param(
+            VIEW + "    ttl: 99999999999999999999\n    features: [{name: f, dtype: float32}]\n",
+            6, "feature_views[0].ttl", "too long", id="ttl-beyond-int64",
+        ),
+        pytest.param(
+            VIEW + "    features: [{name: f, dtype: float32}]\n"
+            "    aggregations: [{column: x, function: sum, window: 999999999999999999d, output: f}]\n",
+            7, "feature_views[0].aggregations[0].window", "too long", id="window-beyond-int64",
+        ),
+        pytest.param(
+            VIEW + "    features:\n"
+            "      - {name: f, dtype: int64, validation: {allowed: [1, 99999999999999999999]}}\n",
+            7, "feature_views[0].features[0].validation.allowed[1]", "64-bit", id="category-beyond-int64",
+        ),
+        pytest.param(
+            VIEW + "    ttl: !foo 5\n    features: [{name: f, dtype: float32}]\n",
+            6, "feature_views[0].ttl", "could not determine a constructor", id="unknown-tag",
+        ),
+        pytest.param(
+            VIEW + "    ttl: !!int abc\n    features: [{name: f, dtype: float32}]\n",
+            6, "feature_views[0].ttl", "cannot read 'abc'", id="int-tag-on-text",
+        ),
+        pytest.param(
+            "entities:\n  - name: zone\n    description: !!timestamp notatime\n"
+            "    join_keys: [{name: zone_id, type: int64}]\n",
+            3, "entities[0].description", "cannot read 'notatime'", id="timestamp-tag-on-text",
+        ),
     ],
 )  # fmt: skip
 def test_each_problem_names_its_line_and_field(text: str, line: int, field: str, fragment: str) -> None:
