@@ -9,7 +9,7 @@ timeout."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from clients.errors import InvalidArgument
 
 # Execution option a connection carries when its transaction will write.
 _WRITE_OPTION = "aether_write"
@@ -26,12 +28,42 @@ def create_db_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
     """An engine for ``url``; for SQLite files, creates the parent folder and configures the connection."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
-    _configure_sqlite(engine, busy_timeout_s)
+        engine = create_engine(url, pool_pre_ping=True)
+    else:
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+        _configure_sqlite(engine, busy_timeout_s)
+    _refuse_nul_characters(engine)
     return engine
+
+
+def _refuse_nul_characters(engine: Engine) -> None:
+    """Text holding a NUL character (0x00) is refused with INVALID_ARGUMENT before any statement runs.
+    PostgreSQL cannot store it in a text column (the driver's DataError would reach the caller as
+    INTERNAL) and SQLite would store it, so without this the same request succeeded on one backend and
+    failed on the other. One check for every write and every lookup, whichever API a value came from
+    (names, descriptions, parameters, filters, page tokens)."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(
+        _connection: Connection, _cursor: Any, _statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        for row in parameters if many else (parameters,):
+            values: Iterable[Any]
+            if isinstance(row, Mapping):
+                values = row.values()
+            elif isinstance(row, list | tuple):
+                values = row
+            else:  # one value (a driver's executemany of single values)
+                values = (row,)
+            for value in values:
+                if type(value) is str and "\x00" in value:
+                    shown = value[:40].replace("\x00", "\\x00")
+                    raise InvalidArgument(
+                        f"the text {shown!r} holds a NUL character (0x00), which cannot be stored or "
+                        "looked up; remove it"
+                    )
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:

@@ -53,6 +53,7 @@ import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.background import BackgroundLoop
 from control_plane.monitoring import config as configs
 from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
@@ -253,14 +254,14 @@ class Monitor:
         rows = [row for decoded in batch for row in decoded.index_rows]
         try:
             await asyncio.to_thread(index_predictions, self._sessions, rows)
-        except sqlalchemy.exc.DataError:
-            # A value the database refuses (PostgreSQL text cannot hold NUL) fails the whole statement,
-            # and would fail it again on every retry: index entry by entry, so only that entry is lost.
+        except (sqlalchemy.exc.DataError, InvalidArgument):
+            # A value the database refuses, or the engine before it (text holding NUL), fails the whole
+            # statement, and would again on every retry: index entry by entry, so only that entry is lost.
             for decoded in batch:
                 if decoded.index_rows:
                     try:
                         await asyncio.to_thread(index_predictions, self._sessions, decoded.index_rows)
-                    except sqlalchemy.exc.DataError as exc:
+                    except (sqlalchemy.exc.DataError, InvalidArgument) as exc:
                         decoded.refuse(exc)
 
     def _apply(self, decoded: _Decoded) -> None:

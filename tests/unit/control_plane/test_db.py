@@ -13,6 +13,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from clients.aether.v1 import types_pb2
+from clients.errors import InvalidArgument
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
@@ -79,3 +80,16 @@ def test_eight_concurrent_writers_never_hit_database_is_locked(db_url: str, engi
     assert len(registry.list_entities()) == writers
     assert {view.metadata.owner for view in registry.list_feature_views()} == {f"o{rounds - 1}"}
     assert registry.revision() == writers * (2 + rounds)  # no mutation lost its revision bump
+
+
+def test_text_holding_nul_is_invalid_on_every_backend(engine: Engine, registry: FeatureRegistry) -> None:
+    """PostgreSQL cannot store NUL in text (its driver's DataError reached callers as INTERNAL) and
+    SQLite would store it: the engine refuses it on both, for writes and for lookups, and nothing is
+    written."""
+    with pytest.raises(InvalidArgument, match="NUL character"):
+        registry.create_entity(entity(description="night\x00shift"))
+    with pytest.raises(InvalidArgument, match="NUL character"):
+        registry.get_entity("driver\x00")
+    assert registry.list_entities() == []
+    registry.create_entity(entity(description="night shift"))  # the session is usable afterwards
+    assert [e.description for e in registry.list_entities()] == ["night shift"]
