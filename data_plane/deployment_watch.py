@@ -5,7 +5,9 @@ written to a file atomically, so that a data plane restarted during a control-pl
 plans it knew. Model versions follow the plans: before a snapshot is swapped in, every version it newly
 references is loaded (``ensure_loaded``, all at once), so a new canary is READY before it gets traffic;
 after the swap, versions that no plan references any more are unloaded. Only versions this watch loaded
-are ever unloaded (models served from a static config are left alone). A version that fails to load is
+are ever unloaded: a version the manager already held when a plan first referred to it (one served from
+the static model config, ``--model-config``) is not the watch's, and stays loaded when the plans stop
+referring to it. A version that fails to load is
 still routed to: its requests fail (UNAVAILABLE), which is what the canary controller must see to roll
 it back. An unloaded version stops taking requests at once and finishes those it already has
 (:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion fails none. When the
@@ -26,6 +28,7 @@ import grpc.aio
 from clients.aether.v1 import deployments_pb2, deployments_pb2_grpc
 from clients.sdk.auth import ChannelSecurity
 from data_plane.deployment_plan import EMPTY_PLANS, DeploymentPlans, plans_from_snapshot
+from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec
 from data_plane.settings import DataPlaneSettings
 from data_plane.watch_stream import WatchStream, load_message
@@ -42,6 +45,8 @@ class ModelLoader(Protocol):
     def ensure_loaded(self, spec: ModelSpec) -> Awaitable[None]: ...
 
     def unload(self, name: str, version: int) -> Awaitable[None]: ...
+
+    def state(self, name: str, version: int) -> ModelState: ...
 
 
 def load_plans_snapshot(path: Path) -> deployments_pb2.DeploymentPlanSnapshot | None:
@@ -69,7 +74,9 @@ class DeploymentWatch:
     ) -> None:
         self._loader = loader
         self._plans = EMPTY_PLANS
-        self._loaded: dict[tuple[str, int], ModelSpec] = {}
+        self._loaded: dict[tuple[str, int], ModelSpec] = {}  # every version the plans refer to
+        # Those of them the manager held before a plan referred to them (static models): never unloaded.
+        self._not_ours: set[tuple[str, int]] = set()
         self._installed = asyncio.Condition()
         self._stream = WatchStream(
             "deployment plans",
@@ -123,6 +130,9 @@ class DeploymentWatch:
         self.has_plans.set()
         for key in [key for key in self._loaded if key not in wanted]:
             del self._loaded[key]
+            if key in self._not_ours:
+                self._not_ours.discard(key)
+                continue
             try:
                 await self._loader.unload(*key)
             except Exception:
@@ -130,6 +140,8 @@ class DeploymentWatch:
         return True
 
     async def _load(self, spec: ModelSpec) -> None:
+        if spec.key not in self._loaded and self._loader.state(*spec.key) is not ModelState.UNLOADED:
+            self._not_ours.add(spec.key)  # loaded (or tried) by someone else: not the watch's to unload
         self._loaded[spec.key] = spec  # even when it fails: it is routed to, and unloaded when unused
         try:
             await self._loader.ensure_loaded(spec)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clients.sdk.deployments import DeploymentsClient, variant
 from data_plane.deployment_watch import DeploymentWatch
+from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec
 from data_plane.routing import choose_variant
 from tests.integration.deployments.conftest import Models, Plane
@@ -32,6 +33,10 @@ class RecordingLoader:
 
     async def unload(self, name: str, version: int) -> None:
         self.unloaded.append((name, version))
+
+    def state(self, name: str, version: int) -> ModelState:
+        loaded = self.loaded.count((name, version)) > self.unloaded.count((name, version))
+        return ModelState.READY if loaded else ModelState.UNLOADED
 
 
 async def test_plans_follow_the_control_plane_and_survive_its_outage(

@@ -1,0 +1,121 @@
+"""A real data plane serving static models (``--model-config``) follows deployment plans streamed by a
+control plane (a real grpc.aio ``Deployments`` server fed from a queue): a plan that refers to a static
+model's version and is later replaced by one that does not leaves the static model serving, while a
+version only the plans loaded is unloaded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import numpy as np
+import pytest
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.inference import grpc_predict_v2_pb2 as v2
+from clients.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from data_plane.models.manager import ModelState
+from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
+from data_plane.server import start_server
+from tests.integration.serving.conftest import serving_settings
+from tests.support import onnx_models
+from tests.support.redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+class _QueuedPlans(dpb_grpc.DeploymentsServicer):
+    """The control plane's plan stream: yields the snapshots put on the queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dpb.DeploymentPlanSnapshot] = asyncio.Queue()
+
+    async def WatchDeploymentPlans(
+        self, request: dpb.WatchDeploymentPlansRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[dpb.DeploymentPlanSnapshot]:
+        while True:
+            yield await self.queue.get()
+
+
+def _planned(spec: ModelSpec, name: str) -> dpb.PlannedVariant:
+    def tensors(specs: tuple[TensorSpec, ...]) -> list[mpb.TensorSpec]:
+        return [mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in specs]
+
+    model = dpb.ModelServingSpec(
+        model_name=spec.name, version=spec.version, artifact_sha256=spec.artifact_sha256,
+        artifact_uri=spec.artifact_uri, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs),
+        feature_refs=spec.feature_refs, serving=dpb.ServingConfig(warmup_requests=1),
+    )  # fmt: skip
+    return dpb.PlannedVariant(name=name, role=dpb.VARIANT_ROLE_PRIMARY, traffic_percent=100.0, model=model)
+
+
+def _snapshot(revision: int, *plans: tuple[str, ModelSpec]) -> dpb.DeploymentPlanSnapshot:
+    return dpb.DeploymentPlanSnapshot(
+        revision=revision,
+        plans=[
+            dpb.DeploymentPlan(
+                deployment=deployment,
+                plan_revision=revision,
+                routing_salt=deployment,
+                variants=[_planned(spec, "blue")],
+            )
+            for deployment, spec in plans
+        ],
+    )
+
+
+async def test_plans_that_stop_referring_to_a_static_model_leave_it_serving(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    control_plane = grpc.aio.server()
+    plans = _QueuedPlans()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, control_plane)  # type: ignore[no-untyped-call]
+    port = free_port()
+    control_plane.add_insecure_port(f"127.0.0.1:{port}")
+    await control_plane.start()
+    settings = serving_settings(
+        tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
+    )
+    assert settings.model_config is not None
+    affine = next(s for s in load_model_config(settings.model_config) if s.name == "affine")
+    planned_only = onnx_models.save(onnx_models.affine(), tmp_path / "planned.onnx", "planned_only")
+    handle = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            x = np.ones((1, 4), np.float32)
+            request = v2.ModelInferRequest(
+                model_name="affine",
+                inputs=[v2.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 4])],
+                raw_input_contents=[x.tobytes()],
+            )
+            expected = (await stub.ModelInfer(request, timeout=5)).raw_output_contents[0]
+
+            await plans.queue.put(_snapshot(1, ("static-dep", affine), ("planned-dep", planned_only)))
+            await handle.deployments.wait_for_revision(1, 10)
+            assert handle.manager.state("planned_only", 1) is ModelState.READY
+
+            await plans.queue.put(_snapshot(2))  # neither deployment is planned any more
+            await handle.deployments.wait_for_revision(2, 10)
+            await handle.manager.released()
+
+            assert handle.manager.state("planned_only", 1) is ModelState.UNLOADED  # the watch's own
+            assert handle.manager.state("affine", 1) is ModelState.READY  # the static config's
+            response = await stub.ModelInfer(request, timeout=5)
+            assert response.raw_output_contents[0] == expected
+
+            # Referred to again and dropped again: still the static config's.
+            await plans.queue.put(_snapshot(3, ("static-dep", affine)))
+            await handle.deployments.wait_for_revision(3, 10)
+            await plans.queue.put(_snapshot(4))
+            await handle.deployments.wait_for_revision(4, 10)
+            assert handle.manager.state("affine", 1) is ModelState.READY
+            assert (await stub.ModelInfer(request, timeout=5)).raw_output_contents[0] == expected
+    finally:
+        await handle.stop(None)
+        await control_plane.stop(None)
