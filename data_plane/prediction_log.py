@@ -21,7 +21,9 @@ answers) add ``entities`` (JSON list of join-key maps), ``features`` (raw row-ma
 ``features_dtype`` and ``features_shape`` ("rows,cols"), and per output ``output:<name>`` (raw bytes)
 with ``output:<name>:dtype`` / ``output:<name>:shape``. A failed request's entry has no outputs, and
 no features when it failed before they were assembled. The control plane's reader of these entries is
-``control_plane/deployments/observations.py``.
+``control_plane/deployments/observations.py``: it counts every entry as a request of its variant, and as
+an error only when ``error_code`` is a failure on the server's side (a caller's own INVALID_ARGUMENT,
+NOT_FOUND, CANCELLED, ... is not), so the code must be the one the caller was answered with.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ out, with the reason in words. No clock, no I/O: :mod:`canary_loop` feeds it and
 Rules, in order:
 
 1. Once the canary has served ``min_requests`` in this step, a breach rolls it back at once (no need to
-   wait out the baking window): its error rate above ``max_error_rate``; its p99 latency above
+   wait out the baking window): its error rate above ``max_error_rate`` (errors are the requests that
+   failed on the server's side -- UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, ...; a caller's own error,
+   such as INVALID_ARGUMENT, NOT_FOUND or CANCELLED, counts as a request but not as an error, since the
+   primary would have answered it alike: see :mod:`observations`); its p99 latency above
    ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
    also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
    p99 counts as at least ``RATIO_FLOOR_MS``).
@@ -64,8 +67,9 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one variant did in the window: requests answered, of which failed, and the p99 latency
-    (None when nothing was observed)."""
+    """What one variant did in the window: requests answered, of which failed on the server's side (a
+    caller's own error is no error of the variant's), and the p99 latency (None when nothing was
+    observed)."""
 
     requests: int = 0
     errors: int = 0

@@ -2,8 +2,17 @@
 
 The data plane appends one entry per request to a Redis Stream (``data_plane/prediction_log.py``): the
 outcome and latency of every request, features and outputs only for a sample. The fields read here are
-``deployment``, ``variant``, ``latency_ms`` and ``ok`` (``"1"``/``"0"``; without it, an empty or ``OK``
-``error_code`` means success); entries of mirrored shadow calls (``role="shadow"``) are skipped.
+``deployment``, ``variant``, ``latency_ms``, ``ok`` (``"1"``/``"0"``) and ``error_code`` (the gRPC status
+name the request was answered with); entries of mirrored shadow calls (``role="shadow"``) are skipped.
+
+Every entry counts as a request; only a failure on the server's side counts as an error (the canary's
+error rate is errors / requests). A request the caller got wrong fails alike on every variant, so it says
+nothing about the canary: ``ok="0"`` entries whose ``error_code`` is one of :data:`CALLER_ERROR_CODES`
+(INVALID_ARGUMENT, NOT_FOUND -- e.g. an entity with no stored features --, FAILED_PRECONDITION,
+OUT_OF_RANGE, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, and CANCELLED: the caller went away or
+its own deadline passed) are not errors. Any other failure is: UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS,
+RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (the server dropped the request at its deadline), and a failed
+entry with no or an unknown code. Without ``ok``, an empty or ``OK`` ``error_code`` means success.
 
 A canary step's window starts at the step's start time: stream ids begin with their append time in
 milliseconds, so ``XRANGE`` from that millisecond reads exactly the step's entries; later reads go on from
@@ -16,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +39,21 @@ DEFAULT_STREAM = "aether:predictions"
 READ_BATCH = 10_000
 MAX_READ_PER_TICK = 200_000
 
+#: gRPC status names of requests the caller got wrong (or gave up on): counted as requests, never as the
+#: variant's errors.
+CALLER_ERROR_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "FAILED_PRECONDITION",
+        "OUT_OF_RANGE",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "CANCELLED",
+    }
+)
+
 _EDGES = np.geomspace(0.01, 120_000.0, 420)  # ms: from 10 µs to two minutes
 
 
@@ -39,9 +63,10 @@ class VariantTally:
     errors: int = 0
     latency_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(_EDGES) + 1, np.int64))
 
-    def add(self, ok: bool, latency_ms: float) -> None:
+    def add(self, failed: bool, latency_ms: float) -> None:
+        """Counts one request; ``failed``: it failed on the server's side (see :func:`server_failed`)."""
         self.requests += 1
-        if not ok:
+        if failed:
             self.errors += 1
         if math.isfinite(latency_ms):
             self.latency_counts[int(np.searchsorted(_EDGES, latency_ms))] += 1
@@ -65,21 +90,40 @@ def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
     return value.decode(errors="replace") if value is not None else ""
 
 
-def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, str, bool, float] | None:
-    """(deployment, variant, ok, latency_ms) of one prediction-log entry; None for a shadow's entry or
+class ParsedEntry(NamedTuple):
+    deployment: str
+    variant: str
+    failed: bool  # on the server's side: an error of the variant's (see server_failed)
+    latency_ms: float
+
+
+def server_failed(ok: str, error_code: str) -> bool:
+    """Whether an entry with these ``ok`` and ``error_code`` fields is a failure on the server's side: it
+    failed (``ok`` is not ``"1"``; without ``ok``, ``error_code`` is neither empty nor ``OK``) and its code
+    is not one of :data:`CALLER_ERROR_CODES`."""
+    code = error_code.strip().upper()
+    if ok:
+        if ok in ("1", "true"):
+            return False
+    elif code in ("", "OK"):
+        return False
+    return code not in CALLER_ERROR_CODES
+
+
+def parse_entry(fields: Mapping[bytes, bytes]) -> ParsedEntry | None:
+    """(deployment, variant, failed, latency_ms) of one prediction-log entry; None for a shadow's entry or
     one without a deployment."""
     if _text(fields, b"role") == "shadow" or _text(fields, b"shadow") in ("1", "true"):
         return None
     deployment = _text(fields, b"deployment")
     if not deployment:
         return None
-    ok_field = _text(fields, b"ok")
-    ok = ok_field in ("1", "true") if ok_field else _text(fields, b"error_code") in ("", "OK")
+    failed = server_failed(_text(fields, b"ok"), _text(fields, b"error_code"))
     try:
         latency = float(_text(fields, b"latency_ms") or "nan")
     except ValueError:
         latency = math.nan
-    return deployment, _text(fields, b"variant"), ok, latency
+    return ParsedEntry(deployment, _text(fields, b"variant"), failed, latency)
 
 
 class StepWindow:
@@ -105,8 +149,9 @@ class StepWindow:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
             for _, fields in entries:
                 parsed = parse_entry(fields)
-                if parsed is not None and parsed[0] == self.deployment:
-                    self.tallies.setdefault(parsed[1], VariantTally()).add(parsed[2], parsed[3])
+                if parsed is not None and parsed.deployment == self.deployment:
+                    tally = self.tallies.setdefault(parsed.variant, VariantTally())
+                    tally.add(parsed.failed, parsed.latency_ms)
             read += len(entries)
             if entries:
                 self._cursor = entries[-1][0].decode()

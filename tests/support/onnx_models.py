@@ -100,7 +100,8 @@ def two_inputs() -> onnx.ModelProto:
     return _model(graph)
 
 
-def failing() -> onnx.ModelProto:
+def failing(width: int = 4) -> onnx.ModelProto:
+    """Fails (ONNX Runtime raises: INTERNAL) on a row holding a value of magnitude 1 or more."""
     table = numpy_helper.from_array(np.zeros((1, 1), dtype=np.float32), "table")
     nodes = [
         helper.make_node("Abs", ["x"], ["magnitude"]),
@@ -111,7 +112,7 @@ def failing() -> onnx.ModelProto:
             "Gather", ["table", "index"], ["y"], axis=0
         ),  # [batch, 1]; index ≥ 1 is out of range
     ]
-    graph = helper.make_graph(nodes, "failing", [_float_io("x", 4)], [_float_io("y", 1)], [table])
+    graph = helper.make_graph(nodes, "failing", [_float_io("x", width)], [_float_io("y", 1)], [table])
     return _model(graph)
 
 

@@ -20,13 +20,15 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.sdk.inference import build_predict_request
-from control_plane.deployments.observations import StepWindow, parse_entry
+from control_plane.deployments.canary import Action, Policy, decide
+from control_plane.deployments.observations import PredictionLogObserver, StepWindow, parse_entry
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.deployment_watch import plans_path
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import start_server
 from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings
+from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
 
@@ -131,8 +133,78 @@ async def test_every_request_reaches_the_canary_parser_with_its_outcome(
     finally:
         await client.aclose()
     blue = window.observe("blue")
-    assert (blue.requests, blue.errors) == (8, 2) and blue.p99_ms is not None
+    # The two NOT_FOUNDs (entities without features) are the callers' errors: requests, not errors.
+    assert (blue.requests, blue.errors) == (8, 0) and blue.p99_ms is not None
     assert window.observe("broken").requests == 0
+
+
+async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(FEATURES), [[str(k)] for k in STORED], np.stack(list(STORED.values())), NOW_US)
+    settings = serving_settings(
+        tmp_path, own_redis.url, prediction_log_stream=STREAM, prediction_log_sample_rate=0.0
+    )
+    assert settings.model_config is not None
+    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    # A model that fails (INTERNAL) on every stored driver's features (values of 1 and more).
+    broken = onnx_models.save(
+        onnx_models.failing(width=8), tmp_path / "broken.onnx", "broken", feature_refs=("driver_stats",)
+    )
+    # "ranking": a healthy canary (scorer v2) beside its primary; "fragile": a canary that fails.
+    plans = [
+        dpb.DeploymentPlan(
+            deployment=deployment, plan_revision=1, routing_salt=deployment,
+            variants=[
+                _planned(specs["scorer", 1], "blue", dpb.VARIANT_ROLE_PRIMARY, 50.0),
+                _planned(canary, "green", dpb.VARIANT_ROLE_CANARY, 50.0),
+            ],
+        )
+        for deployment, canary in (("ranking", specs["scorer", 2]), ("fragile", broken))
+    ]  # fmt: skip
+    save_snapshot(
+        plans_path(settings), dpb.DeploymentPlanSnapshot(revision=1, plans=plans).SerializeToString()
+    )
+    handle = await start_server(settings)
+    codes: dict[tuple[str, str], int] = {}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            for i in range(300):
+                # 1 caller in 10 asks for a driver without stored features (NOT_FOUND), 1 in 15 sends a
+                # driver id that is not an integer (INVALID_ARGUMENT).
+                driver = "3" if i % 10 == 0 else "x7" if i % 15 == 1 else "1"
+                for deployment in ("ranking", "fragile"):
+                    request = build_predict_request(deployment, [{"driver_id": driver}], routing_key=f"u{i}")
+                    try:
+                        await stub.Predict(request, timeout=5)
+                        code = grpc.StatusCode.OK
+                    except grpc.aio.AioRpcError as error:
+                        code = error.code()
+                    codes[deployment, code.name] = codes.get((deployment, code.name), 0) + 1
+        await _entries(own_redis.url, 600)
+    finally:
+        await handle.stop(None)
+    assert codes["ranking", "NOT_FOUND"] == 30 and codes["ranking", "INVALID_ARGUMENT"] == 20, codes
+    assert codes["fragile", "INTERNAL"] > 0, codes
+
+    observer = PredictionLogObserver(redis.asyncio.Redis.from_url(own_redis.url), STREAM)
+    try:
+        healthy, primary = await observer.observe("ranking", 0, "green", "blue")
+        failing, fragile_primary = await observer.observe("fragile", 0, "green", "blue")
+    finally:
+        await observer.close()
+    # Judged on errors only: a shared machine's latency is no part of this test.
+    policy = Policy(bake_seconds=0, min_requests=50, max_p99_ratio=0.0)
+    # The healthy canary failed only its callers' requests, as its primary did: it goes on.
+    assert healthy.requests > 50 and primary.requests > 50 and healthy.requests + primary.requests == 300
+    assert (healthy.errors, primary.errors) == (0, 0)
+    assert decide(policy, 0, 1.0, healthy, primary).action is Action.ADVANCE
+    # The failing canary's INTERNALs are its own: rolled back.
+    assert failing.errors == codes["fragile", "INTERNAL"] and fragile_primary.errors == 0
+    decision = decide(policy, 0, 1.0, failing, fragile_primary)
+    assert decision.action is Action.ROLLBACK and decision.reason.startswith("error rate "), decision.reason
 
 
 async def test_unmirrored_entries_carry_features_only_when_sampled(
@@ -168,4 +240,4 @@ async def test_unmirrored_entries_carry_features_only_when_sampled(
     np.testing.assert_array_equal(np.frombuffer(sampled[b"features"], np.float32), STORED[2])
     assert b"output:output" in sampled
     parsed = parse_entry(sampled)
-    assert parsed is not None and parsed[:3] == ("scorer", "static", True)
+    assert parsed is not None and parsed[:3] == ("scorer", "static", False)  # not failed

@@ -8,17 +8,86 @@ import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control_plane.deployments.canary import Action, Policy, decide
 from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry
 
 
 def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
     base = {b"deployment": b"eta", b"variant": b"green", b"latency_ms": b"3.5"}
-    assert parse_entry({**base, b"ok": b"1", b"role": b"served"}) == ("eta", "green", True, 3.5)
-    assert parse_entry({**base, b"ok": b"0"}) == ("eta", "green", False, 3.5)
-    assert parse_entry({**base, b"error_code": b"UNAVAILABLE"})[2] is False  # type: ignore[index]
-    assert parse_entry({**base, b"error_code": b""})[2] is True  # type: ignore[index]
+    # (deployment, variant, failed on the server's side, latency)
+    assert parse_entry({**base, b"ok": b"1", b"role": b"served"}) == ("eta", "green", False, 3.5)
+    assert parse_entry({**base, b"ok": b"0"}) == ("eta", "green", True, 3.5)  # no code: a failure
+    assert parse_entry({**base, b"error_code": b"UNAVAILABLE"})[2] is True  # type: ignore[index]
+    assert parse_entry({**base, b"error_code": b""})[2] is False  # type: ignore[index]
     assert parse_entry({**base, b"role": b"shadow"}) is None
     assert parse_entry({b"variant": b"x"}) is None
+
+
+SERVER_FAILURES = [
+    "UNAVAILABLE",
+    "INTERNAL",
+    "UNKNOWN",
+    "DATA_LOSS",
+    "RESOURCE_EXHAUSTED",
+    "DEADLINE_EXCEEDED",
+]
+CALLER_ERRORS = [
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "FAILED_PRECONDITION",
+    "CANCELLED",
+    "OUT_OF_RANGE",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "ALREADY_EXISTS",
+]
+
+
+def test_only_failures_on_the_servers_side_are_errors() -> None:
+    # A caller's own error (an entity without stored features, a malformed request, a caller that went
+    # away) fails alike on every variant: it is a request of the canary's, never an error of its own.
+    base = {b"deployment": b"eta", b"variant": b"green", b"latency_ms": b"1.0", b"ok": b"0"}
+    for code in SERVER_FAILURES:
+        assert parse_entry({**base, b"error_code": code.encode()})[2] is True, code  # type: ignore[index]
+        assert parse_entry({b"deployment": b"eta", b"error_code": code.encode()})[2] is True, code  # type: ignore[index]
+    for code in CALLER_ERRORS:
+        assert parse_entry({**base, b"error_code": code.encode()})[2] is False, code  # type: ignore[index]
+        assert parse_entry({b"deployment": b"eta", b"error_code": code.encode()})[2] is False, code  # type: ignore[index]
+    assert parse_entry({**base, b"error_code": b"SOMETHING_NEW"})[2] is True  # type: ignore[index]
+    assert parse_entry({**base, b"ok": b"1", b"error_code": b"OK"})[2] is False  # type: ignore[index]
+
+
+async def test_a_canary_failing_only_its_callers_requests_is_not_rolled_back(redis_url: str) -> None:
+    # The canary answers exactly as the primary: 1 request in 10 asks for an entity without features
+    # (NOT_FOUND), 1 in 20 is malformed (INVALID_ARGUMENT), 1 in 50 is cancelled by its caller.
+    writer = redis.Redis.from_url(redis_url)
+    for i in range(400):
+        code = "OK"
+        if i % 10 == 0:
+            code = "NOT_FOUND"
+        elif i % 20 == 5:
+            code = "INVALID_ARGUMENT"
+        elif i % 50 == 7:
+            code = "CANCELLED"
+        for variant in (b"blue", b"green"):
+            entry: dict[FieldT, FieldT] = {
+                b"deployment": b"eta",
+                b"variant": variant,
+                b"ok": b"1" if code == "OK" else b"0",
+                b"error_code": code.encode(),
+                b"latency_ms": b"2.0",
+            }
+            writer.xadd("log", entry)
+    writer.xadd("log", {b"deployment": b"eta", b"variant": b"green", b"ok": b"0", b"error_code": b"INTERNAL"})
+    writer.close()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    window = StepWindow("eta", started_at_us=0)
+    await window.read(client, "log")
+    await client.aclose()
+    canary, primary = window.observe("green"), window.observe("blue")
+    assert (canary.requests, canary.errors) == (401, 1) and (primary.requests, primary.errors) == (400, 0)
+    decision = decide(Policy(bake_seconds=0, min_requests=100), 0, 1.0, canary, primary)
+    assert decision.action is Action.ADVANCE, decision.reason
 
 
 @settings(max_examples=50, deadline=None)
@@ -26,7 +95,7 @@ def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
 def test_p99_is_never_optimistic_and_within_the_bin_width(latencies: list[float]) -> None:
     tally = VariantTally()
     for value in latencies:
-        tally.add(True, value)
+        tally.add(False, value)
     exact = float(np.sort(latencies)[int(np.ceil(0.99 * len(latencies))) - 1])
     estimate = tally.p99_ms()
     assert estimate is not None
@@ -37,7 +106,7 @@ def test_p99_is_never_optimistic_and_within_the_bin_width(latencies: list[float]
 def test_errors_count_and_empty_tallies_have_no_p99() -> None:
     tally = VariantTally()
     assert tally.p99_ms() is None
-    tally.add(False, float("nan"))
+    tally.add(True, float("nan"))
     assert (tally.requests, tally.errors, tally.p99_ms()) == (1, 1, None)
 
 
