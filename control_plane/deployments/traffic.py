@@ -160,10 +160,25 @@ def remove_variant(variants: Sequence[VariantRecord], name: str, deployment: str
 
 def promote(variants: Sequence[VariantRecord], name: str, deployment: str) -> list[VariantRecord]:
     """Blue/green swap: canary ``name`` becomes the primary with the old primary's share added to its
-    own, and the old primary leaves the deployment."""
+    own, and the old primary leaves the deployment.
+
+    Refused (FAILED_PRECONDITION) while another canary still has a share of traffic: the router gives
+    each variant one rendezvous clock (:mod:`kernels.hashing`), so the promoted variant cannot take over
+    exactly the old primary's buckets; raising its weight would also take buckets from the other canary,
+    moving users between variants that stay. With no other canary holding traffic, the promoted variant
+    gets every bucket and nobody else had any."""
     target = find(variants, name, deployment)
     if target.role is not Role.CANARY:
         raise FailedPrecondition(f"variant {name!r} of deployment {deployment!r} is not a canary")
+    holding = sorted(
+        v.name for v in variants if v.role is Role.CANARY and v.name != name and v.traffic_percent > 0.0
+    )
+    if holding:
+        raise FailedPrecondition(
+            f"cannot promote variant {name!r} of deployment {deployment!r} while other canaries hold traffic"
+            f" ({', '.join(repr(n) for n in holding)}): promoting would move some of their users to"
+            f" {name!r}; roll them back or set their traffic to 0% first"
+        )
     old = primary_of(variants)
     share = target.traffic_percent + old.traffic_percent
     return [

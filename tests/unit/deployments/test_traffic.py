@@ -20,6 +20,7 @@ from control_plane.deployments.traffic import (
     set_traffic,
     validate,
 )
+from kernels.hashing import UNASSIGNED, assign_buckets
 
 
 def v(name: str, role: Role, percent: float, version: int = 1) -> VariantRecord:
@@ -92,3 +93,57 @@ def test_add_remove_and_promote() -> None:
         set_traffic(added, "nope", 10.0, "d")
     with pytest.raises(FailedPrecondition, match="only live variant"):
         set_traffic(start, "blue", 50.0, "d")
+
+
+def _table(variants: list[VariantRecord], buckets: int) -> list[str]:
+    live = [x for x in variants if x.live]
+    table = assign_buckets("d", [x.name for x in live], [x.traffic_percent for x in live], buckets)
+    return [live[i].name if i != UNASSIGNED else "" for i in table]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.one_of(st.just(0.0), st.floats(1.0, 100.0)), min_size=1, max_size=4),
+    st.floats(1.0, 100.0),
+    st.integers(1, 4),
+    st.data(),
+)
+def test_promote_moves_nobody_between_the_variants_that_remain(
+    canaries: list[float], primary: float, shadow: int, data: st.DataObject
+) -> None:
+    """Against a brute-force reference, bucket by bucket: the promoted variant serves every bucket the
+    old primary or it served, and every other variant keeps exactly its buckets; when that cannot be
+    done (another canary holds traffic), promotion is refused."""
+    weights = [primary, *canaries]
+    total = sum(weights)
+    variants = [
+        v(f"v{i}", Role.PRIMARY if i == 0 else Role.CANARY, w * 100 / total) for i, w in enumerate(weights)
+    ]
+    variants.append(v(f"s{shadow}", Role.SHADOW, 30.0))
+    target = f"v{data.draw(st.integers(1, len(canaries)))}"
+    others_hold = any(x.traffic_percent > 0.0 for x in variants[1:-1] if x.name != target)
+    try:
+        after = promote(variants, target, "d")
+    except FailedPrecondition as exc:
+        assert others_hold, exc
+        assert "other canaries hold traffic" in str(exc)
+        return
+    assert math.isclose(live_total(after), 100.0)
+    before_table, after_table = _table(variants, 2_000), _table(after, 2_000)
+    for bucket, (was, now) in enumerate(zip(before_table, after_table, strict=True)):
+        expected = target if was in ("v0", target) else was
+        assert now == expected, (bucket, was, now)
+
+
+def test_promote_is_refused_while_another_canary_holds_traffic() -> None:
+    """The reviewer's case: primary 60, canaries a and green 20 each; promoting green took 762 of a's
+    buckets."""
+    variants = [v("blue", Role.PRIMARY, 60.0), v("a", Role.CANARY, 20.0, 2), v("green", Role.CANARY, 20.0, 3)]
+    with pytest.raises(FailedPrecondition, match=r"other canaries hold traffic \('a'\).*roll them back"):
+        promote(variants, "green", "d")
+    emptied = set_traffic(variants, "a", 0.0, "d")
+    promoted = promote(emptied, "green", "d")
+    assert [(x.name, x.role, x.traffic_percent) for x in promoted] == [
+        ("a", Role.CANARY, 0.0),
+        ("green", Role.PRIMARY, 100.0),
+    ]
