@@ -250,7 +250,17 @@ class InlineGate:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Background:
+    """The group of a background request: it batches only with other background requests."""
+
+    group: Hashable
+
+
 class DynamicBatcher(Generic[P, R]):
+    """``background_executor`` runs the batches of background requests (``submit(background=True)``:
+    shadow copies), so that they never take a thread that the answered requests' batches wait for."""
+
     def __init__(
         self,
         policy: BatchPolicy,
@@ -259,11 +269,13 @@ class DynamicBatcher(Generic[P, R]):
         observer: BatchObserver | None = None,
         inline: InlineGate | None = None,
         name: str = "batcher",
+        background_executor: Executor | None = None,
     ) -> None:
         self.name = name  # for logs, e.g. "model mlp v1"
         self._scheduler: BatchScheduler[_Waiter[P, R]] = BatchScheduler(policy)
         self._runner = runner
         self._executor = executor
+        self._background_executor = background_executor or executor
         self._observer = observer or BatchObserver()
         self._step_scheduled = False
         self._stepping = False
@@ -276,10 +288,16 @@ class DynamicBatcher(Generic[P, R]):
     def queue_depth(self) -> int:
         return self._scheduler.depth
 
-    async def submit(self, payload: P, rows: int, group: Hashable, deadline: float | None) -> R:
-        """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock."""
+    async def submit(
+        self, payload: P, rows: int, group: Hashable, deadline: float | None, *, background: bool = False
+    ) -> R:
+        """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock. A
+        ``background`` request batches only with other background requests, and those batches run on the
+        background executor."""
         if self._closed:
             raise Unavailable("the model version is being unloaded")
+        if background:
+            group = _Background(group)
         scheduler = self._scheduler
         if not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
             return self._run_alone(payload, rows, deadline)
@@ -398,7 +416,8 @@ class DynamicBatcher(Generic[P, R]):
             self._ran_inline(outcome.seconds)
             self._deliver(waiters, outcome)
             return True
-        done = loop.run_in_executor(self._executor, self._run, payloads)
+        executor = self._background_executor if isinstance(batch[0].group, _Background) else self._executor
+        done = loop.run_in_executor(executor, self._run, payloads)
         done.add_done_callback(lambda f: self._delivered(waiters, f))
         return False
 

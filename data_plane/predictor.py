@@ -8,6 +8,10 @@ without a plan of that name, a model loaded from the static model config of the 
 (:mod:`data_plane.feature_vector`), the model runs through its batcher, and the request is logged when
 sampled. Shadow variants get a mirrored copy in the background; their answers are only logged. Every
 request leaves a prediction-log entry with its latency and status, failures included.
+
+A shadow never takes capacity the served requests need: its batches run in the model manager's shadow
+threads, and each shadow variant has at most one mirrored copy in flight (queued or running); a copy
+mirrored while one is in flight is shed, counted in :attr:`Predictor.shadow_dropped` and logged.
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class Predictor:
         self._plans = plans
         self._log = log
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._shadow_busy: set[tuple[str, str]] = set()  # (deployment, shadow variant) with a copy in flight
+        #: Mirrored copies shed because their shadow variant already had one in flight, by
+        #: (deployment, shadow variant).
+        self.shadow_dropped: dict[tuple[str, str], int] = {}
 
     def _plan(self, deployment: str) -> DeploymentPlan | None:
         return self._plans().get(deployment) if self._plans is not None else None
@@ -192,7 +200,20 @@ class Predictor:
     ) -> None:
         """Runs the shadow in the background (it never delays or fails the served answer). It reuses the
         served request's features when it reads the same ones, and fetches its own otherwise. Its entry
-        (role ``shadow``, always sampled) is logged whether it answered or failed."""
+        (role ``shadow``, always sampled) is logged whether it answered or failed. A copy mirrored while the
+        shadow variant still has one in flight is shed (counted and logged, not run)."""
+        key = (call.deployment, variant)
+        if key in self._shadow_busy:
+            dropped = self.shadow_dropped.get(key, 0) + 1
+            self.shadow_dropped[key] = dropped
+            if dropped & (dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... drop: a slow shadow, not a flood
+                _log.warning(
+                    "shadow %s of deployment %s (%s v%d) is still busy with an earlier copy: request %s not "
+                    "mirrored to it (%d copies dropped so far)",
+                    variant, call.deployment, spec.name, spec.version, request_id, dropped,
+                )  # fmt: skip
+            return
+        self._shadow_busy.add(key)
 
         async def shadow() -> None:
             nonlocal features
@@ -202,7 +223,9 @@ class Predictor:
                 if not same:
                     assembled = await self._assembler.assemble(spec, call.rows, call.request_features, None)
                     features = assembled.values
-                outputs = await self._manager.infer(spec.name, spec.version, {spec.inputs[0].name: features})
+                outputs = await self._manager.infer(
+                    spec.name, spec.version, {spec.inputs[0].name: features}, shadow=True
+                )
             except Exception as exc:  # a broken shadow is the shadow's problem: log and move on
                 _log.warning(
                     "shadow %s (%s v%d) failed for request %s: %s",
@@ -226,9 +249,13 @@ class Predictor:
                     )
                 )
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._shadow_tasks.discard(task)
+            self._shadow_busy.discard(key)
+
         task = asyncio.get_running_loop().create_task(shadow())
         self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+        task.add_done_callback(done)
 
 
 def status_name(error: BaseException) -> str:

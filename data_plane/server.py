@@ -123,6 +123,7 @@ def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManag
         ),
         max_queue_size=settings.max_queue_size,
         inference_threads=settings.inference_threads,
+        shadow_threads=settings.shadow_threads,
         inline_batch_below_us=settings.inline_batch_below_us,
         native_tensorrt=settings.native_tensorrt,
         engine_cache_dir=settings.engine_cache_dir,

@@ -45,6 +45,7 @@ class DataPlaneSettings:
     metrics_listen: str = ""
     intra_op_threads: int = 1  # ONNX Runtime threads per model version
     inference_threads: int = 2  # worker threads running batches (shared by every version)
+    shadow_threads: int = 1  # worker threads running shadow copies' batches (never the threads above)
     # Batches measured to run shorter than this run on the event loop, not a worker thread (0 = never).
     inline_batch_below_us: float = 500.0
     max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
@@ -93,6 +94,7 @@ class DataPlaneSettings:
             metrics_listen=env.get("AETHER_METRICS_ADDR", defaults.metrics_listen),
             intra_op_threads=int(env.get("AETHER_INTRA_OP_THREADS", defaults.intra_op_threads)),
             inference_threads=int(env.get("AETHER_INFERENCE_THREADS", defaults.inference_threads)),
+            shadow_threads=int(env.get("AETHER_SHADOW_THREADS", defaults.shadow_threads)),
             inline_batch_below_us=float(
                 env.get("AETHER_INLINE_BATCH_BELOW_US", defaults.inline_batch_below_us)
             ),

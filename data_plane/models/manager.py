@@ -53,6 +53,9 @@ class ManagerOptions:
     max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
     max_in_flight_batches: int = 1  # per model version
     inference_threads: int = 2  # worker threads shared by every version's batches
+    # Worker threads for shadow copies' batches (never the threads above, so a slow shadow cannot delay
+    # the answered requests' batches).
+    shadow_threads: int = 1
     # A version whose batches take less than this runs them on the event loop (a thread handoff costs
     # more); 0 = every batch in a worker thread. See data_plane.batching.
     inline_batch_below_us: float = 500.0
@@ -144,12 +147,13 @@ class VersionLease:
             )
         return entry.validator(inputs)
 
-    async def run(self, request: ValidInputs, deadline: float | None) -> Outputs:
-        """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``)."""
+    async def run(self, request: ValidInputs, deadline: float | None, *, shadow: bool = False) -> Outputs:
+        """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``).
+        A ``shadow`` copy batches only with other shadow copies, in the manager's shadow threads."""
         batcher = self._entry.batcher
         if batcher is None or self._entry.state is not ModelState.READY:
             raise Unavailable(f"model {self.spec.name} v{self.spec.version} is no longer READY")
-        return await batcher.submit(request, request.rows, request.group, deadline)
+        return await batcher.submit(request, request.rows, request.group, deadline, background=shadow)
 
 
 def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...]) -> str | None:
@@ -185,6 +189,9 @@ class ModelManager:
         self._latest_ready: dict[str, _Version] = {}  # cache of resolve(name, None), cleared on changes
         self._releasing: set[asyncio.Task[None]] = set()  # unloaded versions finishing their requests
         self._executor = ThreadPoolExecutor(self.options.inference_threads, thread_name_prefix="aether-infer")
+        self._shadow_executor = ThreadPoolExecutor(
+            self.options.shadow_threads, thread_name_prefix="aether-shadow"
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -259,6 +266,7 @@ class ModelManager:
             await self.unload(name, version)
         await self.released()
         self._executor.shutdown(wait=False)
+        self._shadow_executor.shutdown(wait=False)
 
     async def _load(self, entry: _Version) -> None:
         spec = entry.spec
@@ -299,6 +307,7 @@ class ModelManager:
                     warmed.largest_rows,
                 ),
                 f"model {spec.name} v{spec.version}",
+                self._shadow_executor,
             )
             entry.validator = InputValidator(spec)
             batcher = entry.batcher
@@ -395,10 +404,17 @@ class ModelManager:
         return VersionLease(entry)
 
     async def infer(
-        self, name: str, version: int | None, inputs: Mapping[str, Array], deadline: float | None = None
+        self,
+        name: str,
+        version: int | None,
+        inputs: Mapping[str, Array],
+        deadline: float | None = None,
+        *,
+        shadow: bool = False,
     ) -> dict[str, Array]:
         """Runs one request through the version's batcher. ``deadline`` is on the ``time.monotonic()``
-        clock; a request still queued when it passes is dropped with DEADLINE_EXCEEDED."""
+        clock; a request still queued when it passes is dropped with DEADLINE_EXCEEDED. A ``shadow`` copy
+        runs in the shadow threads (see :meth:`VersionLease.run`)."""
         with self.lease(name, version) as lease:
             request = lease.prepare(inputs)
-            return await lease.run(request, deadline)
+            return await lease.run(request, deadline, shadow=shadow)

@@ -14,6 +14,7 @@ from typing import cast
 import grpc
 import grpc.aio
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import redis
@@ -26,14 +27,24 @@ from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.inference import build_infer_request, build_predict_request, decode_predict_response
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.api import predict
+from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans, Variant
+from data_plane.deployment_plan import Role as PlanRole
 from data_plane.deployment_watch import plans_path
 from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import ServingMetrics
+from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.predictor import PredictCall, Prediction, Predictor
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
-from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED, serving_settings
+from tests.integration.serving.conftest import (
+    DEFAULTS,
+    FEATURES,
+    NOW_US,
+    STORED,
+    model_specs,
+    serving_settings,
+)
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
@@ -344,3 +355,75 @@ async def test_a_deployment_plan_routes_predict_and_mirrors_to_its_shadow(
         )
     finally:
         await handle.stop(None)
+
+
+def _slow_shadow_model(seconds: float, seed: int) -> onnx.ModelProto:
+    """A model of 8 inputs (it reads the scorer's features) whose one-row run takes at least ``seconds``
+    single-threaded, as the data plane runs it: its layers are scaled from a timed run."""
+    probe_layers, rows = 20, 150_000
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    probe = onnx_models.slow(probe_layers, width=8, rows=rows, seed=seed)
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 8), np.float32)
+    session.run(None, {"x": x})
+    started = time.perf_counter()
+    session.run(None, {"x": x})
+    per_layer = max(time.perf_counter() - started, 1e-6) / probe_layers
+    return onnx_models.slow(max(probe_layers, math.ceil(seconds / per_layer)), width=8, rows=rows, seed=seed)
+
+
+async def test_slow_shadows_never_hold_the_threads_the_primary_batches_wait_for(
+    data_plane: DataPlaneHandle, tmp_path: Path
+) -> None:
+    """Two shadows whose copies take seconds each, every batch in a worker thread (none inline): the
+    primary answers request after request while the shadows still hold their first copies (before the
+    fix, both inference threads ran the shadows' batches and the primary's batch waited behind them), and
+    the copies mirrored meanwhile are shed, one count per shadow and request."""
+    manager = ModelManager(ManagerOptions(inline_batch_below_us=0.0, inference_threads=2))
+    settings = _model_specs_by_key(tmp_path)
+    primary = settings["scorer", 1]
+    shadows = [
+        onnx_models.save(
+            _slow_shadow_model(1.5, seed), tmp_path / f"slow{seed}.onnx", f"slow{seed}",
+            feature_refs=("driver_stats",), warmup_requests=1, max_batch_size=1,
+        )
+        for seed in (1, 2)
+    ]  # fmt: skip
+    for spec in [primary, *shadows]:
+        await manager.ensure_loaded(spec)
+    plan = DeploymentPlan(
+        deployment="dep", plan_revision=1, routing_salt="dep",
+        variants=(
+            Variant("blue", PlanRole.PRIMARY, 100.0, primary),
+            Variant("s1", PlanRole.SHADOW, 100.0, shadows[0]),
+            Variant("s2", PlanRole.SHADOW, 100.0, shadows[1]),
+        ),
+    )  # fmt: skip
+    plans = DeploymentPlans(revision=1, plans={"dep": plan})
+    predictor = Predictor(manager, FeatureAssembler(data_plane.reader), lambda: plans)
+
+    def call(i: int) -> PredictCall:
+        return PredictCall("dep", f"user-{i}", [{"driver_id": "1"}], [], f"r{i}")
+
+    try:
+        first = await predictor.predict(call(0))
+        assert first.variant == "blue"
+        mirrored = set(predictor._shadow_tasks)
+        assert len(mirrored) == 2
+        for i in range(1, 6):
+            answered = await predictor.predict(call(i))
+            assert answered.variant == "blue"
+            assert not any(task.done() for task in mirrored), f"request {i} waited for a shadow's batch"
+        assert predictor.shadow_dropped == {("dep", "s1"): 5, ("dep", "s2"): 5}
+        await asyncio.gather(*mirrored)
+        await predictor.predict(call(6))  # the shadows are free again: mirrored to both, none shed
+        assert len(predictor._shadow_tasks) == 2
+        assert predictor.shadow_dropped == {("dep", "s1"): 5, ("dep", "s2"): 5}
+        await asyncio.gather(*predictor._shadow_tasks)
+    finally:
+        await manager.close()
+
+
+def _model_specs_by_key(tmp_path: Path) -> dict[tuple[str, int], ModelSpec]:
+    return {(s.name, s.version): s for s in model_specs(tmp_path / "shadow-models")}
