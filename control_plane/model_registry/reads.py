@@ -27,7 +27,12 @@ from control_plane.model_registry import messages
 from control_plane.model_registry.approval import from_proto
 from control_plane.model_registry.queries import now_us, page_size_of, require_model
 from control_plane.model_registry.tables import ModelAliasRow, ModelVersionRow, RegisteredModelRow
-from control_plane.model_registry.validation import check_alias, check_model_name, check_version
+from control_plane.model_registry.validation import (
+    check_alias,
+    check_model_name,
+    check_version,
+    parse_version_token,
+)
 
 M = TypeVar("M", bound=Message)
 CACHE_CAPACITY = 50_000
@@ -210,12 +215,7 @@ class CachedReads:
     ) -> tuple[list[pb.ModelVersion], str]:
         """Versions in ascending order, a page at a time, optionally only those with one approval status."""
         size = page_size_of(page_size)
-        try:
-            after = int(page_token or 0)
-        except ValueError:
-            raise InvalidArgument(
-                f"page_token: {page_token!r} is not a token this registry gave out"
-            ) from None
+        after = parse_version_token(page_token)
         query = (
             select(ModelVersionRow.id, ModelVersionRow.updated_at_us, ModelVersionRow.version)
             .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)

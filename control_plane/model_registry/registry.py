@@ -355,6 +355,8 @@ class ModelRegistry:
 
     def find_usages(self, view: str, version: int | None = None) -> list[pb.FeatureUsage]:
         """Model versions using feature view ``view`` at ``version`` (any version when None)."""
+        if version is not None:
+            check_version(version, "version", "a feature view version")
         with self._read() as session:
             return lineage.usages(session, self.users_of, view, version)
 

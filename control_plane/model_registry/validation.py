@@ -15,8 +15,13 @@ from control_plane.model_registry.tables import DATASET_HASH_LENGTH, GIT_COMMIT_
 #: Model names and aliases: lowercase words joined by ``_`` or ``-`` (a model name is often a service
 #: name such as ``eta-predictor``).
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
-#: ``view@version:feature`` (see :class:`FeatureRef`).
-FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]*):([a-z_][a-z0-9_]*)$")
+#: The largest version number: model versions and feature view versions are 32-bit ``Integer`` columns,
+#: and PostgreSQL refuses a larger bound value with an "integer out of range" error.
+MAX_VERSION = 2**31 - 1
+#: ``view@version:feature`` (see :class:`FeatureRef`); at most 10 digits, then :data:`MAX_VERSION`.
+FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]{0,9}):([a-z_][a-z0-9_]*)$")
+#: A page token of :meth:`ModelReads.list_versions`: the last version number of the previous page.
+VERSION_TOKEN_PATTERN = re.compile(r"[0-9]{1,10}")
 DTYPES = frozenset(
     {
         "bool",
@@ -69,10 +74,23 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def check_version(version: int, field: str = "version") -> int:
-    if version < 1:
-        raise InvalidArgument(f"{field}: a model version is a number >= 1, got {version}")
+def check_version(version: int, field: str = "version", what: str = "a model version") -> int:
+    if not 1 <= version <= MAX_VERSION:
+        raise InvalidArgument(f"{field}: {what} is a number from 1 to {MAX_VERSION}, got {version}")
     return version
+
+
+def parse_version_token(page_token: str) -> int:
+    """The version after which a page of versions starts (0 for the first page); ``InvalidArgument``
+    for anything but the decimal version numbers :meth:`ModelReads.list_versions` gives out."""
+    if not page_token:
+        return 0
+    if VERSION_TOKEN_PATTERN.fullmatch(page_token) is None or int(page_token) > MAX_VERSION:
+        raise InvalidArgument(
+            f"page_token: {page_token[:40]!r} is not a token this registry gave out"
+            f" (a version number from 0 to {MAX_VERSION})"
+        )
+    return int(page_token)
 
 
 def check_tags(tags: dict[str, str], field: str = "tags") -> dict[str, str]:
@@ -91,8 +109,10 @@ def parse_feature_ref(text: str, field: str = "feature_refs") -> FeatureRef:
     if match is None:
         raise InvalidArgument(
             f"{field}: {text!r} is not a feature reference of the form view@version:feature"
+            f" (version a number from 1 to {MAX_VERSION})"
         )
-    return FeatureRef(match[1], int(match[2]), match[3])
+    version = check_version(int(match[2]), field, f"the feature view version in {text!r}")
+    return FeatureRef(match[1], version, match[3])
 
 
 def parse_feature_refs(refs: list[str]) -> list[FeatureRef]:

@@ -208,3 +208,36 @@ def test_every_mutation_is_audited_with_its_actor(
         ("alice", "create", "model_alias", "eta@champion"),
         ("alice", "delete", "model_alias", "eta@champion"),
     ]
+
+
+def test_out_of_range_versions_and_page_tokens_are_invalid_arguments(
+    models: ModelRegistryClient, artifact: Path, rider_stats: str
+) -> None:
+    """Versions are 32-bit columns: PostgreSQL answered a larger number with "integer out of range"
+    (INTERNAL), and a page token too big for a 64-bit integer failed on both backends."""
+    models.register_version("eta", artifact)
+    too_big = 2**31
+    calls: list[Callable[[], object]] = [
+        lambda: models.get_version("eta", too_big),
+        lambda: models.approve("eta", too_big),
+        lambda: models.delete_version("eta", too_big),
+        lambda: models.lineage("eta", too_big),
+        lambda: models.check_deployable("eta", too_big),
+        lambda: models.set_alias("eta", "champion", too_big),
+    ]
+    for call in calls:
+        with pytest.raises(
+            InvalidArgument, match=f"version: a model version is a number from 1 to {too_big - 1}"
+        ):
+            call()
+    with pytest.raises(InvalidArgument, match="a feature view version is a number from 1 to"):
+        models.usages("rider_stats", too_big)
+    with pytest.raises(InvalidArgument, match="the feature view version in 'rider_stats@2147483648:trips'"):
+        models.register_version("eta", artifact, feature_refs=[f"rider_stats@{too_big}:trips"])
+    with pytest.raises(InvalidArgument, match="view@version:feature"):
+        models.register_version("eta", artifact, feature_refs=["rider_stats@99999999999999999999:trips"])
+    for token in ("99999999999999999999", str(too_big), "²", "-1", " 1", "1e3"):
+        with pytest.raises(InvalidArgument, match=r"page_token: .* is not a token this registry gave out"):
+            models.list_versions_page("eta", page_token=token)
+    assert models.get_version("eta", 1).version == 1
+    assert [v.version for v in models.list_versions_page("eta", page_token=str(too_big - 1))[0]] == []

@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.model_registry.validation import (
+    MAX_VERSION,
     FeatureRef,
     check_alias,
     check_signature,
+    check_version,
     parse_feature_ref,
     parse_feature_refs,
+    parse_version_token,
 )
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
@@ -54,3 +57,23 @@ def test_aliases() -> None:
     for bad in ("", "Champion", "1", "a b"):
         with pytest.raises(InvalidArgument):
             check_alias(bad)
+
+
+def test_versions_and_version_page_tokens_stay_within_the_32_bit_column() -> None:
+    assert check_version(MAX_VERSION) == MAX_VERSION == 2**31 - 1
+    for version in (0, -1, MAX_VERSION + 1, 2**63):
+        with pytest.raises(InvalidArgument, match=f"from 1 to {MAX_VERSION}, got {version}"):
+            check_version(version)
+    assert parse_feature_ref(f"v@{MAX_VERSION}:f").version == MAX_VERSION
+    with pytest.raises(InvalidArgument, match="feature view version in 'v@2147483648:f'"):
+        parse_feature_ref(f"v@{MAX_VERSION + 1}:f")
+    with pytest.raises(InvalidArgument, match="view@version:feature"):
+        parse_feature_ref("v@" + "9" * 5000 + ":f")
+    assert (parse_version_token(""), parse_version_token("7"), parse_version_token(str(MAX_VERSION))) == (
+        0,
+        7,
+        MAX_VERSION,
+    )
+    for token in (str(MAX_VERSION + 1), "9" * 20, "²", "٣", "-1", "+1", " 1", "1\n", "9" * 5000):
+        with pytest.raises(InvalidArgument, match=r"page_token: .* is not a token this registry gave out"):
+            parse_version_token(token)
