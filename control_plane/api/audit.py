@@ -4,6 +4,7 @@ SQL, so each runs its core in a worker thread."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -27,6 +28,9 @@ AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name
 #: Entries per streamed export message: few messages, each well under gRPC's 4 MiB default limit for
 #: ordinary entries.
 EXPORT_BATCH = 200
+#: A QueryAudit page token: the ``seq`` (a 64-bit ``BigInteger``) of the previous page's last entry.
+PAGE_TOKEN_PATTERN = re.compile(r"[0-9]{1,19}")
+MAX_SEQ = 2**63 - 1
 
 
 def entry_message(entry: AuditEntry) -> pb.AuditEntry:
@@ -59,8 +63,12 @@ def filter_of(message: pb.AuditFilter) -> AuditFilter:
 def _cursor(page_token: str) -> int:
     if not page_token:
         return 0
-    if not page_token.isdigit():
-        raise InvalidArgument(f"malformed audit page token {page_token!r}")
+    # Not str.isdigit(): it accepts digits such as '²' that int() refuses.
+    if PAGE_TOKEN_PATTERN.fullmatch(page_token) is None or int(page_token) > MAX_SEQ:
+        raise InvalidArgument(
+            f"page_token: malformed audit page token {page_token[:40]!r}:"
+            f" give back a next_page_token (a number from 0 to {MAX_SEQ})"
+        )
     return int(page_token)
 
 

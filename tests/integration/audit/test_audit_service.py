@@ -155,3 +155,20 @@ async def test_verify_and_export_report_tampering(
     broken = await audit.VerifyAudit(apb.VerifyAuditRequest())
     assert (broken.ok, broken.first_bad_seq, broken.entries_checked) == (False, 4, 3)
     assert "entry 4" in broken.reason
+
+
+@pytest.mark.parametrize("token", ["²", "٣", "99999999999999999999", str(2**63), "-1", "+1", " 1", "1\n"])
+async def test_malformed_page_tokens_are_invalid_arguments(channel: grpc.aio.Channel, token: str) -> None:
+    """Unicode digits passed str.isdigit() and then failed int(); a number past 64 bits overflowed the
+    bound ``seq`` parameter: both were INTERNAL."""
+    audit = AuditStub(channel)  # type: ignore[no-untyped-call]
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await audit.QueryAudit(apb.QueryAuditRequest(page_token=token))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token: malformed audit page token" in str(bad.value.details())
+
+
+async def test_largest_page_token_is_an_empty_page(channel: grpc.aio.Channel) -> None:
+    audit = AuditStub(channel)  # type: ignore[no-untyped-call]
+    page = await audit.QueryAudit(apb.QueryAuditRequest(page_token=str(2**63 - 1)))
+    assert (list(page.entries), page.next_page_token) == ([], "")
