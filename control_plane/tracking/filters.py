@@ -14,7 +14,9 @@ Grammar (keywords case-insensitive)::
     literal := number | 'text' | "text"      (backslash escapes the quote and itself)
     sort    := field ["asc" | "desc"]
 
-Metrics and times compare with numbers; parameters, tags, name and status with strings."""
+Metrics and times compare with numbers; parameters, tags, name and status with strings. A filter is at
+most :data:`MAX_FILTER_LENGTH` characters and nests ``not`` and parentheses at most :data:`MAX_DEPTH`
+deep (the parser recurses once per level)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ from clients.errors import InvalidArgument
 FieldKind = Literal["metric", "param", "tag", "attribute"]
 Aggregate = Literal["latest", "min", "max"]
 Operator = Literal["=", "!=", "<", "<=", ">", ">="]
+
+#: The longest filter or sort key text accepted.
+MAX_FILTER_LENGTH = 10_000
+#: How deep ``not`` and parentheses may nest: each level is a recursive call of the parser (and of the
+#: SQL compiler after it), so a deeper filter ran out of Python's stack (RecursionError, INTERNAL).
+MAX_DEPTH = 64
 
 NUMERIC_ATTRIBUTES = frozenset({"start_time", "end_time"})
 TEXT_ATTRIBUTES = frozenset({"name", "status"})
@@ -179,10 +187,15 @@ def _read_string(source: str, start: int, what: str) -> tuple[str, int]:
 
 class _Parser:
     def __init__(self, source: str, what: str) -> None:
+        if len(source) > MAX_FILTER_LENGTH:
+            raise InvalidArgument(
+                f"bad {what}: {len(source)} characters, at most {MAX_FILTER_LENGTH} (in {source[:80]!r}...)"
+            )
         self.source = source
         self.what = what
         self.tokens = _tokenize(source, what)
         self.index = 0
+        self.depth = 0
 
     @property
     def current(self) -> _Token:
@@ -225,14 +238,25 @@ class _Parser:
 
     def negation(self) -> Expr:
         if self.at_word("not"):
+            self.enter()
             self.advance()
-            return Not(self.negation())
+            negated = Not(self.negation())
+            self.depth -= 1
+            return negated
         if self.current.kind == "(":
+            self.enter()
             self.advance()
             inner = self.expression()
             self.expect(")", "')'")
+            self.depth -= 1
             return inner
         return self.comparison()
+
+    def enter(self) -> None:
+        """One more level of ``not`` or parentheses; refused past :data:`MAX_DEPTH`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"'not' and parentheses nest more than {MAX_DEPTH} deep")
 
     def field(self) -> Field:
         token = self.current

@@ -14,7 +14,18 @@ from hypothesis import strategies as st
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.tracking import TrackingClient
-from control_plane.tracking.filters import And, Compare, Expr, Field, Not, Or, SortKey, render
+from control_plane.tracking.filters import (
+    MAX_DEPTH,
+    MAX_FILTER_LENGTH,
+    And,
+    Compare,
+    Expr,
+    Field,
+    Not,
+    Or,
+    SortKey,
+    render,
+)
 
 METRICS = ("loss", "acc", "val/f1")
 PARAMS = ("lr", "opt")
@@ -195,3 +206,23 @@ def test_bad_filters_and_sort_keys_are_invalid_arguments_naming_the_position(cli
         client.compare_runs(experiment_id, order_by=["metrics.loss sideways"])
     with pytest.raises(InvalidArgument, match="metric name must not be empty"):
         client.compare_runs(experiment_id, metrics=[""])
+
+
+def test_deep_and_long_filters_are_invalid_arguments_not_internal(client: TrackingClient) -> None:
+    """'not ' * 1000 or 600 nested parentheses ran the recursive parser out of stack (RecursionError,
+    INTERNAL); the deepest and longest filters still accepted run on the database."""
+    experiment_id = client.create_experiment("deep-filters").experiment_id
+    client.create_run(experiment_id, "r", params={"lr": "0.1"})
+    for text in ("not " * 1000 + "metrics.a > 1", "(" * 600 + "metrics.a > 1" + ")" * 600):
+        with pytest.raises(InvalidArgument, match=f"nest more than {MAX_DEPTH} deep"):
+            client.compare_runs(experiment_id, filter=text)
+    with pytest.raises(InvalidArgument, match=f"at most {MAX_FILTER_LENGTH}"):
+        client.compare_runs(experiment_id, filter="params.lr = '0.1' " + " " * MAX_FILTER_LENGTH)
+    match = "params.lr = '0.1'"
+    assert client.compare_runs(experiment_id, filter="not " * MAX_DEPTH + match).total_count == 1
+    nested = "(not " * (MAX_DEPTH // 2) + match + ")" * (MAX_DEPTH // 2)
+    assert client.compare_runs(experiment_id, filter=nested).total_count == 1
+    term = "metrics.a>1or "
+    longest = term * (MAX_FILTER_LENGTH // len(term) - 1) + match
+    assert len(longest) <= MAX_FILTER_LENGTH
+    assert client.compare_runs(experiment_id, filter=longest).total_count == 1

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from clients.errors import InvalidArgument
 from control_plane.tracking.filters import (
+    MAX_DEPTH,
+    MAX_FILTER_LENGTH,
     And,
     Compare,
     Field,
@@ -125,3 +127,32 @@ def _normalized(expression: object) -> object:
 @given(expressions)
 def test_render_then_parse_is_the_identity(expression: And | Or | Not | Compare) -> None:
     assert _normalized(parse_filter(render(expression))) == _normalized(expression)
+
+
+def test_nesting_is_refused_past_the_depth_limit_instead_of_overflowing_the_stack() -> None:
+    comparison = "metrics.a > 1"
+    deepest = parse_filter("not " * MAX_DEPTH + comparison)
+    for _ in range(MAX_DEPTH):
+        assert isinstance(deepest, Not)
+        deepest = deepest.item
+    assert parse_filter("(" * MAX_DEPTH + comparison + ")" * MAX_DEPTH) == parse_filter(comparison)
+    mixed = "(not " * (MAX_DEPTH // 2) + comparison + ")" * (MAX_DEPTH // 2)
+    assert parse_filter(mixed) is not None
+    for text in (
+        "not " * (MAX_DEPTH + 1) + comparison,
+        "not " * 1000 + comparison,
+        "(" * (MAX_DEPTH + 1) + comparison + ")" * (MAX_DEPTH + 1),
+        "(" * 600 + comparison + ")" * 600,
+        "(not " * (MAX_DEPTH // 2 + 1) + comparison + ")" * (MAX_DEPTH // 2 + 1),
+    ):
+        with pytest.raises(InvalidArgument, match=f"nest more than {MAX_DEPTH} deep"):
+            parse_filter(text)
+
+
+def test_filters_and_sort_keys_longer_than_the_limit_are_refused() -> None:
+    long = "metrics.a > 1 or " * (MAX_FILTER_LENGTH // 17 - 1) + "metrics.a > 1"
+    assert len(long) <= MAX_FILTER_LENGTH and parse_filter(long) is not None
+    with pytest.raises(InvalidArgument, match=f"bad filter: {MAX_FILTER_LENGTH + 1} characters, at most"):
+        parse_filter(" " * (MAX_FILTER_LENGTH + 1 - len("metrics.a > 1")) + "metrics.a > 1")
+    with pytest.raises(InvalidArgument, match=f"bad sort key: {MAX_FILTER_LENGTH + 9} characters, at most"):
+        parse_sort_key("metrics." + "k" * (MAX_FILTER_LENGTH + 1))
