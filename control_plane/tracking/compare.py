@@ -39,6 +39,9 @@ from control_plane.tracking.tables import MetricLatestRow, ParamRow, RunRow, Tag
 DEFAULT_PAGE_SIZE = 100
 _Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 MAX_PAGE_SIZE = 1000
+#: The most distinct metrics, parameters and tags a filter and its sort keys may name together: each is
+#: one outer join, and SQLite refuses a query joining more than 64 tables.
+MAX_JOINED_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class _Columns:
     def _alias(self, kind: str, key: str) -> object:
         found = self._aliases.get((kind, key))
         if found is None:
+            if len(self._aliases) >= MAX_JOINED_FIELDS:
+                raise InvalidArgument(
+                    f"the filter and sort keys name more than {MAX_JOINED_FIELDS} distinct metrics,"
+                    f" parameters and tags (at {kind} {key!r}); at most {MAX_JOINED_FIELDS}"
+                )
             table = {"metric": MetricLatestRow, "param": ParamRow, "tag": TagRow}[kind]
             found = aliased(table, name=f"{kind}_{len(self._aliases)}")
             condition = and_(found.run_pk == RunRow.id, found.key == key)  # type: ignore[attr-defined]

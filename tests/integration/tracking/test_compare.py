@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.tracking import TrackingClient
+from control_plane.tracking.compare import MAX_JOINED_FIELDS
 from control_plane.tracking.filters import (
     MAX_DEPTH,
     MAX_FILTER_LENGTH,
@@ -226,3 +227,23 @@ def test_deep_and_long_filters_are_invalid_arguments_not_internal(client: Tracki
     longest = term * (MAX_FILTER_LENGTH // len(term) - 1) + match
     assert len(longest) <= MAX_FILTER_LENGTH
     assert client.compare_runs(experiment_id, filter=longest).total_count == 1
+
+
+def test_filter_and_sort_naming_too_many_fields_is_an_invalid_argument(client: TrackingClient) -> None:
+    """One outer join per distinct metric, parameter or tag: 70 of them failed on SQLite with "at most 64
+    tables in a join" (INTERNAL)."""
+    experiment_id = client.create_experiment("wide-filters").experiment_id
+    client.create_run(experiment_id, "r", params={"p1": "x"})
+    seventy = " or ".join(f"metrics.m{index} > 0" for index in range(70))
+    with pytest.raises(InvalidArgument, match=f"more than {MAX_JOINED_FIELDS} distinct metrics"):
+        client.compare_runs(experiment_id, filter=seventy)
+    kinds = ("metrics.m{} > 0", "params.p{} = 'x'", "tags.t{} = 'x'")
+    widest = " or ".join(kinds[index % 3].format(index) for index in range(MAX_JOINED_FIELDS - 1))
+    # Fields named again (min() and max() of a metric too) reuse their join; the sort key adds the 32nd.
+    widest += " or min(metrics.m0) > 0 or max(metrics.m0) > 0 or params.p1 = 'x'"
+    page = client.compare_runs(experiment_id, filter=widest, order_by=["metrics.sort_key desc"])
+    assert page.total_count == 1
+    with pytest.raises(InvalidArgument, match=f"at metric 'one_too_many'\\); at most {MAX_JOINED_FIELDS}"):
+        client.compare_runs(
+            experiment_id, filter=widest, order_by=["metrics.sort_key desc", "metrics.one_too_many"]
+        )
