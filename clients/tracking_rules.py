@@ -29,6 +29,17 @@ def check_int64(value: int, what: str) -> int:
     return value
 
 
+def check_time_us(value: int, what: str) -> int:
+    """``value`` when it can be a run's start or end time: microseconds since the Unix epoch, 0 for "now".
+    Never negative: a run's duration is its end minus its start, which two times of any sign can take
+    past the int64 the wire carries (a start of -2**63 + 5 made the run impossible to end)."""
+    if not 0 <= value <= INT64_MAX:
+        raise InvalidArgument(
+            f"{what} {value} is not a time: give microseconds since the Unix epoch (>= 0), or 0 for now"
+        )
+    return value
+
+
 def check_encodable(text: str, what: str) -> str:
     """``text`` when it can be encoded as UTF-8 (a lone surrogate, e.g. from ``os.fsdecode``, cannot)."""
     try:

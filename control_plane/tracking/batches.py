@@ -25,6 +25,7 @@ from control_plane.audit.log import AuditEvent, record_many
 from control_plane.tracking.metrics import Series, Summary, insert_chunks, upsert_summaries
 from control_plane.tracking.records import (
     check_name,
+    check_time_us,
     check_values,
     end_time_of,
     now_us,
@@ -81,7 +82,7 @@ def prepare(batches: Sequence[pb.RunBatch]) -> list[PreparedBatch]:
                 params=check_values(batch.params, "parameter"),
                 tags=check_values(batch.tags, "tag"),
                 end_status=end,
-                end_time_us=batch.end.end_time_us,
+                end_time_us=check_time_us(batch.end.end_time_us, f"run {batch.run_id!r}: end_time_us"),
             )
         )
     return prepared
@@ -96,7 +97,8 @@ def _start_of(batch: pb.RunBatch, received_us: int) -> RunStartData:
         name=check_name(start.name, "run") if start.name else batch.run_id[:8],
         params=check_values(start.params, "parameter"),
         tags=check_values(start.tags, "tag"),
-        start_time_us=start.start_time_us or received_us,
+        start_time_us=check_time_us(start.start_time_us, f"run {batch.run_id!r}: start_time_us")
+        or received_us,
     )
 
 

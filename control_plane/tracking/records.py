@@ -13,7 +13,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
+from clients.tracking_rules import INT64_MAX, INT64_MIN
 from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
+from clients.tracking_rules import check_time_us as check_time_us
 from clients.tracking_rules import check_values as check_values
 from clients.uris import redact_uri
 from control_plane.audit.log import record
@@ -108,6 +110,14 @@ def artifacts_of(session: Session, run_pk: int) -> list[pb.RunArtifact]:
     ]
 
 
+def _duration_us(row: RunRow) -> int:
+    """End minus start (0 while running), kept within int64: a run stored with a negative start time,
+    before start times were checked, must still be readable and endable."""
+    if not row.end_time_us:
+        return 0
+    return max(INT64_MIN, min(INT64_MAX, row.end_time_us - row.start_time_us))
+
+
 def run_message(session: Session, row: RunRow, experiment_id: str) -> pb.Run:
     params = session.execute(select(ParamRow.key, ParamRow.value).where(ParamRow.run_pk == row.id)).all()
     tags = session.execute(select(TagRow.key, TagRow.value).where(TagRow.run_pk == row.id)).all()
@@ -121,7 +131,7 @@ def run_message(session: Session, row: RunRow, experiment_id: str) -> pb.Run:
         status=status_value(row.status),
         start_time_us=row.start_time_us,
         end_time_us=row.end_time_us,
-        duration_us=row.end_time_us - row.start_time_us if row.end_time_us else 0,
+        duration_us=_duration_us(row),
         params=dict(params),
         tags=dict(tags),
         metrics=[

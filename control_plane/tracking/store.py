@@ -27,6 +27,7 @@ from control_plane.tracking.metrics import Series, check_key, join_chunks
 from control_plane.tracking.records import (
     artifacts_of,
     check_name,
+    check_time_us,
     check_values,
     experiment_message,
     insert_for,
@@ -122,7 +123,7 @@ class TrackingStore:
         tags = check_values(tags or {}, "tag")
         run_id = uuid.uuid4().hex
         name = check_name(name, "run") if name else run_id[:8]
-        start_time_us = start_time_us or now_us()
+        start_time_us = check_time_us(start_time_us, "start_time_us") or now_us()
         with write_session(self._sessions) as session:
             experiment = session.execute(
                 select(ExperimentRow.id, ExperimentRow.name).where(
@@ -161,6 +162,7 @@ class TrackingStore:
 
     def update_run(self, run_id: str, status: int, end_time_us: int = 0, *, actor: str) -> pb.Run:
         new_status = status_name(status)
+        check_time_us(end_time_us, "end_time_us")
         with write_session(self._sessions) as session:
             row, experiment_id = self._run_row(session, run_id)
             set_status(session, row, new_status, end_time_us, actor)
@@ -172,6 +174,7 @@ class TrackingStore:
         (a job's run, ended by the job's end and by the sweep that mends a crash in between): the run
         changes, and is audited, once."""
         new_status = status_name(status)
+        check_time_us(end_time_us, "end_time_us")
         with write_session(self._sessions) as session:
             row, _ = self._run_row(session, run_id)
             return set_status(session, row, new_status, end_time_us, actor, once=True)

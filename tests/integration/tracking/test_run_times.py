@@ -1,0 +1,84 @@
+"""Run start and end times over real gRPC: a negative time is INVALID_ARGUMENT wherever a run gets one
+(CreateRun, UpdateRun, a LogBatch start or end), and a run stored with a negative start before the check
+can still be ended. A start of -2**63 + 5 made end - start overflow int64, so the run could never end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.aether.v1.tracking_pb2_grpc import TrackingStub
+from control_plane.db import create_db_engine
+from tests.integration.tracking.conftest import ThreadedControlPlane
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@pytest.fixture
+def stub(control_plane: ThreadedControlPlane) -> Iterator[TrackingStub]:
+    with grpc.insecure_channel(control_plane.address) as channel:
+        yield TrackingStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _refused(call: object, request: object, field: str, value: int) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request)  # type: ignore[operator]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert f"{field} {value} is not a time" in str(raised.value.details())
+
+
+def test_negative_start_and_end_times_are_invalid_arguments(stub: TrackingStub) -> None:
+    experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="times")).experiment_id
+    for start in (INT64_MIN + 5, -1):
+        request = pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=start)
+        _refused(stub.CreateRun, request, "start_time_us", start)
+    run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=1))
+    assert run.start_time_us == 1
+    ending = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED, end_time_us=INT64_MIN)
+    _refused(stub.UpdateRun, ending, "end_time_us", INT64_MIN)
+    assert stub.GetRun(pb.GetRunRequest(run_id=run.run_id)).status == pb.RUN_STATUS_RUNNING
+    ending.end_time_us = INT64_MAX
+    ended = stub.UpdateRun(ending)
+    assert (ended.status, ended.end_time_us, ended.duration_us) == (
+        pb.RUN_STATUS_FINISHED,
+        INT64_MAX,
+        INT64_MAX - 1,
+    )
+
+    run_id = uuid.uuid4().hex
+    run_start = pb.RunStart(experiment_id=experiment_id, start_time_us=INT64_MIN + 5)
+    batch = pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, start=run_start)])
+    _refused(stub.LogBatch, batch, f"run {run_id!r}: start_time_us", INT64_MIN + 5)
+    batch.runs[0].start.start_time_us = 0
+    batch.runs[0].end.CopyFrom(pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=-5))
+    _refused(stub.LogBatch, batch, f"run {run_id!r}: end_time_us", -5)
+    batch.runs[0].end.end_time_us = 0
+    stub.LogBatch(batch)
+    logged = stub.GetRun(pb.GetRunRequest(run_id=run_id))
+    assert logged.status == pb.RUN_STATUS_FINISHED and logged.duration_us >= 0
+
+
+def test_a_run_stored_with_a_negative_start_can_still_be_ended(stub: TrackingStub, db_url: str) -> None:
+    experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="old-runs")).experiment_id
+    run_id = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id)).run_id
+    engine = create_db_engine(db_url)  # as a run created before start times were checked was stored
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE tracking_runs SET start_time_us = :start WHERE run_id = :run_id"),
+                {"start": INT64_MIN + 5, "run_id": run_id},
+            )
+    finally:
+        engine.dispose()
+    ended = stub.UpdateRun(pb.UpdateRunRequest(run_id=run_id, status=pb.RUN_STATUS_FINISHED))
+    assert (ended.status, ended.start_time_us, ended.duration_us) == (
+        pb.RUN_STATUS_FINISHED,
+        INT64_MIN + 5,
+        INT64_MAX,
+    )
+    assert stub.GetRun(pb.GetRunRequest(run_id=run_id)).status == pb.RUN_STATUS_FINISHED
