@@ -122,11 +122,15 @@ def require_version(session: Session, view: FeatureViewRow, version: int) -> Fea
         if row is None:
             raise NotFound(f"feature view {view.name!r} has no version that is not retired")
         return row
-    found = session.scalar(
-        select(FeatureViewVersionRow).where(
-            FeatureViewVersionRow.view_id == view.id, FeatureViewVersionRow.version == version
+    # Versions are numbered up to the latest given out; a larger one (say 2**31, beyond the version
+    # column's 32 bits, which PostgreSQL refuses to compare) cannot exist and is not looked up.
+    found = None
+    if 0 < version <= view.latest_version:
+        found = session.scalar(
+            select(FeatureViewVersionRow).where(
+                FeatureViewVersionRow.view_id == view.id, FeatureViewVersionRow.version == version
+            )
         )
-    )
     if found is None:
         raise NotFound(
             f"feature view {view.name!r} has no version {version} (latest is {view.latest_version})"

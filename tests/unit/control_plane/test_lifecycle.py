@@ -78,6 +78,12 @@ def test_lifecycle_needs_an_existing_explicit_version(two_versions: FeatureRegis
         two_versions.deprecate_version("driver_stats", 0)
     with pytest.raises(NotFound, match="'ghost'"):
         two_versions.deprecate_version("ghost", 1)
+    # Beyond the version column's 32 bits: PostgreSQL refused even to compare it (INTERNAL).
+    for version in (2**31, 2**32 - 1):
+        with pytest.raises(NotFound, match=f"no version {version}"):
+            two_versions.get_feature_view("driver_stats", version)
+        with pytest.raises(NotFound, match=f"no version {version}"):
+            two_versions.deprecate_version("driver_stats", version)
 
 
 def test_latest_skips_retired_versions(two_versions: FeatureRegistry) -> None:
