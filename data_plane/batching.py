@@ -288,6 +288,18 @@ class DynamicBatcher(Generic[P, R]):
     def queue_depth(self) -> int:
         return self._scheduler.depth
 
+    @property
+    def policy(self) -> BatchPolicy:
+        return self._scheduler.policy
+
+    def update_policy(self, policy: BatchPolicy) -> None:
+        """Batches formed from now on follow ``policy`` (a serving config change); a running batch is left
+        alone. The queue is looked at again at once: under a smaller batch size or a shorter delay, what
+        waits may be due now."""
+        self._scheduler.policy = policy
+        if not self._closed and self._scheduler.depth:
+            self._schedule_step(asyncio.get_running_loop())
+
     async def submit(
         self, payload: P, rows: int, group: Hashable, deadline: float | None, *, background: bool = False
     ) -> R:

@@ -13,13 +13,19 @@ it back. An unloaded version stops taking requests at once and finishes those it
 (:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion fails none. When the
 stream fails the task reconnects with capped, jittered exponential backoff; serving goes on from the
 plans it has (:mod:`data_plane.watch_stream`).
+
+A plan whose spec changes only serving fields of a loaded version (``allow_non_finite``, batching) is
+applied to it in place (``ensure_loaded``; see :mod:`data_plane.models.manager`). The manager holds one
+spec per version, so when two deployments share a version with different serving configs, the last plan
+applied wins: the spec of a plan that changed in this snapshot, else the one already applied
+(:func:`shared_specs`); the disagreement is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +53,37 @@ class ModelLoader(Protocol):
     def unload(self, name: str, version: int) -> Awaitable[None]: ...
 
     def state(self, name: str, version: int) -> ModelState: ...
+
+
+def shared_specs(
+    plans: DeploymentPlans, previous: DeploymentPlans, applied: Mapping[tuple[str, int], ModelSpec]
+) -> dict[tuple[str, int], ModelSpec]:
+    """One spec per model version the plans reference. Where deployments disagree on a version's spec
+    (their serving configs differ), the last plan applied wins: the spec of a deployment whose plan
+    changed since ``previous`` (the later one in the snapshot if several did), else the one ``applied``."""
+    wanted: dict[tuple[str, int], ModelSpec] = {}
+    users: dict[tuple[str, int], dict[ModelSpec, list[str]]] = {}
+    changed: dict[tuple[str, int], ModelSpec] = {}
+    for name, plan in plans.plans.items():
+        fresh = previous.get(name) != plan
+        for spec in plan.models():
+            wanted[spec.key] = spec
+            users.setdefault(spec.key, {}).setdefault(spec, []).append(name)
+            if fresh:
+                changed[spec.key] = spec
+    for key, by_spec in users.items():
+        if len(by_spec) < 2:
+            continue
+        current = applied.get(key)
+        wanted[key] = changed.get(key) or (current if current in by_spec else wanted[key])
+        _log.warning(
+            "deployments %s use model %s version %d with different serving configs; the data plane serves "
+            "one per version: that of %s (the last plan applied)",
+            sorted(n for names in by_spec.values() for n in names),
+            *key,
+            sorted(by_spec[wanted[key]]),
+        )
+    return wanted
 
 
 def load_plans_snapshot(path: Path) -> deployments_pb2.DeploymentPlanSnapshot | None:
@@ -121,7 +158,7 @@ class DeploymentWatch:
         except ValueError as exc:  # a malformed plan: keep serving the previous ones (and their file)
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
             return False
-        wanted = plans.model_specs()
+        wanted = shared_specs(plans, self._plans, self._loaded)
         new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:

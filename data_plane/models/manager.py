@@ -12,11 +12,20 @@ with UNAVAILABLE). So a new plan never fails a request that the old plan had alr
 States: LOADING (fetching, verifying, building the runtime) → WARMING → READY; a failure at any stage
 leaves FAILED with the reason (:meth:`ModelManager.failure`); UNLOADED for versions not (or no longer)
 held. Only READY versions serve; others answer UNAVAILABLE, unknown ones NOT_FOUND.
+
+Serving config changes: :meth:`ModelManager.ensure_loaded` with a new spec for a loaded version (same
+artifact) applies its serving fields in place, without a reload: the input validation (e.g.
+``allow_non_finite``), the batch policy (``max_batch_size``, ``max_queue_delay_us``) and the spec that
+leases give out, for requests admitted from then on; requests already validated or queued are not failed.
+The manager holds one spec per version, so two deployments that share a version share its serving config:
+the last spec applied wins (the deployment watch decides which one that is when plans disagree, see
+:mod:`data_plane.deployment_watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import logging
@@ -156,6 +165,19 @@ class VersionLease:
         return await batcher.submit(request, request.rows, request.group, deadline, background=shadow)
 
 
+# Fields a loaded version cannot change in place: the signature is checked against the artifact at load
+# and the session and its warm-up are built for it. For one artifact it only differs when the spec is wrong,
+# so such a change is refused (FAILED_PRECONDITION) rather than reloaded: the version keeps serving with the
+# signature it was checked against. (``name``/``version`` are the key, ``artifact_sha256`` is checked on
+# its own.) ``warmup_requests`` and ``warmup_samples_uri`` are taken but only matter to a later load: the
+# version is warm already, and re-warming it would gain nothing for the requests served.
+_RELOAD_FIELDS = frozenset({"inputs", "outputs"})
+
+
+def _changed_fields(old: ModelSpec, new: ModelSpec) -> list[str]:
+    return [f.name for f in dataclasses.fields(ModelSpec) if getattr(old, f.name) != getattr(new, f.name)]
+
+
 def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...]) -> str | None:
     by_name = {t.name: t for t in actual}
     for tensor in declared:
@@ -198,7 +220,8 @@ class ModelManager:
     async def ensure_loaded(self, spec: ModelSpec) -> None:
         """Loads the version if it is not loaded (idempotent; concurrent calls share one load) and
         returns once it is READY. Raises the error that failed the load (the version then stays FAILED,
-        and a later call retries)."""
+        and a later call retries). A loaded version given a spec with other serving fields takes them
+        (see :meth:`_reconfigure`); the last spec given wins."""
         entry = self._versions.get(spec.key)
         if entry is not None and entry.spec.artifact_sha256 != spec.artifact_sha256:
             raise FailedPrecondition(
@@ -214,6 +237,47 @@ class ModelManager:
             await asyncio.shield(entry.loading)
         if entry.state is ModelState.FAILED:
             raise FailedPrecondition(f"model {spec.name} v{spec.version} failed to load: {entry.failure}")
+        if entry.spec != spec and self._versions.get(spec.key) is entry:
+            self._reconfigure(entry, spec)
+
+    def _reconfigure(self, entry: _Version, spec: ModelSpec) -> None:
+        """Applies a READY version's new serving fields in place (one step on the loop, so every request
+        sees either the old config or the new one): its validator, its spec and its batcher's policy. The
+        session, its warm-up and the inline gate's timings stay (they do not depend on these fields).
+        FAILED_PRECONDITION, changing nothing, for a field that cannot change without a reload."""
+        old = entry.spec
+        changed = _changed_fields(old, spec)
+        refused = [name for name in changed if name in _RELOAD_FIELDS]
+        # A runtime built for a largest batch (a TensorRT engine's optimisation profile) cannot take a
+        # larger one: refused, so that the version keeps batching within what its engine runs.
+        limit = getattr(entry.runtime, "max_batch_rows", None)
+        if "max_batch_size" in changed and isinstance(limit, int) and spec.max_batch_size > limit:
+            refused.append(f"max_batch_size (the runtime was built for batches of at most {limit})")
+        if refused:
+            raise FailedPrecondition(
+                f"model {spec.name} v{spec.version} cannot change {', '.join(refused)} while it is loaded; "
+                "it keeps serving with the spec it was loaded with"
+            )
+        if entry.batcher is None:  # not READY (cannot happen after a successful load)
+            raise FailedPrecondition(f"model {spec.name} v{spec.version} is {entry.state.value}, not READY")
+        entry.validator = InputValidator(spec)
+        entry.batcher.update_policy(self._policy(spec))
+        entry.spec = spec
+        _log.info(
+            "model %s v%d serving config changed: %s",
+            spec.name,
+            spec.version,
+            "; ".join(f"{name} {getattr(old, name)!r} -> {getattr(spec, name)!r}" for name in changed),
+        )
+
+    def _policy(self, spec: ModelSpec) -> BatchPolicy:
+        return BatchPolicy(
+            max_batch_size=spec.max_batch_size if batchable(spec) else 1,
+            max_queue_delay_s=spec.max_queue_delay_us / 1e6,
+            max_queue_size=self.options.max_queue_size,
+            max_in_flight=self.options.max_in_flight_batches,
+            inline_below_s=self.options.inline_batch_below_us / 1e6,
+        )
 
     async def unload(self, name: str, version: int) -> None:
         """Stops admitting requests to the version (from now on it is unknown: NOT_FOUND) and returns at
@@ -289,13 +353,7 @@ class ModelManager:
             self._set_state(entry, ModelState.WARMING)
             samples = recorded_inputs(spec, Path(spec.warmup_samples_uri)) if spec.warmup_samples_uri else []
             warmed = await asyncio.to_thread(warm_up, runtime, spec, samples)
-            policy = BatchPolicy(
-                max_batch_size=spec.max_batch_size if batchable(spec) else 1,
-                max_queue_delay_s=spec.max_queue_delay_us / 1e6,
-                max_queue_size=self.options.max_queue_size,
-                max_in_flight=self.options.max_in_flight_batches,
-                inline_below_s=self.options.inline_batch_below_us / 1e6,
-            )
+            policy = self._policy(spec)
             entry.batcher = DynamicBatcher(
                 policy,
                 functools.partial(run_batch, runtime, spec),  # no Python frame of its own

@@ -72,6 +72,9 @@ class TensorRTEngine:
         self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         self._spec = spec
+        # The largest batch the engine's optimisation profile takes (the model manager refuses to raise a
+        # loaded version's max_batch_size beyond it).
+        self.max_batch_rows = spec.max_batch_size
         self.description = f"tensorrt {trt.__version__} native engine on {torch.cuda.get_device_name()}"
 
     @classmethod

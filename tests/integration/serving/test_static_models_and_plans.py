@@ -1,11 +1,13 @@
 """A real data plane serving static models (``--model-config``) follows deployment plans streamed by a
 control plane (a real grpc.aio ``Deployments`` server fed from a queue): a plan that refers to a static
 model's version and is later replaced by one that does not leaves the static model serving, while a
-version only the plans loaded is unloaded."""
+version only the plans loaded is unloaded; a plan that changes only a loaded version's serving config
+(``allow_non_finite``) takes effect at once."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,18 +15,23 @@ import grpc
 import grpc.aio
 import numpy as np
 import pytest
+import redis
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
+from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.inference import grpc_predict_v2_pb2 as v2
 from clients.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from clients.sdk.inference import build_predict_request, decode_predict_response
+from control_plane.features.online_writer import OnlineWriter
 from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.server import start_server
-from tests.integration.serving.conftest import serving_settings
+from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer, free_port
+from tests.unit.data_plane.registry_builders import writable
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +49,21 @@ class _QueuedPlans(dpb_grpc.DeploymentsServicer):
             yield await self.queue.get()
 
 
-def _planned(spec: ModelSpec, name: str) -> dpb.PlannedVariant:
+def _planned(spec: ModelSpec, name: str, serving: dpb.ServingConfig | None = None) -> dpb.PlannedVariant:
     def tensors(specs: tuple[TensorSpec, ...]) -> list[mpb.TensorSpec]:
         return [mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in specs]
 
     model = dpb.ModelServingSpec(
         model_name=spec.name, version=spec.version, artifact_sha256=spec.artifact_sha256,
         artifact_uri=spec.artifact_uri, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs),
-        feature_refs=spec.feature_refs, serving=dpb.ServingConfig(warmup_requests=1),
+        feature_refs=spec.feature_refs, serving=serving or dpb.ServingConfig(warmup_requests=1),
     )  # fmt: skip
     return dpb.PlannedVariant(name=name, role=dpb.VARIANT_ROLE_PRIMARY, traffic_percent=100.0, model=model)
 
 
-def _snapshot(revision: int, *plans: tuple[str, ModelSpec]) -> dpb.DeploymentPlanSnapshot:
+def _snapshot(
+    revision: int, *plans: tuple[str, ModelSpec], serving: dpb.ServingConfig | None = None
+) -> dpb.DeploymentPlanSnapshot:
     return dpb.DeploymentPlanSnapshot(
         revision=revision,
         plans=[
@@ -62,7 +71,7 @@ def _snapshot(revision: int, *plans: tuple[str, ModelSpec]) -> dpb.DeploymentPla
                 deployment=deployment,
                 plan_revision=revision,
                 routing_salt=deployment,
-                variants=[_planned(spec, "blue")],
+                variants=[_planned(spec, "blue", serving)],
             )
             for deployment, spec in plans
         ],
@@ -116,6 +125,60 @@ async def test_plans_that_stop_referring_to_a_static_model_leave_it_serving(
             await handle.deployments.wait_for_revision(4, 10)
             assert handle.manager.state("affine", 1) is ModelState.READY
             assert (await stub.ModelInfer(request, timeout=5)).raw_output_contents[0] == expected
+    finally:
+        await handle.stop(None)
+        await control_plane.stop(None)
+
+
+async def test_a_plan_that_changes_only_the_serving_config_applies_it_to_the_loaded_version(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """allow_non_finite false -> true for a version already loaded: the next Predict with a NaN request
+    feature reaches the model instead of being refused (the version is not reloaded)."""
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
+    control_plane = grpc.aio.server()
+    plans = _QueuedPlans()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, control_plane)  # type: ignore[no-untyped-call]
+    port = free_port()
+    control_plane.add_insecure_port(f"127.0.0.1:{port}")
+    await control_plane.start()
+    settings = serving_settings(
+        tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
+    )
+    spec = onnx_models.save(
+        onnx_models.mlp(input_size=3, hidden=(4,)), tmp_path / "lenient.onnx", "nan_tolerant",
+        feature_refs=("driver_stats:f7", "request:hour", "driver_stats:f0"),
+    )  # fmt: skip
+    handle = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_predict_request("dep", [{"driver_id": 1}], request_features=[{"hour": math.nan}])
+
+            strict = dpb.ServingConfig(warmup_requests=1, allow_non_finite=False)
+            await plans.queue.put(_snapshot(1, ("dep", spec), serving=strict))
+            await handle.deployments.wait_for_revision(1, 10)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Predict(request, timeout=5)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "NaN or infinite" in (refused.value.details() or "")
+
+            lenient = dpb.ServingConfig(warmup_requests=1, allow_non_finite=True)
+            await plans.queue.put(_snapshot(2, ("dep", spec), serving=lenient))
+            await handle.deployments.wait_for_revision(2, 10)
+            result = decode_predict_response(await stub.Predict(request, timeout=5))
+            assert (result.model_name, result.model_version) == ("nan_tolerant", 1)
+            assert handle.manager.resolve("nan_tolerant", 1).allow_non_finite
+            with handle.manager.lease("nan_tolerant", 1) as lease:
+                assert lease.spec.allow_non_finite
+
+            # And back: refused again.
+            await plans.queue.put(_snapshot(3, ("dep", spec), serving=strict))
+            await handle.deployments.wait_for_revision(3, 10)
+            with pytest.raises(grpc.aio.AioRpcError) as again:
+                await stub.Predict(request, timeout=5)
+            assert again.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await handle.stop(None)
         await control_plane.stop(None)

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import deployments_pb2 as pb
-from data_plane.deployment_plan import Role, plan_from_proto, plans_from_snapshot
+from data_plane.deployment_plan import EMPTY_PLANS, Role, plan_from_proto, plans_from_snapshot
+from data_plane.deployment_watch import shared_specs
 from data_plane.routing import choose_variant
 from tests.unit.deployments.plans import plan
 
@@ -111,3 +112,25 @@ def test_unchanged_plans_are_reused_across_snapshots() -> None:
     )
     assert second.get("a") is first.get("a")
     assert set(second.model_specs()) == {("eta", 1), ("eta", 2)}
+
+
+def test_deployments_sharing_a_version_get_the_serving_config_of_the_last_plan_applied() -> None:
+    def shared(deployment: str, batch: int, revision: int = 1) -> pb.DeploymentPlan:
+        message = plan(deployment, ("x", "primary", 100.0, 1), revision=revision)
+        message.variants[0].model.serving.max_batch_size = batch
+        return message
+
+    first = plans_from_snapshot(pb.DeploymentPlanSnapshot(revision=1, plans=[shared("a", 8), shared("b", 8)]))
+    applied = shared_specs(first, EMPTY_PLANS, {})
+    assert applied[("eta", 1)].max_batch_size == 8
+    # "a" changes its config: its plan is the last applied, whatever the order in the snapshot.
+    second = plans_from_snapshot(
+        pb.DeploymentPlanSnapshot(revision=2, plans=[shared("a", 16, 2), shared("b", 8)]), first
+    )
+    applied = shared_specs(second, first, applied)
+    assert applied[("eta", 1)].max_batch_size == 16
+    # A later snapshot that changes neither keeps what was applied.
+    third = plans_from_snapshot(
+        pb.DeploymentPlanSnapshot(revision=3, plans=[shared("b", 8), shared("a", 16, 2)]), second
+    )
+    assert shared_specs(third, second, applied)[("eta", 1)].max_batch_size == 16

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from data_plane.models.manager import ModelManager, ModelState
+from data_plane.batching import BatchObserver
+from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager, ModelState
 from data_plane.models.spec import TensorSpec, dump_model_config, load_model_config
 from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
 from tests.support import onnx_models
@@ -90,6 +91,77 @@ def test_the_static_model_config_round_trips_with_paths_relative_to_the_file(tmp
     dump_model_config([relative], tmp_path / "config.json")
     (loaded,) = load_model_config(tmp_path / "config.json")
     assert loaded == dataclasses.replace(spec, artifact_uri=str((tmp_path / "models" / "a.onnx").resolve()))
+
+
+class _BatchRows(ManagerObserver, BatchObserver):
+    """Records the rows of every batch the manager starts."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+    def for_model(self, name: str, version: int) -> BatchObserver:
+        return self
+
+    def batch_started(self, size: int, rows: int, queue_depth: int) -> None:
+        self.rows.append(rows)
+
+
+async def test_a_new_spec_for_a_loaded_version_changes_its_batching_without_a_reload(tmp_path: Path) -> None:
+    spec = onnx_models.save(
+        onnx_models.mlp(input_size=6, hidden=(3,)),
+        tmp_path / "m.onnx",
+        "m",
+        max_batch_size=4,
+        warmup_requests=2,
+    )
+    batches = _BatchRows()
+    # Every batch in a worker thread, so that concurrent requests queue and batch together.
+    manager = ModelManager(ManagerOptions(inline_batch_below_us=0), observer=batches)
+    x = {"input": np.ones((1, 6), np.float32)}
+    try:
+        await manager.ensure_loaded(spec)
+        description = manager.description("m", 1)
+        await asyncio.gather(*(manager.infer("m", 1, x) for _ in range(12)))
+        assert max(batches.rows) == 4
+
+        larger = dataclasses.replace(spec, max_batch_size=8, max_queue_delay_us=50_000)
+        await manager.ensure_loaded(larger)
+        batches.rows.clear()
+        await asyncio.gather(*(manager.infer("m", 1, x) for _ in range(12)))
+        assert max(batches.rows) == 8
+        assert manager.resolve("m", 1) == larger and manager.description("m", 1) == description
+        with manager.lease("m", 1) as lease:
+            assert lease.spec.max_batch_size == 8
+
+        await manager.ensure_loaded(dataclasses.replace(larger, max_batch_size=2))
+        batches.rows.clear()
+        await asyncio.gather(*(manager.infer("m", 1, x) for _ in range(12)))
+        assert max(batches.rows) == 2
+    finally:
+        await manager.close()
+
+
+async def test_a_new_spec_changes_input_validation_and_refuses_a_new_signature(tmp_path: Path) -> None:
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    manager = ModelManager()
+    nan = {"x": np.full((1, 4), np.nan, np.float32)}
+    try:
+        await manager.ensure_loaded(spec)
+        with pytest.raises(InvalidArgument, match="NaN or infinite"):
+            await manager.infer("a", 1, nan)
+        lenient = dataclasses.replace(spec, allow_non_finite=True)
+        await manager.ensure_loaded(lenient)
+        assert np.isnan((await manager.infer("a", 1, nan))["y"]).all()  # it reached the model
+
+        resized = dataclasses.replace(
+            lenient, inputs=(TensorSpec("x", "float32", (-1, 5)),), max_batch_size=3
+        )
+        with pytest.raises(FailedPrecondition, match="cannot change inputs"):
+            await manager.ensure_loaded(resized)
+        assert manager.resolve("a", 1) == lenient  # nothing of the refused spec applied
+        assert manager.state("a", 1) is ModelState.READY
+    finally:
+        await manager.close()
 
 
 def test_execution_providers_are_preferred_tensorrt_then_cuda_then_cpu() -> None:
