@@ -49,6 +49,20 @@ class _QueuedPlans(dpb_grpc.DeploymentsServicer):
             yield await self.queue.get()
 
 
+@pytest.fixture
+async def control_plane() -> AsyncIterator[tuple[_QueuedPlans, int]]:
+    """A real grpc.aio ``Deployments`` server on 127.0.0.1 streaming the snapshots put on its queue, and
+    its port."""
+    server = grpc.aio.server()
+    plans = _QueuedPlans()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    yield plans, port
+    await server.stop(None)
+
+
 def _planned(spec: ModelSpec, name: str, serving: dpb.ServingConfig | None = None) -> dpb.PlannedVariant:
     def tensors(specs: tuple[TensorSpec, ...]) -> list[mpb.TensorSpec]:
         return [mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in specs]
@@ -79,14 +93,9 @@ def _snapshot(
 
 
 async def test_plans_that_stop_referring_to_a_static_model_leave_it_serving(
-    own_redis: RedisServer, tmp_path: Path
+    own_redis: RedisServer, tmp_path: Path, control_plane: tuple[_QueuedPlans, int]
 ) -> None:
-    control_plane = grpc.aio.server()
-    plans = _QueuedPlans()
-    dpb_grpc.add_DeploymentsServicer_to_server(plans, control_plane)  # type: ignore[no-untyped-call]
-    port = free_port()
-    control_plane.add_insecure_port(f"127.0.0.1:{port}")
-    await control_plane.start()
+    plans, port = control_plane
     settings = serving_settings(
         tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
     )
@@ -127,22 +136,16 @@ async def test_plans_that_stop_referring_to_a_static_model_leave_it_serving(
             assert (await stub.ModelInfer(request, timeout=5)).raw_output_contents[0] == expected
     finally:
         await handle.stop(None)
-        await control_plane.stop(None)
 
 
 async def test_a_plan_that_changes_only_the_serving_config_applies_it_to_the_loaded_version(
-    own_redis: RedisServer, tmp_path: Path
+    own_redis: RedisServer, tmp_path: Path, control_plane: tuple[_QueuedPlans, int]
 ) -> None:
     """allow_non_finite false -> true for a version already loaded: the next Predict with a NaN request
     feature reaches the model instead of being refused (the version is not reloaded)."""
     writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
     writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
-    control_plane = grpc.aio.server()
-    plans = _QueuedPlans()
-    dpb_grpc.add_DeploymentsServicer_to_server(plans, control_plane)  # type: ignore[no-untyped-call]
-    port = free_port()
-    control_plane.add_insecure_port(f"127.0.0.1:{port}")
-    await control_plane.start()
+    plans, port = control_plane
     settings = serving_settings(
         tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
     )
@@ -181,4 +184,3 @@ async def test_a_plan_that_changes_only_the_serving_config_applies_it_to_the_loa
             assert again.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await handle.stop(None)
-        await control_plane.stop(None)
