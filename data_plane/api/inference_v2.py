@@ -63,12 +63,14 @@ def _tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetad
 
 def _requested_outputs(request: pb.ModelInferRequest, spec: ModelSpec) -> list[str]:
     requested = [o.name for o in request.outputs]
-    for output in requested:
+    for index, output in enumerate(requested):
         if output not in {t.name for t in spec.outputs}:
             raise InvalidArgument(
                 f"model {spec.name} v{spec.version} has no output {output!r}; it has "
                 f"{[t.name for t in spec.outputs]}"
             )
+        if output in requested[:index]:  # as an input given twice is: which copy would be meant?
+            raise InvalidArgument(f"output {output!r} is requested twice")
     return requested
 
 

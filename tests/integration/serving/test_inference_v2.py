@@ -126,6 +126,7 @@ BAD_REQUESTS = [
     ),
     (_affine(np.array([[0, np.nan, 0, 0]], np.float32)), "INVALID_ARGUMENT", ["'x'", "NaN"]),
     (_affine(ROW, outputs=["z"]), "INVALID_ARGUMENT", ["'z'"]),
+    (_affine(ROW, outputs=["y", "y"]), "INVALID_ARGUMENT", ["'y'", "requested twice"]),
     # Typed values the datatype cannot hold are refused before anything else, not wrapped.
     (_typed("UINT8", "uint_contents", [7, 300, 1, 2]), "INVALID_ARGUMENT", ["'x'", "UINT8", "300", "0..255"]),
     (_typed("INT16", "int_contents", [-40000, 1, 2, 3]), "INVALID_ARGUMENT", ["'x'", "INT16", "-40000"]),
