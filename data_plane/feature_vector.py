@@ -19,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib import recfunctions
 
-from clients.errors import InvalidArgument, NotFound
+from clients.errors import InvalidArgument, NotFound, ResourceExhausted
 from data_plane.feature_columns import REQUEST_PREFIX, ColumnLayout, column_layout, merge_request_features
 from data_plane.models.spec import ModelSpec
-from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader
+from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits
 from data_plane.refs import parse_ref
 
 
@@ -53,6 +53,9 @@ def _block_matrix(block: BlockResult, rows: int, dtype: np.dtype[Any]) -> npt.ND
 class FeatureAssembler:
     def __init__(self, reader: OnlineReader | None) -> None:
         self._reader = reader
+        # Rows per request, whether or not the model reads the online store (the reader checks its own
+        # reads; a model of request-time features only would otherwise be bounded by the message size).
+        self._max_rows = (reader.limits if reader is not None else ReadLimits()).max_rows
         # Per model version: its references as given, and those read from the online store.
         self._online: dict[tuple[str, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         # Per model and resolved block layout: the column permutation (block order -> reference order)
@@ -80,6 +83,10 @@ class FeatureAssembler:
             )
         if not rows:
             raise InvalidArgument("the request has no rows")
+        if len(rows) > self._max_rows:
+            raise ResourceExhausted(
+                f"{len(rows)} entity rows requested; the limit is {self._max_rows} per request"
+            )
         dtype = spec.inputs[0].np_dtype
         stored, statuses, layout = await self._read(
             spec, self._online_refs(spec), rows, dtype, time_remaining_s

@@ -106,6 +106,10 @@ class OnlineReader:
         plan = self._registry.require().plan_for_wire(features_wire)
         return await self._fetch(plan, rows, time_remaining_s)
 
+    @property
+    def limits(self) -> ReadLimits:
+        return self._limits
+
     def _check_counts(self, ref_count: int, row_count: int) -> None:
         """Before compiling: a huge request is refused before any work is spent on it."""
         limits = self._limits

@@ -170,6 +170,26 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     await _counted(data_plane, {**labels, "code": "CANCELLED"}, 1)
 
 
+async def test_a_model_of_request_time_features_only_is_held_to_the_row_limit_too(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
+) -> None:
+    """The row limit was checked by the online read alone: a model reading no stored feature took any
+    number of rows, bounded only by the message size."""
+    spec = onnx_models.save(
+        onnx_models.tiled(1, 1), tmp_path / "hourly.onnx", "hourly", feature_refs=("request:hour",)
+    )
+    await data_plane.manager.ensure_loaded(spec)
+    limit = data_plane.reader.limits.max_rows
+    rows = [{"driver_id": i} for i in range(limit + 1)]
+    request = build_predict_request("hourly", rows, request_features=[{"hour": 1.0}] * len(rows))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Predict(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"the limit is {limit} per request" in (refused.value.details() or "")
+    at_limit = build_predict_request("hourly", rows[:limit], request_features=[{"hour": 1.0}] * limit)
+    assert len(decode_predict_response(await stub.Predict(at_limit, timeout=5)).outputs["y"]) == limit
+
+
 async def test_a_predict_answer_too_large_for_a_message_is_refused_and_counted_so(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
