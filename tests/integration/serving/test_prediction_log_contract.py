@@ -27,6 +27,7 @@ from data_plane.deployment_watch import plans_path
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import start_server
+from data_plane.settings import DataPlaneSettings
 from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
@@ -64,9 +65,23 @@ async def _entries(url: str, count: int) -> list[Entry]:
         client.close()
 
 
-async def _predict(stub: pb_grpc.InferenceStub, driver: int, request_id: str) -> grpc.StatusCode:
+def _stack(redis_url: str, tmp_path: Path) -> tuple[DataPlaneSettings, dict[tuple[str, int], ModelSpec]]:
+    """Every stored driver's features written, the data plane's settings (nothing sampled, so the log holds
+    exactly the entries every request leaves) and the static model config's specs."""
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(writable(FEATURES), [[str(k)] for k in STORED], np.stack(list(STORED.values())), NOW_US)
+    settings = serving_settings(
+        tmp_path, redis_url, prediction_log_stream=STREAM, prediction_log_sample_rate=0.0
+    )
+    assert settings.model_config is not None
+    return settings, {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+
+
+async def _predict(
+    stub: pb_grpc.InferenceStub, deployment: str, driver: int | str, routing_key: str, request_id: str = ""
+) -> grpc.StatusCode:
     request = build_predict_request(
-        "ranking", [{"driver_id": driver}], routing_key=request_id, request_id=request_id
+        deployment, [{"driver_id": driver}], routing_key=routing_key, request_id=request_id
     )
     try:
         await stub.Predict(request, timeout=5)
@@ -78,13 +93,7 @@ async def _predict(stub: pb_grpc.InferenceStub, driver: int, request_id: str) ->
 async def test_every_request_reaches_the_canary_parser_with_its_outcome(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
-    writer.write(writable(FEATURES), [[str(k)] for k in STORED], np.stack(list(STORED.values())), NOW_US)
-    settings = serving_settings(
-        tmp_path, own_redis.url, prediction_log_stream=STREAM, prediction_log_sample_rate=0.0
-    )
-    assert settings.model_config is not None
-    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    settings, specs = _stack(own_redis.url, tmp_path)
     # blue serves everything; "broken" mirrors every request to a model whose input the features do not
     # fit (4 columns, not 8), so each shadow call fails.
     plan = dpb.DeploymentPlan(
@@ -103,7 +112,7 @@ async def test_every_request_reaches_the_canary_parser_with_its_outcome(
             stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
             # Drivers 1 and 2 have features; driver 3 has none (NOT_FOUND under the default policy).
             drivers = [1, 2, 3, 1, 3, 2, 1, 1]
-            codes = [await _predict(stub, d, f"r{i}") for i, d in enumerate(drivers)]
+            codes = [await _predict(stub, "ranking", d, f"r{i}", f"r{i}") for i, d in enumerate(drivers)]
         assert codes.count(grpc.StatusCode.NOT_FOUND) == 2 and codes.count(grpc.StatusCode.OK) == 6
         # One served entry per request, and a shadow entry per answered (hence mirrored) one.
         entries = await _entries(own_redis.url, len(drivers) + codes.count(grpc.StatusCode.OK))
@@ -141,13 +150,7 @@ async def test_every_request_reaches_the_canary_parser_with_its_outcome(
 async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
-    writer.write(writable(FEATURES), [[str(k)] for k in STORED], np.stack(list(STORED.values())), NOW_US)
-    settings = serving_settings(
-        tmp_path, own_redis.url, prediction_log_stream=STREAM, prediction_log_sample_rate=0.0
-    )
-    assert settings.model_config is not None
-    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    settings, specs = _stack(own_redis.url, tmp_path)
     # A model that fails (INTERNAL) on every stored driver's features (values of 1 and more).
     broken = onnx_models.save(
         onnx_models.failing(width=8), tmp_path / "broken.onnx", "broken", feature_refs=("driver_stats",)
@@ -176,12 +179,7 @@ async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
                 # driver id that is not an integer (INVALID_ARGUMENT).
                 driver = "3" if i % 10 == 0 else "x7" if i % 15 == 1 else "1"
                 for deployment in ("ranking", "fragile"):
-                    request = build_predict_request(deployment, [{"driver_id": driver}], routing_key=f"u{i}")
-                    try:
-                        await stub.Predict(request, timeout=5)
-                        code = grpc.StatusCode.OK
-                    except grpc.aio.AioRpcError as error:
-                        code = error.code()
+                    code = await _predict(stub, deployment, driver, f"u{i}")
                     codes[deployment, code.name] = codes.get((deployment, code.name), 0) + 1
         await _entries(own_redis.url, 600)
     finally:
