@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from clients.errors import InvalidArgument
+from clients.int64 import INT64_MAX, INT64_MIN
 
 #: Longest metric, parameter or tag key (MLflow's limit too); the width of the server's key columns.
 KEY_LENGTH = 250
@@ -17,9 +18,6 @@ KEY_LENGTH = 250
 PARAM_VALUE_LENGTH = 6000
 #: Longest experiment or run name (the control plane's name columns, ``control_plane.db.models``).
 NAME_LENGTH = 128
-#: The range of the wire's int64 steps and timestamps.
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 
 def check_int64(value: int, what: str) -> int:

@@ -37,6 +37,7 @@ from yaml.constructor import SafeConstructor
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
+from clients.int64 import INT64_MAX, INT64_MIN
 from clients.value_types import TYPE_NAMES
 from control_plane.features.validation import AGGREGATION_FUNCTIONS, NAME_PATTERN, SOURCE_KINDS
 
@@ -104,9 +105,7 @@ class Definitions:
 
 
 #: The longest duration: its microseconds still fit a signed 64-bit integer (~292,000 years).
-MAX_DURATION_S = (2**63 - 1) // 1_000_000
-#: The range of an int64 value (a category of an integer feature).
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_DURATION_S = INT64_MAX // 1_000_000
 
 
 def parse_duration(value: int | str) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
-from clients.tracking_rules import INT64_MAX, INT64_MIN
+from clients.int64 import INT64_MAX, INT64_MIN
 from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
 from clients.tracking_rules import check_time_us as check_time_us
 from clients.tracking_rules import check_values as check_values
