@@ -251,7 +251,7 @@ def _decode_with_nulls(
     """A blob off the fast path (one with a null bitmap, or a bad one): decoded by the codec, which names
     what is wrong; null values are zeroed (the wire says missing values are zero)."""
     try:
-        decoded = decode(blob, view.layout, view.fingerprint)
+        decoded = decode(blob, view.layout, view.fingerprint, len(view.columns))
     except BlobError as exc:
         raise DataLoss(f"online store key {key.decode(errors='replace')}: {exc}") from None
     values: npt.NDArray[Any] = decoded.values

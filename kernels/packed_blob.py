@@ -177,17 +177,24 @@ def read_header(blob: bytes) -> tuple[int, int, int, int, int]:
     return flags, count, fingerprint, event_ts, write_ts
 
 
-def decode(blob: bytes, dtype: np.dtype[np.generic], expected_fingerprint: int) -> DecodedBlob:
-    """Decode one blob against the registered schema (its layout dtype and fingerprint)."""
+def decode(
+    blob: bytes, dtype: np.dtype[np.generic], expected_fingerprint: int, feature_count: int
+) -> DecodedBlob:
+    """Decode one blob against the registered schema: its layout dtype, fingerprint and number of features.
+
+    The count is checked against the schema's, not taken from the header: a homogeneous layout's dtype does
+    not say how many values a row has, and a header that disagrees with the schema (a damaged or foreign
+    write) would otherwise decode into a short row, or into misaligned rows that look valid."""
     flags, count, fingerprint, event_ts, write_ts = read_header(blob)
     if fingerprint != expected_fingerprint:
         raise FingerprintMismatch(
             f"schema fingerprint {fingerprint:#018x} does not match "
             f"the registered {expected_fingerprint:#018x}"
         )
-    expected_count = len(dtype.names) if dtype.names else count
-    if count != expected_count:
-        raise CorruptBlob(f"blob holds {count} values, the schema has {expected_count}")
+    if dtype.names and len(dtype.names) != feature_count:
+        raise ValueError(f"layout {dtype} has {len(dtype.names)} fields, not {feature_count} features")
+    if count != feature_count:
+        raise CorruptBlob(f"blob holds {count} values, the schema has {feature_count}")
     value_bytes = values_nbytes(dtype, count)
     bitmap_bytes = (count + 7) // 8 if flags & FLAG_HAS_NULLS else 0
     if len(blob) != HEADER_SIZE + value_bytes + bitmap_bytes:

@@ -171,6 +171,24 @@ async def test_fingerprint_mismatch_and_corrupt_blob_are_data_loss_naming_the_ke
         await reader.read(["stats"], [{"driver_id": "1"}])
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4])
+async def test_a_blob_with_fewer_values_than_the_schema_is_data_loss_not_a_shifted_row(
+    reader_parts: tuple[RegistryState, OnlineReader], sync_redis: redis.Redis, rows: int
+) -> None:
+    # Right fingerprint, wrong count (a damaged or foreign write): the header's count must be checked
+    # against the schema's, or the values of the rows after it are read out of place (with 4 rows the
+    # lengths add up to whole rows of the view, so nothing else would notice).
+    state, reader = reader_parts
+    stats = view("stats", floats(3))
+    _install(state, stats)
+    good = encode(np.ones(3, np.float32), np.dtype("<f4"), stats.schema_fingerprint, NOW_US, 0)
+    short = encode(np.full(2, 7, np.float32), np.dtype("<f4"), stats.schema_fingerprint, NOW_US, 0)
+    for driver in range(1, rows + 1):
+        sync_redis.set(online_key("driver", [str(driver)], "stats", 1), short if driver == 1 else good)
+    with pytest.raises(DataLoss, match=r"ae:\{driver:1\}:stats:v1.*holds 2 values, the schema has 3"):
+        await reader.read(["stats"], [{"driver_id": str(d)} for d in range(1, rows + 1)])
+
+
 async def test_ten_views_of_a_hundred_features_cost_exactly_one_mget(
     redis_url: str, sync_redis: redis.Redis
 ) -> None:

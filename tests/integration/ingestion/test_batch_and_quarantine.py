@@ -70,7 +70,7 @@ async def test_ingest_quarantine_replay_end_to_end(
     r = redis.Redis.from_url(redis_url)
     blob = r.get(online_key("sensor", ["1"], "climate", 1))
     assert isinstance(blob, bytes)
-    decoded = decode(blob, online.layout, view.schema_fingerprint)
+    decoded = decode(blob, online.layout, view.schema_fingerprint, len(online.columns))
     assert decoded.values[0][0] == pytest.approx(21.5)  # record fields are f0, f1... in feature order
     assert r.get(online_key("sensor", ["2"], "climate", 1)) is None
     # Offline: every accepted row.

@@ -40,7 +40,8 @@ def online(client: redis.Redis, view: pb.FeatureView) -> tuple[int, float]:
     """(event time in µs, temperature) of sensor 7's online value."""
     blob = client.get(KEY)
     assert isinstance(blob, bytes)
-    decoded = decode(blob, online_view_version(view).layout, view.schema_fingerprint)
+    online = online_view_version(view)
+    decoded = decode(blob, online.layout, view.schema_fingerprint, len(online.columns))
     return decoded.event_ts_us, float(decoded.values[0][0])
 
 

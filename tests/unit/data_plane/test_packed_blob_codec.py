@@ -68,7 +68,7 @@ def test_decode_inverts_encode_and_encode_rows_equals_encode(
         one_row: object = row if layout.names else array[i]
         single = encode(one_row, layout, fingerprint, event_ts, 7, nulls[i])  # type: ignore[arg-type]
         assert batch[i] == single
-        decoded = decode(single, layout, fingerprint)
+        decoded = decode(single, layout, fingerprint, len(dtypes))
         assert decoded.event_ts_us == event_ts and decoded.write_ts_us == 7
         expected = array[i : i + 1] if layout.names else array[i]
         assert _same_bits(decoded.values, expected)
@@ -87,10 +87,23 @@ def test_a_blob_of_another_schema_is_refused(
     blob = encode_rows(_as_array(dtypes, rows), layout, a, 0, 0)[0]
     if a != b:
         with pytest.raises(FingerprintMismatch):
-            decode(blob, layout, b)
+            decode(blob, layout, b, len(dtypes))
     with pytest.raises(CorruptBlob):
-        decode(blob[: HEADER_SIZE - 1], layout, a)
+        decode(blob[: HEADER_SIZE - 1], layout, a, len(dtypes))
     with pytest.raises(CorruptBlob):
-        decode(blob + b"\x00", layout, a)
+        decode(blob + b"\x00", layout, a, len(dtypes))
     with pytest.raises(CorruptBlob):
-        decode(b"XX" + blob[2:], layout, a)
+        decode(b"XX" + blob[2:], layout, a, len(dtypes))
+
+
+@given(rows_of_schema(), st.integers(1, 3))
+def test_a_blob_whose_count_differs_from_the_schema_is_corrupt(
+    case: tuple[list[str], list[list[object]], np.ndarray], extra: int
+) -> None:
+    # A homogeneous layout is one plain dtype, which does not say how many features a row has: the count
+    # in the header must be checked against the schema's, not trusted.
+    dtypes, rows, _ = case
+    blob = encode_rows(_as_array(dtypes, rows), layout_dtype(dtypes), 5, 0, 0)[0]
+    schema = dtypes + [dtypes[0]] * extra  # what the reader holds: more features than were written
+    with pytest.raises(CorruptBlob, match=f"holds {len(dtypes)} values, the schema has {len(schema)}"):
+        decode(blob, layout_dtype(schema), 5, len(schema))
