@@ -14,6 +14,8 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 
+from google.protobuf.message import DecodeError
+
 from clients.aether.v1 import feature_registry_pb2, online_features_pb2, types_pb2
 from clients.errors import InvalidArgument, NotFound, Unavailable
 from clients.value_types import numpy_dtype_name, type_name
@@ -133,7 +135,12 @@ class Catalog:
         return compile_plan(self, refs)
 
     def _compile_wire_uncached(self, features_wire: bytes) -> ReadPlan:
-        refs = online_features_pb2.GetOnlineFeaturesRequest.FromString(features_wire).features
+        # The split only found where the references end; this is where their bytes are parsed (a reference
+        # that is not UTF-8 fails here, as it would in a whole-message parse).
+        try:
+            refs = online_features_pb2.GetOnlineFeaturesRequest.FromString(features_wire).features
+        except DecodeError as exc:
+            raise InvalidArgument(f"malformed GetOnlineFeaturesRequest: {exc}") from None
         return self.plan(refs)
 
 

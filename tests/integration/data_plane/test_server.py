@@ -164,6 +164,23 @@ async def test_malformed_request_bytes_are_an_invalid_argument(data_plane: DataP
     assert "malformed GetOnlineFeaturesRequest" in (info.value.details() or "")
 
 
+@pytest.mark.parametrize("references_first", [True, False])
+async def test_a_reference_that_is_not_utf8_is_an_invalid_argument_wherever_it_stands(
+    data_plane: DataPlaneHandle, references_first: bool
+) -> None:
+    # References first take the fast path (split, then parsed on a plan-cache miss); after the rows, the
+    # whole message is parsed: both must be the same client error, not INTERNAL.
+    rows = pb.GetOnlineFeaturesRequest(rows=[pb.EntityRow(keys={"driver_id": "1"})]).SerializeToString()
+    bad_reference = b"\x0a\x06st\xffats"  # field 1 (features), 6 bytes, one of them not UTF-8
+    request = bad_reference + rows if references_first else rows + bad_reference
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        call = channel.unary_unary("/aether.v1.OnlineFeatures/GetOnlineFeatures")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(request, timeout=2.0)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed GetOnlineFeaturesRequest" in (info.value.details() or "")
+
+
 async def test_references_after_the_rows_read_the_same_as_references_first(
     data_plane: DataPlaneHandle,
 ) -> None:
