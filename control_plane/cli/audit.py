@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.sdk.audit import AuditClient, audit_filter, entry_line
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.durations import time_us
 from control_plane.cli.errors import UsageError
 from control_plane.cli.paths import check_writable
@@ -31,7 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     selection.add_argument("--until", metavar="WHEN", help="before this time (ISO 8601, or a duration ago)")
 
     listing = actions.add_parser("list", parents=[selection], help="print entries, oldest first")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many entries (default: 100)")
+    listing.add_argument(
+        "--limit", type=numbers.limit, default=100, help="at most this many entries (default: 100)"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     listing.set_defaults(handler=_list)
 

@@ -12,7 +12,7 @@ from clients.aether.v1 import types_pb2
 from clients.errors import AetherError
 from clients.sdk.registry import FeatureRegistryClient
 from clients.value_types import type_name
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 from control_plane.features.definitions import DefinitionError, Definitions, load_definitions
@@ -48,7 +48,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     get = actions.add_parser("get", parents=[common], help="one feature view with its features")
     get.add_argument("name")
-    get.add_argument("--version", type=int, default=0, help="version to show (default: the latest)")
+    get.add_argument(
+        "--version", type=numbers.uint32, default=0, help="version to show (default: the latest)"
+    )
     get.set_defaults(run=_get)
 
     versions = actions.add_parser("versions", parents=[common], help="every version of a feature view")
@@ -61,7 +63,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     ):
         change = actions.add_parser(verb, parents=[common], help=help_text)
         change.add_argument("name")
-        change.add_argument("version", type=int)
+        change.add_argument("version", type=numbers.uint32)
         change.set_defaults(run=_change_status, verb=verb)
 
     delete = actions.add_parser("delete", parents=[common], help="delete a feature view and all its versions")

@@ -12,7 +12,7 @@ from typing import TextIO
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.sdk.models import ModelRegistryClient
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.settings import actor
 
 STATUS_NAMES: dict[int, str] = {
@@ -45,7 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     get = actions.add_parser("get", parents=[common], help="one model version (default: the latest)")
     get.add_argument("name")
-    get.add_argument("version", type=int, nargs="?", default=0)
+    get.add_argument("version", type=numbers.uint64, nargs="?", default=0)
     get.add_argument("--alias", default="", help="the version this alias points at")
     get.set_defaults(handler=_handler(_get))
 
@@ -57,14 +57,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for verb in ("approve", "reject"):
         review = actions.add_parser(verb, parents=[common], help=f"{verb} a pending version")
         review.add_argument("name")
-        review.add_argument("version", type=int)
+        review.add_argument("version", type=numbers.uint64)
         review.add_argument("--reason", default="", required=verb == "reject", help="why (recorded)")
         review.set_defaults(handler=_handler(_review), verb=verb)
 
     alias = actions.add_parser("alias", parents=[common], help="point an alias at a version, or delete it")
     alias.add_argument("name")
     alias.add_argument("alias")
-    alias.add_argument("version", type=int, nargs="?", default=0)
+    alias.add_argument("version", type=numbers.uint64, nargs="?", default=0)
     alias.add_argument("--delete", action="store_true", help="remove the alias")
     alias.set_defaults(handler=_handler(_alias))
 
@@ -72,16 +72,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "delete", parents=[common], help="delete a version, or a model with none left"
     )
     delete.add_argument("name")
-    delete.add_argument("version", type=int, nargs="?", default=0)
+    delete.add_argument("version", type=numbers.uint64, nargs="?", default=0)
     delete.set_defaults(handler=_handler(_delete))
 
     lineage = commands.add_parser(
         "lineage", parents=[common], help="the chain behind a model version, or the users of a feature view"
     )
     lineage.add_argument("model", nargs="?", help="model name")
-    lineage.add_argument("model_version", metavar="VERSION", type=int, nargs="?", help="model version")
+    lineage.add_argument(
+        "model_version", metavar="VERSION", type=numbers.uint64, nargs="?", help="model version"
+    )
     lineage.add_argument("--feature-view", default="", help="list the model versions using this view instead")
-    lineage.add_argument("--version", type=int, default=0, help="with --feature-view: only this view version")
+    lineage.add_argument(
+        "--version", type=numbers.uint32, default=0, help="with --feature-view: only this view version"
+    )
     lineage.set_defaults(handler=_handler(_lineage))
 
 

@@ -20,7 +20,7 @@ from typing import TextIO
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.monitoring import MonitoringClient
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.durations import time_us
 from control_plane.cli.settings import actor
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("deployment", metavar="DEPLOYMENT")
     report.add_argument("--since", help="a duration back from now (30m, 6h, 2d, 1h30m) or an ISO time")
     report.add_argument(
-        "--limit", type=int, default=20, help="at most this many reports (default %(default)s)"
+        "--limit", type=numbers.limit, default=20, help="at most this many reports (default %(default)s)"
     )
     report.add_argument("--features", action="store_true", help="also list every feature of each report")
     report.set_defaults(handler=_handler(_drift_report))

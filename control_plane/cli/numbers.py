@@ -17,11 +17,17 @@ def uint64(text: str) -> int:
     return _whole(text, 2**63 - 1)
 
 
-def _whole(text: str, maximum: int) -> int:
+def limit(text: str) -> int:
+    """``--limit`` of a listing: at least one (a listing of none is a mistake, not a request), at most what
+    a page-size field (proto ``int32``) holds; larger listings are fetched page by page."""
+    return _whole(text, 2**31 - 1, minimum=1)
+
+
+def _whole(text: str, maximum: int, minimum: int = 0) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= maximum:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {maximum}, got {text!r}")
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise argparse.ArgumentTypeError(f"expected a whole number from {minimum} to {maximum}, got {text!r}")
     return value

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.sdk.tracking import TrackingClient
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 
 _AGGREGATES = ("latest", "min", "max")
 
@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[common], help="runs of an experiment, newest first")
     listing.add_argument("experiment", metavar="EXPERIMENT")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many runs (default %(default)s)")
+    listing.add_argument(
+        "--limit", type=numbers.limit, default=50, help="at most this many runs (default %(default)s)"
+    )
     listing.set_defaults(handler=_handler(_list_runs))
     get = actions.add_parser("get", parents=[common], help="one run with its parameters and metrics")
     get.add_argument("run_id", metavar="RUN")
@@ -53,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     compare.add_argument(
         "--sort", action="append", default=[], help="sort key, e.g. 'metrics.loss' or 'metrics.acc desc'"
     )
-    compare.add_argument("--limit", type=int, default=50, help="at most this many rows (default %(default)s)")
+    compare.add_argument(
+        "--limit", type=numbers.limit, default=50, help="at most this many rows (default %(default)s)"
+    )
     compare.set_defaults(handler=_handler(_compare))
 
 

@@ -113,6 +113,7 @@ def test_malformed_durations_times_and_numbers_name_their_flag(
 
 UINT32 = "expected a whole number from 0 to 4294967295"
 UINT64 = "expected a whole number from 0 to 9223372036854775807"
+LIMIT = "expected a whole number from 1 to 2147483647"
 
 
 @pytest.mark.parametrize(
@@ -134,6 +135,19 @@ UINT64 = "expected a whole number from 0 to 9223372036854775807"
             ["materialize", "stats", *["--start", "2024-01-01", "--end", "2024-01-02"], "--version", "-1"],
             UINT32,
         ),
+        (["features", "get", "stats", "--version", "-1"], f"argument --version: {UINT32}, got '-1'"),
+        (["features", "deprecate", "stats", "5000000000"], f"argument version: {UINT32}"),
+        (["features", "retire", "stats", "-1"], f"argument version: {UINT32}"),
+        (["models", "get", "churn", "9" * 20], f"argument version: {UINT64}"),
+        (["models", "approve", "churn", "-1"], f"argument version: {UINT64}"),
+        (["models", "alias", "churn", "prod", "9" * 20], f"argument version: {UINT64}"),
+        (["models", "delete", "churn", "-1", "--yes"], f"argument version: {UINT64}"),
+        (["lineage", "churn", "9" * 20], f"argument VERSION: {UINT64}"),
+        # A listing of at most 0 (or -1) rows printed an empty table, as if there were nothing to list.
+        (["runs", "list", "stats", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
+        (["runs", "compare", "stats", "--limit", "-1"], f"argument --limit: {LIMIT}"),
+        (["audit", "list", "--limit", "0"], f"argument --limit: {LIMIT}"),
+        (["drift", "report", "churn", "--limit", "5000000000"], f"argument --limit: {LIMIT}"),
     ],
 )
 def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
