@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,12 +84,18 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
             for r in rows
         ]
         _insert_ignoring_duplicates(session, PredictionIndexRow.__table__, values)  # type: ignore[arg-type]
+        # A label joins only the row it names: matching on the request id alone marked a label of row 1
+        # joined when only row 0 of its request had been indexed (it never joins, yet was not counted
+        # as orphaned).
         joined = 0
-        ids = sorted({r.request_id for r in rows})
-        for start in range(0, len(ids), _CHUNK):
+        keys = sorted({(r.request_id, r.row) for r in rows})
+        for start in range(0, len(keys), _CHUNK):
             result = session.execute(
                 update(FeedbackRow)
-                .where(FeedbackRow.joined.is_(False), FeedbackRow.request_id.in_(ids[start : start + _CHUNK]))
+                .where(
+                    FeedbackRow.joined.is_(False),
+                    tuple_(FeedbackRow.request_id, FeedbackRow.row).in_(keys[start : start + _CHUNK]),
+                )
                 .values(joined=True)
             )
             joined += int(getattr(result, "rowcount", 0) or 0)

@@ -46,6 +46,17 @@ def test_feedback_joins_known_predictions_and_keeps_unknown_ones_as_orphans(
     assert list(labelled_predictions(sessions, "churn", 0, 1000).ts_us) == [100, 200, 300]
 
 
+def test_a_label_joins_only_when_its_own_row_is_indexed(sessions: sessionmaker[Session]) -> None:
+    # A label of row 1 was marked joined when only row 0 of its request was indexed: it could never
+    # join, yet it dropped out of the orphan count.
+    record_feedback(sessions, [pb.Feedback(request_id="a", row=1, label=1)])
+    assert index_predictions(sessions, [indexed("a", 100, 0.9)]) == 0
+    assert orphaned_total(sessions) == 1
+    assert index_predictions(sessions, [indexed("a", 100, 0.4, row=1)]) == 1
+    assert orphaned_total(sessions) == 0
+    assert list(labelled_predictions(sessions, "churn", 0, 1000).labels) == [1.0]
+
+
 def test_writes_are_idempotent_and_a_resent_label_replaces_the_old_one(
     sessions: sessionmaker[Session],
 ) -> None:
