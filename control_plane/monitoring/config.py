@@ -11,7 +11,7 @@ window                      count, 1000 rows (time windows: 3600 s)
 min_samples                 30 finite values per feature, in the window and in the reference
 task                        none (no quality metrics) — set it to get them
 positive_class / threshold  1 / 0.5
-performance windows         3600 s wide, tumbling (step = width)
+performance windows         3600 s wide, tumbling (step = width); width and step 1 s to 366 days
 min_labels                  50
 alert_metric                accuracy (classification), mae (regression); no alert without a threshold
 ==========================  =====================================================================
@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
@@ -49,6 +49,11 @@ DEFAULT_POSITIVE_CLASS = 1
 DEFAULT_DECISION_THRESHOLD = 0.5
 DEFAULT_PERFORMANCE_WINDOW_SECONDS = 3600.0
 DEFAULT_MIN_LABELS = 50
+#: Bounds of a quality window's width and step. Below a second (1e-7 s rounds to 0 µs) a window has no
+#: width and the monitor cannot compute one; past a year the figures no longer describe current quality
+#: (and 1e300 s overflows the µs arithmetic).
+MIN_PERFORMANCE_SECONDS = 1.0
+MAX_PERFORMANCE_SECONDS = 366 * 24 * 3600.0
 MAX_WINDOW_ROWS = 10_000_000
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
@@ -97,8 +102,15 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
     out.performance_window_seconds = out.performance_window_seconds or DEFAULT_PERFORMANCE_WINDOW_SECONDS
     out.performance_step_seconds = out.performance_step_seconds or out.performance_window_seconds
     _check(
-        0 < out.performance_step_seconds <= out.performance_window_seconds,
-        "performance_step_seconds must lie in (0, performance_window_seconds]",
+        _performance_seconds(out.performance_window_seconds),
+        f"performance_window_seconds must lie in [{MIN_PERFORMANCE_SECONDS:g}, {MAX_PERFORMANCE_SECONDS:.0f}]"
+        f" (1 s to 366 days), got {out.performance_window_seconds:g}",
+    )
+    _check(
+        _performance_seconds(out.performance_step_seconds)
+        and out.performance_step_seconds <= out.performance_window_seconds,
+        f"performance_step_seconds must lie in [{MIN_PERFORMANCE_SECONDS:g}, performance_window_seconds],"
+        f" got {out.performance_step_seconds:g}",
     )
     out.min_labels = out.min_labels or DEFAULT_MIN_LABELS
     metrics = metric_names(out.task)
@@ -118,6 +130,23 @@ def metric_names(task: int) -> tuple[str, ...]:
     if task == pb.TASK_TYPE_REGRESSION:
         return REGRESSION_METRICS
     return ()
+
+
+def performance_span_us(config: pb.MonitorConfig) -> tuple[int, int]:
+    """(width, step) of ``config``'s quality windows in µs. A config stored before width and step were
+    bounded may hold a span no window can be computed with: ``FailedPrecondition`` saying so. Only what
+    cannot be computed is refused here (a step under 1 µs, a width past the maximum), so a sub-second
+    window stored earlier keeps working."""
+    width_us = _us(config.performance_window_seconds)
+    step_us = _us(config.performance_step_seconds)
+    if not 1 <= step_us <= width_us <= MAX_PERFORMANCE_SECONDS * 1e6:
+        raise FailedPrecondition(
+            f"the monitor config of deployment {config.deployment!r} has quality windows of"
+            f" {config.performance_window_seconds:g} s every {config.performance_step_seconds:g} s; configure"
+            f" performance_window_seconds and performance_step_seconds within [{MIN_PERFORMANCE_SECONDS:g},"
+            f" {MAX_PERFORMANCE_SECONDS:.0f}] s again"
+        )
+    return width_us, step_us
 
 
 def default_config(deployment: str) -> pb.MonitorConfig:
@@ -171,6 +200,14 @@ def _from_row(row: MonitorConfigRow) -> pb.MonitorConfig:
 
 def _to_json(config: pb.MonitorConfig) -> dict[str, Any]:
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def _performance_seconds(value: float) -> bool:
+    return MIN_PERFORMANCE_SECONDS <= value <= MAX_PERFORMANCE_SECONDS  # False for NaN too
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1e6) if math.isfinite(seconds) else 0
 
 
 def _check(condition: bool, message: str) -> None:

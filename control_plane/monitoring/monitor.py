@@ -412,7 +412,10 @@ class Monitor:
     # ------------------------------------------------------------------ quality
 
     async def check_performance(self) -> list[pb.PerformanceWindow]:
-        """Alerts (once each) on completed quality windows found degraded; returns those alerted now."""
+        """Alerts (once each) on completed quality windows found degraded; returns those alerted now.
+        Each deployment on its own: one whose windows cannot be computed (a config stored before its
+        window width was bounded) is logged and skipped, so the deployments after it still alert. An
+        unreachable or busy database fails the whole check, which the next interval runs again."""
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         self.gauges.orphaned.set(await asyncio.to_thread(orphaned_total, self._sessions))
         now_us = int(self._clock() * 1e6)
@@ -420,21 +423,30 @@ class Monitor:
         for config in self._configs.values():
             if config.disabled or config.task == pb.TASK_TYPE_UNSPECIFIED:
                 continue
-            # The label horizon, cut to the most windows one read may span (short windows, long horizon).
-            step_us = round(config.performance_step_seconds * 1e6)
-            width_us = round(config.performance_window_seconds * 1e6)
-            reach_us = min(int(self._settings.label_horizon_s * 1e6), (MAX_WINDOWS - 2) * step_us - width_us)
-            response = await asyncio.to_thread(
-                performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
-            )
-            scored = [w for w in response.windows if w.metrics]
-            if scored:
-                self.gauges.observe_performance(config.deployment, scored[-1])
-            for window in scored:
-                due = window.status == pb.PERFORMANCE_STATUS_DEGRADED and window.end_us <= now_us
-                if due and await asyncio.to_thread(claim_performance_alert, self._sessions, config, window):
-                    alerted.append(window)
-                    await self._alert_performance(config, window)
+            try:
+                alerted.extend(await self._check_deployment(config, now_us))
+            except _TRANSIENT:
+                raise
+            except Exception:
+                _log.exception("quality windows of deployment %r could not be checked", config.deployment)
+        return alerted
+
+    async def _check_deployment(self, config: pb.MonitorConfig, now_us: int) -> list[pb.PerformanceWindow]:
+        # The label horizon, cut to the most windows one read may span (short windows, long horizon).
+        width_us, step_us = configs.performance_span_us(config)
+        reach_us = min(int(self._settings.label_horizon_s * 1e6), (MAX_WINDOWS - 2) * step_us - width_us)
+        response = await asyncio.to_thread(
+            performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
+        )
+        scored = [w for w in response.windows if w.metrics]
+        if scored:
+            self.gauges.observe_performance(config.deployment, scored[-1])
+        alerted: list[pb.PerformanceWindow] = []
+        for window in scored:
+            due = window.status == pb.PERFORMANCE_STATUS_DEGRADED and window.end_us <= now_us
+            if due and await asyncio.to_thread(claim_performance_alert, self._sessions, config, window):
+                alerted.append(window)
+                await self._alert_performance(config, window)
         return alerted
 
     async def _alert_performance(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> None:

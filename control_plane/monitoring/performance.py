@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
-from control_plane.monitoring.config import ERROR_METRICS
+from control_plane.monitoring.config import ERROR_METRICS, performance_span_us
 from control_plane.monitoring.feedback import (
     LabelledPredictions,
     labelled_predictions,
@@ -114,8 +114,7 @@ def windows_of(
     until_us: int,
 ) -> list[pb.PerformanceWindow]:
     """Every window overlapping the range, with its counts, status and (enough labels) metrics."""
-    width = round(config.performance_window_seconds * 1e6)
-    step = round(config.performance_step_seconds * 1e6)
+    width, step = performance_span_us(config)
     predicted, scores = derive(config, joined.predictions, joined.is_label)
     out: list[pb.PerformanceWindow] = []
     for start in window_starts(since_us, until_us, width, step):
@@ -154,8 +153,8 @@ def performance(
     response.orphaned_feedback = orphaned_total(sessions)
     if config.task == pb.TASK_TYPE_UNSPECIFIED:
         return response
-    width = round(config.performance_window_seconds * 1e6)
-    starts = window_starts(since, until, width, round(config.performance_step_seconds * 1e6))
+    width, step = performance_span_us(config)
+    starts = window_starts(since, until, width, step)
     if not starts:
         return response
     # Read every row the windows cover, which reach before ``since`` and after ``until``.

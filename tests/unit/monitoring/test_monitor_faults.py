@@ -22,14 +22,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.db import (
+    create_db_engine,
+    create_session_factory,
+    read_session,
+    upgrade_to_head,
+    write_session,
+)
 from control_plane.monitoring.config import put_config
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import MAX_REPORT_ATTEMPTS, Monitor
 from control_plane.monitoring.profiles import ReferenceCache, register_reference_profile
 from control_plane.monitoring.reports import query_reports
 from control_plane.monitoring.settings import MonitoringSettings
-from control_plane.monitoring.tables import PredictionIndexRow
+from control_plane.monitoring.tables import MonitorConfigRow, PredictionIndexRow
 from data_plane.prediction_log import PredictionRecord
 from tests.support.redis_server import RedisServer
 from tests.unit.monitoring.conftest import register_version
@@ -349,3 +356,42 @@ async def test_the_monitor_recovers_from_a_redis_restart_that_lost_its_group(
     finally:
         await here.close()
         server.close()
+
+
+# ---------------------------------------------------------------------------- quality alerts
+
+
+async def test_a_deployment_whose_quality_windows_cannot_be_computed_does_not_stop_the_others_alerting(
+    world: World,
+) -> None:
+    # Stored before window widths were bounded: 1e-7 s rounds to a window of 0 µs. Checked first, it
+    # failed the whole check every interval, so no deployment after it ever alerted.
+    with write_session(world.sessions) as session:
+        session.add(
+            MonitorConfigRow(
+                deployment="aaa",
+                config={
+                    "deployment": "aaa",
+                    "task": "TASK_TYPE_CLASSIFICATION",
+                    "performance_window_seconds": 1e-7,
+                },
+                updated_by="test",
+                updated_at_us=T0,
+            )
+        )
+    put_config(
+        world.sessions,
+        pb.MonitorConfig(
+            deployment="zzz", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=0.9, min_labels=10
+        ),
+        actor="test",
+    )
+    hour = 3600 * 1_000_000
+    start = (T0 // hour - 3) * hour  # a complete window, well before now
+    index_predictions(
+        world.sessions,
+        [IndexedPrediction(f"q{i}", 0, "zzz", "m", 1, "primary", start + i, [1.0], True) for i in range(20)],
+    )
+    record_feedback(world.sessions, [pb.Feedback(request_id=f"q{i}", label=i % 2) for i in range(20)])
+    (window,) = await world.monitor().check_performance()  # accuracy 0.5 < 0.9
+    assert window.start_us == start and window.status == pb.PERFORMANCE_STATUS_DEGRADED

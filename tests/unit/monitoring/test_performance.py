@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.monitoring.config import effective
 from control_plane.monitoring.feedback import LabelledPredictions
-from control_plane.monitoring.performance import derive, window_starts, windows_of
+from control_plane.monitoring.performance import derive, performance, window_starts, windows_of
 
 SECOND = 1_000_000
 
@@ -139,3 +142,43 @@ def test_regression_windows_report_error_metrics_and_degrade_above_the_threshold
     assert first.metrics["mape"] == (0.5 + 0.5) / 2
     assert first.status == pb.PERFORMANCE_STATUS_DEGRADED
     assert second.status == pb.PERFORMANCE_STATUS_INSUFFICIENT_LABELS
+
+
+@pytest.mark.parametrize(
+    ("width_s", "step_s"),
+    [(1e-7, 0.0), (0.5, 0.0), (1e300, 0.0), (math.inf, 0.0), (math.nan, 0.0), (3600, 0.5), (3600, 7200)],
+)
+def test_quality_windows_of_less_than_a_second_or_more_than_a_year_are_refused(
+    width_s: float, step_s: float
+) -> None:
+    # 1e-7 s rounded to windows of 0 µs (a division by zero in every quality check), 1e300 s overflowed.
+    config = pb.MonitorConfig(
+        deployment="d",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        performance_window_seconds=width_s,
+        performance_step_seconds=step_s,
+    )
+    with pytest.raises(InvalidArgument, match=r"performance_(window|step)_seconds must lie in"):
+        effective(config)
+
+
+def test_quality_windows_of_one_second_to_366_days_are_accepted() -> None:
+    for width_s, step_s in [(1, 1), (1.5, 1), (366 * 86400, 86400)]:
+        config = pb.MonitorConfig(
+            deployment="d", performance_window_seconds=width_s, performance_step_seconds=step_s
+        )
+        assert effective(config).performance_step_seconds == step_s
+
+
+def test_a_stored_config_whose_windows_cannot_be_computed_fails_its_precondition(
+    sessions: sessionmaker[Session],
+) -> None:
+    # As stored before the bounds (it never passes effective()): an INTERNAL ZeroDivisionError before.
+    config = pb.MonitorConfig(
+        deployment="d",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        performance_window_seconds=1e-7,
+        performance_step_seconds=1e-7,
+    )
+    with pytest.raises(FailedPrecondition, match="configure performance_window_seconds"):
+        performance(sessions, config, 0, SECOND)
