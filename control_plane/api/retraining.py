@@ -59,6 +59,7 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
             request.config,
             actor=actor_of(context),
             default_metric=monitor.alert_metric,
+            task=monitor.task,
         )
 
     @maps_errors

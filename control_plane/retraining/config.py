@@ -5,11 +5,12 @@ Documented defaults (a deployment never configured is disabled):
 
 =========================  =========================================================================
 cooldown_seconds           3600
-performance_metric         the deployment's monitor alert metric (accuracy / mae)
+performance_metric         the deployment's monitor alert metric (accuracy / mae); a metric of the
+                           monitor's task (any monitor metric while the monitor has no task)
 data_window_seconds        604800 (7 days of offline rows validated before training)
 max_rejected_fraction      0 (one invalid row blocks the retraining)
 min_rows                   100
-gates.metric               the performance metric
+gates.metric               the performance metric (checked as performance_metric)
 gates.max_relative_drop    0.005 (challenger ≥ champion − 0.5 % of the champion's value)
 gates.max_latency_ratio    1.5 (challenger p95 ≤ 1.5 × champion p95)
 gates.min_holdout_rows     50
@@ -26,12 +27,18 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
-from control_plane.monitoring.config import ERROR_METRICS
+from control_plane.monitoring.config import (
+    CLASSIFICATION_METRICS,
+    ERROR_METRICS,
+    REGRESSION_METRICS,
+    metric_names,
+)
 from control_plane.retraining import cron
 from control_plane.retraining.evaluation import Gates
 from control_plane.retraining.tables import RetrainingConfigRow
@@ -82,6 +89,21 @@ def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerC
     return out
 
 
+def check_metrics(config: pb.TriggerConfig, task: int) -> None:
+    """The performance and gate metrics are metrics the monitor computes for ``task`` (or for any task
+    while it has none). A misspelt one was stored: the performance rule never fired, and every
+    challenger failed its gates as "undefined on the holdout"."""
+    known = metric_names(task) or CLASSIFICATION_METRICS + REGRESSION_METRICS
+    for field, name in (
+        ("performance_metric", config.performance_metric),
+        ("gates.metric", config.gates.metric),
+    ):
+        _check(
+            not name or name in known,
+            f"{field} {name!r} is not a metric of the deployment's monitor; use one of {list(known)}",
+        )
+
+
 def rules_of(config: pb.TriggerConfig) -> TriggerRules:
     return TriggerRules(
         schedule=cron.parse(config.schedule) if config.schedule else None,
@@ -110,10 +132,17 @@ def gates_of(config: pb.TriggerConfig) -> Gates:
 
 
 def put_config(
-    sessions: sessionmaker[Session], config: pb.TriggerConfig, *, actor: str, default_metric: str = ""
+    sessions: sessionmaker[Session],
+    config: pb.TriggerConfig,
+    *,
+    actor: str,
+    default_metric: str = "",
+    task: int = mpb.TASK_TYPE_UNSPECIFIED,
 ) -> pb.TriggerConfig:
-    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited."""
+    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited.
+    ``task`` is the deployment's monitor task: the metrics named must be among its metrics."""
     stored = effective(config, default_metric)
+    check_metrics(stored, task)
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
     state = json_format.MessageToDict(stored, preserving_proto_field_name=True)

@@ -16,6 +16,7 @@ import pytest
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
+from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
 from clients.sdk.retraining import RetrainingClient
 from control_plane.api import retraining as retraining_api
@@ -24,6 +25,7 @@ from control_plane.cli import retraining as retraining_cli
 from control_plane.cli.main import main
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.retraining.loop import RetrainingSettings
 from control_plane.server import ControlPlaneServer, start_server
@@ -106,6 +108,24 @@ async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None
         out = io.StringIO()
         async_code = await asyncio.to_thread(retraining_cli._history, client, args, out)
         assert async_code == 0 and "blocked_no_spec" in out.getvalue() and "manual" in out.getvalue()
+    finally:
+        client.close()
+
+
+async def test_a_metric_the_monitor_does_not_compute_is_refused(plane: ControlPlaneServer) -> None:
+    # "acuracy" was stored: the performance rule never fired, and every challenger was rejected as
+    # "challenger acuracy is undefined on the holdout".
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        with pytest.raises(InvalidArgument, match=r"performance_metric 'acuracy' .*'accuracy'"):
+            await asyncio.to_thread(client.configure, "eta", performance_metric="acuracy")
+        monitor = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_CLASSIFICATION)
+        monitor_configs.put_config(plane.context.sessions, monitor, actor="alice")
+        gates = pb.EvaluationGates(metric="mae")  # a regression metric, on a classifier
+        with pytest.raises(InvalidArgument, match=r"gates.metric 'mae' .*\['accuracy', 'precision'"):
+            await asyncio.to_thread(client.configure, "eta", gates=gates)
+        stored = await asyncio.to_thread(client.configure, "eta", performance_metric="recall")
+        assert (stored.performance_metric, stored.gates.metric) == ("recall", "recall")
     finally:
         client.close()
 
