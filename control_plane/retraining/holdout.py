@@ -69,6 +69,7 @@ async def production_holdout(
     labels = labels_of(sessions, deployment, since_us, until_us)
     wanted = {request_id for request_id, _ in labels}
     features: dict[tuple[str, int], np.ndarray[Any, np.dtype[np.float64]]] = {}
+    newest_width = 0  # feature count of the newest entry read (XRANGE reads oldest first)
     start = f"{since_us // 1000}"
     end_ms = until_us // 1000 + _APPEND_SLACK_MS
     while wanted:
@@ -87,14 +88,16 @@ async def production_holdout(
             for row in range(entry.features.shape[0]):
                 if (entry.request_id, row) in labels:
                     features[(entry.request_id, row)] = entry.features[row]
+                    newest_width = entry.features.shape[1]
         if len(raw) < _PAGE:
             break
         start = "(" + raw[-1][0].decode()
     keys = sorted(features)
     width = {row.shape[0] for row in features.values()}
     if len(width) > 1:  # a schema change inside the window: keep the newest width's rows only
-        newest = features[max(keys)].shape[0]
-        keys = [k for k in keys if features[k].shape[0] == newest]
+        # Newest by stream order: the largest (request id, row) key was an arbitrary one, so after a
+        # schema change the challenger could be judged on the old schema's rows.
+        keys = [k for k in keys if features[k].shape[0] == newest_width]
     matrix = np.stack([features[k] for k in keys]) if keys else np.zeros((0, 0))
     holdout = Holdout(matrix, np.array([labels[k] for k in keys], dtype=np.float64), SOURCE)
     return ProductionHoldout(holdout, len(labels), len(labels) - len(keys))
