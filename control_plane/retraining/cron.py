@@ -102,8 +102,8 @@ def _field(text: str, bounds: tuple[int, int], name: str) -> frozenset[int]:
     low, high = bounds
     out: set[int] = set()
     for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = _number(step_text, name) if step_text else 1
+        base, slash, step_text = part.partition("/")
+        step = _number(step_text, name) if slash else 1  # "5/" has an empty step: not a number
         if step < 1:
             raise InvalidArgument(f"cron {name}: step must be at least 1 in {part!r}")
         if base == "*":
@@ -123,6 +123,8 @@ def _field(text: str, bounds: tuple[int, int], name: str) -> frozenset[int]:
 
 
 def _number(text: str, name: str) -> int:
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() is true for "²", which int() refuses (an INTERNAL error), and
+    # for "٣", which int() reads as 3 while the stored expression kept the foreign digit.
+    if not (text.isascii() and text.isdigit()):
         raise InvalidArgument(f"cron {name}: {text!r} is not a number")
     return int(text)

@@ -107,7 +107,21 @@ def test_known_schedules() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "5-1 * * * *", "*/0 * * * *", "a * * * *"]
+    "bad",
+    [
+        "* * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "* * 0 * *",
+        "5-1 * * * *",
+        "*/0 * * * *",
+        "a * * * *",
+        "0 \u00b2 * * *",  # superscript two: str.isdigit() said yes, int() raised ValueError (INTERNAL)
+        "0 \u0663 * * *",  # Arabic-Indic three: int() read it as 3
+        "*/\u00b9 * * * *",
+        "1-\u00b2 * * * *",
+        "5/ * * * *",  # an empty step read as no step at all
+    ],
 )
 def test_invalid_expressions_are_refused(bad: str) -> None:
     with pytest.raises(InvalidArgument, match="cron"):
