@@ -10,10 +10,14 @@ not (the request was never sampled, or the monitor has not read its entry yet) i
 with ``joined = false`` and counted. Indexing a prediction later marks its waiting labels joined, so a
 label that beat its prediction to the control plane is joined as soon as the prediction is read.
 Writes are idempotent: the same (request id, row) replaces its label, and re-reading a log entry (at
-least once delivery) leaves the index as it was. A prediction value that is not finite is stored as the
-JSON string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (as protobuf's JSON writes them, and drift
-reports store them) and read back as that float: PostgreSQL's JSON has no bare NaN or Infinity, and one
-such value failed the whole batch it was written with.
+least once delivery) leaves the index as it was. A label re-sent unchanged keeps the time it was first
+recorded (``recorded_at_us``), so at-least-once feedback clients do not make old labels look new to the
+retraining loop's label-volume rule; a changed label counts as recorded now.
+
+A prediction value that is not finite is stored as the JSON string ``"NaN"``, ``"Infinity"`` or
+``"-Infinity"`` (as protobuf's JSON writes them, and drift reports store them) and read back as that
+float: PostgreSQL's JSON has no bare NaN or Infinity, and one such value failed the whole batch it was
+written with.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, delete, func, select, tuple_, update
+from sqlalchemy import Table, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,7 +132,7 @@ def record_feedback(
             }
             for (rid, row), label in latest.items()
         ]
-        _upsert(session, FeedbackRow.__table__, values, ("request_id", "row"))  # type: ignore[arg-type]
+        _upsert_feedback(session, values)
         session.flush()
         orphaned_total = _orphaned(session)
     joined = sum(1 for key in latest if key in known)
@@ -239,11 +243,18 @@ def _insert_ignoring_duplicates(session: Session, table: Table, values: list[dic
         session.execute(statement, values[start : start + _CHUNK])
 
 
-def _upsert(session: Session, table: Table, values: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+def _upsert_feedback(session: Session, values: list[dict[str, Any]]) -> None:
+    table: Table = FeedbackRow.__table__  # type: ignore[assignment]
     for start in range(0, len(values), _CHUNK):
         statement = _dialect_insert(session, table)
-        replaced = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+        new = statement.excluded
+        # Only a changed label is recorded anew: resetting the time on every re-send counted a re-sent
+        # label as new in the retraining loop's label volume (observe.new_labels).
+        recorded_at = case((table.c.label == new.label, table.c.recorded_at_us), else_=new.recorded_at_us)
         session.execute(
-            statement.on_conflict_do_update(index_elements=list(keys), set_=replaced),
+            statement.on_conflict_do_update(
+                index_elements=["request_id", "row"],
+                set_={"label": new.label, "joined": new.joined, "recorded_at_us": recorded_at},
+            ),
             values[start : start + _CHUNK],
         )

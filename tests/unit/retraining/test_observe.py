@@ -4,6 +4,7 @@ only complete quality windows reach the trigger (on a real metadata database, ea
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,12 @@ from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.performance import window_starts
 from control_plane.retraining import config as configs
-from control_plane.retraining.observe import LOOKBACK_US, performance_lookback_us, performance_windows
+from control_plane.retraining.observe import (
+    LOOKBACK_US,
+    new_labels,
+    performance_lookback_us,
+    performance_windows,
+)
 from control_plane.retraining.triggers import Observations, decide
 
 NOW_US = 1_800_000_000_000_000
@@ -97,3 +103,21 @@ def test_a_degraded_window_triggers_once_after_it_ends(sessions: sessionmaker[Se
             fired.append(now)
             last = now
     assert fired == [at(12)]
+
+
+def test_a_label_re_sent_unchanged_is_not_new_and_a_changed_one_is(sessions: sessionmaker[Session]) -> None:
+    # Each re-send reset the label's recorded time: a feedback client delivering at least once made
+    # old labels count as new, and the label-volume rule could trigger retraining on them.
+    index_predictions(
+        sessions,
+        [IndexedPrediction(f"r{i}", 0, "eta", "eta", 1, "eta-v1", at(8), [1.0], True) for i in range(5)],
+    )
+    labels = [mpb.Feedback(request_id=f"r{i}", label=1.0) for i in range(5)]
+    record_feedback(sessions, labels)
+    time.sleep(0.002)  # recorded times are µs of the wall clock
+    last_trigger = time.time_ns() // 1000
+    time.sleep(0.002)
+    record_feedback(sessions, labels)
+    assert new_labels(sessions, "eta", last_trigger) == 0
+    record_feedback(sessions, [mpb.Feedback(request_id="r0", label=0.0)])
+    assert new_labels(sessions, "eta", last_trigger) == 1
