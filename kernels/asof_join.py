@@ -61,6 +61,7 @@ from kernels.asof_kernels import (
 from kernels.join_keys import as_int64
 
 __all__ = [
+    "MAX_TTL_US",
     "NO_MATCH",
     "AsOfState",
     "LabelIndex",
@@ -75,6 +76,9 @@ __all__ = [
 
 Int64Array = npt.NDArray[np.int64]
 
+#: The longest TTL the join takes. With timestamps within ±2**62 too, ``label_ts - ttl_us`` stays within
+#: int64; a longer one wraps around there and the sweep then drops every winner as too old.
+MAX_TTL_US = 2**62
 
 # Dense entity lookup (a table indexed by entity id) is used when label entity ids span at most this
 # many slots per label row; otherwise a binary search over the distinct label entities.

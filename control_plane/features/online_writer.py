@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from control_plane.features.validation import MAX_TTL_SECONDS
 from kernels.online_keys import online_key
 from kernels.packed_blob import encode_rows, layout_dtype
 
@@ -44,8 +45,11 @@ class OnlineViewVersion:
 
 
 def expiry_ms(ttl_seconds: int) -> int | None:
-    """Redis PX for a view's TTL (None: no expiry)."""
-    return ttl_seconds * 1000 * EXPIRY_TTL_FACTOR if ttl_seconds > 0 else None
+    """Redis PX for a view's TTL (None: no expiry). A TTL above the registry's maximum (a view stored
+    before it was enforced) is no expiry: its PX could exceed what Redis accepts and fail every write."""
+    if ttl_seconds <= 0 or ttl_seconds > MAX_TTL_SECONDS:
+        return None
+    return ttl_seconds * 1000 * EXPIRY_TTL_FACTOR
 
 
 class OnlineWriter:

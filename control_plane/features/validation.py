@@ -12,6 +12,7 @@ from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
 from clients.value_types import type_name
 from control_plane.db.models import NAME_LENGTH
+from kernels.asof_join import MAX_TTL_US
 
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 FEATURE_TYPES = frozenset(
@@ -22,6 +23,10 @@ JOIN_KEY_TYPES = frozenset({types_pb2.INT64, types_pb2.STRING})
 CATEGORICAL_TYPES = frozenset({types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL})
 AGGREGATION_FUNCTIONS = ("count", "sum", "mean", "min", "max", "last")
 SOURCE_KINDS = ("batch", "stream", "request")
+# The longest TTL (about 146,000 years), set by the point-in-time join's int64 microseconds
+# (kernels/asof_join.py): a longer one overflowed there and made every row of the view null. A view whose
+# values never go stale has ttl_seconds 0.
+MAX_TTL_SECONDS = MAX_TTL_US // 1_000_000
 
 
 def check_name(value: str, path: str, what: str) -> None:
@@ -71,6 +76,11 @@ def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
         validate_rule(feature.validation, feature.value_type, f"{feature_path}.validation")
     if spec.ttl_seconds < 0:
         raise InvalidArgument(f"{path}.ttl_seconds: must be >= 0, got {spec.ttl_seconds}")
+    if spec.ttl_seconds > MAX_TTL_SECONDS:
+        raise InvalidArgument(
+            f"{path}.ttl_seconds: feature view {spec.name!r}: a TTL of {spec.ttl_seconds} s is longer than"
+            f" the maximum, {MAX_TTL_SECONDS} s (about 146,000 years); use 0 for values that never go stale"
+        )
     if spec.source.kind and spec.source.kind not in SOURCE_KINDS:
         raise InvalidArgument(
             f"{path}.source.kind: unknown source kind {spec.source.kind!r};"

@@ -14,6 +14,7 @@ from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument, NotFound
 from clients.value_types import numpy_dtype_name, type_name
 from control_plane.offline.refs import FeatureRef, parse_ref
+from kernels.asof_join import MAX_TTL_US
 
 
 class ViewCatalog(Protocol):
@@ -88,7 +89,13 @@ def _new_plan(view: pb.FeatureView, entity: pb.Entity) -> ViewPlan:
         JoinKeySpec(key.name, pa.string() if key.value_type == types_pb2.STRING else pa.int64())
         for key in entity.join_keys
     )
-    return ViewPlan(view.spec.name, view.version, entity.name, keys, view.spec.ttl_seconds * 1_000_000)
+    ttl_us = view.spec.ttl_seconds * 1_000_000
+    if ttl_us > MAX_TTL_US:
+        # Registered before the registry refused such a TTL (features/validation.py): longer than any
+        # span of time the join can see, so it is no TTL, which is what the kernel is told instead of a
+        # value that would overflow it and null every row.
+        ttl_us = 0
+    return ViewPlan(view.spec.name, view.version, entity.name, keys, ttl_us)
 
 
 def _features_of(view: pb.FeatureView, ref: FeatureRef) -> list[pb.Feature]:

@@ -102,6 +102,12 @@ def test_keys_expire_as_the_online_writers_do(env: Env) -> None:
     write_latest(env.client, view, ["sensor_id"], rows(5, 1.0))
     assert env.client.pttl(KEY) == -1
 
+    # A TTL above the registry's maximum, stored before it was enforced: its PX was beyond what Redis
+    # takes and every online write of the view failed; it is no expiry, as the join takes it as no TTL.
+    ttl_view.spec.ttl_seconds = 2**62
+    write_latest(env.client, ttl_view, ["sensor_id"], rows(6, 1.0))
+    assert env.client.pttl(online_key("sensor", ["7"], "climate_ttl", 1)) == -1
+
 
 def test_a_concurrent_older_ingest_cannot_put_its_value_back(env: Env, redis_url: str) -> None:
     """Ingest A (an old row) pauses after its first round trip to Redis; ingest B writes a fresher row

@@ -8,6 +8,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import AlreadyExists, InvalidArgument
 from control_plane.features.registry import FeatureRegistry
+from control_plane.features.validation import MAX_TTL_SECONDS
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 
@@ -46,6 +47,11 @@ def aggregating(**fields: object) -> pb.FeatureViewSpec:
         ),
         (spec(features=[("1a", types_pb2.INT64)]), r"spec\.features\[0\]\.name: invalid feature name '1a'"),
         (spec(ttl_seconds=-1), r"spec\.ttl_seconds: must be >= 0, got -1"),
+        (
+            spec(ttl_seconds=MAX_TTL_SECONDS + 1),
+            r"spec\.ttl_seconds: feature view 'driver_stats': a TTL of 4611686018428 s is longer than the"
+            r" maximum, 4611686018427 s",
+        ),
         (spec(entity="drivr"), r"spec\.entity: entity 'drivr' not found"),
         (spec(source=pb.Source(kind="kafka")), r"spec\.source\.kind: unknown source kind 'kafka'"),
         (aggregating(function="avg"), r"spec\.aggregations\[0\]\.function: unknown function 'avg'"),

@@ -10,10 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import Engine, text
 
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument, NotFound
+from control_plane.features.definitions import MAX_DURATION_S
 from control_plane.features.registry import FeatureRegistry
+from control_plane.features.validation import MAX_TTL_SECONDS
 from control_plane.offline.datasets import content_hash, read_dataset_record
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
@@ -73,6 +76,31 @@ def test_ttl_keeps_a_value_exactly_ttl_old_and_nulls_an_older_one(
     result = get_historical_features(stats, registry, labels, ["stats:score"])
     assert result.table.column("stats:score").to_pylist() == [2.0, None, None]
     assert result.matched == {"stats:score": 1}
+
+
+def test_the_longest_ttl_and_a_longer_one_stored_before_the_limit_keep_old_values(
+    registry: FeatureRegistry, store: OfflineStore, engine: Engine
+) -> None:
+    """A TTL beyond the join's int64 microseconds overflowed there and nulled rows (here: a label before
+    1970 with the longest TTL ``features apply`` took); the registry now refuses it, and a view stored
+    with one before joins as if it had no TTL."""
+    ensure_entity(registry)
+    for name in ("longest", "stored"):
+        create_view(registry, feature_spec(name, ttl_seconds=MAX_TTL_SECONDS))
+        store.write(name, 1, feature_rows({"user_id": [1]}, [at(-3 * 10**9)], {"score": [1.0]}))
+    with engine.begin() as connection:  # as an older registry, which took any TTL, left it
+        connection.execute(
+            text(
+                "UPDATE feature_view_versions SET spec = json_set(spec, '$.ttlSeconds', :ttl) WHERE view_id ="
+                " (SELECT id FROM feature_views WHERE name = 'stored')"
+            ),
+            {"ttl": str(MAX_DURATION_S)},
+        )
+    assert registry.get_feature_view("stored").spec.ttl_seconds == MAX_DURATION_S
+    labels = entity_rows({"user_id": [1, 1]}, [at(10), at(-3 * 10**9 + 1)])  # the second: before 1970
+    result = get_historical_features(store, registry, labels, ["longest", "stored"], record=False)
+    assert result.table.column("longest:score").to_pylist() == [1.0, 1.0]
+    assert result.table.column("stored:score").to_pylist() == [1.0, 1.0]
 
 
 def test_ties_on_event_time_go_to_the_latest_ingestion(
