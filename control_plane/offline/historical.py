@@ -140,8 +140,11 @@ def _label_micros(rows: pa.Table, name: str) -> Int64Array:
         # Label times with nanoseconds (pandas' unit) are floored to the microsecond, the unit event times
         # are stored in: a label at t then joins rows at or before floor(t) <= t, so flooring can never
         # admit a future row, and it loses none, as no microsecond event time lies in (floor(t), t].
-        floored = pc.floor_temporal(labels.column(0), unit="microsecond")
-        labels = labels.set_column(0, name, floored.cast(pa.timestamp("us", tz=given.tz)))
+        # Floored in UTC: pyarrow floors in the column's own zone, and refused a local time that a DST
+        # change makes ambiguous or nonexistent; a microsecond boundary is the same instant in every zone.
+        utc = labels.column(0).cast(pa.timestamp("ns", tz="UTC"))
+        floored = pc.floor_temporal(utc, unit="microsecond")
+        labels = labels.set_column(0, name, floored.cast(pa.timestamp("us", tz="UTC")))
     column = normalize_timestamps(labels, [name]).column(0)
     if column.null_count:
         raise InvalidArgument(f"timestamp column {name!r} holds {column.null_count} null(s)")

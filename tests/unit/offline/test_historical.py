@@ -303,6 +303,24 @@ def test_nanosecond_label_times_are_floored_and_never_see_the_next_microsecond(
     assert result.table.column("event_ts").type == pa.timestamp("ns", tz="UTC")  # the rows as given
 
 
+def test_nanosecond_label_times_in_a_zone_with_dst_join_in_the_repeated_hour(
+    registry: FeatureRegistry, store: OfflineStore
+) -> None:
+    """pandas gives label times in the data's own zone: 01:30 in New York on the day DST ends happens
+    twice, and flooring it in that zone failed (INTERNAL over gRPC) instead of joining."""
+    ensure_entity(registry)
+    create_view(registry, feature_spec("local"))
+    first = dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC)  # 01:30 EDT; 06:30 UTC is 01:30 EST
+    second = first + dt.timedelta(hours=1)
+    store.write("local", 1, feature_rows({"user_id": [1, 1]}, [first, second], {"score": [1.0, 2.0]}))
+    ns = [micros(first) * 1000 + 999, micros(second) * 1000 - 1]
+    labels = pa.table(
+        {"user_id": [1, 1], "event_ts": pa.array(ns, pa.timestamp("ns", tz="America/New_York"))}
+    )
+    result = get_historical_features(store, registry, labels, ["local:score"], record=False)
+    assert result.table.column("local:score").to_pylist() == [1.0, 1.0]
+
+
 def test_a_bool_feature_with_stored_nulls_joins(registry: FeatureRegistry, store: OfflineStore) -> None:
     ensure_entity(registry)
     create_view(registry, feature_spec("flags", (("active", types_pb2.BOOL),)))
