@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from clients.errors import InvalidArgument
 from control_plane.offline.datasets import content_hash, record_dataset, utc_now_iso, write_parquet
@@ -67,10 +66,12 @@ def get_historical_features(
     default the first of :data:`DEFAULT_TIMESTAMP_COLUMNS` present, else the only timestamp column.
     ``output_path`` (a local path or pyarrow filesystem URI) also writes the result as Parquet.
 
-    INVALID_ARGUMENT: a malformed reference, a missing join key or timestamp column (named), naive or null
-    timestamps, a result column that clashes with an entity-row column. NOT_FOUND: an unknown view,
+    INVALID_ARGUMENT: a malformed reference, a missing join key or timestamp column (named), two columns of
+    one name, naive or null timestamps or ones beyond the microsecond range, a join key value beyond the
+    entity's key type, a result column that clashes with an entity-row column. NOT_FOUND: an unknown view,
     version or feature."""
     plans = plan_views(catalog, features)
+    _refuse_repeated_columns(entity_rows)
     ts_name = _timestamp_column(entity_rows, timestamp_column)
     label_ts = _label_micros(entity_rows, ts_name)
     _refuse_clashes(entity_rows, plans)
@@ -134,21 +135,23 @@ def _timestamp_column(rows: pa.Table, requested: str | None) -> str:
 
 
 def _label_micros(rows: pa.Table, name: str) -> Int64Array:
-    labels = rows.select([name])
-    given = labels.schema.field(0).type
-    if pa.types.is_timestamp(given) and given.unit == "ns" and given.tz is not None:
-        # Label times with nanoseconds (pandas' unit) are floored to the microsecond, the unit event times
-        # are stored in: a label at t then joins rows at or before floor(t) <= t, so flooring can never
-        # admit a future row, and it loses none, as no microsecond event time lies in (floor(t), t].
-        # Floored in UTC: pyarrow floors in the column's own zone, and refused a local time that a DST
-        # change makes ambiguous or nonexistent; a microsecond boundary is the same instant in every zone.
-        utc = labels.column(0).cast(pa.timestamp("ns", tz="UTC"))
-        floored = pc.floor_temporal(utc, unit="microsecond")
-        labels = labels.set_column(0, name, floored.cast(pa.timestamp("us", tz="UTC")))
-    column = normalize_timestamps(labels, [name]).column(0)
+    # Label times with nanoseconds (pandas' unit) are floored to the microsecond, the unit event times are
+    # stored in (normalize_timestamps): a label at t then joins rows at or before floor(t) <= t, so
+    # flooring can never admit a future row, and it loses none, as no microsecond event time lies in
+    # (floor(t), t].
+    column = normalize_timestamps(rows.select([name]), [name]).column(0)
     if column.null_count:
         raise InvalidArgument(f"timestamp column {name!r} holds {column.null_count} null(s)")
     return np.ascontiguousarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _refuse_repeated_columns(rows: pa.Table) -> None:
+    # Columns are found by name (join keys, the label time): with two of one name, which one is meant?
+    seen: set[str] = set()
+    for name in rows.column_names:
+        if name in seen:
+            raise InvalidArgument(f"entity rows have more than one column named {name!r}")
+        seen.add(name)
 
 
 def _refuse_clashes(rows: pa.Table, plans: list[ViewPlan]) -> None:

@@ -106,7 +106,12 @@ def _cast_key(column: pa.Array | pa.ChunkedArray, key: JoinKeySpec, side: str) -
     # (a column of nulls only, e.g. an empty table built from a Python list, has the null type)
     if not compatible:
         raise InvalidArgument(f"join key {key.name!r} in the {side} is {column.type}, expected {key.dtype}")
-    return column.cast(key.dtype)
+    try:
+        return column.cast(key.dtype)
+    except pa.ArrowInvalid:  # integers only: an unsigned value beyond int64 (strings cast as they are)
+        raise InvalidArgument(
+            f"join key {key.name!r} in the {side} holds {pc.max(column)}, beyond the range of {key.dtype}"
+        ) from None
 
 
 def _codes(indices: pa.Array | pa.ChunkedArray) -> Int64Array:

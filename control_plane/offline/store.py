@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
+from clients.int64 import INT64_MAX
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
 
 EVENT_TS = "event_ts"
@@ -97,7 +98,8 @@ class OfflineStore:
 
     def write(self, view: str, version: int, table: pa.Table) -> list[str]:
         """Appends ``table`` (join keys, ``event_ts``, ``ingested_ts``, features) to the view version,
-        one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC.
+        one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC (the
+        digits of a nanosecond time below a microsecond are dropped, as ingestion drops them).
         Returns the written file paths (filesystem paths, without the URI scheme)."""
         _check_name(view)
         if version < 1:
@@ -270,12 +272,16 @@ def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:
 
 
 def normalize_timestamps(table: pa.Table, names: Sequence[str]) -> pa.Table:
-    """``table`` with the named columns cast to ``timestamp[us, tz=UTC]``. A missing column, a
-    non-timestamp column or a naive (zone-less) one is refused, naming the column: a naive time would be
-    read in some unknown zone and silently shift every join."""
+    """``table`` with the named columns cast to ``timestamp[us, tz=UTC]``; nanoseconds (pandas' unit) are
+    floored to the microsecond, as ingestion drops the digits below one. A missing or repeated column, a
+    non-timestamp column, a naive (zone-less) one or a time beyond the microsecond range is refused,
+    naming the column: a naive time would be read in some unknown zone and silently shift every join."""
     for name in names:
         index = table.schema.get_field_index(name)
         if index < 0:
+            repeats = table.column_names.count(name)
+            if repeats:
+                raise InvalidArgument(f"column {name!r} appears {repeats} times; give each column one name")
             raise InvalidArgument(f"column {name!r} is missing (columns: {', '.join(table.column_names)})")
         column_type = table.schema.field(index).type
         if not pa.types.is_timestamp(column_type):
@@ -283,8 +289,26 @@ def normalize_timestamps(table: pa.Table, names: Sequence[str]) -> pa.Table:
         if column_type.tz is None:
             raise InvalidArgument(f"column {name!r} holds naive timestamps; give them a time zone (e.g. UTC)")
         if column_type != TIMESTAMP_TYPE:
-            table = table.set_column(index, name, table.column(index).cast(TIMESTAMP_TYPE))
+            table = table.set_column(index, name, _to_micros(table.column(index), name))
     return table
+
+
+def _to_micros(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    unit = column.type.unit
+    if unit == "ns":
+        # Floored in UTC: pyarrow floors in the column's own zone, and refused a local time that a DST
+        # change makes ambiguous or nonexistent; a microsecond boundary is the same instant in every zone.
+        column = pc.floor_temporal(column.cast(pa.timestamp("ns", tz="UTC")), unit="microsecond")
+    try:
+        return column.cast(TIMESTAMP_TYPE)
+    except pa.ArrowInvalid:  # seconds or milliseconds whose microseconds overflow int64
+        raw = column.cast(pa.int64())
+        limit = INT64_MAX // (1_000 if unit == "ms" else 1_000_000)
+        beyond = pc.filter(raw, pc.greater(pc.abs(raw), limit))
+        raise InvalidArgument(
+            f"column {name!r} holds {len(beyond)} time(s) beyond the range of the stored microsecond"
+            f" timestamps (about ±292,000 years), the first {beyond[0]} {unit} since 1970-01-01"
+        ) from None
 
 
 def _within(ts: pa.Array, lower: pa.Scalar | None, upper: pa.Scalar | None) -> pa.Array:

@@ -26,6 +26,7 @@ from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.unit.offline.builders import (
+    TS,
     at,
     create_view,
     ensure_entity,
@@ -120,6 +121,26 @@ async def test_entity_rows_from_a_server_path_and_output_written_there(
             ),
             InvalidArgument,
             "event_ts",
+        ),
+        (
+            ["stats"],
+            pa.Table.from_arrays(
+                [pa.array([1]), pa.array([1]), pa.array([at(0)], TS)], ["user_id", "user_id", "event_ts"]
+            ),
+            InvalidArgument,
+            "more than one column named 'user_id'",
+        ),
+        (
+            ["stats"],
+            pa.table({"user_id": pa.array([2**64 - 1], pa.uint64()), "event_ts": pa.array([at(0)], TS)}),
+            InvalidArgument,
+            "'user_id' .* holds 18446744073709551615",
+        ),
+        (
+            ["stats"],
+            pa.table({"user_id": [1], "event_ts": pa.array([2**62], pa.timestamp("ms", tz="UTC"))}),
+            InvalidArgument,
+            "'event_ts' holds 1 time.* beyond the range",
         ),
     ],
 )

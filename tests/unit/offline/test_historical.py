@@ -264,6 +264,22 @@ def test_bad_references(
             pa.table({"user_id": [1], "event_ts": pa.array([at(0)], TS), "stats:score": [0.0]}),
             "'stats:score'",
         ),
+        (
+            pa.Table.from_arrays(
+                [pa.array([1]), pa.array([1]), pa.array([at(0)], TS)], ["user_id", "user_id", "event_ts"]
+            ),
+            "more than one column named 'user_id'",
+        ),
+        (
+            pa.table(
+                {"user_id": pa.array([1, 2**64 - 1], pa.uint64()), "event_ts": pa.array([at(0)] * 2, TS)}
+            ),
+            "'user_id' .* holds 18446744073709551615, beyond the range of int64",
+        ),
+        (
+            pa.table({"user_id": [1], "event_ts": pa.array([2**62], pa.timestamp("ms", tz="UTC"))}),
+            "'event_ts' holds 1 time.* beyond the range .* 4611686018427387904 ms",
+        ),
     ],
 )
 def test_bad_entity_rows_name_the_column(

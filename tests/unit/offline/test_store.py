@@ -70,12 +70,30 @@ def test_timestamps_are_normalized_to_utc_microseconds(store: OfflineStore) -> N
     assert back.column("event_ts").to_pylist() == [at(0), at(3600 * 13)]
 
 
+def test_nanoseconds_are_floored_to_the_microsecond_as_ingestion_drops_them(store: OfflineStore) -> None:
+    """A nanosecond event time below the microsecond (pandas' unit) was refused with a bare ArrowInvalid
+    (INTERNAL); its digits below the microsecond are dropped, before 1970 too, whatever the zone."""
+    ns = pa.array([1_700_000_000_000_000_500, -1500], pa.timestamp("ns", tz="America/New_York"))
+    table = feature_rows({"user_id": [1, 2]}, [at(0), at(0)], {"score": [1.0, 2.0]})
+    store.write("stats", 1, table.set_column(1, "event_ts", ns).set_column(2, "ingested_ts", ns))
+    back = pa.Table.from_batches(list(store.scan("stats", 1))).sort_by("user_id")
+    assert back.column("event_ts").cast(pa.int64()).to_pylist() == [1_700_000_000_000_000, -2]
+    assert back.column("ingested_ts").cast(pa.int64()).to_pylist() == [1_700_000_000_000_000, -2]
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
         (lambda t: t.drop_columns(["ingested_ts"]), "ingested_ts"),
         (lambda t: t.set_column(1, "event_ts", t.column("event_ts").cast(pa.timestamp("us"))), "event_ts"),
         (lambda t: t.set_column(1, "event_ts", pa.array([1, 2, 3, 4])), "event_ts"),
+        (
+            lambda t: t.set_column(
+                1, "event_ts", pa.array([0, 2**62, 3, -(2**62)], pa.timestamp("ms", tz="UTC"))
+            ),
+            r"'event_ts' holds 2 time\(s\) beyond the range .* the first 4611686018427387904 ms",
+        ),
+        (lambda t: t.append_column("event_ts", t.column("event_ts")), "'event_ts' appears 2 times"),
     ],
 )
 def test_bad_time_columns_are_refused_naming_the_column(
