@@ -1,4 +1,5 @@
-"""Writing a file that appears under its name only once complete (downloads, exports)."""
+"""Writing a file that appears under its name only once complete (downloads, exports), and checking
+beforehand that one can be written at a path."""
 
 from __future__ import annotations
 
@@ -27,3 +28,29 @@ def replace_when_done(dest: Path) -> Iterator[BinaryIO]:
         temp.replace(dest)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def unwritable_reason(path: str | Path) -> str | None:
+    """Why no file can be written at ``path``, or None when one can: it is a regular file or absent, and
+    the nearest directory that exists above it (writers create the missing ones) takes a new file. A URI
+    (``s3://…``) is left to the write itself (None). Checked before work whose result would be lost."""
+    text = str(path)
+    if "://" in text:
+        return None
+    target = Path(text).expanduser().absolute()
+    try:
+        for folder in reversed(target.parents):  # from the root down: a file where a directory belongs
+            if folder.exists() and not folder.is_dir():
+                return f"{folder} is not a directory"
+        if target.exists() and not target.is_file():
+            # Writing renames a temporary file over the target: never over a directory or a device.
+            return "is a directory" if target.is_dir() else "is not a regular file"
+    except OSError as error:  # a name too long, a folder that cannot be searched
+        return error.strerror or str(error)
+    folder = next(folder for folder in target.parents if folder.exists())
+    try:  # the one honest test of permissions, read-only mounts and quotas: make a file there
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"cannot create a file in {folder}: {error.strerror or error}"
+    return None

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
+from clients.files import unwritable_reason
+from clients.uris import redact_text, redact_uri
 from control_plane.offline.datasets import content_hash, record_dataset, utc_now_iso, write_parquet
 from control_plane.offline.keys import KeyEncoder
 from control_plane.offline.pit import Int64Array, Labels, join_view
 from control_plane.offline.resolve import ViewCatalog, ViewPlan, plan_views
-from control_plane.offline.store import OfflineStore, normalize_timestamps
+from control_plane.offline.store import OfflineStore, normalize_timestamps, open_filesystem
 from kernels.asof_join import index_labels
 
 DEFAULT_TIMESTAMP_COLUMNS = ("event_ts", "timestamp", "label_ts", "ts")
@@ -71,6 +73,8 @@ def get_historical_features(
     entity's key type, a result column that clashes with an entity-row column. NOT_FOUND: an unknown view,
     version or feature."""
     plans = plan_views(catalog, features)
+    if output_path:
+        _check_output(output_path)
     _refuse_repeated_columns(entity_rows)
     ts_name = _timestamp_column(entity_rows, timestamp_column)
     label_ts = _label_micros(entity_rows, ts_name)
@@ -92,7 +96,7 @@ def get_historical_features(
             table = table.append_column(pa.field(column.name, column.dtype), columns[column.name])
     dataset_hash = content_hash(table)
     matched = {name: len(values) - values.null_count for name, values in columns.items()}
-    written = write_parquet(table, output_path) if output_path else None
+    written = _write_output(table, output_path, dataset_hash) if output_path else None
     if record:
         record_dataset(
             store,
@@ -115,6 +119,25 @@ def get_historical_features(
             },
         )
     return TrainingSet(table, dataset_hash, matched, written)
+
+
+def _check_output(output_path: str) -> None:
+    # Before the join, which may take minutes: its result would be lost to a path that cannot be written.
+    open_filesystem(output_path)  # a URI pyarrow refuses is INVALID_ARGUMENT, its credentials unshown
+    reason = unwritable_reason(output_path)
+    if reason is not None:
+        raise InvalidArgument(f"cannot write the training set to {output_path!r}: {reason}")
+
+
+def _write_output(table: pa.Table, output_path: str, dataset_hash: str) -> str:
+    try:
+        return write_parquet(table, output_path)
+    except OSError as error:  # the path changed since _check_output, the disk filled, a remote store failed
+        reason = redact_text(error.strerror or str(error), output_path)
+        raise FailedPrecondition(
+            f"cannot write the training set to {redact_uri(output_path)!r}: {reason}; it was built (dataset"
+            f" {dataset_hash}) but neither written nor recorded: run again with another output_path"
+        ) from None
 
 
 def _timestamp_column(rows: pa.Table, requested: str | None) -> str:

@@ -204,6 +204,19 @@ async def test_aetherctl_historical_writes_the_set_and_reports_it(
     assert "rows: 400" in text.getvalue()
 
 
+async def test_an_output_path_the_server_cannot_write_is_invalid_argument(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """It was INTERNAL, and only after the whole join had run."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.parquet").write_bytes(b"")
+    for out, reason in [("folder", "is a directory"), ("file.parquet/set.parquet", "is not a directory")]:
+        with OfflineFeaturesClient(server.address) as client, pytest.raises(InvalidArgument, match=reason):
+            await asyncio.to_thread(
+                client.historical_features, labels(3), ["stats"], output_path=str(tmp_path / out)
+            )
+
+
 @pytest.mark.parametrize(
     ("where", "secrets"),
     [

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from clients.aether.v1 import types_pb2
-from clients.errors import InvalidArgument, NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from control_plane.features.definitions import MAX_DURATION_S
 from control_plane.features.registry import FeatureRegistry
 from control_plane.features.validation import MAX_TTL_SECONDS
@@ -201,6 +201,35 @@ def test_each_dataset_is_recorded_for_lineage(
     assert [p.name for p in out.parent.iterdir()] == ["train.parquet"]  # no temporary left behind
     with pytest.raises(NotFound):
         read_dataset_record(stats, "0" * 64)
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_join(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    """Such a path was found only when writing the finished set, and came back as INTERNAL."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.parquet").write_bytes(b"")
+    labels = entity_rows({"user_id": [1]}, [at(150)])
+    for out, reason in [
+        ("folder", "is a directory"),
+        ("file.parquet/set.parquet", "is not a directory"),
+        ("x" * 300 + ".parquet", "File name too long"),
+    ]:
+        target = str(tmp_path / out)
+        with pytest.raises(InvalidArgument, match=f"cannot write the training set to '{target}': .*{reason}"):
+            get_historical_features(stats, registry, labels, ["stats"], output_path=target)
+    assert not (Path(stats.base_path) / "_datasets").exists()  # nothing recorded
+
+
+def test_a_write_that_fails_after_the_join_is_failed_precondition_and_records_nothing(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    # A name the folder takes, but not the writer's temporary name beside it (a leading dot, a suffix).
+    target = str(tmp_path / ("x" * 240 + ".parquet"))
+    labels = entity_rows({"user_id": [1]}, [at(150)])
+    with pytest.raises(FailedPrecondition, match=r"File name too long.*neither written nor recorded"):
+        get_historical_features(stats, registry, labels, ["stats"], output_path=target)
+    assert not (Path(stats.base_path) / "_datasets").exists()
 
 
 def test_a_feature_added_later_is_null_for_files_written_before_it(
