@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import grpc.aio
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
@@ -82,13 +83,21 @@ def _entity_rows(head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> 
         raise InvalidArgument("send entity rows either as Arrow pieces or as a Parquet path, not both")
     if head.entity_rows_path:
         filesystem, path = open_filesystem(head.entity_rows_path)
+        where = head.entity_rows_path
         try:
-            return pq.read_table(path, filesystem=filesystem)
+            rows = pq.read_table(path, filesystem=filesystem)
         except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
-            where = head.entity_rows_path
             raise InvalidArgument(
                 f"cannot read entity rows from {redact_uri(where)!r}: {redact_text(str(exc), where)}"
             ) from None
+        # A directory is read as a dataset of the Parquet files in it; with none, as a table of no
+        # columns, which the join then blamed for lacking a timestamp column.
+        if rows.num_columns == 0 and filesystem.get_file_info(path).type == FileType.Directory:
+            raise InvalidArgument(
+                f"cannot read entity rows from {redact_uri(where)!r}: a directory with no Parquet files in"
+                " it; give a Parquet file"
+            )
+        return rows
     if not pieces:
         raise InvalidArgument("no entity rows: send entity_rows_arrow pieces or entity_rows_path")
     return read_arrow_stream(pieces)

@@ -217,6 +217,18 @@ async def test_an_output_path_the_server_cannot_write_is_invalid_argument(
             )
 
 
+async def test_entity_rows_from_an_empty_directory_say_so(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """It was read as a table of no columns, and the error blamed a missing timestamp column."""
+    (tmp_path / "rows").mkdir()
+    with (
+        OfflineFeaturesClient(server.address) as client,
+        pytest.raises(InvalidArgument, match="a directory with no Parquet files in it"),
+    ):
+        await asyncio.to_thread(client.historical_features, str(tmp_path / "rows"), ["stats"])
+
+
 @pytest.mark.parametrize(
     ("where", "secrets"),
     [
