@@ -120,7 +120,10 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
             return _dialable(context.address or context.settings.listen_addr)
 
         supervisor = Supervisor(
-            context.sessions, jobs_settings, executor or LocalExecutor(cwd=jobs_settings.job_cwd), address
+            context.sessions,
+            jobs_settings,
+            executor or LocalExecutor(cwd=jobs_settings.job_cwd, kill_grace_s=jobs_settings.kill_grace_s),
+            address,
         )
         service = JobService(
             context.sessions,

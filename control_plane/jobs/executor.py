@@ -16,7 +16,9 @@ The protocol, and how an executor for a cluster engine implements it (none is bu
 * ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus` (``launch_failed`` when the
   entrypoint could not be started at all, which the supervisor does not retry); ``terminate()`` asks it to
   stop (SIGTERM), ``kill()`` forces it (SIGKILL). All three must be safe to call repeatedly and after the
-  end.
+  end. "Runs" means any process of the attempt runs, not only its main one: the supervisor frees the
+  attempt's devices once ``poll`` returns a status, so an executor stops what the attempt left behind
+  (a background child, a worker that ignored SIGTERM) and reports the end only when nothing is left.
 
 A Kubernetes Jobs executor would render one ``batch/v1`` Job per attempt (name ``aether-<job>-<attempt>``,
 the spec's ``image``, ``nvidia.com/gpu: N`` resource limits instead of ``CUDA_VISIBLE_DEVICES``, the
@@ -39,6 +41,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,7 @@ from typing import Protocol
 
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
-from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks
+from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks, running_in_group
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
 
 
@@ -107,14 +110,34 @@ def job_argv(spec: pb.JobSpec, python: str = sys.executable) -> list[str]:
 
 
 class LocalHandle:
-    """One attempt running as a launcher process group on this host."""
+    """One attempt running as a launcher process group on this host.
 
-    def __init__(self, pid: int, start_ticks: int, exit_file: Path, process: subprocess.Popen[bytes] | None):
+    The attempt ends when its whole group is gone, not when the launcher exits: the launcher records the
+    job's exit and leaves, but what the job started may live on in the group (a background child of a
+    job that exited 0, a worker that ignored the SIGTERM of a cancel). Those get SIGTERM, then SIGKILL
+    ``kill_grace_s`` later, and ``poll`` returns the launcher's status only once the group is empty, so
+    the attempt's devices are never handed to the next job while one of its processes runs. (A process
+    that left the group with ``setsid`` is out of reach, as it is of every group signal.)"""
+
+    def __init__(
+        self,
+        pid: int,
+        start_ticks: int,
+        files: JobFiles,
+        attempt: int,
+        process: subprocess.Popen[bytes] | None,
+        kill_grace_s: float,
+    ):
         self._pid = pid
         self._start_ticks = start_ticks
-        self._exit_file = exit_file
+        self._files = files
+        self._attempt = attempt
         self._process = process
-        self._status: ExitStatus | None = None
+        self._kill_grace_s = kill_grace_s
+        self._status: ExitStatus | None = None  # the launcher's record, once the launcher has gone
+        self._group_gone = False
+        self._leftovers_termed_at: float | None = None  # time.monotonic() of the SIGTERM to leftovers
+        self._leftovers_killed = False
 
     @property
     def ref(self) -> str:
@@ -131,24 +154,48 @@ class LocalHandle:
             os.waitpid(self._pid, os.WNOHANG)
         return process_start_ticks(self._pid) == self._start_ticks
 
+    def _group_alive(self) -> bool:
+        """Whether a process other than a zombie is left in the launcher's group, the launcher being
+        gone. Linux never hands out a pid still in use as a group id, so while the group has members its
+        id names only them; a live process holding the launcher's pid therefore means the group emptied
+        and the pid was reused (it must not be signalled). Once seen empty, the group stays so."""
+        if not self._group_gone:
+            self._group_gone = process_start_ticks(self._pid) is not None or not running_in_group(self._pid)
+        return not self._group_gone
+
     def poll(self) -> ExitStatus | None:
-        if self._status is not None:
+        if self._status is None:
+            if self._alive():
+                return None
+            # Without an exit file the launcher was killed before it could record the end.
+            self._status = read_exit_file(self._files.exit_file(self._attempt))
+        if not self._group_alive():
             return self._status
-        if self._alive():
-            return None
-        self._status = read_exit_file(self._exit_file)
-        if self._status.code is None:
-            # The launcher was killed before it could record the end: what it started may still run
-            # (torchrun's workers, a job that ignored its parent's death). Its process group outlives it,
-            # and Linux never hands out a pid still in use as a group id, so this reaches only them.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._pid, signal.SIGKILL)
-        return self._status
+        now = time.monotonic()
+        if self._leftovers_termed_at is None:
+            self._leftovers_termed_at = now
+            self._files.append_log(
+                f"attempt {self._attempt} ended ({self._status.detail}) but left processes running in its"
+                " process group; sending SIGTERM"
+            )
+            self._signal_group(signal.SIGTERM)
+        elif not self._leftovers_killed and now - self._leftovers_termed_at >= self._kill_grace_s:
+            self._leftovers_killed = True
+            self._files.append_log(
+                f"processes of attempt {self._attempt} still running {self._kill_grace_s:g}s after"
+                " SIGTERM; sending SIGKILL"
+            )
+            self._signal_group(signal.SIGKILL)
+        return None
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pid, signum)
 
     def _signal(self, signum: signal.Signals) -> None:
-        if self._alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._pid, signum)
+        # The launcher's group while the launcher lives, and while what it left behind does.
+        if self._alive() or self._group_alive():
+            self._signal_group(signum)
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -183,14 +230,20 @@ def _failed_in_an_old_launcher(code: int, detail: str) -> bool:
 class LocalExecutor:
     """Runs each attempt as ``python -m control_plane.jobs.launcher ... -- <job argv>`` in a new session,
     in ``cwd`` (default: the control plane's working folder), with stdout and stderr appended to the job's
-    log. ``base_env`` is the environment jobs inherit (default: the control plane's)."""
+    log. ``base_env`` is the environment jobs inherit (default: the control plane's); ``kill_grace_s`` is
+    the time between SIGTERM and SIGKILL to the processes an ended attempt left behind."""
 
     def __init__(
-        self, python: str = sys.executable, cwd: Path | None = None, base_env: Mapping[str, str] | None = None
+        self,
+        python: str = sys.executable,
+        cwd: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+        kill_grace_s: float = 10.0,
     ):
         self._python = python
         self._cwd = cwd
         self._base_env = dict(os.environ if base_env is None else base_env)
+        self._kill_grace_s = kill_grace_s
 
     def launch(
         self, job: JobLaunch, attempt: int, devices: Sequence[str], env: Mapping[str, str]
@@ -216,7 +269,7 @@ class LocalExecutor:
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         ticks = process_start_ticks(process.pid) or 0
-        return LocalHandle(process.pid, ticks, exit_file, process)
+        return LocalHandle(process.pid, ticks, job.files, attempt, process, self._kill_grace_s)
 
     def adopt(self, job: JobLaunch, attempt: int, ref: str) -> JobHandle | None:
         if not ref:
@@ -224,7 +277,7 @@ class LocalExecutor:
         pid_text, _, ticks_text = ref.partition(":")
         if not pid_text.isdigit() or not ticks_text.isdigit():
             return None
-        return LocalHandle(int(pid_text), int(ticks_text), job.files.exit_file(attempt), None)
+        return LocalHandle(int(pid_text), int(ticks_text), job.files, attempt, None, self._kill_grace_s)
 
     def _adopt_unrecorded(self, job: JobLaunch, attempt: int) -> JobHandle | None:
         """The attempt whose process was never recorded: the launcher's claim of its pid file, or, when
@@ -237,4 +290,4 @@ class LocalExecutor:
             pid, ticks = int(found["pid"]), int(found["start_ticks"] or 0)
         except (KeyError, TypeError, ValueError):
             return None
-        return LocalHandle(pid, ticks, job.files.exit_file(attempt), None)
+        return LocalHandle(pid, ticks, job.files, attempt, None, self._kill_grace_s)

@@ -2,6 +2,7 @@
 dies between starting a process and recording it. Standard library only: the launcher imports it.
 
 * :func:`process_start_ticks` identifies a process beyond its pid (a pid reused later starts later).
+* :func:`running_in_group` lists what still runs in a process group (an ended attempt's leftovers).
 * :func:`claim` writes a record to a path unless one is there already, atomically and exclusively. The
   launcher claims its attempt's pid file with its own identity before it starts the job; a control
   plane that finds an attempt RUNNING with no recorded process claims the same file as given up. Exactly
@@ -33,6 +34,24 @@ def process_start_ticks(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """The pids of the processes in group ``pgid`` that have not exited (zombies are left out: they run
+    nothing and hold no device, and one whose parent is gone may never be reaped where the container's
+    init does not reap, so counting it would keep the group alive for good)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 def claim(path: Path, record: dict[str, Any]) -> dict[str, Any] | None:

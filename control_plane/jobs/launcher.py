@@ -17,8 +17,8 @@ it claimed the file first (as given up), the launcher exits without starting the
 control plane counted as lost never runs, and one that runs is never counted as lost.
 
 If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
-job is started with a parent-death signal (SIGKILL), and the executor kills what is left of the group
-when it finds the launcher gone without an exit file.
+job is started with a parent-death signal (SIGKILL), and the executor stops what is left of the group
+(SIGTERM, then SIGKILL) when it finds the launcher gone, with or without an exit file.
 
 Exit codes of its own: 127 when the entrypoint does not exist (checked before anything starts, in the
 job's environment) and 126 when it cannot be executed; the error is written to the job's log, and the

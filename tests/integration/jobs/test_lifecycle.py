@@ -176,3 +176,34 @@ def test_fifo_a_later_job_waits_for_the_devices_of_an_earlier_one(client: JobsCl
     first_free = min(times[first.job_id][1], times[second.job_id][1])
     # The pool (2) was full: the third job, and the CPU job behind it (strict FIFO), waited for a device.
     assert times[third.job_id][0] > first_free and times[cpu.job_id][0] > first_free
+
+
+def test_devices_stay_held_until_the_processes_an_attempt_left_are_gone(
+    client: JobsClient, tmp_path: Path
+) -> None:
+    # The job exits 0 at once but leaves a child that ignores SIGTERM: until that child is killed
+    # (SIGKILL after the 1 s grace), device 0 is still in use and must not go to the next job.
+    child_file = tmp_path / "child"
+    leaves = client.submit(job_spec("leaves", "--leave-child", str(child_file), gpus=1))
+    filler = client.submit(job_spec("filler", "--sleep", "60", gpus=1))
+    wait_for(child_file.exists)
+    child = int(child_file.read_text())
+    after = client.submit(job_spec("after", "--env-dump", str(tmp_path / "env"), gpus=1))
+    seen_held = False
+    while True:
+        first, second = client.get(leaves.job_id), client.get(after.job_id)
+        if not process_alive(child):
+            break
+        # The child ran when both were read: its job still holds device 0, the next job waits.
+        assert first.state == pb.JOB_STATE_RUNNING and list(first.devices) == ["0"]
+        assert second.state == pb.JOB_STATE_QUEUED
+        seen_held = seen_held or "exit code 0" in b"".join(client.logs(leaves.job_id)).decode()
+    assert seen_held  # checked after the job itself had ended, not only while it ran
+    done = wait_state(client, leaves.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    assert done.state == pb.JOB_STATE_SUCCEEDED and done.reason == "exit code 0"
+    log = b"".join(client.logs(leaves.job_id)).decode()
+    assert "left processes running in its process group; sending SIGTERM" in log
+    assert "sending SIGKILL" in log
+    assert wait_state(client, after.job_id, pb.JOB_STATE_SUCCEEDED).state == pb.JOB_STATE_SUCCEEDED
+    assert json.loads((tmp_path / "env.1").read_text())["CUDA_VISIBLE_DEVICES"] == "0"
+    client.cancel(filler.job_id)

@@ -210,3 +210,33 @@ def test_the_flag_of_a_current_exit_file_wins_over_its_code(tmp_path: Path) -> N
     assert read_exit_file(path).launch_failed
     write_exit(path, 127, "entrypoint module 'train' not found")  # flag false: believed, not second-guessed
     assert not read_exit_file(path).launch_failed
+
+
+def test_an_attempt_ends_only_once_what_it_left_in_its_group_is_gone(tmp_path: Path) -> None:
+    """The job exits 0 and leaves a child that ignores SIGTERM: the attempt is still running (its devices
+    held) until that child is gone, which takes SIGTERM, then SIGKILL after the grace period."""
+    pids = tmp_path / "pids.txt"
+    code = (
+        "import subprocess; "
+        "child = subprocess.Popen(['bash', '-c', 'trap \"\" TERM; exec sleep 60']); "
+        f"open({str(pids)!r}, 'w').write(str(child.pid))"
+    )
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    job = JobLaunch(
+        "j4", spec_from_mapping({"name": "t", "entrypoint": {"command": [sys.executable, "-c", code]}}), files
+    )
+    handle = LocalExecutor(kill_grace_s=0.5).launch(job, 1, ["0"], {})
+    (child,) = _pids_written(pids, 1)
+    while not files.exit_file(1).exists():  # the job and its launcher have ended
+        time.sleep(0.02)
+    polls = []
+    while (status := handle.poll()) is None:
+        polls.append(process_start_ticks(child) is not None)
+        time.sleep(0.02)
+    assert status == ExitStatus(0, "exit code 0")
+    assert polls and polls[0], "the attempt was reported ended while its child ran"
+    assert process_start_ticks(child) is None
+    log = files.log.read_text()
+    assert "left processes running in its process group; sending SIGTERM" in log and "sending SIGKILL" in log
+    assert handle.poll() == status  # and stays ended

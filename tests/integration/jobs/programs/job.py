@@ -2,7 +2,8 @@
 
 Appends ``attempt pid start_ns end_ns`` to ``--starts`` when it ends normally (so a test can tell that
 attempts never overlapped), dumps the launch environment to ``--env-dump``, can sleep, ignore SIGTERM,
-fail its first attempts, and write outputs.json next to its checkpoint folder."""
+fail its first attempts, write outputs.json next to its checkpoint folder, and leave a child running
+that ignores SIGTERM (``--leave-child PIDFILE``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ def main() -> int:
     parser.add_argument("--env-dump", type=Path)
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--outputs", default="")
+    parser.add_argument("--leave-child", type=Path, help="start a child ignoring SIGTERM; write its pid here")
     args = parser.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
@@ -37,6 +40,9 @@ def main() -> int:
         names = [n for n in os.environ if n.startswith("AETHER_") or n == "CUDA_VISIBLE_DEVICES"]
         path = args.env_dump.with_name(f"{args.env_dump.name}.{attempt}")
         path.write_text(json.dumps({n: os.environ[n] for n in names}))
+    if args.leave_child:
+        child = subprocess.Popen(["bash", "-c", 'trap "" TERM; exec sleep 60'])
+        args.leave_child.write_text(str(child.pid))
     deadline = time.monotonic() + args.sleep
     while time.monotonic() < deadline:
         time.sleep(0.05)
