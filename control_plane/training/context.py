@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from clients.errors import AetherError
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.training.dataset import TrainingData, load_training_data
-from control_plane.training.metrics import MetricsLogger
+from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
 from control_plane.training.spec import Hyperparameters, TrainingSpec
 
 if TYPE_CHECKING:
@@ -55,9 +55,10 @@ class TrainingContext:
         self._checkpoints: CheckpointManager | None = None
         self._dataset: TrainingData | None = None
         #: Epoch metrics logged so far, by epoch (restored from a checkpoint on resume), and the
-        #: (key, epoch) points the tracking server already holds — see :meth:`resume`.
+        #: (key, epoch) points the tracking server already holds — see :meth:`_read_server_points`.
         self._epoch_metrics: dict[int, dict[str, float]] = {}
         self._on_server: set[tuple[str, int]] = set()
+        self._server_read: bool | None = None  # not tried yet; then whether it succeeded
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingContext:
@@ -114,7 +115,10 @@ class TrainingContext:
 
     def log_metrics(self, epoch: int, values: Mapping[str, float] | None = None, /, **metrics: float) -> None:
         """Buffers one point per metric at step ``epoch`` (``values`` for names that are not identifiers,
-        e.g. ``val/loss``). Never waits on the network."""
+        e.g. ``val/loss``). A point the run already holds from an earlier attempt is not sent again.
+        Never waits on the network, except on the first call of a retried attempt that did not
+        :meth:`resume`, which reads what the run holds (:meth:`_read_server_points`)."""
+        self._read_server_points()
         merged = {**(values or {}), **metrics}
         self._epoch_metrics.setdefault(int(epoch), {}).update(merged)
         fresh = {key: value for key, value in merged.items() if (key, int(epoch)) not in self._on_server}
@@ -149,26 +153,46 @@ class TrainingContext:
         Resuming also mends the run's metric curves. Points still in the buffer when the previous attempt
         was killed never reached the server; those of epochs up to the checkpoint are in it and are sent
         again now, and points the server already holds (epochs the previous attempt shipped after the
-        checkpoint, which this attempt replays) are not sent twice. This costs one history read per
-        metric, once per attempt; if the server cannot be read the curves are left as they are."""
+        checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`)."""
         checkpoint = self.checkpoints.resume()
         if checkpoint is not None:
             saved = checkpoint.sdk.get("epoch_metrics", {})
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}
-            self._mend_metric_curves()
+            if self._read_server_points(resumed=True):
+                self._mend_metric_curves()
         return checkpoint
 
-    def _mend_metric_curves(self) -> None:
-        keys = sorted({key for values in self._epoch_metrics.values() for key in values})
+    def _read_server_points(self, *, resumed: bool = False) -> bool:
+        """Learns, once per attempt, which epoch points the job's run already holds: every metric key
+        the run has (not only those a checkpoint saved: a key first logged after the last checkpoint, or
+        an attempt killed before its first checkpoint, left points too), one history read per key.
+        Only a retried attempt (or one that ``resumed`` a checkpoint) logging into the control plane's run
+        can find points of its own there.
+        For an epoch this attempt recomputes, the point already on the server stays and the new value is
+        not logged: a curve holds one point per step, and the server keeps what it was sent first (a
+        replay from a checkpoint recomputes the same value; one from scratch may differ slightly, which
+        is not worth a second point). False when the server could not be read (the curves are then left
+        as they are and may get duplicate points)."""
+        if self._server_read is not None:
+            return self._server_read
+        self._server_read = True
+        if not self.launch.run_id or (self.attempt <= 1 and not resumed):
+            return True
+        client = self.metrics.client
         try:
+            # Per-batch keys are left out: they are not epoch points and their history is long.
+            keys = [m.key for m in client.get_run(self.run_id).metrics if not m.key.startswith(BATCH_PREFIX)]
             for key in keys:
-                series = self.metrics.client.metric_history(self.run_id, key)
+                series = client.metric_history(self.run_id, key)
                 self._on_server.update((key, int(step)) for step in series.steps)
         except AetherError as exc:
             warnings.warn(
-                f"could not read the run's metrics to mend them after the resume: {exc}", stacklevel=3
+                f"could not read the run's metrics to avoid logging them twice: {exc}", stacklevel=3
             )
-            return
+            self._server_read = False
+        return self._server_read
+
+    def _mend_metric_curves(self) -> None:
         for epoch, values in sorted(self._epoch_metrics.items()):
             missing = {key: value for key, value in values.items() if (key, epoch) not in self._on_server}
             if missing:
