@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
+from control_plane.training.spec import hyperparameter_text
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -50,6 +51,10 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     for key in spec.env:
         if not _ENV_NAME.fullmatch(key):
             raise InvalidArgument(f"environment variable name {key!r} is not valid")
+    # The job reads its hyperparameters as text (the training SDK, tracking params, model versions):
+    # one that has no text form (an object, null) is refused here, not on every attempt at run time.
+    for key, value in json_format.MessageToDict(spec.hyperparameters).items():
+        hyperparameter_text(key, value)
     source = spec.dataset.WhichOneof("source")
     if source == "dataset_hash" and not re.fullmatch(r"[0-9a-f]{64}", spec.dataset.dataset_hash):
         raise InvalidArgument(f"dataset hash {spec.dataset.dataset_hash!r} is not 64 lowercase hex digits")

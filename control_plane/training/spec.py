@@ -165,6 +165,7 @@ def hyperparameter_text(key: Any, value: Any) -> str:
         return str(value)
     if isinstance(value, list):
         return ",".join(hyperparameter_text(key, item) for item in value)
+    got = {dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
     raise InvalidArgument(
-        f"hyperparameter {key!r}: expected a string, a number or a list, got {type(value).__name__}"
+        f"hyperparameter {key!r}: expected a string, a number, a boolean or a list, got {got}"
     )

@@ -97,6 +97,11 @@ def test_malformed_specs_are_invalid_arguments(client: JobsClient) -> None:
         client.submit({"name": "typo", "entrypoint": {"module": "a"}, "gpu": 1})
     with pytest.raises(InvalidArgument, match="timeout_s"):
         client.submit(job_spec("neg", timeout_s=-1))
+    # Hyperparameters without a text form would fail the job at run time, on every attempt.
+    with pytest.raises(InvalidArgument, match=r"hyperparameter 'optim': .* got an object"):
+        client.submit(job_spec("nested", hyperparameters={"optim": {"lr": 0.1}}, max_retries=2))
+    with pytest.raises(InvalidArgument, match=r"hyperparameter 'lr': .* got null"):
+        client.submit(job_spec("null", hyperparameters={"lr": None}))
     with pytest.raises(FailedPrecondition, match="already ended"):
         failed = client.submit({"name": "gone", "entrypoint": {"module": "no_such_package"}})
         client.cancel(failed.job_id)

@@ -32,11 +32,16 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
         (spec(env={"1BAD": "x"}), "environment variable"),
         (spec(dataset={"dataset_hash": "xyz"}), "64 lowercase hex"),
         (spec(dataset={"point_in_time": {"features": ["v"]}}), "entity_rows_path"),
+        (spec(hyperparameters={"lr": 0.1, "optim": {"lr": 0.1}}), "hyperparameter 'optim': .* got an object"),
+        (spec(hyperparameters={"momentum": None}), "hyperparameter 'momentum': .* got null"),
+        (spec(hyperparameters={"layers": [64, {"units": 3}]}), "hyperparameter 'layers': .* got an object"),
     ]:
         with pytest.raises(InvalidArgument, match=message):
             validate(bad)
     with pytest.raises(InvalidArgument, match="malformed job spec"):
         spec_from_mapping({"name": "x", "gpus": "many"})
+    fine = {"lr": 0.1, "name": "mlp", "shuffle": True, "layers": [64, 32], "epochs": 20}
+    assert validate(spec(hyperparameters=fine)).hyperparameters == spec(hyperparameters=fine).hyperparameters
 
 
 def test_the_spec_file_has_every_field_with_plain_json_hyperparameters() -> None:
