@@ -5,7 +5,8 @@
    plane died before recording it, the process that claimed the attempt's pid file (``identity.py``);
    if it is gone, the launcher's exit record says how it ended, and without one the attempt counts as
    failed once what is left of its process group is killed. Devices are freed only then: an attempt
-   whose process was never found is one the executor made sure never starts;
+   whose process was never found is one the executor made sure never starts. A stop in progress
+   (SIGTERM sent for a cancel or a timeout) is persisted on the job row, so it is carried on too;
 2. watches running attempts: a finished attempt ends the job (SUCCEEDED with its outputs, FAILED,
    CANCELLED) or sends it back to the queue as RETRYING while attempts <= 1 + max_retries; a cancel
    request or an attempt past its timeout gets SIGTERM, then SIGKILL after the grace period;
@@ -160,6 +161,8 @@ class Supervisor:
             return None
         assert handle is not None
         self._handles[row.job_id] = handle
+        if row.stop_kind:  # the SIGTERM went out before the restart: SIGKILL when its grace runs out
+            self._stops[row.job_id] = _Stop(row.stop_kind, row.stop_sent_at_us)
         with write_session(self._sessions) as session:
             fresh = locked_job_row(session, row.job_id)
             if fresh is not None and fresh.state == JobState.RUNNING.value:
@@ -196,6 +199,9 @@ class Supervisor:
                 stop = _Stop("timeout", now)
                 files.append_log(f"timeout after {_seconds(row.timeout_s)}s; sending SIGTERM")
             if stop is not None:
+                # Recorded before the signal: a control plane that restarts while the attempt shuts
+                # down must still know why it ends (a timeout is FAILED, not retried).
+                self._record_stop(row.job_id, row.attempt, stop)
                 self._stops[row.job_id] = stop
                 handle.terminate()
         elif not stop.killed and now - stop.since_us >= self._settings.kill_grace_s * 1e6:
@@ -203,9 +209,15 @@ class Supervisor:
             stop.killed = True
             handle.kill()
 
+    def _record_stop(self, job_id: str, attempt: int, stop: _Stop) -> None:
+        with write_session(self._sessions) as session:
+            row = locked_job_row(session, job_id)
+            if row is not None and row.state == JobState.RUNNING.value and row.attempt == attempt:
+                row.stop_kind, row.stop_sent_at_us = stop.kind, stop.since_us
+
     def _finish(self, job_id: str, status: ExitStatus) -> None:
         """Ends the running attempt of ``job_id`` that exited with ``status``."""
-        stop = self._stops.pop(job_id, None)
+        self._stops.pop(job_id, None)
         self._handles.pop(job_id, None)
         at = now_us()
         with write_session(self._sessions) as session:
@@ -217,7 +229,7 @@ class Supervisor:
             state, reason, outputs = JobState.FAILED, f"attempt {attempt} failed: {status.detail}", {}
             if row.cancel_requested:
                 state, reason = JobState.CANCELLED, row.cancel_reason
-            elif stop is not None and stop.kind == "timeout":
+            elif row.stop_kind == "timeout":  # the row's, not memory's: it survives a restart
                 reason = f"timeout after {_seconds(row.timeout_s)}s"
             elif status.succeeded:
                 state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
@@ -233,6 +245,7 @@ class Supervisor:
             transition(
                 session, row, state, reason, actor=SUPERVISOR_ACTOR, at_us=at, devices=[], process_ref="",
                 pid=0, exit_code=status.code, outputs=outputs, finished_at_us=at if terminal else 0,
+                stop_kind="", stop_sent_at_us=0,
             )  # fmt: skip
             run_id = row.run_id
         if terminal and run_id:

@@ -2,7 +2,9 @@
 
 * ``jobs``: one row per job: its spec (protobuf JSON), state and the reason for it, the current attempt,
   the devices it holds while RUNNING, and what identifies its running process (``process_ref``, an
-  executor-specific string such as ``pid:start_ticks``) so a restarted control plane can re-adopt it.
+  executor-specific string such as ``pid:start_ticks``) so a restarted control plane can re-adopt it,
+  and a stop in progress (why the attempt got SIGTERM, and when) so that it finishes the stop as the
+  control plane that began it would have (a timeout is not retried; SIGKILL follows the grace period).
   ``queue_key`` orders the queue: priority first, then submission time.
 * ``job_events``: every state transition of every job with its reason, attempt and time (also in the
   audit log, which is the tamper-evident copy; this table is the one queries and ``Job.history`` read).
@@ -51,6 +53,10 @@ class JobRow(Base):
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(Boolean)
     cancel_reason: Mapped[str] = mapped_column(Text)
+    #: Why the running attempt was sent SIGTERM ("cancel" | "timeout"), "" when it was not.
+    stop_kind: Mapped[str] = mapped_column(String(STATE_LENGTH), default="", server_default="")
+    #: When that SIGTERM went out (µs); 0 with no stop.
+    stop_sent_at_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class JobEventRow(Base):

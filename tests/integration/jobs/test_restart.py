@@ -179,3 +179,26 @@ def test_an_exit_file_of_a_launcher_from_before_the_upgrade_is_read_as_it_was_me
         done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
     assert states_of(done) == states, done.reason
     assert done.history[2].reason == reason and done.history[2].attempt == 1
+
+
+def test_a_job_timed_out_before_a_restart_fails_as_timed_out_after_it(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    """The control plane dies after the timeout's SIGTERM, while the job shuts down (3 s): the next one
+    finds the attempt ended with 143 and must end the job FAILED "timeout", not retry it."""
+    db_url, home = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = client.submit(
+            job_spec("slow", "--sleep", "60", "--term-exit-after", "3", timeout_s=1, max_retries=2)
+        )
+        wait_for(lambda: "shutting down after SIGTERM" in b"".join(client.logs(job.job_id)).decode())
+        pid = _job_pid(client, job.job_id)
+    first.crash()
+    wait_for(lambda: not process_alive(pid), timeout=10)  # it ends while no control plane watches
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job.job_id, pb.JOB_STATE_FAILED, pb.JOB_STATE_SUCCEEDED, timeout=20)
+    assert done.reason == "timeout after 1s" and done.attempt == 1, (done.reason, states_of(done))
+    assert states_of(done) == ["QUEUED", "RUNNING", "FAILED"]

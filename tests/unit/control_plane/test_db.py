@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
@@ -15,8 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db.migrate import alembic_config
 from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
+from control_plane.jobs.tables import JobRow
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 
@@ -93,3 +96,50 @@ def test_text_holding_nul_is_invalid_on_every_backend(engine: Engine, registry: 
     assert registry.list_entities() == []
     registry.create_entity(entity(description="night shift"))  # the session is usable afterwards
     assert [e.description for e in registry.list_entities()] == ["night shift"]
+
+
+def test_jobs_kept_before_the_stop_columns_upgrade_with_no_stop_in_progress(
+    db_url: str, engine: Engine
+) -> None:
+    """Migration 0014 adds the stop in progress (kind and time of the SIGTERM) to existing job rows."""
+    sessions = create_session_factory(engine)
+    with sessions.begin() as session:
+        session.add(
+            JobRow(
+                job_id="j1",
+                name="old",
+                spec={},
+                state="RUNNING",
+                reason="r",
+                gpus=0,
+                priority=0,
+                max_retries=0,
+                timeout_s=0.0,
+                attempt=1,
+                devices=[],
+                process_ref="1:2",
+                pid=1,
+                attempt_started_at_us=1,
+                submitted_at_us=1,
+                started_at_us=1,
+                finished_at_us=0,
+                updated_at_us=1,
+                submitted_by="ci",
+                run_id="",
+                folder="/tmp/j1",
+                exit_code=None,
+                outputs={},
+                cancel_requested=False,
+                cancel_reason="",
+                stop_kind="timeout",
+                stop_sent_at_us=5,
+            )
+        )
+    engine.dispose()
+    command.downgrade(alembic_config(db_url), "0013_redact_kept_uris")
+    with engine.connect() as connection:
+        assert "stop_kind" not in {column["name"] for column in inspect(connection).get_columns("jobs")}
+    upgrade_to_head(engine)
+    with sessions() as session:
+        row = session.get(JobRow, "j1")
+        assert row is not None and (row.state, row.stop_kind, row.stop_sent_at_us) == ("RUNNING", "", 0)

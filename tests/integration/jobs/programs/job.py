@@ -28,11 +28,21 @@ def main() -> int:
     parser.add_argument("--starts", type=Path)
     parser.add_argument("--env-dump", type=Path)
     parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--term-exit-after", type=float, help="on SIGTERM, exit 143 after this many seconds")
     parser.add_argument("--outputs", default="")
     parser.add_argument("--leave-child", type=Path, help="start a child ignoring SIGTERM; write its pid here")
     args = parser.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+    if args.term_exit_after is not None:
+        delay = args.term_exit_after
+
+        def shut_down(*_: object) -> None:  # a graceful shutdown that takes a while
+            print("shutting down after SIGTERM", flush=True)
+            time.sleep(delay)
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, shut_down)
     attempt = int(os.environ["AETHER_JOB_ATTEMPT"])
     started = time.time_ns()
     print(f"job {os.environ['AETHER_JOB_ID']} attempt {attempt} pid {os.getpid()} starting", flush=True)
