@@ -5,6 +5,7 @@ next control plane re-adopts them). Blocking work runs in worker threads."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -94,6 +95,11 @@ class JobsServicer(pb_grpc.JobsServicer):
 def _read_from(path: Any, offset: int, size: int) -> bytes:
     try:
         with open(path, "rb") as log:
+            # Nothing to read (yet) at or past the end; checked before seeking, because seek() refuses
+            # an offset from 2**63 on, which the request's uint64 may hold. (Not clamped and read: a
+            # followed log's chunks must start at the offset asked for.)
+            if offset >= os.fstat(log.fileno()).st_size:
+                return b""
             log.seek(offset)
             data: bytes = log.read(size)
             return data

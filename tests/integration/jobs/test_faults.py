@@ -114,3 +114,11 @@ def test_an_unset_or_unknown_state_filter_is_an_invalid_argument(client: JobsCli
         client.list_page([pb.JOB_STATE_UNSPECIFIED])
     with pytest.raises(InvalidArgument, match="unknown value 99"):  # e.g. a client with a newer proto
         client.list_page([pb.JOB_STATE_RUNNING, cast(pb.JobState, 99)])
+
+
+def test_a_log_offset_at_or_past_the_end_reads_nothing_for_any_uint64(client: JobsClient) -> None:
+    job = wait_state(client, client.submit(job_spec("short")).job_id, pb.JOB_STATE_SUCCEEDED)
+    log = b"".join(client.logs(job.job_id))
+    assert log and b"".join(client.logs(job.job_id, offset=len(log) - 5)) == log[-5:]
+    for offset in (len(log), 10**6, 2**63 - 1, 2**63, 2**64 - 1):  # seek() refuses 2**63 and up
+        assert b"".join(client.logs(job.job_id, offset=offset)) == b"", offset
