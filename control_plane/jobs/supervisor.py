@@ -227,12 +227,16 @@ class Supervisor:
             files = JobFiles(Path(row.folder))
             attempt, limit = row.attempt, 1 + row.max_retries
             state, reason, outputs = JobState.FAILED, f"attempt {attempt} failed: {status.detail}", {}
-            if row.cancel_requested:
+            if status.succeeded and not row.stop_kind:
+                # It exited 0 before any SIGTERM went out: a cancel requested meanwhile came too late
+                # to stop it, and its outputs (a registered model version, say) are real.
+                state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
+                if row.cancel_requested:
+                    reason = f"{reason}; {row.cancel_reason} came after the job had ended"
+            elif row.cancel_requested:
                 state, reason = JobState.CANCELLED, row.cancel_reason
             elif row.stop_kind == "timeout":  # the row's, not memory's: it survives a restart
                 reason = f"timeout after {_seconds(row.timeout_s)}s"
-            elif status.succeeded:
-                state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
             elif status.launch_failed:
                 reason = status.detail
             elif attempt < limit:

@@ -31,7 +31,7 @@ from control_plane.jobs.supervisor import Supervisor
 from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
-from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, wait_for
+from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, process_alive, wait_for
 
 Parts: TypeAlias = tuple[JobService, Supervisor, "sessionmaker[Session]"]
 
@@ -188,3 +188,23 @@ def test_a_cancel_racing_a_start_waits_for_it_and_does_not_overwrite_it(parts: P
     assert [a.state for a in answers] == [pb.JOB_STATE_RUNNING]
     stored = service.get(job.job_id)
     assert (stored.state, stored.cancel_requested) == (pb.JOB_STATE_RUNNING, True)
+
+
+def test_a_job_that_ended_0_before_its_cancel_took_effect_succeeds_with_its_outputs(parts: Parts) -> None:
+    """The cancel arrives after the job exited 0 but before the supervisor saw it: no SIGTERM went out,
+    so the job finished on its own; it is SUCCEEDED with its outputs (its model may be registered)."""
+    service, supervisor, sessions = parts
+    spec = spec_from_mapping(job_spec("quick", "--outputs", '{"model": "churn"}'))
+    job = service.submit(spec, actor="a")
+    supervisor.tick()  # starts it
+    with read_session(sessions) as session:
+        row = session.get(JobRow, job.job_id)
+        assert row is not None and row.state == "RUNNING"
+        launcher, folder = row.pid, Path(row.folder)
+    wait_for(lambda: (folder / "attempt-1.exit.json").exists() and not process_alive(launcher))
+    assert service.cancel(job.job_id, "too late", actor="b").cancel_requested
+    supervisor.tick()
+    done = service.get(job.job_id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert dict(done.outputs) == {"model": "churn"}
+    assert done.reason == "exit code 0; cancelled by b: too late came after the job had ended"
