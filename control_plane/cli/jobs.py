@@ -26,7 +26,7 @@ import yaml
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import JobsClient, state_name
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.settings import actor
 
 _STATE_VALUES: dict[str, pb.JobState] = {
@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument(
         "--state", action="append", choices=tuple(_STATE_VALUES), default=[], help="only jobs in this state"
     )
-    listing.add_argument("--limit", type=int, default=50, help="at most this many jobs (default %(default)s)")
+    listing.add_argument(
+        "--limit", type=numbers.limit, default=50, help="at most this many jobs (default %(default)s)"
+    )
     listing.set_defaults(handler=_handler(_list))
     get = actions.add_parser("get", parents=[common], help="one job with its state history")
     get.add_argument("job_id", metavar="JOB")

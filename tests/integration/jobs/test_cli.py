@@ -63,3 +63,15 @@ def test_submit_a_yaml_spec_then_list_get_follow_logs_and_cancel(
     assert (
         wait_state(client, second, pb.JOB_STATE_CANCELLED).reason == f"cancelled by {getpass.getuser()}: test"
     )
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "ten"])
+def test_a_list_limit_below_one_is_a_usage_error_not_an_empty_table(
+    control_plane: ThreadedControlPlane, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        aetherctl(capsys, control_plane.address, "jobs", "list", f"--limit={limit}")
+    assert exit_info.value.code == 2
+    assert f"argument --limit: expected a whole number from 1 to 2147483647, got {limit!r}" in (
+        capsys.readouterr().err
+    )
