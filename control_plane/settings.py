@@ -10,6 +10,7 @@ from pathlib import Path
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
 from control_plane.ingestion.streaming import kafka_options
+from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -41,13 +42,16 @@ class ControlPlaneSettings:
     #: --kafka-option flags): the materializer's consumer and the quarantine replay's producer alike.
     #: Kept out of the repr: it may hold a SASL password.
     kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The only folder (or URI) under which GetHistoricalFeatures reads entity rows and writes training
+    #: sets (AETHER_DATASETS_ROOT); None = ``<home>/datasets``. See control_plane.offline.server_paths.
+    datasets_root: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
-        ``AETHER_CONTROL_PLANE_ADDR`` and ``AETHER_KAFKA_OPTIONS_FILE`` (``environ`` defaults to the
-        process environment). Creates the home folder when it is missing, since the default database
-        lives there."""
+        ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE`` and ``AETHER_DATASETS_ROOT``
+        (``environ`` defaults to the process environment). Creates the home folder when it is missing,
+        since the default database lives there."""
         env = os.environ if environ is None else environ
         home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
         home.mkdir(parents=True, exist_ok=True)
@@ -59,4 +63,5 @@ class ControlPlaneSettings:
             auth=AuthSettings.from_env(env),
             tls=ServerTls.from_env(env),
             kafka_options=kafka_options.from_env(env),
+            datasets_root=env.get(DATASETS_ROOT_VARIABLE) or None,
         )

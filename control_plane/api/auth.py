@@ -18,6 +18,13 @@ this way round means a new read method that breaks the convention asks for the a
 new write method slips through with a read-only one.
 Server reflection counts as a read.
 
+A read method whose request can ask for a side effect is listed in :data:`WRITING_REQUEST_FIELDS` with the
+fields that do it (``GetHistoricalFeatures`` with ``output_path`` writes a Parquet file on the server). For
+such a method the read-only token's call is let through only while its request messages leave those fields
+empty: each message is checked as the servicer takes it, before anything acts on it, and one that sets a
+field ends the call with PERMISSION_DENIED naming the field. The name alone cannot decide, and the
+servicer must not have to remember: the rule sits here, beside the prefixes.
+
 Tokens are compared in constant time (``hmac.compare_digest``) against every configured token, so the
 time taken says nothing about how much of a guess was right. The accepted token's principal becomes the
 call's actor for the audit log (see :mod:`control_plane.api.identity`)."""
@@ -29,6 +36,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import grpc
@@ -50,6 +58,12 @@ READ_PREFIXES = (
     "Check",
     "Search",
     "Logs",  # Jobs/Logs streams a job's output; "Log..." methods (LogBatch, LogArtifact) still write
+)
+#: Read methods (by name) that write when a request sets one of these fields: see the module docstring.
+#: A new read method with a side-effect field belongs here (a unit test checks each entry names a real
+#: method and request field).
+WRITING_REQUEST_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"/aether.v1.OfflineFeatures/GetHistoricalFeatures": ("output_path",)}
 )
 #: Services every caller may use without a token.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
@@ -192,15 +206,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             )
         return match.principal, None, ""
 
+    def guarded_fields(self, full_method: str, token: str | None) -> tuple[str, ...]:
+        """The request fields ``token``'s caller may not set on ``full_method`` (a read that writes when
+        they are set, called without the right to write); empty when nothing needs checking."""
+        fields = WRITING_REQUEST_FIELDS.get("/" + full_method.lstrip("/"), ())
+        if not fields or not token:
+            return ()
+        presented = token.encode("utf-8")
+        can_write = False
+        for grant, expected in self._grants:  # no early exit, as in authorize
+            if hmac.compare_digest(presented, expected):
+                can_write = grant.can_write
+        return () if can_write else fields
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        principal, code, message = self.authorize(
-            method, bearer_token(handler_call_details.invocation_metadata)
-        )
+        token = bearer_token(handler_call_details.invocation_metadata)
+        principal, code, message = self.authorize(method, token)
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
             return handler
@@ -208,7 +234,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return _rejecting(handler, code, message)
         if principal is None:
             return handler
-        return _as_principal(handler, principal)
+        return _as_principal(handler, principal, method, self.guarded_fields(method, token))
 
 
 def _rejecting(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
@@ -224,20 +250,54 @@ def _rejecting(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMet
     return _rebuilt(handler, unary, stream)
 
 
-def _as_principal(handler: Any, principal: str) -> grpc.RpcMethodHandler:
-    """``handler`` with :data:`PRINCIPAL` set for the duration of each call."""
+def _as_principal(
+    handler: Any, principal: str, method: str = "", guarded: tuple[str, ...] = ()
+) -> grpc.RpcMethodHandler:
+    """``handler`` with :data:`PRINCIPAL` set for the duration of each call; with ``guarded`` fields,
+    every request message is checked for them first (:func:`_refusal`)."""
     original = _behavior(handler)
+
+    async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if not guarded:
+            return request
+        if not handler.request_streaming:
+            await _check_message(request, context, principal, method, guarded)
+            return request
+
+        async def messages() -> AsyncIterator[Any]:
+            # Checked as the servicer pulls each one: a later message could set the field too.
+            async for message in request:
+                await _check_message(message, context, principal, method, guarded)
+                yield message
+
+        return messages()
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         PRINCIPAL.set(principal)  # the call runs in its own task: the value ends with it
-        return await original(request, context)
+        return await original(await checked(request, context), context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         PRINCIPAL.set(principal)
-        async for response in original(request, context):
+        async for response in original(await checked(request, context), context):
             yield response
 
     return _rebuilt(handler, unary, stream)
+
+
+async def _check_message(
+    message: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    principal: str,
+    method: str,
+    guarded: tuple[str, ...],
+) -> None:
+    """Aborts the call (PERMISSION_DENIED) when ``message`` sets one of the ``guarded`` fields."""
+    for name in guarded:
+        if getattr(message, name, None):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the {principal} token may not set {name} on {method}: it writes on the server",
+            )
 
 
 def _behavior(handler: Any) -> Any:

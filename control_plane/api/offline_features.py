@@ -23,6 +23,7 @@ from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
+from control_plane.offline.server_paths import confined, datasets_root
 from control_plane.offline.store import OfflineStore, open_filesystem
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -32,9 +33,13 @@ MAX_ENTITY_ROWS_BYTES = 1 << 30
 
 
 class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
-    def __init__(self, store: OfflineStore, catalog: ViewCatalog, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self, store: OfflineStore, catalog: ViewCatalog, datasets_root: str, chunk_bytes: int = CHUNK_BYTES
+    ) -> None:
         self._store = store
         self._catalog = catalog
+        #: entity_rows_path and output_path must lie under it (control_plane.offline.server_paths).
+        self._datasets_root = datasets_root
         self._chunk_bytes = chunk_bytes
 
     @maps_errors
@@ -67,23 +72,32 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         )
 
     def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> TrainingSet:
-        entity_rows = _entity_rows(head, pieces)
+        # Both paths are checked before anything is read or joined.
+        output_path = (
+            confined(head.output_path, self._datasets_root, "output_path") if head.output_path else None
+        )
+        rows_path = (
+            confined(head.entity_rows_path, self._datasets_root, "entity_rows_path")
+            if head.entity_rows_path
+            else ""
+        )
+        entity_rows = _entity_rows(rows_path, pieces)
         return get_historical_features(
             self._store,
             self._catalog,
             entity_rows,
             list(head.features),
             timestamp_column=head.timestamp_column or None,
-            output_path=head.output_path or None,
+            output_path=output_path,
         )
 
 
-def _entity_rows(head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> pa.Table:
-    if head.entity_rows_path and pieces:
+def _entity_rows(rows_path: str, pieces: list[bytes]) -> pa.Table:
+    if rows_path and pieces:
         raise InvalidArgument("send entity rows either as Arrow pieces or as a Parquet path, not both")
-    if head.entity_rows_path:
-        filesystem, path = open_filesystem(head.entity_rows_path)
-        where = head.entity_rows_path
+    if rows_path:
+        filesystem, path = open_filesystem(rows_path)
+        where = rows_path
         try:
             rows = pq.read_table(path, filesystem=filesystem)
         except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
@@ -111,6 +125,7 @@ def offline_root(context: ServiceContext) -> str:
 
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
-    servicer = OfflineFeaturesServicer(OfflineStore(offline_root(context)), context.registry)
+    root = getattr(context.settings, "datasets_root", None) or datasets_root(context.settings.home)
+    servicer = OfflineFeaturesServicer(OfflineStore(offline_root(context)), context.registry, root)
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return OFFLINE_FEATURES_SERVICE

@@ -17,8 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.aether.v1 import types_pb2
-from clients.errors import InvalidArgument, NotFound
+from clients.errors import InvalidArgument, NotFound, PermissionDenied
+from clients.sdk.auth import ChannelSecurity
 from clients.sdk.offline import OfflineFeaturesClient
+from control_plane.api.auth import AuthSettings
 from control_plane.api.offline_features import add_to_server
 from control_plane.cli import historical
 from control_plane.offline.historical import get_historical_features
@@ -87,9 +89,11 @@ async def test_sdk_gets_the_training_set_in_pieces(server: ControlPlaneServer, s
 async def test_entity_rows_from_a_server_path_and_output_written_there(
     server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
 ) -> None:
-    entities = tmp_path / "entities.parquet"
+    datasets = tmp_path / "home" / "datasets"  # the server's datasets root
+    datasets.mkdir(parents=True)
+    entities = datasets / "entities.parquet"
     pq.write_table(labels(500), entities)
-    out = tmp_path / "train" / "set.parquet"
+    out = datasets / "train" / "set.parquet"
     with OfflineFeaturesClient(server.address) as client:
         result = await asyncio.to_thread(
             client.historical_features,
@@ -208,12 +212,13 @@ async def test_an_output_path_the_server_cannot_write_is_invalid_argument(
     server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
 ) -> None:
     """It was INTERNAL, and only after the whole join had run."""
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "file.parquet").write_bytes(b"")
+    datasets = tmp_path / "home" / "datasets"
+    (datasets / "folder").mkdir(parents=True)
+    (datasets / "file.parquet").write_bytes(b"")
     for out, reason in [("folder", "is a directory"), ("file.parquet/set.parquet", "is not a directory")]:
         with OfflineFeaturesClient(server.address) as client, pytest.raises(InvalidArgument, match=reason):
             await asyncio.to_thread(
-                client.historical_features, labels(3), ["stats"], output_path=str(tmp_path / out)
+                client.historical_features, labels(3), ["stats"], output_path=str(datasets / out)
             )
 
 
@@ -221,12 +226,12 @@ async def test_entity_rows_from_an_empty_directory_say_so(
     server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
 ) -> None:
     """It was read as a table of no columns, and the error blamed a missing timestamp column."""
-    (tmp_path / "rows").mkdir()
+    (tmp_path / "home" / "datasets" / "rows").mkdir(parents=True)
     with (
         OfflineFeaturesClient(server.address) as client,
         pytest.raises(InvalidArgument, match="a directory with no Parquet files in it"),
     ):
-        await asyncio.to_thread(client.historical_features, str(tmp_path / "rows"), ["stats"])
+        await asyncio.to_thread(client.historical_features, "rows", ["stats"])  # relative to the root
 
 
 @pytest.mark.parametrize(
@@ -250,3 +255,77 @@ async def test_a_path_with_credentials_pyarrow_refuses_is_invalid_argument_witho
                 raise AssertionError(f"written to {where}: {out}")
         assert "cannot open the URI given" in str(caught.value)
         assert not any(secret in str(caught.value) for secret in secrets), caught.value
+
+
+async def test_server_paths_outside_the_datasets_root_are_refused(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """Any caller could read or overwrite any file the server could reach, '../' included."""
+    victim = tmp_path / "victim.conf"
+    victim.write_text("important=1\n")
+    datasets = tmp_path / "home" / "datasets"
+    datasets.mkdir(parents=True)
+    (datasets / "escape").symlink_to(tmp_path)
+    pq.write_table(labels(3), tmp_path / "rows.parquet")
+    outside = [
+        str(victim),
+        str(datasets / ".." / ".." / "victim.conf"),
+        "../../victim.conf",
+        "escape/x.parquet",
+    ]
+    with OfflineFeaturesClient(server.address) as client:
+        for where in outside:
+            with pytest.raises(
+                PermissionDenied, match=f"output_path .* outside the datasets root {datasets}"
+            ):
+                await asyncio.to_thread(client.historical_features, labels(3), ["stats"], output_path=where)
+        with pytest.raises(PermissionDenied, match=r"entity_rows_path .* outside the datasets root"):
+            await asyncio.to_thread(client.historical_features, str(tmp_path / "rows.parquet"), ["stats"])
+        with pytest.raises(PermissionDenied, match="a URI is outside the datasets root"):
+            await asyncio.to_thread(
+                client.historical_features, labels(3), ["stats"], output_path=f"file://{victim}"
+            )
+        inside = await asyncio.to_thread(
+            client.historical_features, labels(3), ["stats"], output_path="sets/a/../b.parquet"
+        )
+    assert victim.read_text() == "important=1\n"
+    assert inside.output_path == str(datasets / "sets" / "b.parquet")
+    assert pq.read_table(inside.output_path).num_rows == 3
+
+
+async def test_the_read_only_token_may_not_write_a_training_set(tmp_path: Path, db_url: str) -> None:
+    """GetHistoricalFeatures counts as a read by its name, but with output_path it writes a file."""
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home",
+        db_url=db_url,
+        listen_addr="127.0.0.1:0",
+        auth=AuthSettings(admin_token="admin-secret", readonly_token="reader-secret"),
+    )
+    handle = await start_server(settings, services=[add_to_server])
+    try:
+        await asyncio.to_thread(ensure_entity, handle.registry)
+        spec = feature_spec("stats", (("score", types_pb2.FLOAT64),), ttl_seconds=7200)
+        await asyncio.to_thread(create_view, handle.registry, spec)
+        reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="reader-secret"))
+        admin = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="admin-secret"))
+        with reader, admin:
+            rows = labels(3)
+            assert (await asyncio.to_thread(reader.historical_features, rows, ["stats"])).row_count == 3
+            with pytest.raises(PermissionDenied, match="readonly token may not set output_path"):
+                await asyncio.to_thread(
+                    reader.historical_features, rows, ["stats"], output_path="set.parquet"
+                )
+            # A Parquet path for the rows, so that output_path travels in the only message.
+            (tmp_path / "home" / "datasets").mkdir(parents=True, exist_ok=True)
+            pq.write_table(rows, tmp_path / "home" / "datasets" / "rows.parquet")
+            with pytest.raises(PermissionDenied, match="output_path"):
+                await asyncio.to_thread(
+                    reader.historical_features, "rows.parquet", ["stats"], output_path="set.parquet"
+                )
+            assert not (tmp_path / "home" / "datasets" / "set.parquet").exists()
+            written = await asyncio.to_thread(
+                admin.historical_features, rows, ["stats"], output_path="set.parquet"
+            )
+        assert pq.read_table(written.output_path).num_rows == 3
+    finally:
+        await handle.stop()

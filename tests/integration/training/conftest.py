@@ -114,8 +114,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
 
 
 @pytest.fixture(scope="module")
-def data(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Data:
-    return materialize(plane, tmp_path_factory.mktemp("entities"), users=2000)
+def data(plane: Plane) -> Data:
+    # Under the plane's datasets root: the server reads entity rows from nowhere else.
+    return materialize(plane, plane.home / "datasets", users=2000)
 
 
 def materialize(plane: Plane, folder: Path, users: int) -> Data:
@@ -159,6 +160,7 @@ def materialize(plane: Plane, folder: Path, users: int) -> Data:
             "churned": pa.array(churned.tolist()),
         }
     )
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "entity_rows.parquet"
     pq.write_table(entity_rows, path)
     return Data(path, "stats", int(view.version), users)

@@ -113,7 +113,7 @@ def test_dataset_by_query_pins_versions_and_by_hash_reads_the_recorded_copy(
         load_training_data(plane.address, replace(query, dataset_hash="0" * 64))
 
     # A set written with an output path (other features than above: the first record of a hash wins).
-    copy = tmp_path / "train.parquet"
+    copy = plane.home / "datasets" / "train.parquet"  # the server writes under its datasets root only
     subset = pinned[:2]
     with OfflineFeaturesClient(plane.address) as offline:
         written = offline.historical_features(str(data.entity_rows_path), subset, output_path=str(copy))

@@ -8,7 +8,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane.api.auth import AuthInterceptor, AuthSettings, TokenGrant, bearer_token, is_read_method
+from control_plane.api.auth import (
+    WRITING_REQUEST_FIELDS,
+    AuthInterceptor,
+    AuthSettings,
+    TokenGrant,
+    bearer_token,
+    is_read_method,
+)
 
 GRANTS = [TokenGrant("admin", "a" * 20, can_write=True), TokenGrant("ci-reader", "r" * 20, can_write=False)]
 
@@ -107,3 +114,22 @@ def test_an_empty_bearer_token_never_matches() -> None:
     auth = AuthInterceptor(GRANTS)
     assert auth.authorize("/aether.v1.FeatureRegistry/GetEntity", "")[1] == grpc.StatusCode.UNAUTHENTICATED
     assert AuthSettings.from_env({"AETHER_ADMIN_TOKEN": "xé"}).admin_token == "xé"  # non-ASCII works
+
+
+def test_reads_that_write_name_real_methods_and_fields() -> None:
+    """A misspelt entry would silently let the read-only token through again."""
+    from google.protobuf import descriptor_pool
+
+    import clients.aether.v1.offline_features_pb2  # noqa: F401  (registers the service)
+
+    pool = descriptor_pool.Default()
+    for full_method, fields in WRITING_REQUEST_FIELDS.items():
+        service, method = full_method.lstrip("/").rsplit("/", 1)
+        request = pool.FindServiceByName(service).methods_by_name[method].input_type
+        assert is_read_method(full_method)  # else the name alone already asks for a writer
+        assert all(name in request.fields_by_name for name in fields), (full_method, fields)
+    auth = AuthInterceptor(GRANTS)
+    method = "/aether.v1.OfflineFeatures/GetHistoricalFeatures"
+    assert auth.guarded_fields(method, "r" * 20) == ("output_path",)
+    assert auth.guarded_fields(method, "a" * 20) == ()
+    assert auth.guarded_fields("/aether.v1.FeatureRegistry/GetEntity", "r" * 20) == ()

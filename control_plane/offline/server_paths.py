@@ -1,0 +1,69 @@
+"""Where a caller may make the control plane read entity rows and write training sets: under one root.
+
+``GetHistoricalFeatures`` takes ``entity_rows_path`` (a Parquet file the server reads) and ``output_path``
+(where the server writes the training set). Taken as given, they let any caller read or overwrite any
+file the server's user can reach (``../`` and absolute paths included: a config file, the metadata
+database). Both are confined to the *datasets root*: ``AETHER_DATASETS_ROOT``, by default
+``$AETHER_HOME/datasets`` (where the demo already writes its entity rows). A relative path is taken
+relative to the root; an absolute one, or a ``..`` that leaves the root once symbolic links are
+followed, is PERMISSION_DENIED naming the path and the root. With a URI root (``s3://bucket/datasets``)
+a path must be a URI under it, without ``.`` or ``..`` segments; with a local root every URI is refused."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from clients.errors import PermissionDenied
+from control_plane.offline.store import open_filesystem
+
+DATASETS_ROOT_VARIABLE = "AETHER_DATASETS_ROOT"
+
+
+def datasets_root(home: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``AETHER_DATASETS_ROOT`` (an empty value counts as unset), else ``<home>/datasets``."""
+    env = os.environ if environ is None else environ
+    return env.get(DATASETS_ROOT_VARIABLE) or str(home / "datasets")
+
+
+def confined(path: str, root: str, what: str) -> str:
+    """``path`` (the request's ``what`` field) as the server should use it: inside ``root``, or
+    PermissionDenied saying why not."""
+    if "://" in root:
+        return _under_uri_root(path, root, what)
+    base = Path(root).expanduser().resolve()
+    if "://" in path:
+        open_filesystem(path)  # a URI pyarrow refuses is INVALID_ARGUMENT, as before, its credentials unshown
+        raise PermissionDenied(
+            f"{what}: a URI is outside the datasets root {base} (not shown: it may hold credentials); give a"
+            f" path under the root ({DATASETS_ROOT_VARIABLE})"
+        )
+    # resolve() follows symbolic links and removes '..', so what is checked is where the file really is.
+    resolved = (base / Path(path).expanduser()).resolve()
+    if not resolved.is_relative_to(base):
+        raise PermissionDenied(
+            f"{what} {path!r} is outside the datasets root {base} (it resolves to {resolved}); give a path"
+            f" under the root, or relative to it ({DATASETS_ROOT_VARIABLE})"
+        )
+    return str(resolved)
+
+
+def _under_uri_root(path: str, root: str, what: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    if "://" not in path:
+        relative = path
+    elif path.startswith(prefix):
+        relative = path[len(prefix) :]
+    else:
+        raise PermissionDenied(
+            f"{what}: the path given is outside the datasets root (not shown: it may hold credentials);"
+            f" give a path under {DATASETS_ROOT_VARIABLE} or relative to it"
+        )
+    # Split by hand: PurePosixPath drops '.' segments, and an object store may not collapse them.
+    if not relative or relative.startswith("/") or any(part in (".", "..") for part in relative.split("/")):
+        raise PermissionDenied(
+            f"{what}: not a plain path under the datasets root ({DATASETS_ROOT_VARIABLE}; not shown: it may"
+            " hold credentials): '.', '..' and absolute paths are refused"
+        )
+    return prefix + relative
