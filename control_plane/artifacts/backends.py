@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -51,6 +52,10 @@ class AtomicWriter(Protocol):
 
 class Backend(Protocol):
     def start_write(self, relative: str) -> AtomicWriter: ...
+
+    def sweep_temps(self, older_than_s: float) -> int:
+        """Removes temporary files last written more than ``older_than_s`` ago; returns how many."""
+        ...
 
     def read_chunks(self, relative: str, chunk_size: int) -> Iterator[bytes]:
         """The file's bytes in chunks; ``FileNotFoundError`` when it is absent."""
@@ -99,6 +104,18 @@ class LocalBackend:
 
     def start_write(self, relative: str) -> AtomicWriter:
         return _LocalWriter(self.root / relative)
+
+    def sweep_temps(self, older_than_s: float) -> int:
+        # Only old ones: another process (a second control plane, a trainer's put_file) may be writing
+        # one right now, and a live writer touches its file with every chunk.
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for temp in self.root.glob(f"*/*/{TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if temp.is_file() and temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
 
     def read_chunks(self, relative: str, chunk_size: int) -> Iterator[bytes]:
         with open(self.root / relative, "rb") as file:
@@ -193,6 +210,11 @@ class ArrowBackend:
             message = f"artifact store {self.shown}: {redact_text(str(exc), self._uri)}"
             _log.warning("%s", message)
             raise Unavailable(message) from None
+
+    def sweep_temps(self, older_than_s: float) -> int:
+        # Not swept: listing a whole bucket at every start costs too much. On an object store, expire
+        # the `.tmp-` keys with a lifecycle rule instead.
+        return 0
 
     def _path(self, relative: str) -> str:
         return f"{self._root}/{relative}"

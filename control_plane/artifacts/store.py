@@ -24,6 +24,8 @@ from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT
 
 #: Chunk size for streaming reads and writes (well under gRPC's 4 MiB default message limit).
 CHUNK_SIZE = 1 << 20
+#: A temporary upload file untouched this long is taken for the leftover of a crashed upload.
+STALE_TEMP_AGE_S = 15 * 60.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -141,6 +143,13 @@ class ArtifactStore:
         return PendingBlob(expected_sha256, self._backend, relative)
 
     # ------------------------------------------------------------------ reads
+
+    def sweep_stale_temps(self, older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Removes the temporary files of uploads that never finished (a crash or a kill between their
+        first write and their commit or abort) and were last written more than ``older_than_s`` ago; an
+        upload stalled that long loses its file and fails at commit. Local stores only (see
+        :meth:`ArrowBackend.sweep_temps`). Returns how many were removed."""
+        return self._backend.sweep_temps(older_than_s)
 
     def stat(self, sha256: str) -> ArtifactRef:
         """The reference of a stored blob (without reading it); ``NotFound`` when it is absent."""

@@ -221,3 +221,19 @@ def test_a_large_move_failing_partway_leaves_no_half_blob_and_no_stored_blob_har
     assert _writes_to(s3, kept_key) == [] and s3.objects[kept_key] == stored
     assert _temporary_keys(s3) == []
     assert not store.exists(other_sha) and store.open_verified(kept.sha256) == stored
+
+
+def test_stale_temporary_files_of_a_local_store_are_swept(tmp_path: Path) -> None:
+    """A crash between an upload's first write and its commit or abort left its file forever."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    ref = store.put_bytes(b"weights")
+    folder = stored_file(store, ref.sha256).parent
+    stale, fresh = folder / f"{TEMP_PREFIX}crashed", folder / f"{TEMP_PREFIX}writing"
+    stale.write_bytes(b"half an upload")
+    fresh.write_bytes(b"an upload in another process")
+    an_hour_ago = os.path.getmtime(fresh) - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    assert store.sweep_stale_temps() == 1
+    assert not stale.exists() and fresh.exists()  # a live writer's file is left alone
+    assert store.open_verified(ref.sha256) == b"weights"
+    assert store.sweep_stale_temps(older_than_s=0) == 1 and not fresh.exists()
