@@ -67,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run(serve(parse_settings(argv)))
+    try:
+        settings = parse_settings(argv)
+    except ValueError as error:
+        # Reading settings only raises for a configuration to fix (a token file, a TLS pair, a Kafka
+        # options file): one line naming it, not a traceback.
+        print(f"python -m control_plane: error: {error}", file=sys.stderr)
+        return 2
+    run(serve(settings))
     return 0
 
 

@@ -25,79 +25,80 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import uvloop
 
+from clients.env_values import ConfigurationError
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
 from data_plane.workers import run_workers
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[DataPlaneSettings, int]:
-    settings = DataPlaneSettings.from_env()
+def build_parser() -> argparse.ArgumentParser:
+    """The flags, each defaulting to None (= take the environment's value): building it reads no
+    environment, so ``--help`` works whatever the ``AETHER_*`` variables hold."""
     parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
-    parser.add_argument("--listen", default=settings.listen, help="HOST:PORT (port 0 picks a free one)")
-    parser.add_argument("--redis-url", default=settings.redis_url)
-    parser.add_argument("--control-plane", default=settings.control_plane_addr, help="HOST:PORT")
-    parser.add_argument("--snapshot-path", type=Path, default=settings.snapshot_path)
+    parser.add_argument("--listen", help="HOST:PORT (port 0 picks a free one)")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--control-plane", dest="control_plane_addr", help="HOST:PORT")
+    parser.add_argument("--snapshot-path", type=Path)
     parser.add_argument(
-        "--model-config",
-        type=Path,
-        default=settings.model_config,
-        help="JSON file of ModelSpecs to serve besides the deployment plans",
+        "--model-config", type=Path, help="JSON file of ModelSpecs to serve besides the deployment plans"
     )
     parser.add_argument(
-        "--metrics-listen",
-        default=settings.metrics_listen,
-        help="HOST:PORT of the Prometheus /metrics endpoint (empty: none)",
+        "--metrics-listen", help="HOST:PORT of the Prometheus /metrics endpoint (empty: none)"
     )
-    parser.add_argument("--intra-op-threads", type=int, default=settings.intra_op_threads)
-    parser.add_argument("--max-queue-size", type=int, default=settings.max_queue_size)
+    parser.add_argument("--intra-op-threads", type=int)
+    parser.add_argument("--max-queue-size", type=int)
     parser.add_argument(
         "--inline-batch-below-us",
         type=float,
-        default=settings.inline_batch_below_us,
         help="batches measured shorter than this run on the event loop, not a worker thread (0: never)",
     )
-    parser.add_argument(
-        "--prediction-log-sample-rate", type=float, default=settings.prediction_log_sample_rate
-    )
+    parser.add_argument("--prediction-log-sample-rate", type=float)
     parser.add_argument(
         "--drain-delay-s",
         type=float,
-        default=settings.drain_delay_s,
         help="on SIGTERM, seconds of serving while NOT_SERVING before new requests are refused",
     )
     parser.add_argument(
-        "--drain-grace-s",
-        type=float,
-        default=settings.drain_grace_s,
-        help="on SIGTERM, seconds admitted requests get to finish",
+        "--drain-grace-s", type=float, help="on SIGTERM, seconds admitted requests get to finish"
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
-    args = parser.parse_args(argv)
-    return (
-        dataclasses.replace(
-            settings,
-            listen=args.listen,
-            redis_url=args.redis_url,
-            control_plane_addr=args.control_plane,
-            snapshot_path=args.snapshot_path,
-            model_config=args.model_config,
-            metrics_listen=args.metrics_listen,
-            intra_op_threads=args.intra_op_threads,
-            max_queue_size=args.max_queue_size,
-            inline_batch_below_us=args.inline_batch_below_us,
-            prediction_log_sample_rate=args.prediction_log_sample_rate,
-            reuse_port=args.reuse_port,
-            drain_delay_s=args.drain_delay_s,
-            drain_grace_s=args.drain_grace_s,
-        ),
-        args.workers,
-    )
+    return parser
+
+
+#: Flags that override a settings field of the same name when given.
+_OVERRIDES = (
+    "listen",
+    "redis_url",
+    "control_plane_addr",
+    "snapshot_path",
+    "model_config",
+    "metrics_listen",
+    "intra_op_threads",
+    "max_queue_size",
+    "inline_batch_below_us",
+    "prediction_log_sample_rate",
+    "drain_delay_s",
+    "drain_grace_s",
+)
+
+
+def parse_args(
+    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+) -> tuple[DataPlaneSettings, int]:
+    """Settings from the environment, the flags given overriding them. ConfigurationError (a
+    ValueError naming the variable) for an environment value that cannot be used."""
+    args = build_parser().parse_args(argv)
+    settings = DataPlaneSettings.from_env(environ)
+    overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    if args.reuse_port:
+        overrides["reuse_port"] = True
+    return dataclasses.replace(settings, **overrides), args.workers
 
 
 async def serve(settings: DataPlaneSettings) -> None:
@@ -120,7 +121,11 @@ async def serve(settings: DataPlaneSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings, workers = parse_args(argv)
+    try:
+        settings, workers = parse_args(argv)
+    except ConfigurationError as error:  # a setting to fix, not a bug: one line, no traceback
+        print(f"python -m data_plane: error: {error}", file=sys.stderr)
+        return 2
     if workers > 1:
         return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
     uvloop.run(serve(settings))

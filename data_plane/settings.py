@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.env_values import env_bool, env_float, env_int, env_text
 from clients.sdk.auth import ChannelSecurity
 from clients.tls import ServerTls
 
@@ -73,49 +74,58 @@ class DataPlaneSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataPlaneSettings:
+        """Every field from its ``AETHER_*`` variable through :mod:`clients.env_values` (empty = unset;
+        a value of the wrong type or out of range is a ConfigurationError naming the variable)."""
         env = os.environ if env is None else env
-        defaults = cls()
+        d = cls()
+        home = aether_home(env)
+        model_config = env_text(env, "AETHER_MODEL_CONFIG", "")
         return cls(
-            listen=env.get("AETHER_DATA_PLANE_ADDR", defaults.listen),
-            redis_url=env.get("AETHER_REDIS_URL", defaults.redis_url),
-            control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR", defaults.control_plane_addr),
+            listen=env_text(env, "AETHER_DATA_PLANE_ADDR", d.listen),
+            redis_url=env_text(env, "AETHER_REDIS_URL", d.redis_url),
+            control_plane_addr=env_text(env, "AETHER_CONTROL_PLANE_ADDR", d.control_plane_addr),
             snapshot_path=Path(
-                env.get("AETHER_REGISTRY_SNAPSHOT_PATH") or aether_home(env) / "registry_snapshot.pb"
+                env_text(env, "AETHER_REGISTRY_SNAPSHOT_PATH", str(home / "registry_snapshot.pb"))
             ).expanduser(),
-            redis_timeout_s=float(env.get("AETHER_REDIS_TIMEOUT_S", defaults.redis_timeout_s)),
-            redis_pool_size=int(env.get("AETHER_REDIS_POOL_SIZE", defaults.redis_pool_size)),
-            max_rows_per_request=int(env.get("AETHER_MAX_ROWS_PER_REQUEST", defaults.max_rows_per_request)),
-            max_features_per_request=int(
-                env.get("AETHER_MAX_FEATURES_PER_REQUEST", defaults.max_features_per_request)
+            redis_timeout_s=env_float(env, "AETHER_REDIS_TIMEOUT_S", d.redis_timeout_s, above=0),
+            redis_pool_size=env_int(env, "AETHER_REDIS_POOL_SIZE", d.redis_pool_size, minimum=1),
+            max_rows_per_request=env_int(
+                env, "AETHER_MAX_ROWS_PER_REQUEST", d.max_rows_per_request, minimum=1
             ),
-            model_config=Path(env["AETHER_MODEL_CONFIG"]).expanduser()
-            if env.get("AETHER_MODEL_CONFIG")
-            else None,
-            metrics_listen=env.get("AETHER_METRICS_ADDR", defaults.metrics_listen),
-            intra_op_threads=int(env.get("AETHER_INTRA_OP_THREADS", defaults.intra_op_threads)),
-            inference_threads=int(env.get("AETHER_INFERENCE_THREADS", defaults.inference_threads)),
-            shadow_threads=int(env.get("AETHER_SHADOW_THREADS", defaults.shadow_threads)),
-            inline_batch_below_us=float(
-                env.get("AETHER_INLINE_BATCH_BELOW_US", defaults.inline_batch_below_us)
+            max_features_per_request=env_int(
+                env, "AETHER_MAX_FEATURES_PER_REQUEST", d.max_features_per_request, minimum=1
             ),
-            max_queue_size=int(env.get("AETHER_MAX_QUEUE_SIZE", defaults.max_queue_size)),
+            model_config=Path(model_config).expanduser() if model_config else None,
+            metrics_listen=env_text(env, "AETHER_METRICS_ADDR", d.metrics_listen),
+            # 0 lets ONNX Runtime pick (one thread per core); the thread pools need at least one thread.
+            intra_op_threads=env_int(env, "AETHER_INTRA_OP_THREADS", d.intra_op_threads, minimum=0),
+            inference_threads=env_int(env, "AETHER_INFERENCE_THREADS", d.inference_threads, minimum=1),
+            shadow_threads=env_int(env, "AETHER_SHADOW_THREADS", d.shadow_threads, minimum=1),
+            inline_batch_below_us=env_float(
+                env, "AETHER_INLINE_BATCH_BELOW_US", d.inline_batch_below_us, minimum=0
+            ),
+            max_queue_size=env_int(env, "AETHER_MAX_QUEUE_SIZE", d.max_queue_size, minimum=1),
             execution_providers=tuple(
-                p.strip() for p in env.get("AETHER_EXECUTION_PROVIDERS", "").split(",") if p.strip()
+                p.strip() for p in env_text(env, "AETHER_EXECUTION_PROVIDERS", "").split(",") if p.strip()
             ),
-            native_tensorrt=env.get("AETHER_NATIVE_TENSORRT", "").lower() in ("1", "true", "yes"),
+            native_tensorrt=env_bool(env, "AETHER_NATIVE_TENSORRT", d.native_tensorrt),
             engine_cache_dir=Path(
-                env.get("AETHER_ENGINE_CACHE_DIR") or aether_home(env) / "trt_engines"
+                env_text(env, "AETHER_ENGINE_CACHE_DIR", str(home / "trt_engines"))
             ).expanduser(),
-            prediction_log_stream=env.get("AETHER_PREDICTION_LOG_STREAM", defaults.prediction_log_stream),
-            prediction_log_sample_rate=float(
-                env.get("AETHER_PREDICTION_LOG_SAMPLE_RATE", defaults.prediction_log_sample_rate)
+            prediction_log_stream=env_text(env, "AETHER_PREDICTION_LOG_STREAM", d.prediction_log_stream),
+            prediction_log_sample_rate=env_float(
+                env,
+                "AETHER_PREDICTION_LOG_SAMPLE_RATE",
+                d.prediction_log_sample_rate,
+                minimum=0,
+                maximum=1,
             ),
-            prediction_log_linger_ms=float(
-                env.get("AETHER_PREDICTION_LOG_LINGER_MS", defaults.prediction_log_linger_ms)
+            prediction_log_linger_ms=env_float(
+                env, "AETHER_PREDICTION_LOG_LINGER_MS", d.prediction_log_linger_ms, minimum=0
             ),
-            drain_delay_s=float(env.get("AETHER_DRAIN_DELAY_S", defaults.drain_delay_s)),
-            drain_grace_s=float(env.get("AETHER_DRAIN_GRACE_S", defaults.drain_grace_s)),
-            unload_grace_s=float(env.get("AETHER_UNLOAD_GRACE_S", defaults.unload_grace_s)),
+            drain_delay_s=env_float(env, "AETHER_DRAIN_DELAY_S", d.drain_delay_s, minimum=0),
+            drain_grace_s=env_float(env, "AETHER_DRAIN_GRACE_S", d.drain_grace_s, minimum=0),
+            unload_grace_s=env_float(env, "AETHER_UNLOAD_GRACE_S", d.unload_grace_s, minimum=0),
             tls=ServerTls.from_env(env),
             channel_security=ChannelSecurity.from_env(env),
         )

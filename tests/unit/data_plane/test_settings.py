@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from clients.env_values import ConfigurationError
 from clients.sdk.auth import ChannelSecurity
-from clients.tls import ServerTls
 from data_plane.__main__ import parse_args
 from data_plane.settings import DataPlaneSettings
+from tests.integration.security.conftest import make_certificate
 
 
 def test_defaults_put_the_snapshot_under_aether_home() -> None:
@@ -38,22 +42,23 @@ def test_variables_override_the_defaults() -> None:
 def test_drain_unload_and_security_come_from_the_environment(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("reader-token\n", encoding="utf-8")
+    server = make_certificate(tmp_path)
     settings = DataPlaneSettings.from_env(
         {
             "AETHER_DRAIN_DELAY_S": "1.5",
             "AETHER_DRAIN_GRACE_S": "20",
             "AETHER_UNLOAD_GRACE_S": "3",
-            "AETHER_TLS_CERT": "/etc/aether/server.pem",
-            "AETHER_TLS_KEY": "/etc/aether/server.key",
+            "AETHER_TLS_CERT": str(server.cert_path),
+            "AETHER_TLS_KEY": str(server.key_path),
             "AETHER_TOKEN_FILE": str(token_file),
-            "AETHER_TLS_CA": "/etc/aether/ca.pem",
+            "AETHER_TLS_CA": str(server.cert_path),  # self-signed: its own authority
             "AETHER_TLS_SERVER_NAME": "control-plane.internal",
         }
     )
     assert (settings.drain_delay_s, settings.drain_grace_s, settings.unload_grace_s) == (1.5, 20.0, 3.0)
-    assert settings.tls == ServerTls(Path("/etc/aether/server.pem"), Path("/etc/aether/server.key"))
+    assert settings.tls == server
     assert settings.channel_security == ChannelSecurity(
-        token="reader-token", ca_path=Path("/etc/aether/ca.pem"), server_name="control-plane.internal"
+        token="reader-token", ca_path=server.cert_path, server_name="control-plane.internal"
     )
     assert "reader-token" not in repr(settings)  # the secret never reaches a log line
 
@@ -69,3 +74,57 @@ def test_without_security_variables_the_data_plane_is_plaintext_and_sends_no_tok
 def test_drain_flags_override_the_settings() -> None:
     settings, workers = parse_args(["--drain-delay-s", "0.1", "--drain-grace-s", "30", "--workers", "2"])
     assert (settings.drain_delay_s, settings.drain_grace_s, workers) == (0.1, 30.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AETHER_MAX_ROWS_PER_REQUEST", "abc", "a whole number >= 1"),
+        ("AETHER_MAX_ROWS_PER_REQUEST", "-5", "a whole number >= 1"),
+        ("AETHER_DRAIN_GRACE_S", "5s", "a number >= 0"),
+        ("AETHER_REDIS_TIMEOUT_S", "0", "a number > 0"),
+        ("AETHER_REDIS_TIMEOUT_S", "nan", "a number > 0"),
+        ("AETHER_PREDICTION_LOG_SAMPLE_RATE", "7", "a number from 0 to 1"),
+        ("AETHER_INFERENCE_THREADS", "0", "a whole number >= 1"),
+        ("AETHER_SHADOW_THREADS", "0", "a whole number >= 1"),
+        ("AETHER_MAX_QUEUE_SIZE", "1.5", "a whole number >= 1"),
+        ("AETHER_NATIVE_TENSORRT", "maybe", "1/true/yes/on or 0/false/no/off"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str, expected: str) -> None:
+    """They were a bare int()/float() traceback naming no variable, or accepted (-5 rows, a rate of 7)."""
+    with pytest.raises(ConfigurationError) as caught:
+        DataPlaneSettings.from_env({variable: value})
+    assert str(caught.value) == f"{variable}: expected {expected}, got {value!r}"
+
+
+def test_an_empty_variable_means_unset() -> None:
+    names = [
+        "AETHER_DATA_PLANE_ADDR", "AETHER_REDIS_URL", "AETHER_REDIS_TIMEOUT_S", "AETHER_REDIS_POOL_SIZE",
+        "AETHER_MAX_ROWS_PER_REQUEST", "AETHER_INFERENCE_THREADS", "AETHER_PREDICTION_LOG_SAMPLE_RATE",
+        "AETHER_DRAIN_GRACE_S", "AETHER_NATIVE_TENSORRT", "AETHER_TLS_CA", "AETHER_TOKEN_FILE",
+    ]  # fmt: skip
+    assert DataPlaneSettings.from_env(dict.fromkeys(names, "")) == DataPlaneSettings.from_env({})
+    assert DataPlaneSettings.from_env({"AETHER_INTRA_OP_THREADS": "0"}).intra_op_threads == 0  # ORT picks
+
+
+def _data_plane(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AETHER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "data_plane", *args],
+        env={**base, "AETHER_REDIS_URL": "redis://127.0.0.1:1/0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_process_prints_one_line_and_help_works_whatever_the_environment(tmp_path: Path) -> None:
+    garbage = {"AETHER_HOME": str(tmp_path), "AETHER_MAX_ROWS_PER_REQUEST": "abc"}
+    helped = _data_plane(garbage, "--help")
+    assert helped.returncode == 0 and "--workers" in helped.stdout, helped.stderr
+    refused = _data_plane(garbage, "--listen", "127.0.0.1:0")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "python -m data_plane: error: AETHER_MAX_ROWS_PER_REQUEST: expected a whole number >= 1, got 'abc'"
+    ]

@@ -1,0 +1,88 @@
+"""Typed ``AETHER_*`` settings from the environment, one rule for every process: an empty variable means
+unset (a template that renders a missing value as ``""`` gets the default, not a crash), a value is
+checked for its type and range, and a wrong one is a :class:`ConfigurationError` naming the variable,
+what it expects and what it got (``AETHER_MAX_ROWS_PER_REQUEST: expected a whole number >= 1, got
+'-5'``), which the processes' ``__main__`` print as one line and exit with status 2."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigurationError(ValueError):
+    """A setting that cannot be used; the message names the variable (or file) and says why."""
+
+
+def env_text(env: Mapping[str, str], name: str, default: str) -> str:
+    """The variable's value, ``default`` when it is unset or empty."""
+    return env.get(name) or default
+
+
+def env_int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    raw = env.get(name) or None
+    if raw is None:
+        return default
+    expected = "a whole number" + _bounds(minimum, maximum)
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}")
+    return value
+
+
+def env_float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> float:
+    """A finite number; ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive one."""
+    raw = env.get(name) or None
+    if raw is None:
+        return default
+    expected = "a number" + (f" > {above:g}" if above is not None else "") + _bounds(minimum, maximum)
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}") from None
+    if (
+        not math.isfinite(value)
+        or (above is not None and value <= above)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        raise ConfigurationError(f"{name}: expected {expected}, got {raw!r}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name) or None
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}: expected 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" from {minimum:g} to {maximum:g}"
+    if minimum is not None:
+        return f" >= {minimum:g}"
+    if maximum is not None:
+        return f" <= {maximum:g}"
+    return ""
