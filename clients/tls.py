@@ -5,11 +5,14 @@ authority that signed it) dials with TLS and checks the server's certificate aga
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from clients.env_values import ConfigurationError
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -44,8 +47,28 @@ class ServerTls:
         if cert is None and key is None:
             return None
         if cert is None or key is None:
-            raise ValueError("set both AETHER_TLS_CERT and AETHER_TLS_KEY (or neither)")
-        return cls(Path(cert).expanduser(), Path(key).expanduser())
+            raise ConfigurationError("set both AETHER_TLS_CERT and AETHER_TLS_KEY (or neither)")
+        tls = cls(Path(cert).expanduser(), Path(key).expanduser())
+        tls.check()
+        return tls
+
+    def check(self) -> None:
+        """ConfigurationError unless the files are a PEM certificate and its private key. gRPC takes any
+        bytes and fails only when it binds, with "Failed to bind to address" and a traceback that names
+        neither file nor the real problem (a swapped or mismatched pair, a file that is not PEM)."""
+        for variable, path in (("AETHER_TLS_CERT", self.cert_path), ("AETHER_TLS_KEY", self.key_path)):
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                raise ConfigurationError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_path, self.key_path)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigurationError(
+                f"AETHER_TLS_CERT {self.cert_path} and AETHER_TLS_KEY {self.key_path} are not a PEM"
+                f" certificate and its private key ({getattr(exc, 'reason', None) or exc}): check that"
+                " neither file is swapped, truncated or from another pair"
+            ) from None
 
     def credentials(self) -> grpc.ServerCredentials:
         return server_credentials(self.cert_path, self.key_path)

@@ -5,6 +5,9 @@ together through the SDK's channel helper."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,16 +85,65 @@ async def test_tls_and_token_together_through_the_sync_sdk(
         await asyncio.to_thread(verify, None)
 
 
-def test_settings_from_the_environment(tmp_path: Path) -> None:
+def test_settings_from_the_environment(tmp_path: Path, certificate: ServerTls) -> None:
     assert ServerTls.from_env({}) is None
-    assert ServerTls.from_env({"AETHER_TLS_CERT": "/c.pem", "AETHER_TLS_KEY": "/k.pem"}) == ServerTls(
-        Path("/c.pem"), Path("/k.pem")
-    )
+    pair = {"AETHER_TLS_CERT": str(certificate.cert_path), "AETHER_TLS_KEY": str(certificate.key_path)}
+    assert ServerTls.from_env(pair) == certificate
     with pytest.raises(ValueError, match="both"):
         ServerTls.from_env({"AETHER_TLS_CERT": "/c.pem"})
     token_file = tmp_path / "token"
     token_file.write_text(" from-file \n")
-    security = ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(token_file), "AETHER_TLS_CA": "/ca.pem"})
-    assert (security.token, security.ca_path) == ("from-file", Path("/ca.pem"))
+    ca = str(certificate.cert_path)
+    security = ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(token_file), "AETHER_TLS_CA": ca})
+    assert (security.token, security.ca_path) == ("from-file", certificate.cert_path)
     assert ChannelSecurity.from_env({"AETHER_TOKEN": "t"}).metadata() == [("authorization", "Bearer t")]
     assert "from-file" not in repr(security)
+
+
+def _bad_pairs(tmp_path: Path, certificate: ServerTls) -> dict[str, tuple[Path, Path, str]]:
+    other = make_certificate(tmp_path, "other")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cert, key = certificate.cert_path, certificate.key_path
+    return {
+        "missing": (tmp_path / "nope.pem", key, f"AETHER_TLS_CERT: cannot read {tmp_path / 'nope.pem'}"),
+        "mismatched": (cert, other.key_path, "not a PEM certificate and its private key"),
+        "swapped": (key, cert, "not a PEM certificate and its private key"),
+        "garbage": (garbage, garbage, "not a PEM certificate and its private key"),
+    }
+
+
+def test_a_bad_certificate_and_key_pair_is_refused_naming_the_variables(
+    tmp_path: Path, certificate: ServerTls
+) -> None:
+    """gRPC took any bytes and failed at bind time: "Failed to bind to address", a traceback."""
+    for cert, key, message in _bad_pairs(tmp_path, certificate).values():
+        with pytest.raises(ValueError, match=message) as caught:
+            ServerTls.from_env({"AETHER_TLS_CERT": str(cert), "AETHER_TLS_KEY": str(key)})
+        assert "AETHER_TLS_CERT" in str(caught.value)
+
+
+def _run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AETHER_")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**base, "AETHER_REDIS_URL": "redis://127.0.0.1:1/0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_both_planes_refuse_to_start_with_a_bad_pair_in_one_line(
+    tmp_path: Path, certificate: ServerTls
+) -> None:
+    cert, key, _ = _bad_pairs(tmp_path, certificate)["mismatched"]
+    env = {"AETHER_HOME": str(tmp_path / "home"), "AETHER_TLS_CERT": str(cert), "AETHER_TLS_KEY": str(key)}
+    for module in ("control_plane", "data_plane"):
+        result = _run(module, env, "--listen", "127.0.0.1:0")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(
+            f"python -m {module}: error: AETHER_TLS_CERT {cert} and AETHER_TLS_KEY {key}"
+        )
+
