@@ -28,6 +28,20 @@ def server_credentials(cert_path: Path | str, key_path: Path | str) -> grpc.Serv
     return grpc.ssl_server_credentials([pair])
 
 
+def check_ca(ca_path: Path, variable: str = "AETHER_TLS_CA") -> None:
+    """ConfigurationError naming ``variable`` unless ``ca_path`` holds PEM certificates."""
+    try:
+        ca_path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{variable}: cannot read {ca_path}: {exc.strerror or exc}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(ca_path))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{variable}: {ca_path} holds no PEM certificate ({getattr(exc, 'reason', None) or exc})"
+        ) from None
+
+
 def channel_credentials(ca_path: Path | str) -> grpc.ChannelCredentials:
     """Credentials for ``grpc.secure_channel``: trust the certificates in ``ca_path`` (PEM)."""
     return grpc.ssl_channel_credentials(root_certificates=_read(Path(ca_path), "CA certificate"))

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import grpc
 import grpc.aio
 
-from clients.tls import channel_credentials
+from clients.env_values import ConfigurationError
+from clients.tls import channel_credentials, check_ca
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,25 @@ class ChannelSecurity:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ChannelSecurity:
+        """From ``AETHER_TOKEN`` / ``AETHER_TOKEN_FILE``, ``AETHER_TLS_CA`` and ``AETHER_TLS_SERVER_NAME``
+        (empty = unset). The files are read here: a missing or unreadable one, or a CA file without a PEM
+        certificate, is a ConfigurationError naming the variable, not a failure on every later call (a
+        data plane retried its watch forever, with a traceback each time)."""
         env = os.environ if environ is None else environ
         token, token_file = env.get("AETHER_TOKEN") or None, env.get("AETHER_TOKEN_FILE") or None
         if token is None and token_file is not None:
-            token = Path(token_file).expanduser().read_text(encoding="utf-8").strip() or None
+            try:
+                token = Path(token_file).expanduser().read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigurationError(f"AETHER_TOKEN_FILE: cannot read {token_file}: {reason}") from None
         ca = env.get("AETHER_TLS_CA") or None
+        ca_path = Path(ca).expanduser() if ca else None
+        if ca_path is not None:
+            check_ca(ca_path)
         return cls(
             token=token.strip() if token else None,
-            ca_path=Path(ca).expanduser() if ca else None,
+            ca_path=ca_path,
             server_name=env.get("AETHER_TLS_SERVER_NAME") or None,
         )
 

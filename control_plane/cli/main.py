@@ -1,7 +1,8 @@
 """``aetherctl``: parse the command line, run one command, turn errors into messages and exit codes.
 
 Exit codes: 0 success, 1 a failed operation (``error: <STATUS_CODE>: message`` on stderr, or ``error: <what>:
-<path>: <reason>`` when a local file failed), 2 a usage error. A user's bad input never ends in a traceback.
+<path>: <reason>`` when a local file failed), 2 a usage error or an unusable ``AETHER_*`` setting (``error:
+AETHER_TLS_CA: ...``). A user's bad input never ends in a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from clients.env_values import ConfigurationError
 from clients.errors import AetherError, Unavailable
 from control_plane.cli import (
     audit,
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileProblem as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except ConfigurationError as error:  # an AETHER_* setting to fix (AETHER_TLS_CA, AETHER_TOKEN_FILE...)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except AetherError as error:
         message = error.message
         if isinstance(error, Unavailable) and args.command == "features":

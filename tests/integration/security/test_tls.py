@@ -147,3 +147,27 @@ def test_both_planes_refuse_to_start_with_a_bad_pair_in_one_line(
             f"python -m {module}: error: AETHER_TLS_CERT {cert} and AETHER_TLS_KEY {key}"
         )
 
+
+def test_a_missing_or_garbage_ca_is_refused_by_the_data_plane_and_aetherctl(tmp_path: Path) -> None:
+    """The data plane said it was listening and retried its watch forever, a traceback each time;
+    aetherctl printed a traceback."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    missing = tmp_path / "nope" / "ca.pem"
+    with pytest.raises(ValueError, match=f"AETHER_TLS_CA: cannot read {missing}"):
+        ChannelSecurity.from_env({"AETHER_TLS_CA": str(missing)})
+    with pytest.raises(ValueError, match=f"AETHER_TLS_CA: {garbage} holds no PEM certificate"):
+        ChannelSecurity.from_env({"AETHER_TLS_CA": str(garbage)})
+    with pytest.raises(ValueError, match="AETHER_TOKEN_FILE: cannot read"):
+        ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(missing)})
+    env = {"AETHER_HOME": str(tmp_path / "home"), "AETHER_TLS_CA": str(missing)}
+    plane = _run("data_plane", env, "--listen", "127.0.0.1:0", "--control-plane", "127.0.0.1:1")
+    assert plane.returncode == 2 and "listening" not in plane.stdout
+    assert plane.stderr.strip().splitlines() == [
+        f"python -m data_plane: error: AETHER_TLS_CA: cannot read {missing}: No such file or directory"
+    ]
+    cli = _run("control_plane.cli.main", env, "--control-plane", "127.0.0.1:1", "features", "list")
+    assert cli.returncode == 2
+    assert cli.stderr.strip().splitlines() == [
+        f"error: AETHER_TLS_CA: cannot read {missing}: No such file or directory"
+    ]
