@@ -17,7 +17,7 @@ from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import actor_of
-from control_plane.api.offline_features import offline_root
+from control_plane.api.offline_features import datasets_root_of, offline_root
 from control_plane.jobs.executor import Executor, LocalExecutor
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
@@ -137,6 +137,7 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
             context.registry,
             OfflineStore(offline_root(context)),
             wake=supervisor.wake,
+            datasets_root=datasets_root_of(context),
         )
         pb_grpc.add_JobsServicer_to_server(JobsServicer(service), server)  # type: ignore[no-untyped-call]
         supervisor.start()

@@ -124,8 +124,15 @@ def offline_root(context: ServiceContext) -> str:
     return str(configured or os.environ.get("AETHER_OFFLINE_ROOT") or context.settings.home / "offline")
 
 
+def datasets_root_of(context: ServiceContext) -> str:
+    """The settings' ``datasets_root`` when they have one, else ``AETHER_DATASETS_ROOT``, else the
+    ``datasets`` folder in the control plane's home (:mod:`control_plane.offline.server_paths`)."""
+    return getattr(context.settings, "datasets_root", None) or datasets_root(context.settings.home)
+
+
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
-    root = getattr(context.settings, "datasets_root", None) or datasets_root(context.settings.home)
-    servicer = OfflineFeaturesServicer(OfflineStore(offline_root(context)), context.registry, root)
+    servicer = OfflineFeaturesServicer(
+        OfflineStore(offline_root(context)), context.registry, datasets_root_of(context)
+    )
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return OFFLINE_FEATURES_SERVICE

@@ -18,7 +18,7 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.deployments import manager_for
 from control_plane.api.identity import actor_of
-from control_plane.api.offline_features import offline_root
+from control_plane.api.offline_features import datasets_root_of, offline_root
 from control_plane.artifacts.settings import store_for
 from control_plane.deployments.core import DeploymentManager
 from control_plane.jobs.service import JobService
@@ -106,7 +106,11 @@ def services(
         loop_settings = settings or RetrainingSettings.from_env()
         offline = OfflineStore(offline_root(context))
         jobs = JobService(
-            context.sessions, JobsSettings.from_env(context.settings.home), context.registry, offline
+            context.sessions,
+            JobsSettings.from_env(context.settings.home),
+            context.registry,
+            offline,
+            datasets_root=datasets_root_of(context),
         )
         deployments = manager_for(context)
         retrainer = Retrainer(

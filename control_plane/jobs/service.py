@@ -40,6 +40,7 @@ from control_plane.jobs.store import (
 from control_plane.jobs.tables import JobRow
 from control_plane.offline.datasets import read_dataset_record
 from control_plane.offline.resolve import ViewCatalog, plan_views
+from control_plane.offline.server_paths import confined
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 
@@ -60,12 +61,17 @@ class JobService:
         catalog: ViewCatalog,
         offline: OfflineStore,
         wake: Callable[[], None] = lambda: None,
+        datasets_root: str | None = None,
     ) -> None:
+        """``datasets_root`` is where the offline features service lets a caller's entity rows be
+        (:mod:`control_plane.offline.server_paths`): a job whose point-in-time entity rows lie outside it
+        is refused at submit, not when the job asks for its training set. None: not checked here."""
         self._sessions = sessions
         self._settings = settings
         self._catalog = catalog
         self._offline = offline
         self._wake = wake
+        self.datasets_root = datasets_root
         self._tracking = TrackingStore(sessions)
 
     # Submission ----------------------------------------------------------------------------------------
@@ -114,7 +120,11 @@ class JobService:
         elif source == "point_in_time":
             query = spec.dataset.point_in_time
             plan_views(self._catalog, list(query.features))
-            if "://" not in query.entity_rows_path and not Path(query.entity_rows_path).is_file():
+            path = query.entity_rows_path
+            if self.datasets_root is not None:
+                # As the job's GetHistoricalFeatures call will take it: a relative path is under the root.
+                path = confined(path, self.datasets_root, "dataset.point_in_time.entity_rows_path")
+            if "://" not in path and not Path(path).is_file():
                 raise NotFound(f"entity rows file {query.entity_rows_path!r} not found")
 
     # Reads ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import AetherError
 from control_plane.ingestion.validation import timestamp_field, validate
 from control_plane.offline.resolve import ViewCatalog, plan_views
+from control_plane.offline.server_paths import confined
 from control_plane.offline.store import INGESTED_TS, OfflineStore
 
 MAX_REASONS_SHOWN = 3
@@ -52,7 +53,10 @@ def check_window(
     catalog: ViewCatalog,
     offline: OfflineStore,
     now: dt.datetime,
+    datasets_root: str | None = None,
 ) -> WindowCheck:
+    """Validates the offline rows of the data window and the config's entity rows file (read as the
+    training job's GetHistoricalFeatures call will: under ``datasets_root`` when given)."""
     problems: list[str] = []
     notes: list[str] = []
     total = 0
@@ -93,18 +97,26 @@ def check_window(
         else:
             notes.append(f"{name}: {rows} rows, {rejected} invalid")
     if config.entity_rows_path:
-        problems += _entity_rows_problems(config, spec)
+        problems += _entity_rows_problems(config, spec, datasets_root)
     if not plans and not config.entity_rows_path:
         notes.append("the training spec references no feature views: nothing to validate")
     return WindowCheck(not problems, tuple(problems or notes), total)
 
 
-def _entity_rows_problems(config: pb.TriggerConfig, spec: jobs_pb2.JobSpec) -> list[str]:
+def _entity_rows_problems(
+    config: pb.TriggerConfig, spec: jobs_pb2.JobSpec, datasets_root: str | None
+) -> list[str]:
     path = config.entity_rows_path
-    if "://" not in path and not Path(path).is_file():
+    where = path
+    if datasets_root is not None:
+        try:
+            where = confined(path, datasets_root, "entity_rows_path")
+        except AetherError as exc:
+            return [exc.message]
+    if "://" not in where and not Path(where).is_file():
         return [f"entity rows file {path!r} not found"]
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(where)
     except (OSError, pa.ArrowInvalid) as exc:
         return [f"entity rows file {path!r} cannot be read: {exc}"]
     problems = []

@@ -221,7 +221,9 @@ class Retrainer:
         _job_id, original = found
         spec = observe.retraining_spec(original, config, primary.model_name, now)
         moment = dt.datetime.fromtimestamp(now / 1e6, dt.UTC)
-        check = await asyncio.to_thread(check_window, config, spec, self._catalog, self._offline, moment)
+        check = await asyncio.to_thread(
+            check_window, config, spec, self._catalog, self._offline, moment, self._jobs.datasets_root
+        )
         if not check.passed:
             invalid = ["data window invalid: " + r for r in check.reasons]
             return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])

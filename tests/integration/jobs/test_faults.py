@@ -4,14 +4,14 @@ entrypoints that do not exist (the job fails fast with the error in its log), ma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from clients.sdk.jobs import JobsClient
-from control_plane.api.offline_features import offline_root
+from control_plane.api.offline_features import datasets_root_of, offline_root
 from control_plane.offline.datasets import record_dataset
 from control_plane.offline.store import OfflineStore
 from tests.integration.jobs.conftest import ThreadedControlPlane, job_spec, states_of, wait_state
@@ -39,11 +39,11 @@ def test_unknown_feature_versions_and_datasets_are_not_found(
         client.submit(job_spec("f2", features=["activity@1:missing_feature"]))
     with pytest.raises(NotFound, match="no dataset"):
         client.submit(job_spec("d1", dataset={"dataset_hash": "cd" * 32}))
-    rows = tmp_path / "rows.parquet"
-    with pytest.raises(NotFound, match="entity rows"):
+    with pytest.raises(NotFound, match=r"entity rows file 'rows\.parquet' not found"):
         client.submit(
             job_spec(
-                "d2", dataset={"point_in_time": {"entity_rows_path": str(rows), "features": ["activity"]}}
+                "d2",
+                dataset={"point_in_time": {"entity_rows_path": "rows.parquet", "features": ["activity"]}},
             )
         )
     accepted = client.submit(
@@ -53,6 +53,33 @@ def test_unknown_feature_versions_and_datasets_are_not_found(
         "activity@1:score",
         "activity",
     ]
+
+
+def test_entity_rows_are_looked_up_as_the_training_set_call_will_under_the_datasets_root(
+    client: JobsClient, control_plane: ThreadedControlPlane, tmp_path: Path
+) -> None:
+    # The job's GetHistoricalFeatures call reads entity rows only under the datasets root, a relative
+    # path taken under it: submit checks the same, so such a job is refused now, not attempts later.
+    registry = control_plane.server.registry
+    ensure_entity(registry)
+    create_view(registry, feature_spec("activity"))
+    root = datasets_root_of(control_plane.server.context)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / "rows.parquet").write_bytes(b"")  # existence is what submit checks
+    outside = tmp_path / "rows.parquet"
+    outside.write_bytes(b"")
+
+    def point_in_time(path: str) -> dict[str, Any]:
+        return {"point_in_time": {"entity_rows_path": path, "features": ["activity"]}}
+
+    with pytest.raises(PermissionDenied, match="outside the datasets root"):
+        client.submit(job_spec("outside", dataset=point_in_time(str(outside))))
+    with pytest.raises(PermissionDenied, match="outside the datasets root"):
+        client.submit(job_spec("escape", dataset=point_in_time("../rows.parquet")))
+    for path in ("rows.parquet", str(Path(root) / "rows.parquet")):
+        assert client.submit(job_spec(f"inside-{len(path)}", dataset=point_in_time(path))).state == (
+            pb.JOB_STATE_QUEUED
+        )
 
 
 def test_a_missing_entrypoint_fails_fast_with_the_error_in_its_log(client: JobsClient) -> None:
