@@ -56,6 +56,10 @@ class ReplicaManager:
     def __init__(self, settings: ReplicaSettings, on_change: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._replicas: list[Replica] = []
+        # Every replica whose process exists but is not in the ready list (starting, or stopping): a
+        # start cancelled by a stop of the fleet must not leave its process behind, so close() stops
+        # these too.
+        self._unlisted: dict[int, Replica] = {}
         self._next = 0
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
@@ -77,6 +81,8 @@ class ReplicaManager:
         async with self._lock:
             missing = replicas - len(self._replicas)
             if missing > 0:
+                # Cancelled here (the fleet stopping), the starts already finished are in _unlisted and
+                # are stopped by close(); the ones still starting stop their own process.
                 started = await asyncio.gather(
                     *(self._start() for _ in range(missing)), return_exceptions=True
                 )
@@ -84,6 +90,7 @@ class ReplicaManager:
                     if isinstance(result, BaseException):
                         _log.error("a data-plane replica failed to start: %s", result)
                     else:
+                        self._unlisted.pop(result.number, None)
                         self._replicas.append(result)
                 if any(not isinstance(result, BaseException) for result in started):
                     self._changed()
@@ -120,7 +127,11 @@ class ReplicaManager:
                 _log.exception("replica list listener failed")
 
     async def close(self) -> None:
+        """Stops every replica: the listed ones, and any whose start or stop was interrupted."""
         await self.scale_to(0)
+        async with self._lock:
+            for replica in list(self._unlisted.values()):
+                await self._stop(replica)
 
     async def _start(self) -> Replica:
         settings = self._settings
@@ -148,6 +159,7 @@ class ReplicaManager:
                 stderr=stderr,
             )
         replica = Replica(number, process)
+        self._unlisted[number] = replica
         try:
             async with asyncio.timeout(settings.start_timeout_s):
                 replica.address = await _line_after(process, _READY_LINE)
@@ -161,6 +173,9 @@ class ReplicaManager:
         return replica
 
     async def _stop(self, replica: Replica) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout_s``. The replica stays in ``_unlisted`` until its
+        process has exited, so a stop that is itself cancelled is finished by close()."""
+        self._unlisted[replica.number] = replica
         process = replica.process
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -172,6 +187,7 @@ class ReplicaManager:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        self._unlisted.pop(replica.number, None)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
 
 

@@ -3,6 +3,15 @@ SERVING, scaling down drains them with SIGTERM (a clean exit, not a kill)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -57,3 +66,61 @@ async def test_a_crashed_replica_is_unlisted_and_replaced(plane: Plane) -> None:
         assert survivor in manager.replicas and survivor.process.returncode is None
     finally:
         await manager.close()
+
+
+def _data_planes_of(folder: Path) -> list[int]:
+    """Pids of the running ``python -m data_plane`` processes whose state folder is ``folder``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or it just exited
+            continue
+        if b"data_plane" in command and any(str(folder).encode() in arg for arg in command):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def test_a_scale_up_cancelled_by_a_stop_leaves_no_replica_running(plane: Plane, tmp_path: Path) -> None:
+    # Replica 1 takes long to start (a slow model load, say), so the fleet is stopped while replica 0 is
+    # already SERVING and replica 1 still starting: neither may outlive close().
+    slow = tmp_path / "slowpython.sh"
+    slow.write_text(
+        "#!/bin/sh\n"  # the sleep is killed with the script, so that it does not hold the stdout pipe open
+        f"case \"$*\" in */replica-1/*) trap 'kill $s; exit 143' TERM; sleep 60 & s=$!; wait $s;; esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    slow.chmod(0o755)
+    home = plane.home / "replicas"
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, home, start_timeout_s=60, python=str(slow))
+    )
+    scaling = asyncio.create_task(manager.scale_to(2))
+    try:
+        log = home / "replica-0" / "stderr.log"
+        deadline = time.monotonic() + 60
+        while (found := re.search(r"data plane listening on (\S+)", _text(log))) is None:
+            assert time.monotonic() < deadline, "replica 0 never listened"
+            await asyncio.sleep(0.05)
+        while await health(found[1]) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, "replica 0 never served"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the manager's own probe (every 50 ms) has seen it too
+        assert _data_planes_of(home / "replica-0") and not scaling.done()
+        scaling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scaling
+        await manager.close()
+        assert _data_planes_of(home / "replica-0") == [] and _data_planes_of(home / "replica-1") == []
+    finally:
+        scaling.cancel()
+        for pid in _data_planes_of(home):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
