@@ -9,7 +9,8 @@ TLS and auth come from the environment (:class:`data_plane.settings.DataPlaneSet
 ``AETHER_TOKEN`` (or ``AETHER_TOKEN_FILE``) and ``AETHER_TLS_CA``.
 
 Once ready it prints ``aether data plane listening on HOST:PORT`` and, with a metrics endpoint, a second
-line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it for the autoscaler).
+line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it for the autoscaler; with
+``--workers N``, ``HOST:PORT,HOST:PORT,...``, one endpoint per worker process).
 
 ``--workers N`` (N > 1) runs N worker processes sharing one port (SO_REUSEPORT; the kernel spreads
 connections across them), so that one data plane uses the cores of a bigger machine: this process picks

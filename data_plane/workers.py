@@ -4,7 +4,10 @@ Each worker is a full data plane started with ``--reuse-port`` on the same HOST:
 (SO_REUSEPORT) spreads incoming connections across them. A port of 0 is resolved here first: this
 process binds a socket with SO_REUSEPORT to learn a free port and keeps it bound (not listening, so it
 never receives connections) until the workers have bound theirs. Each worker's metrics endpoint, if any,
-gets a port of its own (port 0), since Prometheus scrapes processes, not ports.
+gets a port of its own (port 0), since Prometheus scrapes processes, not ports (a worker's counters are
+its own). Once every worker is ready this process prints what a single data plane prints: the listening
+line and, with metrics, ``aether data plane metrics on HOST:PORT,HOST:PORT,...`` naming every worker's
+endpoint, which the replica manager passes on to the autoscaler (it scrapes each of them).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from types import FrameType
 from data_plane.settings import DataPlaneSettings
 
 _READY = re.compile(r"aether data plane listening on (\S+)")
+_METRICS = re.compile(r"aether data plane metrics on (\S+)")
 
 
 def _reserve(listen: str) -> tuple[socket.socket, int]:
@@ -63,6 +67,7 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
+        metrics: list[str] = []
         for process in processes:
             assert process.stdout is not None
             line = process.stdout.readline()
@@ -70,8 +75,19 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
                 forward(signal.SIGTERM, None)
                 print(f"a data-plane worker failed to start: {line.strip() or 'no output'}", file=sys.stderr)
                 return 1
+            if settings.metrics_listen:  # a worker prints its metrics line right after the listening one
+                line = process.stdout.readline()
+                found = _METRICS.search(line)
+                if found is None:
+                    forward(signal.SIGTERM, None)
+                    said = line.strip() or "no output"
+                    print(f"a data-plane worker did not report its metrics endpoint: {said}", file=sys.stderr)
+                    return 1
+                metrics.append(found[1])
         reserved.close()
         print(f"aether data plane listening on {host}:{port}", flush=True)
+        if metrics:
+            print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
         codes = [process.wait() for process in processes]
     finally:
         reserved.close()

@@ -32,7 +32,9 @@ ROUND_ROBIN: tuple[str, str] = ("grpc.lb_policy_name", "round_robin")
 class FleetReplica:
     number: int
     address: str  # HOST:PORT of its gRPC server
-    metrics_address: str  # HOST:PORT of its Prometheus /metrics; empty without one
+    # HOST:PORT of its Prometheus /metrics; empty without one; comma-separated, one per worker process,
+    # for a replica run with --workers N.
+    metrics_address: str
     pid: int
 
 

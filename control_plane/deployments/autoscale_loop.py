@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
-from control_plane.deployments.replicas import ReplicaManager
+from control_plane.deployments.replicas import ReplicaManager, metrics_addresses
 
 _log = logging.getLogger("aether.control_plane.autoscaler")
 
@@ -150,34 +150,35 @@ class AutoscaleLoop:
         self._clock = clock
         self._scrape = scrape
         self._history: tuple[Recommendation, ...] = ()
-        self._previous: dict[int, ReplicaSample] = {}
+        self._previous: dict[tuple[int, str], ReplicaSample] = {}  # by replica number and endpoint
         self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
 
     async def measure(self) -> Load:
         """The fleet's load since the previous measurement."""
-        running = [r for r in self._replicas.replicas if r.metrics_address]
-        texts = await asyncio.gather(
-            *(self._scrape(r.metrics_address) for r in running), return_exceptions=True
-        )
+        # A replica run with --workers has one endpoint per worker process: each is scraped, as its own.
+        endpoints = [
+            (r.number, address)
+            for r in self._replicas.replicas
+            for address in metrics_addresses(r.metrics_address)
+        ]
+        texts = await asyncio.gather(*(self._scrape(a) for _, a in endpoints), return_exceptions=True)
         queue = 0.0
         latency: dict[float, float] = {}
-        # A replica whose scrape fails keeps its last sample: without it, its next interval would count its
-        # whole lifetime histogram (old spikes long gone back in the p99). Only a replica that is gone
-        # loses its sample (numbers are never reused).
-        listed = {r.number for r in running}
+        # An endpoint whose scrape fails keeps its last sample: without it, its next interval would count its
+        # whole lifetime histogram (old spikes long gone back in the p99). Only an endpoint that is gone
+        # loses its sample (replica numbers are never reused).
+        listed = set(endpoints)
         previous = self._previous
-        self._previous = {number: s for number, s in previous.items() if number in listed}
-        for replica, text in zip(running, texts, strict=True):
+        self._previous = {key: s for key, s in previous.items() if key in listed}
+        for (number, address), text in zip(endpoints, texts, strict=True):
             if isinstance(text, BaseException):
-                _log.warning(
-                    "could not scrape replica %d at %s: %s", replica.number, replica.metrics_address, text
-                )
+                _log.warning("could not scrape replica %d at %s: %s", number, address, text)
                 continue
             sample = parse_metrics(text)
-            self._previous[replica.number] = sample
+            self._previous[number, address] = sample
             queue += sample.in_flight
-            for edge, count in interval_counts(previous.get(replica.number), sample).items():
+            for edge, count in interval_counts(previous.get((number, address)), sample).items():
                 latency[edge] = latency.get(edge, 0.0) + count
         return Load(replicas=self._replicas.count, queue_depth=queue, p99_ms=p99_ms(latency))
 

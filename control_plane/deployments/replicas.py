@@ -49,7 +49,9 @@ class Replica:
     number: int
     process: asyncio.subprocess.Process
     address: str = ""
-    metrics_address: str = ""  # HOST:PORT of its /metrics; empty without one
+    # HOST:PORT of its /metrics; empty without one. A replica run with --workers N has one endpoint per
+    # worker process, listed comma-separated (see metrics_addresses).
+    metrics_address: str = ""
 
 
 class ReplicaManager:
@@ -160,14 +162,22 @@ class ReplicaManager:
             )
         replica = Replica(number, process)
         self._unlisted[number] = replica
+        waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"
         try:
             async with asyncio.timeout(settings.start_timeout_s):
                 replica.address = await _line_after(process, _READY_LINE)
                 if settings.metrics:
+                    waiting_for = f"its line '{_METRICS_LINE}HOST:PORT' on stdout"
                     replica.metrics_address = await _line_after(process, _METRICS_LINE)
+                waiting_for = f"SERVING from its health service at {replica.address}"
                 await _wait_serving(replica.address)
-        except BaseException:
+        except BaseException as exc:
             await self._stop(replica)
+            if isinstance(exc, TimeoutError):  # str(TimeoutError()) is empty: say what never came
+                raise TimeoutError(
+                    f"data-plane replica {number} did not start within {settings.start_timeout_s:g} s: "
+                    f"waited for {waiting_for} (its log: {folder / 'stderr.log'})"
+                ) from None
             raise
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
@@ -189,6 +199,11 @@ class ReplicaManager:
                 await process.wait()
         self._unlisted.pop(replica.number, None)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+def metrics_addresses(metrics_address: str) -> list[str]:
+    """The endpoints a replica's ``metrics_address`` names: one, or one per worker of a --workers replica."""
+    return [a for a in metrics_address.split(",") if a]
 
 
 async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -13,9 +14,12 @@ import time
 from pathlib import Path
 
 import grpc.aio
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics
+from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings, metrics_addresses
 from tests.integration.deployments.conftest import Plane
 
 
@@ -124,3 +128,50 @@ def _text(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+async def test_a_replica_run_with_workers_starts_and_each_workers_metrics_are_scraped(plane: Plane) -> None:
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address,
+            plane.redis_url,
+            plane.home / "replicas",
+            start_timeout_s=60,
+            extra_args=("--workers", "2"),
+        )
+    )
+    try:
+        await manager.scale_to(1)
+        assert manager.count == 1
+        (replica,) = manager.replicas
+        assert await health(replica.address) == health_pb2.HealthCheckResponse.SERVING
+        endpoints = metrics_addresses(replica.metrics_address)
+        assert len(endpoints) == 2 and len(set(endpoints)) == 2  # one per worker process
+        for endpoint in endpoints:
+            assert "aether_inference_in_flight" in await fetch_metrics(endpoint)
+        loop = AutoscaleLoop(manager, AutoscalerPolicy())
+        assert (await loop.measure()).replicas == 1
+        process = replica.process
+    finally:
+        await manager.close()
+    assert process.returncode == 0
+
+
+async def test_a_start_timeout_says_what_it_waited_for(
+    plane: Plane, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    silent = tmp_path / "silentpython.sh"  # a replica that never says it listens
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=0.5, python=str(silent)
+        )
+    )
+    with caplog.at_level(logging.ERROR, logger="aether.control_plane.replicas"):
+        await manager.scale_to(1)
+    assert manager.count == 0
+    assert (
+        "a data-plane replica failed to start: data-plane replica 0 did not start within 0.5 s: waited for "
+        "its line 'aether data plane listening on HOST:PORT' on stdout"
+    ) in caplog.text
