@@ -32,6 +32,8 @@ from pathlib import Path
 import uvloop
 
 from clients.env_values import ConfigurationError
+from clients.errors import AetherError
+from data_plane.ports import check_free
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
 from data_plane.workers import run_workers
@@ -127,9 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:  # a setting to fix, not a bug: one line, no traceback
         print(f"python -m data_plane: error: {error}", file=sys.stderr)
         return 2
-    if workers > 1:
-        return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
-    uvloop.run(serve(settings))
+    try:
+        if workers > 1:
+            return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
+        if not settings.reuse_port:  # a worker's port was checked by its parent, which still holds it
+            check_free(settings.listen)  # before the models load: a port in use is one line, at once
+        uvloop.run(serve(settings))
+    except AetherError as exc:
+        print(f"python -m data_plane: error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 

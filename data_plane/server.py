@@ -29,6 +29,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from clients.errors import FailedPrecondition
 from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
 from data_plane.admission import Admission
@@ -215,9 +216,14 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         GenericHandlersOnly(server),
         (SERVICE_NAME, *INFERENCE_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
     )
-    port = add_port(server, settings.listen, settings.tls)
+    try:
+        port = add_port(server, settings.listen, settings.tls)
+    except RuntimeError:  # gRPC says only "Failed to bind"; its log line has the reason
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not listen on {settings.listen}")
+        raise FailedPrecondition(
+            f"cannot listen on {settings.listen}: the address is in use or cannot be bound"
+        )
     metrics_server = None
     if settings.metrics_listen:
         metrics_server = start_metrics_server(metrics, settings.metrics_listen)

@@ -20,6 +20,7 @@ import sys
 import threading
 from types import FrameType
 
+from data_plane.ports import check_free, split_listen
 from data_plane.settings import DataPlaneSettings
 
 _READY = re.compile(r"aether data plane listening on (\S+)")
@@ -27,10 +28,12 @@ _METRICS = re.compile(r"aether data plane metrics on (\S+)")
 
 
 def _reserve(listen: str) -> tuple[socket.socket, int]:
-    host, port = listen.rsplit(":", 1)
-    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+    # First a plain bind: SO_REUSEPORT alone would bind next to another data plane on the same port.
+    port = check_free(listen)
+    host = split_listen(listen)[0]
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), int(port)))
+    sock.bind((host, port))
     return sock, int(sock.getsockname()[1])
 
 

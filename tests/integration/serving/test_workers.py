@@ -3,6 +3,7 @@ config, both answer, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -65,4 +66,48 @@ def test_two_workers_share_one_port_and_stop_on_sigterm(redis_url: str, tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+
+
+def _data_plane(redis_url: str, tmp_path: Path, name: str, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "data_plane", *flags,
+            "--redis-url", redis_url,
+            "--control-plane", f"127.0.0.1:{free_port()}",
+            "--snapshot-path", str(tmp_path / f"{name}.pb"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+        start_new_session=True,  # its own process group: the workers are stopped with it
+    )  # fmt: skip
+
+
+def test_a_port_in_use_is_refused_with_one_line_with_or_without_workers(
+    redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    first = _data_plane(redis_url, tmp_path, "first", "--workers", "2", "--listen", listen)
+    started = [first]
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline() == f"aether data plane listening on {listen}\n"
+        # Another, independent data plane on the same port: with --workers (SO_REUSEPORT) it used to bind
+        # next to the first and take half of its clients; without, it failed with a traceback.
+        for flags in (("--workers", "2"), ()):
+            second = _data_plane(redis_url, tmp_path, "second", *flags, "--listen", listen)
+            started.append(second)
+            out, err = second.communicate(timeout=30)
+            assert second.returncode == 1, (flags, out, err)
+            assert err.splitlines()[-1] == (
+                f"python -m data_plane: error: cannot listen on {listen}: the address is already in use"
+            )
+            assert "Traceback" not in err and out == ""
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
