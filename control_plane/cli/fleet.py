@@ -75,14 +75,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> FleetSettings:
     """The environment's settings, with the command line's flags over them."""
-    settings = FleetSettings.from_env(environ)
-    policy: dict[str, Any] = {
+    # The flags go in before the policy is built: validated against the environment's defaults first, a
+    # variable that a flag makes valid (AETHER_MIN_REPLICAS=5 with --max 10) was refused.
+    policy: dict[str, int | float] = {
         field: getattr(args, flag) for flag, field in POLICY_FLAGS.items() if getattr(args, flag) is not None
     }
-    overrides: dict[str, Any] = {
-        "policy": dataclasses.replace(settings.policy, **policy),
-        "replica_args": tuple(args.replica_args),
-    }
+    settings = FleetSettings.from_env(environ, policy)
+    overrides: dict[str, Any] = {"replica_args": tuple(args.replica_args)}
     if getattr(args, "control_plane", None):
         overrides["control_plane_addr"] = args.control_plane
     if args.redis_url:

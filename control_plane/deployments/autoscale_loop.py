@@ -45,24 +45,35 @@ SCRAPE_TIMEOUT_S = 2.0
 Scrape = Callable[[str], Awaitable[str]]
 
 
+#: Environment variable -> (AutoscalerPolicy field, its type).
+POLICY_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
+    "AETHER_MIN_REPLICAS": ("min_replicas", int),
+    "AETHER_MAX_REPLICAS": ("max_replicas", int),
+    "AETHER_TARGET_QUEUE_PER_REPLICA": ("target_queue_per_replica", float),
+    "AETHER_TARGET_P99_MS": ("target_p99_ms", float),
+    "AETHER_AUTOSCALE_INTERVAL_S": ("interval_s", float),
+    "AETHER_AUTOSCALE_UP_WINDOW_S": ("up_window_s", float),
+    "AETHER_AUTOSCALE_DOWN_WINDOW_S": ("down_window_s", float),
+}
+
+
+def policy_values_from_env(env: Mapping[str, str] | None = None) -> dict[str, int | float]:
+    """The policy fields the environment sets (:data:`POLICY_VARIABLES`; an empty variable sets nothing),
+    converted but not yet validated together: flags may still replace some of them (ValueError for a
+    variable that is not a number)."""
+    env = os.environ if env is None else env
+    values: dict[str, int | float] = {}
+    for variable, (name, kind) in POLICY_VARIABLES.items():
+        if raw := env.get(variable):
+            values[name] = kind(raw)
+    return values
+
+
 def policy_from_env(env: Mapping[str, str] | None = None) -> AutoscalerPolicy:
     """``AETHER_AUTOSCALE_INTERVAL_S``, ``AETHER_MIN_REPLICAS``, ``AETHER_MAX_REPLICAS``,
     ``AETHER_TARGET_QUEUE_PER_REPLICA``, ``AETHER_TARGET_P99_MS`` and the stabilization windows
     ``AETHER_AUTOSCALE_UP_WINDOW_S`` and ``AETHER_AUTOSCALE_DOWN_WINDOW_S`` over the policy's defaults."""
-    env = os.environ if env is None else env
-    defaults = AutoscalerPolicy()
-    return AutoscalerPolicy(
-        min_replicas=int(env.get("AETHER_MIN_REPLICAS") or defaults.min_replicas),
-        max_replicas=int(env.get("AETHER_MAX_REPLICAS") or defaults.max_replicas),
-        target_queue_per_replica=float(
-            env.get("AETHER_TARGET_QUEUE_PER_REPLICA") or defaults.target_queue_per_replica
-        ),
-        target_p99_ms=float(env.get("AETHER_TARGET_P99_MS") or defaults.target_p99_ms),
-        interval_s=float(env.get("AETHER_AUTOSCALE_INTERVAL_S") or defaults.interval_s),
-        up_window_s=float(env.get("AETHER_AUTOSCALE_UP_WINDOW_S") or defaults.up_window_s),
-        down_window_s=float(env.get("AETHER_AUTOSCALE_DOWN_WINDOW_S") or defaults.down_window_s),
-        max_step_up=defaults.max_step_up,
-    )
+    return AutoscalerPolicy(**policy_values_from_env(env))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clients.errors import InvalidArgument
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
-from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_from_env
+from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import Replica, ReplicaManager, ReplicaSettings
 from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL
@@ -60,19 +60,25 @@ class FleetSettings:
         return endpoints_path(self.home)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, policy: Mapping[str, int | float] | None = None
+    ) -> FleetSettings:
         """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL`` and the policy variables of
-        :func:`~control_plane.deployments.autoscale_loop.policy_from_env`."""
+        :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, with the policy fields in
+        ``policy`` (the command line's) over them. The policy is validated once, as merged: a variable
+        that is only wrong together with a default (AETHER_MIN_REPLICAS=5 with max 4) is fine when a flag
+        replaces that default (--max 10)."""
         env = os.environ if environ is None else environ
         try:
-            policy = policy_from_env(env)
+            values = policy_values_from_env(env)
         except ValueError as exc:  # a variable that is not a number
             raise InvalidArgument(f"autoscaler settings: {exc}") from None
+        merged = AutoscalerPolicy(**{**values, **(policy or {})})  # type: ignore[arg-type]
         return cls(
             home=Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser(),
             control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
-            policy=policy,
+            policy=merged,
         )
 
 

@@ -83,6 +83,18 @@ def test_settings_come_from_the_environment_and_flags_override_them(tmp_path: Pa
         FleetSettings.from_env({"AETHER_MIN_REPLICAS": "two"})
 
 
+def test_flags_are_merged_with_the_environment_before_the_policy_is_checked(tmp_path: Path) -> None:
+    # AETHER_MIN_REPLICAS=5 is wrong only with the default max (4), which --max replaces.
+    env = {"AETHER_HOME": str(tmp_path), "AETHER_MIN_REPLICAS": "5", "AETHER_AUTOSCALE_UP_WINDOW_S": "7"}
+    parser = build_parser(CliSettings.from_env(env))
+    settings = fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--max", "10"]), env)
+    assert settings.policy == AutoscalerPolicy(min_replicas=5, max_replicas=10, up_window_s=7.0)
+    with pytest.raises(InvalidArgument, match=r"min \(5\) <= max \(4\)"):  # no flag: the default max holds
+        fleet_cli.settings_from_args(parser.parse_args(["fleet", "run"]), env)
+    with pytest.raises(InvalidArgument, match=r"min \(11\) <= max \(10\)"):
+        fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "11", "--max", "10"]), env)
+
+
 def test_the_fleet_target_names_every_ready_replica(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
