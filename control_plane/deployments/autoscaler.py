@@ -43,8 +43,12 @@ class AutoscalerPolicy:
         ):
             if not (math.isfinite(value) and value > 0):
                 raise InvalidArgument(f"autoscaler {what} must be positive, not {value}")
-        if self.up_window_s < 0 or self.down_window_s < 0 or self.max_step_up < 1:
-            raise InvalidArgument("autoscaler windows must be >= 0 and max_step_up >= 1")
+        # Not `< 0`: NaN compares false to everything, and a NaN window made every decision raise.
+        for value, what in ((self.up_window_s, "up_window_s"), (self.down_window_s, "down_window_s")):
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(f"autoscaler {what} must be a finite number >= 0, not {value}")
+        if self.max_step_up < 1:
+            raise InvalidArgument(f"autoscaler max_step_up must be >= 1, not {self.max_step_up}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,12 @@ class Recommendation:
 
 def raw_recommendation(policy: AutoscalerPolicy, load: Load) -> int:
     current = max(load.replicas, 1)
-    by_queue = math.ceil(load.queue_depth / policy.target_queue_per_replica)
-    by_latency = 0 if load.p99_ms is None else math.ceil(current * load.p99_ms / policy.target_p99_ms)
+    # A non-finite reading (a NaN or infinite gauge scraped from a replica) counts as no reading:
+    # math.ceil raises on it, which failed every decision while it lasted.
+    queue = load.queue_depth if math.isfinite(load.queue_depth) else 0.0
+    p99 = load.p99_ms if load.p99_ms is not None and math.isfinite(load.p99_ms) else None
+    by_queue = math.ceil(queue / policy.target_queue_per_replica)
+    by_latency = 0 if p99 is None else math.ceil(current * p99 / policy.target_p99_ms)
     return min(max(by_queue, by_latency, policy.min_replicas), policy.max_replicas)
 
 

@@ -4,10 +4,13 @@ after a long quiet window, and no flapping on a load that alternates every inter
 from __future__ import annotations
 
 import itertools
+import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clients.errors import InvalidArgument
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
 
 POLICY = AutoscalerPolicy(
@@ -55,3 +58,30 @@ def test_an_alternating_load_does_not_flap() -> None:
 @given(st.lists(st.tuples(st.floats(0, 1000), st.one_of(st.none(), st.floats(0, 5000))), max_size=30))
 def test_always_within_bounds(loads: list[tuple[float, float | None]]) -> None:
     assert all(1 <= c <= 6 for c in simulate(loads))
+
+
+@pytest.mark.parametrize("field", ["up_window_s", "down_window_s"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+def test_a_window_that_is_not_a_finite_number_at_least_zero_is_refused(field: str, value: float) -> None:
+    # A NaN window passed `< 0` and then made every decision raise (min() of an empty window).
+    with pytest.raises(
+        InvalidArgument, match=f"autoscaler {field} must be a finite number >= 0, not {value}"
+    ):
+        AutoscalerPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["target_queue_per_replica", "target_p99_ms", "interval_s"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0.0])
+def test_a_target_that_is_not_finite_and_positive_is_refused(field: str, value: float) -> None:
+    with pytest.raises(InvalidArgument, match=f"autoscaler {field} must be positive"):
+        AutoscalerPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reading", [math.nan, math.inf])
+def test_a_non_finite_reading_counts_as_missing(reading: float) -> None:
+    history: tuple[Recommendation, ...] = ()
+    for tick in range(4):  # a queue reading, then a latency reading, that is not a number: no decision fails
+        now = tick * POLICY.interval_s
+        assert decide(POLICY, Load(2, reading, 10.0), history, now)[0] == 2
+        replicas, history = decide(POLICY, Load(2, 15.0, reading), history, now)
+        assert replicas == 2
