@@ -51,6 +51,14 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+def _forward_output(process: subprocess.Popen[str]) -> None:
+    """Copies what a started worker prints to this process's stdout, until the worker's end."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
 def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> int:
     reserved, port = _reserve(settings.listen)
     host = settings.listen.rsplit(":", 1)[0]
@@ -91,6 +99,8 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
         print(f"aether data plane listening on {host}:{port}", flush=True)
         if metrics:
             print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
+        for process in processes:  # unread, a worker's pipe fills up (64 KiB) and its next print blocks
+            threading.Thread(target=_forward_output, args=(process,), daemon=True).start()
         codes = [process.wait() for process in processes]
     finally:
         reserved.close()

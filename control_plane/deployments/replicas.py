@@ -5,7 +5,7 @@ A replica is listed in :meth:`ReplicaManager.ready_addresses` (what a client-sid
 balancer sends traffic to) only once its gRPC health says SERVING, so it has loaded the plans and models
 it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
-timeout. Each replica gets its own state folder (persisted plans, its stderr log) and, unless told
+timeout. Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless told
 otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
 (:mod:`control_plane.deployments.autoscale_loop`) scrapes."""
 
@@ -52,6 +52,9 @@ class Replica:
     # HOST:PORT of its /metrics; empty without one. A replica run with --workers N has one endpoint per
     # worker process, listed comma-separated (see metrics_addresses).
     metrics_address: str = ""
+    # Copies the replica's stdout to stdout.log once it has started: a pipe nobody reads fills up (64 KiB)
+    # and the replica's next print blocks it.
+    drain: asyncio.Task[None] | None = None
 
 
 class ReplicaManager:
@@ -179,6 +182,8 @@ class ReplicaManager:
                     f"waited for {waiting_for} (its log: {folder / 'stderr.log'})"
                 ) from None
             raise
+        assert process.stdout is not None
+        replica.drain = asyncio.create_task(_copy_out(process.stdout, folder / "stdout.log"))
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
 
@@ -197,6 +202,8 @@ class ReplicaManager:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        if replica.drain is not None:  # at its end already, unless a child of the replica holds the pipe
+            replica.drain.cancel()
         self._unlisted.pop(replica.number, None)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
 
@@ -204,6 +211,14 @@ class ReplicaManager:
 def metrics_addresses(metrics_address: str) -> list[str]:
     """The endpoints a replica's ``metrics_address`` names: one, or one per worker of a --workers replica."""
     return [a for a in metrics_address.split(",") if a]
+
+
+async def _copy_out(stream: asyncio.StreamReader, path: Path) -> None:
+    """Appends everything ``stream`` still says to ``path``, until its end."""
+    with await asyncio.to_thread(open, path, "ab") as file:
+        while chunk := await stream.read(65536):
+            await asyncio.to_thread(file.write, chunk)
+            await asyncio.to_thread(file.flush)
 
 
 async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:

@@ -22,6 +22,8 @@ from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings, metrics_addresses
 from tests.integration.deployments.conftest import Plane
 
+REPO = Path(__file__).resolve().parents[3]
+
 
 async def health(address: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
@@ -175,3 +177,52 @@ async def test_a_start_timeout_says_what_it_waited_for(
         "a data-plane replica failed to start: data-plane replica 0 did not start within 0.5 s: waited for "
         "its line 'aether data plane listening on HOST:PORT' on stdout"
     ) in caplog.text
+
+
+CHATTY = """
+import runpy, sys, threading, time
+from pathlib import Path
+
+start, done = Path(sys.argv[1]), Path(sys.argv[2])
+
+def chatter() -> None:  # once told to (after the start), prints 256 KiB, more than a pipe holds
+    while not start.exists():
+        time.sleep(0.05)
+    for _ in range(256):
+        print("x" * 1023, flush=True)
+    done.touch()
+
+threading.Thread(target=chatter, daemon=True).start()
+sys.argv = [sys.argv[0], *sys.argv[5:]]  # what follows "-m data_plane"
+runpy.run_module("data_plane", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")])
+async def test_a_replica_that_prints_a_lot_is_not_blocked(
+    plane: Plane, tmp_path: Path, workers: tuple[str, ...]
+) -> None:
+    (tmp_path / "chatty.py").write_text(CHATTY)
+    start, done = tmp_path / "start", tmp_path / "done"
+    python = tmp_path / "chattypython.sh"  # its replica (or each of its workers) prints after it started
+    python.write_text(  # the repository first on the path, as for `python -m data_plane` run from it
+        f"#!/bin/sh\nexport PYTHONPATH={REPO}\n"
+        f'exec {sys.executable} {tmp_path / "chatty.py"} {start} {done} "$@"\n'
+    )
+    python.chmod(0o755)
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", python=str(python), extra_args=workers
+        )
+    )
+    try:
+        await manager.scale_to(1)
+        assert manager.count == 1
+        start.touch()
+        deadline = time.monotonic() + 20
+        while not done.exists():
+            assert time.monotonic() < deadline, "the replica blocked on its stdout"
+            await asyncio.sleep(0.05)
+    finally:
+        await manager.close()
+    assert (plane.home / "replicas" / "replica-0" / "stdout.log").stat().st_size >= 256 * 1024
