@@ -16,7 +16,7 @@ from typing import TextIO
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient, variant
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
@@ -40,7 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     policy = argparse.ArgumentParser(add_help=False)

@@ -25,7 +25,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     apply = actions.add_parser("apply", parents=[common], help="create or version what FILE defines")
@@ -63,7 +65,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     ):
         change = actions.add_parser(verb, parents=[common], help=help_text)
         change.add_argument("name")
-        change.add_argument("version", type=numbers.uint32)
+        change.add_argument("version", type=numbers.view_version)
         change.set_defaults(run=_change_status, verb=verb)
 
     delete = actions.add_parser("delete", parents=[common], help="delete a feature view and all its versions")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
 from clients.sdk.offline import HistoricalFeatures, OfflineFeaturesClient
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.errors import FileProblem
 from control_plane.cli.paths import check_writable
 from control_plane.offline.datasets import write_parquet
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timestamp-column", default="", help="label time column (default: detected)")
     parser.add_argument(
         "--deadline",
-        type=float,
+        type=numbers.positive_seconds,
         default=DEFAULT_DEADLINE_S,
         help="seconds the whole build may take (default: %(default)s)",
     )

@@ -28,6 +28,7 @@ from control_plane.cli import (
     models,
     monitor_config,
     monitoring,
+    numbers,
     retraining,
     runs,
 )
@@ -47,7 +48,10 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
         help="control plane address (default: $AETHER_CONTROL_PLANE_ADDR or %(default)s)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=settings.timeout_s, help="seconds per call (default: %(default)s)"
+        "--timeout",
+        type=numbers.positive_seconds,
+        default=settings.timeout_s,
+        help="seconds per call (default: %(default)s)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     features.add_parsers(commands)

@@ -30,7 +30,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     models = commands.add_parser("models", help="the model registry: versions, approval, aliases")
@@ -45,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     get = actions.add_parser("get", parents=[common], help="one model version (default: the latest)")
     get.add_argument("name")
-    get.add_argument("version", type=numbers.uint64, nargs="?", default=0)
+    get.add_argument("version", type=numbers.version, nargs="?")
     get.add_argument("--alias", default="", help="the version this alias points at")
     get.set_defaults(handler=_handler(_get))
 
@@ -57,14 +59,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for verb in ("approve", "reject"):
         review = actions.add_parser(verb, parents=[common], help=f"{verb} a pending version")
         review.add_argument("name")
-        review.add_argument("version", type=numbers.uint64)
+        review.add_argument("version", type=numbers.version)
         review.add_argument("--reason", default="", required=verb == "reject", help="why (recorded)")
         review.set_defaults(handler=_handler(_review), verb=verb)
 
     alias = actions.add_parser("alias", parents=[common], help="point an alias at a version, or delete it")
     alias.add_argument("name")
     alias.add_argument("alias")
-    alias.add_argument("version", type=numbers.uint64, nargs="?", default=0)
+    alias.add_argument("version", type=numbers.version, nargs="?")
     alias.add_argument("--delete", action="store_true", help="remove the alias")
     alias.set_defaults(handler=_handler(_alias))
 
@@ -72,7 +74,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "delete", parents=[common], help="delete a version, or a model with none left"
     )
     delete.add_argument("name")
-    delete.add_argument("version", type=numbers.uint64, nargs="?", default=0)
+    delete.add_argument("version", type=numbers.version, nargs="?")
     delete.set_defaults(handler=_handler(_delete))
 
     lineage = commands.add_parser(
@@ -80,7 +82,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     lineage.add_argument("model", nargs="?", help="model name")
     lineage.add_argument(
-        "model_version", metavar="VERSION", type=numbers.uint64, nargs="?", help="model version"
+        "model_version", metavar="VERSION", type=numbers.version, nargs="?", help="model version"
     )
     lineage.add_argument("--feature-view", default="", help="list the model versions using this view instead")
     lineage.add_argument(
@@ -130,7 +132,7 @@ def _list(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) ->
 
 
 def _get(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
-    version = client.get_version(args.name, args.version, alias=args.alias)
+    version = client.get_version(args.name, args.version or 0, alias=args.alias)
     if args.json:
         output.print_json(output.to_jsonable(version), out)
         return 0
@@ -203,7 +205,7 @@ def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -
         client.delete_alias(args.name, args.alias)
         print(f"alias {args.alias} of model {args.name} deleted", file=out)
         return 0
-    if args.version < 1:
+    if args.version is None:
         raise UsageError("give the VERSION the alias points at, or --delete")
     version = client.set_alias(args.name, args.alias, args.version)
     print(f"{args.name}@{args.alias} -> version {version.version}", file=out)

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
-from control_plane.cli.numbers import uint32, uint64
+from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.settings import actor
 
 _TASKS = {"none": pb.TASK_TYPE_UNSPECIFIED, "classification": pb.TASK_TYPE_CLASSIFICATION,
@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     monitor = subparsers.add_parser("monitor", help="a deployment's monitor: drift windows, task, alerts")
     actions = monitor.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", parents=[common], help="the effective monitor config")

@@ -5,6 +5,7 @@ error that names the flag (exit 2) before the command starts."""
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def uint32(text: str) -> int:
@@ -15,6 +16,29 @@ def uint32(text: str) -> int:
 def uint64(text: str) -> int:
     """IDs and row counts (proto ``uint64``), up to the largest that SQL's signed 64-bit integers hold."""
     return _whole(text, 2**63 - 1)
+
+
+def version(text: str) -> int:
+    """A model version named on the command line: versions start at 1, so 0 names none (where it is
+    the proto's "not given", a command takes the argument's absence instead)."""
+    return _whole(text, 2**63 - 1, minimum=1)
+
+
+def view_version(text: str) -> int:
+    """A feature-view version named on the command line (proto ``uint32``; versions start at 1)."""
+    return _whole(text, 2**32 - 1, minimum=1)
+
+
+def positive_seconds(text: str) -> float:
+    """A time limit in seconds (``--timeout``, ``--deadline``): a finite number above 0. Zero or less
+    failed every call with DEADLINE_EXCEEDED, which named neither the flag nor the mistake."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
 
 
 def limit(text: str) -> int:

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from clients.sdk.retraining import RetrainingClient
 from control_plane.cli import output, retrain_config
-from control_plane.cli.numbers import uint32
+from control_plane.cli.numbers import positive_seconds, uint32
 from control_plane.cli.settings import actor
 
 
@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     retrain = subparsers.add_parser("retrain", help="retraining triggers, evaluations and promotions")

@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call")
+    common.add_argument(
+        "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     experiments = subparsers.add_parser("experiments", help="experiment tracking: experiments")

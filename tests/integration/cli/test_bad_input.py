@@ -114,6 +114,9 @@ def test_malformed_durations_times_and_numbers_name_their_flag(
 UINT32 = "expected a whole number from 0 to 4294967295"
 UINT64 = "expected a whole number from 0 to 9223372036854775807"
 LIMIT = "expected a whole number from 1 to 2147483647"
+VERSION = "expected a whole number from 1 to 9223372036854775807"
+VIEW_VERSION = "expected a whole number from 1 to 4294967295"
+SECONDS = "expected a number of seconds above 0"
 
 
 @pytest.mark.parametrize(
@@ -136,13 +139,23 @@ LIMIT = "expected a whole number from 1 to 2147483647"
             UINT32,
         ),
         (["features", "get", "stats", "--version", "-1"], f"argument --version: {UINT32}, got '-1'"),
-        (["features", "deprecate", "stats", "5000000000"], f"argument version: {UINT32}"),
-        (["features", "retire", "stats", "-1"], f"argument version: {UINT32}"),
-        (["models", "get", "churn", "9" * 20], f"argument version: {UINT64}"),
-        (["models", "approve", "churn", "-1"], f"argument version: {UINT64}"),
-        (["models", "alias", "churn", "prod", "9" * 20], f"argument version: {UINT64}"),
-        (["models", "delete", "churn", "-1", "--yes"], f"argument version: {UINT64}"),
-        (["lineage", "churn", "9" * 20], f"argument VERSION: {UINT64}"),
+        (["features", "deprecate", "stats", "5000000000"], f"argument version: {VIEW_VERSION}"),
+        (["features", "retire", "stats", "0"], f"argument version: {VIEW_VERSION}, got '0'"),
+        (["models", "get", "churn", "9" * 20], f"argument version: {VERSION}"),
+        # Versions start at 1: an explicit 0 was read as "not given" (get showed the latest version).
+        (["models", "get", "churn", "0"], f"argument version: {VERSION}, got '0'"),
+        (["models", "approve", "churn", "-1"], f"argument version: {VERSION}"),
+        (["models", "alias", "churn", "prod", "9" * 20], f"argument version: {VERSION}"),
+        (["models", "delete", "churn", "0", "--yes"], f"argument version: {VERSION}"),
+        (["lineage", "churn", "9" * 20], f"argument VERSION: {VERSION}"),
+        # A time limit of 0 or less failed every call with DEADLINE_EXCEEDED, naming neither flag nor mistake.
+        (["--timeout", "-1", "features", "list"], f"argument --timeout: {SECONDS}, got '-1'"),
+        (["features", "list", "--timeout", "0"], f"argument --timeout: {SECONDS}, got '0'"),
+        (["models", "list", "--timeout", "nan"], f"argument --timeout: {SECONDS}"),
+        (
+            ["historical", "--entities", "e.parquet", "--features", "stats", "--deadline", "-5"],
+            f"argument --deadline: {SECONDS}",
+        ),
         # A listing of at most 0 (or -1) rows printed an empty table, as if there were nothing to list.
         (["runs", "list", "stats", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
         (["runs", "compare", "stats", "--limit", "-1"], f"argument --limit: {LIMIT}"),
