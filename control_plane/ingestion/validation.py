@@ -340,7 +340,7 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
     rows = sorted(reasons.by_row)
     if not rows:
         return REJECTED_SCHEMA.empty_table()
-    originals = _nanos_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
+    originals = _temporal_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
     return pa.Table.from_pydict(
         {
             "row_index": rows,
@@ -351,13 +351,28 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
     )
 
 
-def _nanos_as_text(table: pa.Table) -> pa.Table:
-    """``table`` with its nanosecond columns (timestamps, times, durations) as text. Without pandas,
-    ``as_py`` cannot hold a nanosecond (it raises), and a quarantined payload must keep the exact value."""
+def _temporal_as_text(table: pa.Table) -> pa.Table:
+    """``table`` with its nanosecond columns (timestamps, times, durations) as text, and any other
+    temporal column Python cannot hold (a time after year 9999 or before year 1). Without pandas,
+    ``as_py`` cannot hold a nanosecond, nor a datetime outside years 1-9999 (both raise), and a
+    quarantined payload must keep the exact value: a record is rejected, never lost to an exception."""
     for index, field in enumerate(table.schema):
-        if _is_nanos(field.type):
-            table = table.set_column(index, field.name, _nanos_text(table.column(index)))
+        column = table.column(index)
+        if _is_nanos(field.type) or (_is_temporal(field.type) and not _python_holds(column)):
+            table = table.set_column(index, field.name, _temporal_text(column))
     return table
+
+
+def _is_temporal(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_temporal(arrow_type))
+
+
+def _python_holds(values: pa.ChunkedArray) -> bool:
+    try:
+        values.to_pylist()
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def _is_nanos(arrow_type: pa.DataType) -> bool:
@@ -365,13 +380,14 @@ def _is_nanos(arrow_type: pa.DataType) -> bool:
     return bool((temporal or pa.types.is_duration(arrow_type)) and arrow_type.unit == "ns")
 
 
-def _nanos_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+def _temporal_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     if not pa.types.is_timestamp(values.type):
-        return values.cast(pa.string())  # times as HH:MM:SS.fffffffff, durations as their nanoseconds
-    # ISO 8601 in the column's zone (naive stays naive), as datetime.isoformat writes the other units'
-    # timestamps: no fraction on a whole second, six digits on a whole microsecond, nine only when needed.
+        return values.cast(pa.string())  # times as HH:MM:SS.fffffffff, durations as their count, dates
+    # ISO 8601 in the column's zone (naive stays naive), as datetime.isoformat writes timestamps: no
+    # fraction on a whole second, six digits on a whole microsecond, nine only when needed. Arrow formats
+    # from the stored integer, so years past 9999 (where datetime stops) print too.
     text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S" + ("%Ez" if values.type.tz else ""))
-    text = pc.replace_substring_regex(text, pattern=r"(:\d\d)\.000000000", replacement=r"\1")
+    text = pc.replace_substring_regex(text, pattern=r"(:\d\d)\.0+(\D|$)", replacement=r"\1\2")
     return pc.replace_substring_regex(text, pattern=r"(:\d\d\.\d{6})000", replacement=r"\1")
 
 
@@ -398,14 +414,30 @@ def _jsonable(value: Any) -> Any:
 
 
 def _show(scalar: pa.Scalar) -> str:
+    """A value for a reason. Never raises: a reason is written for every value validation rejects, and
+    one that raised would fail the whole batch (and, on a stream, stop the materializer at that message
+    for good) instead of quarantining the one record."""
     if _is_nanos(scalar.type):
-        return str(_nanos_text(pa.array([scalar.value], scalar.type))[0].as_py())
-    value = scalar.as_py()
+        return _as_text(scalar)
+    try:
+        value = scalar.as_py()
+    except (OverflowError, ValueError, pa.ArrowException):
+        # A time after year 9999 in UTC (a valid "9999-12-31T23:00:00-05:00") has no Python datetime.
+        return _as_text(scalar)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float):
         return f"{value:g}"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def _as_text(scalar: pa.Scalar) -> str:
+    """``scalar`` formatted by Arrow from its stored value, without a Python object."""
+    try:
+        one = pa.array([scalar], scalar.type)
+        return str((_temporal_text(one) if _is_temporal(scalar.type) else one.cast(pa.string()))[0].as_py())
+    except (OverflowError, ValueError, pa.ArrowException):
+        return f"<{scalar.type} value>"
 
 
 def _epoch_us(moment: datetime) -> int:

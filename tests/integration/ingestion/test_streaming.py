@@ -22,6 +22,7 @@ from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
+from kernels.online_keys import online_key
 from tests.integration.ingestion.streaming_support import (
     AETHERCTL,
     STREAM,
@@ -273,3 +274,30 @@ def test_infinite_amounts_are_quarantined_and_never_reach_a_window(tmp_path: Pat
         "amount: -inf is not finite",
         "amount: inf is not finite",
     ]
+
+
+def test_an_event_after_year_9999_in_utc_is_quarantined_and_its_neighbours_are_written(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """ "9999-12-31T23:00:00-05:00" is valid ISO 8601 but lands in year 10000 in UTC: writing its reason
+    raised OverflowError, so the good events read with it were lost and a restarted materializer died
+    on the same pending message again. It is quarantined now and the good events are applied."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for sensor, ts in ((1, now), (2, "9999-12-31T23:00:00-05:00"), (3, now)):
+        client.xadd(STREAM, {"sensor_id": str(sensor), "event_ts": ts, "amount": "4"})
+    source = RedisStreamSource(client, STREAM, OPTIONS.group, "c1")
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
+    )
+    materializer.start()
+    run_until_idle(materializer)
+    assert [values[0] for values in read_online(client, view, [1, 3]).values()] == [1.0, 1.0]
+    assert client.get(online_key("sensor", ["2"], "clicks", 1)) is None
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        (record,) = quarantine.list_quarantined(session, view="clicks")
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (3, 2, 1)
+    assert record.reason.startswith("event_ts: 10000-01-01T04:00:00+00:00 is more than 1 day")
+    assert not client.xpending(STREAM, OPTIONS.group)["pending"]  # type: ignore[index]

@@ -431,3 +431,30 @@ def test_a_timestamp_string_with_nanoseconds_is_read_to_the_microsecond() -> Non
     assert found == {}
     result = validate(VIEW, ENTITY, batch(event_ts=["2026-01-01T11:00:00.123456789Z"]), now=NOW)
     assert result.accepted.column("event_ts").to_pylist() == [datetime(2026, 1, 1, 11, 0, 0, 123456, UTC)]
+
+
+# -- times after year 9999 --------------------------------------------------------------------------------
+
+
+def test_a_timestamp_after_year_9999_in_utc_is_rejected_with_its_reason_not_an_error() -> None:
+    """A valid ISO string west of UTC on 9999-12-31 lands in year 10000, where Python's datetime stops:
+    writing its "too far ahead" reason raised OverflowError, which failed the whole batch (INTERNAL) and
+    stopped a stream materializer at that message on every restart. It is one rejected record now, with
+    the time in its reason and payload as Arrow formats it."""
+    found = reasons(batch(sensor_id=[1, 2], event_ts=["9999-12-31T23:00:00-05:00", NOW.isoformat()],
+                          temperature_c=[20.0, 20.0], mode=[1, 1]))  # fmt: skip
+    assert found == {
+        0: "event_ts: 10000-01-01T04:00:00+00:00 is more than 1 day, 0:00:00 ahead of now"
+        " (2026-01-01T12:00:00+00:00)"
+    }
+    year_10000_us = 253_402_300_800_000_000
+    arrow = batch(event_ts=pa.array([year_10000_us], pa.timestamp("us", tz="UTC")))
+    result = validate(VIEW, ENTITY, arrow, now=NOW)
+    assert result.accepted.num_rows == 0
+    assert result.rejected.column("reason").to_pylist() == [
+        "event_ts: 10000-01-01T00:00:00+00:00 is more than 1 day, 0:00:00 ahead of now"
+        " (2026-01-01T12:00:00+00:00)"
+    ]
+    assert (
+        json.loads(result.rejected.column("payload")[0].as_py())["event_ts"] == "10000-01-01T00:00:00+00:00"
+    )
