@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -152,13 +152,18 @@ def validate(
     max_future: timedelta = DEFAULT_MAX_FUTURE,
     strict: bool = False,
     stored: bool = False,
+    rejected_before: Mapping[int, Sequence[str]] | None = None,
 ) -> ValidationResult:
-    """Splits ``table`` into accepted and rejected records (see the module docstring for the rules)."""
+    """Splits ``table`` into accepted and rejected records (see the module docstring for the rules).
+    ``rejected_before``: reasons, by row, found before the table was built (a stream field that is not
+    valid UTF-8); those rows are rejected with them, first, and with any the rules add."""
     if now.tzinfo is None:
         raise ValueError("now must be time-zone-aware")
     n = table.num_rows
     table = table.combine_chunks()
     reasons = _Reasons()
+    for row, found in (rejected_before or {}).items():
+        reasons.by_row[row].extend(found)
     columns: dict[str, pa.Array] = {}
     ts_name = timestamp_field(view)
     known = {key.name for key in entity.join_keys} | {ts_name}

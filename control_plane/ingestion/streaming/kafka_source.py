@@ -96,12 +96,16 @@ def produce(
 
 
 def _fields(value: bytes | None) -> dict[str, str]:
+    # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
+    # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
+    # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
+    text = (value or b"").decode("utf-8", errors="surrogateescape")
     try:
-        decoded = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
+        decoded = json.loads(text)
+    except ValueError:
         decoded = None
     if not isinstance(decoded, dict) or not decoded:
-        return {RAW_FIELD: (value or b"").decode("utf-8", errors="replace")}
+        return {RAW_FIELD: text}
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}
 
 

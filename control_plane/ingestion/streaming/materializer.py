@@ -61,7 +61,7 @@ from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, output_columns, plan_for
-from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, id_parts
+from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, id_parts, utf8_checked
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
@@ -196,9 +196,11 @@ class StreamMaterializer:
             self.source.ack(duplicates)
         if not fresh:
             return stats
+        fresh, table, not_utf8 = utf8_checked(fresh)
         result = validate(
-            self.view, self.entity, fresh.table(), now=datetime.now(UTC), max_future=self.options.max_future
-        )
+            self.view, self.entity, table, now=datetime.now(UTC), max_future=self.options.max_future,
+            rejected_before=not_utf8,
+        )  # fmt: skip
         rejected_rows = result.rejected.column("row_index").to_pylist()
         accepted_rows = _accepted_rows(len(fresh), result.rejected)
         accepted_ids = (
@@ -340,7 +342,8 @@ class StreamMaterializer:
             applied = page.take([row for row, score in enumerate(scores) if score is not None])
             if not applied:
                 continue
-            result = validate(self.view, self.entity, applied.table(), now=_FAR_FUTURE)
+            applied, table, not_utf8 = utf8_checked(applied)
+            result = validate(self.view, self.entity, table, now=_FAR_FUTURE, rejected_before=not_utf8)
             kept = _accepted_rows(len(applied), result.rejected)
             accepted = result.accepted
             if accepted.num_rows:

@@ -22,7 +22,8 @@ RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    # surrogateescape: a byte that is not UTF-8 stays recognizable (see ``utf8_checked``).
+    return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def _batch(entries: list[Any]) -> MessageBatch:
@@ -61,9 +62,11 @@ class RedisStreamSource:
         self._client = client
         # A client to the same server whose XREADGROUP and XRANGE replies stay raw and are decoded by
         # hiredis (C): see ``read``. Its pool is its own, as decoding is a property of the connections.
-        # Bytes that are not UTF-8 become U+FFFD (and fail validation) rather than failing the read.
+        # Bytes that are not UTF-8 are kept as lone surrogates rather than failing the read, and the
+        # materializer quarantines their messages (``source.utf8_checked``). As U+FFFD ("replace") they
+        # passed validation, and two different join keys became one entity.
         pool = client.connection_pool
-        decoding = {**pool.connection_kwargs, "decode_responses": True, "encoding_errors": "replace"}
+        decoding = {**pool.connection_kwargs, "decode_responses": True, "encoding_errors": "surrogateescape"}
         self._raw = redis.Redis(
             connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **decoding)
         )

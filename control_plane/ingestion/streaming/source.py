@@ -71,6 +71,62 @@ class MessageBatch:
         return pa.table({name: pa.array(values, pa.string()) for name, values in self.columns.items()})
 
 
+def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int, list[str]]]:
+    """``batch`` as a table, with the reasons of the messages a field (name or value) of which is not
+    valid UTF-8, by row. Sources decode bytes with ``surrogateescape``, which keeps each invalid byte as
+    a lone surrogate that no valid text holds: decoding them as U+FFFD instead made ``alice\\xff`` and
+    ``alice\\xfe`` the same join key, two users merged into one entity. Such a message is returned with
+    the invalid bytes written as ``\\xNN`` (so its payload is readable JSON) and is rejected with its
+    reason (``user_id: b'alice\\xff' is not valid UTF-8``). Valid batches pay nothing: Arrow refuses a
+    surrogate while building the table anyway."""
+    try:
+        return batch, batch.table(), {}
+    except UnicodeEncodeError:
+        pass
+    problems: dict[int, list[str]] = {}
+    messages = []
+    for row, message in enumerate(batch.messages()):
+        fields = {}
+        for name, value in message.fields.items():
+            if not _is_utf8(name):
+                problems.setdefault(row, []).append(f"field name {_bytes(name)!r} is not valid UTF-8")
+                name = _escaped(name)
+            if not _is_utf8(value):
+                problems.setdefault(row, []).append(f"{name}: {_bytes(value)!r} is not valid UTF-8")
+                value = _escaped(value)
+            fields[name] = value
+        messages.append(StreamMessage(message.id, fields))
+    checked = MessageBatch.of(messages)
+    return checked, checked.table(), problems
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bytes(text: str) -> bytes:
+    """The bytes ``text`` was decoded from, for a reason (``b'alice\\xff'``: exact, and a NUL or other
+    control byte shows escaped). A surrogate that stands for no byte (a JSON ``\\ud800`` escape) shows
+    as the three bytes UTF-8 forbids for it."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 as ``\\xNN`` (a surrogate that stands for no byte, e.g.
+    a JSON ``\\ud800`` escape, as ``\\uNNNN``)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
 class Lag:
     messages: int  # delivered to nobody in the group yet

@@ -20,6 +20,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2 as t
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
@@ -191,3 +192,26 @@ def wait_until_handled(
 
 # Short Kafka sessions: a consumer that left is out of the group in seconds, not the default 45.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+USER = pb.Entity(name="user", join_keys=[pb.JoinKey(name="user_id", value_type=t.STRING)])
+
+
+def spend_view(sessions: sessionmaker[Session], stream: str) -> tuple[pb.FeatureView, pb.Entity]:
+    """A streaming view keyed by a STRING join key (``user_id``): the count and sum of ``amount``."""
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(USER)
+    spec = pb.FeatureViewSpec(
+        name="spend",
+        entity="user",
+        source=pb.Source(kind="stream", uri=stream),
+        features=[
+            pb.Feature(name="n_1h", value_type=t.INT64),
+            pb.Feature(name="sum_1h", value_type=t.FLOAT64),
+        ],
+        aggregations=[
+            pb.Aggregation(column="amount", function="count", window_seconds=3600, output="n_1h"),
+            pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="sum_1h"),
+        ],
+    )
+    return registry.create_feature_view(spec, pb.FeatureViewMetadata()), entity

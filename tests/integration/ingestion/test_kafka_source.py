@@ -33,6 +33,7 @@ from control_plane.ingestion.streaming.source import MessageBatch
 from control_plane.offline.store import OfflineStore
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
+from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import CLICKS, ENTITY, Env
 from tests.integration.ingestion.streaming_support import (
     FAST_GROUP,
@@ -45,6 +46,7 @@ from tests.integration.ingestion.streaming_support import (
     read_online,
     registry_db,
     sigkill_once_applied,
+    spend_view,
     start_materializer,
     wait_until_handled,
 )
@@ -218,6 +220,46 @@ def test_materializer_over_kafka_matches_brute_force(
     assert (counts.records_in, counts.accepted, counts.quarantined) == (len(events) + 2, len(events), 2)
     assert source.lag().messages == 0
     source.close()
+
+
+def test_a_kafka_field_that_is_not_utf8_is_quarantined_with_its_reason(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str
+) -> None:
+    """A record with bytes that are not UTF-8 became one ``_raw`` field decoded with U+FFFD (no reason
+    naming the field), and a JSON escape of a lone surrogate (``"\\ud800"``) made a string Arrow refuses,
+    which raised out of the materializer. Both are quarantined now, their reason naming the field."""
+    _url, sessions, _clicks, _sensor = registry_db(tmp_path)
+    view, entity = spend_view(sessions, f"kafka://{kafka.bootstrap}/{TOPIC}")
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    kafka.publish(
+        TOPIC,
+        [
+            b'{"user_id": "alice\xff", "event_ts": "' + now.encode() + b'", "amount": "1"}',
+            b'{"user_id": "alice\\ud800", "event_ts": "' + now.encode() + b'", "amount": "100"}',
+            {"user_id": "bob", "event_ts": now, "amount": "7"},
+        ],
+        keys=["k"] * 3,
+    )
+    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
+    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
+    )
+    materializer.start()
+    deadline = time.monotonic() + 60
+    received = 0
+    while received < 3 and time.monotonic() < deadline:
+        received += materializer.step().received
+    materializer.flush()
+    source.close()
+    assert sorted(client.keys("ae:*")) == [online_key("user", ["bob"], "spend", 1)]
+    with read_session(sessions) as session:
+        reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view="spend"))
+    assert reasons == [
+        "user_id: b'alice\\xed\\xa0\\x80' is not valid UTF-8",  # the JSON escape \ud800
+        "user_id: b'alice\\xff' is not valid UTF-8",
+    ]
 
 
 def test_sigkilled_materializer_on_kafka_restarts_without_double_counting(

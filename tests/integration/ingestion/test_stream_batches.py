@@ -17,6 +17,7 @@ from control_plane.ingestion.streaming.source import (
     id_millis,
     id_parts,
     id_sequence,
+    utf8_checked,
 )
 from kernels.online_keys import online_key
 
@@ -28,7 +29,8 @@ def published(client: redis.Redis, entries: list[dict[bytes, bytes]]) -> list[st
 
 
 def text(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+    # Bytes that are not UTF-8 stay recognizable (lone surrogates), never U+FFFD: see utf8_checked.
+    return {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape") for k, v in fields.items()}
 
 
 def test_uniform_and_mixed_reads_carry_every_field_of_every_message(redis_url: str) -> None:
@@ -47,8 +49,9 @@ def test_uniform_and_mixed_reads_carry_every_field_of_every_message(redis_url: s
         batch = source.read(1000, 10)
         assert batch.ids == ids
         assert [batch.fields(i) for i in range(len(batch))] == [text(e) for e in entries]
-        table = batch.table()
+        _checked, table, not_utf8 = utf8_checked(batch)
         assert table.num_rows == len(entries)
+        assert list(not_utf8) == ([4] if entries is mixed else [])
         assert set(table.column_names) == {k.decode() for e in entries for k in e}
     history = [m for page in source.history(0, 7) for m in page.messages()]
     expected = [text(e) for e in uniform + mixed]

@@ -4,6 +4,7 @@ and a SIGKILLed materializer process that restarts without double counting."""
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from tests.integration.ingestion.streaming_support import (
     read_online,
     registry_db,
     sigkill_once_applied,
+    spend_view,
     start_materializer,
     wait_until_handled,
 )
@@ -301,3 +303,37 @@ def test_an_event_after_year_9999_in_utc_is_quarantined_and_its_neighbours_are_w
     assert (counts.records_in, counts.accepted, counts.quarantined) == (3, 2, 1)
     assert record.reason.startswith("event_ts: 10000-01-01T04:00:00+00:00 is more than 1 day")
     assert not client.xpending(STREAM, OPTIONS.group)["pending"]  # type: ignore[index]
+
+
+def test_a_join_key_that_is_not_utf8_is_quarantined_not_merged(tmp_path: Path, redis_url: str) -> None:
+    """Stream replies were decoded with U+FFFD for bytes that are not UTF-8, and a STRING join key
+    accepts U+FFFD: users ``alice\\xff`` and ``alice\\xfe`` became one entity, their amounts summed.
+    Each such message is quarantined now, its reason naming the field."""
+    _url, sessions, _clicks, _sensor = registry_db(tmp_path)
+    view, entity = spend_view(sessions, "events:spend")
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat().encode()
+    for user, amount in ((b"alice\xff", b"1"), (b"alice\xfe", b"100"), (b"bob", b"7")):
+        client.xadd("events:spend", {b"user_id": user, b"event_ts": now, b"amount": amount})
+    client.xadd("events:spend", {b"user_id": b"carol", b"event_ts": now, b"amount": b"5", b"note\xff": b"x"})
+    source = RedisStreamSource(client, "events:spend", OPTIONS.group, "c1")
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
+    )
+    materializer.start()
+    run_until_idle(materializer)
+    assert sorted(client.keys("ae:*")) == [online_key("user", ["bob"], "spend", 1)]
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        records = quarantine.list_quarantined(session, view="spend")
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 1, 3)
+    assert sorted(r.reason for r in records) == [
+        "field name b'note\\xff' is not valid UTF-8; note\\xff: unknown column",
+        "user_id: b'alice\\xfe' is not valid UTF-8",
+        "user_id: b'alice\\xff' is not valid UTF-8",
+    ]
+    assert sorted(json.loads(r.payload).get("user_id") for r in records) == [
+        "alice\\xfe",
+        "alice\\xff",
+        "carol",
+    ]
