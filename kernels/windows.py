@@ -263,6 +263,21 @@ class WindowState:
         )  # fmt: skip
         return out, out_ts
 
+    _ARRAYS = ("bucket_ids", "counts", "sums", "mins", "maxs", "last_ts", "last_seq", "last_vals", "newest")
+
+    def save(self, entities: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.generic]]]:
+        """A copy of the state of ``entities`` (growing the state to hold them), for ``restore``: an
+        apply can be undone for the entities it touched."""
+        wanted = np.unique(np.asarray(entities, dtype=np.int64))
+        if wanted.size and int(wanted.max()) >= self.capacity:
+            self._allocate(max(int(wanted.max()) + 1, 2 * self.capacity))
+        return wanted, [getattr(self, name)[wanted].copy() for name in self._ARRAYS]
+
+    def restore(self, saved: tuple[npt.NDArray[np.int64], list[npt.NDArray[np.generic]]]) -> None:
+        wanted, copies = saved
+        for name, copy in zip(self._ARRAYS, copies, strict=True):
+            getattr(self, name)[wanted] = copy
+
     def evaluate(self, entities: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The aggregates ([len(entities), aggregations]) of each entity (an index below ``capacity``) as
         of its newest event, read from the state without changing it."""

@@ -27,6 +27,18 @@ SOURCE_KINDS = ("batch", "stream", "request")
 # (kernels/asof_join.py): a longer one overflowed there and made every row of the view null. A view whose
 # values never go stale has ttl_seconds 0.
 MAX_TTL_SECONDS = MAX_TTL_US // 1_000_000
+FLOAT_TYPES = frozenset({types_pb2.FLOAT32, types_pb2.FLOAT64})
+INTEGER_TYPES = frozenset({types_pb2.INT32, types_pb2.INT64})
+# What an aggregation's output may be. The window kernel computes in float64 and the result is cast to
+# the feature's type: a mean into an integer was truncated, a bool cannot hold a count or a sum, and a
+# sum / min / max / last into an integer is exact only over integral values (validation then requires
+# the event field to be integral, and the materializer quarantines an event whose window result no
+# longer fits: see control_plane/ingestion/streaming/plan.py).
+OUTPUT_TYPES: dict[str, frozenset[int]] = {
+    "count": FLOAT_TYPES | INTEGER_TYPES,
+    "mean": FLOAT_TYPES,
+    **{function: FLOAT_TYPES | INTEGER_TYPES for function in ("sum", "min", "max", "last")},
+}
 
 
 def check_name(value: str, path: str, what: str) -> None:
@@ -89,6 +101,19 @@ def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
     _validate_aggregations(spec, names, path)
 
 
+def output_type_problem(spec: pb.FeatureViewSpec, aggregation: pb.Aggregation) -> str | None:
+    """Why ``aggregation``'s output feature cannot hold its result (None when it can)."""
+    value_type = next((f.value_type for f in spec.features if f.name == aggregation.output), None)
+    allowed = OUTPUT_TYPES.get(aggregation.function)
+    if value_type is None or allowed is None or value_type in allowed:
+        return None
+    wanted = " or ".join(sorted(type_name(t) for t in allowed))
+    return (
+        f"feature {aggregation.output!r} is {type_name(value_type)}, which cannot hold a"
+        f" {aggregation.function} of {aggregation.column!r}; declare it {wanted}"
+    )
+
+
 def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: str) -> None:
     outputs: set[str] = set()
     for index, aggregation in enumerate(spec.aggregations):
@@ -109,6 +134,9 @@ def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: s
         if aggregation.output in outputs:
             raise InvalidArgument(f"{agg_path}.output: feature {aggregation.output!r} is produced twice")
         outputs.add(aggregation.output)
+        problem = output_type_problem(spec, aggregation)
+        if problem is not None:
+            raise InvalidArgument(f"{agg_path}.output: {problem}")
 
 
 def validate_rule(rule: pb.ValidationRule, value_type: int, path: str) -> None:

@@ -32,8 +32,9 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
 per value column. For a plain view the value columns are its features; for a view with ``aggregations``
 (a streaming view) the records are raw events, and the value columns are the aggregated event fields
-(float64, required, finite: no NaN, no infinity; a field that is only counted must be present but may be
-of any type, kept as a string); the features are the aggregates computed from them. Batch ingestion
+(float64, required, finite: no NaN, no infinity; an integer, int32 or int64 within 2**53, when a sum,
+min, max or last stores it into an integer feature; a field that is only counted must be present but may
+be of any type, kept as a string); the features are the aggregates computed from them. Batch ingestion
 refuses streaming views (their events go to the stream), and a replayed quarantined event is validated
 here like a streamed one, so every path into the windows applies the same rule. With ``stored=True`` the
 records are checked as the offline store holds them: a streaming view's stored rows are its aggregates,
@@ -114,8 +115,11 @@ def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueCo
         names = sorted({aggregation.column for aggregation in aggregations})
         # A field that is only counted is never read as a number: any type will do (ids like "b0").
         read = {aggregation.column for aggregation in aggregations if aggregation.function != "count"}
+        integral = _integral_fields(view)
         return [
-            ValueColumn(
+            integral[name]
+            if name in integral
+            else ValueColumn(
                 name,
                 pa.float64() if name in read else pa.string(),
                 pb.ValidationRule(max_null_fraction=0.0),
@@ -124,6 +128,33 @@ def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueCo
             for name in names
         ]
     return [ValueColumn(f.name, arrow_type(f.value_type), f.validation) for f in view.spec.features]
+
+
+def _integral_fields(view: pb.FeatureView) -> dict[str, ValueColumn]:
+    """The event fields a sum, min, max or last stores into an integer feature: they must be integers
+    that fit the narrowest such feature (and, for int64, that float64, the window kernel's type, holds
+    exactly: |v| <= 2**53), else the stored result would be truncated or wrap around."""
+    types = {feature.name: feature.value_type for feature in view.spec.features}
+    narrowest: dict[str, int] = {}
+    for aggregation in view.spec.aggregations:
+        value_type = types.get(aggregation.output, types_pb2.VALUE_TYPE_UNSPECIFIED)
+        reads_value = aggregation.function in ("sum", "min", "max", "last")
+        if (
+            reads_value
+            and value_type in _INTEGER_FEATURES
+            and narrowest.get(aggregation.column) != types_pb2.INT32
+        ):
+            narrowest[aggregation.column] = value_type
+    exact = pb.ValidationRule(max_null_fraction=0.0, min_value=-(2.0**53), max_value=2.0**53)
+    return {
+        name: ValueColumn(name, pa.int32(), pb.ValidationRule(max_null_fraction=0.0))
+        if value_type == types_pb2.INT32
+        else ValueColumn(name, pa.int64(), exact)
+        for name, value_type in narrowest.items()
+    }
+
+
+_INTEGER_FEATURES = (types_pb2.INT32, types_pb2.INT64)
 
 
 def accepted_schema(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> pa.Schema:

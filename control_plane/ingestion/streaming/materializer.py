@@ -60,7 +60,13 @@ from control_plane.ingestion.streaming.commit import (
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
-from control_plane.ingestion.streaming.plan import AggregationPlan, output_columns, plan_for
+from control_plane.ingestion.streaming.plan import (
+    AggregationPlan,
+    out_of_range,
+    output_columns,
+    plan_for,
+    range_checked,
+)
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, id_parts, utf8_checked
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.offline.store import OfflineStore
@@ -206,13 +212,18 @@ class StreamMaterializer:
         accepted_ids = (
             fresh.ids if len(accepted_rows) == len(fresh) else [fresh.ids[i] for i in accepted_rows]
         )
+        reasons = result.rejected.column("reason").to_pylist()
+        history, blobs, newest, unfit = self._aggregate(result.accepted, accepted_ids)
+        if unfit:  # events whose window result their integer feature cannot hold: quarantined
+            rejected_rows += [accepted_rows[k] for k in unfit]
+            reasons += list(unfit.values())
+            accepted_ids = [i for k, i in enumerate(accepted_ids) if k not in unfit]
         rejected_ids = [fresh.ids[i] for i in rejected_rows]
-        history, blobs, newest = self._aggregate(result.accepted, accepted_ids)
         rejected = pa.table(
             {
                 "record_key": rejected_ids,
                 "payload": [json.dumps(fresh.fields(i), sort_keys=True) for i in rejected_rows],
-                "reason": result.rejected.column("reason"),
+                "reason": reasons,
             },
             schema=REJECTED_RECORDS,
         )
@@ -259,15 +270,20 @@ class StreamMaterializer:
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]
-    ) -> tuple[pa.Table, list[tuple[bytes, bytes]], int]:
+    ) -> tuple[pa.Table, list[tuple[bytes, bytes]], int, dict[int, str]]:
         """Applies accepted events to the window state; returns the history rows, the online blobs of
-        the entities touched, and the newest event time written."""
-        n = accepted.num_rows
+        the entities touched, the newest event time written, and the events not applied (by row of
+        ``accepted``) with the reason why."""
         slots = self._slots_of(accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         seq = id_parts(ids)[1]
         values = self._values(accepted)
-        out, out_ts = self.state.apply(slots, ts, seq, values, emit=True)
+        out, out_ts, unfit = self._apply_fitting(slots, ts, seq, values)
+        if unfit:
+            keep = np.ones(accepted.num_rows, dtype=bool)
+            keep[list(unfit)] = False
+            accepted, slots = accepted.filter(pa.array(keep)), slots[keep]
+        n = accepted.num_rows
         start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
         # Strictly increasing ingestion times order the history rows of one entity that share an event
         # time (an out-of-order event re-emits as of the entity's newest time), as processing did.
@@ -282,7 +298,7 @@ class StreamMaterializer:
             }
         )
         if n == 0:
-            return history, [], 0
+            return history, [], 0, unfit
         # The last emitted row of each entity in this batch is its current online value.
         reversed_first = np.unique(slots[::-1], return_index=True)[1]
         last = np.sort(n - 1 - reversed_first)
@@ -291,7 +307,45 @@ class StreamMaterializer:
         latest_ts = out_ts[last]
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, start, nulls)
         keys = self._online_keys.of(latest, self._key_names)
-        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max())
+        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
+
+    def _apply_fitting(
+        self,
+        slots: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.int64],
+        seq: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], dict[int, str]]:
+        """``state.apply`` with emits, leaving out each event after which a sum or count stored as an
+        integer no longer fits its type (``plan.out_of_range``): numpy's cast wrapped such a result
+        around (3000000003 stored in an int32 as -2147483648), counted as accepted. The state of the
+        entities touched is saved first, so an event found unfit is undone: the batch is re-applied up
+        to it, and the rest after it. Only views with such an output pay for the copy."""
+        if not range_checked(self.plan):
+            return (*self.state.apply(slots, ts, seq, values, emit=True), {})
+        n, unfit = len(ts), {}
+        outs, out_ts = [], []
+        start = 0
+        while start < n:
+            rest = slice(start, n)
+            saved = self.state.save(slots[rest])
+            out, at = self.state.apply(slots[rest], ts[rest], seq[rest], values[rest], emit=True)
+            found = out_of_range(self.plan, out)
+            if found is None:
+                outs.append(out)
+                out_ts.append(at)
+                break
+            first, reason = found
+            self.state.restore(saved)
+            done = slice(start, start + first)
+            self.state.apply(slots[done], ts[done], seq[done], values[done], emit=False)
+            outs.append(out[:first])
+            out_ts.append(at[:first])
+            unfit[start + first] = reason
+            start += first + 1
+        if not outs:
+            return np.empty((0, len(self.plan.outputs))), np.empty(0, dtype=np.int64), unfit
+        return np.concatenate(outs), np.concatenate(out_ts), unfit
 
     def _slots_of(self, accepted: pa.Table) -> npt.NDArray[np.int64]:
         """Dense state index of each row's entity (new entities get the next free index)."""

@@ -19,6 +19,7 @@ import pyarrow as pa
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.value_types import numpy_dtype_name
+from control_plane.features.validation import output_type_problem
 from control_plane.ingestion.validation import value_columns
 from kernels.windows import FUNCTIONS, WindowState
 
@@ -30,6 +31,7 @@ class AggregationPlan:
     columns: tuple[str, ...]  # event fields, in the kernel's column order
     outputs: tuple[str, ...]  # feature names, in the kernel's aggregation order
     output_types: tuple[str, ...]  # numpy dtype names of those features
+    functions: tuple[str, ...]  # the aggregation function of each output
     agg_col: tuple[int, ...]
     agg_func: tuple[int, ...]
     agg_buckets: tuple[int, ...]
@@ -66,18 +68,56 @@ def plan_for(view: pb.FeatureView) -> AggregationPlan:
             f"view {spec.name!r}: windows need {n_buckets} buckets of {bucket_s}s (more than {MAX_BUCKETS});"
             " choose window lengths with a larger common divisor"
         )
+    for aggregation in spec.aggregations:  # a view registered before the registry checked this
+        problem = output_type_problem(spec, aggregation)
+        if problem is not None:
+            raise InvalidArgument(f"view {spec.name!r}: {problem}")
     by_output = {a.output: a for a in spec.aggregations}
     ordered = [by_output[f.name] for f in spec.features]
     return AggregationPlan(
         columns=columns,
         outputs=tuple(f.name for f in spec.features),
         output_types=tuple(numpy_dtype_name(f.value_type) for f in spec.features),
+        functions=tuple(a.function for a in ordered),
         agg_col=tuple(columns.index(a.column) for a in ordered),
         agg_func=tuple(FUNCTIONS.index(a.function) for a in ordered),
         agg_buckets=tuple(a.window_seconds // bucket_s for a in ordered),
         bucket_us=bucket_s * 1_000_000,
         n_buckets=n_buckets,
     )
+
+
+# The integers a window result may be stored as: the type's range, and for int64 the integers float64
+# (the kernel's type) holds exactly; past 2**53 a sum has already lost digits.
+_INTEGER_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**53), 2**53)}
+
+
+def range_checked(plan: AggregationPlan) -> list[tuple[int, float, float]]:
+    """(output index, lowest, highest) of the integer outputs whose result can leave the type's range:
+    a sum or a count. A min, max or last is one of the values, which validation has range-checked."""
+    return [
+        (j, float(_INTEGER_BOUNDS[dtype][0]), float(_INTEGER_BOUNDS[dtype][1]))
+        for j, (dtype, function) in enumerate(zip(plan.output_types, plan.functions, strict=True))
+        if dtype in _INTEGER_BOUNDS and function in ("sum", "count")
+    ]
+
+
+def out_of_range(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> tuple[int, str] | None:
+    """The first row of kernel outputs holding an integer result its feature cannot store, and why."""
+    rows: list[tuple[int, str]] = []
+    for j, lowest, highest in range_checked(plan):
+        bad = np.flatnonzero((out[:, j] < lowest) | (out[:, j] > highest))  # NaN (no value) is neither
+        if bad.size:
+            row = int(bad[0])
+            rows.append(
+                (
+                    row,
+                    f"{plan.outputs[j]}: {plan.functions[j]} {out[row, j]:.17g} does not fit"
+                    f" {plan.output_types[j]} (between {lowest:.0f} and {highest:.0f}); the event is not"
+                    " applied",
+                )
+            )
+    return min(rows) if rows else None
 
 
 def output_columns(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> dict[str, pa.Array]:

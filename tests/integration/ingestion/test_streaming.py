@@ -337,3 +337,54 @@ def test_a_join_key_that_is_not_utf8_is_quarantined_not_merged(tmp_path: Path, r
         "alice\\xff",
         "carol",
     ]
+
+
+def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A sum stored as int32 was cast with numpy, wrapping 4000000000 around to -2147483648, and a
+    fractional quantity summed into an integer was truncated; both were counted as accepted. The
+    event that would push the sum out of range is quarantined now and not applied (the window goes on
+    without it), and an integer-stored sum takes integral quantities only."""
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from clients.aether.v1 import types_pb2 as t
+    from control_plane.features.registry import FeatureRegistry
+
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    spec = pb.FeatureViewSpec(
+        name="orders",
+        entity="sensor",
+        source=pb.Source(kind="stream", uri="events:orders"),
+        features=[
+            pb.Feature(name="qty_sum_1h", value_type=t.INT32),
+            pb.Feature(name="qty_mean_1h", value_type=t.FLOAT64),
+        ],
+        aggregations=[
+            pb.Aggregation(column="qty", function="sum", window_seconds=3600, output="qty_sum_1h"),
+            pb.Aggregation(column="qty", function="mean", window_seconds=3600, output="qty_mean_1h"),
+        ],
+    )
+    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for qty in ("2000000000", "2000000000", "1.5", "3000000000", "7"):
+        client.xadd("events:orders", {"sensor_id": "7", "event_ts": now, "qty": qty})
+    source = RedisStreamSource(client, "events:orders", OPTIONS.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    materializer.flush()
+    assert read_online(client, view, [7]) == {7: [2000000007.0, 1000000003.5]}
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        reasons = [r.reason for r in quarantine.list_quarantined(session, view="orders")]
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (5, 2, 3)
+    assert sorted(reasons) == [
+        "qty: '1.5' not castable to int32 without loss",
+        "qty: '3000000000' not castable to int32 without loss",
+        "qty_sum_1h: sum 4000000000 does not fit int32 (between -2147483648 and 2147483647); the event is"
+        " not applied",
+    ]
+    history = pa.Table.from_batches(list(offline.scan("orders", 1)))
+    assert history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]

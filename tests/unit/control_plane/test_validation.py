@@ -59,6 +59,21 @@ def aggregating(**fields: object) -> pb.FeatureViewSpec:
         (aggregating(output="tips"), r"spec\.aggregations\[0\]\.output: 'tips' is not a feature"),
         (aggregating(column=""), r"spec\.aggregations\[0\]\.column: the aggregated event field is required"),
         (
+            aggregating(function="mean"),  # trips is int64: the mean of 1 and 2 was stored as 1
+            r"spec\.aggregations\[0\]\.output: feature 'trips' is int64, which cannot hold a mean of 'fare';"
+            r" declare it float32 or float64",
+        ),
+        (
+            spec(
+                features=[("trips", types_pb2.BOOL)],
+                aggregations=[
+                    pb.Aggregation(column="fare", function="count", window_seconds=60, output="trips")
+                ],
+            ),
+            r"spec\.aggregations\[0\]\.output: feature 'trips' is bool, which cannot hold a count of 'fare';"
+            r" declare it float32 or float64 or int32 or int64",
+        ),
+        (
             with_rule(pb.ValidationRule(min_value=2, max_value=1)),
             r"spec\.features\[0\]\.validation: min_value 2\.0 is greater than max_value 1\.0",
         ),
