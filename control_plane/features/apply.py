@@ -17,7 +17,12 @@ from control_plane.features.changes import (
     new_version_reasons,
     same_join_keys,
 )
-from control_plane.features.validation import validate_entity, validate_metadata, validate_spec
+from control_plane.features.validation import (
+    validate_aggregated_keys,
+    validate_entity,
+    validate_metadata,
+    validate_spec,
+)
 
 ENTITY = "entity"
 FEATURE_VIEW = "feature_view"
@@ -84,6 +89,7 @@ def _apply_view(session: Session, index: int, view: pb.FeatureView, now: int) ->
     entity = store.find_entity(session, spec.entity)
     if entity is None:
         raise InvalidArgument(f"views[{index}].spec.entity: entity {spec.entity!r} not found")
+    validate_aggregated_keys(spec, (key["name"] for key in entity.join_keys), f"views[{index}].spec")
     row = store.find_view(session, spec.name)
     if row is None:
         store.insert_view(session, spec, view.metadata, entity, now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
@@ -137,6 +138,26 @@ def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: s
         problem = output_type_problem(spec, aggregation)
         if problem is not None:
             raise InvalidArgument(f"{agg_path}.output: {problem}")
+
+
+def validate_aggregated_keys(spec: pb.FeatureViewSpec, join_keys: Iterable[str], path: str = "spec") -> None:
+    """An aggregation of a join key or of the timestamp field: a count counts the events (every event has
+    both), anything else is refused. A sum of keys or a max of timestamps was registered and then broke
+    every materializer step, the field being declared twice in the events' schema."""
+    timestamp = spec.source.timestamp_field or "event_ts"
+    keys = set(join_keys)
+    for index, aggregation in enumerate(spec.aggregations):
+        if aggregation.function == "count" or aggregation.column not in keys | {timestamp}:
+            continue
+        what = (
+            f"the join key of entity {spec.entity!r}"
+            if aggregation.column in keys
+            else "the view's timestamp field"
+        )
+        raise InvalidArgument(
+            f"{path}.aggregations[{index}].column: {aggregation.column!r} is {what}; only count may"
+            f" aggregate it (it counts the events), not {aggregation.function}"
+        )
 
 
 def validate_rule(rule: pb.ValidationRule, value_type: int, path: str) -> None:

@@ -157,9 +157,19 @@ def _integral_fields(view: pb.FeatureView) -> dict[str, ValueColumn]:
 _INTEGER_FEATURES = (types_pb2.INT32, types_pb2.INT64)
 
 
+def _own_value_columns(view: pb.FeatureView, entity: pb.Entity, stored: bool) -> list[ValueColumn]:
+    """``value_columns`` less an event field that is a join key or the timestamp field (only a count
+    may aggregate one, the registry checks): the record's key or timestamp is that field, checked as
+    one, and a second column of the same name broke the accepted table."""
+    if not view.spec.aggregations or stored:
+        return value_columns(view, stored=stored)
+    taken = {key.name for key in entity.join_keys} | {timestamp_field(view)}
+    return [column for column in value_columns(view) if column.name not in taken]
+
+
 def accepted_schema(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> pa.Schema:
     keys = [(key.name, arrow_type(key.value_type)) for key in entity.join_keys]
-    values = [(column.name, column.arrow_type) for column in value_columns(view, stored=stored)]
+    values = [(column.name, column.arrow_type) for column in _own_value_columns(view, entity, stored)]
     return pa.schema([*keys, ("event_ts", TIMESTAMP_TYPE), *values])
 
 
@@ -202,7 +212,7 @@ def validate(
     for key in entity.join_keys:
         columns[key.name] = _check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
     columns["event_ts"] = _check_timestamp(table, ts_name, now, max_future, reasons)
-    for column in value_columns(view, stored=stored):
+    for column in _own_value_columns(view, entity, stored):
         known.add(column.name)
         columns[column.name] = _check_values(table, column, reasons)
     for name in table.column_names:

@@ -126,6 +126,8 @@ class StreamMaterializer:
         # Entity -> dense state index; keyed by the join value's text (one key) or the texts' tuple.
         self._slots: dict[str | tuple[str, ...], int] = {}
         self._key_names = [key.name for key in entity.join_keys]
+        read = {a.column for a in view.spec.aggregations if a.function != "count"}
+        self._counted_only = {a.column for a in view.spec.aggregations} - read
         self._online = online_view_version(view)
         self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
         name, version = view.spec.name, view.version
@@ -371,11 +373,12 @@ class StreamMaterializer:
         n = accepted.num_rows
         values = np.empty((n, len(self.plan.columns)), dtype=np.float64)
         for j, name in enumerate(self.plan.columns):
-            column = accepted.column(name)
-            if pa.types.is_string(column.type):  # only counted (validation): presence is all that counts
+            # Only counted (validation keeps such a field as a string of any kind, or it is a join key
+            # or the timestamp field, which every accepted event has): presence is all that counts.
+            if name in self._counted_only:
                 values[:, j] = 1.0
             else:
-                values[:, j] = column.to_numpy(zero_copy_only=False)
+                values[:, j] = accepted.column(name).to_numpy(zero_copy_only=False)
         return values
 
     def _rebuild_since_ms(self) -> int:

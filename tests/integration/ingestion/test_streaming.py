@@ -388,3 +388,42 @@ def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
     ]
     history = pa.Table.from_batches(list(offline.scan("orders", 1)))
     assert history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]
+
+
+def test_counting_the_join_key_or_the_timestamp_field_counts_the_events(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """``count(sensor_id)`` where sensor_id is the join key (and ``count(event_ts)``) registered fine,
+    then every materializer step raised KeyError: the field was declared twice in the events' schema.
+    Such a count counts the events, as every event has its key and timestamp."""
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from clients.aether.v1 import types_pb2 as t
+    from control_plane.features.registry import FeatureRegistry
+
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    spec = pb.FeatureViewSpec(
+        name="visits",
+        entity="sensor",
+        source=pb.Source(kind="stream", uri="events:visits"),
+        features=[
+            pb.Feature(name="by_key_1h", value_type=t.INT64),
+            pb.Feature(name="by_ts_1h", value_type=t.FLOAT64),
+        ],
+        aggregations=[
+            pb.Aggregation(column="sensor_id", function="count", window_seconds=3600, output="by_key_1h"),
+            pb.Aggregation(column="event_ts", function="count", window_seconds=3600, output="by_ts_1h"),
+        ],
+    )
+    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for sensor in ("7", "7", "8", "x"):
+        client.xadd("events:visits", {"sensor_id": sensor, "event_ts": now})
+    source = RedisStreamSource(client, "events:visits", OPTIONS.group, "c1")
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
+    )
+    materializer.start()
+    run_until_idle(materializer)
+    assert read_online(client, view, [7, 8]) == {7: [2.0, 2.0], 8: [1.0, 1.0]}
+    assert (materializer.totals.accepted, materializer.totals.quarantined) == (3, 1)

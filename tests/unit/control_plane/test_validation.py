@@ -74,6 +74,15 @@ def aggregating(**fields: object) -> pb.FeatureViewSpec:
             r" declare it float32 or float64 or int32 or int64",
         ),
         (
+            aggregating(column="driver_id"),  # registered, then every materializer step raised KeyError
+            r"spec\.aggregations\[0\]\.column: 'driver_id' is the join key of entity 'driver'; only count may"
+            r" aggregate it \(it counts the events\), not sum",
+        ),
+        (
+            aggregating(column="event_ts", function="max", output="rating"),
+            r"spec\.aggregations\[0\]\.column: 'event_ts' is the view's timestamp field; only count may",
+        ),
+        (
             with_rule(pb.ValidationRule(min_value=2, max_value=1)),
             r"spec\.features\[0\]\.validation: min_value 2\.0 is greater than max_value 1\.0",
         ),
