@@ -194,3 +194,36 @@ def test_keys_a_run_already_holds_are_found_across_lookup_slices(env: Env) -> No
     assert deliver(everything) == len(everything) - len(held)
     (counts,) = env.service.list_runs("clicks")
     assert (counts.records_in, counts.quarantined) == (len(everything), len(everything))
+
+
+def test_an_unchanged_record_with_whole_floats_for_integers_replays_as_it_was_ingested(env: Env) -> None:
+    """pandas sends an int column with a gap as float64: 6.0 is accepted for the int64 key. Replay turned
+    every JSON value into text, and the int64 cast refuses the text "6.0": the unchanged record failed
+    its replay once its rule was relaxed, where the same row had passed at ingest."""
+    table = pa.table(
+        {
+            "sensor_id": pa.array([5.0, 6.0]),
+            "event_ts": [NOW, NOW],
+            "temperature_c": [20.0, 75.0],
+            "mode": pa.array([1.0, 2.0]),
+        }
+    )
+    outcome = env.service.ingest("climate", 1, [table])
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+    (record,) = env.service.list_quarantined(view="climate")
+    assert json.loads(record.payload)["sensor_id"] == 6.0
+    env.registry.update_validation(
+        "climate", 1, {"temperature_c": pb.ValidationRule(min_value=-40, max_value=80, max_null_fraction=0.5)}
+    )
+    result = env.service.replay([record.id], {})
+    assert (result.replayed, result.still_quarantined) == ([record.id], [])
+    assert sorted(offline_rows(env, "climate")) == [5, 6]
+
+    # A half is still no integer, and a JSON number beyond int64 is still refused, each with its reason.
+    for sensor_id, reason in (
+        (6.5, "sensor_id: 6.5 not castable"),
+        (2**64, "sensor_id: '18446744073709551616'"),
+    ):
+        bad = env.quarantine("climate", {**json.loads(record.payload), "sensor_id": sensor_id}, "x")
+        (still,) = env.service.replay([bad], {}).still_quarantined
+        assert still.reason.startswith(reason), still.reason
