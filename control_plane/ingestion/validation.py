@@ -200,6 +200,14 @@ def validate(
     valid UTF-8); those rows are rejected with them, first, and with any the rules add."""
     if now.tzinfo is None:
         raise ValueError("now must be time-zone-aware")
+    # Which of two same-named columns holds a record's value is undecidable (and Arrow's lookup by name
+    # raised KeyError, an INTERNAL error): the whole table is refused, naming them.
+    names = table.column_names
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InvalidArgument(
+            f"columns {', '.join(map(repr, twice))} appear more than once in the table; name each column once"
+        )
     n = table.num_rows
     table = table.combine_chunks()
     reasons = _Reasons()

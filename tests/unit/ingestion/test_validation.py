@@ -458,3 +458,11 @@ def test_a_timestamp_after_year_9999_in_utc_is_rejected_with_its_reason_not_an_e
     assert (
         json.loads(result.rejected.column("payload")[0].as_py())["event_ts"] == "10000-01-01T00:00:00+00:00"
     )
+
+
+def test_a_column_named_twice_refuses_the_table_naming_it() -> None:
+    """Validation looked columns up by name, and Arrow raised KeyError on a duplicate (INTERNAL over
+    gRPC); the sender is told which column is named twice now."""
+    table = batch().append_column("temperature_c", pa.array([2.0]))
+    with pytest.raises(InvalidArgument, match=r"^columns 'temperature_c' appear more than once in the table"):
+        validate(VIEW, ENTITY, table, now=NOW)
