@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
@@ -29,10 +30,32 @@ def job_spec(spec: pb.JobSpec | Mapping[str, Any]) -> pb.JobSpec:
     """``spec`` as a message; a mapping is parsed (INVALID_ARGUMENT names an unknown or mistyped field)."""
     if isinstance(spec, pb.JobSpec):
         return spec
+    _check_nested_mappings(spec, pb.JobSpec.DESCRIPTOR, "")  # type: ignore[arg-type]
     try:
         return json_format.ParseDict(dict(spec), pb.JobSpec())
     except json_format.ParseError as exc:
         raise InvalidArgument(f"malformed job spec: {exc}") from None
+
+
+def _check_nested_mappings(data: Mapping[str, Any], descriptor: Descriptor, prefix: str) -> None:
+    """A field holding a message must be given as a mapping. protobuf's parser takes a string there as a
+    sequence of field names: ``entrypoint: my.module`` failed with "Message type aether.v1.Entrypoint has
+    no field named 'm'", which says nothing a user can act on."""
+    for name, value in data.items():
+        field = descriptor.fields_by_name.get(name) if isinstance(name, str) else None
+        if field is None or field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue  # unknown fields and scalars: the parser's own messages name them well
+        if field.message_type.full_name.startswith("google.protobuf."):
+            continue  # Struct, Value...: any JSON
+        if field.is_repeated:
+            continue
+        if not isinstance(value, Mapping):
+            fields = ", ".join(f.name for f in field.message_type.fields)
+            raise InvalidArgument(
+                f"malformed job spec: {prefix}{name} must be a mapping of"
+                f" {field.message_type.full_name} fields ({fields}), not {type(value).__name__} {value!r:.60}"
+            )
+        _check_nested_mappings(value, field.message_type, f"{prefix}{name}.")
 
 
 def state_name(state: int) -> str:

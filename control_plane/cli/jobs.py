@@ -52,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs = subparsers.add_parser("jobs", help="training jobs: submit, list, inspect, follow logs, cancel")
     actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
     submit = actions.add_parser("submit", parents=[common], help="submit a job spec (YAML or JSON file)")
-    submit.add_argument("spec", metavar="SPEC", help="path to the spec, or - for standard input")
+    submit.add_argument(
+        "spec",
+        metavar="SPEC",
+        help="path to the spec (aether.v1.JobSpec fields; see examples/train.yaml), or - for standard input",
+    )
     submit.set_defaults(handler=_handler(_submit))
     listing = actions.add_parser("list", parents=[common], help="jobs, newest first")
     listing.add_argument(

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
+from clients.sdk.jobs import job_spec
 from control_plane.training.spec import hyperparameter_text
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
@@ -71,11 +72,8 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
 
 def spec_from_mapping(data: Mapping[str, object]) -> pb.JobSpec:
     """A spec from its JSON/YAML form (field names as in the .proto); INVALID_ARGUMENT for unknown or
-    mistyped fields."""
-    try:
-        return json_format.ParseDict(dict(data), pb.JobSpec())
-    except json_format.ParseError as exc:
-        raise InvalidArgument(f"malformed job spec: {exc}") from None
+    mistyped fields, as the SDK parses it (:func:`clients.sdk.jobs.job_spec`)."""
+    return job_spec(data)
 
 
 def spec_to_json(spec: pb.JobSpec) -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
@@ -15,6 +16,10 @@ from control_plane.jobs.executor import job_argv
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.spec import entrypoint_problem, spec_from_mapping, spec_to_json, validate
+from control_plane.training.spec import Hyperparameters, TrainingSpec
+from control_plane.training.trainer.config import TrainerConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def spec(**fields: object) -> pb.JobSpec:
@@ -42,6 +47,40 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
         spec_from_mapping({"name": "x", "gpus": "many"})
     fine = {"lr": 0.1, "name": "mlp", "shuffle": True, "layers": [64, 32], "epochs": 20}
     assert validate(spec(hyperparameters=fine)).hyperparameters == spec(hyperparameters=fine).hyperparameters
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"entrypoint": "control_plane.training.trainer"},
+            "entrypoint must be a mapping of aether.v1.Entrypoint",
+        ),
+        (
+            {"dataset": {"point_in_time": "rows.parquet"}},
+            "dataset.point_in_time must be a mapping of aether.v1.PointInTimeQuery fields",
+        ),
+    ],
+)
+def test_a_message_field_given_as_a_string_says_it_must_be_a_mapping(
+    fields: dict[str, object], message: str
+) -> None:
+    # protobuf's parser read the string as field names: "Entrypoint has no field named 'c'".
+    with pytest.raises(InvalidArgument, match=f"malformed job spec: {message}"):
+        spec_from_mapping({"name": "train", **fields})
+
+
+def test_the_example_spec_in_the_readme_is_a_valid_job_spec_for_the_built_in_trainer() -> None:
+    data = yaml.safe_load((REPO_ROOT / "examples" / "train.yaml").read_text(encoding="utf-8"))
+    example = validate(spec_from_mapping(data))
+    assert entrypoint_problem(example) is None
+    assert example.dataset.point_in_time.entity_rows_path and list(example.dataset.point_in_time.features)
+    # As the job reads it (AETHER_JOB_SPEC): the built-in trainer's required hyperparameters are there.
+    training = TrainingSpec.from_json(spec_to_json(example))
+    config = TrainerConfig.from_hyperparameters(
+        Hyperparameters(training.hyperparameters), job_name=training.name
+    )
+    assert config.label == "demand"
 
 
 def test_the_spec_file_has_every_field_with_plain_json_hyperparameters() -> None:
