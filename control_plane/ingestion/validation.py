@@ -43,7 +43,6 @@ so its value columns are then its features, as for a plain view.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -65,6 +64,7 @@ from control_plane.ingestion.casting import (
     castable_to_timestamp,
     lossless_cast,
 )
+from control_plane.ingestion.shown_values import record_json, show, temporal_as_text
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
 DEFAULT_MAX_FUTURE = timedelta(days=1)
@@ -253,7 +253,7 @@ def _check_required(
         return pa.nulls(n, target)
     source = _column(table, name)
     cast, failed = lossless_cast(source, target)
-    reasons.add(failed, lambda row: f"{name}: {_show(source[row])} not castable to {target} without loss")
+    reasons.add(failed, lambda row: f"{name}: {show(source[row])} not castable to {target} without loss")
     # Nulls are read from the cast column, not the source: lossless_cast turns NaN into null, so a NaN
     # key (pandas' float64 for an int key column with a gap) is valid in the source yet null once cast.
     missing = ~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed
@@ -271,12 +271,12 @@ def _check_timestamp(
     source = _column(table, name)
     cast, failed = lossless_cast(source, TIMESTAMP_TYPE)
     if castable_to_timestamp(source.type):
-        reasons.add(failed, lambda row: f"{name}: {_show(source[row])} is not a time-zone-aware timestamp")
+        reasons.add(failed, lambda row: f"{name}: {show(source[row])} is not a time-zone-aware timestamp")
     else:  # an epoch number or a date: name the type, so the sender sees why a plain value is refused
         reasons.add(
             failed,
             lambda row: (
-                f"{name}: {_show(source[row])} is of type {source.type}, not a time-zone-aware timestamp"
+                f"{name}: {show(source[row])} is of type {source.type}, not a time-zone-aware timestamp"
                 f" (accepted: {TIMESTAMP_SOURCES})"
             ),
         )
@@ -286,7 +286,7 @@ def _check_timestamp(
     micros = pc.fill_null(cast.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     reasons.add(
         valid & (micros > limit_us),
-        lambda row: f"{name}: {_show(cast[row])} is more than {max_future} ahead of now ({now.isoformat()})",
+        lambda row: f"{name}: {show(cast[row])} is more than {max_future} ahead of now ({now.isoformat()})",
     )
     return cast
 
@@ -298,14 +298,14 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
         cast, failed = lossless_cast(source, column.arrow_type)
         reasons.add(
             failed,
-            lambda row: f"{name}: {_show(source[row])} not castable to {column.arrow_type} without loss",
+            lambda row: f"{name}: {show(source[row])} not castable to {column.arrow_type} without loss",
         )
     else:
         cast, failed = pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
     if column.finite and valid.any():
         infinite = _mask(pc.is_inf(cast))
-        reasons.add(infinite, lambda row: f"{name}: {_show(cast[row])} is not finite")
+        reasons.add(infinite, lambda row: f"{name}: {show(cast[row])} is not finite")
     nulls = ~valid & ~failed
     null_count = int(nulls.sum())
     if n and null_count / n > rule.max_null_fraction:
@@ -324,18 +324,18 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
         if rule.HasField("min_value"):
             reasons.add(
                 valid & _below(cast, rule.min_value),
-                lambda row: f"{name}: {_show(cast[row])} below min {rule.min_value:g}",
+                lambda row: f"{name}: {show(cast[row])} below min {rule.min_value:g}",
             )
         if rule.HasField("max_value"):
             reasons.add(
                 valid & _above(cast, rule.max_value),
-                lambda row: f"{name}: {_show(cast[row])} above max {rule.max_value:g}",
+                lambda row: f"{name}: {show(cast[row])} above max {rule.max_value:g}",
             )
         if rule.allowed_values:
             listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
             reasons.add(
                 valid & ~_allowed(cast, rule.allowed_values),
-                lambda row: f"{name}: {_show(cast[row])} not in allowed values [{listed}]",
+                lambda row: f"{name}: {show(cast[row])} not in allowed values [{listed}]",
             )
     return cast
 
@@ -394,7 +394,7 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
     rows = sorted(reasons.by_row)
     if not rows:
         return REJECTED_SCHEMA.empty_table()
-    originals = _temporal_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
+    originals = temporal_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
     return pa.Table.from_pydict(
         {
             "row_index": rows,
@@ -403,95 +403,6 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
         },
         schema=REJECTED_SCHEMA,
     )
-
-
-def _temporal_as_text(table: pa.Table) -> pa.Table:
-    """``table`` with its nanosecond columns (timestamps, times, durations) as text, and any other
-    temporal column Python cannot hold (a time after year 9999 or before year 1). Without pandas,
-    ``as_py`` cannot hold a nanosecond, nor a datetime outside years 1-9999 (both raise), and a
-    quarantined payload must keep the exact value: a record is rejected, never lost to an exception."""
-    for index, field in enumerate(table.schema):
-        column = table.column(index)
-        if _is_nanos(field.type) or (_is_temporal(field.type) and not _python_holds(column)):
-            table = table.set_column(index, field.name, _temporal_text(column))
-    return table
-
-
-def _is_temporal(arrow_type: pa.DataType) -> bool:
-    return bool(pa.types.is_temporal(arrow_type))
-
-
-def _python_holds(values: pa.ChunkedArray) -> bool:
-    try:
-        values.to_pylist()
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
-def _is_nanos(arrow_type: pa.DataType) -> bool:
-    temporal = pa.types.is_timestamp(arrow_type) or pa.types.is_time64(arrow_type)
-    return bool((temporal or pa.types.is_duration(arrow_type)) and arrow_type.unit == "ns")
-
-
-def _temporal_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    if not pa.types.is_timestamp(values.type):
-        return values.cast(pa.string())  # times as HH:MM:SS.fffffffff, durations as their count, dates
-    # ISO 8601 in the column's zone (naive stays naive), as datetime.isoformat writes timestamps: no
-    # fraction on a whole second, six digits on a whole microsecond, nine only when needed. Arrow formats
-    # from the stored integer, so years past 9999 (where datetime stops) print too.
-    text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S" + ("%Ez" if values.type.tz else ""))
-    text = pc.replace_substring_regex(text, pattern=r"(:\d\d)\.0+(\D|$)", replacement=r"\1\2")
-    return pc.replace_substring_regex(text, pattern=r"(:\d\d\.\d{6})000", replacement=r"\1")
-
-
-def record_json(record: dict[str, Any]) -> str:
-    """A record as JSON text: timestamps in ISO 8601 (naive ones stay naive, so the reason stays
-    visible), NaN and infinities as the strings ``"NaN"``/``"Infinity"``, bytes as UTF-8 text."""
-    return json.dumps({key: _jsonable(value) for key, value in record.items()}, sort_keys=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _show(scalar: pa.Scalar) -> str:
-    """A value for a reason. Never raises: a reason is written for every value validation rejects, and
-    one that raised would fail the whole batch (and, on a stream, stop the materializer at that message
-    for good) instead of quarantining the one record."""
-    if _is_nanos(scalar.type):
-        return _as_text(scalar)
-    try:
-        value = scalar.as_py()
-    except (OverflowError, ValueError, pa.ArrowException):
-        # A time after year 9999 in UTC (a valid "9999-12-31T23:00:00-05:00") has no Python datetime.
-        return _as_text(scalar)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _as_text(scalar: pa.Scalar) -> str:
-    """``scalar`` formatted by Arrow from its stored value, without a Python object."""
-    try:
-        one = pa.array([scalar], scalar.type)
-        return str((_temporal_text(one) if _is_temporal(scalar.type) else one.cast(pa.string()))[0].as_py())
-    except (OverflowError, ValueError, pa.ArrowException):
-        return f"<{scalar.type} value>"
 
 
 def _epoch_us(moment: datetime) -> int:

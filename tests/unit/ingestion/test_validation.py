@@ -460,6 +460,20 @@ def test_a_timestamp_after_year_9999_in_utc_is_rejected_with_its_reason_not_an_e
     )
 
 
+def test_a_long_rejected_value_is_cut_in_its_reason_and_kept_whole_in_the_record() -> None:
+    # A 10 MB string went into the reason whole (and once more for each rule it failed).
+    huge = "x" * 1_000_000
+    result = validate(
+        VIEW, ENTITY, batch(sensor_id=[1], event_ts=[huge], temperature_c=[20.0], mode=[1]), now=NOW
+    )
+    [reason] = result.rejected.column("reason").to_pylist()
+    assert reason.startswith("event_ts: 'xxx") and reason.endswith(
+        "... (1000000 characters) is not a time-zone-aware timestamp"
+    )
+    assert len(reason) < 300
+    assert json.loads(result.rejected.column("payload")[0].as_py())["event_ts"] == huge
+
+
 def test_a_column_named_twice_refuses_the_table_naming_it() -> None:
     """Validation looked columns up by name, and Arrow raised KeyError on a duplicate (INTERNAL over
     gRPC); the sender is told which column is named twice now."""
