@@ -90,16 +90,25 @@ def plan_for(view: pb.FeatureView) -> AggregationPlan:
 # The integers a window result may be stored as: the type's range, and for int64 the integers float64
 # (the kernel's type) holds exactly; past 2**53 a sum has already lost digits.
 _INTEGER_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**53), 2**53)}
+# The finite floats: a float32 output holds less than the float64 events validation accepts (1e39 was cast
+# to inf, online and offline), and a float64 sum of finite values can still overflow to inf.
+_FLOAT_BOUNDS = {
+    dtype: (-float(np.finfo(dtype).max), float(np.finfo(dtype).max)) for dtype in ("float32", "float64")
+}
 
 
 def range_checked(plan: AggregationPlan) -> list[tuple[int, float, float]]:
-    """(output index, lowest, highest) of the integer outputs whose result can leave the type's range:
-    a sum or a count. A min, max or last is one of the values, which validation has range-checked."""
-    return [
-        (j, float(_INTEGER_BOUNDS[dtype][0]), float(_INTEGER_BOUNDS[dtype][1]))
-        for j, (dtype, function) in enumerate(zip(plan.output_types, plan.functions, strict=True))
-        if dtype in _INTEGER_BOUNDS and function in ("sum", "count")
-    ]
+    """(output index, lowest, highest) of the outputs whose result can leave its type's range: an integer
+    sum or count (an integer min, max or last is one of the values, which validation has checked to be a
+    whole number that fits), every float32 output and a float64 sum (validation checks events as finite
+    float64 only)."""
+    checked = []
+    for j, (dtype, function) in enumerate(zip(plan.output_types, plan.functions, strict=True)):
+        if dtype == "float32" or (dtype == "float64" and function == "sum"):  # else finite events stay so
+            checked.append((j, *_FLOAT_BOUNDS[dtype]))
+        elif dtype in _INTEGER_BOUNDS and function in ("sum", "count"):
+            checked.append((j, float(_INTEGER_BOUNDS[dtype][0]), float(_INTEGER_BOUNDS[dtype][1])))
+    return checked
 
 
 def out_of_range(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> tuple[int, str] | None:
@@ -112,12 +121,18 @@ def out_of_range(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> tuple[i
             rows.append(
                 (
                     row,
-                    f"{plan.outputs[j]}: {plan.functions[j]} {out[row, j]:.17g} does not fit"
-                    f" {plan.output_types[j]} (between {lowest:.0f} and {highest:.0f}); the event is not"
-                    " applied",
+                    f"{plan.outputs[j]}: {plan.functions[j]} {_number(out[row, j])} does not fit"
+                    f" {plan.output_types[j]} (between {_number(lowest)} and {_number(highest)}); the event"
+                    " is not applied",
                 )
             )
     return min(rows) if rows else None
+
+
+def _number(value: float) -> str:
+    """Whole numbers as integers (a sum of 4000000000), others as Python writes them (1e+39)."""
+    value = float(value)
+    return f"{value:.0f}" if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
 def output_columns(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> dict[str, pa.Array]:

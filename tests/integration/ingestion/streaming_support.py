@@ -113,7 +113,7 @@ def read_online(client: redis.Redis, view: pb.FeatureView, sensors: list[int]) -
         blob = client.get(online_key("sensor", [str(sensor)], view.spec.name, view.version))
         assert isinstance(blob, bytes), f"sensor {sensor} has no online value"
         decoded = decode(blob, online.layout, view.schema_fingerprint, len(online.columns))
-        record = decoded.values[0]
+        record = decoded.values[0] if online.layout.names else decoded.values  # a record, or plain values
         nulls = decoded.nulls if decoded.nulls is not None else np.zeros(len(online.columns), dtype=bool)
         found[sensor] = [math.nan if nulls[i] else float(record[i]) for i in range(len(online.columns))]
     return found

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 import redis
 
 from control_plane.db import read_session
@@ -388,6 +389,51 @@ def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
     ]
     history = pa.Table.from_batches(list(offline.scan("orders", 1)))
     assert history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]
+
+
+def test_a_float32_aggregate_that_would_be_infinite_quarantines_the_event(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Events are checked as finite float64; a float32 feature holds less. 1e39 was cast to inf and written
+    online and offline, counted as accepted; a float32 sum of values that fit can overflow the same way."""
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from clients.aether.v1 import types_pb2 as t
+    from control_plane.features.registry import FeatureRegistry
+
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    spec = pb.FeatureViewSpec(
+        name="amounts",
+        entity="sensor",
+        source=pb.Source(kind="stream", uri="events:amounts"),
+        features=[
+            pb.Feature(name="amount_last_1h", value_type=t.FLOAT32),
+            pb.Feature(name="amount_sum_1h", value_type=t.FLOAT32),
+        ],
+        aggregations=[
+            pb.Aggregation(column="amount", function="last", window_seconds=3600, output="amount_last_1h"),
+            pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h"),
+        ],
+    )
+    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for amount in ("2e38", "1e39", "2e38", "5"):  # 1e39 does not fit; the second 2e38 overflows the sum
+        client.xadd("events:amounts", {"sensor_id": "7", "event_ts": now, "amount": amount})
+    source = RedisStreamSource(client, "events:amounts", OPTIONS.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    materializer.flush()
+    assert read_online(client, view, [7]) == {7: [5.0, pytest.approx(2e38 + 5, rel=1e-6)]}
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view="amounts"))
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 2, 2)
+    assert reasons[0].startswith("amount_last_1h: last 1e+39 does not fit float32 (between -3.4028234663852886e+38")
+    assert reasons[1].startswith("amount_sum_1h: sum 4e+38 does not fit float32")
+    history = pa.Table.from_batches(list(offline.scan("amounts", 1)))
+    assert all(math.isfinite(v) for v in history.column("amount_sum_1h").to_pylist())
 
 
 def test_counting_the_join_key_or_the_timestamp_field_counts_the_events(
