@@ -85,6 +85,12 @@ class JobHandle(Protocol):
 
     def poll(self) -> ExitStatus | None: ...
 
+    @property
+    def main_exited(self) -> bool:
+        """Whether the attempt's main process has ended (its status is known) while ``poll`` still waits
+        for what it left behind: the attempt's outcome is decided, so no cancel or timeout applies."""
+        ...
+
     def terminate(self) -> None: ...
 
     def kill(self) -> None: ...
@@ -153,6 +159,10 @@ class LocalHandle:
         with contextlib.suppress(ChildProcessError):  # reap it if it happens to be our child
             os.waitpid(self._pid, os.WNOHANG)
         return process_start_ticks(self._pid) == self._start_ticks
+
+    @property
+    def main_exited(self) -> bool:
+        return self._status is not None
 
     def _group_alive(self) -> bool:
         """Whether a process other than a zombie is left in the launcher's group, the launcher being

@@ -191,6 +191,10 @@ class Supervisor:
         now = now_us()
         stop = self._stops.get(row.job_id)
         files = JobFiles(Path(row.folder))
+        if stop is None and handle.main_exited:
+            # The job has ended and the executor is stopping what it left behind: its outcome (exit 0 and
+            # outputs, say) is decided, so a cancel or a timeout arriving now does not overrule it.
+            return
         if stop is None:
             if row.cancel_requested:
                 stop = _Stop("cancel", now)

@@ -178,6 +178,20 @@ def test_fifo_a_later_job_waits_for_the_devices_of_an_earlier_one(client: JobsCl
     assert times[third.job_id][0] > first_free and times[cpu.job_id][0] > first_free
 
 
+def test_a_cancel_while_an_ended_job_s_leftovers_are_stopped_does_not_overrule_its_exit_0(
+    client: JobsClient, tmp_path: Path
+) -> None:
+    # The job exits 0 and leaves a child that ignores SIGTERM: the attempt stays RUNNING while the child
+    # is stopped (1 s grace), and a cancel in that window made the job CANCELLED, its outputs dropped.
+    child_file = tmp_path / "child"
+    job = client.submit(job_spec("leaves", "--leave-child", str(child_file)))
+    wait_for(lambda: "left processes running" in b"".join(client.logs(job.job_id)).decode())
+    client.cancel(job.job_id, "changed my mind")
+    done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_FAILED)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert done.reason.startswith("exit code 0")
+
+
 def test_devices_stay_held_until_the_processes_an_attempt_left_are_gone(
     client: JobsClient, tmp_path: Path
 ) -> None:
