@@ -68,7 +68,9 @@ class DemoReport:
 def run_demo(options: DemoOptions, say: Say) -> DemoReport:
     settings = demo_settings(options.home)
     say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
-    start_stack(settings, extra_env=STACK_ENV)
+    # The demo writes its entity rows under its own home's datasets folder, so that is the stack's datasets
+    # root whatever AETHER_DATASETS_ROOT the user's shell holds (which pointed the server elsewhere).
+    start_stack(settings, extra_env={**STACK_ENV, "AETHER_DATASETS_ROOT": str(settings.home / "datasets")})
     report = DemoReport(settings)
     try:
         _scenario(options, report, say)

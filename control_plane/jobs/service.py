@@ -125,7 +125,8 @@ class JobService:
                 # As the job's GetHistoricalFeatures call will take it: a relative path is under the root.
                 path = confined(path, self.datasets_root, "dataset.point_in_time.entity_rows_path")
             if "://" not in path and not Path(path).is_file():
-                raise NotFound(f"entity rows file {query.entity_rows_path!r} not found")
+                where = "" if path == query.entity_rows_path else f" (looked for at {path})"
+                raise NotFound(f"entity rows file {query.entity_rows_path!r} not found{where}")
 
     # Reads ---------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 A_B_TOLERANCE_PERCENT = 12.0  # 400 requests split 50/50: a binomial standard deviation is 2.5 points
 
 
-def run_demo(home: Path, *flags: str) -> tuple[str, dict[str, str]]:
+def run_demo(home: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     completed = subprocess.run(
         [
             sys.executable,
@@ -31,7 +31,7 @@ def run_demo(home: Path, *flags: str) -> tuple[str, dict[str, str]]:
         capture_output=True,
         text=True,
         timeout=540,
-        env=dict(os.environ, AETHER_HOME=str(home)),
+        env=dict(os.environ, AETHER_HOME=str(home), **(env or {})),
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     out = completed.stdout
@@ -95,7 +95,10 @@ def test_demo_closes_the_loop_and_promotes_the_retrained_model(tmp_path: Path) -
 
 @pytest.mark.parametrize("flag", ["--fail-gates"])
 def test_demo_keeps_the_champion_when_the_gates_fail(tmp_path: Path, flag: str) -> None:
-    out, rows = run_demo(tmp_path, flag)
+    # A datasets root set in the user's shell is not the demo's: its stack reads the rows the demo writes
+    # under its own home (it inherited the variable and refused them with PERMISSION_DENIED).
+    elsewhere = tmp_path / "elsewhere"
+    out, rows = run_demo(tmp_path, flag, env={"AETHER_DATASETS_ROOT": str(elsewhere)})
     assert_common_stages(out, rows)
     assert rows["gates passed"] == "False" and "budget" in rows["gate reasons"]
     assert rows["promotion"] == "rejected"
