@@ -142,7 +142,15 @@ def put_config(
     """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited.
     ``task`` is the deployment's monitor task: the metrics named must be among its metrics."""
     stored = effective(config, default_metric)
-    check_metrics(stored, task)
+    previous = get_config(sessions, stored.deployment)
+    unchanged = (stored.performance_metric, stored.gates.metric) == (
+        previous.performance_metric,
+        previous.gates.metric,
+    )
+    if stored.enabled or not unchanged:
+        # A disabled config whose metrics are the ones stored triggers nothing: it must stay possible to
+        # disable a config whose metric the monitor's task no longer computes (the task changed later).
+        check_metrics(stored, task)
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
     state = json_format.MessageToDict(stored, preserving_proto_field_name=True)

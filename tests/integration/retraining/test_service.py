@@ -130,6 +130,28 @@ async def test_a_metric_the_monitor_does_not_compute_is_refused(plane: ControlPl
         client.close()
 
 
+async def test_a_config_whose_metric_the_task_no_longer_computes_can_still_be_disabled(
+    plane: ControlPlaneServer,
+) -> None:
+    # Stored with "accuracy" for a classifier; the monitor's task then became regression. Re-sending the
+    # stored config to disable it was refused for the stale metric, so retraining could not be turned off.
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        classifier = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_CLASSIFICATION)
+        monitor_configs.put_config(plane.context.sessions, classifier, actor="alice")
+        stored = await asyncio.to_thread(client.configure, "eta", enabled=True, performance_metric="accuracy")
+        regressor = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_REGRESSION)
+        monitor_configs.put_config(plane.context.sessions, regressor, actor="alice")
+        stored.enabled = False
+        disabled = await asyncio.to_thread(client.configure, "eta", stored)
+        assert not disabled.enabled and disabled.performance_metric == "accuracy"
+        stored.enabled = True  # enabled again, the stale metric is refused
+        with pytest.raises(InvalidArgument, match=r"performance_metric 'accuracy' .*'mae'"):
+            await asyncio.to_thread(client.configure, "eta", stored)
+    finally:
+        client.close()
+
+
 async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
     plane: ControlPlaneServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
