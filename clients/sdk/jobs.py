@@ -47,7 +47,7 @@ def _check_nested_mappings(data: Mapping[str, Any], descriptor: Descriptor, pref
             continue  # unknown fields and scalars: the parser's own messages name them well
         if field.message_type.full_name.startswith("google.protobuf."):
             continue  # Struct, Value...: any JSON
-        if field.is_repeated:
+        if field.is_repeated or value is None:  # None: a YAML key left empty, which the parser takes as unset
             continue
         if not isinstance(value, Mapping):
             fields = ", ".join(f.name for f in field.message_type.fields)

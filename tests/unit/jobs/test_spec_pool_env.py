@@ -68,6 +68,8 @@ def test_a_message_field_given_as_a_string_says_it_must_be_a_mapping(
     # protobuf's parser read the string as field names: "Entrypoint has no field named 'c'".
     with pytest.raises(InvalidArgument, match=f"malformed job spec: {message}"):
         spec_from_mapping({"name": "train", **fields})
+    # A key left empty in YAML (null) stays what the parser makes of it: unset.
+    assert not spec_from_mapping({"name": "train", "dataset": None}).HasField("dataset")
 
 
 def test_the_example_spec_in_the_readme_is_a_valid_job_spec_for_the_built_in_trainer() -> None:
