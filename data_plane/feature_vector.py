@@ -92,7 +92,7 @@ class FeatureAssembler:
             spec, self._online_refs(spec), rows, dtype, time_remaining_s
         )
         values, status = merge_request_features(layout, stored, statuses, request_features)
-        return self._apply_fallback(spec, rows, values, status, layout.stored_width)
+        return self._apply_fallback(spec, rows, values, status, statuses)
 
     def _online_refs(self, spec: ModelSpec) -> tuple[str, ...]:
         cached = self._online.get(spec.key)
@@ -176,14 +176,23 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         values: npt.NDArray[Any],
         status: npt.NDArray[np.uint8],
-        stored_width: int,
+        stored_status: npt.NDArray[np.uint8],
     ) -> FeatureMatrix:
-        if PRESENT == 0 and not status.any():  # every value present, the common case: nothing to count
+        """``status``: the model input's statuses, request-time values merged in; ``stored_status``: the
+        stored columns' statuses as read, before any request-time value replaced one."""
+        # Request-time values are all present, so every value is present when every stored one is.
+        if PRESENT == 0 and not stored_status.any():  # the common case: nothing to count
             return FeatureMatrix(np.ascontiguousarray(values), (_ALL_PRESENT,) * len(rows))
         missing = status == MISSING
         missing_counts = missing.sum(axis=1)
         stale_counts = (status == STALE).sum(axis=1)
-        absent = (missing_counts >= stored_width) if stored_width else np.zeros(len(rows), bool)
+        # Whether the entity has stored features is a fact of the store, decided before the request's
+        # overrides: a request-time value marks its column present, and counting the merged statuses let
+        # one override hide an unknown entity from the 'error' policy (the model got zeros for the rest).
+        if stored_status.shape[1]:
+            absent = (stored_status == MISSING).all(axis=1)
+        else:
+            absent = np.zeros(len(rows), bool)
         use_defaults = spec.missing_entity_policy == "defaults"
         if absent.any() and not use_defaults:
             row = int(np.flatnonzero(absent)[0])

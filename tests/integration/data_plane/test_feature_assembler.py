@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
+from clients.errors import NotFound
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.feature_vector import FeatureAssembler
@@ -37,7 +39,7 @@ async def assembler(redis_url: str) -> AsyncIterator[FeatureAssembler]:
     await client.close()
 
 
-def _model(refs: tuple[str, ...], width: int) -> ModelSpec:
+def _model(refs: tuple[str, ...], width: int, **fields: Any) -> ModelSpec:
     return ModelSpec(
         name="m",
         version=1,
@@ -46,6 +48,7 @@ def _model(refs: tuple[str, ...], width: int) -> ModelSpec:
         inputs=(TensorSpec("input", "float32", (-1, width)),),
         outputs=(TensorSpec("output", "float32", (-1, 1)),),
         feature_refs=refs,
+        **fields,
     )
 
 
@@ -62,3 +65,21 @@ async def test_pinned_and_unpinned_references_of_one_view_take_their_own_version
 ) -> None:
     matrix = await assembler.assemble(_model(refs, len(expected)), [{"driver_id": "1"}], [], None)
     assert matrix.values.tolist() == [expected]
+
+
+async def test_an_entity_without_stored_features_is_absent_even_when_the_request_overrides_one(
+    assembler: FeatureAssembler,
+) -> None:
+    # Entity 9 has nothing stored; the request gives stats@1:a. Absence is decided on what the store
+    # holds: one override once marked the entity present, and the model got zeros for stats@1:b.
+    refs = ("stats@1:a", "stats@1:b")
+    override = [{"stats@1:a": 5.0}]
+    with pytest.raises(NotFound, match="no stored features"):
+        await assembler.assemble(_model(refs, 2), [{"driver_id": "9"}], override, None)
+    defaults = _model(refs, 2, missing_entity_policy="defaults", feature_defaults=(-1.0, -2.0))
+    matrix = await assembler.assemble(defaults, [{"driver_id": "9"}], override, None)
+    assert matrix.values.tolist() == [[5.0, -2.0]]
+    assert matrix.rows[0].fallback and matrix.rows[0].missing == 1
+    # A stored entity with an override is not absent.
+    matrix = await assembler.assemble(_model(refs, 2), [{"driver_id": "1"}], override, None)
+    assert matrix.values.tolist() == [[5.0, 11.0]] and not matrix.rows[0].fallback
