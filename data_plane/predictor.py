@@ -123,10 +123,13 @@ class Predictor:
         except BaseException as exc:  # logged with its status, then answered as before
             if log is not None:
                 sampled = log.sampled()
+                # A CancelledError is the caller's cancel or its deadline; the canary controller takes
+                # CANCELLED as the caller's doing, so a version that times out must not be logged so.
+                passed = deadline is not None and time.monotonic() >= deadline - _DEADLINE_SLACK_S
                 log.record(
                     self._record(
-                        call, request_id, trace.spec, trace.variant, SERVED, started, exc,
-                        trace.features, None, sampled,
+                        call, request_id, trace.spec, trace.variant, SERVED, started,
+                        status_name(exc, passed), trace.features, None, sampled,
                     )
                 )  # fmt: skip
             raise
@@ -167,7 +170,7 @@ class Predictor:
         variant: str,
         role: str,
         started: float,
-        error: BaseException | None,
+        error_code: str | None,  # the failure's status name; None: answered
         features: Array | None,
         outputs: Mapping[str, Array] | None,
         sampled: bool,
@@ -182,8 +185,8 @@ class Predictor:
             routing_key=call.routing_key,
             ts_us=now_us(),
             latency_ms=(time.perf_counter() - started) * 1000.0,
-            ok=error is None,
-            error_code="OK" if error is None else status_name(error),
+            ok=error_code is None,
+            error_code="OK" if error_code is None else error_code,
             entities=call.rows if sampled else None,
             features=features if sampled else None,
             outputs=outputs if sampled else None,
@@ -236,11 +239,11 @@ class Predictor:
                     exc,
                 )
                 if self._log is not None:
-                    self._log.record(
-                        self._record(
-                            call, request_id, spec, variant, SHADOW, started, exc, features, None, True
-                        )
+                    code = status_name(exc)
+                    record = self._record(
+                        call, request_id, spec, variant, SHADOW, started, code, features, None, True
                     )
+                    self._log.record(record)
                 return
             if self._log is not None:
                 self._log.record(
@@ -258,11 +261,19 @@ class Predictor:
         task.add_done_callback(done)
 
 
-def status_name(error: BaseException) -> str:
-    """The gRPC status name a request failed with (what ``maps_errors`` answers for it)."""
+def status_name(error: BaseException, deadline_passed: bool = False) -> str:
+    """The gRPC status name a request failed with, as its client sees it: what ``maps_errors`` answers for
+    it, or for a cancelled handler, DEADLINE_EXCEEDED once the call's deadline has passed and CANCELLED
+    otherwise (grpc.aio cancels the handler in both cases). The prediction log and the metrics
+    (:func:`data_plane.api.outcomes.call_status`) both name failures with it, so they agree."""
     if isinstance(error, AetherError):
         name: str = error.code.name
         return name
     if isinstance(error, asyncio.CancelledError):
-        return "CANCELLED"  # the caller went away or its deadline passed
+        return "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
     return "INTERNAL"
+
+
+# The request's deadline here is taken from the time remaining a moment after gRPC computed it, so it can
+# fall a little after gRPC's own; a cancellation this close to it is the deadline's.
+_DEADLINE_SLACK_S = 0.001

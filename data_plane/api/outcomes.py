@@ -5,7 +5,8 @@ Two outcomes are decided by gRPC, outside the handler's own errors:
 * grpc.aio ends a handler by cancelling it (``asyncio.CancelledError``) when its client cancels the call
   or the call's deadline passes; the client then sees CANCELLED or DEADLINE_EXCEEDED, and the deadline
   tells which (``time_remaining`` is 0 once it has passed, None when there is none). Every other failure
-  has the status ``maps_errors`` answers for it (:func:`data_plane.predictor.status_name`).
+  has the status ``maps_errors`` answers for it. Both rules are :func:`data_plane.predictor.status_name`,
+  which the prediction log uses too.
 * gRPC refuses a response larger than the server's ``grpc.max_send_message_length`` after the handler has
   returned it (RESOURCE_EXHAUSTED on the client), too late to be counted; so the handlers compare the
   response's size with that limit themselves and raise :func:`too_large` before returning.
@@ -24,9 +25,9 @@ from data_plane.predictor import status_name
 
 def call_status(error: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The status name a call that raised ``error`` ends with, as its client sees it."""
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError):  # asks gRPC for the deadline only when it matters
         remaining = context.time_remaining()
-        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+        return status_name(error, deadline_passed=remaining is not None and remaining <= 0)
     return status_name(error)
 
 

@@ -143,7 +143,7 @@ SLOW_WIDTH = 1024
 
 
 async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_caller_saw_it(
-    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
+    data_plane: DataPlaneHandle, own_redis: RedisServer, stub: pb_grpc.InferenceStub, tmp_path: Path
 ) -> None:
     spec = onnx_models.save(
         onnx_models.slow_at_least(0.2, SLOW_WIDTH), tmp_path / "slow.onnx", "slow",
@@ -151,7 +151,7 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     )  # fmt: skip
     await data_plane.manager.ensure_loaded(spec)  # a request takes ≥ 0.2 s, in a worker thread
     features = [{f"f{i}": 0.0 for i in range(SLOW_WIDTH)}]
-    request = build_predict_request("slow", [{"driver_id": 1}], request_features=features)
+    request = build_predict_request("slow", [{"driver_id": 1}], request_features=features, request_id="late")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Predict(request, timeout=0.05)  # passes while the model runs: gRPC cancels the handler
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -159,6 +159,7 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     await _counted(data_plane, {**labels, "code": "DEADLINE_EXCEEDED"}, 1)
 
     gate = data_plane.admissions[0]  # Predict's
+    request.request_id = "gone"
     call = stub.Predict(request, timeout=30)
     for _ in range(500):  # cancel once the server holds the call
         if gate.in_flight:
@@ -168,6 +169,11 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
     with pytest.raises(asyncio.CancelledError):
         await call
     await _counted(data_plane, {**labels, "code": "CANCELLED"}, 1)
+    # The prediction log (the canary controller's evidence, where CANCELLED is the caller's doing) names
+    # them as the metrics do: a model that times out once logged CANCELLED and never counted as failing.
+    entries = await _stream_entries(own_redis.url, "aether:predictions", 2)
+    logged = {e[b"request_id"]: (e[b"ok"], e[b"error_code"]) for e in entries}
+    assert logged == {b"late": (b"0", b"DEADLINE_EXCEEDED"), b"gone": (b"0", b"CANCELLED")}
 
 
 async def test_a_model_of_request_time_features_only_is_held_to_the_row_limit_too(
