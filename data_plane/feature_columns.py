@@ -10,7 +10,7 @@ Rules (see :mod:`data_plane.feature_vector`): references written ``request:NAME`
 row's request-time features (every row must carry NAME); a request-time feature named exactly like a
 single-feature stored reference replaces the stored value in the rows that carry it, and that value then
 counts as present. Into an integer (or bool) model input a request-time value must be a whole number the
-input's dtype holds (see :func:`_whole`).
+input's dtype holds (see :func:`_whole`), and so must a stored one (:func:`not_whole`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,30 @@ _WHOLE_RANGE: dict[np.dtype[Any], tuple[int, int]] = {
 } | {np.dtype(np.bool_): (0, 1)}
 
 
-def _whole_range(dtype: np.dtype[Any]) -> tuple[int, int] | None:
+def whole_range(dtype: np.dtype[Any]) -> tuple[int, int] | None:
     # Float inputs, the common case, take request-time values as they are: one attribute read per request.
     return None if dtype.kind == "f" else _WHOLE_RANGE.get(dtype)
+
+
+def not_whole(values: npt.NDArray[Any], bounds: tuple[int, int]) -> npt.NDArray[np.bool_]:
+    """Where stored values are not whole numbers from ``bounds`` (see :func:`whole_range`): numpy's cast
+    would truncate them (2.7 -> 2) or turn them into garbage (NaN, 1e19 -> INT64_MIN) without a word."""
+    low, high = bounds
+    if values.dtype.kind == "f":
+        # ``< high + 1``: a power of two, exact in a float, where ``<= high`` would round high up (2**63 - 1
+        # is 2.0**63 as a float) and let 2**63 through. NaN fails every comparison.
+        whole: npt.NDArray[np.bool_] = (
+            (values >= low) & (values < float(high + 1)) & (np.floor(values) == values)
+        )
+        return ~whole
+    bad = np.zeros(values.shape, np.bool_)
+    if values.dtype.kind in "iu":  # compare only with bounds inside the stored type's own range
+        info = np.iinfo(values.dtype)
+        if low > info.min:
+            bad |= values < low
+        if high < info.max:
+            bad |= values > high
+    return bad
 
 
 def _whole(value: float, bounds: tuple[int, int], dtype: np.dtype[Any], row: int, name: str) -> int:
@@ -107,7 +128,7 @@ def merge_request_features(
         status = np.full((rows, layout.width), PRESENT, np.uint8)  # request-time values are present
         values[:, layout.stored_columns] = stored
         status[:, layout.stored_columns] = stored_status
-        bounds = _whole_range(values.dtype)
+        bounds = whole_range(values.dtype)
         for column, name, ref in layout.request_columns:
             for row in range(rows):
                 value = request_features[row].get(name) if request_features else None
@@ -119,7 +140,7 @@ def merge_request_features(
     overridable = layout.overridable
     if request_features and overridable:
         copied = values is not stored
-        bounds = _whole_range(values.dtype)
+        bounds = whole_range(values.dtype)
         for row, features in enumerate(request_features):
             for name, value in features.items():
                 columns = overridable.get(name)

@@ -19,8 +19,15 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib import recfunctions
 
-from clients.errors import InvalidArgument, NotFound, ResourceExhausted
-from data_plane.feature_columns import REQUEST_PREFIX, ColumnLayout, column_layout, merge_request_features
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from data_plane.feature_columns import (
+    REQUEST_PREFIX,
+    ColumnLayout,
+    column_layout,
+    merge_request_features,
+    not_whole,
+    whole_range,
+)
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits
 from data_plane.refs import parse_ref
@@ -42,12 +49,47 @@ class FeatureMatrix:
     rows: tuple[RowFacts, ...]
 
 
-def _block_matrix(block: BlockResult, rows: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+def _block_matrix(
+    block: BlockResult, rows: Sequence[Mapping[str, str]], dtype: np.dtype[Any], spec: ModelSpec
+) -> npt.NDArray[Any]:
     plan = block.plan
     raw = np.frombuffer(block.values, dtype=plan.out_dtype)
+    bounds = whole_range(dtype)  # None for a float input, the common case: nothing to check
     if plan.out_dtype.names is None:
-        return raw.reshape(rows, plan.column_count).astype(dtype, copy=False)
+        matrix = raw.reshape(len(rows), plan.column_count)
+        if bounds is not None and not np.can_cast(matrix.dtype, dtype):
+            columns = [matrix[:, j] for j in range(plan.column_count)]
+            _refuse_unholdable(block, columns, rows, dtype, bounds, spec)
+        return matrix.astype(dtype, copy=False)
+    if bounds is not None:
+        fields = [raw[name] for name in plan.out_dtype.names]
+        if not all(np.can_cast(f.dtype, dtype) for f in fields):
+            _refuse_unholdable(block, fields, rows, dtype, bounds, spec)
     return np.asarray(recfunctions.structured_to_unstructured(raw, dtype=dtype))
+
+
+def _refuse_unholdable(
+    block: BlockResult,
+    columns: Sequence[npt.NDArray[Any]],
+    rows: Sequence[Mapping[str, str]],
+    dtype: np.dtype[Any],
+    bounds: tuple[int, int],
+    spec: ModelSpec,
+) -> None:
+    """Stored values for an integer (or bool) input must be whole numbers it holds, as request-time ones
+    must; a cast would feed the model 2 for 2.7 and INT64_MIN for NaN. FAILED_PRECONDITION, not
+    INVALID_ARGUMENT: the caller asked for nothing wrong, the stored data does not fit this model."""
+    view = block.plan.view
+    for j, column in enumerate(columns):
+        bad = np.flatnonzero(not_whole(column, bounds))
+        if bad.size:
+            row = int(bad[0])
+            feature = view.columns[int(block.plan.column_positions[j])]
+            raise FailedPrecondition(
+                f"row {row}: stored feature {view.name}@{view.version}:{feature} of entity {dict(rows[row])} "
+                f"is {column[row]}; model {spec.name} v{spec.version}'s {dtype} input takes whole numbers "
+                f"from {bounds[0]} to {bounds[1]} ({bad.size} of {len(rows)} rows hold such a value)"
+            )
 
 
 class FeatureAssembler:
@@ -121,7 +163,7 @@ class FeatureAssembler:
                 f"model {spec.name} reads online features, but this data plane has no online store"
             )
         result = await self._reader.read(online, rows, time_remaining_s)
-        matrices = [_block_matrix(b, result.row_count, dtype) for b in result.blocks]
+        matrices = [_block_matrix(b, rows, dtype, spec) for b in result.blocks]
         statuses = [np.frombuffer(b.statuses, np.uint8).reshape(result.row_count, -1) for b in result.blocks]
         values = np.concatenate(matrices, axis=1) if len(matrices) > 1 else matrices[0]
         status = np.concatenate(statuses, axis=1) if len(statuses) > 1 else statuses[0]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 
-from clients.errors import NotFound
+from clients.errors import FailedPrecondition, NotFound
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.feature_vector import FeatureAssembler
@@ -39,13 +39,13 @@ async def assembler(redis_url: str) -> AsyncIterator[FeatureAssembler]:
     await client.close()
 
 
-def _model(refs: tuple[str, ...], width: int, **fields: Any) -> ModelSpec:
+def _model(refs: tuple[str, ...], width: int, dtype: str = "float32", **fields: Any) -> ModelSpec:
     return ModelSpec(
         name="m",
         version=1,
         artifact_sha256="",
         artifact_uri="",
-        inputs=(TensorSpec("input", "float32", (-1, width)),),
+        inputs=(TensorSpec("input", dtype, (-1, width)),),
         outputs=(TensorSpec("output", "float32", (-1, 1)),),
         feature_refs=refs,
         **fields,
@@ -83,3 +83,18 @@ async def test_an_entity_without_stored_features_is_absent_even_when_the_request
     # A stored entity with an override is not absent.
     matrix = await assembler.assemble(_model(refs, 2), [{"driver_id": "1"}], override, None)
     assert matrix.values.tolist() == [[5.0, 11.0]] and not matrix.rows[0].fallback
+
+
+@pytest.mark.parametrize("stored", [2.7, float("nan"), 1e19, -1.0])
+async def test_stored_values_an_integer_input_cannot_hold_are_refused_naming_the_feature(
+    assembler: FeatureAssembler, redis_url: str, stored: float
+) -> None:
+    # A cast fed the model 2 for 2.7 and INT64_MIN for NaN or 1e19, where a request-time value is refused.
+    v1 = view("stats", [("a", "float32"), ("b", "float32")], version=1)
+    values = np.array([[3.0, stored]], np.float32)
+    OnlineWriter(redis.Redis.from_url(redis_url)).write(writable(v1), [["7"]], values, NOW_US)
+    spec = _model(("stats@1:a", "stats@1:b"), 2, "uint8")
+    with pytest.raises(FailedPrecondition, match=r"stored feature stats@1:b of entity \{'driver_id': '7'\}"):
+        await assembler.assemble(spec, [{"driver_id": "1"}, {"driver_id": "7"}], [], None)
+    matrix = await assembler.assemble(spec, [{"driver_id": "1"}], [], None)  # whole numbers pass
+    assert matrix.values.dtype == np.uint8 and matrix.values.tolist() == [[10, 11]]

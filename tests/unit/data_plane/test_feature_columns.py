@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.errors import InvalidArgument
-from data_plane.feature_columns import REQUEST_PREFIX, column_layout, merge_request_features
+from data_plane.feature_columns import (
+    REQUEST_PREFIX,
+    column_layout,
+    merge_request_features,
+    not_whole,
+    whole_range,
+)
 
 STORED_REFS = ["v:a", "v:b", "v", "w@2:c"]
 REQUEST_REFS = ["request:x", "request:y"]
@@ -165,3 +171,23 @@ def test_a_float_input_takes_request_time_values_as_they_are() -> None:
         [{"x": 2.5, "y": math.nan, "z": -math.inf}],
     )
     assert values[0, 0] == 2.5 and math.isnan(values[0, 1]) and values[0, 2] == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("stored", "dtype", "refused"),
+    [
+        (np.array([2.0**63, -(2.0**63), 2.0**62, 2.5, math.nan, -math.inf], np.float64), np.int64,
+         [True, False, False, True, True, True]),  # 2**63 - 1 rounds to 2.0**63 as a float: not held
+        (np.array([255, 256, -1, 0], np.float32), np.uint8, [False, True, True, False]),
+        (np.array([2, 1, 0, -1], np.int64), np.bool_, [True, False, False, True]),
+        (np.array([2**63 - 1, 0], np.uint64), np.int64, [False, False]),
+        (np.array([2**63, 0], np.uint64), np.int64, [True, False]),
+        (np.array([-(2**31) - 1, 2**31 - 1], np.int64), np.int32, [True, False]),
+    ],
+)  # fmt: skip
+def test_stored_values_an_integer_input_cannot_hold_are_found(
+    stored: npt.NDArray[np.generic], dtype: type[np.generic], refused: list[bool]
+) -> None:
+    bounds = whole_range(np.dtype(dtype))
+    assert bounds is not None
+    assert not_whole(stored, bounds).tolist() == refused
