@@ -245,8 +245,8 @@ class FeatureAssembler:
         if use_defaults and missing.any():
             defaults = np.zeros(values.shape[1], values.dtype)
             if spec.feature_defaults:
-                if len(spec.feature_defaults) != values.shape[1]:
-                    raise InvalidArgument(
+                if len(spec.feature_defaults) != values.shape[1]:  # the model's config, not the caller
+                    raise FailedPrecondition(
                         f"model {spec.name}: {len(spec.feature_defaults)} feature defaults for "
                         f"{values.shape[1]} features"
                     )

@@ -39,7 +39,7 @@ from clients.errors import AetherError, FailedPrecondition, NotFound, Unavailabl
 from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.artifacts import fetch_verified
 from data_plane.models.runner import Outputs, run_batch
-from data_plane.models.spec import ModelSpec, TensorSpec
+from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
 from data_plane.models.validation import InputValidator, ValidInputs, batchable
 from data_plane.models.warmup import recorded_inputs, warm_up
 from data_plane.runtime.base import Array, Runtime
@@ -248,6 +248,8 @@ class ModelManager:
         old = entry.spec
         changed = _changed_fields(old, spec)
         refused = [name for name in changed if name in _RELOAD_FIELDS]
+        if "feature_defaults" in changed and (problem := defaults_problem(spec)):
+            refused.append(f"feature_defaults ({problem})")
         # A runtime built for a largest batch (a TensorRT engine's optimisation profile) cannot take a
         # larger one: refused, so that the version keeps batching within what its engine runs.
         limit = getattr(entry.runtime, "max_batch_rows", None)
@@ -336,6 +338,8 @@ class ModelManager:
         spec = entry.spec
         started = time.monotonic()
         try:
+            if problem := defaults_problem(spec):
+                raise FailedPrecondition(f"model {spec.name} v{spec.version}: {problem}")
             data = await asyncio.to_thread(fetch_verified, spec.artifact_uri, spec.artifact_sha256)
             runtime = await asyncio.to_thread(self._factory, data, spec, self.options)
             declared_inputs = getattr(runtime, "inputs", None)

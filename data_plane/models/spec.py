@@ -8,6 +8,7 @@ the data plane never looks anything up in SQL.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,3 +131,22 @@ def load_model_config(path: Path) -> tuple[ModelSpec, ...]:
 
 def dump_model_config(specs: Sequence[ModelSpec], path: Path) -> None:
     path.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2) + "\n")
+
+
+def defaults_problem(spec: ModelSpec) -> str | None:
+    """Why ``feature_defaults`` cannot fill the model's Predict input, or None. Checked when a version is
+    loaded or its spec changed, so that a wrong length fails the version (logged) instead of each request
+    for an unknown entity, blamed on its caller. The width is known when the input is [batch, N]."""
+    defaults = spec.feature_defaults
+    if not defaults:
+        return None
+    bad = next((v for v in defaults if not math.isfinite(v)), None)
+    if bad is not None:
+        return f"feature_defaults must be finite numbers, not {bad!r}"
+    if len(spec.inputs) == 1 and len(spec.inputs[0].shape) == 2 and spec.inputs[0].shape[1] > 0:
+        width = spec.inputs[0].shape[1]
+        if len(defaults) != width:
+            return (
+                f"{len(defaults)} feature_defaults for the {width} features of input {spec.inputs[0].name!r}"
+            )
+    return None

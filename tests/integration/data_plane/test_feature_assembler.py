@@ -98,3 +98,12 @@ async def test_stored_values_an_integer_input_cannot_hold_are_refused_naming_the
         await assembler.assemble(spec, [{"driver_id": "1"}, {"driver_id": "7"}], [], None)
     matrix = await assembler.assemble(spec, [{"driver_id": "1"}], [], None)  # whole numbers pass
     assert matrix.values.dtype == np.uint8 and matrix.values.tolist() == [[10, 11]]
+
+
+async def test_defaults_of_the_wrong_length_for_an_input_of_open_width_are_the_models_fault(
+    assembler: FeatureAssembler,
+) -> None:
+    # Only an input of open width ([batch, -1]) gets past the load's check; the request is not to blame.
+    spec = _model(("stats@1:a", "stats@1:b"), -1, missing_entity_policy="defaults", feature_defaults=(1.0,))
+    with pytest.raises(FailedPrecondition, match="1 feature defaults for 2 features"):
+        await assembler.assemble(spec, [{"driver_id": "9"}], [], None)

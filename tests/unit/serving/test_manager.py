@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,26 @@ def test_gpu_providers_a_session_did_not_start_with_are_named() -> None:
     assert dropped_gpu_providers(requested, ["CPUExecutionProvider"]) == requested[:2]
     assert dropped_gpu_providers(requested, requested) == []
     assert dropped_gpu_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"]) == []
+
+
+async def test_feature_defaults_that_cannot_fill_the_input_fail_the_load_or_the_change(
+    tmp_path: Path,
+) -> None:
+    # They were accepted and failed only requests for unknown entities, as INVALID_ARGUMENT (the caller's).
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")  # input x: [-1, 4]
+    manager = ModelManager()
+    try:
+        with pytest.raises(FailedPrecondition, match="3 feature_defaults for the 4 features of input 'x'"):
+            await manager.ensure_loaded(dataclasses.replace(spec, feature_defaults=(0.1, 0.2, 0.3)))
+        assert manager.state("a", 1) is ModelState.FAILED
+        other = dataclasses.replace(spec, version=2, feature_defaults=(0.0, 1.0, math.nan, 0.0))
+        with pytest.raises(FailedPrecondition, match="must be finite numbers, not nan"):
+            await manager.ensure_loaded(other)
+        good = dataclasses.replace(spec, version=3, feature_defaults=(0.0, 1.0, 2.0, 3.0))
+        await manager.ensure_loaded(good)
+        with pytest.raises(FailedPrecondition, match="3 feature_defaults for the 4 features"):
+            await manager.ensure_loaded(dataclasses.replace(good, feature_defaults=(1.0, 2.0, 3.0)))
+        assert manager.state("a", 3) is ModelState.READY
+        assert manager.resolve("a", 3).feature_defaults == (0.0, 1.0, 2.0, 3.0)
+    finally:
+        await manager.close()
