@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.aether.v1 import online_features_pb2
-from clients.errors import DataLoss, Internal, ResourceExhausted, Unavailable
+from clients.errors import DataLoss, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import RegistryState
 from data_plane.plan import BlockPlan, ReadPlan
@@ -135,6 +135,10 @@ class OnlineReader:
         keys = plan.keys(rows)
         blobs: list[bytes | None] = []
         if keys:
+            if time_remaining_s is not None and time_remaining_s <= 0:
+                # The caller's deadline, not the store: UNAVAILABLE would blame a healthy Redis (and count
+                # against the serving version as a server-side failure).
+                raise DeadlineExceeded("the deadline passed before the online features were read")
             budget = redis_budget_s(time_remaining_s, limits.redis_timeout_s)
             try:
                 blobs = await self._redis.mget(keys, budget)

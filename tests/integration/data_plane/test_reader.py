@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as fr
-from clients.errors import DataLoss, ResourceExhausted, Unavailable
+from clients.errors import DataLoss, DeadlineExceeded, ResourceExhausted, Unavailable
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR, OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.reader import MISSING, PRESENT, STALE, OnlineReader, ReadLimits, ReadResult
@@ -213,6 +213,18 @@ async def test_ten_views_of_a_hundred_features_cost_exactly_one_mget(
         if name not in ("cmdstat_info", "cmdstat_config|resetstat")
     }
     assert reads == {"cmdstat_mget": 1}
+
+
+async def test_a_deadline_already_passed_is_deadline_exceeded_not_an_unavailable_store(
+    reader_parts: tuple[RegistryState, OnlineReader], sync_redis: redis.Redis
+) -> None:
+    # With Redis healthy, "no time left to ask Redis" was answered UNAVAILABLE "online store unavailable".
+    state, reader = reader_parts
+    _install(state, view("stats", floats(2)))
+    for remaining in (0.0, -0.5):
+        with pytest.raises(DeadlineExceeded, match="deadline passed before the online features were read"):
+            await reader.read(["stats"], [{"driver_id": "1"}], remaining)
+    assert (await reader.read(["stats"], [{"driver_id": "1"}], 5.0)).row_count == 1
 
 
 async def test_limits_are_resource_exhausted_stating_the_limit(
