@@ -22,10 +22,12 @@ from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.messages import (
     audit_state,
+    defaults_must_fit,
     deployment_message,
     policy_from_proto,
     policy_of,
     policy_to_proto,
+    serving_of,
     serving_with_defaults,
     to_json,
     variant_from_proto,
@@ -110,13 +112,20 @@ class DeploymentManager:
 
     # -- writes --------------------------------------------------------------------------------------
 
-    def _require_deployable(self, session: Session, variants: Sequence[VariantRecord]) -> None:
-        """Every model version must be Approved. The model's row is locked first, so the registry cannot
-        delete the version between this check and the commit (its delete takes the same lock and then
-        asks the deployment guard, which by then sees these variants)."""
+    def _require_deployable(
+        self, session: Session, variants: Sequence[VariantRecord], serving: pb.ServingConfig
+    ) -> None:
+        """Every model version must be Approved, and the serving config's feature defaults must fit it. The
+        model's row is locked first, so the registry cannot delete the version between this check and the
+        commit (its delete takes the same lock and then asks the deployment guard, which by then sees
+        these variants)."""
         for model_name, version in sorted({(v.model_name, v.version) for v in variants}):
             find_model(session, model_name, lock=True)
-            self._models.can_deploy(model_name, version)
+            defaults_must_fit(self._models.can_deploy(model_name, version), serving)
+
+    def _require_defaults_fit(self, variants: Sequence[VariantRecord], serving: pb.ServingConfig) -> None:
+        for model_name, version in sorted({(v.model_name, v.version) for v in variants}):
+            defaults_must_fit(self._models.get_version(model_name, version), serving)
 
     def create(self, request: pb.CreateDeploymentRequest, *, actor: str) -> pb.Deployment:
         name = traffic.check_name(request.name, "deployment name")
@@ -128,7 +137,7 @@ class DeploymentManager:
                 store.lock_revision(session)
                 if store.find_deployment(session, name) is not None:
                     raise AlreadyExists(f"deployment {name!r} already exists")
-                self._require_deployable(session, variants)
+                self._require_deployable(session, variants, serving)
                 now = store.now_us()
                 row = DeploymentRow(
                     name=name,
@@ -162,7 +171,10 @@ class DeploymentManager:
             if request.HasField("routing_salt"):
                 row.routing_salt = request.routing_salt or row.name
             if request.HasField("serving"):
-                row.serving = to_json(serving_with_defaults(request.serving))
+                serving = serving_with_defaults(request.serving)
+                if not request.replace_variants:  # else checked with the new variants below
+                    self._require_defaults_fit(variants, serving)
+                row.serving = to_json(serving)
             if request.HasField("canary_policy"):
                 policy = policy_from_proto(request.canary_policy)
                 if policy != policy_of(row):
@@ -176,7 +188,7 @@ class DeploymentManager:
             if request.replace_variants:
                 self._refuse_while_canary(row, "replace its variants")
                 variants = traffic.validate([variant_from_proto(v) for v in request.variants], row.name)
-                self._require_deployable(session, variants)
+                self._require_deployable(session, variants, serving_of(row))
                 store.replace_variants(session, row, variants)
             message = store.commit_change(session, row, variants, action="update", actor=actor, before=before)
         return self._changed(message)
@@ -241,7 +253,7 @@ class DeploymentManager:
             new = VariantRecord(variant_name, request.model_name, version, Role.CANARY, first)
             traffic.check_name(new.name, "variant name")
             traffic.check_name(new.model_name, "model name")
-            self._require_deployable(session, [new])
+            self._require_deployable(session, [new], serving_of(row))
             variants = traffic.add_variant(variants, new, row.name)
             now = store.now_us()
             row.canary_state = to_json(

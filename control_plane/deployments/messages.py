@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
 from clients.aether.v1 import deployments_pb2 as pb
+from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import InvalidArgument
 from control_plane.deployments.canary import DEFAULT_STEPS, Policy
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
@@ -90,6 +92,9 @@ def serving_with_defaults(message: pb.ServingConfig) -> pb.ServingConfig:
         raise InvalidArgument(
             f"missing_entity_policy must be one of {MISSING_ENTITY_POLICIES}, not {policy!r}"
         )
+    bad = next((v for v in message.feature_defaults if not math.isfinite(v)), None)
+    if bad is not None:
+        raise InvalidArgument(f"serving feature_defaults must be finite numbers, not {bad!r}")
     for value, what in (
         (message.warmup_requests, "warmup_requests"),
         (message.max_batch_size, "max_batch_size"),
@@ -105,6 +110,22 @@ def serving_with_defaults(message: pb.ServingConfig) -> pb.ServingConfig:
         missing_entity_policy=policy,
         feature_defaults=list(message.feature_defaults),
     )
+
+
+def defaults_must_fit(version: mpb.ModelVersion, serving: pb.ServingConfig) -> None:
+    """``serving``'s feature defaults fill the Predict input of ``version``: as many as its features, when
+    its signature says how many (one input of shape [batch, N]). Else the data plane fails the version
+    at load, after the deployment was accepted."""
+    defaults = serving.feature_defaults
+    inputs = version.signature.inputs
+    if not defaults or len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] <= 0:
+        return
+    width = inputs[0].shape[1]
+    if len(defaults) != width:
+        raise InvalidArgument(
+            f"serving feature_defaults: {len(defaults)} values, but model {version.model_name!r} version"
+            f" {version.version} takes {width} features (input {inputs[0].name!r})"
+        )
 
 
 def to_json(message: Any) -> dict[str, Any]:

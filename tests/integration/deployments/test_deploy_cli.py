@@ -83,13 +83,13 @@ def test_create_an_ab_split_with_a_fallback_for_unknown_entities(
     a, b = str(models.register("eta")), str(models.register("eta"))
     code, out = run(
         plane, capsys, "deploy", "create", "eta-ab", "--model", "eta", "--version", a, "--ab", f"eta:{b}:20",
-        "--missing-entity-policy", "defaults", "--feature-defaults", "1.5,0", "--json",
+        "--missing-entity-policy", "defaults", "--feature-defaults", "1.5,0,0,0", "--json",
     )  # fmt: skip
     assert code == 0
     shown = json.loads(out)
     split = {(v["name"], v["role"], v["traffic_percent"]) for v in shown["variants"]}
     assert split == {("eta-v1", "VARIANT_ROLE_PRIMARY", 80.0), ("eta-v2", "VARIANT_ROLE_CANARY", 20.0)}
     serving = shown["serving"]
-    assert serving["missing_entity_policy"] == "defaults" and serving["feature_defaults"] == [1.5, 0.0]
+    assert serving["missing_entity_policy"] == "defaults" and serving["feature_defaults"] == [1.5, 0, 0, 0]
     with pytest.raises(deploy.UsageError, match="--ab takes MODEL:VERSION:PERCENT"):
         run(plane, capsys, "deploy", "create", "bad", "--model", "eta", "--version", a, "--ab", "eta:2")

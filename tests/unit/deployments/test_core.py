@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.deployments.core import DeploymentManager
@@ -66,3 +66,45 @@ def test_core_on_each_database(engine: Engine, tmp_path: Path) -> None:
     manager.delete("eta-prod", actor="t")
     registry.delete_version("eta", approved, actor="t")
     assert manager.snapshot().plans == []
+
+
+def test_feature_defaults_must_fit_every_version_the_deployment_serves(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The data plane fails a version whose defaults do not fill its input; the deployment was accepted
+    # all the same, so the error surfaced only at load (or, before that check, on each unknown entity).
+    sessions = create_session_factory(engine)
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    manager = DeploymentManager(sessions, registry)
+
+    def approved(width: int) -> int:
+        artifact = registry.artifacts.put_bytes(f"model of {width}".encode())
+        signature = mpb.ModelSignature(inputs=[mpb.TensorSpec(name="x", dtype="float32", shape=[-1, width])])
+        request = mpb.CreateModelVersionRequest(
+            model_name="eta", artifact_sha256=artifact.sha256, signature=signature, create_model=True
+        )
+        version = registry.create_version(request, actor="t").version
+        registry.review("eta", version, mpb.APPROVED, "", actor="t")
+        return version
+
+    four, five = approved(4), approved(5)
+    primary = pb.Variant(model_name="eta", version=four, role=pb.VARIANT_ROLE_PRIMARY)
+
+    def create(defaults: list[float]) -> pb.Deployment:
+        serving = pb.ServingConfig(missing_entity_policy="defaults", feature_defaults=defaults)
+        return manager.create(
+            pb.CreateDeploymentRequest(name="eta-prod", variants=[primary], serving=serving), actor="t"
+        )
+
+    with pytest.raises(InvalidArgument, match=r"3 values, but model 'eta' version 1 takes 4 features"):
+        create([0.0, 0.0, 0.0])
+    with pytest.raises(InvalidArgument, match="feature_defaults must be finite numbers, not nan"):
+        create([0.0, 0.0, 0.0, float("nan")])
+    create([1.0, 2.0, 3.0, 4.0])
+    wrong = pb.ServingConfig(missing_entity_policy="defaults", feature_defaults=[1.0])
+    with pytest.raises(InvalidArgument, match="1 values, but model 'eta' version 1 takes 4"):
+        manager.update(pb.UpdateDeploymentRequest(name="eta-prod", serving=wrong), actor="t")
+    canary = pb.StartCanaryRequest(name="eta-prod", model_name="eta", version=five)
+    with pytest.raises(InvalidArgument, match=f"4 values, but model 'eta' version {five} takes 5"):
+        manager.start_canary(canary, actor="t")
+    assert list(manager.get("eta-prod").serving.feature_defaults) == [1.0, 2.0, 3.0, 4.0]
