@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -340,6 +341,61 @@ def test_a_join_key_that_is_not_utf8_is_quarantined_not_merged(tmp_path: Path, r
     ]
 
 
+@dataclass
+class _Materialized:
+    online: dict[int, list[float]]  # sensor 7's online values, in feature order
+    counts: tuple[int, int, int]  # records in, accepted, quarantined
+    reasons: list[str]  # sorted
+    history: pa.Table  # the offline rows
+
+
+def _materialize_field(
+    tmp_path: Path,
+    redis_url: str,
+    view_name: str,
+    field: str,
+    outputs: list[tuple[str, str, int]],
+    values: list[str],
+) -> _Materialized:
+    """Registers a streaming view of 1 h windows over ``field`` (``outputs``: feature, function, type),
+    streams ``values`` of sensor 7 through the materializer and reads what it wrote and quarantined."""
+    from clients.aether.v1 import feature_registry_pb2 as pb
+    from control_plane.features.registry import FeatureRegistry
+
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    stream = f"events:{view_name}"
+    spec = pb.FeatureViewSpec(
+        name=view_name,
+        entity="sensor",
+        source=pb.Source(kind="stream", uri=stream),
+        features=[pb.Feature(name=name, value_type=value_type) for name, _, value_type in outputs],
+        aggregations=[
+            pb.Aggregation(column=field, function=function, window_seconds=3600, output=name)
+            for name, function, _ in outputs
+        ],
+    )
+    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for value in values:
+        client.xadd(stream, {"sensor_id": "7", "event_ts": now, field: value})
+    source = RedisStreamSource(client, stream, OPTIONS.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    materializer.flush()
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view=view_name))
+    return _Materialized(
+        read_online(client, view, [7]),
+        (counts.records_in, counts.accepted, counts.quarantined),
+        reasons,
+        pa.Table.from_batches(list(offline.scan(view_name, 1))),
+    )
+
+
 def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -347,48 +403,21 @@ def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
     fractional quantity summed into an integer was truncated; both were counted as accepted. The
     event that would push the sum out of range is quarantined now and not applied (the window goes on
     without it), and an integer-stored sum takes integral quantities only."""
-    from clients.aether.v1 import feature_registry_pb2 as pb
     from clients.aether.v1 import types_pb2 as t
-    from control_plane.features.registry import FeatureRegistry
 
-    _url, sessions, _clicks, entity = registry_db(tmp_path)
-    spec = pb.FeatureViewSpec(
-        name="orders",
-        entity="sensor",
-        source=pb.Source(kind="stream", uri="events:orders"),
-        features=[
-            pb.Feature(name="qty_sum_1h", value_type=t.INT32),
-            pb.Feature(name="qty_mean_1h", value_type=t.FLOAT64),
-        ],
-        aggregations=[
-            pb.Aggregation(column="qty", function="sum", window_seconds=3600, output="qty_sum_1h"),
-            pb.Aggregation(column="qty", function="mean", window_seconds=3600, output="qty_mean_1h"),
-        ],
+    outputs = [("qty_sum_1h", "sum", t.INT32), ("qty_mean_1h", "mean", t.FLOAT64)]
+    done = _materialize_field(
+        tmp_path, redis_url, "orders", "qty", outputs, ["2000000000", "2000000000", "1.5", "3000000000", "7"]
     )
-    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
-    client = redis.Redis.from_url(redis_url)
-    now = datetime.now(UTC).isoformat()
-    for qty in ("2000000000", "2000000000", "1.5", "3000000000", "7"):
-        client.xadd("events:orders", {"sensor_id": "7", "event_ts": now, "qty": qty})
-    source = RedisStreamSource(client, "events:orders", OPTIONS.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
-    materializer.start()
-    run_until_idle(materializer)
-    materializer.flush()
-    assert read_online(client, view, [7]) == {7: [2000000007.0, 1000000003.5]}
-    with read_session(sessions) as session:
-        counts = quarantine.run_counts(session, materializer.run.run_id)
-        reasons = [r.reason for r in quarantine.list_quarantined(session, view="orders")]
-    assert (counts.records_in, counts.accepted, counts.quarantined) == (5, 2, 3)
-    assert sorted(reasons) == [
+    assert done.online == {7: [2000000007.0, 1000000003.5]}
+    assert done.counts == (5, 2, 3)
+    assert done.reasons == [
         "qty: '1.5' not castable to int32 without loss",
         "qty: '3000000000' not castable to int32 without loss",
         "qty_sum_1h: sum 4000000000 does not fit int32 (between -2147483648 and 2147483647); the event is"
         " not applied",
     ]
-    history = pa.Table.from_batches(list(offline.scan("orders", 1)))
-    assert history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]
+    assert done.history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]
 
 
 def test_a_float32_aggregate_that_would_be_infinite_quarantines_the_event(
@@ -396,44 +425,20 @@ def test_a_float32_aggregate_that_would_be_infinite_quarantines_the_event(
 ) -> None:
     """Events are checked as finite float64; a float32 feature holds less. 1e39 was cast to inf and written
     online and offline, counted as accepted; a float32 sum of values that fit can overflow the same way."""
-    from clients.aether.v1 import feature_registry_pb2 as pb
     from clients.aether.v1 import types_pb2 as t
-    from control_plane.features.registry import FeatureRegistry
 
-    _url, sessions, _clicks, entity = registry_db(tmp_path)
-    spec = pb.FeatureViewSpec(
-        name="amounts",
-        entity="sensor",
-        source=pb.Source(kind="stream", uri="events:amounts"),
-        features=[
-            pb.Feature(name="amount_last_1h", value_type=t.FLOAT32),
-            pb.Feature(name="amount_sum_1h", value_type=t.FLOAT32),
-        ],
-        aggregations=[
-            pb.Aggregation(column="amount", function="last", window_seconds=3600, output="amount_last_1h"),
-            pb.Aggregation(column="amount", function="sum", window_seconds=3600, output="amount_sum_1h"),
-        ],
+    outputs = [("amount_last_1h", "last", t.FLOAT32), ("amount_sum_1h", "sum", t.FLOAT32)]
+    # 1e39 does not fit a float32; the second 2e38 takes the sum past its largest value.
+    done = _materialize_field(
+        tmp_path, redis_url, "amounts", "amount", outputs, ["2e38", "1e39", "2e38", "5"]
     )
-    view = FeatureRegistry(sessions).create_feature_view(spec, pb.FeatureViewMetadata())
-    client = redis.Redis.from_url(redis_url)
-    now = datetime.now(UTC).isoformat()
-    for amount in ("2e38", "1e39", "2e38", "5"):  # 1e39 does not fit; the second 2e38 overflows the sum
-        client.xadd("events:amounts", {"sensor_id": "7", "event_ts": now, "amount": amount})
-    source = RedisStreamSource(client, "events:amounts", OPTIONS.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
-    materializer.start()
-    run_until_idle(materializer)
-    materializer.flush()
-    assert read_online(client, view, [7]) == {7: [5.0, pytest.approx(2e38 + 5, rel=1e-6)]}
-    with read_session(sessions) as session:
-        counts = quarantine.run_counts(session, materializer.run.run_id)
-        reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view="amounts"))
-    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 2, 2)
-    assert reasons[0].startswith("amount_last_1h: last 1e+39 does not fit float32 (between -3.4028234663852886e+38")
-    assert reasons[1].startswith("amount_sum_1h: sum 4e+38 does not fit float32")
-    history = pa.Table.from_batches(list(offline.scan("amounts", 1)))
-    assert all(math.isfinite(v) for v in history.column("amount_sum_1h").to_pylist())
+    assert done.online == {7: [5.0, pytest.approx(2e38 + 5, rel=1e-6)]}
+    assert done.counts == (4, 2, 2)
+    assert done.reasons[0].startswith(
+        "amount_last_1h: last 1e+39 does not fit float32 (between -3.4028234663852886e+38"
+    )
+    assert done.reasons[1].startswith("amount_sum_1h: sum 4e+38 does not fit float32")
+    assert all(math.isfinite(v) for v in done.history.column("amount_sum_1h").to_pylist())
 
 
 def test_counting_the_join_key_or_the_timestamp_field_counts_the_events(
