@@ -89,7 +89,6 @@ class JobHandle(Protocol):
     def main_exited(self) -> bool:
         """Whether the attempt's main process has ended (its status is known) while ``poll`` still waits
         for what it left behind: the attempt's outcome is decided, so no cancel or timeout applies."""
-        ...
 
     def terminate(self) -> None: ...
 
