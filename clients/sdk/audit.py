@@ -31,8 +31,9 @@ def audit_filter(
 
 def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
     """An entry as the JSON object of the export format: ``before``/``after`` as JSON values (null when
-    absent), every other field as stored, so the hash can be recomputed from the line alone."""
-    return {
+    absent), every other field as stored, so the hash can be recomputed from the line alone. A row the
+    server could not decode (altered outside the control plane) carries ``"damaged"``: what is wrong."""
+    fields: dict[str, Any] = {
         "seq": entry.seq,
         "timestamp_us": entry.timestamp_us,
         "actor": entry.actor,
@@ -44,6 +45,9 @@ def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
+    if entry.damaged:
+        fields["damaged"] = entry.damaged
+    return fields
 
 
 def entry_line(entry: pb.AuditEntry) -> str:

@@ -43,6 +43,7 @@ def entry_message(entry: AuditEntry) -> pb.AuditEntry:
         object_id=entry.object_id,
         prev_hash=entry.prev_hash,
         hash=entry.hash,
+        damaged=entry.damaged,
     )
     if entry.before is not None:
         message.before_json = canonical_json(entry.before)

@@ -30,9 +30,13 @@ class AuditEntry:
     after: Any
     prev_hash: str
     hash: str
+    #: Non-empty when the stored row could not be decoded (``before``/``after`` not valid JSON): what is
+    #: wrong. Not stored and not hashed: it describes a row altered outside the control plane, so that
+    #: one bad row is shown as damaged instead of making the whole log unreadable.
+    damaged: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The entry as one JSON object (the export format)."""
+        """The stored fields as one JSON object (the export format; ``damaged`` is not one of them)."""
         return {
             "seq": self.seq,
             "timestamp_us": self.timestamp_us,

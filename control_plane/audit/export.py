@@ -35,4 +35,5 @@ def write_jsonl(lines: Iterable[str], out: IO[str]) -> int:
 
 def entry_from_line(line: str) -> AuditEntry:
     data = json.loads(line)
-    return AuditEntry(**{key: data[key] for key in AuditEntry.__dataclass_fields__})
+    fields = {key: data[key] for key in AuditEntry.__dataclass_fields__ if key != "damaged"}
+    return AuditEntry(**fields, damaged=str(data.get("damaged", "")))

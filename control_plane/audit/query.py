@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, Text, cast, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
@@ -43,7 +45,48 @@ class AuditPage:
     next_after_seq: int | None
 
 
-def entry_of(row: AuditEntryRow) -> AuditEntry:
+#: The columns of an entry, ``before``/``after`` as their stored text: read through the JSON type, one
+#: row edited to hold text that is not JSON raised while loading the batch, so verify failed INTERNAL
+#: instead of naming the entry, and list/export could not read any page holding it.
+ENTRY_COLUMNS = (
+    AuditEntryRow.seq,
+    AuditEntryRow.timestamp_us,
+    AuditEntryRow.actor,
+    AuditEntryRow.action,
+    AuditEntryRow.object_type,
+    AuditEntryRow.object_id,
+    cast(AuditEntryRow.before, Text).label("before"),
+    cast(AuditEntryRow.after, Text).label("after"),
+    AuditEntryRow.prev_hash,
+    AuditEntryRow.hash,
+)
+
+
+#: A row of ``ENTRY_COLUMNS`` (typed loosely: SQLAlchemy types rows by their column tuple).
+EntryRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decoded(column: str, stored: str | None) -> tuple[Any, str]:
+    """The value of a stored JSON column and "" or, when it does not decode, None and what is wrong.
+    NaN and Infinity are refused: the log stores them as strings (``chain.normalize``), so a literal
+    one was written by someone else, and it could not be hashed or sent as JSON."""
+    if stored is None:
+        return None, ""
+    try:
+        return json.loads(stored, parse_constant=_no_constant), ""
+    except (ValueError, RecursionError) as error:
+        return None, f"{column} is not valid JSON ({error}; stored text {stored[:60]!r})"
+
+
+def entry_of(row: EntryRow) -> AuditEntry:
+    """An entry from a row of ``ENTRY_COLUMNS``; one whose before/after does not decode is marked
+    ``damaged`` (that value None) rather than raising, so it is reported, not fatal."""
+    before, before_damage = _decoded("before", row.before)
+    after, after_damage = _decoded("after", row.after)
     return AuditEntry(
         seq=row.seq,
         timestamp_us=row.timestamp_us,
@@ -51,15 +94,16 @@ def entry_of(row: AuditEntryRow) -> AuditEntry:
         action=row.action,
         object_type=row.object_type,
         object_id=row.object_id,
-        before=row.before,
-        after=row.after,
+        before=before,
+        after=after,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        damaged="; ".join(damage for damage in (before_damage, after_damage) if damage),
     )
 
 
-def _filtered(where: AuditFilter, after_seq: int) -> Select[AuditEntryRow]:
-    statement = select(AuditEntryRow).where(AuditEntryRow.seq > after_seq)
+def _filtered(where: AuditFilter, after_seq: int) -> Select[*tuple[Any, ...]]:
+    statement = select(*ENTRY_COLUMNS).where(AuditEntryRow.seq > after_seq)
     if where.object_type is not None:
         statement = statement.where(AuditEntryRow.object_type == where.object_type)
     if where.object_id is not None:
@@ -82,7 +126,7 @@ def query_page(
     if after_seq < 0:
         raise InvalidArgument(f"audit page cursor {after_seq} is negative")
     # One row beyond the page tells whether another page follows.
-    rows = session.scalars(_filtered(where, after_seq).limit(limit + 1)).all()
+    rows = session.execute(_filtered(where, after_seq).limit(limit + 1)).all()
     entries = [entry_of(row) for row in rows[:limit]]
     return AuditPage(entries, entries[-1].seq if len(rows) > limit else None)
 

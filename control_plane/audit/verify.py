@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.audit.chain import GENESIS_HASH, expected_hash
 from control_plane.audit.log import HEAD_ROW_ID
-from control_plane.audit.query import entry_of
+from control_plane.audit.query import ENTRY_COLUMNS, entry_of
 from control_plane.audit.tables import AuditEntryRow, AuditHeadRow
 from control_plane.db.engine import read_session
 
@@ -58,8 +58,8 @@ def _verify(session: Session) -> VerifyResult:
 
     last_seq = 0
     while True:
-        rows = session.scalars(
-            select(AuditEntryRow)
+        rows = session.execute(
+            select(*ENTRY_COLUMNS)
             .where(AuditEntryRow.seq > last_seq)
             .order_by(AuditEntryRow.seq)
             .limit(_BATCH)
@@ -78,6 +78,8 @@ def _verify(session: Session) -> VerifyResult:
                 return broken(
                     entry.seq, f"entry {entry.seq} does not link to entry {entry.seq - 1} (prev_hash differs)"
                 )
+            if entry.damaged:
+                return broken(entry.seq, f"entry {entry.seq} was modified ({entry.damaged})")
             if entry.hash != expected_hash(entry):
                 return broken(
                     entry.seq, f"entry {entry.seq} was modified (its hash does not match its contents)"

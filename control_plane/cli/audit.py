@@ -90,6 +90,9 @@ def _list(args: argparse.Namespace) -> int:
         for entry in entries
     ]
     print(output.table(("SEQ", "TIME", "ACTOR", "ACTION", "OBJECT"), rows))
+    for entry in entries:
+        if entry.damaged:
+            print(f"aetherctl: entry {entry.seq} is damaged: {entry.damaged}", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEntry(_message.Message):
-    __slots__ = ("seq", "timestamp_us", "actor", "action", "object_type", "object_id", "before_json", "after_json", "prev_hash", "hash")
+    __slots__ = ("seq", "timestamp_us", "actor", "action", "object_type", "object_id", "before_json", "after_json", "prev_hash", "hash", "damaged")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class AuditEntry(_message.Message):
     AFTER_JSON_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp_us: int
     actor: str
@@ -28,7 +29,8 @@ class AuditEntry(_message.Message):
     after_json: str
     prev_hash: str
     hash: str
-    def __init__(self, seq: _Optional[int] = ..., timestamp_us: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    damaged: str
+    def __init__(self, seq: _Optional[int] = ..., timestamp_us: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., damaged: _Optional[str] = ...) -> None: ...
 
 class AuditFilter(_message.Message):
     __slots__ = ("object_type", "object_id", "since_us", "until_us")

@@ -107,3 +107,32 @@ async def test_export_writes_json_lines(
     assert rows[0]["before"] is None and rows[0]["after"]["name"] == "driver"
     assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(rows))
     assert not (tmp_path / "audit.jsonl.partial").exists()
+
+
+async def test_a_row_with_undecodable_json_is_named_by_verify_and_shown_by_list_and_export(
+    server: ControlPlaneServer,
+    channel: grpc.aio.Channel,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Verify failed INTERNAL on such a row, and list/export could not read any of the log."""
+    if not server.context.settings.db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's json type refuses such text, so no one can store it")
+    await _populate(channel)
+    engine = create_db_engine(server.context.settings.db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE audit_log SET after = '{\"a\": NaN}' WHERE seq = 2"))
+    finally:
+        engine.dispose()
+    assert await _aetherctl(server, "audit", "verify") == 1
+    assert "TAMPERED at entry 2: entry 2 was modified (after is not valid JSON" in capsys.readouterr().err
+    assert await _aetherctl(server, "audit", "list") == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 4
+    assert "entry 2 is damaged: after is not valid JSON" in captured.err
+    target = tmp_path / "audit.jsonl"
+    assert await _aetherctl(server, "audit", "export", str(target)) == 0
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [(row["seq"], "damaged" in row) for row in rows] == [(1, False), (2, True), (3, False)]
+    assert rows[1]["after"] is None

@@ -184,3 +184,26 @@ def test_export_lines_carry_everything_needed_to_rehash(sessions: sessionmaker[S
     restored = [entry_from_line(line) for line in lines]
     assert restored == entries
     assert all(expected_hash(entry) == entry.hash for entry in restored)
+
+
+@pytest.mark.parametrize("stored", ["not json", '{"index": NaN}', '{"index": Infinity}'])
+def test_a_row_whose_json_does_not_decode_is_named_and_shown_damaged(
+    db_url: str, engine: Engine, sessions: sessionmaker[Session], stored: str
+) -> None:
+    """A JSON column edited to hold text that is not JSON (or a NaN the log never stores) is the edited
+    entry, named by verify; list and export show that one row as damaged and the rest as they are."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's json type refuses such text, so no one can store it")
+    entries = [append(sessions, index) for index in range(5)]
+    execute(engine, "UPDATE audit_log SET after = :value WHERE seq = 3", value=stored)
+    result = verify_chain(sessions)
+    assert (result.ok, result.first_bad_seq, result.entries_checked) == (False, 3, 2)
+    assert "entry 3 was modified (after is not valid JSON" in result.reason
+    with read_session(sessions) as session:
+        page = query_page(session, AuditFilter())
+    assert [entry.damaged != "" for entry in page.entries] == [False, False, True, False, False]
+    assert page.entries[2].after is None and stored[:8] in page.entries[2].damaged
+    assert [page.entries[i] for i in (0, 1, 3, 4)] == [entries[i] for i in (0, 1, 3, 4)]
+    lines = [json.loads(line) for line in export_lines(sessions)]
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert "damaged" not in lines[1]
