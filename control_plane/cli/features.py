@@ -15,6 +15,7 @@ from clients.value_types import type_name
 from control_plane.cli import numbers, output
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
+from control_plane.cli.tags import key_value
 from control_plane.features.definitions import DefinitionError, Definitions, load_definitions
 
 
@@ -38,7 +39,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     listing = actions.add_parser("list", parents=[common], help="latest version of every feature view")
     listing.add_argument("--owner", default="", help="only views of this owner")
     listing.add_argument(
-        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only views with this tag"
+        "--tag",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="only views with this tag",
     )
     listing.add_argument(
         "--include-retired", action="store_true", help="also views whose versions are all retired"
@@ -157,12 +163,7 @@ def _explain_rejection(definitions: Definitions, error: AetherError) -> None:
 
 
 def _list(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
-    tags: dict[str, str] = {}
-    for tag in args.tag:
-        key, sep, value = tag.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag expects KEY=VALUE, got {tag!r}")
-        tags[key] = value
+    tags = dict(args.tag)
     views = client.list_feature_views(owner=args.owner, tags=tags, include_retired=args.include_retired)
     if args.json:
         output.print_json([output.to_jsonable(view) for view in views], out)

@@ -14,6 +14,7 @@ from clients.aether.v1 import types_pb2
 from clients.sdk.models import ModelRegistryClient
 from control_plane.cli import numbers, output
 from control_plane.cli.settings import actor
+from control_plane.cli.tags import key_value
 
 STATUS_NAMES: dict[int, str] = {
     pb.PENDING_MANUAL_APPROVAL: "PendingManualApproval",
@@ -41,7 +42,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing = actions.add_parser("list", parents=[common], help="registered models")
     listing.add_argument("--prefix", default="", help="only models whose name starts with this")
     listing.add_argument(
-        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only models with this tag"
+        "--tag",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="only models with this tag",
     )
     listing.set_defaults(handler=_handler(_list))
 
@@ -112,7 +118,7 @@ def _status(status: int) -> str:
 
 
 def _list(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
-    tags = dict(tag.split("=", 1) for tag in args.tag if "=" in tag)
+    tags = dict(args.tag)
     found = client.list_models(name_prefix=args.prefix, tags=tags)
     if args.json:
         output.print_json([output.to_jsonable(model) for model in found], out)

@@ -174,6 +174,24 @@ def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
     assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "list", "--tag", "team"],
+        ["models", "list", "--tag", "team=risk", "--tag", "=risk"],
+        ["features", "list", "--tag", "team"],
+    ],
+)
+def test_a_tag_filter_without_key_and_equals_is_a_usage_error(
+    capsys: Capture, nowhere: str, args: list[str]
+) -> None:
+    """`models list --tag team` skipped the tag and listed every model, as if unfiltered."""
+    code, _, err = aetherctl(capsys, nowhere, *args)
+    assert (code, "Traceback" in err) == (2, False), err
+    assert f"argument --tag: expected KEY=VALUE, got {args[-1]!r}" in err.splitlines()[-1], err
+    assert "UNAVAILABLE" not in err
+
+
 def test_an_unforeseen_bad_path_is_one_line_naming_the_command_and_the_path(
     capsys: Capture, nowhere: str, tmp_path: Path
 ) -> None:
