@@ -44,6 +44,16 @@ STATUSES = {
 }
 
 
+def run_status(status: str) -> pb.RunStatus:
+    """The proto value of a status name, in any case ("failed" is FAILED). Checked before anything
+    changes: an unknown name used to raise a bare KeyError from Run.close() after the handle was marked
+    closed, so the run was never ended and stayed RUNNING."""
+    code = STATUSES.get(status.upper()) if isinstance(status, str) else None
+    if code is None:
+        raise InvalidArgument(f"unknown run status {status!r}; expected one of {', '.join(STATUSES)}")
+    return code
+
+
 #: Bound on the metric names a client remembers as checked (beyond it, new names are checked each call).
 _MAX_KNOWN_KEYS = 10_000
 
@@ -152,10 +162,11 @@ class Run:
         client's ``close_timeout_s``). Closing twice does nothing."""
         if self._closed:
             return
+        code = run_status(status)
         if self._system is not None:
             self._system.stop()
         self._closed = True
-        end = pb.RunEnd(status=STATUSES[status], end_time_us=_now_us())
+        end = pb.RunEnd(status=code, end_time_us=_now_us())
         self._client._shipper.add(self.run_id, end=end)
         self._client._forget(self)
         if wait:
@@ -350,10 +361,9 @@ class TrackingClient:
         return self._call(self._stub.GetRun, pb.GetRunRequest(run_id=run_id), pb.Run)
 
     def update_run(self, run_id: str, status: str) -> pb.Run:
+        request = pb.UpdateRunRequest(run_id=run_id, status=run_status(status))
         self._read_own_writes()
-        return self._call(
-            self._stub.UpdateRun, pb.UpdateRunRequest(run_id=run_id, status=STATUSES[status]), pb.Run
-        )
+        return self._call(self._stub.UpdateRun, request, pb.Run)
 
     def list_runs(self, experiment_id: str, page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
         self._read_own_writes()

@@ -95,6 +95,23 @@ def test_exception_in_the_with_block_marks_the_run_failed(client: TrackingClient
     assert info.metrics[0].count == 1
 
 
+def test_an_unknown_status_is_refused_before_the_run_is_ended(client: TrackingClient) -> None:
+    """close("bogus") raised a bare KeyError after marking the handle closed, so the corrected close
+    did nothing and the run stayed RUNNING for good; the status name is also case-insensitive now."""
+    run = client.start_run("statuses")
+    run.log_metrics({"loss": 0.5}, step=1)
+    with pytest.raises(
+        InvalidArgument, match="unknown run status 'bogus'; expected one of RUNNING, FINISHED"
+    ):
+        run.close("bogus")
+    run.close("failed")
+    info = client.get_run(run.run_id)
+    assert (info.status, info.end_time_us > 0, info.metrics[0].count) == (pb.RUN_STATUS_FAILED, True, 1)
+    with pytest.raises(InvalidArgument, match="unknown run status 'done'"):
+        client.update_run(run.run_id, "done")
+    assert client.update_run(run.run_id, "Killed").status == pb.RUN_STATUS_KILLED
+
+
 def test_buffered_points_are_flushed_at_interpreter_exit(control_plane: ThreadedControlPlane) -> None:
     script = textwrap.dedent(
         f"""
