@@ -43,6 +43,9 @@ STATUSES = {
     "KILLED": pb.RUN_STATUS_KILLED,
 }
 
+#: Points per GetMetricHistory page: the server's maximum, at most ~2.7 MiB a message.
+HISTORY_PAGE_SIZE = 100_000
+
 
 def run_status(status: str) -> pb.RunStatus:
     """The proto value of a status name, in any case ("failed" is FAILED). Checked before anything
@@ -371,9 +374,22 @@ class TrackingClient:
         return self._call(self._stub.ListRuns, request, pb.ListRunsResponse)
 
     def metric_history(self, run_id: str, key: str) -> pb.MetricSeries:
+        """Every point of one metric (by step, then timestamp), fetched a page at a time: one unpaged reply
+        of a long run's metric (~300,000 points) exceeded gRPC's 4 MiB receive limit."""
         self._read_own_writes()
-        request = pb.GetMetricHistoryRequest(run_id=run_id, key=key)
-        return self._call(self._stub.GetMetricHistory, request, pb.MetricSeries)
+        series = pb.MetricSeries(key=key)
+        token = ""
+        while True:
+            request = pb.GetMetricHistoryRequest(
+                run_id=run_id, key=key, page_size=HISTORY_PAGE_SIZE, page_token=token
+            )
+            page = self._call(self._stub.GetMetricHistory, request, pb.MetricSeries)
+            series.values.extend(page.values)
+            series.steps.extend(page.steps)
+            series.timestamps_us.extend(page.timestamps_us)
+            token = page.next_page_token
+            if not token:
+                return series
 
     def list_artifacts(self, run_id: str) -> list[pb.RunArtifact]:
         self._read_own_writes()

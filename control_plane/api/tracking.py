@@ -108,12 +108,15 @@ class TrackingServicer(pb_grpc.TrackingServicer):
     async def GetMetricHistory(
         self, request: pb.GetMetricHistoryRequest, context: Context
     ) -> pb.MetricSeries:
-        series = await _run(self._store.metric_history, request.run_id, request.key)
+        series, token = await _run(
+            self._store.metric_history, request.run_id, request.key, request.page_size, request.page_token
+        )
         return pb.MetricSeries(
             key=series.key,
             values=series.values.tolist(),
             steps=series.steps.tolist(),
             timestamps_us=series.timestamps_us.tolist(),
+            next_page_token=token,
         )
 
     @maps_errors

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal_column, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2 as pb
@@ -23,7 +24,14 @@ from control_plane.tracking import batches as batches_module
 from control_plane.tracking import senders
 from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
 from control_plane.tracking.filters import Field
-from control_plane.tracking.metrics import Series, check_key, join_chunks
+from control_plane.tracking.metrics import (
+    MAX_HISTORY_PAGE,
+    HistoryKey,
+    Series,
+    check_key,
+    history_page,
+    join_chunks,
+)
 from control_plane.tracking.records import (
     artifacts_of,
     check_name,
@@ -50,6 +58,11 @@ from control_plane.tracking.tables import (
 _RUN_ORDER = (
     keyset.KeyColumn(RunRow.start_time_us, int, descending=True),  # type: ignore[arg-type]
     keyset.KeyColumn(RunRow.run_id, str),  # type: ignore[arg-type]
+)
+# A GetMetricHistory token's key (history_page's HistoryKey): points are packed in chunks, not rows, so
+# the page is cut in numpy, and these columns serve only to check a returned token's values.
+_HISTORY_KEY = tuple(
+    keyset.KeyColumn(literal_column(name), int) for name in ("step", "timestamp_us", "chunk", "index")
 )
 
 
@@ -228,16 +241,32 @@ class TrackingStore:
                 return None
             return batches_module.write(session, prepared, actor)
 
-    def metric_history(self, run_id: str, key: str) -> Series:
+    def metric_history(
+        self, run_id: str, key: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[Series, str]:
+        """The points of one metric and the next page's token. With neither ``page_size`` nor
+        ``page_token``: every point, and "" (the reply of clients that predate paging)."""
         check_key(key, "metric")
+        paged = page_size != 0 or page_token != ""
+        if page_size < 0:
+            raise InvalidArgument(f"page_size must not be negative, got {page_size}")
+        scope = f"{run_id}/{key}"
+        after = keyset.decode(page_token, "GetMetricHistory", scope, _HISTORY_KEY, scope_name="run or metric")
         with read_session(self._sessions) as session:
             run, _ = self._run_row(session, run_id)
-            chunks = session.execute(
-                select(MetricChunkRow.steps, MetricChunkRow.values, MetricChunkRow.timestamps_us)
-                .where(MetricChunkRow.run_pk == run.id, MetricChunkRow.key == key)
-                .order_by(MetricChunkRow.id)
-            ).all()
-            return join_chunks(chunks, key)
+            where = (MetricChunkRow.run_pk == run.id, MetricChunkRow.key == key)
+            columns = (MetricChunkRow.steps, MetricChunkRow.values, MetricChunkRow.timestamps_us)
+            if not paged:
+                chunks = session.execute(select(*columns).where(*where).order_by(MetricChunkRow.id)).all()
+                return join_chunks(chunks, key), ""
+            rows = session.execute(
+                select(MetricChunkRow.id, *columns).where(*where).order_by(MetricChunkRow.id)
+            )
+            start = None if after is None else cast(HistoryKey, tuple(after))
+            series, end = history_page(
+                rows.all(), key, start, min(page_size or MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
+            )
+        return series, "" if end is None else keyset.encode("GetMetricHistory", scope, list(end))
 
     # Artifacts -----------------------------------------------------------------------------------------
 

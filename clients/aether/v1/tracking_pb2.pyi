@@ -206,16 +206,18 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class MetricSeries(_message.Message):
-    __slots__ = ("key", "values", "steps", "timestamps_us")
+    __slots__ = ("key", "values", "steps", "timestamps_us", "next_page_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_US_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
     values: _containers.RepeatedScalarFieldContainer[float]
     steps: _containers.RepeatedScalarFieldContainer[int]
     timestamps_us: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, key: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_us: _Optional[_Iterable[int]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, key: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_us: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RunEnd(_message.Message):
     __slots__ = ("status", "end_time_us")
@@ -308,12 +310,16 @@ class LogBatchResponse(_message.Message):
     def __init__(self, points_written: _Optional[int] = ..., already_applied: _Optional[bool] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
-    __slots__ = ("run_id", "key")
+    __slots__ = ("run_id", "key", "page_size", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     key: str
-    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RunArtifact(_message.Message):
     __slots__ = ("name", "sha256", "size", "uri", "logged_at_us")

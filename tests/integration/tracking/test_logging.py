@@ -112,6 +112,29 @@ def test_an_unknown_status_is_refused_before_the_run_is_ended(client: TrackingCl
     assert client.update_run(run.run_id, "Killed").status == pb.RUN_STATUS_KILLED
 
 
+def test_a_history_over_the_4_mib_message_limit_is_read_in_pages(client: TrackingClient) -> None:
+    """GetMetricHistory sent every point in one message: past 4 MiB the SDK's call failed with
+    RESOURCE_EXHAUSTED although every point had been accepted. 200,000 points of 25 bytes on the wire
+    (9-byte step and 8-byte timestamp varints) make 5 MB."""
+    run = client.create_run(client.create_experiment("long").experiment_id, "r")
+    count = 200_000
+    steps = np.arange(count, dtype=np.int64) + 2**56
+    for low in range(0, count, 50_000):
+        part = slice(low, low + 50_000)
+        series = pb.MetricSeries(
+            key="loss",
+            values=np.linspace(1, 0, count)[part].tolist(),
+            steps=steps[part].tolist(),
+            timestamps_us=(steps[part] - 2**56 + 1_700_000_000_000_000).tolist(),
+        )
+        client.log_batch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run.run_id, metrics=[series])]))
+    history = client.metric_history(run.run_id, "loss")
+    assert history.ByteSize() > 4 * 2**20
+    assert np.array_equal(np.asarray(history.steps), steps)
+    assert np.array_equal(np.asarray(history.values), np.linspace(1, 0, count))
+    assert history.next_page_token == ""
+
+
 def test_buffered_points_are_flushed_at_interpreter_exit(control_plane: ThreadedControlPlane) -> None:
     script = textwrap.dedent(
         f"""

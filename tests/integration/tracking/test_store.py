@@ -57,7 +57,9 @@ def test_eight_concurrent_writers_never_hit_database_is_locked(db_url: str) -> N
         run = store.get_run(run_id)
         assert run.status == pb.RUN_STATUS_FINISHED
         assert {m.key: m.count for m in run.metrics} == {"acc": batches * steps, "loss": batches * steps}
-        assert list(store.metric_history(run_id, "loss").values) == [float(s) for s in range(batches * steps)]
+        assert list(store.metric_history(run_id, "loss")[0].values) == [
+            float(s) for s in range(batches * steps)
+        ]
     page = store.compare(experiment_id, filter=f"metrics.loss = {batches * steps - 1}")
     assert page.total_count == writers
     engine.dispose()
@@ -150,4 +152,45 @@ def test_a_parameter_logged_twice_in_one_request_is_one_row_or_refused(db_url: s
     with pytest.raises(InvalidArgument, match=r"'wd'.*immutable"):
         store.log_batch(different, actor="t")
     assert "wd" not in store.get_run(run_id).params  # the request was all or nothing
+    engine.dispose()
+
+
+def test_metric_history_pages_in_order_without_repeats_and_unpaged_is_whole(db_url: str) -> None:
+    """Pages follow (step, timestamp, logging order) with ties split across pages, a point logged between
+    pages after the cursor shows up later, and a request without paging fields still gets every point
+    (a client that predates paging must not see a silently truncated series)."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    store = TrackingStore(create_session_factory(engine))
+    experiment_id = store.create_experiment("h", actor="t").experiment_id
+    run_id = store.create_run(experiment_id, "r", actor="t").run_id
+
+    def log(values: list[float], steps: list[int], times: list[int]) -> None:
+        series = pb.MetricSeries(key="loss", values=values, steps=steps, timestamps_us=times)
+        store.log_batch([pb.RunBatch(run_id=run_id, metrics=[series])], actor="t")
+
+    log([0.0, 1.0, 2.0, 3.0], [5, 2, 5, 2], [10, 10, 10, 5])
+    log([4.0, 5.0, 6.0], [2, 5, 1], [5, 10, 99])
+    whole, token = store.metric_history(run_id, "loss")
+    assert token == ""
+    assert list(whole.values) == [6.0, 3.0, 4.0, 1.0, 0.0, 2.0, 5.0]
+    pages, token = [], ""
+    while True:
+        page, token = store.metric_history(run_id, "loss", page_size=2, page_token=token)
+        pages.append(list(page.values))
+        if len(pages) == 2:
+            log([7.0, 8.0], [0, 9], [0, 0])  # 0 sorts before the cursor (missed), 9 after it (returned)
+        if not token:
+            break
+    assert pages == [[6.0, 3.0], [4.0, 1.0], [0.0, 2.0], [5.0, 8.0]]
+    assert list(store.metric_history(run_id, "loss", page_size=10**9)[0].steps) == [0, 1, 2, 2, 2, 5, 5, 5, 9]
+
+    other = store.create_run(experiment_id, "other", actor="t").run_id
+    _, first_token = store.metric_history(run_id, "loss", page_size=1)
+    with pytest.raises(InvalidArgument, match="different run or metric"):
+        store.metric_history(other, "loss", page_token=first_token)
+    with pytest.raises(InvalidArgument, match="malformed"):
+        store.metric_history(run_id, "loss", page_token="not-a-token")
+    with pytest.raises(InvalidArgument, match="page_size must not be negative"):
+        store.metric_history(run_id, "loss", page_size=-1)
     engine.dispose()
