@@ -15,4 +15,4 @@ ruff format --check .
 echo "== mypy (strict)"
 mypy
 echo "== pytest"
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skipped test says why
