@@ -47,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     policy = argparse.ArgumentParser(add_help=False)
     policy.add_argument("--steps", help="canary traffic steps in percent, e.g. 5,25,50,100")
-    policy.add_argument("--bake-seconds", type=int, default=0, help="how long each step is held")
+    policy.add_argument("--bake-seconds", type=numbers.uint64, default=0, help="how long each step is held")
     # These two default to None, not 0: the fields are optional, and 0 is a rule of its own.
     policy.add_argument(
         "--max-error-rate", type=float, help="fraction that rolls back (default 0.01; 0: any error)"
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     policy.add_argument(
         "--max-p99-ratio", type=float, help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)"
     )
-    policy.add_argument("--min-requests", type=int, default=0, help="requests needed per decision")
+    policy.add_argument("--min-requests", type=numbers.uint64, default=0, help="requests needed per decision")
 
     deploy = commands.add_parser("deploy", help="deployments: traffic splits, canaries, shadows")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -64,7 +64,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create = actions.add_parser("create", parents=[common, policy], help="deploy an approved model version")
     create.add_argument("name")
     create.add_argument("--model", required=True)
-    create.add_argument("--version", type=int, required=True)
+    create.add_argument("--version", type=numbers.version, required=True)
     create.add_argument("--variant", default="", help="variant name (default <model>-v<version>)")
     create.add_argument(
         "--shadow", action="append", default=[], metavar="MODEL:VERSION[:PERCENT]", help="mirror to a shadow"
@@ -78,9 +78,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     create.add_argument("--description", default="")
     create.add_argument("--salt", default="", help="routing salt (default: the deployment name)")
-    create.add_argument("--max-batch-size", type=int, default=0)
-    create.add_argument("--max-queue-delay-us", type=int, default=0)
-    create.add_argument("--warmup-requests", type=int, default=0)
+    create.add_argument("--max-batch-size", type=numbers.int32, default=0)
+    create.add_argument("--max-queue-delay-us", type=numbers.int32, default=0)
+    create.add_argument("--warmup-requests", type=numbers.int32, default=0)
     create.add_argument(
         "--missing-entity-policy",
         choices=("error", "defaults"),
@@ -112,7 +112,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     start = canary_actions.add_parser("start", parents=[common, policy], help="start a canary")
     start.add_argument("name")
     start.add_argument("--model", required=True)
-    start.add_argument("--version", type=int, required=True)
+    start.add_argument("--version", type=numbers.version, required=True)
     start.add_argument("--variant", default="")
     start.set_defaults(handler=_handler(_canary_start))
 

@@ -18,6 +18,12 @@ def uint64(text: str) -> int:
     return _whole(text, 2**63 - 1)
 
 
+def int32(text: str) -> int:
+    """A count or size in a signed proto ``int32`` field that takes no negatives (serving settings, where
+    0 means the default)."""
+    return _whole(text, 2**31 - 1)
+
+
 def version(text: str) -> int:
     """A model version named on the command line: versions start at 1, so 0 names none (where it is
     the proto's "not given", a command takes the argument's absence instead)."""

@@ -27,6 +27,9 @@ from clients.errors import InvalidArgument
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 DEFAULT_BAKE_SECONDS = 300
+#: Ten years: far beyond any real baking window, and far below where an int64 from the wire stops being
+#: exact as a float (2**63 - 1 read as a float became 2**63, which no int64 field holds: INTERNAL).
+MAX_BAKE_SECONDS = 10 * 365 * 24 * 3600
 DEFAULT_MAX_ERROR_RATE = 0.01
 DEFAULT_MAX_P99_RATIO = 1.5
 DEFAULT_MIN_REQUESTS = 100
@@ -38,7 +41,7 @@ RATIO_FLOOR_MS = 1.0
 @dataclass(frozen=True, slots=True)
 class Policy:
     steps_percent: tuple[float, ...] = DEFAULT_STEPS
-    bake_seconds: float = DEFAULT_BAKE_SECONDS
+    bake_seconds: int = DEFAULT_BAKE_SECONDS
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # 0 = any failed request rolls back
     max_p99_latency_ms: float = 0.0  # 0 = no absolute ceiling
     max_p99_ratio: float = DEFAULT_MAX_P99_RATIO  # 0 = no comparison with the primary
@@ -50,8 +53,12 @@ class Policy:
             raise InvalidArgument(f"canary steps must ascend strictly within (0, 100], not {list(steps)}")
         if steps[-1] != 100.0:
             raise InvalidArgument(f"canary steps must end at 100 (the promotion), not {steps[-1]:g}")
+        if not 0 <= self.bake_seconds <= MAX_BAKE_SECONDS:
+            raise InvalidArgument(
+                f"canary bake_seconds must be from 0 to {MAX_BAKE_SECONDS} (ten years)"
+                f", not {self.bake_seconds}"
+            )
         for value, what in (
-            (self.bake_seconds, "bake_seconds"),
             (self.max_p99_latency_ms, "max_p99_latency_ms"),
             (self.max_p99_ratio, "max_p99_ratio"),
         ):
@@ -115,7 +122,7 @@ def decide(
         if breach is not None:
             return Decision(Action.ROLLBACK, f"{breach} {at} over {canary.requests} requests")
     if baked_seconds < policy.bake_seconds:
-        return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds:g} s")
+        return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds} s")
     if not enough:
         return Decision(Action.HOLD, f"waiting for requests {at}: {canary.requests}/{policy.min_requests}")
     healthy = (

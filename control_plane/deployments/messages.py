@@ -63,7 +63,7 @@ def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
     defaults = Policy()
     return Policy(
         steps_percent=tuple(message.steps_percent) or DEFAULT_STEPS,
-        bake_seconds=float(message.bake_seconds) if message.bake_seconds else defaults.bake_seconds,
+        bake_seconds=int(message.bake_seconds) or defaults.bake_seconds,
         max_error_rate=(
             message.max_error_rate if message.HasField("max_error_rate") else defaults.max_error_rate
         ),
@@ -78,7 +78,7 @@ def policy_to_proto(policy: Policy) -> pb.CanaryPolicy:
     not as the default."""
     return pb.CanaryPolicy(
         steps_percent=list(policy.steps_percent),
-        bake_seconds=int(policy.bake_seconds),
+        bake_seconds=policy.bake_seconds,
         max_error_rate=policy.max_error_rate,
         max_p99_latency_ms=policy.max_p99_latency_ms,
         max_p99_ratio=policy.max_p99_ratio,

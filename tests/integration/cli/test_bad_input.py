@@ -117,6 +117,8 @@ LIMIT = "expected a whole number from 1 to 2147483647"
 VERSION = "expected a whole number from 1 to 9223372036854775807"
 VIEW_VERSION = "expected a whole number from 1 to 4294967295"
 SECONDS = "expected a number of seconds above 0"
+INT32 = "expected a whole number from 0 to 2147483647"
+DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
 
 
 @pytest.mark.parametrize(
@@ -161,6 +163,18 @@ SECONDS = "expected a number of seconds above 0"
         (["runs", "compare", "stats", "--limit", "-1"], f"argument --limit: {LIMIT}"),
         (["audit", "list", "--limit", "0"], f"argument --limit: {LIMIT}"),
         (["drift", "report", "churn", "--limit", "5000000000"], f"argument --limit: {LIMIT}"),
+        # deploy's whole numbers were bare ints: "Value out of range" tracebacks, or INTERNAL from the server.
+        ([*DEPLOY, "--bake-seconds", "9" * 20], f"argument --bake-seconds: {UINT64}"),
+        ([*DEPLOY, "--bake-seconds", "-1"], f"argument --bake-seconds: {UINT64}, got '-1'"),
+        ([*DEPLOY, "--min-requests", "-5"], f"argument --min-requests: {UINT64}"),
+        ([*DEPLOY, "--max-batch-size", "5000000000"], f"argument --max-batch-size: {INT32}"),
+        ([*DEPLOY, "--max-queue-delay-us", "-1"], f"argument --max-queue-delay-us: {INT32}"),
+        ([*DEPLOY, "--warmup-requests", "2147483648"], f"argument --warmup-requests: {INT32}"),
+        (["deploy", "create", "d", "--model", "m", "--version", "0"], f"argument --version: {VERSION}"),
+        (
+            ["deploy", "canary", "start", "d", "--model", "m", "--version", "9" * 20],
+            f"argument --version: {VERSION}",
+        ),
     ],
 )
 def test_whole_numbers_out_of_their_proto_range_are_usage_errors(

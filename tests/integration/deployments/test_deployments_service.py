@@ -68,6 +68,11 @@ def test_refusals(deployments: DeploymentsClient, models: Models) -> None:
         deployments.create("eta-prod", [variant("eta", approved)])
     with pytest.raises(InvalidArgument, match="exactly one primary"):
         deployments.create("other", [variant("eta", approved, "canary", 100.0)])
+    # A valid int64 this large once came back as INTERNAL (it went through a float and overflowed).
+    with pytest.raises(InvalidArgument, match="canary bake_seconds must be from 0 to"):
+        deployments.create(
+            "other", [variant("eta", approved)], canary_policy=pb.CanaryPolicy(bake_seconds=2**63 - 1)
+        )
     for call in (
         lambda: deployments.get("ghost"),
         lambda: deployments.delete("ghost"),

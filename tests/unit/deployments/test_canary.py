@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clients.errors import InvalidArgument
-from control_plane.deployments.canary import Action, Observation, Policy, decide
+from control_plane.deployments.canary import MAX_BAKE_SECONDS, Action, Observation, Policy, decide
 
 POLICY = Policy(
     steps_percent=(5.0, 25.0, 50.0, 100.0),
@@ -71,7 +71,9 @@ def test_a_healthy_canary_bakes_then_advances_through_the_steps_and_is_promoted(
         {"steps_percent": ()},
         {"max_error_rate": 1.5},
         {"min_requests": 0},
-        {"bake_seconds": -1.0},
+        {"bake_seconds": -1},
+        {"bake_seconds": MAX_BAKE_SECONDS + 1},
+        {"bake_seconds": 2**63 - 1},
     ],
 )
 def test_bad_policies_are_refused(changes: dict[str, object]) -> None:

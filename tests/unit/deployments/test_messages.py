@@ -3,10 +3,14 @@ default, while an explicit 0 in the two optional ones is a rule of its own and s
 
 from __future__ import annotations
 
+import pytest
+
 from clients.aether.v1 import deployments_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.deployments.canary import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MAX_P99_RATIO,
+    MAX_BAKE_SECONDS,
     Action,
     Observation,
     decide,
@@ -44,3 +48,12 @@ def test_a_zero_error_rate_rolls_back_on_any_failed_request() -> None:
     decision = decide(policy_from_proto(kept), 0, 10.0, Observation(500, 1, 10.0), PRIMARY)
     assert decision.action is Action.ROLLBACK
     assert decision.reason == "error rate 0.20% above 0.00% at 5% over 500 requests"
+
+
+def test_bake_seconds_stays_a_whole_number_and_an_oversized_one_is_refused() -> None:
+    # bake_seconds went through a float: 2**63 - 1 came back as 2**63, which no int64 holds, and the
+    # call failed with INTERNAL instead of naming the field.
+    assert stored(pb.CanaryPolicy(bake_seconds=MAX_BAKE_SECONDS)).bake_seconds == MAX_BAKE_SECONDS
+    for bake in (2**63 - 1, MAX_BAKE_SECONDS + 1):
+        with pytest.raises(InvalidArgument, match=f"canary bake_seconds must be from 0 to .*not {bake}"):
+            policy_from_proto(pb.CanaryPolicy(bake_seconds=bake))
