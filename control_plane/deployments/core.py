@@ -243,6 +243,15 @@ class DeploymentManager:
             store.lock_revision(session)
             row, variants = store.load(session, request.name, lock=True)
             self._refuse_while_canary(row, "start another")
+            # A canary beside another live canary (the B of an A/B test) could never be promoted: the
+            # controller's promotion would be refused on every tick and the canary would run for ever.
+            holding = traffic.canaries_holding_traffic(variants)
+            if holding:
+                names = ", ".join(repr(n) for n in holding)
+                raise FailedPrecondition(
+                    f"deployment {row.name!r} has canary variants holding traffic ({names}), so a new"
+                    f" canary could never be promoted: set their traffic to 0 or roll them back first"
+                )
             before = deployment_message(row, variants)
             if request.HasField("policy"):
                 row.canary_policy = to_json(policy_to_proto(policy_from_proto(request.policy)))

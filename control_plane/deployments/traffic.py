@@ -158,6 +158,14 @@ def remove_variant(variants: Sequence[VariantRecord], name: str, deployment: str
     return [v for v in emptied if v.name != name]
 
 
+def canaries_holding_traffic(variants: Sequence[VariantRecord], besides: str = "") -> list[str]:
+    """The names of canary-role variants other than ``besides`` with a share of live traffic: while
+    there are any, no canary can be promoted (see :func:`promote`)."""
+    return sorted(
+        v.name for v in variants if v.role is Role.CANARY and v.name != besides and v.traffic_percent > 0.0
+    )
+
+
 def promote(variants: Sequence[VariantRecord], name: str, deployment: str) -> list[VariantRecord]:
     """Blue/green swap: canary ``name`` becomes the primary with the old primary's share added to its
     own, and the old primary leaves the deployment.
@@ -170,9 +178,7 @@ def promote(variants: Sequence[VariantRecord], name: str, deployment: str) -> li
     target = find(variants, name, deployment)
     if target.role is not Role.CANARY:
         raise FailedPrecondition(f"variant {name!r} of deployment {deployment!r} is not a canary")
-    holding = sorted(
-        v.name for v in variants if v.role is Role.CANARY and v.name != name and v.traffic_percent > 0.0
-    )
+    holding = canaries_holding_traffic(variants, besides=name)
     if holding:
         raise FailedPrecondition(
             f"cannot promote variant {name!r} of deployment {deployment!r} while other canaries hold traffic"

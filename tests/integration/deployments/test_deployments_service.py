@@ -125,6 +125,27 @@ def test_manual_canary_promote_and_rollback(deployments: DeploymentsClient, mode
     assert (rolled.canary.traffic_percent, rolled.canary.reason) == (0.0, "dashboards look wrong")
 
 
+def test_a_canary_cannot_start_beside_another_canary_holding_traffic(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # Beside the B of an A/B test the canary was accepted, advanced, and then every promotion was refused
+    # ("while other canaries hold traffic"): it stayed PROGRESSING at its last step for ever.
+    blue, ab, green = models.register("eta"), models.register("eta"), models.register("eta")
+    deployments.create(
+        "eta-prod", [variant("eta", blue, "primary", 80.0), variant("eta", ab, "canary", 20.0, name="ab")]
+    )
+    with pytest.raises(
+        FailedPrecondition,
+        match=r"canary variants holding traffic \('ab'\).*set their traffic to 0 or roll them back first",
+    ):
+        deployments.start_canary("eta-prod", "eta", green)
+    assert shares(deployments.get("eta-prod")) == {"eta-v1": 80.0, "ab": 20.0}  # nothing applied
+    deployments.set_traffic("eta-prod", "ab", 0.0)
+    started = deployments.start_canary("eta-prod", "eta", green)
+    assert started.canary.status == pb.CANARY_STATUS_PROGRESSING
+    assert shares(deployments.promote("eta-prod")) == {"ab": 0.0, "eta-v3": 100.0}
+
+
 def test_the_canary_policy_cannot_change_while_a_canary_runs(
     deployments: DeploymentsClient, models: Models
 ) -> None:
