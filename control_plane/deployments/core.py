@@ -312,6 +312,12 @@ class DeploymentManager:
             before = deployment_message(row, variants)
             state = before.canary
             target = variant or self._running_canary(row, state)
+            found = traffic.find(variants, target, name)
+            if found.name != state.variant and found.role is Role.CANARY and found.traffic_percent > 0.0:
+                # Its share would go to every other live variant, the running canary's included: the
+                # canary's traffic would change behind the controller's back, off its policy's steps.
+                # A shadow or a live variant at 0% gives no share back, so either may go.
+                self._refuse_while_canary(row, f"roll back live variant {target!r}")
             variants = traffic.remove_variant(variants, target, name)
             if state.variant == target and state.status == pb.CANARY_STATUS_PROGRESSING:
                 self._finish_canary(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import update
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
@@ -14,6 +15,7 @@ from clients.sdk.deployments import DeploymentsClient, variant
 from clients.sdk.models import ModelRegistryClient
 from control_plane.audit.query import AuditFilter, iter_entries
 from control_plane.db import create_db_engine, create_session_factory
+from control_plane.deployments.tables import DeploymentVariantRow
 from tests.integration.deployments.conftest import Models, Plane, wait_until
 
 
@@ -144,6 +146,48 @@ def test_a_canary_cannot_start_beside_another_canary_holding_traffic(
     started = deployments.start_canary("eta-prod", "eta", green)
     assert started.canary.status == pb.CANARY_STATUS_PROGRESSING
     assert shares(deployments.promote("eta-prod")) == {"ab": 0.0, "eta-v3": 100.0}
+
+
+def test_a_running_canary_keeps_its_share_when_another_variant_is_rolled_back(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    # Rolling back another live variant handed its share to every live variant, the running canary's
+    # included: the canary's traffic changed behind the controller, and its state kept the old share.
+    blue, ab, old, green, dark = (models.register("eta") for _ in range(5))
+    deployments.create(
+        "eta-prod",
+        [
+            variant("eta", blue, "primary", 80.0),
+            variant("eta", ab, "canary", 20.0, name="ab"),
+            variant("eta", old, "canary", 0.0, name="old"),
+            variant("eta", dark, "shadow", 10.0, name="dark"),
+        ],
+    )
+    deployments.set_traffic("eta-prod", "ab", 0.0)
+    deployments.start_canary("eta-prod", "eta", green)
+    # A shadow holds no traffic, and a live variant at 0% gives none back: both may go.
+    deployments.rollback("eta-prod", "dark")
+    kept = deployments.rollback("eta-prod", "old")
+    assert shares(kept) == {"eta-v1": 95.0, "ab": 0.0, "eta-v4": 5.0}
+    # An A/B variant with traffic beside a running canary, as a deployment stored before StartCanary
+    # refused that (test_a_canary_cannot_start_beside_another_canary_holding_traffic) still has it.
+    engine = create_db_engine(plane.db_url)
+    with engine.begin() as connection:
+        for name, percent in (("eta-v1", 75.0), ("ab", 20.0)):
+            connection.execute(
+                update(DeploymentVariantRow)
+                .where(DeploymentVariantRow.name == name)
+                .values(traffic_percent=percent)
+            )
+    engine.dispose()
+    with pytest.raises(
+        FailedPrecondition,
+        match="has canary 'eta-v4' running: promote or roll it back before you roll back live variant 'ab'",
+    ):
+        deployments.rollback("eta-prod", "ab")
+    assert shares(deployments.get("eta-prod")) == {"eta-v1": 75.0, "ab": 20.0, "eta-v4": 5.0}  # unchanged
+    deployments.rollback("eta-prod")  # the way out: the canary first, then the A/B variant
+    assert shares(deployments.rollback("eta-prod", "ab")) == {"eta-v1": 100.0}
 
 
 def test_the_canary_policy_cannot_change_while_a_canary_runs(
