@@ -13,6 +13,7 @@ import sys
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from clients.env_values import ConfigurationError
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
@@ -74,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         # options file): one line naming it, not a traceback.
         print(f"python -m control_plane: error: {error}", file=sys.stderr)
         return 2
-    run(serve(settings))
+    try:
+        run(serve(settings))
+    except ConfigurationError as error:
+        # The background loops (canary, monitor, retraining, jobs) read their AETHER_* settings as the
+        # server builds its services: a wrong one is the same one line naming the variable, not a traceback.
+        print(f"python -m control_plane: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from clients.aether.v1 import deployments_pb2 as pb
+from clients.env_values import env_float
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.canary import Action, Decision, decide
 from control_plane.deployments.core import DeploymentManager
@@ -38,7 +39,8 @@ class CanaryLoopSettings:
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
-            interval_s=float(env.get("AETHER_CANARY_INTERVAL_S") or defaults.interval_s),
+            # Above 0: a negative interval made the loop spin a full core; a typo was a traceback.
+            interval_s=env_float(env, "AETHER_CANARY_INTERVAL_S", defaults.interval_s, above=0.0),
             stream=env.get("AETHER_PREDICTION_LOG_STREAM") or defaults.stream,
         )
 

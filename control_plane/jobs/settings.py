@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.env_values import env_float
 from clients.errors import InvalidArgument
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.scheduler import Policy
@@ -52,7 +53,7 @@ class JobsSettings:
             folder=Path(env.get("AETHER_JOBS_DIR") or home / "jobs").expanduser(),
             pool=DevicePool.detect(env),
             policy=policy,
-            tick_s=float(env.get("AETHER_JOBS_TICK_S") or 0.5),
-            kill_grace_s=float(env.get("AETHER_JOBS_KILL_GRACE_S") or 10.0),
-            run_sweep_s=float(env.get("AETHER_JOBS_RUN_SWEEP_S") or 30.0),
+            tick_s=env_float(env, "AETHER_JOBS_TICK_S", 0.5, above=0.0),
+            kill_grace_s=env_float(env, "AETHER_JOBS_KILL_GRACE_S", 10.0, minimum=0.0),
+            run_sweep_s=env_float(env, "AETHER_JOBS_RUN_SWEEP_S", 30.0, above=0.0),
         )

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from clients.env_values import env_float
+
 DEFAULT_STREAM = "aether:predictions"  # the data plane's default AETHER_PREDICTION_LOG_STREAM
 
 
@@ -43,7 +45,8 @@ class MonitoringSettings:
         defaults = cls()
 
         def number(name: str, default: float) -> float:
-            return float(env.get(name) or default)
+            # Finite and above 0: a negative interval made the loop spin a full core; a typo was a traceback.
+            return env_float(env, name, default, above=0.0)
 
         return cls(
             interval_s=number("AETHER_MONITOR_INTERVAL_S", defaults.interval_s),

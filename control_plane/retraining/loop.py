@@ -42,6 +42,7 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.env_values import env_float
 from clients.errors import AetherError, FailedPrecondition
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.core import DeploymentManager
@@ -81,7 +82,7 @@ class RetrainingSettings:
         (default ``AETHER_MONITOR_WEBHOOK_URL``)."""
         env = os.environ if env is None else env
         return cls(
-            interval_s=float(env.get("AETHER_RETRAIN_INTERVAL_S") or cls.interval_s),
+            interval_s=env_float(env, "AETHER_RETRAIN_INTERVAL_S", cls.interval_s, above=0.0),
             stream=env.get("AETHER_PREDICTION_LOG_STREAM") or DEFAULT_STREAM,
             webhook_url=env.get("AETHER_RETRAIN_WEBHOOK_URL") or env.get("AETHER_MONITOR_WEBHOOK_URL") or "",
         )

@@ -77,3 +77,29 @@ def test_a_second_control_plane_on_a_port_in_use_fails_instead_of_sharing_it(tmp
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AETHER_CANARY_INTERVAL_S", "-1", "a number > 0"),  # was accepted: the canary loop spun a core
+        ("AETHER_CANARY_INTERVAL_S", "10s", "a number > 0"),  # was a ValueError traceback
+        ("AETHER_MONITOR_INTERVAL_S", "0", "a number > 0"),
+        ("AETHER_RETRAIN_INTERVAL_S", "nan", "a number > 0"),
+        ("AETHER_JOBS_TICK_S", "-0.5", "a number > 0"),
+    ],
+)
+def test_a_bad_loop_interval_is_one_line_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    """The background loops read their settings as the server builds its services, after the settings
+    the entrypoint checks: a typo was a traceback, and a negative interval made a loop spin a full core."""
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), variable: value}
+    db_url = f"sqlite:///{tmp_path / 'meta.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", "--db-url", db_url],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last == f"python -m control_plane: error: {variable}: expected {expected}, got {value!r}"
