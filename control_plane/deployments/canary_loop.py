@@ -88,7 +88,14 @@ class CanaryLoop:
         decision = decide(
             policy_from_proto(deployment.canary_policy), state.step_index, baked_s, canary, baseline
         )
-        if decision.action is not Action.HOLD:
+        if decision.action is Action.HOLD:
+            replaced = await asyncio.to_thread(
+                self._manager.note_hold, deployment.name, state.variant, state.step_index, decision.reason
+            )
+            # Logged when the kind of wait changes (baking -> waiting for requests), not on every tick.
+            if replaced is not None and replaced.split(" ", 1)[0] != decision.reason.split(" ", 1)[0]:
+                _log.info("canary %s of %s holds: %s", state.variant, deployment.name, decision.reason)
+        else:
             applied = await asyncio.to_thread(
                 self._manager.apply_decision,
                 deployment.name,

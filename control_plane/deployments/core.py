@@ -22,6 +22,7 @@ from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.messages import (
     audit_state,
+    canary_of,
     defaults_must_fit,
     deployment_message,
     policy_from_proto,
@@ -328,6 +329,28 @@ class DeploymentManager:
                 session, row, variants, action="rollback", actor=actor, before=before
             )
         return self._changed(message)
+
+    def note_hold(self, name: str, variant: str, step_index: int, reason: str) -> str | None:
+        """Records why canary ``variant`` at ``step_index`` holds (``CanaryState.reason``, which
+        GetDeployment and ``aetherctl deploy get`` show: "waiting for requests at 5%: 12/100"), and returns
+        the reason it replaced; None when nothing was written (the canary has moved on, or the reason is
+        the same). Not a plan change: the revision stays, so data planes reload nothing, and it is not
+        audited (the controller's decisions that change traffic are)."""
+        with write_session(self._sessions) as session:
+            row = store.find_deployment(session, name, lock=True)
+            if row is None:
+                return None
+            state = canary_of(row)
+            if (
+                state.status != pb.CANARY_STATUS_PROGRESSING
+                or state.variant != variant
+                or state.step_index != step_index
+                or state.reason == reason
+            ):
+                return None
+            replaced, state.reason = state.reason, reason
+            row.canary_state = to_json(state)
+        return replaced
 
     def apply_decision(
         self, name: str, variant: str, step_index: int, decision: Decision, *, actor: str

@@ -154,6 +154,21 @@ def test_a_healthy_canary_advances_and_is_promoted(
     ]
 
 
+def test_a_canary_that_holds_says_why_without_a_plan_change(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    # With no traffic the canary waits for min_requests for ever; its state kept saying "started at 10%",
+    # so nothing showed why it did not move on.
+    start(deployments, models)
+    started = deployments.get("eta-prod")
+    wait_until(lambda: deployments.get("eta-prod").canary.reason.startswith("waiting for requests"))
+    holding = deployments.get("eta-prod")
+    assert holding.canary.reason == "waiting for requests at 10%: 0/30"
+    assert holding.canary.status == pb.CANARY_STATUS_PROGRESSING and holding.canary.step_index == 0
+    assert holding.plan_revision == started.plan_revision  # data planes have nothing to reload
+    assert audit_actions(plane)[-1] == ("start_canary", "alice")  # a hold changes no traffic: not audited
+
+
 def write_legacy_edit(plane: Plane, name: str) -> None:
     """What UpdateDeployment accepted before it refused policy edits mid-canary: the policy of ``name``
     cut to [10, 100] under a canary at step 2 (rows written then still hold such states)."""
