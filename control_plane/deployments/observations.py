@@ -8,11 +8,11 @@ name the request was answered with); entries of mirrored shadow calls (``role="s
 Every entry counts as a request; only a failure on the server's side counts as an error (the canary's
 error rate is errors / requests). A request the caller got wrong fails alike on every variant, so it says
 nothing about the canary: ``ok="0"`` entries whose ``error_code`` is one of :data:`CALLER_ERROR_CODES`
-(INVALID_ARGUMENT, NOT_FOUND -- e.g. an entity with no stored features --, FAILED_PRECONDITION,
-OUT_OF_RANGE, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, and CANCELLED: the caller went away or
-its own deadline passed) are not errors. Any other failure is: UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS,
-RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (the server dropped the request at its deadline), and a failed
-entry with no or an unknown code. Without ``ok``, an empty or ``OK`` ``error_code`` means success.
+(INVALID_ARGUMENT, NOT_FOUND -- e.g. an entity with no stored features --, OUT_OF_RANGE, ALREADY_EXISTS,
+PERMISSION_DENIED, UNAUTHENTICATED, and CANCELLED: the caller went away) are not errors. Any other failure
+is: UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED, FAILED_PRECONDITION (the version does
+not fit its stored data or its serving config), DEADLINE_EXCEEDED (the server dropped the request at its
+deadline), and a failed entry with no or an unknown code. Without ``ok``, an empty or ``OK`` ``error_code`` means success.
 
 A canary step's window starts at the step's start time: stream ids begin with their append time in
 milliseconds, so ``XRANGE`` from that millisecond reads exactly the step's entries; later reads go on from
@@ -40,12 +40,13 @@ READ_BATCH = 10_000
 MAX_READ_PER_TICK = 200_000
 
 #: gRPC status names of requests the caller got wrong (or gave up on): counted as requests, never as the
-#: variant's errors.
+#: variant's errors. Not FAILED_PRECONDITION: on the data plane's request path it says the served version
+#: does not fit its data or config (a stored value its integer input cannot hold, feature defaults of the
+#: wrong length), which is the version's fault, and a canary failing so must be rolled back.
 CALLER_ERROR_CODES = frozenset(
     {
         "INVALID_ARGUMENT",
         "NOT_FOUND",
-        "FAILED_PRECONDITION",
         "OUT_OF_RANGE",
         "ALREADY_EXISTS",
         "PERMISSION_DENIED",

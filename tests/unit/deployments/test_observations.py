@@ -30,11 +30,11 @@ SERVER_FAILURES = [
     "DATA_LOSS",
     "RESOURCE_EXHAUSTED",
     "DEADLINE_EXCEEDED",
+    "FAILED_PRECONDITION",  # the served version does not fit its stored data or config
 ]
 CALLER_ERRORS = [
     "INVALID_ARGUMENT",
     "NOT_FOUND",
-    "FAILED_PRECONDITION",
     "CANCELLED",
     "OUT_OF_RANGE",
     "PERMISSION_DENIED",
