@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -14,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_plane.monitoring.entries import MalformedEntry, decode_entry
-from data_plane.prediction_log import PredictionLog, PredictionRecord
-from data_plane.redis_client import RedisClient
+from data_plane.prediction_log import PredictionRecord
+from tests.support.prediction_log import append_records
 
 STREAM = "test:entries"
 
@@ -42,17 +41,7 @@ def record(**overrides: object) -> PredictionRecord:
 
 
 async def logged_fields(redis_url: str, records: Sequence[PredictionRecord]) -> list[dict[bytes, bytes]]:
-    client = RedisClient(redis_url)
-    writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1000)
-    writer.start()
-    for item in records:
-        writer.record(item)
-    for _ in range(1000):  # let the writer's task drain: stop() cancels a batch still in flight
-        if writer.written >= len(records):
-            break
-        await asyncio.sleep(0.01)
-    await writer.stop()
-    await client.close()
+    await append_records(redis_url, STREAM, records)
     reader = redis.Redis.from_url(redis_url)
     entries: Any = reader.xrange(STREAM)
     reader.close()

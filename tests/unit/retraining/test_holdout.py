@@ -3,7 +3,6 @@ logged to a real Redis Stream, on a real database."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
@@ -16,8 +15,8 @@ from clients.aether.v1 import monitoring_pb2 as mpb
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.retraining.holdout import production_holdout
-from data_plane.prediction_log import PredictionLog, PredictionRecord
-from data_plane.redis_client import RedisClient
+from data_plane.prediction_log import PredictionRecord
+from tests.support.prediction_log import append_records
 
 STREAM = "test:holdout"
 
@@ -48,17 +47,7 @@ def served(request_id: str, features: list[float], ts_us: int) -> PredictionReco
 
 async def log(redis_url: str, records: list[PredictionRecord]) -> None:
     """Appends the records in order, through the data plane's writer."""
-    client = RedisClient(redis_url)
-    writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1000)
-    writer.start()
-    for item in records:
-        writer.record(item)
-    for _ in range(1000):  # let the writer's task drain: stop() cancels a batch still in flight
-        if writer.written >= len(records):
-            break
-        await asyncio.sleep(0.01)
-    await writer.stop()
-    await client.close()
+    await append_records(redis_url, STREAM, records)
 
 
 async def test_after_a_schema_change_the_holdout_keeps_the_newest_schemas_rows(
