@@ -12,7 +12,8 @@ nothing about the canary: ``ok="0"`` entries whose ``error_code`` is one of :dat
 PERMISSION_DENIED, UNAUTHENTICATED, and CANCELLED: the caller went away) are not errors. Any other failure
 is: UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED, FAILED_PRECONDITION (the version does
 not fit its stored data or its serving config), DEADLINE_EXCEEDED (the server dropped the request at its
-deadline), and a failed entry with no or an unknown code. Without ``ok``, an empty or ``OK`` ``error_code`` means success.
+deadline), and a failed entry with no or an unknown code. Without ``ok``, an empty or ``OK`` ``error_code``
+means success.
 
 A canary step's window starts at the step's start time: stream ids begin with their append time in
 milliseconds, so ``XRANGE`` from that millisecond reads exactly the step's entries; later reads go on from
