@@ -14,10 +14,10 @@ What "without loss" means per target:
   ``"-Infinity"``, any case) is kept as the infinity it names;
 * bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
 * timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
-  offset or ``Z``), converted to UTC microseconds (digits below a microsecond are dropped, from a
-  nanosecond timestamp or a string alike: the stores hold microseconds); naive ones fail, and so does
-  every value of any other type: Arrow would read an integer as microseconds since the epoch, so epoch
-  milliseconds or seconds would land, accepted, in 1970, and a date has no time of day nor zone.
+  offset or ``Z``), converted to UTC microseconds, floored (digits below a microsecond are dropped, from a
+  nanosecond timestamp or a string alike, also before 1970: the stores hold microseconds); naive ones fail,
+  and so does every value of any other type: Arrow would read an integer as microseconds since the epoch,
+  so epoch milliseconds or seconds would land, accepted, in 1970, and a date has no time of day nor zone.
 
 NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
 """
@@ -63,6 +63,11 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
         if naive or not castable_to_timestamp(values.type):  # every present value fails
             return pa.nulls(n, target), values.is_valid().to_numpy(zero_copy_only=False)
         if pa.types.is_timestamp(values.type):
+            if values.type.unit == "ns":
+                # Floored, as a string's digits are dropped and as the offline store and the join floor
+                # theirs: the cast alone truncates toward zero, one microsecond up before 1970. In UTC:
+                # pyarrow floors in the column's own zone, where a DST hour's local time is ambiguous.
+                values = pc.floor_temporal(values.cast(pa.timestamp("ns", tz="UTC")), unit="microsecond")
             return values.cast(target, safe=False), np.zeros(n, dtype=bool)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)

@@ -55,3 +55,18 @@ def test_text_beyond_the_float_range_fails_and_an_infinity_literal_stays_infinit
             assert refused and value is None, text
         else:
             assert not refused and value is not None and math.isfinite(value), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    nanos=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=20),
+    zone=st.sampled_from(["UTC", "America/New_York"]),
+)
+def test_nanosecond_times_are_floored_to_the_microsecond_before_1970_too(nanos: list[int], zone: str) -> None:
+    # The cast alone truncated toward zero: a time before 1970 with sub-microsecond digits went one
+    # microsecond up, while the same instant as text (digits dropped from its fraction) and the offline
+    # store's and the join's label times went down.
+    values = pa.array(nanos, pa.timestamp("ns", tz=zone))
+    cast, failed = lossless_cast(values, pa.timestamp("us", tz="UTC"))
+    assert not failed.any()
+    assert cast.cast(pa.int64()).to_pylist() == [n // 1000 for n in nanos]  # floor division: the reference
