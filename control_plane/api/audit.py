@@ -4,7 +4,6 @@ SQL, so each runs its core in a worker thread."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -18,6 +17,7 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.audit.chain import AuditEntry, canonical_json
 from control_plane.audit.query import AuditFilter, AuditPage, query_page
 from control_plane.audit.verify import VerifyResult, verify_chain
+from control_plane.db import keyset
 from control_plane.db.engine import read_session
 
 if TYPE_CHECKING:  # the server module imports the api modules: no import cycle at run time
@@ -29,7 +29,6 @@ AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name
 #: ordinary entries.
 EXPORT_BATCH = 200
 #: A QueryAudit page token: the ``seq`` (a 64-bit ``BigInteger``) of the previous page's last entry.
-PAGE_TOKEN_PATTERN = re.compile(r"[0-9]{1,19}")
 MAX_SEQ = 2**63 - 1
 
 
@@ -62,15 +61,13 @@ def filter_of(message: pb.AuditFilter) -> AuditFilter:
 
 
 def _cursor(page_token: str) -> int:
-    if not page_token:
-        return 0
-    # Not str.isdigit(): it accepts digits such as '²' that int() refuses.
-    if PAGE_TOKEN_PATTERN.fullmatch(page_token) is None or int(page_token) > MAX_SEQ:
+    cursor = keyset.position_token(page_token, MAX_SEQ)
+    if cursor is None:
         raise InvalidArgument(
             f"page_token: malformed audit page token {page_token[:40]!r}:"
             f" give back a next_page_token (a number from 0 to {MAX_SEQ})"
         )
-    return int(page_token)
+    return cursor
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,3 +124,17 @@ def _checked(value: object, column: KeyColumn, token: str) -> KeyValue:
     raise InvalidArgument(
         f"page_token {token!r} is malformed: {value!r} is not a {column.kind.__name__} sort value"
     )
+
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() takes '²', which int() refuses
+
+
+def position_token(page_token: str, maximum: int) -> int | None:
+    """The position a page token made of one decimal number names (0 for no token), or None when it is
+    not such a number from 0 to ``maximum``: listings paged by one unique integer column (audit sequence
+    numbers, model versions) hand out that column's value as the token; each caller says what it expected."""
+    if not page_token:
+        return 0
+    if _DECIMAL.fullmatch(page_token) is None or int(page_token) > maximum:
+        return None
+    return int(page_token)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument
+from control_plane.db import keyset
 from control_plane.db.models import NAME_LENGTH
 from control_plane.model_registry.tables import DATASET_HASH_LENGTH, GIT_COMMIT_LENGTH, RUN_ID_LENGTH
 
@@ -20,8 +21,6 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 MAX_VERSION = 2**31 - 1
 #: ``view@version:feature`` (see :class:`FeatureRef`); at most 10 digits, then :data:`MAX_VERSION`.
 FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]{0,9}):([a-z_][a-z0-9_]*)$")
-#: A page token of :meth:`ModelReads.list_versions`: the last version number of the previous page.
-VERSION_TOKEN_PATTERN = re.compile(r"[0-9]{1,10}")
 DTYPES = frozenset(
     {
         "bool",
@@ -83,14 +82,13 @@ def check_version(version: int, field: str = "version", what: str = "a model ver
 def parse_version_token(page_token: str) -> int:
     """The version after which a page of versions starts (0 for the first page); ``InvalidArgument``
     for anything but the decimal version numbers :meth:`ModelReads.list_versions` gives out."""
-    if not page_token:
-        return 0
-    if VERSION_TOKEN_PATTERN.fullmatch(page_token) is None or int(page_token) > MAX_VERSION:
+    version = keyset.position_token(page_token, MAX_VERSION)
+    if version is None:
         raise InvalidArgument(
             f"page_token: {page_token[:40]!r} is not a token this registry gave out"
             f" (a version number from 0 to {MAX_VERSION})"
         )
-    return int(page_token)
+    return version
 
 
 def check_tags(tags: dict[str, str], field: str = "tags") -> dict[str, str]:
