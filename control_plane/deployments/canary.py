@@ -109,9 +109,15 @@ def decide(
     baked_seconds: float,
     canary: Observation,
     primary: Observation,
+    *,
+    read_through: bool = True,
 ) -> Decision:
     """The next move of a canary at ``policy.steps_percent[step_index]`` whose step began
-    ``baked_seconds`` ago, given what it and the primary did since then."""
+    ``baked_seconds`` ago, given what it and the primary did since then. ``read_through``: the
+    observations include every request logged so far; when the observer is still behind (a backlog
+    larger than it reads per pass), a breach in what it has read still rolls the canary back, but the
+    canary never advances or is promoted on part of the step's window: the unread part may hold its
+    failures."""
     steps: Sequence[float] = policy.steps_percent
     if not 0 <= step_index < len(steps):
         raise InvalidArgument(f"canary step {step_index} is outside the policy's {len(steps)} steps")
@@ -125,6 +131,12 @@ def decide(
         return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds} s")
     if not enough:
         return Decision(Action.HOLD, f"waiting for requests {at}: {canary.requests}/{policy.min_requests}")
+    if not read_through:
+        return Decision(
+            Action.HOLD,
+            f"reading the prediction log {at}: {canary.requests} canary requests read so far, "
+            "more are logged",
+        )
     healthy = (
         f"healthy {at} for {baked_seconds:.0f} s: error rate {canary.error_rate:.2%}"
         f", p99 {_ms(canary.p99_ms)} over {canary.requests} requests"

@@ -81,12 +81,15 @@ class CanaryLoop:
     async def _step(self, deployment: pb.Deployment) -> Decision:
         state = deployment.canary
         primary = next(v.name for v in deployment.variants if v.role == pb.VARIANT_ROLE_PRIMARY)
-        canary, baseline = await self._observer.observe(
-            deployment.name, state.step_started_at_us, state.variant, primary
-        )
+        seen = await self._observer.observe(deployment.name, state.step_started_at_us, state.variant, primary)
         baked_s = self._clock() - state.step_started_at_us / 1e6
         decision = decide(
-            policy_from_proto(deployment.canary_policy), state.step_index, baked_s, canary, baseline
+            policy_from_proto(deployment.canary_policy),
+            state.step_index,
+            baked_s,
+            seen.canary,
+            seen.primary,
+            read_through=seen.caught_up,
         )
         if decision.action is Action.HOLD:
             replaced = await asyncio.to_thread(

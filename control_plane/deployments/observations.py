@@ -36,7 +36,8 @@ from control_plane.deployments.canary import Observation
 
 #: The data plane's default (``AETHER_PREDICTION_LOG_STREAM`` names another on both planes).
 DEFAULT_STREAM = "aether:predictions"
-#: Entries read per XRANGE call, and at most per window per tick (the rest is read on the next tick).
+#: Entries read per XRANGE call, and at most per window per tick (the rest is read on the next tick; until
+#: the window has caught up, its canary may be rolled back but not advanced: ``canary.decide``).
 READ_BATCH = 10_000
 MAX_READ_PER_TICK = 200_000
 
@@ -128,15 +129,28 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> ParsedEntry | None:
     return ParsedEntry(deployment, _text(fields, b"variant"), failed, latency)
 
 
+class StepObservations(NamedTuple):
+    canary: Observation
+    primary: Observation
+    #: Every entry logged before this read was read (see :attr:`StepWindow.caught_up`).
+    caught_up: bool
+
+
 class StepWindow:
     """What the variants of one deployment did since one canary step began."""
 
-    def __init__(self, deployment: str, started_at_us: int) -> None:
+    def __init__(
+        self, deployment: str, started_at_us: int, *, max_read_per_tick: int = MAX_READ_PER_TICK
+    ) -> None:
         self.deployment = deployment
         self.started_at_us = started_at_us
         self._cursor = f"{started_at_us // 1000}-0"  # inclusive for the first read
         self._exclusive = False
+        self._max_read = max_read_per_tick
         self.tallies: dict[str, VariantTally] = {}
+        #: Whether the last :meth:`read` reached the end of the stream (False: it stopped at its
+        #: per-tick cap with entries left, so the tallies cover only the start of the window).
+        self.caught_up = False
 
     def observe(self, variant: str) -> Observation:
         tally = self.tallies.get(variant)
@@ -145,9 +159,11 @@ class StepWindow:
     async def read(self, client: redis.asyncio.Redis, stream: str) -> int:
         """Reads the stream's new entries into the tallies; returns how many were read."""
         read = 0
-        while read < MAX_READ_PER_TICK:
+        self.caught_up = False
+        while read < self._max_read:
             start = f"({self._cursor}" if self._exclusive else self._cursor
-            raw: Any = await client.xrange(stream, min=start, max="+", count=READ_BATCH)
+            batch = min(READ_BATCH, self._max_read - read)
+            raw: Any = await client.xrange(stream, min=start, max="+", count=batch)
             entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
             for _, fields in entries:
                 parsed = parse_entry(fields)
@@ -158,7 +174,8 @@ class StepWindow:
             if entries:
                 self._cursor = entries[-1][0].decode()
                 self._exclusive = True
-            if len(entries) < READ_BATCH:
+            if len(entries) < batch:
+                self.caught_up = True
                 break
         return read
 
@@ -166,20 +183,29 @@ class StepWindow:
 class PredictionLogObserver:
     """Keeps one :class:`StepWindow` per running canary step, reading the stream incrementally."""
 
-    def __init__(self, client: redis.asyncio.Redis, stream: str = DEFAULT_STREAM) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        stream: str = DEFAULT_STREAM,
+        *,
+        max_read_per_tick: int = MAX_READ_PER_TICK,
+    ) -> None:
         self._client = client
         self._stream = stream
+        self._max_read = max_read_per_tick
         self._windows: dict[str, StepWindow] = {}
 
     async def observe(
         self, deployment: str, step_started_at_us: int, canary: str, primary: str
-    ) -> tuple[Observation, Observation]:
-        """(canary, primary) observations since the step began at ``step_started_at_us``."""
+    ) -> StepObservations:
+        """What the canary and the primary did since the step began at ``step_started_at_us``."""
         window = self._windows.get(deployment)
         if window is None or window.started_at_us != step_started_at_us:
-            window = self._windows[deployment] = StepWindow(deployment, step_started_at_us)
+            window = self._windows[deployment] = StepWindow(
+                deployment, step_started_at_us, max_read_per_tick=self._max_read
+            )
         await window.read(self._client, self._stream)
-        return window.observe(canary), window.observe(primary)
+        return StepObservations(window.observe(canary), window.observe(primary), window.caught_up)
 
     def forget_except(self, deployments: set[str]) -> None:
         """Drops the windows of deployments whose canary is no longer running."""

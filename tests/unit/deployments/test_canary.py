@@ -79,3 +79,17 @@ def test_a_healthy_canary_bakes_then_advances_through_the_steps_and_is_promoted(
 def test_bad_policies_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         Policy(**changes)  # type: ignore[arg-type]
+
+
+def test_a_breach_in_a_partly_read_window_rolls_back_but_health_there_does_not_advance() -> None:
+    healthy = Observation(150, 0, 9.0)
+    assert decide(POLICY, 0, 120.0, healthy, PRIMARY).action is Action.ADVANCE
+    behind = decide(POLICY, 0, 120.0, healthy, PRIMARY, read_through=False)
+    assert behind.action is Action.HOLD
+    assert behind.reason == (
+        "reading the prediction log at 5%: 150 canary requests read so far, more are logged"
+    )
+    last_step = decide(POLICY, 3, 120.0, healthy, PRIMARY, read_through=False)
+    assert last_step.action is Action.HOLD  # no promotion either
+    failing = decide(POLICY, 0, 120.0, Observation(150, 30, 9.0), PRIMARY, read_through=False)
+    assert failing.action is Action.ROLLBACK

@@ -142,3 +142,40 @@ async def test_an_entry_that_is_not_utf8_does_not_stop_the_window(redis_url: str
     assert window.observe("green").requests == 2
     assert await window.read(client, "log") == 0  # past the bad entry, not stuck on it
     await client.aclose()
+
+
+async def test_a_window_behind_its_backlog_says_so_and_its_canary_is_not_promoted_on_part_of_it(
+    redis_url: str,
+) -> None:
+    # 300 healthy requests of the canary, then 100 failing ones; the window reads 250 entries a pass.
+    writer = redis.Redis.from_url(redis_url)
+    for i in range(400):
+        ok = i < 300
+        for variant in (b"blue", b"green"):
+            entry: dict[FieldT, FieldT] = {
+                b"deployment": b"eta",
+                b"variant": variant,
+                b"ok": b"1" if ok or variant == b"blue" else b"0",
+                b"error_code": b"" if ok or variant == b"blue" else b"INTERNAL",
+                b"latency_ms": b"2.0",
+            }
+            writer.xadd("log", entry)
+    writer.close()
+    policy = Policy(bake_seconds=0, min_requests=100, max_error_rate=0.05)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    window = StepWindow("eta", started_at_us=0, max_read_per_tick=250)
+    try:
+        assert await window.read(client, "log") == 250 and not window.caught_up
+        first = decide(
+            policy, 0, 60.0, window.observe("green"), window.observe("blue"), read_through=window.caught_up
+        )
+        # What was read so far is healthy, but the unread entries hold the failures: no advance yet.
+        assert first.action is Action.HOLD and first.reason.startswith("reading the prediction log at 5%")
+        while not window.caught_up:
+            await window.read(client, "log")
+    finally:
+        await client.aclose()
+    canary = window.observe("green")
+    assert (canary.requests, canary.errors) == (400, 100)
+    last = decide(policy, 0, 60.0, canary, window.observe("blue"), read_through=True)
+    assert last.action is Action.ROLLBACK, last.reason
