@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.env_values import env_float, env_int
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
 from control_plane.deployments.replicas import ReplicaManager, metrics_addresses
@@ -45,27 +46,45 @@ SCRAPE_TIMEOUT_S = 2.0
 Scrape = Callable[[str], Awaitable[str]]
 
 
-#: Environment variable -> (AutoscalerPolicy field, its type).
-POLICY_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
-    "AETHER_MIN_REPLICAS": ("min_replicas", int),
-    "AETHER_MAX_REPLICAS": ("max_replicas", int),
-    "AETHER_TARGET_QUEUE_PER_REPLICA": ("target_queue_per_replica", float),
-    "AETHER_TARGET_P99_MS": ("target_p99_ms", float),
-    "AETHER_AUTOSCALE_INTERVAL_S": ("interval_s", float),
-    "AETHER_AUTOSCALE_UP_WINDOW_S": ("up_window_s", float),
-    "AETHER_AUTOSCALE_DOWN_WINDOW_S": ("down_window_s", float),
+@dataclass(frozen=True, slots=True)
+class PolicyVariable:
+    """What one policy variable sets and what it accepts: the ranges :class:`AutoscalerPolicy` checks
+    field by field (``min <= max`` is checked once flags and variables are merged)."""
+
+    policy_field: str
+    whole: bool = False  # a whole number; otherwise a finite float
+    minimum: float | None = None  # inclusive
+    above: float | None = None  # exclusive
+
+
+#: Environment variable -> the AutoscalerPolicy field it sets and its range.
+POLICY_VARIABLES: dict[str, PolicyVariable] = {
+    "AETHER_MIN_REPLICAS": PolicyVariable("min_replicas", whole=True, minimum=1),
+    "AETHER_MAX_REPLICAS": PolicyVariable("max_replicas", whole=True, minimum=1),
+    "AETHER_TARGET_QUEUE_PER_REPLICA": PolicyVariable("target_queue_per_replica", above=0.0),
+    "AETHER_TARGET_P99_MS": PolicyVariable("target_p99_ms", above=0.0),
+    "AETHER_AUTOSCALE_INTERVAL_S": PolicyVariable("interval_s", above=0.0),
+    "AETHER_AUTOSCALE_UP_WINDOW_S": PolicyVariable("up_window_s", minimum=0.0),
+    "AETHER_AUTOSCALE_DOWN_WINDOW_S": PolicyVariable("down_window_s", minimum=0.0),
 }
 
 
 def policy_values_from_env(env: Mapping[str, str] | None = None) -> dict[str, int | float]:
     """The policy fields the environment sets (:data:`POLICY_VARIABLES`; an empty variable sets nothing),
-    converted but not yet validated together: flags may still replace some of them (ValueError for a
-    variable that is not a number)."""
+    each checked for its type and range but not yet against the others: flags may still replace some of
+    them. A wrong value is a :class:`~clients.env_values.ConfigurationError` naming the variable and its
+    range (bare ``int()``/``float()`` raised ValueError text that named neither, and let ``nan`` and
+    ``inf`` through)."""
     env = os.environ if env is None else env
     values: dict[str, int | float] = {}
-    for variable, (name, kind) in POLICY_VARIABLES.items():
-        if raw := env.get(variable):
-            values[name] = kind(raw)
+    for variable, rule in POLICY_VARIABLES.items():
+        if not env.get(variable):
+            continue
+        if rule.whole:
+            minimum = None if rule.minimum is None else int(rule.minimum)
+            values[rule.policy_field] = env_int(env, variable, 0, minimum=minimum)
+        else:
+            values[rule.policy_field] = env_float(env, variable, 0.0, minimum=rule.minimum, above=rule.above)
     return values
 
 

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.errors import InvalidArgument
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
 from control_plane.deployments.autoscaler import AutoscalerPolicy
@@ -67,12 +66,12 @@ class FleetSettings:
         :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, with the policy fields in
         ``policy`` (the command line's) over them. The policy is validated once, as merged: a variable
         that is only wrong together with a default (AETHER_MIN_REPLICAS=5 with max 4) is fine when a flag
-        replaces that default (--max 10)."""
+        replaces that default (--max 10). A variable that is wrong on its own (not a number, out of its range)
+        is a :class:`~clients.env_values.ConfigurationError`."""
         env = os.environ if environ is None else environ
-        try:
-            values = policy_values_from_env(env)
-        except ValueError as exc:  # a variable that is not a number
-            raise InvalidArgument(f"autoscaler settings: {exc}") from None
+        # A wrong variable is a ConfigurationError naming it, left to propagate: `aetherctl` prints it as
+        # one line and exits 2, as for every other AETHER_* setting.
+        values = policy_values_from_env(env)
         merged = AutoscalerPolicy(**{**values, **(policy or {})})  # type: ignore[arg-type]
         return cls(
             home=Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser(),

@@ -13,11 +13,18 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.env_values import ConfigurationError
 from clients.sdk.inference import build_predict_request
-from control_plane.deployments.autoscale_loop import AutoscaleLoop, p99_ms, parse_metrics
+from control_plane.deployments.autoscale_loop import (
+    AutoscaleLoop,
+    p99_ms,
+    parse_metrics,
+    policy_values_from_env,
+)
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.metrics import ServingMetrics, start_metrics_server
@@ -50,6 +57,58 @@ def test_the_loop_reads_the_data_planes_metrics() -> None:
     metrics.request("Predict", "m", 2, "OK", 0.0003)
     later = parse_metrics(metrics.render().decode())
     assert later.latency_buckets[float("inf")] == 101.0  # summed over every label set
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AETHER_MIN_REPLICAS", "abc", "a whole number >= 1"),
+        ("AETHER_MIN_REPLICAS", "1.5", "a whole number >= 1"),
+        ("AETHER_MIN_REPLICAS", "nan", "a whole number >= 1"),
+        ("AETHER_MIN_REPLICAS", "0", "a whole number >= 1"),
+        ("AETHER_MAX_REPLICAS", "-2", "a whole number >= 1"),
+        ("AETHER_MAX_REPLICAS", "inf", "a whole number >= 1"),
+        ("AETHER_TARGET_QUEUE_PER_REPLICA", "inf", "a number > 0"),
+        ("AETHER_TARGET_QUEUE_PER_REPLICA", "0", "a number > 0"),
+        ("AETHER_TARGET_P99_MS", "nan", "a number > 0"),
+        ("AETHER_AUTOSCALE_INTERVAL_S", "nan", "a number > 0"),
+        ("AETHER_AUTOSCALE_INTERVAL_S", "0", "a number > 0"),
+        ("AETHER_AUTOSCALE_INTERVAL_S", "-1", "a number > 0"),
+        ("AETHER_AUTOSCALE_INTERVAL_S", "30s", "a number > 0"),
+        ("AETHER_AUTOSCALE_UP_WINDOW_S", "-1", "a number >= 0"),
+        ("AETHER_AUTOSCALE_DOWN_WINDOW_S", "inf", "a number >= 0"),
+    ],
+)
+def test_a_bad_policy_variable_is_refused_naming_it_and_its_range(
+    variable: str, value: str, expected: str
+) -> None:
+    """Read with bare int()/float(), these were ValueError text naming neither the variable nor the range
+    ("invalid literal for int() with base 10: 'abc'"), or accepted (nan, inf, a negative window)."""
+    with pytest.raises(ConfigurationError) as refused:
+        policy_values_from_env({variable: value})
+    assert str(refused.value) == f"{variable}: expected {expected}, got {value!r}"
+
+
+def test_the_policy_variables_set_their_fields_and_empty_ones_nothing() -> None:
+    env = {
+        "AETHER_MIN_REPLICAS": " 2 ",
+        "AETHER_MAX_REPLICAS": "8",
+        "AETHER_TARGET_QUEUE_PER_REPLICA": "0.5",
+        "AETHER_TARGET_P99_MS": "25",
+        "AETHER_AUTOSCALE_INTERVAL_S": "0.25",
+        "AETHER_AUTOSCALE_UP_WINDOW_S": "0",
+        "AETHER_AUTOSCALE_DOWN_WINDOW_S": "",
+    }
+    values = policy_values_from_env(env)
+    assert values == {
+        "min_replicas": 2,
+        "max_replicas": 8,
+        "target_queue_per_replica": 0.5,
+        "target_p99_ms": 25.0,
+        "interval_s": 0.25,
+        "up_window_s": 0.0,
+    }
+    assert isinstance(values["min_replicas"], int) and AutoscalerPolicy(**values).down_window_s == 300.0  # type: ignore[arg-type]
 
 
 @dataclass

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
+from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument, Unavailable
 from clients.sdk.auth import open_aio_channel
 from clients.sdk.fleet import ROUND_ROBIN, FleetEndpoints, FleetReplica, fleet_target, read_endpoints
@@ -79,8 +81,34 @@ def test_settings_come_from_the_environment_and_flags_override_them(tmp_path: Pa
 
     with pytest.raises(InvalidArgument, match="min"):  # 7 > max 6: refused before anything starts
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "7"]), env)
-    with pytest.raises(InvalidArgument, match="two"):
+    with pytest.raises(ConfigurationError, match="AETHER_MIN_REPLICAS: expected a whole number >= 1"):
         FleetSettings.from_env({"AETHER_MIN_REPLICAS": "two"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AETHER_MIN_REPLICAS", "abc", "a whole number >= 1"),
+        ("AETHER_MIN_REPLICAS", "-1", "a whole number >= 1"),
+        ("AETHER_AUTOSCALE_INTERVAL_S", "nan", "a number > 0"),
+        ("AETHER_TARGET_P99_MS", "inf", "a number > 0"),
+    ],
+)
+def test_fleet_run_refuses_a_bad_policy_variable_in_one_line_with_exit_2(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    """As a user runs it: the variable named with its range, exit 2 like every other AETHER_* setting,
+    before any replica starts or the endpoints file is written. It was exit 1 with "INVALID_ARGUMENT:
+    autoscaler settings: invalid literal for int() with base 10: 'abc'", or a message naming the policy's
+    field (interval_s) rather than the variable."""
+    env = dict(os.environ, AETHER_HOME=str(tmp_path), **{variable: value})
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "fleet", "run"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    message = f"error: {variable}: expected {expected}, got {value!r}\n"
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
+    assert not (tmp_path / "fleet").exists()
 
 
 def test_flags_are_merged_with_the_environment_before_the_policy_is_checked(tmp_path: Path) -> None:
