@@ -16,9 +16,11 @@ from clients.errors import maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.artifacts import add_to_server as add_artifacts_to_server
 from control_plane.api.identity import actor_of
+from control_plane.api.offline_features import offline_root
 from control_plane.artifacts.settings import store_for
 from control_plane.model_registry.guards import ModelReferenceGuard
 from control_plane.model_registry.registry import ModelRegistry
+from control_plane.offline.store import OfflineStore
 
 if TYPE_CHECKING:  # the server module imports the service modules it serves
     from control_plane.api.context import ServiceContext, ServiceModule
@@ -157,7 +159,8 @@ def services(guards: Sequence[ModelReferenceGuard] = ()) -> tuple[ServiceModule,
     """The artifact service and a model-registry service whose deletes ask ``guards`` (deployments)."""
 
     def add_registry(server: HandlerRegistry, context: ServiceContext) -> str:
-        registry = ModelRegistry(context.sessions, store_for(context.settings.home), guards)
+        offline = OfflineStore(offline_root(context))
+        registry = ModelRegistry(context.sessions, store_for(context.settings.home), guards, offline)
         servicer = ModelRegistryServicer(registry)
         model_registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         return MODEL_REGISTRY_SERVICE

@@ -251,19 +251,22 @@ def render_tree(root: Node) -> list[str]:
 
 
 def lineage_tree(lineage: pb.Lineage) -> Node:
-    """Deployments at the top, then what each link was built from, down to the feature sources."""
+    """Deployments at the top, then what each link was built from, down to the training set's file and
+    the offline-store data each feature view was read from (beside the view's registered source)."""
     version = lineage.model_version
     views = [
         Node(
             f"feature view {view.name}@{view.version} ({types_pb2.VersionStatus.Name(view.status)},"
             f" entity {view.entity or '-'}, owner {view.owner or '-'}):"
             f" reads {', '.join(view.features_used)}",
-            [Node(f"source {view.source.kind or '-'} {view.source.uri or '-'}")],
+            [*_read_from(lineage, view), Node(_registered_source(view))],
         )
         for view in lineage.feature_views
     ]
     query = f", query {lineage.dataset.query}" if lineage.dataset.query else ""
-    dataset = Node(f"dataset {lineage.dataset.hash or '(no hash recorded)'}{query}", views)
+    dataset = Node(
+        f"dataset {lineage.dataset.hash or '(no hash recorded)'}{query}", [*_training_set(lineage), *views]
+    )
     if lineage.HasField("run"):
         run = lineage.run
         params = output.tags(dict(run.params))
@@ -281,6 +284,40 @@ def lineage_tree(lineage: pb.Lineage) -> Node:
     )
     deployments = ", ".join(f"{d.name} ({d.detail})" if d.detail else d.name for d in lineage.deployments)
     return Node(f"deployments: {deployments or 'none'}", [model])
+
+
+def _training_set(lineage: pb.Lineage) -> list[Node]:
+    """The materialized training set, from its record in the offline store (nothing without a hash)."""
+    if not lineage.HasField("materialized"):
+        return []
+    built = lineage.materialized
+    if not built.recorded:
+        return [Node("training set: no record of this dataset in the offline store")]
+    where = built.output_path or "(not written to a file)"
+    return [
+        Node(
+            f"training set {where} ({built.row_count} rows, built {built.created_at or '-'},"
+            f" entity rows sha256:{built.entity_rows_sha256[:12] or '-'})"
+        )
+    ]
+
+
+def _read_from(lineage: pb.Lineage, view: pb.FeatureViewLineage) -> list[Node]:
+    if view.offline_location:
+        files = "file" if view.offline_files == 1 else "files"
+        text = (
+            f"read from offline store {view.offline_location}"
+            f" ({view.offline_files} {files}, sha256:{view.offline_files_sha256[:12]})"
+        )
+        return [Node(text)]
+    if lineage.HasField("materialized"):  # a hash, but where its data came from is not recorded
+        return [Node("read from: not recorded")]
+    return []
+
+
+def _registered_source(view: pb.FeatureViewLineage) -> str:
+    # Labelled apart: the feature registry's declaration (what ingestion reads), not the training data.
+    return f"registered source {view.source.kind or '-'} {view.source.uri or '-'}"
 
 
 def _lineage(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:

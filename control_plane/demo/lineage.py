@@ -1,5 +1,6 @@
 """Stage 8: the lineage of the model that serves at the end (deployments ← version ← run ← dataset ←
-feature view versions ← sources), from the model registry's ``GetLineage``, printed as ``aetherctl
+the training set and the offline-store files of each feature view version it was built from, beside
+each view's registered source), from the model registry's ``GetLineage``, printed as ``aetherctl
 lineage`` prints it."""
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 * :func:`lineage` walks back from a model version: the deployments using it ← the version ← its run
   (experiment, parameters, status) ← its training dataset (hash and the point-in-time query that built
-  it) ← the feature views at the versions it reads ← their sources;
+  it) ← the feature views at the versions it reads, each with the data the training set was built
+  from (:func:`add_materialized`: the dataset's record in the offline store, its written copy, and per
+  view the offline-store folder and data files read) and, labelled apart, the view's registered source
+  (what the feature registry declares; ingestion reads it, the training set does not);
 * :func:`usages` walks forward from a feature view (at one or any version) to the model versions
   reading it and their deployments.
 
@@ -11,7 +14,9 @@ plug-ins (none until deployments exist)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -102,6 +107,37 @@ def lineage(
             for (view, view_version), features in used.items()
         ],
     )
+
+
+def add_materialized(lineage: pb.Lineage, record: Mapping[str, Any] | None) -> None:
+    """Fills in what the training set was built from, from its record in the offline store (written by
+    ``control_plane.offline.historical``); ``record`` None: the store holds none for the dataset hash
+    (built with ``record=False``, or against another offline root), which the lineage says rather than
+    leaving it blank."""
+    if not lineage.dataset.hash:
+        return
+    if record is None:
+        lineage.materialized.CopyFrom(pb.MaterializedDataset(recorded=False))
+        return
+    entity_rows = record.get("entity_rows") or {}
+    lineage.materialized.CopyFrom(
+        pb.MaterializedDataset(
+            recorded=True,
+            output_path=str(record.get("output_path") or ""),
+            row_count=int(record.get("row_count") or 0),
+            created_at=str(record.get("created_at") or ""),
+            entity_rows_sha256=str(entity_rows.get("sha256") or ""),
+        )
+    )
+    read = {(str(v.get("view")), int(v.get("version") or 0)): v for v in record.get("views", ())}
+    for view in lineage.feature_views:
+        found = read.get((view.name, view.version))
+        if found is None or "location" not in found:  # a record from before locations were kept
+            continue
+        files = [str(f) for f in found.get("files", ())]
+        view.offline_location = str(found["location"])
+        view.offline_files = len(files)
+        view.offline_files_sha256 = hashlib.sha256("".join(f"{f}\n" for f in files).encode()).hexdigest()
 
 
 def usages_query(view: str, version: int | None) -> Select[str, int, str, ModelVersionFeatureRow]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +51,8 @@ from control_plane.model_registry.validation import (
     check_version,
     check_version_request,
 )
+from control_plane.offline.datasets import read_dataset_record
+from control_plane.offline.store import OfflineStore
 
 #: Attempts of a registration that lost a race to create the same new model.
 _CREATE_ATTEMPTS = 5
@@ -61,10 +64,14 @@ class ModelRegistry:
         sessions: sessionmaker[Session],
         artifacts: ArtifactStore,
         guards: Sequence[ModelReferenceGuard] = (),
+        offline: OfflineStore | None = None,
     ) -> None:
         self._sessions = sessions
         self.artifacts = artifacts
         self._guards = list(guards)
+        #: Where training sets are recorded (``_datasets/<hash>.json``): lineage reads what a version's
+        #: dataset was built from there. None: lineage shows the hash and query only.
+        self._offline = offline
         self._reads = CachedReads(sessions)
 
     def add_guard(self, guard: ModelReferenceGuard) -> None:
@@ -351,7 +358,15 @@ class ModelRegistry:
     def get_lineage(self, name: str, version: int) -> pb.Lineage:
         with self._read() as session:
             model = require_model(session, name)
-            return lineage.lineage(session, self.users_of, model, require_version(session, model, version))
+            found = lineage.lineage(session, self.users_of, model, require_version(session, model, version))
+        # Outside the transaction: the record is a file in the offline store, not a row.
+        if self._offline is not None and found.dataset.hash:
+            try:
+                record: dict[str, Any] | None = read_dataset_record(self._offline, found.dataset.hash)
+            except NotFound:
+                record = None
+            lineage.add_materialized(found, record)
+        return found
 
     def find_usages(self, view: str, version: int | None = None) -> list[pb.FeatureUsage]:
         """Model versions using feature view ``view`` at ``version`` (any version when None)."""

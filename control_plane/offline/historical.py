@@ -10,8 +10,9 @@ original order and with every original column, and adds one column per feature n
 reference (``view:feature`` or ``view@2:feature``).
 
 Every training set gets a content hash (``datasets.content_hash``) and, unless told otherwise, a lineage
-record in the offline root (``_datasets/<hash>.json``: the references, the resolved view versions, a
-hash and row count of the entity rows, and the creation time).
+record in the offline root (``_datasets/<hash>.json``: the references, the resolved view versions with
+the offline-store folder and the data files each was read from, a hash and row count of the entity rows,
+and the creation time).
 """
 
 from __future__ import annotations
@@ -82,13 +83,15 @@ def get_historical_features(
 
     shared: dict[tuple[str, ...], Labels] = {}
     columns: dict[str, pa.Array] = {}
+    read: dict[tuple[str, int], list[str]] = {}  # data files each view version's join read
     for plan in plans:
         key_names = tuple(key.name for key in plan.join_keys)
         labels = shared.get(key_names)
         if labels is None:
             labels = _prepare_labels(entity_rows, plan, label_ts)
             shared[key_names] = labels
-        columns.update(join_view(store, plan, labels, batch_rows))
+        joined, read[plan.view, plan.version] = join_view(store, plan, labels, batch_rows)
+        columns.update(joined)
 
     table = entity_rows
     for plan in plans:
@@ -104,8 +107,16 @@ def get_historical_features(
             {
                 "created_at": utc_now_iso(),
                 "features": list(features),
+                # Where each view's data was read from and which files of it: the lineage of the rows,
+                # which the view's registered source (where ingestion reads) does not tell.
                 "views": [
-                    {"view": p.view, "version": p.version, "columns": [c.name for c in p.columns]}
+                    {
+                        "view": p.view,
+                        "version": p.version,
+                        "columns": [c.name for c in p.columns],
+                        "location": f"{redact_uri(str(store.root)).rstrip('/')}/{p.view}/v{p.version}",
+                        "files": [_relative(store, f) for f in read[p.view, p.version]],
+                    }
                     for p in plans
                 ],
                 "entity_rows": {
@@ -119,6 +130,11 @@ def get_historical_features(
             },
         )
     return TrainingSet(table, dataset_hash, matched, written)
+
+
+def _relative(store: OfflineStore, path: str) -> str:
+    """A data file's path under the offline root (``view/v2/date=.../x.parquet``)."""
+    return path.removeprefix(f"{store.base_path.rstrip('/')}/")
 
 
 def _check_output(output_path: str) -> None:

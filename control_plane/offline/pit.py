@@ -91,12 +91,14 @@ class _ScannedFile:
         return self.offset + sum(self.batch_rows)
 
 
-def join_view(store: OfflineStore, plan: ViewPlan, labels: Labels, batch_size: int) -> dict[str, pa.Array]:
+def join_view(
+    store: OfflineStore, plan: ViewPlan, labels: Labels, batch_size: int
+) -> tuple[dict[str, pa.Array], list[str]]:
     """Result column name -> joined values in the labels' original order (null: no eligible value, older
-    than the TTL, or stored as null)."""
+    than the TTL, or stored as null); and the snapshot of data files the join read, for the lineage."""
     files = _snapshot(store, plan, labels)
     scanned, indices = _match(store, plan, labels, files, batch_size)
-    return _gather_values(store, plan, scanned, indices, batch_size)
+    return _gather_values(store, plan, scanned, indices, batch_size), files
 
 
 def _match(

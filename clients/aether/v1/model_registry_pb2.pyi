@@ -400,7 +400,7 @@ class RunLineage(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., status: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., start_time_us: _Optional[int] = ..., end_time_us: _Optional[int] = ...) -> None: ...
 
 class FeatureViewLineage(_message.Message):
-    __slots__ = ("name", "version", "status", "entity", "features_used", "feature_count", "ttl_seconds", "source", "owner")
+    __slots__ = ("name", "version", "status", "entity", "features_used", "feature_count", "ttl_seconds", "source", "owner", "offline_location", "offline_files", "offline_files_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +410,9 @@ class FeatureViewLineage(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FILES_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FILES_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     status: _types_pb2.VersionStatus
@@ -419,21 +422,40 @@ class FeatureViewLineage(_message.Message):
     ttl_seconds: int
     source: _feature_registry_pb2.Source
     owner: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.VersionStatus, str]] = ..., entity: _Optional[str] = ..., features_used: _Optional[_Iterable[str]] = ..., feature_count: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., source: _Optional[_Union[_feature_registry_pb2.Source, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
+    offline_location: str
+    offline_files: int
+    offline_files_sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.VersionStatus, str]] = ..., entity: _Optional[str] = ..., features_used: _Optional[_Iterable[str]] = ..., feature_count: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., source: _Optional[_Union[_feature_registry_pb2.Source, _Mapping]] = ..., owner: _Optional[str] = ..., offline_location: _Optional[str] = ..., offline_files: _Optional[int] = ..., offline_files_sha256: _Optional[str] = ...) -> None: ...
+
+class MaterializedDataset(_message.Message):
+    __slots__ = ("recorded", "output_path", "row_count", "created_at", "entity_rows_sha256")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ROWS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    recorded: bool
+    output_path: str
+    row_count: int
+    created_at: str
+    entity_rows_sha256: str
+    def __init__(self, recorded: _Optional[bool] = ..., output_path: _Optional[str] = ..., row_count: _Optional[int] = ..., created_at: _Optional[str] = ..., entity_rows_sha256: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("deployments", "model_version", "run", "dataset", "feature_views")
+    __slots__ = ("deployments", "model_version", "run", "dataset", "feature_views", "materialized")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VIEWS_FIELD_NUMBER: _ClassVar[int]
+    MATERIALIZED_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentRef]
     model_version: ModelVersion
     run: RunLineage
     dataset: DatasetInfo
     feature_views: _containers.RepeatedCompositeFieldContainer[FeatureViewLineage]
-    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ..., model_version: _Optional[_Union[ModelVersion, _Mapping]] = ..., run: _Optional[_Union[RunLineage, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., feature_views: _Optional[_Iterable[_Union[FeatureViewLineage, _Mapping]]] = ...) -> None: ...
+    materialized: MaterializedDataset
+    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ..., model_version: _Optional[_Union[ModelVersion, _Mapping]] = ..., run: _Optional[_Union[RunLineage, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., feature_views: _Optional[_Iterable[_Union[FeatureViewLineage, _Mapping]]] = ..., materialized: _Optional[_Union[MaterializedDataset, _Mapping]] = ...) -> None: ...
 
 class FindUsagesRequest(_message.Message):
     __slots__ = ("feature_view", "version")

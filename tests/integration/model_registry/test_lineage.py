@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from clients.aether.v1 import model_registry_pb2 as pb
@@ -14,6 +18,8 @@ from clients.errors import FailedPrecondition, NotFound
 from clients.sdk.models import ModelRegistryClient
 from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli import models as models_cli
+from control_plane.offline.historical import get_historical_features
+from control_plane.offline.store import OfflineStore
 from tests.integration.model_registry.conftest import Plane
 
 QUERY = '{"entity_df": "s3://lake/trips.parquet", "as_of": "event_ts", "features": ["rider_stats@2:trips"]}'
@@ -70,6 +76,66 @@ def test_lineage_returns_the_whole_chain(
         models.lineage("eta", 3)
 
 
+def test_lineage_shows_the_data_the_training_set_was_built_from(
+    plane: Plane,
+    models: ModelRegistryClient,
+    features: FeatureRegistryClient,
+    rider_stats: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real training set from the control plane's offline store, registered with its hash. Lineage
+    showed only the hash, the query and each view's *registered* source (s3://lake/riders.parquet, which
+    nothing here read); it now shows the written training set and the offline-store files of each view
+    version the join read, and labels the registered source as such."""
+    root = Path(os.environ.get("AETHER_OFFLINE_ROOT") or plane.home / "offline")
+    store = OfflineStore(str(root))
+    at = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    rows = pa.table(
+        {
+            "rider_id": pa.array([1, 2], pa.int64()),
+            "event_ts": pa.array([at, at]),
+            "ingested_ts": pa.array([at, at]),
+            "trips": pa.array([3.0, 4.0], pa.float32()),
+            "rating": pa.array([4.5, 4.9], pa.float32()),
+        }
+    )
+    [data_file] = store.write(rider_stats, 2, rows)
+    labels = pa.table({"rider_id": pa.array([1, 2], pa.int64()), "event_ts": pa.array([at, at])})
+    refs = ["rider_stats@2:trips", "rider_stats@2:rating"]
+    output = tmp_path / "datasets" / "train.parquet"
+    built = get_historical_features(store, features, labels, refs, output_path=str(output))
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"weights")
+    models.register_version(
+        "eta", artifact, dataset_hash=built.dataset_hash, dataset_query="{}", feature_refs=refs
+    )
+
+    lineage = models.lineage("eta", 1)
+    assert lineage.dataset.hash == built.dataset_hash
+    materialized = lineage.materialized
+    assert (materialized.recorded, materialized.output_path, materialized.row_count) == (True, str(output), 2)
+    assert materialized.created_at and len(materialized.entity_rows_sha256) == 64
+    [view] = lineage.feature_views
+    relative = Path(data_file).relative_to(root).as_posix()
+    assert (view.offline_location, view.offline_files) == (f"{root}/rider_stats/v2", 1)
+    assert view.offline_files_sha256 == hashlib.sha256(f"{relative}\n".encode()).hexdigest()
+    assert (view.source.kind, view.source.uri) == ("batch", "s3://lake/riders.parquet")  # still there
+
+    capsys.readouterr()
+    assert run_cli(plane, "lineage", "eta", "1") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "    └── run: none recorded"
+    assert lines[3] == f"        └── dataset {built.dataset_hash}, query {{}}"
+    assert lines[4].startswith(f"            ├── training set {output} (2 rows, built 20")
+    assert lines[5].startswith("            └── feature view rider_stats@2 (")
+    assert lines[6] == (
+        f"                ├── read from offline store {root}/rider_stats/v2"
+        f" (1 file, sha256:{view.offline_files_sha256[:12]})"
+    )
+    assert lines[7] == "                └── registered source batch s3://lake/riders.parquet"
+
+
 def test_usages_find_model_versions_by_feature_view_version(
     plane: Plane, models: ModelRegistryClient, registered: tuple[str, str]
 ) -> None:
@@ -122,10 +188,12 @@ def test_cli_lineage_tree_and_usages(
     assert lines[1].startswith("└── model eta version 2 (PendingManualApproval; artifact sha256:")
     assert lines[2].startswith(f"    └── run {run_id} (experiment eta-training, ")
     assert lines[3] == f"        └── dataset {'feed' * 16}, query {QUERY}"
-    assert lines[4].startswith(
+    assert lines[4] == "            ├── training set: no record of this dataset in the offline store"
+    assert lines[5].startswith(
         "            └── feature view rider_stats@2 (ACTIVE, entity rider, owner growth)"
     )
-    assert lines[5] == "                └── source batch s3://lake/riders.parquet"
+    assert lines[6] == "                ├── read from: not recorded"  # 'feed'*16 is in no offline store
+    assert lines[7] == "                └── registered source batch s3://lake/riders.parquet"
 
     assert run_cli(plane, "lineage", "--feature-view", "rider_stats", "--version", "1") == 0
     table = capsys.readouterr().out.splitlines()

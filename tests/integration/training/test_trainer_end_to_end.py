@@ -51,6 +51,9 @@ def test_classifier_is_registered_with_its_lineage(plane: Plane, data: Data, tmp
     assert list(version.feature_refs) == pinned
     [view] = lineage.feature_views
     assert (view.name, view.version, sorted(view.features_used)) == ("stats", data.version, sorted(FEATURES))
+    # The data the set was built from, from its record in the offline store (the job did not write it out).
+    assert lineage.materialized.recorded and lineage.materialized.output_path == ""
+    assert view.offline_location.endswith(f"/stats/v{data.version}") and view.offline_files >= 1
     assert lineage.run.run_id == job.run_id and lineage.run.experiment == "churn-classifier"
     assert version.hyperparameters["task"] == "classification" and version.hyperparameters["hidden"] == "16"
     assert version.hyperparameters["weight_decay"] == "0.0"  # defaults are recorded too

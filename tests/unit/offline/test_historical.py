@@ -184,7 +184,18 @@ def test_each_dataset_is_recorded_for_lineage(
     record = read_dataset_record(stats, result.dataset_hash)
     assert record["dataset_hash"] == result.dataset_hash
     assert record["features"] == ["stats:trips"]
-    assert record["views"] == [{"view": "stats", "version": 1, "columns": ["stats:trips"]}]
+    # Where the rows came from: the offline-store folder and the files of it the join read.
+    files = [f.removeprefix(f"{stats.base_path}/") for f in stats.files("stats", 1)]
+    assert files and all(f.startswith("stats/v1/date=") for f in files)
+    assert record["views"] == [
+        {
+            "view": "stats",
+            "version": 1,
+            "columns": ["stats:trips"],
+            "location": f"{stats.root}/stats/v1",
+            "files": files,
+        }
+    ]
     assert record["entity_rows"] == {
         "sha256": content_hash(labels),
         "row_count": 2,
