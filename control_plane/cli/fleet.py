@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.sdk.auth import open_channel
 from clients.sdk.fleet import FleetEndpoints, read_endpoints
-from control_plane.cli import output
+from control_plane.cli import numbers, output
 from control_plane.cli.settings import CliSettings
 from control_plane.deployments.autoscale_loop import ScaleEvent
 from control_plane.deployments.fleet import FleetSettings, endpoints_path, run_fleet
@@ -52,13 +52,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
     run.add_argument("--redis-url", metavar="URL", help="online store (default: $AETHER_REDIS_URL)")
-    run.add_argument("--min", type=int, metavar="N", help="fewest replicas (default: $AETHER_MIN_REPLICAS)")
-    run.add_argument("--max", type=int, metavar="N", help="most replicas (default: $AETHER_MAX_REPLICAS)")
-    run.add_argument("--interval-s", type=float, metavar="S", help="seconds between decisions")
-    run.add_argument("--target-queue-per-replica", type=float, metavar="Q", help="queued + in flight")
-    run.add_argument("--target-p99-ms", type=float, metavar="MS", help="p99 latency target")
-    run.add_argument("--up-window-s", type=float, metavar="S", help="scale up once load lasts this long")
-    run.add_argument("--down-window-s", type=float, metavar="S", help="scale down once quiet this long")
+    # The flags take the ranges of the variables they replace (autoscale_loop.POLICY_VARIABLES): a bad
+    # one is a usage error naming the flag (exit 2), not an INVALID_ARGUMENT naming the policy's field.
+    run.add_argument(
+        "--min", type=numbers.replicas, metavar="N", help="fewest replicas (default: $AETHER_MIN_REPLICAS)"
+    )
+    run.add_argument(
+        "--max", type=numbers.replicas, metavar="N", help="most replicas (default: $AETHER_MAX_REPLICAS)"
+    )
+    run.add_argument(
+        "--interval-s", type=numbers.positive_seconds, metavar="S", help="seconds between decisions"
+    )
+    run.add_argument(
+        "--target-queue-per-replica", type=numbers.positive_number, metavar="Q", help="queued + in flight"
+    )
+    run.add_argument("--target-p99-ms", type=numbers.positive_number, metavar="MS", help="p99 latency target")
+    run.add_argument(
+        "--up-window-s", type=numbers.window_seconds, metavar="S", help="scale up once load lasts this long"
+    )
+    run.add_argument(
+        "--down-window-s", type=numbers.window_seconds, metavar="S", help="scale down once quiet this long"
+    )
     run.add_argument(
         "replica_args",
         nargs="*",

@@ -47,6 +47,37 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def replicas(text: str) -> int:
+    """A replica count (``aetherctl fleet run --min/--max``): at least one."""
+    return _whole(text, 2**31 - 1, minimum=1)
+
+
+def positive_number(text: str) -> float:
+    """A target that must be a finite number above 0 (``--target-p99-ms``, ``--target-queue-per-replica``)."""
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def window_seconds(text: str) -> float:
+    """A stabilization window in seconds: a finite number, 0 or more (0: act on the first sample)."""
+    value = _finite(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def limit(text: str) -> int:
     """``--limit`` of a listing: at least one (a listing of none is a mistake, not a request), at most what
     a page-size field (proto ``int32``) holds; larger listings are fetched page by page."""

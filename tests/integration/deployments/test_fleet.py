@@ -123,6 +123,31 @@ def test_flags_are_merged_with_the_environment_before_the_policy_is_checked(tmp_
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "11", "--max", "10"]), env)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--min", "0", "expected a whole number from 1 to"),
+        ("--max", "1.5", "expected a whole number from 1 to"),
+        ("--interval-s", "nan", "expected a number of seconds above 0"),
+        ("--interval-s", "0", "expected a number of seconds above 0"),
+        ("--target-p99-ms", "inf", "expected a finite number"),
+        ("--target-queue-per-replica", "-1", "expected a number above 0"),
+        ("--up-window-s", "-1", "expected a number of seconds, 0 or more"),
+        ("--down-window-s", "nan", "expected a finite number"),
+    ],
+)
+def test_a_bad_policy_flag_is_a_usage_error_naming_the_flag(
+    flag: str, value: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the variables are: it was exit 1 with INVALID_ARGUMENT naming the policy's field (interval_s),
+    which the user never typed."""
+    parser = build_parser(CliSettings.from_env({}))
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["fleet", "run", f"{flag}={value}"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: {expected}" in capsys.readouterr().err
+
+
 def test_the_fleet_target_names_every_ready_replica(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
