@@ -24,6 +24,7 @@ from control_plane.api import retraining as retraining_api
 from control_plane.api import tracking as tracking_api
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
+from control_plane.api.refusals import RefusalAudit
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
@@ -118,7 +119,10 @@ async def start_server(
     # gRPC sets SO_REUSEPORT by default: a second control plane on the same port would bind beside the
     # first and the kernel would split calls between two databases. A port in use must be an error.
     options = [("grpc.so_reuseport", 0), *server_keepalive_options()]  # watchers ping (clients.keepalive)
-    server = grpc.aio.server(interceptors=settings.auth.interceptors(), options=options)
+    # Calls the interceptor refuses (no token, a read-only one on a write) are audited like any other
+    # refused model operation.
+    interceptors = settings.auth.interceptors(on_refusal=RefusalAudit(sessions).refused)
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     handlers = GenericHandlersOnly(server)  # not registered with gRPC core: see clients.server_handlers
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, handlers)  # type: ignore[no-untyped-call]

@@ -20,18 +20,23 @@ def audit_filter(
     object_id: str | None = None,
     since_us: int | None = None,
     until_us: int | None = None,
+    refused: bool | None = None,
 ) -> pb.AuditFilter:
+    """``refused``: True for refused operations only, False for those carried out only, None for both."""
     where = pb.AuditFilter(object_type=object_type or "", object_id=object_id or "")
     if since_us is not None:
         where.since_us = since_us
     if until_us is not None:
         where.until_us = until_us
+    if refused is not None:
+        where.refused = refused
     return where
 
 
 def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
     """An entry as the JSON object of the export format: ``before``/``after`` as JSON values (null when
-    absent), every other field as stored, so the hash can be recomputed from the line alone. A row the
+    absent), every other field as stored (``outcome`` only for a refused operation), so the hash can be
+    recomputed from the line alone. A row the
     server could not decode (altered outside the control plane) carries ``"damaged"``: what is wrong."""
     fields: dict[str, Any] = {
         "seq": entry.seq,
@@ -45,6 +50,8 @@ def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
+    if entry.outcome:  # only when not empty, as in the hash
+        fields["outcome"] = entry.outcome
     if entry.damaged:
         fields["damaged"] = entry.damaged
     return fields

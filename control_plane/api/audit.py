@@ -42,6 +42,7 @@ def entry_message(entry: AuditEntry) -> pb.AuditEntry:
         object_id=entry.object_id,
         prev_hash=entry.prev_hash,
         hash=entry.hash,
+        outcome=entry.outcome,
         damaged=entry.damaged,
     )
     if entry.before is not None:
@@ -57,6 +58,7 @@ def filter_of(message: pb.AuditFilter) -> AuditFilter:
         object_id=message.object_id or None,
         since_us=message.since_us if message.HasField("since_us") else None,
         until_us=message.until_us if message.HasField("until_us") else None,
+        refused=message.refused if message.HasField("refused") else None,
     )
 
 

@@ -27,10 +27,15 @@ servicer must not have to remember: the rule sits here, beside the prefixes.
 
 Tokens are compared in constant time (``hmac.compare_digest``) against every configured token, so the
 time taken says nothing about how much of a guess was right. The accepted token's principal becomes the
-call's actor for the audit log (see :mod:`control_plane.api.identity`)."""
+call's actor for the audit log (see :mod:`control_plane.api.identity`).
+
+A refused call is handed to the ``on_refusal`` hook, if any, before the caller is told: the control plane
+passes :meth:`control_plane.api.refusals.RefusalAudit.refused`, which audits refused model operations
+(actor: the principal of a token without the right, or "unauthenticated")."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -70,6 +75,11 @@ OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 ADMIN_PRINCIPAL = "admin"
 READONLY_PRINCIPAL = "readonly"
 _BEARER = "bearer "
+#: The actor of a call refused for a missing or unknown token (see ``on_refusal``).
+UNAUTHENTICATED_ACTOR = "unauthenticated"
+#: Told of each refused call: (full method, request message or None for a streamed request, actor,
+#: status, message). It must not raise.
+RefusalHook = Callable[[str, Any, str, grpc.StatusCode, str], Awaitable[None]]
 
 
 def is_read_method(full_method: str) -> bool:
@@ -116,9 +126,9 @@ class AuthSettings:
             grants.append(TokenGrant(READONLY_PRINCIPAL, self.readonly_token, can_write=False))
         return grants
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+    def interceptors(self, on_refusal: RefusalHook | None = None) -> list[grpc.aio.ServerInterceptor]:
         """What to pass to ``grpc.aio.server(interceptors=...)``: nothing when auth is off."""
-        return [AuthInterceptor(self.grants())] if self.enabled else []
+        return [AuthInterceptor(self.grants(), on_refusal=on_refusal)] if self.enabled else []
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -175,18 +185,25 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
     """Checks the bearer token of every RPC against ``grants`` (see the module docstring)."""
 
-    def __init__(self, grants: Sequence[TokenGrant], open_services: frozenset[str] = OPEN_SERVICES) -> None:
+    def __init__(
+        self,
+        grants: Sequence[TokenGrant],
+        open_services: frozenset[str] = OPEN_SERVICES,
+        on_refusal: RefusalHook | None = None,
+    ) -> None:
         if not grants:
             raise ValueError("an AuthInterceptor needs at least one token")
         if any(not grant.token for grant in grants):
             raise ValueError("an empty token would admit any caller that sends `Bearer `")
         self._grants = [(grant, grant.token.encode("utf-8")) for grant in grants]
         self._open_services = open_services
+        self._on_refusal = on_refusal
 
     def authorize(
         self, full_method: str, token: str | None
     ) -> tuple[str | None, grpc.StatusCode | None, str]:
-        """(principal, None, "") when the call may proceed, else (None, status, message)."""
+        """(principal, None, "") when the call may proceed, else (principal, status, message): the
+        principal of a token refused for want of the right to write, None without a valid token."""
         if full_method.lstrip("/").rpartition("/")[0] in self._open_services:
             return None, None, ""
         if not token:
@@ -200,7 +217,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return None, grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
         if not match.can_write and not is_read_method(full_method):
             return (
-                None,
+                match.principal,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"the {match.principal} token may not call {full_method}: it changes state",
             )
@@ -231,20 +248,34 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
             return handler
         if code is not None:
-            return _rejecting(handler, code, message)
+            actor = principal or UNAUTHENTICATED_ACTOR
+            refused = None if self._on_refusal is None else functools.partial(self._on_refusal, method)
+            return _rejecting(handler, code, message, refused, actor)
         if principal is None:
             return handler
         return _as_principal(handler, principal, method, self.guarded_fields(method, token))
 
 
-def _rejecting(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that fails every call with ``code``."""
+def _rejecting(
+    handler: Any,
+    code: grpc.StatusCode,
+    message: str,
+    on_refusal: Callable[[Any, str, grpc.StatusCode, str], Awaitable[None]] | None = None,
+    actor: str = UNAUTHENTICATED_ACTOR,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that fails every call with ``code``, telling
+    ``on_refusal`` first (the request, or None when the client streams it: it is not read)."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if on_refusal is not None:
+            await on_refusal(None if handler.request_streaming else request, actor, code, message)
+        await context.abort(code, message)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
+        await refuse(request, context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        await context.abort(code, message)
+        await refuse(request, context)
         yield  # pragma: no cover  (makes this an async generator; abort always raises)
 
     return _rebuilt(handler, unary, stream)

@@ -1,6 +1,7 @@
 """The ``aether.v1.ModelRegistry`` gRPC service: each method unpacks the request, runs the registry
 core in a worker thread (it does blocking SQL) with the caller as the audit actor, and returns its
-answer. The artifact service it depends on registers separately (:func:`add_artifacts_to_server`)."""
+answer. A refused write is audited too (:mod:`control_plane.api.refusals`). The artifact service it
+depends on registers separately (:func:`add_artifacts_to_server`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.api.artifacts import add_to_server as add_artifacts_to_server
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
+from control_plane.api.refusals import RefusalAudit, audits_refusals
 from control_plane.artifacts.settings import store_for
 from control_plane.model_registry.guards import ModelReferenceGuard
 from control_plane.model_registry.registry import ModelRegistry
@@ -34,14 +36,17 @@ __all__ = ["ModelRegistryServicer", "add_artifacts_to_server", "add_to_server", 
 
 
 class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, refusals: RefusalAudit) -> None:
         self._registry = registry
+        #: Where refused writes are audited (``audits_refusals``).
+        self.refusals = refusals
 
     @staticmethod
     async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(call, *args, **kwargs)
 
     @maps_errors
+    @audits_refusals
     async def CreateRegisteredModel(
         self, request: pb.CreateRegisteredModelRequest, context: Context
     ) -> pb.RegisteredModel:
@@ -73,6 +78,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         return pb.ListRegisteredModelsResponse(models=models, next_page_token=token)
 
     @maps_errors
+    @audits_refusals
     async def DeleteRegisteredModel(
         self, request: pb.DeleteRegisteredModelRequest, context: Context
     ) -> pb.DeleteRegisteredModelResponse:
@@ -80,6 +86,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         return pb.DeleteRegisteredModelResponse()
 
     @maps_errors
+    @audits_refusals
     async def CreateModelVersion(
         self, request: pb.CreateModelVersionRequest, context: Context
     ) -> pb.ModelVersion:
@@ -103,6 +110,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         return pb.ListModelVersionsResponse(versions=versions, next_page_token=token)
 
     @maps_errors
+    @audits_refusals
     async def ReviewModelVersion(
         self, request: pb.ReviewModelVersionRequest, context: Context
     ) -> pb.ModelVersion:
@@ -116,6 +124,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         )
 
     @maps_errors
+    @audits_refusals
     async def DeleteModelVersion(
         self, request: pb.DeleteModelVersionRequest, context: Context
     ) -> pb.DeleteModelVersionResponse:
@@ -125,6 +134,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         return pb.DeleteModelVersionResponse()
 
     @maps_errors
+    @audits_refusals
     async def SetAlias(self, request: pb.SetAliasRequest, context: Context) -> pb.ModelVersion:
         return await self._run(
             self._registry.set_alias,
@@ -135,6 +145,7 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
         )
 
     @maps_errors
+    @audits_refusals
     async def DeleteAlias(self, request: pb.DeleteAliasRequest, context: Context) -> pb.DeleteAliasResponse:
         await self._run(
             self._registry.delete_alias, request.model_name, request.alias, actor=actor_of(context)
@@ -161,7 +172,7 @@ def services(guards: Sequence[ModelReferenceGuard] = ()) -> tuple[ServiceModule,
     def add_registry(server: HandlerRegistry, context: ServiceContext) -> str:
         offline = OfflineStore(offline_root(context))
         registry = ModelRegistry(context.sessions, store_for(context.settings.home), guards, offline)
-        servicer = ModelRegistryServicer(registry)
+        servicer = ModelRegistryServicer(registry, RefusalAudit(context.sessions))
         model_registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         return MODEL_REGISTRY_SERVICE
 

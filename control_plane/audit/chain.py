@@ -2,8 +2,11 @@
 
 An entry's hash is ``sha256`` over the canonical JSON (sorted keys, no whitespace, UTF-8) of its fields
 and the previous entry's hash, so changing any field of any entry, or removing or inserting an entry,
-breaks every link after it. Values are normalized to plain JSON before they are hashed *and* stored, so
-what is read back hashes to the same digest on SQLite and PostgreSQL alike."""
+breaks every link after it. ``outcome`` (why an operation was refused) is one of those fields only when
+it is not empty: an entry of a change carried out hashes exactly as it did before refusals were logged,
+so chains written then still verify, and adding, removing or editing an outcome changes the hash.
+Values are normalized to plain JSON before they are hashed *and* stored, so what is read back hashes to
+the same digest on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -30,14 +33,17 @@ class AuditEntry:
     after: Any
     prev_hash: str
     hash: str
+    #: "" when the operation was carried out; "refused: <gRPC status name>: <message>" when it was not.
+    outcome: str = ""
     #: Non-empty when the stored row could not be decoded (``before``/``after`` not valid JSON): what is
     #: wrong. Not stored and not hashed: it describes a row altered outside the control plane, so that
     #: one bad row is shown as damaged instead of making the whole log unreadable.
     damaged: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The stored fields as one JSON object (the export format; ``damaged`` is not one of them)."""
-        return {
+        """The stored fields as one JSON object (the export format; ``damaged`` is not one of them, and
+        ``outcome`` is there only when not empty, as in the hash)."""
+        fields: dict[str, Any] = {
             "seq": self.seq,
             "timestamp_us": self.timestamp_us,
             "actor": self.actor,
@@ -49,6 +55,9 @@ class AuditEntry:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+        if self.outcome:
+            fields["outcome"] = self.outcome
+        return fields
 
 
 def normalize(value: Any) -> Any:
@@ -81,9 +90,11 @@ def entry_hash(
     before: Any,
     after: Any,
     prev_hash: str,
+    outcome: str = "",
 ) -> str:
-    """The hash of one entry; ``before`` and ``after`` must already be normalized."""
-    fields = {
+    """The hash of one entry; ``before`` and ``after`` must already be normalized. An empty ``outcome``
+    is left out of the hashed fields (see the module docstring)."""
+    fields: dict[str, Any] = {
         "seq": seq,
         "timestamp_us": timestamp_us,
         "actor": actor,
@@ -94,6 +105,8 @@ def entry_hash(
         "after": after,
         "prev_hash": prev_hash,
     }
+    if outcome:
+        fields["outcome"] = outcome
     return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
 
 
@@ -109,4 +122,5 @@ def expected_hash(entry: AuditEntry) -> str:
         before=entry.before,
         after=entry.after,
         prev_hash=entry.prev_hash,
+        outcome=entry.outcome,
     )

@@ -35,5 +35,6 @@ def write_jsonl(lines: Iterable[str], out: IO[str]) -> int:
 
 def entry_from_line(line: str) -> AuditEntry:
     data = json.loads(line)
-    fields = {key: data[key] for key in AuditEntry.__dataclass_fields__ if key != "damaged"}
-    return AuditEntry(**fields, damaged=str(data.get("damaged", "")))
+    fields = {key: data[key] for key in AuditEntry.__dataclass_fields__ if key not in ("damaged", "outcome")}
+    # A line has an outcome only when the entry does (and none before refusals were logged).
+    return AuditEntry(**fields, outcome=str(data.get("outcome", "")), damaged=str(data.get("damaged", "")))

@@ -1,6 +1,8 @@
 """Appending to the audit log: :func:`record` (one entry) and :func:`record_many` (several, e.g. every
 run a tracking batch creates or ends), called by mutating operations inside their own write transaction,
-so the entries commit or roll back with the change they describe.
+so the entries commit or roll back with the change they describe. A refused operation (``outcome``
+"refused: ...") is recorded in a transaction of its own after the operation's has rolled back
+(:mod:`control_plane.api.refusals`).
 
 Appends are serialized by locking the head row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
 write transaction from ``write_session`` already holds the database write lock and SQLAlchemy omits
@@ -29,6 +31,7 @@ from control_plane.audit.tables import (
     ACTOR_LENGTH,
     OBJECT_ID_LENGTH,
     OBJECT_TYPE_LENGTH,
+    OUTCOME_LENGTH,
     AuditEntryRow,
     AuditHeadRow,
 )
@@ -51,6 +54,8 @@ class AuditEvent:
     object_id: str
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
+    #: "" for a change carried out; "refused: <gRPC status name>: <message>" for a refused operation.
+    outcome: str = ""
 
 
 def record(
@@ -62,10 +67,11 @@ def record(
     object_id: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
+    outcome: str = "",
 ) -> AuditEntry:
     """Appends one hash-chained entry inside the caller's write transaction (``write_session``) and
     returns it. ``before``/``after`` are stored as JSON (see :func:`~control_plane.audit.chain.normalize`)."""
-    event = AuditEvent(actor, action, object_type, object_id, before, after)
+    event = AuditEvent(actor, action, object_type, object_id, before, after, outcome)
     return record_many(session, [event])[0]
 
 
@@ -88,10 +94,13 @@ def record_many(session: Session, events: Sequence[AuditEvent]) -> list[AuditEnt
             "before": normalize(event.before),
             "after": normalize(event.after),
             "prev_hash": head_hash,
+            "outcome": _clip(event.outcome, OUTCOME_LENGTH),
         }
         head_hash = entry_hash(**fields)
         entries.append(AuditEntry(**fields, hash=head_hash))
-    session.execute(insert(_ENTRIES), [entry.to_json() for entry in entries])
+    # Every row names every column (``to_json`` leaves an empty outcome out): one executemany INSERT
+    # needs the same keys in each row.
+    session.execute(insert(_ENTRIES), [entry.to_json() | {"outcome": entry.outcome} for entry in entries])
     last = entries[-1]
     session.execute(update(_HEAD).where(_HEAD.c.id == HEAD_ROW_ID).values(seq=last.seq, hash=last.hash))
     return entries

@@ -1,4 +1,5 @@
-"""Reading the audit log: entries by object and time range, a page at a time, in sequence order."""
+"""Reading the audit log: entries by object, time range and outcome (carried out or refused), a page at
+a time, in sequence order."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class AuditFilter:
     object_id: str | None = None
     since_us: int | None = None
     until_us: int | None = None
+    #: True: only refused operations; False: only changes carried out.
+    refused: bool | None = None
 
     def __post_init__(self) -> None:
         if self.object_id is not None and self.object_type is None:
@@ -59,6 +62,7 @@ ENTRY_COLUMNS = (
     cast(AuditEntryRow.after, Text).label("after"),
     AuditEntryRow.prev_hash,
     AuditEntryRow.hash,
+    AuditEntryRow.outcome,
 )
 
 
@@ -98,6 +102,7 @@ def entry_of(row: EntryRow) -> AuditEntry:
         after=after,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        outcome=row.outcome,
         damaged="; ".join(damage for damage in (before_damage, after_damage) if damage),
     )
 
@@ -112,6 +117,9 @@ def _filtered(where: AuditFilter, after_seq: int) -> Select[*tuple[Any, ...]]:
         statement = statement.where(AuditEntryRow.timestamp_us >= where.since_us)
     if where.until_us is not None:
         statement = statement.where(AuditEntryRow.timestamp_us < where.until_us)
+    if where.refused is not None:
+        refused = AuditEntryRow.outcome != ""
+        statement = statement.where(refused if where.refused else ~refused)
     return statement.order_by(AuditEntryRow.seq)
 
 

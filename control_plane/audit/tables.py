@@ -1,9 +1,9 @@
 """ORM tables of control_plane.audit (registered on control_plane.db.models.Base).
 
-``audit_log`` holds the hash-chained entries; ``audit_head`` holds one row with the sequence number and
-hash of the newest entry. The head is updated in the same transaction as each append, so deleting the
-newest entries (which leaves an intact but shorter chain) is detected, and on PostgreSQL it is the row
-appenders lock to serialize themselves."""
+``audit_log`` holds the hash-chained entries (changes made, and model operations refused);
+``audit_head`` holds one row with the sequence number and hash of the newest entry. The head is updated
+in the same transaction as each append, so deleting the newest entries (which leaves an intact but
+shorter chain) is detected, and on PostgreSQL it is the row appenders lock to serialize themselves."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ ACTOR_LENGTH = 256
 ACTION_LENGTH = 64
 OBJECT_TYPE_LENGTH = 64
 OBJECT_ID_LENGTH = 512
+#: "refused: <gRPC status name>: <message>"; longer messages are clipped.
+OUTCOME_LENGTH = 2048
 
 
 class AuditEntryRow(Base):
@@ -40,6 +42,9 @@ class AuditEntryRow(Base):
     after: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
     hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    #: "" for an operation that was carried out; "refused: <status>: <message>" for one that was refused
+    #: (nothing changed). Hashed only when not empty, so entries from before the column verify as before.
+    outcome: Mapped[str] = mapped_column(String(OUTCOME_LENGTH), default="", server_default="")
 
 
 class AuditHeadRow(Base):

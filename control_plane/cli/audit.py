@@ -1,8 +1,12 @@
 """``aetherctl audit``: list, verify and export the control plane's tamper-evident audit log.
 
-    aetherctl audit list [--object TYPE/ID | --object TYPE] [--since WHEN] [--until WHEN] [--limit N] [--json]
+    aetherctl audit list [--object TYPE/ID | --object TYPE] [--since WHEN] [--until WHEN]
+                         [--outcome ok|refused] [--limit N] [--json]
     aetherctl audit verify          # exit 1 when the chain is broken, naming the first bad entry
-    aetherctl audit export FILE.jsonl [--object ...] [--since WHEN] [--until WHEN]
+    aetherctl audit export FILE.jsonl [--object ...] [--since WHEN] [--until WHEN] [--outcome ok|refused]
+
+The OUTCOME column says "ok" for a change carried out and "refused: <status>: <why>" for a model
+operation that was refused (nothing changed).
 
 WHEN is an ISO 8601 time (``2026-11-24``, ``2026-11-24T10:00:00Z``; UTC unless it names an offset) or
 a duration before now (``30m``, ``2h``, ``7d``)."""
@@ -29,6 +33,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     selection.add_argument("--object", metavar="TYPE[/ID]", help="only entries about this object (or type)")
     selection.add_argument("--since", metavar="WHEN", help="from this time on (ISO 8601, or e.g. 2h ago: 2h)")
     selection.add_argument("--until", metavar="WHEN", help="before this time (ISO 8601, or a duration ago)")
+    selection.add_argument(
+        "--outcome", choices=OUTCOMES, help="only operations carried out (ok) or only refused ones (refused)"
+    )
 
     listing = actions.add_parser("list", parents=[selection], help="print entries, oldest first")
     listing.add_argument(
@@ -45,6 +52,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.set_defaults(handler=_export)
 
 
+OUTCOMES = ("ok", "refused")
+
+
 def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
     object_type, object_id = None, None
     if args.object:
@@ -56,6 +66,7 @@ def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
         object_id or None,
         time_us(args.since, "--since") if args.since else None,
         time_us(args.until, "--until") if args.until else None,
+        None if args.outcome is None else args.outcome == "refused",
     )
 
 
@@ -86,10 +97,11 @@ def _list(args: argparse.Namespace) -> int:
             entry.actor,
             entry.action,
             f"{entry.object_type}/{entry.object_id}",
+            entry.outcome or "ok",
         )
         for entry in entries
     ]
-    print(output.table(("SEQ", "TIME", "ACTOR", "ACTION", "OBJECT"), rows))
+    print(output.table(("SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME"), rows))
     for entry in entries:
         if entry.damaged:
             print(f"aetherctl: entry {entry.seq} is damaged: {entry.damaged}", file=sys.stderr)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61\x65ther/v1/audit.proto\x12\taether.v1\"\xfa\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x13\n\x0bobject_type\x18\x05 \x01(\t\x12\x11\n\tobject_id\x18\x06 \x01(\t\x12\x18\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nafter_json\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tprev_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x0f\n\x07\x64\x61maged\x18\x0b \x01(\tB\x0e\n\x0c_before_jsonB\r\n\x0b_after_json\"}\n\x0b\x41uditFilter\x12\x13\n\x0bobject_type\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x15\n\x08since_us\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\x08until_us\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x0b\n\t_since_usB\x0b\n\t_until_us\"b\n\x11QueryAuditRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.aether.v1.AuditFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x12QueryAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.aether.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyAuditRequest\"\x86\x01\n\x13VerifyAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x10\n\x08head_seq\x18\x03 \x01(\x03\x12\x11\n\thead_hash\x18\x04 \x01(\t\x12\x15\n\rfirst_bad_seq\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"<\n\x12\x45xportAuditRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.aether.v1.AuditFilter\":\n\x10\x45xportAuditChunk\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.aether.v1.AuditEntry2\xed\x01\n\x05\x41udit\x12I\n\nQueryAudit\x12\x1c.aether.v1.QueryAuditRequest\x1a\x1d.aether.v1.QueryAuditResponse\x12L\n\x0bVerifyAudit\x12\x1d.aether.v1.VerifyAuditRequest\x1a\x1e.aether.v1.VerifyAuditResponse\x12K\n\x0b\x45xportAudit\x12\x1d.aether.v1.ExportAuditRequest\x1a\x1b.aether.v1.ExportAuditChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61\x65ther/v1/audit.proto\x12\taether.v1\"\x8b\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x13\n\x0bobject_type\x18\x05 \x01(\t\x12\x11\n\tobject_id\x18\x06 \x01(\t\x12\x18\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nafter_json\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tprev_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x0f\n\x07\x64\x61maged\x18\x0b \x01(\t\x12\x0f\n\x07outcome\x18\x0c \x01(\tB\x0e\n\x0c_before_jsonB\r\n\x0b_after_json\"\x9f\x01\n\x0b\x41uditFilter\x12\x13\n\x0bobject_type\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x15\n\x08since_us\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\x08until_us\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x14\n\x07refused\x18\x05 \x01(\x08H\x02\x88\x01\x01\x42\x0b\n\t_since_usB\x0b\n\t_until_usB\n\n\x08_refused\"b\n\x11QueryAuditRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.aether.v1.AuditFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x12QueryAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.aether.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyAuditRequest\"\x86\x01\n\x13VerifyAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x10\n\x08head_seq\x18\x03 \x01(\x03\x12\x11\n\thead_hash\x18\x04 \x01(\t\x12\x15\n\rfirst_bad_seq\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"<\n\x12\x45xportAuditRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.aether.v1.AuditFilter\":\n\x10\x45xportAuditChunk\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.aether.v1.AuditEntry2\xed\x01\n\x05\x41udit\x12I\n\nQueryAudit\x12\x1c.aether.v1.QueryAuditRequest\x1a\x1d.aether.v1.QueryAuditResponse\x12L\n\x0bVerifyAudit\x12\x1d.aether.v1.VerifyAuditRequest\x1a\x1e.aether.v1.VerifyAuditResponse\x12K\n\x0b\x45xportAudit\x12\x1d.aether.v1.ExportAuditRequest\x1a\x1b.aether.v1.ExportAuditChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aether.v1.audit_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITENTRY']._serialized_start=37
-  _globals['_AUDITENTRY']._serialized_end=287
-  _globals['_AUDITFILTER']._serialized_start=289
-  _globals['_AUDITFILTER']._serialized_end=414
-  _globals['_QUERYAUDITREQUEST']._serialized_start=416
-  _globals['_QUERYAUDITREQUEST']._serialized_end=514
-  _globals['_QUERYAUDITRESPONSE']._serialized_start=516
-  _globals['_QUERYAUDITRESPONSE']._serialized_end=601
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=603
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=623
-  _globals['_VERIFYAUDITRESPONSE']._serialized_start=626
-  _globals['_VERIFYAUDITRESPONSE']._serialized_end=760
-  _globals['_EXPORTAUDITREQUEST']._serialized_start=762
-  _globals['_EXPORTAUDITREQUEST']._serialized_end=822
-  _globals['_EXPORTAUDITCHUNK']._serialized_start=824
-  _globals['_EXPORTAUDITCHUNK']._serialized_end=882
-  _globals['_AUDIT']._serialized_start=885
-  _globals['_AUDIT']._serialized_end=1122
+  _globals['_AUDITENTRY']._serialized_end=304
+  _globals['_AUDITFILTER']._serialized_start=307
+  _globals['_AUDITFILTER']._serialized_end=466
+  _globals['_QUERYAUDITREQUEST']._serialized_start=468
+  _globals['_QUERYAUDITREQUEST']._serialized_end=566
+  _globals['_QUERYAUDITRESPONSE']._serialized_start=568
+  _globals['_QUERYAUDITRESPONSE']._serialized_end=653
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=655
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=675
+  _globals['_VERIFYAUDITRESPONSE']._serialized_start=678
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=812
+  _globals['_EXPORTAUDITREQUEST']._serialized_start=814
+  _globals['_EXPORTAUDITREQUEST']._serialized_end=874
+  _globals['_EXPORTAUDITCHUNK']._serialized_start=876
+  _globals['_EXPORTAUDITCHUNK']._serialized_end=934
+  _globals['_AUDIT']._serialized_start=937
+  _globals['_AUDIT']._serialized_end=1174
 # @@protoc_insertion_point(module_scope)

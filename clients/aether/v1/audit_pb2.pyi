@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEntry(_message.Message):
-    __slots__ = ("seq", "timestamp_us", "actor", "action", "object_type", "object_id", "before_json", "after_json", "prev_hash", "hash", "damaged")
+    __slots__ = ("seq", "timestamp_us", "actor", "action", "object_type", "object_id", "before_json", "after_json", "prev_hash", "hash", "damaged", "outcome")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class AuditEntry(_message.Message):
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp_us: int
     actor: str
@@ -30,19 +31,22 @@ class AuditEntry(_message.Message):
     prev_hash: str
     hash: str
     damaged: str
-    def __init__(self, seq: _Optional[int] = ..., timestamp_us: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., damaged: _Optional[str] = ...) -> None: ...
+    outcome: str
+    def __init__(self, seq: _Optional[int] = ..., timestamp_us: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., damaged: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class AuditFilter(_message.Message):
-    __slots__ = ("object_type", "object_id", "since_us", "until_us")
+    __slots__ = ("object_type", "object_id", "since_us", "until_us", "refused")
     OBJECT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_US_FIELD_NUMBER: _ClassVar[int]
     UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     object_type: str
     object_id: str
     since_us: int
     until_us: int
-    def __init__(self, object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ...) -> None: ...
+    refused: bool
+    def __init__(self, object_type: _Optional[str] = ..., object_id: _Optional[str] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class QueryAuditRequest(_message.Message):
     __slots__ = ("filter", "page_size", "page_token")

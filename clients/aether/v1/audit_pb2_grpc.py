@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AuditStub:
-    """The tamper-evident audit log of every mutating operation, served by the control plane. Read-only:
-    entries are appended by the operations themselves, in their own transactions. Each entry carries the
+    """The tamper-evident audit log of every mutating operation, and of every refused model operation,
+    served by the control plane. Read-only: entries are appended by the operations themselves, in their
+    own transactions (a refusal in one of its own, after the operation's has rolled back). Each entry carries the
     sha256 of its fields and of the previous entry's hash, so editing, inserting or deleting an entry
     breaks the chain, which VerifyAudit reports.
     """
@@ -56,14 +57,15 @@ class AuditStub:
 
 
 class AuditServicer:
-    """The tamper-evident audit log of every mutating operation, served by the control plane. Read-only:
-    entries are appended by the operations themselves, in their own transactions. Each entry carries the
+    """The tamper-evident audit log of every mutating operation, and of every refused model operation,
+    served by the control plane. Read-only: entries are appended by the operations themselves, in their
+    own transactions (a refusal in one of its own, after the operation's has rolled back). Each entry carries the
     sha256 of its fields and of the previous entry's hash, so editing, inserting or deleting an entry
     breaks the chain, which VerifyAudit reports.
     """
 
     def QueryAudit(self, request, context):
-        """One page of entries, oldest first, filtered by object and time range.
+        """One page of entries, oldest first, filtered by object, time range and outcome.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,8 +112,9 @@ def add_AuditServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Audit:
-    """The tamper-evident audit log of every mutating operation, served by the control plane. Read-only:
-    entries are appended by the operations themselves, in their own transactions. Each entry carries the
+    """The tamper-evident audit log of every mutating operation, and of every refused model operation,
+    served by the control plane. Read-only: entries are appended by the operations themselves, in their
+    own transactions (a refusal in one of its own, after the operation's has rolled back). Each entry carries the
     sha256 of its fields and of the previous entry's hash, so editing, inserting or deleting an entry
     breaks the chain, which VerifyAudit reports.
     """

@@ -52,11 +52,11 @@ async def test_list_filters_by_object_and_time(
     await _populate(channel)
     assert await _aetherctl(server, "audit", "list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["SEQ", "TIME", "ACTOR", "ACTION", "OBJECT"]
-    assert [line.split()[-2:] for line in lines[1:]] == [
-        ["create", "entity/driver"],
-        ["create", "feature_view/driver_stats"],
-        ["delete", "feature_view/driver_stats"],
+    assert lines[0].split() == ["SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME"]
+    assert [line.split()[-3:] for line in lines[1:]] == [
+        ["create", "entity/driver", "ok"],
+        ["create", "feature_view/driver_stats", "ok"],
+        ["delete", "feature_view/driver_stats", "ok"],
     ]
     assert all(" bob " in line for line in lines[1:])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from clients.aether.v1.tracking_pb2_grpc import TrackingStub
 from clients.sdk.models import ModelRegistryClient
 from clients.sdk.registry import FeatureRegistryClient
 from control_plane.api import tracking
+from control_plane.api.context import ServiceModule
 from control_plane.api.model_registry import services
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
 from control_plane.model_registry.guards import ModelUser
@@ -45,14 +46,16 @@ class Deployments:
 
 
 class ThreadedControlPlane:
-    def __init__(self, settings: ControlPlaneSettings, deployments: Deployments) -> None:
+    def __init__(
+        self, settings: ControlPlaneSettings, deployments: Deployments, more: Sequence[ServiceModule] = ()
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
         self._thread.start()
         start = start_server(
             settings,
             guards=[ModelFeatureGuard()],
-            services=[*services([deployments]), tracking.add_to_server],
+            services=[*services([deployments]), tracking.add_to_server, *more],
         )
         self._server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(start, self._loop).result(
             timeout=60

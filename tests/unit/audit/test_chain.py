@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.audit.chain import GENESIS_HASH, entry_hash, expected_hash, normalize
+from control_plane.audit.chain import GENESIS_HASH, AuditEntry, entry_hash, expected_hash, normalize
 from control_plane.audit.export import entry_from_line, export_lines
 from control_plane.audit.log import record
 from control_plane.audit.query import AuditFilter, query_page
@@ -181,6 +182,63 @@ def test_export_lines_carry_everything_needed_to_rehash(sessions: sessionmaker[S
     entries = [append(sessions, index, before={"i": index} if index else None) for index in range(3)]
     lines = list(export_lines(sessions))
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+    restored = [entry_from_line(line) for line in lines]
+    assert restored == entries
+    assert all(expected_hash(entry) == entry.hash for entry in restored)
+
+
+def _refuse(sessions: sessionmaker[Session], outcome: str) -> AuditEntry:
+    with write_session(sessions) as session:
+        return record(
+            session,
+            actor="mallory",
+            action="approve",
+            object_type="model_version",
+            object_id="fraud/2",
+            before=None,
+            after=None,
+            outcome=outcome,
+        )
+
+
+def test_an_entry_without_an_outcome_hashes_as_before_outcomes_were_logged() -> None:
+    """The digest pinned here was computed before the outcome field existed: chains written then verify."""
+    fields: dict[str, Any] = {
+        "seq": 1,
+        "timestamp_us": 1_700_000_000_000_000,
+        "actor": "alice",
+        "action": "approve",
+        "object_type": "model_version",
+        "object_id": "eta/1",
+        "before": {"approval_status": "PendingManualApproval"},
+        "after": {"approval_status": "Approved", "reason": ""},
+        "prev_hash": GENESIS_HASH,
+    }
+    pinned = "ce7ad6f79965dd5e715c30bb192ef92f38e41eb122a30edfd5a7096f4d4b6b7b"
+    assert entry_hash(**fields) == entry_hash(**fields, outcome="") == pinned
+    assert entry_hash(**fields, outcome="refused: NOT_FOUND: no such version") != pinned
+
+
+@pytest.mark.parametrize("edit", ["remove", "edit", "add"])
+def test_an_outcome_removed_edited_or_added_is_named(
+    engine: Engine, sessions: sessionmaker[Session], edit: str
+) -> None:
+    """A refusal cannot be passed off as a change carried out, nor the other way round."""
+    append(sessions, 0)
+    refused = _refuse(sessions, "refused: PERMISSION_DENIED: the readonly token may not call it")
+    append(sessions, 2)
+    assert (refused.seq, verify_chain(sessions).ok) == (2, True)
+    seq, value = {"remove": (2, ""), "edit": (2, "refused: NOT_FOUND: x"), "add": (3, "refused: x")}[edit]
+    execute(engine, "UPDATE audit_log SET outcome = :value WHERE seq = :seq", value=value, seq=seq)
+    result = verify_chain(sessions)
+    assert (result.ok, result.first_bad_seq) == (False, seq)
+    assert "was modified" in result.reason
+
+
+def test_export_lines_carry_the_outcome_of_a_refusal_only(sessions: sessionmaker[Session]) -> None:
+    entries = [append(sessions, 0), _refuse(sessions, "refused: FAILED_PRECONDITION: already Rejected")]
+    lines = list(export_lines(sessions))
+    assert ["outcome" in json.loads(line) for line in lines] == [False, True]
     restored = [entry_from_line(line) for line in lines]
     assert restored == entries
     assert all(expected_hash(entry) == entry.hash for entry in restored)

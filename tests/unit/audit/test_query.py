@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
 from control_plane.audit.chain import AuditEntry
+from control_plane.audit.log import record
 from control_plane.audit.query import AuditFilter, iter_entries, query_page
-from control_plane.db.engine import read_session
+from control_plane.db.engine import read_session, write_session
 from tests.unit.audit.helpers import append, execute
 
 OBJECTS = [("feature_view", "churn"), ("feature_view", "fraud"), ("model_version", "churn/1")]
@@ -85,3 +86,27 @@ def test_bad_queries_are_invalid_arguments(sessions: sessionmaker[Session]) -> N
         AuditFilter(since_us=10, until_us=5)
     with read_session(sessions) as session, pytest.raises(InvalidArgument, match="maximum"):
         query_page(session, AuditFilter(), limit=5000)
+
+
+def test_entries_are_filtered_by_outcome(sessions: sessionmaker[Session]) -> None:
+    append(sessions, 0)
+    with write_session(sessions) as session:
+        record(
+            session,
+            actor="bob",
+            action="delete",
+            object_type="model_version",
+            object_id="eta/1",
+            before=None,
+            after=None,
+            outcome="refused: FAILED_PRECONDITION: still used by deployment 'eta-prod'",
+        )
+    append(sessions, 2)
+
+    def seqs(refused: bool | None) -> list[int]:
+        return [entry.seq for entry in iter_entries(sessions, AuditFilter(refused=refused))]
+
+    assert (seqs(None), seqs(True), seqs(False)) == ([1, 2, 3], [2], [1, 3])
+    with read_session(sessions) as session:
+        [entry] = query_page(session, AuditFilter(object_type="model_version", refused=True)).entries
+    assert entry.outcome == "refused: FAILED_PRECONDITION: still used by deployment 'eta-prod'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,7 +16,11 @@ from sqlalchemy.exc import IntegrityError
 
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
+from control_plane.audit.chain import GENESIS_HASH, canonical_json, entry_hash
+from control_plane.audit.log import record
+from control_plane.audit.verify import verify_chain
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db.engine import write_session
 from control_plane.db.migrate import alembic_config
 from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
@@ -143,3 +148,54 @@ def test_jobs_kept_before_the_stop_columns_upgrade_with_no_stop_in_progress(
     with sessions() as session:
         row = session.get(JobRow, "j1")
         assert row is not None and (row.state, row.stop_kind, row.stop_sent_at_us) == ("RUNNING", "", 0)
+
+
+def test_audit_entries_kept_before_the_outcome_column_still_verify(db_url: str, engine: Engine) -> None:
+    """Migration 0015 adds the outcome of each audit entry; a chain written before it verifies after it
+    (an empty outcome is not hashed), and a log holding a refusal, whose hash covers its outcome,
+    cannot be downgraded below it."""
+    sessions = create_session_factory(engine)
+    engine.dispose()
+    command.downgrade(alembic_config(db_url), "0014_job_stops")
+    with engine.begin() as connection:  # as the control plane before 0015 wrote it: no outcome column
+        prev = GENESIS_HASH
+        for seq in (1, 2):
+            fields: dict[str, Any] = {
+                "seq": seq,
+                "timestamp_us": seq,
+                "actor": "alice",
+                "action": "create",
+                "object_type": "registered_model",
+                "object_id": f"m{seq}",
+                "before": None,
+                "after": {"n": seq},
+                "prev_hash": prev,
+            }
+            prev = entry_hash(**fields)
+            connection.execute(
+                text(
+                    "INSERT INTO audit_log (seq, timestamp_us, actor, action, object_type, object_id,"
+                    " before, after, prev_hash, hash) VALUES (:seq, :timestamp_us, :actor, :action,"
+                    " :object_type, :object_id, NULL, :after, :prev_hash, :hash)"
+                ),
+                fields | {"after": canonical_json(fields["after"]), "hash": prev},
+            )
+        connection.execute(text("UPDATE audit_head SET seq = 2, hash = :hash"), {"hash": prev})
+    upgrade_to_head(engine)
+    assert (verify_chain(sessions).ok, verify_chain(sessions).entries_checked) == (True, 2)
+    with write_session(sessions) as session:
+        record(
+            session,
+            actor="bob",
+            action="delete",
+            object_type="registered_model",
+            object_id="m1",
+            before=None,
+            after=None,
+            outcome="refused: FAILED_PRECONDITION: it still has 1 version(s)",
+        )
+    assert (verify_chain(sessions).ok, verify_chain(sessions).entries_checked) == (True, 3)
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="audit log holds 1 refused operation"):
+        command.downgrade(alembic_config(db_url), "0014_job_stops")
+    assert verify_chain(sessions).ok

@@ -1,0 +1,163 @@
+"""Auditing refused model operations: a write of the model registry that is refused (by the registry's
+rules, by a deployment still using a version, by the auth interceptor) leaves an audit entry saying who
+tried what on which model or version, and why it was refused: outcome "refused: <status>: <message>".
+
+Which refusals: every refused write RPC of ``aether.v1.ModelRegistry`` whose request names a model,
+whatever the status (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED,
+and INVALID_ARGUMENT too: a review asking to make a version pending still names its target). A request
+that names no model has no target to file the entry under, nothing about any model was at stake, and
+logging it would let any caller fill the log with noise; it is not audited. Errors that are not refusals
+(INTERNAL, UNAVAILABLE: the server failed, not the request) are not audited either. Reads are never
+audited, refused or not.
+
+The entry is written in a transaction of its own, after the operation's transaction has rolled back, so
+the refusal is kept although the change is not. Writing it must not change what the caller is told:
+when it fails (the database is down), the failure is logged and the caller still gets the refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import model_registry_pb2 as pb
+from clients.errors import AetherError
+from control_plane.api.identity import actor_of
+from control_plane.audit.log import record
+from control_plane.db.engine import write_session
+
+_log = logging.getLogger("aether.audit.refusals")
+
+#: Statuses that mean "the server failed", not "the request was refused".
+_NOT_REFUSALS = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN}
+    | {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.DATA_LOSS}
+)
+MODEL_REGISTRY = pb.DESCRIPTOR.services_by_name["ModelRegistry"].full_name
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a refused call tried: the action and object its entry would have had had it succeeded."""
+
+    action: str
+    object_type: str
+    object_id: str
+
+
+def _version(name: str, version: int) -> str:
+    return f"{name}/{version}"
+
+
+def _review_action(request: pb.ReviewModelVersionRequest) -> str:
+    return {pb.APPROVED: "approve", pb.REJECTED: "reject"}.get(request.decision, "review")
+
+
+#: Per ModelRegistry write method: the model its request names, and its target (the same action,
+#: object type and id a successful call records; registering a version has no number yet, so it is
+#: filed under its model).
+_MODEL_TARGETS: Mapping[str, Callable[[Any], tuple[str, Target]]] = {
+    "CreateRegisteredModel": lambda r: (r.name, Target("create", "registered_model", r.name)),
+    "DeleteRegisteredModel": lambda r: (r.name, Target("delete", "registered_model", r.name)),
+    "CreateModelVersion": lambda r: (
+        r.model_name,
+        Target("create_version", "registered_model", r.model_name),
+    ),
+    "ReviewModelVersion": lambda r: (
+        r.model_name,
+        Target(_review_action(r), "model_version", _version(r.model_name, r.version)),
+    ),
+    "DeleteModelVersion": lambda r: (
+        r.model_name,
+        Target("delete", "model_version", _version(r.model_name, r.version)),
+    ),
+    "SetAlias": lambda r: (r.model_name, Target("set", "model_alias", f"{r.model_name}@{r.alias}")),
+    "DeleteAlias": lambda r: (r.model_name, Target("delete", "model_alias", f"{r.model_name}@{r.alias}")),
+}
+
+
+def target_of(full_method: str, request: Any) -> Target | None:
+    """The target of a refused call of ``/package.Service/Method``, or None when it is not audited (not
+    a model registry write, or its request names no model)."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    target = _MODEL_TARGETS.get(method) if service == MODEL_REGISTRY else None
+    if target is None or request is None:
+        return None
+    try:
+        model, found = target(request)
+    except AttributeError:  # not the method's request message
+        return None
+    return found if model else None
+
+
+def outcome_of(code: grpc.StatusCode, message: str) -> str:
+    return f"refused: {code.name}: {message}"
+
+
+def _storable(text: str) -> str:
+    # The engine refuses text holding NUL before any statement runs (db/engine.py); a refused request
+    # may well carry one, and its refusal must still be written.
+    return text.replace("\x00", "\\x00")
+
+
+class RefusalAudit:
+    """Records refused model operations in the audit log of ``sessions``."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def record(self, target: Target, actor: str, code: grpc.StatusCode, message: str) -> None:
+        """Appends the refusal in a write transaction of its own (blocking: call from a worker thread)."""
+        with write_session(self._sessions) as session:
+            record(
+                session,
+                actor=_storable(actor),
+                action=target.action,
+                object_type=target.object_type,
+                object_id=_storable(target.object_id),
+                before=None,
+                after=None,
+                outcome=_storable(outcome_of(code, message)),
+            )
+
+    async def refused(
+        self, full_method: str, request: Any, actor: str, code: grpc.StatusCode, message: str
+    ) -> None:
+        """Records the refusal of ``full_method`` when it is audited (see the module docstring); never
+        raises, so the caller is told of the refusal, not of a failure to log it."""
+        target = target_of(full_method, request)
+        if target is None or code in _NOT_REFUSALS:
+            return
+        try:
+            await asyncio.to_thread(self.record, target, actor, code, message)
+        except Exception:
+            _log.exception("could not audit the refused call %s (%s: %s)", full_method, code.name, message)
+
+
+T = TypeVar("T")
+Behavior = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]
+
+
+def audits_refusals(behavior: Behavior[T]) -> Behavior[T]:
+    """Decorates a unary method of the model registry's servicer (which has a ``refusals``
+    :class:`RefusalAudit`): an :class:`AetherError` it raises is recorded as a refusal of the RPC of the
+    method's name, then raised on (put it under ``maps_errors``, which turns it into the status)."""
+    full_method = f"/{MODEL_REGISTRY}/{behavior.__name__}"
+
+    @functools.wraps(behavior)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        try:
+            return await behavior(self, request, context)
+        except AetherError as error:
+            refusals: RefusalAudit = self.refusals
+            await refusals.refused(full_method, request, actor_of(context), error.code, error.message)
+            raise
+
+    return wrapper
