@@ -241,7 +241,9 @@ def validate(
 
 def _column(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
-    return column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
+    # combine_chunks, not concat_arrays: a table filtered down to no rows (a chunk wholly outside the
+    # ingest window) has columns of no chunks, which concat_arrays refuses.
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _check_required(

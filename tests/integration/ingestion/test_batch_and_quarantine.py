@@ -151,6 +151,23 @@ async def test_materialize_parquet_window_and_strict_mode(
     client.close()
 
 
+async def test_rows_wholly_outside_the_window_are_counted_as_skipped_not_an_internal_error(
+    control_plane: ControlPlaneServer,
+) -> None:
+    """Every row before the window: the window filter leaves columns of no chunks, which validation
+    refused (INTERNAL "Must pass at least one array"), after earlier chunks of the same call were stored."""
+    client = IngestionClient(control_plane.address)
+    old = readings().set_column(
+        1, "event_ts", pa.array([NOW - timedelta(days=3)] * 5, pa.timestamp("us", tz="UTC"))
+    )
+    outcome = await asyncio.to_thread(
+        client.ingest, "climate", old, start=NOW - timedelta(days=1), end=NOW + timedelta(hours=1)
+    )
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (0, 0, 0)
+    assert outcome.skipped_outside_window == 5
+    client.close()
+
+
 async def test_a_replay_of_records_another_replay_holds_is_failed_precondition_over_grpc_and_the_cli(
     control_plane: ControlPlaneServer, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
