@@ -33,7 +33,9 @@ def alembic_config(db_url: str | None = None) -> Config:
 
 def upgrade_to_head(engine: Engine) -> None:
     """Brings the database behind ``engine`` to the newest schema; a no-op when it is already there.
-    The migration runs under the write lock, so two processes starting together do not both migrate."""
+    The migration is one transaction that first takes a lock (SQLite: the write lock, by BEGIN IMMEDIATE;
+    PostgreSQL: an advisory lock, see ``migrations/env.py``), so of two processes starting together one
+    migrates and the other then finds the database at head."""
     config = alembic_config()
     with write_connection(engine) as connection:
         config.attributes["connection"] = connection

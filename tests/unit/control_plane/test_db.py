@@ -3,7 +3,10 @@ concurrent use."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -199,3 +202,37 @@ def test_audit_entries_kept_before_the_outcome_column_still_verify(db_url: str, 
     with pytest.raises(RuntimeError, match="audit log holds 1 refused operation"):
         command.downgrade(alembic_config(db_url), "0014_job_stops")
     assert verify_chain(sessions).ok
+
+
+_MIGRATE_AT = """
+import sys, time
+from control_plane.db import create_db_engine, upgrade_to_head
+engine = create_db_engine(sys.argv[1])
+with engine.connect():  # connected before the start, so both reach the migration together
+    pass
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+upgrade_to_head(engine)
+"""
+
+
+def test_two_processes_migrating_an_empty_database_together_both_succeed(db_url: str) -> None:
+    """Two control planes starting together: one migrates, the other waits and finds the database at
+    head. On PostgreSQL nothing serialized them and one failed creating a table the other had just
+    created (duplicate key in pg_type)."""
+    start_at = str(time.time() + 3)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE_AT, db_url, start_at], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [e.strip()[-300:] for e in errors]
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            assert compare_metadata(context, all_tables) == []
+            assert len(context.get_current_heads()) >= 1
+    finally:
+        engine.dispose()
