@@ -2,7 +2,8 @@
 mapping between exceptions and status codes lives, in both directions:
 
 * servers raise these from their transport-free cores, and the :func:`maps_errors` decorator turns them
-  into the matching status and message on the wire (an unexpected exception becomes INTERNAL);
+  into the matching status and message on the wire (a transient failure of the metadata database
+  becomes UNAVAILABLE, see :mod:`clients.database_errors`; any other unexpected exception INTERNAL);
 * clients turn a :class:`grpc.RpcError` back into the same class with :func:`from_rpc_error`.
 
     AetherError
@@ -29,6 +30,8 @@ from typing import Any, ClassVar
 
 import grpc
 import grpc.aio
+
+from clients.database_errors import database_unavailable
 
 _log = logging.getLogger("aether.errors")
 
@@ -119,6 +122,10 @@ def from_rpc_error(error: grpc.RpcError) -> AetherError:
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, AetherError):
         await context.abort(exc.code, exc.message)
+    unavailable = database_unavailable(exc)  # locked, down, restarting: retryable, not a bug
+    if unavailable is not None:
+        _log.warning("%s: %s", method, unavailable, exc_info=exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
     _log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, internal_message(method, exc))
 

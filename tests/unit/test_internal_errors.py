@@ -1,18 +1,25 @@
 """An unexpected error in a servicer method reaches its caller as INTERNAL with its type and the first
-line of its text; the rest (a database error's SQL and bound values) stays in the server's log. Through a
-real grpc.aio server on 127.0.0.1."""
+line of its text; the rest (a database error's SQL and bound values) stays in the server's log. A transient
+failure of the metadata database (locked, down, restarting) is UNAVAILABLE instead. Through a real
+grpc.aio server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
 import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, text
 
 from clients.errors import INTERNAL_DETAIL_CHARS, NotFound, internal_message, maps_errors
+from control_plane.db import create_db_engine
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import free_port
 
 SQL = "INSERT INTO tracking_log_senders (sender_id) VALUES (%(sender_id)s)"
 SECRET_VALUE = "another-callers-value"
@@ -25,6 +32,13 @@ def database_error() -> sqlalchemy.exc.DataError:
 
 
 class Servicer:
+    def __init__(self) -> None:
+        self.error: BaseException = RuntimeError("no error set")
+
+    @maps_errors
+    async def Raises(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        raise self.error
+
     @maps_errors
     async def Fails(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         raise database_error()
@@ -35,11 +49,16 @@ class Servicer:
 
 
 @pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    servicer = Servicer()
+def servicer() -> Servicer:
+    return Servicer()
+
+
+@pytest.fixture
+async def channel(servicer: Servicer) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
     handlers = {
-        name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name)) for name in ("Fails", "Missing")
+        name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
+        for name in ("Fails", "Missing", "Raises")
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Errors", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -69,3 +88,102 @@ async def test_the_caller_gets_the_errors_first_line_and_the_log_gets_all_of_it(
 def test_a_long_first_line_is_cut() -> None:
     message = internal_message("M", ValueError("x" * 10_000))
     assert message == f"internal error in M: ValueError: {'x' * INTERNAL_DETAIL_CHARS}…"
+
+
+def raised(action: Callable[[], object]) -> BaseException:
+    """The exception ``action`` raises (a real one, from a real database)."""
+    try:
+        action()
+    except Exception as exc:
+        return exc
+    raise AssertionError("expected an exception")
+
+
+async def status_of(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await channel.unary_unary("/test.Errors/Raises")(b"")
+    return failed.value.code(), failed.value.details() or ""
+
+
+def write_one(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
+
+
+async def test_a_locked_sqlite_database_is_unavailable(
+    channel: grpc.aio.Channel, servicer: Servicer, tmp_path: Path
+) -> None:
+    """Another process holds the write lock past the busy timeout: a client that retries UNAVAILABLE
+    retries; it got INTERNAL (a bug, not retried)."""
+    holder = sqlite3.connect(tmp_path / "aether.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}", busy_timeout_s=0.05)
+    try:
+        servicer.error = raised(lambda: write_one(engine))
+        code, details = await status_of(channel)
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert details == "metadata database unavailable: database is locked"
+    finally:
+        engine.dispose()
+        holder.close()
+
+
+async def test_a_full_connection_pool_is_unavailable(
+    channel: grpc.aio.Channel, servicer: Servicer, tmp_path: Path
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}", pool_size=1, max_overflow=0, pool_timeout=0.05)
+    try:
+        with engine.connect():
+            servicer.error = raised(engine.connect)
+        code, details = await status_of(channel)
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert details.startswith("metadata database unavailable: QueuePool limit of size 1")
+    finally:
+        engine.dispose()
+
+
+async def test_postgresql_not_listening_is_unavailable_and_the_password_is_not_shown(
+    channel: grpc.aio.Channel, servicer: Servicer
+) -> None:
+    engine = create_db_engine(f"postgresql+psycopg://aether:s3cret-pw@127.0.0.1:{free_port()}/aether")
+    try:
+        servicer.error = raised(engine.connect)
+    finally:
+        engine.dispose()
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert details.startswith("metadata database unavailable: connection failed: ")
+    assert "Connection refused" in details and "s3cret-pw" not in details
+
+
+async def test_a_postgresql_connection_ended_by_the_server_is_unavailable(
+    channel: grpc.aio.Channel, servicer: Servicer, postgres_server: PostgresServer
+) -> None:
+    """What a restart or failover does to open connections (SQLSTATE 57P01, admin shutdown)."""
+    engine = create_db_engine(postgres_server.fresh_url())
+    try:
+        with engine.connect() as connection, engine.connect() as other:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            servicer.error = raised(lambda: connection.execute(text("SELECT 1")))
+    finally:
+        engine.dispose()
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert details == "metadata database unavailable: terminating connection due to administrator command"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_missing_table_stays_internal(
+    channel: grpc.aio.Channel, servicer: Servicer, db_url: str
+) -> None:
+    """Not every OperationalError is transient: a missing table is a bug, and no retry will mend it."""
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            servicer.error = raised(lambda: connection.execute(text("SELECT x FROM missing")))
+    finally:
+        engine.dispose()
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.INTERNAL
+    assert details.startswith("internal error in Servicer.Raises: ")
