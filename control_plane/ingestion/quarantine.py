@@ -36,6 +36,8 @@ STATUSES = (QUARANTINED, REPLAYING, REPLAYED, DISCARDED)
 #: (a Kafka publish waits at most ~15 s; a batch group writes its rows once), so only a replay that died
 #: lets it lapse. Long, since a replay that took over a claim still held would write the records twice.
 CLAIM_LEASE_S = 300.0
+#: The largest record id (a 32-bit INTEGER column).
+_MAX_ID = 2**31 - 1
 #: Values bound per ``IN (...)`` query: PostgreSQL (psycopg) takes at most 65,535 parameters in one
 #: statement, and a fully rejected chunk of a Parquet file alone has 65,536 record keys.
 IN_LIST_SLICE = 1_000
@@ -225,6 +227,10 @@ def _refusal(refused: dict[int, tuple[str, int]], lease_s: float) -> str:
 
 
 def _slices(ids: list[int]) -> list[list[int]]:
+    """``ids`` in lookups of at most IN_LIST_SLICE, without the ids no record can have: the API's ids are
+    uint64 and the column 32 bits, and PostgreSQL refused to compare a larger one (INTERNAL) where
+    SQLite answered NOT_FOUND. Left out of the lookup, such an id is NOT_FOUND on both."""
+    ids = [record_id for record_id in ids if 0 < record_id <= _MAX_ID]
     return [ids[start : start + IN_LIST_SLICE] for start in range(0, len(ids), IN_LIST_SLICE)]
 
 
@@ -330,8 +336,8 @@ def list_quarantined(
 def get_rows(session: Session, ids: Sequence[int]) -> list[QuarantineRow]:
     """The rows of ``ids`` in the given order; NotFound naming the first missing id."""
     rows: dict[int, QuarantineRow] = {}
-    for start in range(0, len(ids), IN_LIST_SLICE):
-        query = select(QuarantineRow).where(QuarantineRow.id.in_(ids[start : start + IN_LIST_SLICE]))
+    for part in _slices(list(ids)):
+        query = select(QuarantineRow).where(QuarantineRow.id.in_(part))
         rows.update((row.id, row) for row in session.scalars(query))
     for record_id in ids:
         if record_id not in rows:

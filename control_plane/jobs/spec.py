@@ -26,6 +26,10 @@ from control_plane.training.spec import hyperparameter_text
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_GPUS = 1024
+#: Retries a job may ask for. The proto field is a uint32, the column a signed 32-bit integer: a larger
+#: value was stored on SQLite and failed INTERNAL on PostgreSQL. A thousand attempts is far past any
+#: job worth retrying, and the attempt counter (max_retries + 1) stays inside the column.
+MAX_RETRIES = 1000
 
 
 def validate(spec: pb.JobSpec) -> pb.JobSpec:
@@ -45,6 +49,8 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
         raise InvalidArgument("the entrypoint command's program is empty")
     if spec.gpus > MAX_GPUS:
         raise InvalidArgument(f"gpus {spec.gpus} exceeds {MAX_GPUS}")
+    if spec.max_retries > MAX_RETRIES:
+        raise InvalidArgument(f"max_retries {spec.max_retries} exceeds {MAX_RETRIES}")
     if not math.isfinite(spec.timeout_s) or spec.timeout_s < 0:
         raise InvalidArgument(f"timeout_s must be a finite number >= 0, got {spec.timeout_s}")
     if not math.isfinite(spec.cpus) or spec.cpus < 0:

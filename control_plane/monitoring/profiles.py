@@ -42,6 +42,7 @@ from control_plane.artifacts.store import ArtifactStore, check_sha256
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
+from control_plane.model_registry.validation import check_version
 from control_plane.monitoring.tables import ReferenceProfileRow
 from control_plane.tracking.tables import RunRow, TagRow
 from control_plane.training.reference import SHA_TAG, profile_from_bytes, profile_to_bytes
@@ -170,6 +171,9 @@ def link_reference_profile(
 ) -> pb.ReferenceProfileInfo:
     """Links stored profile blobs to a model version after loading them (``DataLoss`` if one is not a
     profile, ``NotFound`` for an unknown blob or version)."""
+    # The request's version is an int64 and the column 32 bits: PostgreSQL refused to compare a larger
+    # one (INTERNAL) where SQLite answered NOT_FOUND. Both now refuse it by its range.
+    check_version(version)
     profile, names = load_profile(store, check_sha256(artifact_sha256))
     output_names: tuple[str, ...] = ()
     if output_artifact_sha256:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, NotFound
 from control_plane.db import write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.service import IngestionService, ReplayOutcome
@@ -209,3 +209,17 @@ def test_a_failed_replay_hands_its_records_back(any_env: Env) -> None:
     outcome = env.service.replay([record_id, other_id, record_id], {record_id: fixed, other_id: other_fixed})
     assert sorted(outcome.replayed) == sorted([record_id, other_id])
     assert offline_sensors(env) == [8, 9]  # an id named twice is written once
+
+
+@pytest.mark.parametrize("missing", [2**31, 3_000_000_000, 2**64 - 1])
+def test_an_id_beyond_the_id_column_is_not_found_on_every_backend(any_env: Env, missing: int) -> None:
+    """Record ids are uint64 in the API and 32 bits in the column: PostgreSQL refused to compare a larger
+    one (INTERNAL), and SQLite one past 2**63 (OverflowError), where a smaller one was NOT_FOUND."""
+    env = any_env
+    record_id, _ = climate_record(env, 10)
+    with pytest.raises(NotFound, match=f"quarantined record {missing} not found"):
+        env.service.get_quarantined(missing)
+    for action in (env.service.discard, lambda ids: env.service.replay(ids, {})):
+        with pytest.raises(NotFound, match=f"quarantined record {missing} not found"):
+            action([record_id, missing])
+    assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import tracking_pb2
+from clients.errors import InvalidArgument
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import (
     create_db_engine,
@@ -208,3 +209,12 @@ def test_a_job_that_ended_0_before_its_cancel_took_effect_succeeds_with_its_outp
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
     assert dict(done.outputs) == {"model": "churn"}
     assert done.reason == "exit code 0; cancelled by b: too late came after the job had ended"
+
+
+def test_max_retries_past_the_cap_is_invalid_on_every_backend(parts: Parts) -> None:
+    """A uint32 max_retries above 2**31 - 1 was stored on SQLite and failed INTERNAL on PostgreSQL
+    (its column is a signed 32-bit integer): both refuse it, naming the field and the cap."""
+    service, _, _ = parts
+    with pytest.raises(InvalidArgument, match=r"max_retries 3000000000 exceeds 1000"):
+        service.submit(spec_from_mapping(job_spec("many", max_retries=3_000_000_000)), actor="a")
+    assert service.list()[0] == []

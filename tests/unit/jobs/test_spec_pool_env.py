@@ -35,6 +35,7 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
         (spec(entrypoint={"module": "not a module"}), "dotted Python module"),
         (pb.JobSpec(name="x", entrypoint=pb.Entrypoint(module="m"), timeout_s=float("inf")), "timeout_s"),
         (spec(env={"1BAD": "x"}), "environment variable"),
+        (spec(max_retries=1001), "max_retries 1001 exceeds 1000"),
         (spec(dataset={"dataset_hash": "xyz"}), "64 lowercase hex"),
         (spec(dataset={"point_in_time": {"features": ["v"]}}), "entity_rows_path"),
         (spec(hyperparameters={"lr": 0.1, "optim": {"lr": 0.1}}), "hyperparameter 'optim': .* got an object"),
@@ -45,6 +46,7 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
             validate(bad)
     with pytest.raises(InvalidArgument, match="malformed job spec"):
         spec_from_mapping({"name": "x", "gpus": "many"})
+    assert validate(spec(max_retries=1000)).max_retries == 1000
     fine = {"lr": 0.1, "name": "mlp", "shuffle": True, "layers": [64, 32], "epochs": 20}
     assert validate(spec(hyperparameters=fine)).hyperparameters == spec(hyperparameters=fine).hyperparameters
 

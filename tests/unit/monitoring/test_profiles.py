@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from clients.errors import DataLoss, NotFound
+from clients.errors import DataLoss, InvalidArgument, NotFound
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import read_session
 from control_plane.monitoring.profiles import (
@@ -62,6 +62,16 @@ def test_unknown_versions_and_blobs_that_are_not_profiles_are_refused(
     with pytest.raises(DataLoss):
         link_reference_profile(sessions, store, "eta", version, junk, actor="t")
     assert ReferenceCache(sessions, store).get("eta", version).features is None
+
+
+def test_a_version_beyond_the_version_column_is_invalid_on_every_backend(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    """RegisterReferenceProfile's version is an int64; the column is 32 bits. PostgreSQL refused to
+    compare a larger one (INTERNAL) where SQLite said NOT_FOUND."""
+    register_version(sessions, store, "eta")
+    with pytest.raises(InvalidArgument, match=r"version: .* from 1 to 2147483647, got 3000000000"):
+        register_reference_profile(sessions, store, "eta", 3_000_000_000, np.zeros((40, 2)), actor="t")
 
 
 def test_compaction_keeps_the_empirical_cdf_within_one_over_max_values() -> None:
