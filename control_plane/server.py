@@ -25,7 +25,7 @@ from control_plane.api import tracking as tracking_api
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
 from control_plane.api.refusals import RefusalAudit
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory, open_database
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.registry import FeatureRegistry
@@ -110,8 +110,7 @@ async def start_server(
     ``settings.listen_addr`` (port 0 picks a free port; see ``.port``): the feature registry plus
     ``services``, each with health status and reflection."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = create_db_engine(settings.db_url, settings.db_busy_timeout_s)
-    await asyncio.to_thread(upgrade_to_head, engine)
+    engine = await asyncio.to_thread(open_database, settings.db_url, settings.db_busy_timeout_s)
     sessions = create_session_factory(engine)
     registry = FeatureRegistry(sessions, default_guards() if guards is None else guards)
     context = ServiceContext(settings, engine, sessions, registry)

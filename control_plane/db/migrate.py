@@ -15,8 +15,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from clients.env_values import ConfigurationError
+from clients.uris import redact_uri
 from control_plane.db.engine import create_db_engine, write_connection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -43,6 +48,46 @@ def upgrade_to_head(engine: Engine) -> None:
         command.upgrade(config, "heads")
 
 
+def open_database(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """An engine for ``url``, its database brought to the newest schema; for a URL that cannot be used
+    (not a URL, no driver, a SQLite file that cannot be created, a server that does not answer, a
+    database migrated by a newer release) a ConfigurationError naming AETHER_DB_URL/--db-url and the URL
+    without its password, which the entrypoints print as one line, where a traceback of 30 to 140
+    lines hid the cause."""
+    try:
+        engine = create_db_engine(url, busy_timeout_s)
+    except (ArgumentError, ImportError, OSError) as exc:
+        raise _unusable(url, exc) from exc
+    try:
+        upgrade_to_head(engine)
+    except (DBAPIError, CommandError, OSError) as exc:
+        engine.dispose()
+        raise _unusable(url, exc) from exc
+    return engine
+
+
+def _unusable(url: str, exc: BaseException) -> ConfigurationError:
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = redact_uri(url)
+    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+        reason = f"it was migrated by a newer Aether ({exc}); run that release or a newer one"
+    elif isinstance(exc, DBAPIError):  # the driver's own words, without SQLAlchemy's SQL and links
+        reason = f"cannot open it: {_first_line(exc.orig or exc)}"
+    elif isinstance(exc, OSError):
+        reason = f"cannot create its folder: {exc}"
+    elif isinstance(exc, ImportError):
+        reason = f"its database driver is not installed ({exc})"
+    else:
+        reason = _first_line(exc)
+    return ConfigurationError(f"AETHER_DB_URL/--db-url {shown!r}: {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().partition("\n")[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m control_plane.db.migrate")
     parser.add_argument("--db-url", required=True)
@@ -53,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     revision.add_argument("--autogenerate", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "upgrade":
-        upgrade_to_head(create_db_engine(args.db_url))
+        open_database(args.db_url)
     else:
         command.revision(alembic_config(args.db_url), message=args.message, autogenerate=args.autogenerate)
 

@@ -22,8 +22,9 @@ from datetime import timedelta
 
 import redis
 
+from clients.env_values import ConfigurationError
 from clients.errors import AetherError
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory, open_database
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.ingestion.streaming.flags import add_arguments
@@ -48,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs the materializer the parsed flags describe until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ControlPlaneSettings.from_env()
-    engine = create_db_engine(args.db_url or settings.db_url, settings.db_busy_timeout_s)
-    upgrade_to_head(engine)
+    try:
+        engine = open_database(args.db_url or settings.db_url, settings.db_busy_timeout_s)
+    except ConfigurationError as error:  # one line naming the setting, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     sessions = create_session_factory(engine)
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
     stop = threading.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,46 @@ def test_a_bad_loop_interval_is_one_line_naming_the_variable(
     assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
     last = done.stderr.splitlines()[-1]
     assert last == f"python -m control_plane: error: {variable}: expected {expected}, got {value!r}"
+
+
+def _future_database(tmp_path: Path) -> str:
+    """A SQLite database a newer release migrated (a revision this release does not know)."""
+    connection = sqlite3.connect(tmp_path / "future.db")
+    with connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0099_future')")
+    connection.close()
+    return f"sqlite:///{tmp_path / 'future.db'}"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("not a url", "'not a url': Could not parse SQLAlchemy URL"),
+        ("under a file", "/afile/sub/aether.db': cannot create its folder: [Errno 20] Not a directory"),
+        ("not listening", ":***@127.0.0.1:1/x': cannot open it: connection failed: "),
+        ("no driver", "'mysql://u@localhost/x': its database driver is not installed"),
+        ("newer", "/future.db': it was migrated by a newer Aether (Can't locate revision identified by"),
+    ],
+)
+def test_an_unusable_database_url_is_one_line_naming_it_without_its_password(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    """Each of these printed a traceback of 30 to 140 lines, the PostgreSQL one with the URL's user."""
+    (tmp_path / "afile").touch()
+    db_url = {
+        "not a url": "not a url",
+        "under a file": f"sqlite:///{tmp_path / 'afile' / 'sub' / 'aether.db'}",
+        "not listening": "postgresql+psycopg://u:pw-secret@127.0.0.1:1/x",
+        "no driver": "mysql://u@localhost/x",
+        "newer": _future_database(tmp_path),
+    }[case]
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_DB_URL": db_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("python -m control_plane: error: AETHER_DB_URL/--db-url '"), last
+    assert expected in last and "pw-secret" not in done.stderr
