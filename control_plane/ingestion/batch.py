@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import InvalidArgument
+from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
@@ -76,8 +77,11 @@ def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator
                 return
             yield pa.Table.from_batches([batch])
     except (FileNotFoundError, pa.ArrowInvalid) as exc:
+        # The URI may carry an object store's keys: the message names it without them (clients.uris).
         where = "" if os.path.isabs(path) or "://" in path else f" (relative to {os.getcwd()})"
-        raise InvalidArgument(f"cannot read Parquet source {path!r}{where}: {exc}") from exc
+        raise InvalidArgument(
+            f"cannot read Parquet source {redact_uri(path)!r}{where}: {redact_text(str(exc), path)}"
+        ) from exc
 
 
 class BatchMaterializer:

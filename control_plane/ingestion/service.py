@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
+from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
@@ -133,9 +134,12 @@ class IngestionService:
         path = source_uri or found.spec.source.uri
         if not path:
             raise InvalidArgument(f"view {view!r} has no source uri; name a Parquet file to materialize")
+        if misplaced_credentials(path):
+            raise InvalidArgument(f"cannot read Parquet source: {MISPLACED_CREDENTIALS}")
         chunks = parquet_batches(path)
+        # The run, its quarantined records and the audit entry keep the source without its credentials.
         return self.batch.materialize(
-            found, entity, chunks, window=window, source_id=path, strict=strict, actor=actor
+            found, entity, chunks, window=window, source_id=redact_uri(path), strict=strict, actor=actor
         )
 
     # -- quarantine --------------------------------------------------------------------------------

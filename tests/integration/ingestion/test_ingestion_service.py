@@ -12,18 +12,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import select
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from clients.errors import FailedPrecondition, InvalidArgument
-from control_plane.db import write_session
+from clients.uris import redact_uri
+from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.batch import PARQUET_BATCH_ROWS, Window
 from control_plane.ingestion.quarantine import IN_LIST_SLICE, RunSource, record_outcome
+from control_plane.ingestion.tables import IngestionRunRow, QuarantineRow
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
+from tests.support.s3_server import FakeS3Server
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+ACCESS_KEY = "AKIAAETHERSECRETID77"
+SECRET_KEY = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
 def offline_rows(env: Env, view: str) -> list[object]:
@@ -227,3 +234,31 @@ def test_an_unchanged_record_with_whole_floats_for_integers_replays_as_it_was_in
         bad = env.quarantine("climate", {**json.loads(record.payload), "sensor_id": sensor_id}, "x")
         (still,) = env.service.replay([bad], {}).still_quarantined
         assert still.reason.startswith(reason), still.reason
+
+
+def test_a_source_uri_with_credentials_is_kept_and_echoed_without_them(env: Env) -> None:
+    """Materialize kept the object store's keys of the source URI in the run and quarantine rows and the
+    audit entry, and echoed them in the error for a missing file."""
+    s3 = FakeS3Server()
+    try:
+        uri = s3.uri("climate.parquet", ACCESS_KEY, SECRET_KEY)
+        table = pa.table(
+            {"sensor_id": [1, 2], "event_ts": [NOW] * 2, "temperature_c": [20.0, 99.0], "mode": [1, 1]}
+        )
+        pq.write_table(table, uri)
+        outcome = env.service.materialize_file("climate", 1, uri)
+        assert (outcome.accepted, outcome.quarantined) == (1, 1)
+        with pytest.raises(InvalidArgument, match="cannot read Parquet source") as missing:
+            env.service.materialize_file("climate", 1, s3.uri("missing.parquet", ACCESS_KEY, SECRET_KEY))
+    finally:
+        s3.close()
+    (record,) = env.service.list_quarantined(view="climate")
+    assert record.source_id == redact_uri(uri) and record.source_id.startswith("s3://aether/climate.parquet?")
+    with read_session(env.sessions) as session:
+        kept = [
+            *session.scalars(select(IngestionRunRow.source_id)),
+            *session.scalars(select(QuarantineRow.source_id)),
+            *(json.dumps(row.after) for row in session.scalars(select(AuditEntryRow))),
+        ]
+    for text in [*kept, str(missing.value)]:
+        assert ACCESS_KEY not in text and SECRET_KEY not in text, text
