@@ -320,12 +320,16 @@ def list_quarantined(
     run_id: str = "",
     limit: int = 100,
 ) -> list[QuarantinedRecord]:
-    """Newest first. Empty filters match everything; ``status=""`` lists every status."""
+    """Newest first. Empty filters match everything; ``status=""`` lists every status.
+    ``reason_contains`` matches its text anywhere in the reason, ignoring the case of ASCII letters, with
+    ``%`` and ``_`` matching themselves."""
     query = select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)
     if view:
         query = query.where(QuarantineRow.view == view)
     if reason_contains:
-        query = query.where(QuarantineRow.reason.contains(reason_contains, autoescape=True))
+        # ILIKE (SQLite: lower() on both sides): LIKE ignores case on SQLite but not on PostgreSQL, so
+        # the same filter found records on one backend and none on the other.
+        query = query.where(QuarantineRow.reason.icontains(reason_contains, autoescape=True))
     if status:
         query = query.where(QuarantineRow.status == status)
     if run_id:

@@ -106,6 +106,13 @@ def postgresql_env(tmp_path: Path, redis_url: str, postgres_server: PostgresServ
     yield from _env(postgres_server.fresh_url(), tmp_path, redis_url)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_env(request: pytest.FixtureRequest) -> Env:
+    """``env`` on each metadata backend: SQLite serializes writers, PostgreSQL locks rows."""
+    env: Env = request.getfixturevalue("env" if request.param == "sqlite" else "postgresql_env")
+    return env
+
+
 def _env(db_url: str, tmp_path: Path, redis_url: str) -> Iterator[Env]:
     engine = create_db_engine(db_url)
     upgrade_to_head(engine)

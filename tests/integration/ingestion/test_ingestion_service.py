@@ -262,3 +262,18 @@ def test_a_source_uri_with_credentials_is_kept_and_echoed_without_them(env: Env)
         ]
     for text in [*kept, str(missing.value)]:
         assert ACCESS_KEY not in text and SECRET_KEY not in text, text
+
+
+def test_reason_contains_ignores_case_and_wildcards_on_every_backend(any_env: Env) -> None:
+    """The filter was LIKE: case-insensitive on SQLite, case-sensitive on PostgreSQL."""
+    env = any_env
+    above = env.quarantine("climate", {"sensor_id": 1}, "temperature_c: 99 above max 60")
+    env.quarantine("climate", {"sensor_id": 2}, "mode: 7 not in allowed values")
+    percent = env.quarantine("climate", {"sensor_id": 3}, "share: 100% of rows_missing")
+
+    def found(text: str) -> list[int]:
+        return [record.id for record in env.service.list_quarantined(reason_contains=text)]
+
+    assert found("above max") == found("ABOVE Max") == [above]
+    assert found("100%") == found("ROWS_missing") == [percent]
+    assert found("%") == [percent] and found("1_0") == []  # % and _ match only themselves

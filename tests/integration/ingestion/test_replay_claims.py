@@ -23,12 +23,6 @@ from tests.integration.ingestion.pausing_redis import PausingRedis
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_env(request: pytest.FixtureRequest) -> Env:
-    """``env`` on each metadata backend: SQLite serializes writers, PostgreSQL locks rows."""
-    return request.getfixturevalue("env" if request.param == "sqlite" else "postgresql_env")
-
-
 def climate_record(env: Env, sensor: int) -> tuple[int, str]:
     """A quarantined batch record (too hot) and its correction."""
     row = {"sensor_id": sensor, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
