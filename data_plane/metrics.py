@@ -8,6 +8,12 @@
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in.
 
+A request is labelled with the model and version it ran on (a failed Predict: its deployment, version
+``""``) only when the names it gave resolved to a loaded version or a deployment; one whose names did not
+(NOT_FOUND, a refusal while draining) is counted under ``model=""``, ``version=""`` with its status
+code. Labelled by whatever names callers send, every distinct bad request would add series kept for ever:
+/metrics and memory would grow without bound.
+
 Each server owns its own registry (several servers may share a test process). What the request path pays
 is kept small: the per-request series (request counts, latency and batch-size histograms) are plain Python
 numbers that only the event-loop thread updates, turned into Prometheus metrics when scraped
@@ -42,6 +48,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 _BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+#: The ``model`` and ``version`` label of a request that names no loaded version or deployment.
+UNRESOLVED = ""
 
 
 class _Histogram:

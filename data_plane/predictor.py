@@ -95,6 +95,10 @@ class Predictor:
     def _plan(self, deployment: str) -> DeploymentPlan | None:
         return self._plans().get(deployment) if self._plans is not None else None
 
+    def serves(self, deployment: str) -> bool:
+        """Whether ``deployment`` names a deployment plan or a model of the static config."""
+        return self._plan(deployment) is not None or self._manager.holds(deployment)
+
     def _route(
         self, call: PredictCall, request_id: str, plan: DeploymentPlan | None
     ) -> tuple[ModelSpec, str, tuple[tuple[ModelSpec, str], ...]]:

@@ -28,7 +28,7 @@ from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service
-from data_plane.metrics import ServingMetrics
+from data_plane.metrics import UNRESOLVED, ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec
 
@@ -138,13 +138,17 @@ class InferenceV2Servicer:
         """Answers a serialized ``ModelInferResponse`` (see :func:`encode_response`)."""
         started = time.perf_counter()
         name = request.model_name
-        version: int | str = request.model_version or "latest"
+        # The labels it is counted under: the caller's model name and version only once they named a
+        # loaded version. A label per unknown name or version a caller sends would be a series kept
+        # forever, so /metrics and memory would grow with every distinct bad request.
+        model: str = UNRESOLVED
+        version: int | str = UNRESOLVED
         try:
             self.admission.enter()
             try:
                 with self._manager.lease(name, parse_version(name, request.model_version)) as lease:
                     spec = lease.spec
-                    version = spec.version
+                    model, version = spec.name, spec.version
                     valid = lease.prepare(decode_inputs(request))
                     requested = _requested_outputs(request, spec) if request.outputs else []
                     remaining = context.time_remaining()
@@ -156,16 +160,16 @@ class InferenceV2Servicer:
             if len(response) > self._max_send_bytes:
                 raise too_large(len(response), self._max_send_bytes)
         except AetherError as exc:
-            self._metrics.request(API, name, version, exc.code.name, None)
+            self._metrics.request(API, model, version, exc.code.name, None)
             await context.abort(exc.code, exc.message)
         except asyncio.CancelledError as exc:  # gRPC ended the call: its caller's deadline or cancel
-            self._metrics.request(API, name, version, call_status(exc, context), None)
+            self._metrics.request(API, model, version, call_status(exc, context), None)
             raise
         except Exception as exc:
-            self._metrics.request(API, name, version, grpc.StatusCode.INTERNAL.name, None)
+            self._metrics.request(API, model, version, grpc.StatusCode.INTERNAL.name, None)
             _log.exception("unexpected error in ModelInfer", exc_info=exc)
             await context.abort(grpc.StatusCode.INTERNAL, internal_message("ModelInfer", exc))
-        self._metrics.request(API, name, version, "OK", time.perf_counter() - started)
+        self._metrics.request(API, model, version, "OK", time.perf_counter() - started)
         return response
 
 

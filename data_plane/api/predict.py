@@ -30,7 +30,7 @@ from data_plane.admission import Admission
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service
 from data_plane.feature_vector import RowFacts
-from data_plane.metrics import ServingMetrics
+from data_plane.metrics import UNRESOLVED, ServingMetrics
 from data_plane.predictor import PredictCall, Prediction, Predictor
 from data_plane.wire import varint
 
@@ -155,7 +155,10 @@ class PredictServicer:
         try:
             prediction = await self._predictor.predict(_call(request, time_remaining_s))
         except BaseException as exc:  # counted whatever it is, then answered as before
-            self._metrics.request(API, request.deployment, "", call_status(exc, context), None)
+            # Under the deployment's name only when it names one (a series per unknown name would be
+            # kept for ever); the check costs a failed request only.
+            deployment = request.deployment if self._predictor.serves(request.deployment) else UNRESOLVED
+            self._metrics.request(API, deployment, UNRESOLVED, call_status(exc, context), None)
             raise
         return prediction, time.perf_counter() - started
 

@@ -419,6 +419,10 @@ class ModelManager:
     def versions(self, name: str) -> list[int]:
         return sorted(v for (n, v) in self._versions if n == name)
 
+    def holds(self, name: str) -> bool:
+        """Whether any version of model ``name`` is held (in any state)."""
+        return any(n == name for n, _ in self._versions)
+
     def specs(self) -> list[ModelSpec]:
         return [entry.spec for entry in self._versions.values()]
 

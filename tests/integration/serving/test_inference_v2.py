@@ -276,6 +276,29 @@ async def test_health_reflection_and_metrics(
     assert (
         'aether_inference_requests_total{api="ModelInfer",code="OK",model="affine",version="1"} 1.0' in text
     )
-    assert 'code="NOT_FOUND",model="ghost"' in text
+    assert 'code="NOT_FOUND",model="",version=""' in text  # "ghost" names no model: not a label
     assert 'aether_model_state{model="affine",state="READY",version="1"} 1.0' in text
     assert "aether_inference_latency_seconds_bucket" in text and "aether_inference_queue_depth" in text
+
+
+async def test_requests_naming_no_loaded_version_share_one_series(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    """Each distinct unknown model name or version used to become a series of its own, kept for ever:
+    /metrics and memory grew with every distinct bad request."""
+    bad = [build_infer_request(f"ghost-{i}", {"x": ROW}) for i in range(5)]
+    bad += [_affine(ROW, version=str(v)) for v in range(100, 105)]  # a loaded model, versions it lacks
+    bad += [_affine(ROW, version="v" + "x" * 500)]
+    for request in bad:
+        assert (await _error(stub.ModelInfer(request))).code() == grpc.StatusCode.NOT_FOUND
+    await stub.ModelInfer(_affine(ROW))
+    registry = data_plane.metrics.registry
+    labels = {"api": "ModelInfer", "model": "", "version": ""}
+    assert registry.get_sample_value("aether_inference_requests_total", {**labels, "code": "NOT_FOUND"}) == 11
+    families = {f.name: f for f in registry.collect()}
+    series = {
+        (s.labels["model"], s.labels["version"])
+        for name in ("aether_inference_requests", "aether_inference_latency_seconds")
+        for s in families[name].samples
+    }
+    assert series == {("", ""), ("affine", "1")}

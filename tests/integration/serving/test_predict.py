@@ -247,16 +247,33 @@ async def test_a_predict_failed_by_a_bug_is_internal_and_counted(data_plane: Dat
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.Predict(build_predict_request("ranking", [{"driver_id": 1}]), timeout=5)
+                await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}]), timeout=5)
             assert info.value.code() == grpc.StatusCode.INTERNAL
-            assert "a bug while serving ranking" in (info.value.details() or "")
-            batch = pb.PredictBatchRequest(requests=[build_predict_request("ranking", [{"driver_id": 1}])])
+            assert "a bug while serving scorer" in (info.value.details() or "")
+            batch = pb.PredictBatchRequest(requests=[build_predict_request("scorer", [{"driver_id": 1}])])
             (result,) = (await stub.PredictBatch(batch, timeout=5)).results
             assert result.code == grpc.StatusCode.INTERNAL.value[0]
     finally:
         await server.stop(None)
-    labels = {"api": "Predict", "model": "ranking", "version": "", "code": "INTERNAL"}
+    # "scorer" is served (a model of the static config): its failures are counted under its name.
+    labels = {"api": "Predict", "model": "scorer", "version": "", "code": "INTERNAL"}
     assert metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
+
+
+async def test_predicts_naming_no_deployment_share_one_series(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    """Each unknown deployment name used to become a series of its own, kept for ever: /metrics and
+    memory grew with every distinct bad request."""
+    for name in [f"ghost-{i}" for i in range(5)] + ["d" * 500]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(build_predict_request(name, [{"driver_id": 1}]), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    registry = data_plane.metrics.registry
+    labels = {"api": "Predict", "model": "", "version": "", "code": "NOT_FOUND"}
+    assert registry.get_sample_value("aether_inference_requests_total", labels) == 6
+    families = {f.name: f for f in registry.collect()}
+    assert {s.labels["model"] for s in families["aether_inference_requests"].samples} == {""}
 
 
 async def test_an_entity_without_features_gets_the_deployments_fallback(
