@@ -21,13 +21,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from clients.errors import AetherError, InvalidArgument, NotFound, internal_message, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
 from data_plane.api.outcomes import call_status, too_large
-from data_plane.api.registration import add_service
+from data_plane.api.registration import add_service, not_parsed
 from data_plane.metrics import UNRESOLVED, ServingMetrics
 from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec
@@ -39,6 +40,7 @@ SERVER_NAME = "aether"
 SERVER_VERSION = "0.1.0"
 PLATFORM = "onnxruntime_onnx"
 API = "ModelInfer"
+_Request = pb.ModelInferRequest
 
 
 # Versions are int64 in the registry, so more digits name none. Only ASCII digits: ``str.isdigit`` also
@@ -132,18 +134,22 @@ class InferenceV2Servicer:
             outputs=[_tensor_metadata(t) for t in spec.outputs],
         )
 
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        """Answers a serialized ``ModelInferResponse`` (see :func:`encode_response`)."""
+    async def ModelInfer(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Answers a serialized ``ModelInferResponse`` (see :func:`encode_response`) to a serialized
+        ``ModelInferRequest``, parsed here so that one that does not parse is counted and answered
+        INVALID_ARGUMENT (see :mod:`data_plane.api.registration`)."""
         started = time.perf_counter()
-        name = request.model_name
         # The labels it is counted under: the caller's model name and version only once they named a
         # loaded version. A label per unknown name or version a caller sends would be a series kept
         # forever, so /metrics and memory would grow with every distinct bad request.
         model: str = UNRESOLVED
         version: int | str = UNRESOLVED
         try:
+            try:
+                request = _Request.FromString(data)
+            except DecodeError as exc:
+                raise not_parsed(_Request, exc) from None
+            name = request.model_name
             self.admission.enter()
             try:
                 with self._manager.lease(name, parse_version(name, request.model_version)) as lease:
@@ -174,4 +180,4 @@ class InferenceV2Servicer:
 
 
 def add_to_server(servicer: InferenceV2Servicer, server: grpc.aio.Server) -> None:
-    add_service(server, servicer, pb, "GRPCInferenceService", answers_bytes={API})
+    add_service(server, servicer, pb, "GRPCInferenceService", answers_bytes={API}, parses_bytes={API})

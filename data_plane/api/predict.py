@@ -23,12 +23,13 @@ from typing import Any
 import grpc
 import grpc.aio
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from clients.aether.v1 import inference_pb2 as pb
 from clients.errors import AetherError, InvalidArgument, ResourceExhausted, internal_message, maps_errors
 from data_plane.admission import Admission
 from data_plane.api.outcomes import call_status, too_large
-from data_plane.api.registration import add_service
+from data_plane.api.registration import add_service, not_parsed
 from data_plane.feature_vector import RowFacts
 from data_plane.metrics import UNRESOLVED, ServingMetrics
 from data_plane.predictor import PredictCall, Prediction, Predictor
@@ -39,6 +40,7 @@ _log = logging.getLogger("aether.data_plane.predict")
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 MAX_BATCH_REQUESTS = 1000
 API = "Predict"
+_Request = pb.PredictRequest
 
 
 def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> PredictCall:
@@ -163,8 +165,15 @@ class PredictServicer:
         return prediction, time.perf_counter() - started
 
     @maps_errors
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        """Answers a serialized ``PredictResponse`` (see :func:`encode_response`)."""
+    async def Predict(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Answers a serialized ``PredictResponse`` (see :func:`encode_response`) to a serialized
+        ``PredictRequest``, parsed here so that one that does not parse is counted and answered
+        INVALID_ARGUMENT (see :mod:`data_plane.api.registration`)."""
+        try:
+            request = _Request.FromString(data)
+        except DecodeError as exc:
+            self._metrics.request(API, UNRESOLVED, UNRESOLVED, grpc.StatusCode.INVALID_ARGUMENT.name, None)
+            raise not_parsed(_Request, exc) from None
         self.admission.enter()
         try:
             prediction, seconds = await self._predict(request, context.time_remaining(), context)
@@ -220,4 +229,4 @@ class PredictServicer:
 
 
 def add_to_server(servicer: PredictServicer, server: grpc.aio.Server) -> None:
-    add_service(server, servicer, pb, "Inference", answers_bytes={"Predict"})
+    add_service(server, servicer, pb, "Inference", answers_bytes={API}, parses_bytes={API})

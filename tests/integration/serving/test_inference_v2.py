@@ -302,3 +302,23 @@ async def test_requests_naming_no_loaded_version_share_one_series(
         for s in families[name].samples
     }
     assert series == {("", ""), ("affine", "1")}
+
+
+async def test_a_request_that_does_not_parse_is_invalid_and_counted(data_plane: DataPlaneHandle) -> None:
+    """gRPC's own deserializer answered UNKNOWN with a Python exception's text, and nothing counted it."""
+    good = _affine(ROW, request_id="ab").SerializeToString()
+    bad_utf8 = good.replace(b"\x1a\x02ab", b"\x1a\x02\xff\xfe")  # field 3 (id): invalid UTF-8
+    assert bad_utf8 != good
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        model_infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in and out
+        assert pb.ModelInferResponse.FromString(await model_infer(good)).id == "ab"
+        for payload in (bad_utf8, good[:-5]):
+            error = await _error(model_infer(payload))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert "request is not a valid ModelInferRequest" in (error.details() or "")
+        metadata = channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata")
+        error = await _error(metadata(b"\x0a\x05ab"))  # a name 5 bytes long, 2 of them sent
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request is not a valid ModelMetadataRequest" in (error.details() or "")
+    labels = {"api": "ModelInfer", "model": "", "version": "", "code": "INVALID_ARGUMENT"}
+    assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2

@@ -276,6 +276,28 @@ async def test_predicts_naming_no_deployment_share_one_series(
     assert {s.labels["model"] for s in families["aether_inference_requests"].samples} == {""}
 
 
+async def test_a_predict_that_does_not_parse_is_invalid_and_counted(data_plane: DataPlaneHandle) -> None:
+    """gRPC's own deserializer answered UNKNOWN with a Python exception's text, and nothing counted it."""
+    good = build_predict_request("scorer", [{"driver_id": 1}], request_id="ab").SerializeToString()
+    bad_utf8 = good.replace(b"ab", b"\xff\xfe")  # the request id: invalid UTF-8
+    assert bad_utf8 != good
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        call = channel.unary_unary("/aether.v1.Inference/Predict")  # bytes in and out
+        assert pb.PredictResponse.FromString(await call(good, timeout=5)).request_id == "ab"
+        for payload in (bad_utf8, good[:-3]):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(payload, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+            assert "request is not a valid PredictRequest" in (info.value.details() or "")
+        batch = channel.unary_unary("/aether.v1.Inference/PredictBatch")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await batch(b"\x0a\x05ab", timeout=5)  # a request 5 bytes long, 2 of them sent
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request is not a valid PredictBatchRequest" in (info.value.details() or "")
+    labels = {"api": "Predict", "model": "", "version": "", "code": "INVALID_ARGUMENT"}
+    assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
+
+
 async def test_an_entity_without_features_gets_the_deployments_fallback(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
 ) -> None:
