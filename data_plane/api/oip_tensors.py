@@ -143,6 +143,8 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
                 )
             if not count:
                 _check_zero_size(tensor, shape)
+            if dtype.kind == "b" and data.translate(None, b"\x00\x01"):
+                _refuse_bool_bytes(tensor, data)
             arrays[tensor.name] = np.frombuffer(data, dtype=dtype).reshape(shape)
             continue
         dtype = _numpy_dtype(tensor)
@@ -165,6 +167,18 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
         array = np.array(values, dtype=dtype) if bounds is None else _narrowed(tensor, values, dtype, bounds)
         arrays[tensor.name] = array.reshape(shape)
     return arrays
+
+
+# A raw BOOL element is one byte, 0 or 1 (as Triton and KServe define it). numpy takes any byte as a
+# bool without looking, and ONNX Runtime computes with the byte as it is: Not(0x02) is 0x03, still true.
+
+
+def _refuse_bool_bytes(tensor: Any, data: bytes) -> None:
+    index = len(data) - len(data.lstrip(b"\x00\x01"))
+    raise InvalidArgument(
+        f"input {tensor.name!r}: BOOL byte {data[index]} (element {index} of its raw contents) is not a "
+        "boolean; BOOL elements are one byte, 0 or 1"
+    )
 
 
 def _narrowed(tensor: Any, values: Any, dtype: np.dtype[Any], bounds: tuple[int, int]) -> Array:

@@ -141,3 +141,19 @@ def test_a_version_is_ascii_digits_or_names_no_version(text: str) -> None:
 def test_unicode_digits_and_endless_digit_strings_name_no_version(text: str) -> None:
     with pytest.raises(NotFound, match="has no version"):
         parse_version("m", text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=24))
+def test_raw_bool_bytes_are_0_or_1_or_refused(data: bytes) -> None:
+    """numpy took any byte as a bool and ONNX Runtime computed with it (Not(0x02) is 0x03, still true)."""
+    request = pb.ModelInferRequest(model_name="m", raw_input_contents=[data])
+    request.inputs.add(name="flags", datatype="BOOL", shape=[1, len(data)])
+    bad = [i for i, byte in enumerate(data) if byte > 1]
+    if not bad:
+        assert decode_inputs(request)["flags"].tolist() == [[byte == 1 for byte in data]]
+        return
+    with pytest.raises(InvalidArgument) as info:
+        decode_inputs(request)
+    message = info.value.message
+    assert "'flags'" in message and f"BOOL byte {data[bad[0]]} (element {bad[0]} " in message, message
