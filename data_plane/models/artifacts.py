@@ -14,12 +14,13 @@ from clients.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text, redact_uri
 
 
-def read_artifact(uri: str) -> bytes:
+def read_artifact(uri: str, what: str = "model artifact") -> bytes:
+    """The bytes at ``uri`` (a path or a URI), named ``what`` in errors."""
     if "://" not in uri:
         try:
             return Path(uri).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"model artifact {uri} does not exist") from None
+            raise NotFound(f"{what} {uri} does not exist") from None
     import pyarrow.fs  # only for remote URIs: keeps the import off the common local path
 
     shown = redact_uri(uri)
@@ -32,17 +33,17 @@ def read_artifact(uri: str) -> bytes:
         # redact_uri cannot find it (a secret with a raw '/'): it is not shown at all.
         detail = redact_text(str(exc).replace(uri, "<the URI>"), uri)
         raise InvalidArgument(
-            f"a model artifact URI (not shown: it may hold credentials) cannot be opened: {detail}"
+            f"a {what} URI (not shown: it may hold credentials) cannot be opened: {detail}"
         ) from None
     except OSError as exc:  # parsed, but the store could not be reached (S3 region lookup)
-        raise Unavailable(f"model artifact {shown} could not be read: {redact_text(str(exc), uri)}") from None
+        raise Unavailable(f"{what} {shown} could not be read: {redact_text(str(exc), uri)}") from None
     try:
         with filesystem.open_input_stream(path) as stream:
             return bytes(stream.read())
     except FileNotFoundError:
-        raise NotFound(f"model artifact {shown} does not exist") from None
+        raise NotFound(f"{what} {shown} does not exist") from None
     except OSError as exc:
-        raise Unavailable(f"model artifact {shown} could not be read: {redact_text(str(exc), uri)}") from None
+        raise Unavailable(f"{what} {shown} could not be read: {redact_text(str(exc), uri)}") from None
 
 
 def fetch_verified(uri: str, sha256: str) -> bytes:

@@ -355,7 +355,8 @@ class ModelManager:
             entry.runtime = runtime
             entry.description = runtime.description
             self._set_state(entry, ModelState.WARMING)
-            samples = recorded_inputs(spec, Path(spec.warmup_samples_uri)) if spec.warmup_samples_uri else []
+            uri = spec.warmup_samples_uri
+            samples = await asyncio.to_thread(recorded_inputs, spec, uri) if uri else []  # may be remote
             warmed = await asyncio.to_thread(warm_up, runtime, spec, samples)
             policy = self._policy(spec)
             entry.batcher = DynamicBatcher(

@@ -63,7 +63,8 @@ class ModelSpec:
     # (the values below, or zeros when empty).
     missing_entity_policy: str = "error"
     feature_defaults: tuple[float, ...] = field(default=())
-    # Recorded warm-up requests (an .npz with one array per input); empty = synthetic from the signature.
+    # Recorded warm-up requests (an .npz with one array per input, no object arrays), at a path or any URI
+    # the artifact may have (read the same way); empty = synthetic from the signature.
     warmup_samples_uri: str = ""
 
     @property

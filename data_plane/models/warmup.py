@@ -10,14 +10,17 @@ batch so that both sizes the batcher produces are prepared.
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from clients.errors import FailedPrecondition
+from clients.uris import redact_uri
+from data_plane.models.artifacts import read_artifact
 from data_plane.models.spec import DYNAMIC, ModelSpec
 from data_plane.models.validation import batchable
 from data_plane.runtime.base import Array, Runtime
@@ -34,13 +37,25 @@ def synthetic_inputs(spec: ModelSpec, rows: int) -> dict[str, Array]:
     return arrays
 
 
-def recorded_inputs(spec: ModelSpec, path: Path) -> list[dict[str, Array]]:
-    """One request per recorded row."""
-    with np.load(path) as data:
-        columns = {t.name: np.asarray(data[t.name], dtype=t.np_dtype) for t in spec.inputs if t.name in data}
+def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
+    """One request per recorded row of the ``.npz`` at ``uri``: a path or any URI a model artifact may
+    have (``file:``, ``s3://``…), read as the artifact is (a config or plan names both alike)."""
+    data = read_artifact(uri, "warm-up samples")
+    shown = redact_uri(uri)
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle what a file holds
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array (.npy), not one per input")
+        with loaded as samples:
+            held = [t for t in spec.inputs if t.name in samples.files]
+            columns = {t.name: np.asarray(samples[t.name], dtype=t.np_dtype) for t in held}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise FailedPrecondition(
+            f"warm-up samples {shown} are not an .npz file of plain arrays: {type(exc).__name__}: {exc}"
+        ) from None
     missing = [t.name for t in spec.inputs if t.name not in columns]
     if missing:
-        raise FailedPrecondition(f"warm-up samples {path} have no array for input(s) {missing}")
+        raise FailedPrecondition(f"warm-up samples {shown} have no array for input(s) {missing}")
     count = min(len(a) for a in columns.values())
     return [{name: a[i : i + 1] for name, a in columns.items()} for i in range(count)]
 

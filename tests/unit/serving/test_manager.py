@@ -216,3 +216,29 @@ async def test_feature_defaults_that_cannot_fill_the_input_fail_the_load_or_the_
         assert manager.resolve("a", 3).feature_defaults == (0.0, 1.0, 2.0, 3.0)
     finally:
         await manager.close()
+
+
+async def test_warm_up_samples_are_read_from_a_uri_as_the_artifact_is(tmp_path: Path) -> None:
+    """A ``file:`` URI (any URI an artifact may have) was opened as a local path and failed the load."""
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, input=np.ones((3, 6), np.float32))
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, input=np.array([{"row": 1}] * 3, dtype=object))
+    model = onnx_models.mlp(input_size=6, hidden=(3,))
+    specs = [
+        onnx_models.save(model, tmp_path / "m.onnx", name, warmup_samples_uri=uri)
+        for name, uri in [
+            ("by_path", str(samples)),
+            ("by_uri", samples.as_uri()),
+            ("pickled", pickled.as_uri()),
+        ]
+    ]
+    manager = ModelManager()
+    try:
+        for spec in specs[:2]:
+            await manager.ensure_loaded(spec)
+            assert manager.state(spec.name, 1) is ModelState.READY
+        with pytest.raises(FailedPrecondition, match=r"not an \.npz file of plain arrays"):
+            await manager.ensure_loaded(specs[2])  # never unpickled
+    finally:
+        await manager.close()
