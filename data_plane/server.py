@@ -5,7 +5,10 @@ Prometheus endpoint.
 
 Health: the overall status ("") and OnlineFeatures are NOT_SERVING until a registry snapshot is loaded;
 the inference services are NOT_SERVING until the models of the static config and of the persisted
-deployment plans have settled (READY or FAILED), which ``start_server`` waits for before it returns.
+deployment plans have settled (READY or FAILED), which ``start_server`` waits for before it returns; later
+loads (a new plan's canary) leave them SERVING. The Open Inference Protocol's ServerReady says the same
+and, after the start, whether some version can serve: a version loading or warming up makes only its own
+ModelReady false, and a server whose versions all FAILED is not ready (one holding none is).
 
 Shutdown (:meth:`DataPlaneHandle.drain`, what SIGTERM runs): every service reports NOT_SERVING at once,
 so that load balancers and the replica manager stop sending; for ``delay_s`` requests are still served

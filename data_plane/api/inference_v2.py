@@ -103,7 +103,12 @@ class InferenceV2Servicer:
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=bool(self._ready()) and self._manager.settled())
+        # Ready once started (the initial models settled) while some version can serve. Not "no version
+        # loading": that made the whole server unready while any new version (a canary) warmed up, with
+        # its other versions serving, so a load balancer would pull every replica at every canary.
+        # A server whose versions all FAILED is not ready (it can serve nothing); the replica manager waits
+        # on the gRPC health service instead, so this cannot hold up a fleet's start.
+        return pb.ServerReadyResponse(ready=bool(self._ready()) and self._manager.can_serve())
 
     @maps_errors
     async def ModelReady(
@@ -128,7 +133,13 @@ class InferenceV2Servicer:
         spec = self._manager.resolve(request.name, parse_version(request.name, request.version))
         return pb.ModelMetadataResponse(
             name=spec.name,
-            versions=[str(v) for v in self._manager.versions(spec.name)],
+            # Only those that serve: a client picks a version from this list, and a LOADING, WARMING or
+            # FAILED one would answer UNAVAILABLE (ModelReady tells each version's state).
+            versions=[
+                str(v)
+                for v in self._manager.versions(spec.name)
+                if self._manager.state(spec.name, v) is ModelState.READY
+            ],
             platform=PLATFORM,
             inputs=[_tensor_metadata(t) for t in spec.inputs],
             outputs=[_tensor_metadata(t) for t in spec.outputs],

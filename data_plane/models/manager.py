@@ -427,9 +427,10 @@ class ModelManager:
     def specs(self) -> list[ModelSpec]:
         return [entry.spec for entry in self._versions.values()]
 
-    def settled(self) -> bool:
-        """No version is still loading or warming (the server reports ready once this holds)."""
-        return all(e.state in (ModelState.READY, ModelState.FAILED) for e in self._versions.values())
+    def can_serve(self) -> bool:
+        """Some version is READY, or none is held (nothing was asked of this server yet)."""
+        entries = self._versions.values()
+        return not entries or any(e.state is ModelState.READY for e in entries)
 
     def queue_depth(self, name: str, version: int) -> int:
         entry = self._versions.get((name, version))

@@ -4,6 +4,7 @@ and typed contents, and every fault status."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from clients.errors import FailedPrecondition
 from clients.inference import grpc_predict_v2_pb2 as pb
 from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from clients.sdk.inference import build_infer_request, decode_infer_response
@@ -322,3 +324,43 @@ async def test_a_request_that_does_not_parse_is_invalid_and_counted(data_plane: 
         assert "request is not a valid ModelMetadataRequest" in (error.details() or "")
     labels = {"api": "ModelInfer", "model": "", "version": "", "code": "INVALID_ARGUMENT"}
     assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
+
+
+async def test_a_new_version_warming_up_leaves_the_server_ready_and_unlisted_until_it_serves(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
+) -> None:
+    """ServerReady was false while any version loaded (a canary warming up), with every other version
+    serving: a load balancer polling it would have pulled each replica at each canary."""
+    slow = onnx_models.slow(layers=100)
+    scorer3 = onnx_models.save(slow, tmp_path / "slow.onnx", "scorer", version=3, warmup_requests=40)
+    loading = asyncio.create_task(data_plane.manager.ensure_loaded(scorer3))
+    for _ in range(2000):  # the load runs in threads; poll its state
+        if data_plane.manager.state("scorer", 3) is ModelState.WARMING:
+            break
+        await asyncio.sleep(0.005)
+    assert data_plane.manager.state("scorer", 3) is ModelState.WARMING
+    assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="scorer", version="3"))).ready
+    meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name="scorer", version="1"))
+    assert list(meta.versions) == ["1", "2"]  # v3 would answer UNAVAILABLE
+    await loading
+    assert (await stub.ModelReady(pb.ModelReadyRequest(name="scorer", version="3"))).ready
+    meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name="scorer"))
+    assert list(meta.versions) == ["1", "2", "3"]
+
+
+async def test_a_server_whose_versions_all_failed_is_not_ready(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
+) -> None:
+    manager = data_plane.manager
+    for spec in manager.specs():
+        await manager.unload(spec.name, spec.version)
+    assert (await stub.ServerReady(pb.ServerReadyRequest())).ready  # nothing held: nothing asked of it
+    broken = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "affine", version=2)
+    with pytest.raises(FailedPrecondition, match="sha256"):
+        await manager.ensure_loaded(dataclasses.replace(broken, artifact_sha256="0" * 64))
+    assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready  # it can serve nothing
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="affine", version="2"))).ready
+    assert list((await stub.ModelMetadata(pb.ModelMetadataRequest(name="affine"))).versions) == []
+    await manager.ensure_loaded(onnx_models.save(onnx_models.affine(), tmp_path / "b.onnx", "affine"))
+    assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
