@@ -186,8 +186,12 @@ def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSp
             return f"the model has no tensor named {tensor.name!r} (it has {sorted(by_name)})"
         if found.dtype != tensor.dtype:
             return f"tensor {tensor.name!r} is {found.dtype} in the model, {tensor.dtype} in the spec"
+        # The spec may fix a size the model leaves free, never free one the model fixes: requests are
+        # checked against the spec, so a size the model refuses would reach it (INTERNAL, not
+        # INVALID_ARGUMENT), and a free first dimension makes the version batch (its full-batch warm-up
+        # would fail the load).
         if len(found.shape) != len(tensor.shape) or any(
-            a != d and a != -1 and d != -1 for a, d in zip(found.shape, tensor.shape, strict=True)
+            a != d and a != -1 for a, d in zip(found.shape, tensor.shape, strict=True)
         ):
             return (
                 f"tensor {tensor.name!r} has shape {list(found.shape)} in the model, "

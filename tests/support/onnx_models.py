@@ -44,8 +44,8 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
-def _float_io(name: str, width: int | str) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
+def _float_io(name: str, width: int | str, batch: int | str = "batch") -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, width])
 
 
 def mlp(input_size: int = 512, hidden: tuple[int, ...] = (256, 64), seed: int = 0) -> onnx.ModelProto:
@@ -75,14 +75,16 @@ def mlp(input_size: int = 512, hidden: tuple[int, ...] = (256, 64), seed: int = 
     return _model(graph)
 
 
-def affine() -> onnx.ModelProto:
+def affine(batch: int | str = "batch") -> onnx.ModelProto:
+    """y = 2x + 1 over [batch, 4]; an int ``batch`` fixes the first dimension."""
     two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
     one = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")
     nodes = [
         helper.make_node("Mul", ["x", "two"], ["scaled"]),
         helper.make_node("Add", ["scaled", "one"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "affine", [_float_io("x", 4)], [_float_io("y", 4)], [two, one])
+    inputs, outputs = [_float_io("x", 4, batch)], [_float_io("y", 4, batch)]
+    graph = helper.make_graph(nodes, "affine", inputs, outputs, [two, one])
     return _model(graph)
 
 

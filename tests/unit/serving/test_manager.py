@@ -242,3 +242,22 @@ async def test_warm_up_samples_are_read_from_a_uri_as_the_artifact_is(tmp_path: 
             await manager.ensure_loaded(specs[2])  # never unpickled
     finally:
         await manager.close()
+
+
+async def test_a_spec_may_not_free_a_size_the_model_fixes(tmp_path: Path) -> None:
+    """A spec batching (-1) a model of batch 1 was accepted: its full-batch warm-up then failed the load in
+    ONNX Runtime's words, or, warmed by single rows, multi-row requests failed INTERNAL."""
+    fixed = onnx_models.save(onnx_models.affine(batch=1), tmp_path / "a.onnx", "a", warmup_requests=1)
+    assert fixed.inputs == (TensorSpec("x", "float32", (1, 4)),)
+    manager = ModelManager()
+    try:
+        loose = dataclasses.replace(fixed, inputs=(TensorSpec("x", "float32", (-1, 4)),))
+        with pytest.raises(
+            FailedPrecondition, match=r"tensor 'x' has shape \[1, 4\] in the model, \[-1, 4\]"
+        ):
+            await manager.ensure_loaded(loose)
+        await manager.ensure_loaded(fixed)
+        with pytest.raises(InvalidArgument, match="'x'"):  # checked against the spec, before the model
+            await manager.infer("a", 1, {"x": np.zeros((3, 4), np.float32)})
+    finally:
+        await manager.close()
