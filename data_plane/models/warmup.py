@@ -60,10 +60,19 @@ def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
     return [{name: a[i : i + 1] for name, a in columns.items()} for i in range(count)]
 
 
+def _recorded_batch(samples: Sequence[dict[str, Array]], rows: int) -> dict[str, Array]:
+    """``rows`` recorded rows (cycling through them) as one request."""
+    picked = [samples[i % len(samples)] for i in range(rows)]
+    return {name: np.concatenate([sample[name] for sample in picked]) for name in samples[0]}
+
+
 def warmup_requests(spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> list[dict[str, Array]]:
     count = spec.warmup_requests
-    if samples:
+    if samples and not batchable(spec):
         return [samples[i % len(samples)] for i in range(count)]
+    if samples:  # one recorded row, then a full batch of them, ... as with synthetic inputs
+        batch = _recorded_batch(samples, spec.max_batch_size)
+        return [batch if i % 2 else samples[i // 2 % len(samples)] for i in range(count)]
     sizes = [1, spec.max_batch_size] if batchable(spec) else [1]
     return [synthetic_inputs(spec, sizes[i % len(sizes)]) for i in range(count)]
 

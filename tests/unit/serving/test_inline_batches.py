@@ -15,7 +15,7 @@ import numpy as np
 from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec
-from data_plane.models.warmup import warm_up
+from data_plane.models.warmup import recorded_inputs, warm_up, warmup_requests
 from data_plane.runtime.base import Runtime
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
 from tests.support import onnx_models
@@ -147,3 +147,17 @@ async def test_runtimes_that_wait_on_a_device_never_run_inline(tmp_path: Path) -
         assert answer["output"].shape == (1, 1)
     finally:
         await manager.close()
+
+
+def test_a_warm_up_from_recorded_samples_runs_full_batches_too(tmp_path: Path) -> None:
+    """Recorded samples were run one row at a time only: the batch size the batcher runs under load was
+    never prepared, and the inline gate judged the version on single rows."""
+    spec = onnx_models.save(onnx_models.mlp(input_size=8), tmp_path / "m.onnx", "m", warmup_requests=6)
+    np.savez(tmp_path / "s.npz", input=np.arange(24, dtype=np.float32).reshape(3, 8))
+    samples = recorded_inputs(spec, str(tmp_path / "s.npz"))
+    requests = warmup_requests(spec, samples)
+    assert [len(r["input"]) for r in requests] == [1, spec.max_batch_size] * 3
+    assert [r["input"][0, 0] for r in requests[::2]] == [0, 8, 16]  # each recorded row in turn
+    assert requests[1]["input"][:, 0].tolist() == [[0, 8, 16][i % 3] for i in range(spec.max_batch_size)]
+    runtime = OnnxRuntimeSession(Path(spec.artifact_uri).read_bytes(), OnnxOptions())
+    assert warm_up(runtime, spec, samples).largest_rows == spec.max_batch_size
