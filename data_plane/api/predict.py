@@ -26,7 +26,14 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from clients.aether.v1 import inference_pb2 as pb
-from clients.errors import AetherError, InvalidArgument, ResourceExhausted, internal_message, maps_errors
+from clients.errors import (
+    AetherError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    internal_message,
+    maps_errors,
+)
 from data_plane.admission import Admission
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service, not_parsed
@@ -174,7 +181,12 @@ class PredictServicer:
         except DecodeError as exc:
             self._metrics.request(API, UNRESOLVED, UNRESOLVED, grpc.StatusCode.INVALID_ARGUMENT.name, None)
             raise not_parsed(_Request, exc) from None
-        self.admission.enter()
+        try:
+            self.admission.enter()
+        except Unavailable:  # draining: counted as ModelInfer counts it, under the deployment it names
+            deployment = request.deployment if self._predictor.serves(request.deployment) else UNRESOLVED
+            self._metrics.request(API, deployment, UNRESOLVED, grpc.StatusCode.UNAVAILABLE.name, None)
+            raise
         try:
             prediction, seconds = await self._predict(request, context.time_remaining(), context)
             response = encode_response(prediction)

@@ -298,6 +298,24 @@ async def test_a_predict_that_does_not_parse_is_invalid_and_counted(data_plane: 
     assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
 
 
+async def test_a_predict_refused_by_the_drain_is_counted(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    """The drain gate's refusal came before Predict's counting, so a draining replica's /metrics did not
+    show the calls it turned away (ModelInfer counted its own)."""
+    predict_gate, _ = data_plane.admissions
+    assert await predict_gate.drain(timeout_s=1.0)  # nothing in flight: closed at once
+    for name in ("scorer", "ghost"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(build_predict_request(name, [{"driver_id": 1}]), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (info.value.details() or "")
+    registry = data_plane.metrics.registry
+    for model in ("scorer", ""):  # a name nothing serves is counted under no name, as elsewhere
+        labels = {"api": "Predict", "model": model, "version": "", "code": "UNAVAILABLE"}
+        assert registry.get_sample_value("aether_inference_requests_total", labels) == 1
+
+
 async def test_an_entity_without_features_gets_the_deployments_fallback(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
 ) -> None:
