@@ -2,7 +2,12 @@
 task its labels are scored as, quality alerts) from the command line.
 
 ``configure`` changes only the fields given as flags: it reads the effective config first and sends it
-back with those fields replaced (the ConfigureMonitor RPC replaces the whole config)."""
+back with those fields replaced (the ConfigureMonitor RPC replaces the whole config). A field the server
+derives from another (the step from the quality window's width, the threshold from the drift test, the
+alert metric from the task) is sent back only where it differs from what the server would derive, so it
+follows a change of the field it derives from: sent back as read, a default step of 3600 s made
+``--performance-window-seconds 60`` fail (step > width) and 7200 give overlapping windows, and
+``--test ks`` kept PSI's 0.2 as the KS significance level."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
 from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.settings import actor
+from control_plane.monitoring.config import DEFAULT_THRESHOLDS, metric_names
 
 _TASKS = {"none": pb.TASK_TYPE_UNSPECIFIED, "classification": pb.TASK_TYPE_CLASSIFICATION,
           "regression": pb.TASK_TYPE_REGRESSION}  # fmt: skip
@@ -34,6 +40,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "prediction_output": ("prediction_output", str),
     "min_labels": ("min_labels", int),
     "performance_window_seconds": ("performance_window_seconds", float),
+    "performance_step_seconds": ("performance_step_seconds", float),
     "alert_metric": ("alert_metric", str),
     "alert_threshold": ("alert_threshold", float),
     "webhook_url": ("webhook_url", str),
@@ -71,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--min-labels", type=uint32, help="fewest labels before a quality window is scored"
     )
     configure.add_argument("--performance-window-seconds", type=float, help="width of quality windows")
+    configure.add_argument(
+        "--performance-step-seconds",
+        type=float,
+        help="quality windows start this often (0 = the width: tumbling; smaller: sliding windows)",
+    )
     configure.add_argument("--alert-metric", help="the quality metric watched (accuracy, mae, ...)")
     configure.add_argument("--alert-threshold", type=float, help="alert when the metric crosses this")
     configure.add_argument("--webhook-url", help="where alerts are POSTed (empty: log only)")
@@ -91,11 +103,28 @@ def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], in
 def merged(current: pb.MonitorConfig, args: argparse.Namespace) -> dict[str, Any]:
     """The fields to send: the current config's, with those given as flags replaced."""
     fields = {d.name: value for d, value in current.ListFields() if d.name not in _SERVER_SET}
+    for name in _derived(current):
+        fields.pop(name, None)
     for flag, (name, convert) in _FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             fields[name] = convert(value)
     return fields
+
+
+def _derived(config: pb.MonitorConfig) -> list[str]:
+    """The fields of an effective ``config`` that hold what the server fills in from another field (see
+    ``control_plane.monitoring.config.effective``); left out, the server derives them again from the
+    values sent. A value set equal to the derived one is indistinguishable from it and follows too."""
+    derived = []
+    if config.performance_step_seconds == config.performance_window_seconds:
+        derived.append("performance_step_seconds")  # tumbling windows stay tumbling
+    if config.HasField("threshold") and config.threshold == DEFAULT_THRESHOLDS.get(config.test):
+        derived.append("threshold")
+    metrics = metric_names(config.task)
+    if metrics and config.alert_metric == metrics[0]:
+        derived.append("alert_metric")
+    return derived
 
 
 def _show(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:

@@ -140,8 +140,13 @@ def put_config(
     task: int = mpb.TASK_TYPE_UNSPECIFIED,
 ) -> pb.TriggerConfig:
     """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited.
-    ``task`` is the deployment's monitor task: the metrics named must be among its metrics."""
-    stored = effective(config, default_metric)
+    ``task`` is the deployment's monitor task: the metrics named must be among its metrics.
+
+    An empty performance metric (and a gates' metric left to follow it) is stored empty, not as the
+    monitor's current alert metric ``default_metric``: stored filled in, it stopped following the
+    monitor, whose task or alert metric could change later (the loop fills it in on every pass)."""
+    checked = effective(config, default_metric)
+    stored = effective(config)
     previous = get_config(sessions, stored.deployment)
     unchanged = (stored.performance_metric, stored.gates.metric) == (
         previous.performance_metric,
@@ -150,7 +155,7 @@ def put_config(
     if stored.enabled or not unchanged:
         # A disabled config whose metrics are the ones stored triggers nothing: it must stay possible to
         # disable a config whose metric the monitor's task no longer computes (the task changed later).
-        check_metrics(stored, task)
+        check_metrics(checked, task)
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
     state = json_format.MessageToDict(stored, preserving_proto_field_name=True)

@@ -50,3 +50,36 @@ async def test_configure_changes_only_the_given_fields(plane: Plane) -> None:
     code, _ = await asyncio.to_thread(cli, plane, "monitor", "configure", "churn", "--disable")
     stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
     assert code == 0 and stored.disabled and stored.window_rows == 40
+
+
+async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -> None:
+    """The step (= the width unless set), the drift threshold (the test's default) and the alert metric
+    (the task's first) are re-derived when their source changes: sent back as read, the default 3600 s step
+    made a 60 s window fail and a 7200 s one overlap, and ``--test ks`` kept PSI's 0.2 as KS's level."""
+    code, text = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "late", "--task", "regression",
+        "--performance-window-seconds", "60",
+    )  # fmt: skip
+    shown = json.loads(text)
+    assert code == 0 and (shown["performance_window_seconds"], shown["performance_step_seconds"]) == (60, 60)
+    code, text = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "late", "--performance-window-seconds", "7200"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="late"))
+    assert code == 0 and (stored.performance_window_seconds, stored.performance_step_seconds) == (7200, 7200)
+
+    # A step set apart from the width is the user's and is kept when the width changes.
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "late", "--performance-step-seconds", "600"
+    )
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "late", "--performance-window-seconds", "3600"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="late"))
+    assert code == 0 and (stored.performance_window_seconds, stored.performance_step_seconds) == (3600, 600)
+
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "late", "--test", "ks", "--task", "classification"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="late"))
+    assert code == 0 and (stored.threshold, stored.alert_metric) == (0.05, "accuracy")

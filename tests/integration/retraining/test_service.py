@@ -152,6 +152,25 @@ async def test_a_config_whose_metric_the_task_no_longer_computes_can_still_be_di
         client.close()
 
 
+async def test_an_empty_performance_metric_follows_the_monitor(plane: ControlPlaneServer) -> None:
+    # "" (the monitor's alert metric) was stored as the alert metric of the moment ("mae"): once the
+    # monitor became a classifier, the config no longer followed it and re-sending it enabled was refused.
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        regressor = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_REGRESSION)
+        monitor_configs.put_config(plane.context.sessions, regressor, actor="alice")
+        stored = await asyncio.to_thread(client.configure, "eta", enabled=True, performance_metric="")
+        assert (stored.performance_metric, stored.gates.metric) == ("", "")
+        classifier = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_CLASSIFICATION)
+        monitor_configs.put_config(plane.context.sessions, classifier, actor="alice")
+        stored.cooldown_seconds = 7200
+        again = await asyncio.to_thread(client.configure, "eta", stored)
+        assert (again.performance_metric, again.gates.metric, again.cooldown_seconds) == ("", "", 7200)
+        assert (await asyncio.to_thread(client.get_config, "eta")).performance_metric == ""
+    finally:
+        client.close()
+
+
 async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
     plane: ControlPlaneServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
