@@ -274,6 +274,8 @@ def _rollback(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) 
 
 def _delete(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
     client.delete(args.name)
-    if not args.json:
+    if args.json:
+        output.print_json({"deleted": args.name}, out)
+    else:
         out.write(f"deleted deployment {args.name}\n")
     return 0

@@ -170,6 +170,9 @@ def _replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with _client(args) as client:
         count = client.discard(args.ids)
+    if args.json:
+        output.print_json({"discarded": count}, out or sys.stdout)
+        return 0
     print(f"discarded: {count}", file=out or sys.stdout)
     return 0
 

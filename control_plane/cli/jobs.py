@@ -40,13 +40,14 @@ _STATE_VALUES: dict[str, pb.JobState] = {
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    address = argparse.ArgumentParser(add_help=False)
+    address.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
-    common.add_argument(
+    address.add_argument(
         "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[address])
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
     jobs = subparsers.add_parser("jobs", help="training jobs: submit, list, inspect, follow logs, cancel")
@@ -69,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     get = actions.add_parser("get", parents=[common], help="one job with its state history")
     get.add_argument("job_id", metavar="JOB")
     get.set_defaults(handler=_handler(_get))
+    # The log is the job's own bytes, printed as they come: no --json (it was accepted and ignored).
     logs = actions.add_parser(
-        "logs", parents=[common], help="the job's log (stdout and stderr of every attempt)"
+        "logs", parents=[address], help="the job's log (stdout and stderr of every attempt)"
     )
     logs.add_argument("job_id", metavar="JOB")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")

@@ -202,6 +202,9 @@ def _versions(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO
 def _review(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     review = client.approve if args.verb == "approve" else client.reject
     version = review(args.name, args.version, args.reason)
+    if args.json:
+        output.print_json(output.to_jsonable(version), out)
+        return 0
     print(f"model {version.model_name} version {version.version}: {_approval(version.approval)}", file=out)
     return 0
 
@@ -209,11 +212,17 @@ def _review(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) 
 def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.delete:
         client.delete_alias(args.name, args.alias)
-        print(f"alias {args.alias} of model {args.name} deleted", file=out)
+        if args.json:
+            output.print_json({"deleted": {"model": args.name, "alias": args.alias}}, out)
+        else:
+            print(f"alias {args.alias} of model {args.name} deleted", file=out)
         return 0
     if args.version is None:
         raise UsageError("give the VERSION the alias points at, or --delete")
     version = client.set_alias(args.name, args.alias, args.version)
+    if args.json:
+        output.print_json(output.to_jsonable(version), out)
+        return 0
     print(f"{args.name}@{args.alias} -> version {version.version}", file=out)
     return 0
 
@@ -221,10 +230,15 @@ def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -
 def _delete(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.version:
         client.delete_version(args.name, args.version)
-        print(f"model {args.name} version {args.version} deleted", file=out)
+        deleted: dict[str, object] = {"model": args.name, "version": args.version}
+        text = f"model {args.name} version {args.version} deleted"
     else:
         client.delete_model(args.name)
-        print(f"model {args.name} deleted", file=out)
+        deleted, text = {"model": args.name}, f"model {args.name} deleted"
+    if args.json:
+        output.print_json({"deleted": deleted}, out)
+    else:
+        print(text, file=out)
     return 0
 
 

@@ -58,8 +58,8 @@ def test_deploy_a_canary_and_roll_it_back(
 
     code, out = run(plane, capsys, "deploy", "traffic", "eta-prod", "eta-v3", "50")
     assert "eta-v3   shadow   eta:3  50.00%" in out
-    code, out = run(plane, capsys, "deploy", "delete", "eta-prod")
-    assert out == "deleted deployment eta-prod\n"
+    code, out = run(plane, capsys, "deploy", "delete", "eta-prod", "--json")
+    assert code == 0 and json.loads(out) == {"deleted": "eta-prod"}  # printed nothing with --json
 
 
 def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(

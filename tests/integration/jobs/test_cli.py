@@ -75,3 +75,13 @@ def test_a_list_limit_below_one_is_a_usage_error_not_an_empty_table(
     assert f"argument --limit: expected a whole number from 1 to 2147483647, got {limit!r}" in (
         capsys.readouterr().err
     )
+
+
+def test_logs_take_no_json_flag(
+    control_plane: ThreadedControlPlane, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The log is printed as the job wrote it; --json was accepted and ignored, so a script parsing the
+    # output as JSON failed on the first log line. Now it is refused before anything is asked.
+    with pytest.raises(SystemExit) as exit_info:
+        aetherctl(capsys, control_plane.address, "jobs", "logs", "j1", "--json")
+    assert exit_info.value.code == 2 and "unrecognized arguments: --json" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -219,3 +220,20 @@ def test_cli_models_commands(
     assert run_cli(plane, "models", "reject", "eta", "1", "--reason", "stale features") == 0
     assert run_cli(plane, "models", "delete", "eta", "1") == 0
     assert "deleted" in capsys.readouterr().out
+
+
+def test_cli_models_commands_print_json_with_json(
+    plane: Plane, registered: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # approve/reject, alias and delete accepted --json and printed their sentence anyway.
+    assert run_cli(plane, "models", "approve", "eta", "2", "--reason", "good", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["version"], shown["approval"]["reason"]) == ("2", "good")
+    assert run_cli(plane, "models", "reject", "eta", "1", "--reason", "old", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "1"
+    assert run_cli(plane, "models", "alias", "eta", "champion", "2", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["aliases"] == ["champion"]
+    assert run_cli(plane, "models", "alias", "eta", "champion", "--delete", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "alias": "champion"}}
+    assert run_cli(plane, "models", "delete", "eta", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "version": 1}}
