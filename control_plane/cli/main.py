@@ -8,6 +8,7 @@ AETHER_TLS_CA: ...``). A user's bad input never ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -82,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "features":
             return features.run(args)
         if args.command == "dev":
-            return dev.run(args, settings)
+            # The global flags override the variables for the stack too: `--control-plane` was ignored
+            # here, so `dev up` started the control plane at $AETHER_CONTROL_PLANE_ADDR and `dev status`
+            # looked there.
+            flags = dataclasses.replace(
+                settings, control_plane_addr=args.control_plane, timeout_s=args.timeout
+            )
+            return dev.run(args, flags)
         # Commands added through a module's ``register(subparsers)`` set their own handler.
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)

@@ -162,3 +162,19 @@ def test_with_auth_on_the_data_plane_gets_a_token_to_follow_the_registry(dev_env
         assert "UNAUTHENTICATED" not in log
     finally:
         aetherctl(env, "dev", "down")
+
+
+def test_the_control_plane_flag_overrides_the_variable_for_the_stack(dev_env: dict[str, str]) -> None:
+    """`aetherctl --control-plane ADDR dev up|status` ignored the flag: the stack came up at
+    $AETHER_CONTROL_PLANE_ADDR while every other command looked for it at ADDR."""
+    flag = f"127.0.0.1:{free_port()}"
+    up = aetherctl(dev_env, "--control-plane", flag, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert serving(flag) and not serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+        assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])  # it follows the registry at the flag's address
+        status = aetherctl(dev_env, "--control-plane", flag, "dev", "status")
+        assert status.returncode == 0 and flag in status.stdout
+    finally:
+        down = aetherctl(dev_env, "--control-plane", flag, "dev", "down")
+    assert down.returncode == 0 and not serving(flag)
