@@ -34,17 +34,28 @@ def job_spec(spec: pb.JobSpec | Mapping[str, Any]) -> pb.JobSpec:
     try:
         return json_format.ParseDict(dict(spec), pb.JobSpec())
     except json_format.ParseError as exc:
-        raise InvalidArgument(f"malformed job spec: {exc}") from None
+        # One line: protobuf's messages may span lines (its unknown-field one did, with the field list).
+        raise InvalidArgument(f"malformed job spec: {' '.join(str(exc).split())}") from None
 
 
 def _check_nested_mappings(data: Mapping[str, Any], descriptor: Descriptor, prefix: str) -> None:
-    """A field holding a message must be given as a mapping. protobuf's parser takes a string there as a
-    sequence of field names: ``entrypoint: my.module`` failed with "Message type aether.v1.Entrypoint has
-    no field named 'm'", which says nothing a user can act on."""
+    """Every key is a field, and a field holding a message is given as a mapping. protobuf's parser takes a
+    string there as a sequence of field names: ``entrypoint: my.module`` failed with "Message type
+    aether.v1.Entrypoint has no field named 'm'", which says nothing a user can act on; and its message
+    for an unknown field put the allowed ones on a second line, in their JSON spelling."""
+    by_json_name = {f.json_name: f for f in descriptor.fields}
     for name, value in data.items():
-        field = descriptor.fields_by_name.get(name) if isinstance(name, str) else None
-        if field is None or field.message_type is None or field.message_type.GetOptions().map_entry:
-            continue  # unknown fields and scalars: the parser's own messages name them well
+        field = None
+        if isinstance(name, str):
+            field = descriptor.fields_by_name.get(name) or by_json_name.get(name)
+        if field is None:
+            fields = ", ".join(f.name for f in descriptor.fields)
+            raise InvalidArgument(
+                f"malformed job spec: unknown field {prefix + str(name)!r:.64}; the fields of"
+                f" {descriptor.full_name} are {fields}"
+            )
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue  # scalars: the parser's own messages name them well
         if field.message_type.full_name.startswith("google.protobuf."):
             continue  # Struct, Value...: any JSON
         if field.is_repeated or value is None:  # None: a YAML key left empty, which the parser takes as unset

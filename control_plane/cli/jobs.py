@@ -100,10 +100,22 @@ def read_spec(source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidArgument(f"spec {source!r} is neither YAML nor JSON: {exc}") from None
+        raise InvalidArgument(_yaml_problem("<stdin>" if source == "-" else source, exc)) from None
     if not isinstance(data, dict):
         raise InvalidArgument(f"spec {source!r} must be a mapping of JobSpec fields")
     return data
+
+
+def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
+    """FILE:LINE:COLUMN: problem, on one line (as ``features apply`` reports YAML errors): PyYAML's own
+    message spans several lines with an excerpt of the file."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = exc.problem or exc.context or "syntax error"
+    else:
+        where, problem = source, str(exc)
+    return f"{where}: invalid YAML or JSON: {' '.join(problem.split())}"
 
 
 def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.jobs import JobsClient
 from control_plane.cli import jobs as jobs_cli
 from tests.integration.jobs.conftest import JOB_MODULE, ThreadedControlPlane, wait_state
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def aetherctl(capsys: pytest.CaptureFixture[str], address: str, *argv: str) -> tuple[int, str]:
@@ -85,3 +89,34 @@ def test_logs_take_no_json_flag(
     with pytest.raises(SystemExit) as exit_info:
         aetherctl(capsys, control_plane.address, "jobs", "logs", "j1", "--json")
     assert exit_info.value.code == 2 and "unrecognized arguments: --json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "name: bad\nentrypoint: {module: m}\ngpuz: 1\n",
+            "malformed job spec: unknown field 'gpuz'; the fields of aether.v1.JobSpec are name, entrypoint,",
+        ),
+        (
+            "name: bad\nentrypoint: {module: m}\ndataset: {point_in_time: {rows: r.parquet}}\n",
+            "unknown field 'dataset.point_in_time.rows'; the fields of aether.v1.PointInTimeQuery are"
+            " entity_rows_path, features, timestamp_column",
+        ),
+        ("name: bad\nentrypoint: [1,\n", "job.yaml:3:1: invalid YAML or JSON: expected the node content"),
+    ],
+)
+def test_a_bad_spec_is_one_line_naming_the_problem(
+    control_plane: ThreadedControlPlane, tmp_path: Path, text: str, message: str
+) -> None:
+    # protobuf's unknown-field message put the allowed fields on a second line, and PyYAML's an excerpt
+    # of the file on four more.
+    spec = tmp_path / "job.yaml"
+    spec.write_text(text)
+    submit = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "--control-plane", control_plane.address,
+         "jobs", "submit", str(spec)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert submit.returncode == 1 and len(submit.stderr.splitlines()) == 1, submit.stderr
+    assert message in submit.stderr
