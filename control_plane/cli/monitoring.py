@@ -80,19 +80,29 @@ def read_feedback(source: str) -> list[pb.Feedback]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-            items.append(
-                pb.Feedback(
-                    request_id=str(data["request_id"]),
-                    label=float(data["label"]),
-                    row=int(data.get("row", 0)),
-                )
-            )
+            items.append(_feedback(json.loads(line)))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(
-                f'{source}:{number}: expected {{"request_id", "label"[, "row"]}}: {exc}'
+                f'{source}:{number}: expected {{"request_id": "...", "label": N[, "row": N]}}: {exc}'
             ) from None
     return items
+
+
+def _feedback(data: object) -> pb.Feedback:
+    """One label, its values taken as they are: ``str()`` and ``int()`` turned ``"request_id": null``
+    into the id "None" (then counted as orphaned) and ``"row": 2.9`` into row 2."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON object, not {json.dumps(data)[:60]}")
+    request_id, label, row = data["request_id"], data["label"], data.get("row", 0)
+    if not isinstance(request_id, str):
+        raise TypeError(f"request_id must be a string, got {json.dumps(request_id)[:60]}")
+    if isinstance(label, bool) or not isinstance(label, int | float):
+        raise TypeError(f"label must be a number, got {json.dumps(label)[:60]}")
+    # A whole float (3.0, as pandas writes an integer column holding nulls) is the row it names.
+    whole = isinstance(row, int) or (isinstance(row, float) and row.is_integer())
+    if isinstance(row, bool) or not whole or not 0 <= row <= 2**32 - 1:
+        raise TypeError(f"row must be a whole number from 0 to 4294967295, got {json.dumps(row)[:60]}")
+    return pb.Feedback(request_id=request_id, label=float(label), row=int(row))
 
 
 def _since(args: argparse.Namespace) -> int:

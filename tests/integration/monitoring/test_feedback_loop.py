@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.cli import monitoring as monitoring_cli
 from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
 
@@ -170,3 +172,31 @@ async def test_aetherctl_records_feedback_and_prints_reports_and_performance(
 
     code, text = await asyncio.to_thread(cli, plane, "drift", "report", "churn", "--features")
     assert code == 0 and "no_reference" in text and "MISSING" not in text  # no reference: no features
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            '{"request_id": "q-1", "label": 1, "row": 2.9}',
+            "row must be a whole number from 0 to 4294967295, got 2.9",
+        ),
+        (
+            '{"request_id": "q-1", "label": 1, "row": -1}',
+            "row must be a whole number from 0 to 4294967295, got -1",
+        ),
+        ('{"request_id": "q-1", "label": 1, "row": true}', "row must be a whole number"),
+        ('{"request_id": null, "label": 1}', "request_id must be a string, got null"),
+        ('{"request_id": 17, "label": 1}', "request_id must be a string, got 17"),
+        ('{"request_id": "q-1", "label": "3.5"}', 'label must be a number, got "3.5"'),
+        ('["q-1", 1]', 'a JSON object, not ["q-1", 1]'),
+    ],
+)
+async def test_feedback_values_are_taken_as_they_are_not_coerced(
+    plane: Plane, tmp_path: Path, line: str, problem: str
+) -> None:
+    # "row": 2.9 was recorded as row 2, and "request_id": null as the request id "None" (then orphaned).
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"request_id": "q-0", "label": 1, "row": 1.0}\n' + line + "\n")
+    with pytest.raises(InvalidArgument, match=re.escape(f"{path}:2: expected ") + ".*" + re.escape(problem)):
+        await asyncio.to_thread(cli, plane, "feedback", "record", str(path))
