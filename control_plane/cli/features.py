@@ -9,7 +9,7 @@ from typing import TextIO
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import AetherError
+from clients.errors import AetherError, DeadlineExceeded, Unavailable
 from clients.sdk.registry import FeatureRegistryClient
 from clients.value_types import type_name
 from control_plane.cli import numbers, output
@@ -111,7 +111,7 @@ def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO)
     try:
         response = client.apply_request(request)  # one call, one transaction: all of it or nothing
     except AetherError as error:
-        _explain_rejection(definitions, error)
+        _explain_rejection(definitions, error, dry_run=request.dry_run)
         return 1
     if args.json:
         output.print_json(output.to_jsonable(response), out)
@@ -146,7 +146,7 @@ def _summary(response: pb.ApplyResponse) -> str:
     return f"applied: {described}" if response.applied else f"dry run, nothing applied: {described}"
 
 
-def _explain_rejection(definitions: Definitions, error: AetherError) -> None:
+def _explain_rejection(definitions: Definitions, error: AetherError, *, dry_run: bool) -> None:
     """Points each line of the server's message that names a request path back at the file."""
     located = False
     for line in error.message.splitlines() or [error.message]:
@@ -155,6 +155,15 @@ def _explain_rejection(definitions: Definitions, error: AetherError) -> None:
             print(explained, file=sys.stderr)
             located = True
     summary = f"the control plane rejected {definitions.file}; nothing was applied"
+    unanswered = isinstance(error, Unavailable | DeadlineExceeded) or type(error) is AetherError
+    if unanswered and not dry_run:
+        # No answer came back (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED...): the server may have
+        # committed the Apply before the connection or the deadline gave out, so "nothing was applied"
+        # could be false. Apply converges on the file, so running it again is safe.
+        summary = (
+            f"whether {definitions.file} was applied is unknown (no answer came back); apply is"
+            " idempotent: run it again, or see what is registered with `aetherctl features list`"
+        )
     detail = summary if located else f"{error.message} ({summary})"
     print(f"error: {error.code.name}: {detail}", file=sys.stderr)
 

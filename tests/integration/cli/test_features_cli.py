@@ -287,3 +287,23 @@ def test_an_unreachable_control_plane_is_unavailable(capsys: Capture) -> None:
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAVAILABLE: ")
     assert f"is the control plane running at {address}?" in err
+
+
+def test_an_apply_without_an_answer_says_its_outcome_is_unknown(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    # DEADLINE_EXCEEDED or UNAVAILABLE during the Apply call said "nothing was applied", which the CLI
+    # cannot know: the server may have committed before the answer was lost.
+    path = copy_example(tmp_path)
+    code, out, err = run(capsys, control_plane, "--timeout", "0.000001", "features", "apply", str(path))
+    assert (code, out) == (1, "") and err.startswith("error: DEADLINE_EXCEEDED: ")
+    assert f"whether {path} was applied is unknown" in err and "apply is idempotent: run it again" in err
+    assert "nothing was applied" not in err and len(err.splitlines()) == 1
+    code, _, err = run(capsys, f"127.0.0.1:{free_port()}", "--timeout", "2", "features", "apply", str(path))
+    assert code == 1 and err.startswith("error: UNAVAILABLE: ") and "was applied is unknown" in err
+    # A dry run applies nothing whatever happened to the call.
+    code, _, err = run(
+        capsys, control_plane, "--timeout", "0.000001", "features", "apply", "--dry-run", str(path)
+    )
+    assert code == 1 and err.rstrip().endswith("nothing was applied)")
+    assert run(capsys, control_plane, "features", "apply", str(path))[0] == 0  # run again: it converges
