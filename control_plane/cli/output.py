@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -31,8 +32,21 @@ def to_jsonable(message: Message) -> dict[str, Any]:
 
 
 def print_json(data: object, stream: TextIO) -> None:
-    json.dump(data, stream, indent=2, sort_keys=False)
+    """Strict JSON: a non-finite float is written as proto3's JSON mapping writes it (``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``, as :func:`to_jsonable` gives them), never as the bare ``NaN`` that
+    ``json.dump`` writes by default and that other JSON parsers (``jq``) refuse."""
+    json.dump(_finite(data), stream, indent=2, sort_keys=False, allow_nan=False)
     stream.write("\n")
+
+
+def _finite(data: object) -> object:
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if math.isnan(data) else ("Infinity" if data > 0 else "-Infinity")
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
 
 
 def timestamp(microseconds: int) -> str:
