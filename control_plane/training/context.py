@@ -58,6 +58,9 @@ class TrainingContext:
         #: (key, epoch) points the tracking server already holds — see :meth:`_read_server_points`.
         self._epoch_metrics: dict[int, dict[str, float]] = {}
         self._on_server: set[tuple[str, int]] = set()
+        #: Per-batch keys (without the ``batch/`` prefix) the run already holds, with the highest step of
+        #: each: a replayed batch at or below it was shipped by an earlier attempt. Empty on a fresh run.
+        self._batch_on_server: dict[str, int] = {}
         self._server_read: bool | None = None  # not tried yet; then whether it succeeded
 
     @classmethod
@@ -128,9 +131,21 @@ class TrainingContext:
     def log_batch_metrics(
         self, step: int, values: Mapping[str, float] | None = None, /, **metrics: float
     ) -> None:
-        """Per-batch points (``batch/<name>`` at the global ``step``), only when per-batch logging is on."""
-        if self.log_per_batch:
-            self.metrics.log_batch(step, {**(values or {}), **metrics})
+        """Per-batch points (``batch/<name>`` at the global ``step``), only when per-batch logging is on.
+        A batch an earlier attempt of a retried job already shipped (one this attempt replays) is not sent
+        again (:meth:`_read_server_points`)."""
+        if not self.log_per_batch:
+            return
+        merged = {**(values or {}), **metrics}
+        self._read_server_points()
+        if self._batch_on_server:
+            shipped = self._batch_on_server
+            merged = {
+                key: value for key, value in merged.items() if key not in shipped or step > shipped[key]
+            }
+            if not merged:
+                return
+        self.metrics.log_batch(step, merged)
 
     # Checkpoints -----------------------------------------------------------------------------------------
 
@@ -166,6 +181,9 @@ class TrainingContext:
         """Learns, once per attempt, which epoch points the job's run already holds: every metric key
         the run has (not only those a checkpoint saved: a key first logged after the last checkpoint, or
         an attempt killed before its first checkpoint, left points too), one history read per key.
+        Per-batch keys are not read point by point (a long run holds hundreds of thousands): the run's
+        summary gives each one's highest step, and the shipper sends a key's points in the order they
+        were logged, with steps that only grow, so every step up to that one is on the server already.
         Only a retried attempt (or one that ``resumed`` a checkpoint) logging into the control plane's run
         can find points of its own there.
         For an epoch this attempt recomputes, the point already on the server stays and the new value is
@@ -180,8 +198,13 @@ class TrainingContext:
             return True
         client = self.metrics.client
         try:
-            # Per-batch keys are left out: they are not epoch points and their history is long.
-            keys = [m.key for m in client.get_run(self.run_id).metrics if not m.key.startswith(BATCH_PREFIX)]
+            summaries = client.get_run(self.run_id).metrics
+            self._batch_on_server = {
+                m.key.removeprefix(BATCH_PREFIX): int(m.latest_step)
+                for m in summaries
+                if m.key.startswith(BATCH_PREFIX)
+            }
+            keys = [m.key for m in summaries if not m.key.startswith(BATCH_PREFIX)]
             for key in keys:
                 series = client.metric_history(self.run_id, key)
                 self._on_server.update((key, int(step)) for step in series.steps)

@@ -1,10 +1,12 @@
 """A retried attempt logs into the same tracking run as the attempts before it: each step of a metric
 curve holds one point, whether the attempt before was killed before its first checkpoint (the retry
 starts over from epoch 0) or after it (the retry replays the epochs since), and for every key it logs,
-not only those its checkpoint saved."""
+not only those its checkpoint saved; per-batch curves too, for a real trainer SIGKILLed mid-run."""
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import torch
@@ -12,9 +14,9 @@ import torch
 from clients.sdk.tracking import TrackingClient
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
-from control_plane.training.checkpoint import TrainingState
+from control_plane.training.checkpoint import CheckpointManager, TrainingState
 from control_plane.training.context import TrainingContext
-from tests.integration.training.conftest import Plane
+from tests.integration.training.conftest import Data, Job, Plane, make_job
 
 
 def attempt(plane: Plane, folder: Path, run_id: str, number: int) -> TrainingContext:
@@ -78,3 +80,73 @@ def test_a_resumed_attempt_looks_up_keys_its_checkpoint_did_not_save(plane: Plan
         second.close()
         assert curve(tracking, run_id, "loss") == [(0, 1.0), (1, 0.5), (2, 0.25)]
         assert curve(tracking, run_id, "val_loss") == [(1, 0.7), (2, 0.6)]
+
+
+def shipped_batch_step(tracking: TrackingClient, run_id: str) -> int:
+    """The highest step of ``batch/loss`` on the server (0 before any), from the run's summary."""
+    summaries = {m.key: m for m in tracking.get_run(run_id).metrics}
+    return int(summaries["batch/loss"].latest_step) if "batch/loss" in summaries else 0
+
+
+def kill_once_shipped(
+    job: Job, plane: Plane, number: int, tracking: TrackingClient, *, after_checkpoint: bool
+) -> int:
+    """Starts attempt ``number`` of the trainer and SIGKILLs the worker once the server holds batch points
+    the next attempt will replay: any at all, or (``after_checkpoint``) those of an epoch past the first
+    checkpoint. The step of the newest checkpoint when it died (0 for none)."""
+    process = job.start(plane, number)
+    try:
+        deadline = time.monotonic() + 120
+        past_step = 0
+        first = job.checkpoint_dir / "checkpoint-00000001.ckpt"
+        while True:
+            assert process.poll() is None, f"attempt {number} ended before it was killed:\n{job.log()}"
+            assert time.monotonic() < deadline, job.log()
+            if after_checkpoint and not past_step and first.exists():
+                checkpoint = CheckpointManager(job.checkpoint_dir).resume()
+                assert checkpoint is not None
+                past_step = checkpoint.step + checkpoint.step // checkpoint.epoch  # one epoch more
+            if (past_step or not after_checkpoint) and shipped_batch_step(tracking, job.run_id) > past_step:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        process.kill()
+    newest = CheckpointManager(job.checkpoint_dir).resume()
+    return 0 if newest is None else newest.step
+
+
+def test_batches_replayed_after_sigkills_are_not_logged_twice(
+    plane: Plane, data: Data, tmp_path: Path
+) -> None:
+    # 100 epochs between checkpoints (~3 s of training): room to kill a worker after it shipped batch
+    # points past a checkpoint and before its next one.
+    epochs, every = 200, 100
+    hyperparameters = {"task": "regression", "label": "y", "epochs": epochs, "batch_size": 32, "hidden": [8]}
+    job = make_job(
+        plane,
+        data,
+        tmp_path,
+        "batch-replay",
+        {**hyperparameters, "log_every_batch": True},
+        checkpoint_every=every,
+    )
+    with TrackingClient(plane.address) as tracking:
+        # Attempt 1 dies before its first checkpoint: attempt 2 starts over from step 1 and replays the
+        # batches attempt 1 shipped.
+        assert kill_once_shipped(job, plane, 1, tracking, after_checkpoint=False) == 0
+        # Attempt 2 dies after its first checkpoint, with later batches on the server: attempt 3 resumes
+        # from the checkpoint and replays those.
+        checkpoint_step = kill_once_shipped(job, plane, 2, tracking, after_checkpoint=True)
+        steps_per_epoch = checkpoint_step // every
+        newest = CheckpointManager(job.checkpoint_dir).resume()
+        assert newest is not None and newest.epoch == every, "attempt 2 must die before its next checkpoint"
+        assert shipped_batch_step(tracking, job.run_id) > checkpoint_step
+        assert job.run(plane, 3, timeout=300) == 0, job.log()
+        assert f"resumed from checkpoint-00000001.ckpt: epoch {every}, step {checkpoint_step}" in job.log()
+        batches = tracking.metric_history(job.run_id, "batch/loss")
+        epoch_curve = tracking.metric_history(job.run_id, "train_loss")
+    # One point per step on both curves.
+    assert list(batches.steps) == list(range(1, epochs * steps_per_epoch + 1))
+    assert list(epoch_curve.steps) == list(range(epochs))
