@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.files import replace_when_done
+
 
 @dataclass(frozen=True)
 class JobFiles:
@@ -42,6 +44,15 @@ class JobFiles:
         that a start that dies after creating the run and before recording it leaves the same run to the
         next start: see ``runs.py``."""
         return self.folder / "run.json"
+
+    def write_spec(self, spec_json: str) -> None:
+        """Replaces ``spec.json`` whole (temporary file, fsync, rename): a reader finds the previous file or
+        the new one, never a part. An ``OSError`` saying which file could not be written."""
+        try:
+            with replace_when_done(self.spec) as file:
+                file.write(spec_json.encode("utf-8"))
+        except OSError as exc:
+            raise OSError(f"cannot write the job's spec file {self.spec}: {exc.strerror or exc}") from exc
 
     def append_log(self, line: str) -> None:
         with open(self.log, "ab") as log:

@@ -89,7 +89,7 @@ class JobService:
         job_id = uuid.uuid4().hex[:12]
         files = JobFiles(self._settings.folder / job_id)
         files.checkpoints.mkdir(parents=True, exist_ok=True)
-        files.spec.write_text(spec_to_json(spec), encoding="utf-8")
+        files.write_spec(spec_to_json(spec))
         files.log.touch()
         at = now_us()
         with write_session(self._sessions) as session:

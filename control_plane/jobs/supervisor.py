@@ -47,6 +47,7 @@ from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import end_left_runs, end_run, leftover_run, reserve_run_id
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.spec import spec_to_json
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
     TERMINAL,
@@ -373,6 +374,11 @@ class Supervisor:
             devices=devices,
         )
         try:
+            # The file the job reads its spec from is written again from the job's row before every
+            # attempt: the row is the job, and the copy written at submission is not what a start may
+            # rely on (the row can reach the disk before it in a machine crash, leaving a torn or empty
+            # file that every attempt would fail to parse, with a traceback as the only reason).
+            launch.files.write_spec(spec_to_json(launch.spec))
             handle = self._executor.launch(launch, attempt, devices, env.to_env())
         except OSError as exc:
             launch.files.append_log(f"error: cannot launch: {exc}")

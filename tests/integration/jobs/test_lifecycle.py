@@ -221,3 +221,25 @@ def test_devices_stay_held_until_the_processes_an_attempt_left_are_gone(
     assert wait_state(client, after.job_id, pb.JOB_STATE_SUCCEEDED).state == pb.JOB_STATE_SUCCEEDED
     assert json.loads((tmp_path / "env.1").read_text())["CUDA_VISIBLE_DEVICES"] == "0"
     client.cancel(filler.job_id)
+
+
+def test_a_spec_file_damaged_before_the_start_is_written_again_from_the_job(
+    client: JobsClient, tmp_path: Path
+) -> None:
+    # A machine crash soon after a submission can leave the job's row on disk and its spec.json torn (the
+    # file's data had not reached the disk): the start writes the file again from the row, so the
+    # attempt reads the whole spec rather than dying on a parse error, attempt after attempt.
+    filler = client.submit(job_spec("filler", "--sleep", "60", gpus=2))
+    wait_state(client, filler.job_id, pb.JOB_STATE_RUNNING)
+    job = client.submit(
+        job_spec("torn", "--env-dump", str(tmp_path / "env"), gpus=1, hyperparameters={"lr": 0.5})
+    )
+    assert client.get(job.job_id).state == pb.JOB_STATE_QUEUED  # behind the filler: the pool is full
+    spec_file = Path(job.checkpoint_dir).parent / "spec.json"
+    whole = spec_file.read_text()
+    spec_file.write_text(whole[: len(whole) // 2])
+    client.cancel(filler.job_id)
+    done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    env = json.loads((tmp_path / "env.1").read_text())
+    assert Path(env["AETHER_JOB_SPEC"]) == spec_file and spec_file.read_text() == whole
