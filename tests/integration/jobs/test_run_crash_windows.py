@@ -214,7 +214,8 @@ def test_a_run_whose_end_failed_in_a_cancel_is_ended_by_the_running_supervisor(
     not only when the control plane restarts."""
     engine, sessions = database
     home = tmp_path / "home"
-    settings = replace(jobs_settings(home), run_sweep_s=0.2)
+    # Long enough that the "not yet" tick below comes within it on a loaded machine (0.2 s did not).
+    settings = replace(jobs_settings(home), run_sweep_s=2.0)
     supervisor = Supervisor(sessions, settings, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1")
     supervisor.tick()  # up and past its start-up sweep
     service = JobService(sessions, settings, FeatureRegistry(sessions, ()), OfflineStore(str(tmp_path / "o")))
@@ -244,6 +245,6 @@ def test_a_run_whose_end_failed_in_a_cancel_is_ended_by_the_running_supervisor(
         supervisor.tick()
         return tracking.get_run(run_id).status == tpb.RUN_STATUS_KILLED
 
-    wait_for(swept, timeout=5)
+    wait_for(swept, timeout=15)
     run = tracking.get_run(run_id)
     assert run.end_time_us == cancelled.finished_at_us and run_updates(sessions, run_id) == 1
