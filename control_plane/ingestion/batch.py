@@ -8,6 +8,11 @@ counters commit in one SQL transaction: the counters never claim rows that are n
 dies between the two leaves offline rows that its counters do not count; re-running the window writes
 them again as exact duplicates (same values, same event time), which point-in-time joins tolerate.
 
+Each chunk's transaction also appends the run's audit entry for that chunk (the run's counters before and
+after it), so every stored and counted chunk is audited even when the run dies before its end; one entry
+per chunk (~150 for a 10-million-row file), not per record. A run that finishes appends one more entry,
+``ingestion.<kind>.finished``, with its totals and the online rows it wrote: a run without one was cut off.
+
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
 are validated, and so quarantined.
@@ -122,6 +127,8 @@ class BatchMaterializer:
                 validate(view, entity, _in_window(chunk, ts_name, window)[0], now=moment, strict=True)
         key_names = [key.name for key in entity.join_keys]
         latest: list[pa.Table] = []
+        target = f"{view.spec.name}:v{view.version}"
+        chunk_number = 0
         for chunk in chunks:
             inside, skipped = _in_window(chunk, ts_name, window)
             outcome.skipped_outside_window += skipped
@@ -132,6 +139,7 @@ class BatchMaterializer:
                 latest.append(latest_per_entity(accepted, key_names))
             record_keys = [str(i) for i in _chunk_rows(outcome, result.rejected.column("row_index"))]
             with write_session(self._sessions) as session:
+                before = None if chunk_number == 0 else _counters(outcome, source_id)
                 fresh = record_outcome(
                     session,
                     run,
@@ -139,27 +147,31 @@ class BatchMaterializer:
                     rejected=result.rejected,
                     record_keys=record_keys,
                 )
+                # In the chunk's own transaction: the entry commits or rolls back with the rows and
+                # counters it describes (written after the run, it was lost with a run killed mid-way).
+                after = _counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
+                    "chunk": chunk_number
+                }
+                audit(
+                    session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
+                    object_id=target, before=before, after=after,
+                )  # fmt: skip
             outcome.records_in += inside.num_rows
             outcome.accepted += accepted.num_rows
             outcome.quarantined += fresh
+            chunk_number += 1
         if latest:
             outcome.online_rows = self.write_online(view, entity, pa.concat_tables(latest))
         with write_session(self._sessions) as session:
+            finished = _counters(outcome, source_id) | {
+                "chunks": chunk_number,
+                "skipped_outside_window": outcome.skipped_outside_window,
+                "online_rows": outcome.online_rows,
+            }
             audit(
-                session,
-                actor=actor,
-                action=f"ingestion.{kind}",
-                object_type="feature_view",
-                object_id=f"{view.spec.name}:v{view.version}",
-                before=None,
-                after={
-                    "run_id": run.run_id,
-                    "source": source_id,
-                    "records_in": outcome.records_in,
-                    "accepted": outcome.accepted,
-                    "quarantined": outcome.quarantined,
-                },
-            )
+                session, actor=actor, action=f"ingestion.{kind}.finished", object_type="feature_view",
+                object_id=target, before=None, after=finished,
+            )  # fmt: skip
         return outcome
 
     def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
@@ -171,6 +183,19 @@ class BatchMaterializer:
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""
         return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
+
+
+def _counters(
+    outcome: MaterializeOutcome, source: str, records_in: int = 0, accepted: int = 0, quarantined: int = 0
+) -> dict[str, str | int]:
+    """The run's counters in an audit entry: ``outcome``'s, plus a chunk's not yet added to it."""
+    return {
+        "run_id": outcome.run_id,
+        "source": source,
+        "records_in": outcome.records_in + records_in,
+        "accepted": outcome.accepted + accepted,
+        "quarantined": outcome.quarantined + quarantined,
+    }
 
 
 def _chunk_rows(outcome: MaterializeOutcome, row_index: pa.ChunkedArray) -> list[int]:

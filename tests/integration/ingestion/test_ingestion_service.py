@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from clients.errors import FailedPrecondition, InvalidArgument
 from clients.uris import redact_uri
+from control_plane.audit.query import iter_entries
 from control_plane.audit.tables import AuditEntryRow
+from control_plane.audit.verify import verify_chain
 from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.batch import PARQUET_BATCH_ROWS, Window
@@ -277,3 +280,54 @@ def test_reason_contains_ignores_case_and_wildcards_on_every_backend(any_env: En
     assert found("above max") == found("ABOVE Max") == [above]
     assert found("100%") == found("ROWS_missing") == [percent]
     assert found("%") == [percent] and found("1_0") == []  # % and _ match only themselves
+
+
+def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(env: Env) -> None:
+    """The run's one audit entry was written after its last chunk and the online write, in a transaction
+    of its own: a run killed (or cut off) mid-way had its rows stored and counted but never audited.
+    Each chunk's entry now commits with the chunk's counters; a finished run adds a closing entry."""
+
+    def chunk(first_sensor: int) -> pa.Table:
+        return pa.table(
+            {
+                "sensor_id": [first_sensor, first_sensor + 1, first_sensor + 2],
+                "event_ts": [NOW] * 3,
+                "temperature_c": [20.0, 21.0, 99.0],  # the third above the max: quarantined
+                "mode": [1, 2, 3],
+            }
+        )
+
+    def cut_off() -> Iterator[pa.Table]:
+        yield chunk(1)
+        raise ConnectionResetError("the upload was cut off")
+
+    def audited() -> list[tuple[str, str, str, object, object]]:
+        return [
+            (entry.action, entry.actor, entry.object_id, entry.before, entry.after)
+            for entry in iter_entries(env.sessions)
+            if entry.action.startswith("ingestion.")
+        ]
+
+    with pytest.raises(ConnectionResetError):
+        env.service.ingest("climate", 1, cut_off(), source="upload", actor="alice")
+    (dead,) = env.service.list_runs("climate")
+    assert (dead.records_in, dead.accepted, dead.quarantined) == (3, 2, 1)
+    counted = {"run_id": dead.run_id, "source": "upload", "records_in": 3, "accepted": 2, "quarantined": 1}
+    assert audited() == [("ingestion.batch", "alice", "climate:v1", None, counted | {"chunk": 0})]
+
+    outcome = env.service.ingest("climate", 1, [chunk(1), chunk(4)], source="upload", actor="alice")
+    run = {"run_id": outcome.run_id, "source": "upload"}
+    first = run | {"records_in": 3, "accepted": 2, "quarantined": 1}
+    both = run | {"records_in": 6, "accepted": 4, "quarantined": 2}
+    assert audited()[1:] == [
+        ("ingestion.batch", "alice", "climate:v1", None, first | {"chunk": 0}),
+        ("ingestion.batch", "alice", "climate:v1", first, both | {"chunk": 1}),
+        (
+            "ingestion.batch.finished",
+            "alice",
+            "climate:v1",
+            None,
+            both | {"chunks": 2, "skipped_outside_window": 0, "online_rows": 4},
+        ),
+    ]
+    assert verify_chain(env.sessions).ok
