@@ -40,7 +40,7 @@ from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
-from control_plane.ingestion.quarantine import RunSource, record_outcome
+from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 
@@ -147,11 +147,18 @@ class BatchMaterializer:
                     rejected=result.rejected,
                     record_keys=record_keys,
                 )
+                # A rerun of the source (a dead run's retry) quarantined these again: an earlier run's
+                # pending copies go, or replaying every pending record would write each twice.
+                superseded = supersede(
+                    session, run, record_keys, result.rejected.column("payload").to_pylist()
+                )
                 # In the chunk's own transaction: the entry commits or rolls back with the rows and
                 # counters it describes (written after the run, it was lost with a run killed mid-way).
                 after = _counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
                     "chunk": chunk_number
                 }
+                if superseded:
+                    after["superseded"] = superseded
                 audit(
                     session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
                     object_id=target, before=before, after=after,

@@ -6,6 +6,13 @@ consumer group (one run across restarts). ``record_outcome`` inserts the rejecte
 run's counters in the same transaction, so ``records_in == accepted + quarantined`` after every commit.
 Inserting a record key that the run already holds is a no-op (redelivered stream messages).
 
+A batch run that reads a source again (the retry of a run that died, or a rerun of the same file)
+quarantines its rejected records again under its own run. ``supersede`` then marks an earlier run's still
+pending copy of each (same source, record key and payload) ``superseded``: the queue holds each bad record
+once, and replaying every pending record writes it once. Only ``quarantined`` copies are superseded (one a
+replay holds, or one already replayed or discarded, is left as it is), and the earlier run keeps counting
+the record among its quarantined ones, so every run still adds up.
+
 A replay claims its records before it writes them (``claim``): status ``replaying``, with the claim's
 time in ``updated_at_us`` as its token, so that of two replays of the same record only one writes it. A
 claim is renewed before each write and must still be held when the replay commits; one that a dead
@@ -21,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from clients.errors import FailedPrecondition, NotFound
@@ -31,7 +38,8 @@ QUARANTINED = "quarantined"
 REPLAYING = "replaying"  # claimed by a replay that has not committed yet
 REPLAYED = "replayed"
 DISCARDED = "discarded"
-STATUSES = (QUARANTINED, REPLAYING, REPLAYED, DISCARDED)
+SUPERSEDED = "superseded"  # a later run of the same source quarantined the same record again
+STATUSES = (QUARANTINED, REPLAYING, REPLAYED, DISCARDED, SUPERSEDED)
 #: How long a replay's claim holds without being renewed. A replay renews it before each group's write
 #: (a Kafka publish waits at most ~15 s; a batch group writes its rows once), so only a replay that died
 #: lets it lapse. Long, since a replay that took over a claim still held would write the records twice.
@@ -309,6 +317,39 @@ def record_outcome(
     run.updated_at_us = stamp
     session.flush()
     return len(fresh)
+
+
+def supersede(
+    session: Session, source: RunSource, record_keys: Sequence[str], payloads: Sequence[str]
+) -> int:
+    """Marks ``superseded`` the pending records of earlier runs of ``source`` (same view version, kind
+    and source id) that are the records just quarantined by ``source.run_id`` again: the same record key
+    with the same payload (a file rewritten since holds other records under the same keys). Returns how
+    many. Found through the (view, version, source_id, record_key) index: a chunk costs lookups of its
+    own keys, not a scan of the view's quarantine."""
+    pairs = list(zip(record_keys, payloads, strict=True))
+    stamp = now_us()
+    superseded = 0
+    for start in range(0, len(pairs), IN_LIST_SLICE):
+        part = pairs[start : start + IN_LIST_SLICE]
+        statement = (
+            update(QuarantineRow)
+            .where(
+                QuarantineRow.source_id == source.source_id,
+                QuarantineRow.record_key.in_([key for key, _payload in part]),
+                tuple_(QuarantineRow.record_key, QuarantineRow.payload).in_(part),
+                QuarantineRow.view == source.view,
+                QuarantineRow.version == source.version,
+                QuarantineRow.source_kind == source.kind,
+                QuarantineRow.run_id != source.run_id,
+                # Conditional on the status, so a record a replay has claimed meanwhile is left to it.
+                QuarantineRow.status == QUARANTINED,
+            )
+            .values(status=SUPERSEDED, updated_at_us=stamp)
+            .execution_options(synchronize_session=False)
+        )
+        superseded += _rowcount(session.execute(statement))
+    return superseded
 
 
 def list_quarantined(

@@ -5,8 +5,9 @@
   move in the same transaction as the quarantine rows they count, so ``records_in == accepted +
   quarantined`` holds after every commit.
 * ``quarantine``: one row per rejected record: view, version, source, the original payload (JSON text),
-  the reasons, and a status (quarantined -> replayed | discarded). ``(run_id, record_key)`` is unique, so
-  re-inserting a redelivered stream message is a no-op.
+  the reasons, and a status (quarantined -> replayed | discarded | superseded). ``(run_id, record_key)`` is
+  unique, so re-inserting a redelivered stream message is a no-op; ``(view, version, source_id, record_key)``
+  is indexed for finding the copies a rerun of the same source supersedes.
 * ``ingestion_receipts``: the stream materializer's applied outbox receipts (see
   ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped.
 """
@@ -42,6 +43,7 @@ class QuarantineRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "record_key", name="uq_quarantine_run_record"),
         Index("ix_quarantine_view_status", "view", "status"),
+        Index("ix_quarantine_source_record", "view", "version", "source_id", "record_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -54,7 +56,9 @@ class QuarantineRow(Base):
     source_id: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
     payload: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # quarantined | replayed | discarded
+    status: Mapped[str] = mapped_column(
+        String(16)
+    )  # quarantined | replaying | replayed | discarded | superseded
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
 

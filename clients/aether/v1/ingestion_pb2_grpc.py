@@ -113,7 +113,8 @@ class IngestionServicer:
         """Re-validates records (corrected payloads where given, else the stored ones); records that pass are
         ingested and marked REPLAYED, the others stay quarantined with their new reasons. The records are
         claimed first, all or none: FAILED_PRECONDITION, with nothing written, when one is replayed,
-        discarded, or being replayed by another call (a claim a dead replay left is taken over after a lease).
+        discarded, superseded, or being replayed by another call (a claim a dead replay left is taken over
+        after a lease).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

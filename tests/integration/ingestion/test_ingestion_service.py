@@ -320,7 +320,8 @@ def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(e
     first = run | {"records_in": 3, "accepted": 2, "quarantined": 1}
     both = run | {"records_in": 6, "accepted": 4, "quarantined": 2}
     assert audited()[1:] == [
-        ("ingestion.batch", "alice", "climate:v1", None, first | {"chunk": 0}),
+        # The retry's first chunk quarantines the cut-off run's record again and supersedes that copy.
+        ("ingestion.batch", "alice", "climate:v1", None, first | {"chunk": 0, "superseded": 1}),
         ("ingestion.batch", "alice", "climate:v1", first, both | {"chunk": 1}),
         (
             "ingestion.batch.finished",
@@ -331,3 +332,38 @@ def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(e
         ),
     ]
     assert verify_chain(env.sessions).ok
+
+
+def test_a_rerun_of_a_source_supersedes_the_records_an_earlier_run_left_quarantined(env: Env) -> None:
+    """A run cut off mid-way left its rejected records quarantined, and its retry (the same file again)
+    quarantined the same records under its own run: the queue showed each twice, and replaying both
+    wrote each record twice offline. The rerun's copy now supersedes a pending identical one."""
+    bad = {"sensor_id": [7], "event_ts": [NOW], "temperature_c": [99.0], "mode": [1]}
+    good = {"sensor_id": [8], "event_ts": [NOW], "temperature_c": [20.0], "mode": [1]}
+
+    def cut_off() -> Iterator[pa.Table]:
+        yield pa.table(bad)
+        raise ConnectionResetError("the upload was cut off")
+
+    with pytest.raises(ConnectionResetError):
+        env.service.ingest("climate", 1, cut_off(), source="readings.parquet")
+    (dead,) = env.service.list_quarantined(view="climate")
+    # The same path with other contents at row 0 is another record: both stay quarantined.
+    changed = env.service.ingest(
+        "climate", 1, [pa.table(bad | {"temperature_c": [98.0]})], source="readings.parquet"
+    )
+    retry = env.service.ingest("climate", 1, [pa.table(bad), pa.table(good)], source="readings.parquet")
+    assert (retry.records_in, retry.accepted, retry.quarantined) == (2, 1, 1)
+    pending = env.service.list_quarantined(view="climate")
+    assert [record.run_id for record in pending] == [retry.run_id, changed.run_id]
+    assert env.service.get_quarantined(dead.id).status == quarantine.SUPERSEDED
+    # Every run still adds up: the superseded record stays one of its run's quarantined records.
+    assert all(run.records_in == run.accepted + run.quarantined for run in env.service.list_runs())
+
+    fixed = json.dumps(json.loads(pending[0].payload) | {"temperature_c": 21.0})
+    assert env.service.replay([pending[0].id], {pending[0].id: fixed}).replayed == [pending[0].id]
+    with pytest.raises(FailedPrecondition, match=f"record {dead.id} is superseded"):
+        env.service.replay([dead.id], {dead.id: fixed})
+    assert sorted(offline_rows(env, "climate")) == [7, 8]
+    superseded = [e.after for e in iter_entries(env.sessions) if e.action == "ingestion.batch"][-2]
+    assert (superseded["run_id"], superseded["superseded"]) == (retry.run_id, 1)
