@@ -78,12 +78,14 @@ def feature_matrix(
 _EVENT_TS_OFFSET = 16
 
 # Writes a blob unless the key holds one with a later event time, in one step inside Redis: a separate
-# read and write would let two ingests interleave (both read, the fresher writes, then the older one
+# read and write would let two writers interleave (both read, the fresher writes, then the older one
 # overwrites it). KEYS[1]: the online key; ARGV: the blob, its event time in µs as the high 32 bits
 # (signed) and the low 32 bits (unsigned), which Lua's doubles hold exactly where the int64 would not,
 # and the PX expiry ("" for none). A tie lets the new blob win, and a value that is not a blob (too
 # short, another magic or format version, not a string) is replaced, as before. Returns 1 when written.
-_WRITE_IF_NOT_OLDER = """
+# Every online writer of ingestion runs it (batch runs and replays here, the stream materializer's
+# commit), so the value with the newest event time stays whichever of them wrote it.
+WRITE_IF_NOT_OLDER = """
 local old = redis.pcall('GET', KEYS[1])
 if type(old) == 'string' and string.len(old) >= {header} and string.sub(old, 1, 3) == {prefix} then
   local old_high = struct.unpack('<i4', old, {event_high})
@@ -107,6 +109,11 @@ return 1
 )
 
 
+def event_words(event_us: int) -> tuple[int, int]:
+    """An event time as ``WRITE_IF_NOT_OLDER`` takes it: the high 32 bits (signed) and the low 32 bits."""
+    return event_us >> 32, event_us & 0xFFFFFFFF
+
+
 def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[str], table: pa.Table) -> int:
     """Writes each entity's latest row unless the online store already holds a value with a later event
     time (an older backfill never overwrites fresher values, even one written concurrently: each key's
@@ -120,13 +127,13 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
     values, nulls = feature_matrix(latest, online)
     blobs = encode_rows(values, online.layout, online.fingerprint, event_us, time.time_ns() // 1000, nulls)
     px = expiry_ms(online.ttl_seconds)
-    script = client.register_script(_WRITE_IF_NOT_OLDER)
+    script = client.register_script(WRITE_IF_NOT_OLDER)
     pipeline = client.pipeline(transaction=False)
     for keys, blob, event in zip(key_texts(latest, key_names), blobs, event_us.tolist(), strict=True):
         key = online_key(online.entity, keys, online.name, online.version)
         script(
             keys=[key],
-            args=[blob, event >> 32, event & 0xFFFFFFFF, "" if px is None else px],
+            args=[blob, *event_words(event), "" if px is None else px],
             client=pipeline,
         )
     return sum(int(written) for written in pipeline.execute())

@@ -5,21 +5,29 @@ owner key and the applied / rejected id sets (sorted sets, one member per messag
 milliseconds) and, in the same round trip, reads the owner and which of the batch's ids those sets hold.
 ``commit`` then sends, in one MULTI/EXEC: the ids into the applied / rejected sets, the online blobs, the
 batch's receipt (offline history rows and rejected records as Arrow IPC) onto the outbox list, and the
-XACK of the messages. Redis refuses the EXEC if any watched key changed since ``begin`` (a newer
-materializer took ownership, or another consumer applied ids), so the check and the writes are atomic
-together: either all of it happens or none, and a SIGKILL at any point leaves either an unapplied batch
-(redelivered, reclaimed) or an applied one with its receipt waiting in the outbox. A retry after a
-dropped connection watches and checks again, and finds its own receipt if the lost EXEC went through.
+XACK of the messages. Each blob goes through batch ingestion's check (``online.WRITE_IF_NOT_OLDER``),
+never over a value with a later event time: a plain SET let a batch put an older value over a fresher
+one written by another consumer group of the view, or emitted for an event older than the state a
+restarted materializer rebuilt (a record replayed from the quarantine). Redis refuses the EXEC if any
+watched key changed since ``begin`` (a newer materializer took ownership, or another consumer applied
+ids), so the check and the writes are atomic together: either all of it happens or none, and a SIGKILL
+at any point leaves either an unapplied batch (redelivered, reclaimed) or an applied one with its
+receipt waiting in the outbox. A retry after a dropped connection watches and checks again, and finds
+its own receipt if the lost EXEC went through.
 
-Native commands rather than a Lua script: the batch's ids and blobs are packed straight into RESP by
-hiredis and parsed by Redis in C, where a script spent more time turning thousands of arguments into
-Lua strings and back than the commands themselves took.
+Native commands rather than one Lua script for the whole batch: the batch's ids and blobs are packed
+straight into RESP by hiredis and parsed by Redis in C, where a script spent more time turning thousands
+of arguments into Lua strings and back than the commands themselves took. Only the online writes go
+through the (small, per-key) check script, by EVALSHA; the MULTI loads it first (SCRIPT LOAD), because
+EXEC does not roll back: an EVALSHA that Redis's script cache no longer knew (flushed, or a restarted
+Redis) would fail alone while the ids, receipt and XACK committed without their online values.
 
 ``outbox.drain`` then moves receipts on to the offline store and SQL.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +36,10 @@ import hiredis
 import pyarrow as pa
 import redis
 
+from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, event_words
+
 ALREADY_COMMITTED, COMMITTED, FENCED, DUPLICATE = 1, 0, -1, -2
+_WRITE_SHA = hashlib.sha1(WRITE_IF_NOT_OLDER.encode()).hexdigest()  # the script's name in Redis
 
 
 @dataclass(frozen=True)
@@ -148,14 +159,15 @@ class Committer:
         receipt_id: str,
         applied: Sequence[str],
         rejected: Sequence[str],
-        blobs: Sequence[tuple[bytes, bytes]],
+        blobs: Sequence[tuple[bytes, bytes, int]],
         px: int | None,
         history: pa.Table,
         rejected_records: pa.Table,
     ) -> int:
         """Writes a batch begun with ``begin`` (whose result the caller has acted on). ``applied`` /
-        ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob)
-        pairs. Returns COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE."""
+        ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob, its
+        event time in µs), each written unless the key holds a value with a later event time. Returns
+        COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE."""
         if not self._watching:  # a retry, or the connection dropped since ``begin``: check again
             seen = self.begin([*applied, *rejected], receipt_id)
             if receipt_id in seen:
@@ -173,10 +185,13 @@ class Committer:
             writes.append(("ZADD", keys.applied, *_scored(applied)))
         if rejected:
             writes.append(("ZADD", keys.rejected, *_scored(rejected)))
-        if blobs and px:
-            writes += [("SET", key, blob, "PX", px) for key, blob in blobs]
-        elif blobs:
-            writes.append(("MSET", *_flat(blobs)))
+        if blobs:
+            expiry = px or ""  # the script's "no expiry"
+            writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
+            writes += [
+                ("EVALSHA", _WRITE_SHA, 1, key, blob, *event_words(event_us), expiry)
+                for key, blob, event_us in blobs
+            ]
         receipt = keys.receipt(receipt_id)
         writes += [
             ("HSET", receipt, "history", ipc_bytes(history), "rejected", ipc_bytes(rejected_records),
@@ -215,10 +230,3 @@ class Committer:
             self._watching = False
             connection.disconnect()
             raise
-
-
-def _flat(pairs: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-    flat: list[bytes] = [b""] * (2 * len(pairs))
-    flat[0::2] = [key for key, _ in pairs]
-    flat[1::2] = [blob for _, blob in pairs]
-    return flat

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import redis
 
@@ -25,6 +26,7 @@ from control_plane.ingestion.streaming.commit import (
 from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore
+from kernels.packed_blob import encode
 from tests.integration.ingestion.streaming_support import registry_db
 
 STREAM = "events:commit"
@@ -61,7 +63,7 @@ def rejected(keys: list[str]) -> pa.Table:
 
 
 def commit(committer: Committer, receipt_id: str, ids: list[str]) -> int:
-    blobs = [(f"ae:{{sensor:{i}}}:clicks:v1".encode(), b"blob%d" % i) for i in range(len(ids))]
+    blobs = [(f"ae:{{sensor:{i}}}:clicks:v1".encode(), b"blob%d" % i, i) for i in range(len(ids))]
     return committer.commit(
         receipt_id, ids[1:], ids[:1], blobs, None, history(len(ids) - 1), rejected(ids[:1])
     )
@@ -143,3 +145,42 @@ def test_one_drain_applies_many_receipts_once_even_when_replayed(tmp_path: Path,
         keys = sorted(r.record_key for r in quarantine.list_quarantined(session, view="clicks"))
     assert (counts.records_in, counts.accepted, counts.quarantined) == (33, 30, 3)
     assert keys == ["0-0", "1-0", "2-0"]
+
+
+def blob(event_us: int, value: float) -> bytes:
+    return encode([value], np.dtype(np.float64), 1, event_us, 0)
+
+
+def test_a_commit_never_overwrites_a_fresher_online_value(redis_url: str) -> None:
+    """The commit wrote online values with a plain SET/MSET: a batch whose value for an entity is older
+    than the one online (written by another consumer group of the view, or emitted for an event replayed
+    after a restart, older than the state the materializer rebuilt) replaced the fresher value. Each key
+    now gets batch ingestion's check inside the same MULTI/EXEC: the newest event time wins, a tie the
+    later write, and the rest of the batch commits either way."""
+    client = redis.Redis.from_url(redis_url)
+    ids = pending_ids(client, 3)
+    client.set(KEYS.owner, "me")
+    stale, tie, newer = (f"ae:{{sensor:{i}}}:clicks:v1".encode() for i in range(3))
+    june = 1_748_736_000_000_000
+    for key in (stale, tie, newer):
+        client.set(key, blob(june, 1.0))
+    for px in (None, 60_000):  # MSET without expiry, SET ... PX with it
+        committer = Committer(client, KEYS, STREAM, "g", "me")
+        committer.begin(ids)
+        client.script_flush()  # the check's script must not depend on Redis's script cache
+        writes = [
+            (stale, blob(june - 1, 2.0), june - 1),
+            (tie, blob(june, 3.0), june),
+            (newer, blob(june + 1, 4.0), june + 1),
+        ]
+        assert committer.commit(f"r{px}", ids, [], writes, px, history(3), rejected([])) == COMMITTED
+        assert client.get(stale) == blob(june, 1.0)
+        assert client.get(tie) == blob(june, 3.0) and client.get(newer) == blob(june + 1, 4.0)
+        if px is None:
+            assert client.pttl(newer) == -1
+        else:
+            assert 0 < client.pttl(newer) <= px
+        client.set(tie, blob(june, 1.0))
+        client.set(newer, blob(june, 1.0))
+        client.zrem(KEYS.applied, *ids)
+    assert client.llen(KEYS.outbox) == 2
