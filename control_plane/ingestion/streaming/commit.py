@@ -15,12 +15,12 @@ at any point leaves either an unapplied batch (redelivered, reclaimed) or an app
 receipt waiting in the outbox. A retry after a dropped connection watches and checks again, and finds
 its own receipt if the lost EXEC went through.
 
-Native commands rather than one Lua script for the whole batch: the batch's ids and blobs are packed
+Native commands rather than one Lua script for the whole batch: the batch's ids and receipt are packed
 straight into RESP by hiredis and parsed by Redis in C, where a script spent more time turning thousands
 of arguments into Lua strings and back than the commands themselves took. Only the online writes go
-through the (small, per-key) check script, by EVALSHA; the MULTI loads it first (SCRIPT LOAD), because
-EXEC does not roll back: an EVALSHA that Redis's script cache no longer knew (flushed, or a restarted
-Redis) would fail alone while the ids, receipt and XACK committed without their online values.
+through the check script, by EVALSHA, a thousand keys a call; the MULTI loads it first (SCRIPT LOAD),
+because EXEC does not roll back: an EVALSHA that Redis's script cache no longer knew (flushed, or a
+restarted Redis) would fail alone while the ids, receipt and XACK committed without their online values.
 
 ``outbox.drain`` then moves receipts on to the offline store and SQL.
 """
@@ -36,7 +36,7 @@ import hiredis
 import pyarrow as pa
 import redis
 
-from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, event_words
+from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, write_calls
 
 ALREADY_COMMITTED, COMMITTED, FENCED, DUPLICATE = 1, 0, -1, -2
 _WRITE_SHA = hashlib.sha1(WRITE_IF_NOT_OLDER.encode()).hexdigest()  # the script's name in Redis
@@ -159,14 +159,14 @@ class Committer:
         receipt_id: str,
         applied: Sequence[str],
         rejected: Sequence[str],
-        blobs: Sequence[tuple[bytes, bytes, int]],
+        blobs: Sequence[tuple[bytes, bytes]],
         px: int | None,
         history: pa.Table,
         rejected_records: pa.Table,
     ) -> int:
         """Writes a batch begun with ``begin`` (whose result the caller has acted on). ``applied`` /
-        ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob, its
-        event time in µs), each written unless the key holds a value with a later event time. Returns
+        ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob)
+        pairs, each written unless the key holds a value with a later event time. Returns
         COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE."""
         if not self._watching:  # a retry, or the connection dropped since ``begin``: check again
             seen = self.begin([*applied, *rejected], receipt_id)
@@ -186,11 +186,10 @@ class Committer:
         if rejected:
             writes.append(("ZADD", keys.rejected, *_scored(rejected)))
         if blobs:
-            expiry = px or ""  # the script's "no expiry"
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [
-                ("EVALSHA", _WRITE_SHA, 1, key, blob, *event_words(event_us), expiry)
-                for key, blob, event_us in blobs
+                ("EVALSHA", _WRITE_SHA, len(online), *online, *args)
+                for online, args in write_calls(blobs, px or None)
             ]
         receipt = keys.receipt(receipt_id)
         writes += [

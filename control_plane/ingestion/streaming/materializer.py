@@ -272,9 +272,9 @@ class StreamMaterializer:
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]
-    ) -> tuple[pa.Table, list[tuple[bytes, bytes, int]], int, dict[int, str]]:
+    ) -> tuple[pa.Table, list[tuple[bytes, bytes]], int, dict[int, str]]:
         """Applies accepted events to the window state; returns the history rows, the online blobs of
-        the entities touched (key, blob, event time), the newest event time written, and the events not
+        the entities touched (key, blob), the newest event time written, and the events not
         applied (by row of ``accepted``) with the reason why."""
         slots = self._slots_of(accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -309,8 +309,7 @@ class StreamMaterializer:
         latest_ts = out_ts[last]
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, start, nulls)
         keys = self._online_keys.of(latest, self._key_names)
-        online = list(zip(keys, blobs, latest_ts.tolist(), strict=True))
-        return history, online, int(latest_ts.max()), unfit
+        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
 
     def _apply_fitting(
         self,
