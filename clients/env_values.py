@@ -86,3 +86,27 @@ def _bounds(minimum: float | None, maximum: float | None) -> str:
     if maximum is not None:
         return f" <= {maximum:g}"
     return ""
+
+
+def sendable_token(raw: str, name: str) -> str:
+    """A bearer token as read from ``name`` (a variable, or a file a variable names), with a leading UTF-8
+    byte order mark (Windows editors save one, and ``str.strip`` keeps it) and surrounding whitespace
+    dropped; "" when nothing is left. A token a gRPC header cannot carry (anything but printable ASCII on
+    one line) is a :class:`ConfigurationError` naming ``name``: gRPC refuses it only when a call is made,
+    every call, as INTERNAL "Invalid metadata", and a server configured with one could never be called.
+    The message says what and where, never the token itself."""
+    token = raw.removeprefix("\ufeff").strip()
+    for position, char in enumerate(token, start=1):
+        if " " <= char <= "~":
+            continue
+        if char in "\r\n":
+            what = "a line break (a token is one line)"
+        elif char.isascii():
+            what = "a control character"
+        else:
+            what = "a non-ASCII character"
+        raise ConfigurationError(
+            f"{name}: the token has {what} at character {position}; "
+            "a token must be printable ASCII (space to '~') on one line"
+        )
+    return token

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import grpc
 import grpc.aio
 
-from clients.env_values import ConfigurationError
+from clients.env_values import ConfigurationError, sendable_token
 from clients.tls import channel_credentials, check_ca
 
 
@@ -35,23 +35,27 @@ class ChannelSecurity:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ChannelSecurity:
         """From ``AETHER_TOKEN`` / ``AETHER_TOKEN_FILE``, ``AETHER_TLS_CA`` and ``AETHER_TLS_SERVER_NAME``
-        (empty = unset). The files are read here: a missing or unreadable one, or a CA file without a PEM
-        certificate, is a ConfigurationError naming the variable, not a failure on every later call (a
-        data plane retried its watch forever, with a traceback each time)."""
+        (empty = unset). The files are read here: a missing or unreadable one, a CA file without a PEM
+        certificate, or a token a gRPC header cannot carry (:func:`clients.env_values.sendable_token`; a
+        leading byte order mark is dropped), is a ConfigurationError naming the variable, not a failure on
+        every later call (a data plane retried its watch forever, with a traceback each time)."""
         env = os.environ if environ is None else environ
         token, token_file = env.get("AETHER_TOKEN") or None, env.get("AETHER_TOKEN_FILE") or None
-        if token is None and token_file is not None:
+        if token is not None:
+            token = sendable_token(token, "AETHER_TOKEN") or None
+        elif token_file is not None:
             try:
-                token = Path(token_file).expanduser().read_text(encoding="utf-8").strip() or None
+                text = Path(token_file).expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ConfigurationError(f"AETHER_TOKEN_FILE: cannot read {token_file}: {reason}") from None
+            token = sendable_token(text, f"AETHER_TOKEN_FILE {token_file}") or None
         ca = env.get("AETHER_TLS_CA") or None
         ca_path = Path(ca).expanduser() if ca else None
         if ca_path is not None:
             check_ca(ca_path)
         return cls(
-            token=token.strip() if token else None,
+            token=token,
             ca_path=ca_path,
             server_name=env.get("AETHER_TLS_SERVER_NAME") or None,
         )

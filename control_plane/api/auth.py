@@ -47,6 +47,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from clients.env_values import sendable_token
 from control_plane.api.identity import PRINCIPAL
 
 READ_PREFIXES = (
@@ -154,24 +155,30 @@ class AuthSettings:
 
 
 def _token(env: Mapping[str, str], name: str) -> str | None:
-    """The token of ``name`` (an empty variable counts as unset). A value of only whitespace is refused:
-    stripped, it would be the empty token, which a caller sending ``Bearer `` would match (a template
-    that renders a missing secret as a newline must not hand out admin rights)."""
+    """The token of ``name`` (an empty variable counts as unset), read by the rule the SDK reads
+    ``AETHER_TOKEN`` with (:func:`clients.env_values.sendable_token`), so that a token file saved with a
+    byte order mark holds the same token on both sides, and a token no client can send (not printable
+    ASCII on one line) is refused here rather than locking every caller out. A value of only whitespace
+    is refused: stripped, it would be the empty token, which a caller sending ``Bearer `` would match (a
+    template that renders a missing secret as a newline must not hand out admin rights)."""
     value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
     if value is not None and path is not None:
         raise ValueError(f"set {name} or {name}_FILE, not both")
     if path is not None:
         try:
-            value = Path(path).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read {name}_FILE {path}: {exc}") from exc
-        if not value.strip():
+        token = sendable_token(text, f"{name}_FILE {path}")
+        if not token:
             raise ValueError(f"{name}_FILE {path} is empty")
+        return token
     if value is None:
         return None
-    if not value.strip():
+    token = sendable_token(value, name)
+    if not token:
         raise ValueError(f"{name} holds only whitespace: set a token, or unset it to turn auth off")
-    return value.strip()
+    return token
 
 
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:

@@ -5,7 +5,8 @@ the audit log records the token's principal, not what the caller claims to be.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -16,10 +17,11 @@ from clients.aether.v1 import audit_pb2 as apb
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1.audit_pb2_grpc import AuditStub
 from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from clients.env_values import ConfigurationError
 from clients.errors import PermissionDenied, Unauthenticated, from_rpc_error
 from clients.sdk.audit import AuditClient
 from clients.sdk.auth import ChannelSecurity, open_aio_channel, open_channel
-from control_plane.api.auth import AuthInterceptor
+from control_plane.api.auth import AuthInterceptor, AuthSettings
 from control_plane.api.identity import actor_of
 from tests.integration.security.conftest import ADMIN_TOKEN, GRANTS, READONLY_TOKEN, SecuredServer, serve
 from tests.unit.control_plane.builders import entity
@@ -190,3 +192,54 @@ async def test_the_sync_sdk_sends_the_token(secured: SecuredServer) -> None:
 
     with pytest.raises(PermissionDenied):
         await asyncio.to_thread(write_with_readonly)
+
+
+async def test_a_token_file_saved_with_a_byte_order_mark_holds_the_same_token_on_both_sides(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Notepad saves UTF-8 with a BOM, which ``str.strip`` keeps: the SDK sent it (every call INTERNAL
+    "Invalid metadata") and the server compared against it (no client could ever match)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("\ufeff" + ADMIN_TOKEN + "\r\n", encoding="utf-8")
+    settings = AuthSettings.from_env({"AETHER_ADMIN_TOKEN_FILE": str(token_file)})
+    security = ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(token_file)})
+    assert settings.admin_token == security.token == ADMIN_TOKEN
+
+    def verify(address: str) -> bool:
+        with AuditClient(address, security=security) as client:
+            return client.verify().ok
+
+    async for server in serve(db_url, settings.interceptors(), tls=None):
+        assert await asyncio.to_thread(verify, server.address)
+
+
+@pytest.mark.parametrize(
+    ("token", "what"),
+    [
+        ("t\u00f6ken-secret", "a non-ASCII character at character 2"),
+        ("abc\x01def-secret", "a control character at character 4"),
+        ("first-secret\nsecond", "a line break"),
+    ],
+)
+def test_a_token_no_header_can_carry_is_refused_naming_its_variable(
+    tmp_path: Path, token: str, what: str
+) -> None:
+    """Such a token was accepted, then every call failed INTERNAL "Invalid metadata" after gRPC core's
+    "Illegal header value" trace; the server, given one, could never be called."""
+    token_file = tmp_path / "token"
+    token_file.write_text(token, encoding="utf-8")
+    refusals: list[tuple[Callable[[], object], str]] = [
+        (lambda: ChannelSecurity.from_env({"AETHER_TOKEN": token}), "AETHER_TOKEN: "),
+        (lambda: ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(token_file)}), "AETHER_TOKEN_FILE "),
+        (lambda: AuthSettings.from_env({"AETHER_ADMIN_TOKEN": token}), "AETHER_ADMIN_TOKEN: "),
+        (
+            lambda: AuthSettings.from_env({"AETHER_ADMIN_TOKEN_FILE": str(token_file)}),
+            "AETHER_ADMIN_TOKEN_FILE ",
+        ),
+    ]
+    for read, name in refusals:
+        with pytest.raises(ConfigurationError) as refused:
+            read()
+        message = str(refused.value)
+        assert message.startswith(name) and what in message and "printable ASCII" in message
+        assert "secret" not in message  # the token is never shown
