@@ -77,7 +77,10 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
             check_key(key, "metric")
         if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS:
             known_keys.update(metrics)
-    checked = {key: float(value) for key, value in metrics.items()}
+    try:
+        checked = {key: float(value) for key, value in metrics.items()}
+    except (TypeError, ValueError, OverflowError):  # None, "abc", an int beyond float's range
+        checked = {key: _metric_value(key, value) for key, value in metrics.items()}
     # One test for all values: any NaN or infinity makes the sum non-finite, and a sum of finite values
     # is finite unless it overflows. Only then are the values looked at one by one.
     if not math.isfinite(sum(checked.values())):
@@ -85,6 +88,25 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
             if not math.isfinite(number):
                 raise InvalidArgument(f"metric {key!r}: value {number!r} is not a finite number")
     return checked
+
+
+#: The most characters of a refused value's repr an error shows.
+_SHOWN_CHARS = 80
+
+
+def _metric_value(key: str, value: object) -> float:
+    """``value`` as a float, or INVALID_ARGUMENT naming the metric and showing (the start of) the value."""
+    try:
+        return float(value)  # type: ignore[arg-type]  # whatever float() takes is accepted, as before
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if isinstance(value, int) and value.bit_length() > 256:
+        shown = f"<int of {value.bit_length()} bits>"  # its repr may be refused (int_max_str_digits)
+    else:
+        shown = repr(value)
+        if len(shown) > _SHOWN_CHARS:
+            shown = f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
+    raise InvalidArgument(f"metric {key!r}: value {shown} is not a finite number")
 
 
 def text_map(values: Mapping[str, object] | None, what: str) -> dict[str, str]:

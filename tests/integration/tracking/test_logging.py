@@ -229,6 +229,27 @@ def test_non_finite_values_and_empty_names_are_invalid_arguments(client: Trackin
     run.close()
 
 
+def test_values_that_are_not_numbers_are_invalid_arguments_naming_the_metric(client: TrackingClient) -> None:
+    """They escaped as float()'s raw ValueError, TypeError or OverflowError, naming no metric."""
+    run = client.start_run("not-numbers")
+    cases: list[tuple[object, str]] = [
+        ("abc", "'abc'"),
+        (None, "None"),
+        (10**400, "<int of 1329 bits>"),  # beyond float's range
+        (10**5000, "<int of 16610 bits>"),  # its repr alone raises (int_max_str_digits)
+        ("x" * 1000, "'" + "x" * 79 + r"\.\.\. \(1002 characters\)"),
+        ([1.0], r"\[1\.0\]"),
+    ]
+    for value, shown in cases:
+        with pytest.raises(InvalidArgument, match=f"^metric 'acc': value {shown} is not a finite number$"):
+            run.log_metrics({"loss": 1.0, "acc": value})  # type: ignore[dict-item]
+    run.log_metrics({"loss": 1, "acc": True}, step=1)  # what float() takes is still taken
+    run.close()
+    summaries = client.get_run(run.run_id).metrics
+    # A refused call buffered nothing, not even its valid metrics.
+    assert {(m.key, m.latest_value, m.count) for m in summaries} == {("loss", 1.0, 1), ("acc", 1.0, 1)}
+
+
 def test_parameters_are_immutable(client: TrackingClient) -> None:
     run = client.start_run("params", params={"lr": "0.1"})
     again = pb.RunBatch(run_id=run.run_id, params={"lr": "0.1", "depth": "3"})
