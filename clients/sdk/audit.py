@@ -12,6 +12,7 @@ from typing import Any
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc as pb_grpc
 from clients.files import replace_when_done
+from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
 
@@ -23,14 +24,15 @@ def audit_filter(
     refused: bool | None = None,
 ) -> pb.AuditFilter:
     """``refused``: True for refused operations only, False for those carried out only, None for both."""
-    where = pb.AuditFilter(object_type=object_type or "", object_id=object_id or "")
-    if since_us is not None:
-        where.since_us = since_us
-    if until_us is not None:
-        where.until_us = until_us
-    if refused is not None:
-        where.refused = refused
-    return where
+    # None leaves since_us, until_us and refused unset (they are optional: 0 and False are values).
+    return checked_request(
+        pb.AuditFilter,
+        object_type=object_type or "",
+        object_id=object_id or "",
+        since_us=since_us,
+        until_us=until_us,
+        refused=refused,
+    )
 
 
 def entry_json(entry: pb.AuditEntry) -> dict[str, Any]:
@@ -69,7 +71,9 @@ class AuditClient(ServiceClient):
     def query(
         self, where: pb.AuditFilter | None = None, *, page_size: int = 0, page_token: str = ""
     ) -> pb.QueryAuditResponse:
-        request = pb.QueryAuditRequest(filter=where, page_size=page_size, page_token=page_token)
+        request = checked_request(
+            pb.QueryAuditRequest, filter=where, page_size=page_size, page_token=page_token
+        )
         return self._call(self._stub.QueryAudit, request, pb.QueryAuditResponse)
 
     def entries(self, where: pb.AuditFilter | None = None, *, page_size: int = 0) -> Iterator[pb.AuditEntry]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import deployments_pb2_grpc as pb_grpc
+from clients.sdk.arguments import checked_request, choice
 from clients.sdk.service_client import ServiceClient
 
 ROLES = {
@@ -24,10 +25,13 @@ def variant(
     model_name: str, version: int, role: str = "primary", traffic_percent: float = 0.0, name: str = ""
 ) -> pb.Variant:
     """A variant; ``role`` is primary, canary or shadow. The name defaults to ``<model>-v<version>``."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
-    return pb.Variant(
-        name=name, model_name=model_name, version=version, role=ROLES[role], traffic_percent=traffic_percent
+    return checked_request(
+        pb.Variant,
+        name=name,
+        model_name=model_name,
+        version=version,
+        role=choice(role, "role", ROLES),
+        traffic_percent=traffic_percent,
     )
 
 
@@ -67,8 +71,8 @@ class DeploymentsClient(ServiceClient):
     def list_page(
         self, *, name_prefix: str = "", page_size: int = 0, page_token: str = ""
     ) -> pb.ListDeploymentsResponse:
-        request = pb.ListDeploymentsRequest(
-            name_prefix=name_prefix, page_size=page_size, page_token=page_token
+        request = checked_request(
+            pb.ListDeploymentsRequest, name_prefix=name_prefix, page_size=page_size, page_token=page_token
         )
         return self._call(self._stub.ListDeployments, request, pb.ListDeploymentsResponse)
 
@@ -88,7 +92,9 @@ class DeploymentsClient(ServiceClient):
         )
 
     def set_traffic(self, name: str, variant_name: str, traffic_percent: float) -> pb.Deployment:
-        request = pb.SetTrafficRequest(name=name, variant=variant_name, traffic_percent=traffic_percent)
+        request = checked_request(
+            pb.SetTrafficRequest, name=name, variant=variant_name, traffic_percent=traffic_percent
+        )
         return self._call(self._stub.SetTraffic, request, pb.Deployment)
 
     def start_canary(
@@ -100,8 +106,13 @@ class DeploymentsClient(ServiceClient):
         variant_name: str = "",
         policy: pb.CanaryPolicy | None = None,
     ) -> pb.Deployment:
-        request = pb.StartCanaryRequest(
-            name=name, model_name=model_name, version=version, variant=variant_name, policy=policy
+        request = checked_request(
+            pb.StartCanaryRequest,
+            name=name,
+            model_name=model_name,
+            version=version,
+            variant=variant_name,
+            policy=policy,
         )
         return self._call(self._stub.StartCanary, request, pb.Deployment)
 
@@ -116,5 +127,5 @@ class DeploymentsClient(ServiceClient):
 
     def watch_plans(self, known_revision: int = 0) -> Iterator[pb.DeploymentPlanSnapshot]:
         """Plan snapshots as they change (blocking; cancel by closing the client)."""
-        request = pb.WatchDeploymentPlansRequest(known_revision=known_revision)
+        request = checked_request(pb.WatchDeploymentPlansRequest, known_revision=known_revision)
         yield from self._stream(self._stub.WatchDeploymentPlans, request, None)

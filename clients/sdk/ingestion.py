@@ -11,6 +11,7 @@ from typing import Any
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
+from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -30,8 +31,14 @@ def header(
     view: str, version: int = 0, start: datetime | None = None, end: datetime | None = None,
     strict: bool = False, source: str = "",
 ) -> pb.IngestHeader:  # fmt: skip
-    return pb.IngestHeader(
-        view=view, version=version, start_us=_us(start), end_us=_us(end), strict=strict, source=source
+    return checked_request(
+        pb.IngestHeader,
+        view=view,
+        version=version,
+        start_us=_us(start),
+        end_us=_us(end),
+        strict=strict,
+        source=source,
     )
 
 
@@ -100,30 +107,41 @@ class IngestionClient(ServiceClient):
     def list_quarantined(
         self, *, view: str = "", reason_contains: str = "", status: str = "", run_id: str = "", limit: int = 0
     ) -> list[pb.QuarantinedRecord]:
-        request = pb.ListQuarantinedRequest(
-            view=view, reason_contains=reason_contains, status=status, run_id=run_id, limit=limit
+        request = checked_request(
+            pb.ListQuarantinedRequest,
+            view=view,
+            reason_contains=reason_contains,
+            status=status,
+            run_id=run_id,
+            limit=limit,
         )
         return list(self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse).records)
 
     def get_quarantined(self, record_id: int) -> pb.QuarantinedRecord:
         return self._call(
-            self._stub.GetQuarantined, pb.GetQuarantinedRequest(id=record_id), pb.QuarantinedRecord
+            self._stub.GetQuarantined,
+            checked_request(pb.GetQuarantinedRequest, id=record_id),
+            pb.QuarantinedRecord,
         )
 
     def replay(
         self, ids: Iterable[int], corrected: Mapping[int, str] | None = None
     ) -> pb.ReplayQuarantinedResponse:
         """Re-validates the records; ``corrected`` maps an id to its corrected payload (JSON object text)."""
-        request = pb.ReplayQuarantinedRequest(
+        request = checked_request(
+            pb.ReplayQuarantinedRequest,
             ids=list(ids),
-            corrected=[pb.CorrectedRecord(id=i, payload_json=p) for i, p in (corrected or {}).items()],
+            corrected=[
+                checked_request(pb.CorrectedRecord, id=i, payload_json=p)
+                for i, p in (corrected or {}).items()
+            ],
         )
         return self._call(self._stub.ReplayQuarantined, request, pb.ReplayQuarantinedResponse)
 
     def discard(self, ids: Iterable[int]) -> int:
         response = self._call(
             self._stub.DiscardQuarantined,
-            pb.DiscardQuarantinedRequest(ids=list(ids)),
+            checked_request(pb.DiscardQuarantinedRequest, ids=list(ids)),
             pb.DiscardQuarantinedResponse,
         )
         return int(response.discarded)
@@ -132,7 +150,7 @@ class IngestionClient(ServiceClient):
         return list(
             self._call(
                 self._stub.ListIngestionRuns,
-                pb.ListIngestionRunsRequest(view=view, limit=limit),
+                checked_request(pb.ListIngestionRunsRequest, view=view, limit=limit),
                 pb.ListIngestionRunsResponse,
             ).runs
         )

@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument
+from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
@@ -90,7 +91,9 @@ class JobsClient(ServiceClient):
         self, states: Sequence[pb.JobState] = (), page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Job], str]:
         """One page of jobs, newest first, and the token of the next page (empty on the last)."""
-        request = pb.ListJobsRequest(states=list(states), page_size=page_size, page_token=page_token)
+        request = checked_request(
+            pb.ListJobsRequest, states=list(states), page_size=page_size, page_token=page_token
+        )
         response = self._call(self._stub.List, request, pb.ListJobsResponse)
         return list(response.jobs), response.next_page_token
 
@@ -112,7 +115,7 @@ class JobsClient(ServiceClient):
         self, job_id: str, *, follow: bool = False, offset: int = 0, timeout: float | None = None
     ) -> Iterator[bytes]:
         """The job's log as byte chunks from ``offset``; with ``follow``, until the job has ended."""
-        request = pb.JobLogsRequest(job_id=job_id, follow=follow, offset=offset)
+        request = checked_request(pb.JobLogsRequest, job_id=job_id, follow=follow, offset=offset)
         for chunk in self._stream(self._stub.Logs, request, timeout if follow else timeout or self.timeout):
             yield chunk.data
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
+from clients.sdk.arguments import checked_request
 from clients.sdk.artifacts import ArtifactClient
 from clients.sdk.service_client import ServiceClient
 
@@ -27,8 +28,8 @@ TensorTuple = tuple[str, str, Sequence[int]]
 def signature(inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple]) -> pb.ModelSignature:
     """A model signature from ``(name, dtype, shape)`` tuples; -1 marks a dynamic dimension."""
     return pb.ModelSignature(
-        inputs=[pb.TensorSpec(name=n, dtype=d, shape=list(s)) for n, d, s in inputs],
-        outputs=[pb.TensorSpec(name=n, dtype=d, shape=list(s)) for n, d, s in outputs],
+        inputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in inputs],
+        outputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in outputs],
     )
 
 
@@ -63,8 +64,12 @@ class ModelRegistryClient(ServiceClient):
         page_token: str = "",
     ) -> tuple[list[pb.RegisteredModel], str]:
         """One page of models ordered by name, and the token of the next page (empty on the last)."""
-        request = pb.ListRegisteredModelsRequest(
-            name_prefix=name_prefix, tags=dict(tags or {}), page_size=page_size, page_token=page_token
+        request = checked_request(
+            pb.ListRegisteredModelsRequest,
+            name_prefix=name_prefix,
+            tags=dict(tags or {}),
+            page_size=page_size,
+            page_token=page_token,
         )
         response = self._call(self._stub.ListRegisteredModels, request, pb.ListRegisteredModelsResponse)
         return list(response.models), response.next_page_token
@@ -123,7 +128,9 @@ class ModelRegistryClient(ServiceClient):
 
     def get_version(self, model_name: str, version: int = 0, *, alias: str = "") -> pb.ModelVersion:
         """Version ``version``, the one ``alias`` points at, or (neither given) the latest."""
-        request = pb.GetModelVersionRequest(model_name=model_name, version=version, alias=alias)
+        request = checked_request(
+            pb.GetModelVersionRequest, model_name=model_name, version=version, alias=alias
+        )
         return self._call(self._stub.GetModelVersion, request, pb.ModelVersion)
 
     def get_by_alias(self, model_name: str, alias: str) -> pb.ModelVersion:
@@ -137,8 +144,12 @@ class ModelRegistryClient(ServiceClient):
         page_size: int = 0,
         page_token: str = "",
     ) -> tuple[list[pb.ModelVersion], str]:
-        request = pb.ListModelVersionsRequest(
-            model_name=model_name, status=status, page_size=page_size, page_token=page_token
+        request = checked_request(
+            pb.ListModelVersionsRequest,
+            model_name=model_name,
+            status=status,
+            page_size=page_size,
+            page_token=page_token,
         )
         response = self._call(self._stub.ListModelVersions, request, pb.ListModelVersionsResponse)
         return list(response.versions), response.next_page_token
@@ -160,17 +171,21 @@ class ModelRegistryClient(ServiceClient):
     def _review(
         self, model_name: str, version: int, decision: pb.ApprovalStatus, reason: str
     ) -> pb.ModelVersion:
-        request = pb.ReviewModelVersionRequest(
-            model_name=model_name, version=version, decision=decision, reason=reason
+        request = checked_request(
+            pb.ReviewModelVersionRequest,
+            model_name=model_name,
+            version=version,
+            decision=decision,
+            reason=reason,
         )
         return self._call(self._stub.ReviewModelVersion, request, pb.ModelVersion)
 
     def delete_version(self, model_name: str, version: int) -> None:
-        request = pb.DeleteModelVersionRequest(model_name=model_name, version=version)
+        request = checked_request(pb.DeleteModelVersionRequest, model_name=model_name, version=version)
         self._call(self._stub.DeleteModelVersion, request, pb.DeleteModelVersionResponse)
 
     def set_alias(self, model_name: str, alias: str, version: int) -> pb.ModelVersion:
-        request = pb.SetAliasRequest(model_name=model_name, alias=alias, version=version)
+        request = checked_request(pb.SetAliasRequest, model_name=model_name, alias=alias, version=version)
         return self._call(self._stub.SetAlias, request, pb.ModelVersion)
 
     def delete_alias(self, model_name: str, alias: str) -> None:
@@ -179,18 +194,18 @@ class ModelRegistryClient(ServiceClient):
 
     def check_deployable(self, model_name: str, version: int) -> pb.ModelVersion:
         """The version when it may be deployed; ``FailedPrecondition`` unless it is approved."""
-        request = pb.CheckDeployableRequest(model_name=model_name, version=version)
+        request = checked_request(pb.CheckDeployableRequest, model_name=model_name, version=version)
         return self._call(self._stub.CheckDeployable, request, pb.ModelVersion)
 
     # Lineage -------------------------------------------------------------------------------------------
 
     def lineage(self, model_name: str, version: int) -> pb.Lineage:
-        request = pb.GetLineageRequest(model_name=model_name, version=version)
+        request = checked_request(pb.GetLineageRequest, model_name=model_name, version=version)
         return self._call(self._stub.GetLineage, request, pb.Lineage)
 
     def usages(self, feature_view: str, version: int = 0) -> list[pb.FeatureUsage]:
         """Model versions using ``feature_view`` at ``version`` (0: at any version)."""
-        request = pb.FindUsagesRequest(feature_view=feature_view, version=version)
+        request = checked_request(pb.FindUsagesRequest, feature_view=feature_view, version=version)
         return list(self._call(self._stub.FindUsages, request, pb.FindUsagesResponse).usages)
 
 

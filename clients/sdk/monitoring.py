@@ -17,6 +17,8 @@ from typing import Any
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument
+from clients.sdk.arguments import checked_request
 from clients.sdk.artifacts import ArtifactClient
 from clients.sdk.service_client import ServiceClient
 
@@ -30,10 +32,15 @@ def feedback_message(item: FeedbackItem) -> pb.Feedback:
     """A ``Feedback`` from a message or a ``(request_id, label[, row])`` tuple."""
     if isinstance(item, pb.Feedback):
         return item
-    if len(item) == 2:
-        return pb.Feedback(request_id=item[0], label=float(item[1]))
-    request_id, label, row = item
-    return pb.Feedback(request_id=request_id, label=float(label), row=int(row))
+    request_id, label, *rest = item
+    try:  # converted as before ("1" and 1.0 are taken), but a value that is none is INVALID_ARGUMENT
+        number, row = float(label), (int(rest[0]) if rest else None)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgument(
+            f"feedback {request_id!r}: expected (request_id, label[, row]) with a number label and a whole"
+            f" number row, got {item!r:.120}"
+        ) from None
+    return checked_request(pb.Feedback, request_id=request_id, label=number, row=row)
 
 
 class MonitoringClient(ServiceClient):
@@ -45,7 +52,7 @@ class MonitoringClient(ServiceClient):
     def configure(self, deployment: str, **fields: Any) -> pb.MonitorConfig:
         """Creates or replaces the monitor of ``deployment``; ``fields`` are ``MonitorConfig`` fields
         (unset ones take their defaults). Returns the effective config."""
-        config = pb.MonitorConfig(deployment=deployment, **fields)
+        config = checked_request(pb.MonitorConfig, deployment=deployment, **fields)
         return self._call(
             self._stub.ConfigureMonitor, pb.ConfigureMonitorRequest(config=config), pb.MonitorConfig
         )
@@ -59,8 +66,12 @@ class MonitoringClient(ServiceClient):
         self, deployment: str, *, since_us: int = 0, until_us: int = 0, limit: int = 0
     ) -> list[pb.DriftReport]:
         """Stored reports of ``deployment``, newest first."""
-        request = pb.GetDriftReportsRequest(
-            deployment=deployment, since_us=since_us, until_us=until_us, limit=limit
+        request = checked_request(
+            pb.GetDriftReportsRequest,
+            deployment=deployment,
+            since_us=since_us,
+            until_us=until_us,
+            limit=limit,
         )
         return list(self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse).reports)
 
@@ -81,14 +92,17 @@ class MonitoringClient(ServiceClient):
     def performance(
         self, deployment: str, *, since_us: int = 0, until_us: int = 0
     ) -> pb.GetPerformanceResponse:
-        request = pb.GetPerformanceRequest(deployment=deployment, since_us=since_us, until_us=until_us)
+        request = checked_request(
+            pb.GetPerformanceRequest, deployment=deployment, since_us=since_us, until_us=until_us
+        )
         return self._call(self._stub.GetPerformance, request, pb.GetPerformanceResponse)
 
     def register_reference_profile(
         self, model_name: str, version: int, artifact_sha256: str, output_artifact_sha256: str = ""
     ) -> pb.ReferenceProfileInfo:
         """Links uploaded profile blobs to a model version."""
-        request = pb.RegisterReferenceProfileRequest(
+        request = checked_request(
+            pb.RegisterReferenceProfileRequest,
             model_name=model_name,
             version=version,
             artifact_sha256=artifact_sha256,

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
+from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
 
@@ -46,7 +47,7 @@ class FeatureRegistryClient(ServiceClient):
 
     def get_feature_view(self, name: str, version: int = 0) -> pb.FeatureView:
         """The view at ``version``; 0 means the latest active or deprecated version."""
-        request = pb.GetFeatureViewRequest(name=name, version=version)
+        request = checked_request(pb.GetFeatureViewRequest, name=name, version=version)
         return self._call(self._stub.GetFeatureView, request, pb.FeatureView)
 
     def list_feature_views(
@@ -78,7 +79,7 @@ class FeatureRegistryClient(ServiceClient):
     def update_validation(
         self, name: str, version: int, rules: Mapping[str, pb.ValidationRule]
     ) -> pb.FeatureView:
-        request = pb.UpdateValidationRequest(name=name, version=version, rules=dict(rules))
+        request = checked_request(pb.UpdateValidationRequest, name=name, version=version, rules=dict(rules))
         return self._call(self._stub.UpdateValidation, request, pb.FeatureView)
 
     def create_feature_view_version(self, spec: pb.FeatureViewSpec) -> pb.FeatureView:
@@ -86,11 +87,11 @@ class FeatureRegistryClient(ServiceClient):
         return self._call(self._stub.CreateFeatureViewVersion, request, pb.FeatureView)
 
     def deprecate_version(self, name: str, version: int) -> pb.FeatureView:
-        request = pb.ChangeVersionStatusRequest(name=name, version=version)
+        request = checked_request(pb.ChangeVersionStatusRequest, name=name, version=version)
         return self._call(self._stub.DeprecateFeatureViewVersion, request, pb.FeatureView)
 
     def retire_version(self, name: str, version: int) -> pb.FeatureView:
-        request = pb.ChangeVersionStatusRequest(name=name, version=version)
+        request = checked_request(pb.ChangeVersionStatusRequest, name=name, version=version)
         return self._call(self._stub.RetireFeatureViewVersion, request, pb.FeatureView)
 
     def delete_feature_view(self, name: str) -> None:

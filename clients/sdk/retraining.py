@@ -17,6 +17,8 @@ from typing import Any
 
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument
+from clients.sdk.arguments import check_field, checked_request
 from clients.sdk.service_client import ServiceClient
 
 
@@ -40,8 +42,15 @@ class RetrainingClient(ServiceClient):
         for name, value in fields.items():
             if isinstance(value, (pb.EvaluationGates, pb.PromotionPolicy)):
                 getattr(message, name).CopyFrom(value)
-            else:
-                setattr(message, name, value)
+            else:  # checked first: a bare setattr raised protobuf's ValueError naming no field
+                field = message.DESCRIPTOR.fields_by_name.get(name)
+                if field is None:
+                    raise InvalidArgument(f"TriggerConfig has no field {name!r}")
+                check_field(field, value, name)
+                try:
+                    setattr(message, name, value)
+                except (TypeError, ValueError) as error:
+                    raise InvalidArgument(f"{name}: {error}") from None
         message.deployment = deployment
         request = pb.ConfigureTriggersRequest(config=message)
         return self._call(self._stub.ConfigureTriggers, request, pb.TriggerConfig)
@@ -58,10 +67,12 @@ class RetrainingClient(ServiceClient):
         self, deployment: str, *, triggered_only: bool = False, limit: int = 0
     ) -> list[pb.TriggerDecision]:
         """Trigger decisions of ``deployment``, newest first."""
-        request = pb.ListDecisionsRequest(deployment=deployment, triggered_only=triggered_only, limit=limit)
+        request = checked_request(
+            pb.ListDecisionsRequest, deployment=deployment, triggered_only=triggered_only, limit=limit
+        )
         return list(self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse).decisions)
 
     def evaluations(self, deployment: str, *, limit: int = 0) -> list[pb.Evaluation]:
         """Challenger/champion evaluations of ``deployment`` with their promotion state, newest first."""
-        request = pb.ListEvaluationsRequest(deployment=deployment, limit=limit)
+        request = checked_request(pb.ListEvaluationsRequest, deployment=deployment, limit=limit)
         return list(self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse).evaluations)

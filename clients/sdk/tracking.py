@@ -29,6 +29,7 @@ import grpc
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
+from clients.sdk.arguments import checked_request, choice
 from clients.sdk.auth import open_channel
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
@@ -41,6 +42,13 @@ STATUSES = {
     "FINISHED": pb.RUN_STATUS_FINISHED,
     "FAILED": pb.RUN_STATUS_FAILED,
     "KILLED": pb.RUN_STATUS_KILLED,
+}
+
+#: The aggregates compare_runs takes for a metric column, by name.
+AGGREGATES = {
+    "latest": pb.METRIC_AGGREGATE_LATEST,
+    "min": pb.METRIC_AGGREGATE_MIN,
+    "max": pb.METRIC_AGGREGATE_MAX,
 }
 
 #: Points per GetMetricHistory page: the server's maximum, at most ~2.7 MiB a message.
@@ -392,7 +400,9 @@ class TrackingClient:
 
     def list_runs(self, experiment_id: str, page_size: int = 0, page_token: str = "") -> pb.ListRunsResponse:
         self._read_own_writes()
-        request = pb.ListRunsRequest(experiment_id=experiment_id, page_size=page_size, page_token=page_token)
+        request = checked_request(
+            pb.ListRunsRequest, experiment_id=experiment_id, page_size=page_size, page_token=page_token
+        )
         return self._call(self._stub.ListRuns, request, pb.ListRunsResponse)
 
     def metric_history(self, run_id: str, key: str) -> pb.MetricSeries:
@@ -470,12 +480,15 @@ class TrackingClient:
         page_token: str = "",
     ) -> pb.CompareRunsResponse:
         """``metrics`` are keys (latest value) or (key, "latest" | "min" | "max") pairs."""
-        self._read_own_writes()
         columns = []
-        for metric in metrics:
+        for index, metric in enumerate(metrics):
             key, aggregate = (metric, "latest") if isinstance(metric, str) else metric
-            columns.append(pb.MetricColumn(key=key, aggregate=f"METRIC_AGGREGATE_{aggregate.upper()}"))
-        request = pb.CompareRunsRequest(
+            word = aggregate.lower() if isinstance(aggregate, str) else aggregate
+            code = choice(word, f"metrics[{index}] ({key!r}) aggregate", AGGREGATES)
+            columns.append(pb.MetricColumn(key=key, aggregate=code))
+        self._read_own_writes()
+        request = checked_request(
+            pb.CompareRunsRequest,
             experiment_id=experiment_id,
             metrics=columns,
             params=list(params),

@@ -1,0 +1,126 @@
+"""SDK arguments a proto field cannot hold are INVALID_ARGUMENT naming the argument and what it takes,
+raised before any request is built or sent. They escaped as protobuf's bare ValueError ("Value out of
+range: -3", 'unknown enum label "METRIC_AGGREGATE_AVG"'), naming neither. No server is needed: nothing
+is sent (the clients dial a port nobody listens on, and a call that got that far would be UNAVAILABLE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from clients.aether.v1 import feature_registry_pb2 as fpb
+from clients.aether.v1 import jobs_pb2 as jpb
+from clients.errors import InvalidArgument
+from clients.sdk.arguments import checked_request
+from clients.sdk.audit import AuditClient, audit_filter
+from clients.sdk.deployments import DeploymentsClient, variant
+from clients.sdk.ingestion import IngestionClient, header
+from clients.sdk.jobs import JobsClient
+from clients.sdk.models import ModelRegistryClient, signature
+from clients.sdk.monitoring import MonitoringClient, feedback_message
+from clients.sdk.registry import FeatureRegistryClient
+from clients.sdk.retraining import RetrainingClient
+from clients.sdk.tracking import TrackingClient
+
+NOBODY = "127.0.0.1:1"
+U32 = "expected a whole number from 0 to 4294967295"
+
+
+def _first(items: Iterator[Any]) -> Any:
+    return next(iter(items))
+
+
+CASES: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "registry version",
+        lambda: FeatureRegistryClient(NOBODY).get_feature_view("v", -3),
+        f"^version: {U32}, got -3$",
+    ),
+    ("registry retire", lambda: FeatureRegistryClient(NOBODY).retire_version("v", 2**32), f"^version: {U32}"),
+    (
+        "models page size",
+        lambda: ModelRegistryClient(NOBODY).list_models_page(page_size=2**31),
+        "^page_size: ",
+    ),
+    (
+        "models status",
+        lambda: ModelRegistryClient(NOBODY).list_versions_page("m", status="OK"),  # type: ignore[arg-type]
+        "^status: expected one of APPROVAL_STATUS_UNSPECIFIED",
+    ),
+    ("models version", lambda: ModelRegistryClient(NOBODY).get_version("m", 2**63), "^version: "),
+    ("signature shape", lambda: signature([("x", "float32", (1, 2**63))], []), r"^shape\[1\]: "),
+    ("audit page size", lambda: AuditClient(NOBODY).query(page_size=2**31), "^page_size: "),
+    ("audit since", lambda: audit_filter(since_us=2**63), "^since_us: "),
+    (
+        "variant role",
+        lambda: variant("m", 1, role="blue"),
+        "^role: expected one of primary, canary, shadow, got 'blue'$",
+    ),
+    ("variant version", lambda: variant("m", 2**63), "^version: "),
+    ("canary version", lambda: DeploymentsClient(NOBODY).start_canary("d", "m", 2**64), "^version: "),
+    ("watch revision", lambda: _first(DeploymentsClient(NOBODY).watch_plans(2**63)), "^known_revision: "),
+    (
+        "job states",
+        lambda: JobsClient(NOBODY).list_page(states=["DONE"]),  # type: ignore[list-item]
+        r"^states\[0\]: expected one of JOB_STATE_",
+    ),
+    ("job log offset", lambda: _first(JobsClient(NOBODY).logs("j", offset=-1)), "^offset: "),
+    (
+        "monitor task",
+        lambda: MonitoringClient(NOBODY).configure("d", task="regression"),
+        "^task: expected one of TASK_",
+    ),
+    (
+        "monitor field",
+        lambda: MonitoringClient(NOBODY).configure("d", windw_rows=5),
+        "has no field 'windw_rows'",
+    ),
+    ("monitor limit", lambda: MonitoringClient(NOBODY).drift_reports("d", limit=2**31), "^limit: "),
+    (
+        "profile version",
+        lambda: MonitoringClient(NOBODY).register_reference_profile("m", 2**63, ""),
+        "^version: ",
+    ),
+    (
+        "feedback label",
+        lambda: feedback_message(("req-1", "yes")),  # type: ignore[arg-type]
+        "feedback 'req-1': expected",
+    ),
+    ("feedback row", lambda: feedback_message(("req-1", 1.0, -1)), "^row: "),
+    ("retraining field", lambda: RetrainingClient(NOBODY).configure("d", min_rows=-1), "^min_rows: "),
+    ("retraining limit", lambda: RetrainingClient(NOBODY).decisions("d", limit=-1), "^limit: "),
+    ("ingest version", lambda: header("v", version=-1), "^version: "),
+    ("quarantine id", lambda: IngestionClient(NOBODY).get_quarantined(-1), "^id: "),
+    ("discard ids", lambda: IngestionClient(NOBODY).discard([1, -2]), r"^ids\[1\]: "),
+    ("ingestion runs", lambda: IngestionClient(NOBODY).list_runs(limit=-1), "^limit: "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "call", "message"), CASES, ids=[case for case, _, _ in CASES])
+def test_an_argument_no_proto_field_can_hold_is_an_invalid_argument_naming_it(
+    case: str, call: Callable[[], Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        call()
+
+
+def test_tracking_arguments_are_checked_before_anything_is_sent() -> None:
+    with TrackingClient(NOBODY, timeout=1, close_timeout_s=1) as tracking:
+        aggregate = r"^metrics\[1\] \('loss'\) aggregate: expected one of latest, min, max, got 'avg'$"
+        with pytest.raises(InvalidArgument, match=aggregate):
+            tracking.compare_runs("1", metrics=["acc", ("loss", "avg")])
+        with pytest.raises(InvalidArgument, match=r"^page_size: "):
+            tracking.list_runs("1", page_size=2**31)
+
+
+def test_valid_values_build_the_same_request() -> None:
+    assert checked_request(fpb.GetFeatureViewRequest, name="v", version=3) == fpb.GetFeatureViewRequest(
+        name="v", version=3
+    )
+    assert variant("m", 2, role="canary").role == variant("m", 2, role="canary").role != 0
+    assert audit_filter(since_us=0).HasField("since_us") and not audit_filter().HasField("since_us")
+    assert feedback_message(("r", 1, 3)).row == 3
+    # Enums are open: a number these stubs do not know is the server's to judge (a newer proto's value).
+    assert list(checked_request(jpb.ListJobsRequest, states=[99]).states) == [99]
