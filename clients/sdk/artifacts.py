@@ -8,9 +8,8 @@ unverified bytes."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 
@@ -18,7 +17,8 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
 from clients.errors import DataLoss, from_rpc_error
 from clients.files import replace_when_done
-from clients.sdk.auth import ChannelSecurity, open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 
 #: Upload chunk size: well under gRPC's default 4 MiB message limit.
 CHUNK_SIZE = 1 << 20
@@ -45,49 +45,33 @@ def _bytes_messages(data: bytes, sha256: str, chunk_size: int) -> Iterator[pb.Up
         yield pb.UploadArtifactRequest(data=data[start : start + chunk_size])
 
 
-class ArtifactClient:
-    """Client of the artifact service at ``target`` (``host:port``; token and TLS from ``security``,
-    by default from the environment), or over an existing ``channel`` (which it then does not close).
-    ``metadata`` is sent with every call; ``timeout`` bounds each call in seconds (None: no bound, for
-    very large artifacts)."""
+class ArtifactClient(ServiceClient):
+    """Client of the artifact service at ``target`` (``host:port``): ``security``, ``actor`` and
+    ``channel`` as for every :class:`ServiceClient` (another client's :meth:`ServiceClient.sharing`
+    gives one over its channel); ``timeout`` bounds each call in seconds (None: no bound, for very large
+    artifacts)."""
+
+    DEFAULT_TIMEOUT_S = 600.0
 
     def __init__(
         self,
         target: str = "",
         *,
-        channel: grpc.Channel | None = None,
         security: ChannelSecurity | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout: float | None = 600.0,
+        actor: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         chunk_size: int = CHUNK_SIZE,
+        channel: grpc.Channel | None = None,
     ) -> None:
-        self._owns_channel = channel is None
-        self._channel = channel if channel is not None else open_channel(target, security)
-        self._stub = pb_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata = tuple(metadata)
-        self.timeout = timeout
+        super().__init__(target, security=security, actor=actor, channel=channel)
+        self.timeout = timeout  # unlike other clients', None means no bound here
         self.chunk_size = chunk_size
 
-    def close(self) -> None:
-        if self._owns_channel:
-            self._channel.close()
-
-    def __enter__(self) -> ArtifactClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _open_stubs(self) -> None:
+        self._stub = pb_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
 
     def _upload(self, messages: Iterator[pb.UploadArtifactRequest]) -> pb.ArtifactRef:
-        try:
-            ref = self._stub.Upload(messages, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(ref, pb.ArtifactRef):
-            raise TypeError(f"expected ArtifactRef, got {type(ref).__name__}")
-        return ref
+        return self._call_streaming(self._stub.Upload, messages, pb.ArtifactRef)
 
     def upload_file(self, path: Path) -> pb.ArtifactRef:
         """Uploads a file (hashed here first; the server stores it only if what arrives matches)."""
@@ -98,15 +82,7 @@ class ArtifactClient:
         return self._upload(_bytes_messages(data, hashlib.sha256(data).hexdigest(), self.chunk_size))
 
     def stat(self, sha256: str) -> pb.ArtifactRef:
-        try:
-            ref = self._stub.StatArtifact(
-                pb.StatArtifactRequest(sha256=sha256), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(ref, pb.ArtifactRef):
-            raise TypeError(f"expected ArtifactRef, got {type(ref).__name__}")
-        return ref
+        return self._call(self._stub.StatArtifact, pb.StatArtifactRequest(sha256=sha256), pb.ArtifactRef)
 
     def download_to(self, sha256: str, dest: Path) -> Path:
         """Downloads blob ``sha256`` to ``dest`` and returns it; ``DataLoss`` when the stored bytes are

@@ -40,7 +40,7 @@ class ModelRegistryClient(ServiceClient):
 
     def _open_stubs(self) -> None:
         self._stub = pb_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
-        self.artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
+        self.artifacts = self.sharing(ArtifactClient)
 
     # Registered models ---------------------------------------------------------------------------------
 

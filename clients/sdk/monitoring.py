@@ -115,7 +115,7 @@ class MonitoringClient(ServiceClient):
     ) -> pb.ReferenceProfileInfo:
         """Uploads profile file bytes (``control_plane.monitoring.profiles.profile_blob``) to the artifact
         store of the same control plane, then links them to the version."""
-        artifacts = ArtifactClient(channel=self._channel, metadata=self._metadata)
+        artifacts = self.sharing(ArtifactClient)
         sha = artifacts.upload_bytes(profile).sha256
         output_sha = artifacts.upload_bytes(output_profile).sha256 if output_profile is not None else ""
         return self.register_reference_profile(model_name, version, sha, output_sha)

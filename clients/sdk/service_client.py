@@ -22,6 +22,7 @@ from clients.errors import AetherError, from_rpc_error
 from clients.sdk.auth import ChannelSecurity, open_channel
 
 _Response = TypeVar("_Response")
+_Client = TypeVar("_Client", bound="ServiceClient")
 
 # Names the caller in the audit log when auth is off; with auth on, the token's principal does and this
 # header is ignored (control_plane/api/identity.py reads it).
@@ -31,7 +32,9 @@ ACTOR_METADATA_KEY = "x-aether-actor"
 class ServiceClient(ABC):
     """A client of one server at ``target`` (``host:port``). ``security`` is the token and TLS setting
     (default: from ``AETHER_TOKEN``/``AETHER_TLS_CA``); ``actor`` names the caller in the audit log when
-    auth is off; ``timeout`` bounds each unary call (default: the client's ``DEFAULT_TIMEOUT_S``)."""
+    auth is off; ``timeout`` bounds each unary call (default: the client's ``DEFAULT_TIMEOUT_S``).
+    ``channel``: an open channel to use instead (see :meth:`sharing`), which this client then does not
+    close; its security is the channel's own, so ``security`` cannot be given with it."""
 
     DEFAULT_TIMEOUT_S: ClassVar[float] = 10.0
     CHANNEL_OPTIONS: ClassVar[tuple[tuple[str, Any], ...]] = ()  # e.g. message size limits
@@ -43,10 +46,18 @@ class ServiceClient(ABC):
         security: ChannelSecurity | None = None,
         actor: str | None = None,
         timeout: float | None = None,
+        channel: grpc.Channel | None = None,
     ) -> None:
+        if channel is not None and security is not None:
+            raise ValueError("security applies to a channel the client opens, not to one it is given")
         self.target = target
-        self.timeout = self.DEFAULT_TIMEOUT_S if timeout is None else timeout
-        self._channel = open_channel(target, security, list(self.CHANNEL_OPTIONS))
+        self.actor = actor
+        # None only where a subclass sets it so (an artifact transfer with no bound).
+        self.timeout: float | None = self.DEFAULT_TIMEOUT_S if timeout is None else timeout
+        self._owns_channel = channel is None
+        if channel is None:
+            channel = open_channel(target, security, list(self.CHANNEL_OPTIONS))
+        self._channel = channel
         self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
         self._open_stubs()
 
@@ -55,7 +66,14 @@ class ServiceClient(ABC):
         """Makes the service's stubs from ``self._channel`` (called last in ``__init__``)."""
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
+
+    def sharing(self, client_type: type[_Client]) -> _Client:
+        """A client of another service of the same server over this client's channel (so with its token
+        and TLS), with its actor and the other client's own default timeout. Closing it leaves the
+        channel open; closing this client closes it."""
+        return client_type(self.target, actor=self.actor, channel=self._channel)
 
     def __enter__(self) -> Self:
         return self
@@ -65,11 +83,20 @@ class ServiceClient(ABC):
     ) -> None:
         self.close()
 
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[_Response]) -> _Response:
-        """One unary call with this client's timeout and metadata; the answer must be a
-        ``response_type`` (a wrong stub wiring fails loudly, not later with an attribute error)."""
+    def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        response_type: type[_Response],
+        timeout: float | None = None,
+    ) -> _Response:
+        """One unary call with this client's metadata and timeout (or ``timeout``, when given); the answer
+        must be a ``response_type`` (a wrong stub wiring fails loudly, not later with an attribute
+        error)."""
         try:
-            response = method(request, timeout=self.timeout, metadata=self._metadata)
+            response = method(
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         if not isinstance(response, response_type):

@@ -19,24 +19,23 @@ import atexit
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
 
 import grpc
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
-from clients.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
+from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from clients.sdk.arguments import checked_request, choice
-from clients.sdk.auth import open_channel
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
 from clients.tracking_rules import check_int64, check_key, check_name, check_values
 
-_Response = TypeVar("_Response")
 STATUSES = {
     "RUNNING": pb.RUN_STATUS_RUNNING,
     "FINISHED": pb.RUN_STATUS_FINISHED,
@@ -177,7 +176,7 @@ class Run:
 
         path = Path(path)
         self._client._read_own_writes()  # the run must exist on the server
-        with ArtifactClient(channel=self._client._channel) as artifacts:
+        with self._client.sharing(ArtifactClient) as artifacts:
             ref = artifacts.upload_file(path)
         request = pb.LogArtifactRequest(run_id=self.run_id, name=name or path.name, sha256=ref.sha256)
         return self._client._call(self._client._stub.LogArtifact, request, pb.RunArtifact)
@@ -218,27 +217,29 @@ class Run:
             self.close("KILLED" if killed else "FAILED")
 
 
-class TrackingClient:
-    """Client of the control plane at ``target``. Unary calls time out after ``timeout`` seconds; batch
-    sizes, the buffer bound and the exit flush timeout are described in :class:`MetricShipper`."""
+class TrackingClient(ServiceClient):
+    """Client of the control plane at ``target``: ``security``, ``actor`` and ``channel`` as for every
+    :class:`ServiceClient` (the actor names the caller of every write, batches included, in the audit
+    log when auth is off); unary calls time out after ``timeout`` seconds (default 30). Batch sizes, the
+    buffer bound and the exit flush timeout are described in :class:`MetricShipper`."""
+
+    DEFAULT_TIMEOUT_S = 30.0
 
     def __init__(
         self,
         target: str,
         *,
-        timeout: float = 30.0,
+        security: ChannelSecurity | None = None,
+        actor: str | None = None,
+        timeout: float | None = None,
         batch_points: int = 50_000,
         flush_interval_s: float = 0.5,
         max_buffered_points: int = 2_000_000,
         close_timeout_s: float = 30.0,
         channel: grpc.Channel | None = None,
     ) -> None:
-        self.target = target
-        self.timeout = timeout
+        super().__init__(target, security=security, actor=actor, timeout=timeout, channel=channel)
         self.close_timeout_s = close_timeout_s
-        self._owns_channel = channel is None
-        self._channel = channel if channel is not None else open_channel(target)
-        self._stub = pb_grpc.TrackingStub(self._channel)  # type: ignore[no-untyped-call]
         self._runs: dict[str, Run] = {}
         self._experiment_ids: dict[str, str] = {}
         self._known_metric_keys: set[str] = set()
@@ -252,6 +253,9 @@ class TrackingClient:
         )
         self._closed = False
         atexit.register(self.close)
+
+    def _open_stubs(self) -> None:
+        self._stub = pb_grpc.TrackingStub(self._channel)  # type: ignore[no-untyped-call]
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -270,20 +274,10 @@ class TrackingClient:
             open_runs = list(self._runs.values())
         for run in open_runs:
             run.close("FINISHED", wait=False)
-        stopped = self._shipper.close(self.close_timeout_s)
-        if self._owns_channel:
-            if stopped:
-                self._channel.close()
-            else:  # the sender is still inside a call: closing under it would make it raise
-                self._shipper.when_stopped(self._channel.close)
-
-    def __enter__(self) -> TrackingClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        if self._shipper.close(self.close_timeout_s):
+            super().close()
+        else:  # the sender is still inside a call: closing the channel under it would make it raise
+            self._shipper.when_stopped(super().close)
 
     @property
     def dropped_points(self) -> int:
@@ -305,24 +299,9 @@ class TrackingClient:
         with self._runs_lock:
             self._runs.pop(run.run_id, None)
 
-    def _call(
-        self,
-        method: Callable[..., Any],
-        request: Any,
-        response_type: type[_Response],
-        timeout: float | None = None,
-    ) -> _Response:
-        try:
-            response = method(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        if not isinstance(response, response_type):
-            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
-        return response
-
     def _send_batch(self, request: pb.LogBatchRequest, timeout: float | None = None) -> pb.LogBatchResponse:
         """``timeout``: at most this (the shipper's time left when closing), else the client's timeout."""
-        if timeout is not None:
+        if timeout is not None and self.timeout is not None:
             timeout = min(timeout, self.timeout)
         return self._call(self._stub.LogBatch, request, pb.LogBatchResponse, timeout)
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.sdk.tracking import TrackingClient
 from control_plane.cli import numbers, output
+from control_plane.cli.settings import actor
 
 _AGGREGATES = ("latest", "min", "max")
 
@@ -65,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[TrackingClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
-        with TrackingClient(args.control_plane, timeout=args.timeout, close_timeout_s=args.timeout) as client:
+        with TrackingClient(
+            args.control_plane, actor=actor(), timeout=args.timeout, close_timeout_s=args.timeout
+        ) as client:
             return action(client, args, sys.stdout)
 
     return handle

@@ -141,6 +141,20 @@ def test_leaving_the_context_closes_the_channel(target: str) -> None:
         client.echo("hi")
 
 
+def test_a_client_sharing_a_channel_keeps_the_actor_and_leaves_the_channel_open(target: str) -> None:
+    """How one client reaches a second service of its server (the model registry's artifacts, a run's
+    artifact upload): the channel (its token and TLS) and the actor are the first client's."""
+    with EchoClient(target, security=ChannelSecurity(), actor="alice", timeout=1.0) as client:
+        with client.sharing(EchoClient) as shared:
+            assert shared.echo("hi").value == "hi|actor=alice|deadline=True"
+            assert shared.timeout == EchoClient.DEFAULT_TIMEOUT_S  # its own default, not the first's
+        assert client.echo("again").value == "again|actor=alice|deadline=True"  # still open
+    with pytest.raises(ValueError, match="closed channel"):
+        shared.echo("hi")  # closed with the client that owns it
+    with pytest.raises(ValueError, match="security applies to a channel the client opens"):
+        EchoClient(target, security=ChannelSecurity(), channel=client._channel)
+
+
 def test_the_data_plane_clients_spread_calls_over_every_address_of_their_target() -> None:
     """A fleet target (``ipv4:A,B``, clients.sdk.fleet) or a DNS name of several replicas: the SDK's data-
     plane clients use round robin (with gRPC's default, pick_first, every call went to the first)."""

@@ -9,14 +9,22 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import InvalidArgument, NotFound
+from clients.errors import InvalidArgument, NotFound, Unauthenticated
+from clients.sdk.artifacts import ArtifactClient
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.service_client import ServiceClient
 from clients.sdk.tracking import Run, TrackingClient
+from control_plane.api.auth import AuthSettings
+from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import create_db_engine, create_session_factory, read_session
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -299,3 +307,50 @@ def test_artifacts_are_uploaded_and_referenced_by_name(client: TrackingClient, t
             pb.LogArtifactRequest(run_id=run.run_id, name="ghost", sha256="0" * 64),
             pb.RunArtifact,
         )
+
+
+def test_writes_carry_the_clients_actor(
+    control_plane: ThreadedControlPlane, db_url: str, tmp_path: Path
+) -> None:
+    """TrackingClient and ArtifactClient were no ServiceClients: they took no ``actor``, so every tracking
+    write (batches included) was audited as "anonymous" however the caller named itself."""
+    assert issubclass(TrackingClient, ServiceClient) and issubclass(ArtifactClient, ServiceClient)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    with (
+        TrackingClient(control_plane.address, actor="alice", close_timeout_s=10) as client,
+        client.start_run("audited", "r", params={"lr": "0.1"}) as run,
+    ):
+        run.log_metrics({"loss": 1.0})
+        run.log_artifact(model)
+    engine = create_db_engine(db_url)
+    try:
+        with read_session(create_session_factory(engine)) as session:
+            entries = session.execute(select(AuditEntryRow.actor, AuditEntryRow.action)).all()
+    finally:
+        engine.dispose()
+    assert len(entries) >= 3  # the experiment, the run, its end (and the artifact)
+    assert {actor for actor, _ in entries} == {"alice"}
+
+
+def test_the_token_and_tls_are_the_clients_own(tmp_path: Path, db_url: str) -> None:
+    """``security`` could not be passed: only the environment's token and CA reached the server."""
+    token = "tracking-admin-token-0123"
+    settings = replace(settings_for(tmp_path / "home", db_url), auth=AuthSettings(admin_token=token))
+    server = ThreadedControlPlane(settings)
+    try:
+        with TrackingClient(
+            server.address, security=ChannelSecurity(token=token), close_timeout_s=10
+        ) as client:
+            with client.start_run("secured") as run:
+                run.log_metrics({"loss": 0.5})
+            assert client.get_run(run.run_id).metrics[0].latest_value == 0.5
+        with (
+            TrackingClient(
+                server.address, security=ChannelSecurity(), timeout=5, close_timeout_s=1
+            ) as anonymous,
+            pytest.raises(Unauthenticated),
+        ):
+            anonymous.list_experiments()
+    finally:
+        server.stop()
