@@ -126,11 +126,13 @@ def _filtered(where: AuditFilter, after_seq: int) -> Select[*tuple[Any, ...]]:
 def query_page(
     session: Session, where: AuditFilter, after_seq: int = 0, limit: int = DEFAULT_PAGE_SIZE
 ) -> AuditPage:
-    """Up to ``limit`` matching entries with ``seq > after_seq``, oldest first."""
-    if limit <= 0:
-        limit = DEFAULT_PAGE_SIZE
-    if limit > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"audit page size {limit} exceeds the maximum of {MAX_PAGE_SIZE}")
+    """Up to ``limit`` matching entries with ``seq > after_seq``, oldest first; ``limit`` 0 means the
+    default page size. A negative one is refused like an oversized one (it was taken as the default)."""
+    if not 0 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size: expected 0 (the default, {DEFAULT_PAGE_SIZE}) to {MAX_PAGE_SIZE}, got {limit}"
+        )
+    limit = limit or DEFAULT_PAGE_SIZE
     if after_seq < 0:
         raise InvalidArgument(f"audit page cursor {after_seq} is negative")
     # One row beyond the page tells whether another page follows.

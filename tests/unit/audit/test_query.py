@@ -84,8 +84,12 @@ def test_bad_queries_are_invalid_arguments(sessions: sessionmaker[Session]) -> N
         AuditFilter(object_id="churn")
     with pytest.raises(InvalidArgument, match="before it starts"):
         AuditFilter(since_us=10, until_us=5)
-    with read_session(sessions) as session, pytest.raises(InvalidArgument, match="maximum"):
-        query_page(session, AuditFilter(), limit=5000)
+    for limit in (5000, -1):  # -1 was taken as the default page size
+        with (
+            read_session(sessions) as session,
+            pytest.raises(InvalidArgument, match=r"^page_size: expected 0"),
+        ):
+            query_page(session, AuditFilter(), limit=limit)
 
 
 def test_entries_are_filtered_by_outcome(sessions: sessionmaker[Session]) -> None:
