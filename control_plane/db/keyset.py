@@ -8,18 +8,21 @@ plus a unique tiebreaker, and the next page is the rows strictly after that key 
 so every row present throughout is returned exactly once whatever is inserted or removed meanwhile (a
 row whose own sort values change between two calls may of course move across the cursor).
 
-The model registry and deployments page by one unique column and use its raw value as the token; the
-listings here sort by several columns, some user-chosen and some missing (NULL) for some rows, so the
-token is a small JSON document: which listing issued it, a scope (a digest of the query it belongs to)
-and the key values. Missing values sort after every present value in either direction, as
-``CompareRuns`` has always ordered them; every value in the key is re-checked against its column's type
-when a token comes back, so a malformed or foreign token is ``InvalidArgument`` naming the problem
-instead of a database error."""
+Model versions and the audit log page by one unique integer column and use its decimal value as the token
+(:func:`position_token`); every other listing, models and deployments by name included, hands out the tokens
+of :func:`encode` (a raw name as the token took any text as a cursor, so a garbage token silently returned a
+short or empty page). Several listings sort by several columns, some user-chosen and some missing (NULL) for
+some rows, so the token is a small JSON document: which listing issued it, a scope (a digest of the query it
+belongs to) and the key values. Missing values sort after every present value in either direction, as
+``CompareRuns`` has always ordered them; every value in the key is re-checked against its column's type when a
+token comes back, so a malformed or foreign token is ``InvalidArgument`` naming the problem instead of a
+database error."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -72,6 +75,12 @@ def after(columns: Sequence[KeyColumn], key: Sequence[KeyValue]) -> ColumnElemen
         branches.append(and_(*equal, later))
         equal.append(expression == value)
     return or_(false(), *branches)
+
+
+def scope_digest(*parts: object) -> str:
+    """A short scope for :func:`encode` from the parts of a query (JSON-able), so that a token carries no
+    copy of a long filter."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def encode(listing: str, scope: str, key: Sequence[KeyValue]) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
+from control_plane.db import keyset
 from control_plane.db.engine import read_session, write_session
 from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
@@ -41,6 +42,8 @@ from control_plane.model_registry.registry import ModelRegistry
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: Deployments are listed by name, which is unique.
+_ORDER = [keyset.KeyColumn(DeploymentRow.name, str)]  # type: ignore[arg-type]
 Listener = Callable[[int], None]
 
 
@@ -91,14 +94,16 @@ class DeploymentManager:
         if page_size < 0:
             raise InvalidArgument(f"page_size must be >= 0, not {page_size}")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        scope = keyset.scope_digest(name_prefix)
+        last = keyset.decode(page_token, "ListDeployments", scope, _ORDER, scope_name="name prefix")
         query = select(DeploymentRow).order_by(DeploymentRow.name)
         if name_prefix:
             query = query.where(func.substr(DeploymentRow.name, 1, len(name_prefix)) == name_prefix)
-        if page_token:
-            query = query.where(DeploymentRow.name > page_token)
+        if last is not None:
+            query = query.where(DeploymentRow.name > last[0])
         with read_session(self._sessions) as session:
             rows = list(session.scalars(query.limit(size + 1)))
-            token = rows[size - 1].name if len(rows) > size else ""
+            token = keyset.encode("ListDeployments", scope, [rows[size - 1].name]) if len(rows) > size else ""
             rows = rows[:size]
             variants = store.variants_of(session, [r.id for r in rows])
             return [deployment_message(r, variants[r.id]) for r in rows], token

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
+from control_plane.db import keyset
 from control_plane.db.engine import read_session
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import from_proto
@@ -36,6 +37,8 @@ from control_plane.model_registry.validation import (
 
 M = TypeVar("M", bound=Message)
 CACHE_CAPACITY = 50_000
+#: Models are listed by name, which is unique.
+_MODEL_ORDER = [keyset.KeyColumn(RegisteredModelRow.name, str)]  # type: ignore[arg-type]
 
 
 def touch(row: ModelVersionRow | RegisteredModelRow) -> None:
@@ -143,8 +146,12 @@ class CachedReads:
         """Models ordered by name, a page at a time (the next page's token is empty on the last one).
         Tag filters are applied while paging, so pages stay full."""
         size, wanted = page_size_of(page_size), dict(tags)
+        scope = keyset.scope_digest(name_prefix, wanted)
+        last = keyset.decode(
+            page_token, "ListRegisteredModels", scope, _MODEL_ORDER, scope_name="name prefix or tags"
+        )
         found: list[tuple[int, int, str]] = []
-        after, exhausted = page_token, False
+        after, exhausted = ("" if last is None else str(last[0])), False
         with read_session(self._sessions) as session:
             while len(found) <= size and not exhausted:
                 # Tags are JSON: decoded only when a filter needs them.
@@ -174,7 +181,9 @@ class CachedReads:
                 ]
             page = found[:size]
             models = self._model_messages(session, [(row_id, stamp) for row_id, stamp, _ in page])
-        return models, page[-1][2] if len(found) > size else ""
+        if len(found) <= size:
+            return models, ""
+        return models, keyset.encode("ListRegisteredModels", scope, [page[-1][2]])
 
     # -- versions ------------------------------------------------------------------------------------
 

@@ -34,6 +34,13 @@ def test_create_read_update_and_delete(deployments: DeploymentsClient, models: M
     assert [d.name for d in deployments.list(name_prefix="eta-p")] == ["eta-prod"]
     page = deployments.list_page(page_size=1)
     assert [d.name for d in page.deployments] == ["eta-prod"] and page.next_page_token
+    second = deployments.list_page(page_size=1, page_token=page.next_page_token)
+    assert [d.name for d in second.deployments] == ["eta-staging"] and not second.next_page_token
+    # A token was taken as a name to list after: a garbage one silently gave a short or empty page.
+    with pytest.raises(InvalidArgument, match="malformed"):
+        deployments.list_page(page_token="eta-prod")
+    with pytest.raises(InvalidArgument, match="different name prefix"):
+        deployments.list_page(name_prefix="eta-", page_token=page.next_page_token)
 
     green = models.register("eta")
     updated = deployments.update(

@@ -177,6 +177,11 @@ def test_listing_pages_and_filters(models: ModelRegistryClient, artifact: Path) 
     assert [m.name for m in page] == ["a-model", "b-model"] and token
     page, token = models.list_models_page(page_size=2, page_token=token)
     assert ([m.name for m in page], token) == (["c-other"], "")
+    # A token was taken as a name to list after: a garbage one silently gave a short or empty page.
+    _, token = models.list_models_page(page_size=1)
+    for bad, message in [("zzz", "malformed"), (token, "different name prefix or tags")]:
+        with pytest.raises(InvalidArgument, match=message):
+            models.list_models_page(name_prefix="" if bad == "zzz" else "c-", page_size=1, page_token=bad)
     assert [m.name for m in models.list_models(tags={"team": "eta"})] == ["a-model", "b-model"]
     assert [m.name for m in models.list_models(name_prefix="c-")] == ["c-other"]
     for _ in range(5):
