@@ -6,11 +6,12 @@ Errors arrive as :mod:`clients.errors`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument
 from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
@@ -19,12 +20,18 @@ DEFAULT_CHUNK_ROWS = 50_000
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 
 
-def _us(moment: datetime | None) -> int:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(moment: datetime | None, name: str) -> int:
+    """Microseconds since the epoch, exactly: ``int(moment.timestamp() * 1_000_000)`` went through a
+    float and came out 1 us off for about 1 % of datetimes (low after 1970, high before)."""
     if moment is None:
         return 0
-    if moment.tzinfo is None:
-        raise ValueError("window bounds must be time-zone-aware")
-    return int(moment.timestamp() * 1_000_000)
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise InvalidArgument(f"{name}: expected a time-zone-aware datetime, got {moment!r:.80}")
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def header(
@@ -35,8 +42,8 @@ def header(
         pb.IngestHeader,
         view=view,
         version=version,
-        start_us=_us(start),
-        end_us=_us(end),
+        start_us=_us(start, "start"),
+        end_us=_us(end, "end"),
         strict=strict,
         source=source,
     )
