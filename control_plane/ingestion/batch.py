@@ -41,7 +41,7 @@ from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
 from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
-from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, timestamp_field, validate
+from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 
 PARQUET_BATCH_ROWS = 65_536
@@ -183,7 +183,7 @@ class BatchMaterializer:
 
     def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
         """Appends validated rows to the offline store, stamped with the ingestion time."""
-        ingested = pa.array(np.full(accepted.num_rows, _epoch_us(datetime.now(UTC))), pa.int64())
+        ingested = pa.array(np.full(accepted.num_rows, epoch_us(datetime.now(UTC))), pa.int64())
         stored = accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
         return self._offline.write(view.spec.name, view.version, stored)
 
@@ -227,7 +227,3 @@ def _in_window(table: pa.Table, ts_name: str, window: Window) -> tuple[pa.Table,
         )
     skipped = int(pc.sum(outside.cast(pa.int64())).as_py() or 0)
     return (table.filter(pc.invert(outside)), skipped) if skipped else (table, 0)
-
-
-def _epoch_us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)

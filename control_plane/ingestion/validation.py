@@ -284,7 +284,7 @@ def _check_timestamp(
         )
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
     reasons.add(~valid & ~failed, lambda _row: f"{name}: timestamp is null")
-    limit_us = _epoch_us(now + max_future)
+    limit_us = epoch_us(now + max_future)
     micros = pc.fill_null(cast.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     reasons.add(
         valid & (micros > limit_us),
@@ -407,7 +407,9 @@ def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
     )
 
 
-def _epoch_us(moment: datetime) -> int:
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970 of an aware ``moment``, exactly (``timestamp() * 1e6`` is off by one for
+    about 2 % of instants: a float holds ~16 digits)."""
     delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
