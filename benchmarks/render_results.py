@@ -8,9 +8,15 @@ hand; the prose around the tables is in this file. A benchmark whose JSON is mis
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.targets import drift_targets
 
 RESULTS = Path(__file__).with_name("results")
 OUT = Path(__file__).with_name("RESULTS.md")
@@ -45,6 +51,33 @@ def _meta(d: dict[str, Any]) -> str:
 
 def _verdict(met: bool | None) -> str:
     return "met" if met else ("**missed**" if met is not None else "–")
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _target_verdict(t: dict[str, Any]) -> str:
+    """met / **missed** (with the reason when one is given, e.g. errors), or "not measured: why"."""
+    if t["met"] is None:
+        return f"not measured: {t.get('reason', 'no value')}"
+    return _verdict(t["met"]) + (f" ({t['reason']})" if t.get("reason") else "")
+
+
+def _targets_table(targets: Iterable[dict[str, Any]], header: str = "target") -> str:
+    rows = [(t["target"], _figure(t["value"]), _figure(t["bound"]), _target_verdict(t)) for t in targets]
+    return _table((header, "value", "bound", "verdict"), rows)
+
+
+def _judged(
+    d: dict[str, Any], compute: Callable[[dict[str, Any]], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The verdicts the run wrote, or, for a results file written before it wrote any, the same rule
+    applied to its measured figures."""
+    targets: list[dict[str, Any]] = d.get("targets") or compute(d)
+    return targets
 
 
 def online_features(d: dict[str, Any]) -> str:
@@ -176,6 +209,16 @@ def drift(d: dict[str, Any]) -> str:
     if s.get("evidently"):
         rows.append((f"Evidently {d['evidently']['version']} DataDriftPreset", f"{s['evidently']:.1f}"))
     a, det = d["agreement"], d["detection"]
+    targets = _judged(d, drift_targets)
+    record = [t for t in targets if t.get("of_record")]
+    others = [t for t in targets if not t.get("of_record")]
+    summary = (
+        f"By the reading of record ({record[0]['reading']}): "
+        + "; ".join(f"{t['target']} {_target_verdict(t)}" for t in record)
+        + ". Per window: "
+        + "; ".join(f"{t['target']} {_target_verdict(t)}" for t in others)
+        + "."
+    )
     return "\n\n".join(
         [
             f"{w['features']} features, {w['reference_rows']:,} reference × {w['current_rows']:,} current rows, "
@@ -186,8 +229,13 @@ def drift(d: dict[str, Any]) -> str:
             f"Detection: raw KS p < 0.05 flagged {det['ks_p_below_0.05_unshifted']} unshifted features; "
             f"with Benjamini–Hochberg {det['ks_bh_flagged_unshifted']} unshifted and "
             f"{det['ks_bh_flagged_shifted']} of {det['shifted_features']} shifted.",
-            "Target: ≤ 1 s and ≥ 50× faster than Evidently. The live window meets both; building the reference "
-            "profile (sorting the reference sample) is a one-off at model registration and does not fit in 1 s.",
+            "Issue 7's targets: ≤ 1 s for the workload (1M reference × 100k current rows) and ≥ 50× faster than "
+            "Evidently in the same run. Evidently's time includes its own pass over the reference data, so the "
+            "like-for-like reading, and the stricter one, is end to end: building the reference profile "
+            "(sorting the reference sample, once per model version at registration) plus one window. The "
+            "per-window reading (profile built beforehand) is shown beside it.",
+            _targets_table(targets),
+            summary,
         ]
     )
 
