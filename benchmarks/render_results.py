@@ -16,7 +16,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.targets import drift_targets
+from benchmarks.targets import drift_targets, pit_join_targets, tracking_targets
 
 RESULTS = Path(__file__).with_name("results")
 OUT = Path(__file__).with_name("RESULTS.md")
@@ -193,9 +193,21 @@ def pit_join(d: dict[str, Any]) -> str:
             f"features, {d['entities']:,} entities; `five` = five views splitting the rows and features. "
             "Peak = extra resident memory during the join over the output size.",
             _table(("layout", "engine", "best s", "label rows/s", "peak / output"), rows),
-            "Target: ≥ 2M label rows/s on one view, no slower than DuckDB in the same run, peak ≤ 3× output.",
+            "Issue 3's targets, on the one-view case: ≥ 2M label rows/s, no slower than DuckDB's ASOF JOIN in "
+            "the same run, peak ≤ 3× output. `aether` is the in-memory kernel alone; `aether-store` is "
+            "`get_historical_features` through the offline store, the join a user calls, so its verdicts "
+            "are the ones of record; the kernel's are shown beside them.",
+            _targets_table(_judged(d, pit_join_targets)),
+            _record_summary(_judged(d, pit_join_targets), "path"),
         ]
     )
+
+
+def _record_summary(targets: list[dict[str, Any]], key: str) -> str:
+    record = [t for t in targets if t.get("of_record")]
+    met = [t["met"] for t in record]
+    state = "met" if all(m is True for m in met) else ("missed" if False in met else "not all measured")
+    return f"Of record ({record[0][key]}): {state}." if record else ""
 
 
 def drift(d: dict[str, Any]) -> str:
@@ -256,10 +268,10 @@ def tracking(d: dict[str, Any]) -> str:
         [
             f"Database: {d['database']}.",
             _table(("logging", "points", "points/s"), rows),
-            f"Speed-up over MLflow in this run: **{d['speedup_vs_mlflow']:.0f}×** (target ≥ 100×). "
             f"`log_metrics` call p99 {p['log_call_p99_us']:.1f} µs (the training loop never waits).",
             f"Compare over {c['runs']:,} runs (filter `{c['query']['filter']}`, sort {c['query']['order_by']}): "
-            f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms (target ≤ 200 ms).",
+            f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms.",
+            _targets_table(_judged(d, tracking_targets), "target (issue 6)"),
         ]
     )
 

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import environment, percentiles_ms, write_results
+from benchmarks.targets import tracking_targets
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.sdk.tracking import TrackingClient
 
@@ -260,20 +261,23 @@ def main() -> None:
     for row in [("WHAT", "SIZE", "RESULT", "TARGET"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
-    path = write_results(
-        "tracking",
-        {
-            **environment(["grpcio", "protobuf", "sqlalchemy", "numpy"]),
-            "quick": args.quick,
-            "database": "SQLite file (WAL), control plane in a separate process",
-            "aether_logging_pipelined": pipelined,
-            "aether_logging_with_block": waiting,
-            "aether_compare": search,
-            "mlflow_logging": mlflow,
-            "speedup_vs_mlflow": speedup,
-            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        },
-    )
+    payload: dict[str, Any] = {
+        **environment(["grpcio", "protobuf", "sqlalchemy", "numpy"]),
+        "command": " ".join(["python benchmarks/tracking.py", *sys.argv[1:]]),
+        "quick": args.quick,
+        "database": "SQLite file (WAL), control plane in a separate process",
+        "aether_logging_pipelined": pipelined,
+        "aether_logging_with_block": waiting,
+        "aether_compare": search,
+        "mlflow_logging": mlflow,
+        "speedup_vs_mlflow": speedup,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+    }
+    payload["targets"] = tracking_targets(payload)
+    for t in payload["targets"]:
+        state = {True: "MET ", False: "MISS", None: "N/A "}[t["met"]]
+        print(f"{state} {t['target']}: {t['value']} (bound {t['bound']:g}) {t.get('reason', '')}".rstrip())
+    path = write_results("tracking", payload)
     print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"results: {path.relative_to(ROOT)}")
 

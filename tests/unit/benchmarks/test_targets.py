@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import render_results
-from benchmarks.targets import drift_targets
+from benchmarks.targets import drift_targets, pit_join_targets, tracking_targets
 
 RESULTS = Path(render_results.__file__).with_name("results")
 
@@ -76,3 +76,61 @@ def test_drift_rendering_follows_the_figures() -> None:
     text = render_results.drift(slow)
     assert "| ≤ 1 s (per window) | 2.5 | 1 | **missed** |" in text
     assert "| ≥ 50× faster than Evidently (per window) | 4 | 50 | **missed** |" in text
+
+
+def test_pit_join_is_judged_on_the_users_path_and_the_kernel() -> None:
+    targets = by_name(pit_join_targets(committed("pit_join")))
+    store = targets["≥ 2M label rows/s, one view (get_historical_features)"]
+    assert store["met"] is False and store["of_record"] is True
+    assert targets["≥ 2M label rows/s, one view (in-memory kernel)"]["met"] is True
+    assert targets["DuckDB time / Aether time ≥ 1, one view (get_historical_features)"]["met"] is True
+    assert targets["peak ≤ 3× output, one view (in-memory kernel)"]["met"] is True
+    text = render_results.pit_join(committed("pit_join"))
+    assert (
+        "| ≥ 2M label rows/s, one view (get_historical_features) | 379,926 | 2,000,000 | **missed** |" in text
+    )
+    assert "Of record (get_historical_features): missed." in text
+
+
+def test_pit_join_follows_the_figures_and_failed_cases() -> None:
+    d = copy.deepcopy(committed("pit_join"))
+    d.pop("targets", None)
+    for case in d["cases"]:
+        if case["engine"] == "aether" and case["layout"] == "one":
+            case.update(best_s=100.0, label_rows_per_s=1e4, peak_over_output=9.0)
+        if case["engine"] == "duckdb":
+            case.clear()
+            case.update(engine="duckdb", layout="one", error="ModuleNotFoundError: No module named 'duckdb'")
+    targets = by_name(pit_join_targets(d))
+    kernel = targets["≥ 2M label rows/s, one view (in-memory kernel)"]
+    assert kernel["met"] is False and kernel["value"] == 1e4
+    assert targets["peak ≤ 3× output, one view (in-memory kernel)"]["met"] is False
+    duck = targets["DuckDB time / Aether time ≥ 1, one view (in-memory kernel)"]
+    assert duck["met"] is None and "No module named 'duckdb'" in duck["reason"]
+    d["cases"] = [c for c in d["cases"] if c["engine"] != "aether-store"] + [
+        {"engine": "aether-store", "layout": "one", "error": "Traceback ...\nRuntimeError: boom\n"}
+    ]
+    store = by_name(pit_join_targets(d))["≥ 2M label rows/s, one view (get_historical_features)"]
+    assert store["met"] is False and store["reason"] == "failed: RuntimeError: boom"
+
+
+def test_tracking_targets() -> None:
+    d = committed("tracking")
+    targets = by_name(tracking_targets(d))
+    assert targets["logging ≥ 100× MLflow log_batch"]["met"] is True
+    assert targets["compare over 10,000 runs p99 ≤ 200 ms"]["met"] is True
+    slow = copy.deepcopy(d)
+    slow.pop("targets", None)
+    slow["aether_compare"]["p99_ms"] = 500.0
+    slow["speedup_vs_mlflow"] = 20.0
+    text = render_results.tracking(slow)
+    assert "| logging ≥ 100× MLflow log_batch | 20 | 100 | **missed** |" in text
+    assert "| compare over 10,000 runs p99 ≤ 200 ms | 500 | 200 | **missed** |" in text
+    lost = copy.deepcopy(d)
+    lost["aether_logging_pipelined"]["dropped_points"] = 7
+    logging = by_name(tracking_targets(lost))["logging ≥ 100× MLflow log_batch"]
+    assert logging["met"] is False and "7 points dropped" in logging["reason"]
+    skipped = copy.deepcopy(d)
+    skipped["mlflow_logging"], skipped["speedup_vs_mlflow"] = {"skipped": "--skip-mlflow"}, None
+    logging = by_name(tracking_targets(skipped))["logging ≥ 100× MLflow log_batch"]
+    assert logging["met"] is None and logging["reason"].startswith("baseline not measured")
