@@ -395,6 +395,10 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         print(f"wrote {out}")
+    failed = [f"{c['engine']}/{c['layout']}" for c in cases if "error" in c]
+    if failed:
+        # A run with a failed engine has no baseline to compare with: a script or CI must not take it as good.
+        sys.exit(f"failed: {', '.join(failed)} (see above; recorded in the results as errors)")
 
 
 def print_row(case: dict[str, Any]) -> None:

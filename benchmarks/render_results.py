@@ -80,6 +80,14 @@ def _judged(
     return targets
 
 
+def _reason(result: dict[str, Any]) -> str:
+    """Why a case or baseline has no figures: its skip note, or the last line of its error."""
+    lines = [
+        line for line in str(result.get("skipped") or result.get("error") or "").splitlines() if line.strip()
+    ]
+    return lines[-1].strip().replace("|", "/")[:160] if lines else "no result recorded"
+
+
 def online_features(d: dict[str, Any]) -> str:
     rows = []
     for name, case in d["cases"].items():
@@ -179,11 +187,15 @@ def _split_against_floor_with_inference(results: dict[str, Any]) -> list[str]:
 def pit_join(d: dict[str, Any]) -> str:
     rows = [
         (
-            c["layout"],
-            c["engine"],
-            f"{c['best_s']:.2f}",
-            f"{c['label_rows_per_s'] / 1e6:.2f}M",
-            f"{c['peak_over_output']:.2f}×",
+            (c["layout"], c["engine"], f"not run: {_reason(c)}", "–", "–")
+            if "best_s" not in c
+            else (
+                c["layout"],
+                c["engine"],
+                f"{c['best_s']:.2f}",
+                f"{c['label_rows_per_s'] / 1e6:.2f}M",
+                f"{c['peak_over_output']:.2f}×",
+            )
         )
         for c in d["cases"]
     ]
@@ -262,7 +274,15 @@ def tracking(d: dict[str, Any]) -> str:
     rows = [
         ("Aether SDK, runs ended without waiting", f"{p['points']:,}", f"{p['points_per_s']:,.0f}"),
         ("Aether SDK, with-block per run", f"{w['points']:,}", f"{w['points_per_s']:,.0f}"),
-        (f"MLflow {m['mlflow']} `log_batch`, local server", f"{m['points']:,}", f"{m['points_per_s']:,.0f}"),
+        (
+            (
+                f"MLflow {m['mlflow']} `log_batch`, local server",
+                f"{m['points']:,}",
+                f"{m['points_per_s']:,.0f}",
+            )
+            if "points_per_s" in m
+            else ("MLflow `log_batch`, local server", "–", f"not run: {_reason(m)}")
+        ),
     ]
     return "\n\n".join(
         [

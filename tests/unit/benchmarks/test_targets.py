@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,51 @@ def test_tracking_targets() -> None:
     skipped["mlflow_logging"], skipped["speedup_vs_mlflow"] = {"skipped": "--skip-mlflow"}, None
     logging = by_name(tracking_targets(skipped))["logging ≥ 100× MLflow log_batch"]
     assert logging["met"] is None and logging["reason"].startswith("baseline not measured")
+
+
+def test_failed_or_skipped_baselines_render_as_not_run() -> None:
+    d = copy.deepcopy(committed("pit_join"))
+    d.pop("targets", None)
+    d["cases"] = [c for c in d["cases"] if c["engine"] != "duckdb"] + [
+        {
+            "engine": "duckdb",
+            "layout": "one",
+            "error": "Traceback ...\nModuleNotFoundError: No module named 'duckdb'\n",
+        }
+    ]
+    text = render_results.pit_join(d)
+    assert "| one | duckdb | not run: ModuleNotFoundError: No module named 'duckdb' | – | – |" in text
+    t = copy.deepcopy(committed("tracking"))
+    t.pop("targets", None)
+    t["mlflow_logging"], t["speedup_vs_mlflow"] = {"skipped": "--skip-mlflow"}, None
+    text = render_results.tracking(t)
+    assert "| MLflow `log_batch`, local server | – | not run: --skip-mlflow |" in text
+    assert "not measured: baseline not measured: MLflow skipped (--skip-mlflow)" in text
+
+
+def test_pit_join_exits_non_zero_when_an_engine_fails(tmp_path: Path) -> None:
+    # An engine that does not exist fails in its subprocess like one whose library is missing.
+    script = Path(render_results.__file__).with_name("pit_join.py")
+    out = tmp_path / "pit_join.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--quick",
+            "--engines",
+            "no-such-engine",
+            "--layouts",
+            "one",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "failed: no-such-engine/one" in done.stderr
+    written = json.loads(out.read_text())
+    assert "error" in written["cases"][0]
+    assert "not run: " in render_results.pit_join(written)
