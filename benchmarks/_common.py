@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -75,5 +76,22 @@ def write_results(name: str, payload: Mapping[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     document = {"benchmark": name, "run_at": datetime.datetime.now(datetime.UTC).isoformat(), **payload}
-    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    path.write_text(strict_json(document))
     return path
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a latency of a run with no answers, a ratio over
+    zero) replaced by None, recursively: JSON has no NaN, and ``jq`` and most parsers refuse a bare one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(document: Any) -> str:
+    """Indented, standard JSON (no NaN or Infinity), with a trailing newline."""
+    return json.dumps(finite_or_none(document), indent=2, allow_nan=False) + "\n"

@@ -46,6 +46,7 @@ import scipy
 import scipy.spatial.distance
 import scipy.stats
 
+from benchmarks._common import strict_json
 from benchmarks.targets import drift_targets
 from kernels.drift import build_reference_profile, drift_scores, rejected
 
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures["targets"] = drift_targets(figures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
+    args.out.write_text(strict_json(figures))
 
     rows = [
         ("aether window (PSI+KS+JSD+W, all features)", window_best),

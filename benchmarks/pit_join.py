@@ -50,6 +50,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the kernel is imported from the working tree
 
+from benchmarks._common import strict_json  # noqa: E402
 from benchmarks.targets import pit_join_targets  # noqa: E402
 
 DAY_US = 86_400_000_000
@@ -393,7 +394,7 @@ def main() -> None:
         print(f"{state} {t['target']}: {t['value']} (bound {t['bound']:g}) {t.get('reason', '')}".rstrip())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        out.write_text(strict_json(report))
         print(f"wrote {out}")
     failed = [f"{c['engine']}/{c['layout']}" for c in cases if "error" in c]
     if failed:

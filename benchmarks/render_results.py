@@ -133,14 +133,15 @@ def online_features(d: dict[str, Any]) -> str:
 
 def serving(d: dict[str, Any]) -> str:
     results = d["results"]
+    mlserver = d.get("versions", {}).get("mlserver") or "(version not recorded)"
     servers = [
         ("bare grpc.aio floor", "floor"),
         ("floor + ONNX Runtime (decode, run, encode; nothing else)", "floor_with_inference"),
         ("Aether ModelInfer", "model_infer"),
         ("Aether Predict (500-feature fetch)", "predict"),
         ("Aether ModelInfer, 2 workers", "workers_2"),
-        ("MLServer 1.7.1, batching off", "mlserver"),
-        ("MLServer 1.7.1, adaptive batching", "mlserver_batching"),
+        (f"MLServer {mlserver}, batching off", "mlserver"),
+        (f"MLServer {mlserver}, adaptive batching", "mlserver_batching"),
     ]
     levels = ["1", "8", "32", "64"]
     rows = []
@@ -149,10 +150,9 @@ def serving(d: dict[str, Any]) -> str:
         cells = []
         for level in levels:
             r = by_level.get(level)
-            cells.append("–" if r is None else f"{r['throughput_rps']:.0f} ({r['p99_ms']:.1f})")
+            cells.append("–" if r is None else f"{r['throughput_rps']:.0f} ({_p99(r)})")
         rows.append((title, *cells))
     ort = results.get("onnxruntime_in_process", {})
-    targets = [(t["target"], f"{t['value']:.2f}", f"{t['bound']}", _verdict(t["met"])) for t in d["targets"]]
     return "\n\n".join(
         [
             f"Model: {d['model']}. Load generator: {d['load_generator']}. "
@@ -163,10 +163,14 @@ def serving(d: dict[str, Any]) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v['rows_per_s']:.0f} rows/s" for k, v in ort.items())
             + ". This line also gauges the machine's compute speed during the run: the floor computes "
             "nothing, so when a shared host slows compute down, every ratio against the floor worsens.",
-            _table(("target (ratio in one run)", "value", "bound", "verdict"), targets),
+            _targets_table(d["targets"], "target (ratio in one run)"),
             *_split_against_floor_with_inference(results),
         ]
     )
+
+
+def _p99(r: dict[str, Any]) -> str:
+    return "no answers" if r.get("p99_ms") is None else f"{r['p99_ms']:.1f}"  # null: every call failed
 
 
 def _split_against_floor_with_inference(results: dict[str, Any]) -> list[str]:

@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from benchmarks.loadgen.core import (  # noqa: E402
     model_infer_requests,
     predict_requests,
 )
+from benchmarks.targets import serving_targets  # noqa: E402
 from control_plane.features.online_writer import OnlineWriter  # noqa: E402
 from data_plane.models.spec import dump_model_config  # noqa: E402
 from data_plane.registry_watch import save_snapshot  # noqa: E402
@@ -194,36 +194,7 @@ def _against_floor_with_inference(r: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    mi, floor, predict = r["model_infer"], r["floor"], r["predict"]
-    best_mlserver = max(
-        (r[k]["32"]["throughput_rps"] for k in ("mlserver", "mlserver_batching") if k in r),
-        default=float("nan"),
-    )
-
-    def rps(series: dict[str, Any], level: int) -> float:
-        return float(series[str(level)]["throughput_rps"])
-
-    def p99(series: dict[str, Any], level: int) -> float:
-        return float(series[str(level)]["p99_ms"])
-
-    at_least: Callable[[float, float], bool] = lambda value, bound: value >= bound  # noqa: E731
-    at_most: Callable[[float, float], bool] = lambda value, bound: value <= bound  # noqa: E731
-    rows = [
-        ("ModelInfer c=32 throughput / MLServer fastest", _ratio(rps(mi, 32), best_mlserver), 2.0, at_least),
-        ("ModelInfer c=8 throughput / floor", _ratio(rps(mi, 8), rps(floor, 8)), 0.7, at_least),
-        ("ModelInfer c=32 throughput / floor", _ratio(rps(mi, 32), rps(floor, 32)), 0.7, at_least),
-        ("ModelInfer c=1 p99 / floor p99", _ratio(p99(mi, 1), p99(floor, 1)), 1.3, at_most),
-        ("Predict c=1 p99 / floor p99", _ratio(p99(predict, 1), p99(floor, 1)), 1.5, at_most),
-        ("Predict c=32 throughput / floor", _ratio(rps(predict, 32), rps(floor, 32)), 0.6, at_least),
-    ]
-    return [
-        {"target": name, "value": round(value, 3), "bound": bound, "met": bool(check(value, bound))}
-        for name, value, bound, check in rows
-    ]
-
-
-def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+def _table(r: dict[str, Any], targets: list[dict[str, Any]], mlserver: str) -> None:
     print("\nthroughput req/s (p99 ms) by concurrency")
     print(f"{'server':<28}" + "".join(f"{'c=' + str(c):>20}" for c in LEVELS))
     for key, label in [
@@ -231,8 +202,8 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
         ("floor_with_inference", "floor + ONNX Runtime"),
         ("model_infer", "aether ModelInfer"),
         ("predict", "aether Predict (500 feat.)"),
-        ("mlserver", "MLServer 1.7.1 (no batch)"),
-        ("mlserver_batching", "MLServer 1.7.1 (adaptive)"),
+        ("mlserver", f"MLServer {mlserver} (no batch)"),
+        ("mlserver_batching", f"MLServer {mlserver} (adaptive)"),
     ]:
         if key in r:
             cells = "".join(
@@ -246,7 +217,8 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]]) -> None:
             print(f"ModelInfer 1→2 workers at c={level}: {scaling:.2f}×")
     print()
     for t in targets:
-        print(f"{'MET ' if t['met'] else 'MISS'} {t['target']}: {t['value']} (bound {t['bound']})")
+        state = {True: "MET ", False: "MISS", None: "N/A "}[t["met"]]
+        print(f"{state} {t['target']}: {t['value']} (bound {t['bound']}) {t.get('reason', '')}".rstrip())
 
 
 def main() -> int:
@@ -304,14 +276,14 @@ def main() -> int:
         }
     redis_server.close()
     results["against_floor_with_inference"] = _against_floor_with_inference(results)
-    targets = _targets(results)
-    _table(results, targets)
+    verdicts = serving_targets(results)
     env = environment(["grpcio", "protobuf", "numpy", "onnxruntime", "uvloop", "hiredis"])
     mlserver_version = subprocess.run(
         [str(MLSERVER_VENV / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"],
         capture_output=True, text=True, check=False,
     ).stdout.strip() if (MLSERVER_VENV / "bin" / "python").exists() else None  # fmt: skip
     env["versions"]["mlserver"] = mlserver_version or None
+    _table(results, verdicts, mlserver_version or "?")
     path = write_results(
         "serving",
         {
@@ -322,7 +294,7 @@ def main() -> int:
             "load_generator": "benchmarks/loadgen: grpc.aio closed loop, pre-serialized, same machine",
             "model": "MLP float32 [batch,512]->256->64->1 ReLU; Predict: [batch,500], 500-feature fetch",
             "results": results,
-            "targets": targets,
+            "targets": verdicts,
         },
     )
     print(f"\nwrote {path.relative_to(ROOT)}")

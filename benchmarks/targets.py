@@ -164,3 +164,33 @@ def tracking_targets(d: Mapping[str, Any]) -> list[Verdict]:
             unmeasured=compare_small,
         ),
     ]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def serving_targets(r: Mapping[str, Any]) -> list[Verdict]:
+    """Issue 5's serving ratios, all from one interleaved run. Without MLServer (``--no-mlserver`` or no
+    venv) its ratio is not measured: ``met`` None and the reason, never a miss with a NaN value."""
+    mi, floor, predict = r["model_infer"], r["floor"], r["predict"]
+    mlservers = [r[k]["32"]["throughput_rps"] for k in ("mlserver", "mlserver_batching") if k in r]
+
+    def rps(series: Mapping[str, Any], level: int) -> float | None:
+        value = series[str(level)]["throughput_rps"]
+        return float(value) if value is not None else None
+
+    def p99(series: Mapping[str, Any], level: int) -> float | None:
+        value = series[str(level)]["p99_ms"]
+        return float(value) if value is not None else None
+
+    no_mlserver = None if mlservers else "baseline not measured: MLServer did not run"
+    return [
+        verdict("ModelInfer c=32 throughput / MLServer fastest",
+                _ratio(rps(mi, 32), max(mlservers, default=None)), 2.0, unmeasured=no_mlserver),
+        verdict("ModelInfer c=8 throughput / floor", _ratio(rps(mi, 8), rps(floor, 8)), 0.7),
+        verdict("ModelInfer c=32 throughput / floor", _ratio(rps(mi, 32), rps(floor, 32)), 0.7),
+        verdict("ModelInfer c=1 p99 / floor p99", _ratio(p99(mi, 1), p99(floor, 1)), 1.3, at_most=True),
+        verdict("Predict c=1 p99 / floor p99", _ratio(p99(predict, 1), p99(floor, 1)), 1.5, at_most=True),
+        verdict("Predict c=32 throughput / floor", _ratio(rps(predict, 32), rps(floor, 32)), 0.6),
+    ]  # fmt: skip
