@@ -184,3 +184,11 @@ def test_pit_join_exits_non_zero_when_an_engine_fails(tmp_path: Path) -> None:
     written = json.loads(out.read_text())
     assert "error" in written["cases"][0]
     assert "not run: " in render_results.pit_join(written)
+
+
+def test_quoted_feast_figures_are_labelled_as_not_measured() -> None:
+    text = render_results.online_features(committed("online_features"))
+    feast = [paragraph for paragraph in text.split("\n\n") if "Feast" in paragraph]
+    assert len(feast) == 1
+    assert "Not measured here" in feast[0] and "quotes" in feast[0] and "not installed" in feast[0]
+    assert "quoted" in render_results.HEADER and "not measured" in render_results.HEADER
