@@ -91,21 +91,37 @@ def aether_logging(address: str, runs: int, *, wait_on_close: bool) -> dict[str,
                 run.log_metrics(metrics, step=step)
                 call_times.append(time.perf_counter() - before)
             run.close(wait=wait_on_close)
-        client.flush()
+        flushed = client.flush(timeout=300)
         elapsed = time.perf_counter() - started
         dropped = client.dropped_points
         shipped = client.shipped_points
-    points = runs * KEYS * STEPS
     latency = percentiles_ms(call_times)
     return {
-        "points": points,
+        **shipped_rate(runs * KEYS * STEPS, shipped, dropped, flushed, elapsed),
         "runs": runs,
-        "seconds": elapsed,
-        "points_per_s": points / elapsed,
-        "shipped_points": shipped,
-        "dropped_points": dropped,
         "log_call_p50_us": latency["p50_ms"] * 1000,
         "log_call_p99_us": latency["p99_ms"] * 1000,
+    }
+
+
+class PointsLost(RuntimeError):
+    """Logged points were dropped or not confirmed sent: a throughput over them would be made up."""
+
+
+def shipped_rate(logged: int, shipped: int, dropped: int, flushed: bool, seconds: float) -> dict[str, Any]:
+    """The logging figure counts what the server confirmed, not what was handed to the SDK; a run that
+    lost points (buffer full, server unreachable) or whose flush timed out is a failed run, not a figure."""
+    if not flushed or dropped or shipped != logged:
+        raise PointsLost(
+            f"{logged:,} points logged, {shipped:,} shipped, {dropped:,} dropped"
+            + ("" if flushed else ", flush timed out")
+        )
+    return {
+        "points": shipped,
+        "seconds": seconds,
+        "points_per_s": shipped / seconds,
+        "shipped_points": shipped,
+        "dropped_points": dropped,
     }
 
 
