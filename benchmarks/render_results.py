@@ -152,14 +152,15 @@ def serving(d: dict[str, Any]) -> str:
         cells = []
         for level in levels:
             r = by_level.get(level)
-            cells.append("–" if r is None else f"{r['throughput_rps']:.0f} ({_p99(r)})")
+            cells.append("–" if r is None else f"{r['throughput_rps']:.0f} ({_p99(r)}){_failed(r)}")
         rows.append((title, *cells))
     ort = results.get("onnxruntime_in_process", {})
     return "\n\n".join(
         [
             f"Model: {d['model']}. Load generator: {d['load_generator']}. "
             + (f"Measurement: {d['measurement']}. " if "measurement" in d else "")
-            + "Requests/s (p99 ms) at each concurrency.",
+            + "Requests/s (p99 ms) at each concurrency, over the calls answered; failed calls, if any, "
+            "are counted in the cell and a target over a side with failed calls is not met.",
             _table(("server", "c=1", "c=8", "c=32", "c=64"), rows),
             "In-process ONNX Runtime: "
             + ", ".join(f"{k.replace('_', ' ')} {v['rows_per_s']:.0f} rows/s" for k, v in ort.items())
@@ -173,6 +174,11 @@ def serving(d: dict[str, Any]) -> str:
 
 def _p99(r: dict[str, Any]) -> str:
     return "no answers" if r.get("p99_ms") is None else f"{r['p99_ms']:.1f}"  # null: every call failed
+
+
+def _failed(r: dict[str, Any]) -> str:
+    # Failed calls are left out of throughput and latency: the cell must say they happened.
+    return f", **{r['errors']:,} failed calls**" if r.get("errors") else ""
 
 
 def _split_against_floor_with_inference(results: dict[str, Any]) -> list[str]:

@@ -64,3 +64,21 @@ def test_the_mlserver_version_comes_from_the_results() -> None:
     d["versions"]["mlserver"] = "9.9.9"
     text = render_results.serving(d)
     assert "| MLServer 9.9.9, batching off |" in text and "1.7.1" not in text
+
+
+def test_failed_calls_are_counted_and_no_target_over_them_is_met() -> None:
+    d = copy.deepcopy(committed())
+    d["results"]["model_infer"]["8"]["errors"] = 120  # ModelInfer c=8 is met on the answered calls alone
+    d["results"]["floor"]["32"]["errors"] = 5
+    d["targets"] = serving_targets(d["results"])
+    by_name = {t["target"]: t for t in d["targets"]}
+    ours = by_name["ModelInfer c=8 throughput / floor"]
+    assert ours["met"] is False and ours["reason"] == "120 failed calls on Aether's side"
+    theirs = by_name["ModelInfer c=32 throughput / floor"]
+    assert theirs["met"] is None and theirs["reason"] == "baseline had 5 failed calls"
+    text = render_results.serving(d)
+    assert "3279 (3.6), **120 failed calls**" in text
+    assert (
+        "| ModelInfer c=8 throughput / floor | 0.735 | 0.7 | **missed** (120 failed calls on Aether's side) |"
+        in text
+    )
