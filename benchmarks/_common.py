@@ -17,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.targets import is_quick
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Where a run's JSON goes instead of RESULTS_DIR (a smoke run of a full benchmark, say).
+RESULTS_DIR_VARIABLE = "AETHER_BENCH_RESULTS_DIR"
 
 
 def percentiles_ms(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -71,11 +75,21 @@ def environment(packages: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def results_dir(document: Mapping[str, Any]) -> Path:
+    """``$AETHER_BENCH_RESULTS_DIR`` when set; else ``benchmarks/results/``, or its ``quick/`` folder
+    (ignored by git, never rendered) for a quick run, which must not replace the committed figures."""
+    chosen = os.environ.get(RESULTS_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen)
+    return RESULTS_DIR / "quick" if is_quick(document) else RESULTS_DIR
+
+
 def write_results(name: str, payload: Mapping[str, Any]) -> Path:
-    """Writes ``benchmarks/results/<name>.json`` (with the time of the run) and returns its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    """Writes ``<name>.json`` (with the time of the run) under :func:`results_dir` and returns its path."""
     document = {"benchmark": name, "run_at": datetime.datetime.now(datetime.UTC).isoformat(), **payload}
+    folder = results_dir(document)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(strict_json(document))
     return path
 

@@ -16,7 +16,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.targets import drift_targets, pit_join_targets, tracking_targets
+from benchmarks.targets import drift_targets, is_quick, pit_join_targets, tracking_targets
 
 RESULTS = Path(__file__).with_name("results")
 OUT = Path(__file__).with_name("RESULTS.md")
@@ -46,7 +46,13 @@ def _meta(d: dict[str, Any]) -> str:
     elif isinstance(load, int | float):
         load_text = f"; load average {load:.1f}"
     when_text = f" {when}" if when != "?" else ""
-    return f"_Measured{when_text} on {cpu}, {cores} cores{load_text}._"
+    measured = f"_Measured{when_text} on {cpu}, {cores} cores{load_text}._"
+    if is_quick(d):
+        return (
+            "**QUICK RUN (smoke size): these figures show that the benchmark runs, not how fast anything is; "
+            "no verdict below is of record. Re-run without `--quick`.**\n\n" + measured
+        )
+    return measured
 
 
 def _verdict(met: bool | None) -> str:

@@ -23,7 +23,7 @@ ModelInfer, Predict, …, floor, …), each one's slices pooled: this host's spe
 minutes, and servers measured one after the other compared different machines.
 
 Writes ``benchmarks/results/serving.json`` (machine, versions, every level, the targets and whether they
-were met) and prints a table.
+were met; under ``results/quick/`` with ``--quick``) and prints a table.
 """
 
 from __future__ import annotations
@@ -289,6 +289,7 @@ def main() -> int:
         {
             **env,
             "command": "python benchmarks/serving.py" + (" --quick" if args.quick else ""),
+            "quick": args.quick,
             "duration_s_per_level": rounds * SLICE_S,
             "measurement": f"servers interleaved: {rounds} slices of {SLICE_S:.0f} s per server and level",
             "load_generator": "benchmarks/loadgen: grpc.aio closed loop, pre-serialized, same machine",
@@ -297,7 +298,7 @@ def main() -> int:
             "targets": verdicts,
         },
     )
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    print(f"\nwrote {path}")
     return 0
 
 

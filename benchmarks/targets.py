@@ -27,6 +27,11 @@ TRACKING_LOGGED_POINTS = 1_000_000
 TRACKING_COMPARE_RUNS = 10_000
 
 
+def is_quick(document: Mapping[str, Any]) -> bool:
+    """A ``--quick`` (smoke-size) run: it shows that a benchmark runs, not how fast anything is."""
+    return document.get("quick") is True or "--quick" in str(document.get("command", "")).split()
+
+
 def verdict(
     target: str,
     value: float | None,

@@ -295,7 +295,7 @@ def main() -> None:
         print(f"{state} {t['target']}: {t['value']} (bound {t['bound']:g}) {t.get('reason', '')}".rstrip())
     path = write_results("tracking", payload)
     print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"results: {path.relative_to(ROOT)}")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":
