@@ -140,9 +140,12 @@ def _rows(rng: random.Random, count: int) -> list[dict[str, str]]:
     return [{"driver_id": str(rng.randrange(ENTITIES))} for _ in range(count)]
 
 
-async def _time_calls(call: Callable[[int], Awaitable[Any]], iterations: int, warmup: int) -> list[float]:
+async def _time_calls(
+    call: Callable[[int], Awaitable[Any]], iterations: int, warmup: int, warmup_offset: int = 0
+) -> list[float]:
+    """``call(0 .. iterations-1)`` timed, after ``call(warmup_offset + 0 .. warmup-1)`` untimed."""
     for i in range(warmup):
-        await call(i)
+        await call(warmup_offset + i)
     samples = []
     clock = time.perf_counter
     for i in range(iterations):
