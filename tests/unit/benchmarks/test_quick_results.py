@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import _common, render_results
+from benchmarks.render_tables import _meta
 
 
 def test_a_quick_run_is_not_written_over_the_committed_results() -> None:
@@ -44,8 +45,8 @@ def test_the_results_folder_can_be_chosen(tmp_path: Path) -> None:
 
 def test_a_quick_result_is_marked_in_the_report() -> None:
     d = json.loads((render_results.RESULTS / "tracking.json").read_text())
-    assert "QUICK RUN" not in render_results._meta(d)
+    assert "QUICK RUN" not in _meta(d)
     d["quick"] = True
-    assert render_results._meta(d).startswith("**QUICK RUN (smoke size)")
+    assert _meta(d).startswith("**QUICK RUN (smoke size)")
     d["quick"], d["command"] = False, "python benchmarks/tracking.py --quick --skip-mlflow"
-    assert "QUICK RUN" in render_results._meta(d)
+    assert "QUICK RUN" in _meta(d)
