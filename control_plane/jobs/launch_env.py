@@ -14,6 +14,9 @@ anything but the standard library, so the SDK side can read the same names.
 - ``AETHER_RUN_ID``: the tracking run the control plane created when the job first started; the same
   for every attempt.
 - ``CUDA_VISIBLE_DEVICES``: the allocated GPUs, comma-separated (``""`` for a CPU job).
+- ``RANK``: not set by the executor but by ``torch.distributed.run``, which starts a job with more than
+  one GPU as one process per GPU; the training SDK lets only rank 0 (or a process without ``RANK``) log
+  metrics, write checkpoints and outputs.
 - ``AETHER_TOKEN`` / ``AETHER_TLS_CA`` etc. are inherited from the control plane's environment.
 
 stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
@@ -38,6 +41,7 @@ CONTROL_PLANE_ADDR = "AETHER_CONTROL_PLANE_ADDR"
 TRACKING_EXPERIMENT = "AETHER_TRACKING_EXPERIMENT"
 RUN_ID = "AETHER_RUN_ID"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+RANK = "RANK"
 
 #: Name of the outputs file, written by the job next to (in the parent of) its checkpoint folder.
 OUTPUTS_FILE = "outputs.json"
@@ -56,6 +60,9 @@ class LaunchEnv:
     run_id: str
     #: Allocated device ids (as the pool names them); empty for a CPU job.
     devices: tuple[str, ...] = ()
+    #: This process's global rank under torchrun (``RANK``); 0 for a job run as one process. Not part of
+    #: :meth:`to_env`: torchrun sets it per process.
+    rank: int = 0
 
     @property
     def outputs_path(self) -> Path:
@@ -91,4 +98,5 @@ class LaunchEnv:
             tracking_experiment=env.get(TRACKING_EXPERIMENT, ""),
             run_id=env.get(RUN_ID, ""),
             devices=tuple(d for d in devices.split(",") if d),
+            rank=int(env.get(RANK) or 0),
         )

@@ -16,12 +16,20 @@
 
 The executor's side of the contract is :mod:`control_plane.jobs.launch_env`. This module does not import
 torch: checkpoints (which do) are loaded on first use.
+
+Under ``torch.distributed.run`` (a job with more than one GPU: one process per GPU, each with its
+``RANK``) only rank 0 is *primary*: it alone logs metrics, writes checkpoints and ``outputs.json``; on the
+other ranks those calls do nothing, so a curve gets one point per step and no two processes write the same
+file. Every rank resumes from the checkpoints rank 0 wrote. When the job has initialised a
+``torch.distributed`` process group, :meth:`TrainingContext.checkpoint` is a barrier for all ranks on
+both sides of rank 0's write, so no rank runs ahead of (or resumes from) a checkpoint being written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,6 +97,11 @@ class TrainingContext:
         """The tracking run the metrics go to (started here when the executor gave none)."""
         return self.metrics.run_id
 
+    @property
+    def is_primary(self) -> bool:
+        """Whether this process is rank 0 (or the job's only process): the one that logs and writes."""
+        return self.launch.rank == 0
+
     # Data ------------------------------------------------------------------------------------------------
 
     def dataset(self) -> TrainingData:
@@ -120,7 +133,10 @@ class TrainingContext:
         """Buffers one point per metric at step ``epoch`` (``values`` for names that are not identifiers,
         e.g. ``val/loss``). A point the run already holds from an earlier attempt is not sent again.
         Never waits on the network, except on the first call of a retried attempt that did not
-        :meth:`resume`, which reads what the run holds (:meth:`_read_server_points`)."""
+        :meth:`resume`, which reads what the run holds (:meth:`_read_server_points`). Nothing is logged
+        on a rank other than 0: every rank would send the same step."""
+        if not self.is_primary:
+            return
         self._read_server_points()
         merged = {**(values or {}), **metrics}
         self._epoch_metrics.setdefault(int(epoch), {}).update(merged)
@@ -134,7 +150,7 @@ class TrainingContext:
         """Per-batch points (``batch/<name>`` at the global ``step``), only when per-batch logging is on.
         A batch an earlier attempt of a retried job already shipped (one this attempt replays) is not sent
         again (:meth:`_read_server_points`)."""
-        if not self.log_per_batch:
+        if not self.log_per_batch or not self.is_primary:
             return
         merged = {**(values or {}), **metrics}
         self._read_server_points()
@@ -157,10 +173,17 @@ class TrainingContext:
             self._checkpoints = CheckpointManager(self.checkpoint_dir, self.spec.keep_last)
         return self._checkpoints
 
-    def checkpoint(self, state: TrainingState) -> Path:
+    def checkpoint(self, state: TrainingState) -> Path | None:
         """Saves ``state`` with every RNG state, atomically; keeps the spec's last K checkpoints. The epoch
-        metrics logged so far go into the checkpoint too (a few numbers per epoch)."""
-        return self.checkpoints.save(state, {"epoch_metrics": self._epoch_metrics})
+        metrics logged so far go into the checkpoint too (a few numbers per epoch). Only rank 0 writes
+        (None elsewhere): ranks of one job share the checkpoint folder, and two writers of one file
+        name would race on it and on the pruning of old ones."""
+        _barrier()
+        path = (
+            self.checkpoints.save(state, {"epoch_metrics": self._epoch_metrics}) if self.is_primary else None
+        )
+        _barrier()
+        return path
 
     def resume(self) -> Checkpoint | None:
         """The newest valid checkpoint of this job (skipping corrupt ones with a warning), or None.
@@ -170,7 +193,7 @@ class TrainingContext:
         again now, and points the server already holds (epochs the previous attempt shipped after the
         checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`)."""
         checkpoint = self.checkpoints.resume()
-        if checkpoint is not None:
+        if checkpoint is not None and self.is_primary:  # other ranks log nothing, so mend nothing
             saved = checkpoint.sdk.get("epoch_metrics", {})
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}
             if self._read_server_points(resumed=True):
@@ -225,8 +248,11 @@ class TrainingContext:
 
     def write_outputs(self, outputs: Mapping[str, Any]) -> Path:
         """Writes ``outputs.json`` beside the checkpoint folder (atomically), where the control plane
-        picks it up when the job succeeds."""
+        picks it up when the job succeeds. Only rank 0 writes it; other ranks get its path and write
+        nothing."""
         path = self.launch.outputs_path
+        if not self.is_primary:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temp.write_text(json.dumps(dict(outputs), indent=2, sort_keys=True))
@@ -249,3 +275,14 @@ class TrainingContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close("FINISHED" if exc_type is None else "FAILED")
+
+
+def _barrier() -> None:
+    """Waits for every rank when the job runs a ``torch.distributed`` process group; else nothing (a
+    single process, or ranks that do not communicate: they cannot be made to wait for each other)."""
+    if "torch" not in sys.modules:  # no process group without torch imported; do not import it here
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -61,7 +61,7 @@ def run_job(ctx: TrainingContext) -> dict[str, Any]:
     difference = check_onnx(onnx_path, serving, prepared.x_test, config.onnx_tolerance)
     print(f"held-out metrics {metrics}; ONNX matches torch within {difference:.3g}", flush=True)
     outputs = {"dataset_hash": data.dataset_hash, "metrics": metrics, "onnx_max_abs_diff": difference}
-    if config.register:
+    if config.register and ctx.is_primary:  # one version per job, not one per torchrun rank
         registered = register_model(ctx, config, data, prepared, onnx_path, metrics)
         outputs |= {
             "model": registered.version.model_name,

@@ -148,3 +148,13 @@ def test_job_argv_uses_torchrun_for_several_gpus() -> None:
     assert job_argv(command, "py")[-5:] == ["--nproc_per_node=2", "--no-python", "./run.sh", "a", "b"]
     command.gpus = 1
     assert job_argv(command, "py") == ["./run.sh", "a", "b"]
+
+
+def test_the_built_in_trainer_refuses_more_than_one_gpu() -> None:
+    # The executor runs a job with gpus > 1 as one process per GPU; the built-in trainer is not
+    # data-parallel, so each process trained and registered the whole model.
+    trainer = {"module": "control_plane.training.trainer"}
+    assert validate(spec(entrypoint=trainer, gpus=1)).gpus == 1
+    with pytest.raises(InvalidArgument, match=r"gpus 2: the built-in trainer .* trains on one GPU"):
+        validate(spec(entrypoint=trainer, gpus=2))
+    assert validate(spec(entrypoint={"module": "pkg.train"}, gpus=2)).gpus == 2

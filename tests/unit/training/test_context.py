@@ -53,7 +53,7 @@ def test_checkpoints_carry_the_epoch_metrics(tmp_path: Path) -> None:
     ctx = TrainingContext(launch(tmp_path), TrainingContext.from_env(launch(tmp_path).to_env()).spec)
     ctx._epoch_metrics = {0: {"loss": 1.5}, 1: {"loss": 0.5}}  # what log_metrics records
     path = ctx.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=2))
-    assert path.parent == ctx.checkpoint_dir
+    assert path is not None and path.parent == ctx.checkpoint_dir
     checkpoint = ctx.checkpoints.resume()
     assert checkpoint is not None and checkpoint.sdk == {
         "epoch_metrics": {0: {"loss": 1.5}, 1: {"loss": 0.5}}
@@ -66,3 +66,26 @@ def test_outputs_json_is_written_beside_the_checkpoint_folder(tmp_path: Path) ->
     assert path == tmp_path / "job" / "outputs.json"
     assert json.loads(path.read_text()) == {"model": "demo", "version": 3}
     assert [p.name for p in path.parent.iterdir()] == ["outputs.json"]  # no temp file left
+
+
+def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None:
+    # Under torchrun (a job with gpus > 1) every rank runs the job's code with its own RANK; before, each
+    # logged every metric point, wrote the same checkpoint files and outputs.json at once.
+    environ = launch(tmp_path).to_env()
+    other = TrainingContext.from_env({**environ, "RANK": "1"})
+    assert not other.is_primary and other.launch.rank == 1
+    other.log_metrics(0, loss=1.0)
+    other.log_batch_metrics(1, loss=1.0)
+    assert other._metrics is None  # no tracking client made, nothing buffered to ship
+    assert other.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1)) is None
+    assert other.write_outputs({"model": "demo"}) == tmp_path / "job" / "outputs.json"
+    assert not (tmp_path / "job" / "outputs.json").exists()
+    assert not other.checkpoint_dir.exists() or not any(other.checkpoint_dir.iterdir())
+
+    primary = TrainingContext.from_env({**environ, "RANK": "0"})
+    assert primary.is_primary
+    written = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
+    assert written is not None and written.parent == primary.checkpoint_dir
+    resumed = other.resume()  # every rank resumes from rank 0's checkpoint
+    assert resumed is not None and resumed.path == written
+    assert other._metrics is None  # nor does resuming mend curves (send points) from another rank
