@@ -49,7 +49,7 @@ from data_plane.predictor import Predictor
 from data_plane.reader import OnlineReader, ReadLimits
 from data_plane.redis_client import RedisClient
 from data_plane.registry_watch import RegistryWatch
-from data_plane.runtime.onnx import OnnxOptions
+from data_plane.runtime.onnx import OnnxOptions, warn_missing_named_providers
 from data_plane.settings import DataPlaneSettings
 
 _log = logging.getLogger("aether.data_plane.server")
@@ -119,6 +119,7 @@ def _host(listen: str) -> str:
 
 
 def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManager:
+    warn_missing_named_providers(settings.execution_providers)
     options = ManagerOptions(
         onnx=OnnxOptions(
             intra_op_threads=settings.intra_op_threads,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.env_values import env_bool, env_float, env_int, env_text
+from clients.env_values import ConfigurationError, env_bool, env_float, env_int, env_text
 from clients.sdk.auth import ChannelSecurity
 from clients.tls import ServerTls
 
@@ -105,9 +105,7 @@ class DataPlaneSettings:
                 env, "AETHER_INLINE_BATCH_BELOW_US", d.inline_batch_below_us, minimum=0
             ),
             max_queue_size=env_int(env, "AETHER_MAX_QUEUE_SIZE", d.max_queue_size, minimum=1),
-            execution_providers=tuple(
-                p.strip() for p in env_text(env, "AETHER_EXECUTION_PROVIDERS", "").split(",") if p.strip()
-            ),
+            execution_providers=execution_providers(env),
             native_tensorrt=env_bool(env, "AETHER_NATIVE_TENSORRT", d.native_tensorrt),
             engine_cache_dir=Path(
                 env_text(env, "AETHER_ENGINE_CACHE_DIR", str(home / "trt_engines"))
@@ -129,3 +127,36 @@ class DataPlaneSettings:
             tls=ServerTls.from_env(env),
             channel_security=ChannelSecurity.from_env(env),
         )
+
+
+PROVIDERS_VARIABLE = "AETHER_EXECUTION_PROVIDERS"
+
+
+def execution_providers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``AETHER_EXECUTION_PROVIDERS``: comma-separated ONNX Runtime provider names the data plane may use.
+    A name ONNX Runtime does not know (a typo, ``cuda``) or one the data plane never asks for is a
+    ConfigurationError: either was dropped, and the models ran on the CPU without a word. A known GPU
+    provider this build lacks is allowed (the same settings serve CPU and GPU hosts) and logged at start
+    (:func:`data_plane.runtime.onnx.warn_missing_named_providers`)."""
+    names = tuple(p.strip() for p in env_text(env, PROVIDERS_VARIABLE, "").split(",") if p.strip())
+    if not names:
+        return ()
+    # Imported only when the variable is set: onnxruntime takes a while to import, and the settings
+    # are read by processes that never serve a model (``--help``, the supervisor of --workers).
+    import onnxruntime
+
+    from data_plane.runtime.onnx import PROVIDER_PREFERENCE
+
+    known = set(onnxruntime.get_all_providers())
+    for name in names:
+        if name not in known:
+            raise ConfigurationError(
+                f"{PROVIDERS_VARIABLE}: {name!r} is not an ONNX Runtime execution provider;"
+                f" expected names from {', '.join(PROVIDER_PREFERENCE)}"
+            )
+        if name not in PROVIDER_PREFERENCE:
+            raise ConfigurationError(
+                f"{PROVIDERS_VARIABLE}: the data plane does not use {name}; expected names from"
+                f" {', '.join(PROVIDER_PREFERENCE)}"
+            )
+    return names

@@ -114,6 +114,36 @@ def dropped_gpu_providers(requested: Sequence[str], started: Sequence[str]) -> l
     return [p for p in requested if p in GPU_PROVIDERS and p not in started]
 
 
+def gpu_providers_wanted(chosen: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """The GPU providers a session should start with: those :func:`choose_providers` chose, plus those the
+    operator named (``AETHER_EXECUTION_PROVIDERS``) that it left out because this build lacks them or
+    TensorRT does not load. Comparing only the chosen ones with the session's missed a named provider the
+    build lacks: the model ran on the CPU and nothing was logged."""
+    named = [p for p in allowed if p in GPU_PROVIDERS and p not in chosen]
+    return [p for p in chosen if p in GPU_PROVIDERS] + named
+
+
+def missing_named_providers(allowed: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The GPU providers the operator named that this onnxruntime build does not have."""
+    return [p for p in allowed if p in GPU_PROVIDERS and p not in available]
+
+
+def warn_missing_named_providers(allowed: Sequence[str]) -> list[str]:
+    """Logs, once at the data plane's start, the GPU providers named in ``AETHER_EXECUTION_PROVIDERS``
+    that this onnxruntime build lacks (every model will then run without them); returns them."""
+    available = ort.get_available_providers()
+    missing = missing_named_providers(allowed, available)
+    if missing:
+        _log.warning(
+            "AETHER_EXECUTION_PROVIDERS names %s, which this onnxruntime %s build does not have (it has %s);"
+            " models run without it",
+            ", ".join(missing),
+            ort.__version__,
+            ", ".join(available),
+        )
+    return missing
+
+
 def _provider_options(provider: str, options: OnnxOptions) -> dict[str, Any]:
     if provider == "TensorrtExecutionProvider" and options.trt_cache_dir is not None:
         options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
@@ -166,9 +196,15 @@ class OnnxRuntimeSession:
         self._binding: Any = getattr(self._session, "_sess", None)
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         # A model served on the CPU, many times slower than planned, deserves a word in the log.
-        dropped = dropped_gpu_providers(providers, self.providers)
+        dropped = dropped_gpu_providers(
+            gpu_providers_wanted(providers, options.allowed_providers), self.providers
+        )
         if dropped:
-            _log.warning("%s could not start; this session runs on %s", ", ".join(dropped), self.providers)
+            absent = [p for p in dropped if p not in available]
+            why = f" ({', '.join(absent)} not in this onnxruntime build)" if absent else ""
+            _log.warning(
+                "%s could not start%s; this session runs on %s", ", ".join(dropped), why, self.providers
+            )
 
     @property
     def description(self) -> str:

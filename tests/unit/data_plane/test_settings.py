@@ -98,6 +98,29 @@ def test_a_bad_value_names_its_variable(variable: str, value: str, expected: str
     assert str(caught.value) == f"{variable}: expected {expected}, got {value!r}"
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("cuda", "'cuda' is not an ONNX Runtime execution provider"),
+        ("CUDAExecutionProvider,TensorRT", "'TensorRT' is not an ONNX Runtime execution provider"),
+        ("OpenVINOExecutionProvider", "the data plane does not use OpenVINOExecutionProvider"),
+    ],
+)
+def test_an_execution_provider_name_the_data_plane_cannot_use_is_refused(value: str, expected: str) -> None:
+    """Such a name was dropped when sessions were built, and the models ran on the CPU, nothing logged."""
+    with pytest.raises(ConfigurationError) as caught:
+        DataPlaneSettings.from_env({"AETHER_EXECUTION_PROVIDERS": value})
+    assert str(caught.value) == (
+        f"AETHER_EXECUTION_PROVIDERS: {expected}; expected names from TensorrtExecutionProvider,"
+        " CUDAExecutionProvider, CPUExecutionProvider"
+    )
+    # A real GPU provider is accepted on a build without it (one configuration for CPU and GPU hosts).
+    named = DataPlaneSettings.from_env(
+        {"AETHER_EXECUTION_PROVIDERS": " CUDAExecutionProvider , CPUExecutionProvider"}
+    )
+    assert named.execution_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 def test_an_empty_variable_means_unset() -> None:
     names = [
         "AETHER_DATA_PLANE_ADDR", "AETHER_REDIS_URL", "AETHER_REDIS_TIMEOUT_S", "AETHER_REDIS_POOL_SIZE",

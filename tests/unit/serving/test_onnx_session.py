@@ -4,11 +4,13 @@ still work where the binding is absent."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
+from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession, warn_missing_named_providers
 from tests.support import onnx_models
 
 
@@ -40,3 +42,31 @@ def test_without_the_binding_the_public_run_serves() -> None:
     again = session.run({"x": x})
     for name, array in expected.items():
         np.testing.assert_array_equal(again[name], array)
+
+
+def test_a_named_gpu_provider_this_build_lacks_is_logged_not_silently_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # This onnxruntime build (the CPU one of the test environment) has no CUDA provider. Before, a named
+    # CUDAExecutionProvider was dropped before the session was built, so the session "started with every
+    # GPU provider it was asked for" and ran on the CPU with nothing logged.
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    named = ("CUDAExecutionProvider",)
+    with caplog.at_level(logging.WARNING, logger="aether.data_plane.onnx"):
+        assert warn_missing_named_providers(named) == ["CUDAExecutionProvider"]
+        session = OnnxRuntimeSession(
+            onnx_models.affine().SerializeToString(), OnnxOptions(allowed_providers=named)
+        )
+    assert session.providers == ("CPUExecutionProvider",)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "AETHER_EXECUTION_PROVIDERS names CUDAExecutionProvider" in messages[0]
+    assert (
+        "CUDAExecutionProvider could not start (CUDAExecutionProvider not in this onnxruntime build)"
+        in (messages[1])
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aether.data_plane.onnx"):
+        assert warn_missing_named_providers(("CPUExecutionProvider",)) == []
+        OnnxRuntimeSession(onnx_models.affine().SerializeToString(), OnnxOptions())
+    assert caplog.records == []  # nothing named, nothing missing: the CPU is what was asked for
