@@ -12,11 +12,13 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def replace_when_done(dest: Path) -> Iterator[BinaryIO]:
+def replace_when_done(dest: Path, *, sync_folder: bool = False) -> Iterator[BinaryIO]:
     """A binary file to write that replaces ``dest`` when the block ends without an error; on any error
     it is removed and ``dest`` is left as it was. The temporary file beside ``dest`` has a unique name:
     with a fixed one, two writers to one destination wrote into the same file and one of them renamed
-    the mixture into place after checking only its own bytes."""
+    the mixture into place after checking only its own bytes. With ``sync_folder`` the folder is fsynced
+    after the rename too, so that the new name survives a power loss (for caches that are trusted
+    when found: without it the name may come back pointing at a file of another age)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
     temp = Path(name)
@@ -26,8 +28,19 @@ def replace_when_done(dest: Path) -> Iterator[BinaryIO]:
             file.flush()
             os.fsync(file.fileno())
         temp.replace(dest)
+        if sync_folder:
+            fsync_folder(dest.parent)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Makes the names in ``folder`` (a rename into it) durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def unwritable_reason(path: str | Path) -> str | None:

@@ -14,19 +14,23 @@ model and TensorRT version that built it, so both are in the name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from clients.files import replace_when_done
 from data_plane.models.spec import DYNAMIC, ModelSpec
 from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.tensorrt")
+T = TypeVar("T")
 
 
 def available() -> bool:
@@ -41,6 +45,47 @@ def available() -> bool:
 def engine_cache_path(cache_dir: Path, gpu_name: str, trt_version: str, sha256: str, max_batch: int) -> Path:
     gpu = re.sub(r"[^A-Za-z0-9]+", "_", gpu_name).strip("_")
     return cache_dir / f"{gpu}-trt{trt_version}-{sha256[:16]}-b{max_batch}.plan"
+
+
+class UnreadablePlan(RuntimeError):
+    """A serialized plan TensorRT cannot deserialize: torn, truncated, or from another build."""
+
+
+def load_cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes], T]) -> T:
+    """``load`` of the plan cached at ``path``, else of a plan ``build`` makes, which is cached first.
+
+    A cached plan that ``load`` refuses as :class:`UnreadablePlan` (a crash or a torn write left it
+    short) is logged, removed and built again, once: before, the load failed, the file stayed, and the
+    model failed on every later load until someone deleted it. The plan is written through a unique
+    temporary file (two workers building the same engine used one fixed ``.tmp`` name and could rename
+    a mixture of both into place), fsynced, renamed, and the folder fsynced, so that what a later load
+    finds under the name is a whole plan."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        found = None
+    if found is not None:
+        _log.info("loading cached TensorRT engine %s", path)
+        try:
+            return load(path.read_bytes())
+        except UnreadablePlan as problem:
+            _log.warning(
+                "cached TensorRT engine %s is unusable (%s); removing it and building it again", path, problem
+            )
+            _remove_if_unchanged(path, found)
+    plan = build()
+    with replace_when_done(path, sync_folder=True) as file:
+        file.write(plan)
+    return load(plan)
+
+
+def _remove_if_unchanged(path: Path, seen: os.stat_result) -> None:
+    """Removes ``path`` if it is still the file that was read: another worker may have replaced the bad
+    plan with a good one meanwhile, which is left alone."""
+    with contextlib.suppress(FileNotFoundError):
+        now = path.stat()
+        if (now.st_ino, now.st_mtime_ns, now.st_size) == (seen.st_ino, seen.st_mtime_ns, seen.st_size):
+            path.unlink()
 
 
 def _profile_shapes(shape: tuple[int, ...], max_batch: int) -> tuple[tuple[int, ...], ...]:
@@ -63,7 +108,7 @@ class TensorRTEngine:
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine plan")
+            raise UnreadablePlan(f"TensorRT could not deserialize the engine plan ({len(plan)} bytes)")
         self._context = self._engine.create_execution_context()
         stream_type: Any = torch.cuda.Stream
         self._stream = stream_type()
@@ -89,15 +134,7 @@ class TensorRTEngine:
             spec.artifact_sha256,
             spec.max_batch_size,
         )
-        if path.exists():
-            _log.info("loading cached TensorRT engine %s", path)
-            return cls(path.read_bytes(), spec)
-        plan = build_plan(model, spec)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(plan)
-        tmp.replace(path)  # atomic: a half-written plan is never picked up
-        return cls(plan, spec)
+        return load_cached_plan(path, lambda: build_plan(model, spec), lambda plan: cls(plan, spec))
 
     @property
     def waits_on_device(self) -> bool:
