@@ -14,6 +14,8 @@ anything but the standard library, so the SDK side can read the same names.
 - ``AETHER_RUN_ID``: the tracking run the control plane created when the job first started; the same
   for every attempt.
 - ``CUDA_VISIBLE_DEVICES``: the allocated GPUs, comma-separated (``""`` for a CPU job).
+- ``CUDA_DEVICE_ORDER=PCI_BUS_ID``: the pool's GPU indices are NVML's (PCI bus order); CUDA numbers
+  GPUs fastest first unless told otherwise, so on a host with mixed GPUs index 0 could be another GPU.
 - ``RANK``: not set by the executor but by ``torch.distributed.run``, which starts a job with more than
   one GPU as one process per GPU; the training SDK lets only rank 0 (or a process without ``RANK``) log
   metrics, write checkpoints and outputs.
@@ -41,6 +43,7 @@ CONTROL_PLANE_ADDR = "AETHER_CONTROL_PLANE_ADDR"
 TRACKING_EXPERIMENT = "AETHER_TRACKING_EXPERIMENT"
 RUN_ID = "AETHER_RUN_ID"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+CUDA_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
 RANK = "RANK"
 
 #: Name of the outputs file, written by the job next to (in the parent of) its checkpoint folder.
@@ -80,6 +83,7 @@ class LaunchEnv:
             TRACKING_EXPERIMENT: self.tracking_experiment,
             RUN_ID: self.run_id,
             CUDA_VISIBLE_DEVICES: ",".join(self.devices),
+            CUDA_DEVICE_ORDER: "PCI_BUS_ID",
         }
 
     @classmethod

@@ -158,3 +158,28 @@ def test_the_built_in_trainer_refuses_more_than_one_gpu() -> None:
     with pytest.raises(InvalidArgument, match=r"gpus 2: the built-in trainer .* trains on one GPU"):
         validate(spec(entrypoint=trainer, gpus=2))
     assert validate(spec(entrypoint={"module": "pkg.train"}, gpus=2)).gpus == 2
+
+
+def test_the_nvml_pool_is_the_control_plane_s_own_cuda_visible_devices() -> None:
+    # Before, a control plane started with CUDA_VISIBLE_DEVICES=2,3 handed jobs GPUs 0..N-1 of the host.
+    assert DevicePool.from_nvml(4, None) == DevicePool(("0", "1", "2", "3"), "nvml")
+    assert DevicePool.from_nvml(4, "2,3") == DevicePool(("2", "3"), "nvml")
+    assert DevicePool.from_nvml(4, " 3 , 1 ") == DevicePool(("3", "1"), "nvml")
+    uuids = "GPU-8e0c1c8a-1b1f-4b4c-9e3e-000000000001,GPU-8e0c1c8a-1b1f-4b4c-9e3e-000000000002"
+    assert DevicePool.from_nvml(8, uuids).devices == tuple(uuids.split(","))
+    # CUDA reads up to the first entry that hides the rest: -1, an index the host lacks, or nothing.
+    assert DevicePool.from_nvml(4, "1,-1,2").devices == ("1",)
+    assert DevicePool.from_nvml(4, "1,7,2").devices == ("1",)
+    assert DevicePool.from_nvml(4, "") == DevicePool((), "none")
+    assert DevicePool.from_nvml(4, "-1") == DevicePool((), "none")
+    assert DevicePool.from_nvml(0, "0,1") == DevicePool((), "none")  # no GPU seen: CPU jobs only
+    # AETHER_GPUS still wins over both.
+    assert DevicePool.detect({"AETHER_GPUS": "2", "CUDA_VISIBLE_DEVICES": "5"}).devices == ("0", "1")
+
+
+def test_every_job_numbers_gpus_in_pci_bus_order_as_nvml_does(tmp_path: Path) -> None:
+    # The pool's indices are NVML's (PCI bus order); CUDA's default order is fastest first.
+    env = LaunchEnv("j1", 1, tmp_path / "spec.json", tmp_path / "ckpt", "127.0.0.1:1", "exp", "run1", ("1",))
+    assert env.to_env()["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    cpu = LaunchEnv("j1", 1, tmp_path / "spec.json", tmp_path / "ckpt", "127.0.0.1:1", "exp", "run1")
+    assert cpu.to_env()["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
