@@ -101,6 +101,10 @@ def parse_args(
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     if args.reuse_port:
         overrides["reuse_port"] = True
+    if settings.native_tensorrt:  # checked once at start, not found missing model by model
+        from data_plane.runtime.tensorrt_engine import require_native
+
+        require_native()
     return dataclasses.replace(settings, **overrides), args.workers
 
 

@@ -2,9 +2,10 @@
 
 UNTESTED HERE: written against the TensorRT 10 Python API (name-based I/O tensors, ``execute_async_v3``)
 on a machine without a GPU; it is only used when ``tensorrt`` and a CUDA ``torch`` are importable
-(:func:`available`) and the manager is asked for native engines. Device buffers and the CUDA stream come
-from torch, which every TensorRT deployment image carries; the engine itself never touches torch's
-autograd.
+(:func:`available`) and the manager is asked for native engines (``AETHER_NATIVE_TENSORRT=1``, which
+the data plane refuses at start where they are not, :func:`require_native`). Device buffers and the
+CUDA stream come from torch, which ``Dockerfile.gpu`` installs (a CUDA 13 build) for this; the engine
+itself never touches torch's autograd.
 
 The engine is built with one optimisation profile whose batch dimension spans 1 … ``max_batch_size``
 (optimal at the maximum, since the batcher fills batches under load). The serialized plan is cached as
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from clients.env_values import ConfigurationError
 from clients.files import replace_when_done
 from data_plane.models.spec import DYNAMIC, ModelSpec
 from data_plane.runtime.base import Array
@@ -33,13 +35,37 @@ _log = logging.getLogger("aether.data_plane.tensorrt")
 T = TypeVar("T")
 
 
-def available() -> bool:
-    """Whether native engines can be built here: ``tensorrt`` importable and a CUDA device visible."""
-    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("torch") is None:
-        return False
+def unavailable_reason() -> str | None:
+    """Why native engines cannot be built here, or None when they can: ``tensorrt`` and a CUDA build of
+    ``torch`` (device buffers and the stream come from it) importable, and a CUDA device visible."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt package is not installed (the `gpu` extra)"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (native TensorRT takes its device buffers and CUDA stream from torch)"
     import torch
 
-    return bool(torch.cuda.is_available())
+    if not torch.cuda.is_available():
+        build = torch.version.cuda
+        return (
+            f"torch {torch.__version__} sees no CUDA device"
+            if build
+            else f"torch {torch.__version__} is a CPU-only build (it needs a CUDA build)"
+        )
+    return None
+
+
+def available() -> bool:
+    """Whether native engines can be built here (:func:`unavailable_reason`)."""
+    return unavailable_reason() is None
+
+
+def require_native(variable: str = "AETHER_NATIVE_TENSORRT") -> None:
+    """ConfigurationError, at the data plane's start, when native TensorRT was asked for and cannot be
+    used here. Before, every model fell back to ONNX Runtime with a warning per model, so a server
+    configured for native engines served without them (the project's GPU image had no torch)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise ConfigurationError(f"{variable}=1 but native TensorRT cannot be used here: {reason}")
 
 
 def engine_cache_path(cache_dir: Path, gpu_name: str, trt_version: str, sha256: str, max_batch: int) -> Path:

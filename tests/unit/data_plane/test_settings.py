@@ -151,3 +151,17 @@ def test_the_process_prints_one_line_and_help_works_whatever_the_environment(tmp
     assert refused.stderr.strip().splitlines() == [
         "python -m data_plane: error: AETHER_MAX_ROWS_PER_REQUEST: expected a whole number >= 1, got 'abc'"
     ]
+
+
+def test_native_tensorrt_that_cannot_be_used_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    """Before, the data plane started and every model fell back to ONNX Runtime with a warning each
+    (the project's GPU image had no torch, so AETHER_NATIVE_TENSORRT=1 never took effect). The test
+    environment has no tensorrt package, the first thing native TensorRT needs."""
+    refused = _data_plane(
+        {"AETHER_HOME": str(tmp_path), "AETHER_NATIVE_TENSORRT": "1"}, "--listen", "127.0.0.1:0"
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "python -m data_plane: error: AETHER_NATIVE_TENSORRT=1 but native TensorRT cannot be used here:"
+        " the tensorrt package is not installed (the `gpu` extra)"
+    ]
