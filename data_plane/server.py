@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
@@ -78,6 +78,8 @@ class DataPlaneHandle:
     health: health.aio.HealthServicer | None = None
     # The drain gates of Predict and ModelInfer.
     admissions: tuple[Admission, ...] = ()
+    # Set when the drain begins: ServerReady answers false from then on, as the health services do.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def metrics_port(self) -> int | None:
@@ -86,6 +88,7 @@ class DataPlaneHandle:
     async def drain(self, delay_s: float, grace_s: float) -> None:
         """Stops without losing a request: NOT_SERVING, ``delay_s`` more of serving, then in-flight
         requests get up to ``grace_s`` to finish before everything stops."""
+        self.stopping.set()
         if self.health is not None:
             await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, and it stays so
         await asyncio.sleep(delay_s)
@@ -195,9 +198,14 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    started = asyncio.Event()
+    started, stopping = asyncio.Event(), asyncio.Event()
     inference_servicer = inference_v2.InferenceV2Servicer(
-        manager, metrics, started.is_set, max_send_bytes=settings.max_message_bytes
+        manager,
+        metrics,
+        # Ready once started, until a drain begins (a KServe client or probe polling ServerReady must
+        # stop sending then, as one watching the health service does).
+        lambda: started.is_set() and not stopping.is_set(),
+        max_send_bytes=settings.max_message_bytes,
     )
     inference_v2.add_to_server(inference_servicer, server)
     watch = RegistryWatch(
@@ -253,6 +261,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         metrics_server=metrics_server,
         health=health_servicer,
         admissions=(predict_servicer.admission, inference_servicer.admission),
+        stopping=stopping,
     )
 
 

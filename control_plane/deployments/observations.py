@@ -146,6 +146,8 @@ class StepWindow:
         self.started_at_us = started_at_us
         self._cursor = f"{started_at_us // 1000}-0"  # inclusive for the first read
         self._exclusive = False
+        if max_read_per_tick < 1:  # a window that reads nothing never catches up: its canary would hold
+            raise ValueError(f"max_read_per_tick must be at least 1, not {max_read_per_tick}")
         self._max_read = max_read_per_tick
         self.tallies: dict[str, VariantTally] = {}
         #: Whether the last :meth:`read` reached the end of the stream (False: it stopped at its

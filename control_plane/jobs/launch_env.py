@@ -95,12 +95,20 @@ class LaunchEnv:
         devices = env.get(CUDA_VISIBLE_DEVICES, "")
         return cls(
             job_id=env[JOB_ID],
-            attempt=int(env[JOB_ATTEMPT]),
+            attempt=_whole(JOB_ATTEMPT, env[JOB_ATTEMPT]),
             spec_path=Path(env[JOB_SPEC]),
             checkpoint_dir=Path(env[CHECKPOINT_DIR]),
             control_plane_addr=env.get(CONTROL_PLANE_ADDR, "127.0.0.1:50051"),
             tracking_experiment=env.get(TRACKING_EXPERIMENT, ""),
             run_id=env.get(RUN_ID, ""),
             devices=tuple(d for d in devices.split(",") if d),
-            rank=int(env.get(RANK) or 0),
+            rank=_whole(RANK, env.get(RANK) or "0"),
         )
+
+
+def _whole(name: str, text: str) -> int:
+    """A launch variable that is a whole number; ValueError naming it otherwise (``int`` named neither
+    the variable nor what it should hold)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{name}={text!r}: expected a whole number >= 0")
+    return int(text)

@@ -56,7 +56,15 @@ def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
     missing = [t.name for t in spec.inputs if t.name not in columns]
     if missing:
         raise FailedPrecondition(f"warm-up samples {shown} have no array for input(s) {missing}")
+    scalars = [name for name, a in columns.items() if a.ndim == 0]
+    if scalars:
+        raise FailedPrecondition(
+            f"warm-up samples {shown}: input(s) {scalars} hold a single value, not one row per element of "
+            "their first dimension"
+        )
     count = min(len(a) for a in columns.values())
+    if count == 0:  # recorded samples were asked for: not silently replaced by synthetic ones
+        raise FailedPrecondition(f"warm-up samples {shown} hold no rows")
     return [{name: a[i : i + 1] for name, a in columns.items()} for i in range(count)]
 
 

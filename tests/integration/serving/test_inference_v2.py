@@ -349,6 +349,23 @@ async def test_a_new_version_warming_up_leaves_the_server_ready_and_unlisted_unt
     assert list(meta.versions) == ["1", "2", "3"]
 
 
+async def test_a_draining_server_is_not_ready_while_it_still_answers(
+    data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    """ServerReady stayed true through a drain while every health service said NOT_SERVING: a KServe
+    client or probe polling it kept sending to a replica on its way out."""
+    assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+    draining = asyncio.create_task(data_plane.drain(delay_s=30.0, grace_s=1.0))
+    try:
+        await asyncio.wait_for(data_plane.stopping.wait(), 5)
+        assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready
+        # Within the drain delay requests are still answered: the load balancer is being told to move on.
+        x = np.ones((1, 4), np.float32)
+        await stub.ModelInfer(build_infer_request("affine", {"x": x}), timeout=5)
+    finally:
+        draining.cancel()
+
+
 async def test_a_server_whose_versions_all_failed_is_not_ready(
     data_plane: DataPlaneHandle, stub: pb_grpc.GRPCInferenceServiceStub, tmp_path: Path
 ) -> None:

@@ -135,6 +135,10 @@ def test_launch_env_round_trips_through_the_environment(tmp_path: Path) -> None:
     assert cpu.devices == ()
     with pytest.raises(KeyError, match="AETHER_JOB_ID"):
         LaunchEnv.from_env({})
+    assert LaunchEnv.from_env({**variables, "RANK": "1"}).rank == 1
+    for name, value in (("RANK", "one"), ("RANK", "-1"), ("AETHER_JOB_ATTEMPT", "²")):
+        with pytest.raises(ValueError, match=f"{name}={value!r}: expected a whole number"):
+            LaunchEnv.from_env({**variables, name: value})
 
 
 def test_job_argv_uses_torchrun_for_several_gpus() -> None:

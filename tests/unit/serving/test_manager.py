@@ -244,6 +244,24 @@ async def test_warm_up_samples_are_read_from_a_uri_as_the_artifact_is(tmp_path: 
         await manager.close()
 
 
+async def test_warm_up_samples_without_rows_fail_the_load_naming_the_file(tmp_path: Path) -> None:
+    """A 0-d array failed the load with a bare "TypeError: len() of unsized object"; a file of no rows was
+    silently replaced by synthetic inputs, though recorded samples were asked for."""
+    scalar, empty = tmp_path / "scalar.npz", tmp_path / "empty.npz"
+    np.savez(scalar, input=np.float32(1.0))
+    np.savez(empty, input=np.ones((0, 6), np.float32))
+    model = onnx_models.mlp(input_size=6, hidden=(3,))
+    manager = ModelManager()
+    try:
+        cases = [("scalar", scalar, "hold a single value"), ("empty", empty, "hold no rows")]
+        for name, path, reason in cases:
+            spec = onnx_models.save(model, tmp_path / f"{name}.onnx", name, warmup_samples_uri=str(path))
+            with pytest.raises(FailedPrecondition, match=f"warm-up samples .*{name}.npz.*{reason}"):
+                await manager.ensure_loaded(spec)
+    finally:
+        await manager.close()
+
+
 async def test_a_spec_may_not_free_a_size_the_model_fixes(tmp_path: Path) -> None:
     """A spec batching (-1) a model of batch 1 was accepted: its full-batch warm-up then failed the load in
     ONNX Runtime's words, or, warmed by single rows, multi-row requests failed INTERNAL."""
