@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,7 +90,17 @@ def record_dataset(store: OfflineStore, dataset_hash: str, record: Mapping[str, 
     return path
 
 
+_DATASET_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def read_dataset_record(store: OfflineStore, dataset_hash: str) -> dict[str, Any]:
+    """The record :func:`content_hash` ``dataset_hash`` was written with. Only a hash of the form this
+    module writes names a file: a caller's text (a job spec's or a model version's dataset hash) such as
+    ``../../x`` made the path, so any ``.json`` the server could read was parsed as a record."""
+    if not _DATASET_HASH.fullmatch(dataset_hash):
+        raise NotFound(
+            f"no dataset {dataset_hash[:80]!r} recorded: a dataset hash is 64 lowercase hex digits"
+        )
     path = f"{store.base_path}/{DATASETS_DIR}/{dataset_hash}.json"
     try:
         with store.filesystem.open_input_stream(path) as source:

@@ -212,6 +212,13 @@ def test_each_dataset_is_recorded_for_lineage(
     assert [p.name for p in out.parent.iterdir()] == ["train.parquet"]  # no temporary left behind
     with pytest.raises(NotFound):
         read_dataset_record(stats, "0" * 64)
+    # A hash is what names the file: any other text (a job spec's, a model version's) names none, so a
+    # path such as ../ no longer reaches a .json outside the records.
+    outside = Path(stats.base_path) / "elsewhere.json"
+    outside.write_text(json.dumps({"row_count": 1}))
+    for given in ("../elsewhere", f"{result.dataset_hash.upper()}", f"{result.dataset_hash}/../x"):
+        with pytest.raises(NotFound, match="64 lowercase hex digits"):
+            read_dataset_record(stats, given)
 
 
 def test_an_output_path_that_cannot_be_written_is_refused_before_the_join(
