@@ -34,13 +34,27 @@ def feedback_message(item: FeedbackItem) -> pb.Feedback:
         return item
     request_id, label, *rest = item
     try:  # converted as before ("1" and 1.0 are taken), but a value that is none is INVALID_ARGUMENT
-        number, row = float(label), (int(rest[0]) if rest else None)
+        if len(rest) > 1:
+            raise ValueError("more than three items")
+        number = float(label)
+        row = None if not rest else _whole_row(rest[0])
     except (TypeError, ValueError, OverflowError):
         raise InvalidArgument(
             f"feedback {request_id!r}: expected (request_id, label[, row]) with a number label and a whole"
             f" number row, got {item!r:.120}"
         ) from None
     return checked_request(pb.Feedback, request_id=request_id, label=number, row=row)
+
+
+def _whole_row(value: Any) -> int:
+    """A row index as ``aetherctl feedback record`` takes it: a whole number (3.0 is row 3); ``int()``
+    turned 2.9 into row 2, silently labelling another output."""
+    if isinstance(value, bool):
+        raise TypeError("a row is not a boolean")
+    row = int(value)
+    if row != value and not (isinstance(value, str) and value.strip().isdigit()):
+        raise ValueError(f"row {value!r} is not a whole number")
+    return row
 
 
 class MonitoringClient(ServiceClient):

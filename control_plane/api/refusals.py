@@ -41,6 +41,8 @@ _NOT_REFUSALS = frozenset(
     | {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.DATA_LOSS}
 )
 MODEL_REGISTRY = pb.DESCRIPTOR.services_by_name["ModelRegistry"].full_name
+#: How long a refused call waits for its audit entry before it answers (the entry is written anyway).
+REFUSAL_AUDIT_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def _review_action(request: pb.ReviewModelVersionRequest) -> str:
 
 #: Per ModelRegistry write method: the model its request names, and its target (the same action,
 #: object type and id a successful call records; registering a version has no number yet, so it is
-#: filed under its model).
+#: filed under its model; a refused SetAlias is filed as "set": whether it would have created the alias
+#: or moved it, recorded as "create" or "update" when it succeeds, is not known without reading it).
 _MODEL_TARGETS: Mapping[str, Callable[[Any], tuple[str, Target]]] = {
     "CreateRegisteredModel": lambda r: (r.name, Target("create", "registered_model", r.name)),
     "DeleteRegisteredModel": lambda r: (r.name, Target("delete", "registered_model", r.name)),
@@ -135,10 +138,23 @@ class RefusalAudit:
         target = target_of(full_method, request)
         if target is None or code in _NOT_REFUSALS:
             return
-        try:
-            await asyncio.to_thread(self.record, target, actor, code, message)
-        except Exception:
-            _log.exception("could not audit the refused call %s (%s: %s)", full_method, code.name, message)
+        write = asyncio.ensure_future(asyncio.to_thread(self.record, target, actor, code, message))
+        write.add_done_callback(functools.partial(_log_failure, full_method, code, message))
+        # Waited for, so the entry is in the log when the caller hears of the refusal, but not for long:
+        # behind a held write lock the write waits out the database's busy timeout (30 s), and a refusal
+        # that needs no database at all (a malformed name) must not wait with it. It goes on after that.
+        await asyncio.wait([write], timeout=REFUSAL_AUDIT_WAIT_S)
+
+
+def _log_failure(full_method: str, code: grpc.StatusCode, message: str, write: asyncio.Future[None]) -> None:
+    if not write.cancelled() and write.exception() is not None:
+        _log.error(
+            "could not audit the refused call %s (%s: %s)",
+            full_method,
+            code.name,
+            message,
+            exc_info=write.exception(),
+        )
 
 
 T = TypeVar("T")

@@ -81,7 +81,7 @@ def read_feedback(source: str) -> list[pb.Feedback]:
             continue
         try:
             items.append(_feedback(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise InvalidArgument(
                 f'{source}:{number}: expected {{"request_id": "...", "label": N[, "row": N]}}: {exc}'
             ) from None

@@ -56,7 +56,9 @@ def open_database(url: str, busy_timeout_s: float = 30.0) -> Engine:
     lines hid the cause."""
     try:
         engine = create_db_engine(url, busy_timeout_s)
-    except (ArgumentError, ImportError, OSError) as exc:
+    # ValueError/TypeError: SQLAlchemy's own parse of a port that is not a number, or of a bad query
+    # parameter (?timeout=abc), raised bare.
+    except (ArgumentError, ImportError, OSError, ValueError, TypeError) as exc:
         raise _unusable(url, exc) from exc
     try:
         upgrade_to_head(engine)
@@ -69,7 +71,7 @@ def open_database(url: str, busy_timeout_s: float = 30.0) -> Engine:
 def _unusable(url: str, exc: BaseException) -> ConfigurationError:
     try:
         shown = make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError, TypeError):
         shown = redact_uri(url)
     if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
         reason = f"it was migrated by a newer Aether ({exc}); run that release or a newer one"

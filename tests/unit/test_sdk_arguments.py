@@ -89,6 +89,18 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         "feedback 'req-1': expected",
     ),
     ("feedback row", lambda: feedback_message(("req-1", 1.0, -1)), "^row: "),
+    # int() made row 2.9 row 2, and a fourth item was dropped: another output labelled, silently.
+    (
+        "feedback fractional row",
+        lambda: feedback_message(("req-1", 1.0, 2.9)),  # type: ignore[arg-type]
+        "feedback 'req-1': expected",
+    ),
+    ("feedback boolean row", lambda: feedback_message(("req-1", 1.0, True)), "feedback 'req-1': expected"),
+    (
+        "feedback extra item",
+        lambda: feedback_message(("req-1", 1.0, 2, "x")),  # type: ignore[arg-type]
+        "feedback 'req-1': expected",
+    ),
     ("retraining field", lambda: RetrainingClient(NOBODY).configure("d", min_rows=-1), "^min_rows: "),
     ("retraining limit", lambda: RetrainingClient(NOBODY).decisions("d", limit=-1), "^limit: "),
     ("ingest version", lambda: header("v", version=-1), "^version: "),
@@ -122,5 +134,6 @@ def test_valid_values_build_the_same_request() -> None:
     assert variant("m", 2, role="canary").role == variant("m", 2, role="canary").role != 0
     assert audit_filter(since_us=0).HasField("since_us") and not audit_filter().HasField("since_us")
     assert feedback_message(("r", 1, 3)).row == 3
+    assert feedback_message(("r", 1, 3.0)).row == 3  # type: ignore[arg-type]  # as pandas writes rows
     # Enums are open: a number these stubs do not know is the server's to judge (a newer proto's value).
     assert list(checked_request(jpb.ListJobsRequest, states=[99]).states) == [99]

@@ -124,6 +124,8 @@ def _future_database(tmp_path: Path) -> str:
         ("not listening", ":***@127.0.0.1:1/x': cannot open it: connection failed: "),
         ("no driver", "'mysql://u@localhost/x': its database driver is not installed"),
         ("newer", "/future.db': it was migrated by a newer Aether (Can't locate revision identified by"),
+        ("bad port", "127.0.0.1:5432x/x': invalid literal for int()"),
+        ("bad query", "?timeout=abc': "),
     ],
 )
 def test_an_unusable_database_url_is_one_line_naming_it_without_its_password(
@@ -137,6 +139,8 @@ def test_an_unusable_database_url_is_one_line_naming_it_without_its_password(
         "not listening": "postgresql+psycopg://u:pw-secret@127.0.0.1:1/x",
         "no driver": "mysql://u@localhost/x",
         "newer": _future_database(tmp_path),
+        "bad port": "postgresql+psycopg://u:pw-secret@127.0.0.1:5432x/x",
+        "bad query": f"sqlite:///{tmp_path / 'q.db'}?timeout=abc",
     }[case]
     env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_DB_URL": db_url}
     done = subprocess.run(

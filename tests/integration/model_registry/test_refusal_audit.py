@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from clients.sdk.audit import AuditClient, audit_filter
@@ -174,3 +176,30 @@ def test_aetherctl_audit_shows_and_filters_the_outcome(secured: Secured, tmp_pat
 
     code, out, err = _aetherctl(secured, tmp_path, "audit", "verify")
     assert (code, out.startswith("audit log intact: 5 entries")) == (0, True), err
+
+
+def test_a_refusal_is_answered_promptly_while_the_audit_log_is_locked(secured: Secured, db_url: str) -> None:
+    """The refusal's audit write waited out the database's 30 s busy timeout behind another writer, so
+    a request refused without touching the database (a malformed name) timed out instead of being told.
+    It now waits for its entry a moment, answers, and the entry is written once the lock is gone."""
+    engine = create_engine(db_url)
+    with engine.connect() as holder:
+        if db_url.startswith("sqlite"):
+            holder.exec_driver_sql("BEGIN IMMEDIATE")  # the database's write lock
+        else:
+            holder.begin()
+            holder.exec_driver_sql("SELECT * FROM audit_head FOR UPDATE")  # what an append locks
+        started = time.monotonic()
+        with pytest.raises(InvalidArgument, match="invalid model name"), secured.models(ADMIN_TOKEN) as admin:
+            admin.create_model("Bad Name")
+        assert time.monotonic() - started < 8.0
+        holder.rollback()
+    engine.dispose()
+    with secured.audit() as audit:
+        deadline = time.monotonic() + 30
+        while not (
+            found := [e for e in audit.entries(audit_filter(refused=True)) if "Bad Name" in e.object_id]
+        ):
+            assert time.monotonic() < deadline, "the refusal was never audited"
+            time.sleep(0.1)
+    assert found[0].outcome.startswith("refused: INVALID_ARGUMENT")

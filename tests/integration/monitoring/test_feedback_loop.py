@@ -190,6 +190,7 @@ async def test_aetherctl_records_feedback_and_prints_reports_and_performance(
         ('{"request_id": 17, "label": 1}', "request_id must be a string, got 17"),
         ('{"request_id": "q-1", "label": "3.5"}', 'label must be a number, got "3.5"'),
         ('["q-1", 1]', 'a JSON object, not ["q-1", 1]'),
+        ('{"request_id": "q-1", "label": 1' + "0" * 400 + "}", "int too large to convert to float"),
     ],
 )
 async def test_feedback_values_are_taken_as_they_are_not_coerced(
