@@ -179,10 +179,11 @@ def test_asking_for_the_lag_does_not_hold_up_reading(kafka: KafkaMockCluster) ->
         if batch.ids:
             source.ack(batch.ids)
             read += len(batch.ids)
-            lags.append(source.lag().messages)
+            lags.append((source.lag().messages, 1000 - read))
     elapsed = time.monotonic() - started
     assert read == 1000
-    assert lags == list(range(900, -100, -100))  # each ask saw the commit before it
+    # Each ask saw the commit before it (a read returns up to 100 records, fewer on a loaded machine).
+    assert all(lag == left for lag, left in lags), lags
     assert elapsed < 10, f"reading 1,000 records while asking for the lag took {elapsed:.1f} s"
     source.close()
 
