@@ -7,7 +7,10 @@ derives from another (the step from the quality window's width, the threshold fr
 alert metric from the task) is sent back only where it differs from what the server would derive, so it
 follows a change of the field it derives from: sent back as read, a default step of 3600 s made
 ``--performance-window-seconds 60`` fail (step > width) and 7200 give overlapping windows, and
-``--test ks`` kept PSI's 0.2 as the KS significance level."""
+``--test ks`` kept PSI's 0.2 as the KS significance level. A threshold the user set belongs to its
+metric or test: when that changes and the same command gives no new threshold, the threshold is dropped
+(the server then applies the new one's default) and a line on stderr says so; kept, "alert when accuracy
+< 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's 0.01 a PSI threshold."""
 
 from __future__ import annotations
 
@@ -100,8 +103,11 @@ def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], in
     return handle
 
 
-def merged(current: pb.MonitorConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields to send: the current config's, with those given as flags replaced."""
+def merged(
+    current: pb.MonitorConfig, args: argparse.Namespace, notes: list[str] | None = None
+) -> dict[str, Any]:
+    """The fields to send: the current config's, with those given as flags replaced. A line for each
+    threshold dropped because its metric or test changed is appended to ``notes``."""
     fields = {d.name: value for d, value in current.ListFields() if d.name not in _SERVER_SET}
     for name in _derived(current):
         fields.pop(name, None)
@@ -109,7 +115,42 @@ def merged(current: pb.MonitorConfig, args: argparse.Namespace) -> dict[str, Any
         value = getattr(args, flag, None)
         if value is not None:
             fields[name] = convert(value)
+    dropped = _orphaned_thresholds(current, fields, args)
+    for name, _why in dropped:
+        fields.pop(name, None)
+    if notes is not None:
+        notes.extend(why for _name, why in dropped)
     return fields
+
+
+def _orphaned_thresholds(
+    current: pb.MonitorConfig, fields: dict[str, Any], args: argparse.Namespace
+) -> list[tuple[str, str]]:
+    """(field, why) for each threshold still in ``fields`` whose metric or test this command changes
+    without giving a new threshold: its value means something else, or is out of range, for the new one."""
+    out = []
+    test = fields.get("test", pb.DRIFT_TEST_PSI)
+    if "threshold" in fields and args.threshold is None and test != current.test:
+        new_test, old_test = pb.DriftTest.Name(test), pb.DriftTest.Name(current.test)
+        out.append(
+            (
+                "threshold",
+                f"drift threshold {current.threshold:g} was set for {old_test}: dropped, "
+                f"{new_test} takes its default; give --threshold to set one",
+            )
+        )
+    metrics = metric_names(fields.get("task", pb.TASK_TYPE_UNSPECIFIED))
+    metric = fields.get("alert_metric") or (metrics[0] if metrics else "")
+    if "alert_threshold" in fields and args.alert_threshold is None and metric != current.alert_metric:
+        now = f"the alert metric is now {metric!r}" if metric else "no alert metric is left"
+        out.append(
+            (
+                "alert_threshold",
+                f"alert threshold {current.alert_threshold:g} was set for "
+                f"{current.alert_metric!r}; {now}: dropped, give --alert-threshold to set one",
+            )
+        )
+    return out
 
 
 def _derived(config: pb.MonitorConfig) -> list[str]:
@@ -133,6 +174,9 @@ def _show(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _configure(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
-    config = client.configure(args.deployment, **merged(client.get_config(args.deployment), args))
+    notes: list[str] = []
+    config = client.configure(args.deployment, **merged(client.get_config(args.deployment), args, notes))
+    for note in notes:  # on stderr: stdout stays the config's JSON
+        print(f"note: {note}", file=sys.stderr)
     output.print_json(output.to_jsonable(config), out)
     return 0

@@ -83,3 +83,36 @@ async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -
     )
     stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="late"))
     assert code == 0 and (stored.threshold, stored.alert_metric) == (0.05, "accuracy")
+
+
+async def test_a_threshold_is_dropped_when_its_metric_or_test_changes(plane: Plane) -> None:
+    """A threshold set for one alert metric or drift test is not carried over to another: kept, "alert
+    when accuracy < 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's significance
+    level 0.01 became a PSI threshold. Given in the same command, the new threshold is the user's."""
+    await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "swap", "--task", "classification", "--alert-threshold", "0.9",
+        "--test", "ks", "--threshold", "0.01",
+    )  # fmt: skip
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, text = await asyncio.to_thread(
+            cli, plane, "monitor", "configure", "swap", "--task", "regression", "--test", "psi"
+        )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="swap"))
+    assert code == 0 and json.loads(text)["alert_metric"] == "mae"
+    assert stored.alert_metric == "mae" and not stored.HasField("alert_threshold")
+    assert (stored.test, stored.threshold) == (pb.DRIFT_TEST_PSI, 0.2)
+    notes = err.getvalue()
+    assert "alert threshold 0.9 was set for 'accuracy'" in notes and "'mae'" in notes
+    assert "drift threshold 0.01 was set for DRIFT_TEST_KS" in notes
+
+    await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "swap", "--task", "classification", "--alert-threshold", "0.7",
+        "--test", "ks", "--threshold", "0.02",
+    )  # fmt: skip
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="swap"))
+    assert (stored.alert_metric, stored.alert_threshold, stored.threshold) == ("accuracy", 0.7, 0.02)
+    # Another field changed: both thresholds stay.
+    await asyncio.to_thread(cli, plane, "monitor", "configure", "swap", "--min-labels", "9")
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="swap"))
+    assert (stored.alert_threshold, stored.threshold, stored.min_labels) == (0.7, 0.02, 9)
