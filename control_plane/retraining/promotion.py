@@ -23,7 +23,10 @@ time ends with its measured agreement rate (below ``min_agreement`` → ``failed
 champion untouched; else on to the canary), or ``failed`` when there was nothing to measure: no mirrored
 request the primary answered, so nothing shows the challenger works. The canary is started through the
 deployments core and driven by the canary controller; once it is PROMOTED the ``champion`` alias moves to
-the version (``promoted``); ROLLED_BACK → ``rolled_back``. Every step is audited (the registry, the
+the version (``promoted``); ROLLED_BACK → ``rolled_back``. When the deployment shows another canary by
+the next ``advance`` (its canary ended and an operator started another in between), its primary decides:
+the challenger → ``promoted``, the champion → ``rolled_back``, another version → ``failed`` (superseded).
+Every step is audited (the registry, the
 deployments core and :mod:`.records` each record their own).
 """
 
@@ -127,17 +130,49 @@ class Promoter:
                 return self._set(evaluation, FAILED, reason, agreement)
             return self._start_canary(evaluation, policy, f"shadow agreement {agreement:.1%}", agreement)
         if status == CANARY:
-            canary = self.deployments.get(evaluation.deployment).canary
+            deployment = self.deployments.get(evaluation.deployment)
+            canary = deployment.canary
             if canary.model_name != evaluation.model_name or canary.version != evaluation.challenger_version:
-                return status
+                return self._canary_replaced(evaluation, deployment)
             if canary.status == dpb.CANARY_STATUS_PROMOTED:
-                self.registry.set_alias(
-                    evaluation.model_name, CHAMPION, evaluation.challenger_version, actor=ACTOR
-                )
-                return self._set(evaluation, PROMOTED, f"canary promoted: {canary.reason}; now the champion")
+                return self._promoted(evaluation, f"canary promoted: {canary.reason}; now the champion")
             if canary.status == dpb.CANARY_STATUS_ROLLED_BACK:
                 return self._set(evaluation, ROLLED_BACK, f"canary rolled back: {canary.reason}")
         return status
+
+    def _promoted(self, evaluation: pb.Evaluation, reason: str) -> str:
+        self.registry.set_alias(evaluation.model_name, CHAMPION, evaluation.challenger_version, actor=ACTOR)
+        return self._set(evaluation, PROMOTED, reason)
+
+    def _canary_replaced(self, evaluation: pb.Evaluation, deployment: dpb.Deployment) -> str:
+        """The deployment shows another canary (or none) than this challenger's: its canary ended and a
+        later one took its place before the loop saw the end. Only one canary runs at a time, so this one
+        will not come back; waiting for it kept the promotion ``canary`` for ever and the ``champion`` alias
+        on the old version. What the deployment serves now says how it ended."""
+        serving = next((v for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
+        serves = "no primary" if serving is None else f"{serving.model_name} v{serving.version}"
+        later = deployment.canary
+        replaced = f"its canary was replaced ({later.model_name} v{later.version}) before the loop saw it end"
+        if later.model_name == "" and later.version == 0:
+            replaced = "its canary is no longer on the deployment"
+        if serving is not None and (serving.model_name, serving.version) == (
+            evaluation.model_name,
+            evaluation.challenger_version,
+        ):
+            return self._promoted(evaluation, f"{replaced}; it serves as the primary: now the champion")
+        if serving is not None and (serving.model_name, serving.version) == (
+            evaluation.model_name,
+            evaluation.champion_version,
+        ):
+            why = (
+                f"{replaced}; the champion v{evaluation.champion_version} still serves: taken as rolled back"
+            )
+            return self._set(evaluation, ROLLED_BACK, why)
+        return self._set(
+            evaluation,
+            FAILED,
+            f"superseded: {replaced}; deployment {evaluation.deployment!r} now serves {serves}",
+        )
 
     def shadow_variant(self, evaluation: pb.Evaluation) -> str:
         return f"{evaluation.model_name}-v{evaluation.challenger_version}-shadow"

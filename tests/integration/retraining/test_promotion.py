@@ -18,10 +18,19 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import read_session
+from control_plane.deployments.canary import Action, Decision
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
-from control_plane.retraining.promotion import CANARY, FAILED, PENDING_CANARY, PENDING_SHADOW, SHADOW
+from control_plane.retraining.promotion import (
+    CANARY,
+    FAILED,
+    PENDING_CANARY,
+    PENDING_SHADOW,
+    PROMOTED,
+    ROLLED_BACK,
+    SHADOW,
+)
 from tests.integration.retraining.conftest import STREAM, TRUE_W, World
 from tests.integration.retraining.test_closed_loop import primary_version, submitted_decision
 from tests.integration.retraining.test_loop import restarted
@@ -149,6 +158,38 @@ async def test_a_waiting_challenger_is_superseded_when_the_canary_becomes_champi
     assert f"promotion of eta v{challenger} on eta failed" in caplog.text
     assert primary_version(world) == other
     assert all(v.version != challenger for v in world.deployments.get("eta").variants)
+
+
+async def test_a_canary_that_ended_before_another_started_is_judged_by_the_primary(world: World) -> None:
+    """The challenger's canary is promoted (or rolled back) and an operator starts another canary before
+    the loop's next tick: the deployment no longer shows the challenger's canary, and the promotion waited
+    for it for ever with the ``champion`` alias on the old version. What serves as primary decides."""
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    canary = world.deployments.get("eta").canary
+    world.deployments.apply_decision(
+        "eta", canary.variant, 0, Decision(Action.PROMOTE, "healthy"), actor="canary-controller"
+    )
+    start_other_canary(world)
+    await world.retrainer.advance_promotions()
+    promoted = stored(world)
+    assert promoted.promotion_status == PROMOTED and "serves as the primary" in promoted.promotion_reason
+    assert world.registry.get_version("eta", alias="champion").version == challenger == primary_version(world)
+
+
+async def test_a_canary_rolled_back_before_another_started_is_rolled_back(world: World) -> None:
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert world.deployments.get("eta").canary.version == challenger
+    world.deployments.rollback("eta", reason="errors", actor="canary-controller")
+    start_other_canary(world)
+    await world.retrainer.advance_promotions()
+    rolled_back = stored(world)
+    assert (
+        rolled_back.promotion_status == ROLLED_BACK and "canary was replaced" in rolled_back.promotion_reason
+    )
+    assert world.registry.get_version("eta", alias="champion").version == world.champion
+    assert primary_version(world) == world.champion
 
 
 async def test_an_evaluation_whose_promotion_never_started_is_started_by_the_loop(world: World) -> None:
