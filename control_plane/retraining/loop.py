@@ -2,11 +2,15 @@
 
 Every ``interval_s``, for each deployment with an enabled trigger config (:class:`Retrainer.tick`):
 
-1. **follow up** its submitted jobs: a job that FAILED or was CANCELLED marks its decision ``job_failed``
-   and raises an alert — nothing else changes, so the champion keeps serving; a job that SUCCEEDED has
-   its new model version (the one registered by the job's run) evaluated against the champion on the
-   labelled production holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or rejected
-   (:mod:`.promotion`);
+1. **follow up** its submitted jobs: a job that FAILED or was CANCELLED, or whose row is gone, marks its
+   decision ``job_failed`` and raises an alert — nothing else changes, so the champion keeps serving; a
+   job that SUCCEEDED has its new model version (the one registered by the job's run) evaluated against
+   the champion on the labelled production holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or
+   rejected (:mod:`.promotion`). An evaluation that fails for a reason that will not go away (ONNX Runtime
+   refuses the holdout, an artifact will not open), or that failed :data:`MAX_FOLLOW_UP_ATTEMPTS` ticks
+   in a row for a passing one (the database or Redis unavailable), marks its decision
+   ``evaluation_failed`` with the reason and alerts: left ``submitted``, it failed every tick and its
+   "still running" guard refused every later trigger of the deployment, manual ones included;
 2. **advance** promotions in progress (approval, the hand-off to a deployment busy with another canary,
    shadow phase with its agreement rate, canary), and start again any whose start was cut short;
 3. **decide** with the pure trigger step (:func:`.triggers.decide`) on what the monitor observed;
@@ -36,6 +40,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio
+import redis.exceptions
+import sqlalchemy.exc
+from grpc import StatusCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
@@ -43,7 +50,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.env_values import env_float
-from clients.errors import AetherError, FailedPrecondition
+from clients.errors import AetherError, FailedPrecondition, NotFound
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.core import DeploymentManager
 from control_plane.jobs.service import JobService
@@ -67,6 +74,25 @@ from control_plane.retraining.triggers import ManualRequest, Observations, decid
 _log = logging.getLogger("aether.control_plane.retraining")
 ACTOR = "retraining"
 _ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
+EVALUATION_FAILED = "evaluation_failed"
+#: Ticks in a row a follow-up may fail for a passing reason before its decision is given up.
+MAX_FOLLOW_UP_ATTEMPTS = 10
+# Failures that may pass by the next tick: the database or Redis unreachable, locked or timing out.
+_PASSING = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+_PASSING_CODES = (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.ABORTED)
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether ``exc`` may not happen again on the next try (anything else will, every tick)."""
+    return isinstance(exc, _PASSING) or (isinstance(exc, AetherError) and exc.code in _PASSING_CODES)
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,8 @@ class Retrainer:
         self.promoter = Promoter(sessions, registry, deployments)
         self._background = BackgroundLoop("retraining-loop")
         self._lock = asyncio.Lock()
+        #: Decision id -> follow-ups failed in a row (kept in memory: a restart starts the count again).
+        self._follow_up_failures: dict[int, int] = {}
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -254,11 +282,40 @@ class Retrainer:
         for row in await asyncio.to_thread(records.submitted, self._sessions):
             try:
                 await self._follow_up(row)
-            except Exception:  # the decision stays submitted, so the next tick tries it again
+                self._follow_up_failures.pop(row.id, None)
+            except Exception as exc:
+                tries = self._follow_up_failures.get(row.id, 0) + 1
+                self._follow_up_failures[row.id] = tries
                 _log.exception("follow-up of retraining decision %d (%s) failed", row.id, row.deployment)
+                if passing(exc) and tries < MAX_FOLLOW_UP_ATTEMPTS:
+                    continue  # the decision stays submitted, so the next tick tries it again
+                with contextlib.suppress(Exception):  # logged above; still submitted, tried next tick
+                    await self._give_up(row, exc, tries)
+
+    async def _give_up(self, row: RetrainingDecisionRow, exc: Exception, tries: int) -> None:
+        """Ends a decision whose follow-up keeps failing: the champion keeps serving, and the deployment
+        may retrain again."""
+        attempts = f" ({tries} attempts)" if tries > 1 else ""
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AetherError) else str(exc)
+        why = f"evaluation of job {row.job_id}'s model failed{attempts}: {error}; champion keeps serving"
+        await asyncio.to_thread(
+            records.set_outcome, self._sessions, row.id, EVALUATION_FAILED, why[:2000], actor=ACTOR
+        )
+        self._follow_up_failures.pop(row.id, None)
+        message = f"evaluation of the retraining of {row.deployment} failed"
+        await self._alert(row.deployment, "retraining_failed", message, [why])
 
     async def _follow_up(self, row: RetrainingDecisionRow) -> None:
-        job = await asyncio.to_thread(self._jobs.get, row.job_id)
+        try:
+            job = await asyncio.to_thread(self._jobs.get, row.job_id)
+        except NotFound as exc:  # its row deleted: nothing will ever finish, the decision ends now
+            why = f"job {row.job_id!r} is gone ({exc}); champion keeps serving"
+            await asyncio.to_thread(
+                records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+            )
+            message = f"retraining of {row.deployment} failed"
+            await self._alert(row.deployment, "retraining_failed", message, [why])
+            return
         if job.state in _ENDED_BADLY:
             state = JobState.from_proto(job.state).value
             why = f"job {job.job_id} ended {state}: {job.reason}; champion keeps serving"

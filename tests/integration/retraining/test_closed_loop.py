@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import feature_registry_pb2 as fpb
@@ -19,8 +19,9 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import types_pb2
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import read_session
+from control_plane.db import read_session, write_session
 from control_plane.deployments.canary import Action, Decision
+from control_plane.jobs.tables import JobRow
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.promotion import CANARY, PROMOTED, REJECTED
@@ -112,6 +113,37 @@ async def test_failed_retraining_job_leaves_the_champion_serving(
     assert primary_version(world) == world.champion
     assert "retraining of eta failed" in caplog.text
     assert records.submitted(world.sessions, "eta") == []
+
+
+async def test_a_challenger_that_cannot_be_evaluated_ends_its_decision(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job succeeded, but ONNX Runtime refuses the holdout for its model (one input wider): the
+    evaluation fails the same way every tick. Left ``submitted``, the decision was retried for ever and
+    refused every later trigger, a person's TriggerNow included, as "still running"."""
+    job = world.jobs.submit(jpb.JobSpec(name="retrain", entrypoint=jpb.Entrypoint(module="json")), actor="r")
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment("retrain", actor="supervisor")
+    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
+    with write_session(world.sessions) as session:  # what the supervisor records once the job ran
+        session.execute(
+            update(JobRow).where(JobRow.job_id == job.job_id).values(state="SUCCEEDED", run_id=run.run_id)
+        )
+    challenger = world.register(linear(np.r_[TRUE_W, 0.1]), run_id=run.run_id)
+    decision = submitted_decision(world, job.job_id)
+    with caplog.at_level(logging.WARNING, logger="aether.control_plane.monitoring"):
+        await world.retrainer.tick()
+    ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == decision.id)
+    assert ended.outcome == "evaluation_failed" and "champion keeps serving" in ended.reasons[-1]
+    assert f"job {job.job_id}'s model failed" in ended.reasons[-1]
+    assert "evaluation of the retraining of eta failed" in caplog.text
+    assert records.list_evaluations(world.sessions, "eta") == []
+    assert primary_version(world) == world.champion
+    assert world.registry.get_version("eta", alias="champion").version == world.champion
+    assert world.registry.get_version("eta", challenger).approval.status != mpb.APPROVED
+
+    again = await world.retrainer.trigger_now("eta", "alice", "please")
+    assert again.triggered and not any("still running" in r for r in again.reasons)
 
 
 async def test_invalid_data_window_blocks_retraining_with_an_alert(

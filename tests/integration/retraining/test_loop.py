@@ -92,8 +92,10 @@ async def test_a_deployment_that_fails_does_not_stop_the_others(
     assert "retraining decision for deployment 'a-gone' failed" in caplog.text
 
 
-async def test_a_follow_up_that_fails_does_not_stop_the_others(world: World) -> None:
-    lost = submitted_decision(world, "no-such-job")  # its job row is gone: every follow-up fails
+async def test_a_decision_whose_job_is_gone_ends_and_stops_no_other(world: World) -> None:
+    """A job row deleted under its decision: jobs.get is NOT_FOUND every tick, so the decision gets a final
+    outcome with the reason (left submitted, it blocked the deployment's retraining for good)."""
+    lost = submitted_decision(world, "no-such-job")
     job = world.jobs.submit(
         jpb.JobSpec(name="retrain-broken", entrypoint=jpb.Entrypoint(module="no_such_trainer_module")),
         actor="retraining",
@@ -101,5 +103,7 @@ async def test_a_follow_up_that_fails_does_not_stop_the_others(world: World) -> 
     assert job.state == jpb.JOB_STATE_FAILED
     submitted_decision(world, job.job_id)
     await world.retrainer.follow_up()
-    assert [d.id for d in records.submitted(world.sessions, "eta")] == [lost.id]  # retried next tick
-    assert records.list_decisions(world.sessions, "eta")[0].outcome == "job_failed"
+    assert records.submitted(world.sessions, "eta") == []
+    outcomes = {d.id: d for d in records.list_decisions(world.sessions, "eta")}
+    assert [d.outcome for d in outcomes.values()] == ["job_failed", "job_failed"]
+    assert "job 'no-such-job' is gone" in outcomes[lost.id].reasons[-1]
