@@ -16,7 +16,11 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
 3. **decide** with the pure trigger step (:func:`.triggers.decide`) on what the monitor observed;
 4. on a trigger: look up the serving version's training spec, **validate** the latest data window
    (:mod:`.data_window`) — a failure blocks the retraining and alerts with the reasons — and submit the
-   spec over that window through the jobs core.
+   spec over that window through the jobs core. The decision is stored (``submitting``) before the job
+   is submitted under a name derived from it, then marked ``submitted`` with the job's id: a failed
+   write no longer leaves a job no decision tracks, for a retry to submit a second one. A decision left
+   ``submitting`` (the job's id could not be recorded, or the control plane stopped) adopts the job
+   named after it at the next tick or manual trigger, or ends ``submit_failed`` when there is none.
 
 Each submitted decision, promotion and deployment is handled on its own: one that fails is logged and
 tried again next tick, and the others go on. A promotion that waits for its deployment, or fails, raises
@@ -40,9 +44,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio
-import redis.exceptions
-import sqlalchemy.exc
-from grpc import StatusCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
@@ -65,6 +66,7 @@ from control_plane.retraining import config as configs
 from control_plane.retraining import observe, records, ticks
 from control_plane.retraining.data_window import check_window
 from control_plane.retraining.evaluation import evaluate
+from control_plane.retraining.failures import passing
 from control_plane.retraining.holdout import production_holdout
 from control_plane.retraining.promotion import FAILED, IN_PROGRESS, PENDING, SHADOW, Promoter
 from control_plane.retraining.shadow import agreement_rate
@@ -77,22 +79,12 @@ _ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
 EVALUATION_FAILED = "evaluation_failed"
 #: Ticks in a row a follow-up may fail for a passing reason before its decision is given up.
 MAX_FOLLOW_UP_ATTEMPTS = 10
-# Failures that may pass by the next tick: the database or Redis unreachable, locked or timing out.
-_PASSING = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
-_PASSING_CODES = (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.ABORTED)
 
 
-def passing(exc: BaseException) -> bool:
-    """Whether ``exc`` may not happen again on the next try (anything else will, every tick)."""
-    return isinstance(exc, _PASSING) or (isinstance(exc, AetherError) and exc.code in _PASSING_CODES)
+def _job_tail(decision: pb.TriggerDecision) -> str:
+    """How the name of a decision's job ends (the spec's name, then the decision's second and id): a
+    decision whose job id could not be recorded finds its job by it, rather than submitting another."""
+    return f"-retrain-{decision.at_us // 1_000_000}-d{decision.id}"
 
 
 @dataclass(frozen=True)
@@ -168,6 +160,10 @@ class Retrainer:
 
     async def tick(self) -> list[pb.TriggerDecision]:
         async with self._lock:
+            try:
+                await self._resume_submits()
+            except Exception:  # still submitting: the next tick tries again
+                _log.exception("resuming interrupted retraining submissions failed")
             await self.follow_up()
             await self.advance_promotions()
             decisions = []
@@ -184,6 +180,9 @@ class Retrainer:
     async def trigger_now(self, deployment: str, actor: str, reason: str = "") -> pb.TriggerDecision:
         async with self._lock:
             config = await asyncio.to_thread(configs.get_config, self._sessions, deployment)
+            adopted = [d for d in await self._resume_submits(deployment) if d.outcome == records.SUBMITTED]
+            if adopted:  # a retry of a trigger whose job was submitted but not recorded: that job it is
+                return adopted[-1]
             decision = await self._step(config, ManualRequest(actor, reason))
             if decision is None:
                 raise FailedPrecondition(f"deployment {deployment!r} has no primary variant to retrain")
@@ -229,7 +228,9 @@ class Retrainer:
             now_us=now,
             previous_tick_us=ticks.previous(self._sessions, name),
             last_triggered_us=last,
-            retraining_running=bool(records.submitted(self._sessions, name)),
+            retraining_running=bool(
+                records.submitted(self._sessions, name, (records.SUBMITTED, records.SUBMITTING))
+            ),
             performance=observe.performance_windows(self._sessions, monitor, last, now),
             drift=observe.drift_reports(self._sessions, name, last, now),
             new_labels=observe.new_labels(self._sessions, name, last) if config.new_labels else 0,
@@ -256,14 +257,61 @@ class Retrainer:
         if not check.passed:
             invalid = ["data window invalid: " + r for r in check.reasons]
             return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])
+        pending = await asyncio.to_thread(
+            records.add_decision, self._sessions, draft, reasons, records.SUBMITTING
+        )
+        tail = _job_tail(pending)
+        spec.name = spec.name.rsplit("-retrain-", 1)[0][: 128 - len(tail)] + tail
         try:
             job = await asyncio.to_thread(self._jobs.submit, spec, actor=draft.actor)
         except AetherError as exc:
-            return await self._blocked(draft, "submit_failed", [*reasons, f"job submission refused: {exc}"])
-        submitted = [*reasons, f"submitted job {job.job_id}"]
+            return await self._submit_failed(pending, f"job submission refused: {exc}")
         return await asyncio.to_thread(
-            records.add_decision, self._sessions, draft, submitted, records.SUBMITTED, job.job_id
+            records.set_outcome,
+            self._sessions,
+            pending.id,
+            records.SUBMITTED,
+            f"submitted job {job.job_id}",
+            actor=draft.actor,
+            job_id=job.job_id,
         )
+
+    async def _resume_submits(self, deployment: str | None = None) -> list[pb.TriggerDecision]:
+        """Ends the decisions left ``submitting``: each adopts the job submitted under its name, or with
+        none (the control plane stopped, or the jobs core failed, before it was stored) ends
+        ``submit_failed`` so that the deployment may trigger again. Called under the lock, so no
+        submission is in flight meanwhile."""
+        ended = []
+        for row in await asyncio.to_thread(
+            records.submitted, self._sessions, deployment, (records.SUBMITTING,)
+        ):
+            message = records.decision_message(row)
+            job_id = await asyncio.to_thread(
+                observe.job_ending, self._sessions, _job_tail(message), row.at_us
+            )
+            if job_id is None:
+                why = "interrupted before its job was submitted: nothing runs; trigger again"
+                ended.append(await self._submit_failed(message, why))
+                continue
+            adopted = await asyncio.to_thread(
+                records.set_outcome,
+                self._sessions,
+                row.id,
+                records.SUBMITTED,
+                f"submitted job {job_id} (adopted: its id had not been recorded)",
+                actor=row.actor,
+                job_id=job_id,
+            )
+            ended.append(adopted)
+        return ended
+
+    async def _submit_failed(self, decision: pb.TriggerDecision, why: str) -> pb.TriggerDecision:
+        stored = await asyncio.to_thread(
+            records.set_outcome, self._sessions, decision.id, "submit_failed", why, actor=decision.actor
+        )
+        message = f"retraining of {decision.deployment} blocked (submit_failed)"
+        await self._alert(decision.deployment, "retraining_blocked", message, list(stored.reasons))
+        return stored
 
     async def _blocked(self, draft: records.Draft, outcome: str, reasons: list[str]) -> pb.TriggerDecision:
         decision = await asyncio.to_thread(records.add_decision, self._sessions, draft, reasons, outcome)

@@ -111,6 +111,17 @@ def training_spec(sessions: sessionmaker[Session], run_id: str) -> tuple[str, jo
         return (row.job_id, spec_from_dict(row.spec)) if row is not None else None
 
 
+def job_ending(sessions: sessionmaker[Session], suffix: str, since_us: int) -> str | None:
+    """The id of the first job submitted at or after ``since_us`` whose name ends with ``suffix``."""
+    with read_session(sessions) as session:
+        return session.execute(
+            select(JobRow.job_id)
+            .where(JobRow.name.endswith(suffix, autoescape=True), JobRow.submitted_at_us >= since_us)
+            .order_by(JobRow.submitted_at_us)
+            .limit(1)
+        ).scalar_one_or_none()
+
+
 def retraining_spec(
     original: jobs_pb2.JobSpec, config: pb.TriggerConfig, model_name: str, now_us: int
 ) -> jobs_pb2.JobSpec:

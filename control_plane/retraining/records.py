@@ -25,6 +25,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 #: Outcomes of a decision that submitted a job still to be followed up.
 SUBMITTED = "submitted"
+#: Stored before its job is submitted; ``submitted`` (with the job id) once the job is.
+SUBMITTING = "submitting"
 NOT_TRIGGERED = "not_triggered"
 
 
@@ -142,9 +144,11 @@ def last_triggered_us(sessions: sessionmaker[Session], deployment: str) -> int:
     return int(value or 0)
 
 
-def submitted(sessions: sessionmaker[Session], deployment: str | None = None) -> list[RetrainingDecisionRow]:
-    """Decisions whose job is still to be followed up."""
-    query = select(RetrainingDecisionRow).where(RetrainingDecisionRow.outcome == SUBMITTED)
+def submitted(
+    sessions: sessionmaker[Session], deployment: str | None = None, outcomes: Sequence[str] = (SUBMITTED,)
+) -> list[RetrainingDecisionRow]:
+    """Decisions whose job is still to be followed up (or, with ``outcomes``, still to be submitted)."""
+    query = select(RetrainingDecisionRow).where(RetrainingDecisionRow.outcome.in_(list(outcomes)))
     if deployment is not None:
         query = query.where(RetrainingDecisionRow.deployment == deployment)
     with read_session(sessions) as session:

@@ -10,7 +10,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pytest
-from sqlalchemy import select, update
+import sqlalchemy.exc
+from sqlalchemy import select, text, update
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import feature_registry_pb2 as fpb
@@ -144,6 +145,51 @@ async def test_a_challenger_that_cannot_be_evaluated_ends_its_decision(
 
     again = await world.retrainer.trigger_now("eta", "alice", "please")
     assert again.triggered and not any("still running" in r for r in again.reasons)
+
+
+async def test_a_job_whose_decision_write_failed_is_adopted_not_submitted_twice(world: World) -> None:
+    """The database refuses the write that records the retraining as submitted (a SQL trigger here; a
+    crash or a locked database alike). The job was submitted before its decision was stored, so it ran
+    untracked, and the retry submitted a second job for the same window."""
+    job = world.jobs.submit(
+        jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")), actor="t"
+    )
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment("eta-train", actor="supervisor")
+    run = tracking.create_run(
+        experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="supervisor"
+    )
+    trained = world.register(linear(TRUE_W), approve=True, run_id=run.run_id)
+    world.deployments.update(
+        dpb.UpdateDeploymentRequest(
+            name="eta",
+            replace_variants=True,
+            variants=[dpb.Variant(model_name="eta", version=trained, role=dpb.VARIANT_ROLE_PRIMARY)],
+        ),
+        actor="operator",
+    )
+    refuse = "SELECT RAISE(ABORT, 'refused by the test') WHERE NEW.outcome = 'submitted'"
+    with world.sessions() as session:
+        session.execute(
+            text(f"CREATE TRIGGER t_ins BEFORE INSERT ON retraining_decisions BEGIN {refuse}; END")
+        )
+        session.execute(
+            text(f"CREATE TRIGGER t_upd BEFORE UPDATE ON retraining_decisions BEGIN {refuse}; END")
+        )
+        session.commit()
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="refused by the test"):
+        await world.retrainer.trigger_now("eta", "alice", "new data")
+    with world.sessions() as session:
+        session.execute(text("DROP TRIGGER t_ins"))
+        session.execute(text("DROP TRIGGER t_upd"))
+        session.commit()
+
+    retried = await world.retrainer.trigger_now("eta", "alice", "new data (retry)")
+    retraining = [j for j in world.jobs.list()[0] if "-retrain-" in j.spec.name]
+    assert [j.job_id for j in retraining] == [retried.job_id] and retried.outcome == "submitted"
+    assert retraining[0].spec.name.endswith(f"-d{retried.id}")
+    assert "adopted" in retried.reasons[-1]
+    assert [d.job_id for d in records.submitted(world.sessions, "eta")] == [retried.job_id]
 
 
 async def test_invalid_data_window_blocks_retraining_with_an_alert(
