@@ -74,6 +74,17 @@ class FeatureViewVersionRow(Base):
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
 
 
+class FeatureViewTombstoneRow(Base):
+    """The highest version a deleted feature view reached. A view created again under the same name
+    starts above it: a version number names its online keys, offline-store folder and schema
+    fingerprint, so reusing one would serve and join the deleted view's data as the new view's."""
+
+    __tablename__ = "feature_view_tombstones"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class RegistryRevisionRow(Base):
     """A single row counting registry mutations. Every mutation increments it in its own transaction,
     so a watcher in any process sees a change by comparing one integer."""

@@ -92,9 +92,11 @@ def _apply_view(session: Session, index: int, view: pb.FeatureView, now: int) ->
     validate_aggregated_keys(spec, (key["name"] for key in entity.join_keys), f"views[{index}].spec")
     row = store.find_view(session, spec.name)
     if row is None:
-        store.insert_view(session, spec, view.metadata, entity, now)
+        _, first = store.insert_view(session, spec, view.metadata, entity, now)
         summary = f"entity {spec.entity}, {len(spec.features)} features"
-        return pb.PlanStep(kind=FEATURE_VIEW, name=spec.name, action=pb.CREATE, version=1, changes=[summary])
+        return pb.PlanStep(
+            kind=FEATURE_VIEW, name=spec.name, action=pb.CREATE, version=first.version, changes=[summary]
+        )
     latest = store.latest_version(session, row)
     latest_spec = store.spec_from_json(latest.spec)
     meta_changes = metadata_changes(store.metadata_message(row), view.metadata)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
@@ -126,7 +126,8 @@ class FeatureRegistry:
     def create_feature_view(
         self, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata, *, actor: str = ANONYMOUS
     ) -> pb.FeatureView:
-        """Creates version 1 of a new view."""
+        """Creates the first version of a new view: 1, or for a name whose view was deleted, one above the
+        highest version that view reached (a name's versions are never reused)."""
         validate_spec(spec)
         validate_metadata(metadata)
         with self._write() as session:
@@ -284,13 +285,13 @@ class FeatureRegistry:
             return after
 
     def delete_feature_view(self, name: str, *, actor: str = ANONYMOUS) -> None:
-        """Deletes a view with all its versions; refused while any version is referenced."""
+        """Deletes a view with all its versions; refused while any version is referenced. The highest
+        version it reached is kept, so a view created again under the name continues above it."""
         with self._write() as session:
             view = store.require_view(session, name)
             self._refuse_if_referenced(session, name, None, f"delete feature view {name!r}")
             before = store.view_message(view, store.latest_version(session, view))
-            session.execute(delete(FeatureViewVersionRow).where(FeatureViewVersionRow.view_id == view.id))
-            session.delete(view)
+            store.delete_view(session, view)
             bump_revision(session)
             _audit(session, actor, "delete", FEATURE_VIEW, name, before, None)
 

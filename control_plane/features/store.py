@@ -9,14 +9,14 @@ from enum import StrEnum
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import NotFound
 from clients.value_types import numpy_dtype_name
-from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
+from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewTombstoneRow, FeatureViewVersionRow
 from kernels.fingerprint import schema_fingerprint
 
 
@@ -175,12 +175,18 @@ def insert_entity(session: Session, entity: pb.Entity, now: int) -> EntityRow:
 def insert_view(
     session: Session, spec: pb.FeatureViewSpec, metadata: pb.FeatureViewMetadata, entity: EntityRow, now: int
 ) -> tuple[FeatureViewRow, FeatureViewVersionRow]:
+    # A name's versions are never reused, even after a delete: the version names the online keys, the
+    # offline-store folder and the schema fingerprint, which may still hold the deleted view's data.
+    tombstone = session.get(FeatureViewTombstoneRow, spec.name)
+    last_version = 0 if tombstone is None else tombstone.last_version
+    if tombstone is not None:
+        session.delete(tombstone)  # the view row carries the count on from here
     view = FeatureViewRow(
         name=spec.name,
         description=metadata.description,
         owner=metadata.owner,
         tags=dict(metadata.tags),
-        latest_version=0,
+        latest_version=last_version,
         created_at_us=now,
         updated_at_us=now,
     )
@@ -208,6 +214,15 @@ def insert_version(
     session.add(row)
     session.flush()
     return row
+
+
+def delete_view(session: Session, view: FeatureViewRow) -> None:
+    """Deletes ``view`` with all its versions, remembering the highest version it reached so that a view
+    created again under its name continues from there."""
+    session.execute(delete(FeatureViewVersionRow).where(FeatureViewVersionRow.view_id == view.id))
+    session.add(FeatureViewTombstoneRow(name=view.name, last_version=view.latest_version))
+    session.delete(view)
+    session.flush()
 
 
 def set_metadata(view: FeatureViewRow, metadata: pb.FeatureViewMetadata, now: int) -> None:

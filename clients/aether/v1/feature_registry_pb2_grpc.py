@@ -152,7 +152,8 @@ class FeatureRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateFeatureView(self, request, context):
-        """Creates version 1 of a new feature view.
+        """Creates the first version of a new feature view: 1, or one above the highest version a deleted view
+        of the same name reached (a name's versions are never reused).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -163,3 +163,16 @@ def test_reapplying_a_retired_spec_makes_a_new_version(registry: FeatureRegistry
         ["latest version is retired"],
     )
     assert registry.get_feature_view("driver_stats").status == types_pb2.ACTIVE
+
+
+def test_applying_a_deleted_view_again_continues_its_versions(registry: FeatureRegistry) -> None:
+    registry.apply(request(view(spec())))
+    registry.apply(request(view(spec(ttl_seconds=60))))
+    registry.delete_feature_view("driver_stats")
+
+    dry_run = registry.apply(request(view(spec()), dry_run=True))
+    response = registry.apply(request(view(spec())))
+
+    expected = ("feature_view", "driver_stats", "CREATE", 3, ["entity driver, 2 features"])
+    assert plan(dry_run)[1] == plan(response)[1] == expected
+    assert registry.get_feature_view("driver_stats").version == 3

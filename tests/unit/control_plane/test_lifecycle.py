@@ -145,6 +145,24 @@ def test_guard_refuses_delete_while_any_version_is_referenced(
         two_versions.get_feature_view("driver_stats")
 
 
+def test_a_view_created_again_after_a_delete_never_reuses_a_version(two_versions: FeatureRegistry) -> None:
+    # Reusing version 1 would give the new view the deleted one's online keys, offline-store folder and
+    # (with the same features) schema fingerprint: its leftover values would be served as the new view's.
+    old = two_versions.get_feature_view("driver_stats", 1)
+    two_versions.delete_feature_view("driver_stats")
+
+    created = two_versions.create_feature_view(spec(), metadata())
+
+    assert (created.version, created.latest_version) == (3, 3)
+    assert created.schema_fingerprint != old.schema_fingerprint
+    assert [v.version for v in two_versions.list_feature_view_versions("driver_stats")] == [3]
+    with pytest.raises(NotFound, match="has no version 1 \\(latest is 3\\)"):
+        two_versions.get_feature_view("driver_stats", 1)
+    assert two_versions.create_feature_view_version(spec(ttl_seconds=60)).version == 4
+    two_versions.delete_feature_view("driver_stats")
+    assert two_versions.create_feature_view(spec(), metadata()).version == 5
+
+
 def test_entity_delete_is_refused_while_views_use_it(two_versions: FeatureRegistry) -> None:
     with pytest.raises(FailedPrecondition, match="used by feature views driver_stats"):
         two_versions.delete_entity("driver")
