@@ -75,7 +75,9 @@ def feature_matrix(
     return values, nulls
 
 
-#: Where a blob's header holds the event time (int64, little-endian; see kernels/packed_blob.py).
+#: Where a blob's header holds the schema fingerprint (8 bytes) and the event time (int64, little-endian;
+#: see kernels/packed_blob.py).
+_FINGERPRINT_OFFSET = 8
 _EVENT_TS_OFFSET = 16
 
 # Writes each blob unless its key holds one with a later event time, in one step inside Redis: a separate
@@ -83,7 +85,10 @@ _EVENT_TS_OFFSET = 16
 # overwrites it). KEYS: the online keys; ARGV[1]: the PX expiry in ms ("" for none); ARGV[1 + i]: the blob
 # for KEYS[i]. Event times are read from the blobs' headers as a signed high and an unsigned low 32-bit
 # word, which Lua's doubles hold exactly where the int64 would not. A tie lets the new blob win, and a
-# value that is not a blob (too short, another magic or format version, not a string) is replaced.
+# value that is not a blob (too short, another magic or format version, not a string) is replaced, and so
+# is a blob of another schema fingerprint whatever its event time: it is a leftover of another schema (say
+# of a deleted view) that no reader can decode, so keeping it would block every write of the key and fail
+# every read of it with DATA_LOSS for as long as it lives (for ever without a TTL).
 # Returns how many were written. One call for many keys: a call per key cost Redis ~2.5x the time
 # (each EVALSHA's own dispatch and argument conversion), which took the stream materializer below its
 # target. Every online writer of ingestion runs it (batch runs and replays here, the stream
@@ -96,7 +101,9 @@ for i = 1, #KEYS do
   local keep = false
   local old = redis.pcall('GET', KEYS[i])
   if type(old) == 'string' and string.len(old) >= {header} and string.sub(old, 1, 3) == {prefix}
-      and string.len(blob) >= {header} then
+      and string.len(blob) >= {header}
+      and string.sub(old, {fingerprint_first}, {fingerprint_last})
+        == string.sub(blob, {fingerprint_first}, {fingerprint_last}) then
     local old_high = struct.unpack('<i4', old, {event_high})
     local new_high = struct.unpack('<i4', blob, {event_high})
     if old_high ~= new_high then
@@ -118,7 +125,9 @@ return written
 """.format(
     header=HEADER_SIZE,
     prefix=f"'{MAGIC.decode('ascii')}\\{FORMAT_VERSION}'",  # the magic, then the format byte
-    event_low=_EVENT_TS_OFFSET + 1,  # Lua strings count from 1
+    fingerprint_first=_FINGERPRINT_OFFSET + 1,  # Lua strings count from 1, and sub's end is inclusive
+    fingerprint_last=_FINGERPRINT_OFFSET + 8,
+    event_low=_EVENT_TS_OFFSET + 1,
     event_high=_EVENT_TS_OFFSET + 5,
 )
 #: Keys per call of ``WRITE_IF_NOT_OLDER``: a script blocks Redis while it runs, so a large write is
@@ -137,10 +146,10 @@ def write_calls(pairs: Sequence[tuple[bytes, bytes]], px: int | None) -> list[tu
 
 
 def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[str], table: pa.Table) -> int:
-    """Writes each entity's latest row unless the online store already holds a value with a later event
-    time (an older backfill never overwrites fresher values, even one written concurrently: each key's
-    check and write are one script in Redis). Keys expire as ``OnlineWriter``'s do. Returns the rows
-    written."""
+    """Writes each entity's latest row unless the online store already holds a value of the same schema
+    fingerprint with a later event time (an older backfill never overwrites fresher values, even one
+    written concurrently: each key's check and write are one script in Redis). Keys expire as
+    ``OnlineWriter``'s do. Returns the rows written."""
     latest = latest_per_entity(table, key_names)
     if latest.num_rows == 0:
         return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import redis
@@ -17,7 +18,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
 from control_plane.ingestion.online import online_view_version, write_latest
 from kernels.online_keys import online_key
-from kernels.packed_blob import decode
+from kernels.packed_blob import decode, encode
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.pausing_redis import PausingRedis
 
@@ -54,6 +55,17 @@ def test_an_older_row_never_replaces_a_fresher_one_and_a_tie_or_newer_does(env: 
     assert write_latest(env.client, view, ["sensor_id"], rows(june, 3.0)) == 1  # a tie: the later write
     assert write_latest(env.client, view, ["sensor_id"], rows(june + 1, 4.0)) == 1
     assert online(env.client, view) == (june + 1, 4.0)
+
+
+def test_a_later_value_of_another_schema_is_replaced(env: Env) -> None:
+    """A blob of another schema fingerprint (left by a deleted view of the same name, say) was kept when
+    its event time was later: it blocked every write of the key and each read failed with DATA_LOSS."""
+    view = env.registry.get_feature_view("climate")
+    june = (datetime(2025, 6, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+    env.client.set(KEY, encode([9.0], np.dtype(np.float64), view.schema_fingerprint ^ 1, june + 1, 0))
+    assert write_latest(env.client, view, ["sensor_id"], rows(june, 2.0)) == 1
+    assert online(env.client, view) == (june, 2.0)
+    assert write_latest(env.client, view, ["sensor_id"], rows(june - 1, 1.0)) == 0  # same schema: kept
 
 
 @pytest.mark.parametrize("garbage", [b"", b"AE", b"XX" + bytes(40), b"AE\x02" + bytes(40)])

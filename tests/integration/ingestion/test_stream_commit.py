@@ -182,6 +182,25 @@ def test_a_commit_never_overwrites_a_fresher_online_value(redis_url: str) -> Non
     assert client.llen(KEYS.outbox) == 2
 
 
+def test_a_commit_replaces_a_later_value_of_another_schema(redis_url: str) -> None:
+    """Only a value of the same schema fingerprint is kept for its later event time: one of another schema
+    (left by a deleted view of the same name, say) blocked every commit of the key for as long as it
+    lived, and each read of it failed with DATA_LOSS."""
+    client = redis.Redis.from_url(redis_url)
+    ids = pending_ids(client, 2)
+    client.set(KEYS.owner, "me")
+    other, same = (f"ae:{{sensor:{i}}}:clicks:v1".encode() for i in range(2))
+    june = 1_748_736_000_000_000
+    client.set(other, encode([9.0, 9.0], np.dtype(np.float64), 2, june + 1, 0))
+    client.set(same, blob(june + 1, 1.0))
+    committer = Committer(client, KEYS, STREAM, "g", "me")
+    committer.begin(ids)
+    writes = [(other, blob(june, 2.0)), (same, blob(june, 2.0))]
+    assert committer.commit("r", ids, [], writes, None, history(2), rejected([])) == COMMITTED
+    assert client.get(other) == blob(june, 2.0)
+    assert client.get(same) == blob(june + 1, 1.0)
+
+
 def test_a_commit_of_thousands_of_keys_keeps_the_newest_value_of_each(redis_url: str) -> None:
     """The check runs a thousand keys a script call: across the calls' boundaries every key still ends up
     with the newer of its stored and committed values (times on both sides of 2**32 µs words)."""
