@@ -183,12 +183,19 @@ class FeatureRegistry:
         actor: str = ANONYMOUS,
     ) -> pb.FeatureView:
         """Replaces description, owner and tags as a whole when ``metadata`` is given, and sets the
-        descriptions of the named features of the latest version. Never creates a version."""
+        descriptions of the named features of the latest version that is not retired (the one
+        ``get_feature_view`` shows; a retired version is not served, so describing its features there would
+        change nothing a user sees). Never creates a version."""
         if metadata is not None:
             validate_metadata(metadata)
         with self._write() as session:
             view = store.require_view(session, name)
-            latest = store.latest_version(session, view)
+            # Metadata belongs to the view, so a view whose versions are all retired still takes it.
+            latest = (
+                store.require_version(session, view, 0)
+                if feature_descriptions
+                else store.latest_version(session, view)
+            )
             before = store.view_message(view, latest)
             now = now_us()
             if metadata is not None:

@@ -101,6 +101,26 @@ def test_latest_skips_retired_versions(two_versions: FeatureRegistry) -> None:
     assert len(two_versions.list_feature_view_versions("driver_stats")) == 2
 
 
+def test_feature_descriptions_go_to_the_latest_version_that_is_not_retired(
+    two_versions: FeatureRegistry,
+) -> None:
+    # They went to the highest-numbered version even when retired: invisible, since the view shows v1.
+    two_versions.deprecate_version("driver_stats", 2)
+    two_versions.retire_version("driver_stats", 2)
+
+    updated = two_versions.update_feature_view_metadata("driver_stats", None, {"trips": "trips per day"})
+
+    assert updated.version == 1 and updated.spec.features[0].description == "trips per day"
+    assert two_versions.get_feature_view("driver_stats").spec.features[0].description == "trips per day"
+    assert two_versions.get_feature_view("driver_stats", 2).spec.features[0].description == ""
+    two_versions.deprecate_version("driver_stats", 1)
+    two_versions.retire_version("driver_stats", 1)
+    with pytest.raises(NotFound, match="no version that is not retired"):
+        two_versions.update_feature_view_metadata("driver_stats", None, {"trips": "x"})
+    owned = two_versions.update_feature_view_metadata("driver_stats", metadata(owner="team-b"))
+    assert owned.metadata.owner == "team-b"  # metadata belongs to the view: still editable
+
+
 def test_snapshot_serves_active_and_deprecated_but_not_retired(two_versions: FeatureRegistry) -> None:
     two_versions.create_feature_view_version(spec(ttl_seconds=120))
     two_versions.deprecate_version("driver_stats", 1)
