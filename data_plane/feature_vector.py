@@ -1,6 +1,8 @@
 """The model input of a Predict request: the model's feature references read from the online store (one
-read, one Redis round trip), request-time features merged in, and the deployment's fallback applied to
-entities without stored features. Transport-free: references and rows in, a matrix and per-row facts out.
+read, one Redis round trip), request-time features merged in, the deployment's policy applied to
+entities without stored features, and each missing value filled (:func:`_missing_fill`: the deployment's
+``feature_defaults``, else NaN for a model that imputes missing values itself, else 0). Transport-free:
+references and rows in, a matrix and per-row facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
@@ -235,24 +237,36 @@ class FeatureAssembler:
             absent = (stored_status == MISSING).all(axis=1)
         else:
             absent = np.zeros(len(rows), bool)
-        use_defaults = spec.missing_entity_policy == "defaults"
-        if absent.any() and not use_defaults:
+        if absent.any() and spec.missing_entity_policy != "defaults":
             row = int(np.flatnonzero(absent)[0])
             raise NotFound(
                 f"row {row}: entity {dict(rows[row])} has no stored features for model {spec.name} "
                 f"v{spec.version} (fallback policy 'error')"
             )
-        if use_defaults and missing.any():
-            defaults = np.zeros(values.shape[1], values.dtype)
-            if spec.feature_defaults:
-                if len(spec.feature_defaults) != values.shape[1]:  # the model's config, not the caller
-                    raise FailedPrecondition(
-                        f"model {spec.name}: {len(spec.feature_defaults)} feature defaults for "
-                        f"{values.shape[1]} features"
-                    )
-                defaults = np.asarray(spec.feature_defaults, values.dtype)
-            values = np.where(missing, defaults[np.newaxis, :], values)
+        if missing.any():
+            fill = _missing_fill(spec, values)
+            if fill is not None:
+                values = np.where(missing, fill[np.newaxis, :], values)
         facts = tuple(
             RowFacts(bool(absent[i]), int(missing_counts[i]), int(stale_counts[i])) for i in range(len(rows))
         )
         return FeatureMatrix(np.ascontiguousarray(values), facts)
+
+
+def _missing_fill(spec: ModelSpec, values: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+    """What each missing value (no key, or a null in the blob) becomes, per column, or None to keep the
+    zero the reader wrote. The deployment's ``feature_defaults`` when set, for every missing value whatever
+    the policy (the policy only decides whether an entity with no stored features is refused). Else NaN
+    for a float input of a model that takes non-finite values (``allow_non_finite``; set for every version
+    whose signature says it imputes missing values itself, as the built-in trainer's do): such a model was
+    trained with missing = NaN and imputes it, so a 0 would be a real value it never saw in its place."""
+    if spec.feature_defaults:
+        if len(spec.feature_defaults) != values.shape[1]:  # the model's config, not the caller
+            raise FailedPrecondition(
+                f"model {spec.name}: {len(spec.feature_defaults)} feature defaults for "
+                f"{values.shape[1]} features"
+            )
+        return np.asarray(spec.feature_defaults, values.dtype)
+    if spec.allow_non_finite and values.dtype.kind == "f":
+        return np.full(values.shape[1], np.nan, values.dtype)
+    return None

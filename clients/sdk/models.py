@@ -25,11 +25,16 @@ from clients.sdk.service_client import ServiceClient
 TensorTuple = tuple[str, str, Sequence[int]]
 
 
-def signature(inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple]) -> pb.ModelSignature:
-    """A model signature from ``(name, dtype, shape)`` tuples; -1 marks a dynamic dimension."""
+def signature(
+    inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple], *, imputes_missing: bool = False
+) -> pb.ModelSignature:
+    """A model signature from ``(name, dtype, shape)`` tuples; -1 marks a dynamic dimension.
+    ``imputes_missing``: the model takes NaN for a missing value and imputes it itself, so serving feeds
+    a missing feature as NaN (and lets NaN through) instead of 0."""
     return pb.ModelSignature(
         inputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in inputs],
         outputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in outputs],
+        imputes_missing=imputes_missing,
     )
 
 

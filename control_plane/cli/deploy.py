@@ -88,9 +88,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="an entity with no stored features: refuse the request (error, the default) or use defaults",
     )
     create.add_argument(
-        "--feature-defaults", default="", metavar="V1,V2,...", help="the input row used for such an entity"
+        "--feature-defaults",
+        default="",
+        metavar="V1,V2,...",
+        help="one per input column: what a missing stored feature becomes, for any entity (else NaN for a "
+        "model that takes it, else 0)",
     )
-    create.add_argument("--allow-non-finite", action="store_true", help="let NaN and infinities through")
+    create.add_argument(
+        "--allow-non-finite",
+        action="store_true",
+        help="let NaN and infinities through, and feed a missing feature as NaN: for a model that imputes "
+        "missing values itself (versions whose signature says so get this anyway)",
+    )
     create.set_defaults(handler=_handler(_create))
 
     listing = actions.add_parser("list", parents=[common], help="deployments")

@@ -67,4 +67,8 @@ class PlanBuilder:
         spec.artifact_uri = found.artifact.uri
         spec.inputs.extend(found.signature.inputs)
         spec.outputs.extend(found.signature.outputs)
+        if found.signature.imputes_missing:
+            # The version says it takes NaN for "missing" and imputes it itself: NaN must reach it (else
+            # ModelInfer refuses it and Predict feeds a missing feature as 0, which the model never saw).
+            spec.serving.allow_non_finite = True
         spec.feature_refs.extend(found.feature_refs)

@@ -27,7 +27,13 @@ def _tensors_to_json(tensors: Sequence[pb.TensorSpec]) -> list[dict[str, Any]]:
 
 
 def signature_to_json(signature: pb.ModelSignature) -> dict[str, Any]:
-    return {"inputs": _tensors_to_json(signature.inputs), "outputs": _tensors_to_json(signature.outputs)}
+    data: dict[str, Any] = {
+        "inputs": _tensors_to_json(signature.inputs),
+        "outputs": _tensors_to_json(signature.outputs),
+    }
+    if signature.imputes_missing:  # only when set: rows written before the field read the same
+        data["imputes_missing"] = True
+    return data
 
 
 def _tensors_from_json(tensors: list[dict[str, Any]]) -> list[pb.TensorSpec]:
@@ -37,7 +43,9 @@ def _tensors_from_json(tensors: list[dict[str, Any]]) -> list[pb.TensorSpec]:
 
 def signature_from_json(data: dict[str, Any]) -> pb.ModelSignature:
     return pb.ModelSignature(
-        inputs=_tensors_from_json(data.get("inputs", [])), outputs=_tensors_from_json(data.get("outputs", []))
+        inputs=_tensors_from_json(data.get("inputs", [])),
+        outputs=_tensors_from_json(data.get("outputs", [])),
+        imputes_missing=bool(data.get("imputes_missing", False)),
     )
 
 

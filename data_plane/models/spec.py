@@ -57,11 +57,17 @@ class ModelSpec:
     warmup_requests: int = 10
     max_batch_size: int = 32
     max_queue_delay_us: int = 500
-    # Non-finite input values (NaN, ±inf) answered with INVALID_ARGUMENT instead of reaching the model.
+    # True: the model takes non-finite values (NaN, ±inf) and handles them itself, typically because it
+    # imputes missing values itself (a registered version whose signature says ``imputes_missing``, as the
+    # built-in trainer's do, gets it whatever its deployment says). Then ModelInfer lets NaN through and
+    # Predict feeds a missing stored feature of a float input as NaN. False: non-finite input values are
+    # answered with INVALID_ARGUMENT instead of reaching the model, and a missing feature is fed as 0.
     allow_non_finite: bool = False
-    # Predict for an entity with no stored features: "error" (NOT_FOUND for that row) or "defaults"
-    # (the values below, or zeros when empty).
+    # Predict for an entity with no stored features at all: "error" (NOT_FOUND for that row) or "defaults"
+    # (served, each of its features filled as any missing value is).
     missing_entity_policy: str = "error"
+    # One per model input column: what a missing stored feature (no key, or a null) becomes, for every
+    # entity and whatever the policy; it takes precedence over NaN and 0. Empty: NaN or 0, as above.
     feature_defaults: tuple[float, ...] = field(default=())
     # Recorded warm-up requests (an .npz with one array per input, no object arrays), at a path or any URI
     # the artifact may have (read the same way); empty = synthetic from the signature.

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,26 @@ def _float_io(name: str, width: int | str, batch: int | str = "batch") -> onnx.V
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, width])
 
 
-def mlp(input_size: int = 512, hidden: tuple[int, ...] = (256, 64), seed: int = 0) -> onnx.ModelProto:
+def mlp(
+    input_size: int = 512,
+    hidden: tuple[int, ...] = (256, 64),
+    seed: int = 0,
+    impute_mean: Sequence[float] | None = None,
+) -> onnx.ModelProto:
+    """``impute_mean``: NaN inputs are replaced by these values first, in the graph, as the built-in
+    trainer's models do (``torch.where(torch.isfinite(x), x, mean)``)."""
     rng = np.random.default_rng(seed)
     sizes = [input_size, *hidden, 1]
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     current = "input"
+    if impute_mean is not None:
+        initializers.append(numpy_helper.from_array(np.asarray(impute_mean, np.float32), "mean"))
+        nodes += [
+            helper.make_node("IsNaN", ["input"], ["is_nan"]),
+            helper.make_node("Where", ["is_nan", "mean", "input"], ["filled"]),
+        ]
+        current = "filled"
     for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         weight = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         bias = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)

@@ -91,6 +91,9 @@ def register_model(
             signature=signature(
                 [(INPUT_NAME, "float32", (-1, prepared.n_features))],
                 [(output_tensor(config), "float32", (-1, n_outputs))],
+                # TabularMLP replaces NaN with the training mean inside the graph: this model imputes
+                # missing values itself, so serving must feed them as NaN, not 0.
+                imputes_missing=True,
             ),
             dataset_hash=data.dataset_hash,
             dataset_query=data.query,

@@ -61,7 +61,7 @@ class Models:
         self._engine = create_db_engine(db_url)
         self.registry = ModelRegistry(create_session_factory(self._engine), store_for(home))
 
-    def register(self, name: str, status: int = mpb.APPROVED) -> int:
+    def register(self, name: str, status: int = mpb.APPROVED, *, imputes_missing: bool = False) -> int:
         artifact = self.registry.artifacts.put_bytes(f"onnx bytes of {name} {id(self)}".encode())
         request = mpb.CreateModelVersionRequest(
             model_name=name,
@@ -69,6 +69,7 @@ class Models:
             signature=mpb.ModelSignature(
                 inputs=[mpb.TensorSpec(name="x", dtype="float32", shape=[-1, 4])],
                 outputs=[mpb.TensorSpec(name="y", dtype="float32", shape=[-1, 1])],
+                imputes_missing=imputes_missing,
             ),
             create_model=True,
         )

@@ -282,3 +282,25 @@ def test_watch_streams_full_plans_on_connect_and_on_change(
     assert planned.model.artifact_uri == stored.artifact.uri
     assert [t.name for t in planned.model.inputs] == ["x"] and planned.model.serving.max_batch_size == 32
     assert [v.name for v in second.plans[0].variants] == ["eta-v1", "eta-v2"]
+
+
+def test_a_version_that_imputes_missing_values_is_planned_to_take_nan(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    """The built-in trainer's versions impute NaN with the training mean in the graph: their plan lets NaN
+    through (ModelInfer) and has Predict feed a missing feature as NaN, whatever the deployment says;
+    the data plane fed them 0 instead."""
+    imputing = models.register("eta", imputes_missing=True)
+    plain = models.register("eta")
+    with ModelRegistryClient(plane.address) as registry:
+        assert registry.get_version("eta", imputing).signature.imputes_missing
+        assert not registry.get_version("eta", plain).signature.imputes_missing
+    deployments.create("eta-prod", [variant("eta", imputing)])
+    deployments.create("eta-plain", [variant("eta", plain)])
+    watcher = DeploymentsClient(plane.address)
+    try:
+        snapshot = next(iter(watcher.watch_plans()))
+    finally:
+        watcher.close()
+    planned = {p.deployment: p.variants[0].model.serving for p in snapshot.plans}
+    assert planned["eta-prod"].allow_non_finite and not planned["eta-plain"].allow_non_finite

@@ -64,6 +64,7 @@ def test_classifier_is_registered_with_its_lineage(plane: Plane, data: Data, tmp
         ("features", "float32", [-1, 4])
     ]
     assert [(t.name, list(t.shape)) for t in version.signature.outputs] == [("probabilities", [-1, 2])]
+    assert version.signature.imputes_missing  # the graph imputes NaN: serving must feed missing as NaN
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     raw = np.array([[2.0, 2.0, 0.0, np.nan], [-2.0, -2.0, 0.0, 0.0]], dtype=np.float32)
