@@ -64,7 +64,8 @@ async def test_a_model_that_imputes_missing_values_gets_them_as_nan(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
 ) -> None:
     spec = onnx_models.save(
-        onnx_models.mlp(input_size=8, hidden=(4,), seed=3, impute_mean=MEAN.tolist()), tmp_path / "imputing.onnx",
+        onnx_models.mlp(input_size=8, hidden=(4,), seed=3, impute_mean=MEAN.tolist()),
+        tmp_path / "imputing.onnx",
         "imputing", feature_refs=("driver_stats",), allow_non_finite=True, missing_entity_policy="defaults",
     )  # fmt: skip
     await data_plane.manager.ensure_loaded(spec)
@@ -108,7 +109,8 @@ async def test_feature_defaults_fill_each_missing_feature_whatever_the_policy(
 
     # Explicit defaults win over NaN for a model that imputes itself: the deployment chose them.
     imputing = onnx_models.save(
-        onnx_models.mlp(input_size=8, hidden=(4,), seed=3, impute_mean=MEAN.tolist()), tmp_path / "imputing.onnx",
+        onnx_models.mlp(input_size=8, hidden=(4,), seed=3, impute_mean=MEAN.tolist()),
+        tmp_path / "imputing.onnx",
         "imputing", feature_refs=("driver_stats",), allow_non_finite=True, feature_defaults=DEFAULTS,
     )  # fmt: skip
     await data_plane.manager.ensure_loaded(imputing)
