@@ -16,15 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, maps_errors
+from clients.errors import InvalidArgument, NotFound, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
+from control_plane.api.deployments import manager_for
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import store_for
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.monitoring import config as configs
 from control_plane.monitoring.feedback import record_feedback
 from control_plane.monitoring.gauges import gauges_for
+from control_plane.monitoring.history import has_history
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.performance import performance
 from control_plane.monitoring.profiles import ReferenceCache, link_reference_profile
@@ -34,6 +36,8 @@ from control_plane.monitoring.settings import MonitoringSettings
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Monitoring"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
+#: Looks a deployment up by name, raising ``NotFound`` for an unknown one (``DeploymentManager.get``).
+DeploymentLookup: TypeAlias = Callable[[str], object]
 
 
 async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -41,16 +45,38 @@ async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class MonitoringServicer(pb_grpc.MonitoringServicer):
-    def __init__(self, sessions: sessionmaker[Session], store: ArtifactStore) -> None:
+    """``deployment`` is the server's deployments lookup (wired in by :func:`services`, as retraining's
+    ConfigureTriggers checks it): a config for a misspelt name was stored and audited, and its reads
+    answered "no drift reports", so a user believed the deployment was monitored."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], store: ArtifactStore, deployment: DeploymentLookup
+    ) -> None:
         self._sessions = sessions
         self._store = store
+        self._deployment = deployment
+
+    async def _require_deployment(self, name: str, *, or_history: bool) -> None:
+        """NOT_FOUND unless ``name`` is a deployment; with ``or_history`` a name monitoring knows (a config,
+        reports or predictions of a deployment since deleted) passes too, so its history stays readable."""
+        if or_history and await _run(has_history, self._sessions, name):
+            return
+        try:
+            await _run(self._deployment, name)
+        except NotFound:
+            known = " and monitoring has no config, reports or predictions of it" if or_history else ""
+            raise NotFound(
+                f"deployment {name!r} not found{known}; monitoring is configured for an existing"
+                " deployment (`aetherctl deploy list` names them, `aetherctl deploy create` makes one)"
+            ) from None
 
     @maps_errors
     async def ConfigureMonitor(
         self, request: pb.ConfigureMonitorRequest, context: Context
     ) -> pb.MonitorConfig:
-        if not request.HasField("config"):
-            raise InvalidArgument("a monitor config is required")
+        if not request.HasField("config") or not request.config.deployment:
+            raise InvalidArgument("a monitor config with a deployment name is required")
+        await self._require_deployment(request.config.deployment, or_history=False)
         return await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
 
     @maps_errors
@@ -59,12 +85,16 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
     ) -> pb.MonitorConfig:
         if not request.deployment:
             raise InvalidArgument("a deployment name is required")
+        await self._require_deployment(request.deployment, or_history=True)
         return await _run(configs.get_config, self._sessions, request.deployment)
 
     @maps_errors
     async def GetDriftReports(
         self, request: pb.GetDriftReportsRequest, context: Context
     ) -> pb.GetDriftReportsResponse:
+        if not request.deployment:
+            raise InvalidArgument("a deployment name is required")
+        await self._require_deployment(request.deployment, or_history=True)
         reports = await _run(
             query_reports,
             self._sessions,
@@ -87,6 +117,7 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
     ) -> pb.GetPerformanceResponse:
         if not request.deployment:
             raise InvalidArgument("a deployment name is required")
+        await self._require_deployment(request.deployment, or_history=True)
         config = await _run(configs.get_config, self._sessions, request.deployment)
         return await _run(performance, self._sessions, config, request.since_us, request.until_us)
 
@@ -121,7 +152,8 @@ def services(
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         store = store_for(context.settings.home)
-        pb_grpc.add_MonitoringServicer_to_server(MonitoringServicer(context.sessions, store), server)  # type: ignore[no-untyped-call]
+        servicer = MonitoringServicer(context.sessions, store, manager_for(context).get)
+        pb_grpc.add_MonitoringServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         if run_monitor:
             loop_settings = settings or MonitoringSettings.from_env()
             gauges = gauges_for(registry)

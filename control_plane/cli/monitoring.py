@@ -215,5 +215,11 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
     ]
     headers = ("START", "END", "PREDICTIONS", "LABELS", "STATUS", *(name.upper() for name in names))
     print(output.table(headers, rows) if rows else "no predictions in range", file=out)
-    print(f"orphaned feedback: {response.orphaned_feedback}", file=out)
+    # An orphaned label names only a request id: its prediction was never indexed, so no deployment is
+    # known for it and the count is every deployment's. Printed bare, it read as this deployment's.
+    print(
+        f"orphaned feedback (all deployments, labels whose prediction was not logged): "
+        f"{response.orphaned_feedback}",
+        file=out,
+    )
     return 0

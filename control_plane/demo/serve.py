@@ -43,14 +43,6 @@ def deploy_and_serve(
     with ModelRegistryClient(settings.control_plane_addr) as models:
         models.approve(model, version, "demo: held-out metrics reviewed")
         models.set_alias(model, "champion", version)
-    # A window is degraded when its MAE is well above what the model showed on its held-out split.
-    threshold = max(3.0 * champion_mae, 1.0)
-    with MonitoringClient(settings.control_plane_addr) as monitoring:
-        monitoring.configure(
-            DEPLOYMENT, task=monpb.TASK_TYPE_REGRESSION, window_kind=monpb.WINDOW_KIND_COUNT,
-            window_rows=DRIFT_WINDOW_ROWS, performance_window_seconds=QUALITY_WINDOW_S,
-            min_labels=MIN_LABELS, alert_metric="mae", alert_threshold=threshold,
-        )  # fmt: skip
     with DeploymentsClient(settings.control_plane_addr) as deployments:
         deployments.create(
             DEPLOYMENT,
@@ -60,6 +52,15 @@ def deploy_and_serve(
             ],
             description="demand per zone and hour",
         )
+    # Configured once the deployment exists (monitoring refuses an unknown one), before any traffic.
+    # A window is degraded when its MAE is well above what the model showed on its held-out split.
+    threshold = max(3.0 * champion_mae, 1.0)
+    with MonitoringClient(settings.control_plane_addr) as monitoring:
+        monitoring.configure(
+            DEPLOYMENT, task=monpb.TASK_TYPE_REGRESSION, window_kind=monpb.WINDOW_KIND_COUNT,
+            window_rows=DRIFT_WINDOW_ROWS, performance_window_seconds=QUALITY_WINDOW_S,
+            min_labels=MIN_LABELS, alert_metric="mae", alert_threshold=threshold,
+        )  # fmt: skip
     wait_until_serving(settings.data_plane_addr)
     labels = zone_labels(settings.data_plane_addr, size.zones, world.BEFORE, rng)
     traffic = Traffic(settings.data_plane_addr, settings.control_plane_addr, labels, 0.01, seed=11)

@@ -20,10 +20,12 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from control_plane.api import monitoring as monitoring_api
 from control_plane.artifacts.settings import store_for
+from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.server import ControlPlaneServer, start_server
@@ -88,6 +90,17 @@ class Plane:
             model_name=name, artifact_sha256=artifact.sha256, create_model=True
         )
         return int(self.registry.create_version(request, actor="trainer").version)
+
+    def deploy(self, name: str, version: int = 0) -> None:
+        """Creates deployment ``name`` serving ``version`` of ``<name>-model`` (a new one unless given),
+        approved: monitoring refuses to configure a deployment that does not exist."""
+        model = f"{name}-model"
+        version = version or self.register_version(model)
+        self.registry.review(model, version, mpb.APPROVED, "to monitor", actor="reviewer")
+        variant = dpb.Variant(model_name=model, version=version, role=dpb.VARIANT_ROLE_PRIMARY)
+        DeploymentManager(self.server.context.sessions, self.registry).create(
+            dpb.CreateDeploymentRequest(name=name, variants=[variant]), actor="operator"
+        )
 
     async def log(self, records: Sequence[PredictionRecord]) -> None:
         """Appends ``records`` with the data plane's prediction log and waits until they are written."""

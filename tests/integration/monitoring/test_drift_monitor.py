@@ -37,6 +37,7 @@ async def test_reference_traffic_reports_no_drift_and_shifted_traffic_drifts_on_
     plane: Plane, webhook: Webhook
 ) -> None:
     version = plane.register_version("churn-model")
+    plane.deploy("churn", version)
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(5000, N_FEATURES))
     reference_scores = 1 / (1 + np.exp(-reference[:, 1:2]))
@@ -120,6 +121,7 @@ async def test_small_windows_are_insufficient_data_and_nan_values_are_counted(
     plane: Plane, webhook: Webhook
 ) -> None:
     version = plane.register_version("churn-model")
+    plane.deploy("churn", version)
     rng = np.random.default_rng(1)
     register_reference_profile(
         plane.server.context.sessions,
@@ -175,6 +177,7 @@ async def test_small_windows_are_insufficient_data_and_nan_values_are_counted(
 
 
 async def test_a_version_without_a_reference_reports_no_reference_and_never_drift(plane: Plane) -> None:
+    plane.deploy("other")
     await plane.stub.ConfigureMonitor(
         pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="other", window_rows=40))
     )

@@ -38,6 +38,7 @@ async def test_feedback_is_joined_orphans_are_counted_and_degradation_alerts_onc
 ) -> None:
     base = (time.time_ns() // 1000 // (WINDOW_S * SECOND) - 5) * WINDOW_S * SECOND  # two closed windows
     ids, times, scores = predictions(base)
+    plane.deploy("churn")
     await plane.stub.ConfigureMonitor(
         pb.ConfigureMonitorRequest(
             config=pb.MonitorConfig(
@@ -128,6 +129,7 @@ def cli(plane: Plane, *argv: str) -> tuple[int, str]:
 async def test_aetherctl_records_feedback_and_prints_reports_and_performance(
     plane: Plane, tmp_path: Path
 ) -> None:
+    plane.deploy("churn")
     await plane.stub.ConfigureMonitor(
         pb.ConfigureMonitorRequest(
             config=pb.MonitorConfig(
@@ -166,7 +168,8 @@ async def test_aetherctl_records_feedback_and_prints_reports_and_performance(
     assert code == 0 and len(reports) == 1 and reports[0]["status"] == "DRIFT_STATUS_NO_REFERENCE"
 
     code, text = await asyncio.to_thread(cli, plane, "performance", "churn", "--since", "2h")
-    assert code == 0 and "MAE" in text and "orphaned feedback: 1" in text
+    assert code == 0 and "MAE" in text and "orphaned feedback (all deployments" in text
+    assert text.rstrip().endswith(": 1")
     (row,) = [line for line in text.splitlines() if " ok " in line]
     assert row.split()[4:8] == ["40", "40", "ok", "1"]  # (two-word times) predictions, labels, status, mae
 

@@ -10,8 +10,14 @@ import getpass
 import io
 import json
 
+import grpc
+import grpc.aio
+import pytest
+
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.cli import monitor_config
+from control_plane.deployments.core import DeploymentManager
+from control_plane.monitoring.tables import MonitorConfigRow
 from tests.integration.monitoring.conftest import Plane
 
 
@@ -28,6 +34,7 @@ def cli(plane: Plane, *argv: str) -> tuple[int, str]:
 
 
 async def test_configure_changes_only_the_given_fields(plane: Plane) -> None:
+    plane.deploy("churn")
     code, text = await asyncio.to_thread(cli, plane, "monitor", "show", "churn")
     assert code == 0 and json.loads(text)["task"] == "TASK_TYPE_UNSPECIFIED"  # the defaults
 
@@ -56,6 +63,7 @@ async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -
     """The step (= the width unless set), the drift threshold (the test's default) and the alert metric
     (the task's first) are re-derived when their source changes: sent back as read, the default 3600 s step
     made a 60 s window fail and a 7200 s one overlap, and ``--test ks`` kept PSI's 0.2 as KS's level."""
+    plane.deploy("late")
     code, text = await asyncio.to_thread(
         cli, plane, "monitor", "configure", "late", "--task", "regression",
         "--performance-window-seconds", "60",
@@ -89,6 +97,7 @@ async def test_a_threshold_is_dropped_when_its_metric_or_test_changes(plane: Pla
     """A threshold set for one alert metric or drift test is not carried over to another: kept, "alert
     when accuracy < 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's significance
     level 0.01 became a PSI threshold. Given in the same command, the new threshold is the user's."""
+    plane.deploy("swap")
     await asyncio.to_thread(
         cli, plane, "monitor", "configure", "swap", "--task", "classification", "--alert-threshold", "0.9",
         "--test", "ks", "--threshold", "0.01",
@@ -116,3 +125,43 @@ async def test_a_threshold_is_dropped_when_its_metric_or_test_changes(plane: Pla
     await asyncio.to_thread(cli, plane, "monitor", "configure", "swap", "--min-labels", "9")
     stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="swap"))
     assert (stored.alert_threshold, stored.threshold, stored.min_labels) == (0.7, 0.02, 9)
+
+
+async def test_an_unknown_deployment_is_not_found_but_a_deleted_ones_history_stays_readable(
+    plane: Plane,
+) -> None:
+    """A misspelt name was configured (stored, audited, exit 0) and its reads answered "no drift reports",
+    so a user believed it was monitored; retrain configure answered NOT_FOUND for the same name."""
+    reads = [
+        plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn-typo")),
+        plane.stub.GetDriftReports(pb.GetDriftReportsRequest(deployment="churn-typo")),
+        plane.stub.GetPerformance(pb.GetPerformanceRequest(deployment="churn-typo")),
+    ]
+    for call in reads:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "deployment 'churn-typo' not found" in str(refused.value.details())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(
+            pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn-typo"))
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "aetherctl deploy list" in str(refused.value.details())
+    with plane.server.context.sessions() as session:
+        assert session.get(MonitorConfigRow, "churn-typo") is None  # nothing stored (nor audited)
+
+    plane.deploy("churn")
+    code, _ = await asyncio.to_thread(cli, plane, "monitor", "configure", "churn", "--task", "regression")
+    assert code == 0
+    DeploymentManager(plane.server.context.sessions, plane.registry).delete("churn", actor="operator")
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
+    assert stored.task == pb.TASK_TYPE_REGRESSION
+    await plane.stub.GetDriftReports(pb.GetDriftReportsRequest(deployment="churn"))
+    answer = await plane.stub.GetPerformance(pb.GetPerformanceRequest(deployment="churn"))
+    assert answer.deployment == "churn"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # no reconfiguring a deleted deployment
+        await plane.stub.ConfigureMonitor(
+            pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn"))
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
