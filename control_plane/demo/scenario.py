@@ -37,7 +37,7 @@ from control_plane.demo.register import register_features
 from control_plane.demo.retrain import Retrained, retrain
 from control_plane.demo.serve import deploy_and_serve
 from control_plane.demo.shift import Shifted, shift_the_world
-from control_plane.demo.stack import STACK_ENV, demo_settings
+from control_plane.demo.stack import STACK_ENV, demo_settings, remove_scratch
 from control_plane.demo.train import train_model
 from control_plane.demo.training_set import history_training_set, pinned
 
@@ -66,17 +66,33 @@ class DemoReport:
 
 
 def run_demo(options: DemoOptions, say: Say) -> DemoReport:
+    """Runs the scenario on a stack of its own. Without ``options.home`` the scratch home is removed once
+    the stack is down, unless the demo failed or was interrupted: then it is kept and its path said."""
     settings = demo_settings(options.home)
-    say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
-    # The demo writes its entity rows under its own home's datasets folder, so that is the stack's datasets
-    # root whatever AETHER_DATASETS_ROOT the user's shell holds (which pointed the server elsewhere).
-    start_stack(settings, extra_env={**STACK_ENV, "AETHER_DATASETS_ROOT": str(settings.home / "datasets")})
     report = DemoReport(settings)
+    ended_well = False
     try:
-        _scenario(options, report, say)
+        say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
+        # The demo writes its entity rows under its own home's datasets folder, so that is the stack's
+        # datasets root whatever AETHER_DATASETS_ROOT the user's shell holds (which pointed it elsewhere).
+        datasets = str(settings.home / "datasets")
+        start_stack(settings, extra_env={**STACK_ENV, "AETHER_DATASETS_ROOT": datasets})
+        try:
+            _scenario(options, report, say)
+        finally:
+            say("      stopping the stack")
+            stop_stack(settings)
+        ended_well = not report.problems
     finally:
-        say("      stopping the stack")
-        stop_stack(settings)
+        if options.home is None:
+            kept = (
+                remove_scratch(settings.home)
+                if ended_well
+                else f"scratch state kept for inspection in {settings.home} (remove it when done)"
+            )
+            if kept:
+                say(f"      {kept}")
+                report.notes.append(kept)
     return report
 
 

@@ -1,8 +1,14 @@
 """The demo's own local stack: a scratch (or given) home, free loopback ports, and short loop intervals
-so that the monitor, the canary controller, the jobs supervisor and the retrainer act within seconds."""
+so that the monitor, the canary controller, the jobs supervisor and the retrainer act within seconds.
+
+A scratch home (no ``--home``) is removed when the demo ends well (5-10 MB a run piled up in the temp
+folder). It is kept, and its path printed, when the demo failed or was interrupted (its logs say why) or
+while a process still uses it (a job the control plane started outlives the control plane)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -41,3 +47,30 @@ def demo_settings(home: Path | None) -> CliSettings:
         control_plane_addr=f"127.0.0.1:{free_port()}",
         data_plane_addr=f"127.0.0.1:{free_port()}",
     )
+
+
+def users_of(home: Path) -> list[int]:
+    """Pids of this user's live processes started for ``home`` (``AETHER_HOME`` in their environment, as
+    the planes and the jobs they launch have) or working in it. Empty without procfs (macOS)."""
+    found: list[int] = []
+    marker = f"AETHER_HOME={home}".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(entry / "cwd"))
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):  # gone meanwhile, or another user's
+            continue
+        if state != "Z" and (marker in environ or cwd == home or home in cwd.parents):
+            found.append(int(entry.name))
+    return found
+
+
+def remove_scratch(home: Path) -> str:
+    """Removes the scratch ``home``; what the user should know when it was kept instead (else "")."""
+    users = users_of(home)
+    if users:
+        pids = ", ".join(map(str, users))
+        return f"scratch state kept in {home}: processes {pids} still use it (remove it once they end)"
+    shutil.rmtree(home, ignore_errors=True)
+    return ""

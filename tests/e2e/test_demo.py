@@ -104,3 +104,21 @@ def test_demo_keeps_the_champion_when_the_gates_fail(tmp_path: Path, flag: str) 
     assert rows["promotion"] == "rejected"
     assert rows["champion version"] == "1" and rows["primary version"] == "1"
     assert rows["final model lineage"].startswith("v1 <- run ")
+
+
+def test_demo_without_home_leaves_no_scratch_state(tmp_path: Path) -> None:
+    """Without --home the demo left its scratch home (5-10 MB a run) in the temp folder, although the README
+    says only --home keeps its state; now it is removed once the stack (and every job it ran) is down."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "AETHER_HOME"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "demo", "--size", "small"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=dict(env, TMPDIR=str(scratch)),
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "aether-demo-" in completed.stdout  # it did run in a scratch home under TMPDIR
+    assert list(scratch.glob("aether-demo-*")) == [], completed.stdout
