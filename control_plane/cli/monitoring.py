@@ -49,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     feedback = subparsers.add_parser("feedback", help="labels of served predictions, by request id")
     feedback_actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
     record = feedback_actions.add_parser(
-        "record", parents=[common], help="send labels from a JSON-lines file"
+        "record",
+        parents=[common],
+        help="send labels from a JSON-lines file",
+        description='labels from a JSON-lines file: one object per line, {"request_id": "...", "label": 3.5,'
+        ' "row": 0}. request_id is the id a Predict answer carried; label the true class code or value;'
+        " row (optional, default 0) the row of a request that scored several entities.",
     )
     record.add_argument("file", metavar="FILE.jsonl", help="path, or - for standard input")
     record.set_defaults(handler=_handler(_feedback_record))
