@@ -77,8 +77,7 @@ def test_failed_calls_are_counted_and_no_target_over_them_is_met() -> None:
     theirs = by_name["ModelInfer c=32 throughput / floor"]
     assert theirs["met"] is None and theirs["reason"] == "baseline had 5 failed calls"
     text = render_results.serving(d)
-    assert "3279 (3.6), **120 failed calls**" in text
-    assert (
-        "| ModelInfer c=8 throughput / floor | 0.735 | 0.7 | **missed** (120 failed calls on Aether's side) |"
-        in text
-    )
+    # The figures are the committed run's, whatever they are: only what the failed calls add is checked.
+    row = next(line for line in text.splitlines() if line.startswith("| ModelInfer c=8 throughput / floor |"))
+    assert row.endswith("| **missed** (120 failed calls on Aether's side) |"), row
+    assert ", **120 failed calls**" in text
