@@ -19,30 +19,38 @@ pytestmark = pytest.mark.timeout(600)
 A_B_TOLERANCE_PERCENT = 12.0  # 400 requests split 50/50: a binomial standard deviation is 2.5 points
 
 
-def run_demo(home: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+def run_demo(
+    home: Path | None, *flags: str, env: dict[str, str] | None = None, scratch: Path | None = None
+) -> tuple[str, dict[str, str]]:
+    """Runs the demo with ``--home home``, or without it (``home`` None) in a scratch home under
+    ``scratch`` (its TMPDIR), which must be gone when the demo has exited."""
+    base = dict(os.environ, **(env or {}))
+    if home is None:
+        assert scratch is not None
+        base.pop("AETHER_HOME", None)
+        base["TMPDIR"] = str(scratch)
+        where: list[str] = []
+    else:
+        base["AETHER_HOME"] = str(home)
+        where = ["--home", str(home)]
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "control_plane.cli.main",
-            "demo",
-            "--size",
-            "small",
-            "--home",
-            str(home),
-            *flags,
-        ],
+        [sys.executable, "-m", "control_plane.cli.main", "demo", "--size", "small", *where, *flags],
         capture_output=True,
         text=True,
         timeout=540,
-        env=dict(os.environ, AETHER_HOME=str(home), **(env or {})),
+        env=base,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     out = completed.stdout
     table = out[out.index("RESULT ") :]
     rows = dict(re.findall(r"^(\S.*?)\s{2,}(\S.*)$", table, re.MULTILINE))
-    # The stack is down again: no pid files left behind.
-    assert not list((home / "dev").glob("*.pid"))
+    if home is not None:  # the stack is down again: no pid files left behind
+        assert not list((home / "dev").glob("*.pid"))
+    else:
+        # Without --home the demo left its scratch home (5-10 MB a run) in the temp folder, although the
+        # README says only --home keeps its state; it is removed once the stack and its jobs are down.
+        assert scratch is not None and "aether-demo-" in out  # it did run in a scratch home under TMPDIR
+        assert list(scratch.glob("aether-demo-*")) == [], out
     return out, rows
 
 
@@ -99,30 +107,15 @@ def test_demo_closes_the_loop_and_promotes_the_retrained_model(tmp_path: Path) -
 
 @pytest.mark.parametrize("flag", ["--fail-gates"])
 def test_demo_keeps_the_champion_when_the_gates_fail(tmp_path: Path, flag: str) -> None:
+    """Also run without --home (one demo run less for the suite): its scratch home is gone afterwards."""
     # A datasets root set in the user's shell is not the demo's: its stack reads the rows the demo writes
     # under its own home (it inherited the variable and refused them with PERMISSION_DENIED).
     elsewhere = tmp_path / "elsewhere"
-    out, rows = run_demo(tmp_path, flag, env={"AETHER_DATASETS_ROOT": str(elsewhere)})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out, rows = run_demo(None, flag, env={"AETHER_DATASETS_ROOT": str(elsewhere)}, scratch=scratch)
     assert_common_stages(out, rows)
     assert rows["gates passed"] == "False" and "budget" in rows["gate reasons"]
     assert rows["promotion"] == "rejected"
     assert rows["champion version"] == "1" and rows["primary version"] == "1"
     assert rows["final model lineage"].startswith("v1 <- run ")
-
-
-def test_demo_without_home_leaves_no_scratch_state(tmp_path: Path) -> None:
-    """Without --home the demo left its scratch home (5-10 MB a run) in the temp folder, although the README
-    says only --home keeps its state; now it is removed once the stack (and every job it ran) is down."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "AETHER_HOME"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "control_plane.cli.main", "demo", "--size", "small"],
-        capture_output=True,
-        text=True,
-        timeout=540,
-        env=dict(env, TMPDIR=str(scratch)),
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "aether-demo-" in completed.stdout  # it did run in a scratch home under TMPDIR
-    assert list(scratch.glob("aether-demo-*")) == [], completed.stdout
