@@ -12,7 +12,10 @@ import pytest
 
 from control_plane.demo.stack import remove_scratch
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs procfs")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(),
+    reason="the demo finds the processes still using its scratch home through /proc (Linux); no procfs here",
+)
 
 
 def test_a_scratch_home_in_use_is_kept_and_removed_once_free(tmp_path: Path) -> None:
