@@ -23,6 +23,22 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
+import redis.exceptions
+import sqlalchemy.exc
+
+#: Failures of the database or Redis being unreachable, locked or timing out: a background loop retries
+#: them on its next pass (the drift monitor for as long as they last, the retraining loop a bounded
+#: number of times), where any other error would recur every pass.
+TRANSIENT_FAILURES: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
 
 class BackgroundLoop:
     def __init__(self, name: str) -> None:

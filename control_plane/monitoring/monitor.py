@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
-from control_plane.background import BackgroundLoop
+from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
 from control_plane.monitoring import config as configs
 from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
 from control_plane.monitoring.alerts import Alerter
@@ -75,17 +75,6 @@ Outcome = Literal["monitored", "skipped", "malformed"]
 
 #: Ticks in a row a closed window's report may fail before the window is dropped.
 MAX_REPORT_ATTEMPTS = 5
-#: Failures of the database or Redis being unreachable or busy: retried for as long as they last, never
-#: held against a window.
-_TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 @dataclass
@@ -360,7 +349,7 @@ class Monitor:
             closed = self._closed[0]
             try:
                 stored, baseline = await self._store_report(closed.key, closed.window)
-            except _TRANSIENT:
+            except TRANSIENT_FAILURES:
                 raise
             except Exception as exc:
                 closed.failures += 1
@@ -425,7 +414,7 @@ class Monitor:
                 continue
             try:
                 alerted.extend(await self._check_deployment(config, now_us))
-            except _TRANSIENT:
+            except TRANSIENT_FAILURES:
                 raise
             except Exception:
                 _log.exception("quality windows of deployment %r could not be checked", config.deployment)
