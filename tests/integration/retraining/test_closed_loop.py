@@ -43,6 +43,27 @@ def primary_version(world: World) -> int:
     return next(int(v.version) for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY)
 
 
+def deploy_trained_champion(world: World, spec: jpb.JobSpec) -> int:
+    """Serves "eta" with a champion trained by a job of ``spec``, as the supervisor records it: the job,
+    its run tagged with the job id, and the version registered from that run; returns that version."""
+    job = world.jobs.submit(spec, actor="trainer")
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment("eta-train", actor="supervisor")
+    run = tracking.create_run(
+        experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="supervisor"
+    )
+    trained = world.register(linear(TRUE_W), approve=True, run_id=run.run_id)
+    world.deployments.update(
+        dpb.UpdateDeploymentRequest(
+            name="eta",
+            replace_variants=True,
+            variants=[dpb.Variant(model_name="eta", version=trained, role=dpb.VARIANT_ROLE_PRIMARY)],
+        ),
+        actor="operator",
+    )
+    return trained
+
+
 def audit_actions(world: World) -> list[str]:
     with read_session(world.sessions) as session:
         return list(session.execute(select(AuditEntryRow.action).order_by(AuditEntryRow.seq)).scalars())
@@ -151,23 +172,7 @@ async def test_a_job_whose_decision_write_failed_is_adopted_not_submitted_twice(
     """The database refuses the write that records the retraining as submitted (a SQL trigger here; a
     crash or a locked database alike). The job was submitted before its decision was stored, so it ran
     untracked, and the retry submitted a second job for the same window."""
-    job = world.jobs.submit(
-        jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")), actor="t"
-    )
-    tracking = TrackingStore(world.sessions)
-    experiment = tracking.create_experiment("eta-train", actor="supervisor")
-    run = tracking.create_run(
-        experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="supervisor"
-    )
-    trained = world.register(linear(TRUE_W), approve=True, run_id=run.run_id)
-    world.deployments.update(
-        dpb.UpdateDeploymentRequest(
-            name="eta",
-            replace_variants=True,
-            variants=[dpb.Variant(model_name="eta", version=trained, role=dpb.VARIANT_ROLE_PRIMARY)],
-        ),
-        actor="operator",
-    )
+    deploy_trained_champion(world, jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")))
     refuse = "SELECT RAISE(ABORT, 'refused by the test') WHERE NEW.outcome = 'submitted'"
     with world.sessions() as session:
         session.execute(
@@ -230,21 +235,7 @@ async def test_invalid_data_window_blocks_retraining_with_an_alert(
     spec = jpb.JobSpec(
         name="eta-train", entrypoint=jpb.Entrypoint(module="control_plane"), features=["climate@1"]
     )
-    job = world.jobs.submit(spec, actor="trainer")
-    tracking = TrackingStore(world.sessions)
-    experiment = tracking.create_experiment("eta-train", actor="supervisor")
-    run = tracking.create_run(
-        experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="s"
-    )
-    trained = world.register(linear(TRUE_W), approve=True, run_id=run.run_id)
-    world.deployments.update(
-        dpb.UpdateDeploymentRequest(
-            name="eta",
-            replace_variants=True,
-            variants=[dpb.Variant(model_name="eta", version=trained, role=dpb.VARIANT_ROLE_PRIMARY)],
-        ),
-        actor="operator",
-    )
+    trained = deploy_trained_champion(world, spec)
     jobs_before = len(world.jobs.list()[0])
     with caplog.at_level(logging.WARNING, logger="aether.control_plane.monitoring"):
         decision = await world.retrainer.trigger_now("eta", "alice", "new data arrived")
