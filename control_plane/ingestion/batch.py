@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -124,20 +125,24 @@ class BatchMaterializer:
         if strict:
             chunks = list(chunks)
             for chunk in chunks:
-                validate(view, entity, _in_window(chunk, ts_name, window)[0], now=moment, strict=True)
+                validate(view, entity, _in_window(chunk, ts_name, window).rows, now=moment, strict=True)
         key_names = [key.name for key in entity.join_keys]
         latest: list[pa.Table] = []
         target = f"{view.spec.name}:v{view.version}"
         chunk_number = 0
+        source_rows = 0  # rows of the source before this chunk, those outside the window included
         for chunk in chunks:
-            inside, skipped = _in_window(chunk, ts_name, window)
-            outcome.skipped_outside_window += skipped
+            windowed = _in_window(chunk, ts_name, window)
+            inside = windowed.rows
+            outcome.skipped_outside_window += windowed.skipped
             result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
             accepted = result.accepted
             if accepted.num_rows:
                 outcome.offline_paths += self.write_offline(view, accepted)
                 latest.append(latest_per_entity(accepted, key_names))
-            record_keys = [str(i) for i in _chunk_rows(outcome, result.rejected.column("row_index"))]
+            record_keys = [
+                str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
+            ]
             with write_session(self._sessions) as session:
                 before = None if chunk_number == 0 else _counters(outcome, source_id)
                 fresh = record_outcome(
@@ -166,6 +171,7 @@ class BatchMaterializer:
             outcome.records_in += inside.num_rows
             outcome.accepted += accepted.num_rows
             outcome.quarantined += fresh
+            source_rows += chunk.num_rows
             chunk_number += 1
         if latest:
             outcome.online_rows = self.write_online(view, entity, pa.concat_tables(latest))
@@ -205,16 +211,31 @@ def _counters(
     }
 
 
-def _chunk_rows(outcome: MaterializeOutcome, row_index: pa.ChunkedArray) -> list[int]:
-    """Row numbers within the whole run (the records of earlier chunks come first)."""
-    offset = outcome.records_in
-    return [offset + int(i) for i in row_index.to_pylist()]
+def _source_rows(offset: int, windowed: Windowed, row_index: pa.ChunkedArray) -> list[int]:
+    """Row numbers in the whole source of rows ``row_index`` of a chunk's in-window rows (``offset``
+    rows of the source come before the chunk). A record's key is its row in the source, whatever window
+    a run reads it through, so a rerun of the file with another window supersedes the pending copy
+    an earlier run quarantined instead of quarantining the record a second time under another key."""
+    positions = row_index.to_numpy()
+    if windowed.kept is not None:
+        positions = windowed.kept[positions]
+    return [offset + int(i) for i in positions]
 
 
-def _in_window(table: pa.Table, ts_name: str, window: Window) -> tuple[pa.Table, int]:
+@dataclass(frozen=True)
+class Windowed:
+    """A chunk's rows to validate, how many it skipped, and where those rows were in the chunk (None
+    when none was skipped: row i is the chunk's row i)."""
+
+    rows: pa.Table
+    skipped: int
+    kept: npt.NDArray[np.int64] | None
+
+
+def _in_window(table: pa.Table, ts_name: str, window: Window) -> Windowed:
     """The rows to validate: those inside the window and those whose timestamp cannot be placed."""
     if (window.start is None and window.end is None) or ts_name not in table.column_names:
-        return table, 0
+        return Windowed(table, 0, None)
     stamps, _failed = lossless_cast(table.column(ts_name).combine_chunks(), TIMESTAMP_TYPE)
     outside = pa.array(np.zeros(len(stamps), dtype=bool))
     if window.start is not None:
@@ -226,4 +247,7 @@ def _in_window(table: pa.Table, ts_name: str, window: Window) -> tuple[pa.Table,
             outside, pc.fill_null(pc.greater_equal(stamps, pa.scalar(window.end, TIMESTAMP_TYPE)), False)
         )
     skipped = int(pc.sum(outside.cast(pa.int64())).as_py() or 0)
-    return (table.filter(pc.invert(outside)), skipped) if skipped else (table, 0)
+    if not skipped:
+        return Windowed(table, 0, None)
+    kept = np.flatnonzero(~outside.to_numpy(zero_copy_only=False)).astype(np.int64)
+    return Windowed(table.filter(pc.invert(outside)), skipped, kept)

@@ -367,3 +367,29 @@ def test_a_rerun_of_a_source_supersedes_the_records_an_earlier_run_left_quaranti
     assert sorted(offline_rows(env, "climate")) == [7, 8]
     superseded = [e.after for e in iter_entries(env.sessions) if e.action == "ingestion.batch"][-2]
     assert (superseded["run_id"], superseded["superseded"]) == (retry.run_id, 1)
+
+
+def test_a_record_keeps_its_source_row_as_key_whatever_window_a_run_reads_it_through(env: Env) -> None:
+    """A record's key was its position among the rows inside the run's window, so an incremental run
+    (one day of the file) and a full rerun of the same file quarantined the same bad record under two
+    keys: the earlier copy was not superseded and replaying every pending record wrote it twice."""
+    day = timedelta(days=1)
+    rows = {
+        "sensor_id": [1, 2, 3, 4],
+        "event_ts": [NOW - 2 * day, NOW - day, NOW - 2 * day, NOW - day],
+        "temperature_c": [20.0, 99.0, 21.0, 98.0],  # rows 1 and 3 are above the view's maximum
+        "mode": [1, 1, 1, 1],
+    }
+    chunks = [pa.table({name: values[:2] for name, values in rows.items()})]
+    chunks.append(pa.table({name: values[2:] for name, values in rows.items()}))
+    incremental = env.service.ingest("climate", 1, chunks, window=Window(start=NOW - day), source="f")
+    assert (incremental.skipped_outside_window, incremental.quarantined) == (2, 2)
+    keys = {record.record_key for record in env.service.list_quarantined(view="climate")}
+    assert keys == {"1", "3"}  # the rows of the source, not of the window
+    full = env.service.ingest("climate", 1, chunks, source="f")
+    assert full.quarantined == 2
+    pending = env.service.list_quarantined(view="climate")
+    assert sorted((record.run_id, record.record_key) for record in pending) == [
+        (full.run_id, "1"),
+        (full.run_id, "3"),
+    ]
