@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
@@ -63,11 +63,21 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
         raise InvalidArgument(f"timeout_s must be a finite number >= 0, got {spec.timeout_s}")
     if not math.isfinite(spec.cpus) or spec.cpus < 0:
         raise InvalidArgument(f"cpus must be a finite number >= 0, got {spec.cpus}")
-    for key in spec.env:
+    for key, value in spec.env.items():
         if not _ENV_NAME.fullmatch(key):
             raise InvalidArgument(f"environment variable name {key!r} is not valid")
+        _refuse_nul(f"env[{key!r}]", value)
+    # An argument or environment value with a NUL byte cannot reach a process (execve ends strings
+    # there): accepted, every attempt failed to start and the job ended as "lost", its cause in no log.
+    for index, part in enumerate(entry.command):
+        _refuse_nul(f"entrypoint command[{index}]", part)
+    for index, arg in enumerate(entry.args):
+        _refuse_nul(f"entrypoint args[{index}]", arg)
     # The job reads its hyperparameters as text (the training SDK, tracking params, model versions):
-    # one that has no text form (an object, null) is refused here, not on every attempt at run time.
+    # one that has no text form (an object, null, NaN or an infinity: JSON has none) is refused here,
+    # not on every attempt at run time.
+    for key, number in spec.hyperparameters.fields.items():
+        _refuse_non_finite(f"hyperparameter {key!r}", number)
     for key, value in json_format.MessageToDict(spec.hyperparameters).items():
         hyperparameter_text(key, value)
     source = spec.dataset.WhichOneof("source")
@@ -82,6 +92,20 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     if not normalized.experiment:
         normalized.experiment = spec.name
     return normalized
+
+
+def _refuse_nul(what: str, text: str) -> None:
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} contains a NUL byte, which no process argument or variable can hold")
+
+
+def _refuse_non_finite(what: str, value: struct_pb2.Value) -> None:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value" and not math.isfinite(value.number_value):
+        raise InvalidArgument(f"{what} is {value.number_value}: give a finite number")
+    if kind == "list_value":
+        for item in value.list_value.values:
+            _refuse_non_finite(what, item)
 
 
 def spec_from_mapping(data: Mapping[str, object]) -> pb.JobSpec:

@@ -380,7 +380,7 @@ class Supervisor:
             # file that every attempt would fail to parse, with a traceback as the only reason).
             launch.files.write_spec(spec_to_json(launch.spec))
             handle = self._executor.launch(launch, attempt, devices, env.to_env())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
             launch.files.append_log(f"error: cannot launch: {exc}")
             self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))
             return

@@ -51,6 +51,26 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
     assert validate(spec(hyperparameters=fine)).hyperparameters == spec(hyperparameters=fine).hyperparameters
 
 
+def test_nul_bytes_and_non_finite_hyperparameters_are_refused_at_submission() -> None:
+    """A NUL in an env value or argument passed validation, then every attempt failed to start (ValueError
+    from exec) and the job ended "lost"; a NaN hyperparameter failed the submission as INTERNAL."""
+
+    def with_hyperparameter(value: object) -> pb.JobSpec:
+        job = spec()
+        job.hyperparameters.update({"lr": value})
+        return job
+
+    for bad, message in [
+        (spec(env={"FOO": "a\x00b"}), r"env\['FOO'\] contains a NUL byte"),
+        (spec(entrypoint={"module": "json.tool", "args": ["--x", "a\x00"]}), r"args\[1\] contains a NUL"),
+        (spec(entrypoint={"command": ["python\x00"]}), r"command\[0\] contains a NUL"),
+        (with_hyperparameter(float("nan")), "hyperparameter 'lr' is nan: give a finite number"),
+        (with_hyperparameter([1.0, float("-inf")]), "hyperparameter 'lr' is -inf"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            validate(bad)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
