@@ -29,6 +29,7 @@ from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
 from control_plane.cli.numbers import uint32, uint64
+from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
@@ -132,8 +133,7 @@ def _show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def corrected_payloads(path: str, ids: list[int]) -> dict[int, str]:
     corrected: dict[int, str] = {}
-    with open(path, encoding="utf-8") as lines:
-        entries = [line for line in lines if line.strip()]
+    entries = [line for line in read_text_input(path, "corrections").split("\n") if line.strip()]
     for index, line in enumerate(entries):
         try:
             item = json.loads(line)

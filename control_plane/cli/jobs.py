@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
@@ -27,6 +26,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import JobsClient, state_name
 from control_plane.cli import numbers, output
+from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 
 _STATE_VALUES: dict[str, pb.JobState] = {
@@ -93,10 +93,7 @@ def _handler(action: Callable[[JobsClient, argparse.Namespace, TextIO], int]) ->
 
 def read_spec(source: str) -> dict[str, Any]:
     """The spec mapping from a YAML or JSON file (JSON is YAML), or from standard input for ``-``."""
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read spec {source!r}: {exc.strerror or exc}") from None
+    text = read_text_input(source, "spec")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -14,7 +14,6 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
@@ -22,6 +21,7 @@ from clients.errors import InvalidArgument
 from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import numbers, output
 from control_plane.cli.durations import time_us
+from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 
 
@@ -76,10 +76,7 @@ def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], in
 
 
 def read_feedback(source: str) -> list[pb.Feedback]:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read {source!r}: {exc.strerror or exc}") from None
+    text = read_text_input(source, "feedback")
     items: list[pb.Feedback] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -331,3 +331,21 @@ def test_a_replay_file_whose_id_is_not_a_record_id_names_its_line(
     result = aetherctl(capsys, nowhere, "quarantine", "replay", "3", "--file", str(corrected))
     assert_refused(result, 1, f"{corrected}:2: id ")
     assert "is not a quarantine record id" in result[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["jobs", "submit"], "spec"),
+        (["feedback", "record"], "feedback"),
+        (["quarantine", "replay", "3", "--file"], "corrections"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_one_line_naming_it(
+    capsys: Capture, nowhere: str, tmp_path: Path, args: list[str], what: str
+) -> None:
+    """A Latin-1 spec, feedback or corrections file ended in a UnicodeDecodeError traceback."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    result = aetherctl(capsys, nowhere, *args, str(latin1))
+    assert_refused(result, 1, f"cannot read {what} '{latin1}': not UTF-8 text (byte 0xe9 at offset 9)")
