@@ -277,6 +277,13 @@ class TrackingStore:
         uri = redact_uri(uri)  # a kept record never holds credentials
         with write_session(self._sessions) as session:
             run, _ = self._run_row(session, run_id)
+            # The artifact this one replaces, for the audit entry: a replaced checksum is a model change
+            # too, and the entry said only what came after.
+            replaced = session.execute(
+                select(RunArtifactRow.sha256, RunArtifactRow.size).where(
+                    (RunArtifactRow.run_pk == run.id) & (RunArtifactRow.name == name)
+                )
+            ).first()
             logged_at_us = now_us()
             values = {
                 "run_pk": run.id,
@@ -299,7 +306,9 @@ class TrackingStore:
                 action="update",
                 object_type="run",
                 object_id=run_id,
-                before=None,
+                before=None
+                if replaced is None
+                else {"artifact": name, "sha256": replaced.sha256, "size": replaced.size},
                 after=after,
             )
             return pb.RunArtifact(name=name, sha256=sha256, size=size, uri=uri, logged_at_us=logged_at_us)

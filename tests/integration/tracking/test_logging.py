@@ -23,6 +23,7 @@ from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 from clients.sdk.tracking import Run, TrackingClient
 from control_plane.api.auth import AuthSettings
+from control_plane.audit.query import iter_entries
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
@@ -307,6 +308,32 @@ def test_artifacts_are_uploaded_and_referenced_by_name(client: TrackingClient, t
             pb.LogArtifactRequest(run_id=run.run_id, name="ghost", sha256="0" * 64),
             pb.RunArtifact,
         )
+
+
+def test_replacing_an_artifact_audits_the_checksum_it_replaced(
+    client: TrackingClient, db_url: str, tmp_path: Path
+) -> None:
+    """Logging an artifact again under its name replaced its checksum, and the audit entry said only
+    what came after: which weights were replaced could not be told from the log."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"first")
+    with client.start_run("replaced") as run:
+        first = run.log_artifact(model)
+        model.write_bytes(b"second weights")
+        second = run.log_artifact(model)
+    engine = create_db_engine(db_url)
+    try:
+        entries = list(iter_entries(create_session_factory(engine)))
+    finally:
+        engine.dispose()
+    logged = [(e.before, e.after) for e in entries if e.after and "artifact" in e.after]
+    assert logged == [
+        (None, {"artifact": "model.onnx", "sha256": first.sha256, "size": 5}),
+        (
+            {"artifact": "model.onnx", "sha256": first.sha256, "size": 5},
+            {"artifact": "model.onnx", "sha256": second.sha256, "size": 14},
+        ),
+    ]
 
 
 def test_writes_carry_the_clients_actor(
