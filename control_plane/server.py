@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc.aio
+import redis.asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
@@ -28,6 +29,7 @@ from control_plane.api.refusals import RefusalAudit
 from control_plane.db import create_session_factory, open_database
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
+from control_plane.features.online_cleanup import OnlineCleanup
 from control_plane.features.registry import FeatureRegistry
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
 from control_plane.settings import ControlPlaneSettings
@@ -139,6 +141,12 @@ async def start_server(
     host = settings.listen_addr.rsplit(":", 1)[0]
     context.address = f"{host}:{port}"
     await server.start()
+    # Removes the online values of deleted feature views (a delete only queues them; see the module).
+    cleanup = OnlineCleanup(
+        sessions, redis.asyncio.Redis.from_url(settings.redis_url), settings.online_cleanup_interval_s
+    )
+    cleanup.start()
+    context.on_close.append(cleanup.stop)  # awaited: its task closes the Redis client as it ends
     return ControlPlaneServer(
         server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context
     )

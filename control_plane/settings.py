@@ -45,6 +45,9 @@ class ControlPlaneSettings:
     #: The only folder (or URI) under which GetHistoricalFeatures reads entity rows and writes training
     #: sets (AETHER_DATASETS_ROOT); None = ``<home>/datasets``. See control_plane.offline.server_paths.
     datasets_root: str | None = None
+    #: How often the online cleanup of deleted feature views looks for pending work, and retries one
+    #: that failed (Redis down).
+    online_cleanup_interval_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:

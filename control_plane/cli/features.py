@@ -74,7 +74,15 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         change.add_argument("version", type=numbers.view_version)
         change.set_defaults(run=_change_status, verb=verb)
 
-    delete = actions.add_parser("delete", parents=[common], help="delete a feature view and all its versions")
+    delete = actions.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a feature view and all its versions",
+        description="Deletes a feature view and all its versions. Its online values (Redis) are removed"
+        " in the background after the delete returns ('features get NAME' tells whether they are gone);"
+        " its offline-store data is kept, since training sets and model lineage refer to it. A view"
+        " created again under the name starts at the next version.",
+    )
     delete.add_argument("name")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(run=_delete)

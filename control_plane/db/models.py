@@ -85,6 +85,22 @@ class FeatureViewTombstoneRow(Base):
     last_version: Mapped[int] = mapped_column(Integer)
 
 
+class FeatureViewOnlineCleanupRow(Base):
+    """One version of a deleted feature view whose online values (Redis keys) are to be removed, or
+    were: ``done_at_us`` is NULL while the background cleanup (``features/online_cleanup.py``) has not
+    finished. The offline store keeps the version's data (training sets and lineage refer to it)."""
+
+    __tablename__ = "feature_view_online_cleanups"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The version's entity: its name is the start of every online key of the version.
+    entity: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    deleted_at_us: Mapped[int] = mapped_column(BigInteger)
+    done_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    keys_removed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class RegistryRevisionRow(Base):
     """A single row counting registry mutations. Every mutation increments it in its own transaction,
     so a watcher in any process sees a change by comparing one integer."""

@@ -28,6 +28,7 @@ from control_plane.features import store
 from control_plane.features.apply import ENTITY, FEATURE_VIEW, apply_definitions
 from control_plane.features.changes import new_version_reasons
 from control_plane.features.guards import ReferenceGuard
+from control_plane.features.online_cleanup import cleanup_states
 from control_plane.features.store import SERVABLE, Status, now_us
 from control_plane.features.validation import (
     validate_aggregated_keys,
@@ -145,7 +146,9 @@ class FeatureRegistry:
         """``version`` 0 is the latest version that is not retired; an explicit retired version is still
         returned (with status RETIRED) so that it can be inspected."""
         with read_session(self._sessions) as session:
-            view = store.require_view(session, name)
+            view = store.find_view(session, name)
+            if view is None:
+                raise NotFound(f"feature view {name!r} not found{_deleted_note(session, name)}")
             return store.view_message(view, store.require_version(session, view, version))
 
     def list_feature_views(
@@ -293,12 +296,14 @@ class FeatureRegistry:
 
     def delete_feature_view(self, name: str, *, actor: str = ANONYMOUS) -> None:
         """Deletes a view with all its versions; refused while any version is referenced. The highest
-        version it reached is kept, so a view created again under the name continues above it."""
+        version it reached is kept, so a view created again under the name continues above it. The
+        versions' online values are removed in the background (``online_cleanup``), not in this call;
+        their offline-store data is kept (training sets and lineage refer to it)."""
         with self._write() as session:
             view = store.require_view(session, name)
             self._refuse_if_referenced(session, name, None, f"delete feature view {name!r}")
             before = store.view_message(view, store.latest_version(session, view))
-            store.delete_view(session, view)
+            store.delete_view(session, view, now_us())
             bump_revision(session)
             _audit(session, actor, "delete", FEATURE_VIEW, name, before, None)
 
@@ -392,6 +397,18 @@ def _states(session: Session, request: pb.ApplyRequest) -> dict[tuple[str, str],
     keys = [(ENTITY, entity.name) for entity in request.entities]
     keys += [(FEATURE_VIEW, view.spec.name) for view in request.views]
     return {key: _state(session, *key) for key in keys}
+
+
+def _deleted_note(session: Session, name: str) -> str:
+    """Where the online cleanup of a deleted view stands, for the answer to a get of its name."""
+    states = cleanup_states(session, name)
+    if not states:
+        return ""
+    done = all(finished for _, finished in states)
+    versions = ", ".join(str(version) for version, _ in states)
+    plural = "s" if len(states) > 1 else ""
+    state = "removed" if done else "being removed"
+    return f" (deleted; the online values of version{plural} {versions} {state})"
 
 
 def _entity_for(session: Session, name: str, path: str) -> EntityRow:

@@ -16,7 +16,13 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import NotFound
 from clients.value_types import numpy_dtype_name
-from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewTombstoneRow, FeatureViewVersionRow
+from control_plane.db.models import (
+    EntityRow,
+    FeatureViewOnlineCleanupRow,
+    FeatureViewRow,
+    FeatureViewTombstoneRow,
+    FeatureViewVersionRow,
+)
 from kernels.fingerprint import schema_fingerprint
 
 
@@ -216,9 +222,20 @@ def insert_version(
     return row
 
 
-def delete_view(session: Session, view: FeatureViewRow) -> None:
+def delete_view(session: Session, view: FeatureViewRow, now: int) -> None:
     """Deletes ``view`` with all its versions, remembering the highest version it reached so that a view
-    created again under its name continues from there."""
+    created again under its name continues from there, and queueing each version's online keys for
+    removal (``online_cleanup``; the offline store keeps their data)."""
+    for row in versions_of(session, view):
+        entity = session.get(EntityRow, row.entity_id)
+        assert entity is not None  # the foreign key refuses to drop an entity a version uses
+        # merge: a name deleted before tombstones existed (migration 0017) may have reused a version.
+        session.merge(
+            FeatureViewOnlineCleanupRow(
+                name=view.name, version=row.version, entity=entity.name, deleted_at_us=now,
+                done_at_us=None, keys_removed=0,
+            )
+        )  # fmt: skip
     session.execute(delete(FeatureViewVersionRow).where(FeatureViewVersionRow.view_id == view.id))
     session.add(FeatureViewTombstoneRow(name=view.name, last_version=view.latest_version))
     session.delete(view)

@@ -28,7 +28,11 @@ from control_plane.db import create_session_factory, open_database
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.ingestion.streaming.flags import add_arguments
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import (
+    MaterializerOptions,
+    StreamMaterializer,
+    ViewDeleted,
+)
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
 from control_plane.offline.store import OfflineStore, default_offline_root
@@ -92,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
+        return 1
+    except ViewDeleted as error:  # one line, not a traceback: the view is gone, not the materializer broken
+        print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -36,6 +36,7 @@ import hiredis
 import pyarrow as pa
 import redis
 
+from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, write_calls
 
 ALREADY_COMMITTED, COMMITTED, FENCED, DUPLICATE = 1, 0, -1, -2
@@ -47,10 +48,12 @@ class StateKeys:
     """Redis keys of one materializer (view version x consumer group)."""
 
     prefix: str
+    #: Exists once the view version is deleted (``features/online_cleanup.py``): commits stop then.
+    deleted: str
 
     @classmethod
     def of(cls, view: str, version: int, group: str) -> StateKeys:
-        return cls(f"aether:materializer:{view}:v{version}:{group}")
+        return cls(f"aether:materializer:{view}:v{version}:{group}", deleted_view_fence(view, version))
 
     @property
     def owner(self) -> str:
@@ -118,11 +121,18 @@ class Committer:
         self._connection: Any = pool.connection_class(**pool.connection_kwargs)
         self._watching = False
         self._owned = False
+        self._deleted = False
 
     @property
     def owned(self) -> bool:
-        """Whether the last ``begin`` found this materializer still owning the view."""
+        """Whether the last ``begin`` found this materializer still owning the view (never once the
+        view version is deleted)."""
         return self._owned
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the last ``begin`` found the view version deleted."""
+        return self._deleted
 
     def close(self) -> None:
         self._connection.disconnect()
@@ -133,8 +143,11 @@ class Committer:
         keys = self._keys
         commands: list[Command] = [
             ("UNWATCH",),
-            ("WATCH", keys.owner, keys.applied, keys.rejected),
+            # The fence too: a delete's cleanup sets it before scanning for the version's keys, so a
+            # batch begun before it aborts at EXEC instead of writing behind the scan.
+            ("WATCH", keys.owner, keys.applied, keys.rejected, keys.deleted),
             ("GET", keys.owner),
+            ("EXISTS", keys.deleted),
         ]
         if ids:
             commands += [("ZMSCORE", keys.applied, *ids), ("ZMSCORE", keys.rejected, *ids)]
@@ -142,12 +155,13 @@ class Committer:
             commands.append(("EXISTS", keys.receipt(receipt_id)))
         replies = self._exchange(commands)
         self._watching = True
-        self._owned = replies[2] is not None and _text(replies[2]) == self._token
+        self._deleted = bool(replies[3])
+        self._owned = not self._deleted and replies[2] is not None and _text(replies[2]) == self._token
         seen = set()
         if ids:
             seen = {
                 i
-                for i, a, r in zip(ids, replies[3], replies[4], strict=True)
+                for i, a, r in zip(ids, replies[4], replies[5], strict=True)
                 if a is not None or r is not None
             }
         if receipt_id is not None and replies[-1]:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TypeVar, cast
+from typing import NoReturn, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,11 @@ REJECTED_RECORDS = pa.schema([("record_key", pa.string()), ("payload", pa.string
 
 class Fenced(RuntimeError):
     """Another materializer took over this view and group."""
+
+
+class ViewDeleted(Fenced):
+    """The view version was deleted: the materializer stops rather than write values that the delete's
+    online cleanup removes (and that nothing would remove after it)."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ class StreamMaterializer:
             )
         )
         if outcome == FENCED:
-            raise Fenced(f"another materializer owns {self.keys.prefix}")
+            self._raise_fenced()
         if outcome not in (COMMITTED, ALREADY_COMMITTED):
             # Another consumer applied some of these messages concurrently: our in-memory state may now
             # differ from what was committed, so start over from the stream.
@@ -261,7 +266,7 @@ class StreamMaterializer:
         ids = messages.ids
         seen = self._retrying(lambda: self._committer.begin(ids))
         if not self._committer.owned:
-            raise Fenced(f"another materializer owns {self.keys.prefix}")
+            self._raise_fenced()
         if not seen and len(set(ids)) == len(ids):
             return messages, []
         first: dict[str, int] = {}
@@ -269,6 +274,14 @@ class StreamMaterializer:
             if message_id not in seen:
                 first.setdefault(message_id, row)
         return messages.take(list(first.values())), [i for i in ids if i in seen]
+
+    def _raise_fenced(self) -> NoReturn:
+        if self._committer.deleted:
+            raise ViewDeleted(
+                f"feature view {self.view.spec.name!r} version {self.view.version} was deleted:"
+                " the materializer stops (its online values are removed; run one for a current view)"
+            )
+        raise Fenced(f"another materializer owns {self.keys.prefix}")
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]

@@ -4,14 +4,19 @@ receipt, and one drain applies many receipts once, even when replayed after a cr
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import redis
+import redis.asyncio
 
 from control_plane.db import read_session
+from control_plane.features.online_cleanup import OnlineCleanup, PendingCleanup, remove_online_keys
+from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource
 from control_plane.ingestion.streaming.commit import (
@@ -23,11 +28,17 @@ from control_plane.ingestion.streaming.commit import (
     StateKeys,
     ipc_bytes,
 )
-from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS
+from control_plane.ingestion.streaming.materializer import (
+    REJECTED_RECORDS,
+    MaterializerOptions,
+    StreamMaterializer,
+    ViewDeleted,
+)
 from control_plane.ingestion.streaming.outbox import Receipt, drain
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore
 from kernels.packed_blob import encode
-from tests.integration.ingestion.streaming_support import registry_db
+from tests.integration.ingestion.streaming_support import Event, publish, registry_db
 
 STREAM = "events:commit"
 KEYS = StateKeys.of("clicks", 1, "g")
@@ -226,3 +237,54 @@ def test_a_commit_of_thousands_of_keys_keeps_the_newest_value_of_each(redis_url:
     ]
     assert values == expected
     assert 0 < sum(new >= old for old, new in zip(stored.tolist(), sent.tolist(), strict=True)) < n
+
+
+async def test_a_commit_begun_before_the_view_was_deleted_writes_nothing(redis_url: str) -> None:
+    # The delete's online cleanup fences the version before it scans for its keys: a batch begun before
+    # that must not write behind the scan, where nothing would ever remove its keys.
+    client = redis.Redis.from_url(redis_url)
+    ids = pending_ids(client, 3)
+    client.set(KEYS.owner, "me")
+    committer = Committer(client, KEYS, STREAM, "g", "me")
+    committer.begin(ids)
+    cleanup = PendingCleanup("clicks", 1, "sensor")
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        assert await remove_online_keys(cleaner, cleanup) == 0
+    assert commit(committer, "r1", ids) == FENCED
+    assert committer.deleted and not committer.owned
+    assert not client.keys("ae:*") and client.zcard(KEYS.applied) == 0 and client.llen(KEYS.outbox) == 0
+    # Every later batch sees the version deleted at once.
+    committer.begin(ids)
+    assert committer.deleted and not committer.owned
+    assert commit(committer, "r2", ids) == FENCED
+    assert not client.keys("ae:*")
+    # Another version of the name (created again after the delete) commits as before.
+    others = StateKeys.of("clicks", 2, "g")
+    client.set(others.owner, "me")
+    newer = Committer(client, others, STREAM, "g", "me")
+    newer.begin(ids)
+    assert not newer.deleted and newer.owned
+
+
+async def test_a_materializer_of_a_deleted_view_stops_and_leaves_no_online_keys(
+    tmp_path: Path, redis_url: str
+) -> None:
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(6)])
+    options = MaterializerOptions(count=3, block_ms=10)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    assert materializer.process(source.read(3, 10)).accepted == 3
+    assert sum(1 for _ in client.scan_iter("ae:*")) == 3
+
+    FeatureRegistry(sessions).delete_feature_view("clicks")
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        assert [removed for _, removed in await OnlineCleanup(sessions, cleaner).run_once()] == [3]
+
+    with pytest.raises(ViewDeleted, match="feature view 'clicks' version 1 was deleted"):
+        materializer.process(source.read(3, 10))
+    assert client.keys("ae:*") == []

@@ -1,0 +1,192 @@
+"""Removes the online values (Redis keys) of deleted feature views, in the background.
+
+Deleting a view (``FeatureRegistry.delete_feature_view``) records one row per version in
+``feature_view_online_cleanups`` in the delete's transaction, and returns: finding a version's keys means
+scanning the keyspace, which a delete RPC must not wait for. This loop takes the pending rows and, for
+each version:
+
+1. sets the version's *fence* key (:func:`deleted_view_fence`): a stream materializer still writing the
+   version watches it in every commit and stops instead of writing (``streaming/commit.py``), so no key
+   appears after the scan below has passed it;
+2. walks the keyspace with ``SCAN MATCH ae:{<entity>:*}:<view>:v<version>`` (never ``KEYS``, which blocks
+   Redis for the whole keyspace) and ``UNLINK``s what it finds a batch at a time (freed off Redis's main
+   thread). Each key found is checked against the exact layout before it goes: a view named as a prefix
+   of another (``user`` / ``user_stats``) or another version of the same name (a view created again after
+   the delete starts above the deleted versions) is never touched;
+3. marks the row done, with the number of keys removed, and appends an audit entry
+   (``online_cleanup``, actor ``online-cleanup``).
+
+Idempotent and resumable: a pass that fails (Redis down, the control plane stopped mid-scan) leaves the
+row pending and the next pass scans again from the start, finding only what is left. Offline-store data
+of deleted versions is kept: training sets and model lineage refer to it.
+
+The fence keys stay (one small key per deleted version): a fence that expired would let a materializer
+that was cut off from Redis longer than that write a deleted version again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.audit.log import record
+from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
+from control_plane.db.engine import read_session, write_session
+from control_plane.db.models import FeatureViewOnlineCleanupRow
+from control_plane.features.store import now_us
+
+_log = logging.getLogger("aether.features.online_cleanup")
+
+ACTOR = "online-cleanup"
+#: Keys per SCAN step and per UNLINK: each is one short command, so Redis keeps serving in between.
+BATCH = 1000
+
+
+def deleted_view_fence(view: str, version: int) -> str:
+    """The key whose existence says that ``view`` version ``version`` was deleted."""
+    return f"aether:deleted-view:{view}:v{version}"
+
+
+def online_key_pattern(entity: str, view: str, version: int) -> str:
+    """SCAN pattern of the version's online keys (``kernels.online_keys``). Entity and view names match
+    ``[a-z_][a-z0-9_]*``, so they hold no glob character."""
+    return f"ae:{{{entity}:*}}:{view}:v{version}"
+
+
+def is_online_key_of(key: bytes, entity: str, view: str, version: int) -> bool:
+    """Whether ``key`` is exactly an online key of the version: the join values between the entity and
+    the view are percent-encoded and never hold ``}``, so the tag closes right before the view name."""
+    head, tail = f"ae:{{{entity}:".encode(), f"}}:{view}:v{version}".encode()
+    return (
+        len(key) >= len(head) + len(tail)
+        and key.startswith(head)
+        and key.endswith(tail)
+        and b"}" not in key[len(head) : len(key) - len(tail)]
+    )
+
+
+@dataclass(frozen=True)
+class PendingCleanup:
+    view: str
+    version: int
+    entity: str
+
+
+def pending(sessions: sessionmaker[Session]) -> list[PendingCleanup]:
+    with read_session(sessions) as session:
+        rows = session.scalars(
+            select(FeatureViewOnlineCleanupRow)
+            .where(FeatureViewOnlineCleanupRow.done_at_us.is_(None))
+            .order_by(FeatureViewOnlineCleanupRow.deleted_at_us, FeatureViewOnlineCleanupRow.name)
+        ).all()
+        return [PendingCleanup(row.name, row.version, row.entity) for row in rows]
+
+
+def mark_done(sessions: sessionmaker[Session], cleanup: PendingCleanup, removed: int) -> None:
+    with write_session(sessions) as session:
+        row = session.get(FeatureViewOnlineCleanupRow, (cleanup.view, cleanup.version))
+        if row is None or row.done_at_us is not None:
+            return  # done by another control plane sharing the database
+        row.done_at_us = now_us()
+        row.keys_removed = removed
+        record(
+            session,
+            actor=ACTOR,
+            action="online_cleanup",
+            object_type="feature_view",
+            object_id=cleanup.view,
+            before=None,
+            after={"version": cleanup.version, "entity": cleanup.entity, "online_keys_removed": removed},
+        )
+
+
+async def remove_online_keys(client: redis.asyncio.Redis, cleanup: PendingCleanup, batch: int = BATCH) -> int:
+    """Fences the version and unlinks its online keys (see the module doc); returns how many."""
+    await client.set(deleted_view_fence(cleanup.view, cleanup.version), b"1")
+    pattern = online_key_pattern(cleanup.entity, cleanup.view, cleanup.version)
+    removed, cursor = 0, 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=pattern, count=batch)
+        mine = [key for key in keys if is_online_key_of(key, cleanup.entity, cleanup.view, cleanup.version)]
+        if mine:
+            removed += await client.unlink(*mine)
+        if cursor == 0:
+            return removed
+
+
+class OnlineCleanup:
+    """The loop: every ``interval_s`` it cleans up the pending deleted versions (if any; with none it
+    reads one query's worth of SQL and never touches Redis)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: redis.asyncio.Redis,
+        interval_s: float = 10.0,
+        batch: int = BATCH,
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._interval_s = interval_s
+        self._batch = batch
+        self._background = BackgroundLoop("online-cleanup")
+
+    async def run_once(self) -> list[tuple[PendingCleanup, int]]:
+        """Cleans up every pending version; returns each with the keys removed. Raises on the first
+        version that fails, which stays pending."""
+        done = []
+        for cleanup in await asyncio.to_thread(pending, self._sessions):
+            removed = await remove_online_keys(self._client, cleanup, self._batch)
+            await asyncio.to_thread(mark_done, self._sessions, cleanup, removed)
+            _log.info(
+                "removed %d online keys of deleted feature view %r version %d",
+                removed, cleanup.view, cleanup.version,
+            )  # fmt: skip
+            done.append((cleanup, removed))
+        return done
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while self._background.running:
+                try:
+                    await self.run_once()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except TRANSIENT_FAILURES as exc:  # Redis or the database down: the next pass retries
+                    failures += 1
+                    if failures == 1 or failures % 100 == 0:
+                        _log.warning(
+                            "online cleanup of deleted feature views failed (%d in a row), retrying: %s",
+                            failures, exc,
+                        )  # fmt: skip
+                except Exception:
+                    _log.exception("online cleanup of deleted feature views failed, retrying")
+                await self._background.pause(self._interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    def start(self) -> None:
+        self._background.start(self._run())
+
+    async def stop(self) -> None:
+        """Ends the loop and waits for it (it closes its Redis client on the way out)."""
+        await self._background.stop()
+
+
+def cleanup_states(session: Session, view: str) -> list[tuple[int, bool]]:
+    """(version, done) of each deleted version of ``view`` whose online cleanup is recorded."""
+    rows = session.execute(
+        select(FeatureViewOnlineCleanupRow.version, FeatureViewOnlineCleanupRow.done_at_us)
+        .where(FeatureViewOnlineCleanupRow.name == view)
+        .order_by(FeatureViewOnlineCleanupRow.version)
+    ).all()
+    return [(version, done is not None) for version, done in rows]
