@@ -14,7 +14,9 @@ import pyarrow.compute as pc
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition
 from clients.value_types import numpy_dtype_name
+from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.features.online_writer import OnlineViewVersion, expiry_ms
 from kernels.online_keys import online_key
 from kernels.packed_blob import FORMAT_VERSION, HEADER_SIZE, MAGIC, encode_rows
@@ -82,8 +84,10 @@ _EVENT_TS_OFFSET = 16
 
 # Writes each blob unless its key holds one with a later event time, in one step inside Redis: a separate
 # read and write would let two writers interleave (both read, the fresher writes, then the older one
-# overwrites it). KEYS: the online keys; ARGV[1]: the PX expiry in ms ("" for none); ARGV[1 + i]: the blob
-# for KEYS[i]. Event times are read from the blobs' headers as a signed high and an unsigned low 32-bit
+# overwrites it). KEYS[1]: the view version's deletion fence (``features.online_cleanup``): while it exists
+# the script writes nothing and returns -1, so no writer leaves a key behind the cleanup's scan of a deleted
+# version; KEYS[2..]: the online keys; ARGV[1]: the PX expiry in ms ("" for none); ARGV[i]: the blob for
+# KEYS[i]. Event times are read from the blobs' headers as a signed high and an unsigned low 32-bit
 # word, which Lua's doubles hold exactly where the int64 would not. A tie lets the new blob win, and a
 # value that is not a blob (too short, another magic or format version, not a string) is replaced, and so
 # is a blob of another schema fingerprint whatever its event time: it is a leftover of another schema (say
@@ -94,10 +98,13 @@ _EVENT_TS_OFFSET = 16
 # target. Every online writer of ingestion runs it (batch runs and replays here, the stream
 # materializer's commit), so the value with the newest event time stays whichever of them wrote it.
 WRITE_IF_NOT_OLDER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
 local px = ARGV[1]
 local written = 0
-for i = 1, #KEYS do
-  local blob = ARGV[i + 1]
+for i = 2, #KEYS do
+  local blob = ARGV[i]
   local keep = false
   local old = redis.pcall('GET', KEYS[i])
   if type(old) == 'string' and string.len(old) >= {header} and string.sub(old, 1, 3) == {prefix}
@@ -135,13 +142,16 @@ return written
 KEYS_PER_WRITE = 1000
 
 
-def write_calls(pairs: Sequence[tuple[bytes, bytes]], px: int | None) -> list[tuple[list[bytes], list[Any]]]:
-    """(keys, args) of the ``WRITE_IF_NOT_OLDER`` calls that write ``pairs`` of (key, blob)."""
+def write_calls(
+    pairs: Sequence[tuple[bytes, bytes]], px: int | None, fence: str
+) -> list[tuple[list[bytes | str], list[Any]]]:
+    """(keys, args) of the ``WRITE_IF_NOT_OLDER`` calls that write ``pairs`` of (key, blob), each call
+    refused while ``fence`` (the version's ``deleted_view_fence``) exists."""
     expiry: Any = "" if px is None else px
-    calls = []
+    calls: list[tuple[list[bytes | str], list[Any]]] = []
     for start in range(0, len(pairs), KEYS_PER_WRITE):
         part = pairs[start : start + KEYS_PER_WRITE]
-        calls.append(([key for key, _ in part], [expiry, *(blob for _, blob in part)]))
+        calls.append(([fence, *(key for key, _ in part)], [expiry, *(blob for _, blob in part)]))
     return calls
 
 
@@ -164,6 +174,14 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
         for keys, blob in zip(key_texts(latest, key_names), blobs, strict=True)
     ]
     pipeline = client.pipeline(transaction=False)
-    for keys, args in write_calls(pairs, px):
+    for keys, args in write_calls(pairs, px, deleted_view_fence(online.name, online.version)):
         script(keys=keys, args=args, client=pipeline)
-    return sum(int(written) for written in pipeline.execute())
+    results = [int(written) for written in pipeline.execute()]
+    if -1 in results:
+        # Deleted while this run read its source: the rows before the delete are in the offline store
+        # (kept, as every deleted version's are), and none of its online values outlives the cleanup.
+        raise FailedPrecondition(
+            f"feature view {online.name!r} version {online.version} was deleted while this run wrote it;"
+            " its online values are being removed, so none were written"
+        )
+    return sum(results)

@@ -203,7 +203,7 @@ class Committer:
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [
                 ("EVALSHA", _WRITE_SHA, len(online), *online, *args)
-                for online, args in write_calls(blobs, px or None)
+                for online, args in write_calls(blobs, px or None, keys.deleted)
             ]
         receipt = keys.receipt(receipt_id)
         writes += [

@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition
+from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
 from control_plane.ingestion.online import online_view_version, write_latest
 from kernels.online_keys import online_key
@@ -55,6 +57,19 @@ def test_an_older_row_never_replaces_a_fresher_one_and_a_tie_or_newer_does(env: 
     assert write_latest(env.client, view, ["sensor_id"], rows(june, 3.0)) == 1  # a tie: the later write
     assert write_latest(env.client, view, ["sensor_id"], rows(june + 1, 4.0)) == 1
     assert online(env.client, view) == (june + 1, 4.0)
+
+
+def test_a_run_writing_a_version_deleted_under_it_writes_no_online_value(env: Env) -> None:
+    """A batch run that began before its view was deleted wrote its online values at its end, after the
+    delete's cleanup had scanned for the version's keys: with no TTL they stayed for ever. The cleanup's
+    fence now refuses the write inside the same script that would make it."""
+    view = env.registry.get_feature_view("climate")
+    env.client.set(deleted_view_fence("climate", view.version), b"1")  # as the cleanup sets it
+    with pytest.raises(FailedPrecondition, match="'climate' version 1 was deleted while this run wrote it"):
+        write_latest(env.client, view, ["sensor_id"], rows(1, 2.0))
+    assert env.client.exists(KEY) == 0
+    env.client.delete(deleted_view_fence("climate", view.version))
+    assert write_latest(env.client, view, ["sensor_id"], rows(1, 2.0)) == 1
 
 
 def test_a_later_value_of_another_schema_is_replaced(env: Env) -> None:
