@@ -2,8 +2,9 @@
 runs, observes the canary and the primary since the current step began (:mod:`observations`), asks the
 pure :func:`~control_plane.deployments.canary.decide` what to do and applies it through the core, as
 actor ``canary-controller`` (so every automatic advance, promotion and rollback is in the audit log with
-its reason). A decision is applied only if the canary is still where it was observed, so a person's
-promote or rollback in between always wins. Each deployment is evaluated on its own: an error with one is
+its reason). A decision is applied only if the canary is still where it was observed (the same variant
+at the same step, started at the same moment), so a person's promote, rollback or restart of the canary
+in between always wins. Each deployment is evaluated on its own: an error with one is
 logged and the rest are still decided."""
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class CanaryLoop:
         )
         if decision.action is Action.HOLD:
             replaced = await asyncio.to_thread(
-                self._manager.note_hold, deployment.name, state.variant, state.step_index, decision.reason
+                self._manager.note_hold, deployment.name, state, decision.reason
             )
             # Logged when the kind of wait changes (baking -> waiting for requests), not on every tick.
             if replaced is not None and replaced.split(" ", 1)[0] != decision.reason.split(" ", 1)[0]:
@@ -102,8 +103,7 @@ class CanaryLoop:
             applied = await asyncio.to_thread(
                 self._manager.apply_decision,
                 deployment.name,
-                state.variant,
-                state.step_index,
+                state,
                 decision,
                 actor=ACTOR,
             )

@@ -335,8 +335,8 @@ class DeploymentManager:
             )
         return self._changed(message)
 
-    def note_hold(self, name: str, variant: str, step_index: int, reason: str) -> str | None:
-        """Records why canary ``variant`` at ``step_index`` holds (``CanaryState.reason``, which
+    def note_hold(self, name: str, observed: pb.CanaryState, reason: str) -> str | None:
+        """Records why the canary step ``observed`` holds (``CanaryState.reason``, which
         GetDeployment and ``aetherctl deploy get`` show: "waiting for requests at 5%: 12/100"), and returns
         the reason it replaced; None when nothing was written (the canary has moved on, or the reason is
         the same). Not a plan change: the revision stays, so data planes reload nothing, and it is not
@@ -346,23 +346,19 @@ class DeploymentManager:
             if row is None:
                 return None
             state = canary_of(row)
-            if (
-                state.status != pb.CANARY_STATUS_PROGRESSING
-                or state.variant != variant
-                or state.step_index != step_index
-                or state.reason == reason
-            ):
+            if not _still_as_observed(state, observed) or state.reason == reason:
                 return None
             replaced, state.reason = state.reason, reason
             row.canary_state = to_json(state)
         return replaced
 
     def apply_decision(
-        self, name: str, variant: str, step_index: int, decision: Decision, *, actor: str
+        self, name: str, observed: pb.CanaryState, decision: Decision, *, actor: str
     ) -> pb.Deployment | None:
-        """Applies the canary controller's ``decision`` about canary ``variant`` at ``step_index``; None
-        (nothing done) when the canary has moved on since it was observed (a person promoted or rolled
-        it back, or another controller acted) or the decision is to hold."""
+        """Applies the canary controller's ``decision`` about the canary step ``observed`` (the
+        deployment's ``canary`` as the controller read it); None (nothing done) when the canary has moved
+        on since (a person promoted or rolled it back, started it again, or another controller acted) or
+        the decision is to hold."""
         if decision.action is Action.HOLD:
             return None
         with write_session(self._sessions) as session:
@@ -372,12 +368,9 @@ class DeploymentManager:
             row, variants = store.load(session, name, lock=True)
             before = deployment_message(row, variants)
             state = before.canary
-            if (
-                state.status != pb.CANARY_STATUS_PROGRESSING
-                or state.variant != variant
-                or state.step_index != step_index
-            ):
+            if not _still_as_observed(state, observed):
                 return None
+            variant = state.variant
             if decision.action is Action.ROLLBACK:
                 variants = traffic.remove_variant(variants, variant, name)
                 self._finish_canary(row, state, pb.CANARY_STATUS_ROLLED_BACK, 0.0, decision.reason)
@@ -422,3 +415,15 @@ class DeploymentManager:
         finished.reason = reason
         finished.updated_at_us = store.now_us()
         row.canary_state = to_json(finished)
+
+
+def _still_as_observed(state: pb.CanaryState, observed: pb.CanaryState) -> bool:
+    """Whether the canary is still at the step the controller observed. The step's start time tells a
+    canary rolled back and started again under the same variant name (same step 0) from the one observed:
+    without it, a decision taken on the old run's evidence moved the new one on minutes early."""
+    return (
+        state.status == pb.CANARY_STATUS_PROGRESSING
+        and state.variant == observed.variant
+        and state.step_index == observed.step_index
+        and state.step_started_at_us == observed.step_started_at_us
+    )

@@ -13,9 +13,13 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.deployments import DeploymentsClient, variant
 from clients.sdk.models import ModelRegistryClient
+from control_plane.artifacts.settings import store_for
 from control_plane.audit.query import AuditFilter, iter_entries
 from control_plane.db import create_db_engine, create_session_factory
+from control_plane.deployments.canary import Action, Decision
+from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.tables import DeploymentVariantRow
+from control_plane.model_registry.registry import ModelRegistry
 from tests.integration.deployments.conftest import Models, Plane, wait_until
 
 
@@ -132,6 +136,35 @@ def test_manual_canary_promote_and_rollback(deployments: DeploymentsClient, mode
     assert shares(rolled) == {"dark": 20.0, "eta-v2": 100.0}
     assert rolled.canary.status == pb.CANARY_STATUS_ROLLED_BACK
     assert (rolled.canary.traffic_percent, rolled.canary.reason) == (0.0, "dashboards look wrong")
+
+
+def test_a_controller_decision_never_moves_a_canary_started_again_after_it_observed(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    """The controller observed a canary, a person rolled it back and started the same version again
+    (same variant, step 0), then the controller applied its decision: the new canary, with an hour to
+    bake, went from 5% to 25% at once on the old run's evidence."""
+    blue, green = models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)])
+    hour = pb.CanaryPolicy(steps_percent=[5, 25, 100], bake_seconds=3600, min_requests=1)
+    observed = deployments.start_canary("eta-prod", "eta", green, policy=hour).canary
+    deployments.rollback("eta-prod", reason="dashboards look wrong")
+    again = deployments.start_canary("eta-prod", "eta", green, policy=hour).canary
+    assert (again.variant, again.step_index) == (observed.variant, observed.step_index)
+
+    engine = create_db_engine(plane.db_url)
+    try:
+        sessions = create_session_factory(engine)
+        manager = DeploymentManager(sessions, ModelRegistry(sessions, store_for(plane.home)))
+        advance = Decision(Action.ADVANCE, "healthy at 5%", next_step=1, next_percent=25.0)
+        assert manager.apply_decision("eta-prod", observed, advance, actor="canary-controller") is None
+        assert manager.note_hold("eta-prod", observed, "waiting for the old run") is None
+        assert shares(deployments.get("eta-prod")) == {"eta-v1": 95.0, "eta-v2": 5.0}
+        # The canary as it is now is still the controller's to move.
+        moved = manager.apply_decision("eta-prod", again, advance, actor="canary-controller")
+        assert moved is not None and shares(moved) == {"eta-v1": 75.0, "eta-v2": 25.0}
+    finally:
+        engine.dispose()
 
 
 def test_a_canary_cannot_start_beside_another_canary_holding_traffic(

@@ -86,7 +86,7 @@ async def test_better_challenger_is_promoted_through_the_canary(world: World) ->
 
     # The canary controller's verdict, applied through the deployments core as the controller does.
     world.deployments.apply_decision(
-        "eta", deployment.canary.variant, 0, Decision(Action.PROMOTE, "healthy"), actor="canary-controller"
+        "eta", deployment.canary, Decision(Action.PROMOTE, "healthy"), actor="canary-controller"
     )
     await world.retrainer.advance_promotions()
     assert world.registry.get_version("eta", alias="champion").version == challenger

@@ -168,7 +168,7 @@ async def test_a_canary_that_ended_before_another_started_is_judged_by_the_prima
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
     canary = world.deployments.get("eta").canary
     world.deployments.apply_decision(
-        "eta", canary.variant, 0, Decision(Action.PROMOTE, "healthy"), actor="canary-controller"
+        "eta", canary, Decision(Action.PROMOTE, "healthy"), actor="canary-controller"
     )
     start_other_canary(world)
     await world.retrainer.advance_promotions()
