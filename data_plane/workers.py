@@ -20,6 +20,7 @@ import sys
 import threading
 from types import FrameType
 
+from clients.lifeline import tied
 from data_plane.ports import check_free, split_listen
 from data_plane.settings import DataPlaneSettings
 
@@ -66,7 +67,13 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
     if settings.metrics_listen:
         base += ["--metrics-listen", f"{settings.metrics_listen.rsplit(':', 1)[0]}:0"]
     command = [sys.executable, "-m", "data_plane", *base, "--listen", f"{host}:{port}", "--reuse-port"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    # Tied to this process: killed (the replica manager's SIGKILL after its stop timeout, the OOM killer),
+    # it would otherwise leave its workers serving on the port with nobody to stop them.
+    command, pass_fds = tied(command)
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=pass_fds)
+        for _ in range(workers)
+    ]
     stopping = threading.Event()
 
     def forward(signum: int, frame: FrameType | None) -> None:

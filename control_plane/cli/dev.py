@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import control_plane
 from clients.errors import FailedPrecondition
+from clients.lifeline import tied
 from clients.sdk.auth import open_channel
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
@@ -139,6 +140,7 @@ def _up(
     settings: CliSettings,
     wait_s: float,
     extra_env: Mapping[str, str] | None = None,
+    tie: bool = False,
 ) -> int:
     if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
         raise FailedPrecondition(_INSTALL_REDIS)
@@ -156,7 +158,7 @@ def _up(
                     (service.title, "already running (not started by aetherctl)", service.address, "-", "-")
                 )
             else:
-                pid = _start(service, folder, settings, wait_s, extra_env)
+                pid = _start(service, folder, settings, wait_s, extra_env, tie)
                 started.append(service)
                 rows.append(_row(service, folder, "started", pid))
     except FailedPrecondition:
@@ -174,16 +176,21 @@ def _start(
     settings: CliSettings,
     wait_s: float,
     extra_env: Mapping[str, str] | None = None,
+    tie: bool = False,
 ) -> int:
+    """Starts ``service`` and waits until it is ready. ``tie``: it ends when this process does, however
+    this one ends (:mod:`clients.lifeline`); ``dev up`` leaves it out, its stack outlives the command."""
     log_path = folder / f"{service.key}.log"
     # extra_env: settings for this stack only (the demo's short loop intervals, for instance).
     env = {**os.environ, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
     # The planes are started as modules: make sure the child imports this very checkout of Aether.
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    command, pass_fds = tied(service.command) if tie else (service.command, ())
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            service.command,
+            command,
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -353,9 +360,13 @@ def start_stack(
 ) -> None:
     """Starts the local stack described by ``settings`` and waits until every service is ready; all or
     nothing (FailedPrecondition naming the service that failed, the others stopped again). ``extra_env``
-    is added to the services' environment."""
+    is added to the services' environment.
+
+    Unlike ``dev up``'s, this stack is tied to the calling process: its services end when it does, even
+    killed with SIGKILL (a test timeout, the OOM killer), instead of holding their ports, files and CPU
+    until someone finds them."""
     folder = settings.home / "dev"
-    _up(_services(settings, folder), folder, settings, wait_s, extra_env)
+    _up(_services(settings, folder), folder, settings, wait_s, extra_env, tie=True)
 
 
 def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import redis
 
 import control_plane
+from clients.lifeline import tied
 from clients.sdk.ingestion import IngestionClient
 from control_plane.cli.settings import CliSettings
 from control_plane.demo import world
@@ -58,7 +59,11 @@ def _materializer(settings: CliSettings) -> subprocess.Popen[bytes]:
     log = (settings.home / "dev" / "materializer.log").open("w")
     command = [sys.executable, "-m", "control_plane.ingestion.streaming", "--view", STREAM_VIEW,
                "--db-url", settings.db_url, "--redis-url", settings.redis_url]  # fmt: skip
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # Tied to the demo like its stack: a demo killed mid-stream must not leave it consuming.
+    command, pass_fds = tied(command)
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, pass_fds=pass_fds
+    )
 
 
 def _stream_counts(ingestion: IngestionClient) -> tuple[int, int, int]:

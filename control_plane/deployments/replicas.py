@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.lifeline import tied
 from clients.sdk.auth import open_aio_channel
 
 _log = logging.getLogger("aether.control_plane.replicas")
@@ -145,23 +146,18 @@ class ReplicaManager:
         folder = settings.home / f"replica-{number}"
         folder.mkdir(parents=True, exist_ok=True)
         stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
+        # Tied to this process: a fleet that dies (SIGKILL, the OOM killer) takes its replicas along
+        # instead of leaving them serving, unlisted, forever; a new fleet starts replicas of its own.
+        command, pass_fds = tied([
+            settings.python, "-m", "data_plane", "--listen", f"{settings.host}:0",
+            "--redis-url", settings.redis_url, "--control-plane", settings.control_plane_addr,
+            "--snapshot-path", str(folder / "registry_snapshot.pb"),
+            *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
+            *settings.extra_args,
+        ])  # fmt: skip
         with stderr:  # the child keeps its own copy of the descriptor
             process = await asyncio.create_subprocess_exec(
-                settings.python,
-                "-m",
-                "data_plane",
-                "--listen",
-                f"{settings.host}:0",
-                "--redis-url",
-                settings.redis_url,
-                "--control-plane",
-                settings.control_plane_addr,
-                "--snapshot-path",
-                str(folder / "registry_snapshot.pb"),
-                *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
-                *settings.extra_args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
+                *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds
             )
         replica = Replica(number, process)
         self._unlisted[number] = replica

@@ -4,9 +4,11 @@ loopback ports, with the state folder in a temporary AETHER_HOME."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -178,3 +180,72 @@ def test_the_control_plane_flag_overrides_the_variable_for_the_stack(dev_env: di
     finally:
         down = aetherctl(dev_env, "--control-plane", flag, "dev", "down")
     assert down.returncode == 0 and not serving(flag)
+
+
+_DEMO_LIKE = """
+import sys, time
+from pathlib import Path
+from control_plane.cli.dev import start_stack
+from control_plane.cli.settings import CliSettings
+home = Path(sys.argv[1])
+settings = CliSettings(home=home, db_url=f"sqlite:///{home / 'aether.db'}", redis_url=sys.argv[2],
+                       control_plane_addr=sys.argv[3], data_plane_addr=sys.argv[4])
+start_stack(settings)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie (its parent, the killed demo, is gone; init reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def _port_free(address: str) -> bool:
+    host, port = address.removeprefix("redis://").split("/")[0].rsplit(":", 1)
+    with socket.socket() as sock:
+        # As a server binds (SO_REUSEADDR): the connections the stack closed stay in TIME_WAIT for a minute.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_the_stack_of_a_process_killed_with_sigkill_ends_with_it(dev_env: dict[str, str]) -> None:
+    """The demo's stack (start_stack) outlived a demo killed with SIGKILL (a test timeout, the OOM killer):
+    redis-server and both planes kept their ports, files and CPU until someone found them."""
+    home = Path(dev_env["AETHER_HOME"])
+    addresses = [
+        dev_env[k] for k in ("AETHER_REDIS_URL", "AETHER_CONTROL_PLANE_ADDR", "AETHER_DATA_PLANE_ADDR")
+    ]
+    demo = subprocess.Popen(
+        [sys.executable, "-c", _DEMO_LIKE, str(home), *addresses],
+        env=dev_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert demo.stderr is not None
+    pids: list[int] = []
+    try:
+        assert demo.stdout is not None
+        while (line := demo.stdout.readline()) != "ready\n":  # the stack's table, then "ready"
+            assert line, f"the stack did not start: {demo.stderr.read()}"
+        pids = [int(p.read_text()) for p in sorted((home / "dev").glob("*.pid"))]
+        assert len(pids) == 3 and not any(map(_gone, pids))
+        demo.kill()
+        demo.wait()
+        deadline = time.monotonic() + 10
+        while not (all(map(_gone, pids)) and all(map(_port_free, addresses))):
+            assert time.monotonic() < deadline, f"still running: {[p for p in pids if not _gone(p)]}"
+            time.sleep(0.05)
+    finally:
+        demo.kill()
+        for pid in pids:  # the fix failing: do not leave the stack behind for the next test
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -9,8 +9,10 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc.aio
@@ -181,6 +183,7 @@ async def test_a_start_timeout_says_what_it_waited_for(
 
 CHATTY = """
 import runpy, sys, threading, time
+from collections.abc import Callable
 from pathlib import Path
 
 start, done = Path(sys.argv[1]), Path(sys.argv[2])
@@ -226,3 +229,111 @@ async def test_a_replica_that_prints_a_lot_is_not_blocked(
     finally:
         await manager.close()
     assert (plane.home / "replicas" / "replica-0" / "stdout.log").stat().st_size >= 256 * 1024
+
+
+FLEET = """
+import asyncio, sys
+from collections.abc import Callable
+from pathlib import Path
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+
+async def main() -> None:
+    settings = ReplicaSettings(sys.argv[1], sys.argv[2], Path(sys.argv[3]), start_timeout_s=60)
+    manager = ReplicaManager(settings)
+    await manager.scale_to(1)
+    (replica,) = manager.replicas
+    print(replica.process.pid, replica.address, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the running ``data_plane`` processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"data_plane" in command:
+            found.append(int(entry.name))
+    return found
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+async def test_the_replicas_of_a_fleet_killed_with_sigkill_end_with_it(plane: Plane) -> None:
+    """A fleet process killed with SIGKILL (the OOM killer) left its replicas serving forever, unlisted and
+    unmanaged: a new fleet starts replicas of its own, it does not adopt the old ones."""
+    fleet = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLEET, plane.address, plane.redis_url, str(plane.home / "replicas"),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    pid = 0
+    try:
+        assert fleet.stdout is not None
+        pid_text, address = (await asyncio.wait_for(fleet.stdout.readline(), 60)).decode().split()
+        pid = int(pid_text)
+        assert _running(pid) and _listening(address)
+        fleet.kill()
+        await fleet.wait()
+        await _until(lambda: not _running(pid) and not _listening(address), "the replica outlived its fleet")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            fleet.kill()
+        if pid and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+async def test_the_workers_of_a_replica_killed_with_sigkill_end_with_it(plane: Plane) -> None:
+    """The manager kills a replica that overruns its stop timeout; one run with --workers left its workers
+    serving on the port with nobody to stop them."""
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", extra_args=("--workers", "2")
+        )
+    )
+    workers: list[int] = []
+    try:
+        await manager.scale_to(1)
+        (replica,) = manager.replicas
+        workers = _children(replica.process.pid)
+        assert len(workers) == 2
+        replica.process.kill()
+        await replica.process.wait()
+        await _until(
+            lambda: not any(map(_running, workers)) and not _listening(replica.address),
+            "the workers outlived their replica",
+        )
+    finally:
+        await manager.close()
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
