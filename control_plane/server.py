@@ -121,8 +121,10 @@ async def start_server(
     # first and the kernel would split calls between two databases. A port in use must be an error.
     options = [("grpc.so_reuseport", 0), *server_keepalive_options()]  # watchers ping (clients.keepalive)
     # Calls the interceptor refuses (no token, a read-only one on a write) are audited like any other
-    # refused model operation.
-    interceptors = settings.auth.interceptors(on_refusal=RefusalAudit(sessions).refused)
+    # refused model operation (those without a token rate-limited; their counts written on stop).
+    refusals = RefusalAudit(sessions, settings.refusal_audit_window_s)
+    context.on_close.append(refusals.close)
+    interceptors = settings.auth.interceptors(on_refusal=refusals.refused)
     server = grpc.aio.server(interceptors=interceptors, options=options)
     handlers = GenericHandlersOnly(server)  # not registered with gRPC core: see clients.server_handlers
     servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)

@@ -48,6 +48,9 @@ class ControlPlaneSettings:
     #: How often the online cleanup of deleted feature views looks for pending work, and retries one
     #: that failed (Redis down).
     online_cleanup_interval_s: float = 10.0
+    #: The window over which refusals of callers without a valid token are rate-limited in the audit
+    #: log (the first few per peer host and method written, the rest counted into one entry at its end).
+    refusal_audit_window_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:

@@ -79,8 +79,8 @@ _BEARER = "bearer "
 #: The actor of a call refused for a missing or unknown token (see ``on_refusal``).
 UNAUTHENTICATED_ACTOR = "unauthenticated"
 #: Told of each refused call: (full method, request message or None for a streamed request, actor,
-#: status, message). It must not raise.
-RefusalHook = Callable[[str, Any, str, grpc.StatusCode, str], Awaitable[None]]
+#: status, message, peer as gRPC names it). It must not raise.
+RefusalHook = Callable[[str, Any, str, grpc.StatusCode, str, str], Awaitable[None]]
 
 
 def is_read_method(full_method: str) -> bool:
@@ -267,7 +267,7 @@ def _rejecting(
     handler: Any,
     code: grpc.StatusCode,
     message: str,
-    on_refusal: Callable[[Any, str, grpc.StatusCode, str], Awaitable[None]] | None = None,
+    on_refusal: Callable[[Any, str, grpc.StatusCode, str, str], Awaitable[None]] | None = None,
     actor: str = UNAUTHENTICATED_ACTOR,
 ) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that fails every call with ``code``, telling
@@ -275,7 +275,8 @@ def _rejecting(
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if on_refusal is not None:
-            await on_refusal(None if handler.request_streaming else request, actor, code, message)
+            request_read = None if handler.request_streaming else request
+            await on_refusal(request_read, actor, code, message, context.peer())
         await context.abort(code, message)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

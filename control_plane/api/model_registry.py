@@ -172,7 +172,9 @@ def services(guards: Sequence[ModelReferenceGuard] = ()) -> tuple[ServiceModule,
     def add_registry(server: HandlerRegistry, context: ServiceContext) -> str:
         offline = OfflineStore(offline_root(context))
         registry = ModelRegistry(context.sessions, store_for(context.settings.home), guards, offline)
-        servicer = ModelRegistryServicer(registry, RefusalAudit(context.sessions))
+        refusals = RefusalAudit(context.sessions, context.settings.refusal_audit_window_s)
+        context.on_close.append(refusals.close)  # writes the counts of folded refusals
+        servicer = ModelRegistryServicer(registry, refusals)
         model_registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         return MODEL_REGISTRY_SERVICE
 

@@ -12,7 +12,18 @@ audited, refused or not.
 
 The entry is written in a transaction of its own, after the operation's transaction has rolled back, so
 the refusal is kept although the change is not. Writing it must not change what the caller is told:
-when it fails (the database is down), the failure is logged and the caller still gets the refusal."""
+when it fails (the database is down), the failure is logged and the caller still gets the refusal.
+
+Refusals of callers without a valid token (UNAUTHENTICATED) are rate-limited: anyone who can reach the
+port can send them, and one row each let a client hammering a model operation fill the audit log and
+load the database for free. Per window (``fold_window_s``, a minute by default), the first
+:data:`UNAUTHENTICATED_BURST` such refusals of one method from one peer host are written one by one;
+the rest are counted, and when the window ends one more entry, filed under the last of them, says how
+many were folded into it (nothing is dropped silently). The key leaves out the model, which the caller
+chooses freely, and the peer's port, which each new connection changes; past
+:data:`MAX_FOLD_KEYS` keys in a window (many addresses, an IPv6 range) the other hosts share one key.
+A stopping server writes its pending counts (:meth:`RefusalAudit.close`). Refusals of callers with a
+token (a read-only token on a write, the registry's own rules) are still audited one by one."""
 
 from __future__ import annotations
 
@@ -43,6 +54,12 @@ _NOT_REFUSALS = frozenset(
 MODEL_REGISTRY = pb.DESCRIPTOR.services_by_name["ModelRegistry"].full_name
 #: How long a refused call waits for its audit entry before it answers (the entry is written anyway).
 REFUSAL_AUDIT_WAIT_S = 1.0
+#: Unauthenticated refusals of one method from one peer host audited one by one per fold window.
+UNAUTHENTICATED_BURST = 5
+DEFAULT_FOLD_WINDOW_S = 60.0
+#: Keys (peer host, method) counted per window at most; the hosts beyond share :data:`OTHER_PEERS`.
+MAX_FOLD_KEYS = 1024
+OTHER_PEERS = "other peers"
 
 
 @dataclass(frozen=True)
@@ -110,11 +127,44 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-class RefusalAudit:
-    """Records refused model operations in the audit log of ``sessions``."""
+def peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.7`` of gRPC's ``ipv4:10.0.0.7:51234`` (``ipv6:[::1]`` of ``ipv6:[::1]:51234``): the
+    port changes with each connection, so it must not make a new key. Other forms are kept whole."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return f"{kind}:{rest.rpartition(':')[0]}"
+    return peer or "unknown peer"
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+
+@dataclass
+class _Fold:
+    """Unauthenticated refusals of one (peer host, method) in the current window."""
+
+    written: int = 0
+    folded: int = 0
+    #: The last folded refusal's target, actor and message: the summary entry is filed under them.
+    target: Target | None = None
+    actor: str = ""
+    message: str = ""
+
+
+class RefusalAudit:
+    """Records refused model operations in the audit log of ``sessions``; unauthenticated ones beyond
+    ``burst`` per (peer host, method) and ``fold_window_s`` are counted into one entry (module docstring)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        fold_window_s: float = DEFAULT_FOLD_WINDOW_S,
+        burst: int = UNAUTHENTICATED_BURST,
+    ) -> None:
         self._sessions = sessions
+        self._fold_window_s = fold_window_s
+        self._burst = burst
+        self._folds: dict[tuple[str, str], _Fold] = {}
+        self._window_end: asyncio.TimerHandle | None = None
+        self._summaries: set[asyncio.Future[None]] = set()  # written, not yet finished
+        self._closed = False
 
     def record(self, target: Target, actor: str, code: grpc.StatusCode, message: str) -> None:
         """Appends the refusal in a write transaction of its own (blocking: call from a worker thread)."""
@@ -131,19 +181,70 @@ class RefusalAudit:
             )
 
     async def refused(
-        self, full_method: str, request: Any, actor: str, code: grpc.StatusCode, message: str
+        self, full_method: str, request: Any, actor: str, code: grpc.StatusCode, message: str, peer: str = ""
     ) -> None:
-        """Records the refusal of ``full_method`` when it is audited (see the module docstring); never
-        raises, so the caller is told of the refusal, not of a failure to log it."""
+        """Records the refusal of ``full_method`` by ``peer`` (gRPC's ``context.peer()``) when it is
+        audited (see the module docstring), or counts it into its window's summary entry; never raises,
+        so the caller is told of the refusal, not of a failure to log it."""
         target = target_of(full_method, request)
         if target is None or code in _NOT_REFUSALS:
             return
-        write = asyncio.ensure_future(asyncio.to_thread(self.record, target, actor, code, message))
-        write.add_done_callback(functools.partial(_log_failure, full_method, code, message))
+        if code == grpc.StatusCode.UNAUTHENTICATED and self._fold(full_method, peer, target, actor, message):
+            return
+        write = self._write(full_method, target, actor, code, message)
         # Waited for, so the entry is in the log when the caller hears of the refusal, but not for long:
         # behind a held write lock the write waits out the database's busy timeout (30 s), and a refusal
         # that needs no database at all (a malformed name) must not wait with it. It goes on after that.
         await asyncio.wait([write], timeout=REFUSAL_AUDIT_WAIT_S)
+
+    def _write(
+        self, full_method: str, target: Target, actor: str, code: grpc.StatusCode, message: str
+    ) -> asyncio.Future[None]:
+        write = asyncio.ensure_future(asyncio.to_thread(self.record, target, actor, code, message))
+        write.add_done_callback(functools.partial(_log_failure, full_method, code, message))
+        return write
+
+    def _fold(self, full_method: str, peer: str, target: Target, actor: str, message: str) -> bool:
+        """Counts an unauthenticated refusal; True when it is folded (not written now)."""
+        if self._closed:  # a refusal in the stop's grace period: no window end will come to write it
+            return False
+        if self._window_end is None:
+            self._window_end = asyncio.get_running_loop().call_later(self._fold_window_s, self._end_window)
+        key = (peer_host(peer), full_method)
+        if key not in self._folds and len(self._folds) >= MAX_FOLD_KEYS:
+            key = (OTHER_PEERS, full_method)
+        fold = self._folds.setdefault(key, _Fold())
+        if fold.written < self._burst:
+            fold.written += 1
+            return False
+        fold.folded += 1
+        fold.target, fold.actor, fold.message = target, actor, message
+        return True
+
+    def _end_window(self) -> None:
+        """Writes one summary entry per key that folded refusals, and starts a new window."""
+        self._window_end = None
+        folds, self._folds = self._folds, {}
+        for (host, method), fold in folds.items():
+            if fold.folded and fold.target is not None:
+                summary = (
+                    f"{fold.message}; {fold.folded} more refusals of {method} from {host} in "
+                    f"{self._fold_window_s:g} s were folded into this entry"
+                )
+                code = grpc.StatusCode.UNAUTHENTICATED
+                write = self._write(method, fold.target, fold.actor, code, summary)
+                self._summaries.add(write)
+                write.add_done_callback(self._summaries.discard)
+
+    async def close(self) -> None:
+        """Writes the counts of the current window now (the server is stopping) and audits any later
+        unauthenticated refusal one by one. Call it while the database is still open."""
+        self._closed = True
+        if self._window_end is not None:
+            self._window_end.cancel()
+        self._end_window()
+        if self._summaries:
+            await asyncio.wait(set(self._summaries))
 
 
 def _log_failure(full_method: str, code: grpc.StatusCode, message: str, write: asyncio.Future[None]) -> None:
@@ -173,7 +274,8 @@ def audits_refusals(behavior: Behavior[T]) -> Behavior[T]:
             return await behavior(self, request, context)
         except AetherError as error:
             refusals: RefusalAudit = self.refusals
-            await refusals.refused(full_method, request, actor_of(context), error.code, error.message)
+            actor = actor_of(context)
+            await refusals.refused(full_method, request, actor, error.code, error.message, context.peer())
             raise
 
     return wrapper

@@ -24,6 +24,8 @@ from clients.sdk.auth import ChannelSecurity
 from clients.sdk.models import ModelRegistryClient
 from control_plane.api.audit import add_to_server as audit_service
 from control_plane.api.auth import AuthSettings
+from control_plane.audit.export import export_lines
+from control_plane.db import create_db_engine, create_session_factory
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.model_registry.conftest import Deployments, ThreadedControlPlane
 
@@ -203,3 +205,72 @@ def test_a_refusal_is_answered_promptly_while_the_audit_log_is_locked(secured: S
             assert time.monotonic() < deadline, "the refusal was never audited"
             time.sleep(0.1)
     assert found[0].outcome.startswith("refused: INVALID_ARGUMENT")
+
+
+def _entries_in(db_url: str) -> list[dict[str, str]]:
+    """Every audit entry, read straight from the database (the server is stopped)."""
+    engine = create_db_engine(db_url)
+    try:
+        return [json.loads(line) for line in export_lines(create_session_factory(engine))]
+    finally:
+        engine.dispose()
+
+
+def test_refusals_without_a_token_are_rate_limited_and_every_one_is_counted(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A client without a token hammering a model operation wrote one audit row per refused call: a free
+    way to fill the log and load the database. Per peer host and method, the first few are now written
+    one by one and the rest counted into one entry when the window ends (or the server stops); callers
+    with a token are still audited call by call."""
+    window_s = 5.0
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home",
+        db_url=db_url,
+        listen_addr="127.0.0.1:0",
+        shutdown_grace_s=0.5,
+        auth=AuthSettings(admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN),
+        refusal_audit_window_s=window_s,
+    )
+    server = ThreadedControlPlane(settings, Deployments(), more=[audit_service])
+    secured = Secured(server.address, Deployments())
+    method = "/aether.v1.ModelRegistry/DeleteModelVersion"
+    try:
+        with (
+            secured.models(None) as stranger,
+            secured.models(READONLY_TOKEN) as reader,
+            secured.audit() as audit,
+        ):
+            started = time.monotonic()
+            for n in range(12):  # a new model each time: the model a caller names makes no new key
+                with pytest.raises(Unauthenticated):
+                    stranger.delete_version(f"m{n}", 1)
+            for n in range(8):
+                with pytest.raises(PermissionDenied):
+                    reader.delete_version(f"r{n}", 1)
+            assert time.monotonic() - started < window_s, "too slow to show one window"
+            refusals = _refusals(audit)
+            assert [t for a, _, t, _ in refusals if a == "unauthenticated"] == [
+                f"model_version/m{n}/1" for n in range(5)
+            ]
+            assert [t for a, _, t, _ in refusals if a == "readonly"] == [
+                f"model_version/r{n}/1" for n in range(8)
+            ]
+            deadline = time.monotonic() + window_s + 10
+            while len(refusals := _refusals(audit)) == 13:
+                assert time.monotonic() < deadline, "the folded refusals were never counted"
+                time.sleep(0.1)
+            assert refusals[13][:3] == ("unauthenticated", "delete", "model_version/m11/1")
+            assert refusals[13][3] == (
+                "refused: UNAUTHENTICATED: missing `authorization: Bearer <token>` metadata; 7 more refusals"
+                f" of {method} from ipv4:127.0.0.1 in {window_s:g} s were folded into this entry"
+            )
+            for _ in range(6):  # a new window: five entries, and one refusal folded when the server stops
+                with pytest.raises(Unauthenticated):
+                    stranger.delete_version("late", 1)
+    finally:
+        server.stop()
+    late = [e["outcome"] for e in _entries_in(db_url) if e["object_id"] == "late/1"]
+    assert len(late) == 6 and late[-1].endswith(
+        f"1 more refusals of {method} from ipv4:127.0.0.1 in 5 s were folded into this entry"
+    )
