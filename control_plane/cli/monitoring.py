@@ -1,10 +1,12 @@
 """``aetherctl drift report``, ``aetherctl feedback record`` and ``aetherctl performance``: monitoring from
 the command line, through the SDK.
 
-``feedback record`` reads JSON lines, one label each (``row`` defaults to 0)::
+``feedback record`` reads JSON lines, one label each (``row`` defaults to 0; ``deployment``, optional,
+names the deployment whose prediction the label is for, where several deployments may see the same
+request id — without it the label applies to that request id's prediction in every deployment)::
 
     {"request_id": "4f1c...", "label": 1}
-    {"request_id": "9a0b...", "label": 0, "row": 2}
+    {"request_id": "9a0b...", "label": 0, "row": 2, "deployment": "churn"}
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="send labels from a JSON-lines file",
         description='labels from a JSON-lines file: one object per line, {"request_id": "...", "label": 3.5,'
         ' "row": 0}. request_id is the id a Predict answer carried; label the true class code or value;'
-        " row (optional, default 0) the row of a request that scored several entities.",
+        " row (optional, default 0) the row of a request that scored several entities; deployment"
+        " (optional) the deployment whose prediction it labels, where deployments share request ids"
+        " (without it the label applies to that request id in every deployment).",
     )
     record.add_argument("file", metavar="FILE.jsonl", help="path, or - for standard input")
     record.set_defaults(handler=_handler(_feedback_record))
@@ -85,7 +89,8 @@ def read_feedback(source: str) -> list[pb.Feedback]:
             items.append(_feedback(json.loads(line)))
         except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise InvalidArgument(
-                f'{source}:{number}: expected {{"request_id": "...", "label": N[, "row": N]}}: {exc}'
+                f'{source}:{number}: expected {{"request_id": "...", "label": N[, "row": N]'
+                f'[, "deployment": "..."]}}: {exc}'
             ) from None
     return items
 
@@ -98,13 +103,16 @@ def _feedback(data: object) -> pb.Feedback:
     request_id, label, row = data["request_id"], data["label"], data.get("row", 0)
     if not isinstance(request_id, str):
         raise TypeError(f"request_id must be a string, got {json.dumps(request_id)[:60]}")
+    deployment = data.get("deployment", "")
+    if not isinstance(deployment, str):
+        raise TypeError(f"deployment must be a string, got {json.dumps(deployment)[:60]}")
     if isinstance(label, bool) or not isinstance(label, int | float):
         raise TypeError(f"label must be a number, got {json.dumps(label)[:60]}")
     # A whole float (3.0, as pandas writes an integer column holding nulls) is the row it names.
     whole = isinstance(row, int) or (isinstance(row, float) and row.is_integer())
     if isinstance(row, bool) or not whole or not 0 <= row <= 2**32 - 1:
         raise TypeError(f"row must be a whole number from 0 to 4294967295, got {json.dumps(row)[:60]}")
-    return pb.Feedback(request_id=request_id, label=float(label), row=int(row))
+    return pb.Feedback(request_id=request_id, label=float(label), row=int(row), deployment=deployment)
 
 
 def _since(args: argparse.Namespace) -> int:

@@ -1,15 +1,22 @@
 """Delayed labels: the prediction index the monitor writes, feedback by request id, and their join.
 
 The monitor writes one ``prediction_index`` row per row of every sampled, served prediction it reads
-from the log: (request id, row) → deployment, model version, variant, prediction time and the row of
+from the log: (deployment, request id, row) → model version, variant, prediction time and the row of
 the prediction output. Only sampled requests carry their outputs in the log, so only they can be scored
-— label the deployments you evaluate with a sample rate that covers them.
+— label the deployments you evaluate with a sample rate that covers them. Shadow entries (mirrored calls
+logged under the served call's request id) are never indexed (``entries.decode_entry``): a label joins
+what the caller was served, never a shadow's output.
 
-Feedback is stored whatever happens. A label whose (request id, row) is indexed is *joined*; one that is
-not (the request was never sampled, or the monitor has not read its entry yet) is *orphaned*: stored
-with ``joined = false`` and counted. Indexing a prediction later marks its waiting labels joined, so a
-label that beat its prediction to the control plane is joined as soon as the prediction is read.
-Writes are idempotent: the same (request id, row) replaces its label, and re-reading a log entry (at
+Request ids are chosen by clients, so several deployments may index the same one, each its own
+prediction. A label names its deployment or not (``Feedback.deployment``): one that does applies to that
+deployment's prediction only; one that does not (as every label did before the field) applies to the
+prediction of that request id and row in every deployment. Where a deployment has both, its own wins.
+
+Feedback is stored whatever happens. A label with a prediction it applies to is *joined*; one without
+(the request was never sampled, or the monitor has not read its entry yet) is *orphaned*: stored with
+``joined = false`` and counted. Indexing a prediction later marks its waiting labels joined, so a label
+that beat its prediction to the control plane is joined as soon as the prediction is read. Writes are
+idempotent: the same (request id, row, deployment) replaces its label, and re-reading a log entry (at
 least once delivery) leaves the index as it was. A label re-sent unchanged keeps the time it was first
 recorded (``recorded_at_us``), so at-least-once feedback clients do not make old labels look new to the
 retraining loop's label-volume rule; a changed label counts as recorded now.
@@ -30,13 +37,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, case, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, Table, and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import read_session, write_session
+from control_plane.db.models import NAME_LENGTH
 from control_plane.monitoring.tables import REQUEST_ID_LENGTH, FeedbackRow, PredictionIndexRow
 
 #: Rows per INSERT statement (keeps statements under SQLite's bound-parameter limit).
@@ -91,14 +99,22 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
         # A label joins only the row it names: matching on the request id alone marked a label of row 1
         # joined when only row 0 of its request had been indexed (it never joins, yet was not counted
         # as orphaned).
+        # A label naming a deployment joins only that deployment's prediction.
         joined = 0
-        keys = sorted({(r.request_id, r.row) for r in rows})
+        keys = sorted({(r.request_id, r.row, r.deployment) for r in rows})
         for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
             result = session.execute(
                 update(FeedbackRow)
                 .where(
                     FeedbackRow.joined.is_(False),
-                    tuple_(FeedbackRow.request_id, FeedbackRow.row).in_(keys[start : start + _CHUNK]),
+                    or_(
+                        tuple_(FeedbackRow.request_id, FeedbackRow.row, FeedbackRow.deployment).in_(chunk),
+                        and_(
+                            FeedbackRow.deployment == "",
+                            tuple_(FeedbackRow.request_id, FeedbackRow.row).in_([k[:2] for k in chunk]),
+                        ),
+                    ),
                 )
                 .values(joined=True)
             )
@@ -109,16 +125,22 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
 def record_feedback(
     sessions: sessionmaker[Session], items: Sequence[pb.Feedback]
 ) -> pb.RecordFeedbackResponse:
-    """Stores a batch of labels (replacing earlier labels of the same request id and row)."""
+    """Stores a batch of labels (replacing earlier labels of the same request id, row and deployment)."""
     if len(items) > MAX_FEEDBACK_PER_CALL:
         raise InvalidArgument(f"at most {MAX_FEEDBACK_PER_CALL} labels per call, got {len(items)}")
-    latest: dict[tuple[str, int], float] = {}
+    latest: dict[tuple[str, int, str], float] = {}
     for item in items:
         if not item.request_id or len(item.request_id) > REQUEST_ID_LENGTH:
             raise InvalidArgument(f"feedback needs a request id of 1 to {REQUEST_ID_LENGTH} characters")
+        if len(item.deployment) > NAME_LENGTH:
+            raise InvalidArgument(
+                f"the deployment of request {item.request_id!r}'s label is longer than"
+                f" {NAME_LENGTH} characters"
+            )
         if not np.isfinite(item.label):
             raise InvalidArgument(f"label of request {item.request_id!r} is not a finite number")
-        latest[(item.request_id, item.row)] = item.label  # the last label of a key in one batch wins
+        # The last label of a key in one batch wins.
+        latest[(item.request_id, item.row, item.deployment)] = item.label
     now_us = time.time_ns() // 1000
     with write_session(sessions) as session:
         known = _indexed_keys(session, latest)
@@ -126,11 +148,12 @@ def record_feedback(
             {
                 "request_id": rid,
                 "row": row,
+                "deployment": deployment,
                 "label": label,
-                "joined": (rid, row) in known,
+                "joined": (rid, row, deployment) in known,
                 "recorded_at_us": now_us,
             }
-            for (rid, row), label in latest.items()
+            for (rid, row, deployment), label in latest.items()
         ]
         _upsert_feedback(session, values)
         session.flush()
@@ -152,16 +175,10 @@ def labelled_predictions(
     """Predictions of ``deployment`` made in ``[since_us, until_us)`` that have a label."""
     with read_session(sessions) as session:
         rows = session.execute(
-            select(
+            with_labels(
                 PredictionIndexRow.ts_us,
-                FeedbackRow.label,
                 PredictionIndexRow.prediction,
                 PredictionIndexRow.prediction_is_label,
-            )
-            .join(
-                FeedbackRow,
-                (FeedbackRow.request_id == PredictionIndexRow.request_id)
-                & (FeedbackRow.row == PredictionIndexRow.row),
             )
             .where(
                 PredictionIndexRow.deployment == deployment,
@@ -172,9 +189,36 @@ def labelled_predictions(
         ).all()
     return LabelledPredictions(
         ts_us=np.array([r[0] for r in rows], dtype=np.int64),
-        labels=np.array([r[1] for r in rows], dtype=np.float64),
-        predictions=[[float(v) for v in r[2]] for r in rows],
-        is_label=np.array([bool(r[3]) for r in rows], dtype=np.bool_),
+        labels=np.array([r.label for r in rows], dtype=np.float64),
+        predictions=[[float(v) for v in r[1]] for r in rows],
+        is_label=np.array([bool(r[2]) for r in rows], dtype=np.bool_),
+    )
+
+
+def with_labels(*columns: Any) -> Select[Any]:
+    """``select(*columns, label, recorded_at_us)`` over the indexed predictions that have a label: the
+    label naming the prediction's deployment, else the label without a deployment (see the module doc).
+    ``label`` and ``recorded_at_us`` are the last two columns, under those names."""
+    own, anyone = aliased(FeedbackRow), aliased(FeedbackRow)
+    label: ColumnElement[float] = func.coalesce(own.label, anyone.label)
+    recorded: ColumnElement[int] = func.coalesce(own.recorded_at_us, anyone.recorded_at_us)
+    index = PredictionIndexRow
+    return (
+        select(*columns, label.label("label"), recorded.label("recorded_at_us"))
+        .select_from(index)
+        .outerjoin(
+            own,
+            and_(
+                own.request_id == index.request_id,
+                own.row == index.row,
+                own.deployment == index.deployment,
+            ),
+        )
+        .outerjoin(
+            anyone,
+            and_(anyone.request_id == index.request_id, anyone.row == index.row, anyone.deployment == ""),
+        )
+        .where(or_(own.request_id.is_not(None), anyone.request_id.is_not(None)))
     )
 
 
@@ -214,17 +258,20 @@ def _orphaned(session: Session) -> int:
     return int(session.execute(select(func.count()).where(FeedbackRow.joined.is_(False))).scalar_one())
 
 
-def _indexed_keys(session: Session, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+def _indexed_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
+    """The (request id, row, deployment) label keys of ``keys`` that have a prediction to join: that
+    deployment's, or for deployment "" any deployment's."""
     wanted = set(keys)
-    ids = sorted({rid for rid, _ in wanted})
-    found: set[tuple[str, int]] = set()
+    ids = sorted({rid for rid, _, _ in wanted})
+    found: set[tuple[str, int, str]] = set()
     for start in range(0, len(ids), _CHUNK):
         rows = session.execute(
-            select(PredictionIndexRow.request_id, PredictionIndexRow.row).where(
-                PredictionIndexRow.request_id.in_(ids[start : start + _CHUNK])
-            )
+            select(
+                PredictionIndexRow.request_id, PredictionIndexRow.row, PredictionIndexRow.deployment
+            ).where(PredictionIndexRow.request_id.in_(ids[start : start + _CHUNK]))
         ).all()
-        found.update((r[0], r[1]) for r in rows)
+        for rid, row, deployment in rows:
+            found.update(((rid, row, deployment), (rid, row, "")))
     return wanted & found
 
 
@@ -253,7 +300,7 @@ def _upsert_feedback(session: Session, values: list[dict[str, Any]]) -> None:
         recorded_at = case((table.c.label == new.label, table.c.recorded_at_us), else_=new.recorded_at_us)
         session.execute(
             statement.on_conflict_do_update(
-                index_elements=["request_id", "row"],
+                index_elements=["request_id", "row", "deployment"],
                 set_={"label": new.label, "joined": new.joined, "recorded_at_us": recorded_at},
             ),
             values[start : start + _CHUNK],

@@ -5,11 +5,13 @@
   another migration branch, so the link is checked in code when it is made.
 * ``monitor_configs``: a deployment's monitor settings as the ``MonitorConfig`` message in JSON form.
 * ``drift_reports``: one row per scored window, per-feature results as JSON.
-* ``prediction_index``: request id and row → (deployment, version, prediction time, prediction), written
-  by the monitor as it reads the prediction log, so that labels arriving later can be joined. Pruned
-  after a retention period.
-* ``feedback``: labels by (request id, row). ``joined`` is false while no prediction with that id has
-  been seen (orphaned feedback); indexing the prediction later sets it.
+* ``prediction_index``: (deployment, request id, row) → (version, variant, prediction time, prediction),
+  written by the monitor as it reads the served entries of the prediction log, so that labels arriving
+  later can be joined. The deployment is part of the key: request ids are chosen by clients, and two
+  deployments given the same one each keep their own prediction. Pruned after a retention period.
+* ``feedback``: labels by (request id, row, deployment); deployment ``""`` is a label for that request id
+  in every deployment. ``joined`` is false while no prediction it applies to has been seen (orphaned
+  feedback); indexing the prediction later sets it.
 * ``performance_alerts``: quality windows already alerted on, so that each alerts once.
 """
 
@@ -77,11 +79,15 @@ class DriftReportRow(Base):
 
 class PredictionIndexRow(Base):
     __tablename__ = "prediction_index"
-    __table_args__ = (Index("ix_prediction_index_deployment_ts", "deployment", "ts_us"),)
+    __table_args__ = (
+        Index("ix_prediction_index_deployment_ts", "deployment", "ts_us"),
+        # Labels without a deployment look their predictions up by request id alone.
+        Index("ix_prediction_index_request", "request_id", "row"),
+    )
 
+    deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), primary_key=True)
     row: Mapped[int] = mapped_column(Integer, primary_key=True)
-    deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     version: Mapped[int] = mapped_column(Integer)
     variant: Mapped[str] = mapped_column(String(NAME_LENGTH))
@@ -97,6 +103,8 @@ class FeedbackRow(Base):
 
     request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), primary_key=True)
     row: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: "" = the label applies to this request id's prediction in every deployment.
+    deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True, server_default="")
     label: Mapped[float] = mapped_column(Double)
     joined: Mapped[bool] = mapped_column(Boolean, index=True)
     recorded_at_us: Mapped[int] = mapped_column(BigInteger)

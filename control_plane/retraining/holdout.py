@@ -1,13 +1,13 @@
 """The labelled production holdout: the deployment's predictions of the recent feedback window that have
 a label, with the feature rows the model saw.
 
-Labels and their (request id, row) come from the monitor's join (``prediction_index`` ⋈ ``feedback``,
-:mod:`control_plane.monitoring.feedback`). That index keeps predictions, not features, so the feature
-rows are read back from the prediction log stream itself (``XRANGE``, read-only: the monitor's consumer
-group is untouched) — only *sampled* served entries carry features, and only entries the stream still
-retains (``MAXLEN``) can be used. Rows found in both form the holdout (``source =
-"production_feedback"``); labelled rows whose entry was not sampled or is gone are left out and
-counted.
+Labels and their (request id, row) come from the monitor's join of the deployment's predictions with
+their labels (``prediction_index`` ⋈ ``feedback``, ``control_plane.monitoring.feedback.with_labels``).
+That index keeps predictions, not features, so the feature rows are read back from the prediction log
+stream itself (``XRANGE``, read-only: the monitor's consumer group is untouched) — only *sampled* served
+entries carry features, and only entries the stream still retains (``MAXLEN``) can be used. Rows found
+in both form the holdout (``source = "production_feedback"``); labelled rows whose entry was not sampled
+or is gone are left out and counted.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session
 from control_plane.monitoring.entries import MalformedEntry, decode_entry
-from control_plane.monitoring.tables import FeedbackRow, PredictionIndexRow
+from control_plane.monitoring.feedback import with_labels
+from control_plane.monitoring.tables import PredictionIndexRow
 from control_plane.retraining.evaluation import Holdout
 
 SOURCE = "production_feedback"
@@ -43,13 +43,7 @@ def labels_of(
 ) -> dict[tuple[str, int], float]:
     with read_session(sessions) as session:
         rows = session.execute(
-            select(PredictionIndexRow.request_id, PredictionIndexRow.row, FeedbackRow.label)
-            .join(
-                FeedbackRow,
-                (FeedbackRow.request_id == PredictionIndexRow.request_id)
-                & (FeedbackRow.row == PredictionIndexRow.row),
-            )
-            .where(
+            with_labels(PredictionIndexRow.request_id, PredictionIndexRow.row).where(
                 PredictionIndexRow.deployment == deployment,
                 PredictionIndexRow.ts_us >= since_us,
                 PredictionIndexRow.ts_us < until_us,

@@ -26,9 +26,10 @@ from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.db import read_session
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
+from control_plane.monitoring.feedback import with_labels
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.reports import query_reports
-from control_plane.monitoring.tables import FeedbackRow, PredictionIndexRow
+from control_plane.monitoring.tables import PredictionIndexRow
 from control_plane.retraining.triggers import DriftObservation, PerformanceObservation
 from control_plane.tracking.tables import RunRow, TagRow
 
@@ -79,15 +80,10 @@ def drift_reports(
 
 def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int) -> int:
     with read_session(sessions) as session:
+        labelled = with_labels(PredictionIndexRow.row).where(PredictionIndexRow.deployment == deployment)
+        joined = labelled.subquery()
         count = session.execute(
-            select(func.count())
-            .select_from(FeedbackRow)
-            .join(
-                PredictionIndexRow,
-                (FeedbackRow.request_id == PredictionIndexRow.request_id)
-                & (FeedbackRow.row == PredictionIndexRow.row),
-            )
-            .where(PredictionIndexRow.deployment == deployment, FeedbackRow.recorded_at_us > since_us)
+            select(func.count()).select_from(joined).where(joined.c.recorded_at_us > since_us)
         ).scalar_one()
     return int(count)
 

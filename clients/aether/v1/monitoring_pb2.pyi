@@ -220,14 +220,16 @@ class GetDriftReportsResponse(_message.Message):
     def __init__(self, reports: _Optional[_Iterable[_Union[DriftReport, _Mapping]]] = ...) -> None: ...
 
 class Feedback(_message.Message):
-    __slots__ = ("request_id", "row", "label")
+    __slots__ = ("request_id", "row", "label", "deployment")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ROW_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     row: int
     label: float
-    def __init__(self, request_id: _Optional[str] = ..., row: _Optional[int] = ..., label: _Optional[float] = ...) -> None: ...
+    deployment: str
+    def __init__(self, request_id: _Optional[str] = ..., row: _Optional[int] = ..., label: _Optional[float] = ..., deployment: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
     __slots__ = ("feedback",)

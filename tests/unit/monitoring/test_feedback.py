@@ -1,12 +1,16 @@
-"""Feedback joined by request id; orphaned feedback stored, counted, and joined when its prediction
-arrives; idempotent writes."""
+"""Feedback joined by request id (and deployment); orphaned feedback stored, counted, and joined when
+its prediction arrives; idempotent writes; a migration that keeps stored labels joined."""
 
 from __future__ import annotations
 
 import numpy as np
+from alembic import command
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.db import upgrade_to_head
+from control_plane.db.migrate import alembic_config
 from control_plane.monitoring.feedback import (
     IndexedPrediction,
     index_predictions,
@@ -96,3 +100,70 @@ def test_a_prediction_that_is_not_finite_is_indexed_on_every_backend_and_reads_b
     joined = labelled_predictions(sessions, "churn", 0, 1000)
     assert np.isnan(joined.predictions[0][0]) and joined.predictions[0][1] == 0.5
     assert joined.predictions[1] == [float("inf"), -float("inf")]
+
+
+def served_by(deployment: str, request_id: str, ts_us: int, score: float) -> IndexedPrediction:
+    return IndexedPrediction(
+        request_id, 0, deployment, f"{deployment}-model", 1, "primary", ts_us, [score], False
+    )
+
+
+def test_each_deployment_keeps_its_own_prediction_of_a_shared_request_id(
+    sessions: sessionmaker[Session],
+) -> None:
+    # The index was keyed by (request id, row): the second deployment's prediction of a client-chosen
+    # request id was dropped, and its labels joined the first deployment's prediction instead.
+    index_predictions(sessions, [served_by("fraud", "order-7", 100, 0.9)])
+    index_predictions(sessions, [served_by("churn", "order-7", 200, 0.2)])
+    answer = record_feedback(sessions, [pb.Feedback(request_id="order-7", label=1)])
+    assert (answer.joined, answer.orphaned) == (1, 0)
+    # A label without a deployment applies to every deployment's prediction of that request id.
+    assert labelled_predictions(sessions, "fraud", 0, 1000).predictions == [[0.9]]
+    assert labelled_predictions(sessions, "churn", 0, 1000).predictions == [[0.2]]
+
+    # A label naming its deployment joins that deployment's prediction only, and wins over the
+    # label without one there.
+    answer = record_feedback(sessions, [pb.Feedback(request_id="order-7", label=0, deployment="churn")])
+    assert (answer.joined, answer.orphaned) == (1, 0)
+    assert list(labelled_predictions(sessions, "churn", 0, 1000).labels) == [0.0]
+    assert list(labelled_predictions(sessions, "fraud", 0, 1000).labels) == [1.0]
+
+
+def test_a_label_for_one_deployment_waits_for_that_deployments_prediction(
+    sessions: sessionmaker[Session],
+) -> None:
+    index_predictions(sessions, [served_by("fraud", "r1", 100, 0.9)])
+    answer = record_feedback(sessions, [pb.Feedback(request_id="r1", label=1, deployment="churn")])
+    assert (answer.joined, answer.orphaned) == (0, 1)
+    assert labelled_predictions(sessions, "fraud", 0, 1000).predictions == []
+    assert index_predictions(sessions, [served_by("churn", "r1", 150, 0.3)]) == 1
+    assert orphaned_total(sessions) == 0
+    assert labelled_predictions(sessions, "churn", 0, 1000).predictions == [[0.3]]
+
+
+def test_predictions_and_labels_stored_before_the_deployment_key_still_join(
+    db_url: str, engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    """Migration 0018 moves the index to (deployment, request id, row) and gives stored labels
+    deployment "" (every deployment), so what was joined before it stays joined."""
+    engine.dispose()
+    command.downgrade(alembic_config(db_url), "0017_feature_view_tombstones")
+    with engine.begin() as connection:  # as the control plane before 0018 wrote them
+        connection.execute(
+            text(
+                "INSERT INTO prediction_index (request_id, row, deployment, model_name, version, variant,"
+                " ts_us, prediction, prediction_is_label) VALUES ('old', 0, 'churn', 'm', 1, 'primary',"
+                " 100, '[0.8]', false)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO feedback (request_id, row, label, joined, recorded_at_us)"
+                " VALUES ('old', 0, 1, true, 5), ('early', 0, 0, false, 5)"
+            )
+        )
+    upgrade_to_head(engine)
+    assert labelled_predictions(sessions, "churn", 0, 1000).predictions == [[0.8]]
+    assert orphaned_total(sessions) == 1
+    assert index_predictions(sessions, [served_by("fraud", "early", 200, 0.1)]) == 1
+    assert list(labelled_predictions(sessions, "fraud", 0, 1000).labels) == [0.0]
