@@ -415,6 +415,8 @@ class Retrainer:
         result = await asyncio.to_thread(
             evaluate, champion, challenger, found.holdout, configs.gates_of(config), monitor
         )
+        # The evaluation and the decision's "evaluated" outcome are one write, so a retry after a failed
+        # write never stores a second evaluation of the same decision.
         evaluation = await asyncio.to_thread(
             records.add_evaluation,
             self._sessions,
@@ -423,15 +425,6 @@ class Retrainer:
             challenger_version,
             config.gates.metric,
             result,
-            actor=ACTOR,
-        )
-        verdict = "passed" if result.passed else "failed"
-        await asyncio.to_thread(
-            records.set_outcome,
-            self._sessions,
-            decision.id,
-            "evaluated",
-            f"v{challenger_version} {verdict} the gates ({found.holdout.n_rows} holdout rows)",
             actor=ACTOR,
         )
         if not result.passed:

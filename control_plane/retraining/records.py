@@ -114,24 +114,30 @@ def set_outcome(
     job_id: str = "",
 ) -> pb.TriggerDecision:
     with write_session(sessions) as session:
-        row = session.get(RetrainingDecisionRow, decision_id)
-        if row is None:
-            raise NotFound(f"retraining decision {decision_id} not found")
-        before = {"outcome": row.outcome, "job_id": row.job_id}
-        row.outcome = outcome
-        row.job_id = job_id or row.job_id
-        row.reasons = [*row.reasons, reason] if reason else list(row.reasons)
-        message = decision_message(row)
-        record(
-            session,
-            actor=actor,
-            action=f"retrain_{outcome}",
-            object_type="deployment",
-            object_id=row.deployment,
-            before=before,
-            after={"decision": decision_id, "outcome": outcome, "job_id": row.job_id, "reason": reason},
-        )
-        return message
+        return _set_outcome(session, decision_id, outcome, reason, actor=actor, job_id=job_id)
+
+
+def _set_outcome(
+    session: Session, decision_id: int, outcome: str, reason: str, *, actor: str, job_id: str = ""
+) -> pb.TriggerDecision:
+    row = session.get(RetrainingDecisionRow, decision_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"retraining decision {decision_id} not found")
+    before = {"outcome": row.outcome, "job_id": row.job_id}
+    row.outcome = outcome
+    row.job_id = job_id or row.job_id
+    row.reasons = [*row.reasons, reason] if reason else list(row.reasons)
+    message = decision_message(row)
+    record(
+        session,
+        actor=actor,
+        action=f"retrain_{outcome}",
+        object_type="deployment",
+        object_id=row.deployment,
+        before=before,
+        after={"decision": decision_id, "outcome": outcome, "job_id": row.job_id, "reason": reason},
+    )
+    return message
 
 
 def last_triggered_us(sessions: sessionmaker[Session], deployment: str) -> int:
@@ -178,8 +184,26 @@ def add_evaluation(
     *,
     actor: str,
 ) -> pb.Evaluation:
+    """Stores the evaluation of ``decision``'s challenger and the decision's ``evaluated`` outcome in one
+    transaction, once per decision. Written apart, a failed second write (a locked database) left the
+    decision ``submitted`` with its evaluation stored, and the next tick evaluated it again and stored a
+    second one. A decision that already has an evaluation gets it back, with nothing written."""
     at = now_us()
+    verdict = "passed" if result.passed else "failed"
+    reason = f"v{challenger_version} {verdict} the gates ({result.n_rows} holdout rows)"
     with write_session(sessions) as session:
+        # The decision's row lock (PostgreSQL; SQLite's write lock is the whole database) serializes two
+        # evaluations of one decision, so the second finds the first's.
+        if session.get(RetrainingDecisionRow, decision.id, with_for_update=True) is None:
+            raise NotFound(f"retraining decision {decision.id} not found")
+        stored = session.execute(
+            select(RetrainingEvaluationRow)
+            .where(RetrainingEvaluationRow.decision_id == decision.id)
+            .order_by(RetrainingEvaluationRow.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if stored is not None:
+            return evaluation_message(stored, session.get(RetrainingPromotionRow, stored.id))
         row = RetrainingEvaluationRow(
             deployment=deployment,
             decision_id=decision.id,
@@ -210,6 +234,7 @@ def add_evaluation(
             before=None,
             after=_state(message),
         )
+        _set_outcome(session, decision.id, "evaluated", reason, actor=actor)
         return message
 
 

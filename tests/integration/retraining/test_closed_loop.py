@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
+import threading
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
+from sqlalchemy.orm import Session
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import feature_registry_pb2 as fpb
@@ -20,15 +23,16 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import types_pb2
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import read_session, write_session
+from control_plane.db import create_db_engine, create_session_factory, read_session, write_session
 from control_plane.deployments.canary import Action, Decision
 from control_plane.jobs.tables import JobRow
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
+from control_plane.retraining.loop import Retrainer, RetrainingSettings
 from control_plane.retraining.promotion import CANARY, PROMOTED, REJECTED
-from control_plane.retraining.tables import RetrainingDecisionRow
+from control_plane.retraining.tables import RetrainingDecisionRow, RetrainingEvaluationRow
 from control_plane.tracking.store import TrackingStore
-from tests.integration.retraining.conftest import HOLDOUT_ROWS, TRUE_W, World
+from tests.integration.retraining.conftest import HOLDOUT_ROWS, STREAM, TRUE_W, World
 from tests.unit.retraining.models import linear
 
 
@@ -297,3 +301,65 @@ async def test_manual_approval_waits_for_a_reviewer(world: World) -> None:
     assert records.list_evaluations(world.sessions, "eta")[0].promotion_status == CANARY
     assert world.deployments.get("eta").canary.version == challenger
     assert world.registry.get_version("eta", alias="champion").version == world.champion
+
+
+async def test_an_evaluation_whose_outcome_write_failed_is_stored_once(world: World) -> None:
+    """The database is locked (another process holds its write lock) right after the evaluation is
+    stored: the write recording the decision as evaluated failed, the decision stayed submitted, and the
+    next tick evaluated it again and stored a second evaluation of the same decision."""
+    job = world.jobs.submit(jpb.JobSpec(name="retrain", entrypoint=jpb.Entrypoint(module="json")), actor="r")
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment("retrain", actor="supervisor")
+    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
+    with write_session(world.sessions) as session:  # what the supervisor records once the job ran
+        session.execute(
+            update(JobRow).where(JobRow.job_id == job.job_id).values(state="SUCCEEDED", run_id=run.run_id)
+        )
+    world.register(linear(TRUE_W + 0.01), run_id=run.run_id)
+    decision = submitted_decision(world, job.job_id)
+
+    database = world.sessions.kw["bind"].url.database
+    impatient = create_db_engine(f"sqlite:///{database}", busy_timeout_s=0.2)
+    sessions = create_session_factory(impatient)
+    retrainer = Retrainer(
+        sessions,
+        world.registry,
+        world.deployments,
+        world.jobs,
+        world.features,
+        world.offline,
+        world.client,
+        RetrainingSettings(stream=STREAM),
+    )
+    other_process = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+
+    # The write lock, held for a second: longer than the retrainer waits (0.2 s), shorter than the
+    # registry and deployments cores do (30 s), so only the retrainer's next write fails.
+    release = threading.Timer(1.0, other_process.execute, ("ROLLBACK",))
+
+    def lock_once_an_evaluation_is_stored(session: Session) -> None:
+        if session.info.pop("stored_evaluation", False) and not release.is_alive():
+            other_process.execute("BEGIN IMMEDIATE")
+            release.start()
+
+    def note_evaluation(session: Session, _context: object, _instances: object) -> None:
+        if any(isinstance(row, RetrainingEvaluationRow) for row in session.new):
+            session.info["stored_evaluation"] = True
+
+    event.listen(sessions, "before_flush", note_evaluation)
+    event.listen(sessions, "after_commit", lock_once_an_evaluation_is_stored)
+    try:
+        await retrainer.follow_up()  # a write after the evaluation meets the lock and fails
+        assert release.ident is not None  # the lock was taken
+    finally:
+        if release.ident is not None:
+            release.join()
+        other_process.close()
+    await retrainer.follow_up()
+    await retrainer.advance_promotions()
+
+    evaluations = records.list_evaluations(world.sessions, "eta")
+    assert len(evaluations) == 1
+    ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == decision.id)
+    assert ended.outcome == "evaluated"
+    impatient.dispose()

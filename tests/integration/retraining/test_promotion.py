@@ -210,12 +210,13 @@ async def test_an_evaluation_whose_promotion_never_started_is_started_by_the_loo
 async def test_a_promotion_the_registry_refuses_fails_visibly_and_holds_up_no_other(world: World) -> None:
     """Evaluation 1 names a model version deleted since: the registry's refusal is final, so it is
     recorded; evaluation 2 is started in the same tick."""
-    decision = submitted_decision(world)
     score = ModelScore({"mae": 0.1}, 1.0)
     result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
-    records.add_evaluation(world.sessions, "eta", decision, 99, "mae", result, actor="retraining")
+    first = submitted_decision(world)
+    records.add_evaluation(world.sessions, "eta", first, 99, "mae", result, actor="retraining")
     challenger = world.register(linear(TRUE_W + np.array([0.01, 0, 0, 0])))
-    records.add_evaluation(world.sessions, "eta", decision, challenger, "mae", result, actor="retraining")
+    second = submitted_decision(world)  # one evaluation per decision
+    records.add_evaluation(world.sessions, "eta", second, challenger, "mae", result, actor="retraining")
     await world.retrainer.advance_promotions()
     newest, broken = records.list_evaluations(world.sessions, "eta")
     assert newest.promotion_status == CANARY
