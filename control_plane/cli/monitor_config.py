@@ -3,8 +3,9 @@ task its labels are scored as, quality alerts) from the command line.
 
 ``configure`` changes only the fields given as flags: it reads the effective config first and sends it
 back with those fields replaced (the ConfigureMonitor RPC replaces the whole config). A field the server
-derives from another (the step from the quality window's width, the threshold from the drift test, the
-alert metric from the task) is sent back only where it differs from what the server would derive, so it
+derives from another (the step from the quality window's width unless one was given, the threshold from
+the drift test, the alert metric from the task) is sent back only where it differs from what the server
+would derive (the step: where the server says it was given, ``performance_step_set``), so it
 follows a change of the field it derives from: sent back as read, a default step of 3600 s made
 ``--performance-window-seconds 60`` fail (step > width) and 7200 give overlapping windows, and
 ``--test ks`` kept PSI's 0.2 as the KS significance level. A threshold the user set belongs to its
@@ -49,7 +50,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "webhook_url": ("webhook_url", str),
     "disabled": ("disabled", bool),
 }
-_SERVER_SET = {"deployment", "updated_by", "updated_at_us"}
+_SERVER_SET = {"deployment", "updated_by", "updated_at_us", "performance_step_set"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,9 +157,15 @@ def _orphaned_thresholds(
 def _derived(config: pb.MonitorConfig) -> list[str]:
     """The fields of an effective ``config`` that hold what the server fills in from another field (see
     ``control_plane.monitoring.config.effective``); left out, the server derives them again from the
-    values sent. A value set equal to the derived one is indistinguishable from it and follows too."""
+    values sent. A threshold or alert metric set equal to the derived one is indistinguishable from it
+    and follows too; the step is derived only where the server says it was not given
+    (``performance_step_set``): a step set equal to the width stays when the width changes."""
     derived = []
-    if config.performance_step_seconds == config.performance_window_seconds:
+    # A step apart from its width was given, whatever the flag says (a server before the flag).
+    if (
+        not config.performance_step_set
+        and config.performance_step_seconds == config.performance_window_seconds
+    ):
         derived.append("performance_step_seconds")  # tumbling windows stay tumbling
     if config.HasField("threshold") and config.threshold == DEFAULT_THRESHOLDS.get(config.test):
         derived.append("threshold")

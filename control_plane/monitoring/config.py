@@ -11,7 +11,8 @@ window                      count, 1000 rows (time windows: 3600 s)
 min_samples                 30 finite values per feature, in the window and in the reference
 task                        none (no quality metrics) — set it to get them
 positive_class / threshold  1 / 0.5
-performance windows         3600 s wide, tumbling (step = width); width and step 1 s to 366 days
+performance windows         3600 s wide, tumbling (step = width, following it unless a step is
+                            given: ``performance_step_set``); width and step 1 s to 366 days
 min_labels                  50
 alert_metric                accuracy (classification), mae (regression); no alert without a threshold
 ==========================  =====================================================================
@@ -100,6 +101,10 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
         out.decision_threshold = DEFAULT_DECISION_THRESHOLD
     _check(math.isfinite(out.decision_threshold), "decision_threshold must be finite")
     out.performance_window_seconds = out.performance_window_seconds or DEFAULT_PERFORMANCE_WINDOW_SECONDS
+    # Whether the step was given is stored with it: filled in, a step set equal to the width looked like
+    # the default, and a client re-sending the config (aetherctl monitor configure) let it follow the
+    # next width change.
+    out.performance_step_set = out.performance_step_seconds != 0
     out.performance_step_seconds = out.performance_step_seconds or out.performance_window_seconds
     _check(
         _performance_seconds(out.performance_window_seconds),
@@ -195,7 +200,11 @@ def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, act
 
 
 def _from_row(row: MonitorConfigRow) -> pb.MonitorConfig:
-    return json_format.ParseDict(row.config, pb.MonitorConfig(), ignore_unknown_fields=True)
+    config = json_format.ParseDict(row.config, pb.MonitorConfig(), ignore_unknown_fields=True)
+    # Stored before performance_step_set: a step apart from its width can only have been given.
+    if config.performance_step_seconds != config.performance_window_seconds:
+        config.performance_step_set = True
+    return config
 
 
 def _to_json(config: pb.MonitorConfig) -> dict[str, Any]:

@@ -93,6 +93,33 @@ async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -
     assert code == 0 and (stored.threshold, stored.alert_metric) == (0.05, "accuracy")
 
 
+async def test_a_step_set_equal_to_the_width_stays_when_the_width_changes(plane: Plane) -> None:
+    """A step given explicitly equal to the width was stored like no step at all, so the next width
+    change moved the step with it (hourly windows every hour became 2-hour windows every 2 hours)."""
+    plane.deploy("hourly")
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "hourly", "--performance-step-seconds", "3600"
+    )
+    assert code == 0
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "hourly", "--performance-window-seconds", "7200"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="hourly"))
+    assert code == 0 and (stored.performance_window_seconds, stored.performance_step_seconds) == (7200, 3600)
+    assert stored.performance_step_set
+
+    # 0 gives the step back to the width, which it then follows.
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "hourly", "--performance-step-seconds", "0"
+    )
+    code, _ = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "hourly", "--performance-window-seconds", "600"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="hourly"))
+    assert code == 0 and (stored.performance_window_seconds, stored.performance_step_seconds) == (600, 600)
+    assert not stored.performance_step_set
+
+
 async def test_a_threshold_is_dropped_when_its_metric_or_test_changes(plane: Plane) -> None:
     """A threshold set for one alert metric or drift test is not carried over to another: kept, "alert
     when accuracy < 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's significance
