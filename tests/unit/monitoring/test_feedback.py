@@ -144,11 +144,11 @@ def test_a_label_for_one_deployment_waits_for_that_deployments_prediction(
 def test_predictions_and_labels_stored_before_the_deployment_key_still_join(
     db_url: str, engine: Engine, sessions: sessionmaker[Session]
 ) -> None:
-    """Migration 0018 moves the index to (deployment, request id, row) and gives stored labels
+    """Migration 0019 moves the index to (deployment, request id, row) and gives stored labels
     deployment "" (every deployment), so what was joined before it stays joined."""
     engine.dispose()
-    command.downgrade(alembic_config(db_url), "0017_feature_view_tombstones")
-    with engine.begin() as connection:  # as the control plane before 0018 wrote them
+    command.downgrade(alembic_config(db_url), "0018_view_online_cleanups")
+    with engine.begin() as connection:  # as the control plane before 0019 wrote them
         connection.execute(
             text(
                 "INSERT INTO prediction_index (request_id, row, deployment, model_name, version, variant,"

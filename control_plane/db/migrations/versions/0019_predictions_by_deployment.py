@@ -6,8 +6,8 @@ the index kept only the first deployment's prediction (the second was ignored as
 joined it for both. Existing index rows keep their deployment; existing labels get deployment ``""``,
 which applies to every deployment's prediction of that request id, as they did before.
 
-Revision ID: 0018_predictions_by_deployment
-Revises: 0017_feature_view_tombstones
+Revision ID: 0019_predictions_by_deployment
+Revises: 0018_view_online_cleanups
 Create Date: 2026-12-07
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018_predictions_by_deployment"
-down_revision: str | None = "0017_feature_view_tombstones"
+revision: str = "0019_predictions_by_deployment"
+down_revision: str | None = "0018_view_online_cleanups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
