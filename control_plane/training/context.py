@@ -22,7 +22,8 @@ Under ``torch.distributed.run`` (a job with more than one GPU: one process per G
 other ranks those calls do nothing, so a curve gets one point per step and no two processes write the same
 file. Every rank resumes from the checkpoints rank 0 wrote. When the job has initialised a
 ``torch.distributed`` process group, :meth:`TrainingContext.checkpoint` is a barrier for all ranks on
-both sides of rank 0's write, so no rank runs ahead of (or resumes from) a checkpoint being written.
+both sides of rank 0's write, so no rank runs ahead of (or resumes from) a checkpoint being written, and
+:meth:`TrainingContext.resume` lets rank 0 pick (and set corrupt ones aside) before the others read.
 """
 
 from __future__ import annotations
@@ -192,7 +193,12 @@ class TrainingContext:
         was killed never reached the server; those of epochs up to the checkpoint are in it and are sent
         again now, and points the server already holds (epochs the previous attempt shipped after the
         checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`)."""
-        checkpoint = self.checkpoints.resume()
+        # Rank 0 first: resuming renames a corrupt checkpoint it skips, and two ranks renaming one file
+        # race (the second fails on a file gone). The others then find what rank 0 resumed from.
+        checkpoint = self.checkpoints.resume() if self.is_primary else None
+        _barrier()
+        if not self.is_primary:
+            checkpoint = self.checkpoints.resume()
         if checkpoint is not None and self.is_primary:  # other ranks log nothing, so mend nothing
             saved = checkpoint.sdk.get("epoch_metrics", {})
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}

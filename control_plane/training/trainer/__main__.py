@@ -2,19 +2,28 @@
 
 Exit code 0 when the model was trained (and registered); any error exits non-zero with its traceback in
 the job's log, and the executor restarts the job from its last checkpoint while retries remain.
+
+Under torchrun (a job with more than one GPU) every rank runs this, data-parallel
+(:mod:`control_plane.training.distributed`). A rank that fails ends the attempt: torchrun stops the other
+ranks and exits non-zero, and ``record`` hands it the failed rank's exception, which its summary in the
+job's log names as the root cause.
 """
 
 from __future__ import annotations
 
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 from control_plane.training.context import TrainingContext
+from control_plane.training.distributed import process_group
 from control_plane.training.trainer.job import run_job
 
 
+@record
 def main() -> int:
-    with TrainingContext.from_env() as ctx:
-        run_job(ctx)
+    with process_group() as world, TrainingContext.from_env() as ctx:
+        run_job(ctx, world)
     return 0
 
 

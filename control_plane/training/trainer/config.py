@@ -12,7 +12,7 @@ hyperparameter            default         meaning
 ``lr_step_epochs``        ``10``          StepLR period (epochs)
 ``lr_gamma``              ``1``           StepLR factor (1 = constant learning rate)
 ``epochs``                ``20``
-``batch_size``            ``256``
+``batch_size``            ``256``         global batch: each of N data-parallel ranks takes 1/N
 ``seed``                  ``0``           seeds every RNG; same seed, same data => same weights
 ``threads``               ``1``           torch intra-op threads (fixed for determinism)
 ``holdout_fraction``      ``0.2``         share of rows held out for evaluation
@@ -23,6 +23,12 @@ hyperparameter            default         meaning
 ``log_every_batch``       ``false``       per-batch loss points as well
 ``keep_last_checkpoints`` ``3``
 ========================  ==============  =====================================================
+
+With ``gpus`` > 1 the job trains data-parallel (one torchrun rank per GPU, gradients averaged):
+``batch_size`` stays the batch of one optimizer step over all ranks, so each rank takes
+``ceil(batch_size / N)`` rows per step and the effective batch is that times N — ``batch_size`` itself
+when it divides by N. The same hyperparameters thus train the same way on any number of GPUs (no
+learning-rate rescaling), and a run's epoch curve has one point per epoch, averaged over all ranks' rows.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from control_plane.training.context import TrainingContext
+from control_plane.training.distributed import SINGLE, World
 from control_plane.training.trainer.config import TrainerConfig
 from control_plane.training.trainer.data import PreparedData, prepare
 from control_plane.training.trainer.evaluate import classification_metrics, regression_metrics
@@ -26,8 +27,10 @@ def evaluate(model: ServingModel, data: PreparedData) -> dict[str, float]:
     return regression_metrics(output, data.y_test.numpy())
 
 
-def run_job(ctx: TrainingContext) -> dict[str, Any]:
-    """Trains, evaluates, exports and registers; returns (and writes) the job's outputs."""
+def run_job(ctx: TrainingContext, world: World = SINGLE) -> dict[str, Any]:
+    """Trains (data-parallel over ``world``'s ranks), evaluates, exports and registers; returns (and
+    writes) the job's outputs. Only rank 0 evaluates, exports, registers and writes the outputs (one
+    model version per job, one writer of ``model.onnx``); the other ranks return ``{}`` once trained."""
     outputs_path = ctx.launch.outputs_path
     if ctx.attempt > 1 and outputs_path.exists():
         # An earlier attempt registered the model and died before exiting: do not register it twice.
@@ -45,8 +48,13 @@ def run_job(ctx: TrainingContext) -> dict[str, Any]:
         f" {prepared.n_features} features",
         flush=True,
     )
-    trainee = fit(config, prepared, ctx)
-    serving = ServingModel(trainee.model, classification=bool(prepared.classes))
+    trainee = fit(config, prepared, ctx, world)
+    if not ctx.is_primary:
+        # Nothing after training involves another rank, so no barrier: rank 0 goes on alone, and a
+        # failure of its export or registration still fails the job (torchrun fails if any rank does).
+        return {}
+    # Evaluation, the ONNX export and its check run on the CPU, as after a single-process run.
+    serving = ServingModel(trainee.model.cpu(), classification=bool(prepared.classes))
     metrics = evaluate(serving, prepared)
     ctx.log_metrics(config.epochs, {f"test_{name}": value for name, value in metrics.items()})
     folder = ctx.checkpoint_dir.parent / "model"
@@ -61,7 +69,7 @@ def run_job(ctx: TrainingContext) -> dict[str, Any]:
     difference = check_onnx(onnx_path, serving, prepared.x_test, config.onnx_tolerance)
     print(f"held-out metrics {metrics}; ONNX matches torch within {difference:.3g}", flush=True)
     outputs = {"dataset_hash": data.dataset_hash, "metrics": metrics, "onnx_max_abs_diff": difference}
-    if config.register and ctx.is_primary:  # one version per job, not one per torchrun rank
+    if config.register:
         registered = register_model(ctx, config, data, prepared, onnx_path, metrics)
         outputs |= {
             "model": registered.version.model_name,

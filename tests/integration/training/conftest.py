@@ -12,10 +12,9 @@ import datetime as dt
 import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.aether.v1 import feature_registry_pb2 as fpb
+from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.sdk.registry import FeatureRegistryClient
 from clients.sdk.tracking import TrackingClient
@@ -31,7 +31,9 @@ from control_plane.api import jobs as jobs_api
 from control_plane.api import model_registry as model_registry_api
 from control_plane.api import offline_features as offline_api
 from control_plane.api import tracking as tracking_api
+from control_plane.jobs.executor import job_argv
 from control_plane.jobs.launch_env import LaunchEnv
+from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
 from control_plane.offline.store import OfflineStore
@@ -49,11 +51,13 @@ class ThreadedControlPlane:
     """The control plane on its own event loop in a background thread, so that the synchronous SDK and
     subprocesses can call it while the test blocks."""
 
-    def __init__(self, settings: ControlPlaneSettings) -> None:
+    def __init__(self, settings: ControlPlaneSettings, pool: DevicePool | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
         self._thread.start()
         jobs = JobsSettings(folder=settings.home / "jobs", tick_s=0.1, kill_grace_s=1.0, job_cwd=REPO)
+        if pool is not None:
+            jobs = replace(jobs, pool=pool)
         # The services a training job talks to, named one by one (not DEFAULT_SERVICES, which may or may
         # not include the jobs service by the time this runs: a service registered twice fails).
         services = [
@@ -99,6 +103,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    yield from start_plane(tmp_path_factory)
+
+
+def start_plane(tmp_path_factory: pytest.TempPathFactory, pool: DevicePool | None = None) -> Iterator[Plane]:
+    """A control plane in its own home, with the jobs service scheduling on ``pool`` (default: none)."""
     home = tmp_path_factory.mktemp("plane")
     # A fixed port, not 0: the jobs service tells the jobs it launches the address it was configured
     # with, and a port-0 address would not reach it.
@@ -108,7 +117,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         listen_addr=f"127.0.0.1:{free_port()}",
         shutdown_grace_s=0.5,
     )
-    server = ThreadedControlPlane(settings)
+    server = ThreadedControlPlane(settings, pool)
     yield Plane(server.address, home)
     server.stop()
 
@@ -201,20 +210,23 @@ class Job:
         )
         return {**os.environ, "PYTHONPATH": str(REPO), **launch.to_env()}
 
-    def start(self, plane: Plane, attempt: int) -> subprocess.Popen[bytes]:
-        """Starts attempt ``attempt`` of the trainer, appending its output to the job's log."""
+    def start(self, plane: Plane, attempt: int, gpus: int = 0) -> subprocess.Popen[bytes]:
+        """Starts attempt ``attempt`` of the trainer, appending its output to the job's log; with ``gpus``
+        > 1 through torchrun as the executor starts it (``job_argv``), one process per GPU (in its own
+        session, so that a test can stop all of them)."""
+        argv = job_argv(pb.JobSpec(entrypoint=pb.Entrypoint(module=TRAINER[1]), gpus=gpus))
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed after it starts
         try:
             log.write(f"--- attempt {attempt} ---\n".encode())
             log.flush()
             return subprocess.Popen(
-                [sys.executable, *TRAINER], cwd=REPO, env=self.env(plane, attempt), stdout=log, stderr=log
+                argv, cwd=REPO, env=self.env(plane, attempt), stdout=log, stderr=log, start_new_session=True
             )
         finally:
             log.close()
 
-    def run(self, plane: Plane, attempt: int = 1, timeout: float = 120) -> int:
-        process = self.start(plane, attempt)
+    def run(self, plane: Plane, attempt: int = 1, timeout: float = 120, gpus: int = 0) -> int:
+        process = self.start(plane, attempt, gpus)
         return process.wait(timeout=timeout)
 
     def log(self) -> str:
