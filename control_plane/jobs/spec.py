@@ -30,8 +30,8 @@ MAX_GPUS = 1024
 #: value was stored on SQLite and failed INTERNAL on PostgreSQL. A thousand attempts is far past any
 #: job worth retrying, and the attempt counter (max_retries + 1) stays inside the column.
 MAX_RETRIES = 1000
-#: The built-in trainer's module. It trains on one device: with more than one GPU the executor starts one
-#: process per GPU (torchrun), and each would train, export and register the whole model on its own.
+#: The built-in trainer's module. With more than one GPU the executor starts it through torchrun, one
+#: process per GPU, and it trains data-parallel (``control_plane.training.distributed``).
 BUILT_IN_TRAINER = "control_plane.training.trainer"
 
 
@@ -52,11 +52,6 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
         raise InvalidArgument("the entrypoint command's program is empty")
     if spec.gpus > MAX_GPUS:
         raise InvalidArgument(f"gpus {spec.gpus} exceeds {MAX_GPUS}")
-    if entry.module == BUILT_IN_TRAINER and spec.gpus > 1:
-        raise InvalidArgument(
-            f"gpus {spec.gpus}: the built-in trainer ({BUILT_IN_TRAINER}) trains on one GPU; ask for"
-            " gpus 0 or 1, or use an entrypoint of your own that trains data-parallel"
-        )
     if spec.max_retries > MAX_RETRIES:
         raise InvalidArgument(f"max_retries {spec.max_retries} exceeds {MAX_RETRIES}")
     if not math.isfinite(spec.timeout_s) or spec.timeout_s < 0:

@@ -15,7 +15,14 @@ from clients.errors import InvalidArgument
 from control_plane.jobs.executor import job_argv
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.pool import DevicePool
-from control_plane.jobs.spec import entrypoint_problem, spec_from_mapping, spec_to_json, validate
+from control_plane.jobs.spec import (
+    BUILT_IN_TRAINER,
+    MAX_GPUS,
+    entrypoint_problem,
+    spec_from_mapping,
+    spec_to_json,
+    validate,
+)
 from control_plane.training.spec import Hyperparameters, TrainingSpec
 from control_plane.training.trainer.config import TrainerConfig
 
@@ -174,14 +181,17 @@ def test_job_argv_uses_torchrun_for_several_gpus() -> None:
     assert job_argv(command, "py") == ["./run.sh", "a", "b"]
 
 
-def test_the_built_in_trainer_refuses_more_than_one_gpu() -> None:
-    # The executor runs a job with gpus > 1 as one process per GPU; the built-in trainer is not
-    # data-parallel, so each process trained and registered the whole model.
-    trainer = {"module": "control_plane.training.trainer"}
+def test_the_built_in_trainer_takes_several_gpus_up_to_the_limit() -> None:
+    # It trains data-parallel under torchrun now (tests/integration/training/test_data_parallel.py);
+    # before, a job of it with gpus > 1 was refused.
+    trainer = {"module": BUILT_IN_TRAINER}
     assert validate(spec(entrypoint=trainer, gpus=1)).gpus == 1
-    with pytest.raises(InvalidArgument, match=r"gpus 2: the built-in trainer .* trains on one GPU"):
-        validate(spec(entrypoint=trainer, gpus=2))
-    assert validate(spec(entrypoint={"module": "pkg.train"}, gpus=2)).gpus == 2
+    assert validate(spec(entrypoint=trainer, gpus=2)).gpus == 2
+    assert job_argv(validate(spec(entrypoint=trainer, gpus=2)), "py")[1:5] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    ]  # fmt: skip
+    with pytest.raises(InvalidArgument, match=f"gpus {MAX_GPUS + 1} exceeds {MAX_GPUS}"):
+        validate(spec(entrypoint=trainer, gpus=MAX_GPUS + 1))
 
 
 def test_the_nvml_pool_is_the_control_plane_s_own_cuda_visible_devices() -> None:
