@@ -67,7 +67,7 @@ from control_plane.ingestion.streaming.plan import (
     plan_for,
     range_checked,
 )
-from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, id_parts, utf8_checked
+from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
@@ -291,7 +291,7 @@ class StreamMaterializer:
         applied (by row of ``accepted``) with the reason why."""
         slots = self._slots_of(accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        seq = id_parts(ids)[1]
+        seq = self.source.order(ids)
         values = self._values(accepted)
         out, out_ts, unfit = self._apply_fitting(slots, ts, seq, values)
         if unfit:
@@ -417,7 +417,7 @@ class StreamMaterializer:
             kept = _accepted_rows(len(applied), result.rejected)
             accepted = result.accepted
             if accepted.num_rows:
-                seq = id_parts([applied.ids[i] for i in kept])[1]
+                seq = self.source.order([applied.ids[i] for i in kept])
                 ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
                 self.state.apply(self._slots_of(accepted), ts, seq, self._values(accepted), emit=False)
                 rebuilt += accepted.num_rows

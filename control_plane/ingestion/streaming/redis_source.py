@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Any, TypeVar, cast
 
+import numpy as np
+import numpy.typing as npt
 import redis
 
-from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis
+from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis, id_parts
 
 _log = logging.getLogger("aether.ingestion.stream")
 T = TypeVar("T")
@@ -157,6 +159,9 @@ class RedisStreamSource:
 
     def _first_after(self, last: str) -> Any:
         return self.retrying(lambda: self._client.xrange(self.name, min="(" + last, count=1))
+
+    def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        return id_parts(ids)[1]
 
     def lag(self) -> Lag:
         groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))

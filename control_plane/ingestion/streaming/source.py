@@ -156,6 +156,12 @@ class StreamSource(Protocol):
 
     def lag(self) -> Lag: ...
 
+    def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each id's place in the stream as one int64 that grows with it: the tie-breaker of ``last``
+        between events of one entity with the same event time, so that a redelivered older message
+        applied after a newer one does not win."""
+        ...
+
 
 def id_sequence(message_id: str) -> int:
     """A stream id as one increasing int64 (milliseconds << 20 | sequence), the tie-breaker of ``last``."""

@@ -9,6 +9,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control_plane.ingestion.streaming.kafka_source import kafka_order
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import (
@@ -82,6 +83,21 @@ def test_id_parts_equal_parsing_one_id_at_a_time(ids: list[str]) -> None:
     millis, sequence = id_parts(ids)
     assert millis.tolist() == [id_millis(i) for i in ids]
     assert sequence.tolist() == [id_sequence(i) for i in ids]
+
+
+kafka_positions = st.tuples(st.integers(0, 2**20 - 1), st.integers(0, 2**43 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(kafka_positions, min_size=2, max_size=30, unique=True))
+def test_kafka_ids_order_as_their_partition_and_offset(positions: list[tuple[int, int]]) -> None:
+    """Kafka ids were ordered as Redis stream ids (a 20-bit sequence, capped): every offset past about a
+    million had one order, so ``last`` could not tell a redelivered older record from a newer one."""
+    order = kafka_order([f"{partition}-{offset}" for partition, offset in positions]).tolist()
+    assert len(set(order)) == len(positions)
+    assert sorted(range(len(positions)), key=order.__getitem__) == sorted(
+        range(len(positions)), key=positions.__getitem__
+    )
 
 
 @settings(max_examples=200, deadline=None)
