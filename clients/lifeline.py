@@ -98,20 +98,27 @@ def _ended(fd: int, ready: list[int]) -> bool:
 
 
 def _watch(lifeline: int, death: int, target: int) -> int:
-    """Waits for the lifeline's end, then stops ``target`` (this process's parent); returns at once when
-    ``target`` ends first. ``getppid() == target`` is checked before each signal: once the target has
-    ended this process has another parent, so a reused pid is never signalled."""
+    """Waits for the lifeline's end, then stops ``target`` (this process's parent); returns when
+    ``target`` ends first. Only ``getppid() != target`` says the target has ended (this process then has
+    another parent, so a reused pid is never signalled): the end of the death pipe is a cue to look, not
+    proof, since a command that closes descriptors it did not open (``closerange``, a daemon's start)
+    ends the pipe too, and a watcher that left then left the command untied, and a zombie behind."""
+    watched = [lifeline, death]
     while True:
-        ready = select.select([lifeline, death], [], [], 1.0)[0]
-        if os.getppid() != target or _ended(death, ready):
+        ready = select.select(watched, [], [], 1.0)[0]
+        if death in watched and _ended(death, ready):
+            watched.remove(death)  # from here the poll below alone tells when the target has gone
+        if os.getppid() != target:
             return 0
         if _ended(lifeline, ready):
             break
     os.kill(target, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline:
-        ready = select.select([death], [], [], 0.5)[0]
-        if os.getppid() != target or _ended(death, ready):
+        ready = select.select([death] if death in watched else [], [], [], 0.5)[0]
+        if death in watched and _ended(death, ready):
+            watched.remove(death)
+        if os.getppid() != target:
             return 0
     if os.getppid() == target:
         os.kill(target, signal.SIGKILL)

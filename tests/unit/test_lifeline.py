@@ -18,10 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
 PARENT = """
 import subprocess, sys, time
 from clients.lifeline import tied
-command, fds = tied(["sleep", "60"])
+command, fds = tied(sys.argv[1:])
 print(subprocess.Popen(command, pass_fds=fds).pid, flush=True)
 time.sleep(60)
 """
+#: A command that closes every descriptor it did not open, as daemons do at start: that ended the
+#: watcher's pipe from the command, the watcher took it for the command's end and left it untied.
+CLOSES_ITS_DESCRIPTORS = [sys.executable, "-c", "import os, time; os.closerange(3, 65536); time.sleep(60)"]
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
@@ -52,13 +55,17 @@ def _until(condition: Callable[[], object], what: str, timeout_s: float = 5.0) -
         time.sleep(0.02)
 
 
-def test_a_tied_command_ends_when_its_parent_is_killed_with_sigkill() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("command", [["sleep", "60"], CLOSES_ITS_DESCRIPTORS], ids=["sleep", "closerange"])
+def test_a_tied_command_ends_when_its_parent_is_killed_with_sigkill(command: list[str]) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, *command], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         assert _running(child)
         _until(lambda: _watchers_of(child), "no watcher started")
+        time.sleep(0.3)  # time for the command to close its descriptors
         (watcher,) = _watchers_of(child)
         # The watcher is no user of the stack's home: no environment, and not working in it.
         assert Path(f"/proc/{watcher}/environ").read_bytes() == b""
