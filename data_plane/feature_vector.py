@@ -8,7 +8,8 @@ Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference 
 features in registered order). References written ``request:NAME`` are not read from the store: each row
 must carry them as request-time features. A request-time feature named like a stored reference replaces
 the stored value. Where the columns go is :mod:`data_plane.feature_columns`' layout, computed once per
-model version and block layout.
+model version and block layout. A shadow's input is built from the served request's read
+(:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from data_plane.feature_columns import (
     whole_range,
 )
 from data_plane.models.spec import ModelSpec
-from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits
+from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
 from data_plane.refs import parse_ref
 
 
@@ -49,6 +50,25 @@ _ALL_PRESENT = RowFacts(fallback=False, missing=0, stale=0)
 class FeatureMatrix:
     values: npt.NDArray[Any]  # [rows, columns] in the model input's dtype
     rows: tuple[RowFacts, ...]
+    # What was read to build it: its online references and the read (None when it read nothing), so that
+    # a shadow reading the same references assembles its own input without a second Redis round trip.
+    online: tuple[str, ...] = ()
+    read: ReadResult | None = None
+
+
+def same_input(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two models' Predict inputs for one request are the same matrix: the same references and
+    input dtype, and the same inputs to what a missing value becomes (``feature_defaults``, the NaN of
+    ``allow_non_finite``) and to whether an entity with no stored features is refused
+    (``missing_entity_policy``). Comparing references and dtype alone fed an imputing shadow 0 where it
+    takes NaN, and a strict one NaN, which it refused."""
+    return (
+        a.feature_refs == b.feature_refs
+        and a.inputs[0].np_dtype == b.inputs[0].np_dtype
+        and a.feature_defaults == b.feature_defaults
+        and a.allow_non_finite == b.allow_non_finite
+        and a.missing_entity_policy == b.missing_entity_policy
+    )
 
 
 def _block_matrix(
@@ -115,6 +135,38 @@ class FeatureAssembler:
         request_features: Sequence[Mapping[str, float]],
         time_remaining_s: float | None,
     ) -> FeatureMatrix:
+        self._check(spec, rows, request_features)
+        online = self._online_refs(spec)
+        read = await self._read(spec, online, rows, time_remaining_s) if online else None
+        return self._build(spec, online, rows, request_features, read)
+
+    async def assemble_like(
+        self,
+        spec: ModelSpec,
+        served: ModelSpec,
+        assembled: FeatureMatrix,
+        rows: Sequence[Mapping[str, str]],
+        request_features: Sequence[Mapping[str, float]],
+    ) -> FeatureMatrix:
+        """``spec``'s input (a shadow's) for the request that ``assembled`` is ``served``'s input for:
+        ``assembled`` itself when the two inputs are the same (:func:`same_input`); else built from the
+        same read when ``spec`` reads the same online references (its own dtype, fill and policy applied
+        to the values as read: no second Redis round trip); else read anew."""
+        if same_input(spec, served):
+            return assembled
+        self._check(spec, rows, request_features)
+        online = self._online_refs(spec)
+        read = assembled.read if online == assembled.online else None
+        if read is None and online:
+            read = await self._read(spec, online, rows, None)
+        return self._build(spec, online, rows, request_features, read)
+
+    def _check(
+        self,
+        spec: ModelSpec,
+        rows: Sequence[Mapping[str, str]],
+        request_features: Sequence[Mapping[str, float]],
+    ) -> None:
         if len(spec.inputs) != 1 or len(spec.inputs[0].shape) != 2:
             raise InvalidArgument(
                 f"model {spec.name} v{spec.version} cannot serve Predict: it needs exactly one input of "
@@ -131,12 +183,33 @@ class FeatureAssembler:
             raise ResourceExhausted(
                 f"{len(rows)} entity rows requested; the limit is {self._max_rows} per request"
             )
+
+    async def _read(
+        self,
+        spec: ModelSpec,
+        online: tuple[str, ...],
+        rows: Sequence[Mapping[str, str]],
+        time_remaining_s: float | None,
+    ) -> ReadResult:
+        if self._reader is None:
+            raise InvalidArgument(
+                f"model {spec.name} reads online features, but this data plane has no online store"
+            )
+        return await self._reader.read(online, rows, time_remaining_s)
+
+    def _build(
+        self,
+        spec: ModelSpec,
+        online: tuple[str, ...],
+        rows: Sequence[Mapping[str, str]],
+        request_features: Sequence[Mapping[str, float]],
+        read: ReadResult | None,
+    ) -> FeatureMatrix:
+        """The model input from ``read`` (of ``online``; None when there is nothing to read)."""
         dtype = spec.inputs[0].np_dtype
-        stored, statuses, layout = await self._read(
-            spec, self._online_refs(spec), rows, dtype, time_remaining_s
-        )
+        stored, statuses, layout = self._stored(spec, online, rows, dtype, read)
         values, status = merge_request_features(layout, stored, statuses, request_features)
-        return self._apply_fallback(spec, rows, values, status, statuses)
+        return self._apply_fallback(spec, rows, values, status, statuses, online, read)
 
     def _online_refs(self, spec: ModelSpec) -> tuple[str, ...]:
         cached = self._online.get(spec.key)
@@ -148,23 +221,18 @@ class FeatureAssembler:
         self._online[spec.key] = (spec.feature_refs, online)
         return online
 
-    async def _read(
+    def _stored(
         self,
         spec: ModelSpec,
         online: tuple[str, ...],
         rows: Sequence[Mapping[str, str]],
         dtype: np.dtype[Any],
-        time_remaining_s: float | None,
+        result: ReadResult | None,
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], ColumnLayout]:
         """The stored columns in reference order, their statuses, and the model input's column layout."""
-        if not online:
+        if result is None:
             empty = (len(rows), 0)
             return np.zeros(empty, dtype), np.zeros(empty, np.uint8), self._layout(spec, online, ())[1]
-        if self._reader is None:
-            raise InvalidArgument(
-                f"model {spec.name} reads online features, but this data plane has no online store"
-            )
-        result = await self._reader.read(online, rows, time_remaining_s)
         matrices = [_block_matrix(b, rows, dtype, spec) for b in result.blocks]
         statuses = [np.frombuffer(b.statuses, np.uint8).reshape(result.row_count, -1) for b in result.blocks]
         values = np.concatenate(matrices, axis=1) if len(matrices) > 1 else matrices[0]
@@ -221,12 +289,14 @@ class FeatureAssembler:
         values: npt.NDArray[Any],
         status: npt.NDArray[np.uint8],
         stored_status: npt.NDArray[np.uint8],
+        online: tuple[str, ...],
+        read: ReadResult | None,
     ) -> FeatureMatrix:
         """``status``: the model input's statuses, request-time values merged in; ``stored_status``: the
         stored columns' statuses as read, before any request-time value replaced one."""
         # Request-time values are all present, so every value is present when every stored one is.
         if PRESENT == 0 and not stored_status.any():  # the common case: nothing to count
-            return FeatureMatrix(np.ascontiguousarray(values), (_ALL_PRESENT,) * len(rows))
+            return FeatureMatrix(np.ascontiguousarray(values), (_ALL_PRESENT,) * len(rows), online, read)
         missing = status == MISSING
         missing_counts = missing.sum(axis=1)
         stale_counts = (status == STALE).sum(axis=1)
@@ -250,7 +320,7 @@ class FeatureAssembler:
         facts = tuple(
             RowFacts(bool(absent[i]), int(missing_counts[i]), int(stale_counts[i])) for i in range(len(rows))
         )
-        return FeatureMatrix(np.ascontiguousarray(values), facts)
+        return FeatureMatrix(np.ascontiguousarray(values), facts, online, read)
 
 
 def _missing_fill(spec: ModelSpec, values: npt.NDArray[Any]) -> npt.NDArray[Any] | None:

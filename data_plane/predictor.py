@@ -146,7 +146,7 @@ class Predictor:
                 )
             )
         for shadow_spec, shadow_variant in served.shadows:
-            self._mirror(call, request_id, shadow_spec, shadow_variant, spec, features)
+            self._mirror(call, request_id, shadow_spec, shadow_variant, spec, served.assembled)
         return Prediction(served.outputs, spec, variant, request_id, served.assembled.rows)
 
     async def _serve(
@@ -203,10 +203,12 @@ class Predictor:
         spec: ModelSpec,
         variant: str,
         served: ModelSpec,
-        features: Array,
+        assembled: FeatureMatrix,
     ) -> None:
         """Runs the shadow in the background (it never delays or fails the served answer). It reuses the
-        served request's features when it reads the same ones, and fetches its own otherwise. Its entry
+        served request's input when its own would be the same, assembles its own from the served
+        request's read when it reads the same references (another dtype, fill or policy), and reads its
+        own otherwise (:meth:`FeatureAssembler.assemble_like`). Its entry
         (role ``shadow``, always sampled) is logged whether it answered or failed. A copy mirrored while the
         shadow variant still has one in flight is shed (counted and logged, not run)."""
         key = (call.deployment, variant)
@@ -223,13 +225,13 @@ class Predictor:
         self._shadow_busy.add(key)
 
         async def shadow() -> None:
-            nonlocal features
             started = time.perf_counter()
+            features: Array | None = None  # logged only once the shadow's own input is assembled
             try:
-                same = spec.feature_refs == served.feature_refs and spec.inputs[0].np_dtype == features.dtype
-                if not same:
-                    assembled = await self._assembler.assemble(spec, call.rows, call.request_features, None)
-                    features = assembled.values
+                own = await self._assembler.assemble_like(
+                    spec, served, assembled, call.rows, call.request_features
+                )
+                features = own.values
                 outputs = await self._manager.infer(
                     spec.name, spec.version, {spec.inputs[0].name: features}, shadow=True
                 )

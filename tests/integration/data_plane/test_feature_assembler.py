@@ -107,3 +107,24 @@ async def test_defaults_of_the_wrong_length_for_an_input_of_open_width_are_the_m
     spec = _model(("stats@1:a", "stats@1:b"), -1, missing_entity_policy="defaults", feature_defaults=(1.0,))
     with pytest.raises(FailedPrecondition, match="1 feature defaults for 2 features"):
         await assembler.assemble(spec, [{"driver_id": "9"}], [], None)
+
+
+async def test_a_shadows_input_is_assembled_from_the_served_read_in_its_own_dtype_and_fill(
+    assembler: FeatureAssembler,
+) -> None:
+    refs = ("stats@1:a", "stats@1:b")
+    rows = [{"driver_id": "1"}, {"driver_id": "9"}]  # entity 9 has nothing stored
+    served = _model(refs, 2, missing_entity_policy="defaults")
+    assembled = await assembler.assemble(served, rows, [], None)
+    alike = _model(refs, 2, missing_entity_policy="defaults")
+    assert await assembler.assemble_like(alike, served, assembled, rows, []) is assembled
+    wide = _model(refs, 2, "float64", missing_entity_policy="defaults", allow_non_finite=True)
+    own = await assembler.assemble_like(wide, served, assembled, rows, [])
+    assert own.read is assembled.read and own.values.dtype == np.float64
+    np.testing.assert_array_equal(own.values, [[10.0, 11.0], [np.nan, np.nan]])
+    with pytest.raises(NotFound, match="no stored features"):  # the shadow's own policy
+        await assembler.assemble_like(_model(refs, 2), served, assembled, rows, [])
+    # Other references: read anew.
+    other = _model(("stats:c",), 1, missing_entity_policy="defaults")
+    own = await assembler.assemble_like(other, served, assembled, rows, [])
+    assert own.read is not assembled.read and own.values.tolist() == [[22.0], [0.0]]

@@ -1,12 +1,15 @@
 """What a missing stored feature (a null in the blob, or no key at all) becomes in Predict's model input,
 over a real data plane and redis-server: NaN for a model that imputes missing values itself (the built-in
 trainer's models were trained with missing = NaN and impute the training mean in the graph; a 0 is a value
-they never saw there), and the deployment's ``feature_defaults``, when set, for every missing value."""
+they never saw there), and the deployment's ``feature_defaults``, when set, for every missing value; a
+shadow gets its own fill, not the served version's."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -18,7 +21,11 @@ import redis
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.sdk.inference import build_predict_request, decode_predict_response
 from control_plane.features.online_writer import OnlineWriter
+from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans, Variant
+from data_plane.deployment_plan import Role as PlanRole
+from data_plane.feature_vector import FeatureAssembler
 from data_plane.models.spec import ModelSpec
+from data_plane.predictor import PredictCall, Predictor
 from data_plane.server import DataPlaneHandle
 from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED
 from tests.support import onnx_models
@@ -119,3 +126,52 @@ async def test_feature_defaults_fill_each_missing_feature_whatever_the_policy(
     )
     expected = _run_model(imputing, _with(DEFAULTS[NULL_COLUMN])[np.newaxis, :])
     np.testing.assert_allclose(chosen.outputs["output"], expected, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("driver_7_with_a_null")
+async def test_a_shadow_gets_its_own_fill_for_a_missing_feature_from_the_same_read(
+    data_plane: DataPlaneHandle, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """The shadow reused the served input whenever it read the same references in the same dtype: an
+    imputing shadow behind a strict primary got 0 for the null, and a strict shadow behind an imputing
+    primary got NaN, which it refused (INVALID_ARGUMENT). Each is now filled as its own version says, from
+    the served request's read (no second MGET)."""
+    identity = onnx_models.tiled(8, 1)  # the output is the input the model was fed
+    plain = onnx_models.save(identity, tmp_path / "plain.onnx", "plain", feature_refs=("driver_stats",))
+    imputing = onnx_models.save(
+        identity,
+        tmp_path / "imputing.onnx",
+        "imputing",
+        feature_refs=("driver_stats",),
+        allow_non_finite=True,
+    )
+    for spec in (plain, imputing):
+        await data_plane.manager.ensure_loaded(spec)
+
+    def plan(name: str, primary: ModelSpec, shadow: ModelSpec) -> DeploymentPlan:
+        variants = (
+            Variant("blue", PlanRole.PRIMARY, 100.0, primary),
+            Variant("green", PlanRole.SHADOW, 100.0, shadow),
+        )
+        return DeploymentPlan(deployment=name, plan_revision=1, routing_salt=name, variants=variants)
+
+    plans = DeploymentPlans(
+        revision=1, plans={"a": plan("a", plain, imputing), "b": plan("b", imputing, plain)}
+    )
+    log = data_plane.prediction_log
+    predictor = Predictor(data_plane.manager, FeatureAssembler(data_plane.reader), lambda: plans, log)
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_resetstat()
+    for deployment in ("a", "b"):
+        await predictor.predict(PredictCall(deployment, "", [{"driver_id": "7"}], [], deployment))
+        await asyncio.gather(*predictor._shadow_tasks)
+    assert cast(dict[str, dict[str, int]], client.info("commandstats"))["cmdstat_mget"]["calls"] == 2
+    async with asyncio.timeout(5):
+        while log.written < 4:  # noqa: ASYNC110 (the log's own counter; no event to wait on)
+            await asyncio.sleep(0.01)
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange("aether:predictions"))
+    shadows = {f[b"deployment"]: f for _, f in entries if f[b"role"] == b"shadow"}
+    assert {d: f[b"error_code"] for d, f in shadows.items()} == {b"a": b"OK", b"b": b"OK"}
+    fed = {d: np.frombuffer(f[b"output:y"], np.float32) for d, f in shadows.items()}
+    np.testing.assert_array_equal(fed[b"a"], _with(float("nan")))  # imputing shadow: NaN, not 0
+    np.testing.assert_array_equal(fed[b"b"], _with(0.0))  # strict shadow: 0, not NaN
