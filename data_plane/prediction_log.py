@@ -6,7 +6,9 @@ It never blocks or fails a request: :meth:`PredictionLog.record` only appends to
 buffer (dropping, and counting, when full); a background task drains the buffer on a connection of its
 own, a batch at a time with one Lua script call that runs ``XADD <stream> MAXLEN ~ <n> * ...`` per
 entry (one round trip and one future per batch: the log costs the serving event loop a few µs per
-request), and drops (and counts) a batch when Redis is down. A batch waits up to ``linger_s`` (5 ms)
+request), and drops (and counts) a batch when Redis is down. Every recorded entry ends up counted once,
+in ``written`` or in ``dropped``: what :meth:`PredictionLog.stop` could not flush in time is counted
+dropped, and so is an entry recorded after it. A batch waits up to ``linger_s`` (5 ms)
 for company unless it is full: at low rates each request would otherwise cost its own write, Lua call
 and reply while the next request waits for the same two cores (measured: two Redis round trips per
 Predict at one caller, one of them the log's). Readers (the canary controller's baking windows) are
@@ -167,6 +169,9 @@ class PredictionLog:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self._closing = False
+        self._closed = asyncio.Event()  # set by stop(): ends a back-off at once
+        self._stopped = False
+        self._in_flight = 0  # entries of the batch on its way to Redis
         self.dropped = 0
 
     def sampled(self) -> bool:
@@ -176,7 +181,7 @@ class PredictionLog:
 
     def record(self, record: PredictionRecord) -> None:
         """Queues one entry; never blocks, never raises."""
-        if len(self._buffer) >= self._buffer_size:
+        if len(self._buffer) >= self._buffer_size or self._stopped:  # stopped: nothing would drain it
             self._drop(1)
             return
         self._buffer.append(record)
@@ -190,10 +195,13 @@ class PredictionLog:
     async def stop(self, flush_timeout_s: float = 1.0) -> None:
         """Flushes what is buffered (within the timeout), then stops. The drain task itself finishes the
         buffer, so a batch already on its way to Redis completes and is counted rather than cancelled
-        mid-flight; only what is left at the timeout is cancelled."""
+        mid-flight; only what is left at the timeout is cancelled, and counted dropped: the entries still
+        buffered and those of a batch cut off on its way (which Redis may still have appended; the log
+        cannot know, and counts them lost)."""
         if self._task is None:
             return
         self._closing = True
+        self._closed.set()
         self._wake.set()
         self._full.set()
         try:
@@ -203,6 +211,13 @@ class PredictionLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        self._stopped = True
+        lost = len(self._buffer) + self._in_flight
+        self._buffer.clear()
+        self._in_flight = 0
+        if lost:
+            self._drop(lost)
+            _log.warning("prediction log dropped %d entries it could not write before stopping", lost)
 
     def _drop(self, count: int) -> None:
         self.dropped += count
@@ -240,16 +255,24 @@ class PredictionLog:
             parts += fields
             arguments += 1 + len(fields)
         command = b"*%d\r\n%s" % (arguments, b"".join(parts))
+        self._in_flight = len(batch)  # a cancellation (stop's timeout) leaves it for stop() to count
         try:
             await self._redis.execute_packed(command, self._timeout_s)
         except Exception as error:  # whatever went wrong, the entries are dropped and counted, never raised
+            # A timeout may come after Redis ran the script: those entries are in the stream and counted
+            # dropped. Which it was cannot be known here; counting them lost keeps written + dropped equal
+            # to what was recorded, and ``dropped`` an upper bound of what the stream is missing.
+            self._in_flight = 0
             self._drop(len(batch))
             if isinstance(error, (RedisUnavailable, RedisCommandError)):
                 _log.warning("prediction log dropped %d entries: %s", len(batch), error)
             else:
                 _log.error("prediction log dropped %d entries", len(batch), exc_info=error)
-            await asyncio.sleep(0.5)  # Redis is struggling: do not hammer it; the buffer bounds memory
+            if not self._closing:  # Redis is struggling: do not hammer it; the buffer bounds memory
+                with contextlib.suppress(TimeoutError):  # a stop() ends the pause: it has little time
+                    await asyncio.wait_for(self._closed.wait(), 0.5)
             return
+        self._in_flight = 0
         self.written += len(batch)
 
 

@@ -133,6 +133,44 @@ async def test_with_redis_down_entries_are_dropped_and_counted_without_raising()
     assert log.written == 0 and log.dropped == 4 and sum(drops) == 4
 
 
+async def test_entries_left_when_stop_gives_up_are_counted_dropped_with_redis_down() -> None:
+    """stop() used to cancel the drain task in its 0.5 s back-off after a failed batch: the entries still
+    buffered were neither written nor counted (aether_prediction_log_dropped missed them)."""
+    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    drops: list[int] = []
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=10, batch_size=64, on_drop=drops.append)
+    log.start()
+    for i in range(1000):
+        log.record(_record(f"r{i}"))
+    async with asyncio.timeout(2.0):
+        while log.dropped == 0:  # noqa: ASYNC110 (the log's own counter; no event to wait on)
+            await asyncio.sleep(0.001)  # the first batch failed: the log is pausing
+    await log.stop(flush_timeout_s=0.3)
+    log.record(_record("late"))  # after stop() nothing drains the buffer: counted at once
+    await client.close()
+    assert log.written == 0 and log.dropped == 1001 and sum(drops) == 1001
+
+
+async def test_a_batch_cut_off_on_its_way_by_stop_is_counted_dropped(redis_url: str) -> None:
+    """Redis holds the batch's call (CLIENT PAUSE) past stop()'s timeout: the batch on its way and those
+    still buffered are counted dropped. (Redis may still append the cut-off batch once it resumes; the
+    log cannot know, and counts it lost.)"""
+    admin = redis.Redis.from_url(redis_url)
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=10_000, batch_size=64, timeout_s=10.0)
+    admin.client_pause(5000, all=True)
+    try:
+        log.start()
+        for i in range(300):
+            log.record(_record(f"r{i}"))
+        await asyncio.sleep(0.05)  # the first batch is on its way, held by the pause
+        await log.stop(flush_timeout_s=0.2)
+    finally:
+        admin.client_unpause()
+    await client.close()
+    assert log.written == 0 and log.dropped == 300
+
+
 def test_engine_cache_paths_name_the_gpu_and_the_tensorrt_version(tmp_path: Path) -> None:
     a = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.3.0", "ab" * 32, 32)
     b = engine_cache_path(tmp_path, "NVIDIA A10G", "10.3.0", "ab" * 32, 32)
