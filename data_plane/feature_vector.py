@@ -8,8 +8,10 @@ Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference 
 features in registered order). References written ``request:NAME`` are not read from the store: each row
 must carry them as request-time features. A request-time feature named like a stored reference replaces
 the stored value. Where the columns go is :mod:`data_plane.feature_columns`' layout, computed once per
-model version and block layout. A shadow's input is built from the served request's read
-(:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
+model version and block layout. A stored value the input's dtype cannot hold (not a whole number its
+integers hold; a finite number a narrower float makes ±inf) is FAILED_PRECONDITION naming the feature
+and the entity: the stored data does not fit this model. A shadow's input is built from the served
+request's read (:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
 """
 
 from __future__ import annotations
@@ -76,18 +78,93 @@ def _block_matrix(
 ) -> npt.NDArray[Any]:
     plan = block.plan
     raw = np.frombuffer(block.values, dtype=plan.out_dtype)
-    bounds = whole_range(dtype)  # None for a float input, the common case: nothing to check
-    if plan.out_dtype.names is None:
-        matrix = raw.reshape(len(rows), plan.column_count)
-        if bounds is not None and not np.can_cast(matrix.dtype, dtype):
-            columns = [matrix[:, j] for j in range(plan.column_count)]
-            _refuse_unholdable(block, columns, rows, dtype, bounds, spec)
-        return matrix.astype(dtype, copy=False)
-    if bounds is not None:
-        fields = [raw[name] for name in plan.out_dtype.names]
-        if not all(np.can_cast(f.dtype, dtype) for f in fields):
-            _refuse_unholdable(block, fields, rows, dtype, bounds, spec)
+    bounds = whole_range(dtype)  # None for a float input, the common case
+    if bounds is None:
+        if not _may_overflow(plan.out_dtype, dtype):  # the common case: nothing to check
+            return _cast(raw, len(rows), plan.column_count, dtype)
+        with np.errstate(over="ignore"):  # a value the input cannot hold is refused just below
+            cast = _cast(raw, len(rows), plan.column_count, dtype)
+        _refuse_overflow(block, raw, cast, rows, spec)
+        return cast
+    # An integer (or bool) input: checked when some stored type is wider than it.
+    names = raw.dtype.names
+    if names is None:
+        unsafe = not np.can_cast(raw.dtype, dtype)
+    else:
+        unsafe = not all(np.can_cast(raw.dtype[n], dtype) for n in names)
+    if unsafe:
+        columns = _columns(raw, len(rows), plan.column_count)
+        _refuse_unholdable(block, columns, rows, dtype, bounds, spec)
+    return _cast(raw, len(rows), plan.column_count, dtype)
+
+
+def _cast(raw: npt.NDArray[Any], row_count: int, column_count: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """The block's values as a [rows, columns] matrix of the input's dtype (``raw`` itself when it is)."""
+    if raw.dtype.names is None:
+        return raw.reshape(row_count, column_count).astype(dtype, copy=False)
     return np.asarray(recfunctions.structured_to_unstructured(raw, dtype=dtype))
+
+
+def _columns(raw: npt.NDArray[Any], row_count: int, column_count: int) -> list[npt.NDArray[Any]]:
+    """The block's stored columns as read, in the order of :func:`_cast`'s."""
+    if raw.dtype.names is None:
+        matrix = raw.reshape(row_count, column_count)
+        return [matrix[:, j] for j in range(column_count)]
+    return [raw[name] for name in raw.dtype.names]
+
+
+# (stored layout, float input dtype) -> whether a finite stored value can overflow to ±inf in the cast.
+_OVERFLOWS: dict[tuple[np.dtype[Any], np.dtype[Any]], bool] = {}
+
+
+def _may_overflow(stored: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """Whether a finite value of ``stored`` (a plain dtype or a record of them) can become ±inf in the
+    float ``target``: a float64 in a float32 input, a float32 or a wide integer in a float16 one. Not
+    the usual same-width read, which then costs one dictionary look-up."""
+    known = _OVERFLOWS.get((stored, target))
+    if known is None:
+        fields = [stored] if stored.names is None else [stored[n] for n in stored.names]
+        largest = float(np.finfo(target).max)
+        known = any(_largest(f) > largest for f in fields)
+        if len(_OVERFLOWS) > 1024:
+            _OVERFLOWS.clear()
+        _OVERFLOWS[(stored, target)] = known
+    return known
+
+
+def _largest(dtype: np.dtype[Any]) -> float:
+    if dtype.kind == "f":
+        return float(np.finfo(dtype).max)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(max(-int(info.min), int(info.max)))
+    return 1.0  # bool
+
+
+def _refuse_overflow(
+    block: BlockResult,
+    raw: npt.NDArray[Any],
+    cast: npt.NDArray[Any],
+    rows: Sequence[Mapping[str, str]],
+    spec: ModelSpec,
+) -> None:
+    """A finite stored value the float input cannot hold became ±inf in ``cast``. Fed on, a strict model
+    answered INVALID_ARGUMENT, blaming the caller, and one that takes non-finite input got inf as if that
+    were stored; refused instead, as :func:`_refuse_unholdable` refuses it for an integer input."""
+    if np.isfinite(cast).all():  # the usual answer: one vectorised pass
+        return
+    view = block.plan.view
+    largest = float(np.finfo(cast.dtype).max)
+    for j, column in enumerate(_columns(raw, len(rows), block.plan.column_count)):
+        bad = np.flatnonzero(np.isinf(cast[:, j]) & np.isfinite(column))  # a stored inf or NaN stays so
+        if bad.size:
+            row = int(bad[0])
+            feature = view.columns[int(block.plan.column_positions[j])]
+            raise FailedPrecondition(
+                f"row {row}: stored feature {view.name}@{view.version}:{feature} of entity {dict(rows[row])} "
+                f"is {column[row]}; model {spec.name} v{spec.version}'s {cast.dtype} input holds finite "
+                f"values from {-largest:g} to {largest:g} ({bad.size} of {len(rows)} rows hold such a value)"
+            )
 
 
 def _refuse_unholdable(

@@ -128,3 +128,39 @@ async def test_a_shadows_input_is_assembled_from_the_served_read_in_its_own_dtyp
     other = _model(("stats:c",), 1, missing_entity_policy="defaults")
     own = await assembler.assemble_like(other, served, assembled, rows, [])
     assert own.read is not assembled.read and own.values.tolist() == [[22.0], [0.0]]
+
+
+async def test_finite_stored_values_a_float_input_cannot_hold_are_refused_naming_the_feature(
+    redis_url: str,
+) -> None:
+    """The cast to a narrower float input turned 1e300 (float64 into float32) and 70000 (float32 into
+    float16) into inf without a word: a strict model then answered INVALID_ARGUMENT, blaming the caller,
+    and an imputing one was fed inf. A stored inf stays inf, as before; values that fit pass."""
+    wide = view("wide", [("a", "float64"), ("b", "float64")])
+    mixed = view("mixed", [("a", "float32"), ("b", "float64")])
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(
+        writable(wide), [["1"], ["7"], ["8"]], np.array([[1.5, 2.5], [3.0, 1e300], [3.0, np.inf]]), NOW_US
+    )
+    record = [("a", "<f4"), ("b", "<f8")]
+    writer.write(writable(mixed), [["1"], ["7"]], np.array([(1.5, 2.5), (70000.0, 2.5)], record), NOW_US)
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(wide, mixed))
+    client = RedisClient(redis_url)
+    assembler = FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+    try:
+        float16 = _model(("mixed",), 2, "float16", allow_non_finite=True)
+        cases = [
+            (_model(("wide",), 2), r"wide@1:b .* is 1e\+300; model m v1's float32 input holds finite"),
+            (float16, r"mixed@1:a .* is 70000\.0; .* from -65504 to 65504"),
+        ]
+        for spec, detail in cases:
+            with pytest.raises(FailedPrecondition, match=rf"stored feature {detail}") as info:
+                await assembler.assemble(spec, [{"driver_id": "1"}, {"driver_id": "7"}], [], None)
+            assert "of entity {'driver_id': '7'}" in str(info.value)
+            matrix = await assembler.assemble(spec, [{"driver_id": "1"}], [], None)
+            assert matrix.values.dtype == spec.inputs[0].np_dtype and matrix.values.tolist() == [[1.5, 2.5]]
+        matrix = await assembler.assemble(_model(("wide",), 2), [{"driver_id": "8"}], [], None)
+        assert matrix.values.tolist() == [[3.0, np.inf]]
+    finally:
+        await client.close()
