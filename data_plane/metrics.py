@@ -158,15 +158,18 @@ class ServingMetrics(ManagerObserver):
                 child = self._children[key] = metric.labels(*labels)
         return child
 
-    def request(self, api: str, model: str, version: int | str, code: str, seconds: float | None) -> None:
+    def request(
+        self, api: str, model: str, version: int | str, code: str, seconds: float | None, count: int = 1
+    ) -> None:
+        """``count`` requests with one outcome (several: a PredictBatch refused whole, never looked into)."""
         key = (api, model, version, code)
         series = self._request_series.get(key)
         if series is None:
             labels = (api, model, str(version))
-            count = self._series.requests.setdefault((*labels, code), [0])
+            counter = self._series.requests.setdefault((*labels, code), [0])
             latency = self._series.latency.setdefault(labels, _Histogram(LATENCY_BUCKETS))
-            series = self._request_series[key] = (count, latency)
-        series[0][0] += 1
+            series = self._request_series[key] = (counter, latency)
+        series[0][0] += count
         if seconds is not None:
             series[1].observe(seconds)
 

@@ -9,11 +9,14 @@ costs a loaded server tens of µs of CPU.
 Every request is counted in ``aether_inference_requests_total`` with the status its caller saw: answered,
 refused, failed by a bug (INTERNAL), ended by gRPC at its deadline or the caller's cancel
 (:func:`data_plane.api.outcomes.call_status`), or answered too large for one message (RESOURCE_EXHAUSTED,
-checked here: gRPC refuses it only after the handler returns)."""
+checked here: gRPC refuses it only after the handler returns). PredictBatch counts each request it
+carries, as Predict would count it, whether the batch is answered or refused whole (see
+:meth:`PredictServicer.PredictBatch`)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import sys
@@ -47,6 +50,8 @@ _log = logging.getLogger("aether.data_plane.predict")
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 MAX_BATCH_REQUESTS = 1000
 API = "Predict"
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.name
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 _Request = pb.PredictRequest
 
 
@@ -164,12 +169,17 @@ class PredictServicer:
         try:
             prediction = await self._predictor.predict(_call(request, time_remaining_s))
         except BaseException as exc:  # counted whatever it is, then answered as before
-            # Under the deployment's name only when it names one (a series per unknown name would be
-            # kept for ever); the check costs a failed request only.
-            deployment = request.deployment if self._predictor.serves(request.deployment) else UNRESOLVED
-            self._metrics.request(API, deployment, UNRESOLVED, call_status(exc, context), None)
+            self._metrics.request(
+                API, self._label(request.deployment), UNRESOLVED, call_status(exc, context), None
+            )
             raise
         return prediction, time.perf_counter() - started
+
+    def _label(self, deployment: str) -> str:
+        """The ``model`` label of a request that failed before resolving a version: its deployment's name
+        only when it names one (a series per unknown name would be kept for ever); the check costs a
+        failed request only."""
+        return deployment if self._predictor.serves(deployment) else UNRESOLVED
 
     @maps_errors
     async def Predict(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -184,8 +194,7 @@ class PredictServicer:
         try:
             self.admission.enter()
         except Unavailable:  # draining: counted as ModelInfer counts it, under the deployment it names
-            deployment = request.deployment if self._predictor.serves(request.deployment) else UNRESOLVED
-            self._metrics.request(API, deployment, UNRESOLVED, grpc.StatusCode.UNAVAILABLE.name, None)
+            self._metrics.request(API, self._label(request.deployment), UNRESOLVED, _UNAVAILABLE, None)
             raise
         try:
             prediction, seconds = await self._predict(request, context.time_remaining(), context)
@@ -203,13 +212,24 @@ class PredictServicer:
     async def PredictBatch(
         self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictBatchResponse:
-        if len(request.requests) > MAX_BATCH_REQUESTS:
+        """Each request is counted as a Predict of its own would be: answered or failed by itself, and so
+        when the batch is refused whole (both used to go uncounted). Over the limit, the requests are
+        counted under no name: they are not looked at (a batch may carry hundreds of thousands); while
+        draining, each under the deployment it names, as a refused Predict."""
+        count = len(request.requests)
+        if count > MAX_BATCH_REQUESTS:
+            self._metrics.request(API, UNRESOLVED, UNRESOLVED, _RESOURCE_EXHAUSTED, None, count)
             raise ResourceExhausted(
-                f"{len(request.requests)} requests in one PredictBatch; the limit is {MAX_BATCH_REQUESTS}"
+                f"{count} requests in one PredictBatch; the limit is {MAX_BATCH_REQUESTS}"
             )
         remaining = context.time_remaining()
-        count = len(request.requests)
-        self.admission.enter(count)
+        try:
+            self.admission.enter(count)
+        except Unavailable:
+            labels = collections.Counter(r.deployment for r in request.requests)
+            for deployment, requests in labels.items():
+                self._metrics.request(API, self._label(deployment), UNRESOLVED, _UNAVAILABLE, None, requests)
+            raise
         try:
             results = await asyncio.gather(
                 *(self._predict(r, remaining, context) for r in request.requests), return_exceptions=True

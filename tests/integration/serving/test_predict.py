@@ -302,7 +302,16 @@ async def test_a_predict_refused_by_the_drain_is_counted(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
 ) -> None:
     """The drain gate's refusal came before Predict's counting, so a draining replica's /metrics did not
-    show the calls it turned away (ModelInfer counted its own)."""
+    show the calls it turned away (ModelInfer counted its own); PredictBatch's went uncounted too, and so
+    did a batch over the request limit. A batch counts one per request, as when it is answered."""
+    registry = data_plane.metrics.registry
+    request = build_predict_request("scorer", [{"driver_id": 1}])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.PredictBatch(pb.PredictBatchRequest(requests=[request] * 1001), timeout=5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    labels = {"api": "Predict", "model": "", "version": "", "code": "RESOURCE_EXHAUSTED"}
+    assert registry.get_sample_value("aether_inference_requests_total", labels) == 1001  # not looked into
+
     predict_gate, _ = data_plane.admissions
     assert await predict_gate.drain(timeout_s=1.0)  # nothing in flight: closed at once
     for name in ("scorer", "ghost"):
@@ -310,10 +319,13 @@ async def test_a_predict_refused_by_the_drain_is_counted(
             await stub.Predict(build_predict_request(name, [{"driver_id": 1}]), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shutting down" in (info.value.details() or "")
-    registry = data_plane.metrics.registry
-    for model in ("scorer", ""):  # a name nothing serves is counted under no name, as elsewhere
+    ghost = build_predict_request("ghost", [{"driver_id": 1}])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.PredictBatch(pb.PredictBatchRequest(requests=[request, ghost, request]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    for model, count in (("scorer", 3), ("", 2)):  # a name nothing serves is counted under no name
         labels = {"api": "Predict", "model": model, "version": "", "code": "UNAVAILABLE"}
-        assert registry.get_sample_value("aether_inference_requests_total", labels) == 1
+        assert registry.get_sample_value("aether_inference_requests_total", labels) == count
 
 
 async def test_an_entity_without_features_gets_the_deployments_fallback(
