@@ -29,6 +29,7 @@ import control_plane
 from clients.errors import FailedPrecondition
 from clients.lifeline import tied
 from clients.sdk.auth import open_channel
+from clients.uris import redact_uri
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 
@@ -93,10 +94,11 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
         Service(
             key="control-plane",
             title="control plane",
-            command=[python, "-m", "control_plane", "--listen", settings.control_plane_addr,
-                     "--db-url", settings.db_url, "--redis-url", settings.redis_url],
+            # The URLs go in the environment, not on the command line: they may hold passwords, and any
+            # user of the host reads a command line (ps).
+            command=[python, "-m", "control_plane", "--listen", settings.control_plane_addr],
             marker="control_plane",
-            env={},
+            env={"AETHER_DB_URL": settings.db_url, "AETHER_REDIS_URL": settings.redis_url},
             address=settings.control_plane_addr,
             ready_line=re.compile(r"aether control plane listening on (\S+)"),
         ),
@@ -104,10 +106,10 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
             key="data-plane",
             title="data plane",
             command=[python, "-m", "data_plane", "--listen", settings.data_plane_addr,
-                     "--redis-url", settings.redis_url, "--control-plane", settings.control_plane_addr,
+                     "--control-plane", settings.control_plane_addr,
                      "--snapshot-path", str(settings.home / "registry_snapshot.pb")],
             marker="data_plane",
-            env=data_plane_token(os.environ),
+            env={**data_plane_token(os.environ), "AETHER_REDIS_URL": settings.redis_url},
             address=settings.data_plane_addr,
             ready_line=re.compile(r"aether data plane listening on (\S+)"),
         ),
@@ -155,7 +157,13 @@ def _up(
                 rows.append(_row(service, folder, "already running", pid))
             elif service.ready_line is None and _redis_answers(service.address):
                 rows.append(
-                    (service.title, "already running (not started by aetherctl)", service.address, "-", "-")
+                    (
+                        service.title,
+                        "already running (not started by aetherctl)",
+                        redact_uri(service.address),
+                        "-",
+                        "-",
+                    )
                 )
             else:
                 pid = _start(service, folder, settings, wait_s, extra_env, tie)
@@ -293,10 +301,20 @@ def _status(services: list[Service], folder: Path) -> int:
         if pid is not None:
             rows.append(_row(service, folder, "running", pid))
         elif service.ready_line is None and _redis_answers(service.address):
-            rows.append((service.title, "running (not started by aetherctl)", service.address, "-", "-"))
+            rows.append(
+                (service.title, "running (not started by aetherctl)", redact_uri(service.address), "-", "-")
+            )
         else:
             all_running = False
-            rows.append((service.title, "stopped", service.address, "-", str(folder / f"{service.key}.log")))
+            rows.append(
+                (
+                    service.title,
+                    "stopped",
+                    redact_uri(service.address),
+                    "-",
+                    str(folder / f"{service.key}.log"),
+                )
+            )
     print(output.table(("SERVICE", "STATE", "ADDRESS", "PID", "LOG"), rows))
     return 0 if all_running else 1
 
@@ -307,7 +325,7 @@ def _status(services: list[Service], folder: Path) -> int:
 def _row(service: Service, folder: Path, state: str, pid: int) -> tuple[object, ...]:
     log_path = folder / f"{service.key}.log"
     address = _listening_address(service, log_path) or service.address
-    return (service.title, state, address, pid, str(log_path))
+    return (service.title, state, redact_uri(address), pid, str(log_path))  # a Redis URL's password
 
 
 def _running_pid(service: Service, folder: Path) -> int | None:

@@ -79,6 +79,9 @@ def test_dev_up_starts_the_stack_and_dev_down_stops_it(dev_env: dict[str, str]) 
         for name in ("redis", "control-plane", "data-plane"):
             assert str(home / f"{name}.log") in up.stdout
             assert (home / f"{name}.pid").read_text().strip().isdigit()
+        for name in ("control-plane", "data-plane"):  # URLs, passwords and all, are not on command lines
+            pid = (home / f"{name}.pid").read_text().strip()
+            assert b"redis://" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         assert redis_answers(dev_env["AETHER_REDIS_URL"])
         assert serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
         assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])
@@ -105,6 +108,15 @@ def test_dev_up_starts_the_stack_and_dev_down_stops_it(dev_env: dict[str, str]) 
     down_again = aetherctl(dev_env, "dev", "down")
     assert down_again.returncode == 0
     assert set(states(down_again.stdout).values()) == {"not"}  # "not running"
+
+
+def test_status_never_prints_the_redis_password(dev_env: dict[str, str]) -> None:
+    port = dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1]
+    env = dict(dev_env, AETHER_REDIS_URL=f"redis://:TopSecretPw@127.0.0.1:{port}")
+    status = aetherctl(env, "dev", "status")
+    assert states(status.stdout)["redis"] == "stopped"
+    assert "TopSecretPw" not in status.stdout + status.stderr
+    assert f"redis://127.0.0.1:{port}" in status.stdout
 
 
 def test_a_service_that_cannot_start_leaves_nothing_running(dev_env: dict[str, str]) -> None:
