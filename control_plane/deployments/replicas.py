@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -150,15 +151,18 @@ class ReplicaManager:
         # instead of leaving them serving, unlisted, forever; a new fleet starts replicas of its own.
         command, pass_fds = tied([
             settings.python, "-m", "data_plane", "--listen", f"{settings.host}:0",
-            "--redis-url", settings.redis_url, "--control-plane", settings.control_plane_addr,
+            "--control-plane", settings.control_plane_addr,
             "--snapshot-path", str(folder / "registry_snapshot.pb"),
             *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
             *settings.extra_args,
         ])  # fmt: skip
         with stderr:  # the child keeps its own copy of the descriptor
+            # The Redis URL in the environment, not on the command line that any user of the host reads
+            # (ps): it may hold a password.
             process = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds
-            )
+                *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds,
+                env={**os.environ, "AETHER_REDIS_URL": settings.redis_url},
+            )  # fmt: skip
         replica = Replica(number, process)
         self._unlisted[number] = replica
         waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"

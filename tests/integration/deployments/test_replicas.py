@@ -44,6 +44,8 @@ async def test_scale_up_lists_serving_replicas_and_scale_down_drains(plane: Plan
         for address in addresses:
             assert await health(address) == health_pb2.HealthCheckResponse.SERVING
         processes = [r.process for r in manager.replicas]
+        for process in processes:  # the Redis URL (a password, maybe) is not on a command line ps shows
+            assert b"redis://" not in Path(f"/proc/{process.pid}/cmdline").read_bytes()
         await manager.scale_to(1)
         assert manager.ready_addresses() == addresses[:1]
         assert processes[1].returncode == 0  # drained and exited on SIGTERM
