@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from control_plane.db.models import NAME_LENGTH
+from control_plane.monitoring.outputs import holds_class_codes
 from control_plane.monitoring.tables import REQUEST_ID_LENGTH
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -70,14 +71,7 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
     for name, value in (("deployment", deployment), ("model", model), ("variant", variant)):
         _check_length(name, value, NAME_LENGTH)
     features = _array(fields, b"features") if b"features" in fields else None
-    outputs: dict[str, FloatMatrix] = {}
-    integers: set[str] = set()
-    for key in fields:
-        if key.startswith(_OUTPUT) and not key.endswith((b":dtype", b":shape")):
-            name = _utf8(key[len(_OUTPUT) :], "an output name")
-            outputs[name] = _array(fields, key)
-            if np.dtype(_text(fields, key + b":dtype")).kind in "iub":
-                integers.add(name)
+    outputs, integers = decode_outputs(fields)
     if features is None and not outputs:
         return None
     try:
@@ -96,8 +90,23 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
         ts_us=ts_us,
         features=features,
         outputs=outputs,
-        integer_outputs=frozenset(integers),
+        integer_outputs=integers,
     )
+
+
+def decode_outputs(fields: Mapping[bytes, bytes]) -> tuple[dict[str, FloatMatrix], frozenset[str]]:
+    """An entry's outputs (name → ``[rows, k]`` float64, in the entry's order) and the names of those
+    holding class codes (:func:`.outputs.holds_class_codes` of the logged dtype), whatever the entry's
+    role: the shadow agreement rate reads shadow entries with it too. Raises :class:`MalformedEntry`."""
+    outputs: dict[str, FloatMatrix] = {}
+    integers: set[str] = set()
+    for key in fields:
+        if key.startswith(_OUTPUT) and not key.endswith((b":dtype", b":shape")):
+            name = _utf8(key[len(_OUTPUT) :], "an output name")
+            outputs[name] = _array(fields, key)  # checks the dtype is numeric first
+            if holds_class_codes(_text(fields, key + b":dtype")):
+                integers.add(name)
+    return outputs, frozenset(integers)
 
 
 def _array(fields: Mapping[bytes, bytes], key: bytes) -> FloatMatrix:

@@ -61,6 +61,7 @@ from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, orphaned_total, prune
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.outputs import prediction_output
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.reports import store_report
@@ -296,7 +297,7 @@ class Monitor:
 
     def _output(self, logged: LoggedPrediction) -> tuple[str, npt.NDArray[np.float64] | None]:
         config = self._config(logged.deployment)
-        output_name = config.prediction_output or next(iter(logged.outputs), "")
+        output_name = prediction_output(config, logged.outputs)
         return output_name, logged.outputs.get(output_name)
 
     def _add(self, logged: LoggedPrediction) -> list[tuple[Key, Window]]:
