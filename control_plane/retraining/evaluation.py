@@ -1,11 +1,14 @@
 """Challenger against champion on the same labelled holdout, with quality gates.
 
 Both ONNX models run with ONNX Runtime (CPU, one thread each, so the two latencies are comparable) on
-the same rows. Predictions are read from each model's first output exactly as the monitor reads logged
-outputs (:func:`control_plane.monitoring.performance.derive`: class codes as they are, ``k > 1`` scores
-→ argmax, one score → the positive class at ``score ≥ decision_threshold``), and the metrics are the
-monitor's (:func:`~control_plane.monitoring.performance.window_metrics`), so a gate compares the same
-figure the performance trigger watches.
+the same rows. Predictions are read from the output the monitor reads (the one the deployment's
+``MonitorConfig.prediction_output`` names, else the first; :mod:`control_plane.monitoring.outputs`; a
+model without the named output fails the evaluation with ``FAILED_PRECONDITION``) exactly as the monitor
+reads logged outputs (:func:`control_plane.monitoring.performance.derive`: class codes — integer outputs
+— as they are, ``k > 1`` scores → argmax, one score → the positive class at ``score ≥
+decision_threshold``), and the metrics are the monitor's
+(:func:`~control_plane.monitoring.performance.window_metrics`), so a gate compares the same figure the
+performance trigger watches.
 
 Gates (:func:`judge`, pure):
 
@@ -29,6 +32,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from clients.aether.v1 import monitoring_pb2 as mpb
+from clients.errors import FailedPrecondition
+from control_plane.monitoring.outputs import holds_class_codes, prediction_output
 from control_plane.monitoring.performance import derive, window_metrics
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -119,8 +124,9 @@ def evaluate(
     """Scores both models on ``holdout`` (task, positive class and decision threshold from the
     deployment's monitor config) and applies the gates."""
     champion, challenger = _session(champion_onnx), _session(challenger_onnx)
-    scores = [_quality(s, holdout, monitor) for s in (champion, challenger)]
-    latencies = _latencies(champion, challenger, holdout.features, latency_rows)
+    outputs = _output(champion, monitor, "champion"), _output(challenger, monitor, "challenger")
+    scores = [_quality(s, o, holdout, monitor) for s, o in zip((champion, challenger), outputs, strict=True)]
+    latencies = _latencies((champion, outputs[0]), (challenger, outputs[1]), holdout.features, latency_rows)
     champion_score = ModelScore(scores[0], latencies[0])
     challenger_score = ModelScore(scores[1], latencies[1])
     passed, reasons = judge(gates, champion_score, challenger_score, holdout.n_rows)
@@ -136,37 +142,55 @@ def _session(model: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def _run(session: ort.InferenceSession, features: FloatMatrix) -> npt.NDArray[np.generic]:
+def _output(session: ort.InferenceSession, monitor: mpb.MonitorConfig, which: str) -> str:
+    """The output the monitor would read from this model's logged answers."""
+    names = [output.name for output in session.get_outputs()]
+    name = prediction_output(monitor, names)
+    if name not in names:
+        raise FailedPrecondition(
+            f"the {which} model has no output {name!r}, which the monitor config of deployment "
+            f"{monitor.deployment!r} names as its prediction output; "
+            f"its outputs: {', '.join(names) or 'none'}"
+        )
+    return name
+
+
+def _run(session: ort.InferenceSession, features: FloatMatrix, output: str) -> npt.NDArray[np.generic]:
     spec = session.get_inputs()[0]
     dtype = np.float64 if spec.type == "tensor(double)" else np.float32
-    output = session.run([session.get_outputs()[0].name], {spec.name: features.astype(dtype)})[0]
-    return np.asarray(output)
+    return np.asarray(session.run([output], {spec.name: features.astype(dtype)})[0])
 
 
-def _quality(session: ort.InferenceSession, holdout: Holdout, monitor: mpb.MonitorConfig) -> dict[str, float]:
+def _quality(
+    session: ort.InferenceSession, output: str, holdout: Holdout, monitor: mpb.MonitorConfig
+) -> dict[str, float]:
     if holdout.n_rows == 0:
         return {}
-    raw = _run(session, holdout.features)
-    is_label = np.full(holdout.n_rows, raw.dtype.kind in "iub", dtype=np.bool_)
+    raw = _run(session, holdout.features, output)
+    is_label = np.full(holdout.n_rows, holds_class_codes(raw.dtype), dtype=np.bool_)
     rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1)
     predicted, scores = derive(monitor, rows.tolist(), is_label)
     return window_metrics(monitor, holdout.labels, predicted, scores)
 
 
 def _latencies(
-    champion: ort.InferenceSession, challenger: ort.InferenceSession, features: FloatMatrix, rows: int
+    champion: tuple[ort.InferenceSession, str],
+    challenger: tuple[ort.InferenceSession, str],
+    features: FloatMatrix,
+    rows: int,
 ) -> tuple[float, float]:
-    """p95 single-row latency (ms) of each model, measured alternately on the same rows."""
+    """p95 single-row latency (ms) of each model (session, prediction output), measured alternately on
+    the same rows."""
     n = min(rows, features.shape[0])
     if n == 0:
         return 0.0, 0.0
     timings: tuple[list[float], list[float]] = ([], [])
-    for session in (champion, challenger):
-        _run(session, features[:1])  # warm-up
+    for session, output in (champion, challenger):
+        _run(session, features[:1], output)  # warm-up
     for i in range(n):
         row = features[i : i + 1]
-        for session, out in ((champion, timings[0]), (challenger, timings[1])):
+        for (session, output), out in ((champion, timings[0]), (challenger, timings[1])):
             start = time.perf_counter()
-            _run(session, row)
+            _run(session, row, output)
             out.append((time.perf_counter() - start) * 1e3)
     return float(np.percentile(timings[0], 95)), float(np.percentile(timings[1], 95))

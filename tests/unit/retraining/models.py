@@ -12,12 +12,17 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
-def _model(nodes: list[onnx.NodeProto], width: int, inits: list[onnx.TensorProto]) -> bytes:
+def _model(
+    nodes: list[onnx.NodeProto],
+    width: int,
+    inits: list[onnx.TensorProto],
+    outputs: list[onnx.ValueInfoProto] | None = None,
+) -> bytes:
     graph = helper.make_graph(
         nodes,
         "model",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        outputs or [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -61,3 +66,22 @@ def logistic(weights: npt.NDArray[np.float64], bias: float = 0.0) -> bytes:
         helper.make_node("Sigmoid", ["z"], ["y"]),
     ]
     return _model(nodes, weights.shape[0], _weights(weights, bias))
+
+
+def labelled_classifier(weights: npt.NDArray[np.float64]) -> bytes:
+    """A binary classifier laid out as sklearn-onnx lays one out: ``label`` (int64 class code, ``[batch]``)
+    first, then ``probabilities`` (``[batch, 2]``: softmax of ``(0, x·w)``, so class 1 iff ``x·w > 0``)."""
+    width = weights.shape[0]
+    inits = [
+        numpy_helper.from_array(np.stack([np.zeros(width), weights], axis=1).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+    ]
+    return _model(nodes, width, inits, outputs)

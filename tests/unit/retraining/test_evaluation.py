@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import monitoring_pb2 as mpb
+from clients.errors import FailedPrecondition
 from control_plane.retraining.evaluation import Gates, Holdout, ModelScore, evaluate, judge
-from tests.unit.retraining.models import linear, logistic
+from tests.unit.retraining.models import labelled_classifier, linear, logistic
 
 TRUE_W = np.array([1.0, -2.0, 0.5, 3.0])
 REGRESSION = mpb.MonitorConfig(deployment="d", task=mpb.TASK_TYPE_REGRESSION)
@@ -104,3 +105,29 @@ def test_undefined_metrics(missing: str) -> None:
         assert judge(gates, undefined, defined, 10)[0]
     else:
         assert not judge(gates, defined, undefined, 10)[0]
+
+
+def test_gates_read_the_output_the_monitor_reads() -> None:
+    # Label (int64) first, probabilities second, and the monitor reading the probabilities for AUC: the
+    # gate used to read the labels, on which AUC is undefined, and so rejected every challenger.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 4))
+    holdout = Holdout(x, (x @ TRUE_W > 0).astype(np.float64), "test")
+    champion = labelled_classifier(TRUE_W + np.array([2.0, 2.0, 0.0, 0.0]))
+    challenger = labelled_classifier(TRUE_W)
+    monitor = mpb.MonitorConfig()
+    monitor.CopyFrom(CLASSIFICATION)
+    monitor.prediction_output = "probabilities"
+    gates = Gates(metric="auc", max_latency_ratio=0.0)
+    result = evaluate(champion, challenger, holdout, gates, monitor)
+    assert result.passed, result.reasons
+    assert result.challenger.metrics["auc"] == 1.0 > result.champion.metrics["auc"] > 0.5
+    # Without prediction_output the first output is read: class codes, as they are (no score, no AUC).
+    first = evaluate(
+        champion, challenger, holdout, Gates(metric="accuracy", max_latency_ratio=0.0), CLASSIFICATION
+    )
+    assert first.challenger.metrics["accuracy"] == 1.0 and "auc" not in first.challenger.metrics
+
+    monitor.prediction_output = "proba"
+    with pytest.raises(FailedPrecondition, match=r"no output 'proba'.*its outputs: label, probabilities"):
+        evaluate(champion, challenger, holdout, gates, monitor)
