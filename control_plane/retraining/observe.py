@@ -6,7 +6,7 @@
   back, and at most as many windows as the monitor answers for in one query: short windows look back
   less) that held enough labels. A window still in progress is left out, as the monitor's own alerting
   does: it ends after every trigger, so it would count as fresh again after each cooldown;
-* drift: the monitor's stored drift reports over the same span;
+* drift: the monitor's stored drift reports over the same span, ending by now;
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
   run's ``aether.job_id`` tag), rebuilt for the retraining (see :func:`retraining_spec`).
@@ -66,7 +66,9 @@ def drift_reports(
     sessions: sessionmaker[Session], deployment: str, since_us: int, now_us: int
 ) -> list[DriftObservation]:
     since = max(since_us, now_us - LOOKBACK_US)
-    reports = query_reports(sessions, deployment, since_us=since + 1, limit=50)
+    # Only reports that ended by now, as for quality windows: one ending later (a data plane clock
+    # ahead of ours) would count as fresh after every trigger, and take one of the 50 places.
+    reports = query_reports(sessions, deployment, since_us=since + 1, until_us=now_us + 1, limit=50)
     return [
         DriftObservation(
             r.window_end_us,

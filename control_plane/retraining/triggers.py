@@ -136,13 +136,21 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
 
 
 def _fresh_performance(seen: Observations) -> PerformanceObservation | None:
-    newer = [w for w in seen.performance if seen.last_triggered_us < w.end_us <= seen.now_us]
+    newer = [w for w in seen.performance if _fresh(seen, w.end_us)]
     return max(newer, key=lambda w: w.end_us) if newer else None
 
 
 def _fresh_drift(seen: Observations) -> DriftObservation | None:
-    newer = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
+    # A drift report can end after now too: a count window ends at its last row's prediction time, which
+    # a data plane whose clock runs ahead puts in the future. Such a report ends after every trigger.
+    newer = [r for r in seen.drift if _fresh(seen, r.end_us)]
     return max(newer, key=lambda r: r.end_us) if newer else None
+
+
+def _fresh(seen: Observations, end_us: int) -> bool:
+    """Whether a window ending at ``end_us`` counts now: it ended after the last trigger, and by now (a
+    window ending later would end after every trigger too, and fire again after every cooldown)."""
+    return seen.last_triggered_us < end_us <= seen.now_us
 
 
 def _degradation(rules: TriggerRules, seen: Observations) -> str | None:

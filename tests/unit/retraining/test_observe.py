@@ -18,9 +18,11 @@ from control_plane.db import create_db_engine, create_session_factory, upgrade_t
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.performance import window_starts
+from control_plane.monitoring.reports import store_report
 from control_plane.retraining import config as configs
 from control_plane.retraining.observe import (
     LOOKBACK_US,
+    drift_reports,
     new_labels,
     performance_lookback_us,
     performance_windows,
@@ -121,3 +123,23 @@ def test_a_label_re_sent_unchanged_is_not_new_and_a_changed_one_is(sessions: ses
     assert new_labels(sessions, "eta", last_trigger) == 0
     record_feedback(sessions, [mpb.Feedback(request_id="r0", label=0.0)])
     assert new_labels(sessions, "eta", last_trigger) == 1
+
+
+def test_drift_reports_ending_after_now_are_not_observed(sessions: sessionmaker[Session]) -> None:
+    # A count window ends at its last row's prediction time: with a data plane clock ten minutes ahead,
+    # its report ends after now, and so after every later trigger too.
+    for end in (at(9), at(10), at(10, 10)):
+        store_report(
+            sessions,
+            mpb.DriftReport(
+                deployment="eta",
+                model_name="eta",
+                version=1,
+                window_start_us=end - 3600 * SECOND,
+                window_end_us=end,
+                n_rows=100,
+                status=mpb.DRIFT_STATUS_DRIFT,
+            ),
+        )
+    assert [r.end_us for r in drift_reports(sessions, "eta", 0, at(10))] == [at(10), at(9)]
+    assert [r.end_us for r in drift_reports(sessions, "eta", at(9), at(10, 10))] == [at(10, 10), at(10)]

@@ -26,14 +26,17 @@ MINUTE_US = 60_000_000
 NOW = int(dt.datetime(2025, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 
 times = st.integers(NOW - 10 * 24 * 3600 * 1_000_000, NOW)
+# Windows may end after now: a quality window still in progress, a drift report of a count window whose
+# last row a data plane with its clock ahead stamped in the future.
+ends = st.one_of(times, st.integers(NOW - 3600 * 1_000_000, NOW + 3600 * 1_000_000))
 drift_reports = st.lists(
-    st.builds(DriftObservation, end_us=times, data_drift=st.booleans(), prediction_drift=st.booleans()),
+    st.builds(DriftObservation, end_us=ends, data_drift=st.booleans(), prediction_drift=st.booleans()),
     max_size=4,
 )
 windows = st.lists(
     st.builds(
         PerformanceObservation,
-        end_us=times,
+        end_us=ends,
         metrics=st.fixed_dictionaries({"accuracy": st.floats(0, 1)}),
     ),
     max_size=4,
@@ -65,7 +68,7 @@ def test_drift_alone_never_triggers_unless_configured(seen: Observations, alone:
     )
     rules = TriggerRules(drift=True, drift_alone=alone, performance_metric="accuracy", cooldown_s=600)
     decision = decide(rules, seen)
-    fresh = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
+    fresh = [r for r in seen.drift if seen.last_triggered_us < r.end_us <= NOW]
     newest_drifted = bool(fresh) and max(fresh, key=lambda r: r.end_us).data_drift
     cooled = not seen.last_triggered_us or NOW - seen.last_triggered_us >= 600 * 1_000_000
     expected = alone and newest_drifted and cooled and not seen.retraining_running
@@ -81,8 +84,8 @@ def test_drift_triggers_with_a_confirming_signal(seen: Observations, threshold: 
         drift=True, performance_metric="accuracy", performance_threshold=threshold, cooldown_s=0
     )
     decision = decide(rules, seen)
-    fresh_drift = [r for r in seen.drift if r.end_us > seen.last_triggered_us]
-    fresh_perf = [w for w in seen.performance if w.end_us > seen.last_triggered_us]
+    fresh_drift = [r for r in seen.drift if seen.last_triggered_us < r.end_us <= NOW]
+    fresh_perf = [w for w in seen.performance if seen.last_triggered_us < w.end_us <= NOW]
     report = max(fresh_drift, key=lambda r: r.end_us) if fresh_drift else None
     window = max(fresh_perf, key=lambda w: w.end_us) if fresh_perf else None
     degraded = window is not None and window.metrics["accuracy"] < threshold
@@ -171,3 +174,29 @@ def test_a_quality_window_still_in_progress_does_not_count() -> None:
     ended = PerformanceObservation(NOW, {"accuracy": 0.1})
     fired = decide(rules, Observations(now_us=NOW, last_triggered_us=NOW - 2 * hour, performance=[ended]))
     assert fired.triggered and fired.rules == (PERFORMANCE,)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-3600, 3600),
+    st.booleans(),
+    st.integers(1, 600),
+    st.integers(1, 900),
+)
+def test_one_drift_report_triggers_at_most_once(
+    end_offset_s: int, prediction_drift: bool, cooldown_s: int, tick_s: int
+) -> None:
+    """Stepping the trigger over time on the same observations, as the loop does, one drifted report
+    (ending before or after the first tick) retrains at most once, and never before it has ended."""
+    rules = TriggerRules(drift=True, drift_alone=True, cooldown_s=cooldown_s)
+    report = DriftObservation(NOW + end_offset_s * 1_000_000, True, prediction_drift, 0.5)
+    now, last, fired = NOW, 0, []
+    for _ in range(12):
+        if decide(rules, Observations(now_us=now, last_triggered_us=last, drift=[report])).triggered:
+            fired.append(now)
+            last = now
+        now += tick_s * 1_000_000
+    assert len(fired) <= 1
+    assert all(at >= report.end_us for at in fired)
+    if report.end_us <= NOW + 11 * tick_s * 1_000_000:  # it ended while the loop was ticking
+        assert len(fired) == 1
