@@ -146,6 +146,7 @@ def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextI
             output.timestamp(report.window_end_us),
             f"{report.model_name} v{report.version}",
             report.n_rows,
+            report.late_rows + report.mismatched_rows,
             _drift_status(report.status),
             f"{report.drifted_share:.0%}",
             ",".join(f.name for f in report.features if f.drifted) or "-",
@@ -155,7 +156,8 @@ def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextI
     ]
     print(
         output.table(
-            ("ID", "WINDOW END", "MODEL", "ROWS", "STATUS", "DRIFTED", "FEATURES", "PREDICTIONS"), rows
+            ("ID", "WINDOW END", "MODEL", "ROWS", "DROPPED", "STATUS", "DRIFTED", "FEATURES", "PREDICTIONS"),
+            rows,
         ),
         file=out,
     )

@@ -13,6 +13,9 @@
                                                     each counted once however often it is re-read
 ``aether_monitor_windows_total{outcome}``           closed windows reported, or dropped after their
                                                     report failed ``MAX_REPORT_ATTEMPTS`` times
+``aether_monitor_rows_dropped_total``               logged rows no drift window holds: ``late`` for
+``{deployment,reason}``                             their time window, or ``mismatched`` (another
+                                                    feature count than the window's)
 ==================================================  ==============================================
 """
 
@@ -84,6 +87,13 @@ class MonitorGauges:
             "aether_monitor_windows",
             "Closed drift windows, reported or dropped",
             ["outcome"],
+            registry=registry,
+        )
+
+        self.rows_dropped = Counter(
+            "aether_monitor_rows_dropped",
+            "Logged rows left out of the drift windows: late, or another feature count",
+            ["deployment", "reason"],
             registry=registry,
         )
 

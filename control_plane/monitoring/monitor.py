@@ -5,7 +5,11 @@ Each tick reads the log through the consumer group (:mod:`.stream`) and, per ser
 
 1. indexes its prediction rows for the label join (:mod:`.feedback`), whatever the config says;
 2. unless the deployment's monitor is disabled, adds its feature rows (with the prediction output) to
-   the tumbling windows of its (deployment, model, version) (:mod:`.windows`).
+   the tumbling windows of its (deployment, model, version) (:mod:`.windows`). Rows the windows drop (late
+   for a time window, or another feature count than the window's) are counted in
+   ``aether_monitor_rows_dropped_total{deployment,reason}`` and in the next report of those windows
+   (``DriftReport.late_rows``, ``mismatched_rows``); the entry is still counted ``monitored``, as its
+   rows were indexed for the label join.
 
 Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
 (:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). Prediction
@@ -321,15 +325,19 @@ class Monitor:
         if stream is not None and stream.shape == shape:
             return stream, []
         kind: WindowKindName = "time" if config.window_kind == pb.WINDOW_KIND_TIME else "count"
+        dropped = self.gauges.rows_dropped
         windows = TumblingWindows(
-            kind, int(config.window_rows), config.window_seconds, self._settings.time_window_grace_s
+            kind,
+            int(config.window_rows),
+            config.window_seconds,
+            self._settings.time_window_grace_s,
+            on_drop=lambda reason, rows: dropped.labels(key[0], reason).inc(rows),
         )
         fresh = _Stream(windows, shape)
         closed: list[Window] = []
         if stream is not None:
             fresh.output_name, fresh.output_baseline = stream.output_name, stream.output_baseline
-            for batch in stream.windows.pending():
-                closed.extend(windows.add(batch))
+            closed = windows.adopt(stream.windows)
         self._streams[key] = fresh
         return fresh, closed
 

@@ -48,6 +48,8 @@ def store_report(sessions: sessionmaker[Session], report: pb.DriftReport) -> pb.
             ],
             outputs=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in stored.outputs],
             created_at_us=stored.created_at_us,
+            late_rows=stored.late_rows,
+            mismatched_rows=stored.mismatched_rows,
         )
         session.add(row)
         session.flush()
@@ -93,6 +95,8 @@ def _message(row: DriftReportRow) -> pb.DriftReport:
         drifted_share=row.drifted_share,
         drift_share_threshold=row.drift_share_threshold,
         created_at_us=row.created_at_us,
+        late_rows=row.late_rows,
+        mismatched_rows=row.mismatched_rows,
     )
     for stored, target in ((row.features, report.features), (row.outputs, report.outputs)):
         for item in stored:

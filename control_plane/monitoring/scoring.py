@@ -41,6 +41,8 @@ def score_window(
         window_start_us=window.start_us,
         window_end_us=window.end_us,
         n_rows=window.n_rows,
+        late_rows=window.late_rows,
+        mismatched_rows=window.mismatched_rows,
         test=config.test,
         threshold=config.threshold,
         correction=config.correction,

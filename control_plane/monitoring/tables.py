@@ -4,7 +4,8 @@
   outputs). Model name and version are plain columns, not a foreign key: the registry's rows come from
   another migration branch, so the link is checked in code when it is made.
 * ``monitor_configs``: a deployment's monitor settings as the ``MonitorConfig`` message in JSON form.
-* ``drift_reports``: one row per scored window, per-feature results as JSON.
+* ``drift_reports``: one row per scored window, per-feature results as JSON, and the rows the monitor
+  dropped (late, another feature count) since the previous window.
 * ``prediction_index``: (deployment, request id, row) → (version, variant, prediction time, prediction),
   written by the monitor as it reads the served entries of the prediction log, so that labels arriving
   later can be joined. The deployment is part of the key: request ids are chosen by clients, and two
@@ -75,6 +76,9 @@ class DriftReportRow(Base):
     features: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+    #: Rows dropped since the previous window closed (0 on reports stored before they were counted).
+    late_rows: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    mismatched_rows: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class PredictionIndexRow(Base):

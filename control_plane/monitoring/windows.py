@@ -6,15 +6,22 @@
 * **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
-  the open window (its window has closed) is late: counted in ``late_rows`` and dropped.
+  the open window (its window has closed) is late: dropped.
 
-Rows whose feature count differs from the window's first row are counted in ``mismatched_rows`` and
-dropped, so one malformed entry cannot break a window's matrix. Outputs travel with their feature rows;
-a batch without outputs (or with another row count) contributes features only.
+Rows whose feature count differs from the window's first row are dropped, so one malformed entry cannot
+break a window's matrix. Outputs travel with their feature rows; a batch without outputs (or with another
+row count) contributes features only.
+
+Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`` as they are dropped
+(``"late"`` or ``"mismatched"``; the monitor counts them in Prometheus), counted in the totals
+``late_rows`` and ``mismatched_rows``, and carried by the next window to close (``Window.late_rows``,
+``Window.mismatched_rows``: rows dropped since the previous window closed), so that every row read is
+either in exactly one window or counted as dropped by exactly one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +30,7 @@ import numpy.typing as npt
 
 FloatMatrix = npt.NDArray[np.float64]
 WindowKindName = Literal["count", "time"]
+DropReason = Literal["late", "mismatched"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class Window:
     features: FloatMatrix
     #: Output rows of the batches that had outputs (may be fewer rows than ``features``); None if none.
     outputs: FloatMatrix | None
+    #: Rows dropped since the previous window of these windows closed: late, and of another width.
+    late_rows: int = 0
+    mismatched_rows: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -61,6 +72,8 @@ class _Open:
     n_rows: int = 0
     width: int = -1
     output_width: int = -1
+    late_rows: int = 0
+    mismatched_rows: int = 0
 
     def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> None:
         if self.n_rows == 0:
@@ -75,11 +88,19 @@ class _Open:
 
     def close(self, start_us: int, end_us: int) -> Window:
         outputs = np.concatenate(self.outputs) if self.outputs else None
-        return Window(start_us, end_us, np.concatenate(self.features), outputs)
+        features = np.concatenate(self.features)
+        return Window(start_us, end_us, features, outputs, self.late_rows, self.mismatched_rows)
 
 
 class TumblingWindows:
-    def __init__(self, kind: WindowKindName, rows: int = 1000, seconds: float = 3600.0, grace_s: float = 0.0):
+    def __init__(
+        self,
+        kind: WindowKindName,
+        rows: int = 1000,
+        seconds: float = 3600.0,
+        grace_s: float = 0.0,
+        on_drop: Callable[[DropReason, int], None] | None = None,
+    ):
         if kind == "count" and rows < 1:
             raise ValueError(f"a count window needs at least one row, got {rows}")
         if kind == "time" and seconds <= 0:
@@ -90,6 +111,7 @@ class TumblingWindows:
         self.grace_us = round(grace_s * 1e6)
         self.late_rows = 0
         self.mismatched_rows = 0
+        self._on_drop = on_drop
         self._open = _Open()
         self._period = -1  # index k of the open time window; -1 before the first row
         self._closed_period = -1  # newest period already closed: its rows are late from now on
@@ -101,6 +123,16 @@ class TumblingWindows:
     def pending(self) -> list[Batch]:
         """The rows of the open window, as added (to carry them over into re-configured windows)."""
         return list(self._open.batches)
+
+    def adopt(self, previous: TumblingWindows) -> list[Window]:
+        """Takes over the open window of ``previous`` (windows of another shape): its rows, as added (which
+        may close some windows at once), and its count of dropped rows, which the next window carries."""
+        self._open.late_rows += previous._open.late_rows
+        self._open.mismatched_rows += previous._open.mismatched_rows
+        closed: list[Window] = []
+        for batch in previous.pending():
+            closed.extend(self.add(batch))
+        return closed
 
     def add(self, batch: Batch) -> list[Window]:
         """Adds one request's rows; returns the windows this closed (oldest first)."""
@@ -115,7 +147,7 @@ class TumblingWindows:
         if self._open.width == -1:
             self._open.width = features.shape[1]
         elif features.shape[1] != self._open.width:
-            self.mismatched_rows += features.shape[0]
+            self._drop("mismatched", features.shape[0])
             return []
         if self.kind == "count":
             return self._add_counted(batch.ts_us, features, outputs)
@@ -147,13 +179,23 @@ class TumblingWindows:
         period = ts_us // self.width_us
         closed: list[Window] = []
         if period < self._period or period <= self._closed_period:
-            self.late_rows += features.shape[0]
+            self._drop("late", features.shape[0])
             return closed
         if period > self._period and self._open.n_rows:
             closed.append(self._close_period())
         self._period = period
         self._open.add(ts_us, features, outputs)
         return closed
+
+    def _drop(self, reason: DropReason, rows: int) -> None:
+        if reason == "late":
+            self.late_rows += rows
+            self._open.late_rows += rows
+        else:
+            self.mismatched_rows += rows
+            self._open.mismatched_rows += rows
+        if self._on_drop is not None:
+            self._on_drop(reason, rows)
 
     def _close_period(self) -> Window:
         start = self._period * self.width_us

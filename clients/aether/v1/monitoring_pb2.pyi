@@ -166,7 +166,7 @@ class FeatureDrift(_message.Message):
     def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., drifted: _Optional[bool] = ..., insufficient: _Optional[bool] = ..., psi: _Optional[float] = ..., jensen_shannon: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_adjusted: _Optional[float] = ..., wasserstein: _Optional[float] = ..., n_current: _Optional[int] = ..., missing_current: _Optional[int] = ...) -> None: ...
 
 class DriftReport(_message.Message):
-    __slots__ = ("id", "deployment", "model_name", "version", "window_start_us", "window_end_us", "n_rows", "status", "test", "threshold", "correction", "drifted_share", "drift_share_threshold", "features", "prediction_status", "outputs", "created_at_us")
+    __slots__ = ("id", "deployment", "model_name", "version", "window_start_us", "window_end_us", "n_rows", "status", "test", "threshold", "correction", "drifted_share", "drift_share_threshold", "features", "prediction_status", "outputs", "created_at_us", "late_rows", "mismatched_rows")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,8 @@ class DriftReport(_message.Message):
     PREDICTION_STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    LATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MISMATCHED_ROWS_FIELD_NUMBER: _ClassVar[int]
     id: int
     deployment: str
     model_name: str
@@ -201,7 +203,9 @@ class DriftReport(_message.Message):
     prediction_status: DriftStatus
     outputs: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
     created_at_us: int
-    def __init__(self, id: _Optional[int] = ..., deployment: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., window_start_us: _Optional[int] = ..., window_end_us: _Optional[int] = ..., n_rows: _Optional[int] = ..., status: _Optional[_Union[DriftStatus, str]] = ..., test: _Optional[_Union[DriftTest, str]] = ..., threshold: _Optional[float] = ..., correction: _Optional[_Union[MultipleTestingCorrection, str]] = ..., drifted_share: _Optional[float] = ..., drift_share_threshold: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., prediction_status: _Optional[_Union[DriftStatus, str]] = ..., outputs: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., created_at_us: _Optional[int] = ...) -> None: ...
+    late_rows: int
+    mismatched_rows: int
+    def __init__(self, id: _Optional[int] = ..., deployment: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., window_start_us: _Optional[int] = ..., window_end_us: _Optional[int] = ..., n_rows: _Optional[int] = ..., status: _Optional[_Union[DriftStatus, str]] = ..., test: _Optional[_Union[DriftTest, str]] = ..., threshold: _Optional[float] = ..., correction: _Optional[_Union[MultipleTestingCorrection, str]] = ..., drifted_share: _Optional[float] = ..., drift_share_threshold: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., prediction_status: _Optional[_Union[DriftStatus, str]] = ..., outputs: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., created_at_us: _Optional[int] = ..., late_rows: _Optional[int] = ..., mismatched_rows: _Optional[int] = ...) -> None: ...
 
 class GetDriftReportsRequest(_message.Message):
     __slots__ = ("deployment", "since_us", "until_us", "limit")

@@ -46,9 +46,12 @@ SETTINGS = MonitoringSettings(stream=STREAM, time_window_grace_s=0.0)
 T0 = 1_800_000_000_000_000
 
 
-def entry(i: int, request_id: str | None = None) -> dict[bytes, bytes]:
-    """The fields the data plane's writer logs for request ``i``: one row of 3 features, one score."""
-    features = np.array([[float(i % 7), 1.0, -float(i % 3)]], dtype=np.float32)
+def entry(
+    i: int, request_id: str | None = None, ts_us: int | None = None, width: int = 3
+) -> dict[bytes, bytes]:
+    """The fields the data plane's writer logs for request ``i``: one row of 3 features (or ``width``),
+    one score, predicted at ``T0 + i`` (or ``ts_us``)."""
+    features = np.array([[float(i % 7), 1.0, -float(i % 3)] + [0.0] * (width - 3)], dtype=np.float32)
     item = PredictionRecord(
         request_id=request_id or f"r{i}",
         deployment="churn",
@@ -57,7 +60,7 @@ def entry(i: int, request_id: str | None = None) -> dict[bytes, bytes]:
         variant="primary",
         role="served",
         routing_key="",
-        ts_us=T0 + i,
+        ts_us=T0 + i if ts_us is None else ts_us,
         entities=[{"id": str(i)}],
         features=features,
         outputs={"score": np.array([[0.25]], dtype=np.float32)},
@@ -109,6 +112,10 @@ class World:
 
     def entries(self, outcome: str) -> float:
         return self.registry.get_sample_value("aether_monitor_entries_total", {"outcome": outcome}) or 0.0
+
+    def dropped(self, reason: str) -> float:
+        labels = {"deployment": "churn", "reason": reason}
+        return self.registry.get_sample_value("aether_monitor_rows_dropped_total", labels) or 0.0
 
     def windows(self, outcome: str) -> float:
         return self.registry.get_sample_value("aether_monitor_windows_total", {"outcome": outcome}) or 0.0
@@ -172,6 +179,37 @@ def take_file(path: Path, replacement: bytes | None = None) -> bytes:
 
 def put_file(path: Path, content: bytes) -> None:
     path.write_bytes(content)
+
+
+# ---------------------------------------------------------------------------- rows the windows drop
+
+
+async def test_rows_the_windows_drop_are_counted_by_reason_and_in_the_next_report(world: World) -> None:
+    """Every row read is in one report or counted as dropped: late rows and rows of another width used
+    to be counted only in the windows' memory, and the entry as monitored."""
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+    second = 1_000_000
+    world.add(
+        entry(0, ts_us=T0 + 1 * second),
+        entry(1, ts_us=T0 + 2 * second),
+        entry(2, ts_us=T0 + 61 * second),  # the next minute: closes the first window
+        entry(3, ts_us=T0 + 3 * second),  # a replica's entry for the closed minute: late
+        entry(4, ts_us=T0 + 62 * second, width=4),  # 4 features in a 3-feature window
+        entry(5, ts_us=T0 + 63 * second),
+    )
+    monitor = world.monitor()
+    await monitor.tick()
+    assert (world.dropped("late"), world.dropped("mismatched")) == (1.0, 1.0)
+    assert world.entries("monitored") == 6.0
+    # The open window changes shape before it closes: the counts travel with its rows.
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=120)
+    world.now = T0 / 1e6 + 300
+    await monitor.tick()
+    first, second_window = sorted(world.reports(), key=lambda r: r.window_end_us)
+    assert (first.n_rows, first.late_rows, first.mismatched_rows) == (2, 0, 0)
+    assert (second_window.n_rows, second_window.late_rows, second_window.mismatched_rows) == (2, 1, 1)
+    reported = sum(r.n_rows + r.late_rows + r.mismatched_rows for r in world.reports())
+    assert reported == 6
 
 
 # ---------------------------------------------------------------------------- an undecodable entry

@@ -64,3 +64,22 @@ def test_the_open_window_hands_over_its_rows_as_added() -> None:
     smaller = TumblingWindows("count", rows=4)
     closed = [w for batch in pending for w in smaller.add(batch)]
     assert [w.n_rows for w in closed] == [4] and smaller.pending_rows == 1
+
+
+def test_dropped_rows_are_reported_as_dropped_and_carried_by_the_next_window() -> None:
+    dropped: list[tuple[str, int]] = []
+    windows = TumblingWindows("time", seconds=1.0, on_drop=lambda reason, n: dropped.append((reason, n)))
+    windows.add(Batch(1_100_000, rows(2)))
+    (first,) = windows.add(Batch(2_100_000, rows(1)))
+    assert (first.late_rows, first.mismatched_rows) == (0, 0)
+    windows.add(Batch(1_500_000, rows(3)))  # late: its window closed
+    windows.add(Batch(2_200_000, rows(2, width=3)))  # another feature count
+    assert dropped == [("late", 3), ("mismatched", 2)]
+    # Re-configured before it closes: the new windows take over the open rows and the dropped counts.
+    reshaped = TumblingWindows("count", rows=10)
+    assert reshaped.adopt(windows) == []
+    reshaped.add(Batch(2_300_000, rows(1, width=3)))  # mismatched in the new windows too
+    (window,) = reshaped.add(Batch(2_400_000, rows(9)))
+    assert (window.n_rows, window.late_rows, window.mismatched_rows) == (10, 3, 3)
+    (after,) = reshaped.add(Batch(2_500_000, rows(10)))
+    assert (after.late_rows, after.mismatched_rows) == (0, 0)
