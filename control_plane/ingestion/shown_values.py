@@ -10,6 +10,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -93,12 +94,29 @@ def show(scalar: pa.Scalar) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float):
-        return f"{value:g}"
+        return number(value, float32=pa.types.is_float32(scalar.type))
     if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
         # The record's copy keeps the whole value; the reason needs only enough to recognise it (a 10 MB
         # string was written into every reason that named it, once more per rule it failed).
         return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def number(value: float, *, float32: bool = False) -> str:
+    """``value`` short (``60``, ``75.2``, ``1e+20``) where that reads back as the same number (in float32
+    for a float32), else in full: six digits showed a float32 0.6999999 rejected by ``min: 0.7`` as
+    "0.7 below min 0.7", and a bound of 2**53 as 9.0072e+15."""
+    short = f"{value:g}"
+    if not math.isfinite(value) or _same(float(short), value, float32):
+        return short
+    if value.is_integer():
+        return str(int(value))
+    return str(np.float32(value)) if float32 else repr(value)
+
+
+def _same(a: float, b: float, float32: bool) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(np.float32(a) == np.float32(b)) if float32 else a == b
 
 
 def _as_text(scalar: pa.Scalar) -> str:

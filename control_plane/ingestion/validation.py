@@ -64,7 +64,7 @@ from control_plane.ingestion.casting import (
     castable_to_timestamp,
     lossless_cast,
 )
-from control_plane.ingestion.shown_values import record_json, show, temporal_as_text
+from control_plane.ingestion.shown_values import number, record_json, show, temporal_as_text
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
 DEFAULT_MAX_FUTURE = timedelta(days=1)
@@ -326,12 +326,12 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
         if rule.HasField("min_value"):
             reasons.add(
                 valid & _below(cast, rule.min_value),
-                lambda row: f"{name}: {show(cast[row])} below min {rule.min_value:g}",
+                lambda row: f"{name}: {show(cast[row])} below min {number(rule.min_value)}",
             )
         if rule.HasField("max_value"):
             reasons.add(
                 valid & _above(cast, rule.max_value),
-                lambda row: f"{name}: {show(cast[row])} above max {rule.max_value:g}",
+                lambda row: f"{name}: {show(cast[row])} above max {number(rule.max_value)}",
             )
         if rule.allowed_values:
             listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
@@ -344,14 +344,15 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
 
 # The rules' bounds are doubles, but an int64 value above 2**53 has no exact float64 (the cast refuses
 # it), so integer columns are compared in their own type: v >= min is v >= ceil(min) and v <= max is
-# v <= floor(max), and categories (int64) are matched as integers, exactly for every int64. Other columns
-# compare as float64, which holds every float32 and bool exactly.
+# v <= floor(max), and categories (int64) are matched as integers, exactly for every int64. A float32
+# column compares with its bounds rounded to float32 too (see _float_operands); float64 and bool columns
+# compare as float64, which holds every bool exactly.
 
 
 def _below(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
     """Where ``values < bound`` (False at nulls)."""
     if not pa.types.is_integer(values.type):
-        return _mask(pc.less(values.cast(pa.float64()), bound))
+        return _mask(pc.less(*_float_operands(values, bound)))
     lowest, highest = _integer_range(values.type)
     # Python compares an int with a float exactly, so these decide the bounds no value can cross.
     if math.isnan(bound) or bound <= lowest:
@@ -364,13 +365,33 @@ def _below(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
 def _above(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
     """Where ``values > bound`` (False at nulls)."""
     if not pa.types.is_integer(values.type):
-        return _mask(pc.greater(values.cast(pa.float64()), bound))
+        return _mask(pc.greater(*_float_operands(values, bound)))
     lowest, highest = _integer_range(values.type)
     if math.isnan(bound) or bound >= highest:
         return np.zeros(len(values), dtype=bool)
     if bound < lowest:
         return np.ones(len(values), dtype=bool)
     return _mask(pc.greater(values, pa.scalar(math.floor(bound), values.type)))
+
+
+def _float_operands(values: pa.Array, bound: float) -> tuple[pa.Array, pa.Scalar]:
+    """``values`` and ``bound`` in the precision the comparison is made in.
+
+    A float32 column compares with the bound rounded to float32 (to nearest). Compared with the exact
+    double instead, a value written as the bound itself failed it: 0.7 is stored as 0.699999988 in
+    float32, which is below the double 0.7, so ``min: 0.7`` rejected 0.7. Once stored, a float32 value
+    cannot tell the bound from any number that rounds to it, so a value equal to the rounded bound is
+    accepted (the only float32 that lies beyond the exact bound yet passes is that one: no float32
+    lies strictly between a number and its nearest float32). A finite bound beyond float32's range
+    would round to an infinity, which no written infinity should pass for, so it is compared exactly,
+    in float64, which holds every float32.
+    """
+    if pa.types.is_float32(values.type):
+        with np.errstate(over="ignore"):
+            rounded = float(np.float32(bound))
+        if math.isfinite(rounded) or not math.isfinite(bound):
+            return values, pa.scalar(rounded, pa.float32())
+    return values.cast(pa.float64()), pa.scalar(bound, pa.float64())
 
 
 def _allowed(values: pa.Array, allowed: Iterable[int]) -> npt.NDArray[np.bool_]:

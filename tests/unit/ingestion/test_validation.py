@@ -6,6 +6,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -387,7 +388,89 @@ def test_an_int64_beyond_2_53_is_checked_exactly_and_named_in_full() -> None:
     )
     result = validate(view, ENTITY, table, now=NOW)
     assert result.accepted.column("n").to_pylist() == [2**53]
-    assert result.rejected.column("reason").to_pylist() == ["n: 9007199254740993 above max 9.0072e+15"]
+    assert result.rejected.column("reason").to_pylist() == ["n: 9007199254740993 above max 9007199254740992"]
+
+
+# -- float32 bounds --------------------------------------------------------------------------------------
+
+
+def float32_view(low: float | None, high: float | None) -> pb.FeatureView:
+    rule = pb.ValidationRule()
+    if low is not None:
+        rule.min_value = low
+    if high is not None:
+        rule.max_value = high
+    return pb.FeatureView(
+        spec=pb.FeatureViewSpec(
+            name="ratios",
+            entity="sensor",
+            features=[pb.Feature(name="ratio", value_type=t.FLOAT32, validation=rule)],
+        ),
+        version=1,
+    )
+
+
+def test_a_float32_value_written_as_its_bound_passes_it() -> None:
+    # 0.7 and 0.9 are stored as 0.699999988 and 0.899999976 in float32: compared with the double bounds
+    # 0.7 failed its own min.
+    table = pa.table(
+        {
+            "sensor_id": [1, 2, 3, 4, 5],
+            "event_ts": [NOW] * 5,
+            "ratio": pa.array([0.7, 0.8, 0.9, 0.6999999, 0.9000001], pa.float32()),
+        }
+    )
+    result = validate(float32_view(0.7, 0.9), ENTITY, table, now=NOW)
+    assert result.accepted.column("sensor_id").to_pylist() == [1, 2, 3]
+    assert result.rejected.column("reason").to_pylist() == [
+        "ratio: 0.6999999 below min 0.7",
+        "ratio: 0.9000001 above max 0.9",
+    ]
+
+
+def as_float32(x: float) -> float:
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
+
+
+def within(value: float, low: float | None, high: float | None) -> bool:
+    """The reference: a float32 value passes a bound it reaches exactly, or that rounds to it in
+    float32 (the two are indistinguishable once stored); no bound rounds to an infinity."""
+
+    def same(bound: float) -> bool:
+        return math.isfinite(as_float32(bound)) and value == as_float32(bound)
+
+    return (low is None or value >= low or same(low)) and (high is None or value <= high or same(high))
+
+
+float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
+float32_bounds = st.one_of(
+    float32s,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.decimals(-1000, 1000, places=3).map(float),
+    st.sampled_from([3.5e38, -3.5e38, 3.4028235677973366e38, math.inf, -math.inf]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), values=st.lists(float32s, min_size=1, max_size=20))
+def test_float32_bounds_match_a_per_value_reference(data: st.DataObject, values: list[float]) -> None:
+    # Bounds next to the values (a ulp of float64 or so either side) find the rounding edges.
+    near = st.sampled_from(values).flatmap(
+        lambda v: st.sampled_from([v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf)])
+    )
+    low = data.draw(st.one_of(st.none(), float32_bounds, near))
+    high = data.draw(st.one_of(st.none(), float32_bounds, near))
+    table = pa.table(
+        {
+            "sensor_id": list(range(len(values))),
+            "event_ts": [NOW] * len(values),
+            "ratio": pa.array(values, pa.float32()),
+        }
+    )
+    result = validate(float32_view(low, high), ENTITY, table, now=NOW)
+    passed = [i for i, v in enumerate(values) if within(v, low, high)]
+    assert result.accepted.column("sensor_id").to_pylist() == passed
 
 
 # -- nanosecond values in rejected records --------------------------------------------------------------
