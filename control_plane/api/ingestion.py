@@ -134,7 +134,8 @@ class IngestionServicer(pb_grpc.IngestionServicer):
         return pb.ReplayQuarantinedResponse(
             replayed=outcome.replayed,
             still_quarantined=[record_message(r) for r in outcome.still_quarantined],
-            run_id=outcome.run_id,
+            run_id=outcome.run_ids[0] if outcome.run_ids else "",
+            run_ids=outcome.run_ids,
         )
 
     @maps_errors

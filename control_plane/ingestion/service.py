@@ -40,7 +40,7 @@ _log = logging.getLogger("aether.ingestion.replay")
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    run_id: str
+    run_ids: list[str]  # one replay run per view version, in the order they were written
     replayed: list[int]
     still_quarantined: list[QuarantinedRecord]
 
@@ -221,13 +221,15 @@ class IngestionService:
         for row in rows:
             members_of.setdefault((row.view, row.version), []).append(row)
         groups = [self._prepare_replay(members, corrected) for members in members_of.values()]
-        first = rows[0]
-        run = RunSource(
-            f"replay-{uuid.uuid4().hex}", first.view, first.version, "replay", f"quarantine:{first.run_id}"
-        )
         replayed: list[int] = []
         still: list[int] = []
+        run_ids: list[str] = []
         for group in groups:
+            # A run per view version: one run for the whole call filed every view's records under the
+            # first view, so no view's runs added up.
+            first = group.members[0]
+            source = f"quarantine:{first.run_id}"
+            run = RunSource(f"replay-{uuid.uuid4().hex}", first.view, first.version, "replay", source)
             with write_session(self._sessions) as session:  # never write what another replay now holds
                 stamp = quarantine.renew(session, claim)
             claim.stamp = stamp
@@ -242,15 +244,16 @@ class IngestionService:
                 raise
             replayed += done
             still += sorted(group.new_reasons)
+            run_ids.append(run.run_id)
             if undelivered:
                 raise Unavailable(
                     f"{len(undelivered)} records of view {group.view.spec.name!r} were not acknowledged by"
                     f" its stream ({next(iter(undelivered.values()))}); they stay quarantined. Already"
-                    f" replayed (run {run.run_id}): {replayed or 'none'}"
+                    f" replayed (runs {', '.join(run_ids)}): {replayed or 'none'}"
                 )
         with read_session(self._sessions) as session:
             records = [quarantine.get_quarantined(session, record_id) for record_id in sorted(still)]
-        return ReplayOutcome(run.run_id, replayed, records)
+        return ReplayOutcome(run_ids, replayed, records)
 
     def _release(self, claim: Claim) -> None:
         """Hands a failed replay's uncommitted records back to the quarantine. When the database is what

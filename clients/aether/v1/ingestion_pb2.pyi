@@ -127,14 +127,16 @@ class ReplayQuarantinedRequest(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., corrected: _Optional[_Iterable[_Union[CorrectedRecord, _Mapping]]] = ...) -> None: ...
 
 class ReplayQuarantinedResponse(_message.Message):
-    __slots__ = ("replayed", "still_quarantined", "run_id")
+    __slots__ = ("replayed", "still_quarantined", "run_id", "run_ids")
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     STILL_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
     replayed: _containers.RepeatedScalarFieldContainer[int]
     still_quarantined: _containers.RepeatedCompositeFieldContainer[QuarantinedRecord]
     run_id: str
-    def __init__(self, replayed: _Optional[_Iterable[int]] = ..., still_quarantined: _Optional[_Iterable[_Union[QuarantinedRecord, _Mapping]]] = ..., run_id: _Optional[str] = ...) -> None: ...
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, replayed: _Optional[_Iterable[int]] = ..., still_quarantined: _Optional[_Iterable[_Union[QuarantinedRecord, _Mapping]]] = ..., run_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DiscardQuarantinedRequest(_message.Message):
     __slots__ = ("ids",)

@@ -100,6 +100,25 @@ def test_a_replay_failing_in_a_later_write_keeps_the_written_groups_replayed(
     assert offline_rows(env, "climate") == [5]
 
 
+def test_a_replay_of_several_views_counts_each_views_records_in_a_run_of_its_own(env: Env) -> None:
+    event = {"sensor_id": "5", "event_ts": NOW.isoformat(), "amount": "oops"}
+    row = {"sensor_id": 5, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+    clicks = env.quarantine("clicks", event, "amount: bad", key="1-0")
+    fixed_climate = env.quarantine("climate", row, "temperature_c: above max", key="0")
+    still_climate = env.quarantine("climate", {**row, "sensor_id": 6}, "temperature_c: above max", key="1")
+    fixed = {
+        clicks: json.dumps({**event, "amount": "3.5"}),
+        fixed_climate: json.dumps({**row, "temperature_c": 21.0}),
+    }
+    outcome = env.service.replay([clicks, fixed_climate, still_climate], fixed)
+    assert outcome.replayed == [clicks, fixed_climate]
+    # One run filed all three records under clicks: climate's replay counted nowhere.
+    replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
+    counts = sorted((run.view, run.records_in, run.accepted, run.quarantined) for run in replays)
+    assert counts == [("clicks", 1, 1, 0), ("climate", 2, 1, 1)]
+    assert outcome.run_ids == [run.run_id for run in sorted(replays, key=lambda run: run.view)]
+
+
 def test_a_parquet_int64_beyond_2_53_is_checked_exactly_and_a_missing_file_is_a_bad_argument(
     env: Env, tmp_path: Path
 ) -> None:
