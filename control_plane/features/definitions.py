@@ -289,7 +289,12 @@ def _number(parser: _Parser, node: yaml.Node, path: str, at: str) -> float:
     value = parser.scalar(node, path)
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN != NaN
         raise parser.fail(node, path, f"expected a number, got {_kind(node)} {node.value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a YAML integer has no size limit; it ended `features apply` in a traceback
+        digits = str(abs(value))
+        shown = f"{'-' if value < 0 else ''}{digits[:6]}... ({len(digits)} digits)"
+        raise parser.fail(node, path, f"{shown} is beyond the range of a double (about 1.8e308)") from None
 
 
 def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:

@@ -259,6 +259,12 @@ VIEW = ENTITY + "feature_views:\n  - name: v\n    entity: zone\n"  # a view open
             7, "feature_views[0].features[0].validation.allowed[1]", "64-bit", id="category-beyond-int64",
         ),
         pytest.param(
+            VIEW + "    features:\n"
+            "      - {name: f, dtype: int64, validation: {max: 1" + "0" * 400 + "}}\n",
+            7, "feature_views[0].features[0].validation.max",
+            "100000... (401 digits) is beyond the range of a double", id="bound-beyond-double",
+        ),
+        pytest.param(
             VIEW + "    ttl: !foo 5\n    features: [{name: f, dtype: float32}]\n",
             6, "feature_views[0].ttl", "could not determine a constructor", id="unknown-tag",
         ),
