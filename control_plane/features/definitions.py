@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,12 +290,27 @@ def _number(parser: _Parser, node: yaml.Node, path: str, at: str) -> float:
     value = parser.scalar(node, path)
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN != NaN
         raise parser.fail(node, path, f"expected a number, got {_kind(node)} {node.value!r}")
+    if isinstance(value, float):
+        return value
+    # The request holds these numbers as doubles (ValidationRule's bounds). An integer a double cannot
+    # hold exactly (beyond 2**53) was rounded without a word, so an int64 feature was checked against
+    # another bound than the one written (9007199254740993 became ...992), and one beyond a double's
+    # range ended `features apply` in an OverflowError traceback.
     try:
-        return float(value)
-    except OverflowError:  # a YAML integer has no size limit; it ended `features apply` in a traceback
+        number = float(value)
+    except OverflowError:
         digits = str(abs(value))
         shown = f"{'-' if value < 0 else ''}{digits[:6]}... ({len(digits)} digits)"
         raise parser.fail(node, path, f"{shown} is beyond the range of a double (about 1.8e308)") from None
+    if number != value:  # Python compares an int with a float exactly
+        beyond = math.nextafter(number, math.inf if value > number else -math.inf)
+        low, high = sorted((int(number), int(beyond)))
+        raise parser.fail(
+            node, path,
+            f"{value} is not exactly representable as a double, which a bound is (the nearest are {low}"
+            f" and {high}); write one of those",
+        )  # fmt: skip
+    return number
 
 
 def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:

@@ -265,6 +265,14 @@ VIEW = ENTITY + "feature_views:\n  - name: v\n    entity: zone\n"  # a view open
             "100000... (401 digits) is beyond the range of a double", id="bound-beyond-double",
         ),
         pytest.param(
+            VIEW + "    features:\n"
+            "      - {name: f, dtype: int64, validation: {min: 9007199254740993}}\n",
+            7, "feature_views[0].features[0].validation.min",
+            "9007199254740993 is not exactly representable as a double, which a bound is (the nearest are"
+            " 9007199254740992 and 9007199254740994)",
+            id="bound-not-exact",
+        ),
+        pytest.param(
             VIEW + "    ttl: !foo 5\n    features: [{name: f, dtype: float32}]\n",
             6, "feature_views[0].ttl", "could not determine a constructor", id="unknown-tag",
         ),
@@ -307,3 +315,17 @@ def test_the_error_message_reads_file_line_field_message() -> None:
 def test_an_unreadable_file_is_a_definition_error(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match="cannot read file"):
         load_definitions(tmp_path / "missing.yaml")
+
+
+def test_a_bound_beyond_2_53_that_a_double_holds_is_kept_exactly() -> None:
+    text = VIEW + (
+        "    features:\n"
+        "      - {name: f, dtype: int64, validation: {min: -9007199254740994, max: 9223372036854775808}}\n"
+        "      - {name: g, dtype: float64, validation: {max: 1.0e+23}}\n"
+    )
+    features = parse_definitions(text, "defs.yaml").request.views[0].spec.features
+    assert (int(features[0].validation.min_value), int(features[0].validation.max_value)) == (
+        -(2**53) - 2,
+        2**63,
+    )
+    assert features[1].validation.max_value == 1e23
