@@ -18,10 +18,10 @@ from control_plane.features.changes import (
     same_join_keys,
 )
 from control_plane.features.validation import (
-    validate_aggregated_keys,
     validate_entity,
     validate_metadata,
     validate_spec,
+    validate_with_entity,
 )
 
 ENTITY = "entity"
@@ -89,7 +89,7 @@ def _apply_view(session: Session, index: int, view: pb.FeatureView, now: int) ->
     entity = store.find_entity(session, spec.entity)
     if entity is None:
         raise InvalidArgument(f"views[{index}].spec.entity: entity {spec.entity!r} not found")
-    validate_aggregated_keys(spec, (key["name"] for key in entity.join_keys), f"views[{index}].spec")
+    validate_with_entity(spec, (key["name"] for key in entity.join_keys), f"views[{index}].spec")
     row = store.find_view(session, spec.name)
     if row is None:
         _, first = store.insert_view(session, spec, view.metadata, entity, now)

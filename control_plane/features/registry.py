@@ -31,11 +31,11 @@ from control_plane.features.guards import ReferenceGuard
 from control_plane.features.online_cleanup import cleanup_states
 from control_plane.features.store import SERVABLE, Status, now_us
 from control_plane.features.validation import (
-    validate_aggregated_keys,
     validate_entity,
     validate_metadata,
     validate_rule,
     validate_spec,
+    validate_with_entity,
 )
 
 _log = logging.getLogger("aether.features.registry")
@@ -135,7 +135,7 @@ class FeatureRegistry:
             if store.find_view(session, spec.name) is not None:
                 raise AlreadyExists(f"feature view {spec.name!r} already exists")
             entity = _entity_for(session, spec.entity, "spec.entity")
-            validate_aggregated_keys(spec, (key["name"] for key in entity.join_keys))
+            validate_with_entity(spec, (key["name"] for key in entity.join_keys))
             view, version = store.insert_view(session, spec, metadata, entity, now_us())
             bump_revision(session)
             created = store.view_message(view, version)
@@ -250,7 +250,7 @@ class FeatureRegistry:
                     " (descriptions, owner, tags and validation rules are edited without a new version)"
                 )
             entity = _entity_for(session, spec.entity, "spec.entity")
-            validate_aggregated_keys(spec, (key["name"] for key in entity.join_keys))
+            validate_with_entity(spec, (key["name"] for key in entity.join_keys))
             before = store.view_message(view, latest)
             row = store.insert_version(session, view, spec, entity, now_us())
             bump_revision(session)

@@ -13,6 +13,7 @@ from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
 from clients.value_types import type_name
 from control_plane.db.models import NAME_LENGTH
+from control_plane.offline.store import EVENT_TS, INGESTED_TS
 from kernels.asof_join import MAX_TTL_US
 
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -81,6 +82,12 @@ def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
         if feature.name in names:
             raise InvalidArgument(f"{feature_path}.name: duplicate feature {feature.name!r}")
         names.add(feature.name)
+        reserved = _reserved_column(spec, feature.name)
+        if reserved is not None:
+            raise InvalidArgument(
+                f"{feature_path}.name: feature {feature.name!r} is named like {reserved}, a column of its own"
+                " in every record and stored row; rename the feature"
+            )
         if feature.value_type not in FEATURE_TYPES:
             raise InvalidArgument(
                 f"{feature_path}.value_type: unsupported type {type_name(feature.value_type)} for a feature;"
@@ -100,6 +107,16 @@ def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
             f" expected one of {', '.join(SOURCE_KINDS)}"
         )
     _validate_aggregations(spec, names, path)
+
+
+def _reserved_column(spec: pb.FeatureViewSpec, name: str) -> str | None:
+    """What ``name`` is besides a feature, when it names a column a view's rows already have (the
+    ingestion time is the offline store's, the event time the view's), else None."""
+    if name == (spec.source.timestamp_field or EVENT_TS):
+        return "the view's timestamp field"
+    if name in (EVENT_TS, INGESTED_TS):
+        return f"the stored {'event' if name == EVENT_TS else 'ingestion'} time"
+    return None
 
 
 def output_type_problem(spec: pb.FeatureViewSpec, aggregation: pb.Aggregation) -> str | None:
@@ -140,12 +157,22 @@ def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: s
             raise InvalidArgument(f"{agg_path}.output: {problem}")
 
 
-def validate_aggregated_keys(spec: pb.FeatureViewSpec, join_keys: Iterable[str], path: str = "spec") -> None:
-    """An aggregation of a join key or of the timestamp field: a count counts the events (every event has
-    both), anything else is refused. A sum of keys or a max of timestamps was registered and then broke
-    every materializer step, the field being declared twice in the events' schema."""
-    timestamp = spec.source.timestamp_field or "event_ts"
+def validate_with_entity(spec: pb.FeatureViewSpec, join_keys: Iterable[str], path: str = "spec") -> None:
+    """The checks of a view that need its entity's join keys.
+
+    A feature named like a join key: a record then has one column for both, and the stored rows two of
+    that name, so every ingest of the view failed INTERNAL, after writing its accepted rows offline
+    uncounted. An aggregation of a join key or of the timestamp field: a count counts the events (every
+    event has both), anything else is refused. A sum of keys or a max of timestamps was registered and
+    then broke every materializer step, the field being declared twice in the events' schema."""
+    timestamp = spec.source.timestamp_field or EVENT_TS
     keys = set(join_keys)
+    for index, feature in enumerate(spec.features):
+        if feature.name in keys:
+            raise InvalidArgument(
+                f"{path}.features[{index}].name: feature {feature.name!r} is named like a join key of entity"
+                f" {spec.entity!r}, a column of its own in every record and stored row; rename the feature"
+            )
     for index, aggregation in enumerate(spec.aggregations):
         if aggregation.function == "count" or aggregation.column not in keys | {timestamp}:
             continue

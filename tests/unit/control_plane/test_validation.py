@@ -82,6 +82,28 @@ def aggregating(**fields: object) -> pb.FeatureViewSpec:
             aggregating(column="event_ts", function="max", output="rating"),
             r"spec\.aggregations\[0\]\.column: 'event_ts' is the view's timestamp field; only count may",
         ),
+        # A feature named like a column every row has: registered, then every ingest of the view failed
+        # INTERNAL after writing its accepted rows offline, counted by no run.
+        (
+            spec(features=[("trips", types_pb2.INT64), ("driver_id", types_pb2.FLOAT64)]),
+            r"spec\.features\[1\]\.name: feature 'driver_id' is named like a join key of entity 'driver'",
+        ),
+        (
+            spec(features=[("event_ts", types_pb2.INT64)]),
+            r"spec\.features\[0\]\.name: feature 'event_ts' is named like the view's timestamp field",
+        ),
+        (
+            spec(features=[("ingested_ts", types_pb2.INT64)]),
+            r"spec\.features\[0\]\.name: feature 'ingested_ts' is named like the stored ingestion time",
+        ),
+        (
+            spec(features=[("seen_at", types_pb2.INT64)], source=pb.Source(timestamp_field="seen_at")),
+            r"spec\.features\[0\]\.name: feature 'seen_at' is named like the view's timestamp field",
+        ),
+        (
+            spec(features=[("event_ts", types_pb2.INT64)], source=pb.Source(timestamp_field="seen_at")),
+            r"spec\.features\[0\]\.name: feature 'event_ts' is named like the stored event time",
+        ),
         (
             with_rule(pb.ValidationRule(min_value=2, max_value=1)),
             r"spec\.features\[0\]\.validation: min_value 2\.0 is greater than max_value 1\.0",
@@ -152,3 +174,17 @@ def test_names_are_unique(registry: FeatureRegistry) -> None:
         registry.create_feature_view(spec(ttl_seconds=1), metadata())
     assert registry.get_entity("driver").join_keys[0].value_type == types_pb2.STRING
     assert registry.get_feature_view("driver_stats").spec.ttl_seconds == 3600
+
+
+def test_a_feature_named_like_a_join_key_is_refused_by_a_new_version_and_by_apply(
+    registry: FeatureRegistry,
+) -> None:
+    registry.create_entity(entity())
+    registry.create_feature_view(spec(), metadata())
+    clashing = spec(features=[("trips", types_pb2.INT64), ("driver_id", types_pb2.INT64)])
+    with pytest.raises(InvalidArgument, match=r"^spec\.features\[1\]\.name: feature 'driver_id' is named"):
+        registry.create_feature_view_version(clashing)
+    request = pb.ApplyRequest(views=[pb.FeatureView(spec=clashing, metadata=metadata())])
+    with pytest.raises(InvalidArgument, match=r"^views\[0\]\.spec\.features\[1\]\.name: feature 'driver_id'"):
+        registry.apply(request)
+    assert [v.version for v in registry.list_feature_view_versions("driver_stats")] == [1]
