@@ -17,6 +17,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_uri
 from control_plane.audit.log import record as audit
@@ -108,6 +109,14 @@ class IngestionService:
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
         found = self._registry.get_feature_view(view, version)
+        if found.status == types_pb2.RETIRED:
+            # Asked for by number (version 0 is the latest one not retired). Nothing serves a retired
+            # version and no model may reference it, so its writes were stored and counted for no reader.
+            raise FailedPrecondition(
+                f"feature view {view!r} version {found.version} is retired (not served); ingest into a"
+                " version that is not retired (version 0 is the latest such), or discard its quarantined"
+                " records"
+            )
         return found, self._registry.get_entity(found.spec.entity)
 
     def ingest(

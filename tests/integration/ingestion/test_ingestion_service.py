@@ -119,6 +119,24 @@ def test_a_replay_of_several_views_counts_each_views_records_in_a_run_of_its_own
     assert outcome.run_ids == [run.run_id for run in sorted(replays, key=lambda run: run.view)]
 
 
+def test_a_retired_version_is_neither_ingested_into_nor_replayed_into(env: Env) -> None:
+    row = {"sensor_id": 5, "event_ts": NOW.isoformat(), "temperature_c": 99.0, "mode": 1}
+    record = env.quarantine("climate", row, "temperature_c: above max")
+    env.registry.deprecate_version("climate", 1)
+    env.registry.retire_version("climate", 1)
+    table = pa.table({"sensor_id": [1], "event_ts": [NOW], "temperature_c": [20.0], "mode": [1]})
+    retired = "feature view 'climate' version 1 is retired"
+    with pytest.raises(FailedPrecondition, match=retired):
+        env.service.ingest("climate", 1, [table])
+    with pytest.raises(FailedPrecondition, match=retired):
+        env.service.replay([record], {record: json.dumps({**row, "temperature_c": 21.0})})
+    # Nothing serves the version: its rows were written offline and online and counted for no reader.
+    assert offline_rows(env, "climate") == []
+    assert env.client.get(online_key("sensor", ["1"], "climate", 1)) is None
+    assert [run.source_kind for run in env.service.list_runs("climate")] == ["batch"]
+    assert env.service.get_quarantined(record).status == quarantine.QUARANTINED
+
+
 def test_a_parquet_int64_beyond_2_53_is_checked_exactly_and_a_missing_file_is_a_bad_argument(
     env: Env, tmp_path: Path
 ) -> None:
