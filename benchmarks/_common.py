@@ -24,6 +24,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_DIR_VARIABLE = "AETHER_BENCH_RESULTS_DIR"
 
 
+#: The variables that turn a data plane's token check on (``clients.server_auth.ServerTokens``). The data
+#: planes the benchmarks start measure the default, tokenless configuration, and their load generators send
+#: no token: a shell with auth set up must not turn every measured request into UNAUTHENTICATED.
+SERVER_TOKEN_VARIABLES = frozenset(
+    {"AETHER_ADMIN_TOKEN", "AETHER_ADMIN_TOKEN_FILE", "AETHER_READONLY_TOKEN", "AETHER_READONLY_TOKEN_FILE"}
+)
+
+
+def tokenless_environ() -> dict[str, str]:
+    """This process's environment without :data:`SERVER_TOKEN_VARIABLES`, for a data plane to start."""
+    return {name: value for name, value in os.environ.items() if name not in SERVER_TOKEN_VARIABLES}
+
+
 def percentiles_ms(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:
     """p50 / p99 / p99.9 (and the sample count) of latencies given in seconds, in milliseconds."""
     array = np.asarray(samples_s, dtype=np.float64) * 1000.0

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import uvloop  # noqa: E402
 
-from benchmarks._common import environment, write_results  # noqa: E402
+from benchmarks._common import environment, tokenless_environ, write_results  # noqa: E402
 from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.gpu_runtime import gpu_description, loaded_onnxruntime  # noqa: E402
 from benchmarks.loadgen.core import MODEL_INFER, closed_loop, model_infer_requests  # noqa: E402
@@ -64,7 +64,7 @@ def _serve(config: Path, work: Path, provider: str, duration: float) -> dict[str
         "--model-config", str(config), "--prediction-log-sample-rate", "0",
     ]  # fmt: skip
     env = {
-        **os.environ,
+        **tokenless_environ(),
         "AETHER_HOME": str(work / provider),
         "AETHER_EXECUTION_PROVIDERS": provider,
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import gc
 import json
-import os
 import random
 import signal
 import subprocess
@@ -46,7 +45,7 @@ import numpy as np
 import redis
 import uvloop
 
-from benchmarks._common import environment, percentiles_ms, write_results
+from benchmarks._common import environment, percentiles_ms, tokenless_environ, write_results
 from benchmarks._processes import stop as stop_process
 from clients.aether.v1 import feature_registry_pb2 as fr
 from clients.aether.v1 import online_features_pb2 as pb
@@ -408,7 +407,11 @@ def main() -> int:
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="aether-bench-"))
-    env = {**os.environ, "AETHER_HOME": str(work), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **tokenless_environ(),
+        "AETHER_HOME": str(work),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     server = RedisServer()
     server.start()
     data_plane = None

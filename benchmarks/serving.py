@@ -50,7 +50,7 @@ import onnxruntime as ort  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
 
-from benchmarks._common import environment, write_results  # noqa: E402
+from benchmarks._common import environment, tokenless_environ, write_results  # noqa: E402
 from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.loadgen.core import (  # noqa: E402
     MODEL_INFER,
@@ -170,7 +170,7 @@ def _data_plane(
         "--model-config", str(paths["config"]), "--prediction-log-sample-rate", "0.01",
         "--workers", str(workers),
     ]  # fmt: skip
-    env = {**os.environ, "AETHER_HOME": str(work / f"home-{workers}"), "PYTHONPATH": str(ROOT)}
+    env = {**tokenless_environ(), "AETHER_HOME": str(work / f"home-{workers}"), "PYTHONPATH": str(ROOT)}
     return start(args, "aether data plane listening on", env)
 
 

@@ -37,7 +37,7 @@ import grpc.aio  # noqa: E402
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
 
-from benchmarks._common import environment, write_results  # noqa: E402
+from benchmarks._common import environment, tokenless_environ, write_results  # noqa: E402
 from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.loadgen.core import MODEL_INFER, RunSamples, model_infer_requests  # noqa: E402
 from data_plane.models.spec import dump_model_config  # noqa: E402
@@ -106,7 +106,7 @@ def _server(config: Path, work: Path, workers: int) -> tuple[Any, int]:
         "--model-config", str(config), "--prediction-log-sample-rate", "0", "--workers", str(workers),
     ]  # fmt: skip
     env = {
-        **os.environ,
+        **tokenless_environ(),
         "AETHER_HOME": str(work / f"workers-{workers}"),
         "AETHER_EXECUTION_PROVIDERS": "CPUExecutionProvider",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),

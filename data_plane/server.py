@@ -18,7 +18,10 @@ server stops accepting calls and gives the remaining ones (any API) the rest of 
 then are the prediction log flushed and the models unloaded.
 
 Security by configuration (:class:`DataPlaneSettings`): ``tls`` makes the server listen with TLS only;
-``channel_security`` is how both watches reach the control plane (bearer token, TLS CA).
+``auth`` (the control plane's ``AETHER_ADMIN_TOKEN`` / ``AETHER_READONLY_TOKEN``) makes every call need
+one of those tokens, except health and reflection (:data:`OPEN_SERVICES`); ``channel_security`` is how both
+watches reach the control plane (bearer token, TLS CA). The Prometheus endpoint is plain HTTP and
+unaffected by either: bind it to an address only the scraper reaches.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clients.errors import FailedPrecondition
+from clients.server_auth import HEALTH_SERVICE, REFLECTION_SERVICES, TokenInterceptor
 from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
 from data_plane.admission import Admission
@@ -59,6 +63,9 @@ INFERENCE_SERVICES = (inference_v2.SERVICE_NAME, predict.SERVICE_NAME)
 #: with UNAVAILABLE have moved on), or after the longer wait at most.
 DRAIN_QUIET_S = 0.1
 DRAIN_QUIET_MAX_S = 2.0
+#: Served without a token when auth is on: load balancers, the container health check and the replica
+#: manager probe readiness, and ghz finds the methods, without a secret. Every other API serves data.
+OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
 
 
 @dataclass
@@ -179,13 +186,17 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         linger_s=settings.prediction_log_linger_ms / 1000.0,
         on_drop=metrics.prediction_log_dropped,
     )
+    # Every API here only reads, so any configured token will do. Without tokens no interceptor at all:
+    # grpc.aio runs an interceptor on every call, which the latency path should not pay for nothing.
+    auth = TokenInterceptor(settings.auth.grants(), OPEN_SERVICES) if settings.auth.enabled else None
     server = grpc.aio.server(
+        interceptors=None if auth is None else [auth],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             # Without --workers a port in use is an error, not a silently shared port.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
-        ]
+        ],
     )
     add_to_server(OnlineFeaturesServicer(reader), server)
 

@@ -1,7 +1,10 @@
 """Settings of one data-plane process: one frozen object, read from ``AETHER_*`` variables (CLI flags
 override them with ``dataclasses.replace``).
 
-Security: with ``AETHER_TLS_CERT`` and ``AETHER_TLS_KEY`` the server listens with TLS only; the watches'
+Security: with ``AETHER_TLS_CERT`` and ``AETHER_TLS_KEY`` the server listens with TLS only; with
+``AETHER_ADMIN_TOKEN`` (and ``AETHER_READONLY_TOKEN``, or their ``_FILE`` forms: the variables the control
+plane reads its tokens from, by the same rules, :class:`clients.server_auth.ServerTokens`) every call but
+health and reflection needs one of those tokens; the watches'
 channels to the control plane follow :class:`clients.sdk.auth.ChannelSecurity` (``AETHER_TOKEN`` or
 ``AETHER_TOKEN_FILE``: the read-only token is enough, since watching only reads; ``AETHER_TLS_CA`` for a
 TLS control plane; ``AETHER_TLS_SERVER_NAME``). Settings built in code default to plaintext and no token."""
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from clients.env_values import ConfigurationError, env_bool, env_float, env_int, env_text
 from clients.sdk.auth import ChannelSecurity
+from clients.server_auth import ServerTokens
 from clients.tls import ServerTls
 
 
@@ -69,6 +73,8 @@ class DataPlaneSettings:
     unload_grace_s: float = 10.0
     # The server's certificate and key (None: plaintext).
     tls: ServerTls | None = None
+    # The bearer tokens callers must present (none: every caller is served, and no check runs).
+    auth: ServerTokens = field(default_factory=ServerTokens)
     # How the watches reach the control plane (token, CA).
     channel_security: ChannelSecurity = field(default_factory=ChannelSecurity)
 
@@ -125,6 +131,7 @@ class DataPlaneSettings:
             drain_grace_s=env_float(env, "AETHER_DRAIN_GRACE_S", d.drain_grace_s, minimum=0),
             unload_grace_s=env_float(env, "AETHER_UNLOAD_GRACE_S", d.unload_grace_s, minimum=0),
             tls=ServerTls.from_env(env),
+            auth=ServerTokens.from_env(env),
             channel_security=ChannelSecurity.from_env(env),
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--histogram", action="store_true", help="include the latency histogram")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("AETHER_TOKEN") or None,
+        help="bearer token for a data plane with auth on (default: $AETHER_TOKEN; none when unset)",
+    )
     args = parser.parse_args(argv)
     if args.api == "modelinfer":
         method, requests = MODEL_INFER, model_infer_requests(args.model, args.width)
@@ -33,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         method = PREDICT
         requests = predict_requests(args.model, [str(i) for i in range(args.entities)], args.entity_key)
     for level in (int(c) for c in args.concurrency.split(",")):
-        result = uvloop.run(closed_loop(args.target, method, requests, level, args.duration, args.warmup))
+        result = uvloop.run(
+            closed_loop(args.target, method, requests, level, args.duration, args.warmup, args.token)
+        )
         print(json.dumps(asdict(result) if args.histogram else result.summary()), flush=True)
     return 0
 

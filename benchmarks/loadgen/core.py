@@ -4,6 +4,9 @@ answered, for ``duration_s`` after a warm-up; latencies into a histogram with ex
 Requests are serialized once up front and sent as bytes (identity serializers), and answers are not
 parsed: the generator shares the machine with the server under test, so it spends as little CPU as it
 can, and the same for every server it is pointed at.
+
+``token``: a bearer token sent with every request, for a data plane with auth on (its metadata is built
+once, not per request); None sends none, as against the benchmarks' own tokenless data planes.
 """
 
 from __future__ import annotations
@@ -74,8 +77,9 @@ async def closed_loop(
     concurrency: int,
     duration_s: float,
     warmup_s: float = 1.0,
+    token: str | None = None,
 ) -> LoadResult:
-    run = await _drive(target, method, requests, concurrency, duration_s, warmup_s)
+    run = await _drive(target, method, requests, concurrency, duration_s, warmup_s, token)
     return run.result()
 
 
@@ -146,11 +150,13 @@ async def _drive(
     concurrency: int,
     duration_s: float,
     warmup_s: float,
+    token: str | None = None,
 ) -> RunSamples:
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-        await call(requests[0], timeout=30)  # connect and warm the path
+        await call(requests[0], timeout=30, metadata=metadata)  # connect and warm the path
         latencies: list[list[float]] = [[] for _ in range(concurrency)]
         errors = [0]
         first_error: list[str] = []
@@ -168,7 +174,7 @@ async def _drive(
                 if sent >= end:
                     return
                 try:
-                    await call(requests[i % count], timeout=10)
+                    await call(requests[i % count], timeout=10, metadata=metadata)
                 except grpc.aio.AioRpcError as exc:
                     if sent >= measure_from:
                         errors[0] += 1

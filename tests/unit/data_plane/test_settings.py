@@ -11,6 +11,7 @@ import pytest
 
 from clients.env_values import ConfigurationError
 from clients.sdk.auth import ChannelSecurity
+from clients.server_auth import ServerTokens
 from data_plane.__main__ import parse_args
 from data_plane.settings import DataPlaneSettings
 from tests.integration.security.conftest import make_certificate
@@ -164,4 +165,26 @@ def test_native_tensorrt_that_cannot_be_used_fails_the_start_in_one_line(tmp_pat
     assert refused.stderr.strip().splitlines() == [
         "python -m data_plane: error: AETHER_NATIVE_TENSORRT=1 but native TensorRT cannot be used here:"
         " the tensorrt package is not installed (the `gpu` extra)"
+    ]
+
+
+def test_the_control_planes_token_variables_turn_the_data_planes_auth_on(tmp_path: Path) -> None:
+    """The data plane served every caller whatever tokens its environment held; it now reads the same
+    variables and files as the control plane, by the same rules."""
+    token_file = tmp_path / "admin"
+    token_file.write_text("admin-token\n")
+    settings = DataPlaneSettings.from_env(
+        {"AETHER_ADMIN_TOKEN_FILE": str(token_file), "AETHER_READONLY_TOKEN": "reader-token"}
+    )
+    assert settings.auth == ServerTokens(admin_token="admin-token", readonly_token="reader-token")
+    assert not DataPlaneSettings.from_env({}).auth.enabled
+    assert "admin-token" not in repr(settings)
+    # A configuration that cannot be meant is the same one line as any other setting, not a traceback.
+    refused = _data_plane(
+        {"AETHER_HOME": str(tmp_path), "AETHER_READONLY_TOKEN": "reader-token"}, "--listen", "127.0.0.1:0"
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "python -m data_plane: error: AETHER_READONLY_TOKEN is set without AETHER_ADMIN_TOKEN:"
+        " no call could ever write"
     ]
