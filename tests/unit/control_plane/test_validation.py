@@ -104,6 +104,16 @@ def aggregating(**fields: object) -> pb.FeatureViewSpec:
             spec(features=[("event_ts", types_pb2.INT64)], source=pb.Source(timestamp_field="seen_at")),
             r"spec\.features\[0\]\.name: feature 'event_ts' is named like the stored event time",
         ),
+        # Stored, shown to read-only tokens, audited and written to every data plane's snapshot.
+        (
+            spec(source=pb.Source(kind="batch", uri="s3://AKIAKEY:SeCrEt@bucket/weather.parquet")),
+            r"spec\.source\.uri: holds credentials, which the registry would store and show; write"
+            r" 's3://bucket/weather\.parquet' and give the credentials through the environment",
+        ),
+        (
+            spec(source=pb.Source(kind="batch", uri="abfs://c@acct.dfs.core.windows.net/x?sas_token=s")),
+            r"spec\.source\.uri: holds credentials",
+        ),
         (
             with_rule(pb.ValidationRule(min_value=2, max_value=1)),
             r"spec\.features\[0\]\.validation: min_value 2\.0 is greater than max_value 1\.0",
