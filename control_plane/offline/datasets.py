@@ -78,16 +78,44 @@ def content_hash(table: pa.Table) -> str:
 
 
 def record_dataset(store: OfflineStore, dataset_hash: str, record: Mapping[str, Any]) -> str:
-    """Writes ``_datasets/<hash>.json`` under the store's root unless it exists (a dataset with this hash
-    was already recorded: same content, and its first creation time is the one kept). Returns its path."""
+    """Writes ``_datasets/<hash>.json`` under the store's root. Returns its path.
+
+    A dataset with this hash may already be recorded: same content, so its first record is kept (the
+    creation time, the query and the files it was read from) and only a new copy is added. Before, the
+    first record was kept whole, so a dataset first built without an output path (exploring, or through
+    ``aetherctl historical --out``, which writes its copy on the client) could never be read back by hash,
+    however many copies were written later. ``output_path`` names the newest copy and ``output_paths``
+    every copy recorded, newest first: the copies hold equal content, and the older ones are the fallback
+    when the newest is deleted or moved (:func:`recorded_copies`).
+
+    Two builds of one dataset recording at once may both read the old record, and the later write wins:
+    each write names its own, complete, copy, so the record always leads to one; the other copy is then
+    missing from the list, never wrongly in it."""
     folder = f"{store.base_path}/{DATASETS_DIR}"
     path = f"{folder}/{dataset_hash}.json"
+    copy = record.get("output_path")
     if store.filesystem.get_file_info(path).type == pafs.FileType.File:
-        return path
-    store.filesystem.create_dir(folder, recursive=True)
-    body = json.dumps({"dataset_hash": dataset_hash, **record}, indent=2, sort_keys=True).encode()
-    _write_atomically(store.filesystem, path, lambda sink: sink.write(body))
+        existing = read_dataset_record(store, dataset_hash)
+        copies = recorded_copies(existing)
+        if not copy or (copies[:1] == [copy] and existing.get("output_paths") == copies):
+            return path  # no new copy: the record stands
+        body = {**existing, "output_path": copy, "output_paths": [copy, *(c for c in copies if c != copy)]}
+    else:
+        store.filesystem.create_dir(folder, recursive=True)
+        body = {"dataset_hash": dataset_hash, **record, "output_paths": [copy] if copy else []}
+    encoded = json.dumps(body, indent=2, sort_keys=True).encode()
+    _write_atomically(store.filesystem, path, lambda sink: sink.write(encoded))
     return path
+
+
+def recorded_copies(record: Mapping[str, Any]) -> list[str]:
+    """The Parquet copies a dataset record names, newest first (a record written before ``output_paths``
+    was kept names at most one, its ``output_path``)."""
+    copies = [str(c) for c in record.get("output_paths") or () if c]
+    newest = record.get("output_path")
+    if newest and str(newest) not in copies:
+        copies.insert(0, str(newest))
+    return copies
 
 
 _DATASET_HASH = re.compile(r"[0-9a-f]{64}")

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from clients.errors import DataLoss, InvalidArgument, NotFound
 from clients.sdk.offline import OfflineFeaturesClient
 from clients.sdk.registry import FeatureRegistryClient
-from control_plane.offline.datasets import content_hash, read_dataset_record
+from clients.uris import redact_text
+from control_plane.offline.datasets import content_hash, read_dataset_record, recorded_copies
 from control_plane.offline.refs import FeatureRef, parse_ref
 from control_plane.offline.store import OfflineStore, open_filesystem
 from control_plane.training.spec import DatasetRef
@@ -130,13 +131,10 @@ def read_recorded_dataset(dataset_hash: str, store: OfflineStore | None = None) 
     its object store) and checked against its hash."""
     store = store if store is not None else OfflineStore()
     record = read_dataset_record(store, dataset_hash)
-    output_path = record.get("output_path")
-    if not output_path:
+    copies = recorded_copies(record)
+    if not copies:
         raise NotFound(f"dataset {dataset_hash} was recorded without an output path: nothing to read back")
-    filesystem, path = open_filesystem(str(output_path))
-    table = pq.read_table(path, filesystem=filesystem)
-    if content_hash(table) != dataset_hash:
-        raise DataLoss(f"the stored copy of dataset {dataset_hash} at {output_path} hashes differently")
+    table, output_path = _read_a_copy(dataset_hash, copies)
     columns: list[str] = []
     refs: list[str] = []
     for view in record.get("views", ()):
@@ -150,3 +148,28 @@ def read_recorded_dataset(dataset_hash: str, store: OfflineStore | None = None) 
         "output_path": output_path,
     }
     return TrainingData(table, dataset_hash, json.dumps(query, sort_keys=True), tuple(columns), tuple(refs))
+
+
+def _read_a_copy(dataset_hash: str, copies: Sequence[str]) -> tuple[pa.Table, str]:
+    """The first of ``copies`` (newest first) that can be read and hashes to ``dataset_hash``, with its
+    path. NOT_FOUND when none is left, DATA_LOSS when one is there but unreadable or changed: each names
+    the copies and what was wrong (a raw FileNotFoundError reached the job before, as INTERNAL)."""
+    missing: list[str] = []
+    damaged: list[str] = []
+    for copy in copies:
+        try:
+            filesystem, path = open_filesystem(copy)
+            table = pq.read_table(path, filesystem=filesystem)
+        except FileNotFoundError:
+            missing.append(copy)
+            continue
+        except (OSError, pa.ArrowInvalid) as exc:  # a file that is no Parquet, unreadable, a store failing
+            damaged.append(f"{copy} cannot be read ({redact_text(str(exc), copy)})")
+            continue
+        if content_hash(table) == dataset_hash:
+            return table, copy
+        damaged.append(f"{copy} hashes differently")
+    if damaged:
+        problems = damaged + ([f"not found: {', '.join(missing)}"] if missing else [])
+        raise DataLoss(f"no intact copy of dataset {dataset_hash}: {'; '.join(problems)}")
+    raise NotFound(f"no copy of dataset {dataset_hash} is left: not found: {', '.join(missing)}")

@@ -1,0 +1,84 @@
+"""A training set recorded in the offline root is read back by its hash from the copies its record
+names: whichever build of the same content wrote them, newest first, and a copy that is gone or changed
+is NOT_FOUND or DATA_LOSS naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clients.errors import DataLoss, NotFound
+from control_plane.features.registry import FeatureRegistry
+from control_plane.offline.datasets import read_dataset_record
+from control_plane.offline.historical import get_historical_features
+from control_plane.offline.store import OfflineStore
+from control_plane.training.dataset import read_recorded_dataset
+from tests.unit.offline.builders import (
+    at,
+    create_view,
+    ensure_entity,
+    entity_rows,
+    feature_rows,
+    feature_spec,
+)
+
+
+@pytest.fixture
+def stats(registry: FeatureRegistry, store: OfflineStore) -> OfflineStore:
+    ensure_entity(registry)
+    create_view(registry, feature_spec("stats"))
+    store.write("stats", 1, feature_rows({"user_id": [1]}, [at(0)], {"score": [0.5]}))
+    return store
+
+
+def test_a_copy_written_after_a_build_without_one_is_recorded_and_read_back(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    """The first record of a hash was kept whole: built once without an output path, a dataset could
+    never be read back by hash, whatever copies were written later."""
+    labels = entity_rows({"user_id": [1]}, [at(10)])
+    first = get_historical_features(stats, registry, labels, ["stats:score"])  # exploring: no copy
+    created = read_dataset_record(stats, first.dataset_hash)["created_at"]
+    older, newer = tmp_path / "a" / "train.parquet", tmp_path / "b" / "train.parquet"
+    for out in (older, newer):
+        built = get_historical_features(stats, registry, labels, ["stats:score"], output_path=str(out))
+        assert built.dataset_hash == first.dataset_hash and built.output_path == str(out)
+    get_historical_features(stats, registry, labels, ["stats:score"])  # another build without a copy
+
+    record = read_dataset_record(stats, first.dataset_hash)
+    assert record["created_at"] == created  # the first build's record, with the copies added
+    assert record["output_path"] == str(newer)
+    assert record["output_paths"] == [str(newer), str(older)]
+    back = read_recorded_dataset(first.dataset_hash, stats)
+    assert back.table.equals(first.table) and json.loads(back.query)["output_path"] == str(newer)
+
+    newer.unlink()  # the newest copy deleted: the older one, of equal content, is read
+    assert json.loads(read_recorded_dataset(first.dataset_hash, stats).query)["output_path"] == str(older)
+
+    older.write_bytes(b"not parquet")
+    with pytest.raises(DataLoss, match=f"{older} cannot be read.*not found: {newer}"):
+        read_recorded_dataset(first.dataset_hash, stats)
+    older.unlink()
+    with pytest.raises(
+        NotFound, match=f"no copy of dataset {first.dataset_hash} is left: .*{newer}, {older}"
+    ):
+        read_recorded_dataset(first.dataset_hash, stats)
+
+
+def test_a_record_from_before_the_list_of_copies_is_read_and_extended(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    labels = entity_rows({"user_id": [1]}, [at(10)])
+    old = tmp_path / "old.parquet"
+    built = get_historical_features(stats, registry, labels, ["stats:score"], output_path=str(old))
+    path = Path(stats.base_path) / "_datasets" / f"{built.dataset_hash}.json"
+    record = json.loads(path.read_text())
+    del record["output_paths"]  # as records were written before
+    path.write_text(json.dumps(record))
+    assert read_recorded_dataset(built.dataset_hash, stats).table.equals(built.table)
+
+    new = tmp_path / "new.parquet"
+    get_historical_features(stats, registry, labels, ["stats:score"], output_path=str(new))
+    assert read_dataset_record(stats, built.dataset_hash)["output_paths"] == [str(new), str(old)]
