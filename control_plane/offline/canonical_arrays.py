@@ -17,7 +17,11 @@ renames a list's child field ``item`` to ``element``. The canonical form fixes e
 * dictionaries: canonical indices and dictionary values (a dictionary is not re-encoded: which values
   it holds, in which order, is part of the array);
 * types: a list's or map's child fields have Arrow's default names (``item``; ``entries``, ``key``,
-  ``value``) and no metadata; struct field names are data and stay.
+  ``value``) and no metadata; struct field names are data and stay;
+* types a Parquet round trip changes are those it gives back (:func:`parquet_type`: ``timestamp[s]`` is
+  ``timestamp[ms]``, ``date64`` is ``date32``, ``time32[s]`` is ``time32[ms]``, a dictionary of other
+  than strings or binaries is its values, of large strings or binaries a dictionary of strings or
+  binaries), anywhere in a nested type: a training set and its Parquet copy hash equally.
 
 Every other layout (null, union, run-end encoded, view and extension types) is kept as it is.
 """
@@ -31,8 +35,49 @@ import pyarrow as pa
 Mask = npt.NDArray[np.bool_]
 
 
+def parquet_type(data_type: pa.DataType) -> pa.DataType:
+    """The type pyarrow gives back a column of ``data_type`` written to Parquet and read again (with the
+    Arrow schema it stores, as ``pq.write_table`` does by default). A column in any of these types,
+    say entity rows with labels in whole seconds, made a training set whose own Parquet copy hashed
+    differently: reading it back by hash was DATA_LOSS. Field names are kept."""
+    if pa.types.is_timestamp(data_type) and data_type.unit == "s":
+        return pa.timestamp("ms", data_type.tz)
+    if pa.types.is_date64(data_type):
+        return pa.date32()
+    if pa.types.is_time32(data_type) and data_type.unit == "s":
+        return pa.time32("ms")
+    if pa.types.is_dictionary(data_type):
+        values = parquet_type(data_type.value_type)
+        if pa.types.is_string(values) or pa.types.is_large_string(values):
+            return pa.dictionary(data_type.index_type, pa.string(), data_type.ordered)
+        if pa.types.is_binary(values) or pa.types.is_large_binary(values):
+            return pa.dictionary(data_type.index_type, pa.binary(), data_type.ordered)
+        return values  # Parquet keeps a dictionary of strings and binaries only
+    if pa.types.is_map(data_type):
+        key, item = data_type.key_field, data_type.item_field
+        return pa.map_(
+            key.with_type(parquet_type(key.type)),
+            item.with_type(parquet_type(item.type)),
+            keys_sorted=data_type.keys_sorted,
+        )
+    if pa.types.is_fixed_size_list(data_type):
+        return pa.list_(_parquet_field(data_type.value_field), data_type.list_size)
+    if pa.types.is_large_list(data_type):
+        return pa.large_list(_parquet_field(data_type.value_field))
+    if pa.types.is_list(data_type):
+        return pa.list_(_parquet_field(data_type.value_field))
+    if pa.types.is_struct(data_type):
+        return pa.struct([_parquet_field(data_type.field(i)) for i in range(data_type.num_fields)])
+    return data_type
+
+
+def _parquet_field(field: pa.Field) -> pa.Field:
+    return field.with_type(parquet_type(field.type))
+
+
 def canonical_type(data_type: pa.DataType) -> pa.DataType:
     """``data_type`` with the child field names and metadata a canonical array has (module doc)."""
+    data_type = parquet_type(data_type)
     if pa.types.is_map(data_type):
         return pa.map_(
             _child_field(data_type.key_field, "key"),
@@ -55,6 +100,11 @@ def canonical_type(data_type: pa.DataType) -> pa.DataType:
 
 def canonical_array(array: pa.Array) -> pa.Array:
     """``array`` in the canonical form (module doc): equal to it, value for value."""
+    target = parquet_type(array.type)
+    if target != array.type:
+        # Unsafe as Parquet's writer is: a date64 holding a time of day (Arrow says it must not) is
+        # truncated to its day there too. Every other change is exact (seconds to milliseconds).
+        array = array.cast(target, safe=False)
     return _canonical(array, None)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from clients.errors import DataLoss, NotFound
@@ -82,3 +83,22 @@ def test_a_record_from_before_the_list_of_copies_is_read_and_extended(
     new = tmp_path / "new.parquet"
     get_historical_features(stats, registry, labels, ["stats:score"], output_path=str(new))
     assert read_dataset_record(stats, built.dataset_hash)["output_paths"] == [str(new), str(old)]
+
+
+def test_labels_in_whole_seconds_and_date64_columns_are_read_back_by_hash(
+    registry: FeatureRegistry, stats: OfflineStore, tmp_path: Path
+) -> None:
+    """Parquet gives timestamp[s] back as timestamp[ms] and date64 as date32: the copy hashed differently
+    from the training set it holds, and reading it back by hash was DATA_LOSS."""
+    labels = pa.table(
+        {
+            "user_id": [1],
+            "event_ts": pa.array([at(10)], pa.timestamp("s", tz="UTC")),
+            "day": pa.array([at(0).date()], pa.date64()),
+        }
+    )
+    out = tmp_path / "train.parquet"
+    built = get_historical_features(stats, registry, labels, ["stats:score"], output_path=str(out))
+    back = read_recorded_dataset(built.dataset_hash, stats)
+    assert back.dataset_hash == built.dataset_hash
+    assert back.table.to_pylist() == built.table.to_pylist()
