@@ -39,6 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import NotFound
+from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.store import OfflineStore, open_filesystem
 
@@ -144,13 +145,16 @@ def read_dataset_record(store: OfflineStore, dataset_hash: str) -> dict[str, Any
 
 def write_parquet(table: pa.Table, target: str) -> str:
     """Writes ``table`` to ``target`` (a local path or a pyarrow filesystem URI) so that readers see the
-    old file or the whole new one, never a part. Returns the filesystem path written."""
+    old file or the whole new one, never a part. Returns where it was written, as a reader opens it: a
+    local path made absolute, or the URI given without its credentials. Not an object store's bare path
+    (``bucket/key``), which was recorded and returned as where the copy lay: it names no store, and
+    reading the dataset back by hash looked for a local file of that name."""
     filesystem, path = open_filesystem(target)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         filesystem.create_dir(parent, recursive=True)
     _write_atomically(filesystem, path, lambda sink: pq.write_table(table, sink))
-    return path
+    return path if filesystem.type_name == "local" else redact_uri(target)
 
 
 def utc_now_iso() -> str:

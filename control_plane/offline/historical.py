@@ -43,7 +43,8 @@ class TrainingSet:
     dataset_hash: str
     #: Result column -> how many rows got a value.
     matched: dict[str, int] = field(default_factory=dict)
-    #: Where the Parquet copy was written, when one was asked for.
+    #: Where the Parquet copy was written, when one was asked for: a local path, or the URI given
+    #: without its credentials.
     output_path: str | None = None
 
     @property

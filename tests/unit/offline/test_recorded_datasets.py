@@ -5,17 +5,22 @@ is NOT_FOUND or DATA_LOSS naming it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from clients.errors import DataLoss, NotFound
+from clients.uris import redact_uri
 from control_plane.features.registry import FeatureRegistry
 from control_plane.offline.datasets import read_dataset_record
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from control_plane.training.dataset import read_recorded_dataset
+from tests.support.s3_server import FakeS3Server
 from tests.unit.offline.builders import (
     at,
     create_view,
@@ -24,6 +29,9 @@ from tests.unit.offline.builders import (
     feature_rows,
     feature_spec,
 )
+
+REPO = Path(__file__).resolve().parents[3]
+ACCESS_KEY, SECRET_KEY = "AKIARECORDEDCOPY0001", "recorded-copy-secret"
 
 
 @pytest.fixture
@@ -102,3 +110,58 @@ def test_labels_in_whole_seconds_and_date64_columns_are_read_back_by_hash(
     back = read_recorded_dataset(built.dataset_hash, stats)
     assert back.dataset_hash == built.dataset_hash
     assert back.table.to_pylist() == built.table.to_pylist()
+
+
+# A job's process reading a dataset back by hash, with the object store's credentials in its environment.
+READ_BACK = """
+import sys
+from clients.errors import NotFound
+from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.training.dataset import read_recorded_dataset
+dataset_hash, root, copy = sys.argv[1:]
+print(read_recorded_dataset(dataset_hash, OfflineStore(root)).num_rows)
+filesystem, path = open_filesystem(copy)
+filesystem.delete_file(path)
+try:
+    read_recorded_dataset(dataset_hash, OfflineStore(root))
+except NotFound as error:
+    print(error.message)
+"""
+
+
+def test_a_copy_on_an_object_store_is_recorded_by_its_uri_and_read_back(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    """The copy was recorded and returned as the store's bare path (``aether/datasets/train.parquet``),
+    which reading back by hash opened as a local file: a raw FileNotFoundError."""
+    s3 = FakeS3Server()
+    try:
+        uri = s3.uri("datasets/train.parquet", ACCESS_KEY, SECRET_KEY)
+        labels = entity_rows({"user_id": [1]}, [at(10)])
+        built = get_historical_features(stats, registry, labels, ["stats:score"], output_path=uri)
+        assert built.output_path == redact_uri(uri)
+        assert built.output_path.startswith("s3://aether/datasets/train.parquet?endpoint_override=")
+        assert ACCESS_KEY not in built.output_path and SECRET_KEY not in built.output_path
+        assert read_dataset_record(stats, built.dataset_hash)["output_path"] == built.output_path
+        assert "datasets/train.parquet" in s3.objects
+
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        environment |= {
+            "AWS_ACCESS_KEY_ID": "AKIAJOBREADER0000001",
+            "AWS_SECRET_ACCESS_KEY": "job-secret",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", READ_BACK, built.dataset_hash, stats.root, built.output_path],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        rows, missing = done.stdout.splitlines()
+        assert rows == "1"
+        assert missing == f"no copy of dataset {built.dataset_hash} is left: not found: {built.output_path}"
+    finally:
+        s3.close()
