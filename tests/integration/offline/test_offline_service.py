@@ -229,9 +229,33 @@ async def test_entity_rows_from_an_empty_directory_say_so(
     (tmp_path / "home" / "datasets" / "rows").mkdir(parents=True)
     with (
         OfflineFeaturesClient(server.address) as client,
-        pytest.raises(InvalidArgument, match="a directory with no Parquet files in it"),
+        pytest.raises(InvalidArgument, match="/datasets/rows': it is a directory; give a Parquet file"),
     ):
         await asyncio.to_thread(client.historical_features, "rows", ["stats"])  # relative to the root
+
+
+async def test_entity_rows_from_a_directory_are_refused_links_leading_out_of_the_root_included(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """A directory was read as a dataset of every file under it: a symbolic link in it leading out of the
+    datasets root was followed (only the directory was checked), and the file's rows came back."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = labels(3).append_column("secret", pa.array(["s3cr3t-outside-root"] * 3))
+    pq.write_table(secret, outside / "secret.parquet")
+    folder = tmp_path / "home" / "datasets" / "rows"
+    folder.mkdir(parents=True)
+    pq.write_table(labels(3), folder / "part-0.parquet")
+    (folder / "part-1.parquet").symlink_to(outside / "secret.parquet")
+    with OfflineFeaturesClient(server.address) as client:
+        for where in ("rows", "rows/"):
+            with pytest.raises(InvalidArgument, match="it is a directory; give a Parquet file") as caught:
+                await asyncio.to_thread(client.historical_features, where, ["stats"])
+            assert "s3cr3t" not in str(caught.value)
+        with pytest.raises(PermissionDenied, match="outside the datasets root"):
+            await asyncio.to_thread(client.historical_features, "rows/part-1.parquet", ["stats"])
+        inside = await asyncio.to_thread(client.historical_features, "rows/part-0.parquet", ["stats"])
+    assert inside.table.column_names == ["user_id", "event_ts", "stats:score", "stats:trips"]
 
 
 @pytest.mark.parametrize(
