@@ -5,6 +5,7 @@ streams it back as Arrow IPC pieces, then a summary with the dataset hash."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -27,6 +28,7 @@ from control_plane.offline.server_paths import confined, datasets_root
 from control_plane.offline.store import OfflineStore, open_filesystem
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_log = logging.getLogger("aether.offline")
 OFFLINE_FEATURES_SERVICE: str = pb.DESCRIPTOR.services_by_name["OfflineFeatures"].full_name
 #: Entity rows larger than this are refused: send a Parquet path the server can read instead.
 MAX_ENTITY_ROWS_BYTES = 1 << 30
@@ -133,8 +135,12 @@ def datasets_root_of(context: ServiceContext) -> str:
 
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
-    servicer = OfflineFeaturesServicer(
-        OfflineStore(offline_root(context)), context.registry, datasets_root_of(context)
-    )
+    """Serves the offline store, after removing the temporary files that writers killed mid-write left
+    in it (:meth:`OfflineStore.sweep_stale_temps`)."""
+    store = OfflineStore(offline_root(context))
+    swept = store.sweep_stale_temps()
+    if swept:
+        _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)
+    servicer = OfflineFeaturesServicer(store, context.registry, datasets_root_of(context))
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return OFFLINE_FEATURES_SERVICE

@@ -51,6 +51,8 @@ TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 PARQUET_SUFFIX = ".parquet"
 DATE_PREFIX = "date="
 _TEMP_PREFIX = "."
+#: A temporary file untouched this long is a dead writer's (sweep_stale_temps), as in the artifact store.
+STALE_TEMP_AGE_S = 15 * 60.0
 
 
 def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
@@ -136,6 +138,29 @@ class OfflineStore:
             Path(temp).unlink(missing_ok=True)
             raise
         return final
+
+    def sweep_stale_temps(self, older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Removes the hidden temporary files (``.*.tmp``: a data file's, a dataset record's or copy's)
+        that writers killed mid-write left under a local root and that were last written more than
+        ``older_than_s`` ago; younger ones may belong to a live writer in another process. Readers never
+        list them, but nothing else removed them: they only took disk. An object store has none (an
+        upload is written under its final name). Returns how many were removed."""
+        if not self._rename_into_place:
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for folder, _, names in os.walk(self.base_path):  # links are not followed out of the root
+            for name in names:
+                if not (name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:  # its writer finished or gave up meanwhile
+                    continue
+        return removed
 
     # -- reading ---------------------------------------------------------------------------------------
 

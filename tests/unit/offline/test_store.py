@@ -182,3 +182,23 @@ def test_float_and_time_columns_are_stored_plain_and_keys_with_a_dictionary(stor
         assert chunks[name].has_dictionary_page, name
         assert chunks[name].compression == "SNAPPY", name
     assert pq.read_table(path).equals(table)
+
+
+def test_stale_temporary_files_of_killed_writers_are_swept(store: OfflineStore) -> None:
+    """A writer killed mid-write leaves a hidden fragment (the test above) that nothing removed."""
+    [path] = store.write("stats", 1, sample(1))
+    partition = Path(path).parent
+    records = Path(store.base_path) / "_datasets"
+    records.mkdir()
+    stale = [partition / ".0f3a.tmp", records / f".{'a' * 64}.json.1b2c.tmp"]
+    young = partition / ".9e8d.tmp"
+    others = [partition / ".keep", partition / "notes.tmp", Path(path)]
+    for file in [*stale, young, *others[:2]]:
+        file.write_bytes(b"PAR1 half a file")
+    an_hour_ago = time.time() - 3600
+    for file in [*stale, *others]:
+        os.utime(file, (an_hour_ago, an_hour_ago))
+    assert store.sweep_stale_temps() == 2
+    assert not any(file.exists() for file in stale)
+    assert young.exists() and all(file.exists() for file in others)
+    assert store.files("stats", 1) == [path]
