@@ -42,6 +42,8 @@ MAX_PAGE_SIZE = 1000
 #: The most distinct metrics, parameters and tags a filter and its sort keys may name together: each is
 #: one outer join, and SQLite refuses a query joining more than 64 tables.
 MAX_JOINED_FIELDS = 32
+#: Sort keys one compare query may give (ties after them are broken by run id).
+MAX_SORT_KEYS = 16
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,12 @@ def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
     """One page of runs matching ``query.filter``, sorted by ``query.order_by`` (missing values last, ties
     by run id), with the requested metric and parameter columns."""
     expression = parse_filter(query.filter)
+    if len(query.order_by) > MAX_SORT_KEYS:
+        # Each key widens every later page's keyset condition by one more term per key (quadratic): 1,100
+        # keys failed INTERNAL in SQLite, and a few hundred took the next page minutes of server CPU.
+        raise InvalidArgument(
+            f"order_by has {len(query.order_by)} sort keys; at most {MAX_SORT_KEYS} are allowed"
+        )
     sort_keys: list[SortKey] = [parse_sort_key(text) for text in query.order_by]
     size = page_size_of(query.page_size)
 

@@ -207,6 +207,11 @@ def test_bad_filters_and_sort_keys_are_invalid_arguments_naming_the_position(cli
         client.compare_runs(experiment_id, order_by=["metrics.loss sideways"])
     with pytest.raises(InvalidArgument, match="metric name must not be empty"):
         client.compare_runs(experiment_id, metrics=[""])
+    # Each sort key widens every later page's condition by a term per key: 1,100 failed INTERNAL, and a
+    # few hundred took a page minutes of server CPU.
+    with pytest.raises(InvalidArgument, match="order_by has 17 sort keys; at most 16 are allowed"):
+        client.compare_runs(experiment_id, order_by=["attributes.start_time"] * 17)
+    assert client.compare_runs(experiment_id, order_by=["attributes.start_time"] * 16).rows == []
 
 
 def test_deep_and_long_filters_are_invalid_arguments_not_internal(client: TrackingClient) -> None:
