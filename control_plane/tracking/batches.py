@@ -110,6 +110,7 @@ class _RunState:
     run_id: str
     status: str
     end_time_us: int
+    start_time_us: int
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,11 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     created = _create_started(session, batches)
     wanted = sorted({batch.run_id for batch in batches})
     runs = {
-        row.run_id: _RunState(row.id, row.run_id, row.status, row.end_time_us)
+        row.run_id: _RunState(row.id, row.run_id, row.status, row.end_time_us, row.start_time_us)
         for row in session.execute(
-            select(_RUNS.c.id, _RUNS.c.run_id, _RUNS.c.status, _RUNS.c.end_time_us).where(
-                _RUNS.c.run_id.in_(wanted)
-            )
+            select(
+                _RUNS.c.id, _RUNS.c.run_id, _RUNS.c.status, _RUNS.c.end_time_us, _RUNS.c.start_time_us
+            ).where(_RUNS.c.run_id.in_(wanted))
         )
     }
     if missing := [run_id for run_id in wanted if run_id not in runs]:
@@ -264,7 +265,10 @@ def _write_changes(
             )
         if batch.end_status is not None:
             before = {"status": run.status, "end_time_us": run.end_time_us}
-            run.status, run.end_time_us = batch.end_status, end_time_of(batch.end_status, batch.end_time_us)
+            run.status, run.end_time_us = (
+                batch.end_status,
+                end_time_of(batch.end_status, batch.end_time_us, run.start_time_us, run.run_id),
+            )
             ends[run.pk] = (run.status, run.end_time_us)
             after = {"status": run.status, "end_time_us": run.end_time_us}
             events.append(AuditEvent(actor, "update", "run", run.run_id, before, after))

@@ -55,9 +55,19 @@ def insert_for(session: Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def end_time_of(status: str, end_time_us: int) -> int:
-    """The end time a run gets with ``status``: the given time (default now) when terminal, else 0."""
-    return (end_time_us or now_us()) if status in TERMINAL else 0
+def end_time_of(status: str, end_time_us: int, start_time_us: int, run_id: str) -> int:
+    """The end time run ``run_id`` (started at ``start_time_us``) gets with ``status``: the given time
+    (default now, never before the start: a client's clock may run ahead of ours) when terminal, else 0.
+    A given time before the start is INVALID_ARGUMENT: the run's duration would be negative."""
+    if status not in TERMINAL:
+        return 0
+    if not end_time_us:
+        return max(now_us(), start_time_us)
+    if end_time_us < start_time_us:
+        raise InvalidArgument(
+            f"run {run_id!r}: end_time_us {end_time_us} is before the run's start_time_us {start_time_us}"
+        )
+    return end_time_us
 
 
 def set_status(
@@ -68,7 +78,7 @@ def set_status(
     and nothing is audited: the condition is part of the UPDATE, so of two transactions setting the same
     status at once only one matches the row (PostgreSQL re-checks it on the version the first committed)."""
     before = {"status": row.status, "end_time_us": row.end_time_us}
-    end = end_time_of(status, end_time_us)
+    end = end_time_of(status, end_time_us, row.start_time_us, row.run_id)
     # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
     statement = update(RunRow).where(RunRow.id == row.id)
     if once:

@@ -82,3 +82,30 @@ def test_a_run_stored_with_a_negative_start_can_still_be_ended(stub: TrackingStu
         INT64_MAX,
     )
     assert stub.GetRun(pb.GetRunRequest(run_id=run_id)).status == pb.RUN_STATUS_FINISHED
+
+
+def test_a_run_cannot_end_before_it_started(stub: TrackingStub) -> None:
+    """UpdateRun and LogBatch stored an end time before the run's start: a negative duration in GetRun,
+    ListRuns and `aetherctl runs list`."""
+    experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="ends")).experiment_id
+    future = 2_000_000_000_000_000  # a start the client's clock put in 2033
+    run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=future))
+    early = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED, end_time_us=future - 1)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.UpdateRun(early)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"end_time_us {future - 1} is before the run's start_time_us {future}" in str(
+        raised.value.details()
+    )
+    assert stub.GetRun(pb.GetRunRequest(run_id=run.run_id)).status == pb.RUN_STATUS_RUNNING
+    # Ended "now", which our clock puts before that start: it ends as it starts, not before.
+    ended = stub.UpdateRun(pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED))
+    assert (ended.end_time_us, ended.duration_us) == (future, 0)
+
+    run_id = uuid.uuid4().hex
+    start = pb.RunStart(experiment_id=experiment_id, start_time_us=10_000_000)
+    end = pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=5_000_000)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.LogBatch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, start=start, end=end)]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "end_time_us 5000000 is before the run's start_time_us 10000000" in str(raised.value.details())
