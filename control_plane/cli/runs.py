@@ -162,10 +162,11 @@ def _number(value: float) -> str:
 def _metric_columns(spec: str) -> list[tuple[str, str]]:
     columns = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        key, _, aggregate = (
-            item.rpartition(":") if item.endswith(_AGGREGATES) and ":" in item else (item, "", "")
-        )
-        columns.append((key, aggregate or "latest"))
+        # Only a last part that is an aggregate is one: ``eval:loss_min`` is the metric of that name.
+        key, _, aggregate = item.rpartition(":")
+        if not key or aggregate not in _AGGREGATES:
+            key, aggregate = item, "latest"
+        columns.append((key, aggregate))
     return columns
 
 

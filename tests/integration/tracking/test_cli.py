@@ -71,3 +71,17 @@ def test_experiments_and_runs_commands(
     assert f"run {run_id} (run-3) FINISHED" in out and "depth=3,lr=0.01" in out
     assert _aetherctl(address, "runs", "compare", "churn", "--limit", "2", "--json") == 0
     assert len(json.loads(capsys.readouterr().out)["rows"]) == 2
+
+
+def test_a_metric_key_with_a_colon_is_a_column_of_its_own(
+    control_plane: ThreadedControlPlane, client: TrackingClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--metrics eval:loss_min` was read as metric `eval` with aggregate `loss_min`: only a last part that
+    is latest, min or max is an aggregate."""
+    with client.start_run("colons", "r") as run:
+        run.log_metrics({"eval:loss_min": 0.25}, step=0)
+        run.log_metrics({"eval:loss_min": 0.5}, step=1)
+    argv = ["runs", "compare", "colons", "--metrics", "eval:loss_min,eval:loss_min:min", "--json"]
+    assert _aetherctl(control_plane.address, *argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["metrics"] == {"eval:loss_min": 0.5, "min(eval:loss_min)": 0.25}
