@@ -26,7 +26,9 @@ deployments core and driven by the canary controller; once it is PROMOTED the ``
 the version (``promoted``); ROLLED_BACK → ``rolled_back``. When the deployment shows another canary by
 the next ``advance`` (its canary ended and an operator started another in between), its primary decides:
 the challenger → ``promoted``, the champion → ``rolled_back``, another version → ``failed`` (superseded).
-Every step is audited (the registry, the
+A promotion still ``pending_canary`` whose canary the deployment shows already ended (the control plane
+stopped after the canary started and before ``canary`` was recorded, and the controller finished it
+meanwhile) ends as that canary did. Every step is audited (the registry, the
 deployments core and :mod:`.records` each record their own).
 """
 
@@ -114,6 +116,9 @@ class Promoter:
         if status == PENDING_SHADOW:
             return self._next_phase(evaluation, policy, "approved; the deployment took it once free")
         if status == PENDING_CANARY:
+            ended = self._ended_before_recorded(evaluation)
+            if ended is not None:
+                return ended
             return self._start_canary(evaluation, policy, "the deployment took it once free")
         if status == SHADOW:
             if now_us - evaluation.updated_at_us < policy.shadow_seconds * 1e6:
@@ -134,11 +139,33 @@ class Promoter:
             canary = deployment.canary
             if canary.model_name != evaluation.model_name or canary.version != evaluation.challenger_version:
                 return self._canary_replaced(evaluation, deployment)
-            if canary.status == dpb.CANARY_STATUS_PROMOTED:
-                return self._promoted(evaluation, f"canary promoted: {canary.reason}; now the champion")
-            if canary.status == dpb.CANARY_STATUS_ROLLED_BACK:
-                return self._set(evaluation, ROLLED_BACK, f"canary rolled back: {canary.reason}")
+            return self._canary_ended(evaluation, canary) or status
         return status
+
+    def _canary_ended(self, evaluation: pb.Evaluation, canary: dpb.CanaryState, note: str = "") -> str | None:
+        """The promotion's end when the challenger's ``canary`` has ended; None while it runs."""
+        if canary.status == dpb.CANARY_STATUS_PROMOTED:
+            return self._promoted(evaluation, f"canary promoted{note}: {canary.reason}; now the champion")
+        if canary.status == dpb.CANARY_STATUS_ROLLED_BACK:
+            return self._set(evaluation, ROLLED_BACK, f"canary rolled back{note}: {canary.reason}")
+        return None
+
+    def _ended_before_recorded(self, evaluation: pb.Evaluation) -> str | None:
+        """A ``pending_canary`` promotion whose canary the deployments core started but whose ``canary``
+        phase was never recorded (the control plane was killed in between), and which the canary
+        controller finished meanwhile, ends as that canary did. Looking only for a running canary, the
+        promotion took a promoted one for a superseded champion (``failed``, the ``champion`` alias left
+        on the old version) and started a rolled-back one a second time.
+
+        The canary is this promotion's when it is of the challenger and its current step started at or
+        after the pending state's last write: that write precedes the start (see :meth:`_enter`), and a
+        step starts no earlier than its canary, so a canary of the same version that ran before this
+        promotion was pending (one a person started by hand) is not taken for it."""
+        canary = self.deployments.get(evaluation.deployment).canary
+        ours = (canary.model_name, canary.version) == (evaluation.model_name, evaluation.challenger_version)
+        if not ours or canary.step_started_at_us < evaluation.updated_at_us:
+            return None
+        return self._canary_ended(evaluation, canary, " (started before the control plane stopped)")
 
     def _promoted(self, evaluation: pb.Evaluation, reason: str) -> str:
         self.registry.set_alias(evaluation.model_name, CHAMPION, evaluation.challenger_version, actor=ACTOR)

@@ -283,3 +283,40 @@ async def test_a_shadow_phase_with_nothing_to_compare_fails_once_over(
     assert "over with nothing to compare" in failed_phase.promotion_reason
     assert not has_shadow(world)
     assert f"promotion of eta v{evaluation.challenger_version} on eta failed" in caplog.text
+
+
+def canary_started_then_killed(world: World) -> int:
+    """What a kill -9 of the control plane leaves between the deployments core starting the challenger's
+    canary and the promotion recording its ``canary`` phase: still ``pending_canary``, the canary running."""
+    challenger = world.register(linear(TRUE_W + 0.01), approve=True)
+    score = ModelScore({"mae": 0.1}, 1.0)
+    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    evaluation = records.add_evaluation(
+        world.sessions, "eta", submitted_decision(world), challenger, "mae", result, actor="retraining"
+    )
+    records.set_promotion(
+        world.sessions, evaluation.id, PENDING_CANARY, "approved; handing it over", actor="retraining"
+    )
+    world.deployments.start_canary(
+        dpb.StartCanaryRequest(name="eta", model_name="eta", version=challenger), actor="retraining"
+    )
+    return challenger
+
+
+@pytest.mark.parametrize(("action", "outcome"), [(Action.PROMOTE, PROMOTED), (Action.ROLLBACK, ROLLED_BACK)])
+async def test_a_canary_that_ended_while_its_start_was_unrecorded_ends_the_promotion(
+    world: World, action: Action, outcome: str
+) -> None:
+    """The canary controller finished the canary while the control plane was down: promoted, it was
+    taken for a superseded champion (``failed``, alias ``champion`` left on the old version); rolled back,
+    a second canary of the challenger was started."""
+    challenger = canary_started_then_killed(world)
+    canary = world.deployments.get("eta").canary
+    world.deployments.apply_decision("eta", canary, Decision(action, "verdict"), actor="canary-controller")
+    await world.retrainer.advance_promotions()
+    ended = stored(world)
+    assert ended.promotion_status == outcome, ended.promotion_reason
+    assert "started before the control plane stopped" in ended.promotion_reason
+    champion = challenger if action is Action.PROMOTE else world.champion
+    assert world.registry.get_version("eta", alias="champion").version == champion == primary_version(world)
+    assert world.deployments.get("eta").canary.status != dpb.CANARY_STATUS_PROGRESSING  # none started again
