@@ -28,7 +28,8 @@ the next ``advance`` (its canary ended and an operator started another in betwee
 the challenger → ``promoted``, the champion → ``rolled_back``, another version → ``failed`` (superseded).
 A promotion still ``pending_canary`` whose canary the deployment shows already ended (the control plane
 stopped after the canary started and before ``canary`` was recorded, and the controller finished it
-meanwhile) ends as that canary did. Every step is audited (the registry, the
+meanwhile) ends as that canary did. A deleted deployment ends its promotion ``failed``: nothing will take
+the challenger any more. Every step is audited (the registry, the
 deployments core and :mod:`.records` each record their own).
 """
 
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
-from clients.errors import AetherError
+from clients.errors import AetherError, NotFound
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import records
@@ -63,6 +64,12 @@ FAILED = "failed"
 #: Passed (and approved), the deployment still to take the challenger in: ``advance`` retries.
 PENDING = (PENDING_SHADOW, PENDING_CANARY)
 IN_PROGRESS = (AWAITING_APPROVAL, *PENDING, SHADOW, CANARY)
+
+
+class _DeploymentGone(Exception):
+    """The promotion's deployment was deleted. Not an :class:`AetherError`, so that the hand-off does not
+    take it for a refusal to wait out: raised as NOT_FOUND, the loop logged it every tick and the
+    promotion stayed in progress for ever."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,10 @@ class Promoter:
             self.registry.review(name, version, mpb.APPROVED, passed[:1000], actor=ACTOR)
         except AetherError as exc:
             return self._set(evaluation, FAILED, f"passed gates, but the registry refused it: {exc}")
-        return self._next_phase(evaluation, policy, "approved")
+        try:
+            return self._next_phase(evaluation, policy, "approved")
+        except _DeploymentGone as gone:
+            return self._set(evaluation, FAILED, str(gone))
 
     def advance(
         self,
@@ -105,6 +115,14 @@ class Promoter:
         """Moves an in-progress promotion on when it can; returns its (possibly new) status.
         ``agreement``: the shadow's agreement rate, measured by the caller over the phase (None: no
         comparable request was found)."""
+        try:
+            return self._advance(evaluation, policy, now_us, agreement)
+        except _DeploymentGone as gone:
+            return self._set(evaluation, FAILED, str(gone))
+
+    def _advance(
+        self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, now_us: int, agreement: float | None
+    ) -> str:
         status = evaluation.promotion_status
         if status == AWAITING_APPROVAL:
             found = self.registry.get_version(evaluation.model_name, evaluation.challenger_version)
@@ -135,7 +153,7 @@ class Promoter:
                 return self._set(evaluation, FAILED, reason, agreement)
             return self._start_canary(evaluation, policy, f"shadow agreement {agreement:.1%}", agreement)
         if status == CANARY:
-            deployment = self.deployments.get(evaluation.deployment)
+            deployment = self._deployment(evaluation)
             canary = deployment.canary
             if canary.model_name != evaluation.model_name or canary.version != evaluation.challenger_version:
                 return self._canary_replaced(evaluation, deployment)
@@ -161,11 +179,17 @@ class Promoter:
         after the pending state's last write: that write precedes the start (see :meth:`_enter`), and a
         step starts no earlier than its canary, so a canary of the same version that ran before this
         promotion was pending (one a person started by hand) is not taken for it."""
-        canary = self.deployments.get(evaluation.deployment).canary
+        canary = self._deployment(evaluation).canary
         ours = (canary.model_name, canary.version) == (evaluation.model_name, evaluation.challenger_version)
         if not ours or canary.step_started_at_us < evaluation.updated_at_us:
             return None
         return self._canary_ended(evaluation, canary, " (started before the control plane stopped)")
+
+    def _deployment(self, evaluation: pb.Evaluation) -> dpb.Deployment:
+        try:
+            return self.deployments.get(evaluation.deployment)
+        except NotFound as exc:
+            raise _DeploymentGone(f"deployment {evaluation.deployment!r} was deleted") from exc
 
     def _promoted(self, evaluation: pb.Evaluation, reason: str) -> str:
         self.registry.set_alias(evaluation.model_name, CHAMPION, evaluation.challenger_version, actor=ACTOR)
@@ -248,7 +272,7 @@ class Promoter:
                 evaluation, pending, f"{why}; handing it to deployment {evaluation.deployment!r}", agreement
             )
         try:
-            current = self.deployments.get(evaluation.deployment)
+            current = self._deployment(evaluation)
             serving = next((v for v in current.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
             if serving is None or (serving.model_name, serving.version) != (
                 evaluation.model_name,
@@ -285,7 +309,7 @@ class Promoter:
         self.deployments.update(request, actor=ACTOR)
 
     def _remove_shadow(self, evaluation: pb.Evaluation) -> None:
-        current = self.deployments.get(evaluation.deployment)
+        current = self._deployment(evaluation)
         name = self.shadow_variant(evaluation)
         if any(v.name == name for v in current.variants):
             self.deployments.rollback(evaluation.deployment, name, "shadow phase over", actor=ACTOR)

@@ -320,3 +320,19 @@ async def test_a_canary_that_ended_while_its_start_was_unrecorded_ends_the_promo
     champion = challenger if action is Action.PROMOTE else world.champion
     assert world.registry.get_version("eta", alias="champion").version == champion == primary_version(world)
     assert world.deployments.get("eta").canary.status != dpb.CANARY_STATUS_PROGRESSING  # none started again
+
+
+async def test_a_promotion_whose_deployment_was_deleted_fails(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Left ``canary``, it was logged as NOT_FOUND every tick and never ended, with no alert."""
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert stored(world).promotion_status == CANARY
+    world.deployments.delete("eta", actor="operator")
+    with caplog.at_level(logging.WARNING, logger=ALERTS):
+        await world.retrainer.advance_promotions()
+    failed = stored(world)
+    assert (failed.promotion_status, failed.promotion_reason) == (FAILED, "deployment 'eta' was deleted")
+    assert f"promotion of eta v{challenger} on eta failed" in caplog.text
+    assert world.registry.get_version("eta", alias="champion").version == world.champion
