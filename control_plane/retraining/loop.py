@@ -20,7 +20,10 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
    is submitted under a name derived from it, then marked ``submitted`` with the job's id: a failed
    write no longer leaves a job no decision tracks, for a retry to submit a second one. A decision left
    ``submitting`` (the job's id could not be recorded, or the control plane stopped) adopts the job
-   named after it at the next tick or manual trigger, or ends ``submit_failed`` when there is none.
+   named after it at the next tick or manual trigger, or ends ``submit_failed`` when there is none
+   (after :data:`SUBMIT_GRACE_S`). The ``submitting`` row is stored only if no other retraining of the
+   deployment is in flight by then, checked in its transaction: control planes sharing the database
+   submit one job between them.
 
 Each submitted decision, promotion and deployment is handled on its own: one that fails is logged and
 tried again next tick, and the others go on. A promotion that waits for its deployment, or fails, raises
@@ -79,6 +82,8 @@ _ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
 EVALUATION_FAILED = "evaluation_failed"
 #: Ticks in a row a follow-up may fail for a passing reason before its decision is given up.
 MAX_FOLLOW_UP_ATTEMPTS = 10
+#: Seconds a decision stays ``submitting`` with no job before it is taken for an interrupted one.
+SUBMIT_GRACE_S = 120.0
 
 
 def _job_tail(decision: pb.TriggerDecision) -> str:
@@ -257,9 +262,9 @@ class Retrainer:
         if not check.passed:
             invalid = ["data window invalid: " + r for r in check.reasons]
             return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])
-        pending = await asyncio.to_thread(
-            records.add_decision, self._sessions, draft, reasons, records.SUBMITTING
-        )
+        pending = await asyncio.to_thread(records.add_submitting, self._sessions, draft, reasons)
+        if pending.outcome != records.SUBMITTING:  # another control plane's retraining got there first
+            return pending
         tail = _job_tail(pending)
         spec.name = spec.name.rsplit("-retrain-", 1)[0][: 128 - len(tail)] + tail
         try:
@@ -279,9 +284,11 @@ class Retrainer:
     async def _resume_submits(self, deployment: str | None = None) -> list[pb.TriggerDecision]:
         """Ends the decisions left ``submitting``: each adopts the job submitted under its name, or with
         none (the control plane stopped, or the jobs core failed, before it was stored) ends
-        ``submit_failed`` so that the deployment may trigger again. Called under the lock, so no
-        submission is in flight meanwhile."""
-        ended = []
+        ``submit_failed`` so that the deployment may trigger again. The lock keeps this control plane's
+        own submissions out of the way; another's may be in flight, so a decision without a job is left
+        alone for :data:`SUBMIT_GRACE_S` (ended at once, its job was submitted after all, and this
+        control plane retrained a second time)."""
+        ended, now = [], int(self._clock() * 1e6)
         for row in await asyncio.to_thread(
             records.submitted, self._sessions, deployment, (records.SUBMITTING,)
         ):
@@ -289,6 +296,8 @@ class Retrainer:
             job_id = await asyncio.to_thread(
                 observe.job_ending, self._sessions, _job_tail(message), row.at_us
             )
+            if job_id is None and now - row.at_us < SUBMIT_GRACE_S * 1e6:
+                continue
             if job_id is None:
                 why = "interrupted before its job was submitted: nothing runs; trigger again"
                 ended.append(await self._submit_failed(message, why))
@@ -374,7 +383,9 @@ class Retrainer:
                 row.deployment, "retraining_failed", f"retraining of {row.deployment} failed", [why]
             )
         elif job.state == JobState.SUCCEEDED.proto:
-            version = await asyncio.to_thread(self._version_of_run, row.model_name, job.run_id)
+            version = await asyncio.to_thread(
+                observe.version_of_run, self._registry, row.model_name, job.run_id
+            )
             if version is None:
                 why = f"job {job.job_id} registered no version of {row.model_name}; champion keeps serving"
                 await asyncio.to_thread(
@@ -383,16 +394,6 @@ class Retrainer:
                 await self._alert(row.deployment, "retraining_failed", why, [why])
             else:
                 await self.evaluate_challenger(row, version)
-
-    def _version_of_run(self, model_name: str, run_id: str) -> int | None:
-        if not run_id:
-            return None
-        versions, token = self._registry.list_versions(model_name, page_size=1000)
-        while token:
-            more, token = self._registry.list_versions(model_name, page_size=1000, page_token=token)
-            versions.extend(more)
-        matching = [v.version for v in versions if v.run_id == run_id]
-        return max(matching) if matching else None
 
     async def evaluate_challenger(
         self, decision: RetrainingDecisionRow, challenger_version: int

@@ -26,6 +26,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.db import read_session
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
+from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring.feedback import with_labels
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.reports import query_reports
@@ -107,6 +108,18 @@ def training_spec(sessions: sessionmaker[Session], run_id: str) -> tuple[str, jo
             .limit(1)
         ).scalar_one_or_none()
         return (row.job_id, spec_from_dict(row.spec)) if row is not None else None
+
+
+def version_of_run(registry: ModelRegistry, model_name: str, run_id: str) -> int | None:
+    """The newest version of ``model_name`` registered from the run ``run_id`` (a retraining job's)."""
+    if not run_id:
+        return None
+    versions, token = registry.list_versions(model_name, page_size=1000)
+    while token:
+        more, token = registry.list_versions(model_name, page_size=1000, page_token=token)
+        versions.extend(more)
+    matching = [v.version for v in versions if v.run_id == run_id]
+    return max(matching) if matching else None
 
 
 def job_ending(sessions: sessionmaker[Session], suffix: str, since_us: int) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from control_plane.retraining.tables import (
     RetrainingEvaluationRow,
     RetrainingPromotionRow,
 )
+from control_plane.retraining.triggers import STILL_RUNNING
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -28,6 +30,8 @@ SUBMITTED = "submitted"
 #: Stored before its job is submitted; ``submitted`` (with the job id) once the job is.
 SUBMITTING = "submitting"
 NOT_TRIGGERED = "not_triggered"
+#: Outcomes of a decision whose retraining is in flight: while one is stored, nothing triggers.
+IN_FLIGHT = (SUBMITTING, SUBMITTED)
 
 
 def now_us() -> int:
@@ -67,41 +71,81 @@ def add_decision(
     """Stores a decision. A decision that did not trigger is stored (and audited) only when its reasons
     differ from the deployment's previous decision, so a quiet deployment does not grow the table."""
     with write_session(sessions) as session:
-        deployment, triggered = draft.deployment, draft.triggered
-        if not triggered:
-            previous = session.execute(
-                select(RetrainingDecisionRow)
-                .where(RetrainingDecisionRow.deployment == deployment)
-                .order_by(RetrainingDecisionRow.id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
-            if previous is not None and not previous.triggered and list(previous.reasons) == list(reasons):
-                return decision_message(previous)
-        row = RetrainingDecisionRow(
-            deployment=deployment,
-            at_us=draft.at_us,
-            triggered=triggered,
-            rules=list(draft.rules),
-            reasons=list(reasons),
-            outcome=outcome,
-            job_id=job_id,
-            actor=draft.actor,
-            model_name=draft.model_name,
-            champion_version=draft.champion_version,
+        return _add_decision(session, draft, reasons, outcome, job_id)
+
+
+def add_submitting(
+    sessions: sessionmaker[Session], draft: Draft, reasons: Sequence[str]
+) -> pb.TriggerDecision:
+    """Stores a triggered decision as ``submitting``; or, when another retraining of the deployment is in
+    flight by then, a ``not_triggered`` one with the running-job guard's reason. The guard read before
+    the trigger step cannot do that alone: two control planes on one database (or a request retried
+    through a load balancer) both passed it, and both submitted a job. Checked again here, in the write's
+    transaction and under the deployment's lock, the second finds the first's decision."""
+    with write_session(sessions) as session:
+        _lock_deployment(session, draft.deployment)
+        running = session.execute(
+            select(RetrainingDecisionRow.id)
+            .where(RetrainingDecisionRow.deployment == draft.deployment)
+            .where(RetrainingDecisionRow.outcome.in_(IN_FLIGHT))
+            .limit(1)
+        ).scalar_one_or_none()
+        if running is None:
+            return _add_decision(session, draft, reasons, SUBMITTING)
+        refused = Draft(
+            draft.deployment, draft.at_us, False, (), draft.actor, draft.model_name, draft.champion_version
         )
-        session.add(row)
-        session.flush()
-        message = decision_message(row)
-        record(
-            session,
-            actor=draft.actor,
-            action="retrain_decision",
-            object_type="deployment",
-            object_id=deployment,
-            before=None,
-            after=_state(message),
-        )
-        return message
+        return _add_decision(session, refused, [STILL_RUNNING], NOT_TRIGGERED)
+
+
+def _lock_deployment(session: Session, deployment: str) -> None:
+    """Serializes the decisions of one deployment. SQLite's write transactions already hold the whole
+    database's lock; PostgreSQL gets a transaction-scoped advisory lock keyed by the deployment's name,
+    since no row of the deployment need exist to be locked (a manual trigger needs no stored config)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"aether.retraining:{deployment}".encode(), digest_size=8).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+
+
+def _add_decision(
+    session: Session, draft: Draft, reasons: Sequence[str], outcome: str, job_id: str = ""
+) -> pb.TriggerDecision:
+    deployment, triggered = draft.deployment, draft.triggered
+    if not triggered:
+        previous = session.execute(
+            select(RetrainingDecisionRow)
+            .where(RetrainingDecisionRow.deployment == deployment)
+            .order_by(RetrainingDecisionRow.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if previous is not None and not previous.triggered and list(previous.reasons) == list(reasons):
+            return decision_message(previous)
+    row = RetrainingDecisionRow(
+        deployment=deployment,
+        at_us=draft.at_us,
+        triggered=triggered,
+        rules=list(draft.rules),
+        reasons=list(reasons),
+        outcome=outcome,
+        job_id=job_id,
+        actor=draft.actor,
+        model_name=draft.model_name,
+        champion_version=draft.champion_version,
+    )
+    session.add(row)
+    session.flush()
+    message = decision_message(row)
+    record(
+        session,
+        actor=draft.actor,
+        action="retrain_decision",
+        object_type="deployment",
+        object_id=deployment,
+        before=None,
+        after=_state(message),
+    )
+    return message
 
 
 def set_outcome(

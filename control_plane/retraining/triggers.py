@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 from control_plane.retraining.cron import CronSchedule
 
+#: The running-job guard's reason (also given by :func:`.records.add_submitting`, which checks it again).
+STILL_RUNNING = "a retraining job of this deployment is still running"
+
 SCHEDULE = "schedule"
 PERFORMANCE = "performance"
 DRIFT = "drift"
@@ -94,7 +97,7 @@ class Decision:
 def decide(rules: TriggerRules, seen: Observations) -> Decision:
     """Whether to retrain now (see the module doc for the rules and guards)."""
     if seen.retraining_running:
-        return Decision(False, (), ("a retraining job of this deployment is still running",))
+        return Decision(False, (), (STILL_RUNNING,))
     if seen.manual is not None:
         why = f"manual trigger by {seen.manual.actor}" + (
             f": {seen.manual.reason}" if seen.manual.reason else ""

@@ -4,7 +4,9 @@ and each deployment and submitted decision handled on its own (one that fails st
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +17,7 @@ from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
 from tests.integration.retraining.conftest import STREAM, World
-from tests.integration.retraining.test_closed_loop import submitted_decision
+from tests.integration.retraining.test_closed_loop import deploy_trained_champion, submitted_decision
 
 
 class Clock:
@@ -107,3 +109,38 @@ async def test_a_decision_whose_job_is_gone_ends_and_stops_no_other(world: World
     outcomes = {d.id: d for d in records.list_decisions(world.sessions, "eta")}
     assert [d.outcome for d in outcomes.values()] == ["job_failed", "job_failed"]
     assert "job 'no-such-job' is gone" in outcomes[lost.id].reasons[-1]
+
+
+def retraining_jobs(world: World) -> list[str]:
+    return [j.job_id for j in world.jobs.list()[0] if "-retrain-" in j.spec.name]
+
+
+async def test_two_control_planes_triggered_together_submit_one_job(world: World) -> None:
+    """Two control planes on one database (a TriggerNow retried through a load balancer): each passed
+    the running-job guard before the other stored its decision, and both submitted a job."""
+    deploy_trained_champion(world, jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")))
+    one, other = restarted(world, time.time), restarted(world, time.time)
+    answers = await asyncio.gather(one.trigger_now("eta", "alice"), other.trigger_now("eta", "alice"))
+    assert sorted(a.outcome for a in answers) == ["not_triggered", "submitted"]
+    refused = next(a for a in answers if a.outcome == "not_triggered")
+    assert not refused.triggered and refused.reasons == [
+        "a retraining job of this deployment is still running"
+    ]
+    assert retraining_jobs(world) == [next(a.job_id for a in answers if a.outcome == "submitted")]
+
+
+async def test_a_decision_another_plane_is_submitting_is_not_ended_under_it(world: World) -> None:
+    """A decision just stored ``submitting`` by another control plane, its job not yet submitted: ended
+    ``submit_failed`` here, this plane retrained too, and the other's job followed. Once the grace is
+    over, a decision with no job is taken for an interrupted one, as before."""
+    deploy_trained_champion(world, jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")))
+    draft = records.Draft("eta", records.now_us(), True, ("manual",), "bob", "eta", world.champion)
+    in_flight = records.add_decision(world.sessions, draft, ["manual trigger by bob"], records.SUBMITTING)
+    answer = await world.retrainer.trigger_now("eta", "alice")
+    assert answer.outcome == "not_triggered" and retraining_jobs(world) == []
+    assert [d.id for d in records.submitted(world.sessions, "eta", (records.SUBMITTING,))] == [in_flight.id]
+
+    later = restarted(world, lambda: time.time() + 121)
+    assert (await later.trigger_now("eta", "alice")).outcome == "submitted"
+    ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == in_flight.id)
+    assert ended.outcome == "submit_failed" and len(retraining_jobs(world)) == 1
