@@ -254,7 +254,12 @@ class Retrainer:
             why = f"no training job recorded for {primary.model_name} v{primary.version}: nothing to resubmit"
             return await self._blocked(draft, "blocked_no_spec", [*reasons, why])
         _job_id, original = found
-        spec = observe.retraining_spec(original, config, primary.model_name, now)
+        try:  # reads the recorded dataset's features: off the event loop
+            spec = await asyncio.to_thread(
+                observe.retraining_spec, original, config, primary.model_name, now, self._offline
+            )
+        except FailedPrecondition as exc:
+            return await self._blocked(draft, "blocked_no_spec", [*reasons, exc.message])
         moment = dt.datetime.fromtimestamp(now / 1e6, dt.UTC)
         check = await asyncio.to_thread(
             check_window, config, spec, self._catalog, self._offline, moment, self._jobs.datasets_root

@@ -9,7 +9,8 @@
 * drift: the monitor's stored drift reports over the same span, ending by now;
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
-  run's ``aether.job_id`` tag), rebuilt for the retraining (see :func:`retraining_spec`).
+  run's ``aether.job_id`` tag), rebuilt for the retraining over the trigger config's entity rows (see
+  :func:`retraining_spec`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import jobs_pb2
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import FailedPrecondition, NotFound
 from control_plane.db import read_session
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
@@ -31,6 +33,8 @@ from control_plane.monitoring.feedback import with_labels
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.reports import query_reports
 from control_plane.monitoring.tables import PredictionIndexRow
+from control_plane.offline.datasets import read_dataset_record
+from control_plane.offline.store import OfflineStore
 from control_plane.retraining.triggers import DriftObservation, PerformanceObservation
 from control_plane.tracking.tables import RunRow, TagRow
 
@@ -134,16 +138,52 @@ def job_ending(sessions: sessionmaker[Session], suffix: str, since_us: int) -> s
 
 
 def retraining_spec(
-    original: jobs_pb2.JobSpec, config: pb.TriggerConfig, model_name: str, now_us: int
+    original: jobs_pb2.JobSpec, config: pb.TriggerConfig, model_name: str, now_us: int, offline: OfflineStore
 ) -> jobs_pb2.JobSpec:
     """The original spec over the latest data window: a new job name, the entity rows of the trigger
-    config (when it names some), and the registered model name pinned so the new version lands on the
-    deployed model."""
+    config (when it names some, see :func:`window_dataset`), and the registered model name pinned so the
+    new version lands on the deployed model."""
     spec = jobs_pb2.JobSpec()
     spec.CopyFrom(original)
     base = _NAME_CHARS.sub("-", original.name.lower())[:100] or "model"
     spec.name = f"{base}-retrain-{now_us // 1_000_000}"
-    if config.entity_rows_path and spec.dataset.WhichOneof("source") == "point_in_time":
-        spec.dataset.point_in_time.entity_rows_path = config.entity_rows_path
+    if config.entity_rows_path:
+        spec.dataset.CopyFrom(window_dataset(original, config.entity_rows_path, offline))
     spec.hyperparameters.fields["model_name"].CopyFrom(struct_pb2.Value(string_value=model_name))
     return spec
+
+
+def window_dataset(
+    original: jobs_pb2.JobSpec, entity_rows_path: str, offline: OfflineStore
+) -> jobs_pb2.DatasetRef:
+    """The point-in-time query the retraining trains on: ``entity_rows_path`` joined with the features
+    the champion's training set had. A query spec keeps its features; a recorded dataset (``dataset_hash``)
+    is the same query over older rows, so its record's features and timestamp column are taken; a spec
+    with neither takes its ``features``. Only point-in-time specs were rebuilt before, and a recorded
+    dataset's job trained again on the old rows while its decision said it trained on the new window.
+    FAILED_PRECONDITION (the retraining blocked, with this reason) when no feature list is known."""
+    query = jobs_pb2.PointInTimeQuery(entity_rows_path=entity_rows_path)
+    source = original.dataset.WhichOneof("source")
+    if source == "point_in_time":
+        query.features.extend(original.dataset.point_in_time.features)
+        query.timestamp_column = original.dataset.point_in_time.timestamp_column
+    elif source == "dataset_hash":
+        dataset_hash = original.dataset.dataset_hash
+        try:
+            record = read_dataset_record(offline, dataset_hash)
+        except NotFound as exc:
+            raise FailedPrecondition(
+                f"the training spec's dataset cannot be rebuilt over entity rows {entity_rows_path!r}: {exc}"
+            ) from exc
+        query.features.extend(str(f) for f in record.get("features") or original.features)
+        query.timestamp_column = str((record.get("entity_rows") or {}).get("timestamp_column") or "")
+    else:
+        query.features.extend(original.features)
+    if not query.features:
+        what = f"dataset {original.dataset.dataset_hash}" if source == "dataset_hash" else "training spec"
+        raise FailedPrecondition(
+            f"the trigger config names entity rows {entity_rows_path!r}, but the champion's {what} lists no "
+            "features to join them with: nothing to train on them; name the features in the training spec "
+            "or clear entity_rows_path"
+        )
+    return jobs_pb2.DatasetRef(point_in_time=query)

@@ -8,9 +8,11 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import event, select, text, update
@@ -26,6 +28,7 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session, write_session
 from control_plane.deployments.canary import Action, Decision
 from control_plane.jobs.tables import JobRow
+from control_plane.offline.datasets import record_dataset
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
@@ -363,3 +366,26 @@ async def test_an_evaluation_whose_outcome_write_failed_is_stored_once(world: Wo
     ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == decision.id)
     assert ended.outcome == "evaluated"
     impatient.dispose()
+
+
+async def test_entity_rows_a_recorded_dataset_cannot_be_rebuilt_over_block_the_retraining(
+    world: World, tmp_path: Path
+) -> None:
+    """The champion's job trained on a recorded dataset (dataset_hash) whose record lists no features:
+    the config's entity rows were validated and the decision said submitted, but the job trained on the
+    old dataset again. Nothing says which features to join the new rows with, so nothing is submitted."""
+    old = "ab" * 32
+    record_dataset(world.offline, old, {"output_path": str(tmp_path / "old.parquet")})
+    spec = jpb.JobSpec(
+        name="eta-train", entrypoint=jpb.Entrypoint(module="json"), dataset=jpb.DatasetRef(dataset_hash=old)
+    )
+    deploy_trained_champion(world, spec)
+    latest = tmp_path / "latest.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "y": [1.0, 2.0, 3.0]}), latest)
+    config = pb.TriggerConfig(deployment="eta", enabled=True, min_rows=3, entity_rows_path=str(latest))
+    configs.put_config(world.sessions, config, actor="operator")
+    jobs_before = len(world.jobs.list()[0])
+    decision = await world.retrainer.trigger_now("eta", "alice", "new data window")
+    assert decision.outcome == "blocked_no_spec", decision.reasons
+    assert f"dataset {old} lists no features" in decision.reasons[-1]
+    assert len(world.jobs.list()[0]) == jobs_before

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import FailedPrecondition
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.performance import window_starts
 from control_plane.monitoring.reports import store_report
+from control_plane.offline.datasets import record_dataset
+from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
 from control_plane.retraining.observe import (
     LOOKBACK_US,
@@ -26,6 +31,7 @@ from control_plane.retraining.observe import (
     new_labels,
     performance_lookback_us,
     performance_windows,
+    retraining_spec,
 )
 from control_plane.retraining.triggers import Observations, decide
 
@@ -143,3 +149,41 @@ def test_drift_reports_ending_after_now_are_not_observed(sessions: sessionmaker[
         )
     assert [r.end_us for r in drift_reports(sessions, "eta", 0, at(10))] == [at(10), at(9)]
     assert [r.end_us for r in drift_reports(sessions, "eta", at(9), at(10, 10))] == [at(10, 10), at(10)]
+
+
+RECORDED = "ab" * 32
+
+
+def recorded_spec(tmp_path: Path, record: Mapping[str, object]) -> tuple[jpb.JobSpec, OfflineStore]:
+    offline = OfflineStore(str(tmp_path / "offline"))
+    record_dataset(offline, RECORDED, record)
+    spec = jpb.JobSpec(name="eta-train", dataset=jpb.DatasetRef(dataset_hash=RECORDED), features=["x@1:a"])
+    return spec, offline
+
+
+def test_a_recorded_dataset_is_rebuilt_over_the_configured_entity_rows(tmp_path: Path) -> None:
+    """The champion trained on a recorded dataset (dataset_hash): the retraining trained on it again,
+    stale, though the config named the latest window and the decision said it was validated."""
+    record = {"features": ["trips@2:distance"], "entity_rows": {"timestamp_column": "label_ts"}}
+    spec, offline = recorded_spec(tmp_path, record)
+    config = pb.TriggerConfig(deployment="eta", entity_rows_path="/data/latest.parquet")
+    rebuilt = retraining_spec(spec, config, "eta", NOW_US, offline)
+    assert rebuilt.dataset == jpb.DatasetRef(
+        point_in_time=jpb.PointInTimeQuery(
+            entity_rows_path="/data/latest.parquet",
+            features=["trips@2:distance"],
+            timestamp_column="label_ts",
+        )
+    )
+    assert (
+        retraining_spec(spec, pb.TriggerConfig(deployment="eta"), "eta", NOW_US, offline).dataset
+        == spec.dataset
+    )
+
+
+def test_entity_rows_with_no_features_to_join_block_the_retraining(tmp_path: Path) -> None:
+    spec, offline = recorded_spec(tmp_path, {"output_path": "/data/old.parquet"})
+    del spec.features[:]
+    config = pb.TriggerConfig(deployment="eta", entity_rows_path="/data/latest.parquet")
+    with pytest.raises(FailedPrecondition, match=f"dataset {RECORDED} lists no features"):
+        retraining_spec(spec, config, "eta", NOW_US, offline)
