@@ -34,7 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     retrain = subparsers.add_parser("retrain", help="retraining triggers, evaluations and promotions")
     actions = retrain.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    trigger = actions.add_parser("trigger", parents=[common], help="retrain a deployment's model now")
+    trigger = actions.add_parser(
+        "trigger",
+        parents=[common],
+        help="retrain a deployment's model now",
+        description="Retrain a deployment's model now. Prints the decision: 'submitted' with its job, or why"
+        " it did not retrain (blocked_no_spec, blocked_validation, not_triggered: a job still running,"
+        " submit_failed) with the reasons; exits 1 unless submitted.",
+    )
     trigger.add_argument("deployment", metavar="DEPLOYMENT")
     trigger.add_argument("--reason", default="", help="why (recorded in the decision and the audit log)")
     trigger.set_defaults(handler=_handler(_trigger))

@@ -50,7 +50,9 @@ class RetrainingStub:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when a manual trigger cannot run (no training spec, job running).
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
+    ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """
 
     def __init__(self, channel):
@@ -111,7 +113,9 @@ class RetrainingServicer:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when a manual trigger cannot run (no training spec, job running).
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
+    ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """
 
     def ConfigureTriggers(self, request, context):
@@ -129,7 +133,11 @@ class RetrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TriggerNow(self, request, context):
-        """Triggers a retraining of the deployment now (rule "manual"); returns the decision taken.
+        """Triggers a retraining of the deployment now (rule "manual"); returns the decision taken, with OK
+        whether or not it retrained: outcome "submitted" (job_id set), or "blocked_no_spec" (no training job
+        recorded for the serving version, or none to rebuild over the config's entity rows),
+        "blocked_validation" (the data window failed validation), "not_triggered" (a retraining job of the
+        deployment is still running) or "submit_failed" (the jobs core refused the job), reasons saying why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,7 +218,9 @@ class Retraining:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when a manual trigger cannot run (no training spec, job running).
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
+    ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """
 
     @staticmethod

@@ -17,6 +17,7 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, NotFound
 from clients.sdk.retraining import RetrainingClient
 from control_plane.api import retraining as retraining_api
@@ -110,6 +111,18 @@ async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None
         assert async_code == 0 and "blocked_no_spec" in out.getvalue() and "manual" in out.getvalue()
     finally:
         client.close()
+
+
+def test_the_contract_documents_what_trigger_now_returns() -> None:
+    """A manual trigger that cannot retrain answers OK with its stored decision (above: blocked_no_spec),
+    while the contract promised FAILED_PRECONDITION (no training spec, job running): a client written to
+    it waited for an error that never came and took the decision for a retraining."""
+    service = pb_grpc.RetrainingServicer.__doc__ or ""
+    method = pb_grpc.RetrainingServicer.TriggerNow.__doc__ or ""
+    assert "FAILED_PRECONDITION when a manual trigger cannot run" not in service
+    assert "with OK" in method
+    for outcome in ("submitted", "blocked_no_spec", "blocked_validation", "not_triggered", "submit_failed"):
+        assert f'"{outcome}"' in method
 
 
 async def test_a_metric_the_monitor_does_not_compute_is_refused(plane: ControlPlaneServer) -> None:
