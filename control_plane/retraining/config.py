@@ -3,19 +3,19 @@ rules and gates derived from it.
 
 Documented defaults (a deployment never configured is disabled):
 
-=========================  =========================================================================
-cooldown_seconds           3600
-performance_metric         the deployment's monitor alert metric (accuracy / mae); a metric of the
-                           monitor's task (any monitor metric while the monitor has no task)
-data_window_seconds        604800 (7 days of offline rows validated before training)
-max_rejected_fraction      0 (one invalid row blocks the retraining)
-min_rows                   100
-gates.metric               the performance metric (checked as performance_metric)
-gates.max_relative_drop    0.005 (challenger ≥ champion − 0.5 % of the champion's value)
-gates.max_latency_ratio    1.5 (challenger p95 ≤ 1.5 × champion p95)
-gates.min_holdout_rows     50
-gates.holdout_seconds      86400
-=========================  =========================================================================
+==============================  ======================================================================
+cooldown_seconds                3600
+performance_metric              the deployment's monitor alert metric (accuracy / mae); a metric of the
+                                monitor's task (any monitor metric while the monitor has no task)
+data_window_seconds             604800 (7 days of offline rows validated before training)
+max_rejected_fraction           0 (one invalid row blocks the retraining)
+min_rows                        100
+gates.metric                    the performance metric (checked as performance_metric)
+gates.max_relative_degradation  0.005 (challenger ≥ champion − 0.5 % of the champion's value)
+gates.max_latency_ratio         1.5 (challenger p95 ≤ 1.5 × champion p95)
+gates.min_holdout_rows          50
+gates.holdout_seconds           86400
+==============================  ======================================================================
 """
 
 from __future__ import annotations
