@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from control_plane.monitoring.reports import store_report
 from control_plane.offline.datasets import record_dataset
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
+from control_plane.retraining import records
 from control_plane.retraining.observe import (
     LOOKBACK_US,
     drift_reports,
@@ -187,3 +189,16 @@ def test_entity_rows_with_no_features_to_join_block_the_retraining(tmp_path: Pat
     config = pb.TriggerConfig(deployment="eta", entity_rows_path="/data/latest.parquet")
     with pytest.raises(FailedPrecondition, match=f"dataset {RECORDED} lists no features"):
         retraining_spec(spec, config, "eta", NOW_US, offline)
+
+
+def test_a_second_triggered_decision_is_stored_not_triggered_while_the_first_is_in_flight(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The in-flight check and the insert are one transaction under the deployment's lock (SQLite's write
+    lock, a PostgreSQL advisory lock): the second of two triggers finds the first's decision."""
+    draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
+    first = records.add_submitting(sessions, draft, ["manual trigger by alice"])
+    second = records.add_submitting(sessions, draft, ["manual trigger by bob"])
+    other = records.add_submitting(sessions, replace(draft, deployment="other"), ["manual trigger"])
+    assert (first.outcome, second.outcome, other.outcome) == ("submitting", "not_triggered", "submitting")
+    assert not second.triggered and second.reasons == ["a retraining job of this deployment is still running"]
