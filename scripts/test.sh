@@ -15,4 +15,4 @@ ruff format --check .
 echo "== mypy (strict)"
 mypy
 echo "== pytest"
-python -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skipped test says why
+python -m pytest -q -rs --durations=15 -p no:cacheprovider "$@"  # -rs: every skipped test says why; the slowest 15 (the CI budget is 20 min)
