@@ -2,10 +2,10 @@
 runtime, so that the first real request does not pay for lazy allocations, kernel selection or (on GPU)
 engine builds.
 
-The inputs are either recorded samples (an ``.npz`` file with one array per input, rows along the first
-dimension) or synthetic ones built from the signature: zeros (a value every model accepts, unlike random
-values, which can fall outside an embedding table's range). Warm-up alternates a single row with a full
-batch so that both sizes the batcher produces are prepared.
+The inputs are either recorded samples (an ``.npz`` file with one array per input, see
+:func:`recorded_inputs` for the layouts) or synthetic ones built from the signature: zeros (a value every
+model accepts, unlike random values, which can fall outside an embedding table's range). Warm-up alternates
+a single row with a full batch so that both sizes the batcher produces are prepared.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from clients.errors import FailedPrecondition
 from clients.uris import redact_uri
 from data_plane.models.artifacts import read_artifact
-from data_plane.models.spec import DYNAMIC, ModelSpec
+from data_plane.models.spec import DYNAMIC, ModelSpec, TensorSpec
 from data_plane.models.validation import batchable
 from data_plane.runtime.base import Array, Runtime
 
@@ -38,8 +38,14 @@ def synthetic_inputs(spec: ModelSpec, rows: int) -> dict[str, Array]:
 
 
 def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
-    """One request per recorded row of the ``.npz`` at ``uri``: a path or any URI a model artifact may
-    have (``file:``, ``s3://``…), read as the artifact is (a config or plan names both alike)."""
+    """The recorded requests in the ``.npz`` at ``uri``: a path or any URI a model artifact may have
+    (``file:``, ``s3://``…), read as the artifact is (a config or plan names both alike).
+
+    Layouts, per input: for a model with a batch dimension (every input and output's first dimension is
+    dynamic), rows along the first dimension, each row one request (``[N, 4]`` for ``x: float32[-1, 4]``).
+    For a model without one, whose inputs cannot be cut into rows (``x: float32[2, 4]``), either one
+    request shaped as the input (``[2, 4]``) or requests stacked along a new first dimension (``[N, 2,
+    4]``, each ``a[i]`` one request). The requests are as many as the input with the fewest has."""
     data = read_artifact(uri, "warm-up samples")
     shown = redact_uri(uri)
     try:
@@ -62,10 +68,47 @@ def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
             f"warm-up samples {shown}: input(s) {scalars} hold a single value, not one row per element of "
             "their first dimension"
         )
-    count = min(len(a) for a in columns.values())
+    split = _rows_of if batchable(spec) else _requests_of
+    per_input = {t.name: split(t, columns[t.name], shown) for t in spec.inputs}
+    count = min(len(requests) for requests in per_input.values())
     if count == 0:  # recorded samples were asked for: not silently replaced by synthetic ones
         raise FailedPrecondition(f"warm-up samples {shown} hold no rows")
-    return [{name: a[i : i + 1] for name, a in columns.items()} for i in range(count)]
+    return [{name: requests[i] for name, requests in per_input.items()} for i in range(count)]
+
+
+def _fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    return len(shape) == len(declared) and all(
+        d in (DYNAMIC, s) for s, d in zip(shape, declared, strict=True)
+    )
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "[" + ", ".join("N" if d == DYNAMIC else str(d) for d in shape) + "]"
+
+
+def _rows_of(tensor: TensorSpec, array: Array, shown: str) -> list[Array]:
+    """A batching model's samples: one request per row (a 1-row slice, shaped as the model takes it)."""
+    if not _fits((DYNAMIC, *array.shape[1:]), tensor.shape):
+        raise FailedPrecondition(
+            f"warm-up samples {shown}: input {tensor.name!r} has shape {list(array.shape)}; expected rows "
+            f"of {tensor.describe()}, an array of shape {_dims(tensor.shape)}"
+        )
+    return [array[i : i + 1] for i in range(len(array))]
+
+
+def _requests_of(tensor: TensorSpec, array: Array, shown: str) -> list[Array]:
+    """A model without a batch dimension takes whole requests only: the array is one request, or a stack
+    of them along its first dimension. Slicing rows off (as for a batching model) fed ``[1, 4]`` to a
+    model of ``[2, 4]``, so no recorded sample could ever warm such a model up."""
+    if _fits(array.shape, tensor.shape):
+        return [array]
+    if _fits(array.shape[1:], tensor.shape):
+        return list(array)
+    raise FailedPrecondition(
+        f"warm-up samples {shown}: input {tensor.name!r} has shape {list(array.shape)}; the model has no "
+        f"batch dimension ({tensor.describe()}), so expected one request of shape {_dims(tensor.shape)} "
+        f"or requests stacked as {_dims((DYNAMIC, *tensor.shape))}"
+    )
 
 
 def _recorded_batch(samples: Sequence[dict[str, Array]], rows: int) -> dict[str, Array]:

@@ -279,3 +279,28 @@ async def test_a_spec_may_not_free_a_size_the_model_fixes(tmp_path: Path) -> Non
             await manager.infer("a", 1, {"x": np.zeros((3, 4), np.float32)})
     finally:
         await manager.close()
+
+
+async def test_recorded_warm_up_samples_load_a_model_without_a_batch_dimension(tmp_path: Path) -> None:
+    """Recorded rows were sliced off one at a time ([1, 4]) even for a model of x: float32[2, 4], so no
+    .npz layout could load it. Now the array is one request, or a stack of them; any other shape fails the
+    load naming the shapes expected."""
+    model = onnx_models.affine(batch=2)
+    layouts = [("one", (2, 4)), ("stacked", (5, 2, 4)), ("rows", (3, 4))]
+    manager = ModelManager()
+    try:
+        for name, shape in layouts:
+            np.savez(tmp_path / f"{name}.npz", x=np.ones(shape, np.float32))
+            spec = onnx_models.save(
+                model, tmp_path / f"{name}.onnx", name, warmup_samples_uri=str(tmp_path / f"{name}.npz")
+            )
+            if name == "rows":
+                expected = r"'x' has shape \[3, 4\].*one request of shape \[2, 4\] or .*\[N, 2, 4\]"
+                with pytest.raises(FailedPrecondition, match=expected):
+                    await manager.ensure_loaded(spec)
+                continue
+            await manager.ensure_loaded(spec)
+            assert manager.state(name, 1) is ModelState.READY
+            assert (await manager.infer(name, 1, {"x": np.ones((2, 4), np.float32)}))["y"].shape == (2, 4)
+    finally:
+        await manager.close()
