@@ -143,6 +143,7 @@ def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManag
         native_tensorrt=settings.native_tensorrt,
         engine_cache_dir=settings.engine_cache_dir,
         unload_grace_s=settings.unload_grace_s,
+        max_answer_bytes=settings.max_message_bytes,
     )
     return ModelManager(options, observer=metrics)
 

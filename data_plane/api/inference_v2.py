@@ -166,7 +166,7 @@ class InferenceV2Servicer:
                 with self._manager.lease(name, parse_version(name, request.model_version)) as lease:
                     spec = lease.spec
                     model, version = spec.name, spec.version
-                    valid = lease.prepare(decode_inputs(request))
+                    valid = lease.prepare(decode_inputs(request), answerable=True)
                     requested = _requested_outputs(request, spec) if request.outputs else []
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining

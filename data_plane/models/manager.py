@@ -74,6 +74,9 @@ class ManagerOptions:
     engine_cache_dir: Path | None = None
     # An unloaded version's admitted requests get this long to finish before its session is released.
     unload_grace_s: float = 10.0
+    # The most bytes one answer may hold (the server's max_message_bytes; None: unlimited): requests of
+    # more rows than such an answer holds are refused before they run (see InputValidator).
+    max_answer_bytes: int | None = None
 
 
 RuntimeFactory = Callable[[bytes, ModelSpec, ManagerOptions], Runtime]
@@ -145,16 +148,22 @@ class VersionLease:
         if entry.leases == 0 and entry.idle is not None:
             entry.idle.set()
 
-    def prepare(self, inputs: Mapping[str, Array]) -> ValidInputs:
+    def prepare(self, inputs: Mapping[str, Array], *, answerable: bool = False) -> ValidInputs:
         """Validates a request without running it: UNAVAILABLE when the version is not READY,
-        INVALID_ARGUMENT when the inputs do not fit its signature, both before it joins a batch."""
+        INVALID_ARGUMENT when the inputs do not fit its signature, both before it joins a batch.
+        ``answerable``: RESOURCE_EXHAUSTED, too, for more rows than one answer message can hold
+        (:attr:`InputValidator.max_rows`; ModelInfer, whose rows nothing else bounds)."""
         entry = self._entry
-        if entry.state is not ModelState.READY or entry.validator is None:
+        validator = entry.validator
+        if entry.state is not ModelState.READY or validator is None:
             detail = f": {entry.failure}" if entry.failure else ""
             raise Unavailable(
                 f"model {entry.spec.name} v{entry.spec.version} is {entry.state.value}, not READY{detail}"
             )
-        return entry.validator(inputs)
+        valid = validator(inputs)
+        if answerable and valid.rows > validator.max_rows:
+            raise validator.too_many_rows(valid.rows)
+        return valid
 
     async def run(self, request: ValidInputs, deadline: float | None, *, shadow: bool = False) -> Outputs:
         """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``).
@@ -266,7 +275,7 @@ class ModelManager:
             )
         if entry.batcher is None:  # not READY (cannot happen after a successful load)
             raise FailedPrecondition(f"model {spec.name} v{spec.version} is {entry.state.value}, not READY")
-        entry.validator = InputValidator(spec)
+        entry.validator = InputValidator(spec, self.options.max_answer_bytes)
         entry.batcher.update_policy(self._policy(spec))
         entry.spec = spec
         _log.info(
@@ -376,7 +385,7 @@ class ModelManager:
                 f"model {spec.name} v{spec.version}",
                 self._shadow_executor,
             )
-            entry.validator = InputValidator(spec)
+            entry.validator = InputValidator(spec, self.options.max_answer_bytes)
             batcher = entry.batcher
             self._observer.track_queue_depth(spec.name, spec.version, lambda: batcher.queue_depth)
             self._set_state(entry, ModelState.READY)

@@ -9,13 +9,14 @@ event loop for every request.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, ResourceExhausted
 from data_plane.models.spec import DYNAMIC, ModelSpec
 from data_plane.runtime.base import Array
 
@@ -48,8 +49,24 @@ def _all_finite(array: Array) -> bool:
     return math.isfinite(total) or bool(np.isfinite(array).all())
 
 
+def answer_row_bytes(spec: ModelSpec) -> int:
+    """The fewest bytes one row adds to an answer of a batching model: its smallest output row (a caller
+    may ask for that output alone), a dynamic size counted as 1; 0 when no output row has a size."""
+    sizes = [
+        t.np_dtype.itemsize * math.prod(1 if d == DYNAMIC else d for d in t.shape[1:]) for t in spec.outputs
+    ]
+    return min((size for size in sizes if size), default=0)
+
+
 class InputValidator:
-    def __init__(self, spec: ModelSpec) -> None:
+    """``max_answer_bytes``: the most one answer may hold (the server's ``max_message_bytes``; None:
+    unlimited), which gives :attr:`max_rows`, the most rows of a batching request whose answer can be
+    sent. ModelInfer refuses more (:meth:`too_many_rows`) before the request runs: a zero-size input
+    ([2**31-1, 0]) carries any number of rows in a few bytes, and the model's answer to it was allocated
+    (gigabytes) before it was found too large to send. (Predict's rows are capped by
+    ``max_rows_per_request`` already.)"""
+
+    def __init__(self, spec: ModelSpec, max_answer_bytes: int | None = None) -> None:
         self.spec = spec
         self._label = f"model {spec.name} v{spec.version}"
         self._names = frozenset(t.name for t in spec.inputs)
@@ -66,6 +83,19 @@ class InputValidator:
             for t in spec.inputs
         ]
         self._batch = batchable(spec)
+        row_bytes = answer_row_bytes(spec) if self._batch else 0
+        self._max_answer_bytes = max_answer_bytes
+        self.max_rows = (
+            max_answer_bytes // row_bytes if max_answer_bytes is not None and row_bytes else sys.maxsize
+        )
+
+    def too_many_rows(self, rows: int) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{self._label}: a request of {rows} rows has an answer of at least "
+            f"{rows * answer_row_bytes(self.spec)} bytes, more than the {self._max_answer_bytes} this "
+            f"server sends in one message (max_message_bytes); "
+            + (f"send at most {self.max_rows} rows per call" if self.max_rows else "not even one row fits")
+        )
 
     def _fail(self, message: str) -> InvalidArgument:
         return InvalidArgument(f"{self._label}: {message}; expected {self.spec.signature()}")

@@ -144,6 +144,14 @@ def integer_input(width: int = 2) -> onnx.ModelProto:
     return _model(graph)
 
 
+def row_sum() -> onnx.ModelProto:
+    """y[i] = sum of row i, over x: float32[batch, n] (any width, 0 included): one float per row out."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)]
+    graph = helper.make_graph(nodes, "row_sum", [_float_io("x", "n")], [_float_io("y", 1)], [axes])
+    return _model(graph)
+
+
 def tiled(width: int = 1, times: int = 2048) -> onnx.ModelProto:
     repeats = numpy_helper.from_array(np.array([1, times], dtype=np.int64), "repeats")
     nodes = [helper.make_node("Tile", ["x", "repeats"], ["y"])]

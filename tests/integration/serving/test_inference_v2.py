@@ -381,3 +381,34 @@ async def test_a_server_whose_versions_all_failed_is_not_ready(
     assert list((await stub.ModelMetadata(pb.ModelMetadataRequest(name="affine"))).versions) == []
     await manager.ensure_loaded(onnx_models.save(onnx_models.affine(), tmp_path / "b.onnx", "affine"))
     assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+
+
+async def test_rows_whose_answer_cannot_be_sent_are_refused_before_the_model_runs(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A zero-size input ([N, 0], a few bytes) carries any number of rows: the model's N-row answer was
+    allocated (8 GiB for N = 2**31-1) before it was found too large to send. Rows whose answer cannot fit
+    one message are now refused first, naming the limit; a request that fits is still answered."""
+    handle = await start_server(serving_settings(tmp_path, own_redis.url, max_message_bytes=4096))
+    try:
+        spec = onnx_models.save(onnx_models.row_sum(), tmp_path / "row_sum.onnx", "row_sum")
+        await handle.manager.ensure_loaded(spec)
+
+        def zero_size(rows: int) -> pb.ModelInferRequest:
+            request = pb.ModelInferRequest(model_name="row_sum")
+            request.inputs.add(name="x", datatype="FP32", shape=[rows, 0])
+            request.raw_input_contents.append(b"")
+            return request
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            answer = decode_infer_response(await stub.ModelInfer(zero_size(1000)))  # 4,000 bytes: fits
+            assert answer["y"].shape == (1000, 1)
+            for rows in (1100, 2**31 - 1):
+                error = await _error(stub.ModelInfer(zero_size(rows)))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert f"a request of {rows} rows" in (error.details() or ""), error.details()
+                assert "more than the 4096" in (error.details() or "")
+                assert "send at most 1024 rows per call" in (error.details() or "")
+    finally:
+        await handle.stop(None)
