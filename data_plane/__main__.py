@@ -33,6 +33,7 @@ import uvloop
 
 from clients.env_values import ConfigurationError
 from clients.errors import AetherError
+from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings
@@ -95,7 +96,8 @@ def parse_args(
     argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
 ) -> tuple[DataPlaneSettings, int]:
     """Settings from the environment, the flags given overriding them. ConfigurationError (a
-    ValueError naming the variable) for an environment value that cannot be used."""
+    ValueError naming the variable or file) for an environment value or a model config that cannot be
+    used."""
     args = build_parser().parse_args(argv)
     settings = DataPlaneSettings.from_env(environ)
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
@@ -105,7 +107,12 @@ def parse_args(
         from data_plane.runtime.tensorrt_engine import require_native
 
         require_native()
-    return dataclasses.replace(settings, **overrides), args.workers
+    settings = dataclasses.replace(settings, **overrides)
+    if settings.model_config is not None:
+        # Read here, before anything starts (the server reads it again when it loads the models), so a
+        # file that cannot be used is one line (and exit 2), also for the parent of --workers.
+        load_model_config(settings.model_config)
+    return settings, args.workers
 
 
 async def serve(settings: DataPlaneSettings) -> None:
@@ -142,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AetherError as exc:
         print(f"python -m data_plane: error: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigurationError as error:  # the model config changed between the check and the load
+        print(f"python -m data_plane: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

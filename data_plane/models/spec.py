@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument
 
 DYNAMIC = -1
@@ -131,9 +132,35 @@ def _resolve(uri: str, base_dir: Path | None) -> str:
 
 def load_model_config(path: Path) -> tuple[ModelSpec, ...]:
     """The static model config: ``{"models": [ModelSpec as JSON, ...]}`` with artifact paths relative to
-    the file. Used until (and besides) deployment plans from the control plane."""
-    data = json.loads(path.read_text())
-    return tuple(ModelSpec.from_json(m, path.parent) for m in data["models"])
+    the file. Used until (and besides) deployment plans from the control plane. A file that cannot be read
+    or used is a ConfigurationError naming the file, the model entry and what is wrong (the data plane
+    prints it as one line and exits 2; it was a traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"model config {path}: cannot be read: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigurationError(f"model config {path}: not valid JSON: {exc}") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise ConfigurationError(f'model config {path}: expected {{"models": [model, ...]}}')
+    return tuple(_config_entry(path, index, entry) for index, entry in enumerate(models))
+
+
+def _config_entry(path: Path, index: int, entry: Any) -> ModelSpec:
+    where = f"model config {path}: models[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigurationError(f"{where}: expected an object, got {type(entry).__name__}")
+    if "name" in entry:
+        where += f" ({entry['name']!r})"
+    try:
+        return ModelSpec.from_json(entry, path.parent)
+    except KeyError as exc:
+        raise ConfigurationError(f"{where}: missing field {exc.args[0]!r}") from None
+    except InvalidArgument as exc:
+        raise ConfigurationError(f"{where}: {exc.message}") from None
+    except (TypeError, ValueError) as exc:  # int("one"), np.dtype("float33"), a shape that is a number
+        raise ConfigurationError(f"{where}: {exc}") from None
 
 
 def dump_model_config(specs: Sequence[ModelSpec], path: Path) -> None:

@@ -188,3 +188,16 @@ def test_the_control_planes_token_variables_turn_the_data_planes_auth_on(tmp_pat
         "python -m data_plane: error: AETHER_READONLY_TOKEN is set without AETHER_ADMIN_TOKEN:"
         " no call could ever write"
     ]
+
+
+def test_a_model_config_that_cannot_be_used_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    """A model config whose entry lacks a field ended the process with a KeyError traceback."""
+    config = tmp_path / "models.json"
+    config.write_text('{"models": [{"name": "m", "version": "one"}]}')
+    refused = _data_plane(
+        {"AETHER_HOME": str(tmp_path)}, "--listen", "127.0.0.1:0", "--model-config", str(config)
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"python -m data_plane: error: model config {config}: models[0] ('m'): missing field 'artifact_uri'"
+    ]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from clients.env_values import ConfigurationError
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager, ModelState
@@ -92,6 +95,43 @@ def test_the_static_model_config_round_trips_with_paths_relative_to_the_file(tmp
     dump_model_config([relative], tmp_path / "config.json")
     (loaded,) = load_model_config(tmp_path / "config.json")
     assert loaded == dataclasses.replace(spec, artifact_uri=str((tmp_path / "models" / "a.onnx").resolve()))
+
+
+def test_a_model_config_that_cannot_be_used_is_a_configuration_error_naming_file_and_entry(
+    tmp_path: Path,
+) -> None:
+    """A missing or malformed file, or a bad entry, escaped as OSError, JSONDecodeError, TypeError,
+    ValueError or KeyError, which ``python -m data_plane`` printed as a traceback."""
+    good = {"name": "m", "version": 1, "artifact_sha256": "00", "artifact_uri": "m.onnx"}
+    tensors = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}], "outputs": []}
+    cases = [
+        (None, r"cannot be read: No such file or directory"),
+        ('{"models": [', r"not valid JSON: Expecting value: line 1"),
+        ('{"model": []}', r'expected \{"models": \[model, ...\]\}'),
+        ("[3]", r"expected \{\"models\""),
+        ('{"models": [3]}', r"models\[0\]: expected an object, got int"),
+        (json.dumps({"models": [{**good, **tensors}, good]}), r"models\[1\] \('m'\): missing field 'inputs'"),
+        (
+            json.dumps({"models": [{**good, "version": "one", **tensors}]}),
+            r"models\[0\] \('m'\): invalid literal for int\(\) with base 10: 'one'",
+        ),
+        (
+            json.dumps(
+                {"models": [{**good, **tensors, "inputs": [{"name": "x", "dtype": "float33", "shape": [4]}]}]}
+            ),
+            r"models\[0\] \('m'\): data type 'float33' not understood",
+        ),
+        (
+            json.dumps({"models": [{**good, **tensors, "missing_entity_policy": "skip"}]}),
+            r"models\[0\] \('m'\): missing_entity_policy must be 'error' or 'defaults'",
+        ),
+    ]
+    for index, (text, reason) in enumerate(cases):
+        path = tmp_path / f"config{index}.json"
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ConfigurationError, match=f"^model config {re.escape(str(path))}: {reason}"):
+            load_model_config(path)
 
 
 class _BatchRows(ManagerObserver, BatchObserver):
