@@ -36,7 +36,7 @@ from clients.errors import AetherError
 from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
 from data_plane.server import listen_address, start_server
-from data_plane.settings import DataPlaneSettings
+from data_plane.settings import DataPlaneSettings, check_override
 from data_plane.workers import run_workers
 
 
@@ -101,6 +101,10 @@ def parse_args(
     args = build_parser().parse_args(argv)
     settings = DataPlaneSettings.from_env(environ)
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    for name, value in overrides.items():  # the ranges their AETHER_* variables are held to
+        check_override(name, value, "--" + name.replace("_", "-"))
+    if args.workers < 1:  # 0 or less ran one process, as if the flag were not there
+        raise ConfigurationError(f"--workers: expected a whole number >= 1, got {args.workers!r}")
     if args.reuse_port:
         overrides["reuse_port"] = True
     if settings.native_tensorrt:  # checked once at start, not found missing model by model

@@ -26,6 +26,39 @@ def aether_home(env: Mapping[str, str]) -> Path:
     return Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
 
 
+# The range of each numeric setting: one rule for its AETHER_* variable and its command-line flag
+# (:func:`check_override`); a flag once bypassed them (--max-queue-size 0 started a server whose every
+# model FAILED, where AETHER_MAX_QUEUE_SIZE=0 was refused). 0 intra-op threads lets ONNX Runtime pick
+# (one per core); the thread pools need at least one thread.
+INT_RANGES: dict[str, dict[str, int]] = {
+    "redis_pool_size": {"minimum": 1},
+    "max_rows_per_request": {"minimum": 1},
+    "max_features_per_request": {"minimum": 1},
+    "intra_op_threads": {"minimum": 0},
+    "inference_threads": {"minimum": 1},
+    "shadow_threads": {"minimum": 1},
+    "max_queue_size": {"minimum": 1},
+}
+FLOAT_RANGES: dict[str, dict[str, float]] = {
+    "redis_timeout_s": {"above": 0},
+    "inline_batch_below_us": {"minimum": 0},
+    "prediction_log_sample_rate": {"minimum": 0, "maximum": 1},
+    "prediction_log_linger_ms": {"minimum": 0},
+    "drain_delay_s": {"minimum": 0},
+    "drain_grace_s": {"minimum": 0},
+    "unload_grace_s": {"minimum": 0},
+}
+
+
+def check_override(field: str, value: object, name: str) -> None:
+    """A ConfigurationError naming ``name`` (the flag that gave ``value`` for ``field``) when the value is
+    outside the range the field's variable allows: the same check and message as the variable's."""
+    if field in INT_RANGES:
+        env_int({name: str(value)}, name, 0, **INT_RANGES[field])
+    elif field in FLOAT_RANGES:
+        env_float({name: str(value)}, name, 0.0, **FLOAT_RANGES[field])
+
+
 @dataclass(frozen=True, slots=True)
 class DataPlaneSettings:
     listen: str = "127.0.0.1:50052"
@@ -93,24 +126,44 @@ class DataPlaneSettings:
             snapshot_path=Path(
                 env_text(env, "AETHER_REGISTRY_SNAPSHOT_PATH", str(home / "registry_snapshot.pb"))
             ).expanduser(),
-            redis_timeout_s=env_float(env, "AETHER_REDIS_TIMEOUT_S", d.redis_timeout_s, above=0),
-            redis_pool_size=env_int(env, "AETHER_REDIS_POOL_SIZE", d.redis_pool_size, minimum=1),
+            redis_timeout_s=env_float(
+                env, "AETHER_REDIS_TIMEOUT_S", d.redis_timeout_s, **FLOAT_RANGES["redis_timeout_s"]
+            ),
+            redis_pool_size=env_int(
+                env, "AETHER_REDIS_POOL_SIZE", d.redis_pool_size, **INT_RANGES["redis_pool_size"]
+            ),
             max_rows_per_request=env_int(
-                env, "AETHER_MAX_ROWS_PER_REQUEST", d.max_rows_per_request, minimum=1
+                env,
+                "AETHER_MAX_ROWS_PER_REQUEST",
+                d.max_rows_per_request,
+                **INT_RANGES["max_rows_per_request"],
             ),
             max_features_per_request=env_int(
-                env, "AETHER_MAX_FEATURES_PER_REQUEST", d.max_features_per_request, minimum=1
+                env,
+                "AETHER_MAX_FEATURES_PER_REQUEST",
+                d.max_features_per_request,
+                **INT_RANGES["max_features_per_request"],
             ),
             model_config=Path(model_config).expanduser() if model_config else None,
             metrics_listen=env_text(env, "AETHER_METRICS_ADDR", d.metrics_listen),
-            # 0 lets ONNX Runtime pick (one thread per core); the thread pools need at least one thread.
-            intra_op_threads=env_int(env, "AETHER_INTRA_OP_THREADS", d.intra_op_threads, minimum=0),
-            inference_threads=env_int(env, "AETHER_INFERENCE_THREADS", d.inference_threads, minimum=1),
-            shadow_threads=env_int(env, "AETHER_SHADOW_THREADS", d.shadow_threads, minimum=1),
-            inline_batch_below_us=env_float(
-                env, "AETHER_INLINE_BATCH_BELOW_US", d.inline_batch_below_us, minimum=0
+            intra_op_threads=env_int(
+                env, "AETHER_INTRA_OP_THREADS", d.intra_op_threads, **INT_RANGES["intra_op_threads"]
             ),
-            max_queue_size=env_int(env, "AETHER_MAX_QUEUE_SIZE", d.max_queue_size, minimum=1),
+            inference_threads=env_int(
+                env, "AETHER_INFERENCE_THREADS", d.inference_threads, **INT_RANGES["inference_threads"]
+            ),
+            shadow_threads=env_int(
+                env, "AETHER_SHADOW_THREADS", d.shadow_threads, **INT_RANGES["shadow_threads"]
+            ),
+            inline_batch_below_us=env_float(
+                env,
+                "AETHER_INLINE_BATCH_BELOW_US",
+                d.inline_batch_below_us,
+                **FLOAT_RANGES["inline_batch_below_us"],
+            ),
+            max_queue_size=env_int(
+                env, "AETHER_MAX_QUEUE_SIZE", d.max_queue_size, **INT_RANGES["max_queue_size"]
+            ),
             execution_providers=execution_providers(env),
             native_tensorrt=env_bool(env, "AETHER_NATIVE_TENSORRT", d.native_tensorrt),
             engine_cache_dir=Path(
@@ -121,15 +174,23 @@ class DataPlaneSettings:
                 env,
                 "AETHER_PREDICTION_LOG_SAMPLE_RATE",
                 d.prediction_log_sample_rate,
-                minimum=0,
-                maximum=1,
+                **FLOAT_RANGES["prediction_log_sample_rate"],
             ),
             prediction_log_linger_ms=env_float(
-                env, "AETHER_PREDICTION_LOG_LINGER_MS", d.prediction_log_linger_ms, minimum=0
+                env,
+                "AETHER_PREDICTION_LOG_LINGER_MS",
+                d.prediction_log_linger_ms,
+                **FLOAT_RANGES["prediction_log_linger_ms"],
             ),
-            drain_delay_s=env_float(env, "AETHER_DRAIN_DELAY_S", d.drain_delay_s, minimum=0),
-            drain_grace_s=env_float(env, "AETHER_DRAIN_GRACE_S", d.drain_grace_s, minimum=0),
-            unload_grace_s=env_float(env, "AETHER_UNLOAD_GRACE_S", d.unload_grace_s, minimum=0),
+            drain_delay_s=env_float(
+                env, "AETHER_DRAIN_DELAY_S", d.drain_delay_s, **FLOAT_RANGES["drain_delay_s"]
+            ),
+            drain_grace_s=env_float(
+                env, "AETHER_DRAIN_GRACE_S", d.drain_grace_s, **FLOAT_RANGES["drain_grace_s"]
+            ),
+            unload_grace_s=env_float(
+                env, "AETHER_UNLOAD_GRACE_S", d.unload_grace_s, **FLOAT_RANGES["unload_grace_s"]
+            ),
             tls=ServerTls.from_env(env),
             auth=ServerTokens.from_env(env),
             channel_security=ChannelSecurity.from_env(env),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,25 @@ def test_a_model_config_that_cannot_be_used_fails_the_start_in_one_line(tmp_path
     assert refused.stderr.strip().splitlines() == [
         f"python -m data_plane: error: model config {config}: models[0] ('m'): missing field 'artifact_uri'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-queue-size", "0"], "--max-queue-size: expected a whole number >= 1, got '0'"),
+        (["--intra-op-threads", "-1"], "--intra-op-threads: expected a whole number >= 0, got '-1'"),
+        (
+            ["--prediction-log-sample-rate", "1.5"],
+            "--prediction-log-sample-rate: expected a number from 0 to 1",
+        ),
+        (["--drain-grace-s", "nan"], "--drain-grace-s: expected a number >= 0, got 'nan'"),
+        (["--inline-batch-below-us", "-1"], "--inline-batch-below-us: expected a number >= 0"),
+        (["--workers", "0"], "--workers: expected a whole number >= 1, got 0"),
+    ],
+)
+def test_flags_are_held_to_the_ranges_of_their_variables(flags: list[str], message: str) -> None:
+    """--max-queue-size 0 started a server whose every model FAILED (AETHER_MAX_QUEUE_SIZE=0 was refused
+    at start), and --workers 0 ran one process as if the flag were not there."""
+    with pytest.raises(ConfigurationError, match="^" + re.escape(message)):
+        parse_args(flags, {})
+    assert parse_args(["--max-queue-size", "1", "--intra-op-threads", "0"], {})[0].max_queue_size == 1
