@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clients.errors import Internal
+from clients.errors import AetherError, Internal
 from data_plane.models.spec import ModelSpec
 from data_plane.models.validation import ValidInputs
 from data_plane.runtime.base import Array, Runtime
@@ -26,6 +26,8 @@ def _failure(spec: ModelSpec, exc: Exception) -> Internal:
 def run_one(runtime: Runtime, spec: ModelSpec, request: ValidInputs) -> Outputs | BaseException:
     try:
         return runtime.run(request.arrays)
+    except AetherError as exc:  # a runtime's own verdict (a closed session: UNAVAILABLE), passed on as is
+        return exc
     except Exception as exc:
         return _failure(spec, exc)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from clients.errors import Unavailable
 from data_plane.models.spec import DYNAMIC, TensorSpec
 from data_plane.runtime.base import Array
 
@@ -224,5 +225,16 @@ class OnnxRuntimeSession:
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:
-        # Sessions free their memory when the last reference goes; nothing else holds native resources.
-        del self._session
+        """Drops both references to the native session, which frees its memory once no call holds it (a
+        call under way keeps its own reference and finishes). ``del self._session`` kept the binding (the
+        native session itself) alive, and a batch run after it (one on another thread once an unloaded
+        version's grace ran out) that failed in the binding fell back to the deleted ``_session``: an
+        AttributeError answered as INTERNAL. Later runs are UNAVAILABLE, at no cost to each run."""
+        self._binding = self._session = _ClosedSession()
+
+
+class _ClosedSession:
+    """Stands in for a closed session's binding and public API alike."""
+
+    def run(self, *args: object) -> list[Array]:
+        raise Unavailable("the model version was unloaded; its session is closed")

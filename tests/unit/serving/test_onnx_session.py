@@ -5,11 +5,15 @@ still work where the binding is absent."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from clients.errors import Unavailable
+from data_plane.models.runner import run_batch
+from data_plane.models.validation import ValidInputs
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession, warn_missing_named_providers
 from tests.support import onnx_models
 
@@ -70,3 +74,18 @@ def test_a_named_gpu_provider_this_build_lacks_is_logged_not_silently_replaced(
         assert warn_missing_named_providers(("CPUExecutionProvider",)) == []
         OnnxRuntimeSession(onnx_models.affine().SerializeToString(), OnnxOptions())
     assert caplog.records == []  # nothing named, nothing missing: the CPU is what was asked for
+
+
+def test_a_closed_session_answers_unavailable_and_holds_no_native_session(tmp_path: Path) -> None:
+    """close() deleted only the public session: the binding (the native session) lived on and served, and
+    a run that failed in it fell back to the deleted session, an AttributeError answered as INTERNAL."""
+    model = onnx_models.affine()
+    spec = onnx_models.save(model, tmp_path / "a.onnx", "a")
+    session = OnnxRuntimeSession(model.SerializeToString(), OnnxOptions())
+    rows = [ValidInputs({"x": np.ones((1, 4), np.float32)}, 1, ()) for _ in range(2)]
+    assert all(isinstance(r, dict) for r in run_batch(session, spec, rows))
+    session.close()
+    with pytest.raises(Unavailable, match="unloaded"):
+        session.run({"x": np.ones((1, 4), np.float32)})
+    results = run_batch(session, spec, rows)
+    assert [type(r) for r in results] == [Unavailable, Unavailable], results
