@@ -74,6 +74,12 @@ class ModelSpec:
     # the artifact may have (read the same way); empty = synthetic from the signature.
     warmup_samples_uri: str = ""
 
+    def __post_init__(self) -> None:
+        # A hex digest in either case names one artifact: normalised here, once, so that every comparison
+        # agrees with fetch_verified (which lowercased): the same hash in capitals was refused by a loaded
+        # version as "a version's artifact cannot change".
+        object.__setattr__(self, "artifact_sha256", self.artifact_sha256.lower())
+
     @property
     def key(self) -> tuple[str, int]:
         return (self.name, self.version)

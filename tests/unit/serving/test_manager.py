@@ -344,3 +344,17 @@ async def test_recorded_warm_up_samples_load_a_model_without_a_batch_dimension(t
             assert (await manager.infer(name, 1, {"x": np.ones((2, 4), np.float32)}))["y"].shape == (2, 4)
     finally:
         await manager.close()
+
+
+async def test_an_artifact_hash_in_capitals_names_the_same_artifact(tmp_path: Path) -> None:
+    """fetch_verified compared the hash lowercased, ensure_loaded as given: a deployment naming the loaded
+    version's hash in capitals was refused as "a version's artifact cannot change"."""
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        await manager.ensure_loaded(dataclasses.replace(spec, artifact_sha256=spec.artifact_sha256.upper()))
+        assert manager.state("a", 1) is ModelState.READY
+        assert manager.resolve("a", 1).artifact_sha256 == spec.artifact_sha256.lower()
+    finally:
+        await manager.close()
