@@ -185,12 +185,15 @@ class TrackingStore:
         """Ends run ``run_id`` with ``status`` at ``end_time_us`` unless it already has that status; True
         when this call ended it. For a caller that may end the same run twice, or from two places at once
         (a job's run, ended by the job's end and by the sweep that mends a crash in between): the run
-        changes, and is audited, once."""
+        changes, and is audited, once. An end before the run's start is taken as its start: the job's
+        end is stamped on the control plane before the run it creates is (a job cancelled while its run
+        was being created), and refusing it left that run RUNNING for ever."""
         new_status = status_name(status)
         check_time_us(end_time_us, "end_time_us")
         with write_session(self._sessions) as session:
             row, _ = self._run_row(session, run_id)
-            return set_status(session, row, new_status, end_time_us, actor, once=True)
+            end = max(end_time_us, row.start_time_us) if end_time_us else 0
+            return set_status(session, row, new_status, end, actor, once=True)
 
     def list_runs(
         self, experiment_id: str, page_size: int = 0, page_token: str = ""

@@ -21,7 +21,7 @@ def test_a_run_ended_by_several_writers_at_once_changes_once(db_url: str) -> Non
     sessions = create_session_factory(engine)
     store = TrackingStore(sessions)
     experiment_id = store.create_experiment("e", actor="t").experiment_id
-    run_id = store.create_run(experiment_id, "r", actor="t").run_id
+    run_id = store.create_run(experiment_id, "r", start_time_us=1, actor="t").run_id
     writers = 4
     start = threading.Barrier(writers)
 
@@ -51,4 +51,22 @@ def test_a_run_ended_by_several_writers_at_once_changes_once(db_url: str) -> Non
         ).all()
         assert session.scalar(select(func.count()).select_from(AuditEntryRow)) == 2 + len(updates)
     assert [entry["status"] for entry in updates] == ["KILLED", "FAILED"]
+    engine.dispose()
+
+
+def test_a_system_end_before_the_run_started_ends_it_at_its_start(db_url: str) -> None:
+    """A job cancelled while its run was being created is stamped before the run's start; refusing that
+    end (as a client's UpdateRun is refused) left the run RUNNING for ever and failed every sweep."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    store = TrackingStore(create_session_factory(engine))
+    experiment_id = store.create_experiment("e", actor="t").experiment_id
+    run = store.create_run(experiment_id, "r", actor="t")
+    assert store.end_run_once(run.run_id, pb.RUN_STATUS_KILLED, run.start_time_us - 5, actor="supervisor")
+    ended = store.get_run(run.run_id)
+    assert (ended.status, ended.end_time_us, ended.duration_us) == (
+        pb.RUN_STATUS_KILLED,
+        run.start_time_us,
+        0,
+    )
     engine.dispose()

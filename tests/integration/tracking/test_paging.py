@@ -217,8 +217,8 @@ def _create(store: TrackingStore, experiment_id: str, run: RunSpec) -> None:
         ]
         store.log_batch([pb.RunBatch(run_id=run.run_id, metrics=series)], actor=ACTOR)
     if run.status != pb.RUN_STATUS_RUNNING:
-        store.update_run(run.run_id, run.status, run.end_time_us or 1, actor=ACTOR)
-        run.end_time_us = run.end_time_us or 1
+        store.update_run(run.run_id, run.status, run.end_time_us or 5, actor=ACTOR)  # after any start
+        run.end_time_us = run.end_time_us or 5
     else:
         run.end_time_us = 0
 

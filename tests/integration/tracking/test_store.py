@@ -71,7 +71,9 @@ def test_experiment_and_run_mutations_are_audited_but_points_are_not(db_url: str
     sessions = create_session_factory(engine)
     store = TrackingStore(sessions)
     experiment = store.create_experiment("audited", actor="alice")
-    run_id = store.create_run(experiment.experiment_id, "r", {"lr": "0.1"}, actor="alice").run_id
+    run_id = store.create_run(
+        experiment.experiment_id, "r", {"lr": "0.1"}, start_time_us=100, actor="alice"
+    ).run_id
     points = pb.MetricSeries(key="loss", values=[1.0, 0.5], steps=[0, 1])
     store.log_batch([pb.RunBatch(run_id=run_id, metrics=[points])], actor="bob")  # points only: no entry
     end = pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=123)
@@ -103,7 +105,10 @@ def test_one_batch_of_many_runs_audits_every_start_change_and_end_in_one_valid_c
         pb.RunBatch(
             run_id=run_id,
             start=pb.RunStart(
-                experiment_id=experiment.experiment_id, name=f"r{index}", params={"i": str(index)}
+                experiment_id=experiment.experiment_id,
+                name=f"r{index}",
+                params={"i": str(index)},
+                start_time_us=1,
             ),
             metrics=[points],
             params={"seed": "7"} if index % 2 else {},
