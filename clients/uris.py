@@ -127,6 +127,12 @@ def _secret_values(uri: str) -> list[str]:
     return sorted({value for value in [*found, *decoded, *pieces] if value}, key=len, reverse=True)
 
 
+def holds_credentials(uri: str) -> bool:
+    """Whether ``uri`` holds a credential (:func:`redact_uri` would take one out). Not whether the two
+    differ: redacting also tidies an empty query or a stray ``&``, which hold no secret."""
+    return bool(_secret_values(uri)) or misplaced_credentials(uri)
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` without its credentials (see the module's docstring); a plain path comes back as is."""
     parts = _split(uri)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
-from clients.uris import misplaced_credentials, redact_uri
+from clients.uris import holds_credentials, redact_uri
 from clients.value_types import type_name
 from control_plane.db.models import NAME_LENGTH
 from control_plane.offline.store import EVENT_TS, INGESTED_TS
@@ -109,7 +109,7 @@ def validate_spec(spec: pb.FeatureViewSpec, path: str = "spec") -> None:
         )
     # A view's spec is kept and handed out (the registry's rows, `features get` to a read-only token, the
     # audit log, every data plane's registry snapshot on disk): a secret in its source URI went with it.
-    if misplaced_credentials(spec.source.uri) or redact_uri(spec.source.uri) != spec.source.uri:
+    if holds_credentials(spec.source.uri):
         raise InvalidArgument(
             f"{path}.source.uri: holds credentials, which the registry would store and show; write"
             f" {redact_uri(spec.source.uri)!r} and give the credentials through the environment"

@@ -153,6 +153,22 @@ def test_valid_rules_and_aggregations_are_accepted(registry: FeatureRegistry) ->
 
 
 @pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://bucket/w.parquet?region=eu-west-1&",
+        "s3://bucket/w.parquet?",
+        "abfs://container@acct.dfs.core.windows.net/w",
+    ],
+)
+def test_a_source_uri_without_credentials_is_kept_as_written(registry: FeatureRegistry, uri: str) -> None:
+    """A URI that redacting only tidies (an empty query, a stray '&', abfs's container name) was refused
+    as holding credentials."""
+    registry.create_entity(entity())
+    view = spec(source=pb.Source(kind="batch", uri=uri))
+    assert registry.create_feature_view(view, metadata()).spec.source.uri == uri
+
+
+@pytest.mark.parametrize(
     ("bad", "message"),
     [
         (entity(keys=()), r"entity\.join_keys: an entity needs at least one join key"),
