@@ -113,20 +113,29 @@ class ModelSpec:
             raise InvalidArgument(f"missing_entity_policy must be 'error' or 'defaults', not {policy!r}")
         return cls(
             name=str(data["name"]),
-            version=int(data["version"]),
+            version=_whole(data, "version"),
             artifact_sha256=str(data["artifact_sha256"]),
             artifact_uri=uri,
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
             feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
-            warmup_requests=int(data.get("warmup_requests", 10)),
-            max_batch_size=int(data.get("max_batch_size", 32)),
-            max_queue_delay_us=int(data.get("max_queue_delay_us", 500)),
+            warmup_requests=_whole(data, "warmup_requests", 10),
+            max_batch_size=_whole(data, "max_batch_size", 32),
+            max_queue_delay_us=_whole(data, "max_queue_delay_us", 500),
             allow_non_finite=bool(data.get("allow_non_finite", False)),
             missing_entity_policy=policy,
             feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),
             warmup_samples_uri=_resolve(str(data.get("warmup_samples_uri", "")), base_dir),
         )
+
+
+def _whole(data: Mapping[str, Any], field: str, default: int | None = None) -> int:
+    """The whole number ``data[field]`` (``default`` when absent): ``1.7`` was cut to 1, ``1e999`` (read as
+    infinity) raised OverflowError past every check, and ``true`` was 1."""
+    value = data[field] if default is None else data.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be a whole number, got {value!r}")
+    return value
 
 
 def _resolve(uri: str, base_dir: Path | None) -> str:
@@ -147,6 +156,8 @@ def load_model_config(path: Path) -> tuple[ModelSpec, ...]:
         raise ConfigurationError(f"model config {path}: cannot be read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ConfigurationError(f"model config {path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError(f"model config {path}: not valid JSON: nested too deeply") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise ConfigurationError(f'model config {path}: expected {{"models": [model, ...]}}')
@@ -165,7 +176,7 @@ def _config_entry(path: Path, index: int, entry: Any) -> ModelSpec:
         raise ConfigurationError(f"{where}: missing field {exc.args[0]!r}") from None
     except InvalidArgument as exc:
         raise ConfigurationError(f"{where}: {exc.message}") from None
-    except (TypeError, ValueError) as exc:  # int("one"), np.dtype("float33"), a shape that is a number
+    except (TypeError, ValueError, OverflowError) as exc:  # np.dtype("float33"), a shape that is a number
         raise ConfigurationError(f"{where}: {exc}") from None
 
 

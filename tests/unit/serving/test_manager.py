@@ -113,8 +113,20 @@ def test_a_model_config_that_cannot_be_used_is_a_configuration_error_naming_file
         (json.dumps({"models": [{**good, **tensors}, good]}), r"models\[1\] \('m'\): missing field 'inputs'"),
         (
             json.dumps({"models": [{**good, "version": "one", **tensors}]}),
-            r"models\[0\] \('m'\): invalid literal for int\(\) with base 10: 'one'",
+            r"models\[0\] \('m'\): version must be a whole number, got 'one'",
         ),
+        # 1e999 reads as infinity: int() raised OverflowError, a traceback again; 1.7 was cut to 1.
+        (
+            json.dumps({"models": [{**good, **tensors, "version": 0}]}).replace(
+                '"version": 0', '"version": 1e999'
+            ),
+            r"models\[0\] \('m'\): version must be a whole number, got inf",
+        ),
+        (
+            json.dumps({"models": [{**good, **tensors, "max_batch_size": 1.7}]}),
+            r"models\[0\] \('m'\): max_batch_size must be a whole number, got 1.7",
+        ),
+        ('{"models": ' + "[" * 100_000 + "]" * 100_000 + "}", r"not valid JSON: nested too deeply"),
         (
             json.dumps(
                 {"models": [{**good, **tensors, "inputs": [{"name": "x", "dtype": "float33", "shape": [4]}]}]}
