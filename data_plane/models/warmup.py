@@ -62,7 +62,8 @@ def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
     missing = [t.name for t in spec.inputs if t.name not in columns]
     if missing:
         raise FailedPrecondition(f"warm-up samples {shown} have no array for input(s) {missing}")
-    scalars = [name for name, a in columns.items() if a.ndim == 0]
+    # A batching model takes rows; a model without a batch dimension may take a scalar input whole.
+    scalars = [name for name, a in columns.items() if a.ndim == 0] if batchable(spec) else []
     if scalars:
         raise FailedPrecondition(
             f"warm-up samples {shown}: input(s) {scalars} hold a single value, not one row per element of "

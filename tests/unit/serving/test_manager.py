@@ -17,7 +17,8 @@ from clients.env_values import ConfigurationError
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager, ModelState
-from data_plane.models.spec import TensorSpec, dump_model_config, load_model_config
+from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
+from data_plane.models.warmup import recorded_inputs
 from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
 from tests.support import onnx_models
 
@@ -370,3 +371,18 @@ async def test_an_artifact_hash_in_capitals_names_the_same_artifact(tmp_path: Pa
         assert manager.resolve("a", 1).artifact_sha256 == spec.artifact_sha256.lower()
     finally:
         await manager.close()
+
+
+def test_recorded_samples_of_a_scalar_input_are_one_request_shaped_as_the_inputs(tmp_path: Path) -> None:
+    """A model without a batch dimension whose input is a scalar (t: float32[]) could not use the layout
+    "one request shaped as the inputs": every 0-d array was refused as a single value, not rows."""
+    spec = ModelSpec(
+        name="scale", version=1, artifact_sha256="0" * 64, artifact_uri=str(tmp_path / "m.onnx"),
+        inputs=(TensorSpec("x", "float32", (4,)), TensorSpec("t", "float32", ())),
+        outputs=(TensorSpec("y", "float32", (4,)),),
+    )  # fmt: skip
+    np.savez(tmp_path / "one.npz", x=np.ones(4, np.float32), t=np.float32(0.5))
+    (request,) = recorded_inputs(spec, str(tmp_path / "one.npz"))
+    assert (request["x"].shape, request["t"].shape, float(request["t"])) == ((4,), (), 0.5)
+    np.savez(tmp_path / "stacked.npz", x=np.ones((3, 4), np.float32), t=np.full(3, 0.5, np.float32))
+    assert [r["t"].shape for r in recorded_inputs(spec, str(tmp_path / "stacked.npz"))] == [(), (), ()]
