@@ -163,11 +163,18 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
     """Every call outside ``open_services`` needs one of ``grants``' tokens, whichever: for a server whose
     APIs only read. An admitted call gets its handler untouched (the raw-bytes handlers of
     ``data_plane.api.registration`` keep their codecs, and the call pays no wrapper); a refused one a
-    handler that answers UNAUTHENTICATED without reading the request."""
+    handler that answers UNAUTHENTICATED without reading the request; ``on_refused`` (the full method
+    name, the status) is told of it first, for the server's own counts."""
 
-    def __init__(self, grants: Sequence[TokenGrant], open_services: frozenset[str]) -> None:
+    def __init__(
+        self,
+        grants: Sequence[TokenGrant],
+        open_services: frozenset[str],
+        on_refused: Callable[[str, grpc.StatusCode], None] | None = None,
+    ) -> None:
         self._tokens = TokenCheck(grants)
         self._open_services = open_services
+        self._on_refused = on_refused
 
     async def intercept_service(
         self,
@@ -183,6 +190,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
         # Looked at only for a call without a valid token: an admitted call skips the method-name split.
         if handler_call_details.method.lstrip("/").rpartition("/")[0] in self._open_services:
             return handler
+        if self._on_refused is not None:
+            self._on_refused(handler_call_details.method, grpc.StatusCode.UNAUTHENTICATED)
         return rejecting_handler(handler, grpc.StatusCode.UNAUTHENTICATED, message)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -45,7 +46,7 @@ from data_plane.api.online_features import SERVICE_NAME, OnlineFeaturesServicer,
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
 from data_plane.feature_vector import FeatureAssembler
-from data_plane.metrics import MetricsServer, ServingMetrics, start_metrics_server
+from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
 from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import load_model_config
 from data_plane.prediction_log import PredictionLog
@@ -66,6 +67,23 @@ DRAIN_QUIET_MAX_S = 2.0
 #: Served without a token when auth is on: load balancers, the container health check and the replica
 #: manager probe readiness, and ghz finds the methods, without a secret. Every other API serves data.
 OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
+
+
+#: The calls ``aether_inference_requests_total`` counts, by method name, with the API label each has.
+_COUNTED_METHODS = {"ModelInfer": inference_v2.API, "Predict": predict.API, "PredictBatch": predict.API}
+
+
+def _refusal_counter(metrics: ServingMetrics) -> Callable[[str, grpc.StatusCode], None]:
+    """Counts an inference call the token check refused, as every other call is counted with the status
+    its caller saw (a client that lost its token showed nowhere): under no model, since the request is
+    not read; a PredictBatch counts once, for the same reason."""
+
+    def count(method: str, code: grpc.StatusCode) -> None:
+        api = _COUNTED_METHODS.get(method.rpartition("/")[2])
+        if api is not None:
+            metrics.request(api, UNRESOLVED, UNRESOLVED, code.name, None)
+
+    return count
 
 
 @dataclass
@@ -189,7 +207,11 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     )
     # Every API here only reads, so any configured token will do. Without tokens no interceptor at all:
     # grpc.aio runs an interceptor on every call, which the latency path should not pay for nothing.
-    auth = TokenInterceptor(settings.auth.grants(), OPEN_SERVICES) if settings.auth.enabled else None
+    auth = (
+        TokenInterceptor(settings.auth.grants(), OPEN_SERVICES, _refusal_counter(metrics))
+        if settings.auth.enabled
+        else None
+    )
     server = grpc.aio.server(
         interceptors=None if auth is None else [auth],
         options=[

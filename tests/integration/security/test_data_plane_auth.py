@@ -142,3 +142,31 @@ async def test_without_tokens_the_data_plane_serves_every_caller(
             assert answer.row_count == 1
     finally:
         await handle.stop(None)
+
+
+async def test_inference_calls_refused_for_their_token_are_counted(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Every Predict and ModelInfer call is counted with the status its caller saw, but those the token
+    check refused never reached the servicers' counting: a client that lost its token showed nowhere."""
+    handle = await start_server(serving_settings(tmp_path, own_redis.url, auth=TOKENS))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            inference = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            oip_stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            infer = build_infer_request("affine", {"x": np.ones((1, 4), dtype=np.float32)})
+            for _ in range(2):
+                await _refusal(oip_stub.ModelInfer(infer))
+            await _refusal(inference.Predict(build_predict_request("scorer", [{"driver_id": 1}])))
+            features = of_grpc.OnlineFeaturesStub(channel)  # type: ignore[no-untyped-call]
+            await _refusal(features.GetOnlineFeatures(_features_request()))  # not an inference call
+        counted = {
+            api: handle.metrics.registry.get_sample_value(
+                "aether_inference_requests_total",
+                {"api": api, "model": "", "version": "", "code": "UNAUTHENTICATED"},
+            )
+            for api in ("ModelInfer", "Predict", "GetOnlineFeatures")
+        }
+        assert counted == {"ModelInfer": 2.0, "Predict": 1.0, "GetOnlineFeatures": None}
+    finally:
+        await handle.stop(None)
