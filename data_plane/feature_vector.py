@@ -153,18 +153,12 @@ def _refuse_overflow(
     were stored; refused instead, as :func:`_refuse_unholdable` refuses it for an integer input."""
     if np.isfinite(cast).all():  # the usual answer: one vectorised pass
         return
-    view = block.plan.view
     largest = float(np.finfo(cast.dtype).max)
     for j, column in enumerate(_columns(raw, len(rows), block.plan.column_count)):
         bad = np.flatnonzero(np.isinf(cast[:, j]) & np.isfinite(column))  # a stored inf or NaN stays so
         if bad.size:
-            row = int(bad[0])
-            feature = view.columns[int(block.plan.column_positions[j])]
-            raise FailedPrecondition(
-                f"row {row}: stored feature {view.name}@{view.version}:{feature} of entity {dict(rows[row])} "
-                f"is {column[row]}; model {spec.name} v{spec.version}'s {cast.dtype} input holds finite "
-                f"values from {-largest:g} to {largest:g} ({bad.size} of {len(rows)} rows hold such a value)"
-            )
+            takes = f"{cast.dtype} input holds finite values from {-largest:g} to {largest:g}"
+            _refuse_stored(block, j, column, bad, rows, spec, takes)
 
 
 def _refuse_unholdable(
@@ -178,17 +172,32 @@ def _refuse_unholdable(
     """Stored values for an integer (or bool) input must be whole numbers it holds, as request-time ones
     must; a cast would feed the model 2 for 2.7 and INT64_MIN for NaN. FAILED_PRECONDITION, not
     INVALID_ARGUMENT: the caller asked for nothing wrong, the stored data does not fit this model."""
-    view = block.plan.view
     for j, column in enumerate(columns):
         bad = np.flatnonzero(not_whole(column, bounds))
         if bad.size:
-            row = int(bad[0])
-            feature = view.columns[int(block.plan.column_positions[j])]
-            raise FailedPrecondition(
-                f"row {row}: stored feature {view.name}@{view.version}:{feature} of entity {dict(rows[row])} "
-                f"is {column[row]}; model {spec.name} v{spec.version}'s {dtype} input takes whole numbers "
-                f"from {bounds[0]} to {bounds[1]} ({bad.size} of {len(rows)} rows hold such a value)"
-            )
+            takes = f"{dtype} input takes whole numbers from {bounds[0]} to {bounds[1]}"
+            _refuse_stored(block, j, column, bad, rows, spec, takes)
+
+
+def _refuse_stored(
+    block: BlockResult,
+    j: int,
+    column: npt.NDArray[Any],
+    bad: npt.NDArray[np.intp],
+    rows: Sequence[Mapping[str, str]],
+    spec: ModelSpec,
+    takes: str,
+) -> None:
+    """FAILED_PRECONDITION naming the first of the ``bad`` rows of stored column ``j``: its feature, its
+    entity, its value, and what the model's input ``takes``."""
+    view = block.plan.view
+    row = int(bad[0])
+    feature = view.columns[int(block.plan.column_positions[j])]
+    raise FailedPrecondition(
+        f"row {row}: stored feature {view.name}@{view.version}:{feature} of entity {dict(rows[row])} "
+        f"is {column[row]}; model {spec.name} v{spec.version}'s {takes} ({bad.size} of {len(rows)} rows"
+        " hold such a value)"
+    )
 
 
 class FeatureAssembler:
