@@ -27,6 +27,7 @@ from clients.sdk.tracking import TrackingClient
 from control_plane.jobs.pool import DevicePool
 from control_plane.training.checkpoint import CheckpointManager, load_payload
 from tests.integration.training.conftest import FEATURES, Data, Job, Plane, make_job, materialize, start_plane
+from tests.support.processes import find_process
 
 EPOCHS = 10
 ROWS = 400  # 80 held out, 320 to train on: 160 per rank, 5 steps of 32 + 32 rows an epoch
@@ -58,17 +59,7 @@ def data(plane: Plane) -> Data:
 def rank_pid(job_id: str, rank: int) -> int | None:
     """The torchrun worker of ``rank`` of ``job_id``'s first attempt (not torchrun itself)."""
     wanted = {f"AETHER_JOB_ID={job_id}".encode(), b"AETHER_JOB_ATTEMPT=1", f"RANK={rank}".encode()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = set((entry / "environ").read_bytes().split(b"\0"))
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted <= environ and TRAINER in argv and b"torch.distributed.run" not in argv:
-            return int(entry.name)
-    return None
+    return find_process(wanted, lambda argv: TRAINER in argv and b"torch.distributed.run" not in argv)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.jobs import JobsClient
 from clients.sdk.models import ModelRegistryClient
 from tests.integration.training.conftest import FEATURES, Data, Plane
+from tests.support.processes import find_process
 
 T = TypeVar("T")
 
@@ -25,17 +26,7 @@ def worker_pid(job_id: str, attempt: int) -> int | None:
     """The trainer process of ``attempt`` of ``job_id``, found by its launch environment and command line
     (its parent, the executor's launcher, has the same environment)."""
     wanted = {f"AETHER_JOB_ID={job_id}".encode(), f"AETHER_JOB_ATTEMPT={attempt}".encode()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = set((entry / "environ").read_bytes().split(b"\0"))
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted <= environ and argv[1:3] == [b"-m", b"control_plane.training.trainer"]:
-            return int(entry.name)
-    return None
+    return find_process(wanted, lambda argv: argv[1:3] == [b"-m", b"control_plane.training.trainer"])
 
 
 def wait_for(predicate: Callable[[], T | Literal[False] | None], timeout: float = 90.0) -> T:
