@@ -5,7 +5,7 @@ offline store, and a prediction log stream with labelled, sampled predictions of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,24 @@ class World:
         if approve:
             self.registry.review("eta", version, mpb.APPROVED, "first model", actor="reviewer")
         return version
+
+
+def restarted(
+    world: World, clock: Callable[[], float], sessions: sessionmaker[Session] | None = None
+) -> Retrainer:
+    """A fresh retrainer on the same database (through ``sessions`` when given: an engine of its own), as
+    after a control-plane restart."""
+    return Retrainer(
+        sessions or world.sessions,
+        world.registry,
+        world.deployments,
+        world.jobs,
+        world.features,
+        world.offline,
+        world.client,
+        RetrainingSettings(stream=STREAM),
+        clock=clock,
+    )
 
 
 async def write_holdout(world: World, now_us: int) -> None:

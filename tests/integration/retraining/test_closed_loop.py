@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from clients.aether.v1 import feature_registry_pb2 as fpb
 from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.aether.v1 import tracking_pb2 as tpb
 from clients.aether.v1 import types_pb2
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session, write_session
@@ -31,11 +33,10 @@ from control_plane.jobs.tables import JobRow
 from control_plane.offline.datasets import record_dataset
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
-from control_plane.retraining.loop import Retrainer, RetrainingSettings
 from control_plane.retraining.promotion import CANARY, PROMOTED, REJECTED
 from control_plane.retraining.tables import RetrainingDecisionRow, RetrainingEvaluationRow
 from control_plane.tracking.store import TrackingStore
-from tests.integration.retraining.conftest import HOLDOUT_ROWS, STREAM, TRUE_W, World
+from tests.integration.retraining.conftest import HOLDOUT_ROWS, TRUE_W, World, restarted
 from tests.unit.retraining.models import linear
 
 
@@ -43,6 +44,19 @@ def submitted_decision(world: World, job_id: str = "") -> RetrainingDecisionRow:
     draft = records.Draft("eta", records.now_us(), True, ("manual",), "tester", "eta", world.champion)
     records.add_decision(world.sessions, draft, ["asked by a test"], records.SUBMITTED, job_id)
     return records.submitted(world.sessions, "eta")[-1]
+
+
+def succeeded_retraining_job(world: World) -> tuple[jpb.Job, tpb.Run]:
+    """A retraining job and its tracking run, recorded as the supervisor records a job that ran."""
+    job = world.jobs.submit(jpb.JobSpec(name="retrain", entrypoint=jpb.Entrypoint(module="json")), actor="r")
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment("retrain", actor="supervisor")
+    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
+    with write_session(world.sessions) as session:
+        session.execute(
+            update(JobRow).where(JobRow.job_id == job.job_id).values(state="SUCCEEDED", run_id=run.run_id)
+        )
+    return job, run
 
 
 def primary_version(world: World) -> int:
@@ -150,14 +164,7 @@ async def test_a_challenger_that_cannot_be_evaluated_ends_its_decision(
     """The job succeeded, but ONNX Runtime refuses the holdout for its model (one input wider): the
     evaluation fails the same way every tick. Left ``submitted``, the decision was retried for ever and
     refused every later trigger, a person's TriggerNow included, as "still running"."""
-    job = world.jobs.submit(jpb.JobSpec(name="retrain", entrypoint=jpb.Entrypoint(module="json")), actor="r")
-    tracking = TrackingStore(world.sessions)
-    experiment = tracking.create_experiment("retrain", actor="supervisor")
-    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
-    with write_session(world.sessions) as session:  # what the supervisor records once the job ran
-        session.execute(
-            update(JobRow).where(JobRow.job_id == job.job_id).values(state="SUCCEEDED", run_id=run.run_id)
-        )
+    job, run = succeeded_retraining_job(world)
     challenger = world.register(linear(np.r_[TRUE_W, 0.1]), run_id=run.run_id)
     decision = submitted_decision(world, job.job_id)
     with caplog.at_level(logging.WARNING, logger="aether.control_plane.monitoring"):
@@ -310,30 +317,14 @@ async def test_an_evaluation_whose_outcome_write_failed_is_stored_once(world: Wo
     """The database is locked (another process holds its write lock) right after the evaluation is
     stored: the write recording the decision as evaluated failed, the decision stayed submitted, and the
     next tick evaluated it again and stored a second evaluation of the same decision."""
-    job = world.jobs.submit(jpb.JobSpec(name="retrain", entrypoint=jpb.Entrypoint(module="json")), actor="r")
-    tracking = TrackingStore(world.sessions)
-    experiment = tracking.create_experiment("retrain", actor="supervisor")
-    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
-    with write_session(world.sessions) as session:  # what the supervisor records once the job ran
-        session.execute(
-            update(JobRow).where(JobRow.job_id == job.job_id).values(state="SUCCEEDED", run_id=run.run_id)
-        )
+    job, run = succeeded_retraining_job(world)
     world.register(linear(TRUE_W + 0.01), run_id=run.run_id)
     decision = submitted_decision(world, job.job_id)
 
     database = world.sessions.kw["bind"].url.database
     impatient = create_db_engine(f"sqlite:///{database}", busy_timeout_s=0.2)
     sessions = create_session_factory(impatient)
-    retrainer = Retrainer(
-        sessions,
-        world.registry,
-        world.deployments,
-        world.jobs,
-        world.features,
-        world.offline,
-        world.client,
-        RetrainingSettings(stream=STREAM),
-    )
+    retrainer = restarted(world, time.time, sessions)
     other_process = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
 
     # The write lock, held for a second: longer than the retrainer waits (0.2 s), shorter than the

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -15,8 +14,8 @@ from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
-from control_plane.retraining.loop import Retrainer, RetrainingSettings
-from tests.integration.retraining.conftest import STREAM, World
+from control_plane.retraining.loop import Retrainer
+from tests.integration.retraining.conftest import World, restarted
 from tests.integration.retraining.test_closed_loop import deploy_trained_champion, submitted_decision
 
 
@@ -26,21 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def restarted(world: World, clock: Callable[[], float]) -> Retrainer:
-    """A fresh retrainer on the same database, as after a control-plane restart."""
-    return Retrainer(
-        world.sessions,
-        world.registry,
-        world.deployments,
-        world.jobs,
-        world.features,
-        world.offline,
-        world.client,
-        RetrainingSettings(stream=STREAM),
-        clock=clock,
-    )
 
 
 def at(day: int, hour: int, minute: int, second: int = 0) -> float:

@@ -31,9 +31,8 @@ from control_plane.retraining.promotion import (
     ROLLED_BACK,
     SHADOW,
 )
-from tests.integration.retraining.conftest import STREAM, TRUE_W, World
+from tests.integration.retraining.conftest import STREAM, TRUE_W, World, restarted
 from tests.integration.retraining.test_closed_loop import primary_version, submitted_decision
-from tests.integration.retraining.test_loop import restarted
 from tests.unit.retraining.models import linear
 
 ALERTS = "aether.control_plane.monitoring"
