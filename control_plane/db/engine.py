@@ -9,6 +9,8 @@ timeout."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +68,23 @@ def _refuse_nul_characters(engine: Engine) -> None:
                     )
 
 
+def _switch_to_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the database is locked, for up to ``busy_timeout_s``.
+    Two processes opening a new database file at once both try to switch it to WAL; SQLite sees the two
+    lock upgrades as a deadlock and answers one of them "database is locked" at once, without waiting
+    in its busy handler (about half the time when two control planes start together), and that one
+    failed to start."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -73,8 +92,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            _switch_to_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA foreign_keys=ON")
             # In WAL mode NORMAL loses no committed data on a process crash, only on power loss.
             cursor.execute("PRAGMA synchronous=NORMAL")
