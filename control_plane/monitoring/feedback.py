@@ -15,7 +15,8 @@ prediction of that request id and row in every deployment. Where a deployment ha
 Feedback is stored whatever happens. A label with a prediction it applies to is *joined*; one without
 (the request was never sampled, or the monitor has not read its entry yet) is *orphaned*: stored with
 ``joined = false`` and counted. Indexing a prediction later marks its waiting labels joined, so a label
-that beat its prediction to the control plane is joined as soon as the prediction is read. Writes are
+that beat its prediction to the control plane is joined as soon as the prediction is read; a joined label
+stays joined when its prediction's index row is pruned later (a re-send then is still joined). Writes are
 idempotent: the same (request id, row, deployment) replaces its label, and re-reading a log entry (at
 least once delivery) leaves the index as it was. A label re-sent unchanged keeps the time it was first
 recorded (``recorded_at_us``), so at-least-once feedback clients do not make old labels look new to the
@@ -143,7 +144,9 @@ def record_feedback(
         latest[(item.request_id, item.row, item.deployment)] = item.label
     now_us = time.time_ns() // 1000
     with write_session(sessions) as session:
-        known = _indexed_keys(session, latest)
+        # A label joined once stays joined: its prediction's index row may have been pruned since, and an
+        # at-least-once re-send must not turn it into an orphan (inflating orphaned_total).
+        known = _indexed_keys(session, latest) | _joined_keys(session, latest)
         values = [
             {
                 "request_id": rid,
@@ -272,6 +275,21 @@ def _indexed_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set
         ).all()
         for rid, row, deployment in rows:
             found.update(((rid, row, deployment), (rid, row, "")))
+    return wanted & found
+
+
+def _joined_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
+    """The label keys of ``keys`` stored already as joined."""
+    wanted = set(keys)
+    ids = sorted({rid for rid, _, _ in wanted})
+    found: set[tuple[str, int, str]] = set()
+    for start in range(0, len(ids), _CHUNK):
+        rows = session.execute(
+            select(FeedbackRow.request_id, FeedbackRow.row, FeedbackRow.deployment).where(
+                FeedbackRow.request_id.in_(ids[start : start + _CHUNK]), FeedbackRow.joined.is_(True)
+            )
+        ).all()
+        found.update((rid, row, deployment) for rid, row, deployment in rows)
     return wanted & found
 
 

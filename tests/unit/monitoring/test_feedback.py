@@ -85,6 +85,18 @@ def test_pruning_drops_old_index_rows_only(sessions: sessionmaker[Session]) -> N
     assert np.array_equal(labelled_predictions(sessions, "churn", 0, 2000).ts_us, [1000])
 
 
+def test_a_joined_label_re_sent_after_its_index_row_was_pruned_stays_joined(
+    sessions: sessionmaker[Session],
+) -> None:
+    # At-least-once feedback: a re-send after the hourly prune turned a joined label into an orphan.
+    index_predictions(sessions, [indexed("a", 100, 0.9)])
+    assert record_feedback(sessions, [pb.Feedback(request_id="a", label=1)]).joined == 1
+    assert prune(sessions, 500) == 1
+    answer = record_feedback(sessions, [pb.Feedback(request_id="a", label=1)])
+    assert (answer.joined, answer.orphaned, answer.orphaned_total) == (1, 0, 0)
+    assert orphaned_total(sessions) == 0
+
+
 def test_a_prediction_that_is_not_finite_is_indexed_on_every_backend_and_reads_back_as_is(
     sessions: sessionmaker[Session],
 ) -> None:
