@@ -213,6 +213,8 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
         )
         return 0
     names = sorted({name for window in response.windows for name in window.metrics})
+    # Labelled predictions that were missing or not finite (left out of the metrics): shown when any.
+    invalid = any(window.n_invalid_predictions for window in response.windows)
     rows = [
         (
             output.timestamp(window.start_us),
@@ -221,11 +223,15 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
             window.n_labels,
             _performance_status(window.status),
             *(_number(window.metrics[name]) if name in window.metrics else "-" for name in names),
+            *((window.n_invalid_predictions,) if invalid else ()),
         )
         for window in response.windows
         if window.n_predictions or window.n_labels
     ]
-    headers = ("START", "END", "PREDICTIONS", "LABELS", "STATUS", *(name.upper() for name in names))
+    headers = (
+        "START", "END", "PREDICTIONS", "LABELS", "STATUS", *(name.upper() for name in names),
+        *(("INVALID",) if invalid else ()),
+    )  # fmt: skip
     print(output.table(headers, rows) if rows else "no predictions in range", file=out)
     # An orphaned label names only a request id: its prediction was never indexed, so no deployment is
     # known for it and the count is every deployment's. Printed bare, it read as this deployment's.

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.db import write_session
+from control_plane.monitoring.performance import past_threshold
 from control_plane.monitoring.tables import PerformanceAlertRow
 
 
@@ -56,24 +57,44 @@ def drift_alerts(report: pb.DriftReport) -> list[dict[str, Any]]:
     return alerts
 
 
+INVALID_PREDICTIONS = "invalid_predictions"
+
+
+def _alerted_on(config: pb.MonitorConfig, window: pb.PerformanceWindow) -> tuple[str, float, float]:
+    """``(metric, value, threshold)`` of a DEGRADED window: its alert metric when that is past the
+    threshold, else its count of labelled predictions that were not finite numbers (threshold 0)."""
+    if past_threshold(config, window.metrics):
+        return config.alert_metric, window.metrics[config.alert_metric], config.alert_threshold
+    return INVALID_PREDICTIONS, float(window.n_invalid_predictions), 0.0
+
+
 def performance_alert(config: pb.MonitorConfig, window: pb.PerformanceWindow) -> dict[str, Any]:
-    """The alert of a quality window whose ``config.alert_metric`` is past its threshold."""
-    value = window.metrics[config.alert_metric]
-    message = (
-        f"model quality degraded on deployment {config.deployment}: {config.alert_metric} {value:.4g} "
-        f"past the threshold {config.alert_threshold:.4g} ({window.n_labels} labels)"
+    """The alert of a DEGRADED quality window (see :func:`.performance.degraded`)."""
+    metric, value, threshold = _alerted_on(config, window)
+    invalid = (
+        f"; {window.n_invalid_predictions} predictions were missing or not finite numbers"
+        if window.n_invalid_predictions
+        else ""
     )
+    if metric == INVALID_PREDICTIONS:
+        detail = f"{window.n_invalid_predictions} of {window.n_labels} labelled predictions were missing or "
+        detail += "not finite numbers"
+    else:
+        detail = (
+            f"{metric} {value:.4g} past the threshold {threshold:.4g} ({window.n_labels} labels{invalid})"
+        )
     return {
         "kind": "performance_degradation",
-        "message": message,
+        "message": f"model quality degraded on deployment {config.deployment}: {detail}",
         "deployment": config.deployment,
-        "metric": config.alert_metric,
+        "metric": metric,
         "value": value,
-        "threshold": config.alert_threshold,
+        "threshold": threshold,
         "window_start_us": window.start_us,
         "window_end_us": window.end_us,
         "n_labels": window.n_labels,
         "n_predictions": window.n_predictions,
+        "n_invalid_predictions": window.n_invalid_predictions,
         "metrics": dict(window.metrics),
     }
 
@@ -86,13 +107,14 @@ def claim_performance_alert(
     with write_session(sessions) as session:
         if session.get(PerformanceAlertRow, (config.deployment, window.start_us)) is not None:
             return False
+        metric, value, threshold = _alerted_on(config, window)
         session.add(
             PerformanceAlertRow(
                 deployment=config.deployment,
                 window_start_us=window.start_us,
-                metric=config.alert_metric,
-                value=window.metrics[config.alert_metric],
-                threshold=config.alert_threshold,
+                metric=metric,
+                value=value,
+                threshold=threshold,
                 details=f"{window.n_labels} labels of {window.n_predictions} predictions",
                 alerted_at_us=time.time_ns() // 1000,
             )

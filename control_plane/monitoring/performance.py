@@ -9,13 +9,21 @@ The prediction of a row comes from its logged output row (see ``MonitorConfig.pr
 class codes as they are; ``k > 1`` class scores → argmax (score of ``positive_class`` for AUC); one score
 → ``positive_class`` when ``score ≥ decision_threshold`` (else the other class of a binary task).
 Metric definitions are those of :mod:`kernels.metrics`.
+
+A labelled row whose logged output is missing or holds a value that is not finite (a model answering NaN)
+has no prediction to score: it is left out of the metrics and counted (``n_invalid_predictions``), and with
+an alert threshold set it makes its window DEGRADED. One NaN in a window made every metric NaN, so all of
+them were left out and the window read OK whatever the other rows' errors.
+
+Window bounds are int64 microseconds (the database's and the protocol's): a range whose windows would
+reach past them is refused (INVALID_ARGUMENT), not answered INTERNAL.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +41,7 @@ from control_plane.monitoring.feedback import (
 from kernels import metrics
 
 MAX_WINDOWS = 2000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DEFAULT_RANGE_US = 24 * 3600 * 1_000_000
 
 
@@ -51,14 +60,15 @@ def derive(
     config: pb.MonitorConfig, predictions: Sequence[Sequence[float]], is_label: npt.NDArray[np.bool_]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """``(predicted values or classes, positive-class scores)`` of logged output rows (scores NaN where
-    the output holds no score)."""
+    the output holds no score). A row that is empty or holds a value that is not finite predicts nothing:
+    NaN in both (a NaN score used to read as the negative class)."""
     n = len(predictions)
     predicted = np.full(n, np.nan)
     scores = np.full(n, np.nan)
     positive = config.positive_class
     other = 0 if positive != 0 else 1
     for i, row in enumerate(predictions):
-        if not row:
+        if not row or not all(math.isfinite(value) for value in row):
             continue
         if config.task == pb.TASK_TYPE_REGRESSION or is_label[i]:
             predicted[i] = row[0]
@@ -97,13 +107,23 @@ def window_metrics(
     return {name: value for name, value in values.items() if not math.isnan(value)}
 
 
-def degraded(config: pb.MonitorConfig, values: dict[str, float]) -> bool:
+def past_threshold(config: pb.MonitorConfig, values: Mapping[str, float]) -> bool:
+    """Whether the alert metric is past its threshold (False without a threshold, or when the metric is
+    undefined on the window)."""
     if not config.HasField("alert_threshold") or config.alert_metric not in values:
         return False
     value = values[config.alert_metric]
     if config.alert_metric in ERROR_METRICS:
         return value > config.alert_threshold
     return value < config.alert_threshold
+
+
+def degraded(config: pb.MonitorConfig, window: pb.PerformanceWindow) -> bool:
+    """Whether a window with metrics is DEGRADED: its alert metric is past the threshold, or (a threshold
+    set) some labelled prediction could not be scored."""
+    if not config.HasField("alert_threshold"):
+        return False
+    return past_threshold(config, window.metrics) or window.n_invalid_predictions > 0
 
 
 def windows_of(
@@ -116,6 +136,7 @@ def windows_of(
     """Every window overlapping the range, with its counts, status and (enough labels) metrics."""
     width, step = performance_span_us(config)
     predicted, scores = derive(config, joined.predictions, joined.is_label)
+    valid = np.isfinite(predicted)
     out: list[pb.PerformanceWindow] = []
     for start in window_starts(since_us, until_us, width, step):
         end = start + width
@@ -127,10 +148,14 @@ def windows_of(
         if hi - lo < config.min_labels:
             window.status = pb.PERFORMANCE_STATUS_INSUFFICIENT_LABELS
         else:
-            values = window_metrics(config, joined.labels[lo:hi], predicted[lo:hi], scores[lo:hi])
+            scored = valid[lo:hi]
+            window.n_invalid_predictions = int(np.count_nonzero(~scored))
+            values = window_metrics(
+                config, joined.labels[lo:hi][scored], predicted[lo:hi][scored], scores[lo:hi][scored]
+            )
             window.metrics.update(values)
             window.status = (
-                pb.PERFORMANCE_STATUS_DEGRADED if degraded(config, values) else pb.PERFORMANCE_STATUS_OK
+                pb.PERFORMANCE_STATUS_DEGRADED if degraded(config, window) else pb.PERFORMANCE_STATUS_OK
             )
         out.append(window)
     return out
@@ -159,6 +184,11 @@ def performance(
         return response
     # Read every row the windows cover, which reach before ``since`` and after ``until``.
     lo, hi = starts[0], starts[-1] + width
+    if lo < INT64_MIN or hi > INT64_MAX:
+        raise InvalidArgument(
+            f"since_us {since} .. until_us {until}: its windows of {width} µs reach past the int64 "
+            "microseconds timestamps are; give a range within it"
+        )
     joined = labelled_predictions(sessions, config.deployment, lo, hi)
     response.windows.extend(
         windows_of(config, joined, prediction_times(sessions, config.deployment, lo, hi), since, until)

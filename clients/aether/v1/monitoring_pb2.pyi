@@ -266,7 +266,7 @@ class GetPerformanceRequest(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ...) -> None: ...
 
 class PerformanceWindow(_message.Message):
-    __slots__ = ("start_us", "end_us", "n_predictions", "n_labels", "status", "metrics")
+    __slots__ = ("start_us", "end_us", "n_predictions", "n_labels", "status", "metrics", "n_invalid_predictions")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -280,13 +280,15 @@ class PerformanceWindow(_message.Message):
     N_LABELS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    N_INVALID_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     start_us: int
     end_us: int
     n_predictions: int
     n_labels: int
     status: PerformanceStatus
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., n_predictions: _Optional[int] = ..., n_labels: _Optional[int] = ..., status: _Optional[_Union[PerformanceStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    n_invalid_predictions: int
+    def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., n_predictions: _Optional[int] = ..., n_labels: _Optional[int] = ..., status: _Optional[_Union[PerformanceStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_invalid_predictions: _Optional[int] = ...) -> None: ...
 
 class GetPerformanceResponse(_message.Message):
     __slots__ = ("deployment", "task", "alert_metric", "alert_threshold", "windows", "orphaned_feedback")

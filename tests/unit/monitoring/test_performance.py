@@ -182,3 +182,49 @@ def test_a_stored_config_whose_windows_cannot_be_computed_fails_its_precondition
     )
     with pytest.raises(FailedPrecondition, match="configure performance_window_seconds"):
         performance(sessions, config, 0, SECOND)
+
+
+def _regression_window(predictions: list[list[float]], threshold: float | None) -> pb.PerformanceWindow:
+    config = pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_REGRESSION, min_labels=2, alert_metric="mae")
+    if threshold is not None:
+        config.alert_threshold = threshold
+    n = len(predictions)
+    joined = LabelledPredictions(
+        ts_us=np.arange(n, dtype=np.int64),
+        labels=np.zeros(n),
+        predictions=predictions,
+        is_label=np.zeros(n, dtype=np.bool_),
+    )
+    (window,) = windows_of(effective(config), joined, joined.ts_us, 0, 1)
+    return window
+
+
+def test_a_prediction_that_is_not_finite_is_counted_and_left_out_of_the_metrics() -> None:
+    # One NaN made every metric NaN, so all were dropped and the window read OK whatever the errors.
+    rows: list[list[float]] = [[100.0]] * 5 + [[math.nan], [math.inf], []]
+    window = _regression_window(rows, threshold=500.0)
+    assert window.metrics["mae"] == 100.0 and window.n_invalid_predictions == 3
+    assert window.status == pb.PERFORMANCE_STATUS_DEGRADED  # a model answering NaN is degraded
+    assert _regression_window([[100.0]] * 5, threshold=50.0).status == pb.PERFORMANCE_STATUS_DEGRADED
+    clean = _regression_window([[1.0]] * 5, threshold=50.0)
+    assert clean.status == pb.PERFORMANCE_STATUS_OK and clean.n_invalid_predictions == 0
+    # Without an alert threshold nothing is degraded; the count is still reported.
+    unalerted = _regression_window(rows, threshold=None)
+    assert unalerted.status == pb.PERFORMANCE_STATUS_OK and unalerted.n_invalid_predictions == 3
+
+
+def test_a_score_that_is_not_finite_predicts_no_class() -> None:
+    config = effective(pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_CLASSIFICATION))
+    predicted, scores = derive(config, [[math.nan], [0.9], [0.2, math.inf]], np.zeros(3, dtype=np.bool_))
+    assert math.isnan(predicted[0]) and math.isnan(scores[0])  # read as the negative class before
+    assert predicted[1] == 1 and math.isnan(predicted[2])
+
+
+@pytest.mark.parametrize(("since", "until"), [(0, 2**63 - 1), (-(2**63), -(2**63) + 10)])
+def test_a_range_whose_windows_pass_the_int64_bounds_is_refused(
+    sessions: sessionmaker[Session], since: int, until: int
+) -> None:
+    # An in-range since_us/until_us made windows past int64: an INTERNAL OverflowError from the database.
+    config = effective(pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_REGRESSION))
+    with pytest.raises(InvalidArgument, match="reach past the int64"):
+        performance(sessions, config, since, until)

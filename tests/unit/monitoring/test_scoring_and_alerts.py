@@ -4,9 +4,10 @@ degraded quality window raises."""
 from __future__ import annotations
 
 import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.monitoring.alert_payloads import drift_alerts, performance_alert
+from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
 from control_plane.monitoring.config import default_config
 from control_plane.monitoring.scoring import output_names, score_window
 from control_plane.monitoring.windows import Window
@@ -88,3 +89,23 @@ def test_a_degraded_window_alert_names_the_metric_its_value_and_the_threshold() 
     assert alert["kind"] == "performance_degradation" and alert["value"] == 0.61
     assert alert["threshold"] == 0.8 and alert["metrics"] == {"accuracy": 0.61}
     assert "accuracy 0.61 past the threshold 0.8 (40 labels)" in alert["message"]
+
+
+def test_a_window_degraded_by_predictions_that_are_not_finite_alerts_with_their_count(
+    sessions: sessionmaker[Session],
+) -> None:
+    config = pb.MonitorConfig(deployment="ranker", alert_metric="mae", alert_threshold=5.0)
+    window = pb.PerformanceWindow(
+        start_us=10, end_us=20, n_labels=40, n_predictions=50, n_invalid_predictions=3
+    )
+    window.metrics["mae"] = 1.0  # within the threshold: the invalid predictions degrade it
+    alert = performance_alert(config, window)
+    assert alert["metric"] == "invalid_predictions" and alert["value"] == 3.0 and alert["threshold"] == 0.0
+    assert "3 of 40 labelled predictions were missing or not finite numbers" in alert["message"]
+    # Its metric undefined or within bounds, the window is claimed under the count (a KeyError before).
+    del window.metrics["mae"]
+    assert claim_performance_alert(sessions, config, window)
+    assert not claim_performance_alert(sessions, config, window)
+    window.metrics["mae"] = 9.0
+    alert = performance_alert(config, window)
+    assert alert["metric"] == "mae" and "3 predictions were missing or not finite" in alert["message"]
