@@ -109,6 +109,10 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
     async def RecordFeedback(
         self, request: pb.RecordFeedbackRequest, context: Context
     ) -> pb.RecordFeedbackResponse:
+        # A label naming a deployment that never existed (a typo) would wait as an orphan forever; one
+        # of a deployment deleted since, whose predictions monitoring still has, is taken.
+        for name in sorted({item.deployment for item in request.feedback if item.deployment}):
+            await self._require_deployment(name, or_history=True)
         return await _run(record_feedback, self._sessions, list(request.feedback))
 
     @maps_errors

@@ -127,8 +127,9 @@ class MonitoringServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordFeedback(self, request, context):
-        """Labels by request id, in batches. Idempotent: a label sent again for the same (request id, row)
-        replaces the earlier one.
+        """Labels by request id, in batches. Idempotent: a label sent again for the same (request id, row,
+        deployment) replaces the earlier one (within one batch the last one wins). NOT_FOUND, and nothing
+        stored, when a label names a deployment that does not exist and monitoring has no history of.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

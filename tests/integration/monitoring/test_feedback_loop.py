@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+import grpc.aio
 import numpy as np
 import pytest
 
@@ -204,3 +205,21 @@ async def test_feedback_values_are_taken_as_they_are_not_coerced(
     path.write_text('{"request_id": "q-0", "label": 1, "row": 1.0}\n' + line + "\n")
     with pytest.raises(InvalidArgument, match=re.escape(f"{path}:2: expected ") + ".*" + re.escape(problem)):
         await asyncio.to_thread(cli, plane, "feedback", "record", str(path))
+
+
+async def test_feedback_naming_a_deployment_that_does_not_exist_is_refused(plane: Plane) -> None:
+    # A misspelt deployment's labels were stored as orphans that could never join.
+    plane.deploy("churn")
+    request = pb.RecordFeedbackRequest(
+        feedback=[
+            pb.Feedback(request_id="r-1", label=1, deployment="churn"),
+            pb.Feedback(request_id="r-2", label=0, deployment="chrun"),
+        ]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.RecordFeedback(request)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'chrun' not found" in (refused.value.details() or "")
+    del request.feedback[1]
+    answer = await plane.stub.RecordFeedback(request)
+    assert (answer.recorded, answer.orphaned_total) == (1, 1)  # nothing of the refused call was stored
