@@ -83,6 +83,8 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
         found = await _run(
             records.list_decisions, self._sessions, request.deployment, request.triggered_only, request.limit
         )
+        if not found:
+            await self._require_known(request.deployment)
         return pb.ListDecisionsResponse(decisions=found)
 
     @maps_errors
@@ -90,7 +92,16 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
         self, request: pb.ListEvaluationsRequest, context: Context
     ) -> pb.ListEvaluationsResponse:
         found = await _run(records.list_evaluations, self._sessions, request.deployment, request.limit)
+        if not found:
+            await self._require_known(request.deployment)
         return pb.ListEvaluationsResponse(evaluations=found)
+
+    async def _require_known(self, deployment: str) -> None:
+        """NOT_FOUND for a deployment that does not exist, asked of a list that came back empty: a typo
+        read as "no retraining happened". (A deployment deleted since keeps its records, so a list that
+        found any needs no check.)"""
+        if deployment:
+            await _run(self._deployments.get, deployment)
 
 
 def services(

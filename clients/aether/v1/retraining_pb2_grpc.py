@@ -145,6 +145,7 @@ class RetrainingServicer:
 
     def ListDecisions(self, request, context):
         """Trigger decisions of a deployment, newest first (those that retrained and those that did not).
+        NOT_FOUND for a deployment that does not exist and has no decisions (one deleted keeps its own).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +153,7 @@ class RetrainingServicer:
 
     def ListEvaluations(self, request, context):
         """Challenger/champion evaluations of a deployment with their promotion state, newest first.
+        NOT_FOUND as for ListDecisions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

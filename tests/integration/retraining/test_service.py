@@ -100,6 +100,10 @@ async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None
         manual = await asyncio.to_thread(client.trigger_now, "eta", "try again")
         assert manual.rules == ["manual"] and manual.actor == "alice" and "try again" in manual.reasons[0]
         assert await asyncio.to_thread(client.evaluations, "eta") == []
+        # A typo of a deployment's name read as "no retraining happened" (empty lists).
+        for history in (client.decisions, client.evaluations):
+            with pytest.raises(NotFound, match="'etaa' not found"):
+                await asyncio.to_thread(history, "etaa")
 
         parser = argparse.ArgumentParser()
         retraining_cli.register(parser.add_subparsers())
