@@ -181,7 +181,12 @@ def _ab(text: str) -> pb.Variant:
     parts = text.split(":")
     try:
         if len(parts) == 3:
-            return variant(parts[0], int(parts[1]), "canary", float(parts[2]))
+            percent = float(parts[2])
+            # Checked here: the server judges the primary's share (100 minus the tests'), so a bad PERCENT
+            # came back as an error about the primary with a number the user never typed.
+            if not 0.0 <= percent <= 100.0:
+                raise UsageError(f"--ab {text}: PERCENT must lie in [0, 100]")
+            return variant(parts[0], int(parts[1]), "canary", percent)
     except ValueError:
         pass
     raise UsageError(f"--ab takes MODEL:VERSION:PERCENT, not {text!r}")
@@ -217,6 +222,8 @@ def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> i
 def _create(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
     tests = [_ab(text) for text in args.ab]
     primary = 100.0 - sum(v.traffic_percent for v in tests)
+    if primary < 0.0:
+        raise UsageError(f"the --ab shares sum to {100.0 - primary:g}%, more than 100%")
     variants = [variant(args.model, args.version, "primary", primary, name=args.variant), *tests]
     variants += [_shadow(text) for text in args.shadow]
     serving = pb.ServingConfig(

@@ -93,3 +93,24 @@ def test_create_an_ab_split_with_a_fallback_for_unknown_entities(
     assert serving["missing_entity_policy"] == "defaults" and serving["feature_defaults"] == [1.5, 0, 0, 0]
     with pytest.raises(deploy.UsageError, match="--ab takes MODEL:VERSION:PERCENT"):
         run(plane, capsys, "deploy", "create", "bad", "--model", "eta", "--version", a, "--ab", "eta:2")
+    # A bad share was blamed on the primary, with 100 minus it ("not -50.0").
+    for share in ("150", "-10", "nan"):
+        with pytest.raises(deploy.UsageError, match=f"--ab eta:2:{share}: PERCENT must lie in"):
+            run(
+                plane,
+                capsys,
+                "deploy",
+                "create",
+                "bad",
+                "--model",
+                "eta",
+                "--version",
+                a,
+                "--ab",
+                f"eta:2:{share}",
+            )
+    with pytest.raises(deploy.UsageError, match="the --ab shares sum to 120%"):
+        run(
+            plane, capsys, "deploy", "create", "bad", "--model", "eta", "--version", a,
+            "--ab", "eta:2:60", "--ab", "eta:2:60",
+        )  # fmt: skip
