@@ -6,8 +6,9 @@ import datetime as dt
 import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -27,8 +28,42 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def to_jsonable(message: Message) -> dict[str, Any]:
     """A proto message as JSON-ready data: field names as in the .proto, enums by name, defaults kept so
-    scripts can rely on every field being present."""
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    scripts can rely on every field being present. 64-bit integers are JSON numbers, as in every other
+    output of aetherctl (audit lines, counts): proto3's JSON mapping writes them as strings, so a script
+    adding ``accepted + quarantined`` concatenated them. (Python's json reads any size of number; a
+    JavaScript reader loses precision above 2**53.)"""
+    data = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _int64_as_numbers(cast(Descriptor, message.DESCRIPTOR), data)
+    return data
+
+
+_INT64_TYPES = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
+
+
+def _int64_as_numbers(descriptor: Descriptor, data: dict[str, Any]) -> None:
+    """Turns, in place, the strings of ``data``'s 64-bit integer fields (at any depth) into ints."""
+    for field in descriptor.fields:
+        value = data.get(field.name)
+        if value is None:
+            continue
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            entry = message_type.fields_by_name["value"]
+            if entry.cpp_type in _INT64_TYPES:
+                data[field.name] = {key: int(item) for key, item in value.items()}
+            elif entry.message_type is not None and _is_ours(entry.message_type):
+                for item in value.values():
+                    _int64_as_numbers(entry.message_type, item)
+        elif field.cpp_type in _INT64_TYPES:
+            data[field.name] = [int(item) for item in value] if isinstance(value, list) else int(value)
+        elif message_type is not None and _is_ours(message_type):
+            for item in value if isinstance(value, list) else [value]:
+                _int64_as_numbers(message_type, item)
+
+
+def _is_ours(descriptor: Descriptor) -> bool:
+    """A message type written field by field (the well-known types have JSON forms of their own)."""
+    return not descriptor.full_name.startswith("google.protobuf.")
 
 
 def print_json(data: object, stream: TextIO) -> None:

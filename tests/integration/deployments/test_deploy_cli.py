@@ -72,7 +72,7 @@ def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(
     assert code == 0 and (policy["max_p99_ratio"], policy["max_error_rate"]) == (0.0, 0.0)
     code, out = run(plane, capsys, *create, "plain", "--min-requests", "50")
     policy = json.loads(out)["canary_policy"]
-    assert (policy["max_p99_ratio"], policy["max_error_rate"], policy["min_requests"]) == (1.5, 0.01, "50")
+    assert (policy["max_p99_ratio"], policy["max_error_rate"], policy["min_requests"]) == (1.5, 0.01, 50)
     code, out = run(plane, capsys, "deploy", "get", "strict", "--json")
     assert json.loads(out)["canary_policy"]["max_p99_ratio"] == 0.0  # as stored, not the default
 

@@ -9,7 +9,10 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control_plane.cli.output import print_json
+from clients.aether.v1 import feature_registry_pb2 as fr
+from clients.aether.v1 import jobs_pb2 as jobs
+from clients.aether.v1 import model_registry_pb2 as mr
+from control_plane.cli.output import print_json, to_jsonable
 
 
 def _strict(text: str) -> object:
@@ -52,3 +55,28 @@ def test_any_value_prints_as_strict_json_keeping_finite_values(value: object) ->
         return data
 
     assert parsed == expected(value)
+
+
+def test_int64_fields_are_json_numbers_at_any_depth() -> None:
+    # proto3's JSON mapping writes 64-bit integers as strings, so a script adding two counts concatenated
+    # them, while other commands (audit lines) printed numbers.
+    model = mr.RegisteredModel(name="eta", latest_version=3, aliases={"champion": 2}, created_at_us=2**62)
+    assert to_jsonable(model) | {"name": "eta"} == {
+        "name": "eta", "description": "", "tags": {}, "latest_version": 3, "aliases": {"champion": 2},
+        "created_at_us": 2**62, "updated_at_us": 0,
+    }  # fmt: skip
+    rules = fr.UpdateValidationRequest(name="v", rules={"x": fr.ValidationRule(allowed_values=[1, -(2**63)])})
+    assert to_jsonable(rules)["rules"]["x"]["allowed_values"] == [1, -(2**63)]  # map of messages, repeated
+    view = fr.FeatureView(schema_fingerprint=2**64 - 1)
+    view.spec.features.add(name="f", validation=fr.ValidationRule(allowed_values=[7]))
+    shown = to_jsonable(view)
+    assert shown["schema_fingerprint"] == 2**64 - 1 and shown["spec"]["features"][0]["validation"][
+        "allowed_values"
+    ] == [7]
+    job = jobs.Job(submitted_at_us=5)
+    job.spec.hyperparameters.update({"epochs": 3})  # a Struct keeps its own JSON form
+    shown = to_jsonable(job)
+    assert shown["submitted_at_us"] == 5 and shown["spec"]["hyperparameters"] == {"epochs": 3.0}
+    out = io.StringIO()
+    print_json(shown, out)
+    assert _strict(out.getvalue())["submitted_at_us"] == 5  # type: ignore[index]
