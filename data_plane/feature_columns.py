@@ -154,3 +154,18 @@ def merge_request_features(
                     values[row, column] = value
                     status[row, column] = PRESENT
     return values, status
+
+
+def replaced(
+    layout: ColumnLayout, request_features: Sequence[Mapping[str, float]], rows: int
+) -> npt.NDArray[np.bool_]:
+    """Where in the model input ([rows, width]) a request-time value replaces the stored one, as
+    :func:`merge_request_features` places them: the stored values there never reach the model."""
+    mask = np.zeros((rows, layout.width), np.bool_)
+    if request_features and layout.overridable:
+        for row, features in enumerate(request_features):
+            for name in features:
+                columns = layout.overridable.get(name)
+                if columns is not None:
+                    mask[row, list(columns)] = True
+    return mask

@@ -10,7 +10,9 @@ must carry them as request-time features. A request-time feature named like a st
 the stored value. Where the columns go is :mod:`data_plane.feature_columns`' layout, computed once per
 model version and block layout. A stored value the input's dtype cannot hold (not a whole number its
 integers hold; a finite number a narrower float makes ±inf) is FAILED_PRECONDITION naming the feature
-and the entity: the stored data does not fit this model. A shadow's input is built from the served
+and the entity: the stored data does not fit this model. Only a value that reaches the model is refused:
+the check runs after request-time values are merged, so one that replaces the unfit value lets the
+request through. A shadow's input is built from the served
 request's read (:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
 """
 
@@ -31,6 +33,7 @@ from data_plane.feature_columns import (
     column_layout,
     merge_request_features,
     not_whole,
+    replaced,
     whole_range,
 )
 from data_plane.models.spec import ModelSpec
@@ -73,29 +76,49 @@ def same_input(a: ModelSpec, b: ModelSpec) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Unfit:
+    """Stored values of one block that the model's input cannot hold (``mask``: [rows, block columns]),
+    found in the cast. Refused only where one reaches the model (:func:`_refuse_unfit`): a request-time
+    value may replace it, and refusing then blamed data the model would never see."""
+
+    block: BlockResult
+    columns: list[npt.NDArray[Any]]  # the block's stored columns as read, in the order of the mask's
+    mask: npt.NDArray[np.bool_]
+
+
 def _block_matrix(
-    block: BlockResult, rows: Sequence[Mapping[str, str]], dtype: np.dtype[Any], spec: ModelSpec
-) -> npt.NDArray[Any]:
+    block: BlockResult, rows: Sequence[Mapping[str, str]], dtype: np.dtype[Any]
+) -> tuple[npt.NDArray[Any], _Unfit | None]:
     plan = block.plan
     raw = np.frombuffer(block.values, dtype=plan.out_dtype)
     bounds = whole_range(dtype)  # None for a float input, the common case
     if bounds is None:
         if not _may_overflow(plan.out_dtype, dtype):  # the common case: nothing to check
-            return _cast(raw, len(rows), plan.column_count, dtype)
-        with np.errstate(over="ignore"):  # a value the input cannot hold is refused just below
+            return _cast(raw, len(rows), plan.column_count, dtype), None
+        with np.errstate(over="ignore"):  # a value the input cannot hold is found just below
             cast = _cast(raw, len(rows), plan.column_count, dtype)
-        _refuse_overflow(block, raw, cast, rows, spec)
-        return cast
+        if np.isfinite(cast).all():  # the usual answer: one vectorised pass
+            return cast, None
+        columns = _columns(raw, len(rows), plan.column_count)
+        # Finite stored, infinite cast: an overflow. A stored inf or NaN stays so, as stored.
+        mask = np.isinf(cast) & np.column_stack([np.isfinite(c) for c in columns])
+        return cast, _Unfit(block, columns, mask) if mask.any() else None
     # An integer (or bool) input: checked when some stored type is wider than it.
     names = raw.dtype.names
     if names is None:
         unsafe = not np.can_cast(raw.dtype, dtype)
     else:
         unsafe = not all(np.can_cast(raw.dtype[n], dtype) for n in names)
-    if unsafe:
-        columns = _columns(raw, len(rows), plan.column_count)
-        _refuse_unholdable(block, columns, rows, dtype, bounds, spec)
-    return _cast(raw, len(rows), plan.column_count, dtype)
+    if not unsafe:
+        return _cast(raw, len(rows), plan.column_count, dtype), None
+    columns = _columns(raw, len(rows), plan.column_count)
+    mask = np.column_stack([not_whole(c, bounds) for c in columns])
+    if not mask.any():
+        return _cast(raw, len(rows), plan.column_count, dtype), None
+    with np.errstate(invalid="ignore", over="ignore"):  # the garbage is refused or replaced after the merge
+        cast = _cast(raw, len(rows), plan.column_count, dtype)
+    return cast, _Unfit(block, columns, mask)
 
 
 def _cast(raw: npt.NDArray[Any], row_count: int, column_count: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -141,42 +164,59 @@ def _largest(dtype: np.dtype[Any]) -> float:
     return 1.0  # bool
 
 
-def _refuse_overflow(
-    block: BlockResult,
-    raw: npt.NDArray[Any],
-    cast: npt.NDArray[Any],
-    rows: Sequence[Mapping[str, str]],
+@dataclass(frozen=True, slots=True)
+class _UnfitColumns:
+    """The unfit stored values of a request in reference order ([rows, stored columns]), and where each
+    of those columns was read (its block's :class:`_Unfit`, or None when the block had none, and the
+    column in it)."""
+
+    mask: npt.NDArray[np.bool_]
+    sources: list[tuple[_Unfit | None, int]]
+
+
+def _unfit_columns(
+    built: Sequence[tuple[npt.NDArray[Any], _Unfit | None]], order: npt.NDArray[np.intp] | None
+) -> _UnfitColumns | None:
+    if all(unfit is None for _, unfit in built):  # the common case
+        return None
+    masks = [np.zeros(m.shape, np.bool_) if u is None else u.mask for m, u in built]
+    sources = [(u, j) for m, u in built for j in range(m.shape[1])]
+    mask = np.concatenate(masks, axis=1) if len(masks) > 1 else masks[0]
+    if order is not None:
+        mask, sources = mask[:, order], [sources[k] for k in order]
+    return _UnfitColumns(mask, sources)
+
+
+def _refuse_unfit(
     spec: ModelSpec,
-) -> None:
-    """A finite stored value the float input cannot hold became ±inf in ``cast``. Fed on, a strict model
-    answered INVALID_ARGUMENT, blaming the caller, and one that takes non-finite input got inf as if that
-    were stored; refused instead, as :func:`_refuse_unholdable` refuses it for an integer input."""
-    if np.isfinite(cast).all():  # the usual answer: one vectorised pass
-        return
-    largest = float(np.finfo(cast.dtype).max)
-    for j, column in enumerate(_columns(raw, len(rows), block.plan.column_count)):
-        bad = np.flatnonzero(np.isinf(cast[:, j]) & np.isfinite(column))  # a stored inf or NaN stays so
-        if bad.size:
-            takes = f"{cast.dtype} input holds finite values from {-largest:g} to {largest:g}"
-            _refuse_stored(block, j, column, bad, rows, spec, takes)
-
-
-def _refuse_unholdable(
-    block: BlockResult,
-    columns: Sequence[npt.NDArray[Any]],
     rows: Sequence[Mapping[str, str]],
+    request_features: Sequence[Mapping[str, float]],
+    layout: ColumnLayout,
+    unfit: _UnfitColumns,
     dtype: np.dtype[Any],
-    bounds: tuple[int, int],
-    spec: ModelSpec,
 ) -> None:
-    """Stored values for an integer (or bool) input must be whole numbers it holds, as request-time ones
-    must; a cast would feed the model 2 for 2.7 and INT64_MIN for NaN. FAILED_PRECONDITION, not
+    """FAILED_PRECONDITION for the first unfit stored value (:func:`_block_matrix`) that reaches the model,
+    that is, that no request-time value replaced. A float input: a finite value that the cast made ±inf
+    (fed on, a strict model answered INVALID_ARGUMENT, blaming the caller, and one that takes non-finite
+    input got inf as if that were stored). An integer (or bool) input: a value that is not a whole number
+    it holds, as request-time ones must be (a cast fed the model 2 for 2.7 and INT64_MIN for NaN). Not
     INVALID_ARGUMENT: the caller asked for nothing wrong, the stored data does not fit this model."""
-    for j, column in enumerate(columns):
-        bad = np.flatnonzero(not_whole(column, bounds))
-        if bad.size:
-            takes = f"{dtype} input takes whole numbers from {bounds[0]} to {bounds[1]}"
-            _refuse_stored(block, j, column, bad, rows, spec, takes)
+    over = replaced(layout, request_features, len(rows))
+    stored_over = over if layout.stored_columns is None else over[:, layout.stored_columns]
+    reaching = unfit.mask & ~stored_over
+    if not reaching.any():
+        return
+    k = int(np.flatnonzero(reaching.any(axis=0))[0])  # reference order is the input's column order
+    source, j = unfit.sources[k]
+    assert source is not None  # a column without an unfit block has an all-False mask
+    bounds = whole_range(dtype)
+    if bounds is None:
+        largest = float(np.finfo(dtype).max)
+        takes = f"{dtype} input holds finite values from {-largest:g} to {largest:g}"
+    else:
+        takes = f"{dtype} input takes whole numbers from {bounds[0]} to {bounds[1]}"
+    bad = np.flatnonzero(reaching[:, k])
+    _refuse_stored(source.block, j, source.columns[j], bad, rows, spec, takes)
 
 
 def _refuse_stored(
@@ -293,8 +333,10 @@ class FeatureAssembler:
     ) -> FeatureMatrix:
         """The model input from ``read`` (of ``online``; None when there is nothing to read)."""
         dtype = spec.inputs[0].np_dtype
-        stored, statuses, layout = self._stored(spec, online, rows, dtype, read)
+        stored, statuses, layout, unfit = self._stored(spec, online, rows, dtype, read)
         values, status = merge_request_features(layout, stored, statuses, request_features)
+        if unfit is not None:  # after the merge: a stored value a request-time one replaced is never fed
+            _refuse_unfit(spec, rows, request_features, layout, unfit, dtype)
         return self._apply_fallback(spec, rows, values, status, statuses, online, read)
 
     def _online_refs(self, spec: ModelSpec) -> tuple[str, ...]:
@@ -314,19 +356,22 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         dtype: np.dtype[Any],
         result: ReadResult | None,
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], ColumnLayout]:
-        """The stored columns in reference order, their statuses, and the model input's column layout."""
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], ColumnLayout, _UnfitColumns | None]:
+        """The stored columns in reference order, their statuses, the model input's column layout, and the
+        stored values the input cannot hold (None when there are none, the common case)."""
         if result is None:
             empty = (len(rows), 0)
-            return np.zeros(empty, dtype), np.zeros(empty, np.uint8), self._layout(spec, online, ())[1]
-        matrices = [_block_matrix(b, rows, dtype, spec) for b in result.blocks]
+            layout = self._layout(spec, online, ())[1]
+            return np.zeros(empty, dtype), np.zeros(empty, np.uint8), layout, None
+        built = [_block_matrix(b, rows, dtype) for b in result.blocks]
+        matrices = [matrix for matrix, _ in built]
         statuses = [np.frombuffer(b.statuses, np.uint8).reshape(result.row_count, -1) for b in result.blocks]
         values = np.concatenate(matrices, axis=1) if len(matrices) > 1 else matrices[0]
         status = np.concatenate(statuses, axis=1) if len(statuses) > 1 else statuses[0]
         order, layout = self._layout(spec, online, result.blocks)
         if order is not None:
             values, status = values[:, order], status[:, order]
-        return values, status, layout
+        return values, status, layout, _unfit_columns(built, order)
 
     def _layout(
         self, spec: ModelSpec, online: tuple[str, ...], blocks: Sequence[BlockResult]

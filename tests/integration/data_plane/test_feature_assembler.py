@@ -164,3 +164,36 @@ async def test_finite_stored_values_a_float_input_cannot_hold_are_refused_naming
         assert matrix.values.tolist() == [[3.0, np.inf]]
     finally:
         await client.close()
+
+
+async def test_an_unfit_stored_value_a_request_time_value_replaces_is_not_refused(redis_url: str) -> None:
+    """Only a stored value that reaches the model is refused. A request-time value replacing wide@1:b
+    (1e300, which a float32 input cannot hold; 2.5, which a uint8 one cannot) was refused all the same,
+    as if the stored value were fed. A row without the override, or a whole-view reference the override
+    does not replace, still feeds it and is still refused."""
+    wide = view("wide", [("a", "float64"), ("b", "float64")])
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(writable(wide), [["7"], ["8"]], np.array([[3.0, 1e300], [4.0, 2.5]]), NOW_US)
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(wide))
+    client = RedisClient(redis_url)
+    assembler = FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+    rows = [{"driver_id": "7"}, {"driver_id": "8"}]
+    try:
+        for dtype in ("float32", "uint8"):
+            spec = _model(("wide:a", "wide:b"), 2, dtype)
+            override = [{"wide:b": 5.0}, {"wide:b": 6.0}]
+            matrix = await assembler.assemble(spec, rows, override, None)
+            assert matrix.values.dtype == np.dtype(dtype) and matrix.values.tolist() == [[3, 5], [4, 6]]
+            # The overflow of row 0 (float32) or the fraction of row 1 (uint8) is fed where not replaced.
+            bad = 0 if dtype == "float32" else 1
+            partly = [{"wide:b": 5.0} if row != bad else {} for row in range(2)]
+            with pytest.raises(
+                FailedPrecondition, match=rf"row {bad}: stored feature wide@1:b .* \(1 of 2 rows"
+            ):
+                await assembler.assemble(spec, rows, partly, None)
+            whole = _model(("wide:b", "wide"), 3, dtype)
+            with pytest.raises(FailedPrecondition, match=r"row 0: stored feature wide@1:b"):
+                await assembler.assemble(whole, rows, override, None)
+    finally:
+        await client.close()
