@@ -327,21 +327,41 @@ class ModelRegistry:
             current = session.get(ModelAliasRow, (model.id, check_alias(alias)))
             if current is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
+            self._remove_alias(session, model, current, actor)
+
+    def clear_alias(self, name: str, alias: str, version: int, *, actor: str) -> bool:
+        """Removes ``alias`` when it still points at ``version``; whether it did. Checked and removed in
+        one transaction, so an alias another caller moved to a newer version meanwhile stays."""
+        with write_session(self._sessions) as session:
+            model = require_model(session, name, lock=True)
+            current = session.get(ModelAliasRow, (model.id, check_alias(alias)))
+            if current is None:
+                return False
             pointed = session.get(ModelVersionRow, current.model_version_id)
-            version = pointed.version if pointed is not None else None
-            if pointed is not None:
-                touch(pointed)
-            touch(model)
-            session.delete(current)
-            record(
-                session,
-                actor=actor,
-                action="delete",
-                object_type="model_alias",
-                object_id=f"{name}@{alias}",
-                before={"version": version},
-                after=None,
-            )
+            if pointed is None or pointed.version != version:
+                return False
+            self._remove_alias(session, model, current, actor)
+            return True
+
+    @staticmethod
+    def _remove_alias(
+        session: Session, model: RegisteredModelRow, current: ModelAliasRow, actor: str
+    ) -> None:
+        pointed = session.get(ModelVersionRow, current.model_version_id)
+        version = pointed.version if pointed is not None else None
+        if pointed is not None:
+            touch(pointed)  # its message lists its aliases
+        touch(model)
+        session.delete(current)
+        record(
+            session,
+            actor=actor,
+            action="delete",
+            object_type="model_alias",
+            object_id=f"{model.name}@{current.alias}",
+            before={"version": version},
+            after=None,
+        )
 
     def can_deploy(self, name: str, version: int) -> pb.ModelVersion:
         """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved."""

@@ -31,10 +31,19 @@ stopped after the canary started and before ``canary`` was recorded, and the con
 meanwhile) ends as that canary did. A deleted deployment ends its promotion ``failed``: nothing will take
 the challenger any more. Every step is audited (the registry, the
 deployments core and :mod:`.records` each record their own).
+
+The ``challenger`` alias names the version whose promotion is in progress: set when it passes its gates,
+and removed when the promotion ends, whichever way (:data:`ENDED`: rejected by the gates or a reviewer,
+failed, rolled back, or promoted, when the ``champion`` alias names it instead). Left in place, it showed
+a challenger that would never be promoted. It is removed only while it still names this version (a later
+challenger keeps it), and before the end is recorded, so a crash in between leaves the promotion in
+progress and the next ``advance`` ends it again. The history stays in the evaluation and promotion
+records and the audit log (the registry audits the removal as an alias ``delete``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,6 +73,8 @@ FAILED = "failed"
 #: Passed (and approved), the deployment still to take the challenger in: ``advance`` retries.
 PENDING = (PENDING_SHADOW, PENDING_CANARY)
 IN_PROGRESS = (AWAITING_APPROVAL, *PENDING, SHADOW, CANARY)
+#: The promotion is over: the ``challenger`` alias no longer names its version.
+ENDED = (REJECTED, PROMOTED, ROLLED_BACK, FAILED)
 
 
 class _DeploymentGone(Exception):
@@ -336,7 +347,17 @@ class Promoter:
     def _set(
         self, evaluation: pb.Evaluation, status: str, reason: str, agreement: float | None = None
     ) -> str:
+        if status in ENDED:  # before the end is recorded: see the module doc
+            self._clear_challenger(evaluation)
         records.set_promotion(
             self.sessions, evaluation.id, status, reason, actor=ACTOR, agreement_rate=agreement
         )
         return status
+
+    def _clear_challenger(self, evaluation: pb.Evaluation) -> None:
+        """Removes the ``challenger`` alias while it names this evaluation's version (the registry audits
+        it). A deleted model or version has no alias left to remove."""
+        with contextlib.suppress(NotFound):
+            self.registry.clear_alias(
+                evaluation.model_name, CHALLENGER, evaluation.challenger_version, actor=ACTOR
+            )

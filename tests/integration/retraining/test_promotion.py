@@ -335,3 +335,77 @@ async def test_a_promotion_whose_deployment_was_deleted_fails(
     assert (failed.promotion_status, failed.promotion_reason) == (FAILED, "deployment 'eta' was deleted")
     assert f"promotion of eta v{challenger} on eta failed" in caplog.text
     assert world.registry.get_version("eta", alias="champion").version == world.champion
+
+
+def challenger_alias(world: World) -> int | None:
+    return dict(world.registry.get_model("eta").aliases).get("challenger")
+
+
+def alias_removals(world: World) -> list[tuple[str, object]]:
+    """The audited removals of the ``challenger`` alias: (actor, the version it named)."""
+    with read_session(world.sessions) as session:
+        rows = session.execute(
+            select(AuditEntryRow.actor, AuditEntryRow.before).where(
+                AuditEntryRow.object_id == "eta@challenger", AuditEntryRow.action == "delete"
+            )
+        ).all()
+    return [(actor, before["version"]) for actor, before in rows]
+
+
+@pytest.mark.parametrize(("action", "outcome"), [(Action.ROLLBACK, ROLLED_BACK), (Action.PROMOTE, PROMOTED)])
+async def test_the_challenger_alias_goes_when_its_canary_ends(
+    world: World, action: Action, outcome: str
+) -> None:
+    """The ``challenger`` alias names the version whose promotion is in progress. Left on a rolled-back
+    version, a user reading the aliases saw a challenger that would never be promoted; on a promoted one,
+    a challenger that is the champion. The removal is audited; the records keep the history."""
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert stored(world).promotion_status == CANARY and challenger_alias(world) == challenger
+    canary = world.deployments.get("eta").canary
+    world.deployments.apply_decision("eta", canary, Decision(action, "verdict"), actor="canary-controller")
+    await world.retrainer.advance_promotions()
+    ended = stored(world)
+    assert ended.promotion_status == outcome and ended.challenger_version == challenger
+    assert challenger_alias(world) is None
+    assert alias_removals(world) == [("retraining", challenger)]
+    champion = challenger if action is Action.PROMOTE else world.champion
+    assert world.registry.get_version("eta", alias="champion").version == champion
+
+
+async def test_the_challenger_alias_goes_when_a_reviewer_rejects_or_the_shadow_phase_fails(
+    world: World,
+) -> None:
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=pb.PromotionPolicy(manual_approval=True),
+        ),
+        actor="operator",
+    )
+    rejected = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), rejected)
+    assert challenger_alias(world) == rejected
+    world.registry.review("eta", rejected, mpb.REJECTED, "not now", actor="reviewer")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == "rejected" and challenger_alias(world) is None
+
+    evaluation = await shadowing(world)  # a second challenger, in a shadow phase nothing reaches
+    assert challenger_alias(world) == evaluation.challenger_version
+    await restarted(world, lambda: time.time() + 601).advance_promotions()
+    assert stored(world).promotion_status == FAILED and challenger_alias(world) is None
+    assert alias_removals(world) == [("retraining", rejected), ("retraining", evaluation.challenger_version)]
+
+
+async def test_an_ending_promotion_leaves_the_alias_a_later_challenger_took(world: World) -> None:
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    later = world.register(linear(TRUE_W + 0.02))
+    world.registry.set_alias("eta", "challenger", later, actor="alice")
+    world.deployments.rollback("eta", reason="errors", actor="canary-controller")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == ROLLED_BACK
+    assert challenger_alias(world) == later and alias_removals(world) == []
