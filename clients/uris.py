@@ -12,10 +12,15 @@ What counts as a credential:
 
 * the whole userinfo (``user:password@``): for S3 the user name is the access key ID, so it goes too;
   except under ``abfs``/``abfss``, where the user name is the container and only the password goes;
-* every query parameter whose name contains ``key``, ``secret``, ``token``, ``passw``, ``pwd``, ``sig`` or
-  ``credential`` (``access_key``, ``secret_key``, ``session_token``, ``client_secret``, ``sas_token``,
-  ``sig``, ``X-Amz-Credential``…), except ``credential_kind`` (Azure's choice of credential source). A
-  harmless parameter caught by these words only disappears from the shown and stored form.
+* every query parameter whose name is a credential's (:func:`is_secret_parameter`): compared without case
+  and separators (``-``, ``_``, ``.``), the name is ``key``, ``sig`` or ``auth``, or ends with a
+  credential's word: ``password``, ``passwd``, ``pwd``, ``passphrase``, ``secret``, ``token``,
+  ``signature``, ``credential(s)``, ``authorization``, or a secret kind of key (``access_key``,
+  ``secret_key``, ``account_key``, ``private_key``, ``api_key``, ``sse_customer_key``, ``access_key_id``…).
+  So ``session_token``, ``client_secret``, ``sas_token``, Azure SAS's ``sig``, ``X-Amz-Signature``,
+  ``X-Amz-Credential`` and ``AccountKey`` are secrets; ``partition_key``, ``credential_kind`` and GCS's
+  ``credential_token_expiration`` are not. A name that merely *contains* such a word was once taken for a
+  secret, and :func:`holds_credentials` then refused a valid source URI.
 
 The URI is read as RFC 3986 says, which is how pyarrow reads it. A secret with a raw ``/``, ``?``, ``#`` or
 ``@`` (AWS secret keys often contain ``/``) makes a URI that is not well-formed: pyarrow mostly refuses
@@ -30,8 +35,15 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-_SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "sig", "credential")
-_NOT_SECRET = frozenset({"credential_kind"})
+#: Credential parameter names, and the endings of others, without case and separators (see the docstring).
+_SECRET_NAMES = frozenset({"key", "sig", "auth"})
+_SECRET_ENDINGS = (
+    *("password", "passwd", "pwd", "passphrase", "secret", "token", "signature", "credential", "credentials"),
+    "authorization",
+    *(f"{kind}key" for kind in ("access", "secret", "account", "private", "api", "customer", "shared")),
+    *(f"{kind}key" for kind in ("master", "signing", "encryption", "client", "subscription", "storage")),
+    "accesskeyid",
+)
 #: Schemes whose user name is not a credential (Azure: the container).
 _USER_IS_A_NAME = frozenset({"abfs", "abfss"})
 #: Schemes whose host is a bucket name, which never holds ':' (see the module's docstring).
@@ -41,9 +53,13 @@ HIDDEN = "***"
 
 
 def is_secret_parameter(name: str) -> bool:
-    """Whether a query parameter called ``name`` (raw or percent-encoded) carries a credential."""
-    lowered = unquote(name).lower()
-    return lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
+    """Whether a query parameter called ``name`` (raw or percent-encoded) carries a credential: a
+    credential's name or ending (see the module's docstring), not any name that contains one's word."""
+    bare = unquote(name).lower().translate(_SEPARATORS)
+    return bare in _SECRET_NAMES or bare.endswith(_SECRET_ENDINGS)
+
+
+_SEPARATORS = str.maketrans("", "", "-_. ")
 
 
 def _split(uri: str) -> tuple[str, str, str, str, str] | None:

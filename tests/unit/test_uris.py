@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.uris import is_secret_parameter, misplaced_credentials, redact_text, redact_uri
+from clients.uris import (
+    holds_credentials,
+    is_secret_parameter,
+    misplaced_credentials,
+    redact_text,
+    redact_uri,
+)
 
 # Parameters pyarrow's S3, GCS and Azure URIs accept that are not secret, and ones that are.
 PLAIN_PARAMETERS = [
@@ -21,6 +28,15 @@ PLAIN_PARAMETERS = [
     "tenant_id",
     "credential_kind",
     "blob_storage_authority",
+    # Names that hold a credential's word without being one: once refused as secrets.
+    "credential_token_expiration",
+    "partition_key",
+    "sort_key",
+    "public_key_id",
+    "tokenizer",
+    "signed_version",
+    "monkey",
+    "keyspace",
 ]
 SECRET_PARAMETERS = [
     "access_key",
@@ -33,6 +49,15 @@ SECRET_PARAMETERS = [
     "X-Amz-Credential",
     "sse_customer_key",
     "AccountKey",
+    "account_key",
+    "key",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    "X-Goog-Credential",
+    "AWSAccessKeyId",
+    "access_token",
+    "api-key",
+    "passwd",
 ]
 
 
@@ -140,3 +165,56 @@ def test_examples() -> None:
         "/a:b/c@d"
     )
     assert not is_secret_parameter("endpoint_override") and is_secret_parameter("Session%5FToken")
+
+
+@pytest.mark.parametrize("name", SECRET_PARAMETERS)
+def test_a_credentials_name_is_a_secret_however_it_is_written(name: str) -> None:
+    for form in (name, name.upper(), name.lower(), encoded(name), name.replace("_", "-")):
+        assert is_secret_parameter(form), form
+    assert holds_credentials(f"s3://bucket/prefix?region=x&{name}=value")
+
+
+@pytest.mark.parametrize("name", PLAIN_PARAMETERS)
+def test_a_name_that_only_contains_a_credentials_word_is_no_secret(name: str) -> None:
+    """GCS's ``credential_token_expiration`` or a ``partition_key`` made a valid source URI refused."""
+    assert not is_secret_parameter(name)
+    uri = f"gs://bucket/prefix?{name}=3600"
+    assert not holds_credentials(uri) and redact_uri(uri) == uri
+
+
+# Secrets that are one by their ending, whatever comes before it.
+ENDINGS = [n for n in SECRET_PARAMETERS if n.lower() not in ("key", "sig")]
+WORDS = ["key", "token", "secret", "credential", "password", "sig", "signature", "access_key"]
+
+
+@given(
+    prefix=st.from_regex(r"[A-Za-z0-9]{0,8}", fullmatch=True),
+    separator=st.sampled_from(["", "_", "-", "."]),
+    secret=st.sampled_from(ENDINGS),
+)
+def test_a_name_ending_in_a_credential_is_a_secret(prefix: str, separator: str, secret: str) -> None:
+    name = f"{prefix}{separator}{secret}"
+    assert is_secret_parameter(name)
+    assert (
+        holds_credentials(f"gs://bucket/p?{name}=v")
+        and redact_uri(f"gs://bucket/p?{name}=v") == "gs://bucket/p"
+    )
+
+
+@given(
+    word=st.sampled_from(WORDS),
+    separator=st.sampled_from(["_", "-", "."]),
+    rest=st.sampled_from(["expiration", "kind", "count", "type", "name", "location", "format", "version"]),
+)
+def test_a_name_with_a_credential_word_before_its_end_is_no_secret(
+    word: str, separator: str, rest: str
+) -> None:
+    name = f"{word}{separator}{rest}"
+    uri = f"s3://bucket/p?{name}=v&region=x"
+    assert not is_secret_parameter(name) and not holds_credentials(uri) and redact_uri(uri) == uri
+
+
+@given(user=st.text(alphabet=characters, max_size=12), password=secret_text)
+def test_a_password_in_the_userinfo_is_still_refused(user: str, password: str) -> None:
+    for scheme in ("s3", "gs", "abfss", "hdfs"):
+        assert holds_credentials(f"{scheme}://{encoded(user)}:{encoded(password)}@host/p?region=x")

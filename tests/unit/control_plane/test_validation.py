@@ -158,11 +158,14 @@ def test_valid_rules_and_aggregations_are_accepted(registry: FeatureRegistry) ->
         "s3://bucket/w.parquet?region=eu-west-1&",
         "s3://bucket/w.parquet?",
         "abfs://container@acct.dfs.core.windows.net/w",
+        "gs://bucket/w.parquet?credential_token_expiration=3600",
+        "s3://bucket/w.parquet?partition_key=day&region=eu-west-1",
     ],
 )
 def test_a_source_uri_without_credentials_is_kept_as_written(registry: FeatureRegistry, uri: str) -> None:
     """A URI that redacting only tidies (an empty query, a stray '&', abfs's container name) was refused
-    as holding credentials."""
+    as holding credentials, and so was one with a parameter whose name merely contains a credential's
+    word (GCS's ``credential_token_expiration``, a ``partition_key``)."""
     registry.create_entity(entity())
     view = spec(source=pb.Source(kind="batch", uri=uri))
     assert registry.create_feature_view(view, metadata()).spec.source.uri == uri
