@@ -82,7 +82,8 @@ _ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
 EVALUATION_FAILED = "evaluation_failed"
 #: Ticks in a row a follow-up may fail for a passing reason before its decision is given up.
 MAX_FOLLOW_UP_ATTEMPTS = 10
-#: Seconds a decision stays ``submitting`` with no job before it is taken for an interrupted one.
+#: Seconds a decision stays ``submitting`` with no job, from its row's write, before it is taken for an
+#: interrupted one.
 SUBMIT_GRACE_S = 120.0
 
 
@@ -267,7 +268,9 @@ class Retrainer:
         if not check.passed:
             invalid = ["data window invalid: " + r for r in check.reasons]
             return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])
-        pending = await asyncio.to_thread(records.add_submitting, self._sessions, draft, reasons)
+        pending = await asyncio.to_thread(
+            records.add_submitting, self._sessions, draft, reasons, lambda: int(self._clock() * 1e6)
+        )
         if pending.outcome != records.SUBMITTING:  # another control plane's retraining got there first
             return pending
         tail = _job_tail(pending)
@@ -292,7 +295,8 @@ class Retrainer:
         ``submit_failed`` so that the deployment may trigger again. The lock keeps this control plane's
         own submissions out of the way; another's may be in flight, so a decision without a job is left
         alone for :data:`SUBMIT_GRACE_S` (ended at once, its job was submitted after all, and this
-        control plane retrained a second time)."""
+        control plane retrained a second time). The grace runs from the row's write (``stored_at_us``),
+        not from the decision's moment (``at_us``, its step's start): a slow step ate into it."""
         ended, now = [], int(self._clock() * 1e6)
         for row in await asyncio.to_thread(
             records.submitted, self._sessions, deployment, (records.SUBMITTING,)
@@ -301,7 +305,7 @@ class Retrainer:
             job_id = await asyncio.to_thread(
                 observe.job_ending, self._sessions, _job_tail(message), row.at_us
             )
-            if job_id is None and now - row.at_us < SUBMIT_GRACE_S * 1e6:
+            if job_id is None and now - row.stored_at_us < SUBMIT_GRACE_S * 1e6:
                 continue
             if job_id is None:
                 why = "interrupted before its job was submitted: nothing runs; trigger again"

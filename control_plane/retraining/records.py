@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -71,19 +71,22 @@ def add_decision(
     """Stores a decision. A decision that did not trigger is stored (and audited) only when its reasons
     differ from the deployment's previous decision, so a quiet deployment does not grow the table."""
     with write_session(sessions) as session:
-        return _add_decision(session, draft, reasons, outcome, job_id)
+        return _add_decision(session, draft, reasons, outcome, now_us(), job_id)
 
 
 def add_submitting(
-    sessions: sessionmaker[Session], draft: Draft, reasons: Sequence[str]
+    sessions: sessionmaker[Session], draft: Draft, reasons: Sequence[str], clock: Callable[[], int] = now_us
 ) -> pb.TriggerDecision:
     """Stores a triggered decision as ``submitting``; or, when another retraining of the deployment is in
     flight by then, a ``not_triggered`` one with the running-job guard's reason. The guard read before
     the trigger step cannot do that alone: two control planes on one database (or a request retried
     through a load balancer) both passed it, and both submitted a job. Checked again here, in the write's
-    transaction and under the deployment's lock, the second finds the first's decision."""
+    transaction and under the deployment's lock, the second finds the first's decision. ``clock`` (µs)
+    stamps the row's ``stored_at_us`` once the lock is held: the moment of the write, which the submit
+    grace runs from, in the clock the loop measures that grace with."""
     with write_session(sessions) as session:
         _lock_deployment(session, draft.deployment)
+        stored_at = clock()
         running = session.execute(
             select(RetrainingDecisionRow.id)
             .where(RetrainingDecisionRow.deployment == draft.deployment)
@@ -91,11 +94,11 @@ def add_submitting(
             .limit(1)
         ).scalar_one_or_none()
         if running is None:
-            return _add_decision(session, draft, reasons, SUBMITTING)
+            return _add_decision(session, draft, reasons, SUBMITTING, stored_at)
         refused = Draft(
             draft.deployment, draft.at_us, False, (), draft.actor, draft.model_name, draft.champion_version
         )
-        return _add_decision(session, refused, [STILL_RUNNING], NOT_TRIGGERED)
+        return _add_decision(session, refused, [STILL_RUNNING], NOT_TRIGGERED, stored_at)
 
 
 def _lock_deployment(session: Session, deployment: str) -> None:
@@ -109,7 +112,7 @@ def _lock_deployment(session: Session, deployment: str) -> None:
 
 
 def _add_decision(
-    session: Session, draft: Draft, reasons: Sequence[str], outcome: str, job_id: str = ""
+    session: Session, draft: Draft, reasons: Sequence[str], outcome: str, stored_at_us: int, job_id: str = ""
 ) -> pb.TriggerDecision:
     deployment, triggered = draft.deployment, draft.triggered
     if not triggered:
@@ -124,6 +127,7 @@ def _add_decision(
     row = RetrainingDecisionRow(
         deployment=deployment,
         at_us=draft.at_us,
+        stored_at_us=stored_at_us,
         triggered=triggered,
         rules=list(draft.rules),
         reasons=list(reasons),

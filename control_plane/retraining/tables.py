@@ -42,7 +42,9 @@ class RetrainingDecisionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    at_us: Mapped[int] = mapped_column(BigInteger)
+    at_us: Mapped[int] = mapped_column(BigInteger)  # decided: the trigger step's start
+    # Written: what the submit grace of a ``submitting`` decision runs from (a step can take long).
+    stored_at_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     triggered: Mapped[bool] = mapped_column(Boolean)
     rules: Mapped[list[str]] = mapped_column(JSON)
     reasons: Mapped[list[str]] = mapped_column(JSON)

@@ -128,3 +128,21 @@ async def test_a_decision_another_plane_is_submitting_is_not_ended_under_it(worl
     assert (await later.trigger_now("eta", "alice")).outcome == "submitted"
     ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == in_flight.id)
     assert ended.outcome == "submit_failed" and len(retraining_jobs(world)) == 1
+
+
+async def test_the_submit_grace_runs_from_when_the_decision_was_stored(world: World) -> None:
+    """Another plane's step decided 200 s ago (a slow data-window check) and has only just stored its
+    decision ``submitting``: the grace ran from the step's start, so this plane took the decision for an
+    interrupted one at once, ended it ``submit_failed`` and retrained too. It runs from the row's write."""
+    deploy_trained_champion(world, jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json")))
+    decided = records.now_us() - 200_000_000
+    draft = records.Draft("eta", decided, True, ("manual",), "bob", "eta", world.champion)
+    in_flight = records.add_decision(world.sessions, draft, ["manual trigger by bob"], records.SUBMITTING)
+    answer = await world.retrainer.trigger_now("eta", "alice")
+    assert answer.outcome == "not_triggered" and retraining_jobs(world) == []
+    assert [d.id for d in records.submitted(world.sessions, "eta", (records.SUBMITTING,))] == [in_flight.id]
+
+    later = restarted(world, lambda: time.time() + 121)  # the grace, counted from the write, is over
+    assert (await later.trigger_now("eta", "alice")).outcome == "submitted"
+    ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == in_flight.id)
+    assert ended.outcome == "submit_failed" and len(retraining_jobs(world)) == 1

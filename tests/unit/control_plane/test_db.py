@@ -177,6 +177,27 @@ def test_jobs_kept_before_the_stop_columns_upgrade_with_no_stop_in_progress(
         assert row is not None and (row.state, row.stop_kind, row.stop_sent_at_us) == ("RUNNING", "", 0)
 
 
+def test_retraining_decisions_kept_before_stored_at_take_their_decision_time(
+    db_url: str, engine: Engine
+) -> None:
+    """Migration 0021 adds when a decision row was stored; older rows take their decision time, which is
+    what their submit grace ran from before."""
+    command.downgrade(alembic_config(db_url), "0020_drift_report_dropped_rows")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO retraining_decisions (id, deployment, at_us, triggered, rules, reasons, outcome,"
+                " job_id, actor, model_name, champion_version) VALUES (1, 'eta', 1234, true, '[]', '[]',"
+                " 'submitting', '', 'bob', 'eta', 1)"
+            )
+        )
+    engine.dispose()
+    upgrade_to_head(engine)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT stored_at_us FROM retraining_decisions")).scalar_one()
+    assert stored == 1234
+
+
 def test_audit_entries_kept_before_the_outcome_column_still_verify(db_url: str, engine: Engine) -> None:
     """Migration 0015 adds the outcome of each audit entry; a chain written before it verifies after it
     (an empty outcome is not hashed), and a log holding a refusal, whose hash covers its outcome,
