@@ -61,11 +61,17 @@ def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
         object_type, _, object_id = args.object.partition("/")
         if not object_type:
             raise UsageError(f"invalid --object {args.object!r}: expected TYPE or TYPE/ID")
+    since = time_us(args.since, "--since") if args.since else None
+    until = time_us(args.until, "--until") if args.until else None
+    if since is not None and until is not None and until < since:  # said in the flags' own terms
+        raise UsageError(
+            f"--until {args.until} is before --since {args.since} (a duration counts back from now)"
+        )
     return audit_filter(
         object_type,
         object_id or None,
-        time_us(args.since, "--since") if args.since else None,
-        time_us(args.until, "--until") if args.until else None,
+        since,
+        until,
         None if args.outcome is None else args.outcome == "refused",
     )
 

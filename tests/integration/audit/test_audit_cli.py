@@ -73,6 +73,9 @@ async def test_list_filters_by_object_and_time(
     assert capsys.readouterr().out.splitlines()[1:] == []
     assert await _aetherctl(server, "audit", "list", "--since", "yesterday-ish") == 2
     assert "invalid time" in capsys.readouterr().err
+    # Named in raw microseconds before, without the flags.
+    assert await _aetherctl(server, "audit", "list", "--since", "2h", "--until", "3h") == 2
+    assert "--until 3h is before --since 2h" in capsys.readouterr().err
 
 
 async def test_verify_exits_1_naming_the_tampered_row(
