@@ -150,8 +150,17 @@ def held_out_loss(trainee: Trainee, x: torch.Tensor, y: torch.Tensor) -> float:
     return loss
 
 
+def evaluates_after(epoch: int, config: TrainerConfig) -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with the held-out loss: every ``eval_every`` epochs, or with
+    ``eval_every`` 0 only after the last one (without it a run that asked for "only at the end" logged no
+    ``val_loss`` at all)."""
+    if config.eval_every == 0:
+        return epoch + 1 == config.epochs
+    return (epoch + 1) % config.eval_every == 0
+
+
 def run_epoch(trainee: Trainee, config: TrainerConfig, data: PreparedData, hooks: TrainingHooks) -> None:
-    """Epoch ``state.epoch``: train, step the LR schedule, evaluate every ``eval_every`` epochs, log
+    """Epoch ``state.epoch``: train, step the LR schedule, evaluate (:func:`evaluates_after`), log
     ``train_loss``, ``lr`` (and ``val_loss``), checkpoint every ``checkpoint_interval`` epochs and after
     the last."""
     state = trainee.state
@@ -161,7 +170,7 @@ def run_epoch(trainee: Trainee, config: TrainerConfig, data: PreparedData, hooks
     train_loss = train_one_epoch(trainee, data.x_train, data.y_train, config.batch_size, hooks)
     metrics = {"train_loss": train_loss, "lr": lr}
     state.scheduler.step()
-    if config.eval_every > 0 and (epoch + 1) % config.eval_every == 0:
+    if evaluates_after(epoch, config):
         metrics["val_loss"] = held_out_loss(trainee, data.x_test, data.y_test)
     hooks.log_metrics(epoch, metrics)
     state.epoch = epoch + 1

@@ -100,3 +100,19 @@ def test_metrics_per_epoch_checkpoints_per_interval_and_batches_on_request(tmp_p
     assert [hooks.epochs[e]["lr"] for e in range(6)] == [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125]
     assert [step for step, _ in hooks.batches] == list(range(1, 6 * 7 + 1))  # 100 rows / 16 = 7 batches
     assert hooks.epochs[5]["train_loss"] < hooks.epochs[0]["train_loss"]
+
+
+def test_eval_every_zero_evaluates_after_the_last_epoch_only(tmp_path: Path) -> None:
+    # Documented as "held-out loss only at the end": it used to be never.
+    hooks = LocalHooks(tmp_path)
+    fit(replace(CONFIG, eval_every=0, epochs=3), data(), hooks)
+    assert [sorted(hooks.epochs[e]) for e in range(3)] == [
+        ["lr", "train_loss"],
+        ["lr", "train_loss"],
+        ["lr", "train_loss", "val_loss"],
+    ]
+    # A retry that resumes from the checkpoint before the last epoch still ends with it.
+    resumed = LocalHooks(tmp_path / "resumed")
+    fit(replace(CONFIG, eval_every=1, epochs=2), data(), resumed)  # stands for an attempt killed after 2
+    fit(replace(CONFIG, eval_every=0, epochs=3), data(), resumed)
+    assert "val_loss" in resumed.epochs[2]
