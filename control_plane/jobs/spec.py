@@ -21,7 +21,8 @@ from google.protobuf import json_format, struct_pb2
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import job_spec
-from control_plane.training.spec import hyperparameter_text
+from control_plane.training.spec import DEFAULT_KEEP_LAST, Hyperparameters, hyperparameter_text
+from control_plane.training.trainer.config import TrainerConfig
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -73,8 +74,16 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     # not on every attempt at run time.
     for key, number in spec.hyperparameters.fields.items():
         _refuse_non_finite(f"hyperparameter {key!r}", number)
-    for key, value in json_format.MessageToDict(spec.hyperparameters).items():
-        hyperparameter_text(key, value)
+    texts = {
+        key: hyperparameter_text(key, value)
+        for key, value in json_format.MessageToDict(spec.hyperparameters).items()
+    }
+    if entry.module == BUILT_IN_TRAINER:
+        # The built-in trainer's settings are known here: a bad one (a negative seed, epochs 0) is refused
+        # at submission, as the trainer would read it, not with the same error on every attempt.
+        TrainerConfig.from_hyperparameters(Hyperparameters(texts), job_name=spec.name)
+        Hyperparameters(texts).integer("keep_last_checkpoints", DEFAULT_KEEP_LAST)
+        Hyperparameters(texts).flag("log_every_batch", False)
     source = spec.dataset.WhichOneof("source")
     if source == "dataset_hash" and not re.fullmatch(r"[0-9a-f]{64}", spec.dataset.dataset_hash):
         raise InvalidArgument(f"dataset hash {spec.dataset.dataset_hash!r} is not 64 lowercase hex digits")

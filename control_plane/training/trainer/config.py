@@ -33,6 +33,7 @@ learning-rate rescaling), and a run's epoch curve has one point per epoch, avera
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -40,6 +41,7 @@ from clients.errors import InvalidArgument
 from control_plane.training.spec import Hyperparameters
 
 TASKS = ("regression", "classification")
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class TrainerConfig:
         return config
 
     def check(self) -> None:
+        """INVALID_ARGUMENT naming the first setting training would fail on (or train nonsense with), so a
+        bad value is refused once (at submission, :func:`control_plane.jobs.spec.validate`), not with an
+        unnamed error from torch or numpy on every attempt."""
         if self.task not in TASKS:
             raise InvalidArgument(f"hyperparameter 'task': {self.task!r} is not one of {TASKS}")
         if any(width < 1 for width in self.hidden):
@@ -107,8 +112,22 @@ class TrainerConfig:
         for name in ("epochs", "batch_size", "threads", "lr_step_epochs"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"hyperparameter {name!r} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.onnx_tolerance <= 0:
-            raise InvalidArgument("hyperparameters 'lr' and 'onnx_tolerance' must be > 0")
+        if self.eval_every < 0:
+            raise InvalidArgument(f"hyperparameter 'eval_every' must be >= 0, got {self.eval_every}")
+        # numpy's default_rng takes any non-negative integer, torch's generators an unsigned 64-bit one.
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgument(f"hyperparameter 'seed' must be >= 0 and <= 2**64 - 1, got {self.seed}")
+        # NaN passes every comparison below unnoticed, and an infinity is no learning rate or tolerance.
+        for name in ("lr", "weight_decay", "lr_gamma", "onnx_tolerance"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidArgument(
+                    f"hyperparameter {name!r} must be a finite number, got {getattr(self, name)}"
+                )
+        for name in ("lr", "lr_gamma", "onnx_tolerance"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"hyperparameter {name!r} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise InvalidArgument(f"hyperparameter 'weight_decay' must be >= 0, got {self.weight_decay}")
 
     def as_hyperparameters(self) -> dict[str, str]:
         """Every effective setting as text: what the model version records (defaults included, so the

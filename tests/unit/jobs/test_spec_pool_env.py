@@ -78,6 +78,27 @@ def test_nul_bytes_and_non_finite_hyperparameters_are_refused_at_submission() ->
             validate(bad)
 
 
+def test_the_built_in_trainer_s_settings_are_checked_at_submission() -> None:
+    """A negative seed (or epochs 0, a label missing) passed Submit and failed every attempt."""
+
+    def trainer(**hyperparameters: object) -> pb.JobSpec:
+        return spec(entrypoint={"module": "control_plane.training.trainer"}, hyperparameters=hyperparameters)
+
+    for bad, message in [
+        (trainer(label="y", seed=-1), "hyperparameter 'seed' must be >= 0"),
+        (trainer(label="y", weight_decay=-0.1), "hyperparameter 'weight_decay' must be >= 0"),
+        (trainer(label="y", epochs=0), "hyperparameter 'epochs' must be >= 1"),
+        (trainer(epochs=3), "hyperparameter 'label'"),
+        (trainer(label="y", keep_last_checkpoints="few"), "hyperparameter 'keep_last_checkpoints'"),
+        (trainer(label="y", log_every_batch="maybe"), "hyperparameter 'log_every_batch'"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            validate(bad)
+    assert validate(trainer(label="y", seed=3, hidden=[8, 4])).hyperparameters["seed"] == 3
+    # Another entrypoint's hyperparameters mean what that job makes of them.
+    validate(spec(hyperparameters={"seed": -1}))
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -184,14 +205,14 @@ def test_job_argv_uses_torchrun_for_several_gpus() -> None:
 def test_the_built_in_trainer_takes_several_gpus_up_to_the_limit() -> None:
     # It trains data-parallel under torchrun now (tests/integration/training/test_data_parallel.py);
     # before, a job of it with gpus > 1 was refused.
-    trainer = {"module": BUILT_IN_TRAINER}
-    assert validate(spec(entrypoint=trainer, gpus=1)).gpus == 1
-    assert validate(spec(entrypoint=trainer, gpus=2)).gpus == 2
-    assert job_argv(validate(spec(entrypoint=trainer, gpus=2)), "py")[1:5] == [
+    trainer = {"entrypoint": {"module": BUILT_IN_TRAINER}, "hyperparameters": {"label": "y"}}
+    assert validate(spec(**trainer, gpus=1)).gpus == 1
+    assert validate(spec(**trainer, gpus=2)).gpus == 2
+    assert job_argv(validate(spec(**trainer, gpus=2)), "py")[1:5] == [
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
     ]  # fmt: skip
     with pytest.raises(InvalidArgument, match=f"gpus {MAX_GPUS + 1} exceeds {MAX_GPUS}"):
-        validate(spec(entrypoint=trainer, gpus=MAX_GPUS + 1))
+        validate(spec(**trainer, gpus=MAX_GPUS + 1))
 
 
 def test_the_nvml_pool_is_the_control_plane_s_own_cuda_visible_devices() -> None:

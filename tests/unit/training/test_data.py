@@ -12,6 +12,7 @@ import torch
 from clients.errors import InvalidArgument
 from control_plane.model_registry.validation import NAME_PATTERN
 from control_plane.training.dataset import TrainingData
+from control_plane.training.spec import Hyperparameters
 from control_plane.training.trainer.config import TrainerConfig, model_name_from
 from control_plane.training.trainer.data import prepare
 
@@ -61,6 +62,37 @@ def test_missing_label_column_and_bad_settings_are_invalid_argument() -> None:
         prepare(training_data([1.0] * 10), TrainerConfig(task="regression", label="nope"))
     with pytest.raises(InvalidArgument, match="task"):
         TrainerConfig(task="ranking", label="y").check()
+
+
+@pytest.mark.parametrize(
+    ("hyperparameter", "value", "message"),
+    [
+        ("seed", "-1", r"'seed' must be >= 0 and <= 2\*\*64 - 1, got -1"),
+        ("seed", str(2**64), r"'seed' must be >= 0"),
+        ("weight_decay", "-0.1", "'weight_decay' must be >= 0, got -0.1"),
+        ("weight_decay", "nan", "'weight_decay' must be a finite number, got nan"),
+        ("lr_gamma", "0", "'lr_gamma' must be > 0, got 0.0"),
+        ("lr_gamma", "inf", "'lr_gamma' must be a finite number"),
+        ("lr", "nan", "'lr' must be a finite number"),
+        ("onnx_tolerance", "nan", "'onnx_tolerance' must be a finite number"),
+        ("eval_every", "-1", "'eval_every' must be >= 0, got -1"),
+    ],
+)
+def test_hyperparameters_training_would_crash_on_are_refused_by_name(
+    hyperparameter: str, value: str, message: str
+) -> None:
+    # They passed the check, then failed every attempt in torch or numpy with an error naming nothing.
+    with pytest.raises(InvalidArgument, match=f"hyperparameter {message}"):
+        TrainerConfig.from_hyperparameters(
+            Hyperparameters({"label": "y", hyperparameter: value}), job_name="j"
+        )
+
+
+def test_the_largest_seed_torch_takes_is_accepted() -> None:
+    config = TrainerConfig.from_hyperparameters(
+        Hyperparameters({"label": "y", "seed": str(2**64 - 1), "eval_every": "0"}), job_name="j"
+    )
+    assert config.seed == 2**64 - 1 and config.eval_every == 0
 
 
 @pytest.mark.parametrize(
