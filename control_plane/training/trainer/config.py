@@ -130,8 +130,11 @@ class TrainerConfig:
             raise InvalidArgument(f"hyperparameter 'weight_decay' must be >= 0, got {self.weight_decay}")
 
     def as_hyperparameters(self) -> dict[str, str]:
-        """Every effective setting as text: what the model version records (defaults included, so the
-        version says exactly how it was trained)."""
+        """Every setting that shapes the model, as text: what the model version records (defaults
+        included, so the version says exactly how it was trained). Left out, as they do not change the
+        weights: ``register``, and the job-side bookkeeping this class does not hold
+        (``keep_last_checkpoints``, ``log_every_batch``: how many checkpoints are kept, whether per-batch
+        losses are logged); the job's tracking run records them when the spec sets them."""
         values = asdict(self)
         values["hidden"] = ",".join(str(width) for width in self.hidden)
         values.pop("register")
