@@ -45,6 +45,7 @@ from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 
 MAX_PAGE_SIZE = 1000
+ROWS_FIELD = "dataset.point_in_time.entity_rows_path"
 DEFAULT_PAGE_SIZE = 100
 # Newest first, job ids breaking ties (and making the key unique): keyset pages.
 _JOB_ORDER = (
@@ -123,8 +124,8 @@ class JobService:
             path = query.entity_rows_path
             if self.datasets_root is not None:
                 # As the job's GetHistoricalFeatures call will take it: a relative path is under the root.
-                path = confined(path, self.datasets_root, "dataset.point_in_time.entity_rows_path")
-            if "://" not in path and not Path(path).is_file():
+                path = confined(path, self.datasets_root, ROWS_FIELD)
+            if "://" not in path and not _is_file(path, ROWS_FIELD):
                 where = "" if path == query.entity_rows_path else f" (looked for at {path})"
                 raise NotFound(f"entity rows file {query.entity_rows_path!r} not found{where}")
 
@@ -205,6 +206,17 @@ class JobService:
             end_run(self._tracking, ended_run, JobState.CANCELLED, at, actor=actor)
         self._wake()
         return job
+
+
+def _is_file(path: str, what: str) -> bool:
+    """Whether ``path`` is a file; a path no file can have (a NUL byte, a name too long) is the caller's
+    mistake, INVALID_ARGUMENT naming ``what``, not the INTERNAL error os.stat's exception made of it."""
+    if "\x00" in path:  # is_file() says False: "not found" would hide the cause
+        raise InvalidArgument(f"{what} contains a NUL byte, which no file name can hold")
+    try:
+        return Path(path).is_file()
+    except OSError as exc:
+        raise InvalidArgument(f"{what} cannot be looked up: {exc.strerror}") from None
 
 
 def _filter_state(value: int) -> JobState:

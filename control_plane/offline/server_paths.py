@@ -11,11 +11,12 @@ a path must be a URI under it, without ``.`` or ``..`` segments; with a local ro
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from clients.errors import PermissionDenied
+from clients.errors import InvalidArgument, PermissionDenied
 from control_plane.offline.store import open_filesystem
 
 DATASETS_ROOT_VARIABLE = "AETHER_DATASETS_ROOT"
@@ -29,7 +30,10 @@ def datasets_root(home: Path, environ: Mapping[str, str] | None = None) -> str:
 
 def confined(path: str, root: str, what: str) -> str:
     """``path`` (the request's ``what`` field) as the server should use it: inside ``root``, or
-    PermissionDenied saying why not."""
+    PermissionDenied saying why not; InvalidArgument for a path no file can have (a NUL byte, a name
+    too long, a symbolic-link loop, an unknown ``~user``), which failed the RPC as INTERNAL."""
+    if "\x00" in path:
+        raise InvalidArgument(f"{what} contains a NUL byte, which no file name can hold")
     if "://" in root:
         return _under_uri_root(path, root, what)
     base = Path(root).expanduser().resolve()
@@ -40,13 +44,30 @@ def confined(path: str, root: str, what: str) -> str:
             f" path under the root ({DATASETS_ROOT_VARIABLE})"
         )
     # resolve() follows symbolic links and removes '..', so what is checked is where the file really is.
-    resolved = (base / Path(path).expanduser()).resolve()
+    resolved = _resolved(base, path, what)
     if not resolved.is_relative_to(base):
         raise PermissionDenied(
             f"{what} {path!r} is outside the datasets root {base} (it resolves to {resolved}); give a path"
             f" under the root, or relative to it ({DATASETS_ROOT_VARIABLE})"
         )
     return str(resolved)
+
+
+def _resolved(base: Path, path: str, what: str) -> Path:
+    try:
+        # RuntimeError: a symbolic-link loop, or '~user' for a user that does not exist.
+        resolved = (base / Path(path).expanduser()).resolve()
+        # resolve() does not say when a name is longer than the file system takes: lstat() does.
+        resolved.lstat()
+    except RuntimeError as exc:
+        raise InvalidArgument(f"{what} {path!r} cannot be resolved: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidArgument(
+                f"{what} is too long for a file name ({len(path)} characters; {exc.strerror})"
+            ) from None
+        # Missing (an output still to write), or unreadable: the caller reports it, naming the path.
+    return resolved
 
 
 def _under_uri_root(path: str, root: str, what: str) -> str:

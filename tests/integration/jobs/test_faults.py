@@ -149,3 +149,26 @@ def test_a_log_offset_at_or_past_the_end_reads_nothing_for_any_uint64(client: Jo
     assert log and b"".join(client.logs(job.job_id, offset=len(log) - 5)) == log[-5:]
     for offset in (len(log), 10**6, 2**63 - 1, 2**63, 2**64 - 1):  # seek() refuses 2**63 and up
         assert b"".join(client.logs(job.job_id, offset=offset)) == b"", offset
+
+
+def test_entity_rows_paths_no_file_can_have_are_invalid_arguments_naming_the_field(
+    client: JobsClient, control_plane: ThreadedControlPlane
+) -> None:
+    """A NUL byte (Path.resolve's ValueError), a name past the file system's limit (os.stat's
+    ENAMETOOLONG) and a symbolic-link loop failed Submit as INTERNAL."""
+    registry = control_plane.server.registry
+    ensure_entity(registry)
+    create_view(registry, feature_spec("activity"))
+    root = Path(datasets_root_of(control_plane.server.context))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "loop").symlink_to(root / "loop")
+    field = r"dataset\.point_in_time\.entity_rows_path"
+    for path, message in [
+        ("a\x00b.parquet", f"{field} contains a NUL byte"),
+        ("a" * 5000 + ".parquet", f"{field} is too long for a file name"),
+        ("loop/rows.parquet", f"{field} 'loop/rows.parquet' cannot be resolved"),
+    ]:
+        dataset = {"point_in_time": {"entity_rows_path": path, "features": ["activity"]}}
+        with pytest.raises(InvalidArgument, match=message):
+            client.submit(job_spec("rows", dataset=dataset))
+    assert client.list() == []

@@ -33,6 +33,7 @@ from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, process_alive, wait_for
+from tests.unit.offline.builders import create_view, ensure_entity, feature_spec
 
 Parts: TypeAlias = tuple[JobService, Supervisor, "sessionmaker[Session]"]
 
@@ -218,3 +219,18 @@ def test_max_retries_past_the_cap_is_invalid_on_every_backend(parts: Parts) -> N
     with pytest.raises(InvalidArgument, match=r"max_retries 3000000000 exceeds 1000"):
         service.submit(spec_from_mapping(job_spec("many", max_retries=3_000_000_000)), actor="a")
     assert service.list()[0] == []
+
+
+def test_entity_rows_paths_no_file_can_have_are_invalid_without_a_datasets_root(
+    parts: Parts, tmp_path: Path
+) -> None:
+    # With no datasets root to confine them to, the path went straight to is_file(): a name too long was
+    # INTERNAL, a NUL byte 'not found'.
+    service, _, sessions = parts
+    registry = FeatureRegistry(sessions, ())
+    ensure_entity(registry)
+    create_view(registry, feature_spec("activity"))
+    for path, message in [("a\x00b.parquet", "contains a NUL byte"), ("a" * 5000, "cannot be looked up")]:
+        dataset = {"point_in_time": {"entity_rows_path": path, "features": ["activity"]}}
+        with pytest.raises(InvalidArgument, match=rf"dataset\.point_in_time\.entity_rows_path {message}"):
+            service.submit(spec_from_mapping(job_spec("rows", dataset=dataset)), actor="a")

@@ -281,6 +281,27 @@ async def test_a_path_with_credentials_pyarrow_refuses_is_invalid_argument_witho
         assert not any(secret in str(caught.value) for secret in secrets), caught.value
 
 
+async def test_paths_no_file_can_have_are_invalid_argument_naming_the_field(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """A NUL byte (ValueError from Path.resolve) and a symbolic-link loop (RuntimeError) were INTERNAL; a
+    name too long was an error about reading the rows, and for an output only after the whole join."""
+    datasets = tmp_path / "home" / "datasets"
+    datasets.mkdir(parents=True)
+    (datasets / "loop").symlink_to(datasets / "loop")
+    cases = [
+        ("a\x00b.parquet", "contains a NUL byte"),
+        ("a" * 5000 + ".parquet", "is too long for a file name"),
+        ("loop/x.parquet", "'loop/x.parquet' cannot be resolved"),
+    ]
+    with OfflineFeaturesClient(server.address) as client:
+        for where, message in cases:
+            with pytest.raises(InvalidArgument, match=f"entity_rows_path {message}"):
+                await asyncio.to_thread(client.historical_features, where, ["stats"])
+            with pytest.raises(InvalidArgument, match=f"output_path {message}"):
+                await asyncio.to_thread(client.historical_features, labels(3), ["stats"], output_path=where)
+
+
 async def test_server_paths_outside_the_datasets_root_are_refused(
     server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
 ) -> None:
