@@ -37,9 +37,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from clients.errors import AetherError
+from clients.errors import AetherError, FailedPrecondition
 from control_plane.jobs.launch_env import LaunchEnv
-from control_plane.training.dataset import TrainingData, load_training_data
+from control_plane.training.dataset import PINS_FILE, TrainingData, load_training_data
 from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
 from control_plane.training.spec import Hyperparameters, TrainingSpec
 
@@ -63,6 +63,7 @@ class TrainingContext:
         self._metrics: MetricsLogger | None = None
         self._checkpoints: CheckpointManager | None = None
         self._dataset: TrainingData | None = None
+        self._resumed: Checkpoint | None = None
         #: Epoch metrics logged so far, by epoch (restored from a checkpoint on resume), and the
         #: (key, epoch) points the tracking server already holds — see :meth:`_read_server_points`.
         self._epoch_metrics: dict[int, dict[str, float]] = {}
@@ -106,10 +107,29 @@ class TrainingContext:
     # Data ------------------------------------------------------------------------------------------------
 
     def dataset(self) -> TrainingData:
-        """The spec's training set, fetched once per attempt."""
+        """The spec's training set, fetched once per attempt, on the feature versions the job's first
+        attempt pinned (:data:`~control_plane.training.dataset.PINS_FILE`). FAILED_PRECONDITION when the
+        checkpoint this attempt resumed was trained on another dataset (:meth:`_check_resumed_dataset`)."""
         if self._dataset is None:
-            self._dataset = load_training_data(self.launch.control_plane_addr, self.spec.dataset)
+            pins = self.checkpoint_dir.parent / PINS_FILE
+            self._dataset = load_training_data(self.launch.control_plane_addr, self.spec.dataset, pins=pins)
+            self._check_resumed_dataset()
         return self._dataset
+
+    def _check_resumed_dataset(self) -> None:
+        """Refuses to go on from a checkpoint trained on another dataset than this attempt's: the data
+        under the pinned feature versions changed between attempts (rows added to a version), and the
+        model would be trained on a mix of both while its version records only the last."""
+        if self._resumed is None or self._dataset is None:
+            return
+        saved = self._resumed.sdk.get("dataset_hash")
+        if saved and saved != self._dataset.dataset_hash:
+            raise FailedPrecondition(
+                f"checkpoint {self._resumed.path.name} was trained on dataset {saved}, but this attempt's"
+                f" training set ({', '.join(self._dataset.feature_refs)}) is dataset"
+                f" {self._dataset.dataset_hash}: the data changed since the job started, and resuming"
+                " would train one model on both; resubmit the job to train on the new data from scratch"
+            )
 
     # Metrics ---------------------------------------------------------------------------------------------
 
@@ -180,9 +200,10 @@ class TrainingContext:
         (None elsewhere): ranks of one job share the checkpoint folder, and two writers of one file
         name would race on it and on the pruning of old ones."""
         _barrier()
-        path = (
-            self.checkpoints.save(state, {"epoch_metrics": self._epoch_metrics}) if self.is_primary else None
-        )
+        sdk: dict[str, Any] = {"epoch_metrics": self._epoch_metrics}
+        if self._dataset is not None:  # what a resume is checked against
+            sdk["dataset_hash"] = self._dataset.dataset_hash
+        path = self.checkpoints.save(state, sdk) if self.is_primary else None
         _barrier()
         return path
 
@@ -199,6 +220,8 @@ class TrainingContext:
         _barrier()
         if not self.is_primary:
             checkpoint = self.checkpoints.resume()
+        self._resumed = checkpoint
+        self._check_resumed_dataset()
         if checkpoint is not None and self.is_primary:  # other ranks log nothing, so mend nothing
             saved = checkpoint.sdk.get("epoch_metrics", {})
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}

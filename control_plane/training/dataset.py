@@ -3,14 +3,21 @@ its dataset hash, with every feature reference pinned to a version.
 
 Feature references are pinned *before* the query (``stats:score`` becomes ``stats@2:score`` through the
 feature registry), so the training set's columns, the lineage recorded with the model and the features
-served later all name the same view versions even if a new version is published mid-job.
+served later all name the same view versions even if a new version is published mid-job. A job pins once:
+its first attempt records the pinned refs in the job's folder (:data:`PINS_FILE`) and every later attempt
+reuses them, so a retry that resumes a checkpoint trains on the versions the checkpoint was trained on,
+not on one published since (which it did, and registered that version's lineage).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clients.errors import DataLoss, InvalidArgument, NotFound
+from clients.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.offline import OfflineFeaturesClient
 from clients.sdk.registry import FeatureRegistryClient
 from clients.uris import redact_text
@@ -97,12 +104,66 @@ def pin_feature_refs(registry: FeatureRegistryClient, refs: Sequence[str]) -> tu
     return tuple(pinned)
 
 
-def load_training_data(target: str, dataset: DatasetRef, *, timeout: float = 600.0) -> TrainingData:
+#: The feature refs a job's first attempt pinned, in the job's folder (beside its checkpoint folder).
+PINS_FILE = "feature_pins.json"
+
+
+def read_pins(path: Path) -> tuple[str, ...] | None:
+    """The refs recorded at ``path``, or None when no attempt has pinned yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        pinned = json.loads(text)["pinned"]
+        if not isinstance(pinned, list) or not all(isinstance(ref, str) for ref in pinned):
+            raise TypeError("not a list of strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FailedPrecondition(
+            f"{path} does not hold the feature refs an earlier attempt pinned ({exc}): cannot tell which"
+            " feature versions this job trains on; resubmit it"
+        ) from None
+    return tuple(pinned)
+
+
+def keep_first_pins(path: Path, requested: Sequence[str], pinned: Sequence[str]) -> tuple[str, ...]:
+    """Records ``pinned`` at ``path`` unless a record is there already, and returns what the record
+    holds: the first writer wins (a hard link of a complete, fsynced file, which fails when the name
+    exists), so two ranks of one attempt, or a crash mid-write, never leave two pinnings or half a file."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as file:
+            json.dump({"requested": list(requested), "pinned": list(pinned)}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):  # an earlier attempt, or another rank, pinned first
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    recorded = read_pins(path)
+    assert recorded is not None  # it was linked into place above, by this process or another
+    return recorded
+
+
+def load_training_data(
+    target: str, dataset: DatasetRef, *, pins: Path | None = None, timeout: float = 600.0
+) -> TrainingData:
     """The training set of ``dataset`` from the control plane at ``target`` (module doc). A query with an
-    expected hash that the result does not match is DATA_LOSS: the data under the spec changed."""
+    expected hash that the result does not match is DATA_LOSS: the data under the spec changed. With
+    ``pins`` (the job's :data:`PINS_FILE`), the refs are pinned once per job: recorded there by the first
+    caller, read back by every later one."""
     if dataset.has_query:
-        with FeatureRegistryClient(target, timeout=timeout) as registry:
-            pinned = pin_feature_refs(registry, dataset.features)
+        pinned = read_pins(pins) if pins is not None else None
+        if pinned is None:
+            with FeatureRegistryClient(target, timeout=timeout) as registry:
+                pinned = pin_feature_refs(registry, dataset.features)
+            if pins is not None:
+                pinned = keep_first_pins(pins, dataset.features, pinned)
         with OfflineFeaturesClient(target, timeout=timeout) as offline:
             result = offline.historical_features(
                 dataset.entity_rows_path, pinned, timestamp_column=dataset.timestamp_column

@@ -3,17 +3,34 @@ ends with weights equal, bit for bit, to an uninterrupted run with the same seed
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import signal
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pytest
 import torch
 
 from clients.sdk.models import ModelRegistryClient
+from clients.sdk.registry import FeatureRegistryClient
 from clients.sdk.tracking import TrackingClient
+from control_plane.offline.store import OfflineStore
 from control_plane.training.checkpoint import CheckpointManager, load_payload
-from tests.integration.training.conftest import Data, Job, Plane, make_job
+from tests.integration.training.conftest import (
+    FEATURES,
+    T0,
+    TS,
+    Data,
+    Job,
+    Plane,
+    make_job,
+    materialize,
+    start_plane,
+)
 
 EPOCHS = 20
 HYPERPARAMETERS = {
@@ -118,3 +135,62 @@ def test_sigkill_then_resume_gives_bitwise_equal_weights(plane: Plane, data: Dat
     assert dict(zip(replayed.steps, replayed.values, strict=True)) == dict(
         zip(straight.steps, straight.values, strict=True)
     )
+
+
+def stats_rows(users: int, value: float, ingested_later: dt.timedelta = dt.timedelta(0)) -> pa.Table:
+    """Rows of view ``stats`` (every feature ``value``) for users 0..users-1 at the conftest's event
+    times, ingested ``ingested_later`` after them (a later ingestion wins the point-in-time join)."""
+    ids = np.arange(users, dtype=np.int64)
+    times = [T0 + dt.timedelta(seconds=int(i)) for i in ids]
+    columns = {
+        "user_id": pa.array(ids),
+        "event_ts": pa.array(times, TS),
+        "ingested_ts": pa.array([t + ingested_later for t in times], TS),
+    }
+    return pa.table({**columns, **{name: pa.array(np.full(users, value)) for name in FEATURES}})
+
+
+def test_a_retry_trains_on_the_feature_versions_its_first_attempt_pinned(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The spec asks for view ``stats`` unversioned. Each attempt pinned it anew: a retry after a new
+    version was published resumed a checkpoint trained on stats@1 with stats@2's data and registered
+    stats@2 and its dataset hash as the model's lineage. And when rows were added to the pinned version
+    itself, a retry resumed the checkpoint on the changed data without a word."""
+    plane_gen = start_plane(
+        tmp_path_factory
+    )  # its own: it publishes versions the module's tests must not see
+    plane = next(plane_gen)
+    try:
+        data = materialize(plane, plane.home / "datasets", users=600)
+        hyperparameters = {**HYPERPARAMETERS, "epochs": 30, "batch_size": 16, "dropout": 0}
+        job = make_job(plane, data, tmp_path, "pinned", hyperparameters)
+        kill_after_checkpoint(job, plane, 1, 2)
+        [first_hash] = re.findall(r"^dataset ([0-9a-f]{64}):", job.log(), re.MULTILINE)
+        with FeatureRegistryClient(plane.address) as registry:
+            spec = registry.get_feature_view("stats", data.version).spec
+            spec.source.uri = "offline-v2"  # a versioned change: same features, another source
+            published = registry.create_feature_view_version(spec)
+        offline = OfflineStore(str(plane.home / "offline"))
+        offline.write("stats", int(published.version), stats_rows(600, 100.0))
+
+        assert job.run(plane, attempt=2) == 0, job.log()
+        outputs = json.loads(job.outputs_path.read_text())
+        assert outputs["dataset_hash"] == first_hash
+        with ModelRegistryClient(plane.address) as models:
+            version = models.get_version(outputs["model"], outputs["version"])
+        assert list(version.feature_refs) == [f"stats@{data.version}:{name}" for name in FEATURES]
+
+        # Rows added to the pinned version (now the latest, 2) between two attempts: the resume is
+        # refused, not trained on a mix of both.
+        changed = make_job(plane, data, tmp_path, "changed", hyperparameters)
+        kill_after_checkpoint(changed, plane, 1, 2)
+        corrections = stats_rows(600, 7.0, ingested_later=dt.timedelta(minutes=1)).slice(0, 300)
+        offline.write("stats", int(published.version), corrections)
+        assert changed.run(plane, attempt=2) != 0
+        log = changed.log()
+        assert "FailedPrecondition: checkpoint checkpoint-" in log, log
+        assert "the data changed since the job started" in log
+        assert not changed.outputs_path.exists()
+    finally:
+        next(plane_gen, None)
