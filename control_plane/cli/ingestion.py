@@ -1,7 +1,8 @@
 """``aetherctl quarantine``, ``aetherctl materialize`` and ``aetherctl materializer run``.
 
     aetherctl quarantine list [--view V] [--reason-contains X]
-                              [--status quarantined|replaying|replayed|discarded|superseded|all]
+                              [--status quarantined|replaying|online_pending|replayed|discarded|
+                                        superseded|all]
     aetherctl quarantine show ID
     aetherctl quarantine replay ID... [--file corrected.jsonl]
     aetherctl quarantine discard ID...
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument(
         "--status",
         default="",
-        help="quarantined (default), replaying, replayed, discarded, superseded or all",
+        help="quarantined (default), replaying, online_pending, replayed, discarded, superseded or all",
     )
     listing.add_argument("--limit", type=uint32, default=100)
     listing.set_defaults(handler=_list)

@@ -17,6 +17,12 @@ A replay claims its records before it writes them (``claim``): status ``replayin
 time in ``updated_at_us`` as its token, so that of two replays of the same record only one writes it. A
 claim is renewed before each write and must still be held when the replay commits; one that a dead
 replay left behind is taken over by the next replay of its records once it is older than the lease.
+
+A batch view's record is committed ``online_pending`` once its row is in the offline store (and counted),
+then ``replayed`` once its online value is written. While that replay writes it online the record is
+held as a claim is (refused to other replays, taken over after the lease); a failed online write hands it
+over at once (``updated_at_us`` 0: no replay holds it), and the next replay of it writes only its online
+value (idempotent), never its offline row again, so it needs no claim; a discard refuses it (stored).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ REPLAYING = "replaying"  # claimed by a replay that has not committed yet
 REPLAYED = "replayed"
 DISCARDED = "discarded"
 SUPERSEDED = "superseded"  # a later run of the same source quarantined the same record again
-STATUSES = (QUARANTINED, REPLAYING, REPLAYED, DISCARDED, SUPERSEDED)
+ONLINE_PENDING = "online_pending"  # stored offline and counted by a replay; its online value not yet written
+STATUSES = (QUARANTINED, REPLAYING, ONLINE_PENDING, REPLAYED, DISCARDED, SUPERSEDED)
 #: How long a replay's claim holds without being renewed. A replay renews it before each group's write
 #: (a Kafka publish waits at most ~15 s; a batch group writes its rows once), so only a replay that died
 #: lets it lapse. Long, since a replay that took over a claim still held would write the records twice.
@@ -136,7 +143,7 @@ def claim(
     taken_over = [i for i, (status, at) in states.items() if status == REPLAYING and at < lapsed_before]
     refused = {i: state for i, state in states.items() if state[0] != QUARANTINED and i not in taken_over}
     if refused:
-        raise FailedPrecondition(f"{_refusal(refused, lease_s)}; nothing was {action}")
+        raise FailedPrecondition(f"{_refusal(refused, lease_s, lapsed_before)}; nothing was {action}")
     claimable = or_(
         QuarantineRow.status == QUARANTINED,
         and_(QuarantineRow.status == REPLAYING, QuarantineRow.updated_at_us < lapsed_before),
@@ -157,6 +164,49 @@ def claim(
             f"{len(wanted) - claimed} of the records changed while being claimed; nothing was {action}"
         )
     return Claim(list(dict.fromkeys(ids)), stamp, taken_over)
+
+
+def online_pending(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S) -> list[int]:
+    """Those of ``ids`` that are ``online_pending`` and held by no live replay, in the given order."""
+    lapsed_before = now_us() - int(lease_s * 1_000_000)
+    found: set[int] = set()
+    for part in _slices(sorted(set(ids))):
+        query = select(QuarantineRow.id).where(
+            QuarantineRow.id.in_(part),
+            QuarantineRow.status == ONLINE_PENDING,
+            QuarantineRow.updated_at_us < lapsed_before,
+        )
+        found.update(session.scalars(query))
+    return [record_id for record_id in dict.fromkeys(ids) if record_id in found]
+
+
+def free_online(session: Session, ids: Sequence[int]) -> None:
+    """Hands ``online_pending`` records whose online write failed to the next replay at once."""
+    for part in _slices(sorted(set(ids))):
+        session.execute(
+            update(QuarantineRow)
+            .where(QuarantineRow.id.in_(part), QuarantineRow.status == ONLINE_PENDING)
+            .values(updated_at_us=0)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def finish_online(session: Session, ids: Sequence[int]) -> int:
+    """Marks ``replayed`` those of ``ids`` still ``online_pending`` (their online values are written);
+    returns how many. Conditional on the status: two replays completing the same record both may write its
+    online value (the same value: harmless), and one of them marks it."""
+    stamp = now_us()
+    return sum(
+        _rowcount(
+            session.execute(
+                update(QuarantineRow)
+                .where(QuarantineRow.id.in_(part), QuarantineRow.status == ONLINE_PENDING)
+                .values(status=REPLAYED, updated_at_us=stamp)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        for part in _slices(sorted(set(ids)))
+    )
 
 
 def held(session: Session, claim: Claim, ids: Sequence[int]) -> dict[int, QuarantineRow]:
@@ -216,10 +266,16 @@ def release(session: Session, claim: Claim) -> int:
     )
 
 
-def _refusal(refused: dict[int, tuple[str, int]], lease_s: float) -> str:
-    """Why records cannot be claimed: finished ones by their status, claimed ones with their claim."""
+def _refusal(refused: dict[int, tuple[str, int]], lease_s: float, lapsed_before: int) -> str:
+    """Why records cannot be claimed: finished ones by their status, claimed ones with their claim (an
+    ``online_pending`` one a live replay writes online is claimed too)."""
+    refused = {
+        i: (REPLAYING if status == ONLINE_PENDING and at >= lapsed_before else status, at)
+        for i, (status, at) in refused.items()
+    }
     reasons = [
         f"quarantined record {record_id} is {status}, not quarantined"
+        + (" (stored offline; a replay of it writes its online value)" if status == ONLINE_PENDING else "")
         for record_id, (status, _at) in sorted(refused.items())
         if status != REPLAYING
     ]

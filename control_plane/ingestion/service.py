@@ -201,6 +201,12 @@ class IngestionService:
         either written and marked replayed or unwritten and still quarantined, never written yet
         quarantined (which a second replay would publish again: a stream event aggregated twice).
 
+        A batch view's group commits its records ``online_pending`` (and counted) once their rows are in
+        the offline store, before its online write, and ``replayed`` after it: a failed online write
+        (Redis down) leaves them ``online_pending``, and a replay of such a record writes only its online
+        value (idempotent: never over a fresher one), so its offline row is written once. Handed back to
+        the quarantine instead, it was written offline again by every retry.
+
         A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
         the next replay of them takes the claim over once it is older than the lease
         (``quarantine.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
@@ -211,14 +217,29 @@ class IngestionService:
         if unknown:
             raise InvalidArgument(f"corrected records {sorted(unknown)} are not among the replayed ids")
         with write_session(self._sessions) as session:
-            claim = quarantine.claim(session, ids, self._claim_lease_s)
+            pending = quarantine.online_pending(session, ids, self._claim_lease_s)
+            # Its offline row holds the payload it was replayed with, and its online value must match it:
+            # the same correction again (a retried request) is fine, another one is refused.
+            changed = [
+                row.id
+                for row in quarantine.get_rows(session, [i for i in pending if i in corrected])
+                if _parse(corrected[row.id], row.id) != _parse(row.payload, row.id)
+            ]
+            if changed:
+                raise InvalidArgument(
+                    f"records {changed} are stored offline already (online_pending) with the payload they"
+                    " were replayed with; replay them without a correction to write their online values"
+                )
+            claim = quarantine.claim(session, [i for i in ids if i not in pending], self._claim_lease_s)
         if claim.taken_over:
             _log.warning(
                 "replay takes over records %s, claimed by a replay that did not finish within %g s",
                 claim.taken_over, self._claim_lease_s,
             )  # fmt: skip
         try:
-            return self._replay_claimed(claim, corrected, actor)
+            completed = self._complete_online(pending, actor)
+            outcome = self._replay_claimed(claim, corrected, actor)
+            return ReplayOutcome(outcome.run_ids, completed + outcome.replayed, outcome.still_quarantined)
         except BaseException:
             self._release(claim)
             raise
@@ -244,16 +265,22 @@ class IngestionService:
             claim.stamp = stamp
             undelivered = self._write_replay(group)
             done = [group.members[i].id for i in group.passing if i not in undelivered]
+            batch = group.publish is None
+            status = quarantine.ONLINE_PENDING if batch else quarantine.REPLAYED
             try:
-                self._commit_replay(run, claim, group, done, corrected, actor)
+                self._commit_replay(run, claim, group, done, corrected, actor, status)
             except BaseException:
                 # Written but not marked: they stay claimed (``replaying``), not handed back to the
                 # quarantine, where a retry would write them again at once.
                 claim.ids = [record_id for record_id in claim.ids if record_id not in done]
                 raise
-            replayed += done
             still += sorted(group.new_reasons)
             run_ids.append(run.run_id)
+            if batch and done:
+                self._write_online(
+                    group.view, group.entity, group.accepted, done, f"run {run.run_id}", replayed
+                )
+            replayed += done
             if undelivered:
                 raise Unavailable(
                     f"{len(undelivered)} records of view {group.view.spec.name!r} were not acknowledged by"
@@ -295,13 +322,12 @@ class IngestionService:
         return _ReplayGroup(view, entity, members, payloads, result.accepted, new_reasons, passing, publish)
 
     def _write_replay(self, group: _ReplayGroup) -> dict[int, str]:
-        """Writes a group's passing records; returns, by member index, the events its stream did not
-        acknowledge (never written, so they stay quarantined)."""
+        """Writes a group's passing records (a batch view's to the offline store only); returns, by
+        member index, the events its stream did not acknowledge (never written: they stay quarantined)."""
         if not group.passing:
             return {}
-        if group.publish is None:
+        if group.publish is None:  # online once the offline write is committed (``_write_online``)
             self.batch.write_offline(group.view, group.accepted)
-            self.batch.write_online(group.view, group.entity, group.accepted)
             return {}
         events = [_event(group.payloads[i]) for i in group.passing]
         errors = group.publish(events)
@@ -315,9 +341,10 @@ class IngestionService:
         done: list[int],
         corrected: Mapping[int, str],
         actor: str,
+        status: str,
     ) -> None:
-        """Commits one written group: its records' statuses, the run's counters and the audit entry;
-        records its stream did not take go back to the quarantine as they were."""
+        """Commits one written group: its records' statuses (``done`` ones ``status``), the run's counters
+        and the audit entry; records its stream did not take go back to the quarantine as they were."""
         members = [row.id for row in group.members]
         with write_session(self._sessions) as session:
             fresh = quarantine.held(session, claim, members)
@@ -332,7 +359,7 @@ class IngestionService:
             for record_id in done:
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
-                quarantine.set_status(session, [row], quarantine.REPLAYED)
+                quarantine.set_status(session, [row], status)
             for record_id, reason in group.new_reasons.items():
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
@@ -355,6 +382,57 @@ class IngestionService:
                 },
             )  # fmt: skip
         claim.ids = [record_id for record_id in claim.ids if record_id not in fresh]
+
+    def _write_online(
+        self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table, done: list[int],
+        counted_by: str, replayed: list[int],
+    ) -> None:  # fmt: skip
+        """The online part of committed ``online_pending`` records, then marks them ``replayed``."""
+        try:
+            self.batch.write_online(view, entity, accepted)
+        except redis.RedisError as exc:
+            try:
+                with write_session(self._sessions) as session:
+                    quarantine.free_online(session, done)
+            except Exception:  # they wait out the lease instead
+                _log.exception("could not hand back online_pending records %s", done)
+            raise Unavailable(
+                f"the online store (Redis) did not take the online values of view {view.spec.name!r}"
+                f" ({type(exc).__name__}: {exc}); records {done} are stored offline and counted"
+                f" ({counted_by}) and are online_pending: replay them again, without corrections, to write"
+                f" only their online values. Already replayed: {replayed or 'none'}"
+            ) from exc
+        with write_session(self._sessions) as session:
+            quarantine.finish_online(session, done)
+
+    def _complete_online(self, ids: list[int], actor: str) -> list[int]:
+        """Writes the online values of ``online_pending`` records (their offline rows are stored and
+        counted by the replay that wrote them) and marks them ``replayed``; returns their ids."""
+        with read_session(self._sessions) as session:
+            rows = quarantine.get_rows(session, ids)
+        members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
+        for row in rows:
+            members_of.setdefault((row.view, row.version), []).append(row)
+        completed: list[int] = []
+        for (name, version), members in members_of.items():
+            view, entity = self._resolve(name, version)
+            payloads = [_parse(row.payload, row.id) for row in members]
+            result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
+            if result.rejected.num_rows:  # a rule edited since: write none rather than guess a value
+                failed = [members[i].id for i in result.rejected.column("row_index").to_pylist()]
+                raise FailedPrecondition(
+                    f"records {failed} of view {name!r} are stored offline, but no longer pass its rules"
+                    f" ({result.rejected.column('reason')[0]}); their online values were not written"
+                )
+            done = [row.id for row in members]
+            self._write_online(view, entity, result.accepted, done, "by an earlier replay", completed)
+            with write_session(self._sessions) as session:
+                audit(
+                    session, actor=actor, action="quarantine.replay.online", object_type="quarantine",
+                    object_id=",".join(str(i) for i in done), before=None, after={"replayed": done},
+                )  # fmt: skip
+            completed += done
+        return completed
 
     def _publisher(self, view: pb.FeatureView) -> Publish:
         """How to publish events again to a streaming view's source, where its materializer reads: a Redis

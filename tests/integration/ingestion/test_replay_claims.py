@@ -12,13 +12,15 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
-from clients.errors import FailedPrecondition, NotFound
+from clients.errors import FailedPrecondition, NotFound, Unavailable
 from control_plane.db import write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.service import IngestionService, ReplayOutcome
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.pausing_redis import PausingRedis
+from tests.support.redis_server import RedisServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -95,7 +97,9 @@ def test_a_replay_of_records_another_replay_is_writing_is_refused_and_each_is_wr
         assert str(refused.value).endswith("nothing was replayed")
         with pytest.raises(FailedPrecondition, match="are being replayed by another replay"):
             env.service.discard([ids[0]])
+        # A's first group is stored offline and committed, and being written online (online_pending).
         held = env.service.list_quarantined(status=quarantine.REPLAYING)
+        held += env.service.list_quarantined(status=quarantine.ONLINE_PENDING)
         assert sorted(r.id for r in held) == sorted(ids)
     finally:
         slow.resume.set()
@@ -203,6 +207,36 @@ def test_a_failed_replay_hands_its_records_back(any_env: Env) -> None:
     outcome = env.service.replay([record_id, other_id, record_id], {record_id: fixed, other_id: other_fixed})
     assert sorted(outcome.replayed) == sorted([record_id, other_id])
     assert offline_sensors(env) == [8, 9]  # an id named twice is written once
+
+
+def test_a_replay_whose_online_write_fails_writes_its_record_offline_once(any_env: Env) -> None:
+    """The online store refuses the write after the offline one (a real redis-server out of memory:
+    PING works, writes do not): the record stays online_pending, not quarantined, so the retry writes
+    only its online value. Handed back as quarantined, each retry wrote its offline row again."""
+    env = any_env
+    record_id, fixed = climate_record(env, 11)
+    full = RedisServer()
+    full.start()
+    refusing = redis.Redis.from_url(full.url)
+    try:
+        refusing.config_set("maxmemory", 1)  # with the default noeviction policy every write fails
+        service = IngestionService(env.sessions, env.registry, env.offline, refusing)
+        for _ in range(2):  # a retry against the same outage changes nothing
+            with pytest.raises(Unavailable, match=r"online store \(Redis\).*online_pending"):
+                service.replay([record_id], {record_id: fixed})
+    finally:
+        refusing.close()
+        full.close()
+    assert env.service.get_quarantined(record_id).status == quarantine.ONLINE_PENDING
+    assert offline_sensors(env) == [11]
+    with pytest.raises(FailedPrecondition, match="online_pending, not quarantined"):
+        env.service.discard([record_id])  # it is stored: discarding it would not unstore it
+    outcome = env.service.replay([record_id], {record_id: fixed})  # the request retried as it was
+    assert outcome.replayed == [record_id]
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+    assert offline_sensors(env) == [11]
+    assert len(list(env.client.scan_iter("ae:*:climate:v1"))) == 1
+    assert replay_counts(env) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("missing", [2**31, 3_000_000_000, 2**64 - 1])
