@@ -35,13 +35,14 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, Unavailable
 from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
-from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
+from control_plane.ingestion.quarantine import RunSource, hold_online, record_outcome, supersede
+from control_plane.ingestion.shown_values import record_json, temporal_as_text
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 
@@ -126,6 +127,7 @@ class BatchMaterializer:
             chunks = list(chunks)
             for chunk in chunks:
                 validate(view, entity, _in_window(chunk, ts_name, window).rows, now=moment, strict=True)
+        self._check_online()
         key_names = [key.name for key in entity.join_keys]
         latest: list[pa.Table] = []
         target = f"{view.spec.name}:v{view.version}"
@@ -174,7 +176,7 @@ class BatchMaterializer:
             source_rows += chunk.num_rows
             chunk_number += 1
         if latest:
-            outcome.online_rows = self.write_online(view, entity, pa.concat_tables(latest))
+            outcome.online_rows = self._write_run_online(run, view, entity, pa.concat_tables(latest))
         with write_session(self._sessions) as session:
             finished = _counters(outcome, source_id) | {
                 "chunks": chunk_number,
@@ -186,6 +188,41 @@ class BatchMaterializer:
                 object_id=target, before=None, after=finished,
             )  # fmt: skip
         return outcome
+
+    def _check_online(self) -> None:
+        """Refuses a run, before it stores anything, while the online store cannot be reached: its rows
+        would be stored and counted offline, the run fail at its online write, and the client's retry
+        store them offline a second time."""
+        try:
+            self._client.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unavailable(
+                f"the online store (Redis) is unavailable ({type(exc).__name__}: {exc}); nothing of this"
+                " run was written: ingest again once it is back"
+            ) from exc
+
+    def _write_run_online(
+        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table
+    ) -> int:
+        """The run's online write; when the online store does not take it (down since the check), the
+        latest row per entity is filed as ``online_pending`` records of the run (see ``hold_online``)."""
+        try:
+            return self.write_online(view, entity, rows)
+        except redis.RedisError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            latest = latest_per_entity(rows, [key.name for key in entity.join_keys])
+            ts_name = timestamp_field(view)  # the payload as a record of the source, for a replay
+            latest = latest.rename_columns([ts_name if n == "event_ts" else n for n in latest.column_names])
+            payloads = [record_json(record) for record in temporal_as_text(latest).to_pylist()]
+            with write_session(self._sessions) as session:
+                hold_online(session, run, payloads, f"online value not written: {error}")
+            raise Unavailable(
+                f"the online store (Redis) did not take run {run.run_id}'s online values ({error}); its"
+                " rows are stored offline and counted, so do not ingest them again (they would be stored"
+                " twice): its latest row per entity waits as online_pending records of the run (`aetherctl"
+                f" quarantine list --status online_pending --view {view.spec.name}`), and replaying those"
+                " writes only their online values"
+            ) from exc
 
     def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
         """Appends validated rows to the offline store, stamped with the ingestion time."""

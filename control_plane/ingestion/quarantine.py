@@ -180,6 +180,30 @@ def online_pending(session: Session, ids: Sequence[int], lease_s: float = CLAIM_
     return [record_id for record_id in dict.fromkeys(ids) if record_id in found]
 
 
+def hold_online(session: Session, source: RunSource, payloads: Sequence[str], reason: str) -> None:
+    """Files a batch run's online part that the online store did not take: one ``online_pending`` record
+    per entity (its latest row), so a replay of them writes only the online values; the run's offline
+    rows are stored and counted, so a rerun of the source would store them twice. The counters do not
+    move: these are accepted records, counted as such already."""
+    stamp = now_us()
+    session.add_all(
+        QuarantineRow(
+            run_id=source.run_id,
+            record_key=f"online:{i}",
+            view=source.view,
+            version=source.version,
+            source_kind=source.kind,
+            source_id=source.source_id,
+            payload=payload,
+            reason=reason,
+            status=ONLINE_PENDING,
+            created_at_us=stamp,
+            updated_at_us=0,  # held by no replay
+        )
+        for i, payload in enumerate(payloads)
+    )
+
+
 def free_online(session: Session, ids: Sequence[int]) -> None:
     """Hands ``online_pending`` records whose online write failed to the next replay at once."""
     for part in _slices(sorted(set(ids))):

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+import redis
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, text
 
@@ -187,3 +188,18 @@ async def test_a_missing_table_stays_internal(
     code, details = await status_of(channel)
     assert code == grpc.StatusCode.INTERNAL
     assert details.startswith("internal error in Servicer.Raises: ")
+
+
+async def test_redis_down_is_unavailable_and_a_wrong_password_stays_internal(
+    channel: grpc.aio.Channel, servicer: Servicer
+) -> None:
+    """Redis refusing the connection (nothing listens on the port) is UNAVAILABLE naming Redis: a batch
+    ingest answered INTERNAL, which no client retries. A wrong password is configuration, not a moment
+    to wait out, so it stays INTERNAL, as the database's does."""
+    client = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    servicer.error = raised(client.ping)
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert details.startswith("Redis (the online store) unavailable: ConnectionError: Error 111")
+    servicer.error = redis.AuthenticationError("invalid username-password pair")
+    assert (await status_of(channel))[0] == grpc.StatusCode.INTERNAL

@@ -17,18 +17,23 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from clients.errors import FailedPrecondition, InvalidArgument
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.sdk.ingestion import IngestionClient
+from control_plane.api.ingestion import add_to_server
 from control_plane.api.offline_features import offline_root
 from control_plane.cli.ingestion import register
 from control_plane.cli.main import main as aetherctl
 from control_plane.ingestion.online import online_view_version
 from control_plane.ingestion.service import IngestionService
 from control_plane.offline.store import OfflineStore
-from control_plane.server import ControlPlaneServer
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
+from tests.integration.ingestion.conftest import CLIMATE, ENTITY
 from tests.integration.ingestion.pausing_redis import PausingRedis
+from tests.support.redis_server import RedisServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -219,3 +224,65 @@ async def test_a_replay_of_records_another_replay_holds_is_failed_precondition_o
     assert sorted(r.id for r in replayed) == ids
     assert sum(b.num_rows for b in offline.scan("climate", 1)) == 3 + len(ids)  # each replayed row once
     client.close()
+
+
+async def test_an_ingest_while_redis_is_down_is_unavailable_and_its_retry_stores_each_row_once(
+    tmp_path: Path,
+) -> None:
+    """The online store is down (its own redis-server, stopped): the ingest is UNAVAILABLE with nothing
+    stored or counted, and the retry once it is back stores each row once. It answered INTERNAL after
+    storing and counting the rows offline, so the retry stored them twice. Then Redis takes no write
+    after the run's check (out of memory: PING works): the run's rows stay stored and counted once, and
+    its online part waits as online_pending records, whose replay writes only the online values."""
+    online = RedisServer()
+    online.start()
+    settings = ControlPlaneSettings(
+        home=tmp_path, db_url=f"sqlite:///{tmp_path / 'aether.db'}", redis_url=online.url,
+        listen_addr="127.0.0.1:0",
+    )  # fmt: skip
+    server = await start_server(settings, services=[add_to_server])
+    client = IngestionClient(server.address)
+    offline = OfflineStore(offline_root(server.context))
+
+    def offline_rows() -> int:
+        return sum(b.num_rows for b in offline.scan("climate", 1))
+
+    try:
+        server.registry.create_entity(ENTITY)
+        server.registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+        online.stop()
+        with pytest.raises(Unavailable, match=r"online store \(Redis\) is unavailable.*nothing of this run"):
+            await asyncio.to_thread(client.ingest, "climate", readings())
+        assert await asyncio.to_thread(client.list_runs, "climate") == []
+        assert offline_rows() == 0
+        online.start()
+        done = await asyncio.to_thread(client.ingest, "climate", readings())
+        assert (done.accepted, done.quarantined, done.online_rows) == (3, 2, 2)
+        assert offline_rows() == 3
+
+        writes = redis.Redis.from_url(online.url)
+        writes.config_set("maxmemory", 1)  # the default noeviction policy then refuses every write
+        later = pa.table({"sensor_id": [5, 6], "event_ts": [NOW, NOW], "temperature_c": [1.0, 2.0],
+                          "mode": [1, 2]})  # fmt: skip
+        with pytest.raises(Unavailable, match="stored offline and counted, so do not ingest them again"):
+            await asyncio.to_thread(client.ingest, "climate", later)
+        writes.config_set("maxmemory", 0)
+        (run,) = [r for r in await asyncio.to_thread(client.list_runs, "climate") if r.records_in == 2]
+        assert (run.accepted, run.quarantined) == (2, 0)
+        pending = await asyncio.to_thread(client.list_quarantined, status="online_pending", run_id=run.run_id)
+        assert len(pending) == 2  # one per entity
+        replay = await asyncio.to_thread(client.replay, [r.id for r in pending])
+        assert sorted(replay.replayed) == sorted(r.id for r in pending)
+        assert offline_rows() == 5  # each row once
+        view = server.registry.get_feature_view("climate", 1)
+        layout = online_view_version(view)
+        for sensor, temperature in ((5, 1.0), (6, 2.0)):
+            blob = writes.get(online_key("sensor", [str(sensor)], "climate", 1))
+            assert isinstance(blob, bytes)
+            decoded = decode(blob, layout.layout, view.schema_fingerprint, len(layout.columns))
+            assert decoded.values[0][0] == pytest.approx(temperature)
+        writes.close()
+    finally:
+        client.close()
+        await server.stop()
+        online.close()
