@@ -412,7 +412,10 @@ def _features(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.F
             description=values.get("description", ""),
             validation=values.get("validation"),
         )
-        if feature.validation.allowed_values and feature.value_type not in _CATEGORICAL:
+        # Judged only against a dtype that parsed: a missing or unknown one has its own error already, and
+        # this check blamed the allowed values for it.
+        known = "dtype" in values
+        if known and feature.validation.allowed_values and feature.value_type not in _CATEGORICAL:
             message = "allowed values apply to integer and bool features only"
             parser.fail(item, f"{path}[{index}].validation.allowed", message)
         features.append(feature)

@@ -306,6 +306,13 @@ def test_every_problem_of_a_file_is_reported_at_once_in_line_order() -> None:
     ]
 
 
+@pytest.mark.parametrize("dtype", ["dtype: boolean, ", ""])
+def test_allowed_values_are_not_blamed_for_a_dtype_that_is_unknown_or_missing(dtype: str) -> None:
+    text = VIEW + "    features:\n      - {name: f, " + dtype + "validation: {allowed: [0, 1]}}\n"
+    problems = _problems(text)
+    assert [p.field for p in problems] == ["feature_views[0].features[0]" + (".dtype" if dtype else "")]
+
+
 def test_the_error_message_reads_file_line_field_message() -> None:
     with pytest.raises(DefinitionError) as raised:
         parse_definitions(VIEW + "    features: 3\n", "f.yaml")
