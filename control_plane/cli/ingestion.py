@@ -29,7 +29,7 @@ from clients.aether.v1 import ingestion_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
-from control_plane.cli.numbers import uint32, uint64
+from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
@@ -37,6 +37,14 @@ from control_plane.ingestion.streaming.flags import add_arguments as add_materia
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
+    # After the command too, as every other group takes them (``aetherctl --control-plane X quarantine``
+    # works as well; these override it).
+    common.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    common.add_argument(
+        "--timeout", type=positive_seconds, default=argparse.SUPPRESS, help="seconds per call (at least 300)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
 
     quarantine = commands.add_parser("quarantine", help="records rejected by validation: inspect, replay")
