@@ -54,6 +54,7 @@ class FleetEndpoints:
 
     @classmethod
     def from_json(cls, text: str) -> FleetEndpoints:
+        """ValueError, KeyError, TypeError, OverflowError or RecursionError for a text that is not one."""
         data: Any = json.loads(text)
         return cls(
             replicas=tuple(
@@ -61,25 +62,39 @@ class FleetEndpoints:
                     number=int(r["number"]),
                     address=str(r["address"]),
                     metrics_address=str(r.get("metrics_address", "")),
-                    pid=int(r.get("pid", 0)),
+                    pid=_pid(r.get("pid", 0)),
                 )
                 for r in data["replicas"]
             ),
             updated_at=str(data.get("updated_at", "")),
-            pid=int(data.get("pid", 0)),
+            pid=_pid(data.get("pid", 0)),
         )
+
+
+#: The largest pid any Linux kernel hands out (PID_MAX_LIMIT, 2**22); a bigger one was passed to
+#: os.kill, which cannot take it (OverflowError), by ``aetherctl fleet status``.
+_PID_MAX = 2**22
+
+
+def _pid(value: Any) -> int:
+    pid = int(value)  # OverflowError for 1e400 (inf), ValueError for text
+    if not 0 <= pid <= _PID_MAX:
+        raise ValueError(f"pid {pid} is not a process id (0 to {_PID_MAX})")
+    return pid
 
 
 def read_endpoints(path: str | os.PathLike[str]) -> FleetEndpoints:
     """The fleet's endpoints file; Unavailable when there is none (no fleet ever ran with this home)."""
     path = Path(path).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise Unavailable(f"no fleet endpoints file at {path} (is `aetherctl fleet run` running?)") from None
     try:
-        return FleetEndpoints.from_json(text)
-    except (ValueError, KeyError, TypeError) as exc:
+        # Decoded here, inside the check: a file that is not UTF-8 (the wrong file named) is a bad file,
+        # not a UnicodeDecodeError traceback. RecursionError: JSON nested deeper than Python recurses.
+        return FleetEndpoints.from_json(data.decode("utf-8"))
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidArgument(f"{path} is not a fleet endpoints file: {exc}") from None
 
 

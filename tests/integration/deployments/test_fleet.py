@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +175,34 @@ def test_the_fleet_target_names_every_ready_replica(
     write_endpoints(path, FleetEndpoints((), "t", 1))
     with pytest.raises(Unavailable, match="no ready replica"):
         fleet_target(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'\xff\xfe{"replicas": []}', "'utf-8' codec can't decode byte 0xff"),
+        (b'{"replicas": [], "updated_at": "x", "pid": 1e400}', "cannot convert float infinity to integer"),
+        (b'{"replicas": [], "updated_at": "x", "pid": 99999999999999999999}', "is not a process id"),
+        (b'{"replicas": [{"number": 0, "address": "127.0.0.1:1", "pid": -5}]}', "pid -5 is not a process id"),
+        (b"[" * 100_000, "maximum recursion depth"),
+    ],
+    ids=["not-utf8", "pid-inf", "pid-huge", "pid-negative", "nested"],
+)
+def test_a_file_that_is_not_an_endpoints_file_is_one_line(
+    tmp_path: Path, content: bytes, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not UTF-8, a pid of 1e400, a pid os.kill cannot take: each was a traceback (UnicodeDecodeError,
+    OverflowError) from both ``aetherctl fleet status`` and the SDK's fleet_target."""
+    path = tmp_path / "endpoints.json"
+    path.write_bytes(content)
+    with pytest.raises(
+        InvalidArgument, match=f"{re.escape(str(path))} is not a fleet endpoints file: .*{re.escape(reason)}"
+    ):
+        fleet_target(path)
+    assert main(["fleet", "status", "--endpoints", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: INVALID_ARGUMENT: {path} is not a fleet endpoints file: ")
+    assert reason in err and len(err.splitlines()) == 1
 
 
 def _replicas(path: Path) -> tuple[FleetReplica, ...]:
