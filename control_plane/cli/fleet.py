@@ -108,12 +108,6 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    policy = settings.policy
-    print(
-        f"aether fleet: {policy.min_replicas}..{policy.max_replicas} replicas, deciding every "
-        f"{policy.interval_s:g} s; endpoints file {settings.endpoints_path}",
-        flush=True,
-    )
     asyncio.run(_serve(settings))
     print("aether fleet stopped: every replica drained", flush=True)
     return 0
@@ -124,7 +118,16 @@ async def _serve(settings: FleetSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_fleet(settings, stop, on_change=_print_change)
+    policy = settings.policy
+
+    def started() -> None:  # printed once the home is ours: a fleet refused says one line, on stderr
+        print(
+            f"aether fleet: {policy.min_replicas}..{policy.max_replicas} replicas, deciding every "
+            f"{policy.interval_s:g} s; endpoints file {settings.endpoints_path}",
+            flush=True,
+        )
+
+    await run_fleet(settings, stop, on_change=_print_change, on_start=started)
 
 
 def _print_change(endpoints: FleetEndpoints, cause: ScaleEvent | None) -> None:

@@ -9,20 +9,28 @@ balance over the replicas themselves (round robin), so no proxy sits on the late
 
 The file is replaced atomically (temporary file, fsync, rename), so a reader sees the old list or the
 new one, never half of one. On stop the loop stops deciding, every replica is drained and the file is
-left with an empty list, so nobody is sent to replicas that no longer exist."""
+left with an empty list, so nobody is sent to replicas that no longer exist.
+
+One fleet per home: a fleet holds an exclusive lock (flock) on ``$AETHER_HOME/fleet/fleet.lock`` for
+its whole life, drain included, and a second one on the same home is refused before it writes anything
+(it would overwrite the first one's endpoints file, empty it on its stop while the first still serves,
+and start its replicas in the first one's folders). The kernel drops the lock when its holder dies, by
+any means, so a fleet killed with SIGKILL leaves no stale lock behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.errors import FailedPrecondition
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
 from control_plane.deployments.autoscaler import AutoscalerPolicy
@@ -41,6 +49,37 @@ def fleet_folder(home: Path) -> Path:
 
 def endpoints_path(home: Path) -> Path:
     return fleet_folder(home) / "endpoints.json"
+
+
+def lock_path(home: Path) -> Path:
+    return fleet_folder(home) / "fleet.lock"
+
+
+@contextlib.contextmanager
+def hold_home(home: Path) -> Iterator[None]:
+    """Holds the fleet lock of ``home`` until the block ends; FailedPrecondition naming the holder's pid
+    when another fleet holds it."""
+    path = lock_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not inheritable (Python's default): a replica holding a copy would keep the home locked after
+    # its fleet is gone.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+            who = f"a fleet (pid {holder})" if holder.isdigit() else "a fleet"
+            raise FailedPrecondition(
+                f"{who} is already running with this home ({home}); stop it first, or give this one another "
+                "AETHER_HOME"
+            ) from None
+        # The pid is only for that message; the lock itself is what counts.
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 @dataclass(frozen=True)
@@ -110,8 +149,22 @@ def snapshot(replicas: tuple[Replica, ...]) -> FleetEndpoints:
     )
 
 
-async def run_fleet(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None = None) -> None:
-    """Runs the fleet until ``stop`` is set, then drains every replica; the endpoints file follows."""
+async def run_fleet(
+    settings: FleetSettings,
+    stop: asyncio.Event,
+    on_change: OnChange | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> None:
+    """Runs the fleet until ``stop`` is set, then drains every replica; the endpoints file follows.
+    FailedPrecondition, before anything is written, when another fleet runs with the same home;
+    ``on_start`` is called once this one holds it."""
+    with hold_home(settings.home):
+        if on_start is not None:
+            on_start()
+        await _run_held(settings, stop, on_change)
+
+
+async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None) -> None:
     path = settings.endpoints_path
     stopping = False
     listed = 0  # replicas in the file now

@@ -32,7 +32,7 @@ from control_plane.cli.main import build_parser, main
 from control_plane.cli.settings import CliSettings
 from control_plane.deployments.autoscale_loop import fetch_metrics, parse_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.fleet import FleetSettings, write_endpoints
+from control_plane.deployments.fleet import FleetSettings, hold_home, write_endpoints
 from data_plane.models.spec import dump_model_config
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.deployments.conftest import Plane
@@ -351,3 +351,41 @@ async def test_the_fleet_scales_with_load_and_drains_on_sigterm(
         for pid in seen:  # replicas of a fleet that did not drain them
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_second_fleet_on_the_same_home_is_refused_in_one_line(plane: Plane, tmp_path: Path) -> None:
+    """A second fleet on the same home was accepted: it overwrote the first one's endpoints file, emptied
+    it on its stop while the first still served, and started its replicas in the first one's folders."""
+    home = tmp_path / "fleet-home"
+    path = home / "fleet" / "endpoints.json"
+    env = dict(
+        os.environ,
+        AETHER_HOME=str(home),
+        AETHER_CONTROL_PLANE_ADDR=plane.address,
+        AETHER_REDIS_URL=plane.redis_url,
+    )
+    command = [sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--min", "1", "--max", "1"]
+    first = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await _wait(lambda: len(_replicas(path)) == 1, 60, "the first fleet starts its replica")
+        listed = read_endpoints(path)
+        second = await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=20
+        )
+        assert (second.returncode, second.stdout) == (1, "")
+        assert second.stderr == (
+            f"error: FAILED_PRECONDITION: a fleet (pid {first.pid}) is already running with this home "
+            f"({home}); stop it first, or give this one another AETHER_HOME\n"
+        )
+        assert read_endpoints(path) == listed  # untouched
+        assert [p.name for p in (home / "fleet" / "replicas").iterdir()] == ["replica-0"]
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 30) == 0
+        with hold_home(home):  # released with its fleet
+            pass
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
