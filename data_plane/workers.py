@@ -8,6 +8,12 @@ gets a port of its own (port 0), since Prometheus scrapes processes, not ports (
 its own). Once every worker is ready this process prints what a single data plane prints: the listening
 line and, with metrics, ``aether data plane metrics on HOST:PORT,HOST:PORT,...`` naming every worker's
 endpoint, which the replica manager passes on to the autoscaler (it scrapes each of them).
+
+A worker that ends on its own (a crash, the OOM killer) is not restarted here: this process then stops
+the other workers (SIGTERM, so they drain) and exits 1, and whoever runs it replaces the data plane
+whole (the fleet's replica manager does, as for any replica that exits). A worker restarted in place
+would get a metrics endpoint nobody scrapes (the line naming them is printed once), and meanwhile the
+data plane would be listed, healthy-looking, with less capacity than its --workers says.
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ def _forward_output(process: subprocess.Popen[str]) -> None:
         sys.stdout.flush()
 
 
+def _wait_then_set(process: subprocess.Popen[str], ended: threading.Event) -> None:
+    process.wait()
+    ended.set()
+
+
 def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> int:
     reserved, port = _reserve(settings.listen)
     host = settings.listen.rsplit(":", 1)[0]
@@ -75,12 +86,16 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
         for _ in range(workers)
     ]
     stopping = threading.Event()
+    ended = threading.Event()  # some worker's process has ended
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
+    def signal_all(signum: int) -> None:
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signum)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        signal_all(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -108,10 +123,26 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
             print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
         for process in processes:  # unread, a worker's pipe fills up (64 KiB) and its next print blocks
             threading.Thread(target=_forward_output, args=(process,), daemon=True).start()
-        codes = [process.wait() for process in processes]
+            threading.Thread(target=_wait_then_set, args=(process, ended), daemon=True).start()
+        ended.wait()  # a signal handler still runs meanwhile (the wait is interrupted and resumed)
+        crashed = not stopping.is_set()  # set before any worker is signalled, so no worker of ours ended
+        if crashed:
+            gone = ", ".join(
+                f"pid {p.pid} with status {p.returncode}" for p in processes if p.poll() is not None
+            )
+            print(
+                f"a data-plane worker ended on its own ({gone}); stopping the others, so that this data "
+                "plane is replaced whole",
+                file=sys.stderr,
+                flush=True,
+            )
+            signal_all(signal.SIGTERM)
+        for process in processes:
+            process.wait()
     finally:
         reserved.close()
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    return 0 if stopping.is_set() or not any(codes) else max(codes)
+    # 1 even when the worker exited 0: it was not told to, and its capacity is gone.
+    return 1 if crashed else 0

@@ -111,3 +111,43 @@ def test_a_port_in_use_is_refused_with_one_line_with_or_without_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_data_plane_exits_1(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A worker killed (the OOM killer) was never replaced: its parent waited on the others, so the data
+    plane stayed up, listed by its fleet, with less capacity and a metrics endpoint that failed every
+    scrape. Now the others drain and the parent exits 1, for the replica manager to replace it whole."""
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "data_plane", "--workers", "2", "--listen", "127.0.0.1:0",
+                "--redis-url", redis_url, "--control-plane", f"127.0.0.1:{free_port()}",
+                "--snapshot-path", str(tmp_path / "absent.pb"), "--drain-delay-s", "0.1",
+            ],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("aether data plane listening on ")
+        workers = [
+            int(pid)
+            for pid in subprocess.run(
+                ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(timeout=20) == 1
+        assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+        said = (tmp_path / "stderr.log").read_text()
+        assert (
+            f"a data-plane worker ended on its own (pid {workers[0]} with status -9); stopping the others, "
+            "so that this data plane is replaced whole"
+        ) in said
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
