@@ -7,23 +7,33 @@ it serves. Scaling down removes a replica from that list first and then sends SI
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
 timeout. Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless told
 otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
-(:mod:`control_plane.deployments.autoscale_loop`) scrapes."""
+(:mod:`control_plane.deployments.autoscale_loop`) scrapes.
+
+A new replica's folder is seeded with the newest readable snapshots any replica folder holds (the
+registry, the deployment plans): a replica serves from its persisted snapshots while the control plane
+is unreachable, so one started during an outage (replacing a crashed one) serves as its peers do instead
+of waiting for a control plane that is not there and timing out. A replica that fails to start leaves
+its number, and so its folder and log, to the next start: retries do not pile up folders."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc.aio
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.aether.v1 import deployments_pb2, feature_registry_pb2
 from clients.lifeline import tied
 from clients.sdk.auth import open_aio_channel
 
@@ -31,6 +41,13 @@ _log = logging.getLogger("aether.control_plane.replicas")
 
 _READY_LINE = "aether data plane listening on "
 _METRICS_LINE = "aether data plane metrics on "
+#: The files a replica persists in its folder (--snapshot-path, and data_plane.deployment_watch's
+#: PLANS_FILE_NAME next to it) and what each holds. Named here: the control plane imports no data plane.
+_REGISTRY_FILE = "registry_snapshot.pb"
+PERSISTED: tuple[tuple[str, type[Message]], ...] = (
+    (_REGISTRY_FILE, feature_registry_pb2.RegistrySnapshot),
+    ("deployment_plans.pb", deployments_pb2.DeploymentPlanSnapshot),
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class ReplicaManager:
         # these too.
         self._unlisted: dict[int, Replica] = {}
         self._next = 0
+        self._free: list[int] = []  # numbers of replicas that failed to start (a heap), used first
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
@@ -142,17 +160,24 @@ class ReplicaManager:
 
     async def _start(self) -> Replica:
         settings = self._settings
-        number = self._next
-        self._next += 1
+        if self._free:
+            number = heapq.heappop(self._free)
+        else:
+            number = self._next
+            self._next += 1
         folder = settings.home / f"replica-{number}"
-        folder.mkdir(parents=True, exist_ok=True)
-        stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
+        try:
+            await asyncio.to_thread(_prepare_folder, settings.home, folder)
+            stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
+        except BaseException:
+            heapq.heappush(self._free, number)
+            raise
         # Tied to this process: a fleet that dies (SIGKILL, the OOM killer) takes its replicas along
         # instead of leaving them serving, unlisted, forever; a new fleet starts replicas of its own.
         command, pass_fds = tied([
             settings.python, "-m", "data_plane", "--listen", f"{settings.host}:0",
             "--control-plane", settings.control_plane_addr,
-            "--snapshot-path", str(folder / "registry_snapshot.pb"),
+            "--snapshot-path", str(folder / _REGISTRY_FILE),
             *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
             *settings.extra_args,
         ])  # fmt: skip
@@ -176,6 +201,7 @@ class ReplicaManager:
                 await _wait_serving(replica.address)
         except BaseException as exc:
             await self._stop(replica)
+            heapq.heappush(self._free, number)  # its folder and log are the next start's
             if isinstance(exc, TimeoutError):  # str(TimeoutError()) is empty: say what never came
                 raise TimeoutError(
                     f"data-plane replica {number} did not start within {settings.start_timeout_s:g} s: "
@@ -206,6 +232,53 @@ class ReplicaManager:
             replica.drain.cancel()
         self._unlisted.pop(replica.number, None)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+def _prepare_folder(home: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, message_type in PERSISTED:
+        seeded = seed_file(home, folder, name, message_type)
+        if seeded is not None:
+            _log.info("seeded %s with %s", folder / name, seeded)
+
+
+def seed_file(home: Path, folder: Path, name: str, message_type: type[Message]) -> Path | None:
+    """Makes ``folder/name`` the newest readable ``name`` of any replica folder under ``home`` (newest by
+    modification time, kept by the copy: a replica rewrites its snapshot only when it changes, so the
+    newest file is the latest the control plane said, even across a reset of its revisions). The file
+    copied, or None when ``folder`` holds the newest already or there is none."""
+    candidates = []
+    for path in home.glob(f"replica-*/{name}"):
+        with contextlib.suppress(FileNotFoundError):
+            candidates.append((path.stat().st_mtime_ns, path))
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            stat = path.stat()
+            data = path.read_bytes()
+            message_type.FromString(data)  # a file the replica would ignore would not serve either
+        except (OSError, DecodeError):
+            continue
+        if path.parent == folder:
+            return None
+        _replace(folder / name, data, stat.st_mtime_ns)
+        return path
+    return None
+
+
+def _replace(path: Path, data: bytes, mtime_ns: int) -> None:
+    """Writes ``path`` atomically (a replica reading it sees no file or all of it) with that mtime."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".seed", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.utime(temporary, ns=(mtime_ns, mtime_ns))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def metrics_addresses(metrics_address: str) -> list[str]:

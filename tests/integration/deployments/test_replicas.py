@@ -19,9 +19,17 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.aether.v1 import feature_registry_pb2
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings, metrics_addresses
+from control_plane.deployments.replicas import (
+    PERSISTED,
+    ReplicaManager,
+    ReplicaSettings,
+    metrics_addresses,
+    seed_file,
+)
+from data_plane.deployment_watch import PLANS_FILE_NAME
 from tests.integration.deployments.conftest import Plane
 
 REPO = Path(__file__).resolve().parents[3]
@@ -77,6 +85,55 @@ async def test_a_crashed_replica_is_unlisted_and_replaced(plane: Plane) -> None:
         assert survivor in manager.replicas and survivor.process.returncode is None
     finally:
         await manager.close()
+
+
+async def test_a_replica_replaced_while_the_control_plane_is_down_serves_from_its_peers_snapshots(
+    plane: Plane,
+) -> None:
+    """Each new replica got an empty folder: during a control-plane outage it had no registry snapshot, never
+    turned SERVING (start timeout, the manager's lock held meanwhile), and left a folder per retry, while
+    its peers served on from their own snapshots."""
+    home = plane.home / "replicas"
+    manager = ReplicaManager(ReplicaSettings(plane.address, plane.redis_url, home, start_timeout_s=8))
+    try:
+        await manager.scale_to(1)
+        (crashed,) = manager.replicas
+        persisted = home / "replica-0" / "registry_snapshot.pb"
+        await _until(persisted.exists, "replica 0 persists the registry")
+        plane.server.stop()
+        crashed.process.kill()
+        await crashed.process.wait()
+        assert await manager.replace_exited() == 1
+        (replacement,) = manager.replicas
+        assert replacement.number == 1
+        assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
+        seeded = home / "replica-1" / "registry_snapshot.pb"
+        assert seeded.read_bytes() == persisted.read_bytes()
+        assert seeded.stat().st_mtime_ns == persisted.stat().st_mtime_ns  # still as new as the original
+    finally:
+        await manager.close()
+
+
+def test_a_folder_is_seeded_with_the_newest_readable_snapshot(tmp_path: Path) -> None:
+    name, message_type = PERSISTED[0]
+    assert message_type is feature_registry_pb2.RegistrySnapshot
+    assert PERSISTED[1][0] == PLANS_FILE_NAME  # the name the data plane gives its persisted plans
+    folders = [tmp_path / f"replica-{n}" for n in range(4)]
+    for folder in folders:
+        folder.mkdir()
+    old, new = (
+        feature_registry_pb2.RegistrySnapshot(revision=r).SerializeToString() for r in (4, 3)
+    )  # a reset control plane
+    (folders[0] / name).write_bytes(old)
+    os.utime(folders[0] / name, ns=(10**18, 10**18))
+    (folders[1] / name).write_bytes(new)
+    os.utime(folders[1] / name, ns=(2 * 10**18, 2 * 10**18))
+    (folders[2] / name).write_bytes(b"\xff not a snapshot")  # the newest file, but unreadable
+    assert seed_file(tmp_path, folders[3], name, message_type) == folders[1] / name
+    assert (folders[3] / name).read_bytes() == new
+    assert seed_file(tmp_path, folders[3], name, message_type) is None  # the newest already
+    assert seed_file(tmp_path, folders[1], PERSISTED[1][0], PERSISTED[1][1]) is None  # none anywhere
+    assert sorted(p.name for p in folders[3].iterdir()) == [name]  # no temporary file left
 
 
 def _data_planes_of(folder: Path) -> list[int]:
@@ -177,7 +234,9 @@ async def test_a_start_timeout_says_what_it_waited_for(
     )
     with caplog.at_level(logging.ERROR, logger="aether.control_plane.replicas"):
         await manager.scale_to(1)
+        await manager.scale_to(1)  # a retry takes the failed one's number, folder and log
     assert manager.count == 0
+    assert [p.name for p in (plane.home / "replicas").iterdir()] == ["replica-0"]
     assert (
         "a data-plane replica failed to start: data-plane replica 0 did not start within 0.5 s: waited for "
         "its line 'aether data plane listening on HOST:PORT' on stdout"
