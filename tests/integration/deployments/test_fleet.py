@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.env_values import ConfigurationError
@@ -389,3 +389,71 @@ async def test_a_second_fleet_on_the_same_home_is_refused_in_one_line(plane: Pla
         if first.returncode is None:
             first.kill()
             await first.wait()
+
+
+class _Replica:
+    """A gRPC server with the health service and a Predict that counts its calls (or refuses them)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls = 0
+        self.refuse = refuse
+        self.server = grpc.aio.server()
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+
+        async def predict(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            self.calls += 1
+            if self.refuse:  # what a draining data plane answers once its drain delay is over
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
+            return b""
+
+        handler = grpc.unary_unary_rpc_method_handler(predict)
+        self.server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("aether.v1.Inference", {"Predict": handler})]
+        )
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+
+
+async def test_a_fleet_channel_sends_nothing_to_a_replica_once_it_is_not_serving() -> None:
+    """A scale-down under load refused ~25% of the calls with UNAVAILABLE: the channel kept sending to the
+    leaving replica, unlisted and NOT_SERVING, until its connection closed."""
+    replicas = [_Replica(), _Replica()]
+    for replica in replicas:
+        await replica.server.start()
+    try:
+        target = "ipv4:" + ",".join(r.address for r in replicas)
+        async with open_aio_channel(target, options=[ROUND_ROBIN]) as channel:
+            predict = channel.unary_unary("/aether.v1.Inference/Predict")
+            for _ in range(10):
+                await predict(b"", timeout=5)
+            assert [r.calls for r in replicas] == [5, 5]  # round robin
+            await replicas[1].health.enter_graceful_shutdown()  # what a drain does first
+            deadline = time.monotonic() + 5
+            while True:  # the channel hears of it over its health watch, within a round trip
+                before = replicas[1].calls
+                for _ in range(20):
+                    await predict(b"", timeout=5)
+                if replicas[1].calls == before:
+                    break
+                assert time.monotonic() < deadline, "the NOT_SERVING replica still gets calls"
+    finally:
+        for replica in replicas:
+            await replica.server.stop(0)
+
+
+async def test_a_fleet_channel_retries_a_refused_inference_call_on_another_replica() -> None:
+    """A call that reaches a replica refusing it (sent just before the health update) is answered by the
+    next one instead of failing."""
+    replicas = [_Replica(), _Replica(refuse=True)]
+    for replica in replicas:
+        await replica.server.start()
+    try:
+        target = "ipv4:" + ",".join(r.address for r in replicas)
+        async with open_aio_channel(target, options=[ROUND_ROBIN]) as channel:
+            predict = channel.unary_unary("/aether.v1.Inference/Predict")
+            for _ in range(6):
+                await predict(b"", timeout=5)
+        assert replicas[0].calls == 6 and replicas[1].calls > 0
+    finally:
+        for replica in replicas:
+            await replica.server.stop(0)
