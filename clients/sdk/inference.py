@@ -21,7 +21,7 @@ from clients.aether.v1 import online_features_pb2 as opb
 from clients.errors import AetherError, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
-from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS
+from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS, data_plane_channel_options
 from clients.sdk.service_client import ServiceClient
 
 Array = npt.NDArray[Any]
@@ -113,6 +113,10 @@ class InferenceClient(ServiceClient):
 
     DEFAULT_TIMEOUT_S = 5.0
     CHANNEL_OPTIONS = DATA_PLANE_CHANNEL_OPTIONS
+
+    @classmethod
+    def channel_options(cls, target: str) -> tuple[tuple[str, Any], ...]:
+        return data_plane_channel_options(target)
 
     def _open_stubs(self) -> None:
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]

@@ -24,13 +24,24 @@ STALE = pb.STALE
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 # The data plane's answers (and PredictBatch requests) can be large: both of its clients lift gRPC's limits.
-# And they spread calls over every address their target names (a fleet's endpoints, clients.sdk.fleet, or
-# a DNS name of several replicas): gRPC's default, pick_first, sends everything to the first one.
+# And they spread calls over every address their target names (a DNS name of several replicas): gRPC's
+# default, pick_first, sends everything to the first one.
 DATA_PLANE_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ROUND_ROBIN,
+    ("grpc.lb_policy_name", "round_robin"),
 )
+# A target listing several data planes (a fleet's, clients.sdk.fleet.fleet_target) also skips a replica
+# that is not SERVING and retries reads on the next (ROUND_ROBIN). Not a single address: health checking
+# would refuse every call to a data plane whose overall health is NOT_SERVING (no registry yet, or
+# draining), ModelReady and ModelInfer of its static models included, where the server answers them.
+FLEET_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (*DATA_PLANE_CHANNEL_OPTIONS[:2], ROUND_ROBIN)
+
+
+def data_plane_channel_options(target: str) -> tuple[tuple[str, Any], ...]:
+    """The channel options of a data-plane client of ``target``: a fleet's (several addresses, as
+    ``ipv4:a,b``) or one data plane's."""
+    return FLEET_CHANNEL_OPTIONS if "," in target else DATA_PLANE_CHANNEL_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,10 @@ class OnlineFeaturesClient(ServiceClient):
 
     DEFAULT_TIMEOUT_S = 5.0
     CHANNEL_OPTIONS = DATA_PLANE_CHANNEL_OPTIONS
+
+    @classmethod
+    def channel_options(cls, target: str) -> tuple[tuple[str, Any], ...]:
+        return data_plane_channel_options(target)
 
     def _open_stubs(self) -> None:
         self._stub = pb_grpc.OnlineFeaturesStub(self._channel)  # type: ignore[no-untyped-call]

@@ -56,10 +56,16 @@ class ServiceClient(ABC):
         self.timeout: float | None = self.DEFAULT_TIMEOUT_S if timeout is None else timeout
         self._owns_channel = channel is None
         if channel is None:
-            channel = open_channel(target, security, list(self.CHANNEL_OPTIONS))
+            channel = open_channel(target, security, list(self.channel_options(target)))
         self._channel = channel
         self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
         self._open_stubs()
+
+    @classmethod
+    def channel_options(cls, target: str) -> tuple[tuple[str, Any], ...]:
+        """The options of a channel this client opens to ``target`` (``CHANNEL_OPTIONS`` unless a client
+        chooses by target)."""
+        return cls.CHANNEL_OPTIONS
 
     @abstractmethod
     def _open_stubs(self) -> None:

@@ -27,6 +27,7 @@ from clients.errors import InvalidArgument, Unavailable
 from clients.sdk.auth import open_aio_channel
 from clients.sdk.fleet import ROUND_ROBIN, FleetEndpoints, FleetReplica, fleet_target, read_endpoints
 from clients.sdk.inference import build_predict_request
+from clients.sdk.online import data_plane_channel_options
 from control_plane.cli import fleet as fleet_cli
 from control_plane.cli.main import build_parser, main
 from control_plane.cli.settings import CliSettings
@@ -424,9 +425,14 @@ async def test_a_fleet_channel_sends_nothing_to_a_replica_once_it_is_not_serving
         target = "ipv4:" + ",".join(r.address for r in replicas)
         async with open_aio_channel(target, options=[ROUND_ROBIN]) as channel:
             predict = channel.unary_unary("/aether.v1.Inference/Predict")
+            deadline = time.monotonic() + 5
+            while not all(r.calls for r in replicas):  # until both are connected and known SERVING
+                await predict(b"", timeout=5)
+                assert time.monotonic() < deadline, "a SERVING replica gets no calls"
+            before = [r.calls for r in replicas]
             for _ in range(10):
                 await predict(b"", timeout=5)
-            assert [r.calls for r in replicas] == [5, 5]  # round robin
+            assert [r.calls - b for r, b in zip(replicas, before, strict=True)] == [5, 5]  # round robin
             await replicas[1].health.enter_graceful_shutdown()  # what a drain does first
             deadline = time.monotonic() + 5
             while True:  # the channel hears of it over its health watch, within a round trip
@@ -457,3 +463,20 @@ async def test_a_fleet_channel_retries_a_refused_inference_call_on_another_repli
     finally:
         for replica in replicas:
             await replica.server.stop(0)
+
+
+async def test_a_client_of_one_data_plane_is_not_held_back_by_its_health() -> None:
+    """Health checking is for fleets: a client of one address still reaches a data plane whose overall
+    health is NOT_SERVING (no registry yet), which answers ModelInfer of its static models."""
+    replica = _Replica()
+    await replica.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await replica.server.start()
+    try:
+        options = data_plane_channel_options(replica.address)
+        async with open_aio_channel(replica.address, options=list(options)) as channel:
+            await channel.unary_unary("/aether.v1.Inference/Predict")(b"", timeout=5)
+        assert replica.calls == 1
+        assert ROUND_ROBIN not in options
+        assert ROUND_ROBIN in data_plane_channel_options(f"ipv4:{replica.address},127.0.0.1:9")
+    finally:
+        await replica.server.stop(0)
