@@ -10,7 +10,10 @@ TLS and auth come from the environment (:class:`data_plane.settings.DataPlaneSet
 
 Once ready it prints ``aether data plane listening on HOST:PORT`` and, with a metrics endpoint, a second
 line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it for the autoscaler; with
-``--workers N``, ``HOST:PORT,HOST:PORT,...``, one endpoint per worker process).
+``--workers N``, ``HOST:PORT,HOST:PORT,...``, one endpoint per worker process); then, once its overall
+health first turns SERVING (the registry's catalog is in), ``aether data plane serving`` — with
+``--workers N`` once every worker is, which a health probe through the shared port cannot tell (it reaches
+one worker).
 
 ``--workers N`` (N > 1) runs N worker processes sharing one port (SO_REUSEPORT; the kernel spreads
 connections across them), so that one data plane uses the cores of a bigger machine: this process picks
@@ -37,7 +40,7 @@ from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings, check_override
-from data_plane.workers import run_workers
+from data_plane.workers import SERVING_LINE, run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,8 +136,15 @@ async def serve(settings: DataPlaneSettings) -> None:
     if handle.metrics_port is not None:
         metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
         print(f"aether data plane metrics on {metrics_host}:{handle.metrics_port}", flush=True)
+    announce = asyncio.ensure_future(_announce_serving(handle.serving))
     await stop.wait()
+    announce.cancel()
     await handle.drain(settings.drain_delay_s, settings.drain_grace_s)
+
+
+async def _announce_serving(serving: asyncio.Event) -> None:
+    await serving.wait()
+    print(SERVING_LINE, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

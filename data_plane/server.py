@@ -105,6 +105,8 @@ class DataPlaneHandle:
     admissions: tuple[Admission, ...] = ()
     # Set when the drain begins: ServerReady answers false from then on, as the health services do.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the overall health first turns SERVING (the registry's catalog is in).
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def metrics_port(self) -> int | None:
@@ -228,9 +230,12 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     for service in ("", SERVICE_NAME, *INFERENCE_SERVICES):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    now_serving = asyncio.Event()
+
     async def serving(catalog: Catalog) -> None:
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        now_serving.set()
 
     started, stopping = asyncio.Event(), asyncio.Event()
     inference_servicer = inference_v2.InferenceV2Servicer(
@@ -296,6 +301,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         health=health_servicer,
         admissions=(predict_servicer.admission, inference_servicer.admission),
         stopping=stopping,
+        serving=now_serving,
     )
 
 

@@ -32,6 +32,8 @@ from data_plane.settings import DataPlaneSettings
 
 _READY = re.compile(r"aether data plane listening on (\S+)")
 _METRICS = re.compile(r"aether data plane metrics on (\S+)")
+#: Printed once a data plane's overall health first turns SERVING; by this process once every worker's was.
+SERVING_LINE = "aether data plane serving"
 
 
 def _reserve(listen: str) -> tuple[socket.socket, int]:
@@ -58,10 +60,29 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return out
 
 
-def _forward_output(process: subprocess.Popen[str]) -> None:
-    """Copies what a started worker prints to this process's stdout, until the worker's end."""
+class _ServingCount:
+    """Prints :data:`SERVING_LINE` once every worker has printed its own (a health probe through the
+    shared port reaches one worker, so the replica manager waits for this line to list the data plane)."""
+
+    def __init__(self, workers: int) -> None:
+        self._left = workers
+        self._lock = threading.Lock()
+
+    def worker_serving(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0:
+                print(SERVING_LINE, flush=True)
+
+
+def _forward_output(process: subprocess.Popen[str], serving: _ServingCount) -> None:
+    """Copies what a started worker prints to this process's stdout, until the worker's end; its serving
+    line is counted instead."""
     assert process.stdout is not None
     for line in process.stdout:
+        if line.strip() == SERVING_LINE:
+            serving.worker_serving()
+            continue
         sys.stdout.write(line)
         sys.stdout.flush()
 
@@ -121,8 +142,9 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
         print(f"aether data plane listening on {host}:{port}", flush=True)
         if metrics:
             print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
+        serving = _ServingCount(workers)
         for process in processes:  # unread, a worker's pipe fills up (64 KiB) and its next print blocks
-            threading.Thread(target=_forward_output, args=(process,), daemon=True).start()
+            threading.Thread(target=_forward_output, args=(process, serving), daemon=True).start()
             threading.Thread(target=_wait_then_set, args=(process, ended), daemon=True).start()
         ended.wait()  # a signal handler still runs meanwhile (the wait is interrupted and resumed)
         crashed = not stopping.is_set()  # set before any worker is signalled, so no worker of ours ended

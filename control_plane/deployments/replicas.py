@@ -41,6 +41,9 @@ _log = logging.getLogger("aether.control_plane.replicas")
 
 _READY_LINE = "aether data plane listening on "
 _METRICS_LINE = "aether data plane metrics on "
+# Once its overall health is SERVING; for --workers N, once every worker's is (a probe through the shared
+# port reaches one of them, so a replica was listed while another worker was still NOT_SERVING).
+_SERVING_LINE = "aether data plane serving"
 #: The files a replica persists in its folder (--snapshot-path, and data_plane.deployment_watch's
 #: PLANS_FILE_NAME next to it) and what each holds. Named here: the control plane imports no data plane.
 _REGISTRY_FILE = "registry_snapshot.pb"
@@ -197,6 +200,8 @@ class ReplicaManager:
                 if settings.metrics:
                     waiting_for = f"its line '{_METRICS_LINE}HOST:PORT' on stdout"
                     replica.metrics_address = await _line_after(process, _METRICS_LINE)
+                waiting_for = f"its line '{_SERVING_LINE}' on stdout"
+                await _line_after(process, _SERVING_LINE)
                 waiting_for = f"SERVING from its health service at {replica.address}"
                 await _wait_serving(replica.address)
         except BaseException as exc:

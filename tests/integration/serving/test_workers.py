@@ -14,12 +14,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from clients.sdk.inference import build_infer_request, decode_infer_response
 from data_plane.models.spec import dump_model_config
+from data_plane.registry_watch import save_snapshot
 from tests.support import onnx_models
 from tests.support.redis_server import free_port
+from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view
 
 pytestmark = pytest.mark.integration
 
@@ -147,6 +150,43 @@ def test_a_worker_that_dies_stops_the_others_and_the_data_plane_exits_1(
             f"a data-plane worker ended on its own (pid {workers[0]} with status -9); stopping the others, "
             "so that this data plane is replaced whole"
         ) in said
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.timeout(30)  # a missing line blocks readline: fail fast, not at the suite's 120 s
+def test_the_serving_line_comes_once_every_worker_serves(redis_url: str, tmp_path: Path) -> None:
+    # The replica manager listed a --workers data plane once one probe through the shared port said SERVING;
+    # another worker could still be NOT_SERVING. It now waits for this line, printed once all workers serve.
+    fv = view("stats", floats(3), entity="driver")
+    save_snapshot(tmp_path / "snapshot.pb", snapshot(fv, entities=[entity()]).SerializeToString())
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "data_plane", "--workers", "2", "--listen", "127.0.0.1:0",
+            "--redis-url", redis_url, "--control-plane", f"127.0.0.1:{free_port()}",
+            "--snapshot-path", str(tmp_path / "snapshot.pb"),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        match = re.fullmatch(
+            r"aether data plane listening on 127\.0\.0\.1:(\d+)\n", process.stdout.readline()
+        )
+        assert match
+        assert process.stdout.readline() == "aether data plane serving\n"
+        for _ in range(8):  # new connections, spread over both workers: each must say SERVING
+            with grpc.insecure_channel(f"127.0.0.1:{match[1]}") as channel:
+                answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[no-untyped-call]
+                    health_pb2.HealthCheckRequest(service=""), timeout=5
+                )
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=20)
+        assert "aether data plane serving" not in rest  # once, not once per worker
     finally:
         if process.poll() is None:
             process.kill()
