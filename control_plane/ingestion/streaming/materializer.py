@@ -207,7 +207,8 @@ class StreamMaterializer:
         stats = BatchStats(received=len(messages), duplicates=len(duplicates))
         if duplicates:
             self.source.ack(duplicates)
-        if not fresh:
+        if not fresh:  # a redelivery of applied messages only: still counted, as duplicates
+            self._count(stats, 0)
             return stats
         fresh, table, not_utf8 = utf8_checked(fresh)
         result = validate(
@@ -256,10 +257,14 @@ class StreamMaterializer:
             self.source.ack([*accepted_ids, *rejected_ids])
         self._undrained[receipt_id] = Receipt(history, rejected, len(accepted_ids))
         stats.accepted, stats.quarantined = len(accepted_ids), len(rejected_rows)
-        self.metrics.observe_batch(stats.accepted, stats.quarantined, stats.duplicates, newest)
+        self._count(stats, newest)
+        return stats
+
+    def _count(self, stats: BatchStats, newest_event_us: int) -> None:
+        """Adds a processed read to the metrics and ``totals``."""
+        self.metrics.observe_batch(stats.accepted, stats.quarantined, stats.duplicates, newest_event_us)
         for field in ("received", "accepted", "quarantined", "duplicates"):
             setattr(self.totals, field, getattr(self.totals, field) + getattr(stats, field))
-        return stats
 
     def _unapplied(self, messages: MessageBatch) -> tuple[MessageBatch, list[str]]:
         """The messages not applied or rejected before (each id once), and the ids that were."""

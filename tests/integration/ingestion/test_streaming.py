@@ -109,6 +109,27 @@ def test_aggregates_match_brute_force_and_offline_history_agrees(tmp_path: Path,
         assert quarantine.run_counts(session, materializer.run.run_id).records_in == len(events) + 5
 
 
+def test_a_read_of_only_redelivered_messages_is_counted_as_duplicates(tmp_path: Path, redis_url: str) -> None:
+    """A read whose messages were all applied before (the usual redelivery) returned before counting:
+    aether_stream_records{outcome="duplicate"} and ``totals`` stayed at 0 however much was redelivered."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    events = random_events(10, seed=11, sensors=3)
+    publish(client, events)
+    source = RedisStreamSource(client, STREAM, OPTIONS.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    stats = materializer.process(next(iter(materializer.source.history(0, 1000))))
+    assert (stats.received, stats.duplicates, stats.accepted) == (10, 10, 0)
+    records = materializer.metrics.registry.get_sample_value
+    assert records("aether_stream_records_total", {"view": "clicks", "outcome": "duplicate"}) == 10
+    assert records("aether_stream_records_total", {"view": "clicks", "outcome": "accepted"}) == 10
+    totals = materializer.totals
+    assert (totals.received, totals.accepted, totals.duplicates) == (20, 10, 10)
+
+
 def test_connection_drop_mid_stream_is_survived(tmp_path: Path, redis_url: str) -> None:
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
