@@ -26,8 +26,7 @@ from clients.env_values import ConfigurationError
 from clients.errors import AetherError
 from control_plane.db import create_session_factory, open_database
 from control_plane.features.registry import FeatureRegistry
-from control_plane.ingestion.streaming import kafka_options
-from control_plane.ingestion.streaming.flags import add_arguments
+from control_plane.ingestion.streaming import flags, kafka_options
 from control_plane.ingestion.streaming.materializer import (
     MaterializerOptions,
     StreamMaterializer,
@@ -41,7 +40,7 @@ from control_plane.settings import ControlPlaneSettings
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aether-materializer", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    flags.add_arguments(parser)
     return parser
 
 
@@ -53,13 +52,19 @@ def run(args: argparse.Namespace) -> int:
     """Runs the materializer the parsed flags describe until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ControlPlaneSettings.from_env()
+    redis_url = args.redis_url or settings.redis_url  # the flag's value is checked by its parser
+    try:
+        flags.redis_url(redis_url)
+    except argparse.ArgumentTypeError as error:  # one line, not from_url's ValueError traceback
+        print(f"error: AETHER_REDIS_URL: {error}", file=sys.stderr)
+        return 2
     try:
         engine = open_database(args.db_url or settings.db_url, settings.db_busy_timeout_s)
     except ConfigurationError as error:  # one line naming the setting, not a traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     sessions = create_session_factory(engine)
-    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    client = redis.Redis.from_url(redis_url)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

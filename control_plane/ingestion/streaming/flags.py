@@ -4,14 +4,61 @@ materializer run`` offers the same flags (and ``--help``) without importing the 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from control_plane.ingestion.streaming import kafka_options
+
+#: The schemes ``redis.Redis.from_url`` takes; any other URL ended the run in a ValueError traceback.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: ``--max-future-s`` at most 100 years: validation adds it to the current time, and a datetime past
+#: year 9999 (99999999999999 s) ended the run in an OverflowError traceback.
+MAX_FUTURE_S = 100 * 365 * 86_400
+_INT32_MAX = 2**31 - 1
+
+
+def whole(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` to ``maximum``. Out-of-range values used to
+    reach Redis or ``timedelta`` and end in a traceback; argparse reports this one as a usage error
+    naming the flag (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {minimum} to {maximum}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def redis_url(text: str) -> str:
+    """A URL ``redis.Redis.from_url`` takes (empty: ``AETHER_REDIS_URL``)."""
+    if text and urlsplit(text).scheme not in REDIS_SCHEMES:
+        raise argparse.ArgumentTypeError(f"expected a redis://, rediss:// or unix:// URL, got {text!r}")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The materializer's flags, on its own parser or on ``aetherctl materializer run``."""
     parser.add_argument("--view", required=True)
-    parser.add_argument("--version", type=int, default=0)
+    parser.add_argument("--version", type=whole(0, 2**32 - 1), default=0, help="0: the latest")
     parser.add_argument(
         "--stream",
         default="",
@@ -21,20 +68,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kafka_options.add_flag(parser)  # the control plane takes the same flag, for the replay's producer
     parser.add_argument("--consumer", default="", help="consumer name (default: host-pid)")
     parser.add_argument("--db-url", default="")
-    parser.add_argument("--redis-url", default="")
+    parser.add_argument("--redis-url", type=redis_url, default="")
     parser.add_argument("--offline-root", default="")
-    parser.add_argument("--count", type=int, default=2000, help="messages per read")
-    parser.add_argument("--block-ms", type=int, default=200)
+    parser.add_argument("--count", type=whole(1, _INT32_MAX), default=2000, help="messages per read")
+    # At least 1: XREADGROUP BLOCK 0 waits forever, so an idle materializer would never see SIGTERM.
     parser.add_argument(
-        "--reclaim-idle-ms", type=int, default=30_000, help="reclaim pending entries idle this long"
+        "--block-ms", type=whole(1, _INT32_MAX), default=200, help="wait this long for messages per read"
     )
     parser.add_argument(
-        "--lateness-s", type=int, default=3600, help="stream time re-read beyond the longest window"
+        "--reclaim-idle-ms",
+        type=whole(0, 2**63 - 1),
+        default=30_000,
+        help="reclaim pending entries idle this long",
     )
     parser.add_argument(
-        "--max-future-s", type=int, default=86_400, help="refuse events this far ahead of now"
+        "--lateness-s",
+        type=whole(0, MAX_FUTURE_S),
+        default=3600,
+        help="stream time re-read beyond the longest window",
     )
-    parser.add_argument("--lag-alert-s", type=float, default=60.0, help="log an alert when lag exceeds this")
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+        "--max-future-s",
+        type=whole(0, MAX_FUTURE_S),
+        default=86_400,
+        help="refuse events this far ahead of now",
+    )
+    parser.add_argument(
+        "--lag-alert-s", type=seconds, default=60.0, help="log an alert when lag exceeds this"
+    )
+    parser.add_argument(
+        "--metrics-port", type=whole(0, 65535), default=None, help="serve Prometheus metrics on this port"
     )

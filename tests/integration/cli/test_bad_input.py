@@ -188,6 +188,49 @@ def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
     assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
 
 
+MATERIALIZER = ["materializer", "run", "--view", "clicks"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([*MATERIALIZER, "--count", "0"], f"argument --count: {LIMIT}, got '0'"),
+        ([*MATERIALIZER, "--block-ms", "-1"], f"argument --block-ms: {LIMIT}, got '-1'"),
+        ([*MATERIALIZER, "--block-ms", "0"], f"argument --block-ms: {LIMIT}, got '0'"),
+        ([*MATERIALIZER, "--redis-url", "foo://x"], "argument --redis-url: expected a redis://, rediss://"),
+        ([*MATERIALIZER, "--max-future-s", "99999999999999"], "argument --max-future-s: expected a whole"),
+        ([*MATERIALIZER, "--lateness-s", "-1"], "argument --lateness-s: expected a whole number from 0"),
+        ([*MATERIALIZER, "--reclaim-idle-ms", "-1"], "argument --reclaim-idle-ms: expected a whole number"),
+        ([*MATERIALIZER, "--lag-alert-s", "nan"], "argument --lag-alert-s: expected a number of seconds"),
+        ([*MATERIALIZER, "--metrics-port", "70000"], "argument --metrics-port: expected a whole number"),
+        ([*MATERIALIZER, "--version", "-1"], "argument --version: expected a whole number from 0"),
+    ],
+)
+def test_materializer_flags_out_of_range_are_usage_errors(
+    capsys: Capture, nowhere: str, args: list[str], message: str
+) -> None:
+    """``materializer run`` took bare ints: --count 0 and --block-ms -1 failed in Redis, --redis-url foo://x
+    in redis-py, --max-future-s 99999999999999 in timedelta, each as a traceback after the database was
+    opened. (--block-ms 0 would block each read forever: SIGTERM went unseen while the stream was idle.)"""
+    code, _, err = aetherctl(capsys, nowhere, *args)
+    assert (code, "Traceback" in err) == (2, False), err
+    assert message in err.splitlines()[-1], err
+
+
+def test_a_materializer_given_a_redis_url_it_cannot_use_says_so_in_one_line(tmp_path: Path) -> None:
+    """AETHER_REDIS_URL=foo://x ended ``python -m control_plane.ingestion.streaming`` in a ValueError
+    traceback from redis-py."""
+    env = {**os.environ, "AETHER_HOME": str(tmp_path), "AETHER_REDIS_URL": "foo://x"}
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane.ingestion.streaming", "--view", "clicks"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: AETHER_REDIS_URL: expected a redis://, rediss:// or unix:// URL, got 'foo://x'\n",
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [
