@@ -91,7 +91,8 @@ def plan_for(view: pb.FeatureView) -> AggregationPlan:
 # (the kernel's type) holds exactly; past 2**53 a sum has already lost digits.
 _INTEGER_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**53), 2**53)}
 # The finite floats: a float32 output holds less than the float64 events validation accepts (1e39 was cast
-# to inf, online and offline), and a float64 sum of finite values can still overflow to inf.
+# to inf, online and offline), and a float64 sum of finite values can still overflow to inf, and with it a
+# mean (the kernel divides the window's float64 sum by its count).
 _FLOAT_BOUNDS = {
     dtype: (-float(np.finfo(dtype).max), float(np.finfo(dtype).max)) for dtype in ("float32", "float64")
 }
@@ -100,11 +101,14 @@ _FLOAT_BOUNDS = {
 def range_checked(plan: AggregationPlan) -> list[tuple[int, float, float]]:
     """(output index, lowest, highest) of the outputs whose result can leave its type's range: an integer
     sum or count (an integer min, max or last is one of the values, which validation has checked to be a
-    whole number that fits), every float32 output and a float64 sum (validation checks events as finite
-    float64 only)."""
+    whole number that fits), every float32 output and a float64 sum or mean (validation checks events as
+    finite float64 only). A mean whose sum overflows is quarantined rather than computed some other way:
+    the kernel keeps one float64 sum per bucket, shared with ``sum``, and avoiding its overflow would cost
+    every event a rescaling (or exactness for tiny values); such a window is then refused as its ``sum``
+    would be."""
     checked = []
     for j, (dtype, function) in enumerate(zip(plan.output_types, plan.functions, strict=True)):
-        if dtype == "float32" or (dtype == "float64" and function == "sum"):  # else finite events stay so
+        if dtype == "float32" or (dtype == "float64" and function in ("sum", "mean")):  # else stay finite
             checked.append((j, *_FLOAT_BOUNDS[dtype]))
         elif dtype in _INTEGER_BOUNDS and function in ("sum", "count"):
             checked.append((j, float(_INTEGER_BOUNDS[dtype][0]), float(_INTEGER_BOUNDS[dtype][1])))
@@ -118,12 +122,13 @@ def out_of_range(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> tuple[i
         bad = np.flatnonzero((out[:, j] < lowest) | (out[:, j] > highest))  # NaN (no value) is neither
         if bad.size:
             row = int(bad[0])
+            why = "its window sum overflows; " if plan.functions[j] == "mean" else ""
             rows.append(
                 (
                     row,
                     f"{plan.outputs[j]}: {plan.functions[j]} {_number(out[row, j])} does not fit"
-                    f" {plan.output_types[j]} (between {_number(lowest)} and {_number(highest)}); the event"
-                    " is not applied",
+                    f" {plan.output_types[j]} (between {_number(lowest)} and {_number(highest)}); {why}the"
+                    " event is not applied",
                 )
             )
     return min(rows) if rows else None

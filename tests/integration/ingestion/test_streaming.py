@@ -462,6 +462,26 @@ def test_a_float32_aggregate_that_would_be_infinite_quarantines_the_event(
     assert all(math.isfinite(v) for v in done.history.column("amount_sum_1h").to_pylist())
 
 
+def test_a_float64_mean_whose_window_sum_overflows_quarantines_the_event(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The mean of finite events 1.5e308, 1.5e308 was written as +inf online and offline, counted as
+    accepted: the window's float64 sum overflowed and only a float64 ``sum`` output was range-checked.
+    The event that would make the mean non-finite is quarantined now, as it is for a ``sum``."""
+    from clients.aether.v1 import types_pb2 as t
+
+    outputs = [("amt_mean_1h", "mean", t.FLOAT64), ("amt_max_1h", "max", t.FLOAT64)]
+    done = _materialize_field(tmp_path, redis_url, "amts", "amt", outputs, ["1.5e308", "1.5e308", "1.0"])
+    assert done.online == {7: [pytest.approx((1.5e308 + 1.0) / 2), 1.5e308]}
+    assert done.counts == (3, 2, 1)
+    assert done.reasons == [
+        "amt_mean_1h: mean inf does not fit float64 (between -1.7976931348623157e+308 and"
+        " 1.7976931348623157e+308); its window sum overflows; the event is not applied"
+    ]
+    means = done.history.column("amt_mean_1h").to_pylist()
+    assert means == [1.5e308, pytest.approx((1.5e308 + 1.0) / 2)]
+
+
 def test_counting_the_join_key_or_the_timestamp_field_counts_the_events(
     tmp_path: Path, redis_url: str
 ) -> None:
