@@ -18,6 +18,16 @@ reclaimed events may be applied late. An event whose bucket is already older tha
 it lies outside every window at and after that point.
 
 Outputs are float64 with NaN for "no value" (mean, min, max and last of an empty window).
+
+Exact integer sums: float64 sums of integers are exact only while every partial sum stays within
+2**53; past it they round (2**53 + 1 is 2**53), and with cancellation (+5e15+1, +5e15, -5e15) a rounded
+partial can end in a small, wrong result, so no bound on the result alone tells a right sum from a
+wrong one. Columns named in ``exact_columns`` (whole-number events of magnitude at most 2**53, which
+float64 holds exactly) therefore also keep an int64 sum per bucket, and ``apply_exact`` returns each
+sum's int64 window total beside the float64 outputs. int64 addition wraps around, so the total is the
+true sum modulo 2**64; ``exact_sum_known`` tells when it is the true sum, by comparing it with the
+float64 sum, whose error is far below 2**62 (see there). Views without such columns keep no int64
+sums and pay nothing for them.
 """
 
 from __future__ import annotations
@@ -29,6 +39,20 @@ import numpy.typing as npt
 FUNCTIONS = ("count", "sum", "mean", "min", "max", "last")
 COUNT, SUM, MEAN, MIN, MAX, LAST = range(6)
 EMPTY_BUCKET = np.iinfo(np.int64).min
+# How far the float64 window sum may lie from the true sum of events of magnitude <= 2**53: each of the
+# m - 1 additions errs by at most half an ulp of a partial sum of magnitude <= m * 2**53, so in all by at
+# most m**2 / 2, under 2**62 for m < 2**31 events in one entity's window.
+EXACT_SUM_SLACK = 2.0**62
+
+
+def exact_sum_known(approx: npt.NDArray[np.float64], exact: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Where the int64 window sum ``exact`` (the true sum modulo 2**64) is the true sum, given the float64
+    sum ``approx`` of the same events. The true sum lies within ``EXACT_SUM_SLACK`` of ``approx`` and
+    differs from ``exact`` by a multiple of 2**64; so when ``exact`` lies within ``EXACT_SUM_SLACK`` of
+    ``approx`` the two are within 2**63 of each other, hence equal; and when the true sum fits int64,
+    ``exact`` is it and lies that close. False means the true sum does not fit int64."""
+    known: npt.NDArray[np.bool_] = np.abs(approx - exact.astype(np.float64)) <= EXACT_SUM_SLACK
+    return known
 
 
 @numba.njit(cache=True, nogil=True)
@@ -41,6 +65,8 @@ def _apply(
     last_ts: npt.NDArray[np.int64],
     last_seq: npt.NDArray[np.int64],
     last_vals: npt.NDArray[np.float64],
+    isums: npt.NDArray[np.int64],
+    exact_col: npt.NDArray[np.bool_],
     newest: npt.NDArray[np.int64],
     entity: npt.NDArray[np.int64],
     ts: npt.NDArray[np.int64],
@@ -53,11 +79,14 @@ def _apply(
     agg_func: npt.NDArray[np.int64],
     out: npt.NDArray[np.float64],
     out_ts: npt.NDArray[np.int64],
+    iout: npt.NDArray[np.int64],
     emit: bool,
 ) -> None:
     n_buckets = bucket_ids.shape[1]
     n_cols = values.shape[1]
+    exact = isums.shape[2] > 0
     partials = np.empty((group_col.shape[0], _N_PARTIALS))
+    ipartials = np.zeros(group_col.shape[0], dtype=np.int64)
     for i in range(ts.shape[0]):
         e = entity[i]
         b = ts[i] // bucket_us
@@ -73,12 +102,16 @@ def _apply(
                 last_ts[e, slot, c] = EMPTY_BUCKET
                 last_seq[e, slot, c] = EMPTY_BUCKET
                 last_vals[e, slot, c] = np.nan
+                if exact:
+                    isums[e, slot, c] = 0
             held = b
         if held == b:
             for c in range(n_cols):
                 v = values[i, c]
                 counts[e, slot, c] += 1
                 sums[e, slot, c] += v
+                if exact and exact_col[c]:
+                    isums[e, slot, c] += np.int64(v)  # a whole number within 2**53: converted exactly
                 if v < mins[e, slot, c]:
                     mins[e, slot, c] = v
                 if v > maxs[e, slot, c]:
@@ -94,8 +127,9 @@ def _apply(
         if emit:
             out_ts[i] = newest[e]
             _evaluate(
-                bucket_ids, counts, sums, mins, maxs, last_ts, last_seq, last_vals, e, newest[e] // bucket_us,
-                group_col, group_buckets, agg_group, agg_func, partials, out[i],
+                bucket_ids, counts, sums, mins, maxs, last_ts, last_seq, last_vals, isums, e,
+                newest[e] // bucket_us, group_col, group_buckets, agg_group, agg_func, partials, ipartials,
+                out[i], iout[i] if exact else iout[0],
             )  # fmt: skip
 
 
@@ -114,6 +148,7 @@ def _evaluate(
     last_ts: npt.NDArray[np.int64],
     last_seq: npt.NDArray[np.int64],
     last_vals: npt.NDArray[np.float64],
+    isums: npt.NDArray[np.int64],
     e: int,
     current: int,
     group_col: npt.NDArray[np.int64],
@@ -121,16 +156,20 @@ def _evaluate(
     agg_group: npt.NDArray[np.int64],
     agg_func: npt.NDArray[np.int64],
     partials: npt.NDArray[np.float64],
+    ipartials: npt.NDArray[np.int64],
     row: npt.NDArray[np.float64],
+    irow: npt.NDArray[np.int64],
 ) -> None:
     """Entity ``e``'s aggregates as of bucket ``current`` into ``row``. Aggregations over the same
     column and window share one pass, and a pass visits only the window's buckets: bucket ``b`` can only
-    sit in slot ``b % n_buckets``."""
+    sit in slot ``b % n_buckets``. With exact sums, also each sum's int64 total into ``irow``."""
     n_buckets = bucket_ids.shape[1]
+    exact = isums.shape[2] > 0
     for g in range(group_col.shape[0]):
         c = group_col[g]
         count = 0
         total = 0.0
+        itotal = np.int64(0)
         low = np.inf
         high = -np.inf
         best_ts = EMPTY_BUCKET
@@ -142,6 +181,8 @@ def _evaluate(
                 continue
             count += counts[e, slot, c]
             total += sums[e, slot, c]
+            if exact:
+                itotal += isums[e, slot, c]  # wraps around past int64: see exact_sum_known
             low = min(low, mins[e, slot, c])
             high = max(high, maxs[e, slot, c])
             t = last_ts[e, slot, c]
@@ -154,6 +195,7 @@ def _evaluate(
         partials[g, _MIN] = low
         partials[g, _MAX] = high
         partials[g, _LAST] = best
+        ipartials[g] = itotal
     for a in range(agg_func.shape[0]):
         g = agg_group[a]
         f = agg_func[a]
@@ -162,6 +204,8 @@ def _evaluate(
             row[a] = count
         elif f == SUM:
             row[a] = partials[g, _SUM]
+            if exact:
+                irow[a] = ipartials[g]
         elif count == 0:
             row[a] = np.nan
         elif f == MEAN:
@@ -185,6 +229,7 @@ class WindowState:
     last_ts: npt.NDArray[np.int64]
     last_seq: npt.NDArray[np.int64]
     last_vals: npt.NDArray[np.float64]
+    isums: npt.NDArray[np.int64]  # [entity, slot, column] exact sums; no columns without exact_columns
     newest: npt.NDArray[np.int64]  # [entity] newest event time seen
 
     def __init__(
@@ -196,7 +241,10 @@ class WindowState:
         agg_func: npt.ArrayLike,
         agg_buckets: npt.ArrayLike,
         capacity: int = 1024,
+        exact_columns: npt.ArrayLike = (),
     ) -> None:
+        """``exact_columns``: the columns whose sums are also kept exactly as int64 (see the module
+        docstring); their values must be whole numbers of magnitude at most 2**53."""
         if bucket_us <= 0 or n_buckets <= 0:
             raise ValueError("bucket_us and n_buckets must be positive")
         self.bucket_us = int(bucket_us)
@@ -205,6 +253,8 @@ class WindowState:
         self.agg_col = np.asarray(agg_col, dtype=np.int64)
         self.agg_func = np.asarray(agg_func, dtype=np.int64)
         self.agg_buckets = np.asarray(agg_buckets, dtype=np.int64)
+        self.exact_col = np.zeros(self.n_columns, dtype=np.bool_)
+        self.exact_col[np.asarray(exact_columns, dtype=np.int64)] = True
         if self.agg_buckets.size and (self.agg_buckets.max() > n_buckets or self.agg_buckets.min() <= 0):
             raise ValueError("every window must span between 1 and n_buckets buckets")
         # Aggregations of one column over one window (sum, mean and last of an hour) share a pass.
@@ -229,6 +279,7 @@ class WindowState:
             "last_ts": np.full(shape3, EMPTY_BUCKET, dtype=np.int64),
             "last_seq": np.full(shape3, EMPTY_BUCKET, dtype=np.int64),
             "last_vals": np.full(shape3, np.nan),
+            "isums": np.zeros((*shape3[:2], shape3[2] if self.exact_col.any() else 0), dtype=np.int64),
             "newest": np.full(capacity, EMPTY_BUCKET, dtype=np.int64),
         }
         for name, array in fresh.items():
@@ -248,22 +299,41 @@ class WindowState:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
         """Applies events in order; with ``emit``, returns after each event its entity's aggregates
         ([n, aggregations]) and the time they are as of (the entity's newest event time)."""
+        out, out_ts, _ = self.apply_exact(entity, ts_us, seq, values, emit=emit)
+        return out, out_ts
+
+    def apply_exact(
+        self,
+        entity: npt.NDArray[np.int64],
+        ts_us: npt.NDArray[np.int64],
+        seq: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        *,
+        emit: bool = True,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``apply``, also returning the int64 window totals ([n, aggregations]) of the sums of
+        ``exact_columns`` (0 elsewhere; see ``exact_sum_known``)."""
         entity = np.ascontiguousarray(entity, dtype=np.int64)
         if entity.size and int(entity.max()) >= self.capacity:
             self._allocate(max(int(entity.max()) + 1, 2 * self.capacity))
         n = entity.shape[0]
         out = np.empty((n if emit else 0, self.agg_col.shape[0]), dtype=np.float64)
         out_ts = np.empty(n if emit else 0, dtype=np.int64)
+        exact = emit and self.exact_col.any()
+        iout = np.zeros((n if exact else 1, self.agg_col.shape[0]), dtype=np.int64)
         _apply(
             self.bucket_ids, self.counts, self.sums, self.mins, self.maxs, self.last_ts, self.last_seq,
-            self.last_vals, self.newest, entity, np.ascontiguousarray(ts_us, dtype=np.int64),
+            self.last_vals, self.isums, self.exact_col, self.newest, entity,
+            np.ascontiguousarray(ts_us, dtype=np.int64),
             np.ascontiguousarray(seq, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64).reshape(n, self.n_columns), self.bucket_us,
-            self.group_col, self.group_buckets, self.agg_group, self.agg_func, out, out_ts, emit,
+            self.group_col, self.group_buckets, self.agg_group, self.agg_func, out, out_ts, iout, emit,
         )  # fmt: skip
-        return out, out_ts
+        return out, out_ts, iout if exact else iout[:0]
 
-    _ARRAYS = ("bucket_ids", "counts", "sums", "mins", "maxs", "last_ts", "last_seq", "last_vals", "newest")
+    _ARRAYS = (
+        "bucket_ids", "counts", "sums", "mins", "maxs", "last_ts", "last_seq", "last_vals", "isums", "newest",
+    )  # fmt: skip
 
     def save(self, entities: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.generic]]]:
         """A copy of the state of ``entities`` (growing the state to hold them), for ``restore``: an
@@ -284,10 +354,12 @@ class WindowState:
         wanted = np.asarray(entities, dtype=np.int64)
         rows = np.empty((wanted.shape[0], self.agg_func.shape[0]), dtype=np.float64)
         partials = np.empty((self.group_col.shape[0], _N_PARTIALS))
+        ipartials = np.zeros(self.group_col.shape[0], dtype=np.int64)
+        irow = np.zeros(self.agg_func.shape[0], dtype=np.int64)
         for i, e in enumerate(wanted.tolist()):
             _evaluate(
                 self.bucket_ids, self.counts, self.sums, self.mins, self.maxs, self.last_ts, self.last_seq,
-                self.last_vals, e, int(self.newest[e]) // self.bucket_us, self.group_col, self.group_buckets,
-                self.agg_group, self.agg_func, partials, rows[i],
+                self.last_vals, self.isums, e, int(self.newest[e]) // self.bucket_us, self.group_col,
+                self.group_buckets, self.agg_group, self.agg_func, partials, ipartials, rows[i], irow,
             )  # fmt: skip
         return rows

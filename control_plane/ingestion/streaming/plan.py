@@ -21,7 +21,7 @@ from clients.errors import InvalidArgument
 from clients.value_types import numpy_dtype_name
 from control_plane.features.validation import output_type_problem
 from control_plane.ingestion.validation import value_columns
-from kernels.windows import FUNCTIONS, WindowState
+from kernels.windows import FUNCTIONS, WindowState, exact_sum_known
 
 MAX_BUCKETS = 4096
 
@@ -37,6 +37,8 @@ class AggregationPlan:
     agg_buckets: tuple[int, ...]
     bucket_us: int
     n_buckets: int
+    # Columns summed into an integer feature: the kernel keeps their sums exactly (kernels/windows.py).
+    exact_columns: tuple[int, ...] = ()
 
     @property
     def max_window_us(self) -> int:
@@ -45,8 +47,12 @@ class AggregationPlan:
     def new_state(self, capacity: int = 1024) -> WindowState:
         return WindowState(
             self.bucket_us, self.n_buckets, len(self.columns), self.agg_col, self.agg_func, self.agg_buckets,
-            capacity,
+            capacity, self.exact_columns,
         )  # fmt: skip
+
+    def exact_sum(self, j: int) -> bool:
+        """Whether output ``j`` is a sum stored as an integer (read from the kernel's exact sums)."""
+        return self.functions[j] == "sum" and self.output_types[j] in _INTEGER_BOUNDS
 
 
 def plan_for(view: pb.FeatureView) -> AggregationPlan:
@@ -74,6 +80,8 @@ def plan_for(view: pb.FeatureView) -> AggregationPlan:
             raise InvalidArgument(f"view {spec.name!r}: {problem}")
     by_output = {a.output: a for a in spec.aggregations}
     ordered = [by_output[f.name] for f in spec.features]
+    integer = {f.name for f in spec.features if numpy_dtype_name(f.value_type) in _INTEGER_BOUNDS}
+    exact = {columns.index(a.column) for a in ordered if a.function == "sum" and a.output in integer}
     return AggregationPlan(
         columns=columns,
         outputs=tuple(f.name for f in spec.features),
@@ -84,12 +92,16 @@ def plan_for(view: pb.FeatureView) -> AggregationPlan:
         agg_buckets=tuple(a.window_seconds // bucket_s for a in ordered),
         bucket_us=bucket_s * 1_000_000,
         n_buckets=n_buckets,
+        exact_columns=tuple(sorted(exact)),
     )
 
 
-# The integers a window result may be stored as: the type's range, and for int64 the integers float64
-# (the kernel's type) holds exactly; past 2**53 a sum has already lost digits.
-_INTEGER_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**53), 2**53)}
+# The integers a window result may be stored as. An integer sum is the kernel's exact int64 sum, so the
+# whole int64 range: the float64 result was checked against +-2**53 before, inclusive, and 2**53 + 1 had
+# already rounded to 2**53 (accepted, wrong); an exclusive bound would still let a sum whose partial sums
+# passed 2**53 and came back (+5e15+1, +5e15, -5e15) through rounded. A count is at most the number of
+# events, exact in float64.
+_INTEGER_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 # The finite floats: a float32 output holds less than the float64 events validation accepts (1e39 was cast
 # to inf, online and offline), and a float64 sum of finite values can still overflow to inf, and with it a
 # mean (the kernel divides the window's float64 sum by its count).
@@ -115,10 +127,30 @@ def range_checked(plan: AggregationPlan) -> list[tuple[int, float, float]]:
     return checked
 
 
-def out_of_range(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> tuple[int, str] | None:
-    """The first row of kernel outputs holding an integer result its feature cannot store, and why."""
+def out_of_range(
+    plan: AggregationPlan, out: npt.NDArray[np.float64], exact: npt.NDArray[np.int64]
+) -> tuple[int, str] | None:
+    """The first row of kernel outputs (``exact``: the kernel's exact sums, ``apply_exact``) holding a
+    result its feature cannot store, and why."""
     rows: list[tuple[int, str]] = []
     for j, lowest, highest in range_checked(plan):
+        if plan.exact_sum(j):
+            known = exact_sum_known(out[:, j], exact[:, j])  # else the true sum is past int64
+            low, high = _INTEGER_BOUNDS[plan.output_types[j]]
+            bad = np.flatnonzero(~known | (exact[:, j] < low) | (exact[:, j] > high))
+            if bad.size:
+                row = int(bad[0])
+                # The true sum: the wrapped int64 total plus the multiple of 2**64 the float64 sum shows.
+                wraps = round((float(out[row, j]) - float(exact[row, j])) / 2**64)
+                value = str(int(exact[row, j]) + wraps * 2**64)
+                rows.append(
+                    (
+                        row,
+                        f"{plan.outputs[j]}: sum {value} does not fit {plan.output_types[j]} (between"
+                        f" {low} and {high}); the event is not applied",
+                    )
+                )
+            continue
         bad = np.flatnonzero((out[:, j] < lowest) | (out[:, j] > highest))  # NaN (no value) is neither
         if bad.size:
             row = int(bad[0])
@@ -140,10 +172,16 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
-def output_columns(plan: AggregationPlan, out: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
-    """Kernel outputs (NaN = no value) as Arrow columns of the features' types (null = no value)."""
+def output_columns(
+    plan: AggregationPlan, out: npt.NDArray[np.float64], exact: npt.NDArray[np.int64]
+) -> dict[str, pa.Array]:
+    """Kernel outputs (NaN = no value; integer sums from ``exact``) as Arrow columns of the features'
+    types (null = no value)."""
     columns: dict[str, pa.Array] = {}
     for j, (name, dtype) in enumerate(zip(plan.outputs, plan.output_types, strict=True)):
+        if plan.exact_sum(j):  # never empty (an empty sum is 0), and checked to fit by out_of_range
+            columns[name] = pa.array(exact[:, j].astype(dtype))
+            continue
         values = out[:, j]
         missing = np.isnan(values)
         filled = np.where(missing, 0, values).astype(dtype)

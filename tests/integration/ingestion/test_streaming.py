@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -439,6 +440,29 @@ def test_an_integer_sum_that_no_longer_fits_its_type_quarantines_the_event(
         " not applied",
     ]
     assert done.history.column("qty_sum_1h").to_pylist() == [2000000000, 2000000007]
+
+
+def test_an_int64_sum_is_exact_past_2_to_the_53(tmp_path: Path, redis_url: str) -> None:
+    """int64 sums were the kernel's float64 sum checked against +-2**53 inclusive: 2**53 + 1 rounded to
+    2**53 and was accepted (history 2**53, 2**53, 2**53 - 1 for 2**53, +1, -1). They are exact int64
+    sums now: every running sum is right, and only a sum past int64 quarantines its event."""
+    from clients.aether.v1 import types_pb2 as t
+
+    outputs = [("qty_sum_1h", "sum", t.INT64)]
+    big = str(2**53)
+    values = [big, "1", "-1", *[big] * 1023, "5"]  # 1024 * 2**53 is 2**63: past int64
+    done = _materialize_field(tmp_path, redis_url, "qty", "qty", outputs, values)
+    sums = done.history.column("qty_sum_1h").to_pylist()
+    assert sums[:3] == [2**53, 2**53 + 1, 2**53]
+    assert sums[-2:] == [1023 * 2**53, 1023 * 2**53 + 5]
+    blob = redis.Redis.from_url(redis_url).get(online_key("sensor", ["7"], "qty", 1))
+    assert isinstance(blob, bytes)  # read_online gives floats: the stored int64 itself, exactly
+    assert int(np.frombuffer(blob, dtype="<i8", offset=32)[0]) == 1023 * 2**53 + 5
+    assert done.counts == (len(values), len(values) - 1, 1)
+    assert done.reasons == [
+        f"qty_sum_1h: sum {2**63} does not fit int64 (between {-(2**63)} and {2**63 - 1}); the event is"
+        " not applied"
+    ]
 
 
 def test_a_float32_aggregate_that_would_be_infinite_quarantines_the_event(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from kernels.windows import COUNT, FUNCTIONS, LAST, MAX, MEAN, MIN, SUM, WindowState
+from kernels.windows import COUNT, FUNCTIONS, LAST, MAX, MEAN, MIN, SUM, WindowState, exact_sum_known
 
 BUCKET = 10
 N_BUCKETS = 6
@@ -127,3 +127,49 @@ def test_evaluate_reads_what_the_last_event_of_each_entity_emitted(
     np.testing.assert_allclose(
         out[[last_row[e] for e in entities]], expected, rtol=1e-9, atol=1e-9, equal_nan=True
     )
+
+
+# Whole numbers as validation admits them into an integer sum (|v| <= 2**53), weighted to the extremes,
+# where float64 partial sums round and int64 totals wrap around.
+whole_values = st.one_of(
+    st.integers(-(2**53), 2**53),
+    st.sampled_from([2**53, -(2**53), 2**53 - 1, 1, -1, 0, 5 * 10**15, 5 * 10**15 + 1, -5 * 10**15]),
+)
+exact_events = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 150), whole_values), min_size=1, max_size=1200
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(exact_events)
+@example([(0, 20, -5 * 10**15), (0, 0, 5 * 10**15 + 1), (0, 10, 5 * 10**15)])  # rounded and back
+@example([(0, 0, 2**53)] * 1025 + [(0, 10, -(2**53))] * 2)  # past int64 (wrapped), then back in
+def test_exact_sums_equal_the_exact_sum_whenever_it_fits_int64(raw: list[tuple[int, int, int]]) -> None:
+    """Integer sums were the float64 sum: 2**53 + 1 came out as 2**53, and +5e15+1, +5e15, -5e15 (partial
+    sums past 2**53 and back) as 5e15. The exact int64 total equals the true sum (Python integers, brute
+    force) after every event whenever that fits int64, and ``exact_sum_known`` says when it does not."""
+    state = WindowState(
+        BUCKET, N_BUCKETS, 1, [0, 0], [SUM, SUM], [3, N_BUCKETS], capacity=1, exact_columns=[0]
+    )
+    entity = np.array([e[0] for e in raw], dtype=np.int64)
+    ts = np.array([e[1] for e in raw], dtype=np.int64)
+    values = np.array([[float(e[2])] for e in raw])
+    out, _, exact = state.apply_exact(entity, ts, np.arange(len(raw)), values)
+    for i, (e, _, _) in enumerate(raw):
+        seen = [x for x in raw[: i + 1] if x[0] == e]
+        current = max(x[1] for x in seen) // BUCKET
+        for a, width in enumerate((3, N_BUCKETS)):
+            true = sum(x[2] for x in seen if current - width < x[1] // BUCKET <= current)
+            fits = -(2**63) <= true < 2**63
+            assert bool(exact_sum_known(out[i : i + 1, a], exact[i : i + 1, a])[0]) == fits, (i, a, true)
+            if fits:
+                assert int(exact[i, a]) == true, (i, a, true)
+
+
+def test_a_state_without_exact_columns_keeps_no_integer_sums() -> None:
+    state = WindowState(BUCKET, N_BUCKETS, 1, [0], [SUM], [N_BUCKETS], capacity=4)
+    assert state.isums.size == 0
+    out, _, exact = state.apply_exact(
+        np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([[3.0]])
+    )
+    assert out[0, 0] == 3.0 and exact.shape == (0, 1)
