@@ -177,11 +177,15 @@ class Committer:
         px: int | None,
         history: pa.Table,
         rejected_records: pa.Table,
+        trim_below_ms: int | None = None,
     ) -> int:
         """Writes a batch begun with ``begin`` (whose result the caller has acted on). ``applied`` /
         ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob)
         pairs, each written unless the key holds a value with a later event time. Returns
-        COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE."""
+        COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE.
+        ``trim_below_ms``: also drop the applied / rejected ids scored below it (see the materializer's
+        module docstring for when that is safe). Inside the transaction, not beside it: a trim from
+        outside would change the watched sets and refuse this commit as a duplicate."""
         if not self._watching:  # a retry, or the connection dropped since ``begin``: check again
             seen = self.begin([*applied, *rejected], receipt_id)
             if receipt_id in seen:
@@ -199,6 +203,10 @@ class Committer:
             writes.append(("ZADD", keys.applied, *_scored(applied)))
         if rejected:
             writes.append(("ZADD", keys.rejected, *_scored(rejected)))
+        if trim_below_ms is not None:
+            below = f"({trim_below_ms}"
+            writes += [("ZREMRANGEBYSCORE", keys.applied, "-inf", below)]
+            writes += [("ZREMRANGEBYSCORE", keys.rejected, "-inf", below)]
         if blobs:
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [

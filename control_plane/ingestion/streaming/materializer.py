@@ -21,6 +21,17 @@ before its event time nor more than ``lateness_s`` after it. The stream must ret
 group's position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the
 clock and not with a small ``MAXLEN``).
 
+Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its id's
+milliseconds (stream time), and nothing removed them, so Redis memory grew with every message ever
+processed. Every ``trim_every_s`` the materializer computes the rebuild's start ``R - max window -
+lateness`` as above, and its next commit drops the members scored below it, in the same transaction.
+That loses nothing: a rebuild (now or after any later restart) reads only messages at or after that
+point, as ``R`` only moves forward; and a message can only be delivered again while it is pending, at
+or after ``R``, since the commit acknowledges (XACK) what it adds to the sets. Only for a Redis stream:
+a Kafka id's score is its partition, not a time, and a Kafka source acknowledges outside the commit,
+so its sets are not trimmed. Rewinding a group (``XGROUP SETID`` to an earlier id) below the trimmed
+point makes the messages read again count as new.
+
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
 """
@@ -103,6 +114,8 @@ class MaterializerOptions:
     # read comes back empty; then they go to the offline store and SQL together (see outbox.py).
     drain_every: int = 8
     drain_interval_s: float = 1.0
+    # How often the applied / rejected id sets are trimmed (see the module docstring).
+    trim_every_s: float = 10.0
 
 
 @dataclass
@@ -148,6 +161,8 @@ class StreamMaterializer:
         self._next_reclaim = 0.0
         self._next_lag = 0.0
         self._next_drain = 0.0
+        self._next_trim = 0.0
+        self._trim_below_ms: int | None = None  # the next commit drops ids scored below this
         self._undrained: dict[str, Receipt] = {}  # committed by this process, as committed
         self.totals = BatchStats()
 
@@ -187,6 +202,9 @@ class StreamMaterializer:
         due (see ``MaterializerOptions.drain_every``)."""
         messages = MessageBatch([], {})
         now = time.monotonic()
+        if now >= self._next_trim and self.source.acks_in_commit:
+            self._next_trim = now + self.options.trim_every_s
+            self._trim_below_ms = self._rebuild_since_ms()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.options.reclaim_every_s
             messages = self.source.reclaim(self.options.reclaim_idle_ms, self.options.count)
@@ -245,6 +263,7 @@ class StreamMaterializer:
                 expiry_ms(self.view.spec.ttl_seconds),
                 history,
                 rejected,
+                self._trim_below_ms,
             )
         )
         if outcome == FENCED:

@@ -30,6 +30,7 @@ from kernels.online_keys import online_key
 from tests.integration.ingestion.streaming_support import (
     AETHERCTL,
     STREAM,
+    Event,
     assert_close,
     expected_online,
     materializer_env,
@@ -129,6 +130,59 @@ def test_a_read_of_only_redelivered_messages_is_counted_as_duplicates(tmp_path: 
     assert records("aether_stream_records_total", {"view": "clicks", "outcome": "accepted"}) == 10
     totals = materializer.totals
     assert (totals.received, totals.accepted, totals.duplicates) == (20, 10, 10)
+
+
+def test_applied_ids_older_than_any_rebuild_are_trimmed_and_nothing_counts_twice(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The applied / rejected id sets kept one member per message ever processed: Redis memory grew
+    without bound. A commit now drops the ids older than where any rebuild starts (the group's resume
+    point minus the longest window and the lateness), which a rebuild never reads and the group never
+    delivers again; a restart still rebuilds exactly, and redelivery of the ids kept is still skipped."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    keys = StateKeys.of("clicks", 1, OPTIONS.group)
+    now_ms = int(time.time() * 1000)
+    old_ms = now_ms - 3 * 86_400_000  # before the 24 h window and the 1 h lateness of the newest
+    old = [Event(1, datetime.fromtimestamp(old_ms / 1000, UTC), 1.0, f"{old_ms}-{i}") for i in range(5)]
+    recent = [
+        Event(
+            i % 3,
+            datetime.fromtimestamp((now_ms - 1000 + 10 * i) / 1000, UTC),
+            2.0,
+            f"{now_ms - 1000 + 10 * i}-0",
+        )
+        for i in range(6)
+    ]
+    options = MaterializerOptions(
+        count=300, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1, trim_every_s=0.0
+    )
+
+    def materialize(events: list[Event]) -> StreamMaterializer:
+        for event in events:
+            client.xadd(STREAM, {"sensor_id": str(event.sensor), "event_ts": event.ts.isoformat(),
+                                 "amount": str(event.amount)}, id=event.id)  # fmt: skip
+        client.xadd(STREAM, {"garbage": "1"}, id=f"{int(events[-1].id.split('-')[0]) + 1}-0")  # rejected
+        source = RedisStreamSource(client, STREAM, options.group, "c1")
+        offline = OfflineStore(str(tmp_path / "offline"))
+        materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+        materializer.start()
+        run_until_idle(materializer)
+        return materializer
+
+    materialize(old)
+    assert client.zcard(keys.applied) == 5 and client.zcard(keys.rejected) == 1
+    materialize(recent[:3])
+    # This run rebuilds its windows from the ids kept (recent[:3]); its commits trim the old ones.
+    materializer = materialize(recent[3:])
+    assert sorted(i.decode() for i in client.zrange(keys.applied, 0, -1)) == sorted(e.id for e in recent)
+    assert client.zcard(keys.rejected) == 2  # the two recent rejects; the old one is gone
+    assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
+
+    # A redelivery of the ids kept is still skipped, changing nothing.
+    stats = materializer.process(next(iter(materializer.source.history(now_ms - 2000, 1000))))
+    assert (stats.duplicates, stats.accepted) == (len(recent) + 2, 0)
+    assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
 
 
 def test_connection_drop_mid_stream_is_survived(tmp_path: Path, redis_url: str) -> None:
