@@ -3,8 +3,9 @@ mapping between exceptions and status codes lives, in both directions:
 
 * servers raise these from their transport-free cores, and the :func:`maps_errors` decorator turns them
   into the matching status and message on the wire (a transient failure of the metadata database
-  becomes UNAVAILABLE, see :mod:`clients.database_errors`, and so does Redis refusing or dropping a
-  connection or timing out, see :func:`redis_unavailable`; any other unexpected exception INTERNAL);
+  becomes UNAVAILABLE, see :mod:`clients.database_errors`; Redis down, timing out or loading becomes
+  UNAVAILABLE and its credentials refused FAILED_PRECONDITION, see :mod:`clients.redis_errors`; any other
+  unexpected exception INTERNAL);
 * clients turn a :class:`grpc.RpcError` back into the same class with :func:`from_rpc_error`.
 
     AetherError
@@ -33,6 +34,7 @@ import grpc
 import grpc.aio
 
 from clients.database_errors import database_unavailable
+from clients.redis_errors import redis_status
 
 _log = logging.getLogger("aether.errors")
 
@@ -123,29 +125,16 @@ def from_rpc_error(error: grpc.RpcError) -> AetherError:
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, AetherError):
         await context.abort(exc.code, exc.message)
-    unavailable = database_unavailable(exc) or redis_unavailable(exc)  # retryable, not a bug
+    unavailable = database_unavailable(exc)  # locked, down, restarting: retryable, not a bug
     if unavailable is not None:
         _log.warning("%s: %s", method, unavailable, exc_info=exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
+    redis_failure = redis_status(exc)  # Redis loading, down, or the URL's password: not a bug
+    if redis_failure is not None:
+        _log.warning("%s: %s", method, redis_failure[1], exc_info=exc)
+        await context.abort(*redis_failure)
     _log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, internal_message(method, exc))
-
-
-#: redis-py's connection failures that are configuration to fix (a wrong password, a user without the
-#: rights), not a moment to wait out: they stay INTERNAL, as the database's wrong password does.
-_REDIS_NOT_TRANSIENT = frozenset({"AuthenticationError", "AuthorizationError"})
-
-
-def redis_unavailable(exc: BaseException) -> str | None:
-    """The UNAVAILABLE message for ``exc`` when it is redis-py's ConnectionError or TimeoutError (Redis
-    down, restarting, still loading, unreachable; sync or asyncio client), else None. Recognised by class
-    name and module, as ``clients`` imports no Redis library. Every Redis the control plane talks to is
-    its one ``redis_url``: the online store, the streams and the prediction log."""
-    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__ == "redis.exceptions"}
-    if not names & {"ConnectionError", "TimeoutError"} or names & _REDIS_NOT_TRANSIENT:
-        return None
-    text = str(exc).strip().partition("\n")[0][:INTERNAL_DETAIL_CHARS]
-    return f"Redis (the online store) unavailable: {type(exc).__name__}: {text}"
 
 
 #: The most of an unexpected error's own text an INTERNAL status carries.

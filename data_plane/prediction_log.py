@@ -40,7 +40,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable, pack_command
+from data_plane.redis_client import (
+    RedisClient,
+    RedisCommandError,
+    RedisMisconfigured,
+    RedisUnavailable,
+    pack_command,
+)
 from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.prediction_log")
@@ -264,7 +270,7 @@ class PredictionLog:
             # to what was recorded, and ``dropped`` an upper bound of what the stream is missing.
             self._in_flight = 0
             self._drop(len(batch))
-            if isinstance(error, (RedisUnavailable, RedisCommandError)):
+            if isinstance(error, (RedisUnavailable, RedisCommandError, RedisMisconfigured)):
                 _log.warning("prediction log dropped %d entries: %s", len(batch), error)
             else:
                 _log.error("prediction log dropped %d entries", len(batch), exc_info=error)

@@ -16,11 +16,18 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.aether.v1 import online_features_pb2
-from clients.errors import DataLoss, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
+from clients.errors import (
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
 from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import RegistryState
 from data_plane.plan import BlockPlan, ReadPlan
-from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
+from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.schema import ViewVersion
 from kernels.packed_blob import HEADER_SIZE, BlobError, decode
 
@@ -142,8 +149,10 @@ class OnlineReader:
             budget = redis_budget_s(time_remaining_s, limits.redis_timeout_s)
             try:
                 blobs = await self._redis.mget(keys, budget)
-            except RedisUnavailable as exc:
+            except RedisUnavailable as exc:  # down, hung, or busy (loading after a restart...): retryable
                 raise Unavailable(f"online store unavailable: {exc}") from None
+            except RedisMisconfigured as exc:  # the URL's credentials, or a cluster node: a setting to fix
+                raise FailedPrecondition(str(exc)) from None
             except RedisCommandError as exc:
                 raise Internal(f"online store refused MGET: {exc}") from None
             if len(blobs) != len(keys):

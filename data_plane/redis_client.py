@@ -15,6 +15,10 @@ Correctness rules:
   so the other requests waiting on that connection fail too, and the next request dials a fresh one.
 * Connections are dialed lazily, inside the caller's time budget. When Redis is down every request fails
   fast with :class:`RedisUnavailable`; when it is back the next request simply connects again.
+* Error replies are sorted by their first word, because callers answer them differently: one that says
+  Redis cannot serve *now* (LOADING after a restart, BUSY with a script, a replica whose primary is down)
+  is :class:`RedisBusy`, a kind of :class:`RedisUnavailable` (retryable); missing or wrong credentials
+  and missing permissions are :class:`RedisMisconfigured` (a setting to fix: waiting will not help).
 """
 
 from __future__ import annotations
@@ -29,13 +33,53 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+from clients.uris import redact_uri
+
 
 class RedisUnavailable(Exception):
-    """Redis could not be reached or did not answer in time."""
+    """Redis could not be reached, did not answer in time, or cannot serve now (:class:`RedisBusy`)."""
+
+
+class RedisBusy(RedisUnavailable):
+    """An error reply saying Redis cannot serve now (:data:`BUSY_REPLIES`): worth a retry."""
 
 
 class RedisCommandError(Exception):
-    """Redis answered with an error reply (``-ERR ...``)."""
+    """Redis answered with an error reply (``-ERR ...``) that is none of the kinds below."""
+
+
+class RedisMisconfigured(Exception):
+    """The Redis URL does not fit the Redis it names: credentials missing or wrong, a permission missing,
+    a database that does not exist. The message names the URL (no password)."""
+
+
+#: First words of error replies that mean "not now": loading the dataset after a restart, a script or
+#: module command running past its time limit, a replica whose primary is down, a cluster resharding or
+#: down, and a connection left on a primary that failover turned into a replica (the next dial may reach
+#: the new primary).
+BUSY_REPLIES = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"})
+#: First words of error replies about the credentials or the permissions of the URL's user.
+ACCESS_REPLIES = frozenset({"NOAUTH", "WRONGPASS", "NOPERM"})
+#: Where the data plane is told which Redis to use.
+URL_SETTING = "AETHER_REDIS_URL or --redis-url"
+
+
+def reply_error(text: str, url: str) -> Exception:
+    """The exception for the error reply ``text`` of the Redis at ``url`` (redacted)."""
+    word = text.partition(" ")[0]
+    if word in BUSY_REPLIES:
+        return RedisBusy(f"{text} ({url})")
+    if word == "NOPERM":
+        return RedisMisconfigured(
+            f"the online store at {url} refused a command: {text}; give the Redis user of {URL_SETTING} "
+            "that permission (ACL SETUSER) or use a user that has it"
+        )
+    if word in ACCESS_REPLIES:
+        return RedisMisconfigured(
+            f"the online store at {url} refused the data plane: {text}; set the password in "
+            f"{URL_SETTING} (redis://:PASSWORD@HOST:PORT/DB, or redis://USER:PASSWORD@... for an ACL user)"
+        )
+    return RedisCommandError(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +128,9 @@ def pack_mget(keys: Sequence[bytes]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
         self._loop = loop
+        self._url = url  # redacted: named in the errors of replies
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
         # In flight, oldest first: each command's future, its deadline (loop time) and its timeout.
@@ -121,7 +166,7 @@ class _Connection(asyncio.Protocol):
             future = pending.popleft()[0]
             if not future.done():  # done: its caller was cancelled, the reply is dropped in its place
                 if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(RedisCommandError(str(reply)))
+                    future.set_exception(reply_error(str(reply), self._url))
                 else:
                     future.set_result(reply)
 
@@ -209,6 +254,7 @@ class RedisClient:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.address = RedisAddress.from_url(url)
+        self.url = redact_uri(url)  # what messages and logs may show: no user name, no password
         self._pool_size = pool_size
         self._connections: list[_Connection] = []
         self._dialing = 0
@@ -267,7 +313,7 @@ class RedisClient:
         try:
             async with asyncio.timeout_at(deadline):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop), address.host, address.port
+                    lambda: _Connection(loop, self.url), address.host, address.port
                 )
                 await self._handshake(connection, deadline)
         except BaseException as exc:
@@ -288,17 +334,37 @@ class RedisClient:
         self._connections.append(connection)
         return connection
 
+    async def connect(self, timeout_s: float) -> None:
+        """Dials a connection now (handshake and checks included) rather than on the first command: a
+        start that finds the URL unusable says so at once (:class:`RedisMisconfigured`)."""
+        loop = asyncio.get_running_loop()
+        await self._connect_or_share(loop.time() + timeout_s)
+
     async def _handshake(self, connection: _Connection, deadline: float) -> None:
+        """AUTH and SELECT, sent together (one round trip). An error reply is a URL to fix
+        (:class:`RedisMisconfigured`) unless it says "not now" (:class:`RedisBusy`)."""
         address = self.address
         loop = asyncio.get_running_loop()
+        steps: list[tuple[bytes, asyncio.Future[Any]]] = []
+
+        def send(*args: bytes) -> None:
+            command = pack_command(*args)
+            steps.append((args[0], connection.send(command, max(deadline - loop.time(), 0.0))))
+
         if address.password is not None:
             auth = [address.username.encode()] if address.username else []
-            command = pack_command(b"AUTH", *auth, address.password.encode())
-            await connection.send(command, max(deadline - loop.time(), 0.0))
+            send(b"AUTH", *auth, address.password.encode())
         if address.db:
-            await connection.send(
-                pack_command(b"SELECT", str(address.db).encode()), max(deadline - loop.time(), 0.0)
-            )
+            send(b"SELECT", str(address.db).encode())
+        replies = await asyncio.gather(*(future for _, future in steps), return_exceptions=True)
+        for (name, _), reply in zip(steps, replies, strict=True):
+            if isinstance(reply, RedisCommandError):
+                raise RedisMisconfigured(
+                    f"the online store at {self.url} refused {name.decode()}: {reply}; check the database "
+                    f"number and credentials in {URL_SETTING}"
+                )
+            if isinstance(reply, BaseException):
+                raise reply
 
     async def close(self) -> None:
         self._closed = True

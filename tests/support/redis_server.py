@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -24,7 +25,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, args: Sequence[str] = (), password: str | None = None
+    ) -> None:
+        """``args``: more redis-server options (``--requirepass`` needs ``password`` too, for the check
+        that the server is up)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH: apt-get install redis-server")
@@ -32,6 +37,8 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="aether-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.args = tuple(args)
+        self.password = password
 
     @property
     def url(self) -> str:
@@ -53,12 +60,13 @@ class RedisServer:
                 str(self.dir),
                 "--daemonize",
                 "no",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         while True:
             try:
                 client.ping()

@@ -5,8 +5,11 @@ grpc.aio server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,12 +18,14 @@ import grpc.aio
 import pytest
 import redis
 import sqlalchemy.exc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine, create_engine, text
 
 from clients.errors import INTERNAL_DETAIL_CHARS, NotFound, internal_message, maps_errors
 from control_plane.db import create_db_engine
 from tests.support.postgres_server import PostgresServer
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 SQL = "INSERT INTO tracking_log_senders (sender_id) VALUES (%(sender_id)s)"
 SECRET_VALUE = "another-callers-value"
@@ -190,16 +195,42 @@ async def test_a_missing_table_stays_internal(
     assert details.startswith("internal error in Servicer.Raises: ")
 
 
-async def test_redis_down_is_unavailable_and_a_wrong_password_stays_internal(
+def _redis(port: int, password: str | None = None) -> redis.Redis:
+    """A client that gives up at once (redis-py retries connection errors for seconds by default)."""
+    return redis.Redis(port=port, password=password, retry=Retry(NoBackoff(), 0))
+
+
+async def test_control_plane_redis_failures_are_unavailable_or_failed_precondition_not_internal(
     channel: grpc.aio.Channel, servicer: Servicer
 ) -> None:
-    """Redis refusing the connection (nothing listens on the port) is UNAVAILABLE naming Redis: a batch
-    ingest answered INTERNAL, which no client retries. A wrong password is configuration, not a moment
-    to wait out, so it stays INTERNAL, as the database's does."""
-    client = redis.Redis(port=free_port(), socket_connect_timeout=1)
-    servicer.error = raised(client.ping)
+    """Redis down, or busy (a script past its limit; LOADING after a restart alike), is retryable, and a
+    missing password is a setting to fix; each was INTERNAL (not retried, logged as a bug)."""
+    servicer.error = raised(_redis(free_port()).ping)
     code, details = await status_of(channel)
-    assert code == grpc.StatusCode.UNAVAILABLE
-    assert details.startswith("Redis (the online store) unavailable: ConnectionError: Error 111")
-    servicer.error = redis.AuthenticationError("invalid username-password pair")
-    assert (await status_of(channel))[0] == grpc.StatusCode.INTERNAL
+    assert code == grpc.StatusCode.UNAVAILABLE and details.startswith(
+        "online store unavailable: ConnectionError"
+    )
+    server = RedisServer(args=["--requirepass", "s3cret", "--busy-reply-threshold", "20"], password="s3cret")
+    server.start()
+    try:
+        servicer.error = raised(_redis(server.port).ping)
+        code, details = await status_of(channel)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert (
+            "refused the control plane: Authentication required" in details and "AETHER_REDIS_URL" in details
+        )
+        authed = _redis(server.port, "s3cret")
+        script = threading.Thread(
+            target=raised, args=(lambda: authed.eval("while true do end", 0),), daemon=True
+        )
+        script.start()
+        await asyncio.sleep(0.2)  # past the busy threshold
+        servicer.error = raised(lambda: _redis(server.port, "s3cret").get("k"))
+        _redis(server.port, "s3cret").script_kill()
+        script.join(5)
+        code, details = await status_of(channel)
+        assert code == grpc.StatusCode.UNAVAILABLE and "BUSY" in details
+    finally:
+        with contextlib.suppress(redis.ResponseError):  # a script still running: the server cannot stop
+            _redis(server.port, "s3cret").script_kill()
+        server.close()

@@ -3,6 +3,9 @@ one-round-trip rule and the request limits."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -11,13 +14,14 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as fr
-from clients.errors import DataLoss, DeadlineExceeded, ResourceExhausted, Unavailable
+from clients.errors import DataLoss, DeadlineExceeded, FailedPrecondition, ResourceExhausted, Unavailable
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR, OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.reader import MISSING, PRESENT, STALE, OnlineReader, ReadLimits, ReadResult
 from data_plane.redis_client import RedisClient
 from kernels.online_keys import online_key
 from kernels.packed_blob import encode, layout_dtype
+from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -249,3 +253,67 @@ async def test_no_rows_needs_no_redis_call(reader_parts: tuple[RegistryState, On
     _install(state, view("stats", floats(3)))
     result = await reader.read(["stats"], [])
     assert result.row_count == 0 and result.blocks[0].values == b""
+
+
+def _run_until_killed(url: str) -> None:
+    """A script that keeps Redis busy until SCRIPT KILL (its caller then gets an error reply)."""
+    with contextlib.suppress(redis.ResponseError):
+        redis.Redis.from_url(url).eval("while true do end", 0)
+
+
+def _kill_script(url: str) -> None:
+    with contextlib.suppress(redis.ResponseError):  # NOTBUSY: none is running
+        redis.Redis.from_url(url).script_kill()
+
+
+async def test_a_redis_busy_with_a_script_is_unavailable_and_reads_resume() -> None:
+    """An error reply that means "not now" (BUSY here; LOADING after a restart, MASTERDOWN, TRYAGAIN...)
+    is UNAVAILABLE, which clients retry; it was INTERNAL "online store refused MGET"."""
+    server = RedisServer(args=["--busy-reply-threshold", "20"])
+    server.start()
+    client = RedisClient(server.url)
+    state = RegistryState()
+    reader = OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0))
+    _install(state, view("stats", floats(2)))
+    script = threading.Thread(target=_run_until_killed, args=(server.url,), daemon=True)
+    try:
+        assert (await reader.read(["stats"], [{"driver_id": "1"}])).row_count == 1  # dialled
+        script.start()
+        await asyncio.sleep(0.2)  # past the busy threshold
+        with pytest.raises(Unavailable, match=r"online store unavailable: BUSY .*127\.0\.0\.1"):
+            await reader.read(["stats"], [{"driver_id": "1"}])
+        _kill_script(server.url)
+        script.join(5)
+        assert (await reader.read(["stats"], [{"driver_id": "1"}])).row_count == 1
+    finally:
+        _kill_script(server.url)  # else the server cannot stop
+        await client.close()
+        server.close()
+
+
+async def test_missing_or_wrong_redis_password_is_failed_precondition_naming_the_url() -> None:
+    """NOAUTH and WRONGPASS were INTERNAL; they are a setting to fix, named without the password."""
+    server = RedisServer(args=["--requirepass", "s3cret"], password="s3cret")
+    server.start()
+    state = RegistryState()
+    _install(state, view("stats", floats(2)))
+    try:
+        for url, reply in (
+            (f"redis://127.0.0.1:{server.port}/0", "NOAUTH"),
+            (f"redis://:wrong-secret@127.0.0.1:{server.port}/0", "WRONGPASS"),
+        ):
+            client = RedisClient(url)
+            reader = OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0))
+            with pytest.raises(FailedPrecondition) as caught:
+                await reader.read(["stats"], [{"driver_id": "1"}])
+            await client.close()
+            message = str(caught.value)
+            assert f"the online store at redis://127.0.0.1:{server.port}/0 refused the data plane" in message
+            assert reply in message and "set the password in AETHER_REDIS_URL" in message
+            assert "wrong-secret" not in message
+        client = RedisClient(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+        reader = OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0))
+        assert (await reader.read(["stats"], [{"driver_id": "1"}])).row_count == 1
+        await client.close()
+    finally:
+        server.close()

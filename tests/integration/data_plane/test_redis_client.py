@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -131,3 +132,37 @@ async def test_a_command_due_sooner_fails_at_its_own_deadline_behind_a_later_one
     await asyncio.sleep(1.5)
     assert await client.mget([b"k"], 1.0) == [None]
     await client.close()
+
+
+async def test_a_redis_loading_its_dataset_after_a_restart_is_busy_then_serves(tmp_path: object) -> None:
+    """LOADING (a restarted Redis reading its dump) is a RedisUnavailable (RedisBusy), which callers
+    retry; it was a RedisCommandError, which the read path answered INTERNAL."""
+    # Slowed per key so that loading lasts about a second, as a big dataset's does.
+    server = RedisServer(args=["--key-load-delay", "200", "--loading-process-events-interval-bytes", "1024"])
+    server.start()
+    sync = redis.Redis.from_url(server.url)
+    sync.mset({f"filler{i}": "x" * 10 for i in range(5000)})
+    sync.set("k", "v")
+    sync.save()
+    sync.close()
+    server.stop()
+    restart = threading.Thread(target=server.start)  # returns once loaded
+    restart.start()
+    client = RedisClient(server.url)
+    seen: RedisUnavailable | None = None
+    deadline = time.monotonic() + 10
+    while seen is None and time.monotonic() < deadline:
+        try:
+            await client.mget([b"k"], 1.0)
+        except RedisUnavailable as exc:
+            if str(exc).startswith("LOADING"):
+                seen = exc
+            else:  # not listening yet
+                await asyncio.sleep(0.01)
+    restart.join()
+    try:
+        assert seen is not None
+        assert await client.mget([b"k"], 1.0) == [b"v"]
+    finally:
+        await client.close()
+        server.close()
