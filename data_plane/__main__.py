@@ -35,9 +35,10 @@ from pathlib import Path
 import uvloop
 
 from clients.env_values import ConfigurationError
-from clients.errors import AetherError
+from clients.errors import AetherError, FailedPrecondition
 from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
+from data_plane.redis_client import RedisClient, RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings, check_override
 from data_plane.workers import SERVING_LINE, run_workers
@@ -122,7 +123,30 @@ def parse_args(
     return settings, args.workers
 
 
+_log = logging.getLogger("aether.data_plane")
+
+#: How long the start waits to reach the online store (at least; the Redis timeout when longer).
+STORE_CHECK_S = 2.0
+
+
+async def check_online_store(settings: DataPlaneSettings) -> None:
+    """Dials the online store once before serving, so that a URL that can never work (a Redis Cluster
+    node, a missing or wrong password) stops the start with one line instead of starting a server whose
+    every read fails. A Redis that cannot be reached now does not stop it: reads answer UNAVAILABLE until
+    it is back, as after any later outage."""
+    client = RedisClient(settings.redis_url, pool_size=1)
+    try:
+        await client.connect(max(settings.redis_timeout_s, STORE_CHECK_S))
+    except RedisMisconfigured as exc:
+        raise FailedPrecondition(str(exc)) from None
+    except RedisUnavailable as exc:
+        _log.warning("online store: %s; starting anyway (reads answer UNAVAILABLE meanwhile)", exc)
+    finally:
+        await client.close()
+
+
 async def serve(settings: DataPlaneSettings) -> None:
+    await check_online_store(settings)
     handle = await start_server(settings)
     # Everything allocated so far lives as long as the process: keep it out of the collector's full
     # passes, which would otherwise walk it on the latency path (a p99.9 matter).

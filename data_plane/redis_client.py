@@ -18,7 +18,10 @@ Correctness rules:
 * Error replies are sorted by their first word, because callers answer them differently: one that says
   Redis cannot serve *now* (LOADING after a restart, BUSY with a script, a replica whose primary is down)
   is :class:`RedisBusy`, a kind of :class:`RedisUnavailable` (retryable); missing or wrong credentials
-  and missing permissions are :class:`RedisMisconfigured` (a setting to fix: waiting will not help).
+  and missing permissions are :class:`RedisMisconfigured` (a setting to fix: waiting will not help), and
+  so is a Redis Cluster node, which each dial asks about (``INFO cluster``, sent with the handshake, so
+  no read pays for it): a read's one MGET spans hash slots and the writers' script touches a key of
+  another slot, so only a single Redis endpoint works (docs/architecture.md, "One Redis endpoint").
 """
 
 from __future__ import annotations
@@ -50,7 +53,11 @@ class RedisCommandError(Exception):
 
 class RedisMisconfigured(Exception):
     """The Redis URL does not fit the Redis it names: credentials missing or wrong, a permission missing,
-    a database that does not exist. The message names the URL (no password)."""
+    a database that does not exist, or a Redis Cluster node. The message names the URL (no password)."""
+
+
+class RedisNoPermission(RedisMisconfigured):
+    """NOPERM: the URL's user may not run a command (a least-privilege user may lack one we can skip)."""
 
 
 #: First words of error replies that mean "not now": loading the dataset after a restart, a script or
@@ -70,7 +77,7 @@ def reply_error(text: str, url: str) -> Exception:
     if word in BUSY_REPLIES:
         return RedisBusy(f"{text} ({url})")
     if word == "NOPERM":
-        return RedisMisconfigured(
+        return RedisNoPermission(
             f"the online store at {url} refused a command: {text}; give the Redis user of {URL_SETTING} "
             "that permission (ACL SETUSER) or use a user that has it"
         )
@@ -341,8 +348,10 @@ class RedisClient:
         await self._connect_or_share(loop.time() + timeout_s)
 
     async def _handshake(self, connection: _Connection, deadline: float) -> None:
-        """AUTH and SELECT, sent together (one round trip). An error reply is a URL to fix
-        (:class:`RedisMisconfigured`) unless it says "not now" (:class:`RedisBusy`)."""
+        """AUTH, SELECT and ``INFO cluster``, sent together (one round trip). An error reply to AUTH or
+        SELECT is a URL to fix (:class:`RedisMisconfigured`) unless it says "not now" (:class:`RedisBusy`);
+        INFO is answered NOPERM for a least-privilege ACL user, which is no reason to refuse (nothing is
+        known then); NOAUTH, though, says the URL lacks the password."""
         address = self.address
         loop = asyncio.get_running_loop()
         steps: list[tuple[bytes, asyncio.Future[Any]]] = []
@@ -356,8 +365,16 @@ class RedisClient:
             send(b"AUTH", *auth, address.password.encode())
         if address.db:
             send(b"SELECT", str(address.db).encode())
+        send(b"INFO", b"cluster")
         replies = await asyncio.gather(*(future for _, future in steps), return_exceptions=True)
-        for (name, _), reply in zip(steps, replies, strict=True):
+        info = replies[-1]
+        if isinstance(info, bytes) and b"cluster_enabled:1" in info:
+            raise RedisMisconfigured(
+                f"the online store at {self.url} is a Redis Cluster node; the data plane reads from a "
+                f"single Redis (primary) endpoint: set {URL_SETTING} to a standalone Redis or a "
+                "replicated primary (docs/architecture.md, 'One Redis endpoint')"
+            )
+        for (name, _), reply in zip(steps[:-1], replies[:-1], strict=True):
             if isinstance(reply, RedisCommandError):
                 raise RedisMisconfigured(
                     f"the online store at {self.url} refused {name.decode()}: {reply}; check the database "
@@ -365,6 +382,10 @@ class RedisClient:
                 )
             if isinstance(reply, BaseException):
                 raise reply
+        if isinstance(info, RedisUnavailable | RedisMisconfigured) and not isinstance(
+            info, RedisNoPermission
+        ):
+            raise info  # a timeout, a lost connection, LOADING; NOAUTH
 
     async def close(self) -> None:
         self._closed = True

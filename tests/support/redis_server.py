@@ -86,3 +86,12 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_node() -> RedisServer:
+    """A redis-server with cluster mode on (not started). Its port must leave room for the cluster bus
+    port, 10,000 above it, or redis-server exits at start; free ports are often higher."""
+    port = free_port()
+    while port > 55535:
+        port = free_port()
+    return RedisServer(port, args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])

@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from data_plane.registry_watch import save_snapshot
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, cluster_node, free_port
 from tests.unit.data_plane.registry_builders import floats, snapshot, view
 
 pytestmark = pytest.mark.integration
@@ -52,3 +52,39 @@ def test_module_entrypoint_announces_its_port_and_exits_cleanly_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """Against a Redis Cluster node the data plane started, and every read of two entities failed
+    CROSSSLOT as INTERNAL; a URL without the password started a server whose every read failed."""
+    path = tmp_path / "registry_snapshot.pb"
+    save_snapshot(path, snapshot(view("stats", floats(2))).SerializeToString())
+    cluster = cluster_node()
+    locked = RedisServer(args=["--requirepass", "s3cret"], password="s3cret")
+    for server in (cluster, locked):
+        server.start()
+    try:
+        for server, expected in (
+            (cluster, f"the online store at {cluster.url} is a Redis Cluster node; "),
+            (locked, f"the online store at {locked.url} refused the data plane: NOAUTH"),
+        ):
+            finished = subprocess.run(
+                [
+                    sys.executable, "-m", "data_plane",
+                    "--listen", "127.0.0.1:0",
+                    "--redis-url", server.url,
+                    "--control-plane", f"127.0.0.1:{free_port()}",
+                    "--snapshot-path", str(path),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+            )  # fmt: skip
+            assert finished.returncode == 1, finished.stderr
+            last = finished.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"python -m data_plane: error: {expected}"), finished.stderr
+            assert "listening" not in finished.stdout
+    finally:
+        cluster.close()
+        locked.close()

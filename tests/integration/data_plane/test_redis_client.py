@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from data_plane.redis_client import RedisClient, RedisCommandError, RedisUnavailable
-from tests.support.redis_server import RedisServer
+from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconfigured, RedisUnavailable
+from tests.support.redis_server import RedisServer, cluster_node
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +166,33 @@ async def test_a_redis_loading_its_dataset_after_a_restart_is_busy_then_serves(t
     finally:
         await client.close()
         server.close()
+
+
+async def test_a_redis_cluster_node_is_refused_when_dialled_naming_the_url() -> None:
+    """Reads of several entities span hash slots (CROSSSLOT), which the single-endpoint client cannot
+    route: a cluster node is refused on its first connection, not read from until a read fails INTERNAL."""
+    server = cluster_node()
+    server.start()
+    client = RedisClient(server.url)
+    try:
+        with pytest.raises(RedisMisconfigured) as refused:
+            await client.connect(2.0)
+        assert str(refused.value).startswith(
+            f"the online store at {server.url} is a Redis Cluster node; the data plane reads from a single"
+            " Redis (primary) endpoint"
+        )
+        with pytest.raises(RedisMisconfigured):  # and so is every read
+            await client.mget([b"ae:{driver:1}:stats:v1", b"ae:{driver:2}:stats:v1"], 2.0)
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_a_user_not_allowed_info_still_connects_and_reads(own_redis: RedisServer) -> None:
+    """The cluster check asks INFO; a least-privilege ACL user may not run it, and must still be served."""
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.acl_setuser("reader", enabled=True, passwords=["+pw"], keys=["*"], commands=["+mget"])
+    admin.set("k", "v")
+    client = RedisClient(f"redis://reader:pw@127.0.0.1:{own_redis.port}/0")
+    assert await client.mget([b"k"], 2.0) == [b"v"]
+    await client.close()
