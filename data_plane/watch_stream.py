@@ -9,6 +9,13 @@ exponential backoff, with jitter so that replicas do not reconnect in lockstep; 
 was installed last. The channel pings every ``keepalive_s`` (:mod:`clients.keepalive`): a connection
 that died silently fails the stream instead of leaving the watch "connected" to nothing forever.
 
+The channel takes messages of any size: gRPC's default receive limit (4 MiB) refused a registry with
+many wide views, and the watch then failed RESOURCE_EXHAUSTED on every reconnect, so a new data plane
+never served and a running one silently kept its old catalog. A snapshot is the whole state the data
+plane must follow, sent by the control plane it trusts (over the same authenticated channel), so any cap
+here (``max_message_bytes`` included, which bounds callers' requests and answers) would only move the size
+at which the data plane stops following; a refusal is still logged as an error, naming the limit.
+
 The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
 and the bearer token on every call (watching only reads, so the read-only token is enough).
 """
@@ -98,7 +105,10 @@ class WatchStream(Generic[M]):
         self._security = ChannelSecurity() if security is None else security
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
-        self._channel_options = watch_channel_options(keepalive_s, min(keepalive_s, 10.0))
+        self._channel_options = [
+            *watch_channel_options(keepalive_s, min(keepalive_s, 10.0)),
+            ("grpc.max_receive_message_length", -1),  # a snapshot of any size (see the module's docstring)
+        ]
         self._persisted: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
@@ -146,7 +156,15 @@ class WatchStream(Generic[M]):
                 _log.warning("%s watch stream from %s ended; reconnecting", self.what, self.address)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code().name
-                _log.warning("%s watch on %s failed: %s %s", self.what, self.address, code, exc.details())
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # retrying will not shrink it
+                    _log.error(
+                        "%s watch on %s: a snapshot was refused for its size (this side receives any size; "
+                        "a message limit of the control plane or of a proxy between refused it), so the %s "
+                        "served here is not the latest: %s %s",
+                        *(self.what, self.address, self.what, code, exc.details()),
+                    )
+                else:
+                    _log.warning("%s watch on %s failed: %s %s", self.what, self.address, code, exc.details())
             except Exception:
                 _log.exception("%s watch on %s failed", self.what, self.address)
             self.connected.clear()

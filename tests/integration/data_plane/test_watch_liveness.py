@@ -13,6 +13,7 @@ import grpc.aio
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import feature_registry_pb2 as fr
+from clients.aether.v1 import types_pb2
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from data_plane.catalog import RegistryState
@@ -132,3 +133,33 @@ async def _until(condition: object, timeout_s: float = 10.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def test_a_registry_snapshot_over_grpcs_default_4_mib_reaches_the_data_plane(tmp_path: Path) -> None:
+    """The watch channel kept gRPC's 4 MiB receive limit: a registry of a few wide views (each created by
+    a request well under 4 MiB) failed RESOURCE_EXHAUSTED on every reconnect, and never reached it."""
+    control = await start_server(
+        ControlPlaneSettings(
+            home=tmp_path / "cp", db_url=f"sqlite:///{tmp_path / 'cp.db'}", listen_addr="127.0.0.1:0",
+            watch_poll_interval_s=0.1,
+        ),
+        services=(),
+    )  # fmt: skip
+    state = RegistryState()
+    watch = RegistryWatch(
+        state, f"127.0.0.1:{control.port}", tmp_path / "snap.pb", backoff_initial_s=0.05, backoff_max_s=0.5
+    )
+    try:
+        await asyncio.to_thread(control.registry.create_entity, entity("driver"))
+        for name in ("wide_a", "wide_b"):  # 3 MB of description each: a 6 MB snapshot
+            spec = fr.FeatureViewSpec(
+                name=name, entity="driver", features=[fr.Feature(name="f", value_type=types_pb2.FLOAT32)]
+            )
+            metadata = fr.FeatureViewMetadata(description="x" * 3_000_000)
+            await asyncio.to_thread(control.registry.create_feature_view, spec, metadata)
+        watch.start()
+        await _until(lambda: state.catalog is not None and "wide_b" in state.catalog.views, timeout_s=20)
+        assert (tmp_path / "snap.pb").stat().st_size > 6_000_000
+    finally:
+        await watch.stop()
+        await control.stop()
