@@ -59,6 +59,10 @@ def check_override(field: str, value: object, name: str) -> None:
         env_float({name: str(value)}, name, 0.0, **FLOAT_RANGES[field])
 
 
+#: The default of ``max_message_bytes``: the most one request or answer may hold.
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DataPlaneSettings:
     listen: str = "127.0.0.1:50052"
@@ -73,7 +77,7 @@ class DataPlaneSettings:
     max_features_per_request: int = 10_000
     plan_cache_size: int = 1024
     # The largest answer allowed by the limits: 1,000 rows x 10,000 int64 features + statuses ~ 90 MB.
-    max_message_bytes: int = 128 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     watch_backoff_initial_s: float = 0.1
     watch_backoff_max_s: float = 5.0
     # Serving. Models from a static config (ModelSpecs as JSON, see data_plane.models.spec), served besides

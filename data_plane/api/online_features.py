@@ -27,8 +27,10 @@ from google.protobuf.message import DecodeError
 from clients.aether.v1 import online_features_pb2
 from clients.errors import InvalidArgument, maps_errors
 from data_plane import wire
+from data_plane.api.outcomes import too_large
 from data_plane.one_row import one_row_response
 from data_plane.reader import OnlineReader, ReadResult, assemble
+from data_plane.settings import MAX_MESSAGE_BYTES
 from kernels.wire_scan import leading_run
 
 SERVICE_NAME: str = online_features_pb2.DESCRIPTOR.services_by_name["OnlineFeatures"].full_name
@@ -75,9 +77,11 @@ class RequestSplitter:
 
 
 class OnlineFeaturesServicer:
-    def __init__(self, reader: OnlineReader) -> None:
+    def __init__(self, reader: OnlineReader, *, max_send_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._reader = reader
         self._splitter = RequestSplitter()
+        # gRPC refuses a larger answer only after the handler, with a generic message (outcomes.py).
+        self._max_send_bytes = max_send_bytes
 
     @maps_errors
     async def GetOnlineFeatures(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -88,9 +92,13 @@ class OnlineFeaturesServicer:
         rows = [row.keys for row in message.rows]
         time_remaining_s = context.time_remaining()
         if not features_wire:
-            return _encode(await self._reader.read(message.features, rows, time_remaining_s))
-        fetched = await self._reader.fetch_wire(features_wire, ref_count, rows, time_remaining_s)
-        return one_row_response(fetched) or _encode(assemble(fetched))
+            response = _encode(await self._reader.read(message.features, rows, time_remaining_s))
+        else:
+            fetched = await self._reader.fetch_wire(features_wire, ref_count, rows, time_remaining_s)
+            response = one_row_response(fetched) or _encode(assemble(fetched))
+        if len(response) > self._max_send_bytes:
+            raise too_large(len(response), self._max_send_bytes)
+        return response
 
 
 def _encode(result: ReadResult) -> bytes:

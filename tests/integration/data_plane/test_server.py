@@ -4,6 +4,7 @@ reachable), a real redis-server, the SDK, health, reflection, and every fault st
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,10 @@ from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.sdk.online import MISSING, PRESENT, OnlineFeaturesClient
 from control_plane.features.online_writer import OnlineWriter
+from data_plane.api.online_features import OnlineFeaturesServicer, add_to_server
+from data_plane.catalog import Catalog, RegistryState
+from data_plane.reader import OnlineReader, ReadLimits
+from data_plane.redis_client import RedisClient
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
@@ -229,3 +234,41 @@ async def test_redis_down_is_unavailable_within_the_deadline_and_reads_recover_b
 async def test_no_method_is_registered_with_grpc_core(data_plane: DataPlaneHandle) -> None:
     # Each method registered with gRPC core costs every call (clients.server_handlers), ModelInfer included.
     assert pending_registered_method_requests() == 0
+
+
+async def test_an_answer_over_the_send_limit_is_resource_exhausted_naming_the_limit_and_size(
+    own_redis: RedisServer,
+) -> None:
+    """GetOnlineFeatures returned any answer, which gRPC then refused after the handler with a generic
+    message ("Sent message larger than max"); ModelInfer and Predict already said which limit and size."""
+    limit = 200
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(STATS))
+    client = RedisClient(own_redis.url)
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", limit)])
+    add_to_server(
+        OnlineFeaturesServicer(OnlineReader(state, client, ReadLimits()), max_send_bytes=limit), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.OnlineFeaturesStub(channel)  # type: ignore[no-untyped-call]
+            small = pb.GetOnlineFeaturesRequest(
+                features=["stats"], rows=[pb.EntityRow(keys={"driver_id": "1"})]
+            )
+            assert (await stub.GetOnlineFeatures(small, timeout=5)).row_count == 1
+            rows = [pb.EntityRow(keys={"driver_id": str(i)}) for i in range(20)]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetOnlineFeatures(
+                    pb.GetOnlineFeaturesRequest(features=["stats"], rows=rows), timeout=5
+                )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert re.fullmatch(
+            r"the response is \d+ bytes, more than the 200 this server sends in one message "
+            r"\(max_message_bytes\); ask for fewer rows or outputs per call",
+            refused.value.details() or "",
+        ), refused.value.details()
+    finally:
+        await server.stop(None)
+        await client.close()
