@@ -223,7 +223,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ],
     )
-    add_to_server(OnlineFeaturesServicer(reader), server)
+    add_to_server(OnlineFeaturesServicer(reader, max_send_bytes=settings.max_message_bytes), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, GenericHandlersOnly(server))

@@ -4,6 +4,7 @@ reachable), a real redis-server, the SDK, health, reflection, and every fault st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -272,3 +273,24 @@ async def test_an_answer_over_the_send_limit_is_resource_exhausted_naming_the_li
     finally:
         await server.stop(None)
         await client.close()
+
+
+async def test_the_server_holds_online_answers_to_its_max_message_bytes(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    # The servicer was built with its default limit (128 MiB), whatever the server's setting said.
+    path = tmp_path / "registry_snapshot.pb"
+    save_snapshot(path, snapshot(STATS, revision=1).SerializeToString())
+    handle = await start_server(dataclasses.replace(_settings(own_redis.url, path), max_message_bytes=200))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.OnlineFeaturesStub(channel)  # type: ignore[no-untyped-call]
+            rows = [pb.EntityRow(keys={"driver_id": str(i)}) for i in range(10)]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetOnlineFeatures(
+                    pb.GetOnlineFeaturesRequest(features=["stats"], rows=rows), timeout=5
+                )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "more than the 200 this server sends" in (refused.value.details() or "")
+    finally:
+        await handle.stop(None)
