@@ -266,7 +266,16 @@ class ModelRegistry:
                     + ", ".join(user.describe() for user in users)
                 )
             before = messages.audit_state(messages.version_messages(session, name, [row])[0])
-            session.execute(delete(ModelAliasRow).where(ModelAliasRow.model_version_id == row.id))
+            # Each alias goes with its own audit entry, as every alias change has: one following an alias
+            # (``champion``) through the log read it as still naming the deleted version.
+            aliases = session.scalars(
+                select(ModelAliasRow)
+                .where(ModelAliasRow.model_version_id == row.id)
+                .order_by(ModelAliasRow.alias)
+            ).all()
+            for alias in aliases:
+                self._remove_alias(session, model, alias, actor)
+            session.flush()
             session.execute(
                 delete(ModelVersionFeatureRow).where(ModelVersionFeatureRow.model_version_id == row.id)
             )

@@ -198,6 +198,10 @@ def test_every_mutation_is_audited_with_its_actor(
     models.approve("eta", 1, "ok")
     models.set_alias("eta", "champion", 1)
     models.delete_alias("eta", "champion")
+    models.register_version("eta", artifact)
+    models.set_alias("eta", "staging", 2)
+    models.set_alias("eta", "canary", 2)
+    models.delete_version("eta", 2)  # its aliases go, each with an entry of its own (none before)
     engine = create_engine(plane.db_url)
     try:
         with engine.connect() as connection:
@@ -212,6 +216,12 @@ def test_every_mutation_is_audited_with_its_actor(
         ("alice", "approve", "model_version", "eta/1"),
         ("alice", "create", "model_alias", "eta@champion"),
         ("alice", "delete", "model_alias", "eta@champion"),
+        ("alice", "create", "model_version", "eta/2"),
+        ("alice", "create", "model_alias", "eta@staging"),
+        ("alice", "create", "model_alias", "eta@canary"),
+        ("alice", "delete", "model_alias", "eta@canary"),
+        ("alice", "delete", "model_alias", "eta@staging"),
+        ("alice", "delete", "model_version", "eta/2"),
     ]
 
 
