@@ -38,7 +38,7 @@ from clients.env_values import ConfigurationError
 from clients.errors import AetherError, FailedPrecondition
 from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
-from data_plane.redis_client import RedisClient, RedisMisconfigured, RedisUnavailable
+from data_plane.redis_client import RedisAddress, RedisClient, RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings, check_override
 from data_plane.workers import SERVING_LINE, run_workers
@@ -116,6 +116,10 @@ def parse_args(
 
         require_native()
     settings = dataclasses.replace(settings, **overrides)
+    try:  # a URL the client cannot use is one line here, not a traceback (with its password) at start
+        RedisAddress.from_url(settings.redis_url)
+    except ValueError as exc:
+        raise ConfigurationError(f"AETHER_REDIS_URL / --redis-url: {exc}") from None
     if settings.model_config is not None:
         # Read here, before anything starts (the server reads it again when it loads the models), so a
         # file that cannot be used is one line (and exit 2), also for the parent of --workers.

@@ -99,15 +99,23 @@ class RedisAddress:
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
+        """ValueError naming the URL without its password for one this client cannot use."""
+        shown = redact_uri(url)
         parts = urlsplit(url)
         if parts.scheme != "redis":
-            raise ValueError(f"unsupported Redis URL {url!r}: expected redis://host:port/db")
+            raise ValueError(
+                f"unsupported Redis URL {shown!r}: expected redis://[USER:PASSWORD@]HOST:PORT/DB"
+            )
         path = parts.path.lstrip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"Redis URL {url!r}: the path must be a database number")
+        if path and not (path.isascii() and path.isdigit()):
+            raise ValueError(f"Redis URL {shown!r}: the path must be a database number")
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:  # urlsplit's "Port out of range 0-65535", "Port could not be cast..."
+            raise ValueError(f"Redis URL {shown!r}: {exc}") from None
         return cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
+            port=port,
             db=int(path or 0),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,

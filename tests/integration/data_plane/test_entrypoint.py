@@ -88,3 +88,26 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
     finally:
         cluster.close()
         locked.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:99999", "Port out of range"),
+        ("rediss://:S3cretPw@127.0.0.1:6379", "unsupported Redis URL 'rediss://127.0.0.1:6379'"),
+        ("redis://:S3cretPw@127.0.0.1:6379/zero", "the path must be a database number"),
+    ],
+)
+def test_a_redis_url_the_data_plane_cannot_use_is_one_line_without_its_password(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    # A traceback of 30 lines, the last naming the URL with its password.
+    finished = subprocess.run(
+        [sys.executable, "-m", "data_plane", "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_REDIS_URL": url},
+    )  # fmt: skip
+    assert finished.returncode == 2
+    assert finished.stderr.startswith("python -m data_plane: error: AETHER_REDIS_URL / --redis-url: ")
+    assert problem in finished.stderr and len(finished.stderr.splitlines()) == 1
+    assert "S3cretPw" not in finished.stderr
