@@ -39,9 +39,11 @@ FLEET_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (*DATA_PLANE_CHANNEL_OPTION
 
 
 def data_plane_channel_options(target: str) -> tuple[tuple[str, Any], ...]:
-    """The channel options of a data-plane client of ``target``: a fleet's (several addresses, as
-    ``ipv4:a,b``) or one data plane's."""
-    return FLEET_CHANNEL_OPTIONS if "," in target else DATA_PLANE_CHANNEL_OPTIONS
+    """The channel options of a data-plane client of ``target``: a fleet's (an address list, as
+    :func:`clients.sdk.fleet.fleet_target` writes it, ``ipv4:a,b``, also of one replica) or one data
+    plane's (``HOST:PORT``, or a DNS name)."""
+    fleet = target.startswith(("ipv4:", "ipv6:")) or "," in target
+    return FLEET_CHANNEL_OPTIONS if fleet else DATA_PLANE_CHANNEL_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)

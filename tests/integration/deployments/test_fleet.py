@@ -478,5 +478,6 @@ async def test_a_client_of_one_data_plane_is_not_held_back_by_its_health() -> No
         assert replica.calls == 1
         assert ROUND_ROBIN not in options
         assert ROUND_ROBIN in data_plane_channel_options(f"ipv4:{replica.address},127.0.0.1:9")
+        assert ROUND_ROBIN in data_plane_channel_options(f"ipv4:{replica.address}")  # a fleet of one
     finally:
         await replica.server.stop(0)
