@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def uint32(text: str) -> int:
@@ -82,6 +83,11 @@ def limit(text: str) -> int:
     """``--limit`` of a listing: at least one (a listing of none is a mistake, not a request), at most what
     a page-size field (proto ``int32``) holds; larger listings are fetched page by page."""
     return _whole(text, 2**31 - 1, minimum=1)
+
+
+def whole(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
+    return lambda text: _whole(text, maximum, minimum)
 
 
 def _whole(text: str, maximum: int, minimum: int = 0) -> int:

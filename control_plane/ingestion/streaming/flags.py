@@ -4,10 +4,10 @@ materializer run`` offers the same flags (and ``--help``) without importing the 
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from control_plane.cli.numbers import whole
+from control_plane.cli.numbers import window_seconds as seconds
 from control_plane.ingestion.streaming import kafka_options
 
 #: The schemes ``redis.Redis.from_url`` takes; any other URL ended the run in a ValueError traceback.
@@ -16,36 +16,6 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: year 9999 (99999999999999 s) ended the run in an OverflowError traceback.
 MAX_FUTURE_S = 100 * 365 * 86_400
 _INT32_MAX = 2**31 - 1
-
-
-def whole(minimum: int, maximum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``minimum`` to ``maximum``. Out-of-range values used to
-    reach Redis or ``timedelta`` and end in a traceback; argparse reports this one as a usage error
-    naming the flag (exit 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number from {minimum} to {maximum}, got {text!r}"
-            )
-        return value
-
-    return parse
-
-
-def seconds(text: str) -> float:
-    """A finite number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
-    return value
 
 
 def redis_url(text: str) -> str:

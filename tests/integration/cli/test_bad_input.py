@@ -201,7 +201,7 @@ MATERIALIZER = ["materializer", "run", "--view", "clicks"]
         ([*MATERIALIZER, "--max-future-s", "99999999999999"], "argument --max-future-s: expected a whole"),
         ([*MATERIALIZER, "--lateness-s", "-1"], "argument --lateness-s: expected a whole number from 0"),
         ([*MATERIALIZER, "--reclaim-idle-ms", "-1"], "argument --reclaim-idle-ms: expected a whole number"),
-        ([*MATERIALIZER, "--lag-alert-s", "nan"], "argument --lag-alert-s: expected a number of seconds"),
+        ([*MATERIALIZER, "--lag-alert-s", "nan"], "argument --lag-alert-s: expected a finite number"),
         ([*MATERIALIZER, "--metrics-port", "70000"], "argument --metrics-port: expected a whole number"),
         ([*MATERIALIZER, "--version", "-1"], "argument --version: expected a whole number from 0"),
     ],
