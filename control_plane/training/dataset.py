@@ -11,10 +11,7 @@ not on one published since (which it did, and registered that version's lineage)
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from clients.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFou
 from clients.sdk.offline import OfflineFeaturesClient
 from clients.sdk.registry import FeatureRegistryClient
 from clients.uris import redact_text
+from control_plane.jobs.identity import claim
 from control_plane.offline.datasets import content_hash, read_dataset_record, recorded_copies
 from control_plane.offline.refs import FeatureRef, parse_ref
 from control_plane.offline.store import OfflineStore, open_filesystem
@@ -130,21 +128,7 @@ def keep_first_pins(path: Path, requested: Sequence[str], pinned: Sequence[str])
     """Records ``pinned`` at ``path`` unless a record is there already, and returns what the record
     holds: the first writer wins (a hard link of a complete, fsynced file, which fails when the name
     exists), so two ranks of one attempt, or a crash mid-write, never leave two pinnings or half a file."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as file:
-            json.dump({"requested": list(requested), "pinned": list(pinned)}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):  # an earlier attempt, or another rank, pinned first
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    claim(path, {"requested": list(requested), "pinned": list(pinned)})  # an earlier one wins
     recorded = read_pins(path)
     assert recorded is not None  # it was linked into place above, by this process or another
     return recorded
