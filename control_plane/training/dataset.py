@@ -66,11 +66,25 @@ class TrainingData:
         self, columns: Sequence[str] | None = None, dtype: type = np.float32
     ) -> npt.NDArray[np.generic]:
         """The numeric ``columns`` (default: the features) as one ``[rows, columns]`` array; missing
-        values are NaN."""
+        values are NaN. A finite value the dtype cannot hold (1e39 in float32) is FAILED_PRECONDITION
+        naming the column: cast, it became inf, which a model then read as missing (imputed) or trained
+        on as it was, either way not the value stored."""
         names = list(self.feature_columns if columns is None else columns)
         matrix: npt.NDArray[np.generic] = np.empty((self.num_rows, len(names)), dtype=dtype)
+        floating = np.issubdtype(dtype, np.floating)
         for index, name in enumerate(names):
-            matrix[:, index] = self.column(name)
+            values = self.column(name)
+            with np.errstate(over="ignore"):
+                matrix[:, index] = values
+            if floating and values.dtype.kind == "f":
+                overflowed = np.isinf(matrix[:, index]) & np.isfinite(values)
+                if overflowed.any():
+                    row = int(np.argmax(overflowed))
+                    value, kind = float(values[row]), np.dtype(dtype).name
+                    raise FailedPrecondition(
+                        f"column {name!r} holds {value!r} (row {row}), which {kind} cannot hold: its "
+                        "training matrix would carry inf; use a wider dtype or fix the data"
+                    )
         return matrix
 
     def torch(self, columns: Sequence[str] | None = None) -> torch.Tensor:

@@ -3,13 +3,15 @@ values, class labels in sorted order."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.model_registry.validation import NAME_PATTERN
 from control_plane.training.dataset import TrainingData
 from control_plane.training.spec import Hyperparameters
@@ -101,3 +103,16 @@ def test_the_largest_seed_torch_takes_is_accepted() -> None:
 def test_model_names_from_job_names(job: str, model: str) -> None:
     assert model_name_from(job) == model
     assert NAME_PATTERN.fullmatch(model)  # what the model registry accepts
+
+
+def test_a_value_float32_cannot_hold_is_refused_naming_its_column() -> None:
+    # 1e39 became inf in the float32 matrix, which the MLP then imputed as missing: silently not the data.
+    table = pa.table({"v@1:a": pa.array([1.0, 1e39, math.inf]), "v@1:b": pa.array([1.0, math.nan, 2.0])})
+    data = TrainingData(table, "h" * 64, "{}", FEATURES, FEATURES)
+    with pytest.raises(
+        FailedPrecondition, match=r"column 'v@1:a' holds 1e\+39 \(row 1\), which float32 cannot"
+    ):
+        data.numpy()
+    held = data.numpy(dtype=np.float64)  # a wider dtype holds it; stored inf and NaN stay as they are
+    assert held[1, 0] == 1e39 and math.isinf(held[2, 0]) and math.isnan(held[1, 1])
+    assert math.isinf(TrainingData(table.slice(2), "h" * 64, "{}", FEATURES, FEATURES).numpy()[0, 0])
