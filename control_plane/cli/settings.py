@@ -38,5 +38,10 @@ class CliSettings:
 
 def actor() -> str:
     """Who runs this command, as the audit log names them when auth is off (with auth on, the token's
-    principal is the actor and the server ignores this)."""
-    return getpass.getuser()
+    principal is the actor and the server ignores this). A uid without a passwd entry and without
+    ``USER``/``LOGNAME`` (``docker run --user 1234``) is ``uid:1234``: getpass raised KeyError (OSError
+    from Python 3.13), a traceback for every command."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
