@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if workers > 1:
+            # Checked here too: a store no worker can use (a wrong password) is then this one line,
+            # not "a data-plane worker failed to start: no output" beside each worker's own.
+            uvloop.run(check_online_store(settings))
             return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
         if not settings.reuse_port:  # a worker's port was checked by its parent, which still holds it
             check_free(settings.listen)  # before the models load: a port in use is one line, at once

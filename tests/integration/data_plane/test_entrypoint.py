@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -64,13 +65,16 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
     for server in (cluster, locked):
         server.start()
     try:
-        for server, expected in (
-            (cluster, f"the online store at {cluster.url} is a Redis Cluster node; "),
-            (locked, f"the online store at {locked.url} refused the data plane: NOAUTH"),
+        for (server, expected), workers in itertools.product(
+            (
+                (cluster, f"the online store at {cluster.url} is a Redis Cluster node; "),
+                (locked, f"the online store at {locked.url} refused the data plane: NOAUTH"),
+            ),
+            ("1", "2"),  # --workers 2: the parent says it, not "a data-plane worker failed to start"
         ):
             finished = subprocess.run(
                 [
-                    sys.executable, "-m", "data_plane",
+                    sys.executable, "-m", "data_plane", "--workers", workers,
                     "--listen", "127.0.0.1:0",
                     "--redis-url", server.url,
                     "--control-plane", f"127.0.0.1:{free_port()}",
@@ -84,6 +88,7 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
             assert finished.returncode == 1, finished.stderr
             last = finished.stderr.strip().splitlines()[-1]
             assert last.startswith(f"python -m data_plane: error: {expected}"), finished.stderr
+            assert "worker" not in finished.stderr
             assert "listening" not in finished.stdout
     finally:
         cluster.close()
