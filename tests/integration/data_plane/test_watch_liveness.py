@@ -159,7 +159,8 @@ async def test_a_registry_snapshot_over_grpcs_default_4_mib_reaches_the_data_pla
             await asyncio.to_thread(control.registry.create_feature_view, spec, metadata)
         watch.start()
         await _until(lambda: state.catalog is not None and "wide_b" in state.catalog.views, timeout_s=20)
-        assert (tmp_path / "snap.pb").stat().st_size > 6_000_000
+        persisted = tmp_path / "snap.pb"  # saved after the catalog is taken, off the event loop
+        await _until(lambda: persisted.exists() and persisted.stat().st_size > 6_000_000, timeout_s=20)
     finally:
         await watch.stop()
         await control.stop()
