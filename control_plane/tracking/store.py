@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import cast
 
 from sqlalchemy import insert, literal_column, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2 as pb
@@ -77,25 +78,34 @@ class TrackingStore:
     ) -> pb.Experiment:
         check_name(name, "experiment")
         tags = check_values(tags or {}, "tag")
-        with write_session(self._sessions) as session:
-            if session.scalar(select(ExperimentRow.id).where(ExperimentRow.name == name)) is not None:
-                raise AlreadyExists(f"experiment {name!r} already exists")
-            row = ExperimentRow(
-                experiment_id=uuid.uuid4().hex,
-                name=name,
-                description=description,
-                tags=tags,
-                created_at_us=now_us(),
-            )
-            session.add(row)
-            session.flush()
-            experiment = experiment_message(row)
-            after = {"name": name, "description": description, "tags": tags}
-            record(
-                session, actor=actor, action="create", object_type="experiment",
-                object_id=row.experiment_id, before=None, after=after,
-            )  # fmt: skip
-            return experiment
+        try:
+            with write_session(self._sessions) as session:
+                if session.scalar(select(ExperimentRow.id).where(ExperimentRow.name == name)) is not None:
+                    raise AlreadyExists(f"experiment {name!r} already exists")
+                row = ExperimentRow(
+                    experiment_id=uuid.uuid4().hex,
+                    name=name,
+                    description=description,
+                    tags=tags,
+                    created_at_us=now_us(),
+                )
+                session.add(row)
+                session.flush()
+                experiment = experiment_message(row)
+                after = {"name": name, "description": description, "tags": tags}
+                record(
+                    session, actor=actor, action="create", object_type="experiment",
+                    object_id=row.experiment_id, before=None, after=after,
+                )  # fmt: skip
+                return experiment
+        except IntegrityError:
+            # PostgreSQL: another transaction inserted the name between the check and the insert (its
+            # row was not committed when the check read). Any other integrity failure stays what it is.
+            with read_session(self._sessions) as session:
+                taken = session.scalar(select(ExperimentRow.id).where(ExperimentRow.name == name))
+            if taken is None:
+                raise
+            raise AlreadyExists(f"experiment {name!r} already exists") from None
 
     def get_experiment(self, *, experiment_id: str = "", name: str = "") -> pb.Experiment:
         with read_session(self._sessions) as session:

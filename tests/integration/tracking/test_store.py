@@ -9,14 +9,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import AlreadyExists, InvalidArgument
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.audit.verify import verify_chain
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.store import TrackingStore
+from control_plane.tracking.tables import ExperimentRow
+from tests.support.pg_interleave import HeldTransaction, race_against
+from tests.support.postgres_server import PostgresServer
 
 
 def test_eight_concurrent_writers_never_hit_database_is_locked(db_url: str) -> None:
@@ -198,4 +201,23 @@ def test_metric_history_pages_in_order_without_repeats_and_unpaged_is_whole(db_u
         store.metric_history(run_id, "loss", page_token="not-a-token")
     with pytest.raises(InvalidArgument, match="page_size must not be negative"):
         store.metric_history(run_id, "loss", page_size=-1)
+    engine.dispose()
+
+
+def test_an_experiment_created_concurrently_under_the_same_name_is_already_exists_on_postgresql(
+    postgres_server: PostgresServer,
+) -> None:
+    """The other transaction's row is uncommitted when create_experiment checks the name, and commits
+    while its insert waits on the unique index: ALREADY_EXISTS naming the experiment, not INTERNAL."""
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    store = TrackingStore(create_session_factory(engine))
+
+    def hold(held: HeldTransaction) -> None:
+        row = {"experiment_id": "f" * 32, "name": "raced", "description": "", "tags": {}, "created_at_us": 1}
+        held.execute(insert(ExperimentRow), row)
+
+    with pytest.raises(AlreadyExists, match="experiment 'raced' already exists"):
+        race_against(engine, hold, lambda: store.create_experiment("raced", actor="t"))
+    assert store.get_experiment(name="raced").experiment_id == "f" * 32
     engine.dispose()

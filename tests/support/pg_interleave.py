@@ -1,0 +1,82 @@
+"""Two PostgreSQL transactions interleaved by hand, for tests of races that timing alone hits only now
+and then: :class:`HeldTransaction` writes rows in a transaction of its own and keeps it open, so that
+the code under test does not see them when it reads (READ COMMITTED) but blocks on them when it inserts
+the same key; :meth:`HeldTransaction.commit_once_blocked` commits as soon as PostgreSQL reports the code
+under test waiting on that transaction's lock, so the code under test always meets the conflict after
+its own check, at its insert."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+class HeldTransaction:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection = engine.connect()
+        self._transaction = self._connection.begin()
+        self._pid: int = self._connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._connection.execute(statement, parameters)
+
+    def abandon(self) -> None:
+        self._transaction.rollback()
+        self._connection.close()
+
+    def commit_once_blocked(self, timeout_s: float = 20.0) -> None:
+        """Starts a thread that commits this transaction once another backend waits on one of its
+        locks (or after ``timeout_s``, recording an error, so a test cannot hang)."""
+
+        def run() -> None:
+            try:
+                self._wait_for_waiter(timeout_s)
+            except BaseException as exc:  # reported by join(); the commit below still ends the wait
+                self.error = exc
+            finally:
+                self._transaction.commit()
+                self._connection.close()
+
+        self._thread = threading.Thread(target=run, name="held-transaction", daemon=True)
+        self._thread.start()
+
+    def _wait_for_waiter(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+        with self._engine.connect() as watcher:
+            while watcher.execute(query, {"pid": self._pid}).scalar_one() == 0:
+                watcher.rollback()  # a fresh snapshot of pg_stat_activity on the next poll
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no backend blocked on the held transaction in {timeout_s} s")
+                time.sleep(0.01)
+
+    def join(self) -> None:
+        """Waits for the commit; raises if nothing ever blocked on the held transaction (the test then
+        did not exercise the race it means to)."""
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+
+
+def race_against(engine: Engine, hold: Callable[[HeldTransaction], None], call: Callable[[], Any]) -> Any:
+    """Runs ``hold`` in a held transaction, then ``call`` (which must block on the held rows), committing
+    the held transaction once ``call`` waits; returns what ``call`` returns, and raises what it raises."""
+    held = HeldTransaction(engine)
+    try:
+        hold(held)
+    except BaseException:
+        held.abandon()
+        raise
+    held.commit_once_blocked()
+    try:
+        return call()
+    finally:
+        held.join()
