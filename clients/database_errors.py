@@ -25,12 +25,18 @@ _TRANSIENT_SQLSTATES = frozenset(
         "57P03",  # cannot_connect_now (starting up, shutting down, in recovery)
     }
 )
-#: What the server answers a new connection while it cannot serve one (psycopg gives no SQLSTATE then).
+#: What the server answers a new connection while it cannot serve one (psycopg gives no SQLSTATE then):
+#: PostgreSQL's FATAL texts for 57P03 while starting, recovering or stopping, and for 53300. After a crash
+#: the server replays its WAL and answers "not yet accepting connections" until recovery is consistent
+#: (PostgreSQL 14+); a standby with hot_standby off answers "not accepting connections" until promoted.
 _SERVER_NOT_READY = (
     "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
     "the database system is shutting down",
     "the database system is in recovery mode",
     "sorry, too many clients already",
+    "remaining connection slots are reserved",  # the rest of the text differs between versions
 )
 _SQLITE_BUSY = ("database is locked", "database is busy")
 #: Credentials a driver's message might quote from a URL or a connection string.
