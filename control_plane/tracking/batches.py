@@ -149,16 +149,7 @@ def _create_started(session: Session, batches: Sequence[PreparedBatch]) -> dict[
     starts = {batch.run_id: batch.start for batch in batches if batch.start is not None}
     if not starts:
         return {}
-    existing = dict(
-        session.execute(
-            select(RunRow.run_id, ExperimentRow.experiment_id)
-            .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_pk)
-            .where(RunRow.run_id.in_(sorted(starts)))
-        ).all()
-    )
-    for run_id, experiment_id in existing.items():
-        if experiment_id != starts[run_id].experiment_id:
-            raise AlreadyExists(f"run {run_id!r} already exists in another experiment")
+    existing = _existing_runs(session, starts)
     new = {run_id: start for run_id, start in starts.items() if run_id not in existing}
     if not new:
         return {}
@@ -173,17 +164,43 @@ def _create_started(session: Session, batches: Sequence[PreparedBatch]) -> dict[
     for start in new.values():
         if start.experiment_id not in experiments:
             raise NotFound(f"experiment id {start.experiment_id!r} not found")
-    session.execute(
-        insert(_RUNS),
-        [
-            {
-                "run_id": run_id, "experiment_pk": experiments[start.experiment_id].id, "name": start.name,
-                "status": "RUNNING", "start_time_us": start.start_time_us, "end_time_us": 0,
-            }
-            for run_id, start in new.items()
-        ],
+    inserted = set(
+        session.scalars(
+            _insert_new(session, _RUNS, ("run_id",)),
+            [
+                {
+                    "run_id": run_id, "experiment_pk": experiments[start.experiment_id].id,
+                    "name": start.name, "status": "RUNNING", "start_time_us": start.start_time_us,
+                    "end_time_us": 0,
+                }
+                for run_id, start in sorted(new.items())  # one lock order for concurrent starts
+            ],
+        )
     )  # fmt: skip
-    return {run_id: _Created(start, experiments[start.experiment_id].name) for run_id, start in new.items()}
+    if raced := {run_id: new[run_id] for run_id in new if run_id not in inserted}:
+        # PostgreSQL: another request started these runs after the check above and committed while
+        # this insert waited; they are existing runs now, with the same check.
+        _existing_runs(session, raced)
+    return {  # in request order, which the audit entries follow
+        run_id: _Created(start, experiments[start.experiment_id].name)
+        for run_id, start in new.items()
+        if run_id in inserted
+    }
+
+
+def _existing_runs(session: Session, starts: dict[str, RunStartData]) -> set[str]:
+    """Which of the started runs exist; ALREADY_EXISTS when one exists in another experiment."""
+    existing = dict(
+        session.execute(
+            select(RunRow.run_id, ExperimentRow.experiment_id)
+            .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_pk)
+            .where(RunRow.run_id.in_(sorted(starts)))
+        ).all()
+    )
+    for run_id, experiment_id in existing.items():
+        if experiment_id != starts[run_id].experiment_id:
+            raise AlreadyExists(f"run {run_id!r} already exists in another experiment")
+    return set(existing)
 
 
 def _insert_start_values(
@@ -240,10 +257,7 @@ def _write_changes(
     if not changing:
         return []
     known = _stored_params(session, changing, runs)
-    new_params: list[dict[str, object]] = []
-    tags: dict[tuple[int, str], str] = {}
-    ends: dict[int, tuple[str, int]] = {}
-    events: list[AuditEvent] = []
+    fresh_of: list[dict[str, str]] = []  # per batch: the parameters it adds
     for batch in changing:
         run = runs[batch.run_id]
         fresh: dict[str, str] = {}
@@ -252,11 +266,14 @@ def _write_changes(
             if stored is None:  # neither stored nor logged earlier in this request
                 known[(run.pk, key)] = fresh[key] = value
             elif stored != value:
-                raise InvalidArgument(
-                    f"parameter {key!r} of run {run.run_id} is already {stored!r} and parameters are "
-                    f"immutable (got {value!r})"
-                )
-        new_params.extend({"run_pk": run.pk, "key": key, "value": value} for key, value in fresh.items())
+                raise _immutable(key, run.run_id, stored, value)
+        fresh_of.append(fresh)
+    _insert_params(session, changing, fresh_of, runs)
+    tags: dict[tuple[int, str], str] = {}
+    ends: dict[int, tuple[str, int]] = {}
+    events: list[AuditEvent] = []
+    for batch, fresh in zip(changing, fresh_of, strict=True):
+        run = runs[batch.run_id]
         for key, value in batch.tags.items():
             tags[(run.pk, key)] = value  # the last value of a key wins, as separate calls would
         if fresh or batch.tags:
@@ -272,8 +289,45 @@ def _write_changes(
             ends[run.pk] = (run.status, run.end_time_us)
             after = {"status": run.status, "end_time_us": run.end_time_us}
             events.append(AuditEvent(actor, "update", "run", run.run_id, before, after))
-    _write_rows(session, new_params, tags, ends)
+    _write_rows(session, tags, ends)
     return events
+
+
+def _immutable(key: str, run_id: str, stored: str, value: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"parameter {key!r} of run {run_id} is already {stored!r} and parameters are immutable "
+        f"(got {value!r})"
+    )
+
+
+def _insert_params(
+    session: Session,
+    batches: Sequence[PreparedBatch],
+    fresh_of: list[dict[str, str]],
+    runs: dict[str, _RunState],
+) -> None:
+    """Inserts the new parameters (one statement, in key order so that concurrent writers lock in one
+    order). On PostgreSQL a concurrent request may have stored one of them since it was read: the same
+    value is then not new (and drops out of this request's audit entry), another value is refused."""
+    rows = {
+        (runs[batch.run_id].pk, key): value
+        for batch, fresh in zip(batches, fresh_of, strict=True)
+        for key, value in fresh.items()
+    }
+    if not rows:
+        return
+    statement = _insert_new(session, _PARAMS, ("run_pk", "key"))
+    values = [{"run_pk": pk, "key": key, "value": value} for (pk, key), value in sorted(rows.items())]
+    lost = set(rows) - {(row.run_pk, row.key) for row in session.execute(statement, values)}
+    if not lost:
+        return
+    stored = _stored_params(session, batches, runs)
+    for batch, fresh in zip(batches, fresh_of, strict=True):
+        pk = runs[batch.run_id].pk
+        for key in [key for key in fresh if (pk, key) in lost]:
+            if stored[(pk, key)] != fresh[key]:
+                raise _immutable(key, batch.run_id, stored[(pk, key)], fresh[key])
+            del fresh[key]
 
 
 def _stored_params(
@@ -290,16 +344,9 @@ def _stored_params(
     return {(row.run_pk, row.key): row.value for row in session.execute(statement)}
 
 
-def _write_rows(
-    session: Session,
-    new_params: list[dict[str, object]],
-    tags: dict[tuple[int, str], str],
-    ends: dict[int, tuple[str, int]],
-) -> None:
-    """One insert of new parameters, one upsert of tags, one executemany UPDATE of run statuses; rows in
-    key order, so concurrent writers take row locks in one order."""
-    if new_params:
-        session.execute(insert(_PARAMS), new_params)
+def _write_rows(session: Session, tags: dict[tuple[int, str], str], ends: dict[int, tuple[str, int]]) -> None:
+    """One upsert of tags, one executemany UPDATE of run statuses; rows in key order, so concurrent
+    writers take row locks in one order."""
     if tags:
         statement = _tag_upsert(session.get_bind().dialect.name)
         rows = [{"run_pk": pk, "key": key, "value": value} for (pk, key), value in sorted(tags.items())]
@@ -315,7 +362,28 @@ def _write_rows(
 @functools.cache
 def _tag_upsert(dialect: str) -> Any:
     """Built once per dialect (building an upsert costs about as much as running a small one)."""
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_TAGS)
+    statement = _dialect_insert(dialect, _TAGS)
     return statement.on_conflict_do_update(
         index_elements=["run_pk", "key"], set_={"value": statement.excluded.value}
     )
+
+
+def _insert_new(session: Session, table: Table, key: tuple[str, ...]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key``: the rows another transaction inserted
+    first (PostgreSQL, READ COMMITTED: it committed while this insert waited on the unique index) are
+    skipped instead of failing the request, and are the ones missing from what it returns."""
+    return _insert_new_for(session.get_bind().dialect.name, table, key)
+
+
+@functools.cache
+def _insert_new_for(dialect: str, table: Table, key: tuple[str, ...]) -> Any:
+    statement = _dialect_insert(dialect, table).on_conflict_do_nothing(index_elements=list(key))
+    return statement.returning(*(table.c[name] for name in key))
+
+
+def _dialect_insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise InvalidArgument(f"run batches need SQLite or PostgreSQL, not {dialect}")

@@ -1,15 +1,18 @@
 """The tracking core on a real database: eight concurrent writers (each with its own engine, as separate
 processes would have) never see "database is locked", and mutations of experiments and runs are audited
 while metric points are not: one batch that starts, changes and ends many runs appends every entry to
-one chain that verifies."""
+one chain that verifies. On PostgreSQL, a row another transaction commits between a check and the insert
+(an experiment name, a started run, a parameter), interleaved by hand, is the same answer as one that was
+there before the check, never INTERNAL."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AlreadyExists, InvalidArgument
@@ -17,7 +20,7 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.audit.verify import verify_chain
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.store import TrackingStore
-from control_plane.tracking.tables import ExperimentRow
+from control_plane.tracking.tables import ExperimentRow, ParamRow, RunRow
 from tests.support.pg_interleave import HeldTransaction, race_against
 from tests.support.postgres_server import PostgresServer
 
@@ -220,4 +223,79 @@ def test_an_experiment_created_concurrently_under_the_same_name_is_already_exist
     with pytest.raises(AlreadyExists, match="experiment 'raced' already exists"):
         race_against(engine, hold, lambda: store.create_experiment("raced", actor="t"))
     assert store.get_experiment(name="raced").experiment_id == "f" * 32
+    engine.dispose()
+
+
+def _store_on_postgresql(server: PostgresServer) -> tuple[Engine, TrackingStore]:
+    engine = create_db_engine(server.fresh_url())
+    upgrade_to_head(engine)
+    return engine, TrackingStore(create_session_factory(engine))
+
+
+def _pk(engine: Engine, column: Any, key_column: Any, key: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(column).where(key_column == key)).scalar_one())
+
+
+@pytest.mark.parametrize("same_experiment", [True, False])
+def test_a_run_started_by_a_concurrent_log_batch_is_skipped_and_the_points_kept_on_postgresql(
+    postgres_server: PostgresServer, same_experiment: bool
+) -> None:
+    """Another LogBatch inserts the run after this one found it missing and commits while this one's
+    insert waits: the start is skipped as for any existing run and the points are written, or, when the
+    run is in another experiment, ALREADY_EXISTS as before; never INTERNAL with the points lost."""
+    engine, store = _store_on_postgresql(postgres_server)
+    ours = store.create_experiment("ours", actor="t").experiment_id
+    theirs = store.create_experiment("theirs", actor="t").experiment_id
+    holder = _pk(engine, ExperimentRow.id, ExperimentRow.experiment_id, ours if same_experiment else theirs)
+    run_id = "a" * 32
+
+    def hold(held: HeldTransaction) -> None:
+        row = {"run_id": run_id, "experiment_pk": holder, "name": "first", "status": "RUNNING"}
+        held.execute(insert(RunRow), {**row, "start_time_us": 1, "end_time_us": 0})
+
+    points = pb.MetricSeries(key="loss", values=[0.5, 0.25], steps=[0, 1])
+    batch = pb.RunBatch(run_id=run_id, start=pb.RunStart(experiment_id=ours, name="second"), metrics=[points])
+    if not same_experiment:
+        with pytest.raises(AlreadyExists, match=f"run '{run_id}' already exists in another experiment"):
+            race_against(engine, hold, lambda: store.log_batch([batch], actor="t"))
+        assert store.get_run(run_id).name == "first"
+        engine.dispose()
+        return
+    assert race_against(engine, hold, lambda: store.log_batch([batch], actor="t")) == 2
+    assert store.get_run(run_id).name == "first"  # the start of an existing run is skipped
+    assert list(store.metric_history(run_id, "loss")[0].values) == [0.5, 0.25]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("stored", ["0.1", "0.2"])
+def test_a_parameter_stored_by_a_concurrent_log_batch_is_no_conflict_when_equal_on_postgresql(
+    postgres_server: PostgresServer, stored: str
+) -> None:
+    """Another LogBatch stores the parameter after this one read it absent and commits while this one's
+    insert waits: the same value is idempotent (and the batch's points are kept), another value is the
+    usual INVALID_ARGUMENT of an immutable parameter; never INTERNAL."""
+    engine, store = _store_on_postgresql(postgres_server)
+    experiment_id = store.create_experiment("e", actor="t").experiment_id
+    run_id = store.create_run(experiment_id, "r", actor="t").run_id
+    run_pk = _pk(engine, RunRow.id, RunRow.run_id, run_id)
+
+    def hold(held: HeldTransaction) -> None:
+        held.execute(insert(ParamRow), {"run_pk": run_pk, "key": "lr", "value": stored})
+
+    points = pb.MetricSeries(key="loss", values=[0.5], steps=[0])
+    batch = pb.RunBatch(run_id=run_id, params={"lr": "0.1", "wd": "0"}, metrics=[points])
+    if stored != "0.1":
+        with pytest.raises(InvalidArgument, match=r"parameter 'lr' of run \w+ is already '0.2' .*immutable"):
+            race_against(engine, hold, lambda: store.log_batch([batch], actor="t"))
+        assert dict(store.get_run(run_id).params) == {"lr": "0.2"}  # all or nothing
+        engine.dispose()
+        return
+    assert race_against(engine, hold, lambda: store.log_batch([batch], actor="t")) == 1
+    assert dict(store.get_run(run_id).params) == {"lr": "0.1", "wd": "0"}
+    with engine.connect() as connection:
+        audited = connection.execute(
+            select(AuditEntryRow.after).where(AuditEntryRow.object_id == run_id).order_by(AuditEntryRow.seq)
+        ).scalars()
+        assert list(audited)[-1] == {"params": {"wd": "0"}, "tags": {}}  # only what this request added
     engine.dispose()
