@@ -35,7 +35,7 @@ from control_plane.deployments.messages import (
     variant_from_proto,
 )
 from control_plane.deployments.plans import PlanBuilder
-from control_plane.deployments.tables import DeploymentRow
+from control_plane.deployments.tables import SALT_LENGTH, DeploymentRow
 from control_plane.deployments.traffic import Role, VariantRecord
 from control_plane.model_registry.queries import find_model
 from control_plane.model_registry.registry import ModelRegistry
@@ -138,6 +138,7 @@ class DeploymentManager:
         variants = traffic.validate([variant_from_proto(v) for v in request.variants], name)
         serving = serving_with_defaults(request.serving)
         policy = policy_from_proto(request.canary_policy)
+        salt = check_salt(request.routing_salt)
         try:
             with write_session(self._sessions) as session:
                 store.lock_revision(session)
@@ -148,7 +149,7 @@ class DeploymentManager:
                 row = DeploymentRow(
                     name=name,
                     description=request.description,
-                    routing_salt=request.routing_salt or name,
+                    routing_salt=salt or name,
                     serving=to_json(serving),
                     canary_policy=to_json(policy_to_proto(policy)),
                     canary_state={},
@@ -168,6 +169,7 @@ class DeploymentManager:
         return self._changed(message)
 
     def update(self, request: pb.UpdateDeploymentRequest, *, actor: str) -> pb.Deployment:
+        salt = check_salt(request.routing_salt)
         with write_session(self._sessions) as session:
             store.lock_revision(session)
             row, variants = store.load(session, request.name, lock=True)
@@ -175,7 +177,7 @@ class DeploymentManager:
             if request.HasField("description"):
                 row.description = request.description
             if request.HasField("routing_salt"):
-                row.routing_salt = request.routing_salt or row.name
+                row.routing_salt = salt or row.name
             if request.HasField("serving"):
                 serving = serving_with_defaults(request.serving)
                 if not request.replace_variants:  # else checked with the new variants below
@@ -427,3 +429,13 @@ def _still_as_observed(state: pb.CanaryState, observed: pb.CanaryState) -> bool:
         and state.step_index == observed.step_index
         and state.step_started_at_us == observed.step_started_at_us
     )
+
+
+def check_salt(salt: str) -> str:
+    """The routing salt's column holds SALT_LENGTH characters: PostgreSQL refused a longer one only at
+    the insert (INTERNAL) and SQLite stored it, so it is refused up front on both."""
+    if len(salt) > SALT_LENGTH:
+        raise InvalidArgument(
+            f"routing_salt is {len(salt)} characters long; at most {SALT_LENGTH} are allowed"
+        )
+    return salt

@@ -108,3 +108,24 @@ def test_feature_defaults_must_fit_every_version_the_deployment_serves(
     with pytest.raises(InvalidArgument, match=f"4 values, but model 'eta' version {five} takes 5"):
         manager.start_canary(canary, actor="t")
     assert list(manager.get("eta-prod").serving.feature_defaults) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_routing_salt_over_the_column_length_is_invalid_argument_on_create_and_update(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # PostgreSQL failed the insert with INTERNAL (StringDataRightTruncation); SQLite stored it silently.
+    sessions = create_session_factory(engine)
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    manager = DeploymentManager(sessions, registry)
+    primary = pb.Variant(
+        model_name="eta", version=register(registry, mpb.APPROVED), role=pb.VARIANT_ROLE_PRIMARY
+    )
+    request = pb.CreateDeploymentRequest(name="eta-prod", variants=[primary], routing_salt="s" * 257)
+    with pytest.raises(InvalidArgument, match="routing_salt is 257 characters long; at most 256 are allowed"):
+        manager.create(request, actor="t")
+    request.routing_salt = "é" * 256  # characters, not bytes
+    assert manager.create(request, actor="t").routing_salt == "é" * 256
+    update = pb.UpdateDeploymentRequest(name="eta-prod", routing_salt="s" * 1000)
+    with pytest.raises(InvalidArgument, match="routing_salt is 1000 characters long; at most 256"):
+        manager.update(update, actor="t")
+    assert manager.get("eta-prod").routing_salt == "é" * 256
