@@ -120,10 +120,23 @@ def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+#: A read transaction on PostgreSQL: its default, READ COMMITTED, gives each statement a snapshot of its
+#: own, so a reader of a revision and then of the content saw a commit in between (a watcher got revision
+#: N with N+1's content). REPEATABLE READ keeps the first statement's snapshot to the end, and a read-only
+#: transaction at that level never fails with a serialization error. SQLite needs nothing: a WAL read
+#: transaction already keeps the snapshot of its first read.
+_POSTGRESQL_READS = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+
+
 @contextmanager
 def read_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for reads: one consistent snapshot of the database, rolled back at the end."""
+    """A session for reads: one consistent snapshot of the database (on PostgreSQL a read-only REPEATABLE
+    READ transaction), rolled back at the end. Writes belong in :func:`write_session`."""
     with sessions() as session:  # autobegins on first use; closing rolls back
+        if session.get_bind().dialect.name == "postgresql":
+            # Options of the connection this transaction checks out; SQLAlchemy resets them when the
+            # connection goes back to the pool, so write sessions keep READ COMMITTED.
+            session.connection(execution_options=_POSTGRESQL_READS)
         yield session
 
 

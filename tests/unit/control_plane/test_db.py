@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from clients.aether.v1 import types_pb2
@@ -24,8 +25,10 @@ from control_plane.audit.chain import GENESIS_HASH, canonical_json, entry_hash
 from control_plane.audit.log import record
 from control_plane.audit.verify import verify_chain
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
-from control_plane.db.engine import write_session
+from control_plane.db.engine import read_session, write_session
 from control_plane.db.migrate import alembic_config
+from control_plane.db.models import EntityRow
+from control_plane.db.revision import current_revision
 from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs.tables import JobRow
@@ -281,3 +284,25 @@ def test_two_processes_migrating_an_empty_database_together_both_succeed(db_url:
             assert len(context.get_current_heads()) >= 1
     finally:
         engine.dispose()
+
+
+def test_a_read_session_reads_one_snapshot_while_another_transaction_commits(
+    engine: Engine, registry: FeatureRegistry
+) -> None:
+    """The revision and the content a reader reads belong together even when a change commits between
+    the two statements (under PostgreSQL's READ COMMITTED the second statement saw the change: a
+    registry watcher got revision N with N+1's content). Write sessions still see the newest commits."""
+    sessions = create_session_factory(engine)
+    with read_session(sessions) as session:
+        revision = current_revision(session)
+        registry.create_entity(entity("driver"))  # commits, and bumps the revision, in its own session
+        assert session.scalars(select(EntityRow.name)).all() == []
+        assert current_revision(session) == revision
+        if engine.dialect.name == "postgresql":  # and it is read-only
+            with pytest.raises(sqlalchemy.exc.InternalError, match="read-only transaction"):
+                session.execute(update(EntityRow).values(description="x"))
+    with write_session(sessions) as session:
+        assert current_revision(session) == revision + 1
+        assert session.scalars(select(EntityRow.name)).all() == ["driver"]
+    with read_session(sessions) as session:
+        assert current_revision(session) == revision + 1
