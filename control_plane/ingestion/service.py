@@ -9,7 +9,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -33,7 +33,7 @@ from control_plane.ingestion.batch import (
 )
 from control_plane.ingestion.quarantine import Claim, QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import validate
+from control_plane.ingestion.validation import ValidationResult, validate
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.ingestion.replay")
@@ -417,12 +417,13 @@ class IngestionService:
         for (name, version), members in members_of.items():
             view, entity = self._resolve(name, version)
             payloads = [_parse(row.payload, row.id) for row in members]
-            result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
-            if result.rejected.num_rows:  # a rule edited since: write none rather than guess a value
+            result = _typed(view, entity, records_table(payloads))
+            if result.rejected.num_rows:  # not what was stored: write none rather than guess a value
                 failed = [members[i].id for i in result.rejected.column("row_index").to_pylist()]
                 raise FailedPrecondition(
-                    f"records {failed} of view {name!r} are stored offline, but no longer pass its rules"
-                    f" ({result.rejected.column('reason')[0]}); their online values were not written"
+                    f"records {failed} of view {name!r} version {version} are stored offline, but their"
+                    f" payloads do not cast to the version's types ({result.rejected.column('reason')[0]});"
+                    " their online values were not written: discard them"
                 )
             done = [row.id for row in members]
             self._write_online(view, entity, result.accepted, done, "by an earlier replay", completed)
@@ -454,6 +455,28 @@ class IngestionService:
             return [None] * len(events)
 
         return xadd
+
+
+#: No event time is too far ahead for ``_typed`` (a century: ``now`` plus it stays a valid datetime).
+_ANY_FUTURE = timedelta(days=36_500)
+
+
+def _typed(view: pb.FeatureView, entity: pb.Entity, records: pa.Table) -> ValidationResult:
+    """``records`` of ``online_pending`` records as the typed rows the online write takes, judged by no
+    rule of the view. Their rows passed the rules with their batch (or replay) and are stored offline and
+    counted; the online value is the latest stored row, so refusing it leaves the online store stale
+    behind the offline one. Re-judging them as a batch of their own stranded them: the latest row per
+    entity of a batch that had 40% nulls is often all nulls, over a 0.5 ``max_null_fraction``; a rule
+    edited since (rules change without a new version) would too. No per-record rule is kept either (range,
+    categories, event time ahead of now): the rows are stored, and time only moves on. What remains is
+    what the write needs, not a rule: join keys and event time present and every value castable to the
+    version's types, which are fixed per version, so they fail only for a payload that is not the row
+    that was stored."""
+    unjudged = pb.FeatureView()
+    unjudged.CopyFrom(view)
+    for feature in unjudged.spec.features:  # batch views only: a streaming view's events never get here
+        feature.validation.CopyFrom(pb.ValidationRule(max_null_fraction=1.0))
+    return validate(unjudged, entity, records, now=datetime.now(UTC), max_future=_ANY_FUTURE)
 
 
 #: Publishes events to a stream; per event, None once the stream holds it, else why it does not.

@@ -9,8 +9,11 @@ import json
 import random
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 import redis
 
@@ -251,3 +254,40 @@ def test_an_id_beyond_the_id_column_is_not_found_on_every_backend(any_env: Env, 
         with pytest.raises(NotFound, match=f"quarantined record {missing} not found"):
             action([record_id, missing])
     assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED
+
+
+@contextmanager
+def refusing_service(env: Env) -> Iterator[IngestionService]:
+    """The service over a real redis-server that is out of memory (maxmemory 1 with the default
+    noeviction policy): PING works, every write is refused."""
+    full = RedisServer()
+    full.start()
+    refusing = redis.Redis.from_url(full.url)
+    try:
+        refusing.config_set("maxmemory", 1)
+        yield IngestionService(env.sessions, env.registry, env.offline, refusing)
+    finally:
+        refusing.close()
+        full.close()
+
+
+def test_online_pending_records_whose_batch_allowed_their_nulls_are_replayed(any_env: Env) -> None:
+    """A batch run's online write fails, so its latest row per sensor waits online_pending; each of those
+    rows has a null temperature, which its batch allowed (null fraction 0.5, max 0.5). Re-judged as a
+    batch of their own (null fraction 1.0) they were refused by every replay, and a discard refused them
+    too: stuck, with no online value ever written."""
+    env = any_env
+    earlier = NOW - timedelta(minutes=5)
+    rows = pa.table({
+        "sensor_id": [7, 7, 8, 8], "event_ts": [earlier, NOW, earlier, NOW],
+        "temperature_c": pa.array([20.0, None, 21.0, None], pa.float32()), "mode": [1, 1, 2, 2],
+    })  # fmt: skip
+    with refusing_service(env) as service, pytest.raises(Unavailable, match="online_pending records"):
+        service.ingest("climate", 1, [rows])
+    pending = [r.id for r in env.service.list_quarantined(status=quarantine.ONLINE_PENDING)]
+    assert len(pending) == 2
+    outcome = env.service.replay(pending, {})
+    assert sorted(outcome.replayed) == sorted(pending)
+    assert {env.service.get_quarantined(i).status for i in pending} == {quarantine.REPLAYED}
+    assert len(list(env.client.scan_iter("ae:*:climate:v1"))) == 2  # both sensors' online values
+    assert offline_sensors(env) == [7, 7, 8, 8]  # stored once, by the run
