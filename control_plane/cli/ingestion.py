@@ -66,7 +66,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("ids", type=uint64, nargs="+", metavar="ID")
     replay.add_argument("--file", metavar="corrected.jsonl", help="corrected payloads, one JSON per line")
     replay.set_defaults(handler=_replay)
-    discard = actions.add_parser("discard", parents=[common], help="give records up for good")
+    discard = actions.add_parser(
+        "discard",
+        parents=[common],
+        help="give records up for good (an online_pending one's stored row stays)",
+    )
     discard.add_argument("ids", type=uint64, nargs="+", metavar="ID")
     discard.set_defaults(handler=_discard)
 

@@ -22,7 +22,10 @@ A batch view's record is committed ``online_pending`` once its row is in the off
 then ``replayed`` once its online value is written. While that replay writes it online the record is
 held as a claim is (refused to other replays, taken over after the lease); a failed online write hands it
 over at once (``updated_at_us`` 0: no replay holds it), and the next replay of it writes only its online
-value (idempotent), never its offline row again, so it needs no claim; a discard refuses it (stored).
+value (idempotent), never its offline row again, so it needs no claim. A discard takes one no replay holds
+(its view version retired or deleted, its online value not wanted): its row stays stored offline, and the
+run that stored it keeps counting it accepted, as a discarded quarantined record stays counted quarantined,
+so every run still adds up.
 """
 
 from __future__ import annotations
@@ -113,10 +116,15 @@ class Claim:
 
 
 def claim(
-    session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S, action: str = "replayed"
+    session: Session,
+    ids: Sequence[int],
+    lease_s: float = CLAIM_LEASE_S,
+    action: str = "replayed",
+    online_pending: bool = False,
 ) -> Claim:
     """Claims ``ids`` for a replay, all or none, in the caller's transaction: each must be quarantined,
-    or ``replaying`` under a claim older than ``lease_s``. NotFound names a missing id; FailedPrecondition
+    or ``replaying`` under a claim older than ``lease_s``, or with ``online_pending`` (a discard) one that
+    is ``online_pending`` and held by no live replay. NotFound names a missing id; FailedPrecondition
     every record that is replayed, discarded or held by a live claim, ending "nothing was ``action``"
     (the caller's transaction, rolled back, then claims nothing). A discard claims and finishes its
     records in one transaction, so it and a replay never both take a record.
@@ -141,12 +149,23 @@ def claim(
         if record_id not in states:
             raise NotFound(f"quarantined record {record_id} not found")
     taken_over = [i for i, (status, at) in states.items() if status == REPLAYING and at < lapsed_before]
-    refused = {i: state for i, state in states.items() if state[0] != QUARANTINED and i not in taken_over}
+    # An online_pending record a live replay writes online is held as a claimed one is (see _refusal).
+    stored = [
+        i
+        for i, (status, at) in states.items()
+        if online_pending and status == ONLINE_PENDING and at < lapsed_before
+    ]
+    refused = {
+        i: state
+        for i, state in states.items()
+        if state[0] != QUARANTINED and i not in taken_over and i not in stored
+    }
     if refused:
         raise FailedPrecondition(f"{_refusal(refused, lease_s, lapsed_before)}; nothing was {action}")
+    statuses = (REPLAYING, ONLINE_PENDING) if online_pending else (REPLAYING,)
     claimable = or_(
         QuarantineRow.status == QUARANTINED,
-        and_(QuarantineRow.status == REPLAYING, QuarantineRow.updated_at_us < lapsed_before),
+        and_(QuarantineRow.status.in_(statuses), QuarantineRow.updated_at_us < lapsed_before),
     )
     claimed = sum(
         _rowcount(
@@ -299,7 +318,6 @@ def _refusal(refused: dict[int, tuple[str, int]], lease_s: float, lapsed_before:
     }
     reasons = [
         f"quarantined record {record_id} is {status}, not quarantined"
-        + (" (stored offline; a replay of it writes its online value)" if status == ONLINE_PENDING else "")
         for record_id, (status, _at) in sorted(refused.items())
         if status != REPLAYING
     ]

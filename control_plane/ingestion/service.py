@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
@@ -179,12 +179,21 @@ class IngestionService:
         with write_session(self._sessions) as session:
             # Claimed and finished in one transaction: a replay holding one of them refuses the discard
             # (as it would a replay), and a discarded record is never claimed by a replay after.
-            held = quarantine.claim(session, ids, self._claim_lease_s, action="discarded")
+            # online_pending ones (stored offline, counted accepted) are taken too when no replay holds
+            # them: their online value is not wanted (a retired or deleted version's), or they stayed
+            # online_pending for good. Their rows stay stored and counted, as the audit entry says.
+            stored = quarantine.online_pending(session, ids, self._claim_lease_s)
+            held = quarantine.claim(
+                session, ids, self._claim_lease_s, action="discarded", online_pending=True
+            )
             rows = quarantine.get_rows(session, held.ids)
             quarantine.set_status(session, rows, quarantine.DISCARDED)
+            after: dict[str, list[int]] = {"discarded": list(ids)}
+            if stored:
+                after["stored_offline"] = stored  # no online value written; the offline row stays
             audit(
                 session, actor=actor, action="quarantine.discard", object_type="quarantine",
-                object_id=",".join(str(i) for i in ids), before=None, after={"discarded": list(ids)},
+                object_id=",".join(str(i) for i in ids), before=None, after=after,
             )  # fmt: skip
         return len(held.ids)
 
@@ -414,8 +423,13 @@ class IngestionService:
         for row in rows:
             members_of.setdefault((row.view, row.version), []).append(row)
         completed: list[int] = []
+        # Every view version resolved before anything is written, so a refusal writes nothing.
+        resolved = {
+            (name, version): self._resolve_pending(name, version, [row.id for row in members])
+            for (name, version), members in members_of.items()
+        }
         for (name, version), members in members_of.items():
-            view, entity = self._resolve(name, version)
+            view, entity = resolved[name, version]
             payloads = [_parse(row.payload, row.id) for row in members]
             result = _typed(view, entity, records_table(payloads))
             if result.rejected.num_rows:  # not what was stored: write none rather than guess a value
@@ -434,6 +448,24 @@ class IngestionService:
                 )  # fmt: skip
             completed += done
         return completed
+
+    def _resolve_pending(self, name: str, version: int, ids: list[int]) -> tuple[pb.FeatureView, pb.Entity]:
+        """The view version of ``online_pending`` records; a retired or deleted one refused saying what to
+        do (``_resolve``'s "discard its quarantined records" read as wrong: a discard refused them)."""
+        try:
+            found = self._registry.get_feature_view(name, version)
+        except NotFound:
+            gone = "deleted"
+        else:
+            if found.status != types_pb2.RETIRED:
+                return found, self._registry.get_entity(found.spec.entity)
+            gone = "retired (not served)"
+        raise FailedPrecondition(
+            f"records {ids} wait for their online values (online_pending) in feature view {name!r} version"
+            f" {version}, which is {gone}: nothing reads its online values, so none is written. Discard"
+            f" them (`aetherctl quarantine discard {' '.join(map(str, ids))}`): their rows stay stored"
+            " offline and counted accepted"
+        )
 
     def _publisher(self, view: pb.FeatureView) -> Publish:
         """How to publish events again to a streaming view's source, where its materializer reads: a Redis

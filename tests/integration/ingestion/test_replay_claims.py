@@ -232,8 +232,6 @@ def test_a_replay_whose_online_write_fails_writes_its_record_offline_once(any_en
         full.close()
     assert env.service.get_quarantined(record_id).status == quarantine.ONLINE_PENDING
     assert offline_sensors(env) == [11]
-    with pytest.raises(FailedPrecondition, match="online_pending, not quarantined"):
-        env.service.discard([record_id])  # it is stored: discarding it would not unstore it
     outcome = env.service.replay([record_id], {record_id: fixed})  # the request retried as it was
     assert outcome.replayed == [record_id]
     assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
@@ -291,3 +289,34 @@ def test_online_pending_records_whose_batch_allowed_their_nulls_are_replayed(any
     assert {env.service.get_quarantined(i).status for i in pending} == {quarantine.REPLAYED}
     assert len(list(env.client.scan_iter("ae:*:climate:v1"))) == 2  # both sensors' online values
     assert offline_sensors(env) == [7, 7, 8, 8]  # stored once, by the run
+
+
+@pytest.mark.parametrize("gone", ["retired", "deleted"])
+def test_online_pending_records_of_a_retired_or_deleted_version_are_discarded(
+    any_env: Env, gone: str
+) -> None:
+    """A batch run's online write fails, then its view version is retired (or the view deleted): the
+    replay of its online_pending records is refused saying to discard them, and the discard takes them
+    (it refused them, saying to replay them: stuck). Their rows stay stored offline, and the run still
+    counts them accepted, so records in = accepted + quarantined holds."""
+    env = any_env
+    rows = pa.table({"sensor_id": [7, 8], "event_ts": [NOW, NOW], "temperature_c": [20.0, 21.0],
+                     "mode": [1, 2]})  # fmt: skip
+    with refusing_service(env) as service, pytest.raises(Unavailable, match="online_pending records"):
+        service.ingest("climate", 1, [rows])
+    (run,) = env.service.list_runs(view="climate")
+    pending = [r.id for r in env.service.list_quarantined(status=quarantine.ONLINE_PENDING)]
+    assert len(pending) == 2
+    if gone == "retired":
+        env.registry.deprecate_version("climate", 1)
+        env.registry.retire_version("climate", 1)
+    else:
+        env.registry.delete_feature_view("climate")
+    with pytest.raises(FailedPrecondition, match=f"version 1, which is {gone}.*Discard them"):
+        env.service.replay(pending, {})
+    assert {env.service.get_quarantined(i).status for i in pending} == {quarantine.ONLINE_PENDING}
+    assert env.service.discard(pending) == len(pending)
+    assert {env.service.get_quarantined(i).status for i in pending} == {quarantine.DISCARDED}
+    assert env.service.list_runs(view="climate") == [run]  # unchanged: still counted accepted
+    assert (run.records_in, run.accepted, run.quarantined) == (2, 2, 0)
+    assert offline_sensors(env) == [7, 8]
