@@ -19,13 +19,14 @@ claim is renewed before each write and must still be held when the replay commit
 replay left behind is taken over by the next replay of its records once it is older than the lease.
 
 A batch view's record is committed ``online_pending`` once its row is in the offline store (and counted),
-then ``replayed`` once its online value is written. While that replay writes it online the record is
-held as a claim is (refused to other replays, taken over after the lease); a failed online write hands it
-over at once (``updated_at_us`` 0: no replay holds it), and the next replay of it writes only its online
-value (idempotent), never its offline row again, so it needs no claim. A discard takes one no replay holds
-(its view version retired or deleted, its online value not wanted): its row stays stored offline, and the
-run that stored it keeps counting it accepted, as a discarded quarantined record stays counted quarantined,
-so every run still adds up.
+then ``replayed`` once its online value is written. While a replay writes it online the record is held
+as a claim is, ``updated_at_us`` the replay's stamp (refused to other replays and discards, taken over
+after the lease); a failed online write hands it over at once (``updated_at_us`` 0: no replay holds it).
+The next replay of it holds it the same way (``take_online``) and writes only its online value, never its
+offline row again; unheld, two replays both wrote it and both reported and audited it. A discard takes
+one no replay holds (its view version retired or deleted, its online value not wanted): its row stays
+stored offline, and the run that stored it keeps counting it accepted, as a discarded quarantined record
+stays counted quarantined, so every run still adds up.
 """
 
 from __future__ import annotations
@@ -223,33 +224,78 @@ def hold_online(session: Session, source: RunSource, payloads: Sequence[str], re
     )
 
 
-def free_online(session: Session, ids: Sequence[int]) -> None:
-    """Hands ``online_pending`` records whose online write failed to the next replay at once."""
+def take_online(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S) -> Claim:
+    """Holds for a replay, in the caller's transaction, those of ``ids`` that are ``online_pending`` and
+    held by no live replay (``updated_at_us`` set to the hold's stamp; the status stays), so that of two
+    replays of one only the first writes its online value; the others are the caller's to ``claim``.
+    Locked in id order first, as ``claim`` does."""
+    stamp = now_us()
+    lapsed_before = stamp - int(lease_s * 1_000_000)
+    free: dict[int, int] = {}
+    for part in _slices(sorted(set(ids))):
+        query = (
+            select(QuarantineRow.id, QuarantineRow.updated_at_us)
+            .where(
+                QuarantineRow.id.in_(part),
+                QuarantineRow.status == ONLINE_PENDING,
+                QuarantineRow.updated_at_us < lapsed_before,
+            )
+            .order_by(QuarantineRow.id)
+            .with_for_update()
+        )
+        free.update((row.id, row.updated_at_us) for row in session.execute(query))
+    for part in _slices(sorted(free)):
+        session.execute(
+            update(QuarantineRow)
+            .where(
+                QuarantineRow.id.in_(part),
+                QuarantineRow.status == ONLINE_PENDING,
+                QuarantineRow.updated_at_us < lapsed_before,
+            )
+            .values(updated_at_us=stamp)
+            .execution_options(synchronize_session=False)
+        )
+    taken_over = sorted(i for i, at in free.items() if at)  # 0: handed over, not a dead replay's
+    return Claim([i for i in dict.fromkeys(ids) if i in free], stamp, taken_over)
+
+
+def _held_online(hold: Claim, part: Sequence[int]) -> Any:
+    return and_(
+        QuarantineRow.id.in_(part),
+        QuarantineRow.status == ONLINE_PENDING,
+        QuarantineRow.updated_at_us == hold.stamp,
+    )
+
+
+def free_online(session: Session, hold: Claim, ids: Sequence[int]) -> None:
+    """Hands those of ``ids`` that ``hold`` still holds to the next replay at once (their online write
+    failed, or the replay did before it)."""
     for part in _slices(sorted(set(ids))):
         session.execute(
             update(QuarantineRow)
-            .where(QuarantineRow.id.in_(part), QuarantineRow.status == ONLINE_PENDING)
+            .where(_held_online(hold, part))
             .values(updated_at_us=0)
             .execution_options(synchronize_session=False)
         )
 
 
-def finish_online(session: Session, ids: Sequence[int]) -> int:
-    """Marks ``replayed`` those of ``ids`` still ``online_pending`` (their online values are written);
-    returns how many. Conditional on the status: two replays completing the same record both may write its
-    online value (the same value: harmless), and one of them marks it."""
-    stamp = now_us()
-    return sum(
-        _rowcount(
-            session.execute(
-                update(QuarantineRow)
-                .where(QuarantineRow.id.in_(part), QuarantineRow.status == ONLINE_PENDING)
-                .values(status=REPLAYED, updated_at_us=stamp)
-                .execution_options(synchronize_session=False)
-            )
+def finish_online(session: Session, hold: Claim, ids: Sequence[int]) -> list[int]:
+    """Marks ``replayed`` those of ``ids`` that ``hold`` still holds (their online values are written)
+    and returns them; one another replay took over once the hold outlasted the lease is its to mark."""
+    marked: list[int] = []
+    for part in _slices(sorted(set(ids))):
+        query = select(QuarantineRow.id).where(_held_online(hold, part)).with_for_update()
+        marked += session.scalars(query)
+    set_to = {"status": REPLAYED, "updated_at_us": now_us()}
+    for part in _slices(marked):
+        session.execute(
+            update(QuarantineRow)
+            .where(_held_online(hold, part))
+            .values(**set_to)
+            .execution_options(synchronize_session=False)
         )
-        for part in _slices(sorted(set(ids)))
-    )
+    found = set(marked)
+    return [i for i in ids if i in found]
 
 
 def held(session: Session, claim: Claim, ids: Sequence[int]) -> dict[int, QuarantineRow]:

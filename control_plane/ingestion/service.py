@@ -214,7 +214,9 @@ class IngestionService:
         the offline store, before its online write, and ``replayed`` after it: a failed online write
         (Redis down) leaves them ``online_pending``, and a replay of such a record writes only its online
         value (idempotent: never over a fresher one), so its offline row is written once. Handed back to
-        the quarantine instead, it was written offline again by every retry.
+        the quarantine instead, it was written offline again by every retry. Such records are held first,
+        as claims hold the others (``quarantine.take_online``): a second replay of them is refused while
+        the first writes them, instead of both writing, reporting and auditing them.
 
         A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
         the next replay of them takes the claim over once it is older than the lease
@@ -226,12 +228,13 @@ class IngestionService:
         if unknown:
             raise InvalidArgument(f"corrected records {sorted(unknown)} are not among the replayed ids")
         with write_session(self._sessions) as session:
-            pending = quarantine.online_pending(session, ids, self._claim_lease_s)
+            # Held, as a claim holds the others: of two replays of one, only the first writes it online.
+            pending = quarantine.take_online(session, ids, self._claim_lease_s)
             # Its offline row holds the payload it was replayed with, and its online value must match it:
             # the same correction again (a retried request) is fine, another one is refused.
             changed = [
                 row.id
-                for row in quarantine.get_rows(session, [i for i in pending if i in corrected])
+                for row in quarantine.get_rows(session, [i for i in pending.ids if i in corrected])
                 if _parse(corrected[row.id], row.id) != _parse(row.payload, row.id)
             ]
             if changed:
@@ -239,11 +242,12 @@ class IngestionService:
                     f"records {changed} are stored offline already (online_pending) with the payload they"
                     " were replayed with; replay them without a correction to write their online values"
                 )
-            claim = quarantine.claim(session, [i for i in ids if i not in pending], self._claim_lease_s)
-        if claim.taken_over:
+            others = [i for i in ids if i not in set(pending.ids)]
+            claim = quarantine.claim(session, others, self._claim_lease_s)
+        if claim.taken_over or pending.taken_over:
             _log.warning(
                 "replay takes over records %s, claimed by a replay that did not finish within %g s",
-                claim.taken_over, self._claim_lease_s,
+                claim.taken_over + pending.taken_over, self._claim_lease_s,
             )  # fmt: skip
         try:
             completed = self._complete_online(pending, actor)
@@ -251,6 +255,7 @@ class IngestionService:
             return ReplayOutcome(outcome.run_ids, completed + outcome.replayed, outcome.still_quarantined)
         except BaseException:
             self._release(claim)
+            self._free_online(pending, pending.ids)  # those not completed: refused, or their write failed
             raise
 
     def _replay_claimed(self, claim: Claim, corrected: Mapping[int, str], actor: str) -> ReplayOutcome:
@@ -285,10 +290,12 @@ class IngestionService:
                 raise
             still += sorted(group.new_reasons)
             run_ids.append(run.run_id)
-            if batch and done:
+            if batch and done:  # committed online_pending, held under the claim's stamp
+                hold = Claim(done, claim.stamp, [])
                 self._write_online(
-                    group.view, group.entity, group.accepted, done, f"run {run.run_id}", replayed
+                    group.view, group.entity, group.accepted, hold, f"run {run.run_id}", replayed
                 )
+                self._finish_online(hold)
             replayed += done
             if undelivered:
                 raise Unavailable(
@@ -369,6 +376,8 @@ class IngestionService:
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
                 quarantine.set_status(session, [row], status)
+                if status == quarantine.ONLINE_PENDING:  # held by this replay while it writes them online
+                    row.updated_at_us = claim.stamp
             for record_id, reason in group.new_reasons.items():
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)
@@ -393,32 +402,49 @@ class IngestionService:
         claim.ids = [record_id for record_id in claim.ids if record_id not in fresh]
 
     def _write_online(
-        self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table, done: list[int],
-        counted_by: str, replayed: list[int],
+        self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table, hold: Claim, counted_by: str,
+        replayed: list[int],
     ) -> None:  # fmt: skip
-        """The online part of committed ``online_pending`` records, then marks them ``replayed``."""
+        """The online part (``accepted``) of ``hold``'s committed ``online_pending`` records; when the
+        online store does not take it they are handed over at once to the next replay."""
         try:
             self.batch.write_online(view, entity, accepted)
         except redis.RedisError as exc:
-            try:
-                with write_session(self._sessions) as session:
-                    quarantine.free_online(session, done)
-            except Exception:  # they wait out the lease instead
-                _log.exception("could not hand back online_pending records %s", done)
+            self._free_online(hold, hold.ids)
             raise Unavailable(
                 f"the online store (Redis) did not take the online values of view {view.spec.name!r}"
-                f" ({type(exc).__name__}: {exc}); records {done} are stored offline and counted"
+                f" ({type(exc).__name__}: {exc}); records {hold.ids} are stored offline and counted"
                 f" ({counted_by}) and are online_pending: replay them again, without corrections, to write"
                 f" only their online values. Already replayed: {replayed or 'none'}"
             ) from exc
-        with write_session(self._sessions) as session:
-            quarantine.finish_online(session, done)
 
-    def _complete_online(self, ids: list[int], actor: str) -> list[int]:
-        """Writes the online values of ``online_pending`` records (their offline rows are stored and
-        counted by the replay that wrote them) and marks them ``replayed``; returns their ids."""
+    def _finish_online(self, hold: Claim, actor: str | None = None) -> list[int]:
+        """Marks ``replayed`` those of ``hold``'s records it still holds, their online values written,
+        and returns them; with ``actor``, audited in the same transaction."""
+        with write_session(self._sessions) as session:
+            marked = quarantine.finish_online(session, hold, hold.ids)
+            if actor is not None and marked:
+                audit(
+                    session, actor=actor, action="quarantine.replay.online", object_type="quarantine",
+                    object_id=",".join(str(i) for i in marked), before=None, after={"replayed": marked},
+                )  # fmt: skip
+        return marked
+
+    def _free_online(self, hold: Claim, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            with write_session(self._sessions) as session:
+                quarantine.free_online(session, hold, ids)
+        except Exception:  # they wait out the lease instead
+            _log.exception("could not hand back online_pending records %s", ids)
+
+    def _complete_online(self, pending: Claim, actor: str) -> list[int]:
+        """Writes the online values of the ``online_pending`` records ``pending`` holds (their offline
+        rows are stored and counted by the run or replay that wrote them) and marks them ``replayed``;
+        returns those it marked."""
         with read_session(self._sessions) as session:
-            rows = quarantine.get_rows(session, ids)
+            rows = quarantine.get_rows(session, pending.ids)
         members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
         for row in rows:
             members_of.setdefault((row.view, row.version), []).append(row)
@@ -439,14 +465,9 @@ class IngestionService:
                     f" payloads do not cast to the version's types ({result.rejected.column('reason')[0]});"
                     " their online values were not written: discard them"
                 )
-            done = [row.id for row in members]
-            self._write_online(view, entity, result.accepted, done, "by an earlier replay", completed)
-            with write_session(self._sessions) as session:
-                audit(
-                    session, actor=actor, action="quarantine.replay.online", object_type="quarantine",
-                    object_id=",".join(str(i) for i in done), before=None, after={"replayed": done},
-                )  # fmt: skip
-            completed += done
+            hold = Claim([row.id for row in members], pending.stamp, [])
+            self._write_online(view, entity, result.accepted, hold, "by an earlier run or replay", completed)
+            completed += self._finish_online(hold, actor)
         return completed
 
     def _resolve_pending(self, name: str, version: int, ids: list[int]) -> tuple[pb.FeatureView, pb.Entity]:

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 import redis
+from sqlalchemy import select
 
 from clients.errors import FailedPrecondition, NotFound, Unavailable
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.service import IngestionService, ReplayOutcome
@@ -320,3 +322,48 @@ def test_online_pending_records_of_a_retired_or_deleted_version_are_discarded(
     assert env.service.list_runs(view="climate") == [run]  # unchanged: still counted accepted
     assert (run.records_in, run.accepted, run.quarantined) == (2, 2, 0)
     assert offline_sensors(env) == [7, 8]
+
+
+def test_a_replay_of_online_pending_records_another_replay_is_writing_online_is_refused(
+    any_env: Env, redis_url: str
+) -> None:
+    """Replay A of an online_pending record stops in the middle of its online write; replay B of the
+    same record then is refused, as for a quarantined record A holds. Without a hold both wrote the
+    online value, both answered it replayed and both audited quarantine.replay.online."""
+    env = any_env
+    record_id, fixed = climate_record(env, 12)
+    with refusing_service(env) as service, pytest.raises(Unavailable, match="online_pending"):
+        service.replay([record_id], {record_id: fixed})
+    slow = PausingRedis.from_url(redis_url)
+    assert isinstance(slow, PausingRedis)  # from_url is typed as returning a plain Redis
+    writer_a = IngestionService(env.sessions, env.registry, env.offline, slow)
+    outcome: list[ReplayOutcome] = []
+    thread = threading.Thread(target=lambda: outcome.append(writer_a.replay([record_id], {})))
+    thread.start()
+    try:
+        assert slow.paused.wait(10)  # A is inside the online write
+        with pytest.raises(
+            FailedPrecondition, match=rf"records \[{record_id}\] are being replayed by another"
+        ):
+            env.service.replay([record_id], {})
+        with pytest.raises(FailedPrecondition, match="being replayed by another replay"):
+            env.service.discard([record_id])
+    finally:
+        slow.resume.set()
+        thread.join(20)
+        slow.close()
+    assert [o.replayed for o in outcome] == [[record_id]]
+    assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+    with env.sessions() as session:
+        audited = session.scalars(
+            select(AuditEntryRow.action).where(AuditEntryRow.action == "quarantine.replay.online")
+        ).all()
+    assert len(audited) == 1
+    # A failed completion hands its hold back at once: the next replay is not kept waiting a lease.
+    other_id, other_fixed = climate_record(env, 13)
+    with refusing_service(env) as service:
+        with pytest.raises(Unavailable, match="online_pending"):
+            service.replay([other_id], {other_id: other_fixed})
+        with pytest.raises(Unavailable, match="online_pending"):
+            service.replay([other_id], {})  # held while it writes online, then handed back
+    assert env.service.replay([other_id], {}).replayed == [other_id]
