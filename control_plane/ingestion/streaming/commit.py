@@ -71,6 +71,11 @@ class StateKeys:
     def outbox(self) -> str:
         return self.prefix + ":outbox"
 
+    @property
+    def trimmed_below(self) -> str:
+        """The stream time (ms) below which the applied / rejected ids were dropped (the last trim)."""
+        return self.prefix + ":trimmed_below"
+
     def receipt(self, receipt_id: str) -> str:
         return f"{self.prefix}:receipt:{receipt_id}"
 
@@ -207,6 +212,7 @@ class Committer:
             below = f"({trim_below_ms}"
             writes += [("ZREMRANGEBYSCORE", keys.applied, "-inf", below)]
             writes += [("ZREMRANGEBYSCORE", keys.rejected, "-inf", below)]
+            writes += [("SET", keys.trimmed_below, trim_below_ms)]
         if blobs:
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [

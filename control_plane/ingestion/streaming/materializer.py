@@ -30,7 +30,9 @@ point, as ``R`` only moves forward; and a message can only be delivered again wh
 or after ``R``, since the commit acknowledges (XACK) what it adds to the sets. Only for a Redis stream:
 a Kafka id's score is its partition, not a time, and a Kafka source acknowledges outside the commit,
 so its sets are not trimmed. Rewinding a group (``XGROUP SETID`` to an earlier id) below the trimmed
-point makes the messages read again count as new.
+point makes the messages read again count as new. The trim point is kept (``trimmed_below``): a later
+run with a longer lateness or window, whose rebuild would read from before it, logs a warning that the
+events before it are not re-applied (their windows are short until they slide past it).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
@@ -433,6 +435,18 @@ class StreamMaterializer:
         if not self._retrying(lambda: self._client.zcard(self.keys.applied)):
             return  # nothing applied yet (a new group): no need to read the stream back
         since_ms = self._rebuild_since_ms()
+        stored = cast(bytes | None, self._retrying(lambda: self._client.get(self.keys.trimmed_below)))
+        trimmed = None if stored is None else int(stored)
+        if trimmed is not None and since_ms < trimmed:
+            # An earlier run, with a shorter lateness or window, trimmed the ids this rebuild would read
+            # before that point: whether those messages were applied is no longer known, so they are not
+            # re-applied, and windows reaching back before it are short until they slide past it.
+            _log.warning(
+                "%s: the rebuild reads from stream time %d ms, but the applied ids before %d ms were trimmed "
+                "by an earlier run with a shorter lateness or window; events between are not re-applied, "
+                "and the windows that reach back before it miss them until they slide past it",
+                self.view.spec.name, since_ms, trimmed,
+            )  # fmt: skip
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):
             reply = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))

@@ -4,7 +4,9 @@ and a SIGKILLed materializer process that restarts without double counting."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import signal
 import subprocess
@@ -133,7 +135,7 @@ def test_a_read_of_only_redelivered_messages_is_counted_as_duplicates(tmp_path: 
 
 
 def test_applied_ids_older_than_any_rebuild_are_trimmed_and_nothing_counts_twice(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The applied / rejected id sets kept one member per message ever processed: Redis memory grew
     without bound. A commit now drops the ids older than where any rebuild starts (the group's resume
@@ -183,6 +185,17 @@ def test_applied_ids_older_than_any_rebuild_are_trimmed_and_nothing_counts_twice
     stats = materializer.process(next(iter(materializer.source.history(now_ms - 2000, 1000))))
     assert (stats.duplicates, stats.accepted) == (len(recent) + 2, 0)
     assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
+
+    # A run with a longer lateness would rebuild from before the trim point, where whether a message was
+    # applied is no longer known: it says so (its windows miss those events) rather than nothing.
+    assert old_ms < int(client.get(keys.trimmed_below) or 0) <= now_ms
+    longer = dataclasses.replace(options, lateness_s=10 * 86_400)
+    source = RedisStreamSource(client, STREAM, options.group, "c1")
+    with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
+        StreamMaterializer(
+            view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), longer
+        ).start()
+    assert "were trimmed by an earlier run with a shorter lateness or window" in caplog.text
 
 
 def test_connection_drop_mid_stream_is_survived(tmp_path: Path, redis_url: str) -> None:
