@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ctypes.util
 import functools
+import hashlib
 import importlib
 import importlib.util
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,8 @@ class OnnxOptions:
     intra_op_threads: int = 1
     # Restrict to these providers (still in preference order); empty = every provider present.
     allowed_providers: tuple[str, ...] = ()
-    # Where the TensorRT execution provider caches the engines it builds (None = no cache).
+    # Where the TensorRT execution provider caches the engines it builds, named per model by
+    # trt_engine_cache_prefix (None = no cache).
     trt_cache_dir: Path | None = None
 
 
@@ -145,10 +148,26 @@ def warn_missing_named_providers(allowed: Sequence[str]) -> list[str]:
     return missing
 
 
-def _provider_options(provider: str, options: OnnxOptions) -> dict[str, Any]:
+def trt_engine_cache_prefix(model: bytes) -> str:
+    """The TensorRT provider's engine-cache prefix for ``model``: its sha256 (the artifact's checksum) and
+    this onnxruntime's version. Without a prefix the provider names an engine by a hash of the graph's
+    input, initializer and node-output names only when the model comes as bytes (no path, no weights;
+    onnxruntime issue #6455), so a retrained version of the same architecture loaded the previous
+    version's engine from the shared cache folder and answered with the previous version's weights.
+    The version is there because engines must be rebuilt for another onnxruntime (its documentation).
+    Letters, digits and underscores only: the provider joins the prefix to the cache path as a file name."""
+    version = re.sub(r"[^A-Za-z0-9]+", "_", ort.__version__)
+    return f"aether_{hashlib.sha256(model).hexdigest()}_ort{version}"
+
+
+def _provider_options(provider: str, options: OnnxOptions, model: bytes) -> dict[str, Any]:
     if provider == "TensorrtExecutionProvider" and options.trt_cache_dir is not None:
         options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(options.trt_cache_dir)}
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(options.trt_cache_dir),
+            "trt_engine_cache_prefix": trt_engine_cache_prefix(model),
+        }
     return {}
 
 
@@ -182,7 +201,7 @@ class OnnxRuntimeSession:
         self._session = ort.InferenceSession(
             model,
             sess_options=session_options,
-            providers=[(p, _provider_options(p, options)) for p in providers],
+            providers=[(p, _provider_options(p, options, model)) for p in providers],
         )
         self.inputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_inputs())
         self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())

@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from data_plane.models.manager import ManagerOptions, ModelManager
@@ -73,3 +74,29 @@ def test_manager_serves_concurrent_requests_on_cuda(tmp_path: Path) -> None:
     got = np.concatenate(answers)
     assert got.shape == (200, 1)
     np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-2 * float(np.abs(expected).max()))
+
+
+def _tensorrt_provider_usable() -> bool:
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return False
+    model = onnx_models.affine().SerializeToString()
+    session = OnnxRuntimeSession(model, OnnxOptions(allowed_providers=("TensorrtExecutionProvider",)))
+    return session.providers[0] == "TensorrtExecutionProvider"
+
+
+@pytest.mark.skipif(
+    not _tensorrt_provider_usable(), reason="ONNX Runtime's TensorRT provider does not start here"
+)
+def test_two_versions_of_one_architecture_do_not_share_a_cached_tensorrt_engine(tmp_path: Path) -> None:
+    """The TensorRT provider's engine-cache name hashes the graph's tensor names, not its weights: with one
+    cache folder and no per-model prefix, v2 loaded version 1's engine and answered with its weights."""
+    options = OnnxOptions(
+        allowed_providers=("TensorrtExecutionProvider",), trt_cache_dir=tmp_path / "trt_cache"
+    )
+    x = np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32)
+    for seed in (1, 2, 1):  # the last one loads version 1's engine from the cache
+        model = onnx_models.mlp(seed=seed).SerializeToString()
+        on_trt = OnnxRuntimeSession(model, options).run({"input": x})["output"]
+        on_cpu = OnnxRuntimeSession(model, CPU_ONLY).run({"input": x})["output"]
+        np.testing.assert_allclose(on_trt, on_cpu, rtol=1e-2, atol=1e-2 * float(np.abs(on_cpu).max()))
+    assert any((tmp_path / "trt_cache").iterdir())

@@ -4,7 +4,9 @@ still work where the binding is absent."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,12 @@ import pytest
 from clients.errors import Unavailable
 from data_plane.models.runner import run_batch
 from data_plane.models.validation import ValidInputs
-from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession, warn_missing_named_providers
+from data_plane.runtime.onnx import (
+    OnnxOptions,
+    OnnxRuntimeSession,
+    _provider_options,
+    warn_missing_named_providers,
+)
 from tests.support import onnx_models
 
 
@@ -89,3 +96,26 @@ def test_a_closed_session_answers_unavailable_and_holds_no_native_session(tmp_pa
         session.run({"x": np.ones((1, 4), np.float32)})
     results = run_batch(session, spec, rows)
     assert [type(r) for r in results] == [Unavailable, Unavailable], results
+
+
+def test_each_model_gets_its_own_tensorrt_engine_cache_prefix(tmp_path: Path) -> None:
+    """The TensorRT provider's cache names an engine by the graph's tensor names, not its weights, for a
+    model given as bytes: with one cache folder and no prefix, a retrained version of the same architecture
+    loaded the previous version's engine and answered with its weights. The prefix is the model's sha256
+    (the artifact checksum) and this onnxruntime's version; the sessions themselves need a GPU
+    (tests/integration/serving/test_gpu_execution.py)."""
+    options = OnnxOptions(trt_cache_dir=tmp_path / "trt")
+    v1 = onnx_models.mlp(seed=1).SerializeToString()
+    v2 = onnx_models.mlp(seed=2).SerializeToString()
+    first = _provider_options("TensorrtExecutionProvider", options, v1)
+    second = _provider_options("TensorrtExecutionProvider", options, v2)
+    assert first["trt_engine_cache_path"] == second["trt_engine_cache_path"] == str(tmp_path / "trt")
+    assert first["trt_engine_cache_enable"] is True
+    prefix = first["trt_engine_cache_prefix"]
+    assert prefix != second["trt_engine_cache_prefix"]
+    assert hashlib.sha256(v1).hexdigest() in prefix
+    assert ort.__version__.replace(".", "_") in prefix
+    assert re.fullmatch(r"[A-Za-z0-9_]+", prefix), prefix  # a file name in the cache folder, nothing more
+    assert _provider_options("TensorrtExecutionProvider", options, v1) == first  # the same model: a hit
+    assert _provider_options("CUDAExecutionProvider", options, v1) == {}
+    assert _provider_options("TensorrtExecutionProvider", OnnxOptions(), v1) == {}
