@@ -16,6 +16,7 @@ model and TensorRT version that built it, so both are in the name.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from clients.env_values import ConfigurationError
+from clients.errors import Unavailable
 from clients.files import replace_when_done
 from data_plane.models.spec import DYNAMIC, ModelSpec
 from data_plane.runtime.base import Array
@@ -124,24 +126,28 @@ def _profile_shapes(shape: tuple[int, ...], max_batch: int) -> tuple[tuple[int, 
 
 
 class TensorRTEngine:
-    def __init__(self, plan: bytes, spec: ModelSpec) -> None:
-        import tensorrt as trt
-        import torch
-
+    def __init__(self, plan: bytes, spec: ModelSpec, *, trt: Any = None, torch: Any = None) -> None:
+        """``trt`` and ``torch``: the ``tensorrt`` and ``torch`` modules, imported when not given (tests
+        on a machine without a GPU give stand-ins; neither can deserialize an engine or make a CUDA
+        stream there)."""
+        trt = trt or importlib.import_module("tensorrt")
+        torch = torch or importlib.import_module("torch")
         self._trt = trt
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
-        if self._engine is None:
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
             raise UnreadablePlan(f"TensorRT could not deserialize the engine plan ({len(plan)} bytes)")
-        self._context = self._engine.create_execution_context()
+        # The engine and its context, held together: close() drops both at once, and a run takes both
+        # (a run already under way on another thread keeps them alive until it finishes).
+        self._live: tuple[Any, Any] | None = (engine, engine.create_execution_context())
         stream_type: Any = torch.cuda.Stream
         self._stream = stream_type()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self._spec = spec
         # The largest batch the engine's optimisation profile takes (the model manager refuses to raise a
         # loaded version's max_batch_size beyond it).
@@ -167,8 +173,11 @@ class TensorRTEngine:
         return True
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        live = self._live
+        if live is None:
+            raise Unavailable("the model version was unloaded; its TensorRT engine is closed")
+        _engine, context = live
         torch = self._torch
-        context = self._context
         keep: list[Any] = []  # device tensors must outlive the asynchronous execution
         with torch.cuda.stream(self._stream):
             for name in self._inputs:
@@ -190,8 +199,11 @@ class TensorRTEngine:
         return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
 
     def close(self) -> None:
-        del self._context
-        del self._engine
+        """Drops the engine and its context (their device memory goes once no run holds them). ``del``
+        of both attributes made a later run (a shadow batch on the other executor, or one after an
+        unloaded version's grace ran out) fail with AttributeError, answered as INTERNAL; it is
+        UNAVAILABLE, as a closed ONNX Runtime session's run is."""
+        self._live = None
 
 
 def build_plan(model: bytes, spec: ModelSpec, workspace_bytes: int = 1 << 30) -> bytes:

@@ -1,5 +1,6 @@
 """The native TensorRT engine cache (``tensorrt_engine.load_cached_plan``): a cached plan that does not
-deserialize is removed and rebuilt once, and plans are written whole under unique temporary names.
+deserialize is removed and rebuilt once, and plans are written whole under unique temporary names. And the
+engine wrapper's logic that needs no GPU, run over stand-ins for TensorRT's engine (tests/support).
 
 TensorRT itself is not installed here (no GPU); the cache logic takes the build and the deserialization as
 plain functions, so these tests give it real ones: a "plan" is bytes, and one that is not whole is refused
@@ -10,9 +11,26 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from data_plane.runtime.tensorrt_engine import UnreadablePlan, engine_cache_path, load_cached_plan
+from clients.errors import Unavailable
+from data_plane.models.runner import run_batch
+from data_plane.models.validation import ValidInputs
+from data_plane.runtime.tensorrt_engine import (
+    TensorRTEngine,
+    UnreadablePlan,
+    engine_cache_path,
+    load_cached_plan,
+)
+from tests.support import onnx_models
+from tests.support.tensorrt_stand_in import (
+    StandInTensor,
+    StandInTensorRT,
+    StandInTensorRTEngine,
+    TensorIOMode,
+    stand_in_torch,
+)
 
 PLAN = b"PLAN" + bytes(range(256)) * 8 + b"END"
 
@@ -65,3 +83,25 @@ def test_a_failed_build_leaves_no_plan_and_no_temporary_file(tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="failed to build"):
         load_cached_plan(path, build, deserialize)
     assert not path.parent.exists() or list(path.parent.iterdir()) == []
+
+
+def _affine_engine() -> StandInTensorRTEngine:
+    """What TensorRT makes of onnx_models.affine(): x float32[batch, 4] -> y float32[batch, 1]."""
+    return StandInTensorRTEngine(
+        StandInTensor("x", TensorIOMode.INPUT, "float32", (-1, 4), ((1, 4), (32, 4), (32, 4))),
+        StandInTensor("y", TensorIOMode.OUTPUT, "float32", (-1, 1)),
+    )
+
+
+def test_a_batch_after_close_is_unavailable_not_internal(tmp_path: Path) -> None:
+    """close() deleted the engine's attributes: a batch run afterwards (a shadow batch on the other
+    executor, one after an unloaded version's grace ran out) failed with AttributeError, answered INTERNAL."""
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    engine = TensorRTEngine(b"plan", spec, trt=StandInTensorRT(_affine_engine()), torch=stand_in_torch())
+    engine.close()
+    with pytest.raises(Unavailable, match="unloaded"):
+        engine.run({"x": np.ones((1, 4), np.float32)})
+    rows = [ValidInputs({"x": np.ones((1, 4), np.float32)}, 1, ()) for _ in range(2)]
+    results = run_batch(engine, spec, rows)
+    assert [type(r) for r in results] == [Unavailable, Unavailable], results
+    engine.close()  # twice: the manager may close a version that a failed load closed already
