@@ -7,8 +7,10 @@ the data plane refuses at start where they are not, :func:`require_native`). Dev
 CUDA stream come from torch, which ``Dockerfile.gpu`` installs (a CUDA 13 build) for this; the engine
 itself never touches torch's autograd.
 
-The engine is built with one optimisation profile whose batch dimension spans 1 … ``max_batch_size``
-(optimal at the maximum, since the batcher fills batches under load). The serialized plan is cached as
+The engine is built with one optimisation profile (for models with a dynamic dimension) whose dynamic
+first dimension spans 1 … ``max_batch_size`` (optimal at the maximum, since the batcher fills batches under
+load); dimensions the model fixes stay fixed (:func:`_profile_shapes`). The engine's inputs and outputs are
+its ``inputs``/``outputs``, which the model manager checks the spec against. The serialized plan is cached as
 ``<cache_dir>/<gpu>-trt<version>-<artifact sha256>-b<max batch>.plan``: an engine is only valid for the GPU
 model and TensorRT version that built it, so both are in the name.
 """
@@ -28,9 +30,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from clients.env_values import ConfigurationError
-from clients.errors import Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.files import replace_when_done
-from data_plane.models.spec import DYNAMIC, ModelSpec
+from data_plane.models.spec import DYNAMIC, ModelSpec, TensorSpec
 from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.tensorrt")
@@ -116,13 +118,60 @@ def _remove_if_unchanged(path: Path, seen: os.stat_result) -> None:
             path.unlink()
 
 
-def _profile_shapes(shape: tuple[int, ...], max_batch: int) -> tuple[tuple[int, ...], ...]:
-    """(min, opt, max) shapes of one input: the batch dimension spans 1..max_batch; other dynamic
-    dimensions are not supported by the native path (they need sizes the spec does not carry)."""
-    if any(d == DYNAMIC for d in shape[1:]):
-        raise ValueError(f"native TensorRT needs fixed non-batch dimensions, got {list(shape)}")
-    rest = tuple(shape[1:])
-    return (1, *rest), (max_batch, *rest), (max_batch, *rest)
+Shape = tuple[int, ...]
+
+
+def _profile_shapes(model: Shape, spec: Shape, max_batch: int) -> tuple[Shape, Shape, Shape] | None:
+    """(min, opt, max) shapes of one input of the parsed network, whose ``model`` shape has -1 for a
+    dynamic dimension; None for an input with none (it needs no profile). A dimension the model fixes
+    stays fixed; a dynamic one takes the size the spec gives it, else (the first, the batch) spans
+    1..max_batch. Before, the first dimension always spanned 1..max_batch, also for a model that fixes
+    it (one the manager does not batch), and the spec's sizes were used in place of the model's."""
+    if DYNAMIC not in model:
+        return None
+    if len(spec) != len(model):
+        raise FailedPrecondition(f"the model's input has shape {list(model)}, the spec's {list(spec)}")
+    low: list[int] = []
+    high: list[int] = []
+    for axis, (size, declared) in enumerate(zip(model, spec, strict=True)):
+        if size != DYNAMIC or declared != DYNAMIC:
+            fixed = size if size != DYNAMIC else declared
+            low.append(fixed)
+            high.append(fixed)
+        elif axis == 0:
+            low.append(1)
+            high.append(max_batch)
+        else:  # the sizes to build for are nowhere: the spec leaves the dimension free too
+            raise FailedPrecondition(
+                f"native TensorRT needs fixed non-batch dimensions; the model's input has shape "
+                f"{list(model)} and the spec's {list(spec)}"
+            )
+    return tuple(low), tuple(high), tuple(high)
+
+
+def engine_signature(engine: Any, trt: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The engine's inputs and outputs, in its order, as the model manager checks a spec against them
+    (names, numpy dtypes, shapes with -1 for a dynamic dimension). Without them the manager skipped the
+    check for native engines: a spec that did not match went READY and its inputs were cast."""
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        mode = engine.get_tensor_mode(name)
+        trt_type = engine.get_tensor_dtype(name)
+        try:
+            dtype = np.dtype(trt.nptype(trt_type)).name
+        except (TypeError, ValueError):  # bfloat16, fp8, ...: no numpy type
+            raise FailedPrecondition(
+                f"tensor {name!r} has TensorRT type {trt_type}, which the data plane does not serve"
+            ) from None
+        shape = tuple(int(d) if int(d) >= 0 else DYNAMIC for d in engine.get_tensor_shape(name))
+        tensor = TensorSpec(name=name, dtype=dtype, shape=shape)
+        if mode == trt.TensorIOMode.INPUT:
+            inputs.append(tensor)
+        elif mode == trt.TensorIOMode.OUTPUT:
+            outputs.append(tensor)
+    return tuple(inputs), tuple(outputs)
 
 
 class TensorRTEngine:
@@ -144,10 +193,11 @@ class TensorRTEngine:
         self._live: tuple[Any, Any] | None = (engine, engine.create_execution_context())
         stream_type: Any = torch.cuda.Stream
         self._stream = stream_type()
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        # Checked by the model manager against the spec, as ONNX Runtime sessions' are.
+        self.inputs, self.outputs = engine_signature(engine, trt)
+        self._inputs = [t.name for t in self.inputs]
+        self._outputs = [t.name for t in self.outputs]
+        self._dtypes = {t.name: t.np_dtype for t in (*self.inputs, *self.outputs)}
         self._spec = spec
         # The largest batch the engine's optimisation profile takes (the model manager refuses to raise a
         # loaded version's max_batch_size beyond it).
@@ -176,14 +226,18 @@ class TensorRTEngine:
         live = self._live
         if live is None:
             raise Unavailable("the model version was unloaded; its TensorRT engine is closed")
-        _engine, context = live
+        engine, context = live
         torch = self._torch
+        hosts = {name: np.ascontiguousarray(feeds[name], dtype=self._dtypes[name]) for name in self._inputs}
+        for name, host in hosts.items():
+            # False (and a line in TensorRT's log) for a shape outside the optimisation profile. It was
+            # ignored: the run went on with the context's previous shape.
+            if not context.set_input_shape(name, tuple(host.shape)):
+                raise InvalidArgument(_outside_profile(engine, name, host.shape))
         keep: list[Any] = []  # device tensors must outlive the asynchronous execution
         with torch.cuda.stream(self._stream):
-            for name in self._inputs:
-                host = np.ascontiguousarray(feeds[name], dtype=self._dtypes[name])
+            for name, host in hosts.items():
                 device = torch.from_numpy(host).to("cuda", non_blocking=False)
-                context.set_input_shape(name, tuple(host.shape))
                 context.set_tensor_address(name, device.data_ptr())
                 keep.append(device)
             outputs: dict[str, Any] = {}
@@ -206,6 +260,17 @@ class TensorRTEngine:
         self._live = None
 
 
+def _outside_profile(engine: Any, name: str, shape: Shape) -> str:
+    try:
+        low, _, high = engine.get_tensor_profile_shape(name, 0)
+    except Exception:  # an input without a profile (no dynamic dimension): its one shape is the spec's
+        return f"input {name!r} has shape {list(shape)}, which this TensorRT engine does not take"
+    return (
+        f"input {name!r} has shape {list(shape)}, outside the shapes this TensorRT engine was built for "
+        f"({list(low)} to {list(high)})"
+    )
+
+
 def build_plan(model: bytes, spec: ModelSpec, workspace_bytes: int = 1 << 30) -> bytes:
     """Parses the ONNX and builds a serialized engine (FP16 allowed where the GPU is fast at it)."""
     import tensorrt as trt
@@ -222,10 +287,18 @@ def build_plan(model: bytes, spec: ModelSpec, workspace_bytes: int = 1 << 30) ->
     if builder.platform_has_fast_fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    for tensor in spec.inputs:
-        low, opt, high = _profile_shapes(tensor.shape, spec.max_batch_size)
-        profile.set_shape(tensor.name, low, opt, high)
-    config.add_optimization_profile(profile)
+    declared = {t.name: t.shape for t in spec.inputs}
+    dynamic = False
+    for index in range(network.num_inputs):
+        tensor = network.get_input(index)
+        if tensor.name not in declared:
+            raise FailedPrecondition(f"the spec has no input {tensor.name!r}, which the model takes")
+        shapes = _profile_shapes(tuple(tensor.shape), declared[tensor.name], spec.max_batch_size)
+        if shapes is not None:
+            profile.set_shape(tensor.name, *shapes)
+            dynamic = True
+    if dynamic:  # a model of static shapes needs (and takes) no profile
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT failed to build the engine (see its log)")

@@ -8,19 +8,24 @@ with ``UnreadablePlan`` exactly as ``TensorRTEngine`` refuses a plan ``deseriali
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clients.errors import Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
+from data_plane.models.manager import ManagerOptions, ModelManager, ModelState
 from data_plane.models.runner import run_batch
+from data_plane.models.spec import ModelSpec, TensorSpec
 from data_plane.models.validation import ValidInputs
 from data_plane.runtime.tensorrt_engine import (
     TensorRTEngine,
     UnreadablePlan,
+    _profile_shapes,
     engine_cache_path,
+    engine_signature,
     load_cached_plan,
 )
 from tests.support import onnx_models
@@ -105,3 +110,60 @@ def test_a_batch_after_close_is_unavailable_not_internal(tmp_path: Path) -> None
     results = run_batch(engine, spec, rows)
     assert [type(r) for r in results] == [Unavailable, Unavailable], results
     engine.close()  # twice: the manager may close a version that a failed load closed already
+
+
+def test_the_engine_s_signature_is_what_the_manager_checks_the_spec_against(tmp_path: Path) -> None:
+    """A native engine had no ``inputs``/``outputs``, so the manager skipped its check of the spec: a spec
+    that did not match the model went READY and requests were cast to the engine's types."""
+    engine = StandInTensorRTEngine(
+        StandInTensor("y", TensorIOMode.OUTPUT, "float32", (-1, 1)),
+        StandInTensor("x", TensorIOMode.INPUT, "float32", (-1, 8), ((1, 8), (32, 8), (32, 8))),
+        StandInTensor("ids", TensorIOMode.INPUT, "int64", (-1, 2), ((1, 2), (32, 2), (32, 2))),
+    )
+    assert engine_signature(engine, StandInTensorRT(engine)) == (
+        (TensorSpec("x", "float32", (-1, 8)), TensorSpec("ids", "int64", (-1, 2))),
+        (TensorSpec("y", "float32", (-1, 1)),),
+    )
+    # The affine model's spec says x is float32[-1, 4]; this engine's x is [-1, 8].
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    one_input = StandInTensorRTEngine(*engine.tensors[:2])
+
+    def native(data: bytes, spec: ModelSpec, options: ManagerOptions) -> TensorRTEngine:
+        return TensorRTEngine(data, spec, trt=StandInTensorRT(one_input), torch=stand_in_torch())
+
+    async def load() -> tuple[ModelState, str]:
+        manager = ModelManager(ManagerOptions(), runtime_factory=native)
+        try:
+            with pytest.raises(FailedPrecondition, match="does not match its artifact"):
+                await manager.ensure_loaded(spec)
+            return manager.state("a", 1), manager.failure("a", 1)
+        finally:
+            await manager.close()
+
+    state, failure = asyncio.run(load())
+    assert state is ModelState.FAILED
+    assert "tensor 'x' has shape [-1, 8] in the model, [-1, 4] in the spec" in failure
+
+
+def test_a_shape_outside_the_engine_s_profile_is_invalid_argument(tmp_path: Path) -> None:
+    """``set_input_shape`` answers False for a shape outside the optimisation profile; run() ignored it
+    and executed with the context's previous shape."""
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
+    engine = TensorRTEngine(b"plan", spec, trt=StandInTensorRT(_affine_engine()), torch=stand_in_torch())
+    with pytest.raises(InvalidArgument, match=r"shape \[33, 4\], outside .* \(\[1, 4\] to \[32, 4\]\)"):
+        engine.run({"x": np.ones((33, 4), np.float32)})
+
+
+def test_the_optimisation_profile_follows_the_model_s_dimensions() -> None:
+    # A dynamic batch dimension spans 1..max_batch; fixed ones stay as they are.
+    assert _profile_shapes((-1, 4), (-1, 4), 64) == ((1, 4), (64, 4), (64, 4))
+    # A model that fixes its first dimension (the manager does not batch it): that size, not 1..64.
+    assert _profile_shapes((1, -1), (1, 16), 64) == ((1, 16), (1, 16), (1, 16))
+    # A dynamic dimension the spec fixes takes the spec's size, the batch included.
+    assert _profile_shapes((-1, 4), (8, 4), 64) == ((8, 4), (8, 4), (8, 4))
+    # Nothing dynamic: no profile (TensorRT wants none).
+    assert _profile_shapes((1, 4), (1, 4), 64) is None
+    with pytest.raises(FailedPrecondition, match="fixed non-batch dimensions"):
+        _profile_shapes((-1, -1), (-1, -1), 64)
+    with pytest.raises(FailedPrecondition, match=r"shape \[-1, 4\], the spec's \[-1\]"):
+        _profile_shapes((-1, 4), (-1,), 64)
