@@ -1,9 +1,11 @@
 """System metrics for tracked runs: CPU utilisation and memory from ``/proc`` (Linux), and GPU
-utilisation and memory through NVML when ``pynvml`` (nvidia-ml-py) is importable and finds a GPU.
+utilisation and memory through NVML when ``pynvml`` (nvidia-ml-py) is importable and finds a GPU, for
+the GPUs the process may use (``CUDA_VISIBLE_DEVICES``).
 Every key starts with ``system/`` so they never collide with a training loop's own metrics."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -47,18 +49,62 @@ def _process_rss_mb() -> dict[str, float]:
     return {f"{PREFIX}process_rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20}
 
 
-class _Nvml:
-    """GPU utilisation and memory per device; absent (no metrics) when NVML or a GPU is unavailable."""
+def visible_gpus(nvml: Any, cuda_visible_devices: str | None) -> list[Any]:
+    """NVML handles of the GPUs this process may use, in its CUDA order (the job's ``cuda:0`` first).
+    NVML ignores ``CUDA_VISIBLE_DEVICES``: enumerating its devices gave a job's run the metrics of every
+    GPU of the host, other jobs' included, labelled by NVML's index. Entries are read as CUDA reads them:
+    indices (NVML's, in PCI bus order: jobs get ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, as the scheduler's pool
+    numbers GPUs that way), UUIDs or unique UUID prefixes; an empty, negative, unknown or out-of-range
+    entry hides it and every one after it. Unset: every GPU NVML has."""
+    count = int(nvml.nvmlDeviceGetCount())
+    if cuda_visible_devices is None:
+        return [nvml.nvmlDeviceGetHandleByIndex(index) for index in range(count)]
+    handles: list[Any] = []
+    seen: set[str] = set()
+    for entry in (part.strip() for part in cuda_visible_devices.split(",")):
+        handle = _gpu_handle(nvml, entry, count)
+        if handle is None:
+            break
+        if entry not in seen:
+            seen.add(entry)
+            handles.append(handle)
+    return handles
 
-    def __init__(self) -> None:
+
+def _gpu_handle(nvml: Any, entry: str, count: int) -> Any:
+    if not entry:
+        return None
+    if entry.lstrip("-").isdigit():
+        index = int(entry)
+        return nvml.nvmlDeviceGetHandleByIndex(index) if 0 <= index < count else None
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(entry)  # "GPU-…" (or "MIG-…"), whole
+    except Exception:  # not a whole UUID NVML knows: CUDA also takes a unique prefix of one
+        handles = [nvml.nvmlDeviceGetHandleByIndex(index) for index in range(count)]
+        matches = [h for h in handles if _uuid(nvml, h).startswith(entry)]
+        return matches[0] if len(matches) == 1 else None
+
+
+def _uuid(nvml: Any, handle: Any) -> str:
+    uuid = nvml.nvmlDeviceGetUUID(handle)
+    return uuid.decode() if isinstance(uuid, bytes) else str(uuid)  # bytes from older nvidia-ml-py
+
+
+class _Nvml:
+    """Utilisation and memory of each GPU this process may use (:func:`visible_gpus`), labelled by its
+    CUDA index in the process (``gpu0`` is ``cuda:0``); absent (no metrics) when NVML or a GPU is
+    unavailable. ``nvml``: the ``pynvml`` module, imported when not given (tests give a stand-in)."""
+
+    def __init__(self, nvml: Any = None, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
         self._nvml: Any = None
         self._handles: list[Any] = []
         try:
-            import pynvml  # type: ignore[import-not-found, unused-ignore]
-
-            pynvml.nvmlInit()
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-            self._nvml = pynvml
+            if nvml is None:
+                nvml = importlib.import_module("pynvml")
+            nvml.nvmlInit()
+            self._handles = visible_gpus(nvml, env.get("CUDA_VISIBLE_DEVICES"))
+            self._nvml = nvml
         except Exception:  # not installed, no driver, no GPU: no GPU metrics
             self._nvml = None
 
