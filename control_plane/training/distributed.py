@@ -6,7 +6,8 @@ with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT
 :func:`process_group` initialises ``torch.distributed`` from them: NCCL with each rank on
 ``cuda:LOCAL_RANK`` when CUDA is available (the job's ``CUDA_VISIBLE_DEVICES`` already holds only the GPUs
 the pool gave it), gloo on the CPU otherwise. A process started without ``WORLD_SIZE`` (a job with 0 or 1
-GPU) initialises nothing and gets :data:`SINGLE`, on which every collective here is the identity.
+GPU) initialises nothing and is a world of one, on which every collective here is the identity: on
+``cuda:0`` when the job was given a GPU (:func:`single_device`), else :data:`SINGLE` on the CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 from clients.errors import FailedPrecondition, Internal
 
 WORLD_SIZE = "WORLD_SIZE"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,37 @@ class World:
 SINGLE = World()
 
 
+def single_device(cuda_visible_devices: str | None, cuda_available: bool) -> torch.device:
+    """The device of a process outside torchrun: ``cuda:0`` (the one GPU the job's
+    ``CUDA_VISIBLE_DEVICES`` leaves it) when the scheduler gave the job a GPU and CUDA works, else the
+    CPU. A job with ``gpus=1`` is started without torchrun; it was always on the CPU, holding a GPU it
+    never used. ``CUDA_VISIBLE_DEVICES`` unset (a process the executor did not start) or empty (a CPU
+    job) keeps the CPU."""
+    if cuda_available and cuda_visible_devices is not None and cuda_visible_devices.strip():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _deterministic_cublas() -> None:
+    # cuBLAS is deterministic only with a fixed workspace; the trainer runs torch's deterministic
+    # algorithms, which refuse a CUDA matmul without it. Read when the first cuBLAS handle is made.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 @contextmanager
 def process_group(environ: Mapping[str, str] | None = None) -> Iterator[World]:
     """The world of this process: under torchrun (``WORLD_SIZE`` set) a process group initialised from
-    its variables and destroyed on the way out (also after a failure); else :data:`SINGLE`."""
+    its variables and destroyed on the way out (also after a failure); else a world of one on
+    :func:`single_device`."""
     env = os.environ if environ is None else environ
     if WORLD_SIZE not in env:
-        yield SINGLE
+        device = single_device(env.get(CUDA_VISIBLE_DEVICES), torch.cuda.is_available())
+        if device.type == "cpu":
+            yield SINGLE
+            return
+        _deterministic_cublas()
+        torch.cuda.set_device(device)
+        yield World(device=device)
         return
     rank, size, local_rank = int(env["RANK"]), int(env[WORLD_SIZE]), int(env.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -104,9 +130,7 @@ def process_group(environ: Mapping[str, str] | None = None) -> Iterator[World]:
                 f"rank {rank}: LOCAL_RANK {local_rank} has no GPU, {visible} visible"
                 f" (CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '')!r})"
             )
-        # cuBLAS is deterministic only with a fixed workspace; the trainer runs torch's deterministic
-        # algorithms, which refuse a CUDA matmul without it. Read when the first cuBLAS handle is made.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        _deterministic_cublas()
         device, backend = torch.device("cuda", local_rank), "nccl"
         torch.cuda.set_device(device)
     else:

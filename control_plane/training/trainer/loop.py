@@ -1,4 +1,5 @@
-"""The training loop: deterministic on CPU, checkpointed, resumable to the same bits.
+"""The training loop: deterministic (on the CPU, or on the GPU a job was given: deterministic algorithms with
+a fixed cuBLAS workspace), checkpointed, resumable to the same bits.
 
 Determinism: every RNG is seeded from ``seed`` before the model is built, torch runs deterministic
 algorithms with a fixed thread count, and the batch order comes from a dedicated ``torch.Generator``

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from control_plane.training.distributed import SINGLE, World, process_group
+from control_plane.training.distributed import SINGLE, World, process_group, single_device
 
 
 def shards(order: torch.Tensor, size: int) -> list[list[int]]:
@@ -70,3 +70,21 @@ def test_outside_torchrun_the_world_is_one_process_and_nothing_is_initialised() 
         with torch.no_grad():
             copy.bias.add_(1)
         assert world.check_replicas(model) != world.check_replicas(copy)
+
+
+def test_a_job_given_one_gpu_trains_on_it_and_a_cpu_job_on_the_cpu() -> None:
+    """A job with gpus=1 is started without torchrun; its world was always on the CPU, the GPU the
+    scheduler gave it (its CUDA_VISIBLE_DEVICES) unused."""
+    assert single_device("3", cuda_available=True) == torch.device("cuda", 0)
+    assert single_device("GPU-0a1b", cuda_available=True) == torch.device("cuda", 0)
+    assert single_device("", cuda_available=True) == torch.device("cpu")  # a CPU job
+    assert single_device(None, cuda_available=True) == torch.device("cpu")  # not started by the executor
+    assert single_device("3", cuda_available=False) == torch.device("cpu")  # a CPU-only host or torch
+
+
+def test_outside_torchrun_a_one_gpu_job_s_world_is_on_its_gpu_where_cuda_works() -> None:
+    # On this host: the CPU when torch has no CUDA (CI), cuda:0 on a GPU host (the device machine).
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    with process_group({"CUDA_VISIBLE_DEVICES": "0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}) as world:
+        assert (world.rank, world.size, world.device, world.distributed) == (0, 1, expected, False)
+        assert not dist.is_initialized()

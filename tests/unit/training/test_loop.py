@@ -8,12 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from control_plane.training.checkpoint import Checkpoint, CheckpointManager, TrainingState, load_payload
+from control_plane.training.distributed import process_group
 from control_plane.training.trainer.config import TrainerConfig
 from control_plane.training.trainer.data import PreparedData
+from control_plane.training.trainer.export import check_onnx, export_onnx
 from control_plane.training.trainer.loop import fit
+from control_plane.training.trainer.model import ServingModel
 
 CONFIG = TrainerConfig(
     task="classification", label="y", hidden=(8,), dropout=0.2, lr=0.05, lr_step_epochs=2, lr_gamma=0.5,
@@ -116,3 +120,26 @@ def test_eval_every_zero_evaluates_after_the_last_epoch_only(tmp_path: Path) -> 
     fit(replace(CONFIG, eval_every=1, epochs=2), data(), resumed)  # stands for an attempt killed after 2
     fit(replace(CONFIG, eval_every=0, epochs=3), data(), resumed)
     assert "val_loss" in resumed.epochs[2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the device machine)")
+def test_a_one_gpu_job_trains_resumes_and_exports_on_cuda(tmp_path: Path) -> None:
+    """What a gpus=1 job does (process_group's world on cuda:0): trains on the GPU, resumes from a
+    checkpoint to the same bits (loaded with map_location="cpu", copied onto the GPU's parameters and
+    Adam's moments, the CUDA generator restored), and exports from the model moved to the CPU."""
+    with process_group({"CUDA_VISIBLE_DEVICES": "0"}) as world:
+        assert world.device == torch.device("cuda", 0) and not world.distributed
+        straight_hooks = LocalHooks(tmp_path / "straight")
+        trainee = fit(CONFIG, data(), straight_hooks, world)
+        assert {p.device for p in trainee.model.parameters()} == {world.device}
+        straight = weights(trainee.model)
+        fit(replace(CONFIG, epochs=3), data(), LocalHooks(tmp_path / "interrupted"), world)
+        resumed_hooks = LocalHooks(tmp_path / "interrupted")
+        resumed = fit(CONFIG, data(), resumed_hooks, world)
+    assert sorted(resumed_hooks.epochs) == [3, 4, 5]
+    for name, tensor in straight.items():
+        assert torch.equal(tensor, weights(resumed.model)[name]), name
+    assert resumed_hooks.epochs[5] == straight_hooks.epochs[5]
+    serving = ServingModel(resumed.model.cpu(), classification=True)  # as run_job does
+    path = export_onnx(serving, 3, tmp_path / "model.onnx", "probabilities", {})
+    assert check_onnx(path, serving, data().x_test, 1e-4) <= 1e-4
