@@ -13,6 +13,14 @@ after it), so every stored and counted chunk is audited even when the run dies b
 per chunk (~150 for a 10-million-row file), not per record. A run that finishes appends one more entry,
 ``ingestion.<kind>.finished``, with its totals and the online rows it wrote: a run without one was cut off.
 
+The online write comes after the last chunk's commit, so that transaction files the run's online part
+first (write-ahead: ``quarantine.file_online_part``, one ``online_pending`` record naming the run's
+offline files, held by the run). The run removes it once its online values are written, in the
+transaction of its ``finished`` entry, and hands it to the next replay at once when the online store does
+not take them. A run killed in between leaves it held by the dead run, and a replay takes it over after
+the lease and writes the online values; before, such a run left stored and counted rows with no online
+value and no record saying so, and ingesting them again stored them twice.
+
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
 are validated, and so quarantined.
@@ -20,11 +28,13 @@ are validated, and so quarantined.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,18 +45,25 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import InvalidArgument, Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
-from control_plane.ingestion.quarantine import RunSource, hold_online, record_outcome, supersede
-from control_plane.ingestion.shown_values import record_json, temporal_as_text
+from control_plane.ingestion.quarantine import (
+    RunSource,
+    file_online_part,
+    record_outcome,
+    settle_online_part,
+    supersede,
+)
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 
 PARQUET_BATCH_ROWS = 65_536
+
+_log = logging.getLogger("aether.ingestion.batch")
 
 
 @dataclass
@@ -133,7 +150,8 @@ class BatchMaterializer:
         target = f"{view.spec.name}:v{view.version}"
         chunk_number = 0
         source_rows = 0  # rows of the source before this chunk, those outside the window included
-        for chunk in chunks:
+        hold = 0  # the stamp of the run's hold on its online part, once filed
+        for chunk, last in _with_last(chunks):
             windowed = _in_window(chunk, ts_name, window)
             inside = windowed.rows
             outcome.skipped_outside_window += windowed.skipped
@@ -166,6 +184,8 @@ class BatchMaterializer:
                 }
                 if superseded:
                     after["superseded"] = superseded
+                if last and latest:  # write-ahead: a crash before the online write leaves it to replay
+                    hold = file_online_part(session, run, outcome.offline_paths)
                 audit(
                     session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
                     object_id=target, before=before, after=after,
@@ -176,8 +196,11 @@ class BatchMaterializer:
             source_rows += chunk.num_rows
             chunk_number += 1
         if latest:
-            outcome.online_rows = self._write_run_online(run, view, entity, pa.concat_tables(latest))
+            rows = pa.concat_tables(latest)
+            outcome.online_rows = self._write_run_online(run, view, entity, rows, hold)
         with write_session(self._sessions) as session:
+            if hold:  # written online: the run's online part is done (one that fails here waits to replay)
+                settle_online_part(session, run.run_id, hold)
             finished = _counters(outcome, source_id) | {
                 "chunks": chunk_number,
                 "skipped_outside_window": outcome.skipped_outside_window,
@@ -202,27 +225,46 @@ class BatchMaterializer:
             ) from exc
 
     def _write_run_online(
-        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table
+        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table, hold: int
     ) -> int:
-        """The run's online write; when the online store does not take it (down since the check), the
-        latest row per entity is filed as ``online_pending`` records of the run (see ``hold_online``)."""
+        """The run's online write. Its online part is filed already, held by the run (``hold``); when the
+        online store does not take it (down since the check) the record is handed to the next replay at
+        once (``settle_online_part``), and a replay of it writes the online values."""
         try:
             return self.write_online(view, entity, rows)
         except redis.RedisError as exc:
             error = f"{type(exc).__name__}: {exc}"
-            latest = latest_per_entity(rows, [key.name for key in entity.join_keys])
-            ts_name = timestamp_field(view)  # the payload as a record of the source, for a replay
-            latest = latest.rename_columns([ts_name if n == "event_ts" else n for n in latest.column_names])
-            payloads = [record_json(record) for record in temporal_as_text(latest).to_pylist()]
-            with write_session(self._sessions) as session:
-                hold_online(session, run, payloads, f"online value not written: {error}")
+            self._settle_online_part(run, hold, error)
             raise Unavailable(
                 f"the online store (Redis) did not take run {run.run_id}'s online values ({error}); its"
                 " rows are stored offline and counted, so do not ingest them again (they would be stored"
-                " twice): its latest row per entity waits as online_pending records of the run (`aetherctl"
-                f" quarantine list --status online_pending --view {view.spec.name}`), and replaying those"
-                " writes only their online values"
+                " twice): its latest row per entity waits as an online_pending record of the run"
+                f" (`aetherctl quarantine list --status online_pending --view {view.spec.name}`), and"
+                " replaying it writes only the online values"
             ) from exc
+        except FailedPrecondition:  # the version was deleted meanwhile: no online value of it is wanted
+            self._settle_online_part(run, hold)
+            raise
+        except BaseException as exc:
+            self._settle_online_part(run, hold, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _settle_online_part(self, run: RunSource, hold: int, error: str | None = None) -> None:
+        try:
+            with write_session(self._sessions) as session:
+                settle_online_part(session, run.run_id, hold, error)
+        except Exception:  # it stays held by this run, and a replay takes it over after the lease
+            _log.exception("could not hand over run %s's online_pending record", run.run_id)
+
+    def read_online_part(self, entity: pb.Entity, offline_paths: Sequence[str]) -> pa.Table:
+        """The latest row per entity of a run's offline files (``file_online_part``'s payload), read in
+        the order the run wrote them, so a tie goes to the row its online write would have taken."""
+        key_names = [key.name for key in entity.join_keys]
+        latest = [
+            latest_per_entity(pa.Table.from_batches(list(self._offline.read_file(path))), key_names)
+            for path in offline_paths
+        ]
+        return pa.concat_tables(latest) if latest else pa.table({})
 
     def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
         """Appends validated rows to the offline store, stamped with the ingestion time."""
@@ -233,6 +275,32 @@ class BatchMaterializer:
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""
         return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
+
+
+_T = TypeVar("_T")
+
+
+def _with_last(items: Iterable[_T]) -> Iterator[tuple[_T, bool]]:
+    """``items``, each with whether it is the last: one read ahead, so the last chunk's transaction can
+    file the run's online part. A read that fails (an upload cut off) comes after the chunk before it is
+    stored and counted, as it did without the read ahead: raised first, that chunk's rows were stored
+    offline and never counted."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    while True:
+        try:
+            following = next(iterator)
+        except StopIteration:
+            yield current, True
+            return
+        except BaseException:
+            yield current, False
+            raise
+        yield current, False
+        current = following
 
 
 def _counters(

@@ -27,10 +27,15 @@ offline row again; unheld, two replays both wrote it and both reported and audit
 one no replay holds (its view version retired or deleted, its online value not wanted): its row stays
 stored offline, and the run that stored it keeps counting it accepted, as a discarded quarantined record
 stays counted quarantined, so every run still adds up.
+
+A batch run files its online part (``file_online_part``) in its last chunk's transaction, held by the run
+as a replay holds its records, and removes it once its online values are written (``settle_online_part``);
+a run killed in between leaves it to a replay, which takes it over after the lease.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from clients.errors import FailedPrecondition, NotFound
@@ -200,28 +205,55 @@ def online_pending(session: Session, ids: Sequence[int], lease_s: float = CLAIM_
     return [record_id for record_id in dict.fromkeys(ids) if record_id in found]
 
 
-def hold_online(session: Session, source: RunSource, payloads: Sequence[str], reason: str) -> None:
-    """Files a batch run's online part that the online store did not take: one ``online_pending`` record
-    per entity (its latest row), so a replay of them writes only the online values; the run's offline
-    rows are stored and counted, so a rerun of the source would store them twice. The counters do not
-    move: these are accepted records, counted as such already."""
+#: The record key of a batch run's online part (one record per run; see ``file_online_part``).
+ONLINE_PART_KEY = "online"
+
+
+def file_online_part(session: Session, source: RunSource, offline_paths: Sequence[str]) -> int:
+    """Files, in the caller's transaction (a batch run's last chunk's), the run's online part before it
+    is written: one ``online_pending`` record of the run whose payload names the offline files the run
+    wrote (its latest row per entity is theirs), held by the run (``updated_at_us`` the returned stamp),
+    as a replay holds the records it writes online. A run killed between that commit and its online write
+    used to leave its rows stored and counted with no online value and no record of it (re-ingesting
+    stored them twice); now the record waits, and a replay takes it over after the lease. The counters do
+    not move: the run counted the rows accepted already.
+
+    One record per run, not one per entity: 100,000 entities' rows as JSON payloads took ~2 s to build,
+    insert and delete, on a run of 1,000,000 rows that takes ~1.1 s, and as many record ids (a 32-bit
+    column) per run; the files hold those rows already."""
     stamp = now_us()
-    session.add_all(
-        QuarantineRow(
-            run_id=source.run_id,
-            record_key=f"online:{i}",
-            view=source.view,
-            version=source.version,
-            source_kind=source.kind,
-            source_id=source.source_id,
-            payload=payload,
-            reason=reason,
-            status=ONLINE_PENDING,
-            created_at_us=stamp,
-            updated_at_us=0,  # held by no replay
-        )
-        for i, payload in enumerate(payloads)
+    payload = json.dumps({"offline_files": list(offline_paths)})
+    session.execute(
+        insert(QuarantineRow),
+        [
+            {
+                "run_id": source.run_id, "record_key": ONLINE_PART_KEY, "view": source.view,
+                "version": source.version, "source_kind": source.kind, "source_id": source.source_id,
+                "payload": payload, "status": ONLINE_PENDING, "created_at_us": stamp, "updated_at_us": stamp,
+                "reason": "online values not written yet: the run's latest row per entity, in its offline"
+                " files; a replay writes them",
+            }
+        ],
+    )  # fmt: skip
+    return stamp
+
+
+def settle_online_part(session: Session, run_id: str, stamp: int, error: str | None = None) -> int:
+    """Ends the run's hold on its online part (one statement, conditional on the hold's ``stamp``, so a
+    replay that took it over keeps it): with no ``error`` the online values are written and the record
+    goes; with one it is handed to the next replay at once, saying why. Returns how many records."""
+    held_by_run = and_(
+        QuarantineRow.run_id == run_id,
+        QuarantineRow.record_key == ONLINE_PART_KEY,
+        QuarantineRow.status == ONLINE_PENDING,
+        QuarantineRow.updated_at_us == stamp,
     )
+    if error is None:
+        statement: Any = delete(QuarantineRow).where(held_by_run)
+    else:
+        values = {"updated_at_us": 0, "reason": f"online values not written: {error}"}
+        statement = update(QuarantineRow).where(held_by_run).values(**values)
+    return _rowcount(session.execute(statement.execution_options(synchronize_session=False)))
 
 
 def take_online(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S) -> Claim:

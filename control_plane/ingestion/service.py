@@ -456,6 +456,15 @@ class IngestionService:
         }
         for (name, version), members in members_of.items():
             view, entity = resolved[name, version]
+            parts = [row for row in members if row.record_key == quarantine.ONLINE_PART_KEY]
+            members = [row for row in members if row.record_key != quarantine.ONLINE_PART_KEY]
+            for part in parts:  # a batch run's online part: its latest rows are in its offline files
+                rows = self._online_part(view, entity, part)
+                hold = Claim([part.id], pending.stamp, [])
+                self._write_online(view, entity, rows, hold, f"by run {part.run_id}", completed)
+                completed += self._finish_online(hold, actor)
+            if not members:
+                continue
             payloads = [_parse(row.payload, row.id) for row in members]
             result = _typed(view, entity, records_table(payloads))
             if result.rejected.num_rows:  # not what was stored: write none rather than guess a value
@@ -469,6 +478,22 @@ class IngestionService:
             self._write_online(view, entity, result.accepted, hold, "by an earlier run or replay", completed)
             completed += self._finish_online(hold, actor)
         return completed
+
+    def _online_part(self, view: pb.FeatureView, entity: pb.Entity, part: QuarantineRow) -> pa.Table:
+        """The latest row per entity of the batch run whose online part ``part`` is."""
+        files = _parse(part.payload, part.id).get("offline_files")
+        if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
+            raise FailedPrecondition(
+                f"record {part.id} is run {part.run_id}'s online part, but its payload names no offline"
+                " files; its online values were not written: discard it"
+            )
+        try:
+            return self.batch.read_online_part(entity, files)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise FailedPrecondition(
+                f"record {part.id} is run {part.run_id}'s online part, but its offline files cannot be read"
+                f" ({type(exc).__name__}: {exc}); its online values were not written: discard it"
+            ) from exc
 
     def _resolve_pending(self, name: str, version: int, ids: list[int]) -> tuple[pb.FeatureView, pb.Entity]:
         """The view version of ``online_pending`` records; a retired or deleted one refused saying what to

@@ -7,7 +7,12 @@ import argparse
 import asyncio
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +29,10 @@ from control_plane.api.ingestion import add_to_server
 from control_plane.api.offline_features import offline_root
 from control_plane.cli.ingestion import register
 from control_plane.cli.main import main as aetherctl
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
+from control_plane.ingestion.quarantine import RunCounts
 from control_plane.ingestion.service import IngestionService
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
@@ -36,6 +44,7 @@ from tests.integration.ingestion.pausing_redis import PausingRedis
 from tests.support.redis_server import RedisServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def readings() -> pa.Table:
@@ -270,7 +279,10 @@ async def test_an_ingest_while_redis_is_down_is_unavailable_and_its_retry_stores
         (run,) = [r for r in await asyncio.to_thread(client.list_runs, "climate") if r.records_in == 2]
         assert (run.accepted, run.quarantined) == (2, 0)
         pending = await asyncio.to_thread(client.list_quarantined, status="online_pending", run_id=run.run_id)
-        assert len(pending) == 2  # one per entity
+        assert len(pending) == 1  # the run's online part: its offline files hold the latest rows
+        assert (
+            "OutOfMemoryError" in pending[0].reason and pending[0].updated_at_us == 0
+        )  # handed over at once
         replay = await asyncio.to_thread(client.replay, [r.id for r in pending])
         assert sorted(replay.replayed) == sorted(r.id for r in pending)
         assert offline_rows() == 5  # each row once
@@ -285,4 +297,112 @@ async def test_an_ingest_while_redis_is_down_is_unavailable_and_its_retry_stores
     finally:
         client.close()
         await server.stop()
+        online.close()
+
+
+# A batch run of three chunks (one rejected record each) in a process of its own, killed by the test.
+_CRASHING_RUN = """
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import redis
+
+from control_plane.db import create_db_engine, create_session_factory
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.service import IngestionService
+from control_plane.offline.store import OfflineStore
+
+db_url, redis_url, offline_root = sys.argv[1:4]
+sessions = create_session_factory(create_db_engine(db_url))
+service = IngestionService(
+    sessions, FeatureRegistry(sessions), OfflineStore(offline_root), redis.Redis.from_url(redis_url)
+)
+now = datetime.now(UTC).replace(microsecond=0)
+chunks = [
+    pa.table({
+        "sensor_id": [1, 2, 3, 4],
+        "event_ts": [now - timedelta(minutes=10 - k)] * 4,
+        "temperature_c": [10.0 * k + 1, 10.0 * k + 2, 10.0 * k + 3, 99.0],  # sensor 4's is above max
+        "mode": [1, 2, 3, 1],
+    })
+    for k in range(3)
+]
+service.ingest("climate", 1, chunks)
+"""
+
+
+def test_a_batch_run_killed_before_its_online_write_leaves_its_online_part_to_a_replay(
+    tmp_path: Path,
+) -> None:
+    """A batch run's process is SIGKILLed after its last chunk's commit and before its online write (its
+    own redis-server paused for writes, so the write never runs). Its rows are stored and counted once;
+    its online part waits as an online_pending record of the run, held by the dead run (a replay is
+    refused until the lease runs out), and a replay after it writes the latest row per entity online.
+    Before, the run left no record of its missing online values: only re-ingesting (storing every row
+    twice) would write them."""
+    online = RedisServer()
+    online.start()
+    db_url = f"sqlite:///{tmp_path / 'aether.db'}"
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    registry.create_entity(ENTITY)
+    registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    offline = OfflineStore(str(tmp_path / "offline"))
+    writes = redis.Redis.from_url(online.url)
+    service = IngestionService(sessions, registry, offline, writes)
+
+    def adds_up() -> list[RunCounts]:
+        runs = service.list_runs("climate")
+        assert all(r.records_in == r.accepted + r.quarantined for r in runs)
+        return runs
+
+    writes.client_pause(60_000, all=False)  # PING answers; the online write waits
+    run_process = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_RUN, db_url, online.url, str(tmp_path / "offline")],
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not [r for r in adds_up() if r.records_in == 12]:  # the last chunk is committed
+            assert run_process.poll() is None, run_process.communicate()[1]
+            assert time.monotonic() < deadline, "the run never committed its last chunk"
+            time.sleep(0.05)
+        run_process.send_signal(signal.SIGKILL)
+        run_process.wait()
+    finally:
+        if run_process.poll() is None:
+            run_process.kill()
+            run_process.wait()
+        writes.client_unpause()
+    try:
+        (run,) = adds_up()
+        assert (run.records_in, run.accepted, run.quarantined) == (12, 9, 3)
+        assert sum(b.num_rows for b in offline.scan("climate", 1)) == 9
+        keys = [online_key("sensor", [str(sensor)], "climate", 1) for sensor in (1, 2, 3)]
+        assert writes.exists(*keys) == 0  # killed before its online write
+        (part,) = service.list_quarantined(status="online_pending", run_id=run.run_id)
+        assert part.updated_at_us > 0  # held by the dead run
+        with pytest.raises(FailedPrecondition, match=rf"records \[{part.id}\] are being replayed"):
+            service.replay([part.id], {})  # within the lease
+
+        after_lease = IngestionService(sessions, registry, offline, writes, claim_lease_s=0.0)
+        assert after_lease.replay([part.id], {}).replayed == [part.id]
+        view = registry.get_feature_view("climate", 1)
+        layout = online_view_version(view)
+        for sensor, key in zip((1, 2, 3), keys, strict=True):
+            blob = writes.get(key)
+            assert isinstance(blob, bytes)
+            decoded = decode(blob, layout.layout, view.schema_fingerprint, len(layout.columns))
+            assert decoded.values[0][0] == pytest.approx(20.0 + sensor)  # the last chunk's row
+        assert service.get_quarantined(part.id).status == "replayed"
+        assert [(r.records_in, r.accepted, r.quarantined) for r in adds_up()] == [(12, 9, 3)]
+        assert sum(b.num_rows for b in offline.scan("climate", 1)) == 9  # each row stored once
+    finally:
+        writes.close()
+        engine.dispose()
         online.close()
