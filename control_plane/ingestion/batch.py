@@ -14,7 +14,7 @@ per chunk (~150 for a 10-million-row file), not per record. A run that finishes 
 ``ingestion.<kind>.finished``, with its totals and the online rows it wrote: a run without one was cut off.
 
 The online write comes after the last chunk's commit, so that transaction files the run's online part
-first (write-ahead: ``quarantine.file_online_part``, one ``online_pending`` record naming the run's
+first (write-ahead: ``online_pending.file_online_part``, one ``online_pending`` record naming the run's
 offline files, held by the run). The run removes it once its online values are written, in the
 transaction of its ``finished`` entry, and hands it to the next replay at once when the online store does
 not take them. A run killed in between leaves it held by the dead run, and a replay takes it over after
@@ -51,13 +51,8 @@ from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
-from control_plane.ingestion.quarantine import (
-    RunSource,
-    file_online_part,
-    record_outcome,
-    settle_online_part,
-    supersede,
-)
+from control_plane.ingestion.online_pending import file_online_part, settle_online_part
+from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 

@@ -3,13 +3,11 @@ of a Parquet source, and the quarantine (list, show, replay, discard) with run c
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -18,12 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
-from control_plane.ingestion import quarantine
+from control_plane.ingestion import online_pending, quarantine
 from control_plane.ingestion.batch import (
     OPEN_WINDOW,
     BatchMaterializer,
@@ -31,9 +29,11 @@ from control_plane.ingestion.batch import (
     Window,
     parquet_batches,
 )
+from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import Claim, QuarantinedRecord, RunCounts, RunSource
+from control_plane.ingestion.records import as_text, parse_payload, records_table
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import ValidationResult, validate
+from control_plane.ingestion.validation import validate
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.ingestion.replay")
@@ -44,47 +44,6 @@ class ReplayOutcome:
     run_ids: list[str]  # one replay run per view version, in the order they were written
     replayed: list[int]
     still_quarantined: list[QuarantinedRecord]
-
-
-def records_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Records (parsed JSON payloads) as a table, one column per field, so validation's casts decide
-    what a value is as they did at the original ingest. A column of JSON numbers stays numeric (the
-    payload of a float64 column holds 6.0, and the int64 cast accepts the float 6.0 but not the text
-    "6.0": an unchanged record failed its replay); any other column is the values' JSON text (strings as
-    they are), so a column never mixes types."""
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
-    return pa.table({name: _column([record.get(name) for record in records]) for name in names})
-
-
-# How validation writes a float that JSON has no number for (validation.record_json).
-_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_EXACT_FLOAT_INT = 2**53
-
-
-def _column(values: list[Any]) -> pa.Array:
-    present = [v for v in values if v is not None]
-    numbers = [v for v in present if _is_number(v)]
-    if numbers and all(_is_number(v) or (isinstance(v, str) and v in _FLOAT_WORDS) for v in present):
-        if len(numbers) == len(present) and all(isinstance(v, int) for v in numbers):
-            if all(-(2**63) <= v < 2**63 for v in numbers):
-                return pa.array(values, pa.int64())
-        elif all(isinstance(v, float) or abs(v) <= _EXACT_FLOAT_INT for v in numbers):
-            # Floats (and the words for NaN and the infinities): as the float64 column they came from.
-            floats = [_FLOAT_WORDS[v] if isinstance(v, str) else v for v in values]
-            return pa.array(floats, pa.float64())
-    return pa.array([_text(v) for v in values], pa.string())  # as text; so is an int beyond int64
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value)
 
 
 class IngestionService:
@@ -106,6 +65,7 @@ class IngestionService:
         self._kafka_options = dict(kafka_options or {})
         self._claim_lease_s = claim_lease_s
         self.batch = BatchMaterializer(sessions, offline, client)
+        self._online = OnlineCompletion(sessions, registry, self.batch)
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
         found = self._registry.get_feature_view(view, version)
@@ -182,7 +142,7 @@ class IngestionService:
             # online_pending ones (stored offline, counted accepted) are taken too when no replay holds
             # them: their online value is not wanted (a retired or deleted version's), or they stayed
             # online_pending for good. Their rows stay stored and counted, as the audit entry says.
-            stored = quarantine.online_pending(session, ids, self._claim_lease_s)
+            stored = online_pending.unheld(session, ids, self._claim_lease_s)
             held = quarantine.claim(
                 session, ids, self._claim_lease_s, action="discarded", online_pending=True
             )
@@ -215,7 +175,7 @@ class IngestionService:
         (Redis down) leaves them ``online_pending``, and a replay of such a record writes only its online
         value (idempotent: never over a fresher one), so its offline row is written once. Handed back to
         the quarantine instead, it was written offline again by every retry. Such records are held first,
-        as claims hold the others (``quarantine.take_online``): a second replay of them is refused while
+        as claims hold the others (``online_pending.take_online``): a second replay of them is refused while
         the first writes them, instead of both writing, reporting and auditing them.
 
         A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
@@ -229,13 +189,13 @@ class IngestionService:
             raise InvalidArgument(f"corrected records {sorted(unknown)} are not among the replayed ids")
         with write_session(self._sessions) as session:
             # Held, as a claim holds the others: of two replays of one, only the first writes it online.
-            pending = quarantine.take_online(session, ids, self._claim_lease_s)
+            pending = online_pending.take_online(session, ids, self._claim_lease_s)
             # Its offline row holds the payload it was replayed with, and its online value must match it:
             # the same correction again (a retried request) is fine, another one is refused.
             changed = [
                 row.id
                 for row in quarantine.get_rows(session, [i for i in pending.ids if i in corrected])
-                if _parse(corrected[row.id], row.id) != _parse(row.payload, row.id)
+                if parse_payload(corrected[row.id], row.id) != parse_payload(row.payload, row.id)
             ]
             if changed:
                 raise InvalidArgument(
@@ -250,12 +210,12 @@ class IngestionService:
                 claim.taken_over + pending.taken_over, self._claim_lease_s,
             )  # fmt: skip
         try:
-            completed = self._complete_online(pending, actor)
+            completed = self._online.complete(pending, actor)
             outcome = self._replay_claimed(claim, corrected, actor)
             return ReplayOutcome(outcome.run_ids, completed + outcome.replayed, outcome.still_quarantined)
         except BaseException:
             self._release(claim)
-            self._free_online(pending, pending.ids)  # those not completed: refused, or their write failed
+            self._online.free(pending, pending.ids)  # those not completed: refused, or their write failed
             raise
 
     def _replay_claimed(self, claim: Claim, corrected: Mapping[int, str], actor: str) -> ReplayOutcome:
@@ -292,10 +252,10 @@ class IngestionService:
             run_ids.append(run.run_id)
             if batch and done:  # committed online_pending, held under the claim's stamp
                 hold = Claim(done, claim.stamp, [])
-                self._write_online(
+                self._online.write(
                     group.view, group.entity, group.accepted, hold, f"run {run.run_id}", replayed
                 )
-                self._finish_online(hold)
+                self._online.finish(hold)
             replayed += done
             if undelivered:
                 raise Unavailable(
@@ -323,7 +283,7 @@ class IngestionService:
     def _prepare_replay(self, members: list[QuarantineRow], corrected: Mapping[int, str]) -> _ReplayGroup:
         """Everything that can refuse a group's replay, with nothing written yet."""
         view, entity = self._resolve(members[0].view, members[0].version)
-        payloads = [_parse(corrected.get(row.id, row.payload), row.id) for row in members]
+        payloads = [parse_payload(corrected.get(row.id, row.payload), row.id) for row in members]
         result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
         new_reasons = {
             members[index].id: reason
@@ -342,7 +302,7 @@ class IngestionService:
         member index, the events its stream did not acknowledge (never written: they stay quarantined)."""
         if not group.passing:
             return {}
-        if group.publish is None:  # online once the offline write is committed (``_write_online``)
+        if group.publish is None:  # online once the offline write is committed (``OnlineCompletion.write``)
             self.batch.write_offline(group.view, group.accepted)
             return {}
         events = [_event(group.payloads[i]) for i in group.passing]
@@ -401,118 +361,6 @@ class IngestionService:
             )  # fmt: skip
         claim.ids = [record_id for record_id in claim.ids if record_id not in fresh]
 
-    def _write_online(
-        self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table, hold: Claim, counted_by: str,
-        replayed: list[int],
-    ) -> None:  # fmt: skip
-        """The online part (``accepted``) of ``hold``'s committed ``online_pending`` records; when the
-        online store does not take it they are handed over at once to the next replay."""
-        try:
-            self.batch.write_online(view, entity, accepted)
-        except redis.RedisError as exc:
-            self._free_online(hold, hold.ids)
-            raise Unavailable(
-                f"the online store (Redis) did not take the online values of view {view.spec.name!r}"
-                f" ({type(exc).__name__}: {exc}); records {hold.ids} are stored offline and counted"
-                f" ({counted_by}) and are online_pending: replay them again, without corrections, to write"
-                f" only their online values. Already replayed: {replayed or 'none'}"
-            ) from exc
-
-    def _finish_online(self, hold: Claim, actor: str | None = None) -> list[int]:
-        """Marks ``replayed`` those of ``hold``'s records it still holds, their online values written,
-        and returns them; with ``actor``, audited in the same transaction."""
-        with write_session(self._sessions) as session:
-            marked = quarantine.finish_online(session, hold, hold.ids)
-            if actor is not None and marked:
-                audit(
-                    session, actor=actor, action="quarantine.replay.online", object_type="quarantine",
-                    object_id=",".join(str(i) for i in marked), before=None, after={"replayed": marked},
-                )  # fmt: skip
-        return marked
-
-    def _free_online(self, hold: Claim, ids: list[int]) -> None:
-        if not ids:
-            return
-        try:
-            with write_session(self._sessions) as session:
-                quarantine.free_online(session, hold, ids)
-        except Exception:  # they wait out the lease instead
-            _log.exception("could not hand back online_pending records %s", ids)
-
-    def _complete_online(self, pending: Claim, actor: str) -> list[int]:
-        """Writes the online values of the ``online_pending`` records ``pending`` holds (their offline
-        rows are stored and counted by the run or replay that wrote them) and marks them ``replayed``;
-        returns those it marked."""
-        with read_session(self._sessions) as session:
-            rows = quarantine.get_rows(session, pending.ids)
-        members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
-        for row in rows:
-            members_of.setdefault((row.view, row.version), []).append(row)
-        completed: list[int] = []
-        # Every view version resolved before anything is written, so a refusal writes nothing.
-        resolved = {
-            (name, version): self._resolve_pending(name, version, [row.id for row in members])
-            for (name, version), members in members_of.items()
-        }
-        for (name, version), members in members_of.items():
-            view, entity = resolved[name, version]
-            parts = [row for row in members if row.record_key == quarantine.ONLINE_PART_KEY]
-            members = [row for row in members if row.record_key != quarantine.ONLINE_PART_KEY]
-            for part in parts:  # a batch run's online part: its latest rows are in its offline files
-                rows = self._online_part(view, entity, part)
-                hold = Claim([part.id], pending.stamp, [])
-                self._write_online(view, entity, rows, hold, f"by run {part.run_id}", completed)
-                completed += self._finish_online(hold, actor)
-            if not members:
-                continue
-            payloads = [_parse(row.payload, row.id) for row in members]
-            result = _typed(view, entity, records_table(payloads))
-            if result.rejected.num_rows:  # not what was stored: write none rather than guess a value
-                failed = [members[i].id for i in result.rejected.column("row_index").to_pylist()]
-                raise FailedPrecondition(
-                    f"records {failed} of view {name!r} version {version} are stored offline, but their"
-                    f" payloads do not cast to the version's types ({result.rejected.column('reason')[0]});"
-                    " their online values were not written: discard them"
-                )
-            hold = Claim([row.id for row in members], pending.stamp, [])
-            self._write_online(view, entity, result.accepted, hold, "by an earlier run or replay", completed)
-            completed += self._finish_online(hold, actor)
-        return completed
-
-    def _online_part(self, view: pb.FeatureView, entity: pb.Entity, part: QuarantineRow) -> pa.Table:
-        """The latest row per entity of the batch run whose online part ``part`` is."""
-        files = _parse(part.payload, part.id).get("offline_files")
-        if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
-            raise FailedPrecondition(
-                f"record {part.id} is run {part.run_id}'s online part, but its payload names no offline"
-                " files; its online values were not written: discard it"
-            )
-        try:
-            return self.batch.read_online_part(entity, files)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise FailedPrecondition(
-                f"record {part.id} is run {part.run_id}'s online part, but its offline files cannot be read"
-                f" ({type(exc).__name__}: {exc}); its online values were not written: discard it"
-            ) from exc
-
-    def _resolve_pending(self, name: str, version: int, ids: list[int]) -> tuple[pb.FeatureView, pb.Entity]:
-        """The view version of ``online_pending`` records; a retired or deleted one refused saying what to
-        do (``_resolve``'s "discard its quarantined records" read as wrong: a discard refused them)."""
-        try:
-            found = self._registry.get_feature_view(name, version)
-        except NotFound:
-            gone = "deleted"
-        else:
-            if found.status != types_pb2.RETIRED:
-                return found, self._registry.get_entity(found.spec.entity)
-            gone = "retired (not served)"
-        raise FailedPrecondition(
-            f"records {ids} wait for their online values (online_pending) in feature view {name!r} version"
-            f" {version}, which is {gone}: nothing reads its online values, so none is written. Discard"
-            f" them (`aetherctl quarantine discard {' '.join(map(str, ids))}`): their rows stay stored"
-            " offline and counted accepted"
-        )
-
     def _publisher(self, view: pb.FeatureView) -> Publish:
         """How to publish events again to a streaming view's source, where its materializer reads: a Redis
         stream, or the topic of a ``kafka://`` source (an XADD to a Redis stream of that name would be
@@ -533,28 +381,6 @@ class IngestionService:
             return [None] * len(events)
 
         return xadd
-
-
-#: No event time is too far ahead for ``_typed`` (a century: ``now`` plus it stays a valid datetime).
-_ANY_FUTURE = timedelta(days=36_500)
-
-
-def _typed(view: pb.FeatureView, entity: pb.Entity, records: pa.Table) -> ValidationResult:
-    """``records`` of ``online_pending`` records as the typed rows the online write takes, judged by no
-    rule of the view. Their rows passed the rules with their batch (or replay) and are stored offline and
-    counted; the online value is the latest stored row, so refusing it leaves the online store stale
-    behind the offline one. Re-judging them as a batch of their own stranded them: the latest row per
-    entity of a batch that had 40% nulls is often all nulls, over a 0.5 ``max_null_fraction``; a rule
-    edited since (rules change without a new version) would too. No per-record rule is kept either (range,
-    categories, event time ahead of now): the rows are stored, and time only moves on. What remains is
-    what the write needs, not a rule: join keys and event time present and every value castable to the
-    version's types, which are fixed per version, so they fail only for a payload that is not the row
-    that was stored."""
-    unjudged = pb.FeatureView()
-    unjudged.CopyFrom(view)
-    for feature in unjudged.spec.features:  # batch views only: a streaming view's events never get here
-        feature.validation.CopyFrom(pb.ValidationRule(max_null_fraction=1.0))
-    return validate(unjudged, entity, records, now=datetime.now(UTC), max_future=_ANY_FUTURE)
 
 
 #: Publishes events to a stream; per event, None once the stream holds it, else why it does not.
@@ -594,14 +420,4 @@ def _kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str])
 
 def _event(payload: Mapping[str, Any]) -> dict[str, str]:
     """A record as stream fields: values as text, absent ones left out (as a stream message carries)."""
-    return {k: v for k, v in ((k, _text(v)) for k, v in payload.items()) if v is not None}
-
-
-def _parse(payload: str, record_id: int) -> dict[str, Any]:
-    try:
-        parsed = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"record {record_id}: payload is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise InvalidArgument(f"record {record_id}: payload must be a JSON object")
-    return parsed
+    return {k: v for k, v in ((k, as_text(v)) for k, v in payload.items()) if v is not None}

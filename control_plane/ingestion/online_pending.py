@@ -1,0 +1,178 @@
+"""``online_pending`` records: a batch record stored offline and counted whose online value is not
+written yet, and the holds that keep two writers from writing it (on the caller's SQL session, as
+``quarantine``'s functions are).
+
+A batch view's record is committed ``online_pending`` once its row is in the offline store (and counted),
+then ``replayed`` once its online value is written. While a replay writes it online the record is held
+as a claim is, ``updated_at_us`` the replay's stamp (refused to other replays and discards, taken over
+after the lease); a failed online write hands it over at once (``updated_at_us`` 0: no replay holds it).
+The next replay of it holds it the same way (``take_online``) and writes only its online value, never its
+offline row again; unheld, two replays both wrote it and both reported and audited it. A discard takes
+one no replay holds (its view version retired or deleted, its online value not wanted): its row stays
+stored offline, and the run that stored it keeps counting it accepted, as a discarded quarantined record
+stays counted quarantined, so every run still adds up.
+
+A batch run files its online part (``file_online_part``) in its last chunk's transaction, held by the run
+as a replay holds its records, and removes it once its online values are written (``settle_online_part``);
+a run killed in between leaves it to a replay, which takes it over after the lease.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from control_plane.ingestion.quarantine import (
+    CLAIM_LEASE_S,
+    ONLINE_PENDING,
+    REPLAYED,
+    Claim,
+    RunSource,
+    id_slices,
+    now_us,
+    rowcount,
+)
+from control_plane.ingestion.tables import QuarantineRow
+
+
+def unheld(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S) -> list[int]:
+    """Those of ``ids`` that are ``online_pending`` and held by no live replay, in the given order."""
+    lapsed_before = now_us() - int(lease_s * 1_000_000)
+    found: set[int] = set()
+    for part in id_slices(sorted(set(ids))):
+        query = select(QuarantineRow.id).where(
+            QuarantineRow.id.in_(part),
+            QuarantineRow.status == ONLINE_PENDING,
+            QuarantineRow.updated_at_us < lapsed_before,
+        )
+        found.update(session.scalars(query))
+    return [record_id for record_id in dict.fromkeys(ids) if record_id in found]
+
+
+#: The record key of a batch run's online part (one record per run; see ``file_online_part``).
+ONLINE_PART_KEY = "online"
+
+
+def file_online_part(session: Session, source: RunSource, offline_paths: Sequence[str]) -> int:
+    """Files, in the caller's transaction (a batch run's last chunk's), the run's online part before it
+    is written: one ``online_pending`` record of the run whose payload names the offline files the run
+    wrote (its latest row per entity is theirs), held by the run (``updated_at_us`` the returned stamp),
+    as a replay holds the records it writes online. A run killed between that commit and its online write
+    used to leave its rows stored and counted with no online value and no record of it (re-ingesting
+    stored them twice); now the record waits, and a replay takes it over after the lease. The counters do
+    not move: the run counted the rows accepted already.
+
+    One record per run, not one per entity: 100,000 entities' rows as JSON payloads took ~2 s to build,
+    insert and delete, on a run of 1,000,000 rows that takes ~1.1 s, and as many record ids (a 32-bit
+    column) per run; the files hold those rows already."""
+    stamp = now_us()
+    payload = json.dumps({"offline_files": list(offline_paths)})
+    session.execute(
+        insert(QuarantineRow),
+        [
+            {
+                "run_id": source.run_id, "record_key": ONLINE_PART_KEY, "view": source.view,
+                "version": source.version, "source_kind": source.kind, "source_id": source.source_id,
+                "payload": payload, "status": ONLINE_PENDING, "created_at_us": stamp, "updated_at_us": stamp,
+                "reason": "online values not written yet: the run's latest row per entity, in its offline"
+                " files; a replay writes them",
+            }
+        ],
+    )  # fmt: skip
+    return stamp
+
+
+def settle_online_part(session: Session, run_id: str, stamp: int, error: str | None = None) -> int:
+    """Ends the run's hold on its online part (one statement, conditional on the hold's ``stamp``, so a
+    replay that took it over keeps it): with no ``error`` the online values are written and the record
+    goes; with one it is handed to the next replay at once, saying why. Returns how many records."""
+    held_by_run = and_(
+        QuarantineRow.run_id == run_id,
+        QuarantineRow.record_key == ONLINE_PART_KEY,
+        QuarantineRow.status == ONLINE_PENDING,
+        QuarantineRow.updated_at_us == stamp,
+    )
+    if error is None:
+        statement: Any = delete(QuarantineRow).where(held_by_run)
+    else:
+        values = {"updated_at_us": 0, "reason": f"online values not written: {error}"}
+        statement = update(QuarantineRow).where(held_by_run).values(**values)
+    return rowcount(session.execute(statement.execution_options(synchronize_session=False)))
+
+
+def take_online(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S) -> Claim:
+    """Holds for a replay, in the caller's transaction, those of ``ids`` that are ``online_pending`` and
+    held by no live replay (``updated_at_us`` set to the hold's stamp; the status stays), so that of two
+    replays of one only the first writes its online value; the others are the caller's to ``claim``.
+    Locked in id order first, as ``claim`` does."""
+    stamp = now_us()
+    lapsed_before = stamp - int(lease_s * 1_000_000)
+    free: dict[int, int] = {}
+    for part in id_slices(sorted(set(ids))):
+        query = (
+            select(QuarantineRow.id, QuarantineRow.updated_at_us)
+            .where(
+                QuarantineRow.id.in_(part),
+                QuarantineRow.status == ONLINE_PENDING,
+                QuarantineRow.updated_at_us < lapsed_before,
+            )
+            .order_by(QuarantineRow.id)
+            .with_for_update()
+        )
+        free.update((row.id, row.updated_at_us) for row in session.execute(query))
+    for part in id_slices(sorted(free)):
+        session.execute(
+            update(QuarantineRow)
+            .where(
+                QuarantineRow.id.in_(part),
+                QuarantineRow.status == ONLINE_PENDING,
+                QuarantineRow.updated_at_us < lapsed_before,
+            )
+            .values(updated_at_us=stamp)
+            .execution_options(synchronize_session=False)
+        )
+    taken_over = sorted(i for i, at in free.items() if at)  # 0: handed over, not a dead replay's
+    return Claim([i for i in dict.fromkeys(ids) if i in free], stamp, taken_over)
+
+
+def _held_online(hold: Claim, part: Sequence[int]) -> Any:
+    return and_(
+        QuarantineRow.id.in_(part),
+        QuarantineRow.status == ONLINE_PENDING,
+        QuarantineRow.updated_at_us == hold.stamp,
+    )
+
+
+def free_online(session: Session, hold: Claim, ids: Sequence[int]) -> None:
+    """Hands those of ``ids`` that ``hold`` still holds to the next replay at once (their online write
+    failed, or the replay did before it)."""
+    for part in id_slices(sorted(set(ids))):
+        session.execute(
+            update(QuarantineRow)
+            .where(_held_online(hold, part))
+            .values(updated_at_us=0)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def finish_online(session: Session, hold: Claim, ids: Sequence[int]) -> list[int]:
+    """Marks ``replayed`` those of ``ids`` that ``hold`` still holds (their online values are written)
+    and returns them; one another replay took over once the hold outlasted the lease is its to mark."""
+    marked: list[int] = []
+    for part in id_slices(sorted(set(ids))):
+        query = select(QuarantineRow.id).where(_held_online(hold, part)).with_for_update()
+        marked += session.scalars(query)
+    set_to = {"status": REPLAYED, "updated_at_us": now_us()}
+    for part in id_slices(marked):
+        session.execute(
+            update(QuarantineRow)
+            .where(_held_online(hold, part))
+            .values(**set_to)
+            .execution_options(synchronize_session=False)
+        )
+    found = set(marked)
+    return [i for i in ids if i in found]

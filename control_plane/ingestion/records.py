@@ -1,0 +1,63 @@
+"""Quarantined records' payloads (JSON objects) back as what validation and the writers take."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from clients.errors import InvalidArgument
+
+
+def records_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Records (parsed JSON payloads) as a table, one column per field, so validation's casts decide
+    what a value is as they did at the original ingest. A column of JSON numbers stays numeric (the
+    payload of a float64 column holds 6.0, and the int64 cast accepts the float 6.0 but not the text
+    "6.0": an unchanged record failed its replay); any other column is the values' JSON text (strings as
+    they are), so a column never mixes types."""
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    return pa.table({name: _column([record.get(name) for record in records]) for name in names})
+
+
+# How validation writes a float that JSON has no number for (validation.record_json).
+_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_EXACT_FLOAT_INT = 2**53
+
+
+def _column(values: list[Any]) -> pa.Array:
+    present = [v for v in values if v is not None]
+    numbers = [v for v in present if _is_number(v)]
+    if numbers and all(_is_number(v) or (isinstance(v, str) and v in _FLOAT_WORDS) for v in present):
+        if len(numbers) == len(present) and all(isinstance(v, int) for v in numbers):
+            if all(-(2**63) <= v < 2**63 for v in numbers):
+                return pa.array(values, pa.int64())
+        elif all(isinstance(v, float) or abs(v) <= _EXACT_FLOAT_INT for v in numbers):
+            # Floats (and the words for NaN and the infinities): as the float64 column they came from.
+            floats = [_FLOAT_WORDS[v] if isinstance(v, str) else v for v in values]
+            return pa.array(floats, pa.float64())
+    return pa.array([as_text(v) for v in values], pa.string())  # as text; so is an int beyond int64
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def parse_payload(payload: str, record_id: int) -> dict[str, Any]:
+    try:
+        parsed = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"record {record_id}: payload is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidArgument(f"record {record_id}: payload must be a JSON object")
+    return parsed
