@@ -115,13 +115,25 @@ class IngestionServicer:
         claimed first, all or none: FAILED_PRECONDITION, with nothing written, when one is replayed,
         discarded, superseded, or being replayed by another call (a claim a dead replay left is taken over
         after a lease).
+        An online_pending record (a batch record stored offline and counted accepted, its online value not
+        written: a replay's record, or a batch run's online part, which names the run's offline files) is
+        not judged again: its replay writes only its online value (a run's part: the latest row per entity
+        of its files), never its offline row again, and marks it REPLAYED. Corrections to one are
+        INVALID_ARGUMENT. While another replay, or the batch run that filed it, holds it (writing it online)
+        it is refused as claimed; a hold a dead replay or run left is taken over after the lease. One of a
+        retired or deleted view version is refused (FAILED_PRECONDITION): discard it. UNAVAILABLE when the
+        online store does not take the values; the records stay online_pending, to replay again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DiscardQuarantined(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Gives records up for good, all or none (FAILED_PRECONDITION, nothing discarded, when one is replayed,
+        discarded, superseded or held by a replay). An online_pending record no replay or batch run holds is
+        discarded too: its online value is never written, its row stays stored offline and its run keeps
+        counting it accepted (the audit entry lists it under stored_offline).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
