@@ -253,8 +253,9 @@ def _refusal(refused: dict[int, tuple[str, int]], lease_s: float, lapsed_before:
         since = datetime.fromtimestamp(claimed[0][0] / 1e6, UTC).isoformat(timespec="seconds")
         reasons.append(
             f"quarantined records {sorted(i for _at, i in claimed)} are being replayed by another replay"
-            f" (claimed since {since}; a replay that died leaves its claim, which a replay of the records"
-            f" takes over {lease_s:g} s after it was last renewed)"
+            f" (or written online by the batch run that filed them; claimed since {since}; a replay or run"
+            f" that died leaves its claim, which a replay of the records takes over {lease_s:g} s after it"
+            " was last renewed)"
         )
     return "; ".join(reasons)
 

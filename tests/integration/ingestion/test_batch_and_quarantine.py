@@ -387,7 +387,11 @@ def test_a_batch_run_killed_before_its_online_write_leaves_its_online_part_to_a_
         assert writes.exists(*keys) == 0  # killed before its online write
         (part,) = service.list_quarantined(status="online_pending", run_id=run.run_id)
         assert part.updated_at_us > 0  # held by the dead run
-        with pytest.raises(FailedPrecondition, match=rf"records \[{part.id}\] are being replayed"):
+        with pytest.raises(
+            FailedPrecondition,
+            match=rf"records \[{part.id}\] are being replayed by another replay \(or written online by the"
+            r" batch run",
+        ):
             service.replay([part.id], {})  # within the lease
 
         after_lease = IngestionService(sessions, registry, offline, writes, claim_lease_s=0.0)
