@@ -24,6 +24,7 @@ from control_plane.demo.serve import QUALITY_WINDOW_S
 from control_plane.demo.traffic import DEPLOYMENT
 from control_plane.demo.train import MODEL, wait_for_job
 from control_plane.demo.training_set import TrainingSet
+from control_plane.retraining.records import SUBMITTING
 
 T = TypeVar("T")
 
@@ -108,7 +109,9 @@ def retrain(
                 (
                     d
                     for d in retraining.decisions(DEPLOYMENT, triggered_only=True)
-                    if d.at_us >= configured_us
+                    # Not while its job is still being submitted: the decision is stored first, as
+                    # "submitting", and gets its job (or the reason it has none) a moment later.
+                    if d.at_us >= configured_us and d.outcome != SUBMITTING
                 ),
                 None,
             ),
