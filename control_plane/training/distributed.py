@@ -138,5 +138,9 @@ def process_group(environ: Mapping[str, str] | None = None) -> Iterator[World]:
     dist.init_process_group(backend, rank=rank, world_size=size)
     try:
         yield World(rank, size, device, distributed=True)
+        # The ranks leave the group together: rank 1 tore its gloo group down while rank 0 still held it
+        # (exporting and registering alone) and aborted at exit now and then ("terminate called without an
+        # active exception"), failing the attempt. Not after an error: torchrun stops the other ranks then.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
