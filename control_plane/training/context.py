@@ -46,6 +46,9 @@ from control_plane.training.spec import Hyperparameters, TrainingSpec
 if TYPE_CHECKING:
     from control_plane.training.checkpoint import Checkpoint, CheckpointManager, TrainingState
 
+#: How long a checkpoint waits for the metric points logged before it to be sent.
+CHECKPOINT_FLUSH_S = 5.0
+
 
 class TrainingContext:
     """One attempt of one job. Use as a context manager (or call :meth:`close`): leaving it sends the
@@ -200,6 +203,12 @@ class TrainingContext:
         (None elsewhere): ranks of one job share the checkpoint folder, and two writers of one file
         name would race on it and on the pruning of old ones."""
         _barrier()
+        if self.is_primary and self._metrics is not None:
+            # Per-batch points up to this checkpoint are not in it: sent now, as a resume from it does not
+            # replay their steps' logging. Buffered, a crash right after the save lost them for good (the
+            # data-parallel test's batch/loss steps 1-5, once in CI). Bounded: an unreachable control plane
+            # must not hold training up.
+            self._metrics.flush(CHECKPOINT_FLUSH_S)
         sdk: dict[str, Any] = {"epoch_metrics": self._epoch_metrics}
         if self._dataset is not None:  # what a resume is checked against
             sdk["dataset_hash"] = self._dataset.dataset_hash
