@@ -1,8 +1,9 @@
 """Atomic, idempotent commit of one processed read batch to Redis.
 
 A batch is one optimistic Redis transaction on the committer's own connection. ``begin`` WATCHes the
-owner key and the applied / rejected id sets (sorted sets, one member per message id, scored by the id's
-milliseconds) and, in the same round trip, reads the owner and which of the batch's ids those sets hold.
+owner key and the applied / rejected id sets (sorted sets, one member per message id, scored by its
+stream time: a Redis stream id's milliseconds, a Kafka record's timestamp) and, in the same round trip,
+reads the owner and which of the batch's ids those sets hold.
 ``commit`` then sends, in one MULTI/EXEC: the ids into the applied / rejected sets, the online blobs, the
 batch's receipt (offline history rows and rejected records as Arrow IPC) onto the outbox list, and the
 XACK of the messages. Each blob goes through batch ingestion's check (``online.WRITE_IF_NOT_OLDER``),
@@ -28,7 +29,7 @@ restarted Redis) would fail alone while the ids, receipt and XACK committed with
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,15 +99,23 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _scored(ids: Sequence[str]) -> list[str]:
-    """``score, member`` pairs for ZADD: each id scored by its first part (a Redis stream id's
-    milliseconds, a Kafka id's partition)."""
-    pairs = [""] * (2 * len(ids))
-    parts = "-".join(ids).split("-")
-    # Stream ids have exactly one "-": then every other part is a millisecond part (split in C).
-    pairs[0::2] = parts[0::2] if len(parts) == 2 * len(ids) else [i.partition("-")[0] for i in ids]
+def _scored(ids: Sequence[str], times_ms: Sequence[int]) -> list[str | int]:
+    """``score, member`` pairs for ZADD: each id scored by its stream time."""
+    pairs: list[str | int] = [0] * (2 * len(ids))
+    pairs[0::2] = times_ms
     pairs[1::2] = ids
     return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """What a commit drops from the applied / rejected id sets (the materializer's module docstring
+    says when that is safe): the members scored below ``below_ms``, down to ``floor_ms`` (None: all
+    of them), except the ``held`` ids, which the source may deliver again."""
+
+    below_ms: int
+    floor_ms: int | None = None
+    held: Sequence[str] = ()
 
 
 class Committer:
@@ -182,15 +191,19 @@ class Committer:
         px: int | None,
         history: pa.Table,
         rejected_records: pa.Table,
-        trim_below_ms: int | None = None,
+        stream_times_ms: Callable[[Sequence[str]], Sequence[int]],
+        trim: Trim | None = None,
     ) -> int:
         """Writes a batch begun with ``begin`` (whose result the caller has acted on). ``applied`` /
         ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob)
         pairs, each written unless the key holds a value with a later event time. Returns
         COMMITTED, ALREADY_COMMITTED (a retry after a lost reply), FENCED or DUPLICATE.
-        ``trim_below_ms``: also drop the applied / rejected ids scored below it (see the materializer's
-        module docstring for when that is safe). Inside the transaction, not beside it: a trim from
-        outside would change the watched sets and refuse this commit as a duplicate."""
+        ``stream_times_ms``: the source's, scoring the ids. ``trim``: also drop old ids (:class:`Trim`).
+        Inside the transaction, not beside it: a trim from outside would change the watched sets and
+        refuse this commit as a duplicate. The held ids are first raised to the trim's score (only those
+        still there, ``XX``; only upwards, ``GT``) so that it spares them, and the batch's ids are added
+        after it: a Kafka record stamped earlier than the trim point is still kept while it may come
+        back."""
         if not self._watching:  # a retry, or the connection dropped since ``begin``: check again
             seen = self.begin([*applied, *rejected], receipt_id)
             if receipt_id in seen:
@@ -204,15 +217,18 @@ class Committer:
             return FENCED
         keys = self._keys
         writes: list[Command] = []
+        if trim is not None:
+            floor = "-inf" if trim.floor_ms is None else trim.floor_ms
+            for key in (keys.applied, keys.rejected):
+                if trim.held:
+                    raised = _scored(trim.held, [trim.below_ms] * len(trim.held))
+                    writes.append(("ZADD", key, "XX", "GT", *raised))
+                writes.append(("ZREMRANGEBYSCORE", key, floor, f"({trim.below_ms}"))
+            writes.append(("SET", keys.trimmed_below, trim.below_ms))
         if applied:
-            writes.append(("ZADD", keys.applied, *_scored(applied)))
+            writes.append(("ZADD", keys.applied, *_scored(applied, stream_times_ms(applied))))
         if rejected:
-            writes.append(("ZADD", keys.rejected, *_scored(rejected)))
-        if trim_below_ms is not None:
-            below = f"({trim_below_ms}"
-            writes += [("ZREMRANGEBYSCORE", keys.applied, "-inf", below)]
-            writes += [("ZREMRANGEBYSCORE", keys.rejected, "-inf", below)]
-            writes += [("SET", keys.trimmed_below, trim_below_ms)]
+            writes.append(("ZADD", keys.rejected, *_scored(rejected, stream_times_ms(rejected))))
         if blobs:
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [

@@ -11,6 +11,9 @@ How the interface maps:
 * ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,
   not messages): an acknowledged message after a gap is delivered again after a restart or a rebalance,
   and the idempotency set turns it into a duplicate. At least once, never lost.
+* ``stream_times_ms`` gives the record times of the records read (the scores of their ids in the
+  applied / rejected sets, which are trimmed by them) and ``held_ids`` the records acknowledged behind a
+  gap, which a trim spares since they are delivered again after a restart.
 * ``reclaim`` returns nothing: Kafka reassigns the partitions of a dead consumer and redelivers from
   their committed offsets by itself.
 * ``history`` reads every partition from the first record at or after the time (``offsets_for_times``;
@@ -121,6 +124,8 @@ def _position(record: Message) -> tuple[int, int]:
 
 #: Bits of an offset in :func:`kafka_order` (the partition takes the 20 above them): 8.8 trillion records.
 _OFFSET_BITS = 43
+#: Scores of Kafka ids in the applied / rejected sets written before they were record times: partitions.
+LEGACY_SCORES_BELOW = 1 << (63 - _OFFSET_BITS)
 
 
 def kafka_order(ids: Sequence[str]) -> npt.NDArray[np.int64]:
@@ -142,6 +147,9 @@ def _message_id(record: Message) -> str:
 
 class KafkaSource:
     acks_in_commit = False  # offsets are committed to Kafka after the batch's Redis commit
+    # Until this version the applied / rejected sets scored a Kafka id by its partition (a number far
+    # below any record time in ms): those members stay, as nothing tells how old they are.
+    trim_floor_ms: int | None = LEGACY_SCORES_BELOW
 
     def __init__(
         self, bootstrap: str, topic: str, group: str, consumer: str, config: Mapping[str, Any] | None = None
@@ -161,7 +169,7 @@ class KafkaSource:
         )
         # Per partition: offset → (delivered, acknowledged) of the records read and not yet committed.
         self._open: dict[int, dict[int, bool]] = {}
-        self._delivered_at: dict[tuple[int, int], float] = {}  # record time (s) of each open record
+        self._record_ms: dict[tuple[int, int], int] = {}  # record time (ms) of each open record
         self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
         self._group = group
         self._client_id = consumer
@@ -171,7 +179,7 @@ class KafkaSource:
         # Whatever was not committed goes to the partition's next owner, from the committed offset.
         for partition in partitions:
             for offset in self._open.pop(partition.partition, {}):
-                self._delivered_at.pop((partition.partition, offset), None)
+                self._record_ms.pop((partition.partition, offset), None)
 
     def read(self, count: int, block_ms: int) -> MessageBatch:
         messages: list[StreamMessage] = []
@@ -183,7 +191,7 @@ class KafkaSource:
                 continue
             partition, offset = _position(record)
             self._open.setdefault(partition, {})[offset] = False
-            self._delivered_at[(partition, offset)] = record.timestamp()[1] / 1000
+            self._record_ms[(partition, offset)] = record.timestamp()[1]
             messages.append(StreamMessage(_message_id(record), _fields(record.value())))
         return MessageBatch.of(messages)
 
@@ -211,7 +219,7 @@ class KafkaSource:
                 continue
             for offset in done:
                 del records[offset]
-                self._delivered_at.pop((partition, offset), None)
+                self._record_ms.pop((partition, offset), None)
             commits.append(TopicPartition(self.name, partition, done[-1] + 1))
         if commits:
             self._consumer.commit(offsets=commits, asynchronous=False)
@@ -325,8 +333,26 @@ class KafkaSource:
         for tp in probe.committed(partitions, timeout=_TIMEOUT_S):
             low, high = self._watermarks(probe, tp.partition)
             behind += max(0, high - (tp.offset if tp.offset >= 0 else low))
-        oldest = min(self._delivered_at.values(), default=None)
-        return Lag(behind, 0.0 if oldest is None else max(0.0, time.time() - oldest))
+        oldest = min(self._record_ms.values(), default=None)
+        return Lag(behind, 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000))
+
+    def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
+        """Record times of open records; the wall clock for an id this consumer no longer holds (after a
+        rebalance took its partition), a score later than its record time: trimmed later, never early."""
+        now_ms = int(time.time() * 1000)
+        times = []
+        for message_id in ids:
+            partition, _, offset = message_id.partition("-")
+            times.append(self._record_ms.get((int(partition), int(offset)), now_ms))
+        return times
+
+    def held_ids(self) -> list[str]:
+        return [
+            f"{partition}-{offset}"
+            for partition, records in self._open.items()
+            for offset, acknowledged in records.items()
+            if acknowledged
+        ]
 
     def _probe(self) -> Consumer:
         """The consumer ``lag`` asks on (module doc): the group's id, to read its committed offsets, but

@@ -21,16 +21,21 @@ before its event time nor more than ``lateness_s`` after it. The stream must ret
 group's position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the
 clock and not with a small ``MAXLEN``).
 
-Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its id's
-milliseconds (stream time), and nothing removed them, so Redis memory grew with every message ever
-processed. Every ``trim_every_s`` the materializer computes the rebuild's start ``R - max window -
-lateness`` as above, and its next commit drops the members scored below it, in the same transaction.
-That loses nothing: a rebuild (now or after any later restart) reads only messages at or after that
-point, as ``R`` only moves forward; and a message can only be delivered again while it is pending, at
-or after ``R``, since the commit acknowledges (XACK) what it adds to the sets. Only for a Redis stream:
-a Kafka id's score is its partition, not a time, and a Kafka source acknowledges outside the commit,
-so its sets are not trimmed. Rewinding a group (``XGROUP SETID`` to an earlier id) below the trimmed
-point makes the messages read again count as new. The trim point is kept (``trimmed_below``): a later
+Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its
+stream time (a Redis stream id's milliseconds, a Kafka record's timestamp), and nothing removed them, so
+Redis memory grew with every message ever processed. Every ``trim_every_s`` the materializer computes
+the rebuild's start ``T = R - max window - lateness`` as above, and its commits drop the members scored
+below it, in the same transaction. That loses nothing a rebuild needs: a rebuild (now or after any later
+restart) reads only messages at or after that point, as ``R`` only moves forward. Nor anything a
+redelivery needs: on a Redis stream a message can only be delivered again while it is pending, at or
+after ``R``, since the commit acknowledges (XACK) what it adds to the sets. Kafka acknowledges outside
+the commit, by committed offsets: a record may come back while it is at or after its partition's
+committed offset, which is the batch being committed (its ids are added after the trim) and the records
+acknowledged behind a gap (``held_ids``: the trim raises their members to ``T`` first, so it spares
+them); a record stamped before ``T`` is thus kept while it may come back. Kafka ids that earlier
+versions scored by their partition are never trimmed (``trim_floor_ms``). Rewinding a group (``XGROUP
+SETID`` to an earlier id, or a Kafka group's offsets) below the trimmed point makes the messages read
+again count as new. The trim point is kept (``trimmed_below``): a later
 run with a longer lateness or window, whose rebuild would read from before it, logs a warning that the
 events before it are not re-applied (their windows are short until they slide past it).
 
@@ -69,6 +74,7 @@ from control_plane.ingestion.streaming.commit import (
     FENCED,
     Committer,
     StateKeys,
+    Trim,
 )
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
@@ -204,7 +210,7 @@ class StreamMaterializer:
         due (see ``MaterializerOptions.drain_every``)."""
         messages = MessageBatch([], {})
         now = time.monotonic()
-        if now >= self._next_trim and self.source.acks_in_commit:
+        if now >= self._next_trim:
             self._next_trim = now + self.options.trim_every_s
             self._trim_below_ms = self._rebuild_since_ms()
         if now >= self._next_reclaim:
@@ -265,7 +271,8 @@ class StreamMaterializer:
                 expiry_ms(self.view.spec.ttl_seconds),
                 history,
                 rejected,
-                self._trim_below_ms,
+                self.source.stream_times_ms,
+                self._trim(),
             )
         )
         if outcome == FENCED:
@@ -423,6 +430,12 @@ class StreamMaterializer:
             else:
                 values[:, j] = accepted.column(name).to_numpy(zero_copy_only=False)
         return values
+
+    def _trim(self) -> Trim | None:
+        """The trim of the next commit, once a trim point is known (see the module docstring)."""
+        if self._trim_below_ms is None:
+            return None
+        return Trim(self._trim_below_ms, self.source.trim_floor_ms, self.source.held_ids())
 
     def _rebuild_since_ms(self) -> int:
         """The stream time the rebuild reads from (see the module docstring). Never later than the old

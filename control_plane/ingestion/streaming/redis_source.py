@@ -58,6 +58,7 @@ def _batch(entries: list[Any]) -> MessageBatch:
 
 class RedisStreamSource:
     acks_in_commit = True  # the commit transaction carries the XACK (see commit.py)
+    trim_floor_ms: int | None = None
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
         self.name = stream
@@ -162,6 +163,15 @@ class RedisStreamSource:
 
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         return id_parts(ids)[1]
+
+    def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
+        parts = "-".join(ids).split("-")
+        if len(parts) == 2 * len(ids):  # every id has exactly one "-": the even parts are the ms
+            return [int(ms) for ms in parts[0::2]]
+        return [id_millis(i) for i in ids]
+
+    def held_ids(self) -> list[str]:
+        return []  # the commit that records an id also acknowledges it (XACK): never delivered again
 
     def lag(self) -> Lag:
         groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))

@@ -139,6 +139,9 @@ class StreamSource(Protocol):
     # (acknowledged atomically with the state change); otherwise the materializer calls ``ack`` once a
     # batch is committed, and a crash in between redelivers messages the idempotency set then skips.
     acks_in_commit: bool
+    # Members of the applied / rejected id sets scored below this stay whatever a trim says (None: no
+    # such floor): Kafka ids were once scored by their partition, which says nothing of their time.
+    trim_floor_ms: int | None
 
     def read(self, count: int, block_ms: int) -> MessageBatch: ...
 
@@ -155,6 +158,16 @@ class StreamSource(Protocol):
         ...
 
     def lag(self) -> Lag: ...
+
+    def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
+        """The stream time of each id of a batch read and not yet acknowledged: the score of its member
+        in the applied / rejected id sets, by which those sets are trimmed."""
+        ...
+
+    def held_ids(self) -> list[str]:
+        """Acknowledged ids that could still be delivered again (a Kafka record acknowledged after a
+        gap: its partition's committed offset stays before the gap). A trim keeps their members."""
+        ...
 
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Each id's place in the stream as one int64 that grows with it: the tie-breaker of ``last``

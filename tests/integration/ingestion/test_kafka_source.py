@@ -136,6 +136,26 @@ def test_unacknowledged_records_come_back_and_a_gap_holds_the_commit(kafka: Kafk
     second.close()
 
 
+def test_records_acknowledged_behind_a_gap_are_held_and_carry_their_record_times(
+    kafka: KafkaMockCluster,
+) -> None:
+    """What a trim of the applied ids must spare: the records acknowledged behind an unacknowledged one
+    (their partition's committed offset stays before them, so they come back after a restart), and the
+    record times by which the ids are scored."""
+    base_ms = 1_760_000_000_000
+    values = [{"n": str(i)} for i in range(12)]
+    ids = kafka.publish(TOPIC, values, keys=["k"] * 12, timestamps_ms=[base_ms + i for i in range(12)])
+    source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
+    batch = read_all(source, len(values))
+    assert source.stream_times_ms(batch.ids) == [base_ms + ids.index(i) for i in batch.ids]
+    assert source.held_ids() == []  # delivered, none acknowledged yet
+    source.ack([i for i in ids if i != ids[4]])
+    assert sorted(source.held_ids()) == sorted(ids[5:])  # behind the gap at ids[4]; ids[:4] committed
+    source.ack([ids[4]])
+    assert source.held_ids() == []
+    source.close()
+
+
 def test_malformed_records_arrive_as_a_raw_field(kafka: KafkaMockCluster) -> None:
     ids = kafka.publish(TOPIC, [b"not json", b"[1, 2]", b"", {"amount": "1"}], keys=["k"] * 4)
     source = KafkaSource(kafka.bootstrap, TOPIC, "g", "c1", FAST_GROUP)
@@ -220,6 +240,69 @@ def test_materializer_over_kafka_matches_brute_force(
         counts = quarantine.run_counts(session, materializer.run.run_id)
     assert (counts.records_in, counts.accepted, counts.quarantined) == (len(events) + 2, len(events), 2)
     assert source.lag().messages == 0
+    source.close()
+
+
+def test_applied_kafka_ids_older_than_any_rebuild_are_trimmed_and_nothing_counts_twice(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The applied / rejected id sets of a Kafka-sourced view were never trimmed (their ids were scored
+    by partition, not time): Redis memory grew with every record ever processed. They are scored by
+    record time now and trimmed as on a Redis stream; a restart still rebuilds exactly, and a
+    redelivery of the ids kept is still skipped. Members scored by partition (written before) stay."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    keys = StateKeys.of("clicks", 1, "materializer")
+    client.zadd(keys.applied, {"7-123": 7})  # as an earlier version scored a Kafka id: by its partition
+    now_ms = int(time.time() * 1000)
+    old_ms = now_ms - 3 * 86_400_000  # before the 24 h window and the 1 h lateness of the newest
+    old = [Event(1, datetime.fromtimestamp((old_ms + i) / 1000, UTC), 1.0) for i in range(5)]
+    recent = [
+        Event(i % 3, datetime.fromtimestamp((now_ms - 1000 + 10 * i) / 1000, UTC), 2.0) for i in range(6)
+    ]
+    options = MaterializerOptions(
+        count=300, block_ms=50, reclaim_idle_ms=200, reclaim_every_s=0.1, lag_every_s=60, trim_every_s=60
+    )
+
+    def materialize(events: list[Event]) -> StreamMaterializer:
+        stamps = [int(e.ts.timestamp() * 1000) for e in events]
+        fields: list[dict[str, str] | bytes] = [event_fields(e) for e in events]
+        published = kafka.publish(
+            TOPIC, [*fields, b"garbage"], keys=[str(e.sensor) for e in events] + ["1"],
+            timestamps_ms=[*stamps, stamps[-1] + 1],
+        )  # fmt: skip
+        for event, message_id in zip(events, published, strict=False):
+            event.id = message_id
+        source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
+        offline = OfflineStore(str(tmp_path / "offline"))
+        materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+        materializer.start()
+        received, deadline = 0, time.monotonic() + 60
+        while received < len(events) + 1 and time.monotonic() < deadline:
+            received += materializer.step().received
+        materializer.flush()
+        assert received == len(events) + 1
+        source.close()
+        return materializer
+
+    materialize(old)
+    assert client.zcard(keys.applied) == 5 + 1 and client.zcard(keys.rejected) == 1
+    assert client.zscore(keys.applied, old[0].id) == old_ms  # scored by record time
+    materialize(recent[:3])
+    # This run rebuilds its windows from the ids kept (recent[:3]); its commits trim the old ones.
+    materializer = materialize(recent[3:])
+    applied = {i.decode() for i in client.zrange(keys.applied, 0, -1)}
+    assert applied == {e.id for e in recent} | {"7-123"}
+    assert client.zcard(keys.rejected) == 2  # the two recent rejects; the old one is gone
+    assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
+
+    # A redelivery of the ids kept is still skipped, changing nothing.
+    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c2", FAST_GROUP)
+    again = MessageBatch.of([m for b in source.history(now_ms - 2000, 1000) for m in b.messages()])
+    stats = materializer.process(again)
+    assert (stats.duplicates, stats.accepted) == (len(recent) + 2, 0)
+    assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
+    assert old_ms < int(client.get(keys.trimmed_below) or 0) <= now_ms
     source.close()
 
 

@@ -4,6 +4,7 @@ receipt, and one drain applies many receipts once, even when replayed after a cr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from control_plane.ingestion.streaming.commit import (
     FENCED,
     Committer,
     StateKeys,
+    Trim,
     ipc_bytes,
 )
 from control_plane.ingestion.streaming.materializer import (
@@ -73,10 +75,15 @@ def rejected(keys: list[str]) -> pa.Table:
     )
 
 
+def stream_ms(ids: Sequence[str]) -> list[int]:
+    """Stream times of Redis stream ids, as ``RedisStreamSource.stream_times_ms`` gives them."""
+    return [int(i.partition("-")[0]) for i in ids]
+
+
 def commit(committer: Committer, receipt_id: str, ids: list[str]) -> int:
     blobs = [(f"ae:{{sensor:{i}}}:clicks:v1".encode(), b"blob%d" % i) for i in range(len(ids))]
     return committer.commit(
-        receipt_id, ids[1:], ids[:1], blobs, None, history(len(ids) - 1), rejected(ids[:1])
+        receipt_id, ids[1:], ids[:1], blobs, None, history(len(ids) - 1), rejected(ids[:1]), stream_ms
     )
 
 
@@ -180,7 +187,9 @@ def test_a_commit_never_overwrites_a_fresher_online_value(redis_url: str) -> Non
         committer.begin(ids)
         client.script_flush()  # the check's script must not depend on Redis's script cache
         writes = [(stale, blob(june - 1, 2.0)), (tie, blob(june, 3.0)), (newer, blob(june + 1, 4.0))]
-        assert committer.commit(f"r{px}", ids, [], writes, px, history(3), rejected([])) == COMMITTED
+        assert (
+            committer.commit(f"r{px}", ids, [], writes, px, history(3), rejected([]), stream_ms) == COMMITTED
+        )
         assert client.get(stale) == blob(june, 1.0)
         assert client.get(tie) == blob(june, 3.0) and client.get(newer) == blob(june + 1, 4.0)
         if px is None:
@@ -191,6 +200,37 @@ def test_a_commit_never_overwrites_a_fresher_online_value(redis_url: str) -> Non
         client.set(newer, blob(june, 1.0))
         client.zrem(KEYS.applied, *ids)
     assert client.llen(KEYS.outbox) == 2
+
+
+def test_a_trim_drops_old_ids_but_spares_held_ones_the_batch_and_those_below_its_floor(
+    redis_url: str,
+) -> None:
+    """A Kafka commit's trim: ids scored below the trim point go, except those the source may deliver
+    again (held: acknowledged behind a gap), which are raised to the trim point in whichever set holds
+    them (and added to none), the batch's own ids whatever their record time, and members below the
+    floor (Kafka ids an earlier version scored by their partition)."""
+    client = redis.Redis.from_url(redis_url)
+    client.set(KEYS.owner, "me")
+    t = 1_760_000_000_000
+    client.zadd(KEYS.applied, {"3-7": 3, "0-5": t - 500, "1-9": t - 400, "0-50": t + 100})
+    client.zadd(KEYS.rejected, {"2-0": t - 300, "2-1": t - 200})
+    times = {"0-60": t - 900, "0-61": t - 800}
+    committer = Committer(client, KEYS, None, "g", "me")
+    assert committer.begin(list(times)) == set()
+    trim = Trim(below_ms=t, floor_ms=1 << 20, held=["1-9", "2-1", "4-4"])
+    outcome = committer.commit(
+        "r", ["0-60"], ["0-61"], [], None, history(1), rejected(["0-61"]),
+        lambda ids: [times[i] for i in ids], trim,
+    )  # fmt: skip
+    assert outcome == COMMITTED
+    assert dict(client.zrange(KEYS.applied, 0, -1, withscores=True)) == {
+        b"3-7": 3,
+        b"0-60": t - 900,
+        b"1-9": t,
+        b"0-50": t + 100,
+    }
+    assert dict(client.zrange(KEYS.rejected, 0, -1, withscores=True)) == {b"0-61": t - 800, b"2-1": t}
+    assert client.get(KEYS.trimmed_below) == str(t).encode()
 
 
 def test_a_commit_replaces_a_later_value_of_another_schema(redis_url: str) -> None:
@@ -207,7 +247,7 @@ def test_a_commit_replaces_a_later_value_of_another_schema(redis_url: str) -> No
     committer = Committer(client, KEYS, STREAM, "g", "me")
     committer.begin(ids)
     writes = [(other, blob(june, 2.0)), (same, blob(june, 2.0))]
-    assert committer.commit("r", ids, [], writes, None, history(2), rejected([])) == COMMITTED
+    assert committer.commit("r", ids, [], writes, None, history(2), rejected([]), stream_ms) == COMMITTED
     assert client.get(other) == blob(june, 2.0)
     assert client.get(same) == blob(june + 1, 1.0)
 
@@ -229,7 +269,7 @@ def test_a_commit_of_thousands_of_keys_keeps_the_newest_value_of_each(redis_url:
     committer = Committer(client, KEYS, STREAM, "g", "me")
     committer.begin(ids)
     writes = [(key, blob(event, 2.0)) for key, event in zip(keys, sent.tolist(), strict=True)]
-    assert committer.commit("big", ids, [], writes, None, history(2), rejected([])) == COMMITTED
+    assert committer.commit("big", ids, [], writes, None, history(2), rejected([]), stream_ms) == COMMITTED
     values = client.mget(keys)
     expected = [
         blob(new, 2.0) if new >= old else blob(old, 1.0)
