@@ -11,19 +11,21 @@ The engine is built with one optimisation profile (for models with a dynamic dim
 first dimension spans 1 … ``max_batch_size`` (optimal at the maximum, since the batcher fills batches under
 load); dimensions the model fixes stay fixed (:func:`_profile_shapes`). The engine's inputs and outputs are
 its ``inputs``/``outputs``, which the model manager checks the spec against. The serialized plan is cached as
-``<cache_dir>/<gpu>-trt<version>-<artifact sha256>-b<max batch>.plan``: an engine is only valid for the GPU
-model and TensorRT version that built it, so both are in the name.
+``<cache_dir>/<gpu>-trt<version>-<artifact sha256>-b<max batch>-s<input shapes digest>.plan``: an engine is
+only valid for the GPU model and TensorRT version that built it, and for the profile the spec's sizes gave
+it, so all are in the name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,9 +74,25 @@ def require_native(variable: str = "AETHER_NATIVE_TENSORRT") -> None:
         raise ConfigurationError(f"{variable}=1 but native TensorRT cannot be used here: {reason}")
 
 
-def engine_cache_path(cache_dir: Path, gpu_name: str, trt_version: str, sha256: str, max_batch: int) -> Path:
+Shape = tuple[int, ...]
+
+
+def engine_cache_path(
+    cache_dir: Path,
+    gpu_name: str,
+    trt_version: str,
+    sha256: str,
+    max_batch: int,
+    *,
+    input_shapes: Sequence[tuple[str, Shape]],
+) -> Path:
+    """Where the plan for these inputs is cached. The spec's input shapes are part of the name (a digest):
+    they size the profile of each dimension the model leaves dynamic (:func:`_profile_shapes`), so two
+    specs of one artifact that declare other sizes need engines of their own; without it the second
+    loaded the first one's plan and failed on its first request."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "_", gpu_name).strip("_")
-    return cache_dir / f"{gpu}-trt{trt_version}-{sha256[:16]}-b{max_batch}.plan"
+    shapes = hashlib.sha256(repr(sorted(input_shapes)).encode()).hexdigest()[:8]
+    return cache_dir / f"{gpu}-trt{trt_version}-{sha256[:16]}-b{max_batch}-s{shapes}.plan"
 
 
 class UnreadablePlan(RuntimeError):
@@ -116,9 +134,6 @@ def _remove_if_unchanged(path: Path, seen: os.stat_result) -> None:
         now = path.stat()
         if (now.st_ino, now.st_mtime_ns, now.st_size) == (seen.st_ino, seen.st_mtime_ns, seen.st_size):
             path.unlink()
-
-
-Shape = tuple[int, ...]
 
 
 def _profile_shapes(model: Shape, spec: Shape, max_batch: int) -> tuple[Shape, Shape, Shape] | None:
@@ -215,6 +230,7 @@ class TensorRTEngine:
             trt.__version__,
             spec.artifact_sha256,
             spec.max_batch_size,
+            input_shapes=[(tensor.name, tensor.shape) for tensor in spec.inputs],
         )
         return load_cached_plan(path, lambda: build_plan(model, spec), lambda plan: cls(plan, spec))
 

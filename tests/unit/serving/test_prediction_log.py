@@ -172,7 +172,7 @@ async def test_a_batch_cut_off_on_its_way_by_stop_is_counted_dropped(redis_url: 
 
 
 def test_engine_cache_paths_name_the_gpu_and_the_tensorrt_version(tmp_path: Path) -> None:
-    a = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.3.0", "ab" * 32, 32)
-    b = engine_cache_path(tmp_path, "NVIDIA A10G", "10.3.0", "ab" * 32, 32)
-    c = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.4.0", "ab" * 32, 32)
+    a = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.3.0", "ab" * 32, 32, input_shapes=[])
+    b = engine_cache_path(tmp_path, "NVIDIA A10G", "10.3.0", "ab" * 32, 32, input_shapes=[])
+    c = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.4.0", "ab" * 32, 32, input_shapes=[])
     assert len({a, b, c}) == 3 and a.name.startswith("NVIDIA_H100_80GB_HBM3-trt10.3.0-")

@@ -38,6 +38,7 @@ from tests.support.tensorrt_stand_in import (
 )
 
 PLAN = b"PLAN" + bytes(range(256)) * 8 + b"END"
+INPUTS = [("features", (-1, 512))]
 
 
 def deserialize(plan: bytes) -> bytes:
@@ -46,8 +47,21 @@ def deserialize(plan: bytes) -> bytes:
     return plan
 
 
+def test_specs_that_size_a_dynamic_dimension_differently_get_engines_of_their_own(tmp_path: Path) -> None:
+    """The spec's sizes fix the profile of a dimension the model leaves dynamic: an engine built for a
+    sequence length of 128 cannot run 256, so the two must not share a cached plan."""
+
+    def path(inputs: list[tuple[str, tuple[int, ...]]]) -> Path:
+        return engine_cache_path(tmp_path, "NVIDIA H200", "10.9", "ab" * 32, 64, input_shapes=inputs)
+
+    short = path([("ids", (-1, 128)), ("mask", (-1, 128))])
+    assert path([("ids", (-1, 256)), ("mask", (-1, 256))]) != short
+    assert path([("mask", (-1, 128)), ("ids", (-1, 128))]) == short  # the order of the inputs is no matter
+    assert short.name.startswith("NVIDIA_H200-trt10.9-") and short.suffix == ".plan"
+
+
 def test_a_torn_cached_plan_is_removed_and_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = engine_cache_path(tmp_path / "cache", "NVIDIA H200", "10.9", "ab" * 32, 64)
+    path = engine_cache_path(tmp_path / "cache", "NVIDIA H200", "10.9", "ab" * 32, 64, input_shapes=INPUTS)
     builds: list[int] = []
 
     def build() -> bytes:
