@@ -92,9 +92,7 @@ async def _measure(redis_url: str, iterations: int) -> dict[str, dict[str, float
         async def assemble(i: int, spec: ModelSpec = spec, extra: list[dict[str, float]] = extra) -> None:
             await assembler.assemble(spec, rows[i], extra, None)
 
-        results[f"assemble: {label}"] = percentiles_ms(
-            await _time_calls(assemble, iterations, warmup, warmup_offset=iterations)
-        )
+        results[f"assemble: {label}"] = percentiles_ms(await _time_calls(assemble, iterations, warmup))
     await client.close()
 
     refs = (*each, "request:hour", "request:day")

@@ -276,7 +276,7 @@ def main() -> int:
         }
     redis_server.close()
     results["against_floor_with_inference"] = _against_floor_with_inference(results)
-    verdicts = serving_targets(results)
+    verdicts = serving_targets(results, quick=args.quick)
     env = environment(["grpcio", "protobuf", "numpy", "onnxruntime", "uvloop", "hiredis"])
     mlserver_version = subprocess.run(
         [str(MLSERVER_VENV / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"],

@@ -25,6 +25,9 @@ DRIFT_WORKLOAD = {"features": 100, "reference_rows": 1_000_000, "current_rows": 
 PIT_JOIN_WORKLOAD = {"labels": 1_000_000, "feature_rows": 10_000_000, "features": 50}
 TRACKING_LOGGED_POINTS = 1_000_000
 TRACKING_COMPARE_RUNS = 10_000
+STREAMING_EVENTS = 300_000  # the streaming benchmark's full run (issue 4's ≥ 50k events/s)
+STREAMING_EVENTS_PER_S = 50_000
+QUICK_RUN = "quick run: smoke size, not a measurement"
 
 
 def is_quick(document: Mapping[str, Any]) -> bool:
@@ -177,9 +180,55 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def serving_targets(r: Mapping[str, Any]) -> list[Verdict]:
+def not_judged(verdicts: list[Verdict], reason: str) -> list[Verdict]:
+    """``verdicts`` with no met / missed (``met`` None and ``reason``), their values kept."""
+    return [{**v, "met": None, "reason": reason} for v in verdicts]
+
+
+def online_features_targets(d: Mapping[str, Any]) -> list[Verdict]:
+    """Issue 2's online-read targets, from the 1×1000 and 50×500 cases of one run."""
+    one, fifty = d["cases"]["1x1000"], d["cases"]["50x500"]
+    in_process, grpc_p99 = one["in_process"]["p99_ms"], one["grpc"]["p99_ms"]
+    raw_get, bare = one["raw_get_redis_py_sync"]["p99_ms"], one["bare_grpc_server"]["p99_ms"]
+    verdicts = [
+        verdict("in-process 1×1000 p99 (ms) ≤ 0.3 ms", in_process, 0.3, at_most=True),
+        verdict(
+            "in-process 1×1000 p99 / raw-GET p99 (redis-py sync)", _ratio(in_process, raw_get), 1.5,
+            at_most=True,
+        ),
+        verdict("gRPC 1×1000 p99 / bare grpc.aio server p99", _ratio(grpc_p99, bare), 1.3, at_most=True),
+        verdict("gRPC 50×500 p99 (ms) ≤ 3 ms", fifty["grpc"]["p99_ms"], 3.0, at_most=True),
+    ]  # fmt: skip
+    return not_judged(verdicts, QUICK_RUN) if is_quick(d) else verdicts
+
+
+def streaming_targets(d: Mapping[str, Any]) -> list[Verdict]:
+    """Issue 4's materialization throughput, judged on the full run's event count only."""
+    events = d.get("events")
+    smaller = None
+    if is_quick(d):
+        smaller = QUICK_RUN
+    elif events != STREAMING_EVENTS:
+        smaller = f"{events:,} events, not the full run's {STREAMING_EVENTS:,}"
+    return [
+        verdict(
+            f"end to end ≥ {STREAMING_EVENTS_PER_S:,} events/s",
+            d.get("end_to_end_events_per_s"),
+            STREAMING_EVENTS_PER_S,
+            unmeasured=smaller,
+        )
+    ]
+
+
+def serving_targets(r: Mapping[str, Any], *, quick: bool = False) -> list[Verdict]:
     """Issue 5's serving ratios, all from one interleaved run. Without MLServer (``--no-mlserver`` or no
-    venv) its ratio is not measured: ``met`` None and the reason, never a miss with a NaN value."""
+    venv) its ratio is not measured: ``met`` None and the reason, never a miss with a NaN value. A quick
+    run's ratios are shown, not judged."""
+    verdicts = _serving_verdicts(r)
+    return not_judged(verdicts, QUICK_RUN) if quick else verdicts
+
+
+def _serving_verdicts(r: Mapping[str, Any]) -> list[Verdict]:
     mi, floor, predict = r["model_infer"], r["floor"], r["predict"]
     mlservers = [r[k]["32"]["throughput_rps"] for k in ("mlserver", "mlserver_batching") if k in r]
 

@@ -10,8 +10,10 @@ import os
 import sys
 from dataclasses import asdict
 
+import grpc.aio
 import uvloop
 
+from benchmarks._common import finite_or_none
 from benchmarks.loadgen.core import MODEL_INFER, PREDICT, closed_loop, model_infer_requests, predict_requests
 
 
@@ -33,16 +35,29 @@ def main(argv: list[str] | None = None) -> int:
         help="bearer token for a data plane with auth on (default: $AETHER_TOKEN; none when unset)",
     )
     args = parser.parse_args(argv)
+    try:
+        levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        parser.error(f"-c/--concurrency: {args.concurrency!r} is not a comma-separated list of whole numbers")
+    if min(levels) < 1:
+        parser.error(f"-c/--concurrency: every level must be at least 1, got {args.concurrency!r}")
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("-d/--duration must be above 0 and --warmup at least 0")
     if args.api == "modelinfer":
         method, requests = MODEL_INFER, model_infer_requests(args.model, args.width)
     else:
         method = PREDICT
         requests = predict_requests(args.model, [str(i) for i in range(args.entities)], args.entity_key)
-    for level in (int(c) for c in args.concurrency.split(",")):
-        result = uvloop.run(
-            closed_loop(args.target, method, requests, level, args.duration, args.warmup, args.token)
-        )
-        print(json.dumps(asdict(result) if args.histogram else result.summary()), flush=True)
+    for level in levels:
+        try:
+            result = uvloop.run(
+                closed_loop(args.target, method, requests, level, args.duration, args.warmup, args.token)
+            )
+        except grpc.aio.AioRpcError as exc:  # the first (warm-up) call failed: nothing to measure
+            print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        # Strict JSON: a level whose every call failed has no percentiles (null, never a bare NaN).
+        print(json.dumps(finite_or_none(asdict(result) if args.histogram else result.summary())), flush=True)
     return 0
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import render_results
-from benchmarks.targets import drift_targets, pit_join_targets, tracking_targets
+from benchmarks.targets import (
+    QUICK_RUN,
+    drift_targets,
+    online_features_targets,
+    pit_join_targets,
+    serving_targets,
+    streaming_targets,
+    tracking_targets,
+)
 
 RESULTS = Path(render_results.__file__).with_name("results")
 
@@ -192,3 +200,40 @@ def test_quoted_feast_figures_are_labelled_as_not_measured() -> None:
     assert len(feast) == 1
     assert "Not measured here" in feast[0] and "quotes" in feast[0] and "not installed" in feast[0]
     assert "quoted" in render_results.HEADER and "not measured" in render_results.HEADER
+
+
+def test_a_quick_or_smaller_run_is_shown_but_not_judged() -> None:
+    """Quick runs were judged met or missed like full ones (the online-features and serving targets, and
+    streaming's for any ``--events``), though a smoke size measures nothing of record."""
+    online = committed("online_features")
+    full = online_features_targets(online | {"quick": False})
+    assert [t["met"] for t in full] == [t["met"] for t in full if t["met"] is not None]  # all judged
+    quick = online_features_targets(online | {"quick": True})
+    assert {t["met"] for t in quick} == {None} and {t["reason"] for t in quick} == {QUICK_RUN}
+    assert [t["value"] for t in quick] == [t["value"] for t in full]  # the figures are still shown
+
+    serving = committed("serving")["results"]
+    assert None not in {t["met"] for t in serving_targets(serving) if "reason" not in t}
+    assert {t["met"] for t in serving_targets(serving, quick=True)} == {None}
+
+    stream = committed("streaming")
+    assert streaming_targets(stream)[0]["met"] is (stream["end_to_end_events_per_s"] >= 50_000)
+    for smaller in (
+        {"events": 20_000},
+        {"quick": True},
+        {"command": "python benchmarks/streaming.py --quick"},
+    ):
+        (verdict,) = streaming_targets(stream | smaller)
+        assert verdict["met"] is None and verdict["value"] is not None, smaller
+
+
+def test_render_writes_where_it_is_told_and_help_writes_nothing(tmp_path: Path) -> None:
+    report = render_results.OUT
+    before = report.read_bytes()
+    render_results.main(["--output", str(tmp_path / "R.md")])
+    assert (tmp_path / "R.md").read_text().startswith("# Benchmark results")
+    try:
+        render_results.main(["--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert report.read_bytes() == before
