@@ -127,12 +127,12 @@ def encode_rows(
     dtype: np.dtype[np.generic],
     fingerprint: int,
     event_ts_us: npt.ArrayLike,
-    write_ts_us: int,
+    write_ts_us: npt.ArrayLike,
     nulls: npt.NDArray[np.bool_] | None = None,
 ) -> list[bytes]:
     """Blobs for many entities at once, vectorized: ``values`` is [n, count] for a plain dtype or a [n]
-    record array for a record dtype; ``event_ts_us`` one timestamp per row; ``nulls`` an optional
-    [n, count] mask."""
+    record array for a record dtype; ``event_ts_us`` and ``write_ts_us`` one timestamp each or one per
+    row; ``nulls`` an optional [n, count] mask."""
     n = values.shape[0]
     if dtype.names:
         count = len(dtype.names)
@@ -152,7 +152,7 @@ def encode_rows(
     headers["count"] = count
     headers["fingerprint"] = fingerprint
     headers["event_ts"] = np.broadcast_to(np.asarray(event_ts_us, dtype=np.int64), (n,))
-    headers["write_ts"] = write_ts_us
+    headers["write_ts"] = np.broadcast_to(np.asarray(write_ts_us, dtype=np.int64), (n,))
     body = np.empty((n, HEADER_SIZE + value_bytes), dtype=np.uint8)
     body[:, :HEADER_SIZE] = headers.view(np.uint8).reshape(n, HEADER_SIZE)
     body[:, HEADER_SIZE:] = payload.view(np.uint8).reshape(n, value_bytes)

@@ -153,8 +153,9 @@ class BatchMaterializer:
             result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
             accepted = result.accepted
             if accepted.num_rows:
-                outcome.offline_paths += self.write_offline(view, accepted)
-                latest.append(latest_per_entity(accepted, key_names))
+                stamped = stamp_ingested(accepted)  # the same time offline and online (tie-breaks)
+                outcome.offline_paths += self.write_offline(view, stamped)
+                latest.append(latest_per_entity(stamped, key_names))
             record_keys = [
                 str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
             ]
@@ -262,14 +263,23 @@ class BatchMaterializer:
         return pa.concat_tables(latest) if latest else pa.table({})
 
     def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
-        """Appends validated rows to the offline store, stamped with the ingestion time."""
-        ingested = pa.array(np.full(accepted.num_rows, epoch_us(datetime.now(UTC))), pa.int64())
-        stored = accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
-        return self._offline.write(view.spec.name, view.version, stored)
+        """Appends validated rows to the offline store, stamped with the ingestion time unless they
+        carry one (:func:`stamp_ingested`)."""
+        return self._offline.write(view.spec.name, view.version, stamp_ingested(accepted))
 
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""
         return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
+
+
+def stamp_ingested(accepted: pa.Table) -> pa.Table:
+    """Validated rows with their ``ingested_ts`` column: now, unless they have one. The offline store
+    keeps it, and the online write makes it the blob's write time, so both break a tie of event times
+    the same way: the later ingestion wins."""
+    if "ingested_ts" in accepted.column_names:
+        return accepted
+    ingested = pa.array(np.full(accepted.num_rows, epoch_us(datetime.now(UTC))), pa.int64())
+    return accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
 
 
 _T = TypeVar("_T")

@@ -81,6 +81,7 @@ def feature_matrix(
 #: see kernels/packed_blob.py).
 _FINGERPRINT_OFFSET = 8
 _EVENT_TS_OFFSET = 16
+_WRITE_TS_OFFSET = 24  # the write time (int64 µs): a row's ingestion time, which breaks event-time ties
 
 # Writes each blob unless its key holds one with a later event time, in one step inside Redis: a separate
 # read and write would let two writers interleave (both read, the fresher writes, then the older one
@@ -88,11 +89,15 @@ _EVENT_TS_OFFSET = 16
 # the script writes nothing and returns -1, so no writer leaves a key behind the cleanup's scan of a deleted
 # version; KEYS[2..]: the online keys; ARGV[1]: the PX expiry in ms ("" for none); ARGV[i]: the blob for
 # KEYS[i]. Event times are read from the blobs' headers as a signed high and an unsigned low 32-bit
-# word, which Lua's doubles hold exactly where the int64 would not. A tie lets the new blob win, and a
-# value that is not a blob (too short, another magic or format version, not a string) is replaced, and so
-# is a blob of another schema fingerprint whatever its event time: it is a leftover of another schema (say
-# of a deleted view) that no reader can decode, so keeping it would block every write of the key and fail
-# every read of it with DATA_LOSS for as long as it lives (for ever without a TTL).
+# word, which Lua's doubles hold exactly where the int64 would not. A tie of event times goes to the
+# blob written for the later ingestion (the header's write time, which writers set to the row's
+# ``ingested_ts``): the rule the point-in-time join breaks ties by (``kernels/asof_kernels.keep_better``),
+# so a late replay of an older run's online part no longer puts its value over a later run's that training
+# sets return; a tie of both lets the new blob win. A value that is not a blob (too short, another magic
+# or format version, not a string) is replaced, and so is a blob of another schema fingerprint whatever its
+# event time: it is a leftover of another schema (say of a deleted view) that no reader can decode, so
+# keeping it would block every write of the key and fail every read of it with DATA_LOSS for as long as it
+# lives (for ever without a TTL).
 # Returns how many were written. One call for many keys: a call per key cost Redis ~2.5x the time
 # (each EVALSHA's own dispatch and argument conversion), which took the stream materializer below its
 # target. Every online writer of ingestion runs it (batch runs and replays here, the stream
@@ -113,10 +118,20 @@ for i = 2, #KEYS do
         == string.sub(blob, {fingerprint_first}, {fingerprint_last}) then
     local old_high = struct.unpack('<i4', old, {event_high})
     local new_high = struct.unpack('<i4', blob, {event_high})
+    local old_low = struct.unpack('<I4', old, {event_low})
+    local new_low = struct.unpack('<I4', blob, {event_low})
     if old_high ~= new_high then
       keep = old_high > new_high
+    elseif old_low ~= new_low then
+      keep = old_low > new_low
     else
-      keep = struct.unpack('<I4', old, {event_low}) > struct.unpack('<I4', blob, {event_low})
+      local old_written = struct.unpack('<i4', old, {write_high})
+      local new_written = struct.unpack('<i4', blob, {write_high})
+      if old_written ~= new_written then
+        keep = old_written > new_written
+      else
+        keep = struct.unpack('<I4', old, {write_low}) > struct.unpack('<I4', blob, {write_low})
+      end
     end
   end
   if not keep then
@@ -136,6 +151,8 @@ return written
     fingerprint_last=_FINGERPRINT_OFFSET + 8,
     event_low=_EVENT_TS_OFFSET + 1,
     event_high=_EVENT_TS_OFFSET + 5,
+    write_low=_WRITE_TS_OFFSET + 1,
+    write_high=_WRITE_TS_OFFSET + 5,
 )
 #: Keys per call of ``WRITE_IF_NOT_OLDER``: a script blocks Redis while it runs, so a large write is
 #: several calls (a thousand keys take Redis about a millisecond).
@@ -157,16 +174,21 @@ def write_calls(
 
 def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[str], table: pa.Table) -> int:
     """Writes each entity's latest row unless the online store already holds a value of the same schema
-    fingerprint with a later event time (an older backfill never overwrites fresher values, even one
-    written concurrently: each key's check and write are one script in Redis). Keys expire as
-    ``OnlineWriter``'s do. Returns the rows written."""
+    fingerprint with a later event time, or the same event time and a later ingestion (an older backfill
+    never overwrites fresher values, even one written concurrently: each key's check and write are one
+    script in Redis). A row's ``ingested_ts`` (as the offline store holds it) is its blob's write time;
+    rows without that column are stamped now. Keys expire as ``OnlineWriter``'s do. Returns the rows
+    written."""
     latest = latest_per_entity(table, key_names)
     if latest.num_rows == 0:
         return 0
     online = online_view_version(view)
     event_us = latest.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     values, nulls = feature_matrix(latest, online)
-    blobs = encode_rows(values, online.layout, online.fingerprint, event_us, time.time_ns() // 1000, nulls)
+    written: npt.ArrayLike = time.time_ns() // 1000
+    if "ingested_ts" in latest.column_names:
+        written = latest.column("ingested_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    blobs = encode_rows(values, online.layout, online.fingerprint, event_us, written, nulls)
     px = expiry_ms(online.ttl_seconds)
     script = client.register_script(WRITE_IF_NOT_OLDER)
     pairs = [

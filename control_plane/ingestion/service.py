@@ -28,6 +28,7 @@ from control_plane.ingestion.batch import (
     MaterializeOutcome,
     Window,
     parquet_batches,
+    stamp_ingested,
 )
 from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import Claim, QuarantinedRecord, RunCounts, RunSource
@@ -295,7 +296,9 @@ class IngestionService:
         }
         passing = [i for i, row in enumerate(members) if row.id not in new_reasons]
         publish = self._publisher(view) if view.spec.aggregations and passing else None
-        return _ReplayGroup(view, entity, members, payloads, result.accepted, new_reasons, passing, publish)
+        # Stamped once: the offline rows and their online write carry the same ingestion time.
+        accepted = stamp_ingested(result.accepted)
+        return _ReplayGroup(view, entity, members, payloads, accepted, new_reasons, passing, publish)
 
     def _write_replay(self, group: _ReplayGroup) -> dict[int, str]:
         """Writes a group's passing records (a batch view's to the offline store only); returns, by

@@ -353,7 +353,8 @@ class StreamMaterializer:
         latest = history.take(pa.array(last))
         matrix, nulls = feature_matrix(latest, self._online)
         latest_ts = out_ts[last]
-        blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, start, nulls)
+        written = ingested[last]  # the history row's ingestion time: ties break as in training sets
+        blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, written, nulls)
         keys = self._online_keys.of(latest, self._key_names)
         return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
 

@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, Unavailable
 from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
 from control_plane.ingestion.online import online_view_version, write_latest
+from control_plane.offline.historical import get_historical_features
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode, encode
 from tests.integration.ingestion.conftest import Env
@@ -26,16 +27,23 @@ from tests.integration.ingestion.pausing_redis import PausingRedis
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KEY = online_key("sensor", ["7"], "climate", 1)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-def rows(event_us: int, temperature: float, sensor: int = 7) -> pa.Table:
-    return pa.table(
+def rows(event_us: int, temperature: float, sensor: int = 7, ingested_us: int | None = None) -> pa.Table:
+    """One row of sensor ``sensor``; with ``ingested_us``, the ``ingested_ts`` the offline store keeps."""
+    table = pa.table(
         {
             "sensor_id": pa.array([sensor], pa.int64()),
             "event_ts": pa.array([event_us], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             "temperature_c": pa.array([temperature], pa.float32()),
             "mode": pa.array([1], pa.int32()),
         }
+    )
+    if ingested_us is None:
+        return table
+    return table.append_column(
+        "ingested_ts", pa.array([ingested_us], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     )
 
 
@@ -113,6 +121,62 @@ def test_event_times_compare_exactly_across_32_bit_words_and_sign(env: Env, firs
     written = write_latest(env.client, view, ["sensor_id"], rows(second, 2.0))
     assert written == (second >= first)
     assert online(env.client, view) == ((second, 2.0) if second >= first else (first, 1.0))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.tuples(event_times, event_times), second=st.tuples(st.sampled_from([0, 1, -1]), event_times))
+def test_a_tie_of_event_times_goes_to_the_later_ingestion_as_in_training_sets(
+    env: Env, first: tuple[int, int], second: tuple[int, int]
+) -> None:
+    """A replayed online part of an older run put its value over a later run's of the same event time,
+    while training sets (``keep_better``: event time, then ingestion time) returned the later run's. The
+    blob's write time is now the row's ingestion time, and the script breaks a tie by it (exactly, as
+    two 32-bit words); a tie of both goes to the second write."""
+    view = env.registry.get_feature_view("climate")
+    env.client.delete(KEY)
+    event, ingested = first
+    second_event = event + second[0]  # a tie of event times in a third of the examples, at least
+    write_latest(env.client, view, ["sensor_id"], rows(event, 1.0, ingested_us=ingested))
+    written = write_latest(env.client, view, ["sensor_id"], rows(second_event, 2.0, ingested_us=second[1]))
+    wins = (second_event, second[1]) >= (event, ingested)  # the reference: the join's order
+    assert written == wins
+    assert online(env.client, view) == ((second_event, 2.0) if wins else (event, 1.0))
+
+
+def test_a_replayed_older_run_does_not_take_a_tie_from_a_later_one(env: Env) -> None:
+    """The reviewer's case, end to end: run A (temperature 1.0) is stored offline but Redis refuses its
+    online write; run B corrects it at the same event time (2.0); then A's online part is replayed. Online
+    and the training set agree on B's value (they disagreed: online 1.0, offline 2.0)."""
+    event = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+
+    def run(temperature: float) -> pa.Table:
+        return pa.table(
+            {
+                "sensor_id": pa.array([7], pa.int64()),
+                "event_ts": pa.array([event], pa.timestamp("us", tz="UTC")),
+                "temperature_c": pa.array([temperature], pa.float32()),
+                "mode": pa.array([1], pa.int32()),
+            }
+        )
+
+    env.client.config_set("maxmemory", 1)  # with the default noeviction policy every write fails
+    try:
+        with pytest.raises(Unavailable, match="stored offline and counted"):
+            env.service.ingest("climate", 1, [run(1.0)])
+    finally:
+        env.client.config_set("maxmemory", 0)
+    env.service.ingest("climate", 1, [run(2.0)])
+    pending = env.service.list_quarantined(status="online_pending")
+    assert len(pending) == 1
+    assert env.service.replay([record.id for record in pending], {}).replayed == [pending[0].id]
+
+    view = env.registry.get_feature_view("climate")
+    assert online(env.client, view) == (int(event.timestamp() * 1_000_000), 2.0)
+    labels = pa.table({"sensor_id": [7], "event_ts": pa.array([event + timedelta(seconds=1)], TIMESTAMP)})
+    training = get_historical_features(
+        env.offline, env.registry, labels, ["climate:temperature_c"], record=False
+    )
+    assert training.table.column("climate:temperature_c").to_pylist() == [2.0]
 
 
 def test_keys_expire_as_the_online_writers_do(env: Env) -> None:
