@@ -32,6 +32,7 @@ from control_plane.features.guards import ReferenceGuard
 from control_plane.features.online_cleanup import OnlineCleanup
 from control_plane.features.registry import FeatureRegistry
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
+from control_plane.retraining.model_guard import PromotionModelGuard
 from control_plane.settings import ControlPlaneSettings
 
 FEATURE_REGISTRY_SERVICE = feature_registry_pb2.DESCRIPTOR.services_by_name["FeatureRegistry"].full_name
@@ -86,8 +87,8 @@ class ControlPlaneServer:
 #: Service modules every control plane serves besides the feature registry.
 DEFAULT_SERVICES: tuple[ServiceModule, ...] = (
     tracking_api.add_to_server,
-    # Model versions that a deployment uses cannot be deleted.
-    *model_registry_api.services([DeploymentModelGuard()]),
+    # Model versions that a deployment uses, or a retraining promotion is promoting, cannot be deleted.
+    *model_registry_api.services([DeploymentModelGuard(), PromotionModelGuard()]),
     deployments_api.add_to_server,
     audit_api.add_to_server,
     jobs_api.add_to_server,

@@ -84,11 +84,16 @@ def _fill(field: MutableMapping[str, Any], values: Mapping[str, Any]) -> None:
         field[key] = value
 
 
-def model_message(row: RegisteredModelRow, aliases: dict[str, int]) -> pb.RegisteredModel:
+def model_message(
+    row: RegisteredModelRow, aliases: dict[str, int], latest_version: int = 0
+) -> pb.RegisteredModel:
+    """``latest_version``: the highest version the model has now (0: none), which ``get_version`` without
+    a number returns. Not the row's ``latest_version``, the highest number ever given out: after the
+    newest version's delete that one named a version that no longer exists."""
     message = pb.RegisteredModel(
         name=row.name,
         description=row.description,
-        latest_version=row.latest_version,
+        latest_version=latest_version,
         created_at_us=row.created_at_us,
         updated_at_us=row.updated_at_us,
     )

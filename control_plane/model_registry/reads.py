@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import literal_column, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
@@ -107,8 +107,14 @@ class CachedReads:
         if missing:
             rows = session.scalars(select(RegisteredModelRow).where(RegisteredModelRow.id.in_(missing))).all()
             aliases = messages.aliases_of_models(session, missing)
+            newest_query = (
+                select(ModelVersionRow.model_id, func.max(ModelVersionRow.version))
+                .where(ModelVersionRow.model_id.in_(missing))
+                .group_by(ModelVersionRow.model_id)
+            )
+            newest = {model_id: version for model_id, version in session.execute(newest_query)}
             for row in rows:
-                found[row.id] = messages.model_message(row, aliases.get(row.id, {}))
+                found[row.id] = messages.model_message(row, aliases.get(row.id, {}), newest.get(row.id, 0))
                 self._models.put((row.id, row.updated_at_us), found[row.id])
         return [found[row_id] for row_id, _ in stamps if row_id in found]
 

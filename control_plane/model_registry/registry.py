@@ -42,6 +42,7 @@ from control_plane.model_registry.tables import (
     ModelVersionFeatureRow,
     ModelVersionRow,
     RegisteredModelRow,
+    RegisteredModelTombstoneRow,
 )
 from control_plane.model_registry.validation import (
     FeatureRef,
@@ -116,12 +117,20 @@ class ModelRegistry:
     def _insert_model(
         session: Session, name: str, description: str, tags: dict[str, str]
     ) -> RegisteredModelRow:
+        """A new model row; a name deleted before numbers its versions on from where it stopped."""
         now = now_us()
+        last_version = session.scalar(
+            select(RegisteredModelTombstoneRow.last_version).where(RegisteredModelTombstoneRow.name == name)
+        )
+        if last_version is not None:  # the model row carries the count on from here
+            session.execute(
+                delete(RegisteredModelTombstoneRow).where(RegisteredModelTombstoneRow.name == name)
+            )
         row = RegisteredModelRow(
             name=name,
             description=description,
             tags=tags,
-            latest_version=0,
+            latest_version=last_version or 0,
             created_at_us=now,
             updated_at_us=now,
         )
@@ -154,6 +163,8 @@ class ModelRegistry:
                     " delete them first"
                 )
             before = messages.audit_state(messages.model_message(row, {}))
+            # Its numbers are never given out again (``RegisteredModelTombstoneRow``).
+            session.merge(RegisteredModelTombstoneRow(name=name, last_version=row.latest_version))
             session.delete(row)
             record(
                 session,

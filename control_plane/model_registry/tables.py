@@ -45,6 +45,17 @@ class RegisteredModelRow(Base):
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
 
 
+class RegisteredModelTombstoneRow(Base):
+    """The highest version number a deleted registered model gave out. A model registered again under
+    the same name continues above it: a version number names an artifact, an approval and audit entries
+    (and a data plane keeps a loaded version by it), so a new "v1" read as the deleted one's."""
+
+    __tablename__ = "registered_model_tombstones"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class ModelVersionRow(Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)

@@ -136,7 +136,10 @@ class Promoter:
     ) -> str:
         status = evaluation.promotion_status
         if status == AWAITING_APPROVAL:
-            found = self.registry.get_version(evaluation.model_name, evaluation.challenger_version)
+            try:
+                found = self.registry.get_version(evaluation.model_name, evaluation.challenger_version)
+            except NotFound as exc:  # deleted before the registry refused that (``model_guard``)
+                return self._set(evaluation, FAILED, f"the challenger is gone: {exc}")
             if found.approval.status == mpb.APPROVED:
                 return self._next_phase(evaluation, policy, "approved")
             if found.approval.status == mpb.REJECTED:

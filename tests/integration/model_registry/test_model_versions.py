@@ -256,3 +256,34 @@ def test_out_of_range_versions_and_page_tokens_are_invalid_arguments(
             models.list_versions_page("eta", page_token=token)
     assert models.get_version("eta", 1).version == 1
     assert [v.version for v in models.list_versions_page("eta", page_token=str(too_big - 1))[0]] == []
+
+
+def test_a_model_registered_again_after_its_delete_continues_its_numbers(
+    models: ModelRegistryClient, artifact: Path
+) -> None:
+    """Deleting a model and registering its name again gave out version 1 again: its audit entries
+    ("who approved v1"), approvals and the data planes that had loaded v1 then named another artifact."""
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    for _ in range(2):
+        models.register_version("eta", artifact_sha256=sha256)
+    models.delete_version("eta", 1)
+    models.delete_version("eta", 2)
+    models.delete_model("eta")
+    assert models.register_version("eta", artifact_sha256=sha256).version == 3
+    assert [v.version for v in models.list_versions("eta")] == [3]
+
+
+def test_the_latest_version_is_the_newest_that_exists(models: ModelRegistryClient, artifact: Path) -> None:
+    """After the newest version's delete, the model's latest_version (aetherctl's LATEST) still named it,
+    while get_version without a number (the latest) returned the one before."""
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    assert models.create_model("eta").latest_version == 0
+    for _ in range(2):
+        models.register_version("eta", artifact_sha256=sha256)
+    assert models.get_model("eta").latest_version == 2
+    models.delete_version("eta", 2)
+    assert models.get_model("eta").latest_version == models.get_version("eta").version == 1
+    (listed,) = [m for m in models.list_models() if m.name == "eta"]
+    assert listed.latest_version == 1
+    assert models.register_version("eta", artifact_sha256=sha256).version == 3  # numbers never repeat
+    assert models.get_model("eta").latest_version == 3

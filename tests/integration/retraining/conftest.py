@@ -31,6 +31,7 @@ from control_plane.monitoring.feedback import IndexedPrediction, index_predictio
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
+from control_plane.retraining.model_guard import PromotionModelGuard
 from tests.unit.retraining.models import linear
 
 STREAM = "aether:test-predictions"
@@ -107,7 +108,8 @@ async def world(tmp_path: Path, redis_url: str) -> AsyncIterator[World]:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
     upgrade_to_head(engine)
     sessions = create_session_factory(engine)
-    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    guards = [DeploymentModelGuard(), PromotionModelGuard()]  # as the control plane has them
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), guards)
     deployments = DeploymentManager(sessions, registry)
     features = FeatureRegistry(sessions)
     offline = OfflineStore(str(tmp_path / "offline"))

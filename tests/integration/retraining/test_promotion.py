@@ -16,13 +16,16 @@ from sqlalchemy import func, select
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import FailedPrecondition
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import read_session
 from control_plane.deployments.canary import Action, Decision
+from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.promotion import (
+    AWAITING_APPROVAL,
     CANARY,
     FAILED,
     PENDING_CANARY,
@@ -335,6 +338,38 @@ async def test_a_promotion_whose_deployment_was_deleted_fails(
     assert (failed.promotion_status, failed.promotion_reason) == (FAILED, "deployment 'eta' was deleted")
     assert f"promotion of eta v{challenger} on eta failed" in caplog.text
     assert world.registry.get_version("eta", alias="champion").version == world.champion
+
+
+async def test_a_challenger_under_promotion_cannot_be_deleted_and_one_deleted_before_fails_it(
+    world: World,
+) -> None:
+    """Deleting the challenger of a promotion awaiting approval was allowed (nothing deployed it), and the
+    promotion never ended: every tick logged the version's NOT_FOUND. The registry now refuses the delete
+    while a promotion is in progress, naming it; a version deleted before that rule (by a control plane
+    without it: a registry here without the guard) fails the promotion rather than wedging it."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta", enabled=True, gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=pb.PromotionPolicy(manual_approval=True),
+        ),
+        actor="operator",
+    )  # fmt: skip
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    evaluation = stored(world)
+    assert evaluation.promotion_status == AWAITING_APPROVAL
+    with pytest.raises(FailedPrecondition, match=rf"retraining promotion 'evaluation {evaluation.id}'"):
+        world.registry.delete_version("eta", challenger, actor="release-manager")
+    with read_session(world.sessions) as session:  # the users a version's lineage lists
+        users = world.registry.users_of(session, "eta", challenger)
+    assert [user.kind for user in users] == ["retraining promotion"]
+
+    unguarded = ModelRegistry(world.sessions, world.registry.artifacts)  # no guards: an older version
+    unguarded.delete_version("eta", challenger, actor="release-manager")
+    await world.retrainer.advance_promotions()
+    failed = stored(world)
+    assert failed.promotion_status == FAILED and f"has no version {challenger}" in failed.promotion_reason
 
 
 def challenger_alias(world: World) -> int | None:

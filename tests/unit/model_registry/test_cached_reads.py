@@ -73,7 +73,7 @@ def test_changes_by_another_process_are_seen_despite_the_cache(
     writer.delete_version("eta", 3, actor="ann")
     assert seen() == (
         [(1, pb.APPROVED, []), (2, pb.PENDING_MANUAL_APPROVAL, [])],
-        [("eta", 3, {})],
+        [("eta", 2, {})],  # the newest version that exists: v3 is gone
         pb.APPROVED,
         {},
     )
