@@ -9,8 +9,12 @@ are ever unloaded: a version the manager already held when a plan first referred
 the static model config, ``--model-config``) is not the watch's, and stays loaded when the plans stop
 referring to it. A version that fails to load is
 still routed to: its requests fail (UNAVAILABLE), which is what the canary controller must see to roll
-it back. An unloaded version stops taking requests at once and finishes those it already has
-(:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion fails none. When the
+it back. It is loaded again by the next snapshot that references it, and in between by a retry loop with
+capped exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``): a load that failed once
+(an artifact store that did not answer at start) no longer left a deployment UNAVAILABLE until its plan
+changed or the data plane restarted. An unloaded version stops taking requests at once and finishes
+those it already has (:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion
+fails none. When the
 stream fails the task reconnects with capped, jittered exponential backoff; serving goes on from the
 plans it has (:mod:`data_plane.watch_stream`).
 
@@ -108,8 +112,12 @@ class DeploymentWatch:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         security: ChannelSecurity | None = None,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 30.0,
     ) -> None:
         self._loader = loader
+        self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
+        self._retrying: asyncio.Task[None] | None = None
         self._plans = EMPTY_PLANS
         self._loaded: dict[tuple[str, int], ModelSpec] = {}  # every version the plans refer to
         # Those of them the manager held before a plan referred to them (static models): never unloaded.
@@ -148,9 +156,39 @@ class DeploymentWatch:
 
     def start(self) -> None:
         self._stream.start()
+        self._retrying = asyncio.create_task(self._retry_failed_loads())
 
     async def stop(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+            await asyncio.gather(self._retrying, return_exceptions=True)
+            self._retrying = None
         await self._stream.stop()
+
+    async def _retry_failed_loads(self) -> None:
+        """Loads again the versions the plans use whose load failed, every ``retry_initial_s`` at first and
+        half as often after each round that still fails, down to every ``retry_max_s``."""
+        delay = self._retry_initial_s
+        while True:
+            await asyncio.sleep(delay)
+            failed = [
+                spec for key, spec in self._loaded.items() if self._loader.state(*key) is ModelState.FAILED
+            ]
+            if not failed:
+                delay = self._retry_initial_s
+                continue
+            await asyncio.gather(*(self._retry_load(spec) for spec in failed))
+            delay = min(delay * 2, self._retry_max_s)
+
+    async def _retry_load(self, spec: ModelSpec) -> None:
+        try:
+            await self._loader.ensure_loaded(spec)
+        except Exception as exc:
+            _log.warning("model %s version %d still fails to load: %s", spec.name, spec.version, exc)
+            return
+        _log.info("model %s version %d loaded on a retry", spec.name, spec.version)
+        if spec.key not in self._loaded and spec.key not in self._not_ours:
+            await self._loader.unload(*spec.key)  # the plans dropped it meanwhile: nothing will unload it
 
     async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> bool:
         try:
@@ -159,7 +197,11 @@ class DeploymentWatch:
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
             return False
         wanted = shared_specs(plans, self._plans, self._loaded)
-        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
+        new = [
+            spec
+            for key, spec in wanted.items()
+            if self._loaded.get(key) != spec or self._loader.state(*key) is ModelState.FAILED
+        ]
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -182,5 +183,33 @@ async def test_a_plan_that_changes_only_the_serving_config_applies_it_to_the_loa
             with pytest.raises(grpc.aio.AioRpcError) as again:
                 await stub.Predict(request, timeout=5)
             assert again.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await handle.stop(None)
+
+
+async def test_a_version_that_failed_to_load_is_loaded_again_once_its_artifact_is_back(
+    own_redis: RedisServer, tmp_path: Path, control_plane: tuple[_QueuedPlans, int]
+) -> None:
+    """A load that failed once (the artifact store did not answer at start) was never tried again: the
+    watch counted the version as loaded, so the deployment answered UNAVAILABLE until its plan changed or
+    the data plane restarted. The watch now retries failed versions by itself, with backoff."""
+    plans, port = control_plane
+    settings = serving_settings(
+        tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
+    )
+    spec = onnx_models.save(onnx_models.affine(), tmp_path / "flaky.onnx", "flaky")
+    artifact = Path(spec.artifact_uri.removeprefix("file://"))
+    hidden = artifact.with_name("flaky.onnx.away")
+    os.rename(artifact, hidden)  # the store cannot give the artifact for now
+    handle = await start_server(settings)
+    try:
+        await plans.queue.put(_snapshot(1, ("dep", spec)))
+        await handle.deployments.wait_for_revision(1, 10)
+        assert handle.manager.state("flaky", 1) is ModelState.FAILED
+        os.rename(hidden, artifact)  # back, and no new plan arrives
+        deadline = asyncio.get_running_loop().time() + 10
+        while handle.manager.state("flaky", 1) is not ModelState.READY:
+            assert asyncio.get_running_loop().time() < deadline, handle.manager.state("flaky", 1)
+            await asyncio.sleep(0.1)
     finally:
         await handle.stop(None)
