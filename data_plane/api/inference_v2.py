@@ -63,6 +63,25 @@ def _tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetad
     )
 
 
+#: Tensor parameters of Triton's extensions this server does not implement: honoured by Triton, they
+#: change what is sent or answered (top-k classes instead of the tensor, data in a shared-memory region
+#: instead of the message), so a request that uses them is refused rather than answered as if they were
+#: not there.
+UNSUPPORTED_TENSOR_PARAMETERS = ("classification", "shared_memory_region")
+
+
+def _refuse_unsupported_parameters(request: pb.ModelInferRequest) -> None:
+    for kind, tensors in (("input", request.inputs), ("output", request.outputs)):
+        for tensor in tensors:
+            for parameter in UNSUPPORTED_TENSOR_PARAMETERS:
+                if parameter in tensor.parameters:
+                    raise InvalidArgument(
+                        f"{kind} {tensor.name!r} has parameter {parameter!r}, which this server does not "
+                        f"support (it answers whole output tensors in the response, and none of "
+                        f"{list(UNSUPPORTED_TENSOR_PARAMETERS)})"
+                    )
+
+
 def _requested_outputs(request: pb.ModelInferRequest, spec: ModelSpec) -> list[str]:
     requested = [o.name for o in request.outputs]
     for index, output in enumerate(requested):
@@ -161,6 +180,7 @@ class InferenceV2Servicer:
             except DecodeError as exc:
                 raise not_parsed(_Request, exc) from None
             name = request.model_name
+            _refuse_unsupported_parameters(request)
             self.admission.enter()
             try:
                 with self._manager.lease(name, parse_version(name, request.model_version)) as lease:

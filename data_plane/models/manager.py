@@ -91,7 +91,7 @@ def default_runtime(model: bytes, spec: ModelSpec, options: ManagerOptions) -> R
                 model, spec, cache_dir=options.engine_cache_dir or Path("trt_engines")
             )
         _log.warning("native TensorRT requested but unavailable; using ONNX Runtime for %s", spec.name)
-    return OnnxRuntimeSession(model, options.onnx)
+    return OnnxRuntimeSession(model, options.onnx, fetch=[t.name for t in spec.outputs])
 
 
 class ManagerObserver(BatchObserver):

@@ -212,6 +212,7 @@ class TensorRTEngine:
         self.inputs, self.outputs = engine_signature(engine, trt)
         self._inputs = [t.name for t in self.inputs]
         self._outputs = [t.name for t in self.outputs]
+        self._returned = [t.name for t in spec.outputs] or self._outputs
         self._dtypes = {t.name: t.np_dtype for t in (*self.inputs, *self.outputs)}
         self._spec = spec
         # The largest batch the engine's optimisation profile takes (the model manager refuses to raise a
@@ -266,7 +267,10 @@ class TensorRTEngine:
             if not context.execute_async_v3(self._stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
             self._stream.synchronize()
-        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+        # Every output is computed (an execution needs an address for each), only the spec's come back:
+        # an output the spec leaves out is no part of the answer (as ONNX Runtime sessions fetch only
+        # the spec's, ``OnnxRuntimeSession``).
+        return {name: outputs[name].cpu().numpy() for name in self._returned}
 
     def close(self) -> None:
         """Drops the engine and its context (their device memory goes once no run holds them). ``del``

@@ -152,6 +152,21 @@ def row_sum() -> onnx.ModelProto:
     return _model(graph)
 
 
+def with_total(width: int = 4) -> onnx.ModelProto:
+    """y = 2x per row (float32[batch, width]) and a second output, ``total``: the sum of the whole input,
+    one scalar whatever the batch (no row of its own, so batching cannot split it by rows)."""
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["y"]),
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+    ]
+    total = helper.make_tensor_value_info("total", TensorProto.FLOAT, [])
+    graph = helper.make_graph(
+        nodes, "with_total", [_float_io("x", width)], [_float_io("y", width), total], [two]
+    )
+    return _model(graph)
+
+
 def tiled(width: int = 1, times: int = 2048) -> onnx.ModelProto:
     repeats = numpy_helper.from_array(np.array([1, times], dtype=np.int64), "repeats")
     nodes = [helper.make_node("Tile", ["x", "repeats"], ["y"])]

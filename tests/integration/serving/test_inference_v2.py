@@ -111,6 +111,17 @@ def _shaped(shape: list[int], raw: bool) -> pb.ModelInferRequest:
     return request
 
 
+def _with_parameter(kind: str, name: str) -> pb.ModelInferRequest:
+    """An affine request whose input or requested output carries a Triton extension's parameter."""
+    request = _affine(ROW, outputs=["y"])
+    tensor = request.inputs[0] if kind == "input" else request.outputs[0]
+    if name == "classification":
+        tensor.parameters[name].int64_param = 2  # tritonclient's InferRequestedOutput(class_count=2)
+    else:
+        tensor.parameters[name].string_param = "region0"
+    return request
+
+
 ROW = np.zeros((1, 4), np.float32)
 AFFINE_SIGNATURE = "x: float32[-1, 4]"
 BAD_REQUESTS = [
@@ -136,6 +147,10 @@ BAD_REQUESTS = [
     (_shaped([2**62, 0], raw=True), "INVALID_ARGUMENT", ["'x'", f"[{2**62}, 0]", "too large"]),
     (_shaped([2**40, 2**40, 0], raw=True), "INVALID_ARGUMENT", ["'x'", "too large"]),
     (_shaped([2**62, 0], raw=False), "INVALID_ARGUMENT", ["'x'", f"[{2**62}, 0]", "too large"]),
+    # Triton's classification and shared-memory extensions were ignored: the raw tensor came back, OK.
+    (_with_parameter("output", "classification"), "INVALID_ARGUMENT", ["output 'y'", "'classification'"]),
+    (_with_parameter("output", "shared_memory_region"), "INVALID_ARGUMENT", ["'shared_memory_region'"]),
+    (_with_parameter("input", "shared_memory_region"), "INVALID_ARGUMENT", ["input 'x'", "shared_memory"]),
 ]
 
 

@@ -386,3 +386,22 @@ def test_recorded_samples_of_a_scalar_input_are_one_request_shaped_as_the_inputs
     assert (request["x"].shape, request["t"].shape, float(request["t"])) == ((4,), (), 0.5)
     np.savez(tmp_path / "stacked.npz", x=np.ones((3, 4), np.float32), t=np.full(3, 0.5, np.float32))
     assert [r["t"].shape for r in recorded_inputs(spec, str(tmp_path / "stacked.npz"))] == [(), (), ()]
+
+
+async def test_only_the_outputs_the_spec_declares_are_computed_answered_and_batched(tmp_path: Path) -> None:
+    """A spec may serve a subset of a model's outputs. The undeclared ones were answered anyway (though
+    ModelMetadata did not list them and a request for one was refused), and one without a row per request
+    (a scalar total) failed every batch of two or more with INTERNAL."""
+    full = onnx_models.save(onnx_models.with_total(), tmp_path / "t.onnx", "t", max_queue_delay_us=50_000)
+    spec = dataclasses.replace(full, outputs=full.outputs[:1])  # serves y only
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        answers = await asyncio.gather(
+            *(manager.infer("t", 1, {"x": np.full((1, 4), k, np.float32)}) for k in range(6))
+        )
+        for k, answer in enumerate(answers):
+            assert list(answer) == ["y"]
+            np.testing.assert_array_equal(answer["y"], np.full((1, 4), 2.0 * k, np.float32))
+    finally:
+        await manager.close()
