@@ -38,6 +38,7 @@ from pathlib import Path
 from clients.errors import AetherError, FailedPrecondition, NotFound, Unavailable
 from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.artifacts import fetch_verified
+from data_plane.models.batch_check import batching_problem
 from data_plane.models.runner import Outputs, run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
 from data_plane.models.validation import InputValidator, ValidInputs, batchable
@@ -118,6 +119,7 @@ class _Version:
     loading: asyncio.Task[None] | None = field(default=None, repr=False)
     validator: InputValidator | None = field(default=None, repr=False)
     leases: int = 0  # requests holding this version (routed to it and not yet answered)
+    batches: bool = True  # False once rows run together disagreed with rows run alone (batch_check)
     idle: asyncio.Event | None = field(default=None, repr=False)  # set when leases drop to 0 (unloading)
 
 
@@ -276,7 +278,7 @@ class ModelManager:
         if entry.batcher is None:  # not READY (cannot happen after a successful load)
             raise FailedPrecondition(f"model {spec.name} v{spec.version} is {entry.state.value}, not READY")
         entry.validator = InputValidator(spec, self.options.max_answer_bytes)
-        entry.batcher.update_policy(self._policy(spec))
+        entry.batcher.update_policy(self._policy(spec, entry.batches))
         entry.spec = spec
         _log.info(
             "model %s v%d serving config changed: %s",
@@ -285,9 +287,9 @@ class ModelManager:
             "; ".join(f"{name} {getattr(old, name)!r} -> {getattr(spec, name)!r}" for name in changed),
         )
 
-    def _policy(self, spec: ModelSpec) -> BatchPolicy:
+    def _policy(self, spec: ModelSpec, batches: bool) -> BatchPolicy:
         return BatchPolicy(
-            max_batch_size=spec.max_batch_size if batchable(spec) else 1,
+            max_batch_size=spec.max_batch_size if batches and batchable(spec) else 1,
             max_queue_delay_s=spec.max_queue_delay_us / 1e6,
             max_queue_size=self.options.max_queue_size,
             max_in_flight=self.options.max_in_flight_batches,
@@ -371,7 +373,14 @@ class ModelManager:
             uri = spec.warmup_samples_uri
             samples = await asyncio.to_thread(recorded_inputs, spec, uri) if uri else []  # may be remote
             warmed = await asyncio.to_thread(warm_up, runtime, spec, samples)
-            policy = self._policy(spec)
+            problem = await asyncio.to_thread(batching_problem, runtime, spec, samples)
+            if problem:
+                entry.batches = False
+                _log.warning(
+                    "model %s v%d: %s, so its first dimension is no batch dimension: its requests run one "
+                    "at a time", spec.name, spec.version, problem,
+                )  # fmt: skip
+            policy = self._policy(spec, entry.batches)
             entry.batcher = DynamicBatcher(
                 policy,
                 functools.partial(run_batch, runtime, spec),  # no Python frame of its own

@@ -152,6 +152,17 @@ def row_sum() -> onnx.ModelProto:
     return _model(graph)
 
 
+def running_sum(width: int = 2) -> onnx.ModelProto:
+    """y[t] = x[0] + ... + x[t] over x: float32[steps, width], steps dynamic: a time-major sequence model
+    (like torch's exported ``nn.RNN``), whose dynamic first dimension is no batch dimension."""
+    axis = numpy_helper.from_array(np.array(0, dtype=np.int64), "axis")
+    nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "running_sum", [_float_io("x", width, "steps")], [_float_io("y", width, "steps")], [axis]
+    )
+    return _model(graph)
+
+
 def with_total(width: int = 4) -> onnx.ModelProto:
     """y = 2x per row (float32[batch, width]) and a second output, ``total``: the sum of the whole input,
     one scalar whatever the batch (no row of its own, so batching cannot split it by rows)."""

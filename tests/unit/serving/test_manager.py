@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -403,5 +404,31 @@ async def test_only_the_outputs_the_spec_declares_are_computed_answered_and_batc
         for k, answer in enumerate(answers):
             assert list(answer) == ["y"]
             np.testing.assert_array_equal(answer["y"], np.full((1, 4), 2.0 * k, np.float32))
+    finally:
+        await manager.close()
+
+
+async def test_a_time_major_model_is_not_batched_and_each_caller_gets_its_own_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dynamic first dimension is not always a batch: concurrent requests to a time-major model were
+    concatenated into one longer sequence, so each answer was computed from other callers' data (status
+    OK). Rows run together and alone disagree at load, so it serves one request at a time; a real batch
+    model still batches."""
+    sequence = onnx_models.save(
+        onnx_models.running_sum(), tmp_path / "s.onnx", "seq", max_queue_delay_us=50_000
+    )
+    mlp = onnx_models.save(onnx_models.mlp(input_size=2, hidden=(3,)), tmp_path / "m.onnx", "mlp")
+    manager = ModelManager()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aether.data_plane.models"):
+            await manager.ensure_loaded(sequence)
+            await manager.ensure_loaded(mlp)
+        assert "model seq v1: output 'y' of two requests run together differs" in caplog.text
+        assert "mlp" not in caplog.text
+        requests = [np.full((3, 2), k + 1, np.float32) for k in range(6)]
+        answers = await asyncio.gather(*(manager.infer("seq", 1, {"x": x}) for x in requests))
+        for x, answer in zip(requests, answers, strict=True):
+            np.testing.assert_allclose(answer["y"], np.cumsum(x, axis=0))
     finally:
         await manager.close()
