@@ -440,10 +440,16 @@ class TrackingClient(ServiceClient):
             return self.get_experiment(name)
 
     def list_experiments(self) -> list[pb.Experiment]:
-        response = self._call(
-            self._stub.ListExperiments, pb.ListExperimentsRequest(), pb.ListExperimentsResponse
-        )
-        return list(response.experiments)
+        """Every experiment, by name (all pages: a page is bounded in bytes)."""
+        experiments: list[pb.Experiment] = []
+        token = ""
+        while True:
+            request = pb.ListExperimentsRequest(page_token=token)
+            response = self._call(self._stub.ListExperiments, request, pb.ListExperimentsResponse)
+            experiments.extend(response.experiments)
+            token = response.next_page_token
+            if not token:
+                return experiments
 
     # Compare -------------------------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ class TrackingServicer(pb_grpc.TrackingServicer):
     async def ListExperiments(
         self, request: pb.ListExperimentsRequest, context: Context
     ) -> pb.ListExperimentsResponse:
-        return pb.ListExperimentsResponse(experiments=await _run(self._store.list_experiments))
+        experiments, token = await _run(self._store.list_experiments, request.page_size, request.page_token)
+        return pb.ListExperimentsResponse(experiments=experiments, next_page_token=token)
 
     @maps_errors
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.Run:

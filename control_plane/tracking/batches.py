@@ -25,6 +25,7 @@ from control_plane.audit.log import AuditEvent, record_many
 from control_plane.tracking.metrics import Series, Summary, insert_chunks, upsert_summaries
 from control_plane.tracking.records import (
     check_name,
+    check_stored_values,
     check_time_us,
     check_values,
     end_time_of,
@@ -139,6 +140,10 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     events = _insert_start_values(session, created, runs, actor)
     points = _write_points(session, batches, runs)
     events += _write_changes(session, batches, runs, actor)
+    # Checked on what is stored once written: a run's parameters and tags grow over many requests.
+    grown = {run_id for run_id in created if created[run_id].start.params or created[run_id].start.tags}
+    grown |= {batch.run_id for batch in batches if batch.params or batch.tags}
+    check_stored_values(session, {runs[run_id].pk: run_id for run_id in grown})
     record_many(session, events)  # last: the audit head is the last lock taken
     return points
 

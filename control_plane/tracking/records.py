@@ -4,6 +4,7 @@ the dialect's upsert, the one status-change path (with its audit entry), and row
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
@@ -95,6 +96,40 @@ def set_status(
         before=before, after=after,
     )  # fmt: skip
     return True
+
+
+#: The most bytes a run's parameters and tags together take in its ``Run`` message. Without a bound a run
+#: logging enough of them (each within the rules) outgrew gRPC's 4 MiB message limit and could no longer
+#: be read by GetRun or ListRuns, which send whole runs. 3.5 MiB keeps a config dump of 500 values of
+#: 6,000 characters (which the SDK is built to ship) and leaves half a megabyte of the limit to the run's
+#: metric summaries and artifacts (some 3,000 metrics with 100-character names).
+MAX_RUN_VALUES_BYTES = 3584 * 1024
+
+
+def check_run_values(run_id: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
+    """INVALID_ARGUMENT when a run's parameters and tags (all of them: stored and new) take more than
+    :data:`MAX_RUN_VALUES_BYTES` on the wire."""
+    size = pb.Run(params=params, tags=tags).ByteSize()
+    if size > MAX_RUN_VALUES_BYTES:
+        raise InvalidArgument(
+            f"run {run_id!r}: its parameters and tags would take {size} bytes, over the limit of"
+            f" {MAX_RUN_VALUES_BYTES} bytes per run ({len(params)} parameters, {len(tags)} tags)"
+        )
+
+
+def check_stored_values(session: Session, runs: Mapping[int, str]) -> None:
+    """:func:`check_run_values` for the runs ``{pk: run id}`` as this transaction has written them."""
+    if not runs:
+        return
+    values: dict[int, tuple[dict[str, str], dict[str, str]]] = {pk: ({}, {}) for pk in runs}
+    pks = sorted(runs)
+    param_rows = select(ParamRow.run_pk, ParamRow.key, ParamRow.value).where(ParamRow.run_pk.in_(pks))
+    tag_rows = select(TagRow.run_pk, TagRow.key, TagRow.value).where(TagRow.run_pk.in_(pks))
+    for index, query in enumerate((param_rows, tag_rows)):
+        for pk, key, value in session.execute(query):
+            values[pk][index][key] = value
+    for pk, (params, tags) in values.items():
+        check_run_values(runs[pk], params, tags)
 
 
 def experiment_message(row: ExperimentRow) -> pb.Experiment:

@@ -19,7 +19,7 @@ from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from clients.uris import redact_uri
 from control_plane.audit.log import record
-from control_plane.db import keyset
+from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session, write_session
 from control_plane.tracking import batches as batches_module
 from control_plane.tracking import senders
@@ -36,6 +36,7 @@ from control_plane.tracking.metrics import (
 from control_plane.tracking.records import (
     artifacts_of,
     check_name,
+    check_run_values,
     check_time_us,
     check_values,
     experiment_message,
@@ -60,6 +61,9 @@ _RUN_ORDER = (
     keyset.KeyColumn(RunRow.start_time_us, int, descending=True),  # type: ignore[arg-type]
     keyset.KeyColumn(RunRow.run_id, str),  # type: ignore[arg-type]
 )
+# Experiments are listed by name, which is unique.
+_EXPERIMENT_ORDER = (keyset.KeyColumn(ExperimentRow.name, str),)  # type: ignore[arg-type]
+_MAX_EXPERIMENTS_PAGE = 1000
 # A GetMetricHistory token's key (history_page's HistoryKey): points are packed in chunks, not rows, so
 # the page is cut in numpy, and these columns serve only to check a returned token's values.
 _HISTORY_KEY = tuple(
@@ -111,10 +115,27 @@ class TrackingStore:
         with read_session(self._sessions) as session:
             return experiment_message(self._experiment_row(session, experiment_id=experiment_id, name=name))
 
-    def list_experiments(self) -> list[pb.Experiment]:
+    def list_experiments(self, page_size: int = 0, page_token: str = "") -> tuple[list[pb.Experiment], str]:
+        """Experiments by name, a page at a time: up to ``page_size`` (0: no count bound, as the listing
+        had none before it was paged) and at most :data:`pages.MAX_PAGE_BYTES` (descriptions and tags
+        have no total bound, and the unpaged listing outgrew gRPC's 4 MiB), always at least one."""
+        if not 0 <= page_size <= _MAX_EXPERIMENTS_PAGE:
+            raise InvalidArgument(
+                f"page_size must be 0 (no bound) to {_MAX_EXPERIMENTS_PAGE}, got {page_size}"
+            )
+        last = keyset.decode(page_token, "ListExperiments", "", _EXPERIMENT_ORDER, scope_name="listing")
+        query = select(ExperimentRow).order_by(*keyset.order_by(_EXPERIMENT_ORDER))
+        if last is not None:
+            query = query.where(keyset.after(_EXPERIMENT_ORDER, last))
+        if page_size:
+            query = query.limit(page_size + 1)
         with read_session(self._sessions) as session:
-            rows = session.scalars(select(ExperimentRow).order_by(ExperimentRow.name))
-            return [experiment_message(row) for row in rows]
+            rows = session.scalars(query).all()
+            candidates = rows[:page_size] if page_size else rows
+            experiments = list(pages.fitting(experiment_message(row) for row in candidates))
+        if len(experiments) == len(rows):
+            return experiments, ""
+        return experiments, keyset.encode("ListExperiments", "", [experiments[-1].name])
 
     @staticmethod
     def _experiment_row(session: Session, *, experiment_id: str = "", name: str = "") -> ExperimentRow:
@@ -145,6 +166,7 @@ class TrackingStore:
         params = check_values(params or {}, "parameter")
         tags = check_values(tags or {}, "tag")
         run_id = uuid.uuid4().hex
+        check_run_values(run_id, params, tags)
         name = check_name(name, "run") if name else run_id[:8]
         start_time_us = check_time_us(start_time_us, "start_time_us") or now_us()
         with write_session(self._sessions) as session:
@@ -209,7 +231,9 @@ class TrackingStore:
         self, experiment_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Run], str]:
         """Runs newest first, a page at a time; the token carries the last run's (start time, run id),
-        so runs started or removed while a client pages neither repeat nor shift a page."""
+        so runs started or removed while a client pages neither repeat nor shift a page. A page also
+        ends where its runs fill :data:`pages.MAX_PAGE_BYTES` (100 runs of large parameters took more
+        than gRPC's 4 MiB, and the listing failed for good), always after at least one run."""
         size = page_size_of(page_size)
         last = keyset.decode(page_token, "ListRuns", experiment_id, _RUN_ORDER, scope_name="experiment")
         with read_session(self._sessions) as session:
@@ -223,10 +247,11 @@ class TrackingStore:
             if last is not None:
                 query = query.where(keyset.after(_RUN_ORDER, last))
             rows = session.scalars(query).all()
-            runs = [run_message(session, row, experiment.experiment_id) for row in rows[:size]]
-            if len(rows) <= size:
+            built = (run_message(session, row, experiment.experiment_id) for row in rows[:size])
+            runs = list(pages.fitting(built))
+            if len(rows) <= len(runs):
                 return runs, ""
-            end = rows[size - 1]
+            end = rows[len(runs) - 1]
             return runs, keyset.encode("ListRuns", experiment_id, [end.start_time_us, end.run_id])
 
     @staticmethod

@@ -13,14 +13,20 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import tracking_pb2 as pb
+from clients.aether.v1.tracking_pb2_grpc import TrackingStub
 from clients.errors import InvalidArgument
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from clients.sdk.tracking import TrackingClient
+from control_plane.db import create_db_engine, create_session_factory, pages, upgrade_to_head
+from control_plane.tracking.records import MAX_RUN_VALUES_BYTES
 from control_plane.tracking.store import TrackingStore
+from tests.integration.tracking.conftest import ThreadedControlPlane
+from tests.integration.tracking.test_cli import _aetherctl
 
 ACTOR = "paging-test"
 
@@ -333,3 +339,67 @@ def test_malformed_and_foreign_tokens_are_invalid_arguments_naming_the_problem(s
     for key in (["1", payload["after"][1]], [2**70, payload["after"][1]], [None, payload["after"][1]]):
         with pytest.raises(InvalidArgument, match="malformed"):
             store.list_runs(experiment_id, page_token=_token({**payload, "after": key}))
+
+
+# Pages bounded in bytes, over gRPC ----------------------------------------------------------------------
+
+#: 8 parameters of 6,000 characters (each within the tracking rules): 100 such runs took 4.8 MB, over
+#: gRPC's 4 MiB, and every ListRuns of the experiment failed RESOURCE_EXHAUSTED.
+_BIG_PARAMS = {f"config_{index}": "y" * 6000 for index in range(8)}
+
+
+def test_list_runs_cuts_a_page_by_size_and_loses_no_run(
+    control_plane: ThreadedControlPlane, client: TrackingClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment_id = client.create_experiment("big").experiment_id
+    created = [client.create_run(experiment_id, f"r{i}", params=_BIG_PARAMS).run_id for i in range(100)]
+
+    first = client.list_runs(experiment_id)  # the default page size, 100
+    assert 0 < len(first.runs) < 100 and first.next_page_token
+    assert first.ByteSize() <= pages.MAX_PAGE_BYTES
+    seen = [run.run_id for run in first.runs]
+    token = first.next_page_token
+    while token:
+        page = client.list_runs(experiment_id, page_token=token)
+        assert page.runs and page.ByteSize() <= pages.MAX_PAGE_BYTES
+        seen += [run.run_id for run in page.runs]
+        token = page.next_page_token
+    assert len(seen) == len(set(seen)) == 100 and set(seen) == set(created)
+    assert all(dict(run.params) == _BIG_PARAMS for run in first.runs)
+
+    assert _aetherctl(control_plane.address, "runs", "list", "big", "--limit", "100") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 101  # the header and every run
+
+
+def test_a_run_whose_parameters_and_tags_outgrow_a_message_is_refused_when_written(
+    client: TrackingClient,
+) -> None:
+    experiment_id = client.create_experiment("huge").experiment_id
+    many = {f"p{index}": "z" * 6000 for index in range(620)}  # 3.7 MB, each value within the rules
+    with pytest.raises(InvalidArgument, match=f"over the limit of {MAX_RUN_VALUES_BYTES} bytes per run"):
+        client.create_run(experiment_id, "huge", params=many)
+
+    # Grown over several requests: the stored values count too, and the refused request writes nothing.
+    run_id = client.create_run(experiment_id, "grows", params=dict(list(many.items())[:400])).run_id
+    more = pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, tags=dict(list(many.items())[400:]))])
+    with pytest.raises(InvalidArgument, match=f"run '{run_id}'.*over the limit"):
+        client.log_batch(more)
+    run = client.get_run(run_id)
+    assert len(run.params) == 400 and not run.tags
+    assert len(client.list_runs(experiment_id).runs) == 1
+
+
+def test_list_experiments_pages_by_size(control_plane: ThreadedControlPlane, client: TrackingClient) -> None:
+    # Descriptions have no bound of their own: three of 1.5 MB took 4.5 MB in one unpaged reply.
+    names = [f"e{index}" for index in range(3)]
+    for name in names:
+        client.create_experiment(name, description=name * 750_000)
+    assert [experiment.name for experiment in client.list_experiments()] == names
+
+    stub = TrackingStub(grpc.insecure_channel(control_plane.address))
+    first = stub.ListExperiments(pb.ListExperimentsRequest())
+    assert [e.name for e in first.experiments] == ["e0"] and first.next_page_token
+    rest = stub.ListExperiments(pb.ListExperimentsRequest(page_token=first.next_page_token))
+    assert [e.name for e in rest.experiments] == ["e1"] and rest.next_page_token
+    small = stub.ListExperiments(pb.ListExperimentsRequest(page_size=1, page_token=rest.next_page_token))
+    assert [e.name for e in small.experiments] == ["e2"] and not small.next_page_token

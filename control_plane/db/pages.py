@@ -1,0 +1,51 @@
+"""A page of a List RPC is cut by its encoded size as well as by its count.
+
+gRPC refuses a message over its receive limit (4 MiB by default, which the control plane and the SDK
+keep) with RESOURCE_EXHAUSTED, and a client cannot get past a page it cannot receive: it failed for good.
+Items of several listings are large and of varying size (a run holds up to thousands of 6,000-character
+parameters, a model version up to 64 hyperparameters of 6,000 characters), so a count alone, even a small
+one, does not bound a page. As GetMetricHistory's points per page do (``tracking.metrics``), a page keeps
+to half the limit, leaving room for the rest of the response; unlike points, items vary in size, so each
+is measured. A page always holds at least one item, so paging always makes progress: an item must itself
+fit the limit, which the writes that make items large ensure (a run's parameters and tags, for one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+#: The most bytes the items of one page take on the wire: half of gRPC's default 4 MiB receive limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+
+
+def item_bytes(message: Message) -> int:
+    """What ``message`` adds to a response as an item of a repeated field: tag, length and body."""
+    size = message.ByteSize()
+    return 1 + max(1, (size.bit_length() + 6) // 7) + size
+
+
+class PageBudget:
+    """The bytes left to one page, for a page whose items are built in several rounds."""
+
+    def __init__(self, limit: int = MAX_PAGE_BYTES) -> None:
+        self._left = limit
+        self._taken = 0
+
+    def take(self, messages: Iterable[M]) -> Iterator[M]:
+        """The leading ``messages`` that still fit, and always the page's first item. Lazy, so that a
+        caller building items one by one builds none past the cut."""
+        for message in messages:
+            self._left -= item_bytes(message)
+            if self._taken and self._left < 0:
+                return
+            self._taken += 1
+            yield message
+
+
+def fitting(messages: Iterable[M], limit: int = MAX_PAGE_BYTES) -> Iterator[M]:
+    """The leading ``messages`` that fit in one page of ``limit`` bytes (:meth:`PageBudget.take`)."""
+    return PageBudget(limit).take(messages)
