@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
-from control_plane.db import keyset
+from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import from_proto
@@ -37,6 +37,8 @@ from control_plane.model_registry.validation import (
 
 M = TypeVar("M", bound=Message)
 CACHE_CAPACITY = 50_000
+#: Versions built at once while a page is filled (the default page size).
+_BUILD_BATCH = 100
 #: Models are listed by name, which is unique.
 _MODEL_ORDER = [keyset.KeyColumn(RegisteredModelRow.name, str)]  # type: ignore[arg-type]
 
@@ -186,10 +188,13 @@ class CachedReads:
                     if not wanted or all(row_tags.get(key) == value for key, value in wanted.items())
                 ]
             page = found[:size]
-            models = self._model_messages(session, [(row_id, stamp) for row_id, stamp, _ in page])
-        if len(found) <= size:
+            built = self._model_messages(session, [(row_id, stamp) for row_id, stamp, _ in page])
+            models = list(pages.fitting(built))
+        if len(found) <= size and len(models) == len(built):
             return models, ""
-        return models, keyset.encode("ListRegisteredModels", scope, [page[-1][2]])
+        # A cut page ends at its last model; a full one at its last row (which may have been deleted).
+        end = models[-1].name if len(models) < len(built) else page[-1][2]
+        return models, keyset.encode("ListRegisteredModels", scope, [end])
 
     # -- versions ------------------------------------------------------------------------------------
 
@@ -228,7 +233,9 @@ class CachedReads:
     def list_versions(
         self, name: str, status: pb.ApprovalStatus, page_size: int, page_token: str
     ) -> tuple[list[pb.ModelVersion], str]:
-        """Versions in ascending order, a page at a time, optionally only those with one approval status."""
+        """Versions in ascending order, a page at a time, optionally only those with one approval status.
+        A page also ends where its versions fill :data:`pages.MAX_PAGE_BYTES` (a dozen versions of
+        large hyperparameters took more than gRPC's 4 MiB, and the listing failed for good)."""
         size = page_size_of(page_size)
         after = parse_version_token(page_token)
         query = (
@@ -245,5 +252,15 @@ class CachedReads:
             if not rows:
                 require_model(session, name)
             page = rows[:size]
-            versions = self._version_messages(session, name, [(row.id, row.updated_at_us) for row in page])
+            versions: list[pb.ModelVersion] = []
+            budget = pages.PageBudget()
+            # Built a hundred at a time, and no further than the page's bytes reach: 1,000 versions of
+            # large hyperparameters would be hundreds of megabytes to build for a page of a few.
+            for start in range(0, len(page), _BUILD_BATCH):
+                stamps = [(row.id, row.updated_at_us) for row in page[start : start + _BUILD_BATCH]]
+                built = self._version_messages(session, name, stamps)
+                kept = list(budget.take(built))
+                versions += kept
+                if len(kept) < len(built):
+                    return versions, str(versions[-1].version)
         return versions, str(page[-1].version) if len(rows) > size else ""

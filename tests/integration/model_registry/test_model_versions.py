@@ -14,7 +14,9 @@ from sqlalchemy import create_engine, text
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.models import ModelRegistryClient, signature
+from control_plane.db import pages
 from tests.integration.model_registry.conftest import Plane
+from tests.integration.model_registry.test_lineage import run_cli
 
 
 @pytest.fixture
@@ -287,3 +289,29 @@ def test_the_latest_version_is_the_newest_that_exists(models: ModelRegistryClien
     assert listed.latest_version == 1
     assert models.register_version("eta", artifact_sha256=sha256).version == 3  # numbers never repeat
     assert models.get_model("eta").latest_version == 3
+
+
+def test_version_and_model_pages_are_cut_by_size(
+    plane: Plane, models: ModelRegistryClient, artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 64 hyperparameters of 6,000 characters are within the registry's rules: a dozen such versions
+    # took more than gRPC's 4 MiB in one page of the default 100, and every listing failed for good.
+    sha256 = models.artifacts.upload_file(artifact).sha256
+    hyperparameters = {f"hp_{index:02d}": "x" * 6000 for index in range(64)}
+    for _ in range(12):
+        models.register_version("big", artifact_sha256=sha256, hyperparameters=hyperparameters)
+    first, token = models.list_versions_page("big")
+    assert 0 < len(first) < 12 and token
+    assert pb.ListModelVersionsResponse(versions=first).ByteSize() <= pages.MAX_PAGE_BYTES
+    assert [v.version for v in models.list_versions("big")] == list(range(1, 13))
+    assert run_cli(plane, "models", "versions", "big") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 13  # the header and every version
+
+    # Models: 64 tags of 6,000 characters each, within the rules too.
+    tags = {f"t{index:02d}": "y" * 6000 for index in range(64)}
+    names = [f"wide-{index:02d}" for index in range(12)]
+    for name in names:
+        models.create_model(name, tags=tags)
+    page, token = models.list_models_page(name_prefix="wide-")
+    assert 0 < len(page) < 12 and token
+    assert [m.name for m in models.list_models(name_prefix="wide-")] == names
