@@ -16,7 +16,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.aether.v1.audit_pb2_grpc import AuditStub
 from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
-from control_plane.db import create_db_engine
+from control_plane.db import create_db_engine, pages
 from control_plane.server import ControlPlaneServer
 from tests.unit.control_plane.builders import entity, metadata, spec, view
 
@@ -172,3 +172,21 @@ async def test_largest_page_token_is_an_empty_page(channel: grpc.aio.Channel) ->
     audit = AuditStub(channel)  # type: ignore[no-untyped-call]
     page = await audit.QueryAudit(apb.QueryAuditRequest(page_token=str(2**63 - 1)))
     assert (list(page.entries), page.next_page_token) == ([], "")
+
+
+async def test_a_page_of_large_entries_is_cut_by_size(channel: grpc.aio.Channel) -> None:
+    # Each update's entry holds the description before and after it: six of ~1.4 MB took more than
+    # gRPC's 4 MiB in one page of the default 100, and every QueryAudit failed RESOURCE_EXHAUSTED.
+    registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
+    await registry.CreateEntity(pb.CreateEntityRequest(entity=entity()), metadata=ALICE)
+    await registry.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata()))
+    for letter in "abcdef":
+        request = pb.UpdateFeatureViewMetadataRequest(
+            name="driver_stats", metadata=metadata(description=letter * 700_000)
+        )
+        await registry.UpdateFeatureViewMetadata(request, metadata=ALICE)
+    first = await audit.QueryAudit(apb.QueryAuditRequest())
+    assert 0 < len(first.entries) < 8 and first.next_page_token
+    assert first.ByteSize() <= pages.MAX_PAGE_BYTES
+    entries = await _all(audit, apb.AuditFilter(), page_size=0)
+    assert [e.seq for e in entries] == list(range(1, 9))
