@@ -176,7 +176,10 @@ class DeploymentManager:
             before = deployment_message(row, variants)
             if request.HasField("description"):
                 row.description = request.description
-            if request.HasField("routing_salt"):
+            if request.HasField("routing_salt") and (salt or row.name) != row.routing_salt:
+                # Another salt moves every routing key to other buckets: mid-canary, users would cross
+                # between the primary and the canary, and the canary's metrics mix both populations.
+                self._refuse_while_canary(row, "change its routing salt, which would move its users")
                 row.routing_salt = salt or row.name
             if request.HasField("serving"):
                 serving = serving_with_defaults(request.serving)

@@ -257,6 +257,25 @@ def test_the_canary_policy_cannot_change_while_a_canary_runs(
     assert list(deployments.update(edit).canary_policy.steps_percent) == [10.0, 100.0]
 
 
+def test_the_routing_salt_cannot_change_while_a_canary_runs(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    """A new salt moves every routing key to other buckets: mid-canary it moved users between the primary
+    and the canary (whose metrics then mixed both populations). Refused like the policy and variants;
+    re-sending the salt in force is fine."""
+    blue, green = models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)])
+    running = deployments.start_canary("eta-prod", "eta", green)
+    with pytest.raises(FailedPrecondition, match="before you change its routing salt"):
+        deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", routing_salt="experiment-2"))
+    assert deployments.get("eta-prod").routing_salt == running.routing_salt
+    same = pb.UpdateDeploymentRequest(name="eta-prod", routing_salt=running.routing_salt, description="x")
+    assert deployments.update(same).description == "x"
+    deployments.rollback("eta-prod")
+    salted = deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", routing_salt="experiment-2"))
+    assert salted.routing_salt == "experiment-2"
+
+
 def test_every_mutation_is_audited(plane: Plane, deployments: DeploymentsClient, models: Models) -> None:
     blue, green = models.register("eta"), models.register("eta")
     deployments.create("eta-prod", [variant("eta", blue)])
