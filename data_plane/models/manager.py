@@ -469,10 +469,11 @@ class ModelManager:
         if version is not None:
             entry = self._versions.get((name, version))
             if entry is None:
-                known = self.versions(name)
+                # With each one's state: a FAILED version is known here, not loaded.
+                known = ", ".join(f"{v} {self._versions[(name, v)].state.value}" for v in self.versions(name))
                 raise NotFound(
-                    f"model {name!r} has no version {version}"
-                    + (f" loaded (loaded: {known})" if known else "; no version of it is loaded")
+                    f"model {name!r} has no version {version} here"
+                    + (f" (it has: {known})" if known else "; no version of it is loaded")
                 )
             return entry.spec
         candidates = [e for (n, _), e in self._versions.items() if n == name]

@@ -51,6 +51,8 @@ async def test_an_artifact_that_does_not_match_its_checksum_fails_the_load(tmp_p
         with pytest.raises(FailedPrecondition, match="sha256"):
             await manager.ensure_loaded(tampered)
         assert manager.state("a", 1) is ModelState.FAILED and "refusing to load" in manager.failure("a", 1)
+        with pytest.raises(NotFound, match=r"no version 9 here \(it has: 1 FAILED\)"):  # not "loaded"
+            manager.resolve("a", 9)
         with pytest.raises(Unavailable, match="FAILED"):
             await manager.infer("a", 1, {"x": np.zeros((1, 4), np.float32)})
     finally:
