@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
-from control_plane.db import keyset, read_session, write_session
+from control_plane.db import keyset, pages, read_session, write_session
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.runs import end_run, leftover_run
 from control_plane.jobs.settings import JobsSettings
@@ -140,7 +140,10 @@ class JobService:
     ) -> tuple[list[pb.Job], str]:
         """Newest first; ``states`` (proto values) filters. Without history, to keep pages small. Keyset
         pages (the token carries the last job's submission time and id), so jobs submitted, or changing
-        state out of a filtered listing, while a client pages neither repeat nor skip a job."""
+        state out of a filtered listing, while a client pages neither repeat nor skip a job. A page also
+        ends where its jobs fill :data:`pages.MAX_PAGE_BYTES`, always after one: specs have no total
+        bound (hyperparameters, commands, env), and 100 jobs of 60 KB made a reply over gRPC's 4 MiB,
+        so the listing failed RESOURCE_EXHAUSTED for good."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         wanted = sorted({_filter_state(value).value for value in states})
         scope = ",".join(wanted)  # a token is only good for the same state filter
@@ -152,10 +155,10 @@ class JobService:
             query = query.where(keyset.after(_JOB_ORDER, last))
         with read_session(self._sessions) as session:
             rows = list(session.scalars(query))
-            jobs = [job_message(row) for row in rows[:size]]
-        if len(rows) <= size:
+            jobs = list(pages.fitting(job_message(row) for row in rows[:size]))
+        if len(rows) <= len(jobs):
             return jobs, ""
-        end = rows[size - 1]
+        end = rows[len(jobs) - 1]
         return jobs, keyset.encode("ListJobs", scope, [end.submitted_at_us, end.job_id])
 
     def log_file(self, job_id: str) -> tuple[Path, bool]:

@@ -2,7 +2,8 @@
 filtered listing, between two page calls neither repeat nor skip a job that was in the listing
 throughout (offset pages did); concatenated pages equal a brute-force Python ordering (newest first, job
 id breaking ties) for random submission times, states, filters and page sizes; and a malformed or
-foreign page token is INVALID_ARGUMENT naming the problem."""
+foreign page token is INVALID_ARGUMENT naming the problem; and over gRPC a page of large specs is cut by
+its size, so the listing never outgrows the 4 MiB message limit."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head, write_session
+from clients.sdk.jobs import JobsClient
+from control_plane.db import create_db_engine, create_session_factory, pages, upgrade_to_head, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs.service import JobService
 from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.store import JobState
 from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
-from tests.integration.jobs.conftest import job_spec, jobs_settings
+from tests.integration.jobs.conftest import ThreadedControlPlane, job_spec, jobs_settings
+from tests.integration.jobs.test_cli import aetherctl
 
 STATES = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_CANCELLED)
 
@@ -148,3 +151,31 @@ def test_malformed_and_foreign_tokens_are_invalid_arguments_naming_the_problem(
         [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING],
         page_token=service.list([pb.JOB_STATE_RUNNING, pb.JOB_STATE_QUEUED], page_size=1)[1],
     )
+
+
+#: Eight 6,000-character hyperparameters: 100 such jobs made a 4.8 MB ListJobs reply, over gRPC's 4 MiB,
+#: and every listing of them failed RESOURCE_EXHAUSTED.
+_BIG_HYPERPARAMETERS = {f"config_{index}": "y" * 6000 for index in range(8)}
+
+
+def test_a_page_of_large_jobs_is_cut_by_size_over_grpc_and_loses_no_job(
+    control_plane: ThreadedControlPlane, client: JobsClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An entrypoint that does not exist: each job is FAILED at once, and no process is started.
+    spec = {"name": "big", "entrypoint": {"module": "no_such_module_here"}}
+    submitted = {client.submit({**spec, "hyperparameters": _BIG_HYPERPARAMETERS}).job_id for _ in range(100)}
+
+    first, token = client.list_page()  # the default page size, 100
+    assert 0 < len(first) < 100 and token
+    assert sum(pages.item_bytes(job) for job in first) <= pages.MAX_PAGE_BYTES
+    seen = [job.job_id for job in first]
+    while token:
+        page, token = client.list_page(page_token=token)
+        assert page and sum(pages.item_bytes(job) for job in page) <= pages.MAX_PAGE_BYTES
+        seen += [job.job_id for job in page]
+    assert len(seen) == len(set(seen)) == 100 and set(seen) == submitted
+    assert all(dict(job.spec.hyperparameters) == _BIG_HYPERPARAMETERS for job in first)
+
+    assert {job.job_id for job in client.list()} == submitted
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "list", "--limit", "100")
+    assert code == 0 and all(job_id in out for job_id in submitted)
