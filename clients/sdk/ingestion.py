@@ -114,15 +114,27 @@ class IngestionClient(ServiceClient):
     def list_quarantined(
         self, *, view: str = "", reason_contains: str = "", status: str = "", run_id: str = "", limit: int = 0
     ) -> list[pb.QuarantinedRecord]:
-        request = checked_request(
-            pb.ListQuarantinedRequest,
-            view=view,
-            reason_contains=reason_contains,
-            status=status,
-            run_id=run_id,
-            limit=limit,
-        )
-        return list(self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse).records)
+        """The newest ``limit`` records (0 = 100), newest first, over as many pages as that takes (a page
+        is also bounded in bytes, so it may hold fewer)."""
+        wanted = limit or 100
+        records: list[pb.QuarantinedRecord] = []
+        token = ""
+        while len(records) < wanted:
+            request = checked_request(
+                pb.ListQuarantinedRequest,
+                view=view,
+                reason_contains=reason_contains,
+                status=status,
+                run_id=run_id,
+                limit=wanted - len(records),
+                page_token=token,
+            )
+            response = self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse)
+            records.extend(response.records)
+            token = response.next_page_token
+            if not token:
+                break
+        return records
 
     def get_quarantined(self, record_id: int) -> pb.QuarantinedRecord:
         return self._call(

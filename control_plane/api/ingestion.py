@@ -19,13 +19,18 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
+from control_plane.db import keyset, pages
 from control_plane.ingestion.batch import MaterializeOutcome, Window
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
 from control_plane.ingestion.service import IngestionService
+from control_plane.ingestion.tables import QuarantineRow
 from control_plane.offline.store import OfflineStore
 
 INGESTION_SERVICE = pb.DESCRIPTOR.services_by_name["Ingestion"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_QUARANTINE_PAGE = 100
+# Newest first: by id, which is unique.
+_QUARANTINE_ORDER = (keyset.KeyColumn(QuarantineRow.id, int, descending=True),)  # type: ignore[arg-type]
 
 
 def record_message(record: QuarantinedRecord) -> pb.QuarantinedRecord:
@@ -109,11 +114,23 @@ class IngestionServicer(pb_grpc.IngestionServicer):
     async def ListQuarantined(
         self, request: pb.ListQuarantinedRequest, context: Context
     ) -> pb.ListQuarantinedResponse:
+        scope = keyset.scope_digest(request.view, request.reason_contains, request.status, request.run_id)
+        last = keyset.decode(
+            request.page_token, "ListQuarantined", scope, _QUARANTINE_ORDER, scope_name="filter"
+        )
+        size = request.limit or DEFAULT_QUARANTINE_PAGE
         records = await asyncio.to_thread(
             self._service.list_quarantined, view=request.view, reason_contains=request.reason_contains,
-            status=request.status, run_id=request.run_id, limit=request.limit,
+            status=request.status, run_id=request.run_id, limit=size + 1,
+            before_id=0 if last is None else int(last[0] or 0),
         )  # fmt: skip
-        return pb.ListQuarantinedResponse(records=[record_message(r) for r in records])
+        # Cut by size too: a payload is a whole rejected record (a stream message, a row of wide text
+        # columns), and 100 of them outgrew gRPC's 4 MiB: the listing failed for good.
+        messages = list(pages.fitting(record_message(r) for r in records[:size]))
+        if len(records) <= len(messages):
+            return pb.ListQuarantinedResponse(records=messages)
+        token = keyset.encode("ListQuarantined", scope, [messages[-1].id])
+        return pb.ListQuarantinedResponse(records=messages, next_page_token=token)
 
     @maps_errors
     async def GetQuarantined(

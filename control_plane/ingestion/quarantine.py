@@ -386,8 +386,10 @@ def list_quarantined(
     status: str = QUARANTINED,
     run_id: str = "",
     limit: int = 100,
+    before_id: int = 0,
 ) -> list[QuarantinedRecord]:
-    """Newest first. Empty filters match everything; ``status=""`` lists every status.
+    """Newest first (from the one before ``before_id``, if given). Empty filters match everything;
+    ``status=""`` lists every status.
     ``reason_contains`` matches its text anywhere in the reason, ignoring the case of ASCII letters, with
     ``%`` and ``_`` matching themselves."""
     query = select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)
@@ -401,6 +403,8 @@ def list_quarantined(
         query = query.where(QuarantineRow.status == status)
     if run_id:
         query = query.where(QuarantineRow.run_id == run_id)
+    if before_id:
+        query = query.where(QuarantineRow.id < before_id)
     return [_record(row) for row in session.scalars(query)]
 
 

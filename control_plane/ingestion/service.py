@@ -115,7 +115,14 @@ class IngestionService:
     # -- quarantine --------------------------------------------------------------------------------
 
     def list_quarantined(
-        self, *, view: str = "", reason_contains: str = "", status: str = "", run_id: str = "", limit: int = 0
+        self,
+        *,
+        view: str = "",
+        reason_contains: str = "",
+        status: str = "",
+        run_id: str = "",
+        limit: int = 0,
+        before_id: int = 0,
     ) -> list[QuarantinedRecord]:
         wanted = "" if status == "all" else (status or quarantine.QUARANTINED)
         if wanted and wanted not in quarantine.STATUSES:
@@ -125,7 +132,7 @@ class IngestionService:
         with read_session(self._sessions) as session:
             return quarantine.list_quarantined(
                 session, view=view, reason_contains=reason_contains, status=wanted, run_id=run_id,
-                limit=limit or 100,
+                limit=limit or 100, before_id=before_id,
             )  # fmt: skip
 
     def get_quarantined(self, record_id: int) -> QuarantinedRecord:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x65ther/v1/ingestion.proto\x12\taether.v1\"o\n\x0cIngestHeader\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x10\n\x08start_us\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x04 \x01(\x03\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x12\x0e\n\x06source\x18\x06 \x01(\t\"I\n\x0bIngestChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.aether.v1.IngestHeader\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"Q\n\x12MaterializeRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.aether.v1.IngestHeader\x12\x12\n\nsource_uri\x18\x02 \x01(\t\"\xa7\x01\n\x0eIngestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrecords_in\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x03\x12\x13\n\x0bquarantined\x18\x04 \x01(\x03\x12\x1e\n\x16skipped_outside_window\x18\x05 \x01(\x03\x12\x13\n\x0bonline_rows\x18\x06 \x01(\x03\x12\x15\n\roffline_paths\x18\x07 \x03(\t\"\xee\x01\n\x11QuarantinedRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0c\n\x04view\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x13\n\x0bsource_kind\x18\x06 \x01(\t\x12\x11\n\tsource_id\x18\x07 \x01(\t\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t\x12\x15\n\rcreated_at_us\x18\x0b \x01(\x03\x12\x15\n\rupdated_at_us\x18\x0c \x01(\x03\"n\n\x16ListQuarantinedRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x17\n\x0freason_contains\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\"H\n\x17ListQuarantinedResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.aether.v1.QuarantinedRecord\"#\n\x15GetQuarantinedRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"3\n\x0f\x43orrectedRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x14\n\x0cpayload_json\x18\x02 \x01(\t\"V\n\x18ReplayQuarantinedRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12-\n\tcorrected\x18\x02 \x03(\x0b\x32\x1a.aether.v1.CorrectedRecord\"\x87\x01\n\x19ReplayQuarantinedResponse\x12\x10\n\x08replayed\x18\x01 \x03(\x04\x12\x37\n\x11still_quarantined\x18\x02 \x03(\x0b\x32\x1c.aether.v1.QuarantinedRecord\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07run_ids\x18\x04 \x03(\t\"(\n\x19\x44iscardQuarantinedRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\"/\n\x1a\x44iscardQuarantinedResponse\x12\x11\n\tdiscarded\x18\x01 \x01(\r\"\xa0\x01\n\x0cIngestionRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x13\n\x0bsource_kind\x18\x04 \x01(\t\x12\x11\n\tsource_id\x18\x05 \x01(\t\x12\x12\n\nrecords_in\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x07 \x01(\x03\x12\x13\n\x0bquarantined\x18\x08 \x01(\x03\"7\n\x18ListIngestionRunsRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"B\n\x19ListIngestionRunsResponse\x12%\n\x04runs\x18\x01 \x03(\x0b\x32\x17.aether.v1.IngestionRun2\xe7\x04\n\tIngestion\x12\x42\n\x0bIngestBatch\x12\x16.aether.v1.IngestChunk\x1a\x19.aether.v1.IngestResponse(\x01\x12G\n\x0bMaterialize\x12\x1d.aether.v1.MaterializeRequest\x1a\x19.aether.v1.IngestResponse\x12X\n\x0fListQuarantined\x12!.aether.v1.ListQuarantinedRequest\x1a\".aether.v1.ListQuarantinedResponse\x12P\n\x0eGetQuarantined\x12 .aether.v1.GetQuarantinedRequest\x1a\x1c.aether.v1.QuarantinedRecord\x12^\n\x11ReplayQuarantined\x12#.aether.v1.ReplayQuarantinedRequest\x1a$.aether.v1.ReplayQuarantinedResponse\x12\x61\n\x12\x44iscardQuarantined\x12$.aether.v1.DiscardQuarantinedRequest\x1a%.aether.v1.DiscardQuarantinedResponse\x12^\n\x11ListIngestionRuns\x12#.aether.v1.ListIngestionRunsRequest\x1a$.aether.v1.ListIngestionRunsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x65ther/v1/ingestion.proto\x12\taether.v1\"o\n\x0cIngestHeader\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x10\n\x08start_us\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_us\x18\x04 \x01(\x03\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x12\x0e\n\x06source\x18\x06 \x01(\t\"I\n\x0bIngestChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.aether.v1.IngestHeader\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"Q\n\x12MaterializeRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.aether.v1.IngestHeader\x12\x12\n\nsource_uri\x18\x02 \x01(\t\"\xa7\x01\n\x0eIngestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrecords_in\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x03\x12\x13\n\x0bquarantined\x18\x04 \x01(\x03\x12\x1e\n\x16skipped_outside_window\x18\x05 \x01(\x03\x12\x13\n\x0bonline_rows\x18\x06 \x01(\x03\x12\x15\n\roffline_paths\x18\x07 \x03(\t\"\xee\x01\n\x11QuarantinedRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0c\n\x04view\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x13\n\x0bsource_kind\x18\x06 \x01(\t\x12\x11\n\tsource_id\x18\x07 \x01(\t\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t\x12\x15\n\rcreated_at_us\x18\x0b \x01(\x03\x12\x15\n\rupdated_at_us\x18\x0c \x01(\x03\"\x82\x01\n\x16ListQuarantinedRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x17\n\x0freason_contains\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"a\n\x17ListQuarantinedResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.aether.v1.QuarantinedRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15GetQuarantinedRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"3\n\x0f\x43orrectedRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x14\n\x0cpayload_json\x18\x02 \x01(\t\"V\n\x18ReplayQuarantinedRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12-\n\tcorrected\x18\x02 \x03(\x0b\x32\x1a.aether.v1.CorrectedRecord\"\x87\x01\n\x19ReplayQuarantinedResponse\x12\x10\n\x08replayed\x18\x01 \x03(\x04\x12\x37\n\x11still_quarantined\x18\x02 \x03(\x0b\x32\x1c.aether.v1.QuarantinedRecord\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07run_ids\x18\x04 \x03(\t\"(\n\x19\x44iscardQuarantinedRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\"/\n\x1a\x44iscardQuarantinedResponse\x12\x11\n\tdiscarded\x18\x01 \x01(\r\"\xa0\x01\n\x0cIngestionRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x13\n\x0bsource_kind\x18\x04 \x01(\t\x12\x11\n\tsource_id\x18\x05 \x01(\t\x12\x12\n\nrecords_in\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x07 \x01(\x03\x12\x13\n\x0bquarantined\x18\x08 \x01(\x03\"7\n\x18ListIngestionRunsRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"B\n\x19ListIngestionRunsResponse\x12%\n\x04runs\x18\x01 \x03(\x0b\x32\x17.aether.v1.IngestionRun2\xe7\x04\n\tIngestion\x12\x42\n\x0bIngestBatch\x12\x16.aether.v1.IngestChunk\x1a\x19.aether.v1.IngestResponse(\x01\x12G\n\x0bMaterialize\x12\x1d.aether.v1.MaterializeRequest\x1a\x19.aether.v1.IngestResponse\x12X\n\x0fListQuarantined\x12!.aether.v1.ListQuarantinedRequest\x1a\".aether.v1.ListQuarantinedResponse\x12P\n\x0eGetQuarantined\x12 .aether.v1.GetQuarantinedRequest\x1a\x1c.aether.v1.QuarantinedRecord\x12^\n\x11ReplayQuarantined\x12#.aether.v1.ReplayQuarantinedRequest\x1a$.aether.v1.ReplayQuarantinedResponse\x12\x61\n\x12\x44iscardQuarantined\x12$.aether.v1.DiscardQuarantinedRequest\x1a%.aether.v1.DiscardQuarantinedResponse\x12^\n\x11ListIngestionRuns\x12#.aether.v1.ListIngestionRunsRequest\x1a$.aether.v1.ListIngestionRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,28 +41,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESPONSE']._serialized_end=479
   _globals['_QUARANTINEDRECORD']._serialized_start=482
   _globals['_QUARANTINEDRECORD']._serialized_end=720
-  _globals['_LISTQUARANTINEDREQUEST']._serialized_start=722
-  _globals['_LISTQUARANTINEDREQUEST']._serialized_end=832
-  _globals['_LISTQUARANTINEDRESPONSE']._serialized_start=834
-  _globals['_LISTQUARANTINEDRESPONSE']._serialized_end=906
-  _globals['_GETQUARANTINEDREQUEST']._serialized_start=908
-  _globals['_GETQUARANTINEDREQUEST']._serialized_end=943
-  _globals['_CORRECTEDRECORD']._serialized_start=945
-  _globals['_CORRECTEDRECORD']._serialized_end=996
-  _globals['_REPLAYQUARANTINEDREQUEST']._serialized_start=998
-  _globals['_REPLAYQUARANTINEDREQUEST']._serialized_end=1084
-  _globals['_REPLAYQUARANTINEDRESPONSE']._serialized_start=1087
-  _globals['_REPLAYQUARANTINEDRESPONSE']._serialized_end=1222
-  _globals['_DISCARDQUARANTINEDREQUEST']._serialized_start=1224
-  _globals['_DISCARDQUARANTINEDREQUEST']._serialized_end=1264
-  _globals['_DISCARDQUARANTINEDRESPONSE']._serialized_start=1266
-  _globals['_DISCARDQUARANTINEDRESPONSE']._serialized_end=1313
-  _globals['_INGESTIONRUN']._serialized_start=1316
-  _globals['_INGESTIONRUN']._serialized_end=1476
-  _globals['_LISTINGESTIONRUNSREQUEST']._serialized_start=1478
-  _globals['_LISTINGESTIONRUNSREQUEST']._serialized_end=1533
-  _globals['_LISTINGESTIONRUNSRESPONSE']._serialized_start=1535
-  _globals['_LISTINGESTIONRUNSRESPONSE']._serialized_end=1601
-  _globals['_INGESTION']._serialized_start=1604
-  _globals['_INGESTION']._serialized_end=2219
+  _globals['_LISTQUARANTINEDREQUEST']._serialized_start=723
+  _globals['_LISTQUARANTINEDREQUEST']._serialized_end=853
+  _globals['_LISTQUARANTINEDRESPONSE']._serialized_start=855
+  _globals['_LISTQUARANTINEDRESPONSE']._serialized_end=952
+  _globals['_GETQUARANTINEDREQUEST']._serialized_start=954
+  _globals['_GETQUARANTINEDREQUEST']._serialized_end=989
+  _globals['_CORRECTEDRECORD']._serialized_start=991
+  _globals['_CORRECTEDRECORD']._serialized_end=1042
+  _globals['_REPLAYQUARANTINEDREQUEST']._serialized_start=1044
+  _globals['_REPLAYQUARANTINEDREQUEST']._serialized_end=1130
+  _globals['_REPLAYQUARANTINEDRESPONSE']._serialized_start=1133
+  _globals['_REPLAYQUARANTINEDRESPONSE']._serialized_end=1268
+  _globals['_DISCARDQUARANTINEDREQUEST']._serialized_start=1270
+  _globals['_DISCARDQUARANTINEDREQUEST']._serialized_end=1310
+  _globals['_DISCARDQUARANTINEDRESPONSE']._serialized_start=1312
+  _globals['_DISCARDQUARANTINEDRESPONSE']._serialized_end=1359
+  _globals['_INGESTIONRUN']._serialized_start=1362
+  _globals['_INGESTIONRUN']._serialized_end=1522
+  _globals['_LISTINGESTIONRUNSREQUEST']._serialized_start=1524
+  _globals['_LISTINGESTIONRUNSREQUEST']._serialized_end=1579
+  _globals['_LISTINGESTIONRUNSRESPONSE']._serialized_start=1581
+  _globals['_LISTINGESTIONRUNSRESPONSE']._serialized_end=1647
+  _globals['_INGESTION']._serialized_start=1650
+  _globals['_INGESTION']._serialized_end=2265
 # @@protoc_insertion_point(module_scope)

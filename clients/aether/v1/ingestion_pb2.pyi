@@ -85,24 +85,28 @@ class QuarantinedRecord(_message.Message):
     def __init__(self, id: _Optional[int] = ..., run_id: _Optional[str] = ..., record_key: _Optional[str] = ..., view: _Optional[str] = ..., version: _Optional[int] = ..., source_kind: _Optional[str] = ..., source_id: _Optional[str] = ..., payload_json: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ..., created_at_us: _Optional[int] = ..., updated_at_us: _Optional[int] = ...) -> None: ...
 
 class ListQuarantinedRequest(_message.Message):
-    __slots__ = ("view", "reason_contains", "status", "run_id", "limit")
+    __slots__ = ("view", "reason_contains", "status", "run_id", "limit", "page_token")
     VIEW_FIELD_NUMBER: _ClassVar[int]
     REASON_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     view: str
     reason_contains: str
     status: str
     run_id: str
     limit: int
-    def __init__(self, view: _Optional[str] = ..., reason_contains: _Optional[str] = ..., status: _Optional[str] = ..., run_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, view: _Optional[str] = ..., reason_contains: _Optional[str] = ..., status: _Optional[str] = ..., run_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListQuarantinedResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "next_page_token")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[QuarantinedRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[QuarantinedRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[QuarantinedRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetQuarantinedRequest(_message.Message):
     __slots__ = ("id",)

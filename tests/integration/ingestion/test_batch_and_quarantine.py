@@ -23,13 +23,15 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import ingestion_pb2
+from clients.aether.v1.ingestion_pb2_grpc import IngestionStub
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.sdk.ingestion import IngestionClient
 from control_plane.api.ingestion import add_to_server
 from control_plane.api.offline_features import offline_root
 from control_plane.cli.ingestion import register
 from control_plane.cli.main import main as aetherctl
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_db_engine, create_session_factory, pages, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
 from control_plane.ingestion.quarantine import RunCounts
@@ -410,3 +412,52 @@ def test_a_batch_run_killed_before_its_online_write_leaves_its_online_part_to_a_
         writes.close()
         engine.dispose()
         online.close()
+
+
+async def test_list_quarantined_cuts_a_page_by_size_and_loses_no_record(
+    control_plane: ControlPlaneServer,
+) -> None:
+    # 100 rejected rows, each carrying a 48,000-character column: their payloads made a 4.8 MB
+    # ListQuarantined reply, over gRPC's 4 MiB, and listing the quarantine failed RESOURCE_EXHAUSTED.
+    rows = 100
+    table = pa.table(
+        {
+            "sensor_id": list(range(rows)),
+            "event_ts": [NOW] * rows,
+            "temperature_c": [99.0] * rows,  # above the max: every row is quarantined
+            "mode": [1] * rows,
+            "note": ["n" * 48_000] * rows,
+        }
+    )
+    client = IngestionClient(control_plane.address)
+    response = await asyncio.to_thread(client.ingest, "climate", table, source="wide")
+    assert response.quarantined == rows
+
+    channel = grpc.insecure_channel(control_plane.address)
+    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
+    first = await asyncio.to_thread(stub.ListQuarantined, ingestion_pb2.ListQuarantinedRequest())
+    assert 0 < len(first.records) < rows and first.next_page_token
+    assert first.ByteSize() <= pages.MAX_PAGE_BYTES + 16
+    assert all(len(record.payload_json) > 48_000 for record in first.records)
+    seen = [record.id for record in first.records]
+    token = first.next_page_token
+    while token:
+        request = ingestion_pb2.ListQuarantinedRequest(page_token=token)
+        page = await asyncio.to_thread(stub.ListQuarantined, request)
+        assert page.records and page.ByteSize() <= pages.MAX_PAGE_BYTES + 16
+        seen += [record.id for record in page.records]
+        token = page.next_page_token
+    assert len(seen) == len(set(seen)) == rows and seen == sorted(seen, reverse=True)
+
+    # The SDK and aetherctl follow the tokens: the newest 100 (the default), or as many as asked.
+    listed = await asyncio.to_thread(client.list_quarantined)
+    assert [record.id for record in listed] == seen
+    assert len(await asyncio.to_thread(client.list_quarantined, limit=30)) == 30
+    text = await asyncio.to_thread(cli, control_plane, "quarantine", "list", "--json")
+    assert sorted(record["id"] for record in json.loads(text)) == sorted(seen)
+    foreign = ingestion_pb2.ListQuarantinedRequest(view="clicks", page_token=first.next_page_token)
+    with pytest.raises(grpc.RpcError) as refused:
+        await asyncio.to_thread(stub.ListQuarantined, foreign)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "different filter" in (refused.value.details() or "")
+    channel.close()
