@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
-from control_plane.db import keyset
+from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session, write_session
 from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
@@ -90,7 +90,9 @@ class DeploymentManager:
     def list_deployments(
         self, name_prefix: str = "", page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Deployment], str]:
-        """Deployments by name, ``page_size`` at a time, and the next page's token (empty on the last)."""
+        """Deployments by name, ``page_size`` at a time, and the next page's token (empty on the last).
+        A page also ends where its deployments fill :data:`pages.MAX_PAGE_BYTES`, always after one: a
+        description has no bound, and three of 1.5 MB made a reply over gRPC's 4 MiB (failing for good)."""
         if page_size < 0:
             raise InvalidArgument(f"page_size must be >= 0, not {page_size}")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -103,10 +105,12 @@ class DeploymentManager:
             query = query.where(DeploymentRow.name > last[0])
         with read_session(self._sessions) as session:
             rows = list(session.scalars(query.limit(size + 1)))
-            token = keyset.encode("ListDeployments", scope, [rows[size - 1].name]) if len(rows) > size else ""
-            rows = rows[:size]
-            variants = store.variants_of(session, [r.id for r in rows])
-            return [deployment_message(r, variants[r.id]) for r in rows], token
+            variants = store.variants_of(session, [r.id for r in rows[:size]])
+            built = (deployment_message(r, variants[r.id]) for r in rows[:size])
+            deployments = list(pages.fitting(built))
+        if len(rows) <= len(deployments):
+            return deployments, ""
+        return deployments, keyset.encode("ListDeployments", scope, [deployments[-1].name])
 
     def progressing(self) -> list[pb.Deployment]:
         """Deployments whose canary is running (for the canary loop)."""

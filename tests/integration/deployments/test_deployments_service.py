@@ -15,7 +15,7 @@ from clients.sdk.deployments import DeploymentsClient, variant
 from clients.sdk.models import ModelRegistryClient
 from control_plane.artifacts.settings import store_for
 from control_plane.audit.query import AuditFilter, iter_entries
-from control_plane.db import create_db_engine, create_session_factory
+from control_plane.db import create_db_engine, create_session_factory, pages
 from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.tables import DeploymentVariantRow
@@ -356,3 +356,27 @@ def test_a_version_that_imputes_missing_values_is_planned_to_take_nan(
         watcher.close()
     planned = {p.deployment: p.variants[0].model.serving for p in snapshot.plans}
     assert planned["eta-prod"].allow_non_finite and not planned["eta-plain"].allow_non_finite
+
+
+def test_list_cuts_a_page_by_size_and_loses_no_deployment(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # A description has no bound of its own: three of 1.5 MB made a 4.5 MB ListDeployments reply, over
+    # gRPC's 4 MiB, and every listing (aetherctl deploy list, the SDK's list) failed RESOURCE_EXHAUSTED.
+    version = models.register("eta")
+    names = [f"eta-{index}" for index in range(5)]
+    for name in names:
+        deployments.create(name, [variant("eta", version)], description=name * 300_000)
+
+    first = deployments.list_page()  # the default page size, 100
+    assert [d.name for d in first.deployments] == ["eta-0"] and first.next_page_token
+    seen = [d.name for d in first.deployments]
+    token = first.next_page_token
+    while token:
+        page = deployments.list_page(page_token=token)
+        assert page.deployments and page.ByteSize() <= pages.MAX_PAGE_BYTES + 16
+        seen += [d.name for d in page.deployments]
+        token = page.next_page_token
+    assert seen == names
+    assert [d.name for d in deployments.list()] == names
+    assert all(d.description == d.name * 300_000 for d in deployments.list(name_prefix="eta-3"))
