@@ -11,9 +11,10 @@ How the interface maps:
 * ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,
   not messages): an acknowledged message after a gap is delivered again after a restart or a rebalance,
   and the idempotency set turns it into a duplicate. At least once, never lost.
-* ``stream_times_ms`` gives the record times of the records read (the scores of their ids in the
-  applied / rejected sets, which are trimmed by them) and ``held_ids`` the records acknowledged behind a
-  gap, which a trim spares since they are delivered again after a restart.
+* ``stream_times_ms`` gives, for each record read, its partition's stream time there: the greatest record
+  time up to it (the score of its id in the applied / rejected sets, which are trimmed by them; monotone
+  along the partition, so a record at or after the committed offset, which a restart delivers again,
+  always scores at or above the resume point); ``held_ids`` the records acknowledged behind a gap.
 * ``reclaim`` returns nothing: Kafka reassigns the partitions of a dead consumer and redelivers from
   their committed offsets by itself.
 * ``history`` reads every partition from the first record at or after the time (``offsets_for_times``;
@@ -169,7 +170,10 @@ class KafkaSource:
         )
         # Per partition: offset → (delivered, acknowledged) of the records read and not yet committed.
         self._open: dict[int, dict[int, bool]] = {}
-        self._record_ms: dict[tuple[int, int], int] = {}  # record time (ms) of each open record
+        # Of each open record: its partition's stream time there (ms), the greatest record time up to it
+        # (see stream_times_ms), and per partition the greatest record time read so far.
+        self._record_ms: dict[tuple[int, int], int] = {}
+        self._partition_ms: dict[int, int] = {}
         self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
         self._group = group
         self._client_id = consumer
@@ -191,7 +195,9 @@ class KafkaSource:
                 continue
             partition, offset = _position(record)
             self._open.setdefault(partition, {})[offset] = False
-            self._record_ms[(partition, offset)] = record.timestamp()[1]
+            seen = max(self._partition_ms.get(partition, -1), record.timestamp()[1])
+            self._partition_ms[partition] = seen
+            self._record_ms[(partition, offset)] = seen
             messages.append(StreamMessage(_message_id(record), _fields(record.value())))
         return MessageBatch.of(messages)
 
@@ -207,7 +213,7 @@ class KafkaSource:
             if records is not None and offset in records:
                 records[offset] = True
                 touched.add(partition)
-        commits = []
+        commits: list[tuple[int, list[int]]] = []
         for partition in touched:
             records = self._open[partition]
             done = []
@@ -215,14 +221,20 @@ class KafkaSource:
                 if not records[offset]:
                     break
                 done.append(offset)
-            if not done:
-                continue
+            if done:
+                commits.append((partition, done))
+        if not commits:
+            return
+        self._consumer.commit(
+            offsets=[TopicPartition(self.name, p, done[-1] + 1) for p, done in commits], asynchronous=False
+        )
+        # Forgotten only once Kafka took the commit: a failed commit leaves them open (and held from
+        # trims), as they will be delivered again.
+        for partition, done in commits:
+            records = self._open.get(partition, {})  # none when a rebalance took the partition meanwhile
             for offset in done:
-                del records[offset]
+                records.pop(offset, None)
                 self._record_ms.pop((partition, offset), None)
-            commits.append(TopicPartition(self.name, partition, done[-1] + 1))
-        if commits:
-            self._consumer.commit(offsets=commits, asynchronous=False)
 
     def _reader(self) -> Consumer:
         """A consumer outside the group, for reading at chosen offsets."""
@@ -337,8 +349,14 @@ class KafkaSource:
         return Lag(behind, 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000))
 
     def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
-        """Record times of open records; the wall clock for an id this consumer no longer holds (after a
-        rebalance took its partition), a score later than its record time: trimmed later, never early."""
+        """Each open record's partition stream time: the greatest record time of its partition up to it
+        (read since this consumer started, which was at or before the committed offset). Not its own
+        record time: producers stamp records (CreateTime), and one stamped earlier than records before
+        it could score below the trim point while still at or after its partition's committed offset,
+        where a restart delivers it again; trimmed, it was applied twice. The partition's stream time
+        there is at least the record time at the committed offset, so at least the resume point, which
+        no trim reaches. The wall clock for an id this consumer no longer holds (after a rebalance took
+        its partition): a later score, trimmed later, never early."""
         now_ms = int(time.time() * 1000)
         times = []
         for message_id in ids:

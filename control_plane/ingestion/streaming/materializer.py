@@ -22,7 +22,8 @@ group's position (trim with ``MINID`` below the group's oldest pending or last d
 clock and not with a small ``MAXLEN``).
 
 Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its
-stream time (a Redis stream id's milliseconds, a Kafka record's timestamp), and nothing removed them, so
+stream time (a Redis stream id's milliseconds; for Kafka, the greatest record time of its partition up to
+it, see ``KafkaSource.stream_times_ms``), and nothing removed them, so
 Redis memory grew with every message ever processed. Every ``trim_every_s`` the materializer computes
 the rebuild's start ``T = R - max window - lateness`` as above, and its commits drop the members scored
 below it, in the same transaction. That loses nothing a rebuild needs: a rebuild (now or after any later

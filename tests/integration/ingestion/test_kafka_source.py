@@ -6,12 +6,13 @@ end to end with online values equal to brute force over the raw events."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -304,6 +305,63 @@ def test_applied_kafka_ids_older_than_any_rebuild_are_trimmed_and_nothing_counts
     assert_close(read_online(client, view, [0, 1, 2]), expected_online(recent))
     assert old_ms < int(client.get(keys.trimmed_below) or 0) <= now_ms
     source.close()
+
+
+class KilledBeforeOffsetCommit(KafkaSource):
+    """A FAKE for a fault hard to time otherwise: the process dies after the Redis commit of a batch and
+    before Kafka's offset commit, so Kafka delivers the batch again after the restart."""
+
+    def ack(self, ids: list[str]) -> None:
+        pass
+
+
+def test_a_record_stamped_before_the_trim_point_and_delivered_again_after_a_crash_counts_once(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str
+) -> None:
+    """Producers stamp Kafka records (CreateTime), so a record can be stamped days before the records
+    around it. Scored by its own record time, its id fell below the trim point, and a restart after a
+    crash between the Redis and Kafka commits trimmed it (a commit of another partition) before it came
+    back: it was applied twice. Ids are scored by their partition's stream time (the greatest record
+    time up to them), which never puts a record Kafka may deliver again below the resume point."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    probe = kafka.publish("probe", [{"n": "1"}] * 8, keys=[str(i) for i in range(8)])
+    partition_of = {str(i): message_id.split("-")[0] for i, message_id in enumerate(probe)}
+    a = "0"
+    b = next(key for key, partition in partition_of.items() if partition != partition_of[a])
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    old_ms = now_ms - 3 * 86_400_000
+    events = [Event(int(key), now - timedelta(seconds=age), 1.0) for key in (a, a, b, b) for age in (30,)]
+    kafka.publish(
+        TOPIC, [event_fields(e) for e in events], keys=[a, a, b, b],
+        timestamps_ms=[now_ms - 30_000, old_ms, now_ms - 30_000, old_ms],
+    )  # fmt: skip
+    options = MaterializerOptions(count=100, block_ms=100, lag_every_s=600, reclaim_every_s=600)
+    offline = OfflineStore(str(tmp_path / "offline"))
+    crashing = KilledBeforeOffsetCommit(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
+    first = StreamMaterializer(view, entity, crashing, client, sessions, offline, options)
+    first.start()
+    first.process(read_all(crashing, 4))
+    first.flush()
+    crashing.close()
+    assert first.totals.accepted == 4
+
+    kafka.publish(
+        TOPIC, [event_fields(Event(int(key), now - timedelta(seconds=10), 1.0)) for key in (a, b)],
+        keys=[a, b], timestamps_ms=[now_ms - 10_000] * 2,
+    )  # fmt: skip
+    one_at_a_time = dataclasses.replace(options, count=1)
+    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c2", FAST_GROUP)
+    restarted = StreamMaterializer(view, entity, source, client, sessions, offline, one_at_a_time)
+    restarted.start()
+    received, deadline = 0, time.monotonic() + 60
+    while received < 6 and time.monotonic() < deadline:
+        received += restarted.step().received
+    restarted.flush()
+    source.close()
+    assert (restarted.totals.duplicates, restarted.totals.accepted) == (4, 2)
+    assert sum(batch.num_rows for batch in offline.scan("clicks", 1)) == 6  # one history row per event
 
 
 def test_a_kafka_field_that_is_not_utf8_is_quarantined_with_its_reason(
