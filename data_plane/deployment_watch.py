@@ -9,8 +9,9 @@ are ever unloaded: a version the manager already held when a plan first referred
 the static model config, ``--model-config``) is not the watch's, and stays loaded when the plans stop
 referring to it. A version that fails to load is
 still routed to: its requests fail (UNAVAILABLE), which is what the canary controller must see to roll
-it back. It is loaded again by the next snapshot that references it, and in between by a retry loop with
-capped exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``): a load that failed once
+it back. It is loaded again by a retry loop with
+capped exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``), never by a snapshot (which
+would wait for it before going live): a load that failed once
 (an artifact store that did not answer at start) no longer left a deployment UNAVAILABLE until its plan
 changed or the data plane restarted. An unloaded version stops taking requests at once and finishes
 those it already has (:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion
@@ -183,6 +184,11 @@ class DeploymentWatch:
     async def _retry_load(self, spec: ModelSpec) -> None:
         try:
             await self._loader.ensure_loaded(spec)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the watch is stopping
+            return  # the load was cancelled (a plan dropped the version): the loop goes on
         except Exception as exc:
             _log.warning("model %s version %d still fails to load: %s", spec.name, spec.version, exc)
             return
@@ -197,11 +203,9 @@ class DeploymentWatch:
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
             return False
         wanted = shared_specs(plans, self._plans, self._loaded)
-        new = [
-            spec
-            for key, spec in wanted.items()
-            if self._loaded.get(key) != spec or self._loader.state(*key) is ModelState.FAILED
-        ]
+        # A version that failed to load before is left to the retry loop: awaiting it here held up every
+        # plan change, other deployments' too, for as long as its broken load took.
+        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans

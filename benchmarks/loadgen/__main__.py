@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-c/--concurrency: every level must be at least 1, got {args.concurrency!r}")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("-d/--duration must be above 0 and --warmup at least 0")
+    if args.width < 1 or args.entities < 1:
+        parser.error(f"--width and --entities must be at least 1, got {args.width} and {args.entities}")
     if args.api == "modelinfer":
         method, requests = MODEL_INFER, model_infer_requests(args.model, args.width)
     else:

@@ -10,7 +10,8 @@ and together; where the two disagree the version serves one request at a time (a
 The rows are recorded warm-up samples when there are two or more; otherwise synthetic ones: float inputs
 drawn in [0.1, 1) (two rows that differ), integer and boolean inputs zeros (a value an embedding table's
 index accepts; such inputs then tell nothing apart, and the check passes). A run that fails tells nothing
-either (the batch runner already answers such requests one by one), and is no reason to stop batching.
+either (the batch runner already answers such requests one by one), nor does a model whose one row
+answers differently each time (noise, dropout kept at inference): neither is a reason to stop batching.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def batching_problem(
     )  # fmt: skip
     try:
         alone = [runtime.run(first), runtime.run(second)]
+        again = runtime.run(first)
         together = runtime.run({name: np.concatenate([first[name], second[name]]) for name in first})
     except Exception:
         return None
+    if not all(_agree(again[t.name], alone[0][t.name]) for t in spec.outputs):
+        return None  # one row answers differently each time (noise, dropout at inference): it cannot tell
     split = min(len(a) for a in first.values())
     for tensor in spec.outputs:
         joined = together.get(tensor.name)

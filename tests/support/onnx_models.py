@@ -152,6 +152,17 @@ def row_sum() -> onnx.ModelProto:
     return _model(graph)
 
 
+def noisy(width: int = 4) -> onnx.ModelProto:
+    """y = x + noise drawn anew on each run (as a model with dropout kept at inference): rows independent,
+    a real batch dimension, but no two runs of one row agree."""
+    nodes = [
+        helper.make_node("RandomNormalLike", ["x"], ["noise"], scale=0.1),
+        helper.make_node("Add", ["x", "noise"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "noisy", [_float_io("x", width)], [_float_io("y", width)])
+    return _model(graph)
+
+
 def running_sum(width: int = 2) -> onnx.ModelProto:
     """y[t] = x[0] + ... + x[t] over x: float32[steps, width], steps dynamic: a time-major sequence model
     (like torch's exported ``nn.RNN``), whose dynamic first dimension is no batch dimension."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from clients.errors import FailedPrecondition
 from clients.sdk.deployments import DeploymentsClient, variant
 from data_plane.deployment_watch import DeploymentWatch
 from data_plane.models.manager import ModelState
@@ -84,3 +85,105 @@ async def test_plans_follow_the_control_plane_and_survive_its_outage(
     assert plan is not None and [v.name for v in plan.variants] == ["blue"]
     assert restarted_loader.loaded == [("eta", blue)]
     assert restarted.has_plans.is_set()
+
+
+class BreakableLoader:
+    """A FAKE model manager for load faults that are slow or awkward to cause with real artifacts: a load
+    of a version in ``failing`` fails after ``delay_s``; unloading a version while it loads cancels that
+    load (the manager cancels its load task, and the caller awaiting it gets CancelledError)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.failing: set[tuple[str, int]] = set()
+        self.states: dict[tuple[str, int], ModelState] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
+
+    async def _load(self, key: tuple[str, int]) -> None:
+        await asyncio.sleep(self.delay_s if key in self.failing else 0.0)
+        if key in self.failing:
+            self.states[key] = ModelState.FAILED
+            raise FailedPrecondition(f"model {key} is broken")
+        self.states[key] = ModelState.READY
+
+    async def ensure_loaded(self, spec: ModelSpec) -> None:
+        self.states[spec.key] = ModelState.LOADING
+        task = asyncio.ensure_future(self._load(spec.key))
+        self._loading[spec.key] = task
+        try:
+            await task
+        finally:
+            self._loading.pop(spec.key, None)
+
+    async def unload(self, name: str, version: int) -> None:
+        task = self._loading.get((name, version))
+        if task is not None:
+            task.cancel()
+        self.states.pop((name, version), None)
+
+    def state(self, name: str, version: int) -> ModelState:
+        return self.states.get((name, version), ModelState.UNLOADED)
+
+
+async def test_a_broken_version_holds_up_no_plan_and_comes_back_once_it_loads(
+    plane: Plane, deployments: DeploymentsClient, models: Models, tmp_path: Path
+) -> None:
+    """Every snapshot reloaded each FAILED version before it went live, so one broken version held up
+    every plan change, other deployments' too, for as long as its load took. Failed versions are now
+    retried in the background only, and load once they can."""
+    broken, b1, b2 = models.register("a"), models.register("b"), models.register("b")
+    loader = BreakableLoader(delay_s=3.0)
+    loader.failing.add(("a", broken))
+    await asyncio.to_thread(deployments.create, "dep-a", [variant("a", broken)])
+    created = await asyncio.to_thread(deployments.create, "dep-b", [variant("b", b1)])
+    watch = DeploymentWatch(
+        plane.address, tmp_path / "plans.pb", loader, backoff_initial_s=0.05, retry_initial_s=2.0,
+        retry_max_s=2.0,
+    )  # fmt: skip
+    watch.start()
+    try:
+        await watch.wait_for_revision(created.plan_revision, 20)
+        assert loader.state("a", broken) is ModelState.FAILED  # the retry loop's first try is 2 s away
+        moved = await asyncio.to_thread(deployments.start_canary, "dep-b", "b", b2)
+        started = asyncio.get_running_loop().time()
+        await watch.wait_for_revision(moved.plan_revision, 20)
+        assert asyncio.get_running_loop().time() - started < 2.0  # not a broken load's 3 s
+        loader.failing.clear()  # the artifact store answers again
+        deadline = asyncio.get_running_loop().time() + 10
+        while loader.state("a", broken) is not ModelState.READY:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await watch.stop()
+
+
+async def test_the_retry_loop_survives_a_load_cancelled_by_a_plan_that_drops_its_version(
+    plane: Plane, deployments: DeploymentsClient, models: Models, tmp_path: Path
+) -> None:
+    """A plan that dropped a version while the retry loop was loading it cancelled that load, and the
+    CancelledError ended the loop: no failed version was retried again until a restart."""
+    gone, later = models.register("a"), models.register("c")
+    loader = BreakableLoader(delay_s=1.0)
+    loader.failing.update({("a", gone), ("c", later)})
+    await asyncio.to_thread(deployments.create, "dep-a", [variant("a", gone)])
+    created = await asyncio.to_thread(deployments.create, "dep-c", [variant("c", later)])
+    watch = DeploymentWatch(
+        plane.address, tmp_path / "plans.pb", loader, backoff_initial_s=0.05, retry_initial_s=0.05,
+        retry_max_s=0.1,
+    )  # fmt: skip
+    watch.start()
+    try:
+        await watch.wait_for_revision(created.plan_revision, 20)
+        deadline = asyncio.get_running_loop().time() + 10
+        while loader.state("a", gone) is not ModelState.LOADING:  # the retry loop is loading it
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(deployments.delete, "dep-a")
+        while loader.state("c", later) is not ModelState.FAILED:  # that round's try of c ends
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        loader.failing.discard(("c", later))  # only a later round can load it now
+        while loader.state("c", later) is not ModelState.READY:
+            assert asyncio.get_running_loop().time() < deadline, "the retry loop stopped"
+            await asyncio.sleep(0.05)
+    finally:
+        await watch.stop()

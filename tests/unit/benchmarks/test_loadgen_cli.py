@@ -24,3 +24,13 @@ def test_a_level_below_one_or_not_a_number_is_refused(
         main(["--target", "127.0.0.1:1", "-c", levels])
     assert exit_.value.code == 2
     assert "-c/--concurrency" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--width", "-1"], ["--entities", "0"]])
+def test_a_width_or_entity_count_below_one_is_refused(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--target", "127.0.0.1:1", *flag])
+    assert exit_.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
