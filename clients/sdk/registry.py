@@ -31,8 +31,16 @@ class FeatureRegistryClient(ServiceClient):
         return self._call(self._stub.GetEntity, pb.GetEntityRequest(name=name), pb.Entity)
 
     def list_entities(self) -> list[pb.Entity]:
-        response = self._call(self._stub.ListEntities, pb.ListEntitiesRequest(), pb.ListEntitiesResponse)
-        return list(response.entities)
+        """Every entity, by name (all pages: a page is bounded in bytes)."""
+        entities: list[pb.Entity] = []
+        token = ""
+        while True:
+            request = pb.ListEntitiesRequest(page_token=token)
+            response = self._call(self._stub.ListEntities, request, pb.ListEntitiesResponse)
+            entities.extend(response.entities)
+            token = response.next_page_token
+            if not token:
+                return entities
 
     def delete_entity(self, name: str) -> None:
         self._call(self._stub.DeleteEntity, pb.DeleteEntityRequest(name=name), pb.DeleteEntityResponse)
@@ -54,16 +62,32 @@ class FeatureRegistryClient(ServiceClient):
         self, *, owner: str = "", tags: Mapping[str, str] | None = None, include_retired: bool = False
     ) -> list[pb.FeatureView]:
         """Latest version of every view whose owner is ``owner`` (any when empty) and that carries every
-        tag in ``tags``."""
-        request = pb.ListFeatureViewsRequest(
-            owner=owner, tags=dict(tags or {}), include_retired=include_retired
-        )
-        return list(self._call(self._stub.ListFeatureViews, request, pb.ListFeatureViewsResponse).views)
+        tag in ``tags``, by name (all pages: a page is bounded in bytes)."""
+        views: list[pb.FeatureView] = []
+        token = ""
+        while True:
+            request = pb.ListFeatureViewsRequest(
+                owner=owner, tags=dict(tags or {}), include_retired=include_retired, page_token=token
+            )
+            response = self._call(self._stub.ListFeatureViews, request, pb.ListFeatureViewsResponse)
+            views.extend(response.views)
+            token = response.next_page_token
+            if not token:
+                return views
 
     def list_feature_view_versions(self, name: str) -> list[pb.FeatureView]:
-        request = pb.ListFeatureViewVersionsRequest(name=name)
-        response = self._call(self._stub.ListFeatureViewVersions, request, pb.ListFeatureViewVersionsResponse)
-        return list(response.versions)
+        """Every version of view ``name``, retired ones included, oldest first (all pages)."""
+        versions: list[pb.FeatureView] = []
+        token = ""
+        while True:
+            request = pb.ListFeatureViewVersionsRequest(name=name, page_token=token)
+            response = self._call(
+                self._stub.ListFeatureViewVersions, request, pb.ListFeatureViewVersionsResponse
+            )
+            versions.extend(response.versions)
+            token = response.next_page_token
+            if not token:
+                return versions
 
     def update_feature_view_metadata(
         self,

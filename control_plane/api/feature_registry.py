@@ -63,7 +63,10 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
     async def ListEntities(
         self, request: pb.ListEntitiesRequest, context: Context
     ) -> pb.ListEntitiesResponse:
-        return pb.ListEntitiesResponse(entities=await self._run(self._registry.list_entities))
+        entities, token = await self._run(
+            self._registry.list_entities_page, request.page_size, request.page_token
+        )
+        return pb.ListEntitiesResponse(entities=entities, next_page_token=token)
 
     @maps_errors
     async def DeleteEntity(
@@ -88,17 +91,27 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
     async def ListFeatureViews(
         self, request: pb.ListFeatureViewsRequest, context: Context
     ) -> pb.ListFeatureViewsResponse:
-        views = await self._run(
-            self._registry.list_feature_views, request.owner, dict(request.tags), request.include_retired
+        views, token = await self._run(
+            self._registry.list_feature_views_page,
+            request.owner,
+            dict(request.tags),
+            request.include_retired,
+            request.page_size,
+            request.page_token,
         )
-        return pb.ListFeatureViewsResponse(views=views)
+        return pb.ListFeatureViewsResponse(views=views, next_page_token=token)
 
     @maps_errors
     async def ListFeatureViewVersions(
         self, request: pb.ListFeatureViewVersionsRequest, context: Context
     ) -> pb.ListFeatureViewVersionsResponse:
-        versions = await self._run(self._registry.list_feature_view_versions, request.name)
-        return pb.ListFeatureViewVersionsResponse(versions=versions)
+        versions, token = await self._run(
+            self._registry.list_feature_view_versions_page,
+            request.name,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListFeatureViewVersionsResponse(versions=versions, next_page_token=token)
 
     @maps_errors
     async def UpdateFeatureViewMetadata(

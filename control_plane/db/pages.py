@@ -35,14 +35,20 @@ class PageBudget:
         self._left = limit
         self._taken = 0
 
+    def admits(self, message: Message) -> bool:
+        """Whether ``message`` still fits (the page's first item always does), counted in when it does."""
+        self._left -= item_bytes(message)
+        if self._taken and self._left < 0:
+            return False
+        self._taken += 1
+        return True
+
     def take(self, messages: Iterable[M]) -> Iterator[M]:
         """The leading ``messages`` that still fit, and always the page's first item. Lazy, so that a
         caller building items one by one builds none past the cut."""
         for message in messages:
-            self._left -= item_bytes(message)
-            if self._taken and self._left < 0:
+            if not self.admits(message):
                 return
-            self._taken += 1
             yield message
 
 

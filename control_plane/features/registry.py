@@ -24,7 +24,7 @@ from control_plane.audit.log import record
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
 from control_plane.db.revision import BUMPED_REVISION, bump_revision, current_revision, lock_registry
-from control_plane.features import store
+from control_plane.features import listing, store
 from control_plane.features.apply import ENTITY, FEATURE_VIEW, apply_definitions
 from control_plane.features.changes import new_version_reasons
 from control_plane.features.guards import ReferenceGuard
@@ -103,11 +103,17 @@ class FeatureRegistry:
             return store.entity_message(store.require_entity(session, name))
 
     def list_entities(self) -> list[pb.Entity]:
+        """Every entity, by name (in process: no page, as no message carries it)."""
         with read_session(self._sessions) as session:
             return [
                 store.entity_message(row)
                 for row in session.scalars(select(EntityRow).order_by(EntityRow.name))
             ]
+
+    def list_entities_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[pb.Entity], str]:
+        """One page of entities for ListEntities, and the next page's token (:mod:`listing`)."""
+        with read_session(self._sessions) as session:
+            return listing.entities_page(session, page_size, page_token)
 
     def delete_entity(self, name: str, *, actor: str = ANONYMOUS) -> None:
         with self._write() as session:
@@ -155,27 +161,38 @@ class FeatureRegistry:
         self, owner: str = "", tags: Mapping[str, str] | None = None, include_retired: bool = False
     ) -> list[pb.FeatureView]:
         """The latest servable version of every view owned by ``owner`` (any when empty) carrying every
-        tag in ``tags``; a view whose versions are all retired appears only with ``include_retired``."""
-        wanted = dict(tags or {})
+        tag in ``tags``; a view whose versions are all retired appears only with ``include_retired``
+        (in process: no page)."""
         with read_session(self._sessions) as session:
-            views = session.scalars(select(FeatureViewRow).order_by(FeatureViewRow.name)).all()
-            result = []
-            for view in views:
-                if owner and view.owner != owner:
-                    continue
-                if any(view.tags.get(key) != value for key, value in wanted.items()):
-                    continue
-                versions = store.versions_of(session, view)
-                shown = store.latest_servable(versions) or (versions[-1] if include_retired else None)
-                if shown is not None:
-                    result.append(store.view_message(view, shown))
-            return result
+            return list(listing.matching_views(session, owner, dict(tags or {}), include_retired))
+
+    def list_feature_views_page(
+        self,
+        owner: str = "",
+        tags: Mapping[str, str] | None = None,
+        include_retired: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.FeatureView], str]:
+        """One page of :meth:`list_feature_views` for ListFeatureViews, and the next page's token."""
+        with read_session(self._sessions) as session:
+            return listing.views_page(
+                session, owner, dict(tags or {}), include_retired, page_size, page_token
+            )
 
     def list_feature_view_versions(self, name: str) -> list[pb.FeatureView]:
-        """Every version of a view, retired ones included, oldest first."""
+        """Every version of a view, retired ones included, oldest first (in process: no page)."""
         with read_session(self._sessions) as session:
             view = store.require_view(session, name)
             return [store.view_message(view, row) for row in store.versions_of(session, view)]
+
+    def list_feature_view_versions_page(
+        self, name: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.FeatureView], str]:
+        """One page of :meth:`list_feature_view_versions` for ListFeatureViewVersions, and the next
+        page's token."""
+        with read_session(self._sessions) as session:
+            return listing.versions_page(session, name, page_size, page_token)
 
     def update_feature_view_metadata(
         self,

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from clients.sdk.audit import AuditClient
+from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli.main import main
 from tests.support.redis_server import free_port
+from tests.unit.control_plane.builders import entity, metadata, spec
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "features.yaml"
@@ -307,3 +309,29 @@ def test_an_apply_without_an_answer_says_its_outcome_is_unknown(
     )
     assert code == 1 and err.rstrip().endswith("nothing was applied)")
     assert run(capsys, control_plane, "features", "apply", str(path))[0] == 0  # run again: it converges
+
+
+def test_the_listings_follow_their_pages(control_plane: str, capsys: Capture) -> None:
+    # Five 1,000,000-character descriptions made each listing a 5 MB reply, over gRPC's 4 MiB: the SDK
+    # and 'features list', 'entities' and 'versions' failed RESOURCE_EXHAUSTED for good.
+    large = "d" * 1_000_000
+    names = [f"e{index}" for index in range(5)]
+    views = [f"v{index}" for index in range(5)]
+    with FeatureRegistryClient(control_plane, timeout=30) as client:
+        for name in names:
+            client.create_entity(entity(name=name, description=large))
+        for name in views:
+            client.create_feature_view(spec(name=name, entity="e0"), metadata(description=large))
+        for ttl in range(1, 5):  # versions 2 to 5 of v0: each carries the view's description
+            client.create_feature_view_version(spec(name="v0", entity="e0", ttl_seconds=ttl))
+
+        assert [found.name for found in client.list_entities()] == names
+        assert [view.spec.name for view in client.list_feature_views(owner="team-a")] == views
+        assert [view.version for view in client.list_feature_view_versions("v0")] == [1, 2, 3, 4, 5]
+
+    code, out, _ = run(capsys, control_plane, "features", "list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == views
+    code, out, _ = run(capsys, control_plane, "features", "entities", "--json")
+    assert code == 0 and [found["name"] for found in json.loads(out)] == names
+    code, out, _ = run(capsys, control_plane, "features", "versions", "v0")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2", "3", "4", "5"]

@@ -3,6 +3,8 @@ and reflection."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import grpc.aio
 import pytest
@@ -12,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from control_plane.db import pages
 from control_plane.server import ControlPlaneServer
 from tests.support.grpc_core import pending_registered_method_requests
 from tests.unit.control_plane.builders import entity, metadata, spec, view
@@ -151,3 +154,85 @@ async def test_no_method_is_registered_with_grpc_core(server: ControlPlaneServer
     # Every method registered with gRPC core would cost every call an asyncio.wait over one more pending
     # request (clients.server_handlers); the control plane serves them all through generic handlers.
     assert pending_registered_method_requests() == 0
+
+
+async def _every_page(list_page: Any, request: Any, field: str) -> list[Any]:
+    """The items of every page of a listing, checking that each page fits its byte bound."""
+    items: list[Any] = []
+    while True:
+        page = await list_page(request)
+        assert getattr(page, field) and page.ByteSize() <= pages.MAX_PAGE_BYTES + 16
+        items += getattr(page, field)
+        if not page.next_page_token:
+            return items
+        request.page_token = page.next_page_token
+
+
+async def test_lists_are_cut_into_pages_by_size_and_lose_nothing(stub: FeatureRegistryStub) -> None:
+    # Descriptions have no size bound: five entities, five views and five versions of a view with
+    # 1,000,000-character descriptions made 5 MB replies, over gRPC's 4 MiB, and each listing failed
+    # RESOURCE_EXHAUSTED for good.
+    large = "d" * 1_000_000
+    names = [f"e{index}" for index in range(5)]
+    for name in names:
+        await stub.CreateEntity(pb.CreateEntityRequest(entity=entity(name=name, description=large)))
+    views = [f"v{index}" for index in range(5)]
+    for name in views:
+        big = pb.CreateFeatureViewRequest(spec=spec(name=name, entity="e0"), metadata=metadata(large, "big"))
+        await stub.CreateFeatureView(big)
+    await stub.CreateFeatureView(
+        pb.CreateFeatureViewRequest(spec=spec(name="zz_small", entity="e0"), metadata=metadata(owner="ml"))
+    )
+    for ttl in range(1, 5):  # versions 2 to 5 of v0: each carries the view's description
+        await stub.CreateFeatureViewVersion(
+            pb.CreateFeatureViewVersionRequest(spec=spec("v0", "e0", ttl_seconds=ttl))
+        )
+
+    # A client that predates paging gets the first page, where before it got nothing at all.
+    first = await stub.ListFeatureViews(pb.ListFeatureViewsRequest())
+    assert [view.spec.name for view in first.views] == views[:2] and first.next_page_token
+    listed = await _every_page(stub.ListFeatureViews, pb.ListFeatureViewsRequest(), "views")
+    assert [view.spec.name for view in listed] == [*views, "zz_small"]
+    owned = await _every_page(stub.ListFeatureViews, pb.ListFeatureViewsRequest(owner="big"), "views")
+    assert [view.spec.name for view in owned] == views
+    entities = await _every_page(stub.ListEntities, pb.ListEntitiesRequest(), "entities")
+    assert [found.name for found in entities] == names
+    versions = await _every_page(
+        stub.ListFeatureViewVersions, pb.ListFeatureViewVersionsRequest(name="v0"), "versions"
+    )
+    assert [found.version for found in versions] == [1, 2, 3, 4, 5]
+
+    # page_size bounds the count as well; 0 is the byte bound alone.
+    one = await stub.ListFeatureViewVersions(pb.ListFeatureViewVersionsRequest(name="v0", page_size=1))
+    assert [found.version for found in one.versions] == [1] and one.next_page_token
+    small = await stub.ListFeatureViews(pb.ListFeatureViewsRequest(owner="ml", page_size=5))
+    assert [view.spec.name for view in small.views] == ["zz_small"] and not small.next_page_token
+
+    # A token belongs to its listing and query: elsewhere it would skip or repeat items.
+    foreign = pb.ListFeatureViewsRequest(owner="big", page_token=first.next_page_token)
+    await expect_status(stub.ListFeatureViews(foreign), grpc.StatusCode.INVALID_ARGUMENT, "different filter")
+    other_view = pb.ListFeatureViewVersionsRequest(name="v1", page_token=one.next_page_token)
+    await expect_status(
+        stub.ListFeatureViewVersions(other_view), grpc.StatusCode.INVALID_ARGUMENT, "different view"
+    )
+    await expect_status(
+        stub.ListEntities(pb.ListEntitiesRequest(page_token=first.next_page_token)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not by ListEntities",
+    )
+    await expect_status(
+        stub.ListEntities(pb.ListEntitiesRequest(page_size=1001)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page_size must be 0 (no bound) to 1000, got 1001",
+    )
+
+
+async def test_a_listing_reads_on_past_its_first_chunk_of_rows(stub: FeatureRegistryStub) -> None:
+    # Rows are read 32 at a time while a page fills: 70 small entities are one page, or three of 30.
+    names = sorted(f"entity_{index}" for index in range(70))
+    for name in names:
+        await stub.CreateEntity(pb.CreateEntityRequest(entity=entity(name=name)))
+    whole = await stub.ListEntities(pb.ListEntitiesRequest())
+    assert [found.name for found in whole.entities] == names and not whole.next_page_token
+    paged = await _every_page(stub.ListEntities, pb.ListEntitiesRequest(page_size=30), "entities")
+    assert [found.name for found in paged] == names
