@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -119,6 +119,9 @@ class DeploymentWatch:
         self._loader = loader
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._retrying: asyncio.Task[None] | None = None
+        # Versions loaded outside the plans (the static model config): retried as the plans' are when
+        # their load failed, and never unloaded by the watch.
+        self._static: dict[tuple[str, int], ModelSpec] = {}
         self._plans = EMPTY_PLANS
         self._loaded: dict[tuple[str, int], ModelSpec] = {}  # every version the plans refer to
         # Those of them the manager held before a plan referred to them (static models): never unloaded.
@@ -166,15 +169,18 @@ class DeploymentWatch:
             self._retrying = None
         await self._stream.stop()
 
+    def keep_loaded(self, specs: Sequence[ModelSpec]) -> None:
+        """Also retries these versions (loaded from the static model config) when their load failed."""
+        self._static.update((spec.key, spec) for spec in specs)
+
     async def _retry_failed_loads(self) -> None:
         """Loads again the versions the plans use whose load failed, every ``retry_initial_s`` at first and
         half as often after each round that still fails, down to every ``retry_max_s``."""
         delay = self._retry_initial_s
         while True:
             await asyncio.sleep(delay)
-            failed = [
-                spec for key, spec in self._loaded.items() if self._loader.state(*key) is ModelState.FAILED
-            ]
+            wanted = {**self._static, **self._loaded}
+            failed = [spec for key, spec in wanted.items() if self._loader.state(*key) is ModelState.FAILED]
             if not failed:
                 delay = self._retry_initial_s
                 continue
@@ -193,7 +199,7 @@ class DeploymentWatch:
             _log.warning("model %s version %d still fails to load: %s", spec.name, spec.version, exc)
             return
         _log.info("model %s version %d loaded on a retry", spec.name, spec.version)
-        if spec.key not in self._loaded and spec.key not in self._not_ours:
+        if spec.key not in self._loaded and spec.key not in self._not_ours and spec.key not in self._static:
             await self._loader.unload(*spec.key)  # the plans dropped it meanwhile: nothing will unload it
 
     async def _install(self, snapshot: deployments_pb2.DeploymentPlanSnapshot) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -48,7 +48,7 @@ from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
 from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
 from data_plane.models.manager import ManagerOptions, ModelManager
-from data_plane.models.spec import load_model_config
+from data_plane.models.spec import ModelSpec, load_model_config
 from data_plane.prediction_log import PredictionLog
 from data_plane.predictor import Predictor
 from data_plane.reader import OnlineReader, ReadLimits
@@ -168,9 +168,11 @@ def _manager(settings: DataPlaneSettings, metrics: ServingMetrics) -> ModelManag
     return ModelManager(options, observer=metrics)
 
 
-async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager) -> None:
+async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager) -> Sequence[ModelSpec]:
+    """Loads the static model config's versions and returns their specs (a failed load is logged; the
+    deployment watch retries it, ``DeploymentWatch.keep_loaded``)."""
     if settings.model_config is None:
-        return
+        return ()
     specs = load_model_config(settings.model_config)
     results = await asyncio.gather(*(manager.ensure_loaded(s) for s in specs), return_exceptions=True)
     for spec, result in zip(specs, results, strict=True):
@@ -182,6 +184,7 @@ async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager
                 settings.model_config,
                 result,
             )
+    return specs
 
 
 async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
@@ -258,8 +261,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         security=settings.channel_security,
     )
     await watch.load_persisted()
-    await _load_static_models(settings, manager)
+    static = await _load_static_models(settings, manager)
     deployments = await start_deployment_watch(settings, manager)
+    deployments.keep_loaded(static)
     predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
     predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)

@@ -213,3 +213,24 @@ async def test_a_version_that_failed_to_load_is_loaded_again_once_its_artifact_i
             await asyncio.sleep(0.1)
     finally:
         await handle.stop(None)
+
+
+async def test_a_static_model_that_failed_to_load_at_start_is_loaded_once_its_artifact_is_back(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """The static model config's versions are loaded once at start; one whose artifact could not be read
+    then stayed FAILED until a restart. The deployment watch's retry loop now tries it again too."""
+    settings = serving_settings(tmp_path, own_redis.url)
+    artifact = tmp_path / "models" / "two.onnx"
+    os.rename(artifact, artifact.with_name("two.onnx.away"))  # unreadable while the data plane starts
+    handle = await start_server(settings)
+    try:
+        assert handle.manager.state("two_inputs", 1) is ModelState.FAILED
+        os.rename(artifact.with_name("two.onnx.away"), artifact)
+        deadline = asyncio.get_running_loop().time() + 10
+        while handle.manager.state("two_inputs", 1) is not ModelState.READY:
+            assert asyncio.get_running_loop().time() < deadline, handle.manager.state("two_inputs", 1)
+            await asyncio.sleep(0.1)
+        assert handle.manager.state("affine", 1) is ModelState.READY  # the others untouched
+    finally:
+        await handle.stop(None)
