@@ -7,11 +7,12 @@ raises the matching :mod:`clients.errors` exception (``NotFound``, ``InvalidArgu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc as pb_grpc
 from clients.sdk.arguments import checked_request
+from clients.sdk.pages import every_page
 from clients.sdk.service_client import ServiceClient
 
 
@@ -32,15 +33,13 @@ class FeatureRegistryClient(ServiceClient):
 
     def list_entities(self) -> list[pb.Entity]:
         """Every entity, by name (all pages: a page is bounded in bytes)."""
-        entities: list[pb.Entity] = []
-        token = ""
-        while True:
+
+        def page(token: str) -> tuple[Sequence[pb.Entity], str]:
             request = pb.ListEntitiesRequest(page_token=token)
             response = self._call(self._stub.ListEntities, request, pb.ListEntitiesResponse)
-            entities.extend(response.entities)
-            token = response.next_page_token
-            if not token:
-                return entities
+            return response.entities, response.next_page_token
+
+        return every_page(page)
 
     def delete_entity(self, name: str) -> None:
         self._call(self._stub.DeleteEntity, pb.DeleteEntityRequest(name=name), pb.DeleteEntityResponse)
@@ -63,31 +62,27 @@ class FeatureRegistryClient(ServiceClient):
     ) -> list[pb.FeatureView]:
         """Latest version of every view whose owner is ``owner`` (any when empty) and that carries every
         tag in ``tags``, by name (all pages: a page is bounded in bytes)."""
-        views: list[pb.FeatureView] = []
-        token = ""
-        while True:
+
+        def page(token: str) -> tuple[Sequence[pb.FeatureView], str]:
             request = pb.ListFeatureViewsRequest(
                 owner=owner, tags=dict(tags or {}), include_retired=include_retired, page_token=token
             )
             response = self._call(self._stub.ListFeatureViews, request, pb.ListFeatureViewsResponse)
-            views.extend(response.views)
-            token = response.next_page_token
-            if not token:
-                return views
+            return response.views, response.next_page_token
+
+        return every_page(page)
 
     def list_feature_view_versions(self, name: str) -> list[pb.FeatureView]:
         """Every version of view ``name``, retired ones included, oldest first (all pages)."""
-        versions: list[pb.FeatureView] = []
-        token = ""
-        while True:
+
+        def page(token: str) -> tuple[Sequence[pb.FeatureView], str]:
             request = pb.ListFeatureViewVersionsRequest(name=name, page_token=token)
             response = self._call(
                 self._stub.ListFeatureViewVersions, request, pb.ListFeatureViewVersionsResponse
             )
-            versions.extend(response.versions)
-            token = response.next_page_token
-            if not token:
-                return versions
+            return response.versions, response.next_page_token
+
+        return every_page(page)
 
     def update_feature_view_metadata(
         self,

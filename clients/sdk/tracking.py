@@ -30,6 +30,7 @@ from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from clients.sdk.arguments import checked_request, choice
 from clients.sdk.auth import ChannelSecurity
+from clients.sdk.pages import every_page
 from clients.sdk.service_client import ServiceClient
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
@@ -441,15 +442,13 @@ class TrackingClient(ServiceClient):
 
     def list_experiments(self) -> list[pb.Experiment]:
         """Every experiment, by name (all pages: a page is bounded in bytes)."""
-        experiments: list[pb.Experiment] = []
-        token = ""
-        while True:
+
+        def page(token: str) -> tuple[Sequence[pb.Experiment], str]:
             request = pb.ListExperimentsRequest(page_token=token)
             response = self._call(self._stub.ListExperiments, request, pb.ListExperimentsResponse)
-            experiments.extend(response.experiments)
-            token = response.next_page_token
-            if not token:
-                return experiments
+            return response.experiments, response.next_page_token
+
+        return every_page(page)
 
     # Compare -------------------------------------------------------------------------------------------
 

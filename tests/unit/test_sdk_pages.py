@@ -1,0 +1,25 @@
+"""``every_page`` follows a listing's tokens to its end, passing each page's token on, and keeps the
+items in order, none twice, against a brute-force listing cut into random pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.sdk.pages import every_page
+
+
+@given(st.lists(st.integers(), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=60))
+def test_every_item_once_in_order_across_pages(items: list[int], sizes: list[int]) -> None:
+    asked: list[str] = []
+
+    def fetch(token: str) -> tuple[Sequence[int], str]:
+        asked.append(token)
+        start = int(token or 0)
+        end = min(len(items), start + sizes[len(asked) % len(sizes)])
+        return items[start:end], (str(end) if end < len(items) else "")
+
+    assert every_page(fetch) == items
+    assert asked[0] == "" and all(asked[1:])  # the first page without a token, then each one given back
