@@ -32,6 +32,9 @@ R = TypeVar("R")
 Key = list[keyset.KeyValue]
 
 MAX_PAGE_SIZE = 1000
+#: The most bytes one version of a view may take as a message (``FeatureRegistry`` refuses writes past it):
+#: a page holds at least one item, so a larger one could never be listed, nor any view after it.
+MAX_VIEW_MESSAGE_BYTES = pages.MAX_PAGE_BYTES
 #: Rows read from the database at once while a page is filled: a description may be megabytes.
 _CHUNK = 32
 # Entities and views are listed by name, versions by number: each unique in its listing.

@@ -28,6 +28,7 @@ from control_plane.features import listing, store
 from control_plane.features.apply import ENTITY, FEATURE_VIEW, apply_definitions
 from control_plane.features.changes import new_version_reasons
 from control_plane.features.guards import ReferenceGuard
+from control_plane.features.listing import MAX_VIEW_MESSAGE_BYTES
 from control_plane.features.online_cleanup import cleanup_states
 from control_plane.features.store import SERVABLE, Status, now_us
 from control_plane.features.validation import (
@@ -143,6 +144,7 @@ class FeatureRegistry:
             entity = _entity_for(session, spec.entity, "spec.entity")
             validate_with_entity(spec, (key["name"] for key in entity.join_keys))
             view, version = store.insert_view(session, spec, metadata, entity, now_us())
+            self._require_fits(session, spec.name)
             bump_revision(session)
             created = store.view_message(view, version)
             _audit(session, actor, "create", FEATURE_VIEW, spec.name, None, created)
@@ -226,6 +228,7 @@ class FeatureRegistry:
                 for feature_name, description in feature_descriptions.items():
                     _feature_of(features, view, latest, feature_name).description = description
                 store.set_feature_details(latest, spec, now)
+            self._require_fits(session, name)
             bump_revision(session)
             after = store.view_message(view, latest)
             _audit(session, actor, "update_metadata", FEATURE_VIEW, name, before, after)
@@ -247,6 +250,7 @@ class FeatureRegistry:
                 validate_rule(rule, feature.value_type, f"rules[{feature_name}]")
                 feature.validation.CopyFrom(rule)
             store.set_feature_details(row, spec, now_us())
+            self._require_fits(session, name)
             bump_revision(session)
             after = store.view_message(view, row)
             _audit(session, actor, "update_validation", FEATURE_VIEW, name, before, after)
@@ -270,6 +274,7 @@ class FeatureRegistry:
             validate_with_entity(spec, (key["name"] for key in entity.join_keys))
             before = store.view_message(view, latest)
             row = store.insert_version(session, view, spec, entity, now_us())
+            self._require_fits(session, spec.name)
             bump_revision(session)
             after = store.view_message(view, row)
             _audit(session, actor, "create_version", FEATURE_VIEW, spec.name, before, after)
@@ -324,6 +329,24 @@ class FeatureRegistry:
             bump_revision(session)
             _audit(session, actor, "delete", FEATURE_VIEW, name, before, None)
 
+    @staticmethod
+    def _require_fits(session: Session, name: str) -> None:
+        """INVALID_ARGUMENT (the write rolls back) when a version of view ``name`` would no longer fit one
+        listing page as a message: it could then never be sent (a page always carries its first item), so
+        the view, and every view listed after it, could not be listed, and the write that made it so was
+        committed yet reported RESOURCE_EXHAUSTED."""
+        view = store.find_view(session, name)
+        if view is None:
+            return
+        for row in store.versions_of(session, view):
+            size = store.view_message(view, row).ByteSize()
+            if size > MAX_VIEW_MESSAGE_BYTES:
+                raise InvalidArgument(
+                    f"feature view {name!r} version {row.version} would take {size:,} bytes as a message;"
+                    " its descriptions, tags and validation rules together may take"
+                    f" {MAX_VIEW_MESSAGE_BYTES:,} (nothing was changed)"
+                )
+
     def _refuse_if_referenced(self, session: Session, view: str, version: int | None, action: str) -> None:
         holders = [holder for guard in self._guards for holder in guard.references(session, view, version)]
         if holders:
@@ -340,6 +363,9 @@ class FeatureRegistry:
                 steps = apply_definitions(session, request, now_us())
                 if request.dry_run:
                     raise _DryRun(steps)
+                for step in steps:
+                    if step.action != pb.NO_CHANGE and step.kind == FEATURE_VIEW:
+                        self._require_fits(session, step.name)
                 if any(step.action != pb.NO_CHANGE for step in steps):
                     bump_revision(session)
                 for step in steps:

@@ -236,3 +236,27 @@ async def test_a_listing_reads_on_past_its_first_chunk_of_rows(stub: FeatureRegi
     assert [found.name for found in whole.entities] == names and not whole.next_page_token
     paged = await _every_page(stub.ListEntities, pb.ListEntitiesRequest(page_size=30), "entities")
     assert [found.name for found in paged] == names
+
+
+async def test_a_write_that_would_make_a_view_too_large_to_list_is_refused(stub: FeatureRegistryStub) -> None:
+    """Two description updates, each under gRPC's limit, made one view a 5 MB message: the second update
+    was committed yet reported RESOURCE_EXHAUSTED, and from then on no listing could get past that view
+    (a page always carries its first item). Such a write is now INVALID_ARGUMENT and changes nothing."""
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity(name="e0")))
+    await stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(name="a_big", entity="e0")))
+    await stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(name="b_small", entity="e0")))
+    first = (await stub.GetFeatureView(pb.GetFeatureViewRequest(name="a_big"))).spec.features[0].name
+    half = "d" * 1_200_000
+    await stub.UpdateFeatureViewMetadata(
+        pb.UpdateFeatureViewMetadataRequest(name="a_big", metadata=metadata(half, "ml"))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UpdateFeatureViewMetadata(
+            pb.UpdateFeatureViewMetadataRequest(name="a_big", feature_descriptions={first: half})
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "feature view 'a_big' version 1 would take" in (refused.value.details() or "")
+    kept = await stub.GetFeatureView(pb.GetFeatureViewRequest(name="a_big"))
+    assert kept.spec.features[0].description != half  # nothing was changed
+    listed = await _every_page(stub.ListFeatureViews, pb.ListFeatureViewsRequest(), "views")
+    assert [found.spec.name for found in listed] == ["a_big", "b_small"]
