@@ -163,11 +163,17 @@ def noisy(width: int = 4) -> onnx.ModelProto:
     return _model(graph)
 
 
-def running_sum(width: int = 2) -> onnx.ModelProto:
+def running_sum(width: int = 2, noise: float = 0.0) -> onnx.ModelProto:
     """y[t] = x[0] + ... + x[t] over x: float32[steps, width], steps dynamic: a time-major sequence model
-    (like torch's exported ``nn.RNN``), whose dynamic first dimension is no batch dimension."""
+    (like torch's exported ``nn.RNN``), whose dynamic first dimension is no batch dimension; with
+    ``noise``, plus normal noise of that scale drawn anew on each run (dropout kept at inference)."""
     axis = numpy_helper.from_array(np.array(0, dtype=np.int64), "axis")
-    nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"])]
+    nodes = [helper.make_node("CumSum", ["x", "axis"], ["y" if not noise else "sums"])]
+    if noise:
+        nodes += [
+            helper.make_node("RandomNormalLike", ["x"], ["drawn"], scale=noise),
+            helper.make_node("Add", ["sums", "drawn"], ["y"]),
+        ]
     graph = helper.make_graph(
         nodes, "running_sum", [_float_io("x", width, "steps")], [_float_io("y", width, "steps")], [axis]
     )

@@ -422,13 +422,16 @@ async def test_a_time_major_model_is_not_batched_and_each_caller_gets_its_own_an
     )
     mlp = onnx_models.save(onnx_models.mlp(input_size=2, hidden=(3,)), tmp_path / "m.onnx", "mlp")
     noisy = onnx_models.save(onnx_models.noisy(), tmp_path / "n.onnx", "noisy")  # random, yet a batch
+    # Random and time-major: its noise must not hide that batching mixes callers' sequences.
+    noisy_sequence = onnx_models.save(onnx_models.running_sum(noise=0.01), tmp_path / "ns.onnx", "noisy_seq")
     manager = ModelManager()
     try:
         with caplog.at_level(logging.WARNING, logger="aether.data_plane.models"):
-            for spec in (sequence, mlp, noisy):
+            for spec in (sequence, mlp, noisy, noisy_sequence):
                 await manager.ensure_loaded(spec)
         assert "model seq v1: output 'y' of two requests run together differs" in caplog.text
-        assert "mlp" not in caplog.text and "noisy" not in caplog.text  # both still batch
+        assert "model noisy_seq v1: output 'y' of two requests run together differs" in caplog.text
+        assert "mlp v1" not in caplog.text and "model noisy v1" not in caplog.text  # both still batch
         requests = [np.full((3, 2), k + 1, np.float32) for k in range(6)]
         answers = await asyncio.gather(*(manager.infer("seq", 1, {"x": x}) for x in requests))
         for x, answer in zip(requests, answers, strict=True):
