@@ -151,14 +151,15 @@ async def test_a_registry_snapshot_over_grpcs_default_4_mib_reaches_the_data_pla
     )
     try:
         await asyncio.to_thread(control.registry.create_entity, entity("driver"))
-        for name in ("wide_a", "wide_b"):  # 3 MB of description each: a 6 MB snapshot
+        # 2 MB of description each (a view may take at most 2 MiB): a 6 MB snapshot.
+        for name in ("wide_a", "wide_b", "wide_c"):
             spec = fr.FeatureViewSpec(
                 name=name, entity="driver", features=[fr.Feature(name="f", value_type=types_pb2.FLOAT32)]
             )
-            metadata = fr.FeatureViewMetadata(description="x" * 3_000_000)
+            metadata = fr.FeatureViewMetadata(description="x" * 2_000_000)
             await asyncio.to_thread(control.registry.create_feature_view, spec, metadata)
         watch.start()
-        await _until(lambda: state.catalog is not None and "wide_b" in state.catalog.views, timeout_s=20)
+        await _until(lambda: state.catalog is not None and "wide_c" in state.catalog.views, timeout_s=20)
         persisted = tmp_path / "snap.pb"  # saved after the catalog is taken, off the event loop
         await _until(lambda: persisted.exists() and persisted.stat().st_size > 6_000_000, timeout_s=20)
     finally:
