@@ -73,6 +73,8 @@ UNSUPPORTED_TENSOR_PARAMETERS = ("classification", "shared_memory_region")
 def _refuse_unsupported_parameters(request: pb.ModelInferRequest) -> None:
     for kind, tensors in (("input", request.inputs), ("output", request.outputs)):
         for tensor in tensors:
+            if not tensor.parameters:  # the usual request: nothing to look up, on every call
+                continue
             for parameter in UNSUPPORTED_TENSOR_PARAMETERS:
                 if parameter in tensor.parameters:
                     raise InvalidArgument(

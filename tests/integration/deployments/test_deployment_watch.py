@@ -124,6 +124,16 @@ class BreakableLoader:
         return self.states.get((name, version), ModelState.UNLOADED)
 
 
+async def until_state(
+    loader: BreakableLoader, key: tuple[str, int], state: ModelState, why: str = ""
+) -> None:
+    """Waits (10 s at most) until ``loader`` holds ``key`` in ``state``."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while loader.state(*key) is not state:
+        assert asyncio.get_running_loop().time() < deadline, why or f"{key} never became {state}"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_broken_version_holds_up_no_plan_and_comes_back_once_it_loads(
     plane: Plane, deployments: DeploymentsClient, models: Models, tmp_path: Path
 ) -> None:
@@ -148,10 +158,7 @@ async def test_a_broken_version_holds_up_no_plan_and_comes_back_once_it_loads(
         await watch.wait_for_revision(moved.plan_revision, 20)
         assert asyncio.get_running_loop().time() - started < 2.0  # not a broken load's 3 s
         loader.failing.clear()  # the artifact store answers again
-        deadline = asyncio.get_running_loop().time() + 10
-        while loader.state("a", broken) is not ModelState.READY:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+        await until_state(loader, ("a", broken), ModelState.READY)
     finally:
         await watch.stop()
 
@@ -173,17 +180,10 @@ async def test_the_retry_loop_survives_a_load_cancelled_by_a_plan_that_drops_its
     watch.start()
     try:
         await watch.wait_for_revision(created.plan_revision, 20)
-        deadline = asyncio.get_running_loop().time() + 10
-        while loader.state("a", gone) is not ModelState.LOADING:  # the retry loop is loading it
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await until_state(loader, ("a", gone), ModelState.LOADING)  # the retry loop is loading it
         await asyncio.to_thread(deployments.delete, "dep-a")
-        while loader.state("c", later) is not ModelState.FAILED:  # that round's try of c ends
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await until_state(loader, ("c", later), ModelState.FAILED)  # that round's try of c ends
         loader.failing.discard(("c", later))  # only a later round can load it now
-        while loader.state("c", later) is not ModelState.READY:
-            assert asyncio.get_running_loop().time() < deadline, "the retry loop stopped"
-            await asyncio.sleep(0.05)
+        await until_state(loader, ("c", later), ModelState.READY, "the retry loop stopped")
     finally:
         await watch.stop()
