@@ -97,6 +97,7 @@ def serving(d: dict[str, Any]) -> str:
         ("floor + ONNX Runtime (decode, run, encode; nothing else)", "floor_with_inference"),
         ("Aether ModelInfer", "model_infer"),
         ("Aether Predict (500-feature fetch)", "predict"),
+        ("Aether Predict, near cache off (an MGET per request)", "predict_near_cache_off"),
         ("Aether ModelInfer, 2 workers", "workers_2"),
         (f"MLServer {mlserver}, batching off", "mlserver"),
         (f"MLServer {mlserver}, adaptive batching", "mlserver_batching"),
@@ -124,8 +125,24 @@ def serving(d: dict[str, Any]) -> str:
             "nothing, so when a shared host slows compute down, every ratio against the floor worsens.",
             _targets_table(d["targets"], "target (ratio in one run)"),
             *_split_against_floor_with_inference(results),
+            *_near_cache_lines(results),
         ]
     )
+
+
+def _near_cache_lines(results: dict[str, Any]) -> list[str]:
+    cache, off = results.get("near_cache"), results.get("near_cache_off")
+    if not cache or not off:
+        return []
+    ratio = cache["hit_ratio"]
+    return [
+        "Predict's near cache (`data_plane/near_cache.py`, on by default): "
+        f"{cache['hits']:,} hits and {cache['misses']:,} misses during the measured slices"
+        + (f" (hit ratio {ratio:.3f})" if ratio is not None else "")
+        + f", {cache['note']}. The same ratios with the near cache off (not targets): "
+        + "; ".join(f"{name} {value:.2f}" for name, value in off.items())
+        + "."
+    ]
 
 
 def _split_against_floor_with_inference(results: dict[str, Any]) -> list[str]:

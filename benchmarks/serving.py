@@ -32,12 +32,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +60,10 @@ from benchmarks.loadgen.core import (  # noqa: E402
     interleaved,
     model_infer_requests,
     predict_requests,
+    send_each,
 )
 from benchmarks.targets import serving_targets  # noqa: E402
+from clients.sdk.inference import build_predict_request  # noqa: E402
 from control_plane.features.online_writer import OnlineWriter  # noqa: E402
 from data_plane.models.spec import dump_model_config  # noqa: E402
 from data_plane.registry_watch import save_snapshot  # noqa: E402
@@ -162,16 +166,37 @@ def _prepare(work: Path, redis_url: str) -> dict[str, Path]:
 
 
 def _data_plane(
-    paths: dict[str, Path], redis_url: str, work: Path, workers: int = 1
+    paths: dict[str, Path], redis_url: str, work: Path, name: str, *extra: str, workers: int = 1
 ) -> tuple[subprocess.Popen[str], int]:
+    """A data plane in its default configuration but for ``extra`` flags."""
     args = [
         sys.executable, "-m", "data_plane", "--listen", "127.0.0.1:0", "--redis-url", redis_url,
         "--control-plane", f"127.0.0.1:{free_port()}", "--snapshot-path", str(paths["snapshot"]),
         "--model-config", str(paths["config"]), "--prediction-log-sample-rate", "0.01",
-        "--workers", str(workers),
+        "--workers", str(workers), *extra,
     ]  # fmt: skip
-    env = {**tokenless_environ(), "AETHER_HOME": str(work / f"home-{workers}"), "PYTHONPATH": str(ROOT)}
+    env = {**tokenless_environ(), "AETHER_HOME": str(work / f"home-{name}"), "PYTHONPATH": str(ROOT)}
     return start(args, "aether data plane listening on", env)
+
+
+def _near_cache_counts(metrics_port: int) -> dict[str, float]:
+    """The near cache's hit and miss counters from the data plane's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.findall(r"^aether_near_cache_(hits|misses)_total (\S+)$", text, re.MULTILINE)
+    return {name: float(value) for name, value in found}
+
+
+def _near_cache_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    hits = after.get("hits", 0.0) - before.get("hits", 0.0)
+    misses = after.get("misses", 0.0) - before.get("misses", 0.0)
+    return {
+        "hits": int(hits),
+        "misses": int(misses),
+        "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
+        "note": "during the measured slices, after one Predict per entity (10,000 entities, 20 MB of "
+        "blobs, within the default 64 MiB cache)",
+    }
 
 
 def _ratio(a: float, b: float) -> float:
@@ -194,6 +219,18 @@ def _against_floor_with_inference(r: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _without_near_cache(r: dict[str, Any]) -> dict[str, float]:
+    """Not targets: the Predict ratios of the data plane with its near cache off (every read an MGET),
+    for comparison with the judged ones (default configuration)."""
+    off, floor = r["predict_near_cache_off"], r["floor"]
+    return {
+        "Predict c=1 p99 / floor p99": round(_ratio(off["1"]["p99_ms"], floor["1"]["p99_ms"]), 3),
+        "Predict c=32 throughput / floor": round(
+            _ratio(off["32"]["throughput_rps"], floor["32"]["throughput_rps"]), 3
+        ),
+    }
+
+
 def _table(r: dict[str, Any], targets: list[dict[str, Any]], mlserver: str) -> None:
     print("\nthroughput req/s (p99 ms) by concurrency")
     print(f"{'server':<28}" + "".join(f"{'c=' + str(c):>20}" for c in LEVELS))
@@ -202,6 +239,7 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]], mlserver: str) -> N
         ("floor_with_inference", "floor + ONNX Runtime"),
         ("model_infer", "aether ModelInfer"),
         ("predict", "aether Predict (500 feat.)"),
+        ("predict_near_cache_off", "  near cache off"),
         ("mlserver", f"MLServer {mlserver} (no batch)"),
         ("mlserver_batching", f"MLServer {mlserver} (adaptive)"),
     ]:
@@ -212,6 +250,10 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]], mlserver: str) -> N
             print(f"{label:<28}{cells}")
     for name, ratio in r["against_floor_with_inference"].items():
         print(f"{name}: {ratio:.2f}")
+    cache = r["near_cache"]
+    print(f"near cache during the slices: {cache['hits']:,} hits, {cache['misses']:,} misses")
+    for name, ratio in r["near_cache_off"].items():
+        print(f"near cache off, {name}: {ratio:.2f}")
     if "workers_2" in r:
         for level, scaling in r["workers_scaling"].items():
             print(f"ModelInfer 1→2 workers at c={level}: {scaling:.2f}×")
@@ -237,7 +279,12 @@ def main() -> int:
         print("in-process ONNX Runtime", flush=True)
         results["onnxruntime_in_process"] = _in_process_ort(paths["mlp"], 1.0 if args.quick else 2.0)
         entities = [str(i) for i in range(ENTITIES)]
-        predicts = predict_requests("ranker", entities, "entity_id")
+        # Entities drawn from all 10,000, so that what the near cache holds is the whole store, not a
+        # handful of hot keys; every entity is read once before the measurement (see below).
+        predicts = predict_requests("ranker", entities, "entity_id", count=ENTITIES)
+        every_entity = [
+            build_predict_request("ranker", [{"entity_id": e}]).SerializeToString() for e in entities
+        ]
         with contextlib.ExitStack() as servers:
             floor, floor_port = start([sys.executable, "-m", "benchmarks.floor_server"], "floor listening on")
             servers.callback(stop, floor)
@@ -246,15 +293,23 @@ def main() -> int:
                 "floor listening on",
             )
             servers.callback(stop, floor_ort)
-            one, port = _data_plane(paths, redis_server.url, work)
+            metrics_port = free_port()
+            one, port = _data_plane(
+                paths, redis_server.url, work, "one", "--metrics-listen", f"127.0.0.1:{metrics_port}"
+            )
             servers.callback(stop, one)
-            two, port_2 = _data_plane(paths, redis_server.url, work, workers=2)
+            uncached, port_uncached = _data_plane(
+                paths, redis_server.url, work, "uncached", "--near-cache-mb", "0"
+            )
+            servers.callback(stop, uncached)
+            two, port_2 = _data_plane(paths, redis_server.url, work, "two", workers=2)
             servers.callback(stop, two)
             targets: list[Target] = [
                 ("floor", floor_port, MODEL_INFER, infer_requests, LEVELS),
                 ("floor_with_inference", floor_ort_port, MODEL_INFER, infer_requests, LEVELS),
                 ("model_infer", port, MODEL_INFER, infer_requests, LEVELS),
                 ("predict", port, PREDICT, predicts, LEVELS),
+                ("predict_near_cache_off", port_uncached, PREDICT, predicts, LEVELS),
                 ("workers_2", port_2, MODEL_INFER, infer_requests, (32, 64)),
             ]
             if not args.no_mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists():
@@ -265,10 +320,18 @@ def main() -> int:
             for key, server_port, *_ in targets:
                 if not key.startswith("floor"):  # the floors answer ModelInfer alone, from their first line
                     wait_ready(server_port, "mlp", timeout_s=120)
+            # Both Predict servers read every entity once first: the steady state of a data plane serving
+            # a set of entities that fits its near cache (the cache-off server has nothing to keep).
+            for warm_port in (port, port_uncached):
+                failed = uvloop.run(send_each(f"127.0.0.1:{warm_port}", PREDICT, every_entity, 16))
+                if failed:
+                    raise SystemExit(f"{failed} Predict calls failed while reading every entity once")
             print(
                 f"servers up; {rounds} interleaved slices of {SLICE_S:.0f} s per server and level", flush=True
             )
+            cache_before = _near_cache_counts(metrics_port)
             results.update(_measure(targets, rounds, SLICE_S))
+            results["near_cache"] = _near_cache_summary(cache_before, _near_cache_counts(metrics_port))
         two_workers, one_worker = results["workers_2"], results["model_infer"]
         results["workers_scaling"] = {
             str(c): _ratio(two_workers[str(c)]["throughput_rps"], one_worker[str(c)]["throughput_rps"])
@@ -276,6 +339,7 @@ def main() -> int:
         }
     redis_server.close()
     results["against_floor_with_inference"] = _against_floor_with_inference(results)
+    results["near_cache_off"] = _without_near_cache(results)
     verdicts = serving_targets(results, quick=args.quick)
     env = environment(["grpcio", "protobuf", "numpy", "onnxruntime", "uvloop", "hiredis"])
     mlserver_version = subprocess.run(

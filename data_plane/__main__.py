@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prediction-log-sample-rate", type=float)
     parser.add_argument(
+        "--near-cache-mb",
+        type=float,
+        help="MiB of online-store blobs kept in memory, dropped when Redis says they changed (0: off)",
+    )
+    parser.add_argument("--near-cache-max-age-s", type=float)
+    parser.add_argument(
         "--drain-delay-s",
         type=float,
         help="on SIGTERM, seconds of serving while NOT_SERVING before new requests are refused",
@@ -91,6 +97,8 @@ _OVERRIDES = (
     "max_queue_size",
     "inline_batch_below_us",
     "prediction_log_sample_rate",
+    "near_cache_mb",
+    "near_cache_max_age_s",
     "drain_delay_s",
     "drain_grace_s",
 )

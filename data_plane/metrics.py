@@ -6,7 +6,9 @@
   features or running): the autoscaler's queue depth;
 * ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher;
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
-* ``aether_model_state{model,version,state}`` — 1 for the state a version is in.
+* ``aether_model_state{model,version,state}`` — 1 for the state a version is in;
+* ``aether_near_cache_{hits,misses,invalidations,evictions}_total``, ``aether_near_cache_entries`` and
+  ``aether_near_cache_bytes`` — the near cache of online-store blobs (``data_plane.near_cache``), when on.
 
 A request is labelled with the model and version it ran on (a failed Predict: its deployment, version
 ``""``) only when the names it gave resolved to a loaded version or a deployment; one whose names did not
@@ -33,13 +35,14 @@ from wsgiref.simple_server import make_server
 
 import prometheus_client as prom
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver, ModelState
+from data_plane.near_cache import NearCacheStats
 
 _go_float: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound ("+Inf", "1.0")
 
@@ -122,6 +125,29 @@ class _BatchMetrics(BatchObserver):
         self.observe(rows)
 
 
+class _NearCacheSeries(Collector):
+    """The near cache's counters, read from it when scraped."""
+
+    def __init__(self, read: Callable[[], NearCacheStats]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._read()
+        for name, value, text in (
+            ("hits", stats.hits, "Online-store blobs served from the near cache"),
+            ("misses", stats.misses, "Near-cache lookups that had to ask Redis"),
+            (
+                "invalidations",
+                stats.invalidations,
+                "Near-cache entries dropped because Redis said they changed",
+            ),
+            ("evictions", stats.evictions, "Near-cache entries dropped to stay within its size"),
+        ):
+            yield CounterMetricFamily(f"aether_near_cache_{name}", text, value=value)
+        yield GaugeMetricFamily("aether_near_cache_entries", "Blobs in the near cache", value=stats.entries)
+        yield GaugeMetricFamily("aether_near_cache_bytes", "Bytes the near cache counts", value=stats.bytes)
+
+
 @dataclass
 class ServingMetrics(ManagerObserver):
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
@@ -176,6 +202,9 @@ class ServingMetrics(ManagerObserver):
     def track_in_flight(self, api: str, read: Callable[[], int]) -> None:
         """The in-flight gauge of ``api`` reads ``read()`` whenever it is scraped."""
         self._child(self._in_flight, api).set_function(read)
+
+    def track_near_cache(self, read: Callable[[], NearCacheStats]) -> None:
+        self.registry.register(_NearCacheSeries(read))
 
     def prediction_log_dropped(self, count: int = 1) -> None:
         self._prediction_log_dropped.inc(count)

@@ -1,8 +1,11 @@
 """The online read path, transport-free: references + entity rows in, packed feature blocks out.
 
-One request = one compiled plan (cached) + exactly one Redis round trip (one MGET over every key of every
+One request = one compiled plan (cached) + at most one Redis round trip (one MGET over every key of every
 row and view version) + one decode per blob. Whole-view reads of rows without nulls are a byte
 concatenation of blob payloads; only column subsets and nulls go through numpy.
+
+With a near cache (``data_plane.near_cache``), the blobs it holds are taken from memory and the MGET asks
+only for the others (none: no round trip); what the MGET brings back is stored as it arrives.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from clients.errors import (
 )
 from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import RegistryState
+from data_plane.near_cache import MISS, NearCache
 from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.schema import ViewVersion
@@ -78,10 +82,19 @@ def redis_budget_s(time_remaining_s: float | None, cap_s: float) -> float:
 
 
 class OnlineReader:
-    def __init__(self, registry: RegistryState, redis: RedisClient, limits: ReadLimits) -> None:
+    def __init__(
+        self,
+        registry: RegistryState,
+        redis: RedisClient,
+        limits: ReadLimits,
+        near_cache: NearCache | None = None,
+    ) -> None:
+        """``near_cache`` must be the ``tracking`` listener of ``redis``: only then does it hear of
+        changes."""
         self._registry = registry
         self._redis = redis
         self._limits = limits
+        self._cache = near_cache
 
     async def read(
         self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
@@ -148,7 +161,10 @@ class OnlineReader:
                 raise DeadlineExceeded("the deadline passed before the online features were read")
             budget = redis_budget_s(time_remaining_s, limits.redis_timeout_s)
             try:
-                blobs = await self._redis.mget(keys, budget)
+                if self._cache is None:
+                    blobs = await self._redis.mget(keys, budget)
+                else:
+                    blobs = await self._cached_mget(self._cache, plan, keys, budget)
             except RedisUnavailable as exc:  # down, hung, or busy (loading after a restart...): retryable
                 raise Unavailable(f"online store unavailable: {exc}") from None
             except RedisMisconfigured as exc:  # the URL's credentials, or a cluster node: a setting to fix
@@ -158,6 +174,34 @@ class OnlineReader:
             if len(blobs) != len(keys):
                 raise Internal(f"MGET of {len(keys)} keys returned {len(blobs)} values")
         return Fetched(plan, len(rows), keys, blobs, time.time_ns() // 1000)
+
+    async def _cached_mget(
+        self, cache: NearCache, plan: ReadPlan, keys: list[bytes], budget_s: float
+    ) -> list[bytes | None]:
+        """The blobs of ``keys``: from the near cache where it holds them and Redis has sent nothing unread
+        (an unapplied invalidation), the rest by one MGET whose reply the cache keeps."""
+        ttls = [block.view.ttl_seconds for block in plan.blocks]
+        if self._redis.quiet():
+            blobs = cache.lookup(keys, time.time())
+            wanted = [i for i, blob in enumerate(blobs) if blob is MISS]
+            if not wanted:
+                return blobs
+            if len(wanted) < len(keys):
+                missing = [keys[i] for i in wanted]
+                missing_ttls = [ttls[i % len(ttls)] for i in wanted]
+                fetched = await self._redis.mget(
+                    missing, budget_s, lambda reply: cache.store(missing, reply, missing_ttls, time.time())
+                )
+                if len(fetched) != len(missing):
+                    raise Internal(f"MGET of {len(missing)} keys returned {len(fetched)} values")
+                for i, blob in zip(wanted, fetched, strict=True):
+                    blobs[i] = blob
+                return blobs
+        cache.missed(len(keys))
+        all_ttls = ttls * (len(keys) // len(ttls))
+        return await self._redis.mget(
+            keys, budget_s, lambda reply: cache.store(keys, reply, all_ttls, time.time())
+        )
 
 
 def assemble(fetched: Fetched) -> ReadResult:

@@ -22,21 +22,31 @@ Correctness rules:
   so is a Redis Cluster node, which each dial asks about (``INFO cluster``, sent with the handshake, so
   no read pays for it): a read's one MGET spans hash slots and the writers' script touches a key of
   another slot, so only a single Redis endpoint works (docs/architecture.md, "One Redis endpoint").
+* With a :class:`Tracking` listener (the near cache, ``data_plane.near_cache``), each connection speaks
+  RESP3 with ``CLIENT TRACKING ON``: Redis pushes an invalidation for every key the connection read once
+  that key changes. Pushes are handled in ``data_received`` in stream order, and so is a command's
+  ``on_reply`` (where the cache stores what it read), so a reply is always stored before the invalidation
+  that follows it. A tracking connection that closes resets the listener; a Redis that refuses tracking
+  (older than 6, or an ACL user without ``client``) leaves the client without it, with one warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import select
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
 from clients.uris import redact_uri
+
+_log = logging.getLogger("aether.data_plane.redis")
 
 
 class RedisUnavailable(Exception):
@@ -125,6 +135,19 @@ class RedisAddress:
         return f"{self.host}:{self.port}/{self.db}"
 
 
+class Tracking(Protocol):
+    """What hears about keys that changed (the near cache)."""
+
+    def invalidate(self, keys: list[bytes] | None) -> None:
+        """``keys`` changed in Redis (None: all of them, a flush)."""
+
+    def reset(self) -> None:
+        """A tracking connection closed: changes may have gone unheard."""
+
+
+OnReply = Callable[[Any], None]
+
+
 def pack_command(*args: bytes) -> bytes:
     """RESP2 encoding of one command."""
     out = [b"*%d\r\n" % len(args)]
@@ -143,13 +166,27 @@ def pack_mget(keys: Sequence[bytes]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        url: str,
+        tracking: Tracking | None = None,
+        on_lost: Callable[[_Connection], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._url = url  # redacted: named in the errors of replies
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        # In flight, oldest first: each command's future, its deadline (loop time) and its timeout.
-        self.pending: collections.deque[tuple[asyncio.Future[Any], float, float]] = collections.deque()
+        self._tracking = tracking
+        self._on_lost = on_lost
+        # Redis announces changes of the keys read here (set once the handshake turned tracking on).
+        self.tracks = False
+        self.fileno = -1
+        # In flight, oldest first: each command's future, its deadline (loop time), its timeout and what
+        # to call with its reply as it is read (before anything after it).
+        self.pending: collections.deque[tuple[asyncio.Future[Any], float, float, OnReply | None]] = (
+            collections.deque()
+        )
         # One timer per connection, due at the earliest deadline it knows of (see send).
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = 0.0
@@ -162,6 +199,8 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            self.fileno = sock.fileno()
         self.is_open = True
 
     def data_received(self, data: bytes) -> None:
@@ -175,21 +214,37 @@ class _Connection(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if type(reply) is hiredis.PushNotification:  # out of band (RESP3): not a command's reply
+                self._pushed(reply)
+                continue
             if not pending:  # a reply nobody asked for: the stream is out of step, start over
                 self.close(RedisUnavailable("unexpected reply from Redis"))
                 return
-            future = pending.popleft()[0]
+            future, _, _, on_reply = pending.popleft()
+            if on_reply is not None and self.tracks and not isinstance(reply, hiredis.ReplyError):
+                on_reply(reply)
             if not future.done():  # done: its caller was cancelled, the reply is dropped in its place
                 if isinstance(reply, hiredis.ReplyError):
                     future.set_exception(reply_error(str(reply), self._url))
                 else:
                     future.set_result(reply)
 
+    def _pushed(self, push: list[Any]) -> None:
+        if self.tracks and self._tracking is not None and push and push[0] == b"invalidate":
+            keys = push[1] if len(push) > 1 else None
+            self._tracking.invalidate(keys if isinstance(keys, list) else None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_pending(RedisUnavailable(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
     def _fail_pending(self, error: Exception) -> None:
         self.is_open = False
+        if self.tracks:  # changes of the keys read here can no longer be heard
+            self.tracks = False
+            if self._tracking is not None:
+                self._tracking.reset()
+        if self._on_lost is not None:
+            self._on_lost(self)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -198,8 +253,9 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, payload: bytes, timeout_s: float) -> asyncio.Future[Any]:
+    def send(self, payload: bytes, timeout_s: float, on_reply: OnReply | None = None) -> asyncio.Future[Any]:
         """Queues one command; its reply resolves the future, or RedisUnavailable after ``timeout_s``.
+        ``on_reply`` is called with a reply that is not an error, on a tracking connection, as it is read.
 
         On an idle connection (nothing in flight) the command is written at once: a lone request should
         not wait for the loop's next turn. Behind commands still in flight, commands sent in the same turn
@@ -218,7 +274,7 @@ class _Connection(asyncio.Protocol):
         future = loop.create_future()
         deadline = loop.time() + timeout_s
         idle = not self.pending  # then nothing is unwritten either: writing now keeps the order
-        self.pending.append((future, deadline, timeout_s))
+        self.pending.append((future, deadline, timeout_s, on_reply))
         if self._watchdog is None or deadline < self._watchdog_at:
             self._arm(deadline)
         if idle:
@@ -244,11 +300,11 @@ class _Connection(asyncio.Protocol):
         # uvloop's timers round to whole milliseconds and may fire a fraction early; then nothing is
         # overdue yet and the timer is re-armed at the same deadline (a short spin, only near a timeout).
         now = self._loop.time()
-        overdue = [timeout_s for _, deadline, timeout_s in self.pending if deadline <= now]
+        overdue = [timeout_s for _, deadline, timeout_s, _ in self.pending if deadline <= now]
         if overdue:
             self.close(RedisUnavailable(f"Redis did not answer within {overdue[0] * 1000:.0f} ms"))
             return
-        self._arm(min(deadline for _, deadline, _ in self.pending))
+        self._arm(min(deadline for _, deadline, _, _ in self.pending))
 
     def _write(self) -> None:
         payload = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
@@ -263,9 +319,10 @@ class _Connection(asyncio.Protocol):
 
 
 class RedisClient:
-    """A pool of up to ``pool_size`` pipelined connections to one Redis server."""
+    """A pool of up to ``pool_size`` pipelined connections to one Redis server; with ``tracking``, each
+    asks Redis to announce changes of the keys it reads (see the module's docstring)."""
 
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, tracking: Tracking | None = None) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.address = RedisAddress.from_url(url)
@@ -274,15 +331,35 @@ class RedisClient:
         self._connections: list[_Connection] = []
         self._dialing = 0
         self._closed = False
+        self._tracking = tracking
+        self._tracking_refused = False
+        # The tracking connections' sockets, to ask (without reading) whether Redis sent anything unread.
+        self._poller = select.poll()
+        self._polled: set[int] = set()
 
-    def mget(self, keys: Sequence[bytes], timeout_s: float) -> Awaitable[list[bytes | None]]:
-        """Values of ``keys`` (None where absent) in one round trip."""
-        return self.execute_packed(pack_mget(keys), timeout_s)
+    @property
+    def tracking(self) -> bool:
+        """Whether some open connection has Redis announcing changes of the keys it read."""
+        return bool(self._polled)
+
+    def quiet(self) -> bool:
+        """No tracking connection has unread bytes: every invalidation Redis has sent so far is applied.
+        One ``poll`` system call; False when nothing tracks (then nothing may be served from a cache)."""
+        return bool(self._polled) and not self._poller.poll(0)
+
+    def mget(
+        self, keys: Sequence[bytes], timeout_s: float, on_reply: OnReply | None = None
+    ) -> Awaitable[list[bytes | None]]:
+        """Values of ``keys`` (None where absent) in one round trip. ``on_reply`` gets them as they are
+        read, on a tracking connection only (see :meth:`_Connection.send`)."""
+        return self.execute_packed(pack_mget(keys), timeout_s, on_reply)
 
     def execute(self, *args: bytes, timeout_s: float) -> Awaitable[Any]:
         return self.execute_packed(pack_command(*args), timeout_s)
 
-    def execute_packed(self, payload: bytes, timeout_s: float) -> Awaitable[Any]:
+    def execute_packed(
+        self, payload: bytes, timeout_s: float, on_reply: OnReply | None = None
+    ) -> Awaitable[Any]:
         """Sends one RESP-encoded command; awaiting the result gives its reply, RedisUnavailable when Redis
         cannot be reached or does not answer within ``timeout_s``, RedisCommandError for an error reply.
 
@@ -293,16 +370,16 @@ class RedisClient:
         if timeout_s > 0:
             connection = self._idle_connection()
             if connection is not None:
-                return connection.send(payload, timeout_s)
-        return self._connect_and_send(payload, timeout_s)
+                return connection.send(payload, timeout_s, on_reply)
+        return self._connect_and_send(payload, timeout_s, on_reply)
 
-    async def _connect_and_send(self, payload: bytes, timeout_s: float) -> Any:
+    async def _connect_and_send(self, payload: bytes, timeout_s: float, on_reply: OnReply | None) -> Any:
         if timeout_s <= 0:
             raise RedisUnavailable("no time left to ask Redis")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         connection = await self._connect_or_share(deadline)
-        return await connection.send(payload, max(deadline - loop.time(), 0.0))
+        return await connection.send(payload, max(deadline - loop.time(), 0.0), on_reply)
 
     def _idle_connection(self) -> _Connection | None:
         for connection in self._connections:
@@ -328,7 +405,9 @@ class RedisClient:
         try:
             async with asyncio.timeout_at(deadline):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop, self.url), address.host, address.port
+                    lambda: _Connection(loop, self.url, self._tracking, self._lost),
+                    address.host,
+                    address.port,
                 )
                 await self._handshake(connection, deadline)
         except BaseException as exc:
@@ -346,8 +425,16 @@ class RedisClient:
         if self._closed:
             connection.close()
             raise RedisUnavailable("the Redis client is closed")
+        if connection.tracks:
+            self._poller.register(connection.fileno, select.POLLIN)
+            self._polled.add(connection.fileno)
         self._connections.append(connection)
         return connection
+
+    def _lost(self, connection: _Connection) -> None:
+        if connection.fileno in self._polled:
+            self._polled.discard(connection.fileno)
+            self._poller.unregister(connection.fileno)
 
     async def connect(self, timeout_s: float) -> None:
         """Dials a connection now (handshake and checks included) rather than on the first command: a
@@ -373,8 +460,24 @@ class RedisClient:
             send(b"AUTH", *auth, address.password.encode())
         if address.db:
             send(b"SELECT", str(address.db).encode())
+        tracking_steps = 0
+        if self._tracking is not None and not self._tracking_refused:
+            send(b"HELLO", b"3")  # invalidations arrive as RESP3 pushes on this same connection
+            send(b"CLIENT", b"TRACKING", b"ON")
+            tracking_steps = 2
         send(b"INFO", b"cluster")
         replies = await asyncio.gather(*(future for _, future in steps), return_exceptions=True)
+        if tracking_steps:
+            tracked = replies[-3:-1]
+            steps = steps[:-3] + steps[-1:]
+            replies = replies[:-3] + replies[-1:]
+            refusal = next(
+                (r for r in tracked if isinstance(r, RedisCommandError | RedisMisconfigured)), None
+            )
+            if refusal is not None:
+                self._refuse_tracking(refusal)
+            elif not any(isinstance(r, BaseException) for r in tracked):
+                connection.tracks = True
         info = replies[-1]
         if isinstance(info, bytes) and b"cluster_enabled:1" in info:
             raise RedisMisconfigured(
@@ -394,6 +497,17 @@ class RedisClient:
             info, RedisNoPermission
         ):
             raise info  # a timeout, a lost connection, LOADING; NOAUTH
+
+    def _refuse_tracking(self, reason: Exception) -> None:
+        self._tracking_refused = True
+        _log.warning(
+            "Redis at %s refused client-side caching (HELLO 3 / CLIENT TRACKING ON: %s); the near cache is "
+            "off and every read goes to Redis",
+            self.url,
+            reason,
+        )
+        if self._tracking is not None:
+            self._tracking.reset()
 
     async def close(self) -> None:
         self._closed = True

@@ -49,6 +49,7 @@ from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
 from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, load_model_config
+from data_plane.near_cache import NearCache
 from data_plane.prediction_log import PredictionLog
 from data_plane.predictor import Predictor
 from data_plane.reader import OnlineReader, ReadLimits
@@ -101,6 +102,7 @@ class DataPlaneHandle:
     log_redis: RedisClient
     metrics_server: MetricsServer | None = None
     health: health.aio.HealthServicer | None = None
+    near_cache: NearCache | None = None
     # The drain gates of Predict and ModelInfer.
     admissions: tuple[Admission, ...] = ()
     # Set when the drain begins: ServerReady answers false from then on, as the health services do.
@@ -189,7 +191,12 @@ async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager
 
 async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     registry = RegistryState()
-    redis = RedisClient(settings.redis_url, pool_size=settings.redis_pool_size)
+    near_cache = (
+        NearCache(int(settings.near_cache_mb * 1024 * 1024), settings.near_cache_max_age_s)
+        if settings.near_cache_mb > 0
+        else None
+    )
+    redis = RedisClient(settings.redis_url, pool_size=settings.redis_pool_size, tracking=near_cache)
     reader = OnlineReader(
         registry,
         redis,
@@ -198,8 +205,11 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
             max_features=settings.max_features_per_request,
             redis_timeout_s=settings.redis_timeout_s,
         ),
+        near_cache,
     )
     metrics = ServingMetrics()
+    if near_cache is not None:
+        metrics.track_near_cache(near_cache.stats)
     manager = _manager(settings, metrics)
     log_redis = RedisClient(settings.redis_url, pool_size=1)  # its own connection: never ahead of reads
     prediction_log = PredictionLog(
@@ -303,6 +313,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         log_redis=log_redis,
         metrics_server=metrics_server,
         health=health_servicer,
+        near_cache=near_cache,
         admissions=(predict_servicer.admission, inference_servicer.admission),
         stopping=stopping,
         serving=now_serving,

@@ -41,6 +41,8 @@ INT_RANGES: dict[str, dict[str, int]] = {
 }
 FLOAT_RANGES: dict[str, dict[str, float]] = {
     "redis_timeout_s": {"above": 0},
+    "near_cache_mb": {"minimum": 0},
+    "near_cache_max_age_s": {"above": 0},
     "inline_batch_below_us": {"minimum": 0},
     "prediction_log_sample_rate": {"minimum": 0, "maximum": 1},
     "prediction_log_linger_ms": {"minimum": 0},
@@ -73,6 +75,11 @@ class DataPlaneSettings:
     # Cap on one Redis wait; a shorter gRPC deadline shortens it further.
     redis_timeout_s: float = 0.5
     redis_pool_size: int = 4
+    # The near cache of online-store blobs (data_plane.near_cache), in MiB; 0 = off (every read asks Redis).
+    near_cache_mb: float = 64.0
+    # The longest a cached blob is served without Redis saying anything about it (invalidations drop it
+    # sooner): a bound in case an invalidation goes missing.
+    near_cache_max_age_s: float = 60.0
     max_rows_per_request: int = 1000
     max_features_per_request: int = 10_000
     plan_cache_size: int = 1024
@@ -135,6 +142,15 @@ class DataPlaneSettings:
             ),
             redis_pool_size=env_int(
                 env, "AETHER_REDIS_POOL_SIZE", d.redis_pool_size, **INT_RANGES["redis_pool_size"]
+            ),
+            near_cache_mb=env_float(
+                env, "AETHER_NEAR_CACHE_MB", d.near_cache_mb, **FLOAT_RANGES["near_cache_mb"]
+            ),
+            near_cache_max_age_s=env_float(
+                env,
+                "AETHER_NEAR_CACHE_MAX_AGE_S",
+                d.near_cache_max_age_s,
+                **FLOAT_RANGES["near_cache_max_age_s"],
             ),
             max_rows_per_request=env_int(
                 env,

@@ -83,6 +83,26 @@ async def closed_loop(
     return run.result()
 
 
+async def send_each(target: str, method: str, requests: Sequence[bytes], concurrency: int) -> int:
+    """Sends every request once (``concurrency`` at a time), e.g. to have a server read each entity before
+    it is measured; returns how many failed."""
+    failed = 0
+    queue = list(reversed(requests))
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+
+        async def worker() -> None:
+            nonlocal failed
+            while queue:
+                try:
+                    await call(queue.pop(), timeout=30)
+                except grpc.aio.AioRpcError:
+                    failed += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return failed
+
+
 async def interleaved(
     targets: Sequence[tuple[str, str, Sequence[bytes]]],
     concurrency: int,

@@ -1,0 +1,218 @@
+"""The near cache on the read path against a real redis-server: repeated reads skip Redis, and every
+change Redis makes (a write, a delete, an expiry, a flush, a restart) is seen by the next read; a
+hypothesis run checks reads against a model of the writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from control_plane.features.online_writer import OnlineWriter
+from data_plane.catalog import Catalog, RegistryState
+from data_plane.near_cache import NearCache
+from data_plane.reader import MISSING, PRESENT, OnlineReader, ReadLimits, ReadResult
+from data_plane.redis_client import RedisClient
+from kernels.online_keys import online_key
+from tests.support.redis_server import RedisServer
+from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
+
+pytestmark = pytest.mark.integration
+
+STATS = view("stats", floats(2))
+HOURLY = view("hourly", floats(2), ttl_seconds=3600)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+class Parts:
+    def __init__(self, url: str) -> None:
+        self.cache = NearCache(1 << 24, 60.0)
+        self.client = RedisClient(url, tracking=self.cache)
+        state = RegistryState()
+        state.catalog = Catalog(snapshot(STATS, HOURLY))
+        self.reader = OnlineReader(state, self.client, ReadLimits(redis_timeout_s=5.0), self.cache)
+        self.sync = redis.Redis.from_url(url)
+        self.writer = OnlineWriter(self.sync)
+
+    def write(self, entity: str, value: float, fv: object = STATS) -> None:
+        self.writer.write(
+            writable(fv), [[entity]], np.full((1, 2), value, np.float32), time.time_ns() // 1000
+        )
+
+    async def read(self, *entities: str, ref: str = "stats") -> ReadResult:
+        return await self.reader.read([ref], [{"driver_id": e} for e in entities])
+
+    def mget_calls(self) -> int:
+        stats = self.sync.info("commandstats").get("cmdstat_mget", {})
+        return int(stats.get("calls", 0))
+
+
+def _first(result: ReadResult, row: int = 0) -> tuple[float | None, int]:
+    block = result.blocks[0]
+    values = np.frombuffer(block.values, dtype=block.plan.out_dtype).reshape(result.row_count, -1)
+    status = int(np.frombuffer(block.statuses, np.uint8).reshape(result.row_count, -1)[row, 0])
+    return (float(values[row, 0]) if status != MISSING else None), status
+
+
+@pytest.fixture
+async def parts(own_redis: RedisServer) -> AsyncIterator[Parts]:
+    p = Parts(own_redis.url)
+    yield p
+    await p.client.close()
+    p.sync.close()
+
+
+async def test_a_repeated_read_is_served_without_a_round_trip(parts: Parts) -> None:
+    parts.write("1", 1.5)
+    first = await parts.read("1", "2")
+    calls = parts.mget_calls()
+    second = await parts.read("1", "2")
+    assert parts.mget_calls() == calls  # present and absent keys both came from the cache
+    assert first.blocks[0].values == second.blocks[0].values
+    assert _first(second) == (1.5, PRESENT)
+    assert _first(second, 1) == (None, MISSING)
+    assert parts.cache.stats().hits == 2
+
+
+async def test_a_partial_hit_asks_redis_only_for_the_keys_it_lacks(parts: Parts) -> None:
+    parts.write("1", 1.0)
+    parts.write("2", 2.0)
+    await parts.read("1")
+    parts.sync.config_resetstat()
+    result = await parts.read("1", "2")
+    assert [_first(result, r)[0] for r in (0, 1)] == [1.0, 2.0]
+    keys = parts.sync.info("commandstats")["cmdstat_mget"]
+    assert keys["calls"] == 1
+    assert parts.cache.stats().hits == 1  # entity 1 from memory, entity 2 fetched
+
+
+async def test_every_change_is_seen_by_the_next_read(parts: Parts) -> None:
+    """Read-your-writes through the cache: a write, a delete and a creation that Redis acknowledged
+    before the read are all seen, with no wait in between."""
+    for i in range(200):
+        parts.write("1", float(i))
+        assert _first(await parts.read("1")) == (float(i), PRESENT)
+        assert _first(await parts.read("1")) == (float(i), PRESENT)  # cached
+    key = online_key("driver", ["1"], "stats", 1)
+    parts.sync.delete(key)
+    assert _first(await parts.read("1")) == (None, MISSING)
+    assert _first(await parts.read("1")) == (None, MISSING)  # cached as absent
+    parts.write("1", 7.0)
+    assert _first(await parts.read("1")) == (7.0, PRESENT)
+    parts.sync.flushdb()
+    assert _first(await parts.read("1")) == (None, MISSING)
+    assert parts.cache.stats().invalidations >= 200
+
+
+async def test_a_key_redis_expires_is_not_served_from_memory(parts: Parts) -> None:
+    parts.write("1", 3.0)
+    assert _first(await parts.read("1")) == (3.0, PRESENT)
+    parts.sync.pexpire(online_key("driver", ["1"], "stats", 1), 50)
+    deadline = time.monotonic() + 5
+    while _first(await parts.read("1")) != (None, MISSING):  # Redis's active expiry announces it
+        assert time.monotonic() < deadline, "the expired key was still served"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_blob_past_its_write_time_plus_ttl_goes_back_to_redis(parts: Parts) -> None:
+    """The bound that does not wait for Redis: a view's keys live at least TTL after their write, so a
+    cached blob is served only until then (here the blob says it was written 3,600 s - 0.3 s ago)."""
+    written_us = time.time_ns() // 1000 - 3_599_700_000
+    parts.writer.write(writable(HOURLY), [["1"]], np.ones((1, 2), np.float32), written_us)
+    # The writer stamps write_ts with its ingestion time (now); rewrite the header's write_ts field.
+    key = online_key("driver", ["1"], "hourly", 1)
+    blob = bytearray(parts.sync.get(key) or b"")
+    blob[24:32] = written_us.to_bytes(8, "little", signed=True)
+    parts.sync.set(key, bytes(blob))
+    await parts.read("1", ref="hourly")
+    calls = parts.mget_calls()
+    await parts.read("1", ref="hourly")
+    assert parts.mget_calls() == calls
+    await asyncio.sleep(0.5)
+    await parts.read("1", ref="hourly")
+    assert parts.mget_calls() == calls + 1
+
+
+async def test_a_redis_restart_empties_the_cache(own_redis: RedisServer, parts: Parts) -> None:
+    parts.write("1", 5.0)
+    assert _first(await parts.read("1")) == (5.0, PRESENT)
+    own_redis.stop()
+    own_redis.start()  # empty: no persistence
+    parts.sync = redis.Redis.from_url(own_redis.url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert _first(await parts.read("1")) == (None, MISSING)
+            break
+        except Exception:  # UNAVAILABLE while the client notices and redials
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+    assert parts.cache.stats().entries == 1  # only the absent key read since the restart
+
+
+async def test_a_user_not_allowed_tracking_reads_without_the_cache(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.acl_setuser("reader", enabled=True, passwords=["+pw"], keys=["*"], commands=["+mget", "+hello"])
+    admin.set("k", "v")
+    cache = NearCache(1 << 20, 60.0)
+    client = RedisClient(f"redis://reader:pw@127.0.0.1:{own_redis.port}/0", tracking=cache)
+    with caplog.at_level(logging.WARNING, logger="aether.data_plane.redis"):
+        assert await client.mget([b"k"], 2.0, lambda reply: cache.store([b"k"], reply, [0], time.time())) == [
+            b"v"
+        ]
+    assert not client.tracking and not client.quiet()
+    assert cache.stats().entries == 0  # a reply that Redis will not announce changes of is not kept
+    assert "refused client-side caching" in caplog.text
+    await client.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.sampled_from("123"), st.integers(0, 1000)),
+            st.tuples(st.just("delete"), st.sampled_from("123"), st.just(0)),
+            st.tuples(st.just("read"), st.sampled_from(["1", "2", "3", "12", "321"]), st.just(0)),
+        ),
+        max_size=25,
+    )
+)
+def test_reads_match_a_model_of_the_writes(own_redis: RedisServer, ops: list[tuple[str, str, int]]) -> None:
+    async def run() -> None:
+        parts = Parts(own_redis.url)
+        parts.sync.flushdb()
+        model: dict[str, float] = {}
+        try:
+            for op, entities, value in ops:
+                if op == "write":
+                    parts.write(entities, float(value))
+                    model[entities] = float(value)
+                elif op == "delete":
+                    parts.sync.delete(online_key("driver", [entities], "stats", 1))
+                    model.pop(entities, None)
+                else:
+                    result = await parts.read(*entities)
+                    got = [_first(result, row)[0] for row in range(len(entities))]
+                    assert got == [model.get(e) for e in entities]
+        finally:
+            await parts.client.close()
+            parts.sync.close()
+
+    asyncio.run(run())
