@@ -65,7 +65,9 @@ def online_features(d: dict[str, Any]) -> str:
         [
             "Rows × features per request (`10x100` = ten views of 100); milliseconds. Floors in the same run: "
             "one raw GET of the same bytes (redis-py sync + hiredis, and the data plane's own async client), "
-            "and a bare grpc.aio server returning a fixed answer of the same size to the same client.",
+            "and a bare grpc.aio server returning a fixed answer of the same size to the same client. "
+            "The data plane runs with its near cache off here (`--near-cache-mb 0`), so every read is a "
+            "Redis round trip; the near cache is measured in the serving section.",
             _table(
                 (
                     "case",
