@@ -16,8 +16,19 @@ Correctness does not rest on this module but on how :mod:`data_plane.redis_clien
   whole cache is cleared (:meth:`NearCache.reset`), and FLUSHDB/FLUSHALL (an invalidation of no keys) do
   the same. Redis also announces keys it expires, evicts, or drops from its tracking table.
 * A lookup is made only when no tracking connection has unread bytes (:meth:`RedisClient.quiet`, one
-  ``poll``): an invalidation Redis has sent is applied before the cache answers, so a write that Redis had
-  acknowledged before the read arrived is seen by the read.
+  ``poll``): an invalidation that has reached this host is applied before the cache answers.
+
+What that gives, and what it does not: a change is seen once its invalidation has arrived. Redis queues
+the invalidation while it runs the write, and sends it in the same pass of its event loop as the writer's
+acknowledgement, but not always before it (Redis 7 writes its clients' replies in the order they became
+pending, newest first). So a read that reaches the data plane right after a write was acknowledged may
+still get the previous value: on loopback, in-process reads made within microseconds of the
+acknowledgement did (a review measured hundreds in 2,000 such reads), and reads over gRPC rarely (4 in
+1,000 on a loaded 2-core host, 0 in another run). A caller that must see a given write waits for
+:meth:`RedisClient.sync` (a PING per tracking connection, answered after the invalidations owed to it),
+or turns the cache off (``AETHER_NEAR_CACHE_MB=0``). A connection that stops hearing from Redis without
+closing (a partition) stops the cache from answering within about a second, and is closed when its
+heartbeat ping goes unanswered (:meth:`RedisClient._beat`), which clears the cache.
 
 Two bounds besides invalidation, so that a served entry is never one Redis no longer holds: an entry is
 served for at most ``max_age_s`` after it was stored, and a blob of a view with a TTL only until its write
@@ -140,11 +151,11 @@ class NearCache:
         )
 
     def _put(self, key: bytes, value: bytes | None, until: float) -> None:
+        if key in self._entries:  # first, so that a value too large to keep leaves no older one behind
+            self._drop(key)
         size = _size(key, value)
         if size > self.max_bytes:
             return
-        if key in self._entries:
-            self._drop(key)
         self._entries[key] = (value, until)
         self._bytes += size
         while self._bytes > self.max_bytes:

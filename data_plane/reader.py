@@ -197,7 +197,8 @@ class OnlineReader:
                 for i, blob in zip(wanted, fetched, strict=True):
                     blobs[i] = blob
                 return blobs
-        cache.missed(len(keys))
+        else:  # not looked up: each key is a miss all the same (a lookup that missed them all counted them)
+            cache.missed(len(keys))
         all_ttls = ttls * (len(keys) // len(ttls))
         return await self._redis.mget(
             keys, budget_s, lambda reply: cache.store(keys, reply, all_ttls, time.time())

@@ -147,6 +147,18 @@ class Tracking(Protocol):
 
 OnReply = Callable[[Any], None]
 
+#: Tracking connections idle this long are pinged; one silent for longer than SILENT_AFTER_S stops the
+#: cache from answering until it is heard again, and is closed when its ping goes unanswered that long.
+HEARTBEAT_S = 0.25
+SILENT_AFTER_S = 1.0
+_PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks a heartbeat ping's failure as seen (its connection is closed by then)."""
+    if not future.cancelled():
+        future.exception()
+
 
 def pack_command(*args: bytes) -> bytes:
     """RESP2 encoding of one command."""
@@ -182,6 +194,7 @@ class _Connection(asyncio.Protocol):
         # Redis announces changes of the keys read here (set once the handshake turned tracking on).
         self.tracks = False
         self.fileno = -1
+        self.last_heard = loop.time()  # when a byte last arrived (the heartbeat's measure of silence)
         # In flight, oldest first: each command's future, its deadline (loop time), its timeout and what
         # to call with its reply as it is read (before anything after it).
         self.pending: collections.deque[tuple[asyncio.Future[Any], float, float, OnReply | None]] = (
@@ -204,6 +217,7 @@ class _Connection(asyncio.Protocol):
         self.is_open = True
 
     def data_received(self, data: bytes) -> None:
+        self.last_heard = self._loop.time()
         self._reader.feed(data)
         pending = self.pending
         while True:
@@ -336,6 +350,8 @@ class RedisClient:
         # The tracking connections' sockets, to ask (without reading) whether Redis sent anything unread.
         self._poller = select.poll()
         self._polled: set[int] = set()
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._silent = False
 
     @property
     def tracking(self) -> bool:
@@ -343,9 +359,10 @@ class RedisClient:
         return bool(self._polled)
 
     def quiet(self) -> bool:
-        """No tracking connection has unread bytes: every invalidation Redis has sent so far is applied.
-        One ``poll`` system call; False when nothing tracks (then nothing may be served from a cache)."""
-        return bool(self._polled) and not self._poller.poll(0)
+        """No tracking connection has unread bytes (every invalidation that has reached this host is
+        applied) and each has been heard from lately (see :meth:`_beat`). One ``poll`` system call; False
+        when nothing tracks (then nothing may be served from a cache)."""
+        return bool(self._polled) and not self._silent and not self._poller.poll(0)
 
     def mget(
         self, keys: Sequence[bytes], timeout_s: float, on_reply: OnReply | None = None
@@ -428,8 +445,39 @@ class RedisClient:
         if connection.tracks:
             self._poller.register(connection.fileno, select.POLLIN)
             self._polled.add(connection.fileno)
+            if self._heartbeat is None:
+                self._heartbeat = loop.call_later(HEARTBEAT_S, self._beat)
         self._connections.append(connection)
         return connection
+
+    def _beat(self) -> None:
+        """Pings each idle tracking connection, and marks the client silent while one has said nothing for
+        :data:`SILENT_AFTER_S`: a connection whose Redis vanished without closing it (a partition, a host
+        gone) would otherwise let the cache answer for up to its max age with no invalidation able to
+        arrive. A ping that goes unanswered closes its connection (its timeout), which clears the cache."""
+        self._heartbeat = None
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        silent = False
+        for connection in self._connections:
+            if not (connection.tracks and connection.is_open):
+                continue
+            quiet_for = now - connection.last_heard
+            silent = silent or quiet_for > SILENT_AFTER_S
+            if quiet_for >= HEARTBEAT_S and not connection.pending:
+                ping = connection.send(_PING, SILENT_AFTER_S)
+                ping.add_done_callback(_retrieve)
+        self._silent = silent
+        self._heartbeat = loop.call_later(HEARTBEAT_S, self._beat)
+
+    async def sync(self, timeout_s: float) -> None:
+        """Returns once every change Redis acknowledged before the call has reached the cache: a PING on
+        each tracking connection, whose reply Redis sends after any invalidation it owed that connection.
+        For a caller that needs a write it knows of to be seen (a test, a write-then-read workflow)."""
+        pings = [c.send(_PING, timeout_s) for c in self._connections if c.tracks and c.is_open]
+        await asyncio.gather(*pings)
 
     def _lost(self, connection: _Connection) -> None:
         if connection.fileno in self._polled:
@@ -471,12 +519,12 @@ class RedisClient:
             tracked = replies[-3:-1]
             steps = steps[:-3] + steps[-1:]
             replies = replies[:-3] + replies[-1:]
-            refusal = next(
-                (r for r in tracked if isinstance(r, RedisCommandError | RedisMisconfigured)), None
-            )
+            # Refused for good: an unknown command (Redis < 6) or a user without the permission. Anything
+            # else (a timeout, LOADING) leaves this connection untracked and the next dial tries again.
+            refusal = next((r for r in tracked if isinstance(r, RedisCommandError | RedisNoPermission)), None)
             if refusal is not None:
                 self._refuse_tracking(refusal)
-            elif not any(isinstance(r, BaseException) for r in tracked):
+            elif connection.is_open and not any(isinstance(r, BaseException) for r in tracked):
                 connection.tracks = True
         info = replies[-1]
         if isinstance(info, bytes) and b"cluster_enabled:1" in info:
@@ -511,6 +559,9 @@ class RedisClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         for connection in self._connections:
             connection.close()
         self._connections = []

@@ -192,7 +192,7 @@ async def _load_static_models(settings: DataPlaneSettings, manager: ModelManager
 async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     registry = RegistryState()
     near_cache = (
-        NearCache(int(settings.near_cache_mb * 1024 * 1024), settings.near_cache_max_age_s)
+        NearCache(max(1, int(settings.near_cache_mb * 1024 * 1024)), settings.near_cache_max_age_s)
         if settings.near_cache_mb > 0
         else None
     )

@@ -1,6 +1,7 @@
 """The near cache on the read path against a real redis-server: repeated reads skip Redis, and every
-change Redis makes (a write, a delete, an expiry, a flush, a restart) is seen by the next read; a
-hypothesis run checks reads against a model of the writes."""
+change Redis makes (a write, a delete, an expiry, a flush, a restart) is seen by the next read once its
+invalidation has arrived (``RedisClient.sync`` waits for that); a hypothesis run checks reads against a
+model of the writes; a Redis that goes silent stops the cache from answering."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clients.errors import Unavailable
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.near_cache import NearCache
@@ -22,6 +24,7 @@ from data_plane.reader import MISSING, PRESENT, OnlineReader, ReadLimits, ReadRe
 from data_plane.redis_client import RedisClient
 from kernels.online_keys import online_key
 from tests.support.redis_server import RedisServer
+from tests.support.tcp_proxy import AnswerLosingProxy
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -39,9 +42,9 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 class Parts:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_url: str | None = None) -> None:
         self.cache = NearCache(1 << 24, 60.0)
-        self.client = RedisClient(url, tracking=self.cache)
+        self.client = RedisClient(read_url or url, tracking=self.cache)
         state = RegistryState()
         state.catalog = Catalog(snapshot(STATS, HOURLY))
         self.reader = OnlineReader(state, self.client, ReadLimits(redis_timeout_s=5.0), self.cache)
@@ -55,6 +58,11 @@ class Parts:
 
     async def read(self, *entities: str, ref: str = "stats") -> ReadResult:
         return await self.reader.read([ref], [{"driver_id": e} for e in entities])
+
+    async def synced_read(self, *entities: str) -> ReadResult:
+        """A read after every change Redis acknowledged so far has reached the cache."""
+        await self.client.sync(5.0)
+        return await self.read(*entities)
 
     def mget_calls(self) -> int:
         stats = self.sync.info("commandstats").get("cmdstat_mget", {})
@@ -85,7 +93,10 @@ async def test_a_repeated_read_is_served_without_a_round_trip(parts: Parts) -> N
     assert first.blocks[0].values == second.blocks[0].values
     assert _first(second) == (1.5, PRESENT)
     assert _first(second, 1) == (None, MISSING)
-    assert parts.cache.stats().hits == 2
+    stats = parts.cache.stats()
+    assert (stats.hits, stats.misses) == (2, 2)  # each key once from Redis, once from memory
+    await parts.read("3", "4")  # a lookup that misses every key counts each once
+    assert parts.cache.stats().misses == 4
 
 
 async def test_a_partial_hit_asks_redis_only_for_the_keys_it_lacks(parts: Parts) -> None:
@@ -100,21 +111,21 @@ async def test_a_partial_hit_asks_redis_only_for_the_keys_it_lacks(parts: Parts)
     assert parts.cache.stats().hits == 1  # entity 1 from memory, entity 2 fetched
 
 
-async def test_every_change_is_seen_by_the_next_read(parts: Parts) -> None:
-    """Read-your-writes through the cache: a write, a delete and a creation that Redis acknowledged
-    before the read are all seen, with no wait in between."""
+async def test_every_change_is_seen_once_its_invalidation_arrived(parts: Parts) -> None:
+    """A write, a delete, a creation and a flush that Redis acknowledged are all seen by a read made after
+    ``sync`` (which waits for the invalidations Redis owes), never the value from before."""
     for i in range(200):
         parts.write("1", float(i))
-        assert _first(await parts.read("1")) == (float(i), PRESENT)
+        assert _first(await parts.synced_read("1")) == (float(i), PRESENT)
         assert _first(await parts.read("1")) == (float(i), PRESENT)  # cached
     key = online_key("driver", ["1"], "stats", 1)
     parts.sync.delete(key)
-    assert _first(await parts.read("1")) == (None, MISSING)
+    assert _first(await parts.synced_read("1")) == (None, MISSING)
     assert _first(await parts.read("1")) == (None, MISSING)  # cached as absent
     parts.write("1", 7.0)
-    assert _first(await parts.read("1")) == (7.0, PRESENT)
+    assert _first(await parts.synced_read("1")) == (7.0, PRESENT)
     parts.sync.flushdb()
-    assert _first(await parts.read("1")) == (None, MISSING)
+    assert _first(await parts.synced_read("1")) == (None, MISSING)
     assert parts.cache.stats().invalidations >= 200
 
 
@@ -204,9 +215,11 @@ def test_reads_match_a_model_of_the_writes(own_redis: RedisServer, ops: list[tup
                 if op == "write":
                     parts.write(entities, float(value))
                     model[entities] = float(value)
+                    await parts.client.sync(5.0)
                 elif op == "delete":
                     parts.sync.delete(online_key("driver", [entities], "stats", 1))
                     model.pop(entities, None)
+                    await parts.client.sync(5.0)
                 else:
                     result = await parts.read(*entities)
                     got = [_first(result, row)[0] for row in range(len(entities))]
@@ -216,3 +229,26 @@ def test_reads_match_a_model_of_the_writes(own_redis: RedisServer, ops: list[tup
             parts.sync.close()
 
     asyncio.run(run())
+
+
+async def test_a_redis_gone_silent_stops_the_cache_from_answering(own_redis: RedisServer) -> None:
+    """A partition that closes nothing: Redis's answers (invalidations included) stop arriving. Within
+    about a second the cache stops answering (the heartbeat), so a value changed meanwhile is not served
+    from memory: the read goes to Redis and fails UNAVAILABLE, as it would without the cache."""
+    proxy = AnswerLosingProxy(f"127.0.0.1:{own_redis.port}")
+    parts = Parts(own_redis.url, read_url=f"redis://{proxy.address}/0")
+    try:
+        parts.write("1", 1.0)
+        await parts.read("1")
+        assert _first(await parts.read("1")) == (1.0, PRESENT)
+        assert parts.cache.stats().hits == 1
+        proxy.hold_answers()
+        parts.write("1", 2.0)  # acknowledged by Redis; its invalidation is lost on the way
+        await asyncio.sleep(1.6)
+        with pytest.raises(Unavailable):
+            await parts.read("1")
+        assert parts.cache.stats().hits == 1  # nothing more was served from memory
+    finally:
+        proxy.close()
+        await parts.client.close()
+        parts.sync.close()

@@ -107,3 +107,10 @@ def test_byte_bound_and_lru_order_match_a_reference(budget: int, ops: list[tuple
         stats = cache.stats()
         assert stats.entries == len(reference)
         assert stats.bytes == sum(size(a, b) for a, b in reference.items()) <= budget
+
+
+def test_a_value_too_large_to_keep_leaves_no_older_value_under_its_key() -> None:
+    cache = NearCache(ENTRY_OVERHEAD + 100, 60.0)
+    cache.store([b"a"], [blob(NOW)], [0], NOW)
+    cache.store([b"a"], [blob(NOW, b"x" * 200)], [0], NOW)  # newer, and larger than the whole cache
+    assert cache.lookup([b"a"], NOW) == [MISS]
