@@ -4,6 +4,7 @@ PostgreSQL cluster started for the whole session, only when a PostgreSQL-backed 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,13 @@ import redis
 
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
+
+# Data planes started by tests (in process through from_env, or as processes that inherit this) run with
+# the near cache off unless a test turns it on: with it, a read right after another client's write may
+# still see the previous value until Redis's invalidation arrives (docs/architecture.md), and the tests
+# that write and then read at once are about other things. tests/integration/data_plane/test_near_cache.py
+# tests the cache, and the end-to-end demo runs with it on, as users run it.
+os.environ.setdefault("AETHER_NEAR_CACHE_MB", "0")
 
 
 @pytest.fixture(scope="session")

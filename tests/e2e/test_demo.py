@@ -25,6 +25,7 @@ def run_demo(
     """Runs the demo with ``--home home``, or without it (``home`` None) in a scratch home under
     ``scratch`` (its TMPDIR), which must be gone when the demo has exited."""
     base = dict(os.environ, **(env or {}))
+    base.pop("AETHER_NEAR_CACHE_MB", None)  # the main job as users run it: the near cache on (conftest)
     if home is None:
         assert scratch is not None
         base.pop("AETHER_HOME", None)

@@ -138,6 +138,7 @@ async def stack(db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[St
         await _features(control_plane.address, redis_url)
         data_plane = await start_data_plane(
             DataPlaneSettings(
+                near_cache_mb=0.0,  # see tests/conftest.py
                 listen="127.0.0.1:0",
                 redis_url=redis_url,
                 control_plane_addr=control_plane.address,

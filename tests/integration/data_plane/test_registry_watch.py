@@ -57,6 +57,7 @@ async def test_watch_snapshot_persistence_outage_and_reconnect(redis_url: str, t
         home=tmp_path / "cp", db_url=f"sqlite:///{tmp_path / 'cp.db'}", listen_addr=f"127.0.0.1:{free_port()}"
     )
     dp_settings = DataPlaneSettings(
+        near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
         control_plane_addr=cp_settings.listen_addr,

@@ -50,6 +50,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 def _settings(redis_url: str, snapshot_path: Path) -> DataPlaneSettings:
     return DataPlaneSettings(
+        near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
         control_plane_addr=f"127.0.0.1:{free_port()}",  # nothing listens there

@@ -62,6 +62,7 @@ def _settings(
     tmp_path: Path, redis_url: str, control_plane: str, tls: ServerTls | None, security: ChannelSecurity
 ) -> DataPlaneSettings:
     return DataPlaneSettings(
+        near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
         control_plane_addr=control_plane,

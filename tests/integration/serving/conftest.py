@@ -68,6 +68,7 @@ def serving_settings(tmp_path: Path, redis_url: str, **overrides: object) -> Dat
     snapshot_path = tmp_path / "registry_snapshot.pb"
     save_snapshot(snapshot_path, snapshot(FEATURES).SerializeToString())
     settings = DataPlaneSettings(
+        near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
         control_plane_addr=f"127.0.0.1:{free_port()}",  # nothing listens there
