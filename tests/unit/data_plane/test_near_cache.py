@@ -89,8 +89,8 @@ def test_byte_bound_and_lru_order_match_a_reference(budget: int, ops: list[tuple
         if op == "store":
             value = blob(NOW, b"x" * n)
             cache.store([key], [value], [0], NOW)
+            reference.pop(key, None)  # a newer value replaces it, or (too large to keep) just drops it
             if size(key, value) <= budget:
-                reference.pop(key, None)
                 reference[key] = value
                 while sum(size(a, b) for a, b in reference.items()) > budget:
                     del reference[next(iter(reference))]
