@@ -55,3 +55,17 @@ class PageBudget:
 def fitting(messages: Iterable[M], limit: int = MAX_PAGE_BYTES) -> Iterator[M]:
     """The leading ``messages`` that fit in one page of ``limit`` bytes (:meth:`PageBudget.take`)."""
     return PageBudget(limit).take(messages)
+
+
+def cut(items: Iterable[M], page_size: int, limit: int = MAX_PAGE_BYTES) -> tuple[list[M], bool]:
+    """The leading ``items`` of one page, up to ``page_size`` (0: no count bound) and within ``limit``
+    bytes (always one), and whether any item follows them: the page needs a ``next_page_token`` exactly
+    then. Builds at most one item past the page, so pass a lazy iterable of at most ``page_size + 1``
+    items (rows read one past the page) and no more is read or built."""
+    budget = PageBudget(limit)
+    page: list[M] = []
+    for item in items:
+        if (page_size and len(page) == page_size) or not budget.admits(item):
+            return page, True
+        page.append(item)
+    return page, False

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
@@ -27,7 +26,6 @@ from control_plane.db import keyset, pages
 from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
 from control_plane.features import store
 
-M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 Key = list[keyset.KeyValue]
 
@@ -48,7 +46,7 @@ def entities_page(session: Session, page_size: int, page_token: str) -> tuple[li
     _check_page_size(page_size)
     last = keyset.decode(page_token, "ListEntities", "", _ENTITY_ORDER, scope_name="listing")
     rows = _chunks(session, EntityRow, _ENTITY_ORDER, lambda row: [row.name], last)
-    entities, more = _cut((store.entity_message(row) for row in rows), page_size)
+    entities, more = pages.cut((store.entity_message(row) for row in rows), page_size)
     return entities, keyset.encode("ListEntities", "", [entities[-1].name]) if more else ""
 
 
@@ -65,7 +63,7 @@ def views_page(
     _check_page_size(page_size)
     scope = keyset.scope_digest(owner, sorted(tags.items()), include_retired)
     last = keyset.decode(page_token, "ListFeatureViews", scope, _VIEW_ORDER, scope_name="filter")
-    views, more = _cut(matching_views(session, owner, tags, include_retired, last), page_size)
+    views, more = pages.cut(matching_views(session, owner, tags, include_retired, last), page_size)
     return views, keyset.encode("ListFeatureViews", scope, [views[-1].spec.name]) if more else ""
 
 
@@ -96,25 +94,13 @@ def versions_page(
     view = store.require_view(session, name)
     of_view = FeatureViewVersionRow.view_id == view.id
     rows = _chunks(session, FeatureViewVersionRow, _VERSION_ORDER, lambda row: [row.version], last, of_view)
-    versions, more = _cut((store.view_message(view, row) for row in rows), page_size)
+    versions, more = pages.cut((store.view_message(view, row) for row in rows), page_size)
     return versions, keyset.encode("ListFeatureViewVersions", name, [versions[-1].version]) if more else ""
 
 
 def _check_page_size(page_size: int) -> None:
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument(f"page_size must be 0 (no bound) to {MAX_PAGE_SIZE}, got {page_size}")
-
-
-def _cut(items: Iterator[M], page_size: int) -> tuple[list[M], bool]:
-    """The leading ``items`` of one page, up to ``page_size`` (0: no count bound) and within the page's
-    bytes (always one), and whether any item follows them. Builds at most one item past the page."""
-    budget = pages.PageBudget()
-    page: list[M] = []
-    for item in items:
-        if (page_size and len(page) == page_size) or not budget.admits(item):
-            return page, True
-        page.append(item)
-    return page, False
 
 
 def _chunks(
