@@ -18,3 +18,21 @@ def every_page(fetch: Callable[[str], tuple[Sequence[T], str]]) -> list[T]:
         items.extend(page)
         if not token:
             return items
+
+
+def first_items(
+    wanted: int, fetch: Callable[[int, str], tuple[Sequence[T], str]], default: int = 100
+) -> list[T]:
+    """The first ``wanted`` items (0: ``default``) of a listing whose ``limit`` is a count per page, over as
+    many pages as that takes: ``fetch(limit, token)`` answers one page of at most ``limit`` items and the
+    next page's token. The first call passes ``wanted`` as given, so the server checks it as it always did
+    (a client that asked for 100 got up to 100 in one answer, and still gets up to 100)."""
+    items: list[T] = []
+    token = ""
+    limit = wanted
+    while True:
+        page, token = fetch(limit, token)
+        items.extend(page)
+        limit = (wanted or default) - len(items)
+        if not token or limit <= 0:
+            return items[: wanted or default]

@@ -13,12 +13,14 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument
 from clients.sdk.arguments import check_field, checked_request
+from clients.sdk.pages import first_items
 from clients.sdk.service_client import ServiceClient
 
 
@@ -66,13 +68,31 @@ class RetrainingClient(ServiceClient):
     def decisions(
         self, deployment: str, *, triggered_only: bool = False, limit: int = 0
     ) -> list[pb.TriggerDecision]:
-        """Trigger decisions of ``deployment``, newest first."""
-        request = checked_request(
-            pb.ListDecisionsRequest, deployment=deployment, triggered_only=triggered_only, limit=limit
-        )
-        return list(self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse).decisions)
+        """The newest ``limit`` trigger decisions of ``deployment`` (0 = 100), newest first, over as many
+        pages as that takes (a page is also bounded in bytes, so it may hold fewer)."""
+
+        def page(size: int, token: str) -> tuple[Sequence[pb.TriggerDecision], str]:
+            request = checked_request(
+                pb.ListDecisionsRequest,
+                deployment=deployment,
+                triggered_only=triggered_only,
+                limit=size,
+                page_token=token,
+            )
+            response = self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse)
+            return response.decisions, response.next_page_token
+
+        return first_items(limit, page)
 
     def evaluations(self, deployment: str, *, limit: int = 0) -> list[pb.Evaluation]:
-        """Challenger/champion evaluations of ``deployment`` with their promotion state, newest first."""
-        request = checked_request(pb.ListEvaluationsRequest, deployment=deployment, limit=limit)
-        return list(self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse).evaluations)
+        """The newest ``limit`` challenger/champion evaluations of ``deployment`` (0 = 100) with their
+        promotion state, newest first, over as many pages as that takes."""
+
+        def page(size: int, token: str) -> tuple[Sequence[pb.Evaluation], str]:
+            request = checked_request(
+                pb.ListEvaluationsRequest, deployment=deployment, limit=size, page_token=token
+            )
+            response = self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse)
+            return response.evaluations, response.next_page_token
+
+        return first_items(limit, page)

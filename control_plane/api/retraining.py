@@ -27,7 +27,7 @@ from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
-from control_plane.retraining import records
+from control_plane.retraining import listing
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Retraining"].full_name
@@ -80,21 +80,28 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
-        found = await _run(
-            records.list_decisions, self._sessions, request.deployment, request.triggered_only, request.limit
+        found, token = await _run(
+            listing.decisions_page,
+            self._sessions,
+            request.deployment,
+            request.triggered_only,
+            request.limit,
+            request.page_token,
         )
         if not found:
             await self._require_known(request.deployment)
-        return pb.ListDecisionsResponse(decisions=found)
+        return pb.ListDecisionsResponse(decisions=found, next_page_token=token)
 
     @maps_errors
     async def ListEvaluations(
         self, request: pb.ListEvaluationsRequest, context: Context
     ) -> pb.ListEvaluationsResponse:
-        found = await _run(records.list_evaluations, self._sessions, request.deployment, request.limit)
+        found, token = await _run(
+            listing.evaluations_page, self._sessions, request.deployment, request.limit, request.page_token
+        )
         if not found:
             await self._require_known(request.deployment)
-        return pb.ListEvaluationsResponse(evaluations=found)
+        return pb.ListEvaluationsResponse(evaluations=found, next_page_token=token)
 
     async def _require_known(self, deployment: str) -> None:
         """NOT_FOUND for a deployment that does not exist, asked of a list that came back empty: a typo

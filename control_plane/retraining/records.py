@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import retraining_pb2 as pb
@@ -211,13 +211,18 @@ def submitted(
     return rows
 
 
-def list_decisions(
-    sessions: sessionmaker[Session], deployment: str, triggered_only: bool = False, limit: int = 0
-) -> list[pb.TriggerDecision]:
+def decisions_query(deployment: str, triggered_only: bool = False) -> Select[RetrainingDecisionRow]:
+    """The decisions of ``deployment``, newest first (ids are unique: the order is total)."""
     query = select(RetrainingDecisionRow).where(RetrainingDecisionRow.deployment == _name(deployment))
     if triggered_only:
         query = query.where(RetrainingDecisionRow.triggered.is_(True))
-    query = query.order_by(RetrainingDecisionRow.id.desc()).limit(_limit(limit))
+    return query.order_by(RetrainingDecisionRow.id.desc())
+
+
+def list_decisions(
+    sessions: sessionmaker[Session], deployment: str, triggered_only: bool = False, limit: int = 0
+) -> list[pb.TriggerDecision]:
+    query = decisions_query(deployment, triggered_only).limit(page_limit(limit))
     with read_session(sessions) as session:
         return [decision_message(r) for r in session.execute(query).scalars()]
 
@@ -369,17 +374,19 @@ def get_evaluation(sessions: sessionmaker[Session], evaluation_id: int) -> pb.Ev
         return evaluation_message(row, session.get(RetrainingPromotionRow, evaluation_id))
 
 
+def evaluations_query(deployment: str) -> Select[RetrainingEvaluationRow, RetrainingPromotionRow]:
+    """The evaluations of ``deployment`` with their promotion states, newest first (by unique id)."""
+    return (
+        select(RetrainingEvaluationRow, RetrainingPromotionRow)
+        .outerjoin(RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id)
+        .where(RetrainingEvaluationRow.deployment == _name(deployment))
+        .order_by(RetrainingEvaluationRow.id.desc())
+    )
+
+
 def list_evaluations(sessions: sessionmaker[Session], deployment: str, limit: int = 0) -> list[pb.Evaluation]:
     with read_session(sessions) as session:
-        rows = session.execute(
-            select(RetrainingEvaluationRow, RetrainingPromotionRow)
-            .outerjoin(
-                RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id
-            )
-            .where(RetrainingEvaluationRow.deployment == _name(deployment))
-            .order_by(RetrainingEvaluationRow.id.desc())
-            .limit(_limit(limit))
-        ).all()
+        rows = session.execute(evaluations_query(deployment).limit(page_limit(limit))).all()
         return [evaluation_message(e, p) for e, p in rows]
 
 
@@ -425,7 +432,8 @@ def _name(deployment: str) -> str:
     return deployment
 
 
-def _limit(limit: int) -> int:
+def page_limit(limit: int) -> int:
+    """The count a listing's ``limit`` asks for (0: the default); ``InvalidArgument`` out of range."""
     if limit < 0 or limit > MAX_LIMIT:
         raise InvalidArgument(f"limit must lie in [0, {MAX_LIMIT}]")
     return limit or DEFAULT_LIMIT

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.sdk.pages import every_page
+from clients.sdk.pages import every_page, first_items
 
 
 @given(st.lists(st.integers(), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=60))
@@ -23,3 +23,25 @@ def test_every_item_once_in_order_across_pages(items: list[int], sizes: list[int
 
     assert every_page(fetch) == items
     assert asked[0] == "" and all(asked[1:])  # the first page without a token, then each one given back
+
+
+@given(
+    st.lists(st.integers(), max_size=300),
+    st.lists(st.integers(1, 7), min_size=1, max_size=60),
+    st.integers(0, 200),
+)
+def test_first_items_takes_the_first_wanted_asking_only_for_what_is_left(
+    items: list[int], sizes: list[int], wanted: int
+) -> None:
+    """``first_items`` follows pages cut short by size (``sizes``) until it holds ``wanted`` items (0: 100),
+    asking each page for no more than are still wanted; the first call passes ``wanted`` as given."""
+    limits: list[int] = []
+
+    def fetch(limit: int, token: str) -> tuple[Sequence[int], str]:
+        limits.append(limit)
+        start = int(token or 0)
+        end = min(len(items), start + min(limit or 100, sizes[len(limits) % len(sizes)]))
+        return items[start:end], (str(end) if end < len(items) else "")
+
+    assert first_items(wanted, fetch) == items[: wanted or 100]
+    assert limits[0] == wanted and all(0 < limit <= (wanted or 100) for limit in limits[1:])

@@ -116,20 +116,24 @@ class TriggerDecision(_message.Message):
     def __init__(self, id: _Optional[int] = ..., deployment: _Optional[str] = ..., at_us: _Optional[int] = ..., triggered: _Optional[bool] = ..., rules: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., outcome: _Optional[str] = ..., job_id: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class ListDecisionsRequest(_message.Message):
-    __slots__ = ("deployment", "triggered_only", "limit")
+    __slots__ = ("deployment", "triggered_only", "limit", "page_token")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     TRIGGERED_ONLY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     triggered_only: bool
     limit: int
-    def __init__(self, deployment: _Optional[str] = ..., triggered_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, deployment: _Optional[str] = ..., triggered_only: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListDecisionsResponse(_message.Message):
-    __slots__ = ("decisions",)
+    __slots__ = ("decisions", "next_page_token")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[TriggerDecision]
-    def __init__(self, decisions: _Optional[_Iterable[_Union[TriggerDecision, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, decisions: _Optional[_Iterable[_Union[TriggerDecision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Evaluation(_message.Message):
     __slots__ = ("id", "deployment", "model_name", "champion_version", "challenger_version", "passed", "reasons", "metric", "champion_metrics", "challenger_metrics", "champion_p95_ms", "challenger_p95_ms", "holdout_rows", "holdout_source", "job_id", "decision_id", "promotion_status", "promotion_reason", "agreement_rate", "created_at_us", "updated_at_us")
@@ -192,15 +196,19 @@ class Evaluation(_message.Message):
     def __init__(self, id: _Optional[int] = ..., deployment: _Optional[str] = ..., model_name: _Optional[str] = ..., champion_version: _Optional[int] = ..., challenger_version: _Optional[int] = ..., passed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., metric: _Optional[str] = ..., champion_metrics: _Optional[_Mapping[str, float]] = ..., challenger_metrics: _Optional[_Mapping[str, float]] = ..., champion_p95_ms: _Optional[float] = ..., challenger_p95_ms: _Optional[float] = ..., holdout_rows: _Optional[int] = ..., holdout_source: _Optional[str] = ..., job_id: _Optional[str] = ..., decision_id: _Optional[int] = ..., promotion_status: _Optional[str] = ..., promotion_reason: _Optional[str] = ..., agreement_rate: _Optional[float] = ..., created_at_us: _Optional[int] = ..., updated_at_us: _Optional[int] = ...) -> None: ...
 
 class ListEvaluationsRequest(_message.Message):
-    __slots__ = ("deployment", "limit")
+    __slots__ = ("deployment", "limit", "page_token")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     limit: int
-    def __init__(self, deployment: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, deployment: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListEvaluationsResponse(_message.Message):
-    __slots__ = ("evaluations",)
+    __slots__ = ("evaluations", "next_page_token")
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     evaluations: _containers.RepeatedCompositeFieldContainer[Evaluation]
-    def __init__(self, evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

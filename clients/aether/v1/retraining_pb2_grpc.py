@@ -144,7 +144,8 @@ class RetrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDecisions(self, request, context):
-        """Trigger decisions of a deployment, newest first (those that retrained and those that did not).
+        """Trigger decisions of a deployment, newest first (those that retrained and those that did not), a
+        page at a time (by decision id: decisions stored while a client pages neither repeat nor skip one).
         NOT_FOUND for a deployment that does not exist and has no decisions (one deleted keeps its own).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -152,8 +153,8 @@ class RetrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEvaluations(self, request, context):
-        """Challenger/champion evaluations of a deployment with their promotion state, newest first.
-        NOT_FOUND as for ListDecisions.
+        """Challenger/champion evaluations of a deployment with their promotion state, newest first, a page at
+        a time as ListDecisions. NOT_FOUND as for ListDecisions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

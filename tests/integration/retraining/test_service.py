@@ -11,7 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
@@ -28,6 +31,8 @@ from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
+from control_plane.retraining import records
+from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.loop import RetrainingSettings
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
@@ -243,5 +248,78 @@ async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
         code, err = await asyncio.to_thread(aetherctl, "--drift-alone", "--no-drift")
         assert code == 2 and "--no-drift contradicts --drift-alone" in err
         assert (await asyncio.to_thread(client.get_config, "eta")).updated_at_us == stored.updated_at_us
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def quiet_plane(tmp_path: Path, redis_url: str) -> AsyncIterator[ControlPlaneServer]:
+    """The retraining service without its loop: the records a test writes stay as written."""
+    settings = ControlPlaneSettings(
+        home=tmp_path,
+        db_url=f"sqlite:///{tmp_path / 'aether.db'}",
+        redis_url=redis_url,
+        listen_addr="127.0.0.1:0",
+        shutdown_grace_s=0.5,
+    )
+    server = await start_server(settings, services=[retraining_api.services(run_loop=False)])
+    yield server
+    await server.stop()
+
+
+def _long_reasons(item: int) -> list[str]:
+    """About 48 KB of reasons: a hundred such items (one unpaged response) outgrow gRPC's 4 MiB."""
+    return [f"item {item} reason {k}: " + "x" * 6000 for k in range(8)]
+
+
+def _decision(sessions: sessionmaker[Session], item: int) -> int:
+    draft = records.Draft("eta", at_us=item, triggered=True, rules=("manual",), actor="alice")
+    return records.add_decision(sessions, draft, _long_reasons(item), "blocked_validation").id
+
+
+def _evaluation(sessions: sessionmaker[Session], item: int) -> int:
+    draft = records.Draft("eta", item, True, ("manual",), "alice", model_name="eta", champion_version=1)
+    records.add_decision(sessions, draft, ["retrain"], records.SUBMITTED, job_id=f"job-{item}")
+    [decision] = records.submitted(sessions, "eta")
+    scores = ModelScore({"mae": 1.0}, 2.0), ModelScore({"mae": 2.0}, 3.0)
+    result = EvaluationResult(False, tuple(_long_reasons(item)), *scores, 200, "production_feedback")
+    return records.add_evaluation(sessions, "eta", decision, item + 2, "mae", result, actor="alice").id
+
+
+async def test_long_decisions_and_evaluations_are_listed_page_by_page(
+    quiet_plane: ControlPlaneServer,
+) -> None:
+    """A hundred decisions or evaluations with long reasons made one ListDecisions or ListEvaluations
+    response over gRPC's 4 MiB: the SDK and `aetherctl retrain history` failed RESOURCE_EXHAUSTED for
+    good. Pages are cut by size now, and resume by id, so items stored between pages shift nothing."""
+    sessions = quiet_plane.context.sessions
+    decisions = [_decision(sessions, item) for item in range(110)]
+    client = RetrainingClient(quiet_plane.address, actor="alice")
+    try:
+        async with grpc.aio.insecure_channel(quiet_plane.address) as channel:
+            stub = pb_grpc.RetrainingStub(channel)  # type: ignore[no-untyped-call]
+            first = await stub.ListDecisions(pb.ListDecisionsRequest(deployment="eta"))
+            assert first.ByteSize() < 4 * 1024 * 1024 and first.next_page_token
+            newer = _decision(sessions, 110)  # stored while the client pages
+            seen, token = [d.id for d in first.decisions], first.next_page_token
+            while token:
+                page = await stub.ListDecisions(pb.ListDecisionsRequest(deployment="eta", page_token=token))
+                seen, token = seen + [d.id for d in page.decisions], page.next_page_token
+            assert seen == decisions[::-1]  # each once, newest first; the newer one is ahead of the cursor
+            foreign = pb.ListDecisionsRequest(
+                deployment="eta", triggered_only=True, page_token=first.next_page_token
+            )
+            with pytest.raises(grpc.aio.AioRpcError, match="different deployment or filter") as refused:
+                await stub.ListDecisions(foreign)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        everything = [d.id for d in await asyncio.to_thread(client.decisions, "eta", limit=1000)]
+        assert everything == [newer, *decisions[::-1]]
+        assert [d.id for d in await asyncio.to_thread(client.decisions, "eta")] == everything[:100]
+
+        evaluations = [_evaluation(sessions, item) for item in range(110)]
+        listed = await asyncio.to_thread(client.evaluations, "eta", limit=1000)
+        assert [e.id for e in listed] == evaluations[::-1]
+        assert len(listed[0].reasons) == 8 and len(await asyncio.to_thread(client.evaluations, "eta")) == 100
     finally:
         client.close()
