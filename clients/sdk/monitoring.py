@@ -12,7 +12,7 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clients.aether.v1 import monitoring_pb2 as pb
@@ -20,6 +20,7 @@ from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument
 from clients.sdk.arguments import checked_request
 from clients.sdk.artifacts import ArtifactClient
+from clients.sdk.pages import first_items
 from clients.sdk.service_client import ServiceClient
 
 #: Labels per RecordFeedback call when a long list is sent.
@@ -79,15 +80,23 @@ class MonitoringClient(ServiceClient):
     def drift_reports(
         self, deployment: str, *, since_us: int = 0, until_us: int = 0, limit: int = 0
     ) -> list[pb.DriftReport]:
-        """Stored reports of ``deployment``, newest first."""
-        request = checked_request(
-            pb.GetDriftReportsRequest,
-            deployment=deployment,
-            since_us=since_us,
-            until_us=until_us,
-            limit=limit,
-        )
-        return list(self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse).reports)
+        """The newest ``limit`` stored reports of ``deployment`` (0 = 100) whose window ends in
+        ``[since_us, until_us)`` (0 = unbounded), newest first, over as many pages as that takes (a page is
+        also bounded in bytes: a report carries every feature's statistics)."""
+
+        def page(size: int, token: str) -> tuple[Sequence[pb.DriftReport], str]:
+            request = checked_request(
+                pb.GetDriftReportsRequest,
+                deployment=deployment,
+                since_us=since_us,
+                until_us=until_us,
+                limit=size,
+                page_token=token,
+            )
+            response = self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse)
+            return response.reports, response.next_page_token
+
+        return first_items(limit, page)
 
     def record_feedback(self, items: Iterable[FeedbackItem]) -> pb.RecordFeedbackResponse:
         """Sends labels in batches of :data:`FEEDBACK_BATCH`; returns the summed counts (the orphaned

@@ -30,7 +30,7 @@ from control_plane.monitoring.history import has_history
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.performance import performance
 from control_plane.monitoring.profiles import ReferenceCache, link_reference_profile
-from control_plane.monitoring.reports import query_reports
+from control_plane.monitoring.reports import reports_page
 from control_plane.monitoring.settings import MonitoringSettings
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Monitoring"].full_name
@@ -95,15 +95,16 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         if not request.deployment:
             raise InvalidArgument("a deployment name is required")
         await self._require_deployment(request.deployment, or_history=True)
-        reports = await _run(
-            query_reports,
+        reports, token = await _run(
+            reports_page,
             self._sessions,
             request.deployment,
             request.since_us,
             request.until_us,
             request.limit,
+            request.page_token,
         )
-        return pb.GetDriftReportsResponse(reports=reports)
+        return pb.GetDriftReportsResponse(reports=reports, next_page_token=token)
 
     @maps_errors
     async def RecordFeedback(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from google.protobuf import json_format
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
-from control_plane.db import read_session, write_session
+from control_plane.db import keyset, pages, read_session, write_session
 from control_plane.monitoring.tables import DriftReportRow
 
 # Enum names are stored without their prefix ("DRIFT", "PSI", "BENJAMINI_HOCHBERG"): shorter, and readable
@@ -20,6 +20,13 @@ _TEST = "DRIFT_TEST_"
 _CORRECTION = "MULTIPLE_TESTING_CORRECTION_"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: Newest first: by window end, ids breaking ties (and making the key unique).
+_ORDER = (
+    keyset.KeyColumn(DriftReportRow.window_end_us, int, descending=True),  # type: ignore[arg-type]
+    keyset.KeyColumn(DriftReportRow.id, int, descending=True),  # type: ignore[arg-type]
+)
+#: Rows read from the database at a time: a page cut by size early reads little past it.
+_CHUNK = 32
 
 
 def store_report(sessions: sessionmaker[Session], report: pb.DriftReport) -> pb.DriftReport:
@@ -62,20 +69,54 @@ def query_reports(
 ) -> list[pb.DriftReport]:
     """Reports of ``deployment`` whose window ends in ``[since_us, until_us)`` (0 = unbounded), newest
     first, at most ``limit`` (0 = 100)."""
+    query = _reports_query(deployment, since_us, until_us).limit(_limit(limit))
+    with read_session(sessions) as session:
+        return [_message(row) for row in session.execute(query).scalars()]
+
+
+def reports_page(
+    sessions: sessionmaker[Session],
+    deployment: str,
+    since_us: int = 0,
+    until_us: int = 0,
+    limit: int = 0,
+    page_token: str = "",
+) -> tuple[list[pb.DriftReport], str]:
+    """One page of GetDriftReports: the reports :func:`query_reports` lists, at most ``limit`` of them and
+    no more than fill :data:`pages.MAX_PAGE_BYTES` (always one), and the next page's token ("" on the
+    last). A report holds every feature's statistics, so a hundred of a model with hundreds of features
+    made a response over gRPC's 4 MiB, which no client could read. The token is the last report's
+    (window end, id), so reports stored while a client pages neither repeat nor skip one."""
+    query = _reports_query(deployment, since_us, until_us)
+    size = _limit(limit)
+    scope = keyset.scope_digest(deployment, since_us, until_us)
+    last = keyset.decode(page_token, "GetDriftReports", scope, _ORDER, scope_name="deployment or window")
+    if last is not None:
+        query = query.where(keyset.after(_ORDER, last))
+    query = query.limit(size + 1).execution_options(yield_per=_CHUNK)
+    with read_session(sessions) as session:
+        rows = session.execute(query).scalars()
+        found, more = pages.cut((_message(row) for row in rows), size)
+    if not more:
+        return found, ""
+    return found, keyset.encode("GetDriftReports", scope, [found[-1].window_end_us, found[-1].id])
+
+
+def _reports_query(deployment: str, since_us: int, until_us: int) -> Select[DriftReportRow]:
     if not deployment:
         raise InvalidArgument("a deployment name is required")
-    if limit < 0 or limit > MAX_LIMIT:
-        raise InvalidArgument(f"limit must lie in [0, {MAX_LIMIT}]")
     query = select(DriftReportRow).where(DriftReportRow.deployment == deployment)
     if since_us:
         query = query.where(DriftReportRow.window_end_us >= since_us)
     if until_us:
         query = query.where(DriftReportRow.window_end_us < until_us)
-    query = query.order_by(DriftReportRow.window_end_us.desc(), DriftReportRow.id.desc()).limit(
-        limit or DEFAULT_LIMIT
-    )
-    with read_session(sessions) as session:
-        return [_message(row) for row in session.execute(query).scalars()]
+    return query.order_by(*keyset.order_by(_ORDER))
+
+
+def _limit(limit: int) -> int:
+    if limit < 0 or limit > MAX_LIMIT:
+        raise InvalidArgument(f"limit must lie in [0, {MAX_LIMIT}]")
+    return limit or DEFAULT_LIMIT
 
 
 def _message(row: DriftReportRow) -> pb.DriftReport:

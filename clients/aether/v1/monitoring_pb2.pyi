@@ -208,22 +208,26 @@ class DriftReport(_message.Message):
     def __init__(self, id: _Optional[int] = ..., deployment: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., window_start_us: _Optional[int] = ..., window_end_us: _Optional[int] = ..., n_rows: _Optional[int] = ..., status: _Optional[_Union[DriftStatus, str]] = ..., test: _Optional[_Union[DriftTest, str]] = ..., threshold: _Optional[float] = ..., correction: _Optional[_Union[MultipleTestingCorrection, str]] = ..., drifted_share: _Optional[float] = ..., drift_share_threshold: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., prediction_status: _Optional[_Union[DriftStatus, str]] = ..., outputs: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., created_at_us: _Optional[int] = ..., late_rows: _Optional[int] = ..., mismatched_rows: _Optional[int] = ...) -> None: ...
 
 class GetDriftReportsRequest(_message.Message):
-    __slots__ = ("deployment", "since_us", "until_us", "limit")
+    __slots__ = ("deployment", "since_us", "until_us", "limit", "page_token")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     SINCE_US_FIELD_NUMBER: _ClassVar[int]
     UNTIL_US_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     since_us: int
     until_us: int
     limit: int
-    def __init__(self, deployment: _Optional[str] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, deployment: _Optional[str] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetDriftReportsResponse(_message.Message):
-    __slots__ = ("reports",)
+    __slots__ = ("reports", "next_page_token")
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     reports: _containers.RepeatedCompositeFieldContainer[DriftReport]
-    def __init__(self, reports: _Optional[_Iterable[_Union[DriftReport, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, reports: _Optional[_Iterable[_Union[DriftReport, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Feedback(_message.Message):
     __slots__ = ("request_id", "row", "label", "deployment")

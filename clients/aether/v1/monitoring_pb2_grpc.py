@@ -120,7 +120,8 @@ class MonitoringServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDriftReports(self, request, context):
-        """Stored drift reports of a deployment, newest first.
+        """Stored drift reports of a deployment, newest first (by window end, then id), a page at a time: reports
+        stored while a client pages neither repeat nor skip one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

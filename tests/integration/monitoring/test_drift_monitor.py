@@ -4,11 +4,15 @@ Prometheus gauges set, alerts POSTed to a real webhook."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.sdk.monitoring import MonitoringClient
 from control_plane.monitoring.profiles import register_reference_profile
+from control_plane.monitoring.reports import store_report
 from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
 
 N_FEATURES = 10
@@ -192,3 +196,56 @@ async def test_a_version_without_a_reference_reports_no_reference_and_never_drif
     await eventually(one_report)
     (report,) = await reports_of(plane, "other")
     assert report.status == pb.DRIFT_STATUS_NO_REFERENCE and report.n_rows == 40
+
+
+def wide_report(window: int) -> pb.DriftReport:
+    """A report of a model with 400 features (about 60 KB): a hundred such made one response over 4 MiB."""
+    features = [
+        pb.FeatureDrift(
+            name=f"feature_{k:03d}_" + "n" * 60,
+            score=0.1 + k,
+            psi=0.1 + k,
+            jensen_shannon=0.2 + k,
+            ks_statistic=0.3 + k,
+            ks_pvalue=0.4 + k,
+            wasserstein=0.5 + k,
+            n_current=600,
+            missing_current=3,
+        )
+        for k in range(400)
+    ]
+    start = T0 + window * 1000
+    return pb.DriftReport(
+        deployment="wide", model_name="wide-model", version=1, window_start_us=start,
+        window_end_us=start + 999, n_rows=600, status=pb.DRIFT_STATUS_NO_DRIFT, features=features,
+    )  # fmt: skip
+
+
+async def test_drift_reports_of_a_wide_model_are_read_page_by_page(plane: Plane) -> None:
+    """GetDriftReports returned up to 100 reports in one response, each with every feature's statistics:
+    for a model with hundreds of features that was over gRPC's 4 MiB, and `aetherctl drift report` and
+    the SDK failed RESOURCE_EXHAUSTED for good. Pages are cut by size and resume by (window end, id)."""
+    plane.deploy("wide")
+    sessions = plane.server.context.sessions
+    stored = [store_report(sessions, wide_report(window)).id for window in range(110)]
+    first = await plane.stub.GetDriftReports(pb.GetDriftReportsRequest(deployment="wide"))
+    assert first.ByteSize() < 4 * 1024 * 1024 and first.next_page_token
+    # Stored while the client pages: a newer window (ahead of the cursor), and one whose window ends
+    # where a listed one does (its larger id sorts it ahead too).
+    newer = store_report(sessions, wide_report(110)).id
+    tied = store_report(sessions, wide_report(100)).id
+    seen, token = [r.id for r in first.reports], first.next_page_token
+    while token:
+        request = pb.GetDriftReportsRequest(deployment="wide", page_token=token)
+        page = await plane.stub.GetDriftReports(request)
+        seen, token = seen + [r.id for r in page.reports], page.next_page_token
+    assert seen == stored[::-1]  # each once, newest first
+
+    with MonitoringClient(plane.server.address) as client:
+        everything = await asyncio.to_thread(client.drift_reports, "wide", limit=1000)
+        assert [r.id for r in everything][:12] == [newer, *stored[109:100:-1], tied, stored[100]]
+        assert sorted(r.id for r in everything) == sorted([*stored, newer, tied])
+        assert len(everything[0].features) == 400
+        since = T0 + 100 * 1000  # windows 100 to 110: the page token is bound to the window bounds
+        assert len(await asyncio.to_thread(client.drift_reports, "wide", since_us=since)) == 12
+        assert len(await asyncio.to_thread(client.drift_reports, "wide")) == 100
