@@ -10,6 +10,7 @@ only for the others (none: no round trip); what the MGET brings back is stored a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,7 +182,14 @@ class OnlineReader:
         """The blobs of ``keys``: from the near cache where it holds them and Redis has sent nothing unread
         (an unapplied invalidation), the rest by one MGET whose reply the cache keeps."""
         ttls = [block.view.ttl_seconds for block in plan.blocks]
-        if self._redis.quiet():
+        redis = self._redis
+        if not redis.quiet() and redis.tracking:
+            # Bytes from Redis are waiting, most often other reads' replies under load: one turn of the
+            # event loop reads them (and applies any invalidation among them) before the cache is asked.
+            # Without it, each read that bypassed the cache put a reply in flight that made the next ones
+            # bypass it too, and a warm cache under load kept missing.
+            await asyncio.sleep(0)
+        if redis.quiet():
             blobs = cache.lookup(keys, time.time())
             wanted = [i for i, blob in enumerate(blobs) if blob is MISS]
             if not wanted:

@@ -77,9 +77,11 @@ class DataPlaneSettings:
     redis_pool_size: int = 4
     # The near cache of online-store blobs (data_plane.near_cache), in MiB; 0 = off (every read asks Redis).
     near_cache_mb: float = 64.0
-    # The longest a cached blob is served without Redis saying anything about it (invalidations drop it
-    # sooner): a bound in case an invalidation goes missing.
-    near_cache_max_age_s: float = 60.0
+    # The longest a cached blob is served (invalidations drop it sooner): a last bound in case an
+    # invalidation went missing while its connection stayed up and answered pings (a silent or lost
+    # connection already stops or clears the cache). Each entity read N times in this window is read
+    # from Redis once in N, so a short bound caps the hit rate.
+    near_cache_max_age_s: float = 300.0
     max_rows_per_request: int = 1000
     max_features_per_request: int = 10_000
     plan_cache_size: int = 1024
