@@ -194,8 +194,8 @@ def _near_cache_summary(before: dict[str, float], after: dict[str, float]) -> di
         "hits": int(hits),
         "misses": int(misses),
         "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
-        "note": "during the measured slices, after one Predict per entity (10,000 entities, 20 MB of "
-        "blobs, within the default 64 MiB cache)",
+        "note": "after one Predict per entity before the slices (10,000 entities, 20 MB of blobs, within "
+        "the default 64 MiB cache)",
     }
 
 
