@@ -181,8 +181,10 @@ class OnlineReader:
     ) -> list[bytes | None]:
         """The blobs of ``keys``: from the near cache where it holds them and Redis has sent nothing unread
         (an unapplied invalidation), the rest by one MGET whose reply the cache keeps."""
-        ttls = [block.view.ttl_seconds for block in plan.blocks]
         redis = self._redis
+        if redis.tracking_refused:  # no cache to ask or count misses of: a plain read
+            return await redis.mget(keys, budget_s)
+        ttls = [block.view.ttl_seconds for block in plan.blocks]
         if not redis.quiet() and redis.tracking:
             # Bytes from Redis are waiting, most often other reads' replies under load: one turn of the
             # event loop reads them (and applies any invalidation among them) before the cache is asked.

@@ -148,9 +148,12 @@ class Tracking(Protocol):
 OnReply = Callable[[Any], None]
 
 #: Tracking connections idle this long are pinged; one silent for longer than SILENT_AFTER_S stops the
-#: cache from answering until it is heard again, and is closed when its ping goes unanswered that long.
+#: cache from answering until it is heard again, and one whose ping goes unanswered for PING_TIMEOUT_S is
+#: closed (clearing the cache). The ping's own timeout is long: reads pipelined behind it fail with it, and
+#: a Redis stalled for a second or two must not fail reads allowed longer (each has its own deadline).
 HEARTBEAT_S = 0.25
 SILENT_AFTER_S = 1.0
+PING_TIMEOUT_S = 10.0
 _PING = b"*1\r\n$4\r\nPING\r\n"
 
 
@@ -349,9 +352,15 @@ class RedisClient:
         self._tracking_refused = False
         # The tracking connections' sockets, to ask (without reading) whether Redis sent anything unread.
         self._poller = select.poll()
-        self._polled: set[int] = set()
+        self._polled: dict[int, _Connection] = {}
+        self._dial_settled = asyncio.Event()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._silent = False
+
+    @property
+    def tracking_refused(self) -> bool:
+        """Redis refused client-side caching (too old, or a user without the permission): no cache."""
+        return self._tracking_refused
 
     @property
     def tracking(self) -> bool:
@@ -405,14 +414,23 @@ class RedisClient:
         return None
 
     async def _connect_or_share(self, deadline: float) -> _Connection:
-        self._connections = [c for c in self._connections if c.is_open]
-        if self._closed:
-            raise RedisUnavailable("the Redis client is closed")
-        if len(self._connections) + self._dialing < self._pool_size:
-            return await self._dial(deadline)
-        if self._connections:  # pool full and busy: pipeline behind the least loaded connection
-            return min(self._connections, key=lambda c: len(c.pending))
-        return await self._dial(deadline)  # every slot is still dialing: dial one more rather than wait
+        while True:
+            self._connections = [c for c in self._connections if c.is_open]
+            if self._closed:
+                raise RedisUnavailable("the Redis client is closed")
+            if len(self._connections) + self._dialing < self._pool_size:
+                return await self._dial(deadline)
+            if self._connections:  # pool full and busy: pipeline behind the least loaded connection
+                return min(self._connections, key=lambda c: len(c.pending))
+            # Every slot is still dialing: wait for one of those dials, then look again (within this
+            # caller's deadline). Dialing one more per waiting caller opened a connection per request of a
+            # burst at start or after a reset, kept for good (and, tracking, each pinged and tracked).
+            settled = self._dial_settled
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await settled.wait()
+            except TimeoutError:
+                raise RedisUnavailable(f"could not connect to Redis at {self.address} in time") from None
 
     async def _dial(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -439,12 +457,14 @@ class RedisClient:
             raise
         finally:
             self._dialing -= 1
+            self._dial_settled.set()  # callers waiting for a slot look again
+            self._dial_settled = asyncio.Event()
         if self._closed:
             connection.close()
             raise RedisUnavailable("the Redis client is closed")
         if connection.tracks:
             self._poller.register(connection.fileno, select.POLLIN)
-            self._polled.add(connection.fileno)
+            self._polled[connection.fileno] = connection
             if self._heartbeat is None:
                 self._heartbeat = loop.call_later(HEARTBEAT_S, self._beat)
         self._connections.append(connection)
@@ -454,7 +474,7 @@ class RedisClient:
         """Pings each idle tracking connection, and marks the client silent while one has said nothing for
         :data:`SILENT_AFTER_S`: a connection whose Redis vanished without closing it (a partition, a host
         gone) would otherwise let the cache answer for up to its max age with no invalidation able to
-        arrive. A ping that goes unanswered closes its connection (its timeout), which clears the cache."""
+        arrive. A ping unanswered for :data:`PING_TIMEOUT_S` closes its connection, clearing the cache."""
         self._heartbeat = None
         if self._closed:
             return
@@ -467,7 +487,7 @@ class RedisClient:
             quiet_for = now - connection.last_heard
             silent = silent or quiet_for > SILENT_AFTER_S
             if quiet_for >= HEARTBEAT_S and not connection.pending:
-                ping = connection.send(_PING, SILENT_AFTER_S)
+                ping = connection.send(_PING, PING_TIMEOUT_S)
                 ping.add_done_callback(_retrieve)
         self._silent = silent
         self._heartbeat = loop.call_later(HEARTBEAT_S, self._beat)
@@ -480,8 +500,9 @@ class RedisClient:
         await asyncio.gather(*pings)
 
     def _lost(self, connection: _Connection) -> None:
-        if connection.fileno in self._polled:
-            self._polled.discard(connection.fileno)
+        # By owner, not by number alone: a closed connection's descriptor may already belong to a new one.
+        if self._polled.get(connection.fileno) is connection:
+            del self._polled[connection.fileno]
             self._poller.unregister(connection.fileno)
 
     async def connect(self, timeout_s: float) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from clients.errors import Unavailable
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
-from data_plane.near_cache import NearCache
+from data_plane.near_cache import NearCache, NearCacheStats
 from data_plane.reader import MISSING, PRESENT, OnlineReader, ReadLimits, ReadResult
 from data_plane.redis_client import RedisClient
 from kernels.online_keys import online_key
@@ -42,9 +42,9 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 class Parts:
-    def __init__(self, url: str, read_url: str | None = None) -> None:
+    def __init__(self, url: str, read_url: str | None = None, pool_size: int = 4) -> None:
         self.cache = NearCache(1 << 24, 60.0)
-        self.client = RedisClient(read_url or url, tracking=self.cache)
+        self.client = RedisClient(read_url or url, pool_size=pool_size, tracking=self.cache)
         state = RegistryState()
         state.catalog = Catalog(snapshot(STATS, HOURLY))
         self.reader = OnlineReader(state, self.client, ReadLimits(redis_timeout_s=5.0), self.cache)
@@ -192,6 +192,18 @@ async def test_a_user_not_allowed_tracking_reads_without_the_cache(
     assert cache.stats().entries == 0  # a reply that Redis will not announce changes of is not kept
     assert "refused client-side caching" in caplog.text
     await client.close()
+    # Through the reader: plain reads, and no misses counted for a cache that is off.
+    parts = Parts(own_redis.url, read_url=f"redis://reader:pw@127.0.0.1:{own_redis.port}/0")
+    parts.write("1", 4.0)
+    for _ in range(3):
+        assert _first(await parts.read("1")) == (4.0, PRESENT)
+    assert parts.client.tracking_refused
+    # One miss: the first read, made before its dial learned that Redis refuses; none after.
+    assert parts.cache.stats() == NearCacheStats(
+        hits=0, misses=1, invalidations=0, evictions=0, entries=0, bytes=0
+    )
+    await parts.client.close()
+    parts.sync.close()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -250,5 +262,46 @@ async def test_a_redis_gone_silent_stops_the_cache_from_answering(own_redis: Red
         assert parts.cache.stats().hits == 1  # nothing more was served from memory
     finally:
         proxy.close()
+        await parts.client.close()
+        parts.sync.close()
+
+
+def _pause_all(url: str, seconds: float) -> None:
+    """Holds every client's commands on the redis-server for ``seconds`` (CLIENT PAUSE: a real stall)."""
+    client = redis.Redis.from_url(url)
+    client.execute_command("CLIENT", "PAUSE", str(int(seconds * 1000)), "ALL")  # type: ignore[no-untyped-call]
+    client.close()
+
+
+async def test_a_redis_stalled_for_two_seconds_fails_no_read_allowed_five(own_redis: RedisServer) -> None:
+    """The heartbeat's ping must not fail the reads pipelined behind it before their own deadline (it
+    had a 1 s timeout, so a 2 s stall failed a read allowed 5 s and cleared the cache)."""
+    parts = Parts(own_redis.url, pool_size=1)  # one connection: the read queues behind the ping
+    try:
+        parts.write("1", 1.0)
+        parts.write("2", 2.0)
+        assert _first(await parts.read("1")) == (1.0, PRESENT)
+        await asyncio.sleep(0.6)  # idle: the heartbeat pings
+        await asyncio.to_thread(_pause_all, own_redis.url, 2.0)
+        await asyncio.sleep(0.3)  # a ping is now waiting on the paused Redis
+        started = time.monotonic()
+        assert _first(await parts.read("2")) == (2.0, PRESENT)
+        assert time.monotonic() - started < 4.5
+        assert _first(await parts.read("1")) == (1.0, PRESENT)
+        assert parts.cache.stats().entries == 2  # nothing was closed, nothing cleared
+    finally:
+        await parts.client.close()
+        parts.sync.close()
+
+
+async def test_a_burst_at_start_opens_no_more_connections_than_the_pool(own_redis: RedisServer) -> None:
+    parts = Parts(own_redis.url, pool_size=4)
+    try:
+        parts.write("1", 1.0)
+        results = await asyncio.gather(*(parts.read("1") for _ in range(200)))
+        assert {_first(r) for r in results} == {(1.0, PRESENT)}
+        clients = parts.sync.info("clients")["connected_clients"]
+        assert clients <= 4 + 1  # the pool and this test's own client
+    finally:
         await parts.client.close()
         parts.sync.close()
