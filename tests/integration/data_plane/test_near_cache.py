@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.integration
 
 STATS = view("stats", floats(2))
 HOURLY = view("hourly", floats(2), ttl_seconds=3600)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 class Parts:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -14,14 +13,6 @@ from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconf
 from tests.support.redis_server import RedisServer, cluster_node
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 def _stall(url: str, seconds: float) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -38,14 +38,6 @@ pytestmark = pytest.mark.integration
 STATS = view("stats", floats(3), ttl_seconds=3600)
 STATS_V2 = view("stats", [("f0", "float32"), ("trips", "int64")], version=2)
 NOW_US = time.time_ns() // 1000
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 def _settings(redis_url: str, snapshot_path: Path) -> DataPlaneSettings:
