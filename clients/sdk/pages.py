@@ -21,18 +21,22 @@ def every_page(fetch: Callable[[str], tuple[Sequence[T], str]]) -> list[T]:
 
 
 def first_items(
-    wanted: int, fetch: Callable[[int, str], tuple[Sequence[T], str]], default: int = 100
+    wanted: int,
+    fetch: Callable[[int, str], tuple[Sequence[T], str]],
+    default: int = 100,
+    page_max: int = 1000,
 ) -> list[T]:
-    """The first ``wanted`` items (0: ``default``) of a listing whose ``limit`` is a count per page, over as
-    many pages as that takes: ``fetch(limit, token)`` answers one page of at most ``limit`` items and the
-    next page's token. The first call passes ``wanted`` as given, so the server checks it as it always did
-    (a client that asked for 100 got up to 100 in one answer, and still gets up to 100)."""
+    """The first ``wanted`` items (0: ``default``) of a listing whose ``limit`` is a count per page (at most
+    ``page_max``, the server's bound), over as many pages as that takes: ``fetch(limit, token)`` answers one
+    page of at most ``limit`` items and the next page's token. The first call passes ``wanted`` as given
+    up to ``page_max`` (so the server still checks a negative one, and a client that asked for 100 gets up
+    to 100 in one answer); more than ``page_max`` are fetched ``page_max`` a page."""
     items: list[T] = []
     token = ""
-    limit = wanted
+    limit = min(wanted, page_max)
     while True:
         page, token = fetch(limit, token)
         items.extend(page)
-        limit = (wanted or default) - len(items)
+        limit = min((wanted or default) - len(items), page_max)
         if not token or limit <= 0:
             return items[: wanted or default]

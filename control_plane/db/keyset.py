@@ -97,18 +97,38 @@ def decode(
     message then says the ``scope_name`` changed)."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument(
+            f"page_token {_shown(token)} is malformed: {len(token):,} characters, and the tokens this server "
+            f"gives out are under {MAX_TOKEN_CHARS:,}"
+        )
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode()), parse_constant=_no_constant)
         issued_by, issued_for, key = payload["listing"], payload["scope"], payload["after"]
-    except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(f"page_token {token!r} is malformed: not a token this server gave out") from exc
+    # RecursionError: JSON nested a thousand deep (a few kilobytes of "[") exhausts the decoder's stack.
+    except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise InvalidArgument(
+            f"page_token {_shown(token)} is malformed: not a token this server gave out"
+        ) from exc
     if issued_by != listing:
         raise InvalidArgument(f"page_token was issued by {issued_by!r}, not by {listing}")
     if issued_for != scope:
         raise InvalidArgument(f"page_token belongs to a different {scope_name}")
     if not isinstance(key, list) or len(key) != len(columns):
-        raise InvalidArgument(f"page_token {token!r} is malformed: its key does not match this listing")
+        raise InvalidArgument(f"page_token {_shown(token)} is malformed: its key does not match this listing")
     return [_checked(value, column, token) for value, column in zip(key, columns, strict=True)]
+
+
+#: Longer than any token :func:`encode` gives out (a key may hold a few run parameters of up to 6,000
+#: characters, for CompareRuns): a longer one is refused before it is decoded.
+MAX_TOKEN_CHARS = 1024 * 1024
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message, cut short: the message travels in gRPC's trailing metadata (16 KiB
+    at most, or the call ends RESOURCE_EXHAUSTED instead), and a whole bad token tells the caller nothing."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}… ({len(text):,} characters)"
 
 
 def _no_constant(name: str) -> None:
@@ -131,7 +151,7 @@ def _checked(value: object, column: KeyColumn, token: str) -> KeyValue:
             if math.isfinite(number):
                 return number
     raise InvalidArgument(
-        f"page_token {token!r} is malformed: {value!r} is not a {column.kind.__name__} sort value"
+        f"page_token {_shown(token)} is malformed: {_shown(value)} is not a {column.kind.__name__} sort value"
     )
 
 
