@@ -30,11 +30,12 @@ or turns the cache off (``AETHER_NEAR_CACHE_MB=0``). A connection that stops hea
 closing (a partition) stops the cache from answering within about a second, and is closed when its
 heartbeat ping goes unanswered for 10 s (:meth:`RedisClient._beat`), which clears the cache.
 
-Two bounds besides invalidation, so that a served entry is never one Redis no longer holds: an entry is
-served for at most ``max_age_s`` after it was stored, and a blob of a view with a TTL only until its write
-time (in its header) plus that TTL; writers keep keys for at least the TTL after the write, so its key is
-still there (``control_plane/features/online_writer.py``), with the TTL as margin for clock skew between
-the writer and this host. Staleness itself is still judged per read from the blob's event time.
+Two bounds besides invalidation: an entry is served for at most ``max_age_s`` after it was stored, and a
+blob of a view with a TTL only until its write time (in its header) plus that TTL. Writers keep keys for
+at least the TTL after the write (``control_plane/features/online_writer.py``), so a key the writers' own
+expiry removes is never served, with the TTL as margin for clock skew between the writer and this host;
+an expiry set on a key by hand is seen when Redis deletes the key (it samples expired keys), or at the
+max age. Staleness itself is still judged per read from the blob's event time.
 
 The cache is bounded by bytes (values, keys and a fixed overhead per entry) and evicts the least recently
 used entry first.
@@ -46,14 +47,16 @@ import collections
 from dataclasses import dataclass
 from typing import Final
 
-#: The stand-in for "not in the cache" in :meth:`NearCache.lookup` (None means "cached as absent").
+from kernels.packed_blob import HEADER_SIZE
+
+#: The stand-in for "not in the cache" in :meth:`NearCache.lookup` (None means "cached as absent"); compare
+#: with ``is``: a value read from Redis is never this object.
 MISS: Final = b"\x00near-cache-miss"
 #: Bytes an entry costs besides its key's and value's contents, measured with tracemalloc (Python 3.11):
 #: the two bytes objects' headers (33 each), the OrderedDict's slot and link, the (value, until) tuple and
 #: its float (~131). The byte bound counts it.
 ENTRY_OVERHEAD = 200
-_WRITE_TS = slice(24, 32)  # the blob header's write timestamp (kernels.packed_blob.HEADER, µs)
-_HEADER_SIZE = 32
+_WRITE_TS = slice(HEADER_SIZE - 8, HEADER_SIZE)  # the header's last field: the write timestamp (µs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,7 @@ class NearCache:
                 if not isinstance(value, bytes):
                     continue
                 if ttl_s > 0:
-                    if len(value) < _HEADER_SIZE:
+                    if len(value) < HEADER_SIZE:
                         continue  # not a blob: the reader reports it; nothing to bound it by
                     write_s = int.from_bytes(value[_WRITE_TS], "little", signed=True) / 1_000_000
                     until = min(until, write_s + ttl_s)
