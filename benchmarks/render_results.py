@@ -139,10 +139,11 @@ def _near_cache_lines(results: dict[str, Any]) -> list[str]:
     ratio = cache["hit_ratio"]
     return [
         "Predict's near cache (`data_plane/near_cache.py`, on by default): "
-        f"{cache['hits']:,} hits and {cache['misses']:,} misses during the measured slices"
+        f"{cache['hits']:,} hits and {cache['misses']:,} misses during the slices (their 0.3 s warm-ups "
+        "included)"
         + (f" (hit ratio {ratio:.3f})" if ratio is not None else "")
         + f", {cache['note']}. The same ratios with the near cache off (not targets): "
-        + "; ".join(f"{name} {value:.2f}" for name, value in off.items())
+        + "; ".join(f"{name} {value:.3g}" for name, value in off.items())
         + "."
     ]
 

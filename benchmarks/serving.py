@@ -251,9 +251,12 @@ def _table(r: dict[str, Any], targets: list[dict[str, Any]], mlserver: str) -> N
     for name, ratio in r["against_floor_with_inference"].items():
         print(f"{name}: {ratio:.2f}")
     cache = r["near_cache"]
-    print(f"near cache during the slices: {cache['hits']:,} hits, {cache['misses']:,} misses")
+    print(
+        f"near cache during the slices (warm-ups included): {cache['hits']:,} hits, "
+        f"{cache['misses']:,} misses"
+    )
     for name, ratio in r["near_cache_off"].items():
-        print(f"near cache off, {name}: {ratio:.2f}")
+        print(f"near cache off, {name}: {ratio:.3g}")
     if "workers_2" in r:
         for level, scaling in r["workers_scaling"].items():
             print(f"ModelInfer 1→2 workers at c={level}: {scaling:.2f}×")

@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="MiB of online-store blobs kept in memory, dropped when Redis says they changed (0: off)",
     )
-    parser.add_argument("--near-cache-max-age-s", type=float)
+    parser.add_argument(
+        "--near-cache-max-age-s",
+        type=float,
+        help="the longest a cached blob is served (Redis's invalidations drop it sooner)",
+    )
     parser.add_argument(
         "--drain-delay-s",
         type=float,

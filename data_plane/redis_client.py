@@ -568,6 +568,8 @@ class RedisClient:
             raise info  # a timeout, a lost connection, LOADING; NOAUTH
 
     def _refuse_tracking(self, reason: Exception) -> None:
+        if self._tracking_refused:  # connections dialed together are all refused: one warning says it
+            return
         self._tracking_refused = True
         _log.warning(
             "Redis at %s refused client-side caching (HELLO 3 / CLIENT TRACKING ON: %s); the near cache is "

@@ -297,3 +297,20 @@ async def test_a_burst_at_start_opens_no_more_connections_than_the_pool(own_redi
     finally:
         await parts.client.close()
         parts.sync.close()
+
+
+async def test_a_refusal_is_one_warning_however_many_connections_dial_at_once(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.acl_setuser("nocli", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-client"])
+    admin.set("k", "v")
+    client = RedisClient(
+        f"redis://nocli:pw@127.0.0.1:{own_redis.port}/0", pool_size=4, tracking=NearCache(1 << 20, 60.0)
+    )
+    with caplog.at_level(logging.WARNING, logger="aether.data_plane.redis"):
+        replies = await asyncio.gather(*(client.mget([b"k"], 2.0) for _ in range(8)))
+    assert replies == [[b"v"]] * 8 and client.tracking_refused
+    assert caplog.text.count("refused client-side caching") == 1
+    await client.close()
+    admin.close()
