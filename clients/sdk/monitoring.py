@@ -96,6 +96,7 @@ class MonitoringClient(ServiceClient):
             response = self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse)
             return response.reports, response.next_page_token
 
+        checked_request(pb.GetDriftReportsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)
 
     def record_feedback(self, items: Iterable[FeedbackItem]) -> pb.RecordFeedbackResponse:

@@ -82,6 +82,7 @@ class RetrainingClient(ServiceClient):
             response = self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse)
             return response.decisions, response.next_page_token
 
+        checked_request(pb.ListDecisionsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)
 
     def evaluations(self, deployment: str, *, limit: int = 0) -> list[pb.Evaluation]:
@@ -95,4 +96,5 @@ class RetrainingClient(ServiceClient):
             response = self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse)
             return response.evaluations, response.next_page_token
 
+        checked_request(pb.ListEvaluationsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)
