@@ -184,19 +184,21 @@ class OnlineReader:
         redis = self._redis
         if redis.tracking_refused:  # no cache to ask or count misses of: a plain read
             return await redis.mget(keys, budget_s)
-        ttls = [block.view.ttl_seconds for block in plan.blocks]
-        if not redis.quiet() and redis.tracking:
+        quiet = redis.quiet()
+        if not quiet and redis.tracking:
             # Bytes from Redis are waiting, most often other reads' replies under load: one turn of the
             # event loop reads them (and applies any invalidation among them) before the cache is asked.
             # Without it, each read that bypassed the cache put a reply in flight that made the next ones
             # bypass it too, and a warm cache under load kept missing.
             await asyncio.sleep(0)
-        if redis.quiet():
+            quiet = redis.quiet()
+        if quiet:
             blobs = cache.lookup(keys, time.time())
             wanted = [i for i, blob in enumerate(blobs) if blob is MISS]
             if not wanted:
-                return blobs
+                return blobs  # the usual read of a warm cache: nothing more to build
             if len(wanted) < len(keys):
+                ttls = _view_ttls(plan)
                 missing = [keys[i] for i in wanted]
                 missing_ttls = [ttls[i % len(ttls)] for i in wanted]
                 fetched = await self._redis.mget(
@@ -209,10 +211,16 @@ class OnlineReader:
                 return blobs
         else:  # not looked up: each key is a miss all the same (a lookup that missed them all counted them)
             cache.missed(len(keys))
+        ttls = _view_ttls(plan)
         all_ttls = ttls * (len(keys) // len(ttls))
         return await self._redis.mget(
             keys, budget_s, lambda reply: cache.store(keys, reply, all_ttls, time.time())
         )
+
+
+def _view_ttls(plan: ReadPlan) -> list[int]:
+    """Each block's view TTL, in block order: key ``i`` of a read belongs to block ``i % len(...)``."""
+    return [block.view.ttl_seconds for block in plan.blocks]
 
 
 def assemble(fetched: Fetched) -> ReadResult:

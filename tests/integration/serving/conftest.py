@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +51,6 @@ def model_specs(root: Path) -> list[ModelSpec]:
             feature_refs=("driver_stats:f7", "request:hour", "driver_stats:f0"),
         ),
     ]  # fmt: skip
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 def serving_settings(tmp_path: Path, redis_url: str, **overrides: object) -> DataPlaneSettings:

@@ -1,4 +1,5 @@
-"""A redis-server of the test's own, for tests that stop, restart, stall or partition it."""
+"""Fixtures of the integration tests: a redis-server of the test's own, for tests that stop, restart, stall or
+partition it (the shared one of tests/conftest.py is flushed between tests but never stopped)."""
 
 from __future__ import annotations
 
