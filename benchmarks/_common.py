@@ -8,8 +8,10 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +37,14 @@ SERVER_TOKEN_VARIABLES = frozenset(
 def tokenless_environ() -> dict[str, str]:
     """This process's environment without :data:`SERVER_TOKEN_VARIABLES`, for a data plane to start."""
     return {name: value for name, value in os.environ.items() if name not in SERVER_TOKEN_VARIABLES}
+
+
+def near_cache_counts(metrics_port: int) -> dict[str, float]:
+    """A data plane's near-cache hit and miss counters (``hits``, ``misses``), from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.findall(r"^aether_near_cache_(hits|misses)_total (\S+)$", text, re.MULTILINE)
+    return {name: float(value) for name, value in found}
 
 
 def percentiles_ms(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:

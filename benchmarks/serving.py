@@ -32,14 +32,12 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,7 @@ import onnxruntime as ort  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
 
-from benchmarks._common import environment, tokenless_environ, write_results  # noqa: E402
+from benchmarks._common import environment, near_cache_counts, tokenless_environ, write_results  # noqa: E402
 from benchmarks._processes import start, stop, wait_ready  # noqa: E402
 from benchmarks.loadgen.core import (  # noqa: E402
     MODEL_INFER,
@@ -177,14 +175,6 @@ def _data_plane(
     ]  # fmt: skip
     env = {**tokenless_environ(), "AETHER_HOME": str(work / f"home-{name}"), "PYTHONPATH": str(ROOT)}
     return start(args, "aether data plane listening on", env)
-
-
-def _near_cache_counts(metrics_port: int) -> dict[str, float]:
-    """The near cache's hit and miss counters from the data plane's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    found = re.findall(r"^aether_near_cache_(hits|misses)_total (\S+)$", text, re.MULTILINE)
-    return {name: float(value) for name, value in found}
 
 
 def _near_cache_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -332,9 +322,9 @@ def main() -> int:
             print(
                 f"servers up; {rounds} interleaved slices of {SLICE_S:.0f} s per server and level", flush=True
             )
-            cache_before = _near_cache_counts(metrics_port)
+            cache_before = near_cache_counts(metrics_port)
             results.update(_measure(targets, rounds, SLICE_S))
-            results["near_cache"] = _near_cache_summary(cache_before, _near_cache_counts(metrics_port))
+            results["near_cache"] = _near_cache_summary(cache_before, near_cache_counts(metrics_port))
         two_workers, one_worker = results["workers_2"], results["model_infer"]
         results["workers_scaling"] = {
             str(c): _ratio(two_workers[str(c)]["throughput_rps"], one_worker[str(c)]["throughput_rps"])
