@@ -29,7 +29,7 @@ from clients.aether.v1 import ingestion_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.ingestion import IngestionClient, header
 from control_plane.cli import output
-from control_plane.cli.numbers import positive_seconds, uint32, uint64
+from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
@@ -57,7 +57,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="",
         help="quarantined (default), replaying, online_pending, replayed, discarded, superseded or all",
     )
-    listing.add_argument("--limit", type=uint32, default=100)
+    listing.add_argument(
+        "--limit", type=limit, default=100, help="at most this many records (default %(default)s)"
+    )
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[common], help="one record with its payload and reasons")
     show.add_argument("id", type=uint64)

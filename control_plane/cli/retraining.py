@@ -17,7 +17,7 @@ from typing import TextIO
 
 from clients.sdk.retraining import RetrainingClient
 from control_plane.cli import output, retrain_config
-from control_plane.cli.numbers import positive_seconds, uint32
+from control_plane.cli.numbers import limit, positive_seconds
 from control_plane.cli.settings import actor
 
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     history = actions.add_parser("history", parents=[common], help="decisions and evaluations")
     history.add_argument("deployment", metavar="DEPLOYMENT")
     history.add_argument("--all", action="store_true", help="also decisions that did not retrain")
-    history.add_argument("--limit", type=uint32, default=20, help="at most this many of each (%(default)s)")
+    history.add_argument("--limit", type=limit, default=20, help="at most this many of each (%(default)s)")
     history.set_defaults(handler=_handler(_history))
 
 

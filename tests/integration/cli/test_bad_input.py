@@ -124,7 +124,7 @@ DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["retrain", "history", "churn", "--limit", "-1"], f"argument --limit: {UINT32}, got '-1'"),
+        (["retrain", "history", "churn", "--limit", "-1"], f"argument --limit: {LIMIT}, got '-1'"),
         (["retrain", "configure", "churn", "--new-labels", "-5"], f"argument --new-labels: {UINT64}"),
         (["monitor", "configure", "churn", "--window-rows", "-1"], f"argument --window-rows: {UINT64}"),
         (
@@ -132,7 +132,7 @@ DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
             f"argument --min-samples: {UINT32}",
         ),
         (["monitor", "configure", "churn", "--min-labels", "-1"], f"argument --min-labels: {UINT32}"),
-        (["quarantine", "list", "--limit", "-1"], f"argument --limit: {UINT32}"),
+        (["quarantine", "list", "--limit", "-1"], f"argument --limit: {LIMIT}"),
         (["quarantine", "show", "-1"], f"argument id: {UINT64}, got '-1'"),
         (["quarantine", "discard", "--", "3", "-1"], f"argument ID: {UINT64}, got '-1'"),
         (["quarantine", "replay", "--", "3", "-1"], f"argument ID: {UINT64}, got '-1'"),
@@ -163,6 +163,9 @@ DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
         (["runs", "compare", "stats", "--limit", "-1"], f"argument --limit: {LIMIT}"),
         (["audit", "list", "--limit", "0"], f"argument --limit: {LIMIT}"),
         (["drift", "report", "churn", "--limit", "5000000000"], f"argument --limit: {LIMIT}"),
+        # These two took 0 as "the default" (20 of each; 100 records) where every other listing refuses it.
+        (["retrain", "history", "churn", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
+        (["quarantine", "list", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
         # deploy's whole numbers were bare ints: "Value out of range" tracebacks, or INTERNAL from the server.
         ([*DEPLOY, "--bake-seconds", "9" * 20], f"argument --bake-seconds: {UINT64}"),
         ([*DEPLOY, "--bake-seconds", "-1"], f"argument --bake-seconds: {UINT64}, got '-1'"),
