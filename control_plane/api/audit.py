@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # the server module imports the api modules: no import cycle 
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name
-#: Entries per streamed export message: few messages, each well under gRPC's 4 MiB default limit for
-#: ordinary entries.
+#: Entries read per round of an export. Each round is streamed as one or more messages, each cut to
+#: ``pages.MAX_PAGE_BYTES`` (:func:`pages.chunks`): a count alone does not bound a message.
 EXPORT_BATCH = 200
 #: A QueryAudit page token: the ``seq`` (a 64-bit ``BigInteger``) of the previous page's last entry.
 MAX_SEQ = 2**63 - 1
@@ -113,8 +113,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         after_seq = 0
         while True:
             page = await asyncio.to_thread(self._page, where, after_seq, EXPORT_BATCH)
-            if page.entries:
-                yield pb.ExportAuditChunk(entries=[entry_message(entry) for entry in page.entries])
+            # 200 entries of a model version's 64 large hyperparameters each took more than gRPC's
+            # 4 MiB in one message, and the export failed RESOURCE_EXHAUSTED for good.
+            for chunk in pages.chunks(entry_message(entry) for entry in page.entries):
+                yield pb.ExportAuditChunk(entries=chunk)
             if page.next_after_seq is None:
                 return
             after_seq = page.next_after_seq

@@ -57,6 +57,21 @@ def fitting(messages: Iterable[M], limit: int = MAX_PAGE_BYTES) -> Iterator[M]:
     return PageBudget(limit).take(messages)
 
 
+def chunks(messages: Iterable[M], limit: int = MAX_PAGE_BYTES) -> Iterator[list[M]]:
+    """``messages`` in order, split into consecutive chunks of at most ``limit`` bytes each (a chunk
+    always holds at least one message): the messages of a stream, each of which must fit gRPC's limit."""
+    budget = PageBudget(limit)
+    chunk: list[M] = []
+    for message in messages:
+        if not budget.admits(message):
+            yield chunk
+            budget, chunk = PageBudget(limit), []
+            budget.admits(message)  # the first message of a chunk always fits
+        chunk.append(message)
+    if chunk:
+        yield chunk
+
+
 def cut(items: Iterable[M], page_size: int, limit: int = MAX_PAGE_BYTES) -> tuple[list[M], bool]:
     """The leading ``items`` of one page, up to ``page_size`` (0: no count bound) and within ``limit``
     bytes (always one), and whether any item follows them: the page needs a ``next_page_token`` exactly

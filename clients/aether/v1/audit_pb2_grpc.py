@@ -79,7 +79,7 @@ class AuditServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportAudit(self, request, context):
-        """Every matching entry, oldest first, in batches.
+        """Every matching entry, oldest first, in batches of at most 2 MiB each (always at least one entry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

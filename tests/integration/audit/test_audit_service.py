@@ -174,19 +174,36 @@ async def test_largest_page_token_is_an_empty_page(channel: grpc.aio.Channel) ->
     assert (list(page.entries), page.next_page_token) == ([], "")
 
 
-async def test_a_page_of_large_entries_is_cut_by_size(channel: grpc.aio.Channel) -> None:
-    # Each update's entry holds the description before and after it: six of ~1.4 MB took more than
-    # gRPC's 4 MiB in one page of the default 100, and every QueryAudit failed RESOURCE_EXHAUSTED.
-    registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
+async def _large_updates(registry: FeatureRegistryStub, description_chars: int) -> None:
+    """Eight entries: an entity, a view and six updates of its description, each entry holding the
+    description before and after it (about twice ``description_chars`` bytes)."""
     await registry.CreateEntity(pb.CreateEntityRequest(entity=entity()), metadata=ALICE)
     await registry.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata()))
     for letter in "abcdef":
         request = pb.UpdateFeatureViewMetadataRequest(
-            name="driver_stats", metadata=metadata(description=letter * 700_000)
+            name="driver_stats", metadata=metadata(description=letter * description_chars)
         )
         await registry.UpdateFeatureViewMetadata(request, metadata=ALICE)
+
+
+async def test_a_page_of_large_entries_is_cut_by_size(channel: grpc.aio.Channel) -> None:
+    # Each update's entry holds the description before and after it: six of ~1.4 MB took more than
+    # gRPC's 4 MiB in one page of the default 100, and every QueryAudit failed RESOURCE_EXHAUSTED.
+    registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
+    await _large_updates(registry, 700_000)
     first = await audit.QueryAudit(apb.QueryAuditRequest())
     assert 0 < len(first.entries) < 8 and first.next_page_token
     assert first.ByteSize() <= pages.MAX_PAGE_BYTES
     entries = await _all(audit, apb.AuditFilter(), page_size=0)
     assert [e.seq for e in entries] == list(range(1, 9))
+
+
+async def test_export_chunks_of_large_entries_are_cut_by_size(channel: grpc.aio.Channel) -> None:
+    # Six entries of ~0.8 MB went out in one stream message of ~4.8 MB: over gRPC's 4 MiB, so the
+    # export failed RESOURCE_EXHAUSTED for good while QueryAudit paged the same entries.
+    registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
+    await _large_updates(registry, 400_000)
+    chunks = [chunk async for chunk in audit.ExportAudit(apb.ExportAuditRequest())]
+    assert len(chunks) > 1
+    assert all(chunk.entries and chunk.ByteSize() <= pages.MAX_PAGE_BYTES for chunk in chunks)
+    assert [e.seq for chunk in chunks for e in chunk.entries] == list(range(1, 9))
