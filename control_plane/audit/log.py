@@ -25,6 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
+from control_plane.audit.bound import bounded
 from control_plane.audit.chain import GENESIS_HASH, AuditEntry, entry_hash, normalize
 from control_plane.audit.tables import (
     ACTION_LENGTH,
@@ -70,7 +71,9 @@ def record(
     outcome: str = "",
 ) -> AuditEntry:
     """Appends one hash-chained entry inside the caller's write transaction (``write_session``) and
-    returns it. ``before``/``after`` are stored as JSON (see :func:`~control_plane.audit.chain.normalize`)."""
+    returns it. ``before``/``after`` are stored as JSON (see :func:`~control_plane.audit.chain.normalize`),
+    their largest values replaced by markers when together they exceed 1 MiB
+    (:mod:`~control_plane.audit.bound`)."""
     event = AuditEvent(actor, action, object_type, object_id, before, after, outcome)
     return record_many(session, [event])[0]
 
@@ -84,6 +87,8 @@ def record_many(session: Session, events: Sequence[AuditEvent]) -> list[AuditEnt
     timestamp_us = time.time_ns() // 1000
     entries = []
     for seq, event in enumerate(events, start=head_seq + 1):
+        # Bounded before hashing: the chain covers what is stored, markers included.
+        before, after = bounded(normalize(event.before), normalize(event.after))
         fields = {
             "seq": seq,
             "timestamp_us": timestamp_us,
@@ -91,8 +96,8 @@ def record_many(session: Session, events: Sequence[AuditEvent]) -> list[AuditEnt
             "action": _clip(event.action, ACTION_LENGTH),
             "object_type": _clip(event.object_type, OBJECT_TYPE_LENGTH),
             "object_id": _clip(event.object_id, OBJECT_ID_LENGTH),
-            "before": normalize(event.before),
-            "after": normalize(event.after),
+            "before": before,
+            "after": after,
             "prev_hash": head_hash,
             "outcome": _clip(event.outcome, OUTCOME_LENGTH),
         }

@@ -4,6 +4,7 @@ reports tampering done with raw SQL."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
@@ -189,8 +190,9 @@ async def _large_updates(registry: FeatureRegistryStub, description_chars: int) 
 async def test_a_page_of_large_entries_is_cut_by_size(channel: grpc.aio.Channel) -> None:
     # Each update's entry holds the description before and after it: six of ~1.4 MB took more than
     # gRPC's 4 MiB in one page of the default 100, and every QueryAudit failed RESOURCE_EXHAUSTED.
+    # (Entries are now bounded at 1 MiB, so these are ~0.8 MB: six still outgrow one message.)
     registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
-    await _large_updates(registry, 700_000)
+    await _large_updates(registry, 400_000)
     first = await audit.QueryAudit(apb.QueryAuditRequest())
     assert 0 < len(first.entries) < 8 and first.next_page_token
     assert first.ByteSize() <= pages.MAX_PAGE_BYTES
@@ -207,3 +209,31 @@ async def test_export_chunks_of_large_entries_are_cut_by_size(channel: grpc.aio.
     assert len(chunks) > 1
     assert all(chunk.entries and chunk.ByteSize() <= pages.MAX_PAGE_BYTES for chunk in chunks)
     assert [e.seq for chunk in chunks for e in chunk.entries] == list(range(1, 9))
+
+
+async def test_an_entry_too_large_for_grpc_is_stored_with_markers(channel: grpc.aio.Channel) -> None:
+    # A view's 2,000,000-character description is allowed; its edit stored the view before and after,
+    # 4.3 MB of JSON once quotes and newlines were escaped: one entry past gRPC's 4 MiB, so no page
+    # and no export reaching it could be read, even one entry at a time.
+    registry, audit = FeatureRegistryStub(channel), AuditStub(channel)  # type: ignore[no-untyped-call]
+    line = 'a line of documentation with a "quoted" word\n'
+    first = (line * 45_000)[:2_000_000]
+    await registry.CreateEntity(pb.CreateEntityRequest(entity=entity()), metadata=ALICE)
+    await registry.CreateFeatureView(
+        pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata(description=first)), metadata=ALICE
+    )
+    request = pb.UpdateFeatureViewMetadataRequest(
+        name="driver_stats", metadata=metadata(description=first.upper(), owner="team-b")
+    )
+    await registry.UpdateFeatureViewMetadata(request, metadata=ALICE)
+
+    entries = await _all(audit, apb.AuditFilter(), page_size=1)
+    assert [e.action for e in entries] == ["create", "create", "update_metadata"]
+    before, after = json.loads(entries[2].before_json), json.loads(entries[2].after_json)
+    digest = hashlib.sha256(first.encode()).hexdigest()
+    assert before["metadata"]["description"] == {"omitted_sha256": digest, "bytes": 2_000_000}
+    assert (before["metadata"]["owner"], after["metadata"]["owner"]) == ("team-a", "team-b")
+    assert after["metadata"]["description"]["bytes"] == 2_000_000
+    exported = [e async for chunk in audit.ExportAudit(apb.ExportAuditRequest()) for e in chunk.entries]
+    assert [e.hash for e in exported] == [e.hash for e in entries]
+    assert (await audit.VerifyAudit(apb.VerifyAuditRequest())).ok
