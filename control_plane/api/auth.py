@@ -23,7 +23,10 @@ fields that do it (``GetHistoricalFeatures`` with ``output_path`` writes a Parqu
 such a method the read-only token's call is let through only while its request messages leave those fields
 empty: each message is checked as the servicer takes it, before anything acts on it, and one that sets a
 field ends the call with PERMISSION_DENIED naming the field. The name alone cannot decide, and the
-servicer must not have to remember: the rule sits here, beside the prefixes.
+servicer must not have to remember: the rule sits here, beside the prefixes. A read's side effect that no
+field asks for (``GetHistoricalFeatures`` records each training set's lineage in the offline store) is
+left out by the servicer when :data:`~control_plane.api.identity.MAY_WRITE`, set here for every call,
+says the caller may not write.
 
 Tokens are configured, read and compared by :mod:`clients.server_auth`, which the data plane shares (its
 APIs only read, so any configured token admits a call there): constant time, against every configured
@@ -58,7 +61,7 @@ from clients.server_auth import (
     rebuilt_handler,
     rejecting_handler,
 )
-from control_plane.api.identity import PRINCIPAL
+from control_plane.api.identity import MAY_WRITE, PRINCIPAL
 
 __all__ = [
     "ADMIN_PRINCIPAL",
@@ -162,8 +165,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         fields = WRITING_REQUEST_FIELDS.get("/" + full_method.lstrip("/"), ())
         if not fields or not token:
             return ()
-        match = self._tokens.match(token)
-        return () if match is not None and match.can_write else fields
+        return () if self.may_write(token) else fields
+
+    def may_write(self, token: str | None) -> bool:
+        """Whether ``token`` is a valid token with the right to change state."""
+        match = self._tokens.match(token) if token else None
+        return match is not None and match.can_write
 
     async def intercept_service(
         self,
@@ -182,14 +189,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return rejecting_handler(handler, code, message, refused, actor)
         if principal is None:
             return handler
-        return _as_principal(handler, principal, method, self.guarded_fields(method, token))
+        guarded = self.guarded_fields(method, token)
+        return _as_principal(handler, principal, method, guarded, self.may_write(token))
 
 
 def _as_principal(
-    handler: Any, principal: str, method: str = "", guarded: tuple[str, ...] = ()
+    handler: Any,
+    principal: str,
+    method: str = "",
+    guarded: tuple[str, ...] = (),
+    may_write: bool = True,
 ) -> grpc.RpcMethodHandler:
-    """``handler`` with :data:`PRINCIPAL` set for the duration of each call; with ``guarded`` fields,
-    every request message is checked for them first (:func:`_refusal`)."""
+    """``handler`` with :data:`PRINCIPAL` and :data:`MAY_WRITE` set for the duration of each call; with
+    ``guarded`` fields, every request message is checked for them first (:func:`_check_message`)."""
     original = handler_behavior(handler)
 
     async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -209,10 +221,12 @@ def _as_principal(
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         PRINCIPAL.set(principal)  # the call runs in its own task: the value ends with it
+        MAY_WRITE.set(may_write)
         return await original(await checked(request, context), context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         PRINCIPAL.set(principal)
+        MAY_WRITE.set(may_write)
         async for response in original(await checked(request, context), context):
             yield response
 

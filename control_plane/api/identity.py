@@ -1,7 +1,8 @@
 """Who is calling: the actor recorded in the audit log for a request.
 
 When auth is on, :class:`control_plane.api.auth.AuthInterceptor` has checked the bearer token and put
-the token's principal (e.g. "admin", "readonly") into :data:`PRINCIPAL` for the duration of the call;
+the token's principal (e.g. "admin", "readonly") into :data:`PRINCIPAL`, and whether it may write into
+:data:`MAY_WRITE`, for the duration of the call;
 that principal is the actor, and a self-declared ``x-aether-actor`` header cannot override it. Without
 auth the caller's ``x-aether-actor`` metadata names the actor (informational only: anyone can claim any
 name), else "anonymous"."""
@@ -20,6 +21,11 @@ _MAX_ACTOR_LENGTH = 128
 #: The authenticated principal of the RPC being handled (None when auth is off). grpc.aio runs each RPC
 #: in its own task, so a value set by the interceptor's handler wrapper is seen by that call only.
 PRINCIPAL: ContextVar[str | None] = ContextVar("aether_principal", default=None)
+#: Whether the caller of the RPC being handled may change state: False for a token without the right to
+#: write (the read-only token), set by the interceptor beside :data:`PRINCIPAL`; True without auth. A read
+#: that would otherwise leave something behind on the server (GetHistoricalFeatures' lineage record)
+#: asks it, so that a read-only caller changes nothing.
+MAY_WRITE: ContextVar[bool] = ContextVar("aether_may_write", default=True)
 
 
 def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:

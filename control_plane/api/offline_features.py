@@ -22,6 +22,7 @@ from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_str
 from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
+from control_plane.api.identity import MAY_WRITE
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.server_paths import confined, datasets_root
@@ -62,7 +63,10 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
                 pieces.append(request.entity_rows_arrow)
         if head is None:
             raise InvalidArgument("empty request: send the feature references and entity rows")
-        training = await asyncio.to_thread(self._build, head, pieces)
+        # A read-only caller may build training sets but must leave nothing behind: its sets are not
+        # recorded (one lineage file per distinct call, unaudited and unbounded). Read here, in the
+        # call's own context, and handed to the worker thread.
+        training = await asyncio.to_thread(self._build, head, pieces, MAY_WRITE.get())
         if not head.summary_only:
             for piece in arrow_stream_pieces(training.table, self._chunk_bytes):
                 yield pb.GetHistoricalFeaturesResponse(arrow_chunk=piece)
@@ -73,7 +77,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             output_path=training.output_path or "",
         )
 
-    def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes]) -> TrainingSet:
+    def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes], record: bool) -> TrainingSet:
         # Both paths are checked before anything is read or joined.
         output_path = (
             confined(head.output_path, self._datasets_root, "output_path") if head.output_path else None
@@ -91,6 +95,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             list(head.features),
             timestamp_column=head.timestamp_column or None,
             output_path=output_path,
+            record=record,
         )
 
 

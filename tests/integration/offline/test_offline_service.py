@@ -374,3 +374,34 @@ async def test_the_read_only_token_may_not_write_a_training_set(tmp_path: Path, 
         assert pq.read_table(written.output_path).num_rows == 3
     finally:
         await handle.stop()
+
+
+async def test_the_read_only_token_leaves_no_lineage_record(tmp_path: Path, db_url: str) -> None:
+    """Without output_path the server still recorded every distinct training set it built in the
+    offline store (``_datasets/<hash>.json``): a read-only caller wrote files there, unaudited and
+    without bound. Only a caller that may write leaves a record."""
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home",
+        db_url=db_url,
+        listen_addr="127.0.0.1:0",
+        auth=AuthSettings(admin_token="admin-secret", readonly_token="reader-secret"),
+    )
+    handle = await start_server(settings, services=[add_to_server])
+    offline = tmp_path / "home" / "offline"
+    try:
+        await asyncio.to_thread(ensure_entity, handle.registry)
+        spec = feature_spec("stats", (("score", types_pb2.FLOAT64),), ttl_seconds=7200)
+        await asyncio.to_thread(create_view, handle.registry, spec)
+        reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="reader-secret"))
+        admin = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="admin-secret"))
+        with reader, admin:
+            before = sorted(offline.rglob("*"))
+            read = await asyncio.to_thread(reader.historical_features, labels(3), ["stats"])
+            assert read.row_count == 3 and read.dataset_hash
+            assert sorted(offline.rglob("*")) == before
+            built = await asyncio.to_thread(admin.historical_features, labels(3), ["stats"])
+        assert built.dataset_hash == read.dataset_hash
+        record = json.loads((offline / "_datasets" / f"{built.dataset_hash}.json").read_text())
+        assert record["features"] == ["stats"]
+    finally:
+        await handle.stop()
