@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -70,12 +70,29 @@ class Backend(Protocol):
         ...
 
 
+#: Names tried for a temporary file before giving up (as ``tempfile``'s TMP_MAX).
+_TEMP_ATTEMPTS = 10_000
+
+
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new, empty temporary file in ``folder``, open for writing. Created with mode 0o666, as ``open``
+    creates files, so the umask (and a default ACL) gives the blob the mode any file the user writes gets:
+    ``mkstemp``'s 0o600 kept blobs from a data plane or trainer running as another user. ``O_EXCL``
+    neither follows a link nor reuses a file put there first."""
+    for _ in range(_TEMP_ATTEMPTS):
+        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary file name in {folder}")
+
+
 class _LocalWriter:
     def __init__(self, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         self._final = final
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=final.parent)
-        self._temp = Path(temp)
+        fd, self._temp = _create_temp(final.parent)
         self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:

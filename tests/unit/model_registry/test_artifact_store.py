@@ -237,3 +237,22 @@ def test_stale_temporary_files_of_a_local_store_are_swept(tmp_path: Path) -> Non
     assert not stale.exists() and fresh.exists()  # a live writer's file is left alone
     assert store.open_verified(ref.sha256) == b"weights"
     assert store.sweep_stale_temps(older_than_s=0) == 1 and not fresh.exists()
+
+
+@pytest.fixture(params=[0o022, 0o027])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The process umask set to the parameter for the test (not left to the environment, where 0o077 would
+    make every file 0o600 and hide the difference), then restored."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_a_blob_gets_the_mode_of_any_file_the_user_creates(store: ArtifactStore, umask: int) -> None:
+    # mkstemp made every local blob 0o600, whatever the umask: a data plane or trainer running as another
+    # user could not read the artifacts it was told to load.
+    ref = store.put_bytes(b"weights")
+    blob = stored_file(store, ref.sha256)
+    ordinary = blob.parent / "ordinary"
+    ordinary.write_bytes(b"")
+    assert blob.stat().st_mode & 0o777 == ordinary.stat().st_mode & 0o777 == 0o666 & ~umask
