@@ -289,6 +289,11 @@ def test_the_latest_version_is_the_newest_that_exists(models: ModelRegistryClien
     assert listed.latest_version == 1
     assert models.register_version("eta", artifact_sha256=sha256).version == 3  # numbers never repeat
     assert models.get_model("eta").latest_version == 3
+    # As model_registry.proto says: 0 once none exists, and the next one is not latest_version + 1.
+    for version in (1, 3):
+        models.delete_version("eta", version)
+    assert models.get_model("eta").latest_version == 0
+    assert models.register_version("eta", artifact_sha256=sha256).version == 4
 
 
 def test_version_and_model_pages_are_cut_by_size(
