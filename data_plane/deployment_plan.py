@@ -131,7 +131,7 @@ def model_spec_from_proto(message: pb.ModelServingSpec) -> ModelSpec:
     )
 
 
-def plan_from_proto(message: pb.DeploymentPlan) -> DeploymentPlan:
+def _variants_from_proto(message: pb.DeploymentPlan) -> tuple[Variant, ...]:
     variants = []
     for planned in message.variants:
         role = _ROLES.get(planned.role)
@@ -140,23 +140,38 @@ def plan_from_proto(message: pb.DeploymentPlan) -> DeploymentPlan:
         variants.append(
             Variant(planned.name, role, float(planned.traffic_percent), model_spec_from_proto(planned.model))
         )
+    return tuple(variants)
+
+
+def plan_from_proto(message: pb.DeploymentPlan) -> DeploymentPlan:
     return DeploymentPlan(
         deployment=message.deployment,
         plan_revision=int(message.plan_revision),
         routing_salt=message.routing_salt or message.deployment,
-        variants=tuple(variants),
+        variants=_variants_from_proto(message),
+    )
+
+
+def _same_plan(kept: DeploymentPlan, message: pb.DeploymentPlan) -> bool:
+    """Whether ``message`` plans exactly what ``kept`` does. The revision alone does not tell: a control
+    plane whose revisions restarted (a fresh database, a restore from a backup) hands out the same revision
+    numbers again for other content. Building the variants is cheap; the bucket tables are what is saved."""
+    return (
+        kept.plan_revision == message.plan_revision
+        and kept.routing_salt == (message.routing_salt or message.deployment)
+        and kept.variants == _variants_from_proto(message)
     )
 
 
 def plans_from_snapshot(
     snapshot: pb.DeploymentPlanSnapshot, previous: DeploymentPlans | None = None
 ) -> DeploymentPlans:
-    """The plans of ``snapshot``; plans whose revision did not change since ``previous`` are reused, so
-    their bucket tables are not recomputed."""
+    """The plans of ``snapshot``; a plan of ``previous`` whose revision and content are both unchanged is
+    reused, so its bucket tables are not recomputed."""
     plans: dict[str, DeploymentPlan] = {}
     for message in snapshot.plans:
         kept = previous.get(message.deployment) if previous is not None else None
-        if kept is not None and kept.plan_revision == message.plan_revision:
+        if kept is not None and _same_plan(kept, message):
             plans[message.deployment] = kept
         else:
             plans[message.deployment] = plan_from_proto(message)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from clients.errors import FailedPrecondition
 from clients.sdk.deployments import DeploymentsClient, variant
+from control_plane.settings import ControlPlaneSettings
 from data_plane.deployment_watch import DeploymentWatch
 from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec
 from data_plane.routing import choose_variant
-from tests.integration.deployments.conftest import Models, Plane
+from tests.integration.deployments.conftest import Models, Plane, ThreadedControlPlane
 
 
 class RecordingLoader:
@@ -187,3 +188,42 @@ async def test_the_retry_loop_survives_a_load_cancelled_by_a_plan_that_drops_its
         await until_state(loader, ("c", later), ModelState.READY, "the retry loop stopped")
     finally:
         await watch.stop()
+
+
+async def test_plans_follow_a_control_plane_whose_revisions_restarted(
+    plane: Plane, deployments: DeploymentsClient, models: Models, tmp_path: Path
+) -> None:
+    """A control plane restored from a backup (here: on a fresh database, at the same address) hands out
+    plan revisions it handed out before, for other content. The watch reused a held plan whenever its
+    revision matched, so the data plane went on serving the old version."""
+    old = models.register("eta")
+    created = await asyncio.to_thread(deployments.create, "eta-prod", [variant("eta", old)])
+    loader = RecordingLoader()
+    watch = DeploymentWatch(plane.address, tmp_path / "plans.pb", loader, backoff_initial_s=0.05)
+    watch.start()
+    fresh: ThreadedControlPlane | None = None
+    try:
+        await watch.wait_for_revision(created.plan_revision, 10)
+        await asyncio.to_thread(plane.server.stop)
+        settings = ControlPlaneSettings(
+            home=tmp_path / "restored", db_url=f"sqlite:///{tmp_path / 'restored.db'}",
+            redis_url=plane.redis_url, listen_addr=plane.address, watch_poll_interval_s=0.1,
+        )  # fmt: skip
+        fresh = await asyncio.to_thread(ThreadedControlPlane, settings)
+        restored = Models(settings.db_url, settings.home)
+        try:
+            new = [restored.register("eta") for _ in range(2)][-1]
+        finally:
+            restored.close()
+        with DeploymentsClient(plane.address, actor="alice", timeout=20) as client:
+            again = await asyncio.to_thread(client.create, "eta-prod", [variant("eta", new)])
+        assert again.plan_revision == created.plan_revision and new != old
+        deadline = asyncio.get_running_loop().time() + 10
+        while (held := watch.current().get("eta-prod")) is None or held.primary.model.version != new:
+            assert asyncio.get_running_loop().time() < deadline, "the data plane kept the old plan"
+            await asyncio.sleep(0.02)
+        assert ("eta", new) in loader.loaded and loader.unloaded == [("eta", old)]
+    finally:
+        await watch.stop()
+        if fresh is not None:
+            await asyncio.to_thread(fresh.stop)

@@ -114,6 +114,23 @@ def test_unchanged_plans_are_reused_across_snapshots() -> None:
     assert set(second.model_specs()) == {("eta", 1), ("eta", 2)}
 
 
+def test_a_plan_of_a_reused_revision_with_other_content_replaces_the_held_one() -> None:
+    # A control plane restored from a backup (or on a fresh database) numbers its revisions from there
+    # again: the same plan revision can come back planning another version.
+    held = plans_from_snapshot(
+        pb.DeploymentPlanSnapshot(revision=5, plans=[plan("a", ("eta-v1", "primary", 100.0, 1), revision=1)])
+    )
+    restored = plans_from_snapshot(
+        pb.DeploymentPlanSnapshot(revision=1, plans=[plan("a", ("eta-v2", "primary", 100.0, 2), revision=1)]),
+        held,
+    )
+    replaced = restored.get("a")
+    assert replaced is not None and replaced is not held.get("a")
+    assert (replaced.primary.name, replaced.primary.model.version) == ("eta-v2", 2)
+    assert set(restored.model_specs()) == {("eta", 2)}
+    assert shared_specs(restored, held, {})[("eta", 2)].version == 2
+
+
 def test_deployments_sharing_a_version_get_the_serving_config_of_the_last_plan_applied() -> None:
     def shared(deployment: str, batch: int, revision: int = 1) -> pb.DeploymentPlan:
         message = plan(deployment, ("x", "primary", 100.0, 1), revision=revision)
