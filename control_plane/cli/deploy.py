@@ -45,23 +45,36 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
-    policy = argparse.ArgumentParser(add_help=False)
-    policy.add_argument("--steps", help="canary traffic steps in percent, e.g. 5,25,50,100")
-    policy.add_argument("--bake-seconds", type=numbers.uint64, default=0, help="how long each step is held")
-    # These two default to None, not 0: the fields are optional, and 0 is a rule of its own.
+    # Every policy flag defaults to None, "not given": `canary start` changes only the fields given (see
+    # _canary_start), and 0 is a value of its own for some (no error tolerated, no p99 ceiling). A group,
+    # not an epilog: subcommands copy their parents' groups, with the description, but not an epilog.
+    policy_parser = argparse.ArgumentParser(add_help=False)
+    policy = policy_parser.add_argument_group(
+        "canary policy",
+        "create: a flag not given takes its default; canary start: a flag not given keeps the deployment's "
+        "current value",
+    )
+    policy.add_argument("--steps", help="canary traffic steps in percent (default 5,25,50,100)")
+    policy.add_argument(
+        "--bake-seconds", type=numbers.uint64, help="how long each step is held (default 300)"
+    )
     policy.add_argument(
         "--max-error-rate", type=float, help="fraction that rolls back (default 0.01; 0: any error)"
     )
-    policy.add_argument("--max-p99-ms", type=float, default=0.0, help="absolute p99 ceiling")
+    policy.add_argument("--max-p99-ms", type=float, help="absolute p99 ceiling (default 0: none)")
     policy.add_argument(
         "--max-p99-ratio", type=float, help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)"
     )
-    policy.add_argument("--min-requests", type=numbers.uint64, default=0, help="requests needed per decision")
+    policy.add_argument(
+        "--min-requests", type=numbers.uint64, help="requests needed per decision (default 100)"
+    )
 
     deploy = commands.add_parser("deploy", help="deployments: traffic splits, canaries, shadows")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    create = actions.add_parser("create", parents=[common, policy], help="deploy an approved model version")
+    create = actions.add_parser(
+        "create", parents=[common, policy_parser], help="deploy an approved model version"
+    )
     create.add_argument("name")
     create.add_argument("--model", required=True)
     create.add_argument("--version", type=numbers.version, required=True)
@@ -118,7 +131,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     canary = actions.add_parser("canary", help="canary releases")
     canary_actions = canary.add_subparsers(dest="canary_action", required=True, metavar="ACTION")
-    start = canary_actions.add_parser("start", parents=[common, policy], help="start a canary")
+    start = canary_actions.add_parser("start", parents=[common, policy_parser], help="start a canary")
     start.add_argument("name")
     start.add_argument("--model", required=True)
     start.add_argument("--version", type=numbers.version, required=True)
@@ -153,17 +166,36 @@ def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _policy(args: argparse.Namespace) -> pb.CanaryPolicy | None:
-    steps = _numbers(args.steps, "--steps")
-    given = pb.CanaryPolicy(  # None leaves an optional threshold unset: the server's default
-        steps_percent=steps,
-        bake_seconds=args.bake_seconds,
-        max_error_rate=args.max_error_rate,
-        max_p99_latency_ms=args.max_p99_ms,
-        max_p99_ratio=args.max_p99_ratio,
-        min_requests=args.min_requests,
-    )
-    return given if given.ByteSize() else None
+# The policy flags by their attribute on the parsed arguments, with the CanaryPolicy field each sets.
+POLICY_FLAGS = {
+    "bake_seconds": "bake_seconds",
+    "max_error_rate": "max_error_rate",
+    "max_p99_ms": "max_p99_latency_ms",
+    "max_p99_ratio": "max_p99_ratio",
+    "min_requests": "min_requests",
+}
+
+
+def _policy_given(args: argparse.Namespace) -> bool:
+    return args.steps is not None or any(getattr(args, flag) is not None for flag in POLICY_FLAGS)
+
+
+def _policy(args: argparse.Namespace, current: pb.CanaryPolicy | None = None) -> pb.CanaryPolicy | None:
+    """The canary policy of the flags given, over ``current`` when there is one (each flag not given keeps
+    its field there); without ``current``, the fields of flags not given stay unset: the server's
+    defaults. None when no policy flag was given: the server keeps the policy it has."""
+    if not _policy_given(args):
+        return None
+    policy = pb.CanaryPolicy()
+    if current is not None:
+        policy.CopyFrom(current)
+    if args.steps is not None:
+        policy.steps_percent[:] = _numbers(args.steps, "--steps")
+    for flag, field in POLICY_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(policy, field, value)
+    return policy
 
 
 def _shadow(text: str) -> pb.Variant:
@@ -274,8 +306,12 @@ def _traffic(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -
 
 
 def _canary_start(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    # StartCanary replaces the whole policy it is given, so the flags given are laid over the deployment's
+    # current policy: `--min-requests 10` alone no longer reset the steps, bake and thresholds to defaults.
+    current = client.get(args.name).canary_policy if _policy_given(args) else None
+    policy = _policy(args, current)
     started = client.start_canary(
-        args.name, args.model, args.version, variant_name=args.variant, policy=_policy(args)
+        args.name, args.model, args.version, variant_name=args.variant, policy=policy
     )
     return _show(started, args, out)
 

@@ -77,6 +77,25 @@ def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(
     assert json.loads(out)["canary_policy"]["max_p99_ratio"] == 0.0  # as stored, not the default
 
 
+def test_canary_start_changes_only_the_policy_flags_given(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`canary start ... --min-requests 10` sent a whole policy with every other field unset, and the
+    server took that as the defaults: the steps, bake and thresholds set at create were silently reset."""
+    blue, green = str(models.register("eta")), str(models.register("eta"))
+    code, _ = run(
+        plane, capsys, "deploy", "create", "eta-prod", "--model", "eta", "--version", blue,
+        "--steps", "10,100", "--bake-seconds", "60", "--max-error-rate", "0", "--max-p99-ms", "250",
+    )  # fmt: skip
+    assert code == 0
+    start = ("deploy", "canary", "start", "eta-prod", "--model", "eta", "--version", green, "--json")
+    code, out = run(plane, capsys, *start, "--min-requests", "10", "--max-p99-ms", "0")
+    policy = json.loads(out)["canary_policy"]
+    assert code == 0 and policy["steps_percent"] == [10.0, 100.0] and policy["bake_seconds"] == 60
+    assert (policy["max_error_rate"], policy["min_requests"], policy["max_p99_ratio"]) == (0.0, 10, 1.5)
+    assert policy.get("max_p99_latency_ms", 0.0) == 0.0  # 0 given: no ceiling any more, not the 250
+
+
 def test_create_an_ab_split_with_a_fallback_for_unknown_entities(
     plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
 ) -> None:
