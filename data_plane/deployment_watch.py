@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -170,8 +170,15 @@ class DeploymentWatch:
         await self._stream.stop()
 
     def keep_loaded(self, specs: Sequence[ModelSpec]) -> None:
-        """Also retries these versions (loaded from the static model config) when their load failed."""
+        """Also retries these versions (loaded from the static model config) when their load failed; they
+        are the ones :meth:`static_models` lists."""
         self._static.update((spec.key, spec) for spec in specs)
+
+    def static_models(self) -> Collection[tuple[str, int]]:
+        """The (model, version) keys of the static model config (those given to :meth:`keep_loaded`), as
+        a live view. Predict without a plan reaches only these by model name: a version the plans loaded
+        (a canary, a shadow) answers only through its deployment's plan."""
+        return self._static.keys()
 
     async def _retry_failed_loads(self) -> None:
         """Loads again the versions the plans use whose load failed, every ``retry_initial_s`` at first and

@@ -4,7 +4,10 @@ version and variant that produced them out.
 Resolution: the deployment's plan (from the deployment watch) routes the request
 (:func:`data_plane.routing.choose_variant` on the routing key, or the request id when there is none);
 without a plan of that name, a model loaded from the static model config of the same name serves it
-(newest READY version, variant ``static``). Then the model's features are fetched and merged
+(its newest READY version from that config, variant ``static``). Only the static config's versions: a
+version a plan loaded (a canary, a shadow) is served through its deployment's plan alone, so that a
+request naming its model can neither reach a shadow nor bypass the canary controller; such a name is
+NOT_FOUND. Then the model's features are fetched and merged
 (:mod:`data_plane.feature_vector`), the model runs through its batcher, and the request is logged when
 sampled. Shadow variants get a mirrored copy in the background; their answers are only logged. Every
 request leaves a prediction-log entry with its latency and status, failures included.
@@ -20,13 +23,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from clients.errors import AetherError, NotFound
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
 from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
-from data_plane.models.manager import ModelManager
+from data_plane.models.manager import ModelManager, ModelState
 from data_plane.models.spec import ModelSpec
 from data_plane.prediction_log import SERVED, SHADOW, PredictionLog, PredictionRecord, now_us
 from data_plane.routing import choose_variant
@@ -81,8 +84,13 @@ class Predictor:
         assembler: FeatureAssembler,
         plans: Callable[[], DeploymentPlans] | None = None,
         log: PredictionLog | None = None,
+        static: Collection[tuple[str, int]] = (),
     ) -> None:
+        """``static``: the (model, version) keys loaded from the static model config, the only versions a
+        request naming no deployment plan may reach (read on each such request: a live view such as
+        :meth:`DeploymentWatch.static_models` follows the versions added later)."""
         self._manager = manager
+        self._static = static
         self._assembler = assembler
         self._plans = plans
         self._log = log
@@ -97,7 +105,7 @@ class Predictor:
 
     def serves(self, deployment: str) -> bool:
         """Whether ``deployment`` names a deployment plan or a model of the static config."""
-        return self._plan(deployment) is not None or self._manager.holds(deployment)
+        return self._plan(deployment) is not None or any(name == deployment for name, _ in self._static)
 
     def _route(
         self, call: PredictCall, request_id: str, plan: DeploymentPlan | None
@@ -106,13 +114,24 @@ class Predictor:
             routed = choose_variant(plan, call.routing_key or request_id)
             shadows = tuple((s.model, s.name) for s in routed.shadows)
             return routed.primary.model, routed.primary.name, shadows
-        try:
-            return self._manager.resolve(call.deployment, None), STATIC_VARIANT, ()
-        except NotFound:
+        return self._static_spec(call.deployment), STATIC_VARIANT, ()
+
+    def _static_spec(self, name: str) -> ModelSpec:
+        """The newest READY version of model ``name`` among those of the static config, else the newest of
+        them held (its lease then says why it cannot serve). NOT_FOUND when the config has none held."""
+        held: list[ModelSpec] = []
+        for version in sorted(v for n, v in self._static if n == name):
+            try:
+                held.append(self._manager.resolve(name, version))
+            except NotFound:
+                continue
+        if not held:
             raise NotFound(
-                f"deployment {call.deployment!r} does not exist (no plan of that name, and no model of that "
-                "name in the static model config)"
-            ) from None
+                f"deployment {name!r} does not exist (no plan of that name, and no model of that name in "
+                "the static model config)"
+            )
+        ready = [spec for spec in held if self._manager.state(name, spec.version) is ModelState.READY]
+        return (ready or held)[-1]  # the versions are in ascending order
 
     async def predict(self, call: PredictCall) -> Prediction:
         """Serves one request. Every request, answered or failed, leaves one prediction-log entry with its

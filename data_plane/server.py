@@ -274,7 +274,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     static = await _load_static_models(settings, manager)
     deployments = await start_deployment_watch(settings, manager)
     deployments.keep_loaded(static)
-    predictor = Predictor(manager, FeatureAssembler(reader), deployments.current, prediction_log)
+    predictor = Predictor(
+        manager, FeatureAssembler(reader), deployments.current, prediction_log, deployments.static_models()
+    )
     predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)
     enable_reflection(

@@ -53,6 +53,14 @@ def model_specs(root: Path) -> list[ModelSpec]:
     ]  # fmt: skip
 
 
+async def load_as_static(handle: DataPlaneHandle, spec: ModelSpec) -> None:
+    """Loads ``spec`` as a version of the static model config is (loaded, then kept by the deployment
+    watch), so that Predict reaches it by its model name; a version loaded alone (as a plan's canary or
+    shadow is) answers only through a plan."""
+    await handle.manager.ensure_loaded(spec)
+    handle.deployments.keep_loaded([spec])
+
+
 def serving_settings(tmp_path: Path, redis_url: str, **overrides: object) -> DataPlaneSettings:
     specs = model_specs(tmp_path / "models")
     config = tmp_path / "models.json"

@@ -42,6 +42,7 @@ from tests.integration.serving.conftest import (
     FEATURES,
     NOW_US,
     STORED,
+    load_as_static,
     model_specs,
     serving_settings,
 )
@@ -108,7 +109,7 @@ async def test_request_time_features_of_an_integer_input_must_be_whole_numbers_i
         onnx_models.integer_input(2), tmp_path / "counts.onnx", "counts",
         feature_refs=("request:hour", "request:day"),
     )  # fmt: skip
-    await data_plane.manager.ensure_loaded(spec)
+    await load_as_static(data_plane, spec)
     row = [{"driver_id": 1}]
     good = build_predict_request("counts", row, request_features=[{"hour": 13.0, "day": 2.0}])
     result = decode_predict_response(await stub.Predict(good, timeout=5))
@@ -149,7 +150,7 @@ async def test_a_predict_ended_by_its_deadline_or_its_caller_is_counted_as_the_c
         onnx_models.slow_at_least(0.2, SLOW_WIDTH), tmp_path / "slow.onnx", "slow",
         feature_refs=tuple(f"request:f{i}" for i in range(SLOW_WIDTH)), warmup_requests=1, max_batch_size=1,
     )  # fmt: skip
-    await data_plane.manager.ensure_loaded(spec)  # a request takes ≥ 0.2 s, in a worker thread
+    await load_as_static(data_plane, spec)  # a request takes ≥ 0.2 s, in a worker thread
     features = [{f"f{i}": 0.0 for i in range(SLOW_WIDTH)}]
     request = build_predict_request("slow", [{"driver_id": 1}], request_features=features, request_id="late")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -184,7 +185,7 @@ async def test_a_model_of_request_time_features_only_is_held_to_the_row_limit_to
     spec = onnx_models.save(
         onnx_models.tiled(1, 1), tmp_path / "hourly.onnx", "hourly", feature_refs=("request:hour",)
     )
-    await data_plane.manager.ensure_loaded(spec)
+    await load_as_static(data_plane, spec)
     limit = data_plane.reader.limits.max_rows
     rows = [{"driver_id": i} for i in range(limit + 1)]
     request = build_predict_request("hourly", rows, request_features=[{"hour": 1.0}] * len(rows))
@@ -204,7 +205,7 @@ async def test_a_predict_answer_too_large_for_a_message_is_refused_and_counted_s
         spec = onnx_models.save(
             onnx_models.tiled(1, 2048), tmp_path / "tiled.onnx", "tiled", feature_refs=("request:hour",)
         )
-        await handle.manager.ensure_loaded(spec)
+        await load_as_static(handle, spec)
         request = build_predict_request("tiled", [{"driver_id": 1}], request_features=[{"hour": 1.0}])
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
             stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
@@ -238,7 +239,8 @@ class _FakeBrokenPredictor(Predictor):
 
 async def test_a_predict_failed_by_a_bug_is_internal_and_counted(data_plane: DataPlaneHandle) -> None:
     metrics = ServingMetrics()
-    broken = _FakeBrokenPredictor(data_plane.manager, FeatureAssembler(None))
+    static = data_plane.deployments.static_models()
+    broken = _FakeBrokenPredictor(data_plane.manager, FeatureAssembler(None), static=static)
     server = grpc.aio.server()
     predict.add_to_server(predict.PredictServicer(broken, metrics), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -448,6 +450,51 @@ async def test_a_deployment_plan_routes_predict_and_mirrors_to_its_shadow(
         np.testing.assert_allclose(
             shadow_out, _run_model(specs["scorer", 2], STORED[1][np.newaxis, :]).ravel(), rtol=1e-5
         )
+    finally:
+        await handle.stop(None)
+
+
+async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Predict naming no plan fell back to any loaded version of the model of that name: the newest, here
+    a deployment's shadow (and a canary the same way, bypassing the canary controller), answered as
+    variant "static". Only versions of the static model config may answer so; a model that plans alone
+    loaded is NOT_FOUND by its own name."""
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
+    settings = serving_settings(tmp_path, own_redis.url)
+    assert settings.model_config is not None
+    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    mlp = onnx_models.mlp(input_size=8, hidden=(4,), seed=9)
+    shadow = onnx_models.save(
+        mlp, tmp_path / "scorer3.onnx", "scorer", version=3, feature_refs=("driver_stats",)
+    )
+    tuned = onnx_models.save(mlp, tmp_path / "tuned.onnx", "tuned", feature_refs=("driver_stats",))
+    ranking = dpb.DeploymentPlan(
+        deployment="ranking", plan_revision=1,
+        variants=[
+            _planned(specs["scorer", 1], "blue", dpb.VARIANT_ROLE_PRIMARY, 100.0),
+            _planned(shadow, "green-shadow", dpb.VARIANT_ROLE_SHADOW, 100.0),
+        ],
+    )  # fmt: skip
+    tuning = dpb.DeploymentPlan(
+        deployment="tuning", plan_revision=1, variants=[_planned(tuned, "t", dpb.VARIANT_ROLE_PRIMARY, 100.0)]
+    )
+    snapshot = dpb.DeploymentPlanSnapshot(revision=1, plans=[ranking, tuning])
+    save_snapshot(plans_path(settings), snapshot.SerializeToString())
+    handle = await start_server(settings)  # loads the persisted plans' versions before it returns
+    try:
+        assert handle.manager.resolve("scorer", None).version == 3  # the shadow is the newest loaded
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_predict_request("scorer", [{"driver_id": 1}], routing_key="user-9")
+            result = decode_predict_response(await stub.Predict(request, timeout=5))
+            assert (result.model_name, result.model_version, result.variant) == ("scorer", 2, "static")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Predict(build_predict_request("tuned", [{"driver_id": 1}]), timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "deployment 'tuned' does not exist" in (info.value.details() or "")
     finally:
         await handle.stop(None)
 

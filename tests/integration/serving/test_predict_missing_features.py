@@ -27,7 +27,7 @@ from data_plane.feature_vector import FeatureAssembler
 from data_plane.models.spec import ModelSpec
 from data_plane.predictor import PredictCall, Predictor
 from data_plane.server import DataPlaneHandle
-from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED
+from tests.integration.serving.conftest import DEFAULTS, FEATURES, NOW_US, STORED, load_as_static
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
@@ -75,7 +75,7 @@ async def test_a_model_that_imputes_missing_values_gets_them_as_nan(
         tmp_path / "imputing.onnx",
         "imputing", feature_refs=("driver_stats",), allow_non_finite=True, missing_entity_policy="defaults",
     )  # fmt: skip
-    await data_plane.manager.ensure_loaded(spec)
+    await load_as_static(data_plane, spec)
     imputed = _run_model(spec, _with(float(MEAN[NULL_COLUMN]))[np.newaxis, :])
     zeroed = _run_model(spec, _with(0.0)[np.newaxis, :])
     assert not np.allclose(imputed, zeroed, rtol=1e-3)  # else the test could not tell the two apart
@@ -103,7 +103,7 @@ async def test_feature_defaults_fill_each_missing_feature_whatever_the_policy(
         onnx_models.mlp(input_size=8, hidden=(4,), seed=3), tmp_path / "defaulted.onnx", "defaulted",
         feature_refs=("driver_stats",), feature_defaults=DEFAULTS,
     )  # fmt: skip  # the 'error' policy: an entity with no stored features is still refused
-    await data_plane.manager.ensure_loaded(spec)
+    await load_as_static(data_plane, spec)
     result = decode_predict_response(
         await stub.Predict(build_predict_request("defaulted", [{"driver_id": 7}]), timeout=5)
     )
@@ -120,7 +120,7 @@ async def test_feature_defaults_fill_each_missing_feature_whatever_the_policy(
         tmp_path / "imputing.onnx",
         "imputing", feature_refs=("driver_stats",), allow_non_finite=True, feature_defaults=DEFAULTS,
     )  # fmt: skip
-    await data_plane.manager.ensure_loaded(imputing)
+    await load_as_static(data_plane, imputing)
     chosen = decode_predict_response(
         await stub.Predict(build_predict_request("imputing", [{"driver_id": 7}]), timeout=5)
     )
