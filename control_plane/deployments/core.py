@@ -253,7 +253,9 @@ class DeploymentManager:
 
     def start_canary(self, request: pb.StartCanaryRequest, *, actor: str) -> pb.Deployment:
         version = int(request.version)
-        variant_name = request.variant or traffic.default_variant_name(request.model_name, version)
+        # Checked before the default variant name is built from it (see traffic.check_model_name).
+        model_name = traffic.check_model_name(request.model_name)
+        variant_name = request.variant or traffic.default_variant_name(model_name, version)
         with write_session(self._sessions) as session:
             store.lock_revision(session)
             row, variants = store.load(session, request.name, lock=True)
@@ -276,7 +278,6 @@ class DeploymentManager:
                 raise InvalidArgument("a canary policy needs a step below 100% before the promotion")
             new = VariantRecord(variant_name, request.model_name, version, Role.CANARY, first)
             traffic.check_name(new.name, "variant name")
-            traffic.check_name(new.model_name, "model name")
             self._require_deployable(session, [new], serving_of(row))
             variants = traffic.add_variant(variants, new, row.name)
             now = store.now_us()

@@ -13,7 +13,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import InvalidArgument
 from control_plane.deployments.canary import DEFAULT_STEPS, Policy
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
-from control_plane.deployments.traffic import Role, VariantRecord, default_variant_name
+from control_plane.deployments.traffic import Role, VariantRecord, check_model_name, default_variant_name
 
 DEFAULT_WARMUP_REQUESTS = 10
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -34,6 +34,7 @@ def variant_from_proto(message: pb.Variant) -> VariantRecord:
         raise InvalidArgument(
             f"variant {message.name or message.model_name!r} needs a role (primary, canary, shadow)"
         )
+    check_model_name(message.model_name)  # before the default variant name is built from it
     return VariantRecord(
         name=message.name or default_variant_name(message.model_name, int(message.version)),
         model_name=message.model_name,

@@ -54,6 +54,15 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def check_model_name(name: str) -> str:
+    """A variant's model name, checked before anything is derived from it: the default variant name
+    ``<model>-v<version>`` built from an empty one was refused as "variant name '-v1'", a name the caller
+    never gave."""
+    if not name:
+        raise InvalidArgument("model_name is required: the registered model the variant serves")
+    return check_name(name, "model name")
+
+
 def check_percent(percent: float, what: str) -> float:
     if not (math.isfinite(percent) and 0.0 <= percent <= 100.0):
         raise InvalidArgument(f"{what} must be a percentage within [0, 100], not {percent}")
@@ -89,7 +98,7 @@ def validate(variants: Sequence[VariantRecord], deployment: str) -> list[Variant
             f"deployment {deployment!r} needs exactly one primary variant, not {len(primaries)}"
         )
     for variant in variants:
-        check_name(variant.model_name, "model name")
+        check_model_name(variant.model_name)
         if variant.version <= 0:
             raise InvalidArgument(f"variant {variant.name!r} needs a model version >= 1")
         check_percent(variant.traffic_percent, f"traffic of variant {variant.name!r}")

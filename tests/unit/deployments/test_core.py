@@ -129,3 +129,26 @@ def test_a_routing_salt_over_the_column_length_is_invalid_argument_on_create_and
     with pytest.raises(InvalidArgument, match="routing_salt is 1000 characters long; at most 256"):
         manager.update(update, actor="t")
     assert manager.get("eta-prod").routing_salt == "é" * 256
+
+
+def test_an_empty_model_name_is_named_as_such_not_as_a_derived_variant_name(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The default variant name "<model>-v<version>" was built from the empty model name first, and the
+    # error was about "variant name '-v1'", a name the caller never gave.
+    sessions = create_session_factory(engine)
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    manager = DeploymentManager(sessions, registry)
+    version = register(registry, mpb.APPROVED)
+    nameless = pb.Variant(model_name="", version=version, role=pb.VARIANT_ROLE_PRIMARY)
+    with pytest.raises(InvalidArgument, match=r"^model_name is required") as refused:
+        manager.create(pb.CreateDeploymentRequest(name="eta-prod", variants=[nameless]), actor="t")
+    assert "-v1" not in refused.value.message
+    nameless.model_name = "eta"
+    manager.create(pb.CreateDeploymentRequest(name="eta-prod", variants=[nameless]), actor="t")
+    canary = pb.StartCanaryRequest(name="eta-prod", model_name="", version=version)
+    with pytest.raises(InvalidArgument, match=r"^model_name is required"):
+        manager.start_canary(canary, actor="t")
+    canary.model_name = "-eta"
+    with pytest.raises(InvalidArgument, match=r"^model name '-eta' is not valid"):
+        manager.start_canary(canary, actor="t")
