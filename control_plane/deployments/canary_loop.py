@@ -5,7 +5,12 @@ actor ``canary-controller`` (so every automatic advance, promotion and rollback 
 its reason). A decision is applied only if the canary is still where it was observed (the same variant
 at the same step, started at the same moment), so a person's promote, rollback or restart of the canary
 in between always wins. Each deployment is evaluated on its own: an error with one is
-logged and the rest are still decided."""
+logged and the rest are still decided.
+
+A step whose prediction-log entries were trimmed before they were read is observed again from the
+stream's first entry (:mod:`observations`): its bake counts from there, and while it holds its reason
+says so ("... (observed since 12:00:05 UTC: the prediction log was trimmed past entries of the step not
+yet read)"), so the canary neither advances nor is promoted on a window with a gap."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.env_values import env_float
@@ -83,7 +89,10 @@ class CanaryLoop:
         state = deployment.canary
         primary = next(v.name for v in deployment.variants if v.role == pb.VARIANT_ROLE_PRIMARY)
         seen = await self._observer.observe(deployment.name, state.step_started_at_us, state.variant, primary)
-        baked_s = self._clock() - state.step_started_at_us / 1e6
+        # The bake runs from where the observations do: the step's start, or later when the stream was
+        # trimmed past entries of the step not yet read (the window restarted there).
+        since_us = max(state.step_started_at_us, seen.since_us)
+        baked_s = self._clock() - since_us / 1e6
         decision = decide(
             policy_from_proto(deployment.canary_policy),
             state.step_index,
@@ -92,6 +101,8 @@ class CanaryLoop:
             seen.primary,
             read_through=seen.caught_up,
         )
+        if decision.action is Action.HOLD and since_us > state.step_started_at_us:
+            decision = replace(decision, reason=f"{decision.reason} ({_restarted(since_us)})")
         if decision.action is Action.HOLD:
             replaced = await asyncio.to_thread(
                 self._manager.note_hold, deployment.name, state, decision.reason
@@ -133,3 +144,8 @@ class CanaryLoop:
 
     async def stop(self) -> None:
         await self._background.stop()
+
+
+def _restarted(since_us: int) -> str:
+    at = datetime.fromtimestamp(since_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"observed since {at}: the prediction log was trimmed past entries of the step not yet read"

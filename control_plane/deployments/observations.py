@@ -19,6 +19,16 @@ A canary step's window starts at the step's start time: stream ids begin with th
 milliseconds, so ``XRANGE`` from that millisecond reads exactly the step's entries; later reads go on from
 the last id seen. Latencies go into a log-spaced histogram (about 4 % wide bins), so the p99 of a long
 window costs fixed memory.
+
+The data plane caps the stream (``XADD MAXLEN ~``), so entries of a step can be trimmed before they were
+read: after a control-plane restart, which reads the step again from its start, or behind a backlog of
+more than the cap. A window read on what was left would be missing its oldest part, failures included.
+So after each batch the window asks the stream (``XINFO STREAM``: more entries added than it holds, and
+its first entry past where the window reads from) whether entries it had yet to read were trimmed; if
+so it restarts at the stream's first entry, with empty tallies, and says since when it observes
+(:attr:`StepWindow.since_us`): the canary controller then counts the step's bake from there, so the step
+is held again, on a window complete from its new start, before the canary advances or is promoted.
+This needs Redis 7 (``entries-added``); an older Redis gives no such count, and no trim is detected.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio
+from redis.exceptions import ResponseError
 
 from control_plane.deployments.canary import Observation
 
@@ -56,6 +67,10 @@ CALLER_ERROR_CODES = frozenset(
         "CANCELLED",
     }
 )
+
+# A stream trimmed again and again while one read restarts on it (appends outrunning the reader): the read
+# stops, not caught up, and the next pass goes on.
+_MAX_RESTARTS_PER_READ = 3
 
 _EDGES = np.geomspace(0.01, 120_000.0, 420)  # ms: from 10 µs to two minutes
 
@@ -134,6 +149,15 @@ class StepObservations(NamedTuple):
     primary: Observation
     #: Every entry logged before this read was read (see :attr:`StepWindow.caught_up`).
     caught_up: bool
+    #: Since when the observations run: the step's start, or later where the stream was trimmed past
+    #: entries of the step that had not been read (see :attr:`StepWindow.since_us`).
+    since_us: int
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class StepWindow:
@@ -153,6 +177,9 @@ class StepWindow:
         #: Whether the last :meth:`read` reached the end of the stream (False: it stopped at its
         #: per-tick cap with entries left, so the tallies cover only the start of the window).
         self.caught_up = False
+        #: Where the tallies begin (microseconds): the step's start until entries of the window were
+        #: trimmed from the stream before they were read; then the stream's first entry at that time.
+        self.since_us = started_at_us
 
     def observe(self, variant: str) -> Observation:
         tally = self.tallies.get(variant)
@@ -160,12 +187,19 @@ class StepWindow:
 
     async def read(self, client: redis.asyncio.Redis, stream: str) -> int:
         """Reads the stream's new entries into the tallies; returns how many were read."""
-        read = 0
+        read = restarts = 0
         self.caught_up = False
-        while read < self._max_read:
+        while read < self._max_read and restarts <= _MAX_RESTARTS_PER_READ:
             start = f"({self._cursor}" if self._exclusive else self._cursor
             batch = min(READ_BATCH, self._max_read - read)
             raw: Any = await client.xrange(stream, min=start, max="+", count=batch)
+            # Asked after the batch was read: a trim that passed the cursor before (or while) it was read
+            # shows in the stream's first entry now, and the batch would then not follow on the tallies.
+            first = await self._first_after_trim(client, stream)
+            if first is not None:
+                self._restart(first)
+                restarts += 1
+                continue
             entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
             for _, fields in entries:
                 parsed = parse_entry(fields)
@@ -180,6 +214,31 @@ class StepWindow:
                 self.caught_up = True
                 break
         return read
+
+    async def _first_after_trim(self, client: redis.asyncio.Redis, stream: str) -> bytes | None:
+        """The stream's first entry id when entries the window had yet to read may have been trimmed
+        away: entries were removed from the stream (more were added than it holds) and its first entry
+        lies past the window's next position. None otherwise, or when the stream cannot tell (no stream
+        yet; Redis before 7, which does not count the entries added)."""
+        try:
+            info: Any = await client.xinfo_stream(stream)
+        except ResponseError:  # no such stream: nothing logged, nothing trimmed
+            return None
+        first, added = info.get("first-entry"), info.get("entries-added")
+        if not first or added is None or int(added) <= int(info.get("length", 0)):
+            return None
+        first_id: bytes = first[0]
+        # Past the cursor: for a window that read up to it, the entry it read last is gone, and so may be
+        # the ones after it (the stream cannot say whether they were ever there); restarting on such a
+        # doubt costs only a longer hold.
+        return first_id if _stream_id(first_id) > _stream_id(self._cursor) else None
+
+    def _restart(self, first_id: bytes) -> None:
+        """Starts the window again at ``first_id``, the stream's first entry: what it read before no
+        longer joins up with what is left, and a window with a gap must not let the canary advance."""
+        self._cursor, self._exclusive = first_id.decode(), False
+        self.tallies = {}
+        self.since_us = max(self.since_us, _stream_id(first_id)[0] * 1000)
 
 
 class PredictionLogObserver:
@@ -207,7 +266,9 @@ class PredictionLogObserver:
                 deployment, step_started_at_us, max_read_per_tick=self._max_read
             )
         await window.read(self._client, self._stream)
-        return StepObservations(window.observe(canary), window.observe(primary), window.caught_up)
+        return StepObservations(
+            window.observe(canary), window.observe(primary), window.caught_up, window.since_us
+        )
 
     def forget_except(self, deployments: set[str]) -> None:
         """Drops the windows of deployments whose canary is no longer running."""

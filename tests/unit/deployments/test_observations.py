@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import redis
 import redis.asyncio
@@ -179,3 +181,45 @@ async def test_a_window_behind_its_backlog_says_so_and_its_canary_is_not_promote
     assert (canary.requests, canary.errors) == (400, 100)
     last = decide(policy, 0, 60.0, canary, window.observe("blue"), read_through=True)
     assert last.action is Action.ROLLBACK, last.reason
+
+
+async def test_a_window_trimmed_before_it_was_read_restarts_and_its_canary_bakes_again(
+    redis_url: str,
+) -> None:
+    # The stream keeps 1,000 entries. A step began 10 minutes ago; then 2,000 requests of which half
+    # failed and 1,000 healthy ones were logged before the window read any (a control-plane restart reads
+    # the step again from its start): the failures were trimmed away. Read on what was left, the window
+    # was caught up and healthy, and with the step baked for 10 minutes the canary was promoted.
+    now_us = time.time_ns() // 1000
+    step_started_us = now_us - 600_000_000
+    writer = redis.Redis.from_url(redis_url)
+    pipe = writer.pipeline(transaction=True)  # all appended (and trimmed) before anything reads them
+    for i in range(3000):
+        failed = i < 2000 and i % 2 == 1
+        entry: dict[FieldT, FieldT] = {
+            b"deployment": b"eta",
+            b"variant": b"green",
+            b"ok": b"0" if failed else b"1",
+            b"error_code": b"INTERNAL" if failed else b"",
+            b"latency_ms": b"2.0",
+        }
+        pipe.xadd("log", entry, maxlen=1000, approximate=False)
+    pipe.execute()
+    # Another stream, never trimmed, all of it logged after its step began: nothing is missing there.
+    writer.xadd("whole", {b"deployment": b"eta", b"variant": b"green", b"ok": b"1"})
+    writer.close()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        window = StepWindow("eta", started_at_us=step_started_us)
+        assert await window.read(client, "log") == 1000 and window.caught_up
+        whole = StepWindow("eta", started_at_us=step_started_us)
+        assert await whole.read(client, "whole") == 1 and whole.since_us == step_started_us
+    finally:
+        await client.aclose()
+    assert window.since_us >= now_us  # observed from the first entry left, not from the step's start
+    canary = window.observe("green")
+    assert (canary.requests, canary.errors) == (1000, 0)  # only what follows on without a gap
+    policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05)
+    baked_s = time.time() - max(step_started_us, window.since_us) / 1e6  # as the canary loop counts it
+    decision = decide(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
+    assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
