@@ -10,12 +10,22 @@ decision_threshold``), and the metrics are the monitor's
 (:func:`~control_plane.monitoring.performance.window_metrics`), so a gate compares the same figure the
 performance trigger watches.
 
+Like the monitor's windows, the metrics leave out the rows that cannot be scored: a row whose label is not
+finite, or on which either model gives no finite prediction (a NaN answer, a feature missing as NaN).
+Both models are scored on the same rows, those both answer; each model's count of labelled rows it gave
+no finite prediction for is its ``n_invalid``. One NaN answer used to make the metric NaN, so a champion
+answering NaN on one row of 400 had no metric and any challenger passed, and one holdout row with a NaN
+feature made every challenger fail.
+
 Gates (:func:`judge`, pure):
 
-* enough rows: the holdout holds at least ``min_rows`` labelled rows;
+* enough rows: at least ``min_rows`` labelled rows are scored (both models answer them);
+* answers: the challenger gives no finite prediction on at most as many rows as the champion (it must not
+  trade the rows it fails on for a better metric on the others);
 * quality: on the primary metric, ``challenger ≥ champion − d·|champion|`` (``≤ champion + d·|champion|``
   for error metrics such as MAE), with ``d = max_relative_degradation`` (default 0.005: "at most 0.5 %
-  worse"); a challenger whose metric is undefined fails;
+  worse"); a challenger whose metric is undefined on the scored rows fails, and so does one whose
+  champion's metric is undefined there (nothing to compare with: promoting it is a person's call);
 * latency: the challenger's p95 single-row latency is within ``latency_budget_ms`` (when set) and within
   ``max_latency_ratio`` × the champion's (when set). Latency is measured, interleaved, on up to
   ``latency_rows`` single rows of the holdout after a warm-up run.
@@ -67,6 +77,7 @@ class Gates:
 class ModelScore:
     metrics: dict[str, float]
     p95_ms: float
+    n_invalid: int = 0  # labelled holdout rows this model gave no finite prediction for
 
 
 @dataclass(frozen=True)
@@ -84,13 +95,19 @@ def judge(gates: Gates, champion: ModelScore, challenger: ModelScore, n_rows: in
     failures: list[str] = []
     passes: list[str] = []
     if n_rows < gates.min_rows:
-        failures.append(f"holdout has {n_rows} labelled rows, the gates need {gates.min_rows}")
+        failures.append(
+            f"holdout has {n_rows} labelled rows both models answer, the gates need {gates.min_rows}"
+        )
+    _answers_gate(champion, challenger, passes, failures)
     ours = challenger.metrics.get(gates.metric, math.nan)
     theirs = champion.metrics.get(gates.metric, math.nan)
     if math.isnan(ours):
         failures.append(f"challenger {gates.metric} is undefined on the holdout")
     elif math.isnan(theirs):
-        passes.append(f"challenger {gates.metric} {ours:.4g}; the champion's is undefined")
+        failures.append(
+            f"champion {gates.metric} is undefined on the holdout: nothing to compare the challenger's "
+            f"{ours:.4g} with"
+        )
     else:
         slack = gates.max_relative_degradation * abs(theirs)
         bound = theirs + slack if gates.error_metric else theirs - slack
@@ -113,6 +130,20 @@ def judge(gates: Gates, champion: ModelScore, challenger: ModelScore, n_rows: in
     return not failures, failures + passes
 
 
+def _answers_gate(
+    champion: ModelScore, challenger: ModelScore, passes: list[str], failures: list[str]
+) -> None:
+    """Fails a challenger that leaves more rows unanswered than the champion; says nothing when both
+    answer every row."""
+    if champion.n_invalid == 0 and challenger.n_invalid == 0:
+        return
+    text = (
+        f"no finite prediction on {challenger.n_invalid} holdout rows (champion: {champion.n_invalid}); "
+        "rows either model leaves unanswered are left out of the metrics"
+    )
+    (failures if challenger.n_invalid > champion.n_invalid else passes).append(text)
+
+
 def evaluate(
     champion_onnx: bytes,
     challenger_onnx: bytes,
@@ -125,11 +156,19 @@ def evaluate(
     deployment's monitor config) and applies the gates."""
     champion, challenger = _session(champion_onnx), _session(challenger_onnx)
     outputs = _output(champion, monitor, "champion"), _output(challenger, monitor, "challenger")
-    scores = [_quality(s, o, holdout, monitor) for s, o in zip((champion, challenger), outputs, strict=True)]
+    answers = [_answers(s, o, holdout, monitor) for s, o in zip((champion, challenger), outputs, strict=True)]
+    labelled = np.isfinite(holdout.labels)
+    answered = [np.isfinite(predicted) for predicted, _ in answers]
+    scored = labelled & answered[0] & answered[1]
+    metrics = [
+        window_metrics(monitor, holdout.labels[scored], predicted[scored], scores[scored])
+        for predicted, scores in answers
+    ]
+    invalid = [int(np.count_nonzero(labelled & ~ok)) for ok in answered]
     latencies = _latencies((champion, outputs[0]), (challenger, outputs[1]), holdout.features, latency_rows)
-    champion_score = ModelScore(scores[0], latencies[0])
-    challenger_score = ModelScore(scores[1], latencies[1])
-    passed, reasons = judge(gates, champion_score, challenger_score, holdout.n_rows)
+    champion_score = ModelScore(metrics[0], latencies[0], invalid[0])
+    challenger_score = ModelScore(metrics[1], latencies[1], invalid[1])
+    passed, reasons = judge(gates, champion_score, challenger_score, int(np.count_nonzero(scored)))
     return EvaluationResult(
         passed, tuple(reasons), champion_score, challenger_score, holdout.n_rows, holdout.source
     )
@@ -161,16 +200,17 @@ def _run(session: ort.InferenceSession, features: FloatMatrix, output: str) -> n
     return np.asarray(session.run([output], {spec.name: features.astype(dtype)})[0])
 
 
-def _quality(
+def _answers(
     session: ort.InferenceSession, output: str, holdout: Holdout, monitor: mpb.MonitorConfig
-) -> dict[str, float]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(predictions, positive-class scores)`` of the model on every holdout row, as the monitor derives
+    them from logged outputs (NaN where the model's answer is not finite)."""
     if holdout.n_rows == 0:
-        return {}
+        return np.empty(0), np.empty(0)
     raw = _run(session, holdout.features, output)
     is_label = np.full(holdout.n_rows, holds_class_codes(raw.dtype), dtype=np.bool_)
     rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1)
-    predicted, scores = derive(monitor, rows.tolist(), is_label)
-    return window_metrics(monitor, holdout.labels, predicted, scores)
+    return derive(monitor, rows.tolist(), is_label)
 
 
 def _latencies(

@@ -85,3 +85,24 @@ def labelled_classifier(weights: npt.NDArray[np.float64]) -> bytes:
         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
     ]
     return _model(nodes, width, inits, outputs)
+
+
+def linear_nan_below(weights: npt.NDArray[np.float64], floor: float) -> bytes:
+    """``y = x·w + 0·sqrt(x₀ − floor)``: the answers of ``linear(weights)``, but NaN on rows whose first
+    feature lies below ``floor`` (a model that fails on inputs it never saw)."""
+    inits = [
+        *_weights(weights, 0.0),
+        numpy_helper.from_array(np.array([-floor], dtype=np.float32), "shift"),
+        numpy_helper.from_array(np.array([0.0], dtype=np.float32), "zero"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "first"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["linear"]),
+        helper.make_node("Slice", ["x", "first", "one", "one"], ["x0"]),
+        helper.make_node("Add", ["x0", "shift"], ["shifted"]),
+        helper.make_node("Sqrt", ["shifted"], ["root"]),
+        helper.make_node("Mul", ["root", "zero"], ["nothing"]),
+        helper.make_node("Add", ["linear", "nothing"], ["y"]),
+    ]
+    return _model(nodes, weights.shape[0], inits)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.errors import FailedPrecondition
 from control_plane.retraining.evaluation import Gates, Holdout, ModelScore, evaluate, judge
-from tests.unit.retraining.models import labelled_classifier, linear, logistic
+from tests.unit.retraining.models import labelled_classifier, linear, linear_nan_below, logistic
 
 TRUE_W = np.array([1.0, -2.0, 0.5, 3.0])
 REGRESSION = mpb.MonitorConfig(deployment="d", task=mpb.TASK_TYPE_REGRESSION)
@@ -79,6 +79,36 @@ def test_too_few_rows_fail() -> None:
     assert not result.passed and "10 labelled rows" in result.reasons[0]
 
 
+def test_a_champion_answering_nan_on_one_row_is_scored_on_the_others() -> None:
+    # Its one NaN made its MAE NaN, so it had no metric and a challenger 200 times worse passed.
+    holdout = regression_holdout()
+    holdout.features[0, 0] = -20.0
+    champion = linear_nan_below(TRUE_W, floor=-10.0)
+    gates = Gates(metric="mae", error_metric=True, max_latency_ratio=0.0)
+    worse = evaluate(champion, linear(-5 * TRUE_W), holdout, gates, REGRESSION)
+    assert not worse.passed
+    assert worse.champion.metrics["mae"] < 0.1 and worse.challenger.metrics["mae"] > 10
+    assert (worse.champion.n_invalid, worse.challenger.n_invalid) == (1, 0)
+    assert any("no finite prediction on 0 holdout rows (champion: 1)" in r for r in worse.reasons)
+    better = evaluate(champion, linear(TRUE_W), holdout, gates, REGRESSION)
+    assert better.passed, better.reasons
+    # The rows the challenger leaves unanswered count against it: it cannot buy a metric with them.
+    dodging = evaluate(linear(TRUE_W + 0.3), champion, holdout, gates, REGRESSION)
+    assert not dodging.passed
+    assert dodging.reasons[0].startswith("no finite prediction on 1 holdout rows (champion: 0)")
+
+
+def test_a_holdout_row_with_a_nan_feature_is_left_out_for_both() -> None:
+    # Both models answer NaN on it: it made every challenger's metric undefined, so every one failed.
+    holdout = regression_holdout()
+    holdout.features[5, 2] = np.nan
+    gates = Gates(metric="mae", error_metric=True, max_latency_ratio=0.0)
+    result = evaluate(linear(TRUE_W + 0.5), linear(TRUE_W + 0.01), holdout, gates, REGRESSION)
+    assert result.passed, result.reasons
+    assert (result.champion.n_invalid, result.challenger.n_invalid) == (1, 1)
+    assert "mae" in result.champion.metrics and "mae" in result.challenger.metrics
+
+
 finite = st.floats(0.01, 100.0)
 
 
@@ -97,14 +127,14 @@ def test_quality_gate_matches_its_formula(
 
 
 @pytest.mark.parametrize("missing", ["champion", "challenger"])
-def test_undefined_metrics(missing: str) -> None:
+def test_undefined_metrics_fail(missing: str) -> None:
+    # A champion without the metric passed any challenger, with nothing compared.
     gates = Gates(metric="auc", max_latency_ratio=0.0, min_rows=1)
     defined = ModelScore({"auc": 0.8}, 1.0)
     undefined = ModelScore({}, 1.0)
-    if missing == "champion":
-        assert judge(gates, undefined, defined, 10)[0]
-    else:
-        assert not judge(gates, defined, undefined, 10)[0]
+    champion, challenger = (undefined, defined) if missing == "champion" else (defined, undefined)
+    passed, reasons = judge(gates, champion, challenger, 10)
+    assert not passed and reasons[0].startswith(f"{missing} auc is undefined on the holdout")
 
 
 def test_gates_read_the_output_the_monitor_reads() -> None:
