@@ -27,12 +27,14 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
+from control_plane.deployments.messages import policy_from_proto
 from control_plane.monitoring.config import (
     CLASSIFICATION_METRICS,
     ERROR_METRICS,
@@ -86,7 +88,18 @@ def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerC
     promotion = out.promotion
     _check(_finite(promotion.shadow_seconds) and promotion.shadow_seconds >= 0, "shadow_seconds must be >= 0")
     _check(0 <= promotion.min_agreement <= 1, "promotion.min_agreement must lie in [0, 1]")
+    if promotion.HasField("canary"):
+        _check_canary(promotion.canary)
     return out
+
+
+def _check_canary(policy: dpb.CanaryPolicy) -> None:
+    """The deployments core's own check of the policy it is handed when the canary starts: refused only
+    then, after the gates passed, the challenger was left pending for ever."""
+    try:
+        policy_from_proto(policy)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"promotion.canary: {exc}") from exc
 
 
 def check_metrics(config: pb.TriggerConfig, task: int) -> None:

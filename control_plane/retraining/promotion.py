@@ -14,7 +14,9 @@ deployment is touched: the promotion is ``pending_shadow`` / ``pending_canary`` 
 changes, then the phase is recorded. The deployments core may refuse the change: it runs one canary at a
 time and changes no variants while one runs. The promotion then stays pending with the refusal as its
 reason, and every ``advance`` tries again until the deployment takes it (a crash in between is retried
-the same way; the changes are idempotent). The challenger only enters while the champion it was
+the same way; the changes are idempotent). Only a busy or unreachable deployment is waited for
+(``FAILED_PRECONDITION``, ``UNAVAILABLE``); any other refusal (an invalid canary policy) ``failed`` the
+promotion, since every retry would be refused alike. The challenger only enters while the champion it was
 evaluated against is still the deployment's primary: when another version took its place meanwhile, the
 promotion ``failed`` as superseded, since its evaluation no longer says anything about the new champion.
 
@@ -47,6 +49,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
@@ -58,6 +61,9 @@ from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import records
 
 ACTOR = "retraining"
+#: The refusals of a deployment that is busy (another canary runs, its state is being changed) or out of
+#: reach for now: a pending promotion waits them out. Any other refusal is final.
+WAIT_ON = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE})
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -279,8 +285,9 @@ class Promoter:
     ) -> str:
         """Hands the challenger to the deployment for ``phase`` (see the module doc): ``pending`` is
         stored before ``change`` touches the deployment, and stays, with the refusal as its reason, when
-        the deployment refuses; the reason is rewritten only when it changes, so a promotion waiting for
-        a long canary does not write (and audit) a row every tick."""
+        the deployment refuses as busy (:data:`WAIT_ON`); the reason is rewritten only when it changes, so
+        a promotion waiting for a long canary does not write (and audit) a row every tick. Any other
+        refusal fails the promotion: taken for a busy deployment, it kept the challenger pending for ever."""
         if evaluation.promotion_status != pending:
             self._set(
                 evaluation, pending, f"{why}; handing it to deployment {evaluation.deployment!r}", agreement
@@ -301,6 +308,12 @@ class Promoter:
                 )
             change(current)
         except AetherError as exc:
+            if exc.code not in WAIT_ON:
+                # Not a busy deployment: the request itself is refused (an invalid canary policy, a
+                # version gone), and it would be refused the same way on every tick.
+                return self._set(
+                    evaluation, FAILED, f"deployment {evaluation.deployment!r} refused it: {exc}"
+                )
             waiting = f"waiting for deployment {evaluation.deployment!r}: {exc}"
             if waiting != evaluation.promotion_reason:
                 self._set(evaluation, pending, waiting)

@@ -145,6 +145,33 @@ async def test_a_passed_shadow_phase_waits_for_a_canary_started_meanwhile(world:
     assert world.deployments.get("eta").canary.version == challenger
 
 
+async def test_a_canary_policy_the_deployment_refuses_fails_the_promotion(world: World) -> None:
+    # A policy stored before ConfigureTriggers checked it (steps descending): the deployments core refuses
+    # it with INVALID_ARGUMENT, which was taken for a busy deployment, so the challenger waited
+    # pending_canary for ever, its alias kept.
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=pb.PromotionPolicy(shadow_seconds=600),
+        ),
+        actor="operator",
+    )
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    shadowing = stored(world)
+    assert shadowing.promotion_status == SHADOW
+    invalid = pb.PromotionPolicy(shadow_seconds=600, canary=dpb.CanaryPolicy(steps_percent=[50.0, 10.0]))
+    later = shadowing.updated_at_us + 601_000_000
+    assert world.retrainer.promoter.advance(shadowing, invalid, later, 0.95) == FAILED
+    failed = stored(world)
+    assert "deployment 'eta' refused it: canary steps must ascend" in failed.promotion_reason
+    assert world.deployments.get("eta").canary.status != dpb.CANARY_STATUS_PROGRESSING
+    assert challenger_alias(world) is None
+
+
 async def test_a_waiting_challenger_is_superseded_when_the_canary_becomes_champion(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -152,6 +152,20 @@ async def test_a_metric_the_monitor_does_not_compute_is_refused(plane: ControlPl
         client.close()
 
 
+async def test_a_canary_policy_the_deployments_core_refuses_is_refused(plane: ControlPlaneServer) -> None:
+    # Stored, it was refused only once a challenger passed its gates, and the challenger waited for ever.
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        promotion = pb.PromotionPolicy(canary=dpb.CanaryPolicy(steps_percent=[50.0, 10.0]))
+        with pytest.raises(InvalidArgument, match=r"promotion.canary: canary steps must ascend"):
+            await asyncio.to_thread(client.configure, "eta", promotion=promotion)
+        promotion.canary.steps_percent[:] = [10.0, 50.0, 100.0]
+        stored = await asyncio.to_thread(client.configure, "eta", promotion=promotion)
+        assert list(stored.promotion.canary.steps_percent) == [10.0, 50.0, 100.0]
+    finally:
+        client.close()
+
+
 async def test_a_config_whose_metric_the_task_no_longer_computes_can_still_be_disabled(
     plane: ControlPlaneServer,
 ) -> None:
