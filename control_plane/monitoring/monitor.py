@@ -15,8 +15,15 @@ Each closed window is scored against the version's reference profile (:mod:`.dri
 (:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). Prediction
 drift compares the prediction output with the output profile registered with the reference; without
 one, the version's first window with enough rows becomes the baseline (kept in memory: it is learned
-again after a restart) and that window reports ``NO_REFERENCE`` for predictions. Entries are
-acknowledged once their windows were handled.
+again after a restart) and that window reports ``NO_REFERENCE`` for predictions.
+
+An entry is acknowledged once every window that counts it (holds its rows, or counts them dropped) has
+its report stored or was dropped (below); an entry no window counts (skipped, malformed, of a disabled
+monitor) at once. Acknowledged as soon as applied, the rows of the window open when the control plane
+stopped were lost: in no report, not counted dropped. Pending, those entries are read again after a
+restart (the consumer's pending entries come first, :mod:`.stream`) and build that window again. This is
+at least once: an entry whose rows straddle a reported count window and the open one, or whose rows
+were late for a time window already reported, counts again after a restart.
 
 One entry's bytes never stop the loop: an entry that cannot be decoded (or whose index rows the database
 refuses) is counted ``malformed`` in ``aether_monitor_entries_total``, logged, acknowledged and
@@ -27,7 +34,8 @@ done for the next one:
   consumer's pending entries (otherwise they would be skipped until a restart);
 * an entry is applied to the windows, and counted, once: the monitor remembers the newest entry id it
   applied (ids of a stream only grow) and applies only newer ones, while the prediction index ignores
-  rows it already has. After a restart the windows start empty, so entries re-read then apply again;
+  rows it already has (an entry applied before is not indexed again). After a restart the windows start
+  empty, so entries re-read then apply again;
 * a closed window waits in a queue until its report is stored. One whose report fails
   ``MAX_REPORT_ATTEMPTS`` times in a row (a reference profile that cannot be loaded) is dropped, logged
   and counted in ``aether_monitor_windows_total{outcome="dropped"}``, so that it cannot hold up the
@@ -143,6 +151,7 @@ class Monitor:
         self._streams: dict[Key, _Stream] = {}
         self._closed: collections.deque[_Closed] = collections.deque()
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
+        self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._background = BackgroundLoop("drift-monitor")
         self._last_performance = 0.0
@@ -202,6 +211,7 @@ class Monitor:
     async def _tick(self) -> TickResult:
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         result = TickResult()
+        await self._ack_released()
         for key in list(self._streams):  # windows re-configured since the last tick take their new shape
             self._queue(key, self._stream(key, self._config(key[0]))[1])
         await self._report_closed(result)
@@ -213,11 +223,12 @@ class Monitor:
             # leaves nothing applied, and one after it finds every entry applied when the batch is
             # read again.
             batch = [self._decode(entry_id, fields) for entry_id, fields in entries]
-            await self._index(batch)
+            await self._index([decoded for decoded in batch if not self._applied(decoded.entry_id)])
             for decoded in batch:
                 self._apply(decoded)
+            free = self._hold(batch)
             await self._report_closed(result)
-            await self._reader.ack([entry_id for entry_id, _ in entries])
+            await self._reader.ack(free)
             result.entries += len(entries)
         now_us = int(self._clock() * 1e6)
         for key, stream in list(self._streams.items()):
@@ -258,16 +269,19 @@ class Monitor:
                     except (sqlalchemy.exc.DataError, InvalidArgument) as exc:
                         decoded.refuse(exc)
 
+    def _applied(self, entry_id: bytes) -> bool:
+        """Whether the entry was applied before (read again after a failed tick): ids only grow."""
+        return self._applied_through is not None and entry_order(entry_id) <= self._applied_through
+
     def _apply(self, decoded: _Decoded) -> None:
         """Counts the entry and adds its rows to the windows — once: an entry read again after a failed
         tick is not newer than the newest one applied, and is left alone."""
-        order = entry_order(decoded.entry_id)
-        if self._applied_through is not None and order <= self._applied_through:
+        if self._applied(decoded.entry_id):
             return
-        self._applied_through = order
+        self._applied_through = entry_order(decoded.entry_id)
         if decoded.logged is not None:
             try:
-                self._queue_all(self._add(decoded.logged))
+                self._queue_all(self._add(decoded.logged, decoded.entry_id))
             except Exception as exc:  # a bug on this entry's data must not stop the reader either
                 decoded.refuse(exc)
         self.gauges.entries.labels(decoded.outcome).inc()
@@ -304,7 +318,7 @@ class Monitor:
         output_name = prediction_output(config, logged.outputs)
         return output_name, logged.outputs.get(output_name)
 
-    def _add(self, logged: LoggedPrediction) -> list[tuple[Key, Window]]:
+    def _add(self, logged: LoggedPrediction, entry_id: bytes) -> list[tuple[Key, Window]]:
         config = self._config(logged.deployment)
         if config.disabled or logged.features is None:
             return []
@@ -313,7 +327,7 @@ class Monitor:
         stream, closed = self._stream(key, config)
         if output is not None:
             stream.output_name = output_name
-        closed.extend(stream.windows.add(Batch(logged.ts_us, logged.features, output)))
+        closed.extend(stream.windows.add(Batch(logged.ts_us, logged.features, output, entry_id)))
         return [(key, window) for window in closed]
 
     def _stream(self, key: Key, config: pb.MonitorConfig) -> tuple[_Stream, list[Window]]:
@@ -341,6 +355,42 @@ class Monitor:
         self._streams[key] = fresh
         return fresh, closed
 
+    # ------------------------------------------------------------------ acknowledging entries
+
+    def _hold(self, batch: list[_Decoded]) -> list[bytes]:
+        """Keeps the entries of ``batch`` that a window counts pending (see the module doc); returns the
+        others, to acknowledge now."""
+        free: list[bytes] = []
+        for decoded in batch:
+            logged = decoded.logged
+            key = None if logged is None else (logged.deployment, logged.model, logged.version)
+            if key is not None and self._holds(key, decoded.entry_id):
+                self._held[decoded.entry_id] = key
+            else:
+                free.append(decoded.entry_id)
+        return free
+
+    def _holds(self, key: Key, entry_id: bytes) -> bool:
+        """Whether a window of ``key`` not yet reported (the open one, or one queued) counts the entry."""
+        stream = self._streams.get(key)
+        if stream is not None and stream.windows.holds(entry_id):
+            return True
+        return any(c.key == key and entry_id in c.window.entries for c in self._closed)
+
+    async def _release(self, closed: _Closed) -> None:
+        """Acknowledges the entries of a window just handled that no other window counts."""
+        done = [e for e in closed.window.entries if e in self._held and not self._holds(closed.key, e)]
+        await self._reader.ack(done)
+        for entry_id in done:  # after the ack: one that failed leaves them for _ack_released
+            del self._held[entry_id]
+
+    async def _ack_released(self) -> None:
+        """Acknowledges held entries no window counts any more (their acknowledgement failed before)."""
+        done = [e for e, key in self._held.items() if not self._holds(key, e)]
+        await self._reader.ack(done)
+        for entry_id in done:
+            del self._held[entry_id]
+
     # ------------------------------------------------------------------ windows → reports
 
     def _queue(self, key: Key, windows: list[Window]) -> None:
@@ -366,6 +416,7 @@ class Monitor:
                     raise
                 self._closed.popleft()
                 self.gauges.windows.labels("dropped").inc()
+                await self._release(closed)
                 _log.error(
                     "dropping the drift window %d..%d of %s after %d failed reports: %s",
                     closed.window.start_us,
@@ -378,6 +429,7 @@ class Monitor:
                 continue
             self._closed.popleft()
             self.gauges.windows.labels("reported").inc()
+            await self._release(closed)
             stream = self._streams.get(closed.key)
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline

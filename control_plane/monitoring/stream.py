@@ -2,8 +2,11 @@
 
 The group is created at the start of the stream (``0``, with ``MKSTREAM``), so a fresh monitor reads
 what is still retained. A consumer first re-reads its own pending entries (delivered before a restart
-but never acknowledged), then new ones (``>``). The caller acknowledges entries once handled; windows
-that were open in memory when the process stopped are lost, their entries having been acknowledged.
+but never acknowledged), oldest first and each once, then new ones (``>``). The caller acknowledges
+entries once handled, which may be long after they were read (the monitor keeps the entries of a window
+open in memory pending, so that after a restart they build that window again): the pending entries are
+read on from the last one read, not from the start, which would hand out the unacknowledged ones again
+and again.
 
 After a failure the caller calls :meth:`StreamReader.rewind`: the next read starts again from the pending
 entries, so a batch read but not acknowledged is read again instead of being skipped until the next
@@ -36,6 +39,7 @@ class StreamReader:
         self.consumer = consumer
         self._ready = False
         self._pending_done = False
+        self._pending_after = "0"  # the newest pending entry read since the last rewind
 
     async def ensure_group(self) -> None:
         if self._ready:
@@ -52,8 +56,9 @@ class StreamReader:
         trimmed from the stream since comes back with ``None`` fields (acknowledge it and move on)."""
         await self.ensure_group()
         if not self._pending_done:
-            entries = await self._read_from("0", count)
+            entries = await self._read_from(self._pending_after, count)
             if entries:
+                self._pending_after = entries[-1][0].decode()
                 return entries
             self._pending_done = True
         return await self._read_from(">", count)
@@ -62,6 +67,7 @@ class StreamReader:
         """Makes the next read start again from this consumer's pending entries (and re-check the group)."""
         self._ready = False
         self._pending_done = False
+        self._pending_after = "0"
 
     async def ack(self, ids: list[bytes]) -> None:
         if ids:

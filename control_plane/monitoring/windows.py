@@ -17,6 +17,10 @@ Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`
 ``late_rows`` and ``mismatched_rows``, and carried by the next window to close (``Window.late_rows``,
 ``Window.mismatched_rows``: rows dropped since the previous window closed), so that every row read is
 either in exactly one window or counted as dropped by exactly one.
+
+Each batch may name the log entry it came from (``Batch.entry``); a window lists the entries it holds
+rows of or carries a drop count of (``Window.entries``, :meth:`TumblingWindows.holds` for the open one),
+so that the monitor acknowledges an entry only once every window counting it was reported.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Batch:
     ts_us: int
     features: FloatMatrix
     outputs: FloatMatrix | None = None
+    entry: bytes = b""  # the log entry these rows came from; b"" = not tracked
 
     @property
     def n_rows(self) -> int:
@@ -56,6 +61,8 @@ class Window:
     #: Rows dropped since the previous window of these windows closed: late, and of another width.
     late_rows: int = 0
     mismatched_rows: int = 0
+    #: The log entries whose rows it holds or whose dropped rows it counts.
+    entries: frozenset[bytes] = frozenset()
 
     @property
     def n_rows(self) -> int:
@@ -74,12 +81,16 @@ class _Open:
     output_width: int = -1
     late_rows: int = 0
     mismatched_rows: int = 0
+    entries: set[bytes] = field(default_factory=set)  # those with rows here
+    dropped: set[bytes] = field(default_factory=set)  # those with rows in late_rows / mismatched_rows
 
-    def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> None:
+    def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes) -> None:
         if self.n_rows == 0:
             self.first_ts_us = ts_us
         self.last_ts_us = ts_us
-        self.batches.append(Batch(ts_us, features, outputs))
+        self.batches.append(Batch(ts_us, features, outputs, entry))
+        if entry:
+            self.entries.add(entry)
         self.features.append(features)
         self.n_rows += features.shape[0]
         if outputs is not None and self.output_width in (-1, outputs.shape[1]):
@@ -89,7 +100,8 @@ class _Open:
     def close(self, start_us: int, end_us: int) -> Window:
         outputs = np.concatenate(self.outputs) if self.outputs else None
         features = np.concatenate(self.features)
-        return Window(start_us, end_us, features, outputs, self.late_rows, self.mismatched_rows)
+        entries = frozenset(self.entries | self.dropped)
+        return Window(start_us, end_us, features, outputs, self.late_rows, self.mismatched_rows, entries)
 
 
 class TumblingWindows:
@@ -124,11 +136,16 @@ class TumblingWindows:
         """The rows of the open window, as added (to carry them over into re-configured windows)."""
         return list(self._open.batches)
 
+    def holds(self, entry: bytes) -> bool:
+        """Whether the open window holds rows of ``entry`` or counts rows of it as dropped."""
+        return entry in self._open.entries or entry in self._open.dropped
+
     def adopt(self, previous: TumblingWindows) -> list[Window]:
         """Takes over the open window of ``previous`` (windows of another shape): its rows, as added (which
         may close some windows at once), and its count of dropped rows, which the next window carries."""
         self._open.late_rows += previous._open.late_rows
         self._open.mismatched_rows += previous._open.mismatched_rows
+        self._open.dropped |= previous._open.dropped
         closed: list[Window] = []
         for batch in previous.pending():
             closed.extend(self.add(batch))
@@ -147,11 +164,11 @@ class TumblingWindows:
         if self._open.width == -1:
             self._open.width = features.shape[1]
         elif features.shape[1] != self._open.width:
-            self._drop("mismatched", features.shape[0])
+            self._drop("mismatched", features.shape[0], batch.entry)
             return []
         if self.kind == "count":
-            return self._add_counted(batch.ts_us, features, outputs)
-        return self._add_timed(batch.ts_us, features, outputs)
+            return self._add_counted(batch.ts_us, features, outputs, batch.entry)
+        return self._add_timed(batch.ts_us, features, outputs, batch.entry)
 
     def flush_due(self, now_us: int) -> list[Window]:
         """Time windows: closes the open window once ``now_us`` is past its end plus the grace period."""
@@ -162,32 +179,38 @@ class TumblingWindows:
             return []
         return [self._close_period()]
 
-    def _add_counted(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> list[Window]:
+    def _add_counted(
+        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes
+    ) -> list[Window]:
         closed: list[Window] = []
         offset = 0
         while offset < features.shape[0]:
             take = min(self.rows - self._open.n_rows, features.shape[0] - offset)
             part_outputs = outputs[offset : offset + take] if outputs is not None else None
-            self._open.add(ts_us, features[offset : offset + take], part_outputs)
+            self._open.add(ts_us, features[offset : offset + take], part_outputs, entry)
             offset += take
             if self._open.n_rows == self.rows:
                 closed.append(self._open.close(self._open.first_ts_us, self._open.last_ts_us))
                 self._open = _Open(width=self._open.width)
         return closed
 
-    def _add_timed(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None) -> list[Window]:
+    def _add_timed(
+        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes
+    ) -> list[Window]:
         period = ts_us // self.width_us
         closed: list[Window] = []
         if period < self._period or period <= self._closed_period:
-            self._drop("late", features.shape[0])
+            self._drop("late", features.shape[0], entry)
             return closed
         if period > self._period and self._open.n_rows:
             closed.append(self._close_period())
         self._period = period
-        self._open.add(ts_us, features, outputs)
+        self._open.add(ts_us, features, outputs, entry)
         return closed
 
-    def _drop(self, reason: DropReason, rows: int) -> None:
+    def _drop(self, reason: DropReason, rows: int, entry: bytes) -> None:
+        if entry:
+            self._open.dropped.add(entry)
         if reason == "late":
             self.late_rows += rows
             self._open.late_rows += rows

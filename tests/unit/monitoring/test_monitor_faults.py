@@ -212,6 +212,42 @@ async def test_rows_the_windows_drop_are_counted_by_reason_and_in_the_next_repor
     assert reported == 6
 
 
+async def test_a_restart_builds_the_open_window_again_from_its_pending_entries(world: World) -> None:
+    """The entries of the open window were acknowledged as soon as applied: after a restart its rows were
+    in no report and not counted dropped (200 logged, 100 reported)."""
+    register_reference(world)
+    configure(world.sessions, window_rows=100)
+    world.add(*(entry(i) for i in range(60)))
+    await world.monitor().tick()
+    assert world.reports() == [] and world.pending() == 60
+
+    restarted = world.monitor()
+    world.add(*(entry(i) for i in range(60, 230)))
+    assert (await restarted.tick()).entries == 230  # each pending entry read once, then the new ones
+    assert [r.n_rows for r in world.reports()] == [100, 100]
+    assert world.entries("monitored") == 230.0 and world.index_rows() == 230
+    assert world.pending() == 30  # the open window's, until its report is stored
+    world.add(*(entry(i) for i in range(230, 300)))
+    await restarted.tick()
+    assert [r.n_rows for r in world.reports()] == [100, 100, 100] and world.pending() == 0
+
+
+async def test_entries_a_time_window_counts_are_acknowledged_with_its_report(world: World) -> None:
+    register_reference(world)
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+    second = 1_000_000
+    world.add(entry(0, ts_us=T0 + second), entry(1, ts_us=T0 + 61 * second), entry(2, ts_us=T0 + 2 * second))
+    monitor = world.monitor()
+    await monitor.tick()
+    # The first minute is reported: entry 0 acknowledged. Entry 2 came late for it, and its count rides
+    # with the open minute, as entry 1's row does.
+    assert [r.n_rows for r in world.reports()] == [1] and world.pending() == 2
+    world.now = T0 / 1e6 + 200  # the open minute is flushed by the clock
+    await monitor.tick()
+    last = max(world.reports(), key=lambda r: r.window_end_us)
+    assert (last.n_rows, last.late_rows) == (1, 1) and world.pending() == 0
+
+
 # ---------------------------------------------------------------------------- an undecodable entry
 
 
@@ -241,7 +277,7 @@ async def test_a_poison_entry_is_counted_malformed_and_the_good_ones_go_through_
     assert (await again.tick()).entries == 4
     assert world.indexed() == [f"r{i}" for i in range(9)]
     assert (world.entries("monitored"), world.entries("malformed")) == (3.0, 1.0)
-    assert world.pending() == 0
+    assert world.pending() == 3  # the poison acknowledged; the rows of the open window kept pending
 
 
 async def test_an_entry_whose_rows_the_database_refuses_is_malformed_and_the_batch_indexed(
@@ -251,7 +287,7 @@ async def test_an_entry_whose_rows_the_database_refuses_is_malformed_and_the_bat
     # alike): the index write of the whole batch failed, on every retry.
     world.add(entry(0), entry(1, request_id="nul\x00id"), entry(2))
     monitor = world.monitor()
-    assert (await monitor.tick()).entries == 3 and world.pending() == 0
+    assert (await monitor.tick()).entries == 3 and world.pending() == 2  # r0, r2: in the open window
     assert world.indexed() == ["r0", "r2"]
     assert (world.entries("monitored"), world.entries("malformed")) == (2.0, 1.0)
 
@@ -342,8 +378,9 @@ async def test_a_batch_whose_report_fails_is_re_read_and_counted_once(world: Wor
     await tick_failing(monitor, Exception)
     assert world.index_rows() == 4 and world.pending() == 4
     put_file(profile, held)
-    result = await monitor.tick()  # the queued window is reported; the batch re-read, applied once
-    assert result.entries == 4 and world.pending() == 0
+    # The queued window is reported, which acknowledges its entries: nothing is left to read again.
+    result = await monitor.tick()
+    assert result.entries == 0 and world.pending() == 0
     (report,) = world.reports()
     assert report.n_rows == 4 and report.status != pb.DRIFT_STATUS_NO_REFERENCE
     assert world.entries("monitored") == 4.0 and world.index_rows() == 4
@@ -390,7 +427,7 @@ async def test_the_monitor_recovers_from_a_redis_restart_that_lost_its_group(
                     break
             except redis.exceptions.ConnectionError:
                 await asyncio.sleep(0.05)
-        assert here.indexed() == ["r0", "r1", "r2"] and here.pending() == 0
+        assert here.indexed() == ["r0", "r1", "r2"] and here.pending() == 2  # r1, r2: the open window
     finally:
         await here.close()
         server.close()
