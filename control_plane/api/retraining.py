@@ -24,7 +24,6 @@ from control_plane.deployments.core import DeploymentManager
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
 from control_plane.model_registry.registry import ModelRegistry
-from control_plane.monitoring import config as monitor_configs
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
 from control_plane.retraining import listing
@@ -52,15 +51,7 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
         if not request.HasField("config") or not request.config.deployment:
             raise InvalidArgument("a trigger config with a deployment name is required")
         await _run(self._deployments.get, request.config.deployment)  # NOT_FOUND for an unknown one
-        monitor = await _run(monitor_configs.get_config, self._sessions, request.config.deployment)
-        return await _run(
-            configs.put_config,
-            self._sessions,
-            request.config,
-            actor=actor_of(context),
-            default_metric=monitor.alert_metric,
-            task=monitor.task,
-        )
+        return await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
 
     @maps_errors
     async def GetTriggerConfig(

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parents=[common],
         help="retrain a deployment's model now",
         description="Retrain a deployment's model now. Prints the decision: 'submitted' with its job, or why"
-        " it did not retrain (blocked_no_spec, blocked_validation, not_triggered: a job still running,"
+        " it did not retrain (blocked_no_spec, blocked_no_metric, blocked_validation, not_triggered: a job"
+        " still running,"
         " submit_failed) with the reasons; exits 1 unless submitted.",
     )
     trigger.add_argument("deployment", metavar="DEPLOYMENT")

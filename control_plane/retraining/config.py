@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
 from control_plane.deployments.messages import policy_from_proto
+from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.config import (
     CLASSIFICATION_METRICS,
     ERROR_METRICS,
@@ -117,6 +118,22 @@ def check_metrics(config: pb.TriggerConfig, task: int) -> None:
         )
 
 
+def gates_unscorable(config: pb.TriggerConfig, monitor: mpb.MonitorConfig) -> str | None:
+    """Why a challenger could not be judged under ``config`` (its defaults filled in from ``monitor``),
+    or None. Without a monitor task the gates compute no metric, and without a gate metric they compare
+    nothing: each challenger retrained failed "challenger  is undefined on the holdout" and was Rejected
+    in the registry for good."""
+    name = config.deployment
+    if monitor.task == mpb.TASK_TYPE_UNSPECIFIED:
+        return (
+            f"the monitor of deployment {name!r} has no task, so the gates compute no metric: set it first "
+            f"(aetherctl monitor configure {name} --task classification|regression)"
+        )
+    if not config.gates.metric:
+        return f"deployment {name!r} has no gate metric: set gates.metric or performance_metric"
+    return None
+
+
 def rules_of(config: pb.TriggerConfig) -> TriggerRules:
     return TriggerRules(
         schedule=cron.parse(config.schedule) if config.schedule else None,
@@ -144,22 +161,20 @@ def gates_of(config: pb.TriggerConfig) -> Gates:
     )
 
 
-def put_config(
-    sessions: sessionmaker[Session],
-    config: pb.TriggerConfig,
-    *,
-    actor: str,
-    default_metric: str = "",
-    task: int = mpb.TASK_TYPE_UNSPECIFIED,
-) -> pb.TriggerConfig:
-    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited.
-    ``task`` is the deployment's monitor task: the metrics named must be among its metrics.
+def put_config(sessions: sessionmaker[Session], config: pb.TriggerConfig, *, actor: str) -> pb.TriggerConfig:
+    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited. The
+    metrics named must be among the metrics of the deployment's monitor task; an enabled config needs a
+    monitor task and a gate metric (``FailedPrecondition`` says what to set, see :func:`gates_unscorable`).
 
     An empty performance metric (and a gates' metric left to follow it) is stored empty, not as the
-    monitor's current alert metric ``default_metric``: stored filled in, it stopped following the
-    monitor, whose task or alert metric could change later (the loop fills it in on every pass)."""
-    checked = effective(config, default_metric)
+    monitor's current alert metric: stored filled in, it stopped following the monitor, whose task or
+    alert metric could change later (the loop fills it in on every pass)."""
     stored = effective(config)
+    monitor = monitor_configs.get_config(sessions, stored.deployment)
+    checked = effective(config, monitor.alert_metric)
+    problem = gates_unscorable(checked, monitor) if stored.enabled else None
+    if problem is not None:
+        raise FailedPrecondition(f"retraining cannot be enabled: {problem}")
     previous = get_config(sessions, stored.deployment)
     unchanged = (stored.performance_metric, stored.gates.metric) == (
         previous.performance_metric,
@@ -168,7 +183,7 @@ def put_config(
     if stored.enabled or not unchanged:
         # A disabled config whose metrics are the ones stored triggers nothing: it must stay possible to
         # disable a config whose metric the monitor's task no longer computes (the task changed later).
-        check_metrics(checked, task)
+        check_metrics(checked, monitor.task)
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
     state = json_format.MessageToDict(stored, preserving_proto_field_name=True)

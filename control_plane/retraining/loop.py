@@ -214,10 +214,13 @@ class Retrainer:
         draft = records.Draft(
             name, now, decision.triggered, decision.rules, actor, primary.model_name, int(primary.version)
         )
+        problem = configs.gates_unscorable(config, monitor) if decision.triggered else None
         if not decision.triggered:
             stored = await asyncio.to_thread(
                 records.add_decision, self._sessions, draft, decision.reasons, records.NOT_TRIGGERED
             )
+        elif problem is not None:  # before any job: its challenger could only be rejected
+            stored = await self._blocked(draft, records.BLOCKED_NO_METRIC, [*decision.reasons, problem])
         else:
             stored = await self._retrain(config, primary, decision.reasons, draft)
         # The window moves on only once its decision is stored: a crash before this line makes the next
@@ -411,6 +414,9 @@ class Retrainer:
         config = await asyncio.to_thread(configs.get_config, self._sessions, decision.deployment)
         monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, decision.deployment)
         config = configs.effective(config, monitor.alert_metric)
+        problem = configs.gates_unscorable(config, monitor)
+        if problem is not None:  # the monitor changed since the job was submitted: not the challenger's fault
+            raise FailedPrecondition(f"the challenger cannot be evaluated: {problem}")
         now = int(self._clock() * 1e6)
         found = await production_holdout(
             self._sessions,

@@ -30,6 +30,8 @@ SUBMITTED = "submitted"
 #: Stored before its job is submitted; ``submitted`` (with the job id) once the job is.
 SUBMITTING = "submitting"
 NOT_TRIGGERED = "not_triggered"
+#: Triggered, but a challenger could not be judged (no monitor task or gate metric): no job submitted.
+BLOCKED_NO_METRIC = "blocked_no_metric"
 #: Outcomes of a decision whose retraining is in flight: while one is stored, nothing triggers.
 IN_FLIGHT = (SUBMITTING, SUBMITTED)
 

@@ -50,7 +50,9 @@ class RetrainingStub:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain, and when
+    ConfigureTriggers enables a config whose gates could not judge a challenger (the deployment's monitor
+    has no task, or there is no gate metric; the message says what to set). A manual trigger
     that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
     ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """
@@ -113,7 +115,9 @@ class RetrainingServicer:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain, and when
+    ConfigureTriggers enables a config whose gates could not judge a challenger (the deployment's monitor
+    has no task, or there is no gate metric; the message says what to set). A manual trigger
     that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
     ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """
@@ -136,8 +140,10 @@ class RetrainingServicer:
         """Triggers a retraining of the deployment now (rule "manual"); returns the decision taken, with OK
         whether or not it retrained: outcome "submitted" (job_id set), or "blocked_no_spec" (no training job
         recorded for the serving version, or none to rebuild over the config's entity rows),
-        "blocked_validation" (the data window failed validation), "not_triggered" (a retraining job of the
-        deployment is still running) or "submit_failed" (the jobs core refused the job), reasons saying why.
+        "blocked_no_metric" (the deployment's monitor has no task, or the config no gate metric: a challenger
+        could not be judged), "blocked_validation" (the data window failed validation), "not_triggered" (a
+        retraining job of the deployment is still running) or "submit_failed" (the jobs core refused the
+        job), reasons saying why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,7 +227,9 @@ class Retraining:
     the champion untouched. A job that fails leaves the champion serving. Every step is in the audit log.
 
     Errors: INVALID_ARGUMENT for a malformed config or cron expression; NOT_FOUND for an unknown
-    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain. A manual trigger
+    deployment; FAILED_PRECONDITION when TriggerNow finds no primary variant to retrain, and when
+    ConfigureTriggers enables a config whose gates could not judge a challenger (the deployment's monitor
+    has no task, or there is no gate metric; the message says what to set). A manual trigger
     that runs but cannot retrain is not an error: like every decision it is stored (audited, listed by
     ListDecisions) and returned, its outcome and reasons saying why (see TriggerDecision.outcome).
     """

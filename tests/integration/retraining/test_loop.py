@@ -11,12 +11,17 @@ import time
 import pytest
 
 from clients.aether.v1 import jobs_pb2 as jpb
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import FailedPrecondition
+from control_plane.monitoring import config as monitor_configs
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
 from control_plane.retraining.loop import Retrainer
-from tests.integration.retraining.conftest import World, restarted
+from tests.integration.retraining.conftest import TRUE_W, World, restarted
 from tests.integration.retraining.test_closed_loop import deploy_trained_champion, submitted_decision
+from tests.unit.retraining.models import linear
 
 
 class Clock:
@@ -72,10 +77,25 @@ async def test_a_deployment_that_fails_does_not_stop_the_others(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Enabled for a deployment deleted since (sorted before eta): every tick fails for it.
+    monitor = monpb.MonitorConfig(deployment="a-gone", task=monpb.TASK_TYPE_REGRESSION)
+    monitor_configs.put_config(world.sessions, monitor, actor="operator")
     configs.put_config(world.sessions, pb.TriggerConfig(deployment="a-gone", enabled=True), actor="operator")
     decisions = await world.retrainer.tick()
     assert [d.deployment for d in decisions] == ["eta"]
     assert "retraining decision for deployment 'a-gone' failed" in caplog.text
+
+
+async def test_a_challenger_whose_monitor_lost_its_task_is_not_rejected(world: World) -> None:
+    # The task cleared after the job was submitted: the gates can compute no metric, and the challenger
+    # was Rejected in the registry for good ("challenger mae is undefined on the holdout").
+    monitor_configs.put_config(world.sessions, monpb.MonitorConfig(deployment="eta"), actor="operator")
+    challenger = world.register(linear(TRUE_W))
+    with pytest.raises(
+        FailedPrecondition, match="cannot be evaluated: the monitor of deployment 'eta' has no"
+    ):
+        await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    assert records.list_evaluations(world.sessions, "eta") == []
+    assert world.registry.get_version("eta", challenger).approval.status != mpb.REJECTED
 
 
 async def test_a_decision_whose_job_is_gone_ends_and_stops_no_other(world: World) -> None:

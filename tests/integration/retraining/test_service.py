@@ -21,7 +21,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.retraining import RetrainingClient
 from control_plane.api import retraining as retraining_api
 from control_plane.artifacts.settings import store_for
@@ -77,8 +77,14 @@ def label_predictions(server: ControlPlaneServer, count: int) -> None:
     record_feedback(sessions, [monpb.Feedback(request_id=f"q{i}", label=1.0) for i in range(count)])
 
 
+def give_the_monitor_a_task(server: ControlPlaneServer) -> None:
+    monitor = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_REGRESSION)
+    monitor_configs.put_config(server.context.sessions, monitor, actor="alice")
+
+
 async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None:
     client = RetrainingClient(plane.address, actor="alice")
+    give_the_monitor_a_task(plane)
     try:
         stored = await asyncio.to_thread(
             client.configure, "eta", enabled=True, new_labels=5, schedule="0 3 * * 1"
@@ -130,7 +136,8 @@ def test_the_contract_documents_what_trigger_now_returns() -> None:
     method = pb_grpc.RetrainingServicer.TriggerNow.__doc__ or ""
     assert "FAILED_PRECONDITION when a manual trigger cannot run" not in service
     assert "with OK" in method
-    for outcome in ("submitted", "blocked_no_spec", "blocked_validation", "not_triggered", "submit_failed"):
+    outcomes = ("submitted", "blocked_no_spec", "blocked_no_metric", "blocked_validation", "not_triggered")
+    for outcome in (*outcomes, "submit_failed"):
         assert f'"{outcome}"' in method
 
 
@@ -148,6 +155,25 @@ async def test_a_metric_the_monitor_does_not_compute_is_refused(plane: ControlPl
             await asyncio.to_thread(client.configure, "eta", gates=gates)
         stored = await asyncio.to_thread(client.configure, "eta", performance_metric="recall")
         assert (stored.performance_metric, stored.gates.metric) == ("recall", "recall")
+    finally:
+        client.close()
+
+
+async def test_retraining_needs_a_monitor_task_before_any_job(plane: ControlPlaneServer) -> None:
+    # With no task on the monitor the gates compute no metric: triggers were accepted with gates.metric
+    # "", and every challenger retrained was Rejected "challenger  is undefined on the holdout".
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        with pytest.raises(FailedPrecondition, match=r"no task.*aetherctl monitor configure eta --task"):
+            await asyncio.to_thread(client.configure, "eta", enabled=True, schedule="0 3 * * *")
+        disabled = await asyncio.to_thread(client.configure, "eta", schedule="0 3 * * *")
+        assert not disabled.enabled
+        manual = await asyncio.to_thread(client.trigger_now, "eta", "try")
+        assert manual.outcome == "blocked_no_metric" and not manual.job_id
+        assert "has no task" in manual.reasons[-1]
+        give_the_monitor_a_task(plane)
+        enabled = await asyncio.to_thread(client.configure, "eta", enabled=True)
+        assert enabled.enabled and enabled.gates.metric == ""  # follows the monitor's alert metric
     finally:
         client.close()
 
@@ -220,6 +246,7 @@ async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
         return code, capsys.readouterr().err
 
     client = RetrainingClient(plane.address, actor="alice")
+    give_the_monitor_a_task(plane)
     try:
         await asyncio.to_thread(client.configure, "eta", data_window_seconds=86400.0)
         full = ["--enable", "--schedule", "0 3 * * 1", "--drift-alone", "--performance-threshold", "0.8"]
