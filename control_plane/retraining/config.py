@@ -7,14 +7,14 @@ Documented defaults (a deployment never configured is disabled):
 cooldown_seconds                3600
 performance_metric              the deployment's monitor alert metric (accuracy / mae); a metric of the
                                 monitor's task (any monitor metric while the monitor has no task)
-data_window_seconds             604800 (7 days of offline rows validated before training)
+data_window_seconds             604800 (7 days of offline rows validated before training; 1 s to 366 days)
 max_rejected_fraction           0 (one invalid row blocks the retraining)
 min_rows                        100
 gates.metric                    the performance metric (checked as performance_metric)
 gates.max_relative_degradation  0.005 (challenger ≥ champion − 0.5 % of the champion's value)
-gates.max_latency_ratio         1.5 (challenger p95 ≤ 1.5 × champion p95)
+gates.max_latency_ratio         1.5 (challenger p95 ≤ 1.5 × champion p95; finite, < 0 = no ratio gate)
 gates.min_holdout_rows          50
-gates.holdout_seconds           86400
+gates.holdout_seconds           86400 (1 s to 366 days)
 ==============================  ======================================================================
 """
 
@@ -54,6 +54,9 @@ DEFAULT_MAX_RELATIVE_DEGRADATION = 0.005
 DEFAULT_MAX_LATENCY_RATIO = 1.5
 DEFAULT_MIN_HOLDOUT_ROWS = 50
 DEFAULT_HOLDOUT_S = 24 * 3600.0
+#: Bounds of the data window and the holdout, as the monitor bounds its windows: a span of 1e11 s made
+#: TriggerNow raise OverflowError (INTERNAL) on every tick, and one of 1e14 s an int64 past SQLite's.
+MIN_SPAN_S, MAX_SPAN_S = 1.0, 366 * 24 * 3600.0
 
 
 def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerConfig:
@@ -72,9 +75,7 @@ def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerC
     if out.HasField("performance_threshold"):
         _check(_finite(out.performance_threshold), "performance_threshold must be a finite number")
     out.data_window_seconds = out.data_window_seconds or DEFAULT_DATA_WINDOW_S
-    _check(
-        _finite(out.data_window_seconds) and out.data_window_seconds > 0, "data_window_seconds must be > 0"
-    )
+    _check_span("data_window_seconds", out.data_window_seconds)
     _check(0 <= out.max_rejected_fraction <= 1, "max_rejected_fraction must lie in [0, 1]")
     out.min_rows = out.min_rows or DEFAULT_MIN_ROWS
     gates = out.gates
@@ -83,9 +84,11 @@ def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerC
     _check(0 <= gates.max_relative_degradation < 1, "gates.max_relative_degradation must lie in [0, 1)")
     _check(_finite(gates.latency_budget_ms) and gates.latency_budget_ms >= 0, "gates.latency_budget_ms >= 0")
     gates.max_latency_ratio = gates.max_latency_ratio or DEFAULT_MAX_LATENCY_RATIO
+    # NaN compared false everywhere and so turned the gate off unseen; < 0 turns it off on purpose.
+    _check(_finite(gates.max_latency_ratio), "gates.max_latency_ratio must be a finite number (< 0 = none)")
     gates.min_holdout_rows = gates.min_holdout_rows or DEFAULT_MIN_HOLDOUT_ROWS
     gates.holdout_seconds = gates.holdout_seconds or DEFAULT_HOLDOUT_S
-    _check(_finite(gates.holdout_seconds) and gates.holdout_seconds > 0, "gates.holdout_seconds must be > 0")
+    _check_span("gates.holdout_seconds", gates.holdout_seconds)
     promotion = out.promotion
     _check(_finite(promotion.shadow_seconds) and promotion.shadow_seconds >= 0, "shadow_seconds must be >= 0")
     _check(0 <= promotion.min_agreement <= 1, "promotion.min_agreement must lie in [0, 1]")
@@ -229,6 +232,13 @@ def enabled_configs(sessions: sessionmaker[Session]) -> list[pb.TriggerConfig]:
             json_format.ParseDict(r.config, pb.TriggerConfig(), ignore_unknown_fields=True) for r in rows
         ]
     return [c for c in configs if c.enabled]
+
+
+def _check_span(field: str, seconds: float) -> None:
+    _check(
+        MIN_SPAN_S <= seconds <= MAX_SPAN_S,  # False for NaN too
+        f"{field} must lie in [{MIN_SPAN_S:g}, {MAX_SPAN_S:.0f}] (1 s to 366 days), got {seconds:g}",
+    )
 
 
 def _finite(value: float) -> bool:

@@ -1,8 +1,15 @@
-"""The trigger config's documented defaults name the config's real fields."""
+"""The trigger config's documented defaults name the config's real fields; values out of range are
+refused naming their field."""
 
 from __future__ import annotations
 
+import math
+import re
+
+import pytest
+
 from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.retraining import config as configs
 
 
@@ -22,3 +29,35 @@ def test_every_documented_default_names_a_trigger_config_field() -> None:
             assert part in message.fields_by_name, f"{path}: no field {part!r} in {message.name}"
             field = message.fields_by_name[part]
             message = field.message_type or message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("data_window_seconds", 1e11),  # TriggerNow raised OverflowError (INTERNAL) on every tick
+        ("data_window_seconds", math.nan),
+        ("data_window_seconds", 0.5),
+        ("gates.holdout_seconds", 1e14),  # past SQLite's INTEGER: every evaluation failed
+        ("gates.holdout_seconds", math.inf),
+        ("gates.max_latency_ratio", math.nan),  # compared false everywhere: the gate was off unseen
+        ("gates.max_latency_ratio", math.inf),
+    ],
+)
+def test_spans_and_ratios_out_of_range_are_refused_naming_the_field(field: str, value: float) -> None:
+    config = pb.TriggerConfig(deployment="eta")
+    target, name = (config.gates, field.split(".")[1]) if "." in field else (config, field)
+    setattr(target, name, value)
+    with pytest.raises(InvalidArgument, match=re.escape(field)):
+        configs.effective(config)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    year = 366 * 24 * 3600.0
+    config = pb.TriggerConfig(
+        deployment="eta",
+        data_window_seconds=year,
+        gates=pb.EvaluationGates(holdout_seconds=1.0, max_latency_ratio=-1.0),
+    )
+    stored = configs.effective(config)
+    assert (stored.data_window_seconds, stored.gates.holdout_seconds) == (year, 1.0)
+    assert configs.gates_of(stored).max_latency_ratio == 0.0  # < 0: no ratio gate, as documented
