@@ -59,6 +59,9 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
     ) -> pb.TriggerConfig:
         if not request.deployment:
             raise InvalidArgument("a deployment name is required")
+        if not await _run(configs.has_config, self._sessions, request.deployment):
+            # The disabled defaults of a typo read as "retraining is off" there.
+            await _run(self._deployments.get, request.deployment)  # NOT_FOUND for an unknown one
         return await _run(configs.get_config, self._sessions, request.deployment)
 
     @maps_errors

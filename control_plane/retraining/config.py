@@ -225,6 +225,12 @@ def get_config(sessions: sessionmaker[Session], deployment: str) -> pb.TriggerCo
         return json_format.ParseDict(row.config, pb.TriggerConfig(), ignore_unknown_fields=True)
 
 
+def has_config(sessions: sessionmaker[Session], deployment: str) -> bool:
+    """Whether a config is stored for ``deployment`` (one deleted since keeps its config)."""
+    with read_session(sessions) as session:
+        return session.get(RetrainingConfigRow, deployment) is not None
+
+
 def enabled_configs(sessions: sessionmaker[Session]) -> list[pb.TriggerConfig]:
     with read_session(sessions) as session:
         rows = session.execute(select(RetrainingConfigRow).order_by(RetrainingConfigRow.deployment)).scalars()

@@ -130,7 +130,8 @@ class RetrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTriggerConfig(self, request, context):
-        """The effective trigger config of a deployment (disabled defaults when never configured).
+        """The effective trigger config of a deployment (disabled defaults when never configured). NOT_FOUND
+        for a deployment that does not exist and has no config (one deleted keeps its own).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -93,6 +93,10 @@ async def test_configure_loop_trigger_and_cli(plane: ControlPlaneServer) -> None
         assert stored.gates.metric == stored.performance_metric and stored.updated_by == "alice"
         with pytest.raises(NotFound):
             await asyncio.to_thread(client.configure, "missing", enabled=True)
+        # A typo's disabled defaults read as "retraining is off" there.
+        with pytest.raises(NotFound, match="'etaa' not found"):
+            await asyncio.to_thread(client.get_config, "etaa")
+        assert (await asyncio.to_thread(client.get_config, "eta")).enabled
         with pytest.raises(InvalidArgument, match="cron"):
             await asyncio.to_thread(client.configure, "eta", schedule="61 * * * *")
 
