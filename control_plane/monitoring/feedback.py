@@ -51,6 +51,9 @@ from control_plane.monitoring.tables import REQUEST_ID_LENGTH, FeedbackRow, Pred
 #: Rows per INSERT statement (keeps statements under SQLite's bound-parameter limit).
 _CHUNK = 500
 MAX_FEEDBACK_PER_CALL = 100_000
+#: The row column is a 32-bit INTEGER; Feedback.row is uint32. PostgreSQL refused a row past it with a
+#: DataError (INTERNAL) that lost the whole batch, valid labels too, while SQLite stored it.
+MAX_ROW = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,9 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
 def record_feedback(
     sessions: sessionmaker[Session], items: Sequence[pb.Feedback]
 ) -> pb.RecordFeedbackResponse:
-    """Stores a batch of labels (replacing earlier labels of the same request id, row and deployment)."""
+    """Stores a batch of labels (replacing earlier labels of the same request id, row and deployment).
+    An invalid item refuses the whole batch (INVALID_ARGUMENT naming its request id) before anything is
+    written."""
     if len(items) > MAX_FEEDBACK_PER_CALL:
         raise InvalidArgument(f"at most {MAX_FEEDBACK_PER_CALL} labels per call, got {len(items)}")
     latest: dict[tuple[str, int, str], float] = {}
@@ -140,6 +145,8 @@ def record_feedback(
             )
         if not np.isfinite(item.label):
             raise InvalidArgument(f"label of request {item.request_id!r} is not a finite number")
+        if item.row > MAX_ROW:
+            raise InvalidArgument(f"row {item.row} of request {item.request_id!r}'s label is above {MAX_ROW}")
         # The last label of a key in one batch wins.
         latest[(item.request_id, item.row, item.deployment)] = item.label
     now_us = time.time_ns() // 1000

@@ -4,11 +4,13 @@ its prediction arrives; idempotent writes; a migration that keeps stored labels 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.db import upgrade_to_head
 from control_plane.db.migrate import alembic_config
 from control_plane.monitoring.feedback import (
@@ -48,6 +50,19 @@ def test_feedback_joins_known_predictions_and_keeps_unknown_ones_as_orphans(
     assert index_predictions(sessions, [indexed("late", 300, 0.4)]) == 1
     assert orphaned_total(sessions) == 0
     assert list(labelled_predictions(sessions, "churn", 0, 1000).ts_us) == [100, 200, 300]
+
+
+def test_a_row_past_the_int32_column_is_refused_before_anything_is_written(
+    sessions: sessionmaker[Session],
+) -> None:
+    # PostgreSQL refused it with a DataError (INTERNAL) and lost the batch's valid labels with it; SQLite
+    # stored it. Now both refuse it, naming the request.
+    batch = [pb.Feedback(request_id="fine", label=1.0), pb.Feedback(request_id="far", row=2**31, label=0.0)]
+    with pytest.raises(InvalidArgument, match=r"row 2147483648 of request 'far'"):
+        record_feedback(sessions, batch)
+    assert orphaned_total(sessions) == 0  # the valid label was not written either
+    batch[1].row = 2**31 - 1
+    assert record_feedback(sessions, batch).recorded == 2
 
 
 def test_a_label_joins_only_when_its_own_row_is_indexed(sessions: sessionmaker[Session]) -> None:
