@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from clients.errors import AetherError, FailedPrecondition
+from clients.sdk.tracking import checked_metrics
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.training.dataset import PINS_FILE, TrainingData, load_training_data
 from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
@@ -162,7 +163,10 @@ class TrainingContext:
         if not self.is_primary:
             return
         self._read_server_points()
-        merged = {**(values or {}), **metrics}
+        # The checked floats, not what the caller passed: a numpy scalar (``np.mean(losses)``) kept raw
+        # would go into every checkpoint's epoch metrics, which ``torch.load(weights_only=True)`` refuses,
+        # so resuming would find every checkpoint unreadable. A bad value is refused before it is kept.
+        merged = checked_metrics({**(values or {}), **metrics})
         self._epoch_metrics.setdefault(int(epoch), {}).update(merged)
         fresh = {key: value for key, value in merged.items() if (key, int(epoch)) not in self._on_server}
         if fresh:

@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from clients.sdk.tracking import TrackingClient
@@ -80,6 +81,28 @@ def test_a_resumed_attempt_looks_up_keys_its_checkpoint_did_not_save(plane: Plan
         second.close()
         assert curve(tracking, run_id, "loss") == [(0, 1.0), (1, 0.5), (2, 0.25)]
         assert curve(tracking, run_id, "val_loss") == [(1, 0.7), (2, 0.6)]
+
+
+def test_a_numpy_metric_value_leaves_checkpoints_a_retry_can_resume(plane: Plane, tmp_path: Path) -> None:
+    # log_metrics kept np.float32 values as passed; they went into every checkpoint's epoch metrics,
+    # torch.load(weights_only=True) refused them, and the retry set every checkpoint aside as corrupt and
+    # started over from epoch 0.
+    with TrackingClient(plane.address) as tracking:
+        run_id = new_run(tracking, "numpy-metric")
+        first = attempt(plane, tmp_path, run_id, 1)
+        for epoch in (0, 1):
+            first.log_metrics(epoch, loss=np.mean(np.array([0.5, 0.25], dtype=np.float32)) + epoch)
+            first.checkpoint(TrainingState(torch.nn.Linear(1, 1), epoch=epoch + 1))
+        first.close()
+
+        second = attempt(plane, tmp_path, run_id, 2)
+        resumed = second.resume()
+        second.close()
+        assert resumed is not None and resumed.epoch == 2
+        assert resumed.sdk["epoch_metrics"] == {0: {"loss": 0.375}, 1: {"loss": 1.375}}
+        assert all(type(value) is float for value in resumed.sdk["epoch_metrics"][0].values())
+        assert not list((tmp_path / "checkpoints").glob("*.corrupt"))
+        assert curve(tracking, run_id, "loss") == [(0, 0.375), (1, 1.375)]
 
 
 def shipped_batch_step(tracking: TrackingClient, run_id: str) -> int:
