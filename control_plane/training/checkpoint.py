@@ -9,9 +9,18 @@ every RNG state (:mod:`.rng`) and the job's extra state. Writing goes to a tempo
 folder, is fsynced, renamed over the final name and the folder fsynced, so after a crash (SIGKILL, power
 loss) the final name holds a whole checkpoint or does not exist. The checksum catches what the rename
 cannot: a file damaged later (disk, a copy gone wrong). :meth:`CheckpointManager.resume` walks from the
-newest checkpoint down, skips — with a :class:`CorruptCheckpointWarning` — one whose checksum, header or
-payload does not verify (renaming it ``….corrupt`` so it is kept for inspection but never tried again),
+newest checkpoint down, skips — with a :class:`CorruptCheckpointWarning` — one whose header, length or
+checksum does not verify (renaming it ``….corrupt`` so it is kept for inspection but never tried again),
 and returns the first that verifies.
+
+Checkpoints are read with ``torch.load(weights_only=True)``, which refuses most types beyond tensors and
+plain Python data. :meth:`CheckpointManager.save` therefore never writes a checkpoint it could not read
+back: numpy scalars in the optimizer and LR-scheduler state (``lr=np.float64(0.01)`` from a numpy sweep
+grid) are saved as the Python numbers they equal, and any other value the loader would refuse (a numpy
+array or scalar, a ``datetime`` or ``Path`` in ``extra``) is a ``TypeError`` naming it, at the save. A
+checkpoint whose checksum verifies but whose payload still does not load (written by an older version,
+or another torch) is intact, not corrupt: resuming stops with :class:`UnreadableCheckpoint` and leaves it
+in place, as setting it aside would silently restart the training from an older checkpoint or scratch.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ import os
 import re
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from control_plane.training.rng import OwnedGenerator, capture_rng_state, restore_rng_state
@@ -45,14 +56,22 @@ class CorruptCheckpointWarning(UserWarning):
 
 
 class CorruptCheckpoint(Exception):
-    """A checkpoint file that does not verify (header, length, checksum or payload)."""
+    """A checkpoint file that does not verify (header, length or checksum): damaged after it was written."""
+
+
+class UnreadableCheckpoint(Exception):
+    """A checkpoint whose checksum verifies but whose payload does not load here (a type
+    ``torch.load(weights_only=True)`` refuses, an unknown format). The file is whole, so it is neither
+    skipped nor set aside: training would silently start over from an older checkpoint."""
 
 
 @dataclass
 class TrainingState:
     """What one checkpoint captures. ``model``, ``optimizer`` and ``scheduler`` are saved (and restored)
     through their ``state_dict``; ``generators`` are job-owned RNGs (e.g. the batch-order generator);
-    ``extra`` is any plain data (tensors, numbers, strings, lists, dicts)."""
+    ``extra`` is any plain data (tensors, Python numbers, strings, lists, tuples, dicts): what
+    ``torch.load(weights_only=True)`` reads back; anything else (numpy values, ``datetime``, ``Path``,
+    ``defaultdict``) makes :meth:`CheckpointManager.save` raise ``TypeError``."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None = None
@@ -117,18 +136,23 @@ class CheckpointManager:
 
     def save(self, state: TrainingState, sdk: Mapping[str, Any] | None = None) -> Path:
         """Writes a checkpoint of ``state`` atomically, prunes to the newest ``keep_last``, returns its path.
-        ``sdk`` is the training SDK's own bookkeeping (e.g. the epoch metrics logged so far)."""
+        ``sdk`` is the training SDK's own bookkeeping (e.g. the epoch metrics logged so far).
+
+        Numpy scalars in the optimizer and scheduler state are saved as Python numbers (restoring them
+        gives the same optimizer); any value ``torch.load(weights_only=True)`` would refuse raises
+        ``TypeError`` naming it, and nothing is written."""
         payload = {
             "format": FORMAT_VERSION,
             "epoch": int(state.epoch),
             "step": int(state.step),
             "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else {},
-            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else {},
+            "optimizer": _plain_numbers(state.optimizer.state_dict()) if state.optimizer is not None else {},
+            "scheduler": _plain_numbers(state.scheduler.state_dict()) if state.scheduler is not None else {},
             "rng": capture_rng_state(state.generators),
             "extra": dict(state.extra),
             "sdk": dict(sdk or {}),
         }
+        check_loadable(payload)
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         path = self.directory / f"checkpoint-{self._next_sequence():08d}.ckpt"
@@ -155,7 +179,8 @@ class CheckpointManager:
 
     def resume(self) -> Checkpoint | None:
         """The newest checkpoint that verifies, or None when there is none. Each newer one that does not
-        verify is skipped with a :class:`CorruptCheckpointWarning` and renamed ``….corrupt``."""
+        verify is skipped with a :class:`CorruptCheckpointWarning` and renamed ``….corrupt``; one that
+        verifies but does not load raises :class:`UnreadableCheckpoint` and stays where it is."""
         for sequence, path, corrupt in reversed(self._listing()):
             if corrupt:
                 continue
@@ -211,14 +236,106 @@ def decode(data: bytes) -> bytes:
 
 
 def load_payload(path: Path) -> dict[str, Any]:
-    payload = decode(Path(path).read_bytes())
+    """The payload of the checkpoint at ``path``: :class:`CorruptCheckpoint` when the file does not
+    verify, :class:`UnreadableCheckpoint` when it does but its payload does not load."""
+    path = Path(path)
+    payload = decode(path.read_bytes())
+    # Past the checksum the bytes are what the writer wrote: a failure now is a type or format this code
+    # cannot read (e.g. a numpy scalar saved by an older version), which no retry and no renaming mends.
     try:
         loaded = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as exc:  # checksum fine but unreadable: written by an incompatible version
-        raise CorruptCheckpoint(f"payload does not load: {exc}") from exc
+    except Exception as exc:
+        raise _unreadable(path, f"Its payload does not load: {exc}") from exc
     if not isinstance(loaded, dict) or loaded.get("format") != FORMAT_VERSION:
-        raise CorruptCheckpoint("unknown checkpoint format")
+        raise _unreadable(path, f"Unknown checkpoint format (this version reads format {FORMAT_VERSION}).")
     return loaded
+
+
+def _unreadable(path: Path, why: str) -> UnreadableCheckpoint:
+    return UnreadableCheckpoint(
+        f"checkpoint {path.name} is intact (its sha256 verifies) but cannot be resumed; it is left in place"
+        " rather than skipped, as starting over from an older checkpoint or from scratch would silently"
+        f" discard training (move it aside to resume from the one before). {why}"
+    )
+
+
+# Saving only what loads ------------------------------------------------------------------------------
+
+
+def _plain_numbers(value: Any) -> Any:
+    """``value`` with numpy scalars turned into the Python numbers they equal, through dicts, lists and
+    tuples. For optimizer and scheduler state: a learning rate from a numpy grid (``np.float64``) lands in
+    ``param_groups`` and a scheduler's ``base_lrs``; loaded back as a float it trains the same."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if type(value) is dict:
+        return {key: _plain_numbers(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_plain_numbers(item) for item in value)
+    return value
+
+
+def check_loadable(payload: Mapping[str, Any]) -> None:
+    """``TypeError`` naming the first value of ``payload`` that ``torch.load(weights_only=True)`` refuses
+    (or that does not pickle at all). Round-trips the payload with each plain tensor swapped for an empty
+    one of its dtype: the loader refuses types, never tensor data, and the weights are then neither
+    serialized twice nor held twice in memory."""
+    skeleton = _skeleton(payload)
+    if _loads(skeleton):
+        return
+    where, value = _first_unloadable(skeleton, "")
+    shown = repr(value)
+    if len(shown) > _SHOWN_CHARS:
+        shown = f"{shown[:_SHOWN_CHARS]}..."
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise TypeError(
+        f"cannot checkpoint {where.lstrip('.')} = {shown} ({kind}): torch.load(weights_only=True) would"
+        " refuse it, so no resume could read the checkpoint; save plain data instead (tensors, Python"
+        " numbers, strings, lists, tuples, dicts), e.g. torch.from_numpy(array) or number.item()"
+    )
+
+
+#: The most characters of a refused value's repr that :func:`check_loadable` shows.
+_SHOWN_CHARS = 80
+
+
+def _skeleton(value: Any) -> Any:
+    """``value`` with every plain strided tensor replaced by an empty one of the same dtype (other
+    tensors, e.g. quantized or subclasses, kept as they are: they are what the loader may refuse)."""
+    if type(value) is torch.Tensor and value.layout == torch.strided and not value.is_quantized:
+        return torch.empty(0, dtype=value.dtype)
+    if type(value) in (dict, OrderedDict):
+        return type(value)((key, _skeleton(item)) for key, item in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_skeleton(item) for item in value)
+    return value
+
+
+def _loads(value: Any) -> bool:
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+    except Exception:  # refused by the loader, or not picklable at all: both unloadable
+        return False
+    return True
+
+
+def _first_unloadable(value: Any, where: str) -> tuple[str, Any]:
+    """The path (``.extra['v']``) and value of the innermost part of ``value`` that does not load: a
+    container whose parts all load is itself the culprit (a ``defaultdict``)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not _loads(key):
+                return _first_unloadable(key, f"a key of {where.lstrip('.') or 'the checkpoint'}")
+            if not _loads(item):
+                name = f".{key}" if not where and isinstance(key, str) else f"[{key!r}]"
+                return _first_unloadable(item, where + name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not _loads(item):
+                return _first_unloadable(item, f"{where}[{index}]")
+    return where, value
 
 
 def write_atomically(path: Path, data: bytes) -> None:

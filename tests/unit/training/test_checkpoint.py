@@ -1,8 +1,12 @@
 """Checkpoints: every state restored (RNG streams continue identically), corrupt files skipped with a
-warning, keep-last-K pruning, atomic writes that leave nothing behind when they fail."""
+warning, intact but unloadable ones refused loudly, keep-last-K pruning, atomic writes that leave nothing
+behind when they fail, and no checkpoint written that torch.load(weights_only=True) could not read."""
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
+import io
 import random
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from control_plane.training.checkpoint import (
     CheckpointManager,
     CorruptCheckpointWarning,
     TrainingState,
+    UnreadableCheckpoint,
     encode,
     load_payload,
 )
@@ -93,7 +98,6 @@ def _flip_middle(data: bytes) -> bytes:
         (lambda data: data[: len(data) - 100], "header says"),
         (lambda data: b"garbage" + data[7:], "bad header"),
         (lambda data: b"", "bad header"),
-        (lambda data: encode(b"not a torch file"), "does not load"),
     ],
 )
 def test_corrupt_newest_falls_back_to_the_one_before_with_a_warning(
@@ -145,7 +149,7 @@ def test_a_failed_write_leaves_no_file_and_partial_writes_are_cleaned(tmp_path: 
     state = make_state()
     manager.save(state)
     state.extra = {"unpicklable": lambda: None}
-    with pytest.raises(Exception, match="lambda"):
+    with pytest.raises(TypeError, match=r"cannot checkpoint extra\['unpicklable'\] = <function"):
         manager.save(state)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000001.ckpt"]
 
@@ -158,3 +162,100 @@ def test_a_failed_write_leaves_no_file_and_partial_writes_are_cleaned(tmp_path: 
 def test_keep_last_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_last"):
         CheckpointManager(tmp_path, keep_last=0)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (np.arange(3), r"extra\['v'\] = array\(\[0, 1, 2\]\) \(numpy.ndarray\)"),
+        (np.int64(3), r"extra\['v'\] = np.int64\(3\) \(numpy.int64\)"),
+        (np.float32(1.5), r"extra\['v'\] = np.float32\(1.5\) \(numpy.float32\)"),
+        (dt.datetime(2024, 1, 1), r"extra\['v'\] = .* \(datetime.datetime\)"),
+        (Path("/x"), r"extra\['v'\] = .*Path\('/x'\)"),
+        (collections.defaultdict(int), r"extra\['v'\] = defaultdict.* \(collections.defaultdict\)"),
+        ({"a": [1, {"b": np.float32(2)}]}, r"extra\['v'\]\['a'\]\[1\]\['b'\] = np.float32\(2.0\)"),
+    ],
+    ids=["ndarray", "int64", "float32", "datetime", "path", "defaultdict", "nested"],
+)
+def test_a_value_the_loader_would_refuse_is_a_type_error_at_save(
+    tmp_path: Path, value: object, shown: str
+) -> None:
+    # Before, such a checkpoint was written; torch.load(weights_only=True) refused it on resume, which
+    # renamed it *.corrupt and silently restarted the training from scratch.
+    manager = CheckpointManager(tmp_path)
+    state = make_state()
+    manager.save(state)
+    state.extra = {"v": value}
+    with pytest.raises(TypeError, match=f"cannot checkpoint {shown}.*weights_only=True"):
+        manager.save(state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000001.ckpt"]
+
+
+def test_plain_data_in_extra_round_trips(tmp_path: Path) -> None:
+    extra = {"t": torch.arange(3), "n": (1, 2.5, 1j, b"x", None), "d": collections.OrderedDict(a=[True])}
+    manager = CheckpointManager(tmp_path)
+    manager.save(TrainingState(torch.nn.Linear(2, 1), extra=extra))
+    checkpoint = manager.resume()
+    assert checkpoint is not None
+    assert torch.equal(checkpoint.extra["t"], extra["t"]) and checkpoint.extra["n"] == extra["n"]
+    assert checkpoint.extra["d"] == extra["d"]
+
+
+def test_a_numpy_learning_rate_is_saved_as_a_python_number(tmp_path: Path) -> None:
+    # lr from a numpy sweep grid lands in the optimizer's param_groups and the scheduler's base_lrs; saved
+    # as is, every checkpoint was unloadable and the retry restarted from scratch.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=np.float64(0.01), betas=(np.float64(0.8), 0.9))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=np.float64(0.5))
+    state = TrainingState(model, optimizer, scheduler)
+    train_step(state)
+    CheckpointManager(tmp_path).save(state)
+    assert isinstance(optimizer.param_groups[0]["lr"], np.floating)  # the live optimizer is left alone
+
+    checkpoint = CheckpointManager(tmp_path).resume()
+    assert checkpoint is not None and checkpoint.epoch == 1
+    group = checkpoint.payload["optimizer"]["param_groups"][0]
+    assert (type(group["lr"]), group["lr"], group["betas"]) == (float, 0.005, (0.8, 0.9))
+    fresh = torch.nn.Linear(3, 1)
+    restored = TrainingState(
+        fresh,
+        (fresh_optimizer := torch.optim.Adam(fresh.parameters(), lr=1.0)),
+        torch.optim.lr_scheduler.StepLR(fresh_optimizer, step_size=1, gamma=0.9),
+    )
+    checkpoint.restore(restored)
+    assert fresh_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"] == 0.005
+    assert restored.scheduler is not None and restored.scheduler.state_dict()["gamma"] == 0.5
+
+
+def _encoded(payload: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return encode(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # What an earlier version wrote for a numpy metric value: intact, but the loader refuses the type.
+        (_encoded({"format": 1, "sdk": {"epoch_metrics": {0: {"loss": np.float32(1.0)}}}}), "numpy"),
+        (encode(b"not a torch file"), "does not load"),
+        (_encoded({"format": 99}), "Unknown checkpoint format"),
+    ],
+    ids=["numpy-scalar", "not-torch", "unknown-format"],
+)
+def test_an_intact_checkpoint_that_does_not_load_stops_resume_and_stays(
+    tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    # Before, it was renamed *.corrupt like a damaged file and resume fell back to an older checkpoint or
+    # to None: the training restarted without a word of why. Its checksum verifies, so no retry mends it.
+    manager = CheckpointManager(tmp_path)
+    manager.save(make_state())
+    newest = tmp_path / "checkpoint-00000002.ckpt"
+    newest.write_bytes(payload)
+    with pytest.raises(UnreadableCheckpoint, match=f"(?s)checkpoint-00000002.ckpt is intact.*{reason}"):
+        manager.resume()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-00000001.ckpt",
+        "checkpoint-00000002.ckpt",
+    ]
