@@ -21,6 +21,7 @@ from google.protobuf import json_format, struct_pb2
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import job_spec
+from clients.tracking_rules import check_name
 from control_plane.training.spec import DEFAULT_KEEP_LAST, Hyperparameters, hyperparameter_text
 from control_plane.training.trainer.config import TrainerConfig
 
@@ -95,6 +96,11 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     normalized.CopyFrom(spec)
     if not normalized.experiment:
         normalized.experiment = spec.name
+    # Every attempt logs into this experiment (created by the control plane, passed to the job in its
+    # environment): a name tracking refuses, or one with a NUL no environment variable can hold, was
+    # accepted here and then failed each attempt, spending its GPUs and retries on the same error.
+    check_name(normalized.experiment, "experiment")
+    _refuse_nul("experiment name", normalized.experiment)
     return normalized
 
 

@@ -12,6 +12,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from clients.sdk.jobs import JobsClient
 from control_plane.api.offline_features import datasets_root_of, offline_root
+from control_plane.jobs.spec import spec_from_mapping, validate
 from control_plane.offline.datasets import record_dataset
 from control_plane.offline.store import OfflineStore
 from tests.integration.jobs.conftest import ThreadedControlPlane, job_spec, states_of, wait_state
@@ -134,6 +135,26 @@ def test_malformed_specs_are_invalid_arguments(client: JobsClient) -> None:
         client.cancel(failed.job_id)
     with pytest.raises(NotFound):
         client.get("unknown")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "message"),
+    [
+        ("x" * 200, "experiment name 'x+'... is longer than 128 characters"),
+        ("   ", "experiment name must not be empty"),
+        ("exp\x00", "experiment name contains a NUL byte"),
+    ],
+    ids=["too-long", "blank", "nul"],
+)
+def test_an_experiment_name_tracking_refuses_is_an_invalid_argument_at_submission(
+    client: JobsClient, experiment: str, message: str
+) -> None:
+    # It was QUEUED, then every attempt failed on creating the experiment (or starting with it in its
+    # environment), each spending its devices and one of the retries on the same error.
+    with pytest.raises(InvalidArgument, match=message):
+        client.submit(job_spec("bad-experiment", experiment=experiment, max_retries=2))
+    longest = "x" * 128
+    assert validate(spec_from_mapping(job_spec("e", experiment=longest))).experiment == longest
 
 
 def test_an_unset_or_unknown_state_filter_is_an_invalid_argument(client: JobsClient) -> None:
