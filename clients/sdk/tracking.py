@@ -191,11 +191,16 @@ class Run:
             )
 
     def close(self, status: str = "FINISHED", *, wait: bool = True) -> None:
-        """Ends the run after its buffered data; with ``wait``, returns once that was sent (or after the
-        client's ``close_timeout_s``). Closing twice does nothing."""
+        """Ends the run after its buffered data with ``status`` (FINISHED, FAILED or KILLED); with
+        ``wait``, returns once that was sent (or after the client's ``close_timeout_s``). Closing twice
+        does nothing."""
         if self._closed:
             return
         code = run_status(status)
+        # Refused here, before the handle closes: the server refuses a RunEnd that does not end the run,
+        # and with it the whole batch, points logged beside it included.
+        if code == pb.RUN_STATUS_RUNNING:
+            raise InvalidArgument(f"a run cannot end {status!r}; close it FINISHED, FAILED or KILLED")
         if self._system is not None:
             self._system.stop()
         self._closed = True

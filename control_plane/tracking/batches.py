@@ -24,6 +24,7 @@ from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from control_plane.audit.log import AuditEvent, record_many
 from control_plane.tracking.metrics import Series, Summary, insert_chunks, upsert_summaries
 from control_plane.tracking.records import (
+    TERMINAL,
     check_name,
     check_stored_values,
     check_time_us,
@@ -74,7 +75,7 @@ def prepare(batches: Sequence[pb.RunBatch]) -> list[PreparedBatch]:
         if not batch.run_id:
             raise InvalidArgument("a run batch needs a run_id")
         series = [Series.of(m.key, m.values, m.steps, m.timestamps_us, received_us) for m in batch.metrics]
-        end = status_name(batch.end.status) if batch.HasField("end") else None
+        end = _end_status(batch) if batch.HasField("end") else None
         prepared.append(
             PreparedBatch(
                 run_id=batch.run_id,
@@ -87,6 +88,18 @@ def prepare(batches: Sequence[pb.RunBatch]) -> list[PreparedBatch]:
             )
         )
     return prepared
+
+
+def _end_status(batch: pb.RunBatch) -> str:
+    """The status a batch's RunEnd ends its run with: a terminal one. RUNNING was taken, and reopened an
+    ended run, its end time and duration gone; reopening is not what ending a run means."""
+    status = status_name(batch.end.status)
+    if status not in TERMINAL:
+        raise InvalidArgument(
+            f"run {batch.run_id!r}: RunEnd status {status} does not end a run;"
+            " give FINISHED, FAILED or KILLED"
+        )
+    return status
 
 
 def _start_of(batch: pb.RunBatch, received_us: int) -> RunStartData:

@@ -12,11 +12,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from sqlalchemy import select
 
 from clients.aether.v1 import tracking_pb2 as pb
+from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, NotFound, Unauthenticated
 from clients.sdk.artifacts import ArtifactClient
 from clients.sdk.auth import ChannelSecurity
@@ -119,6 +121,36 @@ def test_an_unknown_status_is_refused_before_the_run_is_ended(client: TrackingCl
     with pytest.raises(InvalidArgument, match="unknown run status 'done'"):
         client.update_run(run.run_id, "done")
     assert client.update_run(run.run_id, "Killed").status == pb.RUN_STATUS_KILLED
+
+
+def test_a_run_end_that_does_not_end_the_run_is_refused(control_plane: ThreadedControlPlane) -> None:
+    """LogBatch took RunEnd(RUNNING) and reopened an ended run, its end time and duration wiped; RunEnd is
+    a run's terminal status. The SDK refuses to close a run RUNNING before the handle closes (the server
+    would refuse the batch, points logged beside the end included)."""
+    with (
+        TrackingClient(control_plane.address, close_timeout_s=10.0) as client,
+        grpc.insecure_channel(control_plane.address) as channel,
+    ):
+        run = client.start_run("ends")
+        run.log_metrics({"loss": 0.5}, step=1)
+        with pytest.raises(InvalidArgument, match="a run cannot end 'running'"):
+            run.close("running")
+        run.close("finished")
+        ended = client.get_run(run.run_id)
+        assert ended.status == pb.RUN_STATUS_FINISHED and ended.end_time_us > 0
+
+        stub = pb_grpc.TrackingStub(channel)  # type: ignore[no-untyped-call]
+        reopen = pb.RunBatch(run_id=run.run_id, end=pb.RunEnd(status=pb.RUN_STATUS_RUNNING))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.LogBatch(pb.LogBatchRequest(runs=[reopen]))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "RunEnd status RUNNING does not end a run" in str(refused.value.details())
+        after = client.get_run(run.run_id)
+        assert (after.status, after.end_time_us, after.duration_us) == (
+            pb.RUN_STATUS_FINISHED,
+            ended.end_time_us,
+            ended.duration_us,
+        )
 
 
 def test_a_history_over_the_4_mib_message_limit_is_read_in_pages(client: TrackingClient) -> None:
