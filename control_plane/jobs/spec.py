@@ -22,7 +22,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.jobs import job_spec
 from clients.tracking_rules import check_name
-from control_plane.training.spec import DEFAULT_KEEP_LAST, Hyperparameters, hyperparameter_text
+from control_plane.training.spec import Hyperparameters, hyperparameter_text, keep_last_checkpoints
 from control_plane.training.trainer.config import TrainerConfig
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
@@ -83,8 +83,10 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
         # The built-in trainer's settings are known here: a bad one (a negative seed, epochs 0) is refused
         # at submission, as the trainer would read it, not with the same error on every attempt.
         TrainerConfig.from_hyperparameters(Hyperparameters(texts), job_name=spec.name)
-        Hyperparameters(texts).integer("keep_last_checkpoints", DEFAULT_KEEP_LAST)
         Hyperparameters(texts).flag("log_every_batch", False)
+    # The training SDK of every job (the built-in trainer or not) reads this one when it starts: a value
+    # it refuses would fail each attempt the same way.
+    keep_last_checkpoints(Hyperparameters(texts))
     source = spec.dataset.WhichOneof("source")
     if source == "dataset_hash" and not re.fullmatch(r"[0-9a-f]{64}", spec.dataset.dataset_hash):
         raise InvalidArgument(f"dataset hash {spec.dataset.dataset_hash!r} is not 64 lowercase hex digits")

@@ -75,7 +75,6 @@ class TrainingSpec:
             str(k): hyperparameter_text(k, v)
             for k, v in _object(raw.get("hyperparameters"), "hyperparameters").items()
         }
-        keep_last = Hyperparameters(hyperparameters).integer("keep_last_checkpoints", DEFAULT_KEEP_LAST)
         return cls(
             name=str(raw.get("name") or ""),
             hyperparameters=hyperparameters,
@@ -88,9 +87,19 @@ class TrainingSpec:
             ),
             feature_refs=feature_refs,
             checkpoint_interval=max(1, int(raw.get("checkpoint_every_epochs") or 1)),
-            keep_last=max(1, keep_last),
+            keep_last=keep_last_checkpoints(Hyperparameters(hyperparameters)),
             experiment=str(raw.get("experiment") or ""),
         )
+
+
+def keep_last_checkpoints(hyperparameters: Hyperparameters) -> int:
+    """The checkpoints a job keeps (hyperparameter ``keep_last_checkpoints``); INVALID_ARGUMENT naming it
+    when it is not an integer of at least 1. A smaller value was turned into 1 without a word: a job
+    cannot resume without the newest checkpoint, and asking to keep none is not something to guess at."""
+    keep_last = hyperparameters.integer("keep_last_checkpoints", DEFAULT_KEEP_LAST)
+    if keep_last < 1:
+        raise InvalidArgument(f"hyperparameter 'keep_last_checkpoints' must be >= 1, got {keep_last}")
+    return keep_last
 
 
 class Hyperparameters:

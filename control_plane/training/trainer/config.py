@@ -21,7 +21,7 @@ hyperparameter            default         meaning
 ``model_name``            the job name    registered model name
 ``register``              ``true``        register a model version at the end
 ``log_every_batch``       ``false``       per-batch loss points as well
-``keep_last_checkpoints`` ``3``
+``keep_last_checkpoints`` ``3``           checkpoints kept, at least 1 (any job's SDK reads it)
 ========================  ==============  =====================================================
 
 With ``gpus`` > 1 the job trains data-parallel (one torchrun rank per GPU, gradients averaged):

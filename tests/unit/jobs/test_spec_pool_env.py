@@ -99,6 +99,20 @@ def test_the_built_in_trainer_s_settings_are_checked_at_submission() -> None:
     validate(spec(hyperparameters={"seed": -1}))
 
 
+@pytest.mark.parametrize("value", [0, -2, "0"])
+def test_keep_last_checkpoints_below_one_is_refused_at_submission_for_every_job(value: object) -> None:
+    """0 and -2 passed Submit (only the parse was checked) and the job silently kept 1 checkpoint."""
+    trainer = spec(entrypoint={"module": "control_plane.training.trainer"}, hyperparameters={"label": "y"})
+    for job in (trainer, spec()):  # the training SDK of any job reads it
+        job.hyperparameters.update({"keep_last_checkpoints": value})
+        with pytest.raises(InvalidArgument, match="hyperparameter 'keep_last_checkpoints' must be >= 1"):
+            validate(job)
+        with pytest.raises(InvalidArgument, match="'keep_last_checkpoints' must be >= 1"):
+            TrainingSpec.from_json(spec_to_json(job))
+    trainer.hyperparameters.update({"keep_last_checkpoints": 1})
+    assert TrainingSpec.from_json(spec_to_json(validate(trainer))).keep_last == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
