@@ -75,6 +75,25 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_STATE_")
 
 
+def exit_code(job: pb.Job) -> int | None:
+    """The exit code of the job's last finished attempt (negative: the signal that killed it), or None
+    when there is none to tell: no attempt has finished, or the last one ended without a recorded status
+    (its launcher was killed). ``job.exit_code`` alone reads 0 then, which looks like a clean exit."""
+    return job.exit_code if job.HasField("exit_code") else None
+
+
+def exit_code_text(job: pb.Job) -> str:
+    """:func:`exit_code` for people: the number, ``unknown`` when an attempt ended without one, ``-``
+    while no attempt has ended."""
+    code = exit_code(job)
+    if code is not None:
+        return str(code)
+    attempt_ended = job.attempt > 1 or (
+        job.attempt == 1 and (job.state in TERMINAL_STATES or job.state == pb.JOB_STATE_RETRYING)
+    )
+    return "unknown" if attempt_ended else "-"
+
+
 class JobsClient(ServiceClient):
     """Client of one control plane at ``target`` (``host:port``); ``timeout`` bounds each unary call."""
 

@@ -24,7 +24,7 @@ import yaml
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
-from clients.sdk.jobs import JobsClient, state_name
+from clients.sdk.jobs import JobsClient, exit_code, exit_code_text, state_name
 from control_plane.cli import numbers, output
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
@@ -118,7 +118,7 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
 def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     job = client.submit(read_spec(args.spec))
     if args.json:
-        output.print_json(output.to_jsonable(job), out)
+        output.print_json(_jsonable(job), out)
     else:
         print(f"submitted job {job.job_id} ({job.spec.name}): {state_name(job.state)}", file=out)
         if job.state == pb.JOB_STATE_FAILED:
@@ -130,7 +130,7 @@ def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     states = [_STATE_VALUES[state] for state in args.state]
     jobs = client.list(states, limit=args.limit)
     if args.json:
-        output.print_json([output.to_jsonable(job) for job in jobs], out)
+        output.print_json([_jsonable(job) for job in jobs], out)
         return 0
     rows = [
         (
@@ -155,7 +155,7 @@ def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     job = client.get(args.job_id)
     if args.json:
-        output.print_json(output.to_jsonable(job), out)
+        output.print_json(_jsonable(job), out)
         return 0
     entry = job.spec.entrypoint
     target = f"-m {entry.module}" if entry.module else " ".join(entry.command)
@@ -165,13 +165,19 @@ def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
         f"  gpus: {job.spec.gpus}  devices: {','.join(job.devices) or '-'}  attempt: {job.attempt}", file=out
     )
     print(f"  submitted {output.timestamp(job.submitted_at_us)} by {job.submitted_by}", file=out)
-    print(f"  run: {job.run_id or '-'}  log: {job.log_path}", file=out)
+    print(f"  run: {job.run_id or '-'}  log: {job.log_path}  exit code: {exit_code_text(job)}", file=out)
     if job.outputs.fields:
         outputs = json.dumps(output.to_jsonable(job)["outputs"], sort_keys=True)
         print(f"  outputs: {outputs}", file=out)
     rows = [(output.timestamp(t.at_us), state_name(t.state), t.attempt, t.reason) for t in job.history]
     print(output.table(("AT", "STATE", "ATTEMPT", "REASON"), rows), file=out)
     return 0
+
+
+def _jsonable(job: pb.Job) -> dict[str, Any]:
+    """The job as JSON with every field present: ``exit_code`` is null when it is unknown (no attempt
+    finished, or the last ended without a status), as the JSON mapping leaves an unset field out."""
+    return {**output.to_jsonable(job), "exit_code": exit_code(job)}
 
 
 def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -188,7 +194,7 @@ def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 def _cancel(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     job = client.cancel(args.job_id, args.reason)
     if args.json:
-        output.print_json(output.to_jsonable(job), out)
+        output.print_json(_jsonable(job), out)
     elif job.state == pb.JOB_STATE_CANCELLED:
         print(f"cancelled job {job.job_id}", file=out)
     else:

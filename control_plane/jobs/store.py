@@ -135,7 +135,6 @@ def job_message(row: JobRow, events: Sequence[JobEventRow] = ()) -> pb.Job:
         run_id=row.run_id,
         checkpoint_dir=str(files.checkpoints),
         log_path=str(files.log),
-        exit_code=row.exit_code or 0,
         submitted_by=row.submitted_by,
         cancel_requested=row.cancel_requested,
         history=[
@@ -143,6 +142,10 @@ def job_message(row: JobRow, events: Sequence[JobEventRow] = ()) -> pb.Job:
             for e in events
         ],
     )
+    # Left unset when no status was recorded (no attempt finished, or its launcher was killed before it
+    # wrote one): ``or 0`` made that read as a clean exit.
+    if row.exit_code is not None:
+        job.exit_code = row.exit_code
     if row.outputs:
         job.outputs.update(row.outputs)
     return job

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x65ther/v1/jobs.proto\x12\taether.v1\x1a\x1cgoogle/protobuf/struct.proto\";\n\nEntrypoint\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\"X\n\x10PointInTimeQuery\x12\x18\n\x10\x65ntity_rows_path\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x18\n\x10timestamp_column\x18\x03 \x01(\t\"d\n\nDatasetRef\x12\x16\n\x0c\x64\x61taset_hash\x18\x01 \x01(\tH\x00\x12\x34\n\rpoint_in_time\x18\x02 \x01(\x0b\x32\x1b.aether.v1.PointInTimeQueryH\x00\x42\x08\n\x06source\"\xb1\x03\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\nentrypoint\x18\x02 \x01(\x0b\x32\x15.aether.v1.Entrypoint\x12\r\n\x05image\x18\x03 \x01(\t\x12&\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x15.aether.v1.DatasetRef\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04gpus\x18\x07 \x01(\r\x12\x0c\n\x04\x63pus\x18\x08 \x01(\x01\x12\x11\n\tmemory_mb\x18\t \x01(\x04\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\r\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x0c \x01(\r\x12\x11\n\ttimeout_s\x18\r \x01(\x01\x12\x12\n\nexperiment\x18\x0e \x01(\t\x12(\n\x03\x65nv\x18\x0f \x03(\x0b\x32\x1b.aether.v1.JobSpec.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\rJobTransition\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.aether.v1.JobState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61t_us\x18\x04 \x01(\x03\"\xbe\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.aether.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.aether.v1.JobState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65vices\x18\x06 \x03(\t\x12\x17\n\x0fsubmitted_at_us\x18\x07 \x01(\x03\x12\x15\n\rstarted_at_us\x18\x08 \x01(\x03\x12\x16\n\x0e\x66inished_at_us\x18\t \x01(\x03\x12\x15\n\rupdated_at_us\x18\n \x01(\x03\x12\x0e\n\x06run_id\x18\x0b \x01(\t\x12\x16\n\x0e\x63heckpoint_dir\x18\x0c \x01(\t\x12\x10\n\x08log_path\x18\r \x01(\t\x12(\n\x07outputs\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\texit_code\x18\x0f \x01(\x11\x12\x14\n\x0csubmitted_by\x18\x10 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x11 \x01(\x08\x12)\n\x07history\x18\x12 \x03(\x0b\x32\x18.aether.v1.JobTransition\"4\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.aether.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12#\n\x06states\x18\x01 \x03(\x0e\x32\x13.aether.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.aether.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x0eJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"+\n\x0bJobLogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xb2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_RETRYING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xda\x02\n\x04Jobs\x12\x35\n\x06Submit\x12\x1b.aether.v1.SubmitJobRequest\x1a\x0e.aether.v1.Job\x12/\n\x03Get\x12\x18.aether.v1.GetJobRequest\x1a\x0e.aether.v1.Job\x12?\n\x04List\x12\x1a.aether.v1.ListJobsRequest\x1a\x1b.aether.v1.ListJobsResponse\x12\x35\n\x06\x43\x61ncel\x12\x1b.aether.v1.CancelJobRequest\x1a\x0e.aether.v1.Job\x12;\n\x04Logs\x12\x19.aether.v1.JobLogsRequest\x1a\x16.aether.v1.JobLogChunk0\x01\x12\x35\n\x05Watch\x12\x1a.aether.v1.WatchJobRequest\x1a\x0e.aether.v1.Job0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x65ther/v1/jobs.proto\x12\taether.v1\x1a\x1cgoogle/protobuf/struct.proto\";\n\nEntrypoint\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\"X\n\x10PointInTimeQuery\x12\x18\n\x10\x65ntity_rows_path\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x18\n\x10timestamp_column\x18\x03 \x01(\t\"d\n\nDatasetRef\x12\x16\n\x0c\x64\x61taset_hash\x18\x01 \x01(\tH\x00\x12\x34\n\rpoint_in_time\x18\x02 \x01(\x0b\x32\x1b.aether.v1.PointInTimeQueryH\x00\x42\x08\n\x06source\"\xb1\x03\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\nentrypoint\x18\x02 \x01(\x0b\x32\x15.aether.v1.Entrypoint\x12\r\n\x05image\x18\x03 \x01(\t\x12&\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x15.aether.v1.DatasetRef\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04gpus\x18\x07 \x01(\r\x12\x0c\n\x04\x63pus\x18\x08 \x01(\x01\x12\x11\n\tmemory_mb\x18\t \x01(\x04\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\r\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x0c \x01(\r\x12\x11\n\ttimeout_s\x18\r \x01(\x01\x12\x12\n\nexperiment\x18\x0e \x01(\t\x12(\n\x03\x65nv\x18\x0f \x03(\x0b\x32\x1b.aether.v1.JobSpec.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\rJobTransition\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.aether.v1.JobState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61t_us\x18\x04 \x01(\x03\"\xd1\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.aether.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.aether.v1.JobState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0f\n\x07\x64\x65vices\x18\x06 \x03(\t\x12\x17\n\x0fsubmitted_at_us\x18\x07 \x01(\x03\x12\x15\n\rstarted_at_us\x18\x08 \x01(\x03\x12\x16\n\x0e\x66inished_at_us\x18\t \x01(\x03\x12\x15\n\rupdated_at_us\x18\n \x01(\x03\x12\x0e\n\x06run_id\x18\x0b \x01(\t\x12\x16\n\x0e\x63heckpoint_dir\x18\x0c \x01(\t\x12\x10\n\x08log_path\x18\r \x01(\t\x12(\n\x07outputs\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\texit_code\x18\x0f \x01(\x11H\x00\x88\x01\x01\x12\x14\n\x0csubmitted_by\x18\x10 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x11 \x01(\x08\x12)\n\x07history\x18\x12 \x03(\x0b\x32\x18.aether.v1.JobTransitionB\x0c\n\n_exit_code\"4\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.aether.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12#\n\x06states\x18\x01 \x03(\x0e\x32\x13.aether.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.aether.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x0eJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"+\n\x0bJobLogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xb2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_RETRYING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xda\x02\n\x04Jobs\x12\x35\n\x06Submit\x12\x1b.aether.v1.SubmitJobRequest\x1a\x0e.aether.v1.Job\x12/\n\x03Get\x12\x18.aether.v1.GetJobRequest\x1a\x0e.aether.v1.Job\x12?\n\x04List\x12\x1a.aether.v1.ListJobsRequest\x1a\x1b.aether.v1.ListJobsResponse\x12\x35\n\x06\x43\x61ncel\x12\x1b.aether.v1.CancelJobRequest\x1a\x0e.aether.v1.Job\x12;\n\x04Logs\x12\x19.aether.v1.JobLogsRequest\x1a\x16.aether.v1.JobLogChunk0\x01\x12\x35\n\x05Watch\x12\x1a.aether.v1.WatchJobRequest\x1a\x0e.aether.v1.Job0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBSPEC_ENVENTRY']._loaded_options = None
   _globals['_JOBSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1760
-  _globals['_JOBSTATE']._serialized_end=1938
+  _globals['_JOBSTATE']._serialized_start=1779
+  _globals['_JOBSTATE']._serialized_end=1957
   _globals['_ENTRYPOINT']._serialized_start=65
   _globals['_ENTRYPOINT']._serialized_end=124
   _globals['_POINTINTIMEQUERY']._serialized_start=126
@@ -49,23 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBTRANSITION']._serialized_start=754
   _globals['_JOBTRANSITION']._serialized_end=853
   _globals['_JOB']._serialized_start=856
-  _globals['_JOB']._serialized_end=1302
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1304
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1356
-  _globals['_GETJOBREQUEST']._serialized_start=1358
-  _globals['_GETJOBREQUEST']._serialized_end=1389
-  _globals['_LISTJOBSREQUEST']._serialized_start=1391
-  _globals['_LISTJOBSREQUEST']._serialized_end=1484
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1486
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1559
-  _globals['_CANCELJOBREQUEST']._serialized_start=1561
-  _globals['_CANCELJOBREQUEST']._serialized_end=1611
-  _globals['_JOBLOGSREQUEST']._serialized_start=1613
-  _globals['_JOBLOGSREQUEST']._serialized_end=1677
-  _globals['_JOBLOGCHUNK']._serialized_start=1679
-  _globals['_JOBLOGCHUNK']._serialized_end=1722
-  _globals['_WATCHJOBREQUEST']._serialized_start=1724
-  _globals['_WATCHJOBREQUEST']._serialized_end=1757
-  _globals['_JOBS']._serialized_start=1941
-  _globals['_JOBS']._serialized_end=2287
+  _globals['_JOB']._serialized_end=1321
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1323
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1375
+  _globals['_GETJOBREQUEST']._serialized_start=1377
+  _globals['_GETJOBREQUEST']._serialized_end=1408
+  _globals['_LISTJOBSREQUEST']._serialized_start=1410
+  _globals['_LISTJOBSREQUEST']._serialized_end=1503
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1505
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1578
+  _globals['_CANCELJOBREQUEST']._serialized_start=1580
+  _globals['_CANCELJOBREQUEST']._serialized_end=1630
+  _globals['_JOBLOGSREQUEST']._serialized_start=1632
+  _globals['_JOBLOGSREQUEST']._serialized_end=1696
+  _globals['_JOBLOGCHUNK']._serialized_start=1698
+  _globals['_JOBLOGCHUNK']._serialized_end=1741
+  _globals['_WATCHJOBREQUEST']._serialized_start=1743
+  _globals['_WATCHJOBREQUEST']._serialized_end=1776
+  _globals['_JOBS']._serialized_start=1960
+  _globals['_JOBS']._serialized_end=2306
 # @@protoc_insertion_point(module_scope)

@@ -6,16 +6,25 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.sdk.jobs import JobsClient
+from clients.sdk.jobs import JobsClient, exit_code, exit_code_text
 from control_plane.cli import jobs as jobs_cli
-from tests.integration.jobs.conftest import JOB_MODULE, ThreadedControlPlane, wait_state
+from tests.integration.jobs.conftest import (
+    JOB_MODULE,
+    ThreadedControlPlane,
+    job_spec,
+    wait_for,
+    wait_state,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -53,6 +62,7 @@ def test_submit_a_yaml_spec_then_list_get_follow_logs_and_cancel(
     assert code == 0 and job_id in out and "SUCCEEDED" in out
     code, out = aetherctl(capsys, control_plane.address, "jobs", "get", job_id)
     assert code == 0 and f"job {job_id} (cli-job) SUCCEEDED: exit code 0" in out and "RUNNING" in out
+    assert "  exit code: 0\n" in out
 
     waiting = tmp_path / "waiting.json"
     waiting.write_text(
@@ -67,6 +77,33 @@ def test_submit_a_yaml_spec_then_list_get_follow_logs_and_cancel(
     assert (
         wait_state(client, second, pb.JOB_STATE_CANCELLED).reason == f"cancelled by {getpass.getuser()}: test"
     )
+
+
+def test_an_attempt_ended_without_a_status_has_an_unknown_exit_code_not_0(
+    control_plane: ThreadedControlPlane,
+    client: JobsClient,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A launcher SIGKILLed (the OOM killer, say) records no exit status; Job.exit_code said 0 for it, which
+    # reads as a clean exit.
+    job = client.submit(job_spec("killed", "--sleep", "30"))
+    assert exit_code(job) is None and exit_code_text(job) == "-"  # no attempt has ended yet
+    wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
+    wait_for(lambda: "starting" in Path(client.get(job.job_id).log_path).read_text())
+    engine = create_engine(sqlite_url)
+    with engine.connect() as connection:
+        query = text("select pid from jobs where job_id = :job_id")
+        launcher = connection.execute(query, {"job_id": job.job_id}).scalar_one()
+    engine.dispose()
+    os.kill(launcher, signal.SIGKILL)
+
+    done = wait_state(client, job.job_id, pb.JOB_STATE_FAILED)
+    assert not done.HasField("exit_code") and exit_code(done) is None
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "get", job.job_id)
+    assert code == 0 and "  exit code: unknown\n" in out
+    code, out = aetherctl(capsys, control_plane.address, "jobs", "get", job.job_id, "--json")
+    assert code == 0 and json.loads(out)["exit_code"] is None
 
 
 @pytest.mark.parametrize("limit", ["0", "-3", "ten"])
