@@ -12,7 +12,9 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   without loss to its registered type (int64 or string);
 * **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
   time-zone-aware (an Arrow timestamp with a zone or an ISO 8601 string with an offset; never an epoch
-  number or a date), and not more than ``max_future`` (default 1 day) ahead of ``now``;
+  number or a date), not more than ``max_future`` (default 1 day) ahead of ``now``, and within years 1
+  to 9999 in UTC (the offline store's date partitions can name no other, and ``0000-06-01T00:00:00Z``
+  is valid ISO 8601);
 * **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
 * **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed;
 * **finite** (aggregated event fields only, see below): ``inf`` and ``-inf`` are rejected ("amount: inf
@@ -65,6 +67,7 @@ from control_plane.ingestion.casting import (
     lossless_cast,
 )
 from control_plane.ingestion.shown_values import number, record_json, show, temporal_as_text
+from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
 DEFAULT_MAX_FUTURE = timedelta(days=1)
@@ -286,11 +289,19 @@ def _check_timestamp(
     reasons.add(~valid & ~failed, lambda _row: f"{name}: timestamp is null")
     limit_us = epoch_us(now + max_future)
     micros = pc.fill_null(cast.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    ahead = valid & (micros > limit_us)
     reasons.add(
-        valid & (micros > limit_us),
+        ahead,
         lambda row: f"{name}: {show(cast[row])} is more than {max_future} ahead of now ({now.isoformat()})",
     )
+    # Before year 1 (or, when max_future allows it, after 9999) no offline date partition can hold it:
+    # accepted, it failed the offline write (the whole batch; a stream's outbox drain for good).
+    outside = valid & ~ahead & ((micros < EARLIEST_EVENT_US) | (micros > LATEST_EVENT_US))
+    reasons.add(outside, lambda row: f"{name}: {show(cast[row])} {_OUT_OF_RANGE}")
     return cast
+
+
+_OUT_OF_RANGE = "is outside the event times the stores hold (years 1 to 9999, UTC)"
 
 
 def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa.Array:

@@ -53,6 +53,10 @@ DATE_PREFIX = "date="
 _TEMP_PREFIX = "."
 #: A temporary file untouched this long is a dead writer's (sweep_stale_temps), as in the artifact store.
 STALE_TEMP_AGE_S = 15 * 60.0
+#: The event times a date partition can name (``date=YYYY-MM-DD``: years 1 to 9999, those of a Python
+#: date), as microseconds since 1970 in UTC. Ingestion quarantines a record outside them (validation).
+EARLIEST_EVENT_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+LATEST_EVENT_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
 def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
@@ -101,7 +105,9 @@ class OfflineStore:
     def write(self, view: str, version: int, table: pa.Table) -> list[str]:
         """Appends ``table`` (join keys, ``event_ts``, ``ingested_ts``, features) to the view version,
         one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC (the
-        digits of a nanosecond time below a microsecond are dropped, as ingestion drops them).
+        digits of a nanosecond time below a microsecond are dropped, as ingestion drops them). An event
+        time no partition can name (before year 1 or after year 9999) refuses the table, before any file
+        is written.
         Returns the written file paths (filesystem paths, without the URI scheme)."""
         _check_name(view)
         if version < 1:
@@ -111,6 +117,7 @@ class OfflineStore:
             return []
         if table.column(EVENT_TS).null_count or table.column(INGESTED_TS).null_count:
             raise InvalidArgument(f"{EVENT_TS} and {INGESTED_TS} must not be null")
+        _check_partitionable(table.column(EVENT_TS))
         dates = pc.floor_temporal(table.column(EVENT_TS), unit="day")
         written: list[str] = []
         for day in pc.unique(dates).to_pylist():
@@ -334,6 +341,23 @@ def _to_micros(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
             f"column {name!r} holds {len(beyond)} time(s) beyond the range of the stored microsecond"
             f" timestamps (about ±292,000 years), the first {beyond[0]} {unit} since 1970-01-01"
         ) from None
+
+
+def _check_partitionable(event_ts: pa.ChunkedArray) -> None:
+    """Refuses event times outside ``[EARLIEST_EVENT_US, LATEST_EVENT_US]``: their date has no Python
+    ``date``, so naming the partition raised OverflowError (an internal error, which jammed a stream
+    materializer's outbox drain on every retry). Compared as integers, which hold any time."""
+    micros = event_ts.cast(pa.int64())
+    lowest, highest = pc.min_max(micros).values()
+    if lowest.as_py() >= EARLIEST_EVENT_US and highest.as_py() <= LATEST_EVENT_US:
+        return
+    beyond = pc.filter(
+        micros, pc.or_(pc.less(micros, EARLIEST_EVENT_US), pc.greater(micros, LATEST_EVENT_US))
+    )
+    raise InvalidArgument(
+        f"column {EVENT_TS!r} holds {len(beyond)} time(s) outside years 1 to 9999, which no date partition"
+        f" can name; the first {beyond[0]} microseconds since 1970-01-01"
+    )
 
 
 def _within(ts: pa.Array, lower: pa.Scalar | None, upper: pa.Scalar | None) -> pa.Array:

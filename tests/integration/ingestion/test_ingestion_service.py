@@ -430,3 +430,23 @@ def test_a_record_keeps_its_source_row_as_key_whatever_window_a_run_reads_it_thr
         (full.run_id, "1"),
         (full.run_id, "3"),
     ]
+
+
+def test_a_record_before_year_1_is_quarantined_and_its_chunk_stored(env: Env) -> None:
+    """An Arrow time before 0001-01-01 passed validation and failed the offline write with
+    OverflowError: the whole ingest failed (INTERNAL), the chunk's valid rows with it."""
+    table = pa.table(
+        {
+            "sensor_id": [1, 2],
+            "event_ts": pa.array(
+                [int(NOW.timestamp()) * 10**6, -62_200_000_000_000_000], pa.timestamp("us", tz="UTC")
+            ),
+            "temperature_c": [20.0, 21.0],
+            "mode": [1, 1],
+        }
+    )
+    outcome = env.service.ingest("climate", 1, [table])
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+    (record,) = env.service.list_quarantined(view="climate")
+    assert "is outside the event times the stores hold (years 1 to 9999, UTC)" in record.reason
+    assert offline_rows(env, "climate") == [1]

@@ -610,3 +610,31 @@ def test_counting_the_join_key_or_the_timestamp_field_counts_the_events(
     run_until_idle(materializer)
     assert read_online(client, view, [7, 8]) == {7: [2.0, 2.0], 8: [1.0, 1.0]}
     assert (materializer.totals.accepted, materializer.totals.quarantined) == (3, 1)
+
+
+def test_an_event_before_year_1_is_quarantined_and_the_outbox_drains(tmp_path: Path, redis_url: str) -> None:
+    """ "0000-06-01T00:00:00Z" passed validation and was committed to Redis; every outbox drain after
+    it raised OverflowError naming its offline partition, restarts included: the materializer was stuck
+    for good. It is quarantined now, and the events around it reach both stores."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    for sensor, ts in ((1, now), (2, "0000-06-01T00:00:00Z"), (3, now)):
+        client.xadd(STREAM, {"sensor_id": str(sensor), "event_ts": ts, "amount": "4"})
+    offline = OfflineStore(str(tmp_path / "offline"))
+    source = RedisStreamSource(client, STREAM, OPTIONS.group, "c1")
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, OPTIONS)
+    materializer.start()
+    run_until_idle(materializer)
+    assert client.llen(materializer.keys.outbox) == 0
+    assert [values[0] for values in read_online(client, view, [1, 3]).values()] == [1.0, 1.0]
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        (record,) = quarantine.list_quarantined(session, view="clicks")
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (3, 2, 1)
+    assert record.reason == (
+        "event_ts: 0000-06-01T00:00:00+00:00 is outside the event times the stores hold (years 1 to 9999,"
+        " UTC)"
+    )
+    stored = pa.Table.from_batches(list(offline.scan("clicks", view.version)))
+    assert sorted(stored.column("sensor_id").to_pylist()) == [1, 3]

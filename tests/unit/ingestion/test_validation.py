@@ -563,3 +563,30 @@ def test_a_column_named_twice_refuses_the_table_naming_it() -> None:
     table = batch().append_column("temperature_c", pa.array([2.0]))
     with pytest.raises(InvalidArgument, match=r"^columns 'temperature_c' appear more than once in the table"):
         validate(VIEW, ENTITY, table, now=NOW)
+
+
+# -- times before year 1 ----------------------------------------------------------------------------------
+
+
+def test_a_timestamp_before_year_1_is_rejected_with_its_reason() -> None:
+    """ "0000-06-01T00:00:00Z" is valid ISO 8601 and Arrow holds times long before year 1, but no offline
+    date partition can name one: accepted, it failed the offline write (OverflowError) for its whole batch
+    and, on a stream, every outbox drain after it. It is one rejected record now."""
+    found = reasons(batch(event_ts=["0000-06-01T00:00:00Z"]))
+    assert found == {
+        0: "event_ts: 0000-06-01T00:00:00+00:00 is outside the event times the stores hold (years 1 to"
+        " 9999, UTC)"
+    }
+    first_us = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z, the first time a partition names
+    arrow = batch(
+        sensor_id=[1, 2],
+        event_ts=pa.array([first_us - 1, first_us], pa.timestamp("us", tz="UTC")),
+        temperature_c=[20.0, 20.0],
+        mode=[1, 1],
+    )
+    result = validate(VIEW, ENTITY, arrow, now=NOW)
+    assert result.rejected.column("reason").to_pylist() == [
+        "event_ts: 0000-12-31T23:59:59.999999+00:00 is outside the event times the stores hold (years 1"
+        " to 9999, UTC)"
+    ]
+    assert result.accepted.column("event_ts").cast(pa.int64()).to_pylist() == [first_us]

@@ -202,3 +202,15 @@ def test_stale_temporary_files_of_killed_writers_are_swept(store: OfflineStore) 
     assert not any(file.exists() for file in stale)
     assert young.exists() and all(file.exists() for file in others)
     assert store.files("stats", 1) == [path]
+
+
+def test_an_event_time_no_date_partition_can_name_is_refused_before_any_file(store: OfflineStore) -> None:
+    """A time before year 1 has no Python date: naming its partition raised OverflowError (an internal
+    error) after the files of earlier dates were written. It is refused up front now, naming the column."""
+    rows = sample(2)
+    before_year_1 = pa.array([0, -62_135_596_800_000_001], pa.int64()).cast(TS)
+    with pytest.raises(InvalidArgument, match=r"'event_ts' holds 1 time\(s\) outside years 1 to 9999"):
+        store.write(
+            "stats", 1, rows.set_column(rows.schema.get_field_index("event_ts"), "event_ts", before_year_1)
+        )
+    assert store.files("stats", 1) == []
