@@ -18,6 +18,8 @@ What "without loss" means per target:
   nanosecond timestamp or a string alike, also before 1970: the stores hold microseconds); naive ones fail,
   and so does every value of any other type: Arrow would read an integer as microseconds since the epoch,
   so epoch milliseconds or seconds would land, accepted, in 1970, and a date has no time of day nor zone.
+  A second or millisecond timestamp whose microseconds overflow int64 (beyond about ±292,000 years) fails
+  too, as the offline store refuses it, instead of wrapping around to some other time.
 
 NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
 """
@@ -28,6 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from clients.int64 import INT64_MAX
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 #: What a timestamp may be given as, for reasons that name it.
@@ -68,7 +72,7 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
                 # theirs: the cast alone truncates toward zero, one microsecond up before 1970. In UTC:
                 # pyarrow floors in the column's own zone, where a DST hour's local time is ambiguous.
                 values = pc.floor_temporal(values.cast(pa.timestamp("ns", tz="UTC")), unit="microsecond")
-            return values.cast(target, safe=False), np.zeros(n, dtype=bool)
+            return _timestamp_to_micros(values, target)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)
     cast = _safe_cast(values, target)
@@ -83,6 +87,24 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
     if failed.any():
         cast = pc.if_else(pa.array(failed), pa.nulls(n, target), cast)
     return nan_to_null(cast), failed
+
+
+def _timestamp_to_micros(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    """An aware timestamp of any unit as ``target`` (microseconds), failing the seconds or milliseconds
+    whose microseconds do not fit int64 (beyond about ±292,000 years). An unchecked cast wrapped them
+    around silently: 18448444073709 s (year ~586,000) became an accepted 2023 event."""
+    n = len(values)
+    try:
+        return values.cast(target, safe=True), np.zeros(n, dtype=bool)
+    except pa.ArrowInvalid:  # some value overflows: only seconds or milliseconds can
+        pass
+    factor = 1_000 if values.type.unit == "ms" else 1_000_000
+    raw, limit = values.cast(pa.int64()), INT64_MAX // factor
+    # Compared both ways rather than by abs: abs(INT64_MIN) itself overflows.
+    beyond = pc.or_(pc.greater(raw, limit), pc.less(raw, -limit))
+    failed = np.asarray(pc.fill_null(beyond, False).to_numpy(zero_copy_only=False), dtype=bool)
+    kept = pc.if_else(pa.array(failed), pa.nulls(n, values.type), values)
+    return kept.cast(target, safe=True), failed
 
 
 def _safe_cast(values: pa.Array, target: pa.DataType) -> pa.Array | None:

@@ -275,7 +275,10 @@ def _check_timestamp(
         return pa.nulls(n, TIMESTAMP_TYPE)
     source = _column(table, name)
     cast, failed = lossless_cast(source, TIMESTAMP_TYPE)
-    if castable_to_timestamp(source.type):
+    if pa.types.is_timestamp(source.type) and source.type.tz is not None:
+        # An aware timestamp fails only when its microseconds overflow int64 (casting.py).
+        reasons.add(failed, lambda row: f"{name}: {show(source[row])} {_BEYOND_MICROSECONDS}")
+    elif castable_to_timestamp(source.type):
         reasons.add(failed, lambda row: f"{name}: {show(source[row])} is not a time-zone-aware timestamp")
     else:  # an epoch number or a date: name the type, so the sender sees why a plain value is refused
         reasons.add(
@@ -302,6 +305,7 @@ def _check_timestamp(
 
 
 _OUT_OF_RANGE = "is outside the event times the stores hold (years 1 to 9999, UTC)"
+_BEYOND_MICROSECONDS = "is beyond the range of microsecond timestamps (about ±292,000 years)"
 
 
 def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa.Array:

@@ -450,3 +450,21 @@ def test_a_record_before_year_1_is_quarantined_and_its_chunk_stored(env: Env) ->
     (record,) = env.service.list_quarantined(view="climate")
     assert "is outside the event times the stores hold (years 1 to 9999, UTC)" in record.reason
     assert offline_rows(env, "climate") == [1]
+
+
+def test_a_time_in_seconds_beyond_the_microsecond_range_is_quarantined_not_wrapped(env: Env) -> None:
+    """18448444073709 s (year ~586,000) times 10**6 wrapped past 2**64 to 2023-11-14 and was stored,
+    accepted, as a 2023 event."""
+    table = pa.table(
+        {
+            "sensor_id": [7, 8],
+            "event_ts": pa.array([18_448_444_073_709, int(NOW.timestamp())], pa.timestamp("s", tz="UTC")),
+            "temperature_c": [20.0, 21.0],
+            "mode": [1, 1],
+        }
+    )
+    outcome = env.service.ingest("climate", 1, [table])
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+    (record,) = env.service.list_quarantined(view="climate")
+    assert record.reason.endswith("is beyond the range of microsecond timestamps (about ±292,000 years)")
+    assert offline_rows(env, "climate") == [8]

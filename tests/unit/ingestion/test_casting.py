@@ -7,10 +7,12 @@ import math
 from decimal import Decimal
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.ingestion.casting import lossless_cast
+from clients.int64 import INT64_MAX, INT64_MIN
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 
 # Round to nearest, ties to even: a value rounds to infinity from the midpoint between the largest
 # finite value (odd significand, all ones) and the next power of two on.
@@ -70,3 +72,20 @@ def test_nanosecond_times_are_floored_to_the_microsecond_before_1970_too(nanos: 
     cast, failed = lossless_cast(values, pa.timestamp("us", tz="UTC"))
     assert not failed.any()
     assert cast.cast(pa.int64()).to_pylist() == [n // 1000 for n in nanos]  # floor division: the reference
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_a_timestamp_whose_microseconds_overflow_int64_fails_instead_of_wrapping_around(unit: str) -> None:
+    """The cast to microseconds was unchecked: 18448444073709 s (year ~586,000) wrapped around to a
+    2023 time and was accepted, and -10**16 s became some year near -57,000. Each fails now, as the
+    offline store refuses the same value; the bounds themselves still cast."""
+    factor = 1_000 if unit == "ms" else 1_000_000
+    limit = INT64_MAX // factor
+    values = [1_700_000_000, 18_448_444_073_709, -(10**16), limit, -limit, limit + 1, -limit - 1]
+    values += [INT64_MAX, INT64_MIN, None]
+    cast, failed = lossless_cast(pa.array(values, pa.timestamp(unit, tz="UTC")), TIMESTAMP_TYPE)
+    beyond = [v is not None and abs(v) > limit for v in values]
+    assert failed.tolist() == beyond
+    assert cast.cast(pa.int64()).to_pylist() == [
+        None if v is None or out else v * factor for v, out in zip(values, beyond, strict=True)
+    ]
