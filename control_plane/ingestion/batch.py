@@ -13,13 +13,17 @@ after it), so every stored and counted chunk is audited even when the run dies b
 per chunk (~150 for a 10-million-row file), not per record. A run that finishes appends one more entry,
 ``ingestion.<kind>.finished``, with its totals and the online rows it wrote: a run without one was cut off.
 
-The online write comes after the last chunk's commit, so that transaction files the run's online part
-first (write-ahead: ``online_pending.file_online_part``, one ``online_pending`` record naming the run's
-offline files, held by the run). The run removes it once its online values are written, in the
-transaction of its ``finished`` entry, and hands it to the next replay at once when the online store does
-not take them. A run killed in between leaves it held by the dead run, and a replay takes it over after
-the lease and writes the online values; before, such a run left stored and counted rows with no online
-value and no record saying so, and ingesting them again stored them twice.
+The online write comes after the last chunk's commit, so the run files its online part first
+(write-ahead: ``online_pending.file_online_part``, one ``online_pending`` record naming the run's offline
+files, held by the run), in the transaction of the first chunk that stores rows, and names each later
+chunk's files in it in that chunk's own transaction: every stored and counted row is named by it. The run
+removes it once its online values are written, in the transaction of its ``finished`` entry, and hands it
+to the next replay at once when the online store does not take them, or when a later chunk fails (a
+source that cannot be read part-way: filed only with the last chunk, the earlier chunks' rows were left
+stored and counted with no online value and no record). A run killed in between leaves it held by the
+dead run, and a replay takes it over after the lease and writes the online values; before, such a run
+left stored and counted rows with no online value and no record saying so, and ingesting them again
+stored them twice.
 
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
@@ -34,7 +38,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +54,11 @@ from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.online import latest_per_entity, write_latest
-from control_plane.ingestion.online_pending import file_online_part, settle_online_part
+from control_plane.ingestion.online_pending import (
+    extend_online_part,
+    file_online_part,
+    settle_online_part,
+)
 from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
@@ -145,52 +152,58 @@ class BatchMaterializer:
         target = f"{view.spec.name}:v{view.version}"
         chunk_number = 0
         source_rows = 0  # rows of the source before this chunk, those outside the window included
-        hold = 0  # the stamp of the run's hold on its online part, once filed
-        for chunk, last in _with_last(chunks):
-            windowed = _in_window(chunk, ts_name, window)
-            inside = windowed.rows
-            outcome.skipped_outside_window += windowed.skipped
-            result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
-            accepted = result.accepted
-            if accepted.num_rows:
-                stamped = stamp_ingested(accepted)  # the same time offline and online (tie-breaks)
-                outcome.offline_paths += self.write_offline(view, stamped)
-                latest.append(latest_per_entity(stamped, key_names))
-            record_keys = [
-                str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
-            ]
-            with write_session(self._sessions) as session:
-                before = None if chunk_number == 0 else _counters(outcome, source_id)
-                fresh = record_outcome(
-                    session,
-                    run,
-                    accepted=accepted.num_rows,
-                    rejected=result.rejected,
-                    record_keys=record_keys,
-                )
-                # A rerun of the source (a dead run's retry) quarantined these again: an earlier run's
-                # pending copies go, or replaying every pending record would write each twice.
-                superseded = supersede(
-                    session, run, record_keys, result.rejected.column("payload").to_pylist()
-                )
-                # In the chunk's own transaction: the entry commits or rolls back with the rows and
-                # counters it describes (written after the run, it was lost with a run killed mid-way).
-                after = _counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
-                    "chunk": chunk_number
-                }
-                if superseded:
-                    after["superseded"] = superseded
-                if last and latest:  # write-ahead: a crash before the online write leaves it to replay
-                    hold = file_online_part(session, run, outcome.offline_paths)
-                audit(
-                    session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
-                    object_id=target, before=before, after=after,
-                )  # fmt: skip
-            outcome.records_in += inside.num_rows
-            outcome.accepted += accepted.num_rows
-            outcome.quarantined += fresh
-            source_rows += chunk.num_rows
-            chunk_number += 1
+        hold: int | None = 0  # the stamp of the run's hold on its online part, once filed
+        try:
+            for chunk in chunks:
+                windowed = _in_window(chunk, ts_name, window)
+                inside = windowed.rows
+                outcome.skipped_outside_window += windowed.skipped
+                result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
+                accepted = result.accepted
+                if accepted.num_rows:
+                    stamped = stamp_ingested(accepted)  # the same time offline and online (tie-breaks)
+                    outcome.offline_paths += self.write_offline(view, stamped)
+                    latest.append(latest_per_entity(stamped, key_names))
+                record_keys = [
+                    str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
+                ]
+                with write_session(self._sessions) as session:
+                    before = None if chunk_number == 0 else _counters(outcome, source_id)
+                    fresh = record_outcome(
+                        session,
+                        run,
+                        accepted=accepted.num_rows,
+                        rejected=result.rejected,
+                        record_keys=record_keys,
+                    )
+                    # A rerun of the source (a dead run's retry) quarantined these again: an earlier run's
+                    # pending copies go, or replaying every pending record would write each twice.
+                    superseded = supersede(
+                        session, run, record_keys, result.rejected.column("payload").to_pylist()
+                    )
+                    # In the chunk's own transaction: the entry commits or rolls back with the rows and
+                    # counters it describes (written after the run, it was lost with a run killed mid-way).
+                    after = _counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
+                        "chunk": chunk_number
+                    }
+                    if superseded:
+                        after["superseded"] = superseded
+                    if accepted.num_rows:  # write-ahead: what this chunk stores waits for its online write
+                        hold = self._file_online_part(session, run, hold, outcome.offline_paths)
+                    audit(
+                        session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
+                        object_id=target, before=before, after=after,
+                    )  # fmt: skip
+                outcome.records_in += inside.num_rows
+                outcome.accepted += accepted.num_rows
+                outcome.quarantined += fresh
+                source_rows += chunk.num_rows
+                chunk_number += 1
+        except BaseException as exc:
+            # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
+            # stored and counted is named by the run's online part, handed to the next replay now.
+            self._settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")
+            raise
         if latest:
             rows = pa.concat_tables(latest)
             outcome.online_rows = self._write_run_online(run, view, entity, rows, hold)
@@ -208,6 +221,20 @@ class BatchMaterializer:
             )  # fmt: skip
         return outcome
 
+    @staticmethod
+    def _file_online_part(
+        session: Session, run: RunSource, hold: int | None, offline_paths: list[str]
+    ) -> int | None:
+        """Files the run's online part with its first stored chunk (``hold`` 0) and names every later
+        chunk's files in it, in that chunk's transaction. Returns the run's hold: its stamp, or None once
+        a replay took the record over (the run outlasted a lease between two chunks); that record is then
+        the replay's, and the run writes its rows online itself at its end."""
+        if hold == 0:
+            return file_online_part(session, run, offline_paths)
+        if hold is None:
+            return None
+        return extend_online_part(session, run.run_id, hold, offline_paths) or None
+
     def _check_online(self) -> None:
         """Refuses a run, before it stores anything, while the online store cannot be reached: its rows
         would be stored and counted offline, the run fail at its online write, and the client's retry
@@ -221,7 +248,7 @@ class BatchMaterializer:
             ) from exc
 
     def _write_run_online(
-        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table, hold: int
+        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table, hold: int | None
     ) -> int:
         """The run's online write. Its online part is filed already, held by the run (``hold``); when the
         online store does not take it (down since the check) the record is handed to the next replay at
@@ -245,7 +272,9 @@ class BatchMaterializer:
             self._settle_online_part(run, hold, f"{type(exc).__name__}: {exc}")
             raise
 
-    def _settle_online_part(self, run: RunSource, hold: int, error: str | None = None) -> None:
+    def _settle_online_part(self, run: RunSource, hold: int | None, error: str | None = None) -> None:
+        if not hold:  # nothing filed, or a replay's now: never settle a record by stamp 0 (handed over)
+            return
         try:
             with write_session(self._sessions) as session:
                 settle_online_part(session, run.run_id, hold, error)
@@ -280,32 +309,6 @@ def stamp_ingested(accepted: pa.Table) -> pa.Table:
         return accepted
     ingested = pa.array(np.full(accepted.num_rows, epoch_us(datetime.now(UTC))), pa.int64())
     return accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
-
-
-_T = TypeVar("_T")
-
-
-def _with_last(items: Iterable[_T]) -> Iterator[tuple[_T, bool]]:
-    """``items``, each with whether it is the last: one read ahead, so the last chunk's transaction can
-    file the run's online part. A read that fails (an upload cut off) comes after the chunk before it is
-    stored and counted, as it did without the read ahead: raised first, that chunk's rows were stored
-    offline and never counted."""
-    iterator = iter(items)
-    try:
-        current = next(iterator)
-    except StopIteration:
-        return
-    while True:
-        try:
-            following = next(iterator)
-        except StopIteration:
-            yield current, True
-            return
-        except BaseException:
-            yield current, False
-            raise
-        yield current, False
-        current = following
 
 
 def _counters(

@@ -12,9 +12,13 @@ one no replay holds (its view version retired or deleted, its online value not w
 stored offline, and the run that stored it keeps counting it accepted, as a discarded quarantined record
 stays counted quarantined, so every run still adds up.
 
-A batch run files its online part (``file_online_part``) in its last chunk's transaction, held by the run
-as a replay holds its records, and removes it once its online values are written (``settle_online_part``);
-a run killed in between leaves it to a replay, which takes it over after the lease.
+A batch run files its online part (``file_online_part``) in the transaction of the first chunk that
+stores rows, held by the run as a replay holds its records, names each later chunk's files in it in that
+chunk's transaction (``extend_online_part``), and removes it once its online values are written
+(``settle_online_part``); a run that fails part-way hands it to the next replay at once, and a run killed
+in between leaves it to a replay, which takes it over after the lease. Filed only in the last chunk's
+transaction, a source that failed to read part-way left the earlier chunks' rows stored and counted with
+no online value and no record of them.
 """
 
 from __future__ import annotations
@@ -58,13 +62,14 @@ ONLINE_PART_KEY = "online"
 
 
 def file_online_part(session: Session, source: RunSource, offline_paths: Sequence[str]) -> int:
-    """Files, in the caller's transaction (a batch run's last chunk's), the run's online part before it
-    is written: one ``online_pending`` record of the run whose payload names the offline files the run
-    wrote (its latest row per entity is theirs), held by the run (``updated_at_us`` the returned stamp),
-    as a replay holds the records it writes online. A run killed between that commit and its online write
-    used to leave its rows stored and counted with no online value and no record of it (re-ingesting
-    stored them twice); now the record waits, and a replay takes it over after the lease. The counters do
-    not move: the run counted the rows accepted already.
+    """Files, in the caller's transaction (a batch run's first chunk that stores rows), the run's online
+    part before it is written: one ``online_pending`` record of the run whose payload names the offline
+    files the run wrote (its latest row per entity is theirs; ``extend_online_part`` adds later ones),
+    held by the run (``updated_at_us`` the returned stamp), as a replay holds the records it writes
+    online. A run killed between that commit and its online write used to leave its rows stored and
+    counted with no online value and no record of it (re-ingesting stored them twice); now the record
+    waits, and a replay takes it over after the lease. The counters do not move: the run counted the rows
+    accepted already.
 
     One record per run, not one per entity: 100,000 entities' rows as JSON payloads took ~2 s to build,
     insert and delete, on a run of 1,000,000 rows that takes ~1.1 s, and as many record ids (a 32-bit
@@ -86,16 +91,36 @@ def file_online_part(session: Session, source: RunSource, offline_paths: Sequenc
     return stamp
 
 
-def settle_online_part(session: Session, run_id: str, stamp: int, error: str | None = None) -> int:
-    """Ends the run's hold on its online part (one statement, conditional on the hold's ``stamp``, so a
-    replay that took it over keeps it): with no ``error`` the online values are written and the record
-    goes; with one it is handed to the next replay at once, saying why. Returns how many records."""
-    held_by_run = and_(
+def extend_online_part(session: Session, run_id: str, stamp: int, offline_paths: Sequence[str]) -> int:
+    """Names, in the caller's transaction (a later chunk's), every offline file the run has written so
+    far in its online part, and renews the run's hold on it (the returned stamp), as a replay renews its
+    claim before each write: a run whose chunks together outlast the lease keeps it while it is alive.
+    Returns the new stamp, or 0 when a replay took the record over (the run lasted a lease between two
+    chunks): that replay writes the files it names online, and the run writes its own at its end."""
+    renewed = now_us()
+    statement = (
+        update(QuarantineRow)
+        .where(_held_by_run(run_id, stamp))
+        .values(payload=json.dumps({"offline_files": list(offline_paths)}), updated_at_us=renewed)
+        .execution_options(synchronize_session=False)
+    )
+    return renewed if rowcount(session.execute(statement)) else 0
+
+
+def _held_by_run(run_id: str, stamp: int) -> Any:
+    return and_(
         QuarantineRow.run_id == run_id,
         QuarantineRow.record_key == ONLINE_PART_KEY,
         QuarantineRow.status == ONLINE_PENDING,
         QuarantineRow.updated_at_us == stamp,
     )
+
+
+def settle_online_part(session: Session, run_id: str, stamp: int, error: str | None = None) -> int:
+    """Ends the run's hold on its online part (one statement, conditional on the hold's ``stamp``, so a
+    replay that took it over keeps it): with no ``error`` the online values are written and the record
+    goes; with one it is handed to the next replay at once, saying why. Returns how many records."""
+    held_by_run = _held_by_run(run_id, stamp)
     if error is None:
         statement: Any = delete(QuarantineRow).where(held_by_run)
     else:

@@ -468,3 +468,61 @@ def test_a_time_in_seconds_beyond_the_microsecond_range_is_quarantined_not_wrapp
     (record,) = env.service.list_quarantined(view="climate")
     assert record.reason.endswith("is beyond the range of microsecond timestamps (about ±292,000 years)")
     assert offline_rows(env, "climate") == [8]
+
+
+def corrupt_second_row_group(path: Path) -> None:
+    """Two row groups of PARQUET_BATCH_ROWS readings; bytes of the second group's last column's data
+    page scrambled, so the file opens and its first chunk reads, and the second chunk's read fails."""
+    rows = 2 * PARQUET_BATCH_ROWS
+    table = pa.table(
+        {
+            "sensor_id": pa.array(range(rows), pa.int64()),
+            "event_ts": pa.array([NOW] * rows, pa.timestamp("us", tz="UTC")),
+            "temperature_c": pa.array([float(i % 50) for i in range(rows)], pa.float32()),
+            "mode": pa.array([1] * rows, pa.int32()),
+        }
+    )
+    pq.write_table(table, path, row_group_size=PARQUET_BATCH_ROWS, use_dictionary=False)
+    start = pq.ParquetFile(path).metadata.row_group(1).column(3).data_page_offset
+    raw = bytearray(path.read_bytes())
+    for i in range(start + 40, start + 400):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def test_a_source_failing_part_way_leaves_its_stored_rows_to_a_replay_for_their_online_values(
+    env: Env, tmp_path: Path
+) -> None:
+    """The run filed its online part only in its last chunk's transaction: a Parquet file whose second
+    row group is corrupt left the first chunk's 65,536 rows stored and counted, with no online value and
+    no online_pending record, so nothing would ever write them online. Each chunk names its files in the
+    run's online part now, and the failed run hands it to the next replay at once."""
+    path = tmp_path / "readings.parquet"
+    corrupt_second_row_group(path)
+    with pytest.raises(OSError):
+        env.service.materialize_file("climate", 1, str(path))
+    (run,) = env.service.list_runs("climate")
+    assert (run.records_in, run.accepted, run.quarantined) == (PARQUET_BATCH_ROWS, PARQUET_BATCH_ROWS, 0)
+    assert env.client.dbsize() == 0
+    (part,) = env.service.list_quarantined(status="online_pending", run_id=run.run_id)
+    assert part.updated_at_us == 0  # handed over, not held by the failed run
+    assert part.reason.startswith("online values not written: the run failed part-way (OSError")
+    assert env.service.replay([part.id], {}).replayed == [part.id]
+    assert env.client.dbsize() == PARQUET_BATCH_ROWS
+    assert env.client.get(online_key("sensor", ["0"], "climate", 1)) is not None
+
+
+def test_every_chunk_stored_before_a_failure_is_named_by_the_runs_online_part(env: Env) -> None:
+    def chunks() -> Iterator[pa.Table]:
+        for sensor in (1, 2):
+            yield pa.table({"sensor_id": [sensor], "event_ts": [NOW], "temperature_c": [20.0], "mode": [1]})
+        raise InvalidArgument("chunk 2: the upload was cut off")
+
+    with pytest.raises(InvalidArgument, match="cut off"):
+        env.service.ingest("climate", 1, chunks())
+    (run,) = env.service.list_runs("climate")
+    (part,) = env.service.list_quarantined(status="online_pending", run_id=run.run_id)
+    assert len(json.loads(part.payload)["offline_files"]) == 2
+    assert env.service.replay([part.id], {}).replayed == [part.id]
+    for sensor in (1, 2):
+        assert env.client.get(online_key("sensor", [str(sensor)], "climate", 1)) is not None
