@@ -59,7 +59,7 @@ from control_plane.ingestion.online_pending import (
     file_online_part,
     settle_online_part,
 )
-from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
+from control_plane.ingestion.quarantine import RunSource, check_source_length, record_outcome, supersede
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
 from control_plane.offline.store import OfflineStore
 
@@ -132,12 +132,14 @@ class BatchMaterializer:
         actor: str = "",
     ) -> MaterializeOutcome:
         """Materializes ``chunks`` into ``view`` as one run. With ``strict`` every chunk is validated
-        first and the first bad record raises ``InvalidArgument`` before anything is written."""
+        first and the first bad record raises ``InvalidArgument`` before anything is written; so does a
+        ``source_id`` longer than its column (``SOURCE_LENGTH``)."""
         if view.spec.aggregations:
             raise InvalidArgument(
                 f"view {view.spec.name!r} is computed from a stream by aggregations; publish its events to"
                 f" the stream {view.spec.source.uri or '(its source)'} instead"
             )
+        check_source_length(source_id, "source")
         moment = now or datetime.now(UTC)
         run = RunSource(f"{kind}-{uuid.uuid4().hex}", view.spec.name, view.version, kind, source_id)
         outcome = MaterializeOutcome(run.run_id)

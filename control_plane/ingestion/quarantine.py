@@ -24,6 +24,7 @@ and their holds are ``online_pending.py``'s; ``claim`` refuses them as it refuse
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ import pyarrow as pa
 from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from clients.errors import FailedPrecondition, NotFound
-from control_plane.ingestion.tables import IngestionRunRow, QuarantineRow
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from control_plane.ingestion.tables import SOURCE_LENGTH, IngestionRunRow, QuarantineRow
 
 QUARANTINED = "quarantined"
 REPLAYING = "replaying"  # claimed by a replay that has not committed yet
@@ -53,6 +54,29 @@ _MAX_ID = 2**31 - 1
 #: Values bound per ``IN (...)`` query: PostgreSQL (psycopg) takes at most 65,535 parameters in one
 #: statement, and a fully rejected chunk of a Parquet file alone has 65,536 record keys.
 IN_LIST_SLICE = 1_000
+
+
+def bounded_id(text: str, limit: int) -> str:
+    """``text`` when it fits a column of ``limit`` characters; else its start, ``~`` and 16 hex digits
+    of its SHA-256, ``limit`` characters in all. For identifiers the control plane derives (a stream
+    run's id from its stream, group and view names): the same names always give the same id, and two
+    that share a long start still differ. A longer one failed every SQL write on PostgreSQL, which
+    enforces VARCHAR lengths."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[: limit - len(digest) - 1]}~{digest}"
+
+
+def check_source_length(source_id: str, field: str) -> None:
+    """Refuses, before anything is written, a caller-given source that the runs' and quarantine's
+    ``source_id`` column cannot hold: on PostgreSQL the run's first SQL transaction failed after its
+    chunk was written to the offline store, leaving rows stored and never counted."""
+    if len(source_id) > SOURCE_LENGTH:
+        raise InvalidArgument(
+            f"{field}: {len(source_id)} characters, longer than the {SOURCE_LENGTH} an ingestion run's"
+            " source may have"
+        )
 
 
 @dataclass(frozen=True)

@@ -106,10 +106,12 @@ class IngestionService:
             raise InvalidArgument(f"view {view!r} has no source uri; name a Parquet file to materialize")
         if misplaced_credentials(path):
             raise InvalidArgument(f"cannot read Parquet source: {MISPLACED_CREDENTIALS}")
-        chunks = parquet_batches(path)
         # The run, its quarantined records and the audit entry keep the source without its credentials.
+        source_id = redact_uri(path)
+        quarantine.check_source_length(source_id, "source_uri")
+        chunks = parquet_batches(path)
         return self.batch.materialize(
-            found, entity, chunks, window=window, source_id=redact_uri(path), strict=strict, actor=actor
+            found, entity, chunks, window=window, source_id=source_id, strict=strict, actor=actor
         )
 
     # -- quarantine --------------------------------------------------------------------------------

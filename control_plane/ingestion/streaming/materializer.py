@@ -68,7 +68,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import expiry_ms
 from control_plane.ingestion.casting import TIMESTAMP_TYPE
 from control_plane.ingestion.online import feature_matrix, key_texts, online_view_version
-from control_plane.ingestion.quarantine import RunSource
+from control_plane.ingestion.quarantine import RunSource, bounded_id
 from control_plane.ingestion.streaming.commit import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -88,6 +88,7 @@ from control_plane.ingestion.streaming.plan import (
     range_checked,
 )
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
+from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
@@ -159,9 +160,10 @@ class StreamMaterializer:
         self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
         name, version = view.spec.name, view.version
         self.keys = StateKeys.of(name, version, options.group)
-        self.run = RunSource(
-            f"stream:{source.name}:{options.group}:{name}:v{version}", name, version, "stream", source.name
-        )
+        # Bounded to their columns: a 100-character view read from a stream named after it made a run id
+        # past VARCHAR(200), and every outbox drain failed on PostgreSQL (writing its offline rows again).
+        run_id = bounded_id(f"stream:{source.name}:{options.group}:{name}:v{version}", RUN_ID_LENGTH)
+        self.run = RunSource(run_id, name, version, "stream", bounded_id(source.name, SOURCE_LENGTH))
         self._token = uuid.uuid4().hex
         acked_stream = source.name if source.acks_in_commit else None
         self._committer = Committer(client, self.keys, acked_stream, options.group, self._token)

@@ -526,3 +526,21 @@ def test_every_chunk_stored_before_a_failure_is_named_by_the_runs_online_part(en
     assert env.service.replay([part.id], {}).replayed == [part.id]
     for sensor in (1, 2):
         assert env.client.get(online_key("sensor", [str(sensor)], "climate", 1)) is not None
+
+
+def test_a_source_longer_than_its_column_is_refused_before_anything_is_written(
+    any_env: Env, tmp_path: Path
+) -> None:
+    """On PostgreSQL a source past VARCHAR(1024) failed the first chunk's SQL transaction after its rows
+    were written to the offline store: INTERNAL, rows stored and never counted (a retry stored them
+    again). It is refused up front now, naming the field and its limit."""
+    env = any_env
+    table = pa.table({"sensor_id": [1], "event_ts": [NOW], "temperature_c": [20.0], "mode": [1]})
+    with pytest.raises(InvalidArgument, match=r"^source: 1036 characters, longer than the 1024"):
+        env.service.ingest("climate", 1, [table], source="s3://bucket/" + "x" * 1024)
+    long_path = tmp_path.joinpath(*["d" * 200] * 5, "readings.parquet")
+    with pytest.raises(InvalidArgument, match=r"^source_uri: \d+ characters, longer than the 1024"):
+        env.service.materialize_file("climate", 1, str(long_path))
+    assert env.service.list_runs("climate") == []
+    assert offline_rows(env, "climate") == []
+    assert env.client.dbsize() == 0

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pytest
 import redis
 
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2 as t
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
@@ -29,6 +31,7 @@ from control_plane.ingestion.streaming.materializer import MaterializerOptions, 
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
+from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.streaming_support import (
     AETHERCTL,
     STREAM,
@@ -638,3 +641,46 @@ def test_an_event_before_year_1_is_quarantined_and_the_outbox_drains(tmp_path: P
     )
     stored = pa.Table.from_batches(list(offline.scan("clicks", view.version)))
     assert sorted(stored.column("sensor_id").to_pylist()) == [1, 3]
+
+
+def test_a_run_id_past_its_column_is_bounded_and_every_drain_commits_on_postgresql(
+    postgresql_env: Env,
+) -> None:
+    """A 100-character view (names may have 128) read from a stream named after it made the run id
+    "stream:<stream>:<group>:<view>:v1" longer than VARCHAR(200): on PostgreSQL every outbox drain raised
+    DataError, and each retry wrote the offline history again (duplicate Parquet files). The id is now
+    its start plus a hash, the same on every restart."""
+    env = postgresql_env
+    name = "clicks_" + "x" * 93
+    stream = f"events:{name}"
+    spec = pb.FeatureViewSpec(
+        name=name,
+        entity="sensor",
+        source=pb.Source(kind="stream", uri=stream),
+        features=[pb.Feature(name="clicks_10m", value_type=t.INT64)],
+        aggregations=[
+            pb.Aggregation(column="amount", function="count", window_seconds=600, output="clicks_10m")
+        ],
+    )
+    view = env.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+    entity = env.registry.get_entity("sensor")
+
+    def materializer(consumer: str) -> StreamMaterializer:
+        source = RedisStreamSource(env.client, stream, OPTIONS.group, consumer)
+        return StreamMaterializer(view, entity, source, env.client, env.sessions, env.offline, OPTIONS)
+
+    first = materializer("c1")
+    assert len(first.run.run_id) == 200
+    assert first.run.run_id.startswith(f"stream:{stream}:")
+    env.client.xadd(stream, {"sensor_id": "1", "event_ts": datetime.now(UTC).isoformat(), "amount": "5"})
+    first.start()
+    run_until_idle(first)
+    first.flush()
+    assert env.client.llen(first.keys.outbox) == 0
+    restarted = materializer("c2")
+    assert restarted.run.run_id == first.run.run_id
+    restarted.start()
+    with read_session(env.sessions) as session:
+        counts = quarantine.run_counts(session, first.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (1, 1, 0)
+    assert len(env.offline.files(name, view.version)) == 1  # written once, not again by each retry
