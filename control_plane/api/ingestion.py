@@ -70,8 +70,10 @@ def _tables(chunks: list[bytes]) -> list[pa.Table]:
     for index, data in enumerate(chunks):
         try:
             tables.append(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
-        except pa.ArrowInvalid as exc:
-            raise InvalidArgument(f"chunk {index}: not an Arrow IPC stream: {exc}") from exc
+        # A cut-off chunk is an OSError to Arrow, and a type it cannot read ArrowNotImplementedError:
+        # the sender's data either way, not an internal error.
+        except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(f"chunk {index}: not a readable Arrow IPC stream: {exc}") from exc
     return tables
 
 

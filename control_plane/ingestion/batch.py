@@ -92,7 +92,10 @@ OPEN_WINDOW = Window()
 
 def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
     """The file's rows a chunk at a time. A file that cannot be read is ``InvalidArgument``; only the
-    reading is covered, so an Arrow error of validation or of a store is never reported as a bad file."""
+    reading is covered, so an Arrow error of validation or of a store is never reported as a bad file.
+    Arrow reports a cut-off or corrupt file, a directory or a file it may not open as OSError (or an
+    encoding it lacks as ArrowNotImplementedError): caught as ArrowInvalid alone, they were INTERNAL."""
+    rows_read = 0
     try:
         parquet = pq.ParquetFile(path)
         batches = parquet.iter_batches(batch_size=batch_rows)
@@ -101,12 +104,14 @@ def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator
                 batch = next(batches)
             except StopIteration:
                 return
+            rows_read += batch.num_rows
             yield pa.Table.from_batches([batch])
-    except (FileNotFoundError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         # The URI may carry an object store's keys: the message names it without them (clients.uris).
         where = "" if os.path.isabs(path) or "://" in path else f" (relative to {os.getcwd()})"
+        after = f" after its first {rows_read} rows" if rows_read else ""
         raise InvalidArgument(
-            f"cannot read Parquet source {redact_uri(path)!r}{where}: {redact_text(str(exc), path)}"
+            f"cannot read Parquet source {redact_uri(path)!r}{where}{after}: {redact_text(str(exc), path)}"
         ) from exc
 
 

@@ -170,6 +170,44 @@ async def test_materialize_parquet_window_and_strict_mode(
     client.close()
 
 
+async def test_a_cut_off_chunk_or_an_unreadable_file_is_invalid_argument_naming_it(
+    control_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """Arrow reports a cut-off IPC chunk, a truncated Parquet file and a directory as OSError, which
+    only ArrowInvalid was caught for: INTERNAL instead of INVALID_ARGUMENT naming the chunk or file."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, readings().schema) as writer:
+        writer.write_table(readings())
+    data = sink.getvalue().to_pybytes()
+    good = ingestion_pb2.IngestChunk(header=ingestion_pb2.IngestHeader(view="climate"), arrow_ipc=data)
+    cut = ingestion_pb2.IngestChunk(arrow_ipc=data[: len(data) - 20])
+    pq.write_table(readings(), tmp_path / "readings.parquet")
+    raw = (tmp_path / "readings.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(raw[: len(raw) // 2] + raw[-8:])
+    (tmp_path / "folder.parquet").mkdir()
+    channel = grpc.insecure_channel(control_plane.address)
+    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            await asyncio.to_thread(stub.IngestBatch, iter([good, cut]))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("chunk 1: not a readable Arrow IPC stream")
+        for name in ("cut.parquet", "folder.parquet"):
+            request = ingestion_pb2.MaterializeRequest(
+                header=ingestion_pb2.IngestHeader(view="climate"), source_uri=str(tmp_path / name)
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                await asyncio.to_thread(stub.Materialize, request)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith(f"cannot read Parquet source {str(tmp_path / name)!r}")
+    finally:
+        channel.close()
+    assert control_plane.registry.get_feature_view("climate", 0).version == 1
+    client = IngestionClient(control_plane.address)
+    assert await asyncio.to_thread(client.list_runs) == []  # nothing was stored
+    client.close()
+
+
 async def test_rows_wholly_outside_the_window_are_counted_as_skipped_not_an_internal_error(
     control_plane: ControlPlaneServer,
 ) -> None:

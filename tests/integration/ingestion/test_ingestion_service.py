@@ -499,14 +499,14 @@ def test_a_source_failing_part_way_leaves_its_stored_rows_to_a_replay_for_their_
     run's online part now, and the failed run hands it to the next replay at once."""
     path = tmp_path / "readings.parquet"
     corrupt_second_row_group(path)
-    with pytest.raises(OSError):
+    with pytest.raises(InvalidArgument, match=rf"after its first {PARQUET_BATCH_ROWS} rows"):
         env.service.materialize_file("climate", 1, str(path))
     (run,) = env.service.list_runs("climate")
     assert (run.records_in, run.accepted, run.quarantined) == (PARQUET_BATCH_ROWS, PARQUET_BATCH_ROWS, 0)
     assert env.client.dbsize() == 0
     (part,) = env.service.list_quarantined(status="online_pending", run_id=run.run_id)
     assert part.updated_at_us == 0  # handed over, not held by the failed run
-    assert part.reason.startswith("online values not written: the run failed part-way (OSError")
+    assert part.reason.startswith("online values not written: the run failed part-way (InvalidArgument")
     assert env.service.replay([part.id], {}).replayed == [part.id]
     assert env.client.dbsize() == PARQUET_BATCH_ROWS
     assert env.client.get(online_key("sensor", ["0"], "climate", 1)) is not None
