@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import grpc.aio
@@ -24,7 +24,7 @@ from control_plane.ingestion.batch import MaterializeOutcome, Window
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.offline.store import OfflineStore
+from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US, OfflineStore
 
 INGESTION_SERVICE = pb.DESCRIPTOR.services_by_name["Ingestion"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -59,10 +59,27 @@ def _response(outcome: MaterializeOutcome) -> pb.IngestResponse:
 
 
 def _window(header: pb.IngestHeader) -> Window:
-    def moment(us: int) -> datetime | None:
-        return datetime.fromtimestamp(us / 1e6, UTC) if us else None
+    """The header's ``[start_us, end_us)``; 0 is open. A datetime holds years 1 to 9999, as the stores'
+    event times do (``EARLIEST_EVENT_US``..``LATEST_EVENT_US``), and one beyond them raised ValueError
+    (INTERNAL): a start before year 1 or an end after 9999 (2**62 or INT64_MAX meaning "no end") bounds
+    no event time the stores hold, so it is open; a start after 9999 or an end before year 1 leaves none
+    of them inside, so it is refused."""
+    start, end = header.start_us, header.end_us
+    if start > LATEST_EVENT_US:
+        raise InvalidArgument(
+            f"start_us: {start} µs since 1970 is after year 9999; no event time is after it"
+        )
+    if end and end < EARLIEST_EVENT_US:
+        raise InvalidArgument(f"end_us: {end} µs since 1970 is before year 1; no event time is before it")
+    return Window(
+        _moment(start) if start and start >= EARLIEST_EVENT_US else None,
+        _moment(end) if end and end <= LATEST_EVENT_US else None,
+    )
 
-    return Window(moment(header.start_us), moment(header.end_us))
+
+def _moment(us: int) -> datetime:
+    # Exact: us / 1e6 as a float is off by a microsecond for many present-day times.
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 def _tables(chunks: list[bytes]) -> list[pa.Table]:

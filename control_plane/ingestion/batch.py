@@ -60,7 +60,13 @@ from control_plane.ingestion.online_pending import (
     settle_online_part,
 )
 from control_plane.ingestion.quarantine import RunSource, check_source_length, record_outcome, supersede
-from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, epoch_us, timestamp_field, validate
+from control_plane.ingestion.validation import (
+    DEFAULT_MAX_FUTURE,
+    epoch_us,
+    refuse_repeated_columns,
+    timestamp_field,
+    validate,
+)
 from control_plane.offline.store import OfflineStore
 
 PARQUET_BATCH_ROWS = 65_536
@@ -145,6 +151,10 @@ class BatchMaterializer:
                 f" the stream {view.spec.source.uri or '(its source)'} instead"
             )
         check_source_length(source_id, "source")
+        if window.start is not None and window.end is not None and window.start > window.end:
+            raise InvalidArgument(
+                f"the window's start {window.start.isoformat()} is after its end {window.end.isoformat()}"
+            )
         moment = now or datetime.now(UTC)
         run = RunSource(f"{kind}-{uuid.uuid4().hex}", view.spec.name, view.version, kind, source_id)
         outcome = MaterializeOutcome(run.run_id)
@@ -354,6 +364,7 @@ class Windowed:
 
 def _in_window(table: pa.Table, ts_name: str, window: Window) -> Windowed:
     """The rows to validate: those inside the window and those whose timestamp cannot be placed."""
+    refuse_repeated_columns(table)  # before the timestamp column is looked up by name
     if (window.start is None and window.end is None) or ts_name not in table.column_names:
         return Windowed(table, 0, None)
     stamps, _failed = lossless_cast(table.column(ts_name).combine_chunks(), TIMESTAMP_TYPE)

@@ -203,14 +203,7 @@ def validate(
     valid UTF-8); those rows are rejected with them, first, and with any the rules add."""
     if now.tzinfo is None:
         raise ValueError("now must be time-zone-aware")
-    # Which of two same-named columns holds a record's value is undecidable (and Arrow's lookup by name
-    # raised KeyError, an INTERNAL error): the whole table is refused, naming them.
-    names = table.column_names
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise InvalidArgument(
-            f"columns {', '.join(map(repr, twice))} appear more than once in the table; name each column once"
-        )
+    refuse_repeated_columns(table)
     n = table.num_rows
     table = table.combine_chunks()
     reasons = _Reasons()
@@ -240,6 +233,18 @@ def validate(
     if bad.any():
         accepted = accepted.filter(pa.array(~bad))
     return ValidationResult(accepted, _rejected(table, reasons))
+
+
+def refuse_repeated_columns(table: pa.Table) -> None:
+    """Which of two same-named columns holds a record's value is undecidable (and Arrow's lookup by name
+    raised KeyError, an INTERNAL error): the whole table is refused, naming them. Run before anything
+    looks a column up by name (the batch window's timestamp lookup, too)."""
+    names = table.column_names
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InvalidArgument(
+            f"columns {', '.join(map(repr, twice))} appear more than once in the table; name each column once"
+        )
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:

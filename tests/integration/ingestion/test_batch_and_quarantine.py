@@ -208,6 +208,56 @@ async def test_a_cut_off_chunk_or_an_unreadable_file_is_invalid_argument_naming_
     client.close()
 
 
+def ipc_chunk(table: pa.Table, header: ingestion_pb2.IngestHeader) -> ingestion_pb2.IngestChunk:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return ingestion_pb2.IngestChunk(header=header, arrow_ipc=sink.getvalue().to_pybytes())
+
+
+async def test_window_bounds_beyond_the_datetime_years_and_repeated_columns_are_not_internal_errors(
+    control_plane: ControlPlaneServer,
+) -> None:
+    """An end_us of 2**62 or INT64_MAX ("no end") made datetime.fromtimestamp raise ValueError, and a
+    table with a repeated column under a window raised KeyError looking up its timestamp before
+    validation could name the repeat: both INTERNAL. An end after year 9999 or a start before year 1 is
+    open now; a start after its end, a start after 9999 or an end before year 1 is INVALID_ARGUMENT."""
+    channel = grpc.insecure_channel(control_plane.address)
+    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
+
+    def ingest(table: pa.Table, **bounds: int) -> ingestion_pb2.IngestResponse:
+        header = ingestion_pb2.IngestHeader(view="climate", **bounds)
+        response: ingestion_pb2.IngestResponse = stub.IngestBatch(iter([ipc_chunk(table, header)]))
+        return response
+
+    async def refused(table: pa.Table, details: str, **bounds: int) -> None:
+        with pytest.raises(grpc.RpcError) as caught:
+            await asyncio.to_thread(ingest, table, **bounds)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(details), caught.value.details()
+
+    now_us = int(NOW.timestamp()) * 10**6
+    try:
+        for end in (2**62, 2**63 - 1):
+            response = await asyncio.to_thread(ingest, readings(), start_us=-(2**62), end_us=end)
+            assert (response.records_in, response.skipped_outside_window) == (5, 0)
+        await refused(readings(), "the window's start", start_us=now_us, end_us=now_us - 1)
+        await refused(
+            readings(), "start_us: 4611686018427387904 µs since 1970 is after year 9999", start_us=2**62
+        )
+        await refused(
+            readings(), "end_us: -4611686018427387904 µs since 1970 is before year 1", end_us=-(2**62)
+        )
+        table = readings()
+        twice = table.append_column("event_ts", table.column("event_ts"))
+        await refused(twice, "columns 'event_ts' appear more than once", start_us=now_us - 86_400 * 10**6)
+    finally:
+        channel.close()
+    client = IngestionClient(control_plane.address)
+    assert len(await asyncio.to_thread(client.list_runs)) == 2  # the refusals wrote nothing
+    client.close()
+
+
 async def test_rows_wholly_outside_the_window_are_counted_as_skipped_not_an_internal_error(
     control_plane: ControlPlaneServer,
 ) -> None:
