@@ -31,6 +31,9 @@ more than a small model's whole batch; such a batch runs on the event loop itsel
 so that I/O is served between batches. "Known to be short" is :class:`InlineGate`: the version's warm-up
 measured its full batch under ``inline_below_s``, the batch has no more rows than that, and the batches run
 inline have not been over the limit several times in a row (then the version moves to threads for good).
+Rows bound a batch's size only when every other input dimension is fixed: a version with a dynamic one
+(``x: float32[b, n]``, warmed at n = 1) never runs inline, else one long request ran on the loop for its
+whole duration and stalled every other call (see ``models.warmup.warms_every_size``).
 Batches run in threads are not timed for this: their wall time includes waiting for the GIL.
 """
 
@@ -224,9 +227,10 @@ class _Outcome(Generic[R]):
 class InlineGate:
     """Decides which batches run on the event loop (see the module's docstring).
 
-    ``estimate_s`` is the warm-up's time for a batch of ``max_rows`` rows (None: not measured, so never
-    inline). Runs that took ``limit_s`` or more ``strikes`` times in a row close the gate for good: the
-    model is slower than its warm-up said (one slow run, e.g. a GC pause, is forgiven)."""
+    ``estimate_s`` is the warm-up's time for a batch of ``max_rows`` rows (None: not measured, or not a
+    bound on a batch of that many rows because a non-batch dimension is dynamic; never inline). Runs that
+    took ``limit_s`` or more ``strikes`` times in a row close the gate for good: the model is slower than
+    its warm-up said (one slow run, e.g. a GC pause, is forgiven)."""
 
     def __init__(self, limit_s: float, estimate_s: float | None, max_rows: int, strikes: int = 8) -> None:
         self.limit_s = limit_s

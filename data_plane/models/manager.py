@@ -42,7 +42,7 @@ from data_plane.models.batch_check import batching_problem
 from data_plane.models.runner import Outputs, run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
 from data_plane.models.validation import InputValidator, ValidInputs, batchable
-from data_plane.models.warmup import recorded_inputs, warm_up
+from data_plane.models.warmup import recorded_inputs, warm_up, warms_every_size
 from data_plane.runtime.base import Array, Runtime
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
 
@@ -388,7 +388,11 @@ class ModelManager:
                 self._observer.for_model(spec.name, spec.version),
                 InlineGate(
                     policy.inline_below_s,
-                    None if runtime.waits_on_device else warmed.largest_seconds,  # None: never inline
+                    # None: never inline. A dynamic non-batch dimension leaves a batch's size unbounded by
+                    # its rows (the gate's only per-request check), so the warm-up's time is no estimate.
+                    warmed.largest_seconds
+                    if warms_every_size(spec) and not runtime.waits_on_device
+                    else None,
                     warmed.largest_rows,
                 ),
                 f"model {spec.name} v{spec.version}",

@@ -37,6 +37,15 @@ def synthetic_inputs(spec: ModelSpec, rows: int) -> dict[str, Array]:
     return arrays
 
 
+def warms_every_size(spec: ModelSpec) -> bool:
+    """Whether the warm-up's requests are as large per row as any request can be: every input dimension
+    but the batch one is fixed. A dynamic one is warmed at 1 (synthetic inputs) or at whatever was recorded,
+    neither of which bounds what a request may bring ([1, 2000000] to a model timed on [32, 1]), so the
+    warm-up's time says nothing about how long such a model's batches may run."""
+    skip = 1 if batchable(spec) else 0  # a model without a batch dimension: every dimension counts
+    return all(d != DYNAMIC for t in spec.inputs for d in t.shape[skip:])
+
+
 def recorded_inputs(spec: ModelSpec, uri: str) -> list[dict[str, Array]]:
     """The recorded requests in the ``.npz`` at ``uri``: a path or any URI a model artifact may have
     (``file:``, ``s3://``…), read as the artifact is (a config or plan names both alike).

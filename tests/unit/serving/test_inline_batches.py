@@ -161,3 +161,20 @@ def test_a_warm_up_from_recorded_samples_runs_full_batches_too(tmp_path: Path) -
     assert requests[1]["input"][:, 0].tolist() == [[0, 8, 16][i % 3] for i in range(spec.max_batch_size)]
     runtime = OnnxRuntimeSession(Path(spec.artifact_uri).read_bytes(), OnnxOptions())
     assert warm_up(runtime, spec, samples).largest_rows == spec.max_batch_size
+
+
+async def test_a_version_with_a_dynamic_non_batch_dimension_never_runs_inline(tmp_path: Path) -> None:
+    """The warm-up runs x: float32[b, n] at n = 1, so its time bounds nothing: the version was judged short
+    and a [1, 2000000] request ran half a second on the event loop, stalling every other call."""
+    spec = onnx_models.save(onnx_models.row_sum(), tmp_path / "r.onnx", "r", warmup_requests=6)
+    fixed = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a", warmup_requests=6)
+    manager = ModelManager(ManagerOptions(inline_batch_below_us=1e6))  # the most generous limit
+    try:
+        await manager.ensure_loaded(spec)
+        await manager.ensure_loaded(fixed)
+        assert manager.runs_batches_inline("r", 1) is False
+        assert manager.runs_batches_inline("a", 1) is True  # fixed widths: rows bound the batch
+        answer = await manager.infer("r", 1, {"x": np.ones((1, 1000), np.float32)})
+        assert answer["y"].tolist() == [[1000.0]]
+    finally:
+        await manager.close()
