@@ -49,22 +49,24 @@ def _all_finite(array: Array) -> bool:
     return math.isfinite(total) or bool(np.isfinite(array).all())
 
 
-def answer_row_bytes(spec: ModelSpec) -> int:
-    """The fewest bytes one row adds to an answer of a batching model: its smallest output row (a caller
-    may ask for that output alone), a dynamic size counted as 1; 0 when no output row has a size."""
-    sizes = [
+def output_row_bytes(spec: ModelSpec) -> int:
+    """The fewest bytes one row of a batching model makes its runtime allocate: the sum of its outputs'
+    rows, a dynamic size counted as 1. The sum, not the smallest row (what a caller asking for one output
+    alone gets back): the runtime computes every output of the spec whichever ones are asked for, so a
+    bound by the smallest let a [262000, 0] request allocate 780 MiB of a [b, 256] output before its answer
+    was refused (32 GiB under the default limit)."""
+    return sum(
         t.np_dtype.itemsize * math.prod(1 if d == DYNAMIC else d for d in t.shape[1:]) for t in spec.outputs
-    ]
-    return min((size for size in sizes if size), default=0)
+    )
 
 
 class InputValidator:
     """``max_answer_bytes``: the most one answer may hold (the server's ``max_message_bytes``; None:
-    unlimited), which gives :attr:`max_rows`, the most rows of a batching request whose answer can be
-    sent. ModelInfer refuses more (:meth:`too_many_rows`) before the request runs: a zero-size input
-    ([2**31-1, 0]) carries any number of rows in a few bytes, and the model's answer to it was allocated
-    (gigabytes) before it was found too large to send. (Predict's rows are capped by
-    ``max_rows_per_request`` already.)"""
+    unlimited), which gives :attr:`max_rows`, the most rows of a batching request whose outputs (all of
+    them: the runtime computes them all, see :func:`output_row_bytes`) fit one answer. ModelInfer refuses
+    more (:meth:`too_many_rows`) before the request runs: a zero-size input ([2**31-1, 0]) carries any
+    number of rows in a few bytes, and the model's answer to it was allocated (gigabytes) before it was
+    found too large to send. (Predict's rows are capped by ``max_rows_per_request`` already.)"""
 
     def __init__(self, spec: ModelSpec, max_answer_bytes: int | None = None) -> None:
         self.spec = spec
@@ -83,16 +85,18 @@ class InputValidator:
             for t in spec.inputs
         ]
         self._batch = batchable(spec)
-        row_bytes = answer_row_bytes(spec) if self._batch else 0
+        self._row_bytes = output_row_bytes(spec) if self._batch else 0
         self._max_answer_bytes = max_answer_bytes
         self.max_rows = (
-            max_answer_bytes // row_bytes if max_answer_bytes is not None and row_bytes else sys.maxsize
+            max_answer_bytes // self._row_bytes
+            if max_answer_bytes is not None and self._row_bytes
+            else sys.maxsize
         )
 
     def too_many_rows(self, rows: int) -> ResourceExhausted:
         return ResourceExhausted(
-            f"{self._label}: a request of {rows} rows has an answer of at least "
-            f"{rows * answer_row_bytes(self.spec)} bytes, more than the {self._max_answer_bytes} this "
+            f"{self._label}: a request of {rows} rows makes the model compute outputs of at least "
+            f"{rows * self._row_bytes} bytes, more than the {self._max_answer_bytes} this "
             f"server sends in one message (max_message_bytes); "
             + (f"send at most {self.max_rows} rows per call" if self.max_rows else "not even one row fits")
         )

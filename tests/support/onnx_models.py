@@ -204,6 +204,25 @@ def tiled(width: int = 1, times: int = 2048) -> onnx.ModelProto:
     return _model(graph)
 
 
+def score_and_embedding(width: int = 256) -> onnx.ModelProto:
+    """Two outputs over x: float32[batch, n] (any width, 0 included): ``score`` [batch, 1], the row's sum,
+    and ``embedding`` [batch, ``width``], the score repeated: a small output and a large one."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    repeats = numpy_helper.from_array(np.array([1, width], dtype=np.int64), "repeats")
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["score"], keepdims=1),
+        helper.make_node("Tile", ["score", "repeats"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "score_and_embedding",
+        [_float_io("x", "n")],
+        [_float_io("score", 1), _float_io("embedding", width)],
+        [axes, repeats],
+    )
+    return _model(graph)
+
+
 def slow(layers: int = 400, width: int = 1024, seed: int = 1, rows: int = 1) -> onnx.ModelProto:
     """``layers`` matmuls of each input row by one orthogonal ``width``×``width`` matrix. With ``rows`` > 1
     each input row is copied ``rows`` times first and the copies averaged at the end (the same answer):

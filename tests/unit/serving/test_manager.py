@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from clients.env_values import ConfigurationError
-from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager, ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
@@ -89,6 +89,29 @@ async def test_each_request_is_validated_against_the_signature(tmp_path: Path) -
                 await manager.infer("t", 1, inputs)
             if "has dtype" in message or "missing" in message:
                 assert "x: float32[-1, 3]; k: int64[-1, 1]" in info.value.message
+    finally:
+        await manager.close()
+
+
+async def test_rows_are_bounded_by_every_output_the_model_computes_before_it_runs(tmp_path: Path) -> None:
+    """Rows were bounded by the smallest output's row (score: 4 bytes), but the runtime computes every
+    output (embedding: 1,024 bytes a row): a 28-byte [262000, 0] request was admitted under a 1 MiB limit
+    and made the model allocate ~260 MiB before its answer was refused."""
+    spec = onnx_models.save(onnx_models.score_and_embedding(256), tmp_path / "e.onnx", "e")
+    limit = 1 << 20
+    manager = ModelManager(ManagerOptions(max_answer_bytes=limit))
+    try:
+        await manager.ensure_loaded(spec)
+        fits = limit // (4 + 4 * 256)  # 1,020 rows of both outputs
+        with manager.lease("e", 1) as lease:
+            with pytest.raises(ResourceExhausted, match=f"send at most {fits} rows per call"):
+                lease.prepare({"x": np.zeros((262_000, 0), np.float32)}, answerable=True)
+            with pytest.raises(ResourceExhausted, match=f"a request of {fits + 1} rows"):
+                lease.prepare({"x": np.zeros((fits + 1, 0), np.float32)}, answerable=True)
+            answer = await lease.run(
+                lease.prepare({"x": np.ones((fits, 2), np.float32)}, answerable=True), None
+            )
+        assert answer["embedding"].shape == (fits, 256) and answer["score"][0, 0] == 2.0
     finally:
         await manager.close()
 
