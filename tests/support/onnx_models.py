@@ -133,6 +133,22 @@ def failing(width: int = 4) -> onnx.ModelProto:
     return _model(graph)
 
 
+def row_filter(width: int = 2) -> onnx.ModelProto:
+    """y = the rows of x: float32[batch, width] whose first value is 0 or more (ONNX Compress): as many
+    rows out as in for such data, fewer for a row that starts below 0."""
+    first = numpy_helper.from_array(np.array(0, dtype=np.int64), "first")
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")
+    nodes = [
+        helper.make_node("Gather", ["x", "first"], ["column"], axis=1),  # [batch]
+        helper.make_node("GreaterOrEqual", ["column", "zero"], ["keep"]),
+        helper.make_node("Compress", ["x", "keep"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "row_filter", [_float_io("x", width)], [_float_io("y", width)], [first, zero]
+    )
+    return _model(graph)
+
+
 def integer_input(width: int = 2) -> onnx.ModelProto:
     nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
     graph = helper.make_graph(
