@@ -20,6 +20,10 @@ Policy:
   "the next loop turn that finds the timer due".
 * A batch takes requests in arrival order with the same group (the shape of their non-batch dimensions,
   so they concatenate), up to ``max_batch_size`` rows; a request larger than that runs alone.
+* Background requests (shadow copies) wait in a queue of their own and count against their own in-flight
+  limit (``max_background_in_flight``): a background batch running never holds the slot that the answered
+  requests' next batch waits for, nor does an answered batch hold back a background one. Both queues share
+  the bound ``max_queue_size``.
 * Requests whose deadline has passed are dropped before inference (DEADLINE_EXCEEDED). A caller that gives
   up while it waits (cancelled: the client went away, or gRPC ended the call at its deadline) leaves the
   queue at once (``withdraw``), so the bounded queue and its depth count only callers still waiting.
@@ -61,12 +65,14 @@ class BatchPolicy:
     max_batch_size: int = 32  # rows
     max_queue_delay_s: float = 0.0005
     max_queue_size: int = 1024  # requests waiting; beyond this new requests are shed
-    max_in_flight: int = 1  # batches running at once
+    max_in_flight: int = 1  # batches of answered requests running at once
+    max_background_in_flight: int = 1  # background batches (shadow copies) running at once, counted apart
     # Batches expected to run shorter than this run on the event loop (0 = always in a worker thread).
     inline_below_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_in_flight < 1:
+        limits = (self.max_batch_size, self.max_queue_size, self.max_in_flight, self.max_background_in_flight)
+        if min(limits) < 1:
             raise ValueError(f"batch policy limits must be at least 1: {self}")
         if self.max_queue_delay_s < 0 or self.inline_below_s < 0:
             raise ValueError(f"max_queue_delay_s and inline_below_s must not be negative: {self}")
@@ -80,6 +86,7 @@ class QueuedRequest(Generic[P]):
     enqueued_at: float
     deadline: float | None  # monotonic seconds; None = no deadline
     immediate: bool = False  # arrived at an idle queue: dispatch without waiting for company
+    background: bool = False  # a shadow copy: its own queue and in-flight limit (see the module docstring)
 
 
 @dataclass(slots=True)
@@ -89,28 +96,39 @@ class Step(Generic[P]):
     wake_at: float | None = None  # call step again at this time (None: only on the next event)
 
 
+class _Lane(Generic[P]):
+    """One kind of request's queue and its batches in flight (answered or background)."""
+
+    __slots__ = ("in_flight", "queue")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[QueuedRequest[P]] = collections.deque()
+        self.in_flight = 0
+
+
 class BatchScheduler(Generic[P]):
     def __init__(self, policy: BatchPolicy) -> None:
         self.policy = policy
-        self._queue: collections.deque[QueuedRequest[P]] = collections.deque()
-        self._in_flight = 0
+        self._served: _Lane[P] = _Lane()
+        self._background: _Lane[P] = _Lane()
         self._with_deadline = 0  # queued requests that carry a deadline (skip the scan when zero)
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._served.queue) + len(self._background.queue)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._served.in_flight + self._background.in_flight
 
     def offer(self, request: QueuedRequest[P]) -> None:
-        if len(self._queue) >= self.policy.max_queue_size:
+        if self.depth >= self.policy.max_queue_size:
             raise ResourceExhausted(
                 f"the model's queue is full ({self.policy.max_queue_size} requests waiting); retry later"
             )
-        request.immediate = not self._queue and self._in_flight == 0
-        self._queue.append(request)
+        lane = self._background if request.background else self._served
+        request.immediate = not lane.queue and lane.in_flight == 0
+        lane.queue.append(request)
         if request.deadline is not None:
             self._with_deadline += 1
 
@@ -118,34 +136,44 @@ class BatchScheduler(Generic[P]):
         out: Step[P] = Step()
         if self._with_deadline:
             self._drop_expired(now, out.expired)
-        queue = self._queue
-        if not queue:
-            return out
-        if self._in_flight >= self.policy.max_in_flight:
-            out.wake_at = self._earliest_deadline()
-            return out
-        head = queue[0]
-        due = head.enqueued_at + self.policy.max_queue_delay_s
-        if head.immediate or now >= due or self._group_rows(head.group) >= self.policy.max_batch_size:
-            out.batch = self._take_batch()
-            self._in_flight += 1
-            if queue:
-                out.wake_at = self._earliest_deadline()
-            return out
+        policy = self.policy
+        due = self._dispatch(self._served, policy.max_in_flight, now, out)
+        if not out.batch and self._background.queue:  # background requests are rare: one check when none
+            later = self._dispatch(self._background, policy.max_background_in_flight, now, out)
+            due = later if due is None else due if later is None else min(due, later)
         deadline = self._earliest_deadline()
-        out.wake_at = due if deadline is None else min(due, deadline)
+        if out.batch or due is None:  # after a launch the driver steps again at once
+            out.wake_at = deadline
+        else:
+            out.wake_at = due if deadline is None else min(due, deadline)
         return out
 
-    def batch_done(self) -> None:
-        if self._in_flight <= 0:
+    def _dispatch(self, lane: _Lane[P], limit: int, now: float, out: Step[P]) -> float | None:
+        """Puts ``lane``'s batch in ``out`` when one is due and the lane has a free slot; else returns when
+        its head will be due (None: the lane is empty or at its limit, so only an event changes that)."""
+        queue = lane.queue
+        if not queue or lane.in_flight >= limit:
+            return None
+        head = queue[0]
+        due = head.enqueued_at + self.policy.max_queue_delay_s
+        if head.immediate or now >= due or self._group_rows(queue, head.group) >= self.policy.max_batch_size:
+            out.batch = self._take_batch(lane)
+            lane.in_flight += 1
+            return None
+        return due
+
+    def batch_done(self, background: bool = False) -> None:
+        lane = self._background if background else self._served
+        if lane.in_flight <= 0:
             raise RuntimeError("batch_done called with no batch in flight")
-        self._in_flight -= 1
+        lane.in_flight -= 1
 
     def withdraw(self, request: QueuedRequest[P]) -> bool:
         """Removes a request whose caller gave up while it waited, so that its slot is free at once; False
         when it had already left the queue (taken into a batch, expired or drained)."""
+        lane = self._background if request.background else self._served
         try:
-            self._queue.remove(request)  # by identity: QueuedRequest does not define equality
+            lane.queue.remove(request)  # by identity: QueuedRequest does not define equality
         except ValueError:
             return False
         if request.deadline is not None:
@@ -154,32 +182,41 @@ class BatchScheduler(Generic[P]):
 
     def drain(self) -> list[QueuedRequest[P]]:
         """Everything still queued, removed (used when the model is unloaded)."""
-        drained = list(self._queue)
-        self._queue.clear()
+        drained = [*self._served.queue, *self._background.queue]
+        self._served.queue.clear()
+        self._background.queue.clear()
         self._with_deadline = 0
         return drained
 
     def _drop_expired(self, now: float, expired: list[QueuedRequest[P]]) -> None:
-        keep: collections.deque[QueuedRequest[P]] = collections.deque()
-        for request in self._queue:
-            if request.deadline is not None and request.deadline <= now:
-                expired.append(request)
-                self._with_deadline -= 1
-            else:
-                keep.append(request)
-        if expired:
-            self._queue = keep
+        for lane in (self._served, self._background):
+            keep: collections.deque[QueuedRequest[P]] = collections.deque()
+            dropped = len(expired)
+            for request in lane.queue:
+                if request.deadline is not None and request.deadline <= now:
+                    expired.append(request)
+                    self._with_deadline -= 1
+                else:
+                    keep.append(request)
+            if len(expired) > dropped:
+                lane.queue = keep
 
     def _earliest_deadline(self) -> float | None:
         if not self._with_deadline:
             return None
-        return min(r.deadline for r in self._queue if r.deadline is not None)
+        return min(
+            r.deadline
+            for lane in (self._served, self._background)
+            for r in lane.queue
+            if r.deadline is not None
+        )
 
-    def _group_rows(self, group: Hashable) -> int:
-        return sum(r.rows for r in self._queue if r.group == group)
+    @staticmethod
+    def _group_rows(queue: collections.deque[QueuedRequest[P]], group: Hashable) -> int:
+        return sum(r.rows for r in queue if r.group == group)
 
-    def _take_batch(self) -> list[QueuedRequest[P]]:
-        queue = self._queue
+    def _take_batch(self, lane: _Lane[P]) -> list[QueuedRequest[P]]:
+        queue = lane.queue
         head = queue.popleft()
         batch = [head]
         rows = head.rows
@@ -196,7 +233,7 @@ class BatchScheduler(Generic[P]):
                 else:
                     rest.append(request)
             rest.extend(queue)
-            self._queue = rest
+            lane.queue = rest
         self._with_deadline -= sum(1 for r in batch if r.deadline is not None)
         return batch
 
@@ -254,13 +291,6 @@ class InlineGate:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class _Background:
-    """The group of a background request: it batches only with other background requests."""
-
-    group: Hashable
-
-
 class DynamicBatcher(Generic[P, R]):
     """``background_executor`` runs the batches of background requests (``submit(background=True)``:
     shadow copies), so that they never take a thread that the answered requests' batches wait for."""
@@ -308,18 +338,19 @@ class DynamicBatcher(Generic[P, R]):
         self, payload: P, rows: int, group: Hashable, deadline: float | None, *, background: bool = False
     ) -> R:
         """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock. A
-        ``background`` request batches only with other background requests, and those batches run on the
-        background executor."""
+        ``background`` request waits in the background queue and batches only with other background
+        requests; those batches run on the background executor and count against their own in-flight
+        limit, so they never delay the answered requests' batches."""
         if self._closed:
             raise Unavailable("the model version is being unloaded")
-        if background:
-            group = _Background(group)
         scheduler = self._scheduler
         if not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
             return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        request = QueuedRequest(_Waiter(payload, future), rows, group, time.monotonic(), deadline)
+        request = QueuedRequest(
+            _Waiter(payload, future), rows, group, time.monotonic(), deadline, background=background
+        )
         scheduler.offer(request)
         self._schedule_step(loop)
         try:
@@ -387,7 +418,8 @@ class DynamicBatcher(Generic[P, R]):
                         )
                 if not step.batch:
                     break
-                if self._launch(loop, [r for r in step.batch if not r.payload.future.done()]):
+                background = step.batch[0].background  # a batch is of one kind (one queue)
+                if self._launch(loop, [r for r in step.batch if not r.payload.future.done()], background):
                     # It ran on the loop: let the loop serve I/O before the next batch.
                     self._schedule_step(loop)
                     break
@@ -417,11 +449,13 @@ class DynamicBatcher(Generic[P, R]):
         self._timer_at = None
         self._step(due)
 
-    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRequest[_Waiter[P, R]]]) -> bool:
+    def _launch(
+        self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRequest[_Waiter[P, R]]], background: bool
+    ) -> bool:
         """Starts a batch; True when it ran to the end on the loop (inline), False when it went to a
         worker thread (or was empty)."""
         if not batch:  # every caller gave up (cancelled) before the batch formed
-            self._scheduler.batch_done()
+            self._scheduler.batch_done(background)
             return False
         rows = sum(r.rows for r in batch)
         self._observer.batch_started(len(batch), rows, self._scheduler.depth)
@@ -430,22 +464,24 @@ class DynamicBatcher(Generic[P, R]):
         if self.inline.admits(rows):
             outcome = self._run(payloads)
             self._ran_inline(outcome.seconds)
-            self._deliver(waiters, outcome)
+            self._deliver(waiters, outcome, background)
             return True
-        executor = self._background_executor if isinstance(batch[0].group, _Background) else self._executor
+        executor = self._background_executor if background else self._executor
         done = loop.run_in_executor(executor, self._run, payloads)
-        done.add_done_callback(lambda f: self._delivered(waiters, f))
+        done.add_done_callback(lambda f: self._delivered(waiters, f, background))
         return False
 
-    def _delivered(self, waiters: list[_Waiter[P, R]], done: asyncio.Future[_Outcome[R]]) -> None:
+    def _delivered(
+        self, waiters: list[_Waiter[P, R]], done: asyncio.Future[_Outcome[R]], background: bool
+    ) -> None:
         if done.cancelled():  # the executor shut down under the batch
             error = Unavailable("the model version was unloaded while its batch waited for a thread")
-            self._deliver(waiters, _Outcome([error] * len(waiters), 0.0))
+            self._deliver(waiters, _Outcome([error] * len(waiters), 0.0), background)
         else:
-            self._deliver(waiters, done.result())
+            self._deliver(waiters, done.result(), background)
 
-    def _deliver(self, waiters: list[_Waiter[P, R]], outcome: _Outcome[R]) -> None:
-        self._scheduler.batch_done()
+    def _deliver(self, waiters: list[_Waiter[P, R]], outcome: _Outcome[R], background: bool) -> None:
+        self._scheduler.batch_done(background)
         for waiter, result in zip(waiters, outcome.results, strict=True):
             if waiter.future.done():
                 continue

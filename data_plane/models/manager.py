@@ -61,7 +61,9 @@ class ModelState(enum.Enum):
 class ManagerOptions:
     onnx: OnnxOptions = field(default_factory=OnnxOptions)
     max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
-    max_in_flight_batches: int = 1  # per model version
+    # Per model version, for its answered requests' batches and, counted apart, for its shadow copies'
+    # (a shadow batch running never holds the slot a served batch waits for).
+    max_in_flight_batches: int = 1
     inference_threads: int = 2  # worker threads shared by every version's batches
     # Worker threads for shadow copies' batches (never the threads above, so a slow shadow cannot delay
     # the answered requests' batches).
@@ -293,6 +295,7 @@ class ModelManager:
             max_queue_delay_s=spec.max_queue_delay_us / 1e6,
             max_queue_size=self.options.max_queue_size,
             max_in_flight=self.options.max_in_flight_batches,
+            max_background_in_flight=self.options.max_in_flight_batches,
             inline_below_s=self.options.inline_batch_below_us / 1e6,
         )
 

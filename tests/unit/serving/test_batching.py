@@ -76,6 +76,27 @@ def test_a_full_queue_sheds_and_expired_requests_are_dropped() -> None:
     assert [r.payload for r in step.expired] == ["a"] and [r.payload for r in step.batch] == ["b"]
 
 
+def test_background_batches_have_their_own_queue_and_in_flight_slot() -> None:
+    """A background (shadow) batch in flight held the version's only slot, so answered requests waited for
+    the shadow's batch to finish: 21-25 ms became 83-128 ms."""
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)  # one batch in flight of each kind
+    scheduler.offer(QueuedRequest("shadow", 1, "g", 0.0, None, background=True))
+    assert [r.payload for r in scheduler.step(0.0).batch] == ["shadow"]
+    scheduler.offer(QueuedRequest("shadow2", 1, "g", 0.0001, None, background=True))
+    served = _req("served", 0.0001)
+    scheduler.offer(served)
+    assert served.immediate  # nothing of its kind queued or running
+    assert [r.payload for r in scheduler.step(0.0001).batch] == ["served"]  # not behind the shadow
+    busy = scheduler.step(0.5)  # both kinds at their limit: "shadow2" waits for its own slot only
+    assert not busy.batch and scheduler.depth == 1 and busy.wake_at is None
+    scheduler.batch_done()  # the served batch ends: its slot does not let a background batch in
+    assert not scheduler.step(0.5).batch
+    scheduler.batch_done(background=True)
+    assert [r.payload for r in scheduler.step(0.5).batch] == ["shadow2"]
+    with pytest.raises(RuntimeError):
+        scheduler.batch_done()  # no answered batch in flight: counted apart
+
+
 @dataclass
 class _Op:
     kind: str  # "offer", "step", "done", "withdraw"
@@ -84,14 +105,15 @@ class _Op:
     advance: float = 0.0
     deadline_in: float | None = None
     pick: int = 0  # withdraw: which of the requests offered so far (modulo their number)
+    background: bool = False  # offer: a background request; done: a background batch ends
 
 
 _ops = st.lists(
     st.one_of(
         st.builds(_Op, st.just("offer"), st.integers(1, 6), st.integers(0, 1), st.floats(0, 0.002),
-                  st.one_of(st.none(), st.floats(0, 0.003))),
+                  st.one_of(st.none(), st.floats(0, 0.003)), background=st.booleans()),
         st.builds(_Op, st.just("step"), advance=st.floats(0, 0.002)),
-        st.builds(_Op, st.just("done")),
+        st.builds(_Op, st.just("done"), background=st.booleans()),
         st.builds(_Op, st.just("withdraw"), advance=st.floats(0, 0.002), pick=st.integers(0, 59)),
     ),
     max_size=60,
@@ -101,10 +123,18 @@ _ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(_ops)
 def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
-    policy = BatchPolicy(max_batch_size=5, max_queue_delay_s=0.001, max_queue_size=6, max_in_flight=1)
+    policy = BatchPolicy(
+        max_batch_size=5,
+        max_queue_delay_s=0.001,
+        max_queue_size=6,
+        max_in_flight=1,
+        max_background_in_flight=2,
+    )
     scheduler: BatchScheduler[int] = BatchScheduler(policy)
-    queue: list[QueuedRequest[int]] = []  # the reference: a plain list, rules applied literally
-    in_flight = 0
+    # The reference: a plain list, rules applied literally to each kind's requests (answered ones first).
+    queue: list[QueuedRequest[int]] = []
+    in_flight = {False: 0, True: 0}  # by kind: background or not
+    limits = {False: policy.max_in_flight, True: policy.max_background_in_flight}
     now = 0.0
     offered: list[QueuedRequest[int]] = []
     for index, op in enumerate(ops):
@@ -115,31 +145,35 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                 assert scheduler.withdraw(request) == (request in queue)
                 queue = [r for r in queue if r is not request]
         elif op.kind == "offer":
-            request = QueuedRequest(
-                index, op.rows, op.group, now, None if op.deadline_in is None else now + op.deadline_in
-            )
+            deadline = None if op.deadline_in is None else now + op.deadline_in
+            request = QueuedRequest(index, op.rows, op.group, now, deadline, background=op.background)
             if len(queue) >= policy.max_queue_size:
                 with pytest.raises(ResourceExhausted):
                     scheduler.offer(request)
                 continue
-            immediate = not queue and in_flight == 0
+            immediate = all(r.background != op.background for r in queue) and in_flight[op.background] == 0
             scheduler.offer(request)
             assert request.immediate == immediate
             queue.append(request)
             offered.append(request)
         elif op.kind == "done":
-            if in_flight:
-                scheduler.batch_done()
-                in_flight -= 1
+            if in_flight[op.background]:
+                scheduler.batch_done(op.background)
+                in_flight[op.background] -= 1
         else:
             step = scheduler.step(now)
             expired = [r for r in queue if r.deadline is not None and r.deadline <= now]
             queue = [r for r in queue if r not in expired]
-            assert [r.payload for r in step.expired] == [r.payload for r in expired]
+            assert sorted(r.payload for r in step.expired) == [
+                r.payload for r in expired
+            ]  # either queue first
             expected: list[QueuedRequest[int]] = []
-            if queue and in_flight < policy.max_in_flight:
-                head = queue[0]
-                group_rows = sum(r.rows for r in queue if r.group == head.group)
+            for kind in (False, True):
+                lane = [r for r in queue if r.background == kind]
+                if expected or not lane or in_flight[kind] >= limits[kind]:
+                    continue
+                head = lane[0]
+                group_rows = sum(r.rows for r in lane if r.group == head.group)
                 if (
                     head.immediate
                     or now >= head.enqueued_at + policy.max_queue_delay_s
@@ -147,7 +181,7 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                 ):
                     expected = [head]
                     rows = head.rows
-                    for r in queue[1:]:
+                    for r in lane[1:]:
                         if rows >= policy.max_batch_size:
                             break
                         if r.group == head.group and rows + r.rows <= policy.max_batch_size:
@@ -155,7 +189,7 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                             rows += r.rows
             assert [r.payload for r in step.batch] == [r.payload for r in expected]
             if expected:
-                in_flight += 1
+                in_flight[expected[0].background] += 1
                 queue = [r for r in queue if r not in expected]
                 assert len({r.group for r in step.batch}) == 1
                 assert len(step.batch) == 1 or sum(r.rows for r in step.batch) <= policy.max_batch_size
@@ -238,3 +272,29 @@ async def test_callers_that_give_up_free_their_queue_slots_at_once() -> None:
     finally:
         release.set()
         executor.shutdown(wait=True)
+
+
+async def test_a_running_background_batch_does_not_delay_answered_requests() -> None:
+    """Served requests of a version waited behind its shadow copies' batch running in the shadow thread."""
+    release = threading.Event()
+
+    def runner(payloads: Sequence[str]) -> list[str | BaseException]:
+        if "shadow" in payloads:
+            release.wait(10)  # a slow shadow batch, until the served request has its answer
+        return list(payloads)
+
+    served, shadows = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    batcher: DynamicBatcher[str, str] = DynamicBatcher(
+        BatchPolicy(max_batch_size=8), runner, served, background_executor=shadows
+    )
+    try:
+        shadow = asyncio.ensure_future(batcher.submit("shadow", 1, "g", None, background=True))
+        await asyncio.sleep(0.01)  # its batch now runs in the shadow thread
+        assert await asyncio.wait_for(batcher.submit("served", 1, "g", None), 5) == "served"
+        assert not shadow.done()
+        release.set()
+        assert await shadow == "shadow"
+    finally:
+        release.set()
+        served.shutdown(wait=True)
+        shadows.shutdown(wait=True)
