@@ -10,11 +10,14 @@ Rules (see :mod:`data_plane.feature_vector`): references written ``request:NAME`
 row's request-time features (every row must carry NAME); a request-time feature named exactly like a
 single-feature stored reference replaces the stored value in the rows that carry it, and that value then
 counts as present. Into an integer (or bool) model input a request-time value must be a whole number the
-input's dtype holds (see :func:`_whole`), and so must a stored one (:func:`not_whole`).
+input's dtype holds (see :func:`_whole`), and so must a stored one (:func:`not_whole`). Into a float16 or
+float32 input a finite request-time value must be one the dtype holds (see :func:`_too_large`); NaN and
+infinities pass as they are, for the model's input check to judge.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,13 @@ _WHOLE_RANGE: dict[np.dtype[Any], tuple[int, int]] = {
     np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
     for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
 } | {np.dtype(np.bool_): (0, 1)}
+
+
+# The largest finite value of each float input dtype narrower than a double (request-time values are
+# doubles on the wire; a float64 input holds them all).
+_FLOAT_LIMIT: dict[np.dtype[Any], float] = {
+    np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32)
+}
 
 
 def whole_range(dtype: np.dtype[Any]) -> tuple[int, int] | None:
@@ -71,6 +81,16 @@ def _whole(value: float, bounds: tuple[int, int], dtype: np.dtype[Any], row: int
             f"numbers from {low} to {high}"
         )
     return int(value)
+
+
+def _too_large(value: float, limit: float, dtype: np.dtype[Any], row: int, name: str) -> InvalidArgument:
+    """A finite request-time value beyond what a float input holds: numpy's assignment made it ±inf without
+    a word, fed as such to a model that takes non-finite input, and refused by a strict model's input check
+    as "holds NaN or infinite values", naming neither the row nor the feature."""
+    return InvalidArgument(
+        f"row {row}: request-time feature {name!r} is {value!r}; the model's {dtype} input holds finite "
+        f"values from {-limit:g} to {limit:g}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +149,7 @@ def merge_request_features(
         values[:, layout.stored_columns] = stored
         status[:, layout.stored_columns] = stored_status
         bounds = whole_range(values.dtype)
+        limit = _FLOAT_LIMIT.get(values.dtype, math.inf)  # inf: nothing finite is too large
         for column, name, ref in layout.request_columns:
             for row in range(rows):
                 value = request_features[row].get(name) if request_features else None
@@ -136,11 +157,14 @@ def merge_request_features(
                     raise InvalidArgument(f"row {row} has no request-time feature {name!r} ({ref})")
                 if bounds is not None:
                     value = _whole(value, bounds, values.dtype, row, name)
+                elif limit < abs(value) < math.inf:  # NaN fails the comparison
+                    raise _too_large(value, limit, values.dtype, row, name)
                 values[row, column] = value
     overridable = layout.overridable
     if request_features and overridable:
         copied = values is not stored
         bounds = whole_range(values.dtype)
+        limit = _FLOAT_LIMIT.get(values.dtype, math.inf)
         for row, features in enumerate(request_features):
             for name, value in features.items():
                 columns = overridable.get(name)
@@ -148,6 +172,8 @@ def merge_request_features(
                     continue
                 if bounds is not None:
                     value = _whole(value, bounds, values.dtype, row, name)
+                elif limit < abs(value) < math.inf:
+                    raise _too_large(value, limit, values.dtype, row, name)
                 if not copied:  # ``stored`` may be a read-only view of Redis's bytes
                     values, status, copied = values.copy(), status.copy(), True
                 for column in columns:

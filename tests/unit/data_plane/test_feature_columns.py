@@ -173,6 +173,35 @@ def test_a_float_input_takes_request_time_values_as_they_are() -> None:
     assert values[0, 0] == 2.5 and math.isnan(values[0, 1]) and values[0, 2] == -math.inf
 
 
+@pytest.mark.parametrize("override", [False, True])
+@pytest.mark.parametrize(
+    ("dtype", "value"), [(np.float32, 1e39), (np.float32, -1e39), (np.float16, 65520.0), (np.float16, 1e5)]
+)
+def test_a_finite_request_time_value_a_float_input_cannot_hold_is_refused_naming_it(
+    dtype: type[np.floating], value: float, override: bool
+) -> None:
+    """numpy's assignment made 1e39 inf in a float32 input: a model that takes non-finite input was fed
+    inf, and a strict one answered "input 'input' holds NaN or infinite values", naming no feature."""
+    refs, name = (["v:a"], "v:a") if override else (["v:a", "request:x"], "x")
+    stored = np.zeros((2, 1), dtype)
+    stored.flags.writeable = False
+    largest = float(np.finfo(dtype).max)
+    layout = column_layout(refs, [1])
+    with pytest.raises(InvalidArgument) as info:
+        merge_request_features(layout, stored, np.zeros((2, 1), np.uint8), [{name: 1.0}, {name: value}])
+    assert info.value.message == (
+        f"row 1: request-time feature {name!r} is {value!r}; the model's {np.dtype(dtype)} input holds "
+        f"finite values from {-largest:g} to {largest:g}"
+    )
+    held = [{name: largest}, {name: -largest}]  # the largest it holds, and a double's NaN and inf, pass
+    values, _ = merge_request_features(layout, stored, np.zeros((2, 1), np.uint8), held)
+    column = 0 if override else 1
+    assert values[:, column].tolist() == [largest, -largest]
+    odd = [{name: math.nan}, {name: math.inf}]
+    values, _ = merge_request_features(layout, stored, np.zeros((2, 1), np.uint8), odd)
+    assert math.isnan(values[0, column]) and values[1, column] == math.inf
+
+
 @pytest.mark.parametrize(
     ("stored", "dtype", "refused"),
     [
