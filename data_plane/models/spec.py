@@ -119,9 +119,9 @@ class ModelSpec:
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
             feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
-            warmup_requests=_whole(data, "warmup_requests", 10),
-            max_batch_size=_whole(data, "max_batch_size", 32),
-            max_queue_delay_us=_whole(data, "max_queue_delay_us", 500),
+            warmup_requests=_whole(data, "warmup_requests", 10, minimum=0),
+            max_batch_size=_whole(data, "max_batch_size", 32, minimum=1),
+            max_queue_delay_us=_whole(data, "max_queue_delay_us", 500, minimum=0),
             allow_non_finite=bool(data.get("allow_non_finite", False)),
             missing_entity_policy=policy,
             feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),
@@ -129,12 +129,18 @@ class ModelSpec:
         )
 
 
-def _whole(data: Mapping[str, Any], field: str, default: int | None = None) -> int:
-    """The whole number ``data[field]`` (``default`` when absent): ``1.7`` was cut to 1, ``1e999`` (read as
-    infinity) raised OverflowError past every check, and ``true`` was 1."""
+def _whole(
+    data: Mapping[str, Any], field: str, default: int | None = None, *, minimum: int | None = None
+) -> int:
+    """The whole number ``data[field]`` (``default`` when absent), at least ``minimum`` when given: ``1.7``
+    was cut to 1, ``1e999`` (read as infinity) raised OverflowError past every check, and ``true`` was 1;
+    a max_batch_size of 0 or a negative queue delay started the server, and the version then failed its
+    load with a Python ValueError's repr instead of the config's one-line error at start."""
     value = data[field] if default is None else data.get(field, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{field} must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidArgument(f"{field} must be at least {minimum}, got {value}")
     return value
 
 

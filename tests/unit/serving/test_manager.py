@@ -153,6 +153,19 @@ def test_a_model_config_that_cannot_be_used_is_a_configuration_error_naming_file
             json.dumps({"models": [{**good, **tensors, "max_batch_size": 1.7}]}),
             r"models\[0\] \('m'\): max_batch_size must be a whole number, got 1.7",
         ),
+        # Accepted, they started the server and failed the version's load with a ValueError's repr.
+        (
+            json.dumps({"models": [{**good, **tensors, "max_batch_size": 0}]}),
+            r"models\[0\] \('m'\): max_batch_size must be at least 1, got 0$",
+        ),
+        (
+            json.dumps({"models": [{**good, **tensors, "max_queue_delay_us": -5}]}),
+            r"models\[0\] \('m'\): max_queue_delay_us must be at least 0, got -5$",
+        ),
+        (
+            json.dumps({"models": [{**good, **tensors, "warmup_requests": -1}]}),
+            r"models\[0\] \('m'\): warmup_requests must be at least 0, got -1$",
+        ),
         ('{"models": ' + "[" * 100_000 + "]" * 100_000 + "}", r"not valid JSON: nested too deeply"),
         (
             json.dumps(
