@@ -183,7 +183,8 @@ class OnnxRuntimeSession:
     def __init__(self, model: bytes, options: OnnxOptions, *, fetch: Sequence[str] = ()) -> None:
         """``fetch``: the outputs a run returns (the spec's; all of the model's when empty). A model
         output the spec leaves out was computed and answered, though ModelMetadata did not list it,
-        a request for it was refused, and its rows failed every batch the model gave it none for."""
+        a request for it was refused, and its rows failed every batch the model gave it none for. An
+        output left out may have a type the data plane does not serve (a string); one fetched may not."""
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = 1
@@ -207,7 +208,15 @@ class OnnxRuntimeSession:
             providers=[(p, _provider_options(p, options, model)) for p in providers],
         )
         self.inputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_inputs())
-        self.outputs: tuple[TensorSpec, ...] = tuple(_tensor_spec(a) for a in self._session.get_outputs())
+        # An output a run does not fetch is never served, so a type the data plane cannot serve there (a
+        # classifier export's string label beside its scores) must not fail the load; the others are kept
+        # so that a spec naming an output the model lacks is told which it has.
+        fetched = frozenset(fetch)
+        self.outputs: tuple[TensorSpec, ...] = tuple(
+            _tensor_spec(a)
+            for a in self._session.get_outputs()
+            if not fetched or a.name in fetched or a.type in _ORT_TYPES
+        )
         self._output_names = list(fetch) or [t.name for t in self.outputs]
         # InferenceSession.run checks its arguments in Python on every call (input names, graph-capture
         # and OrtValue-ownership rules) before it calls the binding; the data plane has checked the inputs

@@ -149,6 +149,24 @@ def row_filter(width: int = 2) -> onnx.ModelProto:
     return _model(graph)
 
 
+def with_label() -> onnx.ModelProto:
+    """A classifier as sklearn exports one: x: float32[batch, 2] → ``score`` [batch, 1] (the row's sum) and
+    ``label`` string[batch] ("no" or "yes", the larger column): an output type the data plane does not
+    serve beside one it does."""
+    labels = helper.make_tensor("labels", TensorProto.STRING, [2], [b"no", b"yes"])
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["score"], keepdims=1),
+        helper.make_node("ArgMax", ["x"], ["index"], axis=1, keepdims=0),
+        helper.make_node("Gather", ["labels", "index"], ["label"], axis=0),
+    ]
+    label = helper.make_tensor_value_info("label", TensorProto.STRING, ["batch"])
+    graph = helper.make_graph(
+        nodes, "with_label", [_float_io("x", 2)], [_float_io("score", 1), label], [labels, axes]
+    )
+    return _model(graph)
+
+
 def integer_input(width: int = 2) -> onnx.ModelProto:
     nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
     graph = helper.make_graph(

@@ -14,7 +14,9 @@ import onnxruntime as ort
 import pytest
 
 from clients.errors import Unavailable
+from data_plane.models.manager import ModelManager
 from data_plane.models.runner import run_batch
+from data_plane.models.spec import DYNAMIC, ModelSpec, TensorSpec
 from data_plane.models.validation import ValidInputs
 from data_plane.runtime.onnx import (
     OnnxOptions,
@@ -132,3 +134,32 @@ def test_a_batch_answering_other_rows_than_it_has_is_run_request_by_request(tmp_
     results = run_batch(session, spec, rows)
     answers = [r["y"].tolist() for r in results if isinstance(r, dict)]
     assert answers == [[[1.0, 1.0]], [[2.0, 2.0]], [], [[3.0, 3.0]]], results
+
+
+async def test_an_output_of_a_type_not_served_loads_when_the_spec_leaves_it_out(tmp_path: Path) -> None:
+    """Every model output was converted to a TensorSpec, fetched or not: a classifier exported with a
+    string label beside its scores could not be loaded even by a spec naming only the scores."""
+    model = onnx_models.with_label()
+    data = model.SerializeToString()
+    session = OnnxRuntimeSession(data, OnnxOptions(), fetch=["score"])
+    assert [t.name for t in session.outputs] == ["score"]
+    x = np.array([[1.0, 2.0]], np.float32)
+    assert session.run({"x": x})["score"].tolist() == [[3.0]]
+    with pytest.raises(ValueError, match=r"tensor 'label' has type tensor\(string\)"):
+        OnnxRuntimeSession(data, OnnxOptions(), fetch=["score", "label"])  # one it would have to serve
+    (tmp_path / "c.onnx").write_bytes(data)
+    spec = ModelSpec(
+        name="c",
+        version=1,
+        artifact_sha256=hashlib.sha256(data).hexdigest(),
+        artifact_uri=str(tmp_path / "c.onnx"),
+        inputs=(TensorSpec("x", "float32", (DYNAMIC, 2)),),
+        outputs=(TensorSpec("score", "float32", (DYNAMIC, 1)),),
+        warmup_requests=2,
+    )
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(spec)
+        assert (await manager.infer("c", 1, {"x": x}))["score"].tolist() == [[3.0]]
+    finally:
+        await manager.close()
