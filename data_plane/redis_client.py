@@ -40,7 +40,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
 
@@ -99,6 +99,43 @@ def reply_error(text: str, url: str) -> Exception:
     return RedisCommandError(text)
 
 
+#: The query parameters of a Redis URL that the data plane reads. The control plane's writers open the same
+#: URL with redis-py (``redis.Redis.from_url``), which takes ``?db=`` over the path's database and the
+#: user name and password of ``?username=`` / ``?password=`` when the URL's userinfo has none; read any
+#: other way, the data plane would read another database than the one written (every key MISSING).
+QUERY_PARAMETERS = frozenset({"db", "username", "password"})
+#: Digits in a database number: Redis's are below 2**31. Checked before int(), which refuses (with an
+#: unrelated message) a number of more than 4,300 digits.
+_DB_DIGITS = 10
+
+
+def _db_number(text: str, shown: str, where: str) -> int:
+    if not (0 < len(text) <= _DB_DIGITS and text.isascii() and text.isdigit()):
+        raise ValueError(f"Redis URL {shown!r}: {where} must be a database number")
+    return int(text)
+
+
+def _query(query: str, shown: str) -> dict[str, str]:
+    """The URL's query parameters, decoded as redis-py's ``parse_url`` decodes them (``parse_qs`` and then
+    ``unquote`` once more), so that both read the same values. ValueError for a parameter the data plane
+    does not read: redis-py would apply it to the writers (a socket timeout, say) but this client would
+    not, and one the data plane should honour must not be dropped without a word. A parameter given
+    twice or without a value is refused too: redis-py takes the first or ignores it, which hides a typo."""
+    found: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in QUERY_PARAMETERS:
+            allowed = ", ".join(sorted(QUERY_PARAMETERS))
+            raise ValueError(
+                f"Redis URL {shown!r}: unsupported query parameter {name!r} (the data plane reads {allowed})"
+            )
+        if name in found:
+            raise ValueError(f"Redis URL {shown!r}: the query parameter {name!r} is given twice")
+        if not value:
+            raise ValueError(f"Redis URL {shown!r}: the query parameter {name!r} has no value")
+        found[name] = unquote(value)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class RedisAddress:
     host: str
@@ -109,16 +146,20 @@ class RedisAddress:
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
-        """ValueError naming the URL without its password for one this client cannot use."""
+        """The address redis-py's ``Redis.from_url`` gives the same URL (see :data:`QUERY_PARAMETERS`):
+        ``?db=`` over the path's database, the userinfo's user name and password over ``?username=`` and
+        ``?password=``. ValueError naming the URL without its password for one this client cannot use."""
         shown = redact_uri(url)
         parts = urlsplit(url)
         if parts.scheme != "redis":
             raise ValueError(
                 f"unsupported Redis URL {shown!r}: expected redis://[USER:PASSWORD@]HOST:PORT/DB"
             )
+        query = _query(parts.query, shown)
         path = parts.path.lstrip("/")
-        if path and not (path.isascii() and path.isdigit()):
-            raise ValueError(f"Redis URL {shown!r}: the path must be a database number")
+        db = _db_number(path, shown, "the path") if path else 0
+        if "db" in query:
+            db = _db_number(query["db"], shown, "the query parameter 'db'")
         try:
             port = parts.port or 6379
         except ValueError as exc:  # urlsplit's "Port out of range 0-65535", "Port could not be cast..."
@@ -126,9 +167,9 @@ class RedisAddress:
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port,
-            db=int(path or 0),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            db=db,
+            username=unquote(parts.username) if parts.username else query.get("username"),
+            password=unquote(parts.password) if parts.password else query.get("password"),
         )
 
     def __str__(self) -> str:

@@ -101,6 +101,7 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
         ("redis://127.0.0.1:99999", "Port out of range"),
         ("rediss://:S3cretPw@127.0.0.1:6379", "unsupported Redis URL 'rediss://127.0.0.1:6379'"),
         ("redis://:S3cretPw@127.0.0.1:6379/zero", "the path must be a database number"),
+        ("redis://127.0.0.1:6379/0?password=S3cretPw&timeout=1", "unsupported query parameter 'timeout'"),
     ],
 )
 def test_a_redis_url_the_data_plane_cannot_use_is_one_line_without_its_password(

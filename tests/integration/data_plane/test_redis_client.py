@@ -75,6 +75,17 @@ async def test_selects_the_database_of_the_url(own_redis: RedisServer) -> None:
     await client.close()
 
 
+async def test_reads_the_database_the_writers_write_for_a_db_query(own_redis: RedisServer) -> None:
+    # The writers open AETHER_REDIS_URL with redis-py, which takes ?db=3 over the path; the data plane
+    # read database 0 and answered every key as missing.
+    url = f"redis://127.0.0.1:{own_redis.port}/0?db=3"
+    redis.Redis.from_url(url).set("k", "three")
+    assert redis.Redis(port=own_redis.port, db=3).get("k") == b"three"
+    client = RedisClient(url)
+    assert await client.mget([b"k"], 1.0) == [b"three"]
+    await client.close()
+
+
 async def test_commands_of_one_loop_turn_leave_in_one_write(own_redis: RedisServer) -> None:
     """Under concurrency the client corks: 50 MGETs issued in the same turn reach Redis in a handful of
     reads, not 50 (Redis counts the read events it processes)."""
