@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from data_plane.catalog import Catalog
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64_DIGITS = len(str(_INT64_MAX))  # 19, as for -2**63
 _ROW_STATUSES = (online_features_pb2.PRESENT, online_features_pb2.MISSING, online_features_pb2.STALE)
 
 
@@ -88,10 +89,19 @@ def canonical_int64(text: str, row_index: int, key: str) -> str:
         raise InvalidArgument(f"row {row_index}: join key {key!r} must be a decimal integer, got {text!r}")
     if digits[0] != "0" and len(digits) < 19 and text[0] != "-":
         return text  # already canonical and in range: the common case, no conversion
-    number = int(text)
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise InvalidArgument(f"row {row_index}: join key {key!r} = {text} is out of the int64 range")
-    return str(number)
+    # Without its leading zeros, any spelling of an int64 has at most 19 digits. Counted before int(),
+    # which raises ValueError (INTERNAL) past 4,300 digits, even for "000...007".
+    significant = digits.lstrip("0") or "0"
+    if len(significant) <= _INT64_DIGITS:
+        number = -int(significant) if text[0] == "-" else int(significant)
+        if _INT64_MIN <= number <= _INT64_MAX:
+            return str(number)
+    raise InvalidArgument(f"row {row_index}: join key {key!r} = {_clipped(text)} is out of the int64 range")
+
+
+def _clipped(text: str) -> str:
+    """``text``, or its start and its length when too long to quote whole in a message."""
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def compile_plan(catalog: Catalog, refs: tuple[str, ...]) -> ReadPlan:

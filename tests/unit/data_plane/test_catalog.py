@@ -108,7 +108,19 @@ def test_keys_are_the_online_key_layout_row_major(rows: list[tuple[str, int]]) -
     assert keys == expected
 
 
-@pytest.mark.parametrize(("text", "canonical"), [("007", "7"), ("-0", "0"), ("-012", "-12"), ("42", "42")])
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("007", "7"),
+        ("-0", "0"),
+        ("-012", "-12"),
+        ("42", "42"),
+        ("0" * 5000 + "7", "7"),  # past int()'s 4,300 digits: was INTERNAL
+        ("-" + "0" * 5000, "0"),
+        ("-" + "0" * 30 + "9223372036854775808", "-9223372036854775808"),
+        ("0" * 30 + "9223372036854775807", "9223372036854775807"),
+    ],
+)
 def test_int64_join_keys_are_canonicalized(catalog: Catalog, text: str, canonical: str) -> None:
     (key,) = catalog.plan(["stats"]).keys([{"driver_id": text}])
     assert key == online_key("driver", [canonical], "stats", 2)
@@ -118,6 +130,15 @@ def test_int64_join_keys_are_canonicalized(catalog: Catalog, text: str, canonica
 def test_a_bad_int64_join_key_names_row_and_key(catalog: Catalog, bad: str) -> None:
     with pytest.raises(InvalidArgument, match=r"row 1: join key 'driver_id'"):
         catalog.plan(["stats"]).keys([{"driver_id": "1"}, {"driver_id": bad}])
+
+
+@pytest.mark.parametrize(
+    "big", ["9" * 5000, "-" + "9" * 5000, "1" + "0" * 19, "-" + "0" * 5000 + "9223372036854775809"]
+)
+def test_an_int64_join_key_of_too_many_digits_is_out_of_range(catalog: Catalog, big: str) -> None:
+    # More than 4,300 digits made int() raise ValueError: INTERNAL instead of INVALID_ARGUMENT.
+    with pytest.raises(InvalidArgument, match=r"row 1: join key 'driver_id' = .* is out of the int64 range"):
+        catalog.plan(["stats"]).keys([{"driver_id": "1"}, {"driver_id": big}])
 
 
 def test_a_row_without_a_needed_join_key_names_row_and_key(catalog: Catalog) -> None:
