@@ -16,6 +16,7 @@ from clients.errors import InvalidArgument
 _NAME = r"[^\s:@]+"
 _REF = re.compile(rf"(?P<view>{_NAME})(?:@(?P<version>[0-9]+))?(?::(?P<feature>{_NAME}))?")
 _MAX_VERSION = 2**32 - 1  # versions are uint32 on the wire
+_MAX_VERSION_DIGITS = len(str(_MAX_VERSION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +38,18 @@ def parse_ref(text: str) -> FeatureRef:
             "'view' or 'view@VERSION'"
         )
     version_text = match["version"]
-    version: int | None = None
-    if version_text is not None:
-        version = int(version_text)
-        if not 1 <= version <= _MAX_VERSION:
-            raise InvalidArgument(f"malformed feature reference {text!r}: versions start at 1")
+    version = None if version_text is None else _version(version_text, text)
     return FeatureRef(match["view"], version, match["feature"])
+
+
+def _version(digits: str, text: str) -> int:
+    """The version of ``@digits``. Its significant digits are counted before int(), which raises
+    ValueError past 4,300 digits (INTERNAL where INVALID_ARGUMENT is due)."""
+    significant = digits.lstrip("0")
+    if not significant:
+        raise InvalidArgument(f"malformed feature reference {text!r}: versions start at 1")
+    if len(significant) > _MAX_VERSION_DIGITS or int(significant) > _MAX_VERSION:
+        raise InvalidArgument(
+            f"malformed feature reference {text!r}: the version must be between 1 and {_MAX_VERSION}"
+        )
+    return int(significant)

@@ -58,3 +58,24 @@ def test_malformed_references_are_invalid_arguments(text: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         parse_ref(text)
     assert repr(text) in info.value.message
+
+
+@pytest.mark.parametrize("text", ["v@0:f", "v@000", "v@" + "0" * 5000 + ":f"])
+def test_version_zero_is_refused_as_before_the_first(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="versions start at 1"):
+        parse_ref(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["v@4294967296:f", "v@99999999999", "v@" + "1" * 5000 + ":f", "v@" + "9" * 4301, "v@0" + "9" * 10]
+)
+def test_a_version_past_uint32_is_refused_as_too_large(text: str) -> None:
+    # 5,000 digits made int() raise ValueError (INTERNAL); 4294967296 was told "versions start at 1".
+    with pytest.raises(InvalidArgument, match="the version must be between 1 and 4294967295") as info:
+        parse_ref(text)
+    assert repr(text) in info.value.message
+
+
+@pytest.mark.parametrize(("text", "version"), [("v@4294967295", 2**32 - 1), ("v@" + "0" * 5000 + "7:f", 7)])
+def test_a_version_in_range_is_read_whatever_its_leading_zeros(text: str, version: int) -> None:
+    assert parse_ref(text).version == version
