@@ -356,16 +356,19 @@ class FeatureRegistry:
 
     def apply(self, request: pb.ApplyRequest, *, actor: str = ANONYMOUS) -> pb.ApplyResponse:
         """Plans and (unless ``dry_run``) carries out a whole definition set in one transaction; each
-        object it changes gets its own audit entry (action ``apply_<plan action>``)."""
+        object it changes gets its own audit entry (action ``apply_<plan action>``). A dry run is refused
+        as the Apply itself would be: the plan is carried out, checked, then rolled back."""
         try:
             with self._write() as session:
                 before = _states(session, request)
                 steps = apply_definitions(session, request, now_us())
-                if request.dry_run:
-                    raise _DryRun(steps)
+                # Before the dry run stops: a view too large to list must fail its dry run too, not show
+                # a clean plan that the Apply then refuses.
                 for step in steps:
                     if step.action != pb.NO_CHANGE and step.kind == FEATURE_VIEW:
                         self._require_fits(session, step.name)
+                if request.dry_run:
+                    raise _DryRun(steps)
                 if any(step.action != pb.NO_CHANGE for step in steps):
                     bump_revision(session)
                 for step in steps:

@@ -91,6 +91,18 @@ def test_dry_run_plans_without_applying(registry: FeatureRegistry) -> None:
     assert registry.revision() == 0
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_view_too_large_to_list_is_refused_by_its_dry_run_too(
+    registry: FeatureRegistry, dry_run: bool
+) -> None:
+    # The dry run returned before the size check: a clean CREATE plan that the Apply then refused.
+    too_large = view(spec(), metadata("x" * (3 * 1024 * 1024)))
+    with pytest.raises(InvalidArgument, match="feature view 'driver_stats' version 1 would take"):
+        registry.apply(request(too_large, dry_run=dry_run))
+    assert registry.list_entities() == [] and registry.list_feature_views() == []
+    assert registry.revision() == 0
+
+
 def test_an_error_in_the_last_item_leaves_nothing_applied(registry: FeatureRegistry) -> None:
     registry.apply(request(view(spec())))
     before = (registry.list_entities(), registry.list_feature_views(), registry.revision())
