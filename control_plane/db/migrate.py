@@ -15,8 +15,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
@@ -25,6 +26,8 @@ from clients.uris import redact_uri
 from control_plane.db.engine import create_db_engine, write_connection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Alembic's default, which ``migrations/env.py`` keeps.
+_VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(db_url: str | None = None) -> Config:
@@ -48,12 +51,20 @@ def upgrade_to_head(engine: Engine) -> None:
         command.upgrade(config, "heads")
 
 
-def open_database(url: str, busy_timeout_s: float = 30.0) -> Engine:
+def open_database(url: str, busy_timeout_s: float = 30.0, *, migrate: bool = True) -> Engine:
     """An engine for ``url``, its database brought to the newest schema; for a URL that cannot be used
     (not a URL, no driver, a SQLite file that cannot be created, a server that does not answer, a
     database migrated by a newer release) a ConfigurationError naming AETHER_DB_URL/--db-url and the URL
     without its password, which the entrypoints print as one line, where a traceback of 30 to 140
-    lines hid the cause."""
+    lines hid the cause.
+
+    ``migrate=False`` is for a process that works on the database a control plane keeps (the stream
+    materializer): it neither creates nor migrates one, and refuses a database that is missing or not at
+    the newest schema. Otherwise a URL that missed the stack's database (a shell without its AETHER_HOME,
+    a mistyped path) made a new, empty one, and the process went on to report the stack's views as not
+    found."""
+    if not migrate:
+        _refuse_a_missing_sqlite_file(url)
     try:
         engine = create_db_engine(url, busy_timeout_s)
     # ValueError/TypeError: SQLAlchemy's own parse of a port that is not a number, or of a bad query
@@ -61,18 +72,69 @@ def open_database(url: str, busy_timeout_s: float = 30.0) -> Engine:
     except (ArgumentError, ImportError, OSError, ValueError, TypeError) as exc:
         raise _unusable(url, exc) from exc
     try:
-        upgrade_to_head(engine)
+        if migrate:
+            upgrade_to_head(engine)
+        else:
+            _check_at_head(engine, url)
     except (DBAPIError, CommandError, OSError) as exc:
         engine.dispose()
         raise _unusable(url, exc) from exc
+    except ConfigurationError:
+        engine.dispose()
+        raise
     return engine
 
 
-def _unusable(url: str, exc: BaseException) -> ConfigurationError:
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: without its password."""
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
+        return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError, TypeError):
-        shown = redact_uri(url)
+        return redact_uri(url)
+
+
+def _refuse_a_missing_sqlite_file(url: str) -> None:
+    """Checked before the engine exists: connecting creates a missing SQLite file (and
+    ``create_db_engine`` its folder)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return  # open_database reports the URL itself
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).expanduser().is_file():
+        raise ConfigurationError(
+            f"AETHER_DB_URL/--db-url {shown_url(url)!r}: no such database file; give the URL of the "
+            "database the control plane uses (it creates and migrates it when it starts)"
+        )
+
+
+def _check_at_head(engine: Engine, url: str) -> None:
+    """ConfigurationError unless the database's schema revisions are the newest this release knows."""
+    script = ScriptDirectory.from_config(alembic_config())
+    with engine.connect() as connection:
+        current = _revisions(connection)
+    if current == set(script.get_heads()):
+        return
+    if not current:
+        reason = "it holds no Aether schema; give the URL of the database the control plane uses"
+    elif current - {revision.revision for revision in script.walk_revisions()}:
+        reason = "it was migrated by a newer Aether; run that release or a newer one"
+    else:
+        reason = "it is at an older schema; start this release's control plane on it, which migrates it"
+    raise ConfigurationError(f"AETHER_DB_URL/--db-url {shown_url(url)!r}: {reason}")
+
+
+def _revisions(connection: Connection) -> set[str]:
+    """The revisions in Alembic's own table, read directly: Alembic's MigrationContext logs two INFO
+    lines as it starts, which would read as if a migration were being run."""
+    if not inspect(connection).has_table(_VERSION_TABLE):
+        return set()
+    return set(connection.scalars(text(f"SELECT version_num FROM {_VERSION_TABLE}")))
+
+
+def _unusable(url: str, exc: BaseException) -> ConfigurationError:
+    shown = shown_url(url)
     if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
         reason = f"it was migrated by a newer Aether ({exc}); run that release or a newer one"
     elif isinstance(exc, DBAPIError):  # the driver's own words, without SQLAlchemy's SQL and links

@@ -6,7 +6,8 @@ with the ``kafka`` extra) as consumer ``--consumer`` of group ``--group``,
 and runs until SIGTERM/SIGINT. Prints ``aether materializer running view=V stream=S`` once its state is
 rebuilt. Settings come from ``AETHER_*`` variables (``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
 ``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``, ``AETHER_KAFKA_OPTIONS_FILE``); flags override them
-(``--kafka-option`` key by key).
+(``--kafka-option`` key by key). The database is the control plane's: it is never created or migrated
+here, and one that is missing or not at the newest schema is refused.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from datetime import timedelta
 import redis
 
 from clients.env_values import ConfigurationError
-from clients.errors import AetherError
+from clients.errors import AetherError, NotFound
 from control_plane.db import create_session_factory, open_database
+from control_plane.db.migrate import shown_url
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming import flags, kafka_options
 from control_plane.ingestion.streaming.materializer import (
@@ -58,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as error:  # one line, not from_url's ValueError traceback
         print(f"error: AETHER_REDIS_URL: {error}", file=sys.stderr)
         return 2
+    db_url = args.db_url or settings.db_url
     try:
-        engine = open_database(args.db_url or settings.db_url, settings.db_busy_timeout_s)
+        # The control plane creates and migrates the database; a URL that misses its one (a shell without
+        # the stack's AETHER_HOME, a mistyped path) is refused rather than made into a new, empty one.
+        engine = open_database(db_url, settings.db_busy_timeout_s, migrate=False)
     except ConfigurationError as error:  # one line naming the setting, not a traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -99,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
             materializer.step()
         materializer.flush()
         return 0
+    except NotFound as error:  # which database was searched: it may not be the one the stack uses
+        print(f"error: {error.code.name}: {error.message} (in {shown_url(db_url)})", file=sys.stderr)
+        return 1
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
