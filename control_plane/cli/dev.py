@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import grpc
 import redis
@@ -48,6 +48,8 @@ class Service:
     env: Mapping[str, str]  # added to its environment
     address: str  # where it is configured to listen; a plane's log line gives the real one
     ready_line: re.Pattern[str] | None  # None: ready when redis answers PING
+    # Files written, readable by this user only, before it starts (a secret kept off its command line).
+    private_files: Mapping[Path, str] = field(default_factory=dict)
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,19 +79,26 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
     host, port = redis_url.hostname or "127.0.0.1", redis_url.port or 6379
     data_dir = folder / "redis"
     python = sys.executable
+    # The URL's credentials go in a config file, not on the command line, which any user of the host
+    # reads (ps); redis-server takes the file first, then the options after it.
+    config = redis_auth_config(settings.redis_url)
+    config_path = folder / "redis.conf"
+    config_args = [str(config_path)] if config else []
     return [
         Service(
             key="redis",
             title="redis",
             # Persistent like the rest of AETHER_HOME (SQL, offline store, snapshot): an append-only file
             # in the stack's folder, so `dev down` + `dev up` keeps online values, streams and the log.
-            command=[shutil.which("redis-server") or "redis-server", "--bind", host, "--port", str(port),
+            command=[shutil.which("redis-server") or "redis-server", *config_args,
+                     "--bind", host, "--port", str(port),
                      "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
                      "--dir", str(data_dir), "--daemonize", "no"],
             marker="redis-server",
             env={},
             address=settings.redis_url,
             ready_line=None,
+            private_files={config_path: config} if config else {},
         ),
         Service(
             key="control-plane",
@@ -114,6 +123,31 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
             ready_line=re.compile(r"aether data plane listening on (\S+)"),
         ),
     ]  # fmt: skip
+
+
+def redis_auth_config(url: str) -> str:
+    """redis-server configuration that makes it take the credentials in ``url`` ("" when it holds none).
+
+    Without it the stack's Redis ran without a password while every client sent one: each PING failed
+    with an authentication error, and ``dev up`` waited out ``--wait`` before calling Redis not ready."""
+    parts = urlsplit(url)
+    password = unquote(parts.password or "")
+    if not password:  # redis-py sends no AUTH for an empty password either
+        return ""
+    # The default user's password: a URL without a user name logs in as that user.
+    lines = [f"requirepass {_config_word(password)}"]
+    user = unquote(parts.username or "")
+    if user and user != "default":
+        lines.append(f"user {_config_word(user)} on {_config_word('>' + password)} ~* &* +@all")
+    return "\n".join(lines) + "\n"
+
+
+def _config_word(text: str) -> str:
+    """``text`` as one double-quoted word of a redis.conf line, whatever it holds: redis.conf reads
+    ``\\xHH`` in a quoted word as that byte, so quotes, backslashes, spaces and non-ASCII survive."""
+    plain = range(0x20, 0x7F)
+    escaped = "".join(chr(b) if b in plain and chr(b) not in '"\\' else f"\\x{b:02x}" for b in text.encode())
+    return f'"{escaped}"'
 
 
 def data_plane_token(environ: Mapping[str, str]) -> dict[str, str]:
@@ -194,6 +228,8 @@ def _start(
     # The planes are started as modules: make sure the child imports this very checkout of Aether.
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    for path, text in service.private_files.items():
+        _write_private(path, text)
     command, pass_fds = tied(service.command) if tie else (service.command, ())
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -206,6 +242,18 @@ def _start(
             start_new_session=True,  # detached: no SIGINT from the terminal that ran `dev up`
         )
     (folder / f"{service.key}.pid").write_text(f"{process.pid}\n")
+    try:
+        _wait_until_ready(service, process, folder, wait_s)
+    except FailedPrecondition:
+        _stop(service, folder, grace_s=5.0)
+        raise
+    return process.pid
+
+
+def _wait_until_ready(
+    service: Service, process: subprocess.Popen[bytes], folder: Path, wait_s: float
+) -> None:
+    log_path = folder / f"{service.key}.log"
     deadline = time.monotonic() + wait_s
     while not _is_ready(service, log_path):
         if process.poll() is not None:
@@ -215,13 +263,19 @@ def _start(
                 f"last lines of {log_path}:\n{_tail(log_path)}"
             )
         if time.monotonic() > deadline:
-            _stop(service, folder, grace_s=5.0)
             raise FailedPrecondition(
                 f"{service.title} was not ready after {wait_s:g}s; "
                 f"last lines of {log_path}:\n{_tail(log_path)}"
             )
         time.sleep(0.05)
-    return process.pid
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``text`` in ``path``, readable and writable by this user only (also when the file existed)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(descriptor, 0o600)
+        file.write(text)
 
 
 def _is_ready(service: Service, log_path: Path) -> bool:
@@ -243,9 +297,16 @@ def _serving(address: str) -> bool:
 
 
 def _redis_answers(url: str) -> bool:
+    """Whether a Redis at ``url`` answers PING; FailedPrecondition when one answers but refuses the URL's
+    credentials, which no waiting mends (this was taken for "not ready yet" until ``--wait`` ran out)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
     try:
         return bool(client.ping())
+    except redis.AuthenticationError as error:
+        raise FailedPrecondition(
+            f"redis at {redact_uri(url)} refuses the credentials of AETHER_REDIS_URL ({error}); "
+            "is another redis-server, with another password, listening there?"
+        ) from None
     except redis.RedisError:
         return False
     finally:
@@ -300,10 +361,9 @@ def _status(services: list[Service], folder: Path) -> int:
         pid = _running_pid(service, folder)
         if pid is not None:
             rows.append(_row(service, folder, "running", pid))
-        elif service.ready_line is None and _redis_answers(service.address):
-            rows.append(
-                (service.title, "running (not started by aetherctl)", redact_uri(service.address), "-", "-")
-            )
+        elif service.ready_line is None and (state := _foreign_redis_state(service.address)):
+            rows.append((service.title, state, redact_uri(service.address), "-", "-"))
+            all_running = all_running and state.startswith("running")
         else:
             all_running = False
             rows.append(
@@ -317,6 +377,14 @@ def _status(services: list[Service], folder: Path) -> int:
             )
     print(output.table(("SERVICE", "STATE", "ADDRESS", "PID", "LOG"), rows))
     return 0 if all_running else 1
+
+
+def _foreign_redis_state(url: str) -> str:
+    """The state of a Redis at ``url`` that aetherctl did not start ("" when none answers)."""
+    try:
+        return "running (not started by aetherctl)" if _redis_answers(url) else ""
+    except FailedPrecondition:
+        return "refuses AETHER_REDIS_URL's credentials"
 
 
 # processes -----------------------------------------------------------------------------------------

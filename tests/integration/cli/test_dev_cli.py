@@ -10,13 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.redis_server import free_port
+from control_plane.cli.dev import redis_auth_config
+from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,6 +119,76 @@ def test_status_never_prints_the_redis_password(dev_env: dict[str, str]) -> None
     assert states(status.stdout)["redis"] == "stopped"
     assert "TopSecretPw" not in status.stdout + status.stderr
     assert f"redis://127.0.0.1:{port}" in status.stdout
+
+
+def test_dev_up_starts_redis_with_the_password_of_its_url(dev_env: dict[str, str]) -> None:
+    """redis-server was started without the URL's password: every readiness PING failed authentication,
+    and `dev up` waited out --wait, then said Redis was not ready."""
+    port = dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+    password = 'Top Secret"\\é%'
+    url = f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
+    env = dict(dev_env, AETHER_REDIS_URL=url)
+    home = Path(dev_env["AETHER_HOME"]) / "dev"
+    started = time.monotonic()
+    up = aetherctl(env, "dev", "up", "--wait", "60")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert time.monotonic() - started < 50  # not a wait for --wait to run out
+        assert redis_answers(url)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=int(port)).ping()
+        pid = (home / "redis.pid").read_text().strip()
+        assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert (home / "redis.conf").stat().st_mode & 0o777 == 0o600
+        assert set(states(aetherctl(env, "dev", "status").stdout).values()) == {"running"}
+    finally:
+        aetherctl(env, "dev", "down")
+    assert not redis_answers(url)
+
+
+@pytest.mark.parametrize(
+    "credentials", ["pw", "default:pw", "aether:pw", "aether:" + quote(" a\"b\\c'd é#", safe="")]
+)
+def test_the_redis_config_takes_the_credentials_of_the_url(tmp_path: Path, credentials: str) -> None:
+    port = free_port()
+    url = f"redis://{credentials if ':' in credentials else ':' + credentials}@127.0.0.1:{port}/0"
+    config = tmp_path / "redis.conf"
+    config.write_text(redis_auth_config(url))
+    server = subprocess.Popen(
+        ["redis-server", str(config), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()  # no password, no access
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_redis_that_refuses_the_password_fails_dev_up_at_once(dev_env: dict[str, str]) -> None:
+    """A Redis already on the URL's port with another password: `dev up` said nothing of the password."""
+    port = int(dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    other = RedisServer(port, args=["--requirepass", "another"], password="another")
+    other.start()
+    try:
+        env = dict(dev_env, AETHER_REDIS_URL=f"redis://:mine@127.0.0.1:{port}/0")
+        up = aetherctl(env, "dev", "up", "--wait", "60")
+        status = aetherctl(env, "dev", "status")
+    finally:
+        other.close()
+    assert up.returncode == 1
+    assert up.stderr.startswith(
+        f"error: FAILED_PRECONDITION: redis at redis://127.0.0.1:{port}/0 refuses the credentials of "
+        "AETHER_REDIS_URL"
+    ), up.stderr
+    assert "mine" not in up.stderr
+    assert not (Path(dev_env["AETHER_HOME"]) / "dev" / "control-plane.pid").exists()
+    assert states(status.stdout)["redis"] == "refuses" and status.returncode == 1
 
 
 def test_a_service_that_cannot_start_leaves_nothing_running(dev_env: dict[str, str]) -> None:
