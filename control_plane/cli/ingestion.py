@@ -1,6 +1,6 @@
 """``aetherctl quarantine``, ``aetherctl materialize`` and ``aetherctl materializer run``.
 
-    aetherctl quarantine list [--view V] [--reason-contains X]
+    aetherctl quarantine list [--view V[@VERSION]] [--reason-contains X]
                               [--status quarantined|replaying|online_pending|replayed|discarded|
                                         superseded|all]
     aetherctl quarantine show ID
@@ -26,8 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clients.aether.v1 import ingestion_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, NotFound
+from clients.feature_refs import parse_ref
 from clients.sdk.ingestion import IngestionClient, header
+from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli import output
 from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
@@ -50,7 +52,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     quarantine = commands.add_parser("quarantine", help="records rejected by validation: inspect, replay")
     actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[common], help="quarantined records, newest first")
-    listing.add_argument("--view", default="")
+    listing.add_argument(
+        "--view",
+        default="",
+        metavar="VIEW[@VERSION]",
+        help="one view (every version), or one version as the VIEW column shows it: zone_weather@1",
+    )
     listing.add_argument("--reason-contains", default="", metavar="TEXT")
     listing.add_argument(
         "--status",
@@ -127,8 +134,30 @@ def _list(args: argparse.Namespace, out: TextIO | None = None) -> int:
         records = client.list_quarantined(
             view=args.view, reason_contains=args.reason_contains, status=args.status, limit=args.limit
         )
+        if args.view and not records:
+            _refuse_an_unknown_view(args, client)
     _records(records, args.json, out or sys.stdout)
     return 0
+
+
+def _refuse_an_unknown_view(args: argparse.Namespace, client: IngestionClient) -> None:
+    """NotFound when ``--view`` names neither a registered view (version) nor any quarantined record: a
+    misspelt name printed an empty table, as if that view had no bad records."""
+    try:
+        ref = parse_ref(args.view)
+    except InvalidArgument:  # no reference a registry holds (a space, a ':')
+        ref = None
+    if ref is not None and ref.feature is None:
+        with FeatureRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as registry:
+            try:
+                registry.get_feature_view(ref.view, ref.version or 0)
+                return
+            except NotFound:
+                pass
+    # A view deleted since keeps its records: whatever status they have now, the name is known.
+    if client.list_quarantined(view=args.view, status="all", limit=1):
+        return
+    raise NotFound(f"feature view {args.view!r} not found, and no quarantined record names it")
 
 
 def _show(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -25,6 +25,7 @@ and their holds are ``online_pending.py``'s; ``claim`` refuses them as it refuse
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -402,6 +403,10 @@ def supersede(
     return superseded
 
 
+#: ``zone_weather@1``: the form a listing prints (names hold no ``@``; versions are uint32, ten digits).
+_VIEW_AT_VERSION = re.compile(r"(?P<view>[^\s:@]+)@(?P<version>[0-9]{1,10})")
+
+
 def list_quarantined(
     session: Session,
     *,
@@ -413,12 +418,21 @@ def list_quarantined(
     before_id: int = 0,
 ) -> list[QuarantinedRecord]:
     """Newest first (from the one before ``before_id``, if given). Empty filters match everything;
-    ``status=""`` lists every status.
+    ``status=""`` lists every status. ``view`` is a view name (every version) or ``NAME@VERSION``, as
+    listings show a record's view.
     ``reason_contains`` matches its text anywhere in the reason, ignoring the case of ASCII letters, with
     ``%`` and ``_`` matching themselves."""
     query = select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)
     if view:
-        query = query.where(QuarantineRow.view == view)
+        # NAME@VERSION is split here, not by the caller: filtered after a page was read, a version
+        # would leave pages short and listings cut before their limit.
+        at_version = _VIEW_AT_VERSION.fullmatch(view)
+        if at_version is None:
+            query = query.where(QuarantineRow.view == view)
+        else:
+            query = query.where(
+                QuarantineRow.view == at_version["view"], QuarantineRow.version == int(at_version["version"])
+            )
     if reason_contains:
         # ILIKE (SQLite: lower() on both sides): LIKE ignores case on SQLite but not on PostgreSQL, so
         # the same filter found records on one backend and none on the other.
