@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from clients.env_values import ConfigurationError
 from clients.errors import AetherError, Unavailable
@@ -37,8 +38,20 @@ from control_plane.cli.errors import FileProblem, UsageError
 from control_plane.cli.settings import CliSettings
 
 
+class Parser(argparse.ArgumentParser):
+    """A parser that takes long options only as spelt in full (``allow_abbrev=False``).
+
+    argparse's prefix matching made ``audit export --out FILE`` into ``--outcome FILE`` ("invalid
+    choice"), and ``--out ok FILE`` silently filtered by outcome. ``add_subparsers`` makes its parsers
+    of the parent's class, so every command and action of ``aetherctl`` is one of these."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Typed as the base class: the commands' register(subparsers) take _SubParsersAction[ArgumentParser].
+    parser: argparse.ArgumentParser = Parser(
         prog="aetherctl",
         description="Administer Aether: features, ingestion, tracking, models, audit, and a local stack.",
     )

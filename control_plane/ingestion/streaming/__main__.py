@@ -41,7 +41,10 @@ from control_plane.settings import ControlPlaneSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aether-materializer", description=__doc__.splitlines()[0])
+    # Options only as spelt in full, as aetherctl takes them (a prefix was taken for another flag).
+    parser = argparse.ArgumentParser(
+        prog="aether-materializer", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     flags.add_arguments(parser)
     return parser
 
