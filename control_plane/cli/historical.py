@@ -14,6 +14,8 @@ the summary is printed all the same, with the error after it: the set was built 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from typing import TextIO
 
@@ -66,6 +68,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise InvalidArgument("--features needs at least one reference")
     try:
         entity_rows = pq.read_table(args.entities)
+    except FileNotFoundError:
+        # pyarrow's error holds only the path, so the message read "cannot read ...: x.parquet: x.parquet".
+        raise FileProblem("cannot read --entities", args.entities, os.strerror(errno.ENOENT)) from None
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read entity rows from {args.entities!r}: {exc}") from None
     if args.out:

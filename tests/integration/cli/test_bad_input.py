@@ -308,6 +308,17 @@ def recorded_datasets(tmp_path: Path) -> list[str]:
     return sorted(path.stem for path in (tmp_path / "home" / "offline" / "_datasets").glob("*.json"))
 
 
+def test_historical_names_a_missing_entities_file_as_missing(
+    capsys: Capture, nowhere: str, tmp_path: Path
+) -> None:
+    """pyarrow's FileNotFoundError holds only the path: the message was "INVALID_ARGUMENT: cannot read
+    entity rows from 'x.parquet': x.parquet"."""
+    missing = tmp_path / "lables.parquet"
+    args = ["historical", "--entities", str(missing), "--features", "stats", "--out", str(tmp_path / "t")]
+    result = aetherctl(capsys, nowhere, *args)
+    assert_refused(result, 1, f"error: cannot read --entities: {missing}: No such file or directory\n")
+
+
 @pytest.mark.parametrize("where", ["under_a_file", "a_directory"])
 def test_historical_checks_out_before_the_control_plane_builds_anything(
     stats: str, tmp_path: Path, capsys: Capture, where: str
