@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sqlalchemy import Row, Select, Text, cast, select
+from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
@@ -107,12 +107,31 @@ def entry_of(row: EntryRow) -> AuditEntry:
     )
 
 
+#: What separates an object's id from the ids of the objects under it: a feature view's versions
+#: (``zone_weather:v1``, its ingestion entries) and a model's versions (``demand/1``).
+ID_SEPARATORS = (":", "/")
+
+
+def object_id_matches(object_id: str) -> ColumnElement[bool]:
+    """The id itself, or an id under it: ``object_id`` followed by a separator, then anything.
+
+    The prefix is compared with ``substr``, not LIKE: LIKE ignores the case of ASCII letters on SQLite
+    (``Zone:v1`` would match ``zone``) and gives ``%`` and ``_``, frequent in names, a meaning of their
+    own; ``substr`` compares the text exactly on SQLite and PostgreSQL alike."""
+    column = AuditEntryRow.object_id
+    prefixes = [object_id + separator for separator in ID_SEPARATORS]
+    return or_(
+        column == object_id,
+        *(func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes),
+    )
+
+
 def _filtered(where: AuditFilter, after_seq: int) -> Select[*tuple[Any, ...]]:
     statement = select(*ENTRY_COLUMNS).where(AuditEntryRow.seq > after_seq)
     if where.object_type is not None:
         statement = statement.where(AuditEntryRow.object_type == where.object_type)
     if where.object_id is not None:
-        statement = statement.where(AuditEntryRow.object_id == where.object_id)
+        statement = statement.where(object_id_matches(where.object_id))
     if where.since_us is not None:
         statement = statement.where(AuditEntryRow.timestamp_us >= where.since_us)
     if where.until_us is not None:

@@ -21,10 +21,15 @@ OBJECTS = [("feature_view", "churn"), ("feature_view", "fraud"), ("model_version
 def _matches(entry: AuditEntry, where: AuditFilter) -> bool:
     return (
         (where.object_type is None or entry.object_type == where.object_type)
-        and (where.object_id is None or entry.object_id == where.object_id)
+        and (where.object_id is None or _under(entry.object_id, where.object_id))
         and (where.since_us is None or entry.timestamp_us >= where.since_us)
         and (where.until_us is None or entry.timestamp_us < where.until_us)
     )
+
+
+def _under(stored: str, wanted: str) -> bool:
+    """The id itself or one under it (a view's ``name:v1``, a model's ``name/1``)."""
+    return stored == wanted or stored.startswith((wanted + ":", wanted + "/"))
 
 
 def _all_pages(sessions: sessionmaker[Session], where: AuditFilter, page_size: int) -> list[AuditEntry]:
@@ -57,7 +62,7 @@ def logged(engine: Engine, sessions: sessionmaker[Session]) -> list[AuditEntry]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    obj=st.sampled_from([None, ("feature_view", None), *OBJECTS]),
+    obj=st.sampled_from([None, ("feature_view", None), ("model_version", "churn"), *OBJECTS]),
     since=st.one_of(st.none(), st.integers(0, 13_000)),
     until=st.one_of(st.none(), st.integers(0, 13_000)),
     page_size=st.integers(1, 13),
@@ -114,3 +119,37 @@ def test_entries_are_filtered_by_outcome(sessions: sessionmaker[Session]) -> Non
     with read_session(sessions) as session:
         [entry] = query_page(session, AuditFilter(object_type="model_version", refused=True)).entries
     assert entry.outcome == "refused: FAILED_PRECONDITION: still used by deployment 'eta-prod'"
+
+
+def test_an_object_id_also_selects_the_ids_under_it_and_nothing_else(sessions: sessionmaker[Session]) -> None:
+    """`audit list --object feature_view/zone_weather` missed the view's ingestion entries (object id
+    ``zone_weather:v1``), and `--object model_version/demand` found nothing (ids are ``demand/1``)."""
+    stored = [
+        ("feature_view", "zone_weather"),
+        ("feature_view", "zone_weather:v1"),
+        ("feature_view", "zone_weather:v12"),
+        ("feature_view", "zone_weather_x:v1"),  # another view whose name starts alike
+        ("feature_view", "Zone_weather:v1"),  # LIKE ignores case on SQLite
+        ("feature_view", "zone%weather:v1"),
+        ("feature_view", "zone.weather:v1"),
+        ("model_version", "demand/1"),
+        ("model_version", "demand/12"),
+        ("model_version", "demand1/1"),
+        ("model_version", "de_and/1"),
+        ("model_version", "de%/1"),
+    ]
+    for index, (object_type, object_id) in enumerate(stored):
+        append(sessions, index, object_type=object_type, object_id=object_id)
+
+    def found(object_type: str, object_id: str) -> list[str]:
+        return [e.object_id for e in iter_entries(sessions, AuditFilter(object_type, object_id))]
+
+    assert found("feature_view", "zone_weather") == ["zone_weather", "zone_weather:v1", "zone_weather:v12"]
+    assert found("feature_view", "zone_weather:v1") == ["zone_weather:v1"]
+    assert found("feature_view", "zone%weather") == ["zone%weather:v1"]
+    assert found("feature_view", "zone_weathe") == []
+    assert found("model_version", "demand") == ["demand/1", "demand/12"]
+    assert found("model_version", "demand/1") == ["demand/1"]
+    assert found("model_version", "de_and") == ["de_and/1"]  # "_" is not a wildcard
+    assert found("model_version", "de%") == ["de%/1"]
+    assert found("model_version", "de") == []
