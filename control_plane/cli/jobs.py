@@ -75,7 +75,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "logs", parents=[address], help="the job's log (stdout and stderr of every attempt)"
     )
     logs.add_argument("job_id", metavar="JOB")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing until the job ends; exit 1 when it ends FAILED or CANCELLED",
+    )
     logs.set_defaults(handler=_handler(_logs))
     cancel = actions.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     cancel.add_argument("job_id", metavar="JOB")
@@ -180,6 +185,10 @@ def _jsonable(job: pb.Job) -> dict[str, Any]:
     return {**output.to_jsonable(job), "exit_code": exit_code(job)}
 
 
+#: States a followed job may end in that make ``jobs logs -f`` exit 1.
+_UNSUCCESSFUL = (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
 def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     stream = out.buffer if hasattr(out, "buffer") else None
     for chunk in client.logs(args.job_id, follow=args.follow):
@@ -188,7 +197,17 @@ def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
             stream.flush()
         else:
             out.write(chunk.decode("utf-8", errors="replace"))
-    return 0
+    return _followed_job_status(client, args) if args.follow else 0
+
+
+def _followed_job_status(client: JobsClient, args: argparse.Namespace) -> int:
+    """1 when the followed job ended FAILED or CANCELLED, else 0: ``jobs submit ... && jobs logs -f``
+    (as the README chains them) went on as if a failed job had succeeded."""
+    job = client.get(args.job_id)
+    if job.state not in _UNSUCCESSFUL:
+        return 0
+    print(f"error: job {job.job_id} {state_name(job.state)}: {job.reason}", file=sys.stderr)
+    return 1
 
 
 def _cancel(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
