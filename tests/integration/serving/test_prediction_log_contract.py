@@ -189,15 +189,15 @@ async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
 
     observer = PredictionLogObserver(redis.asyncio.Redis.from_url(own_redis.url), STREAM)
     try:
-        healthy, primary, read_all = await observer.observe("ranking", 0, "green", "blue")
-        failing, fragile_primary, _ = await observer.observe("fragile", 0, "green", "blue")
+        healthy, primary, read_all, since_us = await observer.observe("ranking", 0, "green", "blue")
+        failing, fragile_primary, *_ = await observer.observe("fragile", 0, "green", "blue")
     finally:
         await observer.close()
     # Judged on errors only: a shared machine's latency is no part of this test.
     policy = Policy(bake_seconds=0, min_requests=50, max_p99_ratio=0.0)
     # The healthy canary failed only its callers' requests, as its primary did: it goes on.
     assert healthy.requests > 50 and primary.requests > 50 and healthy.requests + primary.requests == 300
-    assert (healthy.errors, primary.errors) == (0, 0) and read_all
+    assert (healthy.errors, primary.errors) == (0, 0) and read_all and since_us == 0  # nothing trimmed
     assert decide(policy, 0, 1.0, healthy, primary).action is Action.ADVANCE
     # The failing canary's INTERNALs are its own: rolled back.
     assert failing.errors == codes["fragile", "INTERNAL"] and fragile_primary.errors == 0
