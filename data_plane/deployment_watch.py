@@ -127,12 +127,16 @@ class DeploymentWatch:
         # Those of them the manager held before a plan referred to them (static models): never unloaded.
         self._not_ours: set[tuple[str, int]] = set()
         self._installed = asyncio.Condition()
+        # What wait_for_plans waits for besides installed plans: the stream failed (the control plane
+        # did not answer), or a snapshot was refused (malformed): no plans are coming soon either way.
+        self._unanswered = False
+        self._refused = False
         self._stream = WatchStream(
             "deployment plans",
             control_plane_addr,
             snapshot_path,
             deployments_pb2.DeploymentPlanSnapshot,
-            _watch_plans,
+            self._follow,
             self._install,
             security=security,
             backoff_initial_s=backoff_initial_s,
@@ -149,6 +153,39 @@ class DeploymentWatch:
         async with asyncio.timeout(timeout_s), self._installed:
             await self._installed.wait_for(lambda: self._plans.revision >= revision)
             return self._plans
+
+    async def wait_for_plans(self, wait_s: float) -> bool:
+        """True once plans are installed (from the stream or the file), the loads of the versions they
+        use settled (READY or FAILED); False as soon as it is clear none are coming soon: the stream
+        failed (the control plane is unreachable), a snapshot was refused, or ``wait_s`` passed with no
+        snapshot arriving. A snapshot that did arrive is waited for however long its loads take: serving
+        before they settle would answer NOT_FOUND for deployments that exist."""
+
+        def decided() -> bool:
+            return self.has_plans.is_set() or self._unanswered or self._refused
+
+        async with self._installed:
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._installed.wait_for(decided)
+            except TimeoutError:
+                if not self.connected.is_set():
+                    return False  # a silent stream: nothing to wait for
+                await self._installed.wait_for(decided)
+        return self.has_plans.is_set()
+
+    async def _follow(
+        self, channel: grpc.aio.Channel
+    ) -> AsyncIterator[deployments_pb2.DeploymentPlanSnapshot]:
+        """The plans stream, noting a failure for :meth:`wait_for_plans`."""
+        try:
+            async for snapshot in _watch_plans(channel):
+                yield snapshot
+        except grpc.aio.AioRpcError:
+            async with self._installed:
+                self._unanswered = True
+                self._installed.notify_all()
+            raise
 
     async def load_persisted(self) -> bool:
         """Serves from the persisted plans, if any; True when some were loaded."""
@@ -214,6 +251,9 @@ class DeploymentWatch:
             plans = plans_from_snapshot(snapshot, self._plans)
         except ValueError as exc:  # a malformed plan: keep serving the previous ones (and their file)
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
+            async with self._installed:
+                self._refused = True
+                self._installed.notify_all()
             return False
         wanted = shared_specs(plans, self._plans, self._loaded)
         # A version that failed to load before is left to the retry loop: awaiting it here held up every
@@ -222,8 +262,8 @@ class DeploymentWatch:
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans
+            self.has_plans.set()  # before the notify: wait_for_plans checks it
             self._installed.notify_all()
-        self.has_plans.set()
         for key in [key for key in self._loaded if key not in wanted]:
             del self._loaded[key]
             if key in self._not_ours:

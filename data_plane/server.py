@@ -3,12 +3,18 @@
 registry watch, the deployment watch, the model manager, the prediction log, the Redis clients and the
 Prometheus endpoint.
 
-Health: the overall status ("") and OnlineFeatures are NOT_SERVING until a registry snapshot is loaded;
-the inference services are NOT_SERVING until the models of the static config and of the persisted
-deployment plans have settled (READY or FAILED), which ``start_server`` waits for before it returns; later
-loads (a new plan's canary) leave them SERVING. The Open Inference Protocol's ServerReady says the same
-and, after the start, whether some version can serve: a version loading or warming up makes only its own
-ModelReady false, and a server whose versions all FAILED is not ready (one holding none is).
+Health: OnlineFeatures is NOT_SERVING until a registry snapshot is loaded. The overall status ("", what
+the replica manager and load balancers watch) also waits for the deployment plans to be known: plans
+installed (the persisted ones, or the watch's first snapshot) with the loads of the versions they use
+settled (READY or FAILED), so a listed server never answers NOT_FOUND for a deployment that exists. It
+does not wait when no plans are coming soon: the plans watch failed (no control plane reachable: the
+static model config and the snapshots are served), its snapshot was refused, or a control plane that
+accepted it sent nothing for :data:`PLANS_WAIT_S`. The inference services are NOT_SERVING until the models
+of the static config and of the persisted deployment plans have settled (READY or FAILED), which
+``start_server`` waits for before it returns; later loads (a new plan's canary) leave them SERVING. The
+Open Inference Protocol's ServerReady says the same and, after the start, whether some version can serve:
+a version loading or warming up makes only its own ModelReady false, and a server whose versions all
+FAILED is not ready (one holding none is).
 
 Shutdown (:meth:`DataPlaneHandle.drain`, what SIGTERM runs): every service reports NOT_SERVING at once,
 so that load balancers and the replica manager stop sending; for ``delay_s`` requests are still served
@@ -65,6 +71,9 @@ INFERENCE_SERVICES = (inference_v2.SERVICE_NAME, predict.SERVICE_NAME)
 #: with UNAVAILABLE have moved on), or after the longer wait at most.
 DRAIN_QUIET_S = 0.1
 DRAIN_QUIET_MAX_S = 2.0
+#: How long the overall health waits for the first deployment plans from a control plane that accepted
+#: the plans watch but has sent none (one that refused it is not waited for: see ``_report_serving``).
+PLANS_WAIT_S = 5.0
 #: Served without a token when auth is on: load balancers, the container health check and the replica
 #: manager probe readiness, and ghz finds the methods, without a secret. Every other API serves data.
 OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
@@ -107,8 +116,10 @@ class DataPlaneHandle:
     admissions: tuple[Admission, ...] = ()
     # Set when the drain begins: ServerReady answers false from then on, as the health services do.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set once the overall health first turns SERVING (the registry's catalog is in).
+    # Set once the overall health first turns SERVING (the catalog is in and the plans are known).
     serving: asyncio.Event = field(default_factory=asyncio.Event)
+    # The task that turns it SERVING (_report_serving).
+    readiness: asyncio.Task[None] | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -135,6 +146,9 @@ class DataPlaneHandle:
         await self.stop(max(deadline - time.monotonic(), 0.0))
 
     async def stop(self, grace: float | None = None) -> None:
+        if self.readiness is not None:
+            self.readiness.cancel()
+            await asyncio.gather(self.readiness, return_exceptions=True)
         await self.server.stop(grace)
         await self.watch.stop()
         await self.deployments.stop()
@@ -243,12 +257,11 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     for service in ("", SERVICE_NAME, *INFERENCE_SERVICES):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    now_serving = asyncio.Event()
+    catalog_in = asyncio.Event()
 
     async def serving(catalog: Catalog) -> None:
-        for service in ("", SERVICE_NAME):
-            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        now_serving.set()
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        catalog_in.set()
 
     started, stopping = asyncio.Event(), asyncio.Event()
     inference_servicer = inference_v2.InferenceV2Servicer(
@@ -300,6 +313,10 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     started.set()
     for service in INFERENCE_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    now_serving = asyncio.Event()
+    readiness = asyncio.create_task(
+        _report_serving(health_servicer, catalog_in, deployments, now_serving, settings.control_plane_addr)
+    )
     _log.info("data plane listening on %s:%d", _host(settings.listen), port)
     return DataPlaneHandle(
         port=port,
@@ -319,7 +336,28 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         admissions=(predict_servicer.admission, inference_servicer.admission),
         stopping=stopping,
         serving=now_serving,
+        readiness=readiness,
     )
+
+
+async def _report_serving(
+    health_servicer: health.aio.HealthServicer,
+    catalog_in: asyncio.Event,
+    deployments: DeploymentWatch,
+    now_serving: asyncio.Event,
+    control_plane_addr: str,
+) -> None:
+    """Turns the overall health SERVING once the registry's catalog is in and the deployment plans are
+    known (see the module's docstring): a replica manager or load balancer lists this server then, so
+    SERVING earlier answered NOT_FOUND for every deployment while its first plans were still loading."""
+    if not await deployments.wait_for_plans(PLANS_WAIT_S):
+        _log.warning(
+            "no deployment plans from %s yet: serving the static models and the persisted plans, if any",
+            control_plane_addr,
+        )
+    await catalog_in.wait()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    now_serving.set()
 
 
 def listen_address(settings: DataPlaneSettings, port: int) -> str:

@@ -2,13 +2,15 @@
 control plane (a real grpc.aio ``Deployments`` server fed from a queue): a plan that refers to a static
 model's version and is later replaced by one that does not leaves the static model serving, while a
 version only the plans loaded is unloaded; a plan that changes only a loaded version's serving config
-(``allow_non_finite``) takes effect at once."""
+(``allow_non_finite``) takes effect at once; the overall health turns SERVING only once the first plans'
+versions have loaded, or at once when no control plane answers."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import grpc.aio
 import numpy as np
 import pytest
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
@@ -29,6 +32,7 @@ from control_plane.features.online_writer import OnlineWriter
 from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.server import start_server
+from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer, free_port
@@ -232,5 +236,62 @@ async def test_a_static_model_that_failed_to_load_at_start_is_loaded_once_its_ar
             assert asyncio.get_running_loop().time() < deadline, handle.manager.state("two_inputs", 1)
             await asyncio.sleep(0.1)
         assert handle.manager.state("affine", 1) is ModelState.READY  # the others untouched
+    finally:
+        await handle.stop(None)
+
+
+async def _overall_health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(answer.status)
+
+
+async def _until_serving(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await _overall_health(port) != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "the overall health never turned SERVING"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_overall_health_turns_serving_only_once_the_first_plans_have_loaded(
+    own_redis: RedisServer, tmp_path: Path, control_plane: tuple[_QueuedPlans, int]
+) -> None:
+    """A fresh data plane (no persisted plans) turned SERVING as soon as its catalog was in, so the
+    replica manager listed it while its first plans' model still loaded: every Predict of the deployment
+    answered NOT_FOUND meanwhile. It is SERVING only once the plans are in and their loads settled."""
+    plans, port = control_plane
+    settings = serving_settings(
+        tmp_path, own_redis.url, control_plane_addr=f"127.0.0.1:{port}", watch_backoff_initial_s=0.05
+    )
+    slow = onnx_models.save(
+        slow_on_features(layers=150), tmp_path / "slow.onnx", "slow",
+        feature_refs=tuple(f"request:f{i}" for i in range(4)),
+    )  # fmt: skip
+    await plans.queue.put(_snapshot(1, ("dep", slow)))  # what the control plane answers at once
+    handle = await start_server(settings)
+    try:
+        await _until_serving(handle.port, 60)
+        assert handle.deployments.current().get("dep") is not None
+        assert handle.manager.state("slow", 1) is ModelState.READY
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_predict_request(
+                "dep", [{"driver_id": 1}], request_features=[{f"f{i}": 0.5 for i in range(4)}]
+            )
+            result = decode_predict_response(await stub.Predict(request, timeout=20))
+            assert (result.model_name, result.model_version) == ("slow", 1)
+    finally:
+        await handle.stop(None)
+
+
+async def test_without_a_reachable_control_plane_the_overall_health_turns_serving_at_once(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """No plans are coming (nothing listens at the control plane's address): the static models and the
+    registry snapshot are served, well before the wait for a silent control plane (PLANS_WAIT_S, 5 s)."""
+    handle = await start_server(serving_settings(tmp_path, own_redis.url))
+    try:
+        await _until_serving(handle.port, 2.5)
+        assert handle.serving.is_set()
     finally:
         await handle.stop(None)
