@@ -46,8 +46,10 @@ from data_plane.workers import SERVING_LINE, run_workers
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags, each defaulting to None (= take the environment's value): building it reads no
-    environment, so ``--help`` works whatever the ``AETHER_*`` variables hold."""
-    parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
+    environment, so ``--help`` works whatever the ``AETHER_*`` variables hold. No abbreviations: the
+    parent of ``--workers N`` strips only the full ``--workers`` spelling from its workers' flags, so
+    ``--work 2`` made every worker start workers of its own (each failing "address already in use")."""
+    parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__, allow_abbrev=False)
     parser.add_argument("--listen", help="HOST:PORT (port 0 picks a free one)")
     parser.add_argument("--redis-url")
     parser.add_argument("--control-plane", dest="control_plane_addr", help="HOST:PORT")

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from data_plane.__main__ import parse_args
 from data_plane.registry_watch import save_snapshot
 from tests.support.redis_server import RedisServer, cluster_node, free_port
 from tests.unit.data_plane.registry_builders import floats, snapshot, view
@@ -117,3 +118,12 @@ def test_a_redis_url_the_data_plane_cannot_use_is_one_line_without_its_password(
     assert finished.stderr.startswith("python -m data_plane: error: AETHER_REDIS_URL / --redis-url: ")
     assert problem in finished.stderr and len(finished.stderr.splitlines()) == 1
     assert "S3cretPw" not in finished.stderr
+
+
+def test_an_abbreviated_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--work 2`` was taken for ``--workers 2``, but the parent strips only the full spelling from its
+    workers' flags: each worker then started workers of its own and failed "address already in use"."""
+    with pytest.raises(SystemExit) as usage:
+        parse_args(["--work", "2"], environ={})
+    assert usage.value.code == 2
+    assert "unrecognized arguments: --work 2" in capsys.readouterr().err
