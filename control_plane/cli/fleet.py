@@ -108,12 +108,15 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_serve(settings))
+    killed = asyncio.run(_serve(settings))
+    if killed:  # their drain was cut short: in-flight requests may have failed
+        print(f"aether fleet stopped: {killed} replica(s) killed for not draining in time", flush=True)
+        return 1
     print("aether fleet stopped: every replica drained", flush=True)
     return 0
 
 
-async def _serve(settings: FleetSettings) -> None:
+async def _serve(settings: FleetSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -127,7 +130,7 @@ async def _serve(settings: FleetSettings) -> None:
             flush=True,
         )
 
-    await run_fleet(settings, stop, on_change=_print_change, on_start=started)
+    return await run_fleet(settings, stop, on_change=_print_change, on_start=started)
 
 
 def _print_change(endpoints: FleetEndpoints, cause: ScaleEvent | None) -> None:

@@ -19,6 +19,7 @@ any means, so a fleet killed with SIGKILL leaves no stale lock behind."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -26,7 +27,7 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,9 @@ class FleetSettings:
     #: Extra ``python -m data_plane`` flags for every replica (``--model-config``, ``--drain-delay-s``, …);
     #: replicas also inherit this process's environment, so ``AETHER_*`` variables reach them too.
     replica_args: tuple[str, ...] = ()
+    #: How long a replica may take to drain before it is killed: its drain delay + grace (flags in
+    #: ``replica_args`` over ``AETHER_DRAIN_DELAY_S`` / ``AETHER_DRAIN_GRACE_S``) plus a margin, when None.
+    stop_timeout_s: float | None = None
 
     @property
     def endpoints_path(self) -> Path:
@@ -118,6 +122,35 @@ class FleetSettings:
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
             policy=merged,
         )
+
+
+#: Beyond a replica's drain delay + grace: the rest of its stop (flushing the log, unloading models).
+STOP_MARGIN_S = 10.0
+#: ``python -m data_plane``'s defaults for --drain-delay-s and --drain-grace-s (data_plane.settings; the
+#: control plane never imports the data plane).
+DATA_PLANE_DRAIN_DELAY_S, DATA_PLANE_DRAIN_GRACE_S = 0.5, 5.0
+
+
+def replica_stop_timeout(replica_args: Sequence[str], environ: Mapping[str, str] | None = None) -> float:
+    """How long a replica run with ``replica_args`` (and this environment) takes to drain at most, plus
+    :data:`STOP_MARGIN_S`. A fixed timeout killed replicas told to drain longer, cutting their requests."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # as python -m data_plane's
+    parser.add_argument("--drain-delay-s", type=float)
+    parser.add_argument("--drain-grace-s", type=float)
+    flags, _ = parser.parse_known_args(list(replica_args))
+
+    def seconds(flag: float | None, variable: str, default: float) -> float:
+        if flag is not None:
+            return flag
+        try:
+            return float(env.get(variable) or default)
+        except ValueError:  # the replica refuses to start with it: nothing to drain
+            return default
+
+    delay = seconds(flags.drain_delay_s, "AETHER_DRAIN_DELAY_S", DATA_PLANE_DRAIN_DELAY_S)
+    grace = seconds(flags.drain_grace_s, "AETHER_DRAIN_GRACE_S", DATA_PLANE_DRAIN_GRACE_S)
+    return max(delay, 0.0) + max(grace, 0.0) + STOP_MARGIN_S
 
 
 def write_endpoints(path: Path, endpoints: FleetEndpoints) -> None:
@@ -154,17 +187,18 @@ async def run_fleet(
     stop: asyncio.Event,
     on_change: OnChange | None = None,
     on_start: Callable[[], None] | None = None,
-) -> None:
+) -> int:
     """Runs the fleet until ``stop`` is set, then drains every replica; the endpoints file follows.
     FailedPrecondition, before anything is written, when another fleet runs with the same home;
-    ``on_start`` is called once this one holds it."""
+    ``on_start`` is called once this one holds it. Returns how many replicas were killed for not
+    draining within their stop timeout (0 when every one drained)."""
     with hold_home(settings.home):
         if on_start is not None:
             on_start()
-        await _run_held(settings, stop, on_change)
+        return await _run_held(settings, stop, on_change)
 
 
-async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None) -> None:
+async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None) -> int:
     path = settings.endpoints_path
     stopping = False
     listed = 0  # replicas in the file now
@@ -186,6 +220,11 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
             home=fleet_folder(settings.home) / "replicas",
             host=settings.replica_host,
             extra_args=settings.replica_args,
+            stop_timeout_s=(
+                replica_stop_timeout(settings.replica_args)
+                if settings.stop_timeout_s is None
+                else settings.stop_timeout_s
+            ),
         ),
         on_change=publish,
     )
@@ -202,3 +241,4 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         await manager.close()  # publishes each leaving replica
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
+    return manager.killed

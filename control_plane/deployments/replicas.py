@@ -92,6 +92,7 @@ class ReplicaManager:
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
+        self.killed = 0  # replicas SIGKILLed for overrunning stop_timeout_s (their drain was cut short)
 
     def ready_addresses(self) -> list[str]:
         return [r.address for r in self._replicas]
@@ -230,6 +231,7 @@ class ReplicaManager:
                 await asyncio.wait_for(process.wait(), self._settings.stop_timeout_s)
             except TimeoutError:
                 _log.error("data-plane replica %d did not drain in time; killing it", replica.number)
+                self.killed += 1  # what the fleet's last line reports: a kill is not a drain
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()

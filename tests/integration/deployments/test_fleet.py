@@ -33,7 +33,14 @@ from control_plane.cli.main import build_parser, main
 from control_plane.cli.settings import CliSettings
 from control_plane.deployments.autoscale_loop import fetch_metrics, parse_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.fleet import FleetSettings, hold_home, write_endpoints
+from control_plane.deployments.fleet import (
+    STOP_MARGIN_S,
+    FleetSettings,
+    hold_home,
+    replica_stop_timeout,
+    write_endpoints,
+)
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.models.spec import dump_model_config
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.deployments.conftest import Plane
@@ -481,3 +488,28 @@ async def test_a_client_of_one_data_plane_is_not_held_back_by_its_health() -> No
         assert ROUND_ROBIN in data_plane_channel_options(f"ipv4:{replica.address}")  # a fleet of one
     finally:
         await replica.server.stop(0)
+
+
+def test_a_replica_is_given_its_drain_delay_and_grace_before_it_is_killed() -> None:
+    """The stop timeout was a fixed 30 s: replicas told to drain for 35 s were killed mid-drain while the
+    fleet still said "every replica drained". It follows the replicas' flags, then their environment."""
+    args = ("--model-config", "m.json", "--drain-delay-s", "30", "--drain-grace-s=5")
+    assert replica_stop_timeout(args, {}) == 35 + STOP_MARGIN_S
+    environ = {"AETHER_DRAIN_DELAY_S": "40", "AETHER_DRAIN_GRACE_S": "20"}
+    assert replica_stop_timeout(("--drain-grace-s", "1"), environ) == 41 + STOP_MARGIN_S
+    assert replica_stop_timeout((), {}) == 5.5 + STOP_MARGIN_S
+
+
+async def test_a_replica_killed_for_overrunning_its_stop_timeout_is_counted(plane: Plane) -> None:
+    """What lets `fleet run` say so in its last line (and exit 1) instead of "every replica drained"."""
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", stop_timeout_s=0.5,
+            extra_args=("--drain-delay-s", "20"),
+        )
+    )  # fmt: skip
+    try:
+        await manager.scale_to(1)
+    finally:
+        await manager.close()
+    assert manager.killed == 1
