@@ -29,7 +29,13 @@ always: ``s3://KEY:/SECRET@bucket/…`` (a secret that starts with ``/``, or ``K
 with the host ``KEY``, an empty or numeric port and the rest of the secret in the path, and pyarrow opens
 it (as the wrong bucket). A bucket name never holds ``:``, so for ``s3``, ``gs`` and ``gcs`` such an
 authority followed by an ``@`` before the query is read as credentials with a raw ``/``
-(:func:`misplaced_credentials`): redacted like any userinfo, and refused by the places that open URIs."""
+(:func:`misplaced_credentials`): redacted like any userinfo, and refused by the places that open URIs.
+Under any other scheme, an authority that holds ``:`` but no ``@``, followed anywhere by an ``@``, is
+read as credentials running to the last ``@`` (their password may hold a raw ``/``, ``?`` or ``#``:
+``redis://default:ab/cd@host:6379/0``, ``http://u:s3cr#t@host``) unless it is a well-formed
+``host:port`` (``hdfs://namenode:8020/data@v2`` names a path); under ``redis``/``rediss``, whose path is
+a database number, even then (``redis://:123/s3cret@host``). Redacting an ``@`` of a query value too is
+safer than showing part of a password."""
 
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ _SECRET_ENDINGS = (
 _USER_IS_A_NAME = frozenset({"abfs", "abfss"})
 #: Schemes whose host is a bucket name, which never holds ':' (see the module's docstring).
 _BUCKET_SCHEMES = frozenset({"s3", "gs", "gcs"})
+#: Schemes whose path is a database number, which never holds '@' (see the module's docstring).
+_DATABASE_PATH_SCHEMES = frozenset({"redis", "rediss"})
 #: What a secret is replaced with in free text.
 HIDDEN = "***"
 
@@ -78,7 +86,7 @@ def _split(uri: str) -> tuple[str, str, str, str, str] | None:
     if not at:
         userinfo = ""
         raw = _raw_slash_userinfo_end(scheme, authority, rest)
-        if raw is not None:  # KEY:SECRET@ whose secret holds a raw '/': the userinfo runs to that '@'
+        if raw is not None:  # USER:PASSWORD@ whose password holds a raw '/', '?' or '#': it runs to that '@'
             userinfo, rest = rest[:raw], rest[raw + 1 :]
             end = min([len(rest)] + [found for found in (rest.find(m) for m in "/?#") if found != -1])
             host, after = rest[:end], rest[end:]
@@ -92,12 +100,20 @@ def _split(uri: str) -> tuple[str, str, str, str, str] | None:
 
 
 def _raw_slash_userinfo_end(scheme: str, authority: str, rest: str) -> int | None:
-    """Where the ``@`` ending ``KEY:SECRET`` is in ``rest`` (what follows ``scheme://``) when the secret
-    holds a raw ``/`` (see the module's docstring); None for any other URI."""
-    if scheme.lower() not in _BUCKET_SCHEMES or ":" not in authority:
+    """Where the ``@`` ending ``USER:PASSWORD`` is in ``rest`` (what follows ``scheme://``) when the
+    password holds a raw ``/``, ``?`` or ``#`` (see the module's docstring); None for any other URI."""
+    if ":" not in authority:
         return None
-    stop = min([len(rest)] + [found for found in (rest.find(m) for m in "?#") if found != -1])
-    at = rest.rfind("@", 0, stop)
+    if scheme.lower() in _BUCKET_SCHEMES:
+        stop = min([len(rest)] + [found for found in (rest.find(m) for m in "?#") if found != -1])
+        at = rest.rfind("@", 0, stop)
+    else:
+        host, _, port = authority.rpartition(":")
+        if scheme.lower() not in _DATABASE_PATH_SCHEMES and host and (port.isdigit() or not port):
+            return None  # host:port, and the '@' is the path's (hdfs://namenode:8020/data@v2)
+        # A password may hold a raw '?' or '#' (redis://:s3cr#t@host): the last '@' anywhere ends it. A
+        # raw '@' in a query value then hides more than the credentials, never less.
+        at = rest.rfind("@")
     return at if at != -1 else None
 
 
@@ -110,6 +126,8 @@ def misplaced_credentials(uri: str) -> bool:
         return False
     end = min([len(rest)] + [found for found in (rest.find(m) for m in "/?#") if found != -1])
     authority = rest[:end]
+    if scheme.lower() not in _BUCKET_SCHEMES:  # elsewhere a path may hold '@' (hdfs://host:8020/a@b)
+        return False
     return "@" not in authority and _raw_slash_userinfo_end(scheme, authority, rest) is not None
 
 

@@ -40,7 +40,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import hiredis
 
@@ -136,6 +136,23 @@ def _query(query: str, shown: str) -> dict[str, str]:
     return found
 
 
+#: Why a URL whose password holds a raw '/', '?' or '#' is refused; the URL is not shown, since such a
+#: password cannot be told from the host, path or query it runs into.
+UNREADABLE_PASSWORD = (
+    "unusable Redis URL (not shown: part of its password would be): a password with '/', '#' or '?' "
+    "must be percent-encoded (%2F, %23, %3F)"
+)
+
+
+def _password_misread(parts: SplitResult) -> bool:
+    """Whether an ``@`` outside the netloc shows a password cut short by a raw ``/``, ``?`` or ``#``:
+    an ``@`` in the path (a database number), in the fragment or in a query parameter's name never
+    belongs there. One in a query value (``?password=a@b``) is that value's."""
+    if "@" in parts.path or "@" in parts.fragment:
+        return True
+    return any("@" in name for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+
+
 @dataclass(frozen=True, slots=True)
 class RedisAddress:
     host: str
@@ -151,6 +168,8 @@ class RedisAddress:
         ``?password=``. ValueError naming the URL without its password for one this client cannot use."""
         shown = redact_uri(url)
         parts = urlsplit(url)
+        if _password_misread(parts):
+            raise ValueError(UNREADABLE_PASSWORD)
         if parts.scheme != "redis":
             raise ValueError(
                 f"unsupported Redis URL {shown!r}: expected redis://[USER:PASSWORD@]HOST:PORT/DB"
@@ -162,8 +181,8 @@ class RedisAddress:
             db = _db_number(query["db"], shown, "the query parameter 'db'")
         try:
             port = parts.port or 6379
-        except ValueError as exc:  # urlsplit's "Port out of range 0-65535", "Port could not be cast..."
-            raise ValueError(f"Redis URL {shown!r}: {exc}") from None
+        except ValueError:  # urlsplit's "Port could not be cast ... 's3cr'" quotes the netloc's text
+            raise ValueError(f"Redis URL {shown!r}: the port must be a number from 0 to 65535") from None
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port,

@@ -218,3 +218,20 @@ def test_a_name_with_a_credential_word_before_its_end_is_no_secret(
 def test_a_password_in_the_userinfo_is_still_refused(user: str, password: str) -> None:
     for scheme in ("s3", "gs", "abfss", "hdfs"):
         assert holds_credentials(f"{scheme}://{encoded(user)}:{encoded(password)}@host/p?region=x")
+
+
+@given(
+    scheme=st.sampled_from(["redis", "rediss", "postgresql", "http", "abfs"]),
+    user=st.sampled_from(["", "default"]),
+    head=st.text(alphabet="QXZJKW", min_size=6, max_size=10),
+    mark=st.sampled_from("/#?"),
+    tail=st.text(alphabet="QXZJKW", min_size=6, max_size=10),
+)
+def test_a_raw_slash_hash_or_question_mark_in_any_schemes_password_is_redacted(
+    scheme: str, user: str, head: str, mark: str, tail: str
+) -> None:
+    """Not only on object stores: redis://default:ab/cd@host:6379/0 was returned as it is."""
+    url = f"{scheme}://{user}:{head}{mark}{tail}@127.0.0.1:6379/0"  # the password starts with a letter
+    assert redact_uri(url).endswith("127.0.0.1:6379/0")
+    for shown in (redact_uri(url), redact_text(f"cannot open {url}", url)):
+        assert head not in shown and tail not in shown, shown
