@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import quote
 
 import grpc
 
@@ -27,6 +28,15 @@ _Client = TypeVar("_Client", bound="ServiceClient")
 # Names the caller in the audit log when auth is off; with auth on, the token's principal does and this
 # header is ignored (control_plane/api/identity.py reads it).
 ACTOR_METADATA_KEY = "x-aether-actor"
+# gRPC metadata values are printable ASCII: any other character (a login name "José", a stray newline)
+# failed every call with INTERNAL "Invalid metadata". Those are percent-encoded, and '%' itself; every
+# other printable ASCII character goes as it is, so an ASCII actor reads the same to an older server.
+_SENT_AS_IS = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
+
+
+def actor_header(actor: str) -> str:
+    """``actor`` as the ``x-aether-actor`` header carries it (the server percent-decodes it)."""
+    return quote(actor, safe=_SENT_AS_IS)
 
 
 class ServiceClient(ABC):
@@ -58,7 +68,9 @@ class ServiceClient(ABC):
         if channel is None:
             channel = open_channel(target, security, list(self.channel_options(target)))
         self._channel = channel
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((ACTOR_METADATA_KEY, actor_header(actor)),) if actor else ()
+        )
         self._open_stubs()
 
     @classmethod

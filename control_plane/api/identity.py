@@ -5,12 +5,14 @@ the token's principal (e.g. "admin", "readonly") into :data:`PRINCIPAL`, and whe
 :data:`MAY_WRITE`, for the duration of the call;
 that principal is the actor, and a self-declared ``x-aether-actor`` header cannot override it. Without
 auth the caller's ``x-aether-actor`` metadata names the actor (informational only: anyone can claim any
-name), else "anonymous"."""
+name), percent-decoded (a client encodes a name like "José", which gRPC metadata cannot carry as it is),
+else "anonymous"."""
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote
 
 import grpc.aio
 
@@ -34,7 +36,9 @@ def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
         return principal
     for key, value in context.invocation_metadata() or ():
         if key == ACTOR_METADATA_KEY and isinstance(value, str):
-            declared = "".join(ch for ch in value.strip() if ch.isprintable())[:_MAX_ACTOR_LENGTH]
+            # Clients percent-encode what metadata cannot carry (clients.sdk.service_client.actor_header).
+            decoded = unquote(value, errors="replace")
+            declared = "".join(ch for ch in decoded.strip() if ch.isprintable())[:_MAX_ACTOR_LENGTH]
             if declared:
                 return declared
     return ANONYMOUS

@@ -4,6 +4,7 @@ reports tampering done with raw SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -17,6 +18,9 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.aether.v1.audit_pb2_grpc import AuditStub
 from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from clients.sdk.audit import AuditClient
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.registry import FeatureRegistryClient
 from control_plane.db import create_db_engine, pages
 from control_plane.server import ControlPlaneServer
 from tests.unit.control_plane.builders import entity, metadata, spec, view
@@ -237,3 +241,20 @@ async def test_an_entry_too_large_for_grpc_is_stored_with_markers(channel: grpc.
     exported = [e async for chunk in audit.ExportAudit(apb.ExportAuditRequest()) for e in chunk.entries]
     assert [e.hash for e in exported] == [e.hash for e in entries]
     assert (await audit.VerifyAudit(apb.VerifyAuditRequest())).ok
+
+
+@pytest.mark.parametrize("actor", ["José", "alice\n", "50% off", "李"])
+async def test_an_sdk_actor_gRPC_metadata_cannot_carry_is_recorded_as_it_is(
+    server: ControlPlaneServer, actor: str
+) -> None:
+    """The SDK client sent its actor unencoded: a non-ASCII one ("José") or one with a newline failed
+    every call with INTERNAL "Invalid metadata". Now the call succeeds and the audit log names the actor
+    (a newline, which no name holds, dropped). The sync client runs on a thread beside the server's loop."""
+
+    def create_and_read() -> list[str]:
+        with FeatureRegistryClient(server.address, security=ChannelSecurity(), actor=actor) as client:
+            client.create_entity(entity())
+        with AuditClient(server.address, security=ChannelSecurity()) as audit:
+            return [entry.actor for entry in audit.entries()]
+
+    assert await asyncio.to_thread(create_and_read) == [actor.strip()]
