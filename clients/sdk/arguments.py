@@ -10,7 +10,7 @@ request is built. :func:`choice` does the same for a word the SDK maps to an enu
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -82,6 +82,33 @@ def choice(value: object, name: str, choices: Mapping[str, _V]) -> _V:
     if isinstance(value, str) and value in choices:
         return choices[value]
     raise InvalidArgument(f"{name}: expected one of {', '.join(choices)}, got {_shown(value)}")
+
+
+def str_list(value: object, name: str) -> list[str]:
+    """``value``, an iterable of strings, as a list; INVALID_ARGUMENT naming ``name`` otherwise. A lone
+    str is refused rather than taken for one item: iterated, it was sent as one reference per character
+    ("zone_weather" as 12 feature references), and refusing says so where a guess might hide a typo."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgument(f"{name}: expected a list of strings, got {type(value).__name__}")
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidArgument(f"{name}[{index}]: expected a string, got {_shown(item)}")
+    return items
+
+
+def mapping_list(value: object, name: str) -> list[Mapping[str, Any]]:
+    """``value``, an iterable of mappings (entity rows), as a list; INVALID_ARGUMENT naming ``name`` for
+    one mapping given alone (iterated, it is its keys: AttributeError 'str' has no 'items') or any item
+    that is not a mapping."""
+    if isinstance(value, (Mapping, str, bytes)) or not isinstance(value, Iterable):
+        shown = "one mapping (wrap it in a list)" if isinstance(value, Mapping) else type(value).__name__
+        raise InvalidArgument(f"{name}: expected a list of mappings, got {shown}")
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidArgument(f"{name}[{index}]: expected a mapping, got {_shown(item)}")
+    return items
 
 
 def _check_enum(enum: Any, value: Any, name: str) -> None:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
-from clients.sdk.arguments import checked_request
+from clients.sdk.arguments import checked_request, str_list
 from clients.sdk.artifacts import ArtifactClient
 from clients.sdk.service_client import ServiceClient
 
@@ -114,6 +114,7 @@ class ModelRegistryClient(ServiceClient):
     ) -> pb.ModelVersion:
         """Uploads ``artifact`` (unless an already-stored ``artifact_sha256`` is given) and registers the
         next version of ``model_name`` (creating the model first when ``create_model``)."""
+        refs = str_list(feature_refs, "feature_refs")  # before the upload, which is slow and kept
         if artifact is not None:
             artifact_sha256 = self.artifacts.upload_file(artifact).sha256
         request = pb.CreateModelVersionRequest(
@@ -122,7 +123,7 @@ class ModelRegistryClient(ServiceClient):
             artifact_sha256=artifact_sha256,
             signature=signature,
             dataset=pb.DatasetInfo(hash=dataset_hash, query=dataset_query),
-            feature_refs=list(feature_refs),
+            feature_refs=refs,
             hyperparameters=dict(hyperparameters or {}),
             metrics=dict(metrics or {}),
             git_commit=git_commit,

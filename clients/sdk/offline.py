@@ -7,15 +7,16 @@ training set *is* an Arrow table.)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import pyarrow as pa
 
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, from_rpc_error
+from clients.errors import InvalidArgument
+from clients.sdk.arguments import str_list
 from clients.sdk.service_client import ServiceClient
 
 #: Largest Arrow piece per message, well under gRPC's default 4 MiB message limit.
@@ -97,14 +98,15 @@ class OfflineFeaturesClient(ServiceClient):
 
     def get_historical_features(
         self,
-        entity_rows: pa.Table | str,
+        entity_rows: pa.Table | str | os.PathLike[str],
         features: Sequence[str],
         *,
         timestamp_column: str = "",
         output_path: str = "",
         timeout: float | None = None,
     ) -> tuple[pa.Table, str]:
-        """(training set, dataset hash). ``entity_rows`` is a table, or a Parquet path the *server* reads."""
+        """(training set, dataset hash). ``entity_rows`` is a table, or a Parquet path the *server* reads
+        (a str or ``os.PathLike``); ``features`` a list of references (a lone str is refused, not split)."""
         result = self.historical_features(
             entity_rows, features, timestamp_column=timestamp_column, output_path=output_path, timeout=timeout
         )
@@ -112,7 +114,7 @@ class OfflineFeaturesClient(ServiceClient):
 
     def historical_features(
         self,
-        entity_rows: pa.Table | str,
+        entity_rows: pa.Table | str | os.PathLike[str],
         features: Sequence[str],
         *,
         timestamp_column: str = "",
@@ -123,28 +125,21 @@ class OfflineFeaturesClient(ServiceClient):
         """Like :meth:`get_historical_features`, with the matched counts and the server's output path.
         ``summary_only`` (with ``output_path``) leaves the rows on the server: the table comes back empty."""
         head = pb.GetHistoricalFeaturesRequest(
-            features=list(features),
+            features=str_list(features, "features"),
             timestamp_column=timestamp_column,
             output_path=output_path,
             summary_only=summary_only,
         )
-        if isinstance(entity_rows, str):
-            head.entity_rows_path = entity_rows
-            requests: Iterator[pb.GetHistoricalFeaturesRequest] = iter([head])
-        else:
-            requests = _requests(head, entity_rows)
-        try:
-            responses = self._stub.GetHistoricalFeatures(
-                requests, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
-            )
-            pieces: list[bytes] = []
-            last = pb.GetHistoricalFeaturesResponse()
-            for response in responses:
-                if response.arrow_chunk:
-                    pieces.append(response.arrow_chunk)
-                last = response
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        requests = _requests(head, entity_rows)
+        responses = self._stream_streaming(
+            self._stub.GetHistoricalFeatures, requests, self.timeout if timeout is None else timeout
+        )
+        pieces: list[bytes] = []
+        last = pb.GetHistoricalFeaturesResponse()
+        for response in responses:
+            if response.arrow_chunk:
+                pieces.append(response.arrow_chunk)
+            last = response
         table = read_arrow_stream(pieces) if pieces else pa.table({})
         return HistoricalFeatures(
             table=table,
@@ -156,6 +151,23 @@ class OfflineFeaturesClient(ServiceClient):
 
 
 def _requests(
+    head: pb.GetHistoricalFeaturesRequest, entity_rows: pa.Table | str | os.PathLike[str]
+) -> Iterator[pb.GetHistoricalFeaturesRequest]:
+    """The request stream: ``head`` naming the server-side path, or ``head`` and the table's pieces.
+    The type is checked here, before the call: drawn on gRPC's thread, a wrong one failed as UNKNOWN
+    "Exception iterating requests!"."""
+    if isinstance(entity_rows, (str, os.PathLike)):
+        head.entity_rows_path = os.fspath(entity_rows)
+        return iter([head])
+    if not isinstance(entity_rows, pa.Table):
+        raise InvalidArgument(
+            "entity_rows: expected a pyarrow Table or a path the server reads, "
+            f"got {type(entity_rows).__name__}"
+        )
+    return _table_requests(head, entity_rows)
+
+
+def _table_requests(
     head: pb.GetHistoricalFeaturesRequest, entity_rows: pa.Table
 ) -> Iterator[pb.GetHistoricalFeaturesRequest]:
     first = True

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
 from clients.errors import NotFound, from_rpc_error
+from clients.sdk.arguments import mapping_list, str_list
 from clients.sdk.fleet import ROUND_ROBIN
 from clients.sdk.service_client import ServiceClient
 from clients.value_types import numpy_dtype_name
@@ -117,8 +118,10 @@ class OnlineFeaturesClient(ServiceClient):
         timeout: float | None = None,
     ) -> OnlineFeatures:
         request = pb.GetOnlineFeaturesRequest(
-            features=list(features),
-            rows=[pb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in rows],
+            features=str_list(features, "features"),
+            rows=[
+                pb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in mapping_list(rows, "rows")
+            ],
         )
         try:
             response: pb.GetOnlineFeaturesResponse = self._stub.GetOnlineFeatures(

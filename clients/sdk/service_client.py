@@ -129,16 +129,21 @@ class ServiceClient(ABC):
         requests!"; that exception (an unreadable file, a row that does not convert) is raised here instead,
         so that the caller learns what went wrong."""
         failures: list[Exception] = []
-
-        def drawn() -> Iterator[Any]:
-            try:
-                yield from requests
-            except Exception as error:
-                failures.append(error)
-                raise
-
         try:
-            return self._call(method, drawn(), response_type)
+            return self._call(method, _noting_failures(requests, failures), response_type)
+        except AetherError:
+            if failures:
+                raise failures[0] from None
+            raise
+
+    def _stream_streaming(
+        self, method: Callable[..., Any], requests: Iterable[Any], timeout: float | None
+    ) -> Iterator[Any]:
+        """The messages of one bidirectional call of ``requests``, like :meth:`_stream`; an exception
+        raised drawing the requests is raised as itself, as in :meth:`_call_streaming`."""
+        failures: list[Exception] = []
+        try:
+            yield from self._stream(method, _noting_failures(requests, failures), timeout)
         except AetherError:
             if failures:
                 raise failures[0] from None
@@ -150,3 +155,13 @@ class ServiceClient(ABC):
             yield from method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+
+
+def _noting_failures(requests: Iterable[Any], failures: list[Exception]) -> Iterator[Any]:
+    """``requests``, with an exception raised drawing them appended to ``failures`` (gRPC's thread would
+    report it only as UNKNOWN "Exception iterating requests!")."""
+    try:
+        yield from requests
+    except Exception as error:
+        failures.append(error)
+        raise

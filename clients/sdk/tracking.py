@@ -28,7 +28,7 @@ import grpc
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import AlreadyExists, InvalidArgument, NotFound
-from clients.sdk.arguments import checked_request, choice
+from clients.sdk.arguments import checked_request, choice, str_list
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.pages import every_page
 from clients.sdk.service_client import ServiceClient
@@ -480,9 +480,9 @@ class TrackingClient(ServiceClient):
             pb.CompareRunsRequest,
             experiment_id=experiment_id,
             metrics=columns,
-            params=list(params),
+            params=str_list(params, "params"),
             filter=filter,
-            order_by=list(order_by),
+            order_by=str_list(order_by, "order_by"),
             page_size=page_size,
             page_token=page_token,
         )

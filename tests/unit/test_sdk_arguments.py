@@ -20,6 +20,8 @@ from clients.sdk.ingestion import IngestionClient, header
 from clients.sdk.jobs import JobsClient
 from clients.sdk.models import ModelRegistryClient, signature
 from clients.sdk.monitoring import MonitoringClient, feedback_message
+from clients.sdk.offline import OfflineFeaturesClient
+from clients.sdk.online import OnlineFeaturesClient
 from clients.sdk.registry import FeatureRegistryClient
 from clients.sdk.retraining import RetrainingClient
 from clients.sdk.tracking import TrackingClient
@@ -107,6 +109,39 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("quarantine id", lambda: IngestionClient(NOBODY).get_quarantined(-1), "^id: "),
     ("discard ids", lambda: IngestionClient(NOBODY).discard([1, -2]), r"^ids\[1\]: "),
     ("ingestion runs", lambda: IngestionClient(NOBODY).list_runs(limit=-1), "^limit: "),
+    # A lone str was iterated: one reference per character sent ("zone_weather" as 12 features).
+    (
+        "online features str",
+        lambda: OnlineFeaturesClient(NOBODY).get_online_features("zone_weather", [{"zone_id": "17"}]),
+        "^features: expected a list of strings, got str$",
+    ),
+    (
+        "online features item",
+        lambda: OnlineFeaturesClient(NOBODY).get_online_features([b"v:f"], [{"zone_id": "17"}]),  # type: ignore[list-item]
+        r"^features\[0\]: expected a string, got b'v:f'$",
+    ),
+    # One row as a dict was iterated as its keys: AttributeError 'str' object has no attribute 'items'.
+    (
+        "online rows dict",
+        lambda: OnlineFeaturesClient(NOBODY).get_online_features(["v:f"], {"zone_id": "17"}),  # type: ignore[arg-type]
+        r"^rows: expected a list of mappings, got one mapping \(wrap it in a list\)$",
+    ),
+    (
+        "offline features str",
+        lambda: OfflineFeaturesClient(NOBODY).historical_features("rows.parquet", "v:f"),
+        "^features: expected a list of strings, got str$",
+    ),
+    # Anything else was streamed as a table: UNKNOWN "Exception iterating requests!".
+    (
+        "offline entity rows",
+        lambda: OfflineFeaturesClient(NOBODY).historical_features({"zone_id": ["17"]}, ["v:f"]),  # type: ignore[arg-type]
+        "^entity_rows: expected a pyarrow Table or a path the server reads, got dict$",
+    ),
+    (
+        "model feature refs",
+        lambda: ModelRegistryClient(NOBODY).register_version("m", feature_refs="v:f"),
+        "^feature_refs: expected a list of strings, got str$",
+    ),
 ]  # fmt: skip
 
 
@@ -125,6 +160,11 @@ def test_tracking_arguments_are_checked_before_anything_is_sent() -> None:
             tracking.compare_runs("1", metrics=["acc", ("loss", "avg")])
         with pytest.raises(InvalidArgument, match=r"^page_size: "):
             tracking.list_runs("1", page_size=2**31)
+        # A lone str was split into one-character parameter and ordering columns.
+        with pytest.raises(InvalidArgument, match=r"^params: expected a list of strings, got str$"):
+            tracking.compare_runs("1", params="lr")
+        with pytest.raises(InvalidArgument, match=r"^order_by: expected a list of strings, got str$"):
+            tracking.compare_runs("1", order_by="metrics.loss")
 
 
 def test_valid_values_build_the_same_request() -> None:

@@ -109,6 +109,20 @@ async def test_entity_rows_from_a_server_path_and_output_written_there(
     assert result.output_path == str(out)
 
 
+async def test_entity_rows_from_a_server_path_given_as_a_path_object(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """A pathlib.Path was streamed as a table: UNKNOWN "Exception iterating requests!"."""
+    datasets = tmp_path / "home" / "datasets"
+    datasets.mkdir(parents=True)
+    pq.write_table(labels(20), datasets / "entities.parquet")
+    with OfflineFeaturesClient(server.address) as client:
+        result = await asyncio.to_thread(
+            client.historical_features, datasets / "entities.parquet", ["stats:score"]
+        )
+    assert result.row_count == 20 and result.table.column_names[-1] == "stats:score"
+
+
 @pytest.mark.parametrize(
     ("features", "rows", "error", "message"),
     [
