@@ -28,6 +28,12 @@ class ChannelSecurity:
     ca_path: Path | None = None
     server_name: str | None = None
 
+    def __post_init__(self) -> None:
+        # Built directly, a token with a line break or a non-ASCII character was taken as it was and then
+        # failed every call with INTERNAL "Invalid metadata"; from_env's check applies to every token.
+        if self.token is not None:
+            object.__setattr__(self, "token", sendable_token(self.token, "ChannelSecurity token") or None)
+
     def __repr__(self) -> str:  # never print the secret
         token = "set" if self.token else None
         return f"ChannelSecurity(token={token}, ca_path={self.ca_path!r}, server_name={self.server_name!r})"

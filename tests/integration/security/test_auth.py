@@ -230,6 +230,8 @@ def test_a_token_no_header_can_carry_is_refused_naming_its_variable(
     token_file.write_text(token, encoding="utf-8")
     refusals: list[tuple[Callable[[], object], str]] = [
         (lambda: ChannelSecurity.from_env({"AETHER_TOKEN": token}), "AETHER_TOKEN: "),
+        # Built directly, it was never checked: every call failed INTERNAL "Invalid metadata".
+        (lambda: ChannelSecurity(token=token), "ChannelSecurity token: "),
         (lambda: ChannelSecurity.from_env({"AETHER_TOKEN_FILE": str(token_file)}), "AETHER_TOKEN_FILE "),
         (lambda: AuthSettings.from_env({"AETHER_ADMIN_TOKEN": token}), "AETHER_ADMIN_TOKEN: "),
         (
