@@ -116,6 +116,8 @@ class IngestionClient(ServiceClient):
     ) -> list[pb.QuarantinedRecord]:
         """The newest ``limit`` records (0 = 100), newest first, over as many pages as that takes (a page
         is also bounded in bytes, so it may hold fewer)."""
+        # As the field holds it: a negative limit returned [] without a call, as if nothing were kept.
+        checked_request(pb.ListQuarantinedRequest, limit=limit)
         wanted = limit or 100
         records: list[pb.QuarantinedRecord] = []
         token = ""

@@ -33,15 +33,19 @@ def feedback_message(item: FeedbackItem) -> pb.Feedback:
     """A ``Feedback`` from a message or a ``(request_id, label[, row])`` tuple."""
     if isinstance(item, pb.Feedback):
         return item
-    request_id, label, *rest = item
+    request_id: object = None
     try:  # converted as before ("1" and 1.0 are taken), but a value that is none is INVALID_ARGUMENT
+        if isinstance(item, (str, bytes)):  # unpacked, "r1" was request "r" labelled 1
+            raise TypeError("a string is not a (request_id, label) pair")
+        request_id, label, *rest = item  # inside: ("req-1",) raised a bare ValueError
         if len(rest) > 1:
             raise ValueError("more than three items")
         number = float(label)
         row = None if not rest else _whole_row(rest[0])
     except (TypeError, ValueError, OverflowError):
+        which = f"feedback {request_id!r}" if request_id is not None else "feedback"
         raise InvalidArgument(
-            f"feedback {request_id!r}: expected (request_id, label[, row]) with a number label and a whole"
+            f"{which}: expected (request_id, label[, row]) with a number label and a whole"
             f" number row, got {item!r:.120}"
         ) from None
     return checked_request(pb.Feedback, request_id=request_id, label=number, row=row)

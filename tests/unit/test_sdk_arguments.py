@@ -91,6 +91,10 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         "feedback 'req-1': expected",
     ),
     ("feedback row", lambda: feedback_message(("req-1", 1.0, -1)), "^row: "),
+    # A str was unpacked by character ("r1": request "r" labelled 1); one item raised a bare ValueError.
+    ("feedback str", lambda: feedback_message("r1"), "^feedback: expected"),  # type: ignore[arg-type]
+    ("feedback bytes", lambda: feedback_message(b"r1"), "^feedback: expected"),  # type: ignore[arg-type]
+    ("feedback one item", lambda: feedback_message(("req-1",)), "^feedback: expected"),  # type: ignore[arg-type]
     # int() made row 2.9 row 2, and a fourth item was dropped: another output labelled, silently.
     (
         "feedback fractional row",
@@ -109,6 +113,8 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("quarantine id", lambda: IngestionClient(NOBODY).get_quarantined(-1), "^id: "),
     ("discard ids", lambda: IngestionClient(NOBODY).discard([1, -2]), r"^ids\[1\]: "),
     ("ingestion runs", lambda: IngestionClient(NOBODY).list_runs(limit=-1), "^limit: "),
+    # A negative limit returned [] without a call, as if nothing were quarantined.
+    ("quarantine limit", lambda: IngestionClient(NOBODY).list_quarantined(limit=-1), "^limit: "),
     # A lone str was iterated: one reference per character sent ("zone_weather" as 12 features).
     (
         "online features str",
