@@ -7,6 +7,7 @@ The request builders and response decoders are plain functions, shared by the sy
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,10 @@ import numpy.typing as npt
 from clients.aether.v1 import inference_pb2 as ipb
 from clients.aether.v1 import inference_pb2_grpc as ipb_grpc
 from clients.aether.v1 import online_features_pb2 as opb
-from clients.errors import AetherError, from_rpc_error
+from clients.errors import AetherError, InvalidArgument, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from clients.sdk.arguments import mapping_list
 from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS, data_plane_channel_options
 from clients.sdk.service_client import ServiceClient
 
@@ -45,13 +47,33 @@ def build_infer_request(
     request = oip.ModelInferRequest(
         model_name=model, model_version="" if version is None else str(version), id=request_id
     )
-    for name, array in inputs.items():
+    if not isinstance(inputs, Mapping):
+        raise InvalidArgument(
+            f"inputs: expected a mapping of input names to arrays, got {type(inputs).__name__}"
+        )
+    for name, value in inputs.items():
+        array = _input_array(name, value)
         contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         request.inputs.add(name=name, datatype=_DATATYPES[array.dtype.name], shape=array.shape)
         request.raw_input_contents.append(contiguous.tobytes())
     for name in outputs:
         request.outputs.add(name=name)
     return request
+
+
+def _input_array(name: str, value: object) -> Array:
+    """``value`` as an array of a type the V2 protocol carries; INVALID_ARGUMENT naming the input and the
+    accepted types otherwise (a plain list raised AttributeError, a str or complex array KeyError)."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:  # a ragged list
+        raise InvalidArgument(f"inputs[{name!r}]: not an array: {error}") from None
+    if array.dtype.name not in _DATATYPES:
+        raise InvalidArgument(
+            f"inputs[{name!r}]: dtype {array.dtype.name} cannot be sent; expected one of "
+            f"{', '.join(_DATATYPES)}"
+        )
+    return array
 
 
 def decode_infer_response(response: oip.ModelInferResponse) -> dict[str, Array]:
@@ -86,10 +108,25 @@ def build_predict_request(
     return ipb.PredictRequest(
         deployment=deployment,
         routing_key=routing_key,
-        rows=[opb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in rows],
-        request_features=[ipb.RequestFeatures(values=dict(f)) for f in request_features],
+        rows=[opb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in mapping_list(rows, "rows")],
+        request_features=[
+            ipb.RequestFeatures(values=_feature_values(values, f"request_features[{index}]"))
+            for index, values in enumerate(mapping_list(request_features, "request_features"))
+        ],
         request_id=request_id,
     )
+
+
+def _feature_values(values: Mapping[str, Any], name: str) -> dict[str, float]:
+    """One row's request features, each a real number (protobuf raised a bare TypeError for a str)."""
+    checked: dict[str, float] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise InvalidArgument(f"{name}: expected feature names as strings, got {key!r:.80}")
+        if not isinstance(value, numbers.Real):  # numpy floats are Real; bool is, as protobuf takes it
+            raise InvalidArgument(f"{name}[{key!r}]: expected a number, got {value!r:.80}")
+        checked[key] = float(value)
+    return checked
 
 
 def decode_predict_response(response: ipb.PredictResponse) -> PredictResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from clients.aether.v1 import feature_registry_pb2 as fpb
@@ -16,6 +17,7 @@ from clients.errors import InvalidArgument
 from clients.sdk.arguments import checked_request
 from clients.sdk.audit import AuditClient, audit_filter
 from clients.sdk.deployments import DeploymentsClient, variant
+from clients.sdk.inference import build_infer_request, build_predict_request
 from clients.sdk.ingestion import IngestionClient, header
 from clients.sdk.jobs import JobsClient
 from clients.sdk.models import ModelRegistryClient, signature
@@ -113,6 +115,38 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("quarantine id", lambda: IngestionClient(NOBODY).get_quarantined(-1), "^id: "),
     ("discard ids", lambda: IngestionClient(NOBODY).discard([1, -2]), r"^ids\[1\]: "),
     ("ingestion runs", lambda: IngestionClient(NOBODY).list_runs(limit=-1), "^limit: "),
+    # A str or complex array was a KeyError ('str32'), a plain list an AttributeError (no .dtype).
+    (
+        "infer str array",
+        lambda: build_infer_request("m", {"x": np.array(["a"])}),
+        r"^inputs\['x'\]: dtype str32 cannot be sent; expected one of bool, uint8, ",
+    ),
+    (
+        "infer complex array",
+        lambda: build_infer_request("m", {"x": np.zeros(2, np.complex64)}),
+        r"^inputs\['x'\]: dtype complex64 cannot be sent",
+    ),
+    (
+        "infer ragged list",
+        lambda: build_infer_request("m", {"x": [[1.0], [1.0, 2.0]]}),  # type: ignore[dict-item]
+        r"^inputs\['x'\]: not an array",
+    ),
+    # protobuf's bare TypeError; one row as a dict was iterated as its keys (AttributeError).
+    (
+        "predict feature value",
+        lambda: build_predict_request("d", [{"a": 1}], request_features=[{"f": "x"}]),  # type: ignore[dict-item]
+        r"^request_features\[0\]\['f'\]: expected a number, got 'x'$",
+    ),
+    (
+        "predict rows dict",
+        lambda: build_predict_request("d", {"zone_id": "17"}),  # type: ignore[arg-type]
+        r"^rows: expected a list of mappings, got one mapping",
+    ),
+    (
+        "predict features dict",
+        lambda: build_predict_request("d", [{"a": 1}], request_features={"f": 1.0}),  # type: ignore[arg-type]
+        r"^request_features: expected a list of mappings, got one mapping",
+    ),
     # A negative limit returned [] without a call, as if nothing were quarantined.
     ("quarantine limit", lambda: IngestionClient(NOBODY).list_quarantined(limit=-1), "^limit: "),
     # A lone str was iterated: one reference per character sent ("zone_weather" as 12 features).
@@ -181,5 +215,10 @@ def test_valid_values_build_the_same_request() -> None:
     assert audit_filter(since_us=0).HasField("since_us") and not audit_filter().HasField("since_us")
     assert feedback_message(("r", 1, 3)).row == 3
     assert feedback_message(("r", 1, 3.0)).row == 3  # type: ignore[arg-type]  # as pandas writes rows
+    # A plain list is an array: float64, as numpy reads it (it raised AttributeError: no .dtype).
+    assert build_infer_request("m", {"x": [[1.0, 2.0]]}).inputs[0].datatype == "FP64"  # type: ignore[dict-item]
+    assert build_predict_request("d", [{"a": 1}], request_features=[{"f": np.float32(2)}]).request_features[
+        0
+    ].values == {"f": 2.0}
     # Enums are open: a number these stubs do not know is the server's to judge (a newer proto's value).
     assert list(checked_request(jpb.ListJobsRequest, states=[99]).states) == [99]
