@@ -30,6 +30,7 @@ import numpy as np
 from control_plane.cli.dev import start_stack, stop_stack
 from control_plane.cli.settings import CliSettings
 from control_plane.demo import world
+from control_plane.demo.cleanup import cancel_jobs, kill_leftovers
 from control_plane.demo.ingest import ingest_history
 from control_plane.demo.lineage import FinalLineage, final_lineage
 from control_plane.demo.progress import Say
@@ -71,29 +72,54 @@ def run_demo(options: DemoOptions, say: Say) -> DemoReport:
     settings = demo_settings(options.home)
     report = DemoReport(settings)
     ended_well = False
+    survivors: list[str] = []
     try:
         say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
         # The demo writes its entity rows under its own home's datasets folder, so that is the stack's
         # datasets root whatever AETHER_DATASETS_ROOT the user's shell holds (which pointed it elsewhere).
         datasets = str(settings.home / "datasets")
         start_stack(settings, extra_env={**STACK_ENV, "AETHER_DATASETS_ROOT": datasets})
+        completed = False
         try:
             _scenario(options, report, say)
+            completed = True
         finally:
-            say("      stopping the stack")
-            stop_stack(settings)
+            survivors = _stop(settings, say, end_jobs=not (completed and not report.problems))
         ended_well = not report.problems
     finally:
-        if options.home is None:
-            kept = (
-                remove_scratch(settings.home)
-                if ended_well
-                else f"scratch state kept for inspection in {settings.home} (remove it when done)"
-            )
-            if kept:
-                say(f"      {kept}")
-                report.notes.append(kept)
+        _say_what_is_kept(options, settings, ended_well, survivors, report, say)
     return report
+
+
+def _stop(settings: CliSettings, say: Say, end_jobs: bool) -> list[str]:
+    """Stops the stack; after a failure or an interrupt, its jobs first (they run in sessions of their
+    own: nothing else stops them). Returns the jobs that outlived even the kill."""
+    if end_jobs:
+        say("      cancelling the demo's unfinished jobs")
+        cancel_jobs(settings.control_plane_addr)
+    say("      stopping the stack")
+    stop_stack(settings)
+    return kill_leftovers(settings.home / "jobs") if end_jobs else []
+
+
+def _say_what_is_kept(
+    options: DemoOptions,
+    settings: CliSettings,
+    ended_well: bool,
+    survivors: list[str],
+    report: DemoReport,
+    say: Say,
+) -> None:
+    notes = [f"still running after the demo: {'; '.join(survivors)}"] if survivors else []
+    if options.home is None:
+        notes.append(
+            remove_scratch(settings.home)
+            if ended_well
+            else f"scratch state kept for inspection in {settings.home} (remove it when done)"
+        )
+    for note in filter(None, notes):
+        say(f"      {note}")
+        report.notes.append(note)
 
 
 def _scenario(options: DemoOptions, report: DemoReport, say: Say) -> None:

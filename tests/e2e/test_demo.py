@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from control_plane.demo.stack import users_of
 
 # The demo runs a whole stack and two training jobs: the suite's 120 s per test is too short for it on a
 # busy 2-core machine; the subprocess's own timeout (540 s) is the bound that matters.
@@ -120,3 +124,33 @@ def test_demo_keeps_the_champion_when_the_gates_fail(tmp_path: Path, flag: str) 
     assert rows["promotion"] == "rejected"
     assert rows["champion version"] == "1" and rows["primary version"] == "1"
     assert rows["final model lineage"].startswith("v1 <- run ")
+
+
+def test_an_interrupted_demo_leaves_no_job_running(tmp_path: Path) -> None:
+    """Ctrl-C while the training job runs: the job, in a session of its own, outlived the stack and
+    blocked for good flushing its metrics to the stopped control plane. The demo now ends it first."""
+    home = tmp_path / "home"
+    env = dict(os.environ, AETHER_HOME=str(home))
+    env.pop("AETHER_NEAR_CACHE_MB", None)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "control_plane.cli.main", "demo", "--size", "small", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # a terminal's foreground job: Ctrl-C reaches its whole group
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any("held out" in log.read_text(errors="replace") for log in home.glob("jobs/*/job.log")):
+            assert demo.poll() is None and time.monotonic() < deadline, "the training job never started"
+            time.sleep(0.2)
+        os.killpg(demo.pid, signal.SIGINT)
+        out, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    # The planes are tied to the demo; a job is not: give the group kill a moment to be reaped.
+    deadline = time.monotonic() + 10
+    while users_of(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert users_of(home) == [], out.decode(errors="replace")
