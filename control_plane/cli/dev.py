@@ -177,6 +177,7 @@ def _up(
     wait_s: float,
     extra_env: Mapping[str, str] | None = None,
     tie: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
         raise FailedPrecondition(_INSTALL_REDIS)
@@ -200,7 +201,7 @@ def _up(
                     )
                 )
             else:
-                pid = _start(service, folder, settings, wait_s, extra_env, tie)
+                pid = _start(service, folder, settings, wait_s, extra_env, tie, environ)
                 started.append(service)
                 rows.append(_row(service, folder, "started", pid))
     except FailedPrecondition:
@@ -219,12 +220,15 @@ def _start(
     wait_s: float,
     extra_env: Mapping[str, str] | None = None,
     tie: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     """Starts ``service`` and waits until it is ready. ``tie``: it ends when this process does, however
     this one ends (:mod:`clients.lifeline`); ``dev up`` leaves it out, its stack outlives the command."""
     log_path = folder / f"{service.key}.log"
-    # extra_env: settings for this stack only (the demo's short loop intervals, for instance).
-    env = {**os.environ, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
+    # extra_env: settings for this stack only (the demo's short loop intervals, for instance); environ:
+    # the environment it starts from (the demo's drops the user's AETHER_* settings), default this one's.
+    base = os.environ if environ is None else environ
+    env = {**base, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
     # The planes are started as modules: make sure the child imports this very checkout of Aether.
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
@@ -442,17 +446,20 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def start_stack(
-    settings: CliSettings, wait_s: float = 60.0, extra_env: Mapping[str, str] | None = None
+    settings: CliSettings,
+    wait_s: float = 60.0,
+    extra_env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Starts the local stack described by ``settings`` and waits until every service is ready; all or
     nothing (FailedPrecondition naming the service that failed, the others stopped again). ``extra_env``
-    is added to the services' environment.
+    is added to the services' environment, which starts from ``environ`` (default: this process's).
 
     Unlike ``dev up``'s, this stack is tied to the calling process: its services end when it does, even
     killed with SIGKILL (a test timeout, the OOM killer), instead of holding their ports, files and CPU
     until someone finds them."""
     folder = settings.home / "dev"
-    _up(_services(settings, folder), folder, settings, wait_s, extra_env, tie=True)
+    _up(_services(settings, folder), folder, settings, wait_s, extra_env, tie=True, environ=environ)
 
 
 def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:

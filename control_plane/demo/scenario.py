@@ -22,6 +22,7 @@ city; ``stack`` the demo's own stack settings.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from control_plane.demo.register import register_features
 from control_plane.demo.retrain import Retrained, retrain
 from control_plane.demo.serve import deploy_and_serve
 from control_plane.demo.shift import Shifted, shift_the_world
-from control_plane.demo.stack import STACK_ENV, demo_settings, remove_scratch
+from control_plane.demo.stack import STACK_ENV, demo_settings, remove_scratch, stack_environ
 from control_plane.demo.train import train_model
 from control_plane.demo.training_set import history_training_set, pinned
 
@@ -75,10 +76,9 @@ def run_demo(options: DemoOptions, say: Say) -> DemoReport:
     survivors: list[str] = []
     try:
         say(f"[0/8] starting redis-server, control plane and data plane in {settings.home}")
-        # The demo writes its entity rows under its own home's datasets folder, so that is the stack's
-        # datasets root whatever AETHER_DATASETS_ROOT the user's shell holds (which pointed it elsewhere).
-        datasets = str(settings.home / "datasets")
-        start_stack(settings, extra_env={**STACK_ENV, "AETHER_DATASETS_ROOT": datasets})
+        # Its own stack on its own home: none of the user's AETHER_* settings but the credentials (the
+        # user's datasets root, jobs folder or alert webhook got the demo's rows, jobs and alerts).
+        start_stack(settings, extra_env=STACK_ENV, environ=stack_environ(os.environ))
         completed = False
         try:
             _scenario(options, report, say)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from control_plane.cli.settings import CliSettings
@@ -26,6 +27,33 @@ STACK_ENV = {
     "AETHER_JOBS_TICK_S": "0.2",
     "AETHER_JOBS_KILL_GRACE_S": "2",
 }
+
+
+#: The user's settings the demo's stack keeps: credentials and transport security. The demo's own SDK
+#: clients read them from the same shell, so the stack must expect what they send.
+KEPT_USER_SETTINGS = (
+    "AETHER_TOKEN",
+    "AETHER_TOKEN_FILE",
+    "AETHER_ADMIN_TOKEN",
+    "AETHER_ADMIN_TOKEN_FILE",
+    "AETHER_READONLY_TOKEN",
+    "AETHER_READONLY_TOKEN_FILE",
+    "AETHER_TLS_CA",
+    "AETHER_TLS_CERT",
+    "AETHER_TLS_KEY",
+    "AETHER_TLS_SERVER_NAME",
+)
+
+
+def stack_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the user's other ``AETHER_*`` settings: the demo's stack lives under its own
+    home. Inherited, they sent its jobs to the user's AETHER_JOBS_DIR, its drift alerts to the user's
+    AETHER_MONITOR_WEBHOOK_URL, its datasets to the user's AETHER_DATASETS_ROOT, and so on."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith("AETHER_") or name in KEPT_USER_SETTINGS
+    }
 
 
 def free_port() -> int:

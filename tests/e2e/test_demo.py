@@ -130,7 +130,9 @@ def test_an_interrupted_demo_leaves_no_job_running(tmp_path: Path) -> None:
     """Ctrl-C while the training job runs: the job, in a session of its own, outlived the stack and
     blocked for good flushing its metrics to the stopped control plane. The demo now ends it first."""
     home = tmp_path / "home"
-    env = dict(os.environ, AETHER_HOME=str(home))
+    # The user's own jobs folder is not the demo's: its stack inherited the variable and put its jobs there.
+    users_jobs = tmp_path / "users-jobs"
+    env = dict(os.environ, AETHER_HOME=str(home), AETHER_JOBS_DIR=str(users_jobs))
     env.pop("AETHER_NEAR_CACHE_MB", None)
     demo = subprocess.Popen(
         [sys.executable, "-m", "control_plane.cli.main", "demo", "--size", "small", "--home", str(home)],
@@ -143,6 +145,7 @@ def test_an_interrupted_demo_leaves_no_job_running(tmp_path: Path) -> None:
         deadline = time.monotonic() + 300
         while not any("held out" in log.read_text(errors="replace") for log in home.glob("jobs/*/job.log")):
             assert demo.poll() is None and time.monotonic() < deadline, "the training job never started"
+            assert not users_jobs.exists(), "the demo's stack used the user's AETHER_JOBS_DIR"
             time.sleep(0.2)
         os.killpg(demo.pid, signal.SIGINT)
         out, _ = demo.communicate(timeout=120)
