@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from control_plane.cli import output
+from control_plane.cli.errors import UsageError
 from control_plane.demo.scenario import SIZES, DemoOptions, run_demo
 from control_plane.demo.train import JOB
 
@@ -19,7 +20,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--home",
         type=Path,
         default=None,
-        help="state folder to keep for inspection with aetherctl (default: a scratch folder)",
+        help="a new or empty folder to keep the state in for inspection with aetherctl (default: a scratch"
+        " folder)",
     )
     demo.add_argument(
         "--fail-gates",
@@ -30,6 +32,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.home is not None:
+        refuse_used_home(args.home)
     options = DemoOptions(size=args.size, home=args.home, fail_gates=args.fail_gates)
     report = run_demo(options, lambda line: print(line, flush=True))
     print()
@@ -48,3 +52,13 @@ def _run(args: argparse.Namespace) -> int:
             " | drift report zone-demand"
         )
     return 1 if report.problems else 0
+
+
+def refuse_used_home(home: Path) -> None:
+    """A ``--home`` that holds anything is refused before anything starts. A folder a demo ran in before
+    mixed two runs: the stream counts summed both, the champion alias moved, then the deployment failed
+    with ALREADY_EXISTS, leaving the alias on a version that was not serving."""
+    if home.exists() and (not home.is_dir() or any(home.iterdir())):
+        raise UsageError(
+            f"--home {home}: not an empty folder (a demo ran there before?); give an empty or new one"
+        )

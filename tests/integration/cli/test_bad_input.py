@@ -406,3 +406,13 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_it(
     latin1.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     result = aetherctl(capsys, nowhere, *args, str(latin1))
     assert_refused(result, 1, f"cannot read {what} '{latin1}': not UTF-8 text (byte 0xe9 at offset 9)")
+
+
+def test_demo_refuses_a_home_that_is_not_empty(tmp_path: Path, capsys: Capture, nowhere: str) -> None:
+    """A demo run again in its old --home mixed both runs and failed at its deployment stage, leaving the
+    champion alias on a version that was not serving: such a folder is refused before anything starts."""
+    home = tmp_path / "used"
+    home.mkdir()
+    (home / "dev").write_text("")  # not a folder: without the check, the stack's start fails at once
+    assert_refused(aetherctl(capsys, nowhere, "demo", "--home", str(home)), 2, "give an empty or new one")
+    assert sorted(p.name for p in home.iterdir()) == ["dev"]  # nothing started, nothing written
