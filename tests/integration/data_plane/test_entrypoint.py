@@ -99,7 +99,7 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("redis://127.0.0.1:99999", "Port out of range"),
+        ("redis://127.0.0.1:99999", "the port must be a number from 0 to 65535"),
         ("rediss://:S3cretPw@127.0.0.1:6379", "unsupported Redis URL 'rediss://127.0.0.1:6379'"),
         ("redis://:S3cretPw@127.0.0.1:6379/zero", "the path must be a database number"),
         ("redis://127.0.0.1:6379/0?password=S3cretPw&timeout=1", "unsupported query parameter 'timeout'"),
