@@ -59,6 +59,9 @@ async def data_plane(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[Da
     writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
     writer.write(writable(STATS), [["1"], ["2"]], np.array([[1, 2, 3], [4, 5, 6]], np.float32), NOW_US)
     handle = await start_server(_settings(own_redis.url, path))
+    # The overall health turns SERVING once the plans are known (here: the unreachable control plane's
+    # watch has failed), a moment after the start returns.
+    await asyncio.wait_for(handle.serving.wait(), 10)
     yield handle
     await handle.stop(None)
 
