@@ -352,8 +352,8 @@ async def test_server_paths_outside_the_datasets_root_are_refused(
     assert pq.read_table(inside.output_path).num_rows == 3
 
 
-async def test_the_read_only_token_may_not_write_a_training_set(tmp_path: Path, db_url: str) -> None:
-    """GetHistoricalFeatures counts as a read by its name, but with output_path it writes a file."""
+async def _with_tokens(tmp_path: Path, db_url: str) -> ControlPlaneServer:
+    """A control plane with an admin and a read-only token, and the view ``stats`` (score) in it."""
     settings = ControlPlaneSettings(
         home=tmp_path / "home",
         db_url=db_url,
@@ -361,10 +361,16 @@ async def test_the_read_only_token_may_not_write_a_training_set(tmp_path: Path, 
         auth=AuthSettings(admin_token="admin-secret", readonly_token="reader-secret"),
     )
     handle = await start_server(settings, services=[add_to_server])
+    await asyncio.to_thread(ensure_entity, handle.registry)
+    spec = feature_spec("stats", (("score", types_pb2.FLOAT64),), ttl_seconds=7200)
+    await asyncio.to_thread(create_view, handle.registry, spec)
+    return handle
+
+
+async def test_the_read_only_token_may_not_write_a_training_set(tmp_path: Path, db_url: str) -> None:
+    """GetHistoricalFeatures counts as a read by its name, but with output_path it writes a file."""
+    handle = await _with_tokens(tmp_path, db_url)
     try:
-        await asyncio.to_thread(ensure_entity, handle.registry)
-        spec = feature_spec("stats", (("score", types_pb2.FLOAT64),), ttl_seconds=7200)
-        await asyncio.to_thread(create_view, handle.registry, spec)
         reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="reader-secret"))
         admin = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="admin-secret"))
         with reader, admin:
@@ -394,18 +400,9 @@ async def test_the_read_only_token_leaves_no_lineage_record(tmp_path: Path, db_u
     """Without output_path the server still recorded every distinct training set it built in the
     offline store (``_datasets/<hash>.json``): a read-only caller wrote files there, unaudited and
     without bound. Only a caller that may write leaves a record."""
-    settings = ControlPlaneSettings(
-        home=tmp_path / "home",
-        db_url=db_url,
-        listen_addr="127.0.0.1:0",
-        auth=AuthSettings(admin_token="admin-secret", readonly_token="reader-secret"),
-    )
-    handle = await start_server(settings, services=[add_to_server])
+    handle = await _with_tokens(tmp_path, db_url)
     offline = tmp_path / "home" / "offline"
     try:
-        await asyncio.to_thread(ensure_entity, handle.registry)
-        spec = feature_spec("stats", (("score", types_pb2.FLOAT64),), ttl_seconds=7200)
-        await asyncio.to_thread(create_view, handle.registry, spec)
         reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="reader-secret"))
         admin = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="admin-secret"))
         with reader, admin:

@@ -41,6 +41,20 @@ from tests.unit.retraining.models import linear
 ALERTS = "aether.control_plane.monitoring"
 
 
+def configure(world: World, promotion: pb.PromotionPolicy) -> None:
+    """Triggers on for "eta", gated on MAE (the latency ratio off), promoted by ``promotion``."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            promotion=promotion,
+        ),
+        actor="operator",
+    )
+
+
 def start_other_canary(world: World) -> int:
     """Someone else's canary on the deployment: the deployments core runs one at a time."""
     other = world.register(linear(TRUE_W + 0.02), approve=True)
@@ -93,16 +107,7 @@ async def test_a_challenger_waits_for_a_running_canary_and_enters_once_it_ends(
 
 
 async def test_a_waiting_challenger_still_gets_its_shadow_phase(world: World) -> None:
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta",
-            enabled=True,
-            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=pb.PromotionPolicy(shadow_seconds=600),
-        ),
-        actor="operator",
-    )
+    configure(world, pb.PromotionPolicy(shadow_seconds=600))
     start_other_canary(world)
     challenger = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
@@ -118,16 +123,7 @@ async def test_a_waiting_challenger_still_gets_its_shadow_phase(world: World) ->
 
 async def test_a_passed_shadow_phase_waits_for_a_canary_started_meanwhile(world: World) -> None:
     policy = pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9)
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta",
-            enabled=True,
-            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=policy,
-        ),
-        actor="operator",
-    )
+    configure(world, policy)
     challenger = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
     shadowing = stored(world)
@@ -149,16 +145,7 @@ async def test_a_canary_policy_the_deployment_refuses_fails_the_promotion(world:
     # A policy stored before ConfigureTriggers checked it (steps descending): the deployments core refuses
     # it with INVALID_ARGUMENT, which was taken for a busy deployment, so the challenger waited
     # pending_canary for ever, its alias kept.
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta",
-            enabled=True,
-            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=pb.PromotionPolicy(shadow_seconds=600),
-        ),
-        actor="operator",
-    )
+    configure(world, pb.PromotionPolicy(shadow_seconds=600))
     challenger = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
     shadowing = stored(world)
@@ -255,16 +242,7 @@ async def test_a_promotion_the_registry_refuses_fails_visibly_and_holds_up_no_ot
 
 async def shadowing(world: World) -> pb.Evaluation:
     """A challenger that passed its gates, in its 10-minute shadow phase (90 % agreement needed)."""
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta",
-            enabled=True,
-            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9),
-        ),
-        actor="operator",
-    )
+    configure(world, pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9))
     challenger = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
     evaluation = stored(world)
@@ -374,14 +352,7 @@ async def test_a_challenger_under_promotion_cannot_be_deleted_and_one_deleted_be
     promotion never ended: every tick logged the version's NOT_FOUND. The registry now refuses the delete
     while a promotion is in progress, naming it; a version deleted before that rule (by a control plane
     without it: a registry here without the guard) fails the promotion rather than wedging it."""
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta", enabled=True, gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=pb.PromotionPolicy(manual_approval=True),
-        ),
-        actor="operator",
-    )  # fmt: skip
+    configure(world, pb.PromotionPolicy(manual_approval=True))
     challenger = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
     evaluation = stored(world)
@@ -438,16 +409,7 @@ async def test_the_challenger_alias_goes_when_its_canary_ends(
 async def test_the_challenger_alias_goes_when_a_reviewer_rejects_or_the_shadow_phase_fails(
     world: World,
 ) -> None:
-    configs.put_config(
-        world.sessions,
-        pb.TriggerConfig(
-            deployment="eta",
-            enabled=True,
-            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
-            promotion=pb.PromotionPolicy(manual_approval=True),
-        ),
-        actor="operator",
-    )
+    configure(world, pb.PromotionPolicy(manual_approval=True))
     rejected = world.register(linear(TRUE_W + 0.01))
     await world.retrainer.evaluate_challenger(submitted_decision(world), rejected)
     assert challenger_alias(world) == rejected
