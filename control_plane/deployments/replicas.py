@@ -29,13 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc.aio
 from google.protobuf.message import DecodeError, Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import deployments_pb2, feature_registry_pb2
 from clients.lifeline import tied
-from clients.sdk.auth import open_aio_channel
+from control_plane.deployments.replica_health import wait_serving
 
 _log = logging.getLogger("aether.control_plane.replicas")
 
@@ -204,7 +202,7 @@ class ReplicaManager:
                 waiting_for = f"its line '{_SERVING_LINE}' on stdout"
                 await _line_after(process, _SERVING_LINE)
                 waiting_for = f"SERVING from its health service at {replica.address}"
-                await _wait_serving(replica.address)
+                await wait_serving(replica.address)
         except BaseException as exc:
             await self._stop(replica)
             heapq.heappush(self._free, number)  # its folder and log are the next start's
@@ -311,18 +309,3 @@ async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:
         text = line.decode(errors="replace").strip()
         if text.startswith(prefix):
             return text.removeprefix(prefix)
-
-
-async def _wait_serving(address: str, poll_s: float = 0.05) -> None:
-    """Returns once the replica's overall health is SERVING (its plans and models are ready). The replica
-    inherits this process's environment, TLS certificate included, so the probe follows it too."""
-    async with open_aio_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(poll_s)
