@@ -15,8 +15,9 @@ What is read from each replica (``data_plane/metrics.py``):
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
 as running, since the replica manager decides what runs. It keeps its previous sample, so its next
 successful scrape counts the requests since then (the missed interval too), never its whole lifetime.
-A replica whose process has exited is replaced before each decision
-(:meth:`ReplicaManager.replace_exited`).
+A replica whose process has exited, or that is hung (no answer from its health to a few passes' probes
+in a row), is replaced before each decision (:meth:`ReplicaManager.replace_failed`): a hung one's scrape
+fails every interval too, so without that it was only ever logged here.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class AutoscaleLoop:
 
     async def tick(self) -> int:
         """One measurement and decision, applied; the replica count asked for."""
-        await self._replicas.replace_exited()
+        await self._replicas.replace_failed()
         load = await self.measure()
         now = self._clock()
         wanted, self._history = decide(self._policy, load, self._history, now)

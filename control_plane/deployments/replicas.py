@@ -5,9 +5,18 @@ A replica is listed in :meth:`ReplicaManager.ready_addresses` (what a client-sid
 balancer sends traffic to) only once its gRPC health says SERVING, so it has loaded the plans and models
 it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
-timeout. Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless told
-otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
+timeout. Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless
+told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
 (:mod:`control_plane.deployments.autoscale_loop`) scrapes.
+
+Before each autoscaler decision (:meth:`ReplicaManager.replace_failed`) a replica whose process exited
+(a crash, the OOM killer) is unlisted and replaced, and so is one that is hung: its process is alive but
+its gRPC health gave no answer (deadline passed, no connection) to ``hung_after_misses`` probes in a row,
+one per pass (a stopped process, a deadlock, a wedged event loop). A hung replica was counted as
+capacity and kept in the endpoints file, and so in every client's rotation, for ever: a health watch
+that just stalls does not take it out. It cannot drain, so it is SIGKILLed at once after it is unlisted,
+and counted in ``hung``, not in ``killed`` (which counts drains cut short). One slow answer under load
+is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misses.
 
 A new replica's folder is seeded with the newest readable snapshots any replica folder holds (the
 registry, the deployment plans): a replica serves from its persisted snapshots while the control plane
@@ -33,7 +42,7 @@ from google.protobuf.message import DecodeError, Message
 
 from clients.aether.v1 import deployments_pb2, feature_registry_pb2
 from clients.lifeline import tied
-from control_plane.deployments.replica_health import wait_serving
+from control_plane.deployments.replica_health import answers, wait_serving
 
 _log = logging.getLogger("aether.control_plane.replicas")
 
@@ -61,6 +70,10 @@ class ReplicaSettings:
     stop_timeout_s: float = 30.0
     python: str = sys.executable
     metrics: bool = True  # give each replica a /metrics endpoint (on a free port)
+    # Each pass of replace_failed probes every listed replica's health with this deadline; one that gave
+    # no answer to this many probes in a row is hung. One slow answer under load must not kill a replica.
+    health_timeout_s: float = 2.0
+    hung_after_misses: int = 3
     extra_args: tuple[str, ...] = field(default=())
 
 
@@ -75,6 +88,7 @@ class Replica:
     # Copies the replica's stdout to stdout.log once it has started: a pipe nobody reads fills up (64 KiB)
     # and the replica's next print blocks it.
     drain: asyncio.Task[None] | None = None
+    missed_probes: int = 0  # health probes in a row that got no answer (see replace_failed)
 
 
 class ReplicaManager:
@@ -91,6 +105,7 @@ class ReplicaManager:
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
         self.killed = 0  # replicas SIGKILLed for overrunning stop_timeout_s (their drain was cut short)
+        self.hung = 0  # replicas SIGKILLed and replaced for not answering their health (never drained)
 
     def ready_addresses(self) -> list[str]:
         return [r.address for r in self._replicas]
@@ -126,13 +141,26 @@ class ReplicaManager:
                 self._changed()
                 await self._stop(victim)
 
-    async def replace_exited(self) -> int:
-        """Unlists replicas whose process ended on its own (a crash, the OOM killer) and starts as many
-        new ones; the number that had exited. The autoscaler calls it before each decision, so a fleet
-        heals within one interval instead of counting a dead replica as capacity."""
+    async def replace_failed(self) -> int:
+        """Unlists the replicas whose process ended on its own (a crash, the OOM killer) or that are hung,
+        kills the hung ones, and starts as many new ones; the number replaced. The autoscaler calls it
+        before each decision, so a fleet heals within an interval (a hung replica within
+        ``hung_after_misses`` of them) instead of counting a dead replica as capacity."""
+        settings = self._settings
+        # Every probe at once, outside the lock: one hung replica must not delay the others' probes, and
+        # a probe takes up to its whole deadline.
+        probed = [r for r in self._replicas if r.process.returncode is None]
+        answered = await asyncio.gather(*(answers(r.address, settings.health_timeout_s) for r in probed))
         async with self._lock:
+            for replica, answer in zip(probed, answered, strict=True):
+                replica.missed_probes = 0 if answer else replica.missed_probes + 1
             exited = [r for r in self._replicas if r.process.returncode is not None]
-            if not exited:
+            hung = [
+                r
+                for r in self._replicas
+                if r.process.returncode is None and r.missed_probes >= settings.hung_after_misses
+            ]
+            if not exited and not hung:
                 return 0
             for replica in exited:
                 _log.error(
@@ -140,11 +168,24 @@ class ReplicaManager:
                     replica.number,
                     replica.process.returncode,
                 )
+            for replica in hung:
+                _log.error(
+                    "data-plane replica %d at %s gave no health answer to %d probes in a row (%g s each); "
+                    "killing and replacing it",
+                    replica.number,
+                    replica.address,
+                    replica.missed_probes,
+                    settings.health_timeout_s,
+                )
+            for replica in (*exited, *hung):
                 self._replicas.remove(replica)
-            self._changed()
-            wanted = len(self._replicas) + len(exited)
+            self._changed()  # out of the endpoints file before it is killed
+            for replica in hung:
+                self.hung += 1
+                await self._stop(replica, kill=True)
+            wanted = len(self._replicas) + len(exited) + len(hung)
         await self.scale_to(wanted)
-        return len(exited)
+        return len(exited) + len(hung)
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -217,12 +258,17 @@ class ReplicaManager:
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
 
-    async def _stop(self, replica: Replica) -> None:
-        """SIGTERM, then SIGKILL after ``stop_timeout_s``. The replica stays in ``_unlisted`` until its
-        process has exited, so a stop that is itself cancelled is finished by close()."""
+    async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout_s``; SIGKILL at once with ``kill`` (a hung replica
+        would not drain, only hold the lock for the whole timeout). The replica stays in ``_unlisted``
+        until its process has exited, so a stop that is itself cancelled is finished by close()."""
         self._unlisted[replica.number] = replica
         process = replica.process
-        if process.returncode is None:
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        elif process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:

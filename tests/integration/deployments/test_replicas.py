@@ -72,10 +72,10 @@ async def test_a_crashed_replica_is_unlisted_and_replaced(plane: Plane) -> None:
     try:
         await manager.scale_to(2)
         survivor, doomed = manager.replicas
-        assert await manager.replace_exited() == 0  # nothing exited: nothing changes
+        assert await manager.replace_failed() == 0  # nothing exited: nothing changes
         doomed.process.kill()
         await doomed.process.wait()
-        assert await manager.replace_exited() == 1
+        assert await manager.replace_failed() == 1
         assert manager.count == 2
         assert doomed.address not in manager.ready_addresses()
         # Unlisted first (only the survivor listed), then the replacement listed once SERVING.
@@ -103,7 +103,7 @@ async def test_a_replica_replaced_while_the_control_plane_is_down_serves_from_it
         plane.server.stop()
         crashed.process.kill()
         await crashed.process.wait()
-        assert await manager.replace_exited() == 1
+        assert await manager.replace_failed() == 1
         (replacement,) = manager.replicas
         assert replacement.number == 1
         assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
@@ -399,3 +399,91 @@ async def test_the_workers_of_a_replica_killed_with_sigkill_end_with_it(plane: P
         await manager.close()
         for pid in filter(_running, workers):
             os.kill(pid, signal.SIGKILL)
+
+
+def _resume(process: asyncio.subprocess.Process) -> None:
+    """SIGCONT for a replica the test stopped, unless it is gone (the manager killed it)."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
+
+
+async def test_a_hung_replica_is_unlisted_killed_and_replaced(plane: Plane) -> None:
+    """A replica whose process is alive but does not answer (SIGSTOP here; a deadlock or a wedged event loop
+    alike) stayed listed for ever: counted as capacity, in the endpoints file and in the clients' rotation.
+    The autoscaler's pass probes every listed replica's health; after a few passes without an answer the
+    replica is unlisted, killed and replaced, as a crashed one is."""
+    changes: list[list[str]] = []
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60),
+        on_change=lambda: changes.append(manager.ready_addresses()),
+    )
+    loop = AutoscaleLoop(manager, AutoscalerPolicy(min_replicas=2, max_replicas=2))
+    await manager.scale_to(2)
+    survivor, hung = manager.replicas
+    try:
+        hung.process.send_signal(signal.SIGSTOP)
+        misses = ReplicaSettings(plane.address, plane.redis_url, plane.home).hung_after_misses
+        for _ in range(misses - 1):  # a replica may miss a probe or two (a slow answer under load)
+            await loop.tick()
+            assert manager.replicas == (survivor, hung) and hung.process.returncode is None
+        await loop.tick()
+        assert hung.address not in manager.ready_addresses(), "the hung replica is still listed"
+        assert await asyncio.wait_for(hung.process.wait(), 10) == -signal.SIGKILL  # it cannot drain
+        assert manager.count == 2 and manager.replicas[0] is survivor
+        (replacement,) = manager.replicas[1:]
+        assert replacement.number == 2 and replacement.process.returncode is None
+        assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
+        # Unlisted before it was killed (the endpoints file drops it first), then the replacement listed.
+        assert changes[-2:] == [[survivor.address], [survivor.address, replacement.address]]
+        assert survivor.process.returncode is None
+        assert await health(survivor.address) == health_pb2.HealthCheckResponse.SERVING
+        # Not a drain cut short: `fleet run` counts it apart and does not exit 1 for it.
+        assert (manager.hung, manager.killed) == (1, 0)
+    finally:
+        _resume(hung.process)
+        await manager.close()
+
+
+async def test_a_replica_that_answers_slowly_or_not_serving_is_not_replaced(plane: Plane) -> None:
+    """Only ``hung_after_misses`` probes in a row without an answer make a replica hung: one that misses
+    fewer (a slow answer under load; here stopped for a while, then resumed) keeps its place, since an
+    answer clears its misses, and so does one whose health answers NOT_SERVING (a draining one)."""
+    settings = ReplicaSettings(
+        plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, hung_after_misses=3,
+        extra_args=("--drain-delay-s", "120"),  # a SIGTERMed replica answers NOT_SERVING meanwhile
+    )  # fmt: skip
+    manager = ReplicaManager(settings)
+    await manager.scale_to(2)
+    slow, leaving = manager.replicas
+    try:
+        leaving.process.send_signal(signal.SIGTERM)
+        await _until_health(leaving.address, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for _ in range(2):  # two misses, an answer, two misses: never three in a row
+            slow.process.send_signal(signal.SIGSTOP)
+            for _ in range(settings.hung_after_misses - 1):
+                assert await manager.replace_failed() == 0
+            assert slow.missed_probes == settings.hung_after_misses - 1
+            slow.process.send_signal(signal.SIGCONT)
+            await _until_health(slow.address, health_pb2.HealthCheckResponse.SERVING)
+            assert await manager.replace_failed() == 0
+        assert manager.replicas == (slow, leaving) and manager.hung == 0
+        assert slow.process.returncode is None and leaving.process.returncode is None
+    finally:
+        _resume(slow.process)
+        for replica in manager.replicas:  # both would drain for 120 s
+            with contextlib.suppress(ProcessLookupError):
+                replica.process.kill()
+        await manager.close()
+
+
+async def _until_health(address: str, status: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if await health(address) == status:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        assert time.monotonic() < deadline, f"{address} never said {status}"
+        await asyncio.sleep(0.05)
