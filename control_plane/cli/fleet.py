@@ -5,7 +5,8 @@ aetherctl fleet run --min 2 -- --model-config models.json     # flags after -- g
 aetherctl fleet status
 
 ``run`` stays in the foreground: one line per change of the ready replicas, and the endpoints file that
-clients read (:func:`clients.sdk.fleet.fleet_target`). SIGTERM or SIGINT drains every replica and exits 0.
+clients read (:func:`clients.sdk.fleet.fleet_target`). SIGTERM or SIGINT drains every replica and exits 0,
+or 1 when a replica had to be killed for not draining in time (:func:`stop_report`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from clients.sdk.fleet import FleetEndpoints, read_endpoints
 from control_plane.cli import numbers, output
 from control_plane.cli.settings import CliSettings
 from control_plane.deployments.autoscale_loop import ScaleEvent
-from control_plane.deployments.fleet import FleetSettings, endpoints_path, run_fleet
+from control_plane.deployments.fleet import FleetSettings, FleetStopped, endpoints_path, run_fleet
 
 #: ``fleet run`` flag (argparse dest) -> AutoscalerPolicy field it overrides.
 POLICY_FLAGS = {
@@ -108,15 +109,25 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    killed = asyncio.run(_serve(settings))
-    if killed:  # their drain was cut short: in-flight requests may have failed
-        print(f"aether fleet stopped: {killed} replica(s) killed for not draining in time", flush=True)
-        return 1
-    print("aether fleet stopped: every replica drained", flush=True)
-    return 0
+    line, code = stop_report(asyncio.run(_serve(settings)))
+    print(line, flush=True)
+    return code
 
 
-async def _serve(settings: FleetSettings) -> int:
+def stop_report(stopped: FleetStopped) -> tuple[str, int]:
+    """``fleet run``'s last line and exit code. Only a drain cut short fails the stop (1): in-flight
+    requests may have failed because of it. A hung replica was killed and replaced while the fleet ran, as
+    a crashed one is, so it is said (apart from the stop's kills) but does not fail the stop."""
+    if stopped.killed:
+        line = f"aether fleet stopped: {stopped.killed} replica(s) killed for not draining in time"
+    else:
+        line = "aether fleet stopped: every replica drained"
+    if stopped.hung:
+        line += f"; {stopped.hung} hung replica(s) were killed and replaced while it ran"
+    return line, 1 if stopped.killed else 0
+
+
+async def _serve(settings: FleetSettings) -> FleetStopped:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

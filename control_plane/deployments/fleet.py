@@ -174,6 +174,19 @@ def write_endpoints(path: Path, endpoints: FleetEndpoints) -> None:
         os.close(folder)
 
 
+@dataclass(frozen=True)
+class FleetStopped:
+    """How the fleet's replicas ended, for ``fleet run``'s last line and exit code."""
+
+    #: Replicas SIGKILLed on the way out for overrunning their stop timeout: their drain was cut short, so
+    #: requests in flight may have failed because of the stop.
+    killed: int = 0
+    #: Replicas SIGKILLed (and replaced) while the fleet ran because their health stopped answering. They
+    #: never drained, but whatever they held was lost when they hung, not by the stop: a fault healed
+    #: on the way, as a crashed replica is.
+    hung: int = 0
+
+
 def snapshot(replicas: tuple[Replica, ...]) -> FleetEndpoints:
     return FleetEndpoints(
         replicas=tuple(FleetReplica(r.number, r.address, r.metrics_address, r.process.pid) for r in replicas),
@@ -187,18 +200,18 @@ async def run_fleet(
     stop: asyncio.Event,
     on_change: OnChange | None = None,
     on_start: Callable[[], None] | None = None,
-) -> int:
+) -> FleetStopped:
     """Runs the fleet until ``stop`` is set, then drains every replica; the endpoints file follows.
     FailedPrecondition, before anything is written, when another fleet runs with the same home;
     ``on_start`` is called once this one holds it. Returns how many replicas were killed for not
-    draining within their stop timeout (0 when every one drained)."""
+    draining within their stop timeout, and how many were killed and replaced for hanging."""
     with hold_home(settings.home):
         if on_start is not None:
             on_start()
         return await _run_held(settings, stop, on_change)
 
 
-async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None) -> int:
+async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnChange | None) -> FleetStopped:
     path = settings.endpoints_path
     stopping = False
     listed = 0  # replicas in the file now
@@ -241,4 +254,4 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         await manager.close()  # publishes each leaving replica
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
-    return manager.killed
+    return FleetStopped(killed=manager.killed, hung=manager.hung)

@@ -36,6 +36,7 @@ from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.fleet import (
     STOP_MARGIN_S,
     FleetSettings,
+    FleetStopped,
     hold_home,
     replica_stop_timeout,
     write_endpoints,
@@ -512,4 +513,19 @@ async def test_a_replica_killed_for_overrunning_its_stop_timeout_is_counted(plan
         await manager.scale_to(1)
     finally:
         await manager.close()
-    assert manager.killed == 1
+    assert (manager.killed, manager.hung) == (1, 0)
+
+
+def test_only_a_drain_cut_short_fails_the_stop_and_a_hung_replica_is_said_apart() -> None:
+    """A hung replica is SIGKILLed too, but while the fleet runs, in place of one that had stopped
+    answering (as a crashed one is replaced): its kill is no drain the stop cut short."""
+    hung = "1 hung replica(s) were killed and replaced while it ran"
+    assert fleet_cli.stop_report(FleetStopped()) == ("aether fleet stopped: every replica drained", 0)
+    assert fleet_cli.stop_report(FleetStopped(hung=1)) == (
+        f"aether fleet stopped: every replica drained; {hung}",
+        0,
+    )
+    assert fleet_cli.stop_report(FleetStopped(killed=2, hung=1)) == (
+        f"aether fleet stopped: 2 replica(s) killed for not draining in time; {hung}",
+        1,
+    )
