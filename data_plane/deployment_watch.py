@@ -39,8 +39,8 @@ import grpc.aio
 from clients.aether.v1 import deployments_pb2, deployments_pb2_grpc
 from clients.sdk.auth import ChannelSecurity
 from data_plane.deployment_plan import EMPTY_PLANS, DeploymentPlans, plans_from_snapshot
-from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec
+from data_plane.models.version import ModelState
 from data_plane.settings import DataPlaneSettings
 from data_plane.watch_stream import WatchStream, load_message
 

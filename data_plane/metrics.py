@@ -41,7 +41,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from data_plane.batching import BatchObserver
-from data_plane.models.manager import ManagerObserver, ModelState
+from data_plane.models.manager import ManagerObserver
+from data_plane.models.version import ModelState
 from data_plane.near_cache import NearCacheStats
 
 _go_float: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound ("+Inf", "1.0")

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from clients.errors import AetherError, NotFound
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
 from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
-from data_plane.models.manager import ModelManager, ModelState
+from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec
+from data_plane.models.version import ModelState
 from data_plane.prediction_log import SERVED, SHADOW, PredictionLog, PredictionRecord, now_us
 from data_plane.routing import choose_variant
 from data_plane.runtime.base import Array

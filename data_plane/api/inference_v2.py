@@ -30,8 +30,9 @@ from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_respon
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service, not_parsed
 from data_plane.metrics import UNRESOLVED, ServingMetrics
-from data_plane.models.manager import ModelManager, ModelState
+from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec
+from data_plane.models.version import ModelState
 
 _log = logging.getLogger("aether.data_plane.inference")
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import functools
 import logging
 import time
@@ -35,26 +34,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.errors import AetherError, FailedPrecondition, NotFound, Unavailable
+from clients.errors import AetherError, FailedPrecondition, NotFound
 from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.artifacts import fetch_verified
 from data_plane.models.batch_check import batching_problem
-from data_plane.models.runner import Outputs, run_batch
+from data_plane.models.runner import run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
-from data_plane.models.validation import InputValidator, ValidInputs, batchable
+from data_plane.models.validation import InputValidator, batchable
+from data_plane.models.version import LoadedVersion, ModelState, VersionLease
 from data_plane.models.warmup import recorded_inputs, warm_up, warms_every_size
 from data_plane.runtime.base import Array, Runtime
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
 
 _log = logging.getLogger("aether.data_plane.models")
-
-
-class ModelState(enum.Enum):
-    LOADING = "LOADING"
-    WARMING = "WARMING"
-    READY = "READY"
-    FAILED = "FAILED"
-    UNLOADED = "UNLOADED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,74 +102,6 @@ class ManagerObserver(BatchObserver):
         pass
 
 
-@dataclass(eq=False)
-class _Version:
-    spec: ModelSpec
-    state: ModelState = ModelState.LOADING
-    failure: str = ""
-    runtime: Runtime | None = None
-    batcher: DynamicBatcher[ValidInputs, Outputs] | None = None
-    description: str = ""
-    loading: asyncio.Task[None] | None = field(default=None, repr=False)
-    validator: InputValidator | None = field(default=None, repr=False)
-    leases: int = 0  # requests holding this version (routed to it and not yet answered)
-    batches: bool = True  # False once rows run together disagreed with rows run alone (batch_check)
-    idle: asyncio.Event | None = field(default=None, repr=False)  # set when leases drop to 0 (unloading)
-
-
-class VersionLease:
-    """One request's hold on one model version, from routing to answer (a context manager). While any
-    lease is held, unloading the version waits (up to the grace) before releasing its session."""
-
-    __slots__ = ("_entry", "_held", "spec")
-
-    def __init__(self, entry: _Version) -> None:
-        self._entry = entry
-        self.spec = entry.spec
-        self._held = True
-        entry.leases += 1
-
-    def __enter__(self) -> VersionLease:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        entry = self._entry
-        entry.leases -= 1
-        if entry.leases == 0 and entry.idle is not None:
-            entry.idle.set()
-
-    def prepare(self, inputs: Mapping[str, Array], *, answerable: bool = False) -> ValidInputs:
-        """Validates a request without running it: UNAVAILABLE when the version is not READY,
-        INVALID_ARGUMENT when the inputs do not fit its signature, both before it joins a batch.
-        ``answerable``: RESOURCE_EXHAUSTED, too, for more rows than one answer message can hold
-        (:attr:`InputValidator.max_rows`; ModelInfer, whose rows nothing else bounds)."""
-        entry = self._entry
-        validator = entry.validator
-        if entry.state is not ModelState.READY or validator is None:
-            detail = f": {entry.failure}" if entry.failure else ""
-            raise Unavailable(
-                f"model {entry.spec.name} v{entry.spec.version} is {entry.state.value}, not READY{detail}"
-            )
-        valid = validator(inputs)
-        if answerable and valid.rows > validator.max_rows:
-            raise validator.too_many_rows(valid.rows)
-        return valid
-
-    async def run(self, request: ValidInputs, deadline: float | None, *, shadow: bool = False) -> Outputs:
-        """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``).
-        A ``shadow`` copy batches only with other shadow copies, in the manager's shadow threads."""
-        batcher = self._entry.batcher
-        if batcher is None or self._entry.state is not ModelState.READY:
-            raise Unavailable(f"model {self.spec.name} v{self.spec.version} is no longer READY")
-        return await batcher.submit(request, request.rows, request.group, deadline, background=shadow)
-
-
 # Fields a loaded version cannot change in place: the signature is checked against the artifact at load
 # and the session and its warm-up are built for it. For one artifact it only differs when the spec is wrong,
 # so such a change is refused (FAILED_PRECONDITION) rather than reloaded: the version keeps serving with the
@@ -224,8 +148,8 @@ class ModelManager:
         self.options = options or ManagerOptions()
         self._factory = runtime_factory
         self._observer = observer or ManagerObserver()
-        self._versions: dict[tuple[str, int], _Version] = {}
-        self._latest_ready: dict[str, _Version] = {}  # cache of resolve(name, None), cleared on changes
+        self._versions: dict[tuple[str, int], LoadedVersion] = {}
+        self._latest_ready: dict[str, LoadedVersion] = {}  # cache of resolve(name, None), cleared on changes
         self._releasing: set[asyncio.Task[None]] = set()  # unloaded versions finishing their requests
         self._executor = ThreadPoolExecutor(self.options.inference_threads, thread_name_prefix="aether-infer")
         self._shadow_executor = ThreadPoolExecutor(
@@ -246,7 +170,7 @@ class ModelManager:
                 f"a version's artifact cannot change to {spec.artifact_sha256}"
             )
         if entry is None or entry.state is ModelState.FAILED:
-            entry = _Version(spec)
+            entry = LoadedVersion(spec)
             self._versions[spec.key] = entry
             entry.loading = asyncio.create_task(self._load(entry), name=f"load {spec.name} v{spec.version}")
             self._observer.model_state(spec.name, spec.version, ModelState.LOADING)
@@ -257,7 +181,7 @@ class ModelManager:
         if entry.spec != spec and self._versions.get(spec.key) is entry:
             self._reconfigure(entry, spec)
 
-    def _reconfigure(self, entry: _Version, spec: ModelSpec) -> None:
+    def _reconfigure(self, entry: LoadedVersion, spec: ModelSpec) -> None:
         """Applies a READY version's new serving fields in place (one step on the loop, so every request
         sees either the old config or the new one): its validator, its spec and its batcher's policy. The
         session, its warm-up and the inline gate's timings stay (they do not depend on these fields).
@@ -319,7 +243,7 @@ class ModelManager:
         while self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
 
-    async def _release(self, entry: _Version) -> None:
+    async def _release(self, entry: LoadedVersion) -> None:
         name, version = entry.spec.name, entry.spec.version
         if entry.leases:
             entry.idle = asyncio.Event()
@@ -352,7 +276,7 @@ class ModelManager:
         self._executor.shutdown(wait=False)
         self._shadow_executor.shutdown(wait=False)
 
-    async def _load(self, entry: _Version) -> None:
+    async def _load(self, entry: LoadedVersion) -> None:
         spec = entry.spec
         started = time.monotonic()
         try:
@@ -427,7 +351,7 @@ class ModelManager:
         finally:
             entry.loading = None
 
-    def _set_state(self, entry: _Version, state: ModelState) -> None:
+    def _set_state(self, entry: LoadedVersion, state: ModelState) -> None:
         entry.state = state
         self._latest_ready.pop(entry.spec.name, None)
         self._observer.model_state(entry.spec.name, entry.spec.version, state)

@@ -11,8 +11,8 @@ from clients.errors import FailedPrecondition
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.settings import ControlPlaneSettings
 from data_plane.deployment_watch import DeploymentWatch
-from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec
+from data_plane.models.version import ModelState
 from data_plane.routing import choose_variant
 from tests.integration.deployments.conftest import Models, Plane, ThreadedControlPlane
 

@@ -20,7 +20,7 @@ from clients.errors import FailedPrecondition
 from clients.inference import grpc_predict_v2_pb2 as pb
 from clients.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from clients.sdk.inference import build_infer_request, decode_infer_response
-from data_plane.models.manager import ModelState
+from data_plane.models.version import ModelState
 from data_plane.server import DataPlaneHandle, start_server
 from tests.integration.serving.conftest import serving_settings
 from tests.support import onnx_models

@@ -14,7 +14,7 @@ import pytest
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import variant
-from data_plane.models.manager import ModelState
+from data_plane.models.version import ModelState
 from tests.integration.closed_loop import conftest as closed_loop
 from tests.integration.closed_loop.conftest import Stack, call
 from tests.integration.closed_loop.load import closed_loop as load_loop

@@ -29,8 +29,8 @@ from clients.inference import grpc_predict_v2_pb2 as v2
 from clients.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from clients.sdk.inference import build_predict_request, decode_predict_response
 from control_plane.features.online_writer import OnlineWriter
-from data_plane.models.manager import ModelState
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
+from data_plane.models.version import ModelState
 from data_plane.server import start_server
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings

@@ -17,8 +17,9 @@ import pytest
 from clients.env_values import ConfigurationError
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from data_plane.batching import BatchObserver
-from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager, ModelState
+from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
+from data_plane.models.version import ModelState
 from data_plane.models.warmup import recorded_inputs
 from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
 from tests.support import onnx_models

@@ -15,7 +15,7 @@ from prometheus_client.utils import floatToGoString
 
 from data_plane.admission import Admission
 from data_plane.metrics import LATENCY_BUCKETS, ServingMetrics
-from data_plane.models.manager import ModelState
+from data_plane.models.version import ModelState
 
 
 def _value(metrics: ServingMetrics, name: str, labels: dict[str, str]) -> float | None:

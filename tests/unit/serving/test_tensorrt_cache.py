@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
-from data_plane.models.manager import ManagerOptions, ModelManager, ModelState
+from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.runner import run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec
 from data_plane.models.validation import ValidInputs
+from data_plane.models.version import ModelState
 from data_plane.runtime.tensorrt_engine import (
     TensorRTEngine,
     UnreadablePlan,

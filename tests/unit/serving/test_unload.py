@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from clients.errors import NotFound, Unavailable
-from data_plane.models.manager import ManagerOptions, ModelManager, ModelState
+from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec
+from data_plane.models.version import ModelState
 from tests.support import onnx_models
 
 WIDTH = 256
