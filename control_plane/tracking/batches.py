@@ -5,7 +5,9 @@ Then every kind of row goes in one statement for the whole request, whatever the
 runs, their parameters and tags, the chunk rows, the (run, key) summaries, the status changes; and every
 audit entry (one per created run, per parameter/tag change and per status change) is appended by one
 :func:`~control_plane.audit.log.record_many` at the end. A batch that starts and ends 50 runs thus costs
-about ten statements, not a few hundred (one audit append alone costs ~1-2 ms of statement overhead)."""
+about ten statements, not a few hundred (one audit append alone costs ~1-2 ms of statement overhead).
+The runs whose parameters, tags or status a request changes are locked first, so that their size check
+sees every concurrent writer's values."""
 
 from __future__ import annotations
 
@@ -139,14 +141,12 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     """Writes prepared batches inside the caller's write transaction; returns the points written."""
     created = _create_started(session, batches)
     wanted = sorted({batch.run_id for batch in batches})
-    runs = {
-        row.run_id: _RunState(row.id, row.run_id, row.status, row.end_time_us, row.start_time_us)
-        for row in session.execute(
-            select(
-                _RUNS.c.id, _RUNS.c.run_id, _RUNS.c.status, _RUNS.c.end_time_us, _RUNS.c.start_time_us
-            ).where(_RUNS.c.run_id.in_(wanted))
-        )
-    }
+    # Ended runs are locked here too, not first by the UPDATE that ends them: that comes after the
+    # batch's summary rows, and waiting there on a writer that holds the run and waits on those rows
+    # would be a deadlock.
+    changed = {b.run_id for b in batches if b.params or b.tags or b.end_status is not None}
+    runs = _read_runs(session, sorted(changed), lock=True)
+    runs |= _read_runs(session, [run_id for run_id in wanted if run_id not in changed], lock=False)
     if missing := [run_id for run_id in wanted if run_id not in runs]:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise NotFound(f"run {missing[0]!r} not found{more}")
@@ -159,6 +159,29 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     check_stored_values(session, {runs[run_id].pk: run_id for run_id in grown})
     record_many(session, events)  # last: the audit head is the last lock taken
     return points
+
+
+def _read_runs(session: Session, run_ids: Sequence[str], *, lock: bool) -> dict[str, _RunState]:
+    """The stored state of runs ``run_ids``, by run id (those that exist). With ``lock``, their rows are
+    locked to the end of the transaction (``FOR UPDATE``, in run id order, so that concurrent requests
+    lock in one order), as every write that changes a run's parameters, tags or status locks it first:
+    on PostgreSQL (READ COMMITTED) the size check otherwise read the run without what concurrent writers
+    had written and not yet committed, and three concurrent batches each under the per-run limit stored a
+    run too large ever to be read again. SQLite's write lock already serializes writers (SQLAlchemy
+    leaves ``FOR UPDATE`` out there). Batches of metric points alone do not lock the run: points are
+    neither size-checked nor audited, and a run's concurrent senders of points (system metrics beside
+    training metrics) need not queue behind each other."""
+    if not run_ids:
+        return {}
+    query = select(
+        _RUNS.c.id, _RUNS.c.run_id, _RUNS.c.status, _RUNS.c.end_time_us, _RUNS.c.start_time_us
+    ).where(_RUNS.c.run_id.in_(run_ids))
+    if lock:
+        query = query.order_by(_RUNS.c.run_id).with_for_update()
+    return {
+        row.run_id: _RunState(row.id, row.run_id, row.status, row.end_time_us, row.start_time_us)
+        for row in session.execute(query)
+    }
 
 
 def _create_started(session: Session, batches: Sequence[PreparedBatch]) -> dict[str, _Created]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 
 class HeldTransaction:
@@ -26,6 +27,13 @@ class HeldTransaction:
 
     def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self._connection.execute(statement, parameters)
+
+    def sessions(self) -> sessionmaker[Session]:
+        """Sessions inside the held transaction, for running the code under test's own write path in it
+        (another request that has written and not yet committed): a session joins the transaction and
+        its commit leaves it open, as SQLAlchemy does for a session bound to a connection already in
+        one."""
+        return sessionmaker(bind=self._connection, expire_on_commit=False)
 
     def abandon(self) -> None:
         self._transaction.rollback()

@@ -1,0 +1,62 @@
+"""Concurrent writers of one run, interleaved by hand on PostgreSQL: the first has written and not yet
+committed when the second reads the run. The second must see the first's values (the per-run size limit
+holds for both together). On SQLite, which has one writer, the first commits before the second starts:
+the order PostgreSQL's locks must give too, so both backends give the same answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import tracking_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.tracking.records import MAX_RUN_VALUES_BYTES
+from control_plane.tracking.store import TrackingStore
+from tests.support.pg_interleave import race_against
+
+First = Callable[[sessionmaker[Session]], object]
+
+
+def _one_after_another(engine: Engine, first: First, second: Callable[[], Any]) -> Any:
+    """Runs ``first`` (given the sessions to write in) and then ``second``; on PostgreSQL ``first``'s
+    transaction stays open until ``second`` waits on it, so ``second`` has read before it commits."""
+    if engine.dialect.name == "postgresql":
+        return race_against(engine, lambda held: first(held.sessions()), second)
+    first(create_session_factory(engine))
+    return second()
+
+
+def _store(db_url: str) -> tuple[Engine, TrackingStore, str]:
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    store = TrackingStore(create_session_factory(engine))
+    experiment_id = store.create_experiment("e", actor="t").experiment_id
+    return engine, store, store.create_run(experiment_id, "r", actor="t").run_id
+
+
+def test_two_log_batches_of_one_run_cannot_together_pass_its_values_limit(db_url: str) -> None:
+    """Each batch's tags (2.1 MB) are under the 3.5 MiB limit, both together over it. On PostgreSQL the
+    second batch checked the size without the first's uncommitted tags, both were stored, and the run
+    could no longer be read (GetRun failed RESOURCE_EXHAUSTED for good)."""
+    engine, store, run_id = _store(db_url)
+
+    def tags(prefix: str) -> dict[str, str]:
+        return {f"{prefix}{index}": "v" * 6000 for index in range(350)}
+
+    def first(sessions: sessionmaker[Session]) -> object:
+        return TrackingStore(sessions).log_batch([pb.RunBatch(run_id=run_id, tags=tags("a"))], actor="a")
+
+    def second() -> object:
+        return store.log_batch([pb.RunBatch(run_id=run_id, tags=tags("b"))], actor="b")
+
+    with pytest.raises(InvalidArgument, match=f"over the limit of {MAX_RUN_VALUES_BYTES} bytes per run"):
+        _one_after_another(engine, first, second)
+    run = store.get_run(run_id)
+    assert set(run.tags) == set(tags("a"))
+    assert run.ByteSize() < MAX_RUN_VALUES_BYTES + 1024
+    engine.dispose()
