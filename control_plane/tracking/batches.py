@@ -164,7 +164,8 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
 def _read_runs(session: Session, run_ids: Sequence[str], *, lock: bool) -> dict[str, _RunState]:
     """The stored state of runs ``run_ids``, by run id (those that exist). With ``lock``, their rows are
     locked to the end of the transaction (``FOR UPDATE``, in run id order, so that concurrent requests
-    lock in one order), as every write that changes a run's parameters, tags or status locks it first:
+    lock in one order), as every write that changes a run's parameters, tags, status or artifacts locks
+    it first (:meth:`~control_plane.tracking.store.TrackingStore.log_artifact` too):
     on PostgreSQL (READ COMMITTED) the size check otherwise read the run without what concurrent writers
     had written and not yet committed, and three concurrent batches each under the per-run limit stored a
     run too large ever to be read again. SQLite's write lock already serializes writers (SQLAlchemy

@@ -255,12 +255,19 @@ class TrackingStore:
             return runs, keyset.encode("ListRuns", experiment_id, [end.start_time_us, end.run_id])
 
     @staticmethod
-    def _run_row(session: Session, run_id: str) -> tuple[RunRow, str]:
-        found = session.execute(
+    def _run_row(session: Session, run_id: str, *, lock: bool = False) -> tuple[RunRow, str]:
+        """The run and its experiment's id. With ``lock``, the run's row is locked to the end of the
+        write transaction, as by every write that changes the run's values or artifacts (LogBatch's too,
+        :mod:`~control_plane.tracking.batches`); the experiment's row is not, so its other runs stay
+        free."""
+        query = (
             select(RunRow, ExperimentRow.experiment_id)
             .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_pk)
             .where(RunRow.run_id == run_id)
-        ).one_or_none()
+        )
+        if lock:
+            query = query.with_for_update(of=RunRow).execution_options(populate_existing=True)
+        found = session.execute(query).one_or_none()
         if found is None:
             raise NotFound(f"run {run_id!r} not found")
         return found[0], found[1]
@@ -314,7 +321,9 @@ class TrackingStore:
         check_key(name, "artifact")
         uri = redact_uri(uri)  # a kept record never holds credentials
         with write_session(self._sessions) as session:
-            run, _ = self._run_row(session, run_id)
+            # Locked before the read below: on PostgreSQL two logs under one name both read the same
+            # artifact as replaced (READ COMMITTED), and one replacement was missing from the audit log.
+            run, _ = self._run_row(session, run_id, lock=True)
             # The artifact this one replaces, for the audit entry: a replaced checksum is a model change
             # too, and the entry said only what came after.
             replaced = session.execute(

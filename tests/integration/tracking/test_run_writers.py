@@ -1,7 +1,8 @@
 """Concurrent writers of one run, interleaved by hand on PostgreSQL: the first has written and not yet
-committed when the second reads the run. The second must see the first's values (the per-run size limit
-holds for both together). On SQLite, which has one writer, the first commits before the second starts:
-the order PostgreSQL's locks must give too, so both backends give the same answer."""
+committed when the second reads the run. The second must see the first's values: the per-run size limit
+holds for both together, and a replaced artifact's audit entry says what the first logged. On SQLite,
+which has one writer, the first commits before the second starts: the order PostgreSQL's locks must
+give too, so both backends give the same answer."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.records import MAX_RUN_VALUES_BYTES
 from control_plane.tracking.store import TrackingStore
@@ -59,4 +61,32 @@ def test_two_log_batches_of_one_run_cannot_together_pass_its_values_limit(db_url
     run = store.get_run(run_id)
     assert set(run.tags) == set(tags("a"))
     assert run.ByteSize() < MAX_RUN_VALUES_BYTES + 1024
+    engine.dispose()
+
+
+def test_an_artifact_replaced_by_a_concurrent_log_is_the_next_audit_entrys_before(db_url: str) -> None:
+    """Each audit entry of an artifact's name says what it replaced, so the entries chain. On PostgreSQL
+    the second log read the artifact before the first's uncommitted replacement, and its entry said it
+    replaced the artifact the first had replaced: that replacement was missing from the history."""
+    engine, store, run_id = _store(db_url)
+    checksums = [character * 64 for character in "abc"]
+
+    def log(sessions: sessionmaker[Session], index: int) -> object:
+        uri = f"file:///artifacts/{index}"
+        return TrackingStore(sessions).log_artifact(run_id, "model.onnx", checksums[index], 1, uri, actor="t")
+
+    sessions = create_session_factory(engine)
+    log(sessions, 0)
+    _one_after_another(engine, lambda held: log(held, 1), lambda: log(sessions, 2))
+    with engine.connect() as connection:
+        entries = connection.execute(
+            select(AuditEntryRow.before, AuditEntryRow.after)
+            .where(AuditEntryRow.object_id == run_id)
+            .order_by(AuditEntryRow.seq)
+        ).all()
+    chain = [
+        (before and before["sha256"], after["sha256"]) for before, after in entries if "artifact" in after
+    ]
+    assert chain == [(None, checksums[0]), (checksums[0], checksums[1]), (checksums[1], checksums[2])]
+    assert [artifact.sha256 for artifact in store.list_artifacts(run_id)] == [checksums[2]]
     engine.dispose()
