@@ -209,7 +209,9 @@ class TrackingStore:
         new_status = status_name(status)
         check_time_us(end_time_us, "end_time_us")
         with write_session(self._sessions) as session:
-            row, experiment_id = self._run_row(session, run_id)
+            # Locked: the audit entry's "before" is the status read here, which must be the one the
+            # last concurrent writer committed (on PostgreSQL two changes both recorded the same before).
+            row, experiment_id = self._run_row(session, run_id, lock=True)
             set_status(session, row, new_status, end_time_us, actor)
             return run_message(session, row, experiment_id)
 
@@ -223,7 +225,7 @@ class TrackingStore:
         new_status = status_name(status)
         check_time_us(end_time_us, "end_time_us")
         with write_session(self._sessions) as session:
-            row, _ = self._run_row(session, run_id)
+            row, _ = self._run_row(session, run_id, lock=True)  # locked for the audit's "before", as above
             end = max(end_time_us, row.start_time_us) if end_time_us else 0
             return set_status(session, row, new_status, end, actor, once=True)
 

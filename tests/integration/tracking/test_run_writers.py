@@ -90,3 +90,25 @@ def test_an_artifact_replaced_by_a_concurrent_log_is_the_next_audit_entrys_befor
     assert chain == [(None, checksums[0]), (checksums[0], checksums[1]), (checksums[1], checksums[2])]
     assert [artifact.sha256 for artifact in store.list_artifacts(run_id)] == [checksums[2]]
     engine.dispose()
+
+
+def test_a_status_changed_by_a_concurrent_update_is_the_next_audit_entrys_before(db_url: str) -> None:
+    """As for artifacts: each status change's audit entry says the status it replaced. On PostgreSQL the
+    second UpdateRun read the run before the first's uncommitted change, and its entry said it replaced
+    RUNNING: the first change was missing from the history."""
+    engine, store, run_id = _store(db_url)
+
+    def first(sessions: sessionmaker[Session]) -> object:
+        return TrackingStore(sessions).update_run(run_id, pb.RUN_STATUS_FAILED, actor="a")
+
+    _one_after_another(engine, first, lambda: store.update_run(run_id, pb.RUN_STATUS_KILLED, actor="b"))
+    with engine.connect() as connection:
+        entries = connection.execute(
+            select(AuditEntryRow.before, AuditEntryRow.after)
+            .where(AuditEntryRow.object_id == run_id, AuditEntryRow.action == "update")
+            .order_by(AuditEntryRow.seq)
+        ).all()
+    chain = [(before["status"], after["status"]) for before, after in entries if "status" in after]
+    assert chain == [("RUNNING", "FAILED"), ("FAILED", "KILLED")]
+    assert store.get_run(run_id).status == pb.RUN_STATUS_KILLED
+    engine.dispose()
