@@ -11,7 +11,9 @@ quarantines its rejected records again under its own run. ``supersede`` then mar
 pending copy of each (same source, record key and payload) ``superseded``: the queue holds each bad record
 once, and replaying every pending record writes it once. Only ``quarantined`` copies are superseded (one a
 replay holds, or one already replayed or discarded, is left as it is), and the earlier run keeps counting
-the record among its quarantined ones, so every run still adds up.
+the record among its quarantined ones, so every run still adds up. Runs of one source running at once
+supersede one at a time (a lock on the source, held to the chunk's commit), so each sees the other's
+copies: one pending copy per record remains, on PostgreSQL as on SQLite.
 
 A replay claims its records before it writes them (``claim``): status ``replaying``, with the claim's
 time in ``updated_at_us`` as its token, so that of two replays of the same record only one writes it. A
@@ -33,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -377,8 +379,15 @@ def supersede(
     and source id) that are the records just quarantined by ``source.run_id`` again: the same record key
     with the same payload (a file rewritten since holds other records under the same keys). Returns how
     many. Found through the (view, version, source_id, record_key) index: a chunk costs lookups of its
-    own keys, not a scan of the view's quarantine."""
+    own keys, not a scan of the view's quarantine.
+
+    Two runs of one source whose chunk transactions overlap each see only the other's committed copies,
+    so each left the other's copy pending (three concurrent reruns of a file: 54,000 pending copies of
+    30,000 bad records). The caller's transaction therefore holds the source's lock (``_lock_source``)
+    from here to its commit: a second run's supersede waits for it, then sees and supersedes its copies."""
     pairs = list(zip(record_keys, payloads, strict=True))
+    if pairs:
+        _lock_source(session, source)
     stamp = now_us()
     superseded = 0
     for start in range(0, len(pairs), IN_LIST_SLICE):
@@ -401,6 +410,19 @@ def supersede(
         )
         superseded += rowcount(session.execute(statement))
     return superseded
+
+
+def _lock_source(session: Session, source: RunSource) -> None:
+    """Serializes, until the caller's transaction ends, the supersedes of one source (view version, kind
+    and source id). SQLite's write transactions hold the whole database's lock already; PostgreSQL gets
+    a transaction-scoped advisory lock keyed by the source, since the rows to lock are the other run's
+    uncommitted inserts, which no row lock reaches. A chunk takes only this one lock before the audit
+    log's head row, so two chunks never wait on each other in crossing orders."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    name = f"aether.quarantine:{source.view}:{source.version}:{source.kind}:{source.source_id}"
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
 
 
 #: ``zone_weather@1``: the form a listing prints (names hold no ``@``; versions are uint32, ten digits).

@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
+
+_WAITERS = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
 
 
 class HeldTransaction:
@@ -35,6 +37,34 @@ class HeldTransaction:
         one."""
         return sessionmaker(bind=self._connection, expire_on_commit=False)
 
+    def session(self) -> Session:
+        """An ORM session inside the held transaction, for code that takes one: what it flushes stays
+        uncommitted until the held transaction commits."""
+        return Session(bind=self._connection)
+
+    def commit(self) -> None:
+        self._transaction.commit()
+        self._connection.close()
+
+    def wait_for_waiter(self, passed: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+        """Waits until another backend waits on one of this transaction's locks (True) or ``passed()``
+        says the code under test went on without waiting (False): a race a test means to show either
+        way, polled on both conditions, never on a sleep that guesses how long the other side takes."""
+        deadline = time.monotonic() + timeout_s
+        with self._engine.connect() as watcher:
+            while not self._has_waiter(watcher):
+                if passed():
+                    return False
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"neither blocked on the held transaction nor done in {timeout_s} s")
+                time.sleep(0.01)
+        return True
+
+    def _has_waiter(self, watcher: Connection) -> bool:
+        count = watcher.execute(_WAITERS, {"pid": self._pid}).scalar_one()
+        watcher.rollback()  # a fresh snapshot of pg_stat_activity on the next poll
+        return bool(count)
+
     def abandon(self) -> None:
         self._transaction.rollback()
         self._connection.close()
@@ -49,18 +79,15 @@ class HeldTransaction:
             except BaseException as exc:  # reported by join(); the commit below still ends the wait
                 self.error = exc
             finally:
-                self._transaction.commit()
-                self._connection.close()
+                self.commit()
 
         self._thread = threading.Thread(target=run, name="held-transaction", daemon=True)
         self._thread.start()
 
     def _wait_for_waiter(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
         with self._engine.connect() as watcher:
-            while watcher.execute(query, {"pid": self._pid}).scalar_one() == 0:
-                watcher.rollback()  # a fresh snapshot of pg_stat_activity on the next poll
+            while not self._has_waiter(watcher):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no backend blocked on the held transaction in {timeout_s} s")
                 time.sleep(0.01)
