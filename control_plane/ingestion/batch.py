@@ -25,6 +25,12 @@ dead run, and a replay takes it over after the lease and writes the online value
 left stored and counted rows with no online value and no record saying so, and ingesting them again
 stored them twice.
 
+Before each chunk's offline write and before the online write the run reads its view version's status
+again (``version_gate``): one retired or deleted since the run started stops the run there
+(``VersionGone``, FAILED_PRECONDITION), the chunks before it stored and counted, its online part removed
+as a delete's fence leaves no online value; checked only at the start, a run retired part-way stored
+every later row and wrote its online values into a version nothing serves.
+
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
 are validated, and so quarantined.
@@ -67,6 +73,7 @@ from control_plane.ingestion.validation import (
     timestamp_field,
     validate,
 )
+from control_plane.ingestion.version_gate import VersionGone, gone
 from control_plane.offline.store import OfflineStore
 
 PARQUET_BATCH_ROWS = 65_536
@@ -172,6 +179,7 @@ class BatchMaterializer:
         hold: int | None = 0  # the stamp of the run's hold on its online part, once filed
         try:
             for chunk in chunks:
+                self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
                 windowed = _in_window(chunk, ts_name, window)
                 inside = windowed.rows
                 outcome.skipped_outside_window += windowed.skipped
@@ -216,6 +224,13 @@ class BatchMaterializer:
                 outcome.quarantined += fresh
                 source_rows += chunk.num_rows
                 chunk_number += 1
+            if latest:  # the online write below is the run's last write into the version
+                self._require_open(view, outcome)
+        except VersionGone:
+            # Retired or deleted meanwhile: no online value of the version is wanted (as for a delete at
+            # the online write), so the run's online part goes; what it stored stays stored and counted.
+            self._settle_online_part(run, hold)
+            raise
         except BaseException as exc:
             # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
             # stored and counted is named by the run's online part, handed to the next replay now.
@@ -251,6 +266,19 @@ class BatchMaterializer:
         if hold is None:
             return None
         return extend_online_part(session, run.run_id, hold, offline_paths) or None
+
+    def _require_open(self, view: pb.FeatureView, outcome: MaterializeOutcome) -> None:
+        """``VersionGone`` once the run's view version is retired or deleted (``version_gate``), saying
+        what the run stored and counted before it stopped."""
+        state = gone(self._sessions, view)
+        if state is None:
+            return
+        raise VersionGone(
+            f"feature view {view.spec.name!r} version {view.version} was {state} while this run wrote it;"
+            f" the run stopped. Run {outcome.run_id} stored and counted {outcome.records_in} records before"
+            f" ({outcome.accepted} accepted, {outcome.quarantined} quarantined), which stay stored; none of"
+            " its online values were written"
+        )
 
     def _check_online(self) -> None:
         """Refuses a run, before it stores anything, while the online store cannot be reached: its rows

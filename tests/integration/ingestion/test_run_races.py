@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from sqlalchemy import Engine
 
+from clients.errors import FailedPrecondition
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
 from control_plane.ingestion.validation import validate
+from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 from tests.support.pg_interleave import HeldTransaction
 
@@ -73,3 +77,71 @@ def test_two_runs_of_one_source_at_once_leave_each_bad_record_pending_once_on_po
     assert sorted(record.record_key for record in superseded) == keys
     assert waited  # the second run's supersede waited for the first run's chunk
     assert all(run.records_in == run.accepted + run.quarantined for run in env.service.list_runs())
+
+
+def good(sensors: list[int]) -> pa.Table:
+    """Rows that pass the view's rules, one per sensor."""
+    count = len(sensors)
+    return pa.table(
+        {
+            "sensor_id": sensors,
+            "event_ts": [NOW] * count,
+            "temperature_c": [20.0] * count,
+            "mode": [1] * count,
+        }
+    )
+
+
+def end_version(env: Env, how: str) -> None:
+    if how == "retired":
+        env.registry.deprecate_version("climate", 1)
+        env.registry.retire_version("climate", 1)
+    else:
+        env.registry.delete_feature_view("climate")
+
+
+@pytest.mark.parametrize("how", ["retired", "deleted"])
+def test_a_run_stops_at_the_chunk_after_its_version_is_retired_or_deleted(any_env: Env, how: str) -> None:
+    """The version's status was checked once, when the run started: retired after the run's first chunk
+    committed, it got every later row stored and counted and its online values written, and the run
+    answered OK (6,000,000 rows and 50,000 online keys into a version nothing serves). The source here
+    retires (or deletes) the version between its chunks: the run stops there, FAILED_PRECONDITION saying
+    what it stored, and the first chunk stays stored and counted."""
+    env = any_env
+
+    def source() -> Iterator[pa.Table]:
+        yield good([1, 2])
+        end_version(env, how)  # the first chunk is committed when the run asks for the second
+        yield good([3, 4])
+
+    with pytest.raises(FailedPrecondition, match=rf"'climate' version 1 was {how}.* while this run wrote it"):
+        env.service.ingest("climate", 1, source(), source=SOURCE)
+    (run,) = env.service.list_runs("climate")
+    assert (run.records_in, run.accepted, run.quarantined) == (2, 2, 0)
+    stored = [
+        key for batch in env.offline.scan("climate", 1) for key in batch.column("sensor_id").to_pylist()
+    ]
+    assert sorted(stored) == [1, 2]
+    assert not any(env.client.exists(online_key("sensor", [str(i)], "climate", 1)) for i in range(1, 5))
+    # Its online part goes with the version, as at a delete's fence: no record waits for a discard.
+    assert env.service.list_quarantined(status="all") == []
+
+
+@pytest.mark.parametrize("how", ["retired", "deleted"])
+def test_a_run_writes_no_online_value_into_a_version_retired_or_deleted_after_its_last_chunk(
+    any_env: Env, how: str
+) -> None:
+    """The run's online write comes after its last chunk's commit: a version retired in between got the
+    run's online values. The read before the online write stops the run there, its rows counted."""
+    env = any_env
+
+    def source() -> Iterator[pa.Table]:
+        yield good([1, 2])
+        end_version(env, how)  # after the last chunk's commit, before the run's online write
+
+    with pytest.raises(FailedPrecondition, match=r"Run batch-\w+ stored and counted 2 records before"):
+        env.service.ingest("climate", 1, source(), source=SOURCE)
+    (run,) = env.service.list_runs("climate")
+    assert (run.records_in, run.accepted, run.quarantined) == (2, 2, 0)
+    assert not any(env.client.exists(online_key("sensor", [str(i)], "climate", 1)) for i in range(1, 3))
+    assert env.service.list_quarantined(status="all") == []

@@ -1,0 +1,53 @@
+"""Whether a batch run's view version still takes rows, asked between the run's chunks and before its
+online write: a run reads its source for minutes (6,000,000 rows are ~90 chunks), and the version can be
+retired or deleted meanwhile.
+
+``IngestionService._resolve`` refuses a retired version when a run starts, and nothing looked again: a
+version retired after a run's first chunk got every later row stored and counted, and the run's online
+values written, for a version nothing serves (the run answered OK). A delete had only the online write's
+fence (``online.WRITE_IF_NOT_OLDER``), after every chunk was stored. The run now reads the version's
+status before each chunk's offline write and before its online write, and stops with ``VersionGone``
+(FAILED_PRECONDITION) at the first read that finds it retired or deleted: the chunks committed before
+stay stored and counted, as a delete leaves them, and the error says how many. A chunk whose offline
+write began before the retire committed is committed and counted too (its rows are stored), and the run
+stops at the next read.
+
+A read, not a lock: one indexed query per chunk of 65,536 rows. The read and the online write are not
+one step, so a retire that commits during the online write itself can still see values of the run
+written online; retiring removes no online key anyway (those written before the retire stay until
+their TTL), and nothing serves a retired version's. A deleted version's keys are fenced in Redis
+(``features.online_cleanup``), so the delete's cleanup never leaves one behind.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition
+from control_plane.db import read_session
+from control_plane.db.models import FeatureViewRow, FeatureViewVersionRow
+from control_plane.features.store import Status
+
+RETIRED = "retired (not served)"
+DELETED = "deleted"
+
+
+class VersionGone(FailedPrecondition):
+    """The run's view version was retired or deleted while the run wrote it."""
+
+
+def gone(sessions: sessionmaker[Session], view: pb.FeatureView) -> str | None:
+    """``RETIRED`` or ``DELETED`` once ``view``'s version no longer takes rows; None while it does. A
+    version row of another schema fingerprint is a view created again under the name (one deleted
+    before tombstones kept its numbers could reuse them): the run's version is deleted."""
+    with read_session(sessions) as session:
+        found = session.execute(
+            select(FeatureViewVersionRow.status, FeatureViewVersionRow.schema_fingerprint)
+            .join(FeatureViewRow, FeatureViewRow.id == FeatureViewVersionRow.view_id)
+            .where(FeatureViewRow.name == view.spec.name, FeatureViewVersionRow.version == view.version)
+        ).one_or_none()
+    if found is None or int(found.schema_fingerprint, 16) != view.schema_fingerprint:
+        return DELETED
+    return RETIRED if found.status == Status.RETIRED else None
