@@ -13,7 +13,14 @@ each version:
    thread). Each key found is checked against the exact layout before it goes: a view named as a prefix
    of another (``user`` / ``user_stats``) or another version of the same name (a view created again after
    the delete starts above the deleted versions) is never touched;
-3. marks the row done, with the number of keys removed, and appends an audit entry
+3. removes the version's stream materializer state, every consumer group's (owner key, applied and
+   rejected id sets, trim point: ``ingestion/streaming/commit.py``'s ``StateKeys``), which nothing else
+   would remove when no materializer runs at the delete. A receipt still in an outbox (and the outbox)
+   stays: a materializer still running drains it when it sees the fence, before it stops
+   (``ViewDeleted``), and removes its own group's state keys again after that, in case it started
+   during this pass and set its owner key behind it. Removing the id sets under a running one changes
+   nothing it still does: the fence refuses all its commits;
+4. marks the row done, with the number of online keys removed, and appends an audit entry
    (``online_cleanup``, actor ``online-cleanup``).
 
 Idempotent and resumable: a pass that fails (Redis down, the control plane stopped mid-scan) leaves the
@@ -51,6 +58,17 @@ BATCH = 1000
 def deleted_view_fence(view: str, version: int) -> str:
     """The key whose existence says that ``view`` version ``version`` was deleted."""
     return f"aether:deleted-view:{view}:v{version}"
+
+
+def materializer_prefix(view: str, version: int) -> str:
+    """The start of every Redis key of the version's stream materializers (``StateKeys``; a consumer
+    group's name and the key's role follow)."""
+    return f"aether:materializer:{view}:v{version}:"
+
+
+#: The ends of a materializer's state keys (``StateKeys``) that the cleanup removes. Never the end of an
+#: outbox (``:outbox``) or a receipt (``:receipt:<hex id>``), whatever the group's name.
+MATERIALIZER_STATE = (b":owner", b":applied", b":rejected", b":trimmed_below")
 
 
 def online_key_pattern(entity: str, view: str, version: int) -> str:
@@ -120,6 +138,24 @@ async def remove_online_keys(client: redis.asyncio.Redis, cleanup: PendingCleanu
             return removed
 
 
+async def remove_materializer_state(
+    client: redis.asyncio.Redis, cleanup: PendingCleanup, batch: int = BATCH
+) -> int:
+    """Unlinks the version's materializer state keys, not its outboxes nor receipts (see the module doc);
+    returns how many. Call it after the fence is set."""
+    # View names match ``[a-z_][a-z0-9_]*``: no glob character; the ``:`` after the version keeps v1
+    # from matching v11.
+    pattern = materializer_prefix(cleanup.view, cleanup.version) + "*"
+    removed, cursor = 0, 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=pattern, count=batch)
+        state = [key for key in keys if key.endswith(MATERIALIZER_STATE)]
+        if state:
+            removed += await client.unlink(*state)
+        if cursor == 0:
+            return removed
+
+
 class OnlineCleanup:
     """The loop: every ``interval_s`` it cleans up the pending deleted versions (if any; with none it
     reads one query's worth of SQL and never touches Redis)."""
@@ -143,10 +179,12 @@ class OnlineCleanup:
         done = []
         for cleanup in await asyncio.to_thread(pending, self._sessions):
             removed = await remove_online_keys(self._client, cleanup, self._batch)
+            state = await remove_materializer_state(self._client, cleanup, self._batch)
             await asyncio.to_thread(mark_done, self._sessions, cleanup, removed)
             _log.info(
-                "removed %d online keys of deleted feature view %r version %d",
-                removed, cleanup.view, cleanup.version,
+                "removed %d online keys and %d stream materializer state keys of deleted feature view"
+                " %r version %d",
+                removed, state, cleanup.view, cleanup.version,
             )  # fmt: skip
             done.append((cleanup, removed))
         return done

@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
     except ViewDeleted as error:  # one line, not a traceback: the view is gone, not the materializer broken
+        # Raised only once its outbox is drained (the committed batches stored offline and counted) and
+        # its state keys removed: no other flush is due.
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

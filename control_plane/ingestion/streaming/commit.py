@@ -37,7 +37,7 @@ import hiredis
 import pyarrow as pa
 import redis
 
-from control_plane.features.online_cleanup import deleted_view_fence
+from control_plane.features.online_cleanup import deleted_view_fence, materializer_prefix
 from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, write_calls
 
 ALREADY_COMMITTED, COMMITTED, FENCED, DUPLICATE = 1, 0, -1, -2
@@ -46,7 +46,8 @@ _WRITE_SHA = hashlib.sha1(WRITE_IF_NOT_OLDER.encode()).hexdigest()  # the script
 
 @dataclass(frozen=True)
 class StateKeys:
-    """Redis keys of one materializer (view version x consumer group)."""
+    """Redis keys of one materializer (view version x consumer group). A delete's online cleanup removes
+    the state keys of the version's (``features/online_cleanup.MATERIALIZER_STATE``)."""
 
     prefix: str
     #: Exists once the view version is deleted (``features/online_cleanup.py``): commits stop then.
@@ -54,7 +55,7 @@ class StateKeys:
 
     @classmethod
     def of(cls, view: str, version: int, group: str) -> StateKeys:
-        return cls(f"aether:materializer:{view}:v{version}:{group}", deleted_view_fence(view, version))
+        return cls(materializer_prefix(view, version) + group, deleted_view_fence(view, version))
 
     @property
     def owner(self) -> str:

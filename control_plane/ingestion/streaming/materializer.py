@@ -105,7 +105,8 @@ class Fenced(RuntimeError):
 
 class ViewDeleted(Fenced):
     """The view version was deleted: the materializer stops rather than write values that the delete's
-    online cleanup removes (and that nothing would remove after it)."""
+    online cleanup removes (and that nothing would remove after it). Raised once the materializer has
+    drained its outbox and removed its state keys (``_finish_deleted``)."""
 
 
 @dataclass(frozen=True)
@@ -313,11 +314,27 @@ class StreamMaterializer:
 
     def _raise_fenced(self) -> NoReturn:
         if self._committer.deleted:
+            self._finish_deleted()
             raise ViewDeleted(
                 f"feature view {self.view.spec.name!r} version {self.view.version} was deleted:"
                 " the materializer stops (its online values are removed; run one for a current view)"
             )
         raise Fenced(f"another materializer owns {self.keys.prefix}")
+
+    def _finish_deleted(self) -> None:
+        """Drains the outbox and removes this group's state keys, once the view version is deleted.
+        The drain first: the batches committed since the last one were acknowledged and their online
+        values written, and no materializer can run for a deleted view to drain them later; their
+        history rows and rejected records would never reach the offline store (which a delete keeps)
+        and SQL, and the run's counters would miss them. The drain does not check the fence, and the
+        fence already stops every commit, so nothing can join the outbox after it. The state keys go
+        after it: the online cleanup removes every group's (``features/online_cleanup.py``), but this
+        materializer may have set its owner key after that pass (one that started meanwhile)."""
+        self.flush()
+        keys = self.keys
+        self._retrying(
+            lambda: self._client.delete(keys.owner, keys.applied, keys.rejected, keys.trimmed_below)
+        )
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]

@@ -328,3 +328,75 @@ async def test_a_materializer_of_a_deleted_view_stops_and_leaves_no_online_keys(
     with pytest.raises(ViewDeleted, match="feature view 'clicks' version 1 was deleted"):
         materializer.process(source.read(3, 10))
     assert client.keys("ae:*") == []
+
+
+async def test_a_materializer_stopped_by_a_delete_drains_its_outbox_and_leaves_no_state(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # Batches committed since the last drain (online values written, messages acknowledged) must still
+    # reach the offline store and the run's counters: once the view is deleted nothing else drains them,
+    # as no materializer can run for a deleted view.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    events = [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(8)]
+    events[5].ts = now + timedelta(days=30)  # too far ahead: quarantined, and counted too
+    publish(client, events)
+    options = MaterializerOptions(count=3, block_ms=10)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    consumed = 0
+    for _ in range(2):  # two committed batches, left in the outbox (``process`` does not drain)
+        consumed += materializer.process(source.read(3, 10)).received
+    assert consumed == 6 and client.llen(materializer.keys.outbox) == 2
+
+    FeatureRegistry(sessions).delete_feature_view("clicks")
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        await OnlineCleanup(sessions, cleaner).run_once()
+    with pytest.raises(ViewDeleted):
+        materializer.step()
+
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (consumed, 5, 1)
+    stored = pa.Table.from_batches(list(offline.scan("clicks", 1)))
+    assert stored.num_rows == 5
+    assert client.keys("aether:materializer:*") == []
+    assert client.keys("ae:*") == []
+
+
+async def test_the_online_cleanup_removes_the_state_of_a_materializer_not_running_at_the_delete(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # A materializer stopped before the delete never sees it: its owner key, id sets and trim point
+    # would stay in Redis for good. The cleanup removes them, for every group of the deleted version,
+    # but leaves any receipt still waiting in an outbox (a materializer still running drains it).
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(3)])
+    options = MaterializerOptions(count=3, block_ms=10)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    assert materializer.step().accepted == 3
+    materializer.flush()  # as a stopped materializer does
+    keys = materializer.keys
+    assert all(client.exists(k) for k in (keys.owner, keys.applied, keys.trimmed_below))
+    other = StateKeys.of("clicks", 1, "other")
+    client.zadd(other.rejected, {"1-0": 1})
+    client.hset(other.receipt("r1"), "accepted", 0)
+    client.rpush(other.outbox, other.receipt("r1"))
+    untouched = [StateKeys.of("clicks", 11, "g").owner, StateKeys.of("clicks_x", 1, "g").owner]
+    for key in untouched:
+        client.set(key, "someone")
+
+    FeatureRegistry(sessions).delete_feature_view("clicks")
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        await OnlineCleanup(sessions, cleaner).run_once()
+
+    left = sorted(k.decode() for k in client.scan_iter(match="aether:materializer:*"))
+    assert left == sorted([other.outbox, other.receipt("r1"), *untouched])
