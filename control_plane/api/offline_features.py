@@ -23,6 +23,7 @@ from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import MAY_WRITE
+from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.server_paths import confined, datasets_root
@@ -141,11 +142,18 @@ def datasets_root_of(context: ServiceContext) -> str:
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves the offline store, after removing the temporary files that writers killed mid-write left
-    in it (:meth:`OfflineStore.sweep_stale_temps`)."""
+    in it (:meth:`OfflineStore.sweep_stale_temps`) and in the datasets root (a training set's
+    ``output_path`` copy, :func:`sweep_stale_copies`)."""
     store = OfflineStore(offline_root(context))
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)
-    servicer = OfflineFeaturesServicer(store, context.registry, datasets_root_of(context))
+    datasets = datasets_root_of(context)
+    swept = sweep_stale_copies(datasets)
+    if swept:
+        _log.info(
+            "removed %d stale temporary training-set file(s) from the datasets root %s", swept, datasets
+        )
+    servicer = OfflineFeaturesServicer(store, context.registry, datasets)
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return OFFLINE_FEATURES_SERVICE

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from clients.errors import NotFound
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
-from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.offline.store import OfflineStore, open_filesystem, sweep_stale_temps
 
 CANONICAL_BATCH_ROWS = 65_536
 # A leading underscore: view names may not start with one, so no view folder can collide with it.
@@ -159,6 +159,24 @@ def write_parquet(table: pa.Table, target: str) -> str:
 
 def utc_now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
+
+
+#: The temporary name ``_write_atomically`` gives a file: ``.<name>.<uuid4 hex>.tmp``.
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+
+
+def sweep_stale_copies(root: str) -> int:
+    """Removes the temporary files of ``output_path`` copies (``write_parquet``) that a crash left under
+    the local datasets ``root``, once past the offline store's age rule; returns how many. Only names
+    of the exact form written here: the root also holds the callers' own files (entity rows), which a
+    hidden ``.*.tmp`` of theirs may be. A URI root has none (an upload appears whole or not at all)."""
+    if "://" in root:
+        return 0
+    return sweep_stale_temps(str(Path(root).expanduser().resolve()), is_temp=_is_copy_temp)
+
+
+def _is_copy_temp(name: str) -> bool:
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def _write_atomically(filesystem: pafs.FileSystem, path: str, write: Any) -> None:

@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -154,20 +154,7 @@ class OfflineStore:
         upload is written under its final name). Returns how many were removed."""
         if not self._rename_into_place:
             return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
-        for folder, _, names in os.walk(self.base_path):  # links are not followed out of the root
-            for name in names:
-                if not (name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")):
-                    continue
-                path = os.path.join(folder, name)
-                try:
-                    if os.lstat(path).st_mtime < cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:  # its writer finished or gave up meanwhile
-                    continue
-        return removed
+        return sweep_stale_temps(self.base_path, older_than_s)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -274,6 +261,32 @@ class OfflineStore:
             pafs.FileSelector(path, allow_not_found=True, recursive=False)
         )
         return infos
+
+
+def _hidden_temp(name: str) -> bool:
+    return name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")
+
+
+def sweep_stale_temps(
+    folder: str, older_than_s: float = STALE_TEMP_AGE_S, is_temp: Callable[[str], bool] = _hidden_temp
+) -> int:
+    """Removes the files under the local ``folder`` whose name ``is_temp`` (by default hidden ``.*.tmp``)
+    and that were last written more than ``older_than_s`` ago (younger ones may belong to a live writer
+    in another process); returns how many. See :meth:`OfflineStore.sweep_stale_temps`."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for parent, _, names in os.walk(folder):  # links are not followed out of the root
+        for name in names:
+            if not is_temp(name):
+                continue
+            path = os.path.join(parent, name)
+            try:
+                if os.lstat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:  # its writer finished or gave up meanwhile
+                continue
+    return removed
 
 
 def parquet_batches(

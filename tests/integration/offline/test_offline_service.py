@@ -8,6 +8,8 @@ import argparse
 import asyncio
 import io
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -416,3 +418,28 @@ async def test_the_read_only_token_leaves_no_lineage_record(tmp_path: Path, db_u
         assert record["features"] == ["stats"]
     finally:
         await handle.stop()
+
+
+async def test_a_crashed_training_set_copys_temporary_file_is_removed_at_start(
+    tmp_path: Path, db_url: str
+) -> None:
+    """An ``output_path`` copy is written under a hidden temporary name next to it (``write_parquet``):
+    a control plane killed mid-write left that file in the datasets root, where no start-up sweep looked.
+    Only the copies' temporary files go, once past the age a live writer's could have."""
+    root = tmp_path / "datasets"
+    (root / "out").mkdir(parents=True)
+    stale = root / "out" / f".train.parquet.{'0f' * 16}.tmp"
+    young = root / "out" / f".next.parquet.{'9e' * 16}.tmp"
+    users = [root / ".notes.tmp", root / "labels.parquet"]  # a caller's own files
+    for file in [stale, young, *users]:
+        file.write_bytes(b"PAR1 half a file")
+    an_hour_ago = time.time() - 3600
+    for file in [stale, *users]:
+        os.utime(file, (an_hour_ago, an_hour_ago))
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home", db_url=db_url, listen_addr="127.0.0.1:0", datasets_root=str(root)
+    )
+    handle = await start_server(settings, services=[add_to_server])
+    await handle.stop()
+    assert not stale.exists()
+    assert young.exists() and all(file.exists() for file in users)
