@@ -10,7 +10,9 @@ What is read from each replica (``data_plane/metrics.py``):
 * p99 latency — ``aether_inference_latency_seconds``: the histogram's cumulative bucket counts, minus
   those of the previous scrape of the same replica, summed over replicas and label sets, so the p99 is
   that of the requests served during the interval (as the upper edge of its bucket: never optimistic).
-  A replica whose counts went down restarted: its whole histogram counts as the interval's.
+  A replica whose counts went down restarted: its whole histogram counts as the interval's. Samples are
+  kept by the replica's start serial (``Replica.serial``), not its number: a replica that replaces a
+  stopped one takes its number, and maybe its metrics port, but none of its counts.
 
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
 as running, since the replica manager decides what runs. It keeps its previous sample, so its next
@@ -181,7 +183,9 @@ class AutoscaleLoop:
         self._clock = clock
         self._scrape = scrape
         self._history: tuple[Recommendation, ...] = ()
-        self._previous: dict[tuple[int, str], ReplicaSample] = {}  # by replica number and endpoint
+        # By replica serial and endpoint: a replica that replaces a stopped one may take its number and even
+        # its metrics port, and must not be taken for it (its counts minus the old replica's).
+        self._previous: dict[tuple[int, str], ReplicaSample] = {}
         self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
 
@@ -189,27 +193,27 @@ class AutoscaleLoop:
         """The fleet's load since the previous measurement."""
         # A replica run with --workers has one endpoint per worker process: each is scraped, as its own.
         endpoints = [
-            (r.number, address)
+            (r.number, (r.serial, address))
             for r in self._replicas.replicas
             for address in metrics_addresses(r.metrics_address)
         ]
-        texts = await asyncio.gather(*(self._scrape(a) for _, a in endpoints), return_exceptions=True)
+        texts = await asyncio.gather(*(self._scrape(a) for _, (_, a) in endpoints), return_exceptions=True)
         queue = 0.0
         latency: dict[float, float] = {}
         # An endpoint whose scrape fails keeps its last sample: without it, its next interval would count its
         # whole lifetime histogram (old spikes long gone back in the p99). Only an endpoint that is gone
-        # loses its sample (replica numbers are never reused).
-        listed = set(endpoints)
+        # loses its sample (serials are never reused: a replica that left never comes back).
+        listed = {key for _, key in endpoints}
         previous = self._previous
         self._previous = {key: s for key, s in previous.items() if key in listed}
-        for (number, address), text in zip(endpoints, texts, strict=True):
+        for (number, key), text in zip(endpoints, texts, strict=True):
             if isinstance(text, BaseException):
-                _log.warning("could not scrape replica %d at %s: %s", number, address, text)
+                _log.warning("could not scrape replica %d at %s: %s", number, key[1], text)
                 continue
             sample = parse_metrics(text)
-            self._previous[number, address] = sample
+            self._previous[key] = sample
             queue += sample.in_flight
-            for edge, count in interval_counts(previous.get((number, address)), sample).items():
+            for edge, count in interval_counts(previous.get(key), sample).items():
                 latency[edge] = latency.get(edge, 0.0) + count
         return Load(replicas=self._replicas.count, queue_depth=queue, p99_ms=p99_ms(latency))
 

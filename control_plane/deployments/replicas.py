@@ -21,14 +21,19 @@ is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misse
 A new replica's folder is seeded with the newest readable snapshots any replica folder holds (the
 registry, the deployment plans): a replica serves from its persisted snapshots while the control plane
 is unreachable, so one started during an outage (replacing a crashed one) serves as its peers do instead
-of waiting for a control plane that is not there and timing out. A replica that fails to start leaves
-its number, and so its folder and log, to the next start: retries do not pile up folders."""
+of waiting for a control plane that is not there and timing out.
+
+A new replica takes the lowest number no replica process holds: that of one that failed to start, was
+stopped (a scale-down), exited or was killed as hung, once its process has exited. So it reuses that
+replica's folder, snapshots and logs (appended to): a long-running fleet scaling up and down keeps as many
+folders as it ever ran replicas at once, instead of one more per scale-up, each scanned by every
+seeding. A number alone therefore does not tell two replicas apart over time: ``Replica.serial`` does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
+import itertools
 import logging
 import os
 import signal
@@ -79,8 +84,11 @@ class ReplicaSettings:
 
 @dataclass
 class Replica:
-    number: int
+    number: int  # names its folder, replica-<number>; a later replica reuses it once this one has exited
     process: asyncio.subprocess.Process
+    # Which start of its manager it is (0, 1, ...), never reused: what tells this replica from an earlier
+    # one with the same number (the autoscaler keys its per-replica samples by it).
+    serial: int
     address: str = ""
     # HOST:PORT of its /metrics; empty without one. A replica run with --workers N has one endpoint per
     # worker process, listed comma-separated (see metrics_addresses).
@@ -99,8 +107,10 @@ class ReplicaManager:
         # start cancelled by a stop of the fleet must not leave its process behind, so close() stops
         # these too.
         self._unlisted: dict[int, Replica] = {}
-        self._next = 0
-        self._free: list[int] = []  # numbers of replicas that failed to start (a heap), used first
+        # The numbers whose replica process may still exist (starting, listed, stopping): the others,
+        # the lowest first, are the next starts'.
+        self._taken: set[int] = set()
+        self._starts = 0  # the next replica's serial
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
@@ -183,6 +193,8 @@ class ReplicaManager:
             for replica in hung:
                 self.hung += 1
                 await self._stop(replica, kill=True)
+            for replica in exited:  # its stdout copy ends, and its number is free again
+                await self._stop(replica)
             wanted = len(self._replicas) + len(exited) + len(hung)
         await self.scale_to(wanted)
         return len(exited) + len(hung)
@@ -203,17 +215,16 @@ class ReplicaManager:
 
     async def _start(self) -> Replica:
         settings = self._settings
-        if self._free:
-            number = heapq.heappop(self._free)
-        else:
-            number = self._next
-            self._next += 1
+        number = next(n for n in itertools.count() if n not in self._taken)
+        self._taken.add(number)
+        serial = self._starts
+        self._starts += 1
         folder = settings.home / f"replica-{number}"
         try:
             await asyncio.to_thread(_prepare_folder, settings.home, folder)
             stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
         except BaseException:
-            heapq.heappush(self._free, number)
+            self._taken.discard(number)  # no process was started
             raise
         # Tied to this process: a fleet that dies (SIGKILL, the OOM killer) takes its replicas along
         # instead of leaving them serving, unlisted, forever; a new fleet starts replicas of its own.
@@ -231,7 +242,7 @@ class ReplicaManager:
                 *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds,
                 env={**os.environ, "AETHER_REDIS_URL": settings.redis_url},
             )  # fmt: skip
-        replica = Replica(number, process)
+        replica = Replica(number, process, serial)
         self._unlisted[number] = replica
         waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"
         try:
@@ -245,8 +256,7 @@ class ReplicaManager:
                 waiting_for = f"SERVING from its health service at {replica.address}"
                 await wait_serving(replica.address)
         except BaseException as exc:
-            await self._stop(replica)
-            heapq.heappush(self._free, number)  # its folder and log are the next start's
+            await self._stop(replica)  # which gives its number, folder and log to the next start
             if isinstance(exc, TimeoutError):  # str(TimeoutError()) is empty: say what never came
                 raise TimeoutError(
                     f"data-plane replica {number} did not start within {settings.start_timeout_s:g} s: "
@@ -260,8 +270,9 @@ class ReplicaManager:
 
     async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
         """SIGTERM, then SIGKILL after ``stop_timeout_s``; SIGKILL at once with ``kill`` (a hung replica
-        would not drain, only hold the lock for the whole timeout). The replica stays in ``_unlisted``
-        until its process has exited, so a stop that is itself cancelled is finished by close()."""
+        would not drain, only hold the lock for the whole timeout); nothing to signal for one that exited
+        already. The replica stays in ``_unlisted`` until its process has exited, so a stop that is itself
+        cancelled is finished by close(); only then is its number free for the next start."""
         self._unlisted[replica.number] = replica
         process = replica.process
         if kill:
@@ -282,6 +293,7 @@ class ReplicaManager:
         if replica.drain is not None:  # at its end already, unless a child of the replica holds the pipe
             replica.drain.cancel()
         self._unlisted.pop(replica.number, None)
+        self._taken.discard(replica.number)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
 
 

@@ -115,11 +115,13 @@ def test_the_policy_variables_set_their_fields_and_empty_ones_nothing() -> None:
 class _Listed:
     number: int
     metrics_address: str
+    serial: int
 
 
 class FakeFleet:
-    """Stands in for the ReplicaManager: two replicas the loop scrapes, each a real data-plane metrics
-    endpoint. Not real processes, because a real replica's past latencies cannot be set by the test."""
+    """Stands in for the ReplicaManager: the replicas the loop scrapes, each a real data-plane metrics
+    endpoint. Not real processes, because a real replica's past latencies cannot be set by the test (nor
+    the port the OS gives a replica's metrics endpoint)."""
 
     def __init__(self, *replicas: _Listed) -> None:
         self.replicas = replicas
@@ -131,7 +133,7 @@ async def test_a_failed_scrape_does_not_bring_a_replicas_old_latencies_back() ->
     servers = [start_metrics_server(m, "127.0.0.1:0") for m in metrics]
     for _ in range(500):  # long ago: replica 0 served a burst of 2 s requests (a cold start, say)
         metrics[0].request("Predict", "m", 1, "OK", 2.0)
-    fleet = FakeFleet(*(_Listed(n, f"127.0.0.1:{s.port}") for n, s in enumerate(servers)))
+    fleet = FakeFleet(*(_Listed(n, f"127.0.0.1:{s.port}", serial=n) for n, s in enumerate(servers)))
     loop = AutoscaleLoop(fleet, POLICY)  # type: ignore[arg-type]
 
     def serve_fast() -> None:
@@ -153,6 +155,31 @@ async def test_a_failed_scrape_does_not_bring_a_replicas_old_latencies_back() ->
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_replica_that_takes_a_stopped_ones_number_and_port_is_measured_as_a_new_one() -> None:
+    """A new replica reuses the number (and folder) of one that was stopped, and the OS may give its metrics
+    endpoint the same port. Keyed by number and endpoint, the new replica's counts were taken minus the old
+    one's: here only its 5 slow requests were counted, a p99 of 2.5 s, where its 1005 requests have 3 ms."""
+    old, new = ServingMetrics(), ServingMetrics()
+    server = start_metrics_server(old, "127.0.0.1:0")
+    address = f"127.0.0.1:{server.port}"
+    fleet = FakeFleet(_Listed(0, address, serial=0))
+    loop = AutoscaleLoop(fleet, POLICY)  # type: ignore[arg-type]
+    try:
+        for _ in range(1000):
+            old.request("Predict", "m", 1, "OK", 0.003)
+        assert (await loop.measure()).p99_ms == 3.0
+        server.stop()  # scaled down; then up again: the new replica 0 serves on the same port
+        for _ in range(1000):
+            new.request("Predict", "m", 1, "OK", 0.003)
+        for _ in range(5):
+            new.request("Predict", "m", 1, "OK", 2.0)
+        server = start_metrics_server(new, address)
+        fleet.replicas = (_Listed(0, address, serial=1),)
+        assert (await loop.measure()).p99_ms == 3.0
+    finally:
+        server.stop()
 
 
 async def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -83,11 +83,38 @@ async def test_a_crashed_replica_is_unlisted_and_replaced(plane: Plane) -> None:
         for address in manager.ready_addresses():
             assert await health(address) == health_pb2.HealthCheckResponse.SERVING
         assert survivor in manager.replicas and survivor.process.returncode is None
+        # Its number, so its folder and logs, are the replacement's: no folder more per crash.
+        (replacement,) = manager.replicas[1:]
+        assert replacement.number == doomed.number
+        assert sorted(p.name for p in (plane.home / "replicas").iterdir()) == ["replica-0", "replica-1"]
+        assert replacement.serial == 2  # the third start: what tells it from the one it replaced
     finally:
         await manager.close()
 
 
-async def test_a_replica_replaced_while_the_control_plane_is_down_serves_from_its_peers_snapshots(
+async def test_scaling_up_again_reuses_a_stopped_replicas_number_folder_and_logs(plane: Plane) -> None:
+    """Every scale-up took a new number: a long-running fleet whose load came and went left one more
+    replica-N folder (snapshots, logs) per cycle, never removed, each scanned by every later seeding."""
+    home = plane.home / "replicas"
+    manager = ReplicaManager(ReplicaSettings(plane.address, plane.redis_url, home, start_timeout_s=60))
+    try:
+        await manager.scale_to(1)
+        added = []
+        for _ in range(2):
+            await manager.scale_to(2)
+            added.append(manager.replicas[1])
+            await manager.scale_to(1)
+            assert added[-1].process.returncode == 0  # drained, and only then its number is free
+        assert [r.number for r in added] == [1, 1]
+        assert [r.serial for r in added] == [1, 2]  # which tells them apart
+        assert sorted(p.name for p in home.iterdir()) == ["replica-0", "replica-1"]
+        log = await asyncio.to_thread((home / "replica-1" / "stderr.log").read_text)
+        assert log.count("data plane listening on") == 2  # appended to, not started afresh
+    finally:
+        await manager.close()
+
+
+async def test_a_replica_started_while_the_control_plane_is_down_serves_from_persisted_snapshots(
     plane: Plane,
 ) -> None:
     """Each new replica got an empty folder: during a control-plane outage it had no registry snapshot, never
@@ -101,15 +128,19 @@ async def test_a_replica_replaced_while_the_control_plane_is_down_serves_from_it
         persisted = home / "replica-0" / "registry_snapshot.pb"
         await _until(persisted.exists, "replica 0 persists the registry")
         plane.server.stop()
-        crashed.process.kill()
-        await crashed.process.wait()
-        assert await manager.replace_failed() == 1
-        (replacement,) = manager.replicas
-        assert replacement.number == 1
-        assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
+        await manager.scale_to(2)  # a replica in a new folder, during the outage
+        added = manager.replicas[1]
+        assert added.number == 1
+        assert await health(added.address) == health_pb2.HealthCheckResponse.SERVING
         seeded = home / "replica-1" / "registry_snapshot.pb"
         assert seeded.read_bytes() == persisted.read_bytes()
         assert seeded.stat().st_mtime_ns == persisted.stat().st_mtime_ns  # still as new as the original
+        crashed.process.kill()  # its replacement takes its number, so its folder and snapshot
+        await crashed.process.wait()
+        assert await manager.replace_failed() == 1
+        replacement = manager.replicas[1]
+        assert replacement.number == 0
+        assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
     finally:
         await manager.close()
 
@@ -432,7 +463,9 @@ async def test_a_hung_replica_is_unlisted_killed_and_replaced(plane: Plane) -> N
         assert await asyncio.wait_for(hung.process.wait(), 10) == -signal.SIGKILL  # it cannot drain
         assert manager.count == 2 and manager.replicas[0] is survivor
         (replacement,) = manager.replicas[1:]
-        assert replacement.number == 2 and replacement.process.returncode is None
+        # Killed before it was replaced, so its number (folder, logs) is the replacement's.
+        assert replacement.number == hung.number == 1 and replacement.process.returncode is None
+        assert sorted(p.name for p in (plane.home / "replicas").iterdir()) == ["replica-0", "replica-1"]
         assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
         # Unlisted before it was killed (the endpoints file drops it first), then the replacement listed.
         assert changes[-2:] == [[survivor.address], [survivor.address, replacement.address]]
