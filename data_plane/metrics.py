@@ -16,6 +16,13 @@ A request is labelled with the model and version it ran on (a failed Predict: it
 code. Labelled by whatever names callers send, every distinct bad request would add series kept for ever:
 /metrics and memory would grow without bound.
 
+For the same reason a version's series (of every family above: request counts, latency and batch-size
+histograms, queue depth, state) go once the model manager has released it (its unload's grace over; see
+``ManagerObserver.version_released``): a data plane serving a newly trained version every day kept the
+~40 samples of every version it ever served. A request answered after its version's release (one of a
+PredictBatch whose other requests ran on, one failed at the grace's end) is counted under series made
+anew, which go at the next release of a version of that model. The unresolved series stay.
+
 Each server owns its own registry (several servers may share a test process). What the request path pays
 is kept small: the per-request series (request counts, latency and batch-size histograms) are plain Python
 numbers that only the event-loop thread updates, turned into Prometheus metrics when scraped
@@ -30,7 +37,7 @@ import bisect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import make_server
 
 import prometheus_client as prom
@@ -55,6 +62,8 @@ _BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 #: The ``model`` and ``version`` label of a request that names no loaded version or deployment.
 UNRESOLVED = ""
+
+_K = TypeVar("_K")
 
 
 class _Histogram:
@@ -173,6 +182,11 @@ class ServingMetrics(ManagerObserver):
             registry=self.registry,
         )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
+        # The gauges labelled (model, version, ...) by name, for forgetting a released version's children.
+        self._per_version: dict[str, Any] = {g._name: g for g in (self._queue_depth, self._state)}
+        # (model, version) the manager holds (loading, serving or unloading, not yet released): what a
+        # release keeps of that model's series.
+        self._held: set[tuple[str, str]] = set()
         # (api, model, version, code) → that code's count and the latency series of (api, model, version)
         self._request_series: dict[tuple[str, str, int | str, str], tuple[list[int], _Histogram]] = {}
         self._lock = threading.Lock()
@@ -219,14 +233,40 @@ class ServingMetrics(ManagerObserver):
         self._child(self._queue_depth, name, str(version)).set_function(read)
 
     def model_state(self, name: str, version: int, state: ModelState) -> None:
+        self._held.add((name, str(version)))
         for each in ModelState:
             self._child(self._state, name, str(version), each.value).set(1 if each is state else 0)
         if state is not ModelState.READY:
             # Let go of the batcher the gauge read (an unloaded version's memory must be freed).
             self._child(self._queue_depth, name, str(version)).set_function(lambda: 0)
 
+    def version_released(self, name: str, version: int) -> None:
+        """Removes the series of every version of model ``name`` the manager no longer holds: this one,
+        and any a late request made anew after its own release."""
+        self._held.discard((name, str(version)))
+
+        def gone(model: str, version: str) -> bool:
+            return model == name and version != UNRESOLVED and (model, version) not in self._held
+
+        _drop(self._request_series, lambda k: gone(k[1], str(k[2])))
+        _drop(self._series.requests, lambda k: gone(k[1], k[2]))
+        _drop(self._series.latency, lambda k: gone(k[1], k[2]))
+        _drop(self._series.batch_rows, lambda k: gone(k[0], k[1]))
+        with self._lock:
+            for key in _drop(self._children, lambda k: k[0] in self._per_version and gone(k[1], k[2])):
+                self._per_version[key[0]].remove(*key[1:])
+
     def render(self) -> bytes:
         return bytes(prom.generate_latest(self.registry))
+
+
+def _drop(mapping: dict[_K, Any], doomed: Callable[[_K], bool]) -> list[_K]:
+    """Removes the keys ``doomed`` picks (one at a time: a scrape copying the dict meanwhile sees each
+    removal whole, under the GIL); those removed."""
+    keys = [k for k in mapping if doomed(k)]
+    for key in keys:
+        del mapping[key]
+    return keys
 
 
 @dataclass

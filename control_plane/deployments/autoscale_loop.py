@@ -7,12 +7,17 @@ What is read from each replica (``data_plane/metrics.py``):
 
 * queue depth — ``aether_inference_in_flight``: requests admitted and not yet answered (queued for a
   batch, fetching features or running), summed over the replicas;
-* p99 latency — ``aether_inference_latency_seconds``: the histogram's cumulative bucket counts, minus
-  those of the previous scrape of the same replica, summed over replicas and label sets, so the p99 is
-  that of the requests served during the interval (as the upper edge of its bucket: never optimistic).
-  A replica whose counts went down restarted: its whole histogram counts as the interval's. Samples are
-  kept by the replica's start serial (``Replica.serial``), not its number: a replica that replaces a
-  stopped one takes its number, and maybe its metrics port, but none of its counts.
+* p99 latency — ``aether_inference_latency_seconds``: each series' cumulative bucket counts (a series:
+  one label set, an api and a model version), minus those of the same series at the previous scrape of
+  the same replica, summed over series and replicas, so the p99 is that of the requests served during
+  the interval (as the upper edge of its bucket: never optimistic). A series whose counts went down
+  restarted (its process, or its version released and loaded again) and a new one count whole; one that
+  is gone (the data plane drops a version's series once it released it) counts nothing: summed per
+  replica before the difference, a dropped version made the replica look restarted, and its other
+  versions' whole history counted as the interval's (or, masked by their new requests, its counts were
+  taken from theirs). Samples are kept by the replica's start serial (``Replica.serial``), not its
+  number: a replica that replaces a stopped one takes its number, and maybe its metrics port, but none
+  of its counts.
 
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
 as running, since the replica manager decides what runs. It keeps its previous sample, so its next
@@ -30,7 +35,7 @@ import math
 import os
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +52,7 @@ LATENCY_BUCKET = "aether_inference_latency_seconds_bucket"
 SCRAPE_TIMEOUT_S = 2.0
 
 Scrape = Callable[[str], Awaitable[str]]
+SeriesKey = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,33 +109,48 @@ class ReplicaSample:
     """One scrape of one replica."""
 
     in_flight: float = 0.0
-    #: Cumulative latency-histogram counts by upper bucket edge in seconds (``inf`` included), summed
-    #: over every label set.
-    latency_buckets: Mapping[float, float] = field(default_factory=dict)
+    #: Per latency series (its labels but ``le``, sorted), its cumulative counts by upper bucket edge in
+    #: seconds (``inf`` included).
+    latency_series: Mapping[SeriesKey, Mapping[float, float]] = field(default_factory=dict)
+
+    @property
+    def latency_buckets(self) -> dict[float, float]:
+        """The cumulative counts by bucket edge summed over every series."""
+        return _summed(self.latency_series.values())
 
 
 def parse_metrics(text: str) -> ReplicaSample:
     """The autoscaler's inputs from one replica's Prometheus exposition text."""
     in_flight = 0.0
-    buckets: dict[float, float] = {}
+    series: dict[SeriesKey, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == IN_FLIGHT:
                 in_flight += sample.value
             elif sample.name == LATENCY_BUCKET:
-                edge = float(sample.labels["le"])
-                buckets[edge] = buckets.get(edge, 0.0) + sample.value
-    return ReplicaSample(in_flight, buckets)
+                key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+                series.setdefault(key, {})[float(sample.labels["le"])] = sample.value
+    return ReplicaSample(in_flight, series)
 
 
 def interval_counts(previous: ReplicaSample | None, current: ReplicaSample) -> dict[float, float]:
-    """Cumulative counts by bucket edge of the requests served since ``previous``."""
-    if previous is None:
-        return dict(current.latency_buckets)
-    delta = {e: c - previous.latency_buckets.get(e, 0.0) for e, c in current.latency_buckets.items()}
-    if any(c < 0 for c in delta.values()):  # the counters went back: the replica restarted
-        return dict(current.latency_buckets)
-    return delta
+    """Cumulative counts by bucket edge of the requests served since ``previous``, each series against
+    its own previous counts (see the module's docstring), summed."""
+    before = {} if previous is None else previous.latency_series
+    deltas = []
+    for key, counts in current.latency_series.items():
+        old = before.get(key, {})
+        delta = {e: c - old.get(e, 0.0) for e, c in counts.items()}
+        deltas.append(counts if any(c < 0 for c in delta.values()) else delta)  # went back: restarted
+    return _summed(deltas)
+
+
+def _summed(histograms: Iterable[Mapping[float, float]]) -> dict[float, float]:
+    total: dict[float, float] = {}
+    for counts in histograms:
+        for edge, count in counts.items():
+            total[edge] = total.get(edge, 0.0) + count
+    return total
 
 
 def p99_ms(cumulative: Mapping[float, float]) -> float | None:

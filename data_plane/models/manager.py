@@ -101,6 +101,10 @@ class ManagerObserver(BatchObserver):
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         pass
 
+    def version_released(self, name: str, version: int) -> None:
+        """The version was unloaded and its session released (after its grace), and no new load of it
+        took its place: its requests are answered, and nothing runs on it any more."""
+
 
 # Fields a loaded version cannot change in place: the signature is checked against the artifact at load
 # and the session and its warm-up are built for it. For one artifact it only differs when the spec is wrong,
@@ -267,6 +271,9 @@ class ModelManager:
             # Close off the loop, after any batch already running on it (the executor runs them in order
             # per thread; closing only drops the session's native memory once no batch holds it).
             await asyncio.get_running_loop().run_in_executor(self._executor, runtime.close)
+        # Loaded again during the grace (a rollback undone, say), the version's series are the new load's.
+        if (name, version) not in self._versions:
+            self._observer.version_released(name, version)
         _log.info("unloaded model %s v%d", name, version)
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from clients.env_values import ConfigurationError
 from clients.sdk.inference import build_predict_request
 from control_plane.deployments.autoscale_loop import (
     AutoscaleLoop,
+    interval_counts,
     p99_ms,
     parse_metrics,
     policy_values_from_env,
@@ -29,6 +30,7 @@ from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.metrics import ServingMetrics, start_metrics_server
 from data_plane.models.spec import dump_model_config
+from data_plane.models.version import ModelState
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.deployments.conftest import Plane
 from tests.support import onnx_models
@@ -57,6 +59,26 @@ def test_the_loop_reads_the_data_planes_metrics() -> None:
     metrics.request("Predict", "m", 2, "OK", 0.0003)
     later = parse_metrics(metrics.render().decode())
     assert later.latency_buckets[float("inf")] == 101.0  # summed over every label set
+
+
+def test_a_released_versions_series_going_away_is_no_restart() -> None:
+    """The data plane drops a version's series once it released it. Summed over the replica's series
+    first, the drop made the counts go down, taken for a restart: the other version's whole history (its
+    old 2 s requests) counted as the interval's, a p99 of 2.5 s where the interval's requests took 3 ms."""
+    metrics = ServingMetrics()
+    for version, seconds, count in [(1, 1.0, 2000), (2, 0.003, 1000), (2, 2.0, 50)]:
+        metrics.model_state("m", version, ModelState.READY)
+        for _ in range(count):
+            metrics.request("Predict", "m", version, "OK", seconds)
+    before = parse_metrics(metrics.render().decode())
+    metrics.model_state("m", 1, ModelState.UNLOADED)
+    metrics.version_released("m", 1)
+    for _ in range(1000):
+        metrics.request("Predict", "m", 2, "OK", 0.003)
+    metrics.request("Predict", "m", 3, "OK", 0.003)  # a version new since: counted whole
+    after = parse_metrics(metrics.render().decode())
+    counts = interval_counts(before, after)
+    assert counts[float("inf")] == 1001.0 and p99_ms(counts) == 3.0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from data_plane.admission import Admission
-from data_plane.metrics import LATENCY_BUCKETS, ServingMetrics
+from data_plane.metrics import LATENCY_BUCKETS, UNRESOLVED, ServingMetrics
 from data_plane.models.version import ModelState
 
 
@@ -107,3 +107,70 @@ def test_batch_rows_are_counted_per_version() -> None:
     assert _value(metrics, "aether_inference_batch_size_bucket", {**labels, "le": "+Inf"}) == 4
     text = metrics.render().decode()
     assert 'aether_inference_batch_size_bucket{le="64.0",model="m",version="2"} 4.0' in text
+
+
+def _series(metrics: ServingMetrics) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and labels (but ``le``: a histogram's buckets count as one series)."""
+    return {
+        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le")))
+        for family in metrics.registry.collect()
+        for sample in family.samples
+    }
+
+
+def _versions(metrics: ServingMetrics) -> set[str]:
+    return {dict(labels)["version"] for _, labels in _series(metrics) if "version" in dict(labels)}
+
+
+def _serve(metrics: ServingMetrics, version: int) -> None:
+    """What the manager and the request path record of a version loaded, then serving."""
+    metrics.model_state("m", version, ModelState.LOADING)
+    metrics.track_queue_depth("m", version, lambda: 3)
+    metrics.model_state("m", version, ModelState.READY)
+    metrics.for_model("m", version).batch_started(size=1, rows=2, queue_depth=0)
+    metrics.request("Predict", "m", version, "OK", 0.001)
+    metrics.request("ModelInfer", "m", version, "INVALID_ARGUMENT", None)
+
+
+def test_a_released_version_leaves_no_series_behind() -> None:
+    """Every version ever served kept its series (request counts, latency and batch-size histograms, queue
+    depth, state: ~40 samples) after it was unloaded, so a version promoted a day grew /metrics for ever."""
+    metrics = ServingMetrics()
+    metrics.track_in_flight("Predict", lambda: 1)
+    metrics.request("Predict", UNRESOLVED, UNRESOLVED, "NOT_FOUND", None)  # names no version: kept
+    metrics.request("Predict", "m", UNRESOLVED, "UNAVAILABLE", None)  # a deployment named m: kept
+    _serve(metrics, 1)
+    one_version = _series(metrics)
+    for version in range(2, 101):  # each replaces the one before
+        _serve(metrics, version)
+        metrics.model_state("m", version - 1, ModelState.UNLOADED)
+        assert str(version - 1) in _versions(metrics)  # still held: its requests finish in the grace
+        metrics.version_released("m", version - 1)
+    assert _versions(metrics) == {UNRESOLVED, "100"}
+    assert len(_series(metrics)) == len(one_version)
+    assert _value(metrics, "aether_inference_in_flight", {"api": "Predict"}) == 1
+    total = "aether_inference_requests_total"
+    assert _value(metrics, total, {"api": "Predict", "model": "", "version": "", "code": "NOT_FOUND"}) == 1
+    assert _value(metrics, total, {"api": "Predict", "model": "m", "version": "", "code": "UNAVAILABLE"}) == 1
+    assert _value(metrics, total, {"api": "Predict", "model": "m", "version": "100", "code": "OK"}) == 1
+    assert _value(metrics, "aether_inference_queue_depth", {"model": "m", "version": "100"}) == 3
+
+
+def test_a_request_answered_after_its_versions_release_goes_at_the_next_release() -> None:
+    """A request that let go of its version before the release but is counted after it (one of a
+    PredictBatch whose other requests ran on) makes that version's series anew: they must not stay."""
+    metrics = ServingMetrics()
+    _serve(metrics, 1)
+    _serve(metrics, 2)
+    metrics.model_state("m", 1, ModelState.UNLOADED)
+    metrics.version_released("m", 1)
+    metrics.request("Predict", "m", 1, "OK", 0.002)  # late
+    assert _versions(metrics) == {"1", "2"}
+    _serve(metrics, 3)
+    metrics.model_state("m", 2, ModelState.UNLOADED)
+    metrics.version_released("m", 2)
+    assert _versions(metrics) == {"3"}
+    metrics.model_state("m", 1, ModelState.LOADING)  # loaded again later (a rollback): counted afresh
+    metrics.request("Predict", "m", 1, "OK", 0.002)
+    count = "aether_inference_latency_seconds_count"
+    assert _value(metrics, count, {"api": "Predict", "model": "m", "version": "1"}) == 1

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from clients.errors import NotFound, Unavailable
+from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec
 from data_plane.models.version import ModelState
@@ -96,5 +97,43 @@ async def test_the_grace_bounds_the_wait_and_what_is_still_queued_then_fails(tmp
         refused = [o for o in outcomes if isinstance(o, Unavailable)]
         assert answered and refused and len(answered) + len(refused) == len(outcomes)
         assert all("unloaded" in o.message for o in refused)
+    finally:
+        await manager.close()
+
+
+def _metrics_versions(metrics: ServingMetrics) -> set[str]:
+    return {
+        sample.labels["version"]
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if "version" in sample.labels
+    }
+
+
+async def test_a_version_s_metrics_go_once_it_is_released_unless_it_was_loaded_again(tmp_path: Path) -> None:
+    """Every unloaded version's series stayed on /metrics for ever. They stay while its requests finish
+    (its grace), go once its session is released, and stay when it was loaded again meanwhile (a
+    rollback undone): they are the new load's then."""
+    spec = _slow_spec(tmp_path, layers=4)
+    metrics = ServingMetrics()
+    manager = ModelManager(observer=metrics)
+    state = "aether_model_state"
+    try:
+        await manager.ensure_loaded(spec)
+        await manager.infer("m", 2, _row(1.0))
+        with manager.lease("m", 2):
+            await manager.unload("m", 2)
+            await manager.ensure_loaded(spec)  # loaded again before the old load is released
+        await asyncio.wait_for(manager.released(), 5)
+        labels = {"model": "m", "version": "2"}
+        assert metrics.registry.get_sample_value(state, {**labels, "state": "READY"}) == 1
+        assert metrics.registry.get_sample_value("aether_inference_queue_depth", labels) == 0
+        assert metrics.registry.get_sample_value("aether_inference_batch_size_count", labels) == 1
+
+        with manager.lease("m", 2):
+            await manager.unload("m", 2)
+            assert metrics.registry.get_sample_value(state, {**labels, "state": "UNLOADED"}) == 1
+        await asyncio.wait_for(manager.released(), 5)
+        assert _metrics_versions(metrics) == set()
     finally:
         await manager.close()
