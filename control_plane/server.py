@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc.aio
 import redis.asyncio
@@ -27,6 +28,7 @@ from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.feature_registry import FeatureRegistryServicer
 from control_plane.api.refusals import RefusalAudit
 from control_plane.db import create_session_factory, open_database
+from control_plane.db.engine import pool_size_for
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.online_cleanup import OnlineCleanup
@@ -113,7 +115,17 @@ async def start_server(
     ``settings.listen_addr`` (port 0 picks a free port; see ``.port``): the feature registry plus
     ``services``, each with health status and reflection."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = await asyncio.to_thread(open_database, settings.db_url, settings.db_busy_timeout_s)
+    # Every servicer and loop runs its blocking work through the loop's default executor (to_thread), so
+    # an executor of a known size, with a pooled connection for each of its threads, means no call ever
+    # waits for a connection (asyncio's own executor has a size of its choosing, and the pool was 5 + 10).
+    executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="aether-control-plane")
+    asyncio.get_running_loop().set_default_executor(executor)
+    engine = await asyncio.to_thread(
+        open_database,
+        settings.db_url,
+        settings.db_busy_timeout_s,
+        pool_size=pool_size_for(settings.worker_threads),
+    )
     sessions = create_session_factory(engine)
     registry = FeatureRegistry(sessions, default_guards() if guards is None else guards)
     context = ServiceContext(settings, engine, sessions, registry)

@@ -21,6 +21,11 @@ def default_db_url(home: Path) -> str:
     return f"sqlite:///{home / 'aether.db'}"
 
 
+def default_worker_threads() -> int:
+    """What asyncio gives its default executor: min(32, CPUs + 4)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
 @dataclass(frozen=True)
 class ControlPlaneSettings:
     home: Path
@@ -32,6 +37,9 @@ class ControlPlaneSettings:
     watch_poll_interval_s: float = 1.0
     #: How long a SQLite writer waits for the write lock before failing with "database is locked".
     db_busy_timeout_s: float = 30.0
+    #: Threads of the executor that ``start_server`` installs on its event loop, which runs every call's
+    #: blocking work (database transactions among it); the database pool keeps a connection for each.
+    worker_threads: int = field(default_factory=default_worker_threads)
     #: How long a stop waits for in-flight calls before cancelling them.
     shutdown_grace_s: float = 2.0
     #: Bearer tokens (AETHER_ADMIN_TOKEN[_FILE], AETHER_READONLY_TOKEN[_FILE]); no token = auth off.

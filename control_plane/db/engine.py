@@ -5,7 +5,13 @@ concurrent writers wait for the lock instead of failing; and foreign keys, which
 Write transactions start with ``BEGIN IMMEDIATE``: a deferred transaction that reads first and writes
 later cannot wait for the lock when another writer committed in between (SQLite reports "database is
 locked" at once), whereas an immediate one takes the write lock up front and queues behind the busy
-timeout."""
+timeout.
+
+Connections: a thread holds at most one at a time; no code opens a session while its thread has one
+open. (A deployment's write once checked the model version in a session of its own while it held the
+lock: with writers queued behind that lock holding every other pooled connection, it waited the pool's
+30 s and failed.) A control plane also keeps a connection for each thread that can use the database
+(:func:`pool_size_for`), so that no thread waits for one at all."""
 
 from __future__ import annotations
 
@@ -26,15 +32,31 @@ from clients.errors import InvalidArgument
 _WRITE_OPTION = "aether_write"
 
 
-def create_db_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
-    """An engine for ``url``; for SQLite files, creates the parent folder and configures the connection."""
+#: Threads of a control plane that use the database besides its executor's workers: the event loop's
+#: own (at start and stop) and the jobs supervisor's.
+OTHER_DATABASE_THREADS = 2
+
+
+def pool_size_for(worker_threads: int) -> int:
+    """The connections a control plane keeps when its executor has ``worker_threads`` threads: one for
+    every thread that can use the database at once (each holds at most one)."""
+    return worker_threads + OTHER_DATABASE_THREADS
+
+
+def create_db_engine(url: str, busy_timeout_s: float = 30.0, pool_size: int | None = None) -> Engine:
+    """An engine for ``url``; for SQLite files, creates the parent folder and configures the connection.
+    ``pool_size``: the connections the pool keeps (None: SQLAlchemy's 5). SQLAlchemy's overflow of up to
+    10 more stays on top of it, as room for threads of a program that embeds a control plane."""
     parsed = make_url(url)
+    pool: dict[str, Any] = {} if pool_size is None else {"pool_size": pool_size}
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, **pool)
     else:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+        else:
+            pool = {}  # an in-memory database keeps one connection per thread, not a queue of them
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s}, **pool)
         _configure_sqlite(engine, busy_timeout_s)
     _refuse_nul_characters(engine)
     return engine

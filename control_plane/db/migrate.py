@@ -51,7 +51,9 @@ def upgrade_to_head(engine: Engine) -> None:
         command.upgrade(config, "heads")
 
 
-def open_database(url: str, busy_timeout_s: float = 30.0, *, migrate: bool = True) -> Engine:
+def open_database(
+    url: str, busy_timeout_s: float = 30.0, *, migrate: bool = True, pool_size: int | None = None
+) -> Engine:
     """An engine for ``url``, its database brought to the newest schema; for a URL that cannot be used
     (not a URL, no driver, a SQLite file that cannot be created, a server that does not answer, a
     database migrated by a newer release) a ConfigurationError naming AETHER_DB_URL/--db-url and the URL
@@ -62,11 +64,11 @@ def open_database(url: str, busy_timeout_s: float = 30.0, *, migrate: bool = Tru
     materializer): it neither creates nor migrates one, and refuses a database that is missing or not at
     the newest schema. Otherwise a URL that missed the stack's database (a shell without its AETHER_HOME,
     a mistyped path) made a new, empty one, and the process went on to report the stack's views as not
-    found."""
+    found. ``pool_size``: see :func:`create_db_engine`."""
     if not migrate:
         _refuse_a_missing_sqlite_file(url)
     try:
-        engine = create_db_engine(url, busy_timeout_s)
+        engine = create_db_engine(url, busy_timeout_s, pool_size)
     # ValueError/TypeError: SQLAlchemy's own parse of a port that is not a number, or of a bad query
     # parameter (?timeout=abc), raised bare.
     except (ArgumentError, ImportError, OSError, ValueError, TypeError) as exc:

@@ -131,11 +131,15 @@ class DeploymentManager:
         these variants)."""
         for model_name, version in sorted({(v.model_name, v.version) for v in variants}):
             find_model(session, model_name, lock=True)
-            defaults_must_fit(self._models.can_deploy(model_name, version), serving)
+            # In this transaction: asking in a session of its own would wait for a second connection
+            # while holding this one, and writers queued behind our lock can hold every other one.
+            defaults_must_fit(self._models.deployable_in(session, model_name, version), serving)
 
-    def _require_defaults_fit(self, variants: Sequence[VariantRecord], serving: pb.ServingConfig) -> None:
+    def _require_defaults_fit(
+        self, session: Session, variants: Sequence[VariantRecord], serving: pb.ServingConfig
+    ) -> None:
         for model_name, version in sorted({(v.model_name, v.version) for v in variants}):
-            defaults_must_fit(self._models.get_version(model_name, version), serving)
+            defaults_must_fit(self._models.version_in(session, model_name, version), serving)
 
     def create(self, request: pb.CreateDeploymentRequest, *, actor: str) -> pb.Deployment:
         name = traffic.check_name(request.name, "deployment name")
@@ -188,7 +192,7 @@ class DeploymentManager:
             if request.HasField("serving"):
                 serving = serving_with_defaults(request.serving)
                 if not request.replace_variants:  # else checked with the new variants below
-                    self._require_defaults_fit(variants, serving)
+                    self._require_defaults_fit(session, variants, serving)
                 row.serving = to_json(serving)
             if request.HasField("canary_policy"):
                 policy = policy_from_proto(request.canary_policy)

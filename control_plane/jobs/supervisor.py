@@ -337,7 +337,9 @@ class Supervisor:
             row = session.get(JobRow, job_id)
             if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
                 return
-            run_id = row.run_id or self._create_run(row)
+        # Created once this session has given its connection back: the tracking store's write takes a
+        # connection of its own, and holding one while waiting for another can exhaust the pool.
+        run_id = row.run_id or self._create_run(row)
         attempt = row.attempt + 1
         where = f"devices {','.join(devices)}" if devices else "CPU"
         reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"

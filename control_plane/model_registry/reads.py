@@ -200,6 +200,14 @@ class CachedReads:
 
     def get_version(self, name: str, version: int, alias: str) -> pb.ModelVersion:
         """Version ``version``, or the one ``alias`` points at, or (neither given) the latest."""
+        with read_session(self._sessions) as session:
+            return self.version_in(session, name, version, alias)
+
+    def version_in(self, session: Session, name: str, version: int, alias: str) -> pb.ModelVersion:
+        """:meth:`get_version` in the caller's transaction: a caller that holds a connection (and perhaps
+        a lock) must not wait for a second one from the pool, whose every connection may be held by
+        writers queued behind that lock. The transaction must not have changed the version's row: the
+        message is cached under the row's stamp, as if committed."""
         if version and alias:
             raise InvalidArgument("give a version or an alias, not both")
         check_model_name(name)
@@ -216,19 +224,18 @@ class CachedReads:
             query = query.where(ModelVersionRow.version == check_version(version))
         else:
             query = query.order_by(ModelVersionRow.version.desc()).limit(1)
-        with read_session(self._sessions) as session:
-            found = session.execute(query).first()
-            if found is None:
-                require_model(session, name)  # NotFound for the model itself, else for what was asked
-                if alias:
-                    raise NotFound(f"model {name!r} has no alias {alias!r}")
-                if version:
-                    raise NotFound(f"model {name!r} has no version {version}")
-                raise NotFound(f"model {name!r} has no versions")
-            built = self._version_messages(session, name, [(found[0], found[1])])
-            if not built:  # deleted between the two queries (PostgreSQL)
-                raise NotFound(f"model {name!r} version not found")
-            return _copy(built[0])
+        found = session.execute(query).first()
+        if found is None:
+            require_model(session, name)  # NotFound for the model itself, else for what was asked
+            if alias:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            if version:
+                raise NotFound(f"model {name!r} has no version {version}")
+            raise NotFound(f"model {name!r} has no versions")
+        built = self._version_messages(session, name, [(found[0], found[1])])
+        if not built:  # deleted between the two queries (PostgreSQL)
+            raise NotFound(f"model {name!r} version not found")
+        return _copy(built[0])
 
     def list_versions(
         self, name: str, status: pb.ApprovalStatus, page_size: int, page_token: str

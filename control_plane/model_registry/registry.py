@@ -227,6 +227,10 @@ class ModelRegistry:
         """Version ``version``, or the one ``alias`` points at, or (neither given) the latest."""
         return self._reads.get_version(name, version, alias)
 
+    def version_in(self, session: Session, name: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
+        """:meth:`get_version` in the caller's transaction (see :meth:`CachedReads.version_in`)."""
+        return self._reads.version_in(session, name, version, alias)
+
     def list_versions(
         self,
         name: str,
@@ -385,7 +389,13 @@ class ModelRegistry:
 
     def can_deploy(self, name: str, version: int) -> pb.ModelVersion:
         """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved."""
-        found = self.get_version(name, check_version(version))
+        with self._read() as session:
+            return self.deployable_in(session, name, version)
+
+    def deployable_in(self, session: Session, name: str, version: int) -> pb.ModelVersion:
+        """:meth:`can_deploy` in the caller's transaction: a deployment's write holds its connection and
+        its lock while it checks, so it must not wait for another connection from the pool."""
+        found = self.version_in(session, name, check_version(version))
         if found.approval.status != pb.APPROVED:
             status = Approval(_STATUS_NAMES[found.approval.status]).value
             raise FailedPrecondition(

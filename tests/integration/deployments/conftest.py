@@ -43,6 +43,7 @@ class ThreadedControlPlane:
         )
         self._server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(start, self._loop).result(60)
         self.address = self._server.address
+        self.context = self._server.context
 
     def stop(self) -> None:
         """Stops the server and its loop; stopping twice is harmless."""

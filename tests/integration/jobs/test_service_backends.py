@@ -33,6 +33,7 @@ from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, process_alive, wait_for
+from tests.support.pool_watch import SecondConnections
 from tests.unit.offline.builders import create_view, ensure_entity, feature_spec
 
 Parts: TypeAlias = tuple[JobService, Supervisor, "sessionmaker[Session]"]
@@ -168,6 +169,19 @@ def test_a_run_created_for_a_start_that_a_cancel_overtook_is_the_jobs_and_ended(
     tracking = TrackingStore(sessions)
     runs, _ = tracking.list_runs(tracking.get_experiment(name="overtaken").experiment_id)
     assert [(run.run_id, run.status) for run in runs] == [(cancelled.run_id, tracking_pb2.RUN_STATUS_KILLED)]
+
+
+def test_a_start_creates_the_jobs_run_without_holding_a_connection_of_its_own(parts: Parts) -> None:
+    # The supervisor created the job's tracking run (the tracking store's write sessions) inside the read
+    # session it had checked the job in: a thread holding one pooled connection while it waits for
+    # another, which the pool, its connections all held, may never give it.
+    service, supervisor, sessions = parts
+    job = service.submit(spec_from_mapping(job_spec("started", "--sleep", "30", gpus=1)), actor="a")
+    with SecondConnections(sessions.kw["bind"]) as second_connections:
+        supervisor.tick()
+    started = service.get(job.job_id)
+    assert started.state == pb.JOB_STATE_RUNNING and started.run_id
+    assert second_connections.found == []
 
 
 def test_a_cancel_racing_a_start_waits_for_it_and_does_not_overwrite_it(parts: Parts) -> None:

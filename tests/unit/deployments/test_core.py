@@ -17,6 +17,7 @@ from control_plane.db import create_db_engine, create_session_factory, upgrade_t
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.model_registry.registry import ModelRegistry
+from tests.support.pool_watch import SecondConnections
 
 
 @pytest.fixture
@@ -152,3 +153,31 @@ def test_an_empty_model_name_is_named_as_such_not_as_a_derived_variant_name(
     canary.model_name = "-eta"
     with pytest.raises(InvalidArgument, match=r"^model name '-eta' is not valid"):
         manager.start_canary(canary, actor="t")
+
+
+def test_deployment_writes_read_the_model_versions_in_their_own_transaction(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Create, an update that replaces the variants or the serving config, and a canary's start each checked
+    # the model version in a read session of its own while the write held its connection and lock. With
+    # 16 or more writers queued behind that lock, each holding a pooled connection, none was left: the
+    # holder waited the pool's 30 s and failed with UNAVAILABLE, and so did the writers behind it.
+    sessions = create_session_factory(engine)
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    manager = DeploymentManager(sessions, registry)
+    first, second = register(registry, mpb.APPROVED), register(registry, mpb.APPROVED)
+    primary = pb.Variant(model_name="eta", version=first, role=pb.VARIANT_ROLE_PRIMARY)
+    with SecondConnections(engine) as second_connections:
+        manager.create(pb.CreateDeploymentRequest(name="eta-prod", variants=[primary]), actor="t")
+        primary.version = second
+        serving = pb.ServingConfig(missing_entity_policy="defaults")
+        replace = pb.UpdateDeploymentRequest(
+            name="eta-prod", variants=[primary], replace_variants=True, serving=serving
+        )
+        manager.update(replace, actor="t")
+        manager.update(pb.UpdateDeploymentRequest(name="eta-prod", serving=serving), actor="t")
+        manager.start_canary(
+            pb.StartCanaryRequest(name="eta-prod", model_name="eta", version=first), actor="t"
+        )
+    assert second_connections.found == []
+    assert manager.get("eta-prod").canary.version == first
