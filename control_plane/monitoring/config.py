@@ -34,6 +34,7 @@ from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
+from control_plane.db.upsert import insert_or_lock
 from control_plane.monitoring.tables import MonitorConfigRow
 
 DEFAULT_THRESHOLDS: dict[int, float] = {
@@ -177,15 +178,17 @@ def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, act
     result.updated_by = actor
     result.updated_at_us = time.time_ns() // 1000
     stored = _to_json(result)
+    values = {
+        "deployment": result.deployment,
+        "config": stored,
+        "updated_by": actor,
+        "updated_at_us": result.updated_at_us,
+    }
     with write_session(sessions) as session:
-        row = session.get(MonitorConfigRow, result.deployment)
-        before = dict(row.config) if row is not None else None
-        if row is None:
-            row = MonitorConfigRow(deployment=result.deployment)
-            session.add(row)
-        row.config = stored
-        row.updated_by = actor
-        row.updated_at_us = result.updated_at_us
+        # Locked, so that of concurrent replacements each audits the one before it as its "before".
+        row, created = insert_or_lock(session, MonitorConfigRow, values)
+        before = None if created else dict(row.config)
+        row.config, row.updated_by, row.updated_at_us = stored, actor, result.updated_at_us
         session.flush()
         record(
             session,

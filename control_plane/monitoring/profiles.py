@@ -41,6 +41,7 @@ from clients.errors import DataLoss, InvalidArgument, NotFound
 from control_plane.artifacts.store import ArtifactStore, check_sha256
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
+from control_plane.db.upsert import insert_or_lock
 from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
 from control_plane.model_registry.validation import check_version
 from control_plane.monitoring.tables import ReferenceProfileRow
@@ -179,20 +180,24 @@ def link_reference_profile(
     if output_artifact_sha256:
         output_names = load_profile(store, check_sha256(output_artifact_sha256))[1]
     now_us = time.time_ns() // 1000
+    values = {
+        "model_name": model_name,
+        "version": version,
+        "artifact_sha256": artifact_sha256,
+        "feature_names": list(names),
+        "output_artifact_sha256": output_artifact_sha256,
+        "output_names": list(output_names),
+        "n_rows": reference_rows(profile),
+        "created_by": actor,
+        "created_at_us": now_us,
+    }
     with write_session(sessions) as session:
         _require_version(session, model_name, version)
-        row = session.get(ReferenceProfileRow, (model_name, version))
-        before = _row_dict(row) if row is not None else None
-        if row is None:
-            row = ReferenceProfileRow(model_name=model_name, version=version)
-            session.add(row)
-        row.artifact_sha256 = artifact_sha256
-        row.feature_names = list(names)
-        row.output_artifact_sha256 = output_artifact_sha256
-        row.output_names = list(output_names)
-        row.n_rows = reference_rows(profile)
-        row.created_by = actor
-        row.created_at_us = now_us
+        # Locked, so that of concurrent links each audits the one before it as its "before".
+        row, created = insert_or_lock(session, ReferenceProfileRow, values)
+        before = None if created else _row_dict(row)
+        for column, value in values.items():
+            setattr(row, column, value)
         session.flush()
         record(
             session,

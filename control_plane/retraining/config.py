@@ -34,6 +34,7 @@ from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
+from control_plane.db.upsert import insert_or_lock
 from control_plane.deployments.messages import policy_from_proto
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.config import (
@@ -190,20 +191,17 @@ def put_config(sessions: sessionmaker[Session], config: pb.TriggerConfig, *, act
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
     state = json_format.MessageToDict(stored, preserving_proto_field_name=True)
+    values = {
+        "deployment": stored.deployment,
+        "config": state,
+        "updated_by": actor,
+        "updated_at_us": stored.updated_at_us,
+    }
     with write_session(sessions) as session:
-        row = session.get(RetrainingConfigRow, stored.deployment)
-        before = dict(row.config) if row is not None else None
-        if row is None:
-            session.add(
-                RetrainingConfigRow(
-                    deployment=stored.deployment,
-                    config=state,
-                    updated_by=actor,
-                    updated_at_us=stored.updated_at_us,
-                )
-            )
-        else:
-            row.config, row.updated_by, row.updated_at_us = state, actor, stored.updated_at_us
+        # Locked, so that of concurrent replacements each audits the one before it as its "before".
+        row, created = insert_or_lock(session, RetrainingConfigRow, values)
+        before = None if created else dict(row.config)
+        row.config, row.updated_by, row.updated_at_us = state, actor, stored.updated_at_us
         record(
             session,
             actor=actor,
