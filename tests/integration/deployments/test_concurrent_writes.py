@@ -6,7 +6,6 @@ pool's 5 + 10 was held by a call queued behind it: it waited the pool's 30 s and
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,19 +28,14 @@ OLD_POOL_LIMIT = 15
 
 
 @pytest.fixture
-def sixteen_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What asyncio's default executor (min(32, CPUs + 4)) and the control plane's worker threads see."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-
-
-@pytest.fixture
-def plane(db_url: str, redis_url: str, tmp_path: Path, sixteen_cores: None) -> Iterator[ThreadedControlPlane]:
+def plane(db_url: str, redis_url: str, tmp_path: Path) -> Iterator[ThreadedControlPlane]:
     settings = ControlPlaneSettings(
         home=tmp_path / "home",
         db_url=db_url,
         redis_url=redis_url,
         listen_addr="127.0.0.1:0",
         shutdown_grace_s=0.5,
+        worker_threads=CALLS,  # asyncio's default on a 16-core host: min(32, CPUs + 4)
     )
     server = ThreadedControlPlane(settings)
     yield server
