@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import InvalidArgument
+from clients.serving_rules import MAX_WARMUP_REQUESTS
 from control_plane.deployments.canary import DEFAULT_STEPS, Policy
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
 from control_plane.deployments.traffic import Role, VariantRecord, check_model_name, default_variant_name
@@ -103,6 +104,10 @@ def serving_with_defaults(message: pb.ServingConfig) -> pb.ServingConfig:
     ):
         if value < 0:
             raise InvalidArgument(f"serving {what} must not be negative, not {value}")
+    if message.warmup_requests > MAX_WARMUP_REQUESTS:  # the data plane would refuse to load the version
+        raise InvalidArgument(
+            f"serving warmup_requests must be at most {MAX_WARMUP_REQUESTS}, not {message.warmup_requests}"
+        )
     return pb.ServingConfig(
         warmup_requests=message.warmup_requests or DEFAULT_WARMUP_REQUESTS,
         max_batch_size=message.max_batch_size or DEFAULT_MAX_BATCH_SIZE,

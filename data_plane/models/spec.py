@@ -18,6 +18,7 @@ import numpy as np
 
 from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument
+from clients.serving_rules import MAX_WARMUP_REQUESTS
 
 DYNAMIC = -1
 
@@ -119,7 +120,7 @@ class ModelSpec:
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
             feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
-            warmup_requests=_whole(data, "warmup_requests", 10, minimum=0),
+            warmup_requests=_whole(data, "warmup_requests", 10, minimum=0, maximum=MAX_WARMUP_REQUESTS),
             max_batch_size=_whole(data, "max_batch_size", 32, minimum=1),
             max_queue_delay_us=_whole(data, "max_queue_delay_us", 500, minimum=0),
             allow_non_finite=bool(data.get("allow_non_finite", False)),
@@ -130,17 +131,24 @@ class ModelSpec:
 
 
 def _whole(
-    data: Mapping[str, Any], field: str, default: int | None = None, *, minimum: int | None = None
+    data: Mapping[str, Any],
+    field: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
 ) -> int:
-    """The whole number ``data[field]`` (``default`` when absent), at least ``minimum`` when given: ``1.7``
-    was cut to 1, ``1e999`` (read as infinity) raised OverflowError past every check, and ``true`` was 1;
-    a max_batch_size of 0 or a negative queue delay started the server, and the version then failed its
-    load with a Python ValueError's repr instead of the config's one-line error at start."""
+    """The whole number ``data[field]`` (``default`` when absent), within ``minimum`` and ``maximum`` when
+    given: ``1.7`` was cut to 1, ``1e999`` (read as infinity) raised OverflowError past every check, and
+    ``true`` was 1; a max_batch_size of 0 or a negative queue delay started the server, and the version
+    then failed its load with a Python ValueError's repr instead of the config's one-line error at start."""
     value = data[field] if default is None else data.get(field, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{field} must be a whole number, got {value!r}")
     if minimum is not None and value < minimum:
         raise InvalidArgument(f"{field} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidArgument(f"{field} must be at most {maximum}, got {value}")
     return value
 
 
@@ -188,6 +196,15 @@ def _config_entry(path: Path, index: int, entry: Any) -> ModelSpec:
 
 def dump_model_config(specs: Sequence[ModelSpec], path: Path) -> None:
     path.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2) + "\n")
+
+
+def warmup_problem(spec: ModelSpec) -> str | None:
+    """Why ``spec``'s warm-up cannot run, or None. A static config is checked when it is read; a plan is
+    not refused whole for it (that would hold up every other deployment's plans), so a plan from a control
+    plane that predates the bound fails only the version's load, by this check."""
+    if not 0 <= spec.warmup_requests <= MAX_WARMUP_REQUESTS:
+        return f"warmup_requests must be from 0 to {MAX_WARMUP_REQUESTS}, got {spec.warmup_requests}"
+    return None
 
 
 def defaults_problem(spec: ModelSpec) -> str | None:

@@ -11,17 +11,18 @@ a single row with a full batch so that both sizes the batcher produces are prepa
 from __future__ import annotations
 
 import io
+import math
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, InvalidArgument
 from clients.uris import redact_uri
 from data_plane.models.artifacts import read_artifact
-from data_plane.models.spec import DYNAMIC, ModelSpec, TensorSpec
+from data_plane.models.spec import DYNAMIC, ModelSpec, TensorSpec, warmup_problem
 from data_plane.models.validation import batchable
 from data_plane.runtime.base import Array, Runtime
 
@@ -127,15 +128,19 @@ def _recorded_batch(samples: Sequence[dict[str, Array]], rows: int) -> dict[str,
     return {name: np.concatenate([sample[name] for sample in picked]) for name in samples[0]}
 
 
-def warmup_requests(spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> list[dict[str, Array]]:
+def warmup_requests(spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> Iterator[dict[str, Array]]:
+    """The warm-up's requests, made one at a time as they are run: built all at once, their memory grew
+    with ``warmup_requests`` (2**31 - 1 grew the data plane by ~200 MiB/s until it was killed). The few
+    distinct inputs are built once and handed out again: a run never changes its inputs."""
     count = spec.warmup_requests
     if samples and not batchable(spec):
-        return [samples[i % len(samples)] for i in range(count)]
+        return (samples[i % len(samples)] for i in range(count))
     if samples:  # one recorded row, then a full batch of them, ... as with synthetic inputs
         batch = _recorded_batch(samples, spec.max_batch_size)
-        return [batch if i % 2 else samples[i // 2 % len(samples)] for i in range(count)]
+        return (batch if i % 2 else samples[i // 2 % len(samples)] for i in range(count))
     sizes = [1, spec.max_batch_size] if batchable(spec) else [1]
-    return [synthetic_inputs(spec, sizes[i % len(sizes)]) for i in range(count)]
+    inputs = [synthetic_inputs(spec, rows) for rows in sizes]
+    return (inputs[i % len(inputs)] for i in range(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +158,14 @@ def _rows(request: dict[str, Array]) -> int:
 
 
 def warm_up(runtime: Runtime, spec: ModelSpec, samples: Sequence[dict[str, Array]] = ()) -> WarmUpReport:
-    """Runs the warm-up requests (in the calling thread) and times them; any failure fails the load."""
-    requests = warmup_requests(spec, samples)
-    timings: list[tuple[int, float]] = []
-    for request in requests:
+    """Runs the warm-up requests (in the calling thread) and times them; any failure fails the load. The
+    timing keeps only what the report needs, so that its memory does not grow with the requests either."""
+    if problem := warmup_problem(spec):
+        raise InvalidArgument(problem)  # the manager's failure names the version
+    count = spec.warmup_requests
+    settled_from = count // 2  # the second half: lazy initialisation is over by then
+    largest, of_largest, fastest = 0, 0, math.inf
+    for index, request in enumerate(warmup_requests(spec, samples)):
         started = time.perf_counter()
         try:
             runtime.run(request)
@@ -164,12 +173,17 @@ def warm_up(runtime: Runtime, spec: ModelSpec, samples: Sequence[dict[str, Array
             raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} failed its warm-up: {type(exc).__name__}: {exc}"
             ) from exc
-        timings.append((_rows(request), time.perf_counter() - started))
-    settled = timings[len(timings) // 2 :]
-    if not settled:
-        return WarmUpReport(len(requests))
-    largest = max(rows for rows, _ in settled)
-    of_largest = [seconds for rows, seconds in settled if rows == largest]
-    if len(of_largest) < 2:
-        return WarmUpReport(len(requests), largest)
-    return WarmUpReport(len(requests), largest, min(of_largest))
+        seconds = time.perf_counter() - started
+        if index < settled_from:
+            continue
+        rows = _rows(request)
+        if rows > largest:
+            largest, of_largest, fastest = rows, 0, math.inf
+        if rows == largest:
+            of_largest += 1
+            fastest = min(fastest, seconds)
+    if count == 0:
+        return WarmUpReport(0)
+    if of_largest < 2:
+        return WarmUpReport(count, largest)
+    return WarmUpReport(count, largest, fastest)

@@ -13,6 +13,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.deployments import DeploymentsClient, variant
 from clients.sdk.models import ModelRegistryClient
+from clients.serving_rules import MAX_WARMUP_REQUESTS
 from control_plane.artifacts.settings import store_for
 from control_plane.audit.query import AuditFilter, iter_entries
 from control_plane.db import create_db_engine, create_session_factory, pages
@@ -86,6 +87,18 @@ def test_refusals(deployments: DeploymentsClient, models: Models) -> None:
         deployments.create(
             "other", [variant("eta", approved)], canary_policy=pb.CanaryPolicy(bake_seconds=2**63 - 1)
         )
+    # Accepted, the data plane loading the version built 2**31 - 1 warm-up requests at once and its
+    # memory grew until it was killed; it never served.
+    too_many = pb.ServingConfig(warmup_requests=MAX_WARMUP_REQUESTS + 1)
+    bound = f"serving warmup_requests must be at most {MAX_WARMUP_REQUESTS}, not {MAX_WARMUP_REQUESTS + 1}"
+    with pytest.raises(InvalidArgument, match=f"^{bound}$"):
+        deployments.create("other", [variant("eta", approved)], serving=too_many)
+    with pytest.raises(InvalidArgument, match=f"^{bound}$"):
+        deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", serving=too_many))
+    assert deployments.get("eta-prod").serving.warmup_requests == 10
+    at_bound = pb.ServingConfig(warmup_requests=MAX_WARMUP_REQUESTS)
+    updated = deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", serving=at_bound))
+    assert updated.serving.warmup_requests == MAX_WARMUP_REQUESTS
     for call in (
         lambda: deployments.get("ghost"),
         lambda: deployments.delete("ghost"),

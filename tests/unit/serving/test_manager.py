@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clients.aether.v1 import deployments_pb2
 from clients.env_values import ConfigurationError
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from clients.serving_rules import MAX_WARMUP_REQUESTS
 from data_plane.batching import BatchObserver
+from data_plane.deployment_plan import model_spec_from_proto
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
 from data_plane.models.version import ModelState
@@ -166,6 +169,12 @@ def test_a_model_config_that_cannot_be_used_is_a_configuration_error_naming_file
         (
             json.dumps({"models": [{**good, **tensors, "warmup_requests": -1}]}),
             r"models\[0\] \('m'\): warmup_requests must be at least 0, got -1$",
+        ),
+        # Accepted, the version's warm-up built 2**31 - 1 requests at once and the data plane's memory grew
+        # until it was killed.
+        (
+            json.dumps({"models": [{**good, **tensors, "warmup_requests": 2**31 - 1}]}),
+            r"models\[0\] \('m'\): warmup_requests must be at most 10000, got 2147483647$",
         ),
         ('{"models": ' + "[" * 100_000 + "]" * 100_000 + "}", r"not valid JSON: nested too deeply"),
         (
@@ -351,6 +360,27 @@ async def test_warm_up_samples_without_rows_fail_the_load_naming_the_file(tmp_pa
             spec = onnx_models.save(model, tmp_path / f"{name}.onnx", name, warmup_samples_uri=str(path))
             with pytest.raises(FailedPrecondition, match=f"warm-up samples .*{name}.npz.*{reason}"):
                 await manager.ensure_loaded(spec)
+    finally:
+        await manager.close()
+
+
+async def test_a_planned_version_with_too_many_warm_up_requests_fails_its_load(tmp_path: Path) -> None:
+    """A plan from a control plane that predates the bound is not refused whole (every other deployment's
+    plans would wait): the version's load fails, naming the field and the bound, before any warm-up runs."""
+    plan = deployments_pb2.ModelServingSpec(
+        model_name="m",
+        version=1,
+        serving=deployments_pb2.ServingConfig(warmup_requests=MAX_WARMUP_REQUESTS + 1),
+    )
+    saved = onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx", "m")
+    spec = dataclasses.replace(saved, warmup_requests=model_spec_from_proto(plan).warmup_requests)
+    manager = ModelManager()
+    try:
+        with pytest.raises(
+            FailedPrecondition,
+            match=r"^model m v1 failed to load: warmup_requests must be from 0 to 10000, got 10001$",
+        ):
+            await manager.ensure_loaded(spec)
     finally:
         await manager.close()
 
