@@ -8,3 +8,21 @@ from __future__ import annotations
 #: model, so far fewer are ever useful; without a bound, 2**31 - 1 kept a version loading for good (and,
 #: while warm-up requests were built all at once, grew the data plane's memory without limit).
 MAX_WARMUP_REQUESTS = 10_000
+
+#: The longest request id a prediction may carry: the width of the control plane's prediction index and
+#: feedback columns, which join a delayed label to the prediction it is for.
+REQUEST_ID_LENGTH = 128
+
+
+def request_id_problem(request_id: str) -> str | None:
+    """Why ``request_id`` cannot name a prediction, or None. The one rule for both planes: Predict refuses
+    such an id (answered OK, its prediction-log entry was then skipped whole by the monitor, features
+    included, and feedback for it was refused), and the monitor and feedback keep to the same width. NUL
+    is refused because no metadata database stores it in text."""
+    if not request_id:
+        return "request_id must not be empty"
+    if len(request_id) > REQUEST_ID_LENGTH:
+        return f"request_id has {len(request_id)} characters; at most {REQUEST_ID_LENGTH} are allowed"
+    if "\x00" in request_id:
+        return f"request_id holds a NUL character (0x00) at position {request_id.index(chr(0))}"
+    return None

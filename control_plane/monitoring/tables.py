@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clients.serving_rules import REQUEST_ID_LENGTH as REQUEST_ID_LENGTH  # the rule Predict keeps to
 from control_plane.db.models import NAME_LENGTH, Base
 
 SHA256_LENGTH = 64
-REQUEST_ID_LENGTH = 128
 ACTOR_LENGTH = 128
 STATUS_LENGTH = 32
 

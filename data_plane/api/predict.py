@@ -37,6 +37,7 @@ from clients.errors import (
     internal_message,
     maps_errors,
 )
+from clients.serving_rules import request_id_problem
 from data_plane.admission import Admission
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service, not_parsed
@@ -58,6 +59,10 @@ _Request = pb.PredictRequest
 def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> PredictCall:
     if not request.deployment:
         raise InvalidArgument("deployment is required")
+    # Empty: the predictor makes one up. Any other id must be one monitoring can store, or the prediction
+    # would be answered and then vanish from drift and feedback.
+    if request.request_id and (problem := request_id_problem(request.request_id)):
+        raise InvalidArgument(problem)
     return PredictCall(
         deployment=request.deployment,
         routing_key=request.routing_key,

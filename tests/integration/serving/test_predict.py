@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.inference import build_infer_request, build_predict_request, decode_predict_response
+from clients.serving_rules import REQUEST_ID_LENGTH
 from control_plane.features.online_writer import OnlineWriter
+from control_plane.monitoring.entries import decode_entry
 from data_plane.api import predict
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans, Variant
 from data_plane.deployment_plan import Role as PlanRole
@@ -401,6 +404,36 @@ async def test_sampled_predictions_reach_the_redis_stream(
     assert entry[b"variant"] == b"static" and entry[b"entities"] == b'[{"driver_id":"2"}]'
     np.testing.assert_array_equal(np.frombuffer(entry[b"features"], np.float32), STORED[2])
     assert entry[b"features_shape"] == b"1,8" and b"output:output" in entry
+
+
+async def test_a_request_id_monitoring_cannot_store_is_refused(
+    data_plane: DataPlaneHandle, own_redis: RedisServer, stub: pb_grpc.InferenceStub
+) -> None:
+    """Predict answered OK for an id over 128 characters or holding NUL; the monitor then skipped the whole
+    prediction-log entry (features included) and feedback for that id was refused: the prediction vanished
+    from drift and quality. Such ids are refused up front, by the rule the monitor's columns keep to."""
+    longest = "r" * REQUEST_ID_LENGTH
+    for bad, reason in (
+        (longest + "r", f"request_id has {REQUEST_ID_LENGTH + 1} characters; at most {REQUEST_ID_LENGTH}"),
+        ("req\x00-1", r"request_id holds a NUL character \(0x00\) at position 3"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(build_predict_request("scorer", [{"driver_id": 2}], request_id=bad), timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert re.match(reason, info.value.details() or ""), info.value.details()
+    batch = pb.PredictBatchRequest(
+        requests=[
+            build_predict_request("scorer", [{"driver_id": 1}], request_id=longest),
+            build_predict_request("scorer", [{"driver_id": 1}], request_id=longest + "r"),
+        ]
+    )
+    response = await stub.PredictBatch(batch, timeout=5)
+    assert [r.code for r in response.results] == [0, grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+    assert response.results[0].response.request_id == longest
+    # Only the answered prediction is logged, and the monitor takes its entry.
+    (entry,) = await _stream_entries(own_redis.url, "aether:predictions", 1)
+    logged = decode_entry(entry)
+    assert logged is not None and logged.request_id == longest
 
 
 def _planned(spec: ModelSpec, name: str, role: int, percent: float) -> dpb.PlannedVariant:
