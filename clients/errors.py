@@ -28,7 +28,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import grpc
 import grpc.aio
@@ -122,19 +122,68 @@ def from_rpc_error(error: grpc.RpcError) -> AetherError:
     return err
 
 
+#: The most bytes a status message may take as gRPC sends it (the ``grpc-message`` trailer, percent-encoded:
+#: a character other than printable ASCII costs 3 bytes per UTF-8 byte). Messages name what the caller sent,
+#: at any length; past the receiver's metadata limit (8 KiB soft, 16 KiB hard by default) gRPC dropped the
+#: whole status and the caller got RESOURCE_EXHAUSTED "Stream removed" instead of, say, NOT_FOUND.
+MAX_STATUS_MESSAGE_BYTES = 4096
+# Any character costs at most this many bytes on the wire (4 UTF-8 bytes, each percent-encoded).
+_MAX_CHAR_BYTES = 12
+
+
+def _wire_bytes(char: str) -> int:
+    if " " <= char <= "~" and char != "%":
+        return 1
+    return 3 * len(char.encode("utf-8", "surrogatepass"))
+
+
+def _cut_marker(characters: int) -> str:
+    return f"... [{characters} more characters cut]"
+
+
+def status_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
+    """``text`` as a status message: whole when it fits ``limit`` bytes on the wire, else cut on a
+    character boundary and ended by a marker saying how many characters were cut, the whole within
+    ``limit``. Costs O(limit), whatever the length of ``text``."""
+    if len(text) * _MAX_CHAR_BYTES <= limit:
+        return text
+    used = 0
+    for char in text:
+        used += _wire_bytes(char)
+        if used > limit:
+            break
+    else:
+        return text
+    budget = limit - len(_cut_marker(len(text)))  # the marker is ASCII, and never longer than this
+    kept, used = 0, 0
+    for char in text:
+        used += _wire_bytes(char)
+        if used > budget:
+            break
+        kept += 1
+    return text[:kept] + _cut_marker(len(text) - kept)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str) -> NoReturn:
+    """Ends the call with ``code`` and ``message`` cut to :data:`MAX_STATUS_MESSAGE_BYTES`: every abort of
+    both planes goes through here, so none can lose its status to gRPC's metadata limit."""
+    await context.abort(code, status_message(message))
+    raise AssertionError("context.abort returned")  # grpc.aio's abort always raises AbortError
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, AetherError):
-        await context.abort(exc.code, exc.message)
+        await abort(context, exc.code, exc.message)
     unavailable = database_unavailable(exc)  # locked, down, restarting: retryable, not a bug
     if unavailable is not None:
         _log.warning("%s: %s", method, unavailable, exc_info=exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
+        await abort(context, grpc.StatusCode.UNAVAILABLE, unavailable)
     redis_failure = redis_status(exc)  # Redis loading, down, or the URL's password: not a bug
     if redis_failure is not None:
         _log.warning("%s: %s", method, redis_failure[1], exc_info=exc)
-        await context.abort(*redis_failure)
+        await abort(context, *redis_failure)
     _log.exception("unexpected error in %s", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, internal_message(method, exc))
+    await abort(context, grpc.StatusCode.INTERNAL, internal_message(method, exc))
 
 
 #: The most of an unexpected error's own text an INTERNAL status carries.

@@ -27,6 +27,7 @@ import grpc
 import grpc.aio
 
 from clients.env_values import ConfigurationError, sendable_token
+from clients.errors import abort
 
 ADMIN_PRINCIPAL = "admin"
 READONLY_PRINCIPAL = "readonly"
@@ -214,7 +215,7 @@ def rejecting_handler(
         if on_refusal is not None:
             request_read = None if handler.request_streaming else request
             await on_refusal(request_read, actor, code, message, context.peer())
-        await context.abort(code, message)
+        await abort(context, code, message)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await refuse(request, context)

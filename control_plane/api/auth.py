@@ -48,6 +48,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from clients.errors import abort
 from clients.server_auth import (
     ADMIN_PRINCIPAL,
     HEALTH_SERVICE,
@@ -243,7 +244,8 @@ async def _check_message(
     """Aborts the call (PERMISSION_DENIED) when ``message`` sets one of the ``guarded`` fields."""
     for name in guarded:
         if getattr(message, name, None):
-            await context.abort(
+            await abort(
+                context,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"the {principal} token may not set {name} on {method}: it writes on the server",
             )

@@ -23,7 +23,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
-from clients.errors import AetherError, InvalidArgument, NotFound, internal_message, maps_errors
+from clients.errors import AetherError, InvalidArgument, NotFound, abort, internal_message, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
 from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
@@ -201,14 +201,14 @@ class InferenceV2Servicer:
                 raise too_large(len(response), self._max_send_bytes)
         except AetherError as exc:
             self._metrics.request(API, model, version, exc.code.name, None)
-            await context.abort(exc.code, exc.message)
+            await abort(context, exc.code, exc.message)
         except asyncio.CancelledError as exc:  # gRPC ended the call: its caller's deadline or cancel
             self._metrics.request(API, model, version, call_status(exc, context), None)
             raise
         except Exception as exc:
             self._metrics.request(API, model, version, grpc.StatusCode.INTERNAL.name, None)
             _log.exception("unexpected error in ModelInfer", exc_info=exc)
-            await context.abort(grpc.StatusCode.INTERNAL, internal_message("ModelInfer", exc))
+            await abort(context, grpc.StatusCode.INTERNAL, internal_message("ModelInfer", exc))
         self._metrics.request(API, model, version, "OK", time.perf_counter() - started)
         return response
 

@@ -23,7 +23,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, abort
 
 M = TypeVar("M", bound=Message)
 
@@ -48,7 +48,7 @@ def _parsing(
         try:
             request = parse(message_type, data)
         except InvalidArgument as exc:
-            await context.abort(exc.code, exc.message)
+            await abort(context, exc.code, exc.message)
         return await behavior(request, context)
 
     return parse_then_call

@@ -3,6 +3,7 @@ the model registry's guard, the audit trail, and the plan watch stream."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -10,7 +11,13 @@ from sqlalchemy import update
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
-from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from clients.errors import (
+    MAX_STATUS_MESSAGE_BYTES,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from clients.sdk.deployments import DeploymentsClient, variant
 from clients.sdk.models import ModelRegistryClient
 from clients.serving_rules import MAX_WARMUP_REQUESTS
@@ -113,6 +120,17 @@ def test_refusals(deployments: DeploymentsClient, models: Models) -> None:
         deployments.set_traffic("eta-prod", "ghost", 5.0)
     with pytest.raises(FailedPrecondition, match="no canary running"):
         deployments.promote("eta-prod")
+
+
+def test_a_refusal_naming_a_huge_input_keeps_its_status(deployments: DeploymentsClient) -> None:
+    """The message echoes the name: at 20,000 characters gRPC dropped the status for its size and the
+    caller got RESOURCE_EXHAUSTED "Stream removed" instead of NOT_FOUND. The message is cut instead."""
+    name = "x" * 20_000
+    with pytest.raises(NotFound) as info:
+        deployments.get(name)
+    assert info.value.message.startswith("deployment 'xxx")
+    assert len(info.value.message) <= MAX_STATUS_MESSAGE_BYTES
+    assert re.search(r"\.\.\. \[\d+ more characters cut\]$", info.value.message)
 
 
 def test_a_deployed_version_cannot_be_deleted(

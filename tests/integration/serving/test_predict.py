@@ -24,6 +24,7 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import inference_pb2 as pb
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.errors import MAX_STATUS_MESSAGE_BYTES
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.inference import build_infer_request, build_predict_request, decode_predict_response
 from clients.serving_rules import REQUEST_ID_LENGTH
@@ -434,6 +435,27 @@ async def test_a_request_id_monitoring_cannot_store_is_refused(
     (entry,) = await _stream_entries(own_redis.url, "aether:predictions", 1)
     logged = decode_entry(entry)
     assert logged is not None and logged.request_id == longest
+
+
+async def test_a_refusal_naming_a_huge_input_keeps_its_status(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    """Messages echo the names asked for: at 20,000 characters gRPC dropped the status for its size and
+    the caller got RESOURCE_EXHAUSTED "Stream removed" instead of NOT_FOUND, on Predict (mapped by
+    ``maps_errors``) and on ModelInfer (which aborts by itself). Both are cut to the same size now."""
+    name = "x" * 20_000
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{data_plane.port}") as channel:
+        oip = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        for call in (
+            stub.Predict(build_predict_request(name, [{"driver_id": 1}]), timeout=5),
+            oip.ModelInfer(build_infer_request(name, {"x": np.ones((1, 4), np.float32)}), timeout=5),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            details = info.value.details() or ""
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND, details[:200]
+            assert "'xxx" in details and len(details) <= MAX_STATUS_MESSAGE_BYTES
+            assert re.search(r"\.\.\. \[\d+ more characters cut\]$", details)
 
 
 def _planned(spec: ModelSpec, name: str, role: int, percent: float) -> dpb.PlannedVariant:
