@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from clients.errors import InvalidArgument
 from clients.int64 import INT64_MAX, INT64_MIN
+from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 
 #: Longest metric, parameter or tag key (MLflow's limit too); the width of the server's key columns.
 KEY_LENGTH = 250
@@ -30,12 +31,29 @@ def check_int64(value: int, what: str) -> int:
 def check_time_us(value: int, what: str) -> int:
     """``value`` when it can be a run's start or end time: microseconds since the Unix epoch, 0 for "now".
     Never negative: a run's duration is its end minus its start, which two times of any sign can take
-    past the int64 the wire carries (a start of -2**63 + 5 made the run impossible to end)."""
+    past the int64 the wire carries (a start of -2**63 + 5 made the run impossible to end). Nor after
+    year 9999, which no date holds: ``aetherctl runs list`` and ``runs get`` died printing such a start."""
     if not 0 <= value <= INT64_MAX:
         raise InvalidArgument(
             f"{what} {value} is not a time: give microseconds since the Unix epoch (>= 0), or 0 for now"
         )
+    if value > LATEST_TIME_US:
+        raise InvalidArgument(
+            f"{what} {value} is after year 9999: give microseconds since the Unix epoch, at most "
+            f"{LATEST_TIME_US}"
+        )
     return value
+
+
+def metric_time_problem(value: int) -> str | None:
+    """Why ``value`` cannot be a metric point's timestamp (microseconds since the Unix epoch, within the
+    years 1 to 9999 a date can name), or None."""
+    if EARLIEST_TIME_US <= value <= LATEST_TIME_US:
+        return None
+    return (
+        f"timestamp_us {value} is outside years 1 to 9999: give microseconds since the Unix epoch, from "
+        f"{EARLIEST_TIME_US} to {LATEST_TIME_US}"
+    )
 
 
 def check_encodable(text: str, what: str) -> str:

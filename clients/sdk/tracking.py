@@ -35,7 +35,7 @@ from clients.sdk.service_client import ServiceClient
 from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
-from clients.tracking_rules import check_int64, check_key, check_name, check_values
+from clients.tracking_rules import check_int64, check_key, check_name, check_values, metric_time_problem
 
 STATUSES = {
     "RUNNING": pb.RUN_STATUS_RUNNING,
@@ -146,6 +146,8 @@ class Run:
             raise RuntimeError(f"run {self.run_id} is closed")
         checked = checked_metrics(metrics, self._client._known_metric_keys)
         stamp = _now_us() if timestamp_us is None else check_int64(int(timestamp_us), "timestamp_us")
+        if problem := metric_time_problem(stamp):  # the server would refuse the run's whole batch share
+            raise InvalidArgument(problem)
         return self._client._shipper.add_points(self.run_id, check_int64(int(step), "step"), stamp, checked)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> bool:

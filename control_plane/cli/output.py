@@ -12,6 +12,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from clients.time_bounds import LATEST_TIME_US
+
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Columns padded to their widest cell, two spaces apart; trailing blanks trimmed."""
@@ -84,11 +86,19 @@ def _finite(data: object) -> object:
     return data
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def timestamp(microseconds: int) -> str:
-    """A UTC time in seconds precision, or '-' when unset."""
+    """A UTC time in seconds precision, or '-' when unset. A time no date holds (after year 9999: the
+    server refuses one now, but an older server stored them) is the number itself with a note, never a
+    traceback: ``datetime.fromtimestamp`` raised on a run started at 2**63 - 1, and ``runs list`` of its
+    experiment died with it."""
     if microseconds <= 0:
         return "-"
-    moment = dt.datetime.fromtimestamp(microseconds / 1e6, tz=dt.UTC)
+    if microseconds > LATEST_TIME_US:
+        return f"{microseconds} (microseconds since 1970: after year 9999)"
+    moment = _EPOCH + dt.timedelta(microseconds=microseconds)  # exact, where a float was not
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 

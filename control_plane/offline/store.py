@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
 from clients.int64 import INT64_MAX
+from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
 
 EVENT_TS = "event_ts"
@@ -55,8 +56,8 @@ _TEMP_PREFIX = "."
 STALE_TEMP_AGE_S = 15 * 60.0
 #: The event times a date partition can name (``date=YYYY-MM-DD``: years 1 to 9999, those of a Python
 #: date), as microseconds since 1970 in UTC. Ingestion quarantines a record outside them (validation).
-EARLIEST_EVENT_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
-LATEST_EVENT_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+EARLIEST_EVENT_US = EARLIEST_TIME_US  # 0001-01-01T00:00:00Z
+LATEST_EVENT_US = LATEST_TIME_US  # 9999-12-31T23:59:59.999999Z
 
 
 def default_offline_root(environ: Mapping[str, str] | None = None) -> str:

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
 from clients.errors import InvalidArgument
+from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.tracking_rules import check_key as check_key  # the SDK applies it at the call too
+from clients.tracking_rules import metric_time_problem
 from control_plane.tracking.tables import MetricChunkRow, MetricLatestRow
 
 _STEP = np.dtype("<i8")
@@ -60,6 +62,15 @@ class Series:
                 raise InvalidArgument(
                     f"metric {key!r}: {len(value_array)} values but {len(time_array)} timestamps "
                     "(must be equal)"
+                )
+            # Outside years 1 to 9999 no date holds it, and aetherctl could not print it.
+            beyond = np.flatnonzero((time_array < EARLIEST_TIME_US) | (time_array > LATEST_TIME_US))
+            if len(beyond):
+                first = int(beyond[0])
+                raise InvalidArgument(
+                    f"metric {key!r} at step {int(step_array[first])}: "
+                    f"{metric_time_problem(int(time_array[first]))} ({len(beyond)} such timestamp(s) in "
+                    "this batch)"
                 )
         bad = np.flatnonzero(~np.isfinite(value_array))
         if len(bad):

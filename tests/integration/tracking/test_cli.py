@@ -7,9 +7,11 @@ import argparse
 import json
 
 import pytest
+from sqlalchemy import text
 
 from clients.sdk.tracking import TrackingClient
 from control_plane.cli import runs as runs_cli
+from control_plane.db import create_db_engine
 from tests.integration.tracking.conftest import ThreadedControlPlane
 
 
@@ -85,3 +87,28 @@ def test_a_metric_key_with_a_colon_is_a_column_of_its_own(
     assert _aetherctl(control_plane.address, *argv) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert row["metrics"] == {"eval:loss_min": 0.5, "min(eval:loss_min)": 0.25}
+
+
+def test_runs_list_and_get_print_a_start_no_date_holds(
+    control_plane: ThreadedControlPlane,
+    client: TrackingClient,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An older server stored a start of 2**63 - 1 (year 294247), and `runs list` of its experiment and
+    `runs get` of the run died with a Python traceback (datetime.fromtimestamp): the number is printed."""
+    with client.start_run("far", "future") as run:
+        pass
+    engine = create_db_engine(db_url)  # as a run created before start times were bounded was stored
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE tracking_runs SET start_time_us = :start WHERE run_id = :run_id"),
+                {"start": 2**63 - 1, "run_id": run.run_id},
+            )
+    finally:
+        engine.dispose()
+    address = control_plane.address
+    for argv in (("runs", "list", "far"), ("runs", "get", run.run_id)):
+        assert _aetherctl(address, *argv) == 0
+        assert f"{2**63 - 1} (microseconds since 1970: after year 9999)" in capsys.readouterr().out

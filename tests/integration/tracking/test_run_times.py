@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1.tracking_pb2_grpc import TrackingStub
+from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from control_plane.db import create_db_engine
 from tests.integration.tracking.conftest import ThreadedControlPlane
 
@@ -42,12 +43,12 @@ def test_negative_start_and_end_times_are_invalid_arguments(stub: TrackingStub) 
     ending = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED, end_time_us=INT64_MIN)
     _refused(stub.UpdateRun, ending, "end_time_us", INT64_MIN)
     assert stub.GetRun(pb.GetRunRequest(run_id=run.run_id)).status == pb.RUN_STATUS_RUNNING
-    ending.end_time_us = INT64_MAX
+    ending.end_time_us = LATEST_TIME_US
     ended = stub.UpdateRun(ending)
     assert (ended.status, ended.end_time_us, ended.duration_us) == (
         pb.RUN_STATUS_FINISHED,
-        INT64_MAX,
-        INT64_MAX - 1,
+        LATEST_TIME_US,
+        LATEST_TIME_US - 1,
     )
 
     run_id = uuid.uuid4().hex
@@ -61,6 +62,50 @@ def test_negative_start_and_end_times_are_invalid_arguments(stub: TrackingStub) 
     stub.LogBatch(batch)
     logged = stub.GetRun(pb.GetRunRequest(run_id=run_id))
     assert logged.status == pb.RUN_STATUS_FINISHED and logged.duration_us >= 0
+
+
+def _after_9999(call: object, request: object, field: str, value: int) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request)  # type: ignore[operator]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert f"{field} {value} is after year 9999" in str(raised.value.details()), raised.value.details()
+
+
+def test_times_after_year_9999_are_invalid_arguments(stub: TrackingStub) -> None:
+    """A start of 2**63 - 1 (year 294247) was stored, and `aetherctl runs list` of its experiment and
+    `runs get` of the run then died with a traceback: no date holds it. Refused, as ingestion refuses a
+    window starting after 9999, for every time a run has: start, end and its metrics' timestamps."""
+    experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="far")).experiment_id
+    for start in (INT64_MAX, LATEST_TIME_US + 1):
+        request = pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=start)
+        _after_9999(stub.CreateRun, request, "start_time_us", start)
+    run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=LATEST_TIME_US - 5))
+    assert run.start_time_us == LATEST_TIME_US - 5
+    ending = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED, end_time_us=INT64_MAX)
+    _after_9999(stub.UpdateRun, ending, "end_time_us", INT64_MAX)
+    assert stub.GetRun(pb.GetRunRequest(run_id=run.run_id)).status == pb.RUN_STATUS_RUNNING
+
+    run_id = uuid.uuid4().hex
+    run_start = pb.RunStart(experiment_id=experiment_id, start_time_us=LATEST_TIME_US + 1)
+    batch = pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, start=run_start)])
+    _after_9999(stub.LogBatch, batch, f"run {run_id!r}: start_time_us", LATEST_TIME_US + 1)
+    batch.runs[0].start.start_time_us = 0
+    batch.runs[0].end.CopyFrom(pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=INT64_MAX))
+    _after_9999(stub.LogBatch, batch, f"run {run_id!r}: end_time_us", INT64_MAX)
+    batch.runs[0].ClearField("end")
+    for stamp in (INT64_MAX, LATEST_TIME_US + 1, EARLIEST_TIME_US - 1, INT64_MIN):
+        batch.runs[0].ClearField("metrics")
+        batch.runs[0].metrics.add(key="loss", values=[0.5, 0.4], steps=[1, 2], timestamps_us=[1, stamp])
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.LogBatch(batch)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"metric 'loss' at step 2: timestamp_us {stamp} is outside years 1 to 9999" in str(
+            raised.value.details()
+        ), raised.value.details()
+    batch.runs[0].ClearField("metrics")
+    batch.runs[0].metrics.add(key="loss", values=[0.5, 0.4], steps=[1, 2], timestamps_us=[1, LATEST_TIME_US])
+    stub.LogBatch(batch)
+    assert stub.GetRun(pb.GetRunRequest(run_id=run_id)).status == pb.RUN_STATUS_RUNNING
 
 
 def test_a_run_stored_with_a_negative_start_can_still_be_ended(stub: TrackingStub, db_url: str) -> None:

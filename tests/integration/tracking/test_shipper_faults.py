@@ -28,6 +28,9 @@ def test_values_the_wire_cannot_carry_are_invalid_arguments_at_the_call(client: 
         run.log_metrics({"loss": 1.0}, step=2**63)
     with pytest.raises(InvalidArgument, match="timestamp_us"):
         run.log_metrics({"loss": 1.0}, step=0, timestamp_us=-(2**63) - 1)
+    # The server would refuse the run's whole batch share for it, long after this call returned.
+    with pytest.raises(InvalidArgument, match="timestamp_us 253402300800000000 is outside years 1 to 9999"):
+        run.log_metrics({"loss": 1.0}, step=0, timestamp_us=253_402_300_800_000_000)
     with pytest.raises(InvalidArgument, match="'path'"):
         run.log_params({"path": "data/\udcff.csv"})  # a lone surrogate, as os.fsdecode makes
     with pytest.raises(InvalidArgument, match="tag"):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import feature_registry_pb2 as fr
 from clients.aether.v1 import jobs_pb2 as jobs
 from clients.aether.v1 import model_registry_pb2 as mr
-from control_plane.cli.output import print_json, to_jsonable
+from control_plane.cli.output import print_json, timestamp, to_jsonable
 
 
 def _strict(text: str) -> object:
@@ -80,3 +80,17 @@ def test_int64_fields_are_json_numbers_at_any_depth() -> None:
     out = io.StringIO()
     print_json(shown, out)
     assert _strict(out.getvalue())["submitted_at_us"] == 5  # type: ignore[index]
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_any_stored_time_prints_without_raising(microseconds: int) -> None:
+    """A run started at 2**63 - 1, stored by an older server, made `runs list` die in
+    datetime.fromtimestamp: a time no date holds prints as its number with a note."""
+    assert timestamp(microseconds)
+
+
+def test_times_print_as_dates_up_to_year_9999_and_as_numbers_after() -> None:
+    assert timestamp(0) == timestamp(-5) == "-"
+    assert timestamp(1_700_000_000_999_999) == "2023-11-14 22:13:20Z"
+    assert timestamp(253_402_300_799_999_999) == "9999-12-31 23:59:59Z"
+    assert timestamp(2**63 - 1) == f"{2**63 - 1} (microseconds since 1970: after year 9999)"
