@@ -10,7 +10,9 @@
 ``aether_model_performance{deployment,metric}``     the newest window with enough labels
 ``aether_feedback_orphaned``                        stored labels not joined to a prediction
 ``aether_monitor_entries_total{outcome}``           log entries read (monitored, skipped, malformed),
-                                                    each counted once however often it is re-read
+                                                    each counted once however often it is re-read; and
+                                                    ``trimmed``: removed by the data plane's cap on the
+                                                    stream before the monitor read them
 ``aether_monitor_windows_total{outcome}``           closed windows reported, or dropped after their
                                                     report failed ``MAX_REPORT_ATTEMPTS`` times
 ``aether_monitor_rows_dropped_total``               logged rows no drift window holds: ``late`` for
@@ -81,7 +83,10 @@ class MonitorGauges:
             "aether_feedback_orphaned", "Labels not joined to a prediction", registry=registry
         )
         self.entries = Counter(
-            "aether_monitor_entries", "Prediction-log entries read", ["outcome"], registry=registry
+            "aether_monitor_entries",
+            "Prediction-log entries read, or trimmed from the log unread",
+            ["outcome"],
+            registry=registry,
         )
         self.windows = Counter(
             "aether_monitor_windows",

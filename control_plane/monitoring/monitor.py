@@ -25,6 +25,10 @@ restart (the consumer's pending entries come first, :mod:`.stream`) and build th
 at least once: an entry whose rows straddle a reported count window and the open one, or whose rows
 were late for a time window already reported, counts again after a restart.
 
+Entries the data plane's cap on the stream trimmed before the monitor read them (it fell behind, or was
+stopped) are in no window and no index: the reader sees the gap (:mod:`.stream`), and they are counted
+``trimmed`` in ``aether_monitor_entries_total`` and logged with their number.
+
 One entry's bytes never stop the loop: an entry that cannot be decoded (or whose index rows the database
 refuses) is counted ``malformed`` in ``aether_monitor_entries_total``, logged, acknowledged and
 skipped. A tick that fails part-way (Redis or the database down, the database locked) leaves nothing half
@@ -144,9 +148,11 @@ class Monitor:
         self._references = references
         self._client = client
         self._settings = settings
-        self._reader = StreamReader(client, settings.stream, settings.group, settings.consumer)
         self.alerter = alerter or Alerter(settings.webhook_url, settings.webhook_timeout_s)
         self.gauges = gauges or gauges_for()
+        self._reader = StreamReader(
+            client, settings.stream, settings.group, settings.consumer, on_trimmed=self._count_trimmed
+        )
         self._clock = clock
         self._streams: dict[Key, _Stream] = {}
         self._closed: collections.deque[_Closed] = collections.deque()
@@ -235,6 +241,18 @@ class Monitor:
             self._queue(key, stream.windows.flush_due(now_us))
         await self._report_closed(result)
         return result
+
+    def _count_trimmed(self, entries: int | None) -> None:
+        """Entries the stream lost before the monitor read them: in no index, window or report."""
+        if entries is not None:
+            self.gauges.entries.labels("trimmed").inc(entries)
+        _log.warning(
+            "the prediction log %s was trimmed past %s entries the monitor had not read: they are in no "
+            "drift window and cannot be joined to labels (the monitor fell behind the data plane's cap "
+            "on the stream, or was stopped)",
+            self._settings.stream,
+            "an unknown number of" if entries is None else entries,
+        )
 
     # ------------------------------------------------------------------ entries → index and windows
 

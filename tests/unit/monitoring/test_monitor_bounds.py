@@ -1,0 +1,82 @@
+"""What the monitor keeps and loses stays bounded and counted, on a real redis-server and database:
+entries the data plane's cap trimmed from the log before the monitor read them are counted and logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.artifacts.store import ArtifactStore
+from control_plane.monitoring.stream import trimmed_unread
+from tests.unit.monitoring.test_monitor_faults import STREAM, World, entry
+
+
+@pytest.fixture
+async def world(
+    sessions: sessionmaker[Session], store: ArtifactStore, redis_url: str
+) -> AsyncIterator[World]:
+    here = World(sessions, store, redis_url)
+    yield here
+    await here.close()
+
+
+def log_capped(world: World, first: int, count: int, cap: int) -> None:
+    """Logs entries ``first`` … ``first + count - 1`` as the data plane does, its stream capped at ``cap``
+    (exactly, where the data plane's ``MAXLEN ~`` trims whole nodes: the same gap, a round number)."""
+    for i in range(first, first + count):
+        world.log.xadd(STREAM, entry(i), maxlen=cap, approximate=False)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- entries trimmed unread
+
+
+async def test_entries_trimmed_from_the_log_before_the_monitor_read_them_are_counted_and_logged(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The monitor read what was left after the trim and said nothing about the rest (5000 logged with
+    a cap of 1000: 1004 read, 3996 in no counter and no log line)."""
+    monitor = world.monitor()
+    await monitor.tick()  # the consumer group exists, caught up
+    log_capped(world, 0, 50, cap=10)  # the monitor is stopped or behind meanwhile
+    with caplog.at_level(logging.WARNING, logger="aether.control_plane.monitoring"):
+        assert (await monitor.tick()).entries == 10
+    assert world.entries("trimmed") == 40.0 and world.entries("monitored") == 10.0
+    assert "trimmed past 40 entries the monitor had not read" in caplog.text
+    # A second gap counts its own entries only (Redis 7.0 counts a group's reads by entries delivered,
+    # which would count the first gap again).
+    log_capped(world, 50, 30, cap=10)
+    assert (await monitor.tick()).entries == 10 and world.entries("trimmed") == 60.0
+    # Nothing trimmed past the monitor: nothing counted, however far the stream was trimmed before.
+    log_capped(world, 80, 5, cap=10)
+    assert (await monitor.tick()).entries == 5 and world.entries("trimmed") == 60.0
+    # Restarted, it reads its pending entries again (those trimmed since come back empty: skipped), then
+    # finds no gap.
+    restarted = world.monitor()
+    assert (await restarted.tick()).entries == 25 and world.entries("trimmed") == 0.0
+
+
+async def test_a_monitor_that_keeps_up_with_a_capped_log_counts_nothing_trimmed(world: World) -> None:
+    monitor = world.monitor()
+    for first in range(0, 60, 6):
+        log_capped(world, first, 6, cap=10)
+        assert (await monitor.tick()).entries == 6
+    assert world.entries("trimmed") == 0.0 and world.entries("monitored") == 60.0
+
+
+async def test_what_the_stream_cannot_tell_is_not_counted_as_a_number(world: World) -> None:
+    """Redis before 7 has no ``entries-added``: no gap can be seen. Entries deleted inside the stream
+    (``XDEL``) make the count unknown (None): logged, not counted."""
+    log_capped(world, 0, 20, cap=10)
+    info = dict(world.log.xinfo_stream(STREAM))
+    group = {"name": b"g", "last-delivered-id": b"0-0", "entries-read": None}
+    assert trimmed_unread(info, group) == 10
+    before_7 = {key: value for key, value in info.items() if key != "entries-added"}
+    assert trimmed_unread(before_7, group) == 0
+    first, _ = info["first-entry"]
+    world.log.xdel(STREAM, world.log.xrange(STREAM, count=2)[1][0])
+    assert trimmed_unread(dict(world.log.xinfo_stream(STREAM)), group) is None
+    caught_up = {"name": b"g", "last-delivered-id": first, "entries-read": 11}
+    assert trimmed_unread(info, caught_up) == 0
