@@ -22,6 +22,16 @@ least once delivery) leaves the index as it was. A label re-sent unchanged keeps
 recorded (``recorded_at_us``), so at-least-once feedback clients do not make old labels look new to the
 retraining loop's label-volume rule; a changed label counts as recorded now.
 
+Orphaned labels do not wait for ever: at 1% sampling 99% of labels never join, and they piled up. The
+monitor's hourly :func:`prune` deletes, with the index rows older than the retention, the orphaned labels
+first recorded before it: a label joins only a prediction indexed after it, and any the monitor could still
+index from that far back is itself past the retention. ``orphaned_total`` counts the orphaned labels
+stored (waiting for their prediction); those retention deleted are counted apart, for good
+(:func:`orphans_expired_total`, ``aether_feedback_orphans_expired``). Both are kept in ``feedback_counts``
+as they change, so that no write counts the table: every write that changes which labels are orphaned
+(recording, joining, pruning) first locks the ``orphaned`` count (``FOR UPDATE``; SQLite's ``BEGIN
+IMMEDIATE`` already serialises writers), so that the change it counts is the change it made.
+
 A prediction value that is not finite is stored as the JSON string ``"NaN"``, ``"Infinity"`` or
 ``"-Infinity"`` (as protobuf's JSON writes them, and drift reports store them) and read back as that
 float: PostgreSQL's JSON has no bare NaN or Infinity, and one such value failed the whole batch it was
@@ -46,7 +56,12 @@ from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
-from control_plane.monitoring.tables import REQUEST_ID_LENGTH, FeedbackRow, PredictionIndexRow
+from control_plane.monitoring.tables import (
+    REQUEST_ID_LENGTH,
+    FeedbackCountRow,
+    FeedbackRow,
+    PredictionIndexRow,
+)
 
 #: Rows per INSERT statement (keeps statements under SQLite's bound-parameter limit).
 _CHUNK = 500
@@ -54,6 +69,9 @@ MAX_FEEDBACK_PER_CALL = 100_000
 #: The row column is a 32-bit INTEGER; Feedback.row is uint32. PostgreSQL refused a row past it with a
 #: DataError (INTERNAL) that lost the whole batch, valid labels too, while SQLite stored it.
 MAX_ROW = 2**31 - 1
+#: Names of the rows of ``feedback_counts``.
+ORPHANED = "orphaned"
+ORPHANS_EXPIRED = "orphans_expired"
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,14 @@ class IndexedPrediction:
     ts_us: int
     prediction: list[float]
     prediction_is_label: bool
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one :func:`prune` deleted: index rows past the retention, and orphaned labels."""
+
+    index_rows: int
+    orphans: int
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
             for r in rows
         ]
         _insert_ignoring_duplicates(session, PredictionIndexRow.__table__, values)  # type: ignore[arg-type]
+        _lock_counts(session)
         # A label joins only the row it names: matching on the request id alone marked a label of row 1
         # joined when only row 0 of its request had been indexed (it never joins, yet was not counted
         # as orphaned).
@@ -123,6 +150,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
                 .values(joined=True)
             )
             joined += int(getattr(result, "rowcount", 0) or 0)
+        _add_count(session, ORPHANED, -joined)
         return joined
 
 
@@ -151,9 +179,11 @@ def record_feedback(
         latest[(item.request_id, item.row, item.deployment)] = item.label
     now_us = time.time_ns() // 1000
     with write_session(sessions) as session:
+        _lock_counts(session)
         # A label joined once stays joined: its prediction's index row may have been pruned since, and an
         # at-least-once re-send must not turn it into an orphan (inflating orphaned_total).
-        known = _indexed_keys(session, latest) | _joined_keys(session, latest)
+        joined_before, orphaned_before = _stored_keys(session, latest)
+        known = _indexed_keys(session, latest) | joined_before
         values = [
             {
                 "request_id": rid,
@@ -166,17 +196,26 @@ def record_feedback(
             for (rid, row, deployment), label in latest.items()
         ]
         _upsert_feedback(session, values)
-        session.flush()
-        orphaned_total = _orphaned(session)
-    joined = sum(1 for key in latest if key in known)
+        joined = sum(1 for key in latest if key in known)
+        # Every key of the batch is now stored joined or not as ``known`` says: the count changes by the
+        # orphans written less the orphans they replaced.
+        _add_count(session, ORPHANED, len(latest) - joined - len(orphaned_before))
+        orphaned_total = _count(session, ORPHANED)
     return pb.RecordFeedbackResponse(
         recorded=len(latest), joined=joined, orphaned=len(latest) - joined, orphaned_total=orphaned_total
     )
 
 
 def orphaned_total(sessions: sessionmaker[Session]) -> int:
+    """Orphaned labels stored: waiting for their prediction, not yet deleted by retention."""
     with read_session(sessions) as session:
-        return _orphaned(session)
+        return _count(session, ORPHANED)
+
+
+def orphans_expired_total(sessions: sessionmaker[Session]) -> int:
+    """Orphaned labels :func:`prune` deleted, ever: they never joined a prediction."""
+    with read_session(sessions) as session:
+        return _count(session, ORPHANS_EXPIRED)
 
 
 def labelled_predictions(
@@ -251,11 +290,22 @@ def prediction_times(
     return np.sort(np.array(times, dtype=np.int64))
 
 
-def prune(sessions: sessionmaker[Session], older_than_us: int) -> int:
-    """Deletes index rows of predictions made before ``older_than_us`` (their labels stay)."""
+def prune(sessions: sessionmaker[Session], older_than_us: int) -> Pruned:
+    """Deletes index rows of predictions made before ``older_than_us`` (their joined labels stay), and
+    orphaned labels first recorded before it, counted in ``orphans_expired`` (see the module doc)."""
     with write_session(sessions) as session:
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
-        return int(getattr(result, "rowcount", 0) or 0)
+        index_rows = int(getattr(result, "rowcount", 0) or 0)
+        _lock_counts(session)
+        result = session.execute(
+            delete(FeedbackRow).where(
+                FeedbackRow.joined.is_(False), FeedbackRow.recorded_at_us < older_than_us
+            )
+        )
+        orphans = int(getattr(result, "rowcount", 0) or 0)
+        _add_count(session, ORPHANED, -orphans)
+        _add_count(session, ORPHANS_EXPIRED, orphans)
+        return Pruned(index_rows, orphans)
 
 
 def _json_number(value: float) -> float | str:
@@ -264,8 +314,25 @@ def _json_number(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _orphaned(session: Session) -> int:
-    return int(session.execute(select(func.count()).where(FeedbackRow.joined.is_(False))).scalar_one())
+def _lock_counts(session: Session) -> None:
+    """Locks the ``orphaned`` count for the rest of the transaction (see the module doc)."""
+    session.execute(
+        select(FeedbackCountRow.value).where(FeedbackCountRow.name == ORPHANED).with_for_update()
+    ).all()
+
+
+def _add_count(session: Session, name: str, delta: int) -> None:
+    if delta:
+        session.execute(
+            update(FeedbackCountRow)
+            .where(FeedbackCountRow.name == name)
+            .values(value=FeedbackCountRow.value + delta)
+        )
+
+
+def _count(session: Session, name: str) -> int:
+    value = session.execute(select(FeedbackCountRow.value).where(FeedbackCountRow.name == name)).scalar()
+    return int(value or 0)
 
 
 def _indexed_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
@@ -285,19 +352,24 @@ def _indexed_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set
     return wanted & found
 
 
-def _joined_keys(session: Session, keys: Iterable[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
-    """The label keys of ``keys`` stored already as joined."""
+Key = tuple[str, int, str]
+
+
+def _stored_keys(session: Session, keys: Iterable[Key]) -> tuple[set[Key], set[Key]]:
+    """The label keys of ``keys`` stored already: (those joined, those orphaned)."""
     wanted = set(keys)
     ids = sorted({rid for rid, _, _ in wanted})
-    found: set[tuple[str, int, str]] = set()
+    joined: set[Key] = set()
+    orphaned: set[Key] = set()
     for start in range(0, len(ids), _CHUNK):
         rows = session.execute(
-            select(FeedbackRow.request_id, FeedbackRow.row, FeedbackRow.deployment).where(
-                FeedbackRow.request_id.in_(ids[start : start + _CHUNK]), FeedbackRow.joined.is_(True)
+            select(FeedbackRow.request_id, FeedbackRow.row, FeedbackRow.deployment, FeedbackRow.joined).where(
+                FeedbackRow.request_id.in_(ids[start : start + _CHUNK])
             )
         ).all()
-        found.update((rid, row, deployment) for rid, row, deployment in rows)
-    return wanted & found
+        for rid, row, deployment, is_joined in rows:
+            (joined if is_joined else orphaned).add((rid, row, deployment))
+    return joined & wanted, orphaned & wanted
 
 
 def _dialect_insert(session: Session, table: Table) -> Any:

@@ -8,7 +8,8 @@
 ``aether_drift_detected{deployment}``               1 drift, 0 none, -1 insufficient data / no reference
 ``aether_prediction_drift_detected{deployment}``    same, for the prediction output
 ``aether_model_performance{deployment,metric}``     the newest window with enough labels
-``aether_feedback_orphaned``                        stored labels not joined to a prediction
+``aether_feedback_orphaned``                        stored labels not joined to a prediction (yet)
+``aether_feedback_orphans_expired``                 orphaned labels deleted by the index retention, ever
 ``aether_monitor_entries_total{outcome}``           log entries read (monitored, skipped, malformed),
                                                     each counted once however often it is re-read; and
                                                     ``trimmed``: removed by the data plane's cap on the
@@ -81,6 +82,12 @@ class MonitorGauges:
         )
         self.orphaned = Gauge(
             "aether_feedback_orphaned", "Labels not joined to a prediction", registry=registry
+        )
+        # A gauge: the count lives in the database (it survives restarts), and is set from there.
+        self.orphans_expired = Gauge(
+            "aether_feedback_orphans_expired",
+            "Orphaned labels deleted by retention: their prediction was never indexed",
+            registry=registry,
         )
         self.entries = Counter(
             "aether_monitor_entries",

@@ -75,7 +75,13 @@ from control_plane.monitoring import config as configs
 from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
 from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
-from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, orphaned_total, prune
+from control_plane.monitoring.feedback import (
+    IndexedPrediction,
+    index_predictions,
+    orphaned_total,
+    orphans_expired_total,
+    prune,
+)
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from control_plane.monitoring.outputs import prediction_output
 from control_plane.monitoring.performance import MAX_WINDOWS, performance
@@ -185,7 +191,13 @@ class Monitor:
                     if now - self._last_prune >= 3600.0:
                         self._last_prune = now
                         horizon = int((now - self._settings.index_retention_s) * 1e6)
-                        await asyncio.to_thread(prune, self._sessions, horizon)
+                        pruned = await asyncio.to_thread(prune, self._sessions, horizon)
+                        if pruned.orphans:
+                            _log.info(
+                                "deleted %d orphaned labels recorded before the index retention: their "
+                                "predictions were never indexed (counted in aether_feedback_orphans_expired)",
+                                pruned.orphans,
+                            )
                     failures = 0
                 except asyncio.CancelledError:
                     raise
@@ -486,6 +498,7 @@ class Monitor:
         unreachable or busy database fails the whole check, which the next interval runs again."""
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         self.gauges.orphaned.set(await asyncio.to_thread(orphaned_total, self._sessions))
+        self.gauges.orphans_expired.set(await asyncio.to_thread(orphans_expired_total, self._sessions))
         now_us = int(self._clock() * 1e6)
         alerted: list[pb.PerformanceWindow] = []
         for config in self._configs.values():

@@ -31,7 +31,8 @@ class MonitoringSettings:
     #: How often quality windows are checked for degradation, and how far back (labels arrive late).
     performance_interval_s: float = 30.0
     label_horizon_s: float = 7 * 24 * 3600.0
-    #: Prediction-index rows older than this are pruned (labels arriving later stay orphaned).
+    #: Prediction-index rows older than this are pruned (labels arriving later stay orphaned), and so are
+    #: orphaned labels first recorded before it (counted in ``aether_feedback_orphans_expired``).
     index_retention_s: float = 30 * 24 * 3600.0
     #: ``HOST:PORT`` to serve the Prometheus gauges on ("" = not served by the monitor).
     metrics_addr: str = ""

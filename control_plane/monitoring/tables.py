@@ -13,6 +13,8 @@
 * ``feedback``: labels by (request id, row, deployment); deployment ``""`` is a label for that request id
   in every deployment. ``joined`` is false while no prediction it applies to has been seen (orphaned
   feedback); indexing the prediction later sets it.
+* ``feedback_counts``: ``orphaned``, the orphaned feedback rows stored (kept as they change, so no
+  write counts the table), and ``orphans_expired``, the orphaned labels retention deleted so far.
 * ``performance_alerts``: quality windows already alerted on, so that each alerts once.
 """
 
@@ -112,6 +114,13 @@ class FeedbackRow(Base):
     label: Mapped[float] = mapped_column(Double)
     joined: Mapped[bool] = mapped_column(Boolean, index=True)
     recorded_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeedbackCountRow(Base):
+    __tablename__ = "feedback_counts"
+
+    name: Mapped[str] = mapped_column(String(STATUS_LENGTH), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class PerformanceAlertRow(Base):
