@@ -11,6 +11,10 @@ Each tick reads the log through the consumer group (:mod:`.stream`) and, per ser
    (``DriftReport.late_rows``, ``mismatched_rows``); the entry is still counted ``monitored``, as its
    rows were indexed for the label join.
 
+The windows of a version that stopped serving are closed as they are once it got no row for
+``window_idle_s`` (a count window would otherwise never fill), reported, and the version forgotten
+(:mod:`.versions`).
+
 Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
 (:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). Prediction
 drift compares the prediction output with the output profile registered with the reference; without
@@ -90,7 +94,8 @@ from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.scoring import Key, Profile, score_window
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.monitoring.stream import StreamReader, entry_order
-from control_plane.monitoring.windows import Batch, TumblingWindows, Window, WindowKindName
+from control_plane.monitoring.versions import Versions
+from control_plane.monitoring.windows import Batch, Window
 
 _log = logging.getLogger("aether.control_plane.monitoring")
 
@@ -98,16 +103,6 @@ Outcome = Literal["monitored", "skipped", "malformed"]
 
 #: Ticks in a row a closed window's report may fail before the window is dropped.
 MAX_REPORT_ATTEMPTS = 5
-
-
-@dataclass
-class _Stream:
-    """Windows of one (deployment, model, version) and the window settings they were cut with."""
-
-    windows: TumblingWindows
-    shape: tuple[int, int, float]
-    output_name: str = ""
-    output_baseline: Profile | None = None
 
 
 @dataclass
@@ -149,6 +144,7 @@ class Monitor:
         alerter: Alerter | None = None,
         gauges: MonitorGauges | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._references = references
@@ -160,7 +156,9 @@ class Monitor:
             client, settings.stream, settings.group, settings.consumer, on_trimmed=self._count_trimmed
         )
         self._clock = clock
-        self._streams: dict[Key, _Stream] = {}
+        self._versions = Versions(
+            settings.time_window_grace_s, settings.window_idle_s, self.gauges.rows_dropped, monotonic
+        )
         self._closed: collections.deque[_Closed] = collections.deque()
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
@@ -230,8 +228,8 @@ class Monitor:
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         result = TickResult()
         await self._ack_released()
-        for key in list(self._streams):  # windows re-configured since the last tick take their new shape
-            self._queue(key, self._stream(key, self._config(key[0]))[1])
+        for key in self._versions:  # windows re-configured since the last tick take their new shape
+            self._queue(key, self._versions.windows_for(key, self._config(key[0]))[1])
         await self._report_closed(result)
         while result.entries < self._settings.max_read_per_tick:
             entries = await self._reader.read(self._settings.read_batch)
@@ -248,9 +246,8 @@ class Monitor:
             await self._report_closed(result)
             await self._reader.ack(free)
             result.entries += len(entries)
-        now_us = int(self._clock() * 1e6)
-        for key, stream in list(self._streams.items()):
-            self._queue(key, stream.windows.flush_due(now_us))
+        reporting = {closed.key for closed in self._closed}
+        self._queue_all(self._versions.due(int(self._clock() * 1e6), reporting))
         await self._report_closed(result)
         return result
 
@@ -354,36 +351,9 @@ class Monitor:
             return []
         output_name, output = self._output(logged)
         key = (logged.deployment, logged.model, logged.version)
-        stream, closed = self._stream(key, config)
-        if output is not None:
-            stream.output_name = output_name
-        closed.extend(stream.windows.add(Batch(logged.ts_us, logged.features, output, entry_id)))
+        batch = Batch(logged.ts_us, logged.features, output, entry_id)
+        closed = self._versions.add(key, config, batch, output_name if output is not None else "")
         return [(key, window) for window in closed]
-
-    def _stream(self, key: Key, config: pb.MonitorConfig) -> tuple[_Stream, list[Window]]:
-        """The windows of ``key`` cut as ``config`` says. When the window settings changed, the open
-        window's rows move into windows of the new shape (which may close some at once), so a change
-        read one tick late loses no rows."""
-        shape = (config.window_kind, int(config.window_rows), float(config.window_seconds))
-        stream = self._streams.get(key)
-        if stream is not None and stream.shape == shape:
-            return stream, []
-        kind: WindowKindName = "time" if config.window_kind == pb.WINDOW_KIND_TIME else "count"
-        dropped = self.gauges.rows_dropped
-        windows = TumblingWindows(
-            kind,
-            int(config.window_rows),
-            config.window_seconds,
-            self._settings.time_window_grace_s,
-            on_drop=lambda reason, rows: dropped.labels(key[0], reason).inc(rows),
-        )
-        fresh = _Stream(windows, shape)
-        closed: list[Window] = []
-        if stream is not None:
-            fresh.output_name, fresh.output_baseline = stream.output_name, stream.output_baseline
-            closed = windows.adopt(stream.windows)
-        self._streams[key] = fresh
-        return fresh, closed
 
     # ------------------------------------------------------------------ acknowledging entries
 
@@ -402,7 +372,7 @@ class Monitor:
 
     def _holds(self, key: Key, entry_id: bytes) -> bool:
         """Whether a window of ``key`` not yet reported (the open one, or one queued) counts the entry."""
-        stream = self._streams.get(key)
+        stream = self._versions.get(key)
         if stream is not None and stream.windows.holds(entry_id):
             return True
         return any(c.key == key and entry_id in c.window.entries for c in self._closed)
@@ -460,7 +430,7 @@ class Monitor:
             self._closed.popleft()
             self.gauges.windows.labels("reported").inc()
             await self._release(closed)
-            stream = self._streams.get(closed.key)
+            stream = self._versions.get(closed.key)
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline
             self.gauges.observe_report(stored)
@@ -472,7 +442,7 @@ class Monitor:
         deployment, model, version = key
         config = self._config(deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
-        stream = self._streams.get(key)
+        stream = self._versions.get(key)
         report, baseline = await asyncio.to_thread(
             score_window,
             key,

@@ -28,6 +28,9 @@ class MonitoringSettings:
     webhook_timeout_s: float = 5.0
     #: A time window closes this long after its end when no later row arrived.
     time_window_grace_s: float = 5.0
+    #: A version whose windows got no row for this long (it stopped serving) has its open window
+    #: reported as it is and its entries acknowledged, and is then forgotten (see ``versions``).
+    window_idle_s: float = 3600.0
     #: How often quality windows are checked for degradation, and how far back (labels arrive late).
     performance_interval_s: float = 30.0
     label_horizon_s: float = 7 * 24 * 3600.0
@@ -41,7 +44,8 @@ class MonitoringSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitoringSettings:
         """``AETHER_MONITOR_INTERVAL_S``, ``AETHER_PREDICTION_LOG_STREAM``, ``AETHER_MONITOR_WEBHOOK_URL``,
         ``AETHER_MONITOR_PERFORMANCE_INTERVAL_S``, ``AETHER_MONITOR_LABEL_HORIZON_S``,
-        ``AETHER_MONITOR_INDEX_RETENTION_S`` and ``AETHER_MONITOR_METRICS_ADDR``."""
+        ``AETHER_MONITOR_INDEX_RETENTION_S``, ``AETHER_MONITOR_WINDOW_IDLE_S`` and
+        ``AETHER_MONITOR_METRICS_ADDR``."""
         env = os.environ if env is None else env
         defaults = cls()
 
@@ -58,5 +62,6 @@ class MonitoringSettings:
             ),
             label_horizon_s=number("AETHER_MONITOR_LABEL_HORIZON_S", defaults.label_horizon_s),
             index_retention_s=number("AETHER_MONITOR_INDEX_RETENTION_S", defaults.index_retention_s),
+            window_idle_s=number("AETHER_MONITOR_WINDOW_IDLE_S", defaults.window_idle_s),
             metrics_addr=env.get("AETHER_MONITOR_METRICS_ADDR") or defaults.metrics_addr,
         )

@@ -16,7 +16,8 @@ Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`
 (``"late"`` or ``"mismatched"``; the monitor counts them in Prometheus), counted in the totals
 ``late_rows`` and ``mismatched_rows``, and carried by the next window to close (``Window.late_rows``,
 ``Window.mismatched_rows``: rows dropped since the previous window closed), so that every row read is
-either in exactly one window or counted as dropped by exactly one.
+either in exactly one window or counted as dropped by exactly one (rows dropped after the last window of
+a version that stopped serving are counted by ``on_drop`` only: :meth:`TumblingWindows.close_open`).
 
 Each batch may name the log entry it came from (``Batch.entry``); a window lists the entries it holds
 rows of or carries a drop count of (``Window.entries``, :meth:`TumblingWindows.holds` for the open one),
@@ -178,6 +179,19 @@ class TumblingWindows:
         if now_us < end + self.grace_us:
             return []
         return [self._close_period()]
+
+    def close_open(self) -> list[Window]:
+        """Closes the open window as it is (its version stopped serving): a count window spanning its
+        rows' times, a time window its period. An open window holding no rows, only dropped ones, is let
+        go: they were counted as they were dropped (``on_drop``), and no report is made of nothing."""
+        if self._open.n_rows == 0:
+            self._open = _Open(width=self._open.width)
+            return []
+        if self.kind == "time":
+            return [self._close_period()]
+        window = self._open.close(self._open.first_ts_us, self._open.last_ts_us)
+        self._open = _Open(width=self._open.width)
+        return [window]
 
     def _add_counted(
         self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes

@@ -1,17 +1,23 @@
 """What the monitor keeps and loses stays bounded and counted, on a real redis-server and database:
-entries the data plane's cap trimmed from the log before the monitor read them are counted and logged."""
+entries the data plane's cap trimmed from the log before the monitor read them are counted and logged;
+the open window of a version that stopped serving is reported and its entries acknowledged."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
+from control_plane.monitoring.gauges import gauges_for
+from control_plane.monitoring.monitor import Monitor
+from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.stream import trimmed_unread
-from tests.unit.monitoring.test_monitor_faults import STREAM, World, entry
+from tests.unit.monitoring.test_monitor_faults import SETTINGS, STREAM, World, configure, entry
 
 
 @pytest.fixture
@@ -80,3 +86,95 @@ async def test_what_the_stream_cannot_tell_is_not_counted_as_a_number(world: Wor
     assert trimmed_unread(dict(world.log.xinfo_stream(STREAM)), group) is None
     caught_up = {"name": b"g", "last-delivered-id": first, "entries-read": 11}
     assert trimmed_unread(info, caught_up) == 0
+
+
+# ---------------------------------------------------------------------------- versions that stop serving
+
+
+class Monotonic:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def idling_monitor(world: World, monotonic: Monotonic) -> Monitor:
+    """A monitor that forgets a version idle for 600 s on ``monotonic``."""
+    return Monitor(
+        world.sessions,
+        ReferenceCache(world.sessions, world.store, ttl_s=0.0),
+        world.client(),
+        dataclasses.replace(SETTINGS, window_idle_s=600.0),
+        gauges=gauges_for(world.registry),
+        clock=lambda: world.now,
+        monotonic=monotonic,
+    )
+
+
+def served_by(version: int, i: int) -> dict[bytes, bytes]:
+    fields = entry(i)
+    fields[b"version"] = str(version).encode()
+    return fields
+
+
+async def test_the_open_count_window_of_a_version_that_stopped_serving_is_reported_once_idle(
+    world: World,
+) -> None:
+    """Each retired version kept up to window_rows - 1 rows in memory and their entries pending for good
+    (20 versions of 300 requests: 6000 pending), in no report and no dropped count."""
+    configure(world.sessions, window_rows=100)
+    monotonic = Monotonic()
+    monitor = idling_monitor(world, monotonic)
+    world.add(*(served_by(1, i) for i in range(30)))
+    await monitor.tick()
+    monotonic.now += 400  # version 2 replaces version 1
+    world.add(*(served_by(2, i) for i in range(30, 70)))
+    await monitor.tick()
+    assert world.reports() == [] and world.pending() == 70
+
+    monotonic.now += 300  # version 1 idle for 700 s, version 2 for 300 s
+    await monitor.tick()
+    (retired,) = world.reports()
+    assert (retired.version, retired.n_rows) == (1, 30)
+    assert world.pending() == 40 and world.windows("reported") == 1.0  # version 2's open window
+    await monitor.tick()  # nothing more to report of version 1: it is forgotten
+    assert len(world.reports()) == 1 and world.pending() == 40
+
+    monotonic.now += 600  # version 2 retired too
+    await monitor.tick()
+    assert sorted((r.version, r.n_rows) for r in world.reports()) == [(1, 30), (2, 40)]
+    assert world.pending() == 0
+    # A version that serves again starts a window afresh.
+    world.add(*(served_by(1, i) for i in range(70, 170)))
+    await monitor.tick()
+    assert sorted((r.version, r.n_rows) for r in world.reports()) == [(1, 30), (1, 100), (2, 40)]
+    assert world.pending() == 0 and world.entries("monitored") == 170.0
+
+
+async def test_a_version_serving_on_keeps_its_count_window_open_however_long_it_takes(
+    world: World,
+) -> None:
+    configure(world.sessions, window_rows=100)
+    monotonic = Monotonic()
+    monitor = idling_monitor(world, monotonic)
+    for i in range(10):  # a row every 500 s: never idle for 600 s
+        world.add(served_by(1, i))
+        await monitor.tick()
+        monotonic.now += 500
+    assert world.reports() == [] and world.pending() == 10
+
+
+async def test_an_idle_time_window_is_flushed_by_the_clock_and_its_version_forgotten(world: World) -> None:
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+    monotonic = Monotonic()
+    monitor = idling_monitor(world, monotonic)
+    world.add(served_by(1, 0), served_by(1, 1))
+    await monitor.tick()
+    monotonic.now += 700
+    world.now += 700  # the wall clock is past the minute, and the version idle: reported once
+    await monitor.tick()
+    await monitor.tick()
+    assert [r.n_rows for r in world.reports()] == [2] and world.pending() == 0

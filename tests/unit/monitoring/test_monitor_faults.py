@@ -92,15 +92,19 @@ class World:
         self.now = T0 / 1e6
         self._clients: list[redis.asyncio.Redis] = []
 
-    def monitor(self) -> Monitor:
-        """A monitor as a freshly (re)started control plane has it."""
+    def client(self) -> redis.asyncio.Redis:
+        """A Redis client for a monitor, closed with the world."""
         client = redis.asyncio.Redis.from_url(self.redis_url)
         self._clients.append(client)
+        return client
+
+    def monitor(self) -> Monitor:
+        """A monitor as a freshly (re)started control plane has it."""
         self.registry = CollectorRegistry()
         return Monitor(
             self.sessions,
             ReferenceCache(self.sessions, self.store, ttl_s=0.0),
-            client,
+            self.client(),
             SETTINGS,
             gauges=gauges_for(self.registry),
             clock=lambda: self.now,
