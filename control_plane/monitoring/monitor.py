@@ -49,9 +49,10 @@ done for the next one:
   and counted in ``aether_monitor_windows_total{outcome="dropped"}``, so that it cannot hold up the
   windows behind it for good.
 
-Every ``performance_interval_s`` the quality windows of deployments with an alert threshold are
-computed over the label horizon; each completed window found degraded alerts once (recorded in
-``performance_alerts``).
+Every ``performance_interval_s`` (timed on the monotonic clock, as the prune every ``prune_interval_s``
+is: a wall clock stepped back held both until it caught up) the quality windows of deployments with an
+alert threshold are computed over the label horizon; each completed window found degraded alerts once
+(recorded in ``performance_alerts``).
 """
 
 from __future__ import annotations
@@ -164,8 +165,11 @@ class Monitor:
         self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._background = BackgroundLoop("drift-monitor")
-        self._last_performance = 0.0
-        self._last_prune = 0.0
+        # Intervals are timed on the monotonic clock: on the wall clock, a step back (NTP) held the
+        # quality checks, their alerts and the prune until it caught up with the last run again.
+        self._monotonic = monotonic
+        self._last_performance: float | None = None  # None: never ran, due at once
+        self._last_prune: float | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -182,20 +186,7 @@ class Monitor:
             while self._background.running:
                 try:
                     await self.tick()
-                    now = self._clock()
-                    if now - self._last_performance >= self._settings.performance_interval_s:
-                        self._last_performance = now
-                        await self.check_performance()
-                    if now - self._last_prune >= 3600.0:
-                        self._last_prune = now
-                        horizon = int((now - self._settings.index_retention_s) * 1e6)
-                        pruned = await asyncio.to_thread(prune, self._sessions, horizon)
-                        if pruned.orphans:
-                            _log.info(
-                                "deleted %d orphaned labels recorded before the index retention: their "
-                                "predictions were never indexed (counted in aether_feedback_orphans_expired)",
-                                pruned.orphans,
-                            )
+                    await self.run_due()
                     failures = 0
                 except asyncio.CancelledError:
                     raise
@@ -214,6 +205,27 @@ class Monitor:
         finally:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
+
+    async def run_due(self) -> None:
+        """The slower beat: the quality check every ``performance_interval_s`` and the prune every
+        ``prune_interval_s`` (monotonic clock); the wall clock only dates the prune's horizon."""
+        now = self._monotonic()
+        if (
+            self._last_performance is None
+            or now - self._last_performance >= self._settings.performance_interval_s
+        ):
+            self._last_performance = now
+            await self.check_performance()
+        if self._last_prune is None or now - self._last_prune >= self._settings.prune_interval_s:
+            self._last_prune = now
+            horizon = int((self._clock() - self._settings.index_retention_s) * 1e6)
+            pruned = await asyncio.to_thread(prune, self._sessions, horizon)
+            if pruned.orphans:
+                _log.info(
+                    "deleted %d orphaned labels recorded before the index retention: their predictions"
+                    " were never indexed (counted in aether_feedback_orphans_expired)",
+                    pruned.orphans,
+                )
 
     async def tick(self) -> TickResult:
         """Reads what the log holds now (up to ``max_read_per_tick`` entries) and handles it. When it

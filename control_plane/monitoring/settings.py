@@ -37,6 +37,8 @@ class MonitoringSettings:
     #: Prediction-index rows older than this are pruned (labels arriving later stay orphaned), and so are
     #: orphaned labels first recorded before it (counted in ``aether_feedback_orphans_expired``).
     index_retention_s: float = 30 * 24 * 3600.0
+    #: How often that retention is applied.
+    prune_interval_s: float = 3600.0
     #: ``HOST:PORT`` to serve the Prometheus gauges on ("" = not served by the monitor).
     metrics_addr: str = ""
 

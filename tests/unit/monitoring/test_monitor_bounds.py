@@ -1,18 +1,22 @@
 """What the monitor keeps and loses stays bounded and counted, on a real redis-server and database:
 entries the data plane's cap trimmed from the log before the monitor read them are counted and logged;
-the open window of a version that stopped serving is reported and its entries acknowledged."""
+the open window of a version that stopped serving is reported and its entries acknowledged; quality checks
+and pruning keep their beat when the wall clock is stepped back."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import ReferenceCache
@@ -178,3 +182,79 @@ async def test_an_idle_time_window_is_flushed_by_the_clock_and_its_version_forgo
     await monitor.tick()
     await monitor.tick()
     assert [r.n_rows for r in world.reports()] == [2] and world.pending() == 0
+
+
+# ---------------------------------------------------------------------------- the wall clock stepped back
+
+
+class SteppedClock:
+    """The wall clock as the host shows it, which NTP may step."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_quality_checks_go_on_after_the_wall_clock_is_stepped_back(world: World) -> None:
+    """Timed on the wall clock, no quality check (nor its alerts) ran after a step back until the clock
+    caught up with the last check again: an hour's step, an hour of silence."""
+    wall = SteppedClock()
+    monitor = Monitor(
+        world.sessions,
+        ReferenceCache(world.sessions, world.store, ttl_s=0.0),
+        world.client(),
+        dataclasses.replace(SETTINGS, interval_s=0.01, performance_interval_s=0.05),
+        gauges=gauges_for(world.registry),
+        clock=wall,
+    )
+
+    def orphaned() -> float:
+        return world.registry.get_sample_value("aether_feedback_orphaned") or 0.0
+
+    record_feedback(world.sessions, [pb.Feedback(request_id="before", label=1)])
+    monitor.start()
+    try:
+        await eventually(lambda: orphaned() == 1.0)  # the check runs, on its beat
+        wall.offset = -3600.0
+        record_feedback(world.sessions, [pb.Feedback(request_id="after", label=1)])
+        await eventually(lambda: orphaned() == 2.0)  # and still does after the step
+    finally:
+        await monitor.stop()
+
+
+async def test_pruning_goes_on_after_the_wall_clock_is_stepped_back(world: World) -> None:
+    wall = SteppedClock()
+    retention_s = 60.0
+    monitor = Monitor(
+        world.sessions,
+        ReferenceCache(world.sessions, world.store, ttl_s=0.0),
+        world.client(),
+        dataclasses.replace(SETTINGS, interval_s=0.01, index_retention_s=retention_s, prune_interval_s=0.05),
+        gauges=gauges_for(world.registry),
+        clock=wall,
+    )
+
+    def index_before_retention(request_id: str) -> None:
+        # Past the retention by the (stepped) clock, which dates the horizon: pruned on the next beat.
+        ts_us = int((wall() - 2 * retention_s) * 1e6)
+        row = IndexedPrediction(request_id, 0, "churn", "churn-model", 1, "primary", ts_us, [1.0], False)
+        index_predictions(world.sessions, [row])
+
+    monitor.start()
+    try:
+        index_before_retention("before")
+        await eventually(lambda: world.index_rows() == 0)  # the prune runs, on its beat
+        wall.offset = -3600.0
+        index_before_retention("after")
+        await eventually(lambda: world.index_rows() == 0)  # and still does after the step
+    finally:
+        await monitor.stop()
