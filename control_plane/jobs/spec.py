@@ -32,6 +32,16 @@ MAX_GPUS = 1024
 #: value was stored on SQLite and failed INTERNAL on PostgreSQL. A thousand attempts is far past any
 #: job worth retrying, and the attempt counter (max_retries + 1) stays inside the column.
 MAX_RETRIES = 1000
+#: The longest timeout a job may ask for: one year. The supervisor works in integer microseconds
+#: (start + timeout + kill grace for the scheduler's bounds): a timeout of 1e303 s was accepted and its
+#: conversion overflowed on every tick, so no job at all was scheduled again. No attempt runs for a year.
+MAX_TIMEOUT_S = 365 * 24 * 3600
+#: CPUs a job may record for executors that reserve them (a container executor hands them on as
+#: millicores): far past any machine, and no float nonsense (1e300) reaches an executor.
+MAX_CPUS = 100_000
+#: Memory a job may record, in MB: the most whose size in bytes fits a signed 64-bit integer, which is how
+#: container runtimes and cgroups take it (the proto field, a uint64, goes twice as far).
+MAX_MEMORY_MB = (2**63 - 1) // 2**20
 #: The built-in trainer's module. With more than one GPU the executor starts it through torchrun, one
 #: process per GPU, and it trains data-parallel (``control_plane.training.distributed``).
 BUILT_IN_TRAINER = "control_plane.training.trainer"
@@ -56,10 +66,13 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
         raise InvalidArgument(f"gpus {spec.gpus} exceeds {MAX_GPUS}")
     if spec.max_retries > MAX_RETRIES:
         raise InvalidArgument(f"max_retries {spec.max_retries} exceeds {MAX_RETRIES}")
-    if not math.isfinite(spec.timeout_s) or spec.timeout_s < 0:
-        raise InvalidArgument(f"timeout_s must be a finite number >= 0, got {spec.timeout_s}")
-    if not math.isfinite(spec.cpus) or spec.cpus < 0:
-        raise InvalidArgument(f"cpus must be a finite number >= 0, got {spec.cpus}")
+    problem = timeout_problem(spec.timeout_s)
+    if problem is not None:
+        raise InvalidArgument(problem)
+    if not (math.isfinite(spec.cpus) and 0 <= spec.cpus <= MAX_CPUS):
+        raise InvalidArgument(f"cpus must be a number from 0 to {MAX_CPUS}, got {spec.cpus}")
+    if spec.memory_mb > MAX_MEMORY_MB:
+        raise InvalidArgument(f"memory_mb {spec.memory_mb} exceeds {MAX_MEMORY_MB}")
     for key, value in spec.env.items():
         if not _ENV_NAME.fullmatch(key):
             raise InvalidArgument(f"environment variable name {key!r} is not valid")
@@ -104,6 +117,17 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     check_name(normalized.experiment, "experiment")
     _refuse_nul("experiment name", normalized.experiment)
     return normalized
+
+
+def timeout_problem(timeout_s: float) -> str | None:
+    """Why ``timeout_s`` is not a timeout a job may have (naming the field and the bound), else None. The
+    supervisor asks it too, of jobs stored before the bound existed."""
+    if not (math.isfinite(timeout_s) and 0 <= timeout_s <= MAX_TIMEOUT_S):
+        return (
+            f"timeout_s must be a number of seconds from 0 (no timeout) to {MAX_TIMEOUT_S} (one year), "
+            f"got {timeout_s}"
+        )
+    return None
 
 
 def _refuse_nul(what: str, text: str) -> None:

@@ -24,11 +24,13 @@ One supervisor per database (the control plane is one process; replicas would ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import end_left_runs, end_run, leftover_run, reserve_run_id
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
-from control_plane.jobs.spec import spec_to_json
+from control_plane.jobs.spec import spec_to_json, timeout_problem
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
     TERMINAL,
@@ -98,6 +100,9 @@ class Supervisor:
         # elsewhere (the API's cancel, another process) are found by the sweep every run_sweep_s.
         self._runs_left = True
         self._next_sweep = 0.0  # time.monotonic() of the next sweep
+        # Jobs whose handling failed with an error already logged with its traceback: a job that fails
+        # the same way on every tick is logged once, not once a tick.
+        self._logged: set[str] = set()
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -134,11 +139,25 @@ class Supervisor:
         for row in running:
             if self._stopping.is_set():
                 return
-            handle = self._handles.get(row.job_id) or self._adopt(row)
-            if handle is not None:
-                self._watch(row, handle)
+            # One job the loop cannot handle (a row an older control plane stored, say) must not stop
+            # the others: it is tried again next tick, and the rest are watched and admitted meanwhile.
+            with self._each_job(row.job_id, "watch"):
+                handle = self._handles.get(row.job_id) or self._adopt(row)
+                if handle is not None:
+                    self._watch(row, handle)
         if not self._stopping.is_set():
             self._admit()
+
+    @contextlib.contextmanager
+    def _each_job(self, job_id: str, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            if job_id in self._logged:
+                _log.debug("cannot %s job %s (again)", doing, job_id, exc_info=True)
+            else:
+                self._logged.add(job_id)
+                _log.exception("cannot %s job %s; the other jobs go on", doing, job_id)
 
     def _end_left_runs(self) -> None:
         try:
@@ -281,22 +300,27 @@ class Supervisor:
             return
         grace_us = int(settings.kill_grace_s * 1e6)
         busy = {device for row in held for device in row.devices}
-        running = [
-            RunningJob(
-                row.job_id,
-                tuple(row.devices),
-                row.attempt_started_at_us + int(row.timeout_s * 1e6) + grace_us
-                if row.timeout_s > 0
-                else None,
+        running = []
+        for row in held:
+            try:
+                timeout_us = _timeout_us(row.timeout_s)
+            except ValueError:  # no end bound to reserve by (it is watched as one without a timeout)
+                timeout_us = None
+            ends_by = None if timeout_us is None else row.attempt_started_at_us + timeout_us + grace_us
+            running.append(RunningJob(row.job_id, tuple(row.devices), ends_by))
+        queue = []
+        for job in waiting:
+            try:
+                timeout_us = _timeout_us(job.timeout_s)
+            except ValueError as exc:
+                # Stored before Submit bounded it (1e303 s overflowed here and stopped every tick, so no
+                # job was ever scheduled again): this job can never be scheduled; the others can.
+                with self._each_job(job.job_id, "fail"):
+                    self._reject(job.job_id, f"the stored job cannot be scheduled: {exc}")
+                continue
+            queue.append(
+                QueuedJob(job.job_id, job.gpus, None if timeout_us is None else timeout_us + grace_us)
             )
-            for row in held
-        ]
-        queue = (
-            QueuedJob(
-                row.job_id, row.gpus, int(row.timeout_s * 1e6) + grace_us if row.timeout_s > 0 else None
-            )
-            for row in waiting
-        )
         decisions = schedule(
             queue,
             [device for device in settings.pool.devices if device not in busy],
@@ -309,10 +333,11 @@ class Supervisor:
         for decision in decisions:
             if self._stopping.is_set():
                 return
-            if isinstance(decision, Reject):
-                self._reject(decision.job_id, decision.reason)
-            else:
-                self._launch(decision.job_id, decision.devices)
+            with self._each_job(decision.job_id, "start"):
+                if isinstance(decision, Reject):
+                    self._reject(decision.job_id, decision.reason)
+                else:
+                    self._launch(decision.job_id, decision.devices)
 
     def _reject(self, job_id: str, reason: str) -> None:
         at = now_us()
@@ -337,6 +362,10 @@ class Supervisor:
             row = session.get(JobRow, job_id)
             if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
                 return
+            unreadable = _unreadable_spec(row)
+        if unreadable:  # every attempt would fail on it, and a RUNNING job without a process is stuck
+            self._reject(job_id, unreadable)
+            return
         # Created once this session has given its connection back: the tracking store's write takes a
         # connection of its own, and holding one while waiting for another can exhaust the pool.
         run_id = row.run_id or self._create_run(row)
@@ -445,6 +474,27 @@ def _read_outputs(files: JobFiles) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {"value": data}
+
+
+def _unreadable_spec(row: JobRow) -> str:
+    """Why the spec stored on ``row`` cannot be read back (a row an older control plane wrote), or ""."""
+    try:
+        spec_from_dict(row.spec)
+    except json_format.ParseError as exc:
+        return f"the stored job spec cannot be read: {exc}"
+    return ""
+
+
+def _timeout_us(timeout_s: float) -> int | None:
+    """A job row's timeout in µs; None for none (0). ValueError naming the field and its bound for one no
+    job can have, stored before Submit refused it (not a finite number >= 0, or so large that it
+    overflows)."""
+    if timeout_s == 0:
+        return None
+    if math.isfinite(timeout_s) and timeout_s > 0:
+        with contextlib.suppress(OverflowError):
+            return int(timeout_s * 1e6)
+    raise ValueError(timeout_problem(timeout_s))
 
 
 def _seconds(value: float) -> str:

@@ -125,6 +125,9 @@ def test_malformed_specs_are_invalid_arguments(client: JobsClient) -> None:
         client.submit({"name": "typo", "entrypoint": {"module": "a"}, "gpu": 1})
     with pytest.raises(InvalidArgument, match="timeout_s"):
         client.submit(job_spec("neg", timeout_s=-1))
+    # Accepted, it overflowed the supervisor's microseconds on every tick: no job was scheduled again.
+    with pytest.raises(InvalidArgument, match=r"timeout_s .* to 31536000 \(one year\), got 1e\+303"):
+        client.submit(job_spec("huge", timeout_s=1e303))
     # Hyperparameters without a text form would fail the job at run time, on every attempt.
     with pytest.raises(InvalidArgument, match=r"hyperparameter 'optim': .* got an object"):
         client.submit(job_spec("nested", hyperparameters={"optim": {"lr": 0.1}}, max_retries=2))

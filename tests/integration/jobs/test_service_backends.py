@@ -4,13 +4,14 @@ ending with the job however it ends."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
@@ -32,7 +33,14 @@ from control_plane.jobs.supervisor import Supervisor
 from control_plane.jobs.tables import JobRow
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
-from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, process_alive, wait_for
+from tests.integration.jobs.conftest import (
+    JOB_MODULE,
+    REPO_ROOT,
+    job_spec,
+    jobs_settings,
+    process_alive,
+    wait_for,
+)
 from tests.support.pool_watch import SecondConnections
 from tests.unit.offline.builders import create_view, ensure_entity, feature_spec
 
@@ -248,3 +256,51 @@ def test_entity_rows_paths_no_file_can_have_are_invalid_without_a_datasets_root(
         dataset = {"point_in_time": {"entity_rows_path": path, "features": ["activity"]}}
         with pytest.raises(InvalidArgument, match=rf"dataset\.point_in_time\.entity_rows_path {message}"):
             service.submit(spec_from_mapping(job_spec("rows", dataset=dataset)), actor="a")
+
+
+def test_a_stored_job_the_supervisor_cannot_handle_fails_or_is_skipped_and_the_others_run(
+    parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAULT: rows an older control plane stored, which Submit now refuses, so written here in SQL: a
+    timeout of 1e303 s (its microseconds overflowed and every tick failed: no job was scheduled again,
+    across restarts too) and a spec that no longer parses. Each such job fails with its reason; one
+    RUNNING that cannot be re-adopted is logged once; the job queued behind them all runs."""
+    service, supervisor, sessions = parts
+    huge = service.submit(spec_from_mapping(job_spec("huge", timeout_s=60)), actor="a")
+    unreadable = service.submit(spec_from_mapping(job_spec("unreadable")), actor="a")
+    stuck = service.submit(spec_from_mapping(job_spec("stuck")), actor="a")
+    fine = service.submit(spec_from_mapping(job_spec("fine", timeout_s=60, gpus=1)), actor="a")
+    broken_spec = {"name": "x", "entrypoint": {"module": JOB_MODULE}, "no_such_field": 1}
+    with write_session(sessions) as session:
+        session.execute(update(JobRow).where(JobRow.job_id == huge.job_id).values(timeout_s=1e303))
+        session.execute(update(JobRow).where(JobRow.job_id == unreadable.job_id).values(spec=broken_spec))
+        session.execute(
+            update(JobRow)
+            .where(JobRow.job_id == stuck.job_id)
+            .values(spec=broken_spec, state="RUNNING", attempt=1, attempt_started_at_us=1)
+        )
+
+    with caplog.at_level(logging.ERROR, logger="aether.jobs"):
+        supervisor.tick()
+        supervisor.tick()
+    failed = service.get(huge.job_id)
+    assert failed.state == pb.JOB_STATE_FAILED
+    assert failed.reason == (
+        "the stored job cannot be scheduled: timeout_s must be a number of seconds from 0 (no timeout) "
+        "to 31536000 (one year), got 1e+303"
+    )
+    with read_session(sessions) as session:  # read as a row: a Job message needs the spec
+        row = session.get(JobRow, unreadable.job_id)
+        assert row is not None and (row.state, row.attempt) == ("FAILED", 0)
+        assert row.reason.startswith("the stored job spec cannot be read: ") and "no_such_field" in row.reason
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot watch job {stuck.job_id}; the other jobs go on"
+    ]
+
+    def succeeded() -> bool:
+        supervisor.tick()
+        return service.get(fine.job_id).state == pb.JOB_STATE_SUCCEEDED
+
+    wait_for(succeeded)
+    with write_session(sessions) as session:  # nothing runs for it: let the fixture's clean-up pass it by
+        session.execute(update(JobRow).where(JobRow.job_id == stuck.job_id).values(state="FAILED"))

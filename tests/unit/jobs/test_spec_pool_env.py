@@ -17,7 +17,10 @@ from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.spec import (
     BUILT_IN_TRAINER,
+    MAX_CPUS,
     MAX_GPUS,
+    MAX_MEMORY_MB,
+    MAX_TIMEOUT_S,
     entrypoint_problem,
     spec_from_mapping,
     spec_to_json,
@@ -56,6 +59,25 @@ def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
     assert validate(spec(max_retries=1000)).max_retries == 1000
     fine = {"lr": 0.1, "name": "mlp", "shuffle": True, "layers": [64, 32], "epochs": 20}
     assert validate(spec(hyperparameters=fine)).hyperparameters == spec(hyperparameters=fine).hyperparameters
+
+
+def test_timeout_cpus_and_memory_past_their_bounds_are_refused_naming_field_and_bound() -> None:
+    # A finite timeout of 1e303 s was accepted; the supervisor's microseconds overflowed on it, on every
+    # tick, and no job was scheduled again. The bounds are accepted; one past them is refused.
+    assert MAX_TIMEOUT_S == 365 * 24 * 3600
+    year = r"timeout_s must be a number of seconds from 0 \(no timeout\) to 31536000 \(one year\)"
+    for bad, message in [
+        (spec(timeout_s=1e303), rf"{year}, got 1e\+303"),
+        (spec(timeout_s=MAX_TIMEOUT_S + 1), rf"{year}, got 31536001.0"),
+        (spec(timeout_s=-1), rf"{year}, got -1.0"),
+        (spec(cpus=1e300), rf"cpus must be a number from 0 to {MAX_CPUS}, got 1e\+300"),
+        (spec(memory_mb=2**64 - 1), rf"memory_mb {2**64 - 1} exceeds {MAX_MEMORY_MB}"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            validate(bad)
+    fine = validate(spec(timeout_s=MAX_TIMEOUT_S, cpus=MAX_CPUS, memory_mb=MAX_MEMORY_MB))
+    assert (fine.timeout_s, fine.cpus, fine.memory_mb) == (MAX_TIMEOUT_S, MAX_CPUS, MAX_MEMORY_MB)
+    assert MAX_MEMORY_MB * 2**20 <= 2**63 - 1  # its size in bytes fits a signed 64-bit integer
 
 
 def test_nul_bytes_and_non_finite_hyperparameters_are_refused_at_submission() -> None:
