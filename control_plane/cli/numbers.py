@@ -36,15 +36,24 @@ def view_version(text: str) -> int:
     return _whole(text, 2**32 - 1, minimum=1)
 
 
+#: The longest time limit a flag takes: one year. gRPC keeps a deadline in signed 64-bit nanoseconds: a
+#: timeout past about 9.2e9 s (even 9e9 s) overflowed it into the past, and every call failed at once with
+#: DEADLINE_EXCEEDED. A year is far past any call or build worth waiting for.
+MAX_SECONDS = 365 * 24 * 3600
+
+
 def positive_seconds(text: str) -> float:
-    """A time limit in seconds (``--timeout``, ``--deadline``): a finite number above 0. Zero or less
-    failed every call with DEADLINE_EXCEEDED, which named neither the flag nor the mistake."""
+    """A time limit in seconds (``--timeout``, ``--deadline``, the fleet's ``--interval-s``): a finite
+    number above 0 and at most :data:`MAX_SECONDS`. Zero or less, or too large a value, failed every
+    call with DEADLINE_EXCEEDED, which named neither the flag nor the mistake."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_SECONDS} (one year), got {text!r}"
+        )
     return value
 
 

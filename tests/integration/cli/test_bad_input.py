@@ -116,7 +116,7 @@ UINT64 = "expected a whole number from 0 to 9223372036854775807"
 LIMIT = "expected a whole number from 1 to 2147483647"
 VERSION = "expected a whole number from 1 to 9223372036854775807"
 VIEW_VERSION = "expected a whole number from 1 to 4294967295"
-SECONDS = "expected a number of seconds above 0"
+SECONDS = "expected a number of seconds above 0 and at most 31536000 (one year)"
 INT32 = "expected a whole number from 0 to 2147483647"
 DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
 
@@ -189,6 +189,37 @@ def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
     code, _, err = aetherctl(capsys, nowhere, *args)
     assert (code, "Traceback" in err) == (2, False), err
     assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "value"),
+    [
+        (["--timeout", "1e10", "features", "list"], "--timeout", "1e10"),
+        (["features", "list", "--timeout", "9e9"], "--timeout", "9e9"),
+        (["jobs", "list", "--timeout", "31536001"], "--timeout", "31536001"),
+        (
+            ["historical", "--entities", "e.parquet", "--features", "s", "--deadline", "1e300"],
+            "--deadline",
+            "1e300",
+        ),
+    ],
+    ids=["global", "features", "jobs", "historical"],
+)
+def test_a_time_limit_past_a_year_is_a_usage_error_naming_the_flag_and_the_range(
+    capsys: Capture, nowhere: str, args: list[str], flag: str, value: str
+) -> None:
+    """gRPC keeps a deadline in signed 64-bit nanoseconds: --timeout or --deadline past about 9.2e9 s
+    (even 9e9) was accepted and every call failed at once with DEADLINE_EXCEEDED. (The fleet's
+    --interval-s, parsed alike, is in tests/integration/deployments/test_fleet.py.)"""
+    code, _, err = aetherctl(capsys, nowhere, *args)
+    assert (code, "Traceback" in err) == (2, False), err
+    assert err.splitlines()[-1].endswith(f": error: argument {flag}: {SECONDS}, got {value!r}"), err
+
+
+def test_a_time_limit_of_a_year_is_a_working_deadline(capsys: Capture, nowhere: str) -> None:
+    # The call goes out and finds nothing listening, rather than having expired before it started.
+    code, _, err = aetherctl(capsys, nowhere, "--timeout", "31536000", "features", "list")
+    assert code == 1 and "UNAVAILABLE" in err and "DEADLINE_EXCEEDED" not in err, err
 
 
 MATERIALIZER = ["materializer", "run", "--view", "clicks"]

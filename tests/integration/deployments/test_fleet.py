@@ -140,6 +140,7 @@ def test_flags_are_merged_with_the_environment_before_the_policy_is_checked(tmp_
         ("--max", "1.5", "expected a whole number from 1 to"),
         ("--interval-s", "nan", "expected a number of seconds above 0"),
         ("--interval-s", "0", "expected a number of seconds above 0"),
+        ("--interval-s", "1e10", "expected a number of seconds above 0 and at most 31536000 (one year)"),
         ("--target-p99-ms", "inf", "expected a finite number"),
         ("--target-queue-per-replica", "-1", "expected a number above 0"),
         ("--up-window-s", "-1", "expected a number of seconds, 0 or more"),
