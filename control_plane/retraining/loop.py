@@ -26,12 +26,14 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
    submit one job between them.
 
 Each submitted decision, promotion and deployment is handled on its own: one that fails is logged and
-tried again next tick, and the others go on. A promotion that waits for its deployment, or fails, raises
-an alert. A manual trigger (:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every
-decision, outcome, evaluation and promotion step is in the audit log (actor ``retraining`` or the
-person who asked). The schedule rule's window runs from the deployment's previous tick, which is stored
-(:mod:`.ticks`) once the tick's decision is: after a restart it still starts at the last tick before the
-restart, so a cron minute missed while the control plane was down fires once at the first tick after it.
+tried again next tick, and the others go on. An enabled config of a deployment deleted since (deleting
+a deployment keeps its trigger config, as it keeps its monitor config) is passed by, with one warning.
+A promotion that waits for its deployment, or fails, raises an alert. A manual trigger
+(:meth:`Retrainer.trigger_now`) runs steps 3–4 at once for one deployment. Every decision, outcome,
+evaluation and promotion step is in the audit log (actor ``retraining`` or the person who asked). The
+schedule rule's window runs from the deployment's previous tick, which is stored (:mod:`.ticks`) once
+the tick's decision is: after a restart it still starts at the last tick before the restart, so a cron
+minute missed while the control plane was down fires once at the first tick after it.
 Only a deployment's very first tick just marks the start of the window.
 """
 
@@ -142,6 +144,8 @@ class Retrainer:
         self._lock = asyncio.Lock()
         #: Decision id -> follow-ups failed in a row (kept in memory: a restart starts the count again).
         self._follow_up_failures: dict[int, int] = {}
+        #: Deployments with enabled triggers found deleted, already warned about (until they exist again).
+        self._gone: set[str] = set()
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -175,7 +179,10 @@ class Retrainer:
             decisions = []
             for config in await asyncio.to_thread(configs.enabled_configs, self._sessions):
                 try:
-                    decision = await self._step(config, None)
+                    deployment = await self._live_deployment(config.deployment)
+                    if deployment is None:
+                        continue
+                    decision = await self._step(config, deployment, None)
                 except Exception:  # one deployment's failure must not stop the others' decisions
                     _log.exception("retraining decision for deployment %r failed", config.deployment)
                     continue
@@ -189,19 +196,39 @@ class Retrainer:
             adopted = [d for d in await self._resume_submits(deployment) if d.outcome == records.SUBMITTED]
             if adopted:  # a retry of a trigger whose job was submitted but not recorded: that job it is
                 return adopted[-1]
-            decision = await self._step(config, ManualRequest(actor, reason))
+            # NOT_FOUND for a deployment deleted since (or never created): asked for, it is an error.
+            found = await asyncio.to_thread(self._deployments.get, deployment)
+            decision = await self._step(config, found, ManualRequest(actor, reason))
             if decision is None:
                 raise FailedPrecondition(f"deployment {deployment!r} has no primary variant to retrain")
             return decision
 
     # -- one deployment ----------------------------------------------------------------------------------
 
+    async def _live_deployment(self, name: str) -> dpb.Deployment | None:
+        """Deployment ``name``, or None when it was deleted. Deleting a deployment keeps its trigger config,
+        as it keeps its monitor config and its records (readable, and in force again for a deployment
+        created under the name): the loop passes it by, with one warning per deletion, where it logged a
+        NotFound traceback as an ERROR on every tick."""
+        try:
+            deployment = await asyncio.to_thread(self._deployments.get, name)
+        except NotFound:
+            if name not in self._gone:
+                self._gone.add(name)
+                _log.warning(
+                    "deployment %r has enabled retraining triggers but no longer exists: no retraining for "
+                    "it until a deployment of that name is created again (or its triggers are disabled)",
+                    name,
+                )
+            return None
+        self._gone.discard(name)  # deleted again later: said again
+        return deployment
+
     async def _step(
-        self, config: pb.TriggerConfig, manual: ManualRequest | None
+        self, config: pb.TriggerConfig, deployment: dpb.Deployment, manual: ManualRequest | None
     ) -> pb.TriggerDecision | None:
         now = int(self._clock() * 1e6)
         name = config.deployment
-        deployment = await asyncio.to_thread(self._deployments.get, name)
         primary = next((v for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
         if primary is None:
             return None

@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 
 import pytest
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import FailedPrecondition
+from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring import config as monitor_configs
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
-from control_plane.retraining.loop import Retrainer
-from tests.integration.retraining.conftest import TRUE_W, World, restarted
+from control_plane.retraining.loop import Retrainer, RetrainingSettings
+from tests.integration.retraining.conftest import STREAM, TRUE_W, World, restarted
 from tests.integration.retraining.test_closed_loop import deploy_trained_champion, submitted_decision
 from tests.unit.retraining.models import linear
 
@@ -73,16 +76,70 @@ async def test_cron_minutes_missed_while_down_fire_once(world: World) -> None:
     assert await triggered_at(after_restart, clock, at(2, 4, 10, 0)) == ["schedule"]
 
 
+class DeploymentsFailingFor(DeploymentManager):
+    """FAULT: reading one deployment fails (say its rows cannot be read), which no API call causes."""
+
+    def __init__(self, world: World, failing: str) -> None:
+        super().__init__(world.sessions, world.registry)
+        self.failing = failing
+
+    def get(self, name: str) -> dpb.Deployment:
+        if name == self.failing:
+            raise RuntimeError(f"cannot read deployment {name!r}")
+        return super().get(name)
+
+
 async def test_a_deployment_that_fails_does_not_stop_the_others(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Enabled for a deployment deleted since (sorted before eta): every tick fails for it.
-    monitor = monpb.MonitorConfig(deployment="a-gone", task=monpb.TASK_TYPE_REGRESSION)
+    # Enabled for a deployment (sorted before eta) that every tick fails for.
+    variants = list(world.deployments.get("eta").variants)
+    world.deployments.create(dpb.CreateDeploymentRequest(name="a-fails", variants=variants), actor="operator")
+    monitor = monpb.MonitorConfig(deployment="a-fails", task=monpb.TASK_TYPE_REGRESSION)
     monitor_configs.put_config(world.sessions, monitor, actor="operator")
-    configs.put_config(world.sessions, pb.TriggerConfig(deployment="a-gone", enabled=True), actor="operator")
-    decisions = await world.retrainer.tick()
+    configs.put_config(world.sessions, pb.TriggerConfig(deployment="a-fails", enabled=True), actor="operator")
+    retrainer = Retrainer(
+        world.sessions,
+        world.registry,
+        DeploymentsFailingFor(world, "a-fails"),
+        world.jobs,
+        world.features,
+        world.offline,
+        world.client,
+        RetrainingSettings(stream=STREAM),
+    )
+    decisions = await retrainer.tick()
     assert [d.deployment for d in decisions] == ["eta"]
-    assert "retraining decision for deployment 'a-gone' failed" in caplog.text
+    assert "retraining decision for deployment 'a-fails' failed" in caplog.text
+
+
+async def test_an_enabled_config_of_a_deleted_deployment_is_passed_by_with_one_warning(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a deployment keeps its trigger config, as it keeps its monitor config: each tick logged an
+    ERROR with a NotFound traceback for it. It is passed by now, with one warning per deletion, and it
+    applies again to a deployment created under the name."""
+    variants = list(world.deployments.get("eta").variants)
+    world.deployments.delete("eta", actor="operator")
+    with caplog.at_level(logging.INFO, logger="aether.control_plane.retraining"):
+        assert await world.retrainer.tick() == []
+        assert await world.retrainer.tick() == []
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "deployment 'eta' has enabled retraining triggers but no longer exists: no retraining for it "
+            "until a deployment of that name is created again (or its triggers are disabled)",
+        )
+    ]
+    assert configs.get_config(world.sessions, "eta").enabled
+    assert records.list_decisions(world.sessions, "eta") == []
+
+    world.deployments.create(dpb.CreateDeploymentRequest(name="eta", variants=variants), actor="operator")
+    assert [d.deployment for d in await world.retrainer.tick()] == ["eta"]
+    world.deployments.delete("eta", actor="operator")
+    caplog.clear()
+    assert await world.retrainer.tick() == []
+    assert [r.levelname for r in caplog.records] == ["WARNING"]  # deleted again: said again
 
 
 async def test_a_challenger_whose_monitor_lost_its_task_is_not_rejected(world: World) -> None:
