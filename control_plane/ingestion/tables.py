@@ -9,7 +9,8 @@
   unique, so re-inserting a redelivered stream message is a no-op; ``(view, version, source_id, record_key)``
   is indexed for finding the copies a rerun of the same source supersedes.
 * ``ingestion_receipts``: the stream materializer's applied outbox receipts (see
-  ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped.
+  ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped. A row is
+  pruned once its receipt is gone from Redis (no drainer can apply it again then).
 """
 
 from __future__ import annotations

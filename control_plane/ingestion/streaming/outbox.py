@@ -9,6 +9,19 @@ commit and the removal double-counts nothing; the SQL transaction re-checks the 
 fenced-out predecessor still running) count a receipt once. A crash between the offline write and the
 SQL commit writes those receipts' rows a second time, as exact duplicates (same keys, event and
 ingestion times, values), which readers treat as one row.
+
+The receipt ids' rows (``ingestion_receipts``) are only needed while a drainer may still apply their
+receipts, and one row per committed batch grew the table without end; so the recording transaction
+also deletes its run's rows whose receipts are gone from Redis (``_prune``). Once a receipt is gone it
+never comes back (ids are random and only a drain removes receipts, after the SQL commit that recorded
+them): no later listing of the outbox holds it. What a row still guards against is a drainer that read
+the receipt before it was removed (a fenced-out predecessor, paused between its listing and its
+recording transaction); the recording transaction therefore inserts its rows first and only then checks
+that their receipts are still in Redis, applying only those. Either the row of a receipt applied before
+is still there (the insert conflicts with it, or the re-check finds it), or it was pruned, which needed
+the receipt gone from Redis before the insert, so the check after it finds it gone. A crash between
+the SQL commit and the removal leaves the receipts in Redis and so their rows in SQL, until a drain has
+removed both. What is left for good is the last drain's rows of each run.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 import redis
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import write_session
@@ -27,6 +40,9 @@ from control_plane.ingestion.quarantine import RunSource, now_us, record_outcome
 from control_plane.ingestion.streaming.commit import StateKeys, ipc_table
 from control_plane.ingestion.tables import IngestionReceiptRow
 from control_plane.offline.store import OfflineStore
+
+#: The most receipt rows one drain prunes (see ``_prune``).
+PRUNE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,18 @@ def drain(
         if histories:
             offline.write(source.view, source.version, pa.concat_tables(histories, promote_options="default"))
         with write_session(sessions) as session:
+            _prune(session, client, keys, source.run_id)
             pending = _not_applied(session, receipts)  # again, inside the transaction that records them
+            if pending:
+                # The rows first, then the check that the receipts are still in Redis: a receipt whose
+                # row was pruned since the check above is gone from Redis (see the module docstring).
+                stamp = now_us()
+                session.add_all(
+                    IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp)
+                    for i in pending
+                )
+                session.flush()
+                pending = _still_waiting(client, keys, pending)
             if not pending:  # another drainer applied them meanwhile
                 session.rollback()
                 return 0
@@ -79,10 +106,6 @@ def drain(
                 accepted=sum(receipts[i].accepted for i in pending),
                 rejected=rejected.drop_columns(["record_key"]),
                 record_keys=rejected.column("record_key").to_pylist(),
-            )
-            stamp = now_us()
-            session.add_all(
-                IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp) for i in pending
             )
     pipeline = client.pipeline(transaction=True)
     for key in receipt_keys:
@@ -98,6 +121,31 @@ def _not_applied(session: Session, receipts: Mapping[str, Receipt]) -> list[str]
     query = select(IngestionReceiptRow.receipt_id).where(IngestionReceiptRow.receipt_id.in_(list(receipts)))
     done = set(session.scalars(query))
     return [i for i in receipts if i not in done]
+
+
+def _still_waiting(client: redis.Redis, keys: StateKeys, receipt_ids: list[str]) -> list[str]:
+    """The receipts of ``receipt_ids`` still in Redis (the others were applied and removed by another
+    drainer: a row left for such a receipt is pruned like any other)."""
+    pipeline = client.pipeline(transaction=False)
+    for receipt_id in receipt_ids:
+        pipeline.exists(keys.receipt(receipt_id))
+    found = pipeline.execute()
+    return [i for i, exists in zip(receipt_ids, found, strict=True) if exists]
+
+
+def _prune(session: Session, client: redis.Redis, keys: StateKeys, run_id: str) -> None:
+    """Deletes the run's receipt rows whose receipts are gone from Redis (see the module docstring), at
+    most ``PRUNE_BATCH`` a drain: a table grown by earlier versions shrinks over many drains, each with
+    a short transaction. The run's receipts all live under ``keys``: its id names the view version and
+    group that ``keys`` does."""
+    query = select(IngestionReceiptRow.receipt_id).where(IngestionReceiptRow.run_id == run_id)
+    listed = list(session.scalars(query.limit(PRUNE_BATCH)))
+    if not listed:
+        return
+    kept = set(_still_waiting(client, keys, listed))
+    gone = [i for i in listed if i not in kept]
+    if gone:
+        session.execute(delete(IngestionReceiptRow).where(IngestionReceiptRow.receipt_id.in_(gone)))
 
 
 def _read(fields: Mapping[Any, Any]) -> Receipt:
