@@ -425,6 +425,11 @@ def _lock_source(session: Session, source: RunSource) -> None:
     session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
 
 
+#: The longest ``reason_contains`` filter, in characters. SQLite refuses a LIKE pattern over 50,000 bytes
+#: once it meets a row ("LIKE or GLOB pattern too complex"), and such a filter came back INTERNAL; a
+#: reason filter is a phrase to look for, far below this.
+REASON_FILTER_LENGTH = 1000
+
 #: ``zone_weather@1``: the form a listing prints (names hold no ``@``; versions are uint32, ten digits).
 _VIEW_AT_VERSION = re.compile(r"(?P<view>[^\s:@]+)@(?P<version>[0-9]{1,10})")
 
@@ -443,7 +448,12 @@ def list_quarantined(
     ``status=""`` lists every status. ``view`` is a view name (every version) or ``NAME@VERSION``, as
     listings show a record's view.
     ``reason_contains`` matches its text anywhere in the reason, ignoring the case of ASCII letters, with
-    ``%`` and ``_`` matching themselves."""
+    ``%`` and ``_`` matching themselves, at most ``REASON_FILTER_LENGTH`` characters."""
+    if len(reason_contains) > REASON_FILTER_LENGTH:
+        raise InvalidArgument(
+            f"reason_contains: {len(reason_contains)} characters; a reason filter holds at most"
+            f" {REASON_FILTER_LENGTH} characters"
+        )
     query = select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)
     if view:
         # NAME@VERSION is split here, not by the caller: filtered after a page was read, a version

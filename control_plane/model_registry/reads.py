@@ -24,6 +24,7 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
 from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session
+from control_plane.db.models import NAME_LENGTH
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import from_proto
 from control_plane.model_registry.queries import now_us, page_size_of, require_model
@@ -152,7 +153,14 @@ class CachedReads:
         self, name_prefix: str, tags: Mapping[str, str], page_size: int, page_token: str
     ) -> tuple[list[pb.RegisteredModel], str]:
         """Models ordered by name, a page at a time (the next page's token is empty on the last one).
-        Tag filters are applied while paging, so pages stay full."""
+        Tag filters are applied while paging, so pages stay full. ``name_prefix`` holds at most a model
+        name's ``NAME_LENGTH`` characters: a longer one matches nothing, and SQLite refused one over
+        50,000 bytes as a LIKE pattern "too complex" (INTERNAL), so it is refused before any query."""
+        if len(name_prefix) > NAME_LENGTH:
+            raise InvalidArgument(
+                f"name_prefix: {len(name_prefix)} characters; a model name, and so a prefix of one, holds"
+                f" at most {NAME_LENGTH} characters"
+            )
         size, wanted = page_size_of(page_size), dict(tags)
         scope = keyset.scope_digest(name_prefix, wanted)
         last = keyset.decode(

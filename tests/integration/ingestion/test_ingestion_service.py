@@ -319,6 +319,18 @@ def test_reason_contains_ignores_case_and_wildcards_on_every_backend(any_env: En
     assert found("%") == [percent] and found("1_0") == []  # % and _ match only themselves
 
 
+def test_a_reason_filter_past_its_length_bound_is_invalid_argument_on_every_backend(any_env: Env) -> None:
+    """SQLite refuses a LIKE pattern over 50,000 bytes once the table has rows ("LIKE or GLOB pattern
+    too complex"): a long filter came back INTERNAL. It is bounded, and refused before any query."""
+    env = any_env
+    long_reason = "x" * 1000
+    record = env.quarantine("climate", {"sensor_id": 1}, f"{long_reason} above max")
+    assert [r.id for r in env.service.list_quarantined(reason_contains=long_reason)] == [record]
+    for length in (60_000, 1001):
+        with pytest.raises(InvalidArgument, match=r"reason_contains: .* at most 1000 characters"):
+            env.service.list_quarantined(reason_contains="x" * length)
+
+
 def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(env: Env) -> None:
     """The run's one audit entry was written after its last chunk and the online write, in a transaction
     of its own: a run killed (or cut off) mid-way had its rows stored and counted but never audited.

@@ -193,6 +193,17 @@ def test_listing_pages_and_filters(models: ModelRegistryClient, artifact: Path) 
     assert [v.version for v in models.list_versions_page("a-model", page_token=token)[0]] == [4, 5]
 
 
+def test_a_name_prefix_longer_than_any_model_name_is_invalid_argument(models: ModelRegistryClient) -> None:
+    """SQLite refuses a LIKE pattern over 50,000 bytes once the table has rows ("LIKE or GLOB pattern
+    too complex"): a long prefix came back INTERNAL. It is bounded by a model name's length (128)."""
+    longest = "m" * 128
+    models.create_model(longest)
+    assert [m.name for m in models.list_models(name_prefix=longest)] == [longest]
+    for length in (60_000, 129):
+        with pytest.raises(InvalidArgument, match=r"name_prefix: .* at most 128 characters"):
+            models.list_models_page(name_prefix="m" * length)
+
+
 def test_every_mutation_is_audited_with_its_actor(
     plane: Plane, models: ModelRegistryClient, artifact: Path
 ) -> None:
