@@ -20,7 +20,9 @@ alert_metric                accuracy (classification), mae (regression); no aler
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +38,9 @@ from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
 from control_plane.db.upsert import insert_or_lock
 from control_plane.monitoring.tables import MonitorConfigRow
+from control_plane.proto_enums import enum_problems
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS: dict[int, float] = {
     pb.DRIFT_TEST_PSI: 0.2,
@@ -70,6 +75,11 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
     out.CopyFrom(config)
     if not out.deployment or len(out.deployment) > NAME_LENGTH:
         raise InvalidArgument("a monitor config needs a deployment name (at most 128 characters)")
+    # Every enum field (test, correction, window_kind, task): an undefined number was stored, and every
+    # drift window of the deployment then failed on it and was dropped.
+    problems = enum_problems(out)
+    if problems:
+        _check(False, problems[0])
     if out.test == pb.DRIFT_TEST_UNSPECIFIED:
         out.test = pb.DRIFT_TEST_PSI
     if out.test not in DEFAULT_THRESHOLDS:
@@ -160,16 +170,51 @@ def default_config(deployment: str) -> pb.MonitorConfig:
 
 
 def get_config(sessions: sessionmaker[Session], deployment: str) -> pb.MonitorConfig:
+    """The stored config, or the defaults. ``FailedPrecondition`` for a stored config that holds an enum
+    value its enum does not define (written before they were checked): see :func:`unusable`."""
     with read_session(sessions) as session:
         row = session.get(MonitorConfigRow, deployment)
-        return _from_row(row) if row is not None else default_config(deployment)
+        if row is None:
+            return default_config(deployment)
+        config = _from_row(row)
+    problem = unusable(config)
+    if problem is not None:
+        raise FailedPrecondition(problem)
+    return config
 
 
 def configured(sessions: sessionmaker[Session]) -> dict[str, pb.MonitorConfig]:
-    """Every stored config (effective), by deployment."""
+    """Every stored config (effective), by deployment. A config that cannot be used (see :func:`unusable`)
+    is returned disabled, and said so in an error logged once per stored version: the monitor then cuts
+    no drift window for it and checks none of its quality windows. Scored, each window failed on the
+    undefined value and was dropped, unseen but for one error per window; returned as stored or left
+    out, the deployment would have been monitored by another config than the one stored (its
+    defaults). Its predictions are still indexed, so labels join them once it is configured again."""
     with read_session(sessions) as session:
         rows = session.execute(select(MonitorConfigRow)).scalars().all()
-        return {row.deployment: _from_row(row) for row in rows}
+        versions = {row.deployment: (_from_row(row), row.updated_at_us) for row in rows}
+    found = {}
+    for deployment, (config, updated_at_us) in versions.items():
+        problem = unusable(config)
+        if problem is not None:
+            config.disabled = True
+            _log_once((deployment, updated_at_us), problem)
+        found[deployment] = config
+    return found
+
+
+def unusable(config: pb.MonitorConfig) -> str | None:
+    """Why a *stored* config cannot be used, or None: one written before its enum fields were checked
+    may hold a number its enum does not define (``correction: 999``), which no report can be scored or
+    stored with. Checked on every read, since only a new config replaces it."""
+    problems = enum_problems(config)
+    if not problems:
+        return None
+    return (
+        f"the stored monitor config of deployment {config.deployment!r} cannot be used: "
+        f"{'; '.join(problems)}; replace it with ConfigureMonitor (MonitoringClient.configure;"
+        " aetherctl monitor configure reads the stored config first, so it cannot)"
+    )
 
 
 def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, actor: str) -> pb.MonitorConfig:
@@ -220,6 +265,20 @@ def _performance_seconds(value: float) -> bool:
 
 def _us(seconds: float) -> int:
     return round(seconds * 1e6) if math.isfinite(seconds) else 0
+
+
+_logged: set[tuple[str, int]] = set()
+_logged_lock = threading.Lock()
+
+
+def _log_once(key: tuple[str, int], problem: str) -> None:
+    """Logs ``problem`` of the stored config ``key`` (deployment, updated at) once per process: the
+    monitor reads every config on each tick, twice a second by default."""
+    with _logged_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    _log.error("%s; its drift windows and quality alerts are off until then", problem)
 
 
 def _check(condition: bool, message: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import numpy as np
 import pytest
 
@@ -196,6 +197,26 @@ async def test_a_version_without_a_reference_reports_no_reference_and_never_drif
     await eventually(one_report)
     (report,) = await reports_of(plane, "other")
     assert report.status == pb.DRIFT_STATUS_NO_REFERENCE and report.n_rows == 40
+
+
+async def test_configure_monitor_refuses_enum_values_the_enums_do_not_define(plane: Plane) -> None:
+    """Stored, correction 999 made every drift window of the deployment fail (KeyError, then
+    MultipleTestingCorrection.Name) and be dropped after five tries: the config call was the last OK."""
+    plane.deploy("enums")
+    for field, allowed in [
+        ("test", "DRIFT_TEST_WASSERSTEIN"),
+        ("correction", "MULTIPLE_TESTING_CORRECTION_BONFERRONI"),
+        ("window_kind", "WINDOW_KIND_TIME"),
+        ("task", "TASK_TYPE_REGRESSION"),
+    ]:
+        config = pb.MonitorConfig(deployment="enums", window_rows=10, **{field: 999})
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = refused.value.details() or ""
+        assert f"{field} 999 is not a value of" in details and allowed in details
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="enums"))
+    assert stored.window_rows == 1000  # nothing stored: the defaults
 
 
 def wide_report(window: int) -> pb.DriftReport:

@@ -6,7 +6,9 @@ entry is indexed, windowed and counted exactly once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,13 @@ import pytest
 import redis
 import redis.asyncio
 import sqlalchemy.exc
+from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import FailedPrecondition
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import (
     create_db_engine,
@@ -29,7 +33,7 @@ from control_plane.db import (
     upgrade_to_head,
     write_session,
 )
-from control_plane.monitoring.config import put_config
+from control_plane.monitoring.config import effective, get_config, put_config
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import MAX_REPORT_ATTEMPTS, Monitor
@@ -409,6 +413,43 @@ async def test_a_window_whose_report_keeps_failing_is_dropped_and_the_monitor_go
     world.add(entry(2), entry(3))
     assert (await monitor.tick()).entries == 2 and world.index_rows() == 4
     assert [r.n_rows for r in world.reports()] == [2] and world.windows("reported") == 1.0
+
+
+async def test_a_stored_config_with_an_undefined_enum_value_is_refused_once_not_window_by_window(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As ConfigureMonitor stored it before its enum fields were checked (the one way left to get it).
+    # Each window then failed on correction 999 and was dropped after MAX_REPORT_ATTEMPTS ticks, each of
+    # them failed (holding up every other deployment's windows), with one error per window.
+    register_reference(world)
+    stored = json_format.MessageToDict(
+        effective(pb.MonitorConfig(deployment="churn", window_rows=2)), preserving_proto_field_name=True
+    )
+    stored["correction"] = 999
+    with write_session(world.sessions) as session:
+        session.add(
+            MonitorConfigRow(
+                deployment="churn",
+                config=stored,
+                updated_by="test",
+                updated_at_us=time.time_ns() // 1000,  # logged once per stored version and process
+            )
+        )
+    world.add(*(entry(i) for i in range(6)))
+    monitor = world.monitor()
+    with caplog.at_level(logging.ERROR, logger="control_plane.monitoring.config"):
+        for _ in range(MAX_REPORT_ATTEMPTS + 1):
+            await monitor.tick()  # none fails
+    refusals = [r.getMessage() for r in caplog.records if r.name == "control_plane.monitoring.config"]
+    assert len(refusals) == 1 and "deployment 'churn'" in refusals[0] and "correction 999" in refusals[0]
+    assert world.windows("dropped") == 0.0 and world.reports() == []
+    assert world.index_rows() == 6 and world.pending() == 0  # indexed for the label join, acknowledged
+    with pytest.raises(FailedPrecondition, match=r"deployment 'churn' cannot be used: correction 999"):
+        get_config(world.sessions, "churn")
+    configure(world.sessions, window_rows=2)  # replaced: monitored again
+    world.add(entry(6), entry(7))
+    await monitor.tick()
+    assert [r.n_rows for r in world.reports()] == [2] and world.windows("dropped") == 0.0
 
 
 async def test_the_monitor_recovers_from_a_redis_restart_that_lost_its_group(
