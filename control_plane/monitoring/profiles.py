@@ -24,8 +24,10 @@ them with the ``RegisterReferenceProfile`` RPC (``MonitoringClient.register_refe
 from __future__ import annotations
 
 import collections
+import io
 import threading
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -170,15 +172,21 @@ def link_reference_profile(
     *,
     actor: str,
 ) -> pb.ReferenceProfileInfo:
-    """Links stored profile blobs to a model version after loading them (``DataLoss`` if one is not a
-    profile, ``NotFound`` for an unknown blob or version)."""
+    """Links stored profile blobs to a model version after loading them: ``NotFound`` for an unknown
+    version (checked first, whatever the blobs) or blob, ``InvalidArgument`` for a blob that is not a
+    profile, ``DataLoss`` only for one whose stored bytes no longer match their sha256."""
     # The request's version is an int64 and the column 32 bits: PostgreSQL refused to compare a larger
     # one (INTERNAL) where SQLite answered NOT_FOUND. Both now refuse it by its range.
     check_version(version)
-    profile, names = load_profile(store, check_sha256(artifact_sha256))
+    # The version before the blobs: an unknown model or version was answered with what was wrong with
+    # the blob named (DATA_LOSS when it was not a profile), not NOT_FOUND. Checked again when linking,
+    # where a version deleted in between is found out.
+    with read_session(sessions) as session:
+        _require_version(session, model_name, version)
+    profile, names = _requested_profile(store, "artifact_sha256", artifact_sha256)
     output_names: tuple[str, ...] = ()
     if output_artifact_sha256:
-        output_names = load_profile(store, check_sha256(output_artifact_sha256))[1]
+        output_names = _requested_profile(store, "output_artifact_sha256", output_artifact_sha256)[1]
     now_us = time.time_ns() // 1000
     values = {
         "model_name": model_name,
@@ -212,11 +220,55 @@ def link_reference_profile(
 
 
 def load_profile(store: ArtifactStore, sha256: str) -> tuple[ReferenceProfile, tuple[str, ...]]:
+    """A linked profile. ``DataLoss`` when its blob no longer reads as one: it did when it was linked."""
     data = store.open_verified(sha256)
     try:
-        return profile_from_bytes(data)
-    except (ValueError, KeyError, OSError) as exc:
+        return _read_profile(data)
+    except _NotAProfile as exc:
         raise DataLoss(f"artifact sha256:{sha256} is not a reference profile: {exc}") from None
+
+
+#: What a reference profile is, for the caller who named something else.
+PROFILE_FORMAT = (
+    "an .npz archive of a profile's arrays, as profile_blob (MonitoringClient.register_reference_profile)"
+    " or the built-in trainer writes it"
+)
+
+
+class _NotAProfile(Exception):
+    """Bytes that do not read as a reference profile; the message is a short cause."""
+
+
+def _requested_profile(
+    store: ArtifactStore, field: str, sha256: str
+) -> tuple[ReferenceProfile, tuple[str, ...]]:
+    """The profile a request names in ``field``. Naming a blob that is not one is the caller's mistake
+    (INVALID_ARGUMENT saying what a profile is), not lost data: DATA_LOSS is left to a blob whose bytes no
+    longer match their sha256 (``open_verified``)."""
+    data = store.open_verified(check_sha256(sha256))
+    try:
+        return _read_profile(data)
+    except _NotAProfile as exc:
+        raise InvalidArgument(
+            f"{field} sha256:{sha256} is not a reference profile ({exc}); a profile is {PROFILE_FORMAT}"
+        ) from None
+
+
+def _read_profile(data: bytes) -> tuple[ReferenceProfile, tuple[str, ...]]:
+    """``profile_from_bytes``, its failures on bytes that are not a profile as :class:`_NotAProfile`
+    with a short cause: numpy's own words (its advice on ``allow_pickle`` for bytes that are no archive
+    at all) told the caller nothing about what was asked of them."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise _NotAProfile(f"its {len(data)} bytes are not an .npz archive")
+    try:
+        return profile_from_bytes(data)
+    except KeyError as exc:  # NpzFile: "<name> is not a file in the archive"
+        raise _NotAProfile(f"the archive has no {str(exc.args[0]).split()[0]!r} array") from None
+    except (ValueError, TypeError, IndexError, OSError, zipfile.BadZipFile) as exc:
+        # An array of the wrong type or shape, our own "unknown reference profile format", a damaged
+        # member: the first line is enough to say which.
+        cause = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise _NotAProfile(f"its arrays are not a profile's: {cause}") from None
 
 
 def resolve_reference(session: Session, model_name: str, version: int) -> pb.ReferenceProfileInfo | None:

@@ -145,7 +145,9 @@ class MonitoringServicer:
 
     def RegisterReferenceProfile(self, request, context):
         """Links a reference profile already uploaded to the artifact store (aether.v1.Artifacts) to a model
-        version, replacing any earlier link. The blob is loaded and checked first.
+        version, replacing any earlier link. The version is checked first (NOT_FOUND), then the blob is loaded
+        and checked: INVALID_ARGUMENT for one that is not a reference profile, DATA_LOSS only for one whose
+        stored bytes no longer match their sha256.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

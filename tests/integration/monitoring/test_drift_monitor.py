@@ -219,6 +219,22 @@ async def test_configure_monitor_refuses_enum_values_the_enums_do_not_define(pla
     assert stored.window_rows == 1000  # nothing stored: the defaults
 
 
+async def test_register_reference_profile_answers_not_found_then_invalid_argument(plane: Plane) -> None:
+    """An artifact that is not a profile was DATA_LOSS (with numpy's allow_pickle advice), checked before
+    the version, so an unknown model was DATA_LOSS too."""
+    version = plane.register_version("ref-model")
+    text = plane.registry.artifacts.put_bytes(b"hello, not a profile\n").sha256
+    for model, number, code in [
+        ("nosuchmodel", 7, grpc.StatusCode.NOT_FOUND),
+        ("ref-model", version, grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        request = pb.RegisterReferenceProfileRequest(model_name=model, version=number, artifact_sha256=text)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await plane.stub.RegisterReferenceProfile(request)
+        assert refused.value.code() == code and "pickle" not in (refused.value.details() or "")
+    assert "is not a reference profile" in (refused.value.details() or "")
+
+
 def wide_report(window: int) -> pb.DriftReport:
     """A report of a model with 400 features (about 60 KB): a hundred such made one response over 4 MiB."""
     features = [

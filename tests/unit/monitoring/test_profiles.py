@@ -3,6 +3,9 @@ compacted for large references; the trainer's run-tag link is found too."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -15,6 +18,7 @@ from control_plane.monitoring.profiles import (
     ReferenceCache,
     as_feature_matrix,
     compact,
+    link_reference_profile,
     load_profile,
     register_reference_profile,
     resolve_reference,
@@ -56,12 +60,39 @@ def test_unknown_versions_and_blobs_that_are_not_profiles_are_refused(
     with pytest.raises(NotFound):
         register_reference_profile(sessions, store, "nope", 1, np.zeros((40, 2)), actor="t")
     version = register_version(sessions, store, "eta")
-    from control_plane.monitoring.profiles import link_reference_profile
-
     junk = store.put_bytes(b"not a profile").sha256
-    with pytest.raises(DataLoss):
+    with pytest.raises(InvalidArgument, match="is not a reference profile"):
         link_reference_profile(sessions, store, "eta", version, junk, actor="t")
     assert ReferenceCache(sessions, store).get("eta", version).features is None
+
+
+def test_naming_what_is_not_a_profile_is_invalid_and_an_unknown_version_not_found_first(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    """Naming a blob that is not a profile was DATA_LOSS with numpy's "pickled data ... allow_pickle"
+    advice, and it was checked before the version, so an unknown version was DATA_LOSS as well."""
+    version = register_version(sessions, store, "eta")
+    onnx = store.put_bytes(b"\x08\x07pretend this is an onnx model" * 10).sha256
+    with pytest.raises(NotFound, match="model version nosuchmodel/7 not found"):
+        link_reference_profile(sessions, store, "nosuchmodel", 7, onnx, actor="t")
+    with pytest.raises(NotFound, match="model version eta/9 not found"):
+        link_reference_profile(sessions, store, "eta", 9, onnx, actor="t")
+    with pytest.raises(InvalidArgument) as refused:
+        link_reference_profile(sessions, store, "eta", version, onnx, actor="t")
+    message = str(refused.value)
+    assert f"artifact_sha256 sha256:{onnx} is not a reference profile" in message
+    assert "are not an .npz archive" in message and "a profile is an .npz archive" in message
+    assert "pickle" not in message
+    archive = io.BytesIO()
+    np.savez(archive, weights=np.zeros(3))
+    other = store.put_bytes(archive.getvalue()).sha256
+    good = register_reference_profile(sessions, store, "eta", version, np.zeros((40, 2)), actor="t")
+    with pytest.raises(InvalidArgument, match=r"output_artifact_sha256 .* has no 'format' array"):
+        link_reference_profile(sessions, store, "eta", version, good.artifact_sha256, other, actor="t")
+    # Loss is left to bytes that no longer match their sha256.
+    Path(store.location(good.artifact_sha256)).write_bytes(b"changed on disk")
+    with pytest.raises(DataLoss, match="corrupt"):
+        link_reference_profile(sessions, store, "eta", version, good.artifact_sha256, actor="t")
 
 
 def test_a_version_beyond_the_version_column_is_invalid_on_every_backend(
