@@ -77,20 +77,18 @@ from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
 from control_plane.monitoring import config as configs
-from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
+from control_plane.monitoring.alert_payloads import drift_alerts
 from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
 from control_plane.monitoring.feedback import (
     IndexedPrediction,
     index_predictions,
-    orphaned_total,
-    orphans_expired_total,
     prune,
 )
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from control_plane.monitoring.outputs import prediction_output
-from control_plane.monitoring.performance import MAX_WINDOWS, performance
 from control_plane.monitoring.profiles import ReferenceCache
+from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.scoring import Key, Profile, score_window
 from control_plane.monitoring.settings import MonitoringSettings
@@ -170,6 +168,7 @@ class Monitor:
         self._monotonic = monotonic
         self._last_performance: float | None = None  # None: never ran, due at once
         self._last_prune: float | None = None
+        self._quality = QualityCheck(sessions, settings, self.gauges, self.alerter, clock)
 
     # ------------------------------------------------------------------ the loop
 
@@ -471,46 +470,7 @@ class Monitor:
         for payload in drift_alerts(report):
             await self.alerter.alert(payload, config.webhook_url)
 
-    # ------------------------------------------------------------------ quality
-
     async def check_performance(self) -> list[pb.PerformanceWindow]:
-        """Alerts (once each) on completed quality windows found degraded; returns those alerted now.
-        Each deployment on its own: one whose windows cannot be computed (a config stored before its
-        window width was bounded) is logged and skipped, so the deployments after it still alert. An
-        unreachable or busy database fails the whole check, which the next interval runs again."""
-        self._configs = await asyncio.to_thread(configs.configured, self._sessions)
-        self.gauges.orphaned.set(await asyncio.to_thread(orphaned_total, self._sessions))
-        self.gauges.orphans_expired.set(await asyncio.to_thread(orphans_expired_total, self._sessions))
-        now_us = int(self._clock() * 1e6)
-        alerted: list[pb.PerformanceWindow] = []
-        for config in self._configs.values():
-            if config.disabled or config.task == pb.TASK_TYPE_UNSPECIFIED:
-                continue
-            try:
-                alerted.extend(await self._check_deployment(config, now_us))
-            except TRANSIENT_FAILURES:
-                raise
-            except Exception:
-                _log.exception("quality windows of deployment %r could not be checked", config.deployment)
-        return alerted
-
-    async def _check_deployment(self, config: pb.MonitorConfig, now_us: int) -> list[pb.PerformanceWindow]:
-        # The label horizon, cut to the most windows one read may span (short windows, long horizon).
-        width_us, step_us = configs.performance_span_us(config)
-        reach_us = min(int(self._settings.label_horizon_s * 1e6), (MAX_WINDOWS - 2) * step_us - width_us)
-        response = await asyncio.to_thread(
-            performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
-        )
-        scored = [w for w in response.windows if w.metrics]
-        if scored:
-            self.gauges.observe_performance(config.deployment, scored[-1])
-        alerted: list[pb.PerformanceWindow] = []
-        for window in scored:
-            due = window.status == pb.PERFORMANCE_STATUS_DEGRADED and window.end_us <= now_us
-            if due and await asyncio.to_thread(claim_performance_alert, self._sessions, config, window):
-                alerted.append(window)
-                await self._alert_performance(config, window)
-        return alerted
-
-    async def _alert_performance(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> None:
-        await self.alerter.alert(performance_alert(config, window), config.webhook_url)
+        """Alerts (once each) on completed quality windows found degraded; returns those alerted now
+        (:class:`~control_plane.monitoring.quality.QualityCheck`)."""
+        return await self._quality.run()
