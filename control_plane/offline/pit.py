@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from clients.errors import DataLoss
 from control_plane.offline.keys import KeyEncoder
 from control_plane.offline.resolve import ViewPlan
-from control_plane.offline.store import EVENT_TS, INGESTED_TS, TIMESTAMP_TYPE, OfflineStore, parquet_batches
+from control_plane.offline.store import EVENT_TS, INGESTED_TS, TIMESTAMP_TYPE, OfflineStore
 from kernels.asof_join import (
     NO_MATCH,
     AsOfState,
@@ -183,10 +183,10 @@ def _file_winners(
 ) -> list[pa.RecordBatch]:
     """The values of ``rows`` (sorted rows of the file) in ``schema``, one batch per batch read."""
     pieces: list[pa.RecordBatch] = []
-    with store.open_parquet(file.path) as parquet:
-        present = set(parquet.schema_arrow.names)
+    with store.open_rows(file.path) as stored:
+        present = set(stored.schema_arrow.names)
         wanted = [name for name in schema.names if name in present]
-        batches = parquet_batches(parquet, wanted, batch_size, use_threads=False) if wanted else iter(())
+        batches = stored.batches(wanted, batch_size, use_threads=False) if wanted else iter(())
         start = 0
         for count in file.batch_rows:
             batch = next(batches, None)

@@ -14,6 +14,12 @@ File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first), so li
 order lists files in write order. Readers rely on that for determinism: the as-of join breaks exact
 ties (same event and ingestion time) by row position, and a later write then wins.
 
+Compaction (:mod:`control_plane.offline.compaction`) merges a partition's many small files into one
+whose footer names the files it replaced (:mod:`control_plane.offline.merged`). Listing leaves those
+out, reading only the merged files' footers, so each row is read once; a replaced file is deleted an
+hour later, and a reader that opens it after that (it listed it before, or a lineage record names it)
+gets its rows from the merged file (:meth:`OfflineStore.open_rows`).
+
 Encoding (:func:`parquet_write_options`) is chosen for the point-in-time join, which decodes every
 value of every feature column it asks for. Floating-point and timestamp columns, whose values rarely
 repeat, are stored plain: a dictionary would only add a lookup per value (and one of a few thousand
@@ -45,6 +51,7 @@ from clients.errors import InvalidArgument
 from clients.int64 import INT64_MAX
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
+from control_plane.offline.merged import hidden_names, locate, without_record
 
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
@@ -189,17 +196,22 @@ class OfflineStore:
         for day in self.dates(view, version):
             if (first is not None and day < first) or (last is not None and day > last):
                 continue
-            infos = self._list_dir(self._partition_dir(view, version, day))
-            paths.extend(
-                sorted(
-                    info.path
-                    for info in infos
-                    if info.type == pafs.FileType.File
-                    and info.base_name.endswith(PARQUET_SUFFIX)
-                    and not info.base_name.startswith((_TEMP_PREFIX, "_"))
-                )
-            )
+            paths.extend(self.partition_files(self._partition_dir(view, version, day)))
         return paths
+
+    def partition_files(self, partition: str) -> list[str]:
+        """The data files of one partition folder that readers read, in name order: every listed file
+        but those a merged file present replaced (:mod:`~control_plane.offline.merged`; only merged
+        files' footers are read), so each row is read once whether or not its file was merged."""
+        listed = {
+            info.base_name: info.path
+            for info in self._list_dir(partition)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(PARQUET_SUFFIX)
+            and not info.base_name.startswith((_TEMP_PREFIX, "_"))
+        }
+        hidden = hidden_names(self.filesystem, partition, listed)
+        return [listed[name] for name in sorted(listed) if name not in hidden]
 
     def schema(self, path: str) -> pa.Schema:
         return pq.read_schema(path, filesystem=self.filesystem)
@@ -213,15 +225,30 @@ class OfflineStore:
     ) -> Iterator[pa.RecordBatch]:
         """The batches of one file (a path from :meth:`files`), reading ``batch_size`` rows at a time
         (``use_threads``: see :func:`parquet_batches`)."""
-        with self.open_parquet(path) as parquet:
-            yield from parquet_batches(parquet, columns, batch_size, use_threads)
+        with self.open_rows(path) as rows:
+            yield from rows.batches(columns, batch_size, use_threads)
 
     @contextmanager
-    def open_parquet(self, path: str) -> Iterator[pq.ParquetFile]:
-        """One file opened for reading (its footer parsed), closed on exit."""
-        with self.filesystem.open_input_file(path) as source:
-            # Coalesced read-ahead pays off against an object store; a mapped local file needs none.
-            yield pq.ParquetFile(source, pre_buffer=not self._rename_into_place)
+    def open_rows(self, path: str) -> Iterator[StoredRows]:
+        """The rows of one data file, opened for reading (a footer parsed), closed on exit. A file that a
+        compaction merged and then deleted (a reader listed it before, or a lineage record names it) is
+        read from the merged file that holds its rows now, as the same rows in the same batches; a
+        file no merged file names is FileNotFoundError."""
+        try:
+            source = self.filesystem.open_input_file(path)
+        except FileNotFoundError:
+            located = locate(self.filesystem, path)
+            if located is None:
+                raise
+            with self.filesystem.open_input_file(located.path) as merged:
+                yield StoredRows(self._parquet(merged), located.offset, located.rows)
+            return
+        with source:
+            yield StoredRows(self._parquet(source))
+
+    def _parquet(self, source: pa.NativeFile) -> pq.ParquetFile:
+        # Coalesced read-ahead pays off against an object store; a mapped local file needs none.
+        return pq.ParquetFile(source, pre_buffer=not self._rename_into_place)
 
     def scan(
         self,
@@ -254,6 +281,10 @@ class OfflineStore:
         _check_name(view)
         return f"{self.base_path}/{view}/v{version}"
 
+    def partition_path(self, view: str, version: int, day: dt.date) -> str:
+        """The folder of one date partition (a filesystem path, without the URI scheme)."""
+        return self._partition_dir(view, version, day)
+
     def _partition_dir(self, view: str, version: int, day: dt.date) -> str:
         return f"{self._version_dir(view, version)}/{DATE_PREFIX}{day.isoformat()}"
 
@@ -262,6 +293,49 @@ class OfflineStore:
             pafs.FileSelector(path, allow_not_found=True, recursive=False)
         )
         return infos
+
+
+class StoredRows:
+    """The rows of one data file: a whole Parquet file, or the row range of a merged file that holds a
+    merged file's rows (:meth:`OfflineStore.open_rows`)."""
+
+    def __init__(self, parquet: pq.ParquetFile, offset: int = 0, rows: int | None = None) -> None:
+        self.parquet = parquet
+        self._offset = offset
+        self._rows = rows
+
+    @property
+    def schema_arrow(self) -> pa.Schema:
+        return self.parquet.schema_arrow
+
+    @property
+    def num_rows(self) -> int:
+        return self._rows if self._rows is not None else int(self.parquet.metadata.num_rows)
+
+    def batches(
+        self, columns: Sequence[str] | None, batch_size: int, use_threads: bool
+    ) -> Iterator[pa.RecordBatch]:
+        """As :func:`parquet_batches`, which a range cuts the same way: one batch when it holds at most
+        ``batch_size`` rows, else ``batch_size`` rows per batch (what ``iter_batches`` gives whatever the
+        row groups), so a two-pass reader sees the same batches whether the file was merged between."""
+        if self._rows is None:
+            for batch in parquet_batches(self.parquet, columns, batch_size, use_threads):
+                yield without_record(batch)
+            return
+        wanted = list(columns) if columns is not None else None
+        metadata = self.parquet.metadata
+        groups: list[int] = []
+        first_row = start = 0
+        for index in range(metadata.num_row_groups):
+            rows = metadata.row_group(index).num_rows
+            if start + rows > self._offset and start < self._offset + self._rows:
+                if not groups:
+                    first_row = start
+                groups.append(index)
+            start += rows
+        table = self.parquet.read_row_groups(groups, wanted, use_threads=use_threads)
+        table = without_record(table.slice(self._offset - first_row, self._rows).combine_chunks())
+        yield from table.to_batches(max_chunksize=batch_size)
 
 
 def _hidden_temp(name: str) -> bool:

@@ -1,0 +1,306 @@
+"""Compaction of the offline store: merging a date partition's many small files into few.
+
+A streaming view writes one small file per outbox drain (about one a second), so a busy view's day
+partition gathers tens of thousands of files, and every point-in-time join and data-window check lists
+and opens them all. A pass (:func:`compact_view`) does, per date partition of a view version, under a
+lock on the partition (``.compact.lock``, ``flock``: two passes never merge overlapping runs, and a
+dead pass's lock goes with its process):
+
+1. deletes the files that a merged file replaced at least ``grace_s`` ago (:class:`CompactionPolicy`):
+   readers already leave them out, and the grace outlasts any read that listed them before the merge;
+2. when the partition's day has ended ``lateness_s`` ago and more than ``min_files`` files are
+   visible, merges each run of at least two visible files that sit next to each other in name order,
+   are older than ``min_age_s``, were written by the store and share one schema (metadata included; a
+   file of another schema, or a younger one, ends a run). The merged file holds the run's rows
+   concatenated in name order (types, schema metadata and row order as they were) and records the
+   run in its footer (:mod:`control_plane.offline.merged`, which also proves the name keeps the tie
+   order). It is written under a hidden temporary name, fsynced and renamed into place, and the
+   folder is fsynced.
+
+What a reader sees at each step: before the rename, the old files (a temporary name is never listed);
+after it, the merged file, its sources left out by its footer (:meth:`OfflineStore.partition_files`);
+after the deletes, the same. A reader that listed a source before the merge and opens it after the
+delete reads its rows from the merged file (:meth:`OfflineStore.open_rows`). So each row is read
+exactly once at every instant. A crash before the rename leaves a temporary file, swept at the next
+start (:meth:`OfflineStore.sweep_stale_temps`); after it, sources that readers skip, which the next pass
+deletes once the grace is over; in the deletes, the rest of them, likewise.
+
+One limit: the run is chosen among the files present. A file that appears later with a name inside a
+merged run (a writer whose write took longer than ``min_age_s``, or whose clock lags by more) sorts
+after the merged file, not between its sources: only exact ties (same event and ingestion time) with
+the run's rows would be ordered differently than had it arrived in time.
+
+Only a local root is compacted: the lock and the rename need a local filesystem (an object store has
+neither flock nor rename). Readers understand merged files on any filesystem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from clients.errors import FailedPrecondition, NotFound
+from control_plane.offline.merged import (
+    REPLACED_KEY,
+    MergedRecord,
+    Replaced,
+    decode_record,
+    encode_record,
+    hidden_names,
+    is_merged_name,
+    is_written_name,
+    merged_name,
+    read_record,
+    without_record,
+)
+from control_plane.offline.store import OfflineStore, parquet_write_options
+
+#: Rows per row group of a merged file (pyarrow's default for one written whole).
+ROW_GROUP_ROWS = 1 << 20
+_LOCK_NAME = ".compact.lock"
+_TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a partition is compacted and its replaced files deleted (module doc)."""
+
+    min_files: int = 64
+    min_age_s: float = 600.0
+    lateness_s: float = 3600.0
+    grace_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class MergedRun:
+    """One merged file: its partition, the files it replaced (base names, in order), its own base name
+    and its rows. In a dry run, ``file_out`` is the name it would get but for its random part."""
+
+    version: int
+    day: dt.date
+    files_in: tuple[str, ...]
+    file_out: str
+    rows: int
+
+
+@dataclass
+class CompactionReport:
+    merged: list[MergedRun] = field(default_factory=list)
+    #: Replaced files deleted (in a dry run: that would be).
+    deleted: int = 0
+    #: Partitions skipped because another pass held their lock, as (version, day).
+    busy: list[tuple[int, dt.date]] = field(default_factory=list)
+
+
+def compact_view(
+    store: OfflineStore,
+    view: str,
+    version: int | None = None,
+    policy: CompactionPolicy | None = None,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> CompactionReport:
+    """One compaction pass over ``view`` (one ``version``, or every version with data). NOT_FOUND when
+    the view (or that version) has no data; FAILED_PRECONDITION for an object-store root."""
+    policy = policy or CompactionPolicy()
+    now = now or dt.datetime.now(dt.UTC)
+    if store.filesystem.type_name != "local":
+        raise FailedPrecondition("only a local offline store is compacted (an object store has no rename)")
+    versions = store.versions(view)
+    if version is not None:
+        if version not in versions:
+            raise NotFound(f"feature view {view!r} has no offline data at version {version}")
+        versions = [version]
+    elif not versions:
+        raise NotFound(f"feature view {view!r} has no offline data")
+    report = CompactionReport()
+    for number in versions:
+        for day in store.dates(view, number):
+            partition = store.partition_path(view, number, day)
+            if dry_run:
+                _compact_partition(store, partition, number, day, policy, now, report, dry_run=True)
+                continue
+            with _locked(partition) as held:
+                if not held:
+                    report.busy.append((number, day))
+                    continue
+                _compact_partition(store, partition, number, day, policy, now, report, dry_run=False)
+    return report
+
+
+def _compact_partition(
+    store: OfflineStore,
+    partition: str,
+    version: int,
+    day: dt.date,
+    policy: CompactionPolicy,
+    now: dt.datetime,
+    report: CompactionReport,
+    dry_run: bool,
+) -> None:
+    report.deleted += _delete_replaced(store.filesystem, partition, policy, now, dry_run)
+    if now < dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC) + dt.timedelta(
+        seconds=policy.lateness_s
+    ):
+        return  # the day may still get rows
+    visible = _visible(store.filesystem, partition)
+    if len(visible) <= policy.min_files:
+        return
+    for run in _runs(store.filesystem, visible, now - dt.timedelta(seconds=policy.min_age_s)):
+        if dry_run:
+            rows = sum(_rows(store.filesystem, info.path) for info in run)
+            out = merged_name(run[0].base_name, "0" * 32)
+        else:
+            out, rows = _merge(store, partition, run, now)
+        report.merged.append(MergedRun(version, day, tuple(i.base_name for i in run), out, rows))
+
+
+def _visible(filesystem: pafs.FileSystem, partition: str) -> list[pafs.FileInfo]:
+    """The partition's data files that readers read, in name order (as OfflineStore.partition_files)."""
+    infos = {
+        info.base_name: info
+        for info in filesystem.get_file_info(pafs.FileSelector(partition, allow_not_found=True))
+        if info.type == pafs.FileType.File
+        and info.base_name.endswith(".parquet")
+        and not info.base_name.startswith((_TEMP_PREFIX, "_"))
+    }
+    hidden = hidden_names(filesystem, partition, infos)
+    return [infos[name] for name in sorted(infos) if name not in hidden]
+
+
+def _runs(
+    filesystem: pafs.FileSystem, visible: Sequence[pafs.FileInfo], older_than: dt.datetime
+) -> Iterator[list[pafs.FileInfo]]:
+    """The runs to merge (module doc): at least two neighbours in name order, each old enough, written
+    by the store, of one schema."""
+    cutoff_ns = int(older_than.timestamp() * 1e9)
+    run: list[pafs.FileInfo] = []
+    schema: pa.Schema | None = None
+    for info in visible:
+        name = info.base_name
+        eligible = (is_written_name(name) or is_merged_name(name)) and info.mtime_ns <= cutoff_ns
+        found = pq.read_schema(info.path, filesystem=filesystem) if eligible else None
+        if found is None or schema is None or not found.equals(schema, check_metadata=True):
+            if len(run) > 1:
+                yield run
+            run, schema = ([info], found) if found is not None else ([], None)
+        else:
+            run.append(info)
+    if len(run) > 1:
+        yield run
+
+
+def _merge(
+    store: OfflineStore, partition: str, run: Sequence[pafs.FileInfo], now: dt.datetime
+) -> tuple[str, int]:
+    """Writes the merged file of ``run`` (temporary name, fsync, rename, folder fsync); its name and rows."""
+    filesystem = store.filesystem
+    schema = pq.read_schema(run[0].path, filesystem=filesystem)
+    final_name = merged_name(run[0].base_name, uuid.uuid4().hex)
+    temp = f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+    sources: list[Replaced] = []
+    try:
+        with open(temp, "wb") as sink:
+            with pq.ParquetWriter(sink, schema, **parquet_write_options(schema)) as writer:
+                pending: list[pa.Table] = []
+                pending_rows = 0
+                for info in run:
+                    table, replaced = _read_source(filesystem, info)
+                    sources.append(replaced)
+                    pending.append(table)
+                    pending_rows += table.num_rows
+                    if pending_rows >= ROW_GROUP_ROWS:  # memory stays about one row group
+                        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                        pending, pending_rows = [], 0
+                if pending:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                record = MergedRecord(int(now.timestamp() * 1_000_000), tuple(sources))
+                writer.add_key_value_metadata({REPLACED_KEY: encode_record(record)})
+            sink.flush()
+            os.fsync(sink.fileno())
+        _publish(temp, f"{partition}/{final_name}")
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(partition)  # the new name is durable before any source can be deleted
+    return final_name, sum(s.rows for s in sources)
+
+
+def _read_source(filesystem: pafs.FileSystem, info: pafs.FileInfo) -> tuple[pa.Table, Replaced]:
+    with filesystem.open_input_file(info.path) as source:
+        parquet = pq.ParquetFile(source)
+        table = without_record(parquet.read())
+        raw = (parquet.metadata.metadata or {}).get(REPLACED_KEY)
+    nested = decode_record(raw).sources if raw is not None else ()
+    return table, Replaced(info.base_name, table.num_rows, nested)
+
+
+def _rows(filesystem: pafs.FileSystem, path: str) -> int:
+    with filesystem.open_input_file(path) as source:
+        return int(pq.ParquetFile(source).metadata.num_rows)
+
+
+def _delete_replaced(
+    filesystem: pafs.FileSystem, partition: str, policy: CompactionPolicy, now: dt.datetime, dry_run: bool
+) -> int:
+    """Deletes what every merged file of the partition made at least the grace ago replaced (a hidden
+    merged file too: its sources are named by the newer one as well, so the order does not matter)."""
+    names = {
+        info.base_name
+        for info in filesystem.get_file_info(pafs.FileSelector(partition, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    }
+    due_us = int(now.timestamp() * 1_000_000) - int(policy.grace_s * 1_000_000)
+    doomed: set[str] = set()
+    for name in sorted(names):
+        if not is_merged_name(name):
+            continue
+        record = read_record(filesystem, f"{partition}/{name}")
+        if record is not None and record.sources and record.compacted_at_us <= due_us:
+            doomed.update(n for n in record.names() if n in names)
+    if not dry_run:
+        for name in sorted(doomed):
+            _delete(f"{partition}/{name}")
+    return len(doomed)
+
+
+# The steps whose effects readers can see, apart so a test can stop a pass between them.
+def _publish(temp: str, final: str) -> None:
+    os.replace(temp, final)
+
+
+def _delete(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(partition: str) -> Iterator[bool]:
+    """Holds the partition's compaction lock; yields False (holding nothing) when another pass has it."""
+    descriptor = os.open(f"{partition}/{_LOCK_NAME}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _fsync_folder(folder: str) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
