@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.env_values import env_float
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
 from control_plane.ingestion.streaming import kafka_options
+from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
@@ -59,11 +61,18 @@ class ControlPlaneSettings:
     #: The window over which refusals of callers without a valid token are rate-limited in the audit
     #: log (the first few per peer host and method written, the rest counted into one entry at its end).
     refusal_audit_window_s: float = 60.0
+    #: When offline partitions are compacted and their replaced files deleted (AETHER_OFFLINE_COMPACT_
+    #: MIN_FILES, _MIN_AGE_S, _LATENESS_S, _GRACE_S; see control_plane.offline.compaction).
+    offline_compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
+    #: Seconds between the background compaction passes over every view
+    #: (AETHER_OFFLINE_COMPACT_INTERVAL_S); 0 = none (``aetherctl offline compact`` still runs one).
+    offline_compact_interval_s: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
-        ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE`` and ``AETHER_DATASETS_ROOT``
+        ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT`` and
+        ``AETHER_OFFLINE_COMPACT_*``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there."""
         env = os.environ if environ is None else environ
@@ -78,4 +87,6 @@ class ControlPlaneSettings:
             tls=ServerTls.from_env(env),
             kafka_options=kafka_options.from_env(env),
             datasets_root=env.get(DATASETS_ROOT_VARIABLE) or None,
+            offline_compaction=compaction_policy_from_env(env),
+            offline_compact_interval_s=env_float(env, "AETHER_OFFLINE_COMPACT_INTERVAL_S", 600.0, minimum=0),
         )

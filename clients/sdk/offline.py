@@ -149,6 +149,15 @@ class OfflineFeaturesClient(ServiceClient):
             output_path=last.output_path,
         )
 
+    def compact(
+        self, view: str, version: int = 0, *, dry_run: bool = False, timeout: float | None = None
+    ) -> pb.CompactOfflineFilesResponse:
+        """One compaction pass over ``view``'s offline files (every version with data when ``version`` is
+        0): what was merged (each file out, the files in, its rows) and how many merged files were
+        deleted. ``dry_run`` only reports."""
+        request = pb.CompactOfflineFilesRequest(view=view, version=version, dry_run=dry_run)
+        return self._call(self._stub.CompactOfflineFiles, request, pb.CompactOfflineFilesResponse, timeout)
+
 
 def _requests(
     head: pb.GetHistoricalFeaturesRequest, entity_rows: pa.Table | str | os.PathLike[str]

@@ -1,6 +1,7 @@
 """The ``aether.v1.OfflineFeatures`` gRPC service: receives the entity rows (Arrow IPC pieces or a
 Parquet path), builds the training set in a worker thread (the join is blocking CPU and file work) and
-streams it back as Arrow IPC pieces, then a summary with the dataset hash."""
+streams it back as Arrow IPC pieces, then a summary with the dataset hash; and compacts a view's
+offline files on request (``aetherctl offline compact``) and in the background."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import MAY_WRITE
+from control_plane.offline.compaction import CompactionPolicy, compact_view
+from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.resolve import ViewCatalog
@@ -38,10 +41,16 @@ MAX_ENTITY_ROWS_BYTES = 1 << 30
 
 class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
     def __init__(
-        self, store: OfflineStore, catalog: ViewCatalog, datasets_root: str, chunk_bytes: int = CHUNK_BYTES
+        self,
+        store: OfflineStore,
+        catalog: ViewCatalog,
+        datasets_root: str,
+        chunk_bytes: int = CHUNK_BYTES,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
+        self._compaction = compaction or CompactionPolicy()
         #: entity_rows_path and output_path must lie under it (control_plane.offline.server_paths).
         self._datasets_root = datasets_root
         self._chunk_bytes = chunk_bytes
@@ -76,6 +85,41 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             row_count=training.row_count,
             matched=[pb.MatchedCount(column=name, rows=rows) for name, rows in training.matched.items()],
             output_path=training.output_path or "",
+        )
+
+    @maps_errors
+    async def CompactOfflineFiles(
+        self, request: pb.CompactOfflineFilesRequest, context: Context
+    ) -> pb.CompactOfflineFilesResponse:
+        if not request.view:
+            raise InvalidArgument("name the feature view whose offline files to compact")
+        report = await asyncio.to_thread(
+            compact_view,
+            self._store,
+            request.view,
+            request.version or None,
+            self._compaction,
+            dry_run=request.dry_run,
+        )
+        if report.merged or report.deleted:
+            _log.info(
+                "%s feature view %r: %d file(s) merged into %d, %d replaced file(s) deleted",
+                "dry run of compacting" if request.dry_run else "compacted", request.view,
+                sum(len(run.files_in) for run in report.merged), len(report.merged), report.deleted,
+            )  # fmt: skip
+        return pb.CompactOfflineFilesResponse(
+            merged=[
+                pb.CompactedFiles(
+                    version=run.version,
+                    date=run.day.isoformat(),
+                    files_in=list(run.files_in),
+                    file_out=run.file_out,
+                    rows=run.rows,
+                )
+                for run in report.merged
+            ],
+            deleted_files=report.deleted,
+            busy_partitions=[f"v{version}/date={day.isoformat()}" for version, day in report.busy],
         )
 
     def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes], record: bool) -> TrainingSet:
@@ -142,8 +186,9 @@ def datasets_root_of(context: ServiceContext) -> str:
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves the offline store, after removing the temporary files that writers killed mid-write left
-    in it (:meth:`OfflineStore.sweep_stale_temps`) and in the datasets root (a training set's
-    ``output_path`` copy, :func:`sweep_stale_copies`)."""
+    in it (:meth:`OfflineStore.sweep_stale_temps`; a compaction's too) and in the datasets root (a
+    training set's ``output_path`` copy, :func:`sweep_stale_copies`), and compacts it in the background
+    every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
     store = OfflineStore(offline_root(context))
     swept = store.sweep_stale_temps()
     if swept:
@@ -154,6 +199,12 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
         _log.info(
             "removed %d stale temporary training-set file(s) from the datasets root %s", swept, datasets
         )
-    servicer = OfflineFeaturesServicer(store, context.registry, datasets)
+    policy = getattr(context.settings, "offline_compaction", None) or CompactionPolicy()
+    servicer = OfflineFeaturesServicer(store, context.registry, datasets, compaction=policy)
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    interval = float(getattr(context.settings, "offline_compact_interval_s", 0.0) or 0.0)
+    if interval > 0 and store.filesystem.type_name == "local":  # an object store is not compacted
+        loop = CompactionLoop(store, policy, interval)
+        loop.start()
+        context.on_close.append(loop.stop)
     return OFFLINE_FEATURES_SERVICE

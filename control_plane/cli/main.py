@@ -31,6 +31,7 @@ from control_plane.cli import (
     monitor_config,
     monitoring,
     numbers,
+    offline,
     retraining,
     runs,
 )
@@ -76,6 +77,7 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     audit.register(commands)
     ingestion.register(commands)
     historical.register(commands)
+    offline.register(commands)
     deploy.register(commands)
     fleet.register(commands)
     jobs.register(commands)

@@ -40,7 +40,7 @@ import datetime as dt
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from clients.env_values import env_float, env_int
 from clients.errors import FailedPrecondition, NotFound
 from control_plane.offline.merged import (
     REPLACED_KEY,
@@ -79,6 +80,19 @@ class CompactionPolicy:
     min_age_s: float = 600.0
     lateness_s: float = 3600.0
     grace_s: float = 3600.0
+
+
+def compaction_policy_from_env(env: Mapping[str, str]) -> CompactionPolicy:
+    """``AETHER_OFFLINE_COMPACT_MIN_FILES``, ``_MIN_AGE_S``, ``_LATENESS_S`` and ``_GRACE_S``, each
+    defaulting to :class:`CompactionPolicy`'s."""
+    default = CompactionPolicy()
+    prefix = "AETHER_OFFLINE_COMPACT_"
+    return CompactionPolicy(
+        min_files=env_int(env, f"{prefix}MIN_FILES", default.min_files, minimum=1),
+        min_age_s=env_float(env, f"{prefix}MIN_AGE_S", default.min_age_s, minimum=0),
+        lateness_s=env_float(env, f"{prefix}LATENESS_S", default.lateness_s, minimum=0),
+        grace_s=env_float(env, f"{prefix}GRACE_S", default.grace_s, minimum=0),
+    )
 
 
 @dataclass(frozen=True)

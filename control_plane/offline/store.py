@@ -166,6 +166,15 @@ class OfflineStore:
 
     # -- reading ---------------------------------------------------------------------------------------
 
+    def views(self) -> list[str]:
+        """Views with a folder in the store, by name (``_datasets`` and hidden names are not views)."""
+        infos = self._list_dir(self.base_path)
+        return sorted(
+            info.base_name
+            for info in infos
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith((".", "_"))
+        )
+
     def versions(self, view: str) -> list[int]:
         """Versions of ``view`` that have data."""
         infos = self._list_dir(f"{self.base_path}/{view}")

@@ -43,3 +43,37 @@ class GetHistoricalFeaturesResponse(_message.Message):
     matched: _containers.RepeatedCompositeFieldContainer[MatchedCount]
     output_path: str
     def __init__(self, arrow_chunk: _Optional[bytes] = ..., dataset_hash: _Optional[str] = ..., row_count: _Optional[int] = ..., matched: _Optional[_Iterable[_Union[MatchedCount, _Mapping]]] = ..., output_path: _Optional[str] = ...) -> None: ...
+
+class CompactOfflineFilesRequest(_message.Message):
+    __slots__ = ("view", "version", "dry_run")
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    view: str
+    version: int
+    dry_run: bool
+    def __init__(self, view: _Optional[str] = ..., version: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class CompactedFiles(_message.Message):
+    __slots__ = ("version", "date", "files_in", "file_out", "rows")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    FILES_IN_FIELD_NUMBER: _ClassVar[int]
+    FILE_OUT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    date: str
+    files_in: _containers.RepeatedScalarFieldContainer[str]
+    file_out: str
+    rows: int
+    def __init__(self, version: _Optional[int] = ..., date: _Optional[str] = ..., files_in: _Optional[_Iterable[str]] = ..., file_out: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class CompactOfflineFilesResponse(_message.Message):
+    __slots__ = ("merged", "deleted_files", "busy_partitions")
+    MERGED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    merged: _containers.RepeatedCompositeFieldContainer[CompactedFiles]
+    deleted_files: int
+    busy_partitions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, merged: _Optional[_Iterable[_Union[CompactedFiles, _Mapping]]] = ..., deleted_files: _Optional[int] = ..., busy_partitions: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -42,6 +42,11 @@ class OfflineFeaturesStub:
                 request_serializer=aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesRequest.SerializeToString,
                 response_deserializer=aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesResponse.FromString,
                 _registered_method=True)
+        self.CompactOfflineFiles = channel.unary_unary(
+                '/aether.v1.OfflineFeatures/CompactOfflineFiles',
+                request_serializer=aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesRequest.SerializeToString,
+                response_deserializer=aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesResponse.FromString,
+                _registered_method=True)
 
 
 class OfflineFeaturesServicer:
@@ -60,6 +65,17 @@ class OfflineFeaturesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompactOfflineFiles(self, request, context):
+        """One compaction pass over a view's offline files (aetherctl offline compact): in every date partition
+        whose day has ended, more files than the server's threshold are merged into few, which readers read
+        instead; files merged at least the server's grace period ago are deleted. The control plane also
+        runs it in the background. NOT_FOUND: the view (or version) has no offline data.
+        FAILED_PRECONDITION: the offline store is not a local folder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfflineFeaturesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -67,6 +83,11 @@ def add_OfflineFeaturesServicer_to_server(servicer, server):
                     servicer.GetHistoricalFeatures,
                     request_deserializer=aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesRequest.FromString,
                     response_serializer=aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesResponse.SerializeToString,
+            ),
+            'CompactOfflineFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactOfflineFiles,
+                    request_deserializer=aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesRequest.FromString,
+                    response_serializer=aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +120,33 @@ class OfflineFeatures:
             '/aether.v1.OfflineFeatures/GetHistoricalFeatures',
             aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesRequest.SerializeToString,
             aether_dot_v1_dot_offline__features__pb2.GetHistoricalFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompactOfflineFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.v1.OfflineFeatures/CompactOfflineFiles',
+            aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesRequest.SerializeToString,
+            aether_dot_v1_dot_offline__features__pb2.CompactOfflineFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
