@@ -22,13 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import types_pb2
+from clients.env_values import ConfigurationError
 from clients.errors import NotFound
 from control_plane.features.registry import FeatureRegistry
-from control_plane.offline import compaction
+from control_plane.offline import compaction, pit
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.merged import REPLACED_KEY, is_merged_name, merged_name
 from control_plane.offline.store import OfflineStore
+from control_plane.settings import ControlPlaneSettings
 from tests.unit.offline.builders import T0, TS, at, create_view, ensure_entity, entity_rows, feature_spec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -312,8 +314,9 @@ def test_a_reader_at_every_step_of_a_pass_reads_each_row_once(
 
 _KILLED_PASS = """
 import datetime as dt, os, sys
-from control_plane.offline import compaction
+from control_plane.offline import compaction, pit
 from control_plane.offline.store import OfflineStore
+from control_plane.settings import ControlPlaneSettings
 
 root, step, now = sys.argv[1], sys.argv[2], dt.datetime.fromisoformat(sys.argv[3])
 publish, delete = compaction._publish, compaction._delete
@@ -383,3 +386,41 @@ def test_a_replaced_file_reads_in_the_same_batches(store: OfflineStore) -> None:
     assert [[b.num_rows for b in store.read_file(p, batch_size=5)] for p in listed] == before
     with pytest.raises(FileNotFoundError):
         list(store.read_file(f"{Path(listed[0]).parent}/{uuid.uuid4()}.parquet"))
+
+
+def test_the_policy_and_interval_come_from_aether_settings(tmp_path: Path) -> None:
+    env = {
+        "AETHER_HOME": str(tmp_path),
+        "AETHER_OFFLINE_COMPACT_INTERVAL_S": "0",
+        "AETHER_OFFLINE_COMPACT_MIN_FILES": "16",
+        "AETHER_OFFLINE_COMPACT_GRACE_S": "7200",
+    }
+    settings = ControlPlaneSettings.from_env(env)
+    assert settings.offline_compact_interval_s == 0
+    assert settings.offline_compaction == CompactionPolicy(min_files=16, grace_s=7200)
+    assert ControlPlaneSettings.from_env({"AETHER_HOME": str(tmp_path)}).offline_compact_interval_s == 600
+    with pytest.raises(ConfigurationError, match="AETHER_OFFLINE_COMPACT_MIN_FILES"):
+        ControlPlaneSettings.from_env({**env, "AETHER_OFFLINE_COMPACT_MIN_FILES": "0"})
+
+
+def test_a_join_whose_files_are_merged_and_deleted_between_its_passes_is_unchanged(
+    store: OfflineStore, registry: FeatureRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst timing (a join outlasting the grace): pass 1 reads the small files, then they are
+    merged and deleted, and pass 2 reads their rows from the merged file at the same positions."""
+    ensure_entity(registry)
+    create_view(registry, feature_spec(VIEW, (("score", types_pb2.FLOAT64),)))
+    write_files(store, numbered(9))
+    labels = entity_rows({"user_id": np.arange(3).repeat(5)}, [at(60 * m + 30) for m in range(-1, 4)] * 3)
+    expected = get_historical_features(store, registry, labels, [f"{VIEW}:score"], record=False)
+    real_gather = pit._gather_values
+
+    def merge_then_gather(*args: object, **kwargs: object) -> object:
+        compact_view(store, VIEW, 1, EAGER, now=NOW)
+        compact_view(store, VIEW, 1, EAGER, now=LATER)
+        return real_gather(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pit, "_gather_values", merge_then_gather)
+    result = get_historical_features(store, registry, labels, [f"{VIEW}:score"], record=False)
+    assert len(store.files(VIEW, 1)) == 1
+    assert (result.table, result.dataset_hash) == (expected.table, expected.dataset_hash)
