@@ -155,6 +155,7 @@ class ModelManager:
         self._versions: dict[tuple[str, int], LoadedVersion] = {}
         self._latest_ready: dict[str, LoadedVersion] = {}  # cache of resolve(name, None), cleared on changes
         self._releasing: set[asyncio.Task[None]] = set()  # unloaded versions finishing their requests
+        self._closing = False  # set by close(): the process is stopping
         self._executor = ThreadPoolExecutor(self.options.inference_threads, thread_name_prefix="aether-infer")
         self._shadow_executor = ThreadPoolExecutor(
             self.options.shadow_threads, thread_name_prefix="aether-shadow"
@@ -272,11 +273,13 @@ class ModelManager:
             # per thread; closing only drops the session's native memory once no batch holds it).
             await asyncio.get_running_loop().run_in_executor(self._executor, runtime.close)
         # Loaded again during the grace (a rollback undone, say), the version's series are the new load's.
-        if (name, version) not in self._versions:
+        # At shutdown they stay: the process's last scrape must still count what it served.
+        if (name, version) not in self._versions and not self._closing:
             self._observer.version_released(name, version)
         _log.info("unloaded model %s v%d", name, version)
 
     async def close(self) -> None:
+        self._closing = True
         for name, version in list(self._versions):
             await self.unload(name, version)
         await self.released()
