@@ -77,7 +77,8 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         if not request.HasField("config") or not request.config.deployment:
             raise InvalidArgument("a monitor config with a deployment name is required")
         await self._require_deployment(request.config.deployment, or_history=False)
-        return await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
+        config = await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
+        return configs.shown(config)  # the webhook URL is write-only (see configs.shown)
 
     @maps_errors
     async def GetMonitorConfig(
@@ -86,7 +87,8 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         if not request.deployment:
             raise InvalidArgument("a deployment name is required")
         await self._require_deployment(request.deployment, or_history=True)
-        return await _run(configs.get_config, self._sessions, request.deployment)
+        # Read-only tokens call this too: the webhook URL (often a credential) only redacted.
+        return configs.shown(await _run(configs.get_config, self._sessions, request.deployment))
 
     @maps_errors
     async def GetDriftReports(

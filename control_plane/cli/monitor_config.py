@@ -11,7 +11,9 @@ follows a change of the field it derives from: sent back as read, a default step
 ``--test ks`` kept PSI's 0.2 as the KS significance level. A threshold the user set belongs to its
 metric or test: when that changes and the same command gives no new threshold, the threshold is dropped
 (the server then applies the new one's default) and a line on stderr says so; kept, "alert when accuracy
-< 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's 0.01 a PSI threshold."""
+< 0.9" became "alert when MAE > 0.9" after ``--task regression``, and KS's 0.01 a PSI threshold. The
+webhook URL is read redacted (it is often a credential: ``control_plane.monitoring.webhooks``) and sent
+back so: the server reads its own redacted form as "keep the stored URL"."""
 
 from __future__ import annotations
 

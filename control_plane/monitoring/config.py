@@ -37,6 +37,7 @@ from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
 from control_plane.db.upsert import insert_or_lock
+from control_plane.monitoring import webhooks
 from control_plane.monitoring.tables import MonitorConfigRow
 from control_plane.proto_enums import enum_problems
 
@@ -218,21 +219,30 @@ def unusable(config: pb.MonitorConfig) -> str | None:
 
 
 def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, actor: str) -> pb.MonitorConfig:
-    """Validates, stores (replacing) and audits a deployment's config; returns the effective one."""
+    """Validates, stores (replacing) and audits a deployment's config; returns the effective one, with the
+    whole webhook URL (:func:`shown` is what a caller may see of it).
+
+    A ``webhook_url`` in redacted form (what every reader gets: :mod:`.webhooks`) keeps the stored URL
+    when it is that URL's redacted form, and is refused otherwise; so a client that sends back the config
+    it read with one field changed leaves the webhook as it was. The audit entry holds the redacted form."""
     result = effective(config)
     result.updated_by = actor
     result.updated_at_us = time.time_ns() // 1000
-    stored = _to_json(result)
     values = {
         "deployment": result.deployment,
-        "config": stored,
+        "config": _to_json(result),
         "updated_by": actor,
         "updated_at_us": result.updated_at_us,
     }
     with write_session(sessions) as session:
-        # Locked, so that of concurrent replacements each audits the one before it as its "before".
+        # Locked, so that of concurrent replacements each audits the one before it as its "before", and
+        # a redacted webhook is compared with the URL this replacement replaces.
         row, created = insert_or_lock(session, MonitorConfigRow, values)
         before = None if created else dict(row.config)
+        # Refused here (rolling back the row just inserted, if any) rather than before the transaction:
+        # the stored URL it stands for is only known under the lock.
+        result.webhook_url = webhooks.kept(result.webhook_url, str((before or {}).get("webhook_url", "")))
+        stored = _to_json(result)
         row.config, row.updated_by, row.updated_at_us = stored, actor, result.updated_at_us
         session.flush()
         record(
@@ -241,10 +251,30 @@ def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, act
             action="monitoring.configure",
             object_type="deployment",
             object_id=result.deployment,
-            before=before,
-            after=stored,
+            before=None if before is None else _redacted_json(before),
+            after=_redacted_json(stored),
         )
     return result
+
+
+def shown(config: pb.MonitorConfig) -> pb.MonitorConfig:
+    """``config`` as a caller may see it: a copy with its webhook URL redacted (:mod:`.webhooks`). Every
+    reply of the Monitoring service passes its config through this, to every token, admin included: the
+    URL is write-only, since it is often a credential and a client never needs it back (sending back the
+    redacted form keeps it: :func:`put_config`)."""
+    out = pb.MonitorConfig()
+    out.CopyFrom(config)
+    out.webhook_url = webhooks.redact_webhook(config.webhook_url)
+    return out
+
+
+def _redacted_json(state: dict[str, Any]) -> dict[str, Any]:
+    """A stored config's JSON with its webhook URL redacted, for the audit log (read by the read-only
+    token through QueryAudit and kept for good in the hash chain)."""
+    url = state.get("webhook_url")
+    if not isinstance(url, str) or not url:
+        return state
+    return {**state, "webhook_url": webhooks.redact_webhook(url)}
 
 
 def _from_row(row: MonitorConfigRow) -> pb.MonitorConfig:

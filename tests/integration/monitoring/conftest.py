@@ -5,6 +5,7 @@ versions with reference profiles registered through the cores on the same databa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -24,6 +25,8 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from control_plane.api import monitoring as monitoring_api
+from control_plane.api.auth import AuthSettings
+from control_plane.api.context import ServiceModule
 from control_plane.artifacts.settings import store_for
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
@@ -41,12 +44,15 @@ class Webhook:
 
     def __init__(self) -> None:
         received: list[dict[str, Any]] = []
+        paths: list[str] = []
         self.received = received
+        self.paths = paths  # the path each body was POSTed to, in order
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append(json.loads(body))
+                paths.append(self.path)
                 self.send_response(204)
                 self.end_headers()
 
@@ -54,7 +60,8 @@ class Webhook:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{self.origin}/alerts"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -122,21 +129,42 @@ class Plane:
 
 @pytest.fixture
 async def plane(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIterator[Plane]:
+    async with open_plane(tmp_path, db_url, redis_url) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def open_plane(
+    tmp_path: Path,
+    db_url: str,
+    redis_url: str,
+    auth: AuthSettings | None = None,
+    more: Sequence[ServiceModule] = (),
+) -> AsyncIterator[Plane]:
+    """A control plane serving monitoring (and ``more`` services) with ``auth`` (default: off); the
+    plane's ``stub`` sends no token."""
     settings = ControlPlaneSettings(
-        home=tmp_path, db_url=db_url, redis_url=redis_url, listen_addr="127.0.0.1:0", shutdown_grace_s=0.5
+        home=tmp_path,
+        db_url=db_url,
+        redis_url=redis_url,
+        listen_addr="127.0.0.1:0",
+        shutdown_grace_s=0.5,
+        auth=auth or AuthSettings(),
     )
     monitor_settings = MonitoringSettings(
         interval_s=0.05, stream=STREAM, performance_interval_s=0.1, time_window_grace_s=0.0
     )
     gauges = CollectorRegistry()
     server = await start_server(
-        settings, services=[monitoring_api.services(monitor_settings, registry=gauges)]
+        settings, services=[monitoring_api.services(monitor_settings, registry=gauges), *more]
     )
     registry = ModelRegistry(server.context.sessions, store_for(tmp_path))
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        stub = pb_grpc.MonitoringStub(channel)  # type: ignore[no-untyped-call]
-        yield Plane(server, channel, stub, registry, gauges, redis_url, tmp_path)
-    await server.stop()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.MonitoringStub(channel)  # type: ignore[no-untyped-call]
+            yield Plane(server, channel, stub, registry, gauges, redis_url, tmp_path)
+    finally:
+        await server.stop()
 
 
 def record(
