@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from clients.errors import InvalidArgument, PermissionDenied
+from clients.uris import redact_uri
 from control_plane.offline.store import open_filesystem
 
 DATASETS_ROOT_VARIABLE = "AETHER_DATASETS_ROOT"
@@ -71,15 +72,27 @@ def _resolved(base: Path, path: str, what: str) -> Path:
 
 
 def _under_uri_root(path: str, root: str, what: str) -> str:
-    prefix = root.rstrip("/") + "/"
+    scheme, authority, root_path, options = _root_parts(root)
+    # What a caller may write for the root: its location without credentials (as redact_uri shows it).
+    public = redact_uri(f"{scheme}://{authority}{root_path}") + "/"
     if "://" not in path:
         relative = path
-    elif path.startswith(prefix):
-        relative = path[len(prefix) :]
+    elif path.startswith(public):
+        relative = path[len(public) :]
     else:
+        # Another scheme, bucket, host, port or userinfo: another store, or the same one reached as
+        # someone else. Never opened.
         raise PermissionDenied(
             f"{what}: the path given is outside the datasets root (not shown: it may hold credentials);"
             f" give a path under {DATASETS_ROOT_VARIABLE} or relative to it"
+        )
+    # pyarrow reads a URI's query as the filesystem's options (endpoint_override, scheme, region…): a
+    # caller's query sent the server's requests, signed with its credentials, to any host. Only the
+    # root's own options are used, so a query or fragment in the caller's text is refused, not dropped.
+    if "?" in relative or "#" in relative:
+        raise PermissionDenied(
+            f"{what}: a path under the datasets root ({DATASETS_ROOT_VARIABLE}) may carry no query or"
+            " fragment ('?', '#'; not shown: it may hold credentials): the root's own options are used"
         )
     # Split by hand: PurePosixPath drops '.' segments, and an object store may not collapse them.
     if not relative or relative.startswith("/") or any(part in (".", "..") for part in relative.split("/")):
@@ -87,4 +100,17 @@ def _under_uri_root(path: str, root: str, what: str) -> str:
             f"{what}: not a plain path under the datasets root ({DATASETS_ROOT_VARIABLE}; not shown: it may"
             " hold credentials): '.', '..' and absolute paths are refused"
         )
-    return prefix + relative
+    # Built from the root's parts, never from the caller's text beyond the key: its scheme, userinfo
+    # and host, its path, then the key, then its options.
+    return f"{scheme}://{authority}{root_path}/{relative}{options}"
+
+
+def _root_parts(root: str) -> tuple[str, str, str, str]:
+    """``(scheme, authority, path, options)`` of a URI root: the path without a trailing ``/`` (empty
+    for a bucket's top), the options with their leading ``?`` (empty when it has none). The root is the
+    operator's, so its text is taken as given."""
+    scheme, _, rest = root.partition("://")
+    cut = min((rest.index(mark) for mark in "?#" if mark in rest), default=len(rest))
+    location, options = rest[:cut], rest[cut:]
+    authority, slash, path = location.partition("/")
+    return scheme, authority, (slash + path).rstrip("/"), options
