@@ -6,15 +6,20 @@ file the server's user can reach (``../`` and absolute paths included: a config 
 database). Both are confined to the *datasets root*: ``AETHER_DATASETS_ROOT``, by default
 ``$AETHER_HOME/datasets`` (where the demo already writes its entity rows). A relative path is taken
 relative to the root; an absolute one, or a ``..`` that leaves the root once symbolic links are
-followed, is PERMISSION_DENIED naming the path and the root. With a URI root (``s3://bucket/datasets``)
-a path must be a URI under it, without ``.`` or ``..`` segments; with a local root every URI is refused."""
+followed, is PERMISSION_DENIED naming the path and the root. With a URI root (``s3://bucket/datasets``,
+options such as ``?endpoint_override=…`` included) a path is a plain key relative to it, or the root's URI
+without credentials or options followed by one (:func:`_key_fault` says what a plain key is); the URI the
+server opens is built from the root's parts and the key, so a caller can change neither the store nor its
+options. With a local root every URI is refused."""
 
 from __future__ import annotations
 
 import errno
 import os
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from clients.errors import InvalidArgument, PermissionDenied
 from clients.uris import redact_uri
@@ -94,15 +99,52 @@ def _under_uri_root(path: str, root: str, what: str) -> str:
             f"{what}: a path under the datasets root ({DATASETS_ROOT_VARIABLE}) may carry no query or"
             " fragment ('?', '#'; not shown: it may hold credentials): the root's own options are used"
         )
-    # Split by hand: PurePosixPath drops '.' segments, and an object store may not collapse them.
-    if not relative or relative.startswith("/") or any(part in (".", "..") for part in relative.split("/")):
+    fault = _key_fault(relative)
+    if fault:
         raise PermissionDenied(
-            f"{what}: not a plain path under the datasets root ({DATASETS_ROOT_VARIABLE}; not shown: it may"
-            " hold credentials): '.', '..' and absolute paths are refused"
+            f"{what}: not a plain key under the datasets root ({DATASETS_ROOT_VARIABLE}; not shown: it may"
+            f" hold credentials): {fault}"
         )
     # Built from the root's parts, never from the caller's text beyond the key: its scheme, userinfo
-    # and host, its path, then the key, then its options.
-    return f"{scheme}://{authority}{root_path}/{relative}{options}"
+    # and host, its path, then the key, then its options. The key is percent-encoded, so what pyarrow
+    # decodes is the key itself: a space or an 'é' would otherwise make a URI it cannot parse.
+    encoded = f"{root_path}/{quote(relative, safe=_KEY_SAFE)}"
+    # The check made on exactly what pyarrow will see: the decoded path is the root's, then the key.
+    prefix = unquote(root_path) + "/"
+    if unquote(encoded) != prefix + relative:
+        raise PermissionDenied(f"{what}: not a plain key under the datasets root ({DATASETS_ROOT_VARIABLE})")
+    return f"{scheme}://{authority}{encoded}{options}"
+
+
+#: Left as they are in a key's URI: '/' between segments and '=' (Hive partitions: ``date=2024-01-01``),
+#: which pyarrow reads back unchanged. Every other character but letters, digits and ``_.-~`` is encoded.
+_KEY_SAFE = "/="
+
+
+def _key_fault(key: str) -> str | None:
+    """Why ``key`` (a caller's path relative to a URI root) is not a plain object key, or None.
+
+    The key must mean the same to every reader on the way: pyarrow percent-decodes a URI's path
+    (``%2e%2e`` is ``..``), and S3 clients collapse ``.``/``..`` segments and empty ones, some read a
+    backslash as a separator. Checked before, ``a/%2e%2e/%2e%2e/private/x`` passed and the server read
+    ``private/x`` outside the prefix. So a key holds no ``%`` (it is named as it is, never encoded), no
+    ``.``, ``..`` or empty segment, no backslash and no control character."""
+    if not key:
+        return "it is empty"
+    if "%" in key:
+        return "'%' is refused: give the key as it is named, not percent-encoded"
+    if "\\" in key:
+        return "backslashes are refused (some clients read them as '/')"
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in key):
+        return "control characters and lone surrogates are refused"
+    if key.startswith("/"):
+        return "absolute paths are refused: give the key relative to the root"
+    segments = key.split("/")
+    if "" in segments:
+        return "empty segments ('//', or a trailing '/') are refused"
+    if any(segment in (".", "..") for segment in segments):
+        return "'.' and '..' segments are refused"
+    return None
 
 
 def _root_parts(root: str) -> tuple[str, str, str, str]:

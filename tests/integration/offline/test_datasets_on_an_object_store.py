@@ -134,3 +134,30 @@ async def test_paths_under_a_root_with_options_reach_its_store(
         "datasets/sets/",
         "datasets/sets/train.parquet",
     }
+
+
+async def test_a_percent_encoded_dot_dot_reads_nothing_outside_the_roots_prefix(
+    s3: FakeS3Server, tmp_path: Path, db_url: str
+) -> None:
+    """The check looked for '..' segments before percent-decoding: pyarrow decodes ``%2e%2e`` to ``..``
+    and the S3 client collapses it, so a read-only caller read ``private/secret.parquet``, outside the
+    ``datasets/`` prefix, and an admin could write there."""
+    s3.objects["private/secret.parquet"] = parquet(rows())
+    handle = await control_plane(s3.uri("datasets"), tmp_path / "home", db_url)
+    try:
+        reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token=READER))
+        admin = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token=ADMIN))
+        with reader, admin:
+            for where in (
+                "a/%2e%2e/%2e%2e/private/secret.parquet",
+                "s3://aether/datasets/a/%2E%2E/%2E%2E/private/secret.parquet",
+                "a%2f..%2f..%2fprivate%2fsecret.parquet",
+            ):
+                with pytest.raises(PermissionDenied, match="entity_rows_path: not a plain key"):
+                    await asyncio.to_thread(reader.historical_features, where, ["stats"])
+                with pytest.raises(PermissionDenied, match="output_path: not a plain key"):
+                    await asyncio.to_thread(admin.historical_features, rows(), ["stats"], output_path=where)
+    finally:
+        await handle.stop()
+    assert [key for _, key, _ in s3.requests if key and not key.startswith("datasets/")] == []
+    assert s3.objects["private/secret.parquet"] == parquet(rows())
