@@ -16,6 +16,7 @@ import pyarrow as pa
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument
+from clients.ipc_budget import IpcBudget
 from clients.sdk.arguments import str_list
 from clients.sdk.service_client import ServiceClient
 
@@ -78,10 +79,14 @@ def arrow_stream_pieces(table: pa.Table, chunk_bytes: int = CHUNK_BYTES) -> Iter
         yield pending[start : start + chunk_bytes]
 
 
-def read_arrow_stream(pieces: Iterable[bytes]) -> pa.Table:
-    """The table from the pieces of one Arrow IPC stream; INVALID_ARGUMENT when they are not one."""
+def read_arrow_stream(pieces: Iterable[bytes], budget: IpcBudget | None = None) -> pa.Table:
+    """The table from the pieces of one Arrow IPC stream; INVALID_ARGUMENT when they are not one. With
+    a ``budget`` (a server reading a caller's stream), RESOURCE_EXHAUSTED when the stream declares more
+    decoded bytes or rows than it allows, before any of it is decompressed (:mod:`clients.ipc_budget`)."""
     data = b"".join(pieces)
     try:
+        if budget is not None:
+            return budget.read_stream(data)
         return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidArgument(f"not a valid Arrow IPC stream: {exc}") from None

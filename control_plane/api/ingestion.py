@@ -14,7 +14,8 @@ import redis
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, maps_errors
+from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
+from clients.ipc_budget import IpcBudget
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
@@ -29,6 +30,14 @@ from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US, Offl
 INGESTION_SERVICE = pb.DESCRIPTOR.services_by_name["Ingestion"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_QUARANTINE_PAGE = 100
+#: The most one IngestBatch may send, in bytes (all chunks together) and in what they decode into
+#: (compressed Arrow IPC buffers included): a larger batch is RESOURCE_EXHAUSTED, and goes in several
+#: calls or through Materialize, which reads a file the server can reach.
+MAX_BATCH_BYTES = 1 << 30
+#: The most rows one IngestBatch may send, checked before they are decoded: as many as MAX_BATCH_BYTES
+#: holds of a plain row (an int64 key and a timestamp), where a column with no bytes (null-typed, run-end
+#: encoded) could otherwise declare any number.
+MAX_BATCH_ROWS = MAX_BATCH_BYTES // 16
 # Newest first: by id, which is unique.
 _QUARANTINE_ORDER = (keyset.KeyColumn(QuarantineRow.id, int, descending=True),)  # type: ignore[arg-type]
 
@@ -83,10 +92,13 @@ def _moment(us: int) -> datetime:
 
 
 def _tables(chunks: list[bytes]) -> list[pa.Table]:
+    # One budget for all of a request's chunks: each was decompressed whole, unbounded (a few KiB of
+    # zstd decode to GiB), before anything was checked (clients.ipc_budget).
+    budget = IpcBudget("IngestBatch's chunks", MAX_BATCH_BYTES, MAX_BATCH_ROWS)
     tables = []
     for index, data in enumerate(chunks):
         try:
-            tables.append(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
+            tables.append(budget.read_stream(data))
         # A cut-off chunk is an OSError to Arrow, and a type it cannot read ArrowNotImplementedError:
         # the sender's data either way, not an internal error.
         except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -104,12 +116,19 @@ class IngestionServicer(pb_grpc.IngestionServicer):
     ) -> pb.IngestResponse:
         header: pb.IngestHeader | None = None
         chunks: list[bytes] = []
+        received = 0
         async for chunk in request_iterator:
             if header is None:
                 if not chunk.HasField("header") or not chunk.header.view:
                     raise InvalidArgument("the first chunk must carry a header naming the view")
                 header = chunk.header
             if chunk.arrow_ipc:
+                # Held until the last chunk: without a bound, as much as a caller sends.
+                received += len(chunk.arrow_ipc)
+                if received > MAX_BATCH_BYTES:
+                    raise ResourceExhausted(
+                        f"IngestBatch's chunks exceed {MAX_BATCH_BYTES} bytes: send fewer rows per call"
+                    )
                 chunks.append(chunk.arrow_ipc)
         if header is None:
             raise InvalidArgument("empty request: no header")

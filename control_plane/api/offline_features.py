@@ -19,6 +19,7 @@ from pyarrow.fs import FileType
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
+from clients.ipc_budget import IpcBudget
 from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_stream
 from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
@@ -35,8 +36,13 @@ from control_plane.offline.store import OfflineStore, open_filesystem
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 _log = logging.getLogger("aether.offline")
 OFFLINE_FEATURES_SERVICE: str = pb.DESCRIPTOR.services_by_name["OfflineFeatures"].full_name
-#: Entity rows larger than this are refused: send a Parquet path the server can read instead.
+#: Entity rows larger than this are refused: send a Parquet path the server can read instead. The
+#: bound holds for the bytes sent and for what they decode into (compressed Arrow IPC buffers included).
 MAX_ENTITY_ROWS_BYTES = 1 << 30
+#: Entity rows sent as Arrow IPC with more rows than this are refused, before they are decoded: as many
+#: as the byte bound holds of a plain row (an int64 key and a timestamp), where a column with no bytes
+#: (null-typed, run-end encoded) could otherwise declare any number.
+MAX_ENTITY_ROWS = MAX_ENTITY_ROWS_BYTES // 16
 
 
 class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
@@ -168,7 +174,7 @@ def _entity_rows(rows_path: str, pieces: list[bytes]) -> pa.Table:
             ) from None
     if not pieces:
         raise InvalidArgument("no entity rows: send entity_rows_arrow pieces or entity_rows_path")
-    return read_arrow_stream(pieces)
+    return read_arrow_stream(pieces, IpcBudget("entity rows", MAX_ENTITY_ROWS_BYTES, MAX_ENTITY_ROWS))
 
 
 def offline_root(context: ServiceContext) -> str:
