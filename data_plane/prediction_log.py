@@ -26,6 +26,20 @@ no features when it failed before they were assembled. The control plane's reade
 ``control_plane/deployments/observations.py``: it counts every entry as a request of its variant, and as
 an error only when ``error_code`` is a failure on the server's side (a caller's own INVALID_ARGUMENT,
 NOT_FOUND, CANCELLED, ... is not), so the code must be the one the caller was answered with.
+
+Gap markers. A dropped entry (Redis refused the batch -- down, OOM under ``maxmemory`` with
+``noeviction``, a timeout -- or the buffer was full) would otherwise be an unseen hole: a reader of the
+stream cannot tell "no requests" from "requests not logged", and the canary controller would judge a
+step on the entries that happened to get through. So the log remembers, per deployment, how many of its
+entries it dropped and the ``ts_us`` of the first and last of them, and the next batch it manages to
+write starts with one marker entry per such deployment: ``role`` = ``gap`` (no request's role, so
+readers that look for ``served``/``shadow`` entries pass over it), ``deployment``, ``dropped`` (the
+count), ``first_ts_us``, ``last_ts_us`` and ``ts_us`` (when the marker was made). Everything after a
+marker in the stream was written without a further loss for that deployment until the next marker. A
+batch whose write fails keeps its markers pending (merged with its own drops), so a gap is reported once
+writes resume however long they were refused; while they are refused no marker can be written, which is
+why the canary controller also wants recent entries before it advances (``canary.decide``). The entries
+dropped by :meth:`PredictionLog.stop` get no marker: nothing is written after them.
 """
 
 from __future__ import annotations
@@ -53,6 +67,8 @@ _log = logging.getLogger("aether.data_plane.prediction_log")
 
 SERVED = "served"
 SHADOW = "shadow"
+#: The ``role`` of a gap marker: entries of its deployment were dropped (see the module doc).
+GAP = "gap"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +161,31 @@ _F_TS_US, _F_LATENCY_MS, _F_OK, _F_ERROR_CODE, _F_SAMPLED = (
 _ONE, _ZERO = _bulk(b"1"), _bulk(b"0")
 
 
+@dataclass(slots=True)
+class Gap:
+    """Entries of one deployment dropped since its last marker was written."""
+
+    dropped: int
+    first_ts_us: int
+    last_ts_us: int
+
+    def add(self, other: Gap) -> None:
+        self.dropped += other.dropped
+        self.first_ts_us = min(self.first_ts_us, other.first_ts_us)
+        self.last_ts_us = max(self.last_ts_us, other.last_ts_us)
+
+    def fields(self, deployment: str, ts_us: int) -> list[bytes]:
+        """The marker entry's RESP bulk strings."""
+        return [
+            _F_ROLE, _bulk(GAP.encode()),
+            _F_DEPLOYMENT, _bulk(deployment.encode()),
+            _bulk(b"dropped"), _bulk(b"%d" % self.dropped),
+            _bulk(b"first_ts_us"), _bulk(b"%d" % self.first_ts_us),
+            _bulk(b"last_ts_us"), _bulk(b"%d" % self.last_ts_us),
+            _F_TS_US, _bulk(b"%d" % ts_us),
+        ]  # fmt: skip
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -179,6 +220,8 @@ class PredictionLog:
         self._stopped = False
         self._in_flight = 0  # entries of the batch on its way to Redis
         self.dropped = 0
+        #: Per deployment, entries dropped and not yet reported by a marker in the stream.
+        self._gaps: dict[str, Gap] = {}
 
     def sampled(self) -> bool:
         """Whether this request's features and outputs go into its entry (``sample_rate`` of them)."""
@@ -188,7 +231,7 @@ class PredictionLog:
     def record(self, record: PredictionRecord) -> None:
         """Queues one entry; never blocks, never raises."""
         if len(self._buffer) >= self._buffer_size or self._stopped:  # stopped: nothing would drain it
-            self._drop(1)
+            self._drop([record])
             return
         self._buffer.append(record)
         self._wake.set()
@@ -222,12 +265,29 @@ class PredictionLog:
         self._buffer.clear()
         self._in_flight = 0
         if lost:
-            self._drop(lost)
+            self._count_dropped(lost)
             _log.warning("prediction log dropped %d entries it could not write before stopping", lost)
 
-    def _drop(self, count: int) -> None:
+    def _drop(self, records: Sequence[PredictionRecord]) -> None:
+        """Counts ``records`` dropped and remembers them per deployment for the next gap marker."""
+        for record in records:
+            gap = Gap(1, record.ts_us, record.ts_us)
+            pending = self._gaps.get(record.deployment)
+            if pending is None:
+                self._gaps[record.deployment] = gap
+            else:
+                pending.add(gap)
+        if records:  # a batch of markers alone drops no entry
+            self._count_dropped(len(records))
+
+    def _count_dropped(self, count: int) -> None:
         self.dropped += count
         self._on_drop(count)
+
+    @property
+    def pending_gaps(self) -> dict[str, Gap]:
+        """Per deployment, what was dropped and is not yet marked in the stream (a copy)."""
+        return {name: Gap(g.dropped, g.first_ts_us, g.last_ts_us) for name, g in self._gaps.items()}
 
     async def _run(self) -> None:
         while True:
@@ -238,7 +298,10 @@ class PredictionLog:
                     await asyncio.wait_for(self._full.wait(), self._linger_s)
             if not self._closing:
                 self._full.clear()
-            while self._buffer:
+            # Markers go out on their own too, once a back-off has passed: a gap must reach the stream
+            # when writes work again even if no request comes after it (not while closing: a Redis
+            # that refuses them would keep the loop going until stop()'s timeout).
+            while self._buffer or (self._gaps and not self._closing):
                 await self._flush()
                 # What is left (entries recorded while that batch was on its way, or beyond a batch)
                 # lingers in turn, unless a whole batch is already waiting or the log is closing. The
@@ -253,10 +316,13 @@ class PredictionLog:
         """Appends up to ``batch_size`` buffered entries with one script call (one round trip, one
         future: per-entry commands would cost the event loop a task and a timer per request)."""
         batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+        # The pending gaps' markers lead the batch, so that they come before every entry written after
+        # the drops they report; drops while this batch is on its way start new gaps for the next one.
+        gaps, self._gaps = self._gaps, {}
+        marked_at = now_us()
         parts = [self._head]
         arguments = 5  # EVAL, the script, the key count, the stream, MAXLEN
-        for record in batch:
-            fields = record.fields()
+        for fields in [g.fields(d, marked_at) for d, g in gaps.items()] + [r.fields() for r in batch]:
             parts.append(_bulk(b"%d" % len(fields)))
             parts += fields
             arguments += 1 + len(fields)
@@ -269,7 +335,12 @@ class PredictionLog:
             # dropped. Which it was cannot be known here; counting them lost keeps written + dropped equal
             # to what was recorded, and ``dropped`` an upper bound of what the stream is missing.
             self._in_flight = 0
-            self._drop(len(batch))
+            # The markers were not written (or, after a timeout, perhaps were: a gap reported twice
+            # only makes a reader more careful), so they stay pending, with this batch's drops added.
+            for deployment, gap in gaps.items():
+                pending = self._gaps.setdefault(deployment, Gap(0, gap.first_ts_us, gap.last_ts_us))
+                pending.add(gap)
+            self._drop(batch)
             if isinstance(error, (RedisUnavailable, RedisCommandError, RedisMisconfigured)):
                 _log.warning("prediction log dropped %d entries: %s", len(batch), error)
             else:

@@ -14,6 +14,7 @@ import redis
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from data_plane.runtime.tensorrt_engine import engine_cache_path
+from tests.support.prediction_log import writes_refused
 from tests.support.redis_server import free_port
 
 
@@ -176,3 +177,61 @@ def test_engine_cache_paths_name_the_gpu_and_the_tensorrt_version(tmp_path: Path
     b = engine_cache_path(tmp_path, "NVIDIA A10G", "10.3.0", "ab" * 32, 32, input_shapes=[])
     c = engine_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.4.0", "ab" * 32, 32, input_shapes=[])
     assert len({a, b, c}) == 3 and a.name.startswith("NVIDIA_H100_80GB_HBM3-trt10.3.0-")
+
+
+def _entry(request_id: str, deployment: str, ts_us: int) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=request_id, deployment=deployment, model="m", version=3, variant="green",
+        role="served", routing_key="", ts_us=ts_us,
+    )  # fmt: skip
+
+
+async def test_entries_dropped_while_redis_refuses_writes_are_marked_in_the_stream_once_it_takes_them(
+    redis_url: str,
+) -> None:
+    """A batch Redis refused (OOM under noeviction) used to vanish but for a counter: readers of the
+    stream saw no hole, and the canary controller judged a step on what got through. Now the first batch
+    written afterwards starts with a gap marker per deployment: how many of its entries were dropped and
+    the first and last of their times."""
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=1000, linger_s=0.0)
+    log.start()
+    log.record(_entry("before", "eta", 100))
+    async with asyncio.timeout(2.0):
+        while log.written < 1:  # noqa: ASYNC110 (the log's own counter; no event to wait on)
+            await asyncio.sleep(0.001)
+    with writes_refused(redis_url):
+        for i, (deployment, ts) in enumerate([("eta", 200), ("eta", 300), ("other", 250)]):
+            log.record(_entry(f"lost{i}", deployment, ts))
+            async with asyncio.timeout(2.0):
+                while log.dropped < i + 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)
+        await asyncio.sleep(0.6)  # past the back-off: the markers alone were tried, and refused too
+        assert log.dropped == 3 and set(log.pending_gaps) == {"eta", "other"}
+    log.record(_entry("after", "eta", 400))
+    await log.stop()
+    await client.close()
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis.Redis.from_url(redis_url).xrange("preds"))
+    roles = [(f[b"role"], f[b"deployment"], f.get(b"request_id")) for _, f in entries]
+    assert roles[0] == (b"served", b"eta", b"before") and roles[-1] == (b"served", b"eta", b"after")
+    markers = {f[b"deployment"]: f for _, f in entries if f[b"role"] == b"gap"}
+    assert len(roles) == 4 and set(markers) == {b"eta", b"other"}  # one marker each, before "after"
+    eta, other = markers[b"eta"], markers[b"other"]
+    assert (eta[b"dropped"], eta[b"first_ts_us"], eta[b"last_ts_us"]) == (b"2", b"200", b"300")
+    assert (other[b"dropped"], other[b"first_ts_us"], other[b"last_ts_us"]) == (b"1", b"250", b"250")
+    assert log.written == 2 and log.dropped == 3 and log.pending_gaps == {}
+
+
+async def test_entries_dropped_from_a_full_buffer_are_marked_before_the_next_entries(redis_url: str) -> None:
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=1000, buffer_size=2, linger_s=0.0)
+    for i in range(4):  # not started yet: the buffer takes two, the others are dropped
+        log.record(_entry(f"r{i}", "eta", 10 + i))
+    log.start()
+    await log.stop()
+    await client.close()
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis.Redis.from_url(redis_url).xrange("preds"))
+    fields = [f for _, f in entries]
+    assert [f[b"role"] for f in fields] == [b"gap", b"served", b"served"]
+    marker = fields[0]
+    assert (marker[b"dropped"], marker[b"first_ts_us"], marker[b"last_ts_us"]) == (b"2", b"12", b"13")
