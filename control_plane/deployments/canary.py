@@ -13,8 +13,21 @@ Rules, in order:
    also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
    p99 counts as at least ``RATIO_FLOOR_MS``).
 2. Before the step's baking window has passed, hold.
-3. After it, hold until ``min_requests`` arrived (a canary nobody used proves nothing); then advance
-   to the next step, or, when that step is 100 %, promote (blue/green swap)."""
+3. After it, hold until ``min_requests`` arrived (a canary nobody used proves nothing), until the
+   observer has read every entry logged so far, and until the evidence reaches the present: the
+   canary's newest observed entry at most :func:`freshness_bound_s` old. Then advance to the next step,
+   or, when that step is 100 %, promote (blue/green swap).
+
+Why the last condition: the observations cover the window up to its newest entry, and what came after
+is unseen. Entries the data plane dropped are reported by a gap marker in the stream (the observer then
+restarts the window, as after a trim), but only once Redis takes writes again: while it refuses them
+(out of memory, down) no marker can arrive, and a canary failing then would look like one that got no
+more requests. Requiring recent canary entries bounds that unseen tail to the freshness bound: a
+quarter of the bake, so a promotion always rests on at least three quarters of a bake of continuous
+evidence, and at least one second, since the newest entry is never quite current (the data plane
+batches its writes for a few milliseconds, Redis's and the control plane's clocks differ a little, and
+a canary at a small share sees requests spaced apart) and a shorter bound would hold healthy canaries
+with short bakes for nothing. A canary whose traffic is sparser than that waits, and says so."""
 
 from __future__ import annotations
 
@@ -36,6 +49,9 @@ DEFAULT_MIN_REQUESTS = 100
 #: In the ratio test the primary's p99 counts as at least this: sub-millisecond p99s jitter by more than
 #: any sensible ratio, and a canary 0.3 ms slower than a 0.4 ms primary is not a regression worth a rollback.
 RATIO_FLOOR_MS = 1.0
+#: The freshness bound's floor and its share of the bake (see the module doc).
+FRESHNESS_FLOOR_S = 1.0
+FRESHNESS_SHARE_OF_BAKE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +127,16 @@ def decide(
     primary: Observation,
     *,
     read_through: bool = True,
+    newest_canary_age_s: float = 0.0,
 ) -> Decision:
     """The next move of a canary at ``policy.steps_percent[step_index]`` whose step began
     ``baked_seconds`` ago, given what it and the primary did since then. ``read_through``: the
     observations include every request logged so far; when the observer is still behind (a backlog
     larger than it reads per pass), a breach in what it has read still rolls the canary back, but the
     canary never advances or is promoted on part of the step's window: the unread part may hold its
-    failures."""
+    failures. ``newest_canary_age_s``: how long before this decision the canary's newest observed entry
+    was logged; above :func:`freshness_bound_s` the canary neither advances nor is promoted (the entries
+    since may have been dropped unseen), while a breach still rolls it back."""
     steps: Sequence[float] = policy.steps_percent
     if not 0 <= step_index < len(steps):
         raise InvalidArgument(f"canary step {step_index} is outside the policy's {len(steps)} steps")
@@ -137,6 +156,13 @@ def decide(
             f"reading the prediction log {at}: {canary.requests} canary requests read so far, "
             "more are logged",
         )
+    bound = freshness_bound_s(policy)
+    if not newest_canary_age_s <= bound:  # NaN (no time known) holds too
+        return Decision(
+            Action.HOLD,
+            f"waiting for recent canary traffic {at}: newest entry {newest_canary_age_s:.1f} s old"
+            f" (more than {bound:g} s; entries since may not have been logged)",
+        )
     healthy = (
         f"healthy {at} for {baked_seconds:.0f} s: error rate {canary.error_rate:.2%}"
         f", p99 {_ms(canary.p99_ms)} over {canary.requests} requests"
@@ -145,6 +171,11 @@ def decide(
     if following >= len(steps) or steps[following] >= 100.0:
         return Decision(Action.PROMOTE, healthy)
     return Decision(Action.ADVANCE, healthy, following, steps[following])
+
+
+def freshness_bound_s(policy: Policy) -> float:
+    """How old the canary's newest observed entry may be when it advances or is promoted."""
+    return max(FRESHNESS_FLOOR_S, FRESHNESS_SHARE_OF_BAKE * policy.bake_seconds)
 
 
 def _breach(policy: Policy, canary: Observation, primary: Observation) -> str | None:

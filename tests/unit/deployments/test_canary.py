@@ -1,12 +1,22 @@
 """The canary controller's pure decision: a failing and a slow canary roll back with the reason, a healthy
-one advances step by step and is promoted, and nothing is decided on too little traffic."""
+one advances step by step and is promoted, and nothing is decided on too little traffic, on part of the
+window, or on entries that stopped well before the decision."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from clients.errors import InvalidArgument
-from control_plane.deployments.canary import MAX_BAKE_SECONDS, Action, Observation, Policy, decide
+from control_plane.deployments.canary import (
+    MAX_BAKE_SECONDS,
+    Action,
+    Observation,
+    Policy,
+    decide,
+    freshness_bound_s,
+)
 
 POLICY = Policy(
     steps_percent=(5.0, 25.0, 50.0, 100.0),
@@ -93,3 +103,25 @@ def test_a_breach_in_a_partly_read_window_rolls_back_but_health_there_does_not_a
     assert last_step.action is Action.HOLD  # no promotion either
     failing = decide(POLICY, 0, 120.0, Observation(150, 30, 9.0), PRIMARY, read_through=False)
     assert failing.action is Action.ROLLBACK
+
+
+def test_a_canary_whose_newest_entry_is_old_is_neither_advanced_nor_promoted_but_still_rolls_back() -> None:
+    """While Redis refuses the data plane's writes, the canary's entries stop arriving and no gap marker
+    can say so yet: a canary baked on entries that ended long before the decision was promoted, though
+    it might have been failing ever since. The bound is a quarter of the bake (15 s of 60 here), at
+    least a second."""
+    healthy = Observation(150, 0, 9.0)
+    assert freshness_bound_s(POLICY) == 15.0
+    assert freshness_bound_s(Policy(bake_seconds=2)) == 1.0
+    fresh = decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=15.0)
+    assert fresh.action is Action.PROMOTE
+    for step in (0, 3):
+        stale = decide(POLICY, step, 120.0, healthy, PRIMARY, newest_canary_age_s=15.1)
+        assert stale.action is Action.HOLD
+        assert stale.reason == (
+            f"waiting for recent canary traffic at {POLICY.steps_percent[step]:g}%: newest entry 15.1 s old"
+            " (more than 15 s; entries since may not have been logged)"
+        )
+    assert decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=math.nan).action is Action.HOLD
+    failing = decide(POLICY, 3, 120.0, Observation(150, 30, 9.0), PRIMARY, newest_canary_age_s=90.0)
+    assert failing.action is Action.ROLLBACK  # a breach needs no recent entry
