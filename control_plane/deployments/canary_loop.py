@@ -8,9 +8,14 @@ in between always wins. Each deployment is evaluated on its own: an error with o
 logged and the rest are still decided.
 
 A step whose prediction-log entries were trimmed before they were read is observed again from the
-stream's first entry (:mod:`observations`): its bake counts from there, and while it holds its reason
+stream's first entry, and one whose entries the data plane dropped (a gap marker in the stream) from
+just after the marker (:mod:`observations`): its bake counts from there, and while it holds its reason
 says so ("... (observed since 12:00:05 UTC: the prediction log was trimmed past entries of the step not
-yet read)"), so the canary neither advances nor is promoted on a window with a gap."""
+yet read)", or "...: the data plane could not log 40 requests of the deployment between ... and ..."),
+so the canary neither advances nor is promoted on a window with a gap. The age of the canary's newest
+observed entry, by this loop's clock, goes to :func:`decide` too: while Redis refuses the data plane's
+writes no marker can arrive yet, and the canary waits for recent entries rather than advancing on old
+ones."""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from control_plane.background import BackgroundLoop
 from control_plane.deployments.canary import Action, Decision, decide
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.messages import policy_from_proto
-from control_plane.deployments.observations import DEFAULT_STREAM, PredictionLogObserver
+from control_plane.deployments.observations import DEFAULT_STREAM, TRIMMED, PredictionLogObserver
 
 _log = logging.getLogger("aether.control_plane.canary")
 
@@ -92,7 +97,10 @@ class CanaryLoop:
         # The bake runs from where the observations do: the step's start, or later when the stream was
         # trimmed past entries of the step not yet read (the window restarted there).
         since_us = max(state.step_started_at_us, seen.since_us)
-        baked_s = self._clock() - since_us / 1e6
+        now = self._clock()
+        baked_s = now - since_us / 1e6
+        # No canary entry at all: as old as the window (it then holds for min_requests anyway).
+        newest_us = seen.canary_newest_us if seen.canary_newest_us is not None else since_us
         decision = decide(
             policy_from_proto(deployment.canary_policy),
             state.step_index,
@@ -100,9 +108,11 @@ class CanaryLoop:
             seen.canary,
             seen.primary,
             read_through=seen.caught_up,
+            newest_canary_age_s=max(0.0, now - newest_us / 1e6),
         )
         if decision.action is Action.HOLD and since_us > state.step_started_at_us:
-            decision = replace(decision, reason=f"{decision.reason} ({_restarted(since_us)})")
+            why = seen.restarted_by or TRIMMED
+            decision = replace(decision, reason=f"{decision.reason} ({_restarted(since_us, why)})")
         if decision.action is Action.HOLD:
             replaced = await asyncio.to_thread(
                 self._manager.note_hold, deployment.name, state, decision.reason
@@ -146,6 +156,6 @@ class CanaryLoop:
         await self._background.stop()
 
 
-def _restarted(since_us: int) -> str:
+def _restarted(since_us: int, why: str) -> str:
     at = datetime.fromtimestamp(since_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"observed since {at}: the prediction log was trimmed past entries of the step not yet read"
+    return f"observed since {at}: {why}"

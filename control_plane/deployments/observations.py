@@ -29,6 +29,17 @@ so it restarts at the stream's first entry, with empty tallies, and says since w
 (:attr:`StepWindow.since_us`): the canary controller then counts the step's bake from there, so the step
 is held again, on a window complete from its new start, before the canary advances or is promoted.
 This needs Redis 7 (``entries-added``); an older Redis gives no such count, and no trim is detected.
+
+The data plane also drops entries itself (Redis refused a batch, or its buffer was full), and marks each
+such loss in the stream once it can write again: a gap marker (``role`` = ``gap``) with the deployment,
+how many of its entries were dropped, and the first and last of their times. A marker of the window's
+deployment restarts the window just after it, like a trim (:attr:`StepWindow.since_us` moves to the
+marker's stream time, and :attr:`StepWindow.restarted_by` says why): what came before it has a hole of
+unknown failures. The restart does not look at whether the dropped entries' times fall inside the step:
+those are the data plane's clock, the step's start the control plane's, and a doubt costs only a longer
+hold. While Redis refuses writes no marker can arrive; for that the window keeps the stream time of each
+variant's newest entry (:attr:`StepObservations.canary_newest_us`), and the controller advances a canary
+only on recent entries (``canary.decide``).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,6 +84,10 @@ CALLER_ERROR_CODES = frozenset(
 # stops, not caught up, and the next pass goes on.
 _MAX_RESTARTS_PER_READ = 3
 
+#: The ``role`` of the data plane's gap markers (``data_plane.prediction_log.GAP``).
+GAP_ROLE = "gap"
+TRIMMED = "the prediction log was trimmed past entries of the step not yet read"
+
 _EDGES = np.geomspace(0.01, 120_000.0, 420)  # ms: from 10 µs to two minutes
 
 
@@ -80,6 +96,8 @@ class VariantTally:
     requests: int = 0
     errors: int = 0
     latency_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(_EDGES) + 1, np.int64))
+    #: Stream time (microseconds, from the entry id) of the newest entry counted; None before the first.
+    newest_us: int | None = None
 
     def add(self, failed: bool, latency_ms: float) -> None:
         """Counts one request; ``failed``: it failed on the server's side (see :func:`server_failed`)."""
@@ -129,9 +147,9 @@ def server_failed(ok: str, error_code: str) -> bool:
 
 
 def parse_entry(fields: Mapping[bytes, bytes]) -> ParsedEntry | None:
-    """(deployment, variant, failed, latency_ms) of one prediction-log entry; None for a shadow's entry or
-    one without a deployment."""
-    if _text(fields, b"role") == "shadow" or _text(fields, b"shadow") in ("1", "true"):
+    """(deployment, variant, failed, latency_ms) of one prediction-log entry; None for a shadow's entry, a
+    gap marker (see :func:`parse_gap`) or one without a deployment."""
+    if _text(fields, b"role") in ("shadow", GAP_ROLE) or _text(fields, b"shadow") in ("1", "true"):
         return None
     deployment = _text(fields, b"deployment")
     if not deployment:
@@ -144,14 +162,55 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> ParsedEntry | None:
     return ParsedEntry(deployment, _text(fields, b"variant"), failed, latency)
 
 
+class Gap(NamedTuple):
+    deployment: str
+    dropped: int  # 0 when the marker does not say (still a gap)
+    first_ts_us: int | None
+    last_ts_us: int | None
+
+    def describe(self) -> str:
+        span = ""
+        if self.first_ts_us is not None and self.last_ts_us is not None:
+            span = f" between {_clock(self.first_ts_us)} and {_clock(self.last_ts_us)}"
+        count = f"{self.dropped} requests" if self.dropped else "requests"
+        return f"the data plane could not log {count} of the deployment{span}"
+
+
+def _int(fields: Mapping[bytes, bytes], name: bytes) -> int | None:
+    try:
+        return int(_text(fields, name))
+    except ValueError:
+        return None
+
+
+def parse_gap(fields: Mapping[bytes, bytes]) -> Gap | None:
+    """The data plane's gap marker in one entry (``role`` = ``gap``), or None for any other entry. A
+    marker whose numbers do not parse is still a gap: entries were lost, whatever their count."""
+    if _text(fields, b"role") != GAP_ROLE:
+        return None
+    first, last = _int(fields, b"first_ts_us"), _int(fields, b"last_ts_us")
+    return Gap(_text(fields, b"deployment"), max(_int(fields, b"dropped") or 0, 0), first, last)
+
+
+def _clock(ts_us: int) -> str:
+    try:
+        return datetime.fromtimestamp(ts_us / 1e6, UTC).strftime("%H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"ts_us {ts_us}"
+
+
 class StepObservations(NamedTuple):
     canary: Observation
     primary: Observation
     #: Every entry logged before this read was read (see :attr:`StepWindow.caught_up`).
     caught_up: bool
     #: Since when the observations run: the step's start, or later where the stream was trimmed past
-    #: entries of the step that had not been read (see :attr:`StepWindow.since_us`).
+    #: entries of the step that had not been read, or after a gap marker (see :attr:`StepWindow.since_us`).
     since_us: int
+    #: Why the observations start after the step did (None when they do not).
+    restarted_by: str | None = None
+    #: Stream time (microseconds) of the canary's newest observed entry; None when none was observed.
+    canary_newest_us: int | None = None
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
@@ -178,8 +237,15 @@ class StepWindow:
         #: per-tick cap with entries left, so the tallies cover only the start of the window).
         self.caught_up = False
         #: Where the tallies begin (microseconds): the step's start until entries of the window were
-        #: trimmed from the stream before they were read; then the stream's first entry at that time.
+        #: trimmed from the stream before they were read; then the stream's first entry at that time; or
+        #: the stream time of the last gap marker of the deployment read.
         self.since_us = started_at_us
+        #: Why the window last restarted (None: it never did).
+        self.restarted_by: str | None = None
+
+    def newest_us(self, variant: str) -> int | None:
+        tally = self.tallies.get(variant)
+        return tally.newest_us if tally is not None else None
 
     def observe(self, variant: str) -> Observation:
         tally = self.tallies.get(variant)
@@ -201,11 +267,17 @@ class StepWindow:
                 restarts += 1
                 continue
             entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
-            for _, fields in entries:
+            for entry_id, fields in entries:
+                gap = parse_gap(fields)
+                if gap is not None:
+                    if gap.deployment == self.deployment:
+                        self._after_gap(entry_id, gap)
+                    continue
                 parsed = parse_entry(fields)
                 if parsed is not None and parsed.deployment == self.deployment:
                     tally = self.tallies.setdefault(parsed.variant, VariantTally())
                     tally.add(parsed.failed, parsed.latency_ms)
+                    tally.newest_us = _stream_id(entry_id)[0] * 1000
             read += len(entries)
             if entries:
                 self._cursor = entries[-1][0].decode()
@@ -239,6 +311,15 @@ class StepWindow:
         self._cursor, self._exclusive = first_id.decode(), False
         self.tallies = {}
         self.since_us = max(self.since_us, _stream_id(first_id)[0] * 1000)
+        self.restarted_by = TRIMMED
+
+    def _after_gap(self, marker_id: bytes, gap: Gap) -> None:
+        """Starts the window again just after a gap marker of its deployment: the entries read before it
+        miss the dropped ones, which may have been the canary's failures. (The read goes on from the
+        marker, so the cursor needs no change.)"""
+        self.tallies = {}
+        self.since_us = max(self.since_us, _stream_id(marker_id)[0] * 1000)
+        self.restarted_by = gap.describe()
 
 
 class PredictionLogObserver:
@@ -267,7 +348,12 @@ class PredictionLogObserver:
             )
         await window.read(self._client, self._stream)
         return StepObservations(
-            window.observe(canary), window.observe(primary), window.caught_up, window.since_us
+            window.observe(canary),
+            window.observe(primary),
+            window.caught_up,
+            window.since_us,
+            window.restarted_by,
+            window.newest_us(canary),
         )
 
     def forget_except(self, deployments: set[str]) -> None:

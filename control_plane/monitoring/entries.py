@@ -5,7 +5,9 @@ Fields relied on, as documented there: on every entry ``request_id``, ``deployme
 (raw row-major bytes) with ``features_dtype`` and ``features_shape`` (``"rows,cols"``), and per output
 ``output:<name>`` with ``output:<name>:dtype`` and ``output:<name>:shape``. Shadow entries (mirrored
 calls; their request id is the served call's), failed requests and unsampled entries carry nothing to
-monitor and decode to None.
+monitor and decode to None, and so do the data plane's gap markers (``role`` = ``gap``: entries it
+could not write; the canary controller reads them, the monitor counts them skipped like any entry
+without a sample).
 
 A sampled entry that cannot be decoded is *malformed*: :func:`decode_entry` raises
 :class:`MalformedEntry` and nothing else for anything in its bytes — arrays that do not match their
@@ -58,7 +60,7 @@ class LoggedPrediction:
 def decode_entry(fields: Mapping[bytes, bytes]) -> LoggedPrediction | None:
     """The monitored content of one entry, or None when there is none (see the module doc). Raises
     :class:`MalformedEntry`, and no other exception, for an entry it cannot decode or index."""
-    if _text(fields, b"role") not in ("", "served"):
+    if _text(fields, b"role") not in ("", "served"):  # a shadow's entry, or a gap marker
         return None
     if _text(fields, b"ok") == "0":
         return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import redis
@@ -11,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_plane.deployments.canary import Action, Policy, decide
-from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry
+from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry, parse_gap
+from data_plane.prediction_log import PredictionLog, PredictionRecord
+from data_plane.redis_client import RedisClient
+from tests.support.prediction_log import writes_refused
 
 
 def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
@@ -223,3 +228,64 @@ async def test_a_window_trimmed_before_it_was_read_restarts_and_its_canary_bakes
     baked_s = time.time() - max(step_started_us, window.since_us) / 1e6  # as the canary loop counts it
     decision = decide(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
     assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
+
+
+def _record(i: int, *, failed: bool) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=f"r{i}", deployment="eta", model="eta", version=2, variant="green", role="served",
+        routing_key="", ts_us=time.time_ns() // 1000, latency_ms=2.0, ok=not failed,
+        error_code="INTERNAL" if failed else "OK",
+    )  # fmt: skip
+
+
+async def _wait(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 (the writer's own counters; no event to wait on)
+            await asyncio.sleep(0.001)
+
+
+async def test_a_window_with_a_gap_marker_restarts_after_it_and_its_canary_bakes_again(
+    redis_url: str,
+) -> None:
+    """The data plane's own writer logs 150 healthy canary requests, then cannot write the next 100
+    (failures: Redis answers OOM) and, once Redis takes writes again, logs a gap marker and 120 healthy
+    ones. Read without the marker, the window was 270 requests with no error: the canary was promoted."""
+    step_started_us = time.time_ns() // 1000 - 600_000_000  # baked for ten minutes already
+    client = RedisClient(redis_url, pool_size=1)
+    log = PredictionLog(client, "log", sample_rate=0.0, maxlen=100_000, linger_s=0.0)
+    log.start()
+    try:
+        for i in range(150):
+            log.record(_record(i, failed=False))
+        await _wait(lambda: log.written == 150)
+        with writes_refused(redis_url):
+            for i in range(150, 250):
+                log.record(_record(i, failed=True))
+            await _wait(lambda: log.dropped == 100)
+        resumed_us = time.time_ns() // 1000
+        for i in range(250, 370):
+            log.record(_record(i, failed=False))
+        await _wait(lambda: log.written == 270)
+    finally:
+        await log.stop()
+        await client.close()
+    reader = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        window = StepWindow("eta", started_at_us=step_started_us)
+        assert await window.read(reader, "log") == 271 and window.caught_up  # the marker too
+    finally:
+        await reader.aclose()
+    canary = window.observe("green")
+    assert (canary.requests, canary.errors) == (120, 0)  # only what follows the marker
+    assert window.since_us >= resumed_us // 1000 * 1000  # the bake starts again at the marker
+    assert window.restarted_by is not None
+    assert window.restarted_by.startswith(
+        "the data plane could not log 100 requests of the deployment between"
+    )
+    policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05)
+    baked_s = time.time() - window.since_us / 1e6  # as the canary loop counts it
+    decision = decide(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
+    assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
+    # A marker whose numbers are unreadable is still a gap; a marker is never counted as a request.
+    assert parse_gap({b"role": b"gap", b"deployment": b"eta", b"dropped": b"x"}) == ("eta", 0, None, None)
+    assert parse_entry({b"role": b"gap", b"deployment": b"eta"}) is None

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_plane.monitoring.entries import MalformedEntry, decode_entry
-from data_plane.prediction_log import PredictionRecord
+from data_plane.prediction_log import PredictionLog, PredictionRecord
+from data_plane.redis_client import RedisClient
 from tests.support.prediction_log import append_records
 
 STREAM = "test:entries"
@@ -74,6 +75,22 @@ async def test_shadow_failed_and_unsampled_entries_carry_nothing_to_monitor(redi
         ],
     )
     assert [decode_entry(fields) for fields in entries] == [None, None, None]
+
+
+async def test_the_writers_gap_marker_is_skipped_not_malformed(redis_url: str) -> None:
+    client = RedisClient(redis_url, pool_size=1)
+    writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1000, buffer_size=1)
+    writer.record(record(request_id="kept"))
+    writer.record(record(request_id="dropped"))  # the buffer is full: dropped, and marked when written
+    writer.start()
+    await writer.stop()
+    await client.close()
+    reader = redis.Redis.from_url(redis_url)
+    entries: Any = reader.xrange(STREAM)
+    reader.close()
+    marker, kept = (fields for _, fields in entries)
+    assert marker[b"role"] == b"gap" and decode_entry(marker) is None
+    assert (logged := decode_entry(kept)) is not None and logged.request_id == "kept"
 
 
 async def test_bytes_that_do_not_match_their_shape_are_malformed(redis_url: str) -> None:
