@@ -1,15 +1,20 @@
 """The canary controller end to end: a control plane whose loop reads a real Redis prediction-log stream.
 A failing canary and a slow canary are rolled back to 0 % automatically with the reason recorded (in the
 deployment and the audit log); a healthy one advances through every step and is promoted (blue/green
-swap). The stream entries are what the data plane writes for each request."""
+swap). The stream entries are what the data plane writes for each request. A canary that fails while the
+data plane cannot write the log (Redis out of memory) is not promoted on the entries from before, and
+once writes resume the gap they leave restarts the step's bake."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import redis
@@ -21,7 +26,10 @@ from control_plane.audit.query import AuditFilter, iter_entries
 from control_plane.db import create_db_engine, create_session_factory
 from control_plane.db.engine import write_session
 from control_plane.deployments.tables import DeploymentRow
+from data_plane.prediction_log import PredictionLog, PredictionRecord
+from data_plane.redis_client import RedisClient
 from tests.integration.deployments.conftest import STREAM, Models, Plane, wait_until
+from tests.support.prediction_log import writes_refused
 
 POLICY = pb.CanaryPolicy(
     steps_percent=[10.0, 50.0, 100.0],
@@ -200,3 +208,146 @@ def test_a_canary_that_cannot_be_decided_does_not_stop_the_others(
     assert [v.name for v in deployment.variants] == ["blue"]
     assert deployments.get("eta-edited").canary.status == pb.CANARY_STATUS_PROGRESSING  # left for a person
     assert "canary green of eta-edited could not be evaluated" in caplog.text
+
+
+class LoggedTraffic:
+    """Requests to both variants logged through the data plane's own prediction-log writer (its batching,
+    its drops and its gap markers), about 200 a second each, from a thread with its own event loop, until
+    :meth:`stop`. :meth:`canary_fails`: the canary's requests fail (INTERNAL), or no longer do."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._failing = False
+        self._lock = threading.Lock()  # a request's outcome and its recording go together
+        self.recorded = 0
+        self.log: PredictionLog | None = None
+        self._redis_url = redis_url
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    async def _run(self) -> None:
+        client = RedisClient(self._redis_url, pool_size=1)
+        self.log = log = PredictionLog(client, STREAM, sample_rate=0.0, maxlen=100_000)
+        log.start()
+        self._ready.set()
+        while not self._stop.is_set():
+            with self._lock:
+                for name in ("blue", "green"):
+                    failed = name == "green" and self._failing
+                    self.recorded += 1
+                    log.record(
+                        PredictionRecord(
+                            request_id=f"r{self.recorded}", deployment="eta-prod", model="eta", version=1,
+                            variant=name, role="served", routing_key="", ts_us=time.time_ns() // 1000,
+                            latency_ms=2.0, ok=not failed, error_code="INTERNAL" if failed else "OK",
+                        )
+                    )  # fmt: skip
+            await asyncio.sleep(0.005)
+        await log.stop()
+        await client.close()
+
+    def canary_fails(self, failing: bool) -> int:
+        """Switches the canary's outcome; returns how many requests were recorded before the switch."""
+        with self._lock:
+            self._failing = failing
+            return self.recorded
+
+    def settled(self, recorded: int) -> bool:
+        """Whether the first ``recorded`` requests are each written or dropped (none still buffered)."""
+        return self.log is not None and self.log.written + self.log.dropped >= recorded
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def canary_entries(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries: Any = client.xrange(STREAM)
+        return sum(1 for _, fields in entries if fields.get(b"variant") == b"green")
+    finally:
+        client.close()
+
+
+BLIND_POLICY = pb.CanaryPolicy(
+    steps_percent=[50.0, 100.0], bake_seconds=3, max_error_rate=0.05, max_p99_ratio=1000.0, min_requests=20
+)
+
+
+def start_blind(deployments: DeploymentsClient, models: Models) -> None:
+    deployments.create("eta-prod", [variant("eta", models.register("eta"), name="blue")])
+    deployments.start_canary(
+        "eta-prod", "eta", models.register("eta"), variant_name="green", policy=BLIND_POLICY
+    )
+
+
+def reason(deployments: DeploymentsClient) -> str:
+    return deployments.get("eta-prod").canary.reason
+
+
+@contextmanager
+def canary_failing_while_the_log_is_refused(
+    plane: Plane, deployments: DeploymentsClient, traffic: LoggedTraffic
+) -> Iterator[None]:
+    """The reviewer's scenario: 25 healthy canary requests are logged, then the canary fails every
+    request while Redis answers the data plane's writes with OOM. The block's body runs once the step's
+    bake is over, with the log still refused; on leaving, Redis takes writes again."""
+    wait_until(lambda: canary_entries(plane.redis_url) >= 25)
+    with writes_refused(plane.redis_url):
+        traffic.canary_fails(True)
+        wait_until(lambda: traffic.log is not None and traffic.log.dropped > 50)
+        # Held past its bake on the entries from before the refusal: it used to be promoted here as
+        # "healthy at 50% ... error rate 0.00% over 25 requests", and then fail every request.
+        wait_until(lambda: reason(deployments).startswith("waiting for recent canary traffic at 50%"))
+        yield
+        held = deployments.get("eta-prod")
+        assert held.canary.status == pb.CANARY_STATUS_PROGRESSING, held.canary.reason
+        assert [(v.name, v.traffic_percent) for v in held.variants] == [("blue", 50.0), ("green", 50.0)]
+
+
+def test_a_canary_failing_while_its_entries_are_dropped_is_not_promoted_and_is_rolled_back_after(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    start_blind(deployments, models)
+    traffic = LoggedTraffic(plane.redis_url)
+    try:
+        with canary_failing_while_the_log_is_refused(plane, deployments, traffic):
+            pass
+        # Writes resume: the gap marker restarts the window, and the failures logged after it roll back.
+        wait_until(finished(deployments))
+    finally:
+        traffic.stop()
+    deployment = deployments.get("eta-prod")
+    assert deployment.canary.status == pb.CANARY_STATUS_ROLLED_BACK, deployment.canary.reason
+    assert deployment.canary.reason.startswith("error rate ")
+    assert [v.name for v in deployment.variants] == ["blue"]
+    assert ("canary_promote", "canary-controller") not in audit_actions(plane)
+
+
+def test_after_entries_were_dropped_the_canary_bakes_again_before_it_is_promoted(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    start_blind(deployments, models)
+    traffic = LoggedTraffic(plane.redis_url)
+    try:
+        with canary_failing_while_the_log_is_refused(plane, deployments, traffic):
+            # Recovered before the log did: once every failing request was dropped (none left in the
+            # writer's buffer to be written after), nothing logged shows the failures.
+            failing_up_to = traffic.canary_fails(False)
+            wait_until(lambda: traffic.settled(failing_up_to))
+        resumed = time.time()
+        # The hold says what was lost and bakes the step again from the gap marker.
+        wait_until(lambda: "the data plane could not log" in reason(deployments))
+        held = reason(deployments)
+        assert held.startswith("baking at 50%") and "requests of the deployment between" in held, held
+        wait_until(finished(deployments))
+    finally:
+        traffic.stop()
+    deployment = deployments.get("eta-prod")
+    assert deployment.canary.status == pb.CANARY_STATUS_PROMOTED, deployment.canary.reason
+    # Promoted only on a whole bake after the marker (the marker comes after writes resumed).
+    assert time.time() - resumed >= BLIND_POLICY.bake_seconds
+    assert audit_actions(plane)[-2:] == [("start_canary", "alice"), ("canary_promote", "canary-controller")]
