@@ -189,7 +189,7 @@ async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
 
     observer = PredictionLogObserver(redis.asyncio.Redis.from_url(own_redis.url), STREAM)
     try:
-        healthy, primary, read_all, since_us = await observer.observe("ranking", 0, "green", "blue")
+        healthy, primary, read_all, since_us, *_ = await observer.observe("ranking", 0, "green", "blue")
         failing, fragile_primary, *_ = await observer.observe("fragile", 0, "green", "blue")
     finally:
         await observer.close()
