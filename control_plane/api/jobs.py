@@ -1,6 +1,14 @@
 """gRPC servicer of ``aether.v1.Jobs``: a thin shell over :class:`JobService`, plus the supervisor loop
 (started with the service, stopped through ``context.on_close``; stopping it leaves jobs running, the
-next control plane re-adopts them). Blocking work runs in worker threads."""
+next control plane re-adopts them). Blocking work runs in worker threads.
+
+A job's ``spec.env`` is where its secrets go (an API key, a cloud credential the job needs), so ``Get``,
+``List`` and ``Watch`` answer a caller without the right to write (the read-only token:
+:data:`~control_plane.api.identity.MAY_WRITE` false) each value replaced by :data:`REDACTED`, the names
+kept (what a job is configured with is still the reader's to see). A caller that may write (the admin
+token, or anyone with auth off) gets the values: it could submit a job that prints them anyway, and a
+spec read back whole can be submitted again. The audit entry of a submit holds the job's state, never its
+spec."""
 
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
-from control_plane.api.identity import actor_of
+from control_plane.api.identity import MAY_WRITE, actor_of
 from control_plane.api.offline_features import datasets_root_of, offline_root
 from control_plane.jobs.executor import Executor, LocalExecutor
 from control_plane.jobs.service import JobService
@@ -31,6 +39,8 @@ T = TypeVar("T")
 #: Largest piece of log per message, and how often a followed log or a watch looks for news.
 LOG_CHUNK_BYTES = 64 * 1024
 POLL_INTERVAL_S = 0.25
+#: What a caller without the right to write gets in place of each value of a job's ``spec.env``.
+REDACTED = "[redacted]"
 
 
 async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -50,14 +60,14 @@ class JobsServicer(pb_grpc.JobsServicer):
 
     @maps_errors
     async def Get(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return await _run(self._service.get, request.job_id)
+        return _shown(await _run(self._service.get, request.job_id))
 
     @maps_errors
     async def List(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         jobs, token = await _run(
             self._service.list, list(request.states), request.page_size, request.page_token
         )
-        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+        return pb.ListJobsResponse(jobs=[_shown(job) for job in jobs], next_page_token=token)
 
     @maps_errors
     async def Cancel(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
@@ -86,10 +96,19 @@ class JobsServicer(pb_grpc.JobsServicer):
             seen = (job.updated_at_us, len(job.history))
             if seen != last:
                 last = seen
-                yield job
+                yield _shown(job)
             if JobState.from_proto(job.state) in TERMINAL:
                 return
             await asyncio.sleep(self._poll_s)
+
+
+def _shown(job: pb.Job) -> pb.Job:
+    """``job`` as the caller may see it: its env values :data:`REDACTED` unless the caller may write."""
+    if not MAY_WRITE.get():
+        # Over a copy of the names: assigning into a protobuf map while iterating it skips entries.
+        for name in list(job.spec.env):
+            job.spec.env[name] = REDACTED
+    return job
 
 
 def _read_from(path: Any, offset: int, size: int) -> bytes:

@@ -50,6 +50,7 @@ from typing import Protocol
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks, running_in_group
+from control_plane.jobs.launch_env import inherited
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
 
 
@@ -239,8 +240,10 @@ def _failed_in_an_old_launcher(code: int, detail: str) -> bool:
 class LocalExecutor:
     """Runs each attempt as ``python -m control_plane.jobs.launcher ... -- <job argv>`` in a new session,
     in ``cwd`` (default: the control plane's working folder), with stdout and stderr appended to the job's
-    log. ``base_env`` is the environment jobs inherit (default: the control plane's); ``kill_grace_s`` is
-    the time between SIGTERM and SIGKILL to the processes an ended attempt left behind."""
+    log. ``base_env`` is the environment jobs inherit from (default: the control plane's), of which they
+    get only what :data:`~control_plane.jobs.launch_env.INHERITED_ENV` names, then the spec's ``env`` and
+    the launch variables; ``kill_grace_s`` is the time between SIGTERM and SIGKILL to the processes an
+    ended attempt left behind."""
 
     def __init__(
         self,
@@ -266,7 +269,9 @@ class LocalExecutor:
         if job.spec.entrypoint.module:
             argv += ["--module", job.spec.entrypoint.module]
         argv += ["--", *job_argv(job.spec, self._python)]
-        process_env = {**self._base_env, **dict(job.spec.env), **env}
+        # Never the control plane's whole environment: it holds the admin token and the database's and
+        # Redis's passwords, and a job's log (what it prints) is readable with the read-only token.
+        process_env = {**inherited(self._base_env, job.spec.env), **dict(job.spec.env), **env}
         # The launcher must import control_plane even when the job runs elsewhere than the repository.
         package_root = str(Path(__file__).resolve().parents[2])
         process_env["PYTHONPATH"] = os.pathsep.join(

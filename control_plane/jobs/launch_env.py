@@ -19,7 +19,22 @@ anything but the standard library, so the SDK side can read the same names.
 - ``RANK``: not set by the executor but by ``torch.distributed.run``, which starts a job with more than
   one GPU as one process per GPU; the training SDK lets only rank 0 (or a process without ``RANK``) log
   metrics, write checkpoints and outputs.
-- ``AETHER_TOKEN`` / ``AETHER_TLS_CA`` etc. are inherited from the control plane's environment.
+
+Besides these and the spec's own ``env`` (which overrides what is inherited), a job gets only the variables
+of the control plane's environment that :data:`INHERITED_ENV` names: what a process needs to run (``PATH``,
+``HOME``, the locale, the temporary folder, the Python path and virtual environment), the GPU stack's
+settings (``CUDA_*``, ``NVIDIA_*``, ``NCCL_*``, ``LD_LIBRARY_PATH``), where the state lives
+(``AETHER_HOME``, ``AETHER_OFFLINE_ROOT``: a recorded dataset is read from the offline store) and how to
+call the control plane back (``AETHER_TOKEN`` / ``AETHER_TOKEN_FILE``, ``AETHER_TLS_CA``,
+``AETHER_TLS_SERVER_NAME``). Never the control plane's own secrets: ``AETHER_ADMIN_TOKEN``,
+``AETHER_READONLY_TOKEN``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``, cloud or Kafka credentials. A job
+that needs one of those names it in its spec's ``env``. The control plane does not read ``AETHER_TOKEN``
+itself: it is there only for its jobs, so the operator chooses their token. Logging metrics and
+registering a model version write, so the built-in trainer needs a token that may write, which today is
+the admin token (there is no narrower writing role); a job whose code only reads can be given the
+read-only one. Prefer ``AETHER_TOKEN_FILE``: a job that prints its environment into its log (which the
+read-only token may read) then shows a path, not the token. A spec that sets either variable replaces
+both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's file).
 
 stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
 non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job
@@ -48,6 +63,25 @@ RANK = "RANK"
 
 #: Name of the outputs file, written by the job next to (in the parent of) its checkpoint folder.
 OUTPUTS_FILE = "outputs.json"
+
+#: The variables of the control plane's environment a job inherits (see the module docstring): a name,
+#: or a prefix ending in ``*``. An allow-list, not a deny-list: a secret the operator gives the control
+#: plane under a name nobody thought of (a Kafka password, another cloud's key) stays out of jobs.
+INHERITED_ENV: tuple[str, ...] = (
+    # To run at all.
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE", "LC_*",
+    "TMPDIR", "TEMP", "TMP",
+    # Python: the project importable, the same virtual environment, unbuffered output kept.
+    "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+    # GPUs and the numeric libraries' thread counts.
+    "CUDA_*", "NVIDIA_*", "NCCL_*", "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    # The platform: where its state lives, and how to call the control plane back.
+    "AETHER_HOME", "AETHER_OFFLINE_ROOT",
+    "AETHER_TOKEN", "AETHER_TOKEN_FILE", "AETHER_TLS_CA", "AETHER_TLS_SERVER_NAME",
+)  # fmt: skip
+#: Either names the token the SDK sends; the spec giving one must not leave the other inherited.
+_TOKEN_VARIABLES = ("AETHER_TOKEN", "AETHER_TOKEN_FILE")
 
 
 @dataclass(frozen=True)
@@ -112,3 +146,17 @@ def _whole(name: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"{name}={text!r}: expected a whole number >= 0")
     return int(text)
+
+
+def inherited(environ: Mapping[str, str], spec_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of ``environ`` (the control plane's environment) that :data:`INHERITED_ENV` lets a job
+    have, less the token variables when ``spec_env`` (the job's own) sets one of them."""
+    names = {entry for entry in INHERITED_ENV if not entry.endswith("*")}
+    prefixes = tuple(entry[:-1] for entry in INHERITED_ENV if entry.endswith("*"))
+    own = spec_env or {}
+    dropped = set(_TOKEN_VARIABLES) if any(name in own for name in _TOKEN_VARIABLES) else set()
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in names or name.startswith(prefixes)) and name not in dropped
+    }

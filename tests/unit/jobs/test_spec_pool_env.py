@@ -13,7 +13,7 @@ import yaml
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.jobs.executor import job_argv
-from control_plane.jobs.launch_env import LaunchEnv
+from control_plane.jobs.launch_env import LaunchEnv, inherited
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.spec import (
     BUILT_IN_TRAINER,
@@ -223,6 +223,22 @@ def test_launch_env_round_trips_through_the_environment(tmp_path: Path) -> None:
     for name, value in (("RANK", "one"), ("RANK", "-1"), ("AETHER_JOB_ATTEMPT", "²")):
         with pytest.raises(ValueError, match=f"{name}={value!r}: expected a whole number"):
             LaunchEnv.from_env({**variables, name: value})
+
+
+def test_a_job_inherits_only_the_allow_listed_part_of_the_control_planes_environment() -> None:
+    server = {
+        "PATH": "/bin", "LC_ALL": "C", "CUDA_HOME": "/cuda", "NCCL_DEBUG": "WARN", "AETHER_TOKEN": "t",
+        "AETHER_ADMIN_TOKEN": "a", "AETHER_READONLY_TOKEN": "r", "AETHER_DB_URL": "postgresql://u:p@h/d",
+        "AETHER_REDIS_URL": "redis://:p@h/0", "AWS_SECRET_ACCESS_KEY": "s", "AETHER_JOBS_DIR": "/j",
+        "PATHX": "not PATH", "XLC_ALL": "not a locale",
+    }  # fmt: skip
+    assert inherited(server) == {
+        "PATH": "/bin", "LC_ALL": "C", "CUDA_HOME": "/cuda", "NCCL_DEBUG": "WARN", "AETHER_TOKEN": "t",
+    }  # fmt: skip
+    # A spec naming its own token (either way) replaces both: the SDK reads AETHER_TOKEN before the file.
+    for own in ({"AETHER_TOKEN_FILE": "/mine"}, {"AETHER_TOKEN": "mine"}):
+        kept = inherited({**server, "AETHER_TOKEN_FILE": "/server"}, own)
+        assert "AETHER_TOKEN" not in kept and "AETHER_TOKEN_FILE" not in kept
 
 
 def test_job_argv_uses_torchrun_for_several_gpus() -> None:
