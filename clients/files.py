@@ -34,6 +34,27 @@ def replace_when_done(dest: Path, *, sync_folder: bool = False) -> Iterator[Bina
         temp.unlink(missing_ok=True)
 
 
+def private_folder(path: Path) -> Path:
+    """``path`` (``~`` expanded), created when missing with every folder above it that is missing too, each
+    with mode 0700: the state folders (``AETHER_HOME``, the jobs folder, the dev stack's) hold the metadata
+    database, job logs and secrets, which no other local user should read. ``Path.mkdir(parents=True)``
+    gives the parents it creates the umask's mode (0755), and a parent created that way may be
+    ``AETHER_HOME`` itself. A folder that exists keeps its mode: whoever made it chose it (a data plane
+    running as another user may read an artifact store under it)."""
+    path = path.expanduser()
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        # exist_ok: another process may create it meanwhile (it then keeps that process's mode).
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """A descriptor of ``path`` opened with ``flags``, the file created with mode 0600 when missing (an
+    existing file keeps its mode). For files that may hold secrets: a job's log, a SQLite database."""
+    return os.open(path, flags | os.O_CREAT, 0o600)
+
+
 def fsync_folder(folder: Path) -> None:
     """Makes the names in ``folder`` (a rename into it) durable."""
     descriptor = os.open(folder, os.O_RDONLY)

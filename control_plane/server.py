@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from clients.files import private_folder
 from clients.keepalive import server_keepalive_options
 from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
@@ -114,7 +115,7 @@ async def start_server(
     """Migrates the metadata database to the newest schema and starts serving on
     ``settings.listen_addr`` (port 0 picks a free port; see ``.port``): the feature registry plus
     ``services``, each with health status and reflection."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
     # Every servicer and loop runs its blocking work through the loop's default executor (to_thread), so
     # an executor of a known size, with a pooled connection for each of its threads, means no call ever
     # waits for a connection (asyncio's own executor has a size of its choosing, and the pool was 5 + 10).

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.env_values import env_float
+from clients.files import private_folder
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
 from control_plane.ingestion.streaming import kafka_options
@@ -74,10 +75,11 @@ class ControlPlaneSettings:
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT`` and
         ``AETHER_OFFLINE_COMPACT_*``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
-        since the default database lives there."""
+        since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
+        the database, job logs and job specs with their secrets; a folder that exists keeps its mode."""
         env = os.environ if environ is None else environ
         home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
-        home.mkdir(parents=True, exist_ok=True)
+        private_folder(home)
         return cls(
             home=home,
             db_url=env.get("AETHER_DB_URL") or default_db_url(home),

@@ -35,6 +35,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from clients.files import private_folder
 from clients.keepalive import WATCH_KEEPALIVE_S, watch_channel_options
 from clients.sdk.auth import ChannelSecurity, open_aio_channel
 
@@ -45,7 +46,7 @@ M = TypeVar("M", bound=Message)
 
 def save_snapshot(path: Path, data: bytes) -> None:
     """Atomic replace: readers of ``path`` see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)  # by default AETHER_HOME, which may not exist yet
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temp, "wb") as file:
         file.write(data)

@@ -22,6 +22,7 @@ import grpc.aio
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
+from clients.files import private_folder
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import MAY_WRITE, actor_of
@@ -138,7 +139,7 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         jobs_settings = settings or JobsSettings.from_env(context.settings.home)
-        jobs_settings.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(jobs_settings.folder)  # job specs, logs and checkpoints: the owner's alone
 
         def address() -> str:
             # Read at each launch: a server started on port 0 knows its port only once it listens.

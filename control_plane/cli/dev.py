@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import control_plane
 from clients.errors import FailedPrecondition
+from clients.files import private_folder
 from clients.lifeline import tied
 from clients.sdk.auth import open_channel
 from clients.uris import redact_uri
@@ -181,8 +182,8 @@ def _up(
 ) -> int:
     if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
         raise FailedPrecondition(_INSTALL_REDIS)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "redis").mkdir(exist_ok=True)
+    # The stack's logs and Redis's data (the online store) are the owner's, as is AETHER_HOME above.
+    private_folder(folder / "redis")
     rows: list[tuple[object, ...]] = []
     started: list[Service] = []
     try:

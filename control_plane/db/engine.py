@@ -15,6 +15,7 @@ lock: with writers queued behind that lock holding every other pooled connection
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +28,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
+from clients.files import open_private, private_folder
 
 # Execution option a connection carries when its transaction will write.
 _WRITE_OPTION = "aether_write"
@@ -53,13 +55,25 @@ def create_db_engine(url: str, busy_timeout_s: float = 30.0, pool_size: int | No
         engine = create_engine(url, pool_pre_ping=True, **pool)
     else:
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private_file(Path(parsed.database).expanduser(), parsed.query.get("uri"))
         else:
             pool = {}  # an in-memory database keeps one connection per thread, not a queue of them
         engine = create_engine(url, connect_args={"timeout": busy_timeout_s}, **pool)
         _configure_sqlite(engine, busy_timeout_s)
     _refuse_nul_characters(engine)
     return engine
+
+
+def _create_private_file(path: Path, uri: object) -> None:
+    """Creates the SQLite file (and its missing folders, 0700) with mode 0600 before SQLite opens it, which
+    would create it with the umask's 0644: the database holds job specs with their secrets, webhook URLs
+    and quarantined records. SQLite gives the -wal and -shm files it creates the mode of the database
+    file, so they are 0600 too. An existing file keeps its mode; a ``uri=true`` database name is a URI,
+    not a path, and is left to SQLite."""
+    if uri not in (None, "", "false", "0"):
+        return
+    private_folder(path.parent)
+    os.close(open_private(path, os.O_WRONLY))
 
 
 def _refuse_nul_characters(engine: Engine) -> None:

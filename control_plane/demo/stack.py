@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from clients.files import private_folder
 from control_plane.cli.settings import CliSettings
 
 #: The prediction log samples every request (so every labelled request is monitorable) and the control
@@ -67,7 +68,7 @@ def demo_settings(home: Path | None) -> CliSettings:
     """A stack of its own: a scratch home (or the given one) and free ports, so the demo never collides
     with a running ``aetherctl dev`` stack."""
     root = (home or Path(tempfile.mkdtemp(prefix="aether-demo-"))).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    private_folder(root)
     return CliSettings(
         home=root,
         db_url=f"sqlite:///{root / 'aether.db'}",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.errors import FailedPrecondition
+from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
 from control_plane.deployments.autoscaler import AutoscalerPolicy
@@ -61,7 +62,7 @@ def hold_home(home: Path) -> Iterator[None]:
     """Holds the fleet lock of ``home`` until the block ends; FailedPrecondition naming the holder's pid
     when another fleet holds it."""
     path = lock_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)  # AETHER_HOME too, when this creates it
     # Not inheritable (Python's default): a replica holding a copy would keep the home locked after
     # its fleet is gone.
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

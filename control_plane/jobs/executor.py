@@ -277,7 +277,7 @@ class LocalExecutor:
         process_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (process_env.get("PYTHONPATH", ""), package_root) if p
         )
-        with open(job.files.log, "ab") as log:
+        with job.files.open_log() as log:
             process = subprocess.Popen(
                 argv, cwd=self._cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,

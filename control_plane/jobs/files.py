@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from clients.files import replace_when_done
+from clients.files import open_private, replace_when_done
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class JobFiles:
         except OSError as exc:
             raise OSError(f"cannot write the job's spec file {self.spec}: {exc.strerror or exc}") from exc
 
+    def open_log(self) -> BinaryIO:
+        """The log, opened to append, created 0600 when missing: it holds whatever the job printed."""
+        return os.fdopen(open_private(self.log), "ab")
+
     def append_log(self, line: str) -> None:
-        with open(self.log, "ab") as log:
+        with self.open_log() as log:
             log.write(f"[aether] {line}\n".encode())

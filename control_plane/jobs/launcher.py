@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from clients.files import open_private
 from control_plane.jobs.identity import claim, process_start_ticks
 
 NOT_FOUND_EXIT = 127
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)
-    with open(args.log, "ab", buffering=0) as log:
+    # Created 0600 when missing (the control plane creates it first): what the job prints is its owner's.
+    with os.fdopen(open_private(args.log), "ab", buffering=0) as log:
         me = os.getpid()
         found = claim(args.pid_file, {"pid": me, "start_ticks": process_start_ticks(me)})
         if found is not None:  # a control plane counted this attempt as lost before it could start

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.files import private_folder
 from control_plane.db import keyset, pages, read_session, write_session
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.runs import end_run, leftover_run
@@ -89,9 +90,9 @@ class JobService:
         problem = entrypoint_problem(spec, self._settings.job_cwd)
         job_id = uuid.uuid4().hex[:12]
         files = JobFiles(self._settings.folder / job_id)
-        files.checkpoints.mkdir(parents=True, exist_ok=True)
+        private_folder(files.checkpoints)  # and the job's folder above it
         files.write_spec(spec_to_json(spec))
-        files.log.touch()
+        files.open_log().close()
         at = now_us()
         with write_session(self._sessions) as session:
             row = JobRow(

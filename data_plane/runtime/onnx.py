@@ -24,6 +24,7 @@ from typing import Any
 import onnxruntime as ort
 
 from clients.errors import Unavailable
+from clients.files import private_folder
 from data_plane.models.spec import DYNAMIC, TensorSpec
 from data_plane.runtime.base import Array
 
@@ -162,7 +163,7 @@ def trt_engine_cache_prefix(model: bytes) -> str:
 
 def _provider_options(provider: str, options: OnnxOptions, model: bytes) -> dict[str, Any]:
     if provider == "TensorrtExecutionProvider" and options.trt_cache_dir is not None:
-        options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(options.trt_cache_dir)  # by default under AETHER_HOME, which it may create
         return {
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(options.trt_cache_dir),
