@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, Text, cast, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
 from control_plane.audit.chain import AuditEntry
 from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import strings
 from control_plane.db.engine import read_session
 
 DEFAULT_PAGE_SIZE = 100
@@ -122,7 +123,7 @@ def object_id_matches(object_id: str) -> ColumnElement[bool]:
     prefixes = [object_id + separator for separator in ID_SEPARATORS]
     return or_(
         column == object_id,
-        *(func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes),
+        *(strings.starts_with(column, prefix) for prefix in prefixes),
     )
 
 

@@ -10,14 +10,14 @@ import threading
 from collections.abc import Callable, Sequence
 
 from google.protobuf import json_format
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
-from control_plane.db import keyset, pages
+from control_plane.db import keyset, pages, strings
 from control_plane.db.engine import read_session, write_session
 from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
@@ -100,7 +100,7 @@ class DeploymentManager:
         last = keyset.decode(page_token, "ListDeployments", scope, _ORDER, scope_name="name prefix")
         query = select(DeploymentRow).order_by(DeploymentRow.name)
         if name_prefix:
-            query = query.where(func.substr(DeploymentRow.name, 1, len(name_prefix)) == name_prefix)
+            query = query.where(strings.starts_with(DeploymentRow.name, name_prefix))
         if last is not None:
             query = query.where(DeploymentRow.name > last[0])
         with read_session(self._sessions) as session:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
-from control_plane.db import keyset, pages
+from control_plane.db import keyset, pages, strings
 from control_plane.db.engine import read_session
 from control_plane.db.models import NAME_LENGTH
 from control_plane.model_registry import messages
@@ -154,8 +154,9 @@ class CachedReads:
     ) -> tuple[list[pb.RegisteredModel], str]:
         """Models ordered by name, a page at a time (the next page's token is empty on the last one).
         Tag filters are applied while paging, so pages stay full. ``name_prefix`` holds at most a model
-        name's ``NAME_LENGTH`` characters: a longer one matches nothing, and SQLite refused one over
-        50,000 bytes as a LIKE pattern "too complex" (INTERNAL), so it is refused before any query."""
+        name's ``NAME_LENGTH`` characters: a longer one matches nothing (and SQLite refused one over 50,000
+        bytes when the filter was a LIKE pattern, "too complex": INTERNAL), so it is refused before any
+        query. It matches exactly (:func:`strings.starts_with`): as LIKE it ignored case on SQLite only."""
         if len(name_prefix) > NAME_LENGTH:
             raise InvalidArgument(
                 f"name_prefix: {len(name_prefix)} characters; a model name, and so a prefix of one, holds"
@@ -183,7 +184,7 @@ class CachedReads:
                     .limit(size + 1)
                 )
                 if name_prefix:
-                    query = query.where(RegisteredModelRow.name.startswith(name_prefix, autoescape=True))
+                    query = query.where(strings.starts_with(RegisteredModelRow.name, name_prefix))
                 if after:
                     query = query.where(RegisteredModelRow.name > after)
                 rows = session.execute(query).all()

@@ -204,6 +204,19 @@ def test_a_name_prefix_longer_than_any_model_name_is_invalid_argument(models: Mo
             models.list_models_page(name_prefix="m" * length)
 
 
+def test_a_name_prefix_matches_exactly_on_every_backend(models: ModelRegistryClient) -> None:
+    """The prefix was a LIKE pattern, which ignores the case of ASCII letters on SQLite and not on
+    PostgreSQL: ``DEMAND`` listed the model ``demand`` on SQLite only. It matches the name's first
+    characters exactly on both, with ``_`` and ``%`` standing for themselves."""
+    for name in ("demand", "demand_x", "demandax"):
+        models.create_model(name)
+    assert [m.name for m in models.list_models(name_prefix="DEMAND")] == []
+    assert [m.name for m in models.list_models(name_prefix="Demand_")] == []
+    assert [m.name for m in models.list_models(name_prefix="demand_")] == ["demand_x"]
+    assert [m.name for m in models.list_models(name_prefix="demand%")] == []
+    assert [m.name for m in models.list_models(name_prefix="dem")] == ["demand", "demand_x", "demandax"]
+
+
 def test_every_mutation_is_audited_with_its_actor(
     plane: Plane, models: ModelRegistryClient, artifact: Path
 ) -> None:
