@@ -20,6 +20,13 @@ NAMING_CONVENTION = {
 
 NAME_LENGTH = 128
 
+#: The type of every generated id (an autoincrementing primary key) and of every column that holds one.
+#: 64-bit, as the API's ids are: PostgreSQL's ``integer``/``serial`` stopped at 2**31 - 1, after which
+#: each insert failed (quarantine ids and metric chunks advance per record and per logged batch). On
+#: SQLite it stays ``INTEGER``: only an ``INTEGER PRIMARY KEY`` is the rowid (64-bit already) and so
+#: numbered by the database, and a ``BIGINT`` primary key would not be.
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -28,7 +35,7 @@ class Base(DeclarativeBase):
 class EntityRow(Base):
     __tablename__ = "entities"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     #: [{"name": ..., "value_type": <ValueType name>}, ...] in key order. Entities are not versioned: join
     #: keys never change once created.
@@ -43,7 +50,7 @@ class FeatureViewRow(Base):
 
     __tablename__ = "feature_views"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     owner: Mapped[str] = mapped_column(String(256))
@@ -61,11 +68,11 @@ class FeatureViewVersionRow(Base):
     __tablename__ = "feature_view_versions"
     __table_args__ = (UniqueConstraint("view_id", "version", name="uq_feature_view_versions_view_version"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    view_id: Mapped[int] = mapped_column(ForeignKey("feature_views.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    view_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("feature_views.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     # Also inside ``spec``; a column so the database refuses to drop an entity a version still uses.
-    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="RESTRICT"), index=True)
+    entity_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("entities.id", ondelete="RESTRICT"), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))  # ACTIVE | DEPRECATED | RETIRED
     #: 16 hex digits: the unsigned 64-bit fingerprint does not fit a signed BIGINT.
@@ -107,5 +114,5 @@ class RegistryRevisionRow(Base):
 
     __tablename__ = "registry_revision"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 ACTOR_LENGTH = 128
 ROLE_LENGTH = 16
@@ -22,7 +22,7 @@ SALT_LENGTH = 256
 class DeploymentRow(Base):
     __tablename__ = "deployments"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     routing_salt: Mapped[str] = mapped_column(String(SALT_LENGTH))
@@ -44,8 +44,8 @@ class DeploymentVariantRow(Base):
         Index("ix_deployment_variants_model", "model_name", "version"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("deployments.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     version: Mapped[int] = mapped_column(Integer)
@@ -59,5 +59,5 @@ class DeploymentsRevisionRow(Base):
 
     __tablename__ = "deployments_revision"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger)

@@ -52,8 +52,8 @@ STATUSES = (QUARANTINED, REPLAYING, ONLINE_PENDING, REPLAYED, DISCARDED, SUPERSE
 #: (a Kafka publish waits at most ~15 s; a batch group writes its rows once), so only a replay that died
 #: lets it lapse. Long, since a replay that took over a claim still held would write the records twice.
 CLAIM_LEASE_S = 300.0
-#: The largest record id (a 32-bit INTEGER column).
-_MAX_ID = 2**31 - 1
+#: The largest record id (a 64-bit column, ``ROW_ID``).
+_MAX_ID = 2**63 - 1
 #: Values bound per ``IN (...)`` query: PostgreSQL (psycopg) takes at most 65,535 parameters in one
 #: statement, and a fully rejected chunk of a Parquet file alone has 65,536 record keys.
 IN_LIST_SLICE = 1_000
@@ -289,8 +289,8 @@ def _refusal(refused: dict[int, tuple[str, int]], lease_s: float, lapsed_before:
 
 def id_slices(ids: list[int]) -> list[list[int]]:
     """``ids`` in lookups of at most IN_LIST_SLICE, without the ids no record can have: the API's ids are
-    uint64 and the column 32 bits, and PostgreSQL refused to compare a larger one (INTERNAL) where
-    SQLite answered NOT_FOUND. Left out of the lookup, such an id is NOT_FOUND on both."""
+    uint64 and the column a signed 64 bits, and PostgreSQL refused to compare a larger one (INTERNAL)
+    where SQLite answered NOT_FOUND. Left out of the lookup, such an id is NOT_FOUND on both."""
     ids = [record_id for record_id in ids if 0 < record_id <= _MAX_ID]
     return [ids[start : start + IN_LIST_SLICE] for start in range(0, len(ids), IN_LIST_SLICE)]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 RUN_ID_LENGTH = 200
 SOURCE_LENGTH = 1024
@@ -47,7 +47,7 @@ class QuarantineRow(Base):
         Index("ix_quarantine_source_record", "view", "version", "source_id", "record_key"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
     #: The record's identity within its run: a stream message id, or the row number in the batch.
     record_key: Mapped[str] = mapped_column(String(200))

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 JOB_ID_LENGTH = 32
 STATE_LENGTH = 16
@@ -63,7 +63,7 @@ class JobEventRow(Base):
     __tablename__ = "job_events"
     __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     job_id: Mapped[str] = mapped_column(String(JOB_ID_LENGTH))
     state: Mapped[str] = mapped_column(String(STATE_LENGTH))
     reason: Mapped[str] = mapped_column(Text)

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 ACTOR_LENGTH = 128
 RUN_ID_LENGTH = 64
@@ -34,7 +34,7 @@ STATUS_LENGTH = 32
 class RegisteredModelRow(Base):
     __tablename__ = "registered_models"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
@@ -60,8 +60,8 @@ class ModelVersionRow(Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="RESTRICT"))
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("registered_models.id", ondelete="RESTRICT"))
     version: Mapped[int] = mapped_column(Integer)
     run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), index=True)  # "" = no run
     artifact_sha256: Mapped[str] = mapped_column(String(SHA256_LENGTH), index=True)
@@ -94,7 +94,7 @@ class ModelVersionFeatureRow(Base):
     __table_args__ = (Index("ix_model_version_features_view", "view_name", "view_version"),)
 
     model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+        ROW_ID, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     view_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
@@ -108,10 +108,10 @@ class ModelAliasRow(Base):
     __tablename__ = "model_aliases"
 
     model_id: Mapped[int] = mapped_column(
-        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+        ROW_ID, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
     )
     alias: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+        ROW_ID, ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
     )
     updated_at_us: Mapped[int] = mapped_column(BigInteger)

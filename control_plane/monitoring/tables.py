@@ -26,7 +26,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clients.serving_rules import REQUEST_ID_LENGTH as REQUEST_ID_LENGTH  # the rule Predict keeps to
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 SHA256_LENGTH = 64
 ACTOR_LENGTH = 128
@@ -60,7 +60,7 @@ class DriftReportRow(Base):
     __tablename__ = "drift_reports"
     __table_args__ = (Index("ix_drift_reports_deployment_end", "deployment", "window_end_us"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     version: Mapped[int] = mapped_column(Integer)

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 ACTOR_LENGTH = 128
 STATUS_LENGTH = 32
@@ -40,7 +40,7 @@ class RetrainingDecisionRow(Base):
     __tablename__ = "retraining_decisions"
     __table_args__ = (Index("ix_retraining_decisions_deployment_at", "deployment", "at_us"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
     at_us: Mapped[int] = mapped_column(BigInteger)  # decided: the trigger step's start
     # Written: what the submit grace of a ``submitting`` decision runs from (a step can take long).
@@ -59,9 +59,9 @@ class RetrainingEvaluationRow(Base):
     __tablename__ = "retraining_evaluations"
     __table_args__ = (Index("ix_retraining_evaluations_deployment", "deployment", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    decision_id: Mapped[int] = mapped_column(Integer)
+    decision_id: Mapped[int] = mapped_column(ROW_ID)
     job_id: Mapped[str] = mapped_column(String(JOB_ID_LENGTH))
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     champion_version: Mapped[int] = mapped_column(Integer)
@@ -81,7 +81,7 @@ class RetrainingEvaluationRow(Base):
 class RetrainingPromotionRow(Base):
     __tablename__ = "retraining_promotions"
 
-    evaluation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
     status: Mapped[str] = mapped_column(String(STATUS_LENGTH), index=True)
     reason: Mapped[str] = mapped_column(Text)

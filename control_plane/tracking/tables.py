@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clients.tracking_rules import KEY_LENGTH  # the SDK checks keys too, so the limits live in clients/
-from control_plane.db.models import NAME_LENGTH, Base
+from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
 
 ID_LENGTH = 32
 SENDER_ID_LENGTH = 64
@@ -33,7 +33,7 @@ SENDER_ID_LENGTH = 64
 class ExperimentRow(Base):
     __tablename__ = "tracking_experiments"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
@@ -45,9 +45,11 @@ class RunRow(Base):
     __tablename__ = "tracking_runs"
     __table_args__ = (Index("ix_tracking_runs_experiment_start", "experiment_pk", "start_time_us"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
-    experiment_pk: Mapped[int] = mapped_column(ForeignKey("tracking_experiments.id", ondelete="CASCADE"))
+    experiment_pk: Mapped[int] = mapped_column(
+        ROW_ID, ForeignKey("tracking_experiments.id", ondelete="CASCADE")
+    )
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     status: Mapped[str] = mapped_column(String(16))  # RUNNING | FINISHED | FAILED | KILLED
     start_time_us: Mapped[int] = mapped_column(BigInteger)
@@ -57,7 +59,9 @@ class RunRow(Base):
 class ParamRow(Base):
     __tablename__ = "tracking_params"
 
-    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(
+        ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
@@ -65,7 +69,9 @@ class ParamRow(Base):
 class TagRow(Base):
     __tablename__ = "tracking_tags"
 
-    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(
+        ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
@@ -76,8 +82,8 @@ class MetricChunkRow(Base):
     __tablename__ = "tracking_metric_chunks"
     __table_args__ = (Index("ix_tracking_metric_chunks_run_key", "run_pk", "key", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(KEY_LENGTH))
     count: Mapped[int] = mapped_column(Integer)
     steps: Mapped[bytes] = mapped_column(LargeBinary)
@@ -90,7 +96,9 @@ class MetricLatestRow(Base):
 
     __tablename__ = "tracking_metric_latest"
 
-    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(
+        ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     value: Mapped[float] = mapped_column(Double)
     step: Mapped[int] = mapped_column(BigInteger)
@@ -103,7 +111,9 @@ class MetricLatestRow(Base):
 class RunArtifactRow(Base):
     __tablename__ = "tracking_artifacts"
 
-    run_pk: Mapped[int] = mapped_column(ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(
+        ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)

@@ -29,6 +29,7 @@ from control_plane.ingestion.quarantine import IN_LIST_SLICE, RunSource, record_
 from control_plane.ingestion.tables import IngestionRunRow, QuarantineRow
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
+from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max
 from tests.support.s3_server import FakeS3Server
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -329,6 +330,28 @@ def test_a_reason_filter_past_its_length_bound_is_invalid_argument_on_every_back
     for length in (60_000, 1001):
         with pytest.raises(InvalidArgument, match=r"reason_contains: .* at most 1000 characters"):
             env.service.list_quarantined(reason_contains="x" * length)
+
+
+def test_records_are_quarantined_past_32_bit_ids_on_every_backend(any_env: Env) -> None:
+    """Quarantine ids were a 32-bit ``serial`` on PostgreSQL (64-bit rowids on SQLite): one id per
+    rejected record, so a busy source used them up, and every run with a bad record failed INTERNAL."""
+    env = any_env
+    env.quarantine("climate", {"sensor_id": 1}, "before")
+    engine = env.sessions.kw["bind"]
+    next_ids_just_below_int32_max(engine, "quarantine")
+    bad = pa.table(
+        {"sensor_id": [1, 2, 3, 4], "event_ts": [NOW] * 4, "temperature_c": [99.0] * 4, "mode": [1] * 4}
+    )
+    outcome = env.service.ingest("climate", 1, [bad])
+    assert (outcome.records_in, outcome.quarantined) == (4, 4)
+    ids = [record.id for record in env.service.list_quarantined(view="climate", limit=4)]
+    assert ids == [INT32_MAX + 2, INT32_MAX + 1, INT32_MAX, INT32_MAX - 1]
+    assert env.service.get_quarantined(INT32_MAX + 2).id == INT32_MAX + 2
+    assert [r.id for r in env.service.list_quarantined(before_id=INT32_MAX + 1, limit=1)] == [INT32_MAX]
+    assert env.service.discard([INT32_MAX, INT32_MAX + 1]) == 2
+    corrected = json.loads(env.service.get_quarantined(INT32_MAX + 2).payload) | {"temperature_c": 20.0}
+    replayed = env.service.replay([INT32_MAX + 2], {INT32_MAX + 2: json.dumps(corrected)})
+    assert replayed.replayed == [INT32_MAX + 2]
 
 
 def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(env: Env) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
@@ -28,7 +28,9 @@ from control_plane.api.auth import AuthSettings
 from control_plane.audit.query import iter_entries
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session
+from control_plane.tracking.tables import MetricChunkRow, RunRow
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
+from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -95,6 +97,37 @@ def test_latest_is_the_highest_step_not_the_last_logged(client: TrackingClient) 
     summary = client.get_run(run.run_id).metrics[0]
     assert (summary.latest_value, summary.latest_step, summary.count) == (0.5, 10, 2)
     assert list(client.metric_history(run.run_id, "loss").steps) == [3, 10]
+
+
+def test_experiments_runs_and_metric_chunks_are_numbered_past_32_bits(
+    control_plane: ThreadedControlPlane, client: TrackingClient, db_url: str
+) -> None:
+    """Their surrogate ids were 32-bit ``serial`` columns on PostgreSQL (64-bit rowids on SQLite): a chunk
+    is stored per metric per logged batch, so a busy server ran out of them, and every LogBatch after
+    that failed INTERNAL. They are 64-bit on both."""
+    with client.start_run("first") as run:
+        run.log_metric("loss", 1.0)
+    engine = create_db_engine(db_url)
+    try:
+        for table in ("tracking_experiments", "tracking_runs", "tracking_metric_chunks"):
+            next_ids_just_below_int32_max(engine, table)
+        runs = []
+        for index in range(3):
+            with client.start_run(f"past-{index}") as run:
+                for step in range(3):
+                    run.log_metric("loss", float(step), step=step)
+                    client.get_run(run.run_id)  # sends the point now: one batch, one chunk, per step
+            runs.append(run.run_id)
+        with read_session(create_session_factory(engine)) as session:
+            assert session.scalar(select(func.max(MetricChunkRow.id))) == INT32_MAX + 7
+            assert session.scalar(select(func.max(RunRow.id))) == INT32_MAX + 1
+    finally:
+        engine.dispose()
+    for run_id in runs:
+        assert list(client.metric_history(run_id, "loss").steps) == [0, 1, 2]
+        assert client.get_run(run_id).metrics[0].count == 3
+    listed = client.list_runs(client.get_experiment("past-2").experiment_id).runs
+    assert [r.run_id for r in listed] == [runs[2]]
 
 
 def test_exception_in_the_with_block_marks_the_run_failed(client: TrackingClient) -> None:

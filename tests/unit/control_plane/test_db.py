@@ -16,7 +16,8 @@ import sqlalchemy.exc
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect, select, text, update
+from sqlalchemy import Connection, Engine, event, func, insert, inspect, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from clients.aether.v1 import types_pb2
@@ -32,6 +33,8 @@ from control_plane.db.revision import current_revision
 from control_plane.db.schema import metadata as all_tables
 from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs.tables import JobRow
+from control_plane.tracking.tables import ExperimentRow, MetricChunkRow, RunRow
+from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 
@@ -250,6 +253,79 @@ def test_audit_entries_kept_before_the_outcome_column_still_verify(db_url: str, 
     with pytest.raises(RuntimeError, match="audit log holds 1 refused operation"):
         command.downgrade(alembic_config(db_url), "0014_job_stops")
     assert verify_chain(sessions).ok
+
+
+def _row_id_types(connection: Connection) -> dict[tuple[str, str], str]:
+    """The PostgreSQL type of every column the models give the type ``ROW_ID`` (BIGINT on PostgreSQL,
+    INTEGER on SQLite): every generated id and every column that holds one."""
+    columns = [
+        (table.name, column.name)
+        for table in all_tables.sorted_tables
+        for column in table.columns
+        if column.type.compile(postgresql.dialect()) == "BIGINT"
+        and column.type.compile(sqlite.dialect()) == "INTEGER"
+    ]
+    query = text(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"
+    )
+    types = {(table, column): data_type for table, column, data_type in connection.execute(query)}
+    return {key: types[key] for key in columns}
+
+
+def _chunk(run_pk: int) -> dict[str, Any]:
+    point = b"\0" * 8
+    return {
+        "run_pk": run_pk,
+        "key": "loss",
+        "count": 1,
+        "steps": point,
+        "values": point,
+        "timestamps_us": point,
+    }
+
+
+def test_ids_kept_from_before_0024_upgrade_to_64_bits_and_continue_past_32(db_url: str) -> None:
+    """Migration 0024: PostgreSQL's generated ids were 32-bit ``serial`` columns (SQLite's are 64-bit
+    rowids), so the 2**31st insert into a table failed. A database at 0023 keeps its rows, and every
+    generated id, every column holding one and every id sequence is 64-bit."""
+    command.upgrade(alembic_config(db_url), "0023_feedback_counts")
+    engine = create_db_engine(db_url)
+    experiment = {"id": 1, "experiment_id": "e" * 32, "name": "e", "description": "", "tags": {}}
+    run = {"run_id": "r" * 32, "experiment_pk": 1, "name": "r", "status": "RUNNING", "end_time_us": 0}
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(ExperimentRow.__table__).values(**experiment, created_at_us=1))
+            connection.execute(insert(RunRow.__table__).values(**run, id=1, start_time_us=1))
+            for _ in range(2):
+                connection.execute(insert(MetricChunkRow.__table__).values(**_chunk(1)))
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(MetricChunkRow)).scalar_one() == 2
+            if connection.dialect.name == "postgresql":
+                types = _row_id_types(connection)
+                assert types == dict.fromkeys(types, "bigint") and len(types) == 32
+                query = "SELECT data_type, max_value FROM pg_sequences WHERE schemaname = current_schema()"
+                sequences = connection.execute(text(query)).all()
+                generated = [
+                    table for table in all_tables.sorted_tables if table.autoincrement_column is not None
+                ]
+                assert sorted(sequences) == [("bigint", 2**63 - 1)] * len(generated)
+        for table in ("tracking_runs", "tracking_metric_chunks"):
+            next_ids_just_below_int32_max(engine, table)
+        with engine.begin() as connection:
+            run_pk = connection.execute(
+                insert(RunRow.__table__).values(**run | {"run_id": "s" * 32}, start_time_us=2)
+            ).inserted_primary_key[0]
+            chunks = [
+                connection.execute(
+                    insert(MetricChunkRow.__table__).values(**_chunk(run_pk))
+                ).inserted_primary_key[0]
+                for _ in range(3)
+            ]
+        assert (run_pk, chunks) == (INT32_MAX - 1, [INT32_MAX - 1, INT32_MAX, INT32_MAX + 1])
+    finally:
+        engine.dispose()
 
 
 _MIGRATE_AT = """
