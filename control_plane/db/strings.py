@@ -1,13 +1,21 @@
-"""Comparisons of text that give the same answer on SQLite and PostgreSQL.
+"""Comparisons and orderings of text that give the same answer on SQLite and PostgreSQL.
 
 SQLite and PostgreSQL agree on ``=``, but not on the operators built for people: LIKE ignores the case of
 ASCII letters on SQLite and not on PostgreSQL (and gives ``%`` and ``_``, frequent in names, a meaning of
-their own), so a filter written with it lists different rows on each backend."""
+their own), so a filter written with it lists different rows on each backend. Likewise ``<`` and ORDER
+BY: SQLite compares text by its bytes, PostgreSQL by the database's collation, which for a database
+created with an ICU or ``en_US`` locale sorts ``_`` and ``-`` before digits and ignores case at first,
+so the same listing came in another order on each backend."""
 
 from __future__ import annotations
 
-from sqlalchemy import SQLColumnExpression, func
+from typing import Any
+
+from sqlalchemy import SQLColumnExpression, String, func
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def starts_with(column: SQLColumnExpression[str], prefix: str) -> ColumnElement[bool]:
@@ -15,3 +23,32 @@ def starts_with(column: SQLColumnExpression[str], prefix: str) -> ColumnElement[
     ``=`` is exact on both backends (both count characters, not bytes), where ``startswith`` becomes
     LIKE. Every listing filtered by a caller's prefix goes through it, so all match alike."""
     return func.substr(column, 1, len(prefix)) == prefix
+
+
+class _ByteOrder(FunctionElement[str]):
+    """The expression :func:`byte_order` returns; compiled per dialect below."""
+
+    type = String()
+    name = "byte_order"
+    inherit_cache = True
+
+
+def byte_order(column: SQLColumnExpression[str]) -> ColumnElement[str]:
+    """``column`` compared and ordered by its bytes (UTF-8: by code point) on both backends, whatever
+    collation the PostgreSQL database was created with: ``column COLLATE "C"`` there, the column itself
+    on SQLite (whose columns here all compare by bytes, BINARY). A listing by name orders with it, and a
+    keyset page's "after the last name" compares with it too: compared in the database's collation, the
+    next page skipped or repeated names the page before ordered otherwise. (On PostgreSQL the order
+    cannot come from a name's unique index, built in the database's collation: the rows are sorted, which
+    for listings of models, experiments and views is a small cost.)"""
+    return _ByteOrder(column)
+
+
+@compiles(_ByteOrder)
+def _column_itself(element: _ByteOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_ByteOrder, "postgresql")
+def _in_c_collation(element: _ByteOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'

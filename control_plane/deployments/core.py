@@ -19,6 +19,7 @@ from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import keyset, pages, strings
 from control_plane.db.engine import read_session, write_session
+from control_plane.db.strings import byte_order
 from control_plane.deployments import store, traffic
 from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.messages import (
@@ -43,7 +44,7 @@ from control_plane.model_registry.registry import ModelRegistry
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 #: Deployments are listed by name, which is unique.
-_ORDER = [keyset.KeyColumn(DeploymentRow.name, str)]  # type: ignore[arg-type]
+_ORDER = [keyset.KeyColumn(byte_order(DeploymentRow.name), str)]
 Listener = Callable[[int], None]
 
 
@@ -98,11 +99,11 @@ class DeploymentManager:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         scope = keyset.scope_digest(name_prefix)
         last = keyset.decode(page_token, "ListDeployments", scope, _ORDER, scope_name="name prefix")
-        query = select(DeploymentRow).order_by(DeploymentRow.name)
+        query = select(DeploymentRow).order_by(byte_order(DeploymentRow.name))
         if name_prefix:
             query = query.where(strings.starts_with(DeploymentRow.name, name_prefix))
         if last is not None:
-            query = query.where(DeploymentRow.name > last[0])
+            query = query.where(byte_order(DeploymentRow.name) > last[0])
         with read_session(self._sessions) as session:
             rows = list(session.scalars(query.limit(size + 1)))
             variants = store.variants_of(session, [r.id for r in rows[:size]])

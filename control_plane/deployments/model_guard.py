@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from control_plane.db.strings import byte_order
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
 from control_plane.model_registry.guards import ModelUser
 
@@ -20,7 +21,7 @@ class DeploymentModelGuard:
             select(DeploymentRow.name, DeploymentVariantRow)
             .join(DeploymentRow, DeploymentRow.id == DeploymentVariantRow.deployment_id)
             .where(DeploymentVariantRow.model_name == model)
-            .order_by(DeploymentRow.name, DeploymentVariantRow.position)
+            .order_by(byte_order(DeploymentRow.name), DeploymentVariantRow.position)
         )
         if version is not None:
             query = query.where(DeploymentVariantRow.version == version)

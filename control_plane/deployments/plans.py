@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.errors import AetherError
 from control_plane.db.engine import read_session
+from control_plane.db.strings import byte_order
 from control_plane.deployments import store
 from control_plane.deployments.messages import ROLE_TO_PROTO, serving_of
 from control_plane.deployments.tables import DeploymentRow
@@ -34,7 +35,7 @@ class PlanBuilder:
                 revision = store.current_revision(session)
                 if self._cached is not None and self._cached.revision == revision:
                     return self._cached
-                rows = list(session.scalars(select(DeploymentRow).order_by(DeploymentRow.name)))
+                rows = list(session.scalars(select(DeploymentRow).order_by(byte_order(DeploymentRow.name))))
                 variants = store.variants_of(session, [r.id for r in rows])
             snapshot = pb.DeploymentPlanSnapshot(revision=revision)
             for row in rows:

@@ -24,6 +24,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import keyset, pages
 from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
+from control_plane.db.strings import byte_order
 from control_plane.features import store
 
 R = TypeVar("R")
@@ -36,8 +37,9 @@ MAX_VIEW_MESSAGE_BYTES = pages.MAX_PAGE_BYTES
 #: Rows read from the database at once while a page is filled: a description may be megabytes.
 _CHUNK = 32
 # Entities and views are listed by name, versions by number: each unique in its listing.
-_ENTITY_ORDER = (keyset.KeyColumn(EntityRow.name, str),)  # type: ignore[arg-type]
-_VIEW_ORDER = (keyset.KeyColumn(FeatureViewRow.name, str),)  # type: ignore[arg-type]
+# Names in byte order on both backends (:func:`byte_order`), the order SQLite has always listed them in.
+_ENTITY_ORDER = (keyset.KeyColumn(byte_order(EntityRow.name), str),)
+_VIEW_ORDER = (keyset.KeyColumn(byte_order(FeatureViewRow.name), str),)
 _VERSION_ORDER = (keyset.KeyColumn(FeatureViewVersionRow.version, int),)  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ from control_plane.audit.log import record
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.models import EntityRow, FeatureViewRow, FeatureViewVersionRow
 from control_plane.db.revision import BUMPED_REVISION, bump_revision, current_revision, lock_registry
+from control_plane.db.strings import byte_order
 from control_plane.features import listing, store
 from control_plane.features.apply import ENTITY, FEATURE_VIEW, apply_definitions
 from control_plane.features.changes import new_version_reasons
@@ -108,7 +109,7 @@ class FeatureRegistry:
         with read_session(self._sessions) as session:
             return [
                 store.entity_message(row)
-                for row in session.scalars(select(EntityRow).order_by(EntityRow.name))
+                for row in session.scalars(select(EntityRow).order_by(byte_order(EntityRow.name)))
             ]
 
     def list_entities_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[pb.Entity], str]:
@@ -392,12 +393,12 @@ class FeatureRegistry:
         transaction so that the revision matches the content."""
         with read_session(self._sessions) as session:
             revision = current_revision(session)
-            entities = session.scalars(select(EntityRow).order_by(EntityRow.name)).all()
+            entities = session.scalars(select(EntityRow).order_by(byte_order(EntityRow.name))).all()
             rows = session.execute(
                 select(FeatureViewRow, FeatureViewVersionRow)
                 .join(FeatureViewVersionRow, FeatureViewVersionRow.view_id == FeatureViewRow.id)
                 .where(FeatureViewVersionRow.status.in_([status.value for status in SERVABLE]))
-                .order_by(FeatureViewRow.name, FeatureViewVersionRow.version)
+                .order_by(byte_order(FeatureViewRow.name), FeatureViewVersionRow.version)
             ).all()
             return pb.RegistrySnapshot(
                 revision=revision,

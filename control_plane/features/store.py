@@ -154,9 +154,10 @@ def views_using_entity(session: Session, entity: EntityRow) -> list[str]:
         .join(FeatureViewVersionRow, FeatureViewVersionRow.view_id == FeatureViewRow.id)
         .where(FeatureViewVersionRow.entity_id == entity.id)
         .distinct()
-        .order_by(FeatureViewRow.name)
     )
-    return list(session.scalars(query).all())
+    # Sorted here, by code point as every listing by name is (``byte_order``): PostgreSQL refuses an ORDER
+    # BY expression (``name COLLATE "C"``) that a SELECT DISTINCT does not select.
+    return sorted(session.scalars(query).all())
 
 
 # -- writes --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from control_plane.db.models import FeatureViewRow, FeatureViewVersionRow
+from control_plane.db.strings import byte_order
 from control_plane.features.store import require_version as require_view_version
 from control_plane.features.store import require_view, spec_from_json
 from control_plane.model_registry import messages
@@ -153,7 +154,9 @@ def usages_query(view: str, version: int | None) -> Select[str, int, str, ModelV
         .join(ModelVersionRow, ModelVersionRow.id == ModelVersionFeatureRow.model_version_id)
         .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
         .where(ModelVersionFeatureRow.view_name == view)
-        .order_by(RegisteredModelRow.name, ModelVersionRow.version, ModelVersionFeatureRow.position)
+        .order_by(
+            byte_order(RegisteredModelRow.name), ModelVersionRow.version, ModelVersionFeatureRow.position
+        )
     )
     if version is not None:
         query = query.where(ModelVersionFeatureRow.view_version == version)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.uris import redact_uri
+from control_plane.db.strings import byte_order
 from control_plane.model_registry.approval import to_proto
 from control_plane.model_registry.tables import (
     ModelAliasRow,
@@ -56,7 +57,7 @@ def aliases_of_versions(session: Session, version_ids: Sequence[int]) -> dict[in
     rows = session.execute(
         select(ModelAliasRow.model_version_id, ModelAliasRow.alias)
         .where(ModelAliasRow.model_version_id.in_(version_ids))
-        .order_by(ModelAliasRow.alias)
+        .order_by(byte_order(ModelAliasRow.alias))
     )
     for version_id, alias in rows:
         aliases[version_id].append(alias)

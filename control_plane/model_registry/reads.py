@@ -25,6 +25,7 @@ from clients.errors import InvalidArgument, NotFound
 from control_plane.db import keyset, pages, strings
 from control_plane.db.engine import read_session
 from control_plane.db.models import NAME_LENGTH
+from control_plane.db.strings import byte_order
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import from_proto
 from control_plane.model_registry.queries import now_us, page_size_of, require_model
@@ -41,7 +42,7 @@ CACHE_CAPACITY = 50_000
 #: Versions built at once while a page is filled (the default page size).
 _BUILD_BATCH = 100
 #: Models are listed by name, which is unique.
-_MODEL_ORDER = [keyset.KeyColumn(RegisteredModelRow.name, str)]  # type: ignore[arg-type]
+_MODEL_ORDER = [keyset.KeyColumn(byte_order(RegisteredModelRow.name), str)]
 
 
 def touch(row: ModelVersionRow | RegisteredModelRow) -> None:
@@ -180,13 +181,13 @@ class CachedReads:
                         RegisteredModelRow.name,
                         tags_column,
                     )
-                    .order_by(RegisteredModelRow.name)
+                    .order_by(byte_order(RegisteredModelRow.name))
                     .limit(size + 1)
                 )
                 if name_prefix:
                     query = query.where(strings.starts_with(RegisteredModelRow.name, name_prefix))
                 if after:
-                    query = query.where(RegisteredModelRow.name > after)
+                    query = query.where(byte_order(RegisteredModelRow.name) > after)
                 rows = session.execute(query).all()
                 exhausted = len(rows) <= size
                 if rows:

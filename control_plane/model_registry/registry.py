@@ -25,6 +25,7 @@ from control_plane.artifacts.store import ArtifactStore
 from control_plane.audit.log import record
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.revision import lock_registry
+from control_plane.db.strings import byte_order
 from control_plane.model_registry import lineage, messages
 from control_plane.model_registry.approval import Approval, decide, from_proto
 from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
@@ -286,7 +287,7 @@ class ModelRegistry:
             aliases = session.scalars(
                 select(ModelAliasRow)
                 .where(ModelAliasRow.model_version_id == row.id)
-                .order_by(ModelAliasRow.alias)
+                .order_by(byte_order(ModelAliasRow.alias))
             ).all()
             for alias in aliases:
                 self._remove_alias(session, model, alias, actor)

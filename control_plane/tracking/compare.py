@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, case, collate, false, func, not_, or_, select, true
+from sqlalchemy import Select, and_, case, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
 
 from clients.errors import InvalidArgument
 from control_plane.db import keyset
+from control_plane.db.strings import byte_order
 from control_plane.tracking.filters import (
     And,
     Compare,
@@ -77,8 +78,7 @@ class ComparePage:
 class _Columns:
     """One outer join per distinct (kind, key); the SQL expression of each field."""
 
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
+    def __init__(self) -> None:
         self.joins: list[tuple[object, ColumnElement[bool]]] = []
         self._aliases: dict[tuple[str, str], object] = {}
 
@@ -99,7 +99,7 @@ class _Columns:
 
     def text(self, column: ColumnElement[str]) -> ColumnElement[str]:
         # Compare strings by code point everywhere: SQLite does by default, PostgreSQL needs the C collation.
-        return collate(column, "C") if self.dialect == "postgresql" else column
+        return byte_order(column)
 
     def of(self, target: Field) -> ColumnElement[Any]:
         if target.kind == "metric":
@@ -190,7 +190,7 @@ def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
     sort_keys: list[SortKey] = [parse_sort_key(text) for text in query.order_by]
     size = page_size_of(query.page_size)
 
-    columns = _Columns(session.get_bind().dialect.name)
+    columns = _Columns()
     conditions: list[ColumnElement[bool]] = [RunRow.experiment_pk == query.experiment_pk]
     if expression is not None:
         conditions.append(columns.condition(expression))

@@ -20,6 +20,7 @@ from clients.tracking_rules import check_time_us as check_time_us
 from clients.tracking_rules import check_values as check_values
 from clients.uris import redact_uri
 from control_plane.audit.log import record
+from control_plane.db.strings import byte_order
 from control_plane.tracking.tables import (
     ExperimentRow,
     MetricLatestRow,
@@ -144,7 +145,9 @@ def experiment_message(row: ExperimentRow) -> pb.Experiment:
 
 def artifacts_of(session: Session, run_pk: int) -> list[pb.RunArtifact]:
     rows = session.scalars(
-        select(RunArtifactRow).where(RunArtifactRow.run_pk == run_pk).order_by(RunArtifactRow.name)
+        select(RunArtifactRow)
+        .where(RunArtifactRow.run_pk == run_pk)
+        .order_by(byte_order(RunArtifactRow.name))
     )
     return [
         # (redacted again: a row written before artifact URIs were kept without credentials may hold some)

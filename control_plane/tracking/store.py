@@ -21,6 +21,7 @@ from clients.uris import redact_uri
 from control_plane.audit.log import record
 from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session, write_session
+from control_plane.db.strings import byte_order
 from control_plane.tracking import batches as batches_module
 from control_plane.tracking import senders
 from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
@@ -62,7 +63,7 @@ _RUN_ORDER = (
     keyset.KeyColumn(RunRow.run_id, str),  # type: ignore[arg-type]
 )
 # Experiments are listed by name, which is unique.
-_EXPERIMENT_ORDER = (keyset.KeyColumn(ExperimentRow.name, str),)  # type: ignore[arg-type]
+_EXPERIMENT_ORDER = (keyset.KeyColumn(byte_order(ExperimentRow.name), str),)
 _MAX_EXPERIMENTS_PAGE = 1000
 # A GetMetricHistory token's key (history_page's HistoryKey): points are packed in chunks, not rows, so
 # the page is cut in numpy, and these columns serve only to check a returned token's values.

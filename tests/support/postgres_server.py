@@ -125,6 +125,19 @@ class PostgresServer:
             connection.execute(f'CREATE SCHEMA "{schema}"')
         return self.url(_TEST_DATABASE, schema)
 
+    def icu_database_url(self, icu_locale: str = "en-US") -> str:
+        """The URL of a new database whose text sorts in ICU's ``icu_locale`` (``en-US``: the order of a
+        server initialized in a US English locale, where ``_`` and ``-`` sort before digits, unlike the
+        byte order of SQLite and of this cluster's own databases). A database, not a schema: a
+        collation is chosen when a database is created."""
+        name = f"test_icu_{next(self._names)}"
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as connection:
+            connection.execute(
+                f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
+                f" LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+            )
+        return self.url(name)
+
     def stop(self) -> None:
         if self._started:
             self._started = False
