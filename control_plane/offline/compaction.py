@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 
 from clients.env_values import env_float, env_int
 from clients.errors import FailedPrecondition, NotFound
+from clients.files import fsync_folder
 from control_plane.offline.merged import (
     REPLACED_KEY,
     MergedRecord,
@@ -246,7 +247,7 @@ def _merge(
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_folder(partition)  # the new name is durable before any source can be deleted
+    fsync_folder(Path(partition))  # the new name is durable before any source can be deleted
     return final_name, sum(s.rows for s in sources)
 
 
@@ -310,11 +311,3 @@ def _locked(partition: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(descriptor)  # releases the lock
-
-
-def _fsync_folder(folder: str) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
