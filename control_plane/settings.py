@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.env_values import env_float
+from clients.env_values import env_float, env_int
 from clients.files import private_folder
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
@@ -73,7 +73,7 @@ class ControlPlaneSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT`` and
-        ``AETHER_OFFLINE_COMPACT_*``
+        ``AETHER_OFFLINE_COMPACT_*`` and ``AETHER_CONTROL_PLANE_WORKER_THREADS``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
         the database, job logs and job specs with their secrets; a folder that exists keeps its mode."""
@@ -91,4 +91,7 @@ class ControlPlaneSettings:
             datasets_root=env.get(DATASETS_ROOT_VARIABLE) or None,
             offline_compaction=compaction_policy_from_env(env),
             offline_compact_interval_s=env_float(env, "AETHER_OFFLINE_COMPACT_INTERVAL_S", 600.0, minimum=0),
+            worker_threads=env_int(
+                env, "AETHER_CONTROL_PLANE_WORKER_THREADS", default_worker_threads(), minimum=1, maximum=256
+            ),
         )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.env_values import ConfigurationError
 from control_plane.__main__ import parse_settings
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.ingestion.streaming.__main__ import build_parser as build_materializer_parser
@@ -69,3 +70,10 @@ def test_an_unreadable_or_malformed_kafka_options_file_is_an_error(tmp_path: Pat
     malformed.write_text("security.protocol=SSL\nsasl.password\n")
     with pytest.raises(ValueError, match=r"kafka.properties:2: expected KEY=VALUE"):
         ControlPlaneSettings.from_env({**environ, "AETHER_KAFKA_OPTIONS_FILE": str(malformed)})
+
+
+def test_worker_threads_come_from_the_environment_and_a_bad_value_names_the_variable(tmp_path: Path) -> None:
+    environ = {"AETHER_HOME": str(tmp_path), "AETHER_CONTROL_PLANE_WORKER_THREADS": "20"}
+    assert ControlPlaneSettings.from_env(environ).worker_threads == 20
+    with pytest.raises(ConfigurationError, match="AETHER_CONTROL_PLANE_WORKER_THREADS"):
+        ControlPlaneSettings.from_env({**environ, "AETHER_CONTROL_PLANE_WORKER_THREADS": "0"})
