@@ -271,14 +271,17 @@ class PredictionLog:
     def _drop(self, records: Sequence[PredictionRecord]) -> None:
         """Counts ``records`` dropped and remembers them per deployment for the next gap marker."""
         for record in records:
-            gap = Gap(1, record.ts_us, record.ts_us)
-            pending = self._gaps.get(record.deployment)
-            if pending is None:
-                self._gaps[record.deployment] = gap
-            else:
-                pending.add(gap)
+            self._pend(record.deployment, Gap(1, record.ts_us, record.ts_us))
         if records:  # a batch of markers alone drops no entry
             self._count_dropped(len(records))
+
+    def _pend(self, deployment: str, gap: Gap) -> None:
+        """Adds ``gap`` to what the deployment's next marker reports."""
+        pending = self._gaps.get(deployment)
+        if pending is None:
+            self._gaps[deployment] = gap
+        else:
+            pending.add(gap)
 
     def _count_dropped(self, count: int) -> None:
         self.dropped += count
@@ -338,8 +341,7 @@ class PredictionLog:
             # The markers were not written (or, after a timeout, perhaps were: a gap reported twice
             # only makes a reader more careful), so they stay pending, with this batch's drops added.
             for deployment, gap in gaps.items():
-                pending = self._gaps.setdefault(deployment, Gap(0, gap.first_ts_us, gap.last_ts_us))
-                pending.add(gap)
+                self._pend(deployment, gap)
             self._drop(batch)
             if isinstance(error, (RedisUnavailable, RedisCommandError, RedisMisconfigured)):
                 _log.warning("prediction log dropped %d entries: %s", len(batch), error)

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
+from control_plane.db import create_db_engine, upgrade_to_head
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 
@@ -49,6 +51,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def pg_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
+    """An engine on a fresh PostgreSQL database migrated to head, for tests that interleave PostgreSQL
+    transactions by hand (tests/support/pg_interleave.py)."""
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,7 +7,6 @@ the other's change as its "before"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,21 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.db import create_session_factory, read_session
 from control_plane.monitoring.config import get_config, put_config
 from control_plane.monitoring.profiles import register_reference_profile, resolve_reference
 from control_plane.monitoring.tables import MonitorConfigRow, ReferenceProfileRow
 from tests.support.pg_interleave import HeldTransaction, race_against
-from tests.support.postgres_server import PostgresServer
 from tests.unit.monitoring.conftest import register_version
-
-
-@pytest.fixture
-def pg_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 def last_audit_before(sessions: sessionmaker[Session], object_id: str) -> Any:

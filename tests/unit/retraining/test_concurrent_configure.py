@@ -6,7 +6,6 @@ without a lock and audited the row as it was before the other's change as its "b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.db import create_session_factory, read_session
 from control_plane.retraining.config import get_config, put_config
 from control_plane.retraining.tables import RetrainingConfigRow
 from tests.support.pg_interleave import HeldTransaction, race_against
-from tests.support.postgres_server import PostgresServer
-
-
-@pytest.fixture
-def pg_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 def last_audit(sessions: sessionmaker[Session]) -> tuple[str, Any]:
