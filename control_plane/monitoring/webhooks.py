@@ -46,8 +46,7 @@ def redact_webhook(url: str) -> str:
     scheme, sep, rest = redact_uri(url).partition("://")
     if not sep:  # not a URL at all: nothing of it is known to be safe to show
         return marker
-    end = min([len(rest)] + [found for found in (rest.find(mark) for mark in "/?#") if found != -1])
-    return f"{scheme}://{rest[:end]}/{marker}"
+    return f"{scheme}://{_authority_and_tail(rest)[0]}/{marker}"
 
 
 def is_redacted(url: str) -> bool:
@@ -77,9 +76,7 @@ def redact_text(text: str, url: str) -> str:
     if not url:
         return text
     text = text.replace(url, redact_webhook(url))
-    rest = url.partition("://")[2]
-    end = min([len(rest)] + [found for found in (rest.find(mark) for mark in "/?#") if found != -1])
-    authority, tail = rest[:end], rest[end:]
+    authority, tail = _authority_and_tail(url.partition("://")[2])
     userinfo = authority.rpartition("@")[0]
     pieces = [tail, userinfo, *userinfo.split(":", 1)]
     # Pieces shorter than 4 characters ("/", a one-letter user) would hide ordinary words and say little.
@@ -87,3 +84,9 @@ def redact_text(text: str, url: str) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     return text
+
+
+def _authority_and_tail(rest: str) -> tuple[str, str]:
+    """A URL's part after ``scheme://`` cut at the first ``/``, ``?`` or ``#``: (authority, the rest)."""
+    end = min([len(rest)] + [found for found in (rest.find(mark) for mark in "/?#") if found != -1])
+    return rest[:end], rest[end:]
