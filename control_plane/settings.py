@@ -56,6 +56,9 @@ class ControlPlaneSettings:
     #: The only folder (or URI) under which GetHistoricalFeatures reads entity rows and writes training
     #: sets (AETHER_DATASETS_ROOT); None = ``<home>/datasets``. See control_plane.offline.server_paths.
     datasets_root: str | None = None
+    #: The offline store's root, a folder or a ``pyarrow.fs`` URI such as ``s3://bucket/features``
+    #: (AETHER_OFFLINE_ROOT); None = ``<home>/offline``.
+    offline_root: str | None = None
     #: How often the online cleanup of deleted feature views looks for pending work, and retries one
     #: that failed (Redis down).
     online_cleanup_interval_s: float = 10.0
@@ -72,7 +75,8 @@ class ControlPlaneSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
-        ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT`` and
+        ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT``,
+        ``AETHER_OFFLINE_ROOT`` and
         ``AETHER_OFFLINE_COMPACT_*`` and ``AETHER_CONTROL_PLANE_WORKER_THREADS``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
@@ -89,6 +93,7 @@ class ControlPlaneSettings:
             tls=ServerTls.from_env(env),
             kafka_options=kafka_options.from_env(env),
             datasets_root=env.get(DATASETS_ROOT_VARIABLE) or None,
+            offline_root=env.get("AETHER_OFFLINE_ROOT") or None,
             offline_compaction=compaction_policy_from_env(env),
             offline_compact_interval_s=env_float(env, "AETHER_OFFLINE_COMPACT_INTERVAL_S", 600.0, minimum=0),
             worker_threads=env_int(

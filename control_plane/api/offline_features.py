@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -29,6 +28,7 @@ from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
+from control_plane.offline.partition_locks import DatabaseLocks, PartitionLock
 from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.server_paths import confined, datasets_root
 from control_plane.offline.store import OfflineStore, open_filesystem
@@ -53,10 +53,12 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         datasets_root: str,
         chunk_bytes: int = CHUNK_BYTES,
         compaction: CompactionPolicy | None = None,
+        partition_locks: PartitionLock | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._compaction = compaction or CompactionPolicy()
+        self._partition_locks = partition_locks
         #: entity_rows_path and output_path must lie under it (control_plane.offline.server_paths).
         self._datasets_root = datasets_root
         self._chunk_bytes = chunk_bytes
@@ -106,6 +108,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             request.version or None,
             self._compaction,
             dry_run=request.dry_run,
+            locks=self._partition_locks,
         )
         if report.merged or report.deleted:
             _log.info(
@@ -178,10 +181,9 @@ def _entity_rows(rows_path: str, pieces: list[bytes]) -> pa.Table:
 
 
 def offline_root(context: ServiceContext) -> str:
-    """The settings' ``offline_root`` when they have one, else ``AETHER_OFFLINE_ROOT``, else the
-    ``offline`` folder in the control plane's home."""
-    configured = getattr(context.settings, "offline_root", None)
-    return str(configured or os.environ.get("AETHER_OFFLINE_ROOT") or context.settings.home / "offline")
+    """The settings' ``offline_root`` (``AETHER_OFFLINE_ROOT``) when set, else the ``offline`` folder in
+    the control plane's home."""
+    return context.settings.offline_root or str(context.settings.home / "offline")
 
 
 def datasets_root_of(context: ServiceContext) -> str:
@@ -206,11 +208,15 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
             "removed %d stale temporary training-set file(s) from the datasets root %s", swept, datasets
         )
     policy = getattr(context.settings, "offline_compaction", None) or CompactionPolicy()
-    servicer = OfflineFeaturesServicer(store, context.registry, datasets, compaction=policy)
+    # A local root's partitions are locked by files in their folders; an object store's by the database.
+    locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine, store.root)
+    servicer = OfflineFeaturesServicer(
+        store, context.registry, datasets, compaction=policy, partition_locks=locks
+    )
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     interval = float(getattr(context.settings, "offline_compact_interval_s", 0.0) or 0.0)
-    if interval > 0 and store.filesystem.type_name == "local":  # an object store is not compacted
-        loop = CompactionLoop(store, policy, interval)
+    if interval > 0:
+        loop = CompactionLoop(store, policy, interval, locks)
         loop.start()
         context.on_close.append(loop.stop)
     return OFFLINE_FEATURES_SERVICE

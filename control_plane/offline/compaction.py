@@ -3,8 +3,8 @@
 A streaming view writes one small file per outbox drain (about one a second), so a busy view's day
 partition gathers tens of thousands of files, and every point-in-time join and data-window check lists
 and opens them all. A pass (:func:`compact_view`) does, per date partition of a view version, under a
-lock on the partition (``.compact.lock``, ``flock``: two passes never merge overlapping runs, and a
-dead pass's lock goes with its process):
+lock on the partition (:mod:`control_plane.offline.partition_locks`: two passes never merge overlapping
+runs, and a dead pass's lock goes with its process):
 
 1. deletes the files that a merged file replaced at least ``grace_s`` ago (:class:`CompactionPolicy`):
    readers already leave them out, and the grace outlasts any read that listed them before the merge;
@@ -14,15 +14,19 @@ dead pass's lock goes with its process):
    file of another schema, or a younger one, ends a run). The merged file holds the run's rows
    concatenated in name order (types, schema metadata and row order as they were) and records the
    run in its footer (:mod:`control_plane.offline.merged`, which also proves the name keeps the tie
-   order). It is written under a hidden temporary name, fsynced and renamed into place, and the
-   folder is fsynced.
+   order). It is written whole to a local temporary file first, then published under its name
+   (:func:`_publish`): on a local root the temporary file sits hidden in the partition, is fsynced and
+   renamed into place, and the folder is fsynced; on an object store it is uploaded, which makes the
+   object visible only once complete, and its footer is read back before any source can be deleted.
 
 What a reader sees at each step: before the rename, the old files (a temporary name is never listed);
 after it, the merged file, its sources left out by its footer (:meth:`OfflineStore.partition_files`);
 after the deletes, the same. A reader that listed a source before the merge and opens it after the
 delete reads its rows from the merged file (:meth:`OfflineStore.open_rows`). So each row is read
 exactly once at every instant. A crash before the rename leaves a temporary file, swept at the next
-start (:meth:`OfflineStore.sweep_stale_temps`); after it, sources that readers skip, which the next pass
+start (:meth:`OfflineStore.sweep_stale_temps`; on an object store, a file in the local temporary
+folder, and an unfinished upload, which is never visible and which the bucket's lifecycle rule for
+incomplete multipart uploads removes); after it, sources that readers skip, which the next pass
 deletes once the grace is over; in the deletes, the rest of them, likewise.
 
 One limit: the run is chosen among the files present. A file that appears later with a name inside a
@@ -30,18 +34,18 @@ merged run (a writer whose write took longer than ``min_age_s``, or whose clock 
 after the merged file, not between its sources: only exact ties (same event and ingestion time) with
 the run's rows would be ordered differently than had it arrived in time.
 
-Only a local root is compacted: the lock and the rename need a local filesystem (an object store has
-neither flock nor rename). Readers understand merged files on any filesystem.
+A local root and an object store (``s3://…``) are compacted alike; an object store's partition locks
+live in the metadata database, so a pass over one needs its engine (``locks``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,11 +69,12 @@ from control_plane.offline.merged import (
     read_record,
     without_record,
 )
+from control_plane.offline.partition_locks import PartitionLock, folder_lock
 from control_plane.offline.store import OfflineStore, parquet_write_options
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
-_LOCK_NAME = ".compact.lock"
+_UPLOAD_CHUNK = 8 << 20
 _TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
 
 
@@ -124,13 +129,20 @@ def compact_view(
     policy: CompactionPolicy | None = None,
     now: dt.datetime | None = None,
     dry_run: bool = False,
+    locks: PartitionLock | None = None,
 ) -> CompactionReport:
     """One compaction pass over ``view`` (one ``version``, or every version with data). NOT_FOUND when
-    the view (or that version) has no data; FAILED_PRECONDITION for an object-store root."""
+    the view (or that version) has no data. ``locks`` hold a partition's lock (by default, on a local
+    root, a file lock in its folder); an object-store root has none of its own, so it needs them
+    (:class:`control_plane.offline.partition_locks.DatabaseLocks`): FAILED_PRECONDITION without."""
     policy = policy or CompactionPolicy()
     now = now or dt.datetime.now(dt.UTC)
-    if store.filesystem.type_name != "local":
-        raise FailedPrecondition("only a local offline store is compacted (an object store has no rename)")
+    if locks is None:
+        if not _is_local(store.filesystem):
+            raise FailedPrecondition(
+                "compacting an object-store offline root needs the metadata database's partition locks"
+            )
+        locks = folder_lock
     versions = store.versions(view)
     if version is not None:
         if version not in versions:
@@ -145,7 +157,7 @@ def compact_view(
             if dry_run:
                 _compact_partition(store, partition, number, day, policy, now, report, dry_run=True)
                 continue
-            with _locked(partition) as held:
+            with locks(partition) as held:
                 if not held:
                     report.busy.append((number, day))
                     continue
@@ -218,11 +230,19 @@ def _runs(
 def _merge(
     store: OfflineStore, partition: str, run: Sequence[pafs.FileInfo], now: dt.datetime
 ) -> tuple[str, int]:
-    """Writes the merged file of ``run`` (temporary name, fsync, rename, folder fsync); its name and rows."""
+    """Writes the merged file of ``run`` to a local temporary file, then publishes it (module doc); its
+    name and rows."""
     filesystem = store.filesystem
     schema = pq.read_schema(run[0].path, filesystem=filesystem)
     final_name = merged_name(run[0].base_name, uuid.uuid4().hex)
-    temp = f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+    local = _is_local(filesystem)
+    # A local root's temporary file sits in the partition (one rename publishes it); an object store's
+    # is written whole here before one upload, so a failed merge never leaves a partial object.
+    temp = (
+        f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+        if local
+        else f"{tempfile.gettempdir()}/aether-compact-{uuid.uuid4().hex}.tmp"
+    )
     sources: list[Replaced] = []
     try:
         with open(temp, "wb") as sink:
@@ -242,13 +262,34 @@ def _merge(
                 record = MergedRecord(int(now.timestamp() * 1_000_000), tuple(sources))
                 writer.add_key_value_metadata({REPLACED_KEY: encode_record(record)})
             sink.flush()
-            os.fsync(sink.fileno())
-        _publish(temp, f"{partition}/{final_name}")
+            if local:
+                os.fsync(sink.fileno())
+        _publish(filesystem, temp, f"{partition}/{final_name}")
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    fsync_folder(Path(partition))  # the new name is durable before any source can be deleted
-    return final_name, sum(s.rows for s in sources)
+    rows = sum(s.rows for s in sources)
+    if local:
+        fsync_folder(Path(partition))  # the new name is durable before any source can be deleted
+    else:
+        Path(temp).unlink(missing_ok=True)
+        _check_uploaded(filesystem, f"{partition}/{final_name}", record, rows)
+    return final_name, rows
+
+
+def _check_uploaded(filesystem: pafs.FileSystem, path: str, record: MergedRecord, rows: int) -> None:
+    """Reads back an uploaded merged file's footer: its record and rows must be the ones written, or it
+    is deleted (an upload cut short and completed anyway would otherwise hide its sources' rows)."""
+    try:
+        with filesystem.open_input_file(path) as source:
+            metadata = pq.ParquetFile(source).metadata
+        found = (metadata.metadata or {}).get(REPLACED_KEY)
+        intact = metadata.num_rows == rows and found is not None and decode_record(found) == record
+    except (OSError, pa.ArrowInvalid):
+        intact = False
+    if not intact:
+        _delete(filesystem, path)
+        raise OSError(f"the merged file {path} did not read back as written; it was removed")
 
 
 def _read_source(filesystem: pafs.FileSystem, info: pafs.FileInfo) -> tuple[pa.Table, Replaced]:
@@ -285,29 +326,29 @@ def _delete_replaced(
             doomed.update(n for n in record.names() if n in names)
     if not dry_run:
         for name in sorted(doomed):
-            _delete(f"{partition}/{name}")
+            _delete(filesystem, f"{partition}/{name}")
     return len(doomed)
 
 
+def _is_local(filesystem: pafs.FileSystem) -> bool:
+    return bool(filesystem.type_name == "local")
+
+
 # The steps whose effects readers can see, apart so a test can stop a pass between them.
-def _publish(temp: str, final: str) -> None:
-    os.replace(temp, final)
+def _publish(filesystem: pafs.FileSystem, temp: str, final: str) -> None:
+    """Makes the complete local file ``temp`` visible as ``final``: a rename on a local root, an upload
+    to an object store (an object appears only once its upload completes)."""
+    if _is_local(filesystem):
+        os.replace(temp, final)
+        return
+    with open(temp, "rb") as source, filesystem.open_output_stream(final) as sink:
+        while chunk := source.read(_UPLOAD_CHUNK):
+            sink.write(chunk)
 
 
-def _delete(path: str) -> None:
-    Path(path).unlink(missing_ok=True)
-
-
-@contextmanager
-def _locked(partition: str) -> Iterator[bool]:
-    """Holds the partition's compaction lock; yields False (holding nothing) when another pass has it."""
-    descriptor = os.open(f"{partition}/{_LOCK_NAME}", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(descriptor)  # releases the lock
+def _delete(filesystem: pafs.FileSystem, path: str) -> None:
+    if _is_local(filesystem):
+        Path(path).unlink(missing_ok=True)
+        return
+    with contextlib.suppress(FileNotFoundError):  # another pass, or an earlier try, removed it
+        filesystem.delete_file(path)

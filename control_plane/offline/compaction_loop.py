@@ -15,14 +15,22 @@ import logging
 
 from control_plane.background import BackgroundLoop
 from control_plane.offline.compaction import CompactionPolicy, CompactionReport, compact_view
+from control_plane.offline.partition_locks import PartitionLock
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.offline.compaction")
 
 
 class CompactionLoop:
-    def __init__(self, store: OfflineStore, policy: CompactionPolicy, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: OfflineStore,
+        policy: CompactionPolicy,
+        interval_s: float,
+        locks: PartitionLock | None = None,
+    ) -> None:
         self._store = store
+        self._locks = locks  # None: a local root's own file locks
         self._policy = policy
         self._interval_s = interval_s
         self._background = BackgroundLoop("offline-compaction")
@@ -32,7 +40,7 @@ class CompactionLoop:
         reports: dict[str, CompactionReport] = {}
         for view in self._store.views():
             try:
-                report = compact_view(self._store, view, None, self._policy, now)
+                report = compact_view(self._store, view, None, self._policy, now, locks=self._locks)
             except Exception:
                 _log.exception("compacting feature view %r's offline files failed; retrying next pass", view)
                 continue

@@ -69,8 +69,8 @@ class OfflineFeaturesServicer:
         """One compaction pass over a view's offline files (aetherctl offline compact): in every date partition
         whose day has ended, more files than the server's threshold are merged into few, which readers read
         instead; files merged at least the server's grace period ago are deleted. The control plane also
-        runs it in the background. NOT_FOUND: the view (or version) has no offline data.
-        FAILED_PRECONDITION: the offline store is not a local folder.
+        runs it in the background, on a local folder or an object store alike. NOT_FOUND: the view (or
+        version) has no offline data.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

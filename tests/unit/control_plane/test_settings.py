@@ -19,6 +19,7 @@ def test_defaults_live_under_aether_home_which_is_created(tmp_path: Path) -> Non
     assert settings.db_url == f"sqlite:///{home / 'aether.db'}"
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.listen_addr == "127.0.0.1:50051"
+    assert settings.offline_root is None  # the offline store is <home>/offline
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
@@ -28,12 +29,14 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "AETHER_DB_URL": "postgresql+psycopg://aether@db/aether",
             "AETHER_REDIS_URL": "redis://cache:6380/1",
             "AETHER_CONTROL_PLANE_ADDR": "0.0.0.0:6000",
+            "AETHER_OFFLINE_ROOT": "s3://bucket/features",
         }
     )
-    assert (settings.db_url, settings.redis_url, settings.listen_addr) == (
+    assert (settings.db_url, settings.redis_url, settings.listen_addr, settings.offline_root) == (
         "postgresql+psycopg://aether@db/aether",
         "redis://cache:6380/1",
         "0.0.0.0:6000",
+        "s3://bucket/features",
     )
 
 

@@ -293,7 +293,7 @@ def test_a_reader_at_every_step_of_a_pass_reads_each_row_once(
         checks.append(step)
 
     def stepping(name: str, real: Callable[..., None]) -> Callable[..., None]:
-        def step(*args: str) -> None:
+        def step(*args: object) -> None:
             check(f"before {name} {args[-1]}")
             real(*args)
             check(f"after {name} {args[-1]}")
@@ -321,11 +321,11 @@ from control_plane.settings import ControlPlaneSettings
 root, step, now = sys.argv[1], sys.argv[2], dt.datetime.fromisoformat(sys.argv[3])
 publish, delete = compaction._publish, compaction._delete
 if step == "before-rename":
-    compaction._publish = lambda temp, final: os._exit(3)
+    compaction._publish = lambda filesystem, temp, final: os._exit(3)
 elif step == "after-rename":
-    compaction._publish = lambda temp, final: (publish(temp, final), os._exit(3))
+    compaction._publish = lambda filesystem, temp, final: (publish(filesystem, temp, final), os._exit(3))
 elif step == "mid-delete":
-    compaction._delete = lambda path: (delete(path), os._exit(3))
+    compaction._delete = lambda filesystem, path: (delete(filesystem, path), os._exit(3))
 policy = compaction.CompactionPolicy(min_files=1, min_age_s=0, lateness_s=0, grace_s=3600)
 compaction.compact_view(OfflineStore(root), "clicks", 1, policy, now=now)
 """

@@ -1,0 +1,187 @@
+"""Compaction of an offline store on an object store (the suite's S3 endpoint, tests/support/s3_server.py,
+through pyarrow's real S3 client): a pass merges and later deletes as on a local root, an upload that
+does not read back is removed, and the partition locks kept by the metadata database (a PostgreSQL
+advisory lock, or lock files beside a SQLite file) keep two control planes from merging one partition
+at once. Then the control plane itself, with ``AETHER_OFFLINE_ROOT`` on S3, compacts through the RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sqlalchemy import Engine
+
+from clients.aether.v1 import types_pb2
+from clients.errors import FailedPrecondition
+from clients.sdk.offline import OfflineFeaturesClient
+from control_plane.api.offline_features import add_to_server
+from control_plane.db.engine import create_db_engine
+from control_plane.offline import compaction
+from control_plane.offline.compaction import CompactionPolicy, compact_view
+from control_plane.offline.merged import MergedRecord
+from control_plane.offline.partition_locks import DatabaseLocks
+from control_plane.offline.store import OfflineStore
+from control_plane.server import start_server
+from control_plane.settings import ControlPlaneSettings
+from tests.support.s3_server import FakeS3Server
+from tests.unit.offline.builders import (
+    T0,
+    create_view,
+    ensure_entity,
+    entity_rows,
+    feature_rows,
+    feature_spec,
+)
+from tests.unit.offline.test_compaction import (
+    EAGER,
+    LATER,
+    NOW,
+    VIEW,
+    numbered,
+    read_all,
+    read_listed,
+    write_files,
+)
+
+
+@pytest.fixture
+def s3() -> Iterator[FakeS3Server]:
+    server = FakeS3Server()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    created = create_db_engine(db_url)
+    yield created
+    created.dispose()
+
+
+def data_keys(s3: FakeS3Server) -> list[str]:
+    return sorted(key for key in s3.objects if key.endswith(".parquet"))
+
+
+def test_a_pass_over_an_object_store_merges_then_deletes_after_the_grace(
+    s3: FakeS3Server, tmp_path: Path
+) -> None:
+    store = OfflineStore(s3.uri("features"))
+    locks = DatabaseLocks(create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}"), store.root)
+    write_files(store, numbered(6))
+    before, listed, written = read_all(store), store.files(VIEW, 1), data_keys(s3)
+
+    report = compact_view(store, VIEW, 1, EAGER, now=NOW, locks=locks)
+
+    assert [len(run.files_in) for run in report.merged] == [6]
+    assert report.merged[0].rows == before.num_rows
+    assert [Path(p).name for p in store.files(VIEW, 1)] == [report.merged[0].file_out]
+    assert read_all(store).equals(before, check_metadata=True)
+    assert set(written) < set(data_keys(s3))  # sources kept (and skipped) until the grace is over
+    assert compact_view(store, VIEW, 1, EAGER, now=LATER, locks=locks).deleted == 6
+    assert len(data_keys(s3)) == 1
+    assert read_all(store).equals(before, check_metadata=True)
+    assert read_listed(store, listed).equals(before, check_metadata=True)  # a list taken before the merge
+    assert not list(Path(compaction.tempfile.gettempdir()).glob("aether-compact-*"))
+
+
+def test_an_object_store_pass_without_database_locks_is_refused(s3: FakeS3Server) -> None:
+    store = OfflineStore(s3.uri("features"))
+    write_files(store, numbered(3))
+    with pytest.raises(FailedPrecondition, match="partition locks"):
+        compact_view(store, VIEW, 1, EAGER, now=NOW)
+    assert len(data_keys(s3)) == 3
+
+
+def test_an_upload_that_does_not_read_back_as_written_is_removed(s3: FakeS3Server) -> None:
+    store = OfflineStore(s3.uri("features"))
+    write_files(store, numbered(2))
+    path = store.files(VIEW, 1)[0]
+    record = MergedRecord(1, ())
+    with pytest.raises(OSError, match="did not read back"):
+        compaction._check_uploaded(store.filesystem, path, record, rows=1)  # a plain file: no record
+    assert len(data_keys(s3)) == 1
+
+
+def test_database_locks_exclude_a_second_control_plane_and_go_with_the_pass(db_url: str) -> None:
+    """Two engines on one database stand for two control planes: a partition one holds is busy for the
+    other, other partitions and other roots are not, and the lock is free again once the pass ends."""
+    first_engine, second_engine = create_db_engine(db_url), create_db_engine(db_url)
+    try:
+        first = DatabaseLocks(first_engine, "s3://bucket/features")
+        second = DatabaseLocks(second_engine, "s3://bucket/features")
+        elsewhere = DatabaseLocks(second_engine, "s3://other/features")
+        partition = "bucket/features/clicks/v1/date=2024-03-01"
+        with first(partition) as held:
+            assert held
+            with second(partition) as busy:
+                assert not busy
+            with first(partition) as again:  # one control plane's loop and its RPC exclude each other too
+                assert not again
+            with elsewhere(partition) as other_root:
+                assert other_root
+        with second(partition) as free:
+            assert free
+    finally:
+        first_engine.dispose()
+        second_engine.dispose()
+
+
+def test_a_pass_skips_the_partition_another_control_plane_holds(s3: FakeS3Server, db_url: str) -> None:
+    store = OfflineStore(s3.uri("features"))
+    write_files(store, numbered(4))
+    partition = store.partition_path(VIEW, 1, T0.date())
+    engines = create_db_engine(db_url), create_db_engine(db_url)
+    try:
+        mine, theirs = (DatabaseLocks(engine, store.root) for engine in engines)
+        with theirs(partition) as held:
+            assert held
+            report = compact_view(store, VIEW, 1, EAGER, now=NOW, locks=mine)
+        assert report.merged == [] and report.busy == [(1, T0.date())]
+        assert len(compact_view(store, VIEW, 1, EAGER, now=NOW, locks=mine).merged) == 1
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+async def test_the_control_plane_compacts_its_object_store_root(s3: FakeS3Server, tmp_path: Path) -> None:
+    root = s3.uri("features")
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'aether.db'}",
+        listen_addr="127.0.0.1:0",
+        offline_root=root,
+        offline_compaction=CompactionPolicy(min_files=4, min_age_s=0, lateness_s=0, grace_s=0),
+        offline_compact_interval_s=0,
+    )
+    server = await start_server(settings, services=[add_to_server])
+    try:
+        await asyncio.to_thread(ensure_entity, server.registry)
+        await asyncio.to_thread(
+            create_view, server.registry, feature_spec("stats", (("score", types_pb2.FLOAT64),))
+        )
+        store = OfflineStore(root)
+        users = np.arange(20)
+        for n in range(8):
+            when = T0 + dt.timedelta(minutes=10 * (n % 3))
+            store.write("stats", 1, feature_rows({"user_id": users}, [when] * 20, {"score": users * 1.0 + n}))
+        labels: pa.Table = entity_rows({"user_id": users}, [T0 + dt.timedelta(hours=1)] * 20)
+
+        def compact_and_hash() -> tuple[int, int, str, str]:
+            with OfflineFeaturesClient(server.address) as client:
+                before = client.historical_features(labels, ["stats:score"]).dataset_hash
+                merged = client.compact("stats", 1)
+                deleted = client.compact("stats", 1)  # grace 0: the next pass deletes the sources
+                after = client.historical_features(labels, ["stats:score"]).dataset_hash
+            return len(merged.merged[0].files_in), deleted.deleted_files, before, after
+
+        files_in, deleted, before, after = await asyncio.to_thread(compact_and_hash)
+        assert (files_in, deleted) == (8, 8)
+        assert after == before
+        assert len(data_keys(s3)) == 1
+    finally:
+        await server.stop()
