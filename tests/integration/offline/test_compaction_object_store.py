@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_a_pass_over_an_object_store_merges_then_deletes_after_the_grace(
     assert len(data_keys(s3)) == 1
     assert read_all(store).equals(before, check_metadata=True)
     assert read_listed(store, listed).equals(before, check_metadata=True)  # a list taken before the merge
-    assert not list(Path(compaction.tempfile.gettempdir()).glob("aether-compact-*"))
+    assert not list(Path(tempfile.gettempdir()).glob("aether-compact-*"))
 
 
 def test_an_object_store_pass_without_database_locks_is_refused(s3: FakeS3Server) -> None:
