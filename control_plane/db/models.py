@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from control_plane.db.strings import byte_ordered_name
+
 # Named constraints: Alembic needs names to alter constraints later (SQLite batch mode, PostgreSQL).
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -36,7 +38,7 @@ class EntityRow(Base):
     __tablename__ = "entities"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(byte_ordered_name(NAME_LENGTH), unique=True)
     #: [{"name": ..., "value_type": <ValueType name>}, ...] in key order. Entities are not versioned: join
     #: keys never change once created.
     join_keys: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
@@ -51,7 +53,7 @@ class FeatureViewRow(Base):
     __tablename__ = "feature_views"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(byte_ordered_name(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     owner: Mapped[str] = mapped_column(String(256))
     tags: Mapped[dict[str, str]] = mapped_column(JSON)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeEngine
 
 
 def starts_with(column: SQLColumnExpression[str], prefix: str) -> ColumnElement[bool]:
@@ -38,10 +39,20 @@ def byte_order(column: SQLColumnExpression[str]) -> ColumnElement[str]:
     collation the PostgreSQL database was created with: ``column COLLATE "C"`` there, the column itself
     on SQLite (whose columns here all compare by bytes, BINARY). A listing by name orders with it, and a
     keyset page's "after the last name" compares with it too: compared in the database's collation, the
-    next page skipped or repeated names the page before ordered otherwise. (On PostgreSQL the order
-    cannot come from a name's unique index, built in the database's collation: the rows are sorted, which
-    for listings of models, experiments and views is a small cost.)"""
+    next page skipped or repeated names the page before ordered otherwise. A column listed this way is
+    declared :func:`byte_ordered_name`, so that on PostgreSQL its index serves the order and the keyset
+    comparison."""
     return _ByteOrder(column)
+
+
+def byte_ordered_name(length: int) -> TypeEngine[str]:
+    """The type of a name column that listings order and page by :func:`byte_order`: ``VARCHAR(length)``,
+    collated ``"C"`` on PostgreSQL. An index is built in its column's collation, and a name's unique index
+    in the database's (an ICU or ``en_US`` one) cannot serve ``ORDER BY name COLLATE "C"`` nor ``name
+    COLLATE "C" > :last``: every page read and sorted every row of the table. In the column's own collation
+    the expression is the column's, and a page is an index scan cut at its LIMIT. (SQLite's columns compare
+    by bytes already.)"""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 @compiles(_ByteOrder)

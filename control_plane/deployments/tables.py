@@ -13,6 +13,7 @@ from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
+from control_plane.db.strings import byte_ordered_name
 
 ACTOR_LENGTH = 128
 ROLE_LENGTH = 16
@@ -23,7 +24,7 @@ class DeploymentRow(Base):
     __tablename__ = "deployments"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(byte_ordered_name(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     routing_salt: Mapped[str] = mapped_column(String(SALT_LENGTH))
     #: ``ServingConfig`` / ``CanaryPolicy`` / ``CanaryState`` in protobuf JSON form.

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
+from control_plane.db.strings import byte_ordered_name
 
 ACTOR_LENGTH = 128
 RUN_ID_LENGTH = 64
@@ -35,7 +36,7 @@ class RegisteredModelRow(Base):
     __tablename__ = "registered_models"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(byte_ordered_name(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
     #: The highest version number ever given out (deleted versions included), so numbers never repeat.

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from clients.tracking_rules import KEY_LENGTH  # the SDK checks keys too, so the limits live in clients/
 from control_plane.db.models import NAME_LENGTH, ROW_ID, Base
+from control_plane.db.strings import byte_ordered_name
 
 ID_LENGTH = 32
 SENDER_ID_LENGTH = 64
@@ -35,7 +36,7 @@ class ExperimentRow(Base):
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(byte_ordered_name(NAME_LENGTH), unique=True)
     description: Mapped[str] = mapped_column(Text)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
