@@ -16,10 +16,31 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from clients.errors import InvalidArgument
+
 #: The most bytes the items of one page take on the wire: half of gRPC's default 4 MiB receive limit.
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 
+#: The most bytes one item (an experiment, a registered model, an entity, a deployment) may take as a
+#: message when it is written. A write is received within gRPC's 4 MiB, but the item it makes is read
+#: back larger (ids, timestamps, defaults, a wrapper, a page token): a description sent just under the
+#: limit made an item that no Get or List could return (RESOURCE_EXHAUSTED on the client). 3.5 MiB, as a
+#: run's parameters and tags (``tracking.records.MAX_RUN_VALUES_BYTES``), leaves half a megabyte for what
+#: the item gains after (a model's aliases, a deployment's canary state) and for any response's envelope.
+MAX_ITEM_BYTES = 3584 * 1024
+
 M = TypeVar("M", bound=Message)
+
+
+def check_item(message: Message, what: str) -> None:
+    """INVALID_ARGUMENT when ``what``, written as ``message``, would take more than :data:`MAX_ITEM_BYTES`
+    (and so could not be read back within gRPC's default 4 MiB receive limit)."""
+    size = message.ByteSize()
+    if size > MAX_ITEM_BYTES:
+        raise InvalidArgument(
+            f"{what} would take {size:,} bytes as a message, over the limit of {MAX_ITEM_BYTES:,} bytes"
+            " (its description and tags take most of them); nothing was changed"
+        )
 
 
 def item_bytes(message: Message) -> int:

@@ -173,6 +173,7 @@ class DeploymentManager:
                 message = store.commit_change(
                     session, row, variants, action="create", actor=actor, before=None
                 )
+                pages.check_item(message, f"deployment {name!r}")  # raised: rolled back
         except IntegrityError:  # created concurrently between the check and the insert
             raise AlreadyExists(f"deployment {name!r} already exists") from None
         return self._changed(message)
@@ -211,6 +212,7 @@ class DeploymentManager:
                 self._require_deployable(session, variants, serving_of(row))
                 store.replace_variants(session, row, variants)
             message = store.commit_change(session, row, variants, action="update", actor=actor, before=before)
+            pages.check_item(message, f"deployment {row.name!r}")  # raised: rolled back
         return self._changed(message)
 
     def delete(self, name: str, *, actor: str) -> None:

@@ -13,6 +13,7 @@ from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
 from clients.uris import holds_credentials, redact_uri
 from clients.value_types import type_name
+from control_plane.db import pages
 from control_plane.db.models import NAME_LENGTH
 from control_plane.offline.store import EVENT_TS, INGESTED_TS
 from kernels.asof_join import MAX_TTL_US
@@ -53,6 +54,7 @@ def check_name(value: str, path: str, what: str) -> None:
 
 def validate_entity(entity: pb.Entity, path: str = "entity") -> None:
     check_name(entity.name, f"{path}.name", "entity")
+    pages.check_item(entity, f"{path} {entity.name!r}")
     if not entity.join_keys:
         raise InvalidArgument(f"{path}.join_keys: an entity needs at least one join key")
     seen: set[str] = set()

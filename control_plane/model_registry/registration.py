@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.uris import redact_uri
 from control_plane.audit.log import record
+from control_plane.db import pages
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import Approval
 from control_plane.model_registry.queries import now_us
@@ -65,6 +66,7 @@ def insert_version(
         for position, ref in enumerate(refs)
     )
     message = messages.version_message(name, row, [])
+    pages.check_item(message, f"model {name!r} version {row.version}")  # raised: nothing is committed
     record(
         session,
         actor=actor,

@@ -23,6 +23,7 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, NotFound
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.audit.log import record
+from control_plane.db import pages
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.revision import lock_registry
 from control_plane.db.strings import byte_order
@@ -95,6 +96,8 @@ class ModelRegistry:
     ) -> pb.RegisteredModel:
         check_model_name(name, "name")
         tags = check_tags(dict(tags or {}))
+        item = pb.RegisteredModel(name=name, description=description, tags=tags)
+        pages.check_item(item, f"registered model {name!r}")
         try:
             with write_session(self._sessions) as session:
                 if find_model(session, name) is not None:

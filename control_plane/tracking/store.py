@@ -83,6 +83,7 @@ class TrackingStore:
     ) -> pb.Experiment:
         check_name(name, "experiment")
         tags = check_values(tags or {}, "tag")
+        pages.check_item(pb.Experiment(name=name, description=description, tags=tags), f"experiment {name!r}")
         try:
             with write_session(self._sessions) as session:
                 if session.scalar(select(ExperimentRow.id).where(ExperimentRow.name == name)) is not None:

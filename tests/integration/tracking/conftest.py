@@ -6,23 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from clients.sdk.tracking import TrackingClient
 from control_plane.api import artifacts, tracking
+from control_plane.api.context import ServiceModule
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 
 
 class ThreadedControlPlane:
-    def __init__(self, settings: ControlPlaneSettings) -> None:
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        services: Sequence[ServiceModule] = (tracking.add_to_server, artifacts.add_to_server),
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
         self._thread.start()
-        services = [tracking.add_to_server, artifacts.add_to_server]
         self.server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(
             start_server(settings, services=services), self._loop
         ).result(timeout=60)
