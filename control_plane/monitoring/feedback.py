@@ -27,7 +27,17 @@ monitor's hourly :func:`prune` deletes, with the index rows older than the reten
 first recorded before it: a label joins only a prediction indexed after it, and any the monitor could still
 index from that far back is itself past the retention. ``orphaned_total`` counts the orphaned labels
 stored (waiting for their prediction); those retention deleted are counted apart, for good
-(:func:`orphans_expired_total`, ``aether_feedback_orphans_expired``). Both are kept in ``feedback_counts``
+(:func:`orphans_expired_total`, ``aether_feedback_orphans_expired``).
+
+Joined labels have a retention too (they piled up for ever, one row per labelled prediction). Every
+reader of labels (quality windows, GetPerformance, the retraining loop's label volume and its production
+holdout) reads them through :func:`with_labels`, that is only through an index row they join; the only
+use of a joined label no index row joins any more is that an at-least-once re-send of it still counts as
+joined. So :func:`prune` deletes a joined label only when no index row it applies to is left (after that
+prune's own deletions) *and* it was recorded before the joined-label horizon (the monitor's
+``joined_label_retention_s``, never later than the index horizon): no reader can lose a row, and a
+re-send within the retention still finds its label joined. One re-sent later is an orphan again, and
+expires as orphans do. Both counts are kept in ``feedback_counts``
 as they change, so that no write counts the table: every write that changes which labels are orphaned
 (recording, joining, pruning) first locks the ``orphaned`` count (``FOR UPDATE``; SQLite's ``BEGIN
 IMMEDIATE`` already serialises writers), so that the change it counts is the change it made.
@@ -89,10 +99,12 @@ class IndexedPrediction:
 
 @dataclass(frozen=True)
 class Pruned:
-    """What one :func:`prune` deleted: index rows past the retention, and orphaned labels."""
+    """What one :func:`prune` deleted: index rows past the retention, orphaned labels, and joined labels
+    no index row joins any more."""
 
     index_rows: int
     orphans: int
+    joined_labels: int = 0
 
 
 @dataclass(frozen=True)
@@ -290,9 +302,11 @@ def prediction_times(
     return np.sort(np.array(times, dtype=np.int64))
 
 
-def prune(sessions: sessionmaker[Session], older_than_us: int) -> Pruned:
+def prune(sessions: sessionmaker[Session], older_than_us: int, *, joined_before_us: int) -> Pruned:
     """Deletes index rows of predictions made before ``older_than_us`` (their joined labels stay), and
-    orphaned labels first recorded before it, counted in ``orphans_expired`` (see the module doc)."""
+    orphaned labels first recorded before it, counted in ``orphans_expired``; then the joined labels
+    recorded before ``joined_before_us`` that no index row left joins (no reader can reach them; see the
+    module doc)."""
     with write_session(sessions) as session:
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
         index_rows = int(getattr(result, "rowcount", 0) or 0)
@@ -305,7 +319,23 @@ def prune(sessions: sessionmaker[Session], older_than_us: int) -> Pruned:
         orphans = int(getattr(result, "rowcount", 0) or 0)
         _add_count(session, ORPHANED, -orphans)
         _add_count(session, ORPHANS_EXPIRED, orphans)
-        return Pruned(index_rows, orphans)
+        # A label without a deployment applies to its request id and row in every deployment.
+        still_joins = (
+            select(PredictionIndexRow.row)
+            .where(
+                PredictionIndexRow.request_id == FeedbackRow.request_id,
+                PredictionIndexRow.row == FeedbackRow.row,
+                or_(FeedbackRow.deployment == "", PredictionIndexRow.deployment == FeedbackRow.deployment),
+            )
+            .exists()
+        )
+        result = session.execute(
+            delete(FeedbackRow).where(
+                FeedbackRow.joined.is_(True), FeedbackRow.recorded_at_us < joined_before_us, ~still_joins
+            )
+        )
+        joined_labels = int(getattr(result, "rowcount", 0) or 0)
+        return Pruned(index_rows, orphans, joined_labels)
 
 
 def _json_number(value: float) -> float | str:

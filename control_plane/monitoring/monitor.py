@@ -217,13 +217,19 @@ class Monitor:
             await self.check_performance()
         if self._last_prune is None or now - self._last_prune >= self._settings.prune_interval_s:
             self._last_prune = now
-            horizon = int((self._clock() - self._settings.index_retention_s) * 1e6)
-            pruned = await asyncio.to_thread(prune, self._sessions, horizon)
+            now_s = self._clock()
+            horizon = int((now_s - self._settings.index_retention_s) * 1e6)
+            joined_horizon = min(horizon, int((now_s - self._settings.joined_label_retention_s) * 1e6))
+            pruned = await asyncio.to_thread(prune, self._sessions, horizon, joined_before_us=joined_horizon)
             if pruned.orphans:
                 _log.info(
                     "deleted %d orphaned labels recorded before the index retention: their predictions"
                     " were never indexed (counted in aether_feedback_orphans_expired)",
                     pruned.orphans,
+                )
+            if pruned.joined_labels:
+                _log.info(
+                    "deleted %d joined labels no indexed prediction joins any more", pruned.joined_labels
                 )
 
     async def tick(self) -> TickResult:

@@ -37,6 +37,10 @@ class MonitoringSettings:
     #: Prediction-index rows older than this are pruned (labels arriving later stay orphaned), and so are
     #: orphaned labels first recorded before it (counted in ``aether_feedback_orphans_expired``).
     index_retention_s: float = 30 * 24 * 3600.0
+    #: Joined labels recorded this long ago whose predictions have all left the index are deleted: no
+    #: reader can join them any more, and a re-send within it still counts as joined. The horizon is
+    #: never later than the index retention's.
+    joined_label_retention_s: float = 30 * 24 * 3600.0
     #: How often that retention is applied.
     prune_interval_s: float = 3600.0
     #: ``HOST:PORT`` to serve the Prometheus gauges on ("" = not served by the monitor).
@@ -46,7 +50,8 @@ class MonitoringSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitoringSettings:
         """``AETHER_MONITOR_INTERVAL_S``, ``AETHER_PREDICTION_LOG_STREAM``, ``AETHER_MONITOR_WEBHOOK_URL``,
         ``AETHER_MONITOR_PERFORMANCE_INTERVAL_S``, ``AETHER_MONITOR_LABEL_HORIZON_S``,
-        ``AETHER_MONITOR_INDEX_RETENTION_S``, ``AETHER_MONITOR_WINDOW_IDLE_S`` and
+        ``AETHER_MONITOR_INDEX_RETENTION_S``, ``AETHER_MONITOR_JOINED_LABEL_RETENTION_S``,
+        ``AETHER_MONITOR_WINDOW_IDLE_S`` and
         ``AETHER_MONITOR_METRICS_ADDR``."""
         env = os.environ if env is None else env
         defaults = cls()
@@ -64,6 +69,9 @@ class MonitoringSettings:
             ),
             label_horizon_s=number("AETHER_MONITOR_LABEL_HORIZON_S", defaults.label_horizon_s),
             index_retention_s=number("AETHER_MONITOR_INDEX_RETENTION_S", defaults.index_retention_s),
+            joined_label_retention_s=number(
+                "AETHER_MONITOR_JOINED_LABEL_RETENTION_S", defaults.joined_label_retention_s
+            ),
             window_idle_s=number("AETHER_MONITOR_WINDOW_IDLE_S", defaults.window_idle_s),
             metrics_addr=env.get("AETHER_MONITOR_METRICS_ADDR") or defaults.metrics_addr,
         )

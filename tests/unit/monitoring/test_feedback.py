@@ -92,7 +92,7 @@ def test_writes_are_idempotent_and_a_resent_label_replaces_the_old_one(
 
 def test_pruning_drops_old_index_rows_only(sessions: sessionmaker[Session]) -> None:
     index_predictions(sessions, [indexed("old", 10, 0.1), indexed("new", 1000, 0.1)])
-    assert prune(sessions, 500).index_rows == 1
+    assert prune(sessions, 500, joined_before_us=0).index_rows == 1
     record_feedback(
         sessions, [pb.Feedback(request_id="old", label=1), pb.Feedback(request_id="new", label=1)]
     )
@@ -106,7 +106,7 @@ def test_a_joined_label_re_sent_after_its_index_row_was_pruned_stays_joined(
     # At-least-once feedback: a re-send after the hourly prune turned a joined label into an orphan.
     index_predictions(sessions, [indexed("a", 100, 0.9)])
     assert record_feedback(sessions, [pb.Feedback(request_id="a", label=1)]).joined == 1
-    assert prune(sessions, 500).index_rows == 1
+    assert prune(sessions, 500, joined_before_us=0).index_rows == 1
     answer = record_feedback(sessions, [pb.Feedback(request_id="a", label=1)])
     assert (answer.joined, answer.orphaned, answer.orphaned_total) == (1, 0, 0)
     assert orphaned_total(sessions) == 0

@@ -49,10 +49,10 @@ def test_orphans_recorded_before_the_retention_are_deleted_and_counted_apart(
 ) -> None:
     index_predictions(sessions, [indexed("served", 100)])
     record_feedback(sessions, [pb.Feedback(request_id=r, label=1) for r in ("served", "lost-1", "lost-2")])
-    prune(sessions, 50)  # the labels are newer than the horizon: kept
+    prune(sessions, 50, joined_before_us=0)  # the labels are newer than the horizon: kept
     assert stored(sessions) == 3 and orphaned_total(sessions) == 2
 
-    pruned = prune(sessions, now_us() + FAR_AHEAD_US)
+    pruned = prune(sessions, now_us() + FAR_AHEAD_US, joined_before_us=0)
     # The joined label stays (the retraining loop reads it); the orphans could never join any more.
     assert stored(sessions) == 1 and stored(sessions, joined=True) == 1
     assert pruned == feedback.Pruned(index_rows=1, orphans=2)
@@ -115,6 +115,46 @@ def test_the_kept_orphan_count_follows_every_change_of_the_labels(sessions: sess
     check(2)
     assert index_predictions(sessions, [indexed("c", 200, deployment="fraud")]) == 1
     check(1)
-    prune(sessions, now_us() + FAR_AHEAD_US)
+    prune(sessions, now_us() + FAR_AHEAD_US, joined_before_us=0)
     check(0)
     assert feedback.orphans_expired_total(sessions) == 1
+
+
+def test_joined_labels_no_prediction_joins_any_more_are_deleted_and_the_readable_ones_stay(
+    sessions: sessionmaker[Session],
+) -> None:
+    recent_us = now_us()
+    index_predictions(
+        sessions,
+        [
+            indexed("old", 100),
+            indexed("recent", recent_us),
+            # A label without a deployment joins both: it stays while either prediction is indexed.
+            indexed("shared", 100),
+            indexed("shared", recent_us, deployment="fraud"),
+        ],
+    )
+    record_feedback(sessions, [pb.Feedback(request_id=r, label=1) for r in ("old", "recent", "shared")])
+    assert stored(sessions, joined=True) == 3
+
+    # Labels recorded after the joined-label horizon stay even when their prediction is gone.
+    assert prune(sessions, 500, joined_before_us=0).joined_labels == 0
+    assert stored(sessions, joined=True) == 3
+
+    pruned = prune(sessions, 500, joined_before_us=now_us() + FAR_AHEAD_US)
+    assert pruned == feedback.Pruned(index_rows=0, orphans=0, joined_labels=1)
+    with read_session(sessions) as session:
+        kept = set(session.execute(select(FeedbackRow.request_id)).scalars())
+    assert kept == {"recent", "shared"}
+    # What the readers join is all still there, and no count moved.
+    assert list(feedback.labelled_predictions(sessions, "churn", 0, recent_us + 1).ts_us) == [recent_us]
+    assert list(feedback.labelled_predictions(sessions, "fraud", 0, recent_us + 1).ts_us) == [recent_us]
+    assert (orphaned_total(sessions), feedback.orphans_expired_total(sessions)) == (0, 0)
+
+
+def test_the_monitor_settings_read_the_joined_label_retention() -> None:
+    from control_plane.monitoring.settings import MonitoringSettings
+
+    settings = MonitoringSettings.from_env({"AETHER_MONITOR_JOINED_LABEL_RETENTION_S": "3600"})
+    assert settings.joined_label_retention_s == 3600.0
+    assert MonitoringSettings.from_env({}).joined_label_retention_s == 30 * 24 * 3600.0
