@@ -127,7 +127,7 @@ def decide(
     primary: Observation,
     *,
     read_through: bool = True,
-    newest_canary_age_s: float = 0.0,
+    newest_canary_age_s: float,
 ) -> Decision:
     """The next move of a canary at ``policy.steps_percent[step_index]`` whose step began
     ``baked_seconds`` ago, given what it and the primary did since then. ``read_through``: the
@@ -135,7 +135,8 @@ def decide(
     larger than it reads per pass), a breach in what it has read still rolls the canary back, but the
     canary never advances or is promoted on part of the step's window: the unread part may hold its
     failures. ``newest_canary_age_s``: how long before this decision the canary's newest observed entry
-    was logged; above :func:`freshness_bound_s` the canary neither advances nor is promoted (the entries
+    was logged (no default: a caller that left it out would advance on evidence of any age); above
+    :func:`freshness_bound_s` the canary neither advances nor is promoted (the entries
     since may have been dropped unseen), while a breach still rolls it back."""
     steps: Sequence[float] = policy.steps_percent
     if not 0 <= step_index < len(steps):

@@ -20,7 +20,7 @@ from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.sdk.inference import build_predict_request
-from control_plane.deployments.canary import Action, Policy, decide
+from control_plane.deployments.canary import Action, Policy
 from control_plane.deployments.observations import PredictionLogObserver, StepWindow, parse_entry
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.deployment_watch import plans_path
@@ -32,6 +32,7 @@ from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving
 from tests.support import onnx_models
 from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
+from tests.unit.deployments.decisions import decide_fresh
 
 pytestmark = pytest.mark.integration
 
@@ -198,10 +199,10 @@ async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
     # The healthy canary failed only its callers' requests, as its primary did: it goes on.
     assert healthy.requests > 50 and primary.requests > 50 and healthy.requests + primary.requests == 300
     assert (healthy.errors, primary.errors) == (0, 0) and read_all and since_us == 0  # nothing trimmed
-    assert decide(policy, 0, 1.0, healthy, primary).action is Action.ADVANCE
+    assert decide_fresh(policy, 0, 1.0, healthy, primary).action is Action.ADVANCE
     # The failing canary's INTERNALs are its own: rolled back.
     assert failing.errors == codes["fragile", "INTERNAL"] and fragile_primary.errors == 0
-    decision = decide(policy, 0, 1.0, failing, fragile_primary)
+    decision = decide_fresh(policy, 0, 1.0, failing, fragile_primary)
     assert decision.action is Action.ROLLBACK and decision.reason.startswith("error rate "), decision.reason
 
 

@@ -4,6 +4,7 @@ window, or on entries that stopped well before the decision."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -17,6 +18,7 @@ from control_plane.deployments.canary import (
     decide,
     freshness_bound_s,
 )
+from tests.unit.deployments.decisions import decide_fresh
 
 POLICY = Policy(
     steps_percent=(5.0, 25.0, 50.0, 100.0),
@@ -30,41 +32,41 @@ PRIMARY = Observation(requests=2000, errors=2, p99_ms=10.0)
 
 
 def test_a_failing_canary_rolls_back_at_once_with_the_reason() -> None:
-    decision = decide(POLICY, 0, 5.0, Observation(150, 30, 9.0), PRIMARY)
+    decision = decide_fresh(POLICY, 0, 5.0, Observation(150, 30, 9.0), PRIMARY)
     assert decision.action is Action.ROLLBACK
     assert decision.reason == "error rate 20.00% above 2.00% at 5% over 150 requests"
 
 
 def test_a_slow_canary_rolls_back_on_the_absolute_ceiling_or_against_the_primary() -> None:
-    absolute = decide(POLICY, 1, 5.0, Observation(150, 0, 450.0), PRIMARY)
+    absolute = decide_fresh(POLICY, 1, 5.0, Observation(150, 0, 450.0), PRIMARY)
     assert (
         absolute.action is Action.ROLLBACK and "p99 latency 450.00 ms above 200 ms at 25%" in absolute.reason
     )
-    relative = decide(POLICY, 1, 5.0, Observation(150, 0, 40.0), PRIMARY)
+    relative = decide_fresh(POLICY, 1, 5.0, Observation(150, 0, 40.0), PRIMARY)
     assert relative.action is Action.ROLLBACK
     assert "above 1.5x the primary's 10.00 ms" in relative.reason
 
 
 def test_the_ratio_needs_enough_primary_traffic_and_floors_tiny_primary_latencies() -> None:
     few_primary = Observation(requests=10, errors=0, p99_ms=10.0)
-    assert decide(POLICY, 0, 5.0, Observation(150, 0, 40.0), few_primary).action is Action.HOLD
+    assert decide_fresh(POLICY, 0, 5.0, Observation(150, 0, 40.0), few_primary).action is Action.HOLD
     fast_primary = Observation(requests=2000, errors=0, p99_ms=0.2)
-    assert decide(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
+    assert decide_fresh(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
 
 
 def test_no_decision_on_too_few_requests() -> None:
-    assert decide(POLICY, 0, 5.0, Observation(99, 99, 999.0), PRIMARY).action is Action.HOLD
-    waiting = decide(POLICY, 0, 120.0, Observation(40, 0, 5.0), PRIMARY)
+    assert decide_fresh(POLICY, 0, 5.0, Observation(99, 99, 999.0), PRIMARY).action is Action.HOLD
+    waiting = decide_fresh(POLICY, 0, 120.0, Observation(40, 0, 5.0), PRIMARY)
     assert waiting.action is Action.HOLD and waiting.reason == "waiting for requests at 5%: 40/100"
 
 
 def test_a_healthy_canary_bakes_then_advances_through_the_steps_and_is_promoted() -> None:
     healthy = Observation(500, 1, 11.0)
-    assert decide(POLICY, 0, 30.0, healthy, PRIMARY).action is Action.HOLD
+    assert decide_fresh(POLICY, 0, 30.0, healthy, PRIMARY).action is Action.HOLD
     path = []
     step = 0
     while True:
-        decision = decide(POLICY, step, 61.0, healthy, PRIMARY)
+        decision = decide_fresh(POLICY, step, 61.0, healthy, PRIMARY)
         path.append((decision.action, decision.next_percent))
         if decision.action is not Action.ADVANCE:
             break
@@ -93,15 +95,15 @@ def test_bad_policies_are_refused(changes: dict[str, object]) -> None:
 
 def test_a_breach_in_a_partly_read_window_rolls_back_but_health_there_does_not_advance() -> None:
     healthy = Observation(150, 0, 9.0)
-    assert decide(POLICY, 0, 120.0, healthy, PRIMARY).action is Action.ADVANCE
-    behind = decide(POLICY, 0, 120.0, healthy, PRIMARY, read_through=False)
+    assert decide_fresh(POLICY, 0, 120.0, healthy, PRIMARY).action is Action.ADVANCE
+    behind = decide_fresh(POLICY, 0, 120.0, healthy, PRIMARY, read_through=False)
     assert behind.action is Action.HOLD
     assert behind.reason == (
         "reading the prediction log at 5%: 150 canary requests read so far, more are logged"
     )
-    last_step = decide(POLICY, 3, 120.0, healthy, PRIMARY, read_through=False)
+    last_step = decide_fresh(POLICY, 3, 120.0, healthy, PRIMARY, read_through=False)
     assert last_step.action is Action.HOLD  # no promotion either
-    failing = decide(POLICY, 0, 120.0, Observation(150, 30, 9.0), PRIMARY, read_through=False)
+    failing = decide_fresh(POLICY, 0, 120.0, Observation(150, 30, 9.0), PRIMARY, read_through=False)
     assert failing.action is Action.ROLLBACK
 
 
@@ -125,3 +127,9 @@ def test_a_canary_whose_newest_entry_is_old_is_neither_advanced_nor_promoted_but
     assert decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=math.nan).action is Action.HOLD
     failing = decide(POLICY, 3, 120.0, Observation(150, 30, 9.0), PRIMARY, newest_canary_age_s=90.0)
     assert failing.action is Action.ROLLBACK  # a breach needs no recent entry
+
+
+def test_the_age_of_the_newest_canary_entry_has_no_default() -> None:
+    # A caller that left it out decided on evidence of any age as if it were fresh.
+    parameter = inspect.signature(decide).parameters["newest_canary_age_s"]
+    assert parameter.default is inspect.Parameter.empty

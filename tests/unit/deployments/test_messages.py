@@ -13,10 +13,10 @@ from control_plane.deployments.canary import (
     MAX_BAKE_SECONDS,
     Action,
     Observation,
-    decide,
 )
 from control_plane.deployments.messages import policy_from_proto, policy_of, policy_to_proto, to_json
 from control_plane.deployments.tables import DeploymentRow
+from tests.unit.deployments.decisions import decide_fresh
 
 PRIMARY = Observation(requests=5000, errors=0, p99_ms=20.0)
 
@@ -37,7 +37,7 @@ def test_a_zero_ratio_turns_off_the_comparison_with_the_primary() -> None:
     message = pb.CanaryPolicy(max_p99_ratio=0.0, max_p99_latency_ms=100.0, min_requests=100)
     kept = stored(policy_to_proto(policy_from_proto(message)))
     assert kept.HasField("max_p99_ratio") and kept.max_p99_ratio == 0.0
-    decision = decide(policy_from_proto(kept), 0, 10.0, Observation(500, 0, 40.0), PRIMARY)
+    decision = decide_fresh(policy_from_proto(kept), 0, 10.0, Observation(500, 0, 40.0), PRIMARY)
     assert decision.action is Action.HOLD, decision.reason
 
 
@@ -45,7 +45,7 @@ def test_a_zero_error_rate_rolls_back_on_any_failed_request() -> None:
     message = pb.CanaryPolicy(max_error_rate=0.0, min_requests=100)
     kept = stored(policy_to_proto(policy_from_proto(message)))
     assert kept.HasField("max_error_rate") and kept.max_error_rate == 0.0
-    decision = decide(policy_from_proto(kept), 0, 10.0, Observation(500, 1, 10.0), PRIMARY)
+    decision = decide_fresh(policy_from_proto(kept), 0, 10.0, Observation(500, 1, 10.0), PRIMARY)
     assert decision.action is Action.ROLLBACK
     assert decision.reason == "error rate 0.20% above 0.00% at 5% over 500 requests"
 

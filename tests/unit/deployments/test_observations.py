@@ -12,11 +12,12 @@ import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.deployments.canary import Action, Policy, decide
+from control_plane.deployments.canary import Action, Policy
 from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry, parse_gap
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from tests.support.prediction_log import writes_refused
+from tests.unit.deployments.decisions import decide_fresh
 
 
 def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
@@ -93,7 +94,7 @@ async def test_a_canary_failing_only_its_callers_requests_is_not_rolled_back(red
     await client.aclose()
     canary, primary = window.observe("green"), window.observe("blue")
     assert (canary.requests, canary.errors) == (401, 1) and (primary.requests, primary.errors) == (400, 0)
-    decision = decide(Policy(bake_seconds=0, min_requests=100), 0, 1.0, canary, primary)
+    decision = decide_fresh(Policy(bake_seconds=0, min_requests=100), 0, 1.0, canary, primary)
     assert decision.action is Action.ADVANCE, decision.reason
 
 
@@ -173,7 +174,7 @@ async def test_a_window_behind_its_backlog_says_so_and_its_canary_is_not_promote
     window = StepWindow("eta", started_at_us=0, max_read_per_tick=250)
     try:
         assert await window.read(client, "log") == 250 and not window.caught_up
-        first = decide(
+        first = decide_fresh(
             policy, 0, 60.0, window.observe("green"), window.observe("blue"), read_through=window.caught_up
         )
         # What was read so far is healthy, but the unread entries hold the failures: no advance yet.
@@ -184,7 +185,7 @@ async def test_a_window_behind_its_backlog_says_so_and_its_canary_is_not_promote
         await client.aclose()
     canary = window.observe("green")
     assert (canary.requests, canary.errors) == (400, 100)
-    last = decide(policy, 0, 60.0, canary, window.observe("blue"), read_through=True)
+    last = decide_fresh(policy, 0, 60.0, canary, window.observe("blue"), read_through=True)
     assert last.action is Action.ROLLBACK, last.reason
 
 
@@ -226,7 +227,7 @@ async def test_a_window_trimmed_before_it_was_read_restarts_and_its_canary_bakes
     assert (canary.requests, canary.errors) == (1000, 0)  # only what follows on without a gap
     policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05)
     baked_s = time.time() - max(step_started_us, window.since_us) / 1e6  # as the canary loop counts it
-    decision = decide(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
+    decision = decide_fresh(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
     assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
 
 
@@ -284,7 +285,7 @@ async def test_a_window_with_a_gap_marker_restarts_after_it_and_its_canary_bakes
     )
     policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05)
     baked_s = time.time() - window.since_us / 1e6  # as the canary loop counts it
-    decision = decide(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
+    decision = decide_fresh(policy, 0, baked_s, canary, window.observe("blue"), read_through=window.caught_up)
     assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
     # A marker whose numbers are unreadable is still a gap; a marker is never counted as a request.
     assert parse_gap({b"role": b"gap", b"deployment": b"eta", b"dropped": b"x"}) == ("eta", 0, None, None)
