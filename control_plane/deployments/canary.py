@@ -11,7 +11,10 @@ Rules, in order:
    primary would have answered it alike: see :mod:`observations`); its p99 latency above
    ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
    also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
-   p99 counts as at least ``RATIO_FLOOR_MS``).
+   p99 counts as at least ``RATIO_FLOOR_MS``). This holds for the window since the observer last
+   restarted it and for everything observed in the step (``whole_step``: entries read before a trim or
+   a gap marker included -- a gap means entries may have been missed, not that the failures seen did
+   not happen).
 2. Before the step's baking window has passed, hold.
 3. After it, hold until ``min_requests`` arrived (a canary nobody used proves nothing), until the
    observer has read every entry logged so far, and until the evidence reaches the present: the
@@ -128,6 +131,7 @@ def decide(
     *,
     read_through: bool = True,
     newest_canary_age_s: float,
+    whole_step: tuple[Observation, Observation] | None,
 ) -> Decision:
     """The next move of a canary at ``policy.steps_percent[step_index]`` whose step began
     ``baked_seconds`` ago, given what it and the primary did since then. ``read_through``: the
@@ -137,7 +141,9 @@ def decide(
     failures. ``newest_canary_age_s``: how long before this decision the canary's newest observed entry
     was logged (no default: a caller that left it out would advance on evidence of any age); above
     :func:`freshness_bound_s` the canary neither advances nor is promoted (the entries
-    since may have been dropped unseen), while a breach still rolls it back."""
+    since may have been dropped unseen), while a breach still rolls it back. ``whole_step``: (canary,
+    primary) over every entry observed since the step began, where the observer restarted the window
+    after a trim or a gap marker (None: the window is the whole step); a breach there rolls back too."""
     steps: Sequence[float] = policy.steps_percent
     if not 0 <= step_index < len(steps):
         raise InvalidArgument(f"canary step {step_index} is outside the policy's {len(steps)} steps")
@@ -147,6 +153,14 @@ def decide(
         breach = _breach(policy, canary, primary)
         if breach is not None:
             return Decision(Action.ROLLBACK, f"{breach} {at} over {canary.requests} requests")
+    if whole_step is not None and whole_step[0].requests >= policy.min_requests:
+        breach = _breach(policy, *whole_step)
+        if breach is not None:
+            return Decision(
+                Action.ROLLBACK,
+                f"{breach} {at} over {whole_step[0].requests} requests observed in the step"
+                " (before a gap in the prediction log too)",
+            )
     if baked_seconds < policy.bake_seconds:
         return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds} s")
     if not enough:

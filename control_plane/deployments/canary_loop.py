@@ -12,7 +12,8 @@ stream's first entry, and one whose entries the data plane dropped (a gap marker
 just after the marker (:mod:`observations`): its bake counts from there, and while it holds its reason
 says so ("... (observed since 12:00:05 UTC: the prediction log was trimmed past entries of the step not
 yet read)", or "...: the data plane could not log 40 requests of the deployment between ... and ..."),
-so the canary neither advances nor is promoted on a window with a gap. The age of the canary's newest
+so the canary neither advances nor is promoted on a window with a gap; what was read before the gap
+still counts toward a rollback (``whole_step``). The age of the canary's newest
 observed entry, by this loop's clock, goes to :func:`decide` too: while Redis refuses the data plane's
 writes no marker can arrive yet, and the canary waits for recent entries rather than advancing on old
 ones."""
@@ -109,6 +110,8 @@ class CanaryLoop:
             seen.primary,
             read_through=seen.caught_up,
             newest_canary_age_s=max(0.0, now - newest_us / 1e6),
+            # Failures read before a restart still count toward the rollback.
+            whole_step=(seen.canary_step, seen.primary_step),
         )
         if decision.action is Action.HOLD and since_us > state.step_started_at_us:
             why = seen.restarted_by or TRIMMED

@@ -40,6 +40,12 @@ those are the data plane's clock, the step's start the control plane's, and a do
 hold. While Redis refuses writes no marker can arrive; for that the window keeps the stream time of each
 variant's newest entry (:attr:`StepObservations.canary_newest_us`), and the controller advances a canary
 only on recent entries (``canary.decide``).
+
+What the window read before a restart still happened, though: a trim or a gap means entries may have
+been missed, not that those seen did not occur. So the window also keeps the step's tallies, of every
+entry it observed since the step began, restarts or not (:meth:`StepWindow.observe_step`), and the
+controller rolls the canary back on a breach in those as well (``canary.decide``'s ``whole_step``):
+before, a canary that failed and then had a gap escaped the rollback with its failures.
 """
 
 from __future__ import annotations
@@ -211,6 +217,10 @@ class StepObservations(NamedTuple):
     restarted_by: str | None = None
     #: Stream time (microseconds) of the canary's newest observed entry; None when none was observed.
     canary_newest_us: int | None = None
+    #: What each variant did in every entry observed since the step began, those read before a restart
+    #: included (see :meth:`StepWindow.observe_step`).
+    canary_step: Observation = Observation()
+    primary_step: Observation = Observation()
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
@@ -233,6 +243,8 @@ class StepWindow:
             raise ValueError(f"max_read_per_tick must be at least 1, not {max_read_per_tick}")
         self._max_read = max_read_per_tick
         self.tallies: dict[str, VariantTally] = {}
+        #: Every entry observed since the step began, kept across restarts (see the module doc).
+        self.step_tallies: dict[str, VariantTally] = {}
         #: Whether the last :meth:`read` reached the end of the stream (False: it stopped at its
         #: per-tick cap with entries left, so the tallies cover only the start of the window).
         self.caught_up = False
@@ -248,7 +260,14 @@ class StepWindow:
         return tally.newest_us if tally is not None else None
 
     def observe(self, variant: str) -> Observation:
+        """What ``variant`` did since the window's last restart (since :attr:`since_us`)."""
         tally = self.tallies.get(variant)
+        return tally.observation() if tally is not None else Observation()
+
+    def observe_step(self, variant: str) -> Observation:
+        """What ``variant`` did in every entry observed since the step began, those read before a trim
+        or a gap marker included: evidence of failures, never of a complete window."""
+        tally = self.step_tallies.get(variant)
         return tally.observation() if tally is not None else Observation()
 
     async def read(self, client: redis.asyncio.Redis, stream: str) -> int:
@@ -263,6 +282,10 @@ class StepWindow:
             # shows in the stream's first entry now, and the batch would then not follow on the tallies.
             first = await self._first_after_trim(client, stream)
             if first is not None:
+                # What the batch holds before the first entry left was read all the same.
+                for entry_id, fields in raw or []:
+                    if _stream_id(entry_id) < _stream_id(first):
+                        self._count(entry_id, fields, self.step_tallies)
                 self._restart(first)
                 restarts += 1
                 continue
@@ -273,11 +296,7 @@ class StepWindow:
                     if gap.deployment == self.deployment:
                         self._after_gap(entry_id, gap)
                     continue
-                parsed = parse_entry(fields)
-                if parsed is not None and parsed.deployment == self.deployment:
-                    tally = self.tallies.setdefault(parsed.variant, VariantTally())
-                    tally.add(parsed.failed, parsed.latency_ms)
-                    tally.newest_us = _stream_id(entry_id)[0] * 1000
+                self._count(entry_id, fields, self.tallies, self.step_tallies)
             read += len(entries)
             if entries:
                 self._cursor = entries[-1][0].decode()
@@ -286,6 +305,15 @@ class StepWindow:
                 self.caught_up = True
                 break
         return read
+
+    def _count(self, entry_id: bytes, fields: Mapping[bytes, bytes], *into: dict[str, VariantTally]) -> None:
+        parsed = parse_entry(fields)
+        if parsed is None or parsed.deployment != self.deployment:
+            return
+        for tallies in into:
+            tally = tallies.setdefault(parsed.variant, VariantTally())
+            tally.add(parsed.failed, parsed.latency_ms)
+            tally.newest_us = _stream_id(entry_id)[0] * 1000
 
     async def _first_after_trim(self, client: redis.asyncio.Redis, stream: str) -> bytes | None:
         """The stream's first entry id when entries the window had yet to read may have been trimmed
@@ -307,7 +335,8 @@ class StepWindow:
 
     def _restart(self, first_id: bytes) -> None:
         """Starts the window again at ``first_id``, the stream's first entry: what it read before no
-        longer joins up with what is left, and a window with a gap must not let the canary advance."""
+        longer joins up with what is left, and a window with a gap must not let the canary advance (what
+        it read stays in the step's tallies)."""
         self._cursor, self._exclusive = first_id.decode(), False
         self.tallies = {}
         self.since_us = max(self.since_us, _stream_id(first_id)[0] * 1000)
@@ -315,8 +344,8 @@ class StepWindow:
 
     def _after_gap(self, marker_id: bytes, gap: Gap) -> None:
         """Starts the window again just after a gap marker of its deployment: the entries read before it
-        miss the dropped ones, which may have been the canary's failures. (The read goes on from the
-        marker, so the cursor needs no change.)"""
+        miss the dropped ones, which may have been the canary's failures (what it read stays in the
+        step's tallies). (The read goes on from the marker, so the cursor needs no change.)"""
         self.tallies = {}
         self.since_us = max(self.since_us, _stream_id(marker_id)[0] * 1000)
         self.restarted_by = gap.describe()
@@ -354,6 +383,8 @@ class PredictionLogObserver:
             window.since_us,
             window.restarted_by,
             window.newest_us(canary),
+            window.observe_step(canary),
+            window.observe_step(primary),
         )
 
     def forget_except(self, deployments: set[str]) -> None:

@@ -15,7 +15,15 @@ def decide_fresh(
     read_through: bool = True,
 ) -> Decision:
     """:func:`~control_plane.deployments.canary.decide` for a canary whose newest entry was logged just
-    now (``newest_canary_age_s=0``): the freshness rule has its own tests."""
+    now (``newest_canary_age_s=0``), on a window that is the whole step (``whole_step=None``): the
+    freshness rule and restarted windows have their own tests."""
     return decide(
-        policy, step_index, baked_seconds, canary, primary, read_through=read_through, newest_canary_age_s=0.0
+        policy,
+        step_index,
+        baked_seconds,
+        canary,
+        primary,
+        read_through=read_through,
+        newest_canary_age_s=0.0,
+        whole_step=None,
     )

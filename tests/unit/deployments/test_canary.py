@@ -115,17 +115,22 @@ def test_a_canary_whose_newest_entry_is_old_is_neither_advanced_nor_promoted_but
     healthy = Observation(150, 0, 9.0)
     assert freshness_bound_s(POLICY) == 15.0
     assert freshness_bound_s(Policy(bake_seconds=2)) == 1.0
-    fresh = decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=15.0)
+    fresh = decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=15.0, whole_step=None)
     assert fresh.action is Action.PROMOTE
     for step in (0, 3):
-        stale = decide(POLICY, step, 120.0, healthy, PRIMARY, newest_canary_age_s=15.1)
+        stale = decide(POLICY, step, 120.0, healthy, PRIMARY, newest_canary_age_s=15.1, whole_step=None)
         assert stale.action is Action.HOLD
         assert stale.reason == (
             f"waiting for recent canary traffic at {POLICY.steps_percent[step]:g}%: newest entry 15.1 s old"
             " (more than 15 s; entries since may not have been logged)"
         )
-    assert decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=math.nan).action is Action.HOLD
-    failing = decide(POLICY, 3, 120.0, Observation(150, 30, 9.0), PRIMARY, newest_canary_age_s=90.0)
+    assert (
+        decide(POLICY, 3, 120.0, healthy, PRIMARY, newest_canary_age_s=math.nan, whole_step=None).action
+        is Action.HOLD
+    )
+    failing = decide(
+        POLICY, 3, 120.0, Observation(150, 30, 9.0), PRIMARY, newest_canary_age_s=90.0, whole_step=None
+    )
     assert failing.action is Action.ROLLBACK  # a breach needs no recent entry
 
 
@@ -133,3 +138,29 @@ def test_the_age_of_the_newest_canary_entry_has_no_default() -> None:
     # A caller that left it out decided on evidence of any age as if it were fresh.
     parameter = inspect.signature(decide).parameters["newest_canary_age_s"]
     assert parameter.default is inspect.Parameter.empty
+
+
+def test_a_breach_in_everything_observed_in_the_step_rolls_back_though_the_window_restarted() -> None:
+    # Since the gap: 120 healthy requests, still baking. Over the step, gap aside: 30 of 270 failed.
+    since_gap, step = Observation(120, 0, 5.0), Observation(270, 30, 5.0)
+    assert (
+        decide(POLICY, 1, 5.0, since_gap, PRIMARY, newest_canary_age_s=0.0, whole_step=None).action
+        is Action.HOLD
+    )
+    decision = decide(POLICY, 1, 5.0, since_gap, PRIMARY, newest_canary_age_s=0.0, whole_step=(step, PRIMARY))
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason == (
+        "error rate 11.11% above 2.00% at 25% over 270 requests observed in the step"
+        " (before a gap in the prediction log too)"
+    )
+    # Too few requests in the step: nothing to judge there either.
+    few = decide(
+        POLICY,
+        1,
+        5.0,
+        since_gap,
+        PRIMARY,
+        newest_canary_age_s=0.0,
+        whole_step=(Observation(99, 99, 5.0), PRIMARY),
+    )
+    assert few.action is Action.HOLD

@@ -12,8 +12,15 @@ import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.deployments.canary import Action, Policy
-from control_plane.deployments.observations import StepWindow, VariantTally, parse_entry, parse_gap
+from control_plane.deployments.canary import Action, Decision, Policy, decide
+from control_plane.deployments.observations import (
+    PredictionLogObserver,
+    StepObservations,
+    StepWindow,
+    VariantTally,
+    parse_entry,
+    parse_gap,
+)
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from tests.support.prediction_log import writes_refused
@@ -290,3 +297,76 @@ async def test_a_window_with_a_gap_marker_restarts_after_it_and_its_canary_bakes
     # A marker whose numbers are unreadable is still a gap; a marker is never counted as a request.
     assert parse_gap({b"role": b"gap", b"deployment": b"eta", b"dropped": b"x"}) == ("eta", 0, None, None)
     assert parse_entry({b"role": b"gap", b"deployment": b"eta"}) is None
+
+
+def _canary_entry(*, failed: bool) -> dict[FieldT, FieldT]:
+    return {
+        b"deployment": b"eta",
+        b"variant": b"green",
+        b"ok": b"0" if failed else b"1",
+        b"error_code": b"INTERNAL" if failed else b"",
+        b"latency_ms": b"2.0",
+    }
+
+
+def _decide_as_the_loop_does(policy: Policy, seen: StepObservations) -> Decision:
+    return decide(
+        policy,
+        0,
+        time.time() - seen.since_us / 1e6,
+        seen.canary,
+        seen.primary,
+        read_through=seen.caught_up,
+        newest_canary_age_s=0.0,
+        whole_step=(seen.canary_step, seen.primary_step),
+    )
+
+
+async def test_failures_read_before_a_gap_marker_still_roll_the_canary_back(redis_url: str) -> None:
+    """150 canary requests, 30 of them failed, then a gap marker and 120 healthy ones, all read in one
+    pass: the window restarted after the marker and forgot the failures, and the canary only baked again
+    (a gap says entries may have been missed, not that the failures seen did not happen)."""
+    writer = redis.Redis.from_url(redis_url)
+    for i in range(150):
+        writer.xadd("log", _canary_entry(failed=i % 5 == 0))
+    writer.xadd("log", {b"role": b"gap", b"deployment": b"eta", b"dropped": b"40"})
+    for _ in range(120):
+        writer.xadd("log", _canary_entry(failed=False))
+    writer.close()
+    observer = PredictionLogObserver(redis.asyncio.Redis.from_url(redis_url), "log")
+    try:
+        seen = await observer.observe("eta", time.time_ns() // 1000 - 600_000_000, "green", "blue")
+    finally:
+        await observer.close()
+    assert (seen.canary.requests, seen.canary.errors) == (120, 0)  # the window since the marker
+    assert (seen.canary_step.requests, seen.canary_step.errors) == (270, 30)  # what was seen in the step
+    decision = _decide_as_the_loop_does(Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05), seen)
+    assert decision.action is Action.ROLLBACK, decision.reason
+    assert decision.reason.startswith("error rate 11.11% above 5.00% at 5% over 270 requests observed")
+
+
+async def test_failures_read_before_a_trim_still_roll_the_canary_back(redis_url: str) -> None:
+    """A pass reads 50 canary requests, 25 failed (too few to judge); then 3,000 healthy ones are logged
+    into a stream that keeps 1,000, past the window's position: the next pass restarted the window at
+    the first entry left and forgot the 25 failures."""
+    writer = redis.Redis.from_url(redis_url)
+    for i in range(50):
+        writer.xadd("log", _canary_entry(failed=i % 2 == 0))
+    observer = PredictionLogObserver(redis.asyncio.Redis.from_url(redis_url), "log")
+    started_us = time.time_ns() // 1000 - 600_000_000
+    policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.02)
+    try:
+        seen = await observer.observe("eta", started_us, "green", "blue")
+        assert _decide_as_the_loop_does(policy, seen).action is Action.HOLD  # 50 of 100 requests
+        pipe = writer.pipeline(transaction=True)
+        for _ in range(3000):
+            pipe.xadd("log", _canary_entry(failed=False), maxlen=1000, approximate=False)
+        pipe.execute()
+        seen = await observer.observe("eta", started_us, "green", "blue")
+    finally:
+        writer.close()
+        await observer.close()
+    assert seen.restarted_by is not None and (seen.canary.requests, seen.canary.errors) == (1000, 0)
+    assert (seen.canary_step.requests, seen.canary_step.errors) == (1050, 25)
+    decision = _decide_as_the_loop_does(policy, seen)
+    assert decision.action is Action.ROLLBACK, decision.reason
