@@ -19,9 +19,15 @@ code. Labelled by whatever names callers send, every distinct bad request would 
 For the same reason a version's series (of every family above: request counts, latency and batch-size
 histograms, queue depth, state) go once the model manager has released it (its unload's grace over; see
 ``ManagerObserver.version_released``): a data plane serving a newly trained version every day kept the
-~40 samples of every version it ever served. A request answered after its version's release (one of a
-PredictBatch whose other requests ran on, one failed at the grace's end) is counted under series made
-anew, which go at the next release of a version of that model. The unresolved series stay.
+~40 samples of every version it ever served. They do not go at the release itself, though: the requests
+the version served since the last scrape would never be seen (the autoscaler measures each series
+against its own previous counts, and counts a series that is gone as nothing). A released version's
+series stay, final counts and all, until at least ``released_series_s`` (``AETHER_METRICS_RELEASED_SERIES_S``,
+300 s) after the release *and* one scrape begun after the release has been answered; they go at the
+next release of a version of that model past both (0 = they go at the release, as before). A request
+answered after its version's release (one of a PredictBatch whose other requests ran on, one failed at
+the grace's end) is counted in its kept series, or under series made anew, which go the same way. The
+unresolved series stay.
 
 Each server owns its own registry (several servers may share a test process). What the request path pays
 is kept small: the per-request series (request counts, latency and batch-size histograms) are plain Python
@@ -34,7 +40,9 @@ request.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -100,8 +108,21 @@ class _RequestSeries(Collector):
         self.requests: dict[tuple[str, str, str, str], list[int]] = {}
         self.latency: dict[tuple[str, str, str], _Histogram] = {}
         self.batch_rows: dict[tuple[str, str], _Histogram] = {}
+        # Scrapes by the order they began (``next`` on a count is atomic under the GIL), and the last one
+        # begun of those answered: a scrape begun after a release has read that version's final counts.
+        self._began = itertools.count(1)
+        self.answered = 0
+
+    def begun(self) -> int:
+        """How many scrapes have begun so far (the next one is numbered higher)."""
+        return next(self._began) - 1  # a number skipped costs nothing: only the order matters
 
     def collect(self) -> Iterator[Metric]:
+        ticket = next(self._began)
+        yield from self._families()
+        self.answered = max(self.answered, ticket)
+
+    def _families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "aether_inference_requests", "Inference requests answered, by status code",
             labels=("api", "model", "version", "code"),
@@ -161,6 +182,10 @@ class _NearCacheSeries(Collector):
 @dataclass
 class ServingMetrics(ManagerObserver):
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    #: How long a released version's series stay at least (see the module doc); 0 = not kept.
+    released_series_s: float = 300.0
+    #: Monotonic seconds (a test may step it).
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self._series = _RequestSeries()
@@ -187,6 +212,8 @@ class ServingMetrics(ManagerObserver):
         # (model, version) the manager holds (loading, serving or unloading, not yet released): what a
         # release keeps of that model's series.
         self._held: set[tuple[str, str]] = set()
+        # (model, version) released and still kept → (scrapes begun by the release, its clock time).
+        self._released: dict[tuple[str, str], tuple[int, float]] = {}
         # (api, model, version, code) → that code's count and the latency series of (api, model, version)
         self._request_series: dict[tuple[str, str, int | str, str], tuple[list[int], _Histogram]] = {}
         self._lock = threading.Lock()
@@ -234,6 +261,7 @@ class ServingMetrics(ManagerObserver):
 
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         self._held.add((name, str(version)))
+        self._released.pop((name, str(version)), None)  # loaded again: its series are the new load's
         for each in ModelState:
             self._child(self._state, name, str(version), each.value).set(1 if each is state else 0)
         if state is not ModelState.READY:
@@ -241,12 +269,24 @@ class ServingMetrics(ManagerObserver):
             self._child(self._queue_depth, name, str(version)).set_function(lambda: 0)
 
     def version_released(self, name: str, version: int) -> None:
-        """Removes the series of every version of model ``name`` the manager no longer holds: this one,
-        and any a late request made anew after its own release."""
-        self._held.discard((name, str(version)))
+        """Keeps this version's series until its final counts were scraped (see the module doc), and
+        removes those of every version of model ``name`` the manager no longer holds whose time is up:
+        released ones kept long enough and scraped since, and any a late request made anew."""
+        released = (name, str(version))
+        self._held.discard(released)
+        if self.released_series_s > 0:
+            self._released[released] = (self._series.begun(), self.clock())
+        now, answered = self.clock(), self._series.answered
+        expired = {
+            k
+            for k, (begun, at) in self._released.items()
+            if answered > begun and now - at >= self.released_series_s
+        }
 
         def gone(model: str, version: str) -> bool:
-            return model == name and version != UNRESOLVED and (model, version) not in self._held
+            if model != name or version == UNRESOLVED or (model, version) in self._held:
+                return False
+            return (model, version) not in self._released or (model, version) in expired
 
         _drop(self._request_series, lambda k: gone(k[1], str(k[2])))
         _drop(self._series.requests, lambda k: gone(k[1], k[2]))
@@ -255,6 +295,7 @@ class ServingMetrics(ManagerObserver):
         with self._lock:
             for key in _drop(self._children, lambda k: k[0] in self._per_version and gone(k[1], k[2])):
                 self._per_version[key[0]].remove(*key[1:])
+        _drop(self._released, lambda k: gone(*k))
 
     def render(self) -> bytes:
         return bytes(prom.generate_latest(self.registry))

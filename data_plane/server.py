@@ -221,7 +221,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         ),
         near_cache,
     )
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(released_series_s=settings.metrics_released_series_s)
     if near_cache is not None:
         metrics.track_near_cache(near_cache.stats)
     manager = _manager(settings, metrics)

@@ -49,6 +49,7 @@ FLOAT_RANGES: dict[str, dict[str, float]] = {
     "drain_delay_s": {"minimum": 0},
     "drain_grace_s": {"minimum": 0},
     "unload_grace_s": {"minimum": 0},
+    "metrics_released_series_s": {"minimum": 0},
 }
 
 
@@ -117,6 +118,9 @@ class DataPlaneSettings:
     drain_grace_s: float = 5.0
     # A model version dropped from the plans finishes the requests it holds within this, then is released.
     unload_grace_s: float = 10.0
+    # A released version's metrics series stay at least this long, and until scraped once more, so that
+    # its final counts reach the autoscaler and Prometheus (0 = dropped at the release; data_plane.metrics).
+    metrics_released_series_s: float = 300.0
     # The server's certificate and key (None: plaintext).
     tls: ServerTls | None = None
     # The bearer tokens callers must present (none: every caller is served, and no check runs).
@@ -212,6 +216,12 @@ class DataPlaneSettings:
             ),
             unload_grace_s=env_float(
                 env, "AETHER_UNLOAD_GRACE_S", d.unload_grace_s, **FLOAT_RANGES["unload_grace_s"]
+            ),
+            metrics_released_series_s=env_float(
+                env,
+                "AETHER_METRICS_RELEASED_SERIES_S",
+                d.metrics_released_series_s,
+                **FLOAT_RANGES["metrics_released_series_s"],
             ),
             tls=ServerTls.from_env(env),
             auth=ServerTokens.from_env(env),

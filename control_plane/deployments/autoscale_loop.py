@@ -12,7 +12,8 @@ What is read from each replica (``data_plane/metrics.py``):
   the same replica, summed over series and replicas, so the p99 is that of the requests served during
   the interval (as the upper edge of its bucket: never optimistic). A series whose counts went down
   restarted (its process, or its version released and loaded again) and a new one count whole; one that
-  is gone (the data plane drops a version's series once it released it) counts nothing: summed per
+  is gone (the data plane drops a version's series after it released it, once a scrape begun since the
+  release read their final counts and ``AETHER_METRICS_RELEASED_SERIES_S`` passed) counts nothing: summed per
   replica before the difference, a dropped version made the replica look restarted, and its other
   versions' whole history counted as the interval's (or, masked by their new requests, its counts were
   taken from theirs). Samples are kept by the replica's start serial (``Replica.serial``), not its

@@ -65,7 +65,7 @@ def test_a_released_versions_series_going_away_is_no_restart() -> None:
     """The data plane drops a version's series once it released it. Summed over the replica's series
     first, the drop made the counts go down, taken for a restart: the other version's whole history (its
     old 2 s requests) counted as the interval's, a p99 of 2.5 s where the interval's requests took 3 ms."""
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(released_series_s=0.0)  # dropped at the release
     for version, seconds, count in [(1, 1.0, 2000), (2, 0.003, 1000), (2, 2.0, 50)]:
         metrics.model_state("m", version, ModelState.READY)
         for _ in range(count):
@@ -284,3 +284,38 @@ async def test_load_scales_the_replicas_up_and_its_absence_back_down(plane: Plan
             load.cancel()
         await loop.stop()
         await replicas.close()
+
+
+async def test_what_a_version_served_since_the_last_scrape_is_counted_after_its_release() -> None:
+    """The data plane dropped a released version's series at the release: the 100 slow requests it
+    served after the autoscaler's last scrape were never counted (a series that is gone counts nothing),
+    and the interval's p99 was none at all instead of their 2.5 s bucket."""
+    now = [0.0]
+    metrics = ServingMetrics(clock=lambda: now[0])
+    server = start_metrics_server(metrics, "127.0.0.1:0")
+    loop = AutoscaleLoop(FakeFleet(_Listed(0, f"127.0.0.1:{server.port}", serial=0)), POLICY)  # type: ignore[arg-type]
+
+    def release(version: int) -> None:
+        metrics.model_state("m", version, ModelState.UNLOADED)
+        metrics.version_released("m", version)
+
+    def versions() -> set[str]:
+        return {dict(key)["version"] for key in parse_metrics(metrics.render().decode()).latency_series}
+
+    try:
+        for version in (1, 2):
+            metrics.model_state("m", version, ModelState.READY)
+            metrics.request("Predict", "m", version, "OK", 0.003)
+        assert (await loop.measure()).p99_ms == 3.0
+        for _ in range(100):
+            metrics.request("Predict", "m", 1, "OK", 2.0)
+        release(1)
+        assert (await loop.measure()).p99_ms == 2500.0  # its final requests, counted
+        assert (await loop.measure()).p99_ms is None  # once
+        # Kept no longer than needed: they go at the model's next release past the kept time.
+        now[0] += metrics.released_series_s
+        metrics.model_state("m", 3, ModelState.READY)
+        release(2)
+        assert versions() == {"2"}  # 2's final counts are still to be scraped (this one reads them)
+    finally:
+        server.stop()

@@ -50,6 +50,7 @@ def test_drain_unload_and_security_come_from_the_environment(tmp_path: Path) -> 
             "AETHER_DRAIN_DELAY_S": "1.5",
             "AETHER_DRAIN_GRACE_S": "20",
             "AETHER_UNLOAD_GRACE_S": "3",
+            "AETHER_METRICS_RELEASED_SERIES_S": "45",
             "AETHER_TLS_CERT": str(server.cert_path),
             "AETHER_TLS_KEY": str(server.key_path),
             "AETHER_TOKEN_FILE": str(token_file),
@@ -58,6 +59,7 @@ def test_drain_unload_and_security_come_from_the_environment(tmp_path: Path) -> 
         }
     )
     assert (settings.drain_delay_s, settings.drain_grace_s, settings.unload_grace_s) == (1.5, 20.0, 3.0)
+    assert settings.metrics_released_series_s == 45.0
     assert settings.tls == server
     assert settings.channel_security == ChannelSecurity(
         token="reader-token", ca_path=server.cert_path, server_name="control-plane.internal"

@@ -134,8 +134,9 @@ def _serve(metrics: ServingMetrics, version: int) -> None:
 
 def test_a_released_version_leaves_no_series_behind() -> None:
     """Every version ever served kept its series (request counts, latency and batch-size histograms, queue
-    depth, state: ~40 samples) after it was unloaded, so a version promoted a day grew /metrics for ever."""
-    metrics = ServingMetrics()
+    depth, state: ~40 samples) after it was unloaded, so a version promoted a day grew /metrics for ever.
+    (Not kept after the release here: keeping them is the next tests'.)"""
+    metrics = ServingMetrics(released_series_s=0.0)
     metrics.track_in_flight("Predict", lambda: 1)
     metrics.request("Predict", UNRESOLVED, UNRESOLVED, "NOT_FOUND", None)  # names no version: kept
     metrics.request("Predict", "m", UNRESOLVED, "UNAVAILABLE", None)  # a deployment named m: kept
@@ -159,7 +160,7 @@ def test_a_released_version_leaves_no_series_behind() -> None:
 def test_a_request_answered_after_its_versions_release_goes_at_the_next_release() -> None:
     """A request that let go of its version before the release but is counted after it (one of a
     PredictBatch whose other requests ran on) makes that version's series anew: they must not stay."""
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(released_series_s=0.0)
     _serve(metrics, 1)
     _serve(metrics, 2)
     metrics.model_state("m", 1, ModelState.UNLOADED)
@@ -174,3 +175,30 @@ def test_a_request_answered_after_its_versions_release_goes_at_the_next_release(
     metrics.request("Predict", "m", 1, "OK", 0.002)
     count = "aether_inference_latency_seconds_count"
     assert _value(metrics, count, {"api": "Predict", "model": "m", "version": "1"}) == 1
+
+
+def test_a_released_versions_series_stay_until_scraped_once_more_and_kept_long_enough() -> None:
+    """Dropped at the release, the requests a version served since the last scrape were never seen. Its
+    series stay until a scrape begun after the release was answered and ``released_series_s`` passed."""
+    now = [0.0]
+    metrics = ServingMetrics(released_series_s=60.0, clock=lambda: now[0])
+    for version in (1, 2, 3, 4):
+        metrics.model_state("m", version, ModelState.READY)
+        metrics.request("Predict", "m", version, "OK", 0.001)
+
+    def release(version: int) -> None:
+        metrics.model_state("m", version, ModelState.UNLOADED)
+        metrics.version_released("m", version)
+
+    release(1)
+    now[0] += 3600.0  # long past, but nothing scraped since: its final counts were never read
+    release(2)
+    counted = {
+        dict(k)["version"] for name, k in _series(metrics) if name == "aether_inference_requests_total"
+    }
+    assert counted == {"1", "2", "3", "4"}  # that read was the scrape after 1's release (and 2's)
+    release(3)  # 1 goes; 2 was read but has not been kept 60 s yet
+    assert _versions(metrics) == {"2", "3", "4"}
+    now[0] += 60.0
+    release(4)
+    assert _versions(metrics) == {"4"}  # 2 and 3 were read since their release, and kept 60 s

@@ -115,7 +115,7 @@ async def test_a_version_s_metrics_go_once_it_is_released_unless_it_was_loaded_a
     (its grace), go once its session is released, and stay when it was loaded again meanwhile (a
     rollback undone): they are the new load's then."""
     spec = _slow_spec(tmp_path, layers=4)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(released_series_s=0.0)  # gone at the release, not kept to be scraped
     manager = ModelManager(observer=metrics)
     state = "aether_model_state"
     try:
