@@ -1,9 +1,9 @@
-"""A migrated metadata database on each backend, an artifact store, and model versions registered through
-the registry core."""
+"""A migrated metadata database on each backend, an artifact store, model versions registered through
+the registry core, and the monitor tests' ``world`` (``world.World``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.model_registry.registry import ModelRegistry
+from tests.unit.monitoring.world import World
 
 
 @pytest.fixture
@@ -27,6 +28,16 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return create_session_factory(engine)
+
+
+@pytest.fixture
+async def world(
+    sessions: sessionmaker[Session], store: ArtifactStore, redis_url: str
+) -> AsyncIterator[World]:
+    """The monitor tests' world (``world.World``), closed after the test."""
+    here = World(sessions, store, redis_url)
+    yield here
+    await here.close()
 
 
 @pytest.fixture

@@ -9,28 +9,17 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.artifacts.store import ArtifactStore
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.stream import trimmed_unread
-from tests.unit.monitoring.test_monitor_faults import SETTINGS, STREAM, World, configure, entry
-
-
-@pytest.fixture
-async def world(
-    sessions: sessionmaker[Session], store: ArtifactStore, redis_url: str
-) -> AsyncIterator[World]:
-    here = World(sessions, store, redis_url)
-    yield here
-    await here.close()
+from tests.unit.monitoring.world import SETTINGS, STREAM, World, configure, entry
 
 
 def log_capped(world: World, first: int, count: int, cap: int) -> None:
