@@ -8,6 +8,7 @@ The request builders and response decoders are plain functions, shared by the sy
 from __future__ import annotations
 
 import numbers
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,9 @@ def build_predict_request(
     request_features: Sequence[Mapping[str, float]] = (),
     request_id: str = "",
 ) -> ipb.PredictRequest:
+    """The request as given: an empty ``request_id`` is left to the data plane, which makes one up per
+    attempt (so bytes built once and sent many times, as the load generator does, are many requests).
+    :class:`InferenceClient` gives each of its calls one (:func:`new_request_id`)."""
     return ipb.PredictRequest(
         deployment=deployment,
         routing_key=routing_key,
@@ -115,6 +119,21 @@ def build_predict_request(
         ],
         request_id=request_id,
     )
+
+
+def new_request_id() -> str:
+    """A request id for one logical request, as random as the one the data plane makes up."""
+    return secrets.token_hex(16)
+
+
+def with_request_id(request: ipb.PredictRequest) -> ipb.PredictRequest:
+    """``request`` itself when it has a request id, else a copy with a new one."""
+    if request.request_id:
+        return request
+    named = ipb.PredictRequest()
+    named.CopyFrom(request)
+    named.request_id = new_request_id()
+    return named
 
 
 def _feature_values(values: Mapping[str, Any], name: str) -> dict[str, float]:
@@ -189,15 +208,20 @@ class InferenceClient(ServiceClient):
             rows,
             routing_key=routing_key,
             request_features=request_features,
-            request_id=request_id,
+            # Made up here, not by the data plane, when the caller gave none: a request without a routing
+            # key is assigned its variant by its request id, and a fleet channel retries a refused call
+            # (UNAVAILABLE) on another replica with the same bytes, so the retry keeps the first
+            # attempt's variant. An id left to the data plane was made up anew by each replica the call
+            # reached, and a keyless retry could land in the other A/B variant.
+            request_id=request_id or new_request_id(),
         )
         return decode_predict_response(self._call(self._predict.Predict, request, ipb.PredictResponse))
 
     def predict_batch(self, requests: Sequence[ipb.PredictRequest]) -> list[PredictResult | AetherError]:
-        """One result per request: the prediction, or the error that request alone failed with."""
-        response = self._call(
-            self._predict.PredictBatch, ipb.PredictBatchRequest(requests=requests), ipb.PredictBatchResponse
-        )
+        """One result per request: the prediction, or the error that request alone failed with. A request
+        without a request id is sent with a new one (as :meth:`predict` does); ``requests`` stay as given."""
+        batch = ipb.PredictBatchRequest(requests=[with_request_id(r) for r in requests])
+        response = self._call(self._predict.PredictBatch, batch, ipb.PredictBatchResponse)
         results: list[PredictResult | AetherError] = []
         for result in response.results:
             if result.code == 0:
