@@ -123,6 +123,14 @@ class DeploymentWatch:
         # their load failed, and never unloaded by the watch.
         self._static: dict[tuple[str, int], ModelSpec] = {}
         self._plans = EMPTY_PLANS
+        # Which watch stream the plans came from (0: the persisted file, or none yet), and the stream that
+        # is delivering now (0 between streams). A revision number means something only together with its
+        # stream: a control plane restarted on a fresh or restored database hands out the numbers it
+        # handed out before, for other content, so the file's plans or an earlier stream's must not
+        # satisfy wait_for_revision.
+        self._plans_stream = 0
+        self._streams = 0
+        self._delivering = 0
         self._loaded: dict[tuple[str, int], ModelSpec] = {}  # every version the plans refer to
         # Those of them the manager held before a plan referred to them (static models): never unloaded.
         self._not_ours: set[tuple[str, int]] = set()
@@ -149,9 +157,17 @@ class DeploymentWatch:
         return self._plans
 
     async def wait_for_revision(self, revision: int, timeout_s: float) -> DeploymentPlans:
-        """The plans once their revision reaches ``revision`` (``TimeoutError`` after ``timeout_s``)."""
+        """The plans once the control plane's watch stream delivering now has installed ``revision`` or a
+        later one (``TimeoutError`` after ``timeout_s``). Plans from the persisted file or from an earlier
+        stream never count, whatever their number: the revision ``revision`` came from the control plane
+        serving now, and one restarted on another database numbers other content alike."""
+
+        def reached() -> bool:
+            current = self._delivering != 0 and self._plans_stream == self._delivering
+            return current and self._plans.revision >= revision
+
         async with asyncio.timeout(timeout_s), self._installed:
-            await self._installed.wait_for(lambda: self._plans.revision >= revision)
+            await self._installed.wait_for(reached)
             return self._plans
 
     async def wait_for_plans(self, wait_s: float) -> bool:
@@ -177,15 +193,22 @@ class DeploymentWatch:
     async def _follow(
         self, channel: grpc.aio.Channel
     ) -> AsyncIterator[deployments_pb2.DeploymentPlanSnapshot]:
-        """The plans stream, noting a failure for :meth:`wait_for_plans`."""
+        """The plans stream, noting a failure for :meth:`wait_for_plans` and which stream delivers for
+        :meth:`wait_for_revision` (each one starts with a full snapshot: ``known_revision`` is 0)."""
+        self._streams += 1
+        self._delivering = stream = self._streams
         try:
             async for snapshot in _watch_plans(channel):
-                yield snapshot
+                yield snapshot  # installed (by _install) before this generator resumes
         except grpc.aio.AioRpcError:
             async with self._installed:
                 self._unanswered = True
                 self._installed.notify_all()
             raise
+        finally:
+            # Unless a later stream began meanwhile (a generator left unfinished is closed later).
+            if self._delivering == stream:
+                self._delivering = 0
 
     async def load_persisted(self) -> bool:
         """Serves from the persisted plans, if any; True when some were loaded."""
@@ -262,6 +285,7 @@ class DeploymentWatch:
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans
+            self._plans_stream = self._delivering  # 0 for the persisted file's
             self.has_plans.set()  # before the notify: wait_for_plans checks it
             self._installed.notify_all()
         for key in [key for key in self._loaded if key not in wanted]:

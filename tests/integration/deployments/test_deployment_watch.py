@@ -5,8 +5,13 @@ unloaded, and a restart during a control-plane outage serves the persisted plans
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc.aio
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
 from clients.errors import FailedPrecondition
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.settings import ControlPlaneSettings
@@ -227,3 +232,49 @@ async def test_plans_follow_a_control_plane_whose_revisions_restarted(
         await watch.stop()
         if fresh is not None:
             await asyncio.to_thread(fresh.stop)
+
+
+class _ScriptedPlans(dpb_grpc.DeploymentsServicer):
+    """A control plane's plan stream: yields the snapshots put on the queue; None ends the stream (as a
+    control plane's restart does), and the watch's next stream takes the snapshots put after it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dpb.DeploymentPlanSnapshot | None] = asyncio.Queue()
+        self.streams = 0
+
+    async def WatchDeploymentPlans(
+        self, request: dpb.WatchDeploymentPlansRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[dpb.DeploymentPlanSnapshot]:
+        self.streams += 1
+        while (snapshot := await self.queue.get()) is not None:
+            yield snapshot
+
+
+async def test_waiting_for_a_revision_counts_only_the_plans_of_the_stream_delivering_now(
+    tmp_path: Path,
+) -> None:
+    """A control plane restarted on a fresh database numbers its revisions from 1 again. Waiting for its
+    revision 1 compared numbers only, so the plans of revision 3 held from before the restart satisfied
+    it at once: the caller went on as if the new control plane's plans were served."""
+    plans = _ScriptedPlans()
+    server = grpc.aio.server()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    watch = DeploymentWatch(
+        address, tmp_path / "plans.pb", RecordingLoader(), backoff_initial_s=0.02, backoff_max_s=0.05
+    )
+    watch.start()
+    try:
+        await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=3))
+        assert (await watch.wait_for_revision(3, 10)).revision == 3
+        await plans.queue.put(None)  # the old control plane is gone; the watch reconnects
+        deadline = asyncio.get_running_loop().time() + 10
+        while plans.streams < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the watch never reconnected"
+            await asyncio.sleep(0.01)
+        await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=1))  # the new control plane's first
+        assert (await watch.wait_for_revision(1, 10)).revision == 1
+    finally:
+        await watch.stop()
+        await server.stop(None)
