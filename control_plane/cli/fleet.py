@@ -43,6 +43,9 @@ POLICY_FLAGS = {
     "down_window_s": "down_window_s",
 }
 
+#: ``fleet run`` flags (argparse dest) that set the FleetSettings field of the same name.
+SETTING_FLAGS = ("drain_delay_s", "drain_grace_s")
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fleet = commands.add_parser("fleet", help="an autoscaled fleet of local data-plane replicas")
@@ -74,6 +77,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument(
         "--down-window-s", type=numbers.window_seconds, metavar="S", help="scale down once quiet this long"
     )
+    # Told to every replica on its command line, and what its stop timeout follows (drain + 10 s).
+    run.add_argument(
+        "--drain-delay-s",
+        type=numbers.window_seconds,
+        metavar="S",
+        help="each replica's seconds NOT_SERVING before refusing calls (default: $AETHER_DRAIN_DELAY_S, 0.5)",
+    )
+    run.add_argument(
+        "--drain-grace-s",
+        type=numbers.window_seconds,
+        metavar="S",
+        help="then the seconds its admitted calls get to finish (default: $AETHER_DRAIN_GRACE_S, 5)",
+    )
     run.add_argument(
         "replica_args",
         nargs="*",
@@ -101,6 +117,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         overrides["control_plane_addr"] = args.control_plane
     if args.redis_url:
         overrides["redis_url"] = args.redis_url
+    for flag in SETTING_FLAGS:
+        if getattr(args, flag, None) is not None:
+            overrides[flag] = getattr(args, flag)
     return dataclasses.replace(settings, **overrides)
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.env_values import env_float
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
@@ -91,11 +92,17 @@ class FleetSettings:
     redis_url: str = DEFAULT_REDIS_URL
     policy: AutoscalerPolicy = field(default_factory=AutoscalerPolicy)
     replica_host: str = "127.0.0.1"
-    #: Extra ``python -m data_plane`` flags for every replica (``--model-config``, ``--drain-delay-s``, …);
-    #: replicas also inherit this process's environment, so ``AETHER_*`` variables reach them too.
+    #: Extra ``python -m data_plane`` flags for every replica (``--model-config``, …); replicas also
+    #: inherit this process's environment, so ``AETHER_*`` variables reach them too.
     replica_args: tuple[str, ...] = ()
-    #: How long a replica may take to drain before it is killed: its drain delay + grace (flags in
-    #: ``replica_args`` over ``AETHER_DRAIN_DELAY_S`` / ``AETHER_DRAIN_GRACE_S``) plus a margin, when None.
+    #: What every replica is told on its command line (``--drain-delay-s`` / ``--drain-grace-s``): seconds
+    #: NOT_SERVING before it refuses new calls, then seconds its admitted calls get. The fleet passes them
+    #: explicitly, so its stop timeout is computed from the values the replicas use, not from a copy of
+    #: the data plane's defaults. A drain flag in ``replica_args`` still wins (it comes later).
+    drain_delay_s: float = 0.5
+    drain_grace_s: float = 5.0
+    #: How long a replica may take to drain before it is killed: its drain delay + grace plus a margin,
+    #: when None.
     stop_timeout_s: float | None = None
 
     @property
@@ -122,35 +129,42 @@ class FleetSettings:
             control_plane_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
             policy=merged,
+            # The variables a data plane reads itself: one value for the replicas and the fleet's timeout.
+            drain_delay_s=env_float(env, "AETHER_DRAIN_DELAY_S", cls.drain_delay_s, minimum=0),
+            drain_grace_s=env_float(env, "AETHER_DRAIN_GRACE_S", cls.drain_grace_s, minimum=0),
+        )
+
+    def replica_settings(self) -> ReplicaSettings:
+        """What the replica manager runs every replica with: these drain settings on each command line
+        (before ``replica_args``, whose drain flags win) and a stop timeout that follows them."""
+        drain = ("--drain-delay-s", f"{self.drain_delay_s:g}", "--drain-grace-s", f"{self.drain_grace_s:g}")
+        stop_timeout_s = self.stop_timeout_s
+        if stop_timeout_s is None:
+            stop_timeout_s = replica_stop_timeout(self.replica_args, self.drain_delay_s, self.drain_grace_s)
+        return ReplicaSettings(
+            control_plane_addr=self.control_plane_addr,
+            redis_url=self.redis_url,
+            home=fleet_folder(self.home) / "replicas",
+            host=self.replica_host,
+            extra_args=(*drain, *self.replica_args),
+            stop_timeout_s=stop_timeout_s,
         )
 
 
 #: Beyond a replica's drain delay + grace: the rest of its stop (flushing the log, unloading models).
 STOP_MARGIN_S = 10.0
-#: ``python -m data_plane``'s defaults for --drain-delay-s and --drain-grace-s (data_plane.settings; the
-#: control plane never imports the data plane).
-DATA_PLANE_DRAIN_DELAY_S, DATA_PLANE_DRAIN_GRACE_S = 0.5, 5.0
 
 
-def replica_stop_timeout(replica_args: Sequence[str], environ: Mapping[str, str] | None = None) -> float:
-    """How long a replica run with ``replica_args`` (and this environment) takes to drain at most, plus
+def replica_stop_timeout(replica_args: Sequence[str], drain_delay_s: float, drain_grace_s: float) -> float:
+    """How long a replica told ``drain_delay_s`` and ``drain_grace_s`` (unless ``replica_args`` says
+    otherwise: those flags come later on its command line, so they win) takes to drain at most, plus
     :data:`STOP_MARGIN_S`. A fixed timeout killed replicas told to drain longer, cutting their requests."""
-    env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # as python -m data_plane's
     parser.add_argument("--drain-delay-s", type=float)
     parser.add_argument("--drain-grace-s", type=float)
     flags, _ = parser.parse_known_args(list(replica_args))
-
-    def seconds(flag: float | None, variable: str, default: float) -> float:
-        if flag is not None:
-            return flag
-        try:
-            return float(env.get(variable) or default)
-        except ValueError:  # the replica refuses to start with it: nothing to drain
-            return default
-
-    delay = seconds(flags.drain_delay_s, "AETHER_DRAIN_DELAY_S", DATA_PLANE_DRAIN_DELAY_S)
-    grace = seconds(flags.drain_grace_s, "AETHER_DRAIN_GRACE_S", DATA_PLANE_DRAIN_GRACE_S)
+    delay = drain_delay_s if flags.drain_delay_s is None else flags.drain_delay_s
+    grace = drain_grace_s if flags.drain_grace_s is None else flags.drain_grace_s
     return max(delay, 0.0) + max(grace, 0.0) + STOP_MARGIN_S
 
 
@@ -227,21 +241,7 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         if on_change is not None:
             on_change(endpoints, cause)
 
-    manager = ReplicaManager(
-        ReplicaSettings(
-            control_plane_addr=settings.control_plane_addr,
-            redis_url=settings.redis_url,
-            home=fleet_folder(settings.home) / "replicas",
-            host=settings.replica_host,
-            extra_args=settings.replica_args,
-            stop_timeout_s=(
-                replica_stop_timeout(settings.replica_args)
-                if settings.stop_timeout_s is None
-                else settings.stop_timeout_s
-            ),
-        ),
-        on_change=publish,
-    )
+    manager = ReplicaManager(settings.replica_settings(), on_change=publish)
     autoscaler = AutoscaleLoop(manager, settings.policy)
     # A list left by a fleet that crashed names replicas that are gone: start from an empty one.
     write_endpoints(path, snapshot(()))

@@ -494,12 +494,32 @@ async def test_a_client_of_one_data_plane_is_not_held_back_by_its_health() -> No
 
 def test_a_replica_is_given_its_drain_delay_and_grace_before_it_is_killed() -> None:
     """The stop timeout was a fixed 30 s: replicas told to drain for 35 s were killed mid-drain while the
-    fleet still said "every replica drained". It follows the replicas' flags, then their environment."""
+    fleet still said "every replica drained". It follows the replicas' flags, then the fleet's settings."""
     args = ("--model-config", "m.json", "--drain-delay-s", "30", "--drain-grace-s=5")
-    assert replica_stop_timeout(args, {}) == 35 + STOP_MARGIN_S
-    environ = {"AETHER_DRAIN_DELAY_S": "40", "AETHER_DRAIN_GRACE_S": "20"}
-    assert replica_stop_timeout(("--drain-grace-s", "1"), environ) == 41 + STOP_MARGIN_S
-    assert replica_stop_timeout((), {}) == 5.5 + STOP_MARGIN_S
+    assert replica_stop_timeout(args, 0.5, 5.0) == 35 + STOP_MARGIN_S
+    assert replica_stop_timeout(("--drain-grace-s", "1"), 40.0, 20.0) == 41 + STOP_MARGIN_S
+
+
+def test_the_fleets_drain_settings_are_told_to_every_replica_and_set_its_stop_timeout(tmp_path: Path) -> None:
+    """The fleet computed its stop timeout from a copy of the data plane's default drain times (when no
+    flag or variable said otherwise) and left the replicas to their own defaults: the two could differ.
+    The drain times are now the fleet's settings (variables, then flags), passed to every replica."""
+    env = {"AETHER_HOME": str(tmp_path), "AETHER_DRAIN_DELAY_S": "1.5", "AETHER_DRAIN_GRACE_S": "2"}
+    replica = FleetSettings.from_env(env).replica_settings()
+    assert replica.extra_args == ("--drain-delay-s", "1.5", "--drain-grace-s", "2")
+    assert replica.stop_timeout_s == 3.5 + STOP_MARGIN_S
+    defaults = FleetSettings(home=tmp_path).replica_settings()
+    assert defaults.extra_args == ("--drain-delay-s", "0.5", "--drain-grace-s", "5")
+    assert defaults.stop_timeout_s == 5.5 + STOP_MARGIN_S
+
+    parser = build_parser(CliSettings.from_env(env))
+    args = parser.parse_args(["fleet", "run", "--drain-delay-s", "0", "--", "--drain-grace-s", "7"])
+    replica = fleet_cli.settings_from_args(args, env).replica_settings()
+    # A replica flag after -- comes later on its command line, so it wins there and in the timeout.
+    assert replica.extra_args == ("--drain-delay-s", "0", "--drain-grace-s", "2", "--drain-grace-s", "7")
+    assert replica.stop_timeout_s == 7 + STOP_MARGIN_S
+    with pytest.raises(ConfigurationError, match="AETHER_DRAIN_GRACE_S: expected a number >= 0"):
+        FleetSettings.from_env({**env, "AETHER_DRAIN_GRACE_S": "-1"})
 
 
 async def test_a_replica_killed_for_overrunning_its_stop_timeout_is_counted(plane: Plane) -> None:
