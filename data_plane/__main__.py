@@ -13,7 +13,9 @@ line ``aether data plane metrics on HOST:PORT`` (the replica manager scrapes it 
 ``--workers N``, ``HOST:PORT,HOST:PORT,...``, one endpoint per worker process); then, once its overall
 health first turns SERVING (the registry's catalog is in), ``aether data plane serving`` — with
 ``--workers N`` once every worker is, which a health probe through the shared port cannot tell (it reaches
-one worker).
+one worker). With ``--workers N`` a line ``aether data plane workers on HOST:PORT,HOST:PORT,...`` comes
+after the metrics line (before the serving one): each worker's own port, where its health alone answers
+(the replica manager probes each, so a hung worker is found).
 
 ``--workers N`` (N > 1) runs N worker processes sharing one port (SO_REUSEPORT; the kernel spreads
 connections across them), so that one data plane uses the cores of a bigger machine: this process picks
@@ -41,7 +43,7 @@ from data_plane.ports import check_free
 from data_plane.redis_client import RedisAddress, RedisClient, RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings, check_override
-from data_plane.workers import SERVING_LINE, run_workers
+from data_plane.workers import SERVING_LINE, WORKER_LINE, run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +177,8 @@ async def serve(settings: DataPlaneSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(f"aether data plane listening on {listen_address(settings, handle.port)}", flush=True)
+    if handle.worker_port is not None:  # read by the parent of --workers, which names every worker's
+        print(f"{WORKER_LINE}{listen_address(settings, handle.worker_port)}", flush=True)
     if handle.metrics_port is not None:
         metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
         print(f"aether data plane metrics on {metrics_host}:{handle.metrics_port}", flush=True)

@@ -110,6 +110,8 @@ class DataPlaneHandle:
     prediction_log: PredictionLog
     log_redis: RedisClient
     metrics_server: MetricsServer | None = None
+    # A --workers worker's own port (see start_server); None otherwise.
+    worker_port: int | None = None
     health: health.aio.HealthServicer | None = None
     near_cache: NearCache | None = None
     # The drain gates of Predict and ModelInfer.
@@ -296,11 +298,19 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         GenericHandlersOnly(server),
         (SERVICE_NAME, *INFERENCE_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
     )
+    worker_port: int | None = None
     try:
         port = add_port(server, settings.listen, settings.tls)
+        # A worker of --workers N also listens on a port of its own (same services, TLS and tokens): a
+        # probe through the shared port reaches whichever worker the kernel picks for its connection, so
+        # a hung worker could answer no probe and still never miss several in a row. The fleet's replica
+        # manager probes each worker's own port (control_plane.deployments.replicas).
+        worker_port = (
+            add_port(server, f"{_host(settings.listen)}:0", settings.tls) if settings.reuse_port else None
+        )
     except RuntimeError:  # gRPC says only "Failed to bind"; its log line has the reason
         port = 0
-    if port == 0:
+    if port == 0 or worker_port == 0:
         raise FailedPrecondition(
             f"cannot listen on {settings.listen}: the address is in use or cannot be bound"
         )
@@ -331,6 +341,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         prediction_log=prediction_log,
         log_redis=log_redis,
         metrics_server=metrics_server,
+        worker_port=worker_port,
         health=health_servicer,
         near_cache=near_cache,
         admissions=(predict_servicer.admission, inference_servicer.admission),

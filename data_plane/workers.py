@@ -7,7 +7,10 @@ never receives connections) until the workers have bound theirs. Each worker's m
 gets a port of its own (port 0), since Prometheus scrapes processes, not ports (a worker's counters are
 its own). Once every worker is ready this process prints what a single data plane prints: the listening
 line and, with metrics, ``aether data plane metrics on HOST:PORT,HOST:PORT,...`` naming every worker's
-endpoint, which the replica manager passes on to the autoscaler (it scrapes each of them).
+endpoint, which the replica manager passes on to the autoscaler (it scrapes each of them). Each worker
+also listens on a port of its own besides the shared one, named after that in
+``aether data plane workers on HOST:PORT,...``: a health probe through the shared port reaches the
+worker the kernel picks, so only a probe of each worker's own port tells that one of them hung.
 
 A worker that ends on its own (a crash, the OOM killer) is not restarted here: this process then stops
 the other workers (SIGTERM, so they drain) and exits 1, and whoever runs it replaces the data plane
@@ -32,6 +35,11 @@ from data_plane.settings import DataPlaneSettings
 
 _READY = re.compile(r"aether data plane listening on (\S+)")
 _METRICS = re.compile(r"aether data plane metrics on (\S+)")
+#: A worker's line after its listening one: the port of its own (data_plane.server.start_server).
+WORKER_LINE = "aether data plane worker on "
+_WORKER = re.compile(re.escape(WORKER_LINE) + r"(\S+)")
+#: This process's line naming every worker's own port, after the metrics line.
+WORKERS_LINE = "aether data plane workers on "
 #: Printed once a data plane's overall health first turns SERVING; by this process once every worker's was.
 SERVING_LINE = "aether data plane serving"
 
@@ -122,6 +130,7 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
     signal.signal(signal.SIGINT, forward)
     try:
         metrics: list[str] = []
+        own: list[str] = []
         for process in processes:
             assert process.stdout is not None
             line = process.stdout.readline()
@@ -129,6 +138,13 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
                 forward(signal.SIGTERM, None)
                 print(f"a data-plane worker failed to start: {line.strip() or 'no output'}", file=sys.stderr)
                 return 1
+            line = process.stdout.readline()  # its own port comes right after
+            if (found_own := _WORKER.search(line)) is None:
+                forward(signal.SIGTERM, None)
+                said = line.strip() or "no output"
+                print(f"a data-plane worker did not report its own port: {said}", file=sys.stderr)
+                return 1
+            own.append(found_own[1])
             if settings.metrics_listen:  # a worker prints its metrics line right after the listening one
                 line = process.stdout.readline()
                 found = _METRICS.search(line)
@@ -142,6 +158,8 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
         print(f"aether data plane listening on {host}:{port}", flush=True)
         if metrics:
             print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
+        # After the metrics line, which a reader may wait for right after the listening one.
+        print(f"{WORKERS_LINE}{','.join(own)}", flush=True)
         serving = _ServingCount(workers)
         for process in processes:  # unread, a worker's pipe fills up (64 KiB) and its next print blocks
             threading.Thread(target=_forward_output, args=(process, serving), daemon=True).start()

@@ -44,7 +44,7 @@ POLICY_FLAGS = {
 }
 
 #: ``fleet run`` flags (argparse dest) that set the FleetSettings field of the same name.
-SETTING_FLAGS = ("drain_delay_s", "drain_grace_s")
+SETTING_FLAGS = ("drain_delay_s", "drain_grace_s", "health_timeout_s", "hung_after_misses")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,6 +89,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=numbers.window_seconds,
         metavar="S",
         help="then the seconds its admitted calls get to finish (default: $AETHER_DRAIN_GRACE_S, 5)",
+    )
+    run.add_argument(
+        "--health-timeout-s",
+        type=numbers.probe_seconds,
+        metavar="S",
+        help="deadline of each replica health probe (default: $AETHER_REPLICA_HEALTH_TIMEOUT_S, 2)",
+    )
+    run.add_argument(
+        "--hung-after-misses",
+        type=numbers.at_least_one,
+        metavar="N",
+        help="probes in a row without an answer that make a replica hung "
+        "(default: $AETHER_REPLICA_HUNG_AFTER_MISSES, 3)",
     )
     run.add_argument(
         "replica_args",

@@ -62,6 +62,20 @@ def replicas(text: str) -> int:
     return _whole(text, 2**31 - 1, minimum=1)
 
 
+def at_least_one(text: str) -> int:
+    """A count of at least one (``aetherctl fleet run --hung-after-misses``)."""
+    return _whole(text, 2**31 - 1, minimum=1)
+
+
+def probe_seconds(text: str) -> float:
+    """A health probe deadline (``aetherctl fleet run --health-timeout-s``): above 0 and at most 60 s,
+    since each autoscaler pass waits for its slowest probe."""
+    value = _finite(text)
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0 and at most 60, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """A target that must be a finite number above 0 (``--target-p99-ms``, ``--target-queue-per-replica``)."""
     value = _finite(text)

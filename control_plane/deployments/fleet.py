@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.env_values import env_float
+from clients.env_values import env_float, env_int
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
@@ -85,6 +85,11 @@ def hold_home(home: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
+#: The longest health probe deadline a fleet takes: a pass waits for its slowest probe, so a longer one
+#: would hold up every scaling decision by as much.
+MAX_PROBE_S = 60.0
+
+
 @dataclass(frozen=True)
 class FleetSettings:
     home: Path
@@ -104,6 +109,11 @@ class FleetSettings:
     #: How long a replica may take to drain before it is killed: its drain delay + grace plus a margin,
     #: when None.
     stop_timeout_s: float | None = None
+    #: Each autoscaler pass probes every listed replica's health (each worker's of a --workers replica)
+    #: with this deadline; one left without an answer ``hung_after_misses`` passes in a row is hung and
+    #: replaced (see :mod:`control_plane.deployments.replicas`).
+    health_timeout_s: float = 2.0
+    hung_after_misses: int = 3
 
     @property
     def endpoints_path(self) -> Path:
@@ -113,7 +123,9 @@ class FleetSettings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, policy: Mapping[str, int | float] | None = None
     ) -> FleetSettings:
-        """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL`` and the policy variables of
+        """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL``, ``AETHER_DRAIN_DELAY_S``,
+        ``AETHER_DRAIN_GRACE_S``, ``AETHER_REPLICA_HEALTH_TIMEOUT_S``, ``AETHER_REPLICA_HUNG_AFTER_MISSES``
+        and the policy variables of
         :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, with the policy fields in
         ``policy`` (the command line's) over them. The policy is validated once, as merged: a variable
         that is only wrong together with a default (AETHER_MIN_REPLICAS=5 with max 4) is fine when a flag
@@ -132,6 +144,12 @@ class FleetSettings:
             # The variables a data plane reads itself: one value for the replicas and the fleet's timeout.
             drain_delay_s=env_float(env, "AETHER_DRAIN_DELAY_S", cls.drain_delay_s, minimum=0),
             drain_grace_s=env_float(env, "AETHER_DRAIN_GRACE_S", cls.drain_grace_s, minimum=0),
+            health_timeout_s=env_float(
+                env, "AETHER_REPLICA_HEALTH_TIMEOUT_S", cls.health_timeout_s, above=0, maximum=MAX_PROBE_S
+            ),
+            hung_after_misses=env_int(
+                env, "AETHER_REPLICA_HUNG_AFTER_MISSES", cls.hung_after_misses, minimum=1
+            ),
         )
 
     def replica_settings(self) -> ReplicaSettings:
@@ -148,6 +166,8 @@ class FleetSettings:
             host=self.replica_host,
             extra_args=(*drain, *self.replica_args),
             stop_timeout_s=stop_timeout_s,
+            health_timeout_s=self.health_timeout_s,
+            hung_after_misses=self.hung_after_misses,
         )
 
 

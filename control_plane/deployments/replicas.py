@@ -12,7 +12,11 @@ told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), 
 Before each autoscaler decision (:meth:`ReplicaManager.replace_failed`) a replica whose process exited
 (a crash, the OOM killer) is unlisted and replaced, and so is one that is hung: its process is alive but
 its gRPC health gave no answer (deadline passed, no connection) to ``hung_after_misses`` probes in a row,
-one per pass (a stopped process, a deadlock, a wedged event loop). A hung replica was counted as
+one per pass (a stopped process, a deadlock, a wedged event loop). A replica run with ``--workers N`` is
+probed on each worker's own port (its line ``aether data plane workers on ...``), and is hung once any
+one worker missed that many in a row: a probe through the shared port reached whichever worker the
+kernel picked, so a hung worker's misses were cut short by its healthy siblings' answers and it could
+stay in the rotation, its connections hanging, for ever. A hung replica was counted as
 capacity and kept in the endpoints file, and so in every client's rotation, for ever: a health watch
 that just stalls does not take it out. It cannot drain, so it is SIGKILLed at once after it is unlisted,
 and counted in ``hung``, not in ``killed`` (which counts drains cut short). One slow answer under load
@@ -56,6 +60,8 @@ _METRICS_LINE = "aether data plane metrics on "
 # Once its overall health is SERVING; for --workers N, once every worker's is (a probe through the shared
 # port reaches one of them, so a replica was listed while another worker was still NOT_SERVING).
 _SERVING_LINE = "aether data plane serving"
+# A --workers N data plane's line, before the serving one: every worker's own HOST:PORT (data_plane.workers).
+_WORKERS_LINE = "aether data plane workers on "
 #: The files a replica persists in its folder (--snapshot-path, and data_plane.deployment_watch's
 #: PLANS_FILE_NAME next to it) and what each holds. Named here: the control plane imports no data plane.
 _REGISTRY_FILE = "registry_snapshot.pb"
@@ -96,7 +102,20 @@ class Replica:
     # Copies the replica's stdout to stdout.log once it has started: a pipe nobody reads fills up (64 KiB)
     # and the replica's next print blocks it.
     drain: asyncio.Task[None] | None = None
-    missed_probes: int = 0  # health probes in a row that got no answer (see replace_failed)
+    # HOST:PORT of each worker's own port for a replica run with --workers N; empty otherwise.
+    worker_addresses: tuple[str, ...] = ()
+    # Per probed address: health probes in a row that got no answer (see replace_failed).
+    misses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def health_addresses(self) -> tuple[str, ...]:
+        """What each pass probes: every worker on its own port, else the replica's one address."""
+        return self.worker_addresses or (self.address,)
+
+    @property
+    def missed_probes(self) -> int:
+        """The most probes in a row that one of its addresses left unanswered."""
+        return max(self.misses.values(), default=0)
 
 
 class ReplicaManager:
@@ -159,11 +178,11 @@ class ReplicaManager:
         settings = self._settings
         # Every probe at once, outside the lock: one hung replica must not delay the others' probes, and
         # a probe takes up to its whole deadline.
-        probed = [r for r in self._replicas if r.process.returncode is None]
-        answered = await asyncio.gather(*(answers(r.address, settings.health_timeout_s) for r in probed))
+        probed = [(r, a) for r in self._replicas if r.process.returncode is None for a in r.health_addresses]
+        answered = await asyncio.gather(*(answers(a, settings.health_timeout_s) for _, a in probed))
         async with self._lock:
-            for replica, answer in zip(probed, answered, strict=True):
-                replica.missed_probes = 0 if answer else replica.missed_probes + 1
+            for (replica, address), answer in zip(probed, answered, strict=True):
+                replica.misses[address] = 0 if answer else replica.misses.get(address, 0) + 1
             exited = [r for r in self._replicas if r.process.returncode is not None]
             hung = [
                 r
@@ -180,12 +199,13 @@ class ReplicaManager:
                 )
             for replica in hung:
                 _log.error(
-                    "data-plane replica %d at %s gave no health answer to %d probes in a row (%g s each); "
-                    "killing and replacing it",
+                    "data-plane replica %d at %s gave no health answer to %d probes in a row (%g s each, "
+                    "at %s); killing and replacing it",
                     replica.number,
                     replica.address,
                     replica.missed_probes,
                     settings.health_timeout_s,
+                    ", ".join(a for a, n in replica.misses.items() if n >= settings.hung_after_misses),
                 )
             for replica in (*exited, *hung):
                 self._replicas.remove(replica)
@@ -252,7 +272,7 @@ class ReplicaManager:
                     waiting_for = f"its line '{_METRICS_LINE}HOST:PORT' on stdout"
                     replica.metrics_address = await _line_after(process, _METRICS_LINE)
                 waiting_for = f"its line '{_SERVING_LINE}' on stdout"
-                await _line_after(process, _SERVING_LINE)
+                replica.worker_addresses = await _workers_then_serving(process)
                 waiting_for = f"SERVING from its health service at {replica.address}"
                 await wait_serving(replica.address)
         except BaseException as exc:
@@ -359,11 +379,24 @@ async def _copy_out(stream: asyncio.StreamReader, path: Path) -> None:
 
 async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:
     """What follows ``prefix`` on the first line of the replica's stdout that starts with it."""
-    assert process.stdout is not None
     while True:
-        line = await process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"data-plane replica exited with status {await process.wait()} before serving")
-        text = line.decode(errors="replace").strip()
+        text = await _next_line(process)
         if text.startswith(prefix):
             return text.removeprefix(prefix)
+
+
+async def _workers_then_serving(process: asyncio.subprocess.Process) -> tuple[str, ...]:
+    """Once the replica says it serves: its workers' own addresses, if it named any before (--workers)."""
+    workers: tuple[str, ...] = ()
+    while (text := await _next_line(process)) != _SERVING_LINE:
+        if text.startswith(_WORKERS_LINE):
+            workers = tuple(a for a in text.removeprefix(_WORKERS_LINE).split(",") if a)
+    return workers
+
+
+async def _next_line(process: asyncio.subprocess.Process) -> str:
+    assert process.stdout is not None
+    line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"data-plane replica exited with status {await process.wait()} before serving")
+    return line.decode(errors="replace").strip()

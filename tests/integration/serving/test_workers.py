@@ -177,9 +177,12 @@ def test_the_serving_line_comes_once_every_worker_serves(redis_url: str, tmp_pat
             r"aether data plane listening on 127\.0\.0\.1:(\d+)\n", process.stdout.readline()
         )
         assert match
+        # Then each worker's own port (a probe through the shared one reaches one worker), then serving.
+        own = re.fullmatch(r"aether data plane workers on (\S+)\n", process.stdout.readline())
+        assert own and len(set(own[1].split(","))) == 2 and f"127.0.0.1:{match[1]}" not in own[1]
         assert process.stdout.readline() == "aether data plane serving\n"
-        for _ in range(8):  # new connections, spread over both workers: each must say SERVING
-            with grpc.insecure_channel(f"127.0.0.1:{match[1]}") as channel:
+        for address in [*own[1].split(","), *[f"127.0.0.1:{match[1]}"] * 4]:  # each worker must say SERVING
+            with grpc.insecure_channel(address) as channel:
                 answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[no-untyped-call]
                     health_pb2.HealthCheckRequest(service=""), timeout=5
                 )
