@@ -28,6 +28,10 @@ field asks for (``GetHistoricalFeatures`` records each training set's lineage in
 left out by the servicer when :data:`~control_plane.api.identity.MAY_WRITE`, set here for every call,
 says the caller may not write.
 
+A job's own token (:mod:`control_plane.api.job_tokens`, principal ``job:<id>``) is checked here too:
+it reads like the read-only token, and of the writes may call only :data:`JOB_WRITES`, each request
+message naming the job's run and no other (PERMISSION_DENIED otherwise, as for a guarded field).
+
 Tokens are configured, read and compared by :mod:`clients.server_auth`, which the data plane shares (its
 APIs only read, so any configured token admits a call there): constant time, against every configured
 token. The accepted token's principal becomes the call's actor for the audit log (see
@@ -63,6 +67,7 @@ from clients.server_auth import (
     rejecting_handler,
 )
 from control_plane.api.identity import MAY_WRITE, PRINCIPAL
+from control_plane.api.job_tokens import JOB_WRITES, JobScope, JobTokens, job_run_refusal
 
 __all__ = [
     "ADMIN_PRINCIPAL",
@@ -104,6 +109,8 @@ WRITING_REQUEST_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 OPEN_SERVICES = frozenset({HEALTH_SERVICE})
 #: The actor of a call refused for a missing or unknown token (see ``on_refusal``).
 UNAUTHENTICATED_ACTOR = "unauthenticated"
+#: Checks one request message: why it is refused (PERMISSION_DENIED), or None.
+MessageCheck = Callable[[Any], str | None]
 #: Told of each refused call: (full method, request message or None for a streamed request, actor,
 #: status, message, peer as gRPC names it). It must not raise.
 RefusalHook = Callable[[str, Any, str, grpc.StatusCode, str, str], Awaitable[None]]
@@ -124,9 +131,15 @@ def is_read_method(full_method: str) -> bool:
 class AuthSettings(ServerTokens):
     """The control plane's tokens (:class:`clients.server_auth.ServerTokens`) and its interceptor."""
 
+    def job_tokens(self) -> JobTokens | None:
+        """The job tokens (:mod:`control_plane.api.job_tokens`) minted and accepted: None when auth is off."""
+        return JobTokens(self.admin_token) if self.admin_token is not None else None
+
     def interceptors(self, on_refusal: RefusalHook | None = None) -> list[grpc.aio.ServerInterceptor]:
         """What to pass to ``grpc.aio.server(interceptors=...)``: nothing when auth is off."""
-        return [AuthInterceptor(self.grants(), on_refusal=on_refusal)] if self.enabled else []
+        if not self.enabled:
+            return []
+        return [AuthInterceptor(self.grants(), on_refusal=on_refusal, job_tokens=self.job_tokens())]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
@@ -137,10 +150,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         grants: Sequence[TokenGrant],
         open_services: frozenset[str] = OPEN_SERVICES,
         on_refusal: RefusalHook | None = None,
+        job_tokens: JobTokens | None = None,
     ) -> None:
         self._tokens = TokenCheck(grants)
         self._open_services = open_services
         self._on_refusal = on_refusal
+        self._job_tokens = job_tokens
 
     def authorize(
         self, full_method: str, token: str | None
@@ -151,7 +166,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return None, None, ""
         match, message = self._tokens.check(token)
         if match is None:
-            return None, grpc.StatusCode.UNAUTHENTICATED, message
+            scope = self.job_scope(token)
+            if scope is None:
+                return None, grpc.StatusCode.UNAUTHENTICATED, message
+            if not is_read_method(full_method) and "/" + full_method.lstrip("/") not in JOB_WRITES:
+                return (
+                    scope.principal,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"the {scope.principal} token may not call {full_method}: a job's token writes only"
+                    " its own run's metrics and artifacts and its model version",
+                )
+            return scope.principal, None, ""
         if not match.can_write and not is_read_method(full_method):
             return (
                 match.principal,
@@ -167,6 +192,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if not fields or not token:
             return ()
         return () if self.may_write(token) else fields
+
+    def job_scope(self, token: str | None) -> JobScope | None:
+        """The job and run of ``token`` when it is a valid job token, else None."""
+        return self._job_tokens.verify(token) if self._job_tokens is not None else None
+
+    def message_check(self, full_method: str, token: str | None, principal: str) -> MessageCheck | None:
+        """What each request message of ``token``'s call must pass (None: nothing to check): the fields a
+        caller without the right to write may not set, and a job token's own run."""
+        method = "/" + full_method.lstrip("/")
+        checks: list[MessageCheck] = []
+        guarded = self.guarded_fields(method, token)
+        if guarded:
+            checks.append(functools.partial(_set_field, principal, method, guarded))
+        scope = self.job_scope(token) if method in JOB_WRITES else None
+        if scope is not None:
+            checks.append(functools.partial(job_run_refusal, scope, method))
+        if not checks:
+            return None
+        return lambda message: next((why for check in checks if (why := check(message))), None)
 
     def may_write(self, token: str | None) -> bool:
         """Whether ``token`` is a valid token with the right to change state."""
@@ -190,32 +234,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return rejecting_handler(handler, code, message, refused, actor)
         if principal is None:
             return handler
-        guarded = self.guarded_fields(method, token)
-        return _as_principal(handler, principal, method, guarded, self.may_write(token))
+        check = self.message_check(method, token, principal)
+        return _as_principal(handler, principal, check, self.may_write(token))
 
 
 def _as_principal(
     handler: Any,
     principal: str,
-    method: str = "",
-    guarded: tuple[str, ...] = (),
+    check: MessageCheck | None = None,
     may_write: bool = True,
 ) -> grpc.RpcMethodHandler:
-    """``handler`` with :data:`PRINCIPAL` and :data:`MAY_WRITE` set for the duration of each call; with
-    ``guarded`` fields, every request message is checked for them first (:func:`_check_message`)."""
+    """``handler`` with :data:`PRINCIPAL` and :data:`MAY_WRITE` set for the duration of each call; with a
+    ``check``, every request message passes it first (:func:`_check_message`)."""
     original = handler_behavior(handler)
 
     async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if not guarded:
+        if check is None:
             return request
         if not handler.request_streaming:
-            await _check_message(request, context, principal, method, guarded)
+            await _check_message(request, context, check)
             return request
 
         async def messages() -> AsyncIterator[Any]:
             # Checked as the servicer pulls each one: a later message could set the field too.
             async for message in request:
-                await _check_message(message, context, principal, method, guarded)
+                await _check_message(message, context, check)
                 yield message
 
         return messages()
@@ -234,18 +277,18 @@ def _as_principal(
     return rebuilt_handler(handler, unary, stream)
 
 
-async def _check_message(
-    message: Any,
-    context: grpc.aio.ServicerContext[Any, Any],
-    principal: str,
-    method: str,
-    guarded: tuple[str, ...],
-) -> None:
-    """Aborts the call (PERMISSION_DENIED) when ``message`` sets one of the ``guarded`` fields."""
+def _set_field(principal: str, method: str, guarded: tuple[str, ...], message: Any) -> str | None:
+    """Why ``message`` is refused when it sets one of the ``guarded`` fields, else None."""
     for name in guarded:
         if getattr(message, name, None):
-            await abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the {principal} token may not set {name} on {method}: it writes on the server",
-            )
+            return f"the {principal} token may not set {name} on {method}: it writes on the server"
+    return None
+
+
+async def _check_message(
+    message: Any, context: grpc.aio.ServicerContext[Any, Any], check: MessageCheck
+) -> None:
+    """Aborts the call (PERMISSION_DENIED) when ``check`` refuses ``message``."""
+    why = check(message)
+    if why is not None:
+        await abort(context, grpc.StatusCode.PERMISSION_DENIED, why)

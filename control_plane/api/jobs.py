@@ -150,6 +150,7 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
             jobs_settings,
             executor or LocalExecutor(cwd=jobs_settings.job_cwd, kill_grace_s=jobs_settings.kill_grace_s),
             address,
+            job_token=job_tokens.mint if (job_tokens := context.settings.auth.job_tokens()) else None,
         )
         service = JobService(
             context.sessions,

@@ -271,7 +271,9 @@ class LocalExecutor:
         argv += ["--", *job_argv(job.spec, self._python)]
         # Never the control plane's whole environment: it holds the admin token and the database's and
         # Redis's passwords, and a job's log (what it prints) is readable with the read-only token.
-        process_env = {**inherited(self._base_env, job.spec.env), **dict(job.spec.env), **env}
+        # A job token in ``env`` (the supervisor's) drops the inherited token variables, as the spec's does.
+        own = {**job.spec.env, **env}
+        process_env = {**inherited(self._base_env, own), **dict(job.spec.env), **env}
         # The launcher must import control_plane even when the job runs elsewhere than the repository.
         package_root = str(Path(__file__).resolve().parents[2])
         process_env["PYTHONPATH"] = os.pathsep.join(

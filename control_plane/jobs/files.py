@@ -47,6 +47,18 @@ class JobFiles:
         next start: see ``runs.py``."""
         return self.folder / "run.json"
 
+    @property
+    def token(self) -> Path:
+        """The job's own token (``AETHER_TOKEN_FILE``, see ``control_plane.api.job_tokens``), 0600."""
+        return self.folder / "token"
+
+    def write_token(self, token: str) -> Path:
+        """Writes the job's token into :attr:`token` (created 0600) and returns its path."""
+        descriptor = open_private(self.token, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(token)
+        return self.token
+
     def write_spec(self, spec_json: str) -> None:
         """Replaces ``spec.json`` whole (temporary file, fsync, rename): a reader finds the previous file or
         the new one, never a part. An ``OSError`` saying which file could not be written."""

@@ -29,12 +29,11 @@ call the control plane back (``AETHER_TOKEN`` / ``AETHER_TOKEN_FILE``, ``AETHER_
 ``AETHER_TLS_SERVER_NAME``). Never the control plane's own secrets: ``AETHER_ADMIN_TOKEN``,
 ``AETHER_READONLY_TOKEN``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``, cloud or Kafka credentials. A job
 that needs one of those names it in its spec's ``env``. The control plane does not read ``AETHER_TOKEN``
-itself: it is there only for its jobs, so the operator chooses their token. Logging metrics and
-registering a model version write, so the built-in trainer needs a token that may write, which today is
-the admin token (there is no narrower writing role); a job whose code only reads can be given the
-read-only one. Prefer ``AETHER_TOKEN_FILE``: a job that prints its environment into its log (which the
-read-only token may read) then shows a path, not the token. A spec that sets either variable replaces
-both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's file).
+itself: it is there only for its jobs when auth is off. With auth on the supervisor gives each job a token
+of its own (``control_plane.api.job_tokens``: it writes only the job's run), as ``AETHER_TOKEN_FILE``
+naming a 0600 file in the job's folder (:data:`TOKEN_FILE`), which replaces both inherited variables, so
+a job never holds the admin token unless its spec says so. A spec that sets either variable keeps its own
+and replaces both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's file).
 
 stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
 non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job
@@ -82,6 +81,13 @@ INHERITED_ENV: tuple[str, ...] = (
 )  # fmt: skip
 #: Either names the token the SDK sends; the spec giving one must not leave the other inherited.
 _TOKEN_VARIABLES = ("AETHER_TOKEN", "AETHER_TOKEN_FILE")
+#: Where the supervisor points a job at the job token it minted (``control_plane.api.job_tokens``).
+TOKEN_FILE = "AETHER_TOKEN_FILE"
+
+
+def sets_token(spec_env: Mapping[str, str]) -> bool:
+    """Whether a job's own ``env`` names the token it calls back with (then no job token is minted)."""
+    return any(name in spec_env for name in _TOKEN_VARIABLES)
 
 
 @dataclass(frozen=True)

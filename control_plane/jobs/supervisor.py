@@ -44,7 +44,7 @@ from clients.errors import AlreadyExists
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles
-from control_plane.jobs.launch_env import OUTPUTS_FILE, LaunchEnv
+from control_plane.jobs.launch_env import OUTPUTS_FILE, TOKEN_FILE, LaunchEnv, sets_token
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import end_left_runs, end_run, leftover_run, reserve_run_id
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
@@ -84,11 +84,14 @@ class Supervisor:
         settings: JobsSettings,
         executor: Executor,
         control_plane_addr: Callable[[], str],
+        job_token: Callable[[str, str], str] | None = None,
     ) -> None:
         self._sessions = sessions
         self._settings = settings
         self._executor = executor
         self._address = control_plane_addr
+        #: Mints a job's token for (job id, run id) when auth is on (control_plane.api.job_tokens).
+        self._job_token = job_token
         self._tracking = TrackingStore(sessions)
         self._handles: dict[str, JobHandle] = {}
         self._stops: dict[str, _Stop] = {}
@@ -410,7 +413,10 @@ class Supervisor:
             # rely on (the row can reach the disk before it in a machine crash, leaving a torn or empty
             # file that every attempt would fail to parse, with a traceback as the only reason).
             launch.files.write_spec(spec_to_json(launch.spec))
-            handle = self._executor.launch(launch, attempt, devices, env.to_env())
+            variables = env.to_env()
+            if self._job_token is not None and not sets_token(launch.spec.env):  # never the admin token
+                variables[TOKEN_FILE] = str(launch.files.write_token(self._job_token(job_id, run_id)))
+            handle = self._executor.launch(launch, attempt, devices, variables)
         except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
             launch.files.append_log(f"error: cannot launch: {exc}")
             self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))

@@ -1,0 +1,181 @@
+"""A job's own token: what the supervisor hands a job instead of the admin token, and what it may do.
+
+A real ``python -m control_plane`` runs with auth on and an admin token given to jobs through
+``AETHER_TOKEN_FILE`` (what the operator had to do before: no narrower writing role existed). A real job
+prints its environment; the test then calls the control plane with the token the job was given."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients.aether.v1 import (
+    feature_registry_pb2,
+    feature_registry_pb2_grpc,
+    jobs_pb2_grpc,
+    model_registry_pb2,
+    model_registry_pb2_grpc,
+    tracking_pb2,
+    tracking_pb2_grpc,
+)
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.jobs import JobsClient
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+ADMIN_TOKEN = "admin-secret-job-token-0123"
+READONLY_TOKEN = "reader-secret-job-token-4567"
+PRINT_ENV = "import json, os; print('ENV=' + json.dumps(dict(os.environ)), flush=True)"
+
+
+@dataclass(frozen=True)
+class Plane:
+    address: str
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    tmp_path = tmp_path_factory.mktemp("job-tokens")
+    admin_file = tmp_path / "admin-token"
+    admin_file.write_text(ADMIN_TOKEN)
+    admin_file.chmod(0o600)
+    env = {
+        **os.environ,
+        "AETHER_HOME": str(tmp_path / "home"),
+        "AETHER_DB_URL": f"sqlite:///{tmp_path / 'aether.db'}",
+        "AETHER_REDIS_URL": "redis://127.0.0.1:1/0",
+        "AETHER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "AETHER_READONLY_TOKEN": READONLY_TOKEN,
+        # What operators did before job tokens: hand jobs the admin token.
+        "AETHER_TOKEN_FILE": str(admin_file),
+    }
+    env.pop("AETHER_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("aether control plane listening on "), line
+        yield Plane(line.rsplit(" ", 1)[1], tmp_path / "home")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _jobs(plane: Plane, token: str) -> JobsClient:
+    return JobsClient(plane.address, security=ChannelSecurity(token=token), timeout=20)
+
+
+def _printed_env(log: str) -> dict[str, str]:
+    line = next(line for line in log.splitlines() if line.startswith("ENV="))
+    printed: dict[str, str] = json.loads(line.removeprefix("ENV="))
+    return printed
+
+
+def _code(call: object, request: object, token: str) -> grpc.StatusCode:
+    try:
+        call(request, metadata=[("authorization", f"Bearer {token}")], timeout=20)  # type: ignore[operator]
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def _batch(run_id: str) -> tracking_pb2.LogBatchRequest:
+    series = tracking_pb2.MetricSeries(key="loss", values=[0.5], steps=[1], timestamps_us=[1])
+    return tracking_pb2.LogBatchRequest(runs=[tracking_pb2.RunBatch(run_id=run_id, metrics=[series])])
+
+
+def test_a_job_gets_a_token_of_its_own_that_writes_only_its_run(plane: Plane) -> None:
+    spec = {"name": "tokenprobe", "entrypoint": {"command": [sys.executable, "-c", PRINT_ENV]}}
+    with _jobs(plane, ADMIN_TOKEN) as admin:
+        job = admin.wait(admin.submit(spec).job_id, timeout=60)
+        assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
+        printed = _printed_env(b"".join(admin.logs(job.job_id)).decode())
+    # Not the admin token the operator's environment named: a token file in the job's private folder.
+    token_file = Path(printed["AETHER_TOKEN_FILE"])
+    assert "AETHER_TOKEN" not in printed
+    assert token_file.parent.name == job.job_id and token_file.is_relative_to(plane.home)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text()
+    assert token not in (ADMIN_TOKEN, READONLY_TOKEN)
+    assert ADMIN_TOKEN not in json.dumps(printed)
+
+    with grpc.insecure_channel(plane.address) as channel:
+        tracking = tracking_pb2_grpc.TrackingStub(channel)  # type: ignore[no-untyped-call]
+        # Its own run: metrics are written.
+        assert _code(tracking.LogBatch, _batch(job.run_id), token) == grpc.StatusCode.OK
+        history = tracking.GetMetricHistory(
+            tracking_pb2.GetMetricHistoryRequest(run_id=job.run_id, key="loss"),
+            metadata=[("authorization", f"Bearer {token}")],
+        )
+        assert list(history.values) == [0.5]
+        # Another run, even beside its own in one batch: refused, nothing written.
+        experiment = tracking.CreateExperiment(
+            tracking_pb2.CreateExperimentRequest(name="other"),
+            metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")],
+        )
+        other = tracking.CreateRun(
+            tracking_pb2.CreateRunRequest(experiment_id=experiment.experiment_id),
+            metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")],
+        )
+        assert _code(tracking.LogBatch, _batch(other.run_id), token) == grpc.StatusCode.PERMISSION_DENIED
+        both = _batch(job.run_id)
+        both.runs.extend(_batch(other.run_id).runs)
+        assert _code(tracking.LogBatch, both, token) == grpc.StatusCode.PERMISSION_DENIED
+        log_artifact = tracking_pb2.LogArtifactRequest(run_id=other.run_id, name="x", sha256="0" * 64)
+        assert _code(tracking.LogArtifact, log_artifact, token) == grpc.StatusCode.PERMISSION_DENIED
+        # Admin-only operations are refused to it.
+        denied = grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            _code(tracking.CreateExperiment, tracking_pb2.CreateExperimentRequest(name="mine"), token)
+            == denied
+        )
+        assert _code(tracking.UpdateRun, tracking_pb2.UpdateRunRequest(run_id=job.run_id), token) == denied
+        jobs = jobs_pb2_grpc.JobsStub(channel)  # type: ignore[no-untyped-call]
+        assert _code(jobs.Submit, pb.SubmitJobRequest(spec=job.spec), token) == denied
+        assert _code(jobs.Cancel, pb.CancelJobRequest(job_id=job.job_id), token) == denied
+        registry = feature_registry_pb2_grpc.FeatureRegistryStub(channel)  # type: ignore[no-untyped-call]
+        entity = feature_registry_pb2.CreateEntityRequest(entity=feature_registry_pb2.Entity(name="zone"))
+        assert _code(registry.CreateEntity, entity, token) == denied
+        models = model_registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[no-untyped-call]
+        other_version = model_registry_pb2.CreateModelVersionRequest(model_name="m", run_id=other.run_id)
+        assert _code(models.CreateModelVersion, other_version, token) == denied
+        # Registering its own run's model version passes the token check (the version itself is refused
+        # here for want of an artifact, which is the registry's business, not the token's).
+        own_version = model_registry_pb2.CreateModelVersionRequest(model_name="m", run_id=job.run_id)
+        assert _code(models.CreateModelVersion, own_version, token) not in (denied, grpc.StatusCode.OK)
+        delete = model_registry_pb2.DeleteRegisteredModelRequest(name="m")
+        assert _code(models.DeleteRegisteredModel, delete, token) == denied
+        # It reads as any token does.
+        assert (
+            _code(tracking.GetRun, tracking_pb2.GetRunRequest(run_id=job.run_id), token) == grpc.StatusCode.OK
+        )
+        # A forged or altered token is no token at all.
+        forged = token.rsplit(".", 1)[0].replace(job.run_id, other.run_id) + "." + token.rsplit(".", 1)[1]
+        assert _code(tracking.LogBatch, _batch(other.run_id), forged) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_spec_that_names_its_token_keeps_it(plane: Plane) -> None:
+    spec = {
+        "name": "owntoken",
+        "entrypoint": {"command": [sys.executable, "-c", PRINT_ENV]},
+        "env": {"AETHER_TOKEN": READONLY_TOKEN},
+    }
+    with _jobs(plane, ADMIN_TOKEN) as admin:
+        job = admin.wait(admin.submit(spec).job_id, timeout=60)
+        printed = _printed_env(b"".join(admin.logs(job.job_id)).decode())
+    assert printed["AETHER_TOKEN"] == READONLY_TOKEN
+    assert "AETHER_TOKEN_FILE" not in printed
