@@ -6,7 +6,8 @@ With auth on, every RPC needs ``authorization: Bearer <token>`` metadata:
 
 * a missing or unknown token → UNAUTHENTICATED, on reads as on writes (reads expose the registry, the
   audit log and the lineage, so they are not public either);
-* the read-only token on a mutating RPC → PERMISSION_DENIED;
+* the read-only token on a mutating RPC → PERMISSION_DENIED, and on a read in :data:`WRITERS_ONLY_READS`
+  (``Jobs/Logs``: what a job printed may be any secret the job could read);
 * the health service (``grpc.health.v1.Health``) stays open, so load balancers and readiness probes need
   no secret.
 
@@ -75,6 +76,7 @@ __all__ = [
     "READONLY_PRINCIPAL",
     "READ_PREFIXES",
     "UNAUTHENTICATED_ACTOR",
+    "WRITERS_ONLY_READS",
     "WRITING_REQUEST_FIELDS",
     "AuthInterceptor",
     "AuthSettings",
@@ -105,6 +107,10 @@ READ_PREFIXES = (
 WRITING_REQUEST_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"/aether.v1.OfflineFeatures/GetHistoricalFeatures": ("output_path",)}
 )
+#: Read methods only a caller that may write gets: they return what a job chose to print (its log),
+#: which may be anything the job could read, its own ``spec.env`` secrets among them (redacted from
+#: every other read of a caller without the right to write). A read-only or job token is PERMISSION_DENIED.
+WRITERS_ONLY_READS = frozenset({"/aether.v1.Jobs/Logs"})
 #: Services every caller may use without a token (reflection needs one here: it counts as a read).
 OPEN_SERVICES = frozenset({HEALTH_SERVICE})
 #: The actor of a call refused for a missing or unknown token (see ``on_refusal``).
@@ -176,13 +182,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
                     f"the {scope.principal} token may not call {full_method}: a job's token writes only"
                     " its own run's metrics and artifacts and its model version",
                 )
-            return scope.principal, None, ""
+            return scope.principal, *_writers_only(full_method, scope.principal)
         if not match.can_write and not is_read_method(full_method):
             return (
                 match.principal,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"the {match.principal} token may not call {full_method}: it changes state",
             )
+        if not match.can_write:
+            return match.principal, *_writers_only(full_method, match.principal)
         return match.principal, None, ""
 
     def guarded_fields(self, full_method: str, token: str | None) -> tuple[str, ...]:
@@ -236,6 +244,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return handler
         check = self.message_check(method, token, principal)
         return _as_principal(handler, principal, check, self.may_write(token))
+
+
+def _writers_only(full_method: str, principal: str) -> tuple[grpc.StatusCode | None, str]:
+    """PERMISSION_DENIED for ``principal``, which may not write, on one of :data:`WRITERS_ONLY_READS`."""
+    if "/" + full_method.lstrip("/") not in WRITERS_ONLY_READS:
+        return None, ""
+    return (
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"the {principal} token may not call {full_method}: a job's output is read only with a token that"
+        " may write (it may hold whatever the job printed)",
+    )
 
 
 def _as_principal(

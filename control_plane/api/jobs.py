@@ -8,7 +8,10 @@ A job's ``spec.env`` is where its secrets go (an API key, a cloud credential the
 kept (what a job is configured with is still the reader's to see). A caller that may write (the admin
 token, or anyone with auth off) gets the values: it could submit a job that prints them anyway, and a
 spec read back whole can be submitted again. The audit entry of a submit holds the job's state, never its
-spec."""
+spec. ``Logs`` returns what the job printed, which may be any secret it could read (its ``env`` values
+included): the interceptor answers it only to a caller that may write
+(:data:`~control_plane.api.auth.WRITERS_ONLY_READS`), the read-only and job tokens getting
+PERMISSION_DENIED."""
 
 from __future__ import annotations
 

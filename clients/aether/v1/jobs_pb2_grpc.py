@@ -114,7 +114,9 @@ class JobsServicer:
 
     def Logs(self, request, context):
         """The job's log (stdout and stderr of every attempt, with the control plane's attempt markers) from
-        an offset; with follow, keeps streaming until the job has ended and the log is drained.
+        an offset; with follow, keeps streaming until the job has ended and the log is drained. With auth on,
+        only a token that may write reads it (PERMISSION_DENIED for the read-only and job tokens): a job may
+        print anything it can read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

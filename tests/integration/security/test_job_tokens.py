@@ -179,3 +179,23 @@ def test_a_spec_that_names_its_token_keeps_it(plane: Plane) -> None:
         printed = _printed_env(b"".join(admin.logs(job.job_id)).decode())
     assert printed["AETHER_TOKEN"] == READONLY_TOKEN
     assert "AETHER_TOKEN_FILE" not in printed
+
+
+def test_only_a_caller_that_may_write_reads_what_a_job_printed(plane: Plane) -> None:
+    printing = "print('secret the job chose to print: s3cr3t-in-log', flush=True)"
+    spec = {"name": "printer", "entrypoint": {"command": [sys.executable, "-c", printing]}}
+    with _jobs(plane, ADMIN_TOKEN) as admin, _jobs(plane, READONLY_TOKEN) as reader:
+        job = admin.wait(admin.submit(spec).job_id, timeout=60)
+        assert b"s3cr3t-in-log" in b"".join(admin.logs(job.job_id))
+        assert reader.get(job.job_id).state == pb.JOB_STATE_SUCCEEDED  # the job itself is still readable
+    with grpc.insecure_channel(plane.address) as channel:
+        jobs = jobs_pb2_grpc.JobsStub(channel)  # type: ignore[no-untyped-call]
+        for caller in (READONLY_TOKEN, next(plane.home.rglob(f"{job.job_id}/token")).read_text()):
+            with pytest.raises(grpc.RpcError) as refused:
+                list(
+                    jobs.Logs(
+                        pb.JobLogsRequest(job_id=job.job_id), metadata=[("authorization", f"Bearer {caller}")]
+                    )
+                )
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "s3cr3t" not in (refused.value.details() or "")
