@@ -34,6 +34,9 @@ class HistoricalFeatures:
     row_count: int
     matched: dict[str, int] = field(default_factory=dict)
     output_path: str = ""
+    #: Whether the server wrote the set's lineage record (not for the read-only token; False from a server
+    #: older than the field).
+    lineage_recorded: bool = False
 
     def matched_fraction(self, column: str) -> float:
         return self.matched.get(column, 0) / self.row_count if self.row_count else 0.0
@@ -152,6 +155,7 @@ class OfflineFeaturesClient(ServiceClient):
             row_count=last.row_count,
             matched={m.column: m.rows for m in last.matched},
             output_path=last.output_path,
+            lineage_recorded=last.lineage_recorded,
         )
 
     def compact(

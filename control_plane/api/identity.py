@@ -28,6 +28,16 @@ PRINCIPAL: ContextVar[str | None] = ContextVar("aether_principal", default=None)
 #: that would otherwise leave something behind on the server (GetHistoricalFeatures' lineage record)
 #: asks it, so that a read-only caller changes nothing.
 MAY_WRITE: ContextVar[bool] = ContextVar("aether_may_write", default=True)
+#: The principal of a job's own token (``control_plane.api.job_tokens``): ``job:<job id>``. Only the
+#: interceptor sets :data:`PRINCIPAL`, and only to this after checking the token's HMAC.
+JOB_PRINCIPAL_PREFIX = "job:"
+
+
+def records_lineage() -> bool:
+    """Whether the caller's training sets are recorded for lineage (``_datasets/<hash>.json``): a caller
+    that may write, or a job's own token, whose set is what its model version names. Not the read-only
+    token, which changes nothing on the server."""
+    return MAY_WRITE.get() or (PRINCIPAL.get() or "").startswith(JOB_PRINCIPAL_PREFIX)
 
 
 def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:

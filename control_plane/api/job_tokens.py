@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from control_plane.api.identity import JOB_PRINCIPAL_PREFIX
+
 __all__ = [
     "JOB_PRINCIPAL_PREFIX",
     "JOB_TOKEN_PREFIX",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 JOB_TOKEN_PREFIX = "aether-job."
-JOB_PRINCIPAL_PREFIX = "job:"
+
 _LABEL = b"aether job token v1"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

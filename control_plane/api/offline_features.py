@@ -23,7 +23,7 @@ from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_str
 from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
-from control_plane.api.identity import MAY_WRITE
+from control_plane.api.identity import records_lineage
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
@@ -82,9 +82,11 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         if head is None:
             raise InvalidArgument("empty request: send the feature references and entity rows")
         # A read-only caller may build training sets but must leave nothing behind: its sets are not
-        # recorded (one lineage file per distinct call, unaudited and unbounded). Read here, in the
-        # call's own context, and handed to the worker thread.
-        training = await asyncio.to_thread(self._build, head, pieces, MAY_WRITE.get())
+        # recorded (one lineage file per distinct call, unaudited and unbounded), and the reply says so. A
+        # job's own token records them: the set is what the job's model version names. Read here, in
+        # the call's own context, and handed to the worker thread.
+        record = records_lineage()
+        training = await asyncio.to_thread(self._build, head, pieces, record)
         if not head.summary_only:
             for piece in arrow_stream_pieces(training.table, self._chunk_bytes):
                 yield pb.GetHistoricalFeaturesResponse(arrow_chunk=piece)
@@ -93,6 +95,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             row_count=training.row_count,
             matched=[pb.MatchedCount(column=name, rows=rows) for name, rows in training.matched.items()],
             output_path=training.output_path or "",
+            lineage_recorded=record,
         )
 
     @maps_errors

@@ -5,7 +5,8 @@
 
 Reads the entity rows (join keys + a timezone-aware timestamp column) from a local Parquet file, sends
 them to the control plane, writes the training set to ``--out`` (atomically) and prints the row count,
-the fraction of rows that got a value per feature, and the dataset hash recorded for lineage.
+the fraction of rows that got a value per feature, and the dataset hash recorded for lineage (with the
+read-only token the set is not recorded, and a ``lineage: not recorded`` line says so).
 
 ``--out`` is checked before the control plane builds anything. Should writing still fail (a full disk),
 the summary is printed all the same, with the error after it: the set was built and recorded.
@@ -99,6 +100,7 @@ def _report(result: HistoricalFeatures, written: str | None, as_json: bool, out:
                 "dataset_hash": result.dataset_hash,
                 "matched_fraction": fractions,
                 "out": written,
+                "lineage_recorded": result.lineage_recorded,
             },
             out,
         )
@@ -108,3 +110,7 @@ def _report(result: HistoricalFeatures, written: str | None, as_json: bool, out:
     if written:
         out.write(f"written: {written}\n")
     out.write(f"dataset hash: {result.dataset_hash}\n")
+    if not result.lineage_recorded:
+        out.write(
+            "lineage: not recorded (this token may not write; build it with one that may to record it)\n"
+        )

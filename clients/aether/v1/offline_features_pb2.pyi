@@ -31,18 +31,20 @@ class MatchedCount(_message.Message):
     def __init__(self, column: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class GetHistoricalFeaturesResponse(_message.Message):
-    __slots__ = ("arrow_chunk", "dataset_hash", "row_count", "matched", "output_path")
+    __slots__ = ("arrow_chunk", "dataset_hash", "row_count", "matched", "output_path", "lineage_recorded")
     ARROW_CHUNK_FIELD_NUMBER: _ClassVar[int]
     DATASET_HASH_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_RECORDED_FIELD_NUMBER: _ClassVar[int]
     arrow_chunk: bytes
     dataset_hash: str
     row_count: int
     matched: _containers.RepeatedCompositeFieldContainer[MatchedCount]
     output_path: str
-    def __init__(self, arrow_chunk: _Optional[bytes] = ..., dataset_hash: _Optional[str] = ..., row_count: _Optional[int] = ..., matched: _Optional[_Iterable[_Union[MatchedCount, _Mapping]]] = ..., output_path: _Optional[str] = ...) -> None: ...
+    lineage_recorded: bool
+    def __init__(self, arrow_chunk: _Optional[bytes] = ..., dataset_hash: _Optional[str] = ..., row_count: _Optional[int] = ..., matched: _Optional[_Iterable[_Union[MatchedCount, _Mapping]]] = ..., output_path: _Optional[str] = ..., lineage_recorded: _Optional[bool] = ...) -> None: ...
 
 class CompactOfflineFilesRequest(_message.Message):
     __slots__ = ("view", "version", "dry_run")

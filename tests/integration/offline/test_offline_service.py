@@ -420,6 +420,33 @@ async def test_the_read_only_token_leaves_no_lineage_record(tmp_path: Path, db_u
         await handle.stop()
 
 
+async def test_a_jobs_training_set_is_recorded_and_a_reader_is_told_its_is_not(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A training job builds its set with GetHistoricalFeatures under its own token (test_job_tokens),
+    which may not write in general: the set its model version names must still have its lineage record,
+    so a job token records it. The read-only token still leaves nothing, and is told so."""
+    handle = await _with_tokens(tmp_path, db_url)
+    offline = tmp_path / "home" / "offline"
+    tokens = handle.context.settings.auth.job_tokens()
+    assert tokens is not None
+    job_token = tokens.mint("0123abcd4567", "f" * 32)
+    try:
+        reader = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token="reader-secret"))
+        job = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token=job_token))
+        with reader, job:
+            read = await asyncio.to_thread(reader.historical_features, labels(3), ["stats"])
+            assert not read.lineage_recorded
+            assert not (offline / "_datasets").exists()
+            built = await asyncio.to_thread(job.historical_features, labels(3), ["stats"])
+        assert built.dataset_hash == read.dataset_hash
+        record = json.loads((offline / "_datasets" / f"{built.dataset_hash}.json").read_text())
+        assert record["features"] == ["stats"]
+        assert built.lineage_recorded
+    finally:
+        await handle.stop()
+
+
 async def test_a_crashed_training_set_copys_temporary_file_is_removed_at_start(
     tmp_path: Path, db_url: str
 ) -> None:
