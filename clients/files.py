@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,22 @@ def private_folder(path: Path) -> Path:
         # exist_ok: another process may create it meanwhile (it then keeps that process's mode).
         folder.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def make_private(path: Path) -> bool:
+    """Takes the group's and others' permissions off ``path``, an existing file or folder that Aether made
+    and that holds secrets (a database, a job's folder), made before state was created private; whether
+    it changed anything. Left alone: a missing path, a symbolic link (its target may be anyone's), and a
+    path another user owns. Only for what Aether itself made: a folder the user made (``AETHER_HOME``)
+    keeps the mode they gave it (:func:`private_folder`)."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(status.st_mode) or status.st_uid != os.getuid() or not status.st_mode & 0o077:
+        return False
+    os.chmod(path, stat.S_IMODE(status.st_mode) & ~0o077)
+    return True
 
 
 def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:

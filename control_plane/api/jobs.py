@@ -16,6 +16,7 @@ PERMISSION_DENIED."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
@@ -37,6 +38,7 @@ from control_plane.jobs.store import TERMINAL, JobState
 from control_plane.jobs.supervisor import Supervisor
 from control_plane.offline.store import OfflineStore
 
+_log = logging.getLogger("aether.jobs")
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -163,6 +165,9 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
             wake=supervisor.wake,
             datasets_root=datasets_root_of(context),
         )
+        # Jobs submitted before their folders were created private: a restart now makes them so.
+        if changed := service.make_folders_private():
+            _log.info("made the folders of %d job(s) owner-only (0700, spec and log 0600)", changed)
         pb_grpc.add_JobsServicer_to_server(JobsServicer(service), server)  # type: ignore[no-untyped-call]
         supervisor.start()
         context.on_close.append(supervisor.stop)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import InvalidArgument
-from clients.files import open_private, private_folder
+from clients.files import make_private, open_private, private_folder
 
 # Execution option a connection carries when its transaction will write.
 _WRITE_OPTION = "aether_write"
@@ -68,12 +68,16 @@ def _create_private_file(path: Path, uri: object) -> None:
     """Creates the SQLite file (and its missing folders, 0700) with mode 0600 before SQLite opens it, which
     would create it with the umask's 0644: the database holds job specs with their secrets, webhook URLs
     and quarantined records. SQLite gives the -wal and -shm files it creates the mode of the database
-    file, so they are 0600 too. An existing file keeps its mode; a ``uri=true`` database name is a URI,
-    not a path, and is left to SQLite."""
+    file, so they are 0600 too. An existing file made before that (0644 from the umask), and its -wal and
+    -shm files, lose the group's and others' permissions (:func:`clients.files.make_private`): it is
+    Aether's database, whoever made the folder it is in. A ``uri=true`` database name is a URI, not a
+    path, and is left to SQLite."""
     if uri not in (None, "", "false", "0"):
         return
     private_folder(path.parent)
     os.close(open_private(path, os.O_WRONLY))
+    for made in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        make_private(made)
 
 
 def _refuse_nul_characters(engine: Engine) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from clients.files import open_private, replace_when_done
+from clients.files import make_private, open_private, replace_when_done
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ class JobFiles:
         with os.fdopen(descriptor, "w", encoding="ascii") as file:
             file.write(token)
         return self.token
+
+    def make_private(self) -> bool:
+        """Takes group and other permissions off the folder, spec and log of a job submitted before they
+        were created private (``clients.files.make_private``); whether anything changed. Aether made them,
+        so their mode is not a choice of the user's."""
+        changed = [make_private(path) for path in (self.folder, self.spec, self.log, self.token)]
+        return any(changed)
 
     def write_spec(self, spec_json: str) -> None:
         """Replaces ``spec.json`` whole (temporary file, fsync, rename): a reader finds the previous file or

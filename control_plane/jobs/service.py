@@ -162,6 +162,15 @@ class JobService:
         end = rows[len(jobs) - 1]
         return jobs, keyset.encode("ListJobs", scope, [end.submitted_at_us, end.job_id])
 
+    def make_folders_private(self) -> int:
+        """Makes every job's folder, spec and log owner-only (:meth:`JobFiles.make_private`), for jobs
+        submitted before they were created so; run at start. Only the folders the job rows name: what
+        Aether made, never the jobs folder above them (``AETHER_JOBS_DIR`` may be the user's). Returns how
+        many jobs' files changed."""
+        with read_session(self._sessions) as session:
+            folders = list(session.scalars(select(JobRow.folder)))
+        return sum(JobFiles(Path(folder)).make_private() for folder in folders if folder)
+
     def log_file(self, job_id: str) -> tuple[Path, bool]:
         """The job's log and whether the job has ended (no more lines will come)."""
         with read_session(self._sessions) as session:

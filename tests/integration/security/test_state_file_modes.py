@@ -103,3 +103,31 @@ def test_the_data_planes_snapshot_folder_and_a_databases_folders_are_owner_only(
     assert [_mode(tmp_path / name) for name in ("a", "a/b", "a/b/c", "a/b/c/meta.db")] == [0o700] * 3 + [
         0o600
     ]
+
+
+def test_state_made_before_modes_were_private_is_made_private_at_start(tmp_path: Path) -> None:
+    """Homes, databases and job folders made by an older control plane have the umask's 0755/0644, and a
+    file or folder that exists keeps its mode: a restart left them readable by every local user. At start
+    the control plane now takes group and other permissions off what it made and what holds secrets: the
+    SQLite database (with -wal/-shm) and every job's folder, spec and log. A home folder it cannot tell
+    from the user's own keeps its mode (see the test above), and so does the jobs folder above them."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    for address in _control_plane(home):
+        job = _run_a_job(address)
+    job_folder = Path(job.log_path).parent
+    database = home / "aether.db"
+    old_files = [database, job_folder / "spec.json", Path(job.log_path)]
+    for path in old_files:
+        path.chmod(0o644)
+    job_folder.chmod(0o755)
+    (home / "jobs").chmod(0o755)
+    for _ in _control_plane(home):
+        assert {str(path): oct(_mode(path)) for path in old_files} == {
+            str(path): "0o600" for path in old_files
+        }
+        assert oct(_mode(job_folder)) == "0o700"
+        assert (_mode(home), _mode(home / "jobs")) == (0o755, 0o755)
+        # SQLite gives the -wal and -shm files it creates the database's mode, so they follow it.
+        assert [_mode(Path(f"{database}{end}")) for end in ("-wal", "-shm")] == [0o600, 0o600]
