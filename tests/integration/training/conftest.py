@@ -25,6 +25,7 @@ import pytest
 from clients.aether.v1 import feature_registry_pb2 as fpb
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import types_pb2
+from clients.sdk.auth import ChannelSecurity
 from clients.sdk.registry import FeatureRegistryClient
 from clients.sdk.tracking import TrackingClient
 from control_plane.api import jobs as jobs_api
@@ -128,10 +129,10 @@ def data(plane: Plane) -> Data:
     return materialize(plane, plane.home / "datasets", users=2000)
 
 
-def materialize(plane: Plane, folder: Path, users: int) -> Data:
+def materialize(plane: Plane, folder: Path, users: int, security: ChannelSecurity | None = None) -> Data:
     """Registers entity ``user`` and view ``stats``, writes its rows into the plane's offline store and
     the labelled entity rows (one hour after the features, so the point-in-time join finds them)."""
-    with FeatureRegistryClient(plane.address, timeout=20) as registry:
+    with FeatureRegistryClient(plane.address, timeout=20, security=security) as registry:
         registry.create_entity(
             fpb.Entity(name="user", join_keys=[fpb.JoinKey(name="user_id", value_type=types_pb2.INT64)])
         )
