@@ -140,3 +140,32 @@ def test_reads_that_write_name_real_methods_and_fields() -> None:
     assert auth.guarded_fields(method, "r" * 20) == ("output_path",)
     assert auth.guarded_fields(method, "a" * 20) == ()
     assert auth.guarded_fields("/aether.v1.FeatureRegistry/GetEntity", "r" * 20) == ()
+
+
+def test_a_job_token_writes_only_its_own_run_and_reads_no_job_logs() -> None:
+    from clients.aether.v1 import model_registry_pb2, tracking_pb2
+    from control_plane.api.job_tokens import JOB_WRITES, JobTokens
+
+    tokens = JobTokens("a" * 20)
+    auth = AuthInterceptor(GRANTS, job_tokens=tokens)
+    token = tokens.mint("0123abcd4567", "r1")
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    assert auth.authorize("/aether.v1.Tracking/LogBatch", token) == ("job:0123abcd4567", None, "")
+    assert auth.authorize("/aether.v1.Tracking/GetRun", token)[1] is None
+    for method in ("/aether.v1.Tracking/CreateExperiment", "/aether.v1.Jobs/Submit", "/aether.v1.Jobs/Logs"):
+        assert auth.authorize(method, token)[1] == denied, method
+    assert auth.authorize("/aether.v1.Jobs/Logs", "r" * 20)[1] == denied  # the read-only token neither
+    assert auth.authorize("/aether.v1.Jobs/Logs", "a" * 20)[1] is None
+    assert not auth.may_write(token)
+    check = auth.message_check("/aether.v1.ModelRegistry/CreateModelVersion", token, "job:0123abcd4567")
+    assert check is not None
+    assert check(model_registry_pb2.CreateModelVersionRequest(run_id="r1")) is None
+    assert "only its own run" in (check(model_registry_pb2.CreateModelVersionRequest(run_id="r2")) or "")
+    batch = tracking_pb2.LogBatchRequest(runs=[tracking_pb2.RunBatch(run_id="r1"), tracking_pb2.RunBatch()])
+    batch_check = auth.message_check("/aether.v1.Tracking/LogBatch", token, "job")
+    assert batch_check is not None and batch_check(batch) is not None  # one run not its own: refused
+    # Another admin token's key, a changed run, a truncated MAC: no token at all.
+    for forged in (JobTokens("b" * 20).mint("0123abcd4567", "r1"), token.replace(".r1.", ".r2."), token[:-2]):
+        assert auth.authorize("/aether.v1.Tracking/GetRun", forged)[1] == grpc.StatusCode.UNAUTHENTICATED
+    # Every write a job token may make names a real method whose request names a run (Upload: none).
+    assert all(not is_read_method(method) for method in JOB_WRITES)
