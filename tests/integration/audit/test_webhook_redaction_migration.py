@@ -1,4 +1,4 @@
-"""Migration 0025: audit entries written before webhook URLs were redacted held them whole, readable by
+"""Migration 0026: audit entries written before webhook URLs were redacted held them whole, readable by
 the read-only token through QueryAudit/ExportAudit. The migration redacts them and re-hashes the chain,
 which records the rewrite (an ``audit.redact`` entry naming the head before it) and still verifies."""
 
@@ -23,7 +23,7 @@ BASIC = "https://alert:hunter2-long-password@receiver.example:8443/hook"
 
 
 def test_old_entries_lose_their_webhook_urls_and_the_chain_still_verifies(db_url: str) -> None:
-    command.upgrade(alembic_config(db_url), "0024_64bit_row_ids")
+    command.upgrade(alembic_config(db_url), "0025_byte_ordered_names")
     engine = create_db_engine(db_url)
     sessions = create_session_factory(engine)
     try:
@@ -60,7 +60,7 @@ def test_old_entries_lose_their_webhook_urls_and_the_chain_still_verifies(db_url
         assert (note["seq"], note["action"], note["actor"]) == (
             5,
             "audit.redact",
-            "migration 0025_redact_audit_webhooks",
+            "migration 0026_redact_audit_webhooks",
         )
         assert note["after"]["redacted_seqs"] == [2, 3]
         assert note["after"]["previous_head"] == {"seq": 4, "hash": old.head_hash}

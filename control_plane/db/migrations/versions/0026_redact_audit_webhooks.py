@@ -10,13 +10,13 @@ one is left as it is).
 Every entry's hash covers its ``before``/``after`` and the previous hash, so the chain is re-hashed from
 the first rewritten entry on (each later entry keeps its fields; only ``prev_hash`` and ``hash`` change)
 and the head follows. That is a rewrite of history, which the chain itself then records: one more entry,
-``audit.redact`` by ``migration 0025_redact_audit_webhooks``, whose ``after`` names the rewritten
+``audit.redact`` by ``migration 0026_redact_audit_webhooks``, whose ``after`` names the rewritten
 entries and the head (seq and hash) before the rewrite, so that a head hash written down or an export
 kept elsewhere is still explained. A log with no such URL is not touched and gets no entry. Downgrading
 restores nothing: the URLs are gone (rotate such webhooks anyway: they were readable).
 
-Revision ID: 0025_redact_audit_webhooks
-Revises: 0024_64bit_row_ids
+Revision ID: 0026_redact_audit_webhooks
+Revises: 0025_byte_ordered_names
 Create Date: 2026-12-06
 """
 
@@ -32,12 +32,12 @@ from alembic import op
 from control_plane.audit.chain import GENESIS_HASH, entry_hash
 from control_plane.monitoring.webhooks import is_redacted, redact_webhook
 
-revision: str = "0025_redact_audit_webhooks"
-down_revision: str | None = "0024_64bit_row_ids"
+revision: str = "0026_redact_audit_webhooks"
+down_revision: str | None = "0025_byte_ordered_names"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-ACTOR = "migration 0025_redact_audit_webhooks"
+ACTOR = "migration 0026_redact_audit_webhooks"
 ACTION = "audit.redact"
 _PAGE = 1000
 
