@@ -73,17 +73,22 @@ class ControlPlaneSettings:
     offline_compact_interval_s: float = 600.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlaneSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, create_home: bool = True
+    ) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT``,
         ``AETHER_OFFLINE_ROOT`` and
         ``AETHER_OFFLINE_COMPACT_*`` and ``AETHER_CONTROL_PLANE_WORKER_THREADS``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
-        the database, job logs and job specs with their secrets; a folder that exists keeps its mode."""
+        the database, job logs and job specs with their secrets; a folder that exists keeps its mode.
+        ``create_home`` False leaves a missing home missing, for a process that only opens what the
+        control plane made (the stream materializer: it left an empty ``~/.aether`` behind)."""
         env = os.environ if environ is None else environ
         home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
-        private_folder(home)
+        if create_home:
+            private_folder(home)
         return cls(
             home=home,
             db_url=env.get("AETHER_DB_URL") or default_db_url(home),

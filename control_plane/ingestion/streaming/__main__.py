@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Runs the materializer the parsed flags describe until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = ControlPlaneSettings.from_env()
+    # The home folder is the control plane's to create: the materializer never creates the database in it
+    # (see below), and a run in a shell without the stack's AETHER_HOME left an empty ``~/.aether``.
+    settings = ControlPlaneSettings.from_env(create_home=False)
     redis_url = args.redis_url or settings.redis_url  # the flag's value is checked by its parser
     try:
         flags.redis_url(redis_url)

@@ -35,7 +35,7 @@ def materializer(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_a_missing_default_database_is_refused_and_not_created(tmp_path: Path) -> None:
+def test_a_missing_default_database_is_refused_and_neither_it_nor_its_folder_created(tmp_path: Path) -> None:
     done = materializer(tmp_path)
     default = tmp_path / "home" / ".aether" / "aether.db"
     assert done.returncode == 2, done.stderr
@@ -44,6 +44,7 @@ def test_a_missing_default_database_is_refused_and_not_created(tmp_path: Path) -
         "database the control plane uses (it creates and migrates it when it starts)\n"
     )
     assert not default.exists()
+    assert not default.parent.exists()  # ``~/.aether``: the materializer left it behind, empty
 
 
 def test_a_mistyped_db_url_creates_no_folder_and_no_database(tmp_path: Path) -> None:
