@@ -80,13 +80,7 @@ from control_plane.ingestion.streaming.commit import (
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
-from control_plane.ingestion.streaming.plan import (
-    AggregationPlan,
-    out_of_range,
-    output_columns,
-    plan_for,
-    range_checked,
-)
+from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
@@ -346,7 +340,7 @@ class StreamMaterializer:
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         seq = self.source.order(ids)
         values = self._values(accepted)
-        out, out_ts, exact, unfit = self._apply_fitting(slots, ts, seq, values)
+        out, out_ts, exact, unfit = apply_fitting(self.state, self.plan, slots, ts, seq, values)
         if unfit:
             keep = np.ones(accepted.num_rows, dtype=bool)
             keep[list(unfit)] = False
@@ -377,48 +371,6 @@ class StreamMaterializer:
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, written, nulls)
         keys = self._online_keys.of(latest, self._key_names)
         return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
-
-    def _apply_fitting(
-        self,
-        slots: npt.NDArray[np.int64],
-        ts: npt.NDArray[np.int64],
-        seq: npt.NDArray[np.int64],
-        values: npt.NDArray[np.float64],
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], dict[int, str]]:
-        """``state.apply`` with emits, leaving out each event after which a sum or count stored as an
-        integer no longer fits its type (``plan.out_of_range``): numpy's cast wrapped such a result
-        around (3000000003 stored in an int32 as -2147483648), counted as accepted. The state of the
-        entities touched is saved first, so an event found unfit is undone: the batch is re-applied up
-        to it, and the rest after it. Only views with such an output pay for the copy. Also returns the
-        kernel's exact integer sums (``WindowState.apply_exact``; no columns unless the view has some)."""
-        if not range_checked(self.plan):
-            return (*self.state.apply_exact(slots, ts, seq, values, emit=True), {})
-        n, unfit = len(ts), {}
-        outs, out_ts, exacts = [], [], []
-        start = 0
-        while start < n:
-            rest = slice(start, n)
-            saved = self.state.save(slots[rest])
-            out, at, exact = self.state.apply_exact(slots[rest], ts[rest], seq[rest], values[rest], emit=True)
-            found = out_of_range(self.plan, out, exact)
-            if found is None:
-                outs.append(out)
-                out_ts.append(at)
-                exacts.append(exact)
-                break
-            first, reason = found
-            self.state.restore(saved)
-            done = slice(start, start + first)
-            self.state.apply(slots[done], ts[done], seq[done], values[done], emit=False)
-            outs.append(out[:first])
-            out_ts.append(at[:first])
-            exacts.append(exact[:first])
-            unfit[start + first] = reason
-            start += first + 1
-        if not outs:
-            none = np.empty((0, len(self.plan.outputs)), dtype=np.int64)
-            return none.astype(np.float64), np.empty(0, dtype=np.int64), none, unfit
-        return np.concatenate(outs), np.concatenate(out_ts), np.concatenate(exacts), unfit
 
     def _slots_of(self, accepted: pa.Table) -> npt.NDArray[np.int64]:
         """Dense state index of each row's entity (new entities get the next free index)."""

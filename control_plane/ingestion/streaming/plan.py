@@ -187,3 +187,47 @@ def output_columns(
         filled = np.where(missing, 0, values).astype(dtype)
         columns[name] = pa.array(filled, mask=missing if missing.any() else None)
     return columns
+
+
+def apply_fitting(
+    state: WindowState,
+    plan: AggregationPlan,
+    slots: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    seq: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], dict[int, str]]:
+    """``state.apply`` with emits, leaving out each event after which a sum or count stored as an
+    integer no longer fits its type (``plan.out_of_range``): numpy's cast wrapped such a result
+    around (3000000003 stored in an int32 as -2147483648), counted as accepted. The state of the
+    entities touched is saved first, so an event found unfit is undone: the batch is re-applied up
+    to it, and the rest after it. Only views with such an output pay for the copy. Also returns the
+    kernel's exact integer sums (``WindowState.apply_exact``; no columns unless the view has some)."""
+    if not range_checked(plan):
+        return (*state.apply_exact(slots, ts, seq, values, emit=True), {})
+    n, unfit = len(ts), {}
+    outs, out_ts, exacts = [], [], []
+    start = 0
+    while start < n:
+        rest = slice(start, n)
+        saved = state.save(slots[rest])
+        out, at, exact = state.apply_exact(slots[rest], ts[rest], seq[rest], values[rest], emit=True)
+        found = out_of_range(plan, out, exact)
+        if found is None:
+            outs.append(out)
+            out_ts.append(at)
+            exacts.append(exact)
+            break
+        first, reason = found
+        state.restore(saved)
+        done = slice(start, start + first)
+        state.apply(slots[done], ts[done], seq[done], values[done], emit=False)
+        outs.append(out[:first])
+        out_ts.append(at[:first])
+        exacts.append(exact[:first])
+        unfit[start + first] = reason
+        start += first + 1
+    if not outs:
+        none = np.empty((0, len(plan.outputs)), dtype=np.int64)
+        return none.astype(np.float64), np.empty(0, dtype=np.int64), none, unfit
+    return np.concatenate(outs), np.concatenate(out_ts), np.concatenate(exacts), unfit
