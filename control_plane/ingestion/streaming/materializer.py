@@ -121,6 +121,10 @@ class MaterializerOptions:
     drain_interval_s: float = 1.0
     # How often the applied / rejected id sets are trimmed (see the module docstring).
     trim_every_s: float = 10.0
+    # How often the materializer looks whether its view version was deleted, busy or idle: a commit
+    # finds the delete's fence too, but an idle one commits nothing and so kept running (its outbox
+    # undrained) until its next message, maybe never.
+    status_every_s: float = 1.0
 
 
 @dataclass
@@ -168,6 +172,7 @@ class StreamMaterializer:
         self._next_lag = 0.0
         self._next_drain = 0.0
         self._next_trim = 0.0
+        self._next_status = 0.0
         self._trim_below_ms: int | None = None  # the next commit drops ids scored below this
         self._undrained: dict[str, Receipt] = {}  # committed by this process, as committed
         self.totals = BatchStats()
@@ -208,6 +213,9 @@ class StreamMaterializer:
         due (see ``MaterializerOptions.drain_every``)."""
         messages = MessageBatch([], {})
         now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + self.options.status_every_s
+            self._check_version()
         if now >= self._next_trim:
             self._next_trim = now + self.options.trim_every_s
             self._trim_below_ms = self._rebuild_since_ms()
@@ -308,12 +316,20 @@ class StreamMaterializer:
 
     def _raise_fenced(self) -> NoReturn:
         if self._committer.deleted:
-            self._finish_deleted()
-            raise ViewDeleted(
-                f"feature view {self.view.spec.name!r} version {self.view.version} was deleted:"
-                " the materializer stops (its online values are removed; run one for a current view)"
-            )
+            self._stop_deleted()
         raise Fenced(f"another materializer owns {self.keys.prefix}")
+
+    def _check_version(self) -> None:
+        """Stops (``ViewDeleted``) once the view version's delete fence is set, as a refused commit does."""
+        if self._retrying(lambda: self._client.exists(self.keys.deleted)):
+            self._stop_deleted()
+
+    def _stop_deleted(self) -> NoReturn:
+        self._finish_deleted()
+        raise ViewDeleted(
+            f"feature view {self.view.spec.name!r} version {self.view.version} was deleted:"
+            " the materializer stops (its online values are removed; run one for a current view)"
+        )
 
     def _finish_deleted(self) -> None:
         """Drains the outbox and removes this group's state keys, once the view version is deleted.

@@ -4,6 +4,7 @@ receipt, and one drain applies many receipts once, even when replayed after a cr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -400,3 +401,33 @@ async def test_the_online_cleanup_removes_the_state_of_a_materializer_not_runnin
 
     left = sorted(k.decode() for k in client.scan_iter(match="aether:materializer:*"))
     assert left == sorted([other.outbox, other.receipt("r1"), *untouched])
+
+
+async def test_an_idle_materializer_notices_a_delete_and_stops_without_a_message(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # An idle materializer commits nothing, and only a commit found the delete's fence: it kept running,
+    # its outbox undrained, until a message arrived (for a deleted view maybe never). It now looks every
+    # ``status_every_s`` and stops as a refused commit does: outbox drained, state keys removed.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(3)])
+    options = MaterializerOptions(count=3, block_ms=10, status_every_s=0.05)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    assert materializer.process(source.read(3, 10)).accepted == 3  # left in the outbox
+    FeatureRegistry(sessions).delete_feature_view("clicks")
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        await OnlineCleanup(sessions, cleaner).run_once()
+
+    deadline = time.monotonic() + 2.0
+    with pytest.raises(ViewDeleted):
+        while time.monotonic() < deadline:  # no message arrives
+            materializer.step()
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted) == (3, 3)
+    assert client.keys("aether:materializer:*") == []
