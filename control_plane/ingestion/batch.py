@@ -29,7 +29,8 @@ Before each chunk's offline write and before the online write the run reads its 
 again (``version_gate``): one retired or deleted since the run started stops the run there
 (``VersionGone``, FAILED_PRECONDITION), the chunks before it stored and counted, its online part removed
 as a delete's fence leaves no online value; checked only at the start, a run retired part-way stored
-every later row and wrote its online values into a version nothing serves.
+every later row and wrote its online values into a version nothing serves. It reads it once more after
+the online write and, found retired, removes what that write put online (``_require_open_after_write``).
 
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
@@ -59,7 +60,13 @@ from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
-from control_plane.ingestion.online import latest_per_entity, write_latest
+from control_plane.ingestion.online import (
+    latest_blobs,
+    latest_per_entity,
+    remove_unchanged,
+    write_blobs,
+    write_latest,
+)
 from control_plane.ingestion.online_pending import (
     extend_online_part,
     file_online_part,
@@ -237,8 +244,9 @@ class BatchMaterializer:
             self._settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")
             raise
         if latest:
-            rows = pa.concat_tables(latest)
-            outcome.online_rows = self._write_run_online(run, view, entity, rows, hold)
+            pairs = latest_blobs(view, key_names, pa.concat_tables(latest))
+            outcome.online_rows = self._write_run_online(run, view, pairs, hold)
+            self._require_open_after_write(view, outcome, run, hold, pairs)
         with write_session(self._sessions) as session:
             if hold:  # written online: the run's online part is done (one that fails here waits to replay)
                 settle_online_part(session, run.run_id, hold)
@@ -280,6 +288,30 @@ class BatchMaterializer:
             " its online values were written"
         )
 
+    def _require_open_after_write(
+        self,
+        view: pb.FeatureView,
+        outcome: MaterializeOutcome,
+        run: RunSource,
+        hold: int | None,
+        pairs: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        """Reads the version's status once more after the run's online write, and undoes the write when
+        a retire (or delete) committed since the read before it: that read and the write are not one step,
+        and a retire committing in between let the run's values into the retired version (the run
+        answering OK). Found open here, the retire came after the run's last write, so the run is one that
+        finished before it; found retired, the run removes each value it wrote that its key still holds
+        (never one another writer put over it since), and stops as at any other read."""
+        try:
+            self._require_open(view, outcome)
+        except VersionGone:
+            try:
+                remove_unchanged(self._client, pairs)
+            except redis.RedisError:  # they stay until their TTL, as a retire's earlier values do
+                _log.exception("could not remove run %s's online values from a retired version", run.run_id)
+            self._settle_online_part(run, hold)
+            raise
+
     def _check_online(self) -> None:
         """Refuses a run, before it stores anything, while the online store cannot be reached: its rows
         would be stored and counted offline, the run fail at its online write, and the client's retry
@@ -293,13 +325,13 @@ class BatchMaterializer:
             ) from exc
 
     def _write_run_online(
-        self, run: RunSource, view: pb.FeatureView, entity: pb.Entity, rows: pa.Table, hold: int | None
+        self, run: RunSource, view: pb.FeatureView, pairs: Sequence[tuple[bytes, bytes]], hold: int | None
     ) -> int:
         """The run's online write. Its online part is filed already, held by the run (``hold``); when the
         online store does not take it (down since the check) the record is handed to the next replay at
         once (``settle_online_part``), and a replay of it writes the online values."""
         try:
-            return self.write_online(view, entity, rows)
+            return write_blobs(self._client, view, pairs)
         except redis.RedisError as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._settle_online_part(run, hold, error)

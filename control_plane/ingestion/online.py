@@ -179,9 +179,16 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
     script in Redis). A row's ``ingested_ts`` (as the offline store holds it) is its blob's write time;
     rows without that column are stamped now. Keys expire as ``OnlineWriter``'s do. Returns the rows
     written."""
+    return write_blobs(client, view, latest_blobs(view, key_names, table))
+
+
+def latest_blobs(
+    view: pb.FeatureView, key_names: Sequence[str], table: pa.Table
+) -> list[tuple[bytes, bytes]]:
+    """(online key, blob) of each entity's latest row of ``table``, as ``write_latest`` writes them."""
     latest = latest_per_entity(table, key_names)
     if latest.num_rows == 0:
-        return 0
+        return []
     online = online_view_version(view)
     event_us = latest.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     values, nulls = feature_matrix(latest, online)
@@ -189,12 +196,19 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
     if "ingested_ts" in latest.column_names:
         written = latest.column("ingested_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     blobs = encode_rows(values, online.layout, online.fingerprint, event_us, written, nulls)
-    px = expiry_ms(online.ttl_seconds)
-    script = client.register_script(WRITE_IF_NOT_OLDER)
-    pairs = [
+    return [
         (online_key(online.entity, keys, online.name, online.version), blob)
         for keys, blob in zip(key_texts(latest, key_names), blobs, strict=True)
     ]
+
+
+def write_blobs(client: redis.Redis, view: pb.FeatureView, pairs: Sequence[tuple[bytes, bytes]]) -> int:
+    """Writes ``latest_blobs``' pairs (see ``write_latest``); returns how many were written."""
+    if not pairs:
+        return 0
+    online = online_view_version(view)
+    px = expiry_ms(online.ttl_seconds)
+    script = client.register_script(WRITE_IF_NOT_OLDER)
     pipeline = client.pipeline(transaction=False)
     for keys, args in write_calls(pairs, px, deleted_view_fence(online.name, online.version)):
         script(keys=keys, args=args, client=pipeline)
@@ -207,3 +221,29 @@ def write_latest(client: redis.Redis, view: pb.FeatureView, key_names: Sequence[
             " its online values are being removed, so none were written"
         )
     return sum(results)
+
+
+# Unlinks each key whose value is still exactly the blob given for it, in one step inside Redis, so a value
+# another writer put over it since is kept. KEYS[i]: an online key; ARGV[i]: the blob written to it. A key
+# of another type (GET fails) is left alone. Returns how many were removed.
+REMOVE_IF_UNCHANGED = """
+local removed = 0
+for i = 1, #KEYS do
+  local value = redis.pcall('GET', KEYS[i])
+  if type(value) == 'string' and value == ARGV[i] then
+    redis.call('UNLINK', KEYS[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+def remove_unchanged(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]]) -> int:
+    """Removes the (key, blob) pairs a writer wrote whose keys still hold its blob; returns how many."""
+    script = client.register_script(REMOVE_IF_UNCHANGED)
+    pipeline = client.pipeline(transaction=False)
+    for start in range(0, len(pairs), KEYS_PER_WRITE):
+        part = pairs[start : start + KEYS_PER_WRITE]
+        script(keys=[key for key, _ in part], args=[blob for _, blob in part], client=pipeline)
+    return sum(int(removed) for removed in pipeline.execute())

@@ -1,7 +1,8 @@
 """A TCP proxy between a client and a server that can lose the server's answers for real: requests still
 reach the server (which handles and commits them), the bytes it sends back are swallowed, and then the
-connection is cut, as a network that fails after the request went through would. (A real proxy over real
-sockets; only the moment of the failure is staged by the test.)"""
+connection is cut, as a network that fails after the request went through would; or hold the client's
+requests back until released, as a slow network would, so a test can act while a call is on its way.
+(A real proxy over real sockets; only the moment of the failure or delay is staged by the test.)"""
 
 from __future__ import annotations
 
@@ -22,12 +23,22 @@ class AnswerLosingProxy:
         self._closed = False
         self.connections = 0  # accepted so far
         self.swallowed_bytes = 0  # of answers, while holding
+        self._requests_flow = threading.Event()  # cleared while requests are held back
+        self._requests_flow.set()
+        self.held_request_bytes = 0  # of requests held back (counted as they arrive)
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def hold_answers(self) -> None:
         """From now on, bytes from the server are read and dropped (requests still go through)."""
         with self._lock:
             self._holding = True
+
+    def hold_requests(self) -> None:
+        """From now on, bytes from the client wait in the proxy until ``release_requests``."""
+        self._requests_flow.clear()
+
+    def release_requests(self) -> None:
+        self._requests_flow.set()
 
     def cut(self) -> None:
         """Closes every open connection (the client sees it reset mid-call) and forwards normally again,
@@ -70,6 +81,10 @@ class AnswerLosingProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(65536):
+                if not answers and not self._requests_flow.is_set():
+                    with self._lock:
+                        self.held_request_bytes += len(data)
+                    self._requests_flow.wait()
                 with self._lock:
                     swallow = answers and self._holding
                     if swallow:

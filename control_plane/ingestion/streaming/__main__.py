@@ -33,6 +33,7 @@ from control_plane.ingestion.streaming.materializer import (
     MaterializerOptions,
     StreamMaterializer,
     ViewDeleted,
+    ViewRetired,
 )
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
@@ -115,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
-    except ViewDeleted as error:  # one line, not a traceback: the view is gone, not the materializer broken
-        # Raised only once its outbox is drained (the committed batches stored offline and counted) and
-        # its state keys removed: no other flush is due.
+    except (ViewDeleted, ViewRetired) as error:  # one line, not a traceback: the view is gone, not broken
+        # Raised only once its outbox is drained (the committed batches stored offline and counted): no
+        # other flush is due.
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

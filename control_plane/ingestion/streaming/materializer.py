@@ -84,6 +84,7 @@ from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fittin
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
+from control_plane.ingestion.version_gate import DELETED, RETIRED, gone
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
 
@@ -101,6 +102,13 @@ class ViewDeleted(Fenced):
     """The view version was deleted: the materializer stops rather than write values that the delete's
     online cleanup removes (and that nothing would remove after it). Raised once the materializer has
     drained its outbox and removed its state keys (``_finish_deleted``)."""
+
+
+class ViewRetired(Fenced):
+    """The view version was retired (not served, nor ingested into: FAILED_PRECONDITION, as a batch run
+    stops with ``version_gate.VersionGone``): the materializer stops writing into it. Raised once it has
+    drained its outbox, so what it committed before is stored and counted; its state keys stay (a delete's
+    cleanup removes them) and so do its online values, until their TTL, as a retire removes none."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +129,10 @@ class MaterializerOptions:
     drain_interval_s: float = 1.0
     # How often the applied / rejected id sets are trimmed (see the module docstring).
     trim_every_s: float = 10.0
-    # How often the materializer looks whether its view version was deleted, busy or idle: a commit
-    # finds the delete's fence too, but an idle one commits nothing and so kept running (its outbox
-    # undrained) until its next message, maybe never.
+    # How often the materializer looks whether its view version was deleted or retired, busy or idle: a
+    # commit finds the delete's fence too, but an idle one commits nothing and so kept running (its outbox
+    # undrained) until its next message, maybe never; and only SQL knows of a retire. A batch committed
+    # less than this after a retire is stored and counted (as a batch run's chunk begun before one).
     status_every_s: float = 1.0
 
 
@@ -191,6 +200,8 @@ class StreamMaterializer:
         )
         self._retrying(lambda: self._client.set(self.keys.owner, self._token))
         self.flush()
+        self._check_version()  # a retired or deleted version: the predecessor's outbox drained, and stop
+        self._next_status = time.monotonic() + self.options.status_every_s
         self._rebuild()
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -320,9 +331,19 @@ class StreamMaterializer:
         raise Fenced(f"another materializer owns {self.keys.prefix}")
 
     def _check_version(self) -> None:
-        """Stops (``ViewDeleted``) once the view version's delete fence is set, as a refused commit does."""
+        """Stops (``ViewDeleted``) once the view version's delete fence is set, as a refused commit does,
+        or its row is gone from SQL (deleted, the cleanup not yet run); ``ViewRetired`` once retired."""
         if self._retrying(lambda: self._client.exists(self.keys.deleted)):
             self._stop_deleted()
+        state = gone(self._sessions, self.view)
+        if state == DELETED:
+            self._stop_deleted()
+        if state == RETIRED:
+            self.flush()
+            raise ViewRetired(
+                f"feature view {self.view.spec.name!r} version {self.view.version} was retired (not served,"
+                " nor ingested into): the materializer stops; what it committed before is stored and counted"
+            )
 
     def _stop_deleted(self) -> NoReturn:
         self._finish_deleted()

@@ -5,6 +5,7 @@ run whose view version is retired while it runs."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,15 +13,18 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+import redis
 from sqlalchemy import Engine
 
 from clients.errors import FailedPrecondition
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome, supersede
+from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.validation import validate
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 from tests.support.pg_interleave import HeldTransaction
+from tests.support.tcp_proxy import AnswerLosingProxy
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SOURCE = "readings.parquet"
@@ -145,3 +149,52 @@ def test_a_run_writes_no_online_value_into_a_version_retired_or_deleted_after_it
     assert (run.records_in, run.accepted, run.quarantined) == (2, 2, 0)
     assert not any(env.client.exists(online_key("sensor", [str(i)], "climate", 1)) for i in range(1, 3))
     assert env.service.list_quarantined(status="all") == []
+
+
+def test_a_retire_committed_during_the_runs_online_write_leaves_none_of_its_values(
+    env: Env, redis_url: str
+) -> None:
+    """The run reads its version's status before its online write, but the read and the write are not
+    one step: a retire that committed while the write was on its way to Redis let the run's values into
+    the retired version, and the run answered OK. Here the run's Redis requests wait in a proxy until the
+    retire has committed; the run's read after its write finds it, and the run removes what it wrote."""
+    proxy = AnswerLosingProxy(redis_url.removeprefix("redis://").split("/")[0])
+    client = redis.Redis.from_url(f"redis://{proxy.address}/0")
+    service = IngestionService(env.sessions, env.registry, env.offline, client)
+    other = online_key("sensor", ["9"], "climate", 1)
+    env.client.set(other, b"another writer's")  # not the run's: stays
+
+    def source() -> Iterator[pa.Table]:
+        yield good([1, 2])
+        proxy.hold_requests()  # the run's next Redis request is its online write
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            service.ingest("climate", 1, source(), source=SOURCE)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while proxy.held_request_bytes == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proxy.held_request_bytes, "the run never sent its online write"
+    end_version(env, "retired")
+    proxy.release_requests()
+    thread.join(timeout=10)
+    try:
+        (error,) = outcome
+        assert isinstance(error, FailedPrecondition), error
+        assert "'climate' version 1 was retired" in str(error)
+        assert not any(env.client.exists(online_key("sensor", [str(i)], "climate", 1)) for i in (1, 2))
+        assert env.client.get(other) == b"another writer's"
+        (counted,) = env.service.list_runs("climate")
+        assert (counted.records_in, counted.accepted, counted.quarantined) == (2, 2, 0)
+        assert env.service.list_quarantined(status="all") == []
+    finally:
+        client.close()
+        proxy.close()
