@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import grpc.aio
 import redis.asyncio
@@ -34,7 +35,9 @@ from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.features.guards import ReferenceGuard
 from control_plane.features.online_cleanup import OnlineCleanup
 from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion.streaming.orphans import drain_outboxes
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
+from control_plane.offline.store import OfflineStore
 from control_plane.retraining.model_guard import PromotionModelGuard
 from control_plane.settings import ControlPlaneSettings
 
@@ -158,11 +161,20 @@ async def start_server(
     context.address = f"{host}:{port}"
     await server.start()
     # Removes the online values of deleted feature views (a delete only queues them; see the module).
+    # It also drains the outboxes stream materializers killed before a delete left (``orphans.py``).
+    outbox_client = redis.Redis.from_url(settings.redis_url)
+    outboxes = partial(
+        drain_outboxes, outbox_client, sessions, OfflineStore(offline_api.offline_root(context))
+    )
     cleanup = OnlineCleanup(
-        sessions, redis.asyncio.Redis.from_url(settings.redis_url), settings.online_cleanup_interval_s
+        sessions,
+        redis.asyncio.Redis.from_url(settings.redis_url),
+        settings.online_cleanup_interval_s,
+        outboxes=outboxes,
     )
     cleanup.start()
     context.on_close.append(cleanup.stop)  # awaited: its task closes the Redis client as it ends
+    context.on_close.append(outbox_client.close)  # after the loop's stop: it no longer drains
     return ControlPlaneServer(
         server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context
     )

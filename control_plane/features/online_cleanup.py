@@ -15,12 +15,15 @@ each version:
    the delete starts above the deleted versions) is never touched;
 3. removes the version's stream materializer state, every consumer group's (owner key, applied and
    rejected id sets, trim point: ``ingestion/streaming/commit.py``'s ``StateKeys``), which nothing else
-   would remove when no materializer runs at the delete. A receipt still in an outbox (and the outbox)
-   stays: a materializer still running drains it when it sees the fence, before it stops
-   (``ViewDeleted``), and removes its own group's state keys again after that, in case it started
-   during this pass and set its owner key behind it. Removing the id sets under a running one changes
-   nothing it still does: the fence refuses all its commits;
-4. marks the row done, with the number of online keys removed, and appends an audit entry
+   would remove when no materializer runs at the delete. A materializer still running drains its outbox
+   when it sees the fence, before it stops (``ViewDeleted``), and removes its own group's state keys
+   again after that, in case it started during this pass and set its owner key behind it. Removing the
+   id sets under a running one changes nothing it still does: the fence refuses all its commits;
+4. drains every outbox of the version (``outboxes``: ``ingestion/streaming/orphans.py``): receipts a
+   materializer killed before the delete left, which no materializer can start to drain any more, go to
+   the offline store and their run's counters and leave Redis (before, they stayed for good). The
+   drain counts a receipt once even beside a running materializer draining the same outbox;
+5. marks the row done, with the number of online keys removed, and appends an audit entry
    (``online_cleanup``, actor ``online-cleanup``).
 
 Idempotent and resumable: a pass that fails (Redis down, the control plane stopped mid-scan) leaves the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio
@@ -166,8 +170,12 @@ class OnlineCleanup:
         client: redis.asyncio.Redis,
         interval_s: float = 10.0,
         batch: int = BATCH,
+        outboxes: Callable[[str, int], int] | None = None,
     ) -> None:
+        """``outboxes(view, version)``: drains the deleted version's outboxes (step 4 of the module doc;
+        ``orphans.drain_outboxes`` with the control plane's stores), blocking; None leaves them."""
         self._sessions = sessions
+        self._outboxes = outboxes
         self._client = client
         self._interval_s = interval_s
         self._batch = batch
@@ -180,6 +188,8 @@ class OnlineCleanup:
         for cleanup in await asyncio.to_thread(pending, self._sessions):
             removed = await remove_online_keys(self._client, cleanup, self._batch)
             state = await remove_materializer_state(self._client, cleanup, self._batch)
+            if self._outboxes is not None:
+                await asyncio.to_thread(self._outboxes, cleanup.view, cleanup.version)
             await asyncio.to_thread(mark_done, self._sessions, cleanup, removed)
             _log.info(
                 "removed %d online keys and %d stream materializer state keys of deleted feature view"

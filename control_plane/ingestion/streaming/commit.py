@@ -41,6 +41,17 @@ from control_plane.features.online_cleanup import deleted_view_fence, materializ
 from control_plane.ingestion.online import WRITE_IF_NOT_OLDER, write_calls
 
 ALREADY_COMMITTED, COMMITTED, FENCED, DUPLICATE = 1, 0, -1, -2
+#: The receipt fields naming the run whose counters it goes to: a receipt left in an outbox when its view
+#: version is deleted is drained by the delete's cleanup (``orphans.py``), which runs no materializer and
+#: so cannot derive the run id (from the stream's name, which no key of the receipt's held).
+RECEIPT_RUN = (b"run_id", b"source_id")
+
+
+def receipt_run_fields(run: tuple[str, str]) -> tuple[bytes | str, ...]:
+    """The ``HSET`` field / value pairs of ``RECEIPT_RUN`` (none for a committer given no run)."""
+    return () if not run[0] else (RECEIPT_RUN[0], run[0], RECEIPT_RUN[1], run[1])
+
+
 _WRITE_SHA = hashlib.sha1(WRITE_IF_NOT_OLDER.encode()).hexdigest()  # the script's name in Redis
 
 
@@ -123,11 +134,19 @@ class Committer:
     """Commits read batches of one materializer (one batch at a time; see the module docstring)."""
 
     def __init__(
-        self, client: redis.Redis, keys: StateKeys, stream: str | None, group: str, token: str
+        self,
+        client: redis.Redis,
+        keys: StateKeys,
+        stream: str | None,
+        group: str,
+        token: str,
+        run: tuple[str, str] = ("", ""),
     ) -> None:
         """``stream``: the Redis stream whose messages the commit acknowledges (XACK); None for a source
-        that is acknowledged outside Redis (Kafka)."""
+        that is acknowledged outside Redis (Kafka). ``run``: the run id and source its receipts record
+        (``RECEIPT_RUN``)."""
         self._keys = keys
+        self._run = run
         self._stream = stream
         self._group = group
         self._token = token
@@ -239,7 +258,7 @@ class Committer:
         receipt = keys.receipt(receipt_id)
         writes += [
             ("HSET", receipt, "history", ipc_bytes(history), "rejected", ipc_bytes(rejected_records),
-             "accepted", len(applied)),
+             "accepted", len(applied), *receipt_run_fields(self._run)),
             ("RPUSH", keys.outbox, receipt),
         ]  # fmt: skip
         if (applied or rejected) and self._stream is not None:

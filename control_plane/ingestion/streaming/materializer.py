@@ -174,7 +174,9 @@ class StreamMaterializer:
         self.run = RunSource(run_id, name, version, "stream", bounded_id(source.name, SOURCE_LENGTH))
         self._token = uuid.uuid4().hex
         acked_stream = source.name if source.acks_in_commit else None
-        self._committer = Committer(client, self.keys, acked_stream, options.group, self._token)
+        self._committer = Committer(
+            client, self.keys, acked_stream, options.group, self._token, (run_id, self.run.source_id)
+        )
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
         self._last_ingested_us = 0
         self._next_reclaim = 0.0

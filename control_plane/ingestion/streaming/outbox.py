@@ -64,8 +64,25 @@ def drain(
 ) -> int:
     """Applies every receipt waiting in the outbox; returns how many were applied. ``known``: receipts
     (by id) whose content the caller still holds, as committed, so they need not be read back."""
-    listed = cast(list[Any], client.lrange(keys.outbox, 0, -1))
-    receipt_keys = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in listed]
+    return apply(client, keys, sessions, offline, source, listed(client, keys), known)
+
+
+def listed(client: redis.Redis, keys: StateKeys) -> list[str]:
+    """The receipt keys waiting in the outbox of ``keys``."""
+    found = cast(list[Any], client.lrange(keys.outbox, 0, -1))
+    return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found]
+
+
+def apply(
+    client: redis.Redis,
+    keys: StateKeys,
+    sessions: sessionmaker[Session],
+    offline: OfflineStore,
+    source: RunSource,
+    receipt_keys: list[str],
+    known: Mapping[str, Receipt] | None = None,
+) -> int:
+    """``drain`` of the receipts ``receipt_keys`` of the outbox of ``keys``, all of the run ``source``."""
     if not receipt_keys:
         return 0
     ids = [key.rsplit(":", 1)[-1] for key in receipt_keys]
