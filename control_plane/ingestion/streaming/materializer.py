@@ -82,6 +82,11 @@ from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
+
+# Re-exported: callers (``__main__``, tests) import the stops from this module, where they began.
+from control_plane.ingestion.streaming.stops import Fenced as Fenced
+from control_plane.ingestion.streaming.stops import ViewDeleted as ViewDeleted
+from control_plane.ingestion.streaming.stops import ViewRetired as ViewRetired
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
 from control_plane.ingestion.version_gate import DELETED, RETIRED, gone
@@ -92,23 +97,6 @@ T = TypeVar("T")
 _log = logging.getLogger("aether.ingestion.stream")
 _FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
 REJECTED_RECORDS = pa.schema([("record_key", pa.string()), ("payload", pa.string()), ("reason", pa.string())])
-
-
-class Fenced(RuntimeError):
-    """Another materializer took over this view and group."""
-
-
-class ViewDeleted(Fenced):
-    """The view version was deleted: the materializer stops rather than write values that the delete's
-    online cleanup removes (and that nothing would remove after it). Raised once the materializer has
-    drained its outbox and removed its state keys (``_finish_deleted``)."""
-
-
-class ViewRetired(Fenced):
-    """The view version was retired (not served, nor ingested into: FAILED_PRECONDITION, as a batch run
-    stops with ``version_gate.VersionGone``): the materializer stops writing into it. Raised once it has
-    drained its outbox, so what it committed before is stored and counted; its state keys stay (a delete's
-    cleanup removes them) and so do its online values, until their TTL, as a retire removes none."""
 
 
 @dataclass(frozen=True)
