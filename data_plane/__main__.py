@@ -40,7 +40,9 @@ from clients.env_values import ConfigurationError
 from clients.errors import AetherError, FailedPrecondition
 from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
-from data_plane.redis_client import RedisAddress, RedisClient, RedisMisconfigured, RedisUnavailable
+from data_plane.redis_address import RedisAddress
+from data_plane.redis_client import RedisClient
+from data_plane.redis_errors import RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server
 from data_plane.settings import DataPlaneSettings, check_override
 from data_plane.workers import SERVING_LINE, WORKER_LINE, run_workers

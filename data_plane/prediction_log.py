@@ -54,13 +54,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from data_plane.redis_client import (
-    RedisClient,
-    RedisCommandError,
-    RedisMisconfigured,
-    RedisUnavailable,
-    pack_command,
-)
+from data_plane.redis_client import RedisClient, pack_command
+from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.prediction_log")

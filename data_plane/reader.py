@@ -32,7 +32,8 @@ from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import RegistryState
 from data_plane.near_cache import MISS, NearCache
 from data_plane.plan import BlockPlan, ReadPlan
-from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconfigured, RedisUnavailable
+from data_plane.redis_client import RedisClient
+from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.schema import ViewVersion
 from kernels.packed_blob import HEADER_SIZE, BlobError, decode
 

@@ -9,7 +9,8 @@ import time
 import pytest
 import redis
 
-from data_plane.redis_client import RedisClient, RedisCommandError, RedisMisconfigured, RedisUnavailable
+from data_plane.redis_client import RedisClient
+from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
 from tests.support.redis_server import RedisServer, cluster_node
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redis.connection import parse_url
 
 from clients.uris import redact_uri
-from data_plane.redis_client import RedisAddress
+from data_plane.redis_address import RedisAddress
 
 
 def _agrees_with_redis_py(url: str) -> RedisAddress | None:
