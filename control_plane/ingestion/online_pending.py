@@ -30,11 +30,10 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from control_plane.ingestion.claims import CLAIM_LEASE_S, Claim
 from control_plane.ingestion.quarantine import (
-    CLAIM_LEASE_S,
     ONLINE_PENDING,
     REPLAYED,
-    Claim,
     RunSource,
     id_slices,
     now_us,

@@ -21,7 +21,7 @@ from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_ur
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
-from control_plane.ingestion import online_pending, quarantine
+from control_plane.ingestion import claims, online_pending, quarantine
 from control_plane.ingestion.batch import (
     OPEN_WINDOW,
     BatchMaterializer,
@@ -30,8 +30,9 @@ from control_plane.ingestion.batch import (
     parquet_batches,
     stamp_ingested,
 )
+from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.online_completion import OnlineCompletion
-from control_plane.ingestion.quarantine import Claim, QuarantinedRecord, RunCounts, RunSource
+from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import validate
@@ -55,7 +56,7 @@ class IngestionService:
         offline: OfflineStore,
         client: redis.Redis,
         kafka_options: Mapping[str, str] | None = None,
-        claim_lease_s: float = quarantine.CLAIM_LEASE_S,
+        claim_lease_s: float = claims.CLAIM_LEASE_S,
     ) -> None:
         """``kafka_options``: the librdkafka settings of the replay's producer, the process's
         ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with); ``claim_lease_s``:
@@ -153,9 +154,7 @@ class IngestionService:
             # them: their online value is not wanted (a retired or deleted version's), or they stayed
             # online_pending for good. Their rows stay stored and counted, as the audit entry says.
             stored = online_pending.unheld(session, ids, self._claim_lease_s)
-            held = quarantine.claim(
-                session, ids, self._claim_lease_s, action="discarded", online_pending=True
-            )
+            held = claims.claim(session, ids, self._claim_lease_s, action="discarded", online_pending=True)
             rows = quarantine.get_rows(session, held.ids)
             quarantine.set_status(session, rows, quarantine.DISCARDED)
             after: dict[str, list[int]] = {"discarded": list(ids)}
@@ -171,7 +170,7 @@ class IngestionService:
         """See the RPC's comment. Batch views get the passing records written offline and online; a
         streaming view gets them published again to its stream, where its materializer aggregates them.
 
-        The records are claimed first, all or none (``quarantine.claim``): of two replays of the same
+        The records are claimed first, all or none (``claims.claim``): of two replays of the same
         record only one writes it, and the other is refused (FAILED_PRECONDITION) naming the records
         another replay holds. Every group of records (one view version) is then parsed, resolved and
         validated, and every stream it publishes to checked, before anything is written; then each group
@@ -190,7 +189,7 @@ class IngestionService:
 
         A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
         the next replay of them takes the claim over once it is older than the lease
-        (``quarantine.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
+        (``claims.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
         committed are then written again, the window a batch run's chunk has too; until the lease runs
         out they are refused, and ``aetherctl quarantine list --status replaying`` shows them."""
         ids = list(dict.fromkeys(ids))  # an id named twice would be written twice
@@ -213,7 +212,7 @@ class IngestionService:
                     " were replayed with; replay them without a correction to write their online values"
                 )
             others = [i for i in ids if i not in set(pending.ids)]
-            claim = quarantine.claim(session, others, self._claim_lease_s)
+            claim = claims.claim(session, others, self._claim_lease_s)
         if claim.taken_over or pending.taken_over:
             _log.warning(
                 "replay takes over records %s, claimed by a replay that did not finish within %g s",
@@ -245,7 +244,7 @@ class IngestionService:
             source = f"quarantine:{first.run_id}"
             run = RunSource(f"replay-{uuid.uuid4().hex}", first.view, first.version, "replay", source)
             with write_session(self._sessions) as session:  # never write what another replay now holds
-                stamp = quarantine.renew(session, claim)
+                stamp = claims.renew(session, claim)
             claim.stamp = stamp
             undelivered = self._write_replay(group)
             done = [group.members[i].id for i in group.passing if i not in undelivered]
@@ -284,7 +283,7 @@ class IngestionService:
             return
         try:
             with write_session(self._sessions) as session:
-                quarantine.release(session, claim)
+                claims.release(session, claim)
         except Exception:
             _log.exception(
                 "could not hand back claimed records %s; a replay takes them over later", claim.ids
@@ -335,7 +334,7 @@ class IngestionService:
         and the audit entry; records its stream did not take go back to the quarantine as they were."""
         members = [row.id for row in group.members]
         with write_session(self._sessions) as session:
-            fresh = quarantine.held(session, claim, members)
+            fresh = claims.held(session, claim, members)
             lost = [record_id for record_id in members if record_id not in fresh]
             if lost:  # only a write that outlasted the lease: another replay may write them too
                 written = [record_id for record_id in lost if record_id in done]

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from clients.errors import FailedPrecondition, NotFound, Unavailable
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import write_session
-from control_plane.ingestion import quarantine
+from control_plane.ingestion import claims, quarantine
 from control_plane.ingestion.service import IngestionService, ReplayOutcome
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.pausing_redis import PausingRedis
@@ -186,7 +186,7 @@ def test_a_claim_a_dead_replay_left_is_taken_over_once_the_lease_has_run_out(any
     env = any_env
     record_id, fixed = climate_record(env, 7)
     with write_session(env.sessions) as session:  # what a replay killed after its claim leaves behind
-        quarantine.claim(session, [record_id])
+        claims.claim(session, [record_id])
     assert env.service.get_quarantined(record_id).status == quarantine.REPLAYING
     with pytest.raises(
         FailedPrecondition,
