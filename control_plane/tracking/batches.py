@@ -35,6 +35,7 @@ from control_plane.tracking.records import (
     now_us,
     status_name,
 )
+from control_plane.tracking.run_size import check_run_lists
 from control_plane.tracking.tables import ExperimentRow, ParamRow, RunRow, TagRow
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -152,6 +153,9 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
         raise NotFound(f"run {missing[0]!r} not found{more}")
     events = _insert_start_values(session, created, runs, actor)
     points = _write_points(session, batches, runs)
+    # A new metric key grows the run's message for good: checked on what is stored once written.
+    logged = {batch.run_id for batch in batches if any(len(series) for series in batch.series)}
+    check_run_lists(session, {runs[run_id].pk: run_id for run_id in logged})
     events += _write_changes(session, batches, runs, actor)
     # Checked on what is stored once written: a run's parameters and tags grow over many requests.
     grown = {run_id for run_id in created if created[run_id].start.params or created[run_id].start.tags}

@@ -17,14 +17,18 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1.tracking_pb2_grpc import TrackingStub
 from clients.errors import InvalidArgument
 from clients.sdk.tracking import TrackingClient
 from control_plane.db import create_db_engine, create_session_factory, pages, upgrade_to_head
+from control_plane.tracking import run_size
 from control_plane.tracking.records import MAX_RUN_VALUES_BYTES
+from control_plane.tracking.run_size import MAX_RUN_MESSAGE_BYTES
 from control_plane.tracking.store import TrackingStore
+from control_plane.tracking.tables import RunRow
 from tests.integration.tracking.conftest import ThreadedControlPlane
 from tests.integration.tracking.test_cli import _aetherctl
 
@@ -387,6 +391,80 @@ def test_a_run_whose_parameters_and_tags_outgrow_a_message_is_refused_when_writt
     run = client.get_run(run_id)
     assert len(run.params) == 400 and not run.tags
     assert len(client.list_runs(experiment_id).runs) == 1
+
+
+def test_a_run_whose_metric_keys_would_outgrow_a_message_is_refused_and_what_was_accepted_reads_back(
+    control_plane: ThreadedControlPlane, client: TrackingClient
+) -> None:
+    """A run near its parameter bound has ~0.5 MiB left for metric summaries: logging more distinct keys
+    made a run no Get or List could return (RESOURCE_EXHAUSTED on the client, for good). The batch that
+    would outgrow the message is refused whole; every state accepted before reads back through a plain
+    channel (gRPC's default 4 MiB receive limit)."""
+    experiment_id = client.create_experiment("wide").experiment_id
+    params = {f"p{index}": "z" * 6000 for index in range(590)}  # ~3.5 MB, within MAX_RUN_VALUES_BYTES
+    run_id = client.create_run(experiment_id, "wide", params=params).run_id
+    stub = TrackingStub(grpc.insecure_channel(control_plane.address))
+    logged = 0
+    for batch in range(8):  # 500 keys of 240 characters a batch: ~150 KB of summaries each
+        keys = [f"{batch:02d}-{index:04d}-" + "k" * 230 for index in range(500)]
+        series = [pb.MetricSeries(key=key, values=[1.0], steps=[0], timestamps_us=[1]) for key in keys]
+        request = pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, metrics=series)])
+        try:
+            client.log_batch(request)
+        except InvalidArgument as refused:
+            assert (
+                f"run {run_id!r} would take" in refused.message and "nothing was written" in refused.message
+            )
+            break
+        logged += len(keys)
+        assert len(stub.GetRun(pb.GetRunRequest(run_id=run_id)).metrics) == logged
+        assert [
+            run.run_id for run in stub.ListRuns(pb.ListRunsRequest(experiment_id=experiment_id)).runs
+        ] == [run_id]
+    else:
+        raise AssertionError("no batch was refused: the run outgrew a message")
+    assert 0 < logged < 4000
+    run = stub.GetRun(pb.GetRunRequest(run_id=run_id))  # the refused batch left nothing
+    assert len(run.metrics) == logged and len(run.params) == 590
+
+
+def test_an_artifact_that_would_outgrow_its_runs_message_is_refused(store: TrackingStore) -> None:
+    experiment_id = store.create_experiment("kept", actor=ACTOR).experiment_id
+    params = {f"p{index}": "z" * 6000 for index in range(590)}
+    run_id = store.create_run(experiment_id, "kept", params=params, actor=ACTOR).run_id
+    uri = "file:///artifacts/" + "u" * 100_000  # artifacts add their URIs to the run's message
+    logged = 0
+    with pytest.raises(InvalidArgument, match=f"run {run_id!r} would take .* nothing was written"):
+        for index in range(8):
+            store.log_artifact(run_id, f"a{index}", "0" * 64, 1, uri, actor=ACTOR)
+            logged += 1
+    run = store.get_run(run_id)
+    assert 0 < logged < 8 and len(run.artifacts) == logged
+    assert run.ByteSize() <= MAX_RUN_MESSAGE_BYTES
+
+
+def test_the_bound_on_summaries_and_artifacts_counts_bytes_not_characters(db_url: str) -> None:
+    """The cheap check sums what the database holds: its bound must not fall below what the run's
+    message takes, keys of 4-byte characters included (``length`` counts characters on both backends)."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    store = TrackingStore(sessions)
+    experiment_id = store.create_experiment("wide", actor=ACTOR).experiment_id
+    run_id = store.create_run(experiment_id, "wide", actor=ACTOR).run_id
+    keys = ["\U0001f600" * 200, "ascii", "\u00e9" * 100]
+    last_us = 253402300799999999  # the largest timestamp accepted: the longest varint
+    series = [pb.MetricSeries(key=k, values=[1e300], steps=[2**62], timestamps_us=[last_us]) for k in keys]
+    store.log_batch([pb.RunBatch(run_id=run_id, metrics=series)], actor=ACTOR)
+    store.log_artifact(run_id, "\U0001f600" * 50, "f" * 64, 2**62, "file:///\u00e9" * 40, actor=ACTOR)
+    run = store.get_run(run_id)
+    in_message = sum(pages.item_bytes(m) for m in run.metrics) + sum(
+        pages.item_bytes(a) for a in run.artifacts
+    )
+    with sessions() as session:
+        pk = session.scalars(select(RunRow.id).where(RunRow.run_id == run_id)).one()
+        assert run_size._lists_bound(session, pk) >= in_message
+    engine.dispose()
 
 
 def test_list_experiments_pages_by_size(control_plane: ThreadedControlPlane, client: TrackingClient) -> None:
