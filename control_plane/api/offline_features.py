@@ -24,7 +24,7 @@ from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import records_lineage
-from control_plane.offline.compaction import CompactionPolicy, compact_view
+from control_plane.offline.compaction import CompactionPolicy, compact_view, sweep_stale_upload_temps
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
@@ -210,9 +210,15 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
         _log.info(
             "removed %d stale temporary training-set file(s) from the datasets root %s", swept, datasets
         )
+    if store.filesystem.type_name != "local":
+        swept = sweep_stale_upload_temps()
+        if swept:
+            _log.info(
+                "removed %d stale merged file(s) that compaction passes left before their upload", swept
+            )
     policy = getattr(context.settings, "offline_compaction", None) or CompactionPolicy()
     # A local root's partitions are locked by files in their folders; an object store's by the database.
-    locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine, store.root)
+    locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine)
     servicer = OfflineFeaturesServicer(
         store, context.registry, datasets, compaction=policy, partition_locks=locks
     )

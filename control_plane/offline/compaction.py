@@ -44,6 +44,7 @@ import contextlib
 import datetime as dt
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,13 +70,14 @@ from control_plane.offline.merged import (
     read_record,
     without_record,
 )
-from control_plane.offline.partition_locks import PartitionLock, folder_lock
-from control_plane.offline.store import OfflineStore, parquet_write_options
+from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
+from control_plane.offline.store import STALE_TEMP_AGE_S, OfflineStore, parquet_write_options
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
 _UPLOAD_CHUNK = 8 << 20
 _TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
+_UPLOAD_TEMP_PREFIX = "aether-compact-"  # a merged file of an object store's pass, before its upload
 
 
 @dataclass(frozen=True)
@@ -155,13 +157,13 @@ def compact_view(
         for day in store.dates(view, number):
             partition = store.partition_path(view, number, day)
             if dry_run:
-                _compact_partition(store, partition, number, day, policy, now, report, dry_run=True)
+                _compact_partition(store, partition, number, day, policy, now, report, None)
                 continue
             with locks(partition) as held:
                 if not held:
                     report.busy.append((number, day))
                     continue
-                _compact_partition(store, partition, number, day, policy, now, report, dry_run=False)
+                _compact_partition(store, partition, number, day, policy, now, report, held)
     return report
 
 
@@ -173,9 +175,9 @@ def _compact_partition(
     policy: CompactionPolicy,
     now: dt.datetime,
     report: CompactionReport,
-    dry_run: bool,
+    held: Held | None,  # None: a dry run, which changes nothing and so holds no lock
 ) -> None:
-    report.deleted += _delete_replaced(store.filesystem, partition, policy, now, dry_run)
+    report.deleted += _delete_replaced(store.filesystem, partition, policy, now, held)
     if now < dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC) + dt.timedelta(
         seconds=policy.lateness_s
     ):
@@ -184,11 +186,11 @@ def _compact_partition(
     if len(visible) <= policy.min_files:
         return
     for run in _runs(store.filesystem, visible, now - dt.timedelta(seconds=policy.min_age_s)):
-        if dry_run:
+        if held is None:
             rows = sum(_rows(store.filesystem, info.path) for info in run)
             out = merged_name(run[0].base_name, "0" * 32)
         else:
-            out, rows = _merge(store, partition, run, now)
+            out, rows = _merge(store, partition, run, now, held)
         report.merged.append(MergedRun(version, day, tuple(i.base_name for i in run), out, rows))
 
 
@@ -228,7 +230,7 @@ def _runs(
 
 
 def _merge(
-    store: OfflineStore, partition: str, run: Sequence[pafs.FileInfo], now: dt.datetime
+    store: OfflineStore, partition: str, run: Sequence[pafs.FileInfo], now: dt.datetime, held: Held
 ) -> tuple[str, int]:
     """Writes the merged file of ``run`` to a local temporary file, then publishes it (module doc); its
     name and rows."""
@@ -241,7 +243,7 @@ def _merge(
     temp = (
         f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
         if local
-        else f"{tempfile.gettempdir()}/aether-compact-{uuid.uuid4().hex}.tmp"
+        else f"{upload_temp_folder()}/{_UPLOAD_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
     )
     sources: list[Replaced] = []
     try:
@@ -264,6 +266,7 @@ def _merge(
             sink.flush()
             if local:
                 os.fsync(sink.fileno())
+        held.confirm()
         _publish(filesystem, temp, f"{partition}/{final_name}")
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -307,7 +310,7 @@ def _rows(filesystem: pafs.FileSystem, path: str) -> int:
 
 
 def _delete_replaced(
-    filesystem: pafs.FileSystem, partition: str, policy: CompactionPolicy, now: dt.datetime, dry_run: bool
+    filesystem: pafs.FileSystem, partition: str, policy: CompactionPolicy, now: dt.datetime, held: Held | None
 ) -> int:
     """Deletes what every merged file of the partition made at least the grace ago replaced (a hidden
     merged file too: its sources are named by the newer one as well, so the order does not matter)."""
@@ -324,10 +327,30 @@ def _delete_replaced(
         record = read_record(filesystem, f"{partition}/{name}")
         if record is not None and record.sources and record.compacted_at_us <= due_us:
             doomed.update(n for n in record.names() if n in names)
-    if not dry_run:
+    if held is not None:  # None: a dry run
         for name in sorted(doomed):
+            held.confirm()
             _delete(filesystem, f"{partition}/{name}")
     return len(doomed)
+
+
+def upload_temp_folder() -> Path:
+    """Where a pass over an object store writes each merged file before its upload."""
+    return Path(tempfile.gettempdir())
+
+
+def sweep_stale_upload_temps(older_than_s: float = STALE_TEMP_AGE_S) -> int:
+    """Removes the merged files that passes over an object store, killed before their upload ended,
+    left in :func:`upload_temp_folder` (``aether-compact-*.tmp``, its top level only) and that were last
+    written more than ``older_than_s`` ago (a younger one may be a live pass's); returns how many."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in upload_temp_folder().glob(f"{_UPLOAD_TEMP_PREFIX}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):  # its pass finished meanwhile
+            if path.lstat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _is_local(filesystem: pafs.FileSystem) -> bool:
@@ -341,9 +364,16 @@ def _publish(filesystem: pafs.FileSystem, temp: str, final: str) -> None:
     if _is_local(filesystem):
         os.replace(temp, final)
         return
-    with open(temp, "rb") as source, filesystem.open_output_stream(final) as sink:
-        while chunk := source.read(_UPLOAD_CHUNK):
-            sink.write(chunk)
+    try:
+        with open(temp, "rb") as source, filesystem.open_output_stream(final) as sink:
+            while chunk := source.read(_UPLOAD_CHUNK):
+                sink.write(chunk)
+    except BaseException:
+        # pyarrow closes the stream on the way out, which may complete the upload (a small object is
+        # one PUT at close) with what it was given so far: the name is this pass's own, so remove it.
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(final)
+        raise
 
 
 def _delete(filesystem: pafs.FileSystem, path: str) -> None:

@@ -12,7 +12,13 @@ blocks the next one):
   (released when the pass ends, or when its connection dies with the process); on SQLite, whose
   every user shares one host, ``flock`` on one of 256 lock files beside the database file (two
   partitions that share a file just take turns; a pass skips what it finds held, and the next pass
-  comes back to it).
+  comes back to it). The key is the partition's path (bucket and prefix included), not the root's
+  URI, which may spell one bucket many ways (credentials, options, a trailing slash).
+
+A held lock is a :class:`Held`: a pass calls :meth:`Held.confirm` before each step readers can see. A
+file lock cannot be lost while its file is open; an advisory lock goes with its connection, so the
+confirmation is a round trip on that connection, which fails if it died (and the lock with it)
+instead of letting the pass publish or delete without it.
 """
 
 from __future__ import annotations
@@ -27,23 +33,35 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-#: Holds the named partition's lock for the ``with`` block; yields False (holding nothing) when another
+
+class Held:
+    """A partition lock this pass holds. ``confirm`` raises when it can no longer be sure it does."""
+
+    def __init__(self, confirm: Callable[[], object] | None = None) -> None:
+        self._confirm = confirm
+
+    def confirm(self) -> None:
+        if self._confirm is not None:
+            self._confirm()
+
+
+#: Holds the named partition's lock for the ``with`` block; yields None (holding nothing) when another
 #: pass has it.
-PartitionLock = Callable[[str], AbstractContextManager[bool]]
+PartitionLock = Callable[[str], AbstractContextManager[Held | None]]
 _LOCK_NAME = ".compact.lock"
 #: Lock files beside a SQLite database: partitions hash into this many.
 SQLITE_LOCK_FILES = 256
 
 
 @contextmanager
-def folder_lock(partition: str) -> Iterator[bool]:
+def folder_lock(partition: str) -> Iterator[Held | None]:
     """The lock of a partition of a local root: ``flock`` on a file in its folder."""
     with _flocked(f"{partition}/{_LOCK_NAME}") as held:
         yield held
 
 
 @contextmanager
-def _flocked(path: str) -> Iterator[bool]:
+def _flocked(path: str) -> Iterator[Held | None]:
     # flock, not fcntl's record locks: those belong to the process, so the loop's thread and an RPC's
     # thread would both "hold" one; an flock belongs to the open file.
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -51,20 +69,18 @@ def _flocked(path: str) -> Iterator[bool]:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield None
             return
-        yield True
+        yield Held()
     finally:
         os.close(descriptor)  # releases the lock
 
 
 class DatabaseLocks:
-    """Partition locks kept by the metadata database (module doc), for an object-store root ``root``:
-    the root is part of each lock's key, so two stores on one database do not share locks."""
+    """Partition locks kept by the metadata database (module doc), keyed by the partition's path."""
 
-    def __init__(self, engine: Engine, root: str) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._root = root
         database = engine.url.database or ""
         self._sqlite_folder: Path | None = None
         self._in_memory: dict[int, threading.Lock] = {}
@@ -72,10 +88,8 @@ class DatabaseLocks:
         if engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
             self._sqlite_folder = Path(database).with_name(Path(database).name + ".compact-locks")
 
-    def __call__(self, partition: str) -> AbstractContextManager[bool]:
-        key = int.from_bytes(
-            hashlib.sha256(f"{self._root}\0{partition}".encode()).digest()[:8], "big", signed=True
-        )
+    def __call__(self, partition: str) -> AbstractContextManager[Held | None]:
+        key = int.from_bytes(hashlib.sha256(partition.encode()).digest()[:8], "big", signed=True)
         if self._engine.dialect.name == "postgresql":
             return self._advisory(key)
         if self._sqlite_folder is not None:
@@ -84,27 +98,35 @@ class DatabaseLocks:
         return self._process_local(key)  # an in-memory database: no other process can share it
 
     @contextmanager
-    def _advisory(self, key: int) -> Iterator[bool]:
+    def _advisory(self, key: int) -> Iterator[Held | None]:
         with self._engine.connect() as connection:
             held = bool(connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one())
             connection.commit()  # the lock is the session's; the pass must not hold a transaction open
-            if not held:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                connection.execute(select(func.pg_advisory_unlock(key)))
+
+            def alive() -> None:
+                # The session still answers, so its lock still stands (only this pass unlocks it); a
+                # dead connection raises here, and the pass stops before its next visible step.
+                connection.execute(select(1))
                 connection.commit()
 
+            if not held:
+                yield None
+                return
+            try:
+                yield Held(alive)
+            finally:
+                if not connection.invalidated:  # a connection that died took its session's lock along
+                    connection.execute(select(func.pg_advisory_unlock(key)))
+                    connection.commit()
+
     @contextmanager
-    def _process_local(self, key: int) -> Iterator[bool]:
+    def _process_local(self, key: int) -> Iterator[Held | None]:
         with self._guard:
             lock = self._in_memory.setdefault(key, threading.Lock())
         if not lock.acquire(blocking=False):
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield Held()
         finally:
             lock.release()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from clients.aether.v1 import types_pb2
 from clients.errors import FailedPrecondition
@@ -29,6 +33,7 @@ from control_plane.offline.partition_locks import DatabaseLocks
 from control_plane.offline.store import OfflineStore
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import FakeS3Server
 from tests.unit.offline.builders import (
     T0,
@@ -72,7 +77,7 @@ def test_a_pass_over_an_object_store_merges_then_deletes_after_the_grace(
     s3: FakeS3Server, tmp_path: Path
 ) -> None:
     store = OfflineStore(s3.uri("features"))
-    locks = DatabaseLocks(create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}"), store.root)
+    locks = DatabaseLocks(create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}"))
     write_files(store, numbered(6))
     before, listed, written = read_all(store), store.files(VIEW, 1), data_keys(s3)
 
@@ -110,43 +115,86 @@ def test_an_upload_that_does_not_read_back_as_written_is_removed(s3: FakeS3Serve
 
 def test_database_locks_exclude_a_second_control_plane_and_go_with_the_pass(db_url: str) -> None:
     """Two engines on one database stand for two control planes: a partition one holds is busy for the
-    other, other partitions and other roots are not, and the lock is free again once the pass ends."""
+    other, other partitions are not, and the lock is free again once the pass ends."""
     first_engine, second_engine = create_db_engine(db_url), create_db_engine(db_url)
     try:
-        first = DatabaseLocks(first_engine, "s3://bucket/features")
-        second = DatabaseLocks(second_engine, "s3://bucket/features")
-        elsewhere = DatabaseLocks(second_engine, "s3://other/features")
+        first, second = DatabaseLocks(first_engine), DatabaseLocks(second_engine)
         partition = "bucket/features/clicks/v1/date=2024-03-01"
         with first(partition) as held:
-            assert held
+            assert held is not None
+            held.confirm()
             with second(partition) as busy:
-                assert not busy
+                assert busy is None
             with first(partition) as again:  # one control plane's loop and its RPC exclude each other too
-                assert not again
-            with elsewhere(partition) as other_root:
-                assert other_root
+                assert again is None
+            with second("other/features/clicks/v1/date=2024-03-01") as other_bucket:
+                assert other_bucket is not None
         with second(partition) as free:
-            assert free
+            assert free is not None
     finally:
         first_engine.dispose()
         second_engine.dispose()
 
 
-def test_a_pass_skips_the_partition_another_control_plane_holds(s3: FakeS3Server, db_url: str) -> None:
-    store = OfflineStore(s3.uri("features"))
-    write_files(store, numbered(4))
-    partition = store.partition_path(VIEW, 1, T0.date())
+def test_an_advisory_lock_whose_connection_died_is_not_confirmed(postgres_server: PostgresServer) -> None:
+    """A PostgreSQL advisory lock goes with its session: once the connection is gone another pass may
+    take the partition, so this pass must not publish or delete; confirm() fails before either."""
+    url = postgres_server.fresh_url()
+    engine, other = create_db_engine(url), create_db_engine(url)
+    try:
+        partition = "bucket/features/clicks/v1/date=2024-03-01"
+        with DatabaseLocks(engine)(partition) as held:
+            assert held is not None
+            with other.connect() as connection:  # the lock holder's session ends (a failover, a restart)
+                holder = connection.execute(
+                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                ).scalar_one()
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            with pytest.raises(DBAPIError):
+                held.confirm()
+            with DatabaseLocks(other)(partition) as taken:
+                assert taken is not None
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_a_pass_skips_the_partition_another_control_plane_holds_however_it_spells_the_root(
+    s3: FakeS3Server, db_url: str
+) -> None:
+    """Two control planes on one bucket may write its URI differently (their own credentials, a trailing
+    slash): the lock is the partition's, not the URI's, so the second still finds the partition busy."""
+    mine = OfflineStore(s3.uri("features", access_key="plane-a"))
+    theirs = OfflineStore(s3.uri("features/", access_key="plane-b"))
+    write_files(mine, numbered(4))
     engines = create_db_engine(db_url), create_db_engine(db_url)
     try:
-        mine, theirs = (DatabaseLocks(engine, store.root) for engine in engines)
-        with theirs(partition) as held:
-            assert held
-            report = compact_view(store, VIEW, 1, EAGER, now=NOW, locks=mine)
+        my_locks, their_locks = (DatabaseLocks(engine) for engine in engines)
+        with their_locks(theirs.partition_path(VIEW, 1, T0.date())) as held:
+            assert held is not None
+            report = compact_view(mine, VIEW, 1, EAGER, now=NOW, locks=my_locks)
         assert report.merged == [] and report.busy == [(1, T0.date())]
-        assert len(compact_view(store, VIEW, 1, EAGER, now=NOW, locks=mine).merged) == 1
+        assert len(compact_view(mine, VIEW, 1, EAGER, now=NOW, locks=my_locks).merged) == 1
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_stale_merged_files_left_before_their_upload_are_swept(tmp_path: Path) -> None:
+    folder = compaction.upload_temp_folder()
+    stale, fresh = (
+        folder / f"aether-compact-{uuid.uuid4().hex}.tmp",
+        folder / f"aether-compact-{uuid.uuid4().hex}.tmp",
+    )
+    for path in (stale, fresh):
+        path.write_bytes(b"PAR1")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    try:
+        assert compaction.sweep_stale_upload_temps() >= 1
+        assert not stale.exists() and fresh.exists()
+    finally:
+        fresh.unlink(missing_ok=True)
 
 
 async def test_the_control_plane_compacts_its_object_store_root(s3: FakeS3Server, tmp_path: Path) -> None:
