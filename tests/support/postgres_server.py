@@ -82,6 +82,25 @@ class PostgresServer:
         self._run(
             "initdb", "-D", str(self.data_dir), "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"
         )
+        self._pg_ctl_start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self._dsn("postgres"), connect_timeout=2, autocommit=True) as connection:
+                    connection.execute(f'CREATE DATABASE "{_TEST_DATABASE}"')
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def start_again(self) -> None:
+        """Starts the cluster after ``stop``, its databases kept (after an immediate stop it replays its
+        WAL first, as after a crash). Returns once it accepts connections."""
+        if not self._started:
+            self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -95,16 +114,6 @@ class PostgresServer:
         )
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w", "start")
         self._started = True
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with psycopg.connect(self._dsn("postgres"), connect_timeout=2, autocommit=True) as connection:
-                    connection.execute(f'CREATE DATABASE "{_TEST_DATABASE}"')
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
     def _dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.port} user={_SUPERUSER} dbname={database}"
@@ -138,10 +147,13 @@ class PostgresServer:
             )
         return self.url(name)
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "immediate") -> None:
+        """Stops the cluster: ``immediate`` as a crash (commits of the last ~200 ms may be lost, as the
+        cluster runs with ``synchronous_commit=off``), ``fast`` as an administrator's restart (clients
+        disconnected, everything committed kept)."""
         if self._started:
             self._started = False
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
 
     def close(self) -> None:
         try:

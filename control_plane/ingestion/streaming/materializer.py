@@ -82,6 +82,7 @@ from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
+from control_plane.ingestion.streaming.status_check import StatusCheck
 
 # Re-exported: callers (``__main__``, tests) import the stops from this module, where they began.
 from control_plane.ingestion.streaming.stops import Fenced as Fenced
@@ -89,7 +90,7 @@ from control_plane.ingestion.streaming.stops import ViewDeleted as ViewDeleted
 from control_plane.ingestion.streaming.stops import ViewRetired as ViewRetired
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
-from control_plane.ingestion.version_gate import DELETED, RETIRED, gone
+from control_plane.ingestion.version_gate import DELETED, RETIRED
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
 
@@ -172,6 +173,7 @@ class StreamMaterializer:
         self._next_drain = 0.0
         self._next_trim = 0.0
         self._next_status = 0.0
+        self._status = StatusCheck(sessions, view)  # a database down is retried at the next check
         self._trim_below_ms: int | None = None  # the next commit drops ids scored below this
         self._undrained: dict[str, Receipt] = {}  # committed by this process, as committed
         self.totals = BatchStats()
@@ -325,7 +327,7 @@ class StreamMaterializer:
         or its row is gone from SQL (deleted, the cleanup not yet run); ``ViewRetired`` once retired."""
         if self._retrying(lambda: self._client.exists(self.keys.deleted)):
             self._stop_deleted()
-        state = gone(self._sessions, self.view)
+        state = self._status.gone()
         if state == DELETED:
             self._stop_deleted()
         if state == RETIRED:

@@ -1,9 +1,12 @@
-"""A stream materializer and its view version's lifecycle, against a real redis-server and SQLite: a
-retire stops it as it stops a batch run (nothing more written into the version, what it committed before
-stored and counted)."""
+"""A stream materializer and its view version's lifecycle, against a real redis-server and SQLite (and a
+real PostgreSQL, stopped and started again): a retire stops it as it stops a batch run (nothing more
+written into the version, what it committed before stored and counted); an idle one outlives a database
+restart and still stops on a later delete."""
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -13,7 +16,14 @@ import pytest
 import redis
 import redis.asyncio
 
-from control_plane.db import read_session, write_session
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.db import (
+    create_db_engine,
+    create_session_factory,
+    read_session,
+    upgrade_to_head,
+    write_session,
+)
 from control_plane.features.online_cleanup import OnlineCleanup
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
@@ -23,13 +33,16 @@ from control_plane.ingestion.streaming.materializer import (
     REJECTED_RECORDS,
     MaterializerOptions,
     StreamMaterializer,
+    ViewDeleted,
     ViewRetired,
 )
 from control_plane.ingestion.streaming.orphans import drain_outboxes
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
+from tests.integration.ingestion.conftest import CLICKS, ENTITY
 from tests.integration.ingestion.streaming_support import Event, publish, registry_db
+from tests.support.postgres_server import PostgresServer
 
 NEW_KEY = online_key("sensor", ["7"], "clicks", 1)
 
@@ -68,6 +81,49 @@ def test_a_retire_stops_the_stream_materializer_after_draining_what_it_committed
     with pytest.raises(ViewRetired):
         again.start()
     assert not client.exists(NEW_KEY)
+
+
+def test_an_idle_materializer_outlives_a_database_restart_and_still_stops_on_a_delete(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its status check (every status_every_s, busy or idle) read SQL with no retry: an idle materializer,
+    # which before ran no SQL at all, exited with OperationalError on a PostgreSQL restart. A check the
+    # database cannot answer is now logged and tried again at the next one.
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    options = MaterializerOptions(count=10, block_ms=10, status_every_s=0.02)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    materializer.step()
+    caplog.set_level(logging.INFO, "aether.ingestion.stream")
+    try:
+        postgres_server.stop(mode="fast")  # a restart: connections closed, commits kept
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:  # idle: ~15 status checks, none answered
+            materializer.step()
+    finally:
+        postgres_server.start_again()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned  # rate-limited: the first failed check only
+    assert "clicks v1: the version's status could not be read (1 checks in a row)" in warned[0]
+    for _ in range(3):
+        time.sleep(options.status_every_s)
+        materializer.step()  # the database answers again: still takes rows
+    assert any("reads again" in r.getMessage() for r in caplog.records)
+
+    registry.delete_feature_view("clicks")  # SQL only: no cleanup pass, so no fence in Redis
+    with pytest.raises(ViewDeleted):
+        for _ in range(50):
+            time.sleep(options.status_every_s)
+            materializer.step()
+    engine.dispose()
 
 
 async def test_the_delete_cleanup_drains_receipts_a_killed_materializer_left(
