@@ -26,8 +26,13 @@ each version:
 5. marks the row done, with the number of online keys removed, and appends an audit entry
    (``online_cleanup``, actor ``online-cleanup``).
 
-Idempotent and resumable: a pass that fails (Redis down, the control plane stopped mid-scan) leaves the
-row pending and the next pass scans again from the start, finding only what is left. Offline-store data
+Idempotent and resumable: a version whose cleanup fails (Redis down, the offline store refusing an
+outbox's rows, the control plane stopped mid-scan) keeps its row pending and the next pass scans again
+from the start, finding only what is left. Each version is cleaned up on its own: one that fails is
+logged (the first failure of a run of them, then one in ``LOG_EVERY``) and the pass goes on with the
+others. Before, the pass stopped at the first failure, so one version whose outbox could not be drained
+(an offline store without write permission, a full disk) kept every version deleted after it, online
+keys included, in Redis for good. Offline-store data
 of deleted versions is kept: training sets and model lineage refer to it.
 
 The fence keys stay (one small key per deleted version): a fence that expired would let a materializer
@@ -57,6 +62,8 @@ _log = logging.getLogger("aether.features.online_cleanup")
 ACTOR = "online-cleanup"
 #: Keys per SCAN step and per UNLINK: each is one short command, so Redis keeps serving in between.
 BATCH = 1000
+#: A version failing pass after pass is logged at its first failure and then once in this many.
+LOG_EVERY = 100
 
 
 def deleted_view_fence(view: str, version: int) -> str:
@@ -180,24 +187,46 @@ class OnlineCleanup:
         self._interval_s = interval_s
         self._batch = batch
         self._background = BackgroundLoop("online-cleanup")
+        self.failures: dict[tuple[str, int], int] = {}  # failed passes in a row, by (view, version)
 
     async def run_once(self) -> list[tuple[PendingCleanup, int]]:
-        """Cleans up every pending version; returns each with the keys removed. Raises on the first
-        version that fails, which stays pending."""
+        """Cleans up every pending version; returns each one done with the keys removed. A version that
+        fails is logged and stays pending for the next pass; the others go on (see the module doc).
+        Raises only when the pending versions cannot be read."""
         done = []
         for cleanup in await asyncio.to_thread(pending, self._sessions):
-            removed = await remove_online_keys(self._client, cleanup, self._batch)
-            state = await remove_materializer_state(self._client, cleanup, self._batch)
-            if self._outboxes is not None:
-                await asyncio.to_thread(self._outboxes, cleanup.view, cleanup.version)
-            await asyncio.to_thread(mark_done, self._sessions, cleanup, removed)
-            _log.info(
-                "removed %d online keys and %d stream materializer state keys of deleted feature view"
-                " %r version %d",
-                removed, state, cleanup.view, cleanup.version,
-            )  # fmt: skip
+            try:
+                removed = await self._clean_up(cleanup)
+            except Exception as exc:  # logged; the version is tried again at the next pass
+                self._failed(cleanup, exc)
+                continue
+            self.failures.pop((cleanup.view, cleanup.version), None)
             done.append((cleanup, removed))
         return done
+
+    async def _clean_up(self, cleanup: PendingCleanup) -> int:
+        removed = await remove_online_keys(self._client, cleanup, self._batch)
+        state = await remove_materializer_state(self._client, cleanup, self._batch)
+        if self._outboxes is not None:
+            await asyncio.to_thread(self._outboxes, cleanup.view, cleanup.version)
+        await asyncio.to_thread(mark_done, self._sessions, cleanup, removed)
+        _log.info(
+            "removed %d online keys and %d stream materializer state keys of deleted feature view"
+            " %r version %d",
+            removed, state, cleanup.view, cleanup.version,
+        )  # fmt: skip
+        return removed
+
+    def _failed(self, cleanup: PendingCleanup, exc: Exception) -> None:
+        key = (cleanup.view, cleanup.version)
+        failures = self.failures[key] = self.failures.get(key, 0) + 1
+        if failures != 1 and failures % LOG_EVERY != 0:
+            return
+        message = "online cleanup of deleted feature view %r version %d failed (%d passes in a row), retrying"
+        if isinstance(exc, TRANSIENT_FAILURES):  # Redis or the database down: no traceback
+            _log.warning(message + ": %s", cleanup.view, cleanup.version, failures, exc)
+        else:
+            _log.error(message, cleanup.view, cleanup.version, failures, exc_info=exc)
 
     async def _run(self) -> None:
         failures = 0

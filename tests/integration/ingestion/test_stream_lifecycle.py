@@ -172,3 +172,51 @@ async def test_the_delete_cleanup_drains_receipts_a_killed_materializer_left(
         counts = quarantine.run_counts(session, legacy_run.run_id)
     assert (counts.records_in, counts.accepted) == (2, 2)
     assert client.keys("aether:materializer:*") == []
+
+
+async def test_a_version_whose_outbox_cannot_be_drained_holds_up_no_other_deleted_version(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cleanup's pass stopped at its first failing version: one whose outbox's rows the offline store
+    # refused (no write permission, a full disk) kept every version deleted after it, online keys and
+    # all, in Redis for good. Each version now fails on its own, logged, and is tried again next pass.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    registry = FeatureRegistry(sessions)
+    taps = pb.FeatureViewSpec()
+    taps.CopyFrom(CLICKS)
+    taps.name = "taps"
+    registry.create_feature_view(taps, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    taps_key = online_key("sensor", ["1"], "taps", 1)
+    client.set(taps_key, b"blob")
+    now = datetime.now(UTC)
+    publish(client, [Event(i, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(3)])
+    options = MaterializerOptions(count=3, block_ms=10)
+    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    killed = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    killed.start()
+    killed.process(source.read(3, 10))  # committed, left in the outbox
+    (tmp_path / "offline").mkdir()
+    blocker = tmp_path / "offline" / "clicks"
+    blocker.write_bytes(b"")  # a file where the view's folder goes: every offline write of clicks fails
+    registry.delete_feature_view("clicks")
+    registry.delete_feature_view("taps")  # deleted after: its cleanup comes after clicks's
+
+    outboxes = partial(drain_outboxes, client, sessions, offline)
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        cleanup = OnlineCleanup(sessions, cleaner, outboxes=outboxes)
+        done = await cleanup.run_once()
+        assert [(c.view, removed) for c, removed in done] == [("taps", 1)]
+        assert not client.exists(taps_key)
+        assert client.llen(killed.keys.outbox) == 1  # kept for the next pass
+        assert cleanup.failures == {("clicks", 1): 1}
+        assert any("'clicks' version 1 failed (1 passes in a row)" in r.getMessage() for r in caplog.records)
+
+        blocker.unlink()  # the store takes writes again
+        assert [(c.view, removed) for c, removed in await cleanup.run_once()] == [("clicks", 0)]
+        assert cleanup.failures == {}
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, killed.run.run_id)
+    assert (counts.records_in, counts.accepted) == (3, 3)
+    assert client.keys("aether:materializer:*") == []
