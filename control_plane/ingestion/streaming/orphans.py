@@ -13,8 +13,15 @@ materializer still running drains the same outbox at the same time.
 A drain needs the receipt's run (its counters' row). Each receipt records it (``commit.RECEIPT_RUN``);
 before that, the run id was derived from the stream's name, which no key holds, so a receipt committed
 by an earlier version goes to the one stream run of the version whose id ends in its group (the run its
-earlier drains created). With none or several such runs it is left, with a warning: counting it to a
-guessed run would be wrong, and the next pass tries again.
+earlier drains created). With none or several such runs (a run id shortened to fit its column no longer
+ends in the group; two streams read by one group give two runs), counting it to a guessed run would be
+wrong, and no later pass can tell more: the version is deleted, so no run of it begins. Such receipts
+were left in Redis for good (the docstring promised a next pass, but the cleanup marks the version done
+after this drain), their rows never stored nor counted. They now go to a run of their own,
+``unmatched:<group>:<view>:v<version>`` (``unmatched_run``), with a warning naming it and the records
+counted: the messages were delivered, validated and acknowledged, so their accepted rows reach the
+offline store and their rejected ones the quarantine, and that run's counters keep in = accepted +
+quarantined, as the version's totals do. Deleting them instead would lose the rows and the counts.
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session
 from control_plane.features.online_cleanup import deleted_view_fence, materializer_prefix
-from control_plane.ingestion.quarantine import RunSource
+from control_plane.ingestion.quarantine import RunSource, bounded_id, run_counts
 from control_plane.ingestion.streaming.commit import RECEIPT_RUN, StateKeys
 from control_plane.ingestion.streaming.outbox import apply, listed
-from control_plane.ingestion.tables import IngestionRunRow
+from control_plane.ingestion.tables import RUN_ID_LENGTH, IngestionRunRow
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.ingestion.stream")
@@ -74,22 +81,38 @@ def _drain_outbox(
             unnamed.append(key)
         else:
             by_run[(run_id.decode(), source_id.decode())].append(key)
+    unmatched: RunSource | None = None
     if unnamed:  # committed before receipts named their run
         group = keys.prefix.removeprefix(materializer_prefix(view, version))
         run = _run_of_group(sessions, view, version, group)
         if run is None:
-            _log.warning(
-                "%d receipts in %s name no run, and no single stream run of %r version %d has group %r:"
-                " left in Redis",
-                len(unnamed), keys.outbox, view, version, group,
-            )  # fmt: skip
-        else:
-            by_run[run] += unnamed
-    applied = 0
+            unmatched = unmatched_run(view, version, group)
+            run = (unmatched.run_id, unmatched.source_id)
+        by_run[run] += unnamed
+    applied = unmatched_applied = 0
     for (run_id, source_id), mine in by_run.items():
         source = RunSource(run_id, view, version, "stream", source_id)
-        applied += apply(client, keys, sessions, offline, source, mine)
+        count = apply(client, keys, sessions, offline, source, mine)
+        applied += count
+        if unmatched is not None and run_id == unmatched.run_id:
+            unmatched_applied = count
+    if unmatched is not None and unmatched_applied:  # else another drainer counted them
+        with read_session(sessions) as session:
+            counts = run_counts(session, unmatched.run_id)
+        _log.warning(
+            "%d receipts in %s name no run, and no single stream run of %r version %d has group %r: counted"
+            " to run %r (now %d records in: %d accepted, %d quarantined)",
+            unmatched_applied, keys.outbox, view, version, group, unmatched.run_id,
+            counts.records_in, counts.accepted, counts.quarantined,
+        )  # fmt: skip
     return applied
+
+
+def unmatched_run(view: str, version: int, group: str) -> RunSource:
+    """The run that counts a deleted version's receipts whose run is unknown (see the module doc): not
+    ``stream:``, so it is never taken for a materializer's run (``_run_of_group``)."""
+    run_id = bounded_id(f"unmatched:{group}:{view}:v{version}", RUN_ID_LENGTH)
+    return RunSource(run_id, view, version, "stream", "unknown stream")
 
 
 def _run_of_group(
@@ -106,5 +129,5 @@ def _run_of_group(
             )
         ).all()
     tail = f":{group}:{view}:v{version}"
-    found = [(run_id, source_id) for run_id, source_id in rows if run_id.endswith(tail)]
+    found = [(i, source) for i, source in rows if i.startswith("stream:") and i.endswith(tail)]
     return found[0] if len(found) == 1 else None

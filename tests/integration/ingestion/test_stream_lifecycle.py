@@ -220,3 +220,43 @@ async def test_a_version_whose_outbox_cannot_be_drained_holds_up_no_other_delete
         counts = quarantine.run_counts(session, killed.run.run_id)
     assert (counts.records_in, counts.accepted) == (3, 3)
     assert client.keys("aether:materializer:*") == []
+
+
+async def test_receipts_whose_run_cannot_be_told_are_counted_to_a_run_of_their_own(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A receipt committed before receipts named their run goes to the one stream run whose id names its
+    # group. With none (a run id shortened to fit its column) or several (two streams, one group), it was
+    # left in Redis "for the next pass", but the version was marked done: no pass came, and its records
+    # were never counted. No pass could tell more, so they are counted to a run of their own, with a
+    # warning: in = accepted + quarantined still holds, and nothing stays in Redis.
+    _url, sessions, _view, _entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    nothing = pa.table({"payload": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    with write_session(sessions) as session:
+        for stream in ("events:a", "events:b"):  # two runs of group "twin": ambiguous
+            run = RunSource(f"stream:{stream}:twin:clicks:v1", "clicks", 1, "stream", stream)
+            record_outcome(session, run, accepted=0, rejected=nothing, record_keys=[])
+    empty = ipc_bytes(pa.table({"x": pa.array([], pa.int64())}))
+    one_rejected = ipc_bytes(pa.table({"record_key": ["9-0"], "payload": ["{}"], "reason": ["bad"]}))
+    for group, accepted in (("lost", 2), ("twin", 1)):  # "lost": no run names it
+        keys = StateKeys.of("clicks", 1, group)
+        receipt = {"history": empty, "rejected": one_rejected, "accepted": accepted}
+        client.hset(keys.receipt(f"r-{group}"), mapping=receipt)
+        client.rpush(keys.outbox, keys.receipt(f"r-{group}"))
+
+    FeatureRegistry(sessions).delete_feature_view("clicks")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    async with redis.asyncio.Redis.from_url(redis_url) as cleaner:
+        cleanup = OnlineCleanup(
+            sessions, cleaner, outboxes=partial(drain_outboxes, client, sessions, offline)
+        )
+        assert len(await cleanup.run_once()) == 1
+
+    assert client.keys("aether:materializer:*") == []
+    for group, accepted in (("lost", 2), ("twin", 1)):
+        run_id = f"unmatched:{group}:clicks:v1"
+        with read_session(sessions) as session:
+            counts = quarantine.run_counts(session, run_id)
+        assert (counts.records_in, counts.accepted, counts.quarantined) == (accepted + 1, accepted, 1)
+        assert any(run_id in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
