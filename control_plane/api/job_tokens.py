@@ -22,9 +22,12 @@ started with, and rotating the admin token revokes every job token with it. Such
   model too) as its run's output: approving it, moving aliases, deploying and deleting stay the admin's.
 
 Any other write (a feature view, a deployment, submitting or cancelling jobs, approvals, the monitor
-config) is PERMISSION_DENIED. The token is as long-lived as the admin token it is derived from; it is
-scoped to one run, and the run of an ended job is ended, so what a leaked token can still do is add
-metrics and artifacts to that one run."""
+config) is PERMISSION_DENIED. Once its run has ended (the control plane ends it FINISHED, FAILED or
+KILLED from how the job ended), a ``RunEnd`` sent with the token is FAILED_PRECONDITION and nothing of
+that request is written (``control_plane.tracking.batches``): the token may not rewrite the verdict. The
+token is as long-lived as the admin token it is derived from; it is scoped to one run, so what a leaked
+token can still do after its job is add metrics, parameters, tags and artifacts to that one run and
+register a model version from it (which only the admin approves or deploys)."""
 
 from __future__ import annotations
 

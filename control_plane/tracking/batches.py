@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import AlreadyExists, InvalidArgument, NotFound
+from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from control_plane.audit.log import AuditEvent, record_many
 from control_plane.tracking.metrics import Series, Summary, insert_chunks, upsert_summaries
 from control_plane.tracking.records import (
@@ -138,8 +138,12 @@ class _Created:
     experiment_name: str
 
 
-def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int:
-    """Writes prepared batches inside the caller's write transaction; returns the points written."""
+def write(session: Session, batches: Sequence[PreparedBatch], actor: str, *, keep_ended: bool = False) -> int:
+    """Writes prepared batches inside the caller's write transaction; returns the points written. With
+    ``keep_ended`` (the caller is a job's token), a RunEnd of a run that has already ended raises
+    FAILED_PRECONDITION, checked on the locked row before anything of the request is written: a job
+    token's run is ended by the control plane from how the job ended, and the token (which outlives the
+    job) must not rewrite that verdict. Its metrics, tags, artifacts and model version still go in."""
     created = _create_started(session, batches)
     wanted = sorted({batch.run_id for batch in batches})
     # Ended runs are locked here too, not first by the UPDATE that ends them: that comes after the
@@ -151,6 +155,8 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     if missing := [run_id for run_id in wanted if run_id not in runs]:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise NotFound(f"run {missing[0]!r} not found{more}")
+    if keep_ended:
+        _refuse_ended(batches, runs, actor)
     events = _insert_start_values(session, created, runs, actor)
     points = _write_points(session, batches, runs)
     # A new metric key grows the run's message for good: checked on what is stored once written.
@@ -163,6 +169,17 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str) -> int
     check_stored_values(session, {runs[run_id].pk: run_id for run_id in grown})
     record_many(session, events)  # last: the audit head is the last lock taken
     return points
+
+
+def _refuse_ended(batches: Sequence[PreparedBatch], runs: dict[str, _RunState], actor: str) -> None:
+    """FAILED_PRECONDITION when a batch ends a run that has already ended (status read under the lock)."""
+    for batch in batches:
+        run = runs[batch.run_id]
+        if batch.end_status is not None and run.status in TERMINAL:
+            raise FailedPrecondition(
+                f"run {run.run_id} has already ended {run.status}: the {actor} token may not end it again"
+                f" (RunEnd {batch.end_status}); nothing was written"
+            )
 
 
 def _read_runs(session: Session, run_ids: Sequence[str], *, lock: bool) -> dict[str, _RunState]:

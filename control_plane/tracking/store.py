@@ -280,16 +280,23 @@ class TrackingStore:
     # Metrics, parameters and tags in batches ------------------------------------------------------------
 
     def log_batch(
-        self, batches: Sequence[pb.RunBatch], *, actor: str, key: BatchKey | None = None
+        self,
+        batches: Sequence[pb.RunBatch],
+        *,
+        actor: str,
+        key: BatchKey | None = None,
+        keep_ended: bool = False,
     ) -> int | None:
         """Writes every batch in one transaction (all or nothing); returns the metric points written.
         Everything is validated before the transaction starts. With ``key``, the request is written at
-        most once: None (nothing written) when its key was applied before (see :mod:`senders`)."""
+        most once: None (nothing written) when its key was applied before (see :mod:`senders`). With
+        ``keep_ended`` (a job token's call), a RunEnd of a run that has already ended is refused with
+        FAILED_PRECONDITION and nothing of the request is written."""
         prepared = batches_module.prepare(batches)
         with write_session(self._sessions) as session:
             if key is not None and not senders.claim(session, key, now_us()):
                 return None
-            return batches_module.write(session, prepared, actor)
+            return batches_module.write(session, prepared, actor, keep_ended=keep_ended)
 
     def metric_history(
         self, run_id: str, key: str, page_size: int = 0, page_token: str = ""

@@ -199,3 +199,28 @@ def test_only_a_caller_that_may_write_reads_what_a_job_printed(plane: Plane) -> 
                 )
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "s3cr3t" not in (refused.value.details() or "")
+
+
+def test_a_job_token_cannot_rewrite_how_its_ended_run_ended(plane: Plane) -> None:
+    spec = {"name": "fails", "entrypoint": {"command": [sys.executable, "-c", "raise SystemExit(3)"]}}
+    with _jobs(plane, ADMIN_TOKEN) as admin:
+        job = admin.wait(admin.submit(spec).job_id, timeout=60)
+    assert job.state == pb.JOB_STATE_FAILED
+    token = next(plane.home.rglob(f"{job.job_id}/token")).read_text()
+    metadata = [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(plane.address) as channel:
+        tracking = tracking_pb2_grpc.TrackingStub(channel)  # type: ignore[no-untyped-call]
+        ending = _batch(job.run_id)
+        ending.runs[0].end.status = tracking_pb2.RUN_STATUS_FINISHED
+        ending.runs[0].tags["note"] = "all good"
+        with pytest.raises(grpc.RpcError) as refused:
+            tracking.LogBatch(ending, metadata=metadata, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert job.run_id in (refused.value.details() or "") and "FAILED" in (refused.value.details() or "")
+        run = tracking.GetRun(tracking_pb2.GetRunRequest(run_id=job.run_id), metadata=metadata, timeout=20)
+        assert run.status == tracking_pb2.RUN_STATUS_FAILED
+        assert "note" not in run.tags  # nothing of the refused request was written
+        # What an ended job's token may still do is unchanged: add to its run.
+        assert _code(tracking.LogBatch, _batch(job.run_id), token) == grpc.StatusCode.OK
+        # The admin may still correct a run's end.
+        assert _code(tracking.LogBatch, ending, ADMIN_TOKEN) == grpc.StatusCode.OK
