@@ -14,8 +14,8 @@ Because the readers get the redacted form, a client that reads the config, chang
 all back (``aetherctl monitor configure``, the SDK's read-modify-write) sends the redacted form back:
 :func:`kept` reads exactly the redacted form of the stored URL as "keep the stored URL", and refuses any
 other redacted form (it would be stored as a URL that reaches no one). Audit entries written before this
-rule are redacted by migration 0026 (``0026_redact_audit_webhooks``), with :func:`redact_webhook` and
-:func:`is_redacted`: keep both stable, the migration runs them on old databases."""
+rule are redacted by migration 0026 (``0026_redact_audit_webhooks``), with a frozen copy of
+:func:`redact_webhook` and :func:`is_redacted` (a migration must not change with the runtime code)."""
 
 from __future__ import annotations
 
