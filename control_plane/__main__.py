@@ -15,6 +15,7 @@ from typing import Any
 
 from clients.env_values import ConfigurationError
 from control_plane.ingestion.streaming import kafka_options
+from control_plane.process_secrets import withdraw_secrets
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         # options file): one line naming it, not a traceback.
         print(f"python -m control_plane: error: {error}", file=sys.stderr)
         return 2
+    if settings.auth.enabled:
+        # Read once: out of the environment jobs could read through /proc (see process_secrets).
+        withdraw_secrets()
     try:
         run(serve(settings))
     except ConfigurationError as error:

@@ -4,7 +4,11 @@ A job reports metrics, artifacts and its model version to the control plane. Bef
 took a token allowed to write, and the only one was the admin token, so every job (and whatever code it
 ran) held full admin power. With auth on, the supervisor now gives each job a token of its own
 (:meth:`JobTokens.mint`), written 0600 into the job's private folder and named by ``AETHER_TOKEN_FILE``
-(a job that prints its environment shows a path, not the token):
+(a job that prints its environment shows a path, not the token). The token bounds what a token that
+*leaks* (a log, a printed environment, a copied file) can do; it does not contain hostile job code: a job
+runs as the control plane's user and can read the admin token's file, other jobs' token files and the
+SQLite database (see ``control_plane.process_secrets``: the control plane keeps its tokens out of what
+``/proc`` shows of it, no more). A job token looks like:
 
     aether-job.<job id>.<run id>.<HMAC-SHA256 of "<job id>.<run id>", base64url>
 

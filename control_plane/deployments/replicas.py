@@ -52,6 +52,7 @@ from google.protobuf.message import DecodeError, Message
 from clients.aether.v1 import deployments_pb2, feature_registry_pb2
 from clients.lifeline import tied
 from control_plane.deployments.replica_health import answers, wait_serving
+from control_plane.process_secrets import withheld
 
 _log = logging.getLogger("aether.control_plane.replicas")
 
@@ -257,10 +258,11 @@ class ReplicaManager:
         ])  # fmt: skip
         with stderr:  # the child keeps its own copy of the descriptor
             # The Redis URL in the environment, not on the command line that any user of the host reads
-            # (ps): it may hold a password.
+            # (ps): it may hold a password. The replica's auth is configured by the control plane's token
+            # variables, which the control plane took out of its own environment (process_secrets).
             process = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds,
-                env={**os.environ, "AETHER_REDIS_URL": settings.redis_url},
+                env={**os.environ, **withheld(), "AETHER_REDIS_URL": settings.redis_url},
             )  # fmt: skip
         replica = Replica(number, process, serial)
         self._unlisted[number] = replica

@@ -32,8 +32,16 @@ that needs one of those names it in its spec's ``env``. The control plane does n
 itself: it is there only for its jobs when auth is off. With auth on the supervisor gives each job a token
 of its own (``control_plane.api.job_tokens``: it writes only the job's run), as ``AETHER_TOKEN_FILE``
 naming a 0600 file in the job's folder (:data:`TOKEN_FILE`), which replaces both inherited variables, so
-a job never holds the admin token unless its spec says so. A spec that sets either variable keeps its own
-and replaces both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's file).
+the admin token is not handed to a job unless its spec says so. A spec that sets either variable keeps its
+own and replaces both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's
+file).
+
+That keeps secrets out of what a job is given, not out of its reach: a job runs as the control plane's
+user and may read whatever that user may read, the admin token's file (``AETHER_ADMIN_TOKEN_FILE``), other
+jobs' token files and specs, the SQLite database, and other processes of the user. With auth on the
+control plane takes its own secrets out of what ``/proc/<pid>/environ`` shows and makes itself
+non-dumpable (``control_plane.process_secrets``); the launcher, the job's parent, is started with this
+environment only. Hostile job code needs another user or a container.
 
 stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
 non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job

@@ -224,3 +224,35 @@ def test_a_job_token_cannot_rewrite_how_its_ended_run_ended(plane: Plane) -> Non
         assert _code(tracking.LogBatch, _batch(job.run_id), token) == grpc.StatusCode.OK
         # The admin may still correct a run's end.
         assert _code(tracking.LogBatch, ending, ADMIN_TOKEN) == grpc.StatusCode.OK
+
+
+# Walks up the job's parents (the launcher, the control plane, ...) reading what /proc shows of each
+# one's environment, as a hostile job did to take the admin token.
+READ_PARENTS = r"""
+import os, sys
+pid, seen = os.getppid(), []
+while pid > 1:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            shown = file.read()
+        found = [token for token in sys.argv[1:] if token.encode() in shown]
+        seen.append(f"{pid}:{','.join(found) or 'clean'}")
+    except OSError as error:
+        seen.append(f"{pid}:refused:{error.errno}")
+    with open(f"/proc/{pid}/stat") as stat:
+        pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+print("PARENTS=" + " ".join(seen), flush=True)
+"""
+
+
+def test_a_job_finds_no_token_in_its_parents_environment(plane: Plane) -> None:
+    command = [sys.executable, "-c", READ_PARENTS, ADMIN_TOKEN, READONLY_TOKEN]
+    with _jobs(plane, ADMIN_TOKEN) as admin:
+        job = admin.wait(
+            admin.submit({"name": "thief", "entrypoint": {"command": command}}).job_id, timeout=60
+        )
+        log = b"".join(admin.logs(job.job_id)).decode()
+    assert job.state == pb.JOB_STATE_SUCCEEDED, log
+    seen = next(line for line in log.splitlines() if line.startswith("PARENTS=")).split("=", 1)[1].split()
+    assert len(seen) >= 2, seen  # the launcher and the control plane at least
+    assert all(entry.endswith((":clean", ":refused:13")) for entry in seen), seen
