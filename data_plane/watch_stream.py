@@ -18,6 +18,11 @@ at which the data plane stops following; a refusal is still logged as an error, 
 
 The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
 and the bearer token on every call (watching only reads, so the read-only token is enough).
+
+An outage is logged once, not once per try (:class:`_Outage`): its first failed try as a warning (an
+error for a refused size), the others at DEBUG with a reminder every ``remind_every_s`` (60 s) that
+counts them, and its end at INFO. A control plane down for an hour made two warning lines every ~4 s
+per data plane.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -42,6 +48,9 @@ from clients.sdk.auth import ChannelSecurity, open_aio_channel
 _log = logging.getLogger("aether.data_plane.watch_stream")
 
 M = TypeVar("M", bound=Message)
+#: While a watch keeps failing, a reminder (with the count of tries) this often; the tries between are
+#: logged at DEBUG.
+REMIND_EVERY_S = 60.0
 
 
 def save_snapshot(path: Path, data: bytes) -> None:
@@ -75,6 +84,37 @@ def load_message(path: Path, message_type: type[M], what: str) -> M | None:
     return message
 
 
+class _Outage:
+    """How one watch logs a run of failed tries: the first at its level, the next ones at DEBUG with a
+    reminder at its level every ``remind_every_s``, and the first success after them at INFO."""
+
+    def __init__(self, what: str, address: str, remind_every_s: float) -> None:
+        self._what, self._address, self._remind_every_s = what, address, remind_every_s
+        self.tries = 0
+        self._since = self._reminded = 0.0
+
+    def failed(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        self.tries += 1
+        if self.tries == 1:
+            self._since = self._reminded = now
+        elif now - self._reminded >= self._remind_every_s:
+            self._reminded = now
+            message += " (%d tries in a row have failed, over %.0f s)"
+            args = (*args, self.tries, now - self._since)
+        else:
+            level = logging.DEBUG
+        _log.log(level, message, *args, exc_info=exc_info)
+
+    def delivered(self) -> None:
+        if self.tries:
+            _log.info(
+                "%s watch on %s delivers again, after %d failed tries over %.0f s",
+                self._what, self._address, self.tries, time.monotonic() - self._since,
+            )  # fmt: skip
+            self.tries = 0
+
+
 class WatchStream(Generic[M]):
     """One background task that follows a server-streaming watch RPC.
 
@@ -95,6 +135,7 @@ class WatchStream(Generic[M]):
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         keepalive_s: float = WATCH_KEEPALIVE_S,
+        remind_every_s: float = REMIND_EVERY_S,
     ) -> None:
         self.what = what
         self.address = address
@@ -113,6 +154,7 @@ class WatchStream(Generic[M]):
         self._persisted: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
+        self._outage = _Outage(what, address, remind_every_s)
 
     async def load_persisted(self) -> M | None:
         """Installs the snapshot file, if there is one, and returns it."""
@@ -147,27 +189,35 @@ class WatchStream(Generic[M]):
 
     async def _run(self) -> None:
         backoff = self._backoff_initial_s
+        outage = self._outage
         while True:
             try:
                 async with open_aio_channel(self.address, self._security, self._channel_options) as channel:
                     async for message in self._open_stream(channel):
                         self.connected.set()
+                        outage.delivered()
                         await self._apply(message)
                         backoff = self._backoff_initial_s
-                _log.warning("%s watch stream from %s ended; reconnecting", self.what, self.address)
+                outage.failed(
+                    logging.WARNING, "%s watch stream from %s ended; reconnecting", self.what, self.address
+                )
             except grpc.aio.AioRpcError as exc:
                 code = exc.code().name
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # retrying will not shrink it
-                    _log.error(
+                    outage.failed(
+                        logging.ERROR,
                         "%s watch on %s: a snapshot was refused for its size (this side receives any size; "
                         "a message limit of the control plane or of a proxy between refused it), so the %s "
                         "served here is not the latest: %s %s",
                         *(self.what, self.address, self.what, code, exc.details()),
                     )
                 else:
-                    _log.warning("%s watch on %s failed: %s %s", self.what, self.address, code, exc.details())
+                    outage.failed(
+                        logging.WARNING, "%s watch on %s failed: %s %s", self.what, self.address, code,
+                        exc.details(),
+                    )  # fmt: skip
             except Exception:
-                _log.exception("%s watch on %s failed", self.what, self.address)
+                outage.failed(logging.ERROR, "%s watch on %s failed", self.what, self.address, exc_info=True)
             self.connected.clear()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._backoff_max_s)

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc.aio
+import pytest
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import feature_registry_pb2 as fr
-from clients.aether.v1 import types_pb2
+from clients.aether.v1 import feature_registry_pb2_grpc, types_pb2
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from data_plane.catalog import RegistryState
 from data_plane.registry_watch import RegistryWatch
 from data_plane.watch_stream import WatchStream, load_message
+from tests.support.redis_server import free_port
 
 
 class BlackholeProxy:
@@ -165,3 +168,51 @@ async def test_a_registry_snapshot_over_grpcs_default_4_mib_reaches_the_data_pla
     finally:
         await watch.stop()
         await control.stop()
+
+
+async def test_an_outage_is_logged_once_with_reminders_and_its_end_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A control plane down for an hour made two warning lines every ~4 s per data plane. A run of
+    failed tries is now one warning, a reminder that counts them every remind_every_s, and one line
+    when snapshots arrive again."""
+    port = free_port()
+    installed: list[fr.RegistrySnapshot] = []
+
+    async def install(snapshot: fr.RegistrySnapshot) -> bool:
+        installed.append(snapshot)
+        return True
+
+    def watch_registry(channel: grpc.aio.Channel) -> AsyncIterator[fr.RegistrySnapshot]:
+        stub = feature_registry_pb2_grpc.FeatureRegistryStub(channel)  # type: ignore[no-untyped-call]
+        return stub.WatchRegistry(fr.WatchRegistryRequest())  # type: ignore[no-any-return]
+
+    watch = WatchStream(
+        "registry", f"127.0.0.1:{port}", tmp_path / "snap.pb", fr.RegistrySnapshot, watch_registry, install,
+        backoff_initial_s=0.01, backoff_max_s=0.02, remind_every_s=0.5,
+    )  # fmt: skip
+    caplog.set_level(logging.DEBUG, "aether.data_plane.watch_stream")
+    watch.start()
+    control = None
+    try:
+        await asyncio.sleep(1.2)  # nothing listens: dozens of failed tries
+        failed = [r for r in caplog.records if "watch on" in r.getMessage() and "failed" in r.getMessage()]
+        warned = [r for r in failed if r.levelno == logging.WARNING]
+        assert len(failed) >= 20 and 2 <= len(warned) <= 4, [r.getMessage() for r in warned]
+        assert "tries in a row have failed" not in warned[0].getMessage()
+        assert all("tries in a row have failed" in r.getMessage() for r in warned[1:])
+        control = await start_server(
+            ControlPlaneSettings(
+                home=tmp_path / "cp",
+                db_url=f"sqlite:///{tmp_path / 'cp.db'}",
+                listen_addr=f"127.0.0.1:{port}",
+            ),
+            services=(),
+        )
+        await asyncio.wait_for(watch.connected.wait(), 10)
+        back = [r for r in caplog.records if "delivers again" in r.getMessage()]
+        assert len(back) == 1 and back[0].levelno == logging.INFO and installed
+    finally:
+        await watch.stop()
+        if control is not None:
+            await control.stop()
