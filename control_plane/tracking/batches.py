@@ -35,7 +35,7 @@ from control_plane.tracking.records import (
     now_us,
     status_name,
 )
-from control_plane.tracking.run_size import check_run_lists
+from control_plane.tracking.run_size import check_run_message
 from control_plane.tracking.tables import ExperimentRow, ParamRow, RunRow, TagRow
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -149,7 +149,9 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str, *, kee
     # Ended runs are locked here too, not first by the UPDATE that ends them: that comes after the
     # batch's summary rows, and waiting there on a writer that holds the run and waits on those rows
     # would be a deadlock.
-    changed = {b.run_id for b in batches if b.params or b.tags or b.end_status is not None}
+    changed = {
+        b.run_id for b in batches if b.params or b.tags or b.end_status is not None or any(map(len, b.series))
+    }
     runs = _read_runs(session, sorted(changed), lock=True)
     runs |= _read_runs(session, [run_id for run_id in wanted if run_id not in changed], lock=False)
     if missing := [run_id for run_id in wanted if run_id not in runs]:
@@ -159,14 +161,14 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str, *, kee
         _refuse_ended(batches, runs, actor)
     events = _insert_start_values(session, created, runs, actor)
     points = _write_points(session, batches, runs)
-    # A new metric key grows the run's message for good: checked on what is stored once written.
-    logged = {batch.run_id for batch in batches if any(len(series) for series in batch.series)}
-    check_run_lists(session, {runs[run_id].pk: run_id for run_id in logged})
     events += _write_changes(session, batches, runs, actor)
     # Checked on what is stored once written: a run's parameters and tags grow over many requests.
     grown = {run_id for run_id in created if created[run_id].start.params or created[run_id].start.tags}
     grown |= {batch.run_id for batch in batches if batch.params or batch.tags}
     check_stored_values(session, {runs[run_id].pk: run_id for run_id in grown})
+    # And the whole message (a new metric key adds a summary for good), on every run the request grew.
+    grown |= {batch.run_id for batch in batches if any(map(len, batch.series))}
+    check_run_message(session, {runs[run_id].pk: run_id for run_id in grown})
     record_many(session, events)  # last: the audit head is the last lock taken
     return points
 
@@ -190,9 +192,9 @@ def _read_runs(session: Session, run_ids: Sequence[str], *, lock: bool) -> dict[
     on PostgreSQL (READ COMMITTED) the size check otherwise read the run without what concurrent writers
     had written and not yet committed, and three concurrent batches each under the per-run limit stored a
     run too large ever to be read again. SQLite's write lock already serializes writers (SQLAlchemy
-    leaves ``FOR UPDATE`` out there). Batches of metric points alone do not lock the run: points are
-    neither size-checked nor audited, and a run's concurrent senders of points (system metrics beside
-    training metrics) need not queue behind each other."""
+    leaves ``FOR UPDATE`` out there). Batches of metric points lock the run too: a new key grows its
+    message (``run_size``), and two batches each adding keys would otherwise both pass the size check on
+    what the other had not committed. Only a batch with nothing to write leaves the run unlocked."""
     if not run_ids:
         return {}
     query = select(

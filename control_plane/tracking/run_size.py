@@ -4,27 +4,36 @@ within gRPC's default 4 MiB receive limit (which the SDK and other clients keep)
 Its parameters and tags are bounded on their own (``records.MAX_RUN_VALUES_BYTES``, 3.5 MiB), but a run also
 carries one summary per metric key it ever logged and one entry per artifact, and nothing bounded those: a
 run at the parameter bound that then logged some 3,000 metrics of 100-character names was stored, and no
-Get or List could return it again (RESOURCE_EXHAUSTED on the client, for good). :func:`check_run_lists`
-refuses, with INVALID_ARGUMENT and nothing written, the batch or artifact that would take a run's message
-past :data:`MAX_RUN_MESSAGE_BYTES`.
+Get or List could return it again (RESOURCE_EXHAUSTED on the client, for good). :func:`check_run_message`
+refuses, with INVALID_ARGUMENT and nothing written, the request that would take a run's whole message past
+:data:`MAX_RUN_MESSAGE_BYTES`: it is called, on what the request has written, for every run a LogBatch
+grows (points, parameters, tags, a start) and for LogArtifact. Whoever calls it holds the run's row lock
+(``FOR UPDATE``), so on PostgreSQL two concurrent requests cannot each pass on what the other has not
+committed yet.
 
-It runs in every LogBatch that logs points, so its common case is one indexed aggregate per run: the
-summaries' and artifacts' bytes, counted with an upper bound per entry, cannot take a run past the limit
-while they fit what the parameter bound leaves (:data:`LISTS_ALLOWANCE_BYTES`: ~2,600 metrics of 100
-characters). Only a run past that allowance is measured whole (its message built and sized).
+It runs in every LogBatch, so its common case is one indexed aggregate per run: an upper bound of the
+message's bytes, from the byte lengths of the stored texts and a bound per entry. Only a run whose bound
+passes the limit has its message built and measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from clients.errors import InvalidArgument
 from control_plane.db.strings import byte_length
-from control_plane.tracking.records import MAX_RUN_VALUES_BYTES, run_message
-from control_plane.tracking.tables import ExperimentRow, MetricLatestRow, RunArtifactRow, RunRow
+from control_plane.tracking.records import run_message
+from control_plane.tracking.tables import (
+    ExperimentRow,
+    MetricLatestRow,
+    ParamRow,
+    RunArtifactRow,
+    RunRow,
+    TagRow,
+)
 
 #: The most bytes a run's ``Run`` message may take: 64 KiB under gRPC's 4 MiB, for GetRun's and a ListRuns
 #: page's envelope (a page token, a repeated field's tag and length).
@@ -32,8 +41,9 @@ MAX_RUN_MESSAGE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 #: The most a run's fields other than its parameters, tags, summaries and artifacts take (ids up to 64
 #: characters, a name up to 256, a status, three times): an upper bound.
 FIXED_FIELDS_BYTES = 1024
-#: What the summaries and artifacts may take before the whole message needs measuring.
-LISTS_ALLOWANCE_BYTES = MAX_RUN_MESSAGE_BYTES - MAX_RUN_VALUES_BYTES - FIXED_FIELDS_BYTES
+#: Bytes of a parameter's or tag's map entry besides its key's and value's text, at most: the entry's tag
+#: and length (4), the key's and the value's tags and lengths (2 + 4).
+ENTRY_OVERHEAD = 10
 #: Bytes of a ``MetricSummary`` besides its key's text, at most: the item's tag and length (4), the key's
 #: tag and length (3), three doubles (27) and three int64 varints (33).
 SUMMARY_OVERHEAD = 67
@@ -42,11 +52,12 @@ SUMMARY_OVERHEAD = 67
 ARTIFACT_OVERHEAD = 38
 
 
-def check_run_lists(session: Session, runs: Mapping[int, str]) -> None:
+def check_run_message(session: Session, runs: Mapping[int, str]) -> None:
     """INVALID_ARGUMENT when a run of ``runs`` ({pk: run id}), as this transaction has written it, would
-    take more than :data:`MAX_RUN_MESSAGE_BYTES` as a message (module doc)."""
+    take more than :data:`MAX_RUN_MESSAGE_BYTES` as a message (module doc). The caller holds their rows'
+    locks."""
     for pk, run_id in sorted(runs.items()):
-        if _lists_bound(session, pk) <= LISTS_ALLOWANCE_BYTES:
+        if message_bound(session, pk) <= MAX_RUN_MESSAGE_BYTES:
             continue
         row = session.get_one(RunRow, pk)
         experiment_id = session.scalar(
@@ -64,8 +75,8 @@ def check_run_lists(session: Session, runs: Mapping[int, str]) -> None:
             )
 
 
-def _lists_bound(session: Session, pk: int) -> int:
-    """An upper bound of the bytes the run's metric summaries and artifacts take in its message."""
+def message_bound(session: Session, pk: int) -> int:
+    """An upper bound of the bytes the run's ``Run`` message takes (module doc)."""
     summaries = select(func.coalesce(func.sum(byte_length(MetricLatestRow.key) + SUMMARY_OVERHEAD), 0)).where(
         MetricLatestRow.run_pk == pk
     )
@@ -74,5 +85,12 @@ def _lists_bound(session: Session, pk: int) -> int:
     artifacts = select(func.coalesce(func.sum(artifact_text + ARTIFACT_OVERHEAD), 0)).where(
         RunArtifactRow.run_pk == pk
     )
-    both = select(summaries.scalar_subquery() + artifacts.scalar_subquery())  # one round trip
-    return int(session.scalar(both) or 0)
+    params = select(
+        func.coalesce(func.sum(byte_length(ParamRow.key) + byte_length(ParamRow.value) + ENTRY_OVERHEAD), 0)
+    ).where(ParamRow.run_pk == pk)
+    tags = select(
+        func.coalesce(func.sum(byte_length(TagRow.key) + byte_length(TagRow.value) + ENTRY_OVERHEAD), 0)
+    ).where(TagRow.run_pk == pk)
+    parts = (query.scalar_subquery() for query in (summaries, artifacts, params, tags))
+    total = select(sum(parts, start=literal(FIXED_FIELDS_BYTES)))  # one round trip
+    return int(session.scalar(total) or 0)

@@ -47,7 +47,7 @@ from control_plane.tracking.records import (
     set_status,
     status_name,
 )
-from control_plane.tracking.run_size import check_run_lists
+from control_plane.tracking.run_size import check_run_message
 from control_plane.tracking.senders import BatchKey
 from control_plane.tracking.tables import (
     ExperimentRow,
@@ -358,7 +358,7 @@ class TrackingStore:
                 index_elements=["run_pk", "name"], set_={c: getattr(statement.excluded, c) for c in columns}
             )
             session.execute(statement)
-            check_run_lists(session, {run.id: run_id})  # a new artifact grows the run's message
+            check_run_message(session, {run.id: run_id})  # a new artifact grows the run's message
             after = {"artifact": name, "sha256": sha256, "size": size}
             record(
                 session,

@@ -443,6 +443,28 @@ def test_an_artifact_that_would_outgrow_its_runs_message_is_refused(store: Track
     assert run.ByteSize() <= MAX_RUN_MESSAGE_BYTES
 
 
+def test_parameters_logged_after_many_metric_keys_cannot_outgrow_the_runs_message(
+    store: TrackingStore,
+) -> None:
+    """The parameters' own bound (3.5 MiB) leaves room for the summaries only if those are small: a run
+    that logged 3,000 long metric keys first took 3.5 MiB of parameters after them in point-free batches,
+    each checked on parameters and tags alone, and could no longer be read."""
+    experiment_id = store.create_experiment("late", actor=ACTOR).experiment_id
+    run_id = store.create_run(experiment_id, "late", actor=ACTOR).run_id
+    names = (f"{index:04d}-" + "k" * 235 for index in range(3000))
+    series = [pb.MetricSeries(key=name, values=[1.0], steps=[0], timestamps_us=[1]) for name in names]
+    store.log_batch([pb.RunBatch(run_id=run_id, metrics=series)], actor=ACTOR)
+    logged = 0
+    with pytest.raises(InvalidArgument, match=f"run {run_id!r} would take .* nothing was written"):
+        for batch in range(6):  # 100 parameters of 6,000 characters a batch: ~0.6 MB each
+            params = {f"b{batch}p{index}": "z" * 6000 for index in range(100)}
+            store.log_batch([pb.RunBatch(run_id=run_id, params=params)], actor=ACTOR)
+            logged += 1
+    run = store.get_run(run_id)
+    assert 0 < logged < 6 and len(run.params) == 100 * logged
+    assert run.ByteSize() <= MAX_RUN_MESSAGE_BYTES
+
+
 def test_the_bound_on_summaries_and_artifacts_counts_bytes_not_characters(db_url: str) -> None:
     """The cheap check sums what the database holds: its bound must not fall below what the run's
     message takes, keys of 4-byte characters included (``length`` counts characters on both backends)."""
@@ -463,7 +485,7 @@ def test_the_bound_on_summaries_and_artifacts_counts_bytes_not_characters(db_url
     )
     with sessions() as session:
         pk = session.scalars(select(RunRow.id).where(RunRow.run_id == run_id)).one()
-        assert run_size._lists_bound(session, pk) >= in_message
+        assert run_size.message_bound(session, pk) >= run.ByteSize() >= in_message
     engine.dispose()
 
 

@@ -18,6 +18,7 @@ from clients.errors import InvalidArgument
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.tracking.records import MAX_RUN_VALUES_BYTES
+from control_plane.tracking.run_size import MAX_RUN_MESSAGE_BYTES
 from control_plane.tracking.store import TrackingStore
 from tests.support.pg_interleave import race_against
 
@@ -111,4 +112,34 @@ def test_a_status_changed_by_a_concurrent_update_is_the_next_audit_entrys_before
     chain = [(before["status"], after["status"]) for before, after in entries if "status" in after]
     assert chain == [("RUNNING", "FAILED"), ("FAILED", "KILLED")]
     assert store.get_run(run_id).status == pb.RUN_STATUS_KILLED
+    engine.dispose()
+
+
+def test_two_log_batches_of_new_metric_keys_cannot_together_outgrow_the_runs_message(db_url: str) -> None:
+    """A run near the message limit takes one more batch of 500 new keys, not two. On PostgreSQL a batch
+    of points did not lock the run, so each checked the size without the other's uncommitted summaries,
+    both were stored, and the run could no longer be read (4,236,552 bytes)."""
+    engine, store, run_id = _store(db_url)
+    store.log_batch(
+        [pb.RunBatch(run_id=run_id, params={f"p{index}": "z" * 6000 for index in range(590)})], actor="t"
+    )
+
+    def keys(prefix: str, count: int) -> list[pb.MetricSeries]:
+        names = (f"{prefix}-{index:04d}-" + "k" * 230 for index in range(count))
+        return [pb.MetricSeries(key=name, values=[1.0], steps=[0], timestamps_us=[1]) for name in names]
+
+    store.log_batch([pb.RunBatch(run_id=run_id, metrics=keys("base", 1500))], actor="t")
+
+    def first(sessions: sessionmaker[Session]) -> object:
+        return TrackingStore(sessions).log_batch(
+            [pb.RunBatch(run_id=run_id, metrics=keys("a", 500))], actor="a"
+        )
+
+    def second() -> object:
+        return store.log_batch([pb.RunBatch(run_id=run_id, metrics=keys("b", 500))], actor="b")
+
+    with pytest.raises(InvalidArgument, match=f"run {run_id!r} would take"):
+        _one_after_another(engine, first, second)
+    run = store.get_run(run_id)
+    assert len(run.metrics) == 2000 and run.ByteSize() <= MAX_RUN_MESSAGE_BYTES
     engine.dispose()
