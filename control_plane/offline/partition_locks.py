@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 
 class Held:
@@ -49,6 +51,7 @@ class Held:
 #: pass has it.
 PartitionLock = Callable[[str], AbstractContextManager[Held | None]]
 _LOCK_NAME = ".compact.lock"
+_log = logging.getLogger("aether.offline.compaction")
 #: Lock files beside a SQLite database: partitions hash into this many.
 SQLITE_LOCK_FILES = 256
 
@@ -116,8 +119,7 @@ class DatabaseLocks:
                 yield Held(alive)
             finally:
                 if not connection.invalidated:  # a connection that died took its session's lock along
-                    connection.execute(select(func.pg_advisory_unlock(key)))
-                    connection.commit()
+                    _unlock(connection, key)
 
     @contextmanager
     def _process_local(self, key: int) -> Iterator[Held | None]:
@@ -130,3 +132,16 @@ class DatabaseLocks:
             yield Held()
         finally:
             lock.release()
+
+
+def _unlock(connection: Connection, key: int) -> None:
+    """Releases the advisory lock, never raising over what ended the pass: if the unlock fails (the
+    connection died unnoticed, or a failed statement left its transaction aborted) the connection is
+    invalidated, which ends its session and so its lock, rather than going back to the pool holding it."""
+    try:
+        connection.rollback()
+        connection.execute(select(func.pg_advisory_unlock(key)))
+        connection.commit()
+    except DBAPIError as exc:
+        _log.warning("releasing a compaction lock failed (%s); closing its connection releases it", exc)
+        connection.invalidate()

@@ -159,6 +159,29 @@ def test_an_advisory_lock_whose_connection_died_is_not_confirmed(postgres_server
         other.dispose()
 
 
+def test_a_pass_that_fails_after_its_lock_connection_died_reports_its_own_error(
+    postgres_server: PostgresServer,
+) -> None:
+    """The release of the lock must not hide why the pass ended: with the connection gone unnoticed, the
+    unlock raised OperationalError over the pass's own error."""
+    url = postgres_server.fresh_url()
+    engine, other = create_db_engine(url), create_db_engine(url)
+    try:
+        with pytest.raises(ValueError, match="the pass's own error"), DatabaseLocks(engine)("p/v1/d") as held:
+            assert held is not None
+            with other.connect() as connection:
+                holder = connection.execute(
+                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                ).scalar_one()
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            raise ValueError("the pass's own error")
+        with DatabaseLocks(other)("p/v1/d") as taken:
+            assert taken is not None
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
 def test_a_pass_skips_the_partition_another_control_plane_holds_however_it_spells_the_root(
     s3: FakeS3Server, db_url: str
 ) -> None:
