@@ -19,7 +19,7 @@ at which the data plane stops following; a refusal is still logged as an error, 
 The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
 and the bearer token on every call (watching only reads, so the read-only token is enough).
 
-An outage is logged once, not once per try (:class:`_Outage`): its first failed try as a warning (an
+An outage is logged once, not once per try (:class:`OutageLog`): its first failed try as a warning (an
 error for a refused size), the others at DEBUG with a reminder every ``remind_every_s`` (60 s) that
 counts them, and its end at INFO. A control plane down for an hour made two warning lines every ~4 s
 per data plane.
@@ -84,20 +84,25 @@ def load_message(path: Path, message_type: type[M], what: str) -> M | None:
     return message
 
 
-class _Outage:
+class OutageLog:
     """How one watch logs a run of failed tries: the first at its level, the next ones at DEBUG with a
-    reminder at its level every ``remind_every_s``, and the first success after them at INFO."""
+    reminder at its level every ``remind_every_s`` (but at once one of a higher level than any before, say
+    a refused size after refused connections), and the first success after them at INFO."""
 
     def __init__(self, what: str, address: str, remind_every_s: float) -> None:
         self._what, self._address, self._remind_every_s = what, address, remind_every_s
         self.tries = 0
         self._since = self._reminded = 0.0
+        self._worst = logging.NOTSET  # the highest level logged in this outage
 
     def failed(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
         now = time.monotonic()
         self.tries += 1
         if self.tries == 1:
             self._since = self._reminded = now
+            self._worst = level
+        elif level > self._worst:  # a worse kind of failure than the outage showed so far: said at once
+            self._worst = level
         elif now - self._reminded >= self._remind_every_s:
             self._reminded = now
             message += " (%d tries in a row have failed, over %.0f s)"
@@ -154,7 +159,7 @@ class WatchStream(Generic[M]):
         self._persisted: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
-        self._outage = _Outage(what, address, remind_every_s)
+        self._outage = OutageLog(what, address, remind_every_s)
 
     async def load_persisted(self) -> M | None:
         """Installs the snapshot file, if there is one, and returns it."""
