@@ -8,9 +8,7 @@ answered the job's ``spec.env`` values (a job's own secrets) in clear to the sam
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +19,10 @@ import pytest
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.audit import AuditClient
 from clients.sdk.auth import ChannelSecurity
-from clients.sdk.jobs import JobsClient
+from tests.integration.security.job_planes import PRINT_ENV, REPO, control_plane, jobs_client, printed_env
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "admin-secret-job-env-0123"
 READONLY_TOKEN = "reader-secret-job-env-4567"
 REDIS_PASSWORD = "redis-pass-job-env-89"
@@ -42,7 +39,6 @@ SERVER_SECRETS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
-PRINT_ENV = "import json, os; print('ENV=' + json.dumps(dict(os.environ)), flush=True)"
 
 
 @dataclass(frozen=True)
@@ -80,28 +76,8 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         "JOBS_MUST_NOT_SEE_THIS": "unlisted",
     }
     env.pop("AETHER_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("aether control plane listening on "), line
-        yield Plane(line.rsplit(" ", 1)[1], home, job_token_file, ca_file)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _client(plane: Plane, token: str) -> JobsClient:
-    return JobsClient(plane.address, security=ChannelSecurity(token=token), timeout=20)
-
-
-def _printed_env(log: str) -> dict[str, str]:
-    line = next(line for line in log.splitlines() if line.startswith("ENV="))
-    printed: dict[str, str] = json.loads(line.removeprefix("ENV="))
-    return printed
+    with control_plane(env) as address:
+        yield Plane(address, home, job_token_file, ca_file)
 
 
 def test_a_job_gets_the_allow_listed_environment_and_none_of_the_servers_secrets(plane: Plane) -> None:
@@ -111,7 +87,7 @@ def test_a_job_gets_the_allow_listed_environment_and_none_of_the_servers_secrets
         # A job that needs a cloud credential names it in its own spec.
         "env": {"HF_TOKEN": JOB_SECRET, "AWS_ACCESS_KEY_ID": "AKIAJOBOWNKEY"},
     }
-    with _client(plane, ADMIN_TOKEN) as admin:
+    with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
         assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
         # The job's log, which only a caller that may write reads (test_job_tokens): a job's secret printed
@@ -120,7 +96,7 @@ def test_a_job_gets_the_allow_listed_environment_and_none_of_the_servers_secrets
 
     for secret in (ADMIN_TOKEN, READONLY_TOKEN, REDIS_PASSWORD, AWS_SECRET):
         assert secret not in log
-    printed = _printed_env(log)
+    printed = printed_env(log)
     leaked = sorted(name for name in (*SERVER_SECRETS, "JOBS_MUST_NOT_SEE_THIS") if name in printed)
     assert leaked == ["AWS_ACCESS_KEY_ID"]  # the job's own, from its spec
     assert printed["AWS_ACCESS_KEY_ID"] == "AKIAJOBOWNKEY"
@@ -142,7 +118,10 @@ def test_a_read_only_caller_sees_a_jobs_env_names_but_not_its_values(plane: Plan
     # about one process of seven with two entries and in nearly every one with twelve.
     env = {"HF_TOKEN": JOB_SECRET, "MODE": "fast", **{f"SETTING_{n}": f"value-{n}" for n in range(10)}}
     spec = {"name": "secretive", "entrypoint": {"command": [sys.executable, "-c", "pass"]}, "env": env}
-    with _client(plane, ADMIN_TOKEN) as admin, _client(plane, READONLY_TOKEN) as reader:
+    with (
+        jobs_client(plane.address, ADMIN_TOKEN) as admin,
+        jobs_client(plane.address, READONLY_TOKEN) as reader,
+    ):
         submitted = admin.submit(spec)
         assert dict(submitted.spec.env) == env
         ended = admin.wait(submitted.job_id, timeout=60)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +26,12 @@ from clients.aether.v1 import (
     tracking_pb2_grpc,
 )
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.sdk.auth import ChannelSecurity
-from clients.sdk.jobs import JobsClient
+from tests.integration.security.job_planes import PRINT_ENV, control_plane, jobs_client, printed_env
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "admin-secret-job-token-0123"
 READONLY_TOKEN = "reader-secret-job-token-4567"
-PRINT_ENV = "import json, os; print('ENV=' + json.dumps(dict(os.environ)), flush=True)"
 
 
 @dataclass(frozen=True)
@@ -61,28 +57,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         "AETHER_TOKEN_FILE": str(admin_file),
     }
     env.pop("AETHER_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("aether control plane listening on "), line
-        yield Plane(line.rsplit(" ", 1)[1], tmp_path / "home")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _jobs(plane: Plane, token: str) -> JobsClient:
-    return JobsClient(plane.address, security=ChannelSecurity(token=token), timeout=20)
-
-
-def _printed_env(log: str) -> dict[str, str]:
-    line = next(line for line in log.splitlines() if line.startswith("ENV="))
-    printed: dict[str, str] = json.loads(line.removeprefix("ENV="))
-    return printed
+    with control_plane(env) as address:
+        yield Plane(address, tmp_path / "home")
 
 
 def _code(call: object, request: object, token: str) -> grpc.StatusCode:
@@ -100,10 +76,10 @@ def _batch(run_id: str) -> tracking_pb2.LogBatchRequest:
 
 def test_a_job_gets_a_token_of_its_own_that_writes_only_its_run(plane: Plane) -> None:
     spec = {"name": "tokenprobe", "entrypoint": {"command": [sys.executable, "-c", PRINT_ENV]}}
-    with _jobs(plane, ADMIN_TOKEN) as admin:
+    with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
         assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
-        printed = _printed_env(b"".join(admin.logs(job.job_id)).decode())
+        printed = printed_env(b"".join(admin.logs(job.job_id)).decode())
     # Not the admin token the operator's environment named: a token file in the job's private folder.
     token_file = Path(printed["AETHER_TOKEN_FILE"])
     assert "AETHER_TOKEN" not in printed
@@ -174,9 +150,9 @@ def test_a_spec_that_names_its_token_keeps_it(plane: Plane) -> None:
         "entrypoint": {"command": [sys.executable, "-c", PRINT_ENV]},
         "env": {"AETHER_TOKEN": READONLY_TOKEN},
     }
-    with _jobs(plane, ADMIN_TOKEN) as admin:
+    with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
-        printed = _printed_env(b"".join(admin.logs(job.job_id)).decode())
+        printed = printed_env(b"".join(admin.logs(job.job_id)).decode())
     assert printed["AETHER_TOKEN"] == READONLY_TOKEN
     assert "AETHER_TOKEN_FILE" not in printed
 
@@ -184,7 +160,10 @@ def test_a_spec_that_names_its_token_keeps_it(plane: Plane) -> None:
 def test_only_a_caller_that_may_write_reads_what_a_job_printed(plane: Plane) -> None:
     printing = "print('secret the job chose to print: s3cr3t-in-log', flush=True)"
     spec = {"name": "printer", "entrypoint": {"command": [sys.executable, "-c", printing]}}
-    with _jobs(plane, ADMIN_TOKEN) as admin, _jobs(plane, READONLY_TOKEN) as reader:
+    with (
+        jobs_client(plane.address, ADMIN_TOKEN) as admin,
+        jobs_client(plane.address, READONLY_TOKEN) as reader,
+    ):
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
         assert b"s3cr3t-in-log" in b"".join(admin.logs(job.job_id))
         assert reader.get(job.job_id).state == pb.JOB_STATE_SUCCEEDED  # the job itself is still readable
@@ -203,7 +182,7 @@ def test_only_a_caller_that_may_write_reads_what_a_job_printed(plane: Plane) -> 
 
 def test_a_job_token_cannot_rewrite_how_its_ended_run_ended(plane: Plane) -> None:
     spec = {"name": "fails", "entrypoint": {"command": [sys.executable, "-c", "raise SystemExit(3)"]}}
-    with _jobs(plane, ADMIN_TOKEN) as admin:
+    with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
     assert job.state == pb.JOB_STATE_FAILED
     token = next(plane.home.rglob(f"{job.job_id}/token")).read_text()
@@ -247,7 +226,7 @@ print("PARENTS=" + " ".join(seen), flush=True)
 
 def test_a_job_finds_no_token_in_its_parents_environment(plane: Plane) -> None:
     command = [sys.executable, "-c", READ_PARENTS, ADMIN_TOKEN, READONLY_TOKEN]
-    with _jobs(plane, ADMIN_TOKEN) as admin:
+    with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(
             admin.submit({"name": "thief", "entrypoint": {"command": command}}).job_id, timeout=60
         )
