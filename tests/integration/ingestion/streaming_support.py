@@ -25,6 +25,9 @@ from control_plane.db import create_db_engine, create_session_factory, upgrade_t
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
 from control_plane.ingestion.streaming.commit import StateKeys
+from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
 from tests.integration.ingestion.conftest import CLICKS, ENTITY
@@ -69,6 +72,29 @@ def publish(client: redis.Redis, events: list[Event]) -> None:
         pipeline.xadd(STREAM, event_fields(event))  # type: ignore[arg-type]
     for event, message_id in zip(events, pipeline.execute(), strict=True):
         event.id = message_id.decode()
+
+
+def recent_events(count: int) -> list[Event]:
+    """``count`` events of sensors 0-2, a second apart, the newest 60 - count seconds ago (all fresh)."""
+    now = datetime.now(UTC)
+    return [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(count)]
+
+
+def started_materializer(
+    tmp_path: Path,
+    client: redis.Redis,
+    sessions: sessionmaker[Session],
+    view: pb.FeatureView,
+    entity: pb.Entity,
+    options: MaterializerOptions,
+) -> tuple[RedisStreamSource, StreamMaterializer]:
+    """An in-process materializer of :data:`STREAM` (consumer ``c1``, offline store under ``tmp_path``),
+    started; its source too, for tests that step it by hand."""
+    source = RedisStreamSource(client, STREAM, options.group, "c1")
+    offline = OfflineStore(str(tmp_path / "offline"))
+    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+    materializer.start()
+    return source, materializer
 
 
 def seq(message_id: str) -> tuple[int, int]:

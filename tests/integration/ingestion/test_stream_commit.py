@@ -41,7 +41,13 @@ from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore
 from kernels.packed_blob import encode
-from tests.integration.ingestion.streaming_support import Event, publish, registry_db
+from tests.integration.ingestion.streaming_support import (
+    Event,
+    publish,
+    recent_events,
+    registry_db,
+    started_materializer,
+)
 
 STREAM = "events:commit"
 KEYS = StateKeys.of("clicks", 1, "g")
@@ -312,13 +318,9 @@ async def test_a_materializer_of_a_deleted_view_stops_and_leaves_no_online_keys(
 ) -> None:
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    now = datetime.now(UTC)
-    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(6)])
+    publish(client, recent_events(6))
     options = MaterializerOptions(count=3, block_ms=10)
-    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
-    materializer.start()
+    source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     assert materializer.process(source.read(3, 10)).accepted == 3
     assert sum(1 for _ in client.scan_iter("ae:*")) == 3
 
@@ -376,13 +378,9 @@ async def test_the_online_cleanup_removes_the_state_of_a_materializer_not_runnin
     # but leaves any receipt still waiting in an outbox (a materializer still running drains it).
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    now = datetime.now(UTC)
-    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(3)])
+    publish(client, recent_events(3))
     options = MaterializerOptions(count=3, block_ms=10)
-    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
-    materializer.start()
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     assert materializer.step().accepted == 3
     materializer.flush()  # as a stopped materializer does
     keys = materializer.keys
@@ -411,13 +409,9 @@ async def test_an_idle_materializer_notices_a_delete_and_stops_without_a_message
     # ``status_every_s`` and stops as a refused commit does: outbox drained, state keys removed.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    now = datetime.now(UTC)
-    publish(client, [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(3)])
+    publish(client, recent_events(3))
     options = MaterializerOptions(count=3, block_ms=10, status_every_s=0.05)
-    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
-    materializer.start()
+    source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     assert materializer.process(source.read(3, 10)).accepted == 3  # left in the outbox
     FeatureRegistry(sessions).delete_feature_view("clicks")
     async with redis.asyncio.Redis.from_url(redis_url) as cleaner:

@@ -41,7 +41,12 @@ from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import CLICKS, ENTITY
-from tests.integration.ingestion.streaming_support import Event, publish, registry_db
+from tests.integration.ingestion.streaming_support import (
+    Event,
+    publish,
+    registry_db,
+    started_materializer,
+)
 from tests.support.postgres_server import PostgresServer
 
 NEW_KEY = online_key("sensor", ["7"], "clicks", 1)
@@ -97,10 +102,7 @@ def test_an_idle_materializer_outlives_a_database_restart_and_still_stops_on_a_d
     view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
     client = redis.Redis.from_url(redis_url)
     options = MaterializerOptions(count=10, block_ms=10, status_every_s=0.02)
-    source = RedisStreamSource(client, "events:clicks", options.group, "c1")
-    offline = OfflineStore(str(tmp_path / "offline"))
-    materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
-    materializer.start()
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     materializer.step()
     caplog.set_level(logging.INFO, "aether.ingestion.stream")
     try:
