@@ -54,7 +54,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from data_plane.redis_client import RedisClient, pack_command
+from data_plane.redis_client import RedisClient
+from data_plane.redis_connection import pack_command
 from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.runtime.base import Array
 

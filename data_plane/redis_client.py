@@ -1,5 +1,6 @@
 """A minimal asyncio Redis client for the read path: MGET/GET (and any command) over RESP2, parsed by
-``hiredis.Reader``, with a small pool of pipelined connections.
+``hiredis.Reader``, with a small pool of pipelined connections (one connection:
+:class:`data_plane.redis_connection.RedisConnection`).
 
 Why not ``redis.asyncio``: on this path the client is most of the latency. redis.asyncio spends roughly
 100–200 µs of Python per command (connection checkout, command packing, response callbacks, timeout
@@ -33,40 +34,24 @@ Correctness rules:
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import select
-import socket
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, cast
-
-import hiredis
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from clients.uris import redact_uri
 from data_plane.redis_address import RedisAddress
+from data_plane.redis_connection import OnReply, RedisConnection, Tracking, pack_command, pack_mget
 from data_plane.redis_errors import (
     URL_SETTING,
     RedisCommandError,
     RedisMisconfigured,
     RedisNoPermission,
     RedisUnavailable,
-    reply_error,
 )
 
 _log = logging.getLogger("aether.data_plane.redis")
 
-
-class Tracking(Protocol):
-    """What hears about keys that changed (the near cache)."""
-
-    def invalidate(self, keys: list[bytes] | None) -> None:
-        """``keys`` changed in Redis (None: all of them, a flush)."""
-
-    def reset(self) -> None:
-        """A tracking connection closed: changes may have gone unheard."""
-
-
-OnReply = Callable[[Any], None]
 
 #: Tracking connections idle this long are pinged; one silent for longer than SILENT_AFTER_S stops the
 #: cache from answering until it is heard again, and one whose ping goes unanswered for PING_TIMEOUT_S is
@@ -84,178 +69,6 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def pack_command(*args: bytes) -> bytes:
-    """RESP2 encoding of one command."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n" % len(arg))
-        out.append(arg)
-        out.append(b"\r\n")
-    return b"".join(out)
-
-
-def pack_mget(keys: Sequence[bytes]) -> bytes:
-    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
-    for key in keys:
-        parts.append(b"$%d\r\n%s\r\n" % (len(key), key))
-    return b"".join(parts)
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        url: str,
-        tracking: Tracking | None = None,
-        on_lost: Callable[[_Connection], None] | None = None,
-    ) -> None:
-        self._loop = loop
-        self._url = url  # redacted: named in the errors of replies
-        self._reader = hiredis.Reader()
-        self._transport: asyncio.Transport | None = None
-        self._tracking = tracking
-        self._on_lost = on_lost
-        # Redis announces changes of the keys read here (set once the handshake turned tracking on).
-        self.tracks = False
-        self.fileno = -1
-        self.last_heard = loop.time()  # when a byte last arrived (the heartbeat's measure of silence)
-        # In flight, oldest first: each command's future, its deadline (loop time), its timeout and what
-        # to call with its reply as it is read (before anything after it).
-        self.pending: collections.deque[tuple[asyncio.Future[Any], float, float, OnReply | None]] = (
-            collections.deque()
-        )
-        # One timer per connection, due at the earliest deadline it knows of (see send).
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._watchdog_at = 0.0
-        self.is_open = False
-        # Commands sent during one turn of the event loop, written together at its end (see send).
-        self._unwritten: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if sock is not None:
-            self.fileno = sock.fileno()
-        self.is_open = True
-
-    def data_received(self, data: bytes) -> None:
-        self.last_heard = self._loop.time()
-        self._reader.feed(data)
-        pending = self.pending
-        while True:
-            try:
-                reply = self._reader.gets()
-            except hiredis.ProtocolError as exc:
-                self.close(RedisUnavailable(f"Redis protocol error: {exc}"))
-                return
-            if reply is False:
-                return
-            if type(reply) is hiredis.PushNotification:  # out of band (RESP3): not a command's reply
-                self._pushed(reply)
-                continue
-            if not pending:  # a reply nobody asked for: the stream is out of step, start over
-                self.close(RedisUnavailable("unexpected reply from Redis"))
-                return
-            future, _, _, on_reply = pending.popleft()
-            if on_reply is not None and self.tracks and not isinstance(reply, hiredis.ReplyError):
-                on_reply(reply)
-            if not future.done():  # done: its caller was cancelled, the reply is dropped in its place
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(reply_error(str(reply), self._url))
-                else:
-                    future.set_result(reply)
-
-    def _pushed(self, push: list[Any]) -> None:
-        if self.tracks and self._tracking is not None and push and push[0] == b"invalidate":
-            keys = push[1] if len(push) > 1 else None
-            self._tracking.invalidate(keys if isinstance(keys, list) else None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_pending(RedisUnavailable(f"connection to Redis lost: {exc or 'closed by the server'}"))
-
-    def _fail_pending(self, error: Exception) -> None:
-        self.is_open = False
-        if self.tracks:  # changes of the keys read here can no longer be heard
-            self.tracks = False
-            if self._tracking is not None:
-                self._tracking.reset()
-        if self._on_lost is not None:
-            self._on_lost(self)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        while self.pending:
-            future = self.pending.popleft()[0]
-            if not future.done():
-                future.set_exception(error)
-
-    def send(self, payload: bytes, timeout_s: float, on_reply: OnReply | None = None) -> asyncio.Future[Any]:
-        """Queues one command; its reply resolves the future, or RedisUnavailable after ``timeout_s``.
-        ``on_reply`` is called with a reply that is not an error, on a tracking connection, as it is read.
-
-        On an idle connection (nothing in flight) the command is written at once: a lone request should
-        not wait for the loop's next turn. Behind commands still in flight, commands sent in the same turn
-        of the event loop leave in one write: under concurrency one system call carries many requests'
-        commands (a write cost ~15 % of a loaded server's time). Either way the commands reach Redis in
-        the order of their futures.
-
-        Deadlines: rather than a timer per command (creating and cancelling one costs ~7 µs when caches
-        are cold, as they are between a server's requests), the connection keeps one timer at the
-        earliest deadline it knows of and arms an earlier one only for a command due sooner; when it
-        fires it fails the connection if a command is overdue, else moves on to the next deadline. Every
-        command is still failed at its own deadline, and an overdue reply closes the connection even
-        when its caller was cancelled."""
-        assert self._transport is not None
-        loop = self._loop
-        future = loop.create_future()
-        deadline = loop.time() + timeout_s
-        idle = not self.pending  # then nothing is unwritten either: writing now keeps the order
-        self.pending.append((future, deadline, timeout_s, on_reply))
-        if self._watchdog is None or deadline < self._watchdog_at:
-            self._arm(deadline)
-        if idle:
-            self._transport.write(payload)
-            return future
-        if not self._unwritten:
-            self._loop.call_soon(self._write)
-        self._unwritten.append(payload)
-        return future
-
-    def _arm(self, deadline: float) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._watchdog = self._loop.call_at(deadline, self._check_deadlines)
-        self._watchdog_at = deadline
-
-    def _check_deadlines(self) -> None:
-        """A command past its deadline means the stream's state is unknown (Redis may be hung): the
-        connection closes and fails every command on it; the next request dials a fresh one."""
-        self._watchdog = None
-        if not self.pending:
-            return
-        # uvloop's timers round to whole milliseconds and may fire a fraction early; then nothing is
-        # overdue yet and the timer is re-armed at the same deadline (a short spin, only near a timeout).
-        now = self._loop.time()
-        overdue = [timeout_s for _, deadline, timeout_s, _ in self.pending if deadline <= now]
-        if overdue:
-            self.close(RedisUnavailable(f"Redis did not answer within {overdue[0] * 1000:.0f} ms"))
-            return
-        self._arm(min(deadline for _, deadline, _, _ in self.pending))
-
-    def _write(self) -> None:
-        payload = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
-        self._unwritten.clear()
-        if self.is_open and self._transport is not None:
-            self._transport.write(payload)
-
-    def close(self, error: Exception | None = None) -> None:
-        self._fail_pending(error or RedisUnavailable("connection closed"))
-        if self._transport is not None:
-            self._transport.close()
-
-
 class RedisClient:
     """A pool of up to ``pool_size`` pipelined connections to one Redis server; with ``tracking``, each
     asks Redis to announce changes of the keys it reads (see the module's docstring)."""
@@ -266,14 +79,14 @@ class RedisClient:
         self.address = RedisAddress.from_url(url)
         self.url = redact_uri(url)  # what messages and logs may show: no user name, no password
         self._pool_size = pool_size
-        self._connections: list[_Connection] = []
+        self._connections: list[RedisConnection] = []
         self._dialing = 0
         self._closed = False
         self._tracking = tracking
         self._tracking_refused = False
         # The tracking connections' sockets, to ask (without reading) whether Redis sent anything unread.
         self._poller = select.poll()
-        self._polled: dict[int, _Connection] = {}
+        self._polled: dict[int, RedisConnection] = {}
         self._dial_settled = asyncio.Event()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._silent = False
@@ -298,7 +111,7 @@ class RedisClient:
         self, keys: Sequence[bytes], timeout_s: float, on_reply: OnReply | None = None
     ) -> Awaitable[list[bytes | None]]:
         """Values of ``keys`` (None where absent) in one round trip. ``on_reply`` gets them as they are
-        read, on a tracking connection only (see :meth:`_Connection.send`)."""
+        read, on a tracking connection only (see :meth:`RedisConnection.send`)."""
         return self.execute_packed(pack_mget(keys), timeout_s, on_reply)
 
     def execute(self, *args: bytes, timeout_s: float) -> Awaitable[Any]:
@@ -328,13 +141,13 @@ class RedisClient:
         connection = await self._connect_or_share(deadline)
         return await connection.send(payload, max(deadline - loop.time(), 0.0), on_reply)
 
-    def _idle_connection(self) -> _Connection | None:
+    def _idle_connection(self) -> RedisConnection | None:
         for connection in self._connections:
             if connection.is_open and not connection.pending:
                 return connection
         return None
 
-    async def _connect_or_share(self, deadline: float) -> _Connection:
+    async def _connect_or_share(self, deadline: float) -> RedisConnection:
         while True:
             self._connections = [c for c in self._connections if c.is_open]
             if self._closed:
@@ -353,15 +166,15 @@ class RedisClient:
             except TimeoutError:
                 raise RedisUnavailable(f"could not connect to Redis at {self.address} in time") from None
 
-    async def _dial(self, deadline: float) -> _Connection:
+    async def _dial(self, deadline: float) -> RedisConnection:
         loop = asyncio.get_running_loop()
         address = self.address
         self._dialing += 1
-        connection: _Connection | None = None
+        connection: RedisConnection | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop, self.url, self._tracking, self._lost),
+                    lambda: RedisConnection(loop, self.url, self._tracking, self._lost),
                     address.host,
                     address.port,
                 )
@@ -420,7 +233,7 @@ class RedisClient:
         pings = [c.send(_PING, timeout_s) for c in self._connections if c.tracks and c.is_open]
         await asyncio.gather(*pings)
 
-    def _lost(self, connection: _Connection) -> None:
+    def _lost(self, connection: RedisConnection) -> None:
         # By owner, not by number alone: a closed connection's descriptor may already belong to a new one.
         if self._polled.get(connection.fileno) is connection:
             del self._polled[connection.fileno]
@@ -432,7 +245,7 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         await self._connect_or_share(loop.time() + timeout_s)
 
-    async def _handshake(self, connection: _Connection, deadline: float) -> None:
+    async def _handshake(self, connection: RedisConnection, deadline: float) -> None:
         """AUTH, SELECT and ``INFO cluster``, sent together (one round trip). An error reply to AUTH or
         SELECT is a URL to fix (:class:`RedisMisconfigured`) unless it says "not now" (:class:`RedisBusy`);
         INFO is answered NOPERM for a least-privilege ACL user, which is no reason to refuse (nothing is
