@@ -32,7 +32,12 @@ from the start, finding only what is left. Each version is cleaned up on its own
 logged (the first failure of a run of them, then one in ``LOG_EVERY``) and the pass goes on with the
 others. Before, the pass stopped at the first failure, so one version whose outbox could not be drained
 (an offline store without write permission, a full disk) kept every version deleted after it, online
-keys included, in Redis for good. Offline-store data
+keys included, in Redis for good. A failure that says Redis itself cannot be reached
+(:func:`redis_unreachable`: refused, timed out, still loading after a restart) is another matter: every
+version after it would fail the same way, each after its own wait for Redis's timeout, so a pass over N
+pending versions with Redis down took N timeouts, and held the loop (and the control plane's shutdown,
+which waits for the pass in progress) that long. The pass stops there instead; the versions after it stay
+pending, untried, for the next pass. Offline-store data
 of deleted versions is kept: training sets and model lineage refer to it.
 
 The fence keys stay (one small key per deleted version): a fence that expired would let a materializer
@@ -48,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio
+import redis.exceptions
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +104,16 @@ def is_online_key_of(key: bytes, entity: str, view: str, version: int) -> bool:
         and key.endswith(tail)
         and b"}" not in key[len(head) : len(key) - len(tail)]
     )
+
+
+def redis_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that Redis itself cannot serve the cleanup, whichever version it was cleaning
+    up: refused, reset or timed out (redis-py's ``ConnectionError`` and ``TimeoutError``, from the async
+    client or from the outbox drain's blocking one), loading its dataset after a restart
+    (``BusyLoadingError``) or refusing the credentials (``AuthenticationError``; both kinds of
+    ``ConnectionError``). A failure of one version's work (its outbox's rows refused by the offline store,
+    an OS-level ``ConnectionError`` from S3, a Redis error answer about one command) is not."""
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
 
 
 @dataclass(frozen=True)
@@ -191,14 +207,20 @@ class OnlineCleanup:
 
     async def run_once(self) -> list[tuple[PendingCleanup, int]]:
         """Cleans up every pending version; returns each one done with the keys removed. A version that
-        fails is logged and stays pending for the next pass; the others go on (see the module doc).
-        Raises only when the pending versions cannot be read."""
+        fails is logged and stays pending for the next pass; the others go on, unless the failure says
+        that Redis cannot be reached: the pass ends there and leaves the rest pending, untried (see the
+        module doc). Raises only when the pending versions cannot be read."""
         done = []
-        for cleanup in await asyncio.to_thread(pending, self._sessions):
+        todo = await asyncio.to_thread(pending, self._sessions)
+        for index, cleanup in enumerate(todo):
             try:
                 removed = await self._clean_up(cleanup)
             except Exception as exc:  # logged; the version is tried again at the next pass
                 self._failed(cleanup, exc)
+                if redis_unreachable(exc):  # the others would each wait for the same outage
+                    _log.debug("online cleanup pass ended with Redis unreachable; %d versions left pending",
+                               len(todo) - index - 1)  # fmt: skip
+                    break
                 continue
             self.failures.pop((cleanup.view, cleanup.version), None)
             done.append((cleanup, removed))

@@ -6,12 +6,17 @@ name; a pass with Redis down leaves the work pending for a later pass, or a rest
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from pathlib import Path
 
 import grpc.aio
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 
 from clients.aether.v1 import feature_registry_pb2 as pb
@@ -25,7 +30,7 @@ from control_plane.features.registry import FeatureRegistry
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from kernels.online_keys import online_key
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 pytestmark = pytest.mark.integration
@@ -114,6 +119,64 @@ async def test_with_redis_down_the_delete_succeeds_and_a_later_pass_finishes(
     restarted = OnlineCleanup(sessions, redis.asyncio.Redis.from_url(redis_url))
     assert [removed for _, removed in await restarted.run_once()] == [11]
     assert remaining(client) == set()
+
+
+async def test_with_redis_unreachable_a_pass_ends_at_the_first_outage_and_a_later_pass_does_all(
+    engine: Engine,
+) -> None:
+    # Five pending versions. With Redis not answering, a pass used to try each in turn and wait for each
+    # one's timeout (five timeouts); it now ends at the first, leaving the others pending, untried. A real
+    # redis-server of its own: stopped (connection refused), then frozen with SIGSTOP (connections
+    # accepted by the kernel, commands never answered: the client's timeout), then running again.
+    timeout_s = 1.0
+    views = [f"view_{i}" for i in range(5)]
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    registry.create_entity(entity("user", keys=(("user_id", types_pb2.INT64),)))
+    for view in views:
+        registry.create_feature_view(spec(view, "user"), metadata())
+    for view in views:
+        registry.delete_feature_view(view)
+    server = RedisServer()
+    server.start()
+    process = server.process
+    assert process is not None
+    options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    # No retries: one failed command is one timeout (redis-py's default retries would multiply it).
+    cleaner = redis.asyncio.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0), **options)
+    cleanup = OnlineCleanup(sessions, cleaner)
+    frozen = False
+    try:
+        server.stop()  # refused
+        assert await cleanup.run_once() == []
+        assert cleanup.failures == {("view_0", 1): 1}  # the others were not tried
+
+        server.start()  # same port, empty
+        process = server.process
+        assert process is not None
+        client = redis.Redis.from_url(server.url)
+        for view in views:
+            write_keys(client, "user", view, 1, range(20))
+        process.send_signal(signal.SIGSTOP)  # fault injection: Redis hangs, as behind a lost network
+        frozen = True
+        started = time.monotonic()
+        assert await cleanup.run_once() == []
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5 * timeout_s, f"a pass took {elapsed:.1f} s with Redis unreachable"
+        assert cleanup.failures == {("view_0", 1): 2}
+
+        process.send_signal(signal.SIGCONT)
+        frozen = False
+        done = await cleanup.run_once()  # Redis back: the next pass cleans up every version
+        assert [(c.view, removed) for c, removed in done] == [(view, 21) for view in views]
+        assert remaining(client) == set()
+        assert cleanup.failures == {}
+        client.close()
+    finally:
+        if frozen:
+            os.kill(process.pid, signal.SIGCONT)
+        await cleaner.aclose()
+        server.close()
 
 
 async def test_the_server_cleans_up_after_a_delete_rpc(tmp_path: Path, db_url: str, redis_url: str) -> None:
