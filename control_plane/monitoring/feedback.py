@@ -58,7 +58,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, Table, and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -311,31 +324,40 @@ def prune(sessions: sessionmaker[Session], older_than_us: int, *, joined_before_
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
         index_rows = int(getattr(result, "rowcount", 0) or 0)
         _lock_counts(session)
-        result = session.execute(
-            delete(FeedbackRow).where(
-                FeedbackRow.joined.is_(False), FeedbackRow.recorded_at_us < older_than_us
-            )
-        )
+        result = session.execute(orphan_prune(older_than_us))
         orphans = int(getattr(result, "rowcount", 0) or 0)
         _add_count(session, ORPHANED, -orphans)
         _add_count(session, ORPHANS_EXPIRED, orphans)
-        # A label without a deployment applies to its request id and row in every deployment.
-        still_joins = (
-            select(PredictionIndexRow.row)
-            .where(
-                PredictionIndexRow.request_id == FeedbackRow.request_id,
-                PredictionIndexRow.row == FeedbackRow.row,
-                or_(FeedbackRow.deployment == "", PredictionIndexRow.deployment == FeedbackRow.deployment),
-            )
-            .exists()
-        )
-        result = session.execute(
-            delete(FeedbackRow).where(
-                FeedbackRow.joined.is_(True), FeedbackRow.recorded_at_us < joined_before_us, ~still_joins
-            )
-        )
+        result = session.execute(joined_label_prune(joined_before_us))
         joined_labels = int(getattr(result, "rowcount", 0) or 0)
         return Pruned(index_rows, orphans, joined_labels)
+
+
+def orphan_prune(older_than_us: int) -> Delete:
+    """The prune's delete of the orphaned labels recorded before ``older_than_us`` (through the index on
+    ``(joined, recorded_at_us)``: migration 0027)."""
+    return delete(FeedbackRow).where(
+        FeedbackRow.joined.is_(False), FeedbackRow.recorded_at_us < older_than_us
+    )
+
+
+def joined_label_prune(joined_before_us: int) -> Delete:
+    """The prune's delete of the joined labels recorded before ``joined_before_us`` that no index row
+    joins any more (through the index on ``(joined, recorded_at_us)``: migration 0027; before it, the
+    delete read every joined label, nearly the whole table)."""
+    # A label without a deployment applies to its request id and row in every deployment.
+    still_joins = (
+        select(PredictionIndexRow.row)
+        .where(
+            PredictionIndexRow.request_id == FeedbackRow.request_id,
+            PredictionIndexRow.row == FeedbackRow.row,
+            or_(FeedbackRow.deployment == "", PredictionIndexRow.deployment == FeedbackRow.deployment),
+        )
+        .exists()
+    )
+    return delete(FeedbackRow).where(
+        FeedbackRow.joined.is_(True), FeedbackRow.recorded_at_us < joined_before_us, ~still_joins
+    )
 
 
 def _json_number(value: float) -> float | str:

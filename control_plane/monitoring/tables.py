@@ -106,13 +106,16 @@ class PredictionIndexRow(Base):
 
 class FeedbackRow(Base):
     __tablename__ = "feedback"
+    #: The prune deletes the labels of one kind recorded before a horizon (``feedback.prune``); every
+    #: lookup by ``joined`` alone uses it too (migration 0027).
+    __table_args__ = (Index("ix_feedback_joined_recorded", "joined", "recorded_at_us"),)
 
     request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), primary_key=True)
     row: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: "" = the label applies to this request id's prediction in every deployment.
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True, server_default="")
     label: Mapped[float] = mapped_column(Double)
-    joined: Mapped[bool] = mapped_column(Boolean, index=True)
+    joined: Mapped[bool] = mapped_column(Boolean)
     recorded_at_us: Mapped[int] = mapped_column(BigInteger)
 
 
