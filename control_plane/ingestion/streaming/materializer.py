@@ -77,6 +77,7 @@ from control_plane.ingestion.streaming.commit import (
     StateKeys,
     Trim,
 )
+from control_plane.ingestion.streaming.drain_retry import draining
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
@@ -203,10 +204,11 @@ class StreamMaterializer:
         self.flush()
 
     def flush(self) -> int:
-        """Drains the outbox now: committed batches to the offline store and SQL. Returns how many."""
-        drained = self._retrying(
-            lambda: drain(self._client, self.keys, self._sessions, self._offline, self.run, self._undrained)
-        )
+        """Drains the outbox now: committed batches to the offline store and SQL (waiting out a database
+        outage: ``drain_retry.py``). Returns how many."""
+        stores = (self._client, self.keys, self._sessions, self._offline, self.run, self._undrained)
+        name = f"{self.run.view} v{self.run.version}"
+        drained = draining(partial(self._retrying, partial(drain, *stores)), name)
         self._undrained.clear()
         self._next_drain = time.monotonic() + self.options.drain_interval_s
         return drained

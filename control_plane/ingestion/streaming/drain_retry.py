@@ -1,0 +1,62 @@
+"""The stream materializer's outbox drain, waiting out a metadata database that is briefly unavailable.
+
+A drain (``outbox.drain``) writes the committed batches' history rows to the offline store and then
+records their quarantine rows, run counters and receipt ids in SQL. A busy materializer drains every
+``drain_every`` batches or ``drain_interval_s``; the drain was not retried, so a PostgreSQL restart (or a
+SQLite file locked past its busy timeout) made it exit with ``OperationalError``, where its idle path
+already waits such an outage out (``status_check.py``) and a Redis outage is waited out everywhere
+(``RedisStreamSource.retrying``). A drain that fails because the database is unavailable (what
+``clients.database_errors.database_unavailable`` calls transient: unreachable, restarting, shutting down,
+locked, its pool full) is now tried again, after 0.05 s, then longer up to 2 s between tries, until the
+database answers; the first failure of a run of them is logged, then one in every ``LOG_EVERY`` (with
+the count), and the first success after them. The materializer reads nothing new meanwhile: the stream
+keeps the events, and the outbox does not grow. Any other failure (a bug, a schema the code does not
+know, the offline store refusing the rows) still raises.
+
+Nothing is lost or counted twice, as after a crash mid-drain (``outbox.py``): a receipt leaves the outbox
+only after the SQL transaction that recorded it committed, and a retry finds the receipts that
+transaction recorded (a commit whose answer the outage cut off included) and only removes them. A retry
+after the offline write but before the SQL commit writes those history rows again, as exact duplicates,
+which readers treat as one row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import sqlalchemy.exc
+
+from clients.database_errors import database_unavailable
+
+_log = logging.getLogger("aether.ingestion.stream")
+#: Seconds between tries, the last one repeated.
+RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+#: One warning per this many failed tries in a row (the first is always logged): at 2 s apart, one line
+#: every 10 minutes of an outage.
+LOG_EVERY = 300
+
+
+def draining(drain: Callable[[], int], name: str, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Runs ``drain`` (``name``: the view version, for the log) until it returns, trying again while the
+    metadata database is unavailable (see the module doc); returns what it returned."""
+    failures = 0
+    while True:
+        try:
+            drained = drain()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            reason = database_unavailable(exc)
+            if reason is None:
+                raise
+            failures += 1
+            if failures == 1 or failures % LOG_EVERY == 0:
+                _log.warning(
+                    "%s: the outbox could not be drained (%d tries in a row), trying again: %s",
+                    name, failures, reason,
+                )  # fmt: skip
+            sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1])
+            continue
+        if failures:
+            _log.info("%s: the outbox drains again, after %d failed tries", name, failures)
+        return drained

@@ -1,0 +1,114 @@
+"""A busy stream materializer waits out a metadata database outage in its outbox drain (``drain_retry.py``),
+against a real redis-server and a real PostgreSQL stopped and started again while it drains: it does not
+exit, the receipt stays in the outbox until SQL has recorded it, and every event is counted once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import redis
+import sqlalchemy.exc
+from sqlalchemy import text
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.offline.store import OfflineStore
+from tests.integration.ingestion.conftest import CLICKS, ENTITY
+from tests.integration.ingestion.streaming_support import (
+    Event,
+    publish,
+    registry_db,
+    started_materializer,
+)
+from tests.support.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.integration
+
+
+def events(count: int) -> list[Event]:
+    """``count - 1`` fresh events and one dated a month ahead, which validation quarantines."""
+    now = datetime.now(UTC)
+    fresh = [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(count - 1)]
+    return [*fresh, Event(1, now + timedelta(days=30), 2.0)]
+
+
+def test_a_busy_materializer_waits_out_a_database_restart_and_counts_every_event_once(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its drain (every drain_every batches) exited with OperationalError on the first PostgreSQL restart,
+    # where its idle status check waits one out. Now the drain is tried again until the database answers.
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    # A drain after every batch; no status check after the start's (this test is about the drain).
+    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
+    publish(client, events(5))
+    assert materializer.step().received == 5  # drained with the database up
+    caplog.set_level(logging.INFO, "aether.ingestion.stream")
+
+    seen_in_outage: list[int] = []
+
+    def restart() -> None:  # while the materializer's drain is failing
+        try:
+            time.sleep(1.0)
+            seen_in_outage.append(int(client.llen(materializer.keys.outbox)))  # type: ignore[arg-type]
+        finally:
+            postgres_server.start_again()
+
+    postgres_server.stop(mode="fast")  # an administrator's restart: connections closed, commits kept
+    restarter = threading.Thread(target=restart, name="pg-restart")
+    restarter.start()
+    try:
+        publish(client, events(5))
+        stats = materializer.step()  # committed to Redis, then drained once the database is back
+    finally:
+        restarter.join()  # the database is up again, whatever the step did
+    assert (stats.received, stats.accepted, stats.quarantined) == (5, 4, 1)
+    assert seen_in_outage == [1]  # the committed batch waited in the outbox: nothing acknowledged early
+    assert client.llen(materializer.keys.outbox) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned  # rate-limited: the first failed try only
+    assert "clicks v1: the outbox could not be drained (1 tries in a row)" in warned[0]
+    assert "metadata database unavailable" in warned[0]
+    assert any("the outbox drains again" in r.getMessage() for r in caplog.records)
+
+    publish(client, events(3))  # and it goes on
+    assert materializer.step().received == 3
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (13, 10, 3)
+    history = pa.Table.from_batches(list(OfflineStore(str(tmp_path / "offline")).scan("clicks", 1)))
+    assert history.num_rows == 10  # each accepted event's row once
+    engine.dispose()
+
+
+def test_a_drain_failing_for_another_reason_still_raises_at_once(tmp_path: Path, redis_url: str) -> None:
+    # Only an unavailable database is waited out: a schema the code does not know would fail forever.
+    url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
+    engine = create_db_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE ingestion_receipts"))
+    engine.dispose()
+    publish(client, events(3))
+    started = time.monotonic()
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="no such table: ingestion_receipts"):
+        materializer.step()
+    assert time.monotonic() - started < 1.0
+    assert client.llen(materializer.keys.outbox) == 1  # kept for a materializer that can drain it
