@@ -1,0 +1,237 @@
+"""After a retraining job: follow up the submitted decisions' jobs, evaluate each new model version (the
+challenger) against the champion, and move the promotions along — steps 1 and 2 of a retraining tick
+(:mod:`control_plane.retraining.loop`, whose docstring tells the whole loop).
+
+A decision whose job FAILED, was CANCELLED or is gone, or registered no version, ends ``job_failed``
+with an alert. A follow-up that fails for a passing reason (:func:`.failures.passing`: the database or
+Redis unavailable) is tried again at the next tick, up to :data:`MAX_FOLLOW_UP_ATTEMPTS` in a row; one that
+fails for another reason, or too often, ends ``evaluation_failed``, and the champion keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis.asyncio
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import retraining_pb2 as pb
+from clients.errors import AetherError, FailedPrecondition, NotFound
+from control_plane.jobs.service import JobService
+from control_plane.jobs.store import JobState
+from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring import config as monitor_configs
+from control_plane.monitoring.alerts import Alerter
+from control_plane.retraining import config as configs
+from control_plane.retraining import observe, records
+from control_plane.retraining.evaluation import evaluate
+from control_plane.retraining.failures import passing
+from control_plane.retraining.holdout import production_holdout
+from control_plane.retraining.promotion import FAILED, IN_PROGRESS, PENDING, SHADOW, Promoter
+from control_plane.retraining.shadow import agreement_rate
+from control_plane.retraining.tables import RetrainingDecisionRow
+
+_log = logging.getLogger("aether.control_plane.retraining")
+ACTOR = "retraining"
+_ENDED_BADLY = (JobState.FAILED.proto, JobState.CANCELLED.proto)
+EVALUATION_FAILED = "evaluation_failed"
+#: Ticks in a row a follow-up may fail for a passing reason before its decision is given up.
+MAX_FOLLOW_UP_ATTEMPTS = 10
+
+
+class Challengers:
+    """``stream``: the prediction log's Redis stream, where the production holdout and the shadow
+    agreement are read."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: ModelRegistry,
+        jobs: JobService,
+        promoter: Promoter,
+        client: redis.asyncio.Redis,
+        stream: str,
+        alerter: Alerter,
+        clock: Callable[[], float],
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._jobs = jobs
+        self.promoter = promoter
+        self._client = client
+        self._stream = stream
+        self._alerter = alerter
+        self._clock = clock
+        #: Decision id -> follow-ups failed in a row (kept in memory: a restart starts the count again).
+        self._follow_up_failures: dict[int, int] = {}
+
+    async def _alert(self, deployment: str, kind: str, message: str, reasons: list[str]) -> None:
+        await self._alerter.alert(
+            {"kind": kind, "deployment": deployment, "message": message, "reasons": reasons}
+        )
+
+    async def follow_up(self) -> None:
+        for row in await asyncio.to_thread(records.submitted, self._sessions):
+            try:
+                await self._follow_up(row)
+                self._follow_up_failures.pop(row.id, None)
+            except Exception as exc:
+                tries = self._follow_up_failures.get(row.id, 0) + 1
+                self._follow_up_failures[row.id] = tries
+                _log.exception("follow-up of retraining decision %d (%s) failed", row.id, row.deployment)
+                if passing(exc) and tries < MAX_FOLLOW_UP_ATTEMPTS:
+                    continue  # the decision stays submitted, so the next tick tries it again
+                with contextlib.suppress(Exception):  # logged above; still submitted, tried next tick
+                    await self._give_up(row, exc, tries)
+
+    async def _give_up(self, row: RetrainingDecisionRow, exc: Exception, tries: int) -> None:
+        """Ends a decision whose follow-up keeps failing: the champion keeps serving, and the deployment
+        may retrain again."""
+        attempts = f" ({tries} attempts)" if tries > 1 else ""
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AetherError) else str(exc)
+        why = f"evaluation of job {row.job_id}'s model failed{attempts}: {error}; champion keeps serving"
+        await asyncio.to_thread(
+            records.set_outcome, self._sessions, row.id, EVALUATION_FAILED, why[:2000], actor=ACTOR
+        )
+        self._follow_up_failures.pop(row.id, None)
+        message = f"evaluation of the retraining of {row.deployment} failed"
+        await self._alert(row.deployment, "retraining_failed", message, [why])
+
+    async def _follow_up(self, row: RetrainingDecisionRow) -> None:
+        try:
+            job = await asyncio.to_thread(self._jobs.get, row.job_id)
+        except NotFound as exc:  # its row deleted: nothing will ever finish, the decision ends now
+            why = f"job {row.job_id!r} is gone ({exc}); champion keeps serving"
+            await asyncio.to_thread(
+                records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+            )
+            message = f"retraining of {row.deployment} failed"
+            await self._alert(row.deployment, "retraining_failed", message, [why])
+            return
+        if job.state in _ENDED_BADLY:
+            state = JobState.from_proto(job.state).value
+            why = f"job {job.job_id} ended {state}: {job.reason}; champion keeps serving"
+            await asyncio.to_thread(
+                records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+            )
+            await self._alert(
+                row.deployment, "retraining_failed", f"retraining of {row.deployment} failed", [why]
+            )
+        elif job.state == JobState.SUCCEEDED.proto:
+            version = await asyncio.to_thread(
+                observe.version_of_run, self._registry, row.model_name, job.run_id
+            )
+            if version is None:
+                why = f"job {job.job_id} registered no version of {row.model_name}; champion keeps serving"
+                await asyncio.to_thread(
+                    records.set_outcome, self._sessions, row.id, "job_failed", why, actor=ACTOR
+                )
+                await self._alert(row.deployment, "retraining_failed", why, [why])
+            else:
+                await self.evaluate(row, version)
+
+    async def evaluate(self, decision: RetrainingDecisionRow, challenger_version: int) -> pb.Evaluation:
+        """Evaluates ``challenger_version`` against the decision's champion and starts its promotion."""
+        config = await asyncio.to_thread(configs.get_config, self._sessions, decision.deployment)
+        monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, decision.deployment)
+        config = configs.effective(config, monitor.alert_metric)
+        problem = configs.gates_unscorable(config, monitor)
+        if problem is not None:  # the monitor changed since the job was submitted: not the challenger's fault
+            raise FailedPrecondition(f"the challenger cannot be evaluated: {problem}")
+        now = int(self._clock() * 1e6)
+        found = await production_holdout(
+            self._sessions,
+            self._client,
+            self._stream,
+            decision.deployment,
+            now - int(config.gates.holdout_seconds * 1e6),
+            now,
+        )
+        champion = await asyncio.to_thread(self._artifact, decision.model_name, decision.champion_version)
+        challenger = await asyncio.to_thread(self._artifact, decision.model_name, challenger_version)
+        result = await asyncio.to_thread(
+            evaluate, champion, challenger, found.holdout, configs.gates_of(config), monitor
+        )
+        # The evaluation and the decision's "evaluated" outcome are one write, so a retry after a failed
+        # write never stores a second evaluation of the same decision.
+        evaluation = await asyncio.to_thread(
+            records.add_evaluation,
+            self._sessions,
+            decision.deployment,
+            decision,
+            challenger_version,
+            config.gates.metric,
+            result,
+            actor=ACTOR,
+        )
+        if not result.passed:
+            await self._alert(
+                decision.deployment,
+                "challenger_rejected",
+                f"challenger {decision.model_name} v{challenger_version} failed the gates",
+                list(result.reasons),
+            )
+        # Should this fail, the evaluation is stored all the same: advance_promotions starts it again.
+        await self._start_promotion(evaluation, config.promotion)
+        return evaluation
+
+    def _artifact(self, model_name: str, version: int) -> bytes:
+        found: mpb.ModelVersion = self._registry.get_version(model_name, version)
+        return self._registry.artifacts.open_verified(found.artifact.sha256)
+
+    async def advance_promotions(self) -> None:
+        for evaluation in await asyncio.to_thread(records.unstarted_promotions, self._sessions):
+            try:
+                config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
+                await self._start_promotion(evaluation, config.promotion)
+            except Exception:  # the promotion is still unstarted: the next tick tries again
+                _log.exception("promotion of evaluation %d cannot start", evaluation.id)
+        now = int(self._clock() * 1e6)
+        for evaluation in await asyncio.to_thread(records.promotions_in, self._sessions, IN_PROGRESS):
+            try:
+                await self._advance(evaluation, now)
+            except AetherError as exc:
+                _log.warning("promotion of evaluation %d cannot advance: %s", evaluation.id, exc)
+            except Exception:
+                _log.exception("promotion of evaluation %d cannot advance", evaluation.id)
+
+    async def _start_promotion(self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy) -> None:
+        status = await asyncio.to_thread(self.promoter.start, evaluation, policy)
+        await self._report(evaluation, status)
+
+    async def _advance(self, evaluation: pb.Evaluation, now: int) -> None:
+        config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
+        agreement = None
+        if evaluation.promotion_status == SHADOW:
+            monitor = await asyncio.to_thread(
+                monitor_configs.get_config, self._sessions, evaluation.deployment
+            )
+            agreement, _rows = await agreement_rate(
+                self._client,
+                self._stream,
+                evaluation.deployment,
+                self.promoter.shadow_variant(evaluation),
+                evaluation.updated_at_us,
+                monitor,
+            )
+        status = await asyncio.to_thread(self.promoter.advance, evaluation, config.promotion, now, agreement)
+        await self._report(evaluation, status)
+
+    async def _report(self, before: pb.Evaluation, status: str) -> None:
+        """Alerts once when a promotion starts waiting for its deployment (it shows nowhere else, and a
+        person may want to end the canary in the way) or fails."""
+        if status == before.promotion_status or status not in (*PENDING, FAILED):
+            return
+        after = await asyncio.to_thread(records.get_evaluation, self._sessions, before.id)
+        what = f"promotion of {after.model_name} v{after.challenger_version} on {after.deployment}"
+        if status == FAILED:
+            await self._alert(
+                after.deployment, "promotion_failed", f"{what} failed", [after.promotion_reason]
+            )
+        else:
+            message = f"{what} is waiting for the deployment ({status})"
+            await self._alert(after.deployment, "promotion_waiting", message, [after.promotion_reason])
