@@ -23,56 +23,50 @@ Format (see ``examples/features.yaml``)::
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.int64 import INT64_MAX, INT64_MIN
 from clients.value_types import TYPE_NAMES
 from control_plane.features.validation import AGGREGATION_FUNCTIONS, NAME_PATTERN, SOURCE_KINDS
+from control_plane.features.yaml_fields import (
+    DefinitionError,
+    FieldParser,
+    Invalid,
+    Key,
+    Location,
+    Problem,
+    kind_of,
+    read_choice,
+    read_number,
+    read_sequence,
+    read_string,
+)
+
+__all__ = [
+    "FEATURE_TYPES",
+    "JOIN_KEY_TYPES",
+    "MAX_DURATION_S",
+    "DefinitionError",
+    "Definitions",
+    "Location",
+    "Problem",
+    "load_definitions",
+    "parse_definitions",
+    "parse_duration",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 FEATURE_TYPES = tuple(name for name in TYPE_NAMES if name != "string")
 JOIN_KEY_TYPES = ("int64", "string")
 _CATEGORICAL = {types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL}
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    field: str  # YAML path, e.g. feature_views[0].features[2].dtype; empty for a syntax error
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.field}: " if self.field else ""
-        return f"{self.file}:{self.line}: {where}{self.message}"
-
-
-class DefinitionError(Exception):
-    """The definitions file is invalid; ``problems`` lists every problem found, in file order."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: p.line)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-@dataclass(frozen=True)
-class Location:
-    line: int
-    field: str  # the YAML path the request path came from
 
 
 @dataclass(frozen=True)
@@ -159,161 +153,39 @@ def parse_definitions(text: str, file: str = "<string>") -> Definitions:
         raise DefinitionError([Problem(file, line, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as error:
         raise DefinitionError([Problem(file, 1, "", f"invalid YAML: {error}")]) from None
-    parser = _Parser(file)
-    request = parser.parse(root)
+    parser = FieldParser(file)
+    request = _parse(parser, root)
     if parser.problems:
         raise DefinitionError(parser.problems)
     return Definitions(file, request, parser.locations)
 
 
-class _Invalid(Exception):
-    """One field is wrong; it is recorded as a problem, and parsing goes on with the next field."""
-
-
-# A reader turns one YAML node (at a YAML path, for a request path) into a value, or raises _Invalid.
-_Reader = Callable[["_Parser", yaml.Node, str, str], Any]
-
-
-@dataclass(frozen=True)
-class _Key:
-    read: _Reader
-    to: str  # the field's path in the request, relative to the record's
-    required: bool = False
-
-
-class _Parser:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-        self.locations: dict[str, Location] = {}
-        self._constructor = SafeConstructor()
-
-    def fail(self, node: yaml.Node, path: str, message: str) -> _Invalid:
-        self.problems.append(Problem(self.file, node.start_mark.line + 1, path, message))
-        return _Invalid(message)
-
-    def record(self, node: yaml.Node, path: str, at: str, keys: dict[str, _Key]) -> dict[str, Any]:
-        """The values of a mapping's valid keys. Unknown, duplicate and missing keys and invalid values
-        are all recorded as problems, so that one run reports everything wrong in the file."""
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
-        self.locations[at] = Location(node.start_mark.line + 1, path)
-        values: dict[str, Any] = {}
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
-            key_path = f"{path}.{key}" if path else key
-            if key not in keys:
-                hint = difflib.get_close_matches(key, keys, n=1)
-                guess = f"did you mean {hint[0]!r}? " if hint else ""
-                self.fail(
-                    key_node, key_path, f"unknown key {key!r}; {guess}expected one of {', '.join(keys)}"
-                )
-                continue
-            if key in seen:
-                self.fail(key_node, key_path, f"duplicate key {key!r}")
-                continue
-            seen.add(key)
-            key_at = f"{at}.{keys[key].to}" if at else keys[key].to
-            self.locations[key_at] = Location(value_node.start_mark.line + 1, key_path)
-            with contextlib.suppress(_Invalid):
-                values[key] = keys[key].read(self, value_node, key_path, key_at)
-        for key, spec in keys.items():
-            if spec.required and key not in seen:
-                self.fail(node, path, f"missing required key {key!r}")
-        return values
-
-    def records(
-        self, node: yaml.Node, path: str, at: str, keys: dict[str, _Key], what: str
-    ) -> list[tuple[yaml.Node, dict[str, Any]]]:
-        """Each item of a list of records with its values; a duplicate ``name`` is a problem."""
-        result: list[tuple[yaml.Node, dict[str, Any]]] = []
-        first_line: dict[str, int] = {}
-        for index, item in enumerate(_sequence(self, node, path, at)):
-            try:
-                values = self.record(item, f"{path}[{index}]", f"{at}[{index}]", keys)
-            except _Invalid:
-                continue
-            name = values.get("name")
-            if name is not None and name in first_line:
-                message = f"duplicate {what} {name!r} (first defined on line {first_line[name]})"
-                self.fail(item, f"{path}[{index}].name", message)
-            elif name is not None:
-                first_line[name] = item.start_mark.line + 1
-            result.append((item, values))
-        return result
-
-    def scalar(self, node: yaml.Node, path: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, path, f"expected a single value, got {_kind(node)}")
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError) as error:
-            # An explicit tag the value does not fit (`!!int abc`, `!!timestamp x`) or one no reader
-            # knows (`!foo`): the file's problem, reported at its line like any other.
-            problem = getattr(error, "problem", None) or str(error)
-            raise self.fail(node, path, f"cannot read {node.value!r} as {node.tag}: {problem}") from None
-
-    def parse(self, root: yaml.Node | None) -> pb.ApplyRequest:
-        request = pb.ApplyRequest()
-        if root is None:
-            message = "the file defines nothing; expected entities and/or feature_views"
-            self.problems.append(Problem(self.file, 1, "", message))
-            return request
-        try:
-            top = self.record(root, "", "", _TOP_KEYS)
-        except _Invalid:
-            return request
-        request.entities.extend(top.get("entities", []))
-        request.views.extend(top.get("feature_views", []))
+def _parse(parser: FieldParser, root: yaml.Node | None) -> pb.ApplyRequest:
+    request = pb.ApplyRequest()
+    if root is None:
+        message = "the file defines nothing; expected entities and/or feature_views"
+        parser.problems.append(Problem(parser.file, 1, "", message))
         return request
+    try:
+        top = parser.record(root, "", "", _TOP_KEYS)
+    except Invalid:
+        return request
+    request.entities.extend(top.get("entities", []))
+    request.views.extend(top.get("feature_views", []))
+    return request
 
 
 # Readers of single values ----------------------------------------------------------------------------
 
 
-def _string(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
-    value = parser.scalar(node, path)
-    if not isinstance(value, str):
-        raise parser.fail(node, path, f"expected a string, got {_kind(node)} {node.value!r}")
-    return value
-
-
-def _name(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
-    value = _string(parser, node, path, at)
+def _name(parser: FieldParser, node: yaml.Node, path: str, at: str) -> str:
+    value = read_string(parser, node, path, at)
     if not NAME_PATTERN.fullmatch(value):  # the registry's own rule, checked here to name the line
         raise parser.fail(node, path, f"invalid name {value!r}; use lower-case letters, digits and _")
     return value
 
 
-def _number(parser: _Parser, node: yaml.Node, path: str, at: str) -> float:
-    value = parser.scalar(node, path)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN != NaN
-        raise parser.fail(node, path, f"expected a number, got {_kind(node)} {node.value!r}")
-    if isinstance(value, float):
-        return value
-    # The request holds these numbers as doubles (ValidationRule's bounds). An integer a double cannot
-    # hold exactly (beyond 2**53) was rounded without a word, so an int64 feature was checked against
-    # another bound than the one written (9007199254740993 became ...992), and one beyond a double's
-    # range ended `features apply` in an OverflowError traceback.
-    try:
-        number = float(value)
-    except OverflowError:
-        digits = str(abs(value))
-        shown = f"{'-' if value < 0 else ''}{digits[:6]}... ({len(digits)} digits)"
-        raise parser.fail(node, path, f"{shown} is beyond the range of a double (about 1.8e308)") from None
-    if number != value:  # Python compares an int with a float exactly
-        beyond = math.nextafter(number, math.inf if value > number else -math.inf)
-        low, high = sorted((int(number), int(beyond)))
-        raise parser.fail(
-            node, path,
-            f"{value} is not exactly representable as a double, which a bound is (the nearest are {low}"
-            f" and {high}); write one of those",
-        )  # fmt: skip
-    return number
-
-
-def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:
+def _duration(parser: FieldParser, node: yaml.Node, path: str, at: str) -> int:
     value = parser.scalar(node, path)
     try:
         if not isinstance(value, int | str):
@@ -327,38 +199,22 @@ def _duration(parser: _Parser, node: yaml.Node, path: str, at: str) -> int:
     return seconds
 
 
-def _choice(choices: tuple[str, ...], what: str) -> _Reader:
-    def read(parser: _Parser, node: yaml.Node, path: str, at: str) -> str:
-        value = _string(parser, node, path, at).lower()
-        if value not in choices:
-            raise parser.fail(
-                node, path, f"unknown {what} {node.value!r}; expected one of {', '.join(choices)}"
-            )
-        return value
-
-    return read
-
-
-def _sequence(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[yaml.Node]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise parser.fail(node, path, f"expected a list, got {_kind(node)}")
-    return list(node.value)
-
-
-def _tags(parser: _Parser, node: yaml.Node, path: str, at: str) -> dict[str, str]:
+def _tags(parser: FieldParser, node: yaml.Node, path: str, at: str) -> dict[str, str]:
     if not isinstance(node, yaml.MappingNode):
-        raise parser.fail(node, path, f"expected a mapping of tag names to values, got {_kind(node)}")
+        raise parser.fail(node, path, f"expected a mapping of tag names to values, got {kind_of(node)}")
     tags: dict[str, str] = {}
     for key_node, value_node in node.value:
-        key = _string(parser, key_node, path, at)
+        key = read_string(parser, key_node, path, at)
         if not isinstance(value_node, yaml.ScalarNode) or value_node.tag.endswith(":null"):
             raise parser.fail(value_node, f"{path}.{key}", "a tag value must be a single value")
         tags[key] = str(value_node.value)  # as written: `tier: 1` is the tag "1"
     return tags
 
 
-def _categories(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[int]:
-    values = [parser.scalar(item, f"{path}[{i}]") for i, item in enumerate(_sequence(parser, node, path, at))]
+def _categories(parser: FieldParser, node: yaml.Node, path: str, at: str) -> list[int]:
+    values = [
+        parser.scalar(item, f"{path}[{i}]") for i, item in enumerate(read_sequence(parser, node, path, at))
+    ]
     for index, value in enumerate(values):
         if not isinstance(value, int):  # bool is an int: true/false stand for 1/0
             raise parser.fail(
@@ -374,14 +230,14 @@ def _categories(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[in
 # Readers of records ----------------------------------------------------------------------------------
 
 
-def _join_keys(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.JoinKey]:
+def _join_keys(parser: FieldParser, node: yaml.Node, path: str, at: str) -> list[pb.JoinKey]:
     keys = parser.records(node, path, at, _JOIN_KEY_KEYS, "join key")
     if not keys and isinstance(node, yaml.SequenceNode) and not node.value:
         raise parser.fail(node, path, "an entity needs at least one join key")
     return [pb.JoinKey(name=v.get("name", ""), value_type=v.get("type", "int64").upper()) for _, v in keys]
 
 
-def _entities(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.Entity]:
+def _entities(parser: FieldParser, node: yaml.Node, path: str, at: str) -> list[pb.Entity]:
     return [
         pb.Entity(
             name=v.get("name", ""), description=v.get("description", ""), join_keys=v.get("join_keys", [])
@@ -390,7 +246,7 @@ def _entities(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.E
     ]
 
 
-def _validation(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.ValidationRule:
+def _validation(parser: FieldParser, node: yaml.Node, path: str, at: str) -> pb.ValidationRule:
     values = parser.record(node, path, at, _VALIDATION_KEYS)
     low, high = values.get("min"), values.get("max")
     if low is not None and high is not None and low > high:
@@ -403,7 +259,7 @@ def _validation(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.Vali
     )
 
 
-def _features(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.Feature]:
+def _features(parser: FieldParser, node: yaml.Node, path: str, at: str) -> list[pb.Feature]:
     features = []
     for index, (item, values) in enumerate(parser.records(node, path, at, _FEATURE_KEYS, "feature")):
         feature = pb.Feature(
@@ -425,7 +281,7 @@ def _features(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.F
 
 
 def _aggregations(
-    parser: _Parser, node: yaml.Node, path: str, at: str
+    parser: FieldParser, node: yaml.Node, path: str, at: str
 ) -> list[tuple[yaml.Node, pb.Aggregation]]:
     result = []
     for index, (item, values) in enumerate(parser.records(node, path, at, _AGGREGATION_KEYS, "aggregation")):
@@ -441,7 +297,7 @@ def _aggregations(
     return result
 
 
-def _views(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.FeatureView]:
+def _views(parser: FieldParser, node: yaml.Node, path: str, at: str) -> list[pb.FeatureView]:
     views = []
     for index, (item, values) in enumerate(parser.records(node, path, at, _VIEW_KEYS, "feature view")):
         for part in ("spec", "metadata"):  # both halves of a view come from the one YAML record
@@ -475,7 +331,7 @@ def _views(parser: _Parser, node: yaml.Node, path: str, at: str) -> list[pb.Feat
     return views
 
 
-def _source(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.Source:
+def _source(parser: FieldParser, node: yaml.Node, path: str, at: str) -> pb.Source:
     values = parser.record(node, path, at, _SOURCE_KEYS)
     return pb.Source(
         kind=values.get("kind", ""),
@@ -487,56 +343,46 @@ def _source(parser: _Parser, node: yaml.Node, path: str, at: str) -> pb.Source:
 # The format: each record's keys, what reads them and where they go in the request.
 
 _JOIN_KEY_KEYS = {
-    "name": _Key(_name, "name", required=True),
-    "type": _Key(_choice(JOIN_KEY_TYPES, "join key type"), "value_type", required=True),
+    "name": Key(_name, "name", required=True),
+    "type": Key(read_choice(JOIN_KEY_TYPES, "join key type"), "value_type", required=True),
 }
 _ENTITY_KEYS = {
-    "name": _Key(_name, "name", required=True),
-    "description": _Key(_string, "description"),
-    "join_keys": _Key(_join_keys, "join_keys", required=True),
+    "name": Key(_name, "name", required=True),
+    "description": Key(read_string, "description"),
+    "join_keys": Key(_join_keys, "join_keys", required=True),
 }
 _VALIDATION_KEYS = {
-    "min": _Key(_number, "min_value"),
-    "max": _Key(_number, "max_value"),
-    "allowed": _Key(_categories, "allowed_values"),
-    "max_null_fraction": _Key(_number, "max_null_fraction"),
+    "min": Key(read_number, "min_value"),
+    "max": Key(read_number, "max_value"),
+    "allowed": Key(_categories, "allowed_values"),
+    "max_null_fraction": Key(read_number, "max_null_fraction"),
 }
 _FEATURE_KEYS = {
-    "name": _Key(_name, "name", required=True),
-    "dtype": _Key(_choice(FEATURE_TYPES, "type"), "value_type", required=True),
-    "description": _Key(_string, "description"),
-    "validation": _Key(_validation, "validation"),
+    "name": Key(_name, "name", required=True),
+    "dtype": Key(read_choice(FEATURE_TYPES, "type"), "value_type", required=True),
+    "description": Key(read_string, "description"),
+    "validation": Key(_validation, "validation"),
 }
 _SOURCE_KEYS = {
-    "kind": _Key(_choice(SOURCE_KINDS, "source kind"), "kind", required=True),
-    "uri": _Key(_string, "uri"),
-    "timestamp_field": _Key(_string, "timestamp_field"),
+    "kind": Key(read_choice(SOURCE_KINDS, "source kind"), "kind", required=True),
+    "uri": Key(read_string, "uri"),
+    "timestamp_field": Key(read_string, "timestamp_field"),
 }
 _AGGREGATION_KEYS = {
-    "column": _Key(_string, "column", required=True),
-    "function": _Key(_choice(AGGREGATION_FUNCTIONS, "function"), "function", required=True),
-    "window": _Key(_duration, "window_seconds", required=True),
-    "output": _Key(_name, "output", required=True),
+    "column": Key(read_string, "column", required=True),
+    "function": Key(read_choice(AGGREGATION_FUNCTIONS, "function"), "function", required=True),
+    "window": Key(_duration, "window_seconds", required=True),
+    "output": Key(_name, "output", required=True),
 }
 _VIEW_KEYS = {
-    "name": _Key(_name, "spec.name", required=True),
-    "entity": _Key(_name, "spec.entity", required=True),
-    "description": _Key(_string, "metadata.description"),
-    "owner": _Key(_string, "metadata.owner"),
-    "tags": _Key(_tags, "metadata.tags"),
-    "ttl": _Key(_duration, "spec.ttl_seconds"),
-    "source": _Key(_source, "spec.source"),
-    "features": _Key(_features, "spec.features", required=True),
-    "aggregations": _Key(_aggregations, "spec.aggregations"),
+    "name": Key(_name, "spec.name", required=True),
+    "entity": Key(_name, "spec.entity", required=True),
+    "description": Key(read_string, "metadata.description"),
+    "owner": Key(read_string, "metadata.owner"),
+    "tags": Key(_tags, "metadata.tags"),
+    "ttl": Key(_duration, "spec.ttl_seconds"),
+    "source": Key(_source, "spec.source"),
+    "features": Key(_features, "spec.features", required=True),
+    "aggregations": Key(_aggregations, "spec.aggregations"),
 }
-_TOP_KEYS = {"entities": _Key(_entities, "entities"), "feature_views": _Key(_views, "views")}
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    tag = str(node.tag).rsplit(":", 1)[-1]
-    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "a boolean", "null": "null"}
-    return names.get(tag, tag)
+_TOP_KEYS = {"entities": Key(_entities, "entities"), "feature_views": Key(_views, "views")}
