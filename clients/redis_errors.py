@@ -44,5 +44,5 @@ def redis_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
             "of AETHER_REDIS_URL (redis://USER:PASSWORD@HOST:PORT/DB) or grant the user the permission",
         )
     if names & _UNAVAILABLE or (names & {"ResponseError"} and text.startswith("BUSY ")):
-        return grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {type(exc).__name__}: {text}"
+        return grpc.StatusCode.UNAVAILABLE, f"online store (Redis) unavailable: {type(exc).__name__}: {text}"
     return None

@@ -14,10 +14,12 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from clients.env_values import ConfigurationError
+from control_plane.cli.numbers import positive_seconds
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.process_secrets import withdraw_secrets
+from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S
 from control_plane.server import start_server
-from control_plane.settings import ControlPlaneSettings
+from control_plane.settings import REDIS_TIMEOUT_VARIABLE, ControlPlaneSettings
 
 
 def parse_settings(
@@ -32,12 +34,23 @@ def parse_settings(
     )
     parser.add_argument("--db-url", metavar="URL", help="metadata database (SQLAlchemy URL)")
     parser.add_argument("--redis-url", metavar="URL", help="online store")
+    parser.add_argument(
+        "--redis-timeout-s",
+        metavar="SECONDS",
+        type=positive_seconds,
+        help=f"cap on one wait for Redis (default: {REDIS_TIMEOUT_VARIABLE}, or {DEFAULT_REDIS_TIMEOUT_S:g})",
+    )
     # The materializer's flag: a quarantine replay publishes to a kafka:// view's topic with the same
     # client settings its materializer consumes with (a secured cluster refuses a client without them).
     kafka_options.add_flag(parser)
     args = parser.parse_args(argv)
     settings = ControlPlaneSettings.from_env(environ)
-    overrides = {"listen_addr": args.listen, "db_url": args.db_url, "redis_url": args.redis_url}
+    overrides = {
+        "listen_addr": args.listen,
+        "db_url": args.db_url,
+        "redis_url": args.redis_url,
+        "redis_timeout_s": args.redis_timeout_s,
+    }
     kafka = kafka_options.merged(settings.kafka_options, args.kafka_option)
     return dataclasses.replace(
         settings, kafka_options=kafka, **{key: value for key, value in overrides.items() if value}

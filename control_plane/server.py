@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import grpc.aio
-import redis.asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
@@ -46,7 +45,8 @@ FEATURE_REGISTRY_SERVICE = feature_registry_pb2.DESCRIPTOR.services_by_name["Fea
 
 class ControlPlaneServer:
     """A running control plane. ``registry`` is the core it serves, for in-process use (e.g. to plug in
-    reference guards); ``port`` the port it listens on, ``address`` the ``HOST:PORT`` clients dial."""
+    reference guards); ``port`` the port it listens on, ``address`` the ``HOST:PORT`` clients dial;
+    ``online_cleanup`` the loop removing deleted views' online values (in-process use and tests)."""
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class ControlPlaneServer:
         engine: Engine,
         grace_s: float,
         context: ServiceContext,
+        online_cleanup: OnlineCleanup | None = None,
     ) -> None:
         self.port = port
         self.address = f"{host}:{port}"
@@ -70,6 +71,7 @@ class ControlPlaneServer:
         self._grace_s = grace_s
         self._stopped = False
         self.context = context
+        self.online_cleanup = online_cleanup
 
     async def stop(self) -> None:
         """Reports NOT_SERVING, ends watch streams, lets in-flight calls finish within the grace period,
@@ -162,13 +164,13 @@ async def start_server(
     await server.start()
     # Removes the online values of deleted feature views (a delete only queues them; see the module).
     # It also drains the outboxes stream materializers killed before a delete left (``orphans.py``).
-    outbox_client = redis.Redis.from_url(settings.redis_url)
+    outbox_client = settings.redis_client()
     outboxes = partial(
         drain_outboxes, outbox_client, sessions, OfflineStore(offline_api.offline_root(context))
     )
     cleanup = OnlineCleanup(
         sessions,
-        redis.asyncio.Redis.from_url(settings.redis_url),
+        settings.async_redis_client(),
         settings.online_cleanup_interval_s,
         outboxes=outboxes,
     )
@@ -176,5 +178,6 @@ async def start_server(
     context.on_close.append(cleanup.stop)  # awaited: its task closes the Redis client as it ends
     context.on_close.append(outbox_client.close)  # after the loop's stop: it no longer drains
     return ControlPlaneServer(
-        server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context
-    )
+        server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context,
+        cleanup,
+    )  # fmt: skip

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+import redis.asyncio
+
 from clients.env_values import env_float, env_int
 from clients.files import private_folder
 from clients.tls import ServerTls
@@ -14,9 +17,11 @@ from control_plane.api.auth import AuthSettings
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
+from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S, async_client, sync_client
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_TIMEOUT_VARIABLE = "AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S"
 
 
 def default_db_url(home: Path) -> str:
@@ -71,12 +76,25 @@ class ControlPlaneSettings:
     #: Seconds between the background compaction passes over every view
     #: (AETHER_OFFLINE_COMPACT_INTERVAL_S); 0 = none (``aetherctl offline compact`` still runs one).
     offline_compact_interval_s: float = 600.0
+    #: Cap on one wait for Redis (a connect, a reply) of every Redis client of the process
+    #: (AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S, ``--redis-timeout-s``; see control_plane.redis_clients).
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+
+    def redis_client(self, url: str | None = None) -> redis.Redis:
+        """A blocking client of the online store (``url``, default ``redis_url``) with this process's
+        Redis timeout (:mod:`control_plane.redis_clients`)."""
+        return sync_client(url or self.redis_url, self.redis_timeout_s)
+
+    def async_redis_client(self) -> redis.asyncio.Redis:
+        """An asyncio client of the online store with this process's Redis timeout."""
+        return async_client(self.redis_url, self.redis_timeout_s)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, create_home: bool = True
     ) -> ControlPlaneSettings:
         """Settings from ``AETHER_HOME``, ``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
+        ``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``,
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT``,
         ``AETHER_OFFLINE_ROOT`` and
         ``AETHER_OFFLINE_COMPACT_*`` and ``AETHER_CONTROL_PLANE_WORKER_THREADS``
@@ -93,6 +111,7 @@ class ControlPlaneSettings:
             home=home,
             db_url=env.get("AETHER_DB_URL") or default_db_url(home),
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_timeout_s=env_float(env, REDIS_TIMEOUT_VARIABLE, DEFAULT_REDIS_TIMEOUT_S, above=0),
             listen_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             auth=AuthSettings.from_env(env),
             tls=ServerTls.from_env(env),

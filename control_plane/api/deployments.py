@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc.aio
-import redis.asyncio
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import deployments_pb2_grpc
@@ -147,7 +146,7 @@ def services(canary: CanaryLoopSettings | None = None, *, run_canary_loop: bool 
         context.on_close.append(servicer.close)
         if run_canary_loop:
             loop_settings = canary or CanaryLoopSettings.from_env()
-            client = redis.asyncio.Redis.from_url(context.settings.redis_url)
+            client = context.settings.async_redis_client()
             observer = PredictionLogObserver(client, loop_settings.stream)
             canary_loop = CanaryLoop(manager, observer, loop_settings.interval_s)
             canary_loop.start()

@@ -10,7 +10,6 @@ from typing import Any, TypeAlias
 
 import grpc.aio
 import pyarrow as pa
-import redis
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from clients.aether.v1 import ingestion_pb2_grpc as pb_grpc
@@ -210,7 +209,7 @@ class IngestionServicer(pb_grpc.IngestionServicer):
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves ingestion with the control plane's database, registry, Redis and offline store."""
-    client = redis.Redis.from_url(context.settings.redis_url)
+    client = context.settings.redis_client()
     context.on_close.append(client.close)
     service = IngestionService(
         context.sessions, context.registry, OfflineStore(offline_root(context)), client,

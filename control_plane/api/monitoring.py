@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc.aio
-import redis.asyncio
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,7 +163,7 @@ def services(
         if run_monitor:
             loop_settings = settings or MonitoringSettings.from_env()
             gauges = gauges_for(registry)
-            client = redis.asyncio.Redis.from_url(context.settings.redis_url)
+            client = context.settings.async_redis_client()
             monitor = Monitor(
                 context.sessions,
                 ReferenceCache(context.sessions, store),

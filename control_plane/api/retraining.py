@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc.aio
-import redis.asyncio
 
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
@@ -132,7 +131,7 @@ def services(
             jobs,
             context.registry,
             offline,
-            redis.asyncio.Redis.from_url(context.settings.redis_url),
+            context.settings.async_redis_client(),
             loop_settings,
         )
         pb_grpc.add_RetrainingServicer_to_server(RetrainingServicer(retrainer, deployments), server)  # type: ignore[no-untyped-call]

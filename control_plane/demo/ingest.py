@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import redis
 
 import control_plane
 from clients.lifeline import tied
@@ -24,6 +23,7 @@ from clients.sdk.ingestion import IngestionClient
 from control_plane.cli.settings import CliSettings
 from control_plane.demo import world
 from control_plane.demo.progress import Bar, Say
+from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S, sync_client
 
 STREAM = "bookings"
 STREAM_VIEW = "zone_demand"
@@ -79,7 +79,7 @@ def stream_bookings(
     settings: CliSettings, events: list[world.Booking], say: Say, timeout_s: float = 120.0
 ) -> tuple[int, int, int]:
     """Publishes ``events`` and runs the materializer until every one is accounted for."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url, DEFAULT_REDIS_TIMEOUT_S)
     try:
         pipeline = client.pipeline(transaction=False)
         for event in events:

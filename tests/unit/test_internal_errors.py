@@ -208,7 +208,7 @@ async def test_control_plane_redis_failures_are_unavailable_or_failed_preconditi
     servicer.error = raised(_redis(free_port()).ping)
     code, details = await status_of(channel)
     assert code == grpc.StatusCode.UNAVAILABLE and details.startswith(
-        "online store unavailable: ConnectionError"
+        "online store (Redis) unavailable: ConnectionError"
     )
     server = RedisServer(args=["--requirepass", "s3cret", "--busy-reply-threshold", "20"], password="s3cret")
     server.start()

@@ -5,6 +5,7 @@ stream (``--stream``, default the view's ``source.uri``: a Redis stream name, or
 with the ``kafka`` extra) as consumer ``--consumer`` of group ``--group``,
 and runs until SIGTERM/SIGINT. Prints ``aether materializer running view=V stream=S`` once its state is
 rebuilt. Settings come from ``AETHER_*`` variables (``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
+``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``,
 ``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``, ``AETHER_KAFKA_OPTIONS_FILE``); flags override them
 (``--kafka-option`` key by key). The database is the control plane's: it is never created or migrated
 here, and one that is missing or not at the newest schema is refused.
@@ -20,8 +21,6 @@ import socket
 import sys
 import threading
 from datetime import timedelta
-
-import redis
 
 from clients.env_values import ConfigurationError
 from clients.errors import AetherError, NotFound
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sessions = create_session_factory(engine)
-    client = redis.Redis.from_url(redis_url)
+    client = settings.redis_client(redis_url)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

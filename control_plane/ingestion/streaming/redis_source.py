@@ -2,7 +2,10 @@
 
 Connection drops are retried with backoff (redis-py reconnects on the next command). A message delivered
 by an ``XREADGROUP`` whose reply was lost in a drop stays pending for this consumer and comes back through
-``reclaim`` (``XAUTOCLAIM``) once idle."""
+``reclaim`` (``XAUTOCLAIM``) once idle. A Redis that stops answering (frozen, partitioned) ends each
+command in the client's socket timeout (``control_plane.redis_clients``) and is retried the same way; the
+blocking ``XREADGROUP`` of ``read`` runs on a client whose timeout is longer by its ``BLOCK``, so that an
+idle stream answers empty instead of timing out."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy.typing as npt
 import redis
 
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis, id_parts
+from control_plane.redis_clients import blocking_timeout
 
 _log = logging.getLogger("aether.ingestion.stream")
 T = TypeVar("T")
@@ -69,16 +73,39 @@ class RedisStreamSource:
         # materializer quarantines their messages (``source.utf8_checked``). As U+FFFD ("replace") they
         # passed validation, and two different join keys became one entity.
         pool = client.connection_pool
-        decoding = {**pool.connection_kwargs, "decode_responses": True, "encoding_errors": "surrogateescape"}
-        self._raw = redis.Redis(
-            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **decoding)
-        )
-        for command in ("XREADGROUP", "XRANGE"):
-            self._raw.set_response_callback(command, lambda response, **_options: response)
+        self._connection_class = pool.connection_class
+        self._decoding = {
+            **pool.connection_kwargs,
+            "decode_responses": True,
+            "encoding_errors": "surrogateescape",
+        }
+        self._raw = self._raw_client(self._decoding.get("socket_timeout"))
+        # The raw clients of ``read``, by block time: an XREADGROUP that blocks needs a socket timeout
+        # longer than its BLOCK, or a read of an idle stream timed out (and was retried) instead of
+        # answering empty (see ``control_plane.redis_clients``). One in practice: the materializer
+        # always reads with the same block time.
+        self._readers: dict[int, redis.Redis] = {}
         self._group = group
         self._consumer = consumer
         self._reclaim_cursor = "0-0"
         self.retrying(self._create_group)
+
+    def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
+        options = {**self._decoding, "socket_timeout": socket_timeout}
+        raw = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=self._connection_class, **options)
+        )
+        for command in ("XREADGROUP", "XRANGE"):
+            raw.set_response_callback(command, lambda response, **_options: response)
+        return raw
+
+    def _reader(self, block_ms: int) -> redis.Redis:
+        """The raw client for an XREADGROUP blocking ``block_ms``: socket timeout the client's plus that."""
+        reader = self._readers.get(block_ms)
+        if reader is None:
+            timeout = blocking_timeout(self._decoding.get("socket_timeout"), block_ms)
+            reader = self._readers[block_ms] = self._raw_client(timeout)
+        return reader
 
     def _create_group(self) -> None:
         try:
@@ -104,7 +131,7 @@ class RedisStreamSource:
         # Raw command: redis-py's reply parsing builds a dict per entry in Python, which costs more than
         # everything else the materializer does per event; the raw reply comes straight from hiredis.
         reply: Any = self.retrying(
-            lambda: self._raw.xreadgroup(
+            lambda: self._reader(block_ms).xreadgroup(
                 self._group, self._consumer, {self.name: ">"}, count=count, block=block_ms
             )
         )
@@ -128,7 +155,8 @@ class RedisStreamSource:
         return _batch([entry for entry in entries if entry is not None and entry[1] is not None])
 
     def close(self) -> None:
-        self._raw.close()
+        for raw in (self._raw, *self._readers.values()):
+            raw.close()
 
     def ack(self, ids: list[str]) -> None:
         if ids:

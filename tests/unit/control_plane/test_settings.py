@@ -80,3 +80,21 @@ def test_worker_threads_come_from_the_environment_and_a_bad_value_names_the_vari
     assert ControlPlaneSettings.from_env(environ).worker_threads == 20
     with pytest.raises(ConfigurationError, match="AETHER_CONTROL_PLANE_WORKER_THREADS"):
         ControlPlaneSettings.from_env({**environ, "AETHER_CONTROL_PLANE_WORKER_THREADS": "0"})
+
+
+def test_the_redis_timeout_comes_from_the_environment_or_the_flag_and_a_bad_value_names_it(
+    tmp_path: Path,
+) -> None:
+    environ = {"AETHER_HOME": str(tmp_path)}
+    assert ControlPlaneSettings.from_env(environ).redis_timeout_s == 5.0
+    environ["AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S"] = "1.5"
+    settings = ControlPlaneSettings.from_env(environ)
+    assert settings.redis_timeout_s == 1.5
+    pool = settings.redis_client().connection_pool.connection_kwargs
+    assert (pool["socket_timeout"], pool["socket_connect_timeout"]) == (1.5, 1.5)
+    assert parse_settings(["--redis-timeout-s", "0.25"], environ).redis_timeout_s == 0.25
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(ConfigurationError, match="AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S"):
+            ControlPlaneSettings.from_env({**environ, "AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S": bad})
+    with pytest.raises(SystemExit):
+        parse_settings(["--redis-timeout-s", "0"], environ)
