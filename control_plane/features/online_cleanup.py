@@ -37,8 +37,12 @@ keys included, in Redis for good. A failure that says Redis itself cannot be rea
 version after it would fail the same way, each after its own wait for Redis's timeout, so a pass over N
 pending versions with Redis down took N timeouts, and held the loop (and the control plane's shutdown,
 which waits for the pass in progress) that long. The pass stops there instead; the versions after it stay
-pending, untried, for the next pass. Offline-store data
-of deleted versions is kept: training sets and model lineage refer to it.
+pending, untried, for the next pass. So does a failure that says the metadata database is unreachable
+(:func:`database_down`: down, restarting, locked past its busy timeout, no pooled connection free): each
+version after it did all its Redis work, a full-keyspace ``SCAN`` among it, and its outbox drain, only for
+its ``mark_done`` to fail the same way, so the pass ends there too. A conflict between transactions
+(a serialization failure, a deadlock) is about that one version's row, and the pass goes on.
+Offline-store data of deleted versions is kept: training sets and model lineage refer to it.
 
 The fence keys stay (one small key per deleted version): a fence that expired would let a materializer
 that was cut off from Redis longer than that write a deleted version again.
@@ -57,6 +61,7 @@ import redis.exceptions
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.database_errors import database_unavailable
 from control_plane.audit.log import record
 from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
 from control_plane.db.engine import read_session, write_session
@@ -114,6 +119,22 @@ def redis_unreachable(exc: BaseException) -> bool:
     ``ConnectionError``). A failure of one version's work (its outbox's rows refused by the offline store,
     an OS-level ``ConnectionError`` from S3, a Redis error answer about one command) is not."""
     return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+
+
+#: SQLSTATEs of a conflict between transactions (serialization failure, deadlock detected): transient, but
+#: about the transaction that lost it, not the database.
+_CONFLICTS = frozenset({"40001", "40P01"})
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the metadata database cannot serve the cleanup, whichever version it was
+    cleaning up: a transient failure (:func:`clients.database_errors.database_unavailable`) other than a
+    conflict between transactions."""
+    if database_unavailable(exc) is None:
+        return False
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state not in _CONFLICTS
 
 
 @dataclass(frozen=True)
@@ -208,8 +229,8 @@ class OnlineCleanup:
     async def run_once(self) -> list[tuple[PendingCleanup, int]]:
         """Cleans up every pending version; returns each one done with the keys removed. A version that
         fails is logged and stays pending for the next pass; the others go on, unless the failure says
-        that Redis cannot be reached: the pass ends there and leaves the rest pending, untried (see the
-        module doc). Raises only when the pending versions cannot be read."""
+        that Redis or the metadata database cannot be reached: the pass ends there and leaves the rest
+        pending, untried (see the module doc). Raises only when the pending versions cannot be read."""
         done = []
         todo = await asyncio.to_thread(pending, self._sessions)
         for index, cleanup in enumerate(todo):
@@ -217,9 +238,10 @@ class OnlineCleanup:
                 removed = await self._clean_up(cleanup)
             except Exception as exc:  # logged; the version is tried again at the next pass
                 self._failed(cleanup, exc)
-                if redis_unreachable(exc):  # the others would each wait for the same outage
-                    _log.debug("online cleanup pass ended with Redis unreachable; %d versions left pending",
-                               len(todo) - index - 1)  # fmt: skip
+                outage = "Redis" if redis_unreachable(exc) else "the database" if database_down(exc) else ""
+                if outage:  # the others would each fail the same way, after all their work
+                    _log.debug("online cleanup pass ended with %s unreachable; %d versions left pending",
+                               outage, len(todo) - index - 1)  # fmt: skip
                     break
                 continue
             self.failures.pop((cleanup.view, cleanup.version), None)

@@ -15,6 +15,7 @@ import grpc.aio
 import pytest
 import redis
 import redis.asyncio
+import sqlalchemy.exc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine
@@ -25,11 +26,17 @@ from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
 from clients.errors import NotFound
 from control_plane.audit.query import iter_entries
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
-from control_plane.features.online_cleanup import OnlineCleanup, deleted_view_fence, is_online_key_of
+from control_plane.features.online_cleanup import (
+    OnlineCleanup,
+    database_down,
+    deleted_view_fence,
+    is_online_key_of,
+)
 from control_plane.features.registry import FeatureRegistry
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from kernels.online_keys import online_key
+from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer, free_port
 from tests.unit.control_plane.builders import entity, metadata, spec
 
@@ -179,6 +186,51 @@ async def test_with_redis_unreachable_a_pass_ends_at_the_first_outage_and_a_late
         server.close()
 
 
+async def test_with_the_database_down_a_pass_ends_at_the_first_outage_and_a_later_pass_does_all(
+    redis_url: str, postgres_server: PostgresServer
+) -> None:
+    # Three pending versions; PostgreSQL goes down (an administrator's stop) during the first one's work,
+    # so its mark_done fails. The pass used to go on with the others, each doing its Redis work (a
+    # full-keyspace SCAN) and its outbox drain before its own mark_done failed the same way; it now ends at
+    # the first, leaving the others pending and their keys untouched.
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    views = [f"view_{i}" for i in range(3)]
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    registry.create_entity(entity("user", keys=(("user_id", types_pb2.INT64),)))
+    for view in views:
+        registry.create_feature_view(spec(view, "user"), metadata())
+    client = redis.Redis.from_url(redis_url)
+    keys = {view: write_keys(client, "user", view, 1, range(20)) for view in views}
+    for view in views:
+        registry.delete_feature_view(view)
+    drained: list[tuple[str, int]] = []
+
+    def outboxes(view: str, version: int) -> int:  # step 4, just before the version's mark_done
+        drained.append((view, version))
+        if len(drained) == 1:
+            postgres_server.stop(mode="fast")
+        return 0
+
+    cleanup = OnlineCleanup(sessions, redis.asyncio.Redis.from_url(redis_url), outboxes=outboxes)
+    try:
+        assert await cleanup.run_once() == []
+        assert drained == [("view_0", 1)]  # the others were not tried
+        assert cleanup.failures == {("view_0", 1): 1}
+        assert remaining(client) == keys["view_1"] | keys["view_2"]
+    finally:
+        postgres_server.start_again()
+    done = await cleanup.run_once()  # the database back: the next pass cleans up every version
+    assert [(c.view, removed) for c, removed in done] == [(view, 0) for view in views[:1]] + [
+        (view, 21) for view in views[1:]
+    ]
+    assert remaining(client) == set()
+    assert cleanup.failures == {}
+    client.close()
+    engine.dispose()
+
+
 async def test_the_server_cleans_up_after_a_delete_rpc(tmp_path: Path, db_url: str, redis_url: str) -> None:
     settings = ControlPlaneSettings(
         home=tmp_path, db_url=db_url, redis_url=redis_url, listen_addr="127.0.0.1:0",
@@ -210,3 +262,19 @@ def test_only_exact_keys_of_the_version_match() -> None:
     assert not is_online_key_of(online_key("user_x", ["7"], "user", 1), "user", "user", 1)
     # What a glob's * would let through but the layout never produces.
     assert not is_online_key_of(b"ae:{user:7}:other}:user:v1", "user", "user", 1)
+
+
+def test_a_conflict_between_transactions_is_no_database_outage() -> None:
+    """A serialization failure or deadlock is about the one version's transaction: the pass goes on."""
+
+    class DriverError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(f"SQLSTATE {sqlstate}")
+            self.sqlstate = sqlstate
+
+    def failure(sqlstate: str) -> sqlalchemy.exc.OperationalError:
+        return sqlalchemy.exc.OperationalError("UPDATE ...", {}, DriverError(sqlstate))
+
+    assert database_down(failure("08006")) and database_down(failure("57P01"))  # lost, admin shutdown
+    assert not database_down(failure("40001")) and not database_down(failure("40P01"))
+    assert not database_down(ValueError("not a database error"))
