@@ -16,8 +16,10 @@ runs, and a dead pass's lock goes with its process):
    run in its footer (:mod:`control_plane.offline.merged`, which also proves the name keeps the tie
    order). It is written whole to a local temporary file first, then published under its name
    (:func:`_publish`): on a local root the temporary file sits hidden in the partition, is fsynced and
-   renamed into place, and the folder is fsynced; on an object store it is uploaded, which makes the
-   object visible only once complete, and its footer is read back before any source can be deleted.
+   renamed into place, and the folder is fsynced; on an object store it is uploaded under a hidden
+   name (:func:`_stage`), its size and footer read back there, and only then copied to its name (one
+   server-side copy: the object appears whole or not at all), so a failed upload or read-back never
+   shows readers anything, nor takes away anything they listed.
 
 What a reader sees at each step: before the rename, the old files (a temporary name is never listed);
 after it, the merged file, its sources left out by its footer (:meth:`OfflineStore.partition_files`);
@@ -25,9 +27,10 @@ after the deletes, the same. A reader that listed a source before the merge and 
 delete reads its rows from the merged file (:meth:`OfflineStore.open_rows`). So each row is read
 exactly once at every instant. A crash before the rename leaves a temporary file, swept at the next
 start (:meth:`OfflineStore.sweep_stale_temps`; on an object store, a file in the local temporary
-folder, and an unfinished upload, which is never visible and which the bucket's lifecycle rule for
-incomplete multipart uploads removes); after it, sources that readers skip, which the next pass
-deletes once the grace is over; in the deletes, the rest of them, likewise.
+folder, swept at start, a hidden staged object, removed by the partition's next pass, and an
+unfinished upload, which is never visible and which the bucket's lifecycle rule for incomplete
+multipart uploads removes); after it, sources that readers skip, which the next pass deletes once the
+grace is over; in the deletes, the rest of them, likewise.
 
 One limit: the run is chosen among the files present. A file that appears later with a name inside a
 merged run (a writer whose write took longer than ``min_age_s``, or whose clock lags by more) sorts
@@ -78,6 +81,14 @@ ROW_GROUP_ROWS = 1 << 20
 _UPLOAD_CHUNK = 8 << 20
 _TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
 _UPLOAD_TEMP_PREFIX = "aether-compact-"  # a merged file of an object store's pass, before its upload
+# An object store's merged file while it is checked, before its copy to its name: hidden from readers.
+_STAGED_PREFIX, _STAGED_SUFFIX = ".compact-", ".tmp"
+_READ_BACK_TRIES = 3
+_READ_BACK_PAUSE_S = 0.5
+#: The largest object S3 copies in one CopyObject (5 GiB); a merged file must fit, since it is published
+#: by one copy. A run on an object store ends before its sources reach MAX_OBJECT_STORE_RUN_BYTES.
+S3_SINGLE_COPY_LIMIT = 5 * 1024**3
+MAX_OBJECT_STORE_RUN_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,8 @@ def _compact_partition(
     visible = _visible(store.filesystem, partition)
     if len(visible) <= policy.min_files:
         return
-    for run in _runs(store.filesystem, visible, now - dt.timedelta(seconds=policy.min_age_s)):
+    max_bytes = None if _is_local(store.filesystem) else MAX_OBJECT_STORE_RUN_BYTES
+    for run in _runs(store.filesystem, visible, now - dt.timedelta(seconds=policy.min_age_s), max_bytes):
         if held is None:
             rows = sum(_rows(store.filesystem, info.path) for info in run)
             out = merged_name(run[0].base_name, "0" * 32)
@@ -208,23 +220,30 @@ def _visible(filesystem: pafs.FileSystem, partition: str) -> list[pafs.FileInfo]
 
 
 def _runs(
-    filesystem: pafs.FileSystem, visible: Sequence[pafs.FileInfo], older_than: dt.datetime
+    filesystem: pafs.FileSystem,
+    visible: Sequence[pafs.FileInfo],
+    older_than: dt.datetime,
+    max_bytes: int | None = None,
 ) -> Iterator[list[pafs.FileInfo]]:
     """The runs to merge (module doc): at least two neighbours in name order, each old enough, written
-    by the store, of one schema."""
+    by the store, of one schema; with ``max_bytes``, a run ends before its files' sizes pass it."""
     cutoff_ns = int(older_than.timestamp() * 1e9)
     run: list[pafs.FileInfo] = []
     schema: pa.Schema | None = None
+    run_bytes = 0
     for info in visible:
         name = info.base_name
         eligible = (is_written_name(name) or is_merged_name(name)) and info.mtime_ns <= cutoff_ns
         found = pq.read_schema(info.path, filesystem=filesystem) if eligible else None
-        if found is None or schema is None or not found.equals(schema, check_metadata=True):
+        full = max_bytes is not None and run_bytes + (info.size or 0) > max_bytes
+        if found is None or schema is None or full or not found.equals(schema, check_metadata=True):
             if len(run) > 1:
                 yield run
             run, schema = ([info], found) if found is not None else ([], None)
+            run_bytes = info.size or 0
         else:
             run.append(info)
+            run_bytes += info.size or 0
     if len(run) > 1:
         yield run
 
@@ -266,33 +285,81 @@ def _merge(
             sink.flush()
             if local:
                 os.fsync(sink.fileno())
-        held.confirm()
-        _publish(filesystem, temp, f"{partition}/{final_name}")
+        # An object store's file is uploaded under a hidden name and read back there, where no reader
+        # looks, and only then copied to its name (one CopyObject: the object appears whole, or not).
+        staged = temp if local else _stage(filesystem, temp, partition)
+        try:
+            held.confirm()
+            _publish(filesystem, staged, f"{partition}/{final_name}")
+        finally:
+            if staged != temp:
+                _discard_staged(filesystem, staged)  # one left behind: swept by the partition's next pass
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    rows = sum(s.rows for s in sources)
     if local:
         fsync_folder(Path(partition))  # the new name is durable before any source can be deleted
     else:
         Path(temp).unlink(missing_ok=True)
-        _check_uploaded(filesystem, f"{partition}/{final_name}", record, rows)
-    return final_name, rows
+    return final_name, sum(s.rows for s in sources)
 
 
-def _check_uploaded(filesystem: pafs.FileSystem, path: str, record: MergedRecord, rows: int) -> None:
-    """Reads back an uploaded merged file's footer: its record and rows must be the ones written, or it
-    is deleted (an upload cut short and completed anyway would otherwise hide its sources' rows)."""
+def _stage(filesystem: pafs.FileSystem, temp: str, partition: str) -> str:
+    """Uploads the local merged file ``temp`` under a hidden name in ``partition`` (readers and passes
+    skip it) and reads its size and footer back; returns that name. An upload that fails, or does not
+    read back as written, is removed and raises: it was never visible, so nothing a reader listed goes.
+    (Uploaded under its final name, a cut-off upload was published part-way by pyarrow's closing stream
+    and failed every listing until removed, and a read-back that failed once deleted a merged file that
+    readers had already listed.)"""
+    size = os.path.getsize(temp)
+    if filesystem.type_name == "s3" and size > S3_SINGLE_COPY_LIMIT:
+        raise OSError(f"a merged file of {size} bytes is over the {S3_SINGLE_COPY_LIMIT} S3 copies at once")
+    staged = f"{partition}/{_STAGED_PREFIX}{uuid.uuid4().hex}{_STAGED_SUFFIX}"
     try:
-        with filesystem.open_input_file(path) as source:
-            metadata = pq.ParquetFile(source).metadata
-        found = (metadata.metadata or {}).get(REPLACED_KEY)
-        intact = metadata.num_rows == rows and found is not None and decode_record(found) == record
-    except (OSError, pa.ArrowInvalid):
-        intact = False
-    if not intact:
-        _delete(filesystem, path)
-        raise OSError(f"the merged file {path} did not read back as written; it was removed")
+        with open(temp, "rb") as source, filesystem.open_output_stream(staged) as sink:
+            while chunk := source.read(_UPLOAD_CHUNK):
+                sink.write(chunk)
+        _check_staged(filesystem, temp, size, staged)
+    except BaseException:
+        _discard_staged(filesystem, staged)
+        raise
+    return staged
+
+
+def _check_staged(filesystem: pafs.FileSystem, temp: str, size: int, staged: str) -> None:
+    """``staged`` must hold ``size`` bytes and end with the footer of the local file ``temp`` (the record
+    of the run and every row group's place and length). A read that fails is tried again a few times (a
+    dropped connection, a throttled request) before the pass gives up."""
+    with open(temp, "rb") as local:
+        local.seek(size - 8)
+        footer_length = int.from_bytes(local.read(4), "little")
+        tail = min(size, footer_length + 8)
+        local.seek(size - tail)
+        expected = local.read(tail)
+    for attempt in range(_READ_BACK_TRIES):
+        try:
+            with filesystem.open_input_file(staged) as source:
+                found_size = int(source.size())
+                found = source.read_at(tail, size - tail) if found_size == size else b""
+            break
+        except FileNotFoundError:
+            found_size, found = -1, b""
+            break
+        except OSError:
+            if attempt + 1 == _READ_BACK_TRIES:
+                raise
+            time.sleep(_READ_BACK_PAUSE_S * (attempt + 1))
+    if found_size != size or bytes(found) != expected:
+        raise OSError(f"the merged file uploaded as {staged} did not read back as written; it was removed")
+
+
+def _discard_staged(filesystem: pafs.FileSystem, staged: str) -> None:
+    with contextlib.suppress(OSError):  # left behind, it is hidden, and the next pass removes it
+        filesystem.delete_file(staged)
+
+
+def _is_staged(name: str) -> bool:
+    return name.startswith(_STAGED_PREFIX) and name.endswith(_STAGED_SUFFIX)
 
 
 def _read_source(filesystem: pafs.FileSystem, info: pafs.FileInfo) -> tuple[pa.Table, Replaced]:
@@ -331,6 +398,10 @@ def _delete_replaced(
         for name in sorted(doomed):
             held.confirm()
             _delete(filesystem, f"{partition}/{name}")
+        # A merged file staged by a pass that died or failed before removing it (_stage): under the
+        # partition's lock no other pass uses one, and none was ever visible to readers.
+        for name in sorted(n for n in names if _is_staged(n)):
+            _discard_staged(filesystem, f"{partition}/{name}")
     return len(doomed)
 
 
@@ -359,21 +430,14 @@ def _is_local(filesystem: pafs.FileSystem) -> bool:
 
 # The steps whose effects readers can see, apart so a test can stop a pass between them.
 def _publish(filesystem: pafs.FileSystem, temp: str, final: str) -> None:
-    """Makes the complete local file ``temp`` visible as ``final``: a rename on a local root, an upload
-    to an object store (an object appears only once its upload completes)."""
+    """Makes the complete file ``temp`` visible as ``final``: a rename of the local temporary file on a
+    local root; on an object store a server-side copy of the staged object (:func:`_stage`), which
+    creates ``final`` whole or not at all. A copy that reports a failure is not undone: if it did create
+    ``final``, that is a whole copy of the checked bytes, which readers may have listed already."""
     if _is_local(filesystem):
         os.replace(temp, final)
         return
-    try:
-        with open(temp, "rb") as source, filesystem.open_output_stream(final) as sink:
-            while chunk := source.read(_UPLOAD_CHUNK):
-                sink.write(chunk)
-    except BaseException:
-        # pyarrow closes the stream on the way out, which may complete the upload (a small object is
-        # one PUT at close) with what it was given so far: the name is this pass's own, so remove it.
-        with contextlib.suppress(OSError):
-            filesystem.delete_file(final)
-        raise
+    filesystem.copy_file(temp, final)
 
 
 def _delete(filesystem: pafs.FileSystem, path: str) -> None:

@@ -1,6 +1,6 @@
 """Compaction of an offline store on an object store (the suite's S3 endpoint, tests/support/s3_server.py,
 through pyarrow's real S3 client): a pass merges and later deletes as on a local root, an upload that
-does not read back is removed, and the partition locks kept by the metadata database (a PostgreSQL
+does not read back is removed unseen, and the partition locks kept by the metadata database (a PostgreSQL
 advisory lock, or lock files beside a SQLite file) keep two control planes from merging one partition
 at once. Then the control plane itself, with ``AETHER_OFFLINE_ROOT`` on S3, compacts through the RPC."""
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
@@ -28,11 +29,11 @@ from control_plane.api.offline_features import add_to_server
 from control_plane.db.engine import create_db_engine
 from control_plane.offline import compaction
 from control_plane.offline.compaction import CompactionPolicy, compact_view
-from control_plane.offline.merged import MergedRecord
 from control_plane.offline.partition_locks import DatabaseLocks
 from control_plane.offline.store import OfflineStore
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support.faulty_fs import faulty
 from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import FakeS3Server
 from tests.unit.offline.builders import (
@@ -103,14 +104,41 @@ def test_an_object_store_pass_without_database_locks_is_refused(s3: FakeS3Server
     assert len(data_keys(s3)) == 3
 
 
-def test_an_upload_that_does_not_read_back_as_written_is_removed(s3: FakeS3Server) -> None:
+def test_an_upload_that_does_not_read_back_as_written_is_removed(s3: FakeS3Server, tmp_path: Path) -> None:
+    """The upload loses its last byte on the way (a FAKE fault) and completes anyway: the read-back
+    refuses it and the staged object goes; it was never under a name readers list."""
     store = OfflineStore(s3.uri("features"))
     write_files(store, numbered(2))
-    path = store.files(VIEW, 1)[0]
-    record = MergedRecord(1, ())
-    with pytest.raises(OSError, match="did not read back"):
-        compaction._check_uploaded(store.filesystem, path, record, rows=1)  # a plain file: no record
-    assert len(data_keys(s3)) == 1
+    before = set(s3.objects)
+    local = tmp_path / "merged.parquet"
+    pq.write_table(read_all(store), local)
+    filesystem, hooks = faulty(store.filesystem)
+    hooks.wrap_output = lambda path, stream: _LosesLastByte(stream)
+    partition = store.partition_path(VIEW, 1, T0.date())
+    with pytest.raises(OSError, match="did not read back as written; it was removed"):
+        compaction._stage(filesystem, str(local), partition)
+    assert set(s3.objects) == before
+    hooks.wrap_output = None
+    staged = compaction._stage(filesystem, str(local), partition)
+    assert Path(staged).name.startswith(".") and len(store.files(VIEW, 1)) == 2  # hidden from readers
+
+
+class _LosesLastByte:
+    def __init__(self, inner: pa.NativeFile) -> None:
+        self._inner, self._held, self.closed = inner, b"", False
+
+    def write(self, data: bytes) -> int:
+        self._inner.write(self._held)
+        self._held = bytes(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._inner.write(self._held[:-1])
+        self._inner.close()
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
 
 
 def test_database_locks_exclude_a_second_control_plane_and_go_with_the_pass(db_url: str) -> None:
