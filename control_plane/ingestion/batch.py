@@ -17,6 +17,8 @@ The online write comes after the last chunk's commit, so the run files its onlin
 (write-ahead: ``online_pending.file_online_part``, one ``online_pending`` record naming the run's offline
 files, held by the run), in the transaction of the first chunk that stores rows, and names each later
 chunk's files in it in that chunk's own transaction: every stored and counted row is named by it. The run
+renews its hold on it while it works, and files the files it stores after losing it (stalled past the
+lease) in a record of its own (``online_hold``). The run
 removes it once its online values are written, in the transaction of its ``finished`` entry, and hands it
 to the next replay at once when the online store does not take them, or when a later chunk fails (a
 source that cannot be read part-way: filed only with the last chunk, the earlier chunks' rows were left
@@ -60,6 +62,7 @@ from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.online import (
     latest_blobs,
     latest_per_entity,
@@ -67,11 +70,7 @@ from control_plane.ingestion.online import (
     write_blobs,
     write_latest,
 )
-from control_plane.ingestion.online_pending import (
-    extend_online_part,
-    file_online_part,
-    settle_online_part,
-)
+from control_plane.ingestion.online_hold import RunHold
 from control_plane.ingestion.quarantine import RunSource, check_source_length, record_outcome, supersede
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
@@ -138,10 +137,21 @@ def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator
 class BatchMaterializer:
     """Transport-free core of batch ingestion; one per process, safe to share between calls."""
 
-    def __init__(self, sessions: sessionmaker[Session], offline: OfflineStore, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        offline: OfflineStore,
+        client: redis.Redis,
+        lease_s: float = CLAIM_LEASE_S,
+        renew_every_s: float | None = None,
+    ) -> None:
+        """``lease_s``: how long a replay leaves a run's online part alone unrenewed (the service's
+        ``claim_lease_s``); the run renews it every ``renew_every_s`` (default a third of it)."""
         self._sessions = sessions
         self._offline = offline
         self._client = client
+        self._lease_s = lease_s
+        self._renew_every_s = renew_every_s
 
     def materialize(
         self,
@@ -178,12 +188,29 @@ class BatchMaterializer:
             for chunk in chunks:
                 validate(view, entity, _in_window(chunk, ts_name, window).rows, now=moment, strict=True)
         self._check_online()
+        hold = RunHold(self._sessions, run, self._lease_s, self._renew_every_s)  # its online part's
+        try:
+            outcome.online_rows = self._run_chunks(
+                view, entity, chunks, window=window, source_id=source_id, kind=kind, moment=moment,
+                actor=actor, run=run, outcome=outcome, hold=hold,
+            )  # fmt: skip
+        finally:
+            hold.stop()
+        return outcome
+
+    def _run_chunks(
+        self, view: pb.FeatureView, entity: pb.Entity, chunks: Iterable[pa.Table], *, window: Window,
+        source_id: str, kind: str, moment: datetime, actor: str, run: RunSource, outcome: MaterializeOutcome,
+        hold: RunHold,
+    ) -> int:  # fmt: skip
+        """``materialize``'s chunks, online write and end; returns the online rows written."""
+        ts_name = timestamp_field(view)
         key_names = [key.name for key in entity.join_keys]
         latest: list[pa.Table] = []
         target = f"{view.spec.name}:v{view.version}"
         chunk_number = 0
         source_rows = 0  # rows of the source before this chunk, those outside the window included
-        hold: int | None = 0  # the stamp of the run's hold on its online part, once filed
+        online_rows = 0
         try:
             for chunk in chunks:
                 self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
@@ -199,7 +226,8 @@ class BatchMaterializer:
                 record_keys = [
                     str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
                 ]
-                with write_session(self._sessions) as session:
+                # The hold's lock around the transaction: its renewals never write the record meanwhile.
+                with hold.lock, write_session(self._sessions) as session:
                     before = None if chunk_number == 0 else _counters(outcome, source_id)
                     fresh = record_outcome(
                         session,
@@ -220,12 +248,14 @@ class BatchMaterializer:
                     }
                     if superseded:
                         after["superseded"] = superseded
-                    if accepted.num_rows:  # write-ahead: what this chunk stores waits for its online write
-                        hold = self._file_online_part(session, run, hold, outcome.offline_paths)
+                    # Write-ahead: what this chunk stores waits for its online write (online_hold).
+                    named = hold.name_files(session, outcome.offline_paths) if accepted.num_rows else None
                     audit(
                         session, actor=actor, action=f"ingestion.{kind}", object_type="feature_view",
                         object_id=target, before=before, after=after,
                     )  # fmt: skip
+                if named is not None:
+                    hold.adopt(named)  # committed: the record now holds what the transaction set
                 outcome.records_in += inside.num_rows
                 outcome.accepted += accepted.num_rows
                 outcome.quarantined += fresh
@@ -245,35 +275,21 @@ class BatchMaterializer:
             raise
         if latest:
             pairs = latest_blobs(view, key_names, pa.concat_tables(latest))
-            outcome.online_rows = self._write_run_online(run, view, pairs, hold)
+            online_rows = self._write_run_online(run, view, pairs, hold)
             self._require_open_after_write(view, outcome, run, hold, pairs)
+        hold.stop()
         with write_session(self._sessions) as session:
-            if hold:  # written online: the run's online part is done (one that fails here waits to replay)
-                settle_online_part(session, run.run_id, hold)
+            hold.settle_in(session)  # written online: the run's online part is done (if it fails, it waits)
             finished = _counters(outcome, source_id) | {
                 "chunks": chunk_number,
                 "skipped_outside_window": outcome.skipped_outside_window,
-                "online_rows": outcome.online_rows,
+                "online_rows": online_rows,
             }
             audit(
                 session, actor=actor, action=f"ingestion.{kind}.finished", object_type="feature_view",
                 object_id=target, before=None, after=finished,
             )  # fmt: skip
-        return outcome
-
-    @staticmethod
-    def _file_online_part(
-        session: Session, run: RunSource, hold: int | None, offline_paths: list[str]
-    ) -> int | None:
-        """Files the run's online part with its first stored chunk (``hold`` 0) and names every later
-        chunk's files in it, in that chunk's transaction. Returns the run's hold: its stamp, or None once
-        a replay took the record over (the run outlasted a lease between two chunks); that record is then
-        the replay's, and the run writes its rows online itself at its end."""
-        if hold == 0:
-            return file_online_part(session, run, offline_paths)
-        if hold is None:
-            return None
-        return extend_online_part(session, run.run_id, hold, offline_paths) or None
+        return online_rows
 
     def _require_open(self, view: pb.FeatureView, outcome: MaterializeOutcome) -> None:
         """``VersionGone`` once the run's view version is retired or deleted (``version_gate``), saying
@@ -293,7 +309,7 @@ class BatchMaterializer:
         view: pb.FeatureView,
         outcome: MaterializeOutcome,
         run: RunSource,
-        hold: int | None,
+        hold: RunHold,
         pairs: Sequence[tuple[bytes, bytes]],
     ) -> None:
         """Reads the version's status once more after the run's online write, and undoes the write when
@@ -325,7 +341,7 @@ class BatchMaterializer:
             ) from exc
 
     def _write_run_online(
-        self, run: RunSource, view: pb.FeatureView, pairs: Sequence[tuple[bytes, bytes]], hold: int | None
+        self, run: RunSource, view: pb.FeatureView, pairs: Sequence[tuple[bytes, bytes]], hold: RunHold
     ) -> int:
         """The run's online write. Its online part is filed already, held by the run (``hold``); when the
         online store does not take it (down since the check) the record is handed to the next replay at
@@ -349,12 +365,9 @@ class BatchMaterializer:
             self._settle_online_part(run, hold, f"{type(exc).__name__}: {exc}")
             raise
 
-    def _settle_online_part(self, run: RunSource, hold: int | None, error: str | None = None) -> None:
-        if not hold:  # nothing filed, or a replay's now: never settle a record by stamp 0 (handed over)
-            return
+    def _settle_online_part(self, run: RunSource, hold: RunHold, error: str | None = None) -> None:
         try:
-            with write_session(self._sessions) as session:
-                settle_online_part(session, run.run_id, hold, error)
+            hold.settle(error)  # nothing when nothing was filed, or a replay holds it now
         except Exception:  # it stays held by this run, and a replay takes it over after the lease
             _log.exception("could not hand over run %s's online_pending record", run.run_id)
 

@@ -92,8 +92,8 @@ class OnlineCompletion:
         }
         for (name, version), members in members_of.items():
             view, entity = resolved[name, version]
-            parts = [row for row in members if row.record_key == online_pending.ONLINE_PART_KEY]
-            members = [row for row in members if row.record_key != online_pending.ONLINE_PART_KEY]
+            parts = [row for row in members if online_pending.is_online_part(row.record_key)]
+            members = [row for row in members if not online_pending.is_online_part(row.record_key)]
             for part in parts:  # a batch run's online part: its latest rows are in its offline files
                 rows = self._online_part(view, entity, part)
                 hold = Claim([part.id], pending.stamp, [])

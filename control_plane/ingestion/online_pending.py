@@ -13,8 +13,9 @@ stored offline, and the run that stored it keeps counting it accepted, as a disc
 stays counted quarantined, so every run still adds up.
 
 A batch run files its online part (``file_online_part``) in the transaction of the first chunk that
-stores rows, held by the run as a replay holds its records, names each later chunk's files in it in that
-chunk's transaction (``extend_online_part``), and removes it once its online values are written
+stores rows, held by the run as a replay holds its records (renewed while it works, ``renew_online_part``;
+see ``online_hold``), names each later chunk's files in it in that chunk's transaction
+(``extend_online_part``), and removes it once its online values are written
 (``settle_online_part``); a run that fails part-way hands it to the next replay at once, and a run killed
 in between leaves it to a replay, which takes it over after the lease. Filed only in the last chunk's
 transaction, a source that failed to read part-way left the earlier chunks' rows stored and counted with
@@ -56,11 +57,25 @@ def unheld(session: Session, ids: Sequence[int], lease_s: float = CLAIM_LEASE_S)
     return [record_id for record_id in dict.fromkeys(ids) if record_id in found]
 
 
-#: The record key of a batch run's online part (one record per run; see ``file_online_part``).
+#: The record key of a batch run's online part (one record per run; see ``file_online_part``). A run
+#: that lost its hold files the files it stores after that in another record, ``online.2``, ``online.3``...
 ONLINE_PART_KEY = "online"
 
 
-def file_online_part(session: Session, source: RunSource, offline_paths: Sequence[str]) -> int:
+def online_part_key(number: int) -> str:
+    """The key of a run's ``number``-th online part (1: :data:`ONLINE_PART_KEY`)."""
+    return ONLINE_PART_KEY if number == 1 else f"{ONLINE_PART_KEY}.{number}"
+
+
+def is_online_part(record_key: str) -> bool:
+    """Whether a record is a batch run's online part (a rejected record's key is a row number)."""
+    head, dot, number = record_key.partition(".")
+    return head == ONLINE_PART_KEY and (not dot or number.isdigit())
+
+
+def file_online_part(
+    session: Session, source: RunSource, offline_paths: Sequence[str], key: str = ONLINE_PART_KEY
+) -> int:
     """Files, in the caller's transaction (a batch run's first chunk that stores rows), the run's online
     part before it is written: one ``online_pending`` record of the run whose payload names the offline
     files the run wrote (its latest row per entity is theirs; ``extend_online_part`` adds later ones),
@@ -79,7 +94,7 @@ def file_online_part(session: Session, source: RunSource, offline_paths: Sequenc
         insert(QuarantineRow),
         [
             {
-                "run_id": source.run_id, "record_key": ONLINE_PART_KEY, "view": source.view,
+                "run_id": source.run_id, "record_key": key, "view": source.view,
                 "version": source.version, "source_kind": source.kind, "source_id": source.source_id,
                 "payload": payload, "status": ONLINE_PENDING, "created_at_us": stamp, "updated_at_us": stamp,
                 "reason": "online values not written yet: the run's latest row per entity, in its offline"
@@ -90,36 +105,54 @@ def file_online_part(session: Session, source: RunSource, offline_paths: Sequenc
     return stamp
 
 
-def extend_online_part(session: Session, run_id: str, stamp: int, offline_paths: Sequence[str]) -> int:
+def extend_online_part(
+    session: Session, run_id: str, stamp: int, offline_paths: Sequence[str], key: str = ONLINE_PART_KEY
+) -> int:
     """Names, in the caller's transaction (a later chunk's), every offline file the run has written so
     far in its online part, and renews the run's hold on it (the returned stamp), as a replay renews its
     claim before each write: a run whose chunks together outlast the lease keeps it while it is alive.
-    Returns the new stamp, or 0 when a replay took the record over (the run lasted a lease between two
-    chunks): that replay writes the files it names online, and the run writes its own at its end."""
+    Returns the new stamp, or 0 when a replay took the record over (the run went a lease without
+    renewing it): that replay writes the files it names online, and the run files the later ones in a
+    record of its own (``online_hold``)."""
     renewed = now_us()
     statement = (
         update(QuarantineRow)
-        .where(_held_by_run(run_id, stamp))
+        .where(_held_by_run(run_id, stamp, key))
         .values(payload=json.dumps({"offline_files": list(offline_paths)}), updated_at_us=renewed)
         .execution_options(synchronize_session=False)
     )
     return renewed if rowcount(session.execute(statement)) else 0
 
 
-def _held_by_run(run_id: str, stamp: int) -> Any:
+def renew_online_part(session: Session, run_id: str, stamp: int, key: str = ONLINE_PART_KEY) -> int:
+    """Renews the run's hold on its online part while it works (the run's heartbeat, ``online_hold``);
+    the new stamp, or 0 when it holds it no longer (a replay took it over, or it was settled)."""
+    renewed = now_us()
+    statement = (
+        update(QuarantineRow)
+        .where(_held_by_run(run_id, stamp, key))
+        .values(updated_at_us=renewed)
+        .execution_options(synchronize_session=False)
+    )
+    return renewed if rowcount(session.execute(statement)) else 0
+
+
+def _held_by_run(run_id: str, stamp: int, key: str = ONLINE_PART_KEY) -> Any:
     return and_(
         QuarantineRow.run_id == run_id,
-        QuarantineRow.record_key == ONLINE_PART_KEY,
+        QuarantineRow.record_key == key,
         QuarantineRow.status == ONLINE_PENDING,
         QuarantineRow.updated_at_us == stamp,
     )
 
 
-def settle_online_part(session: Session, run_id: str, stamp: int, error: str | None = None) -> int:
+def settle_online_part(
+    session: Session, run_id: str, stamp: int, error: str | None = None, key: str = ONLINE_PART_KEY
+) -> int:
     """Ends the run's hold on its online part (one statement, conditional on the hold's ``stamp``, so a
     replay that took it over keeps it): with no ``error`` the online values are written and the record
     goes; with one it is handed to the next replay at once, saying why. Returns how many records."""
-    held_by_run = _held_by_run(run_id, stamp)
+    held_by_run = _held_by_run(run_id, stamp, key)
     if error is None:
         statement: Any = delete(QuarantineRow).where(held_by_run)
     else:

@@ -66,7 +66,7 @@ class IngestionService:
         self._client = client
         self._kafka_options = dict(kafka_options or {})
         self._claim_lease_s = claim_lease_s
-        self.batch = BatchMaterializer(sessions, offline, client)
+        self.batch = BatchMaterializer(sessions, offline, client, lease_s=claim_lease_s)
         self._online = OnlineCompletion(sessions, registry, self.batch)
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
