@@ -41,6 +41,7 @@ are validated, and so quarantined.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -385,6 +386,18 @@ class BatchMaterializer:
         """Appends validated rows to the offline store, stamped with the ingestion time unless they
         carry one (:func:`stamp_ingested`)."""
         return self._offline.write(view.spec.name, view.version, stamp_ingested(accepted))
+
+    def remove_offline(self, paths: Sequence[str]) -> bool:
+        """Removes offline files this process wrote whose rows no run counts (a replay refused at its
+        commit); whether all are gone (one that fails stays, logged)."""
+        try:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    self._offline.filesystem.delete_file(path)
+        except OSError:
+            _log.exception("could not remove uncounted offline files %s", list(paths))
+            return False
+        return True
 
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""

@@ -33,6 +33,11 @@ from control_plane.ingestion.tables import QuarantineRow
 CLAIM_LEASE_S = 300.0
 
 
+class ClaimLost(FailedPrecondition):
+    """A replay's claim on records it wrote lapsed before its commit and another replay took them over;
+    raised before the commit writes anything."""
+
+
 @dataclass
 class Claim:
     """A replay's hold on its records: each is ``replaying`` with ``updated_at_us == stamp``. No other

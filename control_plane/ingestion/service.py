@@ -246,12 +246,19 @@ class IngestionService:
             with write_session(self._sessions) as session:  # never write what another replay now holds
                 stamp = claims.renew(session, claim)
             claim.stamp = stamp
-            undelivered = self._write_replay(group)
+            undelivered, paths = self._write_replay(group)
             done = [group.members[i].id for i in group.passing if i not in undelivered]
             batch = group.publish is None
             status = quarantine.ONLINE_PENDING if batch else quarantine.REPLAYED
             try:
                 self._commit_replay(run, claim, group, done, corrected, actor, status)
+            except claims.ClaimLost:
+                # Refused before its commit wrote anything: no run counts the rows this replay stored,
+                # and the replay that took the records over stores them itself. Left in place they were
+                # an accepted row stored twice; removed, the records this claim still holds go back.
+                if not self.batch.remove_offline(paths):
+                    claim.ids = [record_id for record_id in claim.ids if record_id not in done]
+                raise
             except BaseException:
                 # Written but not marked: they stay claimed (``replaying``), not handed back to the
                 # quarantine, where a retry would write them again at once.
@@ -308,17 +315,17 @@ class IngestionService:
         accepted = stamp_ingested(result.accepted)
         return _ReplayGroup(view, entity, members, payloads, accepted, new_reasons, passing, publish)
 
-    def _write_replay(self, group: _ReplayGroup) -> dict[int, str]:
+    def _write_replay(self, group: _ReplayGroup) -> tuple[dict[int, str], list[str]]:
         """Writes a group's passing records (a batch view's to the offline store only); returns, by
-        member index, the events its stream did not acknowledge (never written: they stay quarantined)."""
+        member index, the events its stream did not acknowledge (never written: they stay quarantined),
+        and the offline files written."""
         if not group.passing:
-            return {}
+            return {}, []
         if group.publish is None:  # online once the offline write is committed (``OnlineCompletion.write``)
-            self.batch.write_offline(group.view, group.accepted)
-            return {}
+            return {}, self.batch.write_offline(group.view, group.accepted)
         events = [_event(group.payloads[i]) for i in group.passing]
         errors = group.publish(events)
-        return {i: error for i, error in zip(group.passing, errors, strict=True) if error is not None}
+        return {i: error for i, error in zip(group.passing, errors, strict=True) if error is not None}, []
 
     def _commit_replay(
         self,
@@ -338,10 +345,15 @@ class IngestionService:
             lost = [record_id for record_id in members if record_id not in fresh]
             if lost:  # only a write that outlasted the lease: another replay may write them too
                 written = [record_id for record_id in lost if record_id in done]
-                raise FailedPrecondition(
+                after = (
+                    "the rows it stored offline for this group are removed, and that replay writes them"
+                    if group.publish is None
+                    else f"those it published ({written or 'none'}) may be published twice"
+                )
+                raise claims.ClaimLost(
                     f"this replay's claim on quarantined records {lost} of view {group.view.spec.name!r}"
                     " lapsed while it wrote them (the write took longer than the lease) and another replay"
-                    f" took them over; those it wrote ({written or 'none'}) may be written twice"
+                    f" took them over; {after}"
                 )
             for record_id in done:
                 row = fresh[record_id]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -23,9 +24,12 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import write_session
 from control_plane.ingestion import claims, quarantine
 from control_plane.ingestion.service import IngestionService, ReplayOutcome
+from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.pausing_redis import PausingRedis
+from tests.support.faulty_fs import faulty
 from tests.support.redis_server import RedisServer
+from tests.support.s3_server import FakeS3Server
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -371,3 +375,39 @@ def test_a_replay_of_online_pending_records_another_replay_is_writing_online_is_
         with pytest.raises(Unavailable, match="online_pending"):
             service.replay([other_id], {})  # held while it writes online, then handed back
     assert env.service.replay([other_id], {}).replayed == [other_id]
+
+
+def test_a_replay_whose_write_outlasted_its_claim_backs_off_and_leaves_no_rows_behind(
+    any_env: Env, tmp_path: Path
+) -> None:
+    """Replay A's offline write outlasts its claim's lease (its offline store on the suite's S3 endpoint
+    behind a FAKE fault, tests/support/faulty_fs.py, that holds the upload while replay B, whose lease is
+    0 s, takes the records over and writes and commits them). A finds its claim lost at its commit and
+    refuses, as before; but its file stayed in the offline store, so the record's row was stored twice
+    (once counted by B, once by nobody). Now A removes what it wrote before it refuses."""
+    env = any_env
+    record_id, fixed = climate_record(env, 11)
+    s3 = FakeS3Server()
+    try:
+        root = s3.uri("offline")
+        slow_store, plain_store = OfflineStore(root), OfflineStore(root)
+        slow_store.filesystem, hooks = faulty(slow_store.filesystem)
+        writer_a = IngestionService(env.sessions, env.registry, slow_store, env.client)
+        writer_b = IngestionService(env.sessions, env.registry, plain_store, env.client, claim_lease_s=0.0)
+        taken: list[ReplayOutcome] = []
+
+        def take_over_meanwhile(path: str, stream: object) -> object:
+            hooks.wrap_output = None
+            taken.append(writer_b.replay([record_id], {record_id: fixed}, actor="b"))
+            return stream
+
+        hooks.wrap_output = take_over_meanwhile
+        with pytest.raises(FailedPrecondition, match="lapsed while it wrote them"):
+            writer_a.replay([record_id], {record_id: fixed}, actor="a")
+        assert [outcome.replayed for outcome in taken] == [[record_id]]
+        assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
+        sensors = [s for b in plain_store.scan("climate", 1) for s in b.column("sensor_id").to_pylist()]
+        assert sensors == [11]  # stored once
+        assert replay_counts(env) == (1, 1, 0)  # counted once
+    finally:
+        s3.close()
