@@ -23,18 +23,22 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from pathlib import Path
 
+from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import tracking_pb2
+from clients.errors import AlreadyExists
 from control_plane.db import read_session
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import claim
-from control_plane.jobs.store import TERMINAL, JobState, now_us
+from control_plane.jobs.store import SUPERVISOR_ACTOR, TERMINAL, JobState, now_us, spec_from_dict
 from control_plane.jobs.tables import JobRow
 from control_plane.tracking.store import TrackingStore
 from control_plane.tracking.tables import RunRow
+from control_plane.training.spec import hyperparameter_text
 
 _log = logging.getLogger("aether.jobs")
 
@@ -92,3 +96,37 @@ def leftover_run(session: Session, files: JobFiles) -> str:
     except (OSError, ValueError, KeyError, TypeError):  # none reserved: no start got as far
         return ""
     return run_id if session.scalar(select(RunRow.id).where(RunRow.run_id == run_id)) is not None else ""
+
+
+def create_job_run(tracking: TrackingStore, row: JobRow) -> str:
+    """The job's tracking run (created at its first start, reused by later attempts); "" when the
+    tracking store refuses (the job still runs, without a run). Created under the id reserved in the
+    job's folder, and only if it does not exist: a start that died after creating it and before
+    recording it on the job leaves it to this one (``runs.py``)."""
+    spec = spec_from_dict(row.spec)
+    experiment_name = spec.experiment or spec.name
+    try:
+        run_id = reserve_run_id(JobFiles(Path(row.folder)))
+        try:
+            experiment = tracking.create_experiment(experiment_name, actor=SUPERVISOR_ACTOR)
+        except AlreadyExists:
+            experiment = tracking.get_experiment(name=experiment_name)
+        # The same spelling the training SDK and model versions use (e.g. 32.0 from a Struct -> "32"),
+        # since run params are immutable and a second spelling would be refused.
+        params = {
+            key: hyperparameter_text(key, value)
+            for key, value in json_format.MessageToDict(spec.hyperparameters).items()
+        }
+        start = tracking_pb2.RunStart(
+            experiment_id=experiment.experiment_id,
+            name=spec.name,
+            params=params,
+            tags={"aether.job_id": row.job_id},
+        )
+        # A batch that starts a run creates it unless it exists (in the same experiment).
+        tracking.log_batch([tracking_pb2.RunBatch(run_id=run_id, start=start)], actor=SUPERVISOR_ACTOR)
+        return run_id
+    except Exception as exc:
+        JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
+        _log.exception("cannot create the tracking run of job %s", row.job_id)
+        return ""

@@ -39,14 +39,12 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clients.aether.v1 import tracking_pb2
-from clients.errors import AlreadyExists
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.launch_env import OUTPUTS_FILE, TOKEN_FILE, LaunchEnv, sets_token
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
-from control_plane.jobs.runs import end_left_runs, end_run, leftover_run, reserve_run_id
+from control_plane.jobs.runs import create_job_run, end_left_runs, end_run, leftover_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import spec_to_json, timeout_problem
@@ -63,7 +61,6 @@ from control_plane.jobs.store import (
 )
 from control_plane.jobs.tables import JobRow
 from control_plane.tracking.store import TrackingStore
-from control_plane.training.spec import hyperparameter_text
 
 _log = logging.getLogger("aether.jobs")
 
@@ -434,39 +431,9 @@ class Supervisor:
             self._runs_left = True
 
     def _create_run(self, row: JobRow) -> str:
-        """The job's tracking run (created at its first start, reused by later attempts); "" when the
-        tracking store refuses (the job still runs, without a run). Created under the id reserved in the
-        job's folder, and only if it does not exist: a start that died after creating it and before
-        recording it on the job leaves it to this one (``runs.py``)."""
-        spec = spec_from_dict(row.spec)
-        experiment_name = spec.experiment or spec.name
-        try:
-            run_id = reserve_run_id(JobFiles(Path(row.folder)))
-            try:
-                experiment = self._tracking.create_experiment(experiment_name, actor=SUPERVISOR_ACTOR)
-            except AlreadyExists:
-                experiment = self._tracking.get_experiment(name=experiment_name)
-            # The same spelling the training SDK and model versions use (e.g. 32.0 from a Struct -> "32"),
-            # since run params are immutable and a second spelling would be refused.
-            params = {
-                key: hyperparameter_text(key, value)
-                for key, value in json_format.MessageToDict(spec.hyperparameters).items()
-            }
-            start = tracking_pb2.RunStart(
-                experiment_id=experiment.experiment_id,
-                name=spec.name,
-                params=params,
-                tags={"aether.job_id": row.job_id},
-            )
-            # A batch that starts a run creates it unless it exists (in the same experiment).
-            self._tracking.log_batch(
-                [tracking_pb2.RunBatch(run_id=run_id, start=start)], actor=SUPERVISOR_ACTOR
-            )
-            return run_id
-        except Exception as exc:
-            JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
-            _log.exception("cannot create the tracking run of job %s", row.job_id)
-            return ""
+        """The job's run (``runs.create_job_run``); a seam where a test injects a cancel that lands while
+        the run is created."""
+        return create_job_run(self._tracking, row)
 
 
 def _launch_of(row: JobRow) -> JobLaunch:
