@@ -151,7 +151,9 @@ async def test_the_servers_online_cleanup_pass_ends_within_the_timeout_on_a_hung
 
         redis_server_own.thaw()
         done = await asyncio.wait_for(cleanup.run_once(), HANG_S)
-        assert [(c.view, removed) for c, removed in done] == [("user", 1)]
+        # This pass did the version, unless the loop's own pass (blocked on the frozen Redis beside it)
+        # finished first once Redis answered again: either way the version is cleaned up exactly once.
+        assert [c.view for c, _removed in done] in (["user"], [])
         assert writer.exists(online_key("user", ["7"], "user", 1)) == 0
         with server.context.sessions() as session:
             assert cleanup_states(session, "user") == [(1, True)]
