@@ -36,6 +36,7 @@ from control_plane.ingestion.streaming.materializer import (
 )
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
+from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.offline.store import OfflineStore, default_offline_root
 from control_plane.settings import ControlPlaneSettings
 
@@ -95,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
             config = kafka_options.merged(settings.kafka_options, args.kafka_option)
             source = KafkaSource(bootstrap, topic, args.group, consumer, config)
         else:
-            source = RedisStreamSource(client, stream, args.group, consumer)
+            source = RedisStreamSource(client, stream, args.group, consumer, stop)
         options = MaterializerOptions(
             group=args.group, count=args.count, block_ms=args.block_ms, reclaim_idle_ms=args.reclaim_idle_ms,
             lateness_s=args.lateness_s, max_future=timedelta(seconds=args.max_future_s),
             lag_alert_seconds=args.lag_alert_s, metrics_port=args.metrics_port,
         )  # fmt: skip
         offline = OfflineStore(args.offline_root or default_offline_root())
-        materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
+        materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options, stop)
         materializer.start()
         print(f"aether materializer running view={view.spec.name} stream={stream}", flush=True)
         while not stop.is_set():
@@ -115,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
+    except StopAsked as error:  # asked to stop during an outage: nothing lost (see StopAsked)
+        print(f"stopped: {error}", file=sys.stderr)
+        return 0
     except (ViewDeleted, ViewRetired) as error:  # one line, not a traceback: the view is gone, not broken
         # Raised only once its outbox is drained (the committed batches stored offline and counted): no
         # other flush is due.

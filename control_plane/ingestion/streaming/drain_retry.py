@@ -18,17 +18,24 @@ only after the SQL transaction that recorded it committed, and a retry finds the
 transaction recorded (a commit whose answer the outage cut off included) and only removes them. A retry
 after the offline write but before the SQL commit writes those history rows again, as exact duplicates,
 which readers treat as one row.
+
+A stop asked meanwhile (``stop``, the materializer's SIGTERM/SIGINT event) ends the wait at once with
+:class:`~control_plane.ingestion.streaming.stops.StopAsked`: the receipts stay in the outbox for the next
+start, rather than a shutdown (a rolling restart, an orchestrator's stop) hanging until the database is
+back and then being killed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
 import sqlalchemy.exc
 
 from clients.database_errors import database_unavailable
+from control_plane.ingestion.streaming.stops import StopAsked
 
 _log = logging.getLogger("aether.ingestion.stream")
 #: Seconds between tries, the last one repeated.
@@ -38,9 +45,15 @@ RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 LOG_EVERY = 300
 
 
-def draining(drain: Callable[[], int], name: str, sleep: Callable[[float], None] = time.sleep) -> int:
+def draining(
+    drain: Callable[[], int],
+    name: str,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """Runs ``drain`` (``name``: the view version, for the log) until it returns, trying again while the
-    metadata database is unavailable (see the module doc); returns what it returned."""
+    metadata database is unavailable (see the module doc); returns what it returned. StopAsked when
+    ``stop`` is set while it waits to try again."""
     failures = 0
     while True:
         try:
@@ -55,7 +68,14 @@ def draining(drain: Callable[[], int], name: str, sleep: Callable[[float], None]
                     "%s: the outbox could not be drained (%d tries in a row), trying again: %s",
                     name, failures, reason,
                 )  # fmt: skip
-            sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1])
+            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
+            if stop is None:
+                sleep(delay)
+            elif stop.is_set() or stop.wait(delay):
+                raise StopAsked(
+                    f"{name}: stopped while the metadata database was unavailable ({reason}); the outbox"
+                    " keeps its committed batches for the next start"
+                ) from exc
             continue
         if failures:
             _log.info("%s: the outbox drains again, after %d failed tries", name, failures)

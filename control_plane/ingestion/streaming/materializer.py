@@ -144,8 +144,11 @@ class StreamMaterializer:
         sessions: sessionmaker[Session],
         offline: OfflineStore,
         options: MaterializerOptions = MaterializerOptions(),
+        stop: threading.Event | None = None,
     ) -> None:
         self.view, self.entity, self.source, self.options = view, entity, source, options
+        # Set when the process is asked to stop: a drain waiting out a database outage then ends.
+        self.stop = stop or threading.Event()
         self._client, self._sessions, self._offline = client, sessions, offline
         self.plan: AggregationPlan = plan_for(view)
         self.state = self.plan.new_state()
@@ -197,18 +200,12 @@ class StreamMaterializer:
         self._next_status = time.monotonic() + self.options.status_every_s
         self._rebuild()
 
-    def run_forever(self, stop: threading.Event) -> None:
-        self.start()
-        while not stop.is_set():
-            self.step()
-        self.flush()
-
     def flush(self) -> int:
         """Drains the outbox now: committed batches to the offline store and SQL (waiting out a database
         outage: ``drain_retry.py``). Returns how many."""
         stores = (self._client, self.keys, self._sessions, self._offline, self.run, self._undrained)
         name = f"{self.run.view} v{self.run.version}"
-        drained = draining(partial(self._retrying, partial(drain, *stores)), name)
+        drained = draining(partial(self._retrying, partial(drain, *stores)), name, self.stop)
         self._undrained.clear()
         self._next_drain = time.monotonic() + self.options.drain_interval_s
         return drained

@@ -10,6 +10,7 @@ idle stream answers empty instead of timing out."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
@@ -20,6 +21,7 @@ import numpy.typing as npt
 import redis
 
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis, id_parts
+from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.redis_clients import blocking_timeout
 
 _log = logging.getLogger("aether.ingestion.stream")
@@ -64,8 +66,12 @@ class RedisStreamSource:
     acks_in_commit = True  # the commit transaction carries the XACK (see commit.py)
     trim_floor_ms: int | None = None
 
-    def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
+    def __init__(
+        self, client: redis.Redis, stream: str, group: str, consumer: str, stop: threading.Event | None = None
+    ) -> None:
         self.name = stream
+        # Set when the process is asked to stop: a retry during a Redis outage then ends (``retrying``).
+        self.stop = stop or threading.Event()
         self._client = client
         # A client to the same server whose XREADGROUP and XRANGE replies stay raw and are decoded by
         # hiredis (C): see ``read``. Its pool is its own, as decoding is a property of the connections.
@@ -116,7 +122,7 @@ class RedisStreamSource:
 
     def retrying(self, operation: Callable[[], T]) -> T:
         """Runs ``operation``, retrying on connection errors with backoff (forever: a materializer waits
-        for Redis to come back rather than exiting)."""
+        for Redis to come back rather than exiting), unless :attr:`stop` is set meanwhile (StopAsked)."""
         attempt = 0
         while True:
             try:
@@ -124,7 +130,8 @@ class RedisStreamSource:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
                 _log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
+                if self.stop.is_set() or self.stop.wait(delay):
+                    raise StopAsked(f"stopped while Redis was unavailable ({exc})") from exc
                 attempt += 1
 
     def read(self, count: int, block_ms: int) -> MessageBatch:

@@ -3,7 +3,15 @@ end into one line and exit status 1)."""
 
 from __future__ import annotations
 
-__all__ = ["Fenced", "ViewDeleted", "ViewRetired"]
+__all__ = ["Fenced", "StopAsked", "ViewDeleted", "ViewRetired"]
+
+
+class StopAsked(RuntimeError):
+    """A stop (SIGTERM, SIGINT) was asked while the materializer waited out an outage of the metadata
+    database (its outbox drain, ``drain_retry.py``) or of Redis (``RedisStreamSource.retrying``): it stops
+    without waiting for the outage to end. Nothing is lost: committed batches stay in the outbox (in
+    Redis), which the next materializer of the view drains when it starts, and unacknowledged events stay
+    in the stream."""
 
 
 class Fenced(RuntimeError):

@@ -21,6 +21,8 @@ from control_plane.db import create_db_engine, create_session_factory, read_sess
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import CLICKS, ENTITY
 from tests.integration.ingestion.streaming_support import (
@@ -30,6 +32,7 @@ from tests.integration.ingestion.streaming_support import (
     started_materializer,
 )
 from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +99,60 @@ def test_a_busy_materializer_waits_out_a_database_restart_and_counts_every_event
     engine.dispose()
 
 
+def test_a_stop_asked_while_the_drain_waits_out_an_outage_ends_it_and_loses_nothing(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    # SIGTERM (the stop event) during a PostgreSQL outage was not honoured until the database came back:
+    # the drain retried without looking at it, so a rolling restart hung until its stop timed out and
+    # the process was killed. Now the wait ends with StopAsked and the outbox keeps the committed batch.
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    client = redis.Redis.from_url(redis_url)
+    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
+    outcome: list[BaseException | None] = []
+
+    def loop() -> None:  # the loop of control_plane/ingestion/streaming/__main__.py
+        try:
+            while not materializer.stop.is_set():
+                materializer.step()
+            materializer.flush()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    postgres_server.stop(mode="fast")
+    try:
+        publish(client, events(5))
+        worker = threading.Thread(target=loop, name="materializer", daemon=True)
+        worker.start()
+        time.sleep(1.0)  # committed to Redis, its drain failing
+        asked = time.monotonic()
+        materializer.stop.set()  # what SIGTERM does
+        worker.join(10.0)
+        ended_after = time.monotonic() - asked
+        kept = int(client.llen(materializer.keys.outbox))  # type: ignore[arg-type]
+    finally:
+        postgres_server.start_again()
+    assert not worker.is_alive() and ended_after < 5.0, "the stop waited for the database"
+    assert len(outcome) == 1 and isinstance(outcome[0], StopAsked), outcome
+    assert "stopped while the metadata database was unavailable" in str(outcome[0])
+    assert kept == 1  # the committed batch, for the next start
+
+    _source, successor = started_materializer(tmp_path, client, sessions, view, entity, options)
+    assert client.llen(successor.keys.outbox) == 0  # drained at its start
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (5, 4, 1)
+    history = pa.Table.from_batches(list(OfflineStore(str(tmp_path / "offline")).scan("clicks", 1)))
+    assert history.num_rows == 4
+    engine.dispose()
+
+
 def test_a_drain_failing_for_another_reason_still_raises_at_once(tmp_path: Path, redis_url: str) -> None:
     # Only an unavailable database is waited out: a schema the code does not know would fail forever.
     url, sessions, view, entity = registry_db(tmp_path)
@@ -112,3 +169,21 @@ def test_a_drain_failing_for_another_reason_still_raises_at_once(tmp_path: Path,
         materializer.step()
     assert time.monotonic() - started < 1.0
     assert client.llen(materializer.keys.outbox) == 1  # kept for a materializer that can drain it
+
+
+def test_a_stop_asked_while_a_read_waits_out_a_redis_outage_ends_it() -> None:
+    # The source's retries during a Redis outage (forever: a materializer waits for Redis to come back)
+    # did not look at the stop either.
+    server = RedisServer()
+    server.start()
+    try:
+        stop = threading.Event()
+        source = RedisStreamSource(redis.Redis.from_url(server.url), "events:stop", "g", "c1", stop)
+        server.stop()
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(StopAsked, match="stopped while Redis was unavailable"):
+            source.read(10, 10)
+        assert time.monotonic() - started < 3.0
+    finally:
+        server.close()
