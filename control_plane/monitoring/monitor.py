@@ -96,6 +96,9 @@ from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.versions import Versions
 from control_plane.monitoring.windows import Batch, Window
 
+#: What a monitor tick fails with when Redis is down or hung (a reply that timed out is no ConnectionError
+#: in redis-py): logged as an outage, without the traceback of a bug.
+_REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _log = logging.getLogger("aether.control_plane.monitoring")
 
 Outcome = Literal["monitored", "skipped", "malformed"]
@@ -192,7 +195,7 @@ class Monitor:
                 except Exception as exc:  # a bad tick (Redis or the database down) must not end monitoring
                     failures += 1
                     if failures == 1 or failures % 100 == 0:  # the first of a run of failures, then rarely
-                        unreachable = isinstance(exc, redis.exceptions.ConnectionError)
+                        unreachable = isinstance(exc, _REDIS_OUTAGES)  # an outage, not a bug: no traceback
                         _log.log(
                             logging.WARNING if unreachable else logging.ERROR,
                             "monitor tick failed (%d in a row), retrying: %s",

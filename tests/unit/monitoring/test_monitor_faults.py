@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +35,7 @@ from control_plane.db import (
 from control_plane.monitoring.config import effective, get_config, put_config
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.monitor import MAX_REPORT_ATTEMPTS, Monitor
-from control_plane.monitoring.profiles import register_reference_profile
+from control_plane.monitoring.profiles import ReferenceCache, register_reference_profile
 from control_plane.monitoring.tables import MonitorConfigRow
 from tests.support.redis_server import RedisServer
 from tests.unit.monitoring.conftest import register_version
@@ -401,3 +403,30 @@ async def test_a_deployment_whose_quality_windows_cannot_be_computed_does_not_st
     record_feedback(world.sessions, [pb.Feedback(request_id=f"q{i}", label=i % 2) for i in range(20)])
     (window,) = await world.monitor().check_performance()  # accuracy 0.5 < 0.9
     assert window.start_us == start and window.status == pb.PERFORMANCE_STATUS_DEGRADED
+
+
+async def test_a_hung_redis_is_logged_as_an_outage_not_as_a_bug(
+    sessions: sessionmaker[Session], store: ArtifactStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis-py's reply timeout (a Redis that accepts connections and never answers, now that the control
+    # plane's clients time out) is no ConnectionError: the loop logged it as an ERROR with a traceback.
+    server = RedisServer()
+    server.start()
+    assert server.process is not None
+    client = redis.asyncio.Redis.from_url(server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    monitor = Monitor(sessions, ReferenceCache(sessions, store, ttl_s=0.0), client, SETTINGS)
+    caplog.set_level(logging.WARNING, "aether.control_plane.monitoring")
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        monitor.start()
+        deadline = time.monotonic() + 10
+        while not any("monitor tick failed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no tick failed against the hung Redis"
+            await asyncio.sleep(0.05)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        await monitor.stop()
+        server.close()
+    failed = [r for r in caplog.records if "monitor tick failed" in r.getMessage()]
+    assert [(r.levelno, bool(r.exc_info)) for r in failed] == [(logging.WARNING, False)]  # no traceback
+    assert "Timeout" in failed[0].getMessage()
