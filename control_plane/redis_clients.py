@@ -31,6 +31,9 @@ import redis.asyncio
 
 #: The default of ``ControlPlaneSettings.redis_timeout_s``.
 DEFAULT_REDIS_TIMEOUT_S = 5.0
+#: The most it may be (one year, as every seconds flag of the CLI): redis-py adds it to the clock, and a
+#: value such as 1e300 failed every blocking call with OverflowError (not a Redis error: INTERNAL).
+MAX_REDIS_TIMEOUT_S = 365 * 24 * 3600.0
 
 
 def timeout_options(timeout_s: float) -> dict[str, Any]:

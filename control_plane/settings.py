@@ -17,7 +17,12 @@ from control_plane.api.auth import AuthSettings
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
-from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S, async_client, sync_client
+from control_plane.redis_clients import (
+    DEFAULT_REDIS_TIMEOUT_S,
+    MAX_REDIS_TIMEOUT_S,
+    async_client,
+    sync_client,
+)
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -111,7 +116,9 @@ class ControlPlaneSettings:
             home=home,
             db_url=env.get("AETHER_DB_URL") or default_db_url(home),
             redis_url=env.get("AETHER_REDIS_URL") or DEFAULT_REDIS_URL,
-            redis_timeout_s=env_float(env, REDIS_TIMEOUT_VARIABLE, DEFAULT_REDIS_TIMEOUT_S, above=0),
+            redis_timeout_s=env_float(
+                env, REDIS_TIMEOUT_VARIABLE, DEFAULT_REDIS_TIMEOUT_S, above=0, maximum=MAX_REDIS_TIMEOUT_S
+            ),
             listen_addr=env.get("AETHER_CONTROL_PLANE_ADDR") or DEFAULT_LISTEN_ADDR,
             auth=AuthSettings.from_env(env),
             tls=ServerTls.from_env(env),

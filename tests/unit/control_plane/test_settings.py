@@ -93,7 +93,8 @@ def test_the_redis_timeout_comes_from_the_environment_or_the_flag_and_a_bad_valu
     pool = settings.redis_client().connection_pool.connection_kwargs
     assert (pool["socket_timeout"], pool["socket_connect_timeout"]) == (1.5, 1.5)
     assert parse_settings(["--redis-timeout-s", "0.25"], environ).redis_timeout_s == 0.25
-    for bad in ("0", "-1", "soon", "inf"):
+    # 1e300: past a year, which redis-py's clock arithmetic overflowed on every blocking call.
+    for bad in ("0", "-1", "soon", "inf", "1e300", str(366 * 24 * 3600)):
         with pytest.raises(ConfigurationError, match="AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S"):
             ControlPlaneSettings.from_env({**environ, "AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S": bad})
     with pytest.raises(SystemExit):
