@@ -20,6 +20,12 @@ that one names; online writes never replace a fresher value, so the two records 
 Every stored and counted row is named by a record held by the run or by a replay until its online
 value is written; no row is stored or counted twice (a record names files, it stores nothing).
 
+A renewal whose transaction committed but whose answer was lost (the connection dropped after COMMIT
+reached the database) leaves the record at a stamp the run never heard of: the run keeps that stamp as
+unconfirmed (:attr:`RunHold._unconfirmed`) and its next renewal, or its next chunk, tries it after the
+stamp it knows, so such a renewal is not taken for a replay's takeover (which filed the later chunks in
+a record of their own and left the first one pending for good, held by nobody).
+
 Lock order: the thread renews under :attr:`RunHold.lock`, and the run holds the lock around each
 chunk's transaction, so the two never write the record at once (on SQLite the thread would otherwise
 wait on the run's write transaction while the run waited on the thread).
@@ -42,7 +48,7 @@ from control_plane.ingestion.online_pending import (
     renew_online_part,
     settle_online_part,
 )
-from control_plane.ingestion.quarantine import RunSource
+from control_plane.ingestion.quarantine import RunSource, now_us
 
 _log = logging.getLogger("aether.ingestion.batch")
 
@@ -76,6 +82,9 @@ class RunHold:
         self._first = 0
         self._named = 0
         self._lost = False
+        # The stamp of a renewal whose outcome is unknown (its commit may have landed with its answer
+        # lost); 0 when none.
+        self._unconfirmed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,9 +99,10 @@ class RunHold:
         :meth:`adopt` the result once the transaction commits."""
         run_id = self._run.run_id
         if self.stamp and not self._lost:
-            renewed = extend_online_part(session, run_id, self.stamp, offline_paths[self._first :], self.key)
-            if renewed:
-                return Named(renewed, self._number, self._first, len(offline_paths))
+            for stamp in self._stamps():
+                renewed = extend_online_part(session, run_id, stamp, offline_paths[self._first :], self.key)
+                if renewed:
+                    return Named(renewed, self._number, self._first, len(offline_paths))
         if self.stamp:
             _log.warning(
                 "batch run %s lost its hold on its online part %s to a replay (no renewal for a lease); the"
@@ -108,7 +118,7 @@ class RunHold:
         hold lost; this sets the committed stamp and clears that.)"""
         with self.lock:
             self.stamp, self._number, self._first = named.stamp, named.number, named.first
-            self._named, self._lost = named.named, False
+            self._named, self._lost, self._unconfirmed = named.named, False, 0
         if self._thread is None:
             self._thread = threading.Thread(target=self._renew, name=f"hold-{self._run.run_id}", daemon=True)
             self._thread.start()
@@ -133,20 +143,36 @@ class RunHold:
         """:meth:`settle` in the caller's transaction (the run's ``finished`` one), renewals stopped."""
         self.stop()
         if self.stamp and not self._lost:
-            settle_online_part(session, self._run.run_id, self.stamp, error, self.key)
+            for stamp in self._stamps():
+                if settle_online_part(session, self._run.run_id, stamp, error, self.key):
+                    break
 
     def _renew(self) -> None:
         while not self._stop.wait(self._every):
             with self.lock:
                 if self._stop.is_set() or not self.stamp or self._lost:
                     continue
+                attempt = now_us()
                 try:
                     with write_session(self._sessions) as session:
-                        renewed = renew_online_part(session, self._run.run_id, self.stamp, self.key)
+                        renewed = self._renew_in(session, attempt)
                 except Exception:  # the database is out of reach: the next beat tries again
+                    self._unconfirmed = attempt  # it may have committed all the same (module doc)
                     _log.exception("could not renew batch run %s's hold on its online part", self._run.run_id)
                     continue
+                self._unconfirmed = 0
                 if renewed:
                     self.stamp = renewed
                 else:
                     self._lost = True  # taken over: the next chunk files its files in a new record
+
+    def _stamps(self) -> tuple[int, ...]:
+        """The stamps the record may be at: the one last confirmed, then an unconfirmed renewal's."""
+        return (self.stamp, self._unconfirmed) if self._unconfirmed else (self.stamp,)
+
+    def _renew_in(self, session: Session, attempt: int) -> int:
+        for stamp in self._stamps():
+            renewed = renew_online_part(session, self._run.run_id, stamp, self.key, attempt)
+            if renewed:
+                return renewed
+        return 0

@@ -124,10 +124,13 @@ def extend_online_part(
     return renewed if rowcount(session.execute(statement)) else 0
 
 
-def renew_online_part(session: Session, run_id: str, stamp: int, key: str = ONLINE_PART_KEY) -> int:
-    """Renews the run's hold on its online part while it works (the run's heartbeat, ``online_hold``);
-    the new stamp, or 0 when it holds it no longer (a replay took it over, or it was settled)."""
-    renewed = now_us()
+def renew_online_part(
+    session: Session, run_id: str, stamp: int, key: str = ONLINE_PART_KEY, renewed: int = 0
+) -> int:
+    """Renews the run's hold on its online part while it works (the run's heartbeat, ``online_hold``) to
+    ``renewed`` (default: now); the new stamp, or 0 when it holds it no longer (a replay took it over, or
+    it was settled)."""
+    renewed = renewed or now_us()
     statement = (
         update(QuarantineRow)
         .where(_held_by_run(run_id, stamp, key))

@@ -7,12 +7,16 @@ online value is written, each accepted row is stored once, and every run adds up
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from clients.errors import FailedPrecondition
 from control_plane.ingestion.batch import BatchMaterializer
@@ -137,5 +141,44 @@ def test_a_run_that_lost_its_hold_files_what_it_stores_after_in_a_record_of_its_
     parts = env.service.list_quarantined(status="online_pending", run_id=run.run_id)
     assert len(parts) == 1 and parts[0].id != attempt[0], parts
     assert replayer.replay([p.id for p in parts], {}).replayed == [p.id for p in parts]
+    assert online_temperatures(env) == pytest.approx([21.0, 22.0, 23.0])
+    every_row_once(env)
+
+
+def test_a_renewal_whose_answer_was_lost_is_not_taken_for_a_replays_takeover(
+    any_env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAULT (an ``after_commit`` hook, named ``lose_answer``): one renewal's COMMIT lands but its answer
+    is lost, as when the connection drops after COMMIT reached the database. The run kept the stamp it
+    knew, so its next renewal changed no row and it took the hold for lost to a replay: it filed its
+    later chunks in a record of their own and finished OK leaving the first record pending for good, held
+    by nobody. Now it tries the unconfirmed stamp too."""
+    env = any_env
+    lost: list[str] = []
+
+    def lose_answer(session: Session) -> None:
+        if threading.current_thread().name.startswith("hold-") and not lost:
+            lost.append("once")
+            raise sqlalchemy.exc.OperationalError(
+                "COMMIT", {}, Exception("server closed the connection unexpectedly")
+            )
+
+    def source() -> Iterator[pa.Table]:
+        yield chunk(0)
+        time.sleep(1.0)  # several renewals
+        yield chunk(1)
+        yield chunk(2)
+
+    runner = BatchMaterializer(env.sessions, env.offline, env.client, lease_s=3600.0, renew_every_s=0.2)
+    view = env.registry.get_feature_view("climate", 1)
+    entity = env.registry.get_entity(view.spec.entity)
+    event.listen(env.sessions, "after_commit", lose_answer)
+    try:
+        outcome = runner.materialize(view, entity, source())
+    finally:
+        event.remove(env.sessions, "after_commit", lose_answer)
+    assert lost == ["once"]
+    assert not any("lost its hold" in r.getMessage() for r in caplog.records)
+    assert env.service.list_quarantined(status="online_pending", run_id=outcome.run_id) == []
     assert online_temperatures(env) == pytest.approx([21.0, 22.0, 23.0])
     every_row_once(env)
