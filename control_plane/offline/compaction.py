@@ -399,8 +399,10 @@ def _delete_replaced(
             held.confirm()
             _delete(filesystem, f"{partition}/{name}")
         # A merged file staged by a pass that died or failed before removing it (_stage): under the
-        # partition's lock no other pass uses one, and none was ever visible to readers.
+        # partition's lock no other pass uses one, and none was ever visible to readers. The lock is
+        # confirmed first: a pass that lost it would remove the staged file of the pass that holds it.
         for name in sorted(n for n in names if _is_staged(n)):
+            held.confirm()
             _discard_staged(filesystem, f"{partition}/{name}")
     return len(doomed)
 

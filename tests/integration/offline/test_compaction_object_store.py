@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, text
@@ -182,6 +183,35 @@ def test_an_advisory_lock_whose_connection_died_is_not_confirmed(postgres_server
                 held.confirm()
             with DatabaseLocks(other)(partition) as taken:
                 assert taken is not None
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_a_pass_that_lost_its_lock_leaves_the_staged_files_it_finds_alone(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A staged merged file in a partition is another pass's only while that pass holds the partition:
+    a pass whose lock went (its connection died) removed it all the same, failing that pass's copy."""
+    url = postgres_server.fresh_url()
+    engine, other = create_db_engine(url), create_db_engine(url)
+    partition = tmp_path / "features" / "clicks" / "v1" / "date=2024-03-01"
+    partition.mkdir(parents=True)
+    staged = partition / ".compact-0123abcd.tmp"
+    staged.write_bytes(b"the other pass's merged file, being checked")
+    try:
+        with DatabaseLocks(engine)(str(partition)) as held:
+            assert held is not None
+            with other.connect() as connection:
+                holder = connection.execute(
+                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                ).scalar_one()
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            with pytest.raises(DBAPIError):
+                compaction._delete_replaced(
+                    pafs.LocalFileSystem(), str(partition), CompactionPolicy(), dt.datetime.now(dt.UTC), held
+                )
+        assert staged.exists()
     finally:
         engine.dispose()
         other.dispose()
