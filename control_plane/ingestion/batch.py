@@ -4,9 +4,13 @@
 A run processes its input chunk by chunk (a Parquet file record batch by record batch), so memory stays
 bounded by one chunk plus the latest row per entity; the null-fraction rule is therefore per chunk. Per
 chunk the accepted rows are written to the offline store first, then the rejected rows and the run's
-counters commit in one SQL transaction: the counters never claim rows that are not stored. A run that
-dies between the two leaves offline rows that its counters do not count; re-running the window writes
-them again as exact duplicates (same values, same event time), which point-in-time joins tolerate.
+counters commit in one SQL transaction: the counters never claim rows that are not stored. When that
+transaction fails, the chunk's files are removed unless it committed (``chunk_commit``: at once for a
+failure before COMMIT; for one at COMMIT, once the run's counter read back says it did not commit);
+left in place, readers saw rows no run counted. A run killed between the two, or whose outcome cannot be
+read back while the database stays down, still leaves offline rows its counters do not count;
+re-running the window writes them again as exact duplicates (same values, same event time), which
+point-in-time joins tolerate.
 
 Each chunk's transaction also appends the run's audit entry for that chunk (the run's counters before and
 after it), so every stored and counted chunk is audited even when the run dies before its end; one entry
@@ -63,6 +67,7 @@ from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.online import (
     latest_blobs,
@@ -212,6 +217,8 @@ class BatchMaterializer:
         chunk_number = 0
         source_rows = 0  # rows of the source before this chunk, those outside the window included
         online_rows = 0
+        files: ChunkFiles | None = None  # the current chunk's
+        named = None
         try:
             for chunk in chunks:
                 self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
@@ -220,15 +227,19 @@ class BatchMaterializer:
                 outcome.skipped_outside_window += windowed.skipped
                 result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
                 accepted = result.accepted
+                files = ChunkFiles(run.run_id, outcome.accepted, accepted.num_rows, [])
                 if accepted.num_rows:
                     stamped = stamp_ingested(accepted)  # the same time offline and online (tie-breaks)
-                    outcome.offline_paths += self.write_offline(view, stamped)
+                    files.paths = self.write_offline(view, stamped)
+                    outcome.offline_paths += files.paths
                     latest.append(latest_per_entity(stamped, key_names))
                 record_keys = [
                     str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
                 ]
                 # The hold's lock around the transaction: its renewals never write the record meanwhile.
-                with hold.lock, write_session(self._sessions) as session:
+                # A transaction that fails takes the chunk's files with it unless it committed.
+                transaction = chunk_transaction(self._sessions, files, self.remove_offline)
+                with hold.lock, transaction as session:
                     before = None if chunk_number == 0 else _counters(outcome, source_id)
                     fresh = record_outcome(
                         session,
@@ -270,6 +281,8 @@ class BatchMaterializer:
             self._settle_online_part(run, hold)
             raise
         except BaseException as exc:
+            if files is not None and files.committed and named is not None:
+                hold.adopt(named)  # its transaction failed at COMMIT yet committed (chunk_commit)
             # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
             # stored and counted is named by the run's online part, handed to the next replay now.
             self._settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")

@@ -1,0 +1,262 @@
+"""A batch run whose chunk transaction fails, on SQLite and on PostgreSQL with a real redis-server and
+offline store (``chunk_commit``): a failure before COMMIT (a real lock wait cut off: another writer
+holds SQLite's write lock, or the run's row on PostgreSQL) leaves none of the chunk's files in the store;
+a failure at COMMIT leaves them iff the chunk committed: a clearly named fake, :class:`FailsOneCommit`,
+fails one COMMIT after or before the database commits (no real fault loses only a COMMIT's reply), and on
+PostgreSQL a real one terminates the chunk's server process right before its COMMIT. Either way the rows
+the store holds are the rows the runs count accepted, and every file a run's online part names is stored."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pytest
+import redis
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.batch import BatchMaterializer
+from control_plane.ingestion.tables import IngestionRunRow
+from control_plane.offline.store import OfflineStore
+from tests.integration.ingestion.conftest import CLIMATE, ENTITY
+from tests.support.postgres_server import PostgresServer
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)  # every chunk in one partition (one day)
+SENSORS = (801, 802, 803)
+
+
+def chunk(k: int) -> pa.Table:
+    """Chunk ``k``: one accepted row per sensor and one rejected row (too hot)."""
+    return pa.table(
+        {
+            "sensor_id": [*SENSORS, 899],
+            "event_ts": [NOW - timedelta(minutes=10 - k)] * 4,
+            "temperature_c": [10.0 * k + 1, 10.0 * k + 2, 10.0 * k + 3, 99.0],
+            "mode": [1, 2, 3, 1],
+        }
+    )
+
+
+@dataclass
+class Stand:
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+    offline: OfflineStore
+    batch: BatchMaterializer
+    view: pb.FeatureView
+    entity: pb.Entity
+
+    def run_id(self) -> str:
+        """The run in progress (the newest)."""
+        with read_session(self.sessions) as session:
+            return quarantine.list_runs(session, "climate", 1)[0].run_id
+
+    def runs(self) -> list[quarantine.RunCounts]:
+        with read_session(self.sessions) as session:
+            return quarantine.list_runs(session, "climate")
+
+    def stored_rows(self) -> int:
+        return sum(batch.num_rows for batch in self.offline.scan("climate", 1))
+
+    def named_files(self, run_id: str) -> list[str]:
+        with read_session(self.sessions) as session:
+            parts = quarantine.list_quarantined(session, status="online_pending", run_id=run_id)
+        return [path for part in parts for path in json.loads(part.payload)["offline_files"]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stand(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[Stand]:
+    """A batch materializer whose waits for a lock are cut short (SQLite's busy timeout; PostgreSQL's
+    lock_timeout), so a lock another writer holds fails the run's transaction within half a second."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'aether.db'}"
+        engine = create_db_engine(url, busy_timeout_s=0.5)
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.fresh_url()
+        engine = create_db_engine(f"{url}{quote(' -clock_timeout=500')}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    offline = OfflineStore(str(tmp_path / "offline"))
+    client = redis.Redis.from_url(redis_url)
+    yield Stand(url, engine, sessions, offline, BatchMaterializer(sessions, offline, client), view, entity)
+    client.close()
+    engine.dispose()
+
+
+class LockHolder:
+    """Another writer: holds SQLite's write lock (``BEGIN IMMEDIATE``), or on PostgreSQL the run's row in
+    ``ingestion_runs`` (``SELECT ... FOR UPDATE``), until released."""
+
+    def __init__(self, stand: Stand) -> None:
+        self._stand = stand
+        self._sqlite: sqlite3.Connection | None = None
+        self._engine: Engine | None = None
+        self._held: list[Connection] = []
+
+    def hold(self, run_id: str) -> None:
+        if self._stand.engine.dialect.name == "sqlite":
+            self._sqlite = sqlite3.connect(self._stand.engine.url.database or "", isolation_level=None)
+            self._sqlite.execute("BEGIN IMMEDIATE")
+            return
+        self._engine = create_db_engine(self._stand.url)
+        connection = self._engine.connect()
+        connection.begin()
+        query = text("SELECT run_id FROM ingestion_runs WHERE run_id = :run_id FOR UPDATE")
+        assert connection.execute(query, {"run_id": run_id}).scalar() == run_id
+        self._held.append(connection)
+
+    def release(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.rollback()
+            self._sqlite.close()
+        for connection in self._held:
+            connection.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def test_a_chunk_whose_transaction_fails_leaves_no_file_and_the_counts_match_the_store(stand: Stand) -> None:
+    holder = LockHolder(stand)
+
+    def source() -> Iterator[pa.Table]:
+        yield chunk(0)  # stored and counted
+        holder.hold(stand.run_id())  # the next chunk's transaction waits for it and fails
+        yield chunk(1)
+
+    try:
+        with pytest.raises(OperationalError):
+            stand.batch.materialize(stand.view, stand.entity, source())
+    finally:
+        holder.release()
+    (run,) = stand.runs()
+    assert (run.records_in, run.accepted, run.quarantined) == (4, 3, 1)  # chunk 0's
+    assert stand.stored_rows() == run.accepted == 3  # chunk 1's file was removed
+    assert len(stand.offline.files("climate", 1)) == 1
+    assert sorted(stand.named_files(run.run_id)) == stand.offline.files("climate", 1)
+
+
+class FailsOneCommit:
+    """A fake for a connection lost during COMMIT, on a sessionmaker's session events: the COMMIT of the
+    next chunk transaction (one that moves a run's counters) raises OperationalError once it is armed,
+    after the database committed (``landed``: its reply lost) or before (the COMMIT itself lost)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.armed: bool | None = None  # None: off; else whether the failing commit lands
+        event.listen(sessions, "before_flush", self._flush)
+        event.listen(sessions, "before_commit", self._before)
+        event.listen(sessions, "after_commit", self._after)
+
+    def _fails(self, session: Session, landed: bool) -> bool:
+        if self.armed is landed and session.info.pop("chunk", False):
+            self.armed = None
+            return True
+        return False
+
+    def _flush(self, session: Session, _context: object, _instances: object) -> None:
+        # Only a chunk's transaction writes a run's counters.
+        if any(isinstance(row, IngestionRunRow) for row in [*session.new, *session.dirty]):
+            session.info["chunk"] = True
+
+    def _before(self, session: Session) -> None:
+        if self._fails(session, landed=False):
+            raise OperationalError("COMMIT", None, ConnectionResetError("connection lost at COMMIT (fake)"))
+
+    def _after(self, session: Session) -> None:
+        if self._fails(session, landed=True):
+            raise OperationalError("COMMIT", None, ConnectionResetError("reply to COMMIT lost (fake)"))
+
+
+def test_a_chunk_that_fails_at_commit_keeps_its_files_iff_it_committed(stand: Stand) -> None:
+    fault = FailsOneCommit(stand.sessions)
+
+    def source(landed: bool) -> Iterator[pa.Table]:
+        yield chunk(0)
+        fault.armed = landed  # chunk 1's COMMIT fails
+        yield chunk(1)
+
+    with pytest.raises(OperationalError, match="reply to COMMIT lost"):
+        stand.batch.materialize(stand.view, stand.entity, source(landed=True))
+    committed = stand.run_id()
+    with pytest.raises(OperationalError, match="connection lost at COMMIT"):
+        stand.batch.materialize(stand.view, stand.entity, source(landed=False))
+    lost = stand.run_id()
+    assert fault.armed is None  # both faults struck
+    counts = {run.run_id: (run.records_in, run.accepted, run.quarantined) for run in stand.runs()}
+    assert counts == {committed: (8, 6, 2), lost: (4, 3, 1)}
+    # The committed chunk's files stay, counted; the lost one's are gone: the store holds what runs count.
+    assert stand.stored_rows() == 6 + 3
+    stored = stand.offline.files("climate", 1)
+    assert len(stored) == 3
+    # Every stored file is named by its run's online part (handed to the next replay), and only those.
+    named = stand.named_files(committed) + stand.named_files(lost)
+    assert sorted(named) == sorted(stored)
+
+
+def test_a_chunk_whose_connection_is_cut_at_commit_keeps_no_file_on_postgresql(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    """A real fault at COMMIT: the chunk's server process is terminated right before its COMMIT is sent,
+    so the COMMIT fails on a closed connection and the run reads back, on a new one, that it did not
+    commit."""
+    engine = create_db_engine(postgres_server.fresh_url())
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    view = registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    offline = OfflineStore(str(tmp_path / "offline"))
+    client = redis.Redis.from_url(redis_url)
+    batch = BatchMaterializer(sessions, offline, client)
+    armed: list[bool] = []
+    cut: list[int] = []
+
+    def flush(session: Session, _context: object, _instances: object) -> None:
+        if any(isinstance(row, IngestionRunRow) for row in [*session.new, *session.dirty]):
+            session.info["chunk"] = True
+
+    def terminate(session: Session) -> None:
+        if armed and session.info.pop("chunk", False):
+            armed.clear()
+            pid = session.connection().connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+            with engine.connect() as other:  # another server process ends this one
+                query = text("SELECT pg_terminate_backend(:pid, 5000)")
+                assert other.execute(query, {"pid": pid}).scalar() is True
+            cut.append(pid)
+
+    event.listen(sessions, "before_flush", flush)
+    event.listen(sessions, "before_commit", terminate)
+
+    def source() -> Iterator[pa.Table]:
+        yield chunk(0)
+        armed.append(True)  # chunk 1's connection is cut before its COMMIT goes out
+        yield chunk(1)
+
+    try:
+        with pytest.raises(OperationalError):
+            batch.materialize(view, entity, source())
+        assert len(cut) == 1
+        with read_session(sessions) as session:
+            (run,) = quarantine.list_runs(session, "climate")
+        assert (run.records_in, run.accepted, run.quarantined) == (4, 3, 1)  # chunk 0's: chunk 1 rolled back
+        assert sum(b.num_rows for b in offline.scan("climate", 1)) == run.accepted
+        assert len(offline.files("climate", 1)) == 1
+    finally:
+        client.close()
+        engine.dispose()
