@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 import os
 import secrets
 import threading
@@ -48,14 +49,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
-from clients.int64 import INT64_MAX
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
 from control_plane.offline.merged import hidden_names, locate, without_record
 
+# Re-exported: readers import them from the store, as before the split.
+from control_plane.offline.timestamps import TIMESTAMP_TYPE as TIMESTAMP_TYPE
+from control_plane.offline.timestamps import normalize_timestamps as normalize_timestamps
+
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 PARQUET_SUFFIX = ".parquet"
 DATE_PREFIX = "date="
 _TEMP_PREFIX = "."
@@ -65,6 +68,8 @@ STALE_TEMP_AGE_S = 15 * 60.0
 #: date), as microseconds since 1970 in UTC. Ingestion quarantines a record outside them (validation).
 EARLIEST_EVENT_US = EARLIEST_TIME_US  # 0001-01-01T00:00:00Z
 LATEST_EVENT_US = LATEST_TIME_US  # 9999-12-31T23:59:59.999999Z
+
+_log = logging.getLogger("aether.offline.store")
 
 
 def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
@@ -115,7 +120,9 @@ class OfflineStore:
         one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC (the
         digits of a nanosecond time below a microsecond are dropped, as ingestion drops them). An event
         time no partition can name (before year 1 or after year 9999) refuses the table, before any file
-        is written.
+        is written. A write that fails part-way (a later date's file) removes the files it wrote first
+        (best effort, logged), so a failed write leaves no file: left, readers saw rows of a write that
+        failed, which no ingestion run counts.
         Returns the written file paths (filesystem paths, without the URI scheme)."""
         _check_name(view)
         if version < 1:
@@ -128,11 +135,19 @@ class OfflineStore:
         _check_partitionable(table.column(EVENT_TS))
         dates = pc.floor_temporal(table.column(EVENT_TS), unit="day")
         written: list[str] = []
-        for day in pc.unique(dates).to_pylist():
-            rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
-            partition = self._partition_dir(view, version, day.date())
-            self.filesystem.create_dir(partition, recursive=True)
-            written.append(self._write_file(partition, rows))
+        try:
+            for day in pc.unique(dates).to_pylist():
+                rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
+                partition = self._partition_dir(view, version, day.date())
+                self.filesystem.create_dir(partition, recursive=True)
+                written.append(self._write_file(partition, rows))
+        except BaseException:
+            for path in written:
+                try:
+                    self.filesystem.delete_file(path)
+                except OSError:  # it stays, logged; the write's own error goes on
+                    _log.exception("could not remove %s, written by a write that failed", path)
+            raise
         return written
 
     def _write_file(self, partition: str, rows: pa.Table) -> str:
@@ -398,46 +413,6 @@ def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:
         "use_dictionary": [name for name in schema.names if name not in plain],
         "compression": {name: "none" if name in plain else "snappy" for name in schema.names},
     }
-
-
-def normalize_timestamps(table: pa.Table, names: Sequence[str]) -> pa.Table:
-    """``table`` with the named columns cast to ``timestamp[us, tz=UTC]``; nanoseconds (pandas' unit) are
-    floored to the microsecond, as ingestion drops the digits below one. A missing or repeated column, a
-    non-timestamp column, a naive (zone-less) one or a time beyond the microsecond range is refused,
-    naming the column: a naive time would be read in some unknown zone and silently shift every join."""
-    for name in names:
-        index = table.schema.get_field_index(name)
-        if index < 0:
-            repeats = table.column_names.count(name)
-            if repeats:
-                raise InvalidArgument(f"column {name!r} appears {repeats} times; give each column one name")
-            raise InvalidArgument(f"column {name!r} is missing (columns: {', '.join(table.column_names)})")
-        column_type = table.schema.field(index).type
-        if not pa.types.is_timestamp(column_type):
-            raise InvalidArgument(f"column {name!r} must be a timestamp with a time zone, got {column_type}")
-        if column_type.tz is None:
-            raise InvalidArgument(f"column {name!r} holds naive timestamps; give them a time zone (e.g. UTC)")
-        if column_type != TIMESTAMP_TYPE:
-            table = table.set_column(index, name, _to_micros(table.column(index), name))
-    return table
-
-
-def _to_micros(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
-    unit = column.type.unit
-    if unit == "ns":
-        # Floored in UTC: pyarrow floors in the column's own zone, and refused a local time that a DST
-        # change makes ambiguous or nonexistent; a microsecond boundary is the same instant in every zone.
-        column = pc.floor_temporal(column.cast(pa.timestamp("ns", tz="UTC")), unit="microsecond")
-    try:
-        return column.cast(TIMESTAMP_TYPE)
-    except pa.ArrowInvalid:  # seconds or milliseconds whose microseconds overflow int64
-        raw = column.cast(pa.int64())
-        limit = INT64_MAX // (1_000 if unit == "ms" else 1_000_000)
-        beyond = pc.filter(raw, pc.greater(pc.abs(raw), limit))
-        raise InvalidArgument(
-            f"column {name!r} holds {len(beyond)} time(s) beyond the range of the stored microsecond"
-            f" timestamps (about ±292,000 years), the first {beyond[0]} {unit} since 1970-01-01"
-        ) from None
 
 
 def _check_partitionable(event_ts: pa.ChunkedArray) -> None:

@@ -260,3 +260,20 @@ def test_a_chunk_whose_connection_is_cut_at_commit_keeps_no_file_on_postgresql(
     finally:
         client.close()
         engine.dispose()
+
+
+def test_a_chunk_whose_offline_write_fails_part_way_leaves_no_file(stand: Stand) -> None:
+    """A chunk of two dates whose second date's partition cannot be made (a plain file holds its name, a
+    real fault): the first date's file, written before, goes with the failed write."""
+    day = chunk(0).column("event_ts")[0].as_py().date()
+    second = stand.offline.partition_path("climate", 1, day + timedelta(days=1))
+    Path(second).parent.mkdir(parents=True, exist_ok=True)
+    Path(second).write_bytes(b"not a folder")
+    two_days = pa.concat_tables(
+        [chunk(0), chunk(1).set_column(1, "event_ts", pa.array([NOW + timedelta(days=1)] * 4))]
+    )
+    with pytest.raises(OSError):
+        stand.batch.materialize(stand.view, stand.entity, [two_days])
+    assert stand.offline.files("climate", 1) == []
+    assert stand.stored_rows() == 0
+    assert [run.accepted for run in stand.runs()] == []  # the run failed before its first transaction
