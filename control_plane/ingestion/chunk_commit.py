@@ -1,4 +1,5 @@
-"""A batch run's chunk transaction, and the chunk's offline files when that transaction fails.
+"""A batch run's chunk transaction, and the chunk's offline files when that transaction fails (a replay's
+batch group commits through it too: its counter is its replay run's, 0 before the group).
 
 A chunk's accepted rows are written to the offline store first, then counted in one SQL transaction
 (``batch``). When that transaction failed (the database down, a serialization failure, a lock wait cut
@@ -52,13 +53,15 @@ _log = logging.getLogger("aether.ingestion.batch")
 @dataclass
 class ChunkFiles:
     """One chunk's offline files and what its transaction adds to the run's ``accepted`` counter;
-    ``committed`` is what a failed transaction's outcome was found to be (None: not known)."""
+    ``committed`` is what a failed transaction's outcome was found to be (None: not known), ``removed``
+    whether its files are gone since."""
 
     run_id: str
     counted_before: int  # the run's accepted counter before the chunk
     adding: int  # the chunk's accepted rows
     paths: Sequence[str]
     committed: bool | None = field(default=None, init=False)
+    removed: bool = field(default=False, init=False)
 
 
 @contextmanager
@@ -110,6 +113,7 @@ def _settle_files(
             " are counted and stay", files.run_id, list(files.paths),
         )  # fmt: skip
     elif remove(files.paths):
+        files.removed = True
         _log.warning(
             "run %s: its chunk's transaction did not commit; its offline files %s were removed",
             files.run_id, list(files.paths),

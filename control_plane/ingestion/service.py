@@ -30,6 +30,7 @@ from control_plane.ingestion.batch import (
     parquet_batches,
     stamp_ingested,
 )
+from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
@@ -187,7 +188,9 @@ class IngestionService:
         as claims hold the others (``online_pending.take_online``): a second replay of them is refused while
         the first writes them, instead of both writing, reporting and auditing them.
 
-        A crash leaves its records ``replaying`` (so does a commit that fails after its group's write);
+        A commit that fails after its group's write removes the group's offline files unless it
+        committed (``chunk_commit``) and hands its records back; one whose outcome cannot be read back
+        leaves them ``replaying``, as a crash does;
         the next replay of them takes the claim over once it is older than the lease
         (``claims.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
         committed are then written again, the window a batch run's chunk has too; until the lease runs
@@ -250,8 +253,9 @@ class IngestionService:
             done = [group.members[i].id for i in group.passing if i not in undelivered]
             batch = group.publish is None
             status = quarantine.ONLINE_PENDING if batch else quarantine.REPLAYED
+            files = ChunkFiles(run.run_id, 0, len(done), paths)  # the replay run's counter, 0 before it
             try:
-                self._commit_replay(run, claim, group, done, corrected, actor, status)
+                self._commit_replay(run, claim, group, done, corrected, actor, status, files)
             except claims.ClaimLost:
                 # Refused before its commit wrote anything: no run counts the rows this replay stored,
                 # and the replay that took the records over stores them itself. Left in place they were
@@ -261,8 +265,10 @@ class IngestionService:
                 raise
             except BaseException:
                 # Written but not marked: they stay claimed (``replaying``), not handed back to the
-                # quarantine, where a retry would write them again at once.
-                claim.ids = [record_id for record_id in claim.ids if record_id not in done]
+                # quarantine, where a retry would write them again at once; unless the commit did not
+                # land and took the written files with it (``chunk_commit``): nothing of them is stored.
+                if not files.removed:
+                    claim.ids = [record_id for record_id in claim.ids if record_id not in done]
                 raise
             still += sorted(group.new_reasons)
             run_ids.append(run.run_id)
@@ -336,11 +342,13 @@ class IngestionService:
         corrected: Mapping[int, str],
         actor: str,
         status: str,
+        files: ChunkFiles,
     ) -> None:
         """Commits one written group: its records' statuses (``done`` ones ``status``), the run's counters
-        and the audit entry; records its stream did not take go back to the quarantine as they were."""
+        and the audit entry; records its stream did not take go back to the quarantine as they were. A
+        commit that fails removes the group's offline ``files`` unless it committed (``chunk_commit``)."""
         members = [row.id for row in group.members]
-        with write_session(self._sessions) as session:
+        with chunk_transaction(self._sessions, files, self.batch.remove_offline) as session:
             fresh = claims.held(session, claim, members)
             lost = [record_id for record_id in members if record_id not in fresh]
             if lost:  # only a write that outlasted the lease: another replay may write them too

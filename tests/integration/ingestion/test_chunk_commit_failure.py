@@ -4,12 +4,16 @@ holds SQLite's write lock, or the run's row on PostgreSQL) leaves none of the ch
 a failure at COMMIT leaves them iff the chunk committed: a clearly named fake, :class:`FailsOneCommit`,
 fails one COMMIT after or before the database commits (no real fault loses only a COMMIT's reply), and on
 PostgreSQL a real one terminates the chunk's server process right before its COMMIT. Either way the rows
-the store holds are the rows the runs count accepted, and every file a run's online part names is stored."""
+the store holds are the rows the runs count accepted, and every file a run's online part names is stored.
+A replay's batch group whose commit fails (a real lock wait cut off) removes its files too and hands its
+records back."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +32,7 @@ from control_plane.db import create_db_engine, create_session_factory, read_sess
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.batch import BatchMaterializer
+from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import IngestionRunRow
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import CLIMATE, ENTITY
@@ -56,6 +61,8 @@ class Stand:
     sessions: sessionmaker[Session]
     offline: OfflineStore
     batch: BatchMaterializer
+    registry: FeatureRegistry
+    client: redis.Redis
     view: pb.FeatureView
     entity: pb.Entity
 
@@ -95,7 +102,8 @@ def stand(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Ite
     view = registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
     offline = OfflineStore(str(tmp_path / "offline"))
     client = redis.Redis.from_url(redis_url)
-    yield Stand(url, engine, sessions, offline, BatchMaterializer(sessions, offline, client), view, entity)
+    batch = BatchMaterializer(sessions, offline, client)
+    yield Stand(url, engine, sessions, offline, batch, registry, client, view, entity)
     client.close()
     engine.dispose()
 
@@ -110,26 +118,31 @@ class LockHolder:
         self._engine: Engine | None = None
         self._held: list[Connection] = []
 
-    def hold(self, run_id: str) -> None:
+    def hold(self, run_id: str, table: str = "ingestion_runs", key: str = "run_id") -> None:
+        """Holds the lock; on PostgreSQL the row of ``table`` whose ``key`` is ``run_id``."""
         if self._stand.engine.dialect.name == "sqlite":
-            self._sqlite = sqlite3.connect(self._stand.engine.url.database or "", isolation_level=None)
+            database = self._stand.engine.url.database or ""
+            self._sqlite = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
             self._sqlite.execute("BEGIN IMMEDIATE")
             return
         self._engine = create_db_engine(self._stand.url)
         connection = self._engine.connect()
         connection.begin()
-        query = text("SELECT run_id FROM ingestion_runs WHERE run_id = :run_id FOR UPDATE")
-        assert connection.execute(query, {"run_id": run_id}).scalar() == run_id
+        query = text(f"SELECT {key} FROM {table} WHERE {key} = :key FOR UPDATE")
+        assert str(connection.execute(query, {"key": run_id}).scalar()) == run_id
         self._held.append(connection)
 
     def release(self) -> None:
         if self._sqlite is not None:
             self._sqlite.rollback()
             self._sqlite.close()
+            self._sqlite = None
         for connection in self._held:
             connection.close()
+        self._held.clear()
         if self._engine is not None:
             self._engine.dispose()
+            self._engine = None
 
 
 def test_a_chunk_whose_transaction_fails_leaves_no_file_and_the_counts_match_the_store(stand: Stand) -> None:
@@ -277,3 +290,57 @@ def test_a_chunk_whose_offline_write_fails_part_way_leaves_no_file(stand: Stand)
     assert stand.offline.files("climate", 1) == []
     assert stand.stored_rows() == 0
     assert [run.accepted for run in stand.runs()] == []  # the run failed before its first transaction
+
+
+class LocksAfterWrite(OfflineStore):
+    """A fake for timing only: an offline store whose next write, once it has written its files, has
+    ``holder`` take its lock (a real fault: the replay's commit that follows waits and fails), and lets
+    it go once those files are gone again."""
+
+    def __init__(self, root: str, holder: LockHolder, record_id: int) -> None:
+        super().__init__(root)
+        self._holder, self._record_id = holder, record_id
+        self.written: list[str] = []
+        self.released = threading.Event()
+
+    def write(self, view: str, version: int, table: pa.Table) -> list[str]:
+        paths = super().write(view, version, table)
+        if not self.written:
+            self.written = paths
+            self._holder.hold(str(self._record_id), "quarantine", "id")
+            threading.Thread(target=self._release_once_removed, daemon=True).start()
+        return paths
+
+    def _release_once_removed(self) -> None:
+        deadline = time.monotonic() + 20
+        while any(Path(path).exists() for path in self.written) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._holder.release()
+        self.released.set()
+
+
+def test_a_replay_whose_commit_fails_removes_its_files_and_hands_its_records_back(
+    stand: Stand, tmp_path: Path
+) -> None:
+    stand.batch.materialize(stand.view, stand.entity, [chunk(0)])  # 3 accepted, sensor 899 quarantined
+    with read_session(stand.sessions) as session:
+        (record,) = quarantine.list_quarantined(session, view="climate")
+    fixed = json.dumps({**json.loads(record.payload), "temperature_c": 20.0})
+    holder = LockHolder(stand)
+    store = LocksAfterWrite(str(tmp_path / "offline"), holder, record.id)
+    replayer = IngestionService(stand.sessions, stand.registry, store, stand.client)
+    try:
+        with pytest.raises(OperationalError):
+            replayer.replay([record.id], {record.id: fixed})
+        assert store.released.wait(20)
+    finally:
+        holder.release()
+    assert store.written and not any(Path(path).exists() for path in store.written)
+    assert stand.stored_rows() == sum(run.accepted for run in stand.runs()) == 3
+    with read_session(stand.sessions) as session:
+        assert quarantine.get_quarantined(session, record.id).status == quarantine.QUARANTINED
+    # Handed back, it is replayed once.
+    assert IngestionService(stand.sessions, stand.registry, stand.offline, stand.client).replay(
+        [record.id], {record.id: fixed}
+    ).replayed == [record.id]
+    assert stand.stored_rows() == sum(run.accepted for run in stand.runs()) == 4
