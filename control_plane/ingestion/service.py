@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
+from control_plane.ingestion.replay_publish import Publish, PublishedBefore, record_identity, redis_publisher
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import validate
 from control_plane.offline.store import OfflineStore
@@ -178,7 +179,10 @@ class IngestionService:
         is written and its statuses committed at once, before the next group, the claim renewed before
         each write. A refused or failed replay hands back what it did not commit, so every record ends
         either written and marked replayed or unwritten and still quarantined, never written yet
-        quarantined (which a second replay would publish again: a stream event aggregated twice).
+        quarantined (which a second replay would publish again: a stream event aggregated twice). A Redis
+        stream's publish whose answer is lost (a timeout) may have run all the same; its records go back
+        to the quarantine, and a retry finds them in the stream by their markers and publishes them no
+        more (``replay_publish``).
 
         A batch view's group commits its records ``online_pending`` (and counted) once their rows are in
         the offline store, before its online write, and ``replayed`` after it: a failed online write
@@ -193,8 +197,9 @@ class IngestionService:
         leaves them ``replaying``, as a crash does;
         the next replay of them takes the claim over once it is older than the lease
         (``claims.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
-        committed are then written again, the window a batch run's chunk has too; until the lease runs
-        out they are refused, and ``aetherctl quarantine list --status replaying`` shows them."""
+        committed are then written again (a Redis stream's excepted), the window a batch run's chunk has
+        too; until the lease runs out they are refused, and ``aetherctl quarantine list --status
+        replaying`` shows them."""
         ids = list(dict.fromkeys(ids))  # an id named twice would be written twice
         unknown = set(corrected) - set(ids)
         if unknown:
@@ -249,13 +254,13 @@ class IngestionService:
             with write_session(self._sessions) as session:  # never write what another replay now holds
                 stamp = claims.renew(session, claim)
             claim.stamp = stamp
-            undelivered, paths = self._write_replay(group)
+            undelivered, paths, before = self._write_replay(group)
             done = [group.members[i].id for i in group.passing if i not in undelivered]
             batch = group.publish is None
             status = quarantine.ONLINE_PENDING if batch else quarantine.REPLAYED
             files = ChunkFiles(run.run_id, 0, len(done), paths)  # the replay run's counter, 0 before it
-            try:
-                self._commit_replay(run, claim, group, done, corrected, actor, status, files)
+            try:  # those an earlier replay published are committed with what the stream holds
+                self._commit_replay(run, claim, group, done, {**corrected, **before}, actor, status, files)
             except claims.ClaimLost:
                 # Refused before its commit wrote anything: no run counts the rows this replay stored,
                 # and the replay that took the records over stores them itself. Left in place they were
@@ -284,6 +289,13 @@ class IngestionService:
                     f"{len(undelivered)} records of view {group.view.spec.name!r} were not acknowledged by"
                     f" its stream ({next(iter(undelivered.values()))}); they stay quarantined. Already"
                     f" replayed (runs {', '.join(run_ids)}): {replayed or 'none'}"
+                )
+            if before:
+                raise FailedPrecondition(
+                    f"records {sorted(before)} of view {group.view.spec.name!r} were published already, by a"
+                    " replay whose answer was lost, with other payloads than this replay's; the stream holds"
+                    " those, so the records are marked replayed with them and this replay's were not"
+                    f" published. Already replayed (runs {', '.join(run_ids)}): {replayed}"
                 )
         with read_session(self._sessions) as session:
             records = [quarantine.get_quarantined(session, record_id) for record_id in sorted(still)]
@@ -321,17 +333,23 @@ class IngestionService:
         accepted = stamp_ingested(result.accepted)
         return _ReplayGroup(view, entity, members, payloads, accepted, new_reasons, passing, publish)
 
-    def _write_replay(self, group: _ReplayGroup) -> tuple[dict[int, str], list[str]]:
+    def _write_replay(self, group: _ReplayGroup) -> tuple[dict[int, str], list[str], dict[int, str]]:
         """Writes a group's passing records (a batch view's to the offline store only); returns, by
         member index, the events its stream did not acknowledge (never written: they stay quarantined),
-        and the offline files written."""
+        the offline files written, and by record id the payloads an earlier replay whose answer was lost
+        published instead of this one's (``replay_publish``: a record is published once)."""
         if not group.passing:
-            return {}, []
+            return {}, [], {}
         if group.publish is None:  # online once the offline write is committed (``OnlineCompletion.write``)
-            return {}, self.batch.write_offline(group.view, group.accepted)
+            return {}, self.batch.write_offline(group.view, group.accepted), {}
         events = [_event(group.payloads[i]) for i in group.passing]
-        errors = group.publish(events)
-        return {i: error for i, error in zip(group.passing, errors, strict=True) if error is not None}, []
+        rows = [group.members[i] for i in group.passing]
+        results = group.publish(events, [record_identity(row.id, row.created_at_us) for row in rows])
+        undelivered = {i: r for i, r in zip(group.passing, results, strict=True) if isinstance(r, str)}
+        before = {
+            row.id: r.payload for row, r in zip(rows, results, strict=True) if isinstance(r, PublishedBefore)
+        }
+        return undelivered, [], before
 
     def _commit_replay(
         self,
@@ -356,7 +374,8 @@ class IngestionService:
                 after = (
                     "the rows it stored offline for this group are removed, and that replay writes them"
                     if group.publish is None
-                    else f"those it published ({written or 'none'}) may be published twice"
+                    else f"those it published ({written or 'none'}) may be published twice (to Kafka; a"
+                    " Redis stream takes a record once, replay_publish.py)"
                 )
                 raise claims.ClaimLost(
                     f"this replay's claim on quarantined records {lost} of view {group.view.spec.name!r}"
@@ -402,20 +421,7 @@ class IngestionService:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
         if stream.startswith("kafka://"):
             return _kafka_publisher(view, stream, self._kafka_options)
-
-        def xadd(events: list[dict[str, str]]) -> list[str | None]:
-            # One MULTI/EXEC: every event is added or none is, so a failure leaves none half-published.
-            pipeline = self._client.pipeline(transaction=True)
-            for event in events:
-                pipeline.xadd(stream, {field: value for field, value in event.items()})
-            pipeline.execute()
-            return [None] * len(events)
-
-        return xadd
-
-
-#: Publishes events to a stream; per event, None once the stream holds it, else why it does not.
-Publish = Callable[[list[dict[str, str]]], list[str | None]]
+        return redis_publisher(self._client, stream)  # at most once per record, even when retried
 
 
 @dataclass(frozen=True)
@@ -446,7 +452,7 @@ def _kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str])
         bootstrap, topic = parse_kafka_url(url)
     except ValueError as exc:
         raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
-    return lambda events: produce(bootstrap, topic, events, options)
+    return lambda events, _identities: list(produce(bootstrap, topic, events, options))
 
 
 def _event(payload: Mapping[str, Any]) -> dict[str, str]:
