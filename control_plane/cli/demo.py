@@ -7,8 +7,7 @@ from pathlib import Path
 
 from control_plane.cli import output
 from control_plane.cli.errors import UsageError
-from control_plane.demo.scenario import SIZES, DemoOptions, run_demo
-from control_plane.demo.train import JOB
+from control_plane.demo.world import SIZES
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +31,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported for this command only: the scenario pulls in monitoring, retraining and training (scipy
+    # and more), and imported at the top it made every aetherctl command start about a second slower.
+    from control_plane.demo.scenario import DemoOptions, run_demo
+    from control_plane.demo.train import JOB
+
     if args.home is not None:
         refuse_used_home(args.home)
     options = DemoOptions(size=args.size, home=args.home, fail_gates=args.fail_gates)
