@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -66,7 +68,12 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
+        # No retries: redis-py's client retries a refused connection three times with a random backoff of
+        # up to 2, 4 and 8 s, so the first PING, sent before the server listens, took a second on average
+        # to come back, where this loop polls every 20 ms.
+        client = redis.Redis(
+            port=self.port, password=self.password, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+        )
         while True:
             try:
                 client.ping()
