@@ -11,17 +11,18 @@ grows (points, parameters, tags, a start) and for LogArtifact. Whoever calls it 
 (``FOR UPDATE``), so on PostgreSQL two concurrent requests cannot each pass on what the other has not
 committed yet.
 
-It runs in every LogBatch, so its common case is one indexed aggregate per run: an upper bound of the
-message's bytes, from the byte lengths of the stored texts and a bound per entry. Only a run whose bound
+It runs in every LogBatch, so its common case is one statement for all the request's runs, indexed
+aggregates per run: an upper bound of each message's bytes, from the byte lengths of the stored texts and a
+bound per entry. Only a run whose bound
 passes the limit has its message built and measured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, func, literal, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from clients.errors import InvalidArgument
 from control_plane.db.strings import byte_length
@@ -56,8 +57,11 @@ def check_run_message(session: Session, runs: Mapping[int, str]) -> None:
     """INVALID_ARGUMENT when a run of ``runs`` ({pk: run id}), as this transaction has written it, would
     take more than :data:`MAX_RUN_MESSAGE_BYTES` as a message (module doc). The caller holds their rows'
     locks."""
+    if not runs:
+        return
+    bounds = message_bounds(session, runs)
     for pk, run_id in sorted(runs.items()):
-        if message_bound(session, pk) <= MAX_RUN_MESSAGE_BYTES:
+        if bounds.get(pk, 0) <= MAX_RUN_MESSAGE_BYTES:
             continue
         row = session.get_one(RunRow, pk)
         experiment_id = session.scalar(
@@ -75,22 +79,32 @@ def check_run_message(session: Session, runs: Mapping[int, str]) -> None:
             )
 
 
+def _total(expression: ColumnElement[int], run_pk: InstrumentedAttribute[int]) -> ScalarSelect[int]:
+    """The sum of ``expression`` over the rows of the outer query's run (0 for none)."""
+    return select(func.coalesce(func.sum(expression), 0)).where(run_pk == RunRow.id).scalar_subquery()
+
+
+_ARTIFACT_TEXT = (
+    byte_length(RunArtifactRow.name) + byte_length(RunArtifactRow.sha256) + byte_length(RunArtifactRow.uri)
+)
+#: Each run's bound: one statement for all the runs of a request, built once (a statement built per run
+#: and per request cost the tracking benchmark a third of its LogBatch time).
+_BOUNDS = select(
+    RunRow.id,
+    literal(FIXED_FIELDS_BYTES)
+    + _total(byte_length(MetricLatestRow.key) + SUMMARY_OVERHEAD, MetricLatestRow.run_pk)
+    + _total(_ARTIFACT_TEXT + ARTIFACT_OVERHEAD, RunArtifactRow.run_pk)
+    + _total(byte_length(ParamRow.key) + byte_length(ParamRow.value) + ENTRY_OVERHEAD, ParamRow.run_pk)
+    + _total(byte_length(TagRow.key) + byte_length(TagRow.value) + ENTRY_OVERHEAD, TagRow.run_pk),
+).where(RunRow.id.in_(bindparam("pks", expanding=True)))
+
+
+def message_bounds(session: Session, pks: Iterable[int]) -> dict[int, int]:
+    """An upper bound of the bytes each run's ``Run`` message takes (module doc), by run pk: one round
+    trip for them all."""
+    return {pk: int(bound) for pk, bound in session.execute(_BOUNDS, {"pks": sorted(pks)})}
+
+
 def message_bound(session: Session, pk: int) -> int:
-    """An upper bound of the bytes the run's ``Run`` message takes (module doc)."""
-    summaries = select(func.coalesce(func.sum(byte_length(MetricLatestRow.key) + SUMMARY_OVERHEAD), 0)).where(
-        MetricLatestRow.run_pk == pk
-    )
-    artifact = RunArtifactRow
-    artifact_text = byte_length(artifact.name) + byte_length(artifact.sha256) + byte_length(artifact.uri)
-    artifacts = select(func.coalesce(func.sum(artifact_text + ARTIFACT_OVERHEAD), 0)).where(
-        RunArtifactRow.run_pk == pk
-    )
-    params = select(
-        func.coalesce(func.sum(byte_length(ParamRow.key) + byte_length(ParamRow.value) + ENTRY_OVERHEAD), 0)
-    ).where(ParamRow.run_pk == pk)
-    tags = select(
-        func.coalesce(func.sum(byte_length(TagRow.key) + byte_length(TagRow.value) + ENTRY_OVERHEAD), 0)
-    ).where(TagRow.run_pk == pk)
-    parts = (query.scalar_subquery() for query in (summaries, artifacts, params, tags))
-    total = select(sum(parts, start=literal(FIXED_FIELDS_BYTES)))  # one round trip
-    return int(session.scalar(total) or 0)
+    """:func:`message_bounds` of one run."""
+    return message_bounds(session, [pk]).get(pk, FIXED_FIELDS_BYTES)
