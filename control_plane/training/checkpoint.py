@@ -280,6 +280,8 @@ def check_loadable(payload: Mapping[str, Any]) -> None:
     (or that does not pickle at all). Round-trips the payload with each plain tensor swapped for an empty
     one of its dtype: the loader refuses types, never tensor data, and the weights are then neither
     serialized twice nor held twice in memory."""
+    if _plainly_loadable(payload):
+        return
     skeleton = _skeleton(payload)
     if _loads(skeleton):
         return
@@ -293,6 +295,29 @@ def check_loadable(payload: Mapping[str, Any]) -> None:
         " refuse it, so no resume could read the checkpoint; save plain data instead (tensors, Python"
         " numbers, strings, lists, tuples, dicts), e.g. torch.from_numpy(array) or number.item()"
     )
+
+
+#: Types ``torch.load(weights_only=True)`` always reads back (exact types: a subclass may not be). Not
+#: ``bytes``: it refuses ``b""`` (pickled as a call of ``bytes``), so bytes go through the round trip.
+_PLAIN_LEAVES = frozenset({int, float, bool, complex, str, type(None), torch.dtype, torch.device, torch.Size})
+
+
+def _plainly_loadable(value: Any) -> bool:
+    """Whether ``value`` is made only of plain containers, plain tensors and :data:`_PLAIN_LEAVES`, all of
+    which the loader reads: the common checkpoint (state dicts, numbers, strings), checked by a walk in
+    microseconds. Anything else is not judged here (False) but by the round trip of :func:`check_loadable`,
+    which took half of the SDK's time per epoch when it ran on every checkpoint (the training-overhead
+    benchmark went from 1.2 % to 4.6 %, over its 3 % target)."""
+    kind = type(value)
+    if kind is torch.Tensor:
+        return value.layout == torch.strided and not value.is_quantized
+    if kind in _PLAIN_LEAVES:
+        return True
+    if kind in (dict, OrderedDict):
+        return all(_plainly_loadable(k) and _plainly_loadable(v) for k, v in value.items())
+    if kind in (list, tuple):
+        return all(_plainly_loadable(item) for item in value)
+    return False
 
 
 #: The most characters of a refused value's repr that :func:`check_loadable` shows.

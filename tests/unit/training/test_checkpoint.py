@@ -5,6 +5,7 @@ behind when they fail, and no checkpoint written that torch.load(weights_only=Tr
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import io
 import random
@@ -13,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control_plane.training.checkpoint import (
     CheckpointManager,
     CorruptCheckpointWarning,
     TrainingState,
     UnreadableCheckpoint,
+    _loads,
+    _plainly_loadable,
+    check_loadable,
     encode,
     load_payload,
 )
@@ -259,3 +265,51 @@ def test_an_intact_checkpoint_that_does_not_load_stops_resume_and_stays(
         "checkpoint-00000001.ckpt",
         "checkpoint-00000002.ckpt",
     ]
+
+
+_LEAVES = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.binary(max_size=5),
+    st.complex_numbers(allow_nan=False),
+    st.sampled_from([torch.float32, torch.int64, torch.device("cpu"), torch.Size([2, 3])]),
+    st.integers(0, 3).map(lambda n: torch.arange(n, dtype=torch.float32)),
+    # What the loader refuses, which the fast path must never take for loadable:
+    st.integers(0, 3).map(np.arange),
+    st.floats(allow_nan=False).map(np.float32),
+    st.just(dt.date(2024, 1, 1)),
+    st.just(collections.defaultdict(int)),
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3),
+        st.dictionaries(st.text(max_size=3), inner, max_size=3).map(collections.OrderedDict),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_VALUES)
+def test_the_fast_loadability_walk_never_passes_what_the_loader_refuses(value: object) -> None:
+    # The walk (_plainly_loadable) stands in for a save-and-load round trip on every checkpoint; the round
+    # trip (_loads, run on the value itself) is the reference.
+    if _plainly_loadable(value):
+        assert _loads(value)
+    check = pytest.raises(TypeError) if not _loads(value) else contextlib.nullcontext()
+    with check:
+        check_loadable({"v": value})
+
+
+def test_a_state_dict_passes_the_fast_walk() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.ones(2, 3)).sum().backward()
+    optimizer.step()
+    assert _plainly_loadable({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
