@@ -71,6 +71,8 @@ class TrainingContext:
         #: Epoch metrics logged so far, by epoch (restored from a checkpoint on resume), and the
         #: (key, epoch) points the tracking server already holds — see :meth:`_read_server_points`.
         self._epoch_metrics: dict[int, dict[str, float]] = {}
+        # Whether per-batch points were logged since the last checkpoint (which then sends them first).
+        self._batch_points_unsaved = False
         self._on_server: set[tuple[str, int]] = set()
         #: Per-batch keys (without the ``batch/`` prefix) the run already holds, with the highest step of
         #: each: a replayed batch at or below it was shipped by an earlier attempt. Empty on a fresh run.
@@ -190,6 +192,7 @@ class TrainingContext:
             if not merged:
                 return
         self.metrics.log_batch(step, merged)
+        self._batch_points_unsaved = True
 
     # Checkpoints -----------------------------------------------------------------------------------------
 
@@ -207,12 +210,14 @@ class TrainingContext:
         (None elsewhere): ranks of one job share the checkpoint folder, and two writers of one file
         name would race on it and on the pruning of old ones."""
         _barrier()
-        if self.is_primary and self._metrics is not None:
+        if self.is_primary and self._metrics is not None and self._batch_points_unsaved:
             # Per-batch points up to this checkpoint are not in it: sent now, as a resume from it does not
             # replay their steps' logging. Buffered, a crash right after the save lost them for good (the
             # data-parallel test's batch/loss steps 1-5, once in CI). Bounded: an unreachable control plane
-            # must not hold training up.
+            # must not hold training up. Epoch points need no wait: they are in the checkpoint, and a
+            # resume sends those the run lacks (a round trip per checkpoint was most of the SDK's time).
             self._metrics.flush(CHECKPOINT_FLUSH_S)
+            self._batch_points_unsaved = False
         sdk: dict[str, Any] = {"epoch_metrics": self._epoch_metrics}
         if self._dataset is not None:  # what a resume is checked against
             sdk["dataset_hash"] = self._dataset.dataset_hash

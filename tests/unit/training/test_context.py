@@ -4,6 +4,7 @@ the epoch metrics, outputs.json written where the control plane reads it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
 from control_plane.training.checkpoint import TrainingState
-from control_plane.training.context import TrainingContext
+from control_plane.training.context import CHECKPOINT_FLUSH_S, TrainingContext
 
 
 def launch(tmp_path: Path, attempt: int = 1) -> LaunchEnv:
@@ -89,3 +90,18 @@ def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None
     resumed = other.resume()  # every rank resumes from rank 0's checkpoint
     assert resumed is not None and resumed.path == written
     assert other._metrics is None  # nor does resuming mend curves (send points) from another rank
+
+
+def test_a_checkpoint_after_epoch_points_only_does_not_wait_on_the_control_plane(tmp_path: Path) -> None:
+    # Epoch points are in the checkpoint (a resume sends those the run lacks), so only per-batch points
+    # are sent before it. It waited for every checkpoint's round trip, most of the SDK's time per epoch,
+    # and here (nothing listens) for the whole CHECKPOINT_FLUSH_S.
+    ctx = TrainingContext(launch(tmp_path), TrainingContext.from_env(launch(tmp_path).to_env()).spec)
+    ctx.log_metrics(0, loss=1.5)
+    started = time.monotonic()
+    assert ctx.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1)) is not None
+    assert time.monotonic() - started < CHECKPOINT_FLUSH_S / 2
+    checkpoint = ctx.checkpoints.resume()
+    assert checkpoint is not None and checkpoint.sdk["epoch_metrics"] == {0: {"loss": 1.5}}
+    ctx.metrics.client.close_timeout_s = 0.1  # what it buffered has nowhere to go
+    ctx.metrics.close()
