@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import redis
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
@@ -75,6 +76,30 @@ async def control_plane(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIte
     server.registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
     yield server
     await server.stop()
+
+
+@dataclass(frozen=True)
+class RegistryDb:
+    """A migrated metadata database holding :data:`ENTITY` and one view of it (``registry_on``)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    registry: FeatureRegistry
+    entity: pb.Entity
+    view: pb.FeatureView
+
+
+def registry_on(url: str, view: pb.FeatureViewSpec = CLICKS) -> RegistryDb:
+    """The database at ``url`` migrated, with :data:`ENTITY` and ``view`` (version 1) registered; its
+    engine is the caller's to dispose of."""
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    registry = FeatureRegistry(sessions)
+    entity = registry.create_entity(ENTITY)
+    return RegistryDb(
+        engine, sessions, registry, entity, registry.create_feature_view(view, pb.FeatureViewMetadata())
+    )
 
 
 @dataclass

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
 from control_plane.ingestion.streaming.commit import StateKeys
@@ -30,7 +29,7 @@ from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
-from tests.integration.ingestion.conftest import CLICKS, ENTITY
+from tests.integration.ingestion.conftest import registry_on
 
 STREAM = "events:clicks"
 BUCKET_S = 600  # gcd of the clicks windows
@@ -46,13 +45,8 @@ class Event:
 
 def registry_db(tmp_path: Path) -> tuple[str, sessionmaker[Session], pb.FeatureView, pb.Entity]:
     url = f"sqlite:///{tmp_path / 'aether.db'}"
-    engine = create_db_engine(url)
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    entity = registry.create_entity(ENTITY)
-    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
-    return url, sessions, view, entity
+    db = registry_on(url)
+    return url, db.sessions, db.view, db.entity
 
 
 def random_events(n: int, seed: int, sensors: int = 20) -> list[Event]:

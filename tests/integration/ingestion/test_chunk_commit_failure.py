@@ -35,7 +35,7 @@ from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import IngestionRunRow
 from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.conftest import CLIMATE, ENTITY
+from tests.integration.ingestion.conftest import CLIMATE, ENTITY, registry_on
 from tests.support.postgres_server import PostgresServer
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)  # every chunk in one partition (one day)
@@ -228,12 +228,8 @@ def test_a_chunk_whose_connection_is_cut_at_commit_keeps_no_file_on_postgresql(
     """A real fault at COMMIT: the chunk's server process is terminated right before its COMMIT is sent,
     so the COMMIT fails on a closed connection and the run reads back, on a new one, that it did not
     commit."""
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    entity = registry.create_entity(ENTITY)
-    view = registry.create_feature_view(CLIMATE, pb.FeatureViewMetadata())
+    db = registry_on(postgres_server.fresh_url(), CLIMATE)
+    engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
     offline = OfflineStore(str(tmp_path / "offline"))
     client = redis.Redis.from_url(redis_url)
     batch = BatchMaterializer(sessions, offline, client)

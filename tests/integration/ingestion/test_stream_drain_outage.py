@@ -16,15 +16,13 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import text
 
-from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
-from control_plane.features.registry import FeatureRegistry
+from control_plane.db import create_db_engine, read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.materializer import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.conftest import CLICKS, ENTITY
+from tests.integration.ingestion.conftest import registry_on
 from tests.integration.ingestion.streaming_support import (
     Event,
     publish,
@@ -49,12 +47,8 @@ def test_a_busy_materializer_waits_out_a_database_restart_and_counts_every_event
 ) -> None:
     # Its drain (every drain_every batches) exited with OperationalError on the first PostgreSQL restart,
     # where its idle status check waits one out. Now the drain is tried again until the database answers.
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    entity = registry.create_entity(ENTITY)
-    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    db = registry_on(postgres_server.fresh_url())
+    engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
     client = redis.Redis.from_url(redis_url)
     # A drain after every batch; no status check after the start's (this test is about the drain).
     options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
@@ -105,12 +99,8 @@ def test_a_stop_asked_while_the_drain_waits_out_an_outage_ends_it_and_loses_noth
     # SIGTERM (the stop event) during a PostgreSQL outage was not honoured until the database came back:
     # the drain retried without looking at it, so a rolling restart hung until its stop timed out and
     # the process was killed. Now the wait ends with StopAsked and the outbox keeps the committed batch.
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    entity = registry.create_entity(ENTITY)
-    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    db = registry_on(postgres_server.fresh_url())
+    engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
     client = redis.Redis.from_url(redis_url)
     options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
     _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)

@@ -18,10 +18,7 @@ import redis.asyncio
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import (
-    create_db_engine,
-    create_session_factory,
     read_session,
-    upgrade_to_head,
     write_session,
 )
 from control_plane.features.online_cleanup import OnlineCleanup
@@ -40,7 +37,7 @@ from control_plane.ingestion.streaming.orphans import drain_outboxes
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
-from tests.integration.ingestion.conftest import CLICKS, ENTITY
+from tests.integration.ingestion.conftest import CLICKS, registry_on
 from tests.integration.ingestion.streaming_support import (
     Event,
     publish,
@@ -94,12 +91,8 @@ def test_an_idle_materializer_outlives_a_database_restart_and_still_stops_on_a_d
     # Its status check (every status_every_s, busy or idle) read SQL with no retry: an idle materializer,
     # which before ran no SQL at all, exited with OperationalError on a PostgreSQL restart. A check the
     # database cannot answer is now logged and tried again at the next one.
-    engine = create_db_engine(postgres_server.fresh_url())
-    upgrade_to_head(engine)
-    sessions = create_session_factory(engine)
-    registry = FeatureRegistry(sessions)
-    entity = registry.create_entity(ENTITY)
-    view = registry.create_feature_view(CLICKS, pb.FeatureViewMetadata())
+    db = registry_on(postgres_server.fresh_url())
+    engine, sessions, registry, entity, view = db.engine, db.sessions, db.registry, db.entity, db.view
     client = redis.Redis.from_url(redis_url)
     options = MaterializerOptions(count=10, block_ms=10, status_every_s=0.02)
     _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)

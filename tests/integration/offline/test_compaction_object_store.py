@@ -58,13 +58,6 @@ from tests.unit.offline.test_compaction import (
 
 
 @pytest.fixture
-def s3() -> Iterator[FakeS3Server]:
-    server = FakeS3Server()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     created = create_db_engine(db_url)
     yield created
@@ -165,6 +158,15 @@ def test_database_locks_exclude_a_second_control_plane_and_go_with_the_pass(db_u
         second_engine.dispose()
 
 
+def end_lock_holder(other: Engine) -> None:
+    """Ends, from another connection, the session holding the one advisory lock granted."""
+    with other.connect() as connection:
+        holder = connection.execute(
+            text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        ).scalar_one()
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+
+
 def test_an_advisory_lock_whose_connection_died_is_not_confirmed(postgres_server: PostgresServer) -> None:
     """A PostgreSQL advisory lock goes with its session: once the connection is gone another pass may
     take the partition, so this pass must not publish or delete; confirm() fails before either."""
@@ -174,11 +176,7 @@ def test_an_advisory_lock_whose_connection_died_is_not_confirmed(postgres_server
         partition = "bucket/features/clicks/v1/date=2024-03-01"
         with DatabaseLocks(engine)(partition) as held:
             assert held is not None
-            with other.connect() as connection:  # the lock holder's session ends (a failover, a restart)
-                holder = connection.execute(
-                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
-                ).scalar_one()
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            end_lock_holder(other)  # the lock holder's session ends (a failover, a restart)
             with pytest.raises(DBAPIError):
                 held.confirm()
             with DatabaseLocks(other)(partition) as taken:
@@ -202,11 +200,7 @@ def test_a_pass_that_lost_its_lock_leaves_the_staged_files_it_finds_alone(
     try:
         with DatabaseLocks(engine)(str(partition)) as held:
             assert held is not None
-            with other.connect() as connection:
-                holder = connection.execute(
-                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
-                ).scalar_one()
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            end_lock_holder(other)
             with pytest.raises(DBAPIError):
                 compaction._delete_replaced(
                     pafs.LocalFileSystem(), str(partition), CompactionPolicy(), dt.datetime.now(dt.UTC), held
@@ -227,11 +221,7 @@ def test_a_pass_that_fails_after_its_lock_connection_died_reports_its_own_error(
     try:
         with pytest.raises(ValueError, match="the pass's own error"), DatabaseLocks(engine)("p/v1/d") as held:
             assert held is not None
-            with other.connect() as connection:
-                holder = connection.execute(
-                    text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
-                ).scalar_one()
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            end_lock_holder(other)
             raise ValueError("the pass's own error")
         with DatabaseLocks(other)("p/v1/d") as taken:
             assert taken is not None

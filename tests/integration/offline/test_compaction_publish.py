@@ -36,13 +36,6 @@ from tests.unit.offline.test_compaction import (
 
 
 @pytest.fixture
-def s3() -> Iterator[FakeS3Server]:
-    server = FakeS3Server()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def locks(tmp_path: Path) -> Iterator[DatabaseLocks]:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
     yield DatabaseLocks(engine)

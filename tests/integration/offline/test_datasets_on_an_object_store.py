@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,13 +37,6 @@ def parquet(table: pa.Table) -> bytes:
 
 def rows() -> pa.Table:
     return entity_rows({"user_id": [1, 2, 3]}, [at(10), at(20), at(30)])
-
-
-@pytest.fixture
-def s3() -> Iterator[FakeS3Server]:
-    server = FakeS3Server()
-    yield server
-    server.close()
 
 
 async def control_plane(datasets_root: str, home: Path, db_url: str) -> ControlPlaneServer:
