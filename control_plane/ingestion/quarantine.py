@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from clients.errors import InvalidArgument, NotFound
@@ -178,22 +178,23 @@ def record_outcome(
     payloads = rejected.column("payload").to_pylist()
     reasons = rejected.column("reason").to_pylist()
     fresh = [i for i, key in enumerate(keys) if key not in existing]
-    session.add_all(
-        QuarantineRow(
-            run_id=source.run_id,
-            record_key=keys[i],
-            view=source.view,
-            version=source.version,
-            source_kind=source.kind,
-            source_id=source.source_id,
-            payload=payloads[i],
-            reason=reasons[i],
-            status=QUARANTINED,
-            created_at_us=stamp,
-            updated_at_us=stamp,
-        )
-        for i in fresh
-    )
+    if fresh:
+        # One executemany of plain rows (Core): building an ORM object per record took most of the time of
+        # quarantining a large rejected chunk (25 s of 33 for 65,536 records on PostgreSQL).
+        common = {
+            "run_id": source.run_id,
+            "view": source.view,
+            "version": source.version,
+            "source_kind": source.kind,
+            "source_id": source.source_id,
+            "status": QUARANTINED,
+            "created_at_us": stamp,
+            "updated_at_us": stamp,
+        }
+        rows = [
+            {**common, "record_key": keys[i], "payload": payloads[i], "reason": reasons[i]} for i in fresh
+        ]
+        session.execute(insert(QuarantineRow), rows)
     run.records_in += accepted + len(fresh)
     run.accepted += accepted
     run.quarantined += len(fresh)
