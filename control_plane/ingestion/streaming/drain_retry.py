@@ -19,6 +19,10 @@ transaction recorded (a commit whose answer the outage cut off included) and onl
 after the offline write but before the SQL commit writes those history rows again, as exact duplicates,
 which readers treat as one row.
 
+A batch's commit, which reads its version's status in SQL (``commit_gate.py``), waits an outage out the
+same way (``COMMIT``): nothing of the batch is committed meanwhile, and its messages stay pending in the
+stream; a stop asked then leaves them there for the next start.
+
 A stop asked meanwhile (``stop``, the materializer's SIGTERM/SIGINT event) ends the wait at once with
 :class:`~control_plane.ingestion.streaming.stops.StopAsked`: the receipts stay in the outbox for the next
 start, rather than a shutdown (a rolling restart, an orchestrator's stop) hanging until the database is
@@ -31,12 +35,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy.exc
 
 from clients.database_errors import database_unavailable
 from control_plane.ingestion.streaming.stops import StopAsked
 
+T = TypeVar("T")
 _log = logging.getLogger("aether.ingestion.stream")
 #: Seconds between tries, the last one repeated.
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -45,15 +52,39 @@ RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 LOG_EVERY = 300
 
 
+@dataclass(frozen=True)
+class Waited:
+    """What a wait is for, in its log lines and its ``StopAsked``."""
+
+    failed: str  # "<name>: {failed} (N tries in a row), trying again"
+    again: str  # "<name>: {again}, after N failed tries"
+    kept: str  # "<name>: stopped while the metadata database was unavailable (...); {kept}"
+
+
+OUTBOX = Waited(
+    "the outbox could not be drained",
+    "the outbox drains again",
+    "the outbox keeps its committed batches for the next start",
+)
+#: A batch's commit, which reads its version's status in SQL first (``commit_gate.py``).
+COMMIT = Waited(
+    "a batch could not be committed (its version's status could not be read)",
+    "batches commit again",
+    "the batch was not committed, its events stay pending in the stream for the next start",
+)
+
+
 def draining(
-    drain: Callable[[], int],
+    drain: Callable[[], T],
     name: str,
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> int:
+    waited: Waited = OUTBOX,
+) -> T:
     """Runs ``drain`` (``name``: the view version, for the log) until it returns, trying again while the
     metadata database is unavailable (see the module doc); returns what it returned. StopAsked when
-    ``stop`` is set while it waits to try again."""
+    ``stop`` is set while it waits to try again. ``waited``: what the log lines say it waits for (the
+    outbox's drain, or a batch's commit)."""
     failures = 0
     while True:
         try:
@@ -65,18 +96,16 @@ def draining(
             failures += 1
             if failures == 1 or failures % LOG_EVERY == 0:
                 _log.warning(
-                    "%s: the outbox could not be drained (%d tries in a row), trying again: %s",
-                    name, failures, reason,
-                )  # fmt: skip
+                    "%s: %s (%d tries in a row), trying again: %s", name, waited.failed, failures, reason
+                )
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
             if stop is None:
                 sleep(delay)
             elif stop.is_set() or stop.wait(delay):
                 raise StopAsked(
-                    f"{name}: stopped while the metadata database was unavailable ({reason}); the outbox"
-                    " keeps its committed batches for the next start"
+                    f"{name}: stopped while the metadata database was unavailable ({reason}); {waited.kept}"
                 ) from exc
             continue
         if failures:
-            _log.info("%s: the outbox drains again, after %d failed tries", name, failures)
+            _log.info("%s: %s, after %d failed tries", name, waited.again, failures)
         return drained

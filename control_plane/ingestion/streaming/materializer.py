@@ -42,6 +42,11 @@ events before it are not re-applied (their windows are short until they slide pa
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
+
+A retired or deleted view version takes no more batches: each commit reads the version's status in SQL,
+holding the row until the Redis transaction has run (``commit_gate.py``), and stops the materializer
+(``ViewRetired`` / ``ViewDeleted``) instead of committing once it is gone; the status is also read every
+``status_every_s`` busy or idle, so an idle materializer stops too.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ from control_plane.ingestion.streaming.commit import (
     StateKeys,
     Trim,
 )
-from control_plane.ingestion.streaming.drain_retry import draining
+from control_plane.ingestion.streaming.commit_gate import CommitGate
+from control_plane.ingestion.streaming.drain_retry import COMMIT, draining
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
@@ -119,10 +125,11 @@ class MaterializerOptions:
     drain_interval_s: float = 1.0
     # How often the applied / rejected id sets are trimmed (see the module docstring).
     trim_every_s: float = 10.0
-    # How often the materializer looks whether its view version was deleted or retired, busy or idle: a
-    # commit finds the delete's fence too, but an idle one commits nothing and so kept running (its outbox
-    # undrained) until its next message, maybe never; and only SQL knows of a retire. A batch committed
-    # less than this after a retire is stored and counted (as a batch run's chunk begun before one).
+    # How often the materializer looks whether its view version was deleted or retired, busy or idle: an
+    # idle one commits nothing, and so kept running (its outbox undrained) until its next message, maybe
+    # never. A busy one also reads the status in every commit, holding the version row until the batch is
+    # committed (``commit_gate.py``): no batch is committed after a retire's or delete's SQL transaction
+    # (before, a batch committed less than this after a retire was stored and counted).
     status_every_s: float = 1.0
 
 
@@ -178,6 +185,7 @@ class StreamMaterializer:
         self._next_trim = 0.0
         self._next_status = 0.0
         self._status = StatusCheck(sessions, view)  # a database down is retried at the next check
+        self._gate = CommitGate(sessions, view)
         self._trim_below_ms: int | None = None  # the next commit drops ids scored below this
         self._undrained: dict[str, Receipt] = {}  # committed by this process, as committed
         self.totals = BatchStats()
@@ -270,19 +278,31 @@ class StreamMaterializer:
             schema=REJECTED_RECORDS,
         )
         receipt_id = uuid.uuid4().hex
-        outcome = self._retrying(
-            lambda: self._committer.commit(
-                receipt_id,
-                accepted_ids,
-                rejected_ids,
-                blobs,
-                expiry_ms(self.view.spec.ttl_seconds),
-                history,
-                rejected,
-                self.source.stream_times_ms,
-                self._trim(),
-            )
-        )
+
+        def commit() -> int | str:
+            # The version's status read, its row held, in a SQL transaction around the Redis commit: a
+            # retire or delete either came before (nothing is committed) or waits for it (commit_gate.py).
+            with self._gate.held() as gone:
+                if gone is not None:
+                    return gone
+                return self._committer.commit(
+                    receipt_id,
+                    accepted_ids,
+                    rejected_ids,
+                    blobs,
+                    expiry_ms(self.view.spec.ttl_seconds),
+                    history,
+                    rejected,
+                    self.source.stream_times_ms,
+                    self._trim(),
+                )
+
+        name = f"{self.run.view} v{self.run.version}"
+        outcome = draining(partial(self._retrying, commit), name, self.stop, waited=COMMIT)
+        if outcome == DELETED:  # nothing of this batch was written: stop as the periodic check does
+            self._stop_deleted()
+        if outcome == RETIRED:
+            self._stop_retired()
         if outcome == FENCED:
             self._raise_fenced()
         if outcome not in (COMMITTED, ALREADY_COMMITTED):
@@ -323,18 +343,24 @@ class StreamMaterializer:
 
     def _check_version(self) -> None:
         """Stops (``ViewDeleted``) once the view version's delete fence is set, as a refused commit does,
-        or its row is gone from SQL (deleted, the cleanup not yet run); ``ViewRetired`` once retired."""
+        or its row is gone from SQL (deleted, the cleanup not yet run); ``ViewRetired`` once retired. Each
+        commit reads the same status (``commit_gate.py``) and stops the same way."""
         if self._retrying(lambda: self._client.exists(self.keys.deleted)):
             self._stop_deleted()
         state = self._status.gone()
         if state == DELETED:
             self._stop_deleted()
         if state == RETIRED:
-            self.flush()
-            raise ViewRetired(
-                f"feature view {self.view.spec.name!r} version {self.view.version} was retired (not served,"
-                " nor ingested into): the materializer stops; what it committed before is stored and counted"
-            )
+            self._stop_retired()
+
+    def _stop_retired(self) -> NoReturn:
+        """Drains the outbox (its batches were all committed before the retire: ``commit_gate.py``) and
+        stops with ``ViewRetired``."""
+        self.flush()
+        raise ViewRetired(
+            f"feature view {self.view.spec.name!r} version {self.view.version} was retired (not served,"
+            " nor ingested into): the materializer stops; what it committed before is stored and counted"
+        )
 
     def _stop_deleted(self) -> NoReturn:
         self._finish_deleted()

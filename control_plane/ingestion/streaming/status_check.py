@@ -8,7 +8,9 @@ one. A read the database cannot answer (down, restarting, locked, its pool full:
 rows", as it did before the check existed, and is tried again at the next check; the first failure of a
 run of them is logged, then one in every ``LOG_EVERY`` (with the count), and the first answer after them.
 Once the database answers, a retired or deleted version stops the materializer as before. Any other
-failure (a bug, a schema the code does not know) still raises.
+failure (a bug, a schema the code does not know) still raises. A batch's commit does not count a read
+that fails as "still takes rows": it reads the status itself and waits for the database
+(``commit_gate.py``), so no batch is committed that a retire during the outage should have stopped.
 """
 
 from __future__ import annotations

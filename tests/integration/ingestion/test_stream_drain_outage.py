@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from sqlalchemy import text
 
 from control_plane.db import create_db_engine, read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import registry_on
 from tests.integration.ingestion.streaming_support import (
+    STREAM,
     Event,
     publish,
     registry_db,
@@ -33,6 +35,27 @@ from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
+
+
+def stopping_before_drain(
+    materializer: StreamMaterializer, postgres_server: PostgresServer, then: Callable[[], None] = lambda: None
+) -> threading.Event:
+    """Fault wrapper of the materializer's next outbox drain: right before it, stops PostgreSQL (an
+    administrator's restart: connections closed, commits kept) and runs ``then``; so the outage hits the
+    drain, after the batch's commit, which reads its version's status in SQL too (``commit_gate.py``).
+    Returns an event set once it has stopped the database."""
+    flush = materializer.flush
+    stopped = threading.Event()
+
+    def stop_then_flush() -> int:
+        materializer.flush = flush  # type: ignore[method-assign]  # once
+        postgres_server.stop(mode="fast")
+        stopped.set()
+        then()
+        return flush()
+
+    materializer.flush = stop_then_flush  # type: ignore[method-assign]
+    return stopped
 
 
 def events(count: int) -> list[Event]:
@@ -66,14 +89,16 @@ def test_a_busy_materializer_waits_out_a_database_restart_and_counts_every_event
         finally:
             postgres_server.start_again()
 
-    postgres_server.stop(mode="fast")  # an administrator's restart: connections closed, commits kept
     restarter = threading.Thread(target=restart, name="pg-restart")
-    restarter.start()
+    stopping_before_drain(materializer, postgres_server, restarter.start)
     try:
         publish(client, events(5))
         stats = materializer.step()  # committed to Redis, then drained once the database is back
     finally:
-        restarter.join()  # the database is up again, whatever the step did
+        if restarter.is_alive():
+            restarter.join()  # the database is up again, whatever the step did
+        else:
+            postgres_server.start_again()
     assert (stats.received, stats.accepted, stats.quarantined) == (5, 4, 1)
     assert seen_in_outage == [1]  # the committed batch waited in the outbox: nothing acknowledged early
     assert client.llen(materializer.keys.outbox) == 0
@@ -115,11 +140,12 @@ def test_a_stop_asked_while_the_drain_waits_out_an_outage_ends_it_and_loses_noth
         except BaseException as exc:
             outcome.append(exc)
 
-    postgres_server.stop(mode="fast")
+    stopped = stopping_before_drain(materializer, postgres_server)
     try:
         publish(client, events(5))
         worker = threading.Thread(target=loop, name="materializer", daemon=True)
         worker.start()
+        assert stopped.wait(10.0)
         time.sleep(1.0)  # committed to Redis, its drain failing
         asked = time.monotonic()
         materializer.stop.set()  # what SIGTERM does
@@ -140,6 +166,49 @@ def test_a_stop_asked_while_the_drain_waits_out_an_outage_ends_it_and_loses_noth
     assert (counts.records_in, counts.accepted, counts.quarantined) == (5, 4, 1)
     history = pa.Table.from_batches(list(OfflineStore(str(tmp_path / "offline")).scan("clicks", 1)))
     assert history.num_rows == 4
+    engine.dispose()
+
+
+def test_a_commit_waits_out_a_database_restart_and_commits_nothing_meanwhile(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A batch's commit reads its version's status in SQL, holding the row until the Redis transaction ran
+    # (commit_gate.py): with the database down it cannot, and it waits as the drain does, committing
+    # nothing (no online value, no receipt, nothing acknowledged) until the database answers.
+    db = registry_on(postgres_server.fresh_url())
+    engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
+    client = redis.Redis.from_url(redis_url)
+    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
+    caplog.set_level(logging.INFO, "aether.ingestion.stream")
+    seen_in_outage: list[tuple[int, int]] = []
+
+    def restart() -> None:  # while the materializer's commit is failing
+        try:
+            time.sleep(1.0)
+            outbox = int(client.llen(materializer.keys.outbox))  # type: ignore[arg-type]
+            seen_in_outage.append((outbox, client.xpending(STREAM, options.group)["pending"]))
+        finally:
+            postgres_server.start_again()
+
+    postgres_server.stop(mode="fast")
+    restarter = threading.Thread(target=restart, name="pg-restart")
+    restarter.start()
+    try:
+        publish(client, events(5))
+        stats = materializer.step()
+    finally:
+        restarter.join()
+    assert (stats.received, stats.accepted, stats.quarantined) == (5, 4, 1)
+    assert seen_in_outage == [(0, 5)]  # nothing committed, the 5 messages read but not acknowledged
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned
+    assert "clicks v1: a batch could not be committed (its version's status could not be read)" in warned[0]
+    assert any("batches commit again" in r.getMessage() for r in caplog.records)
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (5, 4, 1)
+    assert client.xpending(STREAM, options.group)["pending"] == 0
     engine.dispose()
 
 
