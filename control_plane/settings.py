@@ -14,6 +14,9 @@ from clients.env_values import env_float, env_int
 from clients.files import private_folder
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
+from control_plane.defaults import DEFAULT_LISTEN_ADDR as DEFAULT_LISTEN_ADDR
+from control_plane.defaults import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
+from control_plane.defaults import default_db_url as default_db_url
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
@@ -24,14 +27,7 @@ from control_plane.redis_clients import (
     sync_client,
 )
 
-DEFAULT_LISTEN_ADDR = "127.0.0.1:50051"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_TIMEOUT_VARIABLE = "AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S"
-
-
-def default_db_url(home: Path) -> str:
-    """The embedded default: one SQLite file in the local state folder."""
-    return f"sqlite:///{home / 'aether.db'}"
 
 
 def default_worker_threads() -> int:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL, default_db_url
+from control_plane.defaults import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL, default_db_url
 
 DEFAULT_DATA_PLANE_ADDR = "127.0.0.1:50052"
 
