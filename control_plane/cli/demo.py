@@ -7,7 +7,7 @@ from pathlib import Path
 
 from control_plane.cli import output
 from control_plane.cli.errors import UsageError
-from control_plane.demo.world import SIZES
+from control_plane.demo.sizes import SIZES
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,6 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from control_plane.demo.sizes import SIZES as SIZES
+from control_plane.demo.sizes import Size as Size
+
 TS = pa.timestamp("us", tz="UTC")
 #: The model's inputs, in order: online refs the data plane fetches for each Predict row.
 MODEL_FEATURES = (
@@ -23,21 +26,6 @@ MODEL_FEATURES = (
     "zone_demand:mean_fare_1h",
 )
 LABEL = "demand"
-
-
-@dataclass(frozen=True)
-class Size:
-    zones: int
-    hours: int  # hours of history before "now"
-    bookings_per_zone_hour: float
-    requests_per_phase: int
-    epochs: int
-
-
-SIZES = {
-    "small": Size(zones=200, hours=4, bookings_per_zone_hour=3.0, requests_per_phase=400, epochs=40),
-    "medium": Size(zones=400, hours=12, bookings_per_zone_hour=6.0, requests_per_phase=2000, epochs=60),
-}
 
 
 @dataclass(frozen=True)
