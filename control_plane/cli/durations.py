@@ -1,6 +1,6 @@
 """Durations and times on ``aetherctl``'s command line, parsed the same way by every command.
 
-A duration is what feature definitions take (:func:`~control_plane.features.definitions.parse_duration`):
+A duration is what feature definitions take (:func:`~control_plane.features.durations.parse_duration`):
 ``90`` seconds, ``45s``, ``30m``, ``1.5h``, ``2d``, ``1h30m``. A time (``--since``, ``--until``) is an ISO
 8601 time (``2026-11-24``, ``2026-11-24T10:00:00Z``; UTC unless it names an offset) or a duration back from
 now. A malformed or out-of-range value is a :class:`~control_plane.cli.errors.UsageError` naming the flag,
@@ -13,7 +13,7 @@ import datetime as dt
 import time
 
 from control_plane.cli.errors import UsageError
-from control_plane.features.definitions import MAX_DURATION_S, parse_duration
+from control_plane.features.durations import MAX_DURATION_S, parse_duration
 
 # Every time Aether stores or sends is int64 microseconds since the Unix epoch: a longer duration cannot
 # be expressed at all (protobuf refuses it with "Value out of range"), and no time lies before the epoch.

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -34,6 +33,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.int64 import INT64_MAX, INT64_MIN
 from clients.value_types import TYPE_NAMES
+from control_plane.features.durations import MAX_DURATION_S, parse_duration
 from control_plane.features.validation import AGGREGATION_FUNCTIONS, NAME_PATTERN, SOURCE_KINDS
 from control_plane.features.yaml_fields import (
     DefinitionError,
@@ -62,8 +62,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 FEATURE_TYPES = tuple(name for name in TYPE_NAMES if name != "string")
 JOIN_KEY_TYPES = ("int64", "string")
 _CATEGORICAL = {types_pb2.INT32, types_pb2.INT64, types_pb2.BOOL}
@@ -97,40 +95,6 @@ class Definitions:
         if location is None:
             return None
         return str(Problem(self.file, location.line, location.field, match.group(2)))
-
-
-#: The longest duration: its microseconds still fit a signed 64-bit integer (~292,000 years).
-MAX_DURATION_S = INT64_MAX // 1_000_000
-
-
-def parse_duration(value: int | str) -> int:
-    """Seconds in ``value``: an integer number of seconds, or numbers with a unit s/m/h/d, several of
-    them allowed (``90``, ``"45s"``, ``"1.5h"``, ``"1h30m"``). ValueError when malformed, negative or not
-    a whole number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 90, 45s, 30m, 2h or 1d, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value}")
-        return value
-    text = value.strip()
-    if text.isdigit():
-        return int(text)
-    total = Decimal(0)
-    position = 0
-    seen: set[str] = set()
-    for match in _DURATION_PART.finditer(text):
-        between = text[position : match.start()]
-        if between.strip() or match.group(2) in seen:
-            break
-        seen.add(match.group(2))
-        total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if not seen or text[position:].strip():
-        raise ValueError(f"invalid duration {value!r}; expected e.g. 90, 45s, 30m, 2h, 1d or 1h30m")
-    if total != total.to_integral_value():
-        raise ValueError(f"duration {value!r} is not a whole number of seconds")
-    return int(total)
 
 
 def load_definitions(path: str | Path) -> Definitions:
