@@ -1,4 +1,5 @@
-"""``aetherctl dev up|down|status``: a local stack of redis-server, the control plane and the data plane.
+"""The local stack of ``aetherctl dev up|down|status`` (and of ``aetherctl demo``): redis-server, the
+control plane and the data plane.
 
 Each service runs detached (its own session, so it outlives the shell command) with its output in
 ``$AETHER_HOME/dev/<service>.log`` and its pid in ``$AETHER_HOME/dev/<service>.pid``. A pid file is only
@@ -53,19 +54,8 @@ class Service:
     private_files: Mapping[Path, str] = field(default_factory=dict)
 
 
-def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = commands.add_parser("dev", help="a local stack: redis-server, control plane, data plane")
-    actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="start the local stack (in the background) and wait until it is ready")
-    up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for each service (default: 60)")
-    down = actions.add_parser("down", help="stop the local stack")
-    down.add_argument(
-        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (default: 10)"
-    )
-    actions.add_parser("status", help="show which services of the local stack run, and where")
-
-
 def run(args: argparse.Namespace, settings: CliSettings) -> int:
+    """Runs a ``dev`` action (its flags: ``control_plane.cli.dev``)."""
     folder = settings.home / "dev"
     services = _services(settings, folder)
     if args.action == "up":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from control_plane.cli.dev import start_stack, stop_stack
+from control_plane.cli.local_stack import start_stack, stop_stack
 from control_plane.cli.settings import CliSettings
 from control_plane.demo import world
 from control_plane.demo.cleanup import cancel_jobs, kill_leftovers

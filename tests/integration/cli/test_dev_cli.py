@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from control_plane.cli.dev import redis_auth_config
+from control_plane.cli.local_stack import redis_auth_config
 from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -277,7 +277,7 @@ def test_the_control_plane_flag_overrides_the_variable_for_the_stack(dev_env: di
 _DEMO_LIKE = """
 import sys, time
 from pathlib import Path
-from control_plane.cli.dev import start_stack
+from control_plane.cli.local_stack import start_stack
 from control_plane.cli.settings import CliSettings
 home = Path(sys.argv[1])
 settings = CliSettings(home=home, db_url=f"sqlite:///{home / 'aether.db'}", redis_url=sys.argv[2],
