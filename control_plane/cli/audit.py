@@ -19,13 +19,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clients.aether.v1 import audit_pb2 as pb
-from clients.sdk.audit import AuditClient, audit_filter, entry_line
 from control_plane.cli import numbers, output
 from control_plane.cli.durations import time_us
 from control_plane.cli.errors import UsageError
 from control_plane.cli.paths import check_writable
+
+if TYPE_CHECKING:  # the SDK (and grpc) are imported when a command runs, not to build the parser
+    from clients.sdk.audit import AuditClient
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +67,8 @@ OUTCOMES = ("ok", "refused")
 
 
 def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
+    from clients.sdk.audit import audit_filter
+
     object_type, object_id = None, None
     if args.object:
         object_type, _, object_id = args.object.partition("/")
@@ -85,10 +90,14 @@ def selection_of(args: argparse.Namespace) -> pb.AuditFilter:
 
 
 def _client(args: argparse.Namespace) -> AuditClient:
+    from clients.sdk.audit import AuditClient
+
     return AuditClient(args.control_plane, timeout=args.timeout)
 
 
 def _list(args: argparse.Namespace) -> int:
+    from clients.sdk.audit import entry_line
+
     try:
         where = selection_of(args)
     except UsageError as error:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import deployments_pb2 as pb
-from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.cli import numbers, output
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
-Action = Callable[[DeploymentsClient, argparse.Namespace, TextIO], int]
+if TYPE_CHECKING:  # the SDK (and grpc) are imported when a command runs, not to build the parser
+    from clients.sdk.deployments import DeploymentsClient
+
+Action = Callable[["DeploymentsClient", argparse.Namespace, TextIO], int]
 
 ROLE_NAMES = {
     pb.VARIANT_ROLE_PRIMARY: "primary",
@@ -156,6 +158,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from clients.sdk.deployments import DeploymentsClient
+
         with DeploymentsClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             try:
                 return action(client, args, sys.stdout)
@@ -199,6 +203,8 @@ def _policy(args: argparse.Namespace, current: pb.CanaryPolicy | None = None) ->
 
 
 def _shadow(text: str) -> pb.Variant:
+    from clients.sdk.deployments import variant
+
     parts = text.split(":")
     try:
         if len(parts) in (2, 3):
@@ -210,6 +216,8 @@ def _shadow(text: str) -> pb.Variant:
 
 
 def _ab(text: str) -> pb.Variant:
+    from clients.sdk.deployments import variant
+
     parts = text.split(":")
     try:
         if len(parts) == 3:
@@ -252,6 +260,8 @@ def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> i
 
 
 def _create(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.deployments import variant
+
     tests = [_ab(text) for text in args.ab]
     primary = 100.0 - sum(v.traffic_percent for v in tests)
     if primary < 0.0:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import AetherError, DeadlineExceeded, Unavailable
-from clients.sdk.registry import FeatureRegistryClient
 from clients.value_types import type_name
 from control_plane.cli import numbers, output
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
-from control_plane.features.definitions import DefinitionError, Definitions, load_definitions
+
+# Imported when a command runs, not to build the parser: the SDK and errors import grpc, and the
+# definitions the features' validation (SQLAlchemy, numba, pyarrow), most of a second.
+if TYPE_CHECKING:
+    from clients.errors import AetherError
+    from clients.sdk.registry import FeatureRegistryClient
+    from control_plane.features.definitions import Definitions
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +94,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run(args: argparse.Namespace) -> int:
     """Runs a ``features`` action; AetherError and UsageError propagate to ``main``."""
+    from clients.sdk.registry import FeatureRegistryClient
+
     with FeatureRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
         code: int = args.run(client, args, sys.stdout)
         return code
@@ -106,6 +112,9 @@ _ACTION_WORDS = {
 
 
 def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.errors import AetherError
+    from control_plane.features.definitions import DefinitionError, load_definitions
+
     try:
         definitions = load_definitions(args.file)
     except DefinitionError as error:
@@ -156,6 +165,8 @@ def _summary(response: pb.ApplyResponse) -> str:
 
 def _explain_rejection(definitions: Definitions, error: AetherError, *, dry_run: bool) -> None:
     """Points each line of the server's message that names a request path back at the file."""
+    from clients.errors import AetherError, DeadlineExceeded, Unavailable
+
     located = False
     for line in error.message.splitlines() or [error.message]:
         explained = definitions.explain(line)

@@ -18,16 +18,14 @@ import argparse
 import errno
 import os
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import pyarrow.parquet as pq
-
-from clients.errors import InvalidArgument
-from clients.sdk.offline import HistoricalFeatures, OfflineFeaturesClient
 from control_plane.cli import numbers, output
 from control_plane.cli.errors import FileProblem
 from control_plane.cli.paths import check_writable
-from control_plane.offline.datasets import write_parquet
+
+if TYPE_CHECKING:
+    from clients.sdk.offline import HistoricalFeatures
 
 DEFAULT_DEADLINE_S = 600.0
 
@@ -63,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    # Imported here, not to build the parser: pyarrow, and grpc under the SDK and its errors.
+    import pyarrow.parquet as pq
+
+    from clients.errors import InvalidArgument
+    from clients.sdk.offline import OfflineFeaturesClient
+    from control_plane.offline.datasets import write_parquet
+
     stream = out or sys.stdout
     refs = [ref.strip() for ref in args.features.split(",") if ref.strip()]
     if not refs:

@@ -20,21 +20,22 @@ import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TextIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import ingestion_pb2 as pb
-from clients.errors import InvalidArgument, NotFound
-from clients.feature_refs import parse_ref
-from clients.sdk.ingestion import IngestionClient, header
-from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli import output
 from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
+
+# Imported when a command runs, not to build the parser: the SDK and its errors import grpc, and pyarrow
+# takes a tenth of a second of its own.
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
+    from clients.errors import InvalidArgument
+    from clients.sdk.ingestion import IngestionClient
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,6 +107,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def parse_time(text: str) -> datetime:
+    from clients.errors import InvalidArgument
+
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -114,6 +117,8 @@ def parse_time(text: str) -> datetime:
 
 
 def _client(args: argparse.Namespace) -> IngestionClient:
+    from clients.sdk.ingestion import IngestionClient
+
     return IngestionClient(args.control_plane, actor=actor(), timeout=max(args.timeout, 300.0))
 
 
@@ -143,6 +148,10 @@ def _list(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _refuse_an_unknown_view(args: argparse.Namespace, client: IngestionClient) -> None:
     """NotFound when ``--view`` names neither a registered view (version) nor any quarantined record: a
     misspelt name printed an empty table, as if that view had no bad records."""
+    from clients.errors import InvalidArgument, NotFound
+    from clients.feature_refs import parse_ref
+    from clients.sdk.registry import FeatureRegistryClient
+
     try:
         ref = parse_ref(args.view)
     except InvalidArgument:  # no reference a registry holds (a space, a ':')
@@ -176,6 +185,8 @@ def _show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def corrected_payloads(path: str, ids: list[int]) -> dict[int, str]:
+    from clients.errors import InvalidArgument
+
     corrected: dict[int, str] = {}
     entries = [line for line in read_text_input(path, "corrections").split("\n") if line.strip()]
     for index, line in enumerate(entries):
@@ -226,6 +237,9 @@ def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _open_source(path: str) -> pq.ParquetFile:
     """The ``--source`` file, opened before the stream starts: raised inside the stream, the reason would
     reach the user only as gRPC's "Exception iterating requests!"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -233,6 +247,8 @@ def _open_source(path: str) -> pq.ParquetFile:
 
 
 def _ipc_chunks(parquet: pq.ParquetFile, path: str) -> Iterator[bytes]:
+    import pyarrow as pa
+
     batches = parquet.iter_batches(batch_size=50_000)
     while True:
         try:  # a file whose footer reads can still hold a corrupt row group
@@ -248,11 +264,16 @@ def _ipc_chunks(parquet: pq.ParquetFile, path: str) -> Iterator[bytes]:
 
 
 def _unreadable(path: str, exc: Exception) -> InvalidArgument:
+    from clients.errors import InvalidArgument
+
     reason = " ".join(str(exc).split())  # pyarrow's reasons may span lines; the error is one
     return InvalidArgument(f"cannot read {path!r}: {reason}")
 
 
 def _materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from clients.errors import InvalidArgument
+    from clients.sdk.ingestion import header
+
     stream = out or sys.stdout
     start, end = parse_time(args.start), parse_time(args.end)
     if end <= start:

@@ -18,16 +18,18 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
-
-import yaml
+from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.errors import InvalidArgument
-from clients.sdk.jobs import JobsClient, exit_code, exit_code_text, state_name
 from control_plane.cli import numbers, output
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
+
+# Imported when a command runs, not to build the parser: the SDK and its errors import grpc.
+if TYPE_CHECKING:
+    import yaml
+
+    from clients.sdk.jobs import JobsClient
 
 _STATE_VALUES: dict[str, pb.JobState] = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -90,6 +92,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[JobsClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
+        from clients.sdk.jobs import JobsClient
+
         with JobsClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
@@ -98,6 +102,10 @@ def _handler(action: Callable[[JobsClient, argparse.Namespace, TextIO], int]) ->
 
 def read_spec(source: str) -> dict[str, Any]:
     """The spec mapping from a YAML or JSON file (JSON is YAML), or from standard input for ``-``."""
+    import yaml
+
+    from clients.errors import InvalidArgument
+
     text = read_text_input(source, "spec")
     try:
         data = yaml.safe_load(text)
@@ -111,6 +119,8 @@ def read_spec(source: str) -> dict[str, Any]:
 def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
     """FILE:LINE:COLUMN: problem, on one line (as ``features apply`` reports YAML errors): PyYAML's own
     message spans several lines with an excerpt of the file."""
+    import yaml
+
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -121,6 +131,8 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
 
 
 def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.jobs import state_name
+
     job = client.submit(read_spec(args.spec))
     if args.json:
         output.print_json(_jsonable(job), out)
@@ -132,6 +144,8 @@ def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.jobs import state_name
+
     states = [_STATE_VALUES[state] for state in args.state]
     jobs = client.list(states, limit=args.limit)
     if args.json:
@@ -158,6 +172,8 @@ def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.jobs import exit_code_text, state_name
+
     job = client.get(args.job_id)
     if args.json:
         output.print_json(_jsonable(job), out)
@@ -182,6 +198,8 @@ def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 def _jsonable(job: pb.Job) -> dict[str, Any]:
     """The job as JSON with every field present: ``exit_code`` is null when it is unknown (no attempt
     finished, or the last ended without a status), as the JSON mapping leaves an unset field out."""
+    from clients.sdk.jobs import exit_code
+
     return {**output.to_jsonable(job), "exit_code": exit_code(job)}
 
 
@@ -203,6 +221,8 @@ def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 def _followed_job_status(client: JobsClient, args: argparse.Namespace) -> int:
     """1 when the followed job ended FAILED or CANCELLED, else 0: ``jobs submit ... && jobs logs -f``
     (as the README chains them) went on as if a failed job had succeeded."""
+    from clients.sdk.jobs import state_name
+
     job = client.get(args.job_id)
     if job.state not in _UNSUCCESSFUL:
         return 0
@@ -211,6 +231,8 @@ def _followed_job_status(client: JobsClient, args: argparse.Namespace) -> int:
 
 
 def _cancel(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.jobs import state_name
+
     job = client.cancel(args.job_id, args.reason)
     if args.json:
         output.print_json(_jsonable(job), out)

@@ -3,6 +3,12 @@
 Exit codes: 0 success, 1 a failed operation (``error: <STATUS_CODE>: message`` on stderr, or ``error: <what>:
 <path>: <reason>`` when a local file failed), 2 a usage error or an unusable ``AETHER_*`` setting (``error:
 AETHER_TLS_CA: ...``). A user's bad input never ends in a traceback.
+
+Building the parser imports only the commands' own modules, which import what a command needs (the SDK
+and grpc, pyarrow, the control plane's modules) inside the functions that run it: ``aetherctl --help``, a
+usage error, and every command's start stay free of what other commands need (about a second of imports,
+when each module imported its command's dependencies at the top). tests/unit/cli/test_startup_imports.py
+keeps it so.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from clients.env_values import ConfigurationError
-from clients.errors import AetherError, Unavailable
 from control_plane.cli import (
     audit,
     demo,
@@ -94,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2, already explained by argparse)
         return exit_.code if isinstance(exit_.code, int) else 2
+    return _run(args, settings)
+
+
+def _run(args: argparse.Namespace, settings: CliSettings) -> int:
+    """Runs the parsed command; its errors become a message and an exit code."""
+    from clients.errors import AetherError, Unavailable  # imports grpc: not for --help or a usage error
+
     try:
         if args.command == "features":
             return features.run(args)

@@ -7,14 +7,17 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.sdk.models import ModelRegistryClient
 from control_plane.cli import numbers, output
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
+
+# Imported when a command runs, not to build the parser: the SDK imports grpc.
+if TYPE_CHECKING:
+    from clients.sdk.models import ModelRegistryClient
 
 STATUS_NAMES: dict[int, str] = {
     pb.PENDING_MANUAL_APPROVAL: "PendingManualApproval",
@@ -23,7 +26,7 @@ STATUS_NAMES: dict[int, str] = {
 }
 STATUS_CHOICES = {"pending": pb.PENDING_MANUAL_APPROVAL, "approved": pb.APPROVED, "rejected": pb.REJECTED}
 
-Action = Callable[[ModelRegistryClient, argparse.Namespace, TextIO], int]
+Action = Callable[["ModelRegistryClient", argparse.Namespace, TextIO], int]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,6 +106,8 @@ class UsageError(Exception):
 
 def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from clients.sdk.models import ModelRegistryClient
+
         with ModelRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             try:
                 return action(client, args, sys.stdout)

@@ -20,14 +20,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import output
 from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.settings import actor
-from control_plane.monitoring.config import DEFAULT_THRESHOLDS, metric_names
+
+# Imported when a command runs, not to build the parser: the SDK imports grpc, and the monitoring config
+# the metadata database (SQLAlchemy).
+if TYPE_CHECKING:
+    from clients.sdk.monitoring import MonitoringClient
 
 _TASKS = {"none": pb.TASK_TYPE_UNSPECIFIED, "classification": pb.TASK_TYPE_CLASSIFICATION,
           "regression": pb.TASK_TYPE_REGRESSION}  # fmt: skip
@@ -100,6 +103,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
+        from clients.sdk.monitoring import MonitoringClient
+
         with MonitoringClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
@@ -131,6 +136,8 @@ def _orphaned_thresholds(
 ) -> list[tuple[str, str]]:
     """(field, why) for each threshold still in ``fields`` whose metric or test this command changes
     without giving a new threshold: its value means something else, or is out of range, for the new one."""
+    from control_plane.monitoring.config import metric_names
+
     out = []
     test = fields.get("test", pb.DRIFT_TEST_PSI)
     if "threshold" in fields and args.threshold is None and test != current.test:
@@ -162,6 +169,8 @@ def _derived(config: pb.MonitorConfig) -> list[str]:
     values sent. A threshold or alert metric set equal to the derived one is indistinguishable from it
     and follows too; the step is derived only where the server says it was not given
     (``performance_step_set``): a step set equal to the width stays when the width changes."""
+    from control_plane.monitoring.config import DEFAULT_THRESHOLDS, metric_names
+
     derived = []
     # A step apart from its width was given, whatever the flag says (a server before the flag).
     if (

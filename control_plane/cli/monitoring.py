@@ -16,15 +16,17 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from clients.errors import InvalidArgument
-from clients.sdk.monitoring import MonitoringClient
 from control_plane.cli import numbers, output
 from control_plane.cli.durations import time_us
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
+
+# Imported when a command runs, not to build the parser: the SDK imports grpc.
+if TYPE_CHECKING:
+    from clients.sdk.monitoring import MonitoringClient
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
+        from clients.sdk.monitoring import MonitoringClient
+
         with MonitoringClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 
@@ -80,6 +84,8 @@ def _handler(action: Callable[[MonitoringClient, argparse.Namespace, TextIO], in
 
 
 def read_feedback(source: str) -> list[pb.Feedback]:
+    from clients.errors import InvalidArgument
+
     text = read_text_input(source, "feedback")
     items: list[pb.Feedback] = []
     for number, line in enumerate(text.splitlines(), start=1):

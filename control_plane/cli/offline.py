@@ -16,7 +16,6 @@ import argparse
 import sys
 from typing import TextIO
 
-from clients.sdk.offline import OfflineFeaturesClient
 from control_plane.cli import output
 from control_plane.cli.numbers import positive_seconds
 
@@ -61,6 +60,8 @@ def _version(text: str) -> int:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from clients.sdk.offline import OfflineFeaturesClient  # when the command runs: pyarrow, grpc
+
     stream = out or sys.stdout
     with OfflineFeaturesClient(args.control_plane, timeout=args.deadline) as client:
         report = client.compact(args.view, args.version, dry_run=args.dry_run)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from clients.errors import InvalidArgument
 from clients.files import unwritable_reason
 from control_plane.cli.errors import FileProblem
 
@@ -24,6 +23,8 @@ def check_writable(path: str | Path, what: str) -> None:
 def read_text_input(source: str, what: str) -> str:
     """The UTF-8 text of the file ``source`` (standard input for ``-``), or INVALID_ARGUMENT naming
     ``what`` and why it cannot be read: a file in another encoding (Latin-1, UTF-16) gave a traceback."""
+    from clients.errors import InvalidArgument  # here, not to build the parser: it imports grpc
+
     shown = "<stdin>" if source == "-" else source
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from clients.sdk.retraining import RetrainingClient
 from control_plane.cli import output, retrain_config
 from control_plane.cli.numbers import limit, positive_seconds
 from control_plane.cli.settings import actor
+
+# Imported when a command runs, not to build the parser: the SDK imports grpc.
+if TYPE_CHECKING:
+    from clients.sdk.retraining import RetrainingClient
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[RetrainingClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
+        from clients.sdk.retraining import RetrainingClient
+
         with RetrainingClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
             return action(client, args, sys.stdout)
 

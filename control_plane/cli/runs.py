@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.sdk.tracking import TrackingClient
 from control_plane.cli import numbers, output
 from control_plane.cli.settings import actor
+
+# Imported when a command runs, not to build the parser: the SDK imports grpc.
+if TYPE_CHECKING:
+    from clients.sdk.tracking import TrackingClient
 
 _AGGREGATES = ("latest", "min", "max")
 
@@ -66,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handler(action: Callable[[TrackingClient, argparse.Namespace, TextIO], int]) -> Callable[..., int]:
     def handle(args: argparse.Namespace) -> int:
+        from clients.sdk.tracking import TrackingClient
+
         with TrackingClient(
             args.control_plane, actor=actor(), timeout=args.timeout, close_timeout_s=args.timeout
         ) as client:
