@@ -11,6 +11,8 @@
 * ``ingestion_receipts``: the stream materializer's applied outbox receipts (see
   ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped. A row is
   pruned once its receipt is gone from Redis (no drainer can apply it again then).
+* ``ingestion_intents``: one row per chunk (or replay group) whose offline files are being written and
+  not yet counted (``intents.py``); none is left once every run has committed or been recovered.
 """
 
 from __future__ import annotations
@@ -70,3 +72,23 @@ class IngestionReceiptRow(Base):
     receipt_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
     applied_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class IngestionIntentRow(Base):
+    """A chunk's offline files being written (``intents``): committed before the write, deleted by the
+    transaction that counts the chunk, or by the recovery pass once its owner let it lapse and its files
+    are removed. ``updated_at_us`` is the owner's lease stamp while ``state`` is ``writing``, and the
+    time a recovery pass took it while ``reclaiming``."""
+
+    __tablename__ = "ingestion_intents"
+    __table_args__ = (Index("ix_ingestion_intents_state_updated", "state", "updated_at_us"),)
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))  # the batch run or replay run
+    chunk: Mapped[int] = mapped_column(Integer)  # the run's chunk number (a replay group's: 0)
+    view: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    paths: Mapped[str] = mapped_column(Text)  # JSON list of the offline store's filesystem paths
+    state: Mapped[str] = mapped_column(String(16))  # writing | reclaiming
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
