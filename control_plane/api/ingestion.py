@@ -21,6 +21,7 @@ from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
 from control_plane.db import keyset, pages
 from control_plane.ingestion.batch import MaterializeOutcome, Window
+from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import QuarantineRow
@@ -208,12 +209,18 @@ class IngestionServicer(pb_grpc.IngestionServicer):
 
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
-    """Serves ingestion with the control plane's database, registry, Redis and offline store."""
+    """Serves ingestion with the control plane's database, registry, Redis and offline store, after one
+    intent recovery pass (the offline files of chunks that runs killed before counting them,
+    ``ingestion/intents.py``), which then runs in the background (``ingestion/intent_recovery.py``)."""
     client = context.settings.redis_client()
     context.on_close.append(client.close)
     service = IngestionService(
         context.sessions, context.registry, OfflineStore(offline_root(context)), client,
         kafka_options=context.settings.kafka_options,  # a replay publishes as the materializer consumes
     )  # fmt: skip
+    recovery = IntentRecoveryLoop(service.batch)
+    recovery.run_once()
+    recovery.start()
+    context.on_close.append(recovery.stop)
     pb_grpc.add_IngestionServicer_to_server(IngestionServicer(service), server)  # type: ignore[no-untyped-call]
     return INGESTION_SERVICE

@@ -7,10 +7,11 @@ chunk the accepted rows are written to the offline store first, then the rejecte
 counters commit in one SQL transaction: the counters never claim rows that are not stored. When that
 transaction fails, the chunk's files are removed unless it committed (``chunk_commit``: at once for a
 failure before COMMIT; for one at COMMIT, once the run's counter read back says it did not commit);
-left in place, readers saw rows no run counted. A run killed between the two, or whose outcome cannot be
-read back while the database stays down, still leaves offline rows its counters do not count;
-re-running the window writes them again as exact duplicates (same values, same event time), which
-point-in-time joins tolerate.
+left in place, readers saw rows no run counted. Before the write the run commits an intent naming the
+chunk's files (``intents``), which the chunk's transaction deletes: a run killed between the write and
+the commit, or whose outcome cannot be read back while the database stays down, leaves the intent, and
+the intent recovery (at the ingestion service's start and every minute, ``intent_recovery``) removes
+those files once the intent is older than the lease (``lease_s``); until then readers see their rows.
 
 Each chunk's transaction also appends the run's audit entry for that chunk (the run's counters before and
 after it), so every stored and counted chunk is audited even when the run dies before its end; one entry
@@ -66,6 +67,7 @@ from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
 from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
+from control_plane.ingestion import intents
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
@@ -230,7 +232,7 @@ class BatchMaterializer:
                 files = ChunkFiles(run.run_id, outcome.accepted, accepted.num_rows, [])
                 if accepted.num_rows:
                     stamped = stamp_ingested(accepted)  # the same time offline and online (tie-breaks)
-                    files.paths = self.write_offline(view, stamped)
+                    self.write_offline(view, stamped, files, chunk_number)  # its intent committed first
                     outcome.offline_paths += files.paths
                     latest.append(latest_per_entity(stamped, key_names))
                 record_keys = [
@@ -395,10 +397,26 @@ class BatchMaterializer:
         ]
         return pa.concat_tables(latest) if latest else pa.table({})
 
-    def write_offline(self, view: pb.FeatureView, accepted: pa.Table) -> list[str]:
-        """Appends validated rows to the offline store, stamped with the ingestion time unless they
-        carry one (:func:`stamp_ingested`)."""
-        return self._offline.write(view.spec.name, view.version, stamp_ingested(accepted))
+    def write_offline(
+        self, view: pb.FeatureView, accepted: pa.Table, files: ChunkFiles, chunk: int = 0
+    ) -> list[str]:
+        """Appends validated rows (:func:`stamp_ingested`) as chunk ``chunk`` of ``files.run_id``, its
+        intent committed before any file is written (``intents.announce``); sets ``files``' paths and
+        intent, and returns the paths."""
+
+        def announce(paths: Sequence[str]) -> None:
+            files.intent = intents.announce(
+                self._sessions, files.run_id, view.spec.name, view.version, chunk, paths
+            )
+
+        stamped = stamp_ingested(accepted)
+        files.paths = self._offline.write(view.spec.name, view.version, stamped, announce=announce)
+        return list(files.paths)
+
+    def recover_intents(self, lease_s: float | None = None) -> intents.Recovery:
+        """One intent recovery pass (``intents.recover``) over this store, with ``lease_s`` (the run's)."""
+        lease = self._lease_s if lease_s is None else lease_s
+        return intents.recover(self._sessions, self.remove_offline, lease)
 
     def remove_offline(self, paths: Sequence[str]) -> bool:
         """Removes offline files this process wrote whose rows no run counts (a replay refused at its

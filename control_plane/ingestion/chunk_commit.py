@@ -18,16 +18,18 @@ transaction did not commit:
   online part, which the run hands to the next replay). On PostgreSQL the read waits first until the
   old connection's server process is no longer running a statement (``pg_stat_activity``), so a COMMIT
   still in progress there is not read as one that never happened. When neither can be read within
-  ``RESOLVE_WITHIN_S`` (the database still down), the files stay, logged with the run and their names:
-  deleting rows a committed chunk counts would break the counts the other way.
+  ``RESOLVE_WITHIN_S`` (the database still down), the files stay, and so does the chunk's intent
+  (``intents``): the recovery pass settles them once the intent's lease has lapsed, removing the files
+  if the intent is still there (the COMMIT did not land) and keeping them if it is gone (it did, and
+  deleted the intent with the rows it counted). Deleting rows a committed chunk counts would break the
+  counts the other way, so the run never guesses.
 
-Why a read-back rather than a write-ahead intent (a "files being written" row committed before the
-write, which a later sweep resolves): the chunk's transaction already writes an exact idempotency key,
-the run's counter, so the read-back needs no new table, no migration and no extra commit per chunk, and
-every case but a database that stays down for ``RESOLVE_WITHIN_S`` is settled by the run itself. An
-intent would also cover a run killed between its offline write and its commit, which this does not:
-such a run still leaves files no run counts, as before (a rerun of the window writes them again as exact
-duplicates, which point-in-time joins tolerate).
+The chunk's intent (``ChunkFiles.intent``, committed before its offline write) is deleted in the chunk's
+transaction, first, conditionally (``intents.settle_in``): an intent the recovery took refuses the chunk
+(``IntentLost``) before it counts anything, and its files go as for any failure before COMMIT. A chunk
+found not committed has its intent dropped once its files are removed. The read-back above still
+settles a lost COMMIT at once when the database answers; the intent covers what the read-back could
+not: a run killed between its offline write and its commit, and an outcome that cannot be read.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
+from control_plane.ingestion.intents import Intent, drop, settle_in
 from control_plane.ingestion.tables import IngestionRunRow
 
 #: How long a run whose chunk failed at COMMIT keeps trying to read whether it committed.
@@ -52,14 +55,15 @@ _log = logging.getLogger("aether.ingestion.batch")
 
 @dataclass
 class ChunkFiles:
-    """One chunk's offline files and what its transaction adds to the run's ``accepted`` counter;
-    ``committed`` is what a failed transaction's outcome was found to be (None: not known), ``removed``
-    whether its files are gone since."""
+    """One chunk's offline files, their intent and what its transaction adds to the run's ``accepted``
+    counter; ``committed`` is what a failed transaction's outcome was found to be (None: not known),
+    ``removed`` whether its files are gone since."""
 
     run_id: str
     counted_before: int  # the run's accepted counter before the chunk
     adding: int  # the chunk's accepted rows
     paths: Sequence[str]
+    intent: Intent | None = None  # committed before the files were written (``intents.announce``)
     committed: bool | None = field(default=None, init=False)
     removed: bool = field(default=False, init=False)
 
@@ -69,14 +73,18 @@ def chunk_transaction(
     sessions: sessionmaker[Session],
     files: ChunkFiles,
     remove: Callable[[Sequence[str]], bool],
-    resolve_within_s: float = RESOLVE_WITHIN_S,
+    resolve_within_s: float | None = None,
 ) -> Iterator[Session]:
-    """``write_session`` for a chunk's transaction; when it fails, ``remove``s the chunk's files if it
-    did not commit (module doc) and lets the error go on. Nothing here hides that error."""
+    """``write_session`` for a chunk's transaction, which deletes the chunk's intent first; when it fails,
+    ``remove``s the chunk's files if it did not commit (module doc) and lets the error go on. Nothing
+    here hides that error. ``resolve_within_s``: None is ``RESOLVE_WITHIN_S``."""
     at_commit = False
     backend: int | None = None
+    within_s = RESOLVE_WITHIN_S if resolve_within_s is None else resolve_within_s
     try:
         with write_session(sessions) as session:
+            if files.intent is not None:
+                settle_in(session, files.intent)  # counted with the rows, or IntentLost: nothing counted
             yield session
             session.flush()  # every statement runs before the COMMIT: a failure so far rolls back
             backend = _backend_pid(session)
@@ -84,7 +92,7 @@ def chunk_transaction(
     except BaseException:
         if files.paths:
             try:
-                _settle_files(sessions, files, remove, at_commit, backend, resolve_within_s)
+                _settle_files(sessions, files, remove, at_commit, backend, within_s)
             except Exception:
                 _log.exception(
                     "run %s: could not settle the offline files of its failed chunk %s",
@@ -105,7 +113,8 @@ def _settle_files(
     if files.committed is None:
         _log.error(
             "run %s: its chunk's transaction failed at COMMIT and whether it committed could not be read"
-            " back; its offline files %s stay (they may be counted)", files.run_id, list(files.paths),
+            " back; its offline files %s stay until the intent recovery settles them once the lease has"
+            " lapsed (kept if the chunk committed, else removed)", files.run_id, list(files.paths),
         )  # fmt: skip
     elif files.committed:
         _log.warning(
@@ -114,6 +123,8 @@ def _settle_files(
         )  # fmt: skip
     elif remove(files.paths):
         files.removed = True
+        if files.intent is not None:
+            drop(sessions, files.intent)  # else the recovery removes them again and drops it
         _log.warning(
             "run %s: its chunk's transaction did not commit; its offline files %s were removed",
             files.run_id, list(files.paths),

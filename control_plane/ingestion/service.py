@@ -196,10 +196,13 @@ class IngestionService:
         committed (``chunk_commit``) and hands its records back; one whose outcome cannot be read back
         leaves them ``replaying``, as a crash does;
         the next replay of them takes the claim over once it is older than the lease
-        (``claims.CLAIM_LEASE_S``) and writes them. Records written before the crash and not yet
-        committed are then written again (a Redis stream's excepted), the window a batch run's chunk has
-        too; until the lease runs out they are refused, and ``aetherctl quarantine list --status
-        replaying`` shows them."""
+        (``claims.CLAIM_LEASE_S``) and writes them. A batch group's offline files have an intent
+        committed before they are written (``intents``), which its commit deletes: those of a group that
+        crashed or never learnt its commit's outcome are removed by the intent recovery once the intent
+        is older than the lease, unless the commit landed, so its rows are stored once. Records a crash
+        caught between their publish to a Kafka topic and the commit are published again; until the
+        lease runs out they are refused, and ``aetherctl quarantine list --status replaying`` shows
+        them."""
         ids = list(dict.fromkeys(ids))  # an id named twice would be written twice
         unknown = set(corrected) - set(ids)
         if unknown:
@@ -254,11 +257,12 @@ class IngestionService:
             with write_session(self._sessions) as session:  # never write what another replay now holds
                 stamp = claims.renew(session, claim)
             claim.stamp = stamp
-            undelivered, paths, before = self._write_replay(group)
+            files = ChunkFiles(run.run_id, 0, 0, [])  # the replay run's counter, 0 before it
+            undelivered, paths, before = self._write_replay(group, files)  # an intent before the files
             done = [group.members[i].id for i in group.passing if i not in undelivered]
             batch = group.publish is None
             status = quarantine.ONLINE_PENDING if batch else quarantine.REPLAYED
-            files = ChunkFiles(run.run_id, 0, len(done), paths)  # the replay run's counter, 0 before it
+            files.adding = len(done)
             try:  # those an earlier replay published are committed with what the stream holds
                 self._commit_replay(run, claim, group, done, {**corrected, **before}, actor, status, files)
             except claims.ClaimLost:
@@ -333,15 +337,18 @@ class IngestionService:
         accepted = stamp_ingested(result.accepted)
         return _ReplayGroup(view, entity, members, payloads, accepted, new_reasons, passing, publish)
 
-    def _write_replay(self, group: _ReplayGroup) -> tuple[dict[int, str], list[str], dict[int, str]]:
+    def _write_replay(
+        self, group: _ReplayGroup, files: ChunkFiles
+    ) -> tuple[dict[int, str], list[str], dict[int, str]]:
         """Writes a group's passing records (a batch view's to the offline store only); returns, by
         member index, the events its stream did not acknowledge (never written: they stay quarantined),
-        the offline files written, and by record id the payloads an earlier replay whose answer was lost
-        published instead of this one's (``replay_publish``: a record is published once)."""
+        the offline files written (their intent committed first and set on ``files``), and by record id
+        the payloads an earlier replay whose answer was lost published instead of this one's
+        (``replay_publish``: a record is published once)."""
         if not group.passing:
             return {}, [], {}
         if group.publish is None:  # online once the offline write is committed (``OnlineCompletion.write``)
-            return {}, self.batch.write_offline(group.view, group.accepted), {}
+            return {}, self.batch.write_offline(group.view, group.accepted, files), {}
         events = [_event(group.payloads[i]) for i in group.passing]
         rows = [group.members[i] for i in group.passing]
         results = group.publish(events, [record_identity(row.id, row.created_at_us) for row in rows])

@@ -11,7 +11,11 @@ leaves only a hidden fragment that readers never list. Object stores make an upl
 is complete, so there the final name is written directly.
 
 File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first), so listing a partition in name
-order lists files in write order. Readers rely on that for determinism: the as-of join breaks exact
+order lists files in write order. Every file of a write is named before any is written, and ``write``
+hands the names to its caller's ``announce`` first: ingestion commits them as an intent there
+(``control_plane.ingestion.intents``), so a writer killed before its rows are counted leaves files that
+a recovery finds and removes. Readers list the partition folders and know nothing of intents: until
+then they read such files like any other. Readers rely on that for determinism: the as-of join breaks exact
 ties (same event and ingestion time) by row position, and a later write then wins.
 
 Compaction (:mod:`control_plane.offline.compaction`) merges a partition's many small files into one
@@ -115,7 +119,13 @@ class OfflineStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def write(self, view: str, version: int, table: pa.Table) -> list[str]:
+    def write(
+        self,
+        view: str,
+        version: int,
+        table: pa.Table,
+        announce: Callable[[Sequence[str]], None] | None = None,
+    ) -> list[str]:
         """Appends ``table`` (join keys, ``event_ts``, ``ingested_ts``, features) to the view version,
         one new file per event date. Timestamps must carry a time zone; they are stored as µs UTC (the
         digits of a nanosecond time below a microsecond are dropped, as ingestion drops them). An event
@@ -123,6 +133,10 @@ class OfflineStore:
         is written. A write that fails part-way (a later date's file) removes the files it wrote first
         (best effort, logged), so a failed write leaves no file: left, readers saw rows of a write that
         failed, which no ingestion run counts.
+        ``announce``, when given, is called with every path the write will create, before any file is
+        written (an exception from it stops the write with nothing written): ingestion commits them in
+        an intent there, so a writer killed before counting its rows leaves files a recovery can find
+        (``control_plane.ingestion.intents``).
         Returns the written file paths (filesystem paths, without the URI scheme)."""
         _check_name(view)
         if version < 1:
@@ -134,13 +148,19 @@ class OfflineStore:
             raise InvalidArgument(f"{EVENT_TS} and {INGESTED_TS} must not be null")
         _check_partitionable(table.column(EVENT_TS))
         dates = pc.floor_temporal(table.column(EVENT_TS), unit="day")
+        # Every file is named before any is written (time-ordered names, in write order).
+        planned = [
+            (day, self._partition_dir(view, version, day.date()), _time_ordered_uuid())
+            for day in pc.unique(dates).to_pylist()
+        ]
+        if announce is not None:
+            announce([f"{partition}/{name}{PARQUET_SUFFIX}" for _day, partition, name in planned])
         written: list[str] = []
         try:
-            for day in pc.unique(dates).to_pylist():
+            for day, partition, name in planned:
                 rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
-                partition = self._partition_dir(view, version, day.date())
                 self.filesystem.create_dir(partition, recursive=True)
-                written.append(self._write_file(partition, rows))
+                written.append(self._write_file(partition, rows, name))
         except BaseException:
             for path in written:
                 try:
@@ -150,8 +170,8 @@ class OfflineStore:
             raise
         return written
 
-    def _write_file(self, partition: str, rows: pa.Table) -> str:
-        final = f"{partition}/{_time_ordered_uuid()}{PARQUET_SUFFIX}"
+    def _write_file(self, partition: str, rows: pa.Table, name: str) -> str:
+        final = f"{partition}/{name}{PARQUET_SUFFIX}"
         options = parquet_write_options(rows.schema)
         if not self._rename_into_place:
             pq.write_table(rows, final, filesystem=self.filesystem, **options)

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -299,8 +299,14 @@ class LocksAfterWrite(OfflineStore):
         self.written: list[str] = []
         self.released = threading.Event()
 
-    def write(self, view: str, version: int, table: pa.Table) -> list[str]:
-        paths = super().write(view, version, table)
+    def write(
+        self,
+        view: str,
+        version: int,
+        table: pa.Table,
+        announce: Callable[[Sequence[str]], None] | None = None,
+    ) -> list[str]:
+        paths = super().write(view, version, table, announce)
         if not self.written:
             self.written = paths
             self._holder.hold(str(self._record_id), "quarantine", "id")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -112,6 +113,26 @@ def test_view_names_cannot_escape_the_root(store: OfflineStore) -> None:
 
 def test_later_writes_list_after_earlier_ones(store: OfflineStore) -> None:
     written = [store.write("stats", 1, sample(1))[0] for _ in range(20)]
+    assert store.files("stats", 1) == written
+
+
+def test_a_write_announces_every_path_before_it_writes_any(store: OfflineStore) -> None:
+    """``announce`` (ingestion's intent) gets the exact paths the write creates, one per date, while none
+    exists yet; one that raises stops the write with nothing written."""
+    announced: list[list[str]] = []
+
+    def announce(paths: Sequence[str]) -> None:
+        announced.append(list(paths))
+        assert not any(Path(path).exists() for path in paths)
+
+    written = store.write("stats", 1, sample(4), announce=announce)
+    assert announced == [written] and len(written) == 2  # 13 h apart: two dates
+
+    def refuse(paths: Sequence[str]) -> None:
+        raise RuntimeError("intent not recorded")
+
+    with pytest.raises(RuntimeError, match="intent not recorded"):
+        store.write("stats", 1, sample(4, start_s=86_400 * 10), announce=refuse)
     assert store.files("stats", 1) == written
 
 

@@ -1,0 +1,181 @@
+"""Write-ahead intents for a chunk's offline files, and the recovery pass that removes the files of the
+chunks that were never counted.
+
+A batch run (and a quarantine replay's batch group) writes a chunk's accepted rows to the offline store
+and then counts them in one SQL transaction (``batch``, ``chunk_commit``). A run killed in between
+(SIGKILL, power loss), or one whose COMMIT failed and whose outcome could not be read back within
+``chunk_commit.RESOLVE_WITHIN_S``, left Parquet files that no run counts, read by every training set and
+point-in-time join: records in no longer added up to accepted + quarantined in the store.
+
+Now, before the write, the run commits an intent (:func:`announce`, its own short transaction): one
+``ingestion_intents`` row naming the run, the chunk, the exact paths the write will create (the store
+names them before writing, ``OfflineStore.write``'s ``announce``) and the time, which is the owner's
+lease stamp. Then:
+
+* the chunk's transaction deletes the intent (:func:`settle_in`), in the transaction that counts its
+  rows: committed, the rows are counted and the intent is gone, so its files are kept; rolled back, the
+  intent is still there. The delete is conditional on the intent still being ``writing``: one a recovery
+  pass took (below) refuses the chunk (:class:`IntentLost`) before its transaction commits anything.
+* a chunk that did not commit (``chunk_commit`` knows: a failure before COMMIT, or a COMMIT read back as
+  not landed) has its files removed at once and its intent dropped (:func:`drop`).
+* what is left (a run killed between the write and the commit, a COMMIT whose outcome stayed unknown,
+  a failed write whose cleanup failed) is settled by :func:`recover` once the intent is older than the
+  lease: it marks each lapsed intent ``reclaiming`` (a conditional update, committed first, so the owner's
+  late commit is refused rather than counting files about to go), removes its files, then deletes it. A
+  pass killed part-way leaves ``reclaiming`` intents, which the next pass finishes (removing a file twice
+  is harmless; none is ever reused). An intent whose chunk committed is gone, so a committed chunk's
+  files are never removed, whatever its run learnt of its COMMIT.
+
+The lease is the control plane's ``claim_lease_s`` (5 minutes, as a replay's claim and a run's online
+part): an intent spans only its chunk's offline write and counting transaction, not renewed, so a live
+run keeps it unless those two together take longer than the lease; such a run's commit is then refused
+(FAILED_PRECONDITION) and nothing of the chunk stays stored or counted. On PostgreSQL the conditional
+update and the chunk's delete lock the same row, so one waits for the other and then finds the intent
+changed; SQLite's write lock serializes them.
+
+The recovery runs when the ingestion service starts and then every ``INTENT_RECOVERY_INTERVAL_S`` in the
+background (``intent_recovery``). What it cannot cover: readers list the store's folders
+(``OfflineStore.partition_files``), so between a chunk's write and its commit, and after a kill until the
+recovery removes them, the chunk's files are read by training sets and joins like any other; and a
+compaction pass (``offline.compaction``, files older than ``min_age_s``, 10 minutes by default, longer
+than the lease plus a recovery interval) that merged such a file keeps its rows in the merged file
+after the recovery removed the file. A run stalled past the lease in the middle of its write and then
+killed may write a file after the recovery removed its intent's files: that file stays uncounted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.errors import FailedPrecondition
+from control_plane.db import read_session, write_session
+from control_plane.ingestion.quarantine import now_us, rowcount
+from control_plane.ingestion.tables import IngestionIntentRow
+
+WRITING = "writing"
+RECLAIMING = "reclaiming"
+#: How many intents one recovery pass takes at most (the next pass takes the rest).
+RECOVERY_BATCH = 1_000
+
+_log = logging.getLogger("aether.ingestion.intents")
+
+
+class IntentLost(FailedPrecondition):
+    """A chunk's intent was taken by a recovery pass (its write and commit outlasted the lease) before the
+    chunk's transaction counted it; raised in that transaction, which then counts nothing."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    id: int
+    run_id: str
+    paths: tuple[str, ...]
+
+
+def announce(
+    sessions: sessionmaker[Session], run_id: str, view: str, version: int, chunk: int, paths: Sequence[str]
+) -> Intent:
+    """Commits the intent to write ``paths`` for chunk ``chunk`` of run ``run_id``, before any is written."""
+    stamp = now_us()
+    with write_session(sessions) as session:
+        row = IngestionIntentRow(
+            run_id=run_id, chunk=chunk, view=view, version=version, paths=json.dumps(list(paths)),
+            state=WRITING, created_at_us=stamp, updated_at_us=stamp,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        return Intent(row.id, run_id, tuple(paths))
+
+
+def settle_in(session: Session, intent: Intent) -> None:
+    """Deletes ``intent`` in the caller's transaction (the one that counts its chunk); :class:`IntentLost`
+    when a recovery pass took it, before anything of the chunk is counted."""
+    query = delete(IngestionIntentRow).where(
+        IngestionIntentRow.id == intent.id, IngestionIntentRow.state == WRITING
+    )
+    if rowcount(session.execute(query.execution_options(synchronize_session=False))) != 1:
+        raise IntentLost(
+            f"run {intent.run_id}: the intent of its chunk's offline files {list(intent.paths)} lapsed (the"
+            " write and its commit took longer than the lease) and the recovery took it; the chunk is not"
+            " counted and its files are removed"
+        )
+
+
+def drop(sessions: sessionmaker[Session], intent: Intent) -> None:
+    """Deletes the intent of a chunk whose files its run removed itself (it did not commit); when that
+    fails it stays, and the recovery removes the (gone) files again and deletes it."""
+    try:
+        with write_session(sessions) as session:
+            session.execute(delete(IngestionIntentRow).where(IngestionIntentRow.id == intent.id))
+    except Exception:
+        _log.exception("run %s: could not drop the intent of its removed offline files", intent.run_id)
+
+
+@dataclass
+class Recovery:
+    """What one pass did: the intents whose files it removed (and deleted), by run, and those whose files
+    could not all be removed (kept ``reclaiming`` for the next pass)."""
+
+    removed: dict[str, list[str]] = field(default_factory=dict)  # run id -> its removed files
+    intents: int = 0
+    failed: int = 0
+
+
+def recover(
+    sessions: sessionmaker[Session],
+    remove: Callable[[Sequence[str]], bool],
+    lease_s: float,
+    now: int | None = None,
+) -> Recovery:
+    """Removes the files of every intent older than ``lease_s`` (its owner dead, or past its lease) and of
+    every intent a pass took before, then deletes them (module doc). ``remove`` removes files (a missing
+    one counts as removed) and says whether all are gone."""
+    stamp = now if now is not None else now_us()
+    cutoff = stamp - int(lease_s * 1_000_000)
+    with write_session(sessions) as session:
+        lapsed = select(IngestionIntentRow.id).where(
+            IngestionIntentRow.state == WRITING, IngestionIntentRow.updated_at_us < cutoff
+        )
+        ids = list(session.scalars(lapsed.order_by(IngestionIntentRow.id).limit(RECOVERY_BATCH)))
+        if ids:  # conditional: a chunk that committed meanwhile deleted its intent, and keeps its files
+            session.execute(
+                update(IngestionIntentRow)
+                .where(
+                    IngestionIntentRow.id.in_(ids),
+                    IngestionIntentRow.state == WRITING,
+                    IngestionIntentRow.updated_at_us < cutoff,
+                )
+                .values(state=RECLAIMING, updated_at_us=stamp)
+                .execution_options(synchronize_session=False)
+            )
+    with read_session(sessions) as session:
+        query = select(IngestionIntentRow).where(IngestionIntentRow.state == RECLAIMING)
+        taken = [
+            Intent(row.id, row.run_id, tuple(json.loads(row.paths)))
+            for row in session.scalars(query.order_by(IngestionIntentRow.id).limit(RECOVERY_BATCH))
+        ]
+    outcome = Recovery()
+    for intent in taken:
+        if not remove(intent.paths):
+            outcome.failed += 1
+            continue
+        with write_session(sessions) as session:
+            session.execute(
+                delete(IngestionIntentRow).where(
+                    IngestionIntentRow.id == intent.id, IngestionIntentRow.state == RECLAIMING
+                )
+            )
+        outcome.intents += 1
+        outcome.removed.setdefault(intent.run_id, []).extend(intent.paths)
+    for run_id, paths in outcome.removed.items():
+        _log.warning(
+            "run %s left offline files no run counts (killed between its offline write and its commit, or"
+            " its commit's outcome unknown); removed %s", run_id, paths,
+        )  # fmt: skip
+    return outcome
