@@ -224,14 +224,9 @@ class Committer:
         still there, ``XX``; only upwards, ``GT``) so that it spares them, and the batch's ids are added
         after it: a Kafka record stamped earlier than the trim point is still kept while it may come
         back."""
-        if not self._watching:  # a retry, or the connection dropped since ``begin``: check again
-            seen = self.begin([*applied, *rejected], receipt_id)
-            if receipt_id in seen:
-                self._unwatch()
-                return ALREADY_COMMITTED
-            if seen:
-                self._unwatch()
-                return DUPLICATE if self._owned else FENCED
+        refused = self.watch_again([*applied, *rejected], receipt_id)
+        if refused is not None:
+            return refused
         if not self._owned:
             self._unwatch()
             return FENCED
@@ -274,6 +269,23 @@ class Committer:
             if isinstance(result, Exception):
                 raise result
         return COMMITTED
+
+    def watch_again(self, ids: Sequence[str], receipt_id: str) -> int | None:
+        """When a retry (or a connection dropped since ``begin``) ended the watch, begins again: returns
+        ALREADY_COMMITTED (the receipt is there: a lost reply), DUPLICATE or FENCED when the batch must not
+        be committed, else None (watching, as after ``begin``). ``commit`` calls it first; the
+        materializer calls it before taking the commit gate's SQL lock (``commit_gate.py``), so that a
+        Redis that stopped answering is met here, without the lock, and not once per retry under it."""
+        if self._watching:
+            return None
+        seen = self.begin(ids, receipt_id)
+        if receipt_id in seen:
+            self._unwatch()
+            return ALREADY_COMMITTED
+        if seen:
+            self._unwatch()
+            return DUPLICATE if self._owned else FENCED
+        return None
 
     def _unwatch(self) -> None:
         self._exchange([("UNWATCH",)])

@@ -41,10 +41,18 @@ and the materializer learns of it only at its next statement. A connection that 
 round trip lets a retire commit before that batch's Redis transaction; the gate's own COMMIT then fails,
 and the commit is tried again, which finds the version retired and stops after draining the outbox, that
 batch with it (stored and counted, as one committed before the retire). SQLite's write lock is the
-process's own and lasts as long as it.
+process's own and lasts as long as it. A second gap, on both: a Redis that stops answering after the
+EXEC was sent (frozen, or a partition that sends no RST) times the exchange out, the gate's transaction
+ends, and Redis may still run the buffered EXEC once it answers again; a retire committed in between
+precedes that batch, which the retry then finds committed (a lost reply) and counts.
 
 The cost: one indexed query (by view name and version) and one short transaction per committed batch;
-on SQLite the write lock is held for one Redis round trip. A database that cannot answer is waited out
+on SQLite the write lock is held for one Redis round trip (the EXEC: a retry watches its keys again
+before taking the gate, ``Committer.watch_again``). A Redis that stops answering during that EXEC holds
+the lock for up to the Redis reply timeout (``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``, 5 s by default),
+once: the retries then meet the silent Redis outside the gate. Other writers wait meanwhile, and one
+whose busy timeout (30 s) is shorter than a Redis timeout raised above it fails with "database is
+locked"; keep that timeout below the busy timeout on SQLite. A database that cannot answer is waited out
 as the outbox drain waits it out (``drain_retry.py``): the batch is not committed without the read.
 """
 

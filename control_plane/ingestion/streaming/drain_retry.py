@@ -68,9 +68,12 @@ OUTBOX = Waited(
 )
 #: A batch's commit, which reads its version's status in SQL first (``commit_gate.py``).
 COMMIT = Waited(
-    "a batch could not be committed (its version's status could not be read)",
+    "a batch's commit could not read its version's status in SQL, or end that transaction",
     "batches commit again",
-    "the batch was not committed, its events stay pending in the stream for the next start",
+    # Not "was not committed": a PostgreSQL connection lost after the Redis transaction ran fails the
+    # gate's own COMMIT, so the batch may be in (its receipt then drains at the next start).
+    "a batch's commit did not finish; whatever of it is not committed stays pending in the stream, and a"
+    " committed receipt drains at the next start",
 )
 
 

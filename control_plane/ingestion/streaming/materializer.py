@@ -280,6 +280,11 @@ class StreamMaterializer:
         receipt_id = uuid.uuid4().hex
 
         def commit() -> int | str:
+            # A retry watches again first, outside the gate: a Redis that stopped answering then times
+            # out here, not while the gate holds SQLite's write lock (every other writer would wait).
+            refused = self._committer.watch_again([*accepted_ids, *rejected_ids], receipt_id)
+            if refused is not None:
+                return refused
             # The version's status read, its row held, in a SQL transaction around the Redis commit: a
             # retire or delete either came before (nothing is committed) or waits for it (commit_gate.py).
             with self._gate.held() as gone:

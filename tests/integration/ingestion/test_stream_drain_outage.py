@@ -203,7 +203,10 @@ def test_a_commit_waits_out_a_database_restart_and_commits_nothing_meanwhile(
     assert seen_in_outage == [(0, 5)]  # nothing committed, the 5 messages read but not acknowledged
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1, warned
-    assert "clicks v1: a batch could not be committed (its version's status could not be read)" in warned[0]
+    assert (
+        "clicks v1: a batch's commit could not read its version's status in SQL, or end that transaction"
+        in warned[0]
+    )
     assert any("batches commit again" in r.getMessage() for r in caplog.records)
     with read_session(sessions) as session:
         counts = quarantine.run_counts(session, materializer.run.run_id)

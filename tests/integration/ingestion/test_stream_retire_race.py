@@ -9,7 +9,12 @@ can see the retire."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +36,11 @@ from control_plane.ingestion.streaming.materializer import (
 )
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
+from control_plane.redis_clients import sync_client
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import RegistryDb, registry_on
 from tests.integration.ingestion.streaming_support import STREAM, Event, publish
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +171,85 @@ def test_a_batch_read_after_a_delete_is_not_committed(tmp_path: Path, db_url: st
     assert not client.exists(NEW_KEY)
     assert client.keys("aether:materializer:*") == []  # its state keys removed, as the periodic check does
     db.engine.dispose()
+
+
+class _CountingGate:
+    """Probe wrapper of the materializer's ``CommitGate``: counts the SQL transactions (on SQLite, the
+    write lock) the commits take."""
+
+    def __init__(self, gate: Any) -> None:
+        self._gate = gate
+        self.entered = 0
+
+    @contextmanager
+    def held(self) -> Iterator[str | None]:
+        self.entered += 1
+        with self._gate.held() as gone:
+            yield gone
+
+
+def _counting(call: Callable[..., Any], calls: list[float]) -> Callable[..., Any]:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(time.monotonic())
+        return call(*args, **kwargs)
+
+    return counted
+
+
+def test_a_redis_that_stops_answering_mid_commit_holds_the_sql_lock_once_not_per_retry(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis freezes (SIGSTOP: it accepts connections and never answers, as behind a partition) inside a
+    # batch's commit gate. The first EXEC holds the gate (on SQLite: the write lock every other writer
+    # needs) for one Redis timeout; each retry must then meet the silent Redis before taking the gate
+    # again (Committer.watch_again), not hold the lock for a timeout per retry while Redis stays away.
+    server = RedisServer()
+    server.start()
+    assert server.process is not None
+    pid = server.process.pid
+    frozen = False
+    try:
+        db = registry_on(db_url)
+        client = sync_client(server.url, 0.3)
+        now = datetime.now(UTC)
+        source, materializer, _offline = _materializer(tmp_path, client, db)
+        gate = _CountingGate(materializer._gate)
+        monkeypatch.setattr(materializer, "_gate", gate)
+        committer = materializer._committer
+        begins: list[float] = []
+        monkeypatch.setattr(committer, "begin", _counting(committer.begin, begins))
+        real_commit = committer.commit
+
+        def freezing_commit(*args: Any, **kwargs: Any) -> int:  # fault: Redis freezes before the EXEC
+            nonlocal frozen
+            if not frozen:
+                os.kill(pid, signal.SIGSTOP)
+                frozen = True
+            return real_commit(*args, **kwargs)
+
+        monkeypatch.setattr(committer, "commit", freezing_commit)
+        publish(client, [Event(7, now, 5.0)])
+        batch = source.read(3, 10)
+        outcome: list[Any] = []
+        worker = threading.Thread(target=lambda: outcome.append(materializer.process(batch)), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while len(begins) < 4 and time.monotonic() < deadline:  # three retries met the frozen Redis
+            time.sleep(0.05)
+        assert len(begins) >= 4, begins
+        entered_while_frozen = gate.entered
+        os.kill(pid, signal.SIGCONT)
+        frozen = False
+        worker.join(20)
+        assert outcome and outcome[0].accepted == 1
+        assert entered_while_frozen == 1  # the first attempt only: no retry took the lock
+        # Thawed, Redis runs the EXEC it had buffered (the first attempt's, whose answer timed out): the
+        # next retry finds the receipt and commits nothing again; or that EXEC was lost and one more gate
+        # commits the batch.
+        assert gate.entered <= 2
+        assert client.exists(NEW_KEY)
+        db.engine.dispose()
+    finally:
+        if frozen:
+            os.kill(pid, signal.SIGCONT)
+        server.close()
