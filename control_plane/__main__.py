@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from clients.env_values import ConfigurationError
 from control_plane.cli.numbers import positive_seconds
 from control_plane.ingestion.streaming import kafka_options
+from control_plane.jobs.settings import JOB_GROUP_VARIABLE, JOB_USER_VARIABLE, job_user_from_env
 from control_plane.process_secrets import withdraw_secrets
 from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S
 from control_plane.server import start_server
@@ -43,7 +45,24 @@ def parse_settings(
     # The materializer's flag: a quarantine replay publishes to a kafka:// view's topic with the same
     # client settings its materializer consumes with (a secured cluster refuses a client without them).
     kafka_options.add_flag(parser)
+    parser.add_argument(
+        "--job-user",
+        metavar="USER",
+        help=f"OS user (name or uid) jobs run as (default: {JOB_USER_VARIABLE}, else this process's)",
+    )
+    parser.add_argument(
+        "--job-group",
+        metavar="GROUP",
+        help=f"group jobs run as (default: {JOB_GROUP_VARIABLE}, else the job user's primary group)",
+    )
     args = parser.parse_args(argv)
+    job_flags = {JOB_USER_VARIABLE: args.job_user, JOB_GROUP_VARIABLE: args.job_group}
+    job_flags = {name: value for name, value in job_flags.items() if value}
+    # Checked here, before anything starts: an unknown user, or a process that may not switch users, is
+    # one line naming the variable, and jobs never run as the control plane instead.
+    job_user_from_env({**(os.environ if environ is None else environ), **job_flags})
+    if environ is None:  # the jobs service reads its settings from the environment as the server builds it
+        os.environ.update(job_flags)
     settings = ControlPlaneSettings.from_env(environ)
     overrides = {
         "listen_addr": args.listen,

@@ -50,6 +50,7 @@ from typing import Protocol
 from clients.aether.v1 import jobs_pb2 as pb
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks, running_in_group
+from control_plane.jobs.job_user import JobUser
 from control_plane.jobs.launch_env import inherited
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
 
@@ -75,6 +76,8 @@ class JobLaunch:
     job_id: str
     spec: pb.JobSpec
     files: JobFiles
+    #: The OS user the job runs as (``AETHER_JOB_USER``, ``job_user.py``); None = the control plane's.
+    user: JobUser | None = None
 
 
 class JobHandle(Protocol):
@@ -240,9 +243,11 @@ def _failed_in_an_old_launcher(code: int, detail: str) -> bool:
 class LocalExecutor:
     """Runs each attempt as ``python -m control_plane.jobs.launcher ... -- <job argv>`` in a new session,
     in ``cwd`` (default: the control plane's working folder), with stdout and stderr appended to the job's
-    log. ``base_env`` is the environment jobs inherit from (default: the control plane's), of which they
-    get only what :data:`~control_plane.jobs.launch_env.INHERITED_ENV` names, then the spec's ``env`` and
-    the launch variables; ``kill_grace_s`` is the time between SIGTERM and SIGKILL to the processes an
+    log. A job with a :attr:`JobLaunch.user` is started by the launcher as that user (``HOME``, ``USER``
+    and ``LOGNAME`` its own); the launcher itself stays this process's user. ``base_env`` is the
+    environment jobs inherit from (default: the control plane's), of which they get only what
+    :data:`~control_plane.jobs.launch_env.INHERITED_ENV` names, then the spec's ``env`` and the launch
+    variables; ``kill_grace_s`` is the time between SIGTERM and SIGKILL to the processes an
     ended attempt left behind."""
 
     def __init__(
@@ -268,12 +273,17 @@ class LocalExecutor:
         ]  # fmt: skip
         if job.spec.entrypoint.module:
             argv += ["--module", job.spec.entrypoint.module]
+        if job.user is not None:  # the launcher stays this user: only the job itself runs as the job user
+            argv += ["--user", str(job.user.uid), "--group", str(job.user.gid), "--user-name", job.user.name]
         argv += ["--", *job_argv(job.spec, self._python)]
         # Never the control plane's whole environment: it holds the admin token and the database's and
         # Redis's passwords, and a job's log (what it prints) is readable with the read-only token.
         # A job token in ``env`` (the supervisor's) drops the inherited token variables, as the spec's does.
         own = {**job.spec.env, **env}
-        process_env = {**inherited(self._base_env, own), **dict(job.spec.env), **env}
+        base = inherited(self._base_env, own)
+        if job.user is not None:  # its own home and name, not the control plane's
+            base.update(HOME=job.user.home, USER=job.user.name, LOGNAME=job.user.name)
+        process_env = {**base, **dict(job.spec.env), **env}
         # The launcher must import control_plane even when the job runs elsewhere than the repository.
         package_root = str(Path(__file__).resolve().parents[2])
         process_env["PYTHONPATH"] = os.pathsep.join(

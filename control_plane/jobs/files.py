@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from clients.files import make_private, open_private, replace_when_done
+from control_plane.jobs.job_user import OPEN_JOB_FOLDER_MODE, WORK_FOLDER, JobUser
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,57 @@ class JobFiles:
 
     @property
     def checkpoints(self) -> Path:
-        """``AETHER_CHECKPOINT_DIR``: the same for every attempt. ``outputs.json`` goes next to it."""
-        return self.folder / "checkpoints"
+        """``AETHER_CHECKPOINT_DIR``: the same for every attempt. ``outputs.json`` goes next to it. In
+        :attr:`work` for a job run as a job user (``job_user.py``)."""
+        return (self.work if self.runs_as_job_user else self.folder) / "checkpoints"
+
+    @property
+    def work(self) -> Path:
+        """What a job run as a job user writes (its checkpoints, outputs, model), owned by that user."""
+        return self.folder / WORK_FOLDER
+
+    @property
+    def runs_as_job_user(self) -> bool:
+        """Whether the job's files are laid out for a job user: :attr:`work` is a folder (not a link)
+        of another user than this process's. Read from the disk, so it survives a restart; a job run as
+        the control plane's user cannot make it so (whatever it creates is the control plane's)."""
+        try:
+            status = os.lstat(self.work)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISDIR(status.st_mode) and status.st_uid != os.getuid()
+
+    def make_work(self, user: JobUser) -> None:
+        """Creates :attr:`work` (0700) with the checkpoint folder in it, both ``user``'s. An ``OSError``
+        when ``work`` is there already as something else (a job run as the control plane's user made it)."""
+        try:
+            self.work.mkdir(mode=0o700)
+        except FileExistsError:
+            status = os.lstat(self.work)
+            if not stat.S_ISDIR(status.st_mode):
+                raise OSError(f"cannot run the job as {user.name}: {self.work} is not a folder") from None
+        checkpoints = self.work / "checkpoints"
+        checkpoints.mkdir(mode=0o700, exist_ok=True)
+        for path in (checkpoints, self.work):
+            os.lchown(path, user.uid, user.gid)
+
+    def open_to(self, user: JobUser) -> None:
+        """Lets ``user`` reach what an attempt needs: :attr:`work`, the token and the spec become its, and
+        the folder ``0710`` with its group (entered, not listed; the folder stays this process's, so the
+        job cannot put a link in place of the log or the exit records)."""
+        self.make_work(user)
+        for path in (self.token, self.spec):
+            if path.exists():
+                os.lchown(path, user.uid, user.gid)
+                os.chmod(path, 0o600)
+        os.chown(self.folder, -1, user.gid)
+        os.chmod(self.folder, OPEN_JOB_FOLDER_MODE)
+
+    def close_to_job_user(self) -> None:
+        """Takes back what :meth:`open_to` opened: the folder ``0700`` again (between attempts, and after
+        the job), so that other jobs run as the same user cannot enter it."""
+        if self.runs_as_job_user:
+            os.chmod(self.folder, 0o700)
 
     def pid_file(self, attempt: int) -> Path:
         """Claimed by the launcher before it starts the attempt (``{"pid": N, "start_ticks": N}``), or by
@@ -54,6 +105,8 @@ class JobFiles:
 
     def write_token(self, token: str) -> Path:
         """Writes the job's token into :attr:`token` (created 0600) and returns its path."""
+        # A new file, not the last attempt's truncated: that one may be a job user's (open_to).
+        self.token.unlink(missing_ok=True)
         descriptor = open_private(self.token, os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(descriptor, "w", encoding="ascii") as file:
             file.write(token)
@@ -63,7 +116,9 @@ class JobFiles:
         """Takes group and other permissions off the folder, spec and log of a job submitted before they
         were created private (``clients.files.make_private``); whether anything changed. Aether made them,
         so their mode is not a choice of the user's."""
-        changed = [make_private(path) for path in (self.folder, self.spec, self.log, self.token)]
+        # The folder of a job run as a job user has the mode open_to and close_to_job_user give it.
+        folder = () if self.runs_as_job_user else (self.folder,)
+        changed = [make_private(path) for path in (*folder, self.spec, self.log, self.token)]
         return any(changed)
 
     def write_spec(self, spec_json: str) -> None:

@@ -36,12 +36,14 @@ the admin token is not handed to a job unless its spec says so. A spec that sets
 own and replaces both inherited ones (the SDK would read an inherited ``AETHER_TOKEN`` before the spec's
 file).
 
-That keeps secrets out of what a job is given, not out of its reach: a job runs as the control plane's
+That keeps secrets out of what a job is given, not out of its reach: unless ``AETHER_JOB_USER`` names
+another OS user for jobs (``job_user.py``: then ``HOME``, ``USER`` and ``LOGNAME`` are that user's, and
+``AETHER_CHECKPOINT_DIR`` lies in the job user's ``work`` folder), a job runs as the control plane's
 user and may read whatever that user may read, the admin token's file (``AETHER_ADMIN_TOKEN_FILE``), other
 jobs' token files and specs, the SQLite database, and other processes of the user. With auth on the
 control plane takes its own secrets out of what ``/proc/<pid>/environ`` shows and makes itself
 non-dumpable (``control_plane.process_secrets``); the launcher, the job's parent, is started with this
-environment only. Hostile job code needs another user or a container.
+environment only. Hostile job code needs another user (``AETHER_JOB_USER``) or a container.
 
 stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 0 means SUCCEEDED; a
 non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job

@@ -20,6 +20,14 @@ If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on 
 job is started with a parent-death signal (SIGKILL), and the executor stops what is left of the group
 (SIGTERM, then SIGKILL) when it finds the launcher gone, with or without an exit file.
 
+With ``--user UID --group GID --user-name NAME`` (``AETHER_JOB_USER``, ``job_user.py``) the launcher stays
+the control plane's user, so that the job can neither forge its exit record nor signal it, and starts
+only the job as that user and group, with no supplementary group (the credentials change before the
+parent-death signal is set: a change of credentials clears it). Before that it checks, by their mode
+bits, that the job user may reach the interpreter, the entrypoint's module or command and the working
+folder: when it may not, the job fails at once with exit code 126 and the reason in its log (the job
+user needs read access to the interpreter or virtual environment and to the job's code).
+
 Exit codes of its own: 127 when the entrypoint does not exist (checked before anything starts, in the
 job's environment) and 126 when it cannot be executed; the error is written to the job's log, and the
 exit file says ``"launch_failed": true``. That flag, not the code, tells the supervisor that no retry can
@@ -43,6 +51,7 @@ from types import FrameType
 
 from clients.files import open_private
 from control_plane.jobs.identity import claim, process_start_ticks
+from control_plane.jobs.job_user import blocked_for
 
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
@@ -80,6 +89,25 @@ def _missing(module: str | None, argv: list[str]) -> str | None:
     return None if shutil.which(program) else f"entrypoint command {program!r} not found on PATH"
 
 
+def _unreachable(module: str | None, command: list[str], uid: int, gid: int, name: str) -> str | None:
+    """Why the job user cannot start the job (see the module docstring), or None."""
+    program = command[0] if os.sep in command[0] else shutil.which(command[0]) or command[0]
+    needed = [Path(program), Path(os.path.realpath(program))]
+    if module:
+        found = importlib.util.find_spec(module)
+        if found is not None and found.origin and os.path.isabs(found.origin):
+            needed.append(Path(found.origin))
+    for path in needed:
+        if problem := blocked_for(path, uid, gid):
+            return (
+                f"the job user {name} (uid {uid}) cannot read {path}: {problem}; the job user needs read"
+                " access to the interpreter (or virtual environment) and to the job's code"
+            )
+    if problem := blocked_for(Path.cwd() / "-", uid, gid, read=False):
+        return f"the job user {name} (uid {uid}) cannot enter the working folder {Path.cwd()}: {problem}"
+    return None
+
+
 def _die_with_parent() -> None:
     """Runs in the job's process between fork and exec: asks Linux to SIGKILL it when the launcher dies
     (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
@@ -101,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", type=Path, required=True)
     parser.add_argument("--exit-file", type=Path, required=True)
     parser.add_argument("--module", default=None, help="the job's module, checked before starting")
+    parser.add_argument("--user", type=int, default=None, help="the uid the job runs as")
+    parser.add_argument("--group", type=int, default=None, help="the gid the job runs as")
+    parser.add_argument("--user-name", default="", help="the job user's name, for messages")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -118,14 +149,25 @@ def main(argv: list[str] | None = None) -> int:
             log.write(f"[aether] error: {problem}\n".encode())
             write_exit(args.exit_file, NOT_FOUND_EXIT, problem, launch_failed=True)
             return NOT_FOUND_EXIT
+        if args.user is not None:
+            gid = os.getgid() if args.group is None else args.group
+            problem = _unreachable(args.module, command, args.user, gid, args.user_name or str(args.user))
+            if problem is not None:
+                log.write(f"[aether] error: {problem}\n".encode())
+                write_exit(args.exit_file, NOT_EXECUTABLE_EXIT, problem, launch_failed=True)
+                return NOT_EXECUTABLE_EXIT
+        # The job user's credentials, when there is one: no group of the launcher's goes with them.
+        as_user = {} if args.user is None else {"user": args.user, "group": gid, "extra_groups": []}
         try:
-            # preexec_fn is safe here: the launcher runs no other thread.
+            # preexec_fn is safe here: the launcher runs no other thread. Python changes the credentials
+            # before it calls preexec_fn, so the parent-death signal survives them.
             child = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                **as_user,
             )
         except OSError as exc:
             detail = f"cannot start {command[0]!r}: {exc}"

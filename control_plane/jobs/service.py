@@ -90,7 +90,11 @@ class JobService:
         problem = entrypoint_problem(spec, self._settings.job_cwd)
         job_id = uuid.uuid4().hex[:12]
         files = JobFiles(self._settings.folder / job_id)
-        private_folder(files.checkpoints)  # and the job's folder above it
+        if self._settings.job_user is not None:  # the checkpoints in the job user's work folder
+            private_folder(files.folder)
+            files.make_work(self._settings.job_user)
+        else:
+            private_folder(files.checkpoints)  # and the job's folder above it
         files.write_spec(spec_to_json(spec))
         files.open_log().close()
         at = now_us()

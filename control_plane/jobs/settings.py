@@ -6,17 +6,24 @@
 * ``AETHER_JOBS_TICK_S``: how often the supervisor looks at its jobs when nothing wakes it (default 0.5).
 * ``AETHER_JOBS_KILL_GRACE_S``: seconds between SIGTERM and SIGKILL on cancel or timeout (default 10).
 * ``AETHER_GPUS``: the device pool (see ``pool.py``).
+* ``AETHER_JOB_USER``: the OS user (a name or a uid) jobs run as; unset = the control plane's own.
+  ``AETHER_JOB_GROUP`` (a name or a gid): their group, default the user's primary group. See
+  ``job_user.py`` for what that contains and what the control plane needs for it (root, or the
+  capabilities to switch users): without it the setting is a configuration error, never ignored.
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.env_values import env_float
+from clients.env_values import ConfigurationError, env_float
 from clients.errors import InvalidArgument
+from control_plane.jobs.job_user import JOBS_FOLDER_MODE, JobUser, blocked_for, missing_capabilities
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.scheduler import Policy
 
@@ -38,6 +45,8 @@ class JobsSettings:
     control_plane_addr: str | None = None
     #: The working folder of job processes; None = the control plane's.
     job_cwd: Path | None = None
+    #: The OS user jobs run as (AETHER_JOB_USER, AETHER_JOB_GROUP); None = the control plane's own.
+    job_user: JobUser | None = None
 
     @classmethod
     def from_env(cls, home: Path, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -56,4 +65,62 @@ class JobsSettings:
             tick_s=env_float(env, "AETHER_JOBS_TICK_S", 0.5, above=0.0),
             kill_grace_s=env_float(env, "AETHER_JOBS_KILL_GRACE_S", 10.0, minimum=0.0),
             run_sweep_s=env_float(env, "AETHER_JOBS_RUN_SWEEP_S", 30.0, above=0.0),
+            job_user=job_user_from_env(env),
+        )
+
+
+JOB_USER_VARIABLE = "AETHER_JOB_USER"
+JOB_GROUP_VARIABLE = "AETHER_JOB_GROUP"
+
+
+def job_user_from_env(environ: Mapping[str, str] | None = None) -> JobUser | None:
+    """The job user ``AETHER_JOB_USER`` names (``AETHER_JOB_GROUP`` its group), None when unset. A
+    ``ConfigurationError`` naming the variable for a user or group that does not exist, for root or the
+    control plane's own user (they contain nothing), and when this process may not switch users: jobs
+    are then never run as the control plane instead."""
+    env = os.environ if environ is None else environ
+    text = (env.get(JOB_USER_VARIABLE) or "").strip()
+    if not text:
+        if (env.get(JOB_GROUP_VARIABLE) or "").strip():
+            raise ConfigurationError(f"{JOB_GROUP_VARIABLE} is set without {JOB_USER_VARIABLE}")
+        return None
+    try:
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError):
+        raise ConfigurationError(f"{JOB_USER_VARIABLE}={text!r}: no such user") from None
+    gid = entry.pw_gid
+    group_text = (env.get(JOB_GROUP_VARIABLE) or "").strip()
+    if group_text:
+        try:
+            gid = (
+                grp.getgrgid(int(group_text)).gr_gid
+                if group_text.isdigit()
+                else grp.getgrnam(group_text).gr_gid
+            )
+        except (KeyError, OverflowError):
+            raise ConfigurationError(f"{JOB_GROUP_VARIABLE}={group_text!r}: no such group") from None
+    user = JobUser(entry.pw_name, entry.pw_uid, gid, entry.pw_dir)
+    if user.uid in (0, os.geteuid()):
+        whose = "root's" if user.uid == 0 else "the control plane's own"
+        raise ConfigurationError(
+            f"{JOB_USER_VARIABLE}={text!r}: uid {user.uid} is {whose}: jobs would run with the control"
+            " plane's access; name an unprivileged user of their own"
+        )
+    if missing := missing_capabilities():
+        raise ConfigurationError(
+            f"{JOB_USER_VARIABLE}={text!r}: the control plane (uid {os.geteuid()}) may not run jobs as"
+            f" another user: run it as root, or with {', '.join(missing)}"
+        )
+    return user
+
+
+def open_jobs_folder(folder: Path, user: JobUser) -> None:
+    """Makes the jobs folder ``0711`` (a job user enters its own job's folder in it; nobody else lists
+    it) and checks that ``user`` may enter every folder above it: a ``ConfigurationError`` naming the
+    first that it may not (those are the operator's, and keep the mode they were given)."""
+    os.chmod(folder, JOBS_FOLDER_MODE)
+    if problem := blocked_for(folder / "job", user.uid, user.gid, read=False):
+        raise ConfigurationError(
+            f"{JOB_USER_VARIABLE}={user.name!r}: the job user cannot reach the jobs folder {folder}:"
+            f" {problem}; let it through (chmod o+x) or set AETHER_JOBS_DIR under a folder it may enter"
         )

@@ -28,6 +28,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +48,7 @@ from control_plane.jobs.launch_env import OUTPUTS_FILE, TOKEN_FILE, LaunchEnv, s
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import create_job_run, end_left_runs, end_run, leftover_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
-from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.settings import JobsSettings, open_jobs_folder
 from control_plane.jobs.spec import spec_to_json, timeout_problem
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
@@ -85,6 +87,8 @@ class Supervisor:
     ) -> None:
         self._sessions = sessions
         self._settings = settings
+        if settings.job_user is not None:  # refused at start when the job user cannot reach its folders
+            open_jobs_folder(settings.folder, settings.job_user)
         self._executor = executor
         self._address = control_plane_addr
         #: Mints a job's token for (job id, run id) when auth is on (control_plane.api.job_tokens).
@@ -168,7 +172,7 @@ class Supervisor:
     # Re-adoption ---------------------------------------------------------------------------------------
 
     def _adopt(self, row: JobRow) -> JobHandle | None:
-        launch = _launch_of(row)
+        launch = _launch_of(row, self._settings)
         # A blank process_ref: the control plane died between starting the attempt and recording it. The
         # executor still finds it, or makes sure it never starts (None): its devices are then free.
         handle = self._executor.adopt(launch, row.attempt, row.process_ref)
@@ -276,6 +280,9 @@ class Supervisor:
                 stop_kind="", stop_sent_at_us=0,
             )  # fmt: skip
             run_id = row.run_id
+        # Other jobs run as the same job user must not enter it until its next attempt (job_user.py).
+        with contextlib.suppress(OSError):
+            files.close_to_job_user()
         if terminal and run_id:
             self._end_run(run_id, state, at)
 
@@ -392,27 +399,32 @@ class Supervisor:
         if ended is not None:
             self._end_run(run_id, ended, at)
             return
-        launch = _launch_of(row)
+        launch = _launch_of(row, self._settings)
         launch.files.append_log(reason)
-        env = LaunchEnv(
-            job_id=job_id,
-            attempt=attempt,
-            spec_path=launch.files.spec,
-            checkpoint_dir=launch.files.checkpoints,
-            control_plane_addr=self._settings.control_plane_addr or self._address(),
-            tracking_experiment=launch.spec.experiment or launch.spec.name,
-            run_id=run_id,
-            devices=devices,
-        )
         try:
             # The file the job reads its spec from is written again from the job's row before every
             # attempt: the row is the job, and the copy written at submission is not what a start may
             # rely on (the row can reach the disk before it in a machine crash, leaving a torn or empty
             # file that every attempt would fail to parse, with a traceback as the only reason).
             launch.files.write_spec(spec_to_json(launch.spec))
-            variables = env.to_env()
+            token = None
             if self._job_token is not None and not sets_token(launch.spec.env):  # never the admin token
-                variables[TOKEN_FILE] = str(launch.files.write_token(self._job_token(job_id, run_id)))
+                token = launch.files.write_token(self._job_token(job_id, run_id))
+            if launch.user is not None:  # its work folder, token and spec: before the checkpoint path is read
+                launch.files.open_to(launch.user)
+            env = LaunchEnv(
+                job_id=job_id,
+                attempt=attempt,
+                spec_path=launch.files.spec,
+                checkpoint_dir=launch.files.checkpoints,
+                control_plane_addr=self._settings.control_plane_addr or self._address(),
+                tracking_experiment=launch.spec.experiment or launch.spec.name,
+                run_id=run_id,
+                devices=devices,
+            )
+            variables = env.to_env()
+            if token is not None:
+                variables[TOKEN_FILE] = str(token)
             handle = self._executor.launch(launch, attempt, devices, variables)
         except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
             launch.files.append_log(f"error: cannot launch: {exc}")
@@ -436,14 +448,19 @@ class Supervisor:
         return create_job_run(self._tracking, row)
 
 
-def _launch_of(row: JobRow) -> JobLaunch:
-    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)))
+def _launch_of(row: JobRow, settings: JobsSettings) -> JobLaunch:
+    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), settings.job_user)
 
 
 def _read_outputs(files: JobFiles) -> dict[str, Any]:
     path = files.checkpoints.parent / OUTPUTS_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # Not through a link, nor from a FIFO: a job run as a job user owns the folder it is in.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return {}
+            data = json.loads(file.read().decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {"value": data}
