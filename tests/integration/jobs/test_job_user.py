@@ -1,0 +1,297 @@
+"""Jobs run as another OS user (``AETHER_JOB_USER``, ``control_plane/jobs/job_user.py``): a real control
+plane (auth on, the jobs and tracking services) runs real jobs as ``nobody``, which report from inside
+who they ran as and what they could open; and the configuration errors of the setting.
+
+Running a job as ``nobody`` needs root, and an interpreter, packages and a repository that ``nobody``
+may reach (judged by the mode bits of every folder on the way). Where the virtual environment's
+interpreter lies under a folder closed to others (``/root/.pyenv``, reached through ``/root``, 0700),
+the jobs run on the system's interpreter of the same version, with the environment's packages on
+``PYTHONPATH``; where neither is reachable the tests skip, saying why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.jobs import JobsClient
+from clients.sdk.tracking import TrackingClient
+from control_plane.api import jobs as jobs_api
+from control_plane.api import tracking as tracking_api
+from control_plane.api.auth import AuthSettings
+from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.job_user import JobUser, blocked_for
+from control_plane.jobs.pool import DevicePool
+from control_plane.jobs.settings import JobsSettings, job_user_from_env
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
+from tests.integration.jobs.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+ADMIN_TOKEN = "admin-secret-job-user-0123456789"
+PROBE = "tests.integration.jobs.programs.job_user_probe"
+
+
+@dataclass(frozen=True)
+class Setup:
+    user: JobUser
+    python: str
+    #: PYTHONPATH entries the jobs need besides the repository (the environment's packages, for the
+    #: system's interpreter).
+    path: tuple[str, ...]
+
+
+def nobody_setup() -> Setup:
+    """``nobody`` and an interpreter it may run, or a skip saying why there is none."""
+    if os.geteuid() != 0:
+        pytest.skip(f"running a job as nobody needs root; the tests run as uid {os.geteuid()}")
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("this host has no user nobody")
+    user = JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    problem = blocked_for(
+        REPO_ROOT / "tests" / "integration" / "jobs" / "programs" / "job_user_probe.py", user.uid, user.gid
+    )
+    if problem:
+        pytest.skip(f"nobody cannot read the repository: {problem}")
+    own = _reachable(sys.executable, user)
+    if own is None:
+        return Setup(user, sys.executable, ())
+    system = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin"
+    )
+    packages = sysconfig.get_paths()["purelib"]
+    if system is None or _reachable(system, user) is not None:
+        pytest.skip(
+            f"nobody cannot run this interpreter ({own}) and there is no system python of its version"
+        )
+    if problem := blocked_for(Path(packages) / "grpc" / "__init__.py", user.uid, user.gid):
+        pytest.skip(f"nobody cannot run this interpreter ({own}) nor read its packages: {problem}")
+    return Setup(user, system, (packages,))
+
+
+def _reachable(python: str, user: JobUser) -> str | None:
+    for path in (Path(python), Path(os.path.realpath(python))):
+        if problem := blocked_for(path, user.uid, user.gid):
+            return problem
+    return None
+
+
+class Plane:
+    """A control plane (auth on; jobs and tracking) on its own loop in a thread, its jobs run by ``user``."""
+
+    def __init__(self, home: Path, setup: Setup) -> None:
+        self.home = home
+        settings = ControlPlaneSettings(
+            home=home, db_url=f"sqlite:///{home / 'aether.db'}", listen_addr="127.0.0.1:0",
+            shutdown_grace_s=0.5, auth=AuthSettings(admin_token=ADMIN_TOKEN),
+        )  # fmt: skip
+        jobs = JobsSettings(
+            folder=home / "jobs", pool=DevicePool.from_config("0"), tick_s=0.1, kill_grace_s=1.0,
+            job_cwd=REPO_ROOT, job_user=setup.user,
+        )  # fmt: skip
+        base_env = dict(os.environ)
+        base_env["PYTHONPATH"] = os.pathsep.join((str(REPO_ROOT), *setup.path))
+        executor = LocalExecutor(python=setup.python, cwd=REPO_ROOT, base_env=base_env, kill_grace_s=1.0)
+        services = [tracking_api.add_to_server, jobs_api.service_module(jobs, executor)]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
+        self._thread.start()
+        started = start_server(settings, services=services)
+        self.server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(started, self._loop).result(60)
+        self.address = self.server.address
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+@pytest.fixture
+def reachable_home() -> Iterator[Path]:
+    """A state folder nobody may enter (pytest's own temporary folders are 0700): 0711, listed by none."""
+    base = Path(tempfile.mkdtemp(prefix="aether-job-user-"))
+    try:
+        base.chmod(0o711)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_job_runs_as_the_job_user_and_cannot_read_the_control_planes_secrets(reachable_home: Path) -> None:
+    setup = nobody_setup()
+    if problem := blocked_for(reachable_home / "home", setup.user.uid, setup.user.gid, read=False):
+        pytest.skip(f"nobody cannot enter the temporary folder: {problem}")
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    admin_token_file = home / "admin-token"
+    admin_token_file.write_text(ADMIN_TOKEN)
+    admin_token_file.chmod(0o600)
+    plane = Plane(home, setup)
+    security = ChannelSecurity(token=ADMIN_TOKEN)
+    try:
+        with JobsClient(plane.address, security=security) as jobs:
+            # A job before it: its folder, token and checkpoints are not the probe's to read.
+            other = jobs.wait(jobs.submit(_spec("other")).job_id, timeout=120)
+            assert other.state == pb.JOB_STATE_SUCCEEDED, b"".join(jobs.logs(other.job_id)).decode()
+            other_folder = Path(other.log_path).parent
+            tries = {
+                "admin_token": admin_token_file,
+                "database": home / "aether.db",
+                "jobs_folder": home / "jobs",
+                "other_job_folder": other_folder,
+                "other_job_token": other_folder / "token",
+                "other_job_checkpoints": Path(other.checkpoint_dir),
+            }
+            done = jobs.wait(jobs.submit(_spec("probe", tries)).job_id, timeout=120)
+            log = b"".join(jobs.logs(done.job_id)).decode()
+        assert done.state == pb.JOB_STATE_SUCCEEDED, log
+        outputs = json_format.MessageToDict(done.outputs)
+        # Who it ran as: nobody's uid and group, no group of the control plane's.
+        user = setup.user
+        assert (outputs["uid"], outputs["gid"], outputs["groups"]) == (user.uid, user.gid, []), outputs
+        assert outputs["home"] == user.home
+        # What it could not open (read as root, each would have been "read").
+        assert outputs["tried"] == {name: "PermissionError" for name in tries}, outputs["tried"]
+        # Its own checkpoint, in the work folder it owns; its metric reached its run with its own token.
+        checkpoint = Path(outputs["checkpoint"])
+        assert checkpoint.is_file() and checkpoint.is_relative_to(Path(done.checkpoint_dir))
+        assert checkpoint.stat().st_uid == user.uid
+        with TrackingClient(plane.address, security=security) as tracking:
+            assert list(tracking.metric_history(done.run_id, "loss").values) == [0.25]
+        # Ended: its folder is closed to the job user again; the control plane's files stay its own.
+        folder = Path(done.log_path).parent
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
+        assert Path(done.log_path).stat().st_uid == os.getuid()
+    finally:
+        plane.stop()
+
+
+def test_a_job_whose_code_the_job_user_cannot_read_fails_saying_so(reachable_home: Path) -> None:
+    setup = nobody_setup()
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    private = reachable_home / "private"  # the control plane's alone
+    private.mkdir(mode=0o700)
+    (private / "hidden_job.py").write_text("print('ran')\n")
+    plane = Plane(home, setup)
+    try:
+        spec = {
+            "name": "hidden",
+            "entrypoint": {"module": "hidden_job"},
+            "env": {"PYTHONPATH": os.pathsep.join((str(private), *setup.path))},
+            "max_retries": 2,
+        }
+        with JobsClient(plane.address, security=ChannelSecurity(token=ADMIN_TOKEN)) as jobs:
+            done = jobs.wait(jobs.submit(spec).job_id, timeout=60)
+            log = b"".join(jobs.logs(done.job_id)).decode()
+    finally:
+        plane.stop()
+    assert done.state == pb.JOB_STATE_FAILED and done.attempt == 1, log  # not retried: no retry helps
+    hidden = private / "hidden_job.py"
+    expected = f"the job user nobody (uid {setup.user.uid}) cannot read {hidden}: it may not enter {private}"
+    assert expected in done.reason, done.reason
+    assert "needs read access to the interpreter (or virtual environment) and to the job's code" in log
+    assert "ran" not in log.replace("[aether]", "")
+
+
+def _spec(name: str, tries: dict[str, Path] | None = None) -> dict[str, object]:
+    args = [f"--try={key}={path}" for key, path in (tries or {}).items()]
+    return {"name": name, "entrypoint": {"module": PROBE, "args": args}}
+
+
+# Configuration errors -------------------------------------------------------------------------------
+
+
+def test_an_unknown_job_user_stops_the_control_plane_at_start(tmp_path: Path) -> None:
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_JOB_USER": "no-such-user-aether"}
+    db_url = f"sqlite:///{tmp_path / 'm.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", "--db-url", db_url],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "python -m control_plane: error: AETHER_JOB_USER='no-such-user-aether': no such user"
+    )
+    # The flag is read the same way, and names the variable it overrides.
+    flagged = subprocess.run(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", "--job-user", "nobody",
+         "--job-group", "no-such-group-aether", "--db-url", f"sqlite:///{tmp_path / 'm.db'}"],
+        cwd=REPO_ROOT, env={**env, "AETHER_JOB_USER": ""}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert flagged.returncode == 2, flagged.stderr
+    assert flagged.stderr.splitlines()[-1] == (
+        "python -m control_plane: error: AETHER_JOB_GROUP='no-such-group-aether': no such group"
+    )
+
+
+def test_a_control_plane_that_may_not_switch_users_refuses_to_start(tmp_path: Path) -> None:
+    """The entrypoint run in a process of ``nobody`` (forked from the test, root, which then gives up
+    root: nobody may not run this interpreter where it lies under /root). It must refuse at once,
+    never run jobs as itself."""
+    if os.geteuid() != 0:
+        pytest.skip(f"starting the control plane as nobody needs root; the tests run as uid {os.geteuid()}")
+    nobody = pwd.getpwnam("nobody")
+    target = next((e for e in pwd.getpwall() if e.pw_uid not in (0, nobody.pw_uid)), None)
+    if target is None:
+        pytest.skip("no user but root and nobody to name as the job user")
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        code = 70
+        try:
+            os.close(read_end)
+            signal.alarm(60)  # without the check the control plane would start and serve
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.dup2(write_end, 2)
+            sys.stderr = os.fdopen(2, "w", encoding="utf-8")  # not pytest's capture
+            os.environ.update(AETHER_HOME=str(tmp_path / "home"), AETHER_JOB_USER=target.pw_name)
+            from control_plane.__main__ import main
+
+            code = main(["--listen", "127.0.0.1:0", "--db-url", f"sqlite:///{tmp_path / 'm.db'}"])
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as stderr_pipe:
+        stderr = stderr_pipe.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 2, stderr
+    last = stderr.splitlines()[-1]
+    assert last.startswith(
+        f"python -m control_plane: error: AETHER_JOB_USER={target.pw_name!r}: the control plane"
+        f" (uid {nobody.pw_uid}) may not run jobs as another user: run it as root, or with CAP_CHOWN,"
+    ), last
+    assert "Traceback" not in stderr
+
+
+def test_root_or_the_control_planes_own_user_is_refused_as_the_job_user() -> None:
+    """They contain nothing: a job run as either reads what the control plane reads."""
+    for value in ("root", "0", str(os.geteuid())):
+        with pytest.raises(ValueError, match=rf"AETHER_JOB_USER={value!r}: uid \d+ is "):
+            job_user_from_env({"AETHER_JOB_USER": value})
+    assert job_user_from_env({}) is None
+    with pytest.raises(ValueError, match="AETHER_JOB_GROUP is set without AETHER_JOB_USER"):
+        job_user_from_env({"AETHER_JOB_GROUP": "nogroup"})
