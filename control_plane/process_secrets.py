@@ -1,8 +1,8 @@
 """Keeping the control plane's secrets out of reach of the processes it starts (jobs first of all).
 
-Jobs run as the control plane's own user, and a process may read another process of its user through
-``/proc/<pid>/environ`` (the environment the process was *started* with, whatever it changed since) and
-``/proc/<pid>/mem``. A job walked up its parents and read ``AETHER_ADMIN_TOKEN`` there. So once the
+By default jobs run as the control plane's own user, and a process may read another process of its user
+through ``/proc/<pid>/environ`` (the environment the process was *started* with, whatever it changed
+since) and ``/proc/<pid>/mem``. A job walked up its parents and read ``AETHER_ADMIN_TOKEN`` there. So once the
 settings have read them, with auth on (without it any local process may write anyway),
 :func:`withdraw_secrets`:
 
@@ -25,7 +25,16 @@ What this does not do: keep same-user code from reading files the user may read,
 file (``AETHER_ADMIN_TOKEN_FILE``), other jobs' token files and the SQLite database among them, nor from
 reading other processes of the user (a data-plane replica's environment, the shell that started the
 control plane). A job token bounds what a *leaked* token can do; it does not contain hostile job code.
-That takes running jobs as another user or in a container (see docs/architecture.md)."""
+
+Running jobs as another user does (``AETHER_JOB_USER``, opt-in: ``control_plane.jobs.job_user``): the
+job then runs with that uid and group and no supplementary group, in a folder of its own, and cannot
+open the admin token's file, the database, the jobs folder's listing nor other jobs' folders (0700, the
+control plane's) when they are the control plane's 0600/0700 files, nor read or trace the control plane,
+the launcher or a replica (other uid). Still not contained: a job user of root or of the control plane's
+uid (both refused), the default same-user setup, what the job user may read anyway (world-readable
+files, anything else that user owns), and other jobs running at the same time as the same job user,
+whose folders are open to it while they run. A container per job is the stronger boundary (see
+docs/architecture.md)."""
 
 from __future__ import annotations
 
