@@ -20,6 +20,12 @@ file, the SQLite database, other jobs' folders (``control_plane.process_secrets`
   (systemd's ``AmbientCapabilities=``), so that the launcher keeps them across ``exec``. Only root is
   exercised by the tests.
 
+What the job user needs besides: read access to the interpreter (or virtual environment) and the job's
+code (the launcher checks the interpreter, the entrypoint and the working folder, and fails the job at
+once saying what it cannot read), to the GPU device files (the NVIDIA driver makes them 0666), and, for a
+dataset named by its hash (read from the offline store directly, not through the control plane), to the
+offline store; a point-in-time query is served by the control plane and needs nothing.
+
 What is still in reach of a job: whatever the job user itself may read (its home, world-readable files),
 and every other job running *at the same time* as the same job user (their folders are open to it while
 they run, and processes of one user may signal each other). A job user of uid 0, or the control plane's
