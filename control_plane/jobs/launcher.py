@@ -94,7 +94,10 @@ def _unreachable(module: str | None, command: list[str], uid: int, gid: int, nam
     program = command[0] if os.sep in command[0] else shutil.which(command[0]) or command[0]
     needed = [Path(program), Path(os.path.realpath(program))]
     if module:
-        found = importlib.util.find_spec(module)
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):  # _missing found it: not expected
+            found = None
         if found is not None and found.origin and os.path.isabs(found.origin):
             needed.append(Path(found.origin))
     for path in needed:
