@@ -5,10 +5,14 @@ took a token allowed to write, and the only one was the admin token, so every jo
 ran) held full admin power. With auth on, the supervisor now gives each job a token of its own
 (:meth:`JobTokens.mint`), written 0600 into the job's private folder and named by ``AETHER_TOKEN_FILE``
 (a job that prints its environment shows a path, not the token). The token bounds what a token that
-*leaks* (a log, a printed environment, a copied file) can do; it does not contain hostile job code: a job
-runs as the control plane's user and can read the admin token's file, other jobs' token files and the
-SQLite database (see ``control_plane.process_secrets``: the control plane keeps its tokens out of what
-``/proc`` shows of it, no more). A job token looks like:
+*leaks* (a log, a printed environment, a copied file) can do; it does not contain hostile job code: by
+default a job runs as the control plane's user and can read the admin token's file, other jobs' token
+files and the SQLite database (see ``control_plane.process_secrets``: the control plane keeps its tokens
+out of what ``/proc`` shows of it, no more). ``AETHER_JOB_USER`` runs jobs as another OS user
+(``control_plane.jobs.job_user``): the token file is then handed to that user (0600) in a folder only the
+job's group may enter while it runs, and the admin token's file, the database and other jobs' folders are
+out of its reach; jobs running at the same time as the same job user can still read each other's tokens.
+A job token looks like:
 
     aether-job.<job id>.<run id>.<HMAC-SHA256 of "<job id>.<run id>", base64url>
 
