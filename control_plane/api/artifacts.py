@@ -16,8 +16,10 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
+from control_plane.api.identity import JOB_RUN, actor_of
 from control_plane.artifacts.settings import store_for
 from control_plane.artifacts.store import ArtifactRef, ArtifactStore, PendingBlob
+from control_plane.tracking.store import TrackingStore
 
 if TYPE_CHECKING:  # the server module imports the service modules it serves
     from control_plane.api.context import ServiceContext
@@ -34,13 +36,23 @@ def ref_to_proto(ref: ArtifactRef) -> pb.ArtifactRef:
 
 
 class ArtifactsServicer(model_registry_pb2_grpc.ArtifactsServicer):
-    def __init__(self, store: ArtifactStore) -> None:
+    """``runs``: the tracking store an upload with a job's token checks its run in (None: not checked)."""
+
+    def __init__(self, store: ArtifactStore, runs: TrackingStore | None = None) -> None:
         self._store = store
+        self._runs = runs
 
     @maps_errors
     async def Upload(
         self, request_iterator: AsyncIterator[pb.UploadArtifactRequest], context: Context
     ) -> pb.ArtifactRef:
+        job_run = JOB_RUN.get()
+        if job_run is not None and self._runs is not None:
+            # An upload names no run: a job's token may upload only while its run has not ended
+            # (control_plane.api.job_tokens). Checked before any byte is stored; an upload that began
+            # before the end may finish, but what it adds is a blob no run or version names, and
+            # naming it (LogArtifact, CreateModelVersion) is refused on the ended run's locked row.
+            await asyncio.to_thread(self._runs.refuse_ended, job_run, actor=actor_of(context), write="Upload")
         pending: PendingBlob | None = None
         try:
             async for message in request_iterator:
@@ -109,6 +121,6 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary upload file(s) from the artifact store %s", swept, store.root)
-    servicer = ArtifactsServicer(store)
+    servicer = ArtifactsServicer(store, TrackingStore(context.sessions))
     model_registry_pb2_grpc.add_ArtifactsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return ARTIFACTS_SERVICE

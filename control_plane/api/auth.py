@@ -67,7 +67,7 @@ from clients.server_auth import (
     rebuilt_handler,
     rejecting_handler,
 )
-from control_plane.api.identity import MAY_WRITE, PRINCIPAL
+from control_plane.api.identity import JOB_PRINCIPAL_PREFIX, JOB_RUN, MAY_WRITE, PRINCIPAL
 from control_plane.api.job_tokens import JOB_WRITES, JobScope, JobTokens, job_run_refusal
 
 __all__ = [
@@ -243,7 +243,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if principal is None:
             return handler
         check = self.message_check(method, token, principal)
-        return _as_principal(handler, principal, check, self.may_write(token))
+        scope = self.job_scope(token) if principal.startswith(JOB_PRINCIPAL_PREFIX) else None
+        job_run = None if scope is None else scope.run_id
+        return _as_principal(handler, principal, check, self.may_write(token), job_run)
 
 
 def _writers_only(full_method: str, principal: str) -> tuple[grpc.StatusCode | None, str]:
@@ -262,9 +264,11 @@ def _as_principal(
     principal: str,
     check: MessageCheck | None = None,
     may_write: bool = True,
+    job_run: str | None = None,
 ) -> grpc.RpcMethodHandler:
-    """``handler`` with :data:`PRINCIPAL` and :data:`MAY_WRITE` set for the duration of each call; with a
-    ``check``, every request message passes it first (:func:`_check_message`)."""
+    """``handler`` with :data:`PRINCIPAL`, :data:`MAY_WRITE` and :data:`JOB_RUN` (the run of a job's
+    token, else None) set for the duration of each call; with a ``check``, every request message passes
+    it first (:func:`_check_message`)."""
     original = handler_behavior(handler)
 
     async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -285,11 +289,13 @@ def _as_principal(
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         PRINCIPAL.set(principal)  # the call runs in its own task: the value ends with it
         MAY_WRITE.set(may_write)
+        JOB_RUN.set(job_run)
         return await original(await checked(request, context), context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         PRINCIPAL.set(principal)
         MAY_WRITE.set(may_write)
+        JOB_RUN.set(job_run)
         async for response in original(await checked(request, context), context):
             yield response
 

@@ -31,13 +31,22 @@ MAY_WRITE: ContextVar[bool] = ContextVar("aether_may_write", default=True)
 #: The principal of a job's own token (``control_plane.api.job_tokens``): ``job:<job id>``. Only the
 #: interceptor sets :data:`PRINCIPAL`, and only to this after checking the token's HMAC.
 JOB_PRINCIPAL_PREFIX = "job:"
+#: The run a job's token writes (``control_plane.api.job_tokens``), set by the interceptor beside
+#: :data:`PRINCIPAL` for a call made with one; None for every other call. A write that names no run
+#: (``Artifacts/Upload``) checks through it that the token's run has not ended.
+JOB_RUN: ContextVar[str | None] = ContextVar("aether_job_run", default=None)
+
+
+def is_job_call() -> bool:
+    """Whether the call being handled was made with a job's own token."""
+    return (PRINCIPAL.get() or "").startswith(JOB_PRINCIPAL_PREFIX)
 
 
 def records_lineage() -> bool:
     """Whether the caller's training sets are recorded for lineage (``_datasets/<hash>.json``): a caller
     that may write, or a job's own token, whose set is what its model version names. Not the read-only
     token, which changes nothing on the server."""
-    return MAY_WRITE.get() or (PRINCIPAL.get() or "").startswith(JOB_PRINCIPAL_PREFIX)
+    return MAY_WRITE.get() or is_job_call()
 
 
 def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -30,12 +30,23 @@ started with, and rotating the admin token revokes every job token with it. Such
   model too) as its run's output: approving it, moving aliases, deploying and deleting stay the admin's.
 
 Any other write (a feature view, a deployment, submitting or cancelling jobs, approvals, the monitor
-config) is PERMISSION_DENIED. Once its run has ended (the control plane ends it FINISHED, FAILED or
-KILLED from how the job ended), a ``RunEnd`` sent with the token is FAILED_PRECONDITION and nothing of
-that request is written (``control_plane.tracking.batches``): the token may not rewrite the verdict. The
-token is as long-lived as the admin token it is derived from; it is scoped to one run, so what a leaked
-token can still do after its job is add metrics, parameters, tags and artifacts to that one run and
-register a model version from it (which only the admin approves or deploys)."""
+config) is PERMISSION_DENIED.
+
+Once its run has ended (the control plane ends it FINISHED, FAILED or KILLED from how the job ended, see
+``control_plane.jobs.runs``), every write of :data:`JOB_WRITES` sent with the token is refused with
+FAILED_PRECONDITION (:class:`control_plane.tracking.records.RunEnded`: the run's state refuses it, not
+the token's scope, which is what PERMISSION_DENIED says), naming the job and the run and saying it has
+ended, and nothing of the request is written. ``LogBatch``, ``LogArtifact`` and ``CreateModelVersion``
+check the run's status on its row as their own write transaction reads (and locks) it, so a write racing
+the run's end is either wholly in before the end or wholly refused; ``Artifacts/Upload`` names no run and
+checks the token's run before it stores anything (an upload under way when the run ends may finish, but
+the blob it adds is named by nothing: naming it is one of the refused writes). A retry of a ``LogBatch``
+written before the end is answered as already applied (nothing is written again). Reads with the token
+still answer. So the token, as long-lived as the admin token it is derived from, writes nothing once its
+job has ended: a leaked token can still read what the read-only token reads. The window left is between
+the job's end and its run's (two transactions, normally milliseconds apart; a run whose end failed is
+ended by the supervisor's sweep within ``JobsSettings.run_sweep_s``): a write there lands before the
+run's end, as one made while the job ran."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.artifacts import add_to_server as add_artifacts_to_server
-from control_plane.api.identity import actor_of
+from control_plane.api.identity import actor_of, is_job_call
 from control_plane.api.offline_features import offline_root
 from control_plane.api.refusals import RefusalAudit, audits_refusals
 from control_plane.artifacts.settings import store_for
@@ -90,7 +90,10 @@ class ModelRegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
     async def CreateModelVersion(
         self, request: pb.CreateModelVersionRequest, context: Context
     ) -> pb.ModelVersion:
-        return await self._run(self._registry.create_version, request, actor=actor_of(context))
+        # A job's token may not register a version from its run once the run has ended (job_tokens).
+        return await self._run(
+            self._registry.create_version, request, actor=actor_of(context), keep_ended=is_job_call()
+        )
 
     @maps_errors
     async def GetModelVersion(self, request: pb.GetModelVersionRequest, context: Context) -> pb.ModelVersion:

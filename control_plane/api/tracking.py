@@ -14,7 +14,7 @@ from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
-from control_plane.api.identity import JOB_PRINCIPAL_PREFIX, PRINCIPAL, actor_of
+from control_plane.api.identity import actor_of, is_job_call
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.tracking.compare import ComparePage
@@ -100,10 +100,13 @@ class TrackingServicer(pb_grpc.TrackingServicer):
     @maps_errors
     async def LogBatch(self, request: pb.LogBatchRequest, context: Context) -> pb.LogBatchResponse:
         key = BatchKey.of(request.key) if request.HasField("key") else None
-        # A job's token may not end its run again once it has ended (see control_plane.api.job_tokens).
-        job_token = (PRINCIPAL.get() or "").startswith(JOB_PRINCIPAL_PREFIX)
+        # A job's token may not write to its run once it has ended (see control_plane.api.job_tokens).
         points = await _run(
-            self._store.log_batch, list(request.runs), actor=actor_of(context), key=key, keep_ended=job_token
+            self._store.log_batch,
+            list(request.runs),
+            actor=actor_of(context),
+            key=key,
+            keep_ended=is_job_call(),
         )
         if points is None:  # a retry of a request already written: success, nothing written again
             return pb.LogBatchResponse(already_applied=True)
@@ -135,6 +138,7 @@ class TrackingServicer(pb_grpc.TrackingServicer):
             ref.size,
             ref.uri,
             actor=actor_of(context),
+            keep_ended=is_job_call(),
         )
 
     @maps_errors

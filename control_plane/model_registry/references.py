@@ -16,9 +16,17 @@ from control_plane.model_registry.validation import FeatureRef
 from control_plane.tracking.tables import RunRow
 
 
-def require_run(session: Session, run_id: str) -> None:
-    if session.scalar(select(RunRow.id).where(RunRow.run_id == run_id)) is None:
+def require_run(session: Session, run_id: str, *, lock: bool = False) -> str:
+    """The status of run ``run_id`` (NotFound when there is none). With ``lock``, the run's row is held
+    with a shared lock to the end of the transaction (PostgreSQL): a status change committed while this
+    waited is what it returns, and none can commit before this transaction ends."""
+    query = select(RunRow.status).where(RunRow.run_id == run_id)
+    if lock:
+        query = query.with_for_update(read=True)
+    status = session.scalar(query)
+    if status is None:
         raise NotFound(f"run {run_id!r} not found: register a version for a run that exists")
+    return status
 
 
 def check_feature_refs(session: Session, refs: list[FeatureRef]) -> None:

@@ -56,6 +56,7 @@ from control_plane.model_registry.validation import (
 )
 from control_plane.offline.datasets import read_dataset_record
 from control_plane.offline.store import OfflineStore
+from control_plane.tracking.records import refuse_ended
 
 #: Attempts of a registration that lost a race to create the same new model.
 _CREATE_ATTEMPTS = 5
@@ -182,16 +183,20 @@ class ModelRegistry:
 
     # -- versions ------------------------------------------------------------------------------------
 
-    def create_version(self, request: pb.CreateModelVersionRequest, *, actor: str) -> pb.ModelVersion:
+    def create_version(
+        self, request: pb.CreateModelVersionRequest, *, actor: str, keep_ended: bool = False
+    ) -> pb.ModelVersion:
         """Registers the next version of ``request.model_name``. The run, the artifact and every
         feature-view version must exist (``NotFound`` otherwise). The version exists only once this
         transaction commits: an artifact uploaded by a client that crashed before registering leaves
-        an unreferenced blob, never a version without its artifact."""
+        an unreferenced blob, never a version without its artifact. With ``keep_ended`` (a job token's
+        call), FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) when the run has
+        ended, read on the run's row locked in this transaction: nothing is registered."""
         refs = check_version_request(request)
         artifact = self.artifacts.stat(request.artifact_sha256)
         for attempt in range(_CREATE_ATTEMPTS):
             try:
-                return self._create_version(request, refs, artifact.uri, artifact.size, actor)
+                return self._create_version(request, refs, artifact.uri, artifact.size, actor, keep_ended)
             except IntegrityError:
                 # Only a new model created concurrently by two registrations gets here: the loser
                 # retries and then finds the model (and its lock) in place.
@@ -200,7 +205,13 @@ class ModelRegistry:
         raise AssertionError("unreachable")
 
     def _create_version(
-        self, request: pb.CreateModelVersionRequest, refs: list[FeatureRef], uri: str, size: int, actor: str
+        self,
+        request: pb.CreateModelVersionRequest,
+        refs: list[FeatureRef],
+        uri: str,
+        size: int,
+        actor: str,
+        keep_ended: bool,
     ) -> pb.ModelVersion:
         name = request.model_name
         with write_session(self._sessions) as session:
@@ -223,7 +234,9 @@ class ModelRegistry:
                     after=messages.audit_state(messages.model_message(model, {})),
                 )
             if request.run_id:
-                require_run(session, request.run_id)
+                status = require_run(session, request.run_id, lock=keep_ended)
+                if keep_ended:
+                    refuse_ended(request.run_id, status, actor, "CreateModelVersion")
             check_feature_refs(session, refs)
             return insert_version(session, model, request, refs, uri, size, actor)
 

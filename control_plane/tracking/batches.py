@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from clients.errors import AlreadyExists, InvalidArgument, NotFound
 from control_plane.audit.log import AuditEvent, record_many
 from control_plane.tracking.metrics import Series, Summary, insert_chunks, upsert_summaries
 from control_plane.tracking.records import (
@@ -33,6 +33,7 @@ from control_plane.tracking.records import (
     check_values,
     end_time_of,
     now_us,
+    refuse_ended,
     status_name,
 )
 from control_plane.tracking.run_size import check_run_message
@@ -140,10 +141,13 @@ class _Created:
 
 def write(session: Session, batches: Sequence[PreparedBatch], actor: str, *, keep_ended: bool = False) -> int:
     """Writes prepared batches inside the caller's write transaction; returns the points written. With
-    ``keep_ended`` (the caller is a job's token), a RunEnd of a run that has already ended raises
-    FAILED_PRECONDITION, checked on the locked row before anything of the request is written: a job
-    token's run is ended by the control plane from how the job ended, and the token (which outlives the
-    job) must not rewrite that verdict. Its metrics, tags, artifacts and model version still go in."""
+    ``keep_ended`` (the caller is a job's token), a request naming a run that has ended raises
+    FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`), checked on the rows read
+    (and, for every run the request writes to, locked) below, before anything of the request is written:
+    a job token's run is ended by the control plane from how the job ended, and the token (which outlives
+    the job) may neither rewrite that verdict nor add to the ended run. A status change committed while
+    this request waited for the run's lock is what the check sees, so a write racing the run's end is
+    either wholly in before it or wholly refused. No query is added: the rows are read anyway."""
     created = _create_started(session, batches)
     wanted = sorted({batch.run_id for batch in batches})
     # Ended runs are locked here too, not first by the UPDATE that ends them: that comes after the
@@ -174,14 +178,11 @@ def write(session: Session, batches: Sequence[PreparedBatch], actor: str, *, kee
 
 
 def _refuse_ended(batches: Sequence[PreparedBatch], runs: dict[str, _RunState], actor: str) -> None:
-    """FAILED_PRECONDITION when a batch ends a run that has already ended (status read under the lock)."""
+    """FAILED_PRECONDITION when a batch names a run that has ended (status read under the lock)."""
     for batch in batches:
         run = runs[batch.run_id]
-        if batch.end_status is not None and run.status in TERMINAL:
-            raise FailedPrecondition(
-                f"run {run.run_id} has already ended {run.status}: the {actor} token may not end it again"
-                f" (RunEnd {batch.end_status}); nothing was written"
-            )
+        write = f"LogBatch with RunEnd {batch.end_status}" if batch.end_status is not None else "LogBatch"
+        refuse_ended(run.run_id, run.status, actor, write)
 
 
 def _read_runs(session: Session, run_ids: Sequence[str], *, lock: bool) -> dict[str, _RunState]:

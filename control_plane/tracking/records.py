@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clients.aether.v1 import tracking_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from clients.int64 import INT64_MAX, INT64_MIN
 from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
 from clients.tracking_rules import check_time_us as check_time_us
@@ -32,6 +32,26 @@ from control_plane.tracking.tables import (
 
 _STATUS_PREFIX = "RUN_STATUS_"
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+class RunEnded(FailedPrecondition):
+    """A write with a job's token (``control_plane.api.job_tokens``) to its run after the run ended.
+
+    FAILED_PRECONDITION, not PERMISSION_DENIED: the same request with the same token was allowed until
+    the run's status changed, and the admin token may still make it; what refuses it is the state of the
+    run, read in the write's own transaction, not the scope of the token (PERMISSION_DENIED is what the
+    token may never do: another run, a write outside its scope). It is the status the RunEnd of an ended
+    run had before, so a job learns "your run has ended" one way whatever it wrote."""
+
+
+def refuse_ended(run_id: str, status: str, actor: str, write: str) -> None:
+    """:class:`RunEnded` when run ``run_id`` has ended (``status`` terminal, read under the run's lock in
+    the caller's write transaction): ``actor``, a job's principal, may no longer ``write`` to it."""
+    if status in TERMINAL:
+        raise RunEnded(
+            f"run {run_id} of {actor} has ended {status}: its job token may no longer write to it"
+            f" ({write} refused); nothing was written"
+        )
 
 
 def now_us() -> int:

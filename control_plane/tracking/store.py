@@ -43,6 +43,7 @@ from control_plane.tracking.records import (
     experiment_message,
     insert_for,
     now_us,
+    refuse_ended,
     run_message,
     set_status,
     status_name,
@@ -232,6 +233,16 @@ class TrackingStore:
             end = max(end_time_us, row.start_time_us) if end_time_us else 0
             return set_status(session, row, new_status, end, actor, once=True)
 
+    def refuse_ended(self, run_id: str, *, actor: str, write: str) -> None:
+        """FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) when run ``run_id`` has
+        ended: for a job token's write that names no run and so has no run row to check in its own
+        transaction (``Artifacts/Upload``), checked before it starts. One indexed read; a missing run
+        passes (the token's write is refused, or not, by what it then names)."""
+        with read_session(self._sessions) as session:
+            status = session.scalar(select(RunRow.status).where(RunRow.run_id == run_id))
+        if status is not None:
+            refuse_ended(run_id, status, actor, write)
+
     def list_runs(
         self, experiment_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[pb.Run], str]:
@@ -290,8 +301,9 @@ class TrackingStore:
         """Writes every batch in one transaction (all or nothing); returns the metric points written.
         Everything is validated before the transaction starts. With ``key``, the request is written at
         most once: None (nothing written) when its key was applied before (see :mod:`senders`). With
-        ``keep_ended`` (a job token's call), a RunEnd of a run that has already ended is refused with
-        FAILED_PRECONDITION and nothing of the request is written."""
+        ``keep_ended`` (a job token's call), a request naming a run that has ended is refused with
+        FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) and nothing of it is
+        written. A retry of a request written before the run ended is still answered as applied."""
         prepared = batches_module.prepare(batches)
         with write_session(self._sessions) as session:
             if key is not None and not senders.claim(session, key, now_us()):
@@ -328,14 +340,27 @@ class TrackingStore:
     # Artifacts -----------------------------------------------------------------------------------------
 
     def log_artifact(
-        self, run_id: str, name: str, sha256: str, size: int, uri: str, *, actor: str
+        self,
+        run_id: str,
+        name: str,
+        sha256: str,
+        size: int,
+        uri: str,
+        *,
+        actor: str,
+        keep_ended: bool = False,
     ) -> pb.RunArtifact:
+        """Records artifact ``name`` of run ``run_id`` (replacing one of that name). With ``keep_ended`` (a
+        job token's call), FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) when
+        the run has ended, checked on the run's locked row, so not after an end that committed first."""
         check_key(name, "artifact")
         uri = redact_uri(uri)  # a kept record never holds credentials
         with write_session(self._sessions) as session:
             # Locked before the read below: on PostgreSQL two logs under one name both read the same
             # artifact as replaced (READ COMMITTED), and one replacement was missing from the audit log.
             run, _ = self._run_row(session, run_id, lock=True)
+            if keep_ended:
+                refuse_ended(run_id, run.status, actor, "LogArtifact")
             # The artifact this one replaces, for the audit entry: a replaced checksum is a model change
             # too, and the entry said only what came after.
             replaced = session.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from clients.aether.v1 import (
     tracking_pb2_grpc,
 )
 from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.jobs import JobsClient
 from tests.integration.security.job_planes import PRINT_ENV, control_plane, jobs_client, printed_env
 
 pytestmark = pytest.mark.integration
@@ -74,12 +76,46 @@ def _batch(run_id: str) -> tracking_pb2.LogBatchRequest:
     return tracking_pb2.LogBatchRequest(runs=[tracking_pb2.RunBatch(run_id=run_id, metrics=[series])])
 
 
+# Prints its environment, then runs until the file its argument names appears: its token writes its run
+# only while the job (so its run) has not ended.
+PRINT_ENV_AND_WAIT = (
+    PRINT_ENV
+    + """
+import pathlib, sys, time
+deadline = time.monotonic() + 120
+while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+"""
+)
+
+
+def _started(admin: JobsClient, job_id: str) -> tuple[pb.Job, dict[str, str]]:
+    """The job once it runs and has printed its environment, and that environment."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = admin.get(job_id)
+        assert job.state not in (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED), job.reason
+        log = b"".join(admin.logs(job_id)).decode()
+        if job.run_id and "ENV=" in log:
+            return job, printed_env(log)
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not start")
+
+
 def test_a_job_gets_a_token_of_its_own_that_writes_only_its_run(plane: Plane) -> None:
-    spec = {"name": "tokenprobe", "entrypoint": {"command": [sys.executable, "-c", PRINT_ENV]}}
+    release = plane.home.parent / "release-tokenprobe"
+    command = [sys.executable, "-c", PRINT_ENV_AND_WAIT, str(release)]
+    spec = {"name": "tokenprobe", "entrypoint": {"command": command}}
     with jobs_client(plane.address, ADMIN_TOKEN) as admin:
-        job = admin.wait(admin.submit(spec).job_id, timeout=60)
-        assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
-        printed = printed_env(b"".join(admin.logs(job.job_id)).decode())
+        job, printed = _started(admin, admin.submit(spec).job_id)
+        try:
+            _check_token(plane, job, printed)
+        finally:
+            release.touch()
+        assert admin.wait(job.job_id, timeout=60).state == pb.JOB_STATE_SUCCEEDED
+
+
+def _check_token(plane: Plane, job: pb.Job, printed: dict[str, str]) -> None:
     # Not the admin token the operator's environment named: a token file in the job's private folder.
     token_file = Path(printed["AETHER_TOKEN_FILE"])
     assert "AETHER_TOKEN" not in printed
@@ -180,7 +216,7 @@ def test_only_a_caller_that_may_write_reads_what_a_job_printed(plane: Plane) -> 
             assert "s3cr3t" not in (refused.value.details() or "")
 
 
-def test_a_job_token_cannot_rewrite_how_its_ended_run_ended(plane: Plane) -> None:
+def test_an_ended_jobs_token_can_neither_rewrite_how_its_run_ended_nor_add_to_it(plane: Plane) -> None:
     spec = {"name": "fails", "entrypoint": {"command": [sys.executable, "-c", "raise SystemExit(3)"]}}
     with jobs_client(plane.address, ADMIN_TOKEN) as admin:
         job = admin.wait(admin.submit(spec).job_id, timeout=60)
@@ -199,8 +235,18 @@ def test_a_job_token_cannot_rewrite_how_its_ended_run_ended(plane: Plane) -> Non
         run = tracking.GetRun(tracking_pb2.GetRunRequest(run_id=job.run_id), metadata=metadata, timeout=20)
         assert run.status == tracking_pb2.RUN_STATUS_FAILED
         assert "note" not in run.tags  # nothing of the refused request was written
-        # What an ended job's token may still do is unchanged: add to its run.
-        assert _code(tracking.LogBatch, _batch(job.run_id), token) == grpc.StatusCode.OK
+        # Nor may it add to its run: the run ended with the job (see test_ended_run_job_tokens.py for
+        # every write a job token may make, and for writes racing the end).
+        refused_code = _code(tracking.LogBatch, _batch(job.run_id), token)
+        assert refused_code == grpc.StatusCode.FAILED_PRECONDITION
+        history = tracking.GetMetricHistory(
+            tracking_pb2.GetMetricHistoryRequest(run_id=job.run_id, key="loss"), metadata=metadata, timeout=20
+        )
+        assert list(history.values) == []
+        # It still reads.
+        assert (
+            _code(tracking.GetRun, tracking_pb2.GetRunRequest(run_id=job.run_id), token) == grpc.StatusCode.OK
+        )
         # The admin may still correct a run's end.
         assert _code(tracking.LogBatch, ending, ADMIN_TOKEN) == grpc.StatusCode.OK
 
