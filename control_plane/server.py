@@ -140,7 +140,8 @@ async def start_server(
     # first and the kernel would split calls between two databases. A port in use must be an error.
     options = [("grpc.so_reuseport", 0), *server_keepalive_options()]  # watchers ping (clients.keepalive)
     # Calls the interceptor refuses (no token, a read-only one on a write) are audited like any other
-    # refused model operation (those without a token rate-limited; their counts written on stop).
+    # refused model operation (those without a token rate-limited; their counts written on stop), and so
+    # is every write of a job's token it refuses (out of scope, another run), whatever the service.
     refusals = RefusalAudit(sessions, settings.refusal_audit_window_s)
     context.on_close.append(refusals.close)
     interceptors = settings.auth.interceptors(on_refusal=refusals.refused)

@@ -17,6 +17,7 @@ from clients.aether.v1 import model_registry_pb2_grpc
 from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.identity import JOB_RUN, actor_of
+from control_plane.api.refusals import RefusalAudit, audits_job_refusals
 from control_plane.artifacts.settings import store_for
 from control_plane.artifacts.store import ArtifactRef, ArtifactStore, PendingBlob
 from control_plane.tracking.store import TrackingStore
@@ -36,13 +37,18 @@ def ref_to_proto(ref: ArtifactRef) -> pb.ArtifactRef:
 
 
 class ArtifactsServicer(model_registry_pb2_grpc.ArtifactsServicer):
-    """``runs``: the tracking store an upload with a job's token checks its run in (None: not checked)."""
+    """``runs``: the tracking store an upload with a job's token checks its run in (None: not checked);
+    ``refusals``: where that refusal is audited (``audits_job_refusals``; None: not)."""
 
-    def __init__(self, store: ArtifactStore, runs: TrackingStore | None = None) -> None:
+    def __init__(
+        self, store: ArtifactStore, runs: TrackingStore | None = None, refusals: RefusalAudit | None = None
+    ) -> None:
         self._store = store
         self._runs = runs
+        self.refusals = refusals
 
     @maps_errors
+    @audits_job_refusals(ARTIFACTS_SERVICE)
     async def Upload(
         self, request_iterator: AsyncIterator[pb.UploadArtifactRequest], context: Context
     ) -> pb.ArtifactRef:
@@ -121,6 +127,8 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary upload file(s) from the artifact store %s", swept, store.root)
-    servicer = ArtifactsServicer(store, TrackingStore(context.sessions))
+    refusals = RefusalAudit(context.sessions, context.settings.refusal_audit_window_s)
+    context.on_close.append(refusals.close)
+    servicer = ArtifactsServicer(store, TrackingStore(context.sessions), refusals)
     model_registry_pb2_grpc.add_ArtifactsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return ARTIFACTS_SERVICE

@@ -39,13 +39,16 @@ token. The accepted token's principal becomes the call's actor for the audit log
 :mod:`control_plane.api.identity`). What is the control plane's own lives here: which methods write, the
 reads that write when a field is set, the principal of the call, and the refusal hook.
 
-A refused call is handed to the ``on_refusal`` hook, if any, before the caller is told: the control plane
-passes :meth:`control_plane.api.refusals.RefusalAudit.refused`, which audits refused model operations
-(actor: the principal of a token without the right, or "unauthenticated")."""
+A refused call is handed to the ``on_refusal`` hook, if any, before the caller is told (a call refused
+whole, and a request message a check refuses: a guarded field, a job token naming another run): the
+control plane passes :meth:`control_plane.api.refusals.RefusalAudit.refused`, which audits refused model
+operations and a job token's refused writes (actor: the principal of a token without the right, or
+"unauthenticated")."""
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -59,6 +62,7 @@ from clients.server_auth import (
     HEALTH_SERVICE,
     READONLY_PRINCIPAL,
     REFLECTION_SERVICES,
+    OnRefusal,
     ServerTokens,
     TokenCheck,
     TokenGrant,
@@ -85,6 +89,8 @@ __all__ = [
     "bearer_token",
     "is_read_method",
 ]
+
+_log = logging.getLogger("aether.auth")
 
 READ_PREFIXES = (
     "Get",
@@ -245,7 +251,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         check = self.message_check(method, token, principal)
         scope = self.job_scope(token) if principal.startswith(JOB_PRINCIPAL_PREFIX) else None
         job_run = None if scope is None else scope.run_id
-        return _as_principal(handler, principal, check, self.may_write(token), job_run)
+        refused = None if self._on_refusal is None else functools.partial(self._on_refusal, method)
+        return _as_principal(handler, principal, check, self.may_write(token), job_run, refused)
 
 
 def _writers_only(full_method: str, principal: str) -> tuple[grpc.StatusCode | None, str]:
@@ -265,23 +272,24 @@ def _as_principal(
     check: MessageCheck | None = None,
     may_write: bool = True,
     job_run: str | None = None,
+    refused: OnRefusal | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` with :data:`PRINCIPAL`, :data:`MAY_WRITE` and :data:`JOB_RUN` (the run of a job's
     token, else None) set for the duration of each call; with a ``check``, every request message passes
-    it first (:func:`_check_message`)."""
+    it first (:func:`_check_message`), a refused one told to ``refused`` (the refusal hook)."""
     original = handler_behavior(handler)
 
     async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if check is None:
             return request
         if not handler.request_streaming:
-            await _check_message(request, context, check)
+            await _check_message(request, context, check, principal, refused)
             return request
 
         async def messages() -> AsyncIterator[Any]:
             # Checked as the servicer pulls each one: a later message could set the field too.
             async for message in request:
-                await _check_message(message, context, check)
+                await _check_message(message, context, check, principal, refused)
                 yield message
 
         return messages()
@@ -311,9 +319,21 @@ def _set_field(principal: str, method: str, guarded: tuple[str, ...], message: A
 
 
 async def _check_message(
-    message: Any, context: grpc.aio.ServicerContext[Any, Any], check: MessageCheck
+    message: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    check: MessageCheck,
+    principal: str,
+    refused: OnRefusal | None = None,
 ) -> None:
-    """Aborts the call (PERMISSION_DENIED) when ``check`` refuses ``message``."""
+    """Aborts the call (PERMISSION_DENIED) when ``check`` refuses ``message``, telling ``refused`` first
+    (which audits what it audits: a job token's write naming another run, a refused model operation).
+    A hook that fails is logged: the caller is refused all the same."""
     why = check(message)
-    if why is not None:
-        await abort(context, grpc.StatusCode.PERMISSION_DENIED, why)
+    if why is None:
+        return
+    if refused is not None:
+        try:
+            await refused(message, principal, grpc.StatusCode.PERMISSION_DENIED, why, context.peer())
+        except Exception:
+            _log.exception("the refusal hook failed on a refused call (%s)", why)
+    await abort(context, grpc.StatusCode.PERMISSION_DENIED, why)

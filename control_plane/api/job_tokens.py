@@ -46,7 +46,11 @@ still answer. So the token, as long-lived as the admin token it is derived from,
 job has ended: a leaked token can still read what the read-only token reads. The window left is between
 the job's end and its run's (two transactions, normally milliseconds apart; a run whose end failed is
 ended by the supervisor's sweep within ``JobsSettings.run_sweep_s``): a write there lands before the
-run's end, as one made while the job ran."""
+run's end, as one made while the job ran.
+
+Each refused write of a job token (PERMISSION_DENIED for what is outside its scope, FAILED_PRECONDITION
+for its ended run) is in the audit log: actor ``job:<id>``, filed under the job (a model registry write
+under its model), the method and the reason in its outcome (:mod:`control_plane.api.refusals`)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,16 @@ many were folded into it (nothing is dropped silently). The key leaves out the m
 chooses freely, and the peer's port, which each new connection changes; past
 :data:`MAX_FOLD_KEYS` keys in a window (many addresses, an IPv6 range) the other hosts share one key.
 A stopping server writes its pending counts (:meth:`RefusalAudit.close`). Refusals of callers with a
-token (a read-only token on a write, the registry's own rules) are still audited one by one."""
+token (a read-only token on a write, the registry's own rules) are still audited one by one.
+
+Refused writes of a job's own token (:mod:`control_plane.api.job_tokens`, actor ``job:<id>``) are
+audited whatever the service, one by one like every refusal of a caller with a token: a write outside
+the token's scope or naming another run (PERMISSION_DENIED, from the auth interceptor) and a write to
+its run after the run ended (FAILED_PRECONDITION, :class:`~control_plane.tracking.records.RunEnded`,
+from the servicer: :func:`audits_job_refusals`). A model registry write keeps its model's target; any
+other is filed under the job (object type "job", the job's id, as its submit and cancel are), with the
+refused method as the action. The job's other errors (a malformed metric, a missing artifact) are the
+job's bugs, not refusals of its token, and are not audited; nor are its refused reads."""
 
 from __future__ import annotations
 
@@ -36,13 +45,16 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import AetherError
-from control_plane.api.identity import actor_of
+from control_plane.api.auth import is_read_method
+from control_plane.api.identity import JOB_PRINCIPAL_PREFIX, actor_of, is_job_call
 from control_plane.audit.log import record
 from control_plane.db.engine import write_session
+from control_plane.tracking.records import RunEnded
 
 _log = logging.getLogger("aether.audit.refusals")
 
@@ -103,9 +115,14 @@ _MODEL_TARGETS: Mapping[str, Callable[[Any], tuple[str, Target]]] = {
 }
 
 
-def target_of(full_method: str, request: Any) -> Target | None:
-    """The target of a refused call of ``/package.Service/Method``, or None when it is not audited (not
-    a model registry write, or its request names no model)."""
+def target_of(full_method: str, request: Any, actor: str = "") -> Target | None:
+    """The target of a refused call of ``/package.Service/Method`` by ``actor``, or None when it is not
+    audited (not a model registry write, or its request names no model; unless a job's token made a
+    write: see the module docstring)."""
+    return _model_target(full_method, request) or _job_target(full_method, actor)
+
+
+def _model_target(full_method: str, request: Any) -> Target | None:
     service, _, method = full_method.lstrip("/").rpartition("/")
     target = _MODEL_TARGETS.get(method) if service == MODEL_REGISTRY else None
     if target is None or request is None:
@@ -115,6 +132,13 @@ def target_of(full_method: str, request: Any) -> Target | None:
     except AttributeError:  # not the method's request message
         return None
     return found if model else None
+
+
+def _job_target(full_method: str, actor: str) -> Target | None:
+    """A refused write of a job's token, filed under its job; None for any other caller, or a read."""
+    if not actor.startswith(JOB_PRINCIPAL_PREFIX) or is_read_method(full_method):
+        return None
+    return Target("/" + full_method.lstrip("/"), "job", actor.removeprefix(JOB_PRINCIPAL_PREFIX))
 
 
 def outcome_of(code: grpc.StatusCode, message: str) -> str:
@@ -186,7 +210,7 @@ class RefusalAudit:
         """Records the refusal of ``full_method`` by ``peer`` (gRPC's ``context.peer()``) when it is
         audited (see the module docstring), or counts it into its window's summary entry; never raises,
         so the caller is told of the refusal, not of a failure to log it."""
-        target = target_of(full_method, request)
+        target = target_of(full_method, request, actor)
         if target is None or code in _NOT_REFUSALS:
             return
         if code == grpc.StatusCode.UNAUTHENTICATED and self._fold(full_method, peer, target, actor, message):
@@ -260,6 +284,42 @@ def _log_failure(full_method: str, code: grpc.StatusCode, message: str, write: a
 
 T = TypeVar("T")
 Behavior = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]
+
+
+def audits_job_refusals(service: str) -> Callable[[Behavior[T]], Behavior[T]]:
+    """Decorates a method of ``service``'s servicer that a job's token may call (its ``refusals``, a
+    :class:`RefusalAudit` or None): a :class:`~control_plane.tracking.records.RunEnded` it raises for a
+    job token's call is recorded as a refusal of the RPC of the method's name, then raised on (put it
+    under ``maps_errors``). Recording never raises: the caller is told of the refusal, whatever the log
+    did."""
+
+    def decorate(behavior: Behavior[T]) -> Behavior[T]:
+        full_method = f"/{service}/{behavior.__name__}"
+
+        @functools.wraps(behavior)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+            try:
+                return await behavior(self, request, context)
+            except RunEnded as error:
+                refusals: RefusalAudit | None = self.refusals
+                if refusals is not None and is_job_call():
+                    # A streamed request is not read again here (its target needs none of it).
+                    message = request if isinstance(request, Message) else None
+                    await _tell(refusals, full_method, message, actor_of(context), error, context.peer())
+                raise
+
+        return wrapper
+
+    return decorate
+
+
+async def _tell(
+    refusals: RefusalAudit, full_method: str, request: Any, actor: str, error: AetherError, peer: str
+) -> None:
+    try:
+        await refusals.refused(full_method, request, actor, error.code, error.message, peer)
+    except Exception:  # refused() does not raise; should it ever, the refusal still stands
+        _log.exception("could not audit the refused call %s", full_method)
 
 
 def audits_refusals(behavior: Behavior[T]) -> Behavior[T]:

@@ -15,6 +15,7 @@ from clients.errors import InvalidArgument, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of, is_job_call
+from control_plane.api.refusals import RefusalAudit, audits_job_refusals
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.tracking.compare import ComparePage
@@ -39,9 +40,14 @@ async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class TrackingServicer(pb_grpc.TrackingServicer):
-    def __init__(self, store: TrackingStore, artifacts: ArtifactStore) -> None:
+    """``refusals``: where a job token's write refused for its ended run is audited (None: not)."""
+
+    def __init__(
+        self, store: TrackingStore, artifacts: ArtifactStore, refusals: RefusalAudit | None = None
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
+        self.refusals = refusals
 
     @maps_errors
     async def CreateExperiment(self, request: pb.CreateExperimentRequest, context: Context) -> pb.Experiment:
@@ -98,6 +104,7 @@ class TrackingServicer(pb_grpc.TrackingServicer):
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
     @maps_errors
+    @audits_job_refusals(SERVICE_NAME)
     async def LogBatch(self, request: pb.LogBatchRequest, context: Context) -> pb.LogBatchResponse:
         key = BatchKey.of(request.key) if request.HasField("key") else None
         # A job's token may not write to its run once it has ended (see control_plane.api.job_tokens).
@@ -128,6 +135,7 @@ class TrackingServicer(pb_grpc.TrackingServicer):
         )
 
     @maps_errors
+    @audits_job_refusals(SERVICE_NAME)
     async def LogArtifact(self, request: pb.LogArtifactRequest, context: Context) -> pb.RunArtifact:
         ref = await _run(self._artifacts.stat, request.sha256)
         return await _run(
@@ -191,7 +199,9 @@ def _compare_response(page: ComparePage) -> pb.CompareRunsResponse:
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Registers ``aether.v1.Tracking`` on ``server``; returns its full service name."""
     artifacts = ArtifactStore(ArtifactSettings.from_env(context.settings.home).root)
+    refusals = RefusalAudit(context.sessions, context.settings.refusal_audit_window_s)
+    context.on_close.append(refusals.close)
     pb_grpc.add_TrackingServicer_to_server(
-        TrackingServicer(TrackingStore(context.sessions), artifacts), server
+        TrackingServicer(TrackingStore(context.sessions), artifacts, refusals), server
     )  # type: ignore[no-untyped-call]
     return SERVICE_NAME

@@ -20,13 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2, model_registry_pb2_grpc, tracking_pb2, tracking_pb2_grpc
 from clients.errors import AetherError, NotFound
+from clients.sdk.audit import AuditClient, audit_filter
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.models import ModelRegistryClient
 from control_plane.api import audit as audit_api
@@ -34,6 +37,7 @@ from control_plane.api import model_registry as model_registry_api
 from control_plane.api import tracking as tracking_api
 from control_plane.api.auth import AuthSettings
 from control_plane.api.job_tokens import JobTokens
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory
 from control_plane.db.engine import write_session
 from control_plane.server import ControlPlaneServer, start_server
@@ -248,3 +252,79 @@ def test_a_write_racing_the_runs_end_is_refused_whole(plane: Plane, write: str) 
     assert code == grpc.StatusCode.FAILED_PRECONDITION, (code, details)
     assert "ended KILLED" in details
     _assert_nothing_written(plane, run_id, token)
+
+
+def _job_refusals(plane: Plane, count: int) -> list[tuple[str, str, str, str]]:
+    """The refused operations in the audit log, once there are ``count`` (a refusal's entry is written
+    beside the answer, waited for a second at most: on a slow host it may follow it)."""
+    with AuditClient(plane.address, security=ChannelSecurity(token=READONLY_TOKEN), timeout=20) as audit:
+        deadline = time.monotonic() + 20
+        while True:
+            entries = list(audit.entries(audit_filter(refused=True)))
+            if len(entries) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert audit.verify().ok
+    return [(e.actor, e.action, f"{e.object_type}/{e.object_id}", e.outcome) for e in entries]
+
+
+def test_a_job_tokens_refused_writes_are_audited(plane: Plane) -> None:
+    run_id, other = plane.run(), plane.run()
+    token = _token(run_id)
+    writes = Writes(plane, run_id, token, _artifact(plane))
+    strangers = Writes(plane, other, token, writes.sha256)
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    # Outside the token's scope: another run, and a write it may never make.
+    for write in (strangers.log_batch, strangers.log_artifact, strangers.create_model_version):
+        assert _code(write)[0] == denied, write.__name__
+    create = tracking_pb2.CreateExperimentRequest(name="mine")
+    assert _code(lambda: plane.tracking.CreateExperiment(create, metadata=_auth(token)))[0] == denied
+    # Reads are not audited, nor are writes that pass.
+    read = tracking_pb2.GetRunRequest(run_id=other)
+    assert _code(lambda: plane.tracking.GetRun(read, metadata=_auth(token)))[0] == grpc.StatusCode.OK
+    # After its run's end: each write is refused, and audited.
+    TrackingStore(plane.sessions).end_run_once(run_id, tracking_pb2.RUN_STATUS_KILLED, 0, actor="supervisor")
+    for write in (writes.log_batch, writes.log_artifact, writes.upload, writes.create_model_version):
+        assert _code(write)[0] == grpc.StatusCode.FAILED_PRECONDITION, write.__name__
+
+    refusals = _job_refusals(plane, 8)
+    actor, job = f"job:{JOB_ID}", f"job/{JOB_ID}"
+    assert sorted((a, action, target) for a, action, target, _ in refusals) == sorted(
+        [
+            (actor, "/aether.v1.Tracking/LogBatch", job),
+            (actor, "/aether.v1.Tracking/LogArtifact", job),
+            (actor, "create_version", "registered_model/late-model"),  # filed under its model, as before
+            (actor, "/aether.v1.Tracking/CreateExperiment", job),
+            (actor, "/aether.v1.Tracking/LogBatch", job),
+            (actor, "/aether.v1.Tracking/LogArtifact", job),
+            (actor, "/aether.v1.Artifacts/Upload", job),
+            (actor, "create_version", "registered_model/late-model"),
+        ]
+    )
+    outcomes = [outcome for *_, outcome in refusals]
+    stranger = [o for o in outcomes if "may write only its own run" in o]
+    assert len(stranger) == 3 and all(repr(other) in o for o in stranger), stranger
+    assert all(o.startswith(f"refused: PERMISSION_DENIED: the {actor} token") for o in stranger)
+    assert (
+        sum(o.startswith(f"refused: PERMISSION_DENIED: the {actor} token may not call") for o in outcomes)
+        == 1
+    )
+    ended = [o for o in outcomes if o.startswith("refused: FAILED_PRECONDITION: ")]
+    assert len(ended) == 4 and all(f"run {run_id} of {actor} has ended KILLED" in o for o in ended), ended
+
+
+def test_a_job_tokens_refusal_stands_when_its_audit_entry_cannot_be_written(
+    plane: Plane, db_url: str
+) -> None:
+    run_id, other = plane.run(), plane.run()
+    token = _token(run_id)
+    TrackingStore(plane.sessions).end_run_once(run_id, tracking_pb2.RUN_STATUS_FAILED, 0, actor="supervisor")
+    engine = create_db_engine(db_url)
+    try:
+        cast(Table, AuditEntryRow.__table__).drop(engine)  # every audit write fails from here on
+    finally:
+        engine.dispose()
+    stranger = _code(lambda: plane.tracking.LogBatch(_batch(other), metadata=_auth(token), timeout=20))
+    assert stranger[0] == grpc.StatusCode.PERMISSION_DENIED, stranger
+    ended = _code(lambda: plane.tracking.LogBatch(_batch(run_id), metadata=_auth(token), timeout=20))
+    assert ended[0] == grpc.StatusCode.FAILED_PRECONDITION and "ended FAILED" in ended[1], ended
