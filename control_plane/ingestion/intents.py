@@ -33,6 +33,10 @@ run keeps it unless those two together take longer than the lease; such a run's 
 update and the chunk's delete lock the same row, so one waits for the other and then finds the intent
 changed; SQLite's write lock serializes them.
 
+A stream materializer's outbox drain (``streaming/outbox.py``) announces its files the same way (chunk 0
+of its stream run) and deletes the intent in the transaction that records its receipts; a drain refused
+with :class:`IntentLost` keeps its receipts in the outbox, to be drained again.
+
 The recovery runs when the ingestion service starts and then every ``INTENT_RECOVERY_INTERVAL_S`` in the
 background (``intent_recovery``). What it cannot cover: readers list the store's folders
 (``OfflineStore.partition_files``), so between a chunk's write and its commit, and after a kill until the

@@ -16,8 +16,9 @@ know, the offline store refusing the rows) still raises.
 Nothing is lost or counted twice, as after a crash mid-drain (``outbox.py``): a receipt leaves the outbox
 only after the SQL transaction that recorded it committed, and a retry finds the receipts that
 transaction recorded (a commit whose answer the outage cut off included) and only removes them. A retry
-after the offline write but before the SQL commit writes those history rows again, as exact duplicates,
-which readers treat as one row.
+after the offline write but before the SQL commit writes those history rows again; the failed try's files
+are removed at once when its transaction failed before COMMIT, and otherwise by the intent recovery once
+their intent has lapsed, unless that COMMIT landed (``outbox.py``).
 
 A batch's commit, which reads its version's status in SQL (``commit_gate.py``), waits an outage out the
 same way (``COMMIT``): nothing of the batch is committed meanwhile, and its messages stay pending in the

@@ -6,9 +6,22 @@ rows, then one SQL transaction (quarantine rows, run counters, the receipt ids),
 receipts. Several read batches per drain keep the per-write costs (a Parquet file and its fsync, a SQL
 commit) off each batch. A receipt whose id SQL already holds is only removed, so a crash between the SQL
 commit and the removal double-counts nothing; the SQL transaction re-checks the ids, so two drainers (a
-fenced-out predecessor still running) count a receipt once. A crash between the offline write and the
-SQL commit writes those receipts' rows a second time, as exact duplicates (same keys, event and
-ingestion times, values), which readers treat as one row.
+fenced-out predecessor still running) count a receipt once.
+
+The offline write has a write-ahead intent (``ingestion/intents.py``, as a batch run's chunk): the store
+names the drain's files before writing any, the drain commits them as an intent (``intents.announce``)
+and its recording transaction deletes it first, conditionally (``intents.settle_in``), with the rows it
+counts. A drainer killed between the write and the commit leaves the intent and the receipts (they leave
+the outbox only after the commit): the next drain writes and counts the rows again, and the control
+plane's intent recovery removes the killed drain's files once the intent is older than the lease
+(``claim_lease_s``, 5 minutes; until then readers see those rows twice). A drain that counted nothing
+(another drainer applied its receipts, or its transaction failed before COMMIT) removes its files at
+once and drops the intent; one that failed at COMMIT leaves both to the recovery, which keeps the files
+if the commit landed (the intent is then gone). A drain's write and commit take well under a second; one
+that stalled past the lease between them finds its intent taken and is refused at its commit
+(``IntentLost``) with nothing counted (the recovery removes its files): its receipts stay in the outbox,
+the drain tries again (``INTENT_TRIES`` in all) and then raises, and the next drain (or the
+materializer's successor, which drains the outbox first) applies them.
 
 The receipt ids' rows (``ingestion_receipts``) are only needed while a drainer may still apply their
 receipts, and one row per committed batch grew the table without end; so the recording transaction
@@ -26,8 +39,10 @@ removed both. What is left for good is the last drain's rows of each run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pyarrow as pa
@@ -36,6 +51,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import write_session
+from control_plane.ingestion import intents
+from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.quarantine import RunSource, now_us, record_outcome
 from control_plane.ingestion.streaming.commit import StateKeys, ipc_table
 from control_plane.ingestion.tables import IngestionReceiptRow
@@ -43,6 +60,10 @@ from control_plane.offline.store import OfflineStore
 
 #: The most receipt rows one drain prunes (see ``_prune``).
 PRUNE_BATCH = 1000
+#: How many times one drain tries when a recovery took its intent (it stalled past the lease).
+INTENT_TRIES = 3
+
+_log = logging.getLogger("aether.ingestion.stream")
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,33 @@ def apply(
     receipt_keys: list[str],
     known: Mapping[str, Receipt] | None = None,
 ) -> int:
-    """``drain`` of the receipts ``receipt_keys`` of the outbox of ``keys``, all of the run ``source``."""
+    """``drain`` of the receipts ``receipt_keys`` of the outbox of ``keys``, all of the run ``source``. A
+    drain whose intent a recovery took (it stalled past the lease between its write and its commit) counts
+    nothing and is tried again, up to ``INTENT_TRIES`` times in all; then :class:`IntentLost` goes on, the
+    receipts still in the outbox for a later drain."""
+    for attempt in range(1, INTENT_TRIES + 1):
+        try:
+            return _apply_once(client, keys, sessions, offline, source, receipt_keys, known)
+        except IntentLost:
+            if attempt == INTENT_TRIES:
+                raise
+            _log.warning(
+                "run %s: the intent of an outbox drain's offline files lapsed before its commit (the drain"
+                " stalled past the lease); nothing was counted, its receipts stay and are drained again",
+                source.run_id,
+            )
+    raise AssertionError("unreachable")
+
+
+def _apply_once(
+    client: redis.Redis,
+    keys: StateKeys,
+    sessions: sessionmaker[Session],
+    offline: OfflineStore,
+    source: RunSource,
+    receipt_keys: list[str],
+    known: Mapping[str, Receipt] | None,
+) -> int:
     if not receipt_keys:
         return 0
     ids = [key.rsplit(":", 1)[-1] for key in receipt_keys]
@@ -97,39 +144,87 @@ def apply(
     with write_session(sessions) as session:
         pending = _not_applied(session, receipts)
     if pending:
+        written = _Written(sessions, source)
         histories = [receipts[i].history for i in pending if receipts[i].history.num_rows]
-        if histories:
-            offline.write(source.view, source.version, pa.concat_tables(histories, promote_options="default"))
-        with write_session(sessions) as session:
-            _prune(session, client, keys, source.run_id)
-            pending = _not_applied(session, receipts)  # again, inside the transaction that records them
-            if pending:
-                # The rows first, then the check that the receipts are still in Redis: a receipt whose
-                # row was pruned since the check above is gone from Redis (see the module docstring).
-                stamp = now_us()
-                session.add_all(
-                    IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp)
-                    for i in pending
-                )
-                session.flush()
-                pending = _still_waiting(client, keys, pending)
-            if not pending:  # another drainer applied them meanwhile
-                session.rollback()
-                return 0
-            rejected = pa.concat_tables([receipts[i].rejected for i in pending])
-            record_outcome(
-                session,
-                source,
-                accepted=sum(receipts[i].accepted for i in pending),
-                rejected=rejected.drop_columns(["record_key"]),
-                record_keys=rejected.column("record_key").to_pylist(),
-            )
+        if histories:  # its intent committed before any file is written
+            table = pa.concat_tables(histories, promote_options="default")
+            written.paths = offline.write(source.view, source.version, table, announce=written.announce)
+        at_commit = False
+        try:
+            with write_session(sessions) as session:
+                if written.intent is not None:  # first: a lapsed intent refuses the drain (IntentLost)
+                    intents.settle_in(session, written.intent)
+                _prune(session, client, keys, source.run_id)
+                pending = _not_applied(session, receipts)  # again, inside the transaction that records them
+                if pending:
+                    # The rows first, then the check that the receipts are still in Redis: a receipt
+                    # whose row was pruned since the check above is gone from Redis (module docstring).
+                    stamp = now_us()
+                    session.add_all(
+                        IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp)
+                        for i in pending
+                    )
+                    session.flush()
+                    pending = _still_waiting(client, keys, pending)
+                if pending:
+                    rejected = pa.concat_tables([receipts[i].rejected for i in pending])
+                    record_outcome(
+                        session,
+                        source,
+                        accepted=sum(receipts[i].accepted for i in pending),
+                        rejected=rejected.drop_columns(["record_key"]),
+                        record_keys=rejected.column("record_key").to_pylist(),
+                    )
+                    session.flush()
+                    at_commit = True
+                else:  # another drainer applied them meanwhile: this drain's files are duplicates
+                    session.rollback()
+        except IntentLost:
+            raise  # the recovery that took the intent removes the files
+        except BaseException:
+            if not at_commit:  # nothing committed: the files go now (else the recovery settles them)
+                written.discard(offline)
+            raise
+        if not pending:
+            written.discard(offline)
+            return 0
     pipeline = client.pipeline(transaction=True)
     for key in receipt_keys:
         pipeline.lrem(keys.outbox, 1, key)
     pipeline.delete(*receipt_keys)
     pipeline.execute()
     return len(pending)
+
+
+@dataclass
+class _Written:
+    """One drain's offline files and their intent (``intents.announce``, committed before the write)."""
+
+    sessions: sessionmaker[Session]
+    source: RunSource
+    paths: list[str] = field(default_factory=list)
+    intent: intents.Intent | None = None
+
+    def announce(self, paths: Sequence[str]) -> None:
+        self.intent = intents.announce(
+            self.sessions, self.source.run_id, self.source.view, self.source.version, 0, paths
+        )
+
+    def discard(self, offline: OfflineStore) -> None:
+        """Removes the files of a drain that counted nothing, then drops their intent; what cannot be
+        removed stays, with its intent, for the recovery."""
+        if self.intent is None:
+            return
+        try:
+            for path in self.intent.paths:
+                with contextlib.suppress(FileNotFoundError):
+                    offline.filesystem.delete_file(path)
+        except OSError:
+            _log.exception(
+                "run %s: could not remove uncounted offline files %s", self.source.run_id, self.paths
+            )
+            return
+        intents.drop(self.sessions, self.intent)
 
 
 def _not_applied(session: Session, receipts: Mapping[str, Receipt]) -> list[str]:

@@ -5,7 +5,7 @@ it was applied and pruned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import redis
@@ -16,7 +16,7 @@ from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource
 from control_plane.ingestion.streaming.commit import StateKeys, ipc_bytes
 from control_plane.ingestion.streaming.outbox import drain
-from control_plane.ingestion.tables import IngestionReceiptRow
+from control_plane.ingestion.tables import IngestionIntentRow, IngestionReceiptRow
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.test_stream_commit import history, rejected
@@ -40,6 +40,11 @@ def put_receipt(client: redis.Redis, receipt_id: str, start: int) -> None:
 def receipt_rows(env: Env) -> int:
     with read_session(env.sessions) as session:
         return int(session.scalar(select(func.count()).select_from(IngestionReceiptRow)) or 0)
+
+
+def stored_intents(env: Env) -> list[IngestionIntentRow]:
+    with read_session(env.sessions) as session:
+        return list(session.scalars(select(IngestionIntentRow)))
 
 
 def counts(env: Env) -> tuple[int, int, int]:
@@ -69,8 +74,14 @@ class PausingOffline(OfflineStore):
         super().__init__(root)
         self._during: Callable[[], None] | None = during
 
-    def write(self, view: str, version: int, table: pa.Table) -> list[str]:
-        written = super().write(view, version, table)
+    def write(
+        self,
+        view: str,
+        version: int,
+        table: pa.Table,
+        announce: Callable[[Sequence[str]], None] | None = None,
+    ) -> list[str]:
+        written = super().write(view, version, table, announce)
         during, self._during = self._during, None
         if during is not None:
             during()
@@ -95,3 +106,8 @@ def test_a_receipt_read_before_it_was_applied_and_pruned_is_not_counted_again(an
     assert drain(client, KEYS, sessions, slow, RUN) == 0
     assert counts(any_env) == (22, 20, 2)
     assert client.llen(KEYS.outbox) == 0
+    # The slow drainer counted nothing, so the files it wrote (r0's rows again) are removed at once
+    # (``outbox._Written.discard``), and so is their intent: the store holds each counted row once.
+    stored = pa.Table.from_batches(list(any_env.offline.scan("clicks", 1)))
+    assert sorted(stored.column("sensor_id").to_pylist()) == list(range(20))
+    assert not stored_intents(any_env)
