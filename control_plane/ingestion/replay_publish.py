@@ -14,25 +14,50 @@ depend on the marker). A retry therefore publishes only what is not in the strea
 an earlier, unanswered publish put there count as published (``replayed``). Stream ids cannot carry
 the idempotence instead: they must grow, and a retry's are later than the first attempt's.
 
-The marker outlives any retry an operator plausibly makes (:data:`MARKER_TTL_S`); a replay retried
-after it expired publishes again. A record whose marker holds other fields than the retry's (the retry
-carries another correction) is not published again: the stream holds the first one, which the record is
-committed with, and the caller reports it (:class:`PublishedBefore`).
+A marker is needed only while its record may still be published: from the publish until the replay's
+SQL commit marks the record ``replayed`` (never claimed again), and a little after, for a replay that
+stalled past the claim's lease before its publish while another took its records over and committed them
+(its late publish must still find the marker; its commit is then refused, ``claims.ClaimLost``). So once
+that commit is done the replay cuts the markers of the records it committed down to a short grace
+(:meth:`RedisPublisher.forget`, twice the claim lease: 10 minutes), best effort: a failure is logged and
+never fails the replay. A replay whose answer was lost keeps its markers until a retry commits the
+records, however late the retry comes, and Redis holds markers only for records not yet committed or
+committed in the last grace, not one per record replayed in the TTL. The quarantine has no purge path
+for these records (a discarded record keeps its row and is never replayed); a record discarded after a
+lost answer keeps its marker until the TTL. The TTL (:data:`MARKER_TTL_S`, 90 days) is only a backstop
+for a control plane killed between the commit and the cut (or a cut that failed): before, every marker
+lived 7 days, a successful replay's too, and a retry of a lost answer made after 7 days published the
+record again. Now only a retry more than 90 days late does, or a replay stalled before its publish for
+longer than the lease plus the grace while another committed its records.
+
+A record whose marker holds other fields than the retry's (the retry carries another correction) is not
+published again: the stream holds the first one, which the record is committed with, and the caller
+reports it (:class:`PublishedBefore`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
-#: How long a record's marker stays: a retry of a replay whose answer was lost later than this publishes
-#: the record again. Only a record whose publish went unanswered needs it; the others are ``replayed``
-#: and never claimed again.
-MARKER_TTL_S = 7 * 24 * 3600
+from control_plane.ingestion.claims import CLAIM_LEASE_S
+
+_log = logging.getLogger("aether.ingestion.replay")
+
+#: How long a record's marker stays at most: the replay that commits the record cuts it to a short grace
+#: (:meth:`RedisPublisher.forget`); this only bounds a marker whose cut never ran (the control plane
+#: killed between the commit and the delete, Redis unreachable then). A retry of a replay whose answer
+#: was lost publishes the record again only when it comes later than this.
+MARKER_TTL_S = 90 * 24 * 3600
+#: How long a marker stays once its record is committed ``replayed``: twice the claim lease (5 minutes),
+#: so a replay that stalled past the lease before its publish, while another took its records over and
+#: committed them, still finds it (the service passes twice its own ``claim_lease_s``).
+GRACE_S = int(2 * CLAIM_LEASE_S)
 
 # KEYS: the stream, then each record's marker. ARGV: the marker TTL, then per record its fields as JSON
 # (the marker's value), their count and the fields and values. Answers, per record, "" when it added the
@@ -77,16 +102,28 @@ def marker_key(stream: str, identity: str) -> str:
     return f"aether:replay:published:{stream}:{identity}"
 
 
-def redis_publisher(client: redis.Redis, stream: str) -> Publish:
-    """Publishes to ``stream`` at most once per record (see the module's docstring)."""
+class RedisPublisher:
+    """Publishes to ``stream`` at most once per record (see the module's docstring); a ``Publish``.
+    ``marker_ttl_s``: the markers' backstop TTL (:data:`MARKER_TTL_S`); ``grace_s``: how long a marker
+    stays once its record is committed (:data:`GRACE_S`, the service's twice its claim lease)."""
 
-    def publish(events: list[dict[str, str]], identities: list[str]) -> list[str | PublishedBefore | None]:
-        args: list[Any] = [MARKER_TTL_S]
+    def __init__(
+        self, client: redis.Redis, stream: str, marker_ttl_s: int = MARKER_TTL_S, grace_s: int = GRACE_S
+    ) -> None:
+        self._client = client
+        self.stream = stream
+        self._marker_ttl_s = marker_ttl_s
+        self._grace_s = max(1, grace_s)
+
+    def __call__(
+        self, events: list[dict[str, str]], identities: list[str]
+    ) -> list[str | PublishedBefore | None]:
+        args: list[Any] = [self._marker_ttl_s]
         for event in events:
             args += [_fields_json(event), len(event)]
             args += [part for item in event.items() for part in item]
-        keys = [stream, *(marker_key(stream, identity) for identity in identities)]
-        answers = cast(list[bytes], client.eval(_PUBLISH, len(keys), *keys, *args))
+        keys = [self.stream, *(marker_key(self.stream, identity) for identity in identities)]
+        answers = cast(list[bytes], self._client.eval(_PUBLISH, len(keys), *keys, *args))
         results: list[str | PublishedBefore | None] = []
         for event, answer in zip(events, answers, strict=True):
             before = answer.decode()
@@ -94,7 +131,32 @@ def redis_publisher(client: redis.Redis, stream: str) -> Publish:
             results.append(None if same else PublishedBefore(before))
         return results
 
-    return publish
+    def forget(self, identities: list[str]) -> bool:
+        """Cuts the markers of records whose replay committed them (``replayed``: never claimed again) down
+        to the grace, best effort: a failure is logged (the TTL removes them later) and never raised.
+        Whether it was done."""
+        if not identities:
+            return True
+        try:
+            pipeline = self._client.pipeline(transaction=False)
+            for identity in identities:
+                pipeline.expire(marker_key(self.stream, identity), self._grace_s)
+            pipeline.execute()
+        except redis.RedisError:
+            _log.exception(
+                "could not cut the replay publish markers of committed records %s of stream %r to %d s;"
+                " they expire after %d s",
+                identities, self.stream, self._grace_s, self._marker_ttl_s,
+            )  # fmt: skip
+            return False
+        return True
+
+
+def redis_publisher(
+    client: redis.Redis, stream: str, marker_ttl_s: int = MARKER_TTL_S, grace_s: int = GRACE_S
+) -> RedisPublisher:
+    """Publishes to ``stream`` at most once per record (see the module's docstring)."""
+    return RedisPublisher(client, stream, marker_ttl_s, grace_s)
 
 
 def _fields_json(event: dict[str, str]) -> str:

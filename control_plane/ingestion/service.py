@@ -4,6 +4,7 @@ of a Parquet source, and the quarantine (list, show, replay, discard) with run c
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,14 @@ from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
-from control_plane.ingestion.replay_publish import Publish, PublishedBefore, record_identity, redis_publisher
+from control_plane.ingestion.replay_publish import (
+    MARKER_TTL_S,
+    Publish,
+    PublishedBefore,
+    RedisPublisher,
+    record_identity,
+    redis_publisher,
+)
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import validate
 from control_plane.offline.store import OfflineStore
@@ -59,10 +67,13 @@ class IngestionService:
         client: redis.Redis,
         kafka_options: Mapping[str, str] | None = None,
         claim_lease_s: float = claims.CLAIM_LEASE_S,
+        replay_marker_ttl_s: int = MARKER_TTL_S,
     ) -> None:
         """``kafka_options``: the librdkafka settings of the replay's producer, the process's
         ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with); ``claim_lease_s``:
-        how old a dead replay's claim must be before a replay takes it over."""
+        how old a dead replay's claim must be before a replay takes it over; ``replay_marker_ttl_s``: the
+        backstop TTL of a Redis stream replay's per-record publish markers (``replay_publish``)."""
+        self._replay_marker_ttl_s = replay_marker_ttl_s
         self._sessions = sessions
         self._registry = registry
         self._client = client
@@ -279,6 +290,11 @@ class IngestionService:
                 if not files.removed:
                     claim.ids = [record_id for record_id in claim.ids if record_id not in done]
                 raise
+            if isinstance(group.publish, RedisPublisher):  # committed replayed: never published again
+                committed = set(done)
+                group.publish.forget(
+                    [record_identity(m.id, m.created_at_us) for m in group.members if m.id in committed]
+                )  # cut to a grace, best effort (logged); the markers' TTL is the backstop
             still += sorted(group.new_reasons)
             run_ids.append(run.run_id)
             if batch and done:  # committed online_pending, held under the claim's stamp
@@ -428,7 +444,9 @@ class IngestionService:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
         if stream.startswith("kafka://"):
             return _kafka_publisher(view, stream, self._kafka_options)
-        return redis_publisher(self._client, stream)  # at most once per record, even when retried
+        # at most once per record, even when retried
+        grace_s = math.ceil(2 * self._claim_lease_s)  # a stalled replay's late publish finds the marker
+        return redis_publisher(self._client, stream, self._replay_marker_ttl_s, grace_s)
 
 
 @dataclass(frozen=True)

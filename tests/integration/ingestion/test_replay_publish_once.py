@@ -6,13 +6,23 @@ retry must find it published instead of publishing it again (the materializer wo
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from clients.errors import FailedPrecondition
 from control_plane.ingestion import quarantine
+from control_plane.ingestion.replay_publish import (
+    GRACE_S,
+    MARKER_TTL_S,
+    marker_key,
+    record_identity,
+    redis_publisher,
+)
 from control_plane.ingestion.service import IngestionService
 from control_plane.redis_clients import sync_client
 from tests.integration.ingestion.conftest import Env
@@ -85,3 +95,102 @@ def test_a_replay_publishes_each_record_once(env: Env) -> None:
     assert stream(env)[0] == json.loads(first_fixed)  # the event's fields, as text
     assert {env.service.get_quarantined(i).status for i in (first, second)} == {quarantine.REPLAYED}
     assert replay_counts(env) == (2, 2, 0)
+
+
+def markers(env: Env, record_id: int | None = None) -> list[bytes]:
+    """The replay publish markers Redis holds (of ``record_id``, or all)."""
+    pattern = marker_key("events:clicks", f"{record_id}:*" if record_id is not None else "*")
+    return sorted(env.client.scan_iter(match=pattern))
+
+
+def ttl_of(env: Env, marker: bytes) -> int:
+    return int(env.client.ttl(marker))  # type: ignore[arg-type]
+
+
+def wait_until_gone(env: Env, record_id: int, within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while markers(env, record_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_the_marker_stays_until_a_retry_commits_the_record_then_goes(
+    env: Env, lossy: tuple[IngestionService, AnswerLosingProxy]
+) -> None:
+    service, proxy = lossy
+    record_id, fixed = clicks_record(env, 8, 18.0)
+    lose_the_answer(service, proxy, record_id, fixed)
+    # While the record may be replayed again, its marker is there, for far longer than the 7 days it
+    # had: a retry weeks later still finds it (the TTL is a backstop; the commit cuts it).
+    (marker,) = markers(env, record_id)
+    assert 30 * 24 * 3600 < ttl_of(env, marker) <= MARKER_TTL_S
+    outcome = service.replay([record_id], {record_id: fixed}, actor="op")
+    assert outcome.replayed == [record_id]
+    assert [event["amount"] for event in stream(env)] == ["18.0"]  # published once
+    # Committed ``replayed``: the marker is kept only for the grace (twice the claim lease, 10 minutes).
+    assert 0 < ttl_of(env, marker) <= GRACE_S
+
+
+def test_a_committed_records_marker_is_gone_after_the_grace(env: Env) -> None:
+    service = IngestionService(env.sessions, env.registry, env.offline, env.client, claim_lease_s=1)
+    first, first_fixed = clicks_record(env, 9, 19.0)
+    second, second_fixed = clicks_record(env, 10, 20.0)
+    service.replay([first, second], {first: first_fixed, second: second_fixed}, actor="op")
+    assert {service.get_quarantined(i).status for i in (first, second)} == {quarantine.REPLAYED}
+    assert all(0 < ttl_of(env, marker) <= 2 for marker in markers(env))  # twice the 1 s lease
+    wait_until_gone(env, first)
+    wait_until_gone(env, second)
+    assert markers(env) == []  # before, every replayed record left one for 7 days
+
+
+def test_a_replay_publishing_late_within_the_grace_finds_the_marker(env: Env) -> None:
+    """A replay that stalled past the lease before its publish while another took its record over and
+    committed it: its late publish still finds the marker (its commit is then refused, ClaimLost)."""
+    record_id, fixed = clicks_record(env, 13, 23.0)
+    env.service.replay([record_id], {record_id: fixed}, actor="op")
+    created = env.service.get_quarantined(record_id).created_at_us
+    late = redis_publisher(env.client, "events:clicks")
+    assert late([json.loads(fixed)], [record_identity(record_id, created)]) == [None]
+    assert [event["amount"] for event in stream(env)] == ["23.0"]  # not published twice
+
+
+class LosesMarkerCuts(redis.Redis):
+    """A client whose pipelines fail as if Redis went away right after the replay's commit (the named
+    fault: the publish, a script, and the commit must succeed first, then the markers' cut fail)."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        raise redis.ConnectionError("Redis went away (test fault)")
+
+
+def test_a_marker_cut_that_fails_is_logged_and_the_ttl_removes_it(
+    env: Env, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = LosesMarkerCuts.from_url(redis_url)
+    service = IngestionService(env.sessions, env.registry, env.offline, client, replay_marker_ttl_s=1)
+    record_id, fixed = clicks_record(env, 11, 21.0)
+    with caplog.at_level(logging.ERROR, logger="aether.ingestion.replay"):
+        outcome = service.replay([record_id], {record_id: fixed}, actor="op")
+    assert outcome.replayed == [record_id]  # the failed cut does not fail the replay
+    assert service.get_quarantined(record_id).status == quarantine.REPLAYED
+    assert "could not cut the replay publish markers" in caplog.text
+    assert len(markers(env, record_id)) == 1
+    wait_until_gone(env, record_id)  # the backstop TTL (1 s here)
+    assert markers(env, record_id) == []
+    client.close()
+
+
+def test_a_retry_later_than_the_backstop_ttl_publishes_again(
+    env: Env, lossy: tuple[IngestionService, AnswerLosingProxy]
+) -> None:
+    """The limit that stays: a marker whose replay never committed lives only its TTL (90 days; 3 s here,
+    through the service's parameter), and a retry after it publishes the record again."""
+    _, proxy = lossy
+    client = sync_client(f"redis://{proxy.address}/0", 1.0)
+    client.ping()
+    service = IngestionService(env.sessions, env.registry, env.offline, client, replay_marker_ttl_s=3)
+    record_id, fixed = clicks_record(env, 12, 22.0)
+    lose_the_answer(service, proxy, record_id, fixed)
+    assert len(markers(env, record_id)) == 1
+    wait_until_gone(env, record_id)
+    service.replay([record_id], {record_id: fixed}, actor="op")
+    assert [event["amount"] for event in stream(env)] == ["22.0", "22.0"]
+    client.close()
