@@ -180,7 +180,11 @@ def _apply_once(
                 else:  # another drainer applied them meanwhile: this drain's files are duplicates
                     session.rollback()
         except IntentLost:
-            raise  # the recovery that took the intent removes the files
+            # The recovery that took the intent removed the files it found; a write slow past the lease
+            # may have put them there after it, and no intent is left to find them: remove them here
+            # (removing what the recovery removed already is harmless).
+            written.discard(offline)
+            raise
         except BaseException:
             if not at_commit:  # nothing committed: the files go now (else the recovery settles them)
                 written.discard(offline)

@@ -128,10 +128,15 @@ class StallsPastLease(OfflineStore):
     a lapsed lease once the files are in place: the drain stalled past the lease between its write and
     its commit (a stall only code stopped there can cause)."""
 
-    def __init__(self, root: str, recover: Callable[[], object], stalls: int) -> None:
+    def __init__(
+        self, root: str, recover: Callable[[], object], stalls: int, during_write: bool = False
+    ) -> None:
         super().__init__(root)
         self._recover = recover
         self.stalls = stalls
+        # True: the recovery runs after the announce and before the files exist (a write slow past the
+        # lease, e.g. on an object store), so it removes nothing and the files appear after it.
+        self._during_write = during_write
 
     def write(
         self,
@@ -140,22 +145,33 @@ class StallsPastLease(OfflineStore):
         table: pa.Table,
         announce: Callable[[Sequence[str]], None] | None = None,
     ) -> list[str]:
-        written = super().write(view, version, table, announce)
-        if self.stalls:
+        def announce_then_stall(paths: Sequence[str]) -> None:
+            assert announce is not None
+            announce(paths)
+            if self._during_write and self.stalls:
+                self.stalls -= 1
+                self._recover()
+
+        written = super().write(view, version, table, announce_then_stall)
+        if not self._during_write and self.stalls:
             self.stalls -= 1
             self._recover()
         return written
 
 
-def test_a_drain_stalled_past_the_lease_is_refused_and_tried_again(any_env: Env) -> None:
+@pytest.mark.parametrize("during_write", [False, True], ids=["after-write", "during-write"])
+def test_a_drain_stalled_past_the_lease_is_refused_and_tried_again(any_env: Env, during_write: bool) -> None:
     put_receipt(any_env.client, "r0", 0)
     passes: list[Recovery] = []
     stalling = StallsPastLease(
         str(any_env.offline.root),
         lambda: passes.append(any_env.service.batch.recover_intents(lease_s=0)),
         stalls=1,
+        during_write=during_write,
     )
-    # The first try is refused at its commit (its files were removed by the recovery); the second counts.
+    # The first try is refused at its commit; the second counts. Its files were removed by the recovery
+    # (after-write), or appeared after the recovery took the intent (during-write): the refused drain
+    # removes them itself, or they would stay stored, uncounted, with no intent left to recover them.
     assert drain(any_env.client, KEYS, any_env.sessions, stalling, RUN) == 1
     (taken,) = passes
     assert taken.intents == 1 and len(taken.removed[RUN.run_id]) == 1
