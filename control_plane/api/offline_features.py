@@ -23,7 +23,7 @@ from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_str
 from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
-from control_plane.api.identity import records_lineage
+from control_plane.api.identity import JOB_RUN, records_lineage
 from control_plane.offline.compaction import CompactionPolicy, compact_view, sweep_stale_upload_temps
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
@@ -32,6 +32,7 @@ from control_plane.offline.partition_locks import DatabaseLocks, PartitionLock
 from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.server_paths import confined, datasets_root
 from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.tracking.store import TrackingStore
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 _log = logging.getLogger("aether.offline")
@@ -54,8 +55,12 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         chunk_bytes: int = CHUNK_BYTES,
         compaction: CompactionPolicy | None = None,
         partition_locks: PartitionLock | None = None,
+        runs: TrackingStore | None = None,
     ) -> None:
+        """``runs``: where a job token's run is looked up (None: not looked up), see
+        ``GetHistoricalFeatures``."""
         self._store = store
+        self._runs = runs
         self._catalog = catalog
         self._compaction = compaction or CompactionPolicy()
         self._partition_locks = partition_locks
@@ -86,6 +91,11 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         # job's own token records them: the set is what the job's model version names. Read here, in
         # the call's own context, and handed to the worker thread.
         record = records_lineage()
+        job_run = JOB_RUN.get()
+        if record and job_run is not None and self._runs is not None:
+            # A job token whose run has ended writes nothing (control_plane.api.job_tokens): its sets are
+            # still built, as the read-only token's are, and not recorded. One indexed read, job calls only.
+            record = not await asyncio.to_thread(self._runs.has_ended, job_run)
         training = await asyncio.to_thread(self._build, head, pieces, record)
         if not head.summary_only:
             for piece in arrow_stream_pieces(training.table, self._chunk_bytes):
@@ -220,7 +230,12 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     # A local root's partitions are locked by files in their folders; an object store's by the database.
     locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine)
     servicer = OfflineFeaturesServicer(
-        store, context.registry, datasets, compaction=policy, partition_locks=locks
+        store,
+        context.registry,
+        datasets,
+        compaction=policy,
+        partition_locks=locks,
+        runs=TrackingStore(context.sessions),
     )
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     interval = float(getattr(context.settings, "offline_compact_interval_s", 0.0) or 0.0)

@@ -35,6 +35,7 @@ from control_plane.tracking.metrics import (
     join_chunks,
 )
 from control_plane.tracking.records import (
+    TERMINAL,
     artifacts_of,
     check_name,
     check_run_values,
@@ -238,10 +239,17 @@ class TrackingStore:
         ended: for a job token's write that names no run and so has no run row to check in its own
         transaction (``Artifacts/Upload``), checked before it starts. One indexed read; a missing run
         passes (the token's write is refused, or not, by what it then names)."""
-        with read_session(self._sessions) as session:
-            status = session.scalar(select(RunRow.status).where(RunRow.run_id == run_id))
+        status = self._status_of(run_id)
         if status is not None:
             refuse_ended(run_id, status, actor, write)
+
+    def has_ended(self, run_id: str) -> bool:
+        """Whether run ``run_id`` has ended (FINISHED, FAILED or KILLED); a missing run has not."""
+        return self._status_of(run_id) in TERMINAL
+
+    def _status_of(self, run_id: str) -> str | None:
+        with read_session(self._sessions) as session:
+            return session.scalar(select(RunRow.status).where(RunRow.run_id == run_id))
 
     def list_runs(
         self, experiment_id: str, page_size: int = 0, page_token: str = ""

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clients.aether.v1 import types_pb2
+from clients.aether.v1 import tracking_pb2, types_pb2
 from clients.errors import InvalidArgument, NotFound, PermissionDenied
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.offline import OfflineFeaturesClient
@@ -29,6 +29,7 @@ from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
+from control_plane.tracking.store import TrackingStore
 from tests.unit.offline.builders import (
     TS,
     at,
@@ -443,6 +444,34 @@ async def test_a_jobs_training_set_is_recorded_and_a_reader_is_told_its_is_not(
         record = json.loads((offline / "_datasets" / f"{built.dataset_hash}.json").read_text())
         assert record["features"] == ["stats"]
         assert built.lineage_recorded
+    finally:
+        await handle.stop()
+
+
+async def test_a_job_token_whose_run_has_ended_records_no_training_set(tmp_path: Path, db_url: str) -> None:
+    """A job token writes nothing once its run has ended (control_plane.api.job_tokens): its training
+    sets are still built, as the read-only token's are, but leave no lineage record (one file per distinct
+    call, unaudited and unbounded), and the reply says so. The same token recorded them while the run
+    ran."""
+    handle = await _with_tokens(tmp_path, db_url)
+    offline = tmp_path / "home" / "offline"
+    tokens = handle.context.settings.auth.job_tokens()
+    assert tokens is not None
+    runs = TrackingStore(handle.context.sessions)
+    experiment = runs.create_experiment("jobs", actor="admin")
+    run = runs.create_run(experiment.experiment_id, actor="admin")
+    job_token = tokens.mint("0123abcd4567", run.run_id)
+    try:
+        job = OfflineFeaturesClient(handle.address, security=ChannelSecurity(token=job_token))
+        with job:
+            running = await asyncio.to_thread(job.historical_features, labels(2), ["stats"])
+            assert running.lineage_recorded
+            assert runs.end_run_once(run.run_id, tracking_pb2.RUN_STATUS_KILLED, 0, actor="supervisor")
+            ended = [await asyncio.to_thread(job.historical_features, labels(n), ["stats"]) for n in (3, 4)]
+        assert [built.lineage_recorded for built in ended] == [False, False]
+        assert all(built.row_count and built.dataset_hash for built in ended)
+        recorded = sorted(path.stem for path in (offline / "_datasets").glob("*.json"))
+        assert recorded == [running.dataset_hash]
     finally:
         await handle.stop()
 
