@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Protocol
 
 from clients.aether.v1 import jobs_pb2 as pb
+from clients.files import open_private
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks, running_in_group
 from control_plane.jobs.job_user import JobUser
@@ -105,6 +106,23 @@ class Executor(Protocol):
     ) -> JobHandle: ...
 
     def adopt(self, job: JobLaunch, attempt: int, ref: str) -> JobHandle | None: ...
+
+
+#: The folder holding ``control_plane`` (and ``clients``): the launcher imports it from there, jobs get it
+#: on their ``PYTHONPATH``.
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+#: The launcher's whole environment: nothing of the control plane's or the job's (see ``launcher.py``).
+LAUNCHER_ENV = {"PATH": os.defpath}
+
+
+def launcher_argv(python: str) -> list[str]:
+    """How the launcher is started: isolated (``-I``: neither ``PYTHONPATH``, nor the user's site, nor the
+    working folder on ``sys.path``), importing ``control_plane`` from :data:`PACKAGE_ROOT` only."""
+    boot = (
+        f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); "
+        "from control_plane.jobs.launcher import main; sys.exit(main())"
+    )
+    return [python, "-I", "-c", boot]
 
 
 def job_argv(spec: pb.JobSpec, python: str = sys.executable) -> list[str]:
@@ -241,7 +259,7 @@ def _failed_in_an_old_launcher(code: int, detail: str) -> bool:
 
 
 class LocalExecutor:
-    """Runs each attempt as ``python -m control_plane.jobs.launcher ... -- <job argv>`` in a new session,
+    """Runs each attempt as the launcher (:func:`launcher_argv` ``... -- <job argv>``) in a new session,
     in ``cwd`` (default: the control plane's working folder), with stdout and stderr appended to the job's
     log. A job with a :attr:`JobLaunch.user` is started by the launcher as that user (``HOME``, ``USER``
     and ``LOGNAME`` its own); the launcher itself stays this process's user. ``base_env`` is the
@@ -267,9 +285,11 @@ class LocalExecutor:
     ) -> JobHandle:
         exit_file = job.files.exit_file(attempt)
         exit_file.unlink(missing_ok=True)
+        env_file = job.files.env_file(attempt)
         argv = [
-            self._python, "-m", "control_plane.jobs.launcher", "--log", str(job.files.log),
+            *launcher_argv(self._python), "--log", str(job.files.log),
             "--pid-file", str(job.files.pid_file(attempt)), "--exit-file", str(exit_file),
+            "--env-file", str(env_file),
         ]  # fmt: skip
         if job.spec.entrypoint.module:
             argv += ["--module", job.spec.entrypoint.module]
@@ -283,17 +303,24 @@ class LocalExecutor:
         base = inherited(self._base_env, own)
         if job.user is not None:  # its own home and name, not the control plane's
             base.update(HOME=job.user.home, USER=job.user.name, LOGNAME=job.user.name)
-        process_env = {**base, **dict(job.spec.env), **env}
-        # The launcher must import control_plane even when the job runs elsewhere than the repository.
-        package_root = str(Path(__file__).resolve().parents[2])
-        process_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (process_env.get("PYTHONPATH", ""), package_root) if p
-        )
-        with job.files.open_log() as log:
-            process = subprocess.Popen(
-                argv, cwd=self._cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        job_env = {**base, **dict(job.spec.env), **env}
+        # The job may import control_plane (the training SDK) even when it runs elsewhere than the repository.
+        job_env["PYTHONPATH"] = os.pathsep.join(p for p in (job_env.get("PYTHONPATH", ""), PACKAGE_ROOT) if p)
+        # Only for the job's own process: the launcher (this process's user) gets a fixed environment, so
+        # that nothing of the spec's (PYTHONPATH, LD_PRELOAD...) runs in it. The file is this user's,
+        # 0600, in the job's folder; the launcher deletes it once read.
+        env_file.unlink(missing_ok=True)
+        with os.fdopen(open_private(env_file, os.O_WRONLY | os.O_EXCL), "w", encoding="utf-8") as sink:
+            json.dump(job_env, sink)
+        try:
+            with job.files.open_log() as log:
+                process = subprocess.Popen(
+                    argv, cwd=self._cwd, env=LAUNCHER_ENV, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        except BaseException:
+            env_file.unlink(missing_ok=True)  # no launcher will read it
+            raise
         ticks = process_start_ticks(process.pid) or 0
         return LocalHandle(process.pid, ticks, job.files, attempt, process, self._kill_grace_s)
 

@@ -85,6 +85,11 @@ class JobFiles:
         a control plane that gave the attempt up first: see ``identity.py``."""
         return self.folder / f"attempt-{attempt}.pid.json"
 
+    def env_file(self, attempt: int) -> Path:
+        """The attempt's environment (JSON, 0600), written by the executor for the launcher, which
+        deletes it once read: the launcher itself runs in a fixed environment (``launcher.py``)."""
+        return self.folder / f"attempt-{attempt}.env.json"
+
     def exit_file(self, attempt: int) -> Path:
         """Written by the launcher when the attempt's process ends: ``{"code": N, "detail": ...,
         "launch_failed": bool}`` (without ``launch_failed`` from launchers older than the flag: see

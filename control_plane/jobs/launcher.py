@@ -1,7 +1,17 @@
 """The process the local executor starts for one attempt: it starts the job's command, waits for it and
-records how it ended. Run as ``python -m control_plane.jobs.launcher --log LOG --pid-file FILE
---exit-file FILE [--module MODULE] -- ARGV...``. Standard library only (``identity.py`` is too), so it
-starts fast.
+records how it ended. Run as ``python -I -c BOOT --log LOG --pid-file FILE --exit-file FILE --env-file
+FILE [--module MODULE] -- ARGV...`` (``executor.launcher_argv``; ``python -m
+control_plane.jobs.launcher`` works too). Standard library only (``identity.py`` is too), so it starts
+fast.
+
+Nothing of the job's runs in the launcher, which is the control plane's user (root, or one with the
+capabilities to switch users, with ``AETHER_JOB_USER``): the executor starts it isolated (``-I``: no
+``PYTHONPATH``, no user site, not the working folder on ``sys.path``) with a fixed environment, so that
+neither the spec's variables (``PYTHONPATH``, ``LD_PRELOAD``...) nor the job's code reach it. The job's
+environment comes in a 0600 file (``--env-file``) that the launcher reads and deletes first; it is
+given only to the job's process. The entrypoint's module is looked up in the folders the job's
+interpreter will search, by the files there, never by importing its packages (whose ``__init__`` is
+the job's code): :func:`locate_module`.
 
 Why a launcher between the control plane and the job: the control plane may restart while the job runs,
 and a process that is not its child cannot learn the job's exit code. The launcher is the job's parent;
@@ -46,6 +56,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from types import FrameType
 
@@ -76,30 +88,80 @@ def describe_exit(code: int) -> str:
         return f"killed by signal {-code}"
 
 
-def _missing(module: str | None, argv: list[str]) -> str | None:
+def job_search_path(env: Mapping[str, str]) -> list[str]:
+    """The folders ``python -m`` searches in the job's environment, in order: the working folder (unless
+    ``PYTHONSAFEPATH``), ``PYTHONPATH``, then the interpreter's own (the launcher runs the job's
+    interpreter, isolated: its ``sys.path`` is the job's without the first two)."""
+    cwd = os.getcwd()
+    first = [] if env.get("PYTHONSAFEPATH") else [cwd]
+    extra = [os.path.join(cwd, entry) for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    return [*first, *extra, *sys.path]
+
+
+def locate_module(module: str, env: Mapping[str, str]) -> tuple[bool, str | None]:
+    """Whether the job's ``python -m MODULE`` will find ``module``, and the file it will run when known,
+    found by the files in :func:`job_search_path` without running anything of the job's: a package's
+    ``__init__`` is the job's code, and importing it here (``importlib.util.find_spec`` on a submodule
+    does) would run it as the control plane's user. Looked up as the import system does, package by
+    package through their folders (namespace packages included); below a package whose ``__init__``
+    may change its ``__path__`` (it names it, or is compiled), the module counts as found, since only
+    running it would tell (the job then fails like any other whose import fails)."""
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return False, None
+    spec: ModuleSpec | None = PathFinder.find_spec(parts[0], job_search_path(env))
+    if spec is None:  # builtin, frozen, or the finders of the interpreter's site-packages: a top-level
+        spec = importlib.util.find_spec(parts[0])  # lookup imports nothing
+    for depth in range(1, len(parts)):
+        if spec is None or spec.submodule_search_locations is None:
+            return False, None
+        if spec.has_location and spec.origin and _may_change_path(spec.origin):
+            return True, None
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), list(spec.submodule_search_locations))
+    if spec is None:
+        return False, None
+    origin = spec.origin if spec.has_location and spec.origin and os.path.isabs(spec.origin) else None
+    return True, origin
+
+
+def _may_change_path(init: str) -> bool:
+    if not init.endswith(".py"):
+        return True
+    try:
+        return b"__path__" in Path(init).read_bytes()
+    except OSError:
+        return True
+
+
+def _missing(module: str | None, argv: list[str], env: Mapping[str, str]) -> str | None:
     if module:
         try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        return None if found is not None else f"entrypoint module {module!r} not found"
+            found, _ = locate_module(module, env)
+        except Exception as exc:  # whatever it is, the job fails with it, recorded
+            return f"cannot look up entrypoint module {module!r}: {type(exc).__name__}: {exc}"
+        return None if found else f"entrypoint module {module!r} not found"
     program = argv[0]
     if os.sep in program:
         return None if Path(program).exists() else f"entrypoint command {program!r} not found"
-    return None if shutil.which(program) else f"entrypoint command {program!r} not found on PATH"
+    found_program = shutil.which(program, path=env.get("PATH", os.defpath))
+    return None if found_program else f"entrypoint command {program!r} not found on PATH"
 
 
-def _unreachable(module: str | None, command: list[str], uid: int, gid: int, name: str) -> str | None:
+def _unreachable(
+    module: str | None, command: list[str], uid: int, gid: int, name: str, env: Mapping[str, str]
+) -> str | None:
     """Why the job user cannot start the job (see the module docstring), or None."""
-    program = command[0] if os.sep in command[0] else shutil.which(command[0]) or command[0]
+    program = command[0]
+    if os.sep not in program:
+        program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
     needed = [Path(program), Path(os.path.realpath(program))]
     if module:
         try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):  # _missing found it: not expected
-            found = None
-        if found is not None and found.origin and os.path.isabs(found.origin):
-            needed.append(Path(found.origin))
+            _, origin = locate_module(module, env)  # _missing found it, without an error
+        except Exception:  # not expected: _missing's lookup did not raise
+            origin = None
+        if origin is not None:
+            needed.append(Path(origin))
     for path in needed:
         if problem := blocked_for(path, uid, gid):
             return (
@@ -109,6 +171,21 @@ def _unreachable(module: str | None, command: list[str], uid: int, gid: int, nam
     if problem := blocked_for(Path.cwd() / "-", uid, gid, read=False):
         return f"the job user {name} (uid {uid}) cannot enter the working folder {Path.cwd()}: {problem}"
     return None
+
+
+def take_env(path: Path) -> dict[str, str]:
+    """The job's environment from ``path`` (a JSON object of strings, written by the executor), which
+    is deleted: it holds the job's token. A ``ValueError`` or ``OSError`` when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as source:
+            data = json.load(source)
+    finally:
+        path.unlink(missing_ok=True)
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f"{path} does not hold an environment (a JSON object of strings)")
+    return data
 
 
 def _die_with_parent() -> None:
@@ -127,11 +204,12 @@ def _ignore(_signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m control_plane.jobs.launcher")
+    parser = argparse.ArgumentParser(prog="control_plane.jobs.launcher")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--pid-file", type=Path, required=True)
     parser.add_argument("--exit-file", type=Path, required=True)
     parser.add_argument("--module", default=None, help="the job's module, checked before starting")
+    parser.add_argument("--env-file", type=Path, default=None, help="the job's environment (deleted)")
     parser.add_argument("--user", type=int, default=None, help="the uid the job runs as")
     parser.add_argument("--group", type=int, default=None, help="the gid the job runs as")
     parser.add_argument("--user-name", default="", help="the job user's name, for messages")
@@ -140,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)
+    env: dict[str, str] = dict(os.environ)  # without --env-file: the launcher's (run by hand)
+    env_problem = None
+    if args.env_file is not None:
+        try:
+            env = take_env(args.env_file)
+        except (OSError, ValueError) as exc:
+            env_problem = f"cannot read the job's environment: {exc}"
     # Created 0600 when missing (the control plane creates it first): what the job prints is its owner's.
     with os.fdopen(open_private(args.log), "ab", buffering=0) as log:
         me = os.getpid()
@@ -147,14 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         if found is not None:  # a control plane counted this attempt as lost before it could start
             log.write(b"[aether] this attempt was given up before it started (control plane restart)\n")
             return 1
-        problem = _missing(args.module, command) if command else "no command given"
+        problem = env_problem or (_missing(args.module, command, env) if command else "no command given")
         if problem is not None:
             log.write(f"[aether] error: {problem}\n".encode())
             write_exit(args.exit_file, NOT_FOUND_EXIT, problem, launch_failed=True)
             return NOT_FOUND_EXIT
         if args.user is not None:
             gid = os.getgid() if args.group is None else args.group
-            problem = _unreachable(args.module, command, args.user, gid, args.user_name or str(args.user))
+            name = args.user_name or str(args.user)
+            problem = _unreachable(args.module, command, args.user, gid, name, env)
             if problem is not None:
                 log.write(f"[aether] error: {problem}\n".encode())
                 write_exit(args.exit_file, NOT_EXECUTABLE_EXIT, problem, launch_failed=True)
@@ -166,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             # before it calls preexec_fn, so the parent-death signal survives them.
             child = subprocess.Popen(
                 command,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

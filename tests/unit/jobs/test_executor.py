@@ -240,3 +240,57 @@ def test_an_attempt_ends_only_once_what_it_left_in_its_group_is_gone(tmp_path: P
     log = files.log.read_text()
     assert "left processes running in its process group; sending SIGTERM" in log and "sending SIGKILL" in log
     assert handle.poll() == status  # and stays ended
+
+
+def test_nothing_of_the_jobs_runs_in_the_launcher(tmp_path: Path) -> None:
+    """The launcher is the control plane's user (root, with AETHER_JOB_USER): the spec's PYTHONPATH (a
+    sitecustomize) and the entrypoint's package ``__init__`` run in the job's process only. A package
+    that raises on import fails the job like any other failure, with an exit record."""
+    site, code = tmp_path / "site", tmp_path / "code"
+    (code / "badpkg").mkdir(parents=True)
+    site.mkdir()
+    ran = tmp_path / "ran"  # one line per process that ran job code: its parent's pid
+    record = f"import os; open({str(ran)!r}, 'a').write(f'{{os.getppid()}}\\n')\n"
+    (site / "sitecustomize.py").write_text(record)
+    (code / "badpkg" / "__init__.py").write_text(record + "raise RuntimeError('boom at import')\n")
+    (code / "badpkg" / "main.py").write_text("print('main ran')\n")
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    spec = {
+        "name": "t",
+        "entrypoint": {"module": "badpkg.main"},
+        "env": {"PYTHONPATH": f"{site}{os.pathsep}{code}", "AETHER_TEST_SPEC_VAR": "spec"},
+    }
+    handle = LocalExecutor().launch(JobLaunch("j5", spec_from_mapping(spec), files), 1, [], {})
+    assert wait(handle) == ExitStatus(1, "exit code 1", launch_failed=False)
+    log = files.log.read_text()
+    assert "RuntimeError: boom at import" in log and "main ran" not in log
+    # Only the launcher's child (the job) ran them; not the launcher, whose parent is this process.
+    assert ran.read_text().split() == [str(handle.pid)] * 2, (ran.read_text(), handle.pid)
+    assert not files.env_file(1).exists()  # the job's environment (its token) is not left behind
+
+
+def test_the_launcher_runs_isolated_in_a_fixed_environment(tmp_path: Path) -> None:
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    entry = {
+        "command": [
+            sys.executable,
+            "-c",
+            "import os, time; print(os.environ['SPEC_VAR'], flush=True); time.sleep(60)",
+        ]
+    }
+    spec = {"name": "t", "entrypoint": entry, "env": {"SPEC_VAR": "from-spec", "LD_PRELOAD": ""}}
+    handle = LocalExecutor().launch(JobLaunch("j6", spec_from_mapping(spec), files), 1, [], {"AETHER_X": "1"})
+    deadline = time.monotonic() + 10
+    while "from-spec" not in files.log.read_text():
+        assert time.monotonic() < deadline, files.log.read_text()
+        time.sleep(0.02)
+    try:
+        launcher = Path(f"/proc/{handle.pid}")
+        environ = launcher.joinpath("environ").read_bytes().split(b"\0")
+        assert [entry for entry in environ if entry] == [f"PATH={os.defpath}".encode()]
+        assert launcher.joinpath("cmdline").read_bytes().split(b"\0")[1] == b"-I"
+    finally:
+        handle.kill()
+    wait(handle)
