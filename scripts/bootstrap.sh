@@ -16,7 +16,8 @@ fi
 
 # System packages: redis-server; Debian's PostgreSQL server (the tests start a throwaway cluster from its
 # binaries under /usr/lib/postgresql/*/bin, so every database test also runs on PostgreSQL); the openssl
-# command (the TLS tests generate their certificates with it).
+# command (the TLS tests generate their certificates with it); capsh (libcap2-bin: the job-user tests
+# make a control plane that is not root but holds capabilities with it).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of its own; without it `python3 -m venv`
@@ -25,6 +26,7 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${1:-}" != "--run-only" ]; then
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v capsh >/dev/null 2>&1 || missing+=(libcap2-bin)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"

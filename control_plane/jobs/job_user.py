@@ -17,8 +17,10 @@ file, the SQLite database, other jobs' folders (``control_plane.process_secrets`
   user through: the control plane refuses to start otherwise, naming the folder;
 * the control plane must be able to switch users: root, or ``CAP_SETUID``, ``CAP_SETGID``, ``CAP_CHOWN``,
   ``CAP_DAC_OVERRIDE`` and ``CAP_KILL``, with ``CAP_SETUID``, ``CAP_SETGID`` and ``CAP_KILL`` ambient too
-  (systemd's ``AmbientCapabilities=``), so that the launcher keeps them across ``exec``. Only root is
-  exercised by the tests.
+  (systemd's ``AmbientCapabilities=``), so that the launcher keeps them across ``exec``. The job keeps
+  none of them: the launcher empties its capability sets and sets ``no_new_privs`` before the job's
+  ``exec`` (a change between two non-zero uids would keep them all). The tests exercise root and, with
+  capsh, such a user.
 
 What the job user needs besides: read access to the interpreter (or virtual environment) and the job's
 code (the launcher checks the interpreter, the entrypoint and the working folder, and fails the job at

@@ -33,7 +33,10 @@ job is started with a parent-death signal (SIGKILL), and the executor stops what
 With ``--user UID --group GID --user-name NAME`` (``AETHER_JOB_USER``, ``job_user.py``) the launcher stays
 the control plane's user, so that the job can neither forge its exit record nor signal it, and starts
 only the job as that user and group, with no supplementary group (the credentials change before the
-parent-death signal is set: a change of credentials clears it). Before that it checks, by their mode
+parent-death signal is set: a change of credentials clears it), and without any capability: its
+permitted, effective, inheritable and ambient sets are emptied and ``no_new_privs`` set before the exec
+(a control plane that is not root holds its capabilities in the ambient set, which a change between
+two non-zero uids keeps; when a step fails, the job does not start). Before that it checks, by their mode
 bits, that the job user may reach the interpreter, the entrypoint's module or command and the working
 folder: when it may not, the job fails at once with exit code 126 and the reason in its log (the job
 user needs read access to the interpreter or virtual environment and to the job's code).
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -67,6 +71,12 @@ from control_plane.jobs.job_user import blocked_for
 
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
+
+# linux/capability.h and linux/prctl.h
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 def write_exit(path: Path, code: int, detail: str, *, launch_failed: bool = False) -> None:
@@ -188,6 +198,39 @@ def take_env(path: Path) -> dict[str, str]:
     return data
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _drop_capabilities() -> None:
+    """Runs in the job's process after its switch to the job user, before exec: takes every capability
+    away from it for good. A control plane that is not root keeps its capabilities in the ambient set
+    (``job_user.py``), and a change between two non-zero uids clears none of them: the job would exec
+    with them all. Its permitted, effective and inheritable sets are emptied (which empties the ambient
+    set too), and ``no_new_privs`` keeps set-user-ID programs and file capabilities from giving any
+    back. Raises ``OSError`` when one step fails: the job then does not start."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    if libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    # Emptied with the permitted set already; said again for kernels' sake (EINVAL: none before 4.3).
+    if (
+        libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0
+        and ctypes.get_errno() != errno.EINVAL
+    ):
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
 def _die_with_parent() -> None:
     """Runs in the job's process between fork and exec: asks Linux to SIGKILL it when the launcher dies
     (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
@@ -196,6 +239,12 @@ def _die_with_parent() -> None:
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _start_as_job_user() -> None:
+    """``preexec_fn`` of a job run as a job user (after Python's switch of credentials)."""
+    _drop_capabilities()
+    _die_with_parent()
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
@@ -249,17 +298,18 @@ def main(argv: list[str] | None = None) -> int:
         as_user = {} if args.user is None else {"user": args.user, "group": gid, "extra_groups": []}
         try:
             # preexec_fn is safe here: the launcher runs no other thread. Python changes the credentials
-            # before it calls preexec_fn, so the parent-death signal survives them.
+            # before it calls preexec_fn, so the parent-death signal survives them, and the capabilities
+            # dropped are the job user's.
             child = subprocess.Popen(
                 command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if args.user is None else _start_as_job_user,
                 **as_user,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised
             detail = f"cannot start {command[0]!r}: {exc}"
             log.write(f"[aether] error: {detail}\n".encode())
             code = NOT_FOUND_EXIT if isinstance(exc, FileNotFoundError) else NOT_EXECUTABLE_EXIT

@@ -11,8 +11,10 @@ the jobs run on the system's interpreter of the same version, with the environme
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import stat
@@ -295,3 +297,74 @@ def test_root_or_the_control_planes_own_user_is_refused_as_the_job_user() -> Non
     assert job_user_from_env({}) is None
     with pytest.raises(ValueError, match="AETHER_JOB_GROUP is set without AETHER_JOB_USER"):
         job_user_from_env({"AETHER_JOB_GROUP": "nogroup"})
+
+
+# The non-root setup -----------------------------------------------------------------------------------
+
+CAPS = "cap_setuid,cap_setgid,cap_kill,cap_chown,cap_dac_override"
+#: Run by a control plane of its own (capsh below): starts one job that reports its uid and capabilities.
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from clients.aether.v1 import jobs_pb2 as pb
+from control_plane.jobs.executor import JobLaunch, LocalExecutor
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.job_user import missing_capabilities
+from control_plane.jobs.settings import job_user_from_env
+
+folder, job_user = Path(sys.argv[1]), sys.argv[2]
+assert missing_capabilities() == [], missing_capabilities()
+user = job_user_from_env({"AETHER_JOB_USER": job_user})
+assert user is not None
+spec = pb.JobSpec(name="caps")
+spec.entrypoint.command.extend(["/bin/sh", "-c", "id -u; grep ^Cap /proc/self/status"])
+files = JobFiles(folder)
+files.open_log().close()
+files.open_to(user)
+handle = LocalExecutor(cwd=Path("/")).launch(JobLaunch("j", spec, files, user), 1, [], {})
+deadline = time.monotonic() + 30
+while (status := handle.poll()) is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"status": None if status is None else status.code, "log": files.log.read_text()}))
+"""
+
+
+def test_a_job_keeps_no_capability_of_a_control_plane_that_is_not_root(reachable_home: Path) -> None:
+    """The documented non-root setup: the control plane as an ordinary user with CAP_SETUID, CAP_SETGID,
+    CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE, ambient too (what systemd's AmbientCapabilities= gives),
+    made here with capsh. A uid change between two non-zero uids clears no capability: the job, as
+    nobody, must still have none (it could read the control plane's files, or become its user)."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            f"making a control plane with capabilities needs root; the tests run as uid {os.geteuid()}"
+        )
+    capsh = shutil.which("capsh")
+    if capsh is None:
+        pytest.skip("capsh is missing (apt package libcap2-bin)")
+    nobody = pwd.getpwnam("nobody")
+    plane_user = next((e for e in pwd.getpwall() if e.pw_uid not in (0, nobody.pw_uid)), None)
+    if plane_user is None:
+        pytest.skip("no user but root and nobody to run the control plane as")
+    folder = reachable_home / "jobs" / "j"
+    folder.mkdir(parents=True)
+    for path in (reachable_home / "jobs", folder):
+        os.chown(path, plane_user.pw_uid, plane_user.pw_gid)
+    driver = reachable_home / "driver.py"
+    driver.write_text(DRIVER)
+    driver.chmod(0o644)
+    command = shlex.join([sys.executable, str(driver), str(folder), nobody.pw_name])
+    done = subprocess.run(
+        [capsh, f"--caps={CAPS},cap_setpcap+eip", "--keep=1", f"--user={plane_user.pw_name}",
+         f"--caps={CAPS}+eip", f"--addamb={CAPS}", "--", "-c", command],
+        cwd="/", env={"PATH": os.defpath, "PYTHONPATH": str(REPO_ROOT), "HOME": "/"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    log: str = report["log"]
+    assert report["status"] == 0, log
+    lines = log.splitlines()
+    assert lines[0] == str(nobody.pw_uid), log
+    caps = dict(line.split(":\t") for line in lines[1:] if line.startswith("Cap"))
+    held = {name: caps[name] for name in ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+    assert held == dict.fromkeys(held, "0000000000000000"), log
