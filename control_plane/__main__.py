@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -60,7 +61,13 @@ def parse_settings(
     job_flags = {name: value for name, value in job_flags.items() if value}
     # Checked here, before anything starts: an unknown user, or a process that may not switch users, is
     # one line naming the variable, and jobs never run as the control plane instead.
-    job_user_from_env({**(os.environ if environ is None else environ), **job_flags})
+    job_user = job_user_from_env({**(os.environ if environ is None else environ), **job_flags})
+    if job_user is not None and (flag := secret_flag(args)):
+        raise ConfigurationError(
+            f"{flag} holds a password, which every local user, the job user {job_user.name} included,"
+            f" reads in this process's command line (/proc/PID/cmdline): with {JOB_USER_VARIABLE} set,"
+            f" give it in {SECRET_FLAGS.get(flag, kafka_options.FILE_VARIABLE)} instead"
+        )
     if environ is None:  # the jobs service reads its settings from the environment as the server builds it
         os.environ.update(job_flags)
     settings = ControlPlaneSettings.from_env(environ)
@@ -74,6 +81,33 @@ def parse_settings(
     return dataclasses.replace(
         settings, kafka_options=kafka, **{key: value for key, value in overrides.items() if value}
     )
+
+
+#: The flags that may hold a password, and the variable to give it in instead.
+SECRET_FLAGS = {"--db-url": "AETHER_DB_URL", "--redis-url": "AETHER_REDIS_URL"}
+
+
+def secret_flag(args: argparse.Namespace) -> str | None:
+    """The first flag of ``args`` that holds a password (a URL's ``user:PASSWORD@`` or ``password=``
+    query parameter, a Kafka option whose key names a password or secret), or None. The command line is
+    world-readable (``/proc/PID/cmdline``) where the environment is not (``process_secrets``)."""
+    for flag, url in (("--db-url", args.db_url), ("--redis-url", args.redis_url)):
+        if url and _url_has_password(url):
+            return flag
+    for key, _ in args.kafka_option:
+        if "password" in key.lower() or "secret" in key.lower():
+            return f"--kafka-option {key}"
+    return None
+
+
+def _url_has_password(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password:
+            return True
+    except ValueError:  # a malformed URL: its own error comes later; a password in it counts as one
+        return ":" in url.partition("://")[2].partition("@")[0] and "@" in url
+    return any(key.lower() == "password" for key, _ in urllib.parse.parse_qsl(parts.query))
 
 
 async def serve(settings: ControlPlaneSettings) -> None:

@@ -34,6 +34,7 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.jobs import JobsClient
 from clients.sdk.tracking import TrackingClient
+from control_plane.__main__ import parse_settings
 from control_plane.api import jobs as jobs_api
 from control_plane.api import tracking as tracking_api
 from control_plane.api.auth import AuthSettings
@@ -245,6 +246,37 @@ def test_an_unknown_job_user_stops_the_control_plane_at_start(tmp_path: Path) ->
     assert flagged.stderr.splitlines()[-1] == (
         "python -m control_plane: error: AETHER_JOB_GROUP='no-such-group-aether': no such group"
     )
+
+
+def test_a_password_in_a_flag_is_refused_with_a_job_user(tmp_path: Path) -> None:
+    """Any local user, the job user included, reads a process's command line (/proc/PID/cmdline), not
+    its environment: with a job user, a password in --db-url, --redis-url or --kafka-option stops the
+    start with one line pointing at the variable (which the control plane withdraws)."""
+    if os.geteuid() != 0:
+        pytest.skip(f"a job user needs root; the tests run as uid {os.geteuid()}")
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_JOB_USER": "nobody"}
+    sqlite = f"sqlite:///{tmp_path / 'm.db'}"
+    cases = {
+        "--db-url": ["--db-url", "postgresql+psycopg://aether:S3cretPw@127.0.0.1:1/aether"],
+        "--redis-url": ["--db-url", sqlite, "--redis-url", "redis://:S3cretPw@127.0.0.1:1/0"],
+        "--kafka-option sasl.password": ["--db-url", sqlite, "--kafka-option", "sasl.password=S3cretPw"],
+    }
+    variables = {"--db-url": "AETHER_DB_URL", "--redis-url": "AETHER_REDIS_URL"}
+    for flag, flags in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", *flags],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith(f"python -m control_plane: error: {flag} holds a password"), last
+        assert last.endswith(f"give it in {variables.get(flag, 'AETHER_KAFKA_OPTIONS_FILE')} instead"), last
+        assert "S3cretPw" not in done.stderr
+    # Without a password in a flag, or without a job user, the flags are taken as before.
+    home = {"AETHER_HOME": str(tmp_path / "home")}
+    plain = ["--db-url", sqlite, "--redis-url", "redis://127.0.0.1:1/0"]
+    assert parse_settings(plain, {**home, "AETHER_JOB_USER": "nobody"}).redis_url == "redis://127.0.0.1:1/0"
+    assert parse_settings(cases["--db-url"], home).db_url.endswith("aether:S3cretPw@127.0.0.1:1/aether")
 
 
 def test_a_control_plane_that_may_not_switch_users_refuses_to_start(tmp_path: Path) -> None:
