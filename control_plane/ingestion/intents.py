@@ -51,10 +51,11 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import FailedPrecondition
@@ -77,9 +78,19 @@ class IntentLost(FailedPrecondition):
 
 @dataclass(frozen=True)
 class Intent:
+    """An announced intent: its row ``id`` and ``token`` (a random identity never reused: SQLite gives a
+    deleted newest row's id to the next row, so a statement matching the id alone could take another
+    run's intent) together name it."""
+
     id: int
     run_id: str
     paths: tuple[str, ...]
+    token: str = ""
+
+
+def _this(intent: Intent) -> ColumnElement[bool]:
+    """The row of ``intent``: its id and its token."""
+    return and_(IngestionIntentRow.id == intent.id, IngestionIntentRow.token == intent.token)
 
 
 def announce(
@@ -87,22 +98,21 @@ def announce(
 ) -> Intent:
     """Commits the intent to write ``paths`` for chunk ``chunk`` of run ``run_id``, before any is written."""
     stamp = now_us()
+    token = uuid.uuid4().hex
     with write_session(sessions) as session:
         row = IngestionIntentRow(
-            run_id=run_id, chunk=chunk, view=view, version=version, paths=json.dumps(list(paths)),
-            state=WRITING, created_at_us=stamp, updated_at_us=stamp,
+            token=token, run_id=run_id, chunk=chunk, view=view, version=version,
+            paths=json.dumps(list(paths)), state=WRITING, created_at_us=stamp, updated_at_us=stamp,
         )  # fmt: skip
         session.add(row)
         session.flush()
-        return Intent(row.id, run_id, tuple(paths))
+        return Intent(row.id, run_id, tuple(paths), token)
 
 
 def settle_in(session: Session, intent: Intent) -> None:
     """Deletes ``intent`` in the caller's transaction (the one that counts its chunk); :class:`IntentLost`
     when a recovery pass took it, before anything of the chunk is counted."""
-    query = delete(IngestionIntentRow).where(
-        IngestionIntentRow.id == intent.id, IngestionIntentRow.state == WRITING
-    )
+    query = delete(IngestionIntentRow).where(_this(intent), IngestionIntentRow.state == WRITING)
     if rowcount(session.execute(query.execution_options(synchronize_session=False))) != 1:
         raise IntentLost(
             f"run {intent.run_id}: the intent of its chunk's offline files {list(intent.paths)} lapsed (the"
@@ -116,7 +126,7 @@ def drop(sessions: sessionmaker[Session], intent: Intent) -> None:
     fails it stays, and the recovery removes the (gone) files again and deletes it."""
     try:
         with write_session(sessions) as session:
-            session.execute(delete(IngestionIntentRow).where(IngestionIntentRow.id == intent.id))
+            session.execute(delete(IngestionIntentRow).where(_this(intent)))
     except Exception:
         _log.exception("run %s: could not drop the intent of its removed offline files", intent.run_id)
 
@@ -161,7 +171,7 @@ def recover(
     with read_session(sessions) as session:
         query = select(IngestionIntentRow).where(IngestionIntentRow.state == RECLAIMING)
         taken = [
-            Intent(row.id, row.run_id, tuple(json.loads(row.paths)))
+            Intent(row.id, row.run_id, tuple(json.loads(row.paths)), row.token)
             for row in session.scalars(query.order_by(IngestionIntentRow.id).limit(RECOVERY_BATCH))
         ]
     outcome = Recovery()
@@ -171,9 +181,7 @@ def recover(
             continue
         with write_session(sessions) as session:
             session.execute(
-                delete(IngestionIntentRow).where(
-                    IngestionIntentRow.id == intent.id, IngestionIntentRow.state == RECLAIMING
-                )
+                delete(IngestionIntentRow).where(_this(intent), IngestionIntentRow.state == RECLAIMING)
             )
         outcome.intents += 1
         outcome.removed.setdefault(intent.run_id, []).extend(intent.paths)

@@ -81,9 +81,15 @@ class IngestionIntentRow(Base):
     time a recovery pass took it while ``reclaiming``."""
 
     __tablename__ = "ingestion_intents"
-    __table_args__ = (Index("ix_ingestion_intents_state_updated", "state", "updated_at_us"),)
+    __table_args__ = (
+        Index("ix_ingestion_intents_state_updated", "state", "updated_at_us"),
+        Index("ux_ingestion_intents_token", "token", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
+    #: A random identity (uuid4 hex) never reused, unlike ``id`` (SQLite reuses the highest id once its
+    #: row is deleted): the chunk's transaction, its drop and the recovery match on both.
+    token: Mapped[str] = mapped_column(String(32))
     run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))  # the batch run or replay run
     chunk: Mapped[int] = mapped_column(Integer)  # the run's chunk number (a replay group's: 0)
     view: Mapped[str] = mapped_column(String(NAME_LENGTH))
