@@ -416,7 +416,7 @@ class BatchMaterializer:
     def recover_intents(self, lease_s: float | None = None) -> intents.Recovery:
         """One intent recovery pass (``intents.recover``) over this store, with ``lease_s`` (the run's)."""
         lease = self._lease_s if lease_s is None else lease_s
-        return intents.recover(self._sessions, self.remove_offline, lease)
+        return intents.recover(self._sessions, self.remove_offline, lease, owns=self._offline.is_data_file)
 
     def remove_offline(self, paths: Sequence[str]) -> bool:
         """Removes offline files this process wrote whose rows no run counts (a replay refused at its

@@ -65,6 +65,8 @@ from control_plane.ingestion.tables import IngestionIntentRow
 
 WRITING = "writing"
 RECLAIMING = "reclaiming"
+#: An intent the recovery will not act on (a path that is not its store's data file): kept for an operator.
+INVALID = "invalid"
 #: How many intents one recovery pass takes at most (the next pass takes the rest).
 RECOVERY_BATCH = 1_000
 
@@ -139,6 +141,7 @@ class Recovery:
     removed: dict[str, list[str]] = field(default_factory=dict)  # run id -> its removed files
     intents: int = 0
     failed: int = 0
+    invalid: int = 0  # marked ``invalid``: nothing of theirs removed
 
 
 def recover(
@@ -146,10 +149,13 @@ def recover(
     remove: Callable[[Sequence[str]], bool],
     lease_s: float,
     now: int | None = None,
+    owns: Callable[[str, str, int], bool] | None = None,
 ) -> Recovery:
     """Removes the files of every intent older than ``lease_s`` (its owner dead, or past its lease) and of
     every intent a pass took before, then deletes them (module doc). ``remove`` removes files (a missing
-    one counts as removed) and says whether all are gone."""
+    one counts as removed) and says whether all are gone. ``owns(path, view, version)`` says whether a
+    path is a data file the store writes for the intent's view and version (``OfflineStore.is_data_file``):
+    an intent naming any other path is marked ``invalid`` and logged, and nothing of it is removed."""
     stamp = now if now is not None else now_us()
     cutoff = stamp - int(lease_s * 1_000_000)
     with write_session(sessions) as session:
@@ -171,11 +177,17 @@ def recover(
     with read_session(sessions) as session:
         query = select(IngestionIntentRow).where(IngestionIntentRow.state == RECLAIMING)
         taken = [
-            Intent(row.id, row.run_id, tuple(json.loads(row.paths)), row.token)
+            (Intent(row.id, row.run_id, tuple(json.loads(row.paths)), row.token), row.view, row.version)
             for row in session.scalars(query.order_by(IngestionIntentRow.id).limit(RECOVERY_BATCH))
         ]
     outcome = Recovery()
-    for intent in taken:
+    for intent, view, version in taken:
+        foreign = [path for path in intent.paths if owns is not None and not owns(path, view, version)]
+        if foreign:
+            _invalidate(sessions, intent, f"names paths that are not the offline store's files of {view!r}"
+                        f" version {version}: {foreign}")  # fmt: skip
+            outcome.invalid += 1
+            continue
         if not remove(intent.paths):
             outcome.failed += 1
             continue
@@ -191,3 +203,18 @@ def recover(
             " its commit's outcome unknown); removed %s", run_id, paths,
         )  # fmt: skip
     return outcome
+
+
+def _invalidate(sessions: sessionmaker[Session], intent: Intent, reason: str) -> None:
+    """Marks a taken intent ``invalid`` (kept for an operator; no pass takes it again), logged once."""
+    with write_session(sessions) as session:
+        session.execute(
+            update(IngestionIntentRow)
+            .where(_this(intent), IngestionIntentRow.state == RECLAIMING)
+            .values(state=INVALID)
+            .execution_options(synchronize_session=False)
+        )
+    _log.error(
+        "intent %d of run %s %s; marked %r and kept for an operator, nothing of it removed",
+        intent.id, intent.run_id, reason, INVALID,
+    )  # fmt: skip

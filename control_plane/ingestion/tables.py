@@ -95,6 +95,6 @@ class IngestionIntentRow(Base):
     view: Mapped[str] = mapped_column(String(NAME_LENGTH))
     version: Mapped[int] = mapped_column(Integer)
     paths: Mapped[str] = mapped_column(Text)  # JSON list of the offline store's filesystem paths
-    state: Mapped[str] = mapped_column(String(16))  # writing | reclaiming
+    state: Mapped[str] = mapped_column(String(16))  # writing | reclaiming | invalid
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)

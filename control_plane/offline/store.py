@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 from clients.errors import InvalidArgument
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
+from control_plane.offline.data_files import is_data_file
 from control_plane.offline.merged import hidden_names, locate, without_record
 
 # Re-exported: readers import them from the store, as before the split.
@@ -324,6 +325,11 @@ class OfflineStore:
     def _version_dir(self, view: str, version: int) -> str:
         _check_name(view)
         return f"{self.base_path}/{view}/v{version}"
+
+    def is_data_file(self, path: str, view: str, version: int) -> bool:
+        """Whether ``path`` is a name :meth:`write` gives a data file of ``view`` version ``version`` here
+        (``offline.data_files``): the intent recovery removes nothing else."""
+        return is_data_file(self.base_path, path, view, version)
 
     def partition_path(self, view: str, version: int, day: dt.date) -> str:
         """The folder of one date partition (a filesystem path, without the URI scheme)."""

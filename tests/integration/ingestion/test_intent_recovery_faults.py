@@ -3,20 +3,62 @@ with real SQLite files and PostgreSQL and real Parquet files:
 
 * an intent's identity is never reused: on SQLite a deleted newest row's id goes to the next row, and a
   run whose intent the recovery took then passed its commit by deleting another run's intent;
+* an intent naming a path that is not a data file of its own offline store (outside the root, climbing
+  out with ``..``, not of the store's layout) is marked ``invalid``, logged once and kept, and nothing is
+  removed; before, the recovery deleted whatever path a row named (local and S3-style stores).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 from control_plane.db import write_session
 from control_plane.ingestion import intents
 from control_plane.ingestion.intents import IntentLost
+from control_plane.ingestion.tables import IngestionIntentRow
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
 from tests.integration.ingestion.test_chunk_intents import Stand, make_stand, remove_files
+from tests.support.s3_server import FakeS3Server
+
+
+def lapsed(stand: Stand, run_id: str, paths: Sequence[str]) -> None:
+    """An intent older than any lease, naming ``paths`` (as a corrupt or tampered row would)."""
+    with write_session(stand.db.sessions) as session:
+        session.add(
+            IngestionIntentRow(
+                token=uuid.uuid4().hex, run_id=run_id, chunk=0, view="climate", version=1,
+                paths=json.dumps(list(paths)), state=intents.WRITING, created_at_us=0, updated_at_us=0,
+            )
+        )  # fmt: skip
+
+
+def states(stand: Stand) -> dict[str, str]:
+    return {row.run_id: row.state for row in stand.intents()}
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "sqlite-s3"])
+def any_stand(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
+    """SQLite and PostgreSQL with a local offline store, and SQLite with an S3-style one."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_server").fresh_url()
+        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
+        return
+    url = f"sqlite:///{tmp_path / 'aether.db'}"
+    if request.param == "sqlite":
+        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
+        return
+    s3 = FakeS3Server()
+    try:
+        yield from make_stand(url, redis_url, s3.uri("features"))
+    finally:
+        s3.close()
 
 
 @pytest.fixture
@@ -51,3 +93,43 @@ def test_a_run_whose_intent_was_recovered_cannot_take_a_later_runs_intent(stand:
     with write_session(stand.db.sessions) as session:
         intents.settle_in(session, b)
     assert stand.intents() == []
+
+
+def test_the_recovery_removes_nothing_an_intent_names_outside_its_stores_data_files(
+    any_stand: Stand, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stand = any_stand
+    filesystem, base = stand.offline.filesystem, stand.offline.base_path
+    precious = f"{base}/precious.txt"  # inside the root, not a data file
+    stand.offline.write("climate", 1, chunk(0).append_column("ingested_ts", chunk(0).column("event_ts")))
+    (kept,) = stand.offline.files("climate", 1)  # a counted chunk's file
+    partition, name = kept.rsplit("/", 1)
+    with filesystem.open_output_stream(precious) as sink:
+        sink.write(b"precious")
+    foreign = {
+        "inside-root": [precious],
+        "climbing-out": [f"{partition}/../../../precious.txt"],
+        "other-version": [f"{base}/climate/v2/{partition.rsplit('/', 1)[1]}/{name}"],
+        "mixed": [f"{partition}/{name}.tmp", kept],
+    }
+    if filesystem.type_name == "local":
+        outside = tmp_path / "outside.txt"
+        outside.write_text("precious")
+        foreign["outside-root"] = [str(outside)]
+    for run_id, paths in foreign.items():
+        lapsed(stand, run_id, paths)
+    dead = written(stand, "dead-run", 1)  # a genuine intent beside them, lapsed at lease 0
+
+    with caplog.at_level(logging.ERROR, logger="aether.ingestion.intents"):
+        recovery = stand.batch.recover_intents(lease_s=0.0)
+        assert stand.batch.recover_intents(lease_s=0.0).invalid == 0  # logged and marked once
+    assert recovery.invalid == len(foreign)
+    assert recovery.removed == {"dead-run": list(dead.paths)}
+    assert filesystem.get_file_info(precious).type == pafs.FileType.File
+    assert filesystem.get_file_info(kept).type == pafs.FileType.File
+    assert filesystem.get_file_info(dead.paths[0]).type == pafs.FileType.NotFound
+    if "outside-root" in foreign:
+        assert (tmp_path / "outside.txt").read_text() == "precious"
+    assert states(stand) == dict.fromkeys(foreign, intents.INVALID)
+    invalid_lines = [record for record in caplog.records if "invalid" in record.getMessage()]
+    assert len(invalid_lines) == len(foreign)
