@@ -46,7 +46,7 @@ are validated, and so quarantined.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -88,6 +88,7 @@ from control_plane.ingestion.validation import (
     validate,
 )
 from control_plane.ingestion.version_gate import VersionGone, gone
+from control_plane.offline.data_files import remove_data_files
 from control_plane.offline.store import OfflineStore
 
 PARQUET_BATCH_ROWS = 65_536
@@ -416,19 +417,17 @@ class BatchMaterializer:
     def recover_intents(self, lease_s: float | None = None) -> intents.Recovery:
         """One intent recovery pass (``intents.recover``) over this store, with ``lease_s`` (the run's)."""
         lease = self._lease_s if lease_s is None else lease_s
-        return intents.recover(self._sessions, self.remove_offline, lease, owns=self._offline.is_data_file)
+        remove = functools.partial(remove_data_files, self._offline.filesystem)  # raises: one line a pass
+        return intents.recover(self._sessions, remove, lease, owns=self._offline.is_data_file)
 
     def remove_offline(self, paths: Sequence[str]) -> bool:
         """Removes offline files this process wrote whose rows no run counts (a replay refused at its
         commit); whether all are gone (one that fails stays, logged)."""
         try:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    self._offline.filesystem.delete_file(path)
-        except OSError:
+            return remove_data_files(self._offline.filesystem, paths)
+        except (OSError, ValueError):  # pyarrow's ArrowInvalid (a path it refuses) is a ValueError
             _log.exception("could not remove uncounted offline files %s", list(paths))
             return False
-        return True
 
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""

@@ -6,8 +6,10 @@ write and the transaction counting them, or whose COMMIT's outcome stayed unknow
 intents; an intent younger than the lease (``claim_lease_s``) belongs to a run that may still commit it
 and is left alone, and a committed chunk has no intent left. The start pass runs before any compaction
 pass (whose first one waits an interval), so a file left by a run killed while the control plane was
-down is removed before compaction could merge it. A pass that fails (the database or the store out of
-reach) is logged and retried next time.
+down is removed before compaction could merge it. A pass that fails (the database out of reach: one
+warning line) is retried next time; an intent whose files the store could not remove is retried in a
+later pass (one line a pass for all of them), and one the recovery will not act on is marked ``invalid``
+and logged once (``intents.recover``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from control_plane.background import BackgroundLoop
+from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
 from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.intents import Recovery
 
@@ -34,16 +36,14 @@ class IntentRecoveryLoop:
     def run_once(self) -> Recovery | None:
         """One pass; None when it failed (logged)."""
         try:
-            recovery = self._batch.recover_intents()
+            return self._batch.recover_intents()  # it logs the intents it could not settle, one line
+        except TRANSIENT_FAILURES as exc:  # the database out of reach: one line, no traceback
+            _log.warning(
+                "recovering the offline files of uncounted chunks failed, retrying next pass: %s", exc
+            )
         except Exception:
             _log.exception("recovering the offline files of uncounted chunks failed; retrying next pass")
-            return None
-        if recovery.failed:
-            _log.error(
-                "%d uncounted chunk(s)' offline files could not all be removed; retrying next pass",
-                recovery.failed,
-            )
-        return recovery
+        return None
 
     async def _run(self) -> None:
         while self._background.running:

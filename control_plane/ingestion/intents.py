@@ -171,24 +171,40 @@ def recover(
                     IngestionIntentRow.state == WRITING,
                     IngestionIntentRow.updated_at_us < cutoff,
                 )
-                .values(state=RECLAIMING, updated_at_us=stamp)
+                .values(state=RECLAIMING)  # its stamp kept: the order a pass takes them in (below)
                 .execution_options(synchronize_session=False)
             )
     with read_session(sessions) as session:
-        query = select(IngestionIntentRow).where(IngestionIntentRow.state == RECLAIMING)
-        taken = [
-            (Intent(row.id, row.run_id, tuple(json.loads(row.paths)), row.token), row.view, row.version)
-            for row in session.scalars(query.order_by(IngestionIntentRow.id).limit(RECOVERY_BATCH))
-        ]
+        query = select(
+            IngestionIntentRow.id, IngestionIntentRow.token, IngestionIntentRow.run_id,
+            IngestionIntentRow.view, IngestionIntentRow.version, IngestionIntentRow.paths,
+        ).where(IngestionIntentRow.state == RECLAIMING)  # fmt: skip
+        # Oldest first: an intent whose files could not be removed was moved behind those taken since.
+        order = (IngestionIntentRow.updated_at_us, IngestionIntentRow.id)
+        taken = session.execute(query.order_by(*order).limit(RECOVERY_BATCH)).all()
     outcome = Recovery()
-    for intent, view, version in taken:
-        foreign = [path for path in intent.paths if owns is not None and not owns(path, view, version)]
-        if foreign:
-            _invalidate(sessions, intent, f"names paths that are not the offline store's files of {view!r}"
-                        f" version {version}: {foreign}")  # fmt: skip
+    errors: list[str] = []
+    for row_id, token, run_id, view, version, paths in taken:
+        intent = Intent(row_id, run_id, (), token)
+        try:
+            intent = Intent(row_id, run_id, _paths(paths), token)
+            foreign = [path for path in intent.paths if owns is not None and not owns(path, view, version)]
+            if foreign:
+                raise ValueError(
+                    f"names paths that are not the offline store's files of {view!r} version {version}:"
+                    f" {foreign}"
+                )
+        except ValueError as exc:  # unparseable or foreign: never acted on, kept for an operator
+            _invalidate(sessions, intent, str(exc))
             outcome.invalid += 1
             continue
-        if not remove(intent.paths):
+        try:
+            gone = remove(intent.paths)
+        except Exception as exc:  # the store out of reach, or a path it refuses: retried later
+            gone = False
+            errors.append(f"{type(exc).__name__}: {exc}")
+        if not gone:
+            _to_the_back(sessions, intent)
             outcome.failed += 1
             continue
         with write_session(sessions) as session:
@@ -197,12 +213,37 @@ def recover(
             )
         outcome.intents += 1
         outcome.removed.setdefault(intent.run_id, []).extend(intent.paths)
-    for run_id, paths in outcome.removed.items():
+    for run_id, removed in outcome.removed.items():
         _log.warning(
             "run %s left offline files no run counts (killed between its offline write and its commit, or"
-            " its commit's outcome unknown); removed %s", run_id, paths,
+            " its commit's outcome unknown); removed %s", run_id, removed,
+        )  # fmt: skip
+    if outcome.failed:  # one line a pass, however many intents (the store down fails them all)
+        _log.error(
+            "the offline files of %d uncounted chunk(s) could not all be removed; retried in a later pass"
+            "%s", outcome.failed, f" (first error: {errors[0]})" if errors else "",
         )  # fmt: skip
     return outcome
+
+
+def _paths(stored: str) -> tuple[str, ...]:
+    """An intent's paths column, parsed; ValueError when it is not a JSON list of strings."""
+    paths = json.loads(stored)  # JSONDecodeError is a ValueError
+    if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+        raise ValueError(f"names no list of paths: {stored[:200]!r}")
+    return tuple(paths)
+
+
+def _to_the_back(sessions: sessionmaker[Session], intent: Intent) -> None:
+    """Moves a taken intent whose files could not be removed behind the others (its ``updated_at_us``
+    to now), so the intents after it in a full batch are not starved by it pass after pass."""
+    with write_session(sessions) as session:
+        session.execute(
+            update(IngestionIntentRow)
+            .where(_this(intent), IngestionIntentRow.state == RECLAIMING)
+            .values(updated_at_us=now_us())
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _invalidate(sessions: sessionmaker[Session], intent: Intent, reason: str) -> None:

@@ -77,8 +77,10 @@ class IngestionReceiptRow(Base):
 class IngestionIntentRow(Base):
     """A chunk's offline files being written (``intents``): committed before the write, deleted by the
     transaction that counts the chunk, or by the recovery pass once its owner let it lapse and its files
-    are removed. ``updated_at_us`` is the owner's lease stamp while ``state`` is ``writing``, and the
-    time a recovery pass took it while ``reclaiming``."""
+    are removed. ``updated_at_us`` is the owner's lease stamp, and once a recovery pass took it
+    (``reclaiming``) and failed to remove its files, the time of that failure: passes take the oldest
+    first, so one that keeps failing does not starve the others. ``invalid``: an intent the recovery
+    will not act on (its paths unreadable or not its store's files), kept for an operator."""
 
     __tablename__ = "ingestion_intents"
     __table_args__ = (

@@ -10,8 +10,12 @@ whole, so no ``..``, ``.``, empty segment or hidden name can pass.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+from collections.abc import Sequence
+
+import pyarrow.fs as pafs
 
 _VIEW = re.compile(r"[^/\\._\x00][^/\\\x00]*")  # as store._check_name: no separator, no leading '.' or '_'
 _NAME = re.compile(
@@ -37,4 +41,13 @@ def is_data_file(base_path: str, path: str, view: str, version: int) -> bool:
         dt.date.fromisoformat(match.group(1))
     except ValueError:
         return False
+    return True
+
+
+def remove_data_files(filesystem: pafs.FileSystem, paths: Sequence[str]) -> bool:
+    """Removes ``paths`` (one already gone counts as removed); True, or the filesystem's error (OSError,
+    or pyarrow's ArrowInvalid, a ValueError, for a path it refuses)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            filesystem.delete_file(path)
     return True

@@ -5,7 +5,12 @@ with real SQLite files and PostgreSQL and real Parquet files:
   run whose intent the recovery took then passed its commit by deleting another run's intent;
 * an intent naming a path that is not a data file of its own offline store (outside the root, climbing
   out with ``..``, not of the store's layout) is marked ``invalid``, logged once and kept, and nothing is
-  removed; before, the recovery deleted whatever path a row named (local and S3-style stores).
+  removed; before, the recovery deleted whatever path a row named (local and S3-style stores);
+* one intent whose paths cannot be read no longer fails every pass (the other intents' files stayed for
+  good): it is marked ``invalid`` and the others are settled;
+* with the store refusing deletes (the named fault :class:`DeletesFail`), a pass logs one line, not a
+  traceback per intent, and the intents that keep failing go to the back, so a full batch of them no
+  longer starves the others; with the database out of reach a pass logs one warning line.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pyarrow.fs as pafs
 import pytest
 
-from control_plane.db import write_session
+from control_plane.db import create_db_engine, create_session_factory, write_session
 from control_plane.ingestion import intents
+from control_plane.ingestion.batch import BatchMaterializer
+from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.tables import IngestionIntentRow
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
@@ -133,3 +141,82 @@ def test_the_recovery_removes_nothing_an_intent_names_outside_its_stores_data_fi
     assert states(stand) == dict.fromkeys(foreign, intents.INVALID)
     invalid_lines = [record for record in caplog.records if "invalid" in record.getMessage()]
     assert len(invalid_lines) == len(foreign)
+
+
+def test_an_intent_whose_paths_cannot_be_read_is_marked_invalid_and_the_others_are_settled(
+    stand: Stand, caplog: pytest.LogCaptureFixture
+) -> None:
+    for run_id, paths in {"not-json": "[not json", "not-a-list": '{"a": 1}', "not-strings": "[1]"}.items():
+        with write_session(stand.db.sessions) as session:
+            session.add(
+                IngestionIntentRow(
+                    token=uuid.uuid4().hex, run_id=run_id, chunk=0, view="climate", version=1, paths=paths,
+                    state=intents.WRITING, created_at_us=0, updated_at_us=0,
+                )
+            )  # fmt: skip
+    dead = written(stand, "dead-run")
+    with caplog.at_level(logging.ERROR, logger="aether.ingestion.intents"):
+        recovery = stand.batch.recover_intents(lease_s=0.0)
+        assert stand.batch.recover_intents(lease_s=0.0) == intents.Recovery()
+    assert (recovery.invalid, recovery.removed) == (3, {"dead-run": list(dead.paths)})
+    assert not Path(dead.paths[0]).exists()
+    assert states(stand) == dict.fromkeys(["not-json", "not-a-list", "not-strings"], intents.INVALID)
+    assert len(caplog.records) == 3 and all(record.exc_info is None for record in caplog.records)
+
+
+class DeletesFail:
+    """The named fault: the offline store's filesystem, whose deletes of ``failing`` paths raise as an
+    unreachable object store's do (OSError)."""
+
+    def __init__(self, filesystem: pafs.FileSystem, failing: set[str]) -> None:
+        self._filesystem = filesystem
+        self.failing = failing
+
+    def delete_file(self, path: str) -> None:
+        if path in self.failing:
+            raise OSError(f"When deleting key '{path}': AWS Error NETWORK_CONNECTION (fault)")
+        self._filesystem.delete_file(path)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._filesystem, name)
+
+
+def test_a_store_refusing_deletes_logs_one_line_a_pass_and_starves_no_intent(
+    stand: Stand, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intents, "RECOVERY_BATCH", 2)
+    failing, settled = (
+        [written(stand, "failing-0", 0), written(stand, "failing-1", 1)],
+        written(stand, "ok", 2),
+    )
+    fault = DeletesFail(stand.offline.filesystem, {path for intent in failing for path in intent.paths})
+    stand.offline.filesystem = cast(pafs.FileSystem, fault)
+    with caplog.at_level(logging.INFO, logger="aether.ingestion.intents"):
+        first = stand.batch.recover_intents(lease_s=0.0)
+    assert (first.failed, first.intents) == (2, 0)
+    (line,) = caplog.records
+    assert (
+        line.exc_info is None
+        and "2 uncounted" in line.getMessage()
+        and "NETWORK_CONNECTION" in line.getMessage()
+    )
+    # The two that keep failing go behind the third, which the next pass settles.
+    second = stand.batch.recover_intents(lease_s=0.0)
+    assert second.removed == {"ok": list(settled.paths)} and not Path(settled.paths[0]).exists()
+    fault.failing.clear()  # the store is back
+    third = stand.batch.recover_intents(lease_s=0.0)
+    assert sorted(third.removed) == ["failing-0", "failing-1"] and stand.intents() == []
+
+
+def test_a_pass_with_the_database_out_of_reach_logs_one_warning_line(
+    stand: Stand, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_db_engine("postgresql+psycopg://aether:secret@127.0.0.1:1/none")
+    try:
+        batch = BatchMaterializer(create_session_factory(engine), stand.offline, stand.client)
+        with caplog.at_level(logging.INFO, logger="aether.ingestion.intents"):
+            assert IntentRecoveryLoop(batch).run_once() is None
+    finally:
+        engine.dispose()
+    (line,) = caplog.records
+    assert (line.levelname, line.exc_info) == ("WARNING", None)
