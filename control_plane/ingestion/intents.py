@@ -10,7 +10,8 @@ point-in-time join: records in no longer added up to accepted + quarantined in t
 Now, before the write, the run commits an intent (:func:`announce`, its own short transaction): one
 ``ingestion_intents`` row naming the run, the chunk, the exact paths the write will create (the store
 names them before writing, ``OfflineStore.write``'s ``announce``) and the time, which is the owner's
-lease stamp. Then:
+lease stamp, read from the database's clock (:func:`database_now_us`), as the recovery's cutoff is:
+two hosts' clocks are never compared. Then:
 
 * the chunk's transaction deletes the intent (:func:`settle_in`), in the transaction that counts its
   rows: committed, the rows are counted and the intent is gone, so its files are kept; rolled back, the
@@ -55,7 +56,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.errors import FailedPrecondition
@@ -99,9 +100,9 @@ def announce(
     sessions: sessionmaker[Session], run_id: str, view: str, version: int, chunk: int, paths: Sequence[str]
 ) -> Intent:
     """Commits the intent to write ``paths`` for chunk ``chunk`` of run ``run_id``, before any is written."""
-    stamp = now_us()
     token = uuid.uuid4().hex
     with write_session(sessions) as session:
+        stamp = database_now_us(session)
         row = IngestionIntentRow(
             token=token, run_id=run_id, chunk=chunk, view=view, version=version,
             paths=json.dumps(list(paths)), state=WRITING, created_at_us=stamp, updated_at_us=stamp,
@@ -109,6 +110,20 @@ def announce(
         session.add(row)
         session.flush()
         return Intent(row.id, run_id, tuple(paths), token)
+
+
+def database_now_us(session: Session) -> int:
+    """The database's clock, in µs since the epoch: the one clock every process sharing it reads, so an
+    intent's lease does not depend on the announcing and the recovering hosts' clocks agreeing. SQLite's
+    file is on one host: its ``julianday('now')`` (milliseconds) is that host's clock."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        query = "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000000) AS BIGINT)"
+    elif dialect == "sqlite":
+        query = "SELECT CAST(round((julianday('now') - 2440587.5) * 86400000000.0) AS INTEGER)"
+    else:
+        return now_us()
+    return int(session.execute(text(query)).scalar_one())
 
 
 def settle_in(session: Session, intent: Intent) -> None:
@@ -155,10 +170,11 @@ def recover(
     every intent a pass took before, then deletes them (module doc). ``remove`` removes files (a missing
     one counts as removed) and says whether all are gone. ``owns(path, view, version)`` says whether a
     path is a data file the store writes for the intent's view and version (``OfflineStore.is_data_file``):
-    an intent naming any other path is marked ``invalid`` and logged, and nothing of it is removed."""
-    stamp = now if now is not None else now_us()
-    cutoff = stamp - int(lease_s * 1_000_000)
+    an intent naming any other path is marked ``invalid`` and logged, and nothing of it is removed.
+    ``now``: the database's time (``database_now_us``) unless given (a test's)."""
     with write_session(sessions) as session:
+        stamp = now if now is not None else database_now_us(session)
+        cutoff = stamp - int(lease_s * 1_000_000)
         lapsed = select(IngestionIntentRow.id).where(
             IngestionIntentRow.state == WRITING, IngestionIntentRow.updated_at_us < cutoff
         )
@@ -241,7 +257,7 @@ def _to_the_back(sessions: sessionmaker[Session], intent: Intent) -> None:
         session.execute(
             update(IngestionIntentRow)
             .where(_this(intent), IngestionIntentRow.state == RECLAIMING)
-            .values(updated_at_us=now_us())
+            .values(updated_at_us=database_now_us(session))
             .execution_options(synchronize_session=False)
         )
 

@@ -10,7 +10,10 @@ with real SQLite files and PostgreSQL and real Parquet files:
   good): it is marked ``invalid`` and the others are settled;
 * with the store refusing deletes (the named fault :class:`DeletesFail`), a pass logs one line, not a
   traceback per intent, and the intents that keep failing go to the back, so a full batch of them no
-  longer starves the others; with the database out of reach a pass logs one warning line.
+  longer starves the others; with the database out of reach a pass logs one warning line;
+* the lease is read from the database's clock: a recovering process whose clock runs six minutes ahead
+  of the writer's (the named fault :func:`skewed_clock`: another host, an NTP step) no longer reclaims
+  a live chunk's intent, and one whose clock runs behind still reclaims a dead one.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from control_plane.ingestion import intents
 from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.intents import IntentLost
+from control_plane.ingestion.quarantine import now_us
 from control_plane.ingestion.tables import IngestionIntentRow
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
 from tests.integration.ingestion.test_chunk_intents import Stand, make_stand, remove_files
@@ -220,3 +224,22 @@ def test_a_pass_with_the_database_out_of_reach_logs_one_warning_line(
         engine.dispose()
     (line,) = caplog.records
     assert (line.levelname, line.exc_info) == ("WARNING", None)
+
+
+def skewed_clock(monkeypatch: pytest.MonkeyPatch, skew_s: float) -> None:
+    """The named fault: this process's wall clock (``now_us``, as ``intents`` reads it) off by ``skew_s``."""
+    monkeypatch.setattr(intents, "now_us", lambda: now_us() + int(skew_s * 1_000_000))
+
+
+def test_the_lease_is_read_from_the_databases_clock_not_the_hosts(
+    stand: Stand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = written(stand, "live-run")  # announced by a writer whose clock is right
+    skewed_clock(monkeypatch, 6 * 60)  # the recovering control plane runs six minutes ahead
+    assert stand.batch.recover_intents().intents == 0  # the 5-minute lease has not lapsed
+    assert Path(live.paths[0]).exists()
+    with write_session(stand.db.sessions) as session:
+        intents.settle_in(session, live)  # the live chunk commits
+    dead = written(stand, "dead-run")  # announced under the skewed clock, then its writer died
+    skewed_clock(monkeypatch, -6 * 60)  # a recovering host behind: a lease of 0 has lapsed all the same
+    assert stand.batch.recover_intents(lease_s=0.0).removed == {"dead-run": list(dead.paths)}
