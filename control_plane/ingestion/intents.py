@@ -41,15 +41,19 @@ with :class:`IntentLost` keeps its receipts in the outbox, to be drained again.
 The recovery runs when the ingestion service starts and then every ``INTENT_RECOVERY_INTERVAL_S`` in the
 background (``intent_recovery``). What it cannot cover: readers list the store's folders
 (``OfflineStore.partition_files``), so between a chunk's write and its commit, and after a kill until the
-recovery removes them, the chunk's files are read by training sets and joins like any other; and a
-compaction pass (``offline.compaction``, files older than ``min_age_s``, 10 minutes by default, longer
-than the lease plus a recovery interval) that merged such a file keeps its rows in the merged file
-after the recovery removed the file. A run stalled past the lease in the middle of its write and then
+recovery removes them, the chunk's files are read by training sets and joins like any other. A
+compaction pass given :func:`open_paths` (``compact_view``'s ``pending``) merges none of the files an
+intent names, and merges nothing while the intents cannot be read; one not given them (the control
+plane's compaction loop and RPC are not wired to it yet: ``control_plane/api/offline_features.py``)
+could merge such a file (older than ``min_age_s``, 10 minutes by default, longer than the lease plus a
+recovery interval, during a database outage that stops the recovery) and keep its rows in the merged
+file after the recovery removed the file. A run stalled past the lease in the middle of its write and then
 killed may write a file after the recovery removed its intent's files: that file stays uncounted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -124,6 +128,19 @@ def database_now_us(session: Session) -> int:
     else:
         return now_us()
     return int(session.execute(text(query)).scalar_one())
+
+
+def open_paths(sessions: sessionmaker[Session]) -> frozenset[str]:
+    """Every path an intent still names (its chunk not counted, or not yet recovered): compaction merges
+    none of them (``offline.compaction.compact_view``'s ``pending``), since the recovery may remove it.
+    An intent whose paths cannot be read names none."""
+    with read_session(sessions) as session:
+        stored = list(session.scalars(select(IngestionIntentRow.paths)))
+    named: set[str] = set()
+    for paths in stored:
+        with contextlib.suppress(ValueError):
+            named.update(_paths(paths))
+    return frozenset(named)
 
 
 def settle_in(session: Session, intent: Intent) -> None:

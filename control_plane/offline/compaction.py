@@ -49,7 +49,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,11 +143,15 @@ def compact_view(
     now: dt.datetime | None = None,
     dry_run: bool = False,
     locks: PartitionLock | None = None,
+    pending: Callable[[], Collection[str]] | None = None,
 ) -> CompactionReport:
     """One compaction pass over ``view`` (one ``version``, or every version with data). NOT_FOUND when
     the view (or that version) has no data. ``locks`` hold a partition's lock (by default, on a local
     root, a file lock in its folder); an object-store root has none of its own, so it needs them
-    (:class:`control_plane.offline.partition_locks.DatabaseLocks`): FAILED_PRECONDITION without."""
+    (:class:`control_plane.offline.partition_locks.DatabaseLocks`): FAILED_PRECONDITION without.
+    ``pending`` names the files of chunks not yet counted (``ingestion.intents.open_paths``), read after
+    a partition is listed: none is merged (the intent recovery may remove it), and when it cannot be
+    read (the database out of reach) its error stops the pass before anything is merged."""
     policy = policy or CompactionPolicy()
     now = now or dt.datetime.now(dt.UTC)
     if locks is None:
@@ -168,13 +172,13 @@ def compact_view(
         for day in store.dates(view, number):
             partition = store.partition_path(view, number, day)
             if dry_run:
-                _compact_partition(store, partition, number, day, policy, now, report, None)
+                _compact_partition(store, partition, number, day, policy, now, report, None, pending)
                 continue
             with locks(partition) as held:
                 if not held:
                     report.busy.append((number, day))
                     continue
-                _compact_partition(store, partition, number, day, policy, now, report, held)
+                _compact_partition(store, partition, number, day, policy, now, report, held, pending)
     return report
 
 
@@ -187,6 +191,7 @@ def _compact_partition(
     now: dt.datetime,
     report: CompactionReport,
     held: Held | None,  # None: a dry run, which changes nothing and so holds no lock
+    pending: Callable[[], Collection[str]] | None = None,
 ) -> None:
     report.deleted += _delete_replaced(store.filesystem, partition, policy, now, held)
     if now < dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC) + dt.timedelta(
@@ -197,7 +202,10 @@ def _compact_partition(
     if len(visible) <= policy.min_files:
         return
     max_bytes = None if _is_local(store.filesystem) else MAX_OBJECT_STORE_RUN_BYTES
-    for run in _runs(store.filesystem, visible, now - dt.timedelta(seconds=policy.min_age_s), max_bytes):
+    # Read after the listing: a file's intent is committed before the file is written.
+    uncounted = frozenset(pending()) if pending is not None else frozenset()
+    older_than = now - dt.timedelta(seconds=policy.min_age_s)
+    for run in _runs(store.filesystem, visible, older_than, max_bytes, uncounted):
         if held is None:
             rows = sum(_rows(store.filesystem, info.path) for info in run)
             out = merged_name(run[0].base_name, "0" * 32)
@@ -224,9 +232,11 @@ def _runs(
     visible: Sequence[pafs.FileInfo],
     older_than: dt.datetime,
     max_bytes: int | None = None,
+    uncounted: Collection[str] = (),
 ) -> Iterator[list[pafs.FileInfo]]:
     """The runs to merge (module doc): at least two neighbours in name order, each old enough, written
-    by the store, of one schema; with ``max_bytes``, a run ends before its files' sizes pass it."""
+    by the store, of one schema, none ``uncounted``; with ``max_bytes``, a run ends before its files'
+    sizes pass it."""
     cutoff_ns = int(older_than.timestamp() * 1e9)
     run: list[pafs.FileInfo] = []
     schema: pa.Schema | None = None
@@ -234,6 +244,7 @@ def _runs(
     for info in visible:
         name = info.base_name
         eligible = (is_written_name(name) or is_merged_name(name)) and info.mtime_ns <= cutoff_ns
+        eligible = eligible and info.path not in uncounted
         found = pq.read_schema(info.path, filesystem=filesystem) if eligible else None
         full = max_bytes is not None and run_bytes + (info.size or 0) > max_bytes
         if found is None or schema is None or full or not found.equals(schema, check_metadata=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable, Collection
 
 from control_plane.background import BackgroundLoop
 from control_plane.offline.compaction import CompactionPolicy, CompactionReport, compact_view
@@ -28,8 +29,10 @@ class CompactionLoop:
         policy: CompactionPolicy,
         interval_s: float,
         locks: PartitionLock | None = None,
+        pending: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self._store = store
+        self._pending = pending  # the files of uncounted chunks, never merged (``compact_view``)
         self._locks = locks  # None: a local root's own file locks
         self._policy = policy
         self._interval_s = interval_s
@@ -40,7 +43,9 @@ class CompactionLoop:
         reports: dict[str, CompactionReport] = {}
         for view in self._store.views():
             try:
-                report = compact_view(self._store, view, None, self._policy, now, locks=self._locks)
+                report = compact_view(
+                    self._store, view, None, self._policy, now, locks=self._locks, pending=self._pending
+                )
             except Exception:
                 _log.exception("compacting feature view %r's offline files failed; retrying next pass", view)
                 continue

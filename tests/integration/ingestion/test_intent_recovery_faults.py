@@ -13,7 +13,9 @@ with real SQLite files and PostgreSQL and real Parquet files:
   longer starves the others; with the database out of reach a pass logs one warning line;
 * the lease is read from the database's clock: a recovering process whose clock runs six minutes ahead
   of the writer's (the named fault :func:`skewed_clock`: another host, an NTP step) no longer reclaims
-  a live chunk's intent, and one whose clock runs behind still reclaims a dead one.
+  a live chunk's intent, and one whose clock runs behind still reclaims a dead one;
+* compaction given the open intents' files (``intents.open_paths``) merges none of them, so the
+  recovery can still remove an uncounted file's rows; with the database out of reach it merges nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import cast
 
 import pyarrow.fs as pafs
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from control_plane.db import create_db_engine, create_session_factory, write_session
 from control_plane.ingestion import intents
@@ -35,6 +38,7 @@ from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.quarantine import now_us
 from control_plane.ingestion.tables import IngestionIntentRow
+from control_plane.offline.compaction import CompactionPolicy, compact_view
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
 from tests.integration.ingestion.test_chunk_intents import Stand, make_stand, remove_files
 from tests.support.s3_server import FakeS3Server
@@ -243,3 +247,33 @@ def test_the_lease_is_read_from_the_databases_clock_not_the_hosts(
     dead = written(stand, "dead-run")  # announced under the skewed clock, then its writer died
     skewed_clock(monkeypatch, -6 * 60)  # a recovering host behind: a lease of 0 has lapsed all the same
     assert stand.batch.recover_intents(lease_s=0.0).removed == {"dead-run": list(dead.paths)}
+
+
+def test_compaction_merges_no_file_an_open_intent_names(stand: Stand) -> None:
+    def write(k: int) -> str:
+        (path,) = stand.offline.write(
+            "climate", 1, chunk(k).append_column("ingested_ts", chunk(k).column("event_ts"))
+        )
+        return path
+
+    counted = [write(0)]
+    uncounted = written(stand, "dead-run", 1)  # its run died before counting it
+    counted += [write(2), write(3)]
+    policy = CompactionPolicy(min_files=1, min_age_s=0.0, lateness_s=0.0)
+    engine = create_db_engine("postgresql+psycopg://aether:secret@127.0.0.1:1/none")
+    try:
+        down = create_session_factory(engine)
+        with pytest.raises(OperationalError):  # the intents cannot be read: nothing is merged
+            compact_view(stand.offline, "climate", policy=policy, pending=lambda: intents.open_paths(down))
+    finally:
+        engine.dispose()
+    assert sorted(stand.offline.files("climate", 1)) == sorted([*counted, *uncounted.paths])
+
+    report = compact_view(
+        stand.offline, "climate", policy=policy, pending=lambda: intents.open_paths(stand.db.sessions)
+    )
+    (run,) = report.merged
+    assert run.files_in == tuple(path.rsplit("/", 1)[1] for path in counted[1:])
+    assert stand.batch.recover_intents(lease_s=0.0).removed == {"dead-run": list(uncounted.paths)}
+    rows = sum(chunk(k).num_rows for k in (0, 2, 3))
+    assert stand.stored_rows() == rows  # the uncounted rows are gone from every file
