@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, TypeAlias
 
 import grpc.aio
@@ -24,6 +24,7 @@ from clients.server_handlers import HandlerRegistry
 from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import JOB_RUN, records_lineage
+from control_plane.ingestion import intents
 from control_plane.offline.compaction import CompactionPolicy, compact_view, sweep_stale_upload_temps
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
@@ -56,11 +57,14 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
         compaction: CompactionPolicy | None = None,
         partition_locks: PartitionLock | None = None,
         runs: TrackingStore | None = None,
+        pending: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """``runs``: where a job token's run is looked up (None: not looked up), see
-        ``GetHistoricalFeatures``."""
+        ``GetHistoricalFeatures``. ``pending``: the files of chunks not yet counted (open ingestion
+        intents), which compaction never merges (``compact_view``)."""
         self._store = store
         self._runs = runs
+        self._pending = pending
         self._catalog = catalog
         self._compaction = compaction or CompactionPolicy()
         self._partition_locks = partition_locks
@@ -122,6 +126,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             self._compaction,
             dry_run=request.dry_run,
             locks=self._partition_locks,
+            pending=self._pending,
         )
         if report.merged or report.deleted:
             _log.info(
@@ -229,6 +234,13 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     policy = getattr(context.settings, "offline_compaction", None) or CompactionPolicy()
     # A local root's partitions are locked by files in their folders; an object store's by the database.
     locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine)
+    # A file an open ingestion intent names may be removed by the intents' recovery (its rows were never
+    # counted): merged, its rows would outlive it. A pass that cannot read the intents merges nothing.
+    sessions = context.sessions
+
+    def pending() -> frozenset[str]:
+        return intents.open_paths(sessions)
+
     servicer = OfflineFeaturesServicer(
         store,
         context.registry,
@@ -236,11 +248,12 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
         compaction=policy,
         partition_locks=locks,
         runs=TrackingStore(context.sessions),
+        pending=pending,
     )
     pb_grpc.add_OfflineFeaturesServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     interval = float(getattr(context.settings, "offline_compact_interval_s", 0.0) or 0.0)
     if interval > 0:
-        loop = CompactionLoop(store, policy, interval, locks)
+        loop = CompactionLoop(store, policy, interval, locks, pending=pending)
         loop.start()
         context.on_close.append(loop.stop)
     return OFFLINE_FEATURES_SERVICE
