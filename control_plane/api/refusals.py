@@ -31,8 +31,12 @@ the token's scope or naming another run (PERMISSION_DENIED, from the auth interc
 its run after the run ended (FAILED_PRECONDITION, :class:`~control_plane.tracking.records.RunEnded`,
 from the servicer: :func:`audits_job_refusals`). A model registry write keeps its model's target; any
 other is filed under the job (object type "job", the job's id, as its submit and cancel are), with the
-refused method as the action. The job's other errors (a malformed metric, a missing artifact) are the
-job's bugs, not refusals of its token, and are not audited; nor are its refused reads."""
+refused method as the action. A job token is assumed to leak (it is as long-lived as the admin token),
+so its refusals are rate-limited as unauthenticated ones are, keyed by the job instead of the peer host:
+per window, the first :data:`UNAUTHENTICATED_BURST` refusals of one method by one job are written one
+by one and the rest counted into one summary entry. The job's other errors (a malformed metric, a
+missing artifact) are the job's bugs, not refusals of its token, and are not audited; nor are its
+refused reads."""
 
 from __future__ import annotations
 
@@ -66,7 +70,8 @@ _NOT_REFUSALS = frozenset(
 MODEL_REGISTRY = pb.DESCRIPTOR.services_by_name["ModelRegistry"].full_name
 #: How long a refused call waits for its audit entry before it answers (the entry is written anyway).
 REFUSAL_AUDIT_WAIT_S = 1.0
-#: Unauthenticated refusals of one method from one peer host audited one by one per fold window.
+#: Unauthenticated refusals of one method from one peer host (a job token's: by one job) audited one by
+#: one per fold window.
 UNAUTHENTICATED_BURST = 5
 DEFAULT_FOLD_WINDOW_S = 60.0
 #: Keys (peer host, method) counted per window at most; the hosts beyond share :data:`OTHER_PEERS`.
@@ -162,13 +167,14 @@ def peer_host(peer: str) -> str:
 
 @dataclass
 class _Fold:
-    """Unauthenticated refusals of one (peer host, method) in the current window."""
+    """Rate-limited refusals of one (peer host or job, method) in the current window."""
 
     written: int = 0
     folded: int = 0
-    #: The last folded refusal's target, actor and message: the summary entry is filed under them.
+    #: The last folded refusal's target, actor, status and message: the summary entry is filed under them.
     target: Target | None = None
     actor: str = ""
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
     message: str = ""
 
 
@@ -213,7 +219,8 @@ class RefusalAudit:
         target = target_of(full_method, request, actor)
         if target is None or code in _NOT_REFUSALS:
             return
-        if code == grpc.StatusCode.UNAUTHENTICATED and self._fold(full_method, peer, target, actor, message):
+        limited = code == grpc.StatusCode.UNAUTHENTICATED or actor.startswith(JOB_PRINCIPAL_PREFIX)
+        if limited and self._fold(full_method, peer, target, actor, code, message):
             return
         write = self._write(full_method, target, actor, code, message)
         # Waited for, so the entry is in the log when the caller hears of the refusal, but not for long:
@@ -228,13 +235,17 @@ class RefusalAudit:
         write.add_done_callback(functools.partial(_log_failure, full_method, code, message))
         return write
 
-    def _fold(self, full_method: str, peer: str, target: Target, actor: str, message: str) -> bool:
-        """Counts an unauthenticated refusal; True when it is folded (not written now)."""
+    def _fold(
+        self, full_method: str, peer: str, target: Target, actor: str, code: grpc.StatusCode, message: str
+    ) -> bool:
+        """Counts an unauthenticated refusal, or a job token's; True when it is folded (not written now)."""
         if self._closed:  # a refusal in the stop's grace period: no window end will come to write it
             return False
         if self._window_end is None:
             self._window_end = asyncio.get_running_loop().call_later(self._fold_window_s, self._end_window)
-        key = (peer_host(peer), full_method)
+        # A job is one key wherever it calls from; a caller without a token is known by its host only.
+        source = actor if actor.startswith(JOB_PRINCIPAL_PREFIX) else peer_host(peer)
+        key = (source, full_method)
         if key not in self._folds and len(self._folds) >= MAX_FOLD_KEYS:
             key = (OTHER_PEERS, full_method)
         fold = self._folds.setdefault(key, _Fold())
@@ -242,7 +253,7 @@ class RefusalAudit:
             fold.written += 1
             return False
         fold.folded += 1
-        fold.target, fold.actor, fold.message = target, actor, message
+        fold.target, fold.actor, fold.code, fold.message = target, actor, code, message
         return True
 
     def _end_window(self) -> None:
@@ -255,8 +266,7 @@ class RefusalAudit:
                     f"{fold.message}; {fold.folded} more refusals of {method} from {host} in "
                     f"{self._fold_window_s:g} s were folded into this entry"
                 )
-                code = grpc.StatusCode.UNAUTHENTICATED
-                write = self._write(method, fold.target, fold.actor, code, summary)
+                write = self._write(method, fold.target, fold.actor, fold.code, summary)
                 self._summaries.add(write)
                 write.add_done_callback(self._summaries.discard)
 

@@ -97,6 +97,12 @@ class Plane:
 
 @pytest.fixture
 def plane(tmp_path: Path, db_url: str, redis_url: str) -> Iterator[Plane]:
+    with _plane(tmp_path, db_url, redis_url) as started:
+        yield started
+
+
+@contextmanager
+def _plane(tmp_path: Path, db_url: str, redis_url: str, audit_window_s: float = 60.0) -> Iterator[Plane]:
     settings = ControlPlaneSettings(
         home=tmp_path / "home",
         db_url=db_url,
@@ -104,6 +110,7 @@ def plane(tmp_path: Path, db_url: str, redis_url: str) -> Iterator[Plane]:
         listen_addr="127.0.0.1:0",
         shutdown_grace_s=0.5,
         auth=AuthSettings(admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN),
+        refusal_audit_window_s=audit_window_s,
     )
     server = ThreadedPlane(settings)
     engine = create_db_engine(db_url)
@@ -328,3 +335,37 @@ def test_a_job_tokens_refusal_stands_when_its_audit_entry_cannot_be_written(
     assert stranger[0] == grpc.StatusCode.PERMISSION_DENIED, stranger
     ended = _code(lambda: plane.tracking.LogBatch(_batch(run_id), metadata=_auth(token), timeout=20))
     assert ended[0] == grpc.StatusCode.FAILED_PRECONDITION and "ended FAILED" in ended[1], ended
+
+
+def test_a_job_tokens_refusals_are_rate_limited_and_every_one_is_counted(
+    tmp_path: Path, db_url: str, redis_url: str
+) -> None:
+    # A job token is assumed to leak and is as long-lived as the admin token: one audit row per refusal
+    # let it fill the audit log. Per window, five refusals of a method by one job are written one by one
+    # and the rest counted into one summary entry (as refusals without a token are, per host).
+    window_s = 3.0
+    with _plane(tmp_path, db_url, redis_url, audit_window_s=window_s) as plane:
+        run_id = plane.run()
+        token = _token(run_id)
+        TrackingStore(plane.sessions).end_run_once(
+            run_id, tracking_pb2.RUN_STATUS_KILLED, 0, actor="supervisor"
+        )
+        started = time.monotonic()
+        for step in range(8):
+            refused = _code(
+                lambda step=step: plane.tracking.LogBatch(_batch(run_id, step), metadata=_auth(token))
+            )
+            assert refused[0] == grpc.StatusCode.FAILED_PRECONDITION, refused
+        assert time.monotonic() - started < window_s, "too slow to show one window"
+        refusals = _job_refusals(plane, 6)  # the summary comes when the window ends
+    assert len(refusals) == 6, refusals
+    outcomes = sorted(outcome for *_, outcome in refusals)
+    summary = [o for o in outcomes if "were folded into this entry" in o]
+    assert summary == [
+        f"refused: FAILED_PRECONDITION: run {run_id} of job:{JOB_ID} has ended KILLED: its job token may no"
+        " longer write to it (LogBatch refused); nothing was written; 3 more refusals of"
+        f" /aether.v1.Tracking/LogBatch from job:{JOB_ID} in {window_s:g} s were folded into this entry"
+    ], outcomes
+    assert {(actor, action) for actor, action, *_ in refusals} == {
+        (f"job:{JOB_ID}", "/aether.v1.Tracking/LogBatch")
+    }
