@@ -258,7 +258,7 @@ class Supervisor:
             if status.succeeded and not row.stop_kind:
                 # It exited 0 before any SIGTERM went out: a cancel requested meanwhile came too late
                 # to stop it, and its outputs (a registered model version, say) are real.
-                state, reason, outputs = JobState.SUCCEEDED, "exit code 0", _read_outputs(files)
+                state, reason, outputs = JobState.SUCCEEDED, "exit code 0", read_outputs(files)
                 if row.cancel_requested:
                     reason = f"{reason}; {row.cancel_reason} came after the job had ended"
             elif row.cancel_requested:
@@ -452,7 +452,14 @@ def _launch_of(row: JobRow, settings: JobsSettings) -> JobLaunch:
     return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), settings.job_user)
 
 
-def _read_outputs(files: JobFiles) -> dict[str, Any]:
+#: The most of a job's ``outputs.json`` the supervisor reads: its outputs go into the job's row, and the
+#: file is the job's (a job user's, possibly hostile: a sparse file of any size costs it nothing).
+MAX_OUTPUTS_BYTES = 1 << 20
+
+
+def read_outputs(files: JobFiles) -> dict[str, Any]:
+    """The job's ``outputs.json`` (a dict; other JSON as ``{"value": ...}``), or {} when it has none, it
+    does not parse, or it is over :data:`MAX_OUTPUTS_BYTES` (said in the job's log)."""
     path = files.checkpoints.parent / OUTPUTS_FILE
     try:
         # Not through a link, nor from a FIFO: a job run as a job user owns the folder it is in.
@@ -460,8 +467,17 @@ def _read_outputs(files: JobFiles) -> dict[str, Any]:
         with os.fdopen(descriptor, "rb") as file:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 return {}
-            data = json.loads(file.read().decode("utf-8"))
-    except (OSError, ValueError):
+            raw = file.read(MAX_OUTPUTS_BYTES + 1)
+    except OSError:
+        return {}
+    if len(raw) > MAX_OUTPUTS_BYTES:
+        files.append_log(
+            f"{OUTPUTS_FILE} is over {MAX_OUTPUTS_BYTES} bytes: not read, the job has no outputs"
+        )
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {"value": data}
 
