@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from clients.files import make_private, open_private, replace_when_done
 from control_plane.jobs.job_user import OPEN_JOB_FOLDER_MODE, WORK_FOLDER, JobUser
+from control_plane.jobs.launch_env import OUTPUTS_FILE
 
 
 @dataclass(frozen=True)
@@ -142,3 +144,33 @@ class JobFiles:
     def append_log(self, line: str) -> None:
         with self.open_log() as log:
             log.write(f"[aether] {line}\n".encode())
+
+
+#: The most of a job's ``outputs.json`` the supervisor reads: its outputs go into the job's row, and the
+#: file is the job's (a job user's, possibly hostile: a sparse file of any size costs it nothing).
+MAX_OUTPUTS_BYTES = 1 << 20
+
+
+def read_outputs(files: JobFiles) -> dict[str, Any]:
+    """The job's ``outputs.json`` (a dict; other JSON as ``{"value": ...}``), or {} when it has none, it
+    does not parse, or it is over :data:`MAX_OUTPUTS_BYTES` (said in the job's log)."""
+    path = files.checkpoints.parent / OUTPUTS_FILE
+    try:
+        # Not through a link, nor from a FIFO: a job run as a job user owns the folder it is in.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return {}
+            raw = file.read(MAX_OUTPUTS_BYTES + 1)
+    except OSError:
+        return {}
+    if len(raw) > MAX_OUTPUTS_BYTES:
+        files.append_log(
+            f"{OUTPUTS_FILE} is over {MAX_OUTPUTS_BYTES} bytes: not read, the job has no outputs"
+        )
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {"value": data}

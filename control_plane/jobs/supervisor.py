@@ -25,17 +25,13 @@ One supervisor per database (the control plane is one process; replicas would ne
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 from sqlalchemy import select
@@ -43,8 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
-from control_plane.jobs.files import JobFiles
-from control_plane.jobs.launch_env import OUTPUTS_FILE, TOKEN_FILE, LaunchEnv, sets_token
+from control_plane.jobs.files import JobFiles, read_outputs
+from control_plane.jobs.launch_env import TOKEN_FILE, LaunchEnv, sets_token
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import create_job_run, end_left_runs, end_run, leftover_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
@@ -450,36 +446,6 @@ class Supervisor:
 
 def _launch_of(row: JobRow, settings: JobsSettings) -> JobLaunch:
     return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), settings.job_user)
-
-
-#: The most of a job's ``outputs.json`` the supervisor reads: its outputs go into the job's row, and the
-#: file is the job's (a job user's, possibly hostile: a sparse file of any size costs it nothing).
-MAX_OUTPUTS_BYTES = 1 << 20
-
-
-def read_outputs(files: JobFiles) -> dict[str, Any]:
-    """The job's ``outputs.json`` (a dict; other JSON as ``{"value": ...}``), or {} when it has none, it
-    does not parse, or it is over :data:`MAX_OUTPUTS_BYTES` (said in the job's log)."""
-    path = files.checkpoints.parent / OUTPUTS_FILE
-    try:
-        # Not through a link, nor from a FIFO: a job run as a job user owns the folder it is in.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return {}
-            raw = file.read(MAX_OUTPUTS_BYTES + 1)
-    except OSError:
-        return {}
-    if len(raw) > MAX_OUTPUTS_BYTES:
-        files.append_log(
-            f"{OUTPUTS_FILE} is over {MAX_OUTPUTS_BYTES} bytes: not read, the job has no outputs"
-        )
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {"value": data}
 
 
 def _unreadable_spec(row: JobRow) -> str:

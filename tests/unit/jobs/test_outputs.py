@@ -1,4 +1,4 @@
-"""A job's ``outputs.json`` as the supervisor reads it (``supervisor.read_outputs``): the file is the
+"""A job's ``outputs.json`` as the supervisor reads it (``files.read_outputs``): the file is the
 job's, so it is read neither through a link nor without a bound."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from control_plane.jobs.files import JobFiles
-from control_plane.jobs.supervisor import MAX_OUTPUTS_BYTES, read_outputs
+from control_plane.jobs.files import MAX_OUTPUTS_BYTES, JobFiles, read_outputs
 
 
 def test_outputs_are_read_as_a_dict(tmp_path: Path) -> None:
