@@ -61,9 +61,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
-from importlib.machinery import ModuleSpec, PathFinder
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from clients.files import open_private
 from control_plane.jobs.identity import claim, process_start_ticks
@@ -119,7 +120,7 @@ def locate_module(module: str, env: Mapping[str, str]) -> tuple[bool, str | None
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts):
         return False, None
-    spec: ModuleSpec | None = PathFinder.find_spec(parts[0], job_search_path(env))
+    spec = _find_spec(parts[0], job_search_path(env))
     if spec is None:  # builtin, frozen, or the finders of the interpreter's site-packages: a top-level
         spec = importlib.util.find_spec(parts[0])  # lookup imports nothing
     for depth in range(1, len(parts)):
@@ -127,11 +128,42 @@ def locate_module(module: str, env: Mapping[str, str]) -> tuple[bool, str | None
             return False, None
         if spec.has_location and spec.origin and _may_change_path(spec.origin):
             return True, None
-        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), list(spec.submodule_search_locations))
+        spec = _find_spec(".".join(parts[: depth + 1]), list(spec.submodule_search_locations))
     if spec is None:
         return False, None
     origin = spec.origin if spec.has_location and spec.origin and os.path.isabs(spec.origin) else None
     return True, origin
+
+
+def _find_spec(fullname: str, locations: list[str]) -> ModuleSpec | None:
+    """``fullname``'s spec in the folders ``locations`` as the path-based import finds it: the first
+    entry with a module or a regular package wins, else the namespace portions of them all. Asked of
+    each entry's path-hook finder (``sys.path_hooks``), not of ``PathFinder``, which builds a namespace
+    package's path from its parent in ``sys.modules``, where the job's packages never are here (it
+    failed with KeyError for a namespace package below a regular one)."""
+    portions: list[str] = []
+    for entry in locations:
+        finder = _entry_finder(entry)
+        spec: ModuleSpec | None = None if finder is None else finder.find_spec(fullname)
+        if spec is None:
+            continue
+        if spec.loader is not None:
+            return spec
+        portions.extend(spec.submodule_search_locations or ())
+    if not portions:
+        return None
+    namespace = ModuleSpec(fullname, None, is_package=True)
+    namespace.submodule_search_locations = portions
+    return namespace
+
+
+def _entry_finder(entry: str) -> Any:
+    for hook in sys.path_hooks:
+        try:
+            return hook(entry)
+        except ImportError:
+            continue
+    return None
 
 
 def _may_change_path(init: str) -> bool:

@@ -270,6 +270,34 @@ def test_nothing_of_the_jobs_runs_in_the_launcher(tmp_path: Path) -> None:
     assert not files.env_file(1).exists()  # the job's environment (its token) is not left behind
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ("app/__init__.py", "app/jobs/train.py"),  # a namespace package below a regular one
+        ("nspkg/sub/train.py",),  # namespace packages two deep
+        ("ns1/train.py",),
+    ],
+    ids=["namespace-in-regular", "namespace-in-namespace", "namespace"],
+)
+def test_an_entrypoint_module_in_a_namespace_package_is_found_and_runs(
+    tmp_path: Path, layout: tuple[str, ...]
+) -> None:
+    # The launcher looks the module up by its files, importing nothing of the job's; a namespace package
+    # below a regular one made that lookup fail (KeyError: the parent was not imported), and the job
+    # failed at launch without a retry, where python -m runs it.
+    code = tmp_path / "code"
+    for name in layout:
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        (code / name).write_text("print('trained')\n" if name.endswith("train.py") else "")
+    module = layout[-1].removesuffix(".py").replace("/", ".")
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    spec = {"name": "t", "entrypoint": {"module": module}, "env": {"PYTHONPATH": str(code)}}
+    handle = LocalExecutor().launch(JobLaunch("j7", spec_from_mapping(spec), files), 1, [], {})
+    assert wait(handle) == ExitStatus(0, "exit code 0", launch_failed=False), files.log.read_text()
+    assert "trained" in files.log.read_text()
+
+
 def test_the_launcher_runs_isolated_in_a_fixed_environment(tmp_path: Path) -> None:
     files = JobFiles(tmp_path / "job")
     files.folder.mkdir()
