@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import urllib.parse
@@ -100,13 +101,22 @@ def secret_flag(args: argparse.Namespace) -> str | None:
     return None
 
 
+#: ``user:PASSWORD@`` after the scheme, read as the database and Redis clients read it: a password may
+#: hold ``/``, ``?`` or ``#``, where ``urlsplit`` ends the host part and finds no password (SQLAlchemy's
+#: ``make_url`` takes ``postgresql://u:s3cr/et@db/x`` as password ``s3cr/et``). Cautious: a colon and then
+#: an ``@`` anywhere after the scheme count, a rare URL without a password among them.
+_USER_PASSWORD = re.compile(r"://[^@]*:[^@]*@")
+
+
 def _url_has_password(url: str) -> bool:
+    if _USER_PASSWORD.search(url):
+        return True
     try:
         parts = urllib.parse.urlsplit(url)
         if parts.password:
             return True
-    except ValueError:  # a malformed URL: its own error comes later; a password in it counts as one
-        return ":" in url.partition("://")[2].partition("@")[0] and "@" in url
+    except ValueError:  # a malformed URL: its own error comes later
+        return False
     return any(key.lower() == "password" for key, _ in urllib.parse.parse_qsl(parts.query))
 
 
