@@ -200,6 +200,9 @@ class LocalHandle:
                 return None
             # Without an exit file the launcher was killed before it could record the end.
             self._status = read_exit_file(self._files.exit_file(self._attempt))
+            # The job's environment (its token, the spec's secrets) for a launcher that died before it
+            # took it: no launcher of this attempt will read it now.
+            self._files.env_file(self._attempt).unlink(missing_ok=True)
         if not self._group_alive():
             return self._status
         now = time.monotonic()
@@ -338,6 +341,7 @@ class LocalExecutor:
         given up, so that a launcher still on its way does not start the job."""
         found = claim(job.files.pid_file(attempt), {GIVEN_UP: True, "by": os.getpid()})
         if found is None or found.get(GIVEN_UP):
+            job.files.env_file(attempt).unlink(missing_ok=True)  # given up: no launcher will take it
             return None
         try:
             pid, ticks = int(found["pid"]), int(found["start_ticks"] or 0)

@@ -94,7 +94,9 @@ def test_an_attempt_given_up_before_its_launcher_claimed_it_never_starts(tmp_pat
     executor = LocalExecutor()
     # A restarted control plane finds the attempt RUNNING with no process recorded and none claimed yet:
     # it gives the attempt up (and will free its devices), so a launcher still on its way must not start.
+    files.env_file(1).write_text("{}")  # as a control plane killed between writing it and the launch
     assert executor.adopt(job, 1, "") is None
+    assert not files.env_file(1).exists()  # no launcher will take it
     status = wait(executor.launch(job, 1, [], {}))
     assert status.code is None and not started.exists()
     assert "given up before it started" in files.log.read_text()
@@ -296,6 +298,23 @@ def test_an_entrypoint_module_in_a_namespace_package_is_found_and_runs(
     handle = LocalExecutor().launch(JobLaunch("j7", spec_from_mapping(spec), files), 1, [], {})
     assert wait(handle) == ExitStatus(0, "exit code 0", launch_failed=False), files.log.read_text()
     assert "trained" in files.log.read_text()
+
+
+def test_the_jobs_environment_file_goes_with_a_launcher_killed_before_it_read_it(tmp_path: Path) -> None:
+    # The file holds the job's environment (its token, the spec's secrets); only the launcher removed it,
+    # so a launcher killed (a cancel, a crash) before it started up left it in the job's folder.
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    entry = {"command": [sys.executable, "-c", "pass"]}
+    spec = {"name": "t", "entrypoint": entry, "env": {"SPEC_SECRET": "s3cret"}}
+    handle = LocalExecutor().launch(JobLaunch("j8", spec_from_mapping(spec), files), 1, [], {})
+    assert handle.pid is not None
+    os.kill(handle.pid, signal.SIGSTOP)  # long before its interpreter has started up and read the file
+    assert files.env_file(1).exists()
+    handle.kill()
+    status = wait(handle)
+    assert status.code is None, status  # killed, no exit recorded
+    assert not files.env_file(1).exists()
 
 
 def test_the_launcher_runs_isolated_in_a_fixed_environment(tmp_path: Path) -> None:
