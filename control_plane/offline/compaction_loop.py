@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Collection
 
+from clients.database_errors import database_unavailable
 from control_plane.background import BackgroundLoop
 from control_plane.offline.compaction import CompactionPolicy, CompactionReport, compact_view
 from control_plane.offline.partition_locks import PartitionLock
@@ -39,14 +40,20 @@ class CompactionLoop:
         self._background = BackgroundLoop("offline-compaction")
 
     def run_once(self, now: dt.datetime | None = None) -> dict[str, CompactionReport]:
-        """One pass over every view with offline data; the report of each view that did not fail."""
+        """One pass over every view with offline data; the report of each view that did not fail. A
+        metadata database that is down (the open intents, an object store's partition locks) ends the
+        pass with one warning line: every view would fail the same way."""
         reports: dict[str, CompactionReport] = {}
         for view in self._store.views():
             try:
                 report = compact_view(
                     self._store, view, None, self._policy, now, locks=self._locks, pending=self._pending
                 )
-            except Exception:
+            except Exception as exc:
+                outage = database_unavailable(exc)
+                if outage is not None:
+                    _log.warning("offline compaction pass stopped: %s; retrying next pass", outage)
+                    break
                 _log.exception("compacting feature view %r's offline files failed; retrying next pass", view)
                 continue
             reports[view] = report

@@ -39,6 +39,7 @@ from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.quarantine import now_us
 from control_plane.ingestion.tables import IngestionIntentRow
 from control_plane.offline.compaction import CompactionPolicy, compact_view
+from control_plane.offline.compaction_loop import CompactionLoop
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
 from tests.integration.ingestion.test_chunk_intents import Stand, make_stand, remove_files
 from tests.support.s3_server import FakeS3Server
@@ -277,3 +278,28 @@ def test_compaction_merges_no_file_an_open_intent_names(stand: Stand) -> None:
     assert stand.batch.recover_intents(lease_s=0.0).removed == {"dead-run": list(uncounted.paths)}
     rows = sum(chunk(k).num_rows for k in (0, 2, 3))
     assert stand.stored_rows() == rows  # the uncounted rows are gone from every file
+
+
+def test_a_compaction_pass_with_the_database_down_logs_one_line_and_merges_nothing(
+    stand: Stand, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The open intents cannot be read: every view's compaction would fail the same way, each with a
+    # traceback, every pass. The pass stops with one warning and merges nothing.
+    for k in range(3):
+        stand.offline.write("climate", 1, chunk(k).append_column("ingested_ts", chunk(k).column("event_ts")))
+    before = sorted(stand.offline.files("climate", 1))
+    policy = CompactionPolicy(min_files=1, min_age_s=0.0, lateness_s=0.0)
+    engine = create_db_engine("postgresql+psycopg://aether:secret@127.0.0.1:1/none")
+    try:
+        down = create_session_factory(engine)
+        loop = CompactionLoop(stand.offline, policy, 60.0, pending=lambda: intents.open_paths(down))
+        with caplog.at_level(logging.WARNING, logger="aether.offline"):
+            assert loop.run_once() == {}
+    finally:
+        engine.dispose()
+    assert sorted(stand.offline.files("climate", 1)) == before
+    logged = [
+        (r.levelno, r.exc_info is not None) for r in caplog.records if r.name.startswith("aether.offline")
+    ]
+    assert logged == [(logging.WARNING, False)], caplog.text
+    assert "offline compaction pass stopped: metadata database unavailable" in caplog.text
