@@ -15,21 +15,31 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from control_plane.api.ingestion import add_to_server
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head, write_session
+from control_plane.db import (
+    create_db_engine,
+    create_session_factory,
+    read_session,
+    upgrade_to_head,
+    write_session,
+)
 from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.service import IngestionService
+from control_plane.ingestion.tables import IngestionIntentRow
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.support.kafka_mock import KafkaMockCluster
 from tests.support.postgres_server import PostgresServer
+from tests.support.s3_server import FakeS3Server
 
 ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
 CLIMATE = pb.FeatureViewSpec(
@@ -159,3 +169,64 @@ def kafka() -> Iterator[KafkaMockCluster]:
     cluster = KafkaMockCluster()
     yield cluster
     cluster.close()
+
+
+# The intents' tests (test_chunk_intents.py, test_intent_recovery_faults.py) --------------------------
+
+
+@dataclass
+class Stand:
+    db: RegistryDb
+    offline: OfflineStore
+    client: redis.Redis
+    batch: BatchMaterializer
+
+    def runs(self) -> list[quarantine.RunCounts]:
+        with read_session(self.db.sessions) as session:
+            return quarantine.list_runs(session, "climate")
+
+    def counted(self) -> int:
+        runs = self.runs()
+        assert all(run.records_in == run.accepted + run.quarantined for run in runs)
+        return sum(run.accepted for run in runs)
+
+    def stored_rows(self) -> int:
+        return sum(batch.num_rows for batch in self.offline.scan("climate", 1))
+
+    def intents(self) -> list[IngestionIntentRow]:
+        with read_session(self.db.sessions) as session:
+            return list(session.scalars(select(IngestionIntentRow)))
+
+
+def make_stand(db_url: str, redis_url: str, root: str) -> Iterator[Stand]:
+    db = registry_on(db_url, CLIMATE)
+    offline = OfflineStore(root)
+    client = redis.Redis.from_url(redis_url)
+    yield Stand(db, offline, client, BatchMaterializer(db.sessions, offline, client))
+    client.close()
+    db.engine.dispose()
+
+
+@pytest.fixture
+def stand(db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
+    """SQLite and PostgreSQL, a local offline store."""
+    yield from make_stand(db_url, redis_url, str(tmp_path / "offline"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "sqlite-s3"])
+def any_stand(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
+    """SQLite and PostgreSQL with a local offline store, and SQLite with an S3-style object store (a fake
+    S3 endpoint of the test's own)."""
+    if request.param == "postgresql":
+        yield from make_stand(request.getfixturevalue("postgres_server").fresh_url(), redis_url,
+                              str(tmp_path / "offline"))  # fmt: skip
+        return
+    url = f"sqlite:///{tmp_path / 'aether.db'}"
+    if request.param == "sqlite":
+        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
+        return
+    s3 = FakeS3Server()
+    try:
+        yield from make_stand(url, redis_url, s3.uri("features"))
+    finally:
+        s3.close()

@@ -24,12 +24,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import redis
 from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
@@ -44,10 +42,9 @@ from control_plane.ingestion.tables import IngestionIntentRow
 from control_plane.offline.store import OfflineStore
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
-from tests.integration.ingestion.conftest import CLIMATE, RegistryDb, registry_on
+from tests.integration.ingestion.conftest import CLIMATE, Stand, registry_on
 from tests.integration.ingestion.test_chunk_commit_failure import FailsOneCommit, chunk
 from tests.support.pg_interleave import HeldTransaction, race_against
-from tests.support.s3_server import FakeS3Server
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -100,64 +97,6 @@ def run_until_killed(db_url: str, redis_url: str, root: str, mode: str, arg: str
         check=False,
     )
     assert process.returncode == -signal.SIGKILL, process.stderr
-
-
-@dataclass
-class Stand:
-    db: RegistryDb
-    offline: OfflineStore
-    client: redis.Redis
-    batch: BatchMaterializer
-
-    def runs(self) -> list[quarantine.RunCounts]:
-        with read_session(self.db.sessions) as session:
-            return quarantine.list_runs(session, "climate")
-
-    def counted(self) -> int:
-        runs = self.runs()
-        assert all(run.records_in == run.accepted + run.quarantined for run in runs)
-        return sum(run.accepted for run in runs)
-
-    def stored_rows(self) -> int:
-        return sum(batch.num_rows for batch in self.offline.scan("climate", 1))
-
-    def intents(self) -> list[IngestionIntentRow]:
-        with read_session(self.db.sessions) as session:
-            return list(session.scalars(select(IngestionIntentRow)))
-
-
-def make_stand(db_url: str, redis_url: str, root: str) -> Iterator[Stand]:
-    db = registry_on(db_url, CLIMATE)
-    offline = OfflineStore(root)
-    client = redis.Redis.from_url(redis_url)
-    yield Stand(db, offline, client, BatchMaterializer(db.sessions, offline, client))
-    client.close()
-    db.engine.dispose()
-
-
-@pytest.fixture
-def stand(db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
-    """SQLite and PostgreSQL, a local offline store."""
-    yield from make_stand(db_url, redis_url, str(tmp_path / "offline"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "sqlite-s3"])
-def any_stand(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
-    """SQLite and PostgreSQL with a local offline store, and SQLite with an S3-style object store (a fake
-    S3 endpoint of the test's own)."""
-    if request.param == "postgresql":
-        yield from make_stand(request.getfixturevalue("postgres_server").fresh_url(), redis_url,
-                              str(tmp_path / "offline"))  # fmt: skip
-        return
-    url = f"sqlite:///{tmp_path / 'aether.db'}"
-    if request.param == "sqlite":
-        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
-        return
-    s3 = FakeS3Server()
-    try:
-        yield from make_stand(url, redis_url, s3.uri("features"))
-    finally:
-        s3.close()
 
 
 def test_a_run_killed_between_its_offline_write_and_its_commit_leaves_files_the_recovery_removes(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -40,9 +40,9 @@ from control_plane.ingestion.quarantine import now_us
 from control_plane.ingestion.tables import IngestionIntentRow
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.compaction_loop import CompactionLoop
+from tests.integration.ingestion.conftest import Stand
 from tests.integration.ingestion.test_chunk_commit_failure import chunk
-from tests.integration.ingestion.test_chunk_intents import Stand, make_stand, remove_files
-from tests.support.s3_server import FakeS3Server
+from tests.integration.ingestion.test_chunk_intents import remove_files
 
 
 def lapsed(stand: Stand, run_id: str, paths: Sequence[str]) -> None:
@@ -58,30 +58,6 @@ def lapsed(stand: Stand, run_id: str, paths: Sequence[str]) -> None:
 
 def states(stand: Stand) -> dict[str, str]:
     return {row.run_id: row.state for row in stand.intents()}
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "sqlite-s3"])
-def any_stand(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
-    """SQLite and PostgreSQL with a local offline store, and SQLite with an S3-style one."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_server").fresh_url()
-        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
-        return
-    url = f"sqlite:///{tmp_path / 'aether.db'}"
-    if request.param == "sqlite":
-        yield from make_stand(url, redis_url, str(tmp_path / "offline"))
-        return
-    s3 = FakeS3Server()
-    try:
-        yield from make_stand(url, redis_url, s3.uri("features"))
-    finally:
-        s3.close()
-
-
-@pytest.fixture
-def stand(db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stand]:
-    """SQLite and PostgreSQL, a local offline store."""
-    yield from make_stand(db_url, redis_url, str(tmp_path / "offline"))
 
 
 def written(stand: Stand, run_id: str, k: int = 0) -> intents.Intent:
