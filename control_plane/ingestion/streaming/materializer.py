@@ -63,17 +63,16 @@ from functools import partial
 from typing import NoReturn, TypeVar, cast
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import expiry_ms
 from control_plane.ingestion.casting import TIMESTAMP_TYPE
-from control_plane.ingestion.online import feature_matrix, key_texts, online_view_version
+from control_plane.ingestion.online import feature_matrix, online_view_version
 from control_plane.ingestion.quarantine import RunSource, bounded_id
+from control_plane.ingestion.streaming.batch_columns import entity_slots, plan_values
 from control_plane.ingestion.streaming.commit import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -395,10 +394,10 @@ class StreamMaterializer:
         """Applies accepted events to the window state; returns the history rows, the online blobs of
         the entities touched (key, blob), the newest event time written, and the events not
         applied (by row of ``accepted``) with the reason why."""
-        slots = self._slots_of(accepted)
+        slots = entity_slots(self._slots, self._key_names, accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         seq = self.source.order(ids)
-        values = self._values(accepted)
+        values = plan_values(self.plan, self._counted_only, accepted)
         out, out_ts, exact, unfit = apply_fitting(self.state, self.plan, slots, ts, seq, values)
         if unfit:
             keep = np.ones(accepted.num_rows, dtype=bool)
@@ -430,38 +429,6 @@ class StreamMaterializer:
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, written, nulls)
         keys = self._online_keys.of(latest, self._key_names)
         return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
-
-    def _slots_of(self, accepted: pa.Table) -> npt.NDArray[np.int64]:
-        """Dense state index of each row's entity (new entities get the next free index)."""
-        slots = self._slots
-        if len(self._key_names) == 1:
-            # Map the batch's distinct keys only, then gather: one dict lookup per entity, not per event.
-            column = accepted.column(self._key_names[0])
-            distinct = pc.unique(column)
-            keys = distinct.cast(pa.string()).to_pylist()
-            index = list(map(slots.get, keys))  # a C loop; only entities new to the state take Python
-            if None in index:
-                index = [slots.setdefault(key, len(slots)) for key in keys]
-            positions = pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)
-            slot_of: npt.NDArray[np.int64] = np.asarray(index, dtype=np.int64)[positions]
-            return slot_of
-        return np.fromiter(
-            (slots.setdefault(k, len(slots)) for k in key_texts(accepted, self._key_names)),
-            dtype=np.int64,
-            count=accepted.num_rows,
-        )
-
-    def _values(self, accepted: pa.Table) -> npt.NDArray[np.float64]:
-        n = accepted.num_rows
-        values = np.empty((n, len(self.plan.columns)), dtype=np.float64)
-        for j, name in enumerate(self.plan.columns):
-            # Only counted (validation keeps such a field as a string of any kind, or it is a join key
-            # or the timestamp field, which every accepted event has): presence is all that counts.
-            if name in self._counted_only:
-                values[:, j] = 1.0
-            else:
-                values[:, j] = accepted.column(name).to_numpy(zero_copy_only=False)
-        return values
 
     def _trim(self) -> Trim | None:
         """The trim of the next commit, once a trim point is known (see the module docstring)."""
@@ -506,7 +473,9 @@ class StreamMaterializer:
             if accepted.num_rows:
                 seq = self.source.order([applied.ids[i] for i in kept])
                 ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-                self.state.apply(self._slots_of(accepted), ts, seq, self._values(accepted), emit=False)
+                slots = entity_slots(self._slots, self._key_names, accepted)
+                values = plan_values(self.plan, self._counted_only, accepted)
+                self.state.apply(slots, ts, seq, values, emit=False)
                 rebuilt += accepted.num_rows
                 self.metrics.newest_event_us = max(self.metrics.newest_event_us, int(ts.max()))
         _log.info(
