@@ -31,6 +31,7 @@ def test_a_written_file_is_the_stores_and_nothing_else_is(tmp_path: Path) -> Non
     assert store.is_data_file(path, "climate", 1)
     base = store.base_path
     partition, name = path.rsplit("/", 1)
+    assert name[14] == "7", name
     refused = [
         str(tmp_path / "precious.txt"),  # outside the root
         f"{partition}/../../../../precious.txt",  # climbs out
@@ -42,7 +43,9 @@ def test_a_written_file_is_the_stores_and_nothing_else_is(tmp_path: Path) -> Non
         f"{partition}/.{name}",  # hidden
         f"{partition}/{name}.tmp",
         f"{partition}/{name.upper()}",
-        f"{partition}/{name.replace('-7', '-4', 1)}",  # not a time-ordered (v7) UUID
+        # Not a time-ordered (v7) UUID: its version digit is the 15th character (the first "-7" may be
+        # in its time bits, which any digit may start).
+        f"{partition}/{name[:14]}4{name[15:]}",
         f"{base}/climate/v1/date=2026-13-02/{name}",  # no such date
         f"{base}/climate/v1/{name}",  # no partition
         f"{base}/climate/v1/date=2026-01-02/sub/{name}",
