@@ -19,10 +19,6 @@ Before, each of these left files no run counted, read by every training set and 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -44,9 +40,8 @@ from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.ingestion.conftest import CLIMATE, Stand, registry_on
 from tests.integration.ingestion.test_chunk_commit_failure import FailsOneCommit, chunk
+from tests.support import killed_script
 from tests.support.pg_interleave import HeldTransaction, race_against
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # A batch run (or a replay) in a process of its own, which SIGKILLs itself once its ``die_at``-th offline
 # write has put its files in place, before the transaction that counts them: the named fault.
@@ -88,15 +83,7 @@ else:
 
 
 def run_until_killed(db_url: str, redis_url: str, root: str, mode: str, arg: str) -> None:
-    process = subprocess.run(
-        [sys.executable, "-c", _DYING_RUN, db_url, redis_url, root, mode, arg],
-        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert process.returncode == -signal.SIGKILL, process.stderr
+    killed_script.run_until_killed(_DYING_RUN, db_url, redis_url, root, mode, arg)
 
 
 def test_a_run_killed_between_its_offline_write_and_its_commit_leaves_files_the_recovery_removes(

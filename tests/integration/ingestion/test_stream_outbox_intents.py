@@ -15,12 +15,7 @@ real redis-server, SQLite and PostgreSQL, and real Parquet files:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -31,10 +26,10 @@ from control_plane.ingestion.streaming.outbox import drain
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.test_stream_receipts import KEYS, RUN, counts, put_receipt, stored_intents
+from tests.support.killed_script import run_until_killed
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # One outbox drain in a process of its own, which SIGKILLs itself once its offline write has put its
 # files in place, before the transaction that counts them: the named fault.
@@ -78,22 +73,8 @@ def stored_sensors(env: Env) -> list[int]:
 def drain_until_killed(env: Env) -> None:
     engine = env.sessions.kw["bind"]
     redis_url = "redis://{host}:{port}/{db}".format(**env.client.connection_pool.connection_kwargs)
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _DYING_DRAIN,
-            engine.url.render_as_string(hide_password=False),
-            redis_url,
-            str(env.offline.root),
-        ],
-        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert process.returncode == -signal.SIGKILL, process.stderr
+    url = engine.url.render_as_string(hide_password=False)
+    run_until_killed(_DYING_DRAIN, url, redis_url, str(env.offline.root))
 
 
 def test_a_drain_killed_between_its_write_and_its_commit_leaves_no_uncounted_rows(any_env: Env) -> None:

@@ -4,8 +4,6 @@ background thread, so the synchronous SDK and plain threads can call it from the
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,9 @@ from control_plane.api.context import ServiceModule
 from control_plane.api.model_registry import services
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
 from control_plane.model_registry.guards import ModelUser
-from control_plane.server import ControlPlaneServer, start_server
+from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support import threaded_plane
 
 
 class Deployments:
@@ -45,28 +44,14 @@ class Deployments:
         ]
 
 
-class ThreadedControlPlane:
+class ThreadedControlPlane(threaded_plane.ThreadedControlPlane):
+    """The model registry's services with ``deployments`` as the deployment guard, tracking, and ``more``."""
+
     def __init__(
         self, settings: ControlPlaneSettings, deployments: Deployments, more: Sequence[ServiceModule] = ()
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
-        self._thread.start()
-        start = start_server(
-            settings,
-            guards=[ModelFeatureGuard()],
-            services=[*services([deployments]), tracking.add_to_server, *more],
-        )
-        self._server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(start, self._loop).result(
-            timeout=60
-        )
-        self.address = self._server.address
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
+        services_ = [*services([deployments]), tracking.add_to_server, *more]
+        super().__init__(start_server(settings, guards=[ModelFeatureGuard()], services=services_))
 
 
 @dataclass

@@ -11,9 +11,7 @@ token, and the run is ended through the path the supervisor ends a job's run by
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +38,11 @@ from control_plane.api.job_tokens import JobTokens
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory
 from control_plane.db.engine import write_session
-from control_plane.server import ControlPlaneServer, start_server
+from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tracking.records import set_status
 from control_plane.tracking.store import TrackingStore
+from tests.support.threaded_plane import ThreadedControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -52,26 +51,6 @@ READONLY_TOKEN = "reader-secret-ended-run-4567"
 JOB_ID = "job0ended"
 #: What a refused upload would have stored.
 LATE_BLOB = b"written after the end"
-
-
-class ThreadedPlane:
-    """The control plane on its own event loop in a background thread, so blocking stubs and a held
-    database transaction can run in the test's threads."""
-
-    def __init__(self, settings: ControlPlaneSettings) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)
-        self._thread.start()
-        services = [tracking_api.add_to_server, *model_registry_api.services(), audit_api.add_to_server]
-        start = start_server(settings, services=services)
-        self._server: ControlPlaneServer = asyncio.run_coroutine_threadsafe(start, self._loop).result(60)
-        self.address = self._server.address
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
 
 
 @dataclass
@@ -112,7 +91,8 @@ def _plane(tmp_path: Path, db_url: str, redis_url: str, audit_window_s: float = 
         auth=AuthSettings(admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN),
         refusal_audit_window_s=audit_window_s,
     )
-    server = ThreadedPlane(settings)
+    services = [tracking_api.add_to_server, *model_registry_api.services(), audit_api.add_to_server]
+    server = ThreadedControlPlane(start_server(settings, services=services))
     engine = create_db_engine(db_url)
     channel = grpc.insecure_channel(server.address)
     try:
