@@ -215,7 +215,8 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     in it (:meth:`OfflineStore.sweep_stale_temps`; a compaction's too) and in the datasets root (a
     training set's ``output_path`` copy, :func:`sweep_stale_copies`), and compacts it in the background
     every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
-    store = OfflineStore(offline_root(context))
+    # Training sets never read the files of chunks not counted yet (open ingestion intents).
+    store = OfflineStore(offline_root(context), uncounted=intents.reader_filter(context.sessions))
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)

@@ -20,6 +20,7 @@ from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import datasets_root_of, offline_root
 from control_plane.artifacts.settings import store_for
 from control_plane.deployments.core import DeploymentManager
+from control_plane.ingestion import intents
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
 from control_plane.model_registry.registry import ModelRegistry
@@ -115,7 +116,8 @@ def services(
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         loop_settings = settings or RetrainingSettings.from_env()
-        offline = OfflineStore(offline_root(context))
+        # The data window's check never reads the files of chunks not counted yet (open intents).
+        offline = OfflineStore(offline_root(context), uncounted=intents.reader_filter(context.sessions))
         jobs = JobService(
             context.sessions,
             JobsSettings.from_env(context.settings.home),

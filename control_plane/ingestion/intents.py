@@ -39,16 +39,15 @@ of its stream run) and deletes the intent in the transaction that records its re
 with :class:`IntentLost` keeps its receipts in the outbox, to be drained again.
 
 The recovery runs when the ingestion service starts and then every ``INTENT_RECOVERY_INTERVAL_S`` in the
-background (``intent_recovery``). What it cannot cover: readers list the store's folders
-(``OfflineStore.partition_files``), so between a chunk's write and its commit, and after a kill until the
-recovery removes them, the chunk's files are read by training sets and joins like any other. A
-compaction pass given :func:`open_paths` (``compact_view``'s ``pending``) merges none of the files an
-intent names, and merges nothing while the intents cannot be read; one not given them (the control
-plane's compaction loop and RPC are not wired to it yet: ``control_plane/api/offline_features.py``)
-could merge such a file (older than ``min_age_s``, 10 minutes by default, longer than the lease plus a
-recovery interval, during a database outage that stops the recovery) and keep its rows in the merged
-file after the recovery removed the file. A run stalled past the lease in the middle of its write and then
-killed may write a file after the recovery removed its intent's files: that file stays uncounted.
+background (``intent_recovery``). The control plane's offline readers never read a file an open intent
+names (:func:`reader_filter`, ``OfflineStore``'s ``uncounted``): the store lists its folders first and
+then reads the intents, and the recovery removes an intent's files before it deletes the intent, so a
+listed file is either named by an intent still open at that read or counted (or already gone). A reader
+that cannot read the intents is refused (UNAVAILABLE). A compaction pass given :func:`open_paths`
+(``compact_view``'s ``pending``: the control plane's loop and RPC) merges none of the files an intent
+names, and merges nothing while the intents cannot be read. A run stalled past the lease in the middle
+of its write and then killed may write a file after the recovery removed its intent's files: that file
+stays uncounted, and is read.
 """
 
 from __future__ import annotations
@@ -61,9 +60,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, and_, delete, select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clients.errors import FailedPrecondition
+from clients.database_errors import database_unavailable
+from clients.errors import FailedPrecondition, Unavailable
 from control_plane.db import read_session, write_session
 from control_plane.ingestion.quarantine import now_us, rowcount
 from control_plane.ingestion.tables import IngestionIntentRow
@@ -141,6 +143,24 @@ def open_paths(sessions: sessionmaker[Session]) -> frozenset[str]:
         with contextlib.suppress(ValueError):
             named.update(_paths(paths))
     return frozenset(named)
+
+
+def reader_filter(sessions: sessionmaker[Session]) -> Callable[[], frozenset[str]]:
+    """What the control plane's offline readers leave out (``OfflineStore``'s ``uncounted``): every path an
+    open intent names, its rows not counted (yet, or ever). While the intents cannot be read (the database
+    down) a reader is refused (:class:`Unavailable`) rather than let read files it cannot tell apart."""
+
+    def uncounted() -> frozenset[str]:
+        try:
+            return open_paths(sessions)
+        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError) as exc:
+            reason = database_unavailable(exc) or f"{type(exc).__name__}: metadata database unavailable"
+            raise Unavailable(
+                "cannot read which offline files are not counted yet (the open ingestion intents), so no"
+                f" offline row was read: {reason}; retry once the metadata database answers"
+            ) from exc
+
+    return uncounted
 
 
 def settle_in(session: Session, intent: Intent) -> None:

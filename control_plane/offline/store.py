@@ -14,9 +14,11 @@ File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first), so li
 order lists files in write order. Every file of a write is named before any is written, and ``write``
 hands the names to its caller's ``announce`` first: ingestion commits them as an intent there
 (``control_plane.ingestion.intents``), so a writer killed before its rows are counted leaves files that
-a recovery finds and removes. Readers list the partition folders and know nothing of intents: until
-then they read such files like any other. Readers rely on that for determinism: the as-of join breaks exact
-ties (same event and ingestion time) by row position, and a later write then wins.
+a recovery finds and removes. A store given ``uncounted`` (the control plane's readers) leaves the files
+an open intent names out of :meth:`OfflineStore.files` (and so ``scan``): rows no run counted yet are
+never read, so a request answers the same before and after the recovery. Readers rely on name order for
+determinism: the as-of join breaks exact ties (same event and ingestion time) by row position, and a
+later write then wins.
 
 Compaction (:mod:`control_plane.offline.compaction`) merges a partition's many small files into one
 whose footer names the files it replaced (:mod:`control_plane.offline.merged`). Listing leaves those
@@ -42,7 +44,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -112,8 +114,13 @@ class OfflineStore:
     """Append-only Parquet storage of feature rows. Safe for concurrent writers (every file has a unique
     name) and for readers running alongside writers (they never see a partial file)."""
 
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(
+        self, root: str | None = None, uncounted: Callable[[], Collection[str]] | None = None
+    ) -> None:
+        """``uncounted``: the paths of files whose rows are not counted yet, which :meth:`files` leaves out
+        (``ingestion.intents.reader_filter``); None lists every complete file (a writer's own store)."""
         self.root = root if root is not None else default_offline_root()
+        self._uncounted = uncounted
         self.filesystem, self.base_path = open_filesystem(self.root)
         # Object stores make a PUT visible only when complete; local renames give the same guarantee.
         self._rename_into_place = self.filesystem.type_name == "local"
@@ -234,7 +241,8 @@ class OfflineStore:
     ) -> list[str]:
         """Complete data files whose partition may hold event times in ``[start, end)``, oldest date first
         and in write order within a date. A snapshot: files written later are not in the list, which is
-        what a multi-pass reader needs to see the same rows on every pass."""
+        what a multi-pass reader needs to see the same rows on every pass. With ``uncounted``, the files
+        an open intent names are left out (module doc)."""
         first = _utc(start, "start").date() if start is not None else None
         last = _utc(end, "end").date() if end is not None else None
         paths: list[str] = []
@@ -242,12 +250,17 @@ class OfflineStore:
             if (first is not None and day < first) or (last is not None and day > last):
                 continue
             paths.extend(self.partition_files(self._partition_dir(view, version, day)))
-        return paths
+        if self._uncounted is None or not paths:
+            return paths
+        # Intents read after the listing: a file is announced before it is written, so every listed file
+        # not counted is named by an intent open now; read first, one announced after it would slip in.
+        named = self._uncounted()
+        return [path for path in paths if path not in named]
 
     def partition_files(self, partition: str) -> list[str]:
-        """The data files of one partition folder that readers read, in name order: every listed file
-        but those a merged file present replaced (:mod:`~control_plane.offline.merged`; only merged
-        files' footers are read), so each row is read once whether or not its file was merged."""
+        """The data files of one partition folder in name order (``uncounted`` is applied by :meth:`files`):
+        every listed file but those a merged file present replaced (:mod:`~control_plane.offline.merged`;
+        only merged files' footers are read), so each row is read once whether or not its file was merged."""
         listed = {
             info.base_name: info.path
             for info in self._list_dir(partition)
