@@ -8,10 +8,10 @@ counters commit in one SQL transaction: the counters never claim rows that are n
 transaction fails, the chunk's files are removed unless it committed (``chunk_commit``: at once for a
 failure before COMMIT; for one at COMMIT, once the run's counter read back says it did not commit);
 left in place, readers saw rows no run counted. Before the write the run commits an intent naming the
-chunk's files (``intents``), which the chunk's transaction deletes: a run killed between the write and
-the commit, or whose outcome cannot be read back while the database stays down, leaves the intent, and
-the intent recovery (at the ingestion service's start and every minute, ``intent_recovery``) removes
-those files once the intent is older than the lease (``lease_s``); until then readers see their rows.
+chunk's files (``intents``; renewed while the run works, ``intent_lease``), which the chunk's transaction
+deletes: a run killed between the write and the commit, or whose outcome cannot be read back while the
+database stays down, leaves it, and the intent recovery (``intent_recovery``) removes those files once it
+is older than the lease (``lease_s``); readers never read files an open intent names.
 
 Each chunk's transaction also appends the run's audit entry for that chunk (the run's counters before and
 after it), so every stored and counted chunk is audited even when the run dies before its end; one entry
@@ -71,6 +71,7 @@ from control_plane.ingestion import intents
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
+from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.online import (
     latest_blobs,
     latest_per_entity,
@@ -154,8 +155,8 @@ class BatchMaterializer:
         lease_s: float = CLAIM_LEASE_S,
         renew_every_s: float | None = None,
     ) -> None:
-        """``lease_s``: how long a replay leaves a run's online part alone unrenewed (the service's
-        ``claim_lease_s``); the run renews it every ``renew_every_s`` (default a third of it)."""
+        """``lease_s``: how long a replay leaves a run's online part, and a recovery a chunk's intent,
+        alone unrenewed (the service's ``claim_lease_s``); the run renews both every ``renew_every_s``."""
         self._sessions = sessions
         self._offline = offline
         self._client = client
@@ -284,6 +285,8 @@ class BatchMaterializer:
             self._settle_online_part(run, hold)
             raise
         except BaseException as exc:
+            if files is not None:  # failed between its chunk's write and transaction: its intent lapses
+                files.stop_renewing()
             if files is not None and files.committed and named is not None:
                 hold.adopt(named)  # its transaction failed at COMMIT yet committed (chunk_commit)
             # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
@@ -402,17 +405,13 @@ class BatchMaterializer:
         self, view: pb.FeatureView, accepted: pa.Table, files: ChunkFiles, chunk: int = 0
     ) -> list[str]:
         """Appends validated rows (:func:`stamp_ingested`) as chunk ``chunk`` of ``files.run_id``, its
-        intent committed before any file is written (``intents.announce``); sets ``files``' paths and
-        intent, and returns the paths."""
-
-        def announce(paths: Sequence[str]) -> None:
-            files.intent = intents.announce(
-                self._sessions, files.run_id, view.spec.name, view.version, chunk, paths
-            )
-
-        stamped = stamp_ingested(accepted)
-        files.paths = self._offline.write(view.spec.name, view.version, stamped, announce=announce)
-        return list(files.paths)
+        intent committed before any file is written and renewed until the chunk's transaction ends
+        (``intent_lease``); sets ``files``' paths and intent, and returns the paths."""
+        every = self._renew_every_s
+        lease = IntentLease(
+            self._sessions, files.run_id, view.spec.name, view.version, chunk, self._lease_s, every
+        )
+        return files.write(self._offline, stamp_ingested(accepted), lease)
 
     def recover_intents(self, lease_s: float | None = None) -> intents.Recovery:
         """One intent recovery pass (``intents.recover``) over this store, with ``lease_s`` (the run's)."""

@@ -40,12 +40,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
+from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.intents import Intent, drop, settle_in
 from control_plane.ingestion.tables import IngestionRunRow
+from control_plane.offline.store import OfflineStore
 
 #: How long a run whose chunk failed at COMMIT keeps trying to read whether it committed.
 RESOLVE_WITHIN_S = 10.0
@@ -66,6 +69,22 @@ class ChunkFiles:
     intent: Intent | None = None  # committed before the files were written (``intents.announce``)
     committed: bool | None = field(default=None, init=False)
     removed: bool = field(default=False, init=False)
+    lease: IntentLease | None = field(default=None, init=False)  # renews ``intent`` (``intent_lease``)
+
+    def write(self, offline: OfflineStore, table: pa.Table, lease: IntentLease) -> list[str]:
+        """Writes the chunk's ``table`` under ``lease`` (its intent announced first, then renewed until
+        :func:`chunk_transaction` ends); sets the paths and the intent, and returns the paths."""
+        self.lease = lease
+        try:
+            self.paths = lease.write(offline, table)
+        finally:  # a write that failed after its announce leaves its intent to the recovery
+            self.intent = lease.intent
+        return list(self.paths)
+
+    def stop_renewing(self) -> None:
+        """Stops renewing the chunk's intent (its transaction ended, or the run failed before it)."""
+        if self.lease is not None:
+            self.lease.stop()
 
 
 @contextmanager
@@ -90,6 +109,7 @@ def chunk_transaction(
             backend = _backend_pid(session)
             at_commit = True
     except BaseException:
+        files.stop_renewing()  # settled, or left to the recovery: either way no longer this run's to hold
         if files.paths:
             try:
                 _settle_files(sessions, files, remove, at_commit, backend, within_s)
@@ -99,6 +119,8 @@ def chunk_transaction(
                     files.run_id, list(files.paths),
                 )  # fmt: skip
         raise
+    # Out of the transaction: on SQLite a renewal may be waiting for its write lock meanwhile.
+    files.stop_renewing()
 
 
 def _settle_files(

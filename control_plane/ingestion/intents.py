@@ -28,11 +28,14 @@ two hosts' clocks are never compared. Then:
   files are never removed, whatever its run learnt of its COMMIT.
 
 The lease is the control plane's ``claim_lease_s`` (5 minutes, as a replay's claim and a run's online
-part): an intent spans only its chunk's offline write and counting transaction, not renewed, so a live
-run keeps it unless those two together take longer than the lease; such a run's commit is then refused
-(FAILED_PRECONDITION) and nothing of the chunk stays stored or counted. On PostgreSQL the conditional
-update and the chunk's delete lock the same row, so one waits for the other and then finds the intent
-changed; SQLite's write lock serializes them.
+part). An intent spans its chunk's offline write and counting transaction, and its writer renews it
+meanwhile (:func:`renew`, every third of the lease, ``intent_lease``), so a live writer keeps it however
+long those take; the recovery takes only an intent whose stamp lapsed (its writer dead, or stalled past
+the lease). A writer that lost it all the same is refused: its renewal finds the intent taken and the
+writer removes its files and fails before its transaction, or its transaction's delete finds it taken
+(FAILED_PRECONDITION); nothing of the chunk stays stored or counted. On PostgreSQL the conditional
+update and the chunk's delete (or a renewal) lock the same row, so one waits for the other and then
+finds the intent changed; SQLite's write lock serializes them.
 
 A stream materializer's outbox drain (``streaming/outbox.py``) announces its files the same way (chunk 0
 of its stream run) and deletes the intent in the transaction that records its receipts; a drain refused
@@ -161,6 +164,20 @@ def reader_filter(sessions: sessionmaker[Session]) -> Callable[[], frozenset[str
             ) from exc
 
     return uncounted
+
+
+def renew(sessions: sessionmaker[Session], intent: Intent) -> bool:
+    """Moves ``intent``'s lease stamp to the database's now (its own short transaction, as
+    :func:`announce`'s), while it is still ``writing``; False when it is not: a recovery pass took it, or
+    its chunk settled or dropped it (``intent_lease``)."""
+    with write_session(sessions) as session:
+        query = (
+            update(IngestionIntentRow)
+            .where(_this(intent), IngestionIntentRow.state == WRITING)
+            .values(updated_at_us=database_now_us(session))
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(session.execute(query)) == 1
 
 
 def settle_in(session: Session, intent: Intent) -> None:

@@ -17,9 +17,10 @@ plane's intent recovery removes the killed drain's files once the intent is olde
 (``claim_lease_s``, 5 minutes; until then readers see those rows twice). A drain that counted nothing
 (another drainer applied its receipts, or its transaction failed before COMMIT) removes its files at
 once and drops the intent; one that failed at COMMIT leaves both to the recovery, which keeps the files
-if the commit landed (the intent is then gone). A drain's write and commit take well under a second; one
-that stalled past the lease between them finds its intent taken and is refused at its commit
-(``IntentLost``) with nothing counted (the recovery removes its files): its receipts stay in the outbox,
+if the commit landed (the intent is then gone). The drain renews its intent from its announce until its
+transaction ends (``intent_lease``, every third of the default ``claim_lease_s``); one that stalled past
+the lease all the same finds its intent taken and is refused (``IntentLost``) with nothing counted (the
+recovery removes its files, and the drain those written after it): its receipts stay in the outbox,
 the drain tries again (``INTENT_TRIES`` in all) and then raises, and the next drain (or the
 materializer's successor, which drains the outbox first) applies them.
 
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -52,6 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import write_session
 from control_plane.ingestion import intents
+from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.quarantine import RunSource, now_us, record_outcome
 from control_plane.ingestion.streaming.commit import StateKeys, ipc_table
@@ -146,9 +148,8 @@ def _apply_once(
     if pending:
         written = _Written(sessions, source)
         histories = [receipts[i].history for i in pending if receipts[i].history.num_rows]
-        if histories:  # its intent committed before any file is written
-            table = pa.concat_tables(histories, promote_options="default")
-            written.paths = offline.write(source.view, source.version, table, announce=written.announce)
+        if histories:  # its intent committed before any file is written, renewed until the commit ends
+            written.write(offline, pa.concat_tables(histories, promote_options="default"))
         at_commit = False
         try:
             with write_session(sessions) as session:
@@ -189,6 +190,8 @@ def _apply_once(
             if not at_commit:  # nothing committed: the files go now (else the recovery settles them)
                 written.discard(offline)
             raise
+        finally:  # out of the transaction: on SQLite a renewal may wait for its write lock meanwhile
+            written.stop_renewing()
         if not pending:
             written.discard(offline)
             return 0
@@ -208,11 +211,20 @@ class _Written:
     source: RunSource
     paths: list[str] = field(default_factory=list)
     intent: intents.Intent | None = None
+    lease: IntentLease | None = None
 
-    def announce(self, paths: Sequence[str]) -> None:
-        self.intent = intents.announce(
-            self.sessions, self.source.run_id, self.source.view, self.source.version, 0, paths
-        )
+    def write(self, offline: OfflineStore, table: pa.Table) -> None:
+        """Writes the drain's rows, its intent announced first and renewed until :meth:`stop_renewing`."""
+        source = self.source
+        self.lease = IntentLease(self.sessions, source.run_id, source.view, source.version, 0)
+        try:
+            self.paths = self.lease.write(offline, table)
+        finally:  # a write that failed after its announce leaves its intent to the recovery
+            self.intent = self.lease.intent
+
+    def stop_renewing(self) -> None:
+        if self.lease is not None:
+            self.lease.stop()
 
     def discard(self, offline: OfflineStore) -> None:
         """Removes the files of a drain that counted nothing, then drops their intent; what cannot be
