@@ -16,7 +16,10 @@ hands the names to its caller's ``announce`` first: ingestion commits them as an
 (``control_plane.ingestion.intents``), so a writer killed before its rows are counted leaves files that
 a recovery finds and removes. A store given ``uncounted`` (the control plane's readers) leaves the files
 an open intent names out of :meth:`OfflineStore.files` (and so ``scan``): rows no run counted yet are
-never read, so a request answers the same before and after the recovery. Readers rely on name order for
+never read, so a request answers the same before and after the recovery. A file listed while its intent
+was open and removed (its intent deleted) before the intents' read is not named, and is gone: such a
+store's ``read_file`` gives it no rows, since only compaction (whose merged file holds the rows, found by
+``locate``) and the removal of uncounted files delete a data file. Readers rely on name order for
 determinism: the as-of join breaks exact ties (same event and ingestion time) by row position, and a
 later write then wins.
 
@@ -45,7 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,8 @@ from clients.errors import InvalidArgument
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
 from control_plane.offline.data_files import is_data_file
-from control_plane.offline.merged import hidden_names, locate, without_record
+from control_plane.offline.merged import hidden_names, locate
+from control_plane.offline.stored_rows import StoredRows
 
 # Re-exported: readers import them from the store, as before the split.
 from control_plane.offline.timestamps import TIMESTAMP_TYPE as TIMESTAMP_TYPE
@@ -91,7 +95,8 @@ def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
 
 def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and base path of ``root``: a URI goes through ``FileSystem.from_uri``, anything
-    else is a local path (made absolute, so the store does not depend on the working directory)."""
+    else is a local path (made absolute, so the store does not depend on the working directory). A local
+    base path is resolved (symlinks followed) whether given as a path or a ``file://`` URI."""
     if "://" in root:
         try:
             if misplaced_credentials(root):
@@ -106,6 +111,10 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
                 "'/', '+', ':' and '@' in credentials written into a URI, or leave them out and give them "
                 "in the environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
             ) from None
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            # A file:// root names the same folder as its plain path: one base path for both, else a
+            # writer given one form and a reader the other disagree on every path an intent names.
+            return filesystem, str(Path(path).resolve())
         return filesystem, path.rstrip("/")
     return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
 
@@ -282,8 +291,17 @@ class OfflineStore:
         use_threads: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         """The batches of one file (a path from :meth:`files`), reading ``batch_size`` rows at a time
-        (``use_threads``: see :func:`parquet_batches`)."""
-        with self.open_rows(path) as rows:
+        (``use_threads``: see ``stored_rows.parquet_batches``). With ``uncounted``, a listed file gone
+        since and in no merged file has no batches: only uncounted files are removed so (module doc)."""
+        with ExitStack() as stack:
+            try:
+                rows = stack.enter_context(self.open_rows(path))
+            except FileNotFoundError:
+                if self._uncounted is None:
+                    raise
+                # Listed while its intent was open, then removed uncounted (a recovery pass, a chunk that
+                # failed) with its intent deleted before the intents' read: rows never counted, none read.
+                return
             yield from rows.batches(columns, batch_size, use_threads)
 
     @contextmanager
@@ -358,49 +376,6 @@ class OfflineStore:
         return infos
 
 
-class StoredRows:
-    """The rows of one data file: a whole Parquet file, or the row range of a merged file that holds a
-    merged file's rows (:meth:`OfflineStore.open_rows`)."""
-
-    def __init__(self, parquet: pq.ParquetFile, offset: int = 0, rows: int | None = None) -> None:
-        self.parquet = parquet
-        self._offset = offset
-        self._rows = rows
-
-    @property
-    def schema_arrow(self) -> pa.Schema:
-        return self.parquet.schema_arrow
-
-    @property
-    def num_rows(self) -> int:
-        return self._rows if self._rows is not None else int(self.parquet.metadata.num_rows)
-
-    def batches(
-        self, columns: Sequence[str] | None, batch_size: int, use_threads: bool
-    ) -> Iterator[pa.RecordBatch]:
-        """As :func:`parquet_batches`, which a range cuts the same way: one batch when it holds at most
-        ``batch_size`` rows, else ``batch_size`` rows per batch (what ``iter_batches`` gives whatever the
-        row groups), so a two-pass reader sees the same batches whether the file was merged between."""
-        if self._rows is None:
-            for batch in parquet_batches(self.parquet, columns, batch_size, use_threads):
-                yield without_record(batch)
-            return
-        wanted = list(columns) if columns is not None else None
-        metadata = self.parquet.metadata
-        groups: list[int] = []
-        first_row = start = 0
-        for index in range(metadata.num_row_groups):
-            rows = metadata.row_group(index).num_rows
-            if start + rows > self._offset and start < self._offset + self._rows:
-                if not groups:
-                    first_row = start
-                groups.append(index)
-            start += rows
-        table = self.parquet.read_row_groups(groups, wanted, use_threads=use_threads)
-        table = without_record(table.slice(self._offset - first_row, self._rows).combine_chunks())
-        yield from table.to_batches(max_chunksize=batch_size)
-
-
 def _hidden_temp(name: str) -> bool:
     return name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")
 
@@ -425,20 +400,6 @@ def sweep_stale_temps(
             except FileNotFoundError:  # its writer finished or gave up meanwhile
                 continue
     return removed
-
-
-def parquet_batches(
-    parquet: pq.ParquetFile, columns: Sequence[str] | None, batch_size: int, use_threads: bool
-) -> Iterator[pa.RecordBatch]:
-    """The batches of an open file, ``batch_size`` rows at a time; ``use_threads`` decodes columns in
-    parallel (turn it off when several files are read at once already). The same file and batch size
-    give the same batch lengths whichever columns are read."""
-    wanted = list(columns) if columns is not None else None
-    if 0 < parquet.metadata.num_rows <= batch_size:
-        # One batch either way; reading the file whole skips the batching reader's overhead.
-        yield from parquet.read(wanted, use_threads=use_threads).combine_chunks().to_batches()
-        return
-    yield from parquet.iter_batches(batch_size=batch_size, columns=wanted, use_threads=use_threads)
 
 
 def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:

@@ -147,3 +147,71 @@ def test_files_lists_before_it_reads_the_intents(tmp_path: Path) -> None:
     assert reader.files("stats", 1) == [counted]
     assert [batch.num_rows for batch in reader.scan("stats", 1)] == [1]  # the files of both calls left out
     assert len(writer.files("stats", 1)) == 3
+
+
+async def test_a_training_set_overlapping_the_recovery_of_a_listed_file_answers_as_before(
+    server: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """A recovery pass removes the dead writer's file and deletes its intent between the reader's listing
+    and its intents' read (run from a listener on that read: the race, made certain). The file is in the
+    snapshot and named by no intent read, and gone: the training set answers as before, not INTERNAL."""
+    store = store_of(tmp_path)
+    store.write("stats", 1, feature_rows({"user_id": [0, 1]}, [at(0)] * 2, {"score": [1.0, 2.0]}))
+    await asyncio.to_thread(write_uncounted, server, store)
+    recovered: list[int] = []
+
+    def recover_first(state: ORMExecuteState) -> None:
+        if recovered or "ingestion_intents" not in str(state.statement):
+            return
+        recovered.append(0)  # before the recovery's own reads of the intents come through here
+        recovery = intents.recover(
+            server.context.sessions, lambda paths: remove_data_files(store.filesystem, paths), lease_s=0.0
+        )
+        recovered[0] = recovery.intents
+
+    event.listen(server.context.sessions, "do_orm_execute", recover_first)
+    try:
+        assert await asyncio.to_thread(scores, server.address) == [1.0, 2.0]
+    finally:
+        event.remove(server.context.sessions, "do_orm_execute", recover_first)
+    assert recovered == [1]
+    assert len(store.files("stats", 1)) == 1
+
+
+def test_a_listed_file_gone_uncounted_is_read_as_no_rows_by_a_reader_only(tmp_path: Path) -> None:
+    """Between the listing and the intents' read, the uncounted file is removed and its intent deleted:
+    a reader (``uncounted`` given) reads no rows of it; a writer's own store still says the file is gone."""
+    root = str(tmp_path / "offline")
+    writer = OfflineStore(root)
+    writer.write("stats", 1, feature_rows({"user_id": [0]}, [at(0)], {"score": [1.0]}))
+    writer.write("stats", 1, feature_rows({"user_id": [1]}, [at(0)], {"score": [2.0]}))
+    counted, uncounted_file = writer.files("stats", 1)
+
+    def uncounted() -> frozenset[str]:
+        remove_data_files(writer.filesystem, [uncounted_file])  # the recovery, just before this read
+        return frozenset()
+
+    reader = OfflineStore(root, uncounted=uncounted)
+    assert [batch.num_rows for batch in reader.scan("stats", 1)] == [1]
+    assert writer.files("stats", 1) == [counted]
+    with pytest.raises(FileNotFoundError):
+        list(writer.read_file(uncounted_file))
+
+
+def test_a_file_uri_root_and_its_plain_path_name_files_alike(tmp_path: Path) -> None:
+    """The materializer given ``file://`` of a symlinked folder, the control plane its plain path (or the
+    other way round): an intent names the writer's paths, so both must be the same strings, else the
+    reader's filter and the recovery (which removes only the store's own data files) miss them."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    forms = [str(tmp_path / "link"), f"file://{tmp_path / 'link'}", f"file://{tmp_path}/./link/", str(real)]
+    stores = [OfflineStore(form) for form in forms]
+    assert {store.base_path for store in stores} == {str(real.resolve())}
+    announced: list[str] = []
+    stores[1].write(
+        "stats", 1, feature_rows({"user_id": [0]}, [at(0)], {"score": [1.0]}), announce=announced.extend
+    )
+    reader = OfflineStore(forms[0], uncounted=lambda: frozenset(announced))
+    assert reader.files("stats", 1) == []
+    assert reader.is_data_file(announced[0], "stats", 1)
