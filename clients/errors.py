@@ -13,6 +13,7 @@ mapping between exceptions and status codes lives, in both directions:
     ├── NotFound               NOT_FOUND            a named entity, view, version, model... does not exist
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION  the system is not in a state that allows the operation
+    ├── Aborted                ABORTED              a conditional write lost to a concurrent one: re-read
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   a limit was exceeded (the message states the limit)
     ├── Unavailable            UNAVAILABLE          a dependency (Redis, the control plane) cannot be reached
     ├── DeadlineExceeded       DEADLINE_EXCEEDED
@@ -65,6 +66,13 @@ class FailedPrecondition(AetherError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(AetherError):
+    """A write conditional on what the caller read (an expected revision) found it changed by another
+    writer meanwhile; nothing was written. Read again, re-apply the change and retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(AetherError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -100,6 +108,7 @@ _BY_CODE: dict[grpc.StatusCode, type[AetherError]] = {
         NotFound,
         AlreadyExists,
         FailedPrecondition,
+        Aborted,
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,

@@ -105,7 +105,11 @@ class DeploymentsClient(ServiceClient):
         *,
         variant_name: str = "",
         policy: pb.CanaryPolicy | None = None,
+        expected_plan_revision: int | None = None,
     ) -> pb.Deployment:
+        """Starts a canary of ``model_name`` v``version``; ``policy`` replaces the deployment's. With
+        ``expected_plan_revision`` (the ``plan_revision`` the policy was built from), ``Aborted`` when the
+        deployment changed since: nothing is started."""
         request = checked_request(
             pb.StartCanaryRequest,
             name=name,
@@ -113,6 +117,7 @@ class DeploymentsClient(ServiceClient):
             version=version,
             variant=variant_name,
             policy=policy,
+            expected_plan_revision=expected_plan_revision,
         )
         return self._call(self._stub.StartCanary, request, pb.Deployment)
 

@@ -68,13 +68,16 @@ class MonitoringClient(ServiceClient):
     def _open_stubs(self) -> None:
         self._stub = pb_grpc.MonitoringStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def configure(self, deployment: str, **fields: Any) -> pb.MonitorConfig:
+    def configure(
+        self, deployment: str, *, expected_revision: int | None = None, **fields: Any
+    ) -> pb.MonitorConfig:
         """Creates or replaces the monitor of ``deployment``; ``fields`` are ``MonitorConfig`` fields
-        (unset ones take their defaults). Returns the effective config."""
+        (unset ones take their defaults). Returns the effective config. With ``expected_revision`` (the
+        ``revision`` of the config read), ``Aborted`` when another writer has replaced that config since:
+        nothing is changed."""
         config = checked_request(pb.MonitorConfig, deployment=deployment, **fields)
-        return self._call(
-            self._stub.ConfigureMonitor, pb.ConfigureMonitorRequest(config=config), pb.MonitorConfig
-        )
+        request = pb.ConfigureMonitorRequest(config=config, expected_revision=expected_revision)
+        return self._call(self._stub.ConfigureMonitor, request, pb.MonitorConfig)
 
     def get_config(self, deployment: str) -> pb.MonitorConfig:
         return self._call(

@@ -34,10 +34,17 @@ class RetrainingClient(ServiceClient):
         self._stub = pb_grpc.RetrainingStub(self._channel)  # type: ignore[no-untyped-call]
 
     def configure(
-        self, deployment: str, config: pb.TriggerConfig | None = None, **fields: Any
+        self,
+        deployment: str,
+        config: pb.TriggerConfig | None = None,
+        *,
+        expected_revision: int | None = None,
+        **fields: Any,
     ) -> pb.TriggerConfig:
         """Creates or replaces the trigger config of ``deployment`` from ``config`` and/or ``TriggerConfig``
-        ``fields`` (unset ones take their defaults). Returns the effective config."""
+        ``fields`` (unset ones take their defaults). Returns the effective config. With
+        ``expected_revision`` (the ``revision`` of the config read), ``Aborted`` when another writer has
+        replaced that config since: nothing is changed."""
         message = pb.TriggerConfig()
         if config is not None:
             message.CopyFrom(config)
@@ -54,7 +61,7 @@ class RetrainingClient(ServiceClient):
                 except (TypeError, ValueError) as error:
                     raise InvalidArgument(f"{name}: {error}") from None
         message.deployment = deployment
-        request = pb.ConfigureTriggersRequest(config=message)
+        request = pb.ConfigureTriggersRequest(config=message, expected_revision=expected_revision)
         return self._call(self._stub.ConfigureTriggers, request, pb.TriggerConfig)
 
     def get_config(self, deployment: str) -> pb.TriggerConfig:

@@ -76,7 +76,14 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         if not request.HasField("config") or not request.config.deployment:
             raise InvalidArgument("a monitor config with a deployment name is required")
         await self._require_deployment(request.config.deployment, or_history=False)
-        config = await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
+        expected = request.expected_revision if request.HasField("expected_revision") else None
+        config = await _run(
+            configs.put_config,
+            self._sessions,
+            request.config,
+            actor=actor_of(context),
+            expected_revision=expected,
+        )
         return configs.shown(config)  # the webhook URL is write-only (see configs.shown)
 
     @maps_errors

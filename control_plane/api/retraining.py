@@ -51,7 +51,14 @@ class RetrainingServicer(pb_grpc.RetrainingServicer):
         if not request.HasField("config") or not request.config.deployment:
             raise InvalidArgument("a trigger config with a deployment name is required")
         await _run(self._deployments.get, request.config.deployment)  # NOT_FOUND for an unknown one
-        return await _run(configs.put_config, self._sessions, request.config, actor=actor_of(context))
+        expected = request.expected_revision if request.HasField("expected_revision") else None
+        return await _run(
+            configs.put_config,
+            self._sessions,
+            request.config,
+            actor=actor_of(context),
+            expected_revision=expected,
+        )
 
     @maps_errors
     async def GetTriggerConfig(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import deployments_pb2 as pb
 from control_plane.cli import numbers, output
+from control_plane.cli.conditional import read_change_write
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
@@ -318,11 +319,23 @@ def _traffic(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -
 def _canary_start(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
     # StartCanary replaces the whole policy it is given, so the flags given are laid over the deployment's
     # current policy: `--min-requests 10` alone no longer reset the steps, bake and thresholds to defaults.
-    current = client.get(args.name).canary_policy if _policy_given(args) else None
-    policy = _policy(args, current)
-    started = client.start_canary(
-        args.name, args.model, args.version, variant_name=args.variant, policy=policy
-    )
+    # The start is conditional on the revision read (see control_plane.cli.conditional): a policy change
+    # landing between the read and the start was silently undone.
+    if not _policy_given(args):  # nothing read: the server keeps the policy it has
+        started = client.start_canary(args.name, args.model, args.version, variant_name=args.variant)
+        return _show(started, args, out)
+
+    def start(current: pb.Deployment) -> pb.Deployment:
+        return client.start_canary(
+            args.name,
+            args.model,
+            args.version,
+            variant_name=args.variant,
+            policy=_policy(args, current.canary_policy),
+            expected_plan_revision=current.plan_revision,
+        )
+
+    started = read_change_write(lambda: client.get(args.name), start, f"deployment {args.name!r}")
     return _show(started, args, out)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.cli import output
+from control_plane.cli.conditional import read_change_write
 from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.settings import actor
 
@@ -55,7 +56,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "webhook_url": ("webhook_url", str),
     "disabled": ("disabled", bool),
 }
-_SERVER_SET = {"deployment", "updated_by", "updated_at_us", "performance_step_set"}
+_SERVER_SET = {"deployment", "updated_by", "updated_at_us", "performance_step_set", "revision"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -193,7 +194,17 @@ def _show(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> in
 
 def _configure(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
     notes: list[str] = []
-    config = client.configure(args.deployment, **merged(client.get_config(args.deployment), args, notes))
+
+    def write(current: pb.MonitorConfig) -> pb.MonitorConfig:
+        notes.clear()  # of the config this attempt read
+        fields = merged(current, args, notes)
+        return client.configure(args.deployment, expected_revision=current.revision, **fields)
+
+    config = read_change_write(
+        lambda: client.get_config(args.deployment),
+        write,
+        f"the monitor config of deployment {args.deployment!r}",
+    )
     for note in notes:  # on stderr: stdout stays the config's JSON
         print(f"note: {note}", file=sys.stderr)
     output.print_json(output.to_jsonable(config), out)

@@ -40,7 +40,7 @@ DESCRIPTION = (
     " each switch has its opposite (--disable, --no-drift, --no-manual-approval, --no-performance-rule)."
 )
 _DURATIONS = {"cooldown": "cooldown_seconds", "shadow": "promotion.shadow_seconds"}
-_SERVER_SET = ("deployment", "updated_by", "updated_at_us")
+_SERVER_SET = ("deployment", "updated_by", "updated_at_us", "revision")
 
 
 def add_arguments(configure: argparse.ArgumentParser) -> None:

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from control_plane.cli import output, retrain_config
+from control_plane.cli.conditional import read_change_write
 from control_plane.cli.numbers import limit, positive_seconds
 from control_plane.cli.settings import actor
 
 # Imported when a command runs, not to build the parser: the SDK imports grpc.
 if TYPE_CHECKING:
+    from clients.aether.v1 import retraining_pb2 as pb
     from clients.sdk.retraining import RetrainingClient
 
 
@@ -79,8 +81,16 @@ def _handler(action: Callable[[RetrainingClient, argparse.Namespace, TextIO], in
 
 def _configure(client: RetrainingClient, args: argparse.Namespace, out: TextIO) -> int:
     fields = retrain_config.changes(args)  # a bad flag is refused before anything is read or written
-    config = retrain_config.merged(client.get_config(args.deployment), fields)
-    stored = client.configure(args.deployment, config)
+
+    def write(current: pb.TriggerConfig) -> pb.TriggerConfig:
+        config = retrain_config.merged(current, fields)
+        return client.configure(args.deployment, config, expected_revision=current.revision)
+
+    stored = read_change_write(
+        lambda: client.get_config(args.deployment),
+        write,
+        f"the retraining config of deployment {args.deployment!r}",
+    )
     if args.json:
         output.print_json(output.to_jsonable(stored), out)
     else:

@@ -17,6 +17,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from clients.errors import Aborted
+
 Row = TypeVar("Row", bound=DeclarativeBase)
 
 
@@ -32,3 +34,20 @@ def insert_or_lock(session: Session, table: type[Row], values: Mapping[str, Any]
     query = select(table).where(*(column == values[column.name] for column in key)).with_for_update()
     row = session.scalars(query.execution_options(populate_existing=True)).one()
     return row, created is not None
+
+
+def next_revision(before: Mapping[str, Any] | None, expected: int | None, what: str) -> int:
+    """The revision a replacement of the stored JSON config ``before`` (None: none stored) gets: one more
+    than the stored one (0 for none, or one stored before configs had revisions). With ``expected`` (the
+    revision the caller read) it is compared under the caller's row lock, and a stale one raises
+    ``Aborted`` naming ``what`` and the stored revision, so the caller's transaction rolls back: two
+    clients that each read, change one field and send the whole config back both used to succeed, the
+    second silently undoing the first's change."""
+    # MessageToDict writes an int64 as a string, and leaves out a zero.
+    current = int((before or {}).get("revision", 0))
+    if expected is not None and expected != current:
+        raise Aborted(
+            f"{what} changed since it was read (read at revision {expected}, now at revision {current});"
+            " nothing was changed: read it again and re-apply the change"
+        )
+    return current + 1

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as pb
-from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from clients.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import keyset, pages, strings
 from control_plane.db.engine import read_session, write_session
@@ -266,6 +266,13 @@ class DeploymentManager:
         with write_session(self._sessions) as session:
             store.lock_revision(session)
             row, variants = store.load(session, request.name, lock=True)
+            expected = request.expected_plan_revision
+            if request.HasField("expected_plan_revision") and row.plan_revision != expected:
+                raise Aborted(
+                    f"deployment {row.name!r} changed since it was read (read at plan revision {expected},"
+                    f" now at {row.plan_revision}); no canary was started: read it again and re-apply"
+                    " the policy"
+                )
             self._refuse_while_canary(row, "start another")
             # A canary beside another live canary (the B of an A/B test) could never be promoted: the
             # controller's promotion would be refused on every tick and the canary would run for ever.

@@ -36,7 +36,7 @@ from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
-from control_plane.db.upsert import insert_or_lock
+from control_plane.db.upsert import insert_or_lock, next_revision
 from control_plane.monitoring import webhooks
 from control_plane.monitoring.tables import MonitorConfigRow
 from control_plane.proto_enums import enum_problems
@@ -218,9 +218,17 @@ def unusable(config: pb.MonitorConfig) -> str | None:
     )
 
 
-def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, actor: str) -> pb.MonitorConfig:
+def put_config(
+    sessions: sessionmaker[Session],
+    config: pb.MonitorConfig,
+    *,
+    actor: str,
+    expected_revision: int | None = None,
+) -> pb.MonitorConfig:
     """Validates, stores (replacing) and audits a deployment's config; returns the effective one, with the
-    whole webhook URL (:func:`shown` is what a caller may see of it).
+    whole webhook URL (:func:`shown` is what a caller may see of it). With ``expected_revision``, only in
+    place of the config of that revision (``Aborted`` otherwise, nothing written or audited: see
+    :func:`~control_plane.db.upsert.next_revision`).
 
     A ``webhook_url`` in redacted form (what every reader gets: :mod:`.webhooks`) keeps the stored URL
     when it is that URL's redacted form, and is refused otherwise; so a client that sends back the config
@@ -239,6 +247,10 @@ def put_config(sessions: sessionmaker[Session], config: pb.MonitorConfig, *, act
         # a redacted webhook is compared with the URL this replacement replaces.
         row, created = insert_or_lock(session, MonitorConfigRow, values)
         before = None if created else dict(row.config)
+        # First: a stale write would otherwise be refused for a redacted webhook URL the caller never
+        # sent (the redacted form of the URL it read, which another writer has replaced since).
+        what = f"the monitor config of deployment {result.deployment!r}"
+        result.revision = next_revision(before, expected_revision, what)
         # Refused here (rolling back the row just inserted, if any) rather than before the transaction:
         # the stored URL it stands for is only known under the lock.
         result.webhook_url = webhooks.kept(result.webhook_url, str((before or {}).get("webhook_url", "")))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from google.protobuf import json_format
 from sqlalchemy import select
@@ -34,7 +35,7 @@ from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
-from control_plane.db.upsert import insert_or_lock
+from control_plane.db.upsert import insert_or_lock, next_revision
 from control_plane.deployments.messages import policy_from_proto
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.config import (
@@ -165,8 +166,16 @@ def gates_of(config: pb.TriggerConfig) -> Gates:
     )
 
 
-def put_config(sessions: sessionmaker[Session], config: pb.TriggerConfig, *, actor: str) -> pb.TriggerConfig:
-    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited. The
+def put_config(
+    sessions: sessionmaker[Session],
+    config: pb.TriggerConfig,
+    *,
+    actor: str,
+    expected_revision: int | None = None,
+) -> pb.TriggerConfig:
+    """Stores ``config`` (with its defaults) in place of the deployment's previous one; audited. With
+    ``expected_revision``, only in place of the config of that revision (``Aborted`` otherwise, nothing
+    written or audited: see :func:`~control_plane.db.upsert.next_revision`). The
     metrics named must be among the metrics of the deployment's monitor task; an enabled config needs a
     monitor task and a gate metric (``FailedPrecondition`` says what to set, see :func:`gates_unscorable`).
 
@@ -190,17 +199,20 @@ def put_config(sessions: sessionmaker[Session], config: pb.TriggerConfig, *, act
         check_metrics(checked, monitor.task)
     stored.updated_by = actor
     stored.updated_at_us = time.time_ns() // 1000
-    state = json_format.MessageToDict(stored, preserving_proto_field_name=True)
     values = {
         "deployment": stored.deployment,
-        "config": state,
+        "config": _to_json(stored),
         "updated_by": actor,
         "updated_at_us": stored.updated_at_us,
     }
     with write_session(sessions) as session:
-        # Locked, so that of concurrent replacements each audits the one before it as its "before".
+        # Locked, so that of concurrent replacements each audits the one before it as its "before", and
+        # the expected revision is compared with the one this replacement replaces.
         row, created = insert_or_lock(session, RetrainingConfigRow, values)
         before = None if created else dict(row.config)
+        what = f"the trigger config of deployment {stored.deployment!r}"
+        stored.revision = next_revision(before, expected_revision, what)
+        state = _to_json(stored)
         row.config, row.updated_by, row.updated_at_us = state, actor, stored.updated_at_us
         record(
             session,
@@ -236,6 +248,10 @@ def enabled_configs(sessions: sessionmaker[Session]) -> list[pb.TriggerConfig]:
             json_format.ParseDict(r.config, pb.TriggerConfig(), ignore_unknown_fields=True) for r in rows
         ]
     return [c for c in configs if c.enabled]
+
+
+def _to_json(config: pb.TriggerConfig) -> dict[str, Any]:
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
 def _check_span(field: str, seconds: float) -> None:

@@ -203,18 +203,20 @@ class SetTrafficRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., traffic_percent: _Optional[float] = ...) -> None: ...
 
 class StartCanaryRequest(_message.Message):
-    __slots__ = ("name", "model_name", "version", "variant", "policy")
+    __slots__ = ("name", "model_name", "version", "variant", "policy", "expected_plan_revision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_PLAN_REVISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_name: str
     version: int
     variant: str
     policy: CanaryPolicy
-    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., variant: _Optional[str] = ..., policy: _Optional[_Union[CanaryPolicy, _Mapping]] = ...) -> None: ...
+    expected_plan_revision: int
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., variant: _Optional[str] = ..., policy: _Optional[_Union[CanaryPolicy, _Mapping]] = ..., expected_plan_revision: _Optional[int] = ...) -> None: ...
 
 class PromoteRequest(_message.Message):
     __slots__ = ("name", "variant")

@@ -76,7 +76,7 @@ PERFORMANCE_STATUS_OK: PerformanceStatus
 PERFORMANCE_STATUS_DEGRADED: PerformanceStatus
 
 class MonitorConfig(_message.Message):
-    __slots__ = ("deployment", "disabled", "test", "threshold", "correction", "drift_share", "window_kind", "window_rows", "window_seconds", "min_samples", "webhook_url", "task", "prediction_output", "positive_class", "decision_threshold", "performance_window_seconds", "performance_step_seconds", "min_labels", "alert_metric", "alert_threshold", "updated_by", "updated_at_us", "performance_step_set")
+    __slots__ = ("deployment", "disabled", "test", "threshold", "correction", "drift_share", "window_kind", "window_rows", "window_seconds", "min_samples", "webhook_url", "task", "prediction_output", "positive_class", "decision_threshold", "performance_window_seconds", "performance_step_seconds", "min_labels", "alert_metric", "alert_threshold", "updated_by", "updated_at_us", "performance_step_set", "revision")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
     TEST_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class MonitorConfig(_message.Message):
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_US_FIELD_NUMBER: _ClassVar[int]
     PERFORMANCE_STEP_SET_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     disabled: bool
     test: DriftTest
@@ -123,13 +124,16 @@ class MonitorConfig(_message.Message):
     updated_by: str
     updated_at_us: int
     performance_step_set: bool
-    def __init__(self, deployment: _Optional[str] = ..., disabled: _Optional[bool] = ..., test: _Optional[_Union[DriftTest, str]] = ..., threshold: _Optional[float] = ..., correction: _Optional[_Union[MultipleTestingCorrection, str]] = ..., drift_share: _Optional[float] = ..., window_kind: _Optional[_Union[WindowKind, str]] = ..., window_rows: _Optional[int] = ..., window_seconds: _Optional[float] = ..., min_samples: _Optional[int] = ..., webhook_url: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., prediction_output: _Optional[str] = ..., positive_class: _Optional[int] = ..., decision_threshold: _Optional[float] = ..., performance_window_seconds: _Optional[float] = ..., performance_step_seconds: _Optional[float] = ..., min_labels: _Optional[int] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., updated_by: _Optional[str] = ..., updated_at_us: _Optional[int] = ..., performance_step_set: _Optional[bool] = ...) -> None: ...
+    revision: int
+    def __init__(self, deployment: _Optional[str] = ..., disabled: _Optional[bool] = ..., test: _Optional[_Union[DriftTest, str]] = ..., threshold: _Optional[float] = ..., correction: _Optional[_Union[MultipleTestingCorrection, str]] = ..., drift_share: _Optional[float] = ..., window_kind: _Optional[_Union[WindowKind, str]] = ..., window_rows: _Optional[int] = ..., window_seconds: _Optional[float] = ..., min_samples: _Optional[int] = ..., webhook_url: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., prediction_output: _Optional[str] = ..., positive_class: _Optional[int] = ..., decision_threshold: _Optional[float] = ..., performance_window_seconds: _Optional[float] = ..., performance_step_seconds: _Optional[float] = ..., min_labels: _Optional[int] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., updated_by: _Optional[str] = ..., updated_at_us: _Optional[int] = ..., performance_step_set: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ConfigureMonitorRequest(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "expected_revision")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     config: MonitorConfig
-    def __init__(self, config: _Optional[_Union[MonitorConfig, _Mapping]] = ...) -> None: ...
+    expected_revision: int
+    def __init__(self, config: _Optional[_Union[MonitorConfig, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class GetMonitorConfigRequest(_message.Message):
     __slots__ = ("deployment",)

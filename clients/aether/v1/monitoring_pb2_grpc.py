@@ -107,6 +107,8 @@ class MonitoringServicer:
 
     def ConfigureMonitor(self, request, context):
         """Creates or replaces the monitor config of a deployment; returns it with every default filled in.
+        With expected_revision, ABORTED (naming the stored revision, nothing changed) when the stored config
+        is no longer the one read: read it again and re-apply the change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,7 @@ class PromotionPolicy(_message.Message):
     def __init__(self, manual_approval: _Optional[bool] = ..., shadow_seconds: _Optional[float] = ..., min_agreement: _Optional[float] = ..., canary: _Optional[_Union[_deployments_pb2.CanaryPolicy, _Mapping]] = ...) -> None: ...
 
 class TriggerConfig(_message.Message):
-    __slots__ = ("deployment", "enabled", "schedule", "performance_metric", "performance_threshold", "drift", "drift_alone", "new_labels", "cooldown_seconds", "entity_rows_path", "data_window_seconds", "max_rejected_fraction", "min_rows", "gates", "promotion", "updated_by", "updated_at_us")
+    __slots__ = ("deployment", "enabled", "schedule", "performance_metric", "performance_threshold", "drift", "drift_alone", "new_labels", "cooldown_seconds", "entity_rows_path", "data_window_seconds", "max_rejected_fraction", "min_rows", "gates", "promotion", "updated_by", "updated_at_us", "revision")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class TriggerConfig(_message.Message):
     PROMOTION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     enabled: bool
     schedule: str
@@ -71,13 +72,16 @@ class TriggerConfig(_message.Message):
     promotion: PromotionPolicy
     updated_by: str
     updated_at_us: int
-    def __init__(self, deployment: _Optional[str] = ..., enabled: _Optional[bool] = ..., schedule: _Optional[str] = ..., performance_metric: _Optional[str] = ..., performance_threshold: _Optional[float] = ..., drift: _Optional[bool] = ..., drift_alone: _Optional[bool] = ..., new_labels: _Optional[int] = ..., cooldown_seconds: _Optional[float] = ..., entity_rows_path: _Optional[str] = ..., data_window_seconds: _Optional[float] = ..., max_rejected_fraction: _Optional[float] = ..., min_rows: _Optional[int] = ..., gates: _Optional[_Union[EvaluationGates, _Mapping]] = ..., promotion: _Optional[_Union[PromotionPolicy, _Mapping]] = ..., updated_by: _Optional[str] = ..., updated_at_us: _Optional[int] = ...) -> None: ...
+    revision: int
+    def __init__(self, deployment: _Optional[str] = ..., enabled: _Optional[bool] = ..., schedule: _Optional[str] = ..., performance_metric: _Optional[str] = ..., performance_threshold: _Optional[float] = ..., drift: _Optional[bool] = ..., drift_alone: _Optional[bool] = ..., new_labels: _Optional[int] = ..., cooldown_seconds: _Optional[float] = ..., entity_rows_path: _Optional[str] = ..., data_window_seconds: _Optional[float] = ..., max_rejected_fraction: _Optional[float] = ..., min_rows: _Optional[int] = ..., gates: _Optional[_Union[EvaluationGates, _Mapping]] = ..., promotion: _Optional[_Union[PromotionPolicy, _Mapping]] = ..., updated_by: _Optional[str] = ..., updated_at_us: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ConfigureTriggersRequest(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "expected_revision")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     config: TriggerConfig
-    def __init__(self, config: _Optional[_Union[TriggerConfig, _Mapping]] = ...) -> None: ...
+    expected_revision: int
+    def __init__(self, config: _Optional[_Union[TriggerConfig, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class GetTriggerConfigRequest(_message.Message):
     __slots__ = ("deployment",)

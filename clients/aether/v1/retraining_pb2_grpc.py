@@ -124,6 +124,8 @@ class RetrainingServicer:
 
     def ConfigureTriggers(self, request, context):
         """Creates or replaces the trigger config of a deployment; returns it with every default filled in.
+        With expected_revision, ABORTED (naming the stored revision, nothing changed) when the stored config
+        is no longer the one read: read it again and re-apply the change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+from collections.abc import Callable
 
 import pytest
 
+from clients.aether.v1 import deployments_pb2 as pb
+from clients.sdk.deployments import DeploymentsClient
 from control_plane.cli import deploy
 from tests.integration.deployments.conftest import Models, Plane
 
@@ -94,6 +98,50 @@ def test_canary_start_changes_only_the_policy_flags_given(
     assert code == 0 and policy["steps_percent"] == [10.0, 100.0] and policy["bake_seconds"] == 60
     assert (policy["max_error_rate"], policy["min_requests"], policy["max_p99_ratio"]) == (0.0, 10, 1.5)
     assert policy.get("max_p99_latency_ms", 0.0) == 0.0  # 0 given: no ceiling any more, not the 250
+
+
+class ColleagueBetween(DeploymentsClient):
+    """The real client, with a colleague's change run right after this command's first read of the
+    deployment, i.e. between its read and its write, interleaved by hand rather than hoped for."""
+
+    def __init__(self, address: str, colleague: Callable[[], object]) -> None:
+        super().__init__(address, actor="alice", timeout=20)
+        self.colleague: Callable[[], object] | None = colleague
+
+    def get(self, name: str) -> pb.Deployment:
+        deployment = super().get(name)
+        if self.colleague is not None:
+            colleague, self.colleague = self.colleague, None
+            colleague()
+        return deployment
+
+
+def test_canary_start_does_not_undo_a_policy_change_made_since_it_read_the_policy(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`canary start --min-requests 10` read the policy, laid its flag over it and sent the whole policy:
+    a colleague's policy change (bake 123 s) landing between that read and the start was silently undone.
+    The start is now conditional on the revision read; refused (ABORTED), it reads again and retries."""
+    blue, green = str(models.register("eta")), str(models.register("eta"))
+    code, _ = run(plane, capsys, "deploy", "create", "eta-prod", "--model", "eta", "--version", blue)
+    assert code == 0
+
+    def colleague() -> None:
+        with DeploymentsClient(plane.address, actor="bob", timeout=20) as client:
+            current = client.get("eta-prod").canary_policy
+            current.bake_seconds = 123
+            client.update(pb.UpdateDeploymentRequest(name="eta-prod", canary_policy=current))
+
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    parser.set_defaults(control_plane=plane.address, timeout=20.0)
+    deploy.register(parser.add_subparsers(dest="command", required=True))
+    start = ["deploy", "canary", "start", "eta-prod", "--model", "eta", "--version", green, "--json"]
+    args = parser.parse_args([*start, "--min-requests", "10"])
+    out = io.StringIO()
+    with ColleagueBetween(plane.address, colleague) as client:
+        assert deploy._canary_start(client, args, out) == 0
+    policy = json.loads(out.getvalue())["canary_policy"]
+    assert (policy["bake_seconds"], policy["min_requests"]) == (123, 10)  # both changes
 
 
 def test_create_an_ab_split_with_a_fallback_for_unknown_entities(

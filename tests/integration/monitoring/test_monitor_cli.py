@@ -9,12 +9,17 @@ import contextlib
 import getpass
 import io
 import json
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
 import pytest
+from sqlalchemy import func, select
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import Aborted
+from clients.sdk.monitoring import MonitoringClient
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.cli import monitor_config
 from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring.tables import MonitorConfigRow
@@ -192,3 +197,107 @@ async def test_an_unknown_deployment_is_not_found_but_a_deleted_ones_history_sta
             pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn"))
         )
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class ColleagueBetween(MonitoringClient):
+    """The real client, with a colleague's whole command run right after this command reads the config
+    (after its first ``reads`` reads), i.e. between its read and its write: the race of two `monitor
+    configure` at once, interleaved by hand rather than hoped for."""
+
+    def __init__(self, address: str, colleague: Callable[[], object], reads: int = 1) -> None:
+        super().__init__(address)
+        self.colleague, self.reads = colleague, reads
+
+    def get_config(self, deployment: str) -> pb.MonitorConfig:
+        config = super().get_config(deployment)
+        if self.reads > 0:
+            self.reads -= 1
+            self.colleague()
+        return config
+
+
+def configure_racing(plane: Plane, colleague: Callable[[], object], *flags: str, reads: int = 1) -> str:
+    """`aetherctl monitor configure churn FLAGS` with ``colleague`` run between its read and write."""
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    monitor_config.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["monitor", "configure", "churn", *flags])
+    out = io.StringIO()
+    with ColleagueBetween(plane.server.address, colleague, reads) as client:
+        assert monitor_config._configure(client, args, out) == 0
+    return out.getvalue()
+
+
+def audit_entries(plane: Plane) -> int:
+    """The monitor configs' audit entries (nothing else counted that a background loop might write)."""
+    query = select(func.count()).where(AuditEntryRow.action == "monitoring.configure")
+    with plane.server.context.sessions() as session:
+        return session.execute(query).scalar_one()
+
+
+async def test_two_configures_at_once_both_land(plane: Plane) -> None:
+    """Each command read the config, laid its flags over it and sent the whole config back unconditionally:
+    both exited 0, and the later one undid the earlier's change; with a webhook change in the race, the
+    loser was refused for a "redacted URL" it never sent. Now the later write is refused (the config
+    changed since it was read: ABORTED) and the command reads again and re-applies its own flags."""
+    plane.deploy("churn")
+    base = ["monitor", "configure", "churn", "--task", "regression", "--alert-threshold", "2"]
+    assert (await asyncio.to_thread(cli, plane, *base, "--webhook-url", "https://hooks.example.com/T/one"))[
+        0
+    ] == 0
+
+    def colleague(*flags: str) -> Callable[[], object]:
+        return lambda: cli(plane, "monitor", "configure", "churn", *flags)
+
+    text = await asyncio.to_thread(
+        configure_racing, plane, colleague("--window-rows", "600"), "--alert-threshold", "3"
+    )
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
+    assert (stored.alert_threshold, stored.window_rows) == (3, 600)  # both changes
+    assert json.loads(text)["alert_threshold"] == 3 and json.loads(text)["window_rows"] == 600
+
+    url = "https://hooks.example.com/T/two"
+    await asyncio.to_thread(
+        configure_racing, plane, colleague("--webhook-url", url), "--alert-threshold", "4"
+    )
+    with plane.server.context.sessions() as session:
+        row = session.get(MonitorConfigRow, "churn")
+        assert row is not None and (row.config["webhook_url"], row.config["alert_threshold"]) == (url, 4)
+
+
+async def test_a_stale_configure_is_refused_unrecorded_and_an_unconditional_one_replaces(
+    plane: Plane,
+) -> None:
+    plane.deploy("churn")
+    first = await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn"))
+    )
+    second = await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(
+            config=pb.MonitorConfig(deployment="churn", window_rows=50), expected_revision=1
+        )
+    )
+    assert (first.revision, second.revision) == (1, 2)
+    entries = audit_entries(plane)
+    stale = pb.ConfigureMonitorRequest(
+        config=pb.MonitorConfig(deployment="churn", window_rows=70), expected_revision=1
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(stale)
+    assert refused.value.code() == grpc.StatusCode.ABORTED
+    assert "now at revision 2" in str(refused.value.details())
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
+    assert (stored.window_rows, stored.revision, audit_entries(plane)) == (50, 2, entries)  # nothing
+    # An old client, sending no revision, replaces whatever is stored.
+    old = await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", window_rows=70))
+    )
+    assert (old.window_rows, old.revision) == (70, 3)
+
+    # A command that loses every time gives up, saying so, having changed nothing.
+    def forever() -> None:
+        cli(plane, "monitor", "configure", "churn", "--min-labels", "7")
+
+    with pytest.raises(Aborted, match=r"changed by other writers 5 times.*changed nothing"):
+        await asyncio.to_thread(configure_racing, plane, forever, "--window-rows", "90", reads=99)
+    stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
+    assert (stored.window_rows, stored.min_labels) == (70, 7)

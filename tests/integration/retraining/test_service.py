@@ -8,12 +8,13 @@ import argparse
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
@@ -21,10 +22,11 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.aether.v1 import retraining_pb2_grpc as pb_grpc
-from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.retraining import RetrainingClient
 from control_plane.api import retraining as retraining_api
 from control_plane.artifacts.settings import store_for
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.cli import retraining as retraining_cli
 from control_plane.cli.main import main
 from control_plane.deployments.core import DeploymentManager
@@ -293,6 +295,87 @@ async def test_aetherctl_retrain_configure_changes_only_the_fields_given(
         code, err = await asyncio.to_thread(aetherctl, "--drift-alone", "--no-drift")
         assert code == 2 and "--no-drift contradicts --drift-alone" in err
         assert (await asyncio.to_thread(client.get_config, "eta")).updated_at_us == stored.updated_at_us
+    finally:
+        client.close()
+
+
+class ColleagueBetween(RetrainingClient):
+    """The real client, with a colleague's whole command run right after this command reads the config
+    (after each of its first ``reads`` reads), i.e. between its read and its write: the race of two
+    `retrain configure` at once, interleaved by hand rather than hoped for."""
+
+    def __init__(self, address: str, colleague: Callable[[], object], reads: int = 1) -> None:
+        super().__init__(address, actor="alice")
+        self.colleague, self.reads = colleague, reads
+
+    def get_config(self, deployment: str) -> pb.TriggerConfig:
+        config = super().get_config(deployment)
+        if self.reads > 0:
+            self.reads -= 1
+            self.colleague()
+        return config
+
+
+def configure_racing(address: str, colleague: Callable[[], object], *flags: str, reads: int = 1) -> str:
+    """`aetherctl retrain configure eta FLAGS` with ``colleague`` run between its read and its write."""
+    parser = argparse.ArgumentParser(prog="aetherctl")
+    retraining_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["retrain", "configure", "eta", *flags])
+    out = io.StringIO()
+    with ColleagueBetween(address, colleague, reads) as client:
+        assert retraining_cli._configure(client, args, out) == 0
+    return out.getvalue()
+
+
+def audit_entries(server: ControlPlaneServer) -> int:
+    """The trigger configs' audit entries (the retraining loop audits its decisions meanwhile)."""
+    query = select(func.count()).where(AuditEntryRow.object_type == "retraining_config")
+    with server.context.sessions() as session:
+        return session.execute(query).scalar_one()
+
+
+async def test_two_retrain_configures_at_once_both_land(plane: ControlPlaneServer) -> None:
+    """An operator's `--disable` and a colleague's `--cooldown 2h` at once: each command read the config,
+    laid its flags over it and sent the whole config back unconditionally, so both printed their result
+    and exited 0 while the later one undid the other's change (retraining stayed enabled). Now the later
+    write is refused (the config changed since it was read: ABORTED, nothing written or audited) and the
+    command reads again and re-applies its own flags: both changes land."""
+    give_the_monitor_a_task(plane)
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        await asyncio.to_thread(client.configure, "eta", enabled=True, cooldown_seconds=3600.0)
+
+        def colleague() -> None:
+            assert (
+                main(["--control-plane", plane.address, "retrain", "configure", "eta", "--cooldown", "2h"])
+                == 0
+            )
+
+        text = await asyncio.to_thread(configure_racing, plane.address, colleague, "--disable")
+        assert text == "retraining of eta: disabled, cooldown 7200 s\n"
+        stored = await asyncio.to_thread(client.get_config, "eta")
+        assert (stored.enabled, stored.cooldown_seconds) == (False, 7200)
+
+        # The server's side: a stale write is refused, naming the stored revision, and changes nothing.
+        entries = audit_entries(plane)
+        with pytest.raises(Aborted, match=f"now at revision {stored.revision}"):
+            await asyncio.to_thread(
+                client.configure, "eta", stored, expected_revision=stored.revision - 1, cooldown_seconds=60.0
+            )
+        again = await asyncio.to_thread(client.get_config, "eta")
+        assert (again.cooldown_seconds, again.revision, audit_entries(plane)) == (
+            7200,
+            stored.revision,
+            entries,
+        )
+        # An old client, sending no revision, replaces whatever is stored.
+        old = await asyncio.to_thread(client.configure, "eta", stored, cooldown_seconds=60.0)
+        assert (old.cooldown_seconds, old.revision) == (60, stored.revision + 1)
+
+        # A command that loses every time gives up, saying so, having changed nothing.
+        with pytest.raises(Aborted, match=r"changed by other writers 5 times.*changed nothing"):
+            await asyncio.to_thread(configure_racing, plane.address, colleague, "--enable", reads=99)
+        assert not (await asyncio.to_thread(client.get_config, "eta")).enabled
     finally:
         client.close()
 
