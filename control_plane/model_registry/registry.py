@@ -220,10 +220,20 @@ class ModelRegistry:
                 # deleted between the check below and this registration's commit.
                 lock_registry(session)
             model = find_model(session, name, lock=True)
+            created = model is None
             if model is None:
                 if not request.create_model:
                     raise NotFound(f"registered model {name!r} not found (create it, or set create_model)")
                 model = self._insert_model(session, name, "", {})
+            if request.run_id:
+                status = require_run(session, request.run_id, lock=keep_ended)
+                if keep_ended:
+                    refuse_ended(request.run_id, status, actor, "CreateModelVersion")
+            check_feature_refs(session, refs)
+            # Audited only now: the audit head is the last lock a writer takes (control_plane/audit/log.py).
+            # Appended before the run's row was locked, it deadlocked on PostgreSQL with a LogBatch or
+            # UpdateRun of that run, which lock the run's row first and the audit head last.
+            if created:
                 record(
                     session,
                     actor=actor,
@@ -233,11 +243,6 @@ class ModelRegistry:
                     before=None,
                     after=messages.audit_state(messages.model_message(model, {})),
                 )
-            if request.run_id:
-                status = require_run(session, request.run_id, lock=keep_ended)
-                if keep_ended:
-                    refuse_ended(request.run_id, status, actor, "CreateModelVersion")
-            check_feature_refs(session, refs)
             return insert_version(session, model, request, refs, uri, size, actor)
 
     def get_version(self, name: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
