@@ -5,6 +5,14 @@ Each service runs detached (its own session, so it outlives the shell command) w
 ``$AETHER_HOME/dev/<service>.log`` and its pid in ``$AETHER_HOME/dev/<service>.pid``. A pid file is only
 trusted when the process it names is alive and its command line is the expected one, so a stale file
 left by a crash (or a pid the system has since reused) never makes ``dev down`` signal a stranger.
+
+``dev up`` and ``dev down`` hold an exclusive lock on ``$AETHER_HOME/dev/stack.lock`` (``flock``: the
+kernel drops it when the command ends, however it ends) from start to end, and a second one waits for it
+(bounded): two at once on one AETHER_HOME both started every service, wrote the same pid files and
+truncated the same logs, and both said "started", one of them for a redis-server that had exited at once
+("Address already in use") while the other's answered its PING. The services themselves never hold the
+lock (Python opens files close-on-exec). And a Redis is only taken as ready when the one answering is
+the process just started (its ``INFO`` pid), so one that exits during startup is reported as failed.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import grpc
@@ -34,6 +43,7 @@ from clients.sdk.auth import open_channel
 from clients.uris import redact_uri
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
+from control_plane.cli.stack_lock import stack_lock
 
 _INSTALL_REDIS = (
     "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
@@ -59,10 +69,18 @@ def run(args: argparse.Namespace, settings: CliSettings) -> int:
     folder = settings.home / "dev"
     services = _services(settings, folder)
     if args.action == "up":
-        return _up(services, folder, settings, args.wait)
+        with stack_lock(folder, wait_s=args.wait):
+            return _up(services, folder, settings, args.wait)
     if args.action == "down":
-        return _down(services, folder, args.grace)
+        with stack_lock(folder, wait_s=_down_lock_wait(args.grace)):
+            return _down(services, folder, args.grace)
     return _status(services, folder)
+
+
+def _down_lock_wait(grace_s: float) -> float:
+    """How long ``dev down`` waits for another command's lock: long enough for a ``dev up`` to finish
+    starting, or a ``dev down`` to stop, every service."""
+    return max(60.0, 3 * grace_s + 10.0)
 
 
 def _services(settings: CliSettings, folder: Path) -> list[Service]:
@@ -250,7 +268,7 @@ def _wait_until_ready(
 ) -> None:
     log_path = folder / f"{service.key}.log"
     deadline = time.monotonic() + wait_s
-    while not _is_ready(service, log_path):
+    while not _is_ready(service, log_path, process.pid):
         if process.poll() is not None:
             _remove_pid_file(service, folder)
             raise FailedPrecondition(
@@ -273,13 +291,31 @@ def _write_private(path: Path, text: str) -> None:
         file.write(text)
 
 
-def _is_ready(service: Service, log_path: Path) -> bool:
-    """Redis answers PING; a plane has logged where it listens and its health check says SERVING (the
-    data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
+def _is_ready(service: Service, log_path: Path, pid: int) -> bool:
+    """Redis ``pid`` answers (not another Redis on its address: see :func:`_redis_pid`); a plane has
+    logged where it listens (in its own log, written from its start) and its health check says SERVING
+    (the data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
     if service.ready_line is None:
-        return _redis_answers(service.address)
+        return _redis_pid(service.address) == pid
     address = _listening_address(service, log_path)
     return address is not None and _serving(address)
+
+
+def _redis_pid(url: str) -> int | None:
+    """The process id of the Redis answering at ``url`` (None when none answers). A PING alone was
+    answered by another Redis on the address while the one just started had exited ("Address already in
+    use"), and that one was reported started."""
+    if not _redis_answers(url):  # FailedPrecondition for refused credentials, as there
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    try:
+        # cast: redis-py types its commands for the async client too (Awaitable | Any).
+        info = cast(dict[str, Any], client.info("server"))
+        return int(info["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
 
 
 def _serving(address: str) -> bool:
@@ -450,9 +486,11 @@ def start_stack(
     killed with SIGKILL (a test timeout, the OOM killer), instead of holding their ports, files and CPU
     until someone finds them."""
     folder = settings.home / "dev"
-    _up(_services(settings, folder), folder, settings, wait_s, extra_env, tie=True, environ=environ)
+    with stack_lock(folder, wait_s=wait_s):
+        _up(_services(settings, folder), folder, settings, wait_s, extra_env, tie=True, environ=environ)
 
 
 def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:
     folder = settings.home / "dev"
-    _down(_services(settings, folder), folder, grace_s)
+    with stack_lock(folder, wait_s=_down_lock_wait(grace_s)):
+        _down(_services(settings, folder), folder, grace_s)

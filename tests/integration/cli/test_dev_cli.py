@@ -3,6 +3,7 @@ loopback ports, with the state folder in a temporary AETHER_HOME."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -19,7 +20,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from clients.errors import FailedPrecondition
+from clients.files import private_folder
+from control_plane.cli import local_stack
 from control_plane.cli.local_stack import redis_auth_config
+from control_plane.cli.settings import CliSettings
 from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -341,3 +346,58 @@ def test_the_stack_of_a_process_killed_with_sigkill_ends_with_it(dev_env: dict[s
         for pid in pids:  # the fix failing: do not leave the stack behind for the next test
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_dev_up_waits_for_another_dev_up_or_down_on_the_same_home(dev_env: dict[str, str]) -> None:
+    """Two `dev up` at once on one AETHER_HOME both started every service (one redis-server exiting at
+    once, "Address already in use"), wrote the same pid files and truncated the same logs, and both said
+    "started". Each now holds the stack folder's lock from start to end: a second one waits for it and
+    then finds the stack running, or (the first still busy after --wait) fails saying why, starting
+    nothing."""
+    folder = private_folder(Path(dev_env["AETHER_HOME"]) / "dev")
+    descriptor = os.open(folder / "stack.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # as another `dev up` holds it, for as long as this test wants
+    try:
+        try:
+            up = aetherctl(dev_env, "dev", "up", "--wait", "2")
+        finally:
+            os.close(descriptor)
+        assert up.returncode == 1 and up.stdout == "", up.stdout
+        assert up.stderr.startswith("error: FAILED_PRECONDITION: another `aetherctl dev up` or `dev down`")
+        assert len(up.stderr.splitlines()) == 1 and "still running after 2s" in up.stderr
+        assert not list(folder.glob("*.pid")) and not redis_answers(dev_env["AETHER_REDIS_URL"])
+
+        # Two at once: one starts the stack, the other waits and finds every service running.
+        command = [sys.executable, "-m", "control_plane.cli.main", "dev", "up", "--wait", "120"]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        both = [subprocess.Popen(command, env=dev_env, cwd=REPO, **pipes) for _ in range(2)]
+        outs = [process.communicate(timeout=300) for process in both]
+        assert [process.returncode for process in both] == [0, 0], outs
+        found = sorted(sorted(set(states(out).values())) for out, _ in outs)
+        assert found == [["already"], ["started"]], outs
+    finally:
+        down = aetherctl(dev_env, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert states(down.stdout) == {"redis": "stopped", "control plane": "stopped", "data plane": "stopped"}
+
+
+def test_a_redis_that_exits_at_start_is_reported_failed_though_another_answers(
+    dev_env: dict[str, str],
+) -> None:
+    """The stack's redis-server, started while another Redis holds its address, exits at once ("Address
+    already in use"); readiness was a PING, which the other answered, so it was reported "started" with
+    the pid of a process already gone. Ready now means the Redis answering is the one started."""
+    settings = CliSettings.from_env(dev_env)
+    folder = private_folder(settings.home / "dev" / "redis").parent  # its data folder, as `dev up` makes it
+    redis_service = local_stack._services(settings, folder)[0]
+    other = RedisServer(int(dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]))
+    other.start()
+    try:
+        with pytest.raises(FailedPrecondition) as failed:
+            local_stack._start(redis_service, folder, settings, wait_s=60)
+        assert failed.value.message.startswith("redis exited with status 1 before it was ready")
+        assert "Address already in use" in failed.value.message  # the log's last lines
+        assert not (folder / "redis.pid").exists()
+        assert redis_answers(other.url)  # the other one, untouched
+    finally:
+        other.close()
