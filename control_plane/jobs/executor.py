@@ -54,6 +54,7 @@ from control_plane.jobs.identity import GIVEN_UP, claim, process_start_ticks, ru
 from control_plane.jobs.job_user import JobUser
 from control_plane.jobs.launch_env import inherited
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT, NOT_FOUND_EXIT
+from control_plane.jobs.reaper import KILL_SIGNAL
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,16 @@ def job_argv(spec: pb.JobSpec, python: str = sys.executable) -> list[str]:
 class LocalHandle:
     """One attempt running as a launcher process group on this host.
 
-    The attempt ends when its whole group is gone, not when the launcher exits: the launcher records the
-    job's exit and leaves, but what the job started may live on in the group (a background child of a
-    job that exited 0, a worker that ignored the SIGTERM of a cancel). Those get SIGTERM, then SIGKILL
-    ``kill_grace_s`` later, and ``poll`` returns the launcher's status only once the group is empty, so
-    the attempt's devices are never handed to the next job while one of its processes runs. (A process
-    that left the group with ``setsid`` is out of reach, as it is of every group signal.)"""
+    The launcher is a child subreaper (``reaper.py``): everything the job starts stays below it, in the
+    group or not (a daemon's ``setsid``), and once the job's main process has ended it records the exit,
+    ends what is left (SIGTERM, SIGKILL ``kill_grace_s`` later) and only then exits. ``terminate`` is
+    SIGTERM to the group (the launcher passes it on to the processes that left it); ``kill`` asks the
+    launcher to SIGKILL everything below it, never SIGKILL to the launcher, whose death would hand what
+    left the group to init. ``poll`` returns the launcher's status once it has gone and its group is
+    empty: a launcher that was killed itself (the OOM killer) leaves the job to its parent-death signal
+    and what is left in the group to this handle (SIGTERM, then SIGKILL ``kill_grace_s`` later), so
+    the attempt's devices are never handed to the next job while one of its processes runs. (With the
+    launcher killed, a process that had left the group is out of reach.)"""
 
     def __init__(
         self,
@@ -183,7 +188,8 @@ class LocalHandle:
 
     @property
     def main_exited(self) -> bool:
-        return self._status is not None
+        # The launcher records the job's end before it ends what the job left (reaper.py).
+        return self._status is not None or self._files.exit_file(self._attempt).exists()
 
     def _group_alive(self) -> bool:
         """Whether a process other than a zombie is left in the launcher's group, the launcher being
@@ -235,7 +241,20 @@ class LocalHandle:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self._signal(signal.SIGKILL)
+        if not self._alive():
+            self._signal(signal.SIGKILL)
+            return
+        # Not SIGKILL to the group while the launcher lives: it would die first, and what had left the
+        # group would go on under init. The launcher kills every process below it (KILL_SIGNAL); the
+        # group's other members get SIGKILL here too, for a launcher older than that signal, which it
+        # dies of (the job's parent-death signal and poll's leftovers then end the rest, as before).
+        for pid in running_in_group(self._pid):
+            if pid != self._pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self._pid, signal.SIGCONT)  # a stopped launcher would keep the signal pending
+            os.kill(self._pid, KILL_SIGNAL)
 
 
 def read_exit_file(path: Path) -> ExitStatus:
@@ -292,7 +311,7 @@ class LocalExecutor:
         argv = [
             *launcher_argv(self._python), "--log", str(job.files.log),
             "--pid-file", str(job.files.pid_file(attempt)), "--exit-file", str(exit_file),
-            "--env-file", str(env_file),
+            "--env-file", str(env_file), "--kill-grace", str(self._kill_grace_s),
         ]  # fmt: skip
         if job.spec.entrypoint.module:
             argv += ["--module", job.spec.entrypoint.module]

@@ -1,8 +1,8 @@
 """The process the local executor starts for one attempt: it starts the job's command, waits for it and
 records how it ended. Run as ``python -I -c BOOT --log LOG --pid-file FILE --exit-file FILE --env-file
-FILE [--module MODULE] -- ARGV...`` (``executor.launcher_argv``; ``python -m
-control_plane.jobs.launcher`` works too). Standard library only (``identity.py`` is too), so it starts
-fast.
+FILE [--kill-grace S] [--module MODULE] -- ARGV...`` (``executor.launcher_argv``; ``python -m
+control_plane.jobs.launcher`` works too). Standard library only (``identity.py`` and ``reaper.py`` are
+too), so it starts fast.
 
 Nothing of the job's runs in the launcher, which is the control plane's user (root, or one with the
 capabilities to switch users, with ``AETHER_JOB_USER``): the executor starts it isolated (``-I``: no
@@ -26,9 +26,18 @@ returns, but it may die before that: the next one then finds the launcher throug
 it claimed the file first (as given up), the launcher exits without starting the job. So an attempt the
 control plane counted as lost never runs, and one that runs is never counted as lost.
 
+A job's processes may leave its process group (``setsid``, a daemon's double fork), out of reach of
+every group signal: the launcher is a child subreaper (Linux, ``reaper.py``), so they stay below it. It
+passes the group's SIGTERM on to them, kills every process below it on the executor's
+:data:`~control_plane.jobs.reaper.KILL_SIGNAL` (the executor never SIGKILLs the launcher while it
+lives), and once the job's main process has ended it records the exit, then ends whatever is left below
+it (SIGTERM, SIGKILL ``--kill-grace`` seconds later, reaping each) before it exits: nothing of an
+attempt runs once its launcher has gone.
+
 If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
 job is started with a parent-death signal (SIGKILL), and the executor stops what is left of the group
-(SIGTERM, then SIGKILL) when it finds the launcher gone, with or without an exit file.
+(SIGTERM, then SIGKILL) when it finds the launcher gone, with or without an exit file (what had left the
+group is then out of reach).
 
 With ``--user UID --group GID --user-name NAME`` (``AETHER_JOB_USER``, ``job_user.py``) the launcher stays
 the control plane's user, so that the job can neither forge its exit record nor signal it, and starts
@@ -69,6 +78,7 @@ from typing import Any
 from clients.files import open_private
 from control_plane.jobs.identity import claim, process_start_ticks
 from control_plane.jobs.job_user import blocked_for
+from control_plane.jobs.reaper import KILL_SIGNAL, Family, become_subreaper
 
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
@@ -279,9 +289,30 @@ def _start_as_job_user() -> None:
     _die_with_parent()
 
 
-def _ignore(_signum: int, _frame: FrameType | None) -> None:
-    """The group signal reaches the job directly; the launcher outlives it to record its end. (A Python
-    handler, not SIG_IGN: an ignored disposition would be inherited by the job through exec.)"""
+class _Signals:
+    """The launcher's signal handlers (Python handlers, not SIG_IGN: an ignored disposition would be
+    inherited by the job through exec). The group's SIGTERM (a cancel, a timeout) reaches the job
+    directly and the launcher outlives it to record the end, passing it on to the processes that left
+    the group; :data:`~control_plane.jobs.reaper.KILL_SIGNAL` kills every process below the launcher."""
+
+    def __init__(self) -> None:
+        #: Set once the job's process has started (only then is there anything below the launcher).
+        self.family: Family | None = None
+        self.kill_requested = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_stop)
+        signal.signal(KILL_SIGNAL, self._on_kill)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM and self.family is not None:
+            self.family.forward_term()
+
+    def _on_kill(self, _signum: int, _frame: FrameType | None) -> None:
+        self.kill_requested = True
+        if self.family is not None:
+            self.family.kill_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,11 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", type=int, default=None, help="the uid the job runs as")
     parser.add_argument("--group", type=int, default=None, help="the gid the job runs as")
     parser.add_argument("--user-name", default="", help="the job user's name, for messages")
+    parser.add_argument(
+        "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL, for what the job left"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _ignore)
+    signals = _Signals()
+    signals.install()
     env: dict[str, str] = dict(os.environ)  # without --env-file: the launcher's (run by hand)
     env_problem = None
     if args.env_file is not None:
@@ -326,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
                 log.write(f"[aether] error: {problem}\n".encode())
                 write_exit(args.exit_file, NOT_EXECUTABLE_EXIT, problem, launch_failed=True)
                 return NOT_EXECUTABLE_EXIT
+        try:
+            become_subreaper()  # before the job starts: whatever it starts stays below the launcher
+        except OSError as exc:  # a job that could outlive its attempt is not started
+            problem = f"cannot keep hold of the job's processes: {exc}"
+            log.write(f"[aether] error: {problem}\n".encode())
+            write_exit(args.exit_file, NOT_EXECUTABLE_EXIT, problem, launch_failed=True)
+            return NOT_EXECUTABLE_EXIT
         # The job user's credentials, when there is one: no group of the launcher's goes with them.
         as_user = {} if args.user is None else {"user": args.user, "group": gid, "extra_groups": []}
         try:
@@ -347,8 +388,21 @@ def main(argv: list[str] | None = None) -> int:
             code = NOT_FOUND_EXIT if isinstance(exc, FileNotFoundError) else NOT_EXECUTABLE_EXIT
             write_exit(args.exit_file, code, detail, launch_failed=True)
             return code
-        code = child.wait()
-    write_exit(args.exit_file, code, describe_exit(code))
+
+        def note(line: str) -> None:
+            log.write(f"[aether] {line}\n".encode())
+
+        family = Family(child.pid, note)
+        signals.family = family
+        if signals.kill_requested:  # killed while the job was being started
+            family.kill_all()
+        code = family.wait_main()
+        child.returncode = code  # reaped by the family: Popen must not wait for it again
+        # Recorded as soon as the job has ended, so that its outcome is decided (a cancel arriving while
+        # its leftovers are ended does not overrule it); the attempt ends only once the launcher has
+        # gone, after every process below it (reaper.py).
+        write_exit(args.exit_file, code, describe_exit(code))
+        family.end_the_rest(args.kill_grace, describe_exit(code))
     return code if code >= 0 else 128 - code
 
 

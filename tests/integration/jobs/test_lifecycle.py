@@ -3,7 +3,10 @@ exhausted retries, timeout, cancel of a queued and of a running job, FIFO on the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 from sqlalchemy import create_engine, select
@@ -216,11 +219,37 @@ def test_devices_stay_held_until_the_processes_an_attempt_left_are_gone(
     done = wait_state(client, leaves.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
     assert done.state == pb.JOB_STATE_SUCCEEDED and done.reason == "exit code 0"
     log = b"".join(client.logs(leaves.job_id)).decode()
-    assert "left processes running in its process group; sending SIGTERM" in log
+    assert "left processes running; sending them SIGTERM" in log
     assert "sending SIGKILL" in log
     assert wait_state(client, after.job_id, pb.JOB_STATE_SUCCEEDED).state == pb.JOB_STATE_SUCCEEDED
     assert json.loads((tmp_path / "env.1").read_text())["CUDA_VISIBLE_DEVICES"] == "0"
     client.cancel(filler.job_id)
+
+
+def test_a_daemon_a_job_started_is_gone_once_the_job_ends_and_once_it_is_cancelled(
+    client: JobsClient, tmp_path: Path
+) -> None:
+    # A daemon (double fork, setsid: out of the job's process group and session; ignoring SIGTERM)
+    # outlived its job, holding the device the next job was given and the job's token.
+    ended_file, cancelled_file = tmp_path / "ended-daemon", tmp_path / "cancelled-daemon"
+    ended = client.submit(job_spec("daemon-ends", "--daemon", str(ended_file), gpus=1))
+    cancelled = client.submit(
+        job_spec("daemon-cancelled", "--daemon", str(cancelled_file), "--sleep", "60", gpus=1)
+    )
+    try:
+        done = wait_state(client, ended.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+        assert not process_alive(int(ended_file.read_text())), "the daemon outlived its job"
+        wait_for(cancelled_file.exists, timeout=60)
+        client.cancel(cancelled.job_id, "no longer needed")
+        done = wait_state(client, cancelled.job_id, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_FAILED, timeout=60)
+        assert done.state == pb.JOB_STATE_CANCELLED, done.reason
+        assert not process_alive(int(cancelled_file.read_text())), "the daemon outlived its cancelled job"
+    finally:  # a daemon left by a failure has no parent-death signal
+        for pid_file in (ended_file, cancelled_file):
+            if pid_file.exists() and process_alive(pid := int(pid_file.read_text())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_a_spec_file_damaged_before_the_start_is_written_again_from_the_job(

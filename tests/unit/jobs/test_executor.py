@@ -58,6 +58,9 @@ def test_terminate_reaches_the_job_and_the_signal_is_recorded(tmp_path: Path) ->
 
 def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> None:
     executor, job, handle = launch(tmp_path, "import time; time.sleep(60)")
+    # Started up (its environment read, its signal handlers set): a stranger's poll below must not take
+    # the environment file from a launcher yet to read it, and the launcher records the kill.
+    _claimed(job.files.pid_file(1))
     pid = handle.pid
     assert pid is not None and process_start_ticks(pid) is not None
     adopted = executor.adopt(job, 1, handle.ref)
@@ -66,23 +69,27 @@ def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> N
     stranger = executor.adopt(job, 1, f"{pid}:1")
     assert stranger is not None and stranger.poll() is not None
     adopted.kill()
-    status = wait(adopted)
-    assert status.code is None and "without recording an exit status" in status.detail
-    assert wait(handle).code is None
+    assert wait(adopted) == ExitStatus(-9, "killed by signal SIGKILL")
+    assert wait(handle).code == -9
     assert executor.adopt(job, 1, "garbage") is None
 
 
 def test_an_attempt_whose_process_was_not_recorded_is_found_through_its_pid_file(tmp_path: Path) -> None:
     # The control plane died between launch() and storing handle.ref: adopt gets no ref.
     executor, job, handle = launch(tmp_path, "import time; time.sleep(60)")
-    deadline = time.monotonic() + 10
-    while not job.files.pid_file(1).exists():  # the launcher claims it before starting the job
-        assert time.monotonic() < deadline, "the launcher wrote no pid file"
-        time.sleep(0.02)
+    _claimed(job.files.pid_file(1))  # the launcher claims it before starting the job
     adopted = executor.adopt(job, 1, "")
     assert adopted is not None and adopted.ref == handle.ref and adopted.poll() is None
     adopted.kill()
-    assert wait(adopted).code is None and wait(handle).code is None
+    assert wait(adopted).code == -9 and wait(handle).code == -9
+
+
+def _claimed(pid_file: Path, timeout: float = 30.0) -> None:
+    """Waits for the launcher's claim of ``pid_file``, which it makes once its signal handlers are set."""
+    deadline = time.monotonic() + timeout
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, "the launcher wrote no pid file"
+        time.sleep(0.02)
 
 
 def test_an_attempt_given_up_before_its_launcher_claimed_it_never_starts(tmp_path: Path) -> None:
@@ -169,6 +176,70 @@ def test_a_killed_launcher_leaves_no_job_running(tmp_path: Path) -> None:
     assert _gone(grandchild_pid), "the job's own child outlived the attempt"
 
 
+def _daemon_code(pid_file: Path, prelude: str = "") -> str:
+    """A job that starts a daemon (``programs/job.py``'s: a double fork and setsid, out of the job's
+    group and session, ignoring SIGTERM) that writes its pid to ``pid_file``; ``prelude`` runs first."""
+    return (
+        f"{prelude}from pathlib import Path; from tests.integration.jobs.programs.job import start_daemon; "
+        f"start_daemon(Path({str(pid_file)!r}))"
+    )
+
+
+def _kill_if_alive(*pid_files: Path) -> None:
+    """Stops what a failed test left running (the daemon has no parent-death signal)."""
+    for pid_file in pid_files:
+        for pid in pid_file.read_text().split() if pid_file.exists() else ():
+            if process_start_ticks(int(pid)) is not None:
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_daemon_the_job_started_ends_with_its_attempt(tmp_path: Path) -> None:
+    """A process that left the job's group and session (a daemon) and ignores SIGTERM outlived the
+    attempt, which ended once the group was empty: it kept the GPU given to the next job, and the
+    token. The launcher, a subreaper, ends it (SIGTERM, SIGKILL after the grace) before it goes."""
+    daemon_file = tmp_path / "daemon"
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    entry = {"command": [sys.executable, "-c", _daemon_code(daemon_file)]}
+    job = JobLaunch("j9", spec_from_mapping({"name": "t", "entrypoint": entry}), files)
+    handle = LocalExecutor(kill_grace_s=0.5).launch(job, 1, ["0"], {})
+    try:
+        status = wait(handle, timeout=60)
+        assert status == ExitStatus(0, "exit code 0"), files.log.read_text()
+        (daemon,) = _pids_written(daemon_file, 1)
+        assert process_start_ticks(daemon) is None, "the daemon outlived its attempt"
+        log = files.log.read_text()
+        assert "the job ended (exit code 0) but left processes running; sending them SIGTERM" in log, log
+        assert "still running 0.5s after SIGTERM; sending SIGKILL" in log, log
+    finally:
+        _kill_if_alive(daemon_file)
+
+
+def test_a_killed_attempt_leaves_no_process_that_left_its_group(tmp_path: Path) -> None:
+    """The job's own process leaves the group (setsid) and ignores SIGTERM, and starts a daemon: neither
+    the group's SIGTERM nor its SIGKILL reached them, and SIGKILL to the group killed the launcher,
+    whose daemon then went on under init. The kill ends both, and the launcher records it."""
+    main_file, daemon_file = tmp_path / "main", tmp_path / "daemon"
+    prelude = (
+        "import os, signal, time; os.setsid(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(main_file)!r}, 'w').write(str(os.getpid())); "
+    )
+    code = _daemon_code(daemon_file, prelude) + "; time.sleep(60)"
+    _, _, handle = launch(tmp_path, code)
+    try:
+        (main,) = _pids_written(main_file, 1, timeout=30)
+        (daemon,) = _pids_written(daemon_file, 1, timeout=30)
+        handle.terminate()
+        assert handle.poll() is None
+        handle.kill()
+        status = wait(handle, timeout=60)
+        assert process_start_ticks(main) is None, "the job's process outlived its attempt"
+        assert process_start_ticks(daemon) is None, "the daemon outlived its attempt"
+        assert status == ExitStatus(-9, "killed by signal SIGKILL")
+    finally:
+        _kill_if_alive(main_file, daemon_file)
+
+
 def write_old_exit(path: Path, code: int, detail: str) -> None:
     """``write_exit`` of the launcher before the ``launch_failed`` flag (before commit 0135ecb), as it was."""
     temp = path.with_name(f".{path.name}.tmp")
@@ -230,7 +301,7 @@ def test_an_attempt_ends_only_once_what_it_left_in_its_group_is_gone(tmp_path: P
     )
     handle = LocalExecutor(kill_grace_s=0.5).launch(job, 1, ["0"], {})
     (child,) = _pids_written(pids, 1)
-    while not files.exit_file(1).exists():  # the job and its launcher have ended
+    while not files.exit_file(1).exists():  # the job has ended; the launcher ends what it left
         time.sleep(0.02)
     polls = []
     while (status := handle.poll()) is None:
@@ -240,7 +311,8 @@ def test_an_attempt_ends_only_once_what_it_left_in_its_group_is_gone(tmp_path: P
     assert polls and polls[0], "the attempt was reported ended while its child ran"
     assert process_start_ticks(child) is None
     log = files.log.read_text()
-    assert "left processes running in its process group; sending SIGTERM" in log and "sending SIGKILL" in log
+    # The launcher ends them (it stays until they are gone: reaper.py).
+    assert "left processes running; sending them SIGTERM" in log and "sending SIGKILL" in log
     assert handle.poll() == status  # and stays ended
 
 

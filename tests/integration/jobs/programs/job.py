@@ -3,7 +3,8 @@
 Appends ``attempt pid start_ns end_ns`` to ``--starts`` when it ends normally (so a test can tell that
 attempts never overlapped), dumps the launch environment to ``--env-dump``, can sleep, ignore SIGTERM,
 fail its first attempts, write outputs.json next to its checkpoint folder, and leave a child running
-that ignores SIGTERM (``--leave-child PIDFILE``)."""
+that ignores SIGTERM (``--leave-child PIDFILE``), or a daemon (``--daemon PIDFILE``: a double fork and
+``setsid``, out of the attempt's process group and session, ignoring SIGTERM)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> int:
     parser.add_argument("--term-exit-after", type=float, help="on SIGTERM, exit 143 after this many seconds")
     parser.add_argument("--outputs", default="")
     parser.add_argument("--leave-child", type=Path, help="start a child ignoring SIGTERM; write its pid here")
+    parser.add_argument("--daemon", type=Path, help="start a daemon ignoring SIGTERM; write its pid here")
     args = parser.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
@@ -53,6 +55,8 @@ def main() -> int:
     if args.leave_child:
         child = subprocess.Popen(["bash", "-c", 'trap "" TERM; exec sleep 60'])
         args.leave_child.write_text(str(child.pid))
+    if args.daemon:
+        start_daemon(args.daemon)
     deadline = time.monotonic() + args.sleep
     while time.monotonic() < deadline:
         time.sleep(0.05)
@@ -73,6 +77,25 @@ def main() -> int:
         outputs.write_text(args.outputs)
     print("done", flush=True)
     return int(args.exit)
+
+
+def start_daemon(pid_file: Path) -> None:
+    """Double fork: the middle process leaves the session (``setsid``) and exits, so the daemon is no
+    child of the job, nor in its process group; returns once the daemon has written its pid."""
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - the forked processes
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            temp = pid_file.with_name(f".{pid_file.name}.tmp")
+            temp.write_text(str(os.getpid()))
+            temp.rename(pid_file)
+            time.sleep(60)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":
