@@ -19,7 +19,13 @@ from typing import Any
 from clients.env_values import ConfigurationError
 from control_plane.cli.numbers import positive_seconds
 from control_plane.ingestion.streaming import kafka_options
-from control_plane.jobs.settings import JOB_GROUP_VARIABLE, JOB_USER_VARIABLE, job_user_from_env
+from control_plane.jobs.settings import (
+    JOB_GROUP_VARIABLE,
+    JOB_USER_VARIABLE,
+    job_uid_range_from_env,
+    job_user_from_env,
+)
+from control_plane.jobs.uid_range import JOB_UID_RANGE_VARIABLE
 from control_plane.process_secrets import withdraw_secrets
 from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S
 from control_plane.server import start_server
@@ -57,18 +63,35 @@ def parse_settings(
         metavar="GROUP",
         help=f"group jobs run as (default: {JOB_GROUP_VARIABLE}, else the job user's primary group)",
     )
+    parser.add_argument(
+        "--job-uid-range",
+        metavar="FIRST-LAST",
+        help=f"uids jobs run as, one per running attempt (default: {JOB_UID_RANGE_VARIABLE})",
+    )
     args = parser.parse_args(argv)
-    job_flags = {JOB_USER_VARIABLE: args.job_user, JOB_GROUP_VARIABLE: args.job_group}
+    job_flags = {
+        JOB_USER_VARIABLE: args.job_user,
+        JOB_GROUP_VARIABLE: args.job_group,
+        JOB_UID_RANGE_VARIABLE: args.job_uid_range,
+    }
     job_flags = {name: value for name, value in job_flags.items() if value}
-    # Checked here, before anything starts: an unknown user, or a process that may not switch users, is
-    # one line naming the variable, and jobs never run as the control plane instead.
-    job_user = job_user_from_env({**(os.environ if environ is None else environ), **job_flags})
-    if job_user is not None and (flag := secret_flag(args)):
-        raise ConfigurationError(
-            f"{flag} holds a password, which every local user, the job user {job_user.name} included,"
-            f" reads in this process's command line (/proc/PID/cmdline): with {JOB_USER_VARIABLE} set,"
-            f" give it in {SECRET_FLAGS.get(flag, kafka_options.FILE_VARIABLE)} instead"
+    # Checked here, before anything starts: an unknown user, a bad range, or a process that may not switch
+    # users, is one line naming the variable, and jobs never run as the control plane instead.
+    job_env = {**(os.environ if environ is None else environ), **job_flags}
+    job_user = job_user_from_env(job_env)
+    uid_range = job_uid_range_from_env(job_env)
+    if job_user is not None or uid_range is not None:
+        who, setting = (
+            (f"the job user {job_user.name}", JOB_USER_VARIABLE)
+            if job_user is not None
+            else ("the jobs' uids", JOB_UID_RANGE_VARIABLE)
         )
+        if flag := secret_flag(args):
+            raise ConfigurationError(
+                f"{flag} holds a password, which every local user, {who} included, reads in this"
+                f" process's command line (/proc/PID/cmdline): with {setting} set, give it in"
+                f" {SECRET_FLAGS.get(flag, kafka_options.FILE_VARIABLE)} instead"
+            )
     if environ is None:  # the jobs service reads its settings from the environment as the server builds it
         os.environ.update(job_flags)
     settings = ControlPlaneSettings.from_env(environ)

@@ -52,17 +52,33 @@ class JobFiles:
 
     def make_work(self, user: JobUser) -> None:
         """Creates :attr:`work` (0700) with the checkpoint folder in it, both ``user``'s. An ``OSError``
-        when ``work`` is there already as something else (a job run as the control plane's user made it)."""
+        when ``work`` is there already as something else (a job run as the control plane's user made it).
+        A ``work`` folder of another job user (an earlier attempt's uid of ``AETHER_JOB_UID_RANGE``) is
+        handed to ``user`` whole: what is in it is the job's checkpoints and outputs."""
         try:
             self.work.mkdir(mode=0o700)
         except FileExistsError:
             status = os.lstat(self.work)
             if not stat.S_ISDIR(status.st_mode):
                 raise OSError(f"cannot run the job as {user.name}: {self.work} is not a folder") from None
+            if status.st_uid not in (user.uid, os.getuid()):
+                self._hand_over(status.st_uid, user)
         checkpoints = self.work / "checkpoints"
         checkpoints.mkdir(mode=0o700, exist_ok=True)
         for path in (checkpoints, self.work):
             os.lchown(path, user.uid, user.gid)
+
+    def _hand_over(self, previous: int, user: JobUser) -> None:
+        """Gives ``user`` what ``previous`` owns in :attr:`work`. Links are neither followed nor entered
+        (``lchown``; ``os.walk`` does not descend into a linked folder), and only entries that
+        ``previous`` owns change owner: a hard link to somebody else's file stays theirs. Nothing of
+        ``previous``'s runs meanwhile: its attempt has ended, its processes gone, and the job's folder
+        is closed to every job user between attempts."""
+        for folder, names, files in os.walk(self.work, followlinks=False):
+            for name in (*names, *files):
+                path = os.path.join(folder, name)
+                if os.lstat(path).st_uid == previous:
+                    os.lchown(path, user.uid, user.gid)
 
     def open_to(self, user: JobUser) -> None:
         """Lets ``user`` reach what an attempt needs: :attr:`work`, the token and the spec become its, and

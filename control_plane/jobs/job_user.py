@@ -30,8 +30,9 @@ offline store; a point-in-time query is served by the control plane and needs no
 
 What is still in reach of a job: whatever the job user itself may read (its home, world-readable files),
 and every other job running *at the same time* as the same job user (their folders are open to it while
-they run, and processes of one user may signal each other). A job user of uid 0, or the control plane's
-own, contains nothing and is refused.
+they run, and processes of one user may signal each other): ``AETHER_JOB_UID_RANGE`` (``uid_range.py``)
+gives each running attempt a uid of its own instead, with the same layout and needs. A job user of uid
+0, or the control plane's own, contains nothing and is refused.
 """
 
 from __future__ import annotations

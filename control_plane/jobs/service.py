@@ -90,9 +90,15 @@ class JobService:
         problem = entrypoint_problem(spec, self._settings.job_cwd)
         job_id = uuid.uuid4().hex[:12]
         files = JobFiles(self._settings.folder / job_id)
-        if self._settings.job_user is not None:  # the checkpoints in the job user's work folder
+        uid_range = self._settings.job_uid_range
+        # The checkpoints in the job user's work folder; with a range, handed to each attempt's uid as it
+        # starts (uid_range.py), the range's first until then.
+        work_user = self._settings.job_user
+        if uid_range is not None:
+            work_user = uid_range.user(uid_range.first, files.work)
+        if work_user is not None:
             private_folder(files.folder)
-            files.make_work(self._settings.job_user)
+            files.make_work(work_user)
         else:
             private_folder(files.checkpoints)  # and the job's folder above it
         files.write_spec(spec_to_json(spec))

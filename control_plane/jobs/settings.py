@@ -10,6 +10,8 @@
   ``AETHER_JOB_GROUP`` (a name or a gid): their group, default the user's primary group. See
   ``job_user.py`` for what that contains and what the control plane needs for it (root, or the
   capabilities to switch users): without it the setting is a configuration error, never ignored.
+* ``AETHER_JOB_UID_RANGE`` (``FIRST-LAST``): instead of ``AETHER_JOB_USER``, each running attempt gets a
+  uid of its own from the range (``uid_range.py``), its group ``AETHER_JOB_GROUP`` or else that uid.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from clients.errors import InvalidArgument
 from control_plane.jobs.job_user import JOBS_FOLDER_MODE, JobUser, blocked_for, missing_capabilities
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.scheduler import Policy
+from control_plane.jobs.uid_range import JOB_UID_RANGE_VARIABLE, MAX_UID, JobUidRange
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class JobsSettings:
     job_cwd: Path | None = None
     #: The OS user jobs run as (AETHER_JOB_USER, AETHER_JOB_GROUP); None = the control plane's own.
     job_user: JobUser | None = None
+    #: The uids attempts run as, one each (AETHER_JOB_UID_RANGE); None = job_user (or the control plane).
+    job_uid_range: JobUidRange | None = None
 
     @classmethod
     def from_env(cls, home: Path, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -66,6 +71,7 @@ class JobsSettings:
             kill_grace_s=env_float(env, "AETHER_JOBS_KILL_GRACE_S", 10.0, minimum=0.0),
             run_sweep_s=env_float(env, "AETHER_JOBS_RUN_SWEEP_S", 30.0, above=0.0),
             job_user=job_user_from_env(env),
+            job_uid_range=job_uid_range_from_env(env),
         )
 
 
@@ -81,46 +87,98 @@ def job_user_from_env(environ: Mapping[str, str] | None = None) -> JobUser | Non
     env = os.environ if environ is None else environ
     text = (env.get(JOB_USER_VARIABLE) or "").strip()
     if not text:
-        if (env.get(JOB_GROUP_VARIABLE) or "").strip():
-            raise ConfigurationError(f"{JOB_GROUP_VARIABLE} is set without {JOB_USER_VARIABLE}")
+        if (env.get(JOB_GROUP_VARIABLE) or "").strip() and not (
+            env.get(JOB_UID_RANGE_VARIABLE) or ""
+        ).strip():
+            raise ConfigurationError(
+                f"{JOB_GROUP_VARIABLE} is set without {JOB_USER_VARIABLE} or {JOB_UID_RANGE_VARIABLE}"
+            )
         return None
+    if (env.get(JOB_UID_RANGE_VARIABLE) or "").strip():
+        raise ConfigurationError(
+            f"{JOB_USER_VARIABLE} and {JOB_UID_RANGE_VARIABLE} are both set: jobs run either as one job user"
+            " or each as a uid of the range; set one of them"
+        )
     try:
         entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
     except (KeyError, OverflowError):
         raise ConfigurationError(f"{JOB_USER_VARIABLE}={text!r}: no such user") from None
-    gid = entry.pw_gid
-    group_text = (env.get(JOB_GROUP_VARIABLE) or "").strip()
-    if group_text:
-        try:
-            gid = (
-                grp.getgrgid(int(group_text)).gr_gid
-                if group_text.isdigit()
-                else grp.getgrnam(group_text).gr_gid
-            )
-        except (KeyError, OverflowError):
-            raise ConfigurationError(f"{JOB_GROUP_VARIABLE}={group_text!r}: no such group") from None
-    user = JobUser(entry.pw_name, entry.pw_uid, gid, entry.pw_dir)
+    gid = _job_group(env)
+    user = JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid if gid is None else gid, entry.pw_dir)
     if user.uid in (0, os.geteuid()):
         whose = "root's" if user.uid == 0 else "the control plane's own"
         raise ConfigurationError(
             f"{JOB_USER_VARIABLE}={text!r}: uid {user.uid} is {whose}: jobs would run with the control"
             " plane's access; name an unprivileged user of their own"
         )
-    if missing := missing_capabilities():
-        raise ConfigurationError(
-            f"{JOB_USER_VARIABLE}={text!r}: the control plane (uid {os.geteuid()}) may not run jobs as"
-            f" another user: run it as root, or with {', '.join(missing)}"
-        )
+    _check_may_switch(f"{JOB_USER_VARIABLE}={text!r}")
     return user
 
 
-def open_jobs_folder(folder: Path, user: JobUser) -> None:
+def _job_group(env: Mapping[str, str]) -> int | None:
+    """The gid ``AETHER_JOB_GROUP`` names, None when unset."""
+    group_text = (env.get(JOB_GROUP_VARIABLE) or "").strip()
+    if not group_text:
+        return None
+    try:
+        return (
+            grp.getgrgid(int(group_text)).gr_gid if group_text.isdigit() else grp.getgrnam(group_text).gr_gid
+        )
+    except (KeyError, OverflowError):
+        raise ConfigurationError(f"{JOB_GROUP_VARIABLE}={group_text!r}: no such group") from None
+
+
+def _check_may_switch(setting: str) -> None:
+    if missing := missing_capabilities():
+        raise ConfigurationError(
+            f"{setting}: the control plane (uid {os.geteuid()}) may not run jobs as another user: run it"
+            f" as root, or with {', '.join(missing)}"
+        )
+
+
+def job_uid_range_from_env(environ: Mapping[str, str] | None = None) -> JobUidRange | None:
+    """The range ``AETHER_JOB_UID_RANGE`` names (``FIRST-LAST``; ``AETHER_JOB_GROUP`` its group), None when
+    unset. A ``ConfigurationError`` naming the variable for a malformed or inverted range, one holding
+    root's uid or the control plane's own (a job so run contains nothing), one with ``AETHER_JOB_USER``
+    set too, and when this process may not switch users."""
+    env = os.environ if environ is None else environ
+    text = (env.get(JOB_UID_RANGE_VARIABLE) or "").strip()
+    if not text:
+        return None
+    setting = f"{JOB_UID_RANGE_VARIABLE}={text!r}"
+    if (env.get(JOB_USER_VARIABLE) or "").strip():
+        raise ConfigurationError(
+            f"{JOB_USER_VARIABLE} and {JOB_UID_RANGE_VARIABLE} are both set: jobs run either as one job user"
+            " or each as a uid of the range; set one of them"
+        )
+    first_text, dash, last_text = (part.strip() for part in text.partition("-"))
+    if not (dash and first_text.isdigit() and last_text.isdigit()):
+        raise ConfigurationError(f"{setting}: expected FIRST-LAST, two uids (e.g. 200000-200099)")
+    first, last = int(first_text), int(last_text)
+    if first > last:
+        raise ConfigurationError(f"{setting}: the first uid is above the last")
+    if last > MAX_UID:
+        raise ConfigurationError(f"{setting}: a uid is at most {MAX_UID}")
+    for uid, whose in ((0, "root's"), (os.geteuid(), "the control plane's own")):
+        if first <= uid <= last:
+            raise ConfigurationError(
+                f"{setting}: the range holds uid {uid}, {whose}: jobs would run with the control plane's"
+                " access; give uids that nobody else uses"
+            )
+    uid_range = JobUidRange(first, last, _job_group(env))
+    _check_may_switch(setting)
+    return uid_range
+
+
+def open_jobs_folder(folder: Path, user: JobUser, setting: str | None = None) -> None:
     """Makes the jobs folder ``0711`` (a job user enters its own job's folder in it; nobody else lists
     it) and checks that ``user`` may enter every folder above it: a ``ConfigurationError`` naming the
-    first that it may not (those are the operator's, and keep the mode they were given)."""
+    first that it may not (those are the operator's, and keep the mode they were given), and
+    ``setting`` (default: ``AETHER_JOB_USER``'s)."""
     os.chmod(folder, JOBS_FOLDER_MODE)
     if problem := blocked_for(folder / "job", user.uid, user.gid, read=False):
         raise ConfigurationError(
-            f"{JOB_USER_VARIABLE}={user.name!r}: the job user cannot reach the jobs folder {folder}:"
-            f" {problem}; let it through (chmod o+x) or set AETHER_JOBS_DIR under a folder it may enter"
+            f"{setting or f'{JOB_USER_VARIABLE}={user.name!r}'}: the job user cannot reach the jobs folder"
+            f" {folder}: {problem}; let it through (chmod o+x) or set AETHER_JOBS_DIR under a folder it may"
+            " enter"
         )

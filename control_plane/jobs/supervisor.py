@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.db import read_session, write_session
 from control_plane.jobs.executor import Executor, ExitStatus, JobHandle, JobLaunch
 from control_plane.jobs.files import JobFiles, read_outputs
+from control_plane.jobs.job_user import JobUser
 from control_plane.jobs.launch_env import TOKEN_FILE, LaunchEnv, sets_token
 from control_plane.jobs.launcher import NOT_EXECUTABLE_EXIT
 from control_plane.jobs.runs import create_job_run, end_left_runs, end_run, leftover_run
@@ -58,6 +59,7 @@ from control_plane.jobs.store import (
     transition,
 )
 from control_plane.jobs.tables import JobRow
+from control_plane.jobs.uid_range import RangeUsers
 from control_plane.tracking.store import TrackingStore
 
 _log = logging.getLogger("aether.jobs")
@@ -85,6 +87,9 @@ class Supervisor:
         self._settings = settings
         if settings.job_user is not None:  # refused at start when the job user cannot reach its folders
             open_jobs_folder(settings.folder, settings.job_user)
+        if (uid_range := settings.job_uid_range) is not None:  # the range's uids reach them alike
+            first = uid_range.user(uid_range.first, settings.folder)
+            open_jobs_folder(settings.folder, first, uid_range.setting)
         self._executor = executor
         self._address = control_plane_addr
         #: Mints a job's token for (job id, run id) when auth is on (control_plane.api.job_tokens).
@@ -103,6 +108,7 @@ class Supervisor:
         # Jobs whose handling failed with an error already logged with its traceback: a job that fails
         # the same way on every tick is logged once, not once a tick.
         self._logged: set[str] = set()
+        self._uids = None if settings.job_uid_range is None else RangeUsers(settings.job_uid_range)
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -369,6 +375,11 @@ class Supervisor:
         if unreadable:  # every attempt would fail on it, and a RUNNING job without a process is stuck
             self._reject(job_id, unreadable)
             return
+        user = self._settings.job_user
+        if self._uids is not None:
+            user = self._free_uid(job_id, JobFiles(Path(row.folder)))
+            if user is None:  # it waits, as for a device, until an attempt ends
+                return
         # Created once this session has given its connection back: the tracking store's write takes a
         # connection of its own, and holding one while waiting for another can exhaust the pool.
         run_id = row.run_id or self._create_run(row)
@@ -395,7 +406,7 @@ class Supervisor:
         if ended is not None:
             self._end_run(run_id, ended, at)
             return
-        launch = _launch_of(row, self._settings)
+        launch = _launch_of(row, self._settings, user)
         launch.files.append_log(reason)
         try:
             # The file the job reads its spec from is written again from the job's row before every
@@ -432,6 +443,15 @@ class Supervisor:
             if row is not None:
                 row.process_ref, row.pid = handle.ref, handle.pid or 0
 
+    def _free_uid(self, job_id: str, files: JobFiles) -> JobUser | None:
+        """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""
+        assert self._uids is not None
+        with read_session(self._sessions) as session:
+            running = session.scalars(
+                select(JobRow.folder).where(JobRow.state == JobState.RUNNING.value, JobRow.job_id != job_id)
+            ).all()
+        return self._uids.next_user(job_id, files.folder, map(Path, running), files.append_log)
+
     # Tracking ------------------------------------------------------------------------------------------
 
     def _end_run(self, run_id: str, state: JobState, at_us: int) -> None:
@@ -444,8 +464,10 @@ class Supervisor:
         return create_job_run(self._tracking, row)
 
 
-def _launch_of(row: JobRow, settings: JobsSettings) -> JobLaunch:
-    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), settings.job_user)
+def _launch_of(row: JobRow, settings: JobsSettings, user: JobUser | None = None) -> JobLaunch:
+    """The job of ``row`` as the executor takes it; ``user`` the attempt's (default: the job user)."""
+    user = user or settings.job_user
+    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), user)
 
 
 def _unreadable_spec(row: JobRow) -> str:

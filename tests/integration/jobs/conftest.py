@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +57,18 @@ def jobs_settings(home: Path, gpus: str = "2") -> JobsSettings:
         kill_grace_s=1.0,
         job_cwd=REPO_ROOT,
     )
+
+
+@pytest.fixture
+def reachable_home() -> Iterator[Path]:
+    """A state folder a job user may enter (pytest's own temporary folders are 0700): 0711, listed by
+    none (``test_job_user.py``, ``test_job_uid_range.py``)."""
+    base = Path(tempfile.mkdtemp(prefix="aether-job-user-"))
+    try:
+        base.chmod(0o711)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -21,9 +21,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from control_plane.jobs.executor import LocalExecutor
 from control_plane.jobs.job_user import JobUser, blocked_for
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.settings import JobsSettings, job_user_from_env
+from control_plane.jobs.uid_range import JobUidRange
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.jobs.conftest import REPO_ROOT
@@ -69,12 +68,17 @@ def nobody_setup() -> Setup:
         entry = pwd.getpwnam("nobody")
     except KeyError:
         pytest.skip("this host has no user nobody")
-    user = JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    return job_user_setup(JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir))
+
+
+def job_user_setup(user: JobUser) -> Setup:
+    """An interpreter ``user`` may run, or a skip saying why there is none."""
+    who = user.name
     problem = blocked_for(
         REPO_ROOT / "tests" / "integration" / "jobs" / "programs" / "job_user_probe.py", user.uid, user.gid
     )
     if problem:
-        pytest.skip(f"nobody cannot read the repository: {problem}")
+        pytest.skip(f"{who} cannot read the repository: {problem}")
     own = _reachable(sys.executable, user)
     if own is None:
         return Setup(user, sys.executable, ())
@@ -83,11 +87,9 @@ def nobody_setup() -> Setup:
     )
     packages = sysconfig.get_paths()["purelib"]
     if system is None or _reachable(system, user) is not None:
-        pytest.skip(
-            f"nobody cannot run this interpreter ({own}) and there is no system python of its version"
-        )
+        pytest.skip(f"{who} cannot run this interpreter ({own}) and there is no system python of its version")
     if problem := blocked_for(Path(packages) / "grpc" / "__init__.py", user.uid, user.gid):
-        pytest.skip(f"nobody cannot run this interpreter ({own}) nor read its packages: {problem}")
+        pytest.skip(f"{who} cannot run this interpreter ({own}) nor read its packages: {problem}")
     return Setup(user, system, (packages,))
 
 
@@ -99,9 +101,10 @@ def _reachable(python: str, user: JobUser) -> str | None:
 
 
 class Plane:
-    """A control plane (auth on; jobs and tracking) on its own loop in a thread, its jobs run by ``user``."""
+    """A control plane (auth on; jobs and tracking) on its own loop in a thread, its jobs run by the
+    setup's user, or each by a uid of ``uid_range``."""
 
-    def __init__(self, home: Path, setup: Setup) -> None:
+    def __init__(self, home: Path, setup: Setup, uid_range: JobUidRange | None = None) -> None:
         self.home = home
         settings = ControlPlaneSettings(
             home=home, db_url=f"sqlite:///{home / 'aether.db'}", listen_addr="127.0.0.1:0",
@@ -109,7 +112,7 @@ class Plane:
         )  # fmt: skip
         jobs = JobsSettings(
             folder=home / "jobs", pool=DevicePool.from_config("0"), tick_s=0.1, kill_grace_s=1.0,
-            job_cwd=REPO_ROOT, job_user=setup.user,
+            job_cwd=REPO_ROOT, job_user=None if uid_range else setup.user, job_uid_range=uid_range,
         )  # fmt: skip
         base_env = dict(os.environ)
         base_env["PYTHONPATH"] = os.pathsep.join((str(REPO_ROOT), *setup.path))
@@ -127,17 +130,6 @@ class Plane:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
-
-
-@pytest.fixture
-def reachable_home() -> Iterator[Path]:
-    """A state folder nobody may enter (pytest's own temporary folders are 0700): 0711, listed by none."""
-    base = Path(tempfile.mkdtemp(prefix="aether-job-user-"))
-    try:
-        base.chmod(0o711)
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_job_runs_as_the_job_user_and_cannot_read_the_control_planes_secrets(reachable_home: Path) -> None:

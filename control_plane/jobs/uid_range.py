@@ -1,0 +1,133 @@
+"""A uid of its own for every running attempt (``AETHER_JOB_UID_RANGE=FIRST-LAST``, opt-in), instead of one
+job user for all jobs (``AETHER_JOB_USER``, ``job_user.py``).
+
+Jobs running at the same time as one job user could read each other's folders and tokens: job A could
+write into job B's run with B's token. With a range, each attempt runs as a uid of the range that no
+running attempt holds and no process uses, with that uid as its gid (or ``AETHER_JOB_GROUP``), so its
+``work`` folder (0700) and its token and spec (0600) are its alone, and its processes cannot be signalled
+by another job's. No ``/etc/passwd`` entry is needed: the control plane (root, or with the capabilities
+``job_user.py`` lists) switches to a bare uid; ``HOME`` is the job's ``work`` folder.
+
+Which uid an attempt holds is read from the disk, not the database, so it survives a restart: the owner
+of its job's ``work`` folder, which the job cannot hand to another uid, nor move (the job's folder is the
+control plane's). A uid goes back to the range once its attempt has ended, which it does only once none
+of its processes is left (``reaper.py``), and no process runs as it any more (:func:`uids_in_use`: what
+escaped a launcher that was itself killed keeps its uid out of the range). An attempt keeps its job's
+previous uid when that is free, else gets the lowest free one (its ``work`` folder is then handed over).
+
+When every uid is held, the job waits, as it does for a GPU: it stays queued (saying so in its log) and
+starts once an attempt ends; the range bounds how many jobs run at once. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from control_plane.jobs.job_user import WORK_FOLDER, JobUser
+
+JOB_UID_RANGE_VARIABLE = "AETHER_JOB_UID_RANGE"
+#: The highest uid Linux gives out: (uid_t)-1 means "unchanged" to the system calls.
+MAX_UID = 2**32 - 2
+
+
+@dataclass(frozen=True)
+class JobUidRange:
+    """The uids ``first`` to ``last`` (inclusive) attempts run as; ``gid`` None = each uid's own."""
+
+    first: int
+    last: int
+    gid: int | None = None
+
+    @property
+    def setting(self) -> str:
+        """The setting, as the control plane's messages name it."""
+        return f"{JOB_UID_RANGE_VARIABLE}='{self.first}-{self.last}'"
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self.first <= uid <= self.last
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def user(self, uid: int, home: Path) -> JobUser:
+        """The job user of an attempt given ``uid`` (named by it: it may have no passwd entry)."""
+        return JobUser(str(uid), uid, uid if self.gid is None else self.gid, str(home))
+
+    def choose(self, held: set[int], previous: int | None) -> int | None:
+        """``previous`` (the job's last uid) when it is in the range and not ``held``, else the lowest uid
+        of the range not held; None when every one is."""
+        if previous is not None and previous in self and previous not in held:
+            return previous
+        for uid in range(self.first, self.last + 1):
+            if uid not in held:
+                return uid
+        return None
+
+
+def work_owner(job_folder: Path) -> int | None:
+    """The uid owning the job's ``work`` folder (not followed if a link), None when there is none."""
+    try:
+        return os.lstat(job_folder / WORK_FOLDER).st_uid
+    except OSError:
+        return None
+
+
+def held_uids(uid_range: JobUidRange, running_folders: Iterable[Path]) -> set[int]:
+    """The uids of the range that an attempt holds: those of the running jobs' ``work`` folders, and
+    any that a process runs as."""
+    owners = {work_owner(folder) for folder in running_folders}
+    return {uid for uid in (*owners, *uids_in_use()) if isinstance(uid, int) and uid in uid_range}
+
+
+class RangeUsers:
+    """Hands the range's uids out to attempts (the supervisor's, one thread)."""
+
+    def __init__(self, uid_range: JobUidRange) -> None:
+        self.range = uid_range
+        #: Jobs told (in their log) that they wait for a uid: told once, not once a tick.
+        self._waiting: set[str] = set()
+
+    def next_user(
+        self, job_id: str, job_folder: Path, running_folders: Iterable[Path], log: Callable[[str], None]
+    ) -> JobUser | None:
+        """The job user of the next attempt of ``job_id`` (whose folder is ``job_folder``; ``HOME`` its
+        ``work`` folder), given the folders of the running jobs; None, said once with ``log``, when every
+        uid of the range is held."""
+        uid = self.range.choose(held_uids(self.range, running_folders), previous=work_owner(job_folder))
+        if uid is None:
+            if job_id not in self._waiting:
+                self._waiting.add(job_id)
+                log(
+                    f"waiting for a uid of {self.range.setting}: all {self.range.size} are held by running"
+                    " attempts"
+                )
+            return None
+        self._waiting.discard(job_id)
+        return self.range.user(uid, job_folder / WORK_FOLDER)
+
+
+def uids_in_use() -> set[int]:
+    """The real, effective, saved and filesystem uids of every process not yet exited (``/proc``; zombies
+    run nothing). Read from ``status``, not the owner of ``/proc/PID``, which is root for a process that
+    made itself not dumpable."""
+    found: set[int] = set()
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:  # no /proc (not Linux): the running attempts' folders alone say what is held
+        return found
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith(("Z", "X")):
+            continue
+        found.update(int(uid) for uid in fields.get("Uid", "").split())
+    return found

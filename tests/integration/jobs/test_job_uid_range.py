@@ -1,0 +1,157 @@
+"""A uid of its own for each running attempt (``AETHER_JOB_UID_RANGE``, ``control_plane/jobs/uid_range.py``):
+a real control plane (auth on) runs real jobs at the same time, each as a uid of a range of two, which try
+each other's token and work folder from inside; and the configuration errors of the setting.
+
+Jobs run as one job user at the same time could read each other's token files and folders (job A could
+write into job B's run with B's token). Running a job as another uid needs root (the tests skip
+otherwise, saying why), as in ``test_job_user.py``, whose interpreter checks these tests share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.errors import FailedPrecondition
+from clients.sdk.auth import ChannelSecurity
+from clients.sdk.jobs import JobsClient
+from control_plane.jobs.settings import job_uid_range_from_env
+from control_plane.jobs.uid_range import JobUidRange, uids_in_use
+from tests.integration.jobs.conftest import REPO_ROOT, wait_for
+from tests.integration.jobs.test_job_user import ADMIN_TOKEN, Plane, job_user_setup
+
+pytestmark = pytest.mark.integration
+
+PROBE = "tests.integration.jobs.programs.uid_probe"
+#: Two uids far above any a system hands out (useradd stops at 60000, systemd's dynamic users at 65519).
+FIRST_UID = 3_141_592_000
+
+
+def _unused_range() -> JobUidRange:
+    """The two uids the tests run jobs as, or a skip saying why they cannot."""
+    if os.geteuid() != 0:
+        pytest.skip(f"running jobs as other uids needs root; the tests run as uid {os.geteuid()}")
+    uid_range = JobUidRange(FIRST_UID, FIRST_UID + 1)
+    users = {entry.pw_uid: entry.pw_name for entry in pwd.getpwall()}
+    if taken := [f"{uid} ({users[uid]})" for uid in (uid_range.first, uid_range.last) if uid in users]:
+        pytest.skip(f"uids of the range are users of this host: {', '.join(taken)}")
+    if in_use := uids_in_use() & {uid_range.first, uid_range.last}:
+        pytest.skip(f"processes run as uid {sorted(in_use)}")
+    return uid_range
+
+
+def _cancel_live_jobs(jobs: JobsClient) -> None:
+    live = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_RETRYING)
+    for job in jobs.list(live):
+        if not job.cancel_requested:
+            with contextlib.suppress(FailedPrecondition):  # it ended meanwhile
+                jobs.cancel(job.job_id, "test teardown")
+    wait_for(lambda: not jobs.list(live), timeout=60)
+
+
+def _log(jobs: JobsClient, job_id: str) -> str:
+    return b"".join(jobs.logs(job_id)).decode()
+
+
+def test_jobs_running_at_once_get_uids_of_their_own_and_cannot_reach_each_other(reachable_home: Path) -> None:
+    uid_range = _unused_range()
+    setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    peers = reachable_home / "peers.json"  # written once both jobs run: each tries the other's files
+    plane = Plane(home, setup, uid_range)
+    spec = {"name": "peer", "entrypoint": {"module": PROBE, "args": ["--peers", str(peers)]}}
+    with JobsClient(plane.address, security=ChannelSecurity(token=ADMIN_TOKEN)) as jobs:
+        try:
+            first, second = jobs.submit(spec), jobs.submit(spec)
+            for job in (first, second):
+                wait_for(lambda job=job: "probe up" in _log(jobs, job.job_id), timeout=120)
+            # The range (two uids) is held: a third job waits for one, saying so, rather than share one.
+            third = jobs.submit({"name": "after", "entrypoint": {"module": PROBE}})
+            wait_for(
+                lambda: "waiting for a uid of AETHER_JOB_UID_RANGE" in _log(jobs, third.job_id), timeout=60
+            )
+            assert jobs.get(third.job_id).state == pb.JOB_STATE_QUEUED
+            folders = {job.job_id: str(Path(job.log_path).parent) for job in (first, second)}
+            temp = peers.with_name(".peers.json.tmp")
+            temp.write_text(json.dumps(folders))
+            temp.chmod(0o644)
+            temp.rename(peers)
+            done = [jobs.wait(job.job_id, timeout=120) for job in (first, second, third)]
+            logs = [_log(jobs, job.job_id) for job in done]
+        finally:
+            _cancel_live_jobs(jobs)  # jobs outlive their control plane: a failure must leave none running
+            plane.stop()
+    assert [job.state for job in done] == [pb.JOB_STATE_SUCCEEDED] * 3, logs
+    outputs = [json_format.MessageToDict(job.outputs) for job in done]
+    uids = [int(output["uid"]) for output in outputs]
+    # A uid each, of the range, as their group too, with no other group; HOME their work folder.
+    assert uids[0] != uids[1] and {uids[0], uids[1]} == {uid_range.first, uid_range.last}, outputs
+    for job, output, uid in zip(done, outputs, uids, strict=True):
+        assert (output["gid"], output["groups"], output["own_token"]) == (uid, [], "done"), output
+        assert output["home"] == str(Path(job.log_path).parent / "work")
+    # Neither could read, list or write into the other's token, work or checkpoint folder.
+    for other, output in ((done[1], outputs[0]), (done[0], outputs[1])):
+        names = ("token", "work", "write work", "checkpoints")
+        assert output["tried"] == {f"{other.job_id} {name}": "PermissionError" for name in names}, output
+        work = Path(other.log_path).parent / "work"
+        assert (work.stat().st_uid, stat.S_IMODE(work.stat().st_mode)) == (uids[done.index(other)], 0o700)
+        assert not (work / "from-another-job").exists()
+    # Both uids went back to the range: the third job got one, and no process runs as either any more.
+    assert uids[2] in uid_range
+    assert not uids_in_use() & {uid_range.first, uid_range.last}
+    for job in done:  # each job's folder is closed to every uid again
+        assert stat.S_IMODE(Path(job.log_path).parent.stat().st_mode) == 0o700
+
+
+# Configuration errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("200000", "expected FIRST-LAST, two uids (e.g. 200000-200099)"),
+        ("200000-x", "expected FIRST-LAST, two uids (e.g. 200000-200099)"),
+        ("-200000", "expected FIRST-LAST, two uids (e.g. 200000-200099)"),
+        ("200099-200000", "the first uid is above the last"),
+        ("200000-4294967295", "a uid is at most 4294967294"),
+        ("0-10", "the range holds uid 0, root's"),
+    ],
+)
+def test_a_bad_uid_range_is_a_configuration_error(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"AETHER_JOB_UID_RANGE={value!r}: {message}")):
+        job_uid_range_from_env({"AETHER_JOB_UID_RANGE": value})
+
+
+def test_a_range_holding_the_control_planes_uid_or_beside_a_job_user_is_refused() -> None:
+    own = os.geteuid()
+    if own != 0:  # root's own is uid 0, covered above
+        with pytest.raises(ValueError, match=rf"holds uid {own}, the control plane's own"):
+            job_uid_range_from_env({"AETHER_JOB_UID_RANGE": f"{own}-{own + 1}"})
+    both = {"AETHER_JOB_UID_RANGE": "200000-200099", "AETHER_JOB_USER": "nobody"}
+    with pytest.raises(ValueError, match="AETHER_JOB_USER and AETHER_JOB_UID_RANGE are both set"):
+        job_uid_range_from_env(both)
+    assert job_uid_range_from_env({}) is None
+
+
+def test_the_flag_is_checked_at_start_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "AETHER_HOME": str(tmp_path / "home"), "AETHER_JOB_UID_RANGE": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane", "--listen", "127.0.0.1:0", "--job-uid-range", "5-1",
+         "--db-url", f"sqlite:///{tmp_path / 'm.db'}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, "Traceback" in done.stderr) == (2, "", False), done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "python -m control_plane: error: AETHER_JOB_UID_RANGE='5-1': the first uid is above the last"
+    )
