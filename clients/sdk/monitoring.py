@@ -76,7 +76,9 @@ class MonitoringClient(ServiceClient):
         ``revision`` of the config read), ``Aborted`` when another writer has replaced that config since:
         nothing is changed."""
         config = checked_request(pb.MonitorConfig, deployment=deployment, **fields)
-        request = pb.ConfigureMonitorRequest(config=config, expected_revision=expected_revision)
+        request = checked_request(
+            pb.ConfigureMonitorRequest, config=config, expected_revision=expected_revision
+        )
         return self._call(self._stub.ConfigureMonitor, request, pb.MonitorConfig)
 
     def get_config(self, deployment: str) -> pb.MonitorConfig:

@@ -61,7 +61,9 @@ class RetrainingClient(ServiceClient):
                 except (TypeError, ValueError) as error:
                     raise InvalidArgument(f"{name}: {error}") from None
         message.deployment = deployment
-        request = pb.ConfigureTriggersRequest(config=message, expected_revision=expected_revision)
+        request = checked_request(
+            pb.ConfigureTriggersRequest, config=message, expected_revision=expected_revision
+        )
         return self._call(self._stub.ConfigureTriggers, request, pb.TriggerConfig)
 
     def get_config(self, deployment: str) -> pb.TriggerConfig:

@@ -17,7 +17,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from clients.errors import Aborted
+from clients.errors import Aborted, InvalidArgument
 
 Row = TypeVar("Row", bound=DeclarativeBase)
 
@@ -45,9 +45,20 @@ def next_revision(before: Mapping[str, Any] | None, expected: int | None, what: 
     second silently undoing the first's change."""
     # MessageToDict writes an int64 as a string, and leaves out a zero.
     current = int((before or {}).get("revision", 0))
-    if expected is not None and expected != current:
+    check_revision(current, expected, what)
+    return current + 1
+
+
+def check_revision(current: int, expected: int | None, what: str) -> None:
+    """Refuses a write whose ``expected`` revision (None: unconditional) is not ``current``: ``Aborted``
+    when it is stale (re-read and retry), ``InvalidArgument`` when no read could have given it (below 0:
+    retrying could never succeed, so it must not say "retry")."""
+    if expected is None:
+        return
+    if expected < 0:
+        raise InvalidArgument(f"expected_revision must be 0 or more (a revision read), not {expected}")
+    if expected != current:
         raise Aborted(
             f"{what} changed since it was read (read at revision {expected}, now at revision {current});"
             " nothing was changed: read it again and re-apply the change"
         )
-    return current + 1

@@ -267,6 +267,10 @@ class DeploymentManager:
             store.lock_revision(session)
             row, variants = store.load(session, request.name, lock=True)
             expected = request.expected_plan_revision
+            if request.HasField("expected_plan_revision") and expected < 0:
+                raise InvalidArgument(
+                    f"expected_plan_revision must be 0 or more (a plan revision read), not {expected}"
+                )
             if request.HasField("expected_plan_revision") and row.plan_revision != expected:
                 raise Aborted(
                     f"deployment {row.name!r} changed since it was read (read at plan revision {expected},"

@@ -35,7 +35,7 @@ from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.audit.log import record
 from control_plane.db import read_session, write_session
 from control_plane.db.models import NAME_LENGTH
-from control_plane.db.upsert import insert_or_lock, next_revision
+from control_plane.db.upsert import check_revision, insert_or_lock, next_revision
 from control_plane.deployments.messages import policy_from_proto
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.config import (
@@ -183,12 +183,16 @@ def put_config(
     monitor's current alert metric: stored filled in, it stopped following the monitor, whose task or
     alert metric could change later (the loop fills it in on every pass)."""
     stored = effective(config)
+    previous = get_config(sessions, stored.deployment)
+    # Stale first: the checks below compare with the stored config, which a stale caller never read, so
+    # its change would be refused for the other writer's values (INVALID_ARGUMENT, never retried) rather
+    # than ABORTED and re-applied. Compared again under the row lock below.
+    check_revision(previous.revision, expected_revision, _what(stored.deployment))
     monitor = monitor_configs.get_config(sessions, stored.deployment)
     checked = effective(config, monitor.alert_metric)
     problem = gates_unscorable(checked, monitor) if stored.enabled else None
     if problem is not None:
         raise FailedPrecondition(f"retraining cannot be enabled: {problem}")
-    previous = get_config(sessions, stored.deployment)
     unchanged = (stored.performance_metric, stored.gates.metric) == (
         previous.performance_metric,
         previous.gates.metric,
@@ -210,8 +214,7 @@ def put_config(
         # the expected revision is compared with the one this replacement replaces.
         row, created = insert_or_lock(session, RetrainingConfigRow, values)
         before = None if created else dict(row.config)
-        what = f"the trigger config of deployment {stored.deployment!r}"
-        stored.revision = next_revision(before, expected_revision, what)
+        stored.revision = next_revision(before, expected_revision, _what(stored.deployment))
         state = _to_json(stored)
         row.config, row.updated_by, row.updated_at_us = state, actor, stored.updated_at_us
         record(
@@ -268,3 +271,7 @@ def _finite(value: float) -> bool:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise InvalidArgument(message)
+
+
+def _what(deployment: str) -> str:
+    return f"the trigger config of deployment {deployment!r}"

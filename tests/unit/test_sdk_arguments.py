@@ -111,6 +111,16 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ),
     ("retraining field", lambda: RetrainingClient(NOBODY).configure("d", min_rows=-1), "^min_rows: "),
     ("retraining limit", lambda: RetrainingClient(NOBODY).decisions("d", limit=-1), "^limit: "),
+    (
+        "retraining expected revision",
+        lambda: RetrainingClient(NOBODY).configure("d", expected_revision="3"),  # type: ignore[arg-type]
+        "^expected_revision: ",
+    ),
+    (
+        "monitoring expected revision",
+        lambda: MonitoringClient(NOBODY).configure("d", expected_revision=2**64),
+        "^expected_revision: ",
+    ),
     ("ingest version", lambda: header("v", version=-1), "^version: "),
     ("quarantine id", lambda: IngestionClient(NOBODY).get_quarantined(-1), "^id: "),
     ("discard ids", lambda: IngestionClient(NOBODY).discard([1, -2]), r"^ids\[1\]: "),

@@ -154,6 +154,10 @@ DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
         (["--timeout", "-1", "features", "list"], f"argument --timeout: {SECONDS}, got '-1'"),
         (["features", "list", "--timeout", "0"], f"argument --timeout: {SECONDS}, got '0'"),
         (["models", "list", "--timeout", "nan"], f"argument --timeout: {SECONDS}"),
+        # dev up --wait nan waited without bound for another dev up's lock (no deadline ever passed).
+        (["dev", "up", "--wait", "nan"], f"argument --wait: {SECONDS}, got 'nan'"),
+        (["dev", "up", "--wait", "-1"], f"argument --wait: {SECONDS}, got '-1'"),
+        (["dev", "down", "--grace", "-1"], "argument --grace: expected a number of seconds, 0 or more"),
         (
             ["historical", "--entities", "e.parquet", "--features", "stats", "--deadline", "-5"],
             f"argument --deadline: {SECONDS}",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from clients.aether.v1 import deployments_pb2 as pb
+from clients.errors import InvalidArgument
 from clients.sdk.deployments import DeploymentsClient
 from control_plane.cli import deploy
 from tests.integration.deployments.conftest import Models, Plane
@@ -142,6 +143,12 @@ def test_canary_start_does_not_undo_a_policy_change_made_since_it_read_the_polic
         assert deploy._canary_start(client, args, out) == 0
     policy = json.loads(out.getvalue())["canary_policy"]
     assert (policy["bake_seconds"], policy["min_requests"]) == (123, 10)  # both changes
+    # A revision below 0 comes from no read: refused as such, not ABORTED ("read again and retry").
+    with (
+        DeploymentsClient(plane.address, actor="bob", timeout=20) as client,
+        pytest.raises(InvalidArgument, match="expected_plan_revision must be 0 or more"),
+    ):
+        client.start_canary("eta-prod", "eta", int(green), expected_plan_revision=-1)
 
 
 def test_create_an_ab_split_with_a_fallback_for_unknown_entities(

@@ -380,6 +380,39 @@ async def test_two_retrain_configures_at_once_both_land(plane: ControlPlaneServe
         client.close()
 
 
+async def test_a_stale_configure_is_aborted_before_checks_that_read_the_stored_config(
+    plane: ControlPlaneServer,
+) -> None:
+    """A disabled config keeps a metric the monitor's task no longer computes; a colleague fixes the
+    metric meanwhile. The stale write (only its cooldown changed) was checked against the stored metric
+    it never read and refused INVALID_ARGUMENT, which the CLI does not retry: it must be ABORTED, so the
+    command reads again and re-applies its flag. A revision below 0, which no read gives, is no retry."""
+    give_the_monitor_a_task(plane)
+    client = RetrainingClient(plane.address, actor="alice")
+    try:
+        read = await asyncio.to_thread(client.configure, "eta", performance_metric="mae")
+        classify = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_CLASSIFICATION)
+        monitor_configs.put_config(plane.context.sessions, classify, actor="alice")
+        fixed = pb.TriggerConfig()
+        fixed.CopyFrom(read)
+        fixed.performance_metric, fixed.gates.metric = "accuracy", ""  # the colleague's change
+        await asyncio.to_thread(client.configure, "eta", fixed, expected_revision=read.revision)
+        with pytest.raises(Aborted, match=f"read at revision {read.revision}"):
+            await asyncio.to_thread(
+                client.configure, "eta", read, expected_revision=read.revision, cooldown_seconds=7200.0
+            )
+        with pytest.raises(InvalidArgument, match="expected_revision must be 0 or more"):
+            await asyncio.to_thread(client.configure, "eta", read, expected_revision=-1)
+        with pytest.raises(InvalidArgument, match="expected_revision"):
+            await asyncio.to_thread(client.configure, "eta", read, expected_revision="3")
+        command = ["--control-plane", plane.address, "retrain", "configure", "eta", "--cooldown", "2h"]
+        assert await asyncio.to_thread(main, command) == 0
+        stored = await asyncio.to_thread(client.get_config, "eta")
+        assert (stored.performance_metric, stored.cooldown_seconds) == ("accuracy", 7200)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 async def quiet_plane(tmp_path: Path, redis_url: str) -> AsyncIterator[ControlPlaneServer]:
     """The retraining service without its loop: the records a test writes stay as written."""
