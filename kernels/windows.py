@@ -209,7 +209,14 @@ def _evaluate(
         elif count == 0:
             row[a] = np.nan
         elif f == MEAN:
-            row[a] = partials[g, _SUM] / count
+            mean = partials[g, _SUM] / count
+            # The true mean lies between the window's min and max, but sum / count may round past them
+            # (three events of 0.1 give 0.10000000000000002): kept within them, a mean breaks no range
+            # rule its every event keeps (control_plane/features/aggregated_rules.py). An overflowed sum
+            # (an infinite mean) is left as it is, for the materializer to refuse.
+            if np.isfinite(mean):
+                mean = min(max(mean, partials[g, _MIN]), partials[g, _MAX])
+            row[a] = mean
         elif f == MIN:
             row[a] = partials[g, _MIN]
         elif f == MAX:

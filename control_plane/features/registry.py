@@ -33,6 +33,7 @@ from control_plane.features.listing import MAX_VIEW_MESSAGE_BYTES
 from control_plane.features.online_cleanup import cleanup_states
 from control_plane.features.store import SERVABLE, Status, now_us
 from control_plane.features.validation import (
+    check_aggregated_rule,
     validate_entity,
     validate_metadata,
     validate_rule,
@@ -249,6 +250,9 @@ class FeatureRegistry:
             for feature_name, rule in rules.items():
                 feature = _feature_of(features, view, row, feature_name)
                 validate_rule(rule, feature.value_type, f"rules[{feature_name}]")
+                for aggregation in spec.aggregations:
+                    if aggregation.output == feature_name:
+                        check_aggregated_rule(aggregation, rule, f"rules[{feature_name}]")
                 feature.validation.CopyFrom(rule)
             store.set_feature_details(row, spec, now_us())
             self._require_fits(session, name)

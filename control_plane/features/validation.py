@@ -15,6 +15,7 @@ from clients.uris import holds_credentials, redact_uri
 from clients.value_types import type_name
 from control_plane.db import pages
 from control_plane.db.models import NAME_LENGTH
+from control_plane.features.aggregated_rules import describe, rule_problem
 from control_plane.offline.store import EVENT_TS, INGESTED_TS
 from kernels.asof_join import MAX_TTL_US
 
@@ -166,6 +167,21 @@ def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: s
         problem = output_type_problem(spec, aggregation)
         if problem is not None:
             raise InvalidArgument(f"{agg_path}.output: {problem}")
+        index = next(i for i, f in enumerate(spec.features) if f.name == aggregation.output)
+        check_aggregated_rule(
+            aggregation, spec.features[index].validation, f"{path}.features[{index}].validation"
+        )
+
+
+def check_aggregated_rule(aggregation: pb.Aggregation, rule: pb.ValidationRule, path: str) -> None:
+    """Refuses a rule on ``aggregation``'s output that its events cannot keep (aggregated_rules.py):
+    ingestion could not enforce it, and the retraining check would then block on the aggregates built."""
+    problem = rule_problem(aggregation, rule)
+    if problem is not None:
+        raise InvalidArgument(
+            f"{path}: feature {aggregation.output!r} is the {describe(aggregation)}: {problem};"
+            " ingestion checks each event, so it could not enforce this rule"
+        )
 
 
 def validate_with_entity(spec: pb.FeatureViewSpec, join_keys: Iterable[str], path: str = "spec") -> None:

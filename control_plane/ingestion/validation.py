@@ -16,7 +16,12 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   to 9999 in UTC (the offline store's date partitions can name no other, and ``0000-06-01T00:00:00Z``
   is valid ISO 8601);
 * **dtype**: each value castable without loss to its feature's type (see ``casting.py``);
-* **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed;
+* **range / categories**: ``min_value`` <= v <= ``max_value``; v in ``allowed_values`` when listed. An
+  aggregated event field is also held to the rules that keep the aggregates made from it within their
+  features' rules (``control_plane/features/aggregated_rules.py``: a mean's ``min: 0`` is ``min: 0`` on
+  each event), each reason naming the feature (``fare: -5 below min 0 (the rule of feature
+  'mean_fare_1h', the mean of 'fare' over 1h)``), so a window the retraining check would refuse is never
+  built;
 * **finite** (aggregated event fields only, see below): ``inf`` and ``-inf`` are rejected ("amount: inf
   is not finite"). One infinity would poison every sum, mean, min or max window holding it for the
   window's whole length (``inf + -inf`` is NaN, written as a missing value). A plain feature's float
@@ -48,7 +53,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +65,7 @@ import pyarrow.compute as pc
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
+from control_plane.features.aggregated_rules import InputRule, input_rules
 from control_plane.ingestion.casting import (
     TIMESTAMP_SOURCES,
     TIMESTAMP_TYPE,
@@ -100,6 +106,8 @@ class ValueColumn:
     arrow_type: pa.DataType
     rule: pb.ValidationRule
     finite: bool = False  # infinities rejected (aggregated event fields)
+    # Rules that keep the aggregates of this event field within their features' rules (aggregated_rules.py).
+    derived: tuple[InputRule, ...] = ()
 
 
 def arrow_type(value_type: int) -> pa.DataType:
@@ -119,14 +127,17 @@ def value_columns(view: pb.FeatureView, *, stored: bool = False) -> list[ValueCo
         # A field that is only counted is never read as a number: any type will do (ids like "b0").
         read = {aggregation.column for aggregation in aggregations if aggregation.function != "count"}
         integral = _integral_fields(view)
+        derived = input_rules(view.spec)
         return [
-            integral[name]
-            if name in integral
-            else ValueColumn(
-                name,
-                pa.float64() if name in read else pa.string(),
-                pb.ValidationRule(max_null_fraction=0.0),
-                finite=name in read,
+            replace(
+                integral.get(name)
+                or ValueColumn(
+                    name,
+                    pa.float64() if name in read else pa.string(),
+                    pb.ValidationRule(max_null_fraction=0.0),
+                    finite=name in read,
+                ),
+                derived=tuple(rule for rule in derived if rule.field == name),
             )
             for name in names
         ]
@@ -342,24 +353,41 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
                     f" {rule.max_null_fraction:g})"
                 ),
             )
-    if valid.any() and (rule.HasField("min_value") or rule.HasField("max_value") or rule.allowed_values):
-        if rule.HasField("min_value"):
-            reasons.add(
-                valid & _below(cast, rule.min_value),
-                lambda row: f"{name}: {show(cast[row])} below min {number(rule.min_value)}",
-            )
-        if rule.HasField("max_value"):
-            reasons.add(
-                valid & _above(cast, rule.max_value),
-                lambda row: f"{name}: {show(cast[row])} above max {number(rule.max_value)}",
-            )
-        if rule.allowed_values:
-            listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
-            reasons.add(
-                valid & ~_allowed(cast, rule.allowed_values),
-                lambda row: f"{name}: {show(cast[row])} not in allowed values [{listed}]",
-            )
+    _check_rule(cast, valid, rule, name, "", reasons)
+    for derived in column.derived:
+        why = f" (the rule of feature {derived.feature!r}, the {derived.aggregation})"
+        _check_rule(cast, valid, derived.rule, name, why, reasons)
     return cast
+
+
+def _check_rule(
+    cast: pa.Array,
+    valid: npt.NDArray[np.bool_],
+    rule: pb.ValidationRule,
+    name: str,
+    why: str,
+    reasons: _Reasons,
+) -> None:
+    """The range and categories of ``rule``; ``why`` ends each reason (whose rule it is, when not the
+    column's own)."""
+    if not valid.any():
+        return
+    if rule.HasField("min_value"):
+        reasons.add(
+            valid & _below(cast, rule.min_value),
+            lambda row: f"{name}: {show(cast[row])} below min {number(rule.min_value)}{why}",
+        )
+    if rule.HasField("max_value"):
+        reasons.add(
+            valid & _above(cast, rule.max_value),
+            lambda row: f"{name}: {show(cast[row])} above max {number(rule.max_value)}{why}",
+        )
+    if rule.allowed_values:
+        listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
+        reasons.add(
+            valid & ~_allowed(cast, rule.allowed_values),
+            lambda row: f"{name}: {show(cast[row])} not in allowed values [{listed}]{why}",
+        )
 
 
 # The rules' bounds are doubles, but an int64 value above 2**53 has no exact float64 (the cast refuses

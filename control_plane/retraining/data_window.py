@@ -4,7 +4,9 @@ The window is what the resubmitted job will read: for every feature view its spe
 offline rows with ``event_ts`` in the last ``data_window_seconds``, checked again with the ingestion
 validator (:func:`control_plane.ingestion.validation.validate`) against the view's *current* schema and
 rules (rules may have been tightened since the rows were written) — as stored, so a streaming view's rows
-are checked as the aggregates they are, not as raw events; and, when the trigger config names
+are checked as the aggregates they are, not as raw events (ingestion enforces their rules on each event,
+``control_plane/features/aggregated_rules.py``, so aggregates built under the current rules pass); and,
+when the trigger config names
 one, the entity rows file (it must exist, hold rows and carry the label column without nulls).
 
 The window passes when every view holds at least ``min_rows`` rows in the window and at most

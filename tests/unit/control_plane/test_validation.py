@@ -217,3 +217,40 @@ def test_a_feature_named_like_a_join_key_is_refused_by_a_new_version_and_by_appl
     with pytest.raises(InvalidArgument, match=r"^views\[0\]\.spec\.features\[1\]\.name: feature 'driver_id'"):
         registry.apply(request)
     assert [v.version for v in registry.list_feature_view_versions("driver_stats")] == [1]
+
+
+def test_a_rule_on_an_aggregate_its_events_cannot_keep_is_refused_everywhere_a_rule_is_set(
+    registry: FeatureRegistry,
+) -> None:
+    """Ingestion enforces a rule on an aggregate on each event (control_plane/features/aggregated_rules.py);
+    a rule no single event can keep (a max on a count) is refused by create, a new version, apply and an
+    in-place edit of the rules, naming the feature, the aggregation and why."""
+    registry.create_entity(entity())
+    counted = aggregating(function="count")
+    counted.features[0].validation.max_value = 100
+    why = (
+        r"spec\.features\[0\]\.validation: feature 'trips' is the count of 'fare' over 1m: a max_value on a"
+        r" count depends on how many events arrive"
+    )
+    with pytest.raises(InvalidArgument, match=f"^{why}"):
+        registry.create_feature_view(counted, metadata())
+    kept = aggregating(function="count")
+    kept.features[0].validation.min_value = 0  # always kept: a window holds at least one event
+    registry.create_feature_view(kept, metadata())
+    changed = aggregating(function="count", window_seconds=120)
+    changed.features[0].validation.max_value = 100
+    with pytest.raises(
+        InvalidArgument, match=r"^spec\.features\[0\]\.validation: feature 'trips' is the count"
+    ):
+        registry.create_feature_view_version(changed)
+    request = pb.ApplyRequest(views=[pb.FeatureView(spec=counted, metadata=metadata())])
+    with pytest.raises(
+        InvalidArgument, match=r"^views\[0\]\.spec\.features\[0\]\.validation: feature 'trips'"
+    ):
+        registry.apply(request)
+    with pytest.raises(InvalidArgument, match=r"^rules\[trips\]: feature 'trips' is the count of 'fare'"):
+        registry.update_validation("driver_stats", 0, {"trips": pb.ValidationRule(max_value=100)})
+    stored = registry.get_feature_view("driver_stats")
+    assert stored.version == 1 and not stored.spec.features[0].validation.HasField("max_value")
+    edited = registry.update_validation("driver_stats", 0, {"trips": pb.ValidationRule(min_value=0)})
+    assert edited.spec.features[0].validation.HasField("min_value")
