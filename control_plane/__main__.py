@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from clients.env_values import ConfigurationError
+from clients.errors import AetherError
 from control_plane.cli.numbers import positive_seconds
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.jobs.settings import (
@@ -185,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         # server builds its services: a wrong one is the same one line naming the variable, not a traceback.
         print(f"python -m control_plane: error: {error}", file=sys.stderr)
         return 2
+    except AetherError as error:
+        # A refusal to start that names its cause (a port in use: FAILED_PRECONDITION), one line and
+        # status 1, as `python -m data_plane` answers it.
+        print(f"python -m control_plane: error: {error.message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -12,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
 from clients.aether.v1 import feature_registry_pb2, feature_registry_pb2_grpc
+from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.keepalive import server_keepalive_options
 from clients.server_handlers import GenericHandlersOnly, enable_reflection
@@ -157,9 +160,12 @@ async def start_server(
     enable_reflection(handlers, (*service_names, health.SERVICE_NAME))
     try:
         port = add_port(server, settings.listen_addr, settings.tls)
-    except RuntimeError as exc:
+    except RuntimeError:
         engine.dispose()
-        raise RuntimeError(f"cannot listen on {settings.listen_addr}: {exc}") from exc
+        # FailedPrecondition, as the data plane's: `python -m control_plane` prints it as one line and
+        # exits 1; gRPC's own message ("Failed to bind ...") says neither why nor what to do.
+        reason = why_not_listening(settings.listen_addr)
+        raise FailedPrecondition(f"cannot listen on {settings.listen_addr}: {reason}") from None
     host = settings.listen_addr.rsplit(":", 1)[0]
     context.address = f"{host}:{port}"
     await server.start()
@@ -182,3 +188,21 @@ async def start_server(
         server, port, host, registry, servicer, health_servicer, engine, settings.shutdown_grace_s, context,
         cleanup,
     )  # fmt: skip
+
+
+def why_not_listening(address: str) -> str:
+    """Why ``address`` (HOST:PORT) cannot be listened on, found by binding it plainly (SO_REUSEADDR, as
+    gRPC binds, so that connections of a previous run in TIME_WAIT do not count): gRPC's bind error
+    names no cause."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        return "the address is already in use" if exc.errno == errno.EADDRINUSE else str(exc.strerror or exc)
+    except ValueError:
+        return f"{port!r} is not a port number"
+    return "gRPC could not bind it (GRPC_VERBOSITY=debug shows why)"

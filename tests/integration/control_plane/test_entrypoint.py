@@ -53,7 +53,8 @@ def test_module_entrypoint_serves_and_exits_on_sigterm(tmp_path: Path) -> None:
 
 def test_a_second_control_plane_on_a_port_in_use_fails_instead_of_sharing_it(tmp_path: Path) -> None:
     """gRPC's default SO_REUSEPORT let a second control plane bind beside the first, and the kernel split
-    calls between two databases. The second must refuse to start, naming the address."""
+    calls between two databases. The second must refuse to start, naming the address: in one line and
+    with the data plane's exit status (1), not a 15-frame RuntimeError traceback."""
 
     def start(name: str, listen: str) -> subprocess.Popen[str]:
         env = {**os.environ, "AETHER_HOME": str(tmp_path / name)}
@@ -73,8 +74,12 @@ def test_a_second_control_plane_on_a_port_in_use_fails_instead_of_sharing_it(tmp
         finally:
             if second.poll() is None:
                 second.kill()
-        assert second.returncode != 0
-        assert f"127.0.0.1:{port}" in stderr
+        assert second.returncode == 1, stderr
+        assert stderr.strip().splitlines()[-1] == (
+            f"python -m control_plane: error: cannot listen on 127.0.0.1:{port}:"
+            " the address is already in use"
+        )
+        assert "Traceback" not in stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=10)
