@@ -25,7 +25,12 @@ from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import JOB_RUN, records_lineage
 from control_plane.ingestion import intents
-from control_plane.offline.compaction import CompactionPolicy, compact_view, sweep_stale_upload_temps
+from control_plane.offline.compaction import (
+    CompactionPolicy,
+    CompactionReport,
+    compact_view,
+    sweep_stale_upload_temps,
+)
 from control_plane.offline.compaction_loop import CompactionLoop
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
@@ -118,16 +123,7 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
     ) -> pb.CompactOfflineFilesResponse:
         if not request.view:
             raise InvalidArgument("name the feature view whose offline files to compact")
-        report = await asyncio.to_thread(
-            compact_view,
-            self._store,
-            request.view,
-            request.version or None,
-            self._compaction,
-            dry_run=request.dry_run,
-            locks=self._partition_locks,
-            pending=self._pending,
-        )
+        report = await asyncio.to_thread(self._compact, request)
         if report.merged or report.deleted:
             _log.info(
                 "%s feature view %r: %d file(s) merged into %d, %d replaced file(s) deleted",
@@ -147,6 +143,26 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             ],
             deleted_files=report.deleted,
             busy_partitions=[f"v{version}/date={day.isoformat()}" for version, day in report.busy],
+        )
+
+    def _compact(self, request: pb.CompactOfflineFilesRequest) -> CompactionReport:
+        """A compaction pass over the files of ``request.view``. Without files the registry decides: an
+        unknown view (or version) is its NOT_FOUND, a registered one has nothing to merge (the files
+        alone decided before, so a typo and a view with no data yet were the same "no offline data").
+        Files decide before the registry: a deleted view's offline data stays, and compacts."""
+        versions = self._store.versions(request.view)
+        has_files = request.version in versions if request.version else bool(versions)
+        if not has_files:
+            self._catalog.get_feature_view(request.view, request.version)
+            return CompactionReport()
+        return compact_view(
+            self._store,
+            request.view,
+            request.version or None,
+            self._compaction,
+            dry_run=request.dry_run,
+            locks=self._partition_locks,
+            pending=self._pending,
         )
 
     def _build(self, head: pb.GetHistoricalFeaturesRequest, pieces: list[bytes], record: bool) -> TrainingSet:

@@ -121,15 +121,26 @@ async def test_aetherctl_offline_compact_merges_and_later_deletes(
     assert await asyncio.to_thread(training_hash, server.address) == before
 
 
-async def test_compacting_a_view_without_data_is_not_found(
+async def test_compacting_an_unknown_view_is_not_found_and_a_view_without_files_has_nothing_to_merge(
     server: ControlPlaneServer, capsys: Capture
 ) -> None:
-    code, _, err = await aetherctl(
-        capsys, "--control-plane", server.address, "offline", "compact", "--view", "nothing"
-    )
-    assert code == 1 and err.startswith("error: NOT_FOUND: "), err
-    with OfflineFeaturesClient(server.address) as client, pytest.raises(NotFound):
-        await asyncio.to_thread(client.compact, "stats", 7)
+    """The files alone decided: a typo'd view and a registered one with no offline data yet (the README's
+    ``compact --view zone_demand --dry-run`` before any stream data) both answered NOT_FOUND "has no
+    offline data". The registry decides whether the view exists; no files is nothing to merge."""
+    base = ["--control-plane", server.address, "offline", "compact"]
+    code, _, err = await aetherctl(capsys, *base, "--view", "no_such_view", "--dry-run")
+    assert code == 1 and err.strip() == "error: NOT_FOUND: feature view 'no_such_view' not found", err
+    await asyncio.to_thread(create_view, server.registry, feature_spec("empty"))
+    code, out, err = await aetherctl(capsys, *base, "--view", "empty", "--dry-run")
+    assert code == 0, err
+    assert out.splitlines() == ["would merge 0 file(s) into 0", "would delete 0 replaced file(s)"]
+    with OfflineFeaturesClient(server.address) as client:
+        assert not (await asyncio.to_thread(client.compact, "empty", 1)).merged
+        with pytest.raises(NotFound, match="version 7"):
+            await asyncio.to_thread(client.compact, "stats", 7)
+        # A deleted view's offline data stays (training sets name its files): it can still be compacted.
+        await asyncio.to_thread(server.registry.delete_feature_view, "stats")
+        assert len((await asyncio.to_thread(client.compact, "stats", 1)).merged) == 2
 
 
 async def test_the_control_plane_compacts_in_the_background(tmp_path: Path, db_url: str) -> None:
