@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.env_values import env_float, env_int
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
-from control_plane.deployments.replicas import ReplicaManager, metrics_addresses
+from control_plane.deployments.replicas import ReplicaManager, ReplicaRefused, metrics_addresses
 
 _log = logging.getLogger("aether.control_plane.autoscaler")
 
@@ -210,6 +210,10 @@ class AutoscaleLoop:
         self._previous: dict[tuple[int, str], ReplicaSample] = {}
         self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
+        # Set when a replica refused its command line (a usage error): the loop has stopped, since every
+        # start would fail the same way; the fleet stops with ``error``.
+        self.failed = asyncio.Event()
+        self.error: ReplicaRefused | None = None
 
     async def measure(self) -> Load:
         """The fleet's load since the previous measurement."""
@@ -258,7 +262,15 @@ class AutoscaleLoop:
         return wanted
 
     async def run(self) -> None:
-        """Brings the fleet to at least ``min_replicas``, then decides every ``interval_s``."""
+        """Brings the fleet to at least ``min_replicas``, then decides every ``interval_s``; ends, with
+        ``failed`` set, once a replica refuses its command line (:class:`ReplicaRefused`)."""
+        try:
+            await self._run()
+        except ReplicaRefused as exc:
+            self.error = exc
+            self.failed.set()
+
+    async def _run(self) -> None:
         if self._replicas.count < self._policy.min_replicas:
             await self._replicas.scale_to(self._policy.min_replicas)
         while self._background.running:
@@ -267,6 +279,8 @@ class AutoscaleLoop:
                 return
             try:
                 await self.tick()
+            except ReplicaRefused:
+                raise  # every later start would fail the same way: restarting it for ever said nothing
             except Exception:  # a replica failed to start, say: the next interval tries again
                 _log.exception("autoscaler pass failed")
 

@@ -15,7 +15,13 @@ One fleet per home: a fleet holds an exclusive lock (flock) on ``$AETHER_HOME/fl
 its whole life, drain included, and a second one on the same home is refused before it writes anything
 (it would overwrite the first one's endpoints file, empty it on its stop while the first still serves,
 and start its replicas in the first one's folders). The kernel drops the lock when its holder dies, by
-any means, so a fleet killed with SIGKILL leaves no stale lock behind."""
+any means, so a fleet killed with SIGKILL leaves no stale lock behind.
+
+A replica that exits with status 2 before serving (a usage or settings error: a data-plane flag after
+``--`` it does not know) stops the fleet: its replicas are drained and :func:`run_fleet` raises the
+replica's :class:`~control_plane.deployments.replicas.ReplicaRefused`, which quotes the end of its
+stderr and names its log, so ``fleet run`` exits 1 with that one error instead of restarting it for
+ever. Any other exit before serving is retried at the next interval, its error logged the same way."""
 
 from __future__ import annotations
 
@@ -27,9 +33,10 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clients.env_values import env_float, env_int
 from clients.errors import FailedPrecondition
@@ -267,7 +274,7 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
     write_endpoints(path, snapshot(()))
     autoscaler.start()
     try:
-        await stop.wait()
+        await _first_of(stop.wait(), autoscaler.failed.wait())
     finally:
         stopping = True
         _log.info("stopping the fleet: draining %d replicas", manager.count)
@@ -275,4 +282,16 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         await manager.close()  # publishes each leaving replica
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
+    if autoscaler.error is not None:  # a replica refused its command line: fleet run fails, saying why
+        raise autoscaler.error
     return FleetStopped(killed=manager.killed, hung=manager.hung)
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Waits until one of ``waits`` ends; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -50,6 +50,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError, Message
 
 from clients.aether.v1 import deployments_pb2, feature_registry_pb2
+from clients.errors import FailedPrecondition
 from clients.lifeline import tied
 from control_plane.deployments.replica_health import answers, wait_serving
 from control_plane.process_secrets import withheld
@@ -63,6 +64,11 @@ _METRICS_LINE = "aether data plane metrics on "
 _SERVING_LINE = "aether data plane serving"
 # A --workers N data plane's line, before the serving one: every worker's own HOST:PORT (data_plane.workers).
 _WORKERS_LINE = "aether data plane workers on "
+#: The data plane's exit status for a usage or configuration error (a flag it does not know, a bad
+#: setting): every start with the same command line fails the same way, so such a replica is not retried.
+USAGE_ERROR_STATUS = 2
+#: Lines of a replica's stderr an error about its exit quotes (the data plane's error is its last line).
+STDERR_TAIL_LINES = 5
 #: The files a replica persists in its folder (--snapshot-path, and data_plane.deployment_watch's
 #: PLANS_FILE_NAME next to it) and what each holds. Named here: the control plane imports no data plane.
 _REGISTRY_FILE = "registry_snapshot.pb"
@@ -119,6 +125,20 @@ class Replica:
         return max(self.misses.values(), default=0)
 
 
+class ReplicaExited(RuntimeError):
+    """The replica's process ended before it said it serves."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"data-plane replica exited with status {status} before serving")
+        self.status = status
+
+
+class ReplicaRefused(FailedPrecondition):
+    """A replica exited with :data:`USAGE_ERROR_STATUS` before serving: a restart would only repeat it
+    (the fleet restarted such a replica for ever, saying neither why nor where its log was), so the
+    fleet stops with this error instead."""
+
+
 class ReplicaManager:
     def __init__(self, settings: ReplicaSettings, on_change: Callable[[], None] | None = None) -> None:
         self._settings = settings
@@ -158,7 +178,10 @@ class ReplicaManager:
                 started = await asyncio.gather(
                     *(self._start() for _ in range(missing)), return_exceptions=True
                 )
+                refused = next((r for r in started if isinstance(r, ReplicaRefused)), None)
                 for result in started:
+                    if isinstance(result, ReplicaRefused):
+                        continue  # raised below, to stop the fleet: said once, by whoever stops it
                     if isinstance(result, BaseException):
                         _log.error("a data-plane replica failed to start: %s", result)
                     else:
@@ -166,6 +189,8 @@ class ReplicaManager:
                         self._replicas.append(result)
                 if any(not isinstance(result, BaseException) for result in started):
                     self._changed()
+                if refused is not None:
+                    raise refused
             while len(self._replicas) > max(replicas, 0):
                 victim = self._replicas.pop()  # out of the ready list before it is told to drain
                 self._changed()
@@ -244,6 +269,7 @@ class ReplicaManager:
         try:
             await asyncio.to_thread(_prepare_folder, settings.home, folder)
             stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
+            logged_from = os.fstat(stderr.fileno()).st_size  # where this start's stderr begins
         except BaseException:
             self._taken.discard(number)  # no process was started
             raise
@@ -284,6 +310,10 @@ class ReplicaManager:
                     f"data-plane replica {number} did not start within {settings.start_timeout_s:g} s: "
                     f"waited for {waiting_for} (its log: {folder / 'stderr.log'})"
                 ) from None
+            if isinstance(exc, ReplicaExited):  # say why it exited: the end of what it wrote to stderr
+                raise await asyncio.to_thread(
+                    _exit_error, number, exc.status, folder / "stderr.log", logged_from
+                ) from None
             raise
         assert process.stdout is not None
         replica.drain = asyncio.create_task(_copy_out(process.stdout, folder / "stdout.log"))
@@ -317,6 +347,29 @@ class ReplicaManager:
         self._unlisted.pop(replica.number, None)
         self._taken.discard(replica.number)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+def _exit_error(number: int, status: int, log: Path, start: int) -> Exception:
+    """The error for replica ``number`` that exited with ``status`` before serving: the last lines it
+    wrote to ``log`` since ``start`` (earlier starts' lines are older news), and where the log is."""
+    try:
+        with log.open("rb") as file:
+            file.seek(max(start, file.seek(0, os.SEEK_END) - 65536))
+            lines = file.read().decode(errors="replace").splitlines()
+    except OSError as exc:
+        lines = [f"(its log could not be read: {exc})"]
+    tail = [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
+    said = "; the end of its stderr:\n  " + "\n  ".join(tail) if tail else "; it wrote nothing to stderr"
+    where = f"\n(its log: {log})"
+    if status == USAGE_ERROR_STATUS:
+        return ReplicaRefused(
+            f"data-plane replica {number} exited with status {status} before serving: a usage or settings"
+            f" error, which every restart would repeat, so the fleet stops (check the flags given to the"
+            f" replicas after --){said}{where}"
+        )
+    return RuntimeError(
+        f"data-plane replica {number} exited with status {status} before serving{said}{where}"
+    )
 
 
 def _prepare_folder(home: Path, folder: Path) -> None:
@@ -400,5 +453,5 @@ async def _next_line(process: asyncio.subprocess.Process) -> str:
     assert process.stdout is not None
     line = await process.stdout.readline()
     if not line:
-        raise RuntimeError(f"data-plane replica exited with status {await process.wait()} before serving")
+        raise ReplicaExited(await process.wait())
     return line.decode(errors="replace").strip()

@@ -401,6 +401,42 @@ async def test_a_second_fleet_on_the_same_home_is_refused_in_one_line(plane: Pla
             await first.wait()
 
 
+async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_error(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """``fleet run -- --bogus-flag``: every replica exits 2 (a usage error) before serving. The fleet
+    restarted it every interval for ever, logging "exited with status 2 before serving" with neither the
+    replica's error nor its log. It now stops at once: exit 1, one error quoting the replica's stderr and
+    naming its log, and an empty endpoints file."""
+    home = tmp_path / "fleet-home"
+    env = dict(
+        os.environ,
+        AETHER_HOME=str(home),
+        AETHER_CONTROL_PLANE_ADDR=plane.address,
+        AETHER_REDIS_URL=plane.redis_url,
+    )
+    command = [
+        sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--min", "1", "--max", "1",
+        "--interval-s", "0.3", "--", "--bogus-flag",
+    ]  # fmt: skip
+    try:
+        ran = await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the fleet kept restarting the replica: {exc.stderr!r}") from None
+    assert ran.returncode == 1, ran.stderr
+    log = home / "fleet" / "replicas" / "replica-0" / "stderr.log"
+    error = ran.stderr[ran.stderr.index("error: FAILED_PRECONDITION: ") :]
+    assert error.startswith(
+        "error: FAILED_PRECONDITION: data-plane replica 0 exited with status 2 before serving: a usage or"
+        " settings error, which every restart would repeat, so the fleet stops"
+    ), ran.stderr
+    assert "unrecognized arguments: --bogus-flag" in error and error.endswith(f"(its log: {log})\n")
+    assert "failed to start" not in ran.stderr  # one error, not one per restart
+    assert _replicas(home / "fleet" / "endpoints.json") == ()
+
+
 class _Replica:
     """A gRPC server with the health service and a Predict that counts its calls (or refuses them)."""
 

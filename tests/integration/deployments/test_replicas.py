@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.aether.v1 import feature_registry_pb2
+from clients.errors import FailedPrecondition
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.replicas import (
@@ -272,6 +273,48 @@ async def test_a_start_timeout_says_what_it_waited_for(
         "a data-plane replica failed to start: data-plane replica 0 did not start within 0.5 s: waited for "
         "its line 'aether data plane listening on HOST:PORT' on stdout"
     ) in caplog.text
+
+
+@pytest.mark.parametrize("status", [1, 2])
+async def test_a_replica_that_exits_before_serving_says_why_and_where_its_log_is(
+    plane: Plane, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """ "exited with status N before serving" named neither the replica's stderr nor its log. Now the
+    error quotes this start's last stderr lines and names the log; status 2 (a usage error, which every
+    restart repeats) is raised to stop the fleet (ReplicaRefused, a FailedPrecondition), any other is
+    logged and retried."""
+    failing = tmp_path / "failingpython.sh"
+    failing.write_text(
+        f"#!/bin/sh\necho 'usage: python -m data_plane [-h]' >&2\n"
+        f"echo 'python -m data_plane: error: unrecognized arguments: --bogus-flag' >&2\nexit {status}\n"
+    )
+    failing.chmod(0o755)
+    home = plane.home / "replicas"
+    manager = ReplicaManager(ReplicaSettings(plane.address, plane.redis_url, home, python=str(failing)))
+    log = home / "replica-0" / "stderr.log"
+    said = (
+        "; the end of its stderr:\n  usage: python -m data_plane [-h]\n"
+        "  python -m data_plane: error: unrecognized arguments: --bogus-flag\n"
+        f"(its log: {log})"
+    )
+    with caplog.at_level(logging.ERROR, logger="aether.control_plane.replicas"):
+        if status == 2:
+            for _ in range(2):  # the second start's error quotes its own lines, not the first's too
+                with pytest.raises(FailedPrecondition) as refused:  # ReplicaRefused
+                    await manager.scale_to(1)
+                assert refused.value.message == (
+                    "data-plane replica 0 exited with status 2 before serving: a usage or settings error,"
+                    " which every restart would repeat, so the fleet stops (check the flags given to the"
+                    f" replicas after --){said}"
+                )
+            assert "failed to start" not in caplog.text  # said once, by the fleet that stops
+        else:
+            await manager.scale_to(1)
+            assert (
+                f"a data-plane replica failed to start: data-plane replica 0 exited with status 1 before"
+                f" serving{said}" in caplog.text
+            )
+    assert manager.count == 0
 
 
 CHATTY = """
