@@ -20,6 +20,7 @@ from control_plane.api.changes import ChangeSignal
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import actor_of
 from control_plane.artifacts.settings import store_for
+from control_plane.db.store_identity import StoreIdentity
 from control_plane.deployments.canary_loop import CanaryLoop, CanaryLoopSettings
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.observations import PredictionLogObserver
@@ -32,8 +33,11 @@ DEPLOYMENTS_SERVICE = pb.DESCRIPTOR.services_by_name["Deployments"].full_name
 
 
 class DeploymentsServicer(deployments_pb2_grpc.DeploymentsServicer):
-    def __init__(self, manager: DeploymentManager, watch_poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, manager: DeploymentManager, store: StoreIdentity, watch_poll_interval_s: float = 1.0
+    ) -> None:
         self._manager = manager
+        self._store = store  # the database's id, sent with every snapshot
         self._poll_interval_s = watch_poll_interval_s
         self._changes = ChangeSignal()
         self._closing = False
@@ -115,12 +119,18 @@ class DeploymentsServicer(deployments_pb2_grpc.DeploymentsServicer):
     ) -> AsyncIterator[pb.DeploymentPlanSnapshot]:
         """A snapshot at once (unless the client already holds the current revision), then one after
         every change: changes made through this process wake the stream immediately; changes made by
-        other processes sharing the database are seen by polling its revision."""
+        other processes sharing the database are seen by polling its revision. Each names the database
+        (``store_id``): a data plane refuses plans of another database than its plans'."""
         known: int | None = request.known_revision or None  # 0: the client holds nothing yet
+        store_id = await self._store.get()
         while not self._closing:
             ticket = self._changes.ticket()  # taken before reading, so no change slips between
             if await self._run(self._manager.revision) != known:
                 snapshot = await self._run(self._manager.snapshot)
+                # The core caches its snapshot for every watcher: the id is the same for all of them (one
+                # database), so setting it on the shared message changes it once, not per stream.
+                if snapshot.store_id != store_id:
+                    snapshot.store_id = store_id
                 known = snapshot.revision
                 yield snapshot
                 continue
@@ -141,7 +151,9 @@ def services(canary: CanaryLoopSettings | None = None, *, run_canary_loop: bool 
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         manager = manager_for(context)
-        servicer = DeploymentsServicer(manager, context.settings.watch_poll_interval_s)
+        servicer = DeploymentsServicer(
+            manager, StoreIdentity(context.sessions), context.settings.watch_poll_interval_s
+        )
         deployments_pb2_grpc.add_DeploymentsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         context.on_close.append(servicer.close)
         if run_canary_loop:

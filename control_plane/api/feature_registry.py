@@ -16,6 +16,7 @@ from clients.aether.v1 import feature_registry_pb2_grpc
 from clients.errors import maps_errors
 from control_plane.api.changes import ChangeSignal
 from control_plane.api.identity import actor_of
+from control_plane.db.store_identity import StoreIdentity
 from control_plane.features.registry import FeatureRegistry
 
 T = TypeVar("T")
@@ -25,6 +26,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer):
     def __init__(self, registry: FeatureRegistry, watch_poll_interval_s: float = 1.0) -> None:
         self._registry = registry
+        self._store = StoreIdentity(registry.sessions)  # sent with every snapshot
         self._poll_interval_s = watch_poll_interval_s
         self._changes = ChangeSignal()
         self._closing = False
@@ -177,12 +179,15 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
     ) -> AsyncIterator[pb.RegistrySnapshot]:
         """A snapshot at once (unless the client already holds the current revision), then one after
         every change: changes made through this process wake the stream immediately; changes made by
-        other processes sharing the database are seen by polling its revision."""
+        other processes sharing the database are seen by polling its revision. Each names the database
+        (``store_id``): a data plane refuses one of another database than its catalog's."""
         known: int | None = request.known_revision or None  # 0: the client holds nothing yet
+        store_id = await self._store.get()
         while not self._closing:
             ticket = self._changes.ticket()  # taken before reading, so no change slips between
             if await self._run(self._registry.revision) != known:
                 snapshot = await self._run(self._registry.snapshot)
+                snapshot.store_id = store_id
                 known = snapshot.revision
                 yield snapshot
                 continue

@@ -6,6 +6,7 @@ importing them here registers them, so Alembic and the schema test see all of th
 from __future__ import annotations
 
 import control_plane.audit.tables
+import control_plane.db.store_identity
 import control_plane.deployments.tables
 import control_plane.ingestion.tables
 import control_plane.jobs.tables

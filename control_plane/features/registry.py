@@ -388,6 +388,11 @@ class FeatureRegistry:
 
     # -- watch ---------------------------------------------------------------------------------------
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The metadata database's sessions (the watch service reads the database's id through them)."""
+        return self._sessions
+
     def revision(self) -> int:
         with read_session(self._sessions) as session:
             return current_revision(session)

@@ -287,9 +287,11 @@ class WatchDeploymentPlansRequest(_message.Message):
     def __init__(self, known_revision: _Optional[int] = ...) -> None: ...
 
 class DeploymentPlanSnapshot(_message.Message):
-    __slots__ = ("revision", "plans")
+    __slots__ = ("revision", "plans", "store_id")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     revision: int
     plans: _containers.RepeatedCompositeFieldContainer[DeploymentPlan]
-    def __init__(self, revision: _Optional[int] = ..., plans: _Optional[_Iterable[_Union[DeploymentPlan, _Mapping]]] = ...) -> None: ...
+    store_id: str
+    def __init__(self, revision: _Optional[int] = ..., plans: _Optional[_Iterable[_Union[DeploymentPlan, _Mapping]]] = ..., store_id: _Optional[str] = ...) -> None: ...

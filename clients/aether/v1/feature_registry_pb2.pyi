@@ -338,11 +338,13 @@ class WatchRegistryRequest(_message.Message):
     def __init__(self, known_revision: _Optional[int] = ...) -> None: ...
 
 class RegistrySnapshot(_message.Message):
-    __slots__ = ("revision", "entities", "views")
+    __slots__ = ("revision", "entities", "views", "store_id")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     revision: int
     entities: _containers.RepeatedCompositeFieldContainer[Entity]
     views: _containers.RepeatedCompositeFieldContainer[FeatureView]
-    def __init__(self, revision: _Optional[int] = ..., entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ...) -> None: ...
+    store_id: str
+    def __init__(self, revision: _Optional[int] = ..., entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., store_id: _Optional[str] = ...) -> None: ...

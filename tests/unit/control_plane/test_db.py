@@ -304,7 +304,7 @@ def test_ids_kept_from_before_0024_upgrade_to_64_bits_and_continue_past_32(db_ur
             assert connection.execute(select(func.count()).select_from(MetricChunkRow)).scalar_one() == 2
             if connection.dialect.name == "postgresql":
                 types = _row_id_types(connection)
-                assert types == dict.fromkeys(types, "bigint") and len(types) == 33
+                assert types == dict.fromkeys(types, "bigint") and len(types) == 34
                 query = "SELECT data_type, max_value FROM pg_sequences WHERE schemaname = current_schema()"
                 sequences = connection.execute(text(query)).all()
                 generated = [
