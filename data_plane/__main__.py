@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control-plane", dest="control_plane_addr", help="HOST:PORT")
     parser.add_argument("--snapshot-path", type=Path)
     parser.add_argument(
+        "--accept-store-id",
+        metavar="ID",
+        help="follow the registry and deployment plans of the metadata database with this id even though "
+        "those held came from another one (refused otherwise; the id is in the refusal's log line)",
+    )
+    parser.add_argument(
         "--model-config", type=Path, help="JSON file of ModelSpecs to serve besides the deployment plans"
     )
     parser.add_argument(
@@ -101,6 +107,7 @@ _OVERRIDES = (
     "redis_url",
     "control_plane_addr",
     "snapshot_path",
+    "accept_store_id",
     "model_config",
     "metrics_listen",
     "intra_op_threads",

@@ -17,7 +17,9 @@ changed or the data plane restarted. An unloaded version stops taking requests a
 those it already has (:meth:`data_plane.models.manager.ModelManager.unload`), so a rollback or a promotion
 fails none. When the
 stream fails the task reconnects with capped, jittered exponential backoff; serving goes on from the
-plans it has (:mod:`data_plane.watch_stream`).
+plans it has. Plans of another metadata database than the held plans' are refused (unless
+``accept_store_id`` names it), as the plans of an empty database would unload every model: see
+:mod:`data_plane.watch_stream`.
 
 A plan whose spec changes only serving fields of a loaded version (``allow_non_finite``, batching) is
 applied to it in place (``ensure_loaded``; see :mod:`data_plane.models.manager`). The manager holds one
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +50,8 @@ _log = logging.getLogger("aether.data_plane.deployment_watch")
 
 #: File name of the persisted plans, next to the registry snapshot.
 PLANS_FILE_NAME = "deployment_plans.pb"
+#: ``on_refused``'s reason for a snapshot whose plans cannot be served (malformed).
+INVALID_PLAN = "invalid_plan"
 
 
 class ModelLoader(Protocol):
@@ -115,8 +119,11 @@ class DeploymentWatch:
         security: ChannelSecurity | None = None,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
+        accept_store_id: str = "",
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._loader = loader
+        self._on_refused = on_refused
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._retrying: asyncio.Task[None] | None = None
         # Versions loaded outside the plans (the static model config): retried as the plans' are when
@@ -149,12 +156,24 @@ class DeploymentWatch:
             security=security,
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
+            accept_store_id=accept_store_id,
+            on_refused=on_refused,
         )
         self.connected = self._stream.connected  # set while a watch stream is delivering snapshots
         self.has_plans = asyncio.Event()  # set once plans were installed (from the stream or the file)
 
     def current(self) -> DeploymentPlans:
         return self._plans
+
+    @property
+    def store_id(self) -> str:
+        """The metadata database the plans came from (empty: unknown, or none yet)."""
+        return self._stream.store_id
+
+    @property
+    def refused_store_id(self) -> str:
+        """The other database whose plans were refused since plans were last installed, if any."""
+        return self._stream.refused_store_id
 
     async def wait_for_revision(self, revision: int, timeout_s: float) -> DeploymentPlans:
         """The plans once the control plane's watch stream delivering now has installed ``revision`` or a
@@ -274,6 +293,8 @@ class DeploymentWatch:
             plans = plans_from_snapshot(snapshot, self._plans)
         except ValueError as exc:  # a malformed plan: keep serving the previous ones (and their file)
             _log.error("ignoring deployment plans revision %d: %s", snapshot.revision, exc)
+            if self._on_refused is not None:
+                self._on_refused(INVALID_PLAN)
             async with self._installed:
                 self._refused = True
                 self._installed.notify_all()
@@ -313,7 +334,9 @@ def plans_path(settings: DataPlaneSettings) -> Path:
     return settings.snapshot_path.with_name(PLANS_FILE_NAME)
 
 
-async def start_deployment_watch(settings: DataPlaneSettings, manager: ModelLoader) -> DeploymentWatch:
+async def start_deployment_watch(
+    settings: DataPlaneSettings, manager: ModelLoader, on_refused: Callable[[str], None] | None = None
+) -> DeploymentWatch:
     """Serves the persisted plans at once (if any) and starts following the control plane's. The handle
     gives ``current()`` plans, ``has_plans`` / ``connected`` events and ``async stop()``."""
     watch = DeploymentWatch(
@@ -323,6 +346,8 @@ async def start_deployment_watch(settings: DataPlaneSettings, manager: ModelLoad
         backoff_initial_s=settings.watch_backoff_initial_s,
         backoff_max_s=settings.watch_backoff_max_s,
         security=settings.channel_security,
+        accept_store_id=settings.accept_store_id,
+        on_refused=on_refused,
     )
     await watch.load_persisted()
     watch.start()

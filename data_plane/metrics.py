@@ -7,6 +7,9 @@
 * ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher;
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in;
+* ``aether_watch_refused_total{watch,reason}`` — watch snapshots refused: ``reason="other_store"``, one
+  of another metadata database than the one the held catalog or plans came from
+  (``data_plane.watch_stream``), ``"invalid_plan"``, deployment plans that cannot be served;
 * ``aether_near_cache_{hits,misses,invalidations,evictions}_total``, ``aether_near_cache_entries`` and
   ``aether_near_cache_bytes`` — the near cache of online-store blobs (``data_plane.near_cache``), when on.
 
@@ -206,6 +209,10 @@ class ServingMetrics(ManagerObserver):
             "aether_prediction_log_dropped", "Prediction-log entries dropped (buffer full or Redis down)",
             registry=self.registry,
         )  # fmt: skip
+        self._watch_refused = prom.Counter(
+            "aether_watch_refused", "Watch snapshots refused (held ones still served), by reason",
+            ("watch", "reason"), registry=self.registry,
+        )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
         # The gauges labelled (model, version, ...) by name, for forgetting a released version's children.
         self._per_version: dict[str, Any] = {g._name: g for g in (self._queue_depth, self._state)}
@@ -250,6 +257,10 @@ class ServingMetrics(ManagerObserver):
 
     def prediction_log_dropped(self, count: int = 1) -> None:
         self._prediction_log_dropped.inc(count)
+
+    def watch_refused(self, watch: str, reason: str) -> None:
+        """A snapshot of ``watch`` (``registry``, ``deployment_plans``) refused for ``reason``."""
+        self._child(self._watch_refused, watch, reason).inc()
 
     # ManagerObserver
     def for_model(self, name: str, version: int) -> BatchObserver:

@@ -3,7 +3,9 @@
 Every snapshot the control plane streams becomes a new immutable :class:`Catalog`, swapped in at once, and
 is written to the snapshot file atomically, so that a restarted data plane serves from the last snapshot
 while the control plane is unreachable. When the stream fails the task reconnects with capped, jittered
-exponential backoff; reads go on from the catalog it already has (:mod:`data_plane.watch_stream`).
+exponential backoff; reads go on from the catalog it already has. A snapshot of another metadata
+database than the catalog's is refused (unless ``accept_store_id`` names it): see
+:mod:`data_plane.watch_stream`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class RegistryWatch:
         on_catalog: OnCatalog | None = None,
         security: ChannelSecurity | None = None,
         keepalive_s: float = WATCH_KEEPALIVE_S,
+        accept_store_id: str = "",
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._state = state
         self._plan_cache_size = plan_cache_size
@@ -68,6 +72,8 @@ class RegistryWatch:
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
             keepalive_s=keepalive_s,
+            accept_store_id=accept_store_id,
+            on_refused=on_refused,
         )
         self.connected = self._stream.connected  # set while a watch stream is delivering snapshots
 
@@ -78,6 +84,16 @@ class RegistryWatch:
             return False
         _log.info("serving registry revision %d from %s", snapshot.revision, self._stream.path)
         return True
+
+    @property
+    def store_id(self) -> str:
+        """The metadata database the catalog came from (empty: unknown, or none yet)."""
+        return self._stream.store_id
+
+    @property
+    def refused_store_id(self) -> str:
+        """The other database whose snapshots were refused since the catalog was last installed, if any."""
+        return self._stream.refused_store_id
 
     def start(self) -> None:
         self._stream.start()

@@ -284,10 +284,14 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         backoff_max_s=settings.watch_backoff_max_s,
         on_catalog=serving,
         security=settings.channel_security,
+        accept_store_id=settings.accept_store_id,
+        on_refused=lambda reason: metrics.watch_refused("registry", reason),
     )
     await watch.load_persisted()
     static = await _load_static_models(settings, manager)
-    deployments = await start_deployment_watch(settings, manager)
+    deployments = await start_deployment_watch(
+        settings, manager, lambda reason: metrics.watch_refused("deployment_plans", reason)
+    )
     deployments.keep_loaded(static)
     predictor = Predictor(
         manager, FeatureAssembler(reader), deployments.current, prediction_log, deployments.static_models()

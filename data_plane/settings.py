@@ -90,6 +90,10 @@ class DataPlaneSettings:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     watch_backoff_initial_s: float = 0.1
     watch_backoff_max_s: float = 5.0
+    # The metadata database (its id) whose registry and plans the watches follow even though what they
+    # hold came from another one: the deliberate way to move a data plane to a new database (otherwise a
+    # snapshot of another database is refused, data_plane.watch_stream). Empty = none.
+    accept_store_id: str = ""
     # Serving. Models from a static config (ModelSpecs as JSON, see data_plane.models.spec), served besides
     # those the deployment plans reference; None = plans only.
     model_config: Path | None = None
@@ -140,6 +144,7 @@ class DataPlaneSettings:
             listen=env_text(env, "AETHER_DATA_PLANE_ADDR", d.listen),
             redis_url=env_text(env, "AETHER_REDIS_URL", d.redis_url),
             control_plane_addr=env_text(env, "AETHER_CONTROL_PLANE_ADDR", d.control_plane_addr),
+            accept_store_id=env_text(env, "AETHER_ACCEPT_STORE_ID", d.accept_store_id).strip(),
             snapshot_path=Path(
                 env_text(env, "AETHER_REGISTRY_SNAPSHOT_PATH", str(home / "registry_snapshot.pb"))
             ).expanduser(),

@@ -19,6 +19,21 @@ at which the data plane stops following; a refusal is still logged as an error, 
 The channel honours the process's :class:`clients.sdk.auth.ChannelSecurity`: TLS when a CA is configured,
 and the bearer token on every call (watching only reads, so the read-only token is enough).
 
+Each snapshot names the metadata database it was read from (``store_id``, see
+:mod:`control_plane.db.store_identity`). A snapshot of another database than the one whose snapshot is
+held (from the file or an earlier stream) is refused: a control plane started on a wrong ``AETHER_DB_URL``,
+or on a new SQLite file because ``AETHER_HOME`` changed, streamed that database's content (usually
+nothing), and every data plane applied it and answered NOT_FOUND for every deployment and view; a
+control-plane outage, by contrast, left them serving. Serving goes on from what is held; the refusal is
+logged as one error per stream connection (naming both ids, the control plane's address and the way to
+accept the new database) and counted (``on_refused("other_store")``; ``aether_watch_refused_total``).
+An operator accepts another database deliberately: ``accept_store_id`` (``--accept-store-id`` /
+``AETHER_ACCEPT_STORE_ID``) names the one to follow, or the snapshot files are removed before a restart.
+What is accepted without a word: any database while nothing is held yet (a first start), the held one
+again (a restarted control plane, a restore from a backup: the id is in the database), a snapshot without
+an id (a control plane older than the field) and, after a file or a snapshot without one, whatever comes
+next (its database is unknown).
+
 An outage is logged once, not once per try (:class:`OutageLog`): its first failed try as a warning (an
 error for a refused size), the others at DEBUG with a reminder every ``remind_every_s`` (60 s) that
 counts them, and its end at INFO. A control plane down for an hour made two warning lines every ~4 s
@@ -51,6 +66,15 @@ M = TypeVar("M", bound=Message)
 #: While a watch keeps failing, a reminder (with the count of tries) this often; the tries between are
 #: logged at DEBUG.
 REMIND_EVERY_S = 60.0
+
+
+#: ``on_refused``'s reason for a snapshot of another metadata database than the one held.
+OTHER_STORE = "other_store"
+
+
+def store_of(message: Message) -> str:
+    """The ``store_id`` of a watch snapshot (both kinds have one); empty when the sender had none."""
+    return str(getattr(message, "store_id", ""))
 
 
 def save_snapshot(path: Path, data: bytes) -> None:
@@ -125,7 +149,9 @@ class WatchStream(Generic[M]):
 
     ``open_stream`` starts the RPC on a channel; ``install`` swaps a snapshot in and says whether it
     did (it is awaited before the snapshot is persisted, and a refused snapshot is not persisted, so the
-    file never runs ahead of what is served)."""
+    file never runs ahead of what is served). A snapshot of another metadata database than the held one
+    never reaches ``install`` unless it is the database ``accept_store_id`` names (see the module's
+    docstring); ``on_refused`` is told of each one refused."""
 
     def __init__(
         self,
@@ -141,6 +167,8 @@ class WatchStream(Generic[M]):
         backoff_max_s: float = 5.0,
         keepalive_s: float = WATCH_KEEPALIVE_S,
         remind_every_s: float = REMIND_EVERY_S,
+        accept_store_id: str = "",
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.what = what
         self.address = address
@@ -157,6 +185,15 @@ class WatchStream(Generic[M]):
             ("grpc.max_receive_message_length", -1),  # a snapshot of any size (see the module's docstring)
         ]
         self._persisted: bytes | None = None
+        self._accept_store_id = accept_store_id
+        self._on_refused = on_refused
+        # The metadata database of the snapshot installed (empty: none yet, or one that named none).
+        self.store_id = ""
+        # The database of the last snapshot refused as another one's (empty: none refused since the last
+        # snapshot installed), and the stream connection (counted) whose error says so: one per connection.
+        self.refused_store_id = ""
+        self._connections = 0
+        self._refusal_logged_on = 0
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
         self._outage = OutageLog(what, address, remind_every_s)
@@ -169,6 +206,7 @@ class WatchStream(Generic[M]):
         if not await self._install(message):
             return None
         self._persisted = message.SerializeToString(deterministic=True)
+        self.store_id = store_of(message)
         return message
 
     def start(self) -> None:
@@ -181,9 +219,41 @@ class WatchStream(Generic[M]):
                 await self._task
             self._task = None
 
+    def _other_store(self, offered: str) -> bool:
+        """Whether a snapshot of database ``offered`` is to be refused (see the module's docstring)."""
+        held = self.store_id
+        return bool(offered and held and offered != held and offered != self._accept_store_id)
+
+    def _refuse_store(self, offered: str) -> None:
+        if self._on_refused is not None:
+            self._on_refused(OTHER_STORE)
+        if self.refused_store_id == offered and self._refusal_logged_on == self._connections:
+            return  # said once on this connection
+        self.refused_store_id = offered
+        self._refusal_logged_on = self._connections
+        _log.error(
+            "%s watch on %s: refusing the snapshot of metadata database %s: the %s served here came from "
+            "database %s. A control plane on another database (a wrong AETHER_DB_URL, another AETHER_HOME) "
+            "would empty it, so this data plane goes on serving what it holds. If database %s is the one "
+            "to follow now, restart this data plane with --accept-store-id %s (or AETHER_ACCEPT_STORE_ID=%s)",
+            *(self.what, self.address, offered, self.what, self.store_id, offered, offered, offered),
+        )
+
     async def _apply(self, message: M) -> None:
+        offered = store_of(message)
+        if self._other_store(offered):
+            self._refuse_store(offered)
+            return  # the held snapshot is still served, and stays the file's
+        if offered and self.store_id and offered != self.store_id:  # the one accept_store_id names
+            _log.warning(
+                "%s watch on %s: following metadata database %s in place of %s, as --accept-store-id / "
+                "AETHER_ACCEPT_STORE_ID says",
+                *(self.what, self.address, offered, self.store_id),
+            )
         if not await self._install(message):
             return  # refused: the previous snapshot is still served, and stays the file's
+        self.store_id = offered
+        self.refused_store_id = ""
         data = message.SerializeToString(deterministic=True)
         if data != self._persisted:
             try:
@@ -196,6 +266,7 @@ class WatchStream(Generic[M]):
         backoff = self._backoff_initial_s
         outage = self._outage
         while True:
+            self._connections += 1
             try:
                 async with open_aio_channel(self.address, self._security, self._channel_options) as channel:
                     async for message in self._open_stream(channel):

@@ -5,6 +5,7 @@ unloaded, and a restart during a control-plane outage serves the persisted plans
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -198,9 +199,12 @@ async def test_the_retry_loop_survives_a_load_cancelled_by_a_plan_that_drops_its
 async def test_plans_follow_a_control_plane_whose_revisions_restarted(
     plane: Plane, deployments: DeploymentsClient, models: Models, tmp_path: Path
 ) -> None:
-    """A control plane restored from a backup (here: on a fresh database, at the same address) hands out
-    plan revisions it handed out before, for other content. The watch reused a held plan whenever its
-    revision matched, so the data plane went on serving the old version."""
+    """A control plane restored from a backup (here: a copy of its database taken before anything was
+    deployed, at the same address) hands out plan revisions it handed out before, for other content. The
+    watch reused a held plan whenever its revision matched, so the data plane went on serving the old
+    version. (The copy is the same metadata database, store id and all: a fresh one would be refused.)"""
+    backup = tmp_path / "restored.db"
+    _sqlite_backup(plane.db_url, backup)
     old = models.register("eta")
     created = await asyncio.to_thread(deployments.create, "eta-prod", [variant("eta", old)])
     loader = RecordingLoader()
@@ -211,7 +215,7 @@ async def test_plans_follow_a_control_plane_whose_revisions_restarted(
         await watch.wait_for_revision(created.plan_revision, 10)
         await asyncio.to_thread(plane.server.stop)
         settings = ControlPlaneSettings(
-            home=tmp_path / "restored", db_url=f"sqlite:///{tmp_path / 'restored.db'}",
+            home=tmp_path / "restored", db_url=f"sqlite:///{backup}",
             redis_url=plane.redis_url, listen_addr=plane.address, watch_poll_interval_s=0.1,
         )  # fmt: skip
         fresh = await asyncio.to_thread(ThreadedControlPlane, settings)
@@ -232,6 +236,16 @@ async def test_plans_follow_a_control_plane_whose_revisions_restarted(
         await watch.stop()
         if fresh is not None:
             await asyncio.to_thread(fresh.stop)
+
+
+def _sqlite_backup(db_url: str, to: Path) -> None:
+    """A consistent copy of a SQLite database (SQLite's online backup), as an operator's backup is."""
+    source, target = sqlite3.connect(db_url.removeprefix("sqlite:///")), sqlite3.connect(to)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
 
 
 class _ScriptedPlans(dpb_grpc.DeploymentsServicer):

@@ -226,3 +226,12 @@ def test_flags_are_held_to_the_ranges_of_their_variables(flags: list[str], messa
     with pytest.raises(ConfigurationError, match="^" + re.escape(message)):
         parse_args(flags, {})
     assert parse_args(["--max-queue-size", "1", "--intra-op-threads", "0"], {})[0].max_queue_size == 1
+
+
+def test_the_store_to_accept_comes_from_its_variable_or_its_flag() -> None:
+    """The deliberate way to follow another metadata database (data_plane.watch_stream): none by default."""
+    assert DataPlaneSettings.from_env({}).accept_store_id == ""
+    from_env = DataPlaneSettings.from_env({"AETHER_ACCEPT_STORE_ID": " 6f1d2c3e-9a8b \n"})
+    assert from_env.accept_store_id == "6f1d2c3e-9a8b"
+    settings, _ = parse_args(["--accept-store-id", "0b5cbd47"], {"AETHER_ACCEPT_STORE_ID": "other"})
+    assert settings.accept_store_id == "0b5cbd47"
