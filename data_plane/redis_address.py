@@ -102,3 +102,16 @@ class RedisAddress:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}/{self.db}"
+
+
+def credentials_given_twice(url: str) -> list[str]:
+    """The credentials (``"username"``, ``"password"``) that ``url``, one :meth:`RedisAddress.from_url`
+    takes, gives both in its userinfo and in its query with different values. redis-py (and so
+    :class:`RedisAddress`) takes the userinfo's without a word; a caller that must not guess which one
+    was meant (``aetherctl dev up``, which sets the password of the Redis it starts) refuses such a URL."""
+    parts = urlsplit(url)
+    query = _query(parts.query, redact_uri(url))
+    userinfo = {"username": parts.username, "password": parts.password}
+    return [
+        name for name, value in userinfo.items() if value and name in query and unquote(value) != query[name]
+    ]

@@ -29,13 +29,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import control_plane
+from clients.env_values import ConfigurationError
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.lifeline import tied
@@ -44,6 +45,7 @@ from clients.uris import redact_uri
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 from control_plane.cli.stack_lock import stack_lock
+from data_plane.redis_address import RedisAddress, credentials_given_twice
 
 _INSTALL_REDIS = (
     "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
@@ -67,7 +69,7 @@ class Service:
 def run(args: argparse.Namespace, settings: CliSettings) -> int:
     """Runs a ``dev`` action (its flags: ``control_plane.cli.dev``)."""
     folder = settings.home / "dev"
-    services = _services(settings, folder)
+    services = _services(settings, folder, starting=args.action == "up")
     if args.action == "up":
         with stack_lock(folder, wait_s=args.wait):
             return _up(services, folder, settings, args.wait)
@@ -83,14 +85,17 @@ def _down_lock_wait(grace_s: float) -> float:
     return max(60.0, 3 * grace_s + 10.0)
 
 
-def _services(settings: CliSettings, folder: Path) -> list[Service]:
+def _services(settings: CliSettings, folder: Path, starting: bool = True) -> list[Service]:
+    """The stack's services; ``starting``: for ``up`` (its Redis's config is read from the URL, a URL it
+    cannot use is refused), not for ``down`` or ``status``, which start nothing and must work with
+    whatever URL is set."""
     redis_url = urlsplit(settings.redis_url)
     host, port = redis_url.hostname or "127.0.0.1", redis_url.port or 6379
     data_dir = folder / "redis"
     python = sys.executable
     # The URL's credentials go in a config file, not on the command line, which any user of the host
     # reads (ps); redis-server takes the file first, then the options after it.
-    config = redis_auth_config(settings.redis_url)
+    config = redis_auth_config(settings.redis_url) if starting else ""
     config_path = folder / "redis.conf"
     config_args = [str(config_path)] if config else []
     return [
@@ -134,18 +139,35 @@ def _services(settings: CliSettings, folder: Path) -> list[Service]:
     ]  # fmt: skip
 
 
+_CREDENTIAL_WORDS = {"username": "user name", "password": "password"}
+
+
 def redis_auth_config(url: str) -> str:
     """redis-server configuration that makes it take the credentials in ``url`` ("" when it holds none).
 
     Without it the stack's Redis ran without a password while every client sent one: each PING failed
-    with an authentication error, and ``dev up`` waited out ``--wait`` before calling Redis not ready."""
-    parts = urlsplit(url)
-    password = unquote(parts.password or "")
+    with an authentication error, and ``dev up`` waited out ``--wait`` before calling Redis not ready.
+    The credentials are read as the clients read them (:class:`RedisAddress`: the userinfo, else
+    ``?username=`` / ``?password=``); reading only the userinfo left a query password out of the config
+    and ``dev up`` blamed "another redis-server". ConfigurationError for a URL the clients cannot use, or
+    one giving a credential twice with different values (which one was meant is the user's to say)."""
+    try:
+        address = RedisAddress.from_url(url)
+        twice = credentials_given_twice(url)
+    except ValueError as error:  # its message shows the URL without its password
+        raise ConfigurationError(f"AETHER_REDIS_URL: {error}") from None
+    if twice:
+        name = twice[0]
+        raise ConfigurationError(
+            f"AETHER_REDIS_URL gives the {_CREDENTIAL_WORDS[name]} twice, with different "
+            f"values, in USER:PASSWORD@ and in ?{name}= ({redact_uri(url)}); give it once"
+        )
+    password = address.password or ""
     if not password:  # redis-py sends no AUTH for an empty password either
         return ""
     # The default user's password: a URL without a user name logs in as that user.
     lines = [f"requirepass {_config_word(password)}"]
-    user = unquote(parts.username or "")
+    user = address.username or ""
     if user and user != "default":
         lines.append(f"user {_config_word(user)} on {_config_word('>' + password)} ~* &* +@all")
     return "\n".join(lines) + "\n"
@@ -493,4 +515,4 @@ def start_stack(
 def stop_stack(settings: CliSettings, grace_s: float = 10.0) -> None:
     folder = settings.home / "dev"
     with stack_lock(folder, wait_s=_down_lock_wait(grace_s)):
-        _down(_services(settings, folder), folder, grace_s)
+        _down(_services(settings, folder, starting=False), folder, grace_s)

@@ -134,12 +134,17 @@ def test_status_never_prints_the_redis_password(dev_env: dict[str, str]) -> None
     assert f"redis://127.0.0.1:{port}" in status.stdout
 
 
-def test_dev_up_starts_redis_with_the_password_of_its_url(dev_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_dev_up_starts_redis_with_the_password_of_its_url(dev_env: dict[str, str], form: str) -> None:
     """redis-server was started without the URL's password: every readiness PING failed authentication,
-    and `dev up` waited out --wait, then said Redis was not ready."""
+    and `dev up` waited out --wait, then said Redis was not ready. The query form (`?password=`, which the
+    README documents and the clients read) was still ignored: `dev up` blamed "another redis-server"."""
     port = dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
     password = 'Top Secret"\\é%'
-    url = f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
+    if form == "userinfo":
+        url = f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
+    else:  # redis-py decodes a query value twice (parse_qs, then unquote): so is it encoded here
+        url = f"redis://127.0.0.1:{port}/0?password={quote(quote(password, safe=''), safe='')}"
     env = dict(dev_env, AETHER_REDIS_URL=url)
     home = Path(dev_env["AETHER_HOME"]) / "dev"
     started = time.monotonic()
@@ -181,6 +186,70 @@ def test_the_redis_config_takes_the_credentials_of_the_url(tmp_path: Path, crede
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}/0?password=pw",
+        "redis://127.0.0.1:{port}/0?username=aether&password=pw",
+        "redis://127.0.0.1:{port}/0?username=default&password=pw",
+        "redis://127.0.0.1:{port}?db=0&username=aether&password="
+        + quote(quote(" a\"b\\c'd é#&+", safe=""), safe=""),
+        "redis://:pw@127.0.0.1:{port}/0?username=aether",  # the user from the query, the password not
+        "redis://aether@127.0.0.1:{port}/0?password=pw",  # and the other way round
+        "redis://:pw@127.0.0.1:{port}/0?password=pw",  # both forms, the same password
+    ],
+)
+def test_the_redis_config_takes_the_credentials_of_the_url_query(tmp_path: Path, url: str) -> None:
+    """`?username=` / `?password=`, which the clients (redis-py, the data plane) send, were not written to
+    redis.conf: the stack's Redis ran without a password and refused every client."""
+    port = free_port()
+    url = url.format(port=port)
+    config = tmp_path / "redis.conf"
+    config.write_text(redis_auth_config(url))
+    assert "requirepass" in config.read_text()
+    server = subprocess.Popen(
+        ["redis-server", str(config), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            unauthenticated_ping(port)  # no password, no access
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "named"),
+    [
+        (":mine@127.0.0.1:{port}/0?password=theirs", "password"),
+        ("alice:pw@127.0.0.1:{port}/0?username=bob", "user name"),
+    ],
+)
+def test_a_url_that_gives_its_credentials_twice_differently_fails_dev_up_in_one_line(
+    dev_env: dict[str, str], credentials: str, named: str
+) -> None:
+    """redis-py takes the userinfo's and ignores the query's without a word; dev up says which it means."""
+    port = dev_env["AETHER_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+    env = dict(dev_env, AETHER_REDIS_URL="redis://" + credentials.format(port=port))
+    try:
+        up = aetherctl(env, "dev", "up", "--wait", "60")
+        assert up.returncode == 2, up.stderr
+        assert up.stderr.startswith(f"error: AETHER_REDIS_URL gives the {named} twice"), up.stderr
+        assert len(up.stderr.strip().splitlines()) == 1
+        for secret in ("mine", "theirs"):
+            assert secret not in up.stderr
+        assert not list((Path(dev_env["AETHER_HOME"]) / "dev").glob("*.pid"))
+        assert not redis_answers(f"redis://127.0.0.1:{port}/0")
+    finally:
+        # dev down starts nothing from the URL's credentials, so it works with this URL too.
+        assert aetherctl(env, "dev", "down").returncode == 0
 
 
 def test_a_redis_that_refuses_the_password_fails_dev_up_at_once(dev_env: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redis.connection import parse_url
 
 from clients.uris import redact_uri
-from data_plane.redis_address import RedisAddress
+from data_plane.redis_address import RedisAddress, credentials_given_twice
 
 
 def _agrees_with_redis_py(url: str) -> RedisAddress | None:
@@ -128,3 +128,19 @@ def test_a_password_with_a_raw_slash_hash_or_question_mark_is_never_shown(
         RedisAddress.from_url(url)
     for shown in (str(refused.value), redact_uri(url)):
         assert not any(piece in shown for piece in pieces if len(piece) >= 6), shown
+
+
+@pytest.mark.parametrize(
+    ("url", "twice"),
+    [
+        ("redis://127.0.0.1:6379?password=pw", []),
+        ("redis://:pw@127.0.0.1:6379?password=pw", []),  # the same value: nothing to choose
+        ("redis://:pw@127.0.0.1:6379?password=p%2577", []),  # decoded as redis-py does: p%77 then pw
+        ("redis://:pw@127.0.0.1:6379?username=reader", []),  # each credential given once
+        ("redis://:pw@127.0.0.1:6379?password=other", ["password"]),
+        ("redis://alice:pw@127.0.0.1:6379?username=bob&password=pw", ["username"]),
+        ("redis://alice:pw@127.0.0.1:6379?username=bob&password=x", ["username", "password"]),
+    ],
+)
+def test_credentials_given_twice_with_different_values_are_named(url: str, twice: list[str]) -> None:
+    assert credentials_given_twice(url) == twice
