@@ -13,6 +13,7 @@ import grpc.aio
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from clients.errors import InvalidArgument, NotFound, maps_errors
@@ -26,6 +27,7 @@ from control_plane.monitoring import config as configs
 from control_plane.monitoring.feedback import record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.history import has_history
+from control_plane.monitoring.model_outputs import check_prediction_output
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.performance import performance
 from control_plane.monitoring.profiles import ReferenceCache, link_reference_profile
@@ -36,7 +38,7 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Monitoring"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 #: Looks a deployment up by name, raising ``NotFound`` for an unknown one (``DeploymentManager.get``).
-DeploymentLookup: TypeAlias = Callable[[str], object]
+DeploymentLookup: TypeAlias = Callable[[str], dpb.Deployment]
 
 
 async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -76,6 +78,12 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         if not request.HasField("config") or not request.config.deployment:
             raise InvalidArgument("a monitor config with a deployment name is required")
         await self._require_deployment(request.config.deployment, or_history=False)
+        if request.config.prediction_output:
+            # An output the served models lack was stored, and the monitor then read no prediction of the
+            # deployment (every label "orphaned"). Checked before the conditional write, which it leaves
+            # as it is: a deployment changing models after this is the monitor's to count and report.
+            deployment = await _run(self._deployment, request.config.deployment)
+            await _run(check_prediction_output, self._sessions, request.config, deployment)
         expected = request.expected_revision if request.HasField("expected_revision") else None
         config = await _run(
             configs.put_config,

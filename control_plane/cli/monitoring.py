@@ -246,4 +246,11 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
         f"{response.orphaned_feedback}",
         file=out,
     )
+    # Joined, but logged without the output the config names: said, or they read as unexplained INVALID.
+    for item in response.unscored:
+        print(
+            f"not scored: {item.n_labels} labelled predictions of {item.model_name} v{item.version}, logged "
+            f"without the output {item.output!r} (the monitor config's prediction_output)",
+            file=out,
+        )
     return 0

@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,8 @@ class LabelledPredictions:
     labels: npt.NDArray[np.float64]
     predictions: list[list[float]]
     is_label: npt.NDArray[np.bool_]
+    #: The (model, version) that made each row (empty where the caller did not say).
+    versions: list[tuple[str, int]] = field(default_factory=list)
 
 
 def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPrediction]) -> int:
@@ -253,6 +255,8 @@ def labelled_predictions(
                 PredictionIndexRow.ts_us,
                 PredictionIndexRow.prediction,
                 PredictionIndexRow.prediction_is_label,
+                PredictionIndexRow.model_name,
+                PredictionIndexRow.version,
             )
             .where(
                 PredictionIndexRow.deployment == deployment,
@@ -266,6 +270,7 @@ def labelled_predictions(
         labels=np.array([r.label for r in rows], dtype=np.float64),
         predictions=[[float(v) for v in r[1]] for r in rows],
         is_label=np.array([bool(r[2]) for r in rows], dtype=np.bool_),
+        versions=[(str(r[3]), int(r[4])) for r in rows],
     )
 
 

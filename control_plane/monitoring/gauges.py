@@ -19,6 +19,9 @@
 ``aether_monitor_rows_dropped_total``               logged rows no drift window holds: ``late`` for
 ``{deployment,reason}``                             their time window, or ``mismatched`` (another
                                                     feature count than the window's)
+``aether_monitor_predictions_unscored_total``       logged prediction rows without the output the
+``{deployment,model,version,output}``               monitor config names: indexed without a value, so
+                                                    their labels join but are not scored
 ==================================================  ==============================================
 """
 
@@ -106,6 +109,12 @@ class MonitorGauges:
             "aether_monitor_rows_dropped",
             "Logged rows left out of the drift windows: late, or another feature count",
             ["deployment", "reason"],
+            registry=registry,
+        )
+        self.predictions_unscored = Counter(
+            "aether_monitor_predictions_unscored",
+            "Logged prediction rows without the output the monitor config names (not scored)",
+            ["deployment", "model", "version", "output"],
             registry=registry,
         )
 

@@ -86,6 +86,7 @@ from control_plane.monitoring.feedback import (
     prune,
 )
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.model_outputs import UnscoredPredictions
 from control_plane.monitoring.outputs import prediction_output
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
@@ -116,6 +117,8 @@ class _Decoded:
     logged: LoggedPrediction | None = None
     index_rows: list[IndexedPrediction] = field(default_factory=list)
     problem: BaseException | None = None
+    #: The output the config names, when the entry's answer lacks it (its rows are indexed valueless).
+    missing_output: str | None = None
 
     def refuse(self, problem: BaseException) -> None:
         self.outcome, self.logged, self.index_rows, self.problem = "malformed", None, [], problem
@@ -165,6 +168,7 @@ class Monitor:
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
         self._configs: dict[str, pb.MonitorConfig] = {}
+        self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
         self._background = BackgroundLoop("drift-monitor")
         # Intervals are timed on the monotonic clock: on the wall clock, a step back (NTP) held the
         # quality checks, their alerts and the prune until it caught up with the last run again.
@@ -298,7 +302,8 @@ class Monitor:
             logged = decode_entry(fields)
             if logged is None:
                 return _Decoded(entry_id, "skipped")
-            return _Decoded(entry_id, "monitored", logged, self._index_rows(logged))
+            rows, missing = self._index_rows(logged)
+            return _Decoded(entry_id, "monitored", logged, rows, missing_output=missing)
         except Exception as exc:  # MalformedEntry, or a decoding bug: either way this entry's problem only
             return _Decoded(entry_id, "malformed", problem=exc)
 
@@ -332,6 +337,12 @@ class Monitor:
             except Exception as exc:  # a bug on this entry's data must not stop the reader either
                 decoded.refuse(exc)
         self.gauges.entries.labels(decoded.outcome).inc()
+        if (
+            decoded.missing_output is not None
+            and decoded.logged is not None
+            and decoded.outcome == "monitored"
+        ):
+            self._unscored.count(decoded.logged, decoded.missing_output, len(decoded.index_rows))
         if decoded.problem is not None:
             _log.warning(
                 "skipping a malformed prediction-log entry %s: %s",
@@ -340,10 +351,20 @@ class Monitor:
                 exc_info=None if isinstance(decoded.problem, MalformedEntry) else decoded.problem,
             )
 
-    def _index_rows(self, logged: LoggedPrediction) -> list[IndexedPrediction]:
+    def _index_rows(self, logged: LoggedPrediction) -> tuple[list[IndexedPrediction], str | None]:
+        """The entry's rows for the prediction index, and the output the config names when the entry's
+        answer lacks it (None when it has it). Such rows are indexed without a value: left out, their
+        labels read as orphaned ("prediction not logged"), which was false, and nothing said why; indexed,
+        the labels join and the quality windows count them invalid (:func:`.performance.derive`)."""
         output_name, output = self._output(logged)
+        missing = None
         if output is None:
-            return []
+            missing = output_name
+            any_output = next(iter(logged.outputs.values()), logged.features)
+            rows = 0 if any_output is None else any_output.shape[0]
+            values: list[list[float]] = [[] for _ in range(rows)]
+        else:
+            values = [[float(v) for v in output[row]] for row in range(output.shape[0])]
         is_label = output_name in logged.integer_outputs
         return [
             IndexedPrediction(
@@ -354,11 +375,11 @@ class Monitor:
                 logged.version,
                 logged.variant,
                 logged.ts_us,
-                [float(v) for v in output[row]],
+                value,
                 is_label,
             )
-            for row in range(output.shape[0])
-        ]
+            for row, value in enumerate(values)
+        ], missing
 
     def _output(self, logged: LoggedPrediction) -> tuple[str, npt.NDArray[np.float64] | None]:
         config = self._config(logged.deployment)

@@ -12,7 +12,9 @@ Metric definitions are those of :mod:`kernels.metrics`.
 
 A labelled row whose logged output is missing or holds a value that is not finite (a model answering NaN)
 has no prediction to score: it is left out of the metrics and counted (``n_invalid_predictions``), and with
-an alert threshold set it makes its window DEGRADED. One NaN in a window made every metric NaN, so all of
+an alert threshold set it makes its window DEGRADED. Rows logged without the output the config names (the
+monitor indexes them without a value) are also listed per model version (``unscored``), so the reply
+says why they were not scored. One NaN in a window made every metric NaN, so all of
 them were left out and the window read OK whatever the other rows' errors.
 
 Window bounds are int64 microseconds (the database's and the protocol's): a range whose windows would
@@ -21,6 +23,7 @@ reach past them is refused (INVALID_ARGUMENT), not answered INTERNAL.
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -193,4 +196,17 @@ def performance(
     response.windows.extend(
         windows_of(config, joined, prediction_times(sessions, config.deployment, lo, hi), since, until)
     )
+    response.unscored.extend(unscored(config, joined))
     return response
+
+
+def unscored(config: pb.MonitorConfig, joined: LabelledPredictions) -> list[pb.UnscoredPredictions]:
+    """Per model version, the labelled rows indexed without a value: logged without the output the config
+    names (the monitor indexes such a row with an empty prediction, :mod:`.monitor`)."""
+    counts = collections.Counter(
+        version for version, row in zip(joined.versions, joined.predictions, strict=True) if not row
+    )
+    return [
+        pb.UnscoredPredictions(model_name=model, version=version, output=config.prediction_output, n_labels=n)
+        for (model, version), n in sorted(counts.items())
+    ]

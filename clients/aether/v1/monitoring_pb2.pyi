@@ -299,20 +299,34 @@ class PerformanceWindow(_message.Message):
     def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., n_predictions: _Optional[int] = ..., n_labels: _Optional[int] = ..., status: _Optional[_Union[PerformanceStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_invalid_predictions: _Optional[int] = ...) -> None: ...
 
 class GetPerformanceResponse(_message.Message):
-    __slots__ = ("deployment", "task", "alert_metric", "alert_threshold", "windows", "orphaned_feedback")
+    __slots__ = ("deployment", "task", "alert_metric", "alert_threshold", "windows", "orphaned_feedback", "unscored")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ALERT_METRIC_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     ORPHANED_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    UNSCORED_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     task: TaskType
     alert_metric: str
     alert_threshold: float
     windows: _containers.RepeatedCompositeFieldContainer[PerformanceWindow]
     orphaned_feedback: int
-    def __init__(self, deployment: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ..., orphaned_feedback: _Optional[int] = ...) -> None: ...
+    unscored: _containers.RepeatedCompositeFieldContainer[UnscoredPredictions]
+    def __init__(self, deployment: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ..., orphaned_feedback: _Optional[int] = ..., unscored: _Optional[_Iterable[_Union[UnscoredPredictions, _Mapping]]] = ...) -> None: ...
+
+class UnscoredPredictions(_message.Message):
+    __slots__ = ("model_name", "version", "output", "n_labels")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    N_LABELS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: int
+    output: str
+    n_labels: int
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., output: _Optional[str] = ..., n_labels: _Optional[int] = ...) -> None: ...
 
 class RegisterReferenceProfileRequest(_message.Message):
     __slots__ = ("model_name", "version", "artifact_sha256", "output_artifact_sha256")

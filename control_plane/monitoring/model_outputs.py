@@ -1,0 +1,101 @@
+"""Whether the model versions a deployment serves have the output its monitor config names.
+
+``MonitorConfig.prediction_output`` naming an output the model does not have (a typo, or a name of an
+earlier model) was stored, and the monitor then indexed none of the deployment's predictions: every label
+read as orphaned ("its prediction was not logged") and the quality windows stopped moving. ConfigureMonitor
+refuses such a name where the registry knows the versions' outputs (their signatures list them; a
+signature without outputs says nothing, and the data plane then logs every output the model has). The
+deployment may serve another model later: the monitor counts and reports the predictions logged without
+the output then (:mod:`.monitor`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import Counter
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session, sessionmaker
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
+from control_plane.db import read_session
+from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
+from control_plane.monitoring.entries import LoggedPrediction
+
+Version = tuple[str, int]
+
+
+def signature_outputs(
+    sessions: sessionmaker[Session], versions: Iterable[Version]
+) -> dict[Version, list[str]]:
+    """The output names each of ``versions`` lists in its signature, in the signature's order; a version
+    the registry does not hold is left out."""
+    wanted = sorted(set(versions))
+    if not wanted:
+        return {}
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(RegisteredModelRow.name, ModelVersionRow.version, ModelVersionRow.signature)
+            .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+            .where(tuple_(RegisteredModelRow.name, ModelVersionRow.version).in_(wanted))
+        ).all()
+    return {
+        (name, int(version)): [str(t["name"]) for t in (signature or {}).get("outputs", [])]
+        for name, version, signature in rows
+    }
+
+
+def check_prediction_output(
+    sessions: sessionmaker[Session], config: pb.MonitorConfig, deployment: dpb.Deployment
+) -> None:
+    """``InvalidArgument`` naming their outputs when a model version ``deployment`` serves lacks the output
+    ``config.prediction_output`` names (nothing to check without a name: the first output is read)."""
+    name = config.prediction_output
+    if not name:
+        return
+    served = [(variant.model_name, int(variant.version)) for variant in deployment.variants]
+    known = signature_outputs(sessions, served)
+    lacking = [
+        f"{model} v{version} (outputs: {', '.join(known[(model, version)])})"
+        for model, version in dict.fromkeys(served)
+        if known.get((model, version)) and name not in known[(model, version)]
+    ]
+    if lacking:
+        raise InvalidArgument(
+            f"invalid monitor config: prediction_output {name!r} is not an output of the model versions "
+            f"deployment {deployment.name!r} serves: {'; '.join(lacking)}; name one of their outputs, "
+            "or none for each model's first"
+        )
+
+
+class UnscoredPredictions:
+    """The monitor's count of prediction rows logged without the output the config names (indexed without
+    a value, so that their labels join: see ``Monitor._index_rows``), said once per model version and
+    output in this process in a warning: the monitor reads many entries a second."""
+
+    def __init__(self, counter: Counter, log: logging.Logger) -> None:
+        self._counter = counter
+        self._log = log
+        self._said: set[tuple[str, str, int, str]] = set()
+
+    def count(self, logged: LoggedPrediction, output: str, rows: int) -> None:
+        self._counter.labels(logged.deployment, logged.model, str(logged.version), output).inc(rows)
+        key = (logged.deployment, logged.model, logged.version, output)
+        if key in self._said:
+            return
+        self._said.add(key)
+        self._log.warning(
+            "deployment %r: the logged answers of %s v%d have no output %r, which its monitor config names"
+            " as the prediction output (they have: %s); their predictions are indexed without a value, so"
+            " their labels join but are not scored (counted in aether_monitor_predictions_unscored_total,"
+            " listed in GetPerformance's unscored); name one of its outputs with `aetherctl monitor"
+            " configure %s --prediction-output NAME`",
+            logged.deployment,
+            logged.model,
+            logged.version,
+            output,
+            ", ".join(logged.outputs) or "no output",
+            logged.deployment,
+        )
