@@ -80,6 +80,9 @@ class JobLaunch:
     files: JobFiles
     #: The OS user the job runs as (``AETHER_JOB_USER``, ``job_user.py``); None = the control plane's.
     user: JobUser | None = None
+    #: Whether no other process runs as ``user`` (a uid of ``AETHER_JOB_UID_RANGE``): the launcher then
+    #: ends the attempt's processes by that uid, at once (``reaper.signal_uid``).
+    uid_of_its_own: bool = False
 
 
 class JobHandle(Protocol):
@@ -317,6 +320,8 @@ class LocalExecutor:
             argv += ["--module", job.spec.entrypoint.module]
         if job.user is not None:  # the launcher stays this user: only the job itself runs as the job user
             argv += ["--user", str(job.user.uid), "--group", str(job.user.gid), "--user-name", job.user.name]
+            if job.uid_of_its_own:
+                argv.append("--uid-of-its-own")
         argv += ["--", *job_argv(job.spec, self._python)]
         # Never the control plane's whole environment: it holds the admin token and the database's and
         # Redis's passwords, and a job's log (what it prints) is readable with the read-only token.

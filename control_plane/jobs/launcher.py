@@ -32,7 +32,9 @@ passes the group's SIGTERM on to them, kills every process below it on the execu
 :data:`~control_plane.jobs.reaper.KILL_SIGNAL` (the executor never SIGKILLs the launcher while it
 lives), and once the job's main process has ended it records the exit, then ends whatever is left below
 it (SIGTERM, SIGKILL ``--kill-grace`` seconds later, reaping each) before it exits: nothing of an
-attempt runs once its launcher has gone.
+attempt runs once its launcher has gone. With ``--uid-of-its-own`` (the ``--user`` is a uid of
+``AETHER_JOB_UID_RANGE``, which no other process runs as) those signals go to every process of that uid
+at once (``reaper.signal_uid``), which no chain of forks outruns.
 
 If the launcher itself is killed (SIGKILL, OOM killer), the job must not run on unobserved: on Linux the
 job is started with a parent-death signal (SIGKILL), and the executor stops what is left of the group
@@ -326,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", type=int, default=None, help="the gid the job runs as")
     parser.add_argument("--user-name", default="", help="the job user's name, for messages")
     parser.add_argument(
+        "--uid-of-its-own", action="store_true", help="no other process runs as --user (a uid range's)"
+    )
+    parser.add_argument(
         "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL, for what the job left"
     )
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -392,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         def note(line: str) -> None:
             log.write(f"[aether] {line}\n".encode())
 
-        family = Family(child.pid, note)
+        # Only a uid of the attempt's own may be signalled whole: a job user's is shared by other jobs.
+        family = Family(child.pid, note, args.user if args.uid_of_its_own else None)
         signals.family = family
         if signals.kill_requested:  # killed while the job was being started
             family.kill_all()

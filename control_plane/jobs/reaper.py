@@ -8,8 +8,12 @@ token. So the launcher makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBR
 below it whose parent exits is re-parented to the launcher rather than to init, so every process the job
 started stays the launcher's descendant, whatever group or session it moved to. When the job's main
 process has ended (or the attempt is killed), :class:`Family` ends every descendant left and reaps it
-(looping over the launcher's children until ``waitpid`` says none is left), so nothing of the attempt
-runs once the launcher has gone.
+(passes that signal what is left and reap every child that ended, until ``waitpid`` says none is left),
+so nothing of the attempt runs once the launcher has gone. An attempt with a uid of its own
+(``AETHER_JOB_UID_RANGE``) is signalled by that uid (:func:`signal_uid`), which a chain of processes
+each forking its successor cannot outrun; without one, the passes list the descendants from ``/proc``,
+and such a chain, forking faster than a pass lists it, holds the launcher (and the attempt, its devices)
+until it stops by itself: its dead links are reaped as they go, so it does not fill the pid table.
 
 Elsewhere than Linux there is no subreaper and no ``/proc``: only the job's main process is waited for,
 and what left the group is out of reach, as it always was there.
@@ -47,9 +51,9 @@ def become_subreaper() -> bool:
 
 
 def descendants(root: int) -> list[int]:
-    """The pids of the processes below ``root`` (children first), zombies included (signalling one does
-    no harm, and its children, already re-parented, are listed under their new parent). [] without
-    ``/proc``."""
+    """The pids of the live processes below ``root`` (children first): zombies are left out, since
+    signalling one does nothing (and its children, re-parented when it exited, are listed under their
+    new parent). [] without ``/proc``."""
     children: dict[int, list[int]] = {}
     try:
         entries = list(os.scandir("/proc"))
@@ -62,8 +66,9 @@ def descendants(root: int) -> list[int]:
             stat = Path(entry.path, "stat").read_text()
         except OSError:  # it exited meanwhile
             continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     found: list[int] = []
     queue = list(children.get(root, ()))
     while queue:
@@ -73,23 +78,89 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def signal_uid(uid: int, signum: signal.Signals) -> bool:
+    """Sends ``signum`` to every process of ``uid`` at once: ``kill(-1)`` from a short-lived child that
+    has become ``uid`` (real, effective and saved). Linux delivers it walking the task list under its
+    lock, and a fork that races it fails, so a chain of processes each forking its successor cannot slip
+    past, where a pass over ``/proc`` is always behind it. Only for a uid that nothing else runs as (an
+    attempt's of ``AETHER_JOB_UID_RANGE``): never root nor this process's own uid, for which it refuses
+    (False); the child exits without signalling anything when its switch did not take."""
+    if uid in (0, os.getuid(), os.geteuid()):
+        return False
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the switch and the one signal, then out
+        try:
+            os.setresuid(uid, uid, uid)
+            # A launcher that is not root keeps its capabilities through a switch between two non-zero
+            # uids: with CAP_KILL, kill(-1) would reach every process of the host.
+            _drop_capabilities()
+            if os.getresuid() == (uid, uid, uid) and _capabilities() == 0:
+                os.kill(-1, signum)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return True
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _drop_capabilities() -> None:
+    """Empties this process's effective, permitted and inheritable capability sets (``capset``; linux/
+    capability.h, version 3); whether that took is for :func:`_capabilities` to say."""
+    header = _CapHeader(0x20080522, 0)
+    ctypes.CDLL(None, use_errno=True).capset(ctypes.byref(header), (_CapData * 2)())
+
+
+def _capabilities() -> int | None:
+    """This process's effective capabilities (``/proc/self/status``), None when unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class Family:
     """The job's main process and whatever it started, all below this process (a subreaper).
 
     :meth:`wait_main` reaps every child that ends (orphans re-parented here included) until the main
     one has; :meth:`end_the_rest` then ends what is left. :meth:`kill_all` is safe in a signal handler
-    (Python runs those between bytecodes of the main thread): it only sends signals, never reaps, so the
-    main process's status is reaped by :meth:`wait_main` alone."""
+    (Python runs those between bytecodes of the main thread): it only sends signals (from a child it
+    waits for itself, with ``uid``), never reaps another child, so the main process's status is reaped
+    by :meth:`wait_main` alone.
 
-    def __init__(self, main: int, log: Callable[[str], None]) -> None:
+    Each pass of the clean-up signals the live processes found and then reaps every child that has
+    ended, so it costs what is there, not what is there times the number of passes (one reaped per pass
+    made 2,000 leftovers take 90 s, and a forking chain's dead links pile up toward the pid table's size).
+    With ``uid``, a uid only this attempt runs as, the signals go to that uid (:func:`signal_uid`), which
+    no chain of forks outruns; without one, each pass lists the descendants from ``/proc``, and a chain
+    forking its successors faster than a pass can list them keeps the launcher (and the attempt) until it
+    stops."""
+
+    def __init__(self, main: int, log: Callable[[str], None], uid: int | None = None) -> None:
         self.main = main
         self._log = log
         self._me = os.getpid()
+        self._uid = uid
         self.main_code: int | None = None
         #: Set by :meth:`kill_all`: the attempt is being killed, no grace is given any more.
         self.killing = False
 
     def _signal_all(self, signum: signal.Signals, *, outside_group: bool = False) -> None:
+        if not outside_group and self._uid is not None and signal_uid(self._uid, signum):
+            return
         own_group = os.getpgid(0)
         for pid in descendants(self._me):
             try:
@@ -120,6 +191,12 @@ class Family:
             self.main_code = os.waitstatus_to_exitcode(status)
         return pid
 
+    def _reap_ended(self) -> bool:
+        """Reaps every child that has ended; whether a child is left."""
+        while reaped := self._reap(block=False):
+            pass
+        return reaped is not None
+
     def wait_main(self) -> int:
         """Waits for the main process, reaping whatever else ends meanwhile; its code as ``Popen``'s
         (negative: killed by that signal)."""
@@ -128,34 +205,29 @@ class Family:
                 self.kill_all()
             if self._reap(block=True) is None:  # cannot be: the main process is a child until reaped
                 raise ChildProcessError(f"the job's process {self.main} was not this process's child")
+            self._reap_ended()  # the others that ended meanwhile: one pass each would be quadratic
         return self.main_code
 
     def end_the_rest(self, grace_s: float, ended: str) -> None:
         """Ends every descendant the main process left (``ended`` says how it ended): SIGTERM, then
         SIGKILL after ``grace_s`` (at once when the attempt is being killed), reaping each, until this
         process has no child left."""
-        while reaped := self._reap(block=False):  # those that ended already
-            pass
-        if reaped is None:
+        if not self._reap_ended():  # those that ended already
             return
         if not self.killing:
             self._log(f"the job ended ({ended}) but left processes running; sending them SIGTERM")
             self._signal_all(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while not self.killing and time.monotonic() < deadline:
-                reaped = self._reap(block=False)
-                if reaped is None:
+                if not self._reap_ended():
                     return
-                if reaped == 0:
-                    time.sleep(_POLL_S)
+                time.sleep(_POLL_S)
             if not self.killing:
                 self._log(f"processes the job left still running {grace_s:g}s after SIGTERM; sending SIGKILL")
-        # Each pass kills what is there, the processes re-parented here since the last one included;
-        # once no child is left, nothing is below this process.
+        # Each pass kills what is there, the processes re-parented here since the last one included, then
+        # reaps all that ended; once no child is left, nothing is below this process.
         while True:
             self._signal_all(signal.SIGKILL)
-            reaped = self._reap(block=False)
-            if reaped is None:
+            if not self._reap_ended():
                 return
-            if reaped == 0:
-                time.sleep(_POLL_S / 5)
+            time.sleep(_POLL_S / 5)

@@ -467,7 +467,8 @@ class Supervisor:
 def _launch_of(row: JobRow, settings: JobsSettings, user: JobUser | None = None) -> JobLaunch:
     """The job of ``row`` as the executor takes it; ``user`` the attempt's (default: the job user)."""
     user = user or settings.job_user
-    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), user)
+    own = user is not None and settings.job_uid_range is not None and user.uid in settings.job_uid_range
+    return JobLaunch(row.job_id, spec_from_dict(row.spec), JobFiles(Path(row.folder)), user, own)
 
 
 def _unreadable_spec(row: JobRow) -> str:
