@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -147,8 +148,10 @@ class LocalHandle:
     group or not (a daemon's ``setsid``), and once the job's main process has ended it records the exit,
     ends what is left (SIGTERM, SIGKILL ``kill_grace_s`` later) and only then exits. ``terminate`` is
     SIGTERM to the group (the launcher passes it on to the processes that left it); ``kill`` asks the
-    launcher to SIGKILL everything below it, never SIGKILL to the launcher, whose death would hand what
-    left the group to init. ``poll`` returns the launcher's status once it has gone and its group is
+    launcher to SIGKILL everything below it, not SIGKILL to the launcher, whose death would hand what
+    left the group to init, unless nothing is below it yet (it has not started the job: stuck before,
+    it would never end) or it is still alive ``kill_grace_s`` after it was asked (its clean-up stuck).
+    ``poll`` returns the launcher's status once it has gone and its group is
     empty: a launcher that was killed itself (the OOM killer) leaves the job to its parent-death signal
     and what is left in the group to this handle (SIGTERM, then SIGKILL ``kill_grace_s`` later), so
     the attempt's devices are never handed to the next job while one of its processes runs. (With the
@@ -173,6 +176,7 @@ class LocalHandle:
         self._group_gone = False
         self._leftovers_termed_at: float | None = None  # time.monotonic() of the SIGTERM to leftovers
         self._leftovers_killed = False
+        self._kill_asked_at: float | None = None  # time.monotonic() of the first KILL_SIGNAL to the launcher
 
     @property
     def ref(self) -> str:
@@ -206,6 +210,7 @@ class LocalHandle:
     def poll(self) -> ExitStatus | None:
         if self._status is None:
             if self._alive():
+                self._kill_unanswered()
                 return None
             # Without an exit file the launcher was killed before it could record the end.
             self._status = read_exit_file(self._files.exit_file(self._attempt))
@@ -247,6 +252,13 @@ class LocalHandle:
         if not self._alive():
             self._signal(signal.SIGKILL)
             return
+        if not _has_child(self._pid):
+            # Nothing below it yet (its job not started: stuck before, in a read that never returns, say,
+            # where it only notes the kill signal) or any more: nothing of the job's can go on under init.
+            # The parent-death check of a job started meanwhile (launcher.py) makes that hold.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._pid, signal.SIGKILL)
+            return
         # Not SIGKILL to the group while the launcher lives: it would die first, and what had left the
         # group would go on under init. The launcher kills every process below it (KILL_SIGNAL); the
         # group's other members get SIGKILL here too, for a launcher older than that signal, which it
@@ -258,6 +270,41 @@ class LocalHandle:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self._pid, signal.SIGCONT)  # a stopped launcher would keep the signal pending
             os.kill(self._pid, KILL_SIGNAL)
+        if self._kill_asked_at is None:
+            self._kill_asked_at = time.monotonic()
+
+    def _kill_unanswered(self) -> None:
+        """SIGKILL to a launcher still alive ``kill_grace_s`` after it was asked to kill: its clean-up
+        is stuck (in a system call that does not return, say), and the attempt would hold its devices for
+        good. What it could not end is then out of reach, as with a launcher the OOM killer took."""
+        asked = self._kill_asked_at
+        if asked is None or time.monotonic() - asked < self._kill_grace_s:
+            return
+        self._kill_asked_at = math.inf  # once
+        self._files.append_log(
+            f"the launcher of attempt {self._attempt} is still running {self._kill_grace_s:g}s after it was"
+            " asked to kill it; sending it SIGKILL"
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self._pid, signal.SIGKILL)
+
+
+def _has_child(pid: int) -> bool:
+    """Whether process ``pid`` has a child, ended or not (``/proc``; every process is scanned where
+    the kernel does not list a task's children)."""
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return True  # unknown: the launcher is asked, as it was before
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                stat = Path(entry.path, "stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                    return True
+    return False
 
 
 def read_exit_file(path: Path) -> ExitStatus:

@@ -11,7 +11,8 @@ neither the spec's variables (``PYTHONPATH``, ``LD_PRELOAD``...) nor the job's c
 environment comes in a 0600 file (``--env-file``) that the launcher reads and deletes first; it is
 given only to the job's process. The entrypoint's module is looked up in the folders the job's
 interpreter will search, by the files there, never by importing its packages (whose ``__init__`` is
-the job's code): :func:`locate_module`.
+the job's code): :func:`locate_module`, which reads only regular files, links not followed, of a bounded
+size (a link to ``/proc/kmsg`` there blocked the launcher for good).
 
 Why a launcher between the control plane and the job: the control plane may restart while the job runs,
 and a process that is not its child cannot learn the job's exit code. The launcher is the job's parent;
@@ -29,8 +30,9 @@ control plane counted as lost never runs, and one that runs is never counted as 
 A job's processes may leave its process group (``setsid``, a daemon's double fork), out of reach of
 every group signal: the launcher is a child subreaper (Linux, ``reaper.py``), so they stay below it. It
 passes the group's SIGTERM on to them, kills every process below it on the executor's
-:data:`~control_plane.jobs.reaper.KILL_SIGNAL` (the executor never SIGKILLs the launcher while it
-lives), and once the job's main process has ended it records the exit, then ends whatever is left below
+:data:`~control_plane.jobs.reaper.KILL_SIGNAL` (the executor SIGKILLs the launcher itself only when
+nothing is below it, or when it is still alive the kill grace after that signal),
+and once the job's main process has ended it records the exit, then ends whatever is left below
 it (SIGTERM, SIGKILL ``--kill-grace`` seconds later, reaping each) before it exits: nothing of an
 attempt runs once its launcher has gone. With ``--uid-of-its-own`` (the ``--user`` is a uid of
 ``AETHER_JOB_UID_RANGE``, which no other process runs as) those signals go to every process of that uid
@@ -64,11 +66,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import functools
 import importlib.util
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -84,6 +88,8 @@ from control_plane.jobs.reaper import KILL_SIGNAL, Family, become_subreaper
 
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
+#: The most of a package's ``__init__`` the entrypoint's lookup reads (:func:`_may_change_path`).
+_INIT_READ_LIMIT = 1 << 20
 
 # linux/capability.h and linux/prctl.h
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -179,12 +185,31 @@ def _entry_finder(entry: str) -> Any:
 
 
 def _may_change_path(init: str) -> bool:
+    """Whether the package ``__init__`` file ``init`` may change its ``__path__``: True unless it is
+    source that does not name it. Read only when it is a regular file of at most
+    :data:`_INIT_READ_LIMIT` bytes, not a link (the launcher runs as root, and the job's folders are
+    the job's: a fifo, a device or a link to ``/proc/kmsg`` named ``__init__.py`` would block it for
+    good, or read a device); anything else counts as True (the job's own import will tell)."""
     if not init.endswith(".py"):
         return True
     try:
-        return b"__path__" in Path(init).read_bytes()
+        if not stat.S_ISREG(os.lstat(init).st_mode):  # before opening: opening a device may act on it
+            return True
+        fd = os.open(init, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return True
+    try:
+        found = os.fstat(fd)  # what was opened, if it was swapped after the lstat
+        if not stat.S_ISREG(found.st_mode) or found.st_size > _INIT_READ_LIMIT:
+            return True
+        data = b""
+        while len(data) <= _INIT_READ_LIMIT and (chunk := os.read(fd, _INIT_READ_LIMIT + 1 - len(data))):
+            data += chunk
+        return len(data) > _INIT_READ_LIMIT or b"__path__" in data
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _missing(module: str | None, argv: list[str], env: Mapping[str, str]) -> str | None:
@@ -275,20 +300,25 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def _die_with_parent() -> None:
-    """Runs in the job's process between fork and exec: asks Linux to SIGKILL it when the launcher dies
-    (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
+def _die_with_parent(launcher: int) -> None:
+    """Runs in the job's process between fork and exec: asks Linux to SIGKILL it when the launcher
+    (``launcher``, its parent) dies (``PR_SET_PDEATHSIG``), and exits at once if it died before that
+    was asked, so that the job never runs without its launcher: the executor SIGKILLs a launcher that
+    has no child yet (``executor.LocalHandle.kill``), and this child may be on its way. A no-op
+    elsewhere than Linux."""
     if not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != launcher:
+        os._exit(NOT_EXECUTABLE_EXIT)
 
 
-def _start_as_job_user() -> None:
+def _start_as_job_user(launcher: int) -> None:
     """``preexec_fn`` of a job run as a job user (after Python's switch of credentials)."""
     _drop_capabilities()
-    _die_with_parent()
+    _die_with_parent(launcher)
 
 
 class _Signals:
@@ -384,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if args.user is None else _start_as_job_user,
+                preexec_fn=functools.partial(
+                    _die_with_parent if args.user is None else _start_as_job_user, os.getpid()
+                ),
                 **as_user,
             )
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised

@@ -6,14 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
-from control_plane.jobs.executor import ExitStatus, JobHandle, JobLaunch, LocalExecutor, read_exit_file
+from control_plane.jobs.executor import (
+    PACKAGE_ROOT,
+    ExitStatus,
+    JobHandle,
+    JobLaunch,
+    LocalExecutor,
+    read_exit_file,
+)
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.identity import process_start_ticks
 from control_plane.jobs.launcher import write_exit
@@ -62,6 +71,8 @@ def test_a_running_attempt_is_adopted_by_pid_and_start_time(tmp_path: Path) -> N
     # the environment file from a launcher yet to read it, and the launcher records the kill.
     _claimed(job.files.pid_file(1))
     pid = handle.pid
+    assert pid is not None
+    _job_started(pid)  # so the kill goes through the launcher, which records it
     assert pid is not None and process_start_ticks(pid) is not None
     adopted = executor.adopt(job, 1, handle.ref)
     assert adopted is not None and adopted.poll() is None  # alive: adopted
@@ -78,6 +89,8 @@ def test_an_attempt_whose_process_was_not_recorded_is_found_through_its_pid_file
     # The control plane died between launch() and storing handle.ref: adopt gets no ref.
     executor, job, handle = launch(tmp_path, "import time; time.sleep(60)")
     _claimed(job.files.pid_file(1))  # the launcher claims it before starting the job
+    assert handle.pid is not None
+    _job_started(handle.pid)  # killed before, the launcher would be SIGKILLed, without an exit record
     adopted = executor.adopt(job, 1, "")
     assert adopted is not None and adopted.ref == handle.ref and adopted.poll() is None
     adopted.kill()
@@ -89,6 +102,14 @@ def _claimed(pid_file: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not pid_file.exists():
         assert time.monotonic() < deadline, "the launcher wrote no pid file"
+        time.sleep(0.02)
+
+
+def _job_started(launcher: int, timeout: float = 30.0) -> None:
+    """Waits for the launcher to have started the job (a child)."""
+    deadline = time.monotonic() + timeout
+    while not _has_children(launcher):
+        assert time.monotonic() < deadline, "the launcher started no job"
         time.sleep(0.02)
 
 
@@ -413,3 +434,96 @@ def test_the_launcher_runs_isolated_in_a_fixed_environment(tmp_path: Path) -> No
     finally:
         handle.kill()
     wait(handle)
+
+
+def _ended(handle: JobHandle, timeout: float = 30.0) -> ExitStatus | None:
+    """``handle``'s status once it has ended, polling it as the supervisor does; None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (status := handle.poll()) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return status
+
+
+def _plant_link_to_proc(init: Path) -> None:
+    # Stands in for a link to /proc/kmsg, whose read blocks (and takes the kernel's messages).
+    init.symlink_to("/proc/self/status")
+
+
+def _plant_fifo(init: Path) -> None:
+    os.mkfifo(init)
+
+
+def _plant_huge_file(init: Path) -> None:
+    with init.open("wb") as sink:  # sparse: no disk taken
+        sink.truncate(4 << 30)
+
+
+@pytest.mark.parametrize(
+    "plant", [_plant_link_to_proc, _plant_fifo, _plant_huge_file], ids=["link-to-proc", "fifo", "4-gib"]
+)
+def test_the_entrypoints_lookup_reads_only_regular_files_of_a_bounded_size(
+    tmp_path: Path, plant: Callable[[Path], None]
+) -> None:
+    """The launcher (root) looks the entrypoint up in the job's folders, which the job or any local user
+    may write: a package's ``__init__.py`` linked to /proc/kmsg blocked it for good, before the job had
+    started (the attempt stayed RUNNING), and a huge one was read whole into its memory. It reads no
+    link, no fifo or device, nothing over a bound: such a package counts as found (the job's own import
+    tells the rest)."""
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    plant(code / "pkg" / "__init__.py")
+    (code / "pkg" / "sub.py").write_text("")
+    lookup = (
+        "import resource; from control_plane.jobs.launcher import locate_module; "
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+        f"print(locate_module('pkg.sub', {{'PYTHONPATH': {str(code)!r}}}))"
+    )
+    # In a process of its own, its memory bounded: the lookup must neither block nor read it all.
+    found = subprocess.run(
+        [sys.executable, "-c", lookup], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+    )  # fmt: skip
+    if plant is _plant_fifo:  # not a regular file: no package for the import system, so not read either
+        assert found.stdout.strip() == f"(True, {str(code / 'pkg' / 'sub.py')!r})", found
+    else:
+        assert found.stdout.strip() == "(True, None)", found
+
+
+#: Stands in for a launcher stuck before (or while) it ends its job: it ignores the stop's SIGTERM and
+#: the kill signal (``reaper.KILL_SIGNAL``) and never exits by itself before 60 s.
+STUCK_LAUNCHER = "#!/bin/sh\ntrap '' TERM USR1 HUP INT\n{child}exec sleep 60\n"
+
+
+@pytest.mark.parametrize("child", [False, True], ids=["nothing-below-it", "a-process-below-it"])
+def test_a_launcher_that_does_not_answer_the_kill_is_sigkilled(tmp_path: Path, child: bool) -> None:
+    """With nothing below it the launcher is SIGKILLed at once; with a process below it, once it is still
+    alive the kill grace after it was asked to kill (its clean-up stuck). Neither was: the kill only
+    asked the launcher, and the attempt stayed RUNNING for good."""
+    launcher_program = tmp_path / "stuck-launcher"
+    launcher_program.write_text(STUCK_LAUNCHER.format(child="sleep 60 &\n" if child else ""))
+    launcher_program.chmod(0o755)
+    files = JobFiles(tmp_path / "job")
+    files.folder.mkdir()
+    job = JobLaunch("j11", spec_from_mapping({"name": "t", "entrypoint": {"command": ["true"]}}), files)
+    handle = LocalExecutor(python=str(launcher_program), kill_grace_s=0.5).launch(job, 1, [], {})
+    launcher = handle.pid
+    assert launcher is not None
+    try:
+        deadline = time.monotonic() + 30
+        while child and not _has_children(launcher):
+            assert time.monotonic() < deadline, "the stand-in launcher started no child"
+            time.sleep(0.02)
+        handle.kill()
+        status = _ended(handle)
+        assert status is not None, "the launcher was never killed"
+        assert status.code is None, status  # no exit recorded: killed
+        assert _gone(launcher)
+        log = files.log.read_text()
+        assert ("still running 0.5s after it was asked to kill it; sending it SIGKILL" in log) is child, log
+    finally:
+        if process_start_ticks(launcher) is not None:
+            os.killpg(launcher, signal.SIGKILL)
+
+
+def _has_children(pid: int) -> bool:
+    return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
