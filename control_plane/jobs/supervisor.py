@@ -9,7 +9,8 @@
    (SIGTERM sent for a cancel or a timeout) is persisted on the job row, so it is carried on too;
 2. watches running attempts: a finished attempt ends the job (SUCCEEDED with its outputs, FAILED,
    CANCELLED) or sends it back to the queue as RETRYING while attempts <= 1 + max_retries; a cancel
-   request or an attempt past its timeout gets SIGTERM, then SIGKILL after the grace period;
+   request or an attempt past its timeout gets SIGTERM, then SIGKILL after the grace period (only
+   SIGKILL to what it left when the job has already ended: its outcome stands);
 3. admits queued jobs through the pure scheduler and launches them with the launch environment.
 
 Every transition is persisted with its reason (``store.transition``) before the loop acts on the next
@@ -30,7 +31,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -47,6 +47,7 @@ from control_plane.jobs.runs import create_job_run, end_left_runs, end_run, left
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings, open_jobs_folder
 from control_plane.jobs.spec import spec_to_json, timeout_problem
+from control_plane.jobs.stops import Stop, due_stop
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
     TERMINAL,
@@ -63,15 +64,6 @@ from control_plane.jobs.uid_range import RangeUsers
 from control_plane.tracking.store import TrackingStore
 
 _log = logging.getLogger("aether.jobs")
-
-
-@dataclass
-class _Stop:
-    """A stop in progress: why (cancel | timeout), when SIGTERM went out, whether SIGKILL followed."""
-
-    kind: str
-    since_us: int
-    killed: bool = False
 
 
 class Supervisor:
@@ -96,7 +88,7 @@ class Supervisor:
         self._job_token = job_token
         self._tracking = TrackingStore(sessions)
         self._handles: dict[str, JobHandle] = {}
-        self._stops: dict[str, _Stop] = {}
+        self._stops: dict[str, Stop] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,7 +180,7 @@ class Supervisor:
         assert handle is not None
         self._handles[row.job_id] = handle
         if row.stop_kind:  # the SIGTERM went out before the restart: SIGKILL when its grace runs out
-            self._stops[row.job_id] = _Stop(row.stop_kind, row.stop_sent_at_us)
+            self._stops[row.job_id] = Stop(row.stop_kind, row.stop_sent_at_us)
         with write_session(self._sessions) as session:
             fresh = locked_job_row(session, row.job_id)
             if fresh is not None and fresh.state == JobState.RUNNING.value:
@@ -217,29 +209,29 @@ class Supervisor:
         now = now_us()
         stop = self._stops.get(row.job_id)
         files = JobFiles(Path(row.folder))
-        if stop is None and handle.main_exited:
-            # The job has ended and the executor is stopping what it left behind: its outcome (exit 0 and
-            # outputs, say) is decided, so a cancel or a timeout arriving now does not overrule it.
-            return
-        if stop is None:
-            if row.cancel_requested:
-                stop = _Stop("cancel", now)
-                files.append_log(f"{row.cancel_reason}; sending SIGTERM")
-            elif row.timeout_s > 0 and now - row.attempt_started_at_us >= row.timeout_s * 1e6:
-                stop = _Stop("timeout", now)
-                files.append_log(f"timeout after {_seconds(row.timeout_s)}s; sending SIGTERM")
-            if stop is not None:
+        if stop is None and (due := due_stop(row, now)) is not None:
+            stop, why = due
+            if handle.main_exited:
+                # The job has ended and the launcher is ending what it left: the outcome (exit 0 and
+                # outputs, say) is decided, so a cancel or a timeout now is not the attempt's stop (not
+                # recorded); it only hurries that end, at once rather than after the launcher's grace.
+                files.append_log(f"{why} after the job had ended; killing what it left at once")
+                stop.killed = True
+                self._stops[row.job_id] = stop
+                handle.kill()
+            else:
+                files.append_log(f"{why}; sending SIGTERM")
                 # Recorded before the signal: a control plane that restarts while the attempt shuts
                 # down must still know why it ends (a timeout is FAILED, not retried).
                 self._record_stop(row.job_id, row.attempt, stop)
                 self._stops[row.job_id] = stop
                 handle.terminate()
-        elif not stop.killed and now - stop.since_us >= self._settings.kill_grace_s * 1e6:
+        elif stop and not stop.killed and now - stop.since_us >= self._settings.kill_grace_s * 1e6:
             files.append_log(f"still running {self._settings.kill_grace_s:g}s after SIGTERM; sending SIGKILL")
             stop.killed = True
             handle.kill()
 
-    def _record_stop(self, job_id: str, attempt: int, stop: _Stop) -> None:
+    def _record_stop(self, job_id: str, attempt: int, stop: Stop) -> None:
         with write_session(self._sessions) as session:
             row = locked_job_row(session, job_id)
             if row is not None and row.state == JobState.RUNNING.value and row.attempt == attempt:
