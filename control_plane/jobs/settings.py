@@ -11,7 +11,8 @@
   ``job_user.py`` for what that contains and what the control plane needs for it (root, or the
   capabilities to switch users): without it the setting is a configuration error, never ignored.
 * ``AETHER_JOB_UID_RANGE`` (``FIRST-LAST``): instead of ``AETHER_JOB_USER``, each running attempt gets a
-  uid of its own from the range (``uid_range.py``), its group ``AETHER_JOB_GROUP`` or else that uid.
+  uid of its own from the range (``uid_range.py``), its group ``AETHER_JOB_GROUP`` or else that uid: a
+  range holding an existing user's uid, or without ``AETHER_JOB_GROUP`` an existing group's gid, is refused.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def _check_may_switch(setting: str) -> None:
 def job_uid_range_from_env(environ: Mapping[str, str] | None = None) -> JobUidRange | None:
     """The range ``AETHER_JOB_UID_RANGE`` names (``FIRST-LAST``; ``AETHER_JOB_GROUP`` its group), None when
     unset. A ``ConfigurationError`` naming the variable for a malformed or inverted range, one holding
-    root's uid or the control plane's own (a job so run contains nothing), one with ``AETHER_JOB_USER``
-    set too, and when this process may not switch users."""
+    root's uid or the control plane's own (a job so run contains nothing), or an existing user's uid, or,
+    without ``AETHER_JOB_GROUP``, an existing group's gid (each uid is then its job's gid), one with
+    ``AETHER_JOB_USER`` set too, and when this process may not switch users."""
     env = os.environ if environ is None else environ
     text = (env.get(JOB_UID_RANGE_VARIABLE) or "").strip()
     if not text:
@@ -165,7 +167,21 @@ def job_uid_range_from_env(environ: Mapping[str, str] | None = None) -> JobUidRa
                 f"{setting}: the range holds uid {uid}, {whose}: jobs would run with the control plane's"
                 " access; give uids that nobody else uses"
             )
-    uid_range = JobUidRange(first, last, _job_group(env))
+    # A job run as a user's uid reads and writes whatever that user owns (its home, its keys).
+    if user := next((entry for entry in pwd.getpwall() if first <= entry.pw_uid <= last), None):
+        raise ConfigurationError(
+            f"{setting}: the range holds uid {user.pw_uid}, user {user.pw_name}'s: a job run as it could"
+            " read and change that user's files; give uids that nobody else uses"
+        )
+    gid = _job_group(env)
+    # Without AETHER_JOB_GROUP each uid is also its job's gid: one that names a group (a service's, as
+    # redis's) would give the job that group's files, though no user has the uid.
+    if gid is None and (group := next((g for g in grp.getgrall() if first <= g.gr_gid <= last), None)):
+        raise ConfigurationError(
+            f"{setting}: the range holds gid {group.gr_gid}, group {group.gr_name}'s, which a job run as"
+            f" that uid would have as its group; give uids that no group has, or set {JOB_GROUP_VARIABLE}"
+        )
+    uid_range = JobUidRange(first, last, gid)
     _check_may_switch(setting)
     return uid_range
 

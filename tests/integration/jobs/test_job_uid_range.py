@@ -9,6 +9,7 @@ otherwise, saying why), as in ``test_job_user.py``, whose interpreter checks the
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import pwd
@@ -142,6 +143,38 @@ def test_a_range_holding_the_control_planes_uid_or_beside_a_job_user_is_refused(
     with pytest.raises(ValueError, match="AETHER_JOB_USER and AETHER_JOB_UID_RANGE are both set"):
         job_uid_range_from_env(both)
     assert job_uid_range_from_env({}) is None
+
+
+def test_a_range_holding_a_users_uid_is_refused() -> None:
+    """A job run as an existing user's uid could read (and write) whatever that user owns."""
+    entry = next(
+        (entry for entry in pwd.getpwall() if entry.pw_uid not in (0, os.geteuid()) and entry.pw_uid < 2**31),
+        None,
+    )
+    if entry is None:
+        pytest.skip("this host has no user besides root and the tests' own")
+    value = f"{entry.pw_uid}-{entry.pw_uid}"
+    message = f"AETHER_JOB_UID_RANGE={value!r}: the range holds uid {entry.pw_uid}, user {entry.pw_name}'s"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        job_uid_range_from_env({"AETHER_JOB_UID_RANGE": value})
+
+
+def test_a_range_holding_a_groups_gid_is_refused_unless_the_jobs_group_is_set() -> None:
+    """Each uid of the range is its job's gid unless AETHER_JOB_GROUP is set: a uid that no user has
+    may still be the gid of a privileged group (a service's, say), which the job would then run with."""
+    users = {entry.pw_uid for entry in pwd.getpwall()}
+    group = next(
+        (group for group in grp.getgrall() if group.gr_gid not in users and 0 < group.gr_gid < 2**31), None
+    )
+    if group is None:
+        pytest.skip("every group of this host has a user of the same id")
+    value = f"{group.gr_gid}-{group.gr_gid}"
+    message = f"AETHER_JOB_UID_RANGE={value!r}: the range holds gid {group.gr_gid}, group {group.gr_name}'s"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        job_uid_range_from_env({"AETHER_JOB_UID_RANGE": value})
+    if os.geteuid() == 0:  # with a group of their own set, the uid is only a uid (switching needs root)
+        uid_range = job_uid_range_from_env({"AETHER_JOB_UID_RANGE": value, "AETHER_JOB_GROUP": "nogroup"})
+        assert uid_range is not None and uid_range.gid == grp.getgrnam("nogroup").gr_gid
 
 
 def test_the_flag_is_checked_at_start_with_one_line(tmp_path: Path) -> None:
