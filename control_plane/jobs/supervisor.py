@@ -285,13 +285,9 @@ class Supervisor:
     def _admit(self) -> None:
         settings = self._settings
         with read_session(self._sessions) as session:
-            held = session.execute(
-                select(JobRow.job_id, JobRow.devices, JobRow.attempt_started_at_us, JobRow.timeout_s).where(
-                    JobRow.state == JobState.RUNNING.value
-                )
-            ).all()
+            held = session.execute(select(*_HELD).where(JobRow.state == JobState.RUNNING.value)).all()
             waiting = session.execute(
-                select(JobRow.job_id, JobRow.gpus, JobRow.timeout_s)
+                select(JobRow.job_id, JobRow.gpus, JobRow.timeout_s, JobRow.folder)
                 .where(
                     JobRow.state.in_([state.value for state in WAITING]), JobRow.cancel_requested.is_(False)
                 )
@@ -331,13 +327,16 @@ class Supervisor:
             now_us=now_us(),
             backfill_depth=settings.backfill_depth,
         )
+        if (uids := self._uids) is not None:  # what is held is read once a tick: uid_range.RangeUsers
+            uids.new_tick(Path(row.folder) for row in held)
+        folders = {job.job_id: Path(job.folder) for job in waiting}
         for decision in decisions:
             if self._stopping.is_set():
                 return
             with self._each_job(decision.job_id, "start"):
                 if isinstance(decision, Reject):
                     self._reject(decision.job_id, decision.reason)
-                else:
+                elif uids is None or not uids.none_left(decision.job_id, JobFiles(folders[decision.job_id])):
                     self._launch(decision.job_id, decision.devices)
 
     def _reject(self, job_id: str, reason: str) -> None:
@@ -438,11 +437,7 @@ class Supervisor:
     def _free_uid(self, job_id: str, files: JobFiles) -> JobUser | None:
         """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""
         assert self._uids is not None
-        with read_session(self._sessions) as session:
-            running = session.scalars(
-                select(JobRow.folder).where(JobRow.state == JobState.RUNNING.value, JobRow.job_id != job_id)
-            ).all()
-        return self._uids.next_user(job_id, files.folder, map(Path, running), files.append_log)
+        return self._uids.next_user(job_id, files.folder, files.append_log)
 
     # Tracking ------------------------------------------------------------------------------------------
 
@@ -454,6 +449,10 @@ class Supervisor:
         """The job's run (``runs.create_job_run``); a seam where a test injects a cancel that lands while
         the run is created."""
         return create_job_run(self._tracking, row)
+
+
+#: What admission reads of the running jobs: their devices, when they end, and their folders (uid_range.py).
+_HELD = (JobRow.job_id, JobRow.devices, JobRow.attempt_started_at_us, JobRow.timeout_s, JobRow.folder)
 
 
 def _launch_of(row: JobRow, settings: JobsSettings, user: JobUser | None = None) -> JobLaunch:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from control_plane.jobs.files import JobFiles
 from control_plane.jobs.job_user import WORK_FOLDER, JobUser
 
 JOB_UID_RANGE_VARIABLE = "AETHER_JOB_UID_RANGE"
@@ -84,36 +85,68 @@ def held_uids(uid_range: JobUidRange, running_folders: Iterable[Path]) -> set[in
 
 
 class RangeUsers:
-    """Hands the range's uids out to attempts (the supervisor's, one thread)."""
+    """Hands the range's uids out to attempts (the supervisor's, one thread), a tick at a time: what is
+    held is read once a tick (:meth:`new_tick`), not once per job waiting for a uid (a ``/proc`` scan each:
+    80 jobs queued behind a range of one uid kept the supervisor busy and its cancels late)."""
 
     def __init__(self, uid_range: JobUidRange) -> None:
         self.range = uid_range
         #: Jobs told (in their log) that they wait for a uid: told once, not once a tick.
         self._waiting: set[str] = set()
+        self._running: list[Path] = []
+        #: The uids held this tick, read on the first hand-out of the tick; None until then.
+        self._held: set[int] | None = None
+        #: Whether every uid was found held this tick: the jobs after wait without looking again.
+        self.exhausted = False
 
-    def next_user(
-        self, job_id: str, job_folder: Path, running_folders: Iterable[Path], log: Callable[[str], None]
-    ) -> JobUser | None:
+    def new_tick(self, running_folders: Iterable[Path]) -> None:
+        """Starts a tick: ``running_folders`` are the folders of the jobs running now."""
+        self._running = list(running_folders)
+        self._held = None
+        self.exhausted = False
+
+    def next_user(self, job_id: str, job_folder: Path, log: Callable[[str], None]) -> JobUser | None:
         """The job user of the next attempt of ``job_id`` (whose folder is ``job_folder``; ``HOME`` its
-        ``work`` folder), given the folders of the running jobs; None, said once with ``log``, when every
-        uid of the range is held."""
-        uid = self.range.choose(held_uids(self.range, running_folders), previous=work_owner(job_folder))
+        ``work`` folder); None, said once with ``log``, when every uid of the range is held."""
+        if self._held is None:
+            self._held = held_uids(self.range, self._running)
+        uid = None if self.exhausted else self.range.choose(self._held, previous=work_owner(job_folder))
         if uid is None:
-            if job_id not in self._waiting:
-                self._waiting.add(job_id)
-                log(
-                    f"waiting for a uid of {self.range.setting}: all {self.range.size} are held by running"
-                    " attempts"
-                )
+            self.exhausted = True
+            self._tell_waiting(job_id, log)
             return None
+        self._held.add(uid)  # this tick's next job must not get it too
         self._waiting.discard(job_id)
         return self.range.user(uid, job_folder / WORK_FOLDER)
+
+    def none_left(self, job_id: str, files: JobFiles) -> bool:
+        """Whether every uid was found held this tick: ``job_id`` (whose files are ``files``) then waits
+        too, told once in its log, and is not looked at further (no read, no ``/proc`` scan)."""
+        if self.exhausted:
+            self._tell_waiting(job_id, files.append_log)
+        return self.exhausted
+
+    def _tell_waiting(self, job_id: str, log: Callable[[str], None]) -> None:
+        if job_id not in self._waiting:
+            self._waiting.add(job_id)
+            log(f"waiting for a uid of {self.range.setting}: all {self.range.size} are held by running jobs")
+
+
+#: How many times :func:`uids_in_use` has scanned ``/proc`` (read by a test: once a tick at most).
+_scans = 0
+
+
+def scans() -> int:
+    """How many ``/proc`` scans :func:`uids_in_use` has made in this process."""
+    return _scans
 
 
 def uids_in_use() -> set[int]:
     """The real, effective, saved and filesystem uids of every process not yet exited (``/proc``; zombies
     run nothing). Read from ``status``, not the owner of ``/proc/PID``, which is root for a process that
     made itself not dumpable."""
+    global _scans
+    _scans += 1
     found: set[int] = set()
     try:
         entries = list(os.scandir("/proc"))

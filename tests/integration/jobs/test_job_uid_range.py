@@ -26,9 +26,17 @@ from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import FailedPrecondition
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.jobs import JobsClient
-from control_plane.jobs.settings import job_uid_range_from_env
-from control_plane.jobs.uid_range import JobUidRange, uids_in_use
-from tests.integration.jobs.conftest import REPO_ROOT, wait_for
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.features.registry import FeatureRegistry
+from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.pool import DevicePool
+from control_plane.jobs.service import JobService
+from control_plane.jobs.settings import JobsSettings, job_uid_range_from_env
+from control_plane.jobs.spec import spec_from_mapping
+from control_plane.jobs.supervisor import Supervisor
+from control_plane.jobs.uid_range import JobUidRange, scans, uids_in_use
+from control_plane.offline.store import OfflineStore
+from tests.integration.jobs.conftest import REPO_ROOT, job_spec, wait_for
 from tests.integration.jobs.test_job_user import ADMIN_TOKEN, Plane, job_user_setup
 
 pytestmark = pytest.mark.integration
@@ -113,6 +121,57 @@ def test_jobs_running_at_once_get_uids_of_their_own_and_cannot_reach_each_other(
     assert not uids_in_use() & {uid_range.first, uid_range.last}
     for job in done:  # each job's folder is closed to every uid again
         assert stat.S_IMODE(Path(job.log_path).parent.stat().st_mode) == 0o700
+
+
+def test_jobs_waiting_for_a_uid_cost_one_proc_scan_a_tick_not_one_each(reachable_home: Path) -> None:
+    """Every queued job the scheduler admitted read the running jobs and scanned /proc for a free uid, on
+    every tick: 80 jobs behind a range of one uid kept the supervisor busy and its cancels late. What is
+    held is now read once a tick, and once no uid is free the jobs after it are not looked at."""
+    uid_range = JobUidRange(FIRST_UID, FIRST_UID)  # one uid: the holder takes it, the rest wait
+    _unused_range()
+    setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    (home / "jobs").mkdir()  # made at start by the control plane (the supervisor opens it to the range)
+    engine = create_db_engine(f"sqlite:///{home / 'aether.db'}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    settings = JobsSettings(
+        folder=home / "jobs", pool=DevicePool.from_config("0"), tick_s=0.1, kill_grace_s=1.0,
+        job_cwd=REPO_ROOT, job_uid_range=uid_range,
+    )  # fmt: skip
+    base_env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO_ROOT), *setup.path))}
+    executor = LocalExecutor(python=setup.python, cwd=REPO_ROOT, base_env=base_env, kill_grace_s=1.0)
+    supervisor = Supervisor(sessions, settings, executor, lambda: "127.0.0.1:1")
+    service = JobService(
+        sessions, settings, FeatureRegistry(sessions, ()), OfflineStore(str(home / "offline"))
+    )
+    holder = service.submit(spec_from_mapping(job_spec("holder", "--sleep", "120")), actor="tester")
+    try:
+        supervisor.tick()
+        assert service.get(holder.job_id).state == pb.JOB_STATE_RUNNING, _folder_log(holder)
+        queued = [service.submit(spec_from_mapping(job_spec(f"q{n}")), actor="tester") for n in range(6)]
+        for _ in range(2):  # the first tick tells each queued job that it waits; the second, none again
+            before = scans()
+            supervisor.tick()
+            assert scans() - before == 1
+        for job in queued:
+            assert service.get(job.job_id).state == pb.JOB_STATE_QUEUED
+            assert _folder_log(job).count("waiting for a uid of AETHER_JOB_UID_RANGE") == 1, _folder_log(job)
+    finally:  # jobs outlive their supervisor: a failure must leave none running
+        for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
+            service.cancel(job.job_id, "test teardown", actor="tester")
+
+        def settled() -> bool:
+            supervisor.tick()
+            return not service.list([pb.JOB_STATE_RUNNING])[0]
+
+        wait_for(settled, timeout=60)
+        engine.dispose()
+
+
+def _folder_log(job: pb.Job) -> str:
+    return Path(job.log_path).read_text()
 
 
 # Configuration errors -------------------------------------------------------------------------------
