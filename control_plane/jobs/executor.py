@@ -377,6 +377,7 @@ class LocalExecutor:
         base = inherited(self._base_env, own)
         if job.user is not None:  # its own home and name, not the control plane's
             base.update(HOME=job.user.home, USER=job.user.name, LOGNAME=job.user.name)
+            base["TMPDIR"] = str(job.files.tmp)  # its own (made by open_to), not the /tmp all uids share
         job_env = {**base, **dict(job.spec.env), **env}
         # The job may import control_plane (the training SDK) even when it runs elsewhere than the repository.
         job_env["PYTHONPATH"] = os.pathsep.join(p for p in (job_env.get("PYTHONPATH", ""), PACKAGE_ROOT) if p)

@@ -40,6 +40,12 @@ class JobFiles:
         return self.folder / WORK_FOLDER
 
     @property
+    def tmp(self) -> Path:
+        """``TMPDIR`` of a job run as a job user, in :attr:`work`: what honours it stays out of the shared
+        ``/tmp`` (where a uid of ``AETHER_JOB_UID_RANGE`` handed to the next job would leave it)."""
+        return self.work / "tmp"
+
+    @property
     def runs_as_job_user(self) -> bool:
         """Whether the job's files are laid out for a job user: :attr:`work` is a folder (not a link)
         of another user than this process's. Read from the disk, so it survives a restart; a job run as
@@ -51,8 +57,9 @@ class JobFiles:
         return stat.S_ISDIR(status.st_mode) and status.st_uid != os.getuid()
 
     def make_work(self, user: JobUser) -> None:
-        """Creates :attr:`work` (0700) with the checkpoint folder in it, both ``user``'s. An ``OSError``
-        when ``work`` is there already as something else (a job run as the control plane's user made it).
+        """Creates :attr:`work` (0700) with the checkpoint folder and :attr:`tmp` in it, all ``user``'s. An
+        ``OSError`` when ``work`` is there already as something else (a job run as the control plane's
+        user made it).
         A ``work`` folder of another job user (an earlier attempt's uid of ``AETHER_JOB_UID_RANGE``) is
         handed to ``user`` whole: what is in it is the job's checkpoints and outputs."""
         try:
@@ -64,8 +71,9 @@ class JobFiles:
             if status.st_uid not in (user.uid, os.getuid()):
                 self._hand_over(status.st_uid, user)
         checkpoints = self.work / "checkpoints"
-        checkpoints.mkdir(mode=0o700, exist_ok=True)
-        for path in (checkpoints, self.work):
+        for path in (checkpoints, self.tmp):
+            path.mkdir(mode=0o700, exist_ok=True)
+        for path in (checkpoints, self.tmp, self.work):
             os.lchown(path, user.uid, user.gid)
 
     def _hand_over(self, previous: int, user: JobUser) -> None:

@@ -13,7 +13,10 @@ of its job's ``work`` folder, which the job cannot hand to another uid, nor move
 control plane's). A uid goes back to the range once its attempt has ended, which it does only once none
 of its processes is left (``reaper.py``), and no process runs as it any more (:func:`uids_in_use`: what
 escaped a launcher that was itself killed keeps its uid out of the range). An attempt keeps its job's
-previous uid when that is free, else gets the lowest free one (its ``work`` folder is then handed over).
+previous uid when that is free, else gets the free one released longest ago (its ``work`` folder is then
+handed over). Before a uid is handed out, what it still owns outside the jobs folder is removed
+(``uid_sweep.py``: ``/tmp``, ``/var/tmp``, ``/dev/shm``, SysV IPC), so the next job never finds what the
+last one left (a copy of its token, a cache it would run); ``TMPDIR`` is the job's ``work/tmp``.
 
 When every uid is held, the job waits, as it does for a GPU: it stays queued (saying so in its log) and
 starts once an attempt ends; the range bounds how many jobs run at once. Standard library only.
@@ -21,6 +24,8 @@ starts once an attempt ends; the range bounds how many jobs run at once. Standar
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,10 +33,13 @@ from pathlib import Path
 
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.job_user import WORK_FOLDER, JobUser
+from control_plane.jobs.uid_sweep import sweep_uid
 
 JOB_UID_RANGE_VARIABLE = "AETHER_JOB_UID_RANGE"
 #: The highest uid Linux gives out: (uid_t)-1 means "unchanged" to the system calls.
 MAX_UID = 2**32 - 2
+
+_log = logging.getLogger("aether.jobs")
 
 
 @dataclass(frozen=True)
@@ -58,16 +66,6 @@ class JobUidRange:
         """The job user of an attempt given ``uid`` (named by it: it may have no passwd entry)."""
         return JobUser(str(uid), uid, uid if self.gid is None else self.gid, str(home))
 
-    def choose(self, held: set[int], previous: int | None) -> int | None:
-        """``previous`` (the job's last uid) when it is in the range and not ``held``, else the lowest uid
-        of the range not held; None when every one is."""
-        if previous is not None and previous in self and previous not in held:
-            return previous
-        for uid in range(self.first, self.last + 1):
-            if uid not in held:
-                return uid
-        return None
-
 
 def work_owner(job_folder: Path) -> int | None:
     """The uid owning the job's ``work`` folder (not followed if a link), None when there is none."""
@@ -87,10 +85,21 @@ def held_uids(uid_range: JobUidRange, running_folders: Iterable[Path]) -> set[in
 class RangeUsers:
     """Hands the range's uids out to attempts (the supervisor's, one thread), a tick at a time: what is
     held is read once a tick (:meth:`new_tick`), not once per job waiting for a uid (a ``/proc`` scan each:
-    80 jobs queued behind a range of one uid kept the supervisor busy and its cancels late)."""
+    80 jobs queued behind a range of one uid kept the supervisor busy and its cancels late).
+
+    Before a uid is handed out, what it left in the shared folders and SysV IPC is removed
+    (``uid_sweep.py``); a uid whose sweep fails is not handed out again by this control plane (said once
+    in its log). Free uids go out least recently released first: those never handed out, lowest first,
+    then the one released longest ago, so a uid is reused as late as the range allows."""
 
     def __init__(self, uid_range: JobUidRange) -> None:
         self.range = uid_range
+        #: Uids whose leftovers could not be removed: never handed out again.
+        self._quarantined: set[int] = set()
+        #: When each uid was last seen released (a count, not a time), and the uids held when last looked.
+        self._released: dict[int, int] = {}
+        self._clock = itertools.count()
+        self._last_held: set[int] = set()
         #: Jobs told (in their log) that they wait for a uid: told once, not once a tick.
         self._waiting: set[str] = set()
         self._running: list[Path] = []
@@ -101,6 +110,8 @@ class RangeUsers:
 
     def new_tick(self, running_folders: Iterable[Path]) -> None:
         """Starts a tick: ``running_folders`` are the folders of the jobs running now."""
+        if self._held is not None:
+            self._last_held = self._held
         self._running = list(running_folders)
         self._held = None
         self.exhausted = False
@@ -110,14 +121,41 @@ class RangeUsers:
         ``work`` folder); None, said once with ``log``, when every uid of the range is held."""
         if self._held is None:
             self._held = held_uids(self.range, self._running)
-        uid = None if self.exhausted else self.range.choose(self._held, previous=work_owner(job_folder))
-        if uid is None:
-            self.exhausted = True
-            self._tell_waiting(job_id, log)
-            return None
-        self._held.add(uid)  # this tick's next job must not get it too
-        self._waiting.discard(job_id)
-        return self.range.user(uid, job_folder / WORK_FOLDER)
+            for released in self._last_held - self._held:
+                self._released[released] = next(self._clock)
+        # The uid of the job's last attempt, if it had one: the work folder of a job never started is the
+        # range's first uid's (made at submission), which would otherwise go to every new job.
+        previous = work_owner(job_folder) if JobFiles(job_folder).pid_file(1).exists() else None
+        while not self.exhausted:
+            uid = self._choose(self._held, previous)
+            if uid is None:
+                self.exhausted = True
+            elif problems := sweep_uid(uid, keep=(job_folder.parent,)):  # not the jobs' work folders
+                self._quarantined.add(uid)
+                _log.error(
+                    "uid %d of %s is not handed out again: what it left cannot be removed: %s",
+                    uid, self.range.setting, "; ".join(problems[:5]),
+                )  # fmt: skip
+            else:
+                self._held.add(uid)  # this tick's next job must not get it too
+                self._waiting.discard(job_id)
+                return self.range.user(uid, job_folder / WORK_FOLDER)
+        self._tell_waiting(job_id, log)
+        return None
+
+    def _choose(self, held: set[int], previous: int | None) -> int | None:
+        """``previous`` (the job's last uid: its ``work`` folder is that uid's) when it is free, else the
+        free uid least recently released; None when none is free."""
+        blocked = held | self._quarantined
+        if previous is not None and previous in self.range and previous not in blocked:
+            return previous
+        # Never released (since this control plane started) first: each is skipped, so this stops
+        # after at most len(released) + len(blocked) + 1 uids, however large the range.
+        for uid in range(self.range.first, self.range.last + 1):
+            if uid not in blocked and uid not in self._released:
+                return uid
+        by_age = sorted(self._released.items(), key=lambda item: item[1])
+        return next((uid for uid, _ in by_age if uid not in blocked), None)
 
     def none_left(self, job_id: str, files: JobFiles) -> bool:
         """Whether every uid was found held this tick: ``job_id`` (whose files are ``files``) then waits
@@ -129,7 +167,9 @@ class RangeUsers:
     def _tell_waiting(self, job_id: str, log: Callable[[str], None]) -> None:
         if job_id not in self._waiting:
             self._waiting.add(job_id)
-            log(f"waiting for a uid of {self.range.setting}: all {self.range.size} are held by running jobs")
+            aside = f" ({len(self._quarantined)} set aside: leftovers)" if self._quarantined else ""
+            held = f"all {self.range.size} are held by running jobs{aside}"
+            log(f"waiting for a uid of {self.range.setting}: {held}")
 
 
 #: How many times :func:`uids_in_use` has scanned ``/proc`` (read by a test: once a tick at most).

@@ -9,11 +9,13 @@ otherwise, saying why), as in ``test_job_user.py``, whose interpreter checks the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import json
 import os
 import pwd
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from control_plane.jobs.settings import JobsSettings, job_uid_range_from_env
 from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.supervisor import Supervisor
 from control_plane.jobs.uid_range import JobUidRange, scans, uids_in_use
+from control_plane.jobs.uid_sweep import sweep_uid
 from control_plane.offline.store import OfflineStore
 from tests.integration.jobs.conftest import REPO_ROOT, job_spec, wait_for
 from tests.integration.jobs.test_job_user import ADMIN_TOKEN, Plane, job_user_setup
@@ -121,6 +124,145 @@ def test_jobs_running_at_once_get_uids_of_their_own_and_cannot_reach_each_other(
     assert not uids_in_use() & {uid_range.first, uid_range.last}
     for job in done:  # each job's folder is closed to every uid again
         assert stat.S_IMODE(Path(job.log_path).parent.stat().st_mode) == 0o700
+
+
+#: Job A (argv: a file and a folder to leave): copies its token into a 0600 file in /tmp, leaves a folder
+#: with a file in /dev/shm and a SysV shared memory segment, all its uid's, and ends.
+LEAVE = """
+import ctypes, os, pathlib, sys
+secret, folder = sys.argv[1:3]
+token = pathlib.Path(os.environ["AETHER_TOKEN_FILE"]).read_text()
+descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(descriptor, token.encode())
+os.close(descriptor)
+os.mkdir(folder, 0o700)
+pathlib.Path(folder, "cache").write_text(token)
+segment = ctypes.CDLL(None).shmget(0, 4096, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+print("left", os.getuid(), segment, flush=True)
+"""
+#: Job B (argv: the paths A left): says its uid, TMPDIR, where tempfile writes, and which paths it finds.
+FIND = """
+import json, os, sys, tempfile
+found = [path for path in sys.argv[1:] if os.path.lexists(path)]
+seen = {"uid": os.getuid(), "TMPDIR": os.environ.get("TMPDIR"), "tempdir": tempfile.gettempdir()}
+seen["found"] = found
+print("found " + json.dumps(seen), flush=True)
+"""
+
+
+def _segments_of(uid: int) -> list[int]:
+    """The SysV shared memory segments ``uid`` owns."""
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()
+    rows = [dict(zip(lines[0].split(), line.split(), strict=False)) for line in lines[1:]]
+    return [int(row["shmid"]) for row in rows if int(row["uid"]) == uid]
+
+
+def test_a_uid_handed_to_the_next_job_holds_nothing_the_last_job_left(reachable_home: Path) -> None:
+    """A uid of the range went to the next job with whatever its last job had left outside its folder: a
+    copy of that job's token in /tmp, a cache in /dev/shm (the next job would run it), a shared memory
+    segment. All of it is removed before the uid is handed out again, and TMPDIR is in the job's own
+    work folder, so that what honours it never writes to the shared /tmp."""
+    uid_range = JobUidRange(FIRST_UID, FIRST_UID)  # one uid: job B gets job A's
+    _unused_range()
+    setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    tag = os.urandom(8).hex()
+    secret, folder = Path(f"/tmp/aether-leftover-{tag}"), Path(f"/dev/shm/aether-leftover-{tag}")
+    plane = Plane(home, setup, uid_range)
+    try:
+        with JobsClient(plane.address, security=ChannelSecurity(token=ADMIN_TOKEN)) as jobs:
+            try:
+                leave = [setup.python, "-c", LEAVE, str(secret), str(folder)]
+                a = jobs.wait(
+                    jobs.submit({"name": "a", "entrypoint": {"command": leave}}).job_id, timeout=120
+                )
+                a_log = _log(jobs, a.job_id)
+                assert a.state == pb.JOB_STATE_SUCCEEDED, a_log
+                segment = int(re.findall(r"^left \d+ (-?\d+)$", a_log, re.M)[0])
+                assert segment >= 0 and secret.stat().st_uid == uid_range.first  # left, until B starts
+                find = [setup.python, "-c", FIND, str(secret), str(folder), str(folder / "cache")]
+                b = jobs.wait(jobs.submit({"name": "b", "entrypoint": {"command": find}}).job_id, timeout=120)
+                b_log = _log(jobs, b.job_id)
+            finally:
+                _cancel_live_jobs(jobs)
+    finally:
+        plane.stop()
+        left = _segments_of(uid_range.first)
+        secret.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        for ident in left:  # IPC_RMID
+            ctypes.CDLL(None).shmctl(ident, 0, None)
+    assert b.state == pb.JOB_STATE_SUCCEEDED, b_log
+    seen = json.loads(re.findall(r"^found (.*)$", b_log, re.M)[0])
+    work = Path(b.log_path).parent / "work"
+    assert seen == {
+        "uid": uid_range.first, "TMPDIR": str(work / "tmp"), "tempdir": str(work / "tmp"), "found": []
+    }, b_log  # fmt: skip
+    assert left == []
+
+
+def test_the_uid_a_job_gave_back_is_the_last_to_be_handed_out_again(reachable_home: Path) -> None:
+    """Jobs one after the other got the same uid (the lowest free one): the next job predictably got the
+    uid the last one had used. The free uid released longest ago goes out first."""
+    uid_range = _unused_range()
+    setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    plane = Plane(home, setup, uid_range)
+    uids = []
+    try:
+        with JobsClient(plane.address, security=ChannelSecurity(token=ADMIN_TOKEN)) as jobs:
+            try:
+                for n in range(3):
+                    done = jobs.wait(
+                        jobs.submit({"name": f"j{n}", "entrypoint": {"module": PROBE}}).job_id, 120
+                    )
+                    assert done.state == pb.JOB_STATE_SUCCEEDED, _log(jobs, done.job_id)
+                    uids.append(int(json_format.MessageToDict(done.outputs)["uid"]))
+            finally:
+                _cancel_live_jobs(jobs)
+    finally:
+        plane.stop()
+    assert uids == [uid_range.first, uid_range.last, uid_range.first]
+
+
+def test_the_sweep_removes_only_the_uids_own_and_follows_no_link(tmp_path: Path) -> None:
+    """What the sweep of a uid removes in a shared folder: its files, links and emptied folders; not what
+    a link of its points to, not another user's files (nor its folder holding them: the uid is then not
+    handed out), nor anything in the jobs folder (the jobs' work folders are their uids')."""
+    uid = _unused_range().first
+    shared, outside, jobs = tmp_path / "shared", tmp_path / "outside", tmp_path / "shared" / "home" / "jobs"
+    for folder in (shared / "own" / "deeper", shared / "mixed", outside, jobs / "job" / "work"):
+        folder.mkdir(parents=True)
+    for path in (
+        shared / "own" / "deeper" / "file",
+        shared / "file",
+        outside / "file",
+        jobs / "job" / "work" / "f",
+    ):
+        path.write_text("the uid's")
+    (shared / "mixed" / "others").write_text("root's")
+    (shared / "link").symlink_to(outside / "file")
+    (shared / "own" / "link-to-folder").symlink_to(outside)
+    owned = [
+        shared / "own", shared / "own" / "deeper", shared / "own" / "deeper" / "file", shared / "file",
+        shared / "mixed", outside / "file", jobs / "job" / "work", jobs / "job" / "work" / "f",
+        shared / "link", shared / "own" / "link-to-folder",
+    ]  # fmt: skip
+    try:
+        for path in owned:
+            os.lchown(path, uid, uid)
+        problems = sweep_uid(uid, keep=(jobs,), folders=(str(shared),))
+        found = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    finally:  # nothing of the uid's may be left for a later sweep of /tmp to trip on (pytest keeps tmp_path)
+        for folder in (shared, outside):
+            shutil.rmtree(folder)
+    assert problems == [f"cannot remove {shared / 'mixed'}: Directory not empty"]
+    assert found == [
+        "outside", "outside/file", "shared", "shared/home", "shared/home/jobs", "shared/home/jobs/job",
+        "shared/home/jobs/job/work", "shared/home/jobs/job/work/f", "shared/mixed", "shared/mixed/others",
+    ]  # fmt: skip
 
 
 def test_jobs_waiting_for_a_uid_cost_one_proc_scan_a_tick_not_one_each(reachable_home: Path) -> None:
