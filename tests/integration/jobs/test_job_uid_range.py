@@ -45,15 +45,19 @@ from tests.integration.jobs.test_job_user import ADMIN_TOKEN, Plane, job_user_se
 pytestmark = pytest.mark.integration
 
 PROBE = "tests.integration.jobs.programs.uid_probe"
-#: Two uids far above any a system hands out (useradd stops at 60000, systemd's dynamic users at 65519).
+#: Uids far above any a system hands out (useradd stops at 60000, systemd's dynamic users at 65519). Each
+#: test runs its jobs as uids of its own (FIRST_UID + 20 * its number, and the next): tests run at once in
+#: several pytest workers, and one test's sweep of a uid (or kill of everything of it) must never reach
+#: another's jobs. ``tests/unit/jobs/test_reaper.py`` has FIRST_UID + 10.
 FIRST_UID = 3_141_592_000
 
 
-def _unused_range() -> JobUidRange:
-    """The two uids the tests run jobs as, or a skip saying why they cannot."""
+def _unused_range(test: int, size: int = 2) -> JobUidRange:
+    """The ``size`` uids test number ``test`` runs jobs as, or a skip saying why they cannot."""
     if os.geteuid() != 0:
         pytest.skip(f"running jobs as other uids needs root; the tests run as uid {os.geteuid()}")
-    uid_range = JobUidRange(FIRST_UID, FIRST_UID + 1)
+    first = FIRST_UID + 20 * test
+    uid_range = JobUidRange(first, first + size - 1)
     users = {entry.pw_uid: entry.pw_name for entry in pwd.getpwall()}
     if taken := [f"{uid} ({users[uid]})" for uid in (uid_range.first, uid_range.last) if uid in users]:
         pytest.skip(f"uids of the range are users of this host: {', '.join(taken)}")
@@ -76,7 +80,7 @@ def _log(jobs: JobsClient, job_id: str) -> str:
 
 
 def test_jobs_running_at_once_get_uids_of_their_own_and_cannot_reach_each_other(reachable_home: Path) -> None:
-    uid_range = _unused_range()
+    uid_range = _unused_range(0)
     setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
     home = reachable_home / "home"
     home.mkdir(mode=0o711)
@@ -162,8 +166,7 @@ def test_a_uid_handed_to_the_next_job_holds_nothing_the_last_job_left(reachable_
     copy of that job's token in /tmp, a cache in /dev/shm (the next job would run it), a shared memory
     segment. All of it is removed before the uid is handed out again, and TMPDIR is in the job's own
     work folder, so that what honours it never writes to the shared /tmp."""
-    uid_range = JobUidRange(FIRST_UID, FIRST_UID)  # one uid: job B gets job A's
-    _unused_range()
+    uid_range = _unused_range(1, size=1)  # one uid: job B gets job A's
     setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
     home = reachable_home / "home"
     home.mkdir(mode=0o711)
@@ -205,7 +208,7 @@ def test_a_uid_handed_to_the_next_job_holds_nothing_the_last_job_left(reachable_
 def test_the_uid_a_job_gave_back_is_the_last_to_be_handed_out_again(reachable_home: Path) -> None:
     """Jobs one after the other got the same uid (the lowest free one): the next job predictably got the
     uid the last one had used. The free uid released longest ago goes out first."""
-    uid_range = _unused_range()
+    uid_range = _unused_range(2)
     setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
     home = reachable_home / "home"
     home.mkdir(mode=0o711)
@@ -231,7 +234,7 @@ def test_the_sweep_removes_only_the_uids_own_and_follows_no_link(tmp_path: Path)
     """What the sweep of a uid removes in a shared folder: its files, links and emptied folders; not what
     a link of its points to, not another user's files (nor its folder holding them: the uid is then not
     handed out), nor anything in the jobs folder (the jobs' work folders are their uids')."""
-    uid = _unused_range().first
+    uid = _unused_range(3).first
     shared, outside, jobs = tmp_path / "shared", tmp_path / "outside", tmp_path / "shared" / "home" / "jobs"
     for folder in (shared / "own" / "deeper", shared / "mixed", outside, jobs / "job" / "work"):
         folder.mkdir(parents=True)
@@ -269,8 +272,7 @@ def test_jobs_waiting_for_a_uid_cost_one_proc_scan_a_tick_not_one_each(reachable
     """Every queued job the scheduler admitted read the running jobs and scanned /proc for a free uid, on
     every tick: 80 jobs behind a range of one uid kept the supervisor busy and its cancels late. What is
     held is now read once a tick, and once no uid is free the jobs after it are not looked at."""
-    uid_range = JobUidRange(FIRST_UID, FIRST_UID)  # one uid: the holder takes it, the rest wait
-    _unused_range()
+    uid_range = _unused_range(4, size=1)  # one uid: the holder takes it, the rest wait
     setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
     home = reachable_home / "home"
     home.mkdir(mode=0o711)
