@@ -5,7 +5,8 @@ every emitted update (with its event time) to the offline history.
 Delivery is at least once; writes are idempotent by message id. The window state lives in memory and
 is *derivable*: the set of applied message ids is kept in Redis, committed atomically with the online
 blobs (``commit.py``), and on start the state is rebuilt by re-reading the retained stream and
-re-applying exactly the applied messages. So a materializer killed at any point restarts, rebuilds,
+re-applying exactly the applied messages, converted but never validated again (``rebuild.py``: a rule
+tightened since does not take back what it let in). So a materializer killed at any point restarts, rebuilds,
 reclaims the pending messages of its dead predecessor (``XAUTOCLAIM``), skips those already applied, and
 counts nothing twice.
 
@@ -87,6 +88,7 @@ from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
+from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, warn_if_trimmed
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.streaming.status_check import StatusCheck
 
@@ -102,7 +104,6 @@ from kernels.packed_blob import encode_rows
 
 T = TypeVar("T")
 _log = logging.getLogger("aether.ingestion.stream")
-_FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
 REJECTED_RECORDS = pa.schema([("record_key", pa.string()), ("payload", pa.string()), ("reason", pa.string())])
 
 
@@ -257,14 +258,12 @@ class StreamMaterializer:
             rejected_before=not_utf8,
         )  # fmt: skip
         rejected_rows = result.rejected.column("row_index").to_pylist()
-        accepted_rows = _accepted_rows(len(fresh), result.rejected)
-        accepted_ids = (
-            fresh.ids if len(accepted_rows) == len(fresh) else [fresh.ids[i] for i in accepted_rows]
-        )
+        kept = accepted_rows(len(fresh), result.rejected)
+        accepted_ids = fresh.ids if len(kept) == len(fresh) else [fresh.ids[i] for i in kept]
         reasons = result.rejected.column("reason").to_pylist()
         history, blobs, newest, unfit = self._aggregate(result.accepted, accepted_ids)
         if unfit:  # events whose window result their integer feature cannot hold: quarantined
-            rejected_rows += [accepted_rows[k] for k in unfit]
+            rejected_rows += [kept[k] for k in unfit]
             reasons += list(unfit.values())
             accepted_ids = [i for k, i in enumerate(accepted_ids) if k not in unfit]
         rejected_ids = [fresh.ids[i] for i in rejected_rows]
@@ -448,17 +447,8 @@ class StreamMaterializer:
             return  # nothing applied yet (a new group): no need to read the stream back
         since_ms = self._rebuild_since_ms()
         stored = cast(bytes | None, self._retrying(lambda: self._client.get(self.keys.trimmed_below)))
-        trimmed = None if stored is None else int(stored)
-        if trimmed is not None and since_ms < trimmed:
-            # An earlier run, with a shorter lateness or window, trimmed the ids this rebuild would read
-            # before that point: whether those messages were applied is no longer known, so they are not
-            # re-applied, and windows reaching back before it are short until they slide past it.
-            _log.warning(
-                "%s: the rebuild reads from stream time %d ms, but the applied ids before %d ms were trimmed "
-                "by an earlier run with a shorter lateness or window; events between are not re-applied, "
-                "and the windows that reach back before it miss them until they slide past it",
-                self.view.spec.name, since_ms, trimmed,
-            )  # fmt: skip
+        warn_if_trimmed(self.view.spec.name, since_ms, None if stored is None else int(stored))
+        conversion = Conversion(self.view, self.entity)  # converts, never re-validates (rebuild.py)
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):
             reply = self._retrying(partial(self._client.zmscore, self.keys.applied, page.ids))
@@ -466,18 +456,16 @@ class StreamMaterializer:
             applied = page.take([row for row, score in enumerate(scores) if score is not None])
             if not applied:
                 continue
-            applied, table, not_utf8 = utf8_checked(applied)
-            result = validate(self.view, self.entity, table, now=_FAR_FUTURE, rejected_before=not_utf8)
-            kept = _accepted_rows(len(applied), result.rejected)
-            accepted = result.accepted
+            accepted, ids = conversion.convert(applied)
             if accepted.num_rows:
-                seq = self.source.order([applied.ids[i] for i in kept])
+                seq = self.source.order(ids)
                 ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
                 slots = entity_slots(self._slots, self._key_names, accepted)
                 values = plan_values(self.plan, self._counted_only, accepted)
                 self.state.apply(slots, ts, seq, values, emit=False)
                 rebuilt += accepted.num_rows
                 self.metrics.newest_event_us = max(self.metrics.newest_event_us, int(ts.max()))
+        conversion.report(self.view.spec.name)
         _log.info(
             "rebuilt window state of %s from %d applied messages since stream time %d ms",
             self.view.spec.name, rebuilt, since_ms,
@@ -486,11 +474,3 @@ class StreamMaterializer:
     def _retrying(self, operation: Callable[[], T]) -> T:
         retry = getattr(self.source, "retrying", None)
         return retry(operation) if retry is not None else operation()
-
-
-def _accepted_rows(n: int, rejected: pa.Table) -> list[int]:
-    """Row numbers of the accepted records (validation keeps their order)."""
-    if rejected.num_rows == 0:
-        return list(range(n))
-    dropped = set(rejected.column("row_index").to_pylist())
-    return [i for i in range(n) if i not in dropped]
