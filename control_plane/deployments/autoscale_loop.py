@@ -210,8 +210,9 @@ class AutoscaleLoop:
         self._previous: dict[tuple[int, str], ReplicaSample] = {}
         self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
-        # Set when a replica refused its command line (a usage error): the loop has stopped, since every
-        # start would fail the same way; the fleet stops with ``error``.
+        # Set when the fleet's first start refused its command line (a usage error before any replica
+        # served): the loop has stopped, since every start would fail the same way; the fleet stops with
+        # ``error``. Later exits, of whatever status, are retried (``ReplicaManager.scale_to``).
         self.failed = asyncio.Event()
         self.error: ReplicaRefused | None = None
 
@@ -263,7 +264,7 @@ class AutoscaleLoop:
 
     async def run(self) -> None:
         """Brings the fleet to at least ``min_replicas``, then decides every ``interval_s``; ends, with
-        ``failed`` set, once a replica refuses its command line (:class:`ReplicaRefused`)."""
+        ``failed`` set, when the first start refuses its command line (:class:`ReplicaRefused`)."""
         try:
             await self._run()
         except ReplicaRefused as exc:
@@ -280,7 +281,7 @@ class AutoscaleLoop:
             try:
                 await self.tick()
             except ReplicaRefused:
-                raise  # every later start would fail the same way: restarting it for ever said nothing
+                raise  # not raised after the first starts (replicas.py), but fatal wherever it comes from
             except Exception:  # a replica failed to start, say: the next interval tries again
                 _log.exception("autoscaler pass failed")
 

@@ -17,11 +17,14 @@ its whole life, drain included, and a second one on the same home is refused bef
 and start its replicas in the first one's folders). The kernel drops the lock when its holder dies, by
 any means, so a fleet killed with SIGKILL leaves no stale lock behind.
 
-A replica that exits with status 2 before serving (a usage or settings error: a data-plane flag after
-``--`` it does not know) stops the fleet: its replicas are drained and :func:`run_fleet` raises the
-replica's :class:`~control_plane.deployments.replicas.ReplicaRefused`, which quotes the end of its
-stderr and names its log, so ``fleet run`` exits 1 with that one error instead of restarting it for
-ever. Any other exit before serving is retried at the next interval, its error logged the same way."""
+When the fleet's first start of its command line exits with status 2 before any replica served (a usage
+or settings error: a data-plane flag after ``--`` it does not know), the fleet stops: its replicas are
+drained and :func:`run_fleet` raises the replica's
+:class:`~control_plane.deployments.replicas.ReplicaRefused`, which quotes the end of its stderr and names
+its log, so ``fleet run`` exits 1 with that one error instead of restarting it for ever. Any other exit,
+and any exit once the first starts are over (status 2 included: the data plane also exits 2 on a
+--model-config file caught mid-write, and that stopped the whole fleet, healthy replicas included), is
+retried at the next interval, its error logged the same way."""
 
 from __future__ import annotations
 

@@ -65,7 +65,9 @@ _SERVING_LINE = "aether data plane serving"
 # A --workers N data plane's line, before the serving one: every worker's own HOST:PORT (data_plane.workers).
 _WORKERS_LINE = "aether data plane workers on "
 #: The data plane's exit status for a usage or configuration error (a flag it does not know, a bad
-#: setting): every start with the same command line fails the same way, so such a replica is not retried.
+#: setting, but also a --model-config file it could not read or parse at that moment, such as one being
+#: rewritten). A bad flag fails the fleet's very first start, so only there does it stop the fleet
+#: (:class:`ReplicaRefused`); once this command line has served, such an exit is passing, and retried.
 USAGE_ERROR_STATUS = 2
 #: Lines of a replica's stderr an error about its exit quotes (the data plane's error is its last line).
 STDERR_TAIL_LINES = 5
@@ -113,6 +115,8 @@ class Replica:
     worker_addresses: tuple[str, ...] = ()
     # Per probed address: health probes in a row that got no answer (see replace_failed).
     misses: dict[str, int] = field(default_factory=dict)
+    # Where this start's lines begin in its folder's stderr.log (earlier starts' lines are older news).
+    stderr_from: int = 0
 
     @property
     def health_addresses(self) -> tuple[str, ...]:
@@ -133,10 +137,27 @@ class ReplicaExited(RuntimeError):
         self.status = status
 
 
+class ReplicaStartFailed(RuntimeError):
+    """A replica exited before serving; the error quotes the end of what it wrote to stderr in that start
+    and names its log."""
+
+    def __init__(self, number: int, status: int, said: str) -> None:
+        super().__init__(f"data-plane replica {number} exited with status {status} before serving{said}")
+        self.number, self.status, self.said = number, status, said
+
+
 class ReplicaRefused(FailedPrecondition):
-    """A replica exited with :data:`USAGE_ERROR_STATUS` before serving: a restart would only repeat it
-    (the fleet restarted such a replica for ever, saying neither why nor where its log was), so the
-    fleet stops with this error instead."""
+    """The fleet's first start of its command line exited with :data:`USAGE_ERROR_STATUS` before any
+    replica served: a restart would only repeat it (the fleet restarted such a replica for ever, saying
+    neither why nor where its log was), so the fleet stops with this error instead."""
+
+    @classmethod
+    def of(cls, failed: ReplicaStartFailed) -> ReplicaRefused:
+        return cls(
+            f"data-plane replica {failed.number} exited with status {failed.status} before serving: a usage"
+            " or settings error, which every restart would repeat, so the fleet stops (check the flags"
+            f" given to the replicas after --){failed.said}"
+        )
 
 
 class ReplicaManager:
@@ -151,6 +172,11 @@ class ReplicaManager:
         # the lowest first, are the next starts'.
         self._taken: set[int] = set()
         self._starts = 0  # the next replica's serial
+        # True until the first starts have run: only a usage error there may stop the fleet. Later, this
+        # command line has served, or failed for another reason, so a bad flag cannot be why: the data
+        # plane also exits 2 on a --model-config file caught mid-write, and that stopped the whole fleet,
+        # healthy replicas included.
+        self._first_starts = True
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
@@ -175,14 +201,23 @@ class ReplicaManager:
             if missing > 0:
                 # Cancelled here (the fleet stopping), the starts already finished are in _unlisted and
                 # are stopped by close(); the ones still starting stop their own process.
+                first, self._first_starts = self._first_starts, False
                 started = await asyncio.gather(
                     *(self._start() for _ in range(missing)), return_exceptions=True
                 )
-                refused = next((r for r in started if isinstance(r, ReplicaRefused)), None)
+                refused = _refusal(started) if first else None
                 for result in started:
-                    if isinstance(result, ReplicaRefused):
+                    if refused is not None and result is refused:
                         continue  # raised below, to stop the fleet: said once, by whoever stops it
-                    if isinstance(result, BaseException):
+                    if isinstance(result, ReplicaStartFailed) and result.status == USAGE_ERROR_STATUS:
+                        _log.error(
+                            "a data-plane replica failed to start: %s\n(exit status %d is a usage or settings"
+                            " error, but not in the fleet's first start: a passing one, such as a"
+                            " --model-config file caught mid-write; retried)",
+                            result,
+                            USAGE_ERROR_STATUS,
+                        )
+                    elif isinstance(result, BaseException):
                         _log.error("a data-plane replica failed to start: %s", result)
                     else:
                         self._unlisted.pop(result.number, None)
@@ -190,7 +225,7 @@ class ReplicaManager:
                 if any(not isinstance(result, BaseException) for result in started):
                     self._changed()
                 if refused is not None:
-                    raise refused
+                    raise ReplicaRefused.of(refused)
             while len(self._replicas) > max(replicas, 0):
                 victim = self._replicas.pop()  # out of the ready list before it is told to drain
                 self._changed()
@@ -218,10 +253,13 @@ class ReplicaManager:
             if not exited and not hung:
                 return 0
             for replica in exited:
+                log = settings.home / f"replica-{replica.number}" / "stderr.log"
+                said = await asyncio.to_thread(_stderr_said, log, replica.stderr_from)
                 _log.error(
-                    "data-plane replica %d exited with status %s; replacing it",
+                    "data-plane replica %d exited with status %s; replacing it%s",
                     replica.number,
                     replica.process.returncode,
+                    said,
                 )
             for replica in hung:
                 _log.error(
@@ -290,7 +328,7 @@ class ReplicaManager:
                 *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds,
                 env={**os.environ, **withheld(), "AETHER_REDIS_URL": settings.redis_url},
             )  # fmt: skip
-        replica = Replica(number, process, serial)
+        replica = Replica(number, process, serial, stderr_from=logged_from)
         self._unlisted[number] = replica
         waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"
         try:
@@ -311,9 +349,8 @@ class ReplicaManager:
                     f"waited for {waiting_for} (its log: {folder / 'stderr.log'})"
                 ) from None
             if isinstance(exc, ReplicaExited):  # say why it exited: the end of what it wrote to stderr
-                raise await asyncio.to_thread(
-                    _exit_error, number, exc.status, folder / "stderr.log", logged_from
-                ) from None
+                said = await asyncio.to_thread(_stderr_said, folder / "stderr.log", logged_from)
+                raise ReplicaStartFailed(number, exc.status, said) from None
             raise
         assert process.stdout is not None
         replica.drain = asyncio.create_task(_copy_out(process.stdout, folder / "stdout.log"))
@@ -349,9 +386,23 @@ class ReplicaManager:
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
 
 
-def _exit_error(number: int, status: int, log: Path, start: int) -> Exception:
-    """The error for replica ``number`` that exited with ``status`` before serving: the last lines it
-    wrote to ``log`` since ``start`` (earlier starts' lines are older news), and where the log is."""
+def _refusal(started: list[Replica | BaseException]) -> ReplicaStartFailed | None:
+    """The usage error that stops the fleet, of its first starts: one, when no replica of them served."""
+    if any(isinstance(result, Replica) for result in started):
+        return None
+    return next(
+        (
+            result
+            for result in started
+            if isinstance(result, ReplicaStartFailed) and result.status == USAGE_ERROR_STATUS
+        ),
+        None,
+    )
+
+
+def _stderr_said(log: Path, start: int) -> str:
+    """The last lines a replica wrote to ``log`` since ``start`` (earlier starts' lines are older news),
+    and where the log is, as an error about its exit ends."""
     try:
         with log.open("rb") as file:
             file.seek(max(start, file.seek(0, os.SEEK_END) - 65536))
@@ -360,16 +411,7 @@ def _exit_error(number: int, status: int, log: Path, start: int) -> Exception:
         lines = [f"(its log could not be read: {exc})"]
     tail = [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
     said = "; the end of its stderr:\n  " + "\n  ".join(tail) if tail else "; it wrote nothing to stderr"
-    where = f"\n(its log: {log})"
-    if status == USAGE_ERROR_STATUS:
-        return ReplicaRefused(
-            f"data-plane replica {number} exited with status {status} before serving: a usage or settings"
-            f" error, which every restart would repeat, so the fleet stops (check the flags given to the"
-            f" replicas after --){said}{where}"
-        )
-    return RuntimeError(
-        f"data-plane replica {number} exited with status {status} before serving{said}{where}"
-    )
+    return f"{said}\n(its log: {log})"
 
 
 def _prepare_folder(home: Path, folder: Path) -> None:

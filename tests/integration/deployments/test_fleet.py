@@ -437,6 +437,68 @@ async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_er
     assert _replicas(home / "fleet" / "endpoints.json") == ()
 
 
+async def test_a_replica_exit_2_after_the_fleet_served_is_retried_not_fatal(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """The data plane also exits 2 when its --model-config cannot be read or is not JSON at that moment
+    (a file mid-write). A fleet that served with its command line took such an exit, by a replacement
+    started while the file was half written, for a usage error and stopped whole, healthy replicas
+    included. Only the fleet's first start may stop it so; here the replacement is retried and serves
+    once the file is whole again, the fleet running throughout."""
+    models = tmp_path / "models.json"
+    dump_model_config([], models)
+    home = tmp_path / "fleet-home"
+    path = home / "fleet" / "endpoints.json"
+    env = dict(
+        os.environ,
+        AETHER_HOME=str(home),
+        AETHER_CONTROL_PLANE_ADDR=plane.address,
+        AETHER_REDIS_URL=plane.redis_url,
+    )
+    fleet_log = tmp_path / "fleet.log"
+    with fleet_log.open("wb") as log:
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--min", "1", "--max", "1",
+            "--interval-s", "0.3", "--", "--model-config", str(models),
+            stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env, cwd=REPO,
+        )  # fmt: skip
+    seen: set[int] = set()
+    try:
+        await _wait(lambda: len(_replicas(path)) == 1, 60, "the fleet serves")
+        (first,) = _replicas(path)
+        seen.add(first.pid)
+        models.write_text('{"models": [')  # an editor's write in progress
+        os.kill(first.pid, signal.SIGKILL)  # the replica dies meanwhile (the OOM killer, say)
+
+        def refused_once() -> bool:  # a replacement read the half-written file and exited 2
+            return "exited with status 2 before serving" in fleet_log.read_text(errors="replace")
+
+        await _wait(lambda: refused_once() or fleet.returncode is not None, 60, "a replacement starts")
+        assert fleet.returncode is None, fleet_log.read_text(errors="replace")
+        dump_model_config([], models)  # the file is whole again
+
+        def replaced() -> bool:
+            listed = _replicas(path)
+            return len(listed) == 1 and listed[0].pid != first.pid
+
+        await _wait(lambda: replaced() or fleet.returncode is not None, 60, "the fleet serves again")
+        assert fleet.returncode is None, fleet_log.read_text(errors="replace")
+        (again,) = _replicas(path)
+        seen.add(again.pid)
+        assert await _health(again.address) == health_pb2.HealthCheckResponse.SERVING
+        said = fleet_log.read_text(errors="replace")
+        assert f"(its log: {home / 'fleet' / 'replicas' / 'replica-0' / 'stderr.log'})" in said
+        fleet.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(fleet.wait(), 30) == 0
+    finally:
+        if fleet.returncode is None:
+            fleet.kill()
+            await fleet.wait()
+        for pid in seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 class _Replica:
     """A gRPC server with the health service and a Predict that counts its calls (or refuses them)."""
 

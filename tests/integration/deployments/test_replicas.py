@@ -281,8 +281,8 @@ async def test_a_replica_that_exits_before_serving_says_why_and_where_its_log_is
 ) -> None:
     """ "exited with status N before serving" named neither the replica's stderr nor its log. Now the
     error quotes this start's last stderr lines and names the log; status 2 (a usage error, which every
-    restart repeats) is raised to stop the fleet (ReplicaRefused, a FailedPrecondition), any other is
-    logged and retried."""
+    restart repeats) in the first start is raised to stop the fleet (ReplicaRefused, a
+    FailedPrecondition); any other, and status 2 in any later start, is logged and retried."""
     failing = tmp_path / "failingpython.sh"
     failing.write_text(
         f"#!/bin/sh\necho 'usage: python -m data_plane [-h]' >&2\n"
@@ -299,15 +299,21 @@ async def test_a_replica_that_exits_before_serving_says_why_and_where_its_log_is
     )
     with caplog.at_level(logging.ERROR, logger="aether.control_plane.replicas"):
         if status == 2:
-            for _ in range(2):  # the second start's error quotes its own lines, not the first's too
-                with pytest.raises(FailedPrecondition) as refused:  # ReplicaRefused
-                    await manager.scale_to(1)
-                assert refused.value.message == (
-                    "data-plane replica 0 exited with status 2 before serving: a usage or settings error,"
-                    " which every restart would repeat, so the fleet stops (check the flags given to the"
-                    f" replicas after --){said}"
-                )
+            with pytest.raises(FailedPrecondition) as refused:  # ReplicaRefused
+                await manager.scale_to(1)
+            assert refused.value.message == (
+                "data-plane replica 0 exited with status 2 before serving: a usage or settings error,"
+                " which every restart would repeat, so the fleet stops (check the flags given to the"
+                f" replicas after --){said}"
+            )
             assert "failed to start" not in caplog.text  # said once, by the fleet that stops
+            # Not the first start any more: logged and retried. Its error quotes its own lines only.
+            await manager.scale_to(1)
+            assert (
+                f"a data-plane replica failed to start: data-plane replica 0 exited with status 2 before"
+                f" serving{said}\n(exit status 2 is a usage or settings error, but not in the fleet's"
+                " first start" in caplog.text
+            )
         else:
             await manager.scale_to(1)
             assert (
