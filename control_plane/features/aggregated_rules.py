@@ -19,10 +19,12 @@ rule on single events that is sound:
   (a larger minimum, a maximum, categories) depends on how many events arrive, not on any one of them.
 
 A rule that cannot be enforced so is refused when the view is defined (:func:`rule_problem`); a view
-stored before that refusal keeps its rule, which ingestion then cannot enforce (:func:`input_rules`
-leaves it out) and the retraining check still applies to the stored rows. ``max_null_fraction`` speaks
-of the stored aggregates (never null: a window is never empty) and gives events no rule: an event field
-an aggregation reads is always required.
+stored before that refusal keeps its rule. Ingestion then enforces each part of it that single events
+can keep and leaves out only the others (:func:`input_rules`: of a sum's {min: 0, max: 100}, min 0 is
+held on each event, max 100 is not; dropping the whole rule let an event of -5 through, which broke the
+stored sum's min 0 too), and the retraining check still applies the whole rule to the stored rows.
+``max_null_fraction`` speaks of the stored aggregates (never null: a window is never empty) and gives
+events no rule: an event field an aggregation reads is always required.
 """
 
 from __future__ import annotations
@@ -86,24 +88,34 @@ def rule_problem(aggregation: pb.Aggregation, rule: pb.ValidationRule) -> str | 
 
 
 def input_rules(spec: pb.FeatureViewSpec) -> list[InputRule]:
-    """The event rules that enforce the rules of ``spec``'s aggregated features, those that can be
-    enforced so (see the module docstring); nothing for a rule with a :func:`rule_problem`."""
+    """The event rules that enforce the rules of ``spec``'s aggregated features: every bound and category
+    list single events can keep (see the module docstring). A rule with a :func:`rule_problem` (stored
+    before such rules were refused) gives its enforceable parts all the same, only the others left out."""
     rules = {feature.name: feature.validation for feature in spec.features}
     found = []
     for aggregation in spec.aggregations:
         rule = rules.get(aggregation.output)
-        if rule is None or aggregation.function == "count" or rule_problem(aggregation, rule) is not None:
+        if rule is None or aggregation.function == "count":  # a count's keepable min (<= 1) always holds
             continue
         derived = pb.ValidationRule()
         for field in ("min_value", "max_value"):
             bound = _bound(rule, field)
-            if bound is not None:
+            if bound is not None and _kept_by_each_event(aggregation.function, field, bound):
                 setattr(derived, field, bound)
         if aggregation.function in _PICKS:
             derived.allowed_values.extend(rule.allowed_values)
         if derived.HasField("min_value") or derived.HasField("max_value") or derived.allowed_values:
             found.append(InputRule(aggregation.column, derived, aggregation.output, describe(aggregation)))
     return found
+
+
+def _kept_by_each_event(function: str, field: str, bound: float) -> bool:
+    """Whether every window's ``function`` keeps ``bound`` (a ``min_value`` or ``max_value``) when each
+    event does. Only a sum's can fail: a lower bound below 0, or an upper bound above 0 (as in
+    :func:`rule_problem`)."""
+    if function != "sum":
+        return True
+    return bound >= 0 if field == "min_value" else bound <= 0
 
 
 def _bound(rule: pb.ValidationRule, field: str) -> float | None:
