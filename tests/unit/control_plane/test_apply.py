@@ -7,7 +7,9 @@ import pytest
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
+from control_plane.features.definitions import parse_definitions
 from control_plane.features.registry import FeatureRegistry
+from tests.support.legacy_views import store_view_as_before_aggregate_rule_checks
 from tests.unit.control_plane.builders import entity, metadata, spec, view
 
 
@@ -188,3 +190,64 @@ def test_applying_a_deleted_view_again_continues_its_versions(registry: FeatureR
     expected = ("feature_view", "driver_stats", "CREATE", 3, ["entity driver, 2 features"])
     assert plan(dry_run)[1] == plan(response)[1] == expected
     assert registry.get_feature_view("driver_stats").version == 3
+
+
+LEGACY_YAML = """
+entities:
+  - name: sensor
+    join_keys: [{name: sensor_id, type: int64}]
+feature_views:
+  - name: clicks
+    entity: sensor
+    source: {kind: stream, uri: "events:clicks"}
+    features:
+      - {name: amount_sum_1h, dtype: float64, validation: {min: 0, max: %(sum_max)s}}
+      - {name: amount_mean_1h, dtype: float64}
+    aggregations:
+      - {column: amount, function: sum, window: %(window)s, output: amount_sum_1h}
+      - {column: amount, function: mean, window: 1h, output: amount_mean_1h}
+  - name: climate
+    entity: sensor
+    description: %(climate)s
+    features:
+      - {name: temperature_c, dtype: float32}
+"""
+
+
+def legacy_request(sum_max: str = "100", window: str = "1h", climate: str = "hourly") -> pb.ApplyRequest:
+    text = LEGACY_YAML % {"sum_max": sum_max, "window": window, "climate": climate}
+    return parse_definitions(text).request
+
+
+def test_an_unchanged_view_stored_with_a_rule_refused_since_applies_as_no_change(
+    registry: FeatureRegistry,
+) -> None:
+    """``clicks`` was stored before rules on aggregates were checked, with a max of 100 on a sum (refused
+    now). Re-applying its unchanged YAML failed INVALID_ARGUMENT, dry run or not, and so did an apply of
+    unrelated changes in the same file: the check ran on every view before comparing with what is stored.
+    It now runs on new views, new versions and rule edits only."""
+    original = legacy_request()
+    registry.create_entity(original.entities[0])
+    store_view_as_before_aggregate_rule_checks(registry.sessions, original.views[0].spec)
+    registry.create_feature_view(original.views[1].spec, original.views[1].metadata)
+
+    for dry_run in (True, False):
+        again = legacy_request()
+        again.dry_run = dry_run
+        assert [pb.PlanAction.Name(step.action) for step in registry.apply(again).steps] == [
+            "NO_CHANGE", "NO_CHANGE", "NO_CHANGE"
+        ]  # fmt: skip
+    unrelated = registry.apply(legacy_request(climate="daily"))
+    assert plan(unrelated)[1:] == [
+        ("feature_view", "clicks", "NO_CHANGE", 1, []),
+        ("feature_view", "climate", "UPDATE_METADATA", 1, ["description: hourly -> daily"]),
+    ]
+
+    # An edit of the rule, or a new version carrying it, is checked, and the error says where to fix it.
+    hint = "fix the stored rule with UpdateValidation or a rule edit in this file"
+    with pytest.raises(InvalidArgument, match=r"^views\[0\]\.spec\.features\[0\]\.validation: .*max_value"):
+        registry.apply(legacy_request(sum_max="200"))
+    with pytest.raises(InvalidArgument, match=f"version 1 stores this rule.*{hint}"):
+        registry.apply(legacy_request(window="2h"))
+    fixed = registry.apply(legacy_request(sum_max=".inf"))  # no upper bound: enforceable
+    assert plan(fixed)[1][2:4] == ("UPDATE_METADATA", 1)
