@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             group=args.group, count=args.count, block_ms=args.block_ms, reclaim_idle_ms=args.reclaim_idle_ms,
             lateness_s=args.lateness_s, max_future=timedelta(seconds=args.max_future_s),
             lag_alert_seconds=args.lag_alert_s, metrics_port=args.metrics_port,
+            rules_every_s=args.rules_every_s,
         )  # fmt: skip
         offline = OfflineStore(args.offline_root or default_offline_root())
         materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options, stop)

@@ -67,5 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lag-alert-s", type=seconds, default=60.0, help="log an alert when lag exceeds this"
     )
     parser.add_argument(
+        "--rules-every-s",
+        type=seconds,
+        default=10.0,
+        help="read the view version's validation rules again this often (they are edited in place)",
+    )
+    parser.add_argument(
         "--metrics-port", type=whole(0, 65535), default=None, help="serve Prometheus metrics on this port"
     )

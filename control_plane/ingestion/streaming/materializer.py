@@ -89,6 +89,7 @@ from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, warn_if_trimmed
+from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.streaming.status_check import StatusCheck
 
@@ -131,6 +132,9 @@ class MaterializerOptions:
     # committed (``commit_gate.py``): no batch is committed after a retire's or delete's SQL transaction
     # (before, a batch committed less than this after a retire was stored and counted).
     status_every_s: float = 1.0
+    # How often the validation rules of the view version are read again: they are edited in place
+    # (UpdateValidation), and a running materializer kept those it started with (rule_refresh.py).
+    rules_every_s: float = 10.0
 
 
 @dataclass
@@ -184,6 +188,8 @@ class StreamMaterializer:
         self._next_drain = 0.0
         self._next_trim = 0.0
         self._next_status = 0.0
+        self._next_rules = 0.0
+        self._rules = RuleRefresh(sessions)
         self._status = StatusCheck(sessions, view)  # a database down is retried at the next check
         self._gate = CommitGate(sessions, view)
         self._trim_below_ms: int | None = None  # the next commit drops ids scored below this
@@ -206,6 +212,7 @@ class StreamMaterializer:
         self.flush()
         self._check_version()  # a retired or deleted version: the predecessor's outbox drained, and stop
         self._next_status = time.monotonic() + self.options.status_every_s
+        self._next_rules = time.monotonic() + self.options.rules_every_s  # the view was just read
         self._rebuild()
 
     def flush(self) -> int:
@@ -226,6 +233,9 @@ class StreamMaterializer:
         if now >= self._next_status:
             self._next_status = now + self.options.status_every_s
             self._check_version()
+        if now >= self._next_rules:
+            self._next_rules = now + self.options.rules_every_s
+            self.view = self._rules.refreshed(self.view) or self.view  # what validate() holds events to
         if now >= self._next_trim:
             self._next_trim = now + self.options.trim_every_s
             self._trim_below_ms = self._rebuild_since_ms()

@@ -74,7 +74,9 @@ def test_a_busy_materializer_waits_out_a_database_restart_and_counts_every_event
     engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
     client = redis.Redis.from_url(redis_url)
     # A drain after every batch; no status check after the start's (this test is about the drain).
-    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    options = MaterializerOptions(
+        count=10, block_ms=10, drain_every=1, status_every_s=3600.0, rules_every_s=3600.0
+    )
     _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     publish(client, events(5))
     assert materializer.step().received == 5  # drained with the database up
@@ -178,7 +180,10 @@ def test_a_commit_waits_out_a_database_restart_and_commits_nothing_meanwhile(
     db = registry_on(postgres_server.fresh_url())
     engine, sessions, entity, view = db.engine, db.sessions, db.entity, db.view
     client = redis.Redis.from_url(redis_url)
-    options = MaterializerOptions(count=10, block_ms=10, drain_every=1, status_every_s=3600.0)
+    # No periodic status check or rules read during the outage: each would warn of it too.
+    options = MaterializerOptions(
+        count=10, block_ms=10, drain_every=1, status_every_s=3600.0, rules_every_s=3600.0
+    )
     _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, options)
     caplog.set_level(logging.INFO, "aether.ingestion.stream")
     seen_in_outage: list[tuple[int, int]] = []

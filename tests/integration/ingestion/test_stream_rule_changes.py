@@ -4,6 +4,7 @@ and a running materializer enforces the rules as they are now."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -14,10 +15,11 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.db import read_session
+from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from tests.integration.ingestion.conftest import registry_on
 from tests.integration.ingestion.streaming_support import (
     STREAM,
@@ -101,4 +103,68 @@ def test_a_rebuild_logs_the_applied_messages_it_cannot_convert_any_more(
         assert_close(read_online(client, db.view, [1]), expected_online(events + later))  # the others kept
     finally:
         client.close()
+        db.engine.dispose()
+
+
+def test_a_running_materializer_holds_events_to_a_rule_tightened_while_it_runs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    db = registry_on(f"sqlite:///{tmp_path / 'aether.db'}")  # clicks, no rule on any feature
+    client = redis.Redis.from_url(redis_url)
+    options = dataclasses.replace(OPTIONS, rules_every_s=0.05)
+    try:
+        now = dt.datetime.now(dt.UTC)
+        publish(client, [Event(1, now - dt.timedelta(seconds=60), 10.0)])
+        _source, materializer = started_materializer(
+            tmp_path, client, db.sessions, db.view, db.entity, options
+        )
+        run_until_idle(materializer)
+
+        db.registry.update_validation("clicks", 1, {"amount_mean_1h": pb.ValidationRule(min_value=0)})
+        deadline = time.monotonic() + 60
+        while not materializer.view.spec.features[2].validation.HasField("min_value"):  # its next read
+            assert time.monotonic() < deadline, "the materializer never read the rules again"
+            materializer.step()
+        publish(client, [Event(1, now - dt.timedelta(seconds=50), -7.0)])
+        run_until_idle(materializer)
+
+        with read_session(db.sessions) as session:
+            records = quarantine.list_quarantined(session, view="clicks")
+        assert [record.reason for record in records] == [
+            "amount: -7 below min 0 (the rule of feature 'amount_mean_1h', the mean of 'amount' over 1h)"
+        ]
+        assert materializer.totals.accepted == 1 and materializer.totals.quarantined == 1
+        assert read_online(client, db.view, [1])[1][1] == 10.0  # the sum holds the one accepted event
+    finally:
+        client.close()
+        db.engine.dispose()
+
+
+def test_a_rule_refresh_that_fails_or_finds_another_schema_keeps_the_rules_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = registry_on(f"sqlite:///{tmp_path / 'aether.db'}")
+    empty = create_db_engine(f"sqlite:///{tmp_path / 'not-migrated.db'}")  # no tables: every read fails
+    caplog.set_level(logging.INFO, "aether.ingestion.stream")
+    try:
+        failing = RuleRefresh(create_session_factory(empty))
+        assert failing.refreshed(db.view) is None and failing.refreshed(db.view) is None
+        said = [r.getMessage() for r in caplog.records if "could not be read again" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("clicks v1: its validation rules"), said
+        assert failing.failures == 2
+
+        db.registry.update_validation("clicks", 1, {"amount_mean_1h": pb.ValidationRule(min_value=0)})
+        other = pb.FeatureView()
+        other.CopyFrom(db.view)
+        other.spec.ttl_seconds = 60  # not what the version stores: a materializer of another schema
+        refresh = RuleRefresh(db.sessions)
+        assert refresh.refreshed(other) is None and refresh.refreshed(other) is None
+        differs = [
+            r for r in caplog.records if "differs from the one this materializer runs" in r.getMessage()
+        ]
+        assert len(differs) == 1
+        updated = refresh.refreshed(db.view)  # the same schema: the new rule is taken
+        assert updated is not None and updated.spec.features[2].validation.min_value == 0
+    finally:
+        empty.dispose()
         db.engine.dispose()
