@@ -82,6 +82,7 @@ from types import FrameType
 from typing import Any
 
 from clients.files import open_private
+from control_plane.jobs.capabilities import empty_capability_sets
 from control_plane.jobs.identity import claim, process_start_ticks
 from control_plane.jobs.job_user import blocked_for
 from control_plane.jobs.reaper import KILL_SIGNAL, Family, become_subreaper
@@ -92,7 +93,6 @@ NOT_EXECUTABLE_EXIT = 126
 _INIT_READ_LIMIT = 1 << 20
 
 # linux/capability.h and linux/prctl.h
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -267,18 +267,6 @@ def take_env(path: Path) -> dict[str, str]:
     return data
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
 def _drop_capabilities() -> None:
     """Runs in the job's process after its switch to the job user, before exec: takes every capability
     away from it for good. A control plane that is not root keeps its capabilities in the ambient set
@@ -286,10 +274,9 @@ def _drop_capabilities() -> None:
     with them all. Its permitted, effective and inheritable sets are emptied (which empties the ambient
     set too), and ``no_new_privs`` keeps set-user-ID programs and file capabilities from giving any
     back. Raises ``OSError`` when one step fails: the job then does not start."""
+    if refused := empty_capability_sets():
+        raise OSError(refused, "capset")
     libc = ctypes.CDLL(None, use_errno=True)
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    if libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
-        raise OSError(ctypes.get_errno(), "capset")
     # Emptied with the permitted set already; said again for kernels' sake (EINVAL: none before 4.3).
     if (
         libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0

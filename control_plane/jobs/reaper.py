@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from control_plane.jobs.capabilities import effective_capabilities, empty_capability_sets
+
 # linux/prctl.h
 _PR_SET_CHILD_SUBREAPER = 36
 #: What the executor sends the launcher to kill the attempt: every process below it, SIGKILL. Not SIGKILL
@@ -93,43 +95,13 @@ def signal_uid(uid: int, signum: signal.Signals) -> bool:
             os.setresuid(uid, uid, uid)
             # A launcher that is not root keeps its capabilities through a switch between two non-zero
             # uids: with CAP_KILL, kill(-1) would reach every process of the host.
-            _drop_capabilities()
-            if os.getresuid() == (uid, uid, uid) and _capabilities() == 0:
+            empty_capability_sets()  # whether it took is checked next
+            if os.getresuid() == (uid, uid, uid) and effective_capabilities() == 0:
                 os.kill(-1, signum)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
     return True
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-def _drop_capabilities() -> None:
-    """Empties this process's effective, permitted and inheritable capability sets (``capset``; linux/
-    capability.h, version 3); whether that took is for :func:`_capabilities` to say."""
-    header = _CapHeader(0x20080522, 0)
-    ctypes.CDLL(None, use_errno=True).capset(ctypes.byref(header), (_CapData * 2)())
-
-
-def _capabilities() -> int | None:
-    """This process's effective capabilities (``/proc/self/status``), None when unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 class Family:
