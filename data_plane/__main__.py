@@ -44,7 +44,7 @@ from data_plane.redis_address import RedisAddress
 from data_plane.redis_client import RedisClient
 from data_plane.redis_errors import RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server
-from data_plane.settings import DataPlaneSettings, check_override
+from data_plane.settings import DataPlaneSettings, accepted_store_id, check_override
 from data_plane.workers import SERVING_LINE, WORKER_LINE, run_workers
 
 
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--accept-store-id",
         metavar="ID",
+        type=_store_id_flag,
         help="follow the registry and deployment plans of the metadata database with this id even though "
         "those held came from another one (refused otherwise; the id is in the refusal's log line)",
     )
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
     return parser
+
+
+def _store_id_flag(text: str) -> str:
+    try:
+        return accepted_store_id(text, "--accept-store-id")
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 #: Flags that override a settings field of the same name when given.

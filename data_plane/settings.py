@@ -12,6 +12,7 @@ TLS control plane; ``AETHER_TLS_SERVER_NAME``). Settings built in code default t
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ class DataPlaneSettings:
             listen=env_text(env, "AETHER_DATA_PLANE_ADDR", d.listen),
             redis_url=env_text(env, "AETHER_REDIS_URL", d.redis_url),
             control_plane_addr=env_text(env, "AETHER_CONTROL_PLANE_ADDR", d.control_plane_addr),
-            accept_store_id=env_text(env, "AETHER_ACCEPT_STORE_ID", d.accept_store_id).strip(),
+            accept_store_id=accepted_store_id(env_text(env, "AETHER_ACCEPT_STORE_ID", d.accept_store_id)),
             snapshot_path=Path(
                 env_text(env, "AETHER_REGISTRY_SNAPSHOT_PATH", str(home / "registry_snapshot.pb"))
             ).expanduser(),
@@ -265,3 +266,19 @@ def execution_providers(env: Mapping[str, str]) -> tuple[str, ...]:
                 f" {', '.join(PROVIDER_PREFERENCE)}"
             )
     return names
+
+
+def accepted_store_id(text: str, name: str = "AETHER_ACCEPT_STORE_ID") -> str:
+    """The metadata database id to accept (``--accept-store-id``), in the form ids are sent in; "" for
+    none. A value that is no id (a typo, a truncated paste) was taken without a word, and the snapshot it
+    was meant to accept stayed refused with nothing saying why."""
+    value = text.strip()
+    if not value:
+        return ""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be a metadata database id (a UUID, as the refusal's log line names it), "
+            f"not {text!r}"
+        ) from None

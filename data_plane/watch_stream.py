@@ -29,10 +29,11 @@ logged as one error per stream connection (naming both ids, the control plane's 
 accept the new database) and counted (``on_refused("other_store")``; ``aether_watch_refused_total``).
 An operator accepts another database deliberately: ``accept_store_id`` (``--accept-store-id`` /
 ``AETHER_ACCEPT_STORE_ID``) names the one to follow, or the snapshot files are removed before a restart.
-What is accepted without a word: any database while nothing is held yet (a first start), the held one
-again (a restarted control plane, a restore from a backup: the id is in the database), a snapshot without
-an id (a control plane older than the field) and, after a file or a snapshot without one, whatever comes
-next (its database is unknown).
+What is accepted without a word: any database while nothing is held yet (a first start) or what is held
+lists nothing (no view, no plan: nothing to protect; unless the held database is the one accepted), the
+held one again (a restarted control plane, a restore from a backup: the id is in the database), a
+snapshot without an id (a control plane older than the field) and, after a file or a snapshot without
+one, whatever comes next (its database is unknown).
 
 An outage is logged once, not once per try (:class:`OutageLog`): its first failed try as a warning (an
 error for a refused size), the others at DEBUG with a reminder every ``remind_every_s`` (60 s) that
@@ -222,7 +223,19 @@ class WatchStream(Generic[M]):
     def _other_store(self, offered: str) -> bool:
         """Whether a snapshot of database ``offered`` is to be refused (see the module's docstring)."""
         held = self.store_id
-        return bool(offered and held and offered != held and offered != self._accept_store_id)
+        other = bool(offered and held and offered != held and offered != self._accept_store_id)
+        # Holding nothing there is nothing to protect, unless the operator chose the database held.
+        return other and not (self._holds_nothing() and held != self._accept_store_id)
+
+    def _holds_nothing(self) -> bool:
+        """Whether the snapshot held lists nothing (every repeated field empty: no view, no plan): another
+        database can empty nothing then, and refusing it left a data plane whose database was replaced
+        before anything was applied (``dev up`` on a home whose database was deleted) serving nothing."""
+        if self._persisted is None:
+            return True
+        held = self._type.FromString(self._persisted)
+        repeated = [field.name for field in held.DESCRIPTOR.fields if field.is_repeated]
+        return not any(getattr(held, name) for name in repeated)
 
     def _refuse_store(self, offered: str) -> None:
         if self._on_refused is not None:

@@ -185,3 +185,21 @@ async def test_snapshots_and_files_without_a_store_id_are_accepted_as_before(har
         assert watch.store_id == STORE_B and not harness.refusals
     finally:
         await watch.stop()
+
+
+async def test_another_database_is_followed_while_what_is_held_lists_nothing(harness: Harness) -> None:
+    """A home whose database was deleted before anything was applied (``dev up`` again): the held
+    snapshot lists nothing, so another database can empty nothing, and refusing it left the data plane
+    serving nothing of what the user then applied to the new one."""
+    save_snapshot(harness.path, _plans(3, STORE_A).SerializeToString())  # database A: no plan
+    watch = await harness.watch()
+    try:
+        assert watch.store_id == STORE_A
+        await harness.deliver(watch, _plans(1, STORE_B, "dep"))
+        assert watch.store_id == STORE_B and watch.current().get("dep") is not None
+        assert not harness.refusals
+        await harness.reconnect()  # now B's plans are held: A (with nothing, or anything) is refused
+        await harness.deliver(watch, _plans(4, STORE_A))
+        assert harness.refusals == ["other_store"] and watch.current().get("dep") is not None
+    finally:
+        await watch.stop()

@@ -231,7 +231,15 @@ def test_flags_are_held_to_the_ranges_of_their_variables(flags: list[str], messa
 def test_the_store_to_accept_comes_from_its_variable_or_its_flag() -> None:
     """The deliberate way to follow another metadata database (data_plane.watch_stream): none by default."""
     assert DataPlaneSettings.from_env({}).accept_store_id == ""
-    from_env = DataPlaneSettings.from_env({"AETHER_ACCEPT_STORE_ID": " 6f1d2c3e-9a8b \n"})
-    assert from_env.accept_store_id == "6f1d2c3e-9a8b"
-    settings, _ = parse_args(["--accept-store-id", "0b5cbd47"], {"AETHER_ACCEPT_STORE_ID": "other"})
-    assert settings.accept_store_id == "0b5cbd47"
+    store = "6f1d2c3e-9a8b-4c5d-8e7f-0a1b2c3d4e5f"
+    from_env = DataPlaneSettings.from_env({"AETHER_ACCEPT_STORE_ID": f" {store} \n"})
+    assert from_env.accept_store_id == store
+    settings, _ = parse_args(["--accept-store-id", f" {store.upper()}\n"], {"AETHER_ACCEPT_STORE_ID": ""})
+    assert settings.accept_store_id == store  # trimmed and in the form ids are sent in, as the variable
+    # A value that is no id (a typo, a truncated paste) was taken without a word, and the snapshot it was
+    # meant to accept stayed refused with nothing saying why.
+    with pytest.raises(ConfigurationError, match="AETHER_ACCEPT_STORE_ID must be a metadata database id"):
+        DataPlaneSettings.from_env({"AETHER_ACCEPT_STORE_ID": "yes"})
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--accept-store-id", store[:8]], {})
+    assert exit_.value.code == 2

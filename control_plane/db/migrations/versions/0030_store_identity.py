@@ -26,14 +26,22 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    table = op.create_table(
-        "store_identity",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("store_id", sa.String(length=36), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_store_identity")),
-    )
-    op.bulk_insert(table, [{"id": 1, "store_id": str(uuid.uuid4())}])
+    bind = op.get_bind()
+    # Kept by a downgrade (below): a release rolled back and forward again finds its id and keeps it.
+    if not sa.inspect(bind).has_table("store_identity"):
+        op.create_table(
+            "store_identity",
+            sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+            sa.Column("store_id", sa.String(length=36), nullable=False),
+            sa.PrimaryKeyConstraint("id", name=op.f("pk_store_identity")),
+        )
+    if bind.execute(sa.text("SELECT count(*) FROM store_identity")).scalar_one() == 0:
+        bind.execute(
+            sa.text("INSERT INTO store_identity (id, store_id) VALUES (1, :store_id)"),
+            {"store_id": str(uuid.uuid4())},
+        )
 
 
 def downgrade() -> None:
-    op.drop_table("store_identity")
+    """Keeps the table: dropped, the upgrade after a rollback made the same database a new id, which every
+    data plane then refused until an operator accepted it on each. Older code never reads it."""
