@@ -19,25 +19,11 @@ from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
 from data_plane.deployment_watch import DeploymentWatch, load_plans_snapshot
 from data_plane.watch_stream import save_snapshot
 from tests.integration.deployments.test_deployment_watch import RecordingLoader
+from tests.support.scripted_plans import ScriptedPlans
 
 STORE_A = "0b5cbd47-2b8e-4b5e-a4a2-0c7b1b0f0a11"
 STORE_B = "6f1d2c3e-9a8b-4c7d-8e6f-5a4b3c2d1e0f"
 WAIT_S = 20.0
-
-
-class _ScriptedPlans(dpb_grpc.DeploymentsServicer):
-    """Yields the snapshots put on the queue; None ends the stream (the watch then reconnects)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[dpb.DeploymentPlanSnapshot | None] = asyncio.Queue()
-        self.streams = 0
-
-    async def WatchDeploymentPlans(
-        self, request: dpb.WatchDeploymentPlansRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[dpb.DeploymentPlanSnapshot]:
-        self.streams += 1
-        while (snapshot := await self.queue.get()) is not None:
-            yield snapshot
 
 
 def _plans(revision: int, store_id: str, *deployments: str) -> dpb.DeploymentPlanSnapshot:
@@ -57,7 +43,7 @@ def _plans(revision: int, store_id: str, *deployments: str) -> dpb.DeploymentPla
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, plans: _ScriptedPlans, address: str) -> None:
+    def __init__(self, tmp_path: Path, plans: ScriptedPlans, address: str) -> None:
         self.path = tmp_path / "plans.pb"
         self.plans, self.address = plans, address
         self.refusals: list[str] = []
@@ -98,7 +84,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    plans = _ScriptedPlans()
+    plans = ScriptedPlans()
     server = grpc.aio.server()
     dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
     address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc.aio
@@ -21,6 +20,7 @@ from data_plane.models.spec import ModelSpec
 from data_plane.models.version import ModelState
 from data_plane.routing import choose_variant
 from tests.integration.deployments.conftest import Models, Plane, ThreadedControlPlane
+from tests.support.scripted_plans import ScriptedPlans
 
 
 class RecordingLoader:
@@ -248,29 +248,13 @@ def _sqlite_backup(db_url: str, to: Path) -> None:
         target.close()
 
 
-class _ScriptedPlans(dpb_grpc.DeploymentsServicer):
-    """A control plane's plan stream: yields the snapshots put on the queue; None ends the stream (as a
-    control plane's restart does), and the watch's next stream takes the snapshots put after it."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[dpb.DeploymentPlanSnapshot | None] = asyncio.Queue()
-        self.streams = 0
-
-    async def WatchDeploymentPlans(
-        self, request: dpb.WatchDeploymentPlansRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[dpb.DeploymentPlanSnapshot]:
-        self.streams += 1
-        while (snapshot := await self.queue.get()) is not None:
-            yield snapshot
-
-
 async def test_waiting_for_a_revision_counts_only_the_plans_of_the_stream_delivering_now(
     tmp_path: Path,
 ) -> None:
     """A control plane restarted on a fresh database numbers its revisions from 1 again. Waiting for its
     revision 1 compared numbers only, so the plans of revision 3 held from before the restart satisfied
     it at once: the caller went on as if the new control plane's plans were served."""
-    plans = _ScriptedPlans()
+    plans = ScriptedPlans()
     server = grpc.aio.server()
     dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
     address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"

@@ -74,6 +74,15 @@ def recent_events(count: int) -> list[Event]:
     return [Event(i % 3, now - timedelta(seconds=60 - i), 1.0 + i) for i in range(count)]
 
 
+def run_until_idle(materializer: StreamMaterializer, timeout_s: float = 60.0) -> None:
+    """Steps ``materializer`` until a step receives nothing and its source has no lag."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if materializer.step().received == 0 and materializer.source.lag().messages == 0:
+            return
+    raise AssertionError("the materializer did not catch up")
+
+
 def started_materializer(
     tmp_path: Path,
     client: redis.Redis,

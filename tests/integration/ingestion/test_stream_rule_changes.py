@@ -18,7 +18,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import MaterializerOptions
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from tests.integration.ingestion.conftest import registry_on
 from tests.integration.ingestion.streaming_support import (
@@ -28,18 +28,11 @@ from tests.integration.ingestion.streaming_support import (
     expected_online,
     publish,
     read_online,
+    run_until_idle,
     started_materializer,
 )
 
 OPTIONS = MaterializerOptions(count=100, block_ms=20)
-
-
-def run_until_idle(materializer: StreamMaterializer, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if materializer.step().received == 0 and materializer.source.lag().messages == 0:
-            return
-    raise AssertionError("the materializer did not catch up")
 
 
 def test_a_restart_keeps_the_events_applied_before_a_rule_was_tightened(

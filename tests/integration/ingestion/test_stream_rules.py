@@ -5,7 +5,6 @@ data-window check then passes on the aggregates stored."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import redis
@@ -14,22 +13,20 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import jobs_pb2, retraining_pb2
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import MaterializerOptions
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining.data_window import check_window
 from tests.integration.ingestion.conftest import CLICKS, CLIMATE, registry_on
-from tests.integration.ingestion.streaming_support import Event, publish, read_online, started_materializer
+from tests.integration.ingestion.streaming_support import (
+    Event,
+    publish,
+    read_online,
+    run_until_idle,
+    started_materializer,
+)
 from tests.support.legacy_views import store_view_as_before_aggregate_rule_checks
 
 OPTIONS = MaterializerOptions(count=100, block_ms=20)
-
-
-def run_until_idle(materializer: StreamMaterializer, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if materializer.step().received == 0 and materializer.source.lag().messages == 0:
-            return
-    raise AssertionError("the materializer did not catch up")
 
 
 def test_an_event_breaking_a_mean_rule_is_quarantined_and_the_window_check_passes(

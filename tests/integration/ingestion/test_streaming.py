@@ -43,6 +43,7 @@ from tests.integration.ingestion.streaming_support import (
     random_events,
     read_online,
     registry_db,
+    run_until_idle,
     sigkill_once_applied,
     spend_view,
     start_materializer,
@@ -50,15 +51,6 @@ from tests.integration.ingestion.streaming_support import (
 )
 
 OPTIONS = MaterializerOptions(count=300, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1)
-
-
-def run_until_idle(materializer: StreamMaterializer, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = materializer.step()
-        if stats.received == 0 and materializer.source.lag().messages == 0:
-            return
-    raise AssertionError("the materializer did not catch up")
 
 
 def test_aggregates_match_brute_force_and_offline_history_agrees(tmp_path: Path, redis_url: str) -> None:
