@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from data_plane.__main__ import parse_args
 from data_plane.registry_watch import save_snapshot
+from data_plane.workers import SERVING_LINE
 from tests.support.redis_server import RedisServer, cluster_node, free_port
 from tests.unit.data_plane.registry_builders import floats, snapshot, view
 
@@ -45,6 +46,9 @@ def test_module_entrypoint_announces_its_port_and_exits_cleanly_on_sigterm(
         line = process.stdout.readline()
         match = re.fullmatch(r"aether data plane listening on 127\.0\.0\.1:(\d+)\n", line)
         assert match, line
+        # Listening comes first; health turns SERVING (and says so in a line of its own) once the registry's
+        # catalog is in: checked before that line, health may still say NOT_SERVING (seen in CI).
+        assert process.stdout.readline() == f"{SERVING_LINE}\n"
         with grpc.insecure_channel(f"127.0.0.1:{match[1]}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING

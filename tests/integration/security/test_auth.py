@@ -164,10 +164,12 @@ async def test_every_call_shape_is_checked_and_sees_its_principal(secured: Secur
                 assert await upload(iter([b"a", b"b", b"c"])) == b"admin:3"
                 assert [m async for m in bidi(iter([b"x", b"y"]))] == [b"admin:x", b"admin:y"]
             else:
-                assert await _code(upload(iter([b"a"]))) == grpc.StatusCode.PERMISSION_DENIED
-                with pytest.raises(grpc.aio.AioRpcError) as failed:
-                    _ = [m async for m in bidi(iter([b"x"]))]
-                assert failed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                # Opened without a request iterator: a message the client sends while the server's refusal
+                # is on its way makes grpc's client replace that status with INTERNAL "Failed
+                # execute_batch" (a client-side race, seen in CI), which says nothing of the server.
+                for denied in (upload(), bidi()):
+                    # (a handler let through would wait for the stream's end: bounded, so that fails too)
+                    assert await asyncio.wait_for(denied.code(), 10) == grpc.StatusCode.PERMISSION_DENIED
     async with open_aio_channel(secured.address, ChannelSecurity()) as anonymous:
         assert await _code(anonymous.unary_unary(f"/{ECHO}/GetUnary")(b"")) == grpc.StatusCode.UNAUTHENTICATED
 
