@@ -67,7 +67,10 @@ class QualityCheck:
         response = await asyncio.to_thread(
             performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
         )
-        scored = [w for w in response.windows if w.metrics]
+        # Every window with enough labels, metrics or none: one whose every labelled prediction was NaN
+        # (or missing) has no metric, and is DEGRADED all the same; filtering on metrics silenced it.
+        counted = (pb.PERFORMANCE_STATUS_OK, pb.PERFORMANCE_STATUS_DEGRADED)
+        scored = [w for w in response.windows if w.status in counted]
         if scored:
             self._gauges.observe_performance(config.deployment, scored[-1])
         alerted: list[pb.PerformanceWindow] = []

@@ -4,8 +4,10 @@
 * performance: the monitor's complete quality windows
   (:func:`control_plane.monitoring.performance.performance`) since the last trigger (at most two days
   back, and at most as many windows as the monitor answers for in one query: short windows look back
-  less) that held enough labels. A window still in progress is left out, as the monitor's own alerting
-  does: it ends after every trigger, so it would count as fresh again after each cooldown;
+  less) that held enough labels, with their counts of labels and of unusable predictions (a window whose
+  every labelled prediction was NaN holds no metric, and only that count says it degraded). A window still
+  in progress is left out, as the monitor's own alerting does: it ends after every trigger, so it would
+  count as fresh again after each cooldown;
 * drift: the monitor's stored drift reports over the same span, ending by now;
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
@@ -52,7 +54,7 @@ def performance_windows(
     found = performance(sessions, monitor, since, now_us)
     scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
     return [
-        PerformanceObservation(w.end_us, dict(w.metrics))
+        PerformanceObservation(w.end_us, dict(w.metrics), w.n_labels, w.n_invalid_predictions)
         for w in found.windows
         if w.status in scored and w.end_us <= now_us
     ]

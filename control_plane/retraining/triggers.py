@@ -7,7 +7,9 @@ Rules (each off unless configured):
 
 * **schedule** — a minute matching the cron expression started in ``(previous_tick_us, now_us]``;
 * **performance** — the newest complete quality window with enough labels is past the threshold (below
-  it; above it for error metrics such as MAE);
+  it; above it for error metrics such as MAE), or some of its labelled predictions were unusable (missing
+  or not finite numbers: a model answering NaN), as the monitor's DEGRADED has it. A model answering NaN
+  on every row has no metric at all, and read as "no degradation" it was the one failure never retrained;
 * **drift** — the newest drift report drifted, *combined* with a performance degradation or, while
   labels are still missing, the proxy signal of prediction drift; data drift on its own triggers only
   with ``drift_alone``;
@@ -57,6 +59,9 @@ class PerformanceObservation:
 
     end_us: int
     metrics: dict[str, float]
+    n_labels: int = 0
+    #: Labelled predictions left out of the metrics: missing, or not finite numbers.
+    n_invalid_predictions: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,19 +162,30 @@ def _fresh(seen: Observations, end_us: int) -> bool:
 
 
 def _degradation(rules: TriggerRules, seen: Observations) -> str | None:
-    """Why the newest fresh quality window is degraded, or None."""
+    """Why the newest fresh quality window is degraded, or None: its metric is past the threshold, or
+    some labelled prediction was unusable (the rule of :func:`control_plane.monitoring.performance.degraded`,
+    so that a window the monitor alerts on retrains too)."""
     if rules.performance_threshold is None:
         return None
     window = _fresh_performance(seen)
-    if window is None or rules.performance_metric not in window.metrics:
+    if window is None:
         return None
-    value = window.metrics[rules.performance_metric]
-    threshold = rules.performance_threshold
-    worse = value > threshold if rules.error_metric else value < threshold
-    if not worse:
-        return None
-    side = "above" if rules.error_metric else "below"
-    return f"{rules.performance_metric} {value:.4g} {side} threshold {threshold:.4g}"
+    metric, threshold = rules.performance_metric, rules.performance_threshold
+    value = window.metrics.get(metric)
+    unusable = (
+        f"{window.n_invalid_predictions} of {window.n_labels} labelled predictions were unusable "
+        "(missing or not finite)"
+        if window.n_invalid_predictions
+        else ""
+    )
+    if value is not None and (value > threshold if rules.error_metric else value < threshold):
+        side = "above" if rules.error_metric else "below"
+        past = f"{metric} {value:.4g} {side} threshold {threshold:.4g}"
+        return f"{past}; {unusable}" if unusable else past
+    if not unusable:
+        return None  # within the threshold, or undefined on usable predictions (no positive class seen)
+    scored = f"{metric} undefined" if value is None else f"{metric} {value:.4g} on the others"
+    return f"{unusable}; {scored}"
 
 
 def _drift(rules: TriggerRules, seen: Observations, degraded: str | None) -> tuple[bool, str]:

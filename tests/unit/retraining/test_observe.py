@@ -4,6 +4,7 @@ only complete quality windows reach the trigger (on a real metadata database, ea
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -113,6 +114,30 @@ def test_a_degraded_window_triggers_once_after_it_ends(sessions: sessionmaker[Se
             fired.append(now)
             last = now
     assert fired == [at(12)]
+
+
+def test_a_window_of_nan_predictions_reaches_the_trigger_as_a_degradation(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Every labelled prediction NaN: the window holds no metric, and the trigger read that as "no
+    # degradation" since the observation did not carry the count of unusable predictions.
+    monitor = monitor_configs.effective(
+        mpb.MonitorConfig(deployment="eta", task=mpb.TASK_TYPE_CLASSIFICATION, min_labels=50)
+    )
+    index_predictions(
+        sessions,
+        [
+            IndexedPrediction(f"r{i}", 0, "eta", "eta", 1, "eta-v1", at(8) + i * SECOND, [math.nan], False)
+            for i in range(60)
+        ],
+    )
+    record_feedback(sessions, [mpb.Feedback(request_id=f"r{i}", label=float(i % 2)) for i in range(60)])
+    (window,) = performance_windows(sessions, monitor, 0, at(12))
+    assert (window.metrics, window.n_labels, window.n_invalid_predictions) == ({}, 60, 60)
+    config = pb.TriggerConfig(deployment="eta", enabled=True, performance_threshold=0.9)
+    rules = configs.rules_of(configs.effective(config, "accuracy"))
+    decision = decide(rules, Observations(at(12), at(12) - 30 * SECOND, performance=[window]))
+    assert decision.triggered and "60 of 60 labelled predictions were unusable" in decision.reasons[0]
 
 
 def test_a_label_re_sent_unchanged_is_not_new_and_a_changed_one_is(sessions: sessionmaker[Session]) -> None:

@@ -176,6 +176,25 @@ def test_a_quality_window_still_in_progress_does_not_count() -> None:
     assert fired.triggered and fired.rules == (PERFORMANCE,)
 
 
+def test_a_window_whose_labelled_predictions_were_unusable_is_a_degradation() -> None:
+    # A model answering NaN on every labelled row has no metric in its window: the rule read a missing
+    # metric as "no degradation", so the total failure never retrained (nor confirmed data drift).
+    rules = TriggerRules(performance_metric="accuracy", performance_threshold=0.9, drift=True)
+    nan_model = PerformanceObservation(NOW, {}, n_labels=60, n_invalid_predictions=60)
+    drifted = DriftObservation(NOW, True, False, 0.5)
+    fired = decide(rules, Observations(now_us=NOW, performance=[nan_model], drift=[drifted]))
+    assert fired.triggered and fired.rules == (PERFORMANCE, DRIFT)
+    assert "60 of 60 labelled predictions were unusable (missing or not finite)" in fired.reasons[0]
+    assert "accuracy undefined" in fired.reasons[0] and "with performance degradation" in fired.reasons[1]
+    # As the monitor's DEGRADED: some unusable predictions degrade a window within the threshold too.
+    some = PerformanceObservation(NOW, {"accuracy": 0.95}, n_labels=60, n_invalid_predictions=3)
+    fired = decide(rules, Observations(now_us=NOW, performance=[some]))
+    assert fired.triggered and "3 of 60 labelled predictions were unusable" in fired.reasons[0]
+    # A metric undefined for another reason (no positive prediction) is still no degradation.
+    undefined = PerformanceObservation(NOW, {}, n_labels=60)
+    assert not decide(rules, Observations(now_us=NOW, performance=[undefined])).triggered
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(-3600, 3600),
