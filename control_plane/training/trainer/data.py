@@ -24,7 +24,7 @@ FloatArray = npt.NDArray[np.float32]
 @dataclass(frozen=True)
 class PreparedData:
     """Held-out split and statistics. Features are raw (NaN = missing); ``classes`` are the label values
-    in index order for classification, empty for regression."""
+    in index order for classification (by value, see :func:`_encode`), empty for regression."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -51,12 +51,10 @@ def prepare(data: TrainingData, config: TrainerConfig) -> PreparedData:
     raw_labels = data.column(config.label)
     if config.task == "classification":
         present = np.array([value is not None and value == value for value in raw_labels], dtype=bool)
-        label_text = np.array([str(value) for value in raw_labels[present]])
-        classes = tuple(sorted(set(label_text.tolist())))
+        classes, codes = _encode(raw_labels[present])
         if len(classes) < 2:
             raise InvalidArgument(f"classification needs at least 2 label values, found {classes}")
-        index = {name: position for position, name in enumerate(classes)}
-        labels = torch.tensor([index[text] for text in label_text], dtype=torch.int64)
+        labels = torch.from_numpy(codes)
     else:
         numeric = np.asarray(raw_labels, dtype=np.float64)
         present = np.isfinite(numeric)
@@ -81,6 +79,21 @@ def prepare(data: TrainingData, config: TrainerConfig) -> PreparedData:
         classes=classes,
         feature_names=data.feature_columns,
     )
+
+
+def _encode(values: npt.NDArray[np.generic]) -> tuple[tuple[str, ...], npt.NDArray[np.int64]]:
+    """``(class names in index order, each value's class index)``. Numbers (and booleans) are ordered by
+    value, so integer labels 0..k-1 are their own indices: the monitor, the evaluation gates and the
+    shadow agreement compare a prediction's argmax index with its label (a class code). Ordered as text
+    ("0.0", "1.0", "10.0", "2.0", ...), index 2 meant label 10 and moved when a retraining saw an 11th
+    class. Other labels (text) are ordered as text; either way the order depends on the values alone."""
+    if values.dtype.kind in "biuf":  # TrainingData.column gives integers as float64
+        distinct = np.unique(values)  # sorted; -0.0 and 0.0 are one value, as the metrics compare them
+        codes = np.searchsorted(distinct, values).astype(np.int64)
+        return tuple(str(value) for value in distinct.tolist()), codes
+    text = np.array([str(value) for value in values])
+    names, codes = np.unique(text, return_inverse=True)
+    return tuple(names.tolist()), codes.astype(np.int64).ravel()
 
 
 def _statistics(x: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -1,5 +1,5 @@
 """From a training set to tensors: unlabelled rows dropped, a seeded split, statistics over finite
-values, class labels in sorted order."""
+values, class labels in order of value (text for text labels)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,24 @@ def test_classification_labels_become_sorted_class_indices() -> None:
     assert set(torch.cat([prepared.y_train, prepared.y_test]).tolist()) == {0, 1, 2}
     with pytest.raises(InvalidArgument, match="at least 2"):
         prepare(training_data(["yes"] * 6), TrainerConfig(task="classification", label="label"))
+
+
+def test_numeric_class_labels_are_ordered_by_value_so_labels_0_to_k_are_their_own_codes() -> None:
+    # Sorted as text ("0.0", "1.0", "10.0", "11.0", "2.0", ...), output 2 meant label 10: the monitor, the
+    # gates and the shadow agreement read the argmax index as the label, so a perfect model of 12 classes
+    # scored 1/6, and the index of a class moved when a retraining saw an 11th class.
+    config = TrainerConfig(task="classification", label="label")
+    for k in (10, 12):
+        labels = [i % k for i in range(6 * k)]
+        prepared = prepare(training_data(labels), config)
+        assert prepared.classes == tuple(str(float(c)) for c in range(k))
+        assert prepared.n_outputs == k
+        # Each row's class index is its label (feature a is the row number).
+        rows = torch.cat([prepared.x_train[:, 0], prepared.x_test[:, 0]]).long()
+        codes = torch.cat([prepared.y_train, prepared.y_test])
+        assert torch.equal(codes, rows % k)
+    signed = prepare(training_data([2.5, -1.0, 10.0, -0.0, 0.0, None] * 4), config)
+    assert signed.classes == ("-1.0", "0.0", "2.5", "10.0")  # -0.0 and 0.0: one class, as equal labels
 
 
 def test_missing_label_column_and_bad_settings_are_invalid_argument() -> None:
