@@ -23,9 +23,19 @@
 ``{deployment,model,version,output}``               monitor config names: indexed without a value, so
                                                     their labels join but are not scored
 ==================================================  ==============================================
+
+The per-feature and per-metric gauges show the newest report's features and the newest window's metrics,
+and nothing else: a feature the newest report does not score (a SCHEMA_MISMATCH or no-reference report
+lists none) or a metric undefined on the newest window (precision with no positive prediction, every
+metric when every labelled prediction was NaN) has its series removed, so it is absent from the scrape,
+as Prometheus has a value that is not known now (``absent()`` finds it; the old value went on reading
+as current, a feature "drifted" next to ``aether_drift_detected`` -1). A feature the report lists with
+too few values keeps its series, its score NaN.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -120,6 +130,9 @@ class MonitorGauges:
 
     def observe_report(self, report: pb.DriftReport) -> None:
         deployment = report.deployment
+        shown = {feature.name for feature in report.features}
+        for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
+            _remove_others(gauge, deployment, "feature", shown)
         for feature in report.features:
             labels = (deployment, feature.name)
             self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
@@ -130,5 +143,19 @@ class MonitorGauges:
         self.prediction_detected.labels(deployment).set(_STATUS_VALUE.get(report.prediction_status, -1.0))
 
     def observe_performance(self, deployment: str, window: pb.PerformanceWindow) -> None:
+        _remove_others(self.performance, deployment, "metric", window.metrics.keys())
         for metric, value in window.metrics.items():
             self.performance.labels(deployment, metric).set(value)
+
+
+def _remove_others(gauge: Gauge, deployment: str, label: str, shown: Collection[str]) -> None:
+    """Removes ``deployment``'s series of ``gauge`` whose ``label`` is not in ``shown`` (see the module
+    doc). The series are listed from the gauge itself, so this holds for every monitor sharing it."""
+    stale = {
+        sample.labels[label]
+        for family in gauge.collect()
+        for sample in family.samples
+        if sample.labels["deployment"] == deployment and sample.labels[label] not in shown
+    }
+    for value in stale:
+        gauge.remove(deployment, value)

@@ -1,0 +1,101 @@
+"""The monitor's gauges show the newest quality window and drift report only: a metric or feature that
+the newest one lacks has no series, rather than the value an older one left (on a real Prometheus
+registry; the last test through the quality check, on a real database)."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry
+
+from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.config import put_config
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
+from control_plane.monitoring.gauges import MonitorGauges
+from tests.unit.monitoring.world import T0, World
+
+
+def performance(registry: CollectorRegistry, deployment: str, metric: str) -> float | None:
+    labels = {"deployment": deployment, "metric": metric}
+    return registry.get_sample_value("aether_model_performance", labels)
+
+
+def feature(registry: CollectorRegistry, gauge: str, name: str) -> float | None:
+    labels = {"deployment": "fraud", "feature": name}
+    return registry.get_sample_value(f"aether_drift_feature_{gauge}", labels)
+
+
+def test_a_metric_the_newest_window_lacks_loses_its_series() -> None:
+    # Precision, recall and AUC undefined on the newest window (no positive label or prediction): the
+    # gauge went on showing the older window's 1.0 next to the newest accuracy.
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    older = pb.PerformanceWindow(end_us=1)
+    older.metrics.update({"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "auc": 1.0})
+    gauges.observe_performance("fraud", older)
+    gauges.observe_performance("other", older)
+    newest = pb.PerformanceWindow(end_us=2)
+    newest.metrics["accuracy"] = 0.75
+    gauges.observe_performance("fraud", newest)
+    assert performance(registry, "fraud", "accuracy") == 0.75
+    assert [performance(registry, "fraud", m) for m in ("precision", "recall", "auc")] == [None] * 3
+    assert performance(registry, "other", "precision") == 1.0  # another deployment's series stay
+    gauges.observe_performance("fraud", older)  # defined again: shown again
+    assert performance(registry, "fraud", "precision") == 1.0
+
+
+def test_a_report_that_scores_no_feature_clears_the_per_feature_series() -> None:
+    # After a SCHEMA_MISMATCH (or no-reference) report the feature still read drifted (1) with score 0.9,
+    # while aether_drift_detected said -1 (not scored).
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    scored = pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_DRIFT, drifted_share=0.5)
+    scored.features.add(name="amount", score=0.9, drifted=True, missing_current=2)
+    scored.features.add(name="age", score=0.01, drifted=False)
+    gauges.observe_report(scored)
+    assert feature(registry, "drifted", "amount") == 1.0 and feature(registry, "missing", "amount") == 2.0
+    fewer = pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_NO_DRIFT)
+    fewer.features.add(name="age", score=0.02, drifted=False)
+    gauges.observe_report(fewer)
+    assert [feature(registry, g, "amount") for g in ("score", "drifted", "missing")] == [None] * 3
+    assert feature(registry, "score", "age") == 0.02
+    gauges.observe_report(pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_SCHEMA_MISMATCH))
+    assert registry.get_sample_value("aether_drift_detected", {"deployment": "fraud"}) == -1.0
+    assert [feature(registry, g, n) for g in ("score", "drifted") for n in ("amount", "age")] == [None] * 4
+    # A feature in the report with too few values keeps its series, with a NaN score (not scored).
+    insufficient = pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_INSUFFICIENT_DATA)
+    insufficient.features.add(name="age", score=math.nan, drifted=False)
+    gauges.observe_report(insufficient)
+    score = feature(registry, "score", "age")
+    assert score is not None and math.isnan(score)
+
+
+async def test_a_window_whose_predictions_were_all_nan_clears_the_performance_gauge(world: World) -> None:
+    # The newest window has enough labels but no metric (every prediction NaN): the accuracy an older
+    # window left must not stand for it.
+    put_config(
+        world.sessions,
+        pb.MonitorConfig(
+            deployment="zzz", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=0.1, min_labels=10
+        ),
+        actor="test",
+    )
+    hour = 3600 * 1_000_000
+    start = (T0 // hour - 3) * hour
+    good = [
+        IndexedPrediction(f"q{i}", 0, "zzz", "m", 1, "primary", start + i, [1.0], True) for i in range(20)
+    ]
+    index_predictions(world.sessions, good)
+    record_feedback(world.sessions, [pb.Feedback(request_id=r.request_id, label=1) for r in good])
+    monitor = world.monitor()
+    await monitor.check_performance()
+    assert performance(world.registry, "zzz", "accuracy") == 1.0
+    nan = [
+        IndexedPrediction(f"n{i}", 0, "zzz", "m", 1, "primary", start + hour + i, [math.nan], False)
+        for i in range(20)
+    ]
+    index_predictions(world.sessions, nan)
+    record_feedback(world.sessions, [pb.Feedback(request_id=r.request_id, label=1) for r in nan])
+    (alerted,) = await monitor.check_performance()
+    assert alerted.start_us == start + hour and not alerted.metrics
+    assert performance(world.registry, "zzz", "accuracy") is None
