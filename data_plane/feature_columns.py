@@ -9,10 +9,15 @@ all for a model without request-time features.
 Rules (see :mod:`data_plane.feature_vector`): references written ``request:NAME`` are filled from each
 row's request-time features (every row must carry NAME); a request-time feature named exactly like a
 single-feature stored reference replaces the stored value in the rows that carry it, and that value then
-counts as present. Into an integer (or bool) model input a request-time value must be a whole number the
-input's dtype holds (see :func:`_whole`), and so must a stored one (:func:`not_whole`). Into a float16 or
-float32 input a finite request-time value must be one the dtype holds (see :func:`_too_large`); NaN and
-infinities pass as they are, for the model's input check to judge.
+counts as present. Any other request-time feature is INVALID_ARGUMENT naming it and the names the model
+accepts (:func:`refuse_unknown`): dropping it answered a typo, an unknown name, an override of a feature
+a whole-view reference reads, or a ``request:``-prefixed key with the stored values as if it had
+applied. The accepted names are part of the layout, so the check is one set comparison per row, and none
+for a request without request-time features. Into an integer (or bool) model input a request-time value
+must be a whole number the input's dtype holds (see :func:`_whole`), and so must a stored one
+(:func:`not_whole`). Into a float16 or float32 input a finite request-time value must be one the dtype
+holds (see :func:`_too_large`); NaN and infinities pass as they are, for the model's input check to
+judge.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class ColumnLayout:
     request_columns: tuple[tuple[int, str, str], ...]  # (input column, feature name, reference)
     # Single-feature stored references that a request-time feature of the same name replaces.
     overridable: Mapping[str, tuple[int, ...]]
+    # Every request-time feature name this model reads: its ``request:`` names and ``overridable``.
+    accepted: frozenset[str]
 
 
 def column_layout(feature_refs: Sequence[str], counts: Sequence[int]) -> ColumnLayout:
@@ -130,7 +137,24 @@ def column_layout(feature_refs: Sequence[str], counts: Sequence[int]) -> ColumnL
         stored_columns=np.asarray(stored_columns, dtype=np.intp) if request_columns else None,
         request_columns=tuple(request_columns),
         overridable=overridable,
+        accepted=frozenset(name for _, name, _ in request_columns) | frozenset(overridable),
     )
+
+
+def refuse_unknown(layout: ColumnLayout, request_features: Sequence[Mapping[str, float]], model: str) -> None:
+    """INVALID_ARGUMENT for the first request-time feature that ``model`` (its name and version, for the
+    message) does not read. Not for a shadow's input: the request's features are aimed at the served
+    model, and a shadow that reads fewer is fed what it reads."""
+    accepted = layout.accepted
+    for row, features in enumerate(request_features):
+        if not accepted.issuperset(features):
+            name = min(set(features) - accepted)  # the same name whatever the map's order
+            takes = ", ".join(repr(a) for a in sorted(accepted)) if accepted else "none"
+            raise InvalidArgument(
+                f"row {row}: model {model} reads no request-time feature {name!r}; it takes {takes} (the "
+                "names of its request: references, without the prefix, and of its single-feature stored "
+                "references; a feature read through a whole-view reference cannot be replaced)"
+            )
 
 
 def merge_request_features(

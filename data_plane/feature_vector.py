@@ -6,14 +6,15 @@ references and rows in, a matrix and per-row facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
-must carry them as request-time features. A request-time feature named like a stored reference replaces
-the stored value. Where the columns go is :mod:`data_plane.feature_columns`' layout, computed once per
-model version and block layout. A stored value the input's dtype cannot hold (not a whole number its
-integers hold; a finite number a narrower float makes ±inf) is FAILED_PRECONDITION naming the feature
-and the entity: the stored data does not fit this model. Only a value that reaches the model is refused:
-the check runs after request-time values are merged, so one that replaces the unfit value lets the
-request through. A shadow's input is built from the served
-request's read (:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
+must carry them as request-time features. A request-time feature named like a single-feature stored
+reference replaces the stored value; one the served model reads in neither way is INVALID_ARGUMENT
+(:func:`data_plane.feature_columns.refuse_unknown`), never dropped. Where the columns go is
+:mod:`data_plane.feature_columns`' layout, computed once per model version and block layout. A stored
+value the input's dtype cannot hold (not a whole number its integers hold; a finite number a narrower
+float makes ±inf) is FAILED_PRECONDITION naming the feature and the entity: the stored data does not fit
+this model. Only a value that reaches the model is refused: the check runs after request-time values are
+merged, so one that replaces the unfit value lets the request through. A shadow's input is built from
+the served request's read (:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from data_plane.feature_columns import (
     column_layout,
     merge_request_features,
     not_whole,
+    refuse_unknown,
     replaced,
     whole_range,
 )
@@ -264,7 +266,7 @@ class FeatureAssembler:
         self._check(spec, rows, request_features)
         online = self._online_refs(spec)
         read = await self._read(spec, online, rows, time_remaining_s) if online else None
-        return self._build(spec, online, rows, request_features, read)
+        return self._build(spec, online, rows, request_features, read, served=True)
 
     async def assemble_like(
         self,
@@ -285,7 +287,7 @@ class FeatureAssembler:
         read = assembled.read if online == assembled.online else None
         if read is None and online:
             read = await self._read(spec, online, rows, None)
-        return self._build(spec, online, rows, request_features, read)
+        return self._build(spec, online, rows, request_features, read, served=False)
 
     def _check(
         self,
@@ -330,10 +332,15 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         request_features: Sequence[Mapping[str, float]],
         read: ReadResult | None,
+        served: bool,
     ) -> FeatureMatrix:
-        """The model input from ``read`` (of ``online``; None when there is nothing to read)."""
+        """The model input from ``read`` (of ``online``; None when there is nothing to read). ``served``:
+        the request's own model, whose request-time features must all be ones it reads (a shadow's are
+        aimed at the served model)."""
         dtype = spec.inputs[0].np_dtype
         stored, statuses, layout, unfit = self._stored(spec, online, rows, dtype, read)
+        if served and request_features:
+            refuse_unknown(layout, request_features, f"{spec.name} v{spec.version}")
         values, status = merge_request_features(layout, stored, statuses, request_features)
         if unfit is not None:  # after the merge: a stored value a request-time one replaced is never fed
             _refuse_unfit(spec, rows, request_features, layout, unfit, dtype)

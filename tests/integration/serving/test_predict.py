@@ -106,6 +106,40 @@ async def test_request_time_features_merge_in_reference_order(
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'hour'" in (info.value.details() or "")
 
 
+async def test_a_request_time_feature_the_model_does_not_read_is_refused_naming_it(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    # Dropped, each was answered OK with the stored values as if it had applied. "mixed" reads
+    # driver_stats:f7, request:hour, driver_stats:f0; "scorer" reads the whole view driver_stats.
+    cases = [
+        ("mixed", {"hour": 3.0, "driver_stats:f_7": 100.0}, "driver_stats:f_7"),  # a typo
+        ("mixed", {"hour": 3.0, "hourr": 100.0}, "hourr"),  # an unknown name
+        ("mixed", {"hour": 3.0, "request:hour": 5.0}, "request:hour"),  # the reference, not its name
+        ("scorer", {"driver_stats:f0": 1e6}, "driver_stats:f0"),  # read through a whole-view reference
+        ("scorer", {"request:hour": 5.0}, "request:hour"),
+    ]
+    for model, features, unknown in cases:
+        request = build_predict_request(model, [{"driver_id": 1}], request_features=[features])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(request, timeout=5)
+        details = info.value.details() or ""
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (model, features, details)
+        assert f"request-time feature {unknown!r}" in details, details
+        if model == "mixed":
+            assert "it takes 'driver_stats:f0', 'driver_stats:f7', 'hour'" in details, details
+        else:
+            assert "it takes none" in details, details
+    # The names it reads still apply: an override of a single-feature reference, and a request: name.
+    request = build_predict_request(
+        "mixed", [{"driver_id": 1}], request_features=[{"hour": 3.0, "driver_stats:f7": 100.0}]
+    )
+    result = decode_predict_response(await stub.Predict(request, timeout=5))
+    inputs = np.array([[100.0, 3.0, STORED[1][0]]])
+    np.testing.assert_allclose(
+        result.outputs["output"], _run_model(_spec(data_plane, "mixed", 1), inputs), rtol=1e-5
+    )
+
+
 async def test_request_time_features_of_an_integer_input_must_be_whole_numbers_it_holds(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
 ) -> None:
