@@ -57,7 +57,7 @@ INVALID_PLAN = "invalid_plan"
 class ModelLoader(Protocol):
     """The part of the model manager the watch drives."""
 
-    def ensure_loaded(self, spec: ModelSpec) -> Awaitable[None]: ...
+    def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> Awaitable[None]: ...
 
     def unload(self, name: str, version: int) -> Awaitable[None]: ...
 
@@ -275,7 +275,7 @@ class DeploymentWatch:
 
     async def _retry_load(self, spec: ModelSpec) -> None:
         try:
-            await self._loader.ensure_loaded(spec)
+            await self._loader.ensure_loaded(spec, plan_only=spec.key not in self._static)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -325,7 +325,8 @@ class DeploymentWatch:
             self._not_ours.add(spec.key)  # loaded (or tried) by someone else: not the watch's to unload
         self._loaded[spec.key] = spec  # even when it fails: it is routed to, and unloaded when unused
         try:
-            await self._loader.ensure_loaded(spec)
+            # Answers only through its plan unless loaded otherwise too (the manager keeps that).
+            await self._loader.ensure_loaded(spec, plan_only=spec.key not in self._static)
         except Exception:
             _log.exception("loading model %s version %d failed", spec.name, spec.version)
 

@@ -2,7 +2,12 @@
 ``tritonclient.grpc`` and KServe tooling work against the data plane unchanged.
 
 Model versions are strings of ASCII digits on this protocol (anything else names no version: NOT_FOUND); an
-empty version means the newest READY version.
+empty version means the newest READY version a call naming the model may reach. Not a version that only a
+deployment plan loaded (a canary, a shadow): as with Predict, such a version answers only through its
+deployment's plan, so ModelInfer, ModelMetadata (its versions list too) and ModelReady treat it as absent,
+named or not (:meth:`data_plane.models.manager.ModelManager.named_lease`); otherwise a KServe client
+sending no version was answered by a deployment's shadow, and one naming a canary's version bypassed the
+canary controller.
 Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
 
 ``ModelInfer`` goes through the same kind of admission gate as Predict (:class:`data_plane.admission
@@ -137,7 +142,9 @@ class InferenceV2Servicer:
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
         try:
-            spec = self._manager.resolve(request.name, parse_version(request.name, request.version))
+            spec = self._manager.resolve(
+                request.name, parse_version(request.name, request.version), by_name=True
+            )
         except NotFound:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self._manager.state(spec.name, spec.version) is ModelState.READY)
@@ -152,14 +159,14 @@ class InferenceV2Servicer:
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelMetadataResponse:
-        spec = self._manager.resolve(request.name, parse_version(request.name, request.version))
+        spec = self._manager.resolve(request.name, parse_version(request.name, request.version), by_name=True)
         return pb.ModelMetadataResponse(
             name=spec.name,
             # Only those that serve: a client picks a version from this list, and a LOADING, WARMING or
             # FAILED one would answer UNAVAILABLE (ModelReady tells each version's state).
             versions=[
                 str(v)
-                for v in self._manager.versions(spec.name)
+                for v in self._manager.versions(spec.name, by_name=True)
                 if self._manager.state(spec.name, v) is ModelState.READY
             ],
             platform=PLATFORM,
@@ -186,7 +193,7 @@ class InferenceV2Servicer:
             _refuse_unsupported_parameters(request)
             self.admission.enter()
             try:
-                with self._manager.lease(name, parse_version(name, request.model_version)) as lease:
+                with self._manager.named_lease(name, parse_version(name, request.model_version)) as lease:
                     spec = lease.spec
                     model, version = spec.name, spec.version
                     valid = lease.prepare(decode_inputs(request), answerable=True)

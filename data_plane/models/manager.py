@@ -163,19 +163,24 @@ class ModelManager:
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    async def ensure_loaded(self, spec: ModelSpec) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
         """Loads the version if it is not loaded (idempotent; concurrent calls share one load) and
         returns once it is READY. Raises the error that failed the load (the version then stays FAILED,
         and a later call retries). A loaded version given a spec with other serving fields takes them
-        (see :meth:`_reconfigure`); the last spec given wins."""
+        (see :meth:`_reconfigure`); the last spec given wins. ``plan_only``: loaded for a deployment plan
+        (see :attr:`LoadedVersion.plan_only`); a version anyone else also loaded is reachable by name."""
         entry = self._versions.get(spec.key)
         if entry is not None and entry.spec.artifact_sha256 != spec.artifact_sha256:
             raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} is loaded from artifact {entry.spec.artifact_sha256}; "
                 f"a version's artifact cannot change to {spec.artifact_sha256}"
             )
+        plan_only = plan_only and (entry is None or entry.plan_only)
+        if entry is not None and entry.plan_only != plan_only:
+            entry.plan_only = plan_only
+            self._latest_ready.pop(spec.name, None)  # it may now be the newest a name reaches
         if entry is None or entry.state is ModelState.FAILED:
-            entry = LoadedVersion(spec)
+            entry = LoadedVersion(spec, plan_only=plan_only)
             self._versions[spec.key] = entry
             entry.loading = asyncio.create_task(self._load(entry), name=f"load {spec.name} v{spec.version}")
             self._observer.model_state(spec.name, spec.version, ModelState.LOADING)
@@ -380,8 +385,11 @@ class ModelManager:
         entry = self._versions.get((name, version))
         return "" if entry is None else entry.description
 
-    def versions(self, name: str) -> list[int]:
-        return sorted(v for (n, v) in self._versions if n == name)
+    def versions(self, name: str, *, by_name: bool = False) -> list[int]:
+        """``by_name``: only those a call naming the model reaches (not :attr:`LoadedVersion.plan_only`)."""
+        return sorted(
+            v for (n, v), e in self._versions.items() if n == name and not (by_name and e.plan_only)
+        )
 
     def holds(self, name: str) -> bool:
         """Whether any version of model ``name`` is held (in any state)."""
@@ -404,35 +412,62 @@ class ModelManager:
         entry = self._versions.get((name, version))
         return entry is not None and entry.batcher is not None and entry.batcher.inline.open
 
-    def resolve(self, name: str, version: int | None) -> ModelSpec:
+    def resolve(self, name: str, version: int | None, *, by_name: bool = False) -> ModelSpec:
         """The spec of ``name`` at ``version``; without a version, the newest READY one (or the newest
-        known one, so that the caller learns it is not ready). NOT_FOUND when neither exists."""
+        known one, so that the caller learns it is not ready). NOT_FOUND when neither exists. A version
+        only deployment plans loaded (:attr:`LoadedVersion.plan_only`) is never the one without a
+        version, and with ``by_name`` (a call naming the model, not routed by a plan) not even named."""
         if version is not None:
             entry = self._versions.get((name, version))
+            if entry is not None and by_name and entry.plan_only:
+                raise NotFound(
+                    f"model {name!r} version {version} answers only through the deployment plan that loaded "
+                    "it (a canary or shadow is reached through its deployment, so that no call naming its "
+                    "model bypasses the canary controller)"
+                )
             if entry is None:
                 # With each one's state: a FAILED version is known here, not loaded.
-                known = ", ".join(f"{v} {self._versions[(name, v)].state.value}" for v in self.versions(name))
+                known = ", ".join(
+                    f"{v} {self._versions[(name, v)].state.value}"
+                    for v in self.versions(name, by_name=by_name)
+                )
                 raise NotFound(
                     f"model {name!r} has no version {version} here"
                     + (f" (it has: {known})" if known else "; no version of it is loaded")
                 )
             return entry.spec
-        candidates = [e for (n, _), e in self._versions.items() if n == name]
+        held = [e for (n, _), e in self._versions.items() if n == name]
+        candidates = [e for e in held if not e.plan_only]
         if not candidates:
-            raise NotFound(f"model {name!r} is not loaded")
+            raise NotFound(
+                f"model {name!r} is not loaded"
+                + ("; its versions here answer only through deployment plans" if held else "")
+            )
         ready = [e for e in candidates if e.state is ModelState.READY]
         return max(ready or candidates, key=lambda e: e.spec.version).spec
 
     # ---- inference -------------------------------------------------------------------------------
 
     def lease(self, name: str, version: int | None) -> VersionLease:
-        """A hold on ``name`` at ``version`` (without a version, the newest READY one) for one request:
-        NOT_FOUND when no such version is loaded. Use it as a context manager."""
+        """A hold on ``name`` at ``version`` (without a version, the newest READY one that is not
+        :attr:`LoadedVersion.plan_only`) for one request: NOT_FOUND when no such version is loaded. Use
+        it as a context manager. A plan's routing names the version; a call naming the model takes
+        :meth:`named_lease`."""
         entry = self._versions.get((name, version)) if version is not None else self._latest_ready.get(name)
         if entry is None:
             entry = self._versions[self.resolve(name, version).key]
             if version is None and entry.state is ModelState.READY:
                 self._latest_ready[name] = entry
+        return VersionLease(entry)
+
+    def named_lease(self, name: str, version: int | None) -> VersionLease:
+        """:meth:`lease` for a call that names the model itself (ModelInfer): a version that only
+        deployment plans loaded is NOT_FOUND there, named or not (see :meth:`resolve`)."""
+        if version is None:
+            return self.lease(name, None)
+        entry = self._versions.get((name, version))
+        if entry is None or entry.plan_only:
+            entry = self._versions[self.resolve(name, version, by_name=True).key]  # raises NOT_FOUND
         return VersionLease(entry)
 
     async def infer(

@@ -32,7 +32,7 @@ class RecordingLoader:
         self.unloaded: list[tuple[str, int]] = []
         self.routable_while_loading: list[set[str]] = []
 
-    async def ensure_loaded(self, spec: ModelSpec) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
         await asyncio.sleep(0.05)  # a load takes a while; the old plan keeps serving meanwhile
         self.loaded.append(spec.key)
         if self.watch is not None:
@@ -112,7 +112,7 @@ class BreakableLoader:
             raise FailedPrecondition(f"model {key} is broken")
         self.states[key] = ModelState.READY
 
-    async def ensure_loaded(self, spec: ModelSpec) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
         self.states[spec.key] = ModelState.LOADING
         task = asyncio.ensure_future(self._load(spec.key))
         self._loading[spec.key] = task

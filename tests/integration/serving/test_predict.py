@@ -25,6 +25,7 @@ from clients.aether.v1 import inference_pb2 as pb
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import MAX_STATUS_MESSAGE_BYTES
+from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.inference import build_infer_request, build_predict_request, decode_predict_response
 from clients.serving_rules import REQUEST_ID_LENGTH
@@ -38,6 +39,7 @@ from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
+from data_plane.models.version import ModelState
 from data_plane.predictor import PredictCall, Prediction, Predictor
 from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
@@ -543,13 +545,10 @@ async def test_a_deployment_plan_routes_predict_and_mirrors_to_its_shadow(
         await handle.stop(None)
 
 
-async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
-    own_redis: RedisServer, tmp_path: Path
-) -> None:
-    """Predict naming no plan fell back to any loaded version of the model of that name: the newest, here
-    a deployment's shadow (and a canary the same way, bypassing the canary controller), answered as
-    variant "static". Only versions of the static model config may answer so; a model that plans alone
-    loaded is NOT_FOUND by its own name."""
+async def _start_with_plan_only_versions(own_redis: RedisServer, tmp_path: Path) -> DataPlaneHandle:
+    """A data plane whose static config holds scorer v1 and v2, with the persisted plans of deployment
+    "ranking" (scorer v1, and v3 as its shadow: newer than any static version) and of "tuning" (model
+    "tuned", which only that plan loaded)."""
     writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
     writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
     settings = serving_settings(tmp_path, own_redis.url)
@@ -573,8 +572,19 @@ async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
     snapshot = dpb.DeploymentPlanSnapshot(revision=1, plans=[ranking, tuning])
     save_snapshot(plans_path(settings), snapshot.SerializeToString())
     handle = await start_server(settings)  # loads the persisted plans' versions before it returns
+    assert handle.manager.state("scorer", 3) is ModelState.READY  # the shadow is the newest loaded
+    return handle
+
+
+async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Predict naming no plan fell back to any loaded version of the model of that name: the newest, here
+    a deployment's shadow (and a canary the same way, bypassing the canary controller), answered as
+    variant "static". Only versions of the static model config may answer so; a model that plans alone
+    loaded is NOT_FOUND by its own name."""
+    handle = await _start_with_plan_only_versions(own_redis, tmp_path)
     try:
-        assert handle.manager.resolve("scorer", None).version == 3  # the shadow is the newest loaded
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
             stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
             request = build_predict_request("scorer", [{"driver_id": 1}], routing_key="user-9")
@@ -584,6 +594,45 @@ async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
                 await stub.Predict(build_predict_request("tuned", [{"driver_id": 1}]), timeout=5)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
             assert "deployment 'tuned' does not exist" in (info.value.details() or "")
+    finally:
+        await handle.stop(None)
+
+
+async def test_the_open_inference_protocol_reaches_only_what_predict_naming_the_model_does(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """ModelInfer with no version (what tritonclient and KServe tools send) was answered by the newest
+    version loaded, a deployment's shadow here, and one naming a plan's version reached it: a shadow
+    answered callers, and a canary could be reached past the canary controller. A version only a plan
+    loaded answers only through its plan, as with Predict: absent for ModelInfer, ModelMetadata (and its
+    versions list) and ModelReady, named or not."""
+    handle = await _start_with_plan_only_versions(own_redis, tmp_path)
+    x = STORED[1][np.newaxis, :]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.ModelInfer(build_infer_request("scorer", {"input": x}), timeout=5)
+            assert (answer.model_name, answer.model_version) == ("scorer", "2")
+            meta = await stub.ModelMetadata(oip.ModelMetadataRequest(name="scorer"), timeout=5)
+            assert list(meta.versions) == ["1", "2"]
+            assert not (await stub.ModelReady(oip.ModelReadyRequest(name="scorer", version="3"))).ready
+            assert (await stub.ModelReady(oip.ModelReadyRequest(name="scorer"))).ready
+            for call in (
+                stub.ModelInfer(build_infer_request("scorer", {"input": x}, version=3), timeout=5),
+                stub.ModelMetadata(oip.ModelMetadataRequest(name="scorer", version="3"), timeout=5),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+                assert "answers only through the deployment plan" in (info.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ModelInfer(build_infer_request("tuned", {"input": x}), timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "answer only through deployment plans" in (info.value.details() or "")
+            assert not (await stub.ModelReady(oip.ModelReadyRequest(name="tuned"))).ready
+            # A static version a plan also serves stays reachable by name.
+            answer = await stub.ModelInfer(build_infer_request("scorer", {"input": x}, version=1), timeout=5)
+            assert answer.model_version == "1"
     finally:
         await handle.stop(None)
 

@@ -47,6 +47,32 @@ async def test_versions_load_side_by_side_and_serve_until_unloaded(tmp_path: Pat
         await manager.close()
 
 
+async def test_a_version_only_a_plan_loaded_is_reached_only_by_its_version(tmp_path: Path) -> None:
+    """A plan's canary or shadow is leased by its version (the plan's routing) but never by a call naming
+    the model: not as its newest version, and not named (``named_lease``), until loaded otherwise too."""
+    v1 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=1), tmp_path / "a.onnx", "m", 1)
+    v2 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=2), tmp_path / "b.onnx", "m", 2)
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(v1)
+        await manager.ensure_loaded(v2, plan_only=True)
+        assert manager.resolve("m", None).version == 1 and manager.versions("m", by_name=True) == [1]
+        with manager.lease("m", None) as lease, manager.named_lease("m", None) as named:
+            assert lease.spec.version == named.spec.version == 1
+        with manager.lease("m", 2) as lease:  # a plan routes to it by its version
+            assert lease.spec.version == 2
+        with pytest.raises(NotFound, match="version 2 answers only through the deployment plan"):
+            manager.named_lease("m", 2)
+        await manager.ensure_loaded(v2)  # loaded otherwise too (the static config): reachable by name
+        assert manager.resolve("m", None).version == 2
+        with manager.lease("m", None) as lease, manager.named_lease("m", 2) as named:
+            assert lease.spec.version == named.spec.version == 2
+        await manager.ensure_loaded(v2, plan_only=True)  # a plan referring to it again changes nothing
+        assert manager.versions("m", by_name=True) == [1, 2]
+    finally:
+        await manager.close()
+
+
 async def test_an_artifact_that_does_not_match_its_checksum_fails_the_load(tmp_path: Path) -> None:
     spec = onnx_models.save(onnx_models.affine(), tmp_path / "a.onnx", "a")
     tampered = dataclasses.replace(spec, artifact_sha256="0" * 64)
