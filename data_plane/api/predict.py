@@ -54,6 +54,8 @@ API = "Predict"
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.name
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 _Request = pb.PredictRequest
+_BatchRequest = pb.PredictBatchRequest
+BATCH = "PredictBatch"
 
 
 def _call(request: pb.PredictRequest, time_remaining_s: float | None) -> PredictCall:
@@ -215,12 +217,19 @@ class PredictServicer:
 
     @maps_errors
     async def PredictBatch(
-        self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictBatchResponse:
         """Each request is counted as a Predict of its own would be: answered or failed by itself, and so
         when the batch is refused whole (both used to go uncounted). Over the limit, the requests are
         counted under no name: they are not looked at (a batch may carry hundreds of thousands); while
-        draining, each under the deployment it names, as a refused Predict."""
+        draining, each under the deployment it names, as a refused Predict. A batch that does not parse
+        counts once, under no name (its requests are unknown): parsed here, as Predict parses its own,
+        since the registration's generic parse answered INVALID_ARGUMENT without counting it."""
+        try:
+            request = _BatchRequest.FromString(data)
+        except DecodeError as exc:
+            self._metrics.request(API, UNRESOLVED, UNRESOLVED, grpc.StatusCode.INVALID_ARGUMENT.name, None)
+            raise not_parsed(_BatchRequest, exc) from None
         count = len(request.requests)
         if count > MAX_BATCH_REQUESTS:
             self._metrics.request(API, UNRESOLVED, UNRESOLVED, _RESOURCE_EXHAUSTED, None, count)
@@ -266,4 +275,4 @@ class PredictServicer:
 
 
 def add_to_server(servicer: PredictServicer, server: grpc.aio.Server) -> None:
-    add_service(server, servicer, pb, "Inference", answers_bytes={API}, parses_bytes={API})
+    add_service(server, servicer, pb, "Inference", answers_bytes={API}, parses_bytes={API, BATCH})

@@ -6,9 +6,9 @@ do, except that:
 * requests reach the handlers as bytes and are parsed in Python: a request gRPC's deserializer cannot
   parse is answered UNKNOWN ("Unexpected <class 'google.protobuf.message.DecodeError'>") before any
   handler runs, so it could be neither answered INVALID_ARGUMENT nor counted. The methods named as parsing
-  bytes parse the request themselves (ModelInfer and Predict, which count it; :func:`not_parsed`); every
-  other method is wrapped in a parse that answers INVALID_ARGUMENT. Either way one ``FromString`` call,
-  as gRPC's deserializer made;
+  bytes parse the request themselves (ModelInfer, Predict and PredictBatch, which count it;
+  :func:`not_parsed`); every other method is wrapped in a parse that answers INVALID_ARGUMENT. Either way
+  one ``FromString`` call, as gRPC's deserializer made;
 * the methods are not also registered with gRPC core, which costs every call time (see
   :mod:`clients.server_handlers`).
 """

@@ -319,7 +319,9 @@ async def test_predicts_naming_no_deployment_share_one_series(
 
 
 async def test_a_predict_that_does_not_parse_is_invalid_and_counted(data_plane: DataPlaneHandle) -> None:
-    """gRPC's own deserializer answered UNKNOWN with a Python exception's text, and nothing counted it."""
+    """gRPC's own deserializer answered UNKNOWN with a Python exception's text, and nothing counted it. A
+    PredictBatch that does not parse was then answered INVALID_ARGUMENT but still not counted: it counts
+    once (its requests unknown)."""
     good = build_predict_request("scorer", [{"driver_id": 1}], request_id="ab").SerializeToString()
     bad_utf8 = good.replace(b"ab", b"\xff\xfe")  # the request id: invalid UTF-8
     assert bad_utf8 != good
@@ -337,7 +339,7 @@ async def test_a_predict_that_does_not_parse_is_invalid_and_counted(data_plane: 
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "request is not a valid PredictBatchRequest" in (info.value.details() or "")
     labels = {"api": "Predict", "model": "", "version": "", "code": "INVALID_ARGUMENT"}
-    assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
+    assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 3
 
 
 async def test_a_predict_refused_by_the_drain_is_counted(
