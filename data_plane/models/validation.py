@@ -60,10 +60,33 @@ def output_row_bytes(spec: ModelSpec) -> int:
     )
 
 
+#: The request id a ModelInfer answer echoes that :func:`answer_overhead_bytes` makes room for: ids are
+#: short (a UUID is 36 characters); a longer one near the row limit makes the answer too large to send,
+#: refused after the run as any answer over the limit is.
+ID_ALLOWANCE_BYTES = 64
+
+_FIELD = 1 + 10  # a field's tag and its length (or value) as a varint at its widest
+
+
+def answer_overhead_bytes(spec: ModelSpec) -> int:
+    """A bound on the bytes of a ModelInfer answer besides its outputs' values (see
+    ``oip_tensors.encode_response``): the model's name and version, a request id of up to
+    :data:`ID_ALLOWANCE_BYTES`, and each output's entry, name, datatype (at most 8 characters), shape (10
+    bytes a dimension at most) and the tag and length of its contents. Without it the row limit advertised
+    a number of rows whose answer, once the model had run, was refused as too large to send."""
+    total = _FIELD + len(spec.name.encode()) + _FIELD + len(str(spec.version)) + _FIELD + ID_ALLOWANCE_BYTES
+    for t in spec.outputs:
+        total += (
+            _FIELD + (_FIELD + len(t.name.encode())) + (_FIELD + 8) + (_FIELD + 10 * len(t.shape)) + _FIELD
+        )
+    return total
+
+
 class InputValidator:
     """``max_answer_bytes``: the most one answer may hold (the server's ``max_message_bytes``; None:
     unlimited), which gives :attr:`max_rows`, the most rows of a batching request whose outputs (all of
-    them: the runtime computes them all, see :func:`output_row_bytes`) fit one answer. ModelInfer refuses
+    them: the runtime computes them all, see :func:`output_row_bytes`) fit one answer beside its other
+    fields (:func:`answer_overhead_bytes`), computed once per version. ModelInfer refuses
     more (:meth:`too_many_rows`) before the request runs: a zero-size input ([2**31-1, 0]) carries any
     number of rows in a few bytes, and the model's answer to it was allocated (gigabytes) before it was
     found too large to send. (Predict's rows are capped by ``max_rows_per_request`` already.)"""
@@ -88,7 +111,7 @@ class InputValidator:
         self._row_bytes = output_row_bytes(spec) if self._batch else 0
         self._max_answer_bytes = max_answer_bytes
         self.max_rows = (
-            max_answer_bytes // self._row_bytes
+            max(0, max_answer_bytes - answer_overhead_bytes(spec)) // self._row_bytes
             if max_answer_bytes is not None and self._row_bytes
             else sys.maxsize
         )
@@ -98,7 +121,12 @@ class InputValidator:
             f"{self._label}: a request of {rows} rows makes the model compute outputs of at least "
             f"{rows * self._row_bytes} bytes, more than the {self._max_answer_bytes} this "
             f"server sends in one message (max_message_bytes); "
-            + (f"send at most {self.max_rows} rows per call" if self.max_rows else "not even one row fits")
+            + (
+                f"send at most {self.max_rows} rows per call (with a request id of at most "
+                f"{ID_ALLOWANCE_BYTES} bytes)"
+                if self.max_rows
+                else "not even one row fits"
+            )
         )
 
     def _fail(self, message: str) -> InvalidArgument:

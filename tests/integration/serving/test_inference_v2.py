@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -417,13 +418,26 @@ async def test_rows_whose_answer_cannot_be_sent_are_refused_before_the_model_run
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-            answer = decode_infer_response(await stub.ModelInfer(zero_size(1000)))  # 4,000 bytes: fits
-            assert answer["y"].shape == (1000, 1)
+            answer = decode_infer_response(await stub.ModelInfer(zero_size(900)))  # 3,600 bytes: fits
+            assert answer["y"].shape == (900, 1)
+            advertised: set[int] = set()
             for rows in (1100, 2**31 - 1):
                 error = await _error(stub.ModelInfer(zero_size(rows)))
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert f"a request of {rows} rows" in (error.details() or ""), error.details()
                 assert "more than the 4096" in (error.details() or "")
-                assert "send at most 1024 rows per call" in (error.details() or "")
+                found = re.search(r"send at most (\d+) rows per call", error.details() or "")
+                assert found is not None, error.details()
+                advertised.add(int(found[1]))
+            # The most it advertises is answered: 4096 // 4 = 1024 rows were advertised, and refused once
+            # the model had run, the answer's own fields (name, version, id, the output's metadata) on top.
+            (most,) = advertised
+            answer = decode_infer_response(await stub.ModelInfer(zero_size(most)))
+            assert answer["y"].shape == (most, 1)
+            with_id = zero_size(most)
+            with_id.id = "i" * 64  # as long an id as the limit makes room for
+            assert decode_infer_response(await stub.ModelInfer(with_id))["y"].shape == (most, 1)
+            error = await _error(stub.ModelInfer(zero_size(most + 1)))
+            assert f"a request of {most + 1} rows" in (error.details() or ""), error.details()
     finally:
         await handle.stop(None)

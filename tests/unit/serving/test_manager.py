@@ -22,6 +22,7 @@ from data_plane.batching import BatchObserver
 from data_plane.deployment_plan import model_spec_from_proto
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
+from data_plane.models.validation import answer_overhead_bytes
 from data_plane.models.version import ModelState
 from data_plane.models.warmup import recorded_inputs
 from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
@@ -132,7 +133,9 @@ async def test_rows_are_bounded_by_every_output_the_model_computes_before_it_run
     manager = ModelManager(ManagerOptions(max_answer_bytes=limit))
     try:
         await manager.ensure_loaded(spec)
-        fits = limit // (4 + 4 * 256)  # 1,020 rows of both outputs
+        # 1,020 rows of both outputs would be 1,044,480 bytes; with the answer's own fields on top, 1,019.
+        fits = (limit - answer_overhead_bytes(spec)) // (4 + 4 * 256)
+        assert fits == 1019
         with manager.lease("e", 1) as lease:
             with pytest.raises(ResourceExhausted, match=f"send at most {fits} rows per call"):
                 lease.prepare({"x": np.zeros((262_000, 0), np.float32)}, answerable=True)
