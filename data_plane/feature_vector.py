@@ -6,7 +6,8 @@ references and rows in, a matrix and per-row facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
-must carry them as request-time features. A request-time feature named like a single-feature stored
+must carry them as request-time features. A model that lists no references has no input Predict can
+build: INVALID_ARGUMENT pointing to ModelInfer. A request-time feature named like a single-feature stored
 reference replaces the stored value; one the served model reads in neither way is INVALID_ARGUMENT
 (:func:`data_plane.feature_columns.refuse_unknown`), never dropped. Where the columns go is
 :mod:`data_plane.feature_columns`' layout, computed once per model version and block layout. A stored
@@ -415,6 +416,14 @@ class FeatureAssembler:
             counts.append(len(positions))
         permutation = None if order == list(range(column)) else np.asarray(order, dtype=np.intp)
         layout = column_layout(spec.feature_refs, counts)
+        if layout.width == 0 and spec.inputs[0].shape[1] != 0:
+            # Checked here, on a cache miss (never cached, so every such request misses): a served request
+            # pays nothing. Built anyway, the [rows, 0] matrix was refused as a shape mismatch of an input
+            # the caller never sent.
+            raise InvalidArgument(
+                f"model {spec.name} v{spec.version} reads no features (it lists no feature references), so "
+                f"Predict cannot build its input ({spec.signature()}); send that input with ModelInfer"
+            )
         if len(self._layouts) > 1024:
             self._layouts.clear()
         self._layouts[key] = (spec.feature_refs, permutation, layout)

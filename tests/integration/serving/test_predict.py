@@ -142,6 +142,20 @@ async def test_a_request_time_feature_the_model_does_not_read_is_refused_naming_
     )
 
 
+async def test_predict_on_a_model_that_reads_no_features_says_so(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    """ "affine" lists no feature references: Predict built a [1, 0] matrix and answered that input 'x' has
+    shape [1, 0], an input the caller never sent."""
+    for _ in range(2):  # the refusal is never cached as a layout
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(build_predict_request("affine", [{"driver_id": 1}]), timeout=5)
+        details = info.value.details() or ""
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "model affine v1 reads no features" in details and "ModelInfer" in details, details
+        assert "shape [1, 0]" not in details
+
+
 async def test_request_time_features_of_an_integer_input_must_be_whole_numbers_it_holds(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
 ) -> None:
