@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2
+from data_plane.feature_columns import request_names
 from data_plane.models.spec import ModelSpec, TensorSpec
 from kernels.hashing import BUCKETS, BucketHasher, assign_buckets, mirror_mask
 
@@ -67,6 +68,10 @@ class DeploymentPlan:
     hasher: BucketHasher = field(init=False, repr=False, compare=False)
     bucket_variant: npt.NDArray[np.int16] = field(init=False, repr=False, compare=False)
     shadow_masks: tuple[npt.NDArray[np.bool_], ...] = field(init=False, repr=False, compare=False)
+    #: By variant name: the request-time feature names the plan's *other* variants' models may read
+    #: (:func:`data_plane.feature_columns.request_names`). A request's features are sent for whichever
+    #: variant serves it and for the shadows, so the served model refuses only names none of them reads.
+    others_read: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         live = tuple(v for v in self.variants if v.live)
@@ -85,6 +90,12 @@ class DeploymentPlan:
         set_(self, "bucket_variant", table)
         masks = tuple(mirror_mask(self.routing_salt, s.name, s.traffic_percent) for s in shadows)
         set_(self, "shadow_masks", masks)
+        reads = {v.name: (v.model.key, request_names(v.model.feature_refs)) for v in self.variants}
+        others = {
+            name: frozenset().union(*(names for _, (key, names) in reads.items() if key != own))
+            for name, (own, _) in reads.items()
+        }
+        set_(self, "others_read", others)
 
     def models(self) -> list[ModelSpec]:
         return [v.model for v in self.variants]

@@ -129,6 +129,8 @@ class DeploymentWatch:
         # Versions loaded outside the plans (the static model config): retried as the plans' are when
         # their load failed, and never unloaded by the watch.
         self._static: dict[tuple[str, int], ModelSpec] = {}
+        # The versions some installed (or installing) plan serves as its primary: reachable by name.
+        self._primaries: frozenset[tuple[str, int]] = frozenset()
         self._plans = EMPTY_PLANS
         # Which watch stream the plans came from (0: the persisted file, or none yet), and the stream that
         # is delivering now (0 between streams). A revision number means something only together with its
@@ -275,7 +277,7 @@ class DeploymentWatch:
 
     async def _retry_load(self, spec: ModelSpec) -> None:
         try:
-            await self._loader.ensure_loaded(spec, plan_only=spec.key not in self._static)
+            await self._loader.ensure_loaded(spec, plan_only=self._plan_only(spec.key))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -300,9 +302,12 @@ class DeploymentWatch:
                 self._installed.notify_all()
             return False
         wanted = shared_specs(plans, self._plans, self._loaded)
+        primaries = frozenset(plan.primary.model.key for plan in plans.plans.values())
+        promoted = primaries - self._primaries  # a canary made primary becomes reachable by name
+        self._primaries = primaries
         # A version that failed to load before is left to the retry loop: awaiting it here held up every
         # plan change, other deployments' too, for as long as its broken load took.
-        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
+        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec or key in promoted]
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans
@@ -320,13 +325,22 @@ class DeploymentWatch:
                 _log.exception("unloading model %s version %d failed", *key)
         return True
 
+    def _plan_only(self, key: tuple[str, int]) -> bool:
+        """Whether version ``key`` answers only through its deployments' plans (see
+        :attr:`data_plane.models.version.LoadedVersion.plan_only`): not in the static config and no plan's
+        primary, so a canary or a shadow. A deployment's primary is what a call naming its model (the Open
+        Inference Protocol) reaches, as it did before plans hid anything; a canary or a shadow reached by
+        name would bypass the canary controller."""
+        return key not in self._static and key not in self._primaries
+
     async def _load(self, spec: ModelSpec) -> None:
         if spec.key not in self._loaded and self._loader.state(*spec.key) is not ModelState.UNLOADED:
             self._not_ours.add(spec.key)  # loaded (or tried) by someone else: not the watch's to unload
         self._loaded[spec.key] = spec  # even when it fails: it is routed to, and unloaded when unused
         try:
-            # Answers only through its plan unless loaded otherwise too (the manager keeps that).
-            await self._loader.ensure_loaded(spec, plan_only=spec.key not in self._static)
+            # A canary or shadow answers only through its plan unless loaded otherwise too (the manager
+            # keeps that).
+            await self._loader.ensure_loaded(spec, plan_only=self._plan_only(spec.key))
         except Exception:
             _log.exception("loading model %s version %d failed", spec.name, spec.version)
 

@@ -141,19 +141,36 @@ def column_layout(feature_refs: Sequence[str], counts: Sequence[int]) -> ColumnL
     )
 
 
-def refuse_unknown(layout: ColumnLayout, request_features: Sequence[Mapping[str, float]], model: str) -> None:
+def request_names(feature_refs: Sequence[str]) -> frozenset[str]:
+    """The request-time feature names a model with ``feature_refs`` may read, without its layout: its
+    ``request:`` names and every stored reference (one that proves to be a whole view of several
+    features is not overridable, so this may name more than :attr:`ColumnLayout.accepted`, never fewer).
+    What the other variants of a deployment read: a request's features are sent for all of them."""
+    return frozenset(ref.removeprefix(REQUEST_PREFIX) for ref in feature_refs)
+
+
+def refuse_unknown(
+    layout: ColumnLayout,
+    request_features: Sequence[Mapping[str, float]],
+    model: str,
+    also_read: frozenset[str] = frozenset(),
+) -> None:
     """INVALID_ARGUMENT for the first request-time feature that ``model`` (its name and version, for the
-    message) does not read. Not for a shadow's input: the request's features are aimed at the served
-    model, and a shadow that reads fewer is fed what it reads."""
-    accepted = layout.accepted
+    message) does not read, nor any other variant of its deployment (``also_read``, see
+    :func:`request_names`): the caller sends one set of features for whichever variant the routing key
+    picks, so a feature only a canary or a shadow reads is not an error when the primary serves. Not
+    checked for a shadow's input: the request's features are aimed at the served model, and a shadow
+    that reads fewer is fed what it reads."""
+    accepted = layout.accepted | also_read if also_read else layout.accepted
     for row, features in enumerate(request_features):
         if not accepted.issuperset(features):
             name = min(set(features) - accepted)  # the same name whatever the map's order
             takes = ", ".join(repr(a) for a in sorted(accepted)) if accepted else "none"
+            reader = f"model {model}" + (" or any other variant of its deployment" if also_read else "")
             raise InvalidArgument(
-                f"row {row}: model {model} reads no request-time feature {name!r}; it takes {takes} (the "
-                "names of its request: references, without the prefix, and of its single-feature stored "
-                "references; a feature read through a whole-view reference cannot be replaced)"
+                f"row {row}: {reader} reads no request-time feature {name!r}; accepted: {takes} (the names "
+                "of request: references, without the prefix, and of single-feature stored references; a "
+                "feature read through a whole-view reference cannot be replaced)"
             )
 
 

@@ -263,11 +263,14 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         request_features: Sequence[Mapping[str, float]],
         time_remaining_s: float | None,
+        also_read: frozenset[str] = frozenset(),
     ) -> FeatureMatrix:
+        """``also_read``: the request-time feature names the deployment's other variants read (see
+        :func:`data_plane.feature_columns.refuse_unknown`)."""
         self._check(spec, rows, request_features)
         online = self._online_refs(spec)
         read = await self._read(spec, online, rows, time_remaining_s) if online else None
-        return self._build(spec, online, rows, request_features, read, served=True)
+        return self._build(spec, online, rows, request_features, read, served=True, also_read=also_read)
 
     async def assemble_like(
         self,
@@ -334,6 +337,7 @@ class FeatureAssembler:
         request_features: Sequence[Mapping[str, float]],
         read: ReadResult | None,
         served: bool,
+        also_read: frozenset[str] = frozenset(),
     ) -> FeatureMatrix:
         """The model input from ``read`` (of ``online``; None when there is nothing to read). ``served``:
         the request's own model, whose request-time features must all be ones it reads (a shadow's are
@@ -341,7 +345,7 @@ class FeatureAssembler:
         dtype = spec.inputs[0].np_dtype
         stored, statuses, layout, unfit = self._stored(spec, online, rows, dtype, read)
         if served and request_features:
-            refuse_unknown(layout, request_features, f"{spec.name} v{spec.version}")
+            refuse_unknown(layout, request_features, f"{spec.name} v{spec.version}", also_read)
         values, status = merge_request_features(layout, stored, statuses, request_features)
         if unfit is not None:  # after the merge: a stored value a request-time one replaced is never fed
             _refuse_unfit(spec, rows, request_features, layout, unfit, dtype)

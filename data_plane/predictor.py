@@ -180,7 +180,12 @@ class Predictor:
         trace.spec, trace.variant = spec, variant
         with self._manager.lease(spec.name, spec.version) as lease:
             remaining = None if deadline is None else deadline - time.monotonic()
-            assembled = await self._assembler.assemble(spec, call.rows, call.request_features, remaining)
+            # What the plan's other variants read is accepted too (see refuse_unknown): looked up only for
+            # a request that carries request-time features.
+            also = plan.others_read[variant] if plan is not None and call.request_features else frozenset()
+            assembled = await self._assembler.assemble(
+                spec, call.rows, call.request_features, remaining, also_read=also
+            )
             trace.features = assembled.values
             request = lease.prepare({spec.inputs[0].name: assembled.values})
             outputs = await lease.run(request, deadline)

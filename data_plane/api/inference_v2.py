@@ -2,12 +2,12 @@
 ``tritonclient.grpc`` and KServe tooling work against the data plane unchanged.
 
 Model versions are strings of ASCII digits on this protocol (anything else names no version: NOT_FOUND); an
-empty version means the newest READY version a call naming the model may reach. Not a version that only a
-deployment plan loaded (a canary, a shadow): as with Predict, such a version answers only through its
+empty version means the newest READY version a call naming the model may reach. Not a version that
+deployment plans loaded only as a canary or a shadow: such a version answers only through its
 deployment's plan, so ModelInfer, ModelMetadata (its versions list too) and ModelReady treat it as absent,
 named or not (:meth:`data_plane.models.manager.ModelManager.named_lease`); otherwise a KServe client
 sending no version was answered by a deployment's shadow, and one naming a canary's version bypassed the
-canary controller.
+canary controller. A plan's primary is reachable by name, as the static config's versions are.
 Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
 
 ``ModelInfer`` goes through the same kind of admission gate as Predict (:class:`data_plane.admission

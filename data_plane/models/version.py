@@ -41,9 +41,10 @@ class LoadedVersion:
     leases: int = 0  # requests holding this version (routed to it and not yet answered)
     batches: bool = True  # False once rows run together disagreed with rows run alone (batch_check)
     idle: asyncio.Event | None = field(default=None, repr=False)  # set when leases drop to 0 (unloading)
-    # Loaded only for deployment plans (a canary, a shadow, a plan's primary): a call naming the model
-    # (ModelInfer, ModelMetadata, ModelReady) does not reach it, as Predict naming it does not, so that
-    # neither can bypass the canary controller or be answered by a shadow.
+    # Loaded only for deployment plans, as a canary or a shadow (no plan's primary, not in the static
+    # config): a call naming the model (ModelInfer, ModelMetadata, ModelReady) does not reach it, so that
+    # none can bypass the canary controller or be answered by a shadow. Only ever turns False (loaded
+    # otherwise too, or promoted to primary).
     plan_only: bool = False
 
 

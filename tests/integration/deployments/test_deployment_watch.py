@@ -9,18 +9,24 @@ import sqlite3
 from pathlib import Path
 
 import grpc.aio
+import pytest
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
-from clients.errors import FailedPrecondition
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.errors import FailedPrecondition, NotFound
 from clients.sdk.deployments import DeploymentsClient, variant
 from control_plane.settings import ControlPlaneSettings
 from data_plane.deployment_watch import DeploymentWatch
+from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec
 from data_plane.models.version import ModelState
 from data_plane.routing import choose_variant
 from tests.integration.deployments.conftest import Models, Plane, ThreadedControlPlane
+from tests.support import onnx_models
 from tests.support.scripted_plans import ScriptedPlans
+
+PRIMARY, CANARY = dpb.VARIANT_ROLE_PRIMARY, dpb.VARIANT_ROLE_CANARY
 
 
 class RecordingLoader:
@@ -275,4 +281,54 @@ async def test_waiting_for_a_revision_counts_only_the_plans_of_the_stream_delive
         assert (await watch.wait_for_revision(1, 10)).revision == 1
     finally:
         await watch.stop()
+        await server.stop(None)
+
+
+def _variant(spec: ModelSpec, name: str, role: int, percent: float) -> dpb.PlannedVariant:
+    model = dpb.ModelServingSpec(
+        model_name=spec.name, version=spec.version, artifact_sha256=spec.artifact_sha256,
+        artifact_uri=spec.artifact_uri, feature_refs=spec.feature_refs,
+        inputs=[mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in spec.inputs],
+        outputs=[mpb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in spec.outputs],
+        serving=dpb.ServingConfig(warmup_requests=1),
+    )  # fmt: skip
+    return dpb.PlannedVariant(name=name, role=role, traffic_percent=percent, model=model)  # type: ignore[arg-type]
+
+
+async def test_a_canary_promoted_to_primary_becomes_reachable_by_name(tmp_path: Path) -> None:
+    """A canary answers only through its plan (a call naming its model would bypass the canary
+    controller); once a plan makes it the primary, a call naming the model reaches it, as it reaches
+    every plan's primary. The version was already loaded, so only the promotion can tell the manager."""
+    mlp = onnx_models.mlp(input_size=4, hidden=(3,), seed=3)
+    v1 = onnx_models.save(mlp, tmp_path / "v1.onnx", "m", 1)
+    v2 = onnx_models.save(mlp, tmp_path / "v2.onnx", "m", 2)
+    plans = ScriptedPlans()
+    server = grpc.aio.server()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    manager = ModelManager()
+    watch = DeploymentWatch(address, tmp_path / "plans.pb", manager, backoff_initial_s=0.02)
+    watch.start()
+    try:
+        canary = [_variant(v1, "blue", PRIMARY, 90.0), _variant(v2, "green", CANARY, 10.0)]
+        plan = dpb.DeploymentPlan(deployment="d", plan_revision=1, routing_salt="d", variants=canary)
+        await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=1, plans=[plan]))
+        await watch.wait_for_revision(1, 20)
+        assert manager.versions("m", by_name=True) == [1]
+        with pytest.raises(NotFound, match="answers only through the deployment plan"):
+            manager.named_lease("m", 2)
+        promoted = dpb.DeploymentPlan(
+            deployment="d",
+            plan_revision=2,
+            routing_salt="d",
+            variants=[_variant(v2, "green", PRIMARY, 100.0)],
+        )
+        await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=2, plans=[promoted]))
+        await watch.wait_for_revision(2, 20)
+        with manager.named_lease("m", 2) as lease, manager.named_lease("m", None) as newest:
+            assert lease.spec.version == newest.spec.version == 2
+    finally:
+        await watch.stop()
+        await manager.close()
         await server.stop(None)

@@ -128,9 +128,9 @@ async def test_a_request_time_feature_the_model_does_not_read_is_refused_naming_
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (model, features, details)
         assert f"request-time feature {unknown!r}" in details, details
         if model == "mixed":
-            assert "it takes 'driver_stats:f0', 'driver_stats:f7', 'hour'" in details, details
+            assert "accepted: 'driver_stats:f0', 'driver_stats:f7', 'hour'" in details, details
         else:
-            assert "it takes none" in details, details
+            assert "accepted: none" in details, details
     # The names it reads still apply: an override of a single-feature reference, and a request: name.
     request = build_predict_request(
         "mixed", [{"driver_id": 1}], request_features=[{"hour": 3.0, "driver_stats:f7": 100.0}]
@@ -564,7 +564,7 @@ async def test_a_deployment_plan_routes_predict_and_mirrors_to_its_shadow(
 async def _start_with_plan_only_versions(own_redis: RedisServer, tmp_path: Path) -> DataPlaneHandle:
     """A data plane whose static config holds scorer v1 and v2, with the persisted plans of deployment
     "ranking" (scorer v1, and v3 as its shadow: newer than any static version) and of "tuning" (model
-    "tuned", which only that plan loaded)."""
+    "tuned", which only that plan loaded: v1 its primary, v2 its canary; and model "lonely", its shadow)."""
     writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
     writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
     settings = serving_settings(tmp_path, own_redis.url)
@@ -575,6 +575,10 @@ async def _start_with_plan_only_versions(own_redis: RedisServer, tmp_path: Path)
         mlp, tmp_path / "scorer3.onnx", "scorer", version=3, feature_refs=("driver_stats",)
     )
     tuned = onnx_models.save(mlp, tmp_path / "tuned.onnx", "tuned", feature_refs=("driver_stats",))
+    tuned2 = onnx_models.save(
+        mlp, tmp_path / "tuned2.onnx", "tuned", version=2, feature_refs=("driver_stats",)
+    )
+    lonely = onnx_models.save(mlp, tmp_path / "lonely.onnx", "lonely", feature_refs=("driver_stats",))
     ranking = dpb.DeploymentPlan(
         deployment="ranking", plan_revision=1,
         variants=[
@@ -583,8 +587,13 @@ async def _start_with_plan_only_versions(own_redis: RedisServer, tmp_path: Path)
         ],
     )  # fmt: skip
     tuning = dpb.DeploymentPlan(
-        deployment="tuning", plan_revision=1, variants=[_planned(tuned, "t", dpb.VARIANT_ROLE_PRIMARY, 100.0)]
-    )
+        deployment="tuning", plan_revision=1,
+        variants=[
+            _planned(tuned, "t", dpb.VARIANT_ROLE_PRIMARY, 90.0),
+            _planned(tuned2, "t2", dpb.VARIANT_ROLE_CANARY, 10.0),
+            _planned(lonely, "l", dpb.VARIANT_ROLE_SHADOW, 100.0),
+        ],
+    )  # fmt: skip
     snapshot = dpb.DeploymentPlanSnapshot(revision=1, plans=[ranking, tuning])
     save_snapshot(plans_path(settings), snapshot.SerializeToString())
     handle = await start_server(settings)  # loads the persisted plans' versions before it returns
@@ -614,14 +623,65 @@ async def test_a_name_without_a_plan_reaches_only_the_static_configs_versions(
         await handle.stop(None)
 
 
-async def test_the_open_inference_protocol_reaches_only_what_predict_naming_the_model_does(
+async def test_a_request_time_feature_only_another_variant_reads_is_not_refused(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A deployment's variants may read different request-time features, and a caller sends one set for
+    whichever variant its routing key picks: "temp", read by the canary only, was refused whenever the
+    primary served (and a request without it failed on the canary). Only a name that no variant of the
+    plan reads is refused."""
+    writer = OnlineWriter(redis.Redis.from_url(own_redis.url))
+    writer.write(writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US)
+    settings = serving_settings(tmp_path, own_redis.url)
+    assert settings.model_config is not None
+    specs = {(s.name, s.version): s for s in load_model_config(settings.model_config)}
+    warm = onnx_models.save(
+        onnx_models.mlp(input_size=3, hidden=(4,), seed=5), tmp_path / "warm.onnx", "warm",
+        feature_refs=("driver_stats:f7", "request:hour", "request:temp"),
+    )  # fmt: skip
+    plan = dpb.DeploymentPlan(
+        deployment="hourly", plan_revision=1, routing_salt="hourly",
+        variants=[
+            _planned(specs["mixed", 1], "blue", dpb.VARIANT_ROLE_PRIMARY, 50.0),
+            _planned(warm, "green", dpb.VARIANT_ROLE_CANARY, 50.0),
+        ],
+    )  # fmt: skip
+    snapshot = dpb.DeploymentPlanSnapshot(revision=1, plans=[plan])
+    save_snapshot(plans_path(settings), snapshot.SerializeToString())
+    handle = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+            served = set()
+            for key in range(24):
+                request = build_predict_request(
+                    "hourly", [{"driver_id": 1}], routing_key=f"user-{key}",
+                    request_features=[{"hour": 3.0, "temp": 21.0}],
+                )  # fmt: skip
+                served.add(decode_predict_response(await stub.Predict(request, timeout=5)).variant)
+            assert served == {"blue", "green"}  # both variants took the same features
+            request = build_predict_request(
+                "hourly", [{"driver_id": 1}], routing_key="user-1",
+                request_features=[{"hour": 3.0, "temp": 21.0, "tmep": 1.0}],
+            )  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Predict(request, timeout=5)
+            details = info.value.details() or ""
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+            assert "or any other variant of its deployment reads no request-time feature 'tmep'" in details
+    finally:
+        await handle.stop(None)
+
+
+async def test_the_open_inference_protocol_reaches_a_plans_primary_never_its_canary_or_shadow(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
     """ModelInfer with no version (what tritonclient and KServe tools send) was answered by the newest
     version loaded, a deployment's shadow here, and one naming a plan's version reached it: a shadow
-    answered callers, and a canary could be reached past the canary controller. A version only a plan
-    loaded answers only through its plan, as with Predict: absent for ModelInfer, ModelMetadata (and its
-    versions list) and ModelReady, named or not."""
+    answered callers, and a canary could be reached past the canary controller. A version plans loaded
+    only as a canary or a shadow answers only through its plan: absent for ModelInfer, ModelMetadata (and
+    its versions list) and ModelReady, named or not. A plan's primary stays reachable by name (hiding
+    it too left a data plane fed by deployments alone with no model ModelInfer could reach)."""
     handle = await _start_with_plan_only_versions(own_redis, tmp_path)
     x = STORED[1][np.newaxis, :]
     try:
@@ -641,11 +701,22 @@ async def test_the_open_inference_protocol_reaches_only_what_predict_naming_the_
                     await call
                 assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
                 assert "answers only through the deployment plan" in (info.value.details() or "")
+            # A model whose every version here is a plan's shadow (or canary) is absent by name...
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.ModelInfer(build_infer_request("tuned", {"input": x}), timeout=5)
+                await stub.ModelInfer(build_infer_request("lonely", {"input": x}), timeout=5)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
             assert "answer only through deployment plans" in (info.value.details() or "")
-            assert not (await stub.ModelReady(oip.ModelReadyRequest(name="tuned"))).ready
+            assert not (await stub.ModelReady(oip.ModelReadyRequest(name="lonely"))).ready
+            # ...while a plan's primary is reachable by name (a data plane fed by deployments alone, no
+            # static config, must still answer ModelInfer for what it serves), and its canary is not.
+            answer = await stub.ModelInfer(build_infer_request("tuned", {"input": x}), timeout=5)
+            assert (answer.model_name, answer.model_version) == ("tuned", "1")  # not the newer canary
+            assert (await stub.ModelReady(oip.ModelReadyRequest(name="tuned"))).ready
+            meta = await stub.ModelMetadata(oip.ModelMetadataRequest(name="tuned"), timeout=5)
+            assert list(meta.versions) == ["1"]
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ModelInfer(build_infer_request("tuned", {"input": x}, version=2), timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
             # A static version a plan also serves stays reachable by name.
             answer = await stub.ModelInfer(build_infer_request("scorer", {"input": x}, version=1), timeout=5)
             assert answer.model_version == "1"
