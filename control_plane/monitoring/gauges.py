@@ -30,7 +30,9 @@ lists none) or a metric undefined on the newest window (precision with no positi
 metric when every labelled prediction was NaN) has its series removed, so it is absent from the scrape,
 as Prometheus has a value that is not known now (``absent()`` finds it; the old value went on reading
 as current, a feature "drifted" next to ``aether_drift_detected`` -1). A feature the report lists with
-too few values keeps its series, its score NaN.
+too few values keeps its series, its score NaN. Reports come per model version: a feature's series goes
+only once no version of the deployment shows it in its newest report (one version's report without a
+reference profile, a canary's, no longer clears the primary's drifted features).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def gauges_for(registry: CollectorRegistry | None = None) -> MonitorGauges:
 
 class MonitorGauges:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # The features each (deployment, model, version)'s newest report scored (see observe_report).
+        self._features_shown: dict[tuple[str, str, int], frozenset[str]] = {}
         by_feature = ["deployment", "feature"]
         self.feature_score = Gauge(
             "aether_drift_feature_score",
@@ -130,7 +134,15 @@ class MonitorGauges:
 
     def observe_report(self, report: pb.DriftReport) -> None:
         deployment = report.deployment
-        shown = {feature.name for feature in report.features}
+        # Reports come per model version, and the series per deployment: a version's report removes only
+        # the features no version of the deployment shows now (a canary's report without a reference
+        # profile cleared the primary's drifted features, and an alert on them with it).
+        self._features_shown[deployment, report.model_name, report.version] = frozenset(
+            feature.name for feature in report.features
+        )
+        shown = frozenset().union(
+            *(names for (held, _, _), names in self._features_shown.items() if held == deployment)
+        )
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
         for feature in report.features:

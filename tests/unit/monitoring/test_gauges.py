@@ -44,6 +44,24 @@ def test_a_metric_the_newest_window_lacks_loses_its_series() -> None:
     assert performance(registry, "fraud", "precision") == 1.0
 
 
+def test_one_versions_report_keeps_the_features_another_version_of_the_deployment_shows() -> None:
+    # Reports come per model version and the series per deployment: a canary's report without a
+    # reference profile (no features) removed the primary's drifted "amount", and an alert on it.
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    primary = pb.DriftReport(deployment="fraud", model_name="m", version=1, status=pb.DRIFT_STATUS_DRIFT)
+    primary.features.add(name="amount", score=0.9, drifted=True)
+    gauges.observe_report(primary)
+    canary = pb.DriftReport(
+        deployment="fraud", model_name="m", version=2, status=pb.DRIFT_STATUS_NO_REFERENCE
+    )
+    gauges.observe_report(canary)
+    assert feature(registry, "drifted", "amount") == 1.0
+    fewer = pb.DriftReport(deployment="fraud", model_name="m", version=1, status=pb.DRIFT_STATUS_NO_DRIFT)
+    gauges.observe_report(fewer)  # no version shows "amount" now
+    assert feature(registry, "drifted", "amount") is None
+
+
 def test_a_report_that_scores_no_feature_clears_the_per_feature_series() -> None:
     # After a SCHEMA_MISMATCH (or no-reference) report the feature still read drifted (1) with score 0.9,
     # while aether_drift_detected said -1 (not scored).
