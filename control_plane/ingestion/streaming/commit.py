@@ -24,11 +24,18 @@ because EXEC does not roll back: an EVALSHA that Redis's script cache no longer 
 restarted Redis) would fail alone while the ids, receipt and XACK committed without their online values.
 
 ``outbox.drain`` then moves receipts on to the offline store and SQL.
+
+A ``begin`` that finds neither the owner key nor the delete fence finds a Redis that lost its data
+(restarted without persistence, or flushed): no materializer took the view over (taking it sets the owner
+key), and a delete sets the fence before it removes the owner key. The committer then takes ownership back
+(``SET NX``: of several materializers that find it gone, one gets it and the others are fenced) rather
+than stopping as fenced out by nobody; the redis source re-creates its consumer group the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +59,7 @@ def receipt_run_fields(run: tuple[str, str]) -> tuple[bytes | str, ...]:
     return () if not run[0] else (RECEIPT_RUN[0], run[0], RECEIPT_RUN[1], run[1])
 
 
+_log = logging.getLogger("aether.ingestion.stream")
 _WRITE_SHA = hashlib.sha1(WRITE_IF_NOT_OLDER.encode()).hexdigest()  # the script's name in Redis
 
 
@@ -188,6 +196,16 @@ class Committer:
         if receipt_id is not None:
             commands.append(("EXISTS", keys.receipt(receipt_id)))
         replies = self._exchange(commands)
+        if replies[2] is None and not replies[3]:  # Redis lost its data (see the module docstring)
+            taken = self._exchange([("SET", keys.owner, self._token, "NX")])[0]
+            if taken:
+                _log.warning(
+                    "the owner key of %s is gone and no delete fence is set: Redis lost its data (restarted"
+                    " without persistence, or flushed). Taking ownership back; the batches committed and"
+                    " not yet drained to the offline store and SQL were lost with it",
+                    keys.prefix,
+                )
+            replies = self._exchange(commands)  # the SET touched a watched key: watch again
         self._watching = True
         self._deleted = bool(replies[3])
         self._owned = not self._deleted and replies[2] is not None and _text(replies[2]) == self._token
@@ -262,7 +280,13 @@ class Committer:
         replies = self._exchange([("MULTI",), *writes, ("EXEC",)])
         results = replies[-1]
         if results is None:  # a watched key changed: find out which way
-            self.begin([])
+            seen = self.begin([*applied, *rejected])
+            if self._owned and not seen:
+                # Still ours and none of the batch applied: the change was Redis losing its data (a
+                # flush since ``begin``; ownership was just taken back). Watching again: commit anew.
+                return self.commit(
+                    receipt_id, applied, rejected, blobs, px, history, rejected_records, stream_times_ms, trim
+                )
             self._unwatch()
             return DUPLICATE if self._owned else FENCED
         for result in results:

@@ -5,7 +5,15 @@ by an ``XREADGROUP`` whose reply was lost in a drop stays pending for this consu
 ``reclaim`` (``XAUTOCLAIM``) once idle. A Redis that stops answering (frozen, partitioned) ends each
 command in the client's socket timeout (``control_plane.redis_clients``) and is retried the same way; the
 blocking ``XREADGROUP`` of ``read`` runs on a client whose timeout is longer by its ``BLOCK``, so that an
-idle stream answers empty instead of timing out."""
+idle stream answers empty instead of timing out.
+
+A Redis that comes back without its data (restarted without persistence, or flushed) has lost the stream
+and the consumer group with it: the group's commands then fail with ``NOGROUP`` (``XINFO GROUPS`` with
+``no such key``). The source re-creates the group, as at start, at the stream's start (``0``): the stream
+is new, so every entry in it was added after the loss and is new to the materializer, whereas ``$`` would
+skip those added before the group came back. The entries the group had not read before the loss are gone
+with the stream and never counted (a warning says so). Should only the group have been lost (``XGROUP
+DESTROY``), its retained entries are read again and those applied are skipped, as by a new group."""
 
 from __future__ import annotations
 
@@ -32,6 +40,12 @@ RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 def _text(value: Any) -> str:
     # surrogateescape: a byte that is not UTF-8 stays recognizable (see ``utf8_checked``).
     return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _group_lost(error: redis.ResponseError) -> bool:
+    """Whether ``error`` says the stream or its consumer group does not exist (lost with Redis's data)."""
+    message = str(error)
+    return message.startswith("NOGROUP") or message == "no such key"
 
 
 def _batch(entries: list[Any]) -> MessageBatch:
@@ -120,6 +134,25 @@ class RedisStreamSource:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _grouped(self, operation: Callable[[], T]) -> T:
+        """``retrying(operation)`` for a command on the group: one that fails because Redis lost the group
+        (see the module doc) re-creates it and runs again."""
+        while True:
+            try:
+                return self.retrying(operation)
+            except redis.ResponseError as exc:
+                if not _group_lost(exc):
+                    raise
+                _log.warning(
+                    "consumer group %r of stream %r was lost (%s): Redis restarted without its data, or was"
+                    " flushed. Re-creating it at the stream's start: the entries added since are each read"
+                    " and counted once; those not read before the loss are lost with it and never counted"
+                    " (the windows in memory keep the events applied before)",
+                    self._group, self.name, exc,
+                )  # fmt: skip
+                self.retrying(self._create_group)
+                self._reclaim_cursor = "0-0"  # a position in the stream that was lost
+
     def retrying(self, operation: Callable[[], T]) -> T:
         """Runs ``operation``, retrying on connection errors with backoff (forever: a materializer waits
         for Redis to come back rather than exiting), unless :attr:`stop` is set meanwhile (StopAsked)."""
@@ -137,7 +170,7 @@ class RedisStreamSource:
     def read(self, count: int, block_ms: int) -> MessageBatch:
         # Raw command: redis-py's reply parsing builds a dict per entry in Python, which costs more than
         # everything else the materializer does per event; the raw reply comes straight from hiredis.
-        reply: Any = self.retrying(
+        reply: Any = self._grouped(
             lambda: self._reader(block_ms).xreadgroup(
                 self._group, self._consumer, {self.name: ">"}, count=count, block=block_ms
             )
@@ -149,7 +182,7 @@ class RedisStreamSource:
         return _batch(entries)
 
     def reclaim(self, min_idle_ms: int, count: int) -> MessageBatch:
-        reply: Any = self.retrying(
+        reply: Any = self._grouped(
             lambda: self._client.xautoclaim(
                 self.name, self._group, self._consumer, min_idle_ms, self._reclaim_cursor, count=count
             )
@@ -184,10 +217,10 @@ class RedisStreamSource:
     def resume_ms(self) -> int:
         """The oldest pending entry's id milliseconds, else the last delivered one's (every entry after
         it, appended later included, has a greater id); 0 when the group was delivered nothing."""
-        summary: Any = self.retrying(lambda: self._client.xpending(self.name, self._group))
+        summary: Any = self._grouped(lambda: self._client.xpending(self.name, self._group))
         if summary["pending"]:
             return id_millis(_text(summary["min"]))
-        groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))
+        groups: Any = self._grouped(lambda: self._client.xinfo_groups(self.name))
         for group in groups:
             if _text(group["name"]) == self._group:
                 return id_millis(_text(group["last-delivered-id"]))
@@ -209,7 +242,7 @@ class RedisStreamSource:
         return []  # the commit that records an id also acknowledges it (XACK): never delivered again
 
     def lag(self) -> Lag:
-        groups: Any = self.retrying(lambda: self._client.xinfo_groups(self.name))
+        groups: Any = self._grouped(lambda: self._client.xinfo_groups(self.name))
         for group in groups:
             if _text(group["name"]) != self._group:
                 continue
