@@ -30,6 +30,15 @@ so it restarts at the stream's first entry, with empty tallies, and says since w
 is held again, on a window complete from its new start, before the canary advances or is promoted.
 This needs Redis 7 (``entries-added``); an older Redis gives no such count, and no trim is detected.
 
+Redis can also lose the whole stream (``FLUSHALL``, or a restart without persistence), entries not yet
+read with it. A stream created anew holds every entry added to it, so it shows no trim; but it does not
+follow on what the window saw of the old one: the entry the window read last is gone though nothing was
+ever removed, or the stream's counters (``last-generated-id``, ``entries-added``,
+``max-deleted-entry-id``, which only grow in one stream's life) are below those the window last saw, or
+the stream is gone. The window then restarts the same way, at the new stream's first entry, or, while
+it is still empty, from its start with :attr:`StepWindow.since_us` at the time the loss is seen (every
+entry it will hold comes after); :attr:`StepWindow.restarted_by` says the log was lost.
+
 The data plane also drops entries itself (Redis refused a batch, or its buffer was full), and marks each
 such loss in the stream once it can write again: a gap marker (``role`` = ``gap``) with the deployment,
 how many of its entries were dropped, and the first and last of their times. A marker of the window's
@@ -51,6 +60,7 @@ before, a canary that failed and then had a gap escaped the rollback with its fa
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +103,9 @@ _MAX_RESTARTS_PER_READ = 3
 #: The ``role`` of the data plane's gap markers (``data_plane.prediction_log.GAP``).
 GAP_ROLE = "gap"
 TRIMMED = "the prediction log was trimmed past entries of the step not yet read"
+LOST = (
+    "the prediction log was lost (Redis restarted without its data, or was flushed) with entries not yet read"
+)
 
 _EDGES = np.geomspace(0.01, 120_000.0, 420)  # ms: from 10 µs to two minutes
 
@@ -223,10 +236,53 @@ class StepObservations(NamedTuple):
     primary_step: Observation = Observation()
 
 
+def _text_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _stream_id(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
+    ms, _, seq = _text_id(value).partition("-")
     return int(ms), int(seq or 0)
+
+
+class _Restart(NamedTuple):
+    """Where a window starts again after entries it had yet to read were lost (see the module doc)."""
+
+    cursor: str
+    exclusive: bool
+    since_us: int
+    #: Entries of the batch just read with ids below this were read before the loss (None: all were).
+    first: tuple[int, int] | None
+    reason: str
+
+
+class _StreamMarks(NamedTuple):
+    """The counters of one stream that only grow in its life, as the window last saw them."""
+
+    last_generated: tuple[int, int]
+    added: int | None  # None before Redis 7
+    max_deleted: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> _StreamMarks:
+        added, deleted = info.get("entries-added"), info.get("max-deleted-entry-id")
+        return cls(
+            _stream_id(info.get("last-generated-id") or "0-0"),
+            None if added is None else int(added),
+            None if deleted is None else _stream_id(deleted),
+        )
+
+    def below(self, seen: _StreamMarks) -> bool:
+        """Whether any counter is below its value in ``seen``: then this is not the stream seen then."""
+        if self.last_generated < seen.last_generated:
+            return True
+        if self.added is not None and seen.added is not None and self.added < seen.added:
+            return True
+        return (
+            self.max_deleted is not None
+            and seen.max_deleted is not None
+            and self.max_deleted < seen.max_deleted
+        )
 
 
 class StepWindow:
@@ -254,6 +310,9 @@ class StepWindow:
         self.since_us = started_at_us
         #: Why the window last restarted (None: it never did).
         self.restarted_by: str | None = None
+        #: The stream's counters at the last check (None: no stream seen yet), to tell a stream created
+        #: anew (see the module doc).
+        self._marks: _StreamMarks | None = None
 
     def newest_us(self, variant: str) -> int | None:
         tally = self.tallies.get(variant)
@@ -278,15 +337,15 @@ class StepWindow:
             start = f"({self._cursor}" if self._exclusive else self._cursor
             batch = min(READ_BATCH, self._max_read - read)
             raw: Any = await client.xrange(stream, min=start, max="+", count=batch)
-            # Asked after the batch was read: a trim that passed the cursor before (or while) it was read
-            # shows in the stream's first entry now, and the batch would then not follow on the tallies.
-            first = await self._first_after_trim(client, stream)
-            if first is not None:
+            # Asked after the batch was read: a trim (or loss) that passed the cursor before (or while)
+            # it was read shows in the stream now, and the batch would then not follow on the tallies.
+            restart = await self._lost_unread(client, stream)
+            if restart is not None:
                 # What the batch holds before the first entry left was read all the same.
                 for entry_id, fields in raw or []:
-                    if _stream_id(entry_id) < _stream_id(first):
+                    if restart.first is None or _stream_id(entry_id) < restart.first:
                         self._count(entry_id, fields, self.step_tallies)
-                self._restart(first)
+                self._restart(restart)
                 restarts += 1
                 continue
             entries: list[tuple[bytes, dict[bytes, bytes]]] = raw or []
@@ -315,32 +374,55 @@ class StepWindow:
             tally.add(parsed.failed, parsed.latency_ms)
             tally.newest_us = _stream_id(entry_id)[0] * 1000
 
-    async def _first_after_trim(self, client: redis.asyncio.Redis, stream: str) -> bytes | None:
-        """The stream's first entry id when entries the window had yet to read may have been trimmed
-        away: entries were removed from the stream (more were added than it holds) and its first entry
-        lies past the window's next position. None otherwise, or when the stream cannot tell (no stream
-        yet; Redis before 7, which does not count the entries added)."""
+    async def _lost_unread(self, client: redis.asyncio.Redis, stream: str) -> _Restart | None:
+        """Where the window starts again when entries it had yet to read may have been lost: trimmed
+        away (entries were removed from the stream, more were added than it holds, and its first entry
+        lies past the window's next position), or with the whole stream (see the module doc). None
+        otherwise, or when the stream cannot tell (a trim on Redis before 7, which does not count the
+        entries added)."""
+        seen, self._marks = self._marks, None
         try:
             info: Any = await client.xinfo_stream(stream)
-        except ResponseError:  # no such stream: nothing logged, nothing trimmed
-            return None
-        first, added = info.get("first-entry"), info.get("entries-added")
-        if not first or added is None or int(added) <= int(info.get("length", 0)):
-            return None
+        except ResponseError:  # no such stream: nothing logged yet, or the stream seen before was lost
+            return None if seen is None else self._lost_whole(None)
+        marks = self._marks = _StreamMarks.of(info)
+        first, added = info.get("first-entry"), marks.added
+        # The window read an entry at its cursor (exclusive): the same stream still generated it.
+        recreated = (seen is not None and marks.below(seen)) or (
+            self._exclusive and marks.last_generated < _stream_id(self._cursor)
+        )
+        if not first:
+            return self._lost_whole(info) if recreated else None
         first_id: bytes = first[0]
         # Past the cursor: for a window that read up to it, the entry it read last is gone, and so may be
         # the ones after it (the stream cannot say whether they were ever there); restarting on such a
         # doubt costs only a longer hold.
-        return first_id if _stream_id(first_id) > _stream_id(self._cursor) else None
+        past = _stream_id(first_id) > _stream_id(self._cursor)
+        removed = added is not None and added > int(info.get("length", 0))
+        # An entry read at the cursor gone from a stream that never removed one: not the stream it was in.
+        recreated = recreated or (past and self._exclusive and added is not None and not removed)
+        if not recreated and not (past and removed):
+            return None
+        since_us = _stream_id(first_id)[0] * 1000
+        return _Restart(
+            first_id.decode(), False, since_us, _stream_id(first_id), LOST if recreated else TRIMMED
+        )
 
-    def _restart(self, first_id: bytes) -> None:
-        """Starts the window again at ``first_id``, the stream's first entry: what it read before no
-        longer joins up with what is left, and a window with a gap must not let the canary advance (what
-        it read stays in the step's tallies)."""
-        self._cursor, self._exclusive = first_id.decode(), False
+    def _lost_whole(self, info: Mapping[str, Any] | None) -> _Restart:
+        """The restart after the stream was lost, while the new one (``info``; None: none yet) holds no
+        entry: from its start, every entry it will hold being added after the loss, which happened by
+        now."""
+        start = "0-0" if info is None else _text_id(info.get("last-generated-id") or "0-0")
+        return _Restart(start, True, time.time_ns() // 1000, None, LOST)
+
+    def _restart(self, restart: _Restart) -> None:
+        """Starts the window again where ``restart`` says: what it read before no longer joins up with
+        what is left, and a window with a gap must not let the canary advance (what it read stays in the
+        step's tallies)."""
+        self._cursor, self._exclusive = restart.cursor, restart.exclusive
         self.tallies = {}
-        self.since_us = max(self.since_us, _stream_id(first_id)[0] * 1000)
-        self.restarted_by = TRIMMED
+        self.since_us = max(self.since_us, restart.since_us)
+        self.restarted_by = restart.reason
 
     def _after_gap(self, marker_id: bytes, gap: Gap) -> None:
         """Starts the window again just after a gap marker of its deployment: the entries read before it

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import redis
 import redis.asyncio
 from hypothesis import given, settings
@@ -370,3 +371,71 @@ async def test_failures_read_before_a_trim_still_roll_the_canary_back(redis_url:
     assert (seen.canary_step.requests, seen.canary_step.errors) == (1050, 25)
     decision = _decide_as_the_loop_does(policy, seen)
     assert decision.action is Action.ROLLBACK, decision.reason
+
+
+async def test_a_log_lost_with_entries_not_yet_read_restarts_the_window_and_its_canary_bakes_again(
+    redis_url: str,
+) -> None:
+    """A pass reads 10 healthy canary requests; 50 failures are logged, then Redis loses the stream
+    (FLUSHALL, or a restart without persistence) and 100 healthy requests are logged. A stream created
+    anew holds as many entries as were added to it, so the trim check saw nothing: the window joined the
+    10 and the 100 as one, the failures never counted, and the canary baked on a window with a hole."""
+    writer = redis.Redis.from_url(redis_url)
+    observer = PredictionLogObserver(redis.asyncio.Redis.from_url(redis_url), "log")
+    started_us = time.time_ns() // 1000 - 600_000_000  # baked for ten minutes already
+    policy = Policy(bake_seconds=60, min_requests=100, max_error_rate=0.05)
+    try:
+        for _ in range(10):
+            writer.xadd("log", _canary_entry(failed=False))
+        seen = await observer.observe("eta", started_us, "green", "blue")
+        assert seen.restarted_by is None and seen.canary.requests == 10
+        for _ in range(50):
+            writer.xadd("log", _canary_entry(failed=True))
+        writer.flushall()
+        lost_us = time.time_ns() // 1000
+        for _ in range(100):
+            writer.xadd("log", _canary_entry(failed=False))
+        seen = await observer.observe("eta", started_us, "green", "blue")
+    finally:
+        writer.close()
+        await observer.close()
+    assert seen.restarted_by is not None and "was lost" in seen.restarted_by, seen.restarted_by
+    assert seen.since_us >= lost_us // 1000 * 1000  # the bake starts again after the loss
+    assert (seen.canary.requests, seen.canary.errors) == (100, 0)  # the new stream, from its start
+    assert (seen.canary_step.requests, seen.canary_step.errors) == (110, 0)  # each entry read once
+    decision = _decide_as_the_loop_does(policy, seen)
+    assert decision.action is Action.HOLD and decision.reason.startswith("baking at 5%"), decision.reason
+
+
+@pytest.mark.parametrize("recreated", [False, True], ids=["gone", "recreated-empty"])
+async def test_a_log_lost_and_not_yet_written_again_restarts_the_window(
+    redis_url: str, recreated: bool
+) -> None:
+    """The same loss seen before anything is logged again: the stream is gone, or was created empty again
+    (the drift monitor's consumer group creates it, ``MKSTREAM``). Nothing shows a trim, so the window
+    went on from its old position as if nothing had been lost."""
+    writer = redis.Redis.from_url(redis_url)
+    observer = PredictionLogObserver(redis.asyncio.Redis.from_url(redis_url), "log")
+    started_us = time.time_ns() // 1000 - 600_000_000
+    try:
+        for _ in range(10):
+            writer.xadd("log", _canary_entry(failed=False))
+        await observer.observe("eta", started_us, "green", "blue")
+        for _ in range(50):
+            writer.xadd("log", _canary_entry(failed=True))
+        writer.flushall()
+        if recreated:
+            writer.xgroup_create("log", "monitor", id="0", mkstream=True)
+        lost_us = time.time_ns() // 1000
+        seen = await observer.observe("eta", started_us, "green", "blue")
+        assert seen.restarted_by is not None and "was lost" in seen.restarted_by, seen.restarted_by
+        assert seen.since_us >= lost_us and seen.canary.requests == 0
+        for _ in range(100):
+            writer.xadd("log", _canary_entry(failed=False))
+        seen = await observer.observe("eta", started_us, "green", "blue")
+    finally:
+        writer.close()
+        await observer.close()
+    assert (seen.canary.requests, seen.canary.errors) == (100, 0)
+    assert (seen.canary_step.requests, seen.canary_step.errors) == (110, 0)
+    assert seen.since_us >= lost_us and seen.restarted_by is not None
