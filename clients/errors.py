@@ -8,6 +8,11 @@ mapping between exceptions and status codes lives, in both directions:
   unexpected exception INTERNAL);
 * clients turn a :class:`grpc.RpcError` back into the same class with :func:`from_rpc_error`.
 
+Every status a server sends through :func:`abort` carries :data:`ANSWERED_METADATA` in its trailing
+metadata, so that a client can tell a status the server answered (``UNAVAILABLE: metadata database
+unavailable``: the server runs, its database does not) from one gRPC made up on the client's side because
+it could not reach the server (:attr:`AetherError.answered`); both are UNAVAILABLE.
+
     AetherError
     ├── InvalidArgument        INVALID_ARGUMENT     the request is malformed; retrying will not help
     ├── NotFound               NOT_FOUND            a named entity, view, version, model... does not exist
@@ -48,6 +53,9 @@ class AetherError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        #: Whether an Aether server sent this status (see the module doc): False for one raised where it
+        #: happened, or made up by gRPC on the client's side (the server could not be reached).
+        self.answered = False
 
 
 class InvalidArgument(AetherError):
@@ -120,12 +128,18 @@ _BY_CODE: dict[grpc.StatusCode, type[AetherError]] = {
 }
 
 
+#: The trailing metadata of every status an Aether server sends (see the module doc).
+ANSWERED_METADATA = (("x-aether-answered", "1"),)
+
+
 def from_rpc_error(error: grpc.RpcError) -> AetherError:
     """The Aether exception for a failed call, keeping the server's message."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, AetherError)
     err = cls(details or code.name)
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    err.answered = any(tuple(item) == ANSWERED_METADATA[0] for item in trailing or ())
     if cls is AetherError:
         err.code = code  # type: ignore[misc]  # keep the exact status for codes without a subclass
     return err
@@ -176,7 +190,7 @@ def status_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str) -> NoReturn:
     """Ends the call with ``code`` and ``message`` cut to :data:`MAX_STATUS_MESSAGE_BYTES`: every abort of
     both planes goes through here, so none can lose its status to gRPC's metadata limit."""
-    await context.abort(code, status_message(message))
+    await context.abort(code, status_message(message), ANSWERED_METADATA)
     raise AssertionError("context.abort returned")  # grpc.aio's abort always raises AbortError
 
 

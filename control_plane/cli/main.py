@@ -131,7 +131,9 @@ def _run(args: argparse.Namespace, settings: CliSettings) -> int:
         return 2
     except AetherError as error:
         message = error.message
-        if isinstance(error, Unavailable) and args.command == "features":
+        # Only where gRPC could not reach the control plane: an UNAVAILABLE the control plane answered
+        # (its database is down) sent the operator to restart a control plane that was running.
+        if isinstance(error, Unavailable) and args.command == "features" and not error.answered:
             message += (
                 f" (is the control plane running at {args.control_plane}? `aetherctl dev up` starts one)"
             )

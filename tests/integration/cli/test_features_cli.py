@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from clients.sdk.audit import AuditClient
 from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli.main import main
+from control_plane.settings import ControlPlaneSettings
+from tests.integration.cli.conftest import ThreadedControlPlane
 from tests.support.redis_server import free_port
 from tests.unit.control_plane.builders import entity, metadata, spec
 
@@ -289,6 +292,36 @@ def test_an_unreachable_control_plane_is_unavailable(capsys: Capture) -> None:
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAVAILABLE: ")
     assert f"is the control plane running at {address}?" in err
+
+
+def test_a_control_plane_that_answers_unavailable_is_not_said_to_be_unreachable(
+    tmp_path: Path, redis_url: str, capsys: Capture
+) -> None:
+    # Every UNAVAILABLE got "is the control plane running at ...? `aetherctl dev up` starts one", also
+    # the one a running control plane answered because its database was locked or down: mid-incident
+    # that sent the operator to restart a healthy control plane.
+    settings = ControlPlaneSettings(
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'aether.db'}",
+        redis_url=redis_url,
+        listen_addr="127.0.0.1:0",
+        shutdown_grace_s=0.5,
+        db_busy_timeout_s=0.2,
+    )
+    server = ThreadedControlPlane(settings)
+    try:
+        assert run(capsys, server.address, "features", "apply", str(copy_example(tmp_path)))[0] == 0
+        holder = sqlite3.connect(tmp_path / "aether.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+        try:
+            code, out, err = run(capsys, server.address, "features", "deprecate", "zone_weather", "1")
+        finally:
+            holder.close()
+    finally:
+        server.stop()
+    assert (code, out) == (1, "")
+    assert err.startswith("error: UNAVAILABLE: metadata database unavailable: database is locked"), err
+    assert "is the control plane running" not in err and "aetherctl dev up" not in err
 
 
 def test_an_apply_without_an_answer_says_its_outcome_is_unknown(
