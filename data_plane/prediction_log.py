@@ -40,6 +40,12 @@ batch whose write fails keeps its markers pending (merged with its own drops), s
 writes resume however long they were refused; while they are refused no marker can be written, which is
 why the canary controller also wants recent entries before it advances (``canary.decide``). The entries
 dropped by :meth:`PredictionLog.stop` get no marker: nothing is written after them.
+
+An outage is logged once, not once per failed write (:class:`WriteOutage`): its first failed write as a
+warning, the next ones at DEBUG with a warning every ``outage_remind_s`` (60 s) giving the running count,
+and the first write after them at INFO, with how long it lasted and how many entries it cost. Logged per
+write, a Redis down made two lines a second for as long as it was down, most of them "dropped 0
+entries" from the retries of the gap markers alone.
 """
 
 from __future__ import annotations
@@ -182,6 +188,58 @@ class Gap:
         ]  # fmt: skip
 
 
+class WriteOutage:
+    """How the log reports a run of failed writes (see the module doc). An error that is not Redis's
+    (a bug) is an ERROR with its traceback, said at once also in an outage that showed only Redis's."""
+
+    def __init__(self, remind_every_s: float) -> None:
+        self._remind_every_s = remind_every_s
+        self.failures = 0  # failed writes in a row
+        self._dropped_before = 0  # the log's dropped count when the outage began
+        self._since = self._reminded = 0.0
+        self._worst = logging.NOTSET  # the highest level logged in this outage
+
+    def failed(self, error: Exception, batch: int, dropped: int) -> None:
+        """A write of ``batch`` entries failed with ``error``; ``dropped``: the log's count, them included."""
+        redis_side = isinstance(error, (RedisUnavailable, RedisCommandError, RedisMisconfigured))
+        level = logging.WARNING if redis_side else logging.ERROR
+        now = time.monotonic()
+        self.failures += 1
+        if self.failures == 1:
+            self._since = self._reminded = now
+            self._dropped_before = dropped - batch
+        lost = dropped - self._dropped_before
+        if self.failures == 1 or level > self._worst:
+            self._worst = max(self._worst, level)
+            _log.log(
+                level,
+                "prediction log cannot write to Redis (%s): dropping entries, each counted and marked in the"
+                " stream once it takes writes again (%d dropped so far)",
+                error, lost, exc_info=None if redis_side else error,
+            )  # fmt: skip
+        elif now - self._reminded >= self._remind_every_s:
+            self._reminded = now
+            _log.log(
+                level,
+                "prediction log still cannot write to Redis (%s): %d entries dropped over %.0f s, %d failed"
+                " writes",
+                error, lost, now - self._since, self.failures,
+            )  # fmt: skip
+        else:
+            _log.debug("prediction log write of %d entries failed: %s", batch, error)
+
+    def written(self, dropped: int) -> None:
+        """A write went through; ``dropped``: the log's count."""
+        if self.failures:
+            _log.info(
+                "prediction log writes to Redis again, after %d failed writes over %.0f s: %d entries"
+                " dropped, marked in the stream",
+                self.failures, time.monotonic() - self._since, dropped - self._dropped_before,
+            )  # fmt: skip
+            self.failures = 0
+            self._worst = logging.NOTSET
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -195,6 +253,7 @@ class PredictionLog:
         timeout_s: float = 1.0,
         linger_s: float = 0.005,
         on_drop: Callable[[int], None] | None = None,
+        outage_remind_s: float = 60.0,
     ) -> None:
         self._redis = redis
         # The batch command's arguments before the entries, packed once (RESP, without the array header).
@@ -218,6 +277,7 @@ class PredictionLog:
         self.dropped = 0
         #: Per deployment, entries dropped and not yet reported by a marker in the stream.
         self._gaps: dict[str, Gap] = {}
+        self._outage = WriteOutage(outage_remind_s)
 
     def sampled(self) -> bool:
         """Whether this request's features and outputs go into its entry (``sample_rate`` of them)."""
@@ -339,16 +399,14 @@ class PredictionLog:
             for deployment, gap in gaps.items():
                 self._pend(deployment, gap)
             self._drop(batch)
-            if isinstance(error, (RedisUnavailable, RedisCommandError, RedisMisconfigured)):
-                _log.warning("prediction log dropped %d entries: %s", len(batch), error)
-            else:
-                _log.error("prediction log dropped %d entries", len(batch), exc_info=error)
+            self._outage.failed(error, len(batch), self.dropped)
             if not self._closing:  # Redis is struggling: do not hammer it; the buffer bounds memory
                 with contextlib.suppress(TimeoutError):  # a stop() ends the pause: it has little time
                     await asyncio.wait_for(self._closed.wait(), 0.5)
             return
         self._in_flight = 0
         self.written += len(batch)
+        self._outage.written(self.dropped)
 
 
 def now_us() -> int:

@@ -5,17 +5,19 @@ batch does not wait for it; the native TensorRT engine cache is keyed by GPU and
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import cast
 
 import numpy as np
+import pytest
 import redis
 
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from data_plane.runtime.tensorrt_engine import engine_cache_path
 from tests.support.prediction_log import writes_refused
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 
 def _record(request_id: str) -> PredictionRecord:
@@ -235,3 +237,71 @@ async def test_entries_dropped_from_a_full_buffer_are_marked_before_the_next_ent
     assert [f[b"role"] for f in fields] == [b"gap", b"served", b"served"]
     marker = fields[0]
     assert (marker[b"dropped"], marker[b"first_ts_us"], marker[b"last_ts_us"]) == (b"2", b"12", b"13")
+
+
+def _log_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "aether.data_plane.prediction_log"]
+
+
+async def test_a_redis_outage_is_logged_when_it_starts_and_ends_not_per_failed_write(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis down, the loop that retries the gap markers logged "prediction log dropped 0 entries"
+    twice a second for the whole outage. Now the outage's first failed write is a warning, the others
+    are at DEBUG, and the first write after it says how long it lasted and how many entries it cost."""
+    server = RedisServer()
+    server.start()
+    client = RedisClient(server.url, pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=1000, linger_s=0.0)
+    caplog.set_level(logging.DEBUG, logger="aether.data_plane.prediction_log")
+    log.start()
+    try:
+        log.record(_entry("before", "eta", 100))
+        async with asyncio.timeout(10.0):
+            while log.written < 1:  # noqa: ASYNC110 (the log's own counter; no event to wait on)
+                await asyncio.sleep(0.001)
+        server.stop()
+        for i in range(3):
+            log.record(_entry(f"lost{i}", "eta", 200 + i))
+        async with asyncio.timeout(20.0):  # several failed writes: the entries', then the markers' alone
+            while log.dropped < 3 or len(_log_lines(caplog)) < 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        during = _log_lines(caplog)
+        assert not [r for r in during if "dropped 0 " in r.getMessage()]
+        loud = [r for r in during if r.levelno >= logging.WARNING]
+        assert len(loud) == 1, [r.getMessage() for r in loud]
+        assert loud[0].getMessage().startswith("prediction log cannot write to Redis")
+        caplog.clear()
+        server.start()  # the same port: the log's connection comes back by itself
+        log.record(_entry("after", "eta", 400))
+        async with asyncio.timeout(20.0):
+            while log.written < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        await log.stop()
+        await client.close()
+        server.close()
+    back = [r.getMessage() for r in _log_lines(caplog) if r.levelno >= logging.INFO]
+    assert len(back) == 1 and back[0].startswith("prediction log writes to Redis again"), back
+    assert "3 entries dropped" in back[0], back[0]
+
+
+async def test_a_long_outage_is_reminded_of_with_its_running_count(caplog: pytest.LogCaptureFixture) -> None:
+    # remind_every_s=0: every failed write after the first is a reminder (the default is once a minute).
+    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=10, linger_s=0.0, outage_remind_s=0.0)
+    caplog.set_level(logging.WARNING, logger="aether.data_plane.prediction_log")
+    log.start()
+    try:
+        for i in range(2):
+            log.record(_entry(f"lost{i}", "eta", 200 + i))
+            async with asyncio.timeout(10.0):
+                while log.dropped < i + 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)
+    finally:
+        await log.stop(flush_timeout_s=0.2)
+        await client.close()
+    lines = [r.getMessage() for r in _log_lines(caplog)]
+    assert lines[0].startswith("prediction log cannot write to Redis"), lines
+    assert lines[1].startswith("prediction log still cannot write to Redis"), lines
+    assert "2 entries dropped" in lines[1] and "2 failed writes" in lines[1], lines[1]
