@@ -78,6 +78,28 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(f"{name}: expected 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
 
+def listen_address(text: str, name: str) -> str:
+    """``text`` as a ``HOST:PORT`` to listen on (port 0 picks a free one; IPv6 hosts in brackets), "" for
+    empty; a ConfigurationError naming ``name`` (a variable or a flag) otherwise. Checked with the settings:
+    a bad one was taken as it was and failed only when the server bound it, as a traceback, after the
+    process had started other things (a fleet's replica so failing was never seen as a refusal)."""
+    value = text.strip()
+    if not value:
+        return ""
+    host, colon, port = value.rpartition(":")
+    if not (colon and host.strip("[]") and port.isdigit() and int(port) <= 65535):
+        raise ConfigurationError(
+            f"{name}: expected HOST:PORT with a port from 0 to 65535 (e.g. 127.0.0.1:9090), got {text!r}"
+        )
+    return value
+
+
+def env_listen_address(env: Mapping[str, str], name: str, default: str) -> str:
+    """The ``HOST:PORT`` in the variable (:func:`listen_address`), ``default`` when it is unset or empty."""
+    raw = env.get(name) or None
+    return default if raw is None else listen_address(raw, name)
+
+
 def _bounds(minimum: float | None, maximum: float | None) -> str:
     if minimum is not None and maximum is not None:
         return f" from {minimum:g} to {maximum:g}"

@@ -27,6 +27,7 @@ from control_plane.jobs.settings import (
     job_user_from_env,
 )
 from control_plane.jobs.uid_range import JOB_UID_RANGE_VARIABLE
+from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.process_secrets import withdraw_secrets
 from control_plane.redis_clients import DEFAULT_REDIS_TIMEOUT_S
 from control_plane.server import start_server
@@ -96,6 +97,9 @@ def parse_settings(
     if environ is None:  # the jobs service reads its settings from the environment as the server builds it
         os.environ.update(job_flags)
     settings = ControlPlaneSettings.from_env(environ)
+    # Read again by the monitor as the server builds it; read here too so that a bad one (its metrics
+    # address among them) is one line before the database is opened and anything runs.
+    MonitoringSettings.from_env(os.environ if environ is None else environ)
     overrides = {
         "listen_addr": args.listen,
         "db_url": args.db_url,

@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_workers(settings, workers, list(sys.argv[1:] if argv is None else argv))
         if not settings.reuse_port:  # a worker's port was checked by its parent, which still holds it
             check_free(settings.listen)  # before the models load: a port in use is one line, at once
+            if settings.metrics_listen:  # so is a metrics port in use, not a traceback once serving
+                check_free(settings.metrics_listen)
         uvloop.run(serve(settings))
     except AetherError as exc:
         print(f"python -m data_plane: error: {exc.message}", file=sys.stderr)

@@ -43,6 +43,7 @@ request.
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import threading
 import time
@@ -58,10 +59,12 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from clients.errors import FailedPrecondition
 from data_plane.batching import BatchObserver
 from data_plane.models.manager import ManagerObserver
 from data_plane.models.version import ModelState
 from data_plane.near_cache import NearCacheStats
+from data_plane.ports import split_listen
 
 _go_float: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound ("+Inf", "1.0")
 
@@ -338,9 +341,13 @@ def start_metrics_server(metrics: ServingMetrics, listen: str) -> MetricsServer:
 
     Built like ``prometheus_client.start_http_server`` but polling for shutdown every 50 ms rather than
     500 ms, so that stopping a data plane does not wait half a second."""
-    host, port = listen.rsplit(":", 1)
+    host, port = split_listen(listen)
     app = prom.make_wsgi_app(metrics.registry)
-    server = make_server(host, int(port), app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    except OSError as exc:  # taken since the start checked it (data_plane.ports): one line, as for --listen
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise FailedPrecondition(f"cannot serve metrics on {listen}: {reason}") from None
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="aether-metrics", daemon=True
     )

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.env_values import ConfigurationError, env_bool, env_float, env_int, env_text
+from clients.env_values import (
+    ConfigurationError,
+    env_bool,
+    env_float,
+    env_int,
+    env_listen_address,
+    env_text,
+    listen_address,
+)
 from clients.sdk.auth import ChannelSecurity
 from clients.server_auth import ServerTokens
 from clients.tls import ServerTls
@@ -61,6 +69,8 @@ def check_override(field: str, value: object, name: str) -> None:
         env_int({name: str(value)}, name, 0, **INT_RANGES[field])
     elif field in FLOAT_RANGES:
         env_float({name: str(value)}, name, 0.0, **FLOAT_RANGES[field])
+    elif field == "metrics_listen":
+        listen_address(str(value), name)
 
 
 #: The default of ``max_message_bytes``: the most one request or answer may hold.
@@ -177,7 +187,7 @@ class DataPlaneSettings:
                 **INT_RANGES["max_features_per_request"],
             ),
             model_config=Path(model_config).expanduser() if model_config else None,
-            metrics_listen=env_text(env, "AETHER_METRICS_ADDR", d.metrics_listen),
+            metrics_listen=env_listen_address(env, "AETHER_METRICS_ADDR", d.metrics_listen),
             intra_op_threads=env_int(
                 env, "AETHER_INTRA_OP_THREADS", d.intra_op_threads, **INT_RANGES["intra_op_threads"]
             ),

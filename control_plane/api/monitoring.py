@@ -6,6 +6,7 @@ server (``context.on_close``)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, NotFound, maps_errors
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.deployments import manager_for
@@ -188,15 +189,26 @@ def services(
             )
             if on_monitor is not None:
                 on_monitor(monitor)
+            if loop_settings.metrics_addr:  # bound before the loop starts: a port in use stops the start
+                _serve_gauges(loop_settings.metrics_addr, registry or REGISTRY, context)
             monitor.start()
             context.on_close.append(monitor.stop)  # awaited: its task closes the Redis client as it ends
-            if loop_settings.metrics_addr:
-                host, _, port = loop_settings.metrics_addr.rpartition(":")
-                http_server, _thread = start_http_server(int(port), host or "0.0.0.0", registry or REGISTRY)
-                context.on_close.append(http_server.shutdown)
         return SERVICE_NAME
 
     return add
+
+
+def _serve_gauges(address: str, registry: CollectorRegistry, context: ServiceContext) -> None:
+    """Serves ``registry`` on ``address`` (HOST:PORT, checked with the settings) until the server stops. A
+    port that cannot be bound is a FailedPrecondition, which ``python -m control_plane`` prints as one line
+    and exits 1, as for a --listen port in use (it was an OSError traceback)."""
+    host, _, port = address.rpartition(":")
+    try:
+        http_server, _thread = start_http_server(int(port), host.strip("[]"), registry)
+    except OSError as exc:
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise FailedPrecondition(f"cannot serve the monitor's metrics on {address}: {reason}") from None
+    context.on_close.append(http_server.shutdown)
 
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:

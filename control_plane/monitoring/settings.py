@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clients.env_values import env_float
+from clients.env_values import env_float, env_listen_address
 
 DEFAULT_STREAM = "aether:predictions"  # the data plane's default AETHER_PREDICTION_LOG_STREAM
 
@@ -73,5 +73,5 @@ class MonitoringSettings:
                 "AETHER_MONITOR_JOINED_LABEL_RETENTION_S", defaults.joined_label_retention_s
             ),
             window_idle_s=number("AETHER_MONITOR_WINDOW_IDLE_S", defaults.window_idle_s),
-            metrics_addr=env.get("AETHER_MONITOR_METRICS_ADDR") or defaults.metrics_addr,
+            metrics_addr=env_listen_address(env, "AETHER_MONITOR_METRICS_ADDR", defaults.metrics_addr),
         )

@@ -93,6 +93,12 @@ def test_a_second_control_plane_on_a_port_in_use_fails_instead_of_sharing_it(tmp
         ("AETHER_MONITOR_INTERVAL_S", "0", "a number > 0"),
         ("AETHER_RETRAIN_INTERVAL_S", "nan", "a number > 0"),
         ("AETHER_JOBS_TICK_S", "-0.5", "a number > 0"),
+        # Was an OverflowError traceback and status 1, the monitor loop already started.
+        (
+            "AETHER_MONITOR_METRICS_ADDR",
+            "127.0.0.1:99999",
+            "HOST:PORT with a port from 0 to 65535 (e.g. 127.0.0.1:9090)",
+        ),
     ],
 )
 def test_a_bad_loop_interval_is_one_line_naming_the_variable(

@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,24 @@ def test_an_abbreviated_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         parse_args(["--work", "2"], environ={})
     assert usage.value.code == 2
     assert "unrecognized arguments: --work 2" in capsys.readouterr().err
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """It was an OSError traceback once the server was up, after the models had loaded; a --listen port in
+    use is one line and status 1 before anything starts, and so must this be."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = f"127.0.0.1:{holder.getsockname()[1]}"
+        finished = subprocess.run(
+            [
+                sys.executable, "-m", "data_plane", "--listen", "127.0.0.1:0", "--metrics-listen", busy,
+                "--control-plane", f"127.0.0.1:{free_port()}",
+            ],
+            capture_output=True, text=True, timeout=30,
+            env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    assert (finished.returncode, finished.stdout) == (1, ""), finished.stderr
+    assert finished.stderr == (
+        f"python -m data_plane: error: cannot listen on {busy}: the address is already in use\n"
+    )

@@ -401,13 +401,21 @@ async def test_a_second_fleet_on_the_same_home_is_refused_in_one_line(plane: Pla
             await first.wait()
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+        # Was an OverflowError traceback, status 1, once the replica served: the fleet ran on with 0 ready.
+        (["--metrics-listen", "127.0.0.1:99999"], "--metrics-listen: expected HOST:PORT with a port from 0"),
+    ],
+)
 async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_error(
-    plane: Plane, tmp_path: Path
+    plane: Plane, tmp_path: Path, flags: list[str], said: str
 ) -> None:
     """``fleet run -- --bogus-flag``: every replica exits 2 (a usage error) before serving. The fleet
     restarted it every interval for ever, logging "exited with status 2 before serving" with neither the
     replica's error nor its log. It now stops at once: exit 1, one error quoting the replica's stderr and
-    naming its log, and an empty endpoints file."""
+    naming its log, and an empty endpoints file. A flag value the settings refuse is such an error too."""
     home = tmp_path / "fleet-home"
     env = dict(
         os.environ,
@@ -417,7 +425,7 @@ async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_er
     )
     command = [
         sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--min", "1", "--max", "1",
-        "--interval-s", "0.3", "--", "--bogus-flag",
+        "--interval-s", "0.3", "--", *flags,
     ]  # fmt: skip
     try:
         ran = await asyncio.to_thread(
@@ -432,7 +440,7 @@ async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_er
         "error: FAILED_PRECONDITION: data-plane replica 0 exited with status 2 before serving: a usage or"
         " settings error, which every restart would repeat, so the fleet stops"
     ), ran.stderr
-    assert "unrecognized arguments: --bogus-flag" in error and error.endswith(f"(its log: {log})\n")
+    assert said in error and error.endswith(f"(its log: {log})\n")
     assert "failed to start" not in ran.stderr  # one error, not one per restart
     assert _replicas(home / "fleet" / "endpoints.json") == ()
 

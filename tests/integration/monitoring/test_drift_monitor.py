@@ -5,15 +5,24 @@ Prometheus gauges set, alerts POSTed to a real webhook."""
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import FailedPrecondition
 from clients.sdk.monitoring import MonitoringClient
+from control_plane.api import monitoring as monitoring_api
+from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import register_reference_profile
 from control_plane.monitoring.reports import store_report
+from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.server import start_server
+from control_plane.settings import ControlPlaneSettings
 from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
 
 N_FEATURES = 10
@@ -286,3 +295,28 @@ async def test_drift_reports_of_a_wide_model_are_read_page_by_page(plane: Plane)
         since = T0 + 100 * 1000  # windows 100 to 110: the page token is bound to the window bounds
         assert len(await asyncio.to_thread(client.drift_reports, "wide", since_us=since)) == 12
         assert len(await asyncio.to_thread(client.drift_reports, "wide")) == 100
+
+
+async def test_a_monitor_metrics_port_in_use_stops_the_start_before_the_loop_runs(
+    tmp_path: Path, db_url: str, redis_url: str
+) -> None:
+    """The gauges' server was bound after the monitor loop started, and a port in use was an OSError
+    traceback (status 1 with 30 lines) with the loop left running; now it is the FailedPrecondition
+    ``python -m control_plane`` prints as one line, as for a --listen port in use, and no loop runs."""
+    settings = ControlPlaneSettings(
+        home=tmp_path, db_url=db_url, redis_url=redis_url, listen_addr="127.0.0.1:0"
+    )
+    monitors: list[Monitor] = []
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = f"127.0.0.1:{holder.getsockname()[1]}"
+        module = monitoring_api.services(
+            MonitoringSettings(metrics_addr=busy), registry=CollectorRegistry(), on_monitor=monitors.append
+        )
+        with pytest.raises(FailedPrecondition) as refused:
+            await start_server(settings, services=[module])
+    assert refused.value.message == (
+        f"cannot serve the monitor's metrics on {busy}: the address is already in use"
+    )
+    assert [monitor._background._task for monitor in monitors] == [None]  # the loop never started

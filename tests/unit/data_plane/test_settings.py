@@ -243,3 +243,18 @@ def test_the_store_to_accept_comes_from_its_variable_or_its_flag() -> None:
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--accept-store-id", store[:8]], {})
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("value", ["bad", "127.0.0.1:99999", ":9090", "127.0.0.1:90x", "127.0.0.1:"])
+def test_a_metrics_address_that_is_no_host_and_port_names_its_variable_or_flag(value: str) -> None:
+    """It was taken as it was and failed only as the metrics server bound it: a ValueError or OverflowError
+    traceback and status 1, which a fleet does not take for a replica refusing its settings (status 2)."""
+    expected = f"expected HOST:PORT with a port from 0 to 65535 (e.g. 127.0.0.1:9090), got {value!r}"
+    with pytest.raises(ConfigurationError) as caught:
+        DataPlaneSettings.from_env({"AETHER_METRICS_ADDR": value})
+    assert str(caught.value) == f"AETHER_METRICS_ADDR: {expected}"
+    with pytest.raises(ConfigurationError) as caught:
+        parse_args(["--metrics-listen", value], {})
+    assert str(caught.value) == f"--metrics-listen: {expected}"
+    assert DataPlaneSettings.from_env({"AETHER_METRICS_ADDR": "[::1]:0"}).metrics_listen == "[::1]:0"
+    assert parse_args(["--metrics-listen", "127.0.0.1:65535"], {})[0].metrics_listen == "127.0.0.1:65535"
