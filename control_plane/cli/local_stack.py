@@ -128,9 +128,10 @@ def _services(settings: CliSettings, folder: Path, starting: bool = True) -> lis
         Service(
             key="data-plane",
             title="data plane",
+            # No --snapshot-path: it would override AETHER_REGISTRY_SNAPSHOT_PATH, which the data plane
+            # reads itself (unset: registry_snapshot.pb in the AETHER_HOME it is started with).
             command=[python, "-m", "data_plane", "--listen", settings.data_plane_addr,
-                     "--control-plane", settings.control_plane_addr,
-                     "--snapshot-path", str(settings.home / "registry_snapshot.pb")],
+                     "--control-plane", settings.control_plane_addr],
             marker="data_plane",
             env={**data_plane_token(os.environ), "AETHER_REDIS_URL": settings.redis_url},
             address=settings.data_plane_addr,
@@ -244,6 +245,21 @@ def _up(
     return 0
 
 
+def service_environment(
+    service: Service,
+    settings: CliSettings,
+    base: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment ``service`` is started with: ``base``, its own variables, ``extra_env``, and the
+    stack's ``AETHER_HOME``."""
+    env = {**base, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
+    # The planes are started as modules: make sure the child imports this very checkout of Aether.
+    source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    return env
+
+
 def _start(
     service: Service,
     folder: Path,
@@ -258,11 +274,7 @@ def _start(
     log_path = folder / f"{service.key}.log"
     # extra_env: settings for this stack only (the demo's short loop intervals, for instance); environ:
     # the environment it starts from (the demo's drops the user's AETHER_* settings), default this one's.
-    base = os.environ if environ is None else environ
-    env = {**base, **service.env, **(extra_env or {}), "AETHER_HOME": str(settings.home)}
-    # The planes are started as modules: make sure the child imports this very checkout of Aether.
-    source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    env = service_environment(service, settings, os.environ if environ is None else environ, extra_env)
     for path, text in service.private_files.items():
         _write_private(path, text)
     command, pass_fds = tied(service.command) if tie else (service.command, ())
