@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clients.errors import InvalidArgument
+from clients.env_values import ConfigurationError
 
 GPUS_VARIABLE = "AETHER_GPUS"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -46,7 +46,7 @@ class DevicePool:
             return cls(tuple(str(index) for index in range(int(text))), "config")
         names = tuple(name.strip() for name in text.split(",") if name.strip())
         if not names or len(set(names)) != len(names):
-            raise InvalidArgument(
+            raise ConfigurationError(  # the AETHER_GPUS setting: one line and exit 2, as any other
                 f"{GPUS_VARIABLE}={value!r}: expected a count or distinct comma-separated names"
             )
         return cls(names, "config")

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.env_values import ConfigurationError, env_float
-from clients.errors import InvalidArgument
 from control_plane.jobs.job_user import JOBS_FOLDER_MODE, JobUser, blocked_for, missing_capabilities
 from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.scheduler import Policy
@@ -61,7 +60,8 @@ class JobsSettings:
         try:
             policy = Policy(policy_text)
         except ValueError:
-            raise InvalidArgument(
+            # A setting to fix (one line, exit 2), not an API error (InvalidArgument exited 1).
+            raise ConfigurationError(
                 f"AETHER_JOBS_POLICY={policy_text!r}: expected strict or backfill"
             ) from None
         return cls(

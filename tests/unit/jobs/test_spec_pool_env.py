@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from clients.aether.v1 import jobs_pb2 as pb
+from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument
 from control_plane.jobs.executor import job_argv
 from control_plane.jobs.launch_env import LaunchEnv, inherited
@@ -198,7 +199,7 @@ def test_pool_from_configuration() -> None:
     assert DevicePool.from_config("gpu0, gpu1").devices == ("gpu0", "gpu1")
     assert DevicePool.detect({"AETHER_GPUS": "2"}) == DevicePool(("0", "1"), "config")
     assert DevicePool.from_config("0").size == 0
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(ConfigurationError):
         DevicePool.from_config("a,a")
 
 

@@ -1,0 +1,34 @@
+"""The jobs service's settings (control_plane.jobs.settings): a value they refuse is a configuration
+error, which ``python -m control_plane`` prints as one line naming the variable and exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clients.env_values import ConfigurationError
+from control_plane.jobs.scheduler import Policy
+from control_plane.jobs.settings import JobsSettings
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AETHER_JOBS_POLICY", "bogus", "AETHER_JOBS_POLICY='bogus': expected strict or backfill"),
+        ("AETHER_GPUS", "a,a", "AETHER_GPUS='a,a': expected a count or distinct comma-separated names"),
+    ],
+)
+def test_a_value_the_jobs_settings_refuse_is_a_configuration_error(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    """Both were InvalidArgument, an API error: the control plane printed it and exited 1, not the 2 of
+    every other setting it refuses (docs/architecture.md, "Settings")."""
+    with pytest.raises(ConfigurationError) as refused:
+        JobsSettings.from_env(tmp_path, {variable: value})
+    assert str(refused.value) == message
+
+
+def test_the_policy_and_pool_come_from_their_variables(tmp_path: Path) -> None:
+    settings = JobsSettings.from_env(tmp_path, {"AETHER_JOBS_POLICY": "backfill", "AETHER_GPUS": "2"})
+    assert (settings.policy, settings.pool.devices) == (Policy.BACKFILL, ("0", "1"))
