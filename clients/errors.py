@@ -136,12 +136,9 @@ def from_rpc_error(error: grpc.RpcError) -> AetherError:
     """The Aether exception for a failed call, keeping the server's message."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
-    cls = _BY_CODE.get(code, AetherError)
-    err = cls(details or code.name)
+    err = error_with_code(code, details or code.name)
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     err.answered = any(tuple(item) == ANSWERED_METADATA[0] for item in trailing or ())
-    if cls is AetherError:
-        err.code = code  # type: ignore[misc]  # keep the exact status for codes without a subclass
     return err
 
 
@@ -194,17 +191,36 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCo
     raise AssertionError("context.abort returned")  # grpc.aio's abort always raises AbortError
 
 
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The status and message :func:`maps_errors` gives ``exc``: an :class:`AetherError`'s own, or those
+    of a failure of a dependency that is not a bug (below); None for anything else, which is INTERNAL.
+    A core that must say more of such a failure (what it had done before it) builds on this, so the
+    mapping stays here."""
+    if isinstance(exc, AetherError):
+        return exc.code, exc.message
+    unavailable = database_unavailable(exc)  # locked, down, restarting: retryable, not a bug
+    if unavailable is not None:
+        return grpc.StatusCode.UNAVAILABLE, unavailable
+    return redis_status(exc)  # Redis loading, down, or the URL's password: not a bug
+
+
+def error_with_code(code: grpc.StatusCode, message: str) -> AetherError:
+    """The :class:`AetherError` subclass of ``code`` carrying ``message`` (a plain AetherError with the
+    code for one without a subclass)."""
+    cls = _BY_CODE.get(code, AetherError)
+    error = cls(message)
+    if cls is AetherError:
+        error.code = code  # type: ignore[misc]  # keep the exact status for codes without a subclass
+    return error
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, AetherError):
         await abort(context, exc.code, exc.message)
-    unavailable = database_unavailable(exc)  # locked, down, restarting: retryable, not a bug
-    if unavailable is not None:
-        _log.warning("%s: %s", method, unavailable, exc_info=exc)
-        await abort(context, grpc.StatusCode.UNAVAILABLE, unavailable)
-    redis_failure = redis_status(exc)  # Redis loading, down, or the URL's password: not a bug
-    if redis_failure is not None:
-        _log.warning("%s: %s", method, redis_failure[1], exc_info=exc)
-        await abort(context, *redis_failure)
+    known = status_of(exc)
+    if known is not None:
+        _log.warning("%s: %s", method, known[1], exc_info=exc)
+        await abort(context, *known)
     _log.exception("unexpected error in %s", method, exc_info=exc)
     await abort(context, grpc.StatusCode.INTERNAL, internal_message(method, exc))
 

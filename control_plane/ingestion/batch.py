@@ -39,6 +39,10 @@ as a delete's fence leaves no online value; checked only at the start, a run ret
 every later row and wrote its online values into a version nothing serves. It reads it once more after
 the online write and, found retired, removes what that write put online (``_require_open_after_write``).
 
+A run that fails after it stored and counted accepted rows says how many and not to ingest them again,
+with a status clients do not retry as it was (``part_way``): a plain UNAVAILABLE (the database down
+part-way) was retried, and the retry stored those rows twice.
+
 Rows whose timestamp parses but falls outside ``[start, end)`` are skipped (reported as
 ``skipped_outside_window``) and are not records of the run; rows whose timestamp cannot be placed
 are validated, and so quarantined.
@@ -80,6 +84,7 @@ from control_plane.ingestion.online import (
     write_latest,
 )
 from control_plane.ingestion.online_hold import RunHold
+from control_plane.ingestion.part_way import Stored, stopped_part_way
 from control_plane.ingestion.quarantine import RunSource, check_source_length, record_outcome, supersede
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
@@ -222,6 +227,7 @@ class BatchMaterializer:
         source_rows = 0  # rows of the source before this chunk, those outside the window included
         online_rows = 0
         files: ChunkFiles | None = None  # the current chunk's
+        counting = (0, 0, 0)  # the current chunk's records in, accepted and quarantined
         named = None
         try:
             for chunk in chunks:
@@ -264,6 +270,7 @@ class BatchMaterializer:
                     }
                     if superseded:
                         after["superseded"] = superseded
+                    counting = (inside.num_rows, accepted.num_rows, fresh)
                     # Write-ahead: what this chunk stores waits for its online write (online_hold).
                     named = hold.name_files(session, outcome.offline_paths) if accepted.num_rows else None
                     audit(
@@ -292,23 +299,38 @@ class BatchMaterializer:
             # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
             # stored and counted is named by the run's online part, handed to the next replay now.
             self._settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")
+            stored = _stored(run, outcome, files, counting)
+            if isinstance(exc, Exception) and stored.anything:  # the caller must not ingest them again
+                raise stopped_part_way(exc, stored, _waiting_online(view)) from exc
             raise
         if latest:
             pairs = latest_blobs(view, key_names, pa.concat_tables(latest))
             online_rows = self._write_run_online(run, view, pairs, hold)
             self._require_open_after_write(view, outcome, run, hold, pairs)
         hold.stop()
-        with write_session(self._sessions) as session:
-            hold.settle_in(session)  # written online: the run's online part is done (if it fails, it waits)
-            finished = _counters(outcome, source_id) | {
-                "chunks": chunk_number,
-                "skipped_outside_window": outcome.skipped_outside_window,
-                "online_rows": online_rows,
-            }
-            audit(
-                session, actor=actor, action=f"ingestion.{kind}.finished", object_type="feature_view",
-                object_id=target, before=None, after=finished,
-            )  # fmt: skip
+        try:
+            with write_session(self._sessions) as session:
+                hold.settle_in(
+                    session
+                )  # written online: the run's online part is done (if it fails, it waits)
+                finished = _counters(outcome, source_id) | {
+                    "chunks": chunk_number,
+                    "skipped_outside_window": outcome.skipped_outside_window,
+                    "online_rows": online_rows,
+                }
+                audit(
+                    session, actor=actor, action=f"ingestion.{kind}.finished", object_type="feature_view",
+                    object_id=target, before=None, after=finished,
+                )  # fmt: skip
+        except Exception as exc:  # every row is stored, counted and online: only the end went unrecorded
+            written = (
+                f"Its online values were written ({online_rows} rows); only its"
+                f" `ingestion.{kind}.finished` audit entry could not be recorded."
+            )
+            stored = _stored(run, outcome, None, (0, 0, 0))
+            if stored.anything:
+                raise stopped_part_way(exc, stored, written) from exc
+            raise
         return online_rows
 
     def _require_open(self, view: pb.FeatureView, outcome: MaterializeOutcome) -> None:
@@ -371,12 +393,12 @@ class BatchMaterializer:
         except redis.RedisError as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._settle_online_part(run, hold, error)
-            raise Unavailable(
+            # FAILED_PRECONDITION, not UNAVAILABLE: a client retries an UNAVAILABLE call as it was, and
+            # that retry stored every row of the run a second time (part_way).
+            raise FailedPrecondition(
                 f"the online store (Redis) did not take run {run.run_id}'s online values ({error}); its"
                 " rows are stored offline and counted, so do not ingest them again (they would be stored"
-                " twice): its latest row per entity waits as an online_pending record of the run"
-                f" (`aetherctl quarantine list --status online_pending --view {view.spec.name}`), and"
-                " replaying it writes only the online values"
+                f" twice). {_waiting_online(view)}"
             ) from exc
         except FailedPrecondition:  # the version was deleted meanwhile: no online value of it is wanted
             self._settle_online_part(run, hold)
@@ -431,6 +453,31 @@ class BatchMaterializer:
     def write_online(self, view: pb.FeatureView, entity: pb.Entity, accepted: pa.Table) -> int:
         """Writes the latest validated row per entity online (never over a fresher value)."""
         return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
+
+
+def _waiting_online(view: pb.FeatureView) -> str:
+    """Where a failed run's online values wait (its online part, handed to the next replay)."""
+    return (
+        "Its latest row per entity waits as an online_pending record of the run (`aetherctl quarantine"
+        f" list --status online_pending --view {view.spec.name}`), and replaying it writes only the"
+        " online values"
+    )
+
+
+def _stored(
+    run: RunSource, outcome: MaterializeOutcome, files: ChunkFiles | None, counting: tuple[int, int, int]
+) -> Stored:
+    """What a failed run stored and counted: its counters, plus the failed chunk's (``counting``) when
+    its transaction failed at COMMIT yet committed; that chunk's accepted rows are ``unknown`` when the
+    outcome could not be read back (``chunk_commit``: its files and intent stay for the recovery)."""
+    records_in, accepted, quarantined = outcome.records_in, outcome.accepted, outcome.quarantined
+    unknown = 0
+    if files is not None and files.committed:
+        records_in, accepted = records_in + counting[0], accepted + counting[1]
+        quarantined += counting[2]
+    elif files is not None and files.paths and files.committed is None and files.at_commit:
+        unknown = files.adding
+    return Stored(run.run_id, run.view, run.version, records_in, accepted, quarantined, unknown)
 
 
 def stamp_ingested(accepted: pa.Table) -> pa.Table:

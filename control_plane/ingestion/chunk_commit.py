@@ -68,6 +68,7 @@ class ChunkFiles:
     paths: Sequence[str]
     intent: Intent | None = None  # committed before the files were written (``intents.announce``)
     committed: bool | None = field(default=None, init=False)
+    at_commit: bool = field(default=False, init=False)  # its transaction failed at COMMIT
     removed: bool = field(default=False, init=False)
     lease: IntentLease | None = field(default=None, init=False)  # renews ``intent`` (``intent_lease``)
 
@@ -110,6 +111,7 @@ def chunk_transaction(
             at_commit = True
     except BaseException:
         files.stop_renewing()  # settled, or left to the recovery: either way no longer this run's to hold
+        files.at_commit = at_commit  # with ``committed`` None: the outcome could not be read back
         if files.paths:
             try:
                 _settle_files(sessions, files, remove, at_commit, backend, within_s)

@@ -363,7 +363,9 @@ async def test_an_ingest_while_redis_is_down_is_unavailable_and_its_retry_stores
         writes.config_set("maxmemory", 1)  # the default noeviction policy then refuses every write
         later = pa.table({"sensor_id": [5, 6], "event_ts": [NOW, NOW], "temperature_c": [1.0, 2.0],
                           "mode": [1, 2]})  # fmt: skip
-        with pytest.raises(Unavailable, match="stored offline and counted, so do not ingest them again"):
+        with pytest.raises(
+            FailedPrecondition, match="stored offline and counted, so do not ingest them again"
+        ):
             await asyncio.to_thread(client.ingest, "climate", later)
         writes.config_set("maxmemory", 0)
         (run,) = [r for r in await asyncio.to_thread(client.list_runs, "climate") if r.records_in == 2]

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import grpc
 import pyarrow as pa
 import pytest
 import redis
@@ -28,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import AetherError, Internal
 from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
@@ -154,10 +156,11 @@ def test_a_chunk_whose_transaction_fails_leaves_no_file_and_the_counts_match_the
         yield chunk(1)
 
     try:
-        with pytest.raises(OperationalError):
+        with pytest.raises(AetherError, match="had stored and counted 4 records") as stopped:
             stand.batch.materialize(stand.view, stand.entity, source())
     finally:
         holder.release()
+    assert isinstance(stopped.value.__cause__, OperationalError)
     (run,) = stand.runs()
     assert (run.records_in, run.accepted, run.quarantined) == (4, 3, 1)  # chunk 0's
     assert stand.stored_rows() == run.accepted == 3  # chunk 1's file was removed
@@ -204,10 +207,11 @@ def test_a_chunk_that_fails_at_commit_keeps_its_files_iff_it_committed(stand: St
         fault.armed = landed  # chunk 1's COMMIT fails
         yield chunk(1)
 
-    with pytest.raises(OperationalError, match="reply to COMMIT lost"):
+    # Each says what its run stored and counted: chunk 1 too where its COMMIT landed.
+    with pytest.raises(Internal, match=r"reply to COMMIT lost.*counted 8 records \(6 accepted"):
         stand.batch.materialize(stand.view, stand.entity, source(landed=True))
     committed = stand.run_id()
-    with pytest.raises(OperationalError, match="connection lost at COMMIT"):
+    with pytest.raises(Internal, match=r"connection lost at COMMIT.*counted 4 records \(3 accepted"):
         stand.batch.materialize(stand.view, stand.entity, source(landed=False))
     lost = stand.run_id()
     assert fault.armed is None  # both faults struck
@@ -258,8 +262,9 @@ def test_a_chunk_whose_connection_is_cut_at_commit_keeps_no_file_on_postgresql(
         yield chunk(1)
 
     try:
-        with pytest.raises(OperationalError):
+        with pytest.raises(AetherError, match="had stored and counted 4 records") as stopped:
             batch.materialize(view, entity, source())
+        assert isinstance(stopped.value.__cause__, OperationalError)
         assert len(cut) == 1
         with read_session(sessions) as session:
             (run,) = quarantine.list_runs(session, "climate")
@@ -269,6 +274,45 @@ def test_a_chunk_whose_connection_is_cut_at_commit_keeps_no_file_on_postgresql(
     finally:
         client.close()
         engine.dispose()
+
+
+def test_a_run_cut_short_by_a_database_outage_says_what_it_stored_so_no_retry_stores_it_twice(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL goes down (a real stop; ``fast`` keeps every commit, so the counts are exact) after two
+    of a run's chunks were stored and counted. The run answered a plain UNAVAILABLE ("metadata database
+    unavailable"), which a client retries as it was, and the retry stored both chunks' rows a second
+    time. Now the error is FAILED_PRECONDITION naming the outage and what the run stored and counted."""
+    db = registry_on(postgres_server.fresh_url(), CLIMATE)
+    offline = OfflineStore(str(tmp_path / "offline"))
+    client = redis.Redis.from_url(redis_url)
+    batch = BatchMaterializer(db.sessions, offline, client)
+
+    def source() -> Iterator[pa.Table]:
+        yield chunk(0)
+        yield chunk(1)
+        postgres_server.stop("fast")  # the next chunk finds the database gone
+        yield chunk(2)
+
+    try:
+        with pytest.raises(AetherError) as stopped:
+            batch.materialize(db.view, db.entity, source())
+    finally:
+        postgres_server.start_again()
+    try:
+        error = stopped.value
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION, error
+        assert "metadata database unavailable" in error.message
+        assert "had stored and counted 8 records (6 accepted, 2 quarantined)" in error.message
+        assert "do not ingest them again" in error.message
+        with read_session(db.sessions) as session:
+            (run,) = quarantine.list_runs(session, "climate")
+        assert run.run_id in error.message
+        assert (run.records_in, run.accepted, run.quarantined) == (8, 6, 2)
+        assert sum(b.num_rows for b in offline.scan("climate", 1)) == run.accepted
+    finally:
+        client.close()
+        db.engine.dispose()
 
 
 def test_a_chunk_whose_offline_write_fails_part_way_leaves_no_file(stand: Stand) -> None:

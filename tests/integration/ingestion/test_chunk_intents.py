@@ -28,6 +28,7 @@ from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
+from clients.errors import FailedPrecondition, Internal
 from control_plane.api.ingestion import add_to_server
 from control_plane.db import create_session_factory, read_session, write_session
 from control_plane.ingestion import chunk_commit, intents, quarantine
@@ -168,7 +169,9 @@ def test_a_commit_whose_outcome_cannot_be_read_back_keeps_its_files_iff_it_commi
         fault.armed = landed  # chunk 1's COMMIT fails
         yield chunk(1)
 
-    with pytest.raises(OperationalError, match="reply to COMMIT lost" if landed else "connection lost"):
+    # Chunk 1's outcome was not known: the error says so (its rows may be counted).
+    lost = "reply to COMMIT lost" if landed else "connection lost"
+    with pytest.raises(Internal, match=rf"{lost}.*whether its last chunk's 3 accepted rows were counted"):
         stand.batch.materialize(stand.db.view, stand.db.entity, source())
     assert fault.down
     fault.down = False  # the database is back
@@ -211,8 +214,10 @@ def test_a_run_whose_intent_the_recovery_took_is_refused_at_its_commit(stand: St
     store = RecoveryDuringWrite(str(tmp_path / "offline"))
     batch = BatchMaterializer(stand.db.sessions, store, stand.client)
     store.batch = batch
-    with pytest.raises(IntentLost, match="lapsed"):
+    # Chunk 0 stored and counted: FAILED_PRECONDITION saying so, on the lost intent.
+    with pytest.raises(FailedPrecondition, match=r"lapsed.*counted 4 records") as refused:
         batch.materialize(stand.db.view, stand.db.entity, [chunk(0), chunk(1), chunk(2)])
+    assert isinstance(refused.value.__cause__, IntentLost)
     assert len(store.taken) == 1 and not Path(store.taken[0]).exists()
     (run,) = stand.runs()
     assert (run.records_in, run.accepted, run.quarantined) == (4, 3, 1)  # chunk 1 counted nothing

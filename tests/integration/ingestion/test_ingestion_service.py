@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
-from clients.errors import FailedPrecondition, InvalidArgument
+from clients.errors import FailedPrecondition, Internal, InvalidArgument
 from clients.uris import redact_uri
 from control_plane.audit.query import iter_entries
 from control_plane.audit.tables import AuditEntryRow
@@ -380,7 +380,7 @@ def test_every_chunk_a_run_stores_and_counts_is_audited_even_when_the_run_dies(e
             if entry.action.startswith("ingestion.")
         ]
 
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(Internal, match=r"the upload was cut off.*do not ingest them again"):
         env.service.ingest("climate", 1, cut_off(), source="upload", actor="alice")
     (dead,) = env.service.list_runs("climate")
     assert (dead.records_in, dead.accepted, dead.quarantined) == (3, 2, 1)

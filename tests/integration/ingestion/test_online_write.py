@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition, Unavailable
+from clients.errors import FailedPrecondition
 from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
 from control_plane.ingestion.online import online_view_version, write_latest
@@ -161,7 +161,7 @@ def test_a_replayed_older_run_does_not_take_a_tie_from_a_later_one(env: Env) -> 
 
     env.client.config_set("maxmemory", 1)  # with the default noeviction policy every write fails
     try:
-        with pytest.raises(Unavailable, match="stored offline and counted"):
+        with pytest.raises(FailedPrecondition, match="stored offline and counted"):
             env.service.ingest("climate", 1, [run(1.0)])
     finally:
         env.client.config_set("maxmemory", 0)

@@ -290,7 +290,10 @@ def test_online_pending_records_whose_batch_allowed_their_nulls_are_replayed(any
         "sensor_id": [7, 7, 8, 8], "event_ts": [earlier, NOW, earlier, NOW],
         "temperature_c": pa.array([20.0, None, 21.0, None], pa.float32()), "mode": [1, 1, 2, 2],
     })  # fmt: skip
-    with refusing_service(env) as service, pytest.raises(Unavailable, match="online_pending record of"):
+    with (
+        refusing_service(env) as service,
+        pytest.raises(FailedPrecondition, match="online_pending record of"),
+    ):
         service.ingest("climate", 1, [rows])
     pending = [r.id for r in env.service.list_quarantined(status=quarantine.ONLINE_PENDING)]
     assert len(pending) == 1  # the run's online part, its latest rows in its offline files
@@ -312,7 +315,10 @@ def test_online_pending_records_of_a_retired_or_deleted_version_are_discarded(
     env = any_env
     rows = pa.table({"sensor_id": [7, 8], "event_ts": [NOW, NOW], "temperature_c": [20.0, 21.0],
                      "mode": [1, 2]})  # fmt: skip
-    with refusing_service(env) as service, pytest.raises(Unavailable, match="online_pending record of"):
+    with (
+        refusing_service(env) as service,
+        pytest.raises(FailedPrecondition, match="online_pending record of"),
+    ):
         service.ingest("climate", 1, [rows])
     (run,) = env.service.list_runs(view="climate")
     pending = [r.id for r in env.service.list_quarantined(status=quarantine.ONLINE_PENDING)]
