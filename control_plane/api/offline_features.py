@@ -25,6 +25,7 @@ from clients.uris import redact_text, redact_uri
 from control_plane.api.context import ServiceContext
 from control_plane.api.identity import JOB_RUN, records_lineage
 from control_plane.ingestion import intents
+from control_plane.ingestion.counted import reader_counts
 from control_plane.offline.compaction import (
     CompactionPolicy,
     CompactionReport,
@@ -232,7 +233,12 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     training set's ``output_path`` copy, :func:`sweep_stale_copies`), and compacts it in the background
     every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
     # Training sets never read the files of chunks not counted yet (open ingestion intents).
-    store = OfflineStore(offline_root(context), uncounted=intents.reader_filter(context.sessions))
+    # ... and refuse a view version whose folder is gone while ingestion counted rows into it.
+    store = OfflineStore(
+        offline_root(context),
+        uncounted=intents.reader_filter(context.sessions),
+        counted=reader_counts(context.sessions),
+    )
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)

@@ -59,8 +59,9 @@ import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
-from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text
+from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text, redact_uri
 from control_plane.offline.data_files import is_data_file
+from control_plane.offline.listing import OfflineStoreUnreadable, list_folder
 from control_plane.offline.merged import hidden_names, locate
 from control_plane.offline.stored_rows import StoredRows
 
@@ -124,12 +125,18 @@ class OfflineStore:
     name) and for readers running alongside writers (they never see a partial file)."""
 
     def __init__(
-        self, root: str | None = None, uncounted: Callable[[], Collection[str]] | None = None
+        self,
+        root: str | None = None,
+        uncounted: Callable[[], Collection[str]] | None = None,
+        counted: Callable[[str, int], int] | None = None,
     ) -> None:
         """``uncounted``: the paths of files whose rows are not counted yet, which :meth:`files` leaves out
-        (``ingestion.intents.reader_filter``); None lists every complete file (a writer's own store)."""
+        (``ingestion.intents.reader_filter``); None lists every complete file (a writer's own store).
+        ``counted``: the rows ingestion counted as stored into a view version (``ingestion.counted``):
+        :meth:`files` refuses a version whose folder is missing while it says there are some."""
         self.root = root if root is not None else default_offline_root()
         self._uncounted = uncounted
+        self._counted = counted
         self.filesystem, self.base_path = open_filesystem(self.root)
         # Object stores make a PUT visible only when complete; local renames give the same guarantee.
         self._rename_into_place = self.filesystem.type_name == "local"
@@ -235,8 +242,11 @@ class OfflineStore:
 
     def dates(self, view: str, version: int) -> list[dt.date]:
         """Event dates with a partition, oldest first."""
+        return self._dates(view, version, self._list_dir(self._version_dir(view, version)))
+
+    def _dates(self, view: str, version: int, infos: list[pafs.FileInfo]) -> list[dt.date]:
         found = []
-        for info in self._list_dir(self._version_dir(view, version)):
+        for info in infos:
             if info.type != pafs.FileType.Directory or not info.base_name.startswith(DATE_PREFIX):
                 continue
             try:
@@ -255,7 +265,7 @@ class OfflineStore:
         first = _utc(start, "start").date() if start is not None else None
         last = _utc(end, "end").date() if end is not None else None
         paths: list[str] = []
-        for day in self.dates(view, version):
+        for day in self._dates(view, version, self._version_listing(view, version)):
             if (first is not None and day < first) or (last is not None and day > last):
                 continue
             paths.extend(self.partition_files(self._partition_dir(view, version, day)))
@@ -370,10 +380,30 @@ class OfflineStore:
         return f"{self._version_dir(view, version)}/{DATE_PREFIX}{day.isoformat()}"
 
     def _list_dir(self, path: str) -> list[pafs.FileInfo]:
-        infos: list[pafs.FileInfo] = self.filesystem.get_file_info(
-            pafs.FileSelector(path, allow_not_found=True, recursive=False)
-        )
-        return infos
+        """The folder's entries; none when it does not exist (no data yet); a file where a folder
+        belongs is :class:`~control_plane.offline.listing.OfflineStoreUnreadable` (``listing``)."""
+        infos = list_folder(self.filesystem, self.base_path, path, redact_uri(str(self.root)))
+        return [] if infos is None else infos
+
+    def _version_listing(self, view: str, version: int) -> list[pafs.FileInfo]:
+        """The version folder's entries, for a reader. Its folder missing while ingestion counted rows
+        stored into it (``counted``) is refused: the store is not the one ingestion wrote (another root,
+        a volume not mounted), and reading it as empty built a training set of nulls. Nothing else
+        removes a version's folder (compaction replaces files within a partition, the intent recovery
+        removes only uncounted files), so a store ingestion wrote never trips this."""
+        folder = self._version_dir(view, version)
+        infos = list_folder(self.filesystem, self.base_path, folder, redact_uri(str(self.root)))
+        if infos is not None:
+            return infos
+        rows = self._counted(view, version) if self._counted is not None else 0
+        if rows > 0:
+            raise OfflineStoreUnreadable(
+                f"the offline store {redact_uri(str(self.root))} has no folder for feature view {view!r}"
+                f" version {version} ({folder} does not exist), yet ingestion counted {rows} rows stored"
+                " into it: the store is not the one ingestion wrote (AETHER_OFFLINE_ROOT), or its volume"
+                " is not mounted; nothing was read"
+            )
+        return []
 
 
 def _hidden_temp(name: str) -> bool:

@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.aether.v1 import tracking_pb2, types_pb2
-from clients.errors import InvalidArgument, NotFound, PermissionDenied
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.offline import OfflineFeaturesClient
 from control_plane.api.auth import AuthSettings
 from control_plane.api.offline_features import add_to_server
 from control_plane.cli import historical
+from control_plane.db import write_session
+from control_plane.ingestion.tables import IngestionRunRow
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
@@ -499,3 +501,60 @@ async def test_a_crashed_training_set_copys_temporary_file_is_removed_at_start(
     await handle.stop()
     assert not stale.exists()
     assert young.exists() and all(file.exists() for file in users)
+
+
+def count_ingested(server: ControlPlaneServer, view: str, accepted: int) -> None:
+    """An ingestion run of ``view`` version 1 that counted ``accepted`` rows stored offline, as a run
+    does in the transaction after its offline write."""
+    with write_session(server.context.sessions) as session:
+        session.add(
+            IngestionRunRow(
+                run_id=f"batch-{view}",
+                view=view,
+                version=1,
+                source_kind="batch",
+                source_id="test",
+                records_in=accepted,
+                accepted=accepted,
+                quarantined=0,
+                started_at_us=0,
+                updated_at_us=0,
+            )
+        )
+
+
+async def test_an_offline_store_that_cannot_be_read_is_refused_not_read_as_no_data(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """The view's folder replaced by a file, then the store's root gone (a volume not mounted) while
+    ingestion counted rows into the view: both listed as no data, and the training set came back with
+    every feature null, no error (a training job trained and registered a model on it). Now both are
+    FAILED_PRECONDITION naming the store; a view with nothing counted still gives nulls, as before."""
+    rows = labels(1000)
+    root = tmp_path / "home" / "offline"
+    with OfflineFeaturesClient(server.address) as client:
+        read = await asyncio.to_thread(client.historical_features, rows, ["stats:score"])
+        assert read.matched["stats:score"] > 0
+
+        folder, saved = root / "stats", tmp_path / "stats.saved"
+        folder.rename(saved)
+        folder.write_text("not a folder")
+        with pytest.raises(
+            FailedPrecondition, match=rf"offline store {root} cannot be read: {folder} is a file"
+        ):
+            await asyncio.to_thread(client.get_historical_features, rows, ["stats:score"])
+        folder.unlink()
+        saved.rename(folder)
+
+        await asyncio.to_thread(count_ingested, server, "stats", 6 * USERS)
+        root.rename(tmp_path / "offline.saved")
+        gone = rf"offline store {root} has no folder for feature view 'stats' version 1 .* counted 6000 rows"
+        with pytest.raises(FailedPrecondition, match=gone):
+            await asyncio.to_thread(client.get_historical_features, rows, ["stats:score"])
+
+        # Nothing counted into it: a view with no data yet, all nulls as before.
+        spec = feature_spec("fresh", (("score", types_pb2.FLOAT64),))
+        await asyncio.to_thread(create_view, server.registry, spec)
+        empty = await asyncio.to_thread(client.historical_features, rows, ["fresh:score"])
+        assert empty.matched["fresh:score"] == 0
+        assert empty.table.column("fresh:score").null_count == rows.num_rows

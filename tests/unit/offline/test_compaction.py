@@ -106,6 +106,28 @@ def test_a_merged_name_sorts_where_its_run_did(data: st.DataObject) -> None:
             assert (other < merged) == (other < run_first)
 
 
+def test_a_store_ingestion_wrote_never_reads_as_one_whose_folder_is_gone(store: OfflineStore) -> None:
+    """A reader told that ingestion counted rows into the view refuses a missing version folder
+    (``OfflineStore``'s ``counted``); compaction, its deletes after the grace and the uncounted-intent
+    filter never make a store that holds those rows look so."""
+    write_files(store, numbered(12))
+    before = read_all(store)
+    every = frozenset(store.files(VIEW, 1))
+
+    def counted(view: str, version: int) -> int:
+        return before.num_rows
+
+    # Every file named by an open intent: none is read, and that is no missing folder.
+    assert OfflineStore(store.root, uncounted=lambda: every, counted=counted).files(VIEW, 1) == []
+    reader = OfflineStore(store.root, counted=counted)
+    compact_view(store, VIEW, 1, EAGER, now=NOW)
+    assert read_all(reader).equals(before, check_metadata=True)
+    assert compact_view(store, VIEW, 1, EAGER, now=LATER).deleted == 12
+    assert read_all(reader).equals(before, check_metadata=True)
+    # Nothing counted into another view: no folder is no data, as before.
+    assert OfflineStore(store.root, counted=lambda view, version: 0).files("other", 1) == []
+
+
 # -- what a pass merges -------------------------------------------------------------------------------------
 
 
