@@ -18,9 +18,11 @@ it could not reach the server (:attr:`AetherError.answered`); both are UNAVAILAB
     ├── NotFound               NOT_FOUND            a named entity, view, version, model... does not exist
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION  the system is not in a state that allows the operation
+    │   └── OfflineStoreMisconfigured                   the offline store refused for its setup (EACCES...)
     ├── Aborted                ABORTED              a conditional write lost to a concurrent one: re-read
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   a limit was exceeded (the message states the limit)
     ├── Unavailable            UNAVAILABLE          a dependency (Redis, the control plane) cannot be reached
+    │   └── OfflineStoreUnavailable                     the offline store's filesystem failed (disk full, I/O)
     ├── DeadlineExceeded       DEADLINE_EXCEEDED
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
@@ -30,6 +32,7 @@ it could not reach the server (:attr:`AetherError.answered`); both are UNAVAILAB
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import logging
@@ -107,6 +110,36 @@ class DataLoss(AetherError):
 
 class Internal(AetherError):
     code = grpc.StatusCode.INTERNAL
+
+
+class OfflineStoreUnavailable(Unavailable, OSError):
+    """The offline store's filesystem failed in a way that may pass (a full disk, an I/O error, an object
+    store not answering). Raised only at the offline store's boundary (``control_plane.offline``), wrapping
+    the OSError, so an OSError anywhere else (a bug) stays INTERNAL; an OSError still, so the store's own
+    handlers (clean-ups, per-view loops) catch it as before."""
+
+
+class OfflineStoreMisconfigured(FailedPrecondition, OSError):
+    """The offline store's filesystem refused it for a fault of its setup (a file where a folder belongs
+    or the reverse, no permission, a read-only filesystem): waiting does not help. See
+    :class:`OfflineStoreUnavailable`."""
+
+
+#: The OS errors of an offline store that a setting or an operator must fix (FAILED_PRECONDITION); any
+#: other is one that may pass (UNAVAILABLE).
+_SETUP_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def offline_store_error(
+    store: str, doing: str, error: OSError
+) -> OfflineStoreUnavailable | OfflineStoreMisconfigured:
+    """The error of the offline store at ``store`` (its root, without credentials) failing to ``doing``
+    with ``error`` (the filesystem's OSError, named whole in the message): the one place that maps the
+    store's OS errors to status codes, by errno (pyarrow sets it on local filesystems' errors)."""
+    message = f"the offline store {store} could not {doing}: {type(error).__name__}: {error}"
+    if error.errno in _SETUP_ERRNOS:
+        return OfflineStoreMisconfigured(message)
+    return OfflineStoreUnavailable(message)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AetherError]] = {

@@ -75,6 +75,7 @@ from control_plane.offline.merged import (
 )
 from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
 from control_plane.offline.store import STALE_TEMP_AGE_S, OfflineStore, parquet_write_options
+from control_plane.offline.store_errors import store_errors
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
@@ -168,17 +169,20 @@ def compact_view(
     elif not versions:
         raise NotFound(f"feature view {view!r} has no offline data")
     report = CompactionReport()
-    for number in versions:
-        for day in store.dates(view, number):
-            partition = store.partition_path(view, number, day)
-            if dry_run:
-                _compact_partition(store, partition, number, day, policy, now, report, None, pending)
-                continue
-            with locks(partition) as held:
-                if not held:
-                    report.busy.append((number, day))
+    # The store's filesystem failing (full, read-only, a folder replaced by a file) is the store's error
+    # (store_errors): it was INTERNAL, as if the pass had a bug.
+    with store_errors(store.root, f"compact the offline files of feature view {view!r}"):
+        for number in versions:
+            for day in store.dates(view, number):
+                partition = store.partition_path(view, number, day)
+                if dry_run:
+                    _compact_partition(store, partition, number, day, policy, now, report, None, pending)
                     continue
-                _compact_partition(store, partition, number, day, policy, now, report, held, pending)
+                with locks(partition) as held:
+                    if not held:
+                        report.busy.append((number, day))
+                        continue
+                    _compact_partition(store, partition, number, day, policy, now, report, held, pending)
     return report
 
 

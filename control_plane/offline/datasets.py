@@ -42,6 +42,7 @@ from clients.errors import NotFound
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.store import OfflineStore, open_filesystem, sweep_stale_temps
+from control_plane.offline.store_errors import store_errors
 
 CANONICAL_BATCH_ROWS = 65_536
 # A leading underscore: view names may not start with one, so no view folder can collide with it.
@@ -96,6 +97,11 @@ def record_dataset(store: OfflineStore, dataset_hash: str, record: Mapping[str, 
     Two builds of one dataset recording at once may both read the old record, and the later write wins:
     each write names its own, complete, copy, so the record always leads to one; the other copy is then
     missing from the list, never wrongly in it."""
+    with store_errors(store.root, f"record dataset {dataset_hash} in {DATASETS_DIR}"):
+        return _record(store, dataset_hash, record)
+
+
+def _record(store: OfflineStore, dataset_hash: str, record: Mapping[str, Any]) -> str:
     folder = f"{store.base_path}/{DATASETS_DIR}"
     path = f"{folder}/{dataset_hash}.json"
     copy = record.get("output_path")

@@ -15,10 +15,11 @@ import posixpath
 
 import pyarrow.fs as pafs
 
-from clients.errors import FailedPrecondition
+from clients.errors import OfflineStoreMisconfigured
+from control_plane.offline.store_errors import store_errors
 
 
-class OfflineStoreUnreadable(FailedPrecondition):
+class OfflineStoreUnreadable(OfflineStoreMisconfigured):
     """The offline store's folders are not what the store wrote (a file where a folder belongs, a
     folder missing whose rows ingestion counted): a setup to fix, not a moment to wait out."""
 
@@ -28,15 +29,18 @@ def list_folder(
 ) -> list[pafs.FileInfo] | None:
     """The entries of the folder ``path`` (under ``base_path``), or None when it does not exist;
     :class:`OfflineStoreUnreadable` when it or a parent up to ``base_path`` is a file (``root``: the
-    store's root as configured, for the message). Other failures of the filesystem go on."""
-    infos: list[pafs.FileInfo] = filesystem.get_file_info(
-        pafs.FileSelector(path, allow_not_found=True, recursive=False)
-    )
+    store's root as configured, for the message); another failure of the filesystem is the store's error
+    (``store_errors``)."""
+    with store_errors(root, f"list {path}"):
+        infos: list[pafs.FileInfo] = filesystem.get_file_info(
+            pafs.FileSelector(path, allow_not_found=True, recursive=False)
+        )
     if infos:
         return infos
     folder = path
     while True:
-        found = filesystem.get_file_info(folder).type
+        with store_errors(root, f"list {path}"):
+            found = filesystem.get_file_info(folder).type
         if found == pafs.FileType.Directory:
             return [] if folder == path else None  # a parent is there: ``path`` is not
         if found == pafs.FileType.File:

@@ -63,6 +63,7 @@ from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_te
 from control_plane.offline.data_files import is_data_file
 from control_plane.offline.listing import OfflineStoreUnreadable, list_folder
 from control_plane.offline.merged import hidden_names, locate
+from control_plane.offline.store_errors import store_errors
 from control_plane.offline.stored_rows import StoredRows
 
 # Re-exported: readers import them from the store, as before the split.
@@ -181,10 +182,11 @@ class OfflineStore:
             announce([f"{partition}/{name}{PARQUET_SUFFIX}" for _day, partition, name in planned])
         written: list[str] = []
         try:
-            for day, partition, name in planned:
-                rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
-                self.filesystem.create_dir(partition, recursive=True)
-                written.append(self._write_file(partition, rows, name))
+            with store_errors(self.root, f"write rows of feature view {view!r} version {version}"):
+                for day, partition, name in planned:
+                    rows = table.filter(pc.equal(dates, pa.scalar(day, type=TIMESTAMP_TYPE)))
+                    self.filesystem.create_dir(partition, recursive=True)
+                    written.append(self._write_file(partition, rows, name))
         except BaseException:
             for path in written:
                 try:
@@ -321,7 +323,8 @@ class OfflineStore:
         read from the merged file that holds its rows now, as the same rows in the same batches; a
         file no merged file names is FileNotFoundError."""
         try:
-            source = self.filesystem.open_input_file(path)
+            with store_errors(self.root, f"open {path}", passing=(FileNotFoundError,)):
+                source = self.filesystem.open_input_file(path)
         except FileNotFoundError:
             located = locate(self.filesystem, path)
             if located is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pyarrow.fs as pafs
 import pytest
 import redis
 import sqlalchemy.exc
@@ -24,6 +26,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from clients.errors import INTERNAL_DETAIL_CHARS, NotFound, internal_message, maps_errors
 from control_plane.db import create_db_engine
+from control_plane.offline.store_errors import store_errors
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer, free_port
 
@@ -234,3 +237,35 @@ async def test_control_plane_redis_failures_are_unavailable_or_failed_preconditi
         with contextlib.suppress(redis.ResponseError):  # a script still running: the server cannot stop
             _redis(server.port, "s3cret").script_kill()
         server.close()
+
+
+async def test_offline_store_os_errors_are_unavailable_or_failed_precondition_and_others_internal(
+    channel: grpc.aio.Channel, servicer: Servicer, tmp_path: Path
+) -> None:
+    """An OSError at the offline store's boundary (``store_errors``) is the store's error: UNAVAILABLE for
+    one that may pass (a full disk: no real one here, so its errno is given), FAILED_PRECONDITION for
+    one of the store's setup (a file where a folder belongs, a real one); both name the store and the OS
+    error. The same OSError raised anywhere else stays INTERNAL, as the bug it may be."""
+    root = str(tmp_path / "offline")
+    # Still an OSError, for the store's own handlers.
+    with pytest.raises(OSError) as full, store_errors(root, "write rows"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    servicer.error = full.value
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert (
+        details
+        == f"the offline store {root} could not write rows: OSError: [Errno 28] No space left on device"
+    )
+
+    (tmp_path / "offline").write_text("not a folder")
+    with pytest.raises(OSError) as misplaced, store_errors(root, "write rows"):
+        pafs.LocalFileSystem().create_dir(f"{root}/view/v1", recursive=True)
+    servicer.error = misplaced.value
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.startswith(f"the offline store {root} could not write rows: NotADirectoryError: ")
+
+    servicer.error = OSError(errno.ENOSPC, "No space left on device")  # not from the store
+    code, details = await status_of(channel)
+    assert code == grpc.StatusCode.INTERNAL

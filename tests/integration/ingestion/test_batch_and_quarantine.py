@@ -170,6 +170,28 @@ async def test_materialize_parquet_window_and_strict_mode(
     client.close()
 
 
+async def test_an_offline_store_that_refuses_the_write_is_failed_precondition_naming_it(
+    control_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """The view's folder in the offline store replaced by a file (a real fault): the write's
+    NotADirectoryError was INTERNAL, logged as a bug. Now it is the store's error, FAILED_PRECONDITION
+    naming the store and the OS error, with nothing stored or counted."""
+    root = tmp_path / "offline"
+    root.mkdir(exist_ok=True)
+    (root / "climate").write_text("not a folder")
+    client = IngestionClient(control_plane.address)
+    try:
+        refused = (
+            rf"the offline store {root} could not write rows of feature view 'climate' version 1:"
+            " NotADirectoryError"
+        )
+        with pytest.raises(FailedPrecondition, match=refused):
+            await asyncio.to_thread(client.ingest, "climate", readings())
+        assert await asyncio.to_thread(client.list_runs) == []
+    finally:
+        client.close()
+
+
 async def test_a_cut_off_chunk_or_an_unreadable_file_is_invalid_argument_naming_it(
     control_plane: ControlPlaneServer, tmp_path: Path
 ) -> None:

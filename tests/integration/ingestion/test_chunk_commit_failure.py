@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import AetherError, Internal
+from clients.errors import AetherError, FailedPrecondition, Internal
 from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
@@ -330,6 +330,22 @@ def test_a_chunk_whose_offline_write_fails_part_way_leaves_no_file(stand: Stand)
     assert stand.offline.files("climate", 1) == []
     assert stand.stored_rows() == 0
     assert [run.accepted for run in stand.runs()] == []  # the run failed before its first transaction
+
+
+def test_an_offline_write_failing_after_stored_chunks_says_what_the_run_stored(stand: Stand) -> None:
+    """Chunk 0 stored and counted, then chunk 1's partition cannot be made (a plain file holds its name):
+    the store's error (FAILED_PRECONDITION naming the store) says what the run stored and counted."""
+    day = chunk(0).column("event_ts")[0].as_py().date()
+    second = stand.offline.partition_path("climate", 1, day + timedelta(days=1))
+    Path(second).parent.mkdir(parents=True, exist_ok=True)
+    Path(second).write_bytes(b"not a folder")
+    later = chunk(1).set_column(1, "event_ts", pa.array([NOW + timedelta(days=1)] * 4))
+    refused = r"offline store .* could not write rows .*FileExistsError.*had stored and counted 4 records"
+    with pytest.raises(FailedPrecondition, match=refused):
+        stand.batch.materialize(stand.view, stand.entity, [chunk(0), later])
+    (run,) = stand.runs()
+    assert (run.records_in, run.accepted, run.quarantined) == (4, 3, 1)
+    assert stand.stored_rows() == 3
 
 
 class LocksAfterWrite(OfflineStore):

@@ -558,3 +558,27 @@ async def test_an_offline_store_that_cannot_be_read_is_refused_not_read_as_no_da
         empty = await asyncio.to_thread(client.historical_features, rows, ["fresh:score"])
         assert empty.matched["fresh:score"] == 0
         assert empty.table.column("fresh:score").null_count == rows.num_rows
+
+
+async def test_offline_store_filesystem_errors_are_the_stores_status_not_internal(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """Real faults in the store's folders: ``_datasets`` a plain file (the training set's lineage record
+    cannot be written) and a partition's compaction lock file a folder. Both were INTERNAL with a logged
+    traceback; now FAILED_PRECONDITION naming the store and the OS error."""
+    root = tmp_path / "home" / "offline"
+    (root / "_datasets").write_text("not a folder")
+    with OfflineFeaturesClient(server.address) as client:
+        refused = rf"the offline store {root} could not record dataset [0-9a-f]{{64}} in _datasets: File"
+        with pytest.raises(FailedPrecondition, match=refused):
+            await asyncio.to_thread(client.get_historical_features, labels(100), ["stats:score"])
+    (root / "_datasets").unlink()
+
+    partition = store.partition_path("stats", 1, store.dates("stats", 1)[0])
+    await asyncio.to_thread(Path(partition, ".compact.lock").mkdir)
+    refused = (
+        rf"the offline store {root} could not compact the offline files of feature view 'stats':"
+        " IsADirectoryError"
+    )
+    with OfflineFeaturesClient(server.address) as client, pytest.raises(FailedPrecondition, match=refused):
+        await asyncio.to_thread(client.compact, "stats")
