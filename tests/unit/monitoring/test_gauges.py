@@ -9,10 +9,8 @@ import math
 from prometheus_client import CollectorRegistry
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.monitoring.config import put_config
-from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import MonitorGauges
-from tests.unit.monitoring.world import T0, World
+from tests.unit.monitoring.world import COMPLETE_WINDOW_START_US, HOUR_US, World, classify, predicted
 
 
 def performance(registry: CollectorRegistry, deployment: str, metric: str) -> float | None:
@@ -91,29 +89,13 @@ def test_a_report_that_scores_no_feature_clears_the_per_feature_series() -> None
 async def test_a_window_whose_predictions_were_all_nan_clears_the_performance_gauge(world: World) -> None:
     # The newest window has enough labels but no metric (every prediction NaN): the accuracy an older
     # window left must not stand for it.
-    put_config(
-        world.sessions,
-        pb.MonitorConfig(
-            deployment="zzz", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=0.1, min_labels=10
-        ),
-        actor="test",
-    )
-    hour = 3600 * 1_000_000
-    start = (T0 // hour - 3) * hour
-    good = [
-        IndexedPrediction(f"q{i}", 0, "zzz", "m", 1, "primary", start + i, [1.0], True) for i in range(20)
-    ]
-    index_predictions(world.sessions, good)
-    record_feedback(world.sessions, [pb.Feedback(request_id=r.request_id, label=1) for r in good])
+    classify(world.sessions, alert_threshold=0.1)
+    start = COMPLETE_WINDOW_START_US
+    predicted(world.sessions, "q", start, 1.0, [1] * 20)
     monitor = world.monitor()
     await monitor.check_performance()
     assert performance(world.registry, "zzz", "accuracy") == 1.0
-    nan = [
-        IndexedPrediction(f"n{i}", 0, "zzz", "m", 1, "primary", start + hour + i, [math.nan], False)
-        for i in range(20)
-    ]
-    index_predictions(world.sessions, nan)
-    record_feedback(world.sessions, [pb.Feedback(request_id=r.request_id, label=1) for r in nan])
+    predicted(world.sessions, "n", start + HOUR_US, math.nan, [1] * 20)
     (alerted,) = await monitor.check_performance()
-    assert alerted.start_us == start + hour and not alerted.metrics
+    assert alerted.start_us == start + HOUR_US and not alerted.metrics
     assert performance(world.registry, "zzz", "accuracy") is None

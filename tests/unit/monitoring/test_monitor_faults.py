@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -39,7 +40,17 @@ from control_plane.monitoring.profiles import ReferenceCache, register_reference
 from control_plane.monitoring.tables import MonitorConfigRow
 from tests.support.redis_server import RedisServer
 from tests.unit.monitoring.conftest import register_version
-from tests.unit.monitoring.world import SETTINGS, STREAM, T0, World, configure, entry
+from tests.unit.monitoring.world import (
+    COMPLETE_WINDOW_START_US,
+    SETTINGS,
+    STREAM,
+    T0,
+    World,
+    classify,
+    configure,
+    entry,
+    predicted,
+)
 
 
 def poison(i: int) -> dict[bytes, bytes]:
@@ -408,26 +419,11 @@ async def test_a_deployment_whose_quality_windows_cannot_be_computed_does_not_st
 async def test_a_model_answering_nan_on_every_labelled_row_alerts_once(world: World) -> None:
     # Every labelled prediction NaN: the window is DEGRADED with no metric at all. The quality check kept
     # only windows with metrics, so the total failure never alerted while a model with a few valid rows did.
-    put_config(
-        world.sessions,
-        pb.MonitorConfig(
-            deployment="zzz", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=0.9, min_labels=10
-        ),
-        actor="test",
-    )
-    hour = 3600 * 1_000_000
-    start = (T0 // hour - 3) * hour  # a complete window, well before now
-    index_predictions(
-        world.sessions,
-        [
-            IndexedPrediction(f"q{i}", 0, "zzz", "m", 1, "primary", start + i, [float("nan")], False)
-            for i in range(20)
-        ],
-    )
-    record_feedback(world.sessions, [pb.Feedback(request_id=f"q{i}", label=i % 2) for i in range(20)])
+    classify(world.sessions, alert_threshold=0.9)
+    predicted(world.sessions, "q", COMPLETE_WINDOW_START_US, math.nan, [i % 2 for i in range(20)])
     monitor = world.monitor()
     (window,) = await monitor.check_performance()
-    assert window.start_us == start and window.status == pb.PERFORMANCE_STATUS_DEGRADED
+    assert window.start_us == COMPLETE_WINDOW_START_US and window.status == pb.PERFORMANCE_STATUS_DEGRADED
     assert not window.metrics and window.n_invalid_predictions == 20
     assert await monitor.check_performance() == []  # claimed: it alerts once
 

@@ -4,6 +4,8 @@ an artifact store, and the entries the data plane's writer logs (shared by ``tes
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import read_session
 from control_plane.monitoring.config import put_config
+from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import ReferenceCache
@@ -123,3 +126,32 @@ class World:
 
 def configure(sessions: sessionmaker[Session], **fields: Any) -> None:
     put_config(sessions, pb.MonitorConfig(deployment="churn", **fields), actor="test")
+
+
+HOUR_US = 3600 * 1_000_000
+#: The start of an hour's quality window that is complete well before ``T0`` (now).
+COMPLETE_WINDOW_START_US = (T0 // HOUR_US - 3) * HOUR_US
+
+
+def classify(sessions: sessionmaker[Session], alert_threshold: float) -> None:
+    """Deployment "zzz" monitored as a classifier: ``alert_threshold`` on accuracy, 10 labels a window."""
+    config = pb.MonitorConfig(
+        deployment="zzz", task=pb.TASK_TYPE_CLASSIFICATION, alert_threshold=alert_threshold, min_labels=10
+    )
+    put_config(sessions, config, actor="test")
+
+
+def predicted(
+    sessions: sessionmaker[Session], prefix: str, start_us: int, output: float, labels: Sequence[int]
+) -> None:
+    """One prediction of "zzz" (model m v1) per label from ``start_us`` on, each answering ``output``
+    (request ids ``prefix`` + index), and its label recorded."""
+    usable = math.isfinite(output)
+    rows = [
+        IndexedPrediction(f"{prefix}{i}", 0, "zzz", "m", 1, "primary", start_us + i, [output], usable)
+        for i in range(len(labels))
+    ]
+    index_predictions(sessions, rows)
+    record_feedback(
+        sessions, [pb.Feedback(request_id=r.request_id, label=y) for r, y in zip(rows, labels, strict=True)]
+    )
