@@ -306,7 +306,20 @@ class BatchMaterializer:
         if latest:
             pairs = latest_blobs(view, key_names, pa.concat_tables(latest))
             online_rows = self._write_run_online(run, view, pairs, hold)
-            self._require_open_after_write(view, outcome, run, hold, pairs)
+            try:
+                self._require_open_after_write(view, outcome, run, hold, pairs)
+            except VersionGone:
+                raise
+            except Exception as exc:  # the database could not say: every row is stored, counted and online
+                hold.stop()  # its online part stays filed: a replay after the lease writes the same values
+                written = (
+                    f"Its online values were written ({online_rows} rows); whether its version was retired"
+                    " meanwhile could not be read."
+                )
+                stored = _stored(run, outcome, None, (0, 0, 0))
+                if stored.anything:
+                    raise stopped_part_way(exc, stored, written) from exc
+                raise
         hold.stop()
         try:
             with write_session(self._sessions) as session:

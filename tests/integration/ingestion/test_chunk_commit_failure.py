@@ -315,6 +315,64 @@ def test_a_run_cut_short_by_a_database_outage_says_what_it_stored_so_no_retry_st
         db.engine.dispose()
 
 
+class StopsTheDatabaseAfterTheOnlineWrite(redis.Redis):
+    """A real Redis client whose pipeline, once ``armed``, runs its commands (the run's online write) and
+    then stops PostgreSQL for real: a named hook that times a real outage to the one step after the online
+    write, the version's re-check, which no source or server can time from outside."""
+
+    def __init__(self, url: str, postgres: PostgresServer) -> None:
+        super().__init__(connection_pool=redis.ConnectionPool.from_url(url))
+        self.postgres = postgres
+        self.armed = False
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> redis.client.Pipeline:
+        client = self
+
+        class _Pipeline(redis.client.Pipeline):
+            def execute(self, raise_on_error: bool = True) -> list[object]:
+                answers: list[object] = super().execute(raise_on_error)
+                if client.armed:
+                    client.armed = False
+                    client.postgres.stop("fast")
+                return answers
+
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+def test_a_run_whose_database_fails_after_its_online_write_says_what_it_stored(
+    tmp_path: Path, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    """After the run's online write the version's status is read once more; with the database down at
+    that moment the run answered UNAVAILABLE although every row was stored, counted and online, and a
+    client's retry stored them all a second time."""
+    db = registry_on(postgres_server.fresh_url(), CLIMATE)
+    offline = OfflineStore(str(tmp_path / "offline"))
+    client = StopsTheDatabaseAfterTheOnlineWrite(redis_url, postgres_server)
+    batch = BatchMaterializer(db.sessions, offline, client)
+
+    def source() -> Iterator[pa.Table]:
+        yield chunk(0)
+        client.armed = True  # the source is read: the next pipeline is the run's online write
+
+    try:
+        with pytest.raises(AetherError) as stopped:
+            batch.materialize(db.view, db.entity, source())
+    finally:
+        postgres_server.start_again()
+    try:
+        error = stopped.value
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION, error
+        assert "metadata database unavailable" in error.message
+        assert "whether its version was retired meanwhile could not be read" in error.message
+        assert "do not ingest them again" in error.message
+        with read_session(db.sessions) as session:
+            (run,) = quarantine.list_runs(session, "climate")
+        assert run.run_id in error.message and run.accepted > 0
+    finally:
+        client.close()
+        db.engine.dispose()
+
+
 def test_a_chunk_whose_offline_write_fails_part_way_leaves_no_file(stand: Stand) -> None:
     """A chunk of two dates whose second date's partition cannot be made (a plain file holds its name, a
     real fault): the first date's file, written before, goes with the failed write."""
