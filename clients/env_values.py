@@ -79,19 +79,24 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def listen_address(text: str, name: str) -> str:
-    """``text`` as a ``HOST:PORT`` to listen on (port 0 picks a free one; IPv6 hosts in brackets), "" for
-    empty; a ConfigurationError naming ``name`` (a variable or a flag) otherwise. Checked with the settings:
-    a bad one was taken as it was and failed only when the server bound it, as a traceback, after the
-    process had started other things (a fleet's replica so failing was never seen as a refusal)."""
+    """``text`` as a ``HOST:PORT`` to listen on (port 0 picks a free one; IPv6 hosts in brackets;
+    ``:PORT`` is every interface, ``0.0.0.0:PORT``), "" for empty; a ConfigurationError naming ``name`` (a
+    variable or a flag) otherwise. Checked with the settings: a bad one was taken as it was and failed only
+    when the server bound it, as a traceback, after the process had started other things (a fleet's
+    replica so failing was never seen as a refusal)."""
     value = text.strip()
     if not value:
         return ""
     host, colon, port = value.rpartition(":")
-    if not (colon and host.strip("[]") and port.isdigit() and int(port) <= 65535):
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    # An IPv6 host only in brackets: "a:b:9090" would otherwise pass, its host never resolvable.
+    well_formed = bracketed or not any(c in host for c in ":[]")
+    if not (colon and well_formed and port.isdigit() and int(port) <= 65535):
         raise ConfigurationError(
             f"{name}: expected HOST:PORT with a port from 0 to 65535 (e.g. 127.0.0.1:9090), got {text!r}"
         )
-    return value
+    # ":PORT" listens on every interface, as it did before addresses were checked.
+    return value if host else f"0.0.0.0:{port}"
 
 
 def env_listen_address(env: Mapping[str, str], name: str, default: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 from clients.env_values import ConfigurationError
 from clients.sdk.auth import ChannelSecurity
 from clients.server_auth import ServerTokens
+from control_plane.monitoring.settings import MonitoringSettings
 from data_plane.__main__ import parse_args
 from data_plane.settings import DataPlaneSettings
 from tests.integration.security.conftest import make_certificate
@@ -245,7 +246,9 @@ def test_the_store_to_accept_comes_from_its_variable_or_its_flag() -> None:
     assert exit_.value.code == 2
 
 
-@pytest.mark.parametrize("value", ["bad", "127.0.0.1:99999", ":9090", "127.0.0.1:90x", "127.0.0.1:"])
+@pytest.mark.parametrize(
+    "value", ["bad", "127.0.0.1:99999", "127.0.0.1:90x", "127.0.0.1:", "a:b:9090", "[]:9"]
+)
 def test_a_metrics_address_that_is_no_host_and_port_names_its_variable_or_flag(value: str) -> None:
     """It was taken as it was and failed only as the metrics server bound it: a ValueError or OverflowError
     traceback and status 1, which a fleet does not take for a replica refusing its settings (status 2)."""
@@ -258,3 +261,12 @@ def test_a_metrics_address_that_is_no_host_and_port_names_its_variable_or_flag(v
     assert str(caught.value) == f"--metrics-listen: {expected}"
     assert DataPlaneSettings.from_env({"AETHER_METRICS_ADDR": "[::1]:0"}).metrics_listen == "[::1]:0"
     assert parse_args(["--metrics-listen", "127.0.0.1:65535"], {})[0].metrics_listen == "127.0.0.1:65535"
+
+
+def test_a_metrics_address_without_a_host_is_every_interface_as_before_the_check() -> None:
+    # ":9090" listened on every interface (the metrics server was given an empty host); the first version
+    # of the address check refused it, and a data plane set up so exited 2 at start.
+    assert DataPlaneSettings.from_env({"AETHER_METRICS_ADDR": ":9090"}).metrics_listen == "0.0.0.0:9090"
+    assert parse_args(["--metrics-listen", ":0"], {})[0].metrics_listen.endswith(":0")  # accepted
+    monitor = MonitoringSettings.from_env({"AETHER_MONITOR_METRICS_ADDR": ":9090"})
+    assert monitor.metrics_addr == "0.0.0.0:9090"
