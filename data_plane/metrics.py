@@ -45,6 +45,7 @@ from __future__ import annotations
 import bisect
 import errno
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -336,6 +337,17 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+class _IPv6WSGIServer(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _server_class(host: str) -> type[ThreadingWSGIServer]:
+    """The WSGI server for ``host``: ``ThreadingWSGIServer`` binds IPv4 only, and an IPv6 address the
+    settings accept ([::1]:9090) failed to bind ("Address family for hostname not supported"). The
+    family is chosen as ``data_plane.ports.check_free`` chooses it."""
+    return _IPv6WSGIServer if ":" in host else ThreadingWSGIServer
+
+
 def start_metrics_server(metrics: ServingMetrics, listen: str) -> MetricsServer:
     """Serves ``/metrics`` on ``HOST:PORT`` (port 0 picks a free one) from a background thread.
 
@@ -344,7 +356,7 @@ def start_metrics_server(metrics: ServingMetrics, listen: str) -> MetricsServer:
     host, port = split_listen(listen)
     app = prom.make_wsgi_app(metrics.registry)
     try:
-        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        server = make_server(host, port, app, _server_class(host), handler_class=_SilentHandler)
     except OSError as exc:  # taken since the start checked it (data_plane.ports): one line, as for --listen
         reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise FailedPrecondition(f"cannot serve metrics on {listen}: {reason}") from None

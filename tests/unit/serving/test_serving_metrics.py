@@ -4,6 +4,8 @@ labels, and the histograms kept as plain numbers expose what prometheus_client's
 from __future__ import annotations
 
 import gc
+import socket
+import urllib.request
 import weakref
 
 import prometheus_client as prom
@@ -14,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from data_plane.admission import Admission
-from data_plane.metrics import LATENCY_BUCKETS, UNRESOLVED, ServingMetrics
+from data_plane.metrics import LATENCY_BUCKETS, UNRESOLVED, ServingMetrics, start_metrics_server
 from data_plane.models.version import ModelState
 
 
@@ -202,3 +204,20 @@ def test_a_released_versions_series_stay_until_scraped_once_more_and_kept_long_e
     now[0] += 60.0
     release(4)
     assert _versions(metrics) == {"4"}  # 2 and 3 were read since their release, and kept 60 s
+
+
+def test_metrics_are_served_on_an_ipv6_address_the_settings_accept() -> None:
+    # The settings take "[::1]:PORT", and the port check binds it, but the metrics server bound IPv4 only
+    # and the data plane exited with "Address family for hostname not supported".
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"this host has no IPv6 loopback ({exc})")
+    metrics = ServingMetrics(CollectorRegistry())
+    server = start_metrics_server(metrics, "[::1]:0")
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/metrics", timeout=5) as answer:
+            assert answer.status == 200 and b"aether_" in answer.read()
+    finally:
+        server.stop()
