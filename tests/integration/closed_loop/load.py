@@ -27,6 +27,7 @@ class Outcome:
     code: grpc.StatusCode
     variant: str = ""
     version: int = 0
+    details: str = ""  # a failed call's status message
 
 
 @dataclass
@@ -35,6 +36,10 @@ class LoadResult:
 
     def codes(self) -> set[grpc.StatusCode]:
         return {o.code for o in self.outcomes}
+
+    def failures(self) -> list[str]:
+        """Each failed call's status and message (what a test says when it expected none)."""
+        return [f"{o.code.name}: {o.details}" for o in self.outcomes if o.code != grpc.StatusCode.OK]
 
     def served_by(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -79,7 +84,10 @@ async def closed_loop(
             try:
                 response = await stub.Predict(request, timeout=timeout_s)
             except grpc.aio.AioRpcError as error:
-                result.outcomes.append(Outcome(request_id, sent, time.monotonic(), error.code()))
+                done = time.monotonic()
+                result.outcomes.append(
+                    Outcome(request_id, sent, done, error.code(), details=error.details() or "")
+                )
                 continue
             result.outcomes.append(
                 Outcome(

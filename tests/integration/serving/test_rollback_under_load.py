@@ -78,7 +78,7 @@ async def test_rolling_back_a_canary_under_load_fails_no_request(stack: Stack) -
     stop.set()
     result = await load
 
-    assert result.codes() == {grpc.StatusCode.OK}, result.codes()
+    assert result.codes() == {grpc.StatusCode.OK}, result.failures()
     served_by_slow = [o for o in result.outcomes if o.variant == "slow"]
     assert served_by_slow, "the canary served nothing before its rollback"
     # Once the new plan was in, only blue took new requests.
