@@ -23,8 +23,8 @@ from redis.retry import Retry
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from control_plane.cli import local_stack
-from control_plane.cli.local_stack import redis_auth_config
 from control_plane.cli.settings import CliSettings
+from control_plane.cli.stack_credentials import redis_auth_config
 from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,8 +1,8 @@
-"""Which token `aetherctl dev up` hands its data plane (control_plane.cli.local_stack.data_plane_token)."""
+"""Which token `aetherctl dev up` hands its data plane (`stack_credentials.data_plane_token`)."""
 
 from __future__ import annotations
 
-from control_plane.cli.local_stack import data_plane_token
+from control_plane.cli.stack_credentials import data_plane_token
 
 
 def test_auth_off_gives_no_token() -> None:
