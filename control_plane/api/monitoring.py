@@ -14,7 +14,6 @@ import grpc.aio
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
-from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.aether.v1 import monitoring_pb2_grpc as pb_grpc
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, maps_errors
@@ -33,13 +32,12 @@ from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.performance import performance
 from control_plane.monitoring.profiles import ReferenceCache, link_reference_profile
 from control_plane.monitoring.reports import reports_page
+from control_plane.monitoring.served import DeploymentLookup
 from control_plane.monitoring.settings import MonitoringSettings
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Monitoring"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
-#: Looks a deployment up by name, raising ``NotFound`` for an unknown one (``DeploymentManager.get``).
-DeploymentLookup: TypeAlias = Callable[[str], dpb.Deployment]
 
 
 async def _run(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -174,7 +172,8 @@ def services(
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         store = store_for(context.settings.home)
-        servicer = MonitoringServicer(context.sessions, store, manager_for(context).get)
+        deployments = manager_for(context).get
+        servicer = MonitoringServicer(context.sessions, store, deployments)
         pb_grpc.add_MonitoringServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         if run_monitor:
             loop_settings = settings or MonitoringSettings.from_env()
@@ -186,6 +185,7 @@ def services(
                 client,
                 loop_settings,
                 gauges=gauges,
+                deployments=deployments,
             )
             if on_monitor is not None:
                 on_monitor(monitor)

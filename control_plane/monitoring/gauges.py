@@ -31,17 +31,21 @@ metric when every labelled prediction was NaN) has its series removed, so it is 
 as Prometheus has a value that is not known now (``absent()`` finds it; the old value went on reading
 as current, a feature "drifted" next to ``aether_drift_detected`` -1). A feature the report lists with
 too few values keeps its series, its score NaN. Reports come per model version: a feature's series goes
-only once no version of the deployment shows it in its newest report (one version's report without a
-reference profile, a canary's, no longer clears the primary's drifted features).
+only once no version the deployment serves (its plan's primary and canary variants, :mod:`.served`) shows
+it in its newest report, nor the version reporting (one version's report without a reference profile, a
+canary's, no longer clears the primary's drifted features). A version the plan no longer has (a canary
+rolled back, the primary a promotion replaced) is forgotten at the deployment's next report: its last
+report kept its features on the scrape for good.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Set
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.monitoring.served import Version
 
 _STATUS_VALUE = {pb.DRIFT_STATUS_DRIFT: 1.0, pb.DRIFT_STATUS_NO_DRIFT: 0.0}
 
@@ -61,8 +65,8 @@ def gauges_for(registry: CollectorRegistry | None = None) -> MonitorGauges:
 
 class MonitorGauges:
     def __init__(self, registry: CollectorRegistry) -> None:
-        # The features each (deployment, model, version)'s newest report scored (see observe_report).
-        self._features_shown: dict[tuple[str, str, int], frozenset[str]] = {}
+        # Per deployment, the features each (model, version)'s newest report scored (see observe_report).
+        self._features_shown: dict[str, dict[Version, frozenset[str]]] = {}
         by_feature = ["deployment", "feature"]
         self.feature_score = Gauge(
             "aether_drift_feature_score",
@@ -132,17 +136,20 @@ class MonitorGauges:
             registry=registry,
         )
 
-    def observe_report(self, report: pb.DriftReport) -> None:
+    def observe_report(self, report: pb.DriftReport, served: Set[Version] | None = None) -> None:
+        """Sets the gauges from ``report``; ``served`` is what its deployment's plan serves now (None: not
+        known, and every version that reported counts)."""
         deployment = report.deployment
         # Reports come per model version, and the series per deployment: a version's report removes only
-        # the features no version of the deployment shows now (a canary's report without a reference
+        # the features no version the deployment serves shows now (a canary's report without a reference
         # profile cleared the primary's drifted features, and an alert on them with it).
-        self._features_shown[deployment, report.model_name, report.version] = frozenset(
-            feature.name for feature in report.features
-        )
-        shown = frozenset().union(
-            *(names for (held, _, _), names in self._features_shown.items() if held == deployment)
-        )
+        reporting = (report.model_name, report.version)
+        shown_by = self._features_shown.setdefault(deployment, {})
+        shown_by[reporting] = frozenset(feature.name for feature in report.features)
+        if served is not None:
+            for version in [v for v in shown_by if v != reporting and v not in served]:
+                del shown_by[version]  # left the plan: its last report shows nothing now
+        shown = frozenset().union(*shown_by.values())
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
         for feature in report.features:

@@ -92,6 +92,7 @@ from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.scoring import Key, Profile, score_window
+from control_plane.monitoring.served import DeploymentLookup, Version, served_now
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.versions import Versions
@@ -150,8 +151,12 @@ class Monitor:
         gauges: MonitorGauges | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        deployments: DeploymentLookup | None = None,
     ) -> None:
+        """``deployments`` looks up what a deployment serves now, for the per-feature gauges
+        (:meth:`.MonitorGauges.observe_report`); without it every version that reported counts."""
         self._sessions = sessions
+        self._deployments = deployments
         self._references = references
         self._client = client
         self._settings = settings
@@ -448,7 +453,7 @@ class Monitor:
         while self._closed:
             closed = self._closed[0]
             try:
-                stored, baseline = await self._store_report(closed.key, closed.window)
+                stored, baseline, served = await self._store_report(closed.key, closed.window)
             except TRANSIENT_FAILURES:
                 raise
             except Exception as exc:
@@ -474,14 +479,20 @@ class Monitor:
             stream = self._versions.get(closed.key)
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline
-            self.gauges.observe_report(stored)
+            self.gauges.observe_report(stored, served)
             await self._alert_drift(stored, self._config(closed.key[0]))
             result.reports.append(stored)
 
-    async def _store_report(self, key: Key, window: Window) -> tuple[pb.DriftReport, Profile | None]:
-        """The window's report, stored, and the prediction baseline it makes (see :func:`.score_window`)."""
+    async def _store_report(
+        self, key: Key, window: Window
+    ) -> tuple[pb.DriftReport, Profile | None, frozenset[Version] | None]:
+        """The window's report, stored, the prediction baseline it makes (see :func:`.score_window`) and
+        the versions its deployment serves now (None: no lookup), read first: a failed read stores
+        nothing."""
         deployment, model, version = key
         config = self._config(deployment)
+        lookup = self._deployments
+        served = None if lookup is None else await asyncio.to_thread(served_now, lookup, deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
         stream = self._versions.get(key)
         report, baseline = await asyncio.to_thread(
@@ -494,7 +505,7 @@ class Monitor:
             stream.output_baseline if stream is not None else None,
             stream.output_name if stream is not None else "",
         )
-        return await asyncio.to_thread(store_report, self._sessions, report), baseline
+        return await asyncio.to_thread(store_report, self._sessions, report), baseline, served
 
     async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
         for payload in drift_alerts(report):

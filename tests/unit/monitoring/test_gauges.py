@@ -47,16 +47,17 @@ def test_one_versions_report_keeps_the_features_another_version_of_the_deploymen
     # reference profile (no features) removed the primary's drifted "amount", and an alert on it.
     registry = CollectorRegistry()
     gauges = MonitorGauges(registry)
+    served = {("m", 1), ("m", 2)}  # the plan: primary v1, canary v2
     primary = pb.DriftReport(deployment="fraud", model_name="m", version=1, status=pb.DRIFT_STATUS_DRIFT)
     primary.features.add(name="amount", score=0.9, drifted=True)
-    gauges.observe_report(primary)
+    gauges.observe_report(primary, served)
     canary = pb.DriftReport(
         deployment="fraud", model_name="m", version=2, status=pb.DRIFT_STATUS_NO_REFERENCE
     )
-    gauges.observe_report(canary)
+    gauges.observe_report(canary, served)
     assert feature(registry, "drifted", "amount") == 1.0
     fewer = pb.DriftReport(deployment="fraud", model_name="m", version=1, status=pb.DRIFT_STATUS_NO_DRIFT)
-    gauges.observe_report(fewer)  # no version shows "amount" now
+    gauges.observe_report(fewer, served)  # no version shows "amount" now
     assert feature(registry, "drifted", "amount") is None
 
 

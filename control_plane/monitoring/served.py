@@ -1,0 +1,37 @@
+"""The model versions whose answers a deployment serves, as its plan says now: its primary and canary
+variants. A shadow's answers are logged but never returned, and the monitor skips them
+(:mod:`.entries`), so a shadow version has no say in what the monitor shows or checks.
+
+The deployment comes from a lookup the caller wires in (the server's deployments core): the monitoring
+core reads no deployments table itself (:mod:`.history`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clients.aether.v1 import deployments_pb2 as dpb
+from clients.errors import NotFound
+
+Version = tuple[str, int]  # model name, version
+#: Looks a deployment up by name, raising ``NotFound`` for an unknown one (``DeploymentManager.get``).
+DeploymentLookup = Callable[[str], dpb.Deployment]
+
+
+def served_versions(deployment: dpb.Deployment) -> list[Version]:
+    """The (model, version) of each variant of ``deployment`` whose answers are served, in plan order,
+    each once."""
+    served = (
+        (variant.model_name, int(variant.version))
+        for variant in deployment.variants
+        if variant.role != dpb.VARIANT_ROLE_SHADOW
+    )
+    return list(dict.fromkeys(served))
+
+
+def served_now(lookup: DeploymentLookup, name: str) -> frozenset[Version]:
+    """The versions deployment ``name`` serves now; none once it was deleted."""
+    try:
+        return frozenset(served_versions(lookup(name)))
+    except NotFound:
+        return frozenset()
