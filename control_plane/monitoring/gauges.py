@@ -4,7 +4,8 @@
 ``aether_drift_feature_score{deployment,feature}``  the configured test's statistic, last window
 ``aether_drift_feature_drifted{deployment,feature}`` 1 when the feature drifted in the last window
 ``aether_drift_feature_missing{deployment,feature}`` NaN/∞ values of the feature in the last window
-``aether_drift_share{deployment}``                  share of scored features that drifted
+``aether_drift_share{deployment}``                  share of scored features that drifted (absent when
+                                                    the report scored none)
 ``aether_drift_detected{deployment}``               1 drift, 0 none, -1 insufficient data / no reference
 ``aether_prediction_drift_detected{deployment}``    same, for the prediction output
 ``aether_model_performance{deployment,metric}``     the newest window with enough labels
@@ -30,12 +31,16 @@ lists none) or a metric undefined on the newest window (precision with no positi
 metric when every labelled prediction was NaN) has its series removed, so it is absent from the scrape,
 as Prometheus has a value that is not known now (``absent()`` finds it; the old value went on reading
 as current, a feature "drifted" next to ``aether_drift_detected`` -1). A feature the report lists with
-too few values keeps its series, its score NaN. Reports come per model version: a feature's series goes
-only once no version the deployment serves (its plan's primary and canary variants, :mod:`.served`) shows
-it in its newest report, nor the version reporting (one version's report without a reference profile, a
-canary's, no longer clears the primary's drifted features). A version the plan no longer has (a canary
-rolled back, the primary a promotion replaced) is forgotten at the deployment's next report: its last
-report kept its features on the scrape for good.
+too few values keeps its series, its score NaN. ``aether_drift_share`` is removed the same way after a
+report that scored no feature (each had too few values, a SCHEMA_MISMATCH, no reference profile): its
+share is 0/0, and the 0 it read could not be told from "nothing drifted".
+
+Reports come per model version: a feature's series goes only once no version the deployment serves (its
+plan's primary and canary variants, :mod:`.served`) shows it in its newest report, nor the version
+reporting (one version's report without a reference profile, a canary's, no longer clears the primary's
+drifted features). A version the plan no longer has (a canary rolled back, the primary a promotion
+replaced) is forgotten at the deployment's next report: its last report kept its features on the scrape
+for good.
 """
 
 from __future__ import annotations
@@ -157,7 +162,10 @@ class MonitorGauges:
             self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
             self.feature_drifted.labels(*labels).set(1.0 if feature.drifted else 0.0)
             self.feature_missing.labels(*labels).set(float(feature.missing_current))
-        self.share.labels(deployment).set(report.drifted_share)
+        if report.status in _STATUS_VALUE:  # DRIFT or NO_DRIFT: at least one feature was scored
+            self.share.labels(deployment).set(report.drifted_share)
+        else:  # none scored: the share is 0/0, and 0 read as "nothing drifted" (see the module doc)
+            self.share.remove(deployment)  # nothing to remove is no error
         self.detected.labels(deployment).set(_STATUS_VALUE.get(report.status, -1.0))
         self.prediction_detected.labels(deployment).set(_STATUS_VALUE.get(report.prediction_status, -1.0))
 

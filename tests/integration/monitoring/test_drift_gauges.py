@@ -77,3 +77,32 @@ async def test_a_version_replaced_in_the_plan_no_longer_shows_its_features(plane
     assert (newest.version, [f.name for f in newest.features]) == (second, ["g", "h"])
     assert feature_drifted(plane, "f") is None  # no version the deployment serves shows it
     assert feature_drifted(plane, "g") is not None and feature_drifted(plane, "h") is not None
+
+
+async def test_the_drift_share_of_a_window_that_scored_no_feature_is_absent(plane: Plane) -> None:
+    # Every feature of the window had too few finite values: the share of drifted features is 0/0, and
+    # the gauge read 0, "nothing drifted", when nothing was measured.
+    version = with_reference(plane, ["f", "g"])
+    plane.deploy("churn", version)
+    await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", window_rows=ROWS))
+    )
+    shifted = np.random.default_rng(0).normal(size=(ROWS, 2))
+    shifted[:, 0] += 5.0
+    await log_window(plane, version, 0, shifted)
+
+    async def reported(count: int) -> bool:
+        return len(await reports(plane)) == count
+
+    await eventually(lambda: reported(1))
+    share = {"deployment": "churn"}
+    scored = plane.gauges.get_sample_value("aether_drift_share", share)
+    assert scored is not None and scored >= 0.5  # "f", shifted by 5 standard deviations, drifted
+
+    await log_window(plane, version, 1000, np.full((ROWS, 2), np.nan))
+    await eventually(lambda: reported(2))
+    newest = (await reports(plane))[0]
+    assert newest.status == pb.DRIFT_STATUS_INSUFFICIENT_DATA
+    assert all(f.insufficient for f in newest.features)
+    assert plane.gauges.get_sample_value("aether_drift_share", share) is None
+    assert plane.gauges.get_sample_value("aether_drift_detected", share) == -1.0

@@ -76,8 +76,11 @@ def test_a_report_that_scores_no_feature_clears_the_per_feature_series() -> None
     gauges.observe_report(fewer)
     assert [feature(registry, g, "amount") for g in ("score", "drifted", "missing")] == [None] * 3
     assert feature(registry, "score", "age") == 0.02
+    share = {"deployment": "fraud"}
+    assert registry.get_sample_value("aether_drift_share", share) == 0.0  # one scored, none drifted
     gauges.observe_report(pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_SCHEMA_MISMATCH))
-    assert registry.get_sample_value("aether_drift_detected", {"deployment": "fraud"}) == -1.0
+    assert registry.get_sample_value("aether_drift_detected", share) == -1.0
+    assert registry.get_sample_value("aether_drift_share", share) is None  # 0/0: not "no drift"
     assert [feature(registry, g, n) for g in ("score", "drifted") for n in ("amount", "age")] == [None] * 4
     # A feature in the report with too few values keeps its series, with a NaN score (not scored).
     insufficient = pb.DriftReport(deployment="fraud", status=pb.DRIFT_STATUS_INSUFFICIENT_DATA)
