@@ -4,9 +4,10 @@
 earlier model) was stored, and the monitor then indexed none of the deployment's predictions: every label
 read as orphaned ("its prediction was not logged") and the quality windows stopped moving. ConfigureMonitor
 refuses such a name where the registry knows the versions' outputs (their signatures list them; a
-signature without outputs says nothing, and the data plane then logs every output the model has). The
-deployment may serve another model later: the monitor counts and reports the predictions logged without
-the output then (:mod:`.monitor`)."""
+signature without outputs says nothing, and the data plane then logs every output the model has), for
+the versions whose answers are served, a primary or canary variant's (:mod:`.served`): a shadow's are
+never monitored. The deployment may serve another model later: the monitor counts and reports the
+predictions logged without the output then (:mod:`.monitor`)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from clients.errors import InvalidArgument
 from control_plane.db import read_session
 from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
 from control_plane.monitoring.entries import LoggedPrediction
-
-Version = tuple[str, int]
+from control_plane.monitoring.served import Version, role_name, served_variants
 
 
 def signature_outputs(
@@ -50,23 +50,28 @@ def signature_outputs(
 def check_prediction_output(
     sessions: sessionmaker[Session], config: pb.MonitorConfig, deployment: dpb.Deployment
 ) -> None:
-    """``InvalidArgument`` naming their outputs when a model version ``deployment`` serves lacks the output
-    ``config.prediction_output`` names (nothing to check without a name: the first output is read)."""
+    """``InvalidArgument`` naming their roles and outputs when a model version ``deployment`` serves (a
+    primary or canary variant's) lacks the output ``config.prediction_output`` names (nothing to check
+    without a name: the first output is read). Shadows are not checked: their answers are never returned
+    and the monitor skips them, so a shadow with other output names refused the primary's own."""
     name = config.prediction_output
     if not name:
         return
-    served = [(variant.model_name, int(variant.version)) for variant in deployment.variants]
-    known = signature_outputs(sessions, served)
+    roles: dict[Version, list[str]] = {}
+    for variant in served_variants(deployment):
+        roles.setdefault((variant.model_name, int(variant.version)), []).append(role_name(variant))
+    known = signature_outputs(sessions, roles)
     lacking = [
-        f"{model} v{version} (outputs: {', '.join(known[(model, version)])})"
-        for model, version in dict.fromkeys(served)
-        if known.get((model, version)) and name not in known[(model, version)]
+        f"{model} v{version} ({', '.join(held)}; outputs: {', '.join(known[model, version])})"
+        for (model, version), held in roles.items()
+        if known.get((model, version)) and name not in known[model, version]
     ]
     if lacking:
         raise InvalidArgument(
             f"invalid monitor config: prediction_output {name!r} is not an output of the model versions "
-            f"deployment {deployment.name!r} serves: {'; '.join(lacking)}; name one of their outputs, "
-            "or none for each model's first"
+            f"whose answers deployment {deployment.name!r} serves and the monitor reads (its primary and "
+            f"canary variants; shadows are not monitored): {'; '.join(lacking)}; name one of their "
+            "outputs, or none for each model's first"
         )
 
 

@@ -18,15 +18,21 @@ Version = tuple[str, int]  # model name, version
 DeploymentLookup = Callable[[str], dpb.Deployment]
 
 
+def served_variants(deployment: dpb.Deployment) -> list[dpb.Variant]:
+    """The variants of ``deployment`` whose answers are served (not its shadows), in plan order."""
+    return [variant for variant in deployment.variants if variant.role != dpb.VARIANT_ROLE_SHADOW]
+
+
 def served_versions(deployment: dpb.Deployment) -> list[Version]:
     """The (model, version) of each variant of ``deployment`` whose answers are served, in plan order,
     each once."""
-    served = (
-        (variant.model_name, int(variant.version))
-        for variant in deployment.variants
-        if variant.role != dpb.VARIANT_ROLE_SHADOW
-    )
+    served = ((variant.model_name, int(variant.version)) for variant in served_variants(deployment))
     return list(dict.fromkeys(served))
+
+
+def role_name(variant: dpb.Variant) -> str:
+    """``primary``, ``canary`` or ``shadow``, as users name the roles."""
+    return dpb.VariantRole.Name(variant.role).removeprefix("VARIANT_ROLE_").lower()
 
 
 def served_now(lookup: DeploymentLookup, name: str) -> frozenset[Version]:

@@ -19,8 +19,10 @@ import grpc.aio
 import numpy as np
 import pytest
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.deployments.core import DeploymentManager
 from tests.integration.monitoring.conftest import Plane, eventually, record
 from tests.integration.monitoring.test_feedback_loop import cli
 
@@ -127,3 +129,36 @@ async def test_predictions_without_the_configured_output_are_counted_and_their_l
     warnings = [r.getMessage() for r in caplog.records if "'probabilities'" in r.getMessage()]
     assert len(warnings) == 1, warnings  # once per model version, not once per entry
     assert "other-model v7" in warnings[0] and "score" in warnings[0]
+
+
+async def test_a_shadow_without_the_output_does_not_block_naming_the_served_models_output(
+    plane: Plane,
+) -> None:
+    # The check read every variant of the plan, shadows too: a shadow whose answers have other names
+    # (they are logged, never returned nor monitored) refused the primary's own output.
+    primary = register_with_outputs(plane, "churn-model", ["probabilities"])
+    shadow = register_with_outputs(plane, "challenger", ["score"])
+    for model, version in (("churn-model", primary), ("challenger", shadow)):
+        plane.registry.review(model, version, mpb.APPROVED, "to serve", actor="reviewer")
+    variants = [
+        dpb.Variant(model_name="churn-model", version=primary, role=dpb.VARIANT_ROLE_PRIMARY),
+        dpb.Variant(
+            model_name="challenger", version=shadow, role=dpb.VARIANT_ROLE_SHADOW, traffic_percent=50
+        ),
+    ]
+    manager = DeploymentManager(plane.server.context.sessions, plane.registry)
+    manager.create(dpb.CreateDeploymentRequest(name="churn", variants=variants), actor="operator")
+    named = pb.ConfigureMonitorRequest(
+        config=pb.MonitorConfig(deployment="churn", prediction_output="probabilities")
+    )
+    answer = await plane.stub.ConfigureMonitor(named)
+    assert answer.prediction_output == "probabilities"
+
+    # The shadow's output is no name of a served answer: refused, naming the variants checked.
+    other = pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", prediction_output="score"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(other)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(refused.value.details())
+    assert f"churn-model v{primary} (primary; outputs: probabilities)" in details, details
+    assert "challenger" not in details and "shadow" in details, details
