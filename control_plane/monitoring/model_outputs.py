@@ -77,7 +77,7 @@ def check_prediction_output(
 
 class UnscoredPredictions:
     """The monitor's count of prediction rows logged without the output the config names (indexed without
-    a value, so that their labels join: see ``Monitor._index_rows``), said once per model version and
+    a value, so that their labels join: see :mod:`.index_rows`), said once per model version and
     output in this process in a warning: the monitor reads many entries a second."""
 
     def __init__(self, counter: Counter, log: logging.Logger) -> None:

@@ -3,7 +3,8 @@ and alerts; and, on a slower beat, quality windows → degradation alerts.
 
 Each tick reads the log through the consumer group (:mod:`.stream`) and, per served entry:
 
-1. indexes its prediction rows for the label join (:mod:`.feedback`), whatever the config says;
+1. indexes its prediction rows for the label join (:mod:`.index_rows`, :mod:`.feedback`), whatever the
+   config says;
 2. unless the deployment's monitor is disabled, adds its feature rows (with the prediction output) to
    the tumbling windows of its (deployment, model, version) (:mod:`.windows`). Rows the windows drop (late
    for a time window, or another feature count than the window's) are counted in
@@ -66,8 +67,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-import numpy.typing as npt
 import redis.asyncio
 import redis.exceptions
 import sqlalchemy.exc
@@ -86,8 +85,8 @@ from control_plane.monitoring.feedback import (
     prune,
 )
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.index_rows import index_rows, logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
-from control_plane.monitoring.outputs import prediction_output
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.reports import store_report
@@ -307,7 +306,7 @@ class Monitor:
             logged = decode_entry(fields)
             if logged is None:
                 return _Decoded(entry_id, "skipped")
-            rows, missing = self._index_rows(logged)
+            rows, missing = index_rows(self._config(logged.deployment), logged)
             return _Decoded(entry_id, "monitored", logged, rows, missing_output=missing)
         except Exception as exc:  # MalformedEntry, or a decoding bug: either way this entry's problem only
             return _Decoded(entry_id, "malformed", problem=exc)
@@ -356,46 +355,11 @@ class Monitor:
                 exc_info=None if isinstance(decoded.problem, MalformedEntry) else decoded.problem,
             )
 
-    def _index_rows(self, logged: LoggedPrediction) -> tuple[list[IndexedPrediction], str | None]:
-        """The entry's rows for the prediction index, and the output the config names when the entry's
-        answer lacks it (None when it has it). Such rows are indexed without a value: left out, their
-        labels read as orphaned ("prediction not logged"), which was false, and nothing said why; indexed,
-        the labels join and the quality windows count them invalid (:func:`.performance.derive`)."""
-        output_name, output = self._output(logged)
-        missing = None
-        if output is None:
-            missing = output_name
-            any_output = next(iter(logged.outputs.values()), logged.features)
-            rows = 0 if any_output is None else any_output.shape[0]
-            values: list[list[float]] = [[] for _ in range(rows)]
-        else:
-            values = [[float(v) for v in output[row]] for row in range(output.shape[0])]
-        is_label = output_name in logged.integer_outputs
-        return [
-            IndexedPrediction(
-                logged.request_id,
-                row,
-                logged.deployment,
-                logged.model,
-                logged.version,
-                logged.variant,
-                logged.ts_us,
-                value,
-                is_label,
-            )
-            for row, value in enumerate(values)
-        ], missing
-
-    def _output(self, logged: LoggedPrediction) -> tuple[str, npt.NDArray[np.float64] | None]:
-        config = self._config(logged.deployment)
-        output_name = prediction_output(config, logged.outputs)
-        return output_name, logged.outputs.get(output_name)
-
     def _add(self, logged: LoggedPrediction, entry_id: bytes) -> list[tuple[Key, Window]]:
         config = self._config(logged.deployment)
         if config.disabled or logged.features is None:
             return []
-        output_name, output = self._output(logged)
+        output_name, output = logged_output(config, logged)
         key = (logged.deployment, logged.model, logged.version)
         batch = Batch(logged.ts_us, logged.features, output, entry_id)
         closed = self._versions.add(key, config, batch, output_name if output is not None else "")
