@@ -221,6 +221,19 @@ def offline_root(context: ServiceContext) -> str:
     return context.settings.offline_root or str(context.settings.home / "offline")
 
 
+def reader_store(context: ServiceContext) -> OfflineStore:
+    """The offline store as the control plane reads feature rows for a caller or a run (training sets,
+    a retraining's data window): the files of chunks not counted yet (open ingestion intents) are never
+    read, and a view version whose folder is gone while ingestion counted rows into it is refused, not
+    read as no data. One constructor for every such reader: the retraining window built its own store
+    without the second check, and read a lost folder as a window with no rows."""
+    return OfflineStore(
+        offline_root(context),
+        uncounted=intents.reader_filter(context.sessions),
+        counted=reader_counts(context.sessions),
+    )
+
+
 def datasets_root_of(context: ServiceContext) -> str:
     """The settings' ``datasets_root`` when they have one, else ``AETHER_DATASETS_ROOT``, else the
     ``datasets`` folder in the control plane's home (:mod:`control_plane.offline.server_paths`)."""
@@ -232,13 +245,7 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     in it (:meth:`OfflineStore.sweep_stale_temps`; a compaction's too) and in the datasets root (a
     training set's ``output_path`` copy, :func:`sweep_stale_copies`), and compacts it in the background
     every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
-    # Training sets never read the files of chunks not counted yet (open ingestion intents).
-    # ... and refuse a view version whose folder is gone while ingestion counted rows into it.
-    store = OfflineStore(
-        offline_root(context),
-        uncounted=intents.reader_filter(context.sessions),
-        counted=reader_counts(context.sessions),
-    )
+    store = reader_store(context)
     swept = store.sweep_stale_temps()
     if swept:
         _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)

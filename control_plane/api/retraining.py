@@ -17,14 +17,12 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.deployments import manager_for
 from control_plane.api.identity import actor_of
-from control_plane.api.offline_features import datasets_root_of, offline_root
+from control_plane.api.offline_features import datasets_root_of, reader_store
 from control_plane.artifacts.settings import store_for
 from control_plane.deployments.core import DeploymentManager
-from control_plane.ingestion import intents
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
 from control_plane.model_registry.registry import ModelRegistry
-from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
 from control_plane.retraining import listing
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
@@ -123,8 +121,8 @@ def services(
 
     def add(server: HandlerRegistry, context: ServiceContext) -> str:
         loop_settings = settings or RetrainingSettings.from_env()
-        # The data window's check never reads the files of chunks not counted yet (open intents).
-        offline = OfflineStore(offline_root(context), uncounted=intents.reader_filter(context.sessions))
+        # The data window is read as training sets are (uncounted files left out, a lost folder refused).
+        offline = reader_store(context)
         jobs = JobService(
             context.sessions,
             JobsSettings.from_env(context.settings.home),

@@ -11,7 +11,10 @@ one, the entity rows file (it must exist, hold rows and carry the label column w
 
 The window passes when every view holds at least ``min_rows`` rows in the window and at most
 ``max_rejected_fraction`` of them are rejected. Otherwise the reasons say which view, how many rows and
-the first rejection reasons — the alert and the decision carry them.
+the first rejection reasons — the alert and the decision carry them. The rows are read as training sets
+read them (``offline_features.reader_store``): a view version whose folder is gone while ingestion
+counted rows into it, or a file that cannot be read, is a reason too (FAILED_PRECONDITION of the store),
+never a window read as holding fewer rows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pyarrow.parquet as pq
 
 from clients.aether.v1 import jobs_pb2
 from clients.aether.v1 import retraining_pb2 as pb
-from clients.errors import AetherError
+from clients.errors import AetherError, FailedPrecondition
 from control_plane.ingestion.validation import timestamp_field, validate
 from control_plane.offline.resolve import ViewCatalog, plan_views
 from control_plane.offline.server_paths import confined
@@ -71,11 +74,18 @@ def check_window(
     for plan in plans:
         view = catalog.get_feature_view(plan.view, plan.version)
         entity = catalog.get_entity(view.spec.entity)
-        batches = list(offline.scan(plan.view, plan.version, start, now))
+        name = f"{plan.view}@{plan.version}"
+        try:
+            batches = list(offline.scan(plan.view, plan.version, start, now))
+        except FailedPrecondition as exc:
+            # The store refused for a fault of its setup or files (a view version's folder lost while
+            # rows were counted into it, a damaged file): a reason of the blocked retraining, which an
+            # operator must fix. A transient failure (UNAVAILABLE) is raised: the next tick tries again.
+            problems.append(f"{name}: {exc.message}")
+            continue
         table = pa.Table.from_batches(batches) if batches else None
         rows = table.num_rows if table is not None else 0
         total += rows
-        name = f"{plan.view}@{plan.version}"
         if table is None or rows < config.min_rows:
             problems.append(
                 f"{name}: {rows} rows in the last {config.data_window_seconds:g} s, need {config.min_rows}"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import io
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
@@ -29,15 +32,23 @@ from control_plane.artifacts.settings import store_for
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.cli import retraining as retraining_cli
 from control_plane.cli.main import main
+from control_plane.db import write_session
 from control_plane.deployments.core import DeploymentManager
+from control_plane.ingestion.tables import IngestionRunRow
+from control_plane.jobs.service import JobService
+from control_plane.jobs.settings import JobsSettings
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
+from control_plane.offline.store import OfflineStore
 from control_plane.retraining import records
+from control_plane.retraining.config import put_config
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.loop import RetrainingSettings
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
+from control_plane.tracking.store import TrackingStore
+from tests.unit.offline.builders import create_view, ensure_entity, feature_rows, feature_spec
 
 
 @pytest.fixture
@@ -484,3 +495,84 @@ async def test_long_decisions_and_evaluations_are_listed_page_by_page(
         assert len(listed[0].reasons) == 8 and len(await asyncio.to_thread(client.evaluations, "eta")) == 100
     finally:
         client.close()
+
+
+def _serve_a_champion_trained_on(server: ControlPlaneServer, home: Path, features: list[str]) -> None:
+    """Deployment ``eta`` serving a version registered from the run of a training job whose spec reads
+    ``features``, as the supervisor records it (the run tagged with the job's id), with a monitor task and
+    an enabled trigger config: what a manual trigger needs to reach the data window's check."""
+    sessions = server.context.sessions
+    offline = OfflineStore(str(home / "offline"))
+    jobs = JobService(sessions, JobsSettings(folder=home / "jobs"), server.registry, offline)
+    spec = jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="control_plane"), features=features)
+    job = jobs.submit(spec, actor="trainer")
+    tracking = TrackingStore(sessions)
+    experiment = tracking.create_experiment("eta-train", actor="supervisor")
+    run = tracking.create_run(
+        experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="supervisor"
+    )
+    registry = ModelRegistry(sessions, store_for(home))
+    artifact = registry.artifacts.put_bytes(b"onnx bytes")
+    request = mpb.CreateModelVersionRequest(
+        model_name="eta", artifact_sha256=artifact.sha256, create_model=True, run_id=run.run_id
+    )
+    version = registry.create_version(request, actor="trainer").version
+    registry.review("eta", version, mpb.APPROVED, "", actor="reviewer")
+    DeploymentManager(sessions, registry).create(
+        dpb.CreateDeploymentRequest(
+            name="eta",
+            variants=[dpb.Variant(model_name="eta", version=version, role=dpb.VARIANT_ROLE_PRIMARY)],
+        ),
+        actor="operator",
+    )
+    monitor = monpb.MonitorConfig(deployment="eta", task=monpb.TASK_TYPE_REGRESSION, alert_metric="mae")
+    monitor_configs.put_config(sessions, monitor, actor="operator")
+    config = pb.TriggerConfig(
+        deployment="eta", enabled=True, gates=pb.EvaluationGates(metric="mae"), min_rows=3
+    )
+    put_config(sessions, config, actor="operator")
+
+
+def _count_ingested(server: ControlPlaneServer, view: str, accepted: int) -> None:
+    """An ingestion run of ``view`` version 1 that counted ``accepted`` rows stored offline, as a run does
+    in the transaction after its offline write."""
+    with write_session(server.context.sessions) as session:
+        session.add(
+            IngestionRunRow(
+                run_id=f"batch-{view}", view=view, version=1, source_kind="batch", source_id="test",
+                records_in=accepted, accepted=accepted, quarantined=0, started_at_us=0, updated_at_us=0,
+            )
+        )  # fmt: skip
+
+
+async def test_a_data_window_whose_offline_folder_is_gone_blocks_the_retraining_naming_the_store(
+    quiet_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """The data window was read through a store without the check that ingestion counted rows into a view
+    version (``OfflineStore``'s ``counted``), which the offline features service has: a view whose
+    folder was lost (a volume not mounted, another ``AETHER_OFFLINE_ROOT``) read as a window with no rows,
+    and the retraining was blocked for "0 rows in the last 604800 s", as though no data had arrived. The
+    window is read as training sets are now: the decision, through TriggerNow, names the missing folder
+    and the rows counted into it, and no job is submitted."""
+    await asyncio.to_thread(ensure_entity, quiet_plane.registry)
+    await asyncio.to_thread(create_view, quiet_plane.registry, feature_spec("stats"))
+    offline = OfflineStore(str(tmp_path / "offline"))
+    now = dt.datetime.now(dt.UTC)
+    times = [now - dt.timedelta(minutes=m) for m in range(1, 6)]
+    offline.write("stats", 1, feature_rows({"user_id": range(5)}, times, {"score": [1.0] * 5}))
+    await asyncio.to_thread(_count_ingested, quiet_plane, "stats", 5)
+    await asyncio.to_thread(_serve_a_champion_trained_on, quiet_plane, tmp_path, ["stats:score"])
+    shutil.rmtree(tmp_path / "offline" / "stats" / "v1")
+
+    client = RetrainingClient(quiet_plane.address, actor="alice")
+    try:
+        decision = await asyncio.to_thread(client.trigger_now, "eta", "new data")
+    finally:
+        client.close()
+    assert decision.triggered and decision.outcome == "blocked_validation", decision
+    gone = (
+        f"data window invalid: stats@1: the offline store {tmp_path / 'offline'} has no folder for feature"
+        " view 'stats' version 1"
+    )
+    assert any(r.startswith(gone) and "counted 5 rows" in r for r in decision.reasons), decision.reasons
+    assert not any("0 rows in the last" in r for r in decision.reasons)
