@@ -18,7 +18,7 @@ it could not reach the server (:attr:`AetherError.answered`); both are UNAVAILAB
     ├── NotFound               NOT_FOUND            a named entity, view, version, model... does not exist
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION  the system is not in a state that allows the operation
-    │   └── OfflineStoreMisconfigured                   the offline store refused for its setup (EACCES...)
+    │   └── OfflineStoreMisconfigured                   the offline store refused for its setup or files
     ├── Aborted                ABORTED              a conditional write lost to a concurrent one: re-read
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   a limit was exceeded (the message states the limit)
     ├── Unavailable            UNAVAILABLE          a dependency (Redis, the control plane) cannot be reached
@@ -121,13 +121,29 @@ class OfflineStoreUnavailable(Unavailable, OSError):
 
 class OfflineStoreMisconfigured(FailedPrecondition, OSError):
     """The offline store's filesystem refused it for a fault of its setup (a file where a folder belongs
-    or the reverse, no permission, a read-only filesystem): waiting does not help. See
-    :class:`OfflineStoreUnavailable`."""
+    or the reverse, no permission, an object store's credentials refused, a read-only filesystem) or of
+    a file in it (bytes that are not Parquet), or failed in a way not known to pass: waiting does not
+    help. See :class:`OfflineStoreUnavailable`."""
 
 
 #: The OS errors of an offline store that a setting or an operator must fix (FAILED_PRECONDITION); any
-#: other is one that may pass (UNAVAILABLE).
+#: other errno is one that may pass (UNAVAILABLE).
 _SETUP_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS})
+#: Of an OSError without an errno, words that say the store's credentials were refused: an object store's
+#: (pyarrow's S3 filesystem: "AWS Error ACCESS_DENIED during GetObject operation", or the HTTP status
+#: of an error it has no name for, "UNKNOWN (HTTP status 403)") or a message that names the OS's refusal.
+_REFUSED_WORDS = (
+    "ACCESS_DENIED", "AccessDenied", "Access Denied", "Permission denied", "HTTP status 401",
+    "HTTP status 403", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
+    "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN", "UNRECOGNIZED_CLIENT", "NO_SUCH_BUCKET",
+)  # fmt: skip
+#: Of an OSError without an errno, words that say the failure may pass: the error types of pyarrow's S3
+#: filesystem for a connection, throttling or the service failing (it has retried them already), and the
+#: HTTP statuses of the same faults when it has no name for them.
+_TRANSIENT_WORDS = (
+    "NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "SLOW_DOWN", "THROTTLING", "INTERNAL_FAILURE",
+    "REQUEST_TIMEOUT", "HTTP status 408", "HTTP status 429", "HTTP status 5",
+)  # fmt: skip
 
 
 def offline_store_error(
@@ -135,11 +151,19 @@ def offline_store_error(
 ) -> OfflineStoreUnavailable | OfflineStoreMisconfigured:
     """The error of the offline store at ``store`` (its root, without credentials) failing to ``doing``
     with ``error`` (the filesystem's OSError, named whole in the message): the one place that maps the
-    store's OS errors to status codes, by errno (pyarrow sets it on local filesystems' errors)."""
+    store's OS errors to status codes. By errno where there is one (pyarrow sets it on a local
+    filesystem's errors). Without one (an object store's error, or a Parquet file's bytes that do not
+    decode: "Couldn't deserialize thrift"), UNAVAILABLE only for an error known to pass: clients retry
+    UNAVAILABLE, and an object store's AccessDenied (no errno either) was retried for good."""
     message = f"the offline store {store} could not {doing}: {type(error).__name__}: {error}"
-    if error.errno in _SETUP_ERRNOS:
-        return OfflineStoreMisconfigured(message)
-    return OfflineStoreUnavailable(message)
+    if error.errno is not None:
+        if error.errno in _SETUP_ERRNOS:
+            return OfflineStoreMisconfigured(message)
+        return OfflineStoreUnavailable(message)
+    text = str(error)
+    if not any(word in text for word in _REFUSED_WORDS) and any(word in text for word in _TRANSIENT_WORDS):
+        return OfflineStoreUnavailable(message)
+    return OfflineStoreMisconfigured(message)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AetherError]] = {

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import os
 import tempfile
 import time
@@ -365,7 +366,11 @@ def _check_staged(filesystem: pafs.FileSystem, temp: str, size: int, staged: str
                 raise
             time.sleep(_READ_BACK_PAUSE_S * (attempt + 1))
     if found_size != size or bytes(found) != expected:
-        raise OSError(f"the merged file uploaded as {staged} did not read back as written; it was removed")
+        # EIO: an upload that may read back whole at the next pass, so UNAVAILABLE (offline_store_error
+        # takes an OSError without an errno for one that does not pass).
+        raise OSError(
+            errno.EIO, f"the merged file uploaded as {staged} did not read back as written; it was removed"
+        )
 
 
 def _discard_staged(filesystem: pafs.FileSystem, staged: str) -> None:

@@ -1,9 +1,9 @@
 """The offline store's boundary for filesystem errors: an OSError that pyarrow (or the OS) raises while
 the store writes, lists, opens or compacts its files becomes ``clients.errors.offline_store_error``
-(UNAVAILABLE, or FAILED_PRECONDITION for a fault of the store's setup), naming the store and the OS
-error. It fell through to INTERNAL with a logged traceback: a full disk, a read-only volume or a view's
-folder replaced by a file read as a bug of the server. Only the store's own operations are wrapped, so an
-OSError anywhere else still reads as the bug it is."""
+(UNAVAILABLE for a failure that may pass, FAILED_PRECONDITION for a fault of the store's setup or files),
+naming the store and the OS error. It fell through to INTERNAL with a logged traceback: a full disk, a
+read-only volume or a view's folder replaced by a file read as a bug of the server. Only the store's own
+operations are wrapped, so an OSError anywhere else still reads as the bug it is."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import redis
 import sqlalchemy.exc
@@ -24,11 +26,20 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine, create_engine, text
 
-from clients.errors import INTERNAL_DETAIL_CHARS, NotFound, internal_message, maps_errors
+from clients.errors import (
+    INTERNAL_DETAIL_CHARS,
+    NotFound,
+    OfflineStoreMisconfigured,
+    OfflineStoreUnavailable,
+    internal_message,
+    maps_errors,
+    offline_store_error,
+)
 from control_plane.db import create_db_engine
 from control_plane.offline.store_errors import store_errors
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.s3_server import FakeS3Server
 
 SQL = "INSERT INTO tracking_log_senders (sender_id) VALUES (%(sender_id)s)"
 SECRET_VALUE = "another-callers-value"
@@ -269,3 +280,60 @@ async def test_offline_store_os_errors_are_unavailable_or_failed_precondition_an
     servicer.error = OSError(errno.ENOSPC, "No space left on device")  # not from the store
     code, details = await status_of(channel)
     assert code == grpc.StatusCode.INTERNAL
+
+
+def _raised_os_error(call: Callable[[], object]) -> OSError:
+    try:
+        call()
+    except OSError as exc:
+        return exc
+    raise AssertionError("no OSError raised")
+
+
+def test_an_offline_store_os_error_without_an_errno_is_unavailable_only_when_it_may_pass(
+    tmp_path: Path,
+) -> None:
+    """pyarrow raises an object store's errors, and a Parquet file's undecodable bytes, as OSErrors with
+    no errno, and every OSError without a setup errno was UNAVAILABLE, which clients retry: an S3
+    AccessDenied (credentials refused, a key revoked) was retried for good. Real errors of pyarrow's S3
+    filesystem and Parquet reader: a refusal and a corrupt file are FAILED_PRECONDITION now; a connection
+    that failed stays UNAVAILABLE, as do the errno'd ones (a full disk)."""
+    s3 = FakeS3Server()
+    try:
+        filesystem, base = pafs.FileSystem.from_uri(s3.uri("offline"))
+        pq.write_table(pa.table({"k": list(range(100))}), f"{base}/x.parquet", filesystem=filesystem)
+        s3.fail_reads("x.parquet")  # 403 AccessDenied, as S3 answers for a key the credentials may not read
+        denied = _raised_os_error(lambda: pq.read_table(f"{base}/x.parquet", filesystem=filesystem))
+    finally:
+        s3.close()
+    assert denied.errno is None and "ACCESS_DENIED" in str(denied)
+    refused = offline_store_error("s3://aether/offline", "open x.parquet", denied)
+    assert (
+        isinstance(refused, OfflineStoreMisconfigured) and refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert refused.message.startswith(
+        "the offline store s3://aether/offline could not open x.parquet: OSError:"
+    )
+
+    unreachable = pafs.S3FileSystem(
+        access_key="test", secret_key="test", endpoint_override=f"127.0.0.1:{free_port()}", scheme="http",
+        region="us-east-1", retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
+    )  # fmt: skip
+    down = _raised_os_error(lambda: unreachable.open_input_file("aether/offline/x.parquet"))
+    assert down.errno is None and "NETWORK_CONNECTION" in str(down)
+    assert isinstance(offline_store_error("s3://aether/offline", "open x", down), OfflineStoreUnavailable)
+
+    # A file whose footer is whole and whose pages are not: the page header does not decode.
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(pa.table({"k": list(range(10_000))}), path, use_dictionary=False, compression="none")
+    with path.open("r+b") as damaged:
+        damaged.seek(4)
+        damaged.write(b"\xff" * 1000)
+    corrupt = _raised_os_error(lambda: pq.ParquetFile(path).read())
+    assert corrupt.errno is None
+    assert isinstance(offline_store_error("/store", "read it", corrupt), OfflineStoreMisconfigured)
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert isinstance(offline_store_error("/store", "write rows", full), OfflineStoreUnavailable)
+    for transient in ("AWS Error SLOW_DOWN during PutObject operation", "UNKNOWN (HTTP status 503)"):
+        assert isinstance(offline_store_error("/store", "write", OSError(transient)), OfflineStoreUnavailable)
