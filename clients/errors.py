@@ -138,24 +138,29 @@ _REFUSED_WORDS = (
     "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN", "UNRECOGNIZED_CLIENT", "NO_SUCH_BUCKET",
 )  # fmt: skip
 #: Of an OSError without an errno, words that say the failure may pass: the error types of pyarrow's S3
-#: filesystem for a connection, throttling or the service failing (it has retried them already), and the
-#: HTTP statuses of the same faults when it has no name for them.
+#: filesystem for a connection, throttling or the service failing (it has retried them already), a key
+#: listed and gone when read (a new listing no longer names it), and the HTTP statuses of the same
+#: faults when it has no name for them.
 _TRANSIENT_WORDS = (
     "NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "SLOW_DOWN", "THROTTLING", "INTERNAL_FAILURE",
-    "REQUEST_TIMEOUT", "HTTP status 408", "HTTP status 429", "HTTP status 5",
+    "REQUEST_TIMEOUT", "NO_SUCH_KEY", "HTTP status 408", "HTTP status 429", "HTTP status 5",
 )  # fmt: skip
 
 
 def offline_store_error(
-    store: str, doing: str, error: OSError
+    store: str, doing: str, error: OSError | ValueError
 ) -> OfflineStoreUnavailable | OfflineStoreMisconfigured:
     """The error of the offline store at ``store`` (its root, without credentials) failing to ``doing``
     with ``error`` (the filesystem's OSError, named whole in the message): the one place that maps the
     store's OS errors to status codes. By errno where there is one (pyarrow sets it on a local
     filesystem's errors). Without one (an object store's error, or a Parquet file's bytes that do not
     decode: "Couldn't deserialize thrift"), UNAVAILABLE only for an error known to pass: clients retry
-    UNAVAILABLE, and an object store's AccessDenied (no errno either) was retried for good."""
+    UNAVAILABLE, and an object store's AccessDenied (no errno either) was retried for good. A ValueError
+    is pyarrow's ArrowInvalid reading a stored file (bytes that are not Parquet): the file must be dealt
+    with, FAILED_PRECONDITION."""
     message = f"the offline store {store} could not {doing}: {type(error).__name__}: {error}"
+    if not isinstance(error, OSError):
+        return OfflineStoreMisconfigured(message)
     if error.errno is not None:
         if error.errno in _SETUP_ERRNOS:
             return OfflineStoreMisconfigured(message)

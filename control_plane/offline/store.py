@@ -39,6 +39,7 @@ columns (join keys, integers, strings, booleans) keep a dictionary and Snappy, w
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -289,7 +290,9 @@ class OfflineStore:
             and info.base_name.endswith(PARQUET_SUFFIX)
             and not info.base_name.startswith((_TEMP_PREFIX, "_"))
         }
-        hidden = hidden_names(self.filesystem, partition, listed)
+        # The merged files' footers are read: one that cannot be is the store's error, as any read is.
+        with store_errors(self.root, f"list {partition}", decoding=True):
+            hidden = hidden_names(self.filesystem, partition, listed)
         return [listed[name] for name in sorted(listed) if name not in hidden]
 
     def schema(self, path: str) -> pa.Schema:
@@ -304,10 +307,11 @@ class OfflineStore:
     ) -> Iterator[pa.RecordBatch]:
         """The batches of one file (a path from :meth:`files`), reading ``batch_size`` rows at a time
         (``use_threads``: see ``stored_rows.parquet_batches``). With ``uncounted``, a listed file gone
-        since and in no merged file has no batches: only uncounted files are removed so (module doc)."""
-        with ExitStack() as stack:
+        since and in no merged file has no batches: only uncounted files are removed so (module doc).
+        A failure to read it is the store's error, as in :meth:`open_rows`."""
+        with self._reading(path), ExitStack() as stack:
             try:
-                rows = stack.enter_context(self.open_rows(path))
+                rows = stack.enter_context(self._opened(path))
             except FileNotFoundError:
                 if self._uncounted is None:
                     raise
@@ -320,11 +324,25 @@ class OfflineStore:
     def open_rows(self, path: str) -> Iterator[StoredRows]:
         """The rows of one data file, opened for reading (a footer parsed), closed on exit. A file that a
         compaction merged and then deleted (a reader listed it before, or a lineage record names it) is
-        read from the merged file that holds its rows now, as the same rows in the same batches; a
-        file no merged file names is FileNotFoundError."""
+        read from the merged file that holds its rows now, as the same rows in the same batches. A
+        failure to open or read it, in the block too (where its rows are read), is the store's error
+        naming the file: a file no merged file names (gone since it was listed) UNAVAILABLE, bytes that
+        are not Parquet FAILED_PRECONDITION (``store_errors``)."""
+        with self._reading(path), self._opened(path) as rows:
+            yield rows
+
+    def _reading(self, path: str) -> contextlib.AbstractContextManager[None]:
+        """The boundary of reading the stored file ``path``: an OSError or ArrowInvalid raised while it
+        is opened or its rows are read (its pages truncated or garbled, an object store refusing the
+        read) was INTERNAL; it is the store's error naming the file."""
+        return store_errors(self.root, f"read {path}", decoding=True)
+
+    @contextmanager
+    def _opened(self, path: str) -> Iterator[StoredRows]:
+        """:meth:`open_rows` without the error boundary: a file no merged file names is
+        FileNotFoundError, which :meth:`read_file` answers itself for a store with ``uncounted``."""
         try:
-            with store_errors(self.root, f"open {path}", passing=(FileNotFoundError,)):
-                source = self.filesystem.open_input_file(path)
+            source = self.filesystem.open_input_file(path)
         except FileNotFoundError:
             located = locate(self.filesystem, path)
             if located is None:

@@ -582,3 +582,36 @@ async def test_offline_store_filesystem_errors_are_the_stores_status_not_interna
     )
     with OfflineFeaturesClient(server.address) as client, pytest.raises(FailedPrecondition, match=refused):
         await asyncio.to_thread(client.compact, "stats")
+
+
+def garble_pages(path: Path) -> None:
+    """Garbage over the start of a Parquet file's first column chunk (its first page header), the footer
+    left whole: the file opens, and its rows do not decode."""
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(4)  # past the leading magic
+        file.write(b"\xff" * min(1000, size // 2))
+
+
+async def test_a_data_file_that_cannot_be_read_mid_join_is_failed_precondition_naming_it(
+    server: ControlPlaneServer, store: OfflineStore, tmp_path: Path
+) -> None:
+    """Real damage to a listed data file, read by the point-in-time join after the listing (which reads
+    no footer of a plain data file): its pages overwritten with garbage, its footer whole (pyarrow opens
+    it, then raises an OSError without an errno while decoding the rows), then garbage over the whole of
+    it (pyarrow's ArrowInvalid, not an OSError, as the footer is parsed). Both were INTERNAL "unexpected
+    error", a bug of the server to its caller; now FAILED_PRECONDITION naming the store and the file, which
+    is what someone can act on, and the training set is not built."""
+    root = tmp_path / "home" / "offline"
+    damaged = Path(store.files("stats", 1)[0])
+    await asyncio.to_thread(garble_pages, damaged)
+    rows = labels(1000)
+    with OfflineFeaturesClient(server.address) as client:
+        pages = rf"the offline store {root} could not read {damaged}: OSError: "
+        with pytest.raises(FailedPrecondition, match=pages):
+            await asyncio.to_thread(client.get_historical_features, rows, ["stats:score"])
+
+        await asyncio.to_thread(damaged.write_bytes, b"not a Parquet file" * 10)
+        footer = rf"the offline store {root} could not read {damaged}: ArrowInvalid: Parquet magic bytes"
+        with pytest.raises(FailedPrecondition, match=footer):
+            await asyncio.to_thread(client.get_historical_features, rows, ["stats:score"])

@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState
 
-from clients.errors import Unavailable
+from clients.errors import OfflineStoreUnavailable, Unavailable
 from clients.sdk.offline import OfflineFeaturesClient
 from control_plane.api.offline_features import add_to_server
 from control_plane.db import write_session
@@ -194,7 +194,7 @@ def test_a_listed_file_gone_uncounted_is_read_as_no_rows_by_a_reader_only(tmp_pa
     reader = OfflineStore(root, uncounted=uncounted)
     assert [batch.num_rows for batch in reader.scan("stats", 1)] == [1]
     assert writer.files("stats", 1) == [counted]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(OfflineStoreUnavailable, match=f"could not read {uncounted_file}: FileNotFoundError"):
         list(writer.read_file(uncounted_file))
 
 

@@ -576,3 +576,33 @@ async def test_a_data_window_whose_offline_folder_is_gone_blocks_the_retraining_
     )
     assert any(r.startswith(gone) and "counted 5 rows" in r for r in decision.reasons), decision.reasons
     assert not any("0 rows in the last" in r for r in decision.reasons)
+
+
+async def test_a_data_window_file_that_cannot_be_read_blocks_the_retraining_naming_the_file(
+    quiet_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """A data file of the window overwritten with garbage after it was written (pyarrow's ArrowInvalid as
+    its footer is parsed): the window's check raised it, and TriggerNow answered INTERNAL "unexpected
+    error" with no decision stored. It is the store's FAILED_PRECONDITION now, the blocked decision's
+    reason, naming the file; no job is submitted."""
+    await asyncio.to_thread(ensure_entity, quiet_plane.registry)
+    await asyncio.to_thread(create_view, quiet_plane.registry, feature_spec("stats"))
+    offline = OfflineStore(str(tmp_path / "offline"))
+    now = dt.datetime.now(dt.UTC)
+    times = [now - dt.timedelta(minutes=m) for m in range(1, 6)]
+    (written,) = offline.write("stats", 1, feature_rows({"user_id": range(5)}, times, {"score": [1.0] * 5}))
+    await asyncio.to_thread(_count_ingested, quiet_plane, "stats", 5)
+    await asyncio.to_thread(_serve_a_champion_trained_on, quiet_plane, tmp_path, ["stats:score"])
+    await asyncio.to_thread(Path(written).write_bytes, b"not a Parquet file" * 10)
+
+    client = RetrainingClient(quiet_plane.address, actor="alice")
+    try:
+        decision = await asyncio.to_thread(client.trigger_now, "eta", "new data")
+    finally:
+        client.close()
+    assert decision.triggered and decision.outcome == "blocked_validation", decision
+    unreadable = (
+        f"data window invalid: stats@1: the offline store {tmp_path / 'offline'} could not read {written}:"
+        " ArrowInvalid: Parquet magic bytes not found"
+    )
+    assert any(r.startswith(unreadable) for r in decision.reasons), decision.reasons

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from clients.aether.v1 import types_pb2
 from clients.env_values import ConfigurationError
-from clients.errors import NotFound
+from clients.errors import NotFound, OfflineStoreUnavailable
 from control_plane.features.registry import FeatureRegistry
 from control_plane.offline import compaction, pit
 from control_plane.offline.compaction import CompactionPolicy, compact_view
@@ -406,7 +406,8 @@ def test_a_replaced_file_reads_in_the_same_batches(store: OfflineStore) -> None:
     compact_view(store, VIEW, 1, EAGER, now=NOW)
     compact_view(store, VIEW, 1, EAGER, now=LATER)
     assert [[b.num_rows for b in store.read_file(p, batch_size=5)] for p in listed] == before
-    with pytest.raises(FileNotFoundError):
+    # A file no merged file names is gone: the store's UNAVAILABLE (a new listing does not name it).
+    with pytest.raises(OfflineStoreUnavailable, match=r"could not read .*: FileNotFoundError"):
         list(store.read_file(f"{Path(listed[0]).parent}/{uuid.uuid4()}.parquet"))
 
 
