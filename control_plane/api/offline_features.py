@@ -37,8 +37,9 @@ from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.partition_locks import DatabaseLocks, PartitionLock
 from control_plane.offline.resolve import ViewCatalog
+from control_plane.offline.roots import open_filesystem
 from control_plane.offline.server_paths import confined, datasets_root
-from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

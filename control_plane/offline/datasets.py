@@ -41,7 +41,8 @@ import pyarrow.parquet as pq
 from clients.errors import NotFound
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
-from control_plane.offline.store import OfflineStore, open_filesystem, sweep_stale_temps
+from control_plane.offline.roots import open_filesystem
+from control_plane.offline.store import OfflineStore, sweep_stale_temps
 from control_plane.offline.store_errors import store_errors
 
 CANONICAL_BATCH_ROWS = 65_536

@@ -30,7 +30,8 @@ from control_plane.offline.datasets import content_hash, record_dataset, utc_now
 from control_plane.offline.keys import KeyEncoder
 from control_plane.offline.pit import Int64Array, Labels, join_view
 from control_plane.offline.resolve import ViewCatalog, ViewPlan, plan_views
-from control_plane.offline.store import OfflineStore, normalize_timestamps, open_filesystem
+from control_plane.offline.roots import open_filesystem
+from control_plane.offline.store import OfflineStore, normalize_timestamps
 from kernels.asof_join import index_labels
 
 DEFAULT_TIMESTAMP_COLUMNS = ("event_ts", "timestamp", "label_ts", "ts")

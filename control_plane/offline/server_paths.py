@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 
 from clients.errors import InvalidArgument, PermissionDenied
 from clients.uris import redact_uri
-from control_plane.offline.store import open_filesystem
+from control_plane.offline.roots import open_filesystem
 
 DATASETS_ROOT_VARIABLE = "AETHER_DATASETS_ROOT"
 

@@ -48,7 +48,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,11 @@ import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
-from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_text, redact_uri
+from clients.uris import redact_uri
 from control_plane.offline.data_files import is_data_file
 from control_plane.offline.listing import OfflineStoreUnreadable, list_folder
 from control_plane.offline.merged import hidden_names, locate
+from control_plane.offline.roots import default_offline_root, open_filesystem
 from control_plane.offline.store_errors import store_errors
 from control_plane.offline.stored_rows import StoredRows
 
@@ -84,42 +85,6 @@ EARLIEST_EVENT_US = EARLIEST_TIME_US  # 0001-01-01T00:00:00Z
 LATEST_EVENT_US = LATEST_TIME_US  # 9999-12-31T23:59:59.999999Z
 
 _log = logging.getLogger("aether.offline.store")
-
-
-def default_offline_root(environ: Mapping[str, str] | None = None) -> str:
-    """``AETHER_OFFLINE_ROOT``, else ``$AETHER_HOME/offline`` (``AETHER_HOME`` defaults to ``~/.aether``)."""
-    env = os.environ if environ is None else environ
-    configured = env.get("AETHER_OFFLINE_ROOT")
-    if configured:
-        return configured
-    home = Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser()
-    return str(home / "offline")
-
-
-def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and base path of ``root``: a URI goes through ``FileSystem.from_uri``, anything
-    else is a local path (made absolute, so the store does not depend on the working directory). A local
-    base path is resolved (symlinks followed) whether given as a path or a ``file://`` URI."""
-    if "://" in root:
-        try:
-            if misplaced_credentials(root):
-                raise ValueError(MISPLACED_CREDENTIALS)
-            filesystem, path = pafs.FileSystem.from_uri(root)
-        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            # pyarrow quotes the whole URI it refused, and one it cannot parse may hide a credential where
-            # redact_uri cannot find it (a secret key with a raw '/'): never shown (clients.uris).
-            reason = redact_text(str(exc).replace(root, "<the URI>"), root)
-            raise InvalidArgument(
-                f"cannot open the URI given (not shown: it may hold credentials): {reason}. Percent-encode "
-                "'/', '+', ':' and '@' in credentials written into a URI, or leave them out and give them "
-                "in the environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-            ) from None
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            # A file:// root names the same folder as its plain path: one base path for both, else a
-            # writer given one form and a reader the other disagree on every path an intent names.
-            return filesystem, str(Path(path).resolve())
-        return filesystem, path.rstrip("/")
-    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
 
 
 class OfflineStore:

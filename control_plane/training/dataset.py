@@ -30,7 +30,8 @@ from clients.uris import redact_text
 from control_plane.jobs.identity import claim
 from control_plane.offline.datasets import content_hash, read_dataset_record, recorded_copies
 from control_plane.offline.refs import FeatureRef, parse_ref
-from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.offline.roots import open_filesystem
+from control_plane.offline.store import OfflineStore
 from control_plane.training.spec import DatasetRef
 
 if TYPE_CHECKING:

@@ -37,7 +37,8 @@ from control_plane.ingestion.streaming.materializer import (
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
 from control_plane.ingestion.streaming.stops import StopAsked
-from control_plane.offline.store import OfflineStore, default_offline_root
+from control_plane.offline.roots import default_offline_root
+from control_plane.offline.store import OfflineStore
 from control_plane.settings import ControlPlaneSettings
 
 

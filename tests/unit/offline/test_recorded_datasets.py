@@ -116,7 +116,8 @@ def test_labels_in_whole_seconds_and_date64_columns_are_read_back_by_hash(
 READ_BACK = """
 import sys
 from clients.errors import NotFound
-from control_plane.offline.store import OfflineStore, open_filesystem
+from control_plane.offline.roots import open_filesystem
+from control_plane.offline.store import OfflineStore
 from control_plane.training.dataset import read_recorded_dataset
 dataset_hash, root, copy = sys.argv[1:]
 print(read_recorded_dataset(dataset_hash, OfflineStore(root)).num_rows)

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.errors import InvalidArgument
-from control_plane.offline.store import OfflineStore, default_offline_root
+from control_plane.offline.roots import default_offline_root
+from control_plane.offline.store import OfflineStore
 from tests.unit.offline.builders import TS, at, feature_rows
 
 REPO = Path(__file__).resolve().parents[3]
