@@ -37,7 +37,8 @@ acknowledged behind a gap (``held_ids``: the trim raises their members to ``T`` 
 them); a record stamped before ``T`` is thus kept while it may come back. Kafka ids that earlier
 versions scored by their partition are never trimmed (``trim_floor_ms``). Rewinding a group (``XGROUP
 SETID`` to an earlier id, or a Kafka group's offsets) below the trimmed point makes the messages read
-again count as new. The trim point is kept (``trimmed_below``): a later
+again count as new; a Redis group that is lost alone (``XGROUP DESTROY``) is re-created at the trimmed
+point, not below it (``redis_source.py``). The trim point is kept (``trimmed_below``): a later
 run with a longer lateness or window, whose rebuild would read from before it, logs a warning that the
 events before it are not re-applied (their windows are short until they slide past it).
 
@@ -89,6 +90,7 @@ from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, warn_if_trimmed
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
 from control_plane.ingestion.streaming.status_check import StatusCheck
@@ -177,6 +179,8 @@ class StreamMaterializer:
         run_id = bounded_id(f"stream:{source.name}:{options.group}:{name}:v{version}", RUN_ID_LENGTH)
         self.run = RunSource(run_id, name, version, "stream", bounded_id(source.name, SOURCE_LENGTH))
         self._token = uuid.uuid4().hex
+        if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
+            source.processed_below(self.keys.trimmed_below)
         acked_stream = source.name if source.acks_in_commit else None
         self._committer = Committer(
             client, self.keys, acked_stream, options.group, self._token, (run_id, self.run.source_id)

@@ -12,8 +12,18 @@ and the consumer group with it: the group's commands then fail with ``NOGROUP`` 
 ``no such key``). The source re-creates the group, as at start, at the stream's start (``0``): the stream
 is new, so every entry in it was added after the loss and is new to the materializer, whereas ``$`` would
 skip those added before the group came back. The entries the group had not read before the loss are gone
-with the stream and never counted (a warning says so). Should only the group have been lost (``XGROUP
-DESTROY``), its retained entries are read again and those applied are skipped, as by a new group."""
+with the stream and never counted (a warning says so).
+
+Should only the group have been lost (``XGROUP DESTROY``, the stream kept), ``0`` would read the retained
+stream again: the entries still in the applied / rejected id sets are skipped, but those trimmed from
+them (scored below the trim point, see the materializer's module docstring) were applied, and counted,
+a second time. So the group is re-created just before the materializer's trim point
+(``processed_below``, ``StateKeys.trimmed_below``, set in the commit that trims): every entry before it
+was delivered and acknowledged, and each entry from it on is in the id sets if it was processed, so it
+is read again and skipped, or read for the first time (pending in the lost group, or never delivered).
+The point is an id, not an entry: it holds when ``XTRIM`` removed the entries around it. A Redis that
+lost its data lost the trim point too, and the group comes back at ``0``. A group that is new when the
+materializer starts (destroyed while it was stopped) is moved to the same point."""
 
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any, TypeVar, cast
 
@@ -35,6 +46,8 @@ from control_plane.redis_clients import blocking_timeout
 _log = logging.getLogger("aether.ingestion.stream")
 T = TypeVar("T")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+#: The greatest sequence part of a stream id: ``{ms}-{LAST_SEQUENCE}`` is the last id of millisecond ``ms``.
+LAST_SEQUENCE = 2**64 - 1
 
 
 def _text(value: Any) -> str:
@@ -108,6 +121,8 @@ class RedisStreamSource:
         self._group = group
         self._consumer = consumer
         self._reclaim_cursor = "0-0"
+        self._processed_below: str | None = None  # the trim point's key: see ``processed_below``
+        self._created = False  # whether this source created the group (it was new)
         self.retrying(self._create_group)
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
@@ -127,12 +142,31 @@ class RedisStreamSource:
             reader = self._readers[block_ms] = self._raw_client(timeout)
         return reader
 
-    def _create_group(self) -> None:
+    def _create_group(self, at: str = "0") -> None:
         try:
-            self._client.xgroup_create(self.name, self._group, id="0", mkstream=True)
+            self._client.xgroup_create(self.name, self._group, id=at, mkstream=True)
+            self._created = True
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def processed_below(self, key: str) -> None:
+        """Names the key of the stream time (ms) below which the materializer processed every entry and
+        dropped its id from the applied / rejected sets (``StateKeys.trimmed_below``): a lost group is
+        re-created there, not at ``0`` (see the module doc); so is the group this source just created, a
+        new one whose materializer trimmed before (it was destroyed while no materializer ran)."""
+        self._processed_below = key
+        if self._created:
+            self.retrying(lambda: self._client.xgroup_setid(self.name, self._group, self._regroup_point()))
+
+    def _regroup_point(self) -> str:
+        """Where the group is (re-)created: the last id before the trim point, else the stream's start."""
+        key = self._processed_below
+        if key is None:
+            return "0"
+        stored = cast(bytes | str | None, self.retrying(lambda: self._client.get(key)))
+        below_ms = 0 if stored is None else int(stored)
+        return f"{below_ms - 1}-{LAST_SEQUENCE}" if below_ms > 0 else "0"
 
     def _grouped(self, operation: Callable[[], T]) -> T:
         """``retrying(operation)`` for a command on the group: one that fails because Redis lost the group
@@ -143,14 +177,16 @@ class RedisStreamSource:
             except redis.ResponseError as exc:
                 if not _group_lost(exc):
                     raise
+                at = self._regroup_point()
                 _log.warning(
                     "consumer group %r of stream %r was lost (%s): Redis restarted without its data, or was"
-                    " flushed. Re-creating it at the stream's start: the entries added since are each read"
-                    " and counted once; those not read before the loss are lost with it and never counted"
+                    " flushed, or the group was destroyed. Re-creating it after %s (the stream's start, or"
+                    " the trim point of the ids processed): the entries added since are each read and"
+                    " counted once; those not read before the loss are lost with it and never counted"
                     " (the windows in memory keep the events applied before)",
-                    self._group, self.name, exc,
+                    self._group, self.name, exc, at,
                 )  # fmt: skip
-                self.retrying(self._create_group)
+                self.retrying(partial(self._create_group, at))
                 self._reclaim_cursor = "0-0"  # a position in the stream that was lost
 
     def retrying(self, operation: Callable[[], T]) -> T:

@@ -5,6 +5,7 @@ back instead of exiting on ``NOGROUP``, and counts every entry of the new stream
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
     STREAM,
+    Event,
     assert_close,
+    event_fields,
     expected_online,
     publish,
     random_events,
@@ -106,3 +110,119 @@ def test_a_flush_between_a_batchs_check_and_its_commit_commits_it_once(
     assert materializer.totals.accepted == len(events) + len(later)
     expected = expected_online(events + later)
     assert_close(read_online(client, view, sorted(expected)), expected)
+
+
+# Trimmed each step (trim_every_s=0), to the longest window (24 h) before the resume point, no lateness.
+TRIMMING = MaterializerOptions(
+    count=10, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1, trim_every_s=0.0, lateness_s=0
+)
+
+
+def publish_at(client: redis.Redis, events: list[Event], first_ms: int) -> None:
+    """``events`` at stream ids ``first_ms-0``, ``first_ms+1-0``, ...: older in stream time than the trim
+    point once later entries are read."""
+    for n, event in enumerate(events):
+        event.id = f"{first_ms + n}-0"
+        client.xadd(STREAM, event_fields(event), id=event.id)  # type: ignore[arg-type]
+
+
+def offline_rows(tmp_path: Path) -> int:
+    return sum(batch.num_rows for batch in OfflineStore(str(tmp_path / "offline")).scan("clicks", 1))
+
+
+def counted_once(
+    tmp_path: Path, client: redis.Redis, sessions: Any, view: Any, events: list[Event], totals: Any
+) -> None:
+    """Each of ``events`` applied once: in the online values, the offline rows and the run's counters."""
+    assert totals.accepted == len(events)
+    with read_session(sessions) as session:
+        runs = quarantine.list_runs(session, "clicks")
+    assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(len(events), len(events), 0)]
+    assert offline_rows(tmp_path) == len(events)
+    expected = expected_online(events)
+    assert_close(read_online(client, view, sorted(expected)), expected)
+
+
+def test_a_group_destroyed_alone_is_recreated_past_the_trimmed_entries_and_counts_none_twice(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The group came back at "0" and read the whole retained stream again: the entries the applied set
+    # still held were skipped, but those trimmed from it (older than the trim point) were applied and
+    # counted a second time (online windows, offline rows, run counters).
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(25, seed=11, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)  # 3 days back in stream time
+    recent = random_events(40, seed=12, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    keys = StateKeys.of("clicks", 1, TRIMMING.group)
+    trimmed = {event.id for event in old} - {m.decode() for m in client.zrange(keys.applied, 0, -1)}
+    assert trimmed == {event.id for event in old}, "the old entries were not trimmed: the test tests nothing"
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    after = random_events(15, seed=13, sensors=3)
+    publish(client, after)
+    run_until_idle(materializer)
+    # And the same once the trim point's own entries are trimmed from the stream too.
+    client.xtrim(STREAM, minid=recent[5].id)
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    last = random_events(5, seed=14, sensors=3)
+    publish(client, last)
+    run_until_idle(materializer)
+
+    counted_once(tmp_path, client, sessions, view, old + recent + after + last, materializer.totals)
+    assert not client.xpending(STREAM, TRIMMING.group)["pending"]
+
+
+def test_a_flushed_redis_after_a_trim_reads_the_whole_new_stream(redis_url: str, tmp_path: Path) -> None:
+    # With the trim point lost with Redis's data, the new stream's entries are each read and counted.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(25, seed=15, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
+    recent = random_events(30, seed=16, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    assert client.exists(StateKeys.of("clicks", 1, TRIMMING.group).trimmed_below)
+
+    client.flushall()
+    # Older in stream time than the lost trim point: still new to the materializer.
+    after = random_events(20, seed=17, sensors=3)
+    publish_at(client, after, int(time.time() * 1000) - 2 * 86_400_000)
+    run_until_idle(materializer)
+
+    keys = StateKeys.of("clicks", 1, TRIMMING.group)
+    assert {m.decode() for m in client.zrange(keys.applied, 0, -1)} <= {event.id for event in after}
+    counted_once(tmp_path, client, sessions, view, old + recent + after, materializer.totals)
+
+
+def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The source of the next materializer created the group anew at "0", before the materializer could
+    # say where its trim point was: the trimmed entries were applied and counted again.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(25, seed=18, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
+    recent = random_events(30, seed=19, sensors=3)
+    publish(client, recent)
+    run_until_idle(first)
+    assert client.exists(StateKeys.of("clicks", 1, TRIMMING.group).trimmed_below)
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    after = random_events(10, seed=20, sensors=3)
+    publish(client, after)
+    _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    run_until_idle(second)
+
+    assert second.totals.accepted == len(after)
+    with read_session(sessions) as session:
+        runs = quarantine.list_runs(session, "clicks")
+    total = len(old + recent + after)
+    assert [(r.records_in, r.accepted) for r in runs] == [(total, total)]
+    assert offline_rows(tmp_path) == total
