@@ -55,7 +55,7 @@ def run_message(run: RunCounts) -> pb.IngestionRun:
     return pb.IngestionRun(
         run_id=run.run_id, view=run.view, version=run.version, source_kind=run.source_kind,
         source_id=run.source_id, records_in=run.records_in, accepted=run.accepted,
-        quarantined=run.quarantined,
+        quarantined=run.quarantined, published=run.published,
     )  # fmt: skip
 
 

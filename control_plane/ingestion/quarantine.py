@@ -4,6 +4,10 @@ commit together with whatever else the caller writes).
 A run is one ingestion with one source: a batch materialization, a replay, or a stream materializer's
 consumer group (one run across restarts). ``record_outcome`` inserts the rejected records and moves the
 run's counters in the same transaction, so ``records_in == accepted + quarantined`` after every commit.
+A replay of a streaming view's records publishes them to the view's stream and counts them
+``published``, not in ``records_in``: the stream run that reads them back counts each in, accepted or
+quarantined, and summed over the runs every record is accepted once (the replay run also counting
+them accepted made each replayed record two).
 Inserting a record key that the run already holds is a no-op (redelivered stream messages).
 
 A batch run that reads a source again (the retry of a run that died, or a rerun of the same file)
@@ -111,6 +115,7 @@ class RunCounts:
     records_in: int
     accepted: int
     quarantined: int
+    published: int = 0  # a streaming replay's records left for the stream run to count
 
 
 def now_us() -> int:
@@ -143,6 +148,7 @@ def ensure_run(session: Session, source: RunSource) -> IngestionRunRow:
             records_in=0,
             accepted=0,
             quarantined=0,
+            published=0,
             started_at_us=stamp,
             updated_at_us=stamp,
         )
@@ -360,6 +366,7 @@ def counts_of(run: IngestionRunRow) -> RunCounts:
         run.records_in,
         run.accepted,
         run.quarantined,
+        run.published,
     )
 
 

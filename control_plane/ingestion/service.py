@@ -420,8 +420,12 @@ class IngestionService:
                 session, [fresh[record_id] for record_id in sorted(unsent)], quarantine.QUARANTINED
             )
             counters = quarantine.ensure_run(session, run)
-            counters.records_in += len(done) + len(group.new_reasons)
-            counters.accepted += len(done)
+            if group.publish is None:  # stored by this run: accepted here
+                counters.records_in += len(done)
+                counters.accepted += len(done)
+            else:  # published to the view's stream: its stream run counts them in, accepted or not
+                counters.published += len(done)
+            counters.records_in += len(group.new_reasons)
             counters.quarantined += len(group.new_reasons)
             counters.updated_at_us = quarantine.now_us()
             audit(

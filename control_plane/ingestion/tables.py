@@ -3,7 +3,9 @@
 * ``ingestion_runs``: one row per ingestion run (a batch materialization, a replay, or one stream
   materializer's consumer group, which is one long run across restarts) with its counters. The counters
   move in the same transaction as the quarantine rows they count, so ``records_in == accepted +
-  quarantined`` holds after every commit.
+  quarantined`` holds after every commit. A replay of a streaming view's records counts those it
+  publishes to the view's stream ``published``, outside ``records_in``: the stream run that reads them
+  back counts each in, accepted or quarantined (counted by both, a record was accepted twice).
 * ``quarantine``: one row per rejected record: view, version, source, the original payload (JSON text),
   the reasons, and a status (quarantined -> replayed | discarded | superseded). ``(run_id, record_key)`` is
   unique, so re-inserting a redelivered stream message is a no-op; ``(view, version, source_id, record_key)``
@@ -37,6 +39,9 @@ class IngestionRunRow(Base):
     records_in: Mapped[int] = mapped_column(BigInteger)
     accepted: Mapped[int] = mapped_column(BigInteger)
     quarantined: Mapped[int] = mapped_column(BigInteger)
+    #: Records a replay published to its streaming view's stream, for the stream run to count (not in
+    #: ``records_in``); 0 for every other run.
+    published: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     started_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
 

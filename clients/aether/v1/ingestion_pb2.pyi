@@ -155,7 +155,7 @@ class DiscardQuarantinedResponse(_message.Message):
     def __init__(self, discarded: _Optional[int] = ...) -> None: ...
 
 class IngestionRun(_message.Message):
-    __slots__ = ("run_id", "view", "version", "source_kind", "source_id", "records_in", "accepted", "quarantined")
+    __slots__ = ("run_id", "view", "version", "source_kind", "source_id", "records_in", "accepted", "quarantined", "published")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,7 @@ class IngestionRun(_message.Message):
     RECORDS_IN_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     view: str
     version: int
@@ -172,7 +173,8 @@ class IngestionRun(_message.Message):
     records_in: int
     accepted: int
     quarantined: int
-    def __init__(self, run_id: _Optional[str] = ..., view: _Optional[str] = ..., version: _Optional[int] = ..., source_kind: _Optional[str] = ..., source_id: _Optional[str] = ..., records_in: _Optional[int] = ..., accepted: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
+    published: int
+    def __init__(self, run_id: _Optional[str] = ..., view: _Optional[str] = ..., version: _Optional[int] = ..., source_kind: _Optional[str] = ..., source_id: _Optional[str] = ..., records_in: _Optional[int] = ..., accepted: _Optional[int] = ..., quarantined: _Optional[int] = ..., published: _Optional[int] = ...) -> None: ...
 
 class ListIngestionRunsRequest(_message.Message):
     __slots__ = ("view", "limit")

@@ -90,7 +90,10 @@ def test_a_replay_failing_in_a_later_write_keeps_the_written_groups_replayed(
     assert env.service.get_quarantined(clicks).status == quarantine.REPLAYED
     assert env.service.get_quarantined(climate).status == quarantine.QUARANTINED
     replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
-    assert [(run.records_in, run.accepted, run.quarantined) for run in replays] == [(1, 1, 0)]
+    # Published to the stream: its stream run counts the event in, not the replay run.
+    assert [(run.records_in, run.accepted, run.quarantined, run.published) for run in replays] == [
+        (0, 0, 0, 1)
+    ]
 
     # Replaying again cannot publish the event twice: only the unwritten record is still quarantined.
     with pytest.raises(FailedPrecondition, match=f"record {clicks} is replayed"):
@@ -115,8 +118,10 @@ def test_a_replay_of_several_views_counts_each_views_records_in_a_run_of_its_own
     assert outcome.replayed == [clicks, fixed_climate]
     # One run filed all three records under clicks: climate's replay counted nowhere.
     replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
-    counts = sorted((run.view, run.records_in, run.accepted, run.quarantined) for run in replays)
-    assert counts == [("clicks", 1, 1, 0), ("climate", 2, 1, 1)]
+    counts = sorted(
+        (run.view, run.records_in, run.accepted, run.quarantined, run.published) for run in replays
+    )
+    assert counts == [("clicks", 0, 0, 0, 1), ("climate", 2, 1, 1, 0)]
     assert outcome.run_ids == [run.run_id for run in sorted(replays, key=lambda run: run.view)]
 
 

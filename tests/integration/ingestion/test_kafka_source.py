@@ -495,7 +495,9 @@ def test_a_kafka_replay_the_broker_does_not_acknowledge_fails_and_the_record_sta
         env.service.replay([record_id], {})
     assert env.service.get_quarantined(record_id).status == quarantine.QUARANTINED
     replays = [run for run in env.service.list_runs() if run.source_kind == "replay"]
-    assert [(run.records_in, run.accepted, run.quarantined) for run in replays] == [(0, 0, 0)]
+    assert [(run.records_in, run.accepted, run.quarantined, run.published) for run in replays] == [
+        (0, 0, 0, 0)
+    ]
 
 
 def client_configuration(log: str, client_id: str) -> dict[str, str]:

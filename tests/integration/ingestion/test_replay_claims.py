@@ -59,13 +59,15 @@ def published_amounts(env: Env) -> list[str]:
     return sorted(fields[b"amount"].decode() for _id, fields in env.client.xrange("events:clicks"))
 
 
-def replay_counts(env: Env) -> tuple[int, int, int]:
-    """records in, accepted and quarantined over every replay run."""
+def replay_counts(env: Env) -> tuple[int, int, int, int]:
+    """records in, accepted, quarantined and published (to a streaming view's stream, for its stream run
+    to count) over every replay run."""
     runs = [run for run in env.service.list_runs() if run.source_kind == "replay"]
     return (
         sum(r.records_in for r in runs),
         sum(r.accepted for r in runs),
         sum(r.quarantined for r in runs),
+        sum(r.published for r in runs),
     )
 
 
@@ -119,7 +121,7 @@ def test_a_replay_of_records_another_replay_is_writing_is_refused_and_each_is_wr
     assert sorted(done.replayed) == sorted(ids)
     assert offline_sensors(env) == [1, 2, 3]  # each batch row once
     assert published_amounts(env) == ["14.0", "15.0"]  # each event once
-    assert replay_counts(env) == (5, 5, 0)
+    assert replay_counts(env) == (3, 3, 0, 2)  # the batch rows accepted, the events published
     assert {env.service.get_quarantined(i).status for i in ids} == {quarantine.REPLAYED}
     # Finished records are refused as before, by their status.
     with pytest.raises(FailedPrecondition, match=f"quarantined record {ids[0]} is replayed"):
@@ -181,7 +183,7 @@ def test_replays_racing_freely_over_overlapping_records_write_each_record_once(a
     every = published_amounts(env)
     assert len(every) == len(set(every))  # no event published twice
     total = len(every)
-    assert replay_counts(env) == (total, total, 0)
+    assert replay_counts(env) == (0, 0, 0, total)  # published, for the stream run to count
 
 
 def test_a_claim_a_dead_replay_left_is_taken_over_once_the_lease_has_run_out(any_env: Env) -> None:
@@ -247,7 +249,7 @@ def test_a_replay_whose_online_write_fails_writes_its_record_offline_once(any_en
     assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
     assert offline_sensors(env) == [11]
     assert len(list(env.client.scan_iter("ae:*:climate:v1"))) == 1
-    assert replay_counts(env) == (1, 1, 0)
+    assert replay_counts(env) == (1, 1, 0, 0)
 
 
 @pytest.mark.parametrize("missing", [2**31, 3_000_000_000, 2**64 - 1])
@@ -414,6 +416,6 @@ def test_a_replay_whose_write_outlasted_its_claim_backs_off_and_leaves_no_rows_b
         assert env.service.get_quarantined(record_id).status == quarantine.REPLAYED
         sensors = [s for b in plain_store.scan("climate", 1) for s in b.column("sensor_id").to_pylist()]
         assert sensors == [11]  # stored once
-        assert replay_counts(env) == (1, 1, 0)  # counted once
+        assert replay_counts(env) == (1, 1, 0, 0)  # counted once
     finally:
         s3.close()

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +25,10 @@ from control_plane.ingestion.replay_publish import (
     redis_publisher,
 )
 from control_plane.ingestion.service import IngestionService
+from control_plane.ingestion.streaming.materializer import MaterializerOptions
 from control_plane.redis_clients import sync_client
 from tests.integration.ingestion.conftest import Env
+from tests.integration.ingestion.streaming_support import run_until_idle, started_materializer
 from tests.integration.ingestion.test_replay_claims import clicks_record, replay_counts
 from tests.support.tcp_proxy import AnswerLosingProxy
 
@@ -66,7 +69,7 @@ def test_a_retried_replay_whose_publish_answer_was_lost_publishes_the_record_onc
     assert outcome.replayed == [record_id]
     assert [event["amount"] for event in stream(env)] == ["14.0"]  # not published again
     assert service.get_quarantined(record_id).status == quarantine.REPLAYED
-    assert replay_counts(env) == (1, 1, 0)  # counted once, by the replay that committed it
+    assert replay_counts(env) == (0, 0, 0, 1)  # counted once, by the replay that committed it
 
 
 def test_a_retry_with_another_correction_keeps_the_one_the_stream_holds(
@@ -82,7 +85,7 @@ def test_a_retry_with_another_correction_keeps_the_one_the_stream_holds(
     record = service.get_quarantined(record_id)
     assert record.status == quarantine.REPLAYED  # with what was published, not the new correction
     assert json.loads(record.payload)["amount"] == "14.0"
-    assert replay_counts(env) == (1, 1, 0)
+    assert replay_counts(env) == (0, 0, 0, 1)
 
 
 def test_a_replay_publishes_each_record_once(env: Env) -> None:
@@ -94,7 +97,7 @@ def test_a_replay_publishes_each_record_once(env: Env) -> None:
     assert sorted(event["amount"] for event in stream(env)) == ["16.0", "17.0"]
     assert stream(env)[0] == json.loads(first_fixed)  # the event's fields, as text
     assert {env.service.get_quarantined(i).status for i in (first, second)} == {quarantine.REPLAYED}
-    assert replay_counts(env) == (2, 2, 0)
+    assert replay_counts(env) == (0, 0, 0, 2)
 
 
 def markers(env: Env, record_id: int | None = None) -> list[bytes]:
@@ -194,3 +197,35 @@ def test_a_retry_later_than_the_backstop_ttl_publishes_again(
     service.replay([record_id], {record_id: fixed}, actor="op")
     assert [event["amount"] for event in stream(env)] == ["22.0", "22.0"]
     client.close()
+
+
+def test_a_record_replayed_to_the_stream_is_counted_accepted_once_by_the_stream_run(
+    env: Env, tmp_path: Path
+) -> None:
+    # The replay run counted the published records accepted, and the stream run that read them back
+    # counted them accepted again: summed over the runs, each replayed record was two accepted records.
+    fixed = {}
+    ids = []
+    for sensor, amount in ((1, 11.0), (2, 12.0), (3, 13.0)):
+        record_id, fixed[record_id] = clicks_record(env, sensor, amount)
+        ids.append(record_id)
+    bad = json.dumps({"sensor_id": "4", "event_ts": "not a time", "amount": "1.0"})
+    still, _ = clicks_record(env, 4, 1.0)
+    outcome = env.service.replay([*ids, still], {**fixed, still: bad}, actor="op")
+    assert (sorted(outcome.replayed), [r.id for r in outcome.still_quarantined]) == (sorted(ids), [still])
+    view, entity = env.registry.get_feature_view("clicks"), env.registry.get_entity("sensor")
+    options = MaterializerOptions(count=100, block_ms=20)
+    _source, materializer = started_materializer(tmp_path, env.client, env.sessions, view, entity, options)
+    run_until_idle(materializer)
+    assert materializer.totals.accepted == len(ids)
+
+    runs = env.service.list_runs("clicks")
+    assert sum(r.accepted for r in runs) == len(ids)  # each record once
+    assert all(r.records_in == r.accepted + r.quarantined for r in runs)
+    counts = sorted(
+        (r.source_kind, r.records_in, r.accepted, r.quarantined, r.published)
+        for r in runs
+        if r.source_kind != "batch"
+    )
+    # The replay run: the record still bad quarantined, the others published, none accepted by it.
+    assert counts == [("replay", 1, 0, 1, len(ids)), ("stream", len(ids), len(ids), 0, 0)]
