@@ -29,7 +29,9 @@ A ``begin`` that finds neither the owner key nor the delete fence finds a Redis 
 (restarted without persistence, or flushed): no materializer took the view over (taking it sets the owner
 key), and a delete sets the fence before it removes the owner key. The committer then takes ownership back
 (``SET NX``: of several materializers that find it gone, one gets it and the others are fenced) rather
-than stopping as fenced out by nobody; the redis source re-creates its consumer group the same way.
+than stopping as fenced out by nobody; the redis source re-creates its consumer group the same way. The
+trim point the materializer computed before the loss is dropped, not committed into the new data
+(``redis_lost``).
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class Committer:
         self._watching = False
         self._owned = False
         self._deleted = False
+        self._redis_lost = False  # see ``redis_lost``
 
     @property
     def owned(self) -> bool:
@@ -175,6 +178,14 @@ class Committer:
     def deleted(self) -> bool:
         """Whether the last ``begin`` found the view version deleted."""
         return self._deleted
+
+    def redis_lost(self) -> bool:
+        """Whether a ``begin`` since the last call found Redis without its data and took ownership back.
+        A trim point computed before then is the lost group's and sets': committed into the new data, it
+        marked entries of the new stream not read yet as processed (``redis_source.py`` re-creates a
+        group lost alone at that mark, and would skip them)."""
+        lost, self._redis_lost = self._redis_lost, False
+        return lost
 
     def close(self) -> None:
         self._connection.disconnect()
@@ -199,6 +210,7 @@ class Committer:
         if replies[2] is None and not replies[3]:  # Redis lost its data (see the module docstring)
             taken = self._exchange([("SET", keys.owner, self._token, "NX")])[0]
             if taken:
+                self._redis_lost = True
                 _log.warning(
                     "the owner key of %s is gone and no delete fence is set: Redis lost its data (restarted"
                     " without persistence, or flushed). Taking ownership back; the batches committed and"
@@ -283,7 +295,9 @@ class Committer:
             seen = self.begin([*applied, *rejected])
             if self._owned and not seen:
                 # Still ours and none of the batch applied: the change was Redis losing its data (a
-                # flush since ``begin``; ownership was just taken back). Watching again: commit anew.
+                # flush since ``begin``; ownership was just taken back). Watching again: commit anew,
+                # without a trim point computed before the loss (``redis_lost``).
+                trim = None if self._redis_lost else trim
                 return self.commit(
                     receipt_id, applied, rejected, blobs, px, history, rejected_records, stream_times_ms, trim
                 )

@@ -445,6 +445,9 @@ class StreamMaterializer:
 
     def _trim(self) -> Trim | None:
         """The trim of the next commit, once a trim point is known (see the module docstring)."""
+        if self._committer.redis_lost():  # the point held is the lost data's: computed again, next step
+            self._trim_below_ms = None
+            self._next_trim = 0.0
         if self._trim_below_ms is None:
             return None
         return Trim(self._trim_below_ms, self.source.trim_floor_ms, self.source.held_ids())

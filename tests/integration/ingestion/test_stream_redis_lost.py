@@ -226,3 +226,29 @@ def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
     total = len(old + recent + after)
     assert [(r.records_in, r.accepted) for r in runs] == [(total, total)]
     assert offline_rows(tmp_path) == total
+
+
+def test_a_trim_point_from_before_a_flush_is_not_committed_into_the_new_data(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The trim point the materializer held in memory from before the flush went into its next commits:
+    # the new trim point key (the mark a lost group is re-created at) then lay past entries of the new
+    # stream not read yet, and a group destroyed before they were read skipped them for good.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(25, seed=21, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
+    recent = random_events(30, seed=22, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    materializer._next_trim = float("inf")  # no new trim point of its own until the flush is followed
+
+    client.flushall()
+    fresh = random_events(20, seed=23, sensors=3)  # older in stream time than the trim point held
+    publish_at(client, fresh, int(time.time() * 1000) - 2 * 86_400_000)
+    assert materializer.step().accepted == TRIMMING.count  # one batch of the new stream, not all of it
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    run_until_idle(materializer)
+
+    counted_once(tmp_path, client, sessions, view, old + recent + fresh, materializer.totals)
