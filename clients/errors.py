@@ -121,29 +121,43 @@ class OfflineStoreUnavailable(Unavailable, OSError):
 
 class OfflineStoreMisconfigured(FailedPrecondition, OSError):
     """The offline store's filesystem refused it for a fault of its setup (a file where a folder belongs
-    or the reverse, no permission, an object store's credentials refused, a read-only filesystem) or of
-    a file in it (bytes that are not Parquet), or failed in a way not known to pass: waiting does not
-    help. See :class:`OfflineStoreUnavailable`."""
+    or the reverse, no permission, an object store's credentials refused or its bucket missing, a
+    read-only filesystem) or of a file in it (bytes that are not Parquet): waiting does not help. See
+    :class:`OfflineStoreUnavailable`."""
 
 
 #: The OS errors of an offline store that a setting or an operator must fix (FAILED_PRECONDITION); any
 #: other errno is one that may pass (UNAVAILABLE).
 _SETUP_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS})
-#: Of an OSError without an errno, words that say the store's credentials were refused: an object store's
-#: (pyarrow's S3 filesystem: "AWS Error ACCESS_DENIED during GetObject operation", or the HTTP status
-#: of an error it has no name for, "UNKNOWN (HTTP status 403)") or a message that names the OS's refusal.
+#: Of an OSError without an errno (an object store's error, a stored file that does not decode), words,
+#: compared in lower case, that name a fault waiting does not mend: credentials refused or not allowed
+#: (pyarrow's S3 filesystem names the AWS error, "AWS Error ACCESS_DENIED during GetObject operation", or
+#: the HTTP status of one it has no name for, "UNKNOWN (HTTP status 403)"; its GCS filesystem the
+#: google::cloud status, "UNAUTHENTICATED: ..."; its Azure filesystem the service's error code,
+#: "Azure Error: [AuthorizationFailure] 403 ..."), or a bucket or container that does not exist.
 _REFUSED_WORDS = (
-    "ACCESS_DENIED", "AccessDenied", "Access Denied", "Permission denied", "HTTP status 401",
-    "HTTP status 403", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
-    "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN", "UNRECOGNIZED_CLIENT", "NO_SUCH_BUCKET",
+    "access_denied", "accessdenied", "access denied", "permission denied", "permission_denied",
+    "unauthenticated", "http status 401", "http status 403", "invalid_access_key_id", "invalidaccesskeyid",
+    "signature_does_not_match", "signaturedoesnotmatch", "invalid_signature", "incomplete_signature",
+    "expired_token", "expiredtoken", "invalid_client_token_id", "missing_authentication_token",
+    "unrecognized_client", "authenticationfailed", "authorizationfailure", "authorizationpermissionmismatch",
+    "invalidauthenticationinfo", "insufficientaccountpermissions", "accountisdisabled",
+    "no_such_bucket", "nosuchbucket", "bucket does not exist", "containernotfound", "filesystemnotfound",
+    "container does not exist",
 )  # fmt: skip
-#: Of an OSError without an errno, words that say the failure may pass: the error types of pyarrow's S3
-#: filesystem for a connection, throttling or the service failing (it has retried them already), a key
-#: listed and gone when read (a new listing no longer names it), and the HTTP statuses of the same
-#: faults when it has no name for them.
-_TRANSIENT_WORDS = (
-    "NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "SLOW_DOWN", "THROTTLING", "INTERNAL_FAILURE",
-    "REQUEST_TIMEOUT", "NO_SUCH_KEY", "HTTP status 408", "HTTP status 429", "HTTP status 5",
+#: Words of an object store's client (pyarrow's S3, GCS and Azure filesystems): its error is one of the
+#: remote store, and any not refused above may pass (an outage: "google::cloud::Status(UNAVAILABLE: Retry
+#: policy exhausted ...", "Azure Error: [] Fail to get a new connection"; throttling; a key listed and gone
+#: when read, which a new listing no longer names), whatever other words it holds.
+_REMOTE_WORDS = ("aws error", "google::cloud::status(", "azure error", "http status", "curl error")
+#: Words of pyarrow's Parquet reader for stored bytes that do not decode ("Couldn't deserialize thrift",
+#: "Parquet magic bytes not found", "Invalid column metadata (corrupt file?)", "ZSTD decompression
+#: failed", "Malformed levels", "Unexpected end of stream: Page was smaller ..."): the file must be dealt
+#: with. Read only in an error that is not an object store's (above), where "invalid" says nothing of a file.
+_UNDECODABLE_WORDS = (
+    "deserialize thrift", "magic bytes", "corrupt", "invalid", "malformed", "decompression failed",
+    "unexpected end of stream", "unsupported", "not yet implemented", "mismatch", "do not match",
+    "must be before", "ipc", "parquet", "flatbuffer",
 )  # fmt: skip
 
 
@@ -153,11 +167,14 @@ def offline_store_error(
     """The error of the offline store at ``store`` (its root, without credentials) failing to ``doing``
     with ``error`` (the filesystem's OSError, named whole in the message): the one place that maps the
     store's OS errors to status codes. By errno where there is one (pyarrow sets it on a local
-    filesystem's errors). Without one (an object store's error, or a Parquet file's bytes that do not
-    decode: "Couldn't deserialize thrift"), UNAVAILABLE only for an error known to pass: clients retry
-    UNAVAILABLE, and an object store's AccessDenied (no errno either) was retried for good. A ValueError
-    is pyarrow's ArrowInvalid reading a stored file (bytes that are not Parquet): the file must be dealt
-    with, FAILED_PRECONDITION."""
+    filesystem's errors, and on its GCS filesystem's refusals). Without one (an object store's error, or a
+    Parquet file's bytes that do not decode), FAILED_PRECONDITION only for an error known not to pass
+    (:data:`_REFUSED_WORDS`; :data:`_UNDECODABLE_WORDS` outside an object store's error), and UNAVAILABLE
+    for any other: such an error is most likely a remote store's network fault, and one rule naming the
+    transient ones answered an outage of GCS or Azure (words of their own) "do not retry", which blocked
+    retraining as if an operator had to act; a permanent one retried still shows its message. A
+    ValueError is pyarrow's ArrowInvalid (or a decoder's error) reading a stored file: the file must be
+    dealt with, FAILED_PRECONDITION."""
     message = f"the offline store {store} could not {doing}: {type(error).__name__}: {error}"
     if not isinstance(error, OSError):
         return OfflineStoreMisconfigured(message)
@@ -165,10 +182,12 @@ def offline_store_error(
         if error.errno in _SETUP_ERRNOS:
             return OfflineStoreMisconfigured(message)
         return OfflineStoreUnavailable(message)
-    text = str(error)
-    if not any(word in text for word in _REFUSED_WORDS) and any(word in text for word in _TRANSIENT_WORDS):
-        return OfflineStoreUnavailable(message)
-    return OfflineStoreMisconfigured(message)
+    text = str(error).lower()
+    if any(word in text for word in _REFUSED_WORDS):
+        return OfflineStoreMisconfigured(message)
+    if not any(word in text for word in _REMOTE_WORDS) and any(word in text for word in _UNDECODABLE_WORDS):
+        return OfflineStoreMisconfigured(message)
+    return OfflineStoreUnavailable(message)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AetherError]] = {

@@ -367,7 +367,7 @@ def _check_staged(filesystem: pafs.FileSystem, temp: str, size: int, staged: str
             time.sleep(_READ_BACK_PAUSE_S * (attempt + 1))
     if found_size != size or bytes(found) != expected:
         # EIO: an upload that may read back whole at the next pass, so UNAVAILABLE (offline_store_error
-        # takes an OSError without an errno for one that does not pass).
+        # reads an OSError's errno first; this text's words need not say so).
         raise OSError(
             errno.EIO, f"the merged file uploaded as {staged} did not read back as written; it was removed"
         )
