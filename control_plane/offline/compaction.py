@@ -76,7 +76,7 @@ from control_plane.offline.merged import (
 )
 from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
 from control_plane.offline.store import STALE_TEMP_AGE_S, OfflineStore, parquet_write_options
-from control_plane.offline.store_errors import store_errors
+from control_plane.offline.store_errors import decoding_footer, store_errors
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
@@ -250,7 +250,7 @@ def _runs(
         name = info.base_name
         eligible = (is_written_name(name) or is_merged_name(name)) and info.mtime_ns <= cutoff_ns
         eligible = eligible and info.path not in uncounted
-        found = pq.read_schema(info.path, filesystem=filesystem) if eligible else None
+        found = _schema(filesystem, info.path) if eligible else None
         full = max_bytes is not None and run_bytes + (info.size or 0) > max_bytes
         if found is None or schema is None or full or not found.equals(schema, check_metadata=True):
             if len(run) > 1:
@@ -270,7 +270,7 @@ def _merge(
     """Writes the merged file of ``run`` to a local temporary file, then publishes it (module doc); its
     name and rows."""
     filesystem = store.filesystem
-    schema = pq.read_schema(run[0].path, filesystem=filesystem)
+    schema = _schema(filesystem, run[0].path)
     final_name = merged_name(run[0].base_name, uuid.uuid4().hex)
     local = _is_local(filesystem)
     # A local root's temporary file sits in the partition (one rename publishes it); an object store's
@@ -384,15 +384,21 @@ def _is_staged(name: str) -> bool:
 
 def _read_source(filesystem: pafs.FileSystem, info: pafs.FileInfo) -> tuple[pa.Table, Replaced]:
     with filesystem.open_input_file(info.path) as source:
-        parquet = pq.ParquetFile(source)
+        with decoding_footer(info.path):
+            parquet = pq.ParquetFile(source)
+            raw = (parquet.metadata.metadata or {}).get(REPLACED_KEY)
         table = without_record(parquet.read())
-        raw = (parquet.metadata.metadata or {}).get(REPLACED_KEY)
-    nested = decode_record(raw).sources if raw is not None else ()
+    nested = decode_record(raw, info.path).sources if raw is not None else ()
     return table, Replaced(info.base_name, table.num_rows, nested)
 
 
+def _schema(filesystem: pafs.FileSystem, path: str) -> pa.Schema:
+    with decoding_footer(path):
+        return pq.read_schema(path, filesystem=filesystem)
+
+
 def _rows(filesystem: pafs.FileSystem, path: str) -> int:
-    with filesystem.open_input_file(path) as source:
+    with filesystem.open_input_file(path) as source, decoding_footer(path):
         return int(pq.ParquetFile(source).metadata.num_rows)
 
 

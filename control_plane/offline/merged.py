@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from control_plane.offline.store_errors import UndecodableFile, decoding_footer
+
 REPLACED_KEY = b"aether.replaced"
 _Data = TypeVar("_Data", pa.RecordBatch, pa.Table)
 _FORMAT = 1
@@ -106,22 +108,32 @@ def encode_record(record: MergedRecord) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_record(raw: bytes) -> MergedRecord:
-    body = json.loads(raw)
-    return MergedRecord(int(body["compacted_at_us"]), _decode(body["sources"]))
+def decode_record(raw: bytes, path: str) -> MergedRecord:
+    """The record ``raw`` of the merged file at ``path``; :class:`UndecodableFile` naming the file for one
+    that is not what :func:`encode_record` wrote (its bytes damaged: not UTF-8, not JSON, or JSON of
+    another shape)."""
+    try:
+        body = json.loads(raw)
+        return MergedRecord(int(body["compacted_at_us"]), _decode(body["sources"]))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UndecodableFile(
+            f"the record of the files the merged file {path} replaced does not decode: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def read_record(filesystem: pafs.FileSystem, path: str) -> MergedRecord | None:
     """The record in the footer of the merged file at ``path``; None when the file is gone (a newer
-    merged file replaced it, and names it). Only the footer is read."""
+    merged file replaced it, and names it). Only the footer is read; one that does not decode is
+    :class:`UndecodableFile` naming the file."""
     try:
-        with filesystem.open_input_file(path) as source:
+        with filesystem.open_input_file(path) as source, decoding_footer(path):
             metadata = pq.ParquetFile(source).metadata.metadata or {}
     except FileNotFoundError:
         return None
     raw = metadata.get(REPLACED_KEY)
     # A file named like a merged one without a record replaced nothing (not one of ours, or damaged).
-    return decode_record(raw) if raw is not None else MergedRecord(0, ())
+    return decode_record(raw, path) if raw is not None else MergedRecord(0, ())
 
 
 def hidden_names(filesystem: pafs.FileSystem, partition: str, names: Iterable[str]) -> set[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +41,8 @@ from control_plane.jobs.settings import JobsSettings
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
+from control_plane.offline.compaction import CompactionPolicy, compact_view
+from control_plane.offline.merged import REPLACED_KEY, is_merged_name
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import records
 from control_plane.retraining.config import put_config
@@ -606,3 +609,45 @@ async def test_a_data_window_file_that_cannot_be_read_blocks_the_retraining_nami
         " ArrowInvalid: Parquet magic bytes not found"
     )
     assert any(r.startswith(unreadable) for r in decision.reasons), decision.reasons
+
+
+async def test_a_data_window_merged_file_whose_record_is_damaged_blocks_the_retraining_naming_it(
+    quiet_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """The window's two files merged by a real compaction pass, then the merged file written again with a
+    footer record that is not JSON (bytes flipped): every listing of the partition raised a
+    JSONDecodeError, TriggerNow answered INTERNAL and the retraining loop failed every tick with no
+    decision and no alert. It is the store's FAILED_PRECONDITION now, the blocked decision's reason,
+    naming the merged file."""
+    await asyncio.to_thread(ensure_entity, quiet_plane.registry)
+    await asyncio.to_thread(create_view, quiet_plane.registry, feature_spec("stats"))
+    offline = OfflineStore(str(tmp_path / "offline"))
+    now = dt.datetime.now(dt.UTC)
+    times = [now - dt.timedelta(minutes=1)] * 5  # one partition, whatever the time of day
+    for first in (0, 5):
+        offline.write(
+            "stats", 1, feature_rows({"user_id": range(first, first + 5)}, times, {"score": [1.0] * 5})
+        )
+    await asyncio.to_thread(_count_ingested, quiet_plane, "stats", 10)
+    eager = CompactionPolicy(min_files=1, min_age_s=0, lateness_s=0, grace_s=3600)
+    compact_view(offline, "stats", 1, eager, now=now + dt.timedelta(days=2))
+    (merged,) = offline.files("stats", 1)
+    assert is_merged_name(Path(merged).name)
+    parquet = pq.ParquetFile(merged)
+    table = parquet.read()
+    parquet.close()
+    with pq.ParquetWriter(merged, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({REPLACED_KEY: b'{"format":1,"compacted_at_us":17'})
+    await asyncio.to_thread(_serve_a_champion_trained_on, quiet_plane, tmp_path, ["stats:score"])
+
+    client = RetrainingClient(quiet_plane.address, actor="alice")
+    try:
+        decision = await asyncio.to_thread(client.trigger_now, "eta", "new data")
+    finally:
+        client.close()
+    assert decision.triggered and decision.outcome == "blocked_validation", decision
+    damaged = f"UndecodableFile: the record of the files the merged file {merged} replaced does not decode"
+    assert any(r.startswith("data window invalid: stats@1: ") and damaged in r for r in decision.reasons), (
+        decision.reasons
+    )
