@@ -125,7 +125,16 @@ class OnlineCompletion:
             )
         try:
             return self._batch.read_online_part(entity, files)
-        except (OSError, pa.ArrowInvalid) as exc:
+        except Unavailable as exc:
+            # The store's failure that may pass (OfflineStoreUnavailable: an object store throttling, a file
+            # gone since it was listed), caught before the OSError it also is: "discard it" there lost the
+            # run's online values for good, where a later replay writes them.
+            raise Unavailable(
+                f"record {part.id} is run {part.run_id}'s online part, and its offline files could not be"
+                f" read now ({exc.message}); its online values were not written and it stays"
+                " online_pending: replay it again later"
+            ) from exc
+        except (OSError, pa.ArrowInvalid) as exc:  # the store's FAILED_PRECONDITION: a file really unreadable
             raise FailedPrecondition(
                 f"record {part.id} is run {part.run_id}'s online part, but its offline files cannot be read"
                 f" ({type(exc).__name__}: {exc}); its online values were not written: discard it"
