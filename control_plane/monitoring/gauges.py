@@ -40,7 +40,9 @@ plan's primary and canary variants, :mod:`.served`) shows it in its newest repor
 reporting (one version's report without a reference profile, a canary's, no longer clears the primary's
 drifted features). A version the plan no longer has (a canary rolled back, the primary a promotion
 replaced) is forgotten at the deployment's next report: its last report kept its features on the scrape
-for good.
+for good. A report of such a version, a window closed after the plan changed, sets none of the
+deployment's series (it is stored, as history): its drift read as the deployment's, next to the NO_DRIFT
+of the version that serves.
 """
 
 from __future__ import annotations
@@ -143,20 +145,25 @@ class MonitorGauges:
 
     def observe_report(self, report: pb.DriftReport, served: Set[Version] | None = None) -> None:
         """Sets the gauges from ``report``; ``served`` is what its deployment's plan serves now (None: not
-        known, and every version that reported counts)."""
+        known, and every version that reported counts). The report of a version not served sets none of
+        the deployment's series: it only forgets the versions that left the plan."""
         deployment = report.deployment
         # Reports come per model version, and the series per deployment: a version's report removes only
         # the features no version the deployment serves shows now (a canary's report without a reference
         # profile cleared the primary's drifted features, and an alert on them with it).
-        reporting = (report.model_name, report.version)
         shown_by = self._features_shown.setdefault(deployment, {})
-        shown_by[reporting] = frozenset(feature.name for feature in report.features)
+        shown_by[report.model_name, report.version] = frozenset(f.name for f in report.features)
         if served is not None:
-            for version in [v for v in shown_by if v != reporting and v not in served]:
+            for version in [v for v in shown_by if v not in served]:
                 del shown_by[version]  # left the plan: its last report shows nothing now
         shown = frozenset().union(*shown_by.values())
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
+        if not serves(report, served):
+            # A window of a version the plan no longer has, closed after the change (it went idle, or
+            # answered requests in flight): stored as history, but its drift set the deployment's series
+            # over the NO_DRIFT of the version that serves now.
+            return
         for feature in report.features:
             labels = (deployment, feature.name)
             self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
@@ -173,6 +180,12 @@ class MonitorGauges:
         _remove_others(self.performance, deployment, "metric", window.metrics.keys())
         for metric, value in window.metrics.items():
             self.performance.labels(deployment, metric).set(value)
+
+
+def serves(report: pb.DriftReport, served: Set[Version] | None) -> bool:
+    """Whether the version ``report`` is of is one its deployment serves now, or may (``served`` not
+    known)."""
+    return served is None or (report.model_name, report.version) in served
 
 
 def _remove_others(gauge: Gauge, deployment: str, label: str, shown: Collection[str]) -> None:

@@ -17,7 +17,10 @@ The windows of a version that stopped serving are closed as they are once it got
 (:mod:`.versions`).
 
 Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
-(:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). Prediction
+(:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). The window
+of a version its deployment's plan no longer serves (closed after the change, idle or filled by requests
+still in flight) is stored as history only: it sets none of the deployment's gauges, and its drift is
+logged (INFO), not alerted, as it calls for no action on what the deployment serves now. Prediction
 drift compares the prediction output with the output profile registered with the reference; without
 one, the version's first window with enough rows becomes the baseline (kept in memory: it is learned
 again after a restart) and that window reports ``NO_REFERENCE`` for predictions.
@@ -84,7 +87,7 @@ from control_plane.monitoring.feedback import (
     index_predictions,
     prune,
 )
-from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.gauges import MonitorGauges, gauges_for, serves
 from control_plane.monitoring.index_rows import index_rows, logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
 from control_plane.monitoring.profiles import ReferenceCache
@@ -444,7 +447,19 @@ class Monitor:
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline
             self.gauges.observe_report(stored, served)
-            await self._alert_drift(stored, self._config(closed.key[0]))
+            if serves(stored, served):
+                await self._alert_drift(stored, self._config(closed.key[0]))
+            elif drift_alerts(stored):
+                # Drift of a version that serves nothing now calls for no action on the deployment (the
+                # version serving reports its own windows): the report is kept, and said here.
+                _log.info(
+                    "deployment %r: drift report %d of %s v%d (drifted) is stored, not alerted: the"
+                    " deployment no longer serves that version",
+                    stored.deployment,
+                    stored.id,
+                    stored.model_name,
+                    stored.version,
+                )
             result.reports.append(stored)
 
     async def _store_report(

@@ -4,14 +4,17 @@ shows it."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring.profiles import register_reference_profile
-from tests.integration.monitoring.conftest import Plane, eventually, record
+from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
 
 T0 = 1_800_000_000_000_000
 ROWS = 40  # a count window: at least 30 finite values per feature are scored
@@ -33,6 +36,13 @@ def with_reference(plane: Plane, names: list[str]) -> int:
         sessions, plane.registry.artifacts, "churn-model", version, reference, names, actor="trainer"
     )
     return version
+
+
+def calm(version: int, names: int) -> np.ndarray:  # type: ignore[type-arg]
+    """A window of ``ROWS`` rows spread evenly over the quantiles of ``version``'s reference (see
+    :func:`with_reference`): it drifts on no test, whatever the seed."""
+    reference = np.random.default_rng(version).normal(size=(500, names))
+    return np.quantile(reference, (np.arange(ROWS) + 0.5) / ROWS, axis=0)
 
 
 async def log_window(plane: Plane, version: int, first: int, features: np.ndarray) -> None:  # type: ignore[type-arg]
@@ -106,3 +116,54 @@ async def test_the_drift_share_of_a_window_that_scored_no_feature_is_absent(plan
     assert all(f.insufficient for f in newest.features)
     assert plane.gauges.get_sample_value("aether_drift_share", share) is None
     assert plane.gauges.get_sample_value("aether_drift_detected", share) == -1.0
+
+
+async def test_a_window_reported_after_its_version_left_the_plan_is_stored_not_shown_nor_alerted(
+    plane: Plane, webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Version 1 was replaced by version 2 with half a window open; its window closed after the plan
+    # change (the rows of requests it still answered, or the idle timeout) and its DRIFT report set
+    # aether_drift_detected 1, the share and its drifted feature over version 2's NO_DRIFT, and alerted
+    # drift on a version that serves nothing.
+    caplog.set_level(logging.INFO, logger="aether.control_plane.monitoring")
+    first = with_reference(plane, ["f", "g"])
+    plane.deploy("churn", first)
+    config = pb.MonitorConfig(deployment="churn", window_rows=ROWS, webhook_url=webhook.url)
+    await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+    rng = np.random.default_rng(0)
+    shifted = rng.normal(size=(ROWS, 2))
+    shifted[:, 0] += 5.0  # "f" drifts, by 5 standard deviations
+    await log_window(plane, first, 0, shifted[: ROWS // 2])
+    second = with_reference(plane, ["f", "g"])
+    variant = dpb.Variant(model_name="churn-model", version=second, role=dpb.VARIANT_ROLE_PRIMARY)
+    DeploymentManager(plane.server.context.sessions, plane.registry).update(
+        dpb.UpdateDeploymentRequest(name="churn", replace_variants=True, variants=[variant]),
+        actor="operator",
+    )
+    await log_window(plane, second, 1000, calm(second, 2))
+
+    async def reported(count: int) -> bool:
+        return len(await reports(plane)) == count
+
+    await eventually(lambda: reported(1))
+    share = {"deployment": "churn"}
+    assert plane.gauges.get_sample_value("aether_drift_detected", share) == 0.0
+    await log_window(plane, first, 2000, shifted[ROWS // 2 :])  # version 1's window fills: reported
+
+    def handled() -> list[str]:  # what the monitor said of version 1's report: once it is exported
+        return [r.getMessage() for r in caplog.records if f"churn-model v{first}" in r.getMessage()]
+
+    async def said() -> bool:
+        return bool(handled())
+
+    await eventually(said)
+    stored = await reports(plane)
+    assert [(r.version, r.status) for r in stored] == [  # newest first
+        (first, pb.DRIFT_STATUS_DRIFT),  # stored: it is the history of what version 1 served
+        (second, pb.DRIFT_STATUS_NO_DRIFT),
+    ]
+    assert plane.gauges.get_sample_value("aether_drift_detected", share) == 0.0
+    assert plane.gauges.get_sample_value("aether_drift_share", share) == stored[1].drifted_share
+    assert feature_drifted(plane, "f") == 0.0
+    assert any("no longer serves" in message for message in handled()), handled()
+    assert webhook.of_kind("data_drift") == []

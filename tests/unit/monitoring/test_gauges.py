@@ -103,3 +103,33 @@ async def test_a_window_whose_predictions_were_all_nan_clears_the_performance_ga
     (alerted,) = await monitor.check_performance()
     assert alerted.start_us == start + HOUR_US and not alerted.metrics
     assert performance(world.registry, "zzz", "accuracy") is None
+
+
+def drift_report(
+    version: int, status: pb.DriftStatus.ValueType, share: float, **drifted: bool
+) -> pb.DriftReport:
+    report = pb.DriftReport(
+        deployment="fraud", model_name="m", version=version, status=status, drifted_share=share
+    )
+    for name, is_drifted in drifted.items():
+        report.features.add(name=name, score=0.9 if is_drifted else 0.1, drifted=is_drifted)
+    return report
+
+
+def deployment_gauge(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name, {"deployment": "fraud"})
+
+
+def test_a_report_of_a_version_that_left_the_plan_sets_none_of_the_deployments_series() -> None:
+    # Version 1 was replaced by version 2; v1's half-full window was closed (idle) and reported after the
+    # plan change: its DRIFT report put its drifted features back and set the deployment's share and
+    # "detected" over the NO_DRIFT of version 2, the version that serves.
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    serves_v2 = {("m", 2)}
+    gauges.observe_report(drift_report(2, pb.DRIFT_STATUS_NO_DRIFT, 0.0, f=False), serves_v2)
+    gauges.observe_report(drift_report(1, pb.DRIFT_STATUS_DRIFT, 1.0, f=True, g=True), serves_v2)
+    assert deployment_gauge(registry, "aether_drift_detected") == 0.0
+    assert deployment_gauge(registry, "aether_drift_share") == 0.0
+    assert feature(registry, "drifted", "f") == 0.0 and feature(registry, "score", "f") == 0.1
+    assert feature(registry, "drifted", "g") is None
