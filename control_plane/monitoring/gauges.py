@@ -4,9 +4,12 @@
 ``aether_drift_feature_score{deployment,feature}``  the configured test's statistic, last window
 ``aether_drift_feature_drifted{deployment,feature}`` 1 when the feature drifted in the last window
 ``aether_drift_feature_missing{deployment,feature}`` NaN/∞ values of the feature in the last window
-``aether_drift_share{deployment}``                  share of scored features that drifted (absent when
-                                                    the report scored none)
-``aether_drift_detected{deployment}``               1 drift, 0 none, -1 insufficient data / no reference
+``aether_drift_share{deployment}``                  the largest share of scored features that drifted
+                                                    among the served versions' newest reports (absent
+                                                    when none of them scored any)
+``aether_drift_detected{deployment}``               1 when a served version's newest report drifted,
+                                                    else 0 when one was scored, else -1 (insufficient
+                                                    data / no reference / schema mismatch)
 ``aether_prediction_drift_detected{deployment}``    same, for the prediction output
 ``aether_model_performance{deployment,metric}``     the newest window with enough labels
 ``aether_feedback_orphaned``                        stored labels not joined to a prediction (yet)
@@ -35,19 +38,33 @@ too few values keeps its series, its score NaN. ``aether_drift_share`` is remove
 report that scored no feature (each had too few values, a SCHEMA_MISMATCH, no reference profile): its
 share is 0/0, and the 0 it read could not be told from "nothing drifted".
 
-Reports come per model version: a feature's series goes only once no version the deployment serves (its
-plan's primary and canary variants, :mod:`.served`) shows it in its newest report, nor the version
-reporting (one version's report without a reference profile, a canary's, no longer clears the primary's
-drifted features). A version the plan no longer has (a canary rolled back, the primary a promotion
-replaced) is forgotten at the deployment's next report: its last report kept its features on the scrape
-for good. A report of such a version, a window closed after the plan changed, sets none of the
-deployment's series (it is stored, as history): its drift read as the deployment's, next to the NO_DRIFT
-of the version that serves.
+Reports come per model version, and the series per deployment: every series is made of the newest
+report of each version the deployment serves (its plan's primary and canary variants, :mod:`.served`):
+
+* a feature's series goes only once none of them shows it (one version's report without a reference
+  profile, a canary's, cleared the primary's drifted features); its value is the last served report's
+  that listed it;
+* ``aether_drift_detected`` is 1 when any of them drifted, else 0 when any was scored, else -1; the
+  same for ``aether_prediction_drift_detected`` on the prediction status;
+* ``aether_drift_share`` is the largest share among those that scored a feature, absent when none did.
+
+So a canary without a reference profile reporting NO_REFERENCE between the primary's DRIFT reports no
+longer flaps the share between the primary's and absent, nor "detected" between 1 and -1. Until a served
+version has reported (the plan's versions all new, or the deployment deleted) the three per-deployment
+series are absent: nothing is known of what it serves now.
+
+A version the plan no longer has (a canary rolled back, the primary a promotion replaced) is forgotten
+at the deployment's next report: its last report kept its features on the scrape for good. A report of
+such a version, a window closed after the plan changed, sets none of the deployment's series (it is
+stored, as history): its drift read as the deployment's, next to the NO_DRIFT of the version that
+serves. When what the plan serves is not known (no deployments lookup) every version that reported
+counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Set
+from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -72,8 +89,8 @@ def gauges_for(registry: CollectorRegistry | None = None) -> MonitorGauges:
 
 class MonitorGauges:
     def __init__(self, registry: CollectorRegistry) -> None:
-        # Per deployment, the features each (model, version)'s newest report scored (see observe_report).
-        self._features_shown: dict[str, dict[Version, frozenset[str]]] = {}
+        # Per deployment, the newest report of each (model, version) it serves (see observe_report).
+        self._newest: dict[str, dict[Version, _Newest]] = {}
         by_feature = ["deployment", "feature"]
         self.feature_score = Gauge(
             "aether_drift_feature_score",
@@ -148,38 +165,69 @@ class MonitorGauges:
         known, and every version that reported counts). The report of a version not served sets none of
         the deployment's series: it only forgets the versions that left the plan."""
         deployment = report.deployment
-        # Reports come per model version, and the series per deployment: a version's report removes only
-        # the features no version the deployment serves shows now (a canary's report without a reference
-        # profile cleared the primary's drifted features, and an alert on them with it).
-        shown_by = self._features_shown.setdefault(deployment, {})
-        shown_by[report.model_name, report.version] = frozenset(f.name for f in report.features)
+        # Reports come per model version, and the series per deployment: each is made of the newest
+        # report of every version the deployment serves (a canary's report without a reference profile
+        # cleared the primary's drifted features and its share, and flapped "detected" to -1).
+        newest = self._newest.setdefault(deployment, {})
+        newest[report.model_name, report.version] = _Newest.of(report)
         if served is not None:
-            for version in [v for v in shown_by if v not in served]:
-                del shown_by[version]  # left the plan: its last report shows nothing now
-        shown = frozenset().union(*shown_by.values())
+            for version in [v for v in newest if v not in served]:
+                del newest[version]  # left the plan: its last report shows nothing now
+        shown = frozenset().union(*(version.features for version in newest.values()))
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
-        if not serves(report, served):
-            # A window of a version the plan no longer has, closed after the change (it went idle, or
-            # answered requests in flight): stored as history, but its drift set the deployment's series
-            # over the NO_DRIFT of the version that serves now.
-            return
-        for feature in report.features:
-            labels = (deployment, feature.name)
-            self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
-            self.feature_drifted.labels(*labels).set(1.0 if feature.drifted else 0.0)
-            self.feature_missing.labels(*labels).set(float(feature.missing_current))
-        if report.status in _STATUS_VALUE:  # DRIFT or NO_DRIFT: at least one feature was scored
-            self.share.labels(deployment).set(report.drifted_share)
-        else:  # none scored: the share is 0/0, and 0 read as "nothing drifted" (see the module doc)
-            self.share.remove(deployment)  # nothing to remove is no error
-        self.detected.labels(deployment).set(_STATUS_VALUE.get(report.status, -1.0))
-        self.prediction_detected.labels(deployment).set(_STATUS_VALUE.get(report.prediction_status, -1.0))
+        if serves(report, served):
+            # A report of a version the plan no longer has, a window closed after the change (it went
+            # idle, or answered requests in flight), is stored as history, but its drift set the
+            # deployment's series over the NO_DRIFT of the version that serves now.
+            for feature in report.features:
+                labels = (deployment, feature.name)
+                self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
+                self.feature_drifted.labels(*labels).set(1.0 if feature.drifted else 0.0)
+                self.feature_missing.labels(*labels).set(float(feature.missing_current))
+        reports = list(newest.values())
+        # The largest share of the served versions' scored reports; none scored: the share is 0/0, and
+        # 0 read as "nothing drifted" (see the module doc).
+        shares = [version.share for version in reports if version.status in _STATUS_VALUE]
+        _set_or_remove(self.share, deployment, max(shares) if shares else None)
+        _set_or_remove(self.detected, deployment, _detected([v.status for v in reports]))
+        predictions = [version.prediction_status for version in reports]
+        _set_or_remove(self.prediction_detected, deployment, _detected(predictions))
 
     def observe_performance(self, deployment: str, window: pb.PerformanceWindow) -> None:
         _remove_others(self.performance, deployment, "metric", window.metrics.keys())
         for metric, value in window.metrics.items():
             self.performance.labels(deployment, metric).set(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Newest:
+    """What the deployment's series need of one version's newest report."""
+
+    features: frozenset[str]  # the features it lists
+    status: pb.DriftStatus
+    share: float
+    prediction_status: pb.DriftStatus
+
+    @classmethod
+    def of(cls, report: pb.DriftReport) -> _Newest:
+        features = frozenset(feature.name for feature in report.features)
+        return cls(features, report.status, report.drifted_share, report.prediction_status)
+
+
+def _detected(statuses: Collection[pb.DriftStatus]) -> float | None:
+    """1 when any of the versions' newest reports drifted, else 0 when any was scored, else -1 (none
+    scored); None when no version the deployment serves has reported."""
+    if not statuses:
+        return None
+    return max(_STATUS_VALUE.get(status, -1.0) for status in statuses)
+
+
+def _set_or_remove(gauge: Gauge, deployment: str, value: float | None) -> None:
+    if value is None:
+        gauge.remove(deployment)  # nothing to remove is no error
+    else:
+        gauge.labels(deployment).set(value)
 
 
 def serves(report: pb.DriftReport, served: Set[Version] | None) -> bool:

@@ -105,9 +105,7 @@ async def test_a_window_whose_predictions_were_all_nan_clears_the_performance_ga
     assert performance(world.registry, "zzz", "accuracy") is None
 
 
-def drift_report(
-    version: int, status: pb.DriftStatus.ValueType, share: float, **drifted: bool
-) -> pb.DriftReport:
+def drift_report(version: int, status: pb.DriftStatus, share: float, **drifted: bool) -> pb.DriftReport:
     report = pb.DriftReport(
         deployment="fraud", model_name="m", version=version, status=status, drifted_share=share
     )
@@ -133,3 +131,40 @@ def test_a_report_of_a_version_that_left_the_plan_sets_none_of_the_deployments_s
     assert deployment_gauge(registry, "aether_drift_share") == 0.0
     assert feature(registry, "drifted", "f") == 0.0 and feature(registry, "score", "f") == 0.1
     assert feature(registry, "drifted", "g") is None
+
+
+def test_the_deployments_drift_series_aggregate_the_newest_report_of_each_version_it_serves() -> None:
+    # A canary without a reference profile reports in turn with the primary that drifted: its
+    # NO_REFERENCE report removed the share and set "detected" -1 for the whole deployment, so both
+    # flapped between the primary's drift and "not scored" as the versions reported.
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    served = {("m", 1), ("m", 2)}  # the plan: primary v1, canary v2
+    primary = drift_report(1, pb.DRIFT_STATUS_DRIFT, 0.5, f=True, g=False)
+    primary.prediction_status = pb.DRIFT_STATUS_DRIFT
+    canary = drift_report(2, pb.DRIFT_STATUS_NO_REFERENCE, 0.0)
+    canary.prediction_status = pb.DRIFT_STATUS_NO_REFERENCE
+    for report in (primary, canary, primary, canary):
+        gauges.observe_report(report, served)
+        assert deployment_gauge(registry, "aether_drift_detected") == 1.0
+        assert deployment_gauge(registry, "aether_drift_share") == 0.5
+        assert deployment_gauge(registry, "aether_prediction_drift_detected") == 1.0
+    # The canary scored now, without drift: the primary's drift still shows, its share the larger.
+    calm = drift_report(2, pb.DRIFT_STATUS_NO_DRIFT, 0.25, f=False, g=False, h=True)
+    calm.prediction_status = pb.DRIFT_STATUS_NO_DRIFT
+    gauges.observe_report(calm, served)
+    assert deployment_gauge(registry, "aether_drift_detected") == 1.0
+    assert deployment_gauge(registry, "aether_drift_share") == 0.5
+    assert deployment_gauge(registry, "aether_prediction_drift_detected") == 1.0
+    # The primary calm as well: no served version drifted, the largest share is the canary's.
+    calmer = drift_report(1, pb.DRIFT_STATUS_NO_DRIFT, 0.0, f=False, g=False)
+    calmer.prediction_status = pb.DRIFT_STATUS_INSUFFICIENT_DATA
+    gauges.observe_report(calmer, served)
+    assert deployment_gauge(registry, "aether_drift_detected") == 0.0
+    assert deployment_gauge(registry, "aether_drift_share") == 0.25
+    assert deployment_gauge(registry, "aether_prediction_drift_detected") == 0.0
+    # The canary rolled back: only the primary counts, whatever it last reported.
+    gauges.observe_report(drift_report(1, pb.DRIFT_STATUS_SCHEMA_MISMATCH, 0.0), {("m", 1)})
+    assert deployment_gauge(registry, "aether_drift_detected") == -1.0
+    assert deployment_gauge(registry, "aether_drift_share") is None
+    assert deployment_gauge(registry, "aether_prediction_drift_detected") == -1.0
