@@ -5,9 +5,10 @@ earlier model) was stored, and the monitor then indexed none of the deployment's
 read as orphaned ("its prediction was not logged") and the quality windows stopped moving. ConfigureMonitor
 refuses such a name where the registry knows the versions' outputs (their signatures list them; a
 signature without outputs says nothing, and the data plane then logs every output the model has), for
-the versions whose answers are served, a primary or canary variant's (:mod:`.served`): a shadow's are
-never monitored. The deployment may serve another model later: the monitor counts and reports the
-predictions logged without the output then (:mod:`.monitor`)."""
+the versions whose answers are served, the primary's and those of the canaries holding traffic
+(:mod:`.served`): a shadow's are never returned, a canary's parked at 0 % answer nothing. The
+deployment may serve another model later: the monitor counts and reports the predictions logged without
+the output then (:mod:`.monitor`)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ def signature_outputs(
 def check_prediction_output(
     sessions: sessionmaker[Session], config: pb.MonitorConfig, deployment: dpb.Deployment
 ) -> None:
-    """``InvalidArgument`` naming their roles and outputs when a model version ``deployment`` serves (a
-    primary or canary variant's) lacks the output ``config.prediction_output`` names (nothing to check
-    without a name: the first output is read). Shadows are not checked: their answers are never returned
-    and the monitor skips them, so a shadow with other output names refused the primary's own."""
+    """``InvalidArgument`` naming their roles and outputs when a model version ``deployment`` serves (the
+    primary's, a canary's holding traffic) lacks the output ``config.prediction_output`` names (nothing
+    to check without a name: the first output is read). Shadows are not checked: their answers are never
+    returned and the monitor skips them, so a shadow with other output names refused the primary's own;
+    nor are canaries parked at 0 %, which answer no request."""
     name = config.prediction_output
     if not name:
         return
@@ -70,7 +72,8 @@ def check_prediction_output(
         raise InvalidArgument(
             f"invalid monitor config: prediction_output {name!r} is not an output of the model versions "
             f"whose answers deployment {deployment.name!r} serves and the monitor reads (its primary and "
-            f"canary variants; shadows are not monitored): {'; '.join(lacking)}; name one of their "
+            "the canaries holding traffic; shadows and canaries at 0% are not monitored): "
+            f"{'; '.join(lacking)}; name one of their "
             "outputs, or none for each model's first"
         )
 

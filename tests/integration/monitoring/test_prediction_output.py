@@ -162,3 +162,44 @@ async def test_a_shadow_without_the_output_does_not_block_naming_the_served_mode
     details = str(refused.value.details())
     assert f"churn-model v{primary} (primary; outputs: probabilities)" in details, details
     assert "challenger" not in details and "shadow" in details, details
+
+
+async def test_a_canary_parked_at_no_traffic_does_not_block_naming_the_served_models_output(
+    plane: Plane,
+) -> None:
+    # A canary at 0 % (parked so that another canary may be promoted) answers no request, but the check
+    # read it as served: its other output names refused the primary's own. A primary at 0 % (its canary
+    # at 100 %) still answers the calls naming its model, and is checked.
+    primary = register_with_outputs(plane, "churn-model", ["probabilities"])
+    canary = register_with_outputs(plane, "challenger", ["score"])
+    for model, version in (("churn-model", primary), ("challenger", canary)):
+        plane.registry.review(model, version, mpb.APPROVED, "to serve", actor="reviewer")
+    variants = [
+        dpb.Variant(
+            name="main", model_name="churn-model", version=primary, role=dpb.VARIANT_ROLE_PRIMARY,
+            traffic_percent=100,
+        ),
+        dpb.Variant(
+            name="parked", model_name="challenger", version=canary, role=dpb.VARIANT_ROLE_CANARY,
+            traffic_percent=0,
+        ),
+    ]  # fmt: skip
+    manager = DeploymentManager(plane.server.context.sessions, plane.registry)
+    manager.create(dpb.CreateDeploymentRequest(name="churn", variants=variants), actor="operator")
+    named = pb.ConfigureMonitorRequest(
+        config=pb.MonitorConfig(deployment="churn", prediction_output="probabilities")
+    )
+    answer = await plane.stub.ConfigureMonitor(named)
+    assert answer.prediction_output == "probabilities"
+
+    manager.set_traffic("churn", "parked", 100.0, actor="operator")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(named)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(refused.value.details())
+    assert f"challenger v{canary} (canary; outputs: score)" in details, details
+    assert "churn-model" not in details, details  # the primary, at 0 % now, has the output
+    other = pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", prediction_output="score"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(other)
+    assert f"churn-model v{primary} (primary; outputs: probabilities)" in str(refused.value.details())
