@@ -73,7 +73,12 @@ async def test_a_version_replaced_in_the_plan_no_longer_shows_its_features(plane
         return len(await reports(plane)) == count
 
     await eventually(lambda: reported(1))
-    assert feature_drifted(plane, "f") is not None and feature_drifted(plane, "g") is not None
+
+    async def shown(name: str) -> bool:  # the report is stored before it is exported
+        return feature_drifted(plane, name) is not None
+
+    await eventually(lambda: shown("f"))
+    assert feature_drifted(plane, "g") is not None
 
     second = with_reference(plane, ["g", "h"])
     variant = dpb.Variant(model_name="churn-model", version=second, role=dpb.VARIANT_ROLE_PRIMARY)
@@ -85,6 +90,7 @@ async def test_a_version_replaced_in_the_plan_no_longer_shows_its_features(plane
     await eventually(lambda: reported(2))
     newest = (await reports(plane))[0]
     assert (newest.version, [f.name for f in newest.features]) == (second, ["g", "h"])
+    await eventually(lambda: shown("h"))
     assert feature_drifted(plane, "f") is None  # no version the deployment serves shows it
     assert feature_drifted(plane, "g") is not None and feature_drifted(plane, "h") is not None
 
@@ -106,6 +112,11 @@ async def test_the_drift_share_of_a_window_that_scored_no_feature_is_absent(plan
 
     await eventually(lambda: reported(1))
     share = {"deployment": "churn"}
+
+    async def detected(value: float) -> bool:  # the report is stored before it is exported
+        return plane.gauges.get_sample_value("aether_drift_detected", share) == value
+
+    await eventually(lambda: detected(1.0))
     scored = plane.gauges.get_sample_value("aether_drift_share", share)
     assert scored is not None and scored >= 0.5  # "f", shifted by 5 standard deviations, drifted
 
@@ -114,8 +125,8 @@ async def test_the_drift_share_of_a_window_that_scored_no_feature_is_absent(plan
     newest = (await reports(plane))[0]
     assert newest.status == pb.DRIFT_STATUS_INSUFFICIENT_DATA
     assert all(f.insufficient for f in newest.features)
+    await eventually(lambda: detected(-1.0))
     assert plane.gauges.get_sample_value("aether_drift_share", share) is None
-    assert plane.gauges.get_sample_value("aether_drift_detected", share) == -1.0
 
 
 async def test_a_window_reported_after_its_version_left_the_plan_is_stored_not_shown_nor_alerted(
@@ -147,7 +158,11 @@ async def test_a_window_reported_after_its_version_left_the_plan_is_stored_not_s
 
     await eventually(lambda: reported(1))
     share = {"deployment": "churn"}
-    assert plane.gauges.get_sample_value("aether_drift_detected", share) == 0.0
+
+    async def exported() -> bool:  # version 2's report exported (it is stored first)
+        return plane.gauges.get_sample_value("aether_drift_detected", share) == 0.0
+
+    await eventually(exported)
     await log_window(plane, first, 2000, shifted[ROWS // 2 :])  # version 1's window fills: reported
 
     def handled() -> list[str]:  # what the monitor said of version 1's report: once it is exported
