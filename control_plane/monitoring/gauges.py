@@ -177,10 +177,10 @@ class MonitorGauges:
         shown = frozenset().union(*(version.features for version in newest.values()))
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
-        if serves(report, served):
-            # A report of a version the plan no longer has, a window closed after the change (it went
-            # idle, or answered requests in flight), is stored as history, but its drift set the
-            # deployment's series over the NO_DRIFT of the version that serves now.
+        if of_served_version(report, served):
+            # Only then: a report of a version the plan no longer has, a window closed after the change
+            # (it went idle, or answered requests in flight), is history, and its drifted features read
+            # as the deployment's next to the NO_DRIFT of the version that serves now.
             for feature in report.features:
                 labels = (deployment, feature.name)
                 self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
@@ -231,7 +231,7 @@ def _set_or_remove(gauge: Gauge, deployment: str, value: float | None) -> None:
         gauge.labels(deployment).set(value)
 
 
-def serves(report: pb.DriftReport, served: Set[Version] | None) -> bool:
+def of_served_version(report: pb.DriftReport, served: Set[Version] | None) -> bool:
     """Whether the version ``report`` is of is one its deployment serves now, or may (``served`` not
     known)."""
     return served is None or (report.model_name, report.version) in served

@@ -87,7 +87,7 @@ from control_plane.monitoring.feedback import (
     index_predictions,
     prune,
 )
-from control_plane.monitoring.gauges import MonitorGauges, gauges_for, serves
+from control_plane.monitoring.gauges import MonitorGauges, gauges_for, of_served_version
 from control_plane.monitoring.index_rows import index_rows, logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
 from control_plane.monitoring.profiles import ReferenceCache
@@ -447,7 +447,7 @@ class Monitor:
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline
             self.gauges.observe_report(stored, served)
-            if serves(stored, served):
+            if of_served_version(stored, served):
                 await self._alert_drift(stored, self._config(closed.key[0]))
             elif drift_alerts(stored):
                 # Drift of a version that serves nothing now calls for no action on the deployment (the
