@@ -83,6 +83,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="keep printing until the job ends; exit 1 when it ends FAILED or CANCELLED",
     )
+    logs.add_argument(
+        "--reconnect-for",
+        type=numbers.positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with -f, how long to keep reconnecting while the control plane cannot be reached (a restart)"
+        " before giving up with UNAVAILABLE (default: 60)",
+    )
     logs.set_defaults(handler=_handler(_logs))
     cancel = actions.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     cancel.add_argument("job_id", metavar="JOB")
@@ -208,22 +216,28 @@ _UNSUCCESSFUL = (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 
 
 def _logs(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    from clients.sdk.jobs import RECONNECT_FOR_S
+
     stream = out.buffer if hasattr(out, "buffer") else None
-    for chunk in client.logs(args.job_id, follow=args.follow):
+    reconnect_for = RECONNECT_FOR_S if args.reconnect_for is None else args.reconnect_for
+    # Following survives a restart of the control plane (the SDK reconnects from the byte it had reached):
+    # it exited 1 at the first UNAVAILABLE, for a job the next control plane re-adopted and saw succeed.
+    for chunk in client.logs(args.job_id, follow=args.follow, reconnect_for=reconnect_for):
         if stream is not None:
             stream.write(chunk)
             stream.flush()
         else:
             out.write(chunk.decode("utf-8", errors="replace"))
-    return _followed_job_status(client, args) if args.follow else 0
+    return _followed_job_status(client, args, reconnect_for) if args.follow else 0
 
 
-def _followed_job_status(client: JobsClient, args: argparse.Namespace) -> int:
+def _followed_job_status(client: JobsClient, args: argparse.Namespace, reconnect_for: float) -> int:
     """1 when the followed job ended FAILED or CANCELLED, else 0: ``jobs submit ... && jobs logs -f``
-    (as the README chains them) went on as if a failed job had succeeded."""
+    (as the README chains them) went on as if a failed job had succeeded. Read through ``wait``, which
+    reconnects as the log's follow does (the job has ended: it returns at once)."""
     from clients.sdk.jobs import state_name
 
-    job = client.get(args.job_id)
+    job = client.wait(args.job_id, reconnect_for=reconnect_for)
     if job.state not in _UNSUCCESSFUL:
         return 0
     print(f"error: job {job.job_id} {state_name(job.state)}: {job.reason}", file=sys.stderr)

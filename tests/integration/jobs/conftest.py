@@ -136,12 +136,13 @@ PYTHON = sys.executable
 
 class ControlPlaneProcess:
     """A control plane serving ``aether.v1.Jobs`` in a process of its own (``programs/serve_jobs.py``),
-    for tests that kill it (SIGKILL) and start the next one over the same database and job folders."""
+    for tests that kill it (SIGKILL) and start the next one over the same database and job folders
+    (``listen``: the previous one's address, for a restart that clients reconnect to)."""
 
-    def __init__(self, db_url: str, home: Path) -> None:
+    def __init__(self, db_url: str, home: Path, listen: str = "127.0.0.1:0") -> None:
         command = [
             sys.executable, "-m", "tests.integration.jobs.programs.serve_jobs", "--db-url", db_url,
-            "--home", str(home), "--job-cwd", str(REPO_ROOT),
+            "--home", str(home), "--job-cwd", str(REPO_ROOT), "--listen", listen,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None

@@ -1,6 +1,7 @@
 """A control-plane process serving only ``aether.v1.Jobs``, for the restart tests (the real
 ``python -m control_plane`` serves whatever ``DEFAULT_SERVICES`` lists):
-``python -m tests.integration.jobs.programs.serve_jobs --db-url URL --home DIR --gpus N``. Prints
+``python -m tests.integration.jobs.programs.serve_jobs --db-url URL --home DIR --gpus N [--listen
+HOST:PORT]``. Prints
 ``aether control plane listening on HOST:PORT`` once ready and runs until killed."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from control_plane.settings import ControlPlaneSettings
 async def serve(args: argparse.Namespace) -> None:
     home = Path(args.home)
     settings = ControlPlaneSettings(
-        home=home, db_url=args.db_url, listen_addr="127.0.0.1:0", shutdown_grace_s=0.5
+        home=home, db_url=args.db_url, listen_addr=args.listen, shutdown_grace_s=0.5
     )
     jobs = JobsSettings(
         folder=home / "jobs", pool=DevicePool.from_config(args.gpus), tick_s=0.1, kill_grace_s=1.0,
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--home", required=True)
     parser.add_argument("--gpus", default="2")
     parser.add_argument("--job-cwd", required=True)
+    parser.add_argument("--listen", default="127.0.0.1:0", help="address to listen on (default: a free port)")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -1,0 +1,174 @@
+"""Following a job outlives a restart of its control plane: ``aetherctl jobs logs -f`` and
+``JobsClient.watch``/``wait`` reconnect to the next control plane (which re-adopts the job) and go on
+from the last byte / state they had, until the job ends. They gave up at the first UNAVAILABLE: ``logs -f``
+printed ``error: UNAVAILABLE`` and exited 1, and ``wait`` raised, for a job that went on to SUCCEED. Real
+control-plane processes on one port, killed (SIGKILL) or stopped (SIGTERM) mid-follow, and a real
+``aetherctl`` process following."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from clients.sdk.jobs import JobsClient, state_name
+from tests.integration.jobs.conftest import REPO_ROOT, ControlPlaneProcess, wait_for, wait_state
+
+#: Lines per phase of the job's log: 100 KB, more than one 64 KiB chunk of ``Logs``.
+LINES = 1500
+
+
+def _phased_job(client: JobsClient, *gates: Path) -> pb.Job:
+    args = ["--lines", str(LINES), *(arg for gate in gates for arg in ("--gate", str(gate)))]
+    module = "tests.integration.jobs.programs.phased_log"
+    job = client.submit({"name": "phased", "entrypoint": {"module": module, "args": args}})
+    return wait_state(client, job.job_id, pb.JOB_STATE_RUNNING)
+
+
+class _Follower:
+    """``aetherctl jobs logs -f JOB`` in a process of its own, its output gathered as it comes."""
+
+    def __init__(self, address: str, job_id: str, *flags: str) -> None:
+        command = [
+            sys.executable, "-m", "control_plane.cli.main", "--control-plane", address, "jobs", "logs",
+            job_id, "-f", *flags,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._out = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        while data := os.read(self.process.stdout.fileno(), 65536):
+            with self._lock:
+                self._out += data
+
+    def output(self) -> bytes:
+        with self._lock:
+            return bytes(self._out)
+
+    def finish(self, timeout: float = 120) -> tuple[int, bytes, str]:
+        assert self.process.stderr is not None
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code, self.output(), self.process.stderr.read().decode()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _end(plane: ControlPlaneProcess, how: str) -> None:
+    if how == "SIGKILL":
+        plane.crash()
+    else:
+        plane.stop()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_logs_follow_prints_the_whole_log_once_across_a_control_plane_restart(
+    tmp_path: Path, planes: list[ControlPlaneProcess], how: str
+) -> None:
+    db_url, home = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home"
+    during, after = tmp_path / "during", tmp_path / "after"  # gates of the job's next phases
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = _phased_job(client, during, after)
+    log = Path(job.log_path)
+    follower = _Follower(first.address, job.job_id)
+    try:
+        wait_for(lambda: b"phase 0 done" in follower.output(), timeout=60)
+        _end(first, how)
+        # The job writes on while no control plane serves its log.
+        during.touch()
+        wait_for(lambda: b"phase 1 done" in log.read_bytes(), timeout=60)
+        planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
+        after.touch()
+        code, out, err = follower.finish()
+    finally:
+        follower.stop()
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
+        whole = b"".join(client.logs(job.job_id))
+    assert state_name(done.state) == "SUCCEEDED", done.reason
+    assert (code, err) == (0, ""), err
+    assert b"phase 2 done" in whole
+    # Every byte of the log exactly once, in order: nothing repeated or skipped at the reconnect.
+    assert out == whole
+
+
+def test_watch_and_wait_go_on_across_a_control_plane_restart(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = _phased_job(client, release)
+    seen: list[pb.Job] = []
+    watching = threading.Event()
+
+    def watch() -> list[pb.Job]:
+        with JobsClient(first.address) as watcher:
+            for update in watcher.watch(job.job_id):
+                seen.append(update)
+                watching.set()
+        return seen
+
+    with ThreadPoolExecutor(2) as pool, JobsClient(first.address) as waiter:
+        watched = pool.submit(watch)
+        waited = pool.submit(waiter.wait, job.job_id)
+        assert watching.wait(timeout=60)  # the watch stream is open: the restart comes in its middle
+        first.crash()
+        planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
+        release.touch()
+        updates = watched.result(timeout=120)
+        done = waited.result(timeout=120)
+    assert state_name(done.state) == "SUCCEEDED", done.reason
+    assert state_name(updates[-1].state) == "SUCCEEDED"
+    # The reconnected watch yields what changed since its last job, not that job again.
+    keys = [(update.updated_at_us, len(update.history)) for update in updates]
+    assert len(keys) == len(set(keys))
+    with JobsClient(second.address) as client:
+        assert client.get(job.job_id).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_logs_follow_gives_up_after_reconnect_for_seconds_without_a_control_plane(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
+    planes.append(first := ControlPlaneProcess(db_url, home))
+    with JobsClient(first.address) as client:
+        job = _phased_job(client, release)
+    follower = _Follower(first.address, job.job_id, "--reconnect-for", "1.5")
+    try:
+        wait_for(lambda: b"phase 0 done" in follower.output(), timeout=60)
+        first.crash()
+        crashed = time.monotonic()
+        code, _, err = follower.finish()
+        gave_up_after = time.monotonic() - crashed
+    finally:
+        follower.stop()
+    assert code == 1
+    assert err.startswith(
+        f"error: UNAVAILABLE: following job {job.job_id}: the control plane could not be"
+    ), err
+    assert "(the limit is 1.5 s)" in err
+    assert gave_up_after >= 1.5
+    # The job was never lost: the next control plane re-adopts it and it ends.
+    planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
+    release.touch()
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
+    assert state_name(done.state) == "SUCCEEDED", done.reason
