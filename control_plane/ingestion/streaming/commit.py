@@ -96,8 +96,21 @@ class StateKeys:
 
     @property
     def trimmed_below(self) -> str:
-        """The stream time (ms) below which the applied / rejected ids were dropped (the last trim)."""
+        """The stream time (ms) below which the applied / rejected ids were dropped: the greatest trim
+        point committed (``RAISE_TRIM_POINT``), never lowered."""
         return self.prefix + ":trimmed_below"
+
+    @property
+    def trim_reach(self) -> str:
+        """How far (ms) before its resume point the run that set ``trimmed_below`` trimmed: its longest
+        window plus its lateness (``rebuild.warn_if_trimmed``)."""
+        return self.prefix + ":trim_reach"
+
+    @property
+    def state(self) -> tuple[str, ...]:
+        """The keys a delete removes (``features/online_cleanup.MATERIALIZER_STATE``): not the outbox nor
+        the receipts."""
+        return (self.owner, self.applied, self.rejected, self.trimmed_below, self.trim_reach)
 
     def receipt(self, receipt_id: str) -> str:
         return f"{self.prefix}:receipt:{receipt_id}"
@@ -138,6 +151,24 @@ class Trim:
     below_ms: int
     floor_ms: int | None = None
     held: Sequence[str] = ()
+    #: The longest window plus the lateness that ``below_ms`` lies before the resume point (None: unknown).
+    reach_ms: int | None = None
+
+
+#: Sets the trim point (KEYS[1]) to ARGV[1] and its reach (KEYS[2]) to ARGV[2] ("": unknown) only when
+#: that raises it. A lower point comes from a run with a longer lateness or window, or from a group
+#: re-created at the trim point (which resumes there, a window before where its sets are trimmed): saved,
+#: it marked ids processed and dropped from the sets as unprocessed, and a group re-created there read
+#: them again as new (``redis_source.py``). Read and written in the commit's transaction, so nothing
+#: between them lowers it either.
+RAISE_TRIM_POINT = """
+local held = tonumber(redis.call('GET', KEYS[1]))
+if held == nil or held < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
+end
+return 0
+"""
 
 
 class Committer:
@@ -269,7 +300,11 @@ class Committer:
                     raised = _scored(trim.held, [trim.below_ms] * len(trim.held))
                     writes.append(("ZADD", key, "XX", "GT", *raised))
                 writes.append(("ZREMRANGEBYSCORE", key, floor, f"({trim.below_ms}"))
-            writes.append(("SET", keys.trimmed_below, trim.below_ms))
+            reach = "" if trim.reach_ms is None else trim.reach_ms
+            # EVAL, not EVALSHA: the script's text travels, so a script cache Redis lost cannot fail it.
+            writes.append(
+                ("EVAL", RAISE_TRIM_POINT, 2, keys.trimmed_below, keys.trim_reach, trim.below_ms, reach)
+            )
         if applied:
             writes.append(("ZADD", keys.applied, *_scored(applied, stream_times_ms(applied))))
         if rejected:

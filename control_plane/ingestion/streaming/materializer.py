@@ -38,9 +38,11 @@ them); a record stamped before ``T`` is thus kept while it may come back. Kafka 
 versions scored by their partition are never trimmed (``trim_floor_ms``). Rewinding a group (``XGROUP
 SETID`` to an earlier id, or a Kafka group's offsets) below the trimmed point makes the messages read
 again count as new; a Redis group that is lost alone (``XGROUP DESTROY``) is re-created at the trimmed
-point, not below it (``redis_source.py``). The trim point is kept (``trimmed_below``): a later
-run with a longer lateness or window, whose rebuild would read from before it, logs a warning that the
-events before it are not re-applied (their windows are short until they slide past it).
+point, not below it (``redis_source.py``). The trim point is kept (``trimmed_below``), never lowered
+(a lower one, from a longer lateness or window or from a group re-created at the point, would mark ids
+already dropped from the sets as unprocessed), with the reach that set it (window plus lateness,
+``trim_reach``): a later run with a longer reach, whose rebuild would read from before it, logs a warning
+that the events before it are not re-applied (their windows are short until they slide past it).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
@@ -89,7 +91,7 @@ from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
-from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, warn_if_trimmed
+from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, trim_point, warn_if_trimmed
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
@@ -396,10 +398,7 @@ class StreamMaterializer:
         after it: the online cleanup removes every group's (``features/online_cleanup.py``), but this
         materializer may have set its owner key after that pass (one that started meanwhile)."""
         self.flush()
-        keys = self.keys
-        self._retrying(
-            lambda: self._client.delete(keys.owner, keys.applied, keys.rejected, keys.trimmed_below)
-        )
+        self._retrying(lambda: self._client.delete(*self.keys.state))
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]
@@ -450,21 +449,26 @@ class StreamMaterializer:
             self._next_trim = 0.0
         if self._trim_below_ms is None:
             return None
-        return Trim(self._trim_below_ms, self.source.trim_floor_ms, self.source.held_ids())
+        floor, held = self.source.trim_floor_ms, self.source.held_ids()
+        return Trim(self._trim_below_ms, floor, held, self._reach_ms())
+
+    def _reach_ms(self) -> int:
+        """How far before the resume point the rebuild reads: the longest window and the lateness."""
+        return self.plan.max_window_us // 1000 + self.options.lateness_s * 1000
 
     def _rebuild_since_ms(self) -> int:
         """The stream time the rebuild reads from (see the module docstring). Never later than the old
         wall-clock anchor: a resume point in the future (ids set by a producer) does not shorten it."""
         resume = min(self._retrying(self.source.resume_ms), int(time.time() * 1000))
-        return resume - self.plan.max_window_us // 1000 - self.options.lateness_s * 1000
+        return resume - self._reach_ms()
 
     def _rebuild(self) -> None:
         """Re-applies the retained messages this view has applied (see the module docstring)."""
         if not self._retrying(lambda: self._client.zcard(self.keys.applied)):
             return  # nothing applied yet (a new group): no need to read the stream back
         since_ms = self._rebuild_since_ms()
-        stored = cast(bytes | None, self._retrying(lambda: self._client.get(self.keys.trimmed_below)))
-        warn_if_trimmed(self.view.spec.name, since_ms, None if stored is None else int(stored))
+        trimmed = self._retrying(partial(trim_point, self._client, self.keys))
+        warn_if_trimmed(self.view.spec.name, since_ms, self._reach_ms(), *trimmed)
         conversion = Conversion(self.view, self.entity)  # converts, never re-validates (rebuild.py)
         rebuilt = 0
         for page in self.source.history(since_ms, 10_000):

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import cast
 
 import pyarrow as pa
+import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.source import MessageBatch, utf8_checked
 from control_plane.ingestion.validation import validate
 
@@ -84,14 +87,30 @@ class Conversion:
         )  # fmt: skip
 
 
-def warn_if_trimmed(view_name: str, since_ms: int, trimmed: int | None) -> None:
-    """Warns when an earlier run, with a shorter lateness or window, trimmed the applied ids this rebuild
-    would read before ``trimmed``: whether those messages were applied is no longer known, so they are
-    not re-applied, and windows reaching back before it are short until they slide past it."""
-    if trimmed is not None and since_ms < trimmed:
-        _log.warning(
-            "%s: the rebuild reads from stream time %d ms, but the applied ids before %d ms were trimmed "
-            "by an earlier run with a shorter lateness or window; events between are not re-applied, "
-            "and the windows that reach back before it miss them until they slide past it",
-            view_name, since_ms, trimmed,
-        )  # fmt: skip
+def trim_point(client: redis.Redis, keys: StateKeys) -> tuple[int | None, int | None]:
+    """The saved trim point (``trimmed_below``) and the reach of the run that set it, each None if unset."""
+    values = cast(list[bytes | str | None], client.mget(keys.trimmed_below, keys.trim_reach))
+    below, reach = (None if value is None else int(value) for value in values)
+    return below, reach
+
+
+def warn_if_trimmed(
+    view_name: str, since_ms: int, reach_ms: int, trimmed: int | None, trimmed_reach: int | None
+) -> None:
+    """Warns when an earlier run, with a shorter lateness or window (``trimmed_reach`` ms before its
+    resume point, None: not known), trimmed the applied ids this rebuild would read before ``trimmed``:
+    whether those messages were applied is no longer known, so they are not re-applied, and windows
+    reaching back before it are short until they slide past it. Not with a reach no longer than this
+    run's (``reach_ms``): its resume point was at least ``trimmed + trimmed_reach``, and every message
+    still to process lies after it, so a rebuild reading from before ``trimmed`` (a group re-created at
+    the trim point resumes there) needs none of the trimmed ids."""
+    if trimmed is None or since_ms >= trimmed:
+        return
+    if trimmed_reach is not None and reach_ms <= trimmed_reach:
+        return
+    _log.warning(
+        "%s: the rebuild reads from stream time %d ms, but the applied ids before %d ms were trimmed "
+        "by an earlier run with a shorter lateness or window (%s ms, this run's %d ms); events between "
+        "are not re-applied, and the windows that reach back before it miss them until they slide past it",
+        view_name, since_ms, trimmed, "?" if trimmed_reach is None else trimmed_reach, reach_ms,
+    )  # fmt: skip

@@ -1,0 +1,116 @@
+"""Where a Redis consumer group lost without its stream comes back, against a real redis-server: the saved
+trim point (``trimmed_below``) it is re-created at never moves back below ids already dropped from the
+applied / rejected sets, and every entry is counted once."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from control_plane.db import read_session
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.streaming.commit import StateKeys
+from tests.integration.ingestion.streaming_support import (
+    STREAM,
+    publish,
+    random_events,
+    registry_db,
+    run_until_idle,
+    started_materializer,
+)
+from tests.integration.ingestion.test_stream_redis_lost import TRIMMING, offline_rows, publish_at
+
+pytestmark = pytest.mark.integration
+
+KEYS = StateKeys.of("clicks", 1, TRIMMING.group)
+DAY_MS = 86_400_000
+WARNING = "trimmed by an earlier run with a shorter lateness or window"
+
+
+def counted(sessions: object, tmp_path: Path, total: int) -> None:
+    """The run's counters and the offline rows hold each of ``total`` events once."""
+    with read_session(sessions) as session:  # type: ignore[arg-type]
+        runs = quarantine.list_runs(session, "clicks")
+    assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(total, total, 0)]
+    assert offline_rows(tmp_path) == total
+
+
+def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_group_counts_none_twice(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The second run's commits wrote its own, earlier trim point over the first's, while the sets stayed
+    # trimmed up to the first's: the group lost next came back at the earlier point, and the entries
+    # between the two (dropped from the sets) were applied and counted a second time.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    now = int(time.time() * 1000)
+    old = random_events(10, seed=31, sensors=3)
+    publish_at(client, old, now - 3 * DAY_MS)
+    mid = random_events(10, seed=32, sensors=3)
+    publish_at(client, mid, now - 36 * 3_600_000)  # trimmed by the first run (24 h window, no lateness)
+    recent = random_events(20, seed=33, sensors=3)
+    publish(client, recent)
+    run_until_idle(first)
+    first._committer.close()
+    trimmed = int(client.get(KEYS.trimmed_below))
+    assert trimmed > int(mid[-1].id.split("-")[0]), "mid was not trimmed: the test tests nothing"
+
+    after = random_events(5, seed=34, sensors=3)
+    publish(client, after)
+    longer = dataclasses.replace(TRIMMING, lateness_s=2 * 86_400)  # a trim point before mid
+    with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
+        _source, second = started_materializer(tmp_path, client, sessions, view, entity, longer)
+    # Its rebuild reads from before the trim point, and the first run's reach was shorter: said so.
+    assert WARNING in caplog.text
+    run_until_idle(second)
+    assert int(client.get(KEYS.trimmed_below)) >= trimmed
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    last = random_events(5, seed=35, sensors=3)
+    publish(client, last)
+    run_until_idle(second)
+    assert second.totals.accepted == len(after + last)
+    counted(sessions, tmp_path, len(old + mid + recent + after + last))
+
+
+def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_shorter_lateness(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Re-created at the trim point, the group resumed there: the next trim point, that far before it,
+    # went back by the longest window; a second loss then re-applied the entries between. Its rebuild
+    # also warned of a run with a shorter lateness or window, when every run had the same.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    now = int(time.time() * 1000)
+    old = random_events(10, seed=41, sensors=3)
+    publish_at(client, old, now - 3 * DAY_MS)
+    mid = random_events(10, seed=42, sensors=3)
+    publish_at(client, mid, now - 36 * 3_600_000)
+    recent = random_events(20, seed=43, sensors=3)
+    publish(client, recent)
+    run_until_idle(first)
+    first._committer.close()
+    trimmed = int(client.get(KEYS.trimmed_below))
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)  # while no materializer runs
+    after = random_events(5, seed=44, sensors=3)
+    publish(client, after)
+    with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
+        _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    assert WARNING not in caplog.text
+    run_until_idle(second)
+    assert int(client.get(KEYS.trimmed_below)) >= trimmed
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    last = random_events(5, seed=45, sensors=3)
+    publish(client, last)
+    run_until_idle(second)
+    assert second.totals.accepted == len(after + last)
+    counted(sessions, tmp_path, len(old + mid + recent + after + last))
