@@ -9,7 +9,8 @@ idle stream answers empty instead of timing out.
 
 A Redis that comes back without its data (restarted without persistence, or flushed) has lost the stream
 and the consumer group with it: the group's commands then fail with ``NOGROUP`` (``XINFO GROUPS`` with
-``no such key``). The source re-creates the group, as at start, at the stream's start (``0``): the stream
+``no such key``; an ``XREADGROUP`` blocked when the stream went with ``UNBLOCKED the stream key no longer
+exists``). The source re-creates the group, as at start, at the stream's start (``0``): the stream
 is new, so every entry in it was added after the loss and is new to the materializer, whereas ``$`` would
 skip those added before the group came back. The entries the group had not read before the loss are gone
 with the stream and never counted (a warning says so).
@@ -56,9 +57,16 @@ def _text(value: Any) -> str:
 
 
 def _group_lost(error: redis.ResponseError) -> bool:
-    """Whether ``error`` says the stream or its consumer group does not exist (lost with Redis's data)."""
+    """Whether ``error`` says the stream or its consumer group does not exist (lost with Redis's data).
+    An XREADGROUP blocked on a stream that disappears (FLUSHALL, DEL) is answered ``UNBLOCKED the stream
+    key no longer exists``: taken for anything else, the materializer exited on the loss it follows when
+    any other command meets it. Not any ``UNBLOCKED``: ``CLIENT UNBLOCK ... ERROR`` says nothing was lost."""
     message = str(error)
-    return message.startswith("NOGROUP") or message == "no such key"
+    return (
+        message.startswith("NOGROUP")
+        or message == "no such key"
+        or message.startswith("UNBLOCKED the stream key no longer exists")
+    )
 
 
 def _batch(entries: list[Any]) -> MessageBatch:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,57 @@ def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_sh
     run_until_idle(second)
     assert second.totals.accepted == len(after + last)
     counted(sessions, tmp_path, len(old + mid + recent + after + last))
+
+
+def blocked_read(client: redis.Redis, timeout_s: float = 30.0) -> None:
+    """Returns once a client of ``client``'s server is blocked in an XREADGROUP."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for entry in client.client_list():
+            if entry["cmd"] == "xreadgroup" and "b" in entry["flags"]:
+                return
+        time.sleep(0.01)  # polling the server's own account of the read, not waiting for it to happen
+    raise AssertionError("the materializer's read never blocked")
+
+
+@pytest.mark.parametrize("loss", ["flushall", "delete the stream"])
+def test_a_stream_lost_while_the_read_blocks_is_followed_and_counts_each_entry_once(
+    redis_url: str, tmp_path: Path, loss: str
+) -> None:
+    # Redis answers a read blocked on a stream that disappears (FLUSHALL, DEL) with "UNBLOCKED the stream
+    # key no longer exists", which was not taken for a lost stream: the step raised and the process
+    # exited, where the same loss met by any other command is followed.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    before = random_events(20, seed=51, sensors=3)
+    publish(client, before)
+    run_until_idle(materializer)
+
+    materializer.options = dataclasses.replace(TRIMMING, block_ms=60_000)
+    outcome: list[object] = []
+    step = threading.Thread(target=lambda: outcome.append(call(materializer.step)), daemon=True)
+    step.start()
+    blocked_read(client)
+    if loss == "flushall":
+        client.flushall()
+    else:
+        client.delete(STREAM)
+    after = random_events(10, seed=52, sensors=3)
+    publish(client, after)  # what the re-created group's read, blocked again, answers with
+    step.join(30)
+    assert not step.is_alive(), "the step never came back"
+    assert not isinstance(outcome[0], Exception), str(outcome[0])
+    materializer.options = TRIMMING
+    run_until_idle(materializer)
+
+    assert materializer.totals.accepted == len(before + after)
+    counted(sessions, tmp_path, len(before + after))
+
+
+def call(operation: Callable[[], object]) -> object:
+    """``operation()``'s result, or the exception it raised."""
+    try:
+        return operation()
+    except Exception as exc:
+        return exc
