@@ -24,7 +24,11 @@ was delivered and acknowledged, and each entry from it on is in the id sets if i
 is read again and skipped, or read for the first time (pending in the lost group, or never delivered).
 The point is an id, not an entry: it holds when ``XTRIM`` removed the entries around it. A Redis that
 lost its data lost the trim point too, and the group comes back at ``0``. A group that is new when the
-materializer starts (destroyed while it was stopped) is moved to the same point."""
+materializer starts (destroyed while it was stopped) is created at the same point, by the source's first
+command on the group, which comes after the materializer named the trim point's key: created at ``0``
+and moved there afterwards (``XGROUP SETID``), a consumer of the group reading in between was delivered
+the trimmed entries and applied them again. The point is read and the group created in one script
+(``CREATE_GROUP``), so no trim committed in between lowers it below ids dropped meanwhile."""
 
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from itertools import chain
 from typing import Any, TypeVar, cast
 
@@ -49,6 +52,19 @@ T = TypeVar("T")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: The greatest sequence part of a stream id: ``{ms}-{LAST_SEQUENCE}`` is the last id of millisecond ``ms``.
 LAST_SEQUENCE = 2**64 - 1
+#: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2] (none
+#: given, or none stored: at ``0``); returns the id it was created at, or nil when it already existed.
+CREATE_GROUP = f"""
+local at = '0'
+local below = KEYS[2] and tonumber(redis.call('GET', KEYS[2]))
+if below and below > 0 then at = string.format('%d-{LAST_SEQUENCE}', below - 1) end
+local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], at, 'MKSTREAM')
+if type(created) == 'table' and created.err then
+  if string.sub(created.err, 1, 9) == 'BUSYGROUP' then return nil end
+  return created
+end
+return at
+"""
 
 
 def _text(value: Any) -> str:
@@ -130,8 +146,7 @@ class RedisStreamSource:
         self._consumer = consumer
         self._reclaim_cursor = "0-0"
         self._processed_below: str | None = None  # the trim point's key: see ``processed_below``
-        self._created = False  # whether this source created the group (it was new)
-        self.retrying(self._create_group)
+        self._grouped_once = False  # the group is created (if new) by the first command on it
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
         options = {**self._decoding, "socket_timeout": socket_timeout}
@@ -150,42 +165,33 @@ class RedisStreamSource:
             reader = self._readers[block_ms] = self._raw_client(timeout)
         return reader
 
-    def _create_group(self, at: str = "0") -> None:
-        try:
-            self._client.xgroup_create(self.name, self._group, id=at, mkstream=True)
-            self._created = True
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    def _create_group(self) -> str | None:
+        """Creates the group if it does not exist, just before the trim point (``CREATE_GROUP``); returns
+        the id it was created at, None if it existed."""
+        keys = [self.name] if self._processed_below is None else [self.name, self._processed_below]
+        at = self.retrying(lambda: self._client.eval(CREATE_GROUP, len(keys), *keys, self._group))
+        return None if at is None else _text(at)
 
     def processed_below(self, key: str) -> None:
         """Names the key of the stream time (ms) below which the materializer processed every entry and
         dropped its id from the applied / rejected sets (``StateKeys.trimmed_below``): a lost group is
-        re-created there, not at ``0`` (see the module doc); so is the group this source just created, a
-        new one whose materializer trimmed before (it was destroyed while no materializer ran)."""
+        re-created there, not at ``0`` (see the module doc); so is a new group (destroyed while no
+        materializer ran), which the first command on it creates, after this call."""
         self._processed_below = key
-        if self._created:
-            self.retrying(lambda: self._client.xgroup_setid(self.name, self._group, self._regroup_point()))
-
-    def _regroup_point(self) -> str:
-        """Where the group is (re-)created: the last id before the trim point, else the stream's start."""
-        key = self._processed_below
-        if key is None:
-            return "0"
-        stored = cast(bytes | str | None, self.retrying(lambda: self._client.get(key)))
-        below_ms = 0 if stored is None else int(stored)
-        return f"{below_ms - 1}-{LAST_SEQUENCE}" if below_ms > 0 else "0"
 
     def _grouped(self, operation: Callable[[], T]) -> T:
         """``retrying(operation)`` for a command on the group: one that fails because Redis lost the group
-        (see the module doc) re-creates it and runs again."""
+        (see the module doc) re-creates it and runs again. The first creates the group if it is new."""
+        if not self._grouped_once:
+            self._create_group()
+            self._grouped_once = True
         while True:
             try:
                 return self.retrying(operation)
             except redis.ResponseError as exc:
                 if not _group_lost(exc):
                     raise
-                at = self._regroup_point()
+                at = self._create_group() or "the point another consumer re-created it at"
                 _log.warning(
                     "consumer group %r of stream %r was lost (%s): Redis restarted without its data, or was"
                     " flushed, or the group was destroyed. Re-creating it after %s (the stream's start, or"
@@ -194,7 +200,6 @@ class RedisStreamSource:
                     " (the windows in memory keep the events applied before)",
                     self._group, self.name, exc, at,
                 )  # fmt: skip
-                self.retrying(partial(self._create_group, at))
                 self._reclaim_cursor = "0-0"  # a position in the stream that was lost
 
     def retrying(self, operation: Callable[[], T]) -> T:

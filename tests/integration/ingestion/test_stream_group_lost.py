@@ -17,6 +17,9 @@ import redis
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
     STREAM,
     publish,
@@ -170,3 +173,32 @@ def call(operation: Callable[[], object]) -> object:
         return operation()
     except Exception as exc:
         return exc
+
+
+def test_a_starting_materializer_creates_a_destroyed_group_at_the_trim_point_not_at_0(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The source of a starting materializer created the group at "0" and the materializer moved it to the
+    # trim point only afterwards (XGROUP SETID): a consumer of the group reading in between was delivered
+    # the whole retained stream, and applied and counted the trimmed entries a second time.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, running = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(10, seed=61, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
+    recent = random_events(20, seed=62, sensors=3)
+    publish(client, recent)
+    run_until_idle(running)
+    assert client.exists(KEYS.trimmed_below)
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    after = random_events(5, seed=63, sensors=3)
+    publish(client, after)
+    starting = RedisStreamSource(client, STREAM, TRIMMING.group, "c2")  # a second materializer's
+    running.step()  # the running one reads between the starting one's source and its materializer
+    offline = OfflineStore(str(tmp_path / "offline"))
+    StreamMaterializer(view, entity, starting, client, sessions, offline, TRIMMING)
+    run_until_idle(running)
+
+    assert running.totals.accepted == len(old + recent + after)
+    counted(sessions, tmp_path, len(old + recent + after))
