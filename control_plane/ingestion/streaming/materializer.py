@@ -182,7 +182,7 @@ class StreamMaterializer:
         self.run = RunSource(run_id, name, version, "stream", bounded_id(source.name, SOURCE_LENGTH))
         self._token = uuid.uuid4().hex
         if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
-            source.processed_below(self.keys.trimmed_below)
+            source.processed_below(self.keys)
         acked_stream = source.name if source.acks_in_commit else None
         self._committer = Committer(
             client, self.keys, acked_stream, options.group, self._token, (run_id, self.run.source_id)

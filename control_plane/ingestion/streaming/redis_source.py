@@ -23,12 +23,20 @@ a second time. So the group is re-created just before the materializer's trim po
 was delivered and acknowledged, and each entry from it on is in the id sets if it was processed, so it
 is read again and skipped, or read for the first time (pending in the lost group, or never delivered).
 The point is an id, not an entry: it holds when ``XTRIM`` removed the entries around it. A Redis that
-lost its data lost the trim point too, and the group comes back at ``0``. A group that is new when the
-materializer starts (destroyed while it was stopped) is created at the same point, by the source's first
-command on the group, which comes after the materializer named the trim point's key: created at ``0``
-and moved there afterwards (``XGROUP SETID``), a consumer of the group reading in between was delivered
-the trimmed entries and applied them again. The point is read and the group created in one script
-(``CREATE_GROUP``), so no trim committed in between lowers it below ids dropped meanwhile."""
+lost its data lost the trim point too, and the group comes back at ``0``. So does a group whose stream
+key alone was deleted (``DEL``, the state keys kept), which fails the same way as a group destroyed
+alone: the new stream's entries are all new, and at the trim point those with explicit ids older than it
+were never delivered, counted nowhere. Which happened is told by the newest id of each id set: the stream
+kept is the one they were processed from if either is still in it (the retention a rebuild needs, from
+the group's position less the longest window and the lateness, keeps it); a new stream holds neither,
+unless a producer wrote the old ids again, the same entries. A stream kept whose newest processed ids
+were removed (``XDEL``; an ``XTRIM`` past the group's position, against that retention) looks new:
+whatever it still holds before the trim point is read again. A group that is new when the materializer
+starts (destroyed while it was stopped) is created at the same point, by the source's first command on
+the group, which comes after the materializer named the trim point's key: created at ``0`` and moved
+there afterwards (``XGROUP SETID``), a consumer of the group reading in between was delivered the trimmed
+entries and applied them again. The point is read and the group created in one script (``CREATE_GROUP``),
+so no trim committed in between lowers it below ids dropped meanwhile."""
 
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis, id_parts
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.redis_clients import blocking_timeout
@@ -52,12 +61,22 @@ T = TypeVar("T")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: The greatest sequence part of a stream id: ``{ms}-{LAST_SEQUENCE}`` is the last id of millisecond ``ms``.
 LAST_SEQUENCE = 2**64 - 1
-#: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2] (none
-#: given, or none stored: at ``0``); returns the id it was created at, or nil when it already existed.
+#: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2], if the
+#: stream holds the newest id of the applied (KEYS[3]) or rejected (KEYS[4]) set; else (none of those
+#: keys given, no trim point, a new stream) at ``0``. Returns the id it was created at, or nil when the
+#: group already existed.
 CREATE_GROUP = f"""
+local function in_stream(set)
+  local newest = redis.call('ZREVRANGE', set, 0, 0)[1]
+  if not newest then return false end
+  local found = redis.pcall('XRANGE', KEYS[1], newest, newest)
+  return type(found) == 'table' and not found.err and #found > 0
+end
 local at = '0'
 local below = KEYS[2] and tonumber(redis.call('GET', KEYS[2]))
-if below and below > 0 then at = string.format('%d-{LAST_SEQUENCE}', below - 1) end
+if below and below > 0 and (in_stream(KEYS[3]) or in_stream(KEYS[4])) then
+  at = string.format('%d-{LAST_SEQUENCE}', below - 1)
+end
 local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], at, 'MKSTREAM')
 if type(created) == 'table' and created.err then
   if string.sub(created.err, 1, 9) == 'BUSYGROUP' then return nil end
@@ -145,7 +164,7 @@ class RedisStreamSource:
         self._group = group
         self._consumer = consumer
         self._reclaim_cursor = "0-0"
-        self._processed_below: str | None = None  # the trim point's key: see ``processed_below``
+        self._processed_below: StateKeys | None = None  # the trim point's keys: see ``processed_below``
         self._grouped_once = False  # the group is created (if new) by the first command on it
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
@@ -168,16 +187,20 @@ class RedisStreamSource:
     def _create_group(self) -> str | None:
         """Creates the group if it does not exist, just before the trim point (``CREATE_GROUP``); returns
         the id it was created at, None if it existed."""
-        keys = [self.name] if self._processed_below is None else [self.name, self._processed_below]
+        state = self._processed_below
+        keys = (
+            [self.name] if state is None else [self.name, state.trimmed_below, state.applied, state.rejected]
+        )
         at = self.retrying(lambda: self._client.eval(CREATE_GROUP, len(keys), *keys, self._group))
         return None if at is None else _text(at)
 
-    def processed_below(self, key: str) -> None:
-        """Names the key of the stream time (ms) below which the materializer processed every entry and
-        dropped its id from the applied / rejected sets (``StateKeys.trimmed_below``): a lost group is
-        re-created there, not at ``0`` (see the module doc); so is a new group (destroyed while no
-        materializer ran), which the first command on it creates, after this call."""
-        self._processed_below = key
+    def processed_below(self, keys: StateKeys) -> None:
+        """Names the materializer's state keys: the stream time (ms) below which it processed every entry
+        and dropped its id from the applied / rejected sets (``trimmed_below``), and those sets. A lost
+        group is re-created there, not at ``0``, if the stream is the one processed (see the module doc);
+        so is a new group (destroyed while no materializer ran), which the first command on it creates,
+        after this call."""
+        self._processed_below = keys
 
     def _grouped(self, operation: Callable[[], T]) -> T:
         """``retrying(operation)`` for a command on the group: one that fails because Redis lost the group

@@ -1,6 +1,7 @@
-"""Where a Redis consumer group lost without its stream comes back, against a real redis-server: the saved
-trim point (``trimmed_below``) it is re-created at never moves back below ids already dropped from the
-applied / rejected sets, and every entry is counted once."""
+"""Where a Redis consumer group that is lost or new comes back, against a real redis-server: at the saved
+trim point (``trimmed_below``), which never moves back below ids already dropped from the applied /
+rejected sets, while the stream is the one processed, else at its start; a read blocked when the stream
+goes follows the loss. Every entry is counted once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
@@ -37,9 +39,9 @@ DAY_MS = 86_400_000
 WARNING = "trimmed by an earlier run with a shorter lateness or window"
 
 
-def counted(sessions: object, tmp_path: Path, total: int) -> None:
+def counted(sessions: sessionmaker[Session], tmp_path: Path, total: int) -> None:
     """The run's counters and the offline rows hold each of ``total`` events once."""
-    with read_session(sessions) as session:  # type: ignore[arg-type]
+    with read_session(sessions) as session:
         runs = quarantine.list_runs(session, "clicks")
     assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(total, total, 0)]
     assert offline_rows(tmp_path) == total
@@ -202,3 +204,30 @@ def test_a_starting_materializer_creates_a_destroyed_group_at_the_trim_point_not
 
     assert running.totals.accepted == len(old + recent + after)
     counted(sessions, tmp_path, len(old + recent + after))
+
+
+def test_a_stream_deleted_and_refilled_with_older_ids_is_read_from_its_start(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # A DEL of the stream key, the state keys kept, fails the group's commands with NOGROUP as a group
+    # destroyed alone does: the group came back just before the trim point, and the new stream's entries
+    # with explicit ids older than it were never delivered (neither accepted nor quarantined, no warning).
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(10, seed=71, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
+    recent = random_events(20, seed=72, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    trimmed = int(client.get(KEYS.trimmed_below))
+
+    assert client.delete(STREAM)
+    refilled = random_events(10, seed=73, sensors=3)
+    publish_at(client, refilled, int(time.time() * 1000) - 36 * 3_600_000)  # before the trim point
+    assert int(refilled[-1].id.split("-")[0]) < trimmed
+    run_until_idle(materializer)
+
+    assert not client.xpending(STREAM, TRIMMING.group)["pending"]
+    assert materializer.totals.accepted == len(old + recent + refilled)
+    counted(sessions, tmp_path, len(old + recent + refilled))
