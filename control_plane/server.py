@@ -77,13 +77,20 @@ class ControlPlaneServer:
         self.online_cleanup = online_cleanup
 
     async def stop(self) -> None:
-        """Reports NOT_SERVING, ends watch streams, lets in-flight calls finish within the grace period,
-        then closes the database. Stopping twice is harmless."""
+        """Asks in-flight ingestion runs to stop, reports NOT_SERVING, ends watch streams, waits (at most
+        the drain, ``shutdown_drain_s``) for those runs to answer their callers, lets the other in-flight
+        calls finish within the grace period, then closes the database. Stopping twice is harmless."""
         if self._stopped:
             return
         self._stopped = True
+        # Before NOT_SERVING, so that whoever sees it knows no run writes another chunk; awaited before the
+        # grace cancels calls: a cancelled run's caller heard UNAVAILABLE and retried a run that had stored
+        # rows (ingestion.draining).
+        answered = [begin() for begin in self.context.on_stop]
         await self._health.enter_graceful_shutdown()
         self._servicer.close()
+        for waiting in answered:
+            await waiting
         for close in self.context.on_close:
             ending = close()
             if ending is not None:

@@ -17,6 +17,7 @@ from control_plane.api.auth import AuthSettings
 from control_plane.defaults import DEFAULT_LISTEN_ADDR as DEFAULT_LISTEN_ADDR
 from control_plane.defaults import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from control_plane.defaults import default_db_url as default_db_url
+from control_plane.ingestion.draining import DEFAULT_DRAIN_S, DRAIN_VARIABLE
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
@@ -51,6 +52,9 @@ class ControlPlaneSettings:
     worker_threads: int = field(default_factory=default_worker_threads)
     #: How long a stop waits for in-flight calls before cancelling them.
     shutdown_grace_s: float = 2.0
+    #: How long a stop first waits for in-flight ingestion runs to stop at a chunk boundary and answer
+    #: what they stored (AETHER_CONTROL_PLANE_DRAIN_S; see control_plane.ingestion.draining).
+    shutdown_drain_s: float = DEFAULT_DRAIN_S
     #: Bearer tokens (AETHER_ADMIN_TOKEN[_FILE], AETHER_READONLY_TOKEN[_FILE]); no token = auth off.
     auth: AuthSettings = field(default_factory=AuthSettings)
     #: Server certificate and key (AETHER_TLS_CERT, AETHER_TLS_KEY); None = plaintext.
@@ -98,7 +102,8 @@ class ControlPlaneSettings:
         ``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``,
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT``,
         ``AETHER_OFFLINE_ROOT`` and
-        ``AETHER_OFFLINE_COMPACT_*`` and ``AETHER_CONTROL_PLANE_WORKER_THREADS``
+        ``AETHER_OFFLINE_COMPACT_*``, ``AETHER_CONTROL_PLANE_DRAIN_S`` and
+        ``AETHER_CONTROL_PLANE_WORKER_THREADS``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
         the database, job logs and job specs with their secrets; a folder that exists keeps its mode.
@@ -123,6 +128,7 @@ class ControlPlaneSettings:
             offline_root=env.get("AETHER_OFFLINE_ROOT") or None,
             offline_compaction=compaction_policy_from_env(env),
             offline_compact_interval_s=env_float(env, "AETHER_OFFLINE_COMPACT_INTERVAL_S", 600.0, minimum=0),
+            shutdown_drain_s=env_float(env, DRAIN_VARIABLE, DEFAULT_DRAIN_S, minimum=0, maximum=3600),
             worker_threads=env_int(
                 env, "AETHER_CONTROL_PLANE_WORKER_THREADS", default_worker_threads(), minimum=1, maximum=256
             ),

@@ -20,11 +20,13 @@ from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
 from control_plane.db import keyset, pages
-from control_plane.ingestion.batch import MaterializeOutcome, Window
+from control_plane.ingestion.batch import MaterializeOutcome
+from control_plane.ingestion.draining import RunDrain
 from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import QuarantineRow
+from control_plane.ingestion.window import Window
 from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US, OfflineStore
 
 INGESTION_SERVICE = pb.DESCRIPTOR.services_by_name["Ingestion"].full_name
@@ -107,8 +109,11 @@ def _tables(chunks: list[bytes]) -> list[pa.Table]:
 
 
 class IngestionServicer(pb_grpc.IngestionServicer):
-    def __init__(self, service: IngestionService) -> None:
+    def __init__(self, service: IngestionService, drain: RunDrain) -> None:
         self._service = service
+        # Runs go through it, not plain to_thread: a stop would cancel their calls (UNAVAILABLE) while
+        # their threads stored every row all the same (draining).
+        self._drain = drain
 
     @maps_errors
     async def IngestBatch(
@@ -133,18 +138,26 @@ class IngestionServicer(pb_grpc.IngestionServicer):
         if header is None:
             raise InvalidArgument("empty request: no header")
         tables = _tables(chunks)
-        outcome = await asyncio.to_thread(
-            self._service.ingest, header.view, header.version, tables, window=_window(header),
-            strict=header.strict, source=header.source or "arrow", actor=actor_of(context),
+        window, actor = _window(header), actor_of(context)
+        outcome = await self._drain.run(
+            lambda watch: self._service.ingest(
+                header.view, header.version, tables, window=window, strict=header.strict,
+                source=header.source or "arrow", actor=actor, watch=watch,
+            ),
+            "this IngestBatch",
         )  # fmt: skip
         return _response(outcome)
 
     @maps_errors
     async def Materialize(self, request: pb.MaterializeRequest, context: Context) -> pb.IngestResponse:
         header = request.header
-        outcome = await asyncio.to_thread(
-            self._service.materialize_file, header.view, header.version, request.source_uri,
-            window=_window(header), strict=header.strict, actor=actor_of(context),
+        window, actor = _window(header), actor_of(context)
+        outcome = await self._drain.run(
+            lambda watch: self._service.materialize_file(
+                header.view, header.version, request.source_uri, window=window, strict=header.strict,
+                actor=actor, watch=watch,
+            ),
+            "this Materialize",
         )  # fmt: skip
         return _response(outcome)
 
@@ -183,8 +196,9 @@ class IngestionServicer(pb_grpc.IngestionServicer):
         if not request.ids:
             raise InvalidArgument("ids: name at least one quarantined record")
         corrected = {c.id: c.payload_json for c in request.corrected}
-        outcome = await asyncio.to_thread(
-            self._service.replay, list(request.ids), corrected, actor_of(context)
+        ids, actor = list(request.ids), actor_of(context)
+        outcome = await self._drain.run(
+            lambda _watch: self._service.replay(ids, corrected, actor), "this replay"
         )
         return pb.ReplayQuarantinedResponse(
             replayed=outcome.replayed,
@@ -222,5 +236,8 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     recovery.run_once()
     recovery.start()
     context.on_close.append(recovery.stop)
-    pb_grpc.add_IngestionServicer_to_server(IngestionServicer(service), server)  # type: ignore[no-untyped-call]
+    drain = RunDrain(context.settings.shutdown_drain_s)
+    context.on_stop.append(drain.stop)  # in-flight runs stop and answer before anything closes
+    servicer = IngestionServicer(service, drain)
+    pb_grpc.add_IngestionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return INGESTION_SERVICE

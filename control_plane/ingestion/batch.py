@@ -38,6 +38,7 @@ again (``version_gate``): one retired or deleted since the run started stops the
 as a delete's fence leaves no online value; checked only at the start, a run retired part-way stored
 every later row and wrote its online values into a version nothing serves. It reads it once more after
 the online write and, found retired, removes what that write put online (``_require_open_after_write``).
+A control plane that stops stops the run at the same boundary, before the chunk's write (``draining``).
 
 A run that fails after it stored and counted accepted rows says how many and not to ingest them again,
 with a status clients do not retry as it was (``part_way``): a plain UNAVAILABLE (the database down
@@ -59,9 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,9 +71,10 @@ from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion import intents
-from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.casting import TIMESTAMP_TYPE
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
+from control_plane.ingestion.draining import UNWATCHED, RunWatch
 from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.online import (
     latest_blobs,
@@ -89,11 +89,11 @@ from control_plane.ingestion.quarantine import RunSource, check_source_length, r
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
     epoch_us,
-    refuse_repeated_columns,
     timestamp_field,
     validate,
 )
 from control_plane.ingestion.version_gate import VersionGone, gone
+from control_plane.ingestion.window import OPEN_WINDOW, Window, in_window, source_row_numbers
 from control_plane.offline.data_files import remove_data_files
 from control_plane.offline.store import OfflineStore
 
@@ -111,17 +111,6 @@ class MaterializeOutcome:
     skipped_outside_window: int = 0
     online_rows: int = 0
     offline_paths: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Window:
-    """``[start, end)``; a bound of None is open."""
-
-    start: datetime | None = None
-    end: datetime | None = None
-
-
-OPEN_WINDOW = Window()
 
 
 def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
@@ -180,10 +169,12 @@ class BatchMaterializer:
         strict: bool = False,
         now: datetime | None = None,
         actor: str = "",
+        watch: RunWatch = UNWATCHED,
     ) -> MaterializeOutcome:
         """Materializes ``chunks`` into ``view`` as one run. With ``strict`` every chunk is validated
         first and the first bad record raises ``InvalidArgument`` before anything is written; so does a
-        ``source_id`` longer than its column (``SOURCE_LENGTH``)."""
+        ``source_id`` longer than its column (``SOURCE_LENGTH``). ``watch`` stops it at a chunk boundary
+        when the control plane stops (``draining``)."""
         if view.spec.aggregations:
             raise InvalidArgument(
                 f"view {view.spec.name!r} is computed from a stream by aggregations; publish its events to"
@@ -201,13 +192,13 @@ class BatchMaterializer:
         if strict:
             chunks = list(chunks)
             for chunk in chunks:
-                validate(view, entity, _in_window(chunk, ts_name, window).rows, now=moment, strict=True)
+                validate(view, entity, in_window(chunk, ts_name, window).rows, now=moment, strict=True)
         self._check_online()
         hold = RunHold(self._sessions, run, self._lease_s, self._renew_every_s)  # its online part's
         try:
             outcome.online_rows = self._run_chunks(
                 view, entity, chunks, window=window, source_id=source_id, kind=kind, moment=moment,
-                actor=actor, run=run, outcome=outcome, hold=hold,
+                actor=actor, run=run, outcome=outcome, hold=hold, watch=watch,
             )  # fmt: skip
         finally:
             hold.stop()
@@ -216,7 +207,7 @@ class BatchMaterializer:
     def _run_chunks(
         self, view: pb.FeatureView, entity: pb.Entity, chunks: Iterable[pa.Table], *, window: Window,
         source_id: str, kind: str, moment: datetime, actor: str, run: RunSource, outcome: MaterializeOutcome,
-        hold: RunHold,
+        hold: RunHold, watch: RunWatch,
     ) -> int:  # fmt: skip
         """``materialize``'s chunks, online write and end; returns the online rows written."""
         ts_name = timestamp_field(view)
@@ -231,8 +222,9 @@ class BatchMaterializer:
         named = None
         try:
             for chunk in chunks:
+                watch.check(outcome, source_rows)  # a stopping control plane stops it here (draining)
                 self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
-                windowed = _in_window(chunk, ts_name, window)
+                windowed = in_window(chunk, ts_name, window)
                 inside = windowed.rows
                 outcome.skipped_outside_window += windowed.skipped
                 result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
@@ -243,9 +235,8 @@ class BatchMaterializer:
                     self.write_offline(view, stamped, files, chunk_number)  # its intent committed first
                     outcome.offline_paths += files.paths
                     latest.append(latest_per_entity(stamped, key_names))
-                record_keys = [
-                    str(i) for i in _source_rows(source_rows, windowed, result.rejected.column("row_index"))
-                ]
+                rejected_rows = result.rejected.column("row_index")
+                record_keys = [str(i) for i in source_row_numbers(source_rows, windowed, rejected_rows)]
                 # The hold's lock around the transaction: its renewals never write the record meanwhile.
                 # A transaction that fails takes the chunk's files with it unless it committed.
                 transaction = chunk_transaction(self._sessions, files, self.remove_offline)
@@ -514,46 +505,3 @@ def _counters(
         "accepted": outcome.accepted + accepted,
         "quarantined": outcome.quarantined + quarantined,
     }
-
-
-def _source_rows(offset: int, windowed: Windowed, row_index: pa.ChunkedArray) -> list[int]:
-    """Row numbers in the whole source of rows ``row_index`` of a chunk's in-window rows (``offset``
-    rows of the source come before the chunk). A record's key is its row in the source, whatever window
-    a run reads it through, so a rerun of the file with another window supersedes the pending copy
-    an earlier run quarantined instead of quarantining the record a second time under another key."""
-    positions = row_index.to_numpy()
-    if windowed.kept is not None:
-        positions = windowed.kept[positions]
-    return [offset + int(i) for i in positions]
-
-
-@dataclass(frozen=True)
-class Windowed:
-    """A chunk's rows to validate, how many it skipped, and where those rows were in the chunk (None
-    when none was skipped: row i is the chunk's row i)."""
-
-    rows: pa.Table
-    skipped: int
-    kept: npt.NDArray[np.int64] | None
-
-
-def _in_window(table: pa.Table, ts_name: str, window: Window) -> Windowed:
-    """The rows to validate: those inside the window and those whose timestamp cannot be placed."""
-    refuse_repeated_columns(table)  # before the timestamp column is looked up by name
-    if (window.start is None and window.end is None) or ts_name not in table.column_names:
-        return Windowed(table, 0, None)
-    stamps, _failed = lossless_cast(table.column(ts_name).combine_chunks(), TIMESTAMP_TYPE)
-    outside = pa.array(np.zeros(len(stamps), dtype=bool))
-    if window.start is not None:
-        outside = pc.or_(
-            outside, pc.fill_null(pc.less(stamps, pa.scalar(window.start, TIMESTAMP_TYPE)), False)
-        )
-    if window.end is not None:
-        outside = pc.or_(
-            outside, pc.fill_null(pc.greater_equal(stamps, pa.scalar(window.end, TIMESTAMP_TYPE)), False)
-        )
-    skipped = int(pc.sum(outside.cast(pa.int64())).as_py() or 0)
-    if not skipped:
-        return Windowed(table, 0, None)
-    kept = np.flatnonzero(~outside.to_numpy(zero_copy_only=False)).astype(np.int64)
-    return Windowed(table.filter(pc.invert(outside)), skipped, kept)

@@ -24,15 +24,14 @@ from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import claims, online_pending, quarantine
 from control_plane.ingestion.batch import (
-    OPEN_WINDOW,
     BatchMaterializer,
     MaterializeOutcome,
-    Window,
     parquet_batches,
     stamp_ingested,
 )
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
+from control_plane.ingestion.draining import UNWATCHED, RunWatch
 from control_plane.ingestion.online_completion import OnlineCompletion
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
@@ -46,6 +45,7 @@ from control_plane.ingestion.replay_publish import (
 )
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import validate
+from control_plane.ingestion.window import OPEN_WINDOW, Window
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.ingestion.replay")
@@ -104,15 +104,16 @@ class IngestionService:
         strict: bool = False,
         source: str = "arrow",
         actor: str = "",
+        watch: RunWatch = UNWATCHED,
     ) -> MaterializeOutcome:
         found, entity = self._resolve(view, version)
         return self.batch.materialize(
-            found, entity, chunks, window=window, source_id=source, strict=strict, actor=actor
+            found, entity, chunks, window=window, source_id=source, strict=strict, actor=actor, watch=watch
         )
 
     def materialize_file(
         self, view: str, version: int, source_uri: str, *, window: Window = OPEN_WINDOW, strict: bool = False,
-        actor: str = "",
+        actor: str = "", watch: RunWatch = UNWATCHED,
     ) -> MaterializeOutcome:  # fmt: skip
         found, entity = self._resolve(view, version)
         path = source_uri or found.spec.source.uri
@@ -125,8 +126,9 @@ class IngestionService:
         quarantine.check_source_length(source_id, "source_uri")
         chunks = parquet_batches(path)
         return self.batch.materialize(
-            found, entity, chunks, window=window, source_id=source_id, strict=strict, actor=actor
-        )
+            found, entity, chunks, window=window, source_id=source_id, strict=strict, actor=actor,
+            watch=watch,
+        )  # fmt: skip
 
     # -- quarantine --------------------------------------------------------------------------------
 

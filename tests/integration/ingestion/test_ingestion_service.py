@@ -24,9 +24,10 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.audit.verify import verify_chain
 from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.batch import PARQUET_BATCH_ROWS, Window
+from control_plane.ingestion.batch import PARQUET_BATCH_ROWS
 from control_plane.ingestion.quarantine import IN_LIST_SLICE, RunSource, record_outcome
 from control_plane.ingestion.tables import IngestionRunRow, QuarantineRow
+from control_plane.ingestion.window import Window
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import Env
 from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max

@@ -1,0 +1,142 @@
+"""Ingestion runs in flight when the control plane stops (``ControlPlaneServer.stop``).
+
+A batch run (Materialize, IngestBatch) works in a worker thread, for minutes on a large source, storing
+and counting it chunk by chunk. A stop cancelled its call after the server's grace (2 s): the client got
+UNAVAILABLE ("Cancelling all calls"), which it retries, while the thread, which nothing cancels, went on
+to store and count every row (and audit the run finished); the retry stored them all a second time.
+
+So a stop first asks the runs to stop (``RunDrain.stop``): each one stops at its next chunk boundary,
+before that chunk is written (``RunWatch.check``), with ``ShuttingDown``. A run that had stored accepted
+rows answers FAILED_PRECONDITION saying what it stored and where in its source it stopped (``part_way``:
+a status clients do not retry); one that had stored none answers UNAVAILABLE, which is right to retry
+once the control plane is back. A run past its last chunk (writing its online values) finishes and
+answers OK. The stop waits for those answers, at most ``drain_s`` (AETHER_CONTROL_PLANE_DRAIN_S), before
+it lets gRPC cancel what is left. A call whose run has not answered by then (a chunk's transaction waiting
+for a locked database) is answered here, FAILED_PRECONDITION naming the run and what it had counted so
+far, since it may still store a chunk: never a status a client retries. A call that arrives once the stop
+began stores nothing and is refused UNAVAILABLE.
+
+A replay (ReplayQuarantined) is waited for the same way; it has no chunk boundary to stop at, and its
+records are claimed, so a retry never writes one twice (``service.replay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from clients.errors import FailedPrecondition, Unavailable
+
+T = TypeVar("T")
+
+#: How long a stop waits for in-flight runs to answer, by default: a run stops at its next chunk
+#: boundary (65,536 rows, well under a second), so this only bounds one stuck on its database. With the
+#: server's grace after it, it stays inside `aetherctl dev down`'s 10 s before SIGKILL.
+DEFAULT_DRAIN_S = 6.0
+DRAIN_VARIABLE = "AETHER_CONTROL_PLANE_DRAIN_S"
+
+
+class Counts(Protocol):
+    """What a run has stored and counted so far (``batch.MaterializeOutcome``)."""
+
+    run_id: str
+    records_in: int
+    accepted: int
+    quarantined: int
+
+
+class ShuttingDown(Unavailable):
+    """The control plane is stopping: the run stopped at a chunk boundary. UNAVAILABLE (retry later)
+    while it had stored no accepted row; ``part_way`` makes it FAILED_PRECONDITION once it had."""
+
+
+class RunWatch:
+    """One call's run, as its worker thread and the stop see it: the thread reports its counts at every
+    chunk boundary and stops there once the control plane is stopping."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self.counts: Counts | None = None  # the run's live counters, once it reached its first chunk
+        self.source_rows = 0  # rows of its source before its next chunk
+
+    def check(self, counts: Counts, source_rows: int) -> None:
+        """At a chunk boundary, before the chunk is written: ``ShuttingDown`` once the stop began."""
+        self.counts, self.source_rows = counts, source_rows
+        if not self._stopping.is_set():
+            return
+        if counts.accepted:  # part_way adds what it stored, and makes it FAILED_PRECONDITION
+            raise ShuttingDown(
+                f"the control plane is shutting down: run {counts.run_id} stopped after the first"
+                f" {source_rows} rows of its source"
+            )
+        raise ShuttingDown(
+            f"the control plane is shutting down: run {counts.run_id} stopped before it stored any row;"
+            " ingest the source again once the control plane is back"
+        )
+
+
+#: A watch that never stops its run (a run outside a server: tests, tools).
+UNWATCHED = RunWatch(threading.Event())
+
+
+class RunDrain:
+    """The ingestion runs of one control plane in flight, for its stop (module doc)."""
+
+    def __init__(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
+        self._drain_s = drain_s
+        self._stopping = threading.Event()  # read by the runs' threads
+        self._running: set[asyncio.Future[None]] = set()  # one per call, done once it answered
+        self._give_up = asyncio.Event()
+
+    async def run(self, work: Callable[[RunWatch], T], what: str) -> T:
+        """``work(watch)`` in a worker thread, answered as the module doc says; ``what``: the call, for
+        a refusal."""
+        if self._stopping.is_set():
+            raise Unavailable(f"the control plane is shutting down; {what} was not started: try again")
+        watch = RunWatch(self._stopping)
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running.add(answered)
+        worker = asyncio.ensure_future(asyncio.to_thread(work, watch))
+        giving_up = asyncio.ensure_future(self._give_up.wait())
+        try:
+            await asyncio.wait({worker, giving_up}, return_when=asyncio.FIRST_COMPLETED)
+            if worker.done():
+                return worker.result()
+            raise FailedPrecondition(self._unfinished(watch, what))
+        finally:
+            giving_up.cancel()
+            self._running.discard(answered)
+            answered.set_result(None)
+
+    def stop(self) -> asyncio.Future[None]:
+        """Asks every run to stop at once (no new one starts), and returns what waits, at most
+        ``drain_s``, for their calls to answer; those that have not by then are answered as unfinished."""
+        self._stopping.set()
+        return asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self._drain_s)
+        self._give_up.set()
+        if self._running:  # each answers at once now
+            await asyncio.wait(set(self._running))
+
+    def _unfinished(self, watch: RunWatch, what: str) -> str:
+        counts = watch.counts
+        if counts is None:
+            return (
+                f"the control plane is shutting down and {what} did not end within {self._drain_s:g}s"
+                f" ({DRAIN_VARIABLE}); it may have stored rows, so do not repeat it before the audit log"
+                " (`aetherctl audit list`) or the quarantine (`aetherctl quarantine list`) shows what it"
+                " stored"
+            )
+        return (
+            f"the control plane is shutting down and run {counts.run_id} did not stop within"
+            f" {self._drain_s:g}s ({DRAIN_VARIABLE}): it had stored and counted {counts.records_in} records"
+            f" ({counts.accepted} accepted, {counts.quarantined} quarantined) before row"
+            f" {watch.source_rows} of its source and may store one more chunk; do not ingest the source"
+            f" again before the run's last `ingestion.batch` audit entry (`aetherctl audit list`) shows"
+            " what it counted, then only the rest of it"
+        )
