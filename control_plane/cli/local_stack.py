@@ -13,6 +13,11 @@ truncated the same logs, and both said "started", one of them for a redis-server
 ("Address already in use") while the other's answered its PING. The services themselves never hold the
 lock (Python opens files close-on-exec). And a Redis is only taken as ready when the one answering is
 the process just started (its ``INFO`` pid), so one that exits during startup is reported as failed.
+
+A live service is only "running" when it answers as a ready one does: a control plane stops answering at
+SIGTERM while its process lives on to drain, and was reported running (``dev up`` started nothing) while
+every call was refused. ``dev status`` shows such a one as not answering, and ``dev up`` waits (``--wait``)
+for it to answer or exit, starting a new one once it exited, or fails naming it.
 """
 
 from __future__ import annotations
@@ -160,6 +165,8 @@ def _up(
     try:
         for service in services:
             pid = _running_pid(service, folder)
+            if pid is not None and not _answers(service, folder, pid):
+                pid = _answer_or_exit(service, folder, pid, wait_s)  # None: it exited, start a new one
             if pid is not None:
                 rows.append(_row(service, folder, "already running", pid))
             elif service.ready_line is None and _redis_answers(service.address):
@@ -183,6 +190,37 @@ def _up(
         raise
     print(output.table(("SERVICE", "STATE", "ADDRESS", "PID", "LOG"), rows))
     return 0
+
+
+def _answer_or_exit(service: Service, folder: Path, pid: int, wait_s: float) -> int | None:
+    """Waits, at most ``wait_s``, for a live ``service`` that does not answer (a control plane draining
+    after SIGTERM: it stops answering at once, its process lives on a while) to answer (its pid) or exit
+    (None); FailedPrecondition naming it when it does neither. Taken as "already running", it was left
+    alone and nothing answered the stack's calls; a new one beside it could not bind its address."""
+    print(
+        f"{service.title} (pid {pid}) is alive but does not answer (stopping?); waiting up to {wait_s:g}s"
+        " for it to answer or exit",
+        file=sys.stderr,
+        flush=True,
+    )
+    deadline = time.monotonic() + wait_s
+    while _alive(pid, service.marker):
+        if _answers(service, folder, pid):
+            return pid
+        if time.monotonic() > deadline:
+            log_path = folder / f"{service.key}.log"
+            raise FailedPrecondition(
+                f"{service.title} (pid {pid}) is alive but did not answer within {wait_s:g}s (stopping?);"
+                " wait for it to exit, or stop it with `aetherctl dev down`, then run `aetherctl dev up`"
+                f" again; last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.1)
+    return None
+
+
+def _answers(service: Service, folder: Path, pid: int) -> bool:
+    """Whether ``service`` (its process ``pid``, alive) answers as a ready one does (``_is_ready``)."""
+    return _is_ready(service, folder / f"{service.key}.log", pid)
 
 
 def service_environment(
@@ -364,7 +402,17 @@ def _status(services: list[Service], folder: Path) -> int:
     all_running = True
     for service in services:
         pid = _running_pid(service, folder)
-        if pid is not None:
+        try:
+            answers = pid is not None and _answers(service, folder, pid)
+            deaf = "not answering (stopping?)"
+        except FailedPrecondition:  # a Redis refusing the URL's credentials
+            answers, deaf = False, "refuses AETHER_REDIS_URL's credentials"
+        if pid is not None and not answers:
+            # Alive yet deaf (stopping, or still starting): "running" told the user a stack was up that
+            # refused every call.
+            all_running = False
+            rows.append(_row(service, folder, deaf, pid))
+        elif pid is not None:
             rows.append(_row(service, folder, "running", pid))
         elif service.ready_line is None and (state := _foreign_redis_state(service.address)):
             rows.append((service.title, state, redact_uri(service.address), "-", "-"))

@@ -3,6 +3,7 @@ loopback ports, with the state folder in a temporary AETHER_HOME."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -461,3 +462,51 @@ def test_a_redis_that_exits_at_start_is_reported_failed_though_another_answers(
         assert redis_answers(other.url)  # the other one, untouched
     finally:
         other.close()
+
+
+def test_a_live_control_plane_that_does_not_answer_is_not_taken_as_running(dev_env: dict[str, str]) -> None:
+    """After SIGTERM a control plane stops answering while its process lives on (it drains), and `dev up`
+    took any live pid as "already running" (exit 0, nothing started) and `dev status` said "running"
+    while every call was refused. A process that does not answer (stopped here with SIGSTOP, alive and
+    deaf) is shown as such; `dev up` waits for it to answer or exit (bounded by --wait), starting a new
+    one once it exited, and fails naming it when it does neither."""
+    home = Path(dev_env["AETHER_HOME"]) / "dev"
+    up = aetherctl(dev_env, "dev", "up")
+    deaf = 0
+    try:
+        assert up.returncode == 0, up.stderr
+        deaf = int((home / "control-plane.pid").read_text())
+        os.kill(deaf, signal.SIGSTOP)
+
+        status = aetherctl(dev_env, "dev", "status")
+        assert status.returncode == 1, status.stdout
+        assert states(status.stdout)["control plane"] == "not", status.stdout
+        assert "not answering (stopping?)" in status.stdout
+
+        refused = aetherctl(dev_env, "dev", "up", "--wait", "2")
+        assert refused.returncode != 0, refused.stdout
+        assert f"control plane (pid {deaf}) is alive but did not answer within 2s" in refused.stderr
+        assert not serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "control_plane.cli.main", "dev", "up", "--wait", "120"],
+            env=dev_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert waiting.stderr is not None
+        notice = waiting.stderr.readline()  # observable: it found the deaf one and waits for it
+        assert f"control plane (pid {deaf}) is alive but does not answer" in notice, notice
+        os.kill(deaf, signal.SIGKILL)  # it exits: the waiting `dev up` starts a new one
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0, notice + err
+        assert states(out)["control plane"] == "started", out
+        assert int((home / "control-plane.pid").read_text()) != deaf
+        assert serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+        status = aetherctl(dev_env, "dev", "status")
+        assert status.returncode == 0, status.stdout
+        assert set(states(status.stdout).values()) == {"running"}
+    finally:
+        if deaf:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(deaf, signal.SIGKILL)
+        down = aetherctl(dev_env, "dev", "down")
+    assert down.returncode == 0, down.stderr
