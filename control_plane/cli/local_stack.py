@@ -33,23 +33,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 from urllib.parse import urlsplit
-
-import grpc
-import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import control_plane
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.lifeline import tied
-from clients.sdk.auth import open_channel
 from clients.uris import redact_uri
 from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 from control_plane.cli.stack_credentials import data_plane_token, redis_auth_config
 from control_plane.cli.stack_lock import stack_lock
+from control_plane.cli.stack_probes import alive, redis_answers, redis_pid, serving
 
 _INSTALL_REDIS = (
     "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
@@ -169,7 +164,7 @@ def _up(
                 pid = _answer_or_exit(service, folder, pid, wait_s)  # None: it exited, start a new one
             if pid is not None:
                 rows.append(_row(service, folder, "already running", pid))
-            elif service.ready_line is None and _redis_answers(service.address):
+            elif service.ready_line is None and redis_answers(service.address):
                 rows.append(
                     (
                         service.title,
@@ -204,7 +199,7 @@ def _answer_or_exit(service: Service, folder: Path, pid: int, wait_s: float) -> 
         flush=True,
     )
     deadline = time.monotonic() + wait_s
-    while _alive(pid, service.marker):
+    while alive(pid, service.marker):
         if _answers(service, folder, pid):
             return pid
         if time.monotonic() > deadline:
@@ -304,56 +299,13 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _is_ready(service: Service, log_path: Path, pid: int) -> bool:
-    """Redis ``pid`` answers (not another Redis on its address: see :func:`_redis_pid`); a plane has
+    """Redis ``pid`` answers (not another Redis on its address: see :func:`redis_pid`); a plane has
     logged where it listens (in its own log, written from its start) and its health check says SERVING
     (the data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
     if service.ready_line is None:
-        return _redis_pid(service.address) == pid
+        return redis_pid(service.address) == pid
     address = _listening_address(service, log_path)
-    return address is not None and _serving(address)
-
-
-def _redis_pid(url: str) -> int | None:
-    """The process id of the Redis answering at ``url`` (None when none answers). A PING alone was
-    answered by another Redis on the address while the one just started had exited ("Address already in
-    use"), and that one was reported started."""
-    if not _redis_answers(url):  # FailedPrecondition for refused credentials, as there
-        return None
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
-    try:
-        # cast: redis-py types its commands for the async client too (Awaitable | Any).
-        info = cast(dict[str, Any], client.info("server"))
-        return int(info["process_id"])
-    except (redis.RedisError, KeyError, ValueError):
-        return None
-    finally:
-        client.close()
-
-
-def _serving(address: str) -> bool:
-    with open_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _redis_answers(url: str) -> bool:
-    """Whether a Redis at ``url`` answers PING; FailedPrecondition when one answers but refuses the URL's
-    credentials, which no waiting mends (this was taken for "not ready yet" until ``--wait`` ran out)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.AuthenticationError as error:
-        raise FailedPrecondition(
-            f"redis at {redact_uri(url)} refuses the credentials of AETHER_REDIS_URL ({error}); "
-            "is another redis-server, with another password, listening there?"
-        ) from None
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+    return address is not None and serving(address)
 
 
 def _listening_address(service: Service, log_path: Path) -> str | None:
@@ -385,11 +337,11 @@ def _stop(service: Service, folder: Path, grace_s: float) -> str:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     state = f"stopped (pid {pid})"
-    while _alive(pid, service.marker):
+    while alive(pid, service.marker):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             state = f"killed after {grace_s:g}s (pid {pid})"
-            while _alive(pid, service.marker):
+            while alive(pid, service.marker):
                 time.sleep(0.02)
             break
         time.sleep(0.05)
@@ -435,7 +387,7 @@ def _status(services: list[Service], folder: Path) -> int:
 def _foreign_redis_state(url: str) -> str:
     """The state of a Redis at ``url`` that aetherctl did not start ("" when none answers)."""
     try:
-        return "running (not started by aetherctl)" if _redis_answers(url) else ""
+        return "running (not started by aetherctl)" if redis_answers(url) else ""
     except FailedPrecondition:
         return "refuses AETHER_REDIS_URL's credentials"
 
@@ -455,29 +407,7 @@ def _running_pid(service: Service, folder: Path) -> int | None:
         pid = int((folder / f"{service.key}.pid").read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _alive(pid, service.marker) else None
-
-
-def _alive(pid: int, marker: str) -> bool:
-    try:
-        # Reaps it when it is our own child (started by this process), so it does not linger as a zombie.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():  # no procfs (macOS): trust the signal check
-        return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and marker in command
+    return pid if alive(pid, service.marker) else None
 
 
 def _remove_pid_file(service: Service, folder: Path) -> None:
