@@ -53,21 +53,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
-from clients.uris import redact_text, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion import intents
@@ -97,8 +94,6 @@ from control_plane.ingestion.window import OPEN_WINDOW, Window, in_window, sourc
 from control_plane.offline.data_files import remove_data_files
 from control_plane.offline.store import OfflineStore
 
-PARQUET_BATCH_ROWS = 65_536
-
 _log = logging.getLogger("aether.ingestion.batch")
 
 
@@ -111,31 +106,6 @@ class MaterializeOutcome:
     skipped_outside_window: int = 0
     online_rows: int = 0
     offline_paths: list[str] = field(default_factory=list)
-
-
-def parquet_batches(path: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
-    """The file's rows a chunk at a time. A file that cannot be read is ``InvalidArgument``; only the
-    reading is covered, so an Arrow error of validation or of a store is never reported as a bad file.
-    Arrow reports a cut-off or corrupt file, a directory or a file it may not open as OSError (or an
-    encoding it lacks as ArrowNotImplementedError): caught as ArrowInvalid alone, they were INTERNAL."""
-    rows_read = 0
-    try:
-        parquet = pq.ParquetFile(path)
-        batches = parquet.iter_batches(batch_size=batch_rows)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            rows_read += batch.num_rows
-            yield pa.Table.from_batches([batch])
-    except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        # The URI may carry an object store's keys: the message names it without them (clients.uris).
-        where = "" if os.path.isabs(path) or "://" in path else f" (relative to {os.getcwd()})"
-        after = f" after its first {rows_read} rows" if rows_read else ""
-        raise InvalidArgument(
-            f"cannot read Parquet source {redact_uri(path)!r}{where}{after}: {redact_text(str(exc), path)}"
-        ) from exc
 
 
 class BatchMaterializer:

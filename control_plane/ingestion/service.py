@@ -23,16 +23,12 @@ from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import claims, online_pending, quarantine
-from control_plane.ingestion.batch import (
-    BatchMaterializer,
-    MaterializeOutcome,
-    parquet_batches,
-    stamp_ingested,
-)
+from control_plane.ingestion.batch import BatchMaterializer, MaterializeOutcome, stamp_ingested
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.draining import UNWATCHED, RunWatch
 from control_plane.ingestion.online_completion import OnlineCompletion
+from control_plane.ingestion.parquet_source import parquet_batches
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
 from control_plane.ingestion.replay_publish import (

@@ -24,7 +24,7 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.audit.verify import verify_chain
 from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.batch import PARQUET_BATCH_ROWS
+from control_plane.ingestion.parquet_source import PARQUET_BATCH_ROWS
 from control_plane.ingestion.quarantine import IN_LIST_SLICE, RunSource, record_outcome
 from control_plane.ingestion.tables import IngestionRunRow, QuarantineRow
 from control_plane.ingestion.window import Window

@@ -25,14 +25,14 @@ from clients.aether.v1.ingestion_pb2_grpc import IngestionStub
 from control_plane.api.ingestion import add_to_server
 from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import read_session
-from control_plane.ingestion import batch, service
+from control_plane.ingestion import parquet_source, service
 from control_plane.ingestion.tables import IngestionRunRow
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.ingestion.conftest import CLIMATE, ENTITY
 
 CHUNKS = 40  # far more than a 2 s grace stores: the run outlasted it
-ROWS = CHUNKS * batch.PARQUET_BATCH_ROWS
+ROWS = CHUNKS * parquet_source.PARQUET_BATCH_ROWS
 
 
 def big_source(path: Path) -> Path:
@@ -57,7 +57,7 @@ def stopping_after_first_chunk(address: str) -> Iterator[pa.Table]:
     begun): a source slow enough that the run is in progress when the stop begins, whatever the load."""
     real = service.parquet_batches
 
-    def chunks(path: str, batch_rows: int = batch.PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
+    def chunks(path: str, batch_rows: int = parquet_source.PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
         for number, chunk in enumerate(real(path, batch_rows)):
             if number == 1:
                 wait_for_not_serving(address)
@@ -141,7 +141,7 @@ async def test_a_run_that_does_not_stop_within_the_drain_is_answered_as_unfinish
     release = threading.Event()
     real = service.parquet_batches
 
-    def stuck(path: str, batch_rows: int = batch.PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
+    def stuck(path: str, batch_rows: int = parquet_source.PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
         for number, chunk in enumerate(real(path, batch_rows)):
             if number == 1:
                 release.wait(60.0)
