@@ -44,8 +44,9 @@ from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 from control_plane.cli.stack_credentials import data_plane_token, redis_auth_config
 from control_plane.cli.stack_lock import stack_lock
-from control_plane.cli.stack_probes import alive, redis_answers, redis_pid, serving
+from control_plane.cli.stack_probes import alive, listening_ports, redis_answers, redis_pid, serving
 
+DEFAULT_REDIS_PORT = 6379  # a redis:// URL without a port
 _INSTALL_REDIS = (
     "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
     "`sudo dnf install redis` (Fedora) or `brew install redis` (macOS)"
@@ -304,8 +305,15 @@ def _is_ready(service: Service, log_path: Path, pid: int) -> bool:
     (the data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
     if service.ready_line is None:
         return redis_pid(service.address) == pid
-    address = _listening_address(service, log_path)
+    # The log's line gives the address a plane took (its configured port may be 0); a log truncated since
+    # (logrotate's copytruncate) has lost it, and a plane that answers at its configured address is up.
+    address = _listening_address(service, log_path) or _fixed_address(service.address)
     return address is not None and serving(address)
+
+
+def _fixed_address(address: str) -> str | None:
+    """``address`` unless its port is 0 (then only the plane's log says where it listens)."""
+    return None if address.rsplit(":", 1)[-1] == "0" else address
 
 
 def _listening_address(service: Service, log_path: Path) -> str | None:
@@ -407,7 +415,22 @@ def _running_pid(service: Service, folder: Path) -> int | None:
         pid = int((folder / f"{service.key}.pid").read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if alive(pid, service.marker) else None
+    if not alive(pid, service.marker):
+        return None
+    if service.ready_line is None and not _may_serve(pid, service.address):
+        return None  # a redis-server, but not the one at AETHER_REDIS_URL: not this stack's
+    return pid
+
+
+def _may_serve(pid: int, url: str) -> bool:
+    """Whether redis-server ``pid`` may be the one at ``url``: not when it listens on TCP ports and none
+    is the URL's. A stale pid file (its pid reused by another redis-server) or a URL moved to another
+    port named a process that was shown as "not answering (stopping?)", that `dev up` waited for, and
+    that `dev down` then stopped. A Redis that listens on nothing (stopping: it closed its listeners) or
+    whose sockets cannot be read is given the benefit of the doubt."""
+    ports = listening_ports(pid)
+    port = urlsplit(url).port or DEFAULT_REDIS_PORT
+    return not ports or port in ports
 
 
 def _remove_pid_file(service: Service, folder: Path) -> None:

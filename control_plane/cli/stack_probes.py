@@ -79,3 +79,29 @@ def alive(pid: int, marker: str) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z" and marker in command
+
+
+def listening_ports(pid: int) -> frozenset[int] | None:
+    """The TCP ports process ``pid`` listens on (IPv4 and IPv6), from procfs: its socket inodes matched
+    against ``/proc/<pid>/net/tcp{,6}`` rows in state LISTEN. None where that cannot be read (no procfs,
+    another user's process)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        inodes = set()
+        for fd in (proc / "fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        ports: set[int] = set()
+        for table in ("tcp", "tcp6"):
+            path = proc / "net" / table
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the socket's inode.
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    except OSError:
+        return None
+    return frozenset(ports)
