@@ -126,6 +126,14 @@ class OfflineStoreMisconfigured(FailedPrecondition, OSError):
     :class:`OfflineStoreUnavailable`."""
 
 
+class OfflineFileUndecodable(OfflineStoreMisconfigured):
+    """Of :class:`OfflineStoreMisconfigured`, a stored file whose bytes do not decode (damaged pages or
+    footer, bytes that are not Parquet), as opposed to a store that refuses access (permissions,
+    credentials, a missing bucket, a file where a folder belongs). Apart because the advice differs: a
+    damaged file's rows are gone however the store is set up, but a refused read succeeds once the
+    setup is fixed, and advice to discard what waits on it (a batch run's online part) lost it for good."""
+
+
 #: The OS errors of an offline store that a setting or an operator must fix (FAILED_PRECONDITION); any
 #: other errno is one that may pass (UNAVAILABLE).
 _SETUP_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS})
@@ -174,10 +182,10 @@ def offline_store_error(
     transient ones answered an outage of GCS or Azure (words of their own) "do not retry", which blocked
     retraining as if an operator had to act; a permanent one retried still shows its message. A
     ValueError is pyarrow's ArrowInvalid (or a decoder's error) reading a stored file: the file must be
-    dealt with, FAILED_PRECONDITION."""
+    dealt with, FAILED_PRECONDITION; it and the undecodable words are :class:`OfflineFileUndecodable`."""
     message = f"the offline store {store} could not {doing}: {type(error).__name__}: {error}"
     if not isinstance(error, OSError):
-        return OfflineStoreMisconfigured(message)
+        return OfflineFileUndecodable(message)
     if error.errno is not None:
         if error.errno in _SETUP_ERRNOS:
             return OfflineStoreMisconfigured(message)
@@ -186,7 +194,7 @@ def offline_store_error(
     if any(word in text for word in _REFUSED_WORDS):
         return OfflineStoreMisconfigured(message)
     if not any(word in text for word in _REMOTE_WORDS) and any(word in text for word in _UNDECODABLE_WORDS):
-        return OfflineStoreMisconfigured(message)
+        return OfflineFileUndecodable(message)
     return OfflineStoreUnavailable(message)
 
 

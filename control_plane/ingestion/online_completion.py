@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import FailedPrecondition, NotFound, Unavailable
+from clients.errors import (
+    FailedPrecondition,
+    NotFound,
+    OfflineFileUndecodable,
+    OfflineStoreMisconfigured,
+    Unavailable,
+)
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
@@ -134,10 +140,19 @@ class OnlineCompletion:
                 f" read now ({exc.message}); its online values were not written and it stays"
                 " online_pending: replay it again later"
             ) from exc
-        except (OSError, pa.ArrowInvalid) as exc:  # the store's FAILED_PRECONDITION: a file really unreadable
+        except (OfflineFileUndecodable, pa.ArrowInvalid) as exc:  # bytes damaged: no setting brings them back
             raise FailedPrecondition(
                 f"record {part.id} is run {part.run_id}'s online part, but its offline files cannot be read"
                 f" ({type(exc).__name__}: {exc}); its online values were not written: discard it"
+            ) from exc
+        except OfflineStoreMisconfigured as exc:
+            # The store refusing the read (permissions, credentials, a missing bucket, a folder replaced by
+            # a file), not damaged bytes: the same files read once it is fixed. Answered "discard it" too,
+            # which lost the run's online values for good; the record is handed back (``free``) instead.
+            raise FailedPrecondition(
+                f"record {part.id} is run {part.run_id}'s online part, and the offline store refuses to read"
+                f" its offline files ({exc.message}); its online values were not written and it stays"
+                " online_pending: fix the offline store's setup named here, then replay it again"
             ) from exc
 
     def _resolve_pending(self, name: str, version: int, ids: list[int]) -> tuple[pb.FeatureView, pb.Entity]:

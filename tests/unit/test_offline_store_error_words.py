@@ -14,7 +14,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from clients.errors import OfflineStoreMisconfigured, OfflineStoreUnavailable, offline_store_error
+from clients.errors import (
+    OfflineFileUndecodable,
+    OfflineStoreMisconfigured,
+    OfflineStoreUnavailable,
+    offline_store_error,
+)
 from control_plane.offline.store_errors import store_errors
 from tests.support.redis_server import free_port
 
@@ -107,5 +112,51 @@ def test_a_stored_file_whose_compressed_pages_do_not_decode_is_failed_preconditi
     with pytest.raises(OSError) as raised, store_errors(str(tmp_path), "read damaged.parquet", decoding=True):
         pq.ParquetFile(path).read()
     error = raised.value
-    assert isinstance(error, OfflineStoreMisconfigured), error
+    assert isinstance(error, OfflineFileUndecodable), error
     assert "ZSTD decompression failed" in str(error)
+
+
+def test_bytes_that_are_not_parquet_are_an_undecodable_file(tmp_path: Path) -> None:
+    """pyarrow's own ArrowInvalid for a stored file that is not Parquet: the file's bytes, not the store's
+    setup, so an online part that waits on it may be discarded (``OfflineFileUndecodable``)."""
+    path = tmp_path / "garbage.parquet"
+    path.write_bytes(b"not a Parquet file" * 10)
+    with pytest.raises(OSError) as raised, store_errors(str(tmp_path), "read garbage.parquet", decoding=True):
+        pq.ParquetFile(path).read()
+    assert isinstance(raised.value, OfflineFileUndecodable), raised.value
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # A real NotADirectoryError (below) stands for the errno family; these carry the OS's errno as
+        # pyarrow's local filesystem sets it (root is not refused by chmod, so EACCES is built here).
+        PermissionError(
+            13,
+            "[Errno 13] Failed to open local file '/store/v/x.parquet'. Detail: [errno 13] Permission denied",
+        ),
+        OSError(30, "[Errno 30] Read-only file system"),
+        OSError("AWS Error ACCESS_DENIED during GetObject operation: Access Denied"),
+        OSError(
+            "AWS Error UNKNOWN (HTTP status 400) during GetObject operation: ExpiredToken: The provided "
+            "token has expired."
+        ),
+        OSError(
+            "AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation: The specified bucket does not exist"
+        ),
+    ],
+)
+def test_a_store_that_refuses_access_is_a_setup_fault_not_an_undecodable_file(error: OSError) -> None:
+    """Permissions, credentials, a missing bucket: FAILED_PRECONDITION, but not a damaged file. The online
+    part's replay told an operator to discard it for these, and the run's online values, which a replay
+    after the fix writes, were lost for good."""
+    mapped = offline_store_error("s3://aether/offline", "read x.parquet", error)
+    assert isinstance(mapped, OfflineStoreMisconfigured) and not isinstance(mapped, OfflineFileUndecodable)
+
+
+def test_a_folder_replaced_by_a_file_is_a_setup_fault_not_an_undecodable_file(tmp_path: Path) -> None:
+    (tmp_path / "date=2026-01-01").write_bytes(b"")  # a file where the store keeps a partition folder
+    with pytest.raises(OSError) as raised, store_errors(str(tmp_path), "read x.parquet", decoding=True):
+        pafs.LocalFileSystem().open_input_file(f"{tmp_path}/date=2026-01-01/x.parquet")
+    assert isinstance(raised.value, OfflineStoreMisconfigured), raised.value
+    assert not isinstance(raised.value, OfflineFileUndecodable)

@@ -1,7 +1,8 @@
 """Replaying a batch run's online part (its latest rows read back from the offline files the run wrote)
 when those files cannot be read: a failure of the store that may pass (UNAVAILABLE) leaves the record
-online_pending for a later replay; a file whose bytes are not Parquet is FAILED_PRECONDITION, discard
-it. Real redis-server, real SQLite, real Parquet files in a scratch folder."""
+online_pending for a later replay; a store that refuses the read for a fault of its setup is
+FAILED_PRECONDITION saying what to fix, the record still online_pending; a file whose bytes are not Parquet
+is FAILED_PRECONDITION, discard it. Real redis-server, real SQLite, real Parquet files in a scratch folder."""
 
 from __future__ import annotations
 
@@ -69,3 +70,30 @@ def test_an_online_part_whose_file_is_not_parquet_is_failed_precondition_discard
         env.service.replay([record], {})
     (still,) = env.service.list_quarantined(status="online_pending")
     assert still.id == record
+
+
+def test_an_online_part_behind_a_setup_fault_says_what_to_fix_and_stays_pending(env: Env) -> None:
+    """The offline file's partition folder replaced by a file (a fault an operator fixes, ENOTDIR; a
+    permission refused or an object store's credentials refused are the same kind): the store's
+    FAILED_PRECONDITION, which the replay answered "cannot be read ...: discard it", so an operator who
+    followed it lost the run's online values for good. Now FAILED_PRECONDITION naming the fault and
+    saying the record stays online_pending; fixed, a replay writes the values."""
+    record, path = stored_but_not_online(env)
+    partition = path.parent
+    away = partition.with_name(partition.name + ".away")
+    partition.rename(away)
+    partition.write_bytes(b"")  # a file where the store keeps the partition's folder
+    with pytest.raises(FailedPrecondition, match=rf"could not read {path}: NotADirectoryError") as raised:
+        env.service.replay([record], {})
+    assert "discard" not in raised.value.message
+    assert (
+        f"record {record} is run " in raised.value.message and "stays online_pending" in raised.value.message
+    )
+    (still,) = env.service.list_quarantined(status="online_pending")
+    assert still.id == record
+
+    partition.unlink()
+    away.rename(partition)
+    assert env.service.replay([record], {}).replayed == [record]
+    assert env.client.get(online_key("sensor", ["7"], "climate", 1)) is not None  # the value is online now
+    assert not env.service.list_quarantined(status="online_pending")
