@@ -287,7 +287,11 @@ def _merge(
                 pending: list[pa.Table] = []
                 pending_rows = 0
                 for info in run:
-                    table, replaced = _read_source(filesystem, info)
+                    # Its pages are decoded here, not only its footer: bytes that do not decode (pyarrow's
+                    # ArrowInvalid, or its OSError) are the store's error naming the file, as a reader of
+                    # it answers; the ArrowInvalid came out of the pass as it was, INTERNAL.
+                    with store_errors(store.root, f"read {info.path}", decoding=True):
+                        table, replaced = _read_source(filesystem, info)
                     sources.append(replaced)
                     pending.append(table)
                     pending_rows += table.num_rows

@@ -3,8 +3,10 @@ view of the offline store, so streaming views' small files get merged without an
 
 Passes run in a worker thread (file work); the first waits one interval, so a control plane that
 restarts in a loop does not compact at every start. A view whose pass fails is logged and retried next
-time; the others go on. A pass never blocks the ``aetherctl offline compact`` RPC for long: both take
-one partition's lock at a time, and the one that finds it held skips that partition (reported busy).
+time (the store's own answer, such as a file that does not decode, named in one warning line; anything
+else with its traceback); the others go on. A pass never blocks the ``aetherctl offline compact`` RPC
+for long: both take one partition's lock at a time, and the one that finds it held skips that partition
+(reported busy).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections.abc import Callable, Collection
 
 from clients.database_errors import database_unavailable
+from clients.errors import FailedPrecondition, Unavailable
 from control_plane.background import BackgroundLoop
 from control_plane.offline.compaction import CompactionPolicy, CompactionReport, compact_view
 from control_plane.offline.partition_locks import PartitionLock
@@ -54,6 +57,13 @@ class CompactionLoop:
                 if outage is not None:
                     _log.warning("offline compaction pass stopped: %s; retrying next pass", outage)
                     break
+                if isinstance(exc, (FailedPrecondition, Unavailable)):
+                    # The store's answer (a file that does not decode, a setup fault, a passing failure)
+                    # names what failed: one line a pass, where a traceback read as a bug of the server.
+                    _log.warning(
+                        "compacting feature view %r's offline files failed: %s; retrying next pass", view, exc
+                    )
+                    continue
                 _log.exception("compacting feature view %r's offline files failed; retrying next pass", view)
                 continue
             reports[view] = report
