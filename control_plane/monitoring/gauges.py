@@ -39,8 +39,9 @@ report that scored no feature (each had too few values, a SCHEMA_MISMATCH, no re
 share is 0/0, and the 0 it read could not be told from "nothing drifted".
 
 Reports come per model version, and the series per deployment: every series is made of the newest
-report of each version the deployment serves (its plan's primary and the canaries holding traffic,
-:mod:`.served`):
+report of each version the deployment serves (:func:`.served.gauged_versions`: the primary and canaries
+holding traffic, the primary alone when none does; a primary at 0 % gets no new windows, and its last
+DRIFT report held the series for good over the NO_DRIFT of the canary holding all the traffic):
 
 * a feature's series goes only once none of them shows it (one version's report without a reference
   profile, a canary's, cleared the primary's drifted features); its value is the last served report's

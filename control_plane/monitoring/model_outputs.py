@@ -5,10 +5,10 @@ earlier model) was stored, and the monitor then indexed none of the deployment's
 read as orphaned ("its prediction was not logged") and the quality windows stopped moving. ConfigureMonitor
 refuses such a name where the registry knows the versions' outputs (their signatures list them; a
 signature without outputs says nothing, and the data plane then logs every output the model has), for
-the versions whose answers are served, the primary's and those of the canaries holding traffic
-(:mod:`.served`): a shadow's are never returned, a canary's parked at 0 % answer nothing. The
-deployment may serve another model later: the monitor counts and reports the predictions logged without
-the output then (:mod:`.monitor`)."""
+the versions whose answers are served, the primary's at any share and those of the canaries holding
+traffic (:func:`.served.checked_variants`): a shadow's are never returned, a canary's parked at 0 %
+answer nothing. The deployment may serve another model later: the monitor counts and reports the
+predictions logged without the output then (:mod:`.monitor`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from clients.errors import InvalidArgument
 from control_plane.db import read_session
 from control_plane.model_registry.tables import ModelVersionRow, RegisteredModelRow
 from control_plane.monitoring.entries import LoggedPrediction
-from control_plane.monitoring.served import Version, role_name, served_variants
+from control_plane.monitoring.served import Version, checked_variants, role_name
 
 
 def signature_outputs(
@@ -60,7 +60,7 @@ def check_prediction_output(
     if not name:
         return
     roles: dict[Version, list[str]] = {}
-    for variant in served_variants(deployment):
+    for variant in checked_variants(deployment):
         roles.setdefault((variant.model_name, int(variant.version)), []).append(role_name(variant))
     known = signature_outputs(sessions, roles)
     lacking = [

@@ -18,12 +18,13 @@ The windows of a version that stopped serving are closed as they are once it got
 
 Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
 (:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). The window
-of a version its deployment's plan no longer serves (closed after the change, idle or filled by requests
-still in flight) is stored as history only: it sets none of the deployment's gauges, and its drift is
-logged (INFO), not alerted, as it calls for no action on what the deployment serves now. Prediction
-drift compares the prediction output with the output profile registered with the reference; without
-one, the version's first window with enough rows becomes the baseline (kept in memory: it is learned
-again after a restart) and that window reports ``NO_REFERENCE`` for predictions.
+of a version whose reports no longer speak for its deployment (it left the plan, or holds no traffic:
+:mod:`.served`; closed after the change, idle or filled by requests in flight) is stored as history
+only: it sets none of the deployment's gauges, and its drift is logged (INFO), not alerted, as it calls
+for no action on what the deployment serves now. Prediction drift compares the prediction output with
+the output profile registered with the reference; without one, the version's first window with enough
+rows becomes the baseline (kept in memory: it is learned again after a restart) and that window reports
+``NO_REFERENCE`` for predictions.
 
 An entry is acknowledged once every window that counts it (holds its rows, or counts them dropped) has
 its report stored or was dropped (below); an entry no window counts (skipped, malformed, of a disabled
@@ -94,7 +95,7 @@ from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.scoring import Key, Profile, score_window
-from control_plane.monitoring.served import DeploymentLookup, Version, served_now
+from control_plane.monitoring.served import DeploymentLookup, Version, gauged_now
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.versions import Versions
@@ -471,7 +472,7 @@ class Monitor:
         deployment, model, version = key
         config = self._config(deployment)
         lookup = self._deployments
-        served = None if lookup is None else await asyncio.to_thread(served_now, lookup, deployment)
+        served = None if lookup is None else await asyncio.to_thread(gauged_now, lookup, deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
         stream = self._versions.get(key)
         report, baseline = await asyncio.to_thread(

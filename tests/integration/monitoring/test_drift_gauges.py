@@ -182,3 +182,49 @@ async def test_a_window_reported_after_its_version_left_the_plan_is_stored_not_s
     assert feature_drifted(plane, "f") == 0.0
     assert any("no longer serves" in message for message in handled()), handled()
     assert webhook.of_kind("data_drift") == []
+
+
+async def test_a_primary_whose_canary_took_all_the_traffic_no_longer_holds_the_drift_series(
+    plane: Plane,
+) -> None:
+    # The primary drifted; a canary moved to 100 % fixed it. The primary, at 0 %, got no new windows, and
+    # its old DRIFT report held aether_drift_detected at 1 and its share for good over the canary's
+    # NO_DRIFT reports.
+    first = with_reference(plane, ["f", "g"])
+    plane.deploy("churn", first)
+    await plane.stub.ConfigureMonitor(
+        pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", window_rows=ROWS))
+    )
+    shifted = np.random.default_rng(0).normal(size=(ROWS, 2))
+    shifted[:, 0] += 5.0  # "f" drifts, by 5 standard deviations
+    await log_window(plane, first, 0, shifted)
+    share = {"deployment": "churn"}
+
+    async def detected(value: float) -> bool:  # the report is stored before it is exported
+        return plane.gauges.get_sample_value("aether_drift_detected", share) == value
+
+    await eventually(lambda: detected(1.0))
+    second = with_reference(plane, ["f", "g"])
+    variants = [
+        dpb.Variant(name="old", model_name="churn-model", version=first, role=dpb.VARIANT_ROLE_PRIMARY),
+        dpb.Variant(
+            name="new",
+            model_name="churn-model",
+            version=second,
+            role=dpb.VARIANT_ROLE_CANARY,
+            traffic_percent=100.0,
+        ),
+    ]
+    DeploymentManager(plane.server.context.sessions, plane.registry).update(
+        dpb.UpdateDeploymentRequest(name="churn", replace_variants=True, variants=variants),
+        actor="operator",
+    )
+    await log_window(plane, second, 1000, calm(second, 2))
+
+    async def reported(count: int) -> bool:
+        return len(await reports(plane)) == count
+
+    await eventually(lambda: reported(2))
+    await eventually(lambda: detected(0.0))
+    assert plane.gauges.get_sample_value("aether_drift_share", share) == 0.0
+    assert feature_drifted(plane, "f") == 0.0
