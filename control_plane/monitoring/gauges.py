@@ -1,9 +1,12 @@
 """Prometheus gauges of the monitor, set from each stored report and quality window.
 
 ==================================================  ==============================================
-``aether_drift_feature_score{deployment,feature}``  the configured test's statistic, last window
-``aether_drift_feature_drifted{deployment,feature}`` 1 when the feature drifted in the last window
-``aether_drift_feature_missing{deployment,feature}`` NaN/∞ values of the feature in the last window
+``aether_drift_feature_score{deployment,feature}``  the configured test's statistic, from the report
+                                                    that decides ``drifted`` (below)
+``aether_drift_feature_drifted{deployment,feature}`` 1 when the feature drifted in a served version's
+                                                    newest report, else 0
+``aether_drift_feature_missing{deployment,feature}`` NaN/∞ values of the feature: the largest count among
+                                                    the served versions' newest reports
 ``aether_drift_share{deployment}``                  the largest share of scored features that drifted
                                                     among the served versions' newest reports (absent
                                                     when none of them scored any)
@@ -28,13 +31,14 @@
                                                     their labels join but are not scored
 ==================================================  ==============================================
 
-The per-feature and per-metric gauges show the newest report's features and the newest window's metrics,
-and nothing else: a feature the newest report does not score (a SCHEMA_MISMATCH or no-reference report
-lists none) or a metric undefined on the newest window (precision with no positive prediction, every
-metric when every labelled prediction was NaN) has its series removed, so it is absent from the scrape,
-as Prometheus has a value that is not known now (``absent()`` finds it; the old value went on reading
-as current, a feature "drifted" next to ``aether_drift_detected`` -1). A feature the report lists with
-too few values keeps its series, its score NaN. ``aether_drift_share`` is removed the same way after a
+The per-feature and per-metric gauges show the newest reports' features (one per served version, below)
+and the newest window's metrics, and nothing else: a feature the newest report does not score (a
+SCHEMA_MISMATCH or no-reference report lists none) or a metric undefined on the newest window (precision
+with no positive prediction, every metric when every labelled prediction was NaN) has its series
+removed, so it is absent from the scrape, as Prometheus has a value that is not known now (``absent()``
+finds it; the old value went on reading as current, a feature "drifted" next to
+``aether_drift_detected`` -1). A feature the report lists with too few values keeps its series, its
+score NaN. ``aether_drift_share`` is removed the same way after a
 report that scored no feature (each had too few values, a SCHEMA_MISMATCH, no reference profile): its
 share is 0/0, and the 0 it read could not be told from "nothing drifted".
 
@@ -44,8 +48,10 @@ holding traffic, the primary alone when none does; a primary at 0 % gets no new 
 DRIFT report held the series for good over the NO_DRIFT of the canary holding all the traffic):
 
 * a feature's series goes only once none of them shows it (one version's report without a reference
-  profile, a canary's, cleared the primary's drifted features); its value is the last served report's
-  that listed it;
+  profile, a canary's, cleared the primary's drifted features). Among those listing it, ``drifted`` is
+  1 when any drifted on it, else 0; ``missing`` the largest; ``score`` that of the newest of those whose
+  ``drifted`` is the one shown (a drifted one when any is). Each report overwrote them, so under a 50/50
+  plan where one version drifted on a feature ``drifted`` flipped 1/0 and ``== 1 for 10m`` never fired;
 * ``aether_drift_detected`` is 1 when any of them drifted, else 0 when any was scored, else -1; the
   same for ``aether_prediction_drift_detected`` on the prediction status;
 * ``aether_drift_share`` is the largest share among those that scored a feature, absent when none did.
@@ -171,23 +177,25 @@ class MonitorGauges:
         # report of every version the deployment serves (a canary's report without a reference profile
         # cleared the primary's drifted features and its share, and flapped "detected" to -1).
         newest = self._newest.setdefault(deployment, {})
+        # Moved to the end: the dict lists the versions in the order they last reported (see _feature).
+        newest.pop((report.model_name, report.version), None)
         newest[report.model_name, report.version] = _Newest.of(report)
         if served is not None:
+            # A version not served now (left the plan, or holds no traffic) shows nothing: its report,
+            # a window closed after the change (idle, or requests in flight), is history, and its
+            # drifted features read as the deployment's next to the NO_DRIFT of the version serving.
             for version in [v for v in newest if v not in served]:
-                del newest[version]  # left the plan: its last report shows nothing now
-        shown = frozenset().union(*(version.features for version in newest.values()))
+                del newest[version]
+        reports = list(newest.values())
+        shown = frozenset().union(*(version.features for version in reports))
         for gauge in (self.feature_score, self.feature_drifted, self.feature_missing):
             _remove_others(gauge, deployment, "feature", shown)
-        if of_served_version(report, served):
-            # Only then: a report of a version the plan no longer has, a window closed after the change
-            # (it went idle, or answered requests in flight), is history, and its drifted features read
-            # as the deployment's next to the NO_DRIFT of the version that serves now.
-            for feature in report.features:
-                labels = (deployment, feature.name)
-                self.feature_score.labels(*labels).set(feature.score)  # NaN when insufficient
-                self.feature_drifted.labels(*labels).set(1.0 if feature.drifted else 0.0)
-                self.feature_missing.labels(*labels).set(float(feature.missing_current))
-        reports = list(newest.values())
+        for name in shown:
+            score, drifted, missing = _feature(name, reports)
+            labels = (deployment, name)
+            self.feature_score.labels(*labels).set(score)  # NaN when insufficient
+            self.feature_drifted.labels(*labels).set(drifted)
+            self.feature_missing.labels(*labels).set(missing)
         # The largest share of the served versions' scored reports; none scored: the share is 0/0, and
         # 0 read as "nothing drifted" (see the module doc).
         shares = [version.share for version in reports if version.status in _STATUS_VALUE]
@@ -206,15 +214,26 @@ class MonitorGauges:
 class _Newest:
     """What the deployment's series need of one version's newest report."""
 
-    features: frozenset[str]  # the features it lists
+    features: dict[str, tuple[float, bool, int]]  # the features it lists: score, drifted, missing
     status: pb.DriftStatus
     share: float
     prediction_status: pb.DriftStatus
 
     @classmethod
     def of(cls, report: pb.DriftReport) -> _Newest:
-        features = frozenset(feature.name for feature in report.features)
+        features = {f.name: (f.score, f.drifted, f.missing_current) for f in report.features}
         return cls(features, report.status, report.drifted_share, report.prediction_status)
+
+
+def _feature(name: str, reports: list[_Newest]) -> tuple[float, float, float]:
+    """Feature ``name``'s score, drifted and missing over the served versions' newest ``reports`` (in the
+    order they reported, oldest first) that list it: drifted 1 when any of them drifted on it, missing
+    the largest, and the score of the newest of those whose drifted decides (a drifted one when any is).
+    One version's report overwriting the others' made ``drifted`` flip 1/0 under an A/B plan."""
+    listing = [version.features[name] for version in reports if name in version.features]
+    drifted = any(is_drifted for _, is_drifted, _ in listing)
+    score = [score for score, is_drifted, _ in listing if is_drifted == drifted][-1]
+    return score, 1.0 if drifted else 0.0, float(max(missing for _, _, missing in listing))
 
 
 def _detected(statuses: Collection[pb.DriftStatus]) -> float | None:

@@ -168,3 +168,27 @@ def test_the_deployments_drift_series_aggregate_the_newest_report_of_each_versio
     assert deployment_gauge(registry, "aether_drift_detected") == -1.0
     assert deployment_gauge(registry, "aether_drift_share") is None
     assert deployment_gauge(registry, "aether_prediction_drift_detected") == -1.0
+
+
+def test_a_feature_one_of_two_served_versions_drifted_on_stays_drifted_as_they_report_in_turn() -> None:
+    # A 50/50 A/B plan: v1 drifts on "amount", v2 does not. Each report overwrote the feature's series,
+    # so aether_drift_feature_drifted alternated 1/0 and an alert on "== 1 for 10m" never fired.
+    registry = CollectorRegistry()
+    gauges = MonitorGauges(registry)
+    served = {("m", 1), ("m", 2)}
+    drifted = drift_report(1, pb.DRIFT_STATUS_DRIFT, 1.0, amount=True)
+    drifted.features[0].missing_current = 3
+    calm = drift_report(2, pb.DRIFT_STATUS_NO_DRIFT, 0.0, amount=False, age=False)
+    calm.features[0].missing_current = 7
+    gauges.observe_report(drifted, served)
+    for report in (calm, drifted, calm, drifted):
+        gauges.observe_report(report, served)
+        assert feature(registry, "drifted", "amount") == 1.0
+        assert feature(registry, "score", "amount") == 0.9  # the drifted report's, which decides
+        assert feature(registry, "missing", "amount") == 7.0  # the largest
+    assert feature(registry, "drifted", "age") == 0.0 and feature(registry, "score", "age") == 0.1
+    # v1 calm as well: nothing drifted; the score is the newest report's.
+    later = drift_report(1, pb.DRIFT_STATUS_NO_DRIFT, 0.0, amount=False)
+    later.features[0].score = 0.2
+    gauges.observe_report(later, served)
+    assert feature(registry, "drifted", "amount") == 0.0 and feature(registry, "score", "amount") == 0.2
