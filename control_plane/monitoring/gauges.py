@@ -67,11 +67,17 @@ such a version, a window closed after the plan changed, sets none of the deploym
 stored, as history): its drift read as the deployment's, next to the NO_DRIFT of the version that
 serves. When what the plan serves is not known (no deployments lookup) every version that reported
 counts.
+
+The newest reports are kept in memory, and a restart lost them: the first served version to report
+then decided alone (a canary's NO_DRIFT set "detected" 0 over the primary's stored DRIFT). At the first
+report of a deployment after the start, the newest stored report of each other version it serves is
+read back (:mod:`.recall`), so the series are made of what is stored; with no deployments lookup,
+nothing is read back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Set
+from collections.abc import Collection, Iterable, Set
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -168,15 +174,28 @@ class MonitorGauges:
             registry=registry,
         )
 
-    def observe_report(self, report: pb.DriftReport, served: Set[Version] | None = None) -> None:
+    def knows(self, deployment: str) -> bool:
+        """Whether a report of ``deployment`` was observed since the start (see :mod:`.recall`)."""
+        return deployment in self._newest
+
+    def observe_report(
+        self,
+        report: pb.DriftReport,
+        served: Set[Version] | None = None,
+        recalled: Iterable[pb.DriftReport] = (),
+    ) -> None:
         """Sets the gauges from ``report``; ``served`` is what its deployment's plan serves now (None: not
         known, and every version that reported counts). The report of a version not served sets none of
-        the deployment's series: it only forgets the versions that left the plan."""
+        the deployment's series: it only forgets the versions that left the plan. ``recalled``: stored
+        reports, oldest first, to count for the versions with none observed since the start (the newest
+        of each, read back at the deployment's first report: :mod:`.recall`)."""
         deployment = report.deployment
         # Reports come per model version, and the series per deployment: each is made of the newest
         # report of every version the deployment serves (a canary's report without a reference profile
         # cleared the primary's drifted features and its share, and flapped "detected" to -1).
         newest = self._newest.setdefault(deployment, {})
+        for stored in recalled:
+            newest.setdefault((stored.model_name, stored.version), _Newest.of(stored))
         # Moved to the end: the dict lists the versions in the order they last reported (see _feature).
         newest.pop((report.model_name, report.version), None)
         newest[report.model_name, report.version] = _Newest.of(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from google.protobuf import json_format
 from sqlalchemy import Select, select
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import keyset, pages, read_session, write_session
+from control_plane.monitoring.served import Version
 from control_plane.monitoring.tables import DriftReportRow
 
 # Enum names are stored without their prefix ("DRIFT", "PSI", "BENJAMINI_HOCHBERG"): shorter, and readable
@@ -100,6 +102,30 @@ def reports_page(
     if not more:
         return found, ""
     return found, keyset.encode("GetDriftReports", scope, [found[-1].window_end_us, found[-1].id])
+
+
+def newest_of_versions(
+    sessions: sessionmaker[Session], deployment: str, versions: Iterable[Version]
+) -> list[pb.DriftReport]:
+    """The newest stored report (by window end, then id) of each of ``versions`` of ``deployment`` that
+    has one, oldest first."""
+    found = []
+    with read_session(sessions) as session:
+        for model, version in sorted(set(versions)):
+            query = (
+                select(DriftReportRow)
+                .where(
+                    DriftReportRow.deployment == deployment,
+                    DriftReportRow.model_name == model,
+                    DriftReportRow.version == version,
+                )
+                .order_by(*keyset.order_by(_ORDER))
+                .limit(1)
+            )
+            row = session.execute(query).scalar_one_or_none()
+            if row is not None:
+                found.append(_message(row))
+    return sorted(found, key=lambda report: (report.window_end_us, report.id))
 
 
 def _reports_query(deployment: str, since_us: int, until_us: int) -> Select[DriftReportRow]:

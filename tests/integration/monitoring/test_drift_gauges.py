@@ -5,6 +5,7 @@ shows it."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring.profiles import register_reference_profile
-from tests.integration.monitoring.conftest import Plane, Webhook, eventually, record
+from tests.integration.monitoring.conftest import Plane, Webhook, eventually, open_plane, record
 
 T0 = 1_800_000_000_000_000
 ROWS = 40  # a count window: at least 30 finite values per feature are scored
@@ -228,3 +229,65 @@ async def test_a_primary_whose_canary_took_all_the_traffic_no_longer_holds_the_d
     await eventually(lambda: detected(0.0))
     assert plane.gauges.get_sample_value("aether_drift_share", share) == 0.0
     assert feature_drifted(plane, "f") == 0.0
+
+
+async def test_after_a_restart_the_drift_series_count_the_newest_stored_report_of_each_served_version(
+    tmp_path: Path, db_url: str, redis_url: str
+) -> None:
+    # The primary (90 %) drifted, the canary (10 %) did not. After a control-plane restart the newest
+    # reports were in memory no more, and the first version to report decided alone: the canary's
+    # NO_DRIFT set aether_drift_detected 0 over the primary's stored DRIFT.
+    share = {"deployment": "churn"}
+    async with open_plane(tmp_path, db_url, redis_url) as plane:
+        first = with_reference(plane, ["f", "g"])
+        second = with_reference(plane, ["f", "g"])
+        variants = [
+            dpb.Variant(
+                name="main",
+                model_name="churn-model",
+                version=first,
+                role=dpb.VARIANT_ROLE_PRIMARY,
+                traffic_percent=90.0,
+            ),
+            dpb.Variant(
+                name="next",
+                model_name="churn-model",
+                version=second,
+                role=dpb.VARIANT_ROLE_CANARY,
+                traffic_percent=10.0,
+            ),
+        ]
+        DeploymentManager(plane.server.context.sessions, plane.registry).create(
+            dpb.CreateDeploymentRequest(name="churn", variants=variants), actor="operator"
+        )
+        await plane.stub.ConfigureMonitor(
+            pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", window_rows=ROWS))
+        )
+        shifted = np.random.default_rng(0).normal(size=(ROWS, 2))
+        shifted[:, 0] += 5.0  # "f" drifts, by 5 standard deviations
+        await log_window(plane, first, 0, shifted)
+        await log_window(plane, second, 1000, calm(second, 2))
+
+        async def both_reported() -> bool:
+            return len(await reports(plane)) == 2
+
+        await eventually(both_reported)
+
+        async def drifted_before() -> bool:  # the reports are stored before they are exported
+            return plane.gauges.get_sample_value("aether_drift_detected", share) == 1.0
+
+        await eventually(drifted_before)
+
+    async with open_plane(tmp_path, db_url, redis_url) as restarted:  # new gauges, same database
+        await log_window(restarted, second, 2000, calm(second, 2))  # the canary reports first
+
+        async def exported() -> bool:
+            return restarted.gauges.get_sample_value("aether_drift_detected", share) is not None
+
+        await eventually(exported)
+        assert len(await reports(restarted)) == 3
+        assert restarted.gauges.get_sample_value("aether_drift_detected", share) == 1.0
+        stored = next(r for r in await reports(restarted) if r.version == first)
+        assert restarted.gauges.get_sample_value("aether_drift_share", share) == stored.drifted_share
+        labels = {"deployment": "churn", "feature": "f"}
+        assert restarted.gauges.get_sample_value("aether_drift_feature_drifted", labels) == 1.0
