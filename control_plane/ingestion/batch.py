@@ -71,7 +71,7 @@ from control_plane.ingestion import intents
 from control_plane.ingestion.casting import TIMESTAMP_TYPE
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
-from control_plane.ingestion.draining import UNWATCHED, RunWatch
+from control_plane.ingestion.draining import UNWATCHED, Progress, RunWatch
 from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.online import (
     latest_blobs,
@@ -190,9 +190,10 @@ class BatchMaterializer:
         files: ChunkFiles | None = None  # the current chunk's
         counting = (0, 0, 0)  # the current chunk's records in, accepted and quarantined
         named = None
+        watch.publish(Progress(run.run_id))  # a stop that gives up on it names the run (draining)
         try:
             for chunk in chunks:
-                watch.check(outcome, source_rows)  # a stopping control plane stops it here (draining)
+                watch.check(run.run_id)  # a stopping control plane stops it here (draining)
                 self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
                 windowed = in_window(chunk, ts_name, window)
                 inside = windowed.rows
@@ -245,6 +246,9 @@ class BatchMaterializer:
                 outcome.quarantined += fresh
                 source_rows += chunk.num_rows
                 chunk_number += 1
+                # Counts and row as one record, as committed: a stop's answer names both (draining).
+                done = (outcome.records_in, outcome.accepted, outcome.quarantined, source_rows)
+                watch.publish(Progress(run.run_id, *done))
             if latest:  # the online write below is the run's last write into the version
                 self._require_open(view, outcome)
         except VersionGone:

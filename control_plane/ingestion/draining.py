@@ -13,8 +13,11 @@ once the control plane is back. A run past its last chunk (writing its online va
 answers OK. The stop waits for those answers, at most ``drain_s`` (AETHER_CONTROL_PLANE_DRAIN_S), before
 it lets gRPC cancel what is left. A call whose run has not answered by then (a chunk's transaction waiting
 for a locked database) is answered here, FAILED_PRECONDITION naming the run and what it had counted so
-far, since it may still store a chunk: never a status a client retries. A call that arrives once the stop
-began stores nothing and is refused UNAVAILABLE.
+far, since it may still store a chunk: never a status a client retries. Those counts and that row come from
+the run's ``Progress``, one record it publishes after each chunk's commit: read from the live counters
+and the row the run had reached at its chunk's start, the answer named a row a chunk behind the counts
+("counted 65536 records ... before row 0") and could catch the three counters mid-update. A call that
+arrives once the stop began stores nothing and is refused UNAVAILABLE.
 
 A replay (ReplayQuarantined) is waited for the same way; it has no chunk boundary to stop at, and its
 records are claimed, so a retry never writes one twice (``service.replay``).
@@ -25,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 from clients.errors import FailedPrecondition, Unavailable
 
@@ -38,13 +42,18 @@ DEFAULT_DRAIN_S = 6.0
 DRAIN_VARIABLE = "AETHER_CONTROL_PLANE_DRAIN_S"
 
 
-class Counts(Protocol):
-    """What a run has stored and counted so far (``batch.MaterializeOutcome``)."""
+@dataclass(frozen=True)
+class Progress:
+    """What a run had stored and counted once a chunk's transaction committed, and the rows of its source
+    those chunks covered (those outside its window included): the database row's counts, with the row an
+    operator resumes from. Published whole (``RunWatch.publish``), so a reader never pairs one chunk's
+    counts with another's row, nor sees records_in other than accepted + quarantined."""
 
     run_id: str
-    records_in: int
-    accepted: int
-    quarantined: int
+    records_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    source_rows: int = 0
 
 
 class ShuttingDown(Unavailable):
@@ -53,26 +62,37 @@ class ShuttingDown(Unavailable):
 
 
 class RunWatch:
-    """One call's run, as its worker thread and the stop see it: the thread reports its counts at every
-    chunk boundary and stops there once the control plane is stopping."""
+    """One call's run, as its worker thread and the stop see it: the thread publishes its progress after
+    every chunk's commit and stops at the next chunk boundary once the control plane is stopping."""
 
     def __init__(self, stopping: threading.Event) -> None:
         self._stopping = stopping
-        self.counts: Counts | None = None  # the run's live counters, once it reached its first chunk
-        self.source_rows = 0  # rows of its source before its next chunk
+        self._lock = threading.Lock()  # the run's thread publishes, the stop's event loop reads
+        self._progress: Progress | None = None  # none before its first chunk committed
 
-    def check(self, counts: Counts, source_rows: int) -> None:
+    @property
+    def progress(self) -> Progress | None:
+        """The run's last published progress."""
+        with self._lock:
+            return self._progress
+
+    def publish(self, progress: Progress) -> None:
+        """After a chunk's transaction committed: what the run's counters and the database row say now."""
+        with self._lock:
+            self._progress = progress
+
+    def check(self, run_id: str) -> None:
         """At a chunk boundary, before the chunk is written: ``ShuttingDown`` once the stop began."""
-        self.counts, self.source_rows = counts, source_rows
         if not self._stopping.is_set():
             return
-        if counts.accepted:  # part_way adds what it stored, and makes it FAILED_PRECONDITION
+        done = self.progress or Progress(run_id)
+        if done.accepted:  # part_way adds what it stored, and makes it FAILED_PRECONDITION
             raise ShuttingDown(
-                f"the control plane is shutting down: run {counts.run_id} stopped after the first"
-                f" {source_rows} rows of its source"
+                f"the control plane is shutting down: run {run_id} stopped after the first"
+                f" {done.source_rows} rows of its source"
             )
         raise ShuttingDown(
-            f"the control plane is shutting down: run {counts.run_id} stopped before it stored any row;"
+            f"the control plane is shutting down: run {run_id} stopped before it stored any row;"
             " ingest the source again once the control plane is back"
         )
 
@@ -124,8 +144,8 @@ class RunDrain:
             await asyncio.wait(set(self._running))
 
     def _unfinished(self, watch: RunWatch, what: str) -> str:
-        counts = watch.counts
-        if counts is None:
+        done = watch.progress  # one record: its counts and row agree with each other and the database row
+        if done is None:
             return (
                 f"the control plane is shutting down and {what} did not end within {self._drain_s:g}s"
                 f" ({DRAIN_VARIABLE}); it may have stored rows, so do not repeat it before the audit log"
@@ -133,10 +153,10 @@ class RunDrain:
                 " stored"
             )
         return (
-            f"the control plane is shutting down and run {counts.run_id} did not stop within"
-            f" {self._drain_s:g}s ({DRAIN_VARIABLE}): it had stored and counted {counts.records_in} records"
-            f" ({counts.accepted} accepted, {counts.quarantined} quarantined) before row"
-            f" {watch.source_rows} of its source and may store one more chunk; do not ingest the source"
+            f"the control plane is shutting down and run {done.run_id} did not stop within"
+            f" {self._drain_s:g}s ({DRAIN_VARIABLE}): it had stored and counted {done.records_in} records"
+            f" ({done.accepted} accepted, {done.quarantined} quarantined) before row"
+            f" {done.source_rows} of its source and may store one more chunk; do not ingest the source"
             f" again before the run's last `ingestion.batch` audit entry (`aetherctl audit list`) shows"
             " what it counted, then only the rest of it"
         )

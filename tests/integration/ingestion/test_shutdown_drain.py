@@ -168,9 +168,13 @@ async def test_a_run_that_does_not_stop_within_the_drain_is_answered_as_unfinish
     details = stopped.value.details()
     assert stopped.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
     (run,) = counted_runs(server)
+    run_id, records_in, accepted = run
+    # Every row is valid and inside the window: the row the operator resumes from is the count. It named
+    # row 0, the row the run had reached when its first chunk began, while the counts were the chunk's.
     assert details.startswith(
-        f"the control plane is shutting down and run {run[0]} did not stop within 0.2s"
-        f" (AETHER_CONTROL_PLANE_DRAIN_S): it had stored and counted {run[1]} records"
+        f"the control plane is shutting down and run {run_id} did not stop within 0.2s"
+        f" (AETHER_CONTROL_PLANE_DRAIN_S): it had stored and counted {records_in} records"
+        f" ({accepted} accepted, 0 quarantined) before row {records_in} of its source"
     ), details
 
 
