@@ -6,18 +6,21 @@ UNAVAILABLE ("Cancelling all calls"), which it retries, while the thread, which 
 to store and count every row (and audit the run finished); the retry stored them all a second time.
 
 So a stop first asks the runs to stop (``RunDrain.stop``): each one stops at its next chunk boundary,
-before that chunk is written (``RunWatch.check``), with ``ShuttingDown``. A run that had stored accepted
-rows answers FAILED_PRECONDITION saying what it stored and where in its source it stopped (``part_way``:
-a status clients do not retry); one that had stored none answers UNAVAILABLE, which is right to retry
-once the control plane is back. A run past its last chunk (writing its online values) finishes and
-answers OK. The stop waits for those answers, at most ``drain_s`` (AETHER_CONTROL_PLANE_DRAIN_S), before
-it lets gRPC cancel what is left. A call whose run has not answered by then (a chunk's transaction waiting
-for a locked database) is answered here, FAILED_PRECONDITION naming the run and what it had counted so
-far, since it may still store a chunk: never a status a client retries. Those counts and that row come from
-the run's ``Progress``, one record it publishes after each chunk's commit: read from the live counters
-and the row the run had reached at its chunk's start, the answer named a row a chunk behind the counts
-("counted 65536 records ... before row 0") and could catch the three counters mid-update. A call that
-arrives once the stop began stores nothing and is refused UNAVAILABLE.
+before that chunk is written (``RunWatch.check``). A run that had counted records answers
+FAILED_PRECONDITION saying what it counted and where in its source it stopped, a status clients do not
+retry: with accepted rows through ``part_way``, with only quarantined ones (``StoppedAfterQuarantine``)
+saying they are in the quarantine; told "stored no row" with UNAVAILABLE, such a run was retried whole
+and quarantined those rows again under a new run. Only a run that had counted nothing answers UNAVAILABLE
+(``ShuttingDown``), which is right to retry once the control plane is back. A run past its last chunk
+(writing its online values) finishes and answers OK. The stop waits for those answers, at most
+``drain_s`` (AETHER_CONTROL_PLANE_DRAIN_S), before it lets gRPC cancel what is left. A call whose run has
+not answered by then (a chunk's transaction waiting for a locked database) is answered here,
+FAILED_PRECONDITION naming the run and what it had counted so far, since it may still store a chunk:
+never a status a client retries. Those counts and that row come from the run's ``Progress``, one record
+it publishes after each chunk's commit: read from the live counters and the row the run had reached at
+its chunk's start, the answer named a row a chunk behind the counts ("counted 65536 records ... before
+row 0") and could catch the three counters mid-update. A call that arrives once the stop began stores
+nothing and is refused UNAVAILABLE.
 
 A replay (ReplayQuarantined) is waited for the same way; it has no chunk boundary to stop at, and its
 records are claimed, so a retry never writes one twice (``service.replay``).
@@ -57,8 +60,15 @@ class Progress:
 
 
 class ShuttingDown(Unavailable):
-    """The control plane is stopping: the run stopped at a chunk boundary. UNAVAILABLE (retry later)
-    while it had stored no accepted row; ``part_way`` makes it FAILED_PRECONDITION once it had."""
+    """The control plane is stopping: the run stopped at a chunk boundary. UNAVAILABLE (retry later) when
+    it had counted no record; with accepted rows counted, ``part_way`` makes it FAILED_PRECONDITION saying
+    what was stored."""
+
+
+class StoppedAfterQuarantine(FailedPrecondition):
+    """The control plane is stopping: the run stopped at a chunk boundary after it counted records, all of
+    them quarantined. Not a status a client retries: they are stored in the quarantine, where they can be
+    replayed, and ingesting them again would only quarantine them once more under a new run."""
 
 
 class RunWatch:
@@ -82,7 +92,8 @@ class RunWatch:
             self._progress = progress
 
     def check(self, run_id: str) -> None:
-        """At a chunk boundary, before the chunk is written: ``ShuttingDown`` once the stop began."""
+        """At a chunk boundary, before the chunk is written: once the stop began, ``ShuttingDown`` while
+        the run counted no record, else FAILED_PRECONDITION (module doc)."""
         if not self._stopping.is_set():
             return
         done = self.progress or Progress(run_id)
@@ -91,8 +102,16 @@ class RunWatch:
                 f"the control plane is shutting down: run {run_id} stopped after the first"
                 f" {done.source_rows} rows of its source"
             )
+        if done.records_in:  # only quarantined: nothing for part_way to add, and no retryable status
+            raise StoppedAfterQuarantine(
+                f"the control plane is shutting down: run {run_id} stopped after the first"
+                f" {done.source_rows} rows of its source, having counted {done.records_in} records (0"
+                f" accepted, {done.quarantined} quarantined). They are stored in the quarantine (`aetherctl"
+                " quarantine list`), where they can be replayed; do not ingest those rows again: ingest"
+                " only the rest of the source"
+            )
         raise ShuttingDown(
-            f"the control plane is shutting down: run {run_id} stopped before it stored any row;"
+            f"the control plane is shutting down: run {run_id} stopped before it counted any record;"
             " ingest the source again once the control plane is back"
         )
 

@@ -35,16 +35,19 @@ CHUNKS = 40  # far more than a 2 s grace stores: the run outlasted it
 ROWS = CHUNKS * parquet_source.PARQUET_BATCH_ROWS
 
 
-def big_source(path: Path) -> Path:
-    """``ROWS`` valid rows of ``climate``: ``CHUNKS`` chunks of a run."""
+def big_source(path: Path, invalid_rows: int = 0) -> Path:
+    """``ROWS`` rows of ``climate``: ``CHUNKS`` chunks of a run, valid but for the first
+    ``invalid_rows`` (a mode the view does not allow: quarantined)."""
     now = datetime.now(UTC) - timedelta(hours=1)
+    mode = np.full(ROWS, 1, dtype=np.int32)
+    mode[:invalid_rows] = 9
     pq.write_table(
         pa.table(
             {
                 "sensor_id": pa.array(np.arange(ROWS) % 1000, pa.int64()),
                 "event_ts": pa.array([now] * ROWS, pa.timestamp("us", "UTC")),
                 "temperature_c": pa.array(np.full(ROWS, 20.0), pa.float32()),
-                "mode": pa.array(np.full(ROWS, 1), pa.int32()),
+                "mode": pa.array(mode, pa.int32()),
             }
         ),
         path,
@@ -123,6 +126,46 @@ async def test_a_stop_during_a_materialize_answers_what_the_run_stored_never_a_r
     with read_session(control_plane.context.sessions) as session:
         actions = [row.action for row in session.query(AuditEntryRow).all()]
     assert "ingestion.batch.finished" not in actions
+
+
+async def test_a_stop_after_a_run_quarantined_a_whole_chunk_answers_what_it_counted_not_retryable(
+    control_plane: ControlPlaneServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose first chunk was all quarantined, stopped before its second, was told it "stopped
+    before it stored any row; ingest the source again", UNAVAILABLE, while its run row counted the chunk
+    (65536 in, 65536 quarantined): a retry quarantined those rows again under a new run. It now answers
+    FAILED_PRECONDITION naming the run and its counts, which equal the run's row."""
+    rows = parquet_source.PARQUET_BATCH_ROWS
+    source = big_source(tmp_path / "big.parquet", invalid_rows=rows)
+    monkeypatch.setattr(service, "parquet_batches", stopping_after_first_chunk(control_plane.address))
+    channel = grpc.insecure_channel(control_plane.address)
+    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
+    request = ingestion_pb2.MaterializeRequest(
+        header=ingestion_pb2.IngestHeader(view="climate"), source_uri=str(source)
+    )
+    call = asyncio.ensure_future(asyncio.to_thread(stub.Materialize, request, timeout=120.0))
+    try:
+        deadline = time.monotonic() + 60.0
+        while not await asyncio.to_thread(counted_runs, control_plane):
+            assert time.monotonic() < deadline, "the run never counted its first chunk"
+            assert not call.done(), call
+            await asyncio.sleep(0.02)
+        await control_plane.stop()
+        with pytest.raises(grpc.RpcError) as stopped:
+            await call
+    finally:
+        channel.close()
+    details = stopped.value.details()
+    assert stopped.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    with read_session(control_plane.context.sessions) as session:
+        (row,) = session.query(IngestionRunRow).all()
+        counts = (row.run_id, row.records_in, row.accepted, row.quarantined)
+    assert counts[1:] == (rows, 0, rows), counts
+    assert (
+        f"run {counts[0]} stopped after the first {rows} rows of its source, having counted {rows} records"
+        f" (0 accepted, {rows} quarantined)"
+    ) in details, details
+    assert "stored no row" not in details and "ingest the source again" not in details
 
 
 async def test_a_run_that_does_not_stop_within_the_drain_is_answered_as_unfinished_not_retryable(
