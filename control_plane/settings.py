@@ -53,7 +53,9 @@ class ControlPlaneSettings:
     #: How long a stop waits for in-flight calls before cancelling them.
     shutdown_grace_s: float = 2.0
     #: How long a stop first waits for in-flight ingestion runs to stop at a chunk boundary and answer
-    #: what they stored (AETHER_CONTROL_PLANE_DRAIN_S; see control_plane.ingestion.draining).
+    #: what they stored (AETHER_CONTROL_PLANE_DRAIN_S; see control_plane.ingestion.draining). `aetherctl
+    #: dev down` waits it + ``shutdown_grace_s`` + 2 s before SIGKILL (``control_plane.cli.dev.down_grace``);
+    #: another supervisor must wait as long, or it kills a stop still answering a stuck run's caller.
     shutdown_drain_s: float = DEFAULT_DRAIN_S
     #: Bearer tokens (AETHER_ADMIN_TOKEN[_FILE], AETHER_READONLY_TOKEN[_FILE]); no token = auth off.
     auth: AuthSettings = field(default_factory=AuthSettings)

@@ -6,12 +6,19 @@ action runs: it imports grpc and redis, a tenth of a second of every other comma
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from control_plane.cli.numbers import positive_seconds, window_seconds
 
 if TYPE_CHECKING:
     from control_plane.cli.settings import CliSettings
+
+#: ``dev down``'s seconds between SIGTERM and SIGKILL by default: the control plane's default drain (6 s)
+#: and gRPC grace (2 s), with ``DOWN_MARGIN_S`` to close its stores and exit.
+DEFAULT_DOWN_GRACE_S = 10.0
+DOWN_MARGIN_S = 2.0
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +30,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     down = actions.add_parser("down", help="stop the local stack")
     down.add_argument(
-        "--grace", type=window_seconds, default=10.0, help="seconds between SIGTERM and SIGKILL (default: 10)"
+        "--grace",
+        type=window_seconds,
+        default=None,
+        help="seconds between SIGTERM and SIGKILL (default: 10, or AETHER_CONTROL_PLANE_DRAIN_S + 4 when that"
+        " is longer: the control plane's drain and gRPC grace, so a stop answers its runs' callers first)",
     )
     actions.add_parser("status", help="show which services of the local stack run, and where")
 
@@ -31,4 +42,26 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def run(args: argparse.Namespace, settings: CliSettings) -> int:
     from control_plane.cli import local_stack
 
+    if args.action == "down":
+        args.grace = down_grace(args.grace, os.environ)
     return local_stack.run(args, settings)
+
+
+def down_grace(flag: float | None, environ: Mapping[str, str]) -> float:
+    """``dev down``'s grace: ``--grace`` when given, else long enough for the control plane's stop to
+    drain its ingestion runs (AETHER_CONTROL_PLANE_DRAIN_S, read from the same environment as ``dev up``
+    started it with) and answer them before SIGKILL: a fixed 10 s killed a control plane with a longer
+    drain while it waited for a stuck run, whose caller then got a retryable UNAVAILABLE instead of the
+    answer naming what the run stored (``control_plane.ingestion.draining``)."""
+    if flag is not None:
+        return flag
+    # Imported here: they import grpc and redis, which no other command's flags need (test_startup_imports).
+    from clients.env_values import ConfigurationError, env_float
+    from control_plane.ingestion.draining import DEFAULT_DRAIN_S, DRAIN_VARIABLE
+    from control_plane.settings import ControlPlaneSettings
+
+    try:
+        drain_s = env_float(environ, DRAIN_VARIABLE, DEFAULT_DRAIN_S, minimum=0, maximum=3600)
+    except ConfigurationError:  # the control plane refuses to start with it: nothing of it to wait for
+        drain_s = DEFAULT_DRAIN_S
+    return max(DEFAULT_DOWN_GRACE_S, drain_s + ControlPlaneSettings.shutdown_grace_s + DOWN_MARGIN_S)

@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 #: How long a stop waits for in-flight runs to answer, by default: a run stops at its next chunk
 #: boundary (65,536 rows, well under a second), so this only bounds one stuck on its database. With the
-#: server's grace after it, it stays inside `aetherctl dev down`'s 10 s before SIGKILL.
+#: server's grace after it, it stays inside `aetherctl dev down`'s 10 s before SIGKILL; a longer one set
+#: lengthens that to match (``control_plane.cli.dev.down_grace``).
 DEFAULT_DRAIN_S = 6.0
 DRAIN_VARIABLE = "AETHER_CONTROL_PLANE_DRAIN_S"
 
