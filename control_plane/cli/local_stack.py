@@ -44,7 +44,14 @@ from control_plane.cli import output
 from control_plane.cli.settings import CliSettings
 from control_plane.cli.stack_credentials import data_plane_token, redis_auth_config
 from control_plane.cli.stack_lock import stack_lock
-from control_plane.cli.stack_probes import alive, listening_ports, redis_answers, redis_pid, serving
+from control_plane.cli.stack_probes import (
+    alive,
+    listening_ports,
+    redis_answers,
+    redis_pid,
+    serving,
+    working_folder,
+)
 
 DEFAULT_REDIS_PORT = 6379  # a redis:// URL without a port
 _INSTALL_REDIS = (
@@ -215,8 +222,14 @@ def _answer_or_exit(service: Service, folder: Path, pid: int, wait_s: float) -> 
 
 
 def _answers(service: Service, folder: Path, pid: int) -> bool:
-    """Whether ``service`` (its process ``pid``, alive) answers as a ready one does (``_is_ready``)."""
-    return _is_ready(service, folder / f"{service.key}.log", pid)
+    """Whether ``service`` (its process ``pid``, alive, started before) answers as a ready one does
+    (``_is_ready``). A plane's log truncated since it started (logrotate's copytruncate) has lost its
+    "listening on" line: then it answers at its configured address when that is its own socket."""
+    log_path = folder / f"{service.key}.log"
+    if service.ready_line is None or _listening_address(service, log_path) is not None:
+        return _is_ready(service, log_path, pid)
+    address = _owned_address(service.address, pid)
+    return address is not None and serving(address)
 
 
 def service_environment(
@@ -305,15 +318,17 @@ def _is_ready(service: Service, log_path: Path, pid: int) -> bool:
     (the data plane says so only once it holds a registry snapshot, so it is ready to answer reads)."""
     if service.ready_line is None:
         return redis_pid(service.address) == pid
-    # The log's line gives the address a plane took (its configured port may be 0); a log truncated since
-    # (logrotate's copytruncate) has lost it, and a plane that answers at its configured address is up.
-    address = _listening_address(service, log_path) or _fixed_address(service.address)
+    address = _listening_address(service, log_path)
     return address is not None and serving(address)
 
 
-def _fixed_address(address: str) -> str | None:
-    """``address`` unless its port is 0 (then only the plane's log says where it listens)."""
-    return None if address.rsplit(":", 1)[-1] == "0" else address
+def _owned_address(address: str, pid: int) -> str | None:
+    """``address`` when process ``pid`` listens on its port (None for port 0, or when it does not, or its
+    sockets cannot be read). Only for a plane running since before: a freshly started one must log its
+    own line, else another server already answering there passed for it while it failed to bind."""
+    port = address.rsplit(":", 1)[-1]
+    ports = listening_ports(pid)
+    return address if port.isdigit() and ports and int(port) in ports else None
 
 
 def _listening_address(service: Service, log_path: Path) -> str | None:
@@ -417,17 +432,23 @@ def _running_pid(service: Service, folder: Path) -> int | None:
         return None
     if not alive(pid, service.marker):
         return None
-    if service.ready_line is None and not _may_serve(pid, service.address):
+    if service.ready_line is None and not _may_serve(service, pid, service.address):
         return None  # a redis-server, but not the one at AETHER_REDIS_URL: not this stack's
     return pid
 
 
-def _may_serve(pid: int, url: str) -> bool:
-    """Whether redis-server ``pid`` may be the one at ``url``: not when it listens on TCP ports and none
-    is the URL's. A stale pid file (its pid reused by another redis-server) or a URL moved to another
-    port named a process that was shown as "not answering (stopping?)", that `dev up` waited for, and
-    that `dev down` then stopped. A Redis that listens on nothing (stopping: it closed its listeners) or
-    whose sockets cannot be read is given the benefit of the doubt."""
+def _may_serve(service: Service, pid: int, url: str) -> bool:
+    """Whether redis-server ``pid`` may be this stack's: it is when it runs on the stack's data folder (its
+    ``--dir``, its working folder), whatever its port (AETHER_REDIS_URL moved since `dev up`: it is still
+    the stack's to stop, and a second one on the same append-only files would be started beside it);
+    otherwise not when it listens on TCP ports and none is the URL's. A stale pid file (its pid reused by
+    another redis-server) named a process that was shown as "not answering (stopping?)", that `dev up`
+    waited for, and that `dev down` then stopped. A Redis that listens on nothing (stopping: it closed its
+    listeners) or whose sockets cannot be read is given the benefit of the doubt."""
+    # redis-server rewrites its command line (its title shows the address), and works in its --dir.
+    data_dir = service.command[service.command.index("--dir") + 1] if "--dir" in service.command else None
+    if data_dir is not None and working_folder(pid) == Path(data_dir).resolve():
+        return True
     ports = listening_ports(pid)
     port = urlsplit(url).port or DEFAULT_REDIS_PORT
     return not ports or port in ports

@@ -105,3 +105,11 @@ def listening_ports(pid: int) -> frozenset[int] | None:
     except OSError:
         return None
     return frozenset(ports)
+
+
+def working_folder(pid: int) -> Path | None:
+    """Process ``pid``'s working folder (None without procfs, or another user's process)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+    except OSError:
+        return None

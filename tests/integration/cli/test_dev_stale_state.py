@@ -5,10 +5,11 @@ that is not the one at AETHER_REDIS_URL."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from tests.integration.cli.test_dev_cli import aetherctl, dev_env, states
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 
 __all__ = ["dev_env"]  # the fixture, used by name
 
@@ -54,3 +55,54 @@ def test_a_pid_file_naming_another_redis_server_is_not_this_stacks_redis(dev_env
         os.kill(other.process.pid, 0)
     finally:
         other.close()
+
+
+def test_a_control_plane_that_cannot_bind_its_address_is_not_reported_started(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A second stack configured on the first one's control-plane address: its control plane exits
+    ("address already in use"). Readiness of a freshly started plane is its own "listening on" line, not
+    "something answers at the configured address": the first stack's server passed for it, `dev up`
+    said "started" (exit 0), and the second stack ran its data plane against another stack."""
+    second = dict(
+        dev_env,
+        AETHER_HOME=str(tmp_path / "second"),
+        AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        AETHER_DATA_PLANE_ADDR=f"127.0.0.1:{free_port()}",
+    )
+    up = aetherctl(dev_env, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        clash = aetherctl(second, "dev", "up", "--wait", "30")
+        assert clash.returncode != 0, clash.stdout
+        assert "control plane" in clash.stderr, clash.stderr
+        status = aetherctl(dev_env, "dev", "status")
+        assert status.returncode == 0, status.stdout  # the first stack is untouched
+    finally:
+        aetherctl(second, "dev", "down")
+        down = aetherctl(dev_env, "dev", "down")
+    assert down.returncode == 0, down.stderr
+
+
+def test_the_stacks_redis_is_still_its_own_after_the_url_moved(dev_env: dict[str, str]) -> None:
+    """AETHER_REDIS_URL moved to another port after `dev up`: the redis-server on the stack's data folder
+    is still the stack's. Taken as "not this stack's", `dev down` forgot it (and removed its pid file)
+    and a `dev up` started a second redis-server on the same append-only files."""
+    home = Path(dev_env["AETHER_HOME"]) / "dev"
+    up = aetherctl(dev_env, "dev", "up")
+    redis_pid = 0
+    try:
+        assert up.returncode == 0, up.stderr
+        redis_pid = int((home / "redis.pid").read_text())
+        moved = dict(dev_env, AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+        down = aetherctl(moved, "dev", "down")
+        assert down.returncode == 0, down.stderr
+        assert states(down.stdout)["redis"] == "stopped", down.stdout
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{redis_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls observable state; bounded by the deadline
+        assert not Path(f"/proc/{redis_pid}").exists(), "the stack's redis-server was left running"
+    finally:
+        aetherctl(dev_env, "dev", "down")
+        if redis_pid and Path(f"/proc/{redis_pid}").exists():
+            os.kill(redis_pid, 9)
