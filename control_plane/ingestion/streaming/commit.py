@@ -211,12 +211,19 @@ class Committer:
         return self._deleted
 
     def redis_lost(self) -> bool:
-        """Whether a ``begin`` since the last call found Redis without its data and took ownership back.
-        A trim point computed before then is the lost group's and sets': committed into the new data, it
-        marked entries of the new stream not read yet as processed (``redis_source.py`` re-creates a
-        group lost alone at that mark, and would skip them)."""
+        """Whether a ``begin`` since the last call found Redis without its data and took ownership back,
+        or the state keys were reset since (``state_reset``). A trim point computed before then is the
+        lost group's and sets': committed into the new data, it marked entries of the new stream not read
+        yet as processed (``redis_source.py`` re-creates a group lost alone at that mark, and would skip
+        them)."""
         lost, self._redis_lost = self._redis_lost, False
         return lost
+
+    def state_reset(self) -> None:
+        """Says that the state keys were reset outside a commit: the Redis source created its group for
+        a new stream (deleted and written again) and dropped the old stream's sets and trim point
+        (``redis_source.CREATE_GROUP``). Followed as a loss of Redis's data is (``redis_lost``)."""
+        self._redis_lost = True
 
     def close(self) -> None:
         self._connection.disconnect()

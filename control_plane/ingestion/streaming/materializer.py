@@ -42,7 +42,8 @@ point, not below it (``redis_source.py``). The trim point is kept (``trimmed_bel
 (a lower one, from a longer lateness or window or from a group re-created at the point, would mark ids
 already dropped from the sets as unprocessed), with the reach that set it (window plus lateness,
 ``trim_reach``): a later run with a longer reach, whose rebuild would read from before it, logs a warning
-that the events before it are not re-applied (their windows are short until they slide past it).
+that the events before it are not re-applied (their windows are short until they slide past it). Only a
+new stream (deleted, written again) resets it, with the sets: they are the old stream's (``redis_source.py``).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.
@@ -181,12 +182,12 @@ class StreamMaterializer:
         run_id = bounded_id(f"stream:{source.name}:{options.group}:{name}:v{version}", RUN_ID_LENGTH)
         self.run = RunSource(run_id, name, version, "stream", bounded_id(source.name, SOURCE_LENGTH))
         self._token = uuid.uuid4().hex
-        if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
-            source.processed_below(self.keys)
         acked_stream = source.name if source.acks_in_commit else None
         self._committer = Committer(
             client, self.keys, acked_stream, options.group, self._token, (run_id, self.run.source_id)
         )
+        if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
+            source.processed_below(self.keys, self._committer.state_reset)
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
         self._last_ingested_us = 0
         self._next_reclaim = 0.0
@@ -444,7 +445,7 @@ class StreamMaterializer:
 
     def _trim(self) -> Trim | None:
         """The trim of the next commit, once a trim point is known (see the module docstring)."""
-        if self._committer.redis_lost():  # the point held is the lost data's: computed again, next step
+        if self._committer.redis_lost():  # the point held is the lost state's: computed again, next step
             self._trim_below_ms = None
             self._next_trim = 0.0
         if self._trim_below_ms is None:

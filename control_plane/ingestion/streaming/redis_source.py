@@ -29,14 +29,21 @@ alone: the new stream's entries are all new, and at the trim point those with ex
 were never delivered, counted nowhere. Which happened is told by the newest id of each id set: the stream
 kept is the one they were processed from if either is still in it (the retention a rebuild needs, from
 the group's position less the longest window and the lateness, keeps it); a new stream holds neither,
-unless a producer wrote the old ids again, the same entries. A stream kept whose newest processed ids
-were removed (``XDEL``; an ``XTRIM`` past the group's position, against that retention) looks new:
-whatever it still holds before the trim point is read again. A group that is new when the materializer
-starts (destroyed while it was stopped) is created at the same point, by the source's first command on
-the group, which comes after the materializer named the trim point's key: created at ``0`` and moved
-there afterwards (``XGROUP SETID``), a consumer of the group reading in between was delivered the trimmed
-entries and applied them again. The point is read and the group created in one script (``CREATE_GROUP``),
-so no trim committed in between lowers it below ids dropped meanwhile."""
+unless a producer wrote the old ids again, the same entries. A new stream's group, created at ``0``,
+also resets the materializer's state in the same script: the applied / rejected sets, the trim point and
+its reach, all the old stream's. Kept, the sets' newest id stayed an old-stream id that the new stream
+does not hold, so every later loss of the group re-created it at ``0`` too, and the new stream's entries
+that commits had already trimmed from the sets were applied and counted a second time. The materializer
+then drops the trim point it holds, as after a loss of Redis's data (``Committer.state_reset``), and its
+windows in memory keep the events applied before, as then (the online values, which Redis kept here,
+too). A stream kept whose newest processed ids were removed (``XDEL``; an ``XTRIM`` past the group's
+position, against that retention) looks new: whatever it still holds is read, and counted, again. A
+group that is new when the materializer starts (destroyed while it was stopped) is created at the same
+point, by the source's first command on the group, which comes after the materializer named the trim
+point's key: created at ``0`` and moved there afterwards (``XGROUP SETID``), a consumer of the group
+reading in between was delivered the trimmed entries and applied them again. The point is read and the
+group created in one script (``CREATE_GROUP``), so no trim committed in between lowers it below ids
+dropped meanwhile."""
 
 from __future__ import annotations
 
@@ -63,26 +70,34 @@ RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 LAST_SEQUENCE = 2**64 - 1
 #: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2], if the
 #: stream holds the newest id of the applied (KEYS[3]) or rejected (KEYS[4]) set; else (none of those
-#: keys given, no trim point, a new stream) at ``0``. Returns the id it was created at, or nil when the
-#: group already existed.
+#: keys given, no trim point, a new stream) at ``0``. A new stream (the sets or the trim point there, their
+#: newest ids not in it) also resets that state: the sets, the trim point and its reach (KEYS[5]), which
+#: are the old stream's. Returns ``[id created at, 1 if reset else 0]``, or nil when the group already
+#: existed (and nothing was reset: whoever created it decided).
 CREATE_GROUP = f"""
-local function in_stream(set)
-  local newest = redis.call('ZREVRANGE', set, 0, 0)[1]
-  if not newest then return false end
-  local found = redis.pcall('XRANGE', KEYS[1], newest, newest)
+local function in_stream(id)
+  if not id then return false end
+  local found = redis.pcall('XRANGE', KEYS[1], id, id)
   return type(found) == 'table' and not found.err and #found > 0
 end
-local at = '0'
-local below = KEYS[2] and tonumber(redis.call('GET', KEYS[2]))
-if below and below > 0 and (in_stream(KEYS[3]) or in_stream(KEYS[4])) then
-  at = string.format('%d-{LAST_SEQUENCE}', below - 1)
+local at, reset = '0', 0
+if KEYS[2] then
+  local applied = redis.call('ZREVRANGE', KEYS[3], 0, 0)[1]
+  local rejected = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1]
+  local below = tonumber(redis.call('GET', KEYS[2]))
+  if in_stream(applied) or in_stream(rejected) then
+    if below and below > 0 then at = string.format('%d-{LAST_SEQUENCE}', below - 1) end
+  elseif below or applied or rejected then
+    reset = 1
+  end
 end
 local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], at, 'MKSTREAM')
 if type(created) == 'table' and created.err then
   if string.sub(created.err, 1, 9) == 'BUSYGROUP' then return nil end
   return created
 end
-return at
+if reset == 1 then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+return {{at, reset}}
 """
 
 
@@ -165,6 +180,7 @@ class RedisStreamSource:
         self._consumer = consumer
         self._reclaim_cursor = "0-0"
         self._processed_below: StateKeys | None = None  # the trim point's keys: see ``processed_below``
+        self._state_reset: Callable[[], None] = lambda: None  # told when CREATE_GROUP resets that state
         self._grouped_once = False  # the group is created (if new) by the first command on it
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
@@ -186,21 +202,35 @@ class RedisStreamSource:
 
     def _create_group(self) -> str | None:
         """Creates the group if it does not exist, just before the trim point (``CREATE_GROUP``); returns
-        the id it was created at, None if it existed."""
+        the id it was created at, None if it existed. A new stream's group resets the state keys."""
         state = self._processed_below
-        keys = (
-            [self.name] if state is None else [self.name, state.trimmed_below, state.applied, state.rejected]
-        )
-        at = self.retrying(lambda: self._client.eval(CREATE_GROUP, len(keys), *keys, self._group))
-        return None if at is None else _text(at)
+        keys = [self.name]
+        if state is not None:
+            keys += [state.trimmed_below, state.applied, state.rejected, state.trim_reach]
+        created: Any = self.retrying(lambda: self._client.eval(CREATE_GROUP, len(keys), *keys, self._group))
+        if created is None:
+            return None
+        if int(created[1]):
+            _log.warning(
+                "stream %r is not the one the ids of %s were processed from (it holds neither set's newest"
+                " id: deleted and written again): its group is created at its start, and the old stream's"
+                " applied and rejected ids and trim point are reset, so that the new stream's own govern a"
+                " later loss of its group (the windows in memory keep the events applied before)",
+                self.name, state.prefix if state is not None else "?",
+            )  # fmt: skip
+            self._state_reset()
+        return _text(created[0])
 
-    def processed_below(self, keys: StateKeys) -> None:
+    def processed_below(self, keys: StateKeys, reset: Callable[[], None] | None = None) -> None:
         """Names the materializer's state keys: the stream time (ms) below which it processed every entry
         and dropped its id from the applied / rejected sets (``trimmed_below``), and those sets. A lost
         group is re-created there, not at ``0``, if the stream is the one processed (see the module doc);
         so is a new group (destroyed while no materializer ran), which the first command on it creates,
-        after this call."""
+        after this call. A group created for a new stream resets that state, and calls ``reset``: a
+        trim point computed before is the old stream's."""
         self._processed_below = keys
+        if reset is not None:
+            self._state_reset = reset
 
     def _grouped(self, operation: Callable[[], T]) -> T:
         """``retrying(operation)`` for a command on the group: one that fails because Redis lost the group

@@ -231,3 +231,69 @@ def test_a_stream_deleted_and_refilled_with_older_ids_is_read_from_its_start(
     assert not client.xpending(STREAM, TRIMMING.group)["pending"]
     assert materializer.totals.accepted == len(old + recent + refilled)
     counted(sessions, tmp_path, len(old + recent + refilled))
+
+
+def test_a_refilled_stream_whose_group_is_lost_later_counts_none_of_its_entries_twice(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The group of a refilled stream came back at "0", but the old stream's state stayed: its trim point
+    # and its applied ids, the newest of which the new stream does not hold. A group lost later was then
+    # re-created at "0" again, and the new stream's entries already trimmed from the sets were applied
+    # and counted a second time.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    now = int(time.time() * 1000)
+    old = random_events(10, seed=71, sensors=3)
+    publish_at(client, old, now - 3 * DAY_MS)
+    recent = random_events(20, seed=72, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    assert client.exists(KEYS.trimmed_below)
+
+    assert client.delete(STREAM)
+    first = random_events(10, seed=73, sensors=3)
+    publish_at(client, first, now - 4 * DAY_MS)
+    second = random_events(10, seed=74, sensors=3)
+    publish_at(client, second, now - 36 * 3_600_000)
+    run_until_idle(materializer)
+    third = random_events(3, seed=75, sensors=3)  # read after a trim point of the new stream's own
+    publish_at(client, third, now - 35 * 3_600_000)
+    run_until_idle(materializer)
+    applied = {m.decode() for m in client.zrange(KEYS.applied, 0, -1)}
+    assert not applied >= {e.id for e in first}, "nothing of the refill was trimmed: the test tests nothing"
+
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    run_until_idle(materializer)
+
+    total = len(old + recent + first + second + third)
+    assert materializer.totals.accepted == total
+    counted(sessions, tmp_path, total)
+    assert not client.xpending(STREAM, TRIMMING.group)["pending"]
+
+
+def test_a_trim_point_from_before_a_refill_is_not_committed_into_the_new_streams_state(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The trim point the materializer held in memory is the old stream's: committed after the new stream's
+    # group reset the state, it marked the new stream's entries not read yet as processed, and a group
+    # destroyed before they were read skipped them for good.
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old = random_events(25, seed=81, sensors=3)
+    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
+    recent = random_events(30, seed=82, sensors=3)
+    publish(client, recent)
+    run_until_idle(materializer)
+    materializer._next_trim = float("inf")  # no new trim point of its own until the refill is followed
+
+    assert client.delete(STREAM)
+    fresh = random_events(20, seed=83, sensors=3)  # older in stream time than the trim point held
+    publish_at(client, fresh, int(time.time() * 1000) - 2 * DAY_MS)
+    assert materializer.step().accepted == TRIMMING.count  # one batch of the new stream, not all of it
+    assert client.xgroup_destroy(STREAM, TRIMMING.group)
+    run_until_idle(materializer)
+
+    assert materializer.totals.accepted == len(old + recent + fresh)
+    counted(sessions, tmp_path, len(old + recent + fresh))

@@ -106,7 +106,9 @@ def test_a_flush_between_a_batchs_check_and_its_commit_commits_it_once(
 
     keys = StateKeys.of("clicks", 1, OPTIONS.group)
     applied = {member.decode() for member in client.zrange(keys.applied, 0, -1)}
-    assert applied == {event.id for event in events + later}
+    # The batch's ids, committed after the flush, are those of the stream flushed: the group, created
+    # again for the new stream, reset the sets to its own (redis_source.CREATE_GROUP).
+    assert applied == {event.id for event in later}
     assert materializer.totals.accepted == len(events) + len(later)
     expected = expected_online(events + later)
     assert_close(read_online(client, view, sorted(expected)), expected)
