@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except AetherError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
+    except ConfigurationError as error:  # a Redis user without the scripting commands (redis_access.py)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except StopAsked as error:  # asked to stop during an outage: nothing lost (see StopAsked)
         print(f"stopped: {error}", file=sys.stderr)
         return 0

@@ -22,6 +22,8 @@ of arguments into Lua strings and back than the commands themselves took. Only t
 through the check script, by EVALSHA, a thousand keys a call; the MULTI loads it first (SCRIPT LOAD),
 because EXEC does not roll back: an EVALSHA that Redis's script cache no longer knew (flushed, or a
 restarted Redis) would fail alone while the ids, receipt and XACK committed without their online values.
+The trim point's script (``RAISE_TRIM_POINT``) runs the same way: EVALSHA and SCRIPT LOAD, not EVAL, are
+the scripting commands the materializer needs (``redis_access.py``).
 
 ``outbox.drain`` then moves receipts on to the offline store and SQL.
 
@@ -171,6 +173,9 @@ return 0
 """
 
 
+_RAISE_SHA = hashlib.sha1(RAISE_TRIM_POINT.encode()).hexdigest()
+
+
 class Committer:
     """Commits read batches of one materializer (one batch at a time; see the module docstring)."""
 
@@ -308,10 +313,13 @@ class Committer:
                     writes.append(("ZADD", key, "XX", "GT", *raised))
                 writes.append(("ZREMRANGEBYSCORE", key, floor, f"({trim.below_ms}"))
             reach = "" if trim.reach_ms is None else trim.reach_ms
-            # EVAL, not EVALSHA: the script's text travels, so a script cache Redis lost cannot fail it.
-            writes.append(
-                ("EVAL", RAISE_TRIM_POINT, 2, keys.trimmed_below, keys.trim_reach, trim.below_ms, reach)
-            )
+            # Loaded in the transaction, as the online writes' script, so a script cache Redis lost cannot
+            # fail it; by EVALSHA, not EVAL, which a user the earlier releases accepted may lack
+            # (``redis_access.py``).
+            writes += [
+                ("SCRIPT", "LOAD", RAISE_TRIM_POINT),
+                ("EVALSHA", _RAISE_SHA, 2, keys.trimmed_below, keys.trim_reach, trim.below_ms, reach),
+            ]
         if applied:
             writes.append(("ZADD", keys.applied, *_scored(applied, stream_times_ms(applied))))
         if rejected:

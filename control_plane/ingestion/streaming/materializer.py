@@ -93,6 +93,7 @@ from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, trim_point, warn_if_trimmed
+from control_plane.ingestion.streaming.redis_access import check_scripting
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
@@ -206,7 +207,7 @@ class StreamMaterializer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Takes ownership, finishes a predecessor's outbox, and rebuilds the window state."""
+        """Checks Redis's scripting grants, takes ownership, drains a predecessor's outbox, rebuilds."""
         # Compile (or load from numba's cache) the window kernel now, not inside the first batch.
         warm = self.plan.new_state(1)
         warm.apply(
@@ -215,6 +216,7 @@ class StreamMaterializer:
             np.zeros(1, np.int64),
             np.zeros((1, len(self.plan.columns))),
         )
+        self._retrying(partial(check_scripting, self._client))  # refused in one line, not at a batch
         self._retrying(lambda: self._client.set(self.keys.owner, self._token))
         self.flush()
         self._check_version()  # a retired or deleted version: the predecessor's outbox drained, and stop

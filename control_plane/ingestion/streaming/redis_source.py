@@ -43,7 +43,7 @@ point, by the source's first command on the group, which comes after the materia
 point's key: created at ``0`` and moved there afterwards (``XGROUP SETID``), a consumer of the group
 reading in between was delivered the trimmed entries and applied them again. The point is read and the
 group created in one script (``CREATE_GROUP``), so no trim committed in between lowers it below ids
-dropped meanwhile."""
+dropped meanwhile. It runs by EVALSHA (loaded when Redis does not know it), not EVAL (``redis_access.py``)."""
 
 from __future__ import annotations
 
@@ -182,6 +182,7 @@ class RedisStreamSource:
         self._processed_below: StateKeys | None = None  # the trim point's keys: see ``processed_below``
         self._state_reset: Callable[[], None] = lambda: None  # told when CREATE_GROUP resets that state
         self._grouped_once = False  # the group is created (if new) by the first command on it
+        self._create_script = client.register_script(CREATE_GROUP)
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
         options = {**self._decoding, "socket_timeout": socket_timeout}
@@ -207,7 +208,8 @@ class RedisStreamSource:
         keys = [self.name]
         if state is not None:
             keys += [state.trimmed_below, state.applied, state.rejected, state.trim_reach]
-        created: Any = self.retrying(lambda: self._client.eval(CREATE_GROUP, len(keys), *keys, self._group))
+        # EVALSHA, loading the script when Redis does not know it: not EVAL (``redis_access.py``).
+        created: Any = self.retrying(lambda: self._create_script(keys, [self._group]))
         if created is None:
             return None
         if int(created[1]):
