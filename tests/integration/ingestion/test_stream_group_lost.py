@@ -16,6 +16,7 @@ import pytest
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
@@ -24,6 +25,7 @@ from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
     STREAM,
+    Event,
     publish,
     random_events,
     registry_db,
@@ -37,6 +39,32 @@ pytestmark = pytest.mark.integration
 KEYS = StateKeys.of("clicks", 1, TRIMMING.group)
 DAY_MS = 86_400_000
 WARNING = "trimmed by an earlier run with a shorter lateness or window"
+
+
+@dataclasses.dataclass
+class TrimmedRun:
+    """A materializer that read ``old`` (three days back) and ``recent`` events to idle, and trimmed its
+    id sets: the starting point of the lost-group cases."""
+
+    client: redis.Redis
+    sessions: sessionmaker[Session]
+    materializer: StreamMaterializer
+    old: list[Event]
+    recent: list[Event]
+    view: pb.FeatureView
+    entity: pb.Entity
+
+
+def trimmed_run(redis_url: str, tmp_path: Path, seed: int, old: int = 10, recent: int = 20) -> TrimmedRun:
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    old_events = random_events(old, seed=seed, sensors=3)
+    publish_at(client, old_events, int(time.time() * 1000) - 3 * DAY_MS)
+    recent_events = random_events(recent, seed=seed + 1, sensors=3)
+    publish(client, recent_events)
+    run_until_idle(materializer)
+    return TrimmedRun(client, sessions, materializer, old_events, recent_events, view, entity)
 
 
 def counted(sessions: sessionmaker[Session], tmp_path: Path, total: int) -> None:
@@ -183,14 +211,9 @@ def test_a_starting_materializer_creates_a_destroyed_group_at_the_trim_point_not
     # The source of a starting materializer created the group at "0" and the materializer moved it to the
     # trim point only afterwards (XGROUP SETID): a consumer of the group reading in between was delivered
     # the whole retained stream, and applied and counted the trimmed entries a second time.
-    _url, sessions, view, entity = registry_db(tmp_path)
-    client = redis.Redis.from_url(redis_url)
-    _source, running = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
-    old = random_events(10, seed=61, sensors=3)
-    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
-    recent = random_events(20, seed=62, sensors=3)
-    publish(client, recent)
-    run_until_idle(running)
+    run = trimmed_run(redis_url, tmp_path, seed=61)
+    view, entity = run.view, run.entity
+    client, sessions, running, old, recent = run.client, run.sessions, run.materializer, run.old, run.recent
     assert client.exists(KEYS.trimmed_below)
 
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
@@ -212,14 +235,14 @@ def test_a_stream_deleted_and_refilled_with_older_ids_is_read_from_its_start(
     # A DEL of the stream key, the state keys kept, fails the group's commands with NOGROUP as a group
     # destroyed alone does: the group came back just before the trim point, and the new stream's entries
     # with explicit ids older than it were never delivered (neither accepted nor quarantined, no warning).
-    _url, sessions, view, entity = registry_db(tmp_path)
-    client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
-    old = random_events(10, seed=71, sensors=3)
-    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
-    recent = random_events(20, seed=72, sensors=3)
-    publish(client, recent)
-    run_until_idle(materializer)
+    run = trimmed_run(redis_url, tmp_path, seed=71)
+    client, sessions, materializer, old, recent = (
+        run.client,
+        run.sessions,
+        run.materializer,
+        run.old,
+        run.recent,
+    )
     trimmed = int(client.get(KEYS.trimmed_below))
 
     assert client.delete(STREAM)
@@ -278,14 +301,14 @@ def test_a_trim_point_from_before_a_refill_is_not_committed_into_the_new_streams
     # The trim point the materializer held in memory is the old stream's: committed after the new stream's
     # group reset the state, it marked the new stream's entries not read yet as processed, and a group
     # destroyed before they were read skipped them for good.
-    _url, sessions, view, entity = registry_db(tmp_path)
-    client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
-    old = random_events(25, seed=81, sensors=3)
-    publish_at(client, old, int(time.time() * 1000) - 3 * DAY_MS)
-    recent = random_events(30, seed=82, sensors=3)
-    publish(client, recent)
-    run_until_idle(materializer)
+    run = trimmed_run(redis_url, tmp_path, seed=81, old=25, recent=30)
+    client, sessions, materializer, old, recent = (
+        run.client,
+        run.sessions,
+        run.materializer,
+        run.old,
+        run.recent,
+    )
     materializer._next_trim = float("inf")  # no new trim point of its own until the refill is followed
 
     assert client.delete(STREAM)
