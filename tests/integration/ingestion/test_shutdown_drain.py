@@ -84,15 +84,9 @@ def wait_for_not_serving(address: str, timeout_s: float = 60.0) -> None:
     raise AssertionError(f"the control plane at {address} never began to stop")
 
 
-async def test_a_stop_during_a_materialize_answers_what_the_run_stored_never_a_retryable_status(
-    control_plane: ControlPlaneServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGTERM during `aetherctl materialize` cancelled the call after the 2 s grace: the client got
-    UNAVAILABLE ("Cancelling all calls"), which it retries, while the run's thread went on to store and
-    count every row (and audit it finished); the retry stored them all again. The run now stops at its
-    next chunk boundary and the call answers FAILED_PRECONDITION naming the run and what it stored."""
-    source = big_source(tmp_path / "big.parquet")
-    monkeypatch.setattr(service, "parquet_batches", stopping_after_first_chunk(control_plane.address))
+async def stopped_during_its_run(control_plane: ControlPlaneServer, source: Path) -> grpc.RpcError:
+    """Materializes ``source`` and stops the control plane once the run counted its first chunk (its row
+    in the database: observable progress); the call's error."""
     channel = grpc.insecure_channel(control_plane.address)
     stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
     request = ingestion_pb2.MaterializeRequest(
@@ -100,7 +94,6 @@ async def test_a_stop_during_a_materialize_answers_what_the_run_stored_never_a_r
     )
     call = asyncio.ensure_future(asyncio.to_thread(stub.Materialize, request, timeout=120.0))
     try:
-        # Observable progress: the run's first chunk is counted (its row in the database).
         deadline = time.monotonic() + 60.0
         while not await asyncio.to_thread(counted_runs, control_plane):
             assert time.monotonic() < deadline, "the run never counted its first chunk"
@@ -111,8 +104,21 @@ async def test_a_stop_during_a_materialize_answers_what_the_run_stored_never_a_r
             await call
     finally:
         channel.close()
-    details = stopped.value.details()
-    assert stopped.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    return stopped.value
+
+
+async def test_a_stop_during_a_materialize_answers_what_the_run_stored_never_a_retryable_status(
+    control_plane: ControlPlaneServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during `aetherctl materialize` cancelled the call after the 2 s grace: the client got
+    UNAVAILABLE ("Cancelling all calls"), which it retries, while the run's thread went on to store and
+    count every row (and audit it finished); the retry stored them all again. The run now stops at its
+    next chunk boundary and the call answers FAILED_PRECONDITION naming the run and what it stored."""
+    source = big_source(tmp_path / "big.parquet")
+    monkeypatch.setattr(service, "parquet_batches", stopping_after_first_chunk(control_plane.address))
+    stopped = await stopped_during_its_run(control_plane, source)
+    details = stopped.details()
+    assert stopped.code() == grpc.StatusCode.FAILED_PRECONDITION, details
     assert "the control plane is shutting down" in details
     (run,) = counted_runs(control_plane)
     run_id, records_in, accepted = run
@@ -138,25 +144,9 @@ async def test_a_stop_after_a_run_quarantined_a_whole_chunk_answers_what_it_coun
     rows = parquet_source.PARQUET_BATCH_ROWS
     source = big_source(tmp_path / "big.parquet", invalid_rows=rows)
     monkeypatch.setattr(service, "parquet_batches", stopping_after_first_chunk(control_plane.address))
-    channel = grpc.insecure_channel(control_plane.address)
-    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
-    request = ingestion_pb2.MaterializeRequest(
-        header=ingestion_pb2.IngestHeader(view="climate"), source_uri=str(source)
-    )
-    call = asyncio.ensure_future(asyncio.to_thread(stub.Materialize, request, timeout=120.0))
-    try:
-        deadline = time.monotonic() + 60.0
-        while not await asyncio.to_thread(counted_runs, control_plane):
-            assert time.monotonic() < deadline, "the run never counted its first chunk"
-            assert not call.done(), call
-            await asyncio.sleep(0.02)
-        await control_plane.stop()
-        with pytest.raises(grpc.RpcError) as stopped:
-            await call
-    finally:
-        channel.close()
-    details = stopped.value.details()
-    assert stopped.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    stopped = await stopped_during_its_run(control_plane, source)
+    details = stopped.details()
+    assert stopped.code() == grpc.StatusCode.FAILED_PRECONDITION, details
     with read_session(control_plane.context.sessions) as session:
         (row,) = session.query(IngestionRunRow).all()
         counts = (row.run_id, row.records_in, row.accepted, row.quarantined)
