@@ -59,7 +59,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.env_values import env_float, env_int
-from clients.errors import FailedPrecondition, NotFound
+from clients.errors import FailedPrecondition, NotFound, OfflineFileUndecodable
 from clients.files import fsync_folder
 from control_plane.offline.merged import (
     REPLACED_KEY,
@@ -135,6 +135,8 @@ class CompactionReport:
     deleted: int = 0
     #: Partitions skipped because another pass held their lock, as (version, day).
     busy: list[tuple[int, dt.date]] = field(default_factory=list)
+    #: Partitions left as they were, a file of theirs not decoding, as (version, day, the error naming it).
+    skipped: list[tuple[int, dt.date, str]] = field(default_factory=list)
 
 
 def compact_view(
@@ -150,8 +152,9 @@ def compact_view(
     """One compaction pass over ``view`` (one ``version``, or every version with data). NOT_FOUND when
     the view (or that version) has no data. ``locks`` hold a partition's lock (by default, on a local
     root, a file lock in its folder); an object-store root has none of its own, so it needs them
-    (:class:`control_plane.offline.partition_locks.DatabaseLocks`): FAILED_PRECONDITION without.
-    ``pending`` names the files of chunks not yet counted (``ingestion.intents.open_paths``), read after
+    (:class:`control_plane.offline.partition_locks.DatabaseLocks`): FAILED_PRECONDITION without. A
+    partition with a file that does not decode is left as it is and reported (``skipped``); the others go
+    on. ``pending`` names the files of chunks not yet counted (``ingestion.intents.open_paths``), read after
     a partition is listed: none is merged (the intent recovery may remove it), and when it cannot be
     read (the database out of reach) its error stops the pass before anything is merged."""
     policy = policy or CompactionPolicy()
@@ -172,18 +175,29 @@ def compact_view(
     report = CompactionReport()
     # The store's filesystem failing (full, read-only, a folder replaced by a file) is the store's error
     # (store_errors): it was INTERNAL, as if the pass had a bug.
-    with store_errors(store.root, f"compact the offline files of feature view {view!r}"):
+    doing = f"compact the offline files of feature view {view!r}"
+    with store_errors(store.root, doing):
         for number in versions:
             for day in store.dates(view, number):
                 partition = store.partition_path(view, number, day)
-                if dry_run:
-                    _compact_partition(store, partition, number, day, policy, now, report, None, pending)
-                    continue
-                with locks(partition) as held:
-                    if not held:
-                        report.busy.append((number, day))
-                        continue
-                    _compact_partition(store, partition, number, day, policy, now, report, held, pending)
+                # Damaged bytes never decode, so they stopped the view's every pass and its later days
+                # were never compacted; a setup fault or an outage (every partition's) still stops it.
+                try:
+                    with store_errors(store.root, doing):  # a footer's UndecodableFile, mapped here
+                        if dry_run:
+                            _compact_partition(
+                                store, partition, number, day, policy, now, report, None, pending
+                            )
+                            continue
+                        with locks(partition) as held:
+                            if not held:
+                                report.busy.append((number, day))
+                                continue
+                            _compact_partition(
+                                store, partition, number, day, policy, now, report, held, pending
+                            )
+                except OfflineFileUndecodable as exc:
+                    report.skipped.append((number, day, str(exc)))
     return report
 
 

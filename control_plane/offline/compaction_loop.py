@@ -3,8 +3,10 @@ view of the offline store, so streaming views' small files get merged without an
 
 Passes run in a worker thread (file work); the first waits one interval, so a control plane that
 restarts in a loop does not compact at every start. A view whose pass fails is logged and retried next
-time (the store's own answer, such as a file that does not decode, named in one warning line; anything
-else with its traceback); the others go on. A pass never blocks the ``aetherctl offline compact`` RPC
+time (the store's own answer, a setup fault or an outage, named in one warning line; anything else with
+its traceback); the others go on. A partition with a file that does not decode is left as it is and the
+pass goes on (``compact_view``): the pass names each such file in one warning line with what the operator
+must do, since waiting never mends damaged bytes. A pass never blocks the ``aetherctl offline compact`` RPC
 for long: both take one partition's lock at a time, and the one that finds it held skips that partition
 (reported busy).
 """
@@ -47,6 +49,7 @@ class CompactionLoop:
         metadata database that is down (the open intents, an object store's partition locks) ends the
         pass with one warning line: every view would fail the same way."""
         reports: dict[str, CompactionReport] = {}
+        skipped: list[str] = []
         for view in self._store.views():
             try:
                 report = compact_view(
@@ -58,8 +61,9 @@ class CompactionLoop:
                     _log.warning("offline compaction pass stopped: %s; retrying next pass", outage)
                     break
                 if isinstance(exc, (FailedPrecondition, Unavailable)):
-                    # The store's answer (a file that does not decode, a setup fault, a passing failure)
-                    # names what failed: one line a pass, where a traceback read as a bug of the server.
+                    # The store's answer (a setup fault, a passing failure; a file that does not decode
+                    # only skips its partition) names what failed: one line a pass, where a traceback
+                    # read as a bug of the server.
                     _log.warning(
                         "compacting feature view %r's offline files failed: %s; retrying next pass", view, exc
                     )
@@ -67,11 +71,14 @@ class CompactionLoop:
                 _log.exception("compacting feature view %r's offline files failed; retrying next pass", view)
                 continue
             reports[view] = report
+            skipped.extend(skipped_partitions(view, report))
             if report.merged or report.deleted:
                 _log.info(
                     "compacted feature view %r: %d file(s) merged into %d, %d replaced file(s) deleted",
                     view, sum(len(run.files_in) for run in report.merged), len(report.merged), report.deleted,
                 )  # fmt: skip
+        if skipped:
+            _log.warning("offline compaction left %s", _advice(skipped))
         return reports
 
     async def _run(self) -> None:
@@ -89,3 +96,25 @@ class CompactionLoop:
 
     async def stop(self) -> None:
         await self._background.stop()
+
+
+def skipped_partitions(view: str, report: CompactionReport) -> list[str]:
+    """Each partition ``report`` skipped for a file that does not decode: the partition and the error."""
+    return [f"feature view {view!r} v{v}/date={day.isoformat()} ({why})" for v, day, why in report.skipped]
+
+
+def _advice(skipped: list[str]) -> str:
+    return (
+        f"{len(skipped)} partition(s) as they were, a file in each not decoding: {'; '.join(skipped)}. "
+        "Bytes that do not decode never will: move the damaged file aside or restore it from a backup, "
+        "and the next pass compacts its partition"
+    )
+
+
+def skipped_message(view: str, report: CompactionReport, dry_run: bool = False) -> str:
+    """What a compaction RPC answers when ``report`` skipped partitions: them, the operator's action, and
+    what the call did merge and delete (done, though the call fails; in a dry run, what it would)."""
+    merged = sum(len(run.files_in) for run in report.merged)
+    done = f"{merged} file(s) merged into {len(report.merged)}, {report.deleted} replaced file(s) deleted"
+    rest = "a dry run, changing nothing: the rest would have" if dry_run else "the rest was compacted:"
+    return f"compaction left {_advice(skipped_partitions(view, report))}; {rest} {done}"

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from clients.aether.v1 import types_pb2
-from clients.errors import NotFound
+from clients.errors import FailedPrecondition, NotFound
 from clients.sdk.offline import OfflineFeaturesClient
 from control_plane.api.offline_features import add_to_server
 from control_plane.cli.main import main
@@ -31,6 +31,7 @@ from tests.unit.offline.builders import (
     feature_rows,
     feature_spec,
 )
+from tests.unit.offline.test_damaged_pages import damage_pages
 
 Capture = pytest.CaptureFixture[str]
 #: Files merge as soon as there are more than 4 in an ended day; replaced ones go at the next pass.
@@ -141,6 +142,29 @@ async def test_compacting_an_unknown_view_is_not_found_and_a_view_without_files_
         # A deleted view's offline data stays (training sets name its files): it can still be compacted.
         await asyncio.to_thread(server.registry.delete_feature_view, "stats")
         assert len((await asyncio.to_thread(client.compact, "stats", 1)).merged) == 2
+
+
+async def test_compacting_past_a_damaged_file_answers_failed_precondition_naming_it_and_what_was_merged(
+    server: ControlPlaneServer, tmp_path: Path
+) -> None:
+    """A file that does not decode stopped the call at its partition: the next day was never compacted,
+    and the answer named the file but not what the call had merged. Now its day is left as it is, the
+    next is merged, and the answer names both (its report has no field for a skipped partition)."""
+    store = OfflineStore(str(tmp_path / "home" / "offline"))
+    users = np.arange(200)  # damage_pages needs 200 int64 values
+    rows = feature_rows({"user_id": users}, [at(600)] * 200, {"score": users * 1.0})
+    (damaged,) = await asyncio.to_thread(store.write, "stats", 1, rows)
+    await asyncio.to_thread(damage_pages, Path(damaged))
+    day1 = [p.name for p in data_files(tmp_path) if p.parent.name == "date=2024-03-01"]
+    with OfflineFeaturesClient(server.address) as client, pytest.raises(FailedPrecondition) as raised:
+        await asyncio.to_thread(client.compact, "stats", 1)
+    message = str(raised.value)
+    assert "v1/date=2024-03-01" in message and damaged in message and "Output buffer size" in message
+    assert "move the damaged file aside or restore it from a backup" in message
+    assert "the rest was compacted: 8 file(s) merged into 1, 0 replaced file(s) deleted" in message
+    after = [p.name for p in data_files(tmp_path) if p.parent.name == "date=2024-03-01"]
+    assert after == day1  # the damaged day as it was
+    assert len([f for f in store.files("stats", 1) if "date=2024-03-02" in f]) == 1  # the next day merged
 
 
 async def test_the_control_plane_compacts_in_the_background(tmp_path: Path, db_url: str) -> None:

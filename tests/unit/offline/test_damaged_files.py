@@ -2,19 +2,21 @@
 file's footer record that is not the JSON compaction wrote, a data file whose column names are not
 UTF-8. Each was INTERNAL (a JSONDecodeError, UnicodeDecodeError or KeyError out of every listing of the
 partition: the point-in-time join, compaction, the retraining data window, which then failed each tick
-with no decision and no alert); now the store's FAILED_PRECONDITION naming the file. Real files in a
+with no decision and no alert); now the store's FAILED_PRECONDITION naming the file (compaction leaves
+the file's partition as it is and reports it there). Real files in a
 scratch folder, damaged by exact bytes so the error is certain."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clients.errors import FailedPrecondition, OfflineStoreMisconfigured
+from clients.errors import OfflineStoreMisconfigured
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.merged import REPLACED_KEY, is_merged_name
 from control_plane.offline.store import OfflineStore
@@ -95,9 +97,10 @@ def test_a_merged_file_whose_record_does_not_decode_is_failed_precondition_namin
         store.files(VIEW, 1)
     with pytest.raises(OfflineStoreMisconfigured, match=merged.name):
         list(store.scan(VIEW, 1))
-    # Compaction lists the partition too (and reads the records of the files it would delete).
-    with pytest.raises(FailedPrecondition, match=merged.name):
-        compact_view(store, VIEW, 1, EAGER, now=later())
+    # Compaction lists the partition too (and reads the records of the files it would delete): it
+    # leaves the partition as it is and reports it.
+    ((_, day, reason),) = compact_view(store, VIEW, 1, EAGER, now=later()).skipped
+    assert day == DAY.date() and merged.name in reason
 
 
 def test_a_data_file_whose_column_names_are_not_utf8_is_failed_precondition_naming_it(
@@ -127,14 +130,14 @@ def test_a_merged_file_whose_column_names_are_not_utf8_is_failed_precondition_na
         store.files(VIEW, 1)
 
 
-def test_compacting_a_data_file_whose_column_names_are_not_utf8_is_failed_precondition_naming_it(
+def test_compacting_a_data_file_whose_column_names_are_not_utf8_skips_its_partition_naming_it(
     store: OfflineStore,
 ) -> None:
     (damaged,) = store.write(VIEW, 1, rows(0))
     store.write(VIEW, 1, rows(10))
     garble_names(Path(damaged))
     damaged_footer = rf"UndecodableFile: the footer of {damaged} does not decode: UnicodeDecodeError"
-    with pytest.raises(OfflineStoreMisconfigured, match=damaged_footer):
-        compact_view(store, VIEW, 1, EAGER, now=later())
-    with pytest.raises(OfflineStoreMisconfigured, match=damaged_footer):  # a dry run too
-        compact_view(store, VIEW, 1, EAGER, now=later(), dry_run=True)
+    for dry_run in (True, False):
+        report = compact_view(store, VIEW, 1, EAGER, now=later(), dry_run=dry_run)
+        ((_, day, reason),) = report.skipped
+        assert day == DAY.date() and re.search(damaged_footer, reason) and not report.merged
