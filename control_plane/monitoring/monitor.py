@@ -93,7 +93,7 @@ from control_plane.monitoring.index_rows import index_rows, logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
-from control_plane.monitoring.recall import recalled
+from control_plane.monitoring.recall import Recall
 from control_plane.monitoring.reports import store_report
 from control_plane.monitoring.scoring import Key, Profile, score_window
 from control_plane.monitoring.served import DeploymentLookup, Version, gauged_now
@@ -185,6 +185,7 @@ class Monitor:
         self._last_performance: float | None = None  # None: never ran, due at once
         self._last_prune: float | None = None
         self._quality = QualityCheck(sessions, settings, self.gauges, self.alerter, clock)
+        self._recall = Recall(self.gauges, sessions, _log)  # the stored reports counted after a start
 
     # ------------------------------------------------------------------ the loop
 
@@ -448,8 +449,7 @@ class Monitor:
             stream = self._versions.get(closed.key)
             if baseline is not None and stream is not None and stream.output_baseline is None:
                 stream.output_baseline = baseline
-            recall = await recalled(self.gauges, self._sessions, stored, served)  # after a start
-            self.gauges.observe_report(stored, served, recall)
+            self.gauges.observe_report(stored, served, await self._recall.reports(stored, served))
             if of_served_version(stored, served):
                 await self._alert_drift(stored, self._config(closed.key[0]))
             elif drift_alerts(stored):

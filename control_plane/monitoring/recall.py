@@ -7,30 +7,56 @@ first report of a deployment the gauges see after the start, the newest stored r
 version it serves is read back from the database (:mod:`.reports`), and the series are made of what is
 stored. When what the plan serves is not known (no deployments lookup) nothing is read: every version
 that ever reported would count.
+
+A failure of that read (the database down or locked) is no failure of the report: the report is already
+stored and its window taken off the queue, so a raise there lost its gauges and its drift alert for good.
+The read is logged and skipped instead (the report counts without the stored ones), and the deployment
+is read back again at its next report.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Set
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from control_plane.background import TRANSIENT_FAILURES
 from control_plane.monitoring.gauges import MonitorGauges
 from control_plane.monitoring.reports import newest_of_versions
 from control_plane.monitoring.served import Version
 
 
-async def recalled(
-    gauges: MonitorGauges,
-    sessions: sessionmaker[Session],
-    report: pb.DriftReport,
-    served: Set[Version] | None,
-) -> list[pb.DriftReport]:
-    """The newest stored reports of the versions besides ``report``'s that its deployment serves, when
-    ``gauges`` see the deployment for the first time since the start; else none."""
-    if served is None or gauges.knows(report.deployment):
-        return []
-    others = set(served) - {(report.model_name, report.version)}
-    return await asyncio.to_thread(newest_of_versions, sessions, report.deployment, others)
+class Recall:
+    """Reads back, once per deployment since the start, the stored reports its gauges count."""
+
+    def __init__(self, gauges: MonitorGauges, sessions: sessionmaker[Session], log: logging.Logger) -> None:
+        self._gauges = gauges
+        self._sessions = sessions
+        self._log = log
+        self._failed: set[str] = set()  # deployments whose read failed: read at their next report
+
+    async def reports(self, report: pb.DriftReport, served: Set[Version] | None) -> list[pb.DriftReport]:
+        """The newest stored reports of the versions besides ``report``'s that its deployment serves,
+        when ``gauges`` see the deployment for the first time since the start (or its last read
+        failed); else none."""
+        deployment = report.deployment
+        if served is None or (self._gauges.knows(deployment) and deployment not in self._failed):
+            return []
+        others = set(served) - {(report.model_name, report.version)}
+        try:
+            found = await asyncio.to_thread(newest_of_versions, self._sessions, deployment, others)
+        except TRANSIENT_FAILURES as exc:
+            self._failed.add(deployment)
+            self._log.warning(
+                "deployment %r: could not read back the stored drift reports of the versions it serves"
+                " (retried at its next report); its gauges count drift report %d without them: %s",
+                deployment,
+                report.id,
+                exc,
+            )
+            return []
+        self._failed.discard(deployment)
+        return found
