@@ -185,7 +185,7 @@ class Monitor:
         self._last_performance: float | None = None  # None: never ran, due at once
         self._last_prune: float | None = None
         self._quality = QualityCheck(sessions, settings, self.gauges, self.alerter, clock)
-        self._recall = Recall(self.gauges, sessions, _log)  # the stored reports counted after a start
+        self._recall = Recall(self.gauges, sessions, deployments, _log)  # stored reports, after a start
 
     # ------------------------------------------------------------------ the loop
 

@@ -105,10 +105,10 @@ def reports_page(
 
 
 def newest_of_versions(
-    sessions: sessionmaker[Session], deployment: str, versions: Iterable[Version]
+    sessions: sessionmaker[Session], deployment: str, versions: Iterable[Version], stored_since_us: int = 0
 ) -> list[pb.DriftReport]:
-    """The newest stored report (by window end, then id) of each of ``versions`` of ``deployment`` that
-    has one, oldest first."""
+    """The newest report (by window end, then id) stored at ``stored_since_us`` or later (its
+    ``created_at_us``) of each of ``versions`` of ``deployment`` that has one, oldest first."""
     found = []
     with read_session(sessions) as session:
         for model, version in sorted(set(versions)):
@@ -118,6 +118,7 @@ def newest_of_versions(
                     DriftReportRow.deployment == deployment,
                     DriftReportRow.model_name == model,
                     DriftReportRow.version == version,
+                    DriftReportRow.created_at_us >= stored_since_us,
                 )
                 .order_by(*keyset.order_by(_ORDER))
                 .limit(1)

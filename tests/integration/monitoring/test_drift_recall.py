@@ -4,6 +4,7 @@ real control plane, Redis stream and database."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring import recall
 from control_plane.monitoring.reports import newest_of_versions
 from control_plane.monitoring.served import Version
-from tests.integration.monitoring.conftest import Plane, Webhook, eventually
+from tests.integration.monitoring.conftest import Plane, Webhook, eventually, open_plane
 from tests.integration.monitoring.test_drift_gauges import ROWS, calm, log_window, reports, with_reference
 
 SHARE = {"deployment": "churn"}
@@ -58,12 +59,12 @@ async def test_a_database_failure_reading_back_the_stored_reports_loses_neither_
     reads: list[set[Version]] = []
 
     def locked_once(
-        sessions: sessionmaker[Session], deployment: str, versions: Iterable[Version]
+        sessions: sessionmaker[Session], deployment: str, versions: Iterable[Version], *since: int
     ) -> list[pb.DriftReport]:
         reads.append(set(versions))
         if len(reads) == 1:
             raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
-        return newest_of_versions(sessions, deployment, versions)
+        return newest_of_versions(sessions, deployment, versions, *since)
 
     monkeypatch.setattr(recall, "newest_of_versions", locked_once)
     first = with_reference(plane, ["f", "g"])
@@ -91,3 +92,50 @@ async def test_a_database_failure_reading_back_the_stored_reports_loses_neither_
     assert reads == [{("churn-model", second)}] * 2
     assert len(await reports(plane)) == 2
     assert len(webhook.of_kind("data_drift")) == 1
+
+
+async def test_after_a_restart_a_report_from_before_the_plan_took_its_traffic_is_not_read_back(
+    tmp_path: Path, db_url: str, redis_url: str
+) -> None:
+    # The canary drifted, was parked at 0 % (the primary's calm report then forgot it, in memory) and
+    # holds traffic again, with no window since. Without a restart the primary's next calm report shows
+    # no drift; after one, the canary's stored DRIFT from before it was parked was read back and set
+    # aether_drift_detected 1: the gauges depended on whether the process restarted.
+    async with open_plane(tmp_path, db_url, redis_url) as plane:
+        first = with_reference(plane, ["f", "g"])
+        second = with_reference(plane, ["f", "g"])
+        deployments = DeploymentManager(plane.server.context.sessions, plane.registry)
+        deployments.create(
+            dpb.CreateDeploymentRequest(name="churn", variants=plan(first, second, 10.0)), actor="operator"
+        )
+        await plane.stub.ConfigureMonitor(
+            pb.ConfigureMonitorRequest(config=pb.MonitorConfig(deployment="churn", window_rows=ROWS))
+        )
+        await log_window(plane, second, 0, drifted(0))
+
+        async def reported(count: int) -> bool:
+            return len(await reports(plane)) == count
+
+        await eventually(lambda: reported(1))
+        for canary_percent in (0.0, 10.0):
+            deployments.update(
+                dpb.UpdateDeploymentRequest(
+                    name="churn", replace_variants=True, variants=plan(first, second, canary_percent)
+                ),
+                actor="operator",
+            )
+            if canary_percent == 0.0:  # the primary reports while the canary is parked
+                await log_window(plane, first, 1000, calm(first, 2))
+                await eventually(lambda: reported(2))
+
+    async with open_plane(tmp_path, db_url, redis_url) as restarted:  # new gauges, same database
+        await log_window(restarted, first, 2000, calm(first, 2))
+
+        async def exported() -> bool:
+            return restarted.gauges.get_sample_value("aether_drift_detected", SHARE) is not None
+
+        await eventually(exported)
+        assert len(await reports(restarted)) == 3
+        assert restarted.gauges.get_sample_value("aether_drift_detected", SHARE) == 0.0
+        labels = {"deployment": "churn", "feature": "f"}
+        assert restarted.gauges.get_sample_value("aether_drift_feature_drifted", labels) == 0.0
