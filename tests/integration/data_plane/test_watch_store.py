@@ -75,6 +75,11 @@ class Harness:
         await until(lambda: self.plans.streams > streams, "the watch never reconnected")
 
 
+def _held_store(path: Path) -> str | None:
+    held = load_plans_snapshot(path)
+    return None if held is None else held.store_id
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     deadline = asyncio.get_running_loop().time() + WAIT_S
     while not condition():
@@ -145,8 +150,8 @@ async def test_the_accepted_database_replaces_the_persisted_one_and_no_other_doe
         assert watch.store_id == STORE_A and watch.current().revision == 7  # served from the file
         await harness.deliver(watch, _plans(1, STORE_B))
         assert watch.store_id == STORE_B and watch.current().get("dep") is None and not harness.refusals
-        held = load_plans_snapshot(harness.path)
-        assert held is not None and held.store_id == STORE_B
+        # The file is written after the snapshot is installed (in a thread): wait for it, not a turn.
+        await until(lambda: _held_store(harness.path) == STORE_B, "the accepted snapshot was never persisted")
         assert any(STORE_B in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
         await harness.reconnect()  # database A again: now the other one, refused
