@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from clients.errors import Unavailable
 
@@ -59,32 +58,3 @@ class Admission:
                 return False
             await asyncio.sleep(quiet_s - idle)
         return True
-
-
-class OpenCalls:
-    """The inference calls (ModelInfer, Predict) the server has open, each from its handler's start until
-    gRPC ends it (its answer sent, or it failed or was cancelled); one object per server, shared by both
-    APIs. It tells the batchers whether a request is alone (:attr:`others`): a request arriving while no
-    other call is open runs at once, and one arriving while others are being served waits, up to its
-    model's queue delay, to batch with the requests their callers send next. Counting until the end of
-    the call, not of the handler, is what tells the two apart: with one caller in a closed loop (the
-    previous call is over before the next one arrives) the count is one, and with several it is not, even
-    though the event loop runs their handlers one after another."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def open(self, context: Any) -> None:
-        """Counts a call until gRPC ends it (``context``: its ``grpc.aio.ServicerContext``)."""
-        self.count += 1
-        context.add_done_callback(self._closed)
-
-    def _closed(self, _context: object) -> None:
-        self.count -= 1
-
-    @property
-    def others(self) -> bool:
-        """Whether calls other than the caller's own are open."""
-        return self.count > 1

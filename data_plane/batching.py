@@ -10,13 +10,10 @@ Two layers, so that the policy is testable without a server, a clock or a model:
 
 Policy:
 
-* A request that arrives alone (no other call open on the server, see :meth:`DynamicBatcher.submit`) at
-  an idle queue (nothing queued, no batch running) is dispatched at once: no added delay. The dispatch
-  runs on the next turn of the event loop, so requests that arrived in the same turn join it without
-  anyone waiting — unless the version's batches run on the loop (below): then the request runs right
-  away in its caller's turn, as a batch of one. One that arrives at an idle queue while other calls are
-  open waits, as a queued one does, for the requests its fellow callers send next (up to
-  ``max_queue_delay``): gRPC hands the event loop one request per turn, so without waiting no batch forms.
+* A request that arrives at an idle queue (nothing queued, no batch running) is dispatched at once: no
+  added delay. The dispatch runs on the next turn of the event loop, so requests that arrived in the same
+  turn (one read from the socket) join it without anyone waiting — unless the version's batches run on
+  the loop (below): then the request runs right away in its caller's turn, as a batch of one.
 * While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
   ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay``, whichever comes first.
   The driver's timers are the event loop's (1 ms resolution on uvloop): a sub-millisecond delay means
@@ -88,11 +85,8 @@ class QueuedRequest(Generic[P]):
     group: Hashable
     enqueued_at: float
     deadline: float | None  # monotonic seconds; None = no deadline
-    immediate: bool = False  # arrived alone at an idle queue: dispatch without waiting for company
+    immediate: bool = False  # arrived at an idle queue: dispatch without waiting for company
     background: bool = False  # a shadow copy: its own queue and in-flight limit (see the module docstring)
-    # No other call was open on the server when it came (see DynamicBatcher.submit): only such a request
-    # is dispatched at once at an idle queue; one that came among others waits for company.
-    alone: bool = True
 
 
 @dataclass(slots=True)
@@ -133,7 +127,7 @@ class BatchScheduler(Generic[P]):
                 f"the model's queue is full ({self.policy.max_queue_size} requests waiting); retry later"
             )
         lane = self._background if request.background else self._served
-        request.immediate = request.alone and not lane.queue and lane.in_flight == 0
+        request.immediate = not lane.queue and lane.in_flight == 0
         lane.queue.append(request)
         if request.deadline is not None:
             self._with_deadline += 1
@@ -341,42 +335,21 @@ class DynamicBatcher(Generic[P, R]):
             self._schedule_step(asyncio.get_running_loop())
 
     async def submit(
-        self,
-        payload: P,
-        rows: int,
-        group: Hashable,
-        deadline: float | None,
-        *,
-        background: bool = False,
-        concurrent: bool = False,
+        self, payload: P, rows: int, group: Hashable, deadline: float | None, *, background: bool = False
     ) -> R:
         """Queue one request and wait for its result. ``deadline`` is on the ``time.monotonic()`` clock. A
         ``background`` request waits in the background queue and batches only with other background
         requests; those batches run on the background executor and count against their own in-flight
-        limit, so they never delay the answered requests' batches.
-
-        ``concurrent``: other calls are open on the server (:class:`data_plane.admission.OpenCalls`). An
-        idle batcher whose batches run on the loop runs a request at once only when it is alone; under
-        concurrency it queues it, so that the requests the other callers send next (each handled in a loop
-        turn of its own, never two in one) join its batch within the policy's queue delay. One run of the
-        model for several requests, and their answers sent together, cost the server less than a run and
-        an answer each: measured on a 2-core host, 1.15-1.3x the requests per second at 8 and 32 callers
-        (see ``benchmarks/RESULTS.md``), with no added delay for a caller that is alone."""
+        limit, so they never delay the answered requests' batches."""
         if self._closed:
             raise Unavailable("the model version is being unloaded")
         scheduler = self._scheduler
-        if not concurrent and not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
+        if not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
             return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         request = QueuedRequest(
-            _Waiter(payload, future),
-            rows,
-            group,
-            time.monotonic(),
-            deadline,
-            background=background,
-            alone=not concurrent,
+            _Waiter(payload, future), rows, group, time.monotonic(), deadline, background=background
         )
         scheduler.offer(request)
         self._schedule_step(loop)

@@ -15,13 +15,14 @@ import numpy.typing as npt
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2
 from data_plane.feature_columns import request_names
-from data_plane.models.spec import DEFAULT_MAX_QUEUE_DELAY_US, ModelSpec, TensorSpec
+from data_plane.models.spec import ModelSpec, TensorSpec
 from kernels.hashing import BUCKETS, BucketHasher, assign_buckets, mirror_mask
 
 # Defaults of a ServingConfig whose fields are zero (the control plane fills them in; these cover an
 # older control plane or a hand-built plan).
 DEFAULT_WARMUP_REQUESTS = 10
 DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_QUEUE_DELAY_US = 500
 
 
 class Role(enum.Enum):

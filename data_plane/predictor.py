@@ -27,7 +27,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from clients.errors import AetherError, NotFound
-from data_plane.admission import OpenCalls
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
 from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
 from data_plane.models.manager import ModelManager
@@ -87,15 +86,11 @@ class Predictor:
         plans: Callable[[], DeploymentPlans] | None = None,
         log: PredictionLog | None = None,
         static: Collection[tuple[str, int]] = (),
-        calls: OpenCalls | None = None,
     ) -> None:
         """``static``: the (model, version) keys loaded from the static model config, the only versions a
         request naming no deployment plan may reach (read on each such request: a live view such as
-        :meth:`DeploymentWatch.static_models` follows the versions added later). ``calls``: the server's
-        open inference calls (shared with ModelInfer), which decide whether a request runs at once or
-        waits to batch (see :meth:`DynamicBatcher.submit`)."""
+        :meth:`DeploymentWatch.static_models` follows the versions added later)."""
         self._manager = manager
-        self.calls = calls or OpenCalls()
         self._static = static
         self._assembler = assembler
         self._plans = plans
@@ -193,7 +188,7 @@ class Predictor:
             )
             trace.features = assembled.values
             request = lease.prepare({spec.inputs[0].name: assembled.values})
-            outputs = await lease.run(request, deadline, concurrent=self.calls.others)
+            outputs = await lease.run(request, deadline)
         return _Served(spec, variant, shadows, assembled, outputs)
 
     def _record(

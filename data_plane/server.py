@@ -46,7 +46,7 @@ from clients.errors import FailedPrecondition
 from clients.server_auth import HEALTH_SERVICE, REFLECTION_SERVICES, TokenInterceptor
 from clients.server_handlers import GenericHandlersOnly, enable_reflection
 from clients.tls import add_port
-from data_plane.admission import Admission, OpenCalls
+from data_plane.admission import Admission
 from data_plane.api import inference_v2, predict
 from data_plane.api.online_features import SERVICE_NAME, OnlineFeaturesServicer, add_to_server
 from data_plane.catalog import Catalog, RegistryState
@@ -266,7 +266,6 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         catalog_in.set()
 
     started, stopping = asyncio.Event(), asyncio.Event()
-    calls = OpenCalls()  # both inference APIs' open calls: a request alone runs at once, others batch
     inference_servicer = inference_v2.InferenceV2Servicer(
         manager,
         metrics,
@@ -274,7 +273,6 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         # stop sending then, as one watching the health service does).
         lambda: started.is_set() and not stopping.is_set(),
         max_send_bytes=settings.max_message_bytes,
-        calls=calls,
     )
     inference_v2.add_to_server(inference_servicer, server)
     watch = RegistryWatch(
@@ -296,12 +294,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     )
     deployments.keep_loaded(static)
     predictor = Predictor(
-        manager,
-        FeatureAssembler(reader),
-        deployments.current,
-        prediction_log,
-        deployments.static_models(),
-        calls,
+        manager, FeatureAssembler(reader), deployments.current, prediction_log, deployments.static_models()
     )
     predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)

@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 
 from clients.errors import AetherError, InvalidArgument, NotFound, abort, internal_message, maps_errors
 from clients.inference import grpc_predict_v2_pb2 as pb
-from data_plane.admission import Admission, OpenCalls
+from data_plane.admission import Admission
 from data_plane.api.oip_tensors import datatype_of, decode_inputs, encode_response
 from data_plane.api.outcomes import call_status, too_large
 from data_plane.api.registration import add_service, not_parsed
@@ -110,12 +110,8 @@ class InferenceV2Servicer:
         metrics: ServingMetrics,
         ready: Any = None,
         max_send_bytes: int | None = None,
-        calls: OpenCalls | None = None,
     ) -> None:
         self._manager = manager
-        # The server's open inference calls (shared with Predict): whether a request is alone decides
-        # whether it runs at once or waits to batch (see DynamicBatcher.submit).
-        self._calls = calls or OpenCalls()
         self._metrics = metrics
         # The server's grpc.max_send_message_length (None: unlimited, gRPC's default for sending).
         self._max_send_bytes = sys.maxsize if max_send_bytes is None else max_send_bytes
@@ -196,7 +192,6 @@ class InferenceV2Servicer:
             name = request.model_name
             _refuse_unsupported_parameters(request)
             self.admission.enter()
-            self._calls.open(context)
             try:
                 with self._manager.named_lease(name, parse_version(name, request.model_version)) as lease:
                     spec = lease.spec
@@ -205,7 +200,7 @@ class InferenceV2Servicer:
                     requested = _requested_outputs(request, spec) if request.outputs else []
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining
-                    outputs = await lease.run(valid, deadline, concurrent=self._calls.others)
+                    outputs = await lease.run(valid, deadline)
             finally:
                 self.admission.leave()
             response = encode_response(name, str(spec.version), request.id, outputs, requested)

@@ -158,8 +158,6 @@ class PredictServicer:
         self, predictor: Predictor, metrics: ServingMetrics, max_send_bytes: int | None = None
     ) -> None:
         self._predictor = predictor
-        # The server's open inference calls: counted here, read by the predictor when it runs the model.
-        self._calls = predictor.calls
         self._metrics = metrics
         # The server's grpc.max_send_message_length (None: unlimited, gRPC's default for sending).
         self._max_send_bytes = sys.maxsize if max_send_bytes is None else max_send_bytes
@@ -205,7 +203,6 @@ class PredictServicer:
         except Unavailable:  # draining: counted as ModelInfer counts it, under the deployment it names
             self._metrics.request(API, self._label(request.deployment), UNRESOLVED, _UNAVAILABLE, None)
             raise
-        self._calls.open(context)
         try:
             prediction, seconds = await self._predict(request, context.time_remaining(), context)
             response = encode_response(prediction)
@@ -247,7 +244,6 @@ class PredictServicer:
             for deployment, requests in labels.items():
                 self._metrics.request(API, self._label(deployment), UNRESOLVED, _UNAVAILABLE, None, requests)
             raise
-        self._calls.open(context)
         try:
             results = await asyncio.gather(
                 *(self._predict(r, remaining, context) for r in request.requests), return_exceptions=True

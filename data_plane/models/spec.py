@@ -22,13 +22,6 @@ from clients.serving_rules import MAX_WARMUP_REQUESTS
 
 DYNAMIC = -1
 
-#: How long a request that arrived among other open calls may wait for company (see
-#: :meth:`data_plane.batching.DynamicBatcher.submit`); a request alone never waits. 1 ms: on a 2-core
-#: host 0.5 ms (which the event loop's whole-millisecond timers make "the next turn") gained nothing
-#: measurable, and 1 ms took ModelInfer from 0.66-0.70 to 0.74-0.78 of a bare server's throughput at 8
-#: and 32 callers.
-DEFAULT_MAX_QUEUE_DELAY_US = 1000
-
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
@@ -65,7 +58,7 @@ class ModelSpec:
     feature_refs: tuple[str, ...] = ()
     warmup_requests: int = 10
     max_batch_size: int = 32
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
+    max_queue_delay_us: int = 500
     # True: the model takes non-finite values (NaN, ±inf) and handles them itself, typically because it
     # imputes missing values itself (a registered version whose signature says ``imputes_missing``, as the
     # built-in trainer's do, gets it whatever its deployment says). Then ModelInfer lets NaN through and
@@ -129,7 +122,7 @@ class ModelSpec:
             feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
             warmup_requests=_whole(data, "warmup_requests", 10, minimum=0, maximum=MAX_WARMUP_REQUESTS),
             max_batch_size=_whole(data, "max_batch_size", 32, minimum=1),
-            max_queue_delay_us=_whole(data, "max_queue_delay_us", DEFAULT_MAX_QUEUE_DELAY_US, minimum=0),
+            max_queue_delay_us=_whole(data, "max_queue_delay_us", 500, minimum=0),
             allow_non_finite=bool(data.get("allow_non_finite", False)),
             missing_entity_policy=policy,
             feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),

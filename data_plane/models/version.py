@@ -92,15 +92,10 @@ class VersionLease:
             raise validator.too_many_rows(valid.rows)
         return valid
 
-    async def run(
-        self, request: ValidInputs, deadline: float | None, *, shadow: bool = False, concurrent: bool = False
-    ) -> Outputs:
+    async def run(self, request: ValidInputs, deadline: float | None, *, shadow: bool = False) -> Outputs:
         """Runs a prepared request through the version's batcher (``deadline`` on ``time.monotonic()``).
-        A ``shadow`` copy batches only with other shadow copies, in the manager's shadow threads.
-        ``concurrent``: other calls are open on the server (see :meth:`DynamicBatcher.submit`)."""
+        A ``shadow`` copy batches only with other shadow copies, in the manager's shadow threads."""
         batcher = self._entry.batcher
         if batcher is None or self._entry.state is not ModelState.READY:
             raise Unavailable(f"model {self.spec.name} v{self.spec.version} is no longer READY")
-        return await batcher.submit(
-            request, request.rows, request.group, deadline, background=shadow, concurrent=concurrent
-        )
+        return await batcher.submit(request, request.rows, request.group, deadline, background=shadow)

@@ -34,28 +34,6 @@ def test_a_request_at_an_idle_queue_runs_at_once() -> None:
     assert [r.payload for r in step.batch] == ["a"] and step.wake_at is None
 
 
-def test_a_request_that_came_among_other_calls_waits_for_company_even_at_an_idle_queue() -> None:
-    """gRPC hands the event loop one request per turn, so under concurrency an idle queue saw its requests
-    one by one and every batch held one row: one that arrives while other calls are open (``alone``
-    False) waits up to the delay, or until the batch is full, for those its fellow callers send next."""
-    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
-    first = QueuedRequest("a", 1, "g", 0.0, None, alone=False)
-    scheduler.offer(first)
-    waiting = scheduler.step(0.0)
-    assert not first.immediate and not waiting.batch and waiting.wake_at == pytest.approx(0.001)
-    scheduler.offer(QueuedRequest("b", 1, "g", 0.0004, None, alone=False))
-    assert not scheduler.step(0.0005).batch
-    assert [r.payload for r in scheduler.step(0.001).batch] == ["a", "b"]  # a's arrival + the delay
-    scheduler.batch_done()
-    for i, name in enumerate("cdef"):  # a full batch does not wait for the delay
-        scheduler.offer(QueuedRequest(name, 1, "g", 0.002 + i * 1e-5, None, alone=False))
-    assert [r.payload for r in scheduler.step(0.00205).batch] == ["c", "d", "e", "f"]
-    scheduler.batch_done()
-    alone = _req("g", 0.003)  # alone (the default): at an idle queue it goes at once, as before
-    scheduler.offer(alone)
-    assert alone.immediate and [r.payload for r in scheduler.step(0.003).batch] == ["g"]
-
-
 def test_while_busy_requests_wait_for_a_full_batch_or_the_delay() -> None:
     scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
     scheduler.offer(_req("a", 0.0))
@@ -128,14 +106,12 @@ class _Op:
     deadline_in: float | None = None
     pick: int = 0  # withdraw: which of the requests offered so far (modulo their number)
     background: bool = False  # offer: a background request; done: a background batch ends
-    alone: bool = True  # offer: no other call was open when it came
 
 
 _ops = st.lists(
     st.one_of(
         st.builds(_Op, st.just("offer"), st.integers(1, 6), st.integers(0, 1), st.floats(0, 0.002),
-                  st.one_of(st.none(), st.floats(0, 0.003)), background=st.booleans(),
-                  alone=st.booleans()),
+                  st.one_of(st.none(), st.floats(0, 0.003)), background=st.booleans()),
         st.builds(_Op, st.just("step"), advance=st.floats(0, 0.002)),
         st.builds(_Op, st.just("done"), background=st.booleans()),
         st.builds(_Op, st.just("withdraw"), advance=st.floats(0, 0.002), pick=st.integers(0, 59)),
@@ -170,18 +146,12 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                 queue = [r for r in queue if r is not request]
         elif op.kind == "offer":
             deadline = None if op.deadline_in is None else now + op.deadline_in
-            request = QueuedRequest(
-                index, op.rows, op.group, now, deadline, background=op.background, alone=op.alone
-            )
+            request = QueuedRequest(index, op.rows, op.group, now, deadline, background=op.background)
             if len(queue) >= policy.max_queue_size:
                 with pytest.raises(ResourceExhausted):
                     scheduler.offer(request)
                 continue
-            immediate = (
-                op.alone
-                and all(r.background != op.background for r in queue)
-                and in_flight[op.background] == 0
-            )
+            immediate = all(r.background != op.background for r in queue) and in_flight[op.background] == 0
             scheduler.offer(request)
             assert request.immediate == immediate
             queue.append(request)

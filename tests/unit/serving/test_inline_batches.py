@@ -72,32 +72,6 @@ async def test_an_open_gate_runs_batches_on_the_loop_thread_and_still_isolates_f
     assert set(threads) == {threading.get_ident()}
 
 
-async def test_concurrent_requests_share_an_idle_inline_batch_and_a_lone_one_runs_at_once() -> None:
-    """Requests that came among other open calls (``concurrent``) queue even at an idle batcher whose
-    batches run on the loop, and leave as one batch when it is full (here) or at the queue delay; a
-    request alone still runs at once in its caller's turn, as a batch of one."""
-    sizes: list[int] = []
-
-    def run(payloads: Sequence[int]) -> list[int | BaseException]:
-        sizes.append(len(payloads))
-        return [p * 2 for p in payloads]
-
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(
-        BatchPolicy(max_batch_size=3, max_queue_delay_s=60.0, inline_below_s=LIMIT_S),
-        run,  # type: ignore[arg-type]
-        inline=InlineGate(LIMIT_S, 0.0001, 3),
-    )
-    together = (batcher.submit(v, 1, "g", None, concurrent=True) for v in (1, 2, 3))
-    assert await asyncio.wait_for(asyncio.gather(*together), 10) == [2, 4, 6]
-    assert sizes == [3]  # one run for the three, long before the 60 s delay
-    loop = asyncio.get_running_loop()
-    turn = loop.create_future()
-    loop.call_soon(turn.set_result, None)
-    lone = batcher.submit(21, 1, "g", None)
-    assert await lone == 42 and not turn.done()  # answered within the caller's turn
-    assert sizes == [3, 1]
-
-
 async def test_a_closed_gate_runs_batches_in_worker_threads() -> None:
     threads: list[int] = []
     with ThreadPoolExecutor(1) as executor:
