@@ -62,7 +62,7 @@ GRACE_S = int(2 * CLAIM_LEASE_S)
 # KEYS: the stream, then each record's marker. ARGV: the marker TTL, then per record its fields as JSON
 # (the marker's value), their count and the fields and values. Answers, per record, "" when it added the
 # event now, else the marker's value (an earlier publish added it).
-_PUBLISH = """
+PUBLISH_SCRIPT = """
 local at = 2
 local answers = {}
 for i = 2, #KEYS do
@@ -111,6 +111,10 @@ class RedisPublisher:
         self, client: redis.Redis, stream: str, marker_ttl_s: int = MARKER_TTL_S, grace_s: int = GRACE_S
     ) -> None:
         self._client = client
+        # Run by EVALSHA (SCRIPT LOAD when Redis does not know it), never EVAL: the streaming side needs
+        # only those two of a Redis user (see streaming/redis_access.py), and an ACL user granted them and
+        # not EVAL had every replay to a streaming view refused NOPERM.
+        self._publish = client.register_script(PUBLISH_SCRIPT)
         self.stream = stream
         self._marker_ttl_s = marker_ttl_s
         self._grace_s = max(1, grace_s)
@@ -123,7 +127,7 @@ class RedisPublisher:
             args += [_fields_json(event), len(event)]
             args += [part for item in event.items() for part in item]
         keys = [self.stream, *(marker_key(self.stream, identity) for identity in identities)]
-        answers = cast(list[bytes], self._client.eval(_PUBLISH, len(keys), *keys, *args))
+        answers = cast(list[bytes], self._publish(keys=keys, args=args))
         results: list[str | PublishedBefore | None] = []
         for event, answer in zip(events, answers, strict=True):
             before = answer.decode()

@@ -20,6 +20,7 @@ from control_plane.ingestion import quarantine
 from control_plane.ingestion.replay_publish import (
     GRACE_S,
     MARKER_TTL_S,
+    PUBLISH_SCRIPT,
     marker_key,
     record_identity,
     redis_publisher,
@@ -39,6 +40,9 @@ def lossy(env: Env, redis_url: str) -> Iterator[tuple[IngestionService, AnswerLo
     proxy = AnswerLosingProxy(redis_url.removeprefix("redis://").rsplit("/", 1)[0])
     client = sync_client(f"redis://{proxy.address}/0", 1.0)
     client.ping()  # connected before the answers are lost
+    # The publish runs by EVALSHA: a Redis that does not know the script yet answers NOSCRIPT without
+    # running it, which is not the lost answer of a publish that ran, what these tests are about.
+    client.script_load(PUBLISH_SCRIPT)
     yield IngestionService(env.sessions, env.registry, env.offline, client), proxy
     client.close()
     proxy.close()
@@ -98,6 +102,26 @@ def test_a_replay_publishes_each_record_once(env: Env) -> None:
     assert stream(env)[0] == json.loads(first_fixed)  # the event's fields, as text
     assert {env.service.get_quarantined(i).status for i in (first, second)} == {quarantine.REPLAYED}
     assert replay_counts(env) == (0, 0, 0, 2)
+
+
+def test_a_replay_publishes_as_a_redis_user_without_eval(env: Env, redis_url: str) -> None:
+    """The publish runs by EVALSHA (SCRIPT LOAD when Redis lost the script), as the streaming side's scripts
+    do: a Redis user granted those and not EVAL, enough for the materializer, had every replay to a
+    streaming view refused NOPERM."""
+    env.client.acl_setuser(
+        "no_eval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-eval", "-eval_ro"]
+    )
+    address = redis_url.removeprefix("redis://").rsplit("/", 1)[0]
+    client = sync_client(f"redis://no_eval:pw@{address}/0", 5.0)
+    try:
+        service = IngestionService(env.sessions, env.registry, env.offline, client)
+        record, fixed = clicks_record(env, 8, 18.0)
+        env.client.script_flush()  # Redis forgot the script (a restart): loaded again, not EVALed
+        assert service.replay([record], {record: fixed}, actor="op").replayed == [record]
+        assert [event["amount"] for event in stream(env)] == ["18.0"]
+    finally:
+        client.close()
+        env.client.acl_deluser("no_eval")
 
 
 def markers(env: Env, record_id: int | None = None) -> list[bytes]:
