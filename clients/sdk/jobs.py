@@ -24,6 +24,7 @@ from google.protobuf.descriptor import Descriptor
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.aether.v1 import jobs_pb2_grpc as pb_grpc
 from clients.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from clients.keepalive import follow_channel_options
 from clients.sdk.arguments import checked_request
 from clients.sdk.service_client import ServiceClient
 
@@ -37,7 +38,14 @@ RECONNECT_MOST_PAUSE_S = 2.0
 # Between two tries to connect to an address that refused it, gRPC waits 1 s growing 1.6 times a try (up
 # to 120 s), and a call in between fails at once: late in a minute's outage a control plane that was back
 # would go unseen for up to 27 s, past the reconnect bound. Capped, it is seen within 2 s.
-_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", int(RECONNECT_MOST_PAUSE_S * 1000)),)
+# Keepalive (clients.keepalive): a followed job's stream may be silent for hours; if its TCP path dies
+# without a reset (a NAT or load balancer dropping the idle flow, a host gone), unanswered pings fail the
+# stream within WATCH_KEEPALIVE_S + WATCH_KEEPALIVE_TIMEOUT_S and the follow reconnects. Without them,
+# `jobs logs -f`, `watch` and `wait` waited on the dead stream for ever.
+_CHANNEL_OPTIONS = (
+    ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MOST_PAUSE_S * 1000)),
+    *follow_channel_options(),
+)
 
 _Message = TypeVar("_Message")
 

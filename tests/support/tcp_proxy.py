@@ -20,6 +20,7 @@ class AnswerLosingProxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._holding = False
+        self._dead: set[socket.socket] = set()  # server sides whose answers are dropped (dead paths)
         self._closed = False
         self.connections = 0  # accepted so far
         self.swallowed_bytes = 0  # of answers, while holding
@@ -32,6 +33,12 @@ class AnswerLosingProxy:
         """From now on, bytes from the server are read and dropped (requests still go through)."""
         with self._lock:
             self._holding = True
+
+    def kill_open_paths(self) -> None:
+        """The connections open now go silent for good, as a path a NAT or load balancer dropped does:
+        their answers are read and dropped, nothing is reset; new connections forward normally."""
+        with self._lock:
+            self._dead.update(self._open)
 
     def hold_requests(self) -> None:
         """From now on, bytes from the client wait in the proxy until ``release_requests``."""
@@ -46,6 +53,7 @@ class AnswerLosingProxy:
         with self._lock:
             doomed, self._open = self._open, []
             self._holding = False
+            self._dead.clear()
         for sock in doomed:
             _close(sock)
 
@@ -86,7 +94,7 @@ class AnswerLosingProxy:
                         self.held_request_bytes += len(data)
                     self._requests_flow.wait()
                 with self._lock:
-                    swallow = answers and self._holding
+                    swallow = answers and (self._holding or source in self._dead)
                     if swallow:
                         self.swallowed_bytes += len(data)
                 if not swallow:

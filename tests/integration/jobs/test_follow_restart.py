@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.sdk.jobs import JobsClient, state_name
+from clients.keepalive import follow_channel_options
+from clients.sdk.jobs import RECONNECT_MOST_PAUSE_S, JobsClient, state_name
 from tests.integration.jobs.conftest import REPO_ROOT, ControlPlaneProcess, wait_for, wait_state
+from tests.support.tcp_proxy import AnswerLosingProxy
 
 #: Lines per phase of the job's log: 100 KB, more than one 64 KiB chunk of ``Logs``.
 LINES = 1500
@@ -172,3 +174,51 @@ def test_logs_follow_gives_up_after_reconnect_for_seconds_without_a_control_plan
     with JobsClient(second.address) as client:
         done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
     assert state_name(done.state) == "SUCCEEDED", done.reason
+
+
+class _QuickPings(JobsClient):
+    """The jobs client with its keepalive shortened to a ping a second, given up after one more: a dead
+    path shows in seconds, not in the defaults' 30."""
+
+    CHANNEL_OPTIONS = (
+        ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MOST_PAUSE_S * 1000)),
+        *follow_channel_options(1.0, 1.0),
+    )
+
+
+def test_watch_goes_on_when_its_connection_dies_without_a_reset(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    """A followed job's stream is silent while the job runs; if its TCP path dies without a reset (a NAT
+    or load balancer dropping the idle flow), only the keepalive's unanswered pings tell. Without them
+    the watch waited on the dead stream for ever: a real proxy drops every answer of the open connection
+    (nothing reset), while new connections go through."""
+    db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
+    planes.append(plane := ControlPlaneProcess(db_url, home))
+    with JobsClient(plane.address) as client:
+        job = _phased_job(client, release)
+    proxy = AnswerLosingProxy(plane.address)
+    seen: list[pb.Job] = []
+    watching = threading.Event()
+
+    def watch() -> list[pb.Job]:
+        with _QuickPings(proxy.address) as watcher:
+            for update in watcher.watch(job.job_id):
+                seen.append(update)
+                watching.set()
+        return seen
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            watched = pool.submit(watch)
+            assert watching.wait(timeout=60)
+            proxy.kill_open_paths()
+            wait_for(lambda: proxy.connections >= 2, timeout=30)  # the watch gave the dead path up
+            release.touch()
+            updates = watched.result(timeout=60)
+    finally:
+        release.touch()  # the job ends whatever happened, so the planes fixture stops cleanly
+        proxy.close()
+    assert state_name(updates[-1].state) == "SUCCEEDED", updates[-1].reason
+    # The client itself pings so, on its defaults (WATCH_KEEPALIVE_S): only the period is shortened here.
+    assert set(follow_channel_options()) <= set(JobsClient.CHANNEL_OPTIONS)
