@@ -33,8 +33,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--grace",
         type=window_seconds,
         default=None,
-        help="seconds between SIGTERM and SIGKILL (default: 10, or AETHER_CONTROL_PLANE_DRAIN_S + 4 when that"
-        " is longer: the control plane's drain and gRPC grace, so a stop answers its runs' callers first)",
+        help="seconds between SIGTERM and SIGKILL (default: 10, or the running control plane's"
+        " AETHER_CONTROL_PLANE_DRAIN_S + 4 when that is longer: its drain and gRPC grace, so a stop answers"
+        " its runs' callers first)",
     )
     actions.add_parser("status", help="show which services of the local stack run, and where")
 
@@ -43,16 +44,20 @@ def run(args: argparse.Namespace, settings: CliSettings) -> int:
     from control_plane.cli import local_stack
 
     if args.action == "down":
-        args.grace = down_grace(args.grace, os.environ)
+        # The drain the running control plane was started with, from whichever shell `dev up` ran in;
+        # this shell's only when that cannot be read.
+        args.grace = down_grace(args.grace, local_stack.control_plane_environment(settings) or os.environ)
     return local_stack.run(args, settings)
 
 
 def down_grace(flag: float | None, environ: Mapping[str, str]) -> float:
     """``dev down``'s grace: ``--grace`` when given, else long enough for the control plane's stop to
-    drain its ingestion runs (AETHER_CONTROL_PLANE_DRAIN_S, read from the same environment as ``dev up``
-    started it with) and answer them before SIGKILL: a fixed 10 s killed a control plane with a longer
-    drain while it waited for a stuck run, whose caller then got a retryable UNAVAILABLE instead of the
-    answer naming what the run stored (``control_plane.ingestion.draining``)."""
+    drain its ingestion runs (AETHER_CONTROL_PLANE_DRAIN_S in ``environ``: the running control plane's own
+    environment, see ``local_stack.control_plane_environment``; this shell's was used, so a control plane
+    started from another shell with a longer drain was SIGKILLed mid-drain) and answer them before
+    SIGKILL: a fixed 10 s killed a control plane with a longer drain while it waited for a stuck run,
+    whose caller then got a retryable UNAVAILABLE instead of the answer naming what the run stored
+    (``control_plane.ingestion.draining``)."""
     if flag is not None:
         return flag
     # Imported here: they import grpc and redis, which no other command's flags need (test_startup_imports).

@@ -47,6 +47,7 @@ from control_plane.cli.stack_lock import stack_lock
 from control_plane.cli.stack_probes import (
     alive,
     listening_ports,
+    process_environment,
     redis_answers,
     redis_pid,
     serving,
@@ -84,6 +85,15 @@ def run(args: argparse.Namespace, settings: CliSettings) -> int:
         with stack_lock(folder, wait_s=_down_lock_wait(args.grace)):
             return _down(services, folder, args.grace)
     return _status(services, folder)
+
+
+def control_plane_environment(settings: CliSettings) -> Mapping[str, str] | None:
+    """The environment this stack's running control plane was started with (what its drain follows, see
+    ``control_plane.cli.dev.down_grace``); None when it does not run or its environment cannot be read."""
+    folder = settings.home / "dev"
+    plane = next(s for s in _services(settings, folder, starting=False) if s.key == "control-plane")
+    pid = _running_pid(plane, folder)
+    return None if pid is None else process_environment(pid)
 
 
 def _down_lock_wait(grace_s: float) -> float:

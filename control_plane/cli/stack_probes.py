@@ -113,3 +113,18 @@ def working_folder(pid: int) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
     except OSError:
         return None
+
+
+def process_environment(pid: int) -> dict[str, str] | None:
+    """The environment process ``pid`` was started with (``/proc/PID/environ``); None when it cannot be
+    read (gone, another user's, no /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    environment: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        name, equals, value = entry.partition(b"=")
+        if equals:
+            environment[os.fsdecode(name)] = os.fsdecode(value)
+    return environment

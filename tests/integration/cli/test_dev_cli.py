@@ -510,3 +510,24 @@ def test_a_live_control_plane_that_does_not_answer_is_not_taken_as_running(dev_e
                 os.kill(deaf, signal.SIGKILL)
         down = aetherctl(dev_env, "dev", "down")
     assert down.returncode == 0, down.stderr
+
+
+def test_down_gives_the_drain_the_running_control_plane_was_started_with(dev_env: dict[str, str]) -> None:
+    """`dev down`'s grace follows the drain of the control plane it stops, read from that process's own
+    environment: a `dev down` from a shell without AETHER_CONTROL_PLANE_DRAIN_S gave a control plane
+    started with a 30 s drain the default 10 s, and SIGKILLed it while it drained a stuck run."""
+    from control_plane.cli.dev import down_grace
+    from control_plane.settings import ControlPlaneSettings
+
+    this_shell = {k: v for k, v in dev_env.items() if k != "AETHER_CONTROL_PLANE_DRAIN_S"}
+    up = aetherctl({**this_shell, "AETHER_CONTROL_PLANE_DRAIN_S": "30"}, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        running = local_stack.control_plane_environment(CliSettings.from_env(this_shell))
+        assert running is not None and running["AETHER_CONTROL_PLANE_DRAIN_S"] == "30"
+        assert down_grace(None, running) >= 30 + ControlPlaneSettings.shutdown_grace_s
+        assert down_grace(None, this_shell) < 30  # what this shell alone would have given
+    finally:
+        down = aetherctl(this_shell, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert local_stack.control_plane_environment(CliSettings.from_env(this_shell)) is None  # stopped
