@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,6 +73,24 @@ class _Follower:
             self.process.wait(timeout=10)
 
 
+def _watcher(
+    connect: Callable[[], JobsClient], job_id: str
+) -> tuple[Callable[[], list[pb.Job]], threading.Event]:
+    """A ``watch`` of ``job_id`` to run in a thread (it returns every update) and the event it sets at the
+    first update, once its stream is open."""
+    watching = threading.Event()
+
+    def watch() -> list[pb.Job]:
+        seen: list[pb.Job] = []
+        with connect() as watcher:
+            for update in watcher.watch(job_id):
+                seen.append(update)
+                watching.set()
+        return seen
+
+    return watch, watching
+
+
 def _end(plane: ControlPlaneProcess, how: str) -> None:
     if how == "SIGKILL":
         plane.crash()
@@ -118,16 +137,7 @@ def test_watch_and_wait_go_on_across_a_control_plane_restart(
     planes.append(first := ControlPlaneProcess(db_url, home))
     with JobsClient(first.address) as client:
         job = _phased_job(client, release)
-    seen: list[pb.Job] = []
-    watching = threading.Event()
-
-    def watch() -> list[pb.Job]:
-        with JobsClient(first.address) as watcher:
-            for update in watcher.watch(job.job_id):
-                seen.append(update)
-                watching.set()
-        return seen
-
+    watch, watching = _watcher(lambda: JobsClient(first.address), job.job_id)
     with ThreadPoolExecutor(2) as pool, JobsClient(first.address) as waiter:
         watched = pool.submit(watch)
         waited = pool.submit(waiter.wait, job.job_id)
@@ -198,16 +208,7 @@ def test_watch_goes_on_when_its_connection_dies_without_a_reset(
     with JobsClient(plane.address) as client:
         job = _phased_job(client, release)
     proxy = AnswerLosingProxy(plane.address)
-    seen: list[pb.Job] = []
-    watching = threading.Event()
-
-    def watch() -> list[pb.Job]:
-        with _QuickPings(proxy.address) as watcher:
-            for update in watcher.watch(job.job_id):
-                seen.append(update)
-                watching.set()
-        return seen
-
+    watch, watching = _watcher(lambda: _QuickPings(proxy.address), job.job_id)
     try:
         with ThreadPoolExecutor(1) as pool:
             watched = pool.submit(watch)
