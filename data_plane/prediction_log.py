@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -153,6 +154,8 @@ while i <= #ARGV do
 end
 return appended
 """
+_APPEND_SHA = hashlib.sha1(_APPEND_SCRIPT).hexdigest().encode()
+_LOAD_APPEND_SCRIPT = pack_command(b"SCRIPT", b"LOAD", _APPEND_SCRIPT)
 _F_REQUEST_ID, _F_DEPLOYMENT, _F_MODEL, _F_VERSION, _F_VARIANT, _F_ROLE, _F_ROUTING_KEY = (
     _bulk(name)
     for name in (b"request_id", b"deployment", b"model", b"version", b"variant", b"role", b"routing_key")
@@ -257,7 +260,11 @@ class PredictionLog:
     ) -> None:
         self._redis = redis
         # The batch command's arguments before the entries, packed once (RESP, without the array header).
-        head = pack_command(b"EVAL", _APPEND_SCRIPT, b"1", stream.encode(), str(maxlen).encode())
+        # EVALSHA, not EVAL: a Redis user granted EVALSHA and SCRIPT LOAD only (what the control plane's
+        # streaming needs of the same URL) was refused every write NOPERM; and the script is not sent
+        # with every batch. A Redis that does not know it answers NOSCRIPT, without running it: loaded
+        # then, and the batch sent again (see _send).
+        head = pack_command(b"EVALSHA", _APPEND_SHA, b"1", stream.encode(), str(maxlen).encode())
         self._head = head[head.index(b"\r\n") + 2 :]
         self.sample_rate = sample_rate
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
@@ -380,7 +387,7 @@ class PredictionLog:
         gaps, self._gaps = self._gaps, {}
         marked_at = now_us()
         parts = [self._head]
-        arguments = 5  # EVAL, the script, the key count, the stream, MAXLEN
+        arguments = 5  # EVALSHA, the script's SHA1, the key count, the stream, MAXLEN
         for fields in [g.fields(d, marked_at) for d, g in gaps.items()] + [r.fields() for r in batch]:
             parts.append(_bulk(b"%d" % len(fields)))
             parts += fields
@@ -388,7 +395,7 @@ class PredictionLog:
         command = b"*%d\r\n%s" % (arguments, b"".join(parts))
         self._in_flight = len(batch)  # a cancellation (stop's timeout) leaves it for stop() to count
         try:
-            await self._redis.execute_packed(command, self._timeout_s)
+            await self._send(command)
         except Exception as error:  # whatever went wrong, the entries are dropped and counted, never raised
             # A timeout may come after Redis ran the script: those entries are in the stream and counted
             # dropped. Which it was cannot be known here; counting them lost keeps written + dropped equal
@@ -407,6 +414,17 @@ class PredictionLog:
         self._in_flight = 0
         self.written += len(batch)
         self._outage.written(self.dropped)
+
+    async def _send(self, command: bytes) -> None:
+        """Sends one batch's EVALSHA; on NOSCRIPT (Redis restarted, or its scripts were flushed: the script
+        did not run) loads the script and sends the batch once more."""
+        try:
+            await self._redis.execute_packed(command, self._timeout_s)
+        except RedisCommandError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            await self._redis.execute_packed(_LOAD_APPEND_SCRIPT, self._timeout_s)
+            await self._redis.execute_packed(command, self._timeout_s)
 
 
 def now_us() -> int:

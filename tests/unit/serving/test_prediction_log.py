@@ -46,6 +46,31 @@ async def test_entries_reach_a_capped_stream(redis_url: str) -> None:
     assert log.written == 5 and log.dropped == 0
 
 
+async def test_entries_reach_the_stream_as_a_redis_user_without_eval(redis_url: str) -> None:
+    """The batches run by EVALSHA (the script loaded when Redis answers NOSCRIPT: here its scripts were
+    flushed, as a restart does), never EVAL: a Redis user granted EVALSHA and SCRIPT LOAD only, what the
+    control plane's streaming needs of the same URL, had every write refused NOPERM and dropped."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "no_eval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-eval", "-eval_ro"]
+    )
+    address = redis_url.removeprefix("redis://").rsplit("/", 1)[0]
+    client = RedisClient(f"redis://no_eval:pw@{address}/0", pool_size=1)
+    log = PredictionLog(client, "preds-no-eval", sample_rate=1.0, maxlen=1000, batch_size=2)
+    try:
+        log.start()
+        for i in range(4):
+            admin.script_flush()  # each batch finds Redis without the script
+            log.record(_record(f"r{i}"))
+            await _wait_written(log, i + 1, timeout_s=5.0)
+        await log.stop()
+    finally:
+        await client.close()
+        admin.acl_deluser("no_eval")
+    assert log.written == 4 and log.dropped == 0
+    assert admin.xlen("preds-no-eval") == 4
+
+
 async def test_stop_lets_the_batch_in_flight_finish_and_counts_every_entry(redis_url: str) -> None:
     """Every entry recorded before stop() is written and counted, with several batches still buffered.
     (stop() used to cancel the drain task even while it was sending a batch, which then went uncounted;
@@ -65,7 +90,7 @@ async def test_stop_lets_the_batch_in_flight_finish_and_counts_every_entry(redis
 
 def _script_calls(redis_url: str) -> int:
     stats = redis.Redis.from_url(redis_url).info("commandstats")
-    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 async def _wait_written(log: PredictionLog, count: int, timeout_s: float) -> None:
