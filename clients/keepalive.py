@@ -32,18 +32,6 @@ def watch_channel_options(
     ]
 
 
-def follow_channel_options(
-    keepalive_s: float = WATCH_KEEPALIVE_S, timeout_s: float = WATCH_KEEPALIVE_TIMEOUT_S
-) -> list[tuple[str, Any]]:
-    """Channel options of a client that follows a stream which may go quiet for hours and then carry a
-    lot (a job's log): a watcher's pings, with gRPC's bandwidth probes left on for the bulk."""
-    return [
-        option
-        for option in watch_channel_options(keepalive_s, timeout_s)
-        if option[0] != "grpc.http2.bdp_probe"
-    ]
-
-
 def server_keepalive_options(min_ping_interval_s: float = 1.0) -> list[tuple[str, Any]]:
     """Server options that accept watchers' pings (as often as every ``min_ping_interval_s``)."""
     return [

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.keepalive import follow_channel_options
+from clients.keepalive import watch_channel_options
 from clients.sdk.jobs import RECONNECT_MOST_PAUSE_S, JobsClient, state_name
 from tests.integration.jobs.conftest import REPO_ROOT, ControlPlaneProcess, wait_for, wait_state
 from tests.support.tcp_proxy import AnswerLosingProxy
@@ -192,7 +192,7 @@ class _QuickPings(JobsClient):
 
     CHANNEL_OPTIONS = (
         ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MOST_PAUSE_S * 1000)),
-        *follow_channel_options(1.0, 1.0),
+        *watch_channel_options(1.0, 1.0),
     )
 
 
@@ -222,4 +222,4 @@ def test_watch_goes_on_when_its_connection_dies_without_a_reset(
         proxy.close()
     assert state_name(updates[-1].state) == "SUCCEEDED", updates[-1].reason
     # The client itself pings so, on its defaults (WATCH_KEEPALIVE_S): only the period is shortened here.
-    assert set(follow_channel_options()) <= set(JobsClient.CHANNEL_OPTIONS)
+    assert set(watch_channel_options()) <= set(JobsClient.CHANNEL_OPTIONS)
