@@ -89,6 +89,10 @@ def test_the_processes_a_job_left_are_reaped_all_at_once_not_one_per_pass() -> N
 CHAIN_UID = 3_141_592_010
 #: The chain's generation cap: it ends by itself there (and with it the zombies it would pile up).
 CHAIN_CAP = 3000
+#: The launcher's grace between SIGTERM and SIGKILL, which the chain (ignoring SIGTERM) must outlive to
+#: reach generation 10 and write ``up``: at 0.1 s a CI run that loaded both cores killed it sooner, and
+#: ``up`` never came (a test that failed once in a clean-clone CI run beside other test runs).
+CHAIN_GRACE_S = 0.5
 #: A job whose main process exits 0 at once, leaving a chain that ignores SIGTERM: each link forks its
 #: successor and exits, generation after generation (as a runaway restart loop or a hostile job does).
 #: The chain writes ``up`` at generation 10, and ``done`` if it reaches its cap or runs 30 s.
@@ -165,7 +169,7 @@ def test_a_forking_chain_of_an_attempt_with_a_uid_of_its_own_is_killed_and_the_l
     entry = {"command": [python, "-c", CHAIN, str(chain_folder)]}
     user = JobUser(str(uid), uid, uid, str(chain_folder))
     job = JobLaunch("j-chain", spec_from_mapping({"name": "t", "entrypoint": entry}), files, user, True)
-    handle = LocalExecutor(cwd=Path("/"), kill_grace_s=0.1).launch(job, 1, [], {})
+    handle = LocalExecutor(cwd=Path("/"), kill_grace_s=CHAIN_GRACE_S).launch(job, 1, [], {})
     launcher = handle.pid
     assert launcher is not None
     try:
