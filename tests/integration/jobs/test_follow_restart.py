@@ -20,7 +20,7 @@ import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.keepalive import watch_channel_options
-from clients.sdk.jobs import RECONNECT_MOST_PAUSE_S, JobsClient, state_name
+from clients.sdk.jobs import RECONNECT_FOR_S, RECONNECT_MOST_PAUSE_S, JobsClient, state_name
 from tests.integration.jobs.conftest import REPO_ROOT, ControlPlaneProcess, wait_for, wait_state
 from tests.support.tcp_proxy import AnswerLosingProxy
 
@@ -74,7 +74,7 @@ class _Follower:
 
 
 def _watcher(
-    connect: Callable[[], JobsClient], job_id: str
+    connect: Callable[[], JobsClient], job_id: str, reconnect_for: float = RECONNECT_FOR_S
 ) -> tuple[Callable[[], list[pb.Job]], threading.Event]:
     """A ``watch`` of ``job_id`` to run in a thread (it returns every update) and the event it sets at the
     first update, once its stream is open."""
@@ -83,7 +83,7 @@ def _watcher(
     def watch() -> list[pb.Job]:
         seen: list[pb.Job] = []
         with connect() as watcher:
-            for update in watcher.watch(job_id):
+            for update in watcher.watch(job_id, reconnect_for=reconnect_for):
                 seen.append(update)
                 watching.set()
         return seen
@@ -208,18 +208,21 @@ def test_watch_goes_on_when_its_connection_dies_without_a_reset(
     with JobsClient(plane.address) as client:
         job = _phased_job(client, release)
     proxy = AnswerLosingProxy(plane.address)
-    watch, watching = _watcher(lambda: _QuickPings(proxy.address), job.job_id)
+    watch, watching = _watcher(lambda: _QuickPings(proxy.address), job.job_id, reconnect_for=5.0)
+    pool = ThreadPoolExecutor(1)
     try:
-        with ThreadPoolExecutor(1) as pool:
-            watched = pool.submit(watch)
-            assert watching.wait(timeout=60)
-            proxy.kill_open_paths()
-            wait_for(lambda: proxy.connections >= 2, timeout=30)  # the watch gave the dead path up
-            release.touch()
-            updates = watched.result(timeout=60)
+        watched = pool.submit(watch)
+        assert watching.wait(timeout=60)
+        proxy.kill_open_paths()
+        wait_for(lambda: proxy.connections >= 2, timeout=30)  # the watch gave the dead path up
+        release.touch()
+        updates = watched.result(timeout=60)
     finally:
         release.touch()  # the job ends whatever happened, so the planes fixture stops cleanly
+        # Closing the proxy resets a watch still waiting on the dead path, which then gives up within its
+        # reconnect_for, so a regression fails here by its assertion, not by the test's timeout.
         proxy.close()
+        pool.shutdown(wait=True)
     assert state_name(updates[-1].state) == "SUCCEEDED", updates[-1].reason
     # The client itself pings so, on its defaults (WATCH_KEEPALIVE_S): only the period is shortened here.
     assert set(watch_channel_options()) <= set(JobsClient.CHANNEL_OPTIONS)
