@@ -6,17 +6,34 @@ object restart it on the same port, which the fault tests use to show that reads
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+
+@contextlib.contextmanager
+def user_without_eval(redis_url: str) -> Iterator[str]:
+    """The URL of an ACL user of the Redis at ``redis_url`` (database 0) granted every command but EVAL
+    (EVALSHA and SCRIPT LOAD included: what Aether's scripts need), removed afterwards: the server is
+    shared, and a flush keeps users."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "no_eval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-eval", "-eval_ro"]
+    )
+    try:
+        yield f"redis://no_eval:pw@{redis_url.removeprefix('redis://').rsplit('/', 1)[0]}/0"
+    finally:
+        admin.acl_deluser("no_eval")
+        admin.close()
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ retry must find it published instead of publishing it again (the materializer wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from control_plane.redis_clients import sync_client
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.streaming_support import run_until_idle, started_materializer
 from tests.integration.ingestion.test_replay_claims import clicks_record, replay_counts
+from tests.support.redis_server import user_without_eval
 from tests.support.tcp_proxy import AnswerLosingProxy
 
 
@@ -108,20 +110,12 @@ def test_a_replay_publishes_as_a_redis_user_without_eval(env: Env, redis_url: st
     """The publish runs by EVALSHA (SCRIPT LOAD when Redis lost the script), as the streaming side's scripts
     do: a Redis user granted those and not EVAL, enough for the materializer, had every replay to a
     streaming view refused NOPERM."""
-    env.client.acl_setuser(
-        "no_eval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-eval", "-eval_ro"]
-    )
-    address = redis_url.removeprefix("redis://").rsplit("/", 1)[0]
-    client = sync_client(f"redis://no_eval:pw@{address}/0", 5.0)
-    try:
+    with user_without_eval(redis_url) as url, contextlib.closing(sync_client(url, 5.0)) as client:
         service = IngestionService(env.sessions, env.registry, env.offline, client)
         record, fixed = clicks_record(env, 8, 18.0)
         env.client.script_flush()  # Redis forgot the script (a restart): loaded again, not EVALed
         assert service.replay([record], {record: fixed}, actor="op").replayed == [record]
         assert [event["amount"] for event in stream(env)] == ["18.0"]
-    finally:
-        client.close()
-        env.client.acl_deluser("no_eval")
 
 
 def markers(env: Env, record_id: int | None = None) -> list[bytes]:

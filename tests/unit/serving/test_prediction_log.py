@@ -17,7 +17,7 @@ from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from data_plane.runtime.tensorrt_engine import engine_cache_path
 from tests.support.prediction_log import writes_refused
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, user_without_eval
 
 
 def _record(request_id: str) -> PredictionRecord:
@@ -51,22 +51,18 @@ async def test_entries_reach_the_stream_as_a_redis_user_without_eval(redis_url: 
     flushed, as a restart does), never EVAL: a Redis user granted EVALSHA and SCRIPT LOAD only, what the
     control plane's streaming needs of the same URL, had every write refused NOPERM and dropped."""
     admin = redis.Redis.from_url(redis_url)
-    admin.acl_setuser(
-        "no_eval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-eval", "-eval_ro"]
-    )
-    address = redis_url.removeprefix("redis://").rsplit("/", 1)[0]
-    client = RedisClient(f"redis://no_eval:pw@{address}/0", pool_size=1)
-    log = PredictionLog(client, "preds-no-eval", sample_rate=1.0, maxlen=1000, batch_size=2)
-    try:
-        log.start()
-        for i in range(4):
-            admin.script_flush()  # each batch finds Redis without the script
-            log.record(_record(f"r{i}"))
-            await _wait_written(log, i + 1, timeout_s=5.0)
-        await log.stop()
-    finally:
-        await client.close()
-        admin.acl_deluser("no_eval")
+    with user_without_eval(redis_url) as url:
+        client = RedisClient(url, pool_size=1)
+        log = PredictionLog(client, "preds-no-eval", sample_rate=1.0, maxlen=1000, batch_size=2)
+        try:
+            log.start()
+            for i in range(4):
+                admin.script_flush()  # each batch finds Redis without the script
+                log.record(_record(f"r{i}"))
+                await _wait_written(log, i + 1, timeout_s=5.0)
+            await log.stop()
+        finally:
+            await client.close()
     assert log.written == 4 and log.dropped == 0
     assert admin.xlen("preds-no-eval") == 4
 
