@@ -417,14 +417,18 @@ class PredictionLog:
 
     async def _send(self, command: bytes) -> None:
         """Sends one batch's EVALSHA; on NOSCRIPT (Redis restarted, or its scripts were flushed: the script
-        did not run) loads the script and sends the batch once more."""
+        did not run) loads the script and sends the batch once more. The three calls share the one write
+        timeout: each with a timeout of its own, a batch after a restart could take three times as long,
+        and ``stop()``'s flush would wait on it that much longer."""
+        deadline = time.monotonic() + self._timeout_s
         try:
             await self._redis.execute_packed(command, self._timeout_s)
         except RedisCommandError as error:
             if not str(error).startswith("NOSCRIPT"):
                 raise
-            await self._redis.execute_packed(_LOAD_APPEND_SCRIPT, self._timeout_s)
-            await self._redis.execute_packed(command, self._timeout_s)
+            # A call left no time is refused RedisUnavailable without being sent (``execute_packed``).
+            await self._redis.execute_packed(_LOAD_APPEND_SCRIPT, deadline - time.monotonic())
+            await self._redis.execute_packed(command, deadline - time.monotonic())
 
 
 def now_us() -> int:

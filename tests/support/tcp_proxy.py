@@ -1,7 +1,8 @@
 """A TCP proxy between a client and a server that can lose the server's answers for real: requests still
 reach the server (which handles and commits them), the bytes it sends back are swallowed, and then the
 connection is cut, as a network that fails after the request went through would; or hold the client's
-requests back until released, as a slow network would, so a test can act while a call is on its way.
+requests back until released, as a slow network would, so a test can act while a call is on its way; or
+delay each of them, as a distant server would.
 (A real proxy over real sockets; only the moment of the failure or delay is staged by the test.)"""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class AnswerLosingProxy:
@@ -27,6 +29,7 @@ class AnswerLosingProxy:
         self._requests_flow = threading.Event()  # cleared while requests are held back
         self._requests_flow.set()
         self.held_request_bytes = 0  # of requests held back (counted as they arrive)
+        self._request_delay_s = 0.0
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def hold_answers(self) -> None:
@@ -46,6 +49,11 @@ class AnswerLosingProxy:
 
     def release_requests(self) -> None:
         self._requests_flow.set()
+
+    def delay_requests(self, seconds: float) -> None:
+        """From now on, each read of the client's bytes reaches the server ``seconds`` late (one command
+        per read, for a client that waits for each answer: a round trip ``seconds`` longer)."""
+        self._request_delay_s = seconds
 
     def cut(self) -> None:
         """Closes every open connection (the client sees it reset mid-call) and forwards normally again,
@@ -89,6 +97,8 @@ class AnswerLosingProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(65536):
+                if not answers and self._request_delay_s:
+                    time.sleep(self._request_delay_s)
                 if not answers and not self._requests_flow.is_set():
                     with self._lock:
                         self.held_request_bytes += len(data)

@@ -18,6 +18,7 @@ from data_plane.redis_client import RedisClient
 from data_plane.runtime.tensorrt_engine import engine_cache_path
 from tests.support.prediction_log import writes_refused
 from tests.support.redis_server import RedisServer, free_port, user_without_eval
+from tests.support.tcp_proxy import AnswerLosingProxy
 
 
 def _record(request_id: str) -> PredictionRecord:
@@ -65,6 +66,33 @@ async def test_entries_reach_the_stream_as_a_redis_user_without_eval(redis_url: 
             await client.close()
     assert log.written == 4 and log.dropped == 0
     assert admin.xlen("preds-no-eval") == 4
+
+
+async def test_a_batch_that_finds_no_script_loads_it_and_resends_within_one_timeout(redis_url: str) -> None:
+    """After NOSCRIPT the script's load and the batch sent again share the batch's one write timeout:
+    with a timeout each, a batch through a slow path (here 0.4 s a round trip, the three calls 1.2 s) was
+    written after more than its 1 s, and a Redis that answered each call just under the timeout held a
+    batch (and ``stop()``'s flush) three times as long. Now it fails at the timeout, counted dropped."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.script_flush()  # as a restart does: the first call is answered NOSCRIPT
+    proxy = AnswerLosingProxy(redis_url.removeprefix("redis://").split("/")[0])
+    proxy.delay_requests(0.4)
+    client = RedisClient(f"redis://{proxy.address}", pool_size=1)
+    log = PredictionLog(client, "preds-slow-path", sample_rate=1.0, maxlen=1000, timeout_s=1.0, linger_s=0.0)
+    try:
+        log.start()
+        started = asyncio.get_running_loop().time()
+        log.record(_record("r0"))
+        async with asyncio.timeout(5.0):
+            while log.written + log.dropped < 1:  # noqa: ASYNC110 (counters the log owns; no event)
+                await asyncio.sleep(0.005)
+        elapsed = asyncio.get_running_loop().time() - started
+        await log.stop()
+    finally:
+        await client.close()
+        proxy.close()
+    assert (log.written, log.dropped) == (0, 1)
+    assert elapsed < 1.15  # the 1 s timeout, and the slack of a loaded host
 
 
 async def test_stop_lets_the_batch_in_flight_finish_and_counts_every_entry(redis_url: str) -> None:
