@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,27 +50,13 @@ from control_plane.cli.stack_probes import (
     redis_answers,
     redis_pid,
     serving,
-    working_folder,
 )
+from control_plane.cli.stack_services import Service, remove_pid_file, running_pid
 
-DEFAULT_REDIS_PORT = 6379  # a redis:// URL without a port
 _INSTALL_REDIS = (
     "redis-server is not on PATH; install it first: `sudo apt-get install redis-server` (Debian/Ubuntu), "
     "`sudo dnf install redis` (Fedora) or `brew install redis` (macOS)"
 )
-
-
-@dataclass(frozen=True)
-class Service:
-    key: str  # names its files: <key>.pid, <key>.log
-    title: str
-    command: list[str]
-    marker: str  # a piece of its command line that identifies it in /proc/<pid>/cmdline
-    env: Mapping[str, str]  # added to its environment
-    address: str  # where it is configured to listen; a plane's log line gives the real one
-    ready_line: re.Pattern[str] | None  # None: ready when redis answers PING
-    # Files written, readable by this user only, before it starts (a secret kept off its command line).
-    private_files: Mapping[Path, str] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace, settings: CliSettings) -> int:
@@ -92,7 +77,7 @@ def control_plane_environment(settings: CliSettings) -> Mapping[str, str] | None
     ``control_plane.cli.dev.down_grace``); None when it does not run or its environment cannot be read."""
     folder = settings.home / "dev"
     plane = next(s for s in _services(settings, folder, starting=False) if s.key == "control-plane")
-    pid = _running_pid(plane, folder)
+    pid = running_pid(plane, folder)
     return None if pid is None else process_environment(pid)
 
 
@@ -169,7 +154,7 @@ def _up(
     tie: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    if shutil.which("redis-server") is None and _running_pid(services[0], folder) is None:
+    if shutil.which("redis-server") is None and running_pid(services[0], folder) is None:
         raise FailedPrecondition(_INSTALL_REDIS)
     # The stack's logs and Redis's data (the online store) are the owner's, as is AETHER_HOME above.
     private_folder(folder / "redis")
@@ -177,7 +162,7 @@ def _up(
     started: list[Service] = []
     try:
         for service in services:
-            pid = _running_pid(service, folder)
+            pid = running_pid(service, folder)
             if pid is not None and not _answers(service, folder, pid):
                 pid = _answer_or_exit(service, folder, pid, wait_s)  # None: it exited, start a new one
             if pid is not None:
@@ -301,7 +286,7 @@ def _wait_until_ready(
     deadline = time.monotonic() + wait_s
     while not _is_ready(service, log_path, process.pid):
         if process.poll() is not None:
-            _remove_pid_file(service, folder)
+            remove_pid_file(service, folder)
             raise FailedPrecondition(
                 f"{service.title} exited with status {process.returncode} before it was ready; "
                 f"last lines of {log_path}:\n{_tail(log_path)}"
@@ -363,9 +348,9 @@ def _down(services: list[Service], folder: Path, grace_s: float) -> int:
 
 
 def _stop(service: Service, folder: Path, grace_s: float) -> str:
-    pid = _running_pid(service, folder)
+    pid = running_pid(service, folder)
     if pid is None:
-        _remove_pid_file(service, folder)
+        remove_pid_file(service, folder)
         return "not running"
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -378,7 +363,7 @@ def _stop(service: Service, folder: Path, grace_s: float) -> str:
                 time.sleep(0.02)
             break
         time.sleep(0.05)
-    _remove_pid_file(service, folder)
+    remove_pid_file(service, folder)
     return state
 
 
@@ -386,7 +371,7 @@ def _status(services: list[Service], folder: Path) -> int:
     rows = []
     all_running = True
     for service in services:
-        pid = _running_pid(service, folder)
+        pid = running_pid(service, folder)
         try:
             answers = pid is not None and _answers(service, folder, pid)
             deaf = "not answering (stopping?)"
@@ -432,40 +417,6 @@ def _row(service: Service, folder: Path, state: str, pid: int) -> tuple[object, 
     log_path = folder / f"{service.key}.log"
     address = _listening_address(service, log_path) or service.address
     return (service.title, state, redact_uri(address), pid, str(log_path))  # a Redis URL's password
-
-
-def _running_pid(service: Service, folder: Path) -> int | None:
-    """The pid in the service's pid file when that process is alive and is the service."""
-    try:
-        pid = int((folder / f"{service.key}.pid").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not alive(pid, service.marker):
-        return None
-    if service.ready_line is None and not _may_serve(service, pid, service.address):
-        return None  # a redis-server, but not the one at AETHER_REDIS_URL: not this stack's
-    return pid
-
-
-def _may_serve(service: Service, pid: int, url: str) -> bool:
-    """Whether redis-server ``pid`` may be this stack's: it is when it runs on the stack's data folder (its
-    ``--dir``, its working folder), whatever its port (AETHER_REDIS_URL moved since `dev up`: it is still
-    the stack's to stop, and a second one on the same append-only files would be started beside it);
-    otherwise not when it listens on TCP ports and none is the URL's. A stale pid file (its pid reused by
-    another redis-server) named a process that was shown as "not answering (stopping?)", that `dev up`
-    waited for, and that `dev down` then stopped. A Redis that listens on nothing (stopping: it closed its
-    listeners) or whose sockets cannot be read is given the benefit of the doubt."""
-    # redis-server rewrites its command line (its title shows the address), and works in its --dir.
-    data_dir = service.command[service.command.index("--dir") + 1] if "--dir" in service.command else None
-    if data_dir is not None and working_folder(pid) == Path(data_dir).resolve():
-        return True
-    ports = listening_ports(pid)
-    port = urlsplit(url).port or DEFAULT_REDIS_PORT
-    return not ports or port in ports
-
-
-def _remove_pid_file(service: Service, folder: Path) -> None:
-    (folder / f"{service.key}.pid").unlink(missing_ok=True)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
