@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aether/v1/offline_features.proto\x12\taether.v1\"\xaa\x01\n\x1cGetHistoricalFeaturesRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\x19\n\x11\x65ntity_rows_arrow\x18\x02 \x01(\x0c\x12\x18\n\x10\x65ntity_rows_path\x18\x03 \x01(\t\x12\x18\n\x10timestamp_column\x18\x04 \x01(\t\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x14\n\x0csummary_only\x18\x06 \x01(\x08\",\n\x0cMatchedCount\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\"\xb6\x01\n\x1dGetHistoricalFeaturesResponse\x12\x13\n\x0b\x61rrow_chunk\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64\x61taset_hash\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x04\x12(\n\x07matched\x18\x04 \x03(\x0b\x32\x17.aether.v1.MatchedCount\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x18\n\x10lineage_recorded\x18\x06 \x01(\x08\"L\n\x1a\x43ompactOfflineFilesRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"a\n\x0e\x43ompactedFiles\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\x10\n\x08\x66iles_in\x18\x03 \x03(\t\x12\x10\n\x08\x66ile_out\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x04\"x\n\x1b\x43ompactOfflineFilesResponse\x12)\n\x06merged\x18\x01 \x03(\x0b\x32\x19.aether.v1.CompactedFiles\x12\x15\n\rdeleted_files\x18\x02 \x01(\x04\x12\x17\n\x0f\x62usy_partitions\x18\x03 \x03(\t2\xe7\x01\n\x0fOfflineFeatures\x12n\n\x15GetHistoricalFeatures\x12\'.aether.v1.GetHistoricalFeaturesRequest\x1a(.aether.v1.GetHistoricalFeaturesResponse(\x01\x30\x01\x12\x64\n\x13\x43ompactOfflineFiles\x12%.aether.v1.CompactOfflineFilesRequest\x1a&.aether.v1.CompactOfflineFilesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aether/v1/offline_features.proto\x12\taether.v1\"\xaa\x01\n\x1cGetHistoricalFeaturesRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\x19\n\x11\x65ntity_rows_arrow\x18\x02 \x01(\x0c\x12\x18\n\x10\x65ntity_rows_path\x18\x03 \x01(\t\x12\x18\n\x10timestamp_column\x18\x04 \x01(\t\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x14\n\x0csummary_only\x18\x06 \x01(\x08\",\n\x0cMatchedCount\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\"\xb6\x01\n\x1dGetHistoricalFeaturesResponse\x12\x13\n\x0b\x61rrow_chunk\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64\x61taset_hash\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x04\x12(\n\x07matched\x18\x04 \x03(\x0b\x32\x17.aether.v1.MatchedCount\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12\x18\n\x10lineage_recorded\x18\x06 \x01(\x08\"L\n\x1a\x43ompactOfflineFilesRequest\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"a\n\x0e\x43ompactedFiles\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\x10\n\x08\x66iles_in\x18\x03 \x03(\t\x12\x10\n\x08\x66ile_out\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x04\"@\n\x10\x44\x61magedPartition\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xb1\x01\n\x1b\x43ompactOfflineFilesResponse\x12)\n\x06merged\x18\x01 \x03(\x0b\x32\x19.aether.v1.CompactedFiles\x12\x15\n\rdeleted_files\x18\x02 \x01(\x04\x12\x17\n\x0f\x62usy_partitions\x18\x03 \x03(\t\x12\x37\n\x12\x64\x61maged_partitions\x18\x04 \x03(\x0b\x32\x1b.aether.v1.DamagedPartition2\xe7\x01\n\x0fOfflineFeatures\x12n\n\x15GetHistoricalFeatures\x12\'.aether.v1.GetHistoricalFeaturesRequest\x1a(.aether.v1.GetHistoricalFeaturesResponse(\x01\x30\x01\x12\x64\n\x13\x43ompactOfflineFiles\x12%.aether.v1.CompactOfflineFilesRequest\x1a&.aether.v1.CompactOfflineFilesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPACTOFFLINEFILESREQUEST']._serialized_end=527
   _globals['_COMPACTEDFILES']._serialized_start=529
   _globals['_COMPACTEDFILES']._serialized_end=626
-  _globals['_COMPACTOFFLINEFILESRESPONSE']._serialized_start=628
-  _globals['_COMPACTOFFLINEFILESRESPONSE']._serialized_end=748
-  _globals['_OFFLINEFEATURES']._serialized_start=751
-  _globals['_OFFLINEFEATURES']._serialized_end=982
+  _globals['_DAMAGEDPARTITION']._serialized_start=628
+  _globals['_DAMAGEDPARTITION']._serialized_end=692
+  _globals['_COMPACTOFFLINEFILESRESPONSE']._serialized_start=695
+  _globals['_COMPACTOFFLINEFILESRESPONSE']._serialized_end=872
+  _globals['_OFFLINEFEATURES']._serialized_start=875
+  _globals['_OFFLINEFEATURES']._serialized_end=1106
 # @@protoc_insertion_point(module_scope)

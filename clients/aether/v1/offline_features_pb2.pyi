@@ -70,12 +70,24 @@ class CompactedFiles(_message.Message):
     rows: int
     def __init__(self, version: _Optional[int] = ..., date: _Optional[str] = ..., files_in: _Optional[_Iterable[str]] = ..., file_out: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
 
+class DamagedPartition(_message.Message):
+    __slots__ = ("version", "date", "error")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    date: str
+    error: str
+    def __init__(self, version: _Optional[int] = ..., date: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
 class CompactOfflineFilesResponse(_message.Message):
-    __slots__ = ("merged", "deleted_files", "busy_partitions")
+    __slots__ = ("merged", "deleted_files", "busy_partitions", "damaged_partitions")
     MERGED_FIELD_NUMBER: _ClassVar[int]
     DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
     BUSY_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     merged: _containers.RepeatedCompositeFieldContainer[CompactedFiles]
     deleted_files: int
     busy_partitions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, merged: _Optional[_Iterable[_Union[CompactedFiles, _Mapping]]] = ..., deleted_files: _Optional[int] = ..., busy_partitions: _Optional[_Iterable[str]] = ...) -> None: ...
+    damaged_partitions: _containers.RepeatedCompositeFieldContainer[DamagedPartition]
+    def __init__(self, merged: _Optional[_Iterable[_Union[CompactedFiles, _Mapping]]] = ..., deleted_files: _Optional[int] = ..., busy_partitions: _Optional[_Iterable[str]] = ..., damaged_partitions: _Optional[_Iterable[_Union[DamagedPartition, _Mapping]]] = ...) -> None: ...

@@ -70,7 +70,8 @@ class OfflineFeaturesServicer:
         whose day has ended, more files than the server's threshold are merged into few, which readers read
         instead; files merged at least the server's grace period ago are deleted. The control plane also
         runs it in the background, on a local folder or an object store alike. NOT_FOUND: the view (or
-        version) has no offline data.
+        version) has no offline data. A partition with a file that does not decode is left as it is and
+        listed in damaged_partitions; the call goes on with the others and answers OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
