@@ -163,7 +163,8 @@ class OfflineFeaturesClient(ServiceClient):
     ) -> pb.CompactOfflineFilesResponse:
         """One compaction pass over ``view``'s offline files (every version with data when ``version`` is
         0): what was merged (each file out, the files in, its rows) and how many merged files were
-        deleted. ``dry_run`` only reports."""
+        deleted. ``dry_run`` only reports. A partition with a file that does not decode is left as it is
+        and listed in ``damaged_partitions`` (the error naming the file); the call still succeeds."""
         request = pb.CompactOfflineFilesRequest(view=view, version=version, dry_run=dry_run)
         return self._call(self._stub.CompactOfflineFiles, request, pb.CompactOfflineFilesResponse, timeout)
 

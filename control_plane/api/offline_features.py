@@ -17,7 +17,7 @@ from pyarrow.fs import FileType
 
 from clients.aether.v1 import offline_features_pb2 as pb
 from clients.aether.v1 import offline_features_pb2_grpc as pb_grpc
-from clients.errors import InvalidArgument, OfflineFileUndecodable, ResourceExhausted, maps_errors
+from clients.errors import InvalidArgument, ResourceExhausted, maps_errors
 from clients.ipc_budget import IpcBudget
 from clients.sdk.offline import CHUNK_BYTES, arrow_stream_pieces, read_arrow_stream
 from clients.server_handlers import HandlerRegistry
@@ -32,7 +32,7 @@ from control_plane.offline.compaction import (
     compact_view,
     sweep_stale_upload_temps,
 )
-from control_plane.offline.compaction_loop import CompactionLoop, skipped_message
+from control_plane.offline.compaction_loop import CompactionLoop, skipped_advice, skipped_partitions
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
 from control_plane.offline.partition_locks import DatabaseLocks, PartitionLock
@@ -133,9 +133,13 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
                 sum(len(run.files_in) for run in report.merged), len(report.merged), report.deleted,
             )  # fmt: skip
         if report.skipped:
-            # The answer has no field for them (and aetherctl would not show one): the error names them
-            # with what the call merged, since a damaged file no longer stops the rest of the pass.
-            raise OfflineFileUndecodable(skipped_message(request.view, report, request.dry_run))
+            # The call answers OK with them in damaged_partitions, since it did the rest of its work; the
+            # log still says what the operator must do, as the background pass's does.
+            _log.warning(
+                "%s feature view %r left %s",
+                "dry run of compacting" if request.dry_run else "compacting", request.view,
+                skipped_advice(skipped_partitions(request.view, report)),
+            )  # fmt: skip
         return pb.CompactOfflineFilesResponse(
             merged=[
                 pb.CompactedFiles(
@@ -149,6 +153,10 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
             ],
             deleted_files=report.deleted,
             busy_partitions=[f"v{version}/date={day.isoformat()}" for version, day in report.busy],
+            damaged_partitions=[
+                pb.DamagedPartition(version=version, date=day.isoformat(), error=error)
+                for version, day, error in report.skipped
+            ],
         )
 
     def _compact(self, request: pb.CompactOfflineFilesRequest) -> CompactionReport:

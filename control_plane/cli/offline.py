@@ -8,16 +8,24 @@ files (a streaming view writes one a second) into few, and deletes the files it 
 grace period ago (the thresholds are the control plane's ``AETHER_OFFLINE_COMPACT_*`` settings; it also
 runs a pass by itself every ``AETHER_OFFLINE_COMPACT_INTERVAL_S``). Prints each merged file with its
 partition, the number of files in, and its rows; ``--dry-run`` prints what would be done.
+
+A partition with a file that does not decode (damaged bytes) is left as it was while the rest is
+compacted: the command lists each such partition with the error naming its file, says on stderr what to
+do, and exits 1 so a script notices: the rest is done, but those partitions wait on a person.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from control_plane.cli import output
 from control_plane.cli.numbers import positive_seconds
+
+if TYPE_CHECKING:  # an annotation only: the parser is built without the stubs
+    from clients.aether.v1 import offline_features_pb2 as pb
 
 DEFAULT_DEADLINE_S = 600.0
 
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         report = client.compact(args.view, args.version, dry_run=args.dry_run)
     if args.json:
         output.print_json(output.to_jsonable(report), stream)
-        return 0
+        return _damaged(report.damaged_partitions)
     rows = [(f"v{run.version}", run.date, len(run.files_in), run.file_out, run.rows) for run in report.merged]
     if rows:
         stream.write(output.table(("VERSION", "DATE", "FILES IN", "FILE OUT", "ROWS"), rows) + "\n")
@@ -77,4 +85,22 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream.write(f"{'would delete' if args.dry_run else 'deleted'} {report.deleted_files} replaced file(s)\n")
     for partition in report.busy_partitions:
         stream.write(f"skipped {partition}: another compaction holds it\n")
-    return 0
+    if report.damaged_partitions:
+        damaged = [(f"v{p.version}", p.date, p.error) for p in report.damaged_partitions]
+        stream.write("\n" + output.table(("VERSION", "DATE", "LEFT AS IT WAS: A FILE NOT DECODING"), damaged))
+        stream.write("\n")
+    return _damaged(report.damaged_partitions)
+
+
+def _damaged(partitions: Sequence[pb.DamagedPartition]) -> int:
+    """The exit status: 1 when partitions were left for damaged files, with the operator's action on
+    stderr (stdout stays the report, JSON included). Waiting never mends damaged bytes, so every later
+    pass would leave them too: a script must notice, though the call itself succeeded."""
+    if not partitions:
+        return 0
+    print(
+        f"warning: {len(partitions)} partition(s) left as they were, a file in each not decoding: move the"
+        " damaged file aside or restore it from a backup, and the next pass compacts its partition",
+        file=sys.stderr,
+    )
+    return 1

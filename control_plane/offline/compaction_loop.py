@@ -78,7 +78,7 @@ class CompactionLoop:
                     view, sum(len(run.files_in) for run in report.merged), len(report.merged), report.deleted,
                 )  # fmt: skip
         if skipped:
-            _log.warning("offline compaction left %s", _advice(skipped))
+            _log.warning("offline compaction left %s", skipped_advice(skipped))
         return reports
 
     async def _run(self) -> None:
@@ -103,18 +103,11 @@ def skipped_partitions(view: str, report: CompactionReport) -> list[str]:
     return [f"feature view {view!r} v{v}/date={day.isoformat()} ({why})" for v, day, why in report.skipped]
 
 
-def _advice(skipped: list[str]) -> str:
+def skipped_advice(skipped: list[str]) -> str:
+    """The skipped partitions (:func:`skipped_partitions`) and what the operator must do about them: the
+    log line of a background pass and of a ``CompactOfflineFiles`` call alike."""
     return (
         f"{len(skipped)} partition(s) as they were, a file in each not decoding: {'; '.join(skipped)}. "
         "Bytes that do not decode never will: move the damaged file aside or restore it from a backup, "
         "and the next pass compacts its partition"
     )
-
-
-def skipped_message(view: str, report: CompactionReport, dry_run: bool = False) -> str:
-    """What a compaction RPC answers when ``report`` skipped partitions: them, the operator's action, and
-    what the call did merge and delete (done, though the call fails; in a dry run, what it would)."""
-    merged = sum(len(run.files_in) for run in report.merged)
-    done = f"{merged} file(s) merged into {len(report.merged)}, {report.deleted} replaced file(s) deleted"
-    rest = "a dry run, changing nothing: the rest would have" if dry_run else "the rest was compacted:"
-    return f"compaction left {_advice(skipped_partitions(view, report))}; {rest} {done}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from clients.aether.v1 import types_pb2
-from clients.errors import FailedPrecondition, NotFound
+from clients.errors import NotFound
 from clients.sdk.offline import OfflineFeaturesClient
 from control_plane.api.offline_features import add_to_server
 from control_plane.cli.main import main
@@ -144,27 +145,79 @@ async def test_compacting_an_unknown_view_is_not_found_and_a_view_without_files_
         assert len((await asyncio.to_thread(client.compact, "stats", 1)).merged) == 2
 
 
-async def test_compacting_past_a_damaged_file_answers_failed_precondition_naming_it_and_what_was_merged(
-    server: ControlPlaneServer, tmp_path: Path
+def day_files(tmp_path: Path, day: str) -> list[str]:
+    return [p.name for p in data_files(tmp_path) if p.parent.name == f"date={day}"]
+
+
+async def test_compacting_past_a_damaged_file_answers_ok_listing_its_partition_and_what_was_merged(
+    server: ControlPlaneServer, tmp_path: Path, capsys: Capture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A file that does not decode stopped the call at its partition: the next day was never compacted,
-    and the answer named the file but not what the call had merged. Now its day is left as it is, the
-    next is merged, and the answer names both (its report has no field for a skipped partition)."""
+    """A file that does not decode leaves its day as it is and the next day is merged. The call answered
+    FAILED_PRECONDITION, what it had merged only in the error's text (the answer had no field for a
+    skipped partition): a client got an error for a call that did the rest of its work. Now it answers OK
+    with the day in ``damaged_partitions``, the server logs what to do, and ``aetherctl`` lists the day
+    and exits 1."""
     store = OfflineStore(str(tmp_path / "home" / "offline"))
     users = np.arange(200)  # damage_pages needs 200 int64 values
     rows = feature_rows({"user_id": users}, [at(600)] * 200, {"score": users * 1.0})
     (damaged,) = await asyncio.to_thread(store.write, "stats", 1, rows)
     await asyncio.to_thread(damage_pages, Path(damaged))
-    day1 = [p.name for p in data_files(tmp_path) if p.parent.name == "date=2024-03-01"]
-    with OfflineFeaturesClient(server.address) as client, pytest.raises(FailedPrecondition) as raised:
-        await asyncio.to_thread(client.compact, "stats", 1)
-    message = str(raised.value)
-    assert "v1/date=2024-03-01" in message and damaged in message and "Output buffer size" in message
-    assert "move the damaged file aside or restore it from a backup" in message
-    assert "the rest was compacted: 8 file(s) merged into 1, 0 replaced file(s) deleted" in message
-    after = [p.name for p in data_files(tmp_path) if p.parent.name == "date=2024-03-01"]
-    assert after == day1  # the damaged day as it was
+    day1 = day_files(tmp_path, "2024-03-01")
+    day2 = day_files(tmp_path, "2024-03-02")
+    with (
+        caplog.at_level(logging.WARNING, logger="aether.offline"),
+        OfflineFeaturesClient(server.address) as client,
+    ):
+        answer = await asyncio.to_thread(client.compact, "stats", 1)
+    ((version, date, error),) = [(d.version, d.date, d.error) for d in answer.damaged_partitions]
+    assert (version, date) == (1, "2024-03-01") and damaged in error and "Output buffer size" in error
+    assert [(run.date, sorted(run.files_in)) for run in answer.merged] == [("2024-03-02", day2)]
+    assert answer.deleted_files == 0 and not answer.busy_partitions
+    assert day_files(tmp_path, "2024-03-01") == day1  # the damaged day as it was
     assert len([f for f in store.files("stats", 1) if "date=2024-03-02" in f]) == 1  # the next day merged
+    (warned,) = [r for r in caplog.records if r.levelno >= logging.WARNING and "stats" in r.getMessage()]
+    assert damaged in warned.getMessage() and "v1/date=2024-03-01" in warned.getMessage()
+    assert "move the damaged file aside or restore it from a backup" in warned.getMessage()
+
+    # The next pass deletes the day's replaced files, and still lists the damaged day: exit 1 for scripts.
+    base = ["--control-plane", server.address, "offline", "compact", "--view", "stats", "--json"]
+    code, out, err = await aetherctl(capsys, *base)
+    assert code == 1, err
+    report = json.loads(out)
+    assert report["damaged_partitions"] == [{"version": 1, "date": "2024-03-01", "error": error}]
+    assert report["merged"] == [] and report["deleted_files"] == 8
+    assert "move the damaged file aside or restore it from a backup" in err
+    assert day_files(tmp_path, "2024-03-01") == day1
+    assert len(day_files(tmp_path, "2024-03-02")) == 1  # only the merged file left
+
+
+async def test_a_dry_run_lists_a_partition_whose_file_footer_does_not_decode(
+    server: ControlPlaneServer, tmp_path: Path, capsys: Capture
+) -> None:
+    """A dry run reads footers only, so it finds a file whose footer does not decode (not damaged pages,
+    which only merging reads). It answered FAILED_PRECONDITION too; now OK with the partition listed and
+    what would be merged, and ``aetherctl --dry-run`` prints both, changes nothing and exits 1."""
+    store = OfflineStore(str(tmp_path / "home" / "offline"))
+    (damaged,) = await asyncio.to_thread(
+        store.write, "stats", 1, feature_rows({"user_id": np.arange(3)}, [at(600)] * 3, {"score": [1.0] * 3})
+    )
+    await asyncio.to_thread(Path(damaged).write_bytes, b"not a Parquet file" * 10)
+    written = data_files(tmp_path)
+    with OfflineFeaturesClient(server.address) as client:
+        answer = await asyncio.to_thread(client.compact, "stats", 1, dry_run=True)
+    ((version, date, error),) = [(d.version, d.date, d.error) for d in answer.damaged_partitions]
+    assert (version, date) == (1, "2024-03-01") and damaged in error and "Parquet magic bytes" in error
+    assert [(run.date, len(run.files_in)) for run in answer.merged] == [("2024-03-02", FILES_PER_DAY)]
+
+    base = ["--control-plane", server.address, "offline", "compact", "--view", "stats", "--dry-run"]
+    code, out, err = await aetherctl(capsys, *base)
+    assert code == 1, err
+    assert "would merge 8 file(s) into 1" in out and "would delete 0 replaced file(s)" in out
+    (row,) = [line for line in out.splitlines() if damaged in line]
+    assert row.split()[:2] == ["v1", "2024-03-01"] and row.endswith(error)
+    assert err.startswith("warning: 1 partition(s) left as they were")
+    assert "move the damaged file aside or restore it from a backup" in err
+    assert data_files(tmp_path) == written  # a dry run changes nothing
 
 
 async def test_the_control_plane_compacts_in_the_background(tmp_path: Path, db_url: str) -> None:
