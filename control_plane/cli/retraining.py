@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="retrain a deployment's model now",
         description="Retrain a deployment's model now. Prints the decision: 'submitted' with its job, or why"
         " it did not retrain (blocked_no_spec, blocked_no_metric, blocked_validation, not_triggered: a job"
-        " still running,"
+        " still running or a promotion in progress,"
         " submit_failed) with the reasons; exits 1 unless submitted.",
     )
     trigger.add_argument("deployment", metavar="DEPLOYMENT")

@@ -23,8 +23,20 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
    ``submitting`` (the job's id could not be recorded, or the control plane stopped) adopts the job
    named after it at the next tick or manual trigger, or ends ``submit_failed`` when there is none
    (after :data:`SUBMIT_GRACE_S`). The ``submitting`` row is stored only if no other retraining of the
-   deployment is in flight by then, checked in its transaction: control planes sharing the database
-   submit one job between them.
+   deployment is in flight by then, and no promotion of its challengers is in progress, checked in its
+   transaction: control planes sharing the database submit one job between them.
+
+A deployment does not retrain while the promotion of its previous challenger is in progress (not
+started yet, awaiting a reviewer, pending, in shadow or in canary): the tick's decision is
+``not_triggered`` with the reason (:func:`.triggers.still_promoting`, naming the challenger and its
+status), as while its job runs, and a manual trigger gets that decision back. Before, a retraining
+triggered meanwhile and its challenger took the ``challenger`` alias, so once a reviewer approved the
+first challenger it entered the canary while the alias named the second. The guard lifts when the
+promotion ends (promoted, rolled back, rejected or failed): signals counted since the last trigger
+(quality windows, drift reports, labels) then trigger at the next tick; a cron minute that fell while
+it held is skipped, as while a job runs. A promotion that never ends on its own (a reviewer who never
+decides) is ended by rejecting its version in the registry (``aetherctl models reject``), and a canary by
+ending it on the deployment; the promotion then ends ``rejected`` or ``rolled_back`` at the next tick.
 
 Each submitted decision, promotion and deployment is handled on its own: one that fails is logged and
 tried again next tick, and the others go on. An enabled config of a deployment deleted since (deleting
@@ -70,7 +82,7 @@ from control_plane.retraining import config as configs
 from control_plane.retraining import observe, records, ticks
 from control_plane.retraining.challengers import ACTOR, Challengers
 from control_plane.retraining.data_window import check_window
-from control_plane.retraining.promotion import Promoter
+from control_plane.retraining.promotion import IN_PROGRESS, Promoter
 from control_plane.retraining.tables import RetrainingDecisionRow
 from control_plane.retraining.triggers import ManualRequest, Observations, decide
 
@@ -257,9 +269,8 @@ class Retrainer:
             now_us=now,
             previous_tick_us=ticks.previous(self._sessions, name),
             last_triggered_us=last,
-            retraining_running=bool(
-                records.submitted(self._sessions, name, (records.SUBMITTED, records.SUBMITTING))
-            ),
+            retraining_running=bool(records.submitted(self._sessions, name, records.IN_FLIGHT)),
+            promotion_in_progress=records.promotion_in_progress(self._sessions, name, IN_PROGRESS) or "",
             performance=observe.performance_windows(self._sessions, monitor, last, now),
             drift=observe.drift_reports(self._sessions, name, last, now),
             new_labels=observe.new_labels(self._sessions, name, last) if config.new_labels else 0,
@@ -292,7 +303,12 @@ class Retrainer:
             invalid = ["data window invalid: " + r for r in check.reasons]
             return await self._blocked(draft, "blocked_validation", [*reasons, *invalid])
         pending = await asyncio.to_thread(
-            records.add_submitting, self._sessions, draft, reasons, lambda: int(self._clock() * 1e6)
+            records.add_submitting,
+            self._sessions,
+            draft,
+            reasons,
+            lambda: int(self._clock() * 1e6),
+            promoting=IN_PROGRESS,
         )
         if pending.outcome != records.SUBMITTING:  # another control plane's retraining got there first
             return pending

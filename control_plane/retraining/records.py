@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import retraining_pb2 as pb
@@ -21,7 +21,7 @@ from control_plane.retraining.tables import (
     RetrainingEvaluationRow,
     RetrainingPromotionRow,
 )
-from control_plane.retraining.triggers import STILL_RUNNING
+from control_plane.retraining.triggers import STILL_RUNNING, still_promoting
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -77,15 +77,23 @@ def add_decision(
 
 
 def add_submitting(
-    sessions: sessionmaker[Session], draft: Draft, reasons: Sequence[str], clock: Callable[[], int] = now_us
+    sessions: sessionmaker[Session],
+    draft: Draft,
+    reasons: Sequence[str],
+    clock: Callable[[], int] = now_us,
+    *,
+    promoting: Sequence[str],
 ) -> pb.TriggerDecision:
     """Stores a triggered decision as ``submitting``; or, when another retraining of the deployment is in
-    flight by then, a ``not_triggered`` one with the running-job guard's reason. The guard read before
-    the trigger step cannot do that alone: two control planes on one database (or a request retried
-    through a load balancer) both passed it, and both submitted a job. Checked again here, in the write's
-    transaction and under the deployment's lock, the second finds the first's decision. ``clock`` (µs)
-    stamps the row's ``stored_at_us`` once the lock is held: the moment of the write, which the submit
-    grace runs from, in the clock the loop measures that grace with."""
+    flight by then, or a promotion of its challengers is in progress (see :func:`promotion_in_progress`;
+    ``promoting``: the statuses of a promotion in progress, :data:`.promotion.IN_PROGRESS`, which this
+    module cannot import), a ``not_triggered`` one with that guard's reason. The guards read before the
+    trigger step cannot do that alone: two control planes on one database (or a request retried through
+    a load balancer) both passed them, and both submitted a job; and a promotion may start between that
+    read and this write (another control plane's tick evaluated its job meanwhile). Checked again here,
+    in the write's transaction and under the deployment's lock, the second finds the first's decision.
+    ``clock`` (µs) stamps the row's ``stored_at_us`` once the lock is held: the moment of the write,
+    which the submit grace runs from, in the clock the loop measures that grace with."""
     with write_session(sessions) as session:
         _lock_deployment(session, draft.deployment)
         stored_at = clock()
@@ -95,12 +103,50 @@ def add_submitting(
             .where(RetrainingDecisionRow.outcome.in_(IN_FLIGHT))
             .limit(1)
         ).scalar_one_or_none()
-        if running is None:
+        promotion = _promotion_in_progress(session, draft.deployment, promoting)
+        if running is None and promotion is None:
             return _add_decision(session, draft, reasons, SUBMITTING, stored_at)
         refused = Draft(
             draft.deployment, draft.at_us, False, (), draft.actor, draft.model_name, draft.champion_version
         )
-        return _add_decision(session, refused, [STILL_RUNNING], NOT_TRIGGERED, stored_at)
+        why = STILL_RUNNING if promotion is None else still_promoting(promotion)
+        return _add_decision(session, refused, [why], NOT_TRIGGERED, stored_at)
+
+
+#: How :func:`promotion_in_progress` names an evaluation whose promotion has no state yet.
+NOT_STARTED = "not started"
+
+
+def promotion_in_progress(
+    sessions: sessionmaker[Session], deployment: str, statuses: Sequence[str]
+) -> str | None:
+    """The challenger of ``deployment`` whose promotion is in progress, as ``"<model> v<N> (<status>)"``
+    (the oldest, should there be several), or None. In progress: its promotion's status is in
+    ``statuses`` (:data:`.promotion.IN_PROGRESS`), or it has none yet (evaluated, and its start was cut
+    short: the loop starts it again, and its ``challenger`` alias may already be set). While there is one,
+    the deployment does not retrain: a second challenger would take the ``challenger`` alias from it."""
+    with read_session(sessions) as session:
+        return _promotion_in_progress(session, deployment, statuses)
+
+
+def _promotion_in_progress(session: Session, deployment: str, statuses: Sequence[str]) -> str | None:
+    found = session.execute(
+        select(RetrainingEvaluationRow, RetrainingPromotionRow.status)
+        .outerjoin(RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id)
+        .where(RetrainingEvaluationRow.deployment == deployment)
+        .where(
+            or_(
+                RetrainingPromotionRow.evaluation_id.is_(None),
+                RetrainingPromotionRow.status.in_(list(statuses)),
+            )
+        )
+        .order_by(RetrainingEvaluationRow.id)
+        .limit(1)
+    ).first()
+    if found is None:
+        return None
+    evaluation, status = found
+    return f"{evaluation.model_name} v{evaluation.challenger_version} ({status or NOT_STARTED})"
 
 
 def _lock_deployment(session: Session, deployment: str) -> None:

@@ -16,10 +16,20 @@ Rules (each off unless configured):
 * **labels** — at least ``new_labels`` labels arrived since the last trigger;
 * **manual** — a person asked (``TriggerNow``).
 
-Guards, in order: nothing triggers while a retraining job of the deployment is still running; automatic
-rules wait out ``cooldown_s`` after the last trigger (a manual request skips the cooldown); and only
-signals from windows that ended after the last trigger, and by ``now_us``, count, so one degraded window
-triggers once (a window still in progress would end after every trigger, and fire after every cooldown).
+Guards, in order: nothing triggers while a retraining job of the deployment is still running, nor while
+the promotion of its previous challenger is in progress (not started yet, awaiting approval, pending,
+in shadow or in canary: until it is promoted, rolled back, rejected or failed); automatic rules wait out
+``cooldown_s`` after the last trigger (a manual request skips the cooldown); and only signals from
+windows that ended after the last trigger, and by ``now_us``, count, so one degraded window triggers once
+(a window still in progress would end after every trigger, and fire after every cooldown).
+
+A trigger refused by the first two guards is not lost for the rules that count since the last trigger:
+the quality windows and drift reports that ended since then stay fresh, and the labels keep adding up,
+so they trigger at the first tick after the guard lifts. A schedule's cron minute is the exception: it
+fires in the tick its minute falls in, and a guard in that tick skips it. A manual request is answered
+with the refusal; the person asks again once the guard lifts. Before the promotion guard, a retraining
+triggered while a challenger waited for a reviewer, and the new challenger took the ``challenger`` alias
+(:mod:`.promotion`): approved next, the first one entered the canary while the alias named the other.
 """
 
 from __future__ import annotations
@@ -32,6 +42,17 @@ from control_plane.retraining.cron import CronSchedule
 
 #: The running-job guard's reason (also given by :func:`.records.add_submitting`, which checks it again).
 STILL_RUNNING = "a retraining job of this deployment is still running"
+
+
+def still_promoting(promotion: str) -> str:
+    """The promotion guard's reason (also given by :func:`.records.add_submitting`); ``promotion`` names
+    the challenger and its status, e.g. ``"eta v7 (awaiting_approval)"``. Stable while the status is, so
+    that the loop stores one such decision per status, not one per tick."""
+    return (
+        f"the promotion of challenger {promotion} on this deployment is still in progress: no retraining "
+        "until it ends (promoted, rolled back, rejected or failed)"
+    )
+
 
 SCHEDULE = "schedule"
 PERFORMANCE = "performance"
@@ -86,6 +107,9 @@ class Observations:
     #: When this deployment last triggered a retraining; 0 = never.
     last_triggered_us: int = 0
     retraining_running: bool = False
+    #: The deployment's challenger whose promotion is in progress, with its status (see
+    #: :func:`still_promoting`); "" = none.
+    promotion_in_progress: str = ""
     performance: Sequence[PerformanceObservation] = ()
     drift: Sequence[DriftObservation] = ()
     new_labels: int = 0
@@ -103,6 +127,8 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
     """Whether to retrain now (see the module doc for the rules and guards)."""
     if seen.retraining_running:
         return Decision(False, (), (STILL_RUNNING,))
+    if seen.promotion_in_progress:
+        return Decision(False, (), (still_promoting(seen.promotion_in_progress),))
     if seen.manual is not None:
         why = f"manual trigger by {seen.manual.actor}" + (
             f": {seen.manual.reason}" if seen.manual.reason else ""

@@ -145,8 +145,8 @@ class RetrainingServicer:
         recorded for the serving version, or none to rebuild over the config's entity rows),
         "blocked_no_metric" (the deployment's monitor has no task, or the config no gate metric: a challenger
         could not be judged), "blocked_validation" (the data window failed validation), "not_triggered" (a
-        retraining job of the deployment is still running) or "submit_failed" (the jobs core refused the
-        job), reasons saying why.
+        retraining job of the deployment is still running, or the promotion of its previous challenger is
+        in progress) or "submit_failed" (the jobs core refused the job), reasons saying why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

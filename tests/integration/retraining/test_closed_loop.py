@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -64,16 +65,19 @@ def primary_version(world: World) -> int:
     return next(int(v.version) for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY)
 
 
-def deploy_trained_champion(world: World, spec: jpb.JobSpec) -> int:
-    """Serves "eta" with a champion trained by a job of ``spec``, as the supervisor records it: the job,
-    its run tagged with the job id, and the version registered from that run; returns that version."""
+def deploy_trained_champion(
+    world: World, spec: jpb.JobSpec, weights: npt.NDArray[np.float64] = TRUE_W
+) -> int:
+    """Serves "eta" with a champion (of ``weights``) trained by a job of ``spec``, as the supervisor
+    records it: the job, its run tagged with the job id, and the version registered from that run;
+    returns that version."""
     job = world.jobs.submit(spec, actor="trainer")
     tracking = TrackingStore(world.sessions)
     experiment = tracking.create_experiment("eta-train", actor="supervisor")
     run = tracking.create_run(
         experiment.experiment_id, "eta-train", {}, {"aether.job_id": job.job_id}, actor="supervisor"
     )
-    trained = world.register(linear(TRUE_W), approve=True, run_id=run.run_id)
+    trained = world.register(linear(weights), approve=True, run_id=run.run_id)
     world.deployments.update(
         dpb.UpdateDeploymentRequest(
             name="eta",

@@ -2,7 +2,9 @@
 another version runs the promotion waits, visibly and with an alert, and the loop starts it once the
 deployment is free; if that canary replaced the champion meanwhile, the challenger is superseded. An
 evaluation whose promotion never started (the control plane stopped in between) is started by the loop.
-A shadow phase fails when the shadow failed the mirrored calls, or when there was nothing to compare."""
+A shadow phase fails when the shadow failed the mirrored calls, or when there was nothing to compare.
+While a promotion is in progress its deployment does not retrain, so the ``challenger`` alias keeps
+naming the version being promoted."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ import logging
 import time
 
 import numpy as np
+import numpy.typing as npt
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from clients.aether.v1 import deployments_pb2 as dpb
+from clients.aether.v1 import jobs_pb2 as jpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import FailedPrecondition
 from control_plane.audit.tables import AuditEntryRow
-from control_plane.db import read_session
+from control_plane.db import read_session, write_session
 from control_plane.deployments.canary import Action, Decision
+from control_plane.jobs.tables import JobRow
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
@@ -34,8 +39,14 @@ from control_plane.retraining.promotion import (
     ROLLED_BACK,
     SHADOW,
 )
+from control_plane.retraining.triggers import still_promoting
+from control_plane.tracking.store import TrackingStore
 from tests.integration.retraining.conftest import STREAM, TRUE_W, World, restarted
-from tests.integration.retraining.test_closed_loop import primary_version, submitted_decision
+from tests.integration.retraining.test_closed_loop import (
+    deploy_trained_champion,
+    primary_version,
+    submitted_decision,
+)
 from tests.unit.retraining.models import linear
 
 ALERTS = "aether.control_plane.monitoring"
@@ -433,3 +444,56 @@ async def test_an_ending_promotion_leaves_the_alias_a_later_challenger_took(worl
     await world.retrainer.advance_promotions()
     assert stored(world).promotion_status == ROLLED_BACK
     assert challenger_alias(world) == later and alias_removals(world) == []
+
+
+def job_ran(world: World, job_id: str, weights: npt.NDArray[np.float64]) -> int:
+    """Retraining job ``job_id`` succeeded and registered a model of ``weights`` from its run, as the
+    supervisor records it; returns the version."""
+    tracking = TrackingStore(world.sessions)
+    experiment = tracking.create_experiment(f"retrain-{job_id}", actor="supervisor")
+    run = tracking.create_run(experiment.experiment_id, "retrain", {}, {}, actor="supervisor")
+    with write_session(world.sessions) as session:
+        session.execute(
+            update(JobRow).where(JobRow.job_id == job_id).values(state="SUCCEEDED", run_id=run.run_id)
+        )
+    return world.register(linear(weights), run_id=run.run_id)
+
+
+async def test_no_retraining_triggers_while_a_promotion_is_in_progress(world: World) -> None:
+    """With manual approval, a retraining triggered while the previous challenger waited for its reviewer
+    (the running-job guard looked at submitted jobs only): its challenger took the ``challenger`` alias, and
+    once the reviewer approved the first, that one entered the canary while the alias named the other, so a
+    reviewer going by the alias judged the wrong version. Now the deployment's triggers are held, with the
+    reason in their decisions, until the promotion ends; then a trigger retrains again."""
+    spec = jpb.JobSpec(name="eta-train", entrypoint=jpb.Entrypoint(module="json"))
+    champion = deploy_trained_champion(world, spec, TRUE_W + np.array([0.3, -0.3, 0.3, -0.3]))
+    configure(world, pb.PromotionPolicy(manual_approval=True))
+    submitted = await world.retrainer.trigger_now("eta", "alice", "new data")
+    assert submitted.outcome == "submitted"
+    first = job_ran(world, submitted.job_id, TRUE_W + 0.01)
+    await world.retrainer.tick()  # follows the job up: evaluated, passed, waiting for a reviewer
+    assert stored(world).promotion_status == AWAITING_APPROVAL and challenger_alias(world) == first
+
+    jobs = len(world.jobs.list()[0])
+    held = await world.retrainer.trigger_now("eta", "bob", "newer data")
+    waiting = still_promoting(f"eta v{first} ({AWAITING_APPROVAL})")
+    assert (held.outcome, held.triggered, list(held.reasons)) == ("not_triggered", False, [waiting])
+    ticked = [d for d in await world.retrainer.tick() if d.deployment == "eta"]
+    assert [list(d.reasons) for d in ticked] == [[waiting]] and not ticked[0].triggered
+    assert len(world.jobs.list()[0]) == jobs and challenger_alias(world) == first
+
+    world.registry.review("eta", first, mpb.APPROVED, "ok", actor="reviewer")
+    await world.retrainer.advance_promotions()
+    canary = world.deployments.get("eta").canary
+    assert stored(world).promotion_status == CANARY
+    assert canary.status == dpb.CANARY_STATUS_PROGRESSING and canary.version == first
+    assert challenger_alias(world) == first  # the alias names the version in the canary
+    during = await world.retrainer.trigger_now("eta", "bob", "newer data")
+    assert list(during.reasons) == [still_promoting(f"eta v{first} ({CANARY})")]
+
+    world.deployments.apply_decision("eta", canary, Decision(Action.PROMOTE, "healthy"), actor="canary")
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == PROMOTED and primary_version(world) == first != champion
+    again = await world.retrainer.trigger_now("eta", "bob", "newer data")
+    assert again.triggered and again.outcome == "submitted" and again.job_id != submitted.job_id
+    assert len(world.jobs.list()[0]) == jobs + 1

@@ -28,6 +28,7 @@ from control_plane.offline.datasets import record_dataset
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
 from control_plane.retraining import records
+from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.observe import (
     LOOKBACK_US,
     drift_reports,
@@ -36,7 +37,8 @@ from control_plane.retraining.observe import (
     performance_windows,
     retraining_spec,
 )
-from control_plane.retraining.triggers import Observations, decide
+from control_plane.retraining.promotion import AWAITING_APPROVAL, IN_PROGRESS, REJECTED
+from control_plane.retraining.triggers import Observations, decide, still_promoting
 
 NOW_US = 1_800_000_000_000_000
 SECOND = 1_000_000
@@ -222,8 +224,38 @@ def test_a_second_triggered_decision_is_stored_not_triggered_while_the_first_is_
     """The in-flight check and the insert are one transaction under the deployment's lock (SQLite's write
     lock, a PostgreSQL advisory lock): the second of two triggers finds the first's decision."""
     draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
-    first = records.add_submitting(sessions, draft, ["manual trigger by alice"])
-    second = records.add_submitting(sessions, draft, ["manual trigger by bob"])
-    other = records.add_submitting(sessions, replace(draft, deployment="other"), ["manual trigger"])
+    first = records.add_submitting(sessions, draft, ["manual trigger by alice"], promoting=IN_PROGRESS)
+    second = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
+    other = records.add_submitting(
+        sessions, replace(draft, deployment="other"), ["manual trigger"], promoting=IN_PROGRESS
+    )
     assert (first.outcome, second.outcome, other.outcome) == ("submitting", "not_triggered", "submitting")
     assert not second.triggered and second.reasons == ["a retraining job of this deployment is still running"]
+
+
+def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_progress(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The promotion guard is checked in the write's transaction too: a challenger's promotion may start
+    (another control plane evaluated its job) between the loop's read and the write. An evaluation with
+    no promotion state yet counts as in progress (its start was cut short; its alias may be set)."""
+    draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
+    records.add_decision(sessions, draft, ["asked"], records.SUBMITTED, "job-1")
+    decision = records.submitted(sessions, "eta")[-1]
+    score = ModelScore({"mae": 0.1}, 1.0)
+    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    evaluation = records.add_evaluation(sessions, "eta", decision, 7, "mae", result, actor="retraining")
+    assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) == "eta v7 (not started)"
+    unstarted = records.add_submitting(sessions, draft, ["manual trigger by alice"], promoting=IN_PROGRESS)
+    assert unstarted.outcome == "not_triggered" and "eta v7 (not started)" in unstarted.reasons[0]
+
+    records.set_promotion(sessions, evaluation.id, AWAITING_APPROVAL, "waiting", actor="retraining")
+    waiting = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
+    assert not waiting.triggered and waiting.reasons == [still_promoting("eta v7 (awaiting_approval)")]
+    other = replace(draft, deployment="other")
+    assert records.add_submitting(sessions, other, ["manual"], promoting=IN_PROGRESS).outcome == "submitting"
+
+    records.set_promotion(sessions, evaluation.id, REJECTED, "rejected by a reviewer", actor="reviewer")
+    assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) is None
+    ended = records.add_submitting(sessions, draft, ["manual trigger by carol"], promoting=IN_PROGRESS)
+    assert ended.outcome == "submitting" and ended.triggered

@@ -20,6 +20,7 @@ from control_plane.retraining.triggers import (
     PerformanceObservation,
     TriggerRules,
     decide,
+    still_promoting,
 )
 
 MINUTE_US = 60_000_000
@@ -146,13 +147,20 @@ def test_schedule_fires_exactly_at_cron_matches(expression: str, offset_min: int
     assert decision.rules == ((SCHEDULE,) if expected else ())
 
 
-def test_label_volume_and_running_job_and_explanations() -> None:
+def test_label_volume_and_running_job_and_promotion_and_explanations() -> None:
     rules = TriggerRules(new_labels=500)
     assert not decide(rules, Observations(now_us=NOW, new_labels=499)).triggered
     fired = decide(rules, Observations(now_us=NOW, new_labels=500))
     assert fired.triggered and fired.rules == (LABELS,) and "500 new labels" in fired.reasons[0]
     busy = decide(rules, Observations(now_us=NOW, new_labels=900, retraining_running=True))
     assert not busy.triggered and "still running" in busy.reasons[0]
+    promoting = Observations(now_us=NOW, new_labels=900, promotion_in_progress="eta v3 (canary)")
+    held = decide(rules, promoting)
+    assert not held.triggered and held.reasons == (still_promoting("eta v3 (canary)"),)
+    assert "eta v3 (canary)" in held.reasons[0] and "still in progress" in held.reasons[0]
+    asked = ManualRequest("alice", "new data")
+    manual = decide(rules, Observations(now_us=NOW, promotion_in_progress="eta v3 (canary)", manual=asked))
+    assert not manual.triggered and manual.reasons == held.reasons
     assert decide(TriggerRules(), Observations(now_us=NOW)).reasons == ("no trigger rule is configured",)
     drift_only = decide(
         TriggerRules(drift=True), Observations(now_us=NOW, drift=[DriftObservation(NOW, True, False, 0.5)])
