@@ -9,7 +9,8 @@
 * ``quarantine``: one row per rejected record: view, version, source, the original payload (JSON text),
   the reasons, and a status (quarantined -> replayed | discarded | superseded). ``(run_id, record_key)`` is
   unique, so re-inserting a redelivered stream message is a no-op; ``(view, version, source_id, record_key)``
-  is indexed for finding the copies a rerun of the same source supersedes.
+  is indexed for finding the copies a rerun of the same source supersedes. An ``online_pending`` record
+  that a replay stored keeps the stored row's ingestion time (``ingested_at_us``) for its online write.
 * ``ingestion_receipts``: the stream materializer's applied outbox receipts (see
   ``streaming/outbox.py``); a receipt applied twice is recognised by its id and skipped. A row is
   pruned once its receipt is gone from Redis (no drainer can apply it again then).
@@ -69,6 +70,11 @@ class QuarantineRow(Base):
     )  # quarantined | replaying | replayed | discarded | superseded
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    #: An ``online_pending`` record's ingestion time (µs): the ``ingested_ts`` of the row a replay stored
+    #: offline for it, which its online value, written later, carries as its write time, so that a tie of
+    #: event times goes to the same row online as in training sets. None for every other record, and for
+    #: one committed before migration 0032 (its online value is stamped when it is written).
+    ingested_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class IngestionReceiptRow(Base):
