@@ -41,13 +41,19 @@ def key_texts(table: pa.Table, key_names: Sequence[str]) -> list[tuple[str, ...]
 
 
 def latest_per_entity(table: pa.Table, key_names: Sequence[str]) -> pa.Table:
-    """One row per entity: the one with the greatest ``event_ts`` (a later row wins a tie)."""
+    """One row per entity: the one with the greatest ``event_ts``, then (rows with an ``ingested_ts``)
+    the latest ingestion, then the later row: the order the point-in-time join keeps rows by
+    (``kernels/asof_kernels.keep_better``), so that online records of several ingestions written together
+    (``online_pending`` records a replay completes) keep the row training sets return."""
     if table.num_rows == 0:
         return table
     order = pa.array(np.arange(table.num_rows))
     indexed = table.append_column("__order", order)
-    sort_keys = [(name, "ascending") for name in key_names] + [
+    ingested = [("ingested_ts", "ascending")] if "ingested_ts" in table.column_names else []
+    sort_keys = [
+        *((name, "ascending") for name in key_names),
         ("event_ts", "ascending"),
+        *ingested,
         ("__order", "ascending"),
     ]
     ordered = indexed.take(pc.sort_indices(indexed, sort_keys=sort_keys))
@@ -92,10 +98,11 @@ _WRITE_TS_OFFSET = 24  # the write time (int64 µs): a row's ingestion time, whi
 # word, which Lua's doubles hold exactly where the int64 would not. A tie of event times goes to the
 # blob written for the later ingestion (the header's write time, which writers set to the row's
 # ``ingested_ts``): the rule the point-in-time join breaks ties by (``kernels/asof_kernels.keep_better``),
-# so a late replay of an older run's online part no longer puts its value over a later run's that training
-# sets return; a tie of both lets the new blob win. A value that is not a blob (too short, another magic
-# or format version, not a string) is replaced, and so is a blob of another schema fingerprint whatever its
-# event time: it is a leftover of another schema (say of a deleted view) that no reader can decode, so
+# so a late replay of an older run's online part (or of a replayed record's online value, written with its
+# stored row's ``ingested_ts``: ``online_completion``) no longer puts its value over a later run's that
+# training sets return; a tie of both lets the new blob win. A value that is not a blob (too short, another
+# magic or format version, not a string) is replaced, and so is a blob of another schema fingerprint whatever
+# its event time: it is a leftover of another schema (say of a deleted view) that no reader can decode, so
 # keeping it would block every write of the key and fail every read of it with DATA_LOSS for as long as it
 # lives (for ever without a TTL).
 # Returns how many were written. One call for many keys: a call per key cost Redis ~2.5x the time

@@ -1,10 +1,21 @@
 """The online part of ``online_pending`` records (stored offline and counted, their online values not
 written yet; see ``online_pending``): writing it, then marking them ``replayed``, or handing them to the
-next replay when the online store does not take it. A replay of such records writes only this part."""
+next replay when the online store does not take it. A replay of such records writes only this part.
+
+An online value carries its row's ingestion time as its write time, which breaks a tie of event times
+online as the point-in-time join breaks it offline (the later ingestion wins; see ``ingestion.online``).
+A replayed record's row is stored offline with the replay's ``ingested_ts``, and the record keeps it
+(``QuarantineRow.ingested_at_us``, committed with the ``online_pending`` status: ``ingestion_stamps``),
+so the online value written later, from its payload, carries that time. Written with the time of the
+later replay instead, it beat a batch run that stored the same entity and event time in between, and
+the online store served the older row for good while training sets returned the later one. A record
+committed before migration 0032 has no such time, and its online value is stamped when it is written
+(the behaviour before; the fallback)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -25,10 +36,11 @@ from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import online_pending, quarantine
 from control_plane.ingestion.batch import BatchMaterializer
+from control_plane.ingestion.casting import TIMESTAMP_TYPE
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.records import parse_payload, records_table
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import ValidationResult, validate
+from control_plane.ingestion.validation import ValidationResult, epoch_us, validate
 
 _log = logging.getLogger("aether.ingestion.replay")
 
@@ -84,7 +96,9 @@ class OnlineCompletion:
     def complete(self, pending: Claim, actor: str) -> list[int]:
         """Writes the online values of the ``online_pending`` records ``pending`` holds (their offline
         rows are stored and counted by the run or replay that wrote them) and marks them ``replayed``;
-        returns those it marked."""
+        returns those it marked. A replayed record's value carries its stored row's ingestion time
+        (``ingested_at_us``; now for a record committed without one, before migration 0032), a run's online
+        part its files' ``ingested_ts``."""
         with read_session(self._sessions) as session:
             rows = quarantine.get_rows(session, pending.ids)
         members_of: dict[tuple[str, int], list[QuarantineRow]] = {}
@@ -116,8 +130,9 @@ class OnlineCompletion:
                     f" payloads do not cast to the version's types ({result.rejected.column('reason')[0]});"
                     " their online values were not written: discard them"
                 )
+            accepted = _stamped(result.accepted, [row.ingested_at_us for row in members])
             hold = Claim([row.id for row in members], pending.stamp, [])
-            self.write(view, entity, result.accepted, hold, "by an earlier run or replay", completed)
+            self.write(view, entity, accepted, hold, "by an earlier run or replay", completed)
             completed += self.finish(hold, actor)
         return completed
 
@@ -172,6 +187,24 @@ class OnlineCompletion:
             f" them (`aetherctl quarantine discard {' '.join(map(str, ids))}`): their rows stay stored"
             " offline and counted accepted"
         )
+
+
+def ingestion_stamps(record_ids: Sequence[int], accepted: pa.Table) -> dict[int, int]:
+    """The ingestion time (µs) of each of ``record_ids``' rows, the ``ingested_ts`` of ``accepted``'s rows
+    in the same order (a replay group's passing records and the rows it stores offline): what their
+    records keep (``ingested_at_us``) when they are committed ``online_pending``."""
+    stamps = accepted.column("ingested_ts").cast(pa.int64()).to_pylist()
+    return {record_id: int(stamp) for record_id, stamp in zip(record_ids, stamps, strict=True)}
+
+
+def _stamped(rows: pa.Table, ingested_us: Sequence[int | None]) -> pa.Table:
+    """``online_pending`` records' typed rows with the ``ingested_ts`` their stored rows have, which the
+    online write makes the blobs' write time. A record committed before migration 0032 kept none: its row
+    is stamped now, as every record's was before (so it may win a tie of event times online that a later
+    ingestion wins in training sets)."""
+    now = epoch_us(datetime.now(UTC))
+    stamps = pa.array([now if stamp is None else stamp for stamp in ingested_us], pa.int64())
+    return rows.append_column("ingested_ts", stamps.cast(TIMESTAMP_TYPE))
 
 
 #: No event time is too far ahead for ``_typed`` (a century: ``now`` plus it stays a valid datetime).

@@ -7,7 +7,8 @@ then ``replayed`` once its online value is written. While a replay writes it onl
 as a claim is, ``updated_at_us`` the replay's stamp (refused to other replays and discards, taken over
 after the lease); a failed online write hands it over at once (``updated_at_us`` 0: no replay holds it).
 The next replay of it holds it the same way (``take_online``) and writes only its online value, never its
-offline row again; unheld, two replays both wrote it and both reported and audited it. A discard takes
+offline row again, with the ingestion time of that row (``ingested_at_us``, kept when it was committed; see
+``online_completion``); unheld, two replays both wrote it and both reported and audited it. A discard takes
 one no replay holds (its view version retired or deleted, its online value not wanted): its row stays
 stored offline, and the run that stored it keeps counting it accepted, as a discarded quarantined record
 stays counted quarantined, so every run still adds up.

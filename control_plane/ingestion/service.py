@@ -27,7 +27,7 @@ from control_plane.ingestion.batch import BatchMaterializer, MaterializeOutcome,
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.draining import UNWATCHED, RunWatch
-from control_plane.ingestion.online_completion import OnlineCompletion
+from control_plane.ingestion.online_completion import OnlineCompletion, ingestion_stamps
 from control_plane.ingestion.parquet_source import parquet_batches
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
 from control_plane.ingestion.records import as_text, parse_payload, records_table
@@ -387,6 +387,9 @@ class IngestionService:
         and the audit entry; records its stream did not take go back to the quarantine as they were. A
         commit that fails removes the group's offline ``files`` unless it committed (``chunk_commit``)."""
         members = [row.id for row in group.members]
+        stored_at: dict[int, int] = {}
+        if status == quarantine.ONLINE_PENDING:  # kept, so a later replay writes online what is stored
+            stored_at = ingestion_stamps([group.members[i].id for i in group.passing], group.accepted)
         with chunk_transaction(self._sessions, files, self.batch.remove_offline) as session:
             fresh = claims.held(session, claim, members)
             lost = [record_id for record_id in members if record_id not in fresh]
@@ -409,6 +412,7 @@ class IngestionService:
                 quarantine.set_status(session, [row], status)
                 if status == quarantine.ONLINE_PENDING:  # held by this replay while it writes them online
                     row.updated_at_us = claim.stamp
+                    row.ingested_at_us = stored_at[record_id]  # its stored row's ingested_ts
             for record_id, reason in group.new_reasons.items():
                 row = fresh[record_id]
                 row.payload = corrected.get(record_id, row.payload)

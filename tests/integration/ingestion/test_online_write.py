@@ -4,7 +4,9 @@ cannot put an older value back; expiry as the online writer's."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, Unavailable
+from control_plane.db import read_session, write_session
 from control_plane.features.online_cleanup import deleted_view_fence
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR
 from control_plane.ingestion.online import online_view_version, write_latest
+from control_plane.ingestion.tables import QuarantineRow
 from control_plane.offline.historical import get_historical_features
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode, encode
@@ -45,6 +49,14 @@ def rows(event_us: int, temperature: float, sensor: int = 7, ingested_us: int | 
     return table.append_column(
         "ingested_ts", pa.array([ingested_us], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     )
+
+
+def written_at(client: redis.Redis, view: pb.FeatureView) -> int:
+    """The write time (µs) in sensor 7's online value: its row's ingestion time."""
+    blob = client.get(KEY)
+    assert isinstance(blob, bytes)
+    online = online_view_version(view)
+    return decode(blob, online.layout, view.schema_fingerprint, len(online.columns)).write_ts_us
 
 
 def online(client: redis.Redis, view: pb.FeatureView) -> tuple[int, float]:
@@ -143,6 +155,16 @@ def test_a_tie_of_event_times_goes_to_the_later_ingestion_as_in_training_sets(
     assert online(env.client, view) == ((second_event, 2.0) if wins else (event, 1.0))
 
 
+def test_of_rows_written_together_a_tie_of_event_times_goes_to_the_later_ingestion(env: Env) -> None:
+    """Online_pending records of several replays are completed in one write; of one sensor's rows with
+    the same event time, the later ingestion's is written, not the later row's (the join's order)."""
+    view = env.registry.get_feature_view("climate")
+    env.client.delete(KEY)
+    together = pa.concat_tables([rows(5, 1.0, ingested_us=200), rows(5, 2.0, ingested_us=100)])
+    assert write_latest(env.client, view, ["sensor_id"], together) == 1
+    assert (online(env.client, view), written_at(env.client, view)) == ((5, 1.0), 200)
+
+
 def test_a_replayed_older_run_does_not_take_a_tie_from_a_later_one(env: Env) -> None:
     """The reviewer's case, end to end: run A (temperature 1.0) is stored offline but Redis refuses its
     online write; run B corrects it at the same event time (2.0); then A's online part is replayed. Online
@@ -177,6 +199,94 @@ def test_a_replayed_older_run_does_not_take_a_tie_from_a_later_one(env: Env) -> 
         env.offline, env.registry, labels, ["climate:temperature_c"], record=False
     )
     assert training.table.column("climate:temperature_c").to_pylist() == [2.0]
+
+
+def replayed_online_pending(env: Env, event: datetime) -> int:
+    """Sensor 7's record quarantined (mode 9) at ``event`` and replayed corrected (temperature 30.0, mode
+    1) while Redis refuses writes: stored offline and counted, its online value not written. Its id."""
+    payload = {"sensor_id": 7, "event_ts": event.isoformat(), "temperature_c": 30.0, "mode": 9}
+    record_id = env.quarantine("climate", payload, "mode: 9 not in allowed values [1, 2, 3]")
+    env.client.config_set("maxmemory", 1)  # with the default noeviction policy every write fails
+    try:
+        with pytest.raises(Unavailable, match="online_pending"):
+            env.service.replay([record_id], {record_id: json.dumps(payload | {"mode": 1})})
+    finally:
+        env.client.config_set("maxmemory", 0)
+    assert [r.id for r in env.service.list_quarantined(status="online_pending")] == [record_id]
+    return record_id
+
+
+def training_value(env: Env, event: datetime) -> list[float]:
+    """Sensor 7's temperature in a training set labelled just after ``event``."""
+    labels = pa.table({"sensor_id": [7], "event_ts": pa.array([event + timedelta(seconds=1)], TIMESTAMP)})
+    training = get_historical_features(
+        env.offline, env.registry, labels, ["climate:temperature_c"], record=False
+    )
+    values: list[float] = training.table.column("climate:temperature_c").to_pylist()
+    return values
+
+
+def test_a_replayed_record_completed_online_later_does_not_take_a_tie_from_a_later_run(env: Env) -> None:
+    """The reviewer's case: a replayed record (30.0) is stored offline, but its online write fails; a
+    batch run stores the same sensor and event time later (25.0); then a replay completes the record's
+    online value. The completion wrote it from the payload stamped *now*, which beat the run's ingestion
+    time, while the training set returned the run's row (latest ingestion): online 30.0, offline 25.0 for
+    good. The record now keeps its stored row's ingestion time, and both return 25.0."""
+    event = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    record_id = replayed_online_pending(env, event)
+    later = pa.table(
+        {
+            "sensor_id": pa.array([7], pa.int64()),
+            "event_ts": pa.array([event], TIMESTAMP),
+            "temperature_c": pa.array([25.0], pa.float32()),
+            "mode": pa.array([2], pa.int32()),
+        }
+    )
+    env.service.ingest("climate", 1, [later])
+
+    assert env.service.replay([record_id], {}).replayed == [record_id]
+
+    view = env.registry.get_feature_view("climate")
+    assert training_value(env, event) == [25.0]
+    assert online(env.client, view) == (int(event.timestamp() * 1_000_000), 25.0)
+
+
+def test_an_online_pending_record_kept_without_its_ingestion_time_still_completes(env: Env) -> None:
+    """A record committed online_pending before migration 0032 kept no ingestion time
+    (``ingested_at_us`` NULL): its online value is still written, from its payload, stamped when it is
+    written (the fallback); one that kept it carries its stored row's ``ingested_ts``."""
+    event = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    record_id = replayed_online_pending(env, event)
+    with write_session(env.sessions) as session:
+        row = session.get(QuarantineRow, record_id)
+        assert row is not None and row.ingested_at_us is not None  # the replay's stored ingested_ts
+        row.ingested_at_us = None  # as a record committed before the column was
+    before = time.time_ns() // 1000
+
+    assert env.service.replay([record_id], {}).replayed == [record_id]
+
+    view = env.registry.get_feature_view("climate")
+    assert online(env.client, view) == (int(event.timestamp() * 1_000_000), 30.0)
+    assert before <= written_at(env.client, view) <= time.time_ns() // 1000
+    assert training_value(env, event) == [30.0]
+
+
+def test_a_completed_record_carries_its_stored_rows_ingestion_time(env: Env) -> None:
+    """The online value of a completed online_pending record carries, as its write time, the
+    ``ingested_ts`` the offline store holds for its row (not the time of the replay that completes it)."""
+    event = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    record_id = replayed_online_pending(env, event)
+    with read_session(env.sessions) as session:
+        row = session.get(QuarantineRow, record_id)
+        assert row is not None
+        kept = row.ingested_at_us
+    stored = pa.Table.from_batches(list(env.offline.scan("climate", 1, columns=["ingested_ts"])))
+    assert stored.column("ingested_ts").cast(pa.int64()).to_pylist() == [kept]
+
+    assert env.service.replay([record_id], {}).replayed == [record_id]
+
+    view = env.registry.get_feature_view("climate")
+    assert written_at(env.client, view) == kept
 
 
 def test_keys_expire_as_the_online_writers_do(env: Env) -> None:
