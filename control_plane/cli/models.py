@@ -69,7 +69,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         review = actions.add_parser(verb, parents=[common], help=f"{verb} a pending version")
         review.add_argument("name")
         review.add_argument("version", type=numbers.version)
-        review.add_argument("--reason", default="", required=verb == "reject", help="why (recorded)")
+        review.add_argument(
+            "--reason", default="", required=verb == "reject", help="why (recorded; at most 6,000 characters)"
+        )
         review.set_defaults(handler=_handler(_review), verb=verb)
 
     alias = actions.add_parser("alias", parents=[common], help="point an alias at a version, or delete it")

@@ -29,16 +29,27 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 #: the item gains after (a model's aliases, a deployment's canary state) and for any response's envelope.
 MAX_ITEM_BYTES = 3584 * 1024
 
+#: The most bytes an item may take once changes after its write made it grow (a model version's review
+#: adds who and why, an alias adds its name to the model's and the version's messages): those changes
+#: check their result against this bound, not :data:`MAX_ITEM_BYTES`, so that an item written just under
+#: that limit can still be reviewed or aliased. 3.75 MiB: the rest of gRPC's 4 MiB is left for a response's
+#: envelope (a page token, the other fields of a lineage). The changes are capped well under the margin
+#: (a review reason at 6,000 characters, 100 aliases per model): the check guards rows kept before those
+#: caps and whatever grows an item next.
+MAX_GROWN_ITEM_BYTES = 3840 * 1024
+
 M = TypeVar("M", bound=Message)
 
 
-def check_item(message: Message, what: str) -> None:
-    """INVALID_ARGUMENT when ``what``, written as ``message``, would take more than :data:`MAX_ITEM_BYTES`
-    (and so could not be read back within gRPC's default 4 MiB receive limit)."""
+def check_item(message: Message, what: str, limit: int = MAX_ITEM_BYTES) -> None:
+    """INVALID_ARGUMENT when ``what``, written as ``message``, would take more than ``limit`` bytes (and so
+    could not be read back within gRPC's default 4 MiB receive limit): :data:`MAX_ITEM_BYTES` for a new
+    item or a rewrite of its description and tags, :data:`MAX_GROWN_ITEM_BYTES` for a change that adds to
+    an existing item. Raised inside the write's transaction, before its audit entry: nothing is kept."""
     size = message.ByteSize()
-    if size > MAX_ITEM_BYTES:
+    if size > limit:
         raise InvalidArgument(
-            f"{what} would take {size:,} bytes as a message, over the limit of {MAX_ITEM_BYTES:,} bytes"
+            f"{what} would take {size:,} bytes as a message, over the limit of {limit:,} bytes"
             " (its description and tags take most of them); nothing was changed"
         )
 

@@ -47,9 +47,11 @@ from control_plane.model_registry.tables import (
     RegisteredModelTombstoneRow,
 )
 from control_plane.model_registry.validation import (
+    MAX_ALIASES,
     FeatureRef,
     check_alias,
     check_model_name,
+    check_reason,
     check_tags,
     check_version,
     check_version_request,
@@ -266,8 +268,13 @@ class ModelRegistry:
     def review(
         self, name: str, version: int, decision: pb.ApprovalStatus, reason: str, *, actor: str
     ) -> pb.ModelVersion:
-        """Approves or rejects a pending version (see :mod:`approval` for the rules)."""
+        """Approves or rejects a pending version (see :mod:`approval` for the rules). The reason is at most
+        :data:`~validation.MAX_REASON_LENGTH` characters, and the version's message with it must still fit
+        :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES`: INVALID_ARGUMENT otherwise, checked before
+        the audit entry is written, so a refused review changes nothing (an oversized one used to commit
+        and then fail as the reply, leaving a version no read could return)."""
         target = from_proto(decision, "decision")
+        check_reason(reason)
         with write_session(self._sessions) as session:
             model = require_model(session, name)
             # Locked, so that two concurrent reviews cannot both see the version pending (PostgreSQL).
@@ -280,6 +287,8 @@ class ModelRegistry:
             row.approval_reason = reason
             row.approval_at_us = now_us()
             touch(row)
+            message = messages.version_messages(session, name, [row])[0]
+            pages.check_item(message, f"model {name!r} version {version}", pages.MAX_GROWN_ITEM_BYTES)
             record(
                 session,
                 actor=actor,
@@ -289,7 +298,7 @@ class ModelRegistry:
                 before=before,
                 after={"approval_status": target.value, "reason": reason},
             )
-            return messages.version_messages(session, name, [row])[0]
+            return message
 
     def delete_version(self, name: str, version: int, *, actor: str) -> None:
         """Deletes a version (its aliases go with it); refused while anything uses it."""
@@ -331,14 +340,26 @@ class ModelRegistry:
     # -- aliases and deployment check ----------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> pb.ModelVersion:
-        """Points ``alias`` at ``version``, moving it if it pointed at another version."""
+        """Points ``alias`` at ``version``, moving it if it pointed at another version. A model has at most
+        :data:`~validation.MAX_ALIASES` aliases (FAILED_PRECONDITION for one more; moving one is allowed),
+        and the model's and the version's messages with the alias must still fit
+        :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES` (INVALID_ARGUMENT): both checked before the
+        audit entry, so a refused change is rolled back whole."""
         check_alias(alias)
         with write_session(self._sessions) as session:
-            model = require_model(session, name, lock=True)
+            model = require_model(session, name, lock=True)  # serializes the count below
             row = require_version(session, model, version)
             current = session.get(ModelAliasRow, (model.id, alias))
             before_version = None
             if current is None:
+                count = session.scalar(
+                    select(func.count()).select_from(ModelAliasRow).where(ModelAliasRow.model_id == model.id)
+                )
+                if (count or 0) >= MAX_ALIASES:
+                    raise FailedPrecondition(
+                        f"model {name!r} already has {count} aliases, the most a model may have;"
+                        f" move or delete one of them (aetherctl models alias ... --delete) to add {alias!r}"
+                    )
                 session.add(
                     ModelAliasRow(
                         model_id=model.id, alias=alias, model_version_id=row.id, updated_at_us=now_us()
@@ -355,7 +376,15 @@ class ModelRegistry:
                 touch(row)
                 touch(model)
             session.flush()
+            message = messages.version_messages(session, name, [row])[0]
             if before_version != version:
+                pages.check_item(message, f"model {name!r} version {version}", pages.MAX_GROWN_ITEM_BYTES)
+                model_aliases = messages.aliases_of_models(session, [model.id]).get(model.id, {})
+                pages.check_item(
+                    messages.model_message(model, model_aliases, model.latest_version),
+                    f"registered model {name!r}",
+                    pages.MAX_GROWN_ITEM_BYTES,
+                )
                 record(
                     session,
                     actor=actor,
@@ -365,7 +394,7 @@ class ModelRegistry:
                     before=None if before_version is None else {"version": before_version},
                     after={"version": version},
                 )
-            return messages.version_messages(session, name, [row])[0]
+            return message
 
     def delete_alias(self, name: str, alias: str, *, actor: str) -> None:
         with write_session(self._sessions) as session:

@@ -41,6 +41,14 @@ DTYPES = frozenset(
 )
 MAX_TAGS = 64
 MAX_VALUE_LENGTH = 6000
+#: The longest review reason: as long as a tag's or a hyperparameter's value. A reason is kept in the
+#: version's message, which every read returns: an 800,000-character one made a version that no read could
+#: return within gRPC's 4 MiB (see :data:`control_plane.db.pages.MAX_GROWN_ITEM_BYTES`).
+MAX_REASON_LENGTH = MAX_VALUE_LENGTH
+#: The most aliases one registered model may have. Each alias is listed in the model's message and in its
+#: version's, so without a bound enough of them made a model no read could return; 100 aliases of at most
+#: 128 characters add under 14 kB to either message. Moving an existing alias is allowed at the bound.
+MAX_ALIASES = 100
 
 
 @dataclass(frozen=True, order=True)
@@ -71,6 +79,14 @@ def check_alias(alias: str) -> str:
             f" at most {NAME_LENGTH} characters"
         )
     return alias
+
+
+def check_reason(reason: str) -> str:
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidArgument(
+            f"reason: a review reason is at most {MAX_REASON_LENGTH:,} characters, got {len(reason):,}"
+        )
+    return reason
 
 
 def check_version(version: int, field: str = "version", what: str = "a model version") -> int:

@@ -9,9 +9,12 @@ from hypothesis import strategies as st
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.model_registry.validation import (
+    MAX_REASON_LENGTH,
+    MAX_VALUE_LENGTH,
     MAX_VERSION,
     FeatureRef,
     check_alias,
+    check_reason,
     check_signature,
     check_version,
     parse_feature_ref,
@@ -77,3 +80,10 @@ def test_versions_and_version_page_tokens_stay_within_the_32_bit_column() -> Non
     for token in (str(MAX_VERSION + 1), "9" * 20, "²", "٣", "-1", "+1", " 1", "1\n", "9" * 5000):
         with pytest.raises(InvalidArgument, match=r"page_token: .* is not a token this registry gave out"):
             parse_version_token(token)
+
+
+def test_a_review_reason_is_bounded_as_a_tag_value_is() -> None:
+    assert MAX_REASON_LENGTH == MAX_VALUE_LENGTH
+    assert check_reason("é" * MAX_REASON_LENGTH) == "é" * MAX_REASON_LENGTH  # characters, not bytes
+    with pytest.raises(InvalidArgument, match=f"reason: a review reason is at most {MAX_REASON_LENGTH:,}"):
+        check_reason("r" * (MAX_REASON_LENGTH + 1))
