@@ -179,6 +179,18 @@ class ArtifactStore:
                 f"{digest.hexdigest()}, not the {sha256} it is stored under"
             )
 
+    def verify(self, sha256: str, chunk_size: int = CHUNK_SIZE) -> ArtifactRef:
+        """Reads the whole blob and checks it against its hash, keeping none of it: its reference when it
+        verifies, ``NotFound`` when it is absent, ``DataLoss`` when its bytes no longer match their name.
+        Reads every byte (a large model takes a while): call it outside any database transaction."""
+        ref = self.stat(sha256)
+        try:
+            for _ in self.iter_verified(sha256, chunk_size):
+                pass
+        except FileNotFoundError:  # removed between the stat and the read
+            raise NotFound(f"artifact sha256:{sha256} not found in the artifact store {self.root}") from None
+        return ref
+
     def open_verified(self, sha256: str) -> bytes:
         """The blob's whole content, checked against its hash."""
         return b"".join(self.iter_verified(sha256))

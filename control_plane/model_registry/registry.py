@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
-from clients.errors import AlreadyExists, FailedPrecondition, NotFound
+from clients.errors import AlreadyExists, DataLoss, FailedPrecondition, NotFound
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.audit.log import record
 from control_plane.db import pages
@@ -272,9 +272,18 @@ class ModelRegistry:
         :data:`~validation.MAX_REASON_LENGTH` characters, and the version's message with it must still fit
         :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES`: INVALID_ARGUMENT otherwise, checked before
         the audit entry is written, so a refused review changes nothing (an oversized one used to commit
-        and then fail as the reply, leaving a version no read could return)."""
+        and then fail as the reply, leaving a version no read could return).
+
+        Approving a pending version first reads its whole artifact and checks it against its sha256:
+        FAILED_PRECONDITION naming the artifact when it is missing or does not verify, since an approval
+        is what lets a version deploy (:meth:`can_deploy`). The artifact is read before the write
+        transaction opens: hashing a large file inside it would hold SQLite's write lock meanwhile. A
+        version's artifact never changes, so nothing the transaction then sees can make the check stale;
+        only the stored bytes can rot later, which the data plane's verification at load catches."""
         target = from_proto(decision, "decision")
         check_reason(reason)
+        if target == Approval.APPROVED:
+            self._verify_artifact(name, version)
         with write_session(self._sessions) as session:
             model = require_model(session, name)
             # Locked, so that two concurrent reviews cannot both see the version pending (PostgreSQL).
@@ -299,6 +308,28 @@ class ModelRegistry:
                 after={"approval_status": target.value, "reason": reason},
             )
             return message
+
+    def _verify_artifact(self, name: str, version: int) -> None:
+        """FAILED_PRECONDITION unless the artifact of pending version ``version`` is stored and verifies.
+        A version already decided is left to :func:`decide` (a repeated approval changes nothing, a
+        reversal is refused for that reason), so a retried approval does not read the artifact again."""
+        with self._read() as session:
+            row = require_version(session, require_model(session, name), version)
+            status, sha256 = row.approval_status, row.artifact_sha256
+        if status != Approval.PENDING.value:
+            return
+        what = f"cannot approve model {name!r} version {version}: its artifact sha256:{sha256}"
+        try:
+            self.artifacts.verify(sha256)
+        except NotFound:
+            raise FailedPrecondition(
+                f"{what} is missing from the artifact store {self.artifacts.root}; register a new version"
+                " with the artifact uploaded again"
+            ) from None
+        except DataLoss as damaged:
+            raise FailedPrecondition(
+                f"{what} does not verify ({damaged}); register a new version with the artifact uploaded again"
+            ) from None
 
     def delete_version(self, name: str, version: int, *, actor: str) -> None:
         """Deletes a version (its aliases go with it); refused while anything uses it."""
@@ -439,7 +470,13 @@ class ModelRegistry:
         )
 
     def can_deploy(self, name: str, version: int) -> pb.ModelVersion:
-        """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved."""
+        """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved.
+
+        The artifact is not read here: it was read whole and verified when the version was approved
+        (:meth:`review`), and this check is called often, by every deployment's write (inside its
+        transaction) and by CheckDeployable. Bytes that rot or go missing after the approval are caught
+        where they are used: the data plane verifies every artifact against its sha256 as it loads it and
+        answers DATA_LOSS (or NOT_FOUND) instead of serving it."""
         with self._read() as session:
             return self.deployable_in(session, name, version)
 

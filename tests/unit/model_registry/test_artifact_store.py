@@ -64,6 +64,20 @@ def test_corrupt_file_on_disk_is_data_loss_naming_it(store: ArtifactStore, tmp_p
     assert list(tmp_path.glob("*dest.bin*")) == []  # neither the file nor its partial copy
 
 
+def test_verify_reads_the_whole_blob_and_keeps_none_of_it(store: ArtifactStore) -> None:
+    ref = store.put_bytes(b"b" * 3_000_000)
+    assert store.verify(ref.sha256, chunk_size=1 << 16) == ref
+    path = stored_file(store, ref.sha256)
+    corrupted = bytearray(path.read_bytes())
+    corrupted[-1] ^= 0xFF  # the last byte: only a read of the whole blob finds it
+    path.write_bytes(bytes(corrupted))
+    with pytest.raises(DataLoss, match=ref.sha256):
+        store.verify(ref.sha256)
+    path.unlink()
+    with pytest.raises(NotFound, match=f"sha256:{ref.sha256} not found"):
+        store.verify(ref.sha256)
+
+
 def test_stream_not_matching_its_declared_hash_stores_nothing(store: ArtifactStore) -> None:
     declared = hashlib.sha256(b"expected").hexdigest()
     with pytest.raises(DataLoss, match="nothing was stored"):
