@@ -109,8 +109,9 @@ def entry_of(row: EntryRow) -> AuditEntry:
 
 
 #: What separates an object's id from the ids of the objects under it: a feature view's versions
-#: (``zone_weather:v1``, its ingestion entries) and a model's versions (``demand/1``).
-ID_SEPARATORS = (":", "/")
+#: (``zone_weather:v1``, its ingestion entries), a model's versions (``demand/1``) and a model's aliases
+#: (``demand@champion``). No name may hold one, so ``demand`` never selects ``demand2/1`` or ``demand-x@a``.
+ID_SEPARATORS = (":", "/", "@")
 
 
 def object_id_matches(object_id: str) -> ColumnElement[bool]:

@@ -5,8 +5,9 @@
     aetherctl audit verify          # exit 1 when the chain is broken, naming the first bad entry
     aetherctl audit export FILE.jsonl [--object ...] [--since WHEN] [--until WHEN] [--outcome ok|refused]
 
-``--object TYPE/ID`` also selects the ids under ID (``ID:...``, ``ID/...``): a view's ingestion entries
-(``zone_weather:v1``), a model's versions (``demand/1``).
+``--object TYPE/ID`` also selects the ids under ID (``ID:...``, ``ID/...``, ``ID@...``): a view's
+ingestion entries (``zone_weather:v1``), a model's versions (``demand/1``), a model's aliases
+(``model_alias/demand``: ``demand@champion``).
 
 The OUTCOME column says "ok" for a change carried out and "refused: <status>: <why>" for a model
 operation that was refused (nothing changed).
@@ -39,8 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     selection.add_argument(
         "--object",
         metavar="TYPE[/ID]",
-        help="only entries about this object (or type); an ID also selects the ids under it, ID:... and "
-        "ID/... (feature_view/zone_weather: zone_weather:v1 too; model_version/demand: demand/1, demand/2)",
+        help="only entries about this object (or type); an ID also selects the ids under it, ID:..., ID/... "
+        "and ID@... (feature_view/zone_weather: zone_weather:v1 too; model_version/demand: demand/1, "
+        "demand/2; model_alias/demand: demand@champion)",
     )
     selection.add_argument("--since", metavar="WHEN", help="from this time on (ISO 8601, or e.g. 2h ago: 2h)")
     selection.add_argument("--until", metavar="WHEN", help="before this time (ISO 8601, or a duration ago)")

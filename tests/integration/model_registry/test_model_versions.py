@@ -14,7 +14,9 @@ from sqlalchemy import create_engine, text
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.models import ModelRegistryClient, signature
-from control_plane.db import pages
+from control_plane.audit.query import AuditFilter, query_page
+from control_plane.db import create_db_engine, create_session_factory, pages
+from control_plane.db.engine import read_session
 from tests.integration.model_registry.conftest import Plane
 from tests.integration.model_registry.test_lineage import run_cli
 
@@ -249,6 +251,32 @@ def test_every_mutation_is_audited_with_its_actor(
         ("alice", "delete", "model_alias", "eta@staging"),
         ("alice", "delete", "model_version", "eta/2"),
     ]
+
+
+def test_audit_query_by_model_finds_its_alias_changes(
+    plane: Plane, models: ModelRegistryClient, artifact: Path
+) -> None:
+    """Alias entries are filed as ``<model>@<alias>``: asking for a model's alias changes
+    (``aetherctl audit list --object model_alias/eta``) found none while '@' was no id separator."""
+    models.register_version("eta", artifact)
+    models.register_version("eta-two", artifact)
+    models.set_alias("eta", "champion", 1)
+    models.set_alias("eta", "canary", 1)
+    models.delete_alias("eta", "canary")
+    models.set_alias("eta-two", "champion", 1)  # another model whose name starts with "eta"
+    engine = create_db_engine(plane.db_url)
+    try:
+        with read_session(create_session_factory(engine)) as session:
+            by_model = query_page(session, AuditFilter("model_alias", "eta")).entries
+            exact = query_page(session, AuditFilter("model_alias", "eta@champion")).entries
+    finally:
+        engine.dispose()
+    assert [(e.action, e.object_id) for e in by_model] == [
+        ("create", "eta@champion"),
+        ("create", "eta@canary"),
+        ("delete", "eta@canary"),
+    ]
+    assert [(e.action, e.object_id) for e in exact] == [("create", "eta@champion")]
 
 
 def test_out_of_range_versions_and_page_tokens_are_invalid_arguments(
