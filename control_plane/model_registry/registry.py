@@ -27,6 +27,7 @@ from control_plane.db import pages
 from control_plane.db.engine import read_session, write_session
 from control_plane.db.revision import lock_registry
 from control_plane.db.strings import byte_order
+from control_plane.features.validation import check_name
 from control_plane.model_registry import lineage, messages
 from control_plane.model_registry.approval import Approval, decide, from_proto
 from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
@@ -507,7 +508,10 @@ class ModelRegistry:
         return found
 
     def find_usages(self, view: str, version: int | None = None) -> list[pb.FeatureUsage]:
-        """Model versions using feature view ``view`` at ``version`` (any version when None)."""
+        """Model versions using feature view ``view`` at ``version`` (any version when None).
+        INVALID_ARGUMENT for an empty or malformed view name (as for a model name, checked before any
+        query: no view can have it), NOT_FOUND for a well-formed name no view has."""
+        check_name(view, "feature_view", "feature view")
         if version is not None:
             check_version(version, "version", "a feature view version")
         with self._read() as session:

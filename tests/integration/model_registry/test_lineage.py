@@ -15,7 +15,7 @@ import pytest
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
-from clients.errors import FailedPrecondition, NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.models import ModelRegistryClient
 from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli import models as models_cli
@@ -153,6 +153,16 @@ def test_usages_find_model_versions_by_feature_view_version(
         models.usages("rider_stats", 5)
     with pytest.raises(NotFound):
         models.usages("no_such_view")
+
+
+@pytest.mark.parametrize("view", ["", "Rider Stats", "v" * 129])
+def test_find_usages_without_a_valid_view_name_is_invalid_argument(
+    models: ModelRegistryClient, view: str
+) -> None:
+    """As a missing or malformed model name is: no view can have such a name, so NOT_FOUND (``feature
+    view '' not found``, as FindUsages answered) would say the caller asked for a view that is gone."""
+    with pytest.raises(InvalidArgument, match="feature_view: "):
+        models.usages(view)
 
 
 def test_feature_registry_refuses_to_retire_or_delete_what_models_read(
