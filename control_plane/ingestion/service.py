@@ -40,7 +40,7 @@ from control_plane.ingestion.replay_publish import (
     redis_publisher,
 )
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import validate
+from control_plane.ingestion.validation import judged_alone, validate
 from control_plane.ingestion.window import OPEN_WINDOW, Window
 from control_plane.offline.store import OfflineStore
 
@@ -336,7 +336,10 @@ class IngestionService:
         """Everything that can refuse a group's replay, with nothing written yet."""
         view, entity = self._resolve(members[0].view, members[0].version)
         payloads = [parse_payload(corrected.get(row.id, row.payload), row.id) for row in members]
-        result = validate(view, entity, records_table(payloads), now=datetime.now(UTC))
+        # Each record judged alone (validation: judged_alone): as a batch of its own, a record with a null
+        # its max_null_fraction allowed had a null fraction of 1.0, and was quarantined again for good.
+        alone = judged_alone(view, entity)
+        result = validate(view, entity, records_table(payloads), now=datetime.now(UTC), null_fractions=alone)
         new_reasons = {
             members[index].id: reason
             for index, reason in zip(

@@ -29,10 +29,16 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   IEEE value a producer may mean (e.g. "never"), it touches only its own row, and a ``min_value`` /
   ``max_value`` rule rejects it where it is not wanted. A *finite* literal too large for the type
   (``"1e309"``) is no infinity the sender wrote: it fails the dtype rule for every float column;
-* **nulls** (NaN counts as null): per feature, the batch's null fraction is ``nulls / records``. When it
-  exceeds ``max_null_fraction`` (0 = no nulls allowed), *every* null record of that feature is rejected
-  ("null fraction 0.40 in batch exceeds max 0.10"); at or below it, nulls are accepted. A missing
-  feature column counts as all null. The fraction is per call, so in streaming it is per read batch;
+* **nulls** (NaN counts as null): with ``max_null_fraction`` 0 every null is rejected ("null (NaN or
+  missing) not allowed"), a rule of each record. Above 0 the rule is the batch's: per feature, the
+  batch's null fraction is ``nulls / records``; when it exceeds ``max_null_fraction``, *every* null
+  record of that feature is rejected ("null fraction 0.40 in batch exceeds max 0.10"); at or below it,
+  nulls are accepted. A missing feature column counts as all null. The fraction is the table's own
+  unless ``null_fractions`` gives it: so in streaming it is per read batch, and a replay passes
+  ``judged_alone`` (0 for every column): a replayed record is judged alone, by its per-record rules, as
+  the batch that quarantined it held the null fraction within the rule or quarantined its nulls; judged
+  as a batch of its own, one record with a null its rule allowed had a fraction of 1.0 and could never be
+  replayed. Replaying a record quarantined for the batch's null fraction therefore accepts its null;
 * **unknown columns**: a record with a non-null value in a column the schema does not know is rejected
   (a stream message's fields are its own, so an unknown field rejects just that message).
 
@@ -208,10 +214,14 @@ def validate(
     strict: bool = False,
     stored: bool = False,
     rejected_before: Mapping[int, Sequence[str]] | None = None,
+    null_fractions: Mapping[str, float] | None = None,
 ) -> ValidationResult:
     """Splits ``table`` into accepted and rejected records (see the module docstring for the rules).
     ``rejected_before``: reasons, by row, found before the table was built (a stream field that is not
-    valid UTF-8); those rows are rejected with them, first, and with any the rules add."""
+    valid UTF-8); those rows are rejected with them, first, and with any the rules add.
+    ``null_fractions``: by value column, the null fraction its ``max_null_fraction`` judges instead of
+    the table's own (a column it does not name: the table's own); ``judged_alone`` for records judged
+    one by one."""
     if now.tzinfo is None:
         raise ValueError("now must be time-zone-aware")
     refuse_repeated_columns(table)
@@ -229,7 +239,8 @@ def validate(
     columns["event_ts"] = _check_timestamp(table, ts_name, now, max_future, reasons)
     for column in _own_value_columns(view, entity, stored):
         known.add(column.name)
-        columns[column.name] = _check_values(table, column, reasons)
+        fraction = None if null_fractions is None else null_fractions.get(column.name)
+        columns[column.name] = _check_values(table, column, reasons, fraction)
     for name in table.column_names:
         if name not in known:
             present = _column(table, name).is_valid().to_numpy(zero_copy_only=False)
@@ -244,6 +255,12 @@ def validate(
     if bad.any():
         accepted = accepted.filter(pa.array(~bad))
     return ValidationResult(accepted, _rejected(table, reasons))
+
+
+def judged_alone(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> dict[str, float]:
+    """``validate``'s ``null_fractions`` for records each judged alone (a replay): a null fraction of 0
+    for every value column, so no batch's fraction rejects a null; ``max_null_fraction`` 0 still does."""
+    return {column.name: 0.0 for column in _own_value_columns(view, entity, stored)}
 
 
 def refuse_repeated_columns(table: pa.Table) -> None:
@@ -324,7 +341,11 @@ _OUT_OF_RANGE = "is outside the event times the stores hold (years 1 to 9999, UT
 _BEYOND_MICROSECONDS = "is beyond the range of microsecond timestamps (about ±292,000 years)"
 
 
-def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa.Array:
+def _check_values(
+    table: pa.Table, column: ValueColumn, reasons: _Reasons, fraction: float | None = None
+) -> pa.Array:
+    """``column``'s values cast, their failures added to ``reasons``; ``fraction``: the null fraction the
+    batch rule judges (None: this table's)."""
     n, name, rule = table.num_rows, column.name, column.rule
     if name in table.column_names:
         source = _column(table, name)
@@ -341,11 +362,12 @@ def _check_values(table: pa.Table, column: ValueColumn, reasons: _Reasons) -> pa
         reasons.add(infinite, lambda row: f"{name}: {show(cast[row])} is not finite")
     nulls = ~valid & ~failed
     null_count = int(nulls.sum())
-    if n and null_count / n > rule.max_null_fraction:
-        if rule.max_null_fraction == 0:
-            reasons.add(nulls, lambda _row: f"{name}: null (NaN or missing) not allowed")
-        else:
+    if null_count and rule.max_null_fraction == 0:  # a rule of each record, whatever the batch
+        reasons.add(nulls, lambda _row: f"{name}: null (NaN or missing) not allowed")
+    elif null_count:
+        if fraction is None:
             fraction = null_count / n
+        if fraction > rule.max_null_fraction:
             reasons.add(
                 nulls,
                 lambda _row: (

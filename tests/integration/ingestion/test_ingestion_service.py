@@ -585,3 +585,33 @@ def test_a_source_longer_than_its_column_is_refused_before_anything_is_written(
     assert env.service.list_runs("climate") == []
     assert offline_rows(env, "climate") == []
     assert env.client.dbsize() == 0
+
+
+def test_a_replayed_record_is_judged_alone_so_a_null_its_rule_allows_replays(env: Env) -> None:
+    """temperature_c allows nulls (max_null_fraction 0.5). Row 0's null temperature is 1 of 4 in its
+    batch, so it is quarantined for its bad mode alone. Replayed with the mode corrected, it was judged as
+    a batch of its own, a null fraction of 1.0 over 0.5, and quarantined again, its reason overwritten:
+    the record could never be replayed with its legitimate null. A replay judges each record alone, by its
+    per-record rules; ``mode`` (max_null_fraction 0: no nulls) still refuses a null."""
+    table = pa.table(
+        {
+            "sensor_id": [1, 2, 3, 4],
+            "event_ts": [NOW - timedelta(minutes=5)] * 4,
+            "temperature_c": [None, 20.0, 21.0, 22.0],
+            "mode": [9, 1, 2, 3],
+        }
+    )
+    outcome = env.service.ingest("climate", 1, [table])
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (4, 3, 1)
+    (record,) = env.service.list_quarantined(view="climate")
+    assert "mode: 9" in record.reason and "temperature_c" not in record.reason
+
+    no_mode = json.loads(record.payload) | {"mode": None}
+    refused = env.service.replay([record.id], {record.id: json.dumps(no_mode)})
+    assert refused.replayed == []
+    assert [r.reason for r in refused.still_quarantined] == ["mode: null (NaN or missing) not allowed"]
+
+    fixed = json.loads(record.payload) | {"mode": 2}
+    replay = env.service.replay([record.id], {record.id: json.dumps(fixed)})
+    assert (replay.replayed, replay.still_quarantined) == ([record.id], [])
+    assert sorted(offline_rows(env, "climate")) == [1, 2, 3, 4]
