@@ -40,7 +40,8 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   as a batch of its own, one record with a null its rule allowed had a fraction of 1.0 and could never be
   replayed. Replaying a record quarantined for the batch's null fraction therefore accepts its null;
 * **unknown columns**: a record with a non-null value in a column the schema does not know is rejected
-  (a stream message's fields are its own, so an unknown field rejects just that message).
+  (a stream message's fields are its own, so an unknown field rejects just that message); NaN counts as
+  null there too, so a pandas frame's extra all-NaN float column rejects nothing.
 
 The accepted table has the join keys (registered order), ``event_ts`` (timestamp[us, UTC]) and one column
 per value column. For a plain view the value columns are its features; for a view with ``aggregations``
@@ -77,6 +78,7 @@ from control_plane.ingestion.casting import (
     TIMESTAMP_TYPE,
     castable_to_timestamp,
     lossless_cast,
+    nan_to_null,
 )
 from control_plane.ingestion.shown_values import number, record_json, show, temporal_as_text
 from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US
@@ -243,7 +245,7 @@ def validate(
         columns[column.name] = _check_values(table, column, reasons, fraction)
     for name in table.column_names:
         if name not in known:
-            present = _column(table, name).is_valid().to_numpy(zero_copy_only=False)
+            present = _present(_column(table, name))
             reasons.add(present, lambda _row, name=name: f"{name}: unknown column")
 
     bad = np.zeros(n, dtype=bool)
@@ -280,6 +282,15 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     # combine_chunks, not concat_arrays: a table filtered down to no rows (a chunk wholly outside the
     # ingest window) has columns of no chunks, which concat_arrays refuses.
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _present(values: pa.Array) -> npt.NDArray[np.bool_]:
+    """Where ``values`` holds a value: not null, and not NaN, which counts as null (an unknown column's
+    all-NaN floats, a pandas frame's gaps, rejected every record)."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    present: npt.NDArray[np.bool_] = nan_to_null(values).is_valid().to_numpy(zero_copy_only=False)
+    return present
 
 
 def _check_required(

@@ -129,6 +129,19 @@ def test_null_fraction_at_the_limit_is_accepted_and_above_it_quarantines_the_nul
     assert sorted(found) == [1, 2]  # only the null records; NaN counts as null
 
 
+def test_nan_in_an_unknown_column_counts_as_null_and_only_a_value_there_rejects_the_record() -> None:
+    """NaN counts as null, and only a non-null value in a column the schema does not know rejects its
+    record: a pandas frame's extra float column, all NaN where another view's feature is missing,
+    rejected every record (the check read NaN as a value). The same for a dictionary-encoded column."""
+    four = {"sensor_id": [1, 2, 3, 4], "event_ts": [NOW] * 4, "temperature_c": [20.0] * 4, "mode": [1] * 4}
+    humidity = pa.array([math.nan, None, 0.5, math.nan])
+    assert reasons(pa.table({**four, "humidity": humidity})) == {2: "humidity: unknown column"}
+    encoded = humidity.dictionary_encode()
+    assert reasons(pa.table({**four, "humidity": encoded})) == {2: "humidity: unknown column"}
+    all_nan = pa.array([math.nan] * 4, pa.float32())
+    assert reasons(pa.table({**four, "humidity": all_nan})) == {}
+
+
 def test_rejected_payload_is_the_original_row_as_json() -> None:
     result = validate(VIEW, ENTITY, batch(temperature_c=[99.0]), now=NOW)
     payload = json.loads(result.rejected.column("payload")[0].as_py())
