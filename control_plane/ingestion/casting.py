@@ -22,6 +22,10 @@ What "without loss" means per target:
   too, as the offline store refuses it, instead of wrapping around to some other time.
 
 NaN counts as a missing value: it becomes null before any check, so the null rules apply to it.
+
+Encodings: a dictionary-encoded column is read through its dictionary; a run-end-encoded one (legal
+Arrow IPC, which most compute kernels lack: ``take`` raised ArrowNotImplementedError, an IngestBatch
+failed with INTERNAL) is decoded to its plain values before anything reads it (``decode_run_ends``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,16 @@ def castable_to_timestamp(source: pa.DataType) -> bool:
     return bool(
         pa.types.is_timestamp(source) or pa.types.is_string(source) or pa.types.is_large_string(source)
     )
+
+
+def decode_run_ends(table: pa.Table) -> pa.Table:
+    """``table`` with each run-end-encoded column decoded to the plain values it stands for (the others
+    as they are; the table itself when none is)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_run_end_encoded(field.type):
+            decoded = pc.run_end_decode(table.column(index))
+            table = table.set_column(index, pa.field(field.name, decoded.type, field.nullable), decoded)
+    return table
 
 
 def nan_to_null(values: pa.Array) -> pa.Array:

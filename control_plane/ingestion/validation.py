@@ -77,6 +77,7 @@ from control_plane.ingestion.casting import (
     TIMESTAMP_SOURCES,
     TIMESTAMP_TYPE,
     castable_to_timestamp,
+    decode_run_ends,
     lossless_cast,
     nan_to_null,
 )
@@ -228,7 +229,7 @@ def validate(
         raise ValueError("now must be time-zone-aware")
     refuse_repeated_columns(table)
     n = table.num_rows
-    table = table.combine_chunks()
+    table = decode_run_ends(table).combine_chunks()
     reasons = _Reasons()
     for row, found in (rejected_before or {}).items():
         reasons.by_row[row].extend(found)

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from control_plane.ingestion.casting import TIMESTAMP_TYPE, lossless_cast
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, decode_run_ends, lossless_cast
 from control_plane.ingestion.validation import refuse_repeated_columns
 
 
@@ -51,6 +51,7 @@ class Windowed:
 def in_window(table: pa.Table, ts_name: str, window: Window) -> Windowed:
     """The rows to validate: those inside the window and those whose timestamp cannot be placed."""
     refuse_repeated_columns(table)  # before the timestamp column is looked up by name
+    table = decode_run_ends(table)  # casting.py: before any kernel reads it, validation's too
     if (window.start is None and window.end is None) or ts_name not in table.column_names:
         return Windowed(table, 0, None)
     stamps, _failed = lossless_cast(table.column(ts_name).combine_chunks(), TIMESTAMP_TYPE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
@@ -278,6 +279,47 @@ async def test_window_bounds_beyond_the_datetime_years_and_repeated_columns_are_
     client = IngestionClient(control_plane.address)
     assert len(await asyncio.to_thread(client.list_runs)) == 2  # the refusals wrote nothing
     client.close()
+
+
+async def test_run_end_encoded_columns_are_decoded_and_validated_like_plain_ones(
+    control_plane: ControlPlaneServer,
+) -> None:
+    """A run-end-encoded column is legal Arrow IPC an IngestBatch may carry, but most Arrow kernels lack
+    it: ``take`` (the rejected rows' copies) raised ArrowNotImplementedError, an INTERNAL error for the
+    whole call. Its columns are decoded first, so its records are checked and counted as plain ones,
+    under a window too (read from a run-end-encoded timestamp)."""
+
+    def ree(*runs: tuple[int, object], arrow_type: pa.DataType) -> pa.Array:
+        ends = list(itertools.accumulate(length for length, _value in runs))
+        return pa.RunEndEncodedArray.from_arrays(ends, pa.array([value for _l, value in runs], arrow_type))
+
+    table = pa.table(
+        {
+            "sensor_id": [1, 2, 3],
+            "event_ts": ree((3, NOW - timedelta(minutes=1)), arrow_type=pa.timestamp("us", tz="UTC")),
+            "temperature_c": ree((2, 21.5), (1, None), arrow_type=pa.float64()),
+            "mode": ree((1, 1), (1, 9), (1, 2), arrow_type=pa.int64()),
+        }
+    )
+    channel = grpc.insecure_channel(control_plane.address)
+    stub = IngestionStub(channel)  # type: ignore[no-untyped-call]
+    now_us = int(NOW.timestamp()) * 10**6
+    try:
+        for bounds in ({}, {"start_us": now_us - 3_600 * 10**6}):
+            header = ingestion_pb2.IngestHeader(view="climate", **bounds)
+            response = await asyncio.to_thread(stub.IngestBatch, iter([ipc_chunk(table, header)]))
+            assert (response.records_in, response.accepted, response.quarantined) == (3, 2, 1)
+    finally:
+        channel.close()
+    client = IngestionClient(control_plane.address)
+    try:
+        records = await asyncio.to_thread(client.list_quarantined, view="climate")
+    finally:
+        client.close()
+    # The second run of the same source superseded the first one's copy of the record.
+    assert [(json.loads(r.payload_json)["mode"], r.reason) for r in records] == [
+        (9, "mode: 9 not in allowed values [1, 2, 3]")
+    ]
 
 
 async def test_rows_wholly_outside_the_window_are_counted_as_skipped_not_an_internal_error(
