@@ -98,7 +98,9 @@ class IngestionClient(ServiceClient):
         end: datetime | None = None, strict: bool = False, source: str = "",
         chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> pb.IngestResponse:  # fmt: skip
-        """Validates and materializes a ``pyarrow.Table``."""
+        """Validates and materializes a ``pyarrow.Table`` as one run. It travels in IPC pieces of at most
+        ``chunk_rows`` rows and about ``chunk_bytes`` bytes, but the server judges the null-fraction
+        rule over the whole table (all of the call's pieces), whatever pieces it was cut into."""
         chunks = ipc_chunks(table, chunk_rows, chunk_bytes)
         return self.ingest_ipc(header(view, version, start, end, strict, source), chunks)
 

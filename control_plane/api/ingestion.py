@@ -142,8 +142,8 @@ class IngestionServicer(pb_grpc.IngestionServicer):
         outcome = await self._drain.run(
             lambda watch: self._service.ingest(
                 header.view, header.version, tables, window=window, strict=header.strict,
-                source=header.source or "arrow", actor=actor, watch=watch,
-            ),
+                source=header.source or "arrow", actor=actor, watch=watch, one_batch=True,
+            ),  # one_batch: the null fraction is the call's, whatever pieces the client sent
             "this IngestBatch",
         )  # fmt: skip
         return _response(outcome)

@@ -2,7 +2,14 @@
 (every accepted row) and online store (the latest row per entity).
 
 A run processes its input chunk by chunk (a Parquet file record batch by record batch), so memory stays
-bounded by one chunk plus the latest row per entity; the null-fraction rule is therefore per chunk. Per
+bounded by one chunk plus the latest row per entity. The null-fraction rule judges the whole call where
+the call's tables are all in memory anyway (IngestBatch, ``one_batch``: the null fractions over all of
+its tables' records inside the window, counted first), so how the SDK cut a table into transport pieces
+(50,000 rows, ~2 MiB) changes nothing; judged per piece, a 60,000-row table with 1/6 nulls, all in its
+last piece, had that piece's nulls quarantined. A Parquet source is read a chunk at a time and never
+whole, so there the rule is per chunk (``PARQUET_BATCH_ROWS``, 65,536 rows): counting a whole file's
+nulls first would read it twice, and its row groups' ``null_count`` statistics count no NaN, may be
+absent, and ignore the window. Per
 chunk the accepted rows are written to the offline store first, then the rejected rows and the run's
 counters commit in one SQL transaction: the counters never claim rows that are not stored. When that
 transaction fails, the chunk's files are removed unless it committed (``chunk_commit``: at once for a
@@ -54,7 +61,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -86,6 +93,7 @@ from control_plane.ingestion.quarantine import RunSource, check_source_length, r
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
     epoch_us,
+    null_fractions,
     timestamp_field,
     validate,
 )
@@ -140,11 +148,14 @@ class BatchMaterializer:
         now: datetime | None = None,
         actor: str = "",
         watch: RunWatch = UNWATCHED,
+        one_batch: bool = False,
     ) -> MaterializeOutcome:
         """Materializes ``chunks`` into ``view`` as one run. With ``strict`` every chunk is validated
         first and the first bad record raises ``InvalidArgument`` before anything is written; so does a
         ``source_id`` longer than its column (``SOURCE_LENGTH``). ``watch`` stops it at a chunk boundary
-        when the control plane stops (``draining``)."""
+        when the control plane stops (``draining``). With ``one_batch`` the chunks are one call's tables,
+        all in memory (IngestBatch): the null-fraction rule judges each chunk by the fraction over all of
+        their records inside the window, not by the chunk's own (see the module docstring)."""
         if view.spec.aggregations:
             raise InvalidArgument(
                 f"view {view.spec.name!r} is computed from a stream by aggregations; publish its events to"
@@ -159,16 +170,22 @@ class BatchMaterializer:
         run = RunSource(f"{kind}-{uuid.uuid4().hex}", view.spec.name, view.version, kind, source_id)
         outcome = MaterializeOutcome(run.run_id)
         ts_name = timestamp_field(view)
+        fractions = None
+        if one_batch:
+            chunks = list(chunks)
+            # A generator: each chunk's in-window copy is dropped once counted (a call holds up to 1 GiB).
+            fractions = null_fractions(view, entity, (in_window(c, ts_name, window).rows for c in chunks))
         if strict:
             chunks = list(chunks)
             for chunk in chunks:
-                validate(view, entity, in_window(chunk, ts_name, window).rows, now=moment, strict=True)
+                rows = in_window(chunk, ts_name, window).rows
+                validate(view, entity, rows, now=moment, strict=True, null_fractions=fractions)
         self._check_online()
         hold = RunHold(self._sessions, run, self._lease_s, self._renew_every_s)  # its online part's
         try:
             outcome.online_rows = self._run_chunks(
                 view, entity, chunks, window=window, source_id=source_id, kind=kind, moment=moment,
-                actor=actor, run=run, outcome=outcome, hold=hold, watch=watch,
+                actor=actor, run=run, outcome=outcome, hold=hold, watch=watch, fractions=fractions,
             )  # fmt: skip
         finally:
             hold.stop()
@@ -177,9 +194,10 @@ class BatchMaterializer:
     def _run_chunks(
         self, view: pb.FeatureView, entity: pb.Entity, chunks: Iterable[pa.Table], *, window: Window,
         source_id: str, kind: str, moment: datetime, actor: str, run: RunSource, outcome: MaterializeOutcome,
-        hold: RunHold, watch: RunWatch,
+        hold: RunHold, watch: RunWatch, fractions: Mapping[str, float] | None,
     ) -> int:  # fmt: skip
-        """``materialize``'s chunks, online write and end; returns the online rows written."""
+        """``materialize``'s chunks, online write and end; returns the online rows written. ``fractions``:
+        the null fractions each chunk is judged by (None: each chunk's own)."""
         ts_name = timestamp_field(view)
         key_names = [key.name for key in entity.join_keys]
         latest: list[pa.Table] = []
@@ -198,7 +216,9 @@ class BatchMaterializer:
                 windowed = in_window(chunk, ts_name, window)
                 inside = windowed.rows
                 outcome.skipped_outside_window += windowed.skipped
-                result = validate(view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE)
+                result = validate(
+                    view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE, null_fractions=fractions
+                )
                 accepted = result.accepted
                 files = ChunkFiles(run.run_id, outcome.accepted, accepted.num_rows, [])
                 if accepted.num_rows:

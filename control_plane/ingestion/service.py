@@ -101,11 +101,17 @@ class IngestionService:
         source: str = "arrow",
         actor: str = "",
         watch: RunWatch = UNWATCHED,
+        one_batch: bool = False,
     ) -> MaterializeOutcome:
+        """Ingests ``chunks`` as one run, validated chunk by chunk. With ``one_batch`` they are one call's
+        tables, all in memory (IngestBatch's): the null-fraction rule judges each by the fraction over
+        all of them, so how a client cut its table into transport pieces changes nothing; without, each
+        chunk by its own (a source read a chunk at a time)."""
         found, entity = self._resolve(view, version)
         return self.batch.materialize(
-            found, entity, chunks, window=window, source_id=source, strict=strict, actor=actor, watch=watch
-        )
+            found, entity, chunks, window=window, source_id=source, strict=strict, actor=actor, watch=watch,
+            one_batch=one_batch,
+        )  # fmt: skip
 
     def materialize_file(
         self, view: str, version: int, source_uri: str, *, window: Window = OPEN_WINDOW, strict: bool = False,

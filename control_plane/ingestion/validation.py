@@ -34,7 +34,10 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   batch's null fraction is ``nulls / records``; when it exceeds ``max_null_fraction``, *every* null
   record of that feature is rejected ("null fraction 0.40 in batch exceeds max 0.10"); at or below it,
   nulls are accepted. A missing feature column counts as all null. The fraction is the table's own
-  unless ``null_fractions`` gives it: so in streaming it is per read batch, and a replay passes
+  unless ``null_fractions`` gives it: an IngestBatch call's chunks (the SDK's transport pieces of one
+  table) are each judged by the fraction over all of the call's tables (``null_fractions()``), a
+  Parquet ``Materialize`` by each chunk's own (65,536 rows, ``parquet_source.PARQUET_BATCH_ROWS``), a
+  stream by each read batch's own; a replay passes
   ``judged_alone`` (0 for every column): a replayed record is judged alone, by its per-record rules, as
   the batch that quarantined it held the null fraction within the rule or quarantined its nulls; judged
   as a batch of its own, one record with a null its rule allowed had a fraction of 1.0 and could never be
@@ -260,6 +263,26 @@ def validate(
     return ValidationResult(accepted, _rejected(table, reasons))
 
 
+def null_fractions(
+    view: pb.FeatureView, entity: pb.Entity, tables: Iterable[pa.Table], *, stored: bool = False
+) -> dict[str, float]:
+    """By value column, its null fraction over all of ``tables`` (one call's, each validated on its own):
+    ``validate``'s ``null_fractions`` for them. Nulls are counted as ``validate`` counts them: NaN is
+    null, a missing column all null, and a value that fails its cast is no null (its record is rejected
+    for the cast)."""
+    columns = _own_value_columns(view, entity, stored)
+    records = 0
+    nulls = dict.fromkeys((column.name for column in columns), 0)
+    for table in tables:
+        refuse_repeated_columns(table)
+        table = decode_run_ends(table)
+        records += table.num_rows
+        for column in columns:
+            _source, cast, failed = _cast_values(table, column)
+            nulls[column.name] += int((~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed).sum())
+    return {name: count / records if records else 0.0 for name, count in nulls.items()}
+
+
 def judged_alone(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> dict[str, float]:
     """``validate``'s ``null_fractions`` for records each judged alone (a replay): a null fraction of 0
     for every value column, so no batch's fraction rejects a null; ``max_null_fraction`` 0 still does."""
@@ -359,15 +382,12 @@ def _check_values(
     """``column``'s values cast, their failures added to ``reasons``; ``fraction``: the null fraction the
     batch rule judges (None: this table's)."""
     n, name, rule = table.num_rows, column.name, column.rule
-    if name in table.column_names:
-        source = _column(table, name)
-        cast, failed = lossless_cast(source, column.arrow_type)
+    source, cast, failed = _cast_values(table, column)
+    if source is not None:
         reasons.add(
             failed,
             lambda row: f"{name}: {show(source[row])} not castable to {column.arrow_type} without loss",
         )
-    else:
-        cast, failed = pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
     if column.finite and valid.any():
         infinite = _mask(pc.is_inf(cast))
@@ -392,6 +412,18 @@ def _check_values(
         why = f" (the rule of feature {derived.feature!r}, the {derived.aggregation})"
         _check_rule(cast, valid, derived.rule, name, why, reasons)
     return cast
+
+
+def _cast_values(
+    table: pa.Table, column: ValueColumn
+) -> tuple[pa.Array | None, pa.Array, npt.NDArray[np.bool_]]:
+    """``column``'s source values (None: the table lacks it), cast, and where the cast failed."""
+    n = table.num_rows
+    if column.name not in table.column_names:
+        return None, pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
+    source = _column(table, column.name)
+    cast, failed = lossless_cast(source, column.arrow_type)
+    return source, cast, failed
 
 
 def _check_rule(

@@ -27,7 +27,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import ingestion_pb2
 from clients.aether.v1.ingestion_pb2_grpc import IngestionStub
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
-from clients.sdk.ingestion import IngestionClient
+from clients.sdk.ingestion import DEFAULT_CHUNK_BYTES, IngestionClient, ipc_chunks
 from control_plane.api.ingestion import add_to_server
 from control_plane.api.offline_features import offline_root
 from control_plane.cli.ingestion import register
@@ -320,6 +320,46 @@ async def test_run_end_encoded_columns_are_decoded_and_validated_like_plain_ones
     assert [(json.loads(r.payload_json)["mode"], r.reason) for r in records] == [
         (9, "mode: 9 not in allowed values [1, 2, 3]")
     ]
+
+
+async def test_the_null_fraction_rule_judges_the_whole_call_not_each_transport_piece(
+    control_plane: ControlPlaneServer,
+) -> None:
+    """``IngestionClient.ingest`` cuts a table into IPC pieces (here 5,000 rows; 50,000 by default), and
+    the server judged the null fraction per piece: a call with 1/6 nulls in temperature_c (whose rule
+    allows 0.5), all in its last piece, had every null of that piece quarantined. Every piece is judged
+    by the call's fraction: 1/6 accepts every null, and 7/12 (one piece at exactly 0.5, the other all
+    nulls) quarantines every null, those of the piece at 0.5 too."""
+    n = 6_000
+
+    def table(null_rows: list[range]) -> pa.Table:
+        nulls = {row for rows in null_rows for row in rows}
+        return pa.table(
+            {
+                "sensor_id": pa.array(range(n), pa.int64()),
+                "event_ts": pa.array([NOW - timedelta(minutes=1)] * n, pa.timestamp("us", tz="UTC")),
+                "temperature_c": pa.array([None if i in nulls else 20.0 for i in range(n)], pa.float32()),
+                "mode": pa.array([1] * n, pa.int32()),
+            }
+        )
+
+    client = IngestionClient(control_plane.address)
+    try:
+        few = table([range(5_000, 6_000)])  # 1/6 of the call, all of its last piece
+        assert len(list(ipc_chunks(few, 5_000, DEFAULT_CHUNK_BYTES))) == 2
+        response = await asyncio.to_thread(client.ingest, "climate", few, chunk_rows=5_000)
+        assert (response.records_in, response.accepted, response.quarantined) == (n, n, 0)
+
+        many = table([range(2_500), range(5_000, 6_000)])  # 3,500 of 6,000: 0.583 > 0.5
+        response = await asyncio.to_thread(client.ingest, "climate", many, chunk_rows=5_000)
+        assert (response.records_in, response.accepted, response.quarantined) == (n, n - 3_500, 3_500)
+        records = await asyncio.to_thread(client.list_quarantined, view="climate", limit=5_000)
+    finally:
+        client.close()
+    assert len(records) == 3_500
+    assert {record.reason for record in records} == {
+        "temperature_c: null (null fraction 0.583 in batch exceeds max 0.5)"
+    }
 
 
 async def test_rows_wholly_outside_the_window_are_counted_as_skipped_not_an_internal_error(

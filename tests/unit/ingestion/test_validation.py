@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from clients.errors import InvalidArgument
-from control_plane.ingestion.validation import validate
+from control_plane.ingestion.validation import judged_alone, null_fractions, validate
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ENTITY = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.INT64)])
@@ -153,6 +153,35 @@ def test_a_run_end_encoded_column_is_validated_as_its_plain_values() -> None:
     assert result.accepted.column("mode").to_pylist() == [1, 1]
     assert result.rejected.column("reason").to_pylist() == ["mode: 9 not in allowed values [1, 2, 3]"]
     assert json.loads(result.rejected.column("payload")[0].as_py())["mode"] == 9
+
+
+def test_null_fractions_count_over_all_tables_as_validate_counts_nulls() -> None:
+    """NaN is null, a missing column is all null, a value that fails its cast is no null."""
+    first = pa.table({"sensor_id": [1, 2], "event_ts": [NOW] * 2, "temperature_c": [None, math.nan]})
+    second = pa.table(
+        {"sensor_id": [3, 4], "event_ts": [NOW] * 2, "temperature_c": ["warm", "20"], "mode": [1, None]}
+    )
+    assert null_fractions(VIEW, ENTITY, [first, second]) == {"temperature_c": 0.5, "mode": 0.75}
+    assert null_fractions(VIEW, ENTITY, []) == {"temperature_c": 0.0, "mode": 0.0}
+
+
+def test_given_null_fractions_judge_the_table_and_no_nulls_is_a_rule_of_each_record() -> None:
+    """A chunk of a call is judged by the call's fraction (``null_fractions``), a replayed record alone
+    (``judged_alone``: no batch fraction); ``max_null_fraction`` 0 refuses a null either way."""
+    one = batch(temperature_c=[None], mode=[None])
+    assert reasons(one) == {
+        0: "temperature_c: null (null fraction 1.000 in batch exceeds max 0.25); mode: null (NaN or"
+        " missing) not allowed"
+    }
+    alone = validate(VIEW, ENTITY, one, now=NOW, null_fractions=judged_alone(VIEW, ENTITY))
+    assert alone.rejected.column("reason").to_pylist() == ["mode: null (NaN or missing) not allowed"]
+    calls = {"temperature_c": 0.2}
+    assert (
+        validate(VIEW, ENTITY, batch(temperature_c=[None]), now=NOW, null_fractions=calls).rejected.num_rows
+        == 0
+    )
+    over = validate(VIEW, ENTITY, batch(temperature_c=[20.0]), now=NOW, null_fractions={"temperature_c": 0.9})
+    assert over.rejected.num_rows == 0  # only a null is rejected for its fraction
 
 
 def test_rejected_payload_is_the_original_row_as_json() -> None:
