@@ -34,14 +34,17 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   batch's null fraction is ``nulls / records``; when it exceeds ``max_null_fraction``, *every* null
   record of that feature is rejected ("null fraction 0.40 in batch exceeds max 0.10"); at or below it,
   nulls are accepted. A missing feature column counts as all null. The fraction is the table's own
-  unless ``null_fractions`` gives it: an IngestBatch call's chunks (the SDK's transport pieces of one
-  table) are each judged by the fraction over all of the call's tables (``null_fractions()``), a
-  Parquet ``Materialize`` by each chunk's own (65,536 rows, ``parquet_source.PARQUET_BATCH_ROWS``), a
-  stream by each read batch's own; a replay passes
-  ``judged_alone`` (0 for every column): a replayed record is judged alone, by its per-record rules, as
-  the batch that quarantined it held the null fraction within the rule or quarantined its nulls; judged
-  as a batch of its own, one record with a null its rule allowed had a fraction of 1.0 and could never be
-  replayed. Replaying a record quarantined for the batch's null fraction therefore accepts its null;
+  unless ``null_fractions`` gives it. The batch is:
+
+  - an IngestBatch call: its chunks (the SDK's transport pieces of one table) are each judged by the
+    fraction over all of the call's tables (``null_fractions()``);
+  - a Parquet ``Materialize``: each chunk it reads (65,536 rows, ``parquet_source.PARQUET_BATCH_ROWS``);
+  - a stream: each read batch;
+  - none for a replay, which passes ``judged_alone`` (0 for every column): a replayed record is judged
+    alone, by its per-record rules. Its own batch judged its null fraction already; judged as a batch of
+    its own, a record with a null its rule allowed had a fraction of 1.0 and could never be replayed. So
+    replaying a record quarantined for its batch's null fraction accepts its null;
+
 * **unknown columns**: a record with a non-null value in a column the schema does not know is rejected
   (a stream message's fields are its own, so an unknown field rejects just that message); NaN counts as
   null there too, so a pandas frame's extra all-NaN float column rejects nothing.
