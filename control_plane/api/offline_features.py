@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, TypeAlias
 
@@ -26,12 +27,7 @@ from control_plane.api.context import ServiceContext
 from control_plane.api.identity import JOB_RUN, records_lineage
 from control_plane.ingestion import intents
 from control_plane.ingestion.counted import reader_counts
-from control_plane.offline.compaction import (
-    CompactionPolicy,
-    CompactionReport,
-    compact_view,
-    sweep_stale_upload_temps,
-)
+from control_plane.offline.compaction import CompactionPolicy, CompactionReport, compact_view
 from control_plane.offline.compaction_loop import CompactionLoop, skipped_advice, skipped_partitions
 from control_plane.offline.datasets import sweep_stale_copies
 from control_plane.offline.historical import TrainingSet, get_historical_features
@@ -40,6 +36,7 @@ from control_plane.offline.resolve import ViewCatalog
 from control_plane.offline.roots import open_filesystem
 from control_plane.offline.server_paths import confined, datasets_root
 from control_plane.offline.store import OfflineStore
+from control_plane.offline.uploads import sweep_stale_upload_temps
 from control_plane.tracking.store import TrackingStore
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -247,6 +244,37 @@ def reader_store(context: ServiceContext) -> OfflineStore:
     )
 
 
+def _sweep_store(store: OfflineStore) -> None:
+    swept = store.sweep_stale_temps()
+    if swept:
+        _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)
+
+
+def _sweep_datasets(datasets: str) -> None:
+    swept = sweep_stale_copies(datasets)
+    if swept:
+        _log.info(
+            "removed %d stale temporary training-set file(s) from the datasets root %s",
+            swept,
+            redact_uri(datasets),
+        )
+
+
+def _sweep_object_stores(store: OfflineStore | None, datasets: str | None) -> None:
+    """The start's sweeps of an object-store offline root and datasets root (hidden staged objects,
+    :mod:`control_plane.offline.uploads`): best effort, each failure logged."""
+    if store is not None:
+        try:
+            _sweep_store(store)
+        except Exception:
+            _log.warning("could not sweep the offline store %s", redact_uri(str(store.root)), exc_info=True)
+    if datasets is not None:
+        try:
+            _sweep_datasets(datasets)
+        except Exception:
+            _log.warning("could not sweep the datasets root %s", redact_uri(datasets), exc_info=True)
+
+
 def datasets_root_of(context: ServiceContext) -> str:
     """The settings' ``datasets_root`` when they have one, else ``AETHER_DATASETS_ROOT``, else the
     ``datasets`` folder in the control plane's home (:mod:`control_plane.offline.server_paths`)."""
@@ -255,25 +283,34 @@ def datasets_root_of(context: ServiceContext) -> str:
 
 def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     """Serves the offline store, after removing the temporary files that writers killed mid-write left
-    in it (:meth:`OfflineStore.sweep_stale_temps`; a compaction's too) and in the datasets root (a
-    training set's ``output_path`` copy, :func:`sweep_stale_copies`), and compacts it in the background
-    every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
+    in it (:meth:`OfflineStore.sweep_stale_temps`; a compaction's too), in the datasets root (a
+    training set's ``output_path`` copy, :func:`sweep_stale_copies`) and in the local folder where
+    uploads to an object store are written first (:func:`sweep_stale_upload_temps`), and compacts it in
+    the background every ``offline_compact_interval_s`` (:mod:`control_plane.offline.compaction_loop`)."""
     store = reader_store(context)
-    swept = store.sweep_stale_temps()
-    if swept:
-        _log.info("removed %d stale temporary file(s) from the offline store %s", swept, store.base_path)
     datasets = datasets_root_of(context)
-    swept = sweep_stale_copies(datasets)
+    local_store, local_datasets = store.filesystem.type_name == "local", "://" not in datasets
+    if local_store:
+        _sweep_store(store)
+    if local_datasets:
+        _sweep_datasets(datasets)
+    # Whatever the roots: a training set's copy to an object store is written here first too.
+    swept = sweep_stale_upload_temps()
     if swept:
         _log.info(
-            "removed %d stale temporary training-set file(s) from the datasets root %s", swept, datasets
+            "removed %d stale local file(s) that uploads to an object store (a compaction pass's merged"
+            " file, a training set's copy, a dataset record) left before their upload",
+            swept,
         )
-    if store.filesystem.type_name != "local":
-        swept = sweep_stale_upload_temps()
-        if swept:
-            _log.info(
-                "removed %d stale merged file(s) that compaction passes left before their upload", swept
-            )
+    if not (local_store and local_datasets):
+        # An object store's sweep lists it: in the background, so a store out of reach or slow to answer
+        # does not hold up (or stop) the start; what it could not remove waits for the next start.
+        threading.Thread(
+            target=_sweep_object_stores,
+            args=(None if local_store else store, None if local_datasets else datasets),
+            name="offline-sweep",
+            daemon=True,
+        ).start()
     policy = getattr(context.settings, "offline_compaction", None) or CompactionPolicy()
     # A local root's partitions are locked by files in their folders; an object store's by the database.
     locks = None if store.filesystem.type_name == "local" else DatabaseLocks(context.engine)

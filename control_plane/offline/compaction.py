@@ -45,10 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import os
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,21 +72,27 @@ from control_plane.offline.merged import (
     without_record,
 )
 from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
-from control_plane.offline.store import STALE_TEMP_AGE_S, OfflineStore, parquet_write_options
+from control_plane.offline.store import OfflineStore, parquet_write_options
 from control_plane.offline.store_errors import decoding_footer, store_errors
+from control_plane.offline.uploads import (
+    COMPACT_TEMP_PREFIX,
+    discard_staged,
+    local_upload_temp,
+    stage,
+)
+
+# Re-exported: the control plane's start and the tests import them from here, as before the split.
+from control_plane.offline.uploads import S3_SINGLE_COPY_LIMIT as S3_SINGLE_COPY_LIMIT
+from control_plane.offline.uploads import sweep_stale_upload_temps as sweep_stale_upload_temps
+from control_plane.offline.uploads import upload_temp_folder as upload_temp_folder
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
-_UPLOAD_CHUNK = 8 << 20
 _TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
-_UPLOAD_TEMP_PREFIX = "aether-compact-"  # a merged file of an object store's pass, before its upload
 # An object store's merged file while it is checked, before its copy to its name: hidden from readers.
 _STAGED_PREFIX, _STAGED_SUFFIX = ".compact-", ".tmp"
-_READ_BACK_TRIES = 3
-_READ_BACK_PAUSE_S = 0.5
-#: The largest object S3 copies in one CopyObject (5 GiB); a merged file must fit, since it is published
+#: A merged file must fit in one S3 CopyObject (``uploads.S3_SINGLE_COPY_LIMIT``), since it is published
 #: by one copy. A run on an object store ends before its sources reach MAX_OBJECT_STORE_RUN_BYTES.
-S3_SINGLE_COPY_LIMIT = 5 * 1024**3
 MAX_OBJECT_STORE_RUN_BYTES = 4 * 1024**3
 
 
@@ -292,7 +295,7 @@ def _merge(
     temp = (
         f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
         if local
-        else f"{upload_temp_folder()}/{_UPLOAD_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+        else local_upload_temp(COMPACT_TEMP_PREFIX)
     )
     sources: list[Replaced] = []
     try:
@@ -327,7 +330,7 @@ def _merge(
             _publish(filesystem, staged, f"{partition}/{final_name}")
         finally:
             if staged != temp:
-                _discard_staged(filesystem, staged)  # one left behind: swept by the partition's next pass
+                discard_staged(filesystem, staged)  # one left behind: swept by the partition's next pass
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -340,60 +343,14 @@ def _merge(
 
 def _stage(filesystem: pafs.FileSystem, temp: str, partition: str) -> str:
     """Uploads the local merged file ``temp`` under a hidden name in ``partition`` (readers and passes
-    skip it) and reads its size and footer back; returns that name. An upload that fails, or does not
-    read back as written, is removed and raises: it was never visible, so nothing a reader listed goes.
-    (Uploaded under its final name, a cut-off upload was published part-way by pyarrow's closing stream
-    and failed every listing until removed, and a read-back that failed once deleted a merged file that
-    readers had already listed.)"""
-    size = os.path.getsize(temp)
-    if filesystem.type_name == "s3" and size > S3_SINGLE_COPY_LIMIT:
-        raise OSError(f"a merged file of {size} bytes is over the {S3_SINGLE_COPY_LIMIT} S3 copies at once")
+    skip it) and reads its size and footer back (:func:`control_plane.offline.uploads.stage`); returns
+    that name. An upload that fails, or does not read back as written, is removed and raises: it was
+    never visible, so nothing a reader listed goes. (Uploaded under its final name, a cut-off upload was
+    published part-way by pyarrow's closing stream and failed every listing until removed, and a
+    read-back that failed once deleted a merged file that readers had already listed.)"""
     staged = f"{partition}/{_STAGED_PREFIX}{uuid.uuid4().hex}{_STAGED_SUFFIX}"
-    try:
-        with open(temp, "rb") as source, filesystem.open_output_stream(staged) as sink:
-            while chunk := source.read(_UPLOAD_CHUNK):
-                sink.write(chunk)
-        _check_staged(filesystem, temp, size, staged)
-    except BaseException:
-        _discard_staged(filesystem, staged)
-        raise
+    stage(filesystem, temp, staged)
     return staged
-
-
-def _check_staged(filesystem: pafs.FileSystem, temp: str, size: int, staged: str) -> None:
-    """``staged`` must hold ``size`` bytes and end with the footer of the local file ``temp`` (the record
-    of the run and every row group's place and length). A read that fails is tried again a few times (a
-    dropped connection, a throttled request) before the pass gives up."""
-    with open(temp, "rb") as local:
-        local.seek(size - 8)
-        footer_length = int.from_bytes(local.read(4), "little")
-        tail = min(size, footer_length + 8)
-        local.seek(size - tail)
-        expected = local.read(tail)
-    for attempt in range(_READ_BACK_TRIES):
-        try:
-            with filesystem.open_input_file(staged) as source:
-                found_size = int(source.size())
-                found = source.read_at(tail, size - tail) if found_size == size else b""
-            break
-        except FileNotFoundError:
-            found_size, found = -1, b""
-            break
-        except OSError:
-            if attempt + 1 == _READ_BACK_TRIES:
-                raise
-            time.sleep(_READ_BACK_PAUSE_S * (attempt + 1))
-    if found_size != size or bytes(found) != expected:
-        # EIO: an upload that may read back whole at the next pass, so UNAVAILABLE (offline_store_error
-        # reads an OSError's errno first; this text's words need not say so).
-        raise OSError(
-            errno.EIO, f"the merged file uploaded as {staged} did not read back as written; it was removed"
-        )
-
-
-def _discard_staged(filesystem: pafs.FileSystem, staged: str) -> None:
-    with contextlib.suppress(OSError):  # left behind, it is hidden, and the next pass removes it
-        filesystem.delete_file(staged)
 
 
 def _is_staged(name: str) -> bool:
@@ -425,11 +382,12 @@ def _delete_replaced(
 ) -> int:
     """Deletes what every merged file of the partition made at least the grace ago replaced (a hidden
     merged file too: its sources are named by the newer one as well, so the order does not matter)."""
-    names = {
-        info.base_name
+    files = [
+        info
         for info in filesystem.get_file_info(pafs.FileSelector(partition, allow_not_found=True))
         if info.type == pafs.FileType.File
-    }
+    ]
+    names = {info.base_name for info in files}
     due_us = int(now.timestamp() * 1_000_000) - int(policy.grace_s * 1_000_000)
     doomed: set[str] = set()
     for name in sorted(names):
@@ -447,27 +405,8 @@ def _delete_replaced(
         # confirmed first: a pass that lost it would remove the staged file of the pass that holds it.
         for name in sorted(n for n in names if _is_staged(n)):
             held.confirm()
-            _discard_staged(filesystem, f"{partition}/{name}")
+            discard_staged(filesystem, f"{partition}/{name}")
     return len(doomed)
-
-
-def upload_temp_folder() -> Path:
-    """Where a pass over an object store writes each merged file before its upload."""
-    return Path(tempfile.gettempdir())
-
-
-def sweep_stale_upload_temps(older_than_s: float = STALE_TEMP_AGE_S) -> int:
-    """Removes the merged files that passes over an object store, killed before their upload ended,
-    left in :func:`upload_temp_folder` (``aether-compact-*.tmp``, its top level only) and that were last
-    written more than ``older_than_s`` ago (a younger one may be a live pass's); returns how many."""
-    cutoff = time.time() - older_than_s
-    removed = 0
-    for path in upload_temp_folder().glob(f"{_UPLOAD_TEMP_PREFIX}*.tmp"):
-        with contextlib.suppress(FileNotFoundError):  # its pass finished meanwhile
-            if path.lstat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-    return removed
 
 
 def _is_local(filesystem: pafs.FileSystem) -> bool:

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from clients.errors import NotFound
+from clients.errors import InvalidArgument, NotFound
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.roots import open_filesystem
-from control_plane.offline.store import OfflineStore, sweep_stale_temps
+from control_plane.offline.store import DATASETS_DIR as DATASETS_DIR
+from control_plane.offline.store import OfflineStore, sweep_stale_objects, sweep_stale_temps
 from control_plane.offline.store_errors import store_errors
+from control_plane.offline.uploads import publish_whole
 
 CANONICAL_BATCH_ROWS = 65_536
-# A leading underscore: view names may not start with one, so no view folder can collide with it.
-DATASETS_DIR = "_datasets"
 
 
 class _HashingSink:
@@ -152,16 +152,42 @@ def read_dataset_record(store: OfflineStore, dataset_hash: str) -> dict[str, Any
 
 def write_parquet(table: pa.Table, target: str) -> str:
     """Writes ``table`` to ``target`` (a local path or a pyarrow filesystem URI) so that readers see the
-    old file or the whole new one, never a part. Returns where it was written, as a reader opens it: a
-    local path made absolute, or the URI given without its credentials. Not an object store's bare path
-    (``bucket/key``), which was recorded and returned as where the copy lay: it names no store, and
-    reading the dataset back by hash looked for a local file of that name."""
+    old file or the whole new one, never a part (:func:`_write_atomically`). Returns where it was
+    written, as a reader opens it: a local path made absolute, or the URI given without its credentials.
+    Not an object store's bare path (``bucket/key``), which was recorded and returned as where the copy
+    lay: it names no store, and reading the dataset back by hash looked for a local file of that name.
+    A column Parquet cannot hold (a union) is :class:`InvalidArgument` naming it
+    (:func:`check_parquet_columns`): it was pyarrow's ArrowNotImplementedError, an internal error. An
+    OSError is the filesystem's."""
+    check_parquet_columns(table.schema)
     filesystem, path = open_filesystem(target)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         filesystem.create_dir(parent, recursive=True)
     _write_atomically(filesystem, path, lambda sink: pq.write_table(table, sink))
     return path if filesystem.type_name == "local" else redact_uri(target)
+
+
+def check_parquet_columns(schema: pa.Schema) -> None:
+    """Refuses (:class:`InvalidArgument`) a schema with a column Parquet cannot hold (a union, say),
+    naming the first such column and its type: only an empty writer is made, so nothing is written."""
+    try:
+        pq.ParquetWriter(pa.BufferOutputStream(), schema).close()
+        return
+    except pa.ArrowException as exc:
+        if isinstance(exc, OSError):
+            raise
+        whole = exc
+    for field in schema:
+        try:
+            pq.ParquetWriter(pa.BufferOutputStream(), pa.schema([field])).close()
+        except pa.ArrowException as exc:
+            if isinstance(exc, OSError):
+                raise
+            raise InvalidArgument(
+                f"column {field.name!r} is of type {field.type}, which Parquet cannot hold ({exc})"
+            ) from exc
+    raise InvalidArgument(f"the columns cannot be written as Parquet ({whole})") from whole
 
 
 def utc_now_iso() -> str:
@@ -174,25 +200,36 @@ _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 def sweep_stale_copies(root: str) -> int:
     """Removes the temporary files of ``output_path`` copies (``write_parquet``) that a crash left under
-    the local datasets ``root``, once past the offline store's age rule; returns how many. Only names
-    of the exact form written here: the root also holds the callers' own files (entity rows), which a
-    hidden ``.*.tmp`` of theirs may be. A URI root has none (an upload appears whole or not at all)."""
-    if "://" in root:
-        return 0
-    return sweep_stale_temps(str(Path(root).expanduser().resolve()), is_temp=_is_copy_temp)
+    the datasets ``root``, once past the offline store's age rule; returns how many. Only names of the
+    exact form written here: the root also holds the callers' own files (entity rows), which a hidden
+    ``.*.tmp`` of theirs may be. Under a local root, the temporary files of the copies' renames; under an
+    object store's, the hidden staged objects of their uploads (:mod:`control_plane.offline.uploads`),
+    found by listing the root (a start-up's one listing)."""
+    if "://" not in root:
+        return sweep_stale_temps(str(Path(root).expanduser().resolve()), is_temp=_is_copy_temp)
+    filesystem, path = open_filesystem(root)
+    if filesystem.type_name == "local":
+        return 0  # a file:// root: written as a local one, but not swept (as before)
+    return sweep_stale_objects(filesystem, path, recursive=True, is_temp=_is_copy_temp)
 
 
 def _is_copy_temp(name: str) -> bool:
     return _TEMP_NAME.fullmatch(name) is not None
 
 
-def _write_atomically(filesystem: pafs.FileSystem, path: str, write: Any) -> None:
-    if filesystem.type_name != "local":  # object stores publish an upload only once it is complete
-        with filesystem.open_output_stream(path) as sink:
-            write(sink)
+def _write_atomically(filesystem: pafs.FileSystem, path: str, write: Callable[[Any], object]) -> None:
+    """Writes what ``write`` writes to the file it is given as ``path``, whole or not at all: on a local
+    filesystem under a hidden temporary name next to it (``.<name>.<uuid4 hex>.tmp``), fsynced and renamed
+    into place; on an object store written whole to a local temporary file, uploaded under that hidden
+    name, read back and copied to ``path`` (:func:`control_plane.offline.uploads.publish_whole`). Written
+    straight to ``path`` there, a write that failed part-way was published part-way by pyarrow's closing
+    stream, over the previous good copy (a torn Parquet file, or an empty one)."""
+    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    hidden = f".{name}.{uuid.uuid4().hex}.tmp"
+    if filesystem.type_name != "local":
+        publish_whole(filesystem, path, f"{folder}/{hidden}" if folder else hidden, write)
         return
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    temp = os.path.join(folder, hidden)
     try:
         with open(temp, "wb") as sink:
             write(sink)

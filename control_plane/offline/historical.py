@@ -26,7 +26,13 @@ import pyarrow as pa
 from clients.errors import FailedPrecondition, InvalidArgument
 from clients.files import unwritable_reason
 from clients.uris import redact_text, redact_uri
-from control_plane.offline.datasets import content_hash, record_dataset, utc_now_iso, write_parquet
+from control_plane.offline.datasets import (
+    check_parquet_columns,
+    content_hash,
+    record_dataset,
+    utc_now_iso,
+    write_parquet,
+)
 from control_plane.offline.keys import KeyEncoder
 from control_plane.offline.pit import Int64Array, Labels, join_view
 from control_plane.offline.resolve import ViewCatalog, ViewPlan, plan_views
@@ -73,11 +79,12 @@ def get_historical_features(
 
     INVALID_ARGUMENT: a malformed reference, a missing join key or timestamp column (named), two columns of
     one name, naive or null timestamps or ones beyond the microsecond range, a join key value beyond the
-    entity's key type, a result column that clashes with an entity-row column. NOT_FOUND: an unknown view,
-    version or feature."""
+    entity's key type, a result column that clashes with an entity-row column, with ``output_path`` an
+    entity-row column Parquet cannot hold (a union). NOT_FOUND: an unknown view, version or feature.
+    Writing the copy: FAILED_PRECONDITION or UNAVAILABLE, the filesystem's error (:func:`_write_output`)."""
     plans = plan_views(catalog, features)
     if output_path:
-        _check_output(output_path)
+        _check_output(output_path, entity_rows.schema)
     _refuse_repeated_columns(entity_rows)
     ts_name = _timestamp_column(entity_rows, timestamp_column)
     label_ts = _label_micros(entity_rows, ts_name)
@@ -139,17 +146,32 @@ def _relative(store: OfflineStore, path: str) -> str:
     return path.removeprefix(f"{store.base_path.rstrip('/')}/")
 
 
-def _check_output(output_path: str) -> None:
-    # Before the join, which may take minutes: its result would be lost to a path that cannot be written.
+def _check_output(output_path: str, entity_schema: pa.Schema) -> None:
+    # Before the join, which may take minutes: its result would be lost to a path that cannot be written,
+    # or to an entity-row column Parquet cannot hold (the feature columns' types always can be).
     open_filesystem(output_path)  # a URI pyarrow refuses is INVALID_ARGUMENT, its credentials unshown
     reason = unwritable_reason(output_path)
     if reason is not None:
         raise InvalidArgument(f"cannot write the training set to {output_path!r}: {reason}")
+    try:
+        check_parquet_columns(entity_schema)
+    except InvalidArgument as refused:
+        raise InvalidArgument(
+            f"cannot write the training set to {redact_uri(output_path)!r}: the entity rows' {refused}"
+        ) from None
 
 
 def _write_output(table: pa.Table, output_path: str, dataset_hash: str) -> str:
+    """Writes the copy (``write_parquet``: whole or not at all, the previous copy kept when it fails). A
+    column Parquet cannot hold is INVALID_ARGUMENT naming it (the caller's data; checked before the
+    join too); the filesystem's OSError, FAILED_PRECONDITION."""
     try:
         return write_parquet(table, output_path)
+    except InvalidArgument as refused:
+        raise InvalidArgument(
+            f"cannot write the training set to {redact_uri(output_path)!r}: {refused}; it was built (dataset"
+            f" {dataset_hash}) but neither written nor recorded"
+        ) from None
     except OSError as error:  # the path changed since _check_output, the disk filled, a remote store failed
         reason = redact_text(error.strerror or str(error), output_path)
         raise FailedPrecondition(

@@ -71,14 +71,16 @@ from control_plane.offline.stored_rows import StoredRows
 # Re-exported: readers import them from the store, as before the split.
 from control_plane.offline.timestamps import TIMESTAMP_TYPE as TIMESTAMP_TYPE
 from control_plane.offline.timestamps import normalize_timestamps as normalize_timestamps
+from control_plane.offline.uploads import STALE_TEMP_AGE_S as STALE_TEMP_AGE_S
 
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
 PARQUET_SUFFIX = ".parquet"
 DATE_PREFIX = "date="
 _TEMP_PREFIX = "."
-#: A temporary file untouched this long is a dead writer's (sweep_stale_temps), as in the artifact store.
-STALE_TEMP_AGE_S = 15 * 60.0
+#: Where dataset records lie under the root (``datasets``). A leading underscore: view names may not start
+#: with one, so no view folder can collide with it.
+DATASETS_DIR = "_datasets"
 #: The event times a date partition can name (``date=YYYY-MM-DD``: years 1 to 9999, those of a Python
 #: date), as microseconds since 1970 in UTC. Ingestion quarantines a record outside them (validation).
 EARLIEST_EVENT_US = EARLIEST_TIME_US  # 0001-01-01T00:00:00Z
@@ -185,10 +187,17 @@ class OfflineStore:
         """Removes the hidden temporary files (``.*.tmp``: a data file's, a dataset record's or copy's)
         that writers killed mid-write left under a local root and that were last written more than
         ``older_than_s`` ago; younger ones may belong to a live writer in another process. Readers never
-        list them, but nothing else removed them: they only took disk. An object store has none (an
-        upload is written under its final name). Returns how many were removed."""
+        list them, but nothing else removed them: they only took disk. Under an object store's root,
+        the hidden staged objects of dataset records (``_datasets/.*.tmp``,
+        :mod:`control_plane.offline.uploads`); its data files are written under their final names, and
+        compaction's staged files are removed by the partition's next pass. Returns how many."""
         if not self._rename_into_place:
-            return 0
+            return sweep_stale_objects(
+                self.filesystem,
+                f"{self.base_path}/{DATASETS_DIR}",
+                recursive=False,
+                older_than_s=older_than_s,
+            )
         return sweep_stale_temps(self.base_path, older_than_s)
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -415,6 +424,30 @@ def sweep_stale_temps(
                     removed += 1
             except FileNotFoundError:  # its writer finished or gave up meanwhile
                 continue
+    return removed
+
+
+def sweep_stale_objects(
+    filesystem: pafs.FileSystem,
+    folder: str,
+    *,
+    recursive: bool,
+    older_than_s: float = STALE_TEMP_AGE_S,
+    is_temp: Callable[[str], bool] = _hidden_temp,
+) -> int:
+    """:func:`sweep_stale_temps` for ``folder`` on an object store: removes the objects whose name
+    ``is_temp`` and that were last modified more than ``older_than_s`` ago; returns how many."""
+    cutoff_ns = time.time_ns() - int(older_than_s * 1e9)
+    selector = pafs.FileSelector(folder, allow_not_found=True, recursive=recursive)
+    removed = 0
+    for info in filesystem.get_file_info(selector):
+        if info.type != pafs.FileType.File or not is_temp(info.base_name):
+            continue
+        if info.mtime_ns is None or info.mtime_ns >= cutoff_ns:
+            continue
+        with contextlib.suppress(FileNotFoundError):  # its writer removed it meanwhile
+            filesystem.delete_file(info.path)
+            removed += 1
     return removed
 
 
