@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ from control_plane.offline.store import OfflineStore, parquet_write_options
 from control_plane.offline.store_errors import decoding_footer, store_errors
 from control_plane.offline.uploads import (
     COMPACT_TEMP_PREFIX,
+    STALE_TEMP_AGE_S,
     discard_staged,
     local_upload_temp,
     stage,
@@ -353,6 +355,10 @@ def _stage(filesystem: pafs.FileSystem, temp: str, partition: str) -> str:
     return staged
 
 
+def _is_write_staged(name: str) -> bool:
+    return name.startswith(_TEMP_PREFIX) and name.endswith(_STAGED_SUFFIX)
+
+
 def _is_staged(name: str) -> bool:
     return name.startswith(_STAGED_PREFIX) and name.endswith(_STAGED_SUFFIX)
 
@@ -381,7 +387,8 @@ def _delete_replaced(
     filesystem: pafs.FileSystem, partition: str, policy: CompactionPolicy, now: dt.datetime, held: Held | None
 ) -> int:
     """Deletes what every merged file of the partition made at least the grace ago replaced (a hidden
-    merged file too: its sources are named by the newer one as well, so the order does not matter)."""
+    merged file too: its sources are named by the newer one as well, so the order does not matter), and
+    on an object store the hidden staged uploads that dead passes and writers left (``uploads``)."""
     files = [
         info
         for info in filesystem.get_file_info(pafs.FileSelector(partition, allow_not_found=True))
@@ -406,6 +413,17 @@ def _delete_replaced(
         for name in sorted(n for n in names if _is_staged(n)):
             held.confirm()
             discard_staged(filesystem, f"{partition}/{name}")
+        # A data file's upload staged by a writer that died before its copy (``OfflineStore._write_file``):
+        # hidden, and named by no intent; past the age rule, no live writer's.
+        if not _is_local(filesystem):
+            cutoff_ns = time.time_ns() - int(STALE_TEMP_AGE_S * 1e9)
+            for info in files:
+                name = info.base_name
+                if _is_staged(name) or not _is_write_staged(name):
+                    continue
+                if info.mtime_ns is not None and info.mtime_ns < cutoff_ns:
+                    held.confirm()
+                    discard_staged(filesystem, info.path)
     return len(doomed)
 
 

@@ -7,8 +7,9 @@ Layout, under a root that is a local folder or any ``pyarrow.fs`` URI (``file://
 Every file holds the entity join-key columns, ``event_ts`` and ``ingested_ts`` (``timestamp[us, tz=UTC]``)
 and one column per feature. A file is written whole or not at all: on a local filesystem it is written
 under a hidden temporary name (a leading ``.``) and renamed into place, so a writer that dies mid-write
-leaves only a hidden fragment that readers never list. Object stores make an upload visible only once it
-is complete, so there the final name is written directly.
+leaves only a hidden fragment that readers never list. On an object store, whose pyarrow output stream
+completes an upload on close even after the writing raised, a file is written whole locally, uploaded under
+a hidden name, read back and copied to its name (:mod:`control_plane.offline.uploads`).
 
 File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first), so listing a partition in name
 order lists files in write order. Every file of a write is named before any is written, and ``write``
@@ -72,6 +73,7 @@ from control_plane.offline.stored_rows import StoredRows
 from control_plane.offline.timestamps import TIMESTAMP_TYPE as TIMESTAMP_TYPE
 from control_plane.offline.timestamps import normalize_timestamps as normalize_timestamps
 from control_plane.offline.uploads import STALE_TEMP_AGE_S as STALE_TEMP_AGE_S
+from control_plane.offline.uploads import publish_whole
 
 EVENT_TS = "event_ts"
 INGESTED_TS = "ingested_ts"
@@ -107,7 +109,7 @@ class OfflineStore:
         self._uncounted = uncounted
         self._counted = counted
         self.filesystem, self.base_path = open_filesystem(self.root)
-        # Object stores make a PUT visible only when complete; local renames give the same guarantee.
+        # A local file is renamed into place; an object store's is staged and copied (uploads.py).
         self._rename_into_place = self.filesystem.type_name == "local"
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -168,7 +170,12 @@ class OfflineStore:
         final = f"{partition}/{name}{PARQUET_SUFFIX}"
         options = parquet_write_options(rows.schema)
         if not self._rename_into_place:
-            pq.write_table(rows, final, filesystem=self.filesystem, **options)
+            # Written to its final key, a write that failed part-way was published part-way by pyarrow's
+            # closing stream: hidden by its open intent until the recovery removed it, but read by every
+            # listing of the partition (and failing it) where no intent named it any more (a writer that
+            # lost its lease, a write without ``announce``).
+            staged = f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+            publish_whole(self.filesystem, final, staged, lambda sink: pq.write_table(rows, sink, **options))
             return final
         temp = f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
         try:

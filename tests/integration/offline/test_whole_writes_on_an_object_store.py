@@ -1,5 +1,6 @@
-"""A training set's ``output_path`` copy and a dataset record written to an object store (the suite's S3
-endpoint, tests/support/s3_server.py, through pyarrow's real S3 client) whose write fails part-way.
+"""A training set's ``output_path`` copy, a dataset record and an ingested data file written to an object
+store (the suite's S3 endpoint, tests/support/s3_server.py, through pyarrow's real S3 client) whose write
+fails part-way.
 
 pyarrow's S3 output stream completes its upload when it is closed, even after the writing raised: they
 were written straight to their final key, so a write that failed part-way published its part over the
@@ -26,18 +27,23 @@ import pytest
 from clients.errors import InvalidArgument, OfflineStoreUnavailable
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.offline import OfflineFeaturesClient
+from control_plane.db.engine import create_db_engine
 from control_plane.offline import datasets, uploads
+from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.datasets import (
     read_dataset_record,
     record_dataset,
     sweep_stale_copies,
     write_parquet,
 )
+from control_plane.offline.partition_locks import DatabaseLocks
 from control_plane.offline.roots import open_filesystem
 from control_plane.offline.store import OfflineStore
 from tests.integration.offline.test_datasets_on_an_object_store import ADMIN, control_plane, rows
 from tests.support.faulty_fs import CutOffStream, faulty
 from tests.support.s3_server import FakeS3Server
+from tests.unit.offline.builders import T0
+from tests.unit.offline.test_compaction import NOW, VIEW, numbered, read_all, write_files
 
 GOOD = pa.table({"x": list(range(1000))})
 
@@ -185,6 +191,44 @@ def test_staged_objects_a_crash_left_are_swept(s3: FakeS3Server) -> None:
     s3.objects[stale_record] = b"{"
     assert OfflineStore(s3.uri("offline")).sweep_stale_temps(older_than_s=100 * 365 * 86400) == 0
     assert stale_record in s3.objects
+
+
+def test_a_data_file_whose_upload_is_cut_off_is_never_listed(
+    s3: FakeS3Server, tmp_path: Path, upload_temps: set[Path]
+) -> None:
+    """An ingested file's upload breaks part-way: it was published under its data file's name, which
+    every listing of the partition then read (and failed on) wherever no open intent hid it. Now the write
+    fails with nothing listed, and the files written before read back whole."""
+    store = OfflineStore(s3.uri("features"))
+    first = numbered(1)[0]
+    write_files(store, [first])
+    real = store.filesystem
+    store.filesystem, hooks = faulty(real)
+    hooks.wrap_output = lambda _path, stream: CutOffStream(stream)
+    with pytest.raises(OfflineStoreUnavailable, match="cut off part-way"):
+        store.write(VIEW, 1, numbered(1, first=1)[0])
+    store.filesystem = real
+    assert len(store.files(VIEW, 1)) == 1
+    assert read_all(store).equals(first)
+    partition = store.partition_path(VIEW, 1, T0.date())
+    only = Path(store.files(VIEW, 1)[0]).name
+    assert [Path(key).name for key in keys_under(s3, partition.split("/", 1)[1])] == [only]  # none hidden
+
+
+def test_a_pass_removes_a_data_files_staged_upload_a_crash_left(s3: FakeS3Server, tmp_path: Path) -> None:
+    """A writer killed between its upload and its copy leaves a hidden staged object in the partition, named
+    by no intent: the partition's next pass removes it once past the age rule (the fake endpoint dates
+    every object 2024), and touches nothing else."""
+    store = OfflineStore(s3.uri("features"))
+    write_files(store, numbered(2))
+    partition = store.partition_path(VIEW, 1, T0.date()).split("/", 1)[1]
+    stale = f"{partition}/.{uuid.uuid4().hex}.tmp"
+    s3.objects[stale] = b"PAR1 half a file"
+    before = [key for key in keys_under(s3, partition) if key != stale]
+    locks = DatabaseLocks(create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}"))
+    idle = CompactionPolicy(min_files=100)  # nothing to merge: only the partition's clean-up
+    compact_view(store, VIEW, 1, idle, now=NOW, locks=locks)
+    assert keys_under(s3, partition) == before
 
 
 def test_stale_local_upload_temporaries_are_swept() -> None:
