@@ -57,11 +57,14 @@ def union_rows() -> pa.Table:
 
 
 @pytest.fixture
-def upload_temps() -> Iterator[set[Path]]:
-    """The local upload temporaries there were before the test; after it, none of its own is left."""
-    before = set(uploads.upload_temp_folder().glob(f"{uploads.UPLOAD_TEMP_PREFIX}*.tmp"))
-    yield before
-    left = set(uploads.upload_temp_folder().glob(f"{uploads.UPLOAD_TEMP_PREFIX}*.tmp")) - before
+def upload_temps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The local folder where the test's uploads are written first (its own, so other processes' files
+    do not count); after the test, none of them is left there."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    monkeypatch.setattr(uploads, "upload_temp_folder", lambda: folder)
+    yield folder
+    left = sorted(path.name for path in folder.iterdir())
     assert not left, f"local upload temporaries left behind: {left}"
 
 
@@ -73,9 +76,7 @@ def keys_under(s3: FakeS3Server, prefix: str) -> list[str]:
     return sorted(key for key in s3.objects if key.startswith(prefix) and not key.endswith("/"))
 
 
-def test_a_copy_whose_write_fails_part_way_leaves_the_good_one(
-    s3: FakeS3Server, upload_temps: set[Path]
-) -> None:
+def test_a_copy_whose_write_fails_part_way_leaves_the_good_one(s3: FakeS3Server, upload_temps: Path) -> None:
     target = copy_target(s3)
     write_parquet(GOOD, target)
     filesystem, path = open_filesystem(target)
@@ -93,9 +94,7 @@ def test_a_copy_whose_write_fails_part_way_leaves_the_good_one(
     assert [r for r in s3.requests[puts_before:] if r[0] in ("PUT", "POST")] == []
 
 
-def test_a_copy_whose_upload_is_cut_off_leaves_the_good_one(
-    s3: FakeS3Server, upload_temps: set[Path]
-) -> None:
+def test_a_copy_whose_upload_is_cut_off_leaves_the_good_one(s3: FakeS3Server, upload_temps: Path) -> None:
     """The upload itself breaks part-way (a FAKE fault), and pyarrow's closing stream completes it: what
     it published is under a hidden name, which is removed; the final key keeps the good copy."""
     target = copy_target(s3)
@@ -114,7 +113,7 @@ def test_a_copy_whose_upload_is_cut_off_leaves_the_good_one(
 
 
 def test_a_copy_parquet_cannot_hold_is_refused_naming_the_column(
-    s3: FakeS3Server, upload_temps: set[Path]
+    s3: FakeS3Server, upload_temps: Path
 ) -> None:
     """The realistic trigger: a union column. ``pq.write_table`` raised once the object store's output
     stream was open, which then published an empty object over the good copy."""
@@ -128,7 +127,7 @@ def test_a_copy_parquet_cannot_hold_is_refused_naming_the_column(
 
 
 def test_a_record_whose_upload_is_cut_off_keeps_the_previous_record(
-    s3: FakeS3Server, upload_temps: set[Path]
+    s3: FakeS3Server, upload_temps: Path
 ) -> None:
     store = OfflineStore(s3.uri("offline"))
     dataset_hash = hashlib.sha256(b"a dataset").hexdigest()
@@ -146,7 +145,7 @@ def test_a_record_whose_upload_is_cut_off_keeps_the_previous_record(
 
 
 async def test_entity_rows_parquet_cannot_hold_are_invalid_argument_and_keep_the_copy(
-    s3: FakeS3Server, tmp_path: Path, db_url: str, upload_temps: set[Path]
+    s3: FakeS3Server, tmp_path: Path, db_url: str, upload_temps: Path
 ) -> None:
     """Through the RPC: entity rows with a union column and an ``output_path`` on the object store were
     INTERNAL, after the join, and left an empty object over the good copy. Now INVALID_ARGUMENT naming the
@@ -194,7 +193,7 @@ def test_staged_objects_a_crash_left_are_swept(s3: FakeS3Server) -> None:
 
 
 def test_a_data_file_whose_upload_is_cut_off_is_never_listed(
-    s3: FakeS3Server, tmp_path: Path, upload_temps: set[Path]
+    s3: FakeS3Server, tmp_path: Path, upload_temps: Path
 ) -> None:
     """An ingested file's upload breaks part-way: it was published under its data file's name, which
     every listing of the partition then read (and failed on) wherever no open intent hid it. Now the write
