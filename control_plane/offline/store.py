@@ -196,8 +196,8 @@ class OfflineStore:
         ``older_than_s`` ago; younger ones may belong to a live writer in another process. Readers never
         list them, but nothing else removed them: they only took disk. Under an object store's root,
         the hidden staged objects of dataset records (``_datasets/.*.tmp``,
-        :mod:`control_plane.offline.uploads`); its data files are written under their final names, and
-        compaction's staged files are removed by the partition's next pass. Returns how many."""
+        :mod:`control_plane.offline.uploads`); the staged objects left in a partition (a data file's or a
+        compaction's) are removed by the partition's next compaction pass. Returns how many."""
         if not self._rename_into_place:
             return sweep_stale_objects(
                 self.filesystem,
