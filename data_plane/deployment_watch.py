@@ -21,6 +21,13 @@ plans it has. Plans of another metadata database than the held plans' are refuse
 ``accept_store_id`` names it), as the plans of an empty database would unload every model: see
 :mod:`data_plane.watch_stream`.
 
+Which versions a call naming their model reaches follows the plans too: a plan's primary is reachable by
+name, a version the plans hold only as a canary or a shadow is not (unless the static config holds it as
+well). With each snapshot swapped in, every version the plans use is told its new role
+(``set_plan_use``), in the same step: a canary promoted to primary becomes reachable, and a primary
+demoted to canary (made a canary of the deployment that another version is now primary of) stops being so,
+named or as its model's newest version; its requests in flight are answered.
+
 A plan whose spec changes only serving fields of a loaded version (``allow_non_finite``, batching) is
 applied to it in place (``ensure_loaded``; see :mod:`data_plane.models.manager`). The manager holds one
 spec per version, so when two deployments share a version with different serving configs, the last plan
@@ -42,7 +49,7 @@ from clients.aether.v1 import deployments_pb2, deployments_pb2_grpc
 from clients.sdk.auth import ChannelSecurity
 from data_plane.deployment_plan import EMPTY_PLANS, DeploymentPlans, plans_from_snapshot
 from data_plane.models.spec import ModelSpec
-from data_plane.models.version import ModelState
+from data_plane.models.version import ModelState, Use
 from data_plane.settings import DataPlaneSettings
 from data_plane.watch_stream import WatchStream, load_message
 
@@ -57,7 +64,9 @@ INVALID_PLAN = "invalid_plan"
 class ModelLoader(Protocol):
     """The part of the model manager the watch drives."""
 
-    def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> Awaitable[None]: ...
+    def ensure_loaded(self, spec: ModelSpec, *, use: Use = Use.DIRECT) -> Awaitable[None]: ...
+
+    def set_plan_use(self, name: str, version: int, use: Use) -> None: ...
 
     def unload(self, name: str, version: int) -> Awaitable[None]: ...
 
@@ -129,7 +138,7 @@ class DeploymentWatch:
         # Versions loaded outside the plans (the static model config): retried as the plans' are when
         # their load failed, and never unloaded by the watch.
         self._static: dict[tuple[str, int], ModelSpec] = {}
-        # The versions some installed (or installing) plan serves as its primary: reachable by name.
+        # The versions some installed plan serves as its primary: reachable by name (see _use).
         self._primaries: frozenset[tuple[str, int]] = frozenset()
         self._plans = EMPTY_PLANS
         # Which watch stream the plans came from (0: the persisted file, or none yet), and the stream that
@@ -277,7 +286,7 @@ class DeploymentWatch:
 
     async def _retry_load(self, spec: ModelSpec) -> None:
         try:
-            await self._loader.ensure_loaded(spec, plan_only=self._plan_only(spec.key))
+            await self._loader.ensure_loaded(spec, use=self._use(spec.key))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -302,15 +311,22 @@ class DeploymentWatch:
                 self._installed.notify_all()
             return False
         wanted = shared_specs(plans, self._plans, self._loaded)
-        primaries = frozenset(plan.primary.model.key for plan in plans.plans.values())
-        promoted = primaries - self._primaries  # a canary made primary becomes reachable by name
-        self._primaries = primaries
         # A version that failed to load before is left to the retry loop: awaiting it here held up every
-        # plan change, other deployments' too, for as long as its broken load took.
-        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec or key in promoted]
+        # plan change, other deployments' too, for as long as its broken load took. The versions are
+        # loaded with the uses the installed plans give them (a new one as a canary): the new plans' uses
+        # take effect with the plans themselves, below.
+        new = [spec for key, spec in wanted.items() if self._loaded.get(key) != spec]
         await asyncio.gather(*(self._load(spec) for spec in new))
         async with self._installed:
             self._plans = plans
+            # Reachability by name follows the plans, in the same step as they are swapped in: a canary
+            # made primary becomes reachable, and a primary the plans keep only as a canary or a shadow
+            # (an UpdateDeployment that made another version primary) stops being so, named or as the
+            # newest version of its model, unless the static config holds it too (the manager keeps
+            # that). Recomputed for every version, as a version's role can change without its spec.
+            self._primaries = frozenset(plan.primary.model.key for plan in plans.plans.values())
+            for key in wanted:
+                self._loader.set_plan_use(*key, self._plan_use(key))
             self._plans_stream = self._delivering  # 0 for the persisted file's
             self.has_plans.set()  # before the notify: wait_for_plans checks it
             self._installed.notify_all()
@@ -325,13 +341,18 @@ class DeploymentWatch:
                 _log.exception("unloading model %s version %d failed", *key)
         return True
 
-    def _plan_only(self, key: tuple[str, int]) -> bool:
-        """Whether version ``key`` answers only through its deployments' plans (see
-        :attr:`data_plane.models.version.LoadedVersion.plan_only`): not in the static config and no plan's
-        primary, so a canary or a shadow. A deployment's primary is what a call naming its model (the Open
-        Inference Protocol) reaches, as it did before plans hid anything; a canary or a shadow reached by
-        name would bypass the canary controller."""
-        return key not in self._static and key not in self._primaries
+    def _plan_use(self, key: tuple[str, int]) -> Use:
+        """What the installed plans make of version ``key`` (see :class:`data_plane.models.version.Use`):
+        some plan's primary, or only a canary or a shadow, which answers only through its deployments'
+        plans. A deployment's primary is what a call naming its model (the Open Inference Protocol)
+        reaches, as it did before plans hid anything; a canary or a shadow reached by name would bypass the
+        canary controller."""
+        return Use.PLAN_PRIMARY if key in self._primaries else Use.PLAN_ONLY
+
+    def _use(self, key: tuple[str, int]) -> Use:
+        """What a load of version ``key`` by the watch is for: a static config's version is held directly
+        (reachable by name whatever the plans make of it), any other as :meth:`_plan_use` says."""
+        return Use.DIRECT if key in self._static else self._plan_use(key)
 
     async def _load(self, spec: ModelSpec) -> None:
         if spec.key not in self._loaded and self._loader.state(*spec.key) is not ModelState.UNLOADED:
@@ -340,7 +361,7 @@ class DeploymentWatch:
         try:
             # A canary or shadow answers only through its plan unless loaded otherwise too (the manager
             # keeps that).
-            await self._loader.ensure_loaded(spec, plan_only=self._plan_only(spec.key))
+            await self._loader.ensure_loaded(spec, use=self._use(spec.key))
         except Exception:
             _log.exception("loading model %s version %d failed", spec.name, spec.version)
 

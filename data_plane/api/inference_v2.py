@@ -2,12 +2,16 @@
 ``tritonclient.grpc`` and KServe tooling work against the data plane unchanged.
 
 Model versions are strings of ASCII digits on this protocol (anything else names no version: NOT_FOUND); an
-empty version means the newest READY version a call naming the model may reach. Not a version that
-deployment plans loaded only as a canary or a shadow: such a version answers only through its
+empty version means the newest READY version a call naming the model may reach. Not a version that the
+deployment plans hold only as a canary or a shadow: such a version answers only through its
 deployment's plan, so ModelInfer, ModelMetadata (its versions list too) and ModelReady treat it as absent,
 named or not (:meth:`data_plane.models.manager.ModelManager.named_lease`); otherwise a KServe client
 sending no version was answered by a deployment's shadow, and one naming a canary's version bypassed the
-canary controller. A plan's primary is reachable by name, as the static config's versions are.
+canary controller. A plan's primary is reachable by name while a plan has it as its primary, as the
+static config's versions always are: a canary promoted to primary becomes reachable, and a primary
+demoted to canary (another version made primary, this one kept at a few percent) stops being so from the
+install of the plan that demotes it, named or as the newest version (calls already admitted to it are
+answered). Each call reads the manager once, so a ModelMetadata lists the versions reachable at one moment.
 Outputs always travel as ``raw_output_contents`` (inputs may be raw or typed ``contents``).
 
 ``ModelInfer`` goes through the same kind of admission gate as Predict (:class:`data_plane.admission

@@ -20,6 +20,17 @@ leases give out, for requests admitted from then on; requests already validated 
 The manager holds one spec per version, so two deployments that share a version share its serving config:
 the last spec applied wins (the deployment watch decides which one that is when plans disagree, see
 :mod:`data_plane.deployment_watch`).
+
+Reachability by name: the manager remembers what each version is loaded for (:class:`Use`): directly (the
+static model config, a benchmark; until unloaded), as some deployment plan's primary, or only as a plan's
+canary or shadow. A call naming the model (:meth:`ModelManager.named_lease`, :meth:`ModelManager.resolve`
+with ``by_name``; without a version, :meth:`ModelManager.lease`) reaches a version unless only the last
+holds it (:attr:`LoadedVersion.plan_only`), so that no such call bypasses the canary controller or is
+answered by a shadow. The plans' use changes with the plans (:meth:`ModelManager.set_plan_use`, called by
+the deployment watch as it installs each snapshot): a canary promoted to primary becomes reachable, and a
+primary demoted to canary (an UpdateDeployment that makes an older version primary and keeps this one at
+a few percent) stops being so at once, named or as the newest version a call without one reaches; the
+requests that already hold it are answered.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from data_plane.models.batch_check import batching_problem
 from data_plane.models.runner import run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
 from data_plane.models.validation import InputValidator, batchable
-from data_plane.models.version import LoadedVersion, ModelState, VersionLease
+from data_plane.models.version import LoadedVersion, ModelState, Use, VersionLease
 from data_plane.models.warmup import recorded_inputs, warm_up, warms_every_size
 from data_plane.runtime.base import Array, Runtime
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
@@ -163,24 +174,28 @@ class ModelManager:
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, use: Use = Use.DIRECT) -> None:
         """Loads the version if it is not loaded (idempotent; concurrent calls share one load) and
         returns once it is READY. Raises the error that failed the load (the version then stays FAILED,
         and a later call retries). A loaded version given a spec with other serving fields takes them
-        (see :meth:`_reconfigure`); the last spec given wins. ``plan_only``: loaded for a deployment plan
-        (see :attr:`LoadedVersion.plan_only`); a version anyone else also loaded is reachable by name."""
+        (see :meth:`_reconfigure`); the last spec given wins. ``use``: what it is loaded for (see
+        :class:`Use`), which decides whether a call naming its model reaches it: ``DIRECT`` (the static
+        config) holds until it is unloaded, and a plan's use replaces the plans' previous one, as
+        :meth:`set_plan_use` does (before this call awaits anything)."""
         entry = self._versions.get(spec.key)
         if entry is not None and entry.spec.artifact_sha256 != spec.artifact_sha256:
             raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} is loaded from artifact {entry.spec.artifact_sha256}; "
                 f"a version's artifact cannot change to {spec.artifact_sha256}"
             )
-        plan_only = plan_only and (entry is None or entry.plan_only)
-        if entry is not None and entry.plan_only != plan_only:
-            entry.plan_only = plan_only
-            self._latest_ready.pop(spec.name, None)  # it may now be the newest a name reaches
+        if entry is not None:
+            self._hold(entry, use)
         if entry is None or entry.state is ModelState.FAILED:
-            entry = LoadedVersion(spec, plan_only=plan_only)
+            # A new load of a FAILED version keeps what the version was held for besides this call.
+            direct = entry is not None and entry.direct
+            plan_use = None if entry is None else entry.plan_use
+            entry = LoadedVersion(spec, direct=direct, plan_use=plan_use)
+            self._hold(entry, use)
             self._versions[spec.key] = entry
             entry.loading = asyncio.create_task(self._load(entry), name=f"load {spec.name} v{spec.version}")
             self._observer.model_state(spec.name, spec.version, ModelState.LOADING)
@@ -190,6 +205,30 @@ class ModelManager:
             raise FailedPrecondition(f"model {spec.name} v{spec.version} failed to load: {entry.failure}")
         if entry.spec != spec and self._versions.get(spec.key) is entry:
             self._reconfigure(entry, spec)
+
+    def set_plan_use(self, name: str, version: int, use: Use) -> None:
+        """What the deployment plans make of a loaded version now: ``PLAN_PRIMARY`` (some plan's primary)
+        or ``PLAN_ONLY`` (only a canary or a shadow), without loading anything (a version not held is left
+        alone). A primary demoted to canary stops being reachable by name at once unless it is also held
+        ``DIRECT``: a call naming its model, with a version or without, no longer reaches it (one without
+        goes to the newest version still reachable). Requests that already hold a lease on it keep it and
+        are answered; nothing is unloaded."""
+        if use is Use.DIRECT:
+            raise ValueError("set_plan_use takes a plan's use; a direct hold comes with ensure_loaded")
+        entry = self._versions.get((name, version))
+        if entry is not None:
+            self._hold(entry, use)
+
+    def _hold(self, entry: LoadedVersion, use: Use) -> None:
+        """Records ``use`` on ``entry`` (see :class:`Use`); when that changes whether a call naming the model
+        reaches it, the cached newest version a name reaches is dropped (it may be this one, or no longer)."""
+        was = entry.plan_only
+        if use is Use.DIRECT:
+            entry.direct = True
+        else:
+            entry.plan_use = use
+        if entry.plan_only != was:
+            self._latest_ready.pop(entry.spec.name, None)
 
     def _reconfigure(self, entry: LoadedVersion, spec: ModelSpec) -> None:
         """Applies a READY version's new serving fields in place (one step on the loop, so every request
@@ -415,15 +454,16 @@ class ModelManager:
     def resolve(self, name: str, version: int | None, *, by_name: bool = False) -> ModelSpec:
         """The spec of ``name`` at ``version``; without a version, the newest READY one (or the newest
         known one, so that the caller learns it is not ready). NOT_FOUND when neither exists. A version
-        only deployment plans loaded (:attr:`LoadedVersion.plan_only`) is never the one without a
-        version, and with ``by_name`` (a call naming the model, not routed by a plan) not even named."""
+        deployment plans hold only as a canary or a shadow (:attr:`LoadedVersion.plan_only`; a demoted
+        primary too, from the plans' install on) is never the one without a version, and with ``by_name``
+        (a call naming the model, not routed by a plan) not even named."""
         if version is not None:
             entry = self._versions.get((name, version))
             if entry is not None and by_name and entry.plan_only:
                 raise NotFound(
-                    f"model {name!r} version {version} answers only through the deployment plan that loaded "
-                    "it (a canary or shadow is reached through its deployment, so that no call naming its "
-                    "model bypasses the canary controller)"
+                    f"model {name!r} version {version} answers only through the deployment plans that serve "
+                    "it as a canary or shadow (it is reached through its deployment, so that no call naming "
+                    "its model bypasses the canary controller)"
                 )
             if entry is None:
                 # With each one's state: a FAILED version is known here, not loaded.
@@ -450,9 +490,10 @@ class ModelManager:
 
     def lease(self, name: str, version: int | None) -> VersionLease:
         """A hold on ``name`` at ``version`` (without a version, the newest READY one that is not
-        :attr:`LoadedVersion.plan_only`) for one request: NOT_FOUND when no such version is loaded. Use
-        it as a context manager. A plan's routing names the version; a call naming the model takes
-        :meth:`named_lease`."""
+        :attr:`LoadedVersion.plan_only` now: the cache of it is dropped whenever a version's state or
+        reachability changes) for one request: NOT_FOUND when no such version is loaded. Use it as a
+        context manager; the hold outlives a later change of the version's reachability (a demotion). A
+        plan's routing names the version; a call naming the model takes :meth:`named_lease`."""
         entry = self._versions.get((name, version)) if version is not None else self._latest_ready.get(name)
         if entry is None:
             entry = self._versions[self.resolve(name, version).key]
@@ -461,8 +502,9 @@ class ModelManager:
         return VersionLease(entry)
 
     def named_lease(self, name: str, version: int | None) -> VersionLease:
-        """:meth:`lease` for a call that names the model itself (ModelInfer): a version that only
-        deployment plans loaded is NOT_FOUND there, named or not (see :meth:`resolve`)."""
+        """:meth:`lease` for a call that names the model itself (ModelInfer): a version that deployment
+        plans hold only as a canary or a shadow is NOT_FOUND there, named or not (see :meth:`resolve`),
+        from the moment a plan demotes it (see :meth:`set_plan_use`)."""
         if version is None:
             return self.lease(name, None)
         entry = self._versions.get((name, version))

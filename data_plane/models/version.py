@@ -28,6 +28,19 @@ class ModelState(enum.Enum):
     UNLOADED = "UNLOADED"
 
 
+class Use(enum.Enum):
+    """What a version is loaded for, which decides whether a call naming its model reaches it (see
+    :attr:`LoadedVersion.plan_only`). A version may be held for several: by the static config and by
+    a plan; it is reachable by name while any but ``PLAN_ONLY`` holds."""
+
+    # Outside the deployment plans: the static model config, a benchmark. Holds until unloaded.
+    DIRECT = "direct"
+    # The primary of some deployment plan: holds while a plan has it so.
+    PLAN_PRIMARY = "plan primary"
+    # Only a canary or a shadow of deployment plans: reached through its plan alone.
+    PLAN_ONLY = "plan only"
+
+
 @dataclass(eq=False)
 class LoadedVersion:
     spec: ModelSpec
@@ -41,11 +54,19 @@ class LoadedVersion:
     leases: int = 0  # requests holding this version (routed to it and not yet answered)
     batches: bool = True  # False once rows run together disagreed with rows run alone (batch_check)
     idle: asyncio.Event | None = field(default=None, repr=False)  # set when leases drop to 0 (unloading)
-    # Loaded only for deployment plans, as a canary or a shadow (no plan's primary, not in the static
-    # config): a call naming the model (ModelInfer, ModelMetadata, ModelReady) does not reach it, so that
-    # none can bypass the canary controller or be answered by a shadow. Only ever turns False (loaded
-    # otherwise too, or promoted to primary).
-    plan_only: bool = False
+    # Why it is loaded (see :class:`Use`): ``direct``, loaded outside the deployment plans (the static
+    # config), holds until it is unloaded; ``plan_use`` is what the plans make of it now (None: no plan
+    # loaded it), and changes as they do (a canary promoted, a primary demoted to canary).
+    direct: bool = False
+    plan_use: Use | None = None
+
+    @property
+    def plan_only(self) -> bool:
+        """Only deployment plans hold it, and only as a canary or a shadow (no plan's primary, not in the
+        static config): a call naming the model (ModelInfer, ModelMetadata, ModelReady) does not reach it,
+        so that none can bypass the canary controller or be answered by a shadow. Turns True again when
+        the last plan that had it as its primary demotes it, and False when one promotes it."""
+        return not self.direct and self.plan_use is Use.PLAN_ONLY
 
 
 class VersionLease:

@@ -8,19 +8,26 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import grpc
 import grpc.aio
+import numpy as np
 import pytest
 
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import deployments_pb2_grpc as dpb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import FailedPrecondition, NotFound
+from clients.inference import grpc_predict_v2_pb2 as oip_pb
+from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.deployments import DeploymentsClient, variant
+from clients.sdk.inference import build_infer_request
 from control_plane.settings import ControlPlaneSettings
+from data_plane.api.inference_v2 import InferenceV2Servicer, add_to_server
 from data_plane.deployment_watch import DeploymentWatch
+from data_plane.metrics import ServingMetrics
 from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec
-from data_plane.models.version import ModelState
+from data_plane.models.version import ModelState, Use
 from data_plane.routing import choose_variant
 from tests.integration.deployments.conftest import Models, Plane, ThreadedControlPlane
 from tests.support import onnx_models
@@ -38,12 +45,15 @@ class RecordingLoader:
         self.unloaded: list[tuple[str, int]] = []
         self.routable_while_loading: list[set[str]] = []
 
-    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, use: Use = Use.DIRECT) -> None:
         await asyncio.sleep(0.05)  # a load takes a while; the old plan keeps serving meanwhile
         self.loaded.append(spec.key)
         if self.watch is not None:
             plans = self.watch.current().plans.values()
             self.routable_while_loading.append({v.name for p in plans for v in p.variants})
+
+    def set_plan_use(self, name: str, version: int, use: Use) -> None:
+        pass
 
     async def unload(self, name: str, version: int) -> None:
         self.unloaded.append((name, version))
@@ -118,7 +128,7 @@ class BreakableLoader:
             raise FailedPrecondition(f"model {key} is broken")
         self.states[key] = ModelState.READY
 
-    async def ensure_loaded(self, spec: ModelSpec, *, plan_only: bool = False) -> None:
+    async def ensure_loaded(self, spec: ModelSpec, *, use: Use = Use.DIRECT) -> None:
         self.states[spec.key] = ModelState.LOADING
         task = asyncio.ensure_future(self._load(spec.key))
         self._loading[spec.key] = task
@@ -126,6 +136,9 @@ class BreakableLoader:
             await task
         finally:
             self._loading.pop(spec.key, None)
+
+    def set_plan_use(self, name: str, version: int, use: Use) -> None:
+        pass
 
     async def unload(self, name: str, version: int) -> None:
         task = self._loading.get((name, version))
@@ -328,6 +341,80 @@ async def test_a_canary_promoted_to_primary_becomes_reachable_by_name(tmp_path: 
         await watch.wait_for_revision(2, 20)
         with manager.named_lease("m", 2) as lease, manager.named_lease("m", None) as newest:
             assert lease.spec.version == newest.spec.version == 2
+    finally:
+        await watch.stop()
+        await manager.close()
+        await server.stop(None)
+
+
+async def test_a_primary_demoted_to_canary_answers_only_through_its_plan(tmp_path: Path) -> None:
+    """An UpdateDeployment that makes v1 primary at 90 % and keeps v2, the primary until then, as a 10 %
+    canary left v2 reachable by name: ModelInfer naming v2 reached the canary directly, and ModelInfer
+    naming no version (tritonclient's default) went to v2 as the newest version, so all unversioned
+    traffic bypassed the canary controller. The version was loaded already and its spec did not change,
+    so only the new plan's roles can tell the manager; a demoted primary is then absent by name, for
+    ModelInfer, ModelMetadata (and its versions list) and ModelReady alike."""
+    mlp = onnx_models.mlp(input_size=4, hidden=(3,), seed=3)
+    v1 = onnx_models.save(mlp, tmp_path / "v1.onnx", "m", 1)
+    v2 = onnx_models.save(mlp, tmp_path / "v2.onnx", "m", 2)
+    plans = ScriptedPlans()
+    server = grpc.aio.server()
+    dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
+    manager = ModelManager()
+    add_to_server(InferenceV2Servicer(manager, ServingMetrics()), server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    watch = DeploymentWatch(address, tmp_path / "plans.pb", manager, backoff_initial_s=0.02)
+    watch.start()
+    x = np.ones((1, 4), np.float32)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            oip = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            first = dpb.DeploymentPlan(
+                deployment="d", plan_revision=1, routing_salt="d",
+                variants=[_variant(v2, "blue", PRIMARY, 100.0)],
+            )  # fmt: skip
+            await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=1, plans=[first]))
+            await watch.wait_for_revision(1, 20)
+            answer = await oip.ModelInfer(build_infer_request("m", {"input": x}), timeout=5)
+            assert answer.model_version == "2"  # the primary: reachable by name
+            in_flight = manager.named_lease("m", 2)  # a call admitted before the demotion
+
+            demoted = dpb.DeploymentPlan(
+                deployment="d", plan_revision=2, routing_salt="d",
+                variants=[_variant(v1, "new", PRIMARY, 90.0), _variant(v2, "blue", CANARY, 10.0)],
+            )  # fmt: skip
+            await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=2, plans=[demoted]))
+            await watch.wait_for_revision(2, 20)
+            # A call naming no version reaches the primary, not the newer canary...
+            answer = await oip.ModelInfer(build_infer_request("m", {"input": x}), timeout=5)
+            assert answer.model_version == "1"
+            # ...and one naming the canary does not reach it.
+            for call in (
+                oip.ModelInfer(build_infer_request("m", {"input": x}, version=2), timeout=5),
+                oip.ModelMetadata(oip_pb.ModelMetadataRequest(name="m", version="2"), timeout=5),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+                assert "answers only through the deployment plans" in (info.value.details() or "")
+            assert not (await oip.ModelReady(oip_pb.ModelReadyRequest(name="m", version="2"))).ready
+            assert (await oip.ModelReady(oip_pb.ModelReadyRequest(name="m"))).ready
+            meta = await oip.ModelMetadata(oip_pb.ModelMetadataRequest(name="m"), timeout=5)
+            assert list(meta.versions) == ["1"]
+            with manager.lease("m", 2) as routed:  # the plan still routes its canary share to it
+                assert routed.spec.version == 2
+            with in_flight:  # the call admitted before the demotion is answered
+                assert (await in_flight.run(in_flight.prepare({"input": x}), None))["output"].shape == (1, 1)
+
+            back = dpb.DeploymentPlan(
+                deployment="d", plan_revision=3, routing_salt="d",
+                variants=[_variant(v2, "blue", PRIMARY, 100.0)],
+            )  # fmt: skip
+            await plans.queue.put(dpb.DeploymentPlanSnapshot(revision=3, plans=[back]))
+            await watch.wait_for_revision(3, 20)  # promoted again: reachable by name again
+            answer = await oip.ModelInfer(build_infer_request("m", {"input": x}, version=2), timeout=5)
+            assert answer.model_version == "2"
     finally:
         await watch.stop()
         await manager.close()

@@ -23,7 +23,7 @@ from data_plane.deployment_plan import model_spec_from_proto
 from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
 from data_plane.models.validation import answer_overhead_bytes
-from data_plane.models.version import ModelState
+from data_plane.models.version import ModelState, Use
 from data_plane.models.warmup import recorded_inputs
 from data_plane.runtime.onnx import choose_providers, dropped_gpu_providers
 from tests.support import onnx_models
@@ -56,7 +56,7 @@ async def test_a_version_only_a_plan_loaded_is_reached_only_by_its_version(tmp_p
     manager = ModelManager()
     try:
         await manager.ensure_loaded(v1)
-        await manager.ensure_loaded(v2, plan_only=True)
+        await manager.ensure_loaded(v2, use=Use.PLAN_ONLY)
         assert manager.resolve("m", None).version == 1 and manager.versions("m", by_name=True) == [1]
         with manager.lease("m", None) as lease, manager.named_lease("m", None) as named:
             assert lease.spec.version == named.spec.version == 1
@@ -68,8 +68,69 @@ async def test_a_version_only_a_plan_loaded_is_reached_only_by_its_version(tmp_p
         assert manager.resolve("m", None).version == 2
         with manager.lease("m", None) as lease, manager.named_lease("m", 2) as named:
             assert lease.spec.version == named.spec.version == 2
-        await manager.ensure_loaded(v2, plan_only=True)  # a plan referring to it again changes nothing
+        await manager.ensure_loaded(v2, use=Use.PLAN_ONLY)  # a plan referring to it again changes nothing
         assert manager.versions("m", by_name=True) == [1, 2]
+    finally:
+        await manager.close()
+
+
+async def test_a_primary_demoted_to_canary_stops_being_reachable_by_name(tmp_path: Path) -> None:
+    """A plan's primary is reachable by name; once the plans keep it only as a canary (an UpdateDeployment
+    that made v1 primary and kept v2 at 10 %), it was still reached, named and as the newest version
+    (``plan_only`` could only ever turn False): every call naming no version bypassed the canary
+    controller. The manager remembers what each version is held for; the plans' use changes with the
+    plans, a direct hold (the static config) lasts, and requests holding the version are answered."""
+    v1 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=1), tmp_path / "a.onnx", "m", 1)
+    v2 = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=2), tmp_path / "b.onnx", "m", 2)
+    x = {"input": np.ones((1, 6), np.float32)}
+    manager = ModelManager()
+    try:
+        await manager.ensure_loaded(v2, use=Use.PLAN_PRIMARY)
+        with manager.named_lease("m", None) as newest:  # caches v2 as the newest a name reaches
+            assert newest.spec.version == 2
+        await manager.ensure_loaded(v1, use=Use.PLAN_PRIMARY)
+        in_flight = manager.named_lease("m", 2)  # a call admitted before the demotion
+        manager.set_plan_use("m", 2, Use.PLAN_ONLY)
+        manager.set_plan_use("m", 1, Use.PLAN_PRIMARY)
+        with pytest.raises(NotFound, match="answers only through the deployment plans"):
+            manager.named_lease("m", 2)
+        with pytest.raises(NotFound):
+            manager.resolve("m", 2, by_name=True)
+        assert manager.versions("m", by_name=True) == [1] and manager.versions("m") == [1, 2]
+        with manager.named_lease("m", None) as newest, manager.lease("m", None) as unversioned:
+            assert newest.spec.version == unversioned.spec.version == 1  # not the cached v2
+        with manager.lease("m", 2) as routed:  # its plan still routes to it by its version
+            assert routed.spec.version == 2
+        with in_flight:  # the demotion failed no request that already held the version
+            answer = await in_flight.run(in_flight.prepare(x), None)
+        assert answer["output"].shape == (1, 1)
+
+        manager.set_plan_use("m", 2, Use.PLAN_PRIMARY)  # promoted again
+        with manager.named_lease("m", 2) as named, manager.named_lease("m", None) as newest:
+            assert named.spec.version == newest.spec.version == 2
+        await manager.ensure_loaded(v2)  # the static config holds it too: no demotion hides it now
+        manager.set_plan_use("m", 2, Use.PLAN_ONLY)
+        assert manager.versions("m", by_name=True) == [1, 2] and manager.resolve("m", None).version == 2
+        manager.set_plan_use("m", 3, Use.PLAN_ONLY)  # a version not held: nothing to change
+        with pytest.raises(ValueError):
+            manager.set_plan_use("m", 1, Use.DIRECT)  # only ensure_loaded holds a version directly
+    finally:
+        await manager.close()
+
+
+async def test_a_failed_version_loaded_again_keeps_what_it_was_held_for(tmp_path: Path) -> None:
+    """A FAILED version's next load is a new entry: it must keep the direct hold of the static config
+    (a plan's canary of a static version stays reachable by name) and the plans' last use."""
+    spec = onnx_models.save(onnx_models.mlp(input_size=6, hidden=(3,), seed=1), tmp_path / "a.onnx", "m", 1)
+    tampered = dataclasses.replace(spec, artifact_uri=str(tmp_path / "missing.onnx"))
+    manager = ModelManager()
+    try:
+        with pytest.raises(FailedPrecondition):
+            await manager.ensure_loaded(tampered)  # the static config's load fails
+        with pytest.raises(FailedPrecondition):
+            await manager.ensure_loaded(tampered, use=Use.PLAN_ONLY)  # a plan's canary: tried again
+        await manager.ensure_loaded(spec, use=Use.PLAN_ONLY)  # the artifact is back
+        assert manager.versions("m", by_name=True) == [1]  # the static hold outlived both failures
     finally:
         await manager.close()
 
