@@ -6,10 +6,11 @@ Rules, in order:
 
 1. Once the canary has served ``min_requests`` in this step, a breach rolls it back at once (no need to
    wait out the baking window): its error rate above ``max_error_rate`` (errors are the requests that
-   failed on the server's side -- UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, ...; a caller's own error,
-   such as INVALID_ARGUMENT, NOT_FOUND or CANCELLED, counts as a request but not as an error, since the
-   primary would have answered it alike: see :mod:`observations`); its p99 latency above
-   ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
+   failed on the server's side -- UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...: see
+   :mod:`observations`); its share of requests refused as the caller's mistake (INVALID_ARGUMENT,
+   NOT_FOUND, CANCELLED, ...) above the primary's in the same window by more than ``max_error_rate``
+   plus what chance explains (see below; the primary needs ``min_requests`` too); its p99 latency
+   above ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
    also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
    p99 counts as at least ``RATIO_FLOOR_MS``). This holds for the window since the observer last
    restarted it and for everything observed in the step (``whole_step``: entries read before a trim or
@@ -18,8 +19,25 @@ Rules, in order:
 2. Before the step's baking window has passed, hold.
 3. After it, hold until ``min_requests`` arrived (a canary nobody used proves nothing), until the
    observer has read every entry logged so far, and until the evidence reaches the present: the
-   canary's newest observed entry at most :func:`freshness_bound_s` old. Then advance to the next step,
-   or, when that step is 100 %, promote (blue/green swap).
+   canary's newest observed entry at most :func:`freshness_bound_s` old. A canary that refuses more
+   than ``max_error_rate`` of its requests as the caller's mistake also holds while the primary has
+   fewer than ``min_requests`` in the window: without the primary's rate there is no telling the
+   callers' mistakes from the canary's own, and holding is the safe side (it neither rolls back a
+   healthy canary nor promotes one that refuses what the primary answers; a person can do either).
+   Then advance to the next step, or, when that step is 100 %, promote (blue/green swap).
+
+Why refusals as the caller's mistake are compared, not ignored: they used to count as requests only,
+since every variant answers a caller's mistake alike. But a new version refuses with those very codes
+what its primary answers: it reads a request-time feature callers do not send yet (INVALID_ARGUMENT "row
+0 has no request-time feature 'hour'"), a feature view version registered but not yet filled (NOT_FOUND),
+or features that do not match its input width (INVALID_ARGUMENT). Such a canary showed 0 % errors, was
+promoted, and then every request failed. A caller's real mistakes reach both variants alike, so the
+difference of the two rates is the canary's own; it must exceed ``max_error_rate`` (the tolerance the
+policy gives the canary's own failures) by more than ``CALLER_ERROR_Z`` standard errors of that
+difference (a one-sided two-proportion test, pooled): callers' mistakes spread at random over the
+variants, and with ``max_error_rate`` 0, or a canary's few hundred requests, chance alone would otherwise
+roll back a healthy canary now and then (1 % of mistakes on both: 3 of a canary's 100 requests happen 8 %
+of the time). A canary refusing all its requests clears that bound by far.
 
 Why the last condition: the observations cover the window up to its newest entry, and what came after
 is unseen. Entries the data plane dropped are reported by a gap marker in the stream (the observer then
@@ -52,6 +70,9 @@ DEFAULT_MIN_REQUESTS = 100
 #: In the ratio test the primary's p99 counts as at least this: sub-millisecond p99s jitter by more than
 #: any sensible ratio, and a canary 0.3 ms slower than a 0.4 ms primary is not a regression worth a rollback.
 RATIO_FLOOR_MS = 1.0
+#: How many standard errors the canary's share of refusals as the caller's mistake must exceed the primary's
+#: by (besides ``max_error_rate``) to be a breach: about one healthy canary in a thousand per look at most.
+CALLER_ERROR_Z = 3.0
 #: The freshness bound's floor and its share of the bake (see the module doc).
 FRESHNESS_FLOOR_S = 1.0
 FRESHNESS_SHARE_OF_BAKE = 0.25
@@ -93,17 +114,24 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one variant did in the window: requests answered, of which failed on the server's side (a
-    caller's own error is no error of the variant's), and the p99 latency (None when nothing was
-    observed)."""
+    """What one variant did in the window: requests answered, of which failed on the server's side
+    (``errors``), the p99 latency (None when nothing was observed), and the requests refused as the
+    caller's mistake (``caller_errors``: no error of the variant's by itself, but compared with the
+    primary's; ``caller_codes``: their status names, most frequent first)."""
 
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
+    caller_errors: int = 0
+    caller_codes: tuple[str, ...] = ()
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def caller_error_rate(self) -> float:
+        return self.caller_errors / self.requests if self.requests else 0.0
 
 
 class Action(enum.Enum):
@@ -171,6 +199,13 @@ def decide(
             f"reading the prediction log {at}: {canary.requests} canary requests read so far, "
             "more are logged",
         )
+    if canary.caller_error_rate > policy.max_error_rate and primary.requests < policy.min_requests:
+        return Decision(
+            Action.HOLD,
+            f"waiting for primary requests {at} to compare refusals with: the canary refused"
+            f" {canary.caller_error_rate:.1%} of {canary.requests} requests as the caller's mistake"
+            f" ({_codes(canary)}), the primary has {primary.requests}/{policy.min_requests}",
+        )
     bound = freshness_bound_s(policy)
     if not newest_canary_age_s <= bound:  # NaN (no time known) holds too
         return Decision(
@@ -182,6 +217,11 @@ def decide(
         f"healthy {at} for {baked_seconds:.0f} s: error rate {canary.error_rate:.2%}"
         f", p99 {_ms(canary.p99_ms)} over {canary.requests} requests"
     )
+    if canary.caller_errors:
+        healthy += (
+            f"; refused {canary.caller_error_rate:.1%} as the caller's mistake"
+            f" (primary {primary.caller_error_rate:.1%})"
+        )
     following = step_index + 1
     if following >= len(steps) or steps[following] >= 100.0:
         return Decision(Action.PROMOTE, healthy)
@@ -196,6 +236,12 @@ def freshness_bound_s(policy: Policy) -> float:
 def _breach(policy: Policy, canary: Observation, primary: Observation) -> str | None:
     if canary.error_rate > policy.max_error_rate:
         return f"error rate {canary.error_rate:.2%} above {policy.max_error_rate:.2%}"
+    if _refuses_more(policy, canary, primary):
+        return (
+            f"canary refused {canary.caller_error_rate:.1%} of requests as the caller's mistake"
+            f" ({_codes(canary)}) against {primary.caller_error_rate:.1%} for the primary: more than"
+            f" {policy.max_error_rate:.2%} above it, so the canary refuses requests the primary answers"
+        )
     p99 = canary.p99_ms
     if p99 is None:
         return None
@@ -209,6 +255,24 @@ def _breach(policy: Policy, canary: Observation, primary: Observation) -> str | 
     ):
         return f"p99 latency {_ms(p99)} above {policy.max_p99_ratio:g}x the primary's {_ms(primary.p99_ms)}"
     return None
+
+
+def _refuses_more(policy: Policy, canary: Observation, primary: Observation) -> bool:
+    """Whether the canary refuses more requests as the caller's mistake than the primary in the same window,
+    by more than ``max_error_rate`` and than chance explains (see the module doc). No decision while the
+    primary has fewer than ``min_requests`` (``decide`` then holds a refusing canary instead)."""
+    if primary.requests < policy.min_requests or canary.requests < policy.min_requests:
+        return False
+    excess = canary.caller_error_rate - primary.caller_error_rate
+    if excess <= policy.max_error_rate:
+        return False
+    pooled = (canary.caller_errors + primary.caller_errors) / (canary.requests + primary.requests)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / canary.requests + 1.0 / primary.requests))
+    return excess - policy.max_error_rate > CALLER_ERROR_Z * se
+
+
+def _codes(observation: Observation) -> str:
+    return "/".join(observation.caller_codes) or "no code"
 
 
 def _ms(value: float | None) -> str:

@@ -164,3 +164,74 @@ def test_a_breach_in_everything_observed_in_the_step_rolls_back_though_the_windo
         whole_step=(Observation(99, 99, 5.0), PRIMARY),
     )
     assert few.action is Action.HOLD
+
+
+# Refusals as the caller's mistake (INVALID_ARGUMENT, NOT_FOUND, ...): compared between the variants.
+
+
+def refusing(requests: int, refused: int, *codes: str) -> Observation:
+    return Observation(requests, 0, 5.0, refused, codes or ("INVALID_ARGUMENT",))
+
+
+def test_refusals_both_variants_make_alike_are_no_breach() -> None:
+    # A fifth of the callers' requests name an entity with no stored features, on both variants.
+    canary, primary = refusing(200, 40, "NOT_FOUND"), refusing(2000, 400, "NOT_FOUND")
+    decision = decide_fresh(POLICY, 0, 60.0, canary, primary)
+    assert decision.action is Action.ADVANCE, decision.reason
+    assert decision.reason.endswith("; refused 20.0% as the caller's mistake (primary 20.0%)")
+
+
+def test_a_canary_refusing_what_its_primary_answers_rolls_back_with_the_reason() -> None:
+    # It reads a request-time feature the callers do not send yet: every request INVALID_ARGUMENT.
+    decision = decide_fresh(POLICY, 2, 5.0, refusing(150, 150), refusing(2000, 0))
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason == (
+        "canary refused 100.0% of requests as the caller's mistake (INVALID_ARGUMENT) against 0.0% for"
+        " the primary: more than 2.00% above it, so the canary refuses requests the primary answers"
+        " at 50% over 150 requests"
+    )
+    # A feature view version registered but not yet filled: NOT_FOUND, on top of the callers' own.
+    partly = decide_fresh(POLICY, 0, 5.0, refusing(400, 60, "NOT_FOUND", "CANCELLED"), refusing(4000, 40))
+    assert partly.action is Action.ROLLBACK
+    assert partly.reason.startswith(
+        "canary refused 15.0% of requests as the caller's mistake (NOT_FOUND/CANCELLED) against 1.0%"
+    )
+
+
+def test_refusals_are_not_judged_below_min_requests_on_either_side() -> None:
+    # Too few canary requests: nothing is decided.
+    few = decide_fresh(POLICY, 0, 60.0, refusing(99, 99), refusing(2000, 0))
+    assert few.action is Action.HOLD and few.reason == "waiting for requests at 5%: 99/100"
+    # Too few primary requests: no telling the callers' mistakes from the canary's own. Rolling back
+    # could punish a healthy canary, promoting could ship a broken one: it holds, and says why.
+    alone = decide_fresh(POLICY, 2, 60.0, refusing(500, 500), refusing(99, 0))
+    assert alone.action is Action.HOLD
+    assert alone.reason == (
+        "waiting for primary requests at 50% to compare refusals with: the canary refused 100.0% of 500"
+        " requests as the caller's mistake (INVALID_ARGUMENT), the primary has 99/100"
+    )
+    # ... but only a canary that refuses more than max_error_rate: one within it needs no comparison.
+    within = decide_fresh(POLICY, 2, 60.0, refusing(500, 5), refusing(99, 0))
+    assert within.action is Action.PROMOTE, within.reason
+
+
+def test_an_excess_within_max_error_rate_or_chance_is_no_breach() -> None:
+    # 2 points more than the primary, at max_error_rate 2 %: the policy's tolerance.
+    assert decide_fresh(POLICY, 0, 60.0, refusing(1000, 30), refusing(2000, 20)).action is Action.ADVANCE
+    # With no tolerance (max_error_rate 0), 1 % of callers' mistakes on both: 3 of 100 canary requests
+    # happen by chance (8 % of the time) and are no breach; the canary refusing all is one.
+    strict = Policy(bake_seconds=60, max_error_rate=0.0, min_requests=100)
+    chance = decide_fresh(strict, 0, 60.0, refusing(100, 3), refusing(2000, 20))
+    assert chance.action is Action.ADVANCE, chance.reason
+    assert decide_fresh(strict, 0, 60.0, refusing(100, 100), refusing(2000, 20)).action is Action.ROLLBACK
+
+
+def test_refusals_in_everything_observed_in_the_step_roll_back_though_the_window_restarted() -> None:
+    since_gap = refusing(120, 0)
+    step = (refusing(270, 150), refusing(5000, 0))
+    decision = decide(POLICY, 1, 5.0, since_gap, PRIMARY, newest_canary_age_s=0.0, whole_step=step)
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason.startswith("canary refused 55.6% of requests as the caller's mistake")
+    assert decision.reason.endswith(
+        "at 25% over 270 requests observed in the step (before a gap in the prediction log too)"
+    )

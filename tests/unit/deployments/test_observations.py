@@ -30,9 +30,16 @@ from tests.unit.deployments.decisions import decide_fresh
 
 def test_entries_are_parsed_and_shadow_calls_skipped() -> None:
     base = {b"deployment": b"eta", b"variant": b"green", b"latency_ms": b"3.5"}
-    # (deployment, variant, failed on the server's side, latency)
-    assert parse_entry({**base, b"ok": b"1", b"role": b"served"}) == ("eta", "green", False, 3.5)
-    assert parse_entry({**base, b"ok": b"0"}) == ("eta", "green", True, 3.5)  # no code: a failure
+    # (deployment, variant, failed on the server's side, latency, refused as the caller's mistake with)
+    assert parse_entry({**base, b"ok": b"1", b"role": b"served"}) == ("eta", "green", False, 3.5, "")
+    assert parse_entry({**base, b"ok": b"0"}) == ("eta", "green", True, 3.5, "")  # no code: a failure
+    assert parse_entry({**base, b"ok": b"0", b"error_code": b"not_found"}) == (
+        "eta",
+        "green",
+        False,
+        3.5,
+        "NOT_FOUND",
+    )
     assert parse_entry({**base, b"error_code": b"UNAVAILABLE"})[2] is True  # type: ignore[index]
     assert parse_entry({**base, b"error_code": b""})[2] is False  # type: ignore[index]
     assert parse_entry({**base, b"role": b"shadow"}) is None
@@ -69,6 +76,12 @@ def test_only_failures_on_the_servers_side_are_errors() -> None:
     for code in CALLER_ERRORS:
         assert parse_entry({**base, b"error_code": code.encode()})[2] is False, code  # type: ignore[index]
         assert parse_entry({b"deployment": b"eta", b"error_code": code.encode()})[2] is False, code  # type: ignore[index]
+        # Counted as a refusal as the caller's mistake, to compare with the primary's.
+        assert parse_entry({**base, b"error_code": code.encode()})[4] == code  # type: ignore[index]
+    for code in SERVER_FAILURES:
+        assert parse_entry({**base, b"error_code": code.encode()})[4] == "", code  # type: ignore[index]
+    answered = {**base, b"ok": b"1", b"error_code": b"INVALID_ARGUMENT"}  # ok wins over a stray code
+    assert parse_entry(answered)[4] == ""  # type: ignore[index]
     assert parse_entry({**base, b"error_code": b"SOMETHING_NEW"})[2] is True  # type: ignore[index]
     assert parse_entry({**base, b"ok": b"1", b"error_code": b"OK"})[2] is False  # type: ignore[index]
 
@@ -102,8 +115,48 @@ async def test_a_canary_failing_only_its_callers_requests_is_not_rolled_back(red
     await client.aclose()
     canary, primary = window.observe("green"), window.observe("blue")
     assert (canary.requests, canary.errors) == (401, 1) and (primary.requests, primary.errors) == (400, 0)
+    # Counted per variant all the same, to be compared: alike on both, they cancel out.
+    assert canary.caller_errors == primary.caller_errors == 68
+    assert canary.caller_codes == primary.caller_codes == ("NOT_FOUND", "INVALID_ARGUMENT", "CANCELLED")
     decision = decide_fresh(Policy(bake_seconds=0, min_requests=100), 0, 1.0, canary, primary)
     assert decision.action is Action.ADVANCE, decision.reason
+
+
+async def test_the_canarys_own_refusals_are_kept_in_the_window_and_the_step_across_a_gap(
+    redis_url: str,
+) -> None:
+    # The canary refuses every request INVALID_ARGUMENT (it reads a request-time feature the callers do
+    # not send), the primary answers them; then the data plane drops entries (a gap marker).
+    writer = redis.Redis.from_url(redis_url)
+    for _ in range(150):
+        for variant, code in ((b"blue", b"OK"), (b"green", b"INVALID_ARGUMENT")):
+            entry: dict[FieldT, FieldT] = {
+                b"deployment": b"eta",
+                b"variant": variant,
+                b"ok": b"1" if code == b"OK" else b"0",
+                b"error_code": code,
+                b"latency_ms": b"2.0",
+            }
+            writer.xadd("log", entry)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    window = StepWindow("eta", started_at_us=0)
+    await window.read(client, "log")
+    canary, primary = window.observe("green"), window.observe("blue")
+    assert (canary.requests, canary.errors, canary.caller_errors) == (150, 0, 150)
+    assert canary.caller_codes == ("INVALID_ARGUMENT",) and primary.caller_errors == 0
+    policy = Policy(bake_seconds=0, min_requests=100)
+    decision = decide_fresh(policy, 0, 1.0, canary, primary)
+    assert decision.action is Action.ROLLBACK and decision.reason.startswith(
+        "canary refused 100.0% of requests as the caller's mistake (INVALID_ARGUMENT)"
+        " against 0.0% for the primary"
+    ), decision.reason
+    writer.xadd("log", {b"role": b"gap", b"deployment": b"eta", b"dropped": b"3"})
+    writer.close()
+    await window.read(client, "log")
+    await client.aclose()
+    assert window.observe("green").caller_errors == 0  # the window restarted after the marker
+    step = (window.observe_step("green"), window.observe_step("blue"))
+    assert (step[0].caller_errors, step[1].caller_errors) == (150, 0)
 
 
 @settings(max_examples=50, deadline=None)
