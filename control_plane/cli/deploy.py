@@ -62,7 +62,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--bake-seconds", type=numbers.uint64, help="how long each step is held (default 300)"
     )
     policy.add_argument(
-        "--max-error-rate", type=float, help="fraction that rolls back (default 0.01; 0: any error)"
+        "--max-error-rate",
+        type=float,
+        help="fraction of server errors that rolls back, and of refusals as the caller's mistake"
+        " above the primary's (default 0.01; 0: any error)",
     )
     policy.add_argument("--max-p99-ms", type=float, help="absolute p99 ceiling (default 0: none)")
     policy.add_argument(
