@@ -7,7 +7,7 @@ test                        PSI, drift when PSI ≥ 0.2 (JSD ≥ 0.1; KS correct
                             Wasserstein / reference std ≥ 0.1)
 correction (KS only)        Benjamini–Hochberg over the features of a window
 drift_share                 0.3: the window drifts when ≥ 30 % of its scored features drift
-window                      count, 1000 rows (time windows: 3600 s)
+window                      count, 1000 rows (time windows: 3600 s, at most 366 days)
 min_samples                 30 finite values per feature, in the window and in the reference
 task                        none (no quality metrics) — set it to get them
 positive_class / threshold  1 / 0.5
@@ -63,6 +63,10 @@ DEFAULT_MIN_LABELS = 50
 MIN_PERFORMANCE_SECONDS = 1.0
 MAX_PERFORMANCE_SECONDS = 366 * 24 * 3600.0
 MAX_WINDOW_ROWS = 10_000_000
+#: The longest time drift window: a year, as the quality windows. Only finite and positive before, so
+#: ``1e13`` s was stored, its windows ended past the int64 µs a report holds, and every report of the
+#: deployment failed until its windows were dropped after ``MAX_REPORT_ATTEMPTS``.
+MAX_WINDOW_SECONDS = MAX_PERFORMANCE_SECONDS
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
 REGRESSION_METRICS = ("mae", "rmse", "mape")
@@ -100,7 +104,11 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
     out.window_rows = out.window_rows or DEFAULT_WINDOW_ROWS
     _check(out.window_rows <= MAX_WINDOW_ROWS, f"window_rows must be at most {MAX_WINDOW_ROWS}")
     out.window_seconds = out.window_seconds or DEFAULT_WINDOW_SECONDS
-    _check(math.isfinite(out.window_seconds) and out.window_seconds > 0, "window_seconds must be positive")
+    _check(
+        0 < out.window_seconds <= MAX_WINDOW_SECONDS,  # False for NaN too
+        f"window_seconds must lie in (0, {MAX_WINDOW_SECONDS:.0f}] (at most 366 days),"
+        f" got {out.window_seconds:g}",
+    )
     out.min_samples = out.min_samples or DEFAULT_MIN_SAMPLES
     if out.webhook_url:
         parsed = urlparse(out.webhook_url)
@@ -206,9 +214,13 @@ def configured(sessions: sessionmaker[Session]) -> dict[str, pb.MonitorConfig]:
 
 def unusable(config: pb.MonitorConfig) -> str | None:
     """Why a *stored* config cannot be used, or None: one written before its enum fields were checked
-    may hold a number its enum does not define (``correction: 999``), which no report can be scored or
-    stored with. Checked on every read, since only a new config replaces it."""
+    may hold a number its enum does not define (``correction: 999``), and one written before
+    ``window_seconds`` was bounded a time window no report can hold (``1e13`` s ends past int64 µs); no
+    report can be scored or stored with either. Checked on every read, since only a new config replaces it."""
     problems = enum_problems(config)
+    if config.window_kind == pb.WINDOW_KIND_TIME and not 0 < config.window_seconds <= MAX_WINDOW_SECONDS:
+        # Stored before window_seconds was bounded: no report can hold its windows (past int64 µs).
+        problems.append(f"window_seconds {config.window_seconds:g} is not in (0, {MAX_WINDOW_SECONDS:.0f}]")
     if not problems:
         return None
     return (

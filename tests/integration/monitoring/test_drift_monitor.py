@@ -228,6 +228,19 @@ async def test_configure_monitor_refuses_enum_values_the_enums_do_not_define(pla
     assert stored.window_rows == 1000  # nothing stored: the defaults
 
 
+async def test_configure_monitor_refuses_a_time_window_no_report_can_hold(plane: Plane) -> None:
+    """Accepted (finite and positive), 1e13 s windows ended past the int64 µs of a report: every report of
+    the deployment failed and its windows were dropped after MAX_REPORT_ATTEMPTS."""
+    plane.deploy("churn")
+    config = pb.MonitorConfig(deployment="churn", window_kind=pb.WINDOW_KIND_TIME, window_seconds=1e13)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "window_seconds must lie in (0, 31622400]" in (refused.value.details() or "")
+    config.window_seconds = 366 * 86400  # the longest accepted
+    await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+
+
 async def test_register_reference_profile_answers_not_found_then_invalid_argument(plane: Plane) -> None:
     """An artifact that is not a profile was DATA_LOSS (with numpy's allow_pickle advice), checked before
     the version, so an unknown model was DATA_LOSS too."""

@@ -3,15 +3,20 @@ degraded quality window raises."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
+from clients.errors import InvalidArgument
 from control_plane.monitoring.alert_payloads import claim_performance_alert, drift_alerts, performance_alert
-from control_plane.monitoring.config import default_config
+from control_plane.monitoring.config import MAX_WINDOW_SECONDS, default_config, effective, unusable
 from control_plane.monitoring.scoring import output_names, score_window
-from control_plane.monitoring.windows import Window
+from control_plane.monitoring.windows import Batch, TumblingWindows, Window
 from kernels.drift import build_reference_profile
+from tests.unit.monitoring.world import T0
 
 KEY = ("ranker", "mlp", 3)
 
@@ -109,3 +114,32 @@ def test_a_window_degraded_by_predictions_that_are_not_finite_alerts_with_their_
     window.metrics["mae"] = 9.0
     alert = performance_alert(config, window)
     assert alert["metric"] == "mae" and "3 predictions were missing or not finite" in alert["message"]
+
+
+@pytest.mark.parametrize("seconds", [1e13, MAX_WINDOW_SECONDS * 1.001, math.inf, math.nan, -1.0])
+def test_a_time_window_no_report_can_hold_is_refused(seconds: float) -> None:
+    # Only "finite and positive" before: 1e13 s was stored, its windows ended past the int64 µs a report
+    # holds, and every report of the deployment failed until its windows were dropped.
+    config = pb.MonitorConfig(deployment="d", window_kind=pb.WINDOW_KIND_TIME, window_seconds=seconds)
+    with pytest.raises(InvalidArgument, match=r"window_seconds must lie in \(0, 31622400\]"):
+        effective(config)
+
+
+def test_the_longest_time_window_the_config_accepts_can_be_reported() -> None:
+    config = effective(
+        pb.MonitorConfig(deployment="d", window_kind=pb.WINDOW_KIND_TIME, window_seconds=MAX_WINDOW_SECONDS)
+    )
+    windows = TumblingWindows("time", seconds=config.window_seconds)
+    windows.add(Batch(T0, np.zeros((40, 3))))
+    (window,) = windows.close_open()  # the version went idle
+    report, _ = score_window(("d", "m", 1), window, config, None, None)
+    assert report.window_end_us - report.window_start_us == MAX_WINDOW_SECONDS * 1_000_000
+
+
+def test_a_stored_time_window_no_report_can_hold_makes_the_config_unusable() -> None:
+    # As ConfigureMonitor stored it before window_seconds was bounded: disabled, said so, not failed on.
+    stored = effective(pb.MonitorConfig(deployment="d", window_kind=pb.WINDOW_KIND_TIME))
+    stored.window_seconds = 1e13
+    assert "window_seconds 1e+13 is not in (0, 31622400]" in (unusable(stored) or "")
+    stored.window_kind = pb.WINDOW_KIND_COUNT  # count windows never read it
+    assert unusable(stored) is None
