@@ -239,6 +239,12 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
         *(("INVALID",) if invalid else ()),
     )  # fmt: skip
     print(output.table(headers, rows) if rows else "no predictions in range", file=out)
+    if response.range_cut:  # the default 24 h held more windows than one reply may: the most recent
+        print(
+            f"range cut to the most recent {len(response.windows)} windows, from"
+            f" {output.timestamp(response.since_us)} (at most 2000 a reply; --since for an earlier range)",
+            file=out,
+        )
     # An orphaned label names only a request id: its prediction was never indexed, so no deployment is
     # known for it and the count is every deployment's. Printed bare, it read as this deployment's.
     print(

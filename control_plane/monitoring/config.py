@@ -12,7 +12,8 @@ min_samples                 30 finite values per feature, in the window and in t
 task                        none (no quality metrics) — set it to get them
 positive_class / threshold  1 / 0.5
 performance windows         3600 s wide, tumbling (step = width, following it unless a step is
-                            given: ``performance_step_set``); width and step 1 s to 366 days
+                            given: ``performance_step_set``); width and step 1 s to 366 days, the
+                            width at most 1000 steps
 min_labels                  50
 alert_metric                accuracy (classification), mae (regression); no alert without a threshold
 ==========================  =====================================================================
@@ -62,6 +63,13 @@ DEFAULT_MIN_LABELS = 50
 #: (and 1e300 s overflows the µs arithmetic).
 MIN_PERFORMANCE_SECONDS = 1.0
 MAX_PERFORMANCE_SECONDS = 366 * 24 * 3600.0
+#: The most quality windows one read computes (a GetPerformance reply, a quality check).
+MAX_WINDOWS = 2000
+#: The widest a quality window may be, in steps. A range overlaps ``width / step`` windows more than its
+#: own steps, so at ``width / step`` near :data:`MAX_WINDOWS` not even a one-second range could be read
+#: (width 3600 s every 1 s: 3601 windows), and the quality check, cut to one read, failed on every pass.
+#: Half the cap leaves every read at least 999 steps of range.
+MAX_STEPS_PER_WIDTH = MAX_WINDOWS // 2
 MAX_WINDOW_ROWS = 10_000_000
 #: The longest time drift window: a year, as the quality windows. Only finite and positive before, so
 #: ``1e13`` s was stored, its windows ended past the int64 µs a report holds, and every report of the
@@ -137,6 +145,13 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
         f"performance_step_seconds must lie in [{MIN_PERFORMANCE_SECONDS:g}, performance_window_seconds],"
         f" got {out.performance_step_seconds:g}",
     )
+    _check(
+        _us(out.performance_window_seconds) <= MAX_STEPS_PER_WIDTH * _us(out.performance_step_seconds),
+        f"performance_window_seconds may be at most {MAX_STEPS_PER_WIDTH} performance_step_seconds (one"
+        f" read computes at most {MAX_WINDOWS} windows), got {out.performance_window_seconds:g} s every"
+        f" {out.performance_step_seconds:g} s: make the step at least"
+        f" {out.performance_window_seconds / MAX_STEPS_PER_WIDTH:g} s",
+    )
     out.min_labels = out.min_labels or DEFAULT_MIN_LABELS
     metrics = metric_names(out.task)
     if not out.alert_metric and metrics:
@@ -160,18 +175,29 @@ def metric_names(task: int) -> tuple[str, ...]:
 def performance_span_us(config: pb.MonitorConfig) -> tuple[int, int]:
     """(width, step) of ``config``'s quality windows in µs. A config stored before width and step were
     bounded may hold a span no window can be computed with: ``FailedPrecondition`` saying so. Only what
-    cannot be computed is refused here (a step under 1 µs, a width past the maximum), so a sub-second
-    window stored earlier keeps working."""
+    cannot be computed is refused here (a step under 1 µs, a width past the maximum, a width of so many
+    steps that no read of :data:`MAX_WINDOWS` windows holds a range of one step), so a sub-second window
+    or a width of 1500 steps stored earlier keeps working."""
     width_us = _us(config.performance_window_seconds)
     step_us = _us(config.performance_step_seconds)
-    if not 1 <= step_us <= width_us <= MAX_PERFORMANCE_SECONDS * 1e6:
+    if (
+        not 1 <= step_us <= width_us <= MAX_PERFORMANCE_SECONDS * 1e6
+        or max_range_us(width_us, step_us) < step_us
+    ):
         raise FailedPrecondition(
             f"the monitor config of deployment {config.deployment!r} has quality windows of"
             f" {config.performance_window_seconds:g} s every {config.performance_step_seconds:g} s; configure"
             f" performance_window_seconds and performance_step_seconds within [{MIN_PERFORMANCE_SECONDS:g},"
-            f" {MAX_PERFORMANCE_SECONDS:.0f}] s again"
+            f" {MAX_PERFORMANCE_SECONDS:.0f}] s, the width at most {MAX_STEPS_PER_WIDTH} steps, again"
         )
     return width_us, step_us
+
+
+def max_range_us(width_us: int, step_us: int) -> int:
+    """The longest range (µs) whose overlapping windows of ``width_us`` every ``step_us`` number at most
+    :data:`MAX_WINDOWS` however it is aligned: ``MAX_WINDOWS - ceil(width / step) - 1`` steps. At least
+    999 steps for every config :func:`effective` accepts; not positive when none fits."""
+    return (MAX_WINDOWS - -(-width_us // step_us) - 1) * step_us
 
 
 def default_config(deployment: str) -> pb.MonitorConfig:

@@ -18,7 +18,7 @@ from control_plane.monitoring.alert_payloads import claim_performance_alert, per
 from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.feedback import orphaned_total, orphans_expired_total
 from control_plane.monitoring.gauges import MonitorGauges
-from control_plane.monitoring.performance import MAX_WINDOWS, performance
+from control_plane.monitoring.performance import performance
 from control_plane.monitoring.settings import MonitoringSettings
 
 _log = logging.getLogger("aether.control_plane.monitoring")
@@ -61,11 +61,14 @@ class QualityCheck:
         return alerted
 
     async def _check_deployment(self, config: pb.MonitorConfig, now_us: int) -> list[pb.PerformanceWindow]:
-        # The label horizon, cut to the most windows one read may span (short windows, long horizon).
+        # The label horizon, cut to the most windows one read may span (short windows, long horizon): at
+        # least 999 steps for every config accepted (MAX_STEPS_PER_WIDTH). Cut as width / step windows
+        # fewer than the cap, it was negative past 1998 steps a width, and the one step used then still
+        # overlapped more windows than the cap: the check failed on every pass, its alerts silently off.
         width_us, step_us = configs.performance_span_us(config)
-        reach_us = min(int(self._settings.label_horizon_s * 1e6), (MAX_WINDOWS - 2) * step_us - width_us)
+        reach_us = min(int(self._settings.label_horizon_s * 1e6), configs.max_range_us(width_us, step_us))
         response = await asyncio.to_thread(
-            performance, self._sessions, config, now_us - max(reach_us, step_us), now_us
+            performance, self._sessions, config, now_us - max(reach_us, 1), now_us
         )
         # Every window with enough labels, metrics or none: one whose every labelled prediction was NaN
         # (or missing) has no metric, and is DEGRADED all the same; filtering on metrics silenced it.

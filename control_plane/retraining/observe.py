@@ -31,8 +31,9 @@ from control_plane.db import read_session
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
 from control_plane.model_registry.registry import ModelRegistry
+from control_plane.monitoring.config import max_range_us
 from control_plane.monitoring.feedback import with_labels
-from control_plane.monitoring.performance import MAX_WINDOWS, performance
+from control_plane.monitoring.performance import performance
 from control_plane.monitoring.reports import query_reports
 from control_plane.monitoring.tables import PredictionIndexRow
 from control_plane.offline.datasets import read_dataset_record
@@ -64,9 +65,9 @@ def performance_lookback_us(monitor: mpb.MonitorConfig) -> int:
     """Two days, or less where two days hold more windows than one performance query may span."""
     width_us = round(monitor.performance_window_seconds * 1e6)
     step_us = max(1, round(monitor.performance_step_seconds * 1e6))
-    # A query over [since, until) touches (until - since + width) / step windows, plus one for alignment.
-    fitting = (MAX_WINDOWS - 2) * step_us - width_us
-    return max(step_us, min(LOOKBACK_US, fitting))
+    # At least 999 steps for every config accepted; cut as width / step windows fewer than the cap, it
+    # fell back to one step past 1998 steps a width, which still overlapped more windows than the cap.
+    return max(1, min(LOOKBACK_US, max_range_us(width_us, step_us)))
 
 
 def drift_reports(

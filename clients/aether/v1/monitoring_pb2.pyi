@@ -299,7 +299,7 @@ class PerformanceWindow(_message.Message):
     def __init__(self, start_us: _Optional[int] = ..., end_us: _Optional[int] = ..., n_predictions: _Optional[int] = ..., n_labels: _Optional[int] = ..., status: _Optional[_Union[PerformanceStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_invalid_predictions: _Optional[int] = ...) -> None: ...
 
 class GetPerformanceResponse(_message.Message):
-    __slots__ = ("deployment", "task", "alert_metric", "alert_threshold", "windows", "orphaned_feedback", "unscored")
+    __slots__ = ("deployment", "task", "alert_metric", "alert_threshold", "windows", "orphaned_feedback", "unscored", "since_us", "until_us", "range_cut")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ALERT_METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,9 @@ class GetPerformanceResponse(_message.Message):
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     ORPHANED_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     UNSCORED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_US_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    RANGE_CUT_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     task: TaskType
     alert_metric: str
@@ -314,7 +317,10 @@ class GetPerformanceResponse(_message.Message):
     windows: _containers.RepeatedCompositeFieldContainer[PerformanceWindow]
     orphaned_feedback: int
     unscored: _containers.RepeatedCompositeFieldContainer[UnscoredPredictions]
-    def __init__(self, deployment: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ..., orphaned_feedback: _Optional[int] = ..., unscored: _Optional[_Iterable[_Union[UnscoredPredictions, _Mapping]]] = ...) -> None: ...
+    since_us: int
+    until_us: int
+    range_cut: bool
+    def __init__(self, deployment: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ..., orphaned_feedback: _Optional[int] = ..., unscored: _Optional[_Iterable[_Union[UnscoredPredictions, _Mapping]]] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., range_cut: _Optional[bool] = ...) -> None: ...
 
 class UnscoredPredictions(_message.Message):
     __slots__ = ("model_name", "version", "output", "n_labels")

@@ -178,6 +178,30 @@ async def test_aetherctl_records_feedback_and_prints_reports_and_performance(
     assert code == 0 and "no_reference" in text and "MISSING" not in text  # no reference: no features
 
 
+async def test_a_sliding_quality_config_accepted_by_configure_monitor_can_be_read(plane: Plane) -> None:
+    # An hour's accuracy every 30 s: accepted, yet the plain request (the last 24 hours, as `aetherctl
+    # performance churn` sends it: 2,999 windows, the cap 2,000) was INVALID_ARGUMENT.
+    plane.deploy("churn")
+    config = pb.MonitorConfig(
+        deployment="churn",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        performance_window_seconds=3600,
+        performance_step_seconds=30,
+    )
+    await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+    answer = await plane.stub.GetPerformance(pb.GetPerformanceRequest(deployment="churn"))
+    assert answer.range_cut and 0 < len(answer.windows) <= 2000
+    assert answer.until_us - answer.since_us < 24 * 3600 * 1_000_000
+    code, text = await asyncio.to_thread(cli, plane, "performance", "churn")
+    assert code == 0 and "range cut to the most recent" in text
+    # What cannot be computed is refused when configured, naming the limit, not on every read after.
+    config.performance_step_seconds = 1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 1000 performance_step_seconds" in (refused.value.details() or "")
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

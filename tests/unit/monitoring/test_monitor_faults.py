@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from clients.errors import FailedPrecondition
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import (
     create_db_engine,
@@ -414,6 +414,31 @@ async def test_a_deployment_whose_quality_windows_cannot_be_computed_does_not_st
     record_feedback(world.sessions, [pb.Feedback(request_id=f"q{i}", label=i % 2) for i in range(20)])
     (window,) = await world.monitor().check_performance()  # accuracy 0.5 < 0.9
     assert window.start_us == start and window.status == pb.PERFORMANCE_STATUS_DEGRADED
+
+
+async def test_the_quality_check_alerts_a_degraded_sliding_window(world: World) -> None:
+    # 1 h every 1 s was accepted and made the check fail on every pass (only logged: no alert ever); the
+    # narrowest step accepted for 1 h (3.6 s) must alert, over the most recent windows one read holds.
+    config = pb.MonitorConfig(
+        deployment="zzz",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        alert_threshold=0.9,
+        min_labels=10,
+        performance_window_seconds=3600,
+        performance_step_seconds=1,
+    )
+    with pytest.raises(InvalidArgument, match="at most 1000 performance_step_seconds"):
+        put_config(world.sessions, config, actor="test")
+    config.performance_step_seconds = 3.6
+    put_config(world.sessions, config, actor="test")
+    start = T0 - 3600 * 1_000_000  # labelled an hour before now: within the ~1 h 55 min one read covers
+    predicted(world.sessions, "q", start, 1.0, [i % 2 for i in range(20)])
+    monitor = world.monitor()
+    alerted = await monitor.check_performance()  # accuracy 0.5 < 0.9 in every complete window holding them
+    assert alerted and all(w.status == pb.PERFORMANCE_STATUS_DEGRADED for w in alerted)
+    assert all(w.start_us <= start and start + 19 < w.end_us <= T0 for w in alerted)
+    assert len(alerted) >= 999  # every window holding them: 1 h / 3.6 s, all ended by now
+    assert await monitor.check_performance() == []  # claimed: each alerts once
 
 
 async def test_a_model_answering_nan_on_every_labelled_row_alerts_once(world: World) -> None:

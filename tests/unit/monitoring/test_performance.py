@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument
-from control_plane.monitoring.config import effective
+from control_plane.monitoring.config import MAX_STEPS_PER_WIDTH, MAX_WINDOWS, effective, max_range_us
 from control_plane.monitoring.feedback import LabelledPredictions
 from control_plane.monitoring.performance import derive, performance, window_starts, windows_of
+from tests.unit.monitoring.world import T0
 
 SECOND = 1_000_000
 
@@ -228,3 +229,83 @@ def test_a_range_whose_windows_pass_the_int64_bounds_is_refused(
     config = effective(pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_REGRESSION))
     with pytest.raises(InvalidArgument, match="reach past the int64"):
         performance(sessions, config, since, until)
+
+
+@pytest.mark.parametrize(("width_s", "step_s"), [(3600, 1), (3600, 3.5), (1001, 1)])
+def test_a_width_of_more_steps_than_one_read_can_hold_is_refused(width_s: float, step_s: float) -> None:
+    # 1 h every 1 s was accepted, yet even a one-second range overlapped 3,601 windows (the cap 2,000):
+    # every GetPerformance and every quality check of the deployment failed.
+    config = pb.MonitorConfig(
+        deployment="d",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        performance_window_seconds=width_s,
+        performance_step_seconds=step_s,
+    )
+    with pytest.raises(
+        InvalidArgument, match="performance_window_seconds may be at most 1000 performance_step"
+    ):
+        effective(config)
+
+
+@pytest.mark.parametrize(
+    ("width_s", "step_s", "cut"),
+    [(3600, 3.6, True), (3600, 30, True), (1000, 1, True), (3600, 60, False), (366 * 86400, 31622.4, False)],
+)
+def test_a_sliding_quality_window_the_config_accepts_is_computable(
+    sessions: sessionmaker[Session], width_s: float, step_s: float, cut: bool
+) -> None:
+    config = effective(
+        pb.MonitorConfig(
+            deployment="d",
+            task=pb.TASK_TYPE_CLASSIFICATION,
+            performance_window_seconds=width_s,
+            performance_step_seconds=step_s,
+        )
+    )
+    now = T0
+    assert len(performance(sessions, config, now - SECOND, now).windows) <= MAX_WINDOWS  # the narrowest
+    # The default range (24 h; aetherctl performance) is cut to the most recent windows that fit: said so.
+    default = performance(sessions, config, 0, now)
+    assert default.until_us == now and default.range_cut == cut
+    assert default.since_us == (now - max_range_us(*_span(config)) if cut else now - 24 * 3600 * SECOND)
+    assert 0 < len(default.windows) <= MAX_WINDOWS
+    assert default.windows[-1].start_us < now <= default.windows[-1].end_us
+    if cut:  # the same range given is refused, naming the longest that fits
+        with pytest.raises(InvalidArgument, match=r"at most 2000 \(a range of at most"):
+            performance(sessions, config, now - 24 * 3600 * SECOND, now)
+
+
+def _span(config: pb.MonitorConfig) -> tuple[int, int]:
+    return round(config.performance_window_seconds * 1e6), round(config.performance_step_seconds * 1e6)
+
+
+def test_a_stored_width_of_more_steps_than_one_read_can_hold_fails_its_precondition(
+    sessions: sessionmaker[Session],
+) -> None:
+    # As stored before the width was bounded in steps (it never passes effective()).
+    config = pb.MonitorConfig(
+        deployment="d",
+        task=pb.TASK_TYPE_CLASSIFICATION,
+        performance_window_seconds=3600,
+        performance_step_seconds=1,
+    )
+    with pytest.raises(FailedPrecondition, match="the width at most 1000 steps"):
+        performance(sessions, config, T0 - SECOND, T0)
+    config.performance_step_seconds = 2.4  # 1,500 steps: stored earlier, still computable
+    assert performance(sessions, config, 0, T0).range_cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=10**9),
+    st.integers(min_value=1, max_value=MAX_STEPS_PER_WIDTH),
+    st.integers(min_value=0, max_value=10**9),
+    st.integers(min_value=-(10**15), max_value=10**15),
+)
+def test_the_longest_range_that_fits_never_overlaps_more_windows_than_one_read_holds(
+    step: int, steps: int, extra: int, until: int
+) -> None:
+    width = min(step * steps + extra % step, step * MAX_STEPS_PER_WIDTH)  # not always a whole number of steps
+    longest = max_range_us(width, step)
+    assert longest >= (MAX_WINDOWS - MAX_STEPS_PER_WIDTH - 1) * step  # 999 steps or more
+    assert len(window_starts(until - longest, until, width, step)) <= MAX_WINDOWS  # raises past the cap
