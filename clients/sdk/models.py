@@ -26,15 +26,21 @@ TensorTuple = tuple[str, str, Sequence[int]]
 
 
 def signature(
-    inputs: Iterable[TensorTuple], outputs: Iterable[TensorTuple], *, imputes_missing: bool = False
+    inputs: Iterable[TensorTuple],
+    outputs: Iterable[TensorTuple],
+    *,
+    imputes_missing: bool = False,
+    classes: Iterable[str] = (),
 ) -> pb.ModelSignature:
     """A model signature from ``(name, dtype, shape)`` tuples; -1 marks a dynamic dimension.
     ``imputes_missing``: the model takes NaN for a missing value and imputes it itself, so serving feeds
-    a missing feature as NaN (and lets NaN through) instead of 0."""
+    a missing feature as NaN (and lets NaN through) instead of 0. ``classes``: a classifier's label
+    values in output order (``ModelSignature.classes``), which the monitor maps its outputs through."""
     return pb.ModelSignature(
         inputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in inputs],
         outputs=[checked_request(pb.TensorSpec, name=n, dtype=d, shape=list(s)) for n, d, s in outputs],
         imputes_missing=imputes_missing,
+        classes=list(classes),
     )
 
 

@@ -254,6 +254,13 @@ def _performance(client: MonitoringClient, args: argparse.Namespace, out: TextIO
     )
     # Joined, but logged without the output the config names: said, or they read as unexplained INVALID.
     for item in response.unscored:
+        if item.reason:  # not scorable as logged: the reason says why
+            print(
+                f"not scored: {item.n_labels} labelled predictions of {item.model_name} v{item.version}: "
+                f"{item.reason}",
+                file=out,
+            )
+            continue
         print(
             f"not scored: {item.n_labels} labelled predictions of {item.model_name} v{item.version}, logged "
             f"without the output {item.output!r} (the monitor config's prediction_output)",

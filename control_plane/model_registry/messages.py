@@ -34,6 +34,8 @@ def signature_to_json(signature: pb.ModelSignature) -> dict[str, Any]:
     }
     if signature.imputes_missing:  # only when set: rows written before the field read the same
         data["imputes_missing"] = True
+    if signature.classes:
+        data["classes"] = list(signature.classes)
     return data
 
 
@@ -47,6 +49,7 @@ def signature_from_json(data: dict[str, Any]) -> pb.ModelSignature:
         inputs=_tensors_from_json(data.get("inputs", [])),
         outputs=_tensors_from_json(data.get("outputs", [])),
         imputes_missing=bool(data.get("imputes_missing", False)),
+        classes=[str(c) for c in data.get("classes", [])],
     )
 
 

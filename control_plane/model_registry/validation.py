@@ -155,9 +155,18 @@ def _check_tensors(tensors: list[pb.TensorSpec], field: str) -> None:
                 raise InvalidArgument(f"{path}.shape: dimensions are >= 0, or -1 for dynamic; got {dim}")
 
 
+#: The most classes a signature may list (an output column each).
+MAX_CLASSES = 100_000
+
+
 def check_signature(signature: pb.ModelSignature) -> None:
     _check_tensors(list(signature.inputs), "signature.inputs")
     _check_tensors(list(signature.outputs), "signature.outputs")
+    classes = list(signature.classes)
+    if len(set(classes)) != len(classes) or len(classes) > MAX_CLASSES or not all(classes):
+        raise InvalidArgument(
+            f"signature.classes: at most {MAX_CLASSES} distinct, non-empty label values, one a column"
+        )
 
 
 def check_version_request(request: pb.CreateModelVersionRequest) -> list[FeatureRef]:

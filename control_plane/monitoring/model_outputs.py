@@ -13,6 +13,7 @@ predictions logged without the output then (:mod:`.monitor`)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 
 from prometheus_client import Counter
@@ -46,6 +47,37 @@ def signature_outputs(
         (name, int(version)): [str(t["name"]) for t in (signature or {}).get("outputs", [])]
         for name, version, signature in rows
     }
+
+
+def signature_classes(
+    sessions: sessionmaker[Session], versions: Iterable[Version]
+) -> dict[Version, tuple[float, ...]]:
+    """The label value of each output column, per version whose signature lists its classes
+    (``ModelSignature.classes``) as numbers, which feedback labels are; a version listing none, or one
+    not a number (text labels), is left out: its outputs cannot be mapped to labels."""
+    wanted = sorted(set(versions))
+    if not wanted:
+        return {}
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(RegisteredModelRow.name, ModelVersionRow.version, ModelVersionRow.signature)
+            .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+            .where(tuple_(RegisteredModelRow.name, ModelVersionRow.version).in_(wanted))
+        ).all()
+    found: dict[Version, tuple[float, ...]] = {}
+    for name, version, signature in rows:
+        numbers = _numbers((signature or {}).get("classes", []))
+        if numbers:
+            found[name, int(version)] = numbers
+    return found
+
+
+def _numbers(values: Iterable[object]) -> tuple[float, ...] | None:
+    try:
+        numbers = tuple(float(str(value)) for value in values)
+    except ValueError:
+        return None
+    return numbers if all(math.isfinite(n) for n in numbers) else None
 
 
 def check_prediction_output(

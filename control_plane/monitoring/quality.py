@@ -38,6 +38,7 @@ class QualityCheck:
         self._gauges = gauges
         self._alerter = alerter
         self._clock = clock
+        self._warned: set[tuple[str, str, int]] = set()
 
     async def run(self) -> list[pb.PerformanceWindow]:
         """Alerts (once each) on completed quality windows found degraded; returns those alerted now.
@@ -70,6 +71,9 @@ class QualityCheck:
         response = await asyncio.to_thread(
             performance, self._sessions, config, now_us - max(reach_us, 1), now_us
         )
+        for item in response.unscored:
+            if item.reason:  # labels its outputs cannot be mapped to: said once per version and process
+                self._warn_once(config.deployment, item)
         # Every window with enough labels, metrics or none: one whose every labelled prediction was NaN
         # (or missing) has no metric, and is DEGRADED all the same; filtering on metrics silenced it.
         counted = (pb.PERFORMANCE_STATUS_OK, pb.PERFORMANCE_STATUS_DEGRADED)
@@ -83,6 +87,12 @@ class QualityCheck:
                 alerted.append(window)
                 await self._alert_performance(config, window)
         return alerted
+
+    def _warn_once(self, deployment: str, item: pb.UnscoredPredictions) -> None:
+        key = (deployment, item.model_name, item.version)
+        if key not in self._warned:
+            self._warned.add(key)
+            _log.warning("quality windows of deployment %r: %d %s", deployment, item.n_labels, item.reason)
 
     async def _alert_performance(self, config: pb.MonitorConfig, window: pb.PerformanceWindow) -> None:
         await self._alerter.alert(performance_alert(config, window), config.webhook_url)

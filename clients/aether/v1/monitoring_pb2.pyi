@@ -323,16 +323,18 @@ class GetPerformanceResponse(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., alert_metric: _Optional[str] = ..., alert_threshold: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ..., orphaned_feedback: _Optional[int] = ..., unscored: _Optional[_Iterable[_Union[UnscoredPredictions, _Mapping]]] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., range_cut: _Optional[bool] = ...) -> None: ...
 
 class UnscoredPredictions(_message.Message):
-    __slots__ = ("model_name", "version", "output", "n_labels")
+    __slots__ = ("model_name", "version", "output", "n_labels", "reason")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     N_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: int
     output: str
     n_labels: int
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., output: _Optional[str] = ..., n_labels: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., output: _Optional[str] = ..., n_labels: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RegisterReferenceProfileRequest(_message.Message):
     __slots__ = ("model_name", "version", "artifact_sha256", "output_artifact_sha256")

@@ -94,6 +94,9 @@ def register_model(
                 # TabularMLP replaces NaN with the training mean inside the graph: this model imputes
                 # missing values itself, so serving must feed them as NaN, not 0.
                 imputes_missing=True,
+                # The label value of each output column (aether.classes too): the monitor maps its
+                # argmax through them, since labels need not be 0..k-1.
+                classes=prepared.classes,
             ),
             dataset_hash=data.dataset_hash,
             dataset_query=data.query,

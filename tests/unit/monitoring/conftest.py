@@ -45,10 +45,16 @@ def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(str(tmp_path / "artifacts"))
 
 
-def register_version(sessions: sessionmaker[Session], store: ArtifactStore, name: str) -> int:
+def register_version(
+    sessions: sessionmaker[Session], store: ArtifactStore, name: str, classes: tuple[str, ...] = ()
+) -> int:
+    """A new version of model ``name`` (created if need be); ``classes``: its signature's classes."""
     registry = ModelRegistry(sessions, store)
     artifact = store.put_bytes(f"onnx bytes of {name}".encode())
     request = mpb.CreateModelVersionRequest(
-        model_name=name, artifact_sha256=artifact.sha256, create_model=True
+        model_name=name,
+        artifact_sha256=artifact.sha256,
+        create_model=True,
+        signature=mpb.ModelSignature(classes=classes),
     )
     return int(registry.create_version(request, actor="trainer").version)

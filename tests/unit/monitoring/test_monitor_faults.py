@@ -441,6 +441,26 @@ async def test_the_quality_check_alerts_a_degraded_sliding_window(world: World) 
     assert await monitor.check_performance() == []  # claimed: each alerts once
 
 
+async def test_labels_a_version_without_classes_cannot_be_mapped_to_are_logged_not_alerted(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One score, labels 1 and 2, and no classes registered for m v1: label 2 was read as "the other class,
+    # 0", so its rows were always wrong, and the window alerted DEGRADED on a number that was not.
+    classify(world.sessions, alert_threshold=0.9)
+    start = COMPLETE_WINDOW_START_US
+    scores = [
+        IndexedPrediction(f"q{i}", 0, "zzz", "m", 1, "primary", start + i, [0.9], False) for i in range(20)
+    ]
+    index_predictions(world.sessions, scores)
+    record_feedback(world.sessions, [pb.Feedback(request_id=f"q{i}", label=1 + i % 2) for i in range(20)])
+    monitor = world.monitor()
+    with caplog.at_level(logging.WARNING, logger="aether.control_plane.monitoring"):
+        assert await monitor.check_performance() == []
+        assert await monitor.check_performance() == []
+    (warning,) = [r.getMessage() for r in caplog.records if "lists no classes" in r.getMessage()]
+    assert "deployment 'zzz'" in warning and "m v1" in warning  # once per version and process
+
+
 async def test_a_model_answering_nan_on_every_labelled_row_alerts_once(world: World) -> None:
     # Every labelled prediction NaN: the window is DEGRADED with no metric at all. The quality check kept
     # only windows with metrics, so the total failure never alerted while a model with a few valid rows did.

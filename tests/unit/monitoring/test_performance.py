@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument
+from control_plane.artifacts.store import ArtifactStore
 from control_plane.monitoring.config import MAX_STEPS_PER_WIDTH, MAX_WINDOWS, effective, max_range_us
-from control_plane.monitoring.feedback import LabelledPredictions
-from control_plane.monitoring.performance import derive, performance, window_starts, windows_of
+from control_plane.monitoring.feedback import (
+    IndexedPrediction,
+    LabelledPredictions,
+    index_predictions,
+    record_feedback,
+)
+from control_plane.monitoring.performance import derive, performance, unmapped, window_starts, windows_of
+from tests.unit.monitoring.conftest import register_version
 from tests.unit.monitoring.world import T0
 
 SECOND = 1_000_000
@@ -309,3 +317,137 @@ def test_the_longest_range_that_fits_never_overlaps_more_windows_than_one_read_h
     longest = max_range_us(width, step)
     assert longest >= (MAX_WINDOWS - MAX_STEPS_PER_WIDTH - 1) * step  # 999 steps or more
     assert len(window_starts(until - longest, until, width, step)) <= MAX_WINDOWS  # raises past the cap
+
+
+def _classified(
+    labels: list[float], outputs: list[list[float]], classes: tuple[float, ...] | None, **fields: Any
+) -> tuple[pb.PerformanceWindow, list[pb.UnscoredPredictions]]:
+    """The one window of ``labels`` predicted as ``outputs`` by model m v1 with ``classes`` (None: its
+    signature lists none), and the rows left unscored."""
+    n = len(labels)
+    config = effective(
+        pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_CLASSIFICATION, min_labels=1, **fields)
+    )
+    joined = LabelledPredictions(
+        ts_us=np.arange(n, dtype=np.int64),
+        labels=np.array(labels, dtype=np.float64),
+        predictions=outputs,
+        is_label=np.zeros(n, dtype=np.bool_),
+        versions=[("m", 1)] * n,
+    )
+    known = {} if classes is None else {("m", 1): classes}
+    (window,) = windows_of(config, joined, joined.ts_us, 0, 1, known)
+    return window, unmapped(config, joined, known)
+
+
+def test_a_perfect_classifier_on_labels_one_and_two_scores_accuracy_one() -> None:
+    # The built-in trainer's classes are the label values in order (classes ["1.0", "2.0"]): column 0 is
+    # label 1, column 1 label 2. Read as the labels themselves, the argmax indices scored every right
+    # prediction wrong (accuracy 0, recall 0) and AUC was dropped (column 2 does not exist).
+    labels = [1.0, 2.0] * 30
+    outputs = [[0.9, 0.1] if y == 1.0 else [0.2, 0.8] for y in labels]
+    window, skipped = _classified(labels, outputs, (1.0, 2.0), positive_class=2)
+    assert dict(window.metrics) == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "auc": 1.0}
+    assert not skipped and window.n_invalid_predictions == 0
+
+
+def test_a_single_score_on_labels_minus_one_and_one_predicts_the_class_that_is_not_positive() -> None:
+    labels = [-1.0, 1.0] * 30
+    window, _ = _classified(labels, [[0.1] if y < 0 else [0.9] for y in labels], (-1.0, 1.0))
+    assert dict(window.metrics) == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "auc": 1.0}
+
+
+def test_labels_that_are_not_output_indices_are_not_scored_wrong_without_classes() -> None:
+    # No classes to map the outputs through: labels 1 and 2 cannot be compared with indices 0 and 1, so
+    # those rows are left out (not invalid: nothing says the model is wrong) and said why, per version.
+    labels = [1.0, 2.0] * 30
+    outputs = [[0.9, 0.1] if y == 1.0 else [0.2, 0.8] for y in labels]
+    window, skipped = _classified(labels, outputs, None, positive_class=2, alert_threshold=0.9)
+    assert window.status == pb.PERFORMANCE_STATUS_INSUFFICIENT_LABELS and not window.metrics
+    assert window.n_labels == 60 and window.n_invalid_predictions == 0  # no false DEGRADED
+    (item,) = skipped
+    # Every row of the version: label 1 looks like index 1, yet is column 0 of classes {1, 2}.
+    assert (item.model_name, item.version) == ("m", 1) and item.n_labels == 60
+    assert "lists no classes" in item.reason and "ModelSignature.classes" in item.reason
+    # Labels 0..k-1 are their own indices: scored as before without classes.
+    zero_one = [0.0, 1.0] * 30
+    window, skipped = _classified(zero_one, [[0.9, 0.1] if y == 0 else [0.2, 0.8] for y in zero_one], None)
+    assert window.metrics["accuracy"] == 1.0 and not skipped
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(-5, 12), min_size=2, max_size=4, unique=True),
+    st.lists(
+        st.tuples(st.integers(0, 3), st.lists(st.integers(0, 9), min_size=4, max_size=4)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+    st.integers(0, 3),
+)
+def test_class_metrics_match_a_brute_force_count_for_any_label_set(
+    values: list[int], rows: list[tuple[int, list[int]]], perfect: bool, positive_at: int
+) -> None:
+    classes = tuple(float(v) for v in sorted(values))  # the trainer's order: by value
+    k = len(classes)
+    positive = classes[positive_at % k]
+    truth = [classes[c % k] for c, _ in rows]
+    # A perfect classifier puts its highest score on the label's column; a random one anywhere.
+    outputs = [
+        [10.0 if j == classes.index(y) else 0.0 for j in range(k)] if perfect else [s / 10 for s in raw[:k]]
+        for y, (_, raw) in zip(truth, rows, strict=True)
+    ]
+    window, skipped = _classified(truth, outputs, classes, positive_class=int(positive))
+    assert not skipped
+    predicted = [classes[o.index(max(o))] for o in outputs]  # the first maximum, as argmax
+    right = sum(p == y for p, y in zip(predicted, truth, strict=True))
+    expected: dict[str, float] = {"accuracy": right / len(rows)}
+    tp = sum(p == positive and y == positive for p, y in zip(predicted, truth, strict=True))
+    if any(p == positive for p in predicted):
+        expected["precision"] = tp / sum(p == positive for p in predicted)
+    if any(y == positive for y in truth):
+        expected["recall"] = tp / sum(y == positive for y in truth)
+    column = classes.index(positive)
+    pos = [o[column] for o, y in zip(outputs, truth, strict=True) if y == positive]
+    neg = [o[column] for o, y in zip(outputs, truth, strict=True) if y != positive]
+    if pos and neg:
+        expected["auc"] = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg) / (
+            len(pos) * len(neg)
+        )
+    assert set(window.metrics) == set(expected)
+    for name, value in expected.items():
+        assert math.isclose(window.metrics[name], value, rel_tol=1e-12, abs_tol=1e-12), name
+    if perfect:
+        assert window.metrics["accuracy"] == 1.0 and window.metrics.get("recall", 1.0) == 1.0
+
+
+def test_the_classes_a_version_registered_map_its_outputs_to_labels(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    # Version 1 lists its classes (as the built-in trainer registers them), version 2 none: the first is
+    # scored through them, the second left out with the reason, in GetPerformance's reply.
+    register_version(sessions, store, "m", classes=("1.0", "2.0"))
+    register_version(sessions, store, "m")
+    labels = [1.0, 2.0] * 10
+    rows = [
+        IndexedPrediction(
+            f"r{v}-{i}", 0, "d", "m", v, "primary", T0 + i, [0.9, 0.1] if y == 1 else [0.2, 0.8], False
+        )
+        for v in (1, 2)
+        for i, y in enumerate(labels)
+    ]
+    index_predictions(sessions, rows)
+    record_feedback(
+        sessions, [pb.Feedback(request_id=r.request_id, label=labels[r.ts_us - T0]) for r in rows]
+    )
+    config = effective(
+        pb.MonitorConfig(deployment="d", task=pb.TASK_TYPE_CLASSIFICATION, min_labels=1, positive_class=2)
+    )
+    answer = performance(sessions, config, T0, T0 + SECOND)
+    (window,) = [w for w in answer.windows if w.n_labels]
+    assert window.n_labels == 40 and dict(window.metrics)["accuracy"] == 1.0
+    assert window.metrics["recall"] == 1.0 and window.metrics["auc"] == 1.0
+    (skipped,) = answer.unscored
+    assert (skipped.model_name, skipped.version, skipped.n_labels) == ("m", 2, 20)
+    assert "signature of m v2 lists no classes" in skipped.reason
