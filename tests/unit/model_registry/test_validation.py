@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument
+from control_plane.model_registry.messages import signature_from_json, signature_to_json
 from control_plane.model_registry.validation import (
     MAX_REASON_LENGTH,
     MAX_VALUE_LENGTH,
@@ -53,6 +54,16 @@ def test_signature_checks() -> None:
     )
     with pytest.raises(InvalidArgument, match="duplicate tensor 'y'"):
         check_signature(twice)
+
+
+def test_signature_classes_are_distinct_and_round_trip_through_the_stored_json() -> None:
+    check_signature(pb.ModelSignature(classes=["1.0", "2.0"]))
+    for bad in (["1.0", "1.0"], ["a", ""]):
+        with pytest.raises(InvalidArgument, match=r"signature\.classes"):
+            check_signature(pb.ModelSignature(classes=bad))
+    signature = pb.ModelSignature(classes=["-1.0", "1.0"])
+    assert signature_from_json(signature_to_json(signature)) == signature
+    assert "classes" not in signature_to_json(pb.ModelSignature())  # rows written before read the same
 
 
 def test_aliases() -> None:
