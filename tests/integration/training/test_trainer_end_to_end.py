@@ -71,6 +71,7 @@ def test_classifier_is_registered_with_its_lineage(plane: Plane, data: Data, tmp
     (probabilities,) = session.run(None, {"features": raw})
     classes = json.loads(session.get_modelmeta().custom_metadata_map["aether.classes"])
     assert classes == ["no", "yes"]
+    assert list(version.signature.classes) == classes  # what the monitor maps the outputs through
     assert list(np.argmax(probabilities, axis=1)) == [1, 0]  # missing values are imputed in the graph
 
     with TrackingClient(plane.address) as tracking:
