@@ -20,12 +20,25 @@ the start (and, before the job starts, in the attempt's pid file by the launcher
 tracking run is written apart from the job, so the first tick of every supervisor ends the runs a
 crash left RUNNING for jobs that had ended, and a start reuses a run a crashed start created
 (``runs.py``). Stopping the supervisor leaves running jobs alone; the next supervisor re-adopts them.
-One supervisor per database (the control plane is one process; replicas would need a leader lease).
+
+One supervisor per database is the design (the control plane is one process; replicas would need a
+leader lease), but nothing enforces it: a second control plane started on the same ``AETHER_DB_URL``, or
+an old process still alive during a restart, runs a supervisor of its own. Whatever runs, a device is
+never handed out twice: admission decides from a read that can be stale by the time of the start, so a
+start checks again, in the write transaction that makes the job RUNNING, that no RUNNING job (the only
+state that holds devices) holds any of its devices, and otherwise leaves the job waiting for the next
+tick to plan again, launching nothing more this tick so that no job behind it passes it. Those write
+transactions are serialized: on SQLite by the database's one write lock, which ``write_session`` takes
+at the transaction's start, on PostgreSQL by a transaction-scoped advisory lock (:func:`_lock_devices`).
+Only the devices are safe so: two supervisors still each watch (and may stop) the other's attempts, a
+start the other has not yet recorded may be given up by it as lost (``executor.adopt``), and two jobs
+started by different supervisors may get the same uid of a job uid range.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import threading
@@ -34,7 +47,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from google.protobuf import json_format
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
@@ -285,7 +298,7 @@ class Supervisor:
     def _admit(self) -> None:
         settings = self._settings
         with read_session(self._sessions) as session:
-            held = session.execute(select(*_HELD).where(JobRow.state == JobState.RUNNING.value)).all()
+            held = session.execute(select(*_HELD).where(JobRow.state == HOLDS_DEVICES.value)).all()
             waiting = session.execute(
                 select(JobRow.job_id, JobRow.gpus, JobRow.timeout_s, JobRow.folder)
                 .where(
@@ -333,11 +346,17 @@ class Supervisor:
         for decision in decisions:
             if self._stopping.is_set():
                 return
+            taken = False
             with self._each_job(decision.job_id, "start"):
                 if isinstance(decision, Reject):
                     self._reject(decision.job_id, decision.reason)
                 elif uids is None or not uids.none_left(decision.job_id, JobFiles(folders[decision.job_id])):
-                    self._launch(decision.job_id, decision.devices)
+                    taken = not self._launch(decision.job_id, decision.devices)
+            if taken:
+                # Another supervisor started a job on its devices since this plan was read: the plan is
+                # stale, and a job behind this one must not pass it on what is left (strict order, or a
+                # backfill reservation computed without that job). The next tick plans again.
+                return
 
     def _reject(self, job_id: str, reason: str) -> None:
         at = now_us()
@@ -356,21 +375,23 @@ class Supervisor:
         if run_id:
             self._end_run(run_id, JobState.FAILED, at)
 
-    def _launch(self, job_id: str, devices: tuple[str, ...]) -> None:
+    def _launch(self, job_id: str, devices: tuple[str, ...]) -> bool:
+        """Starts the next attempt of ``job_id`` on ``devices``, unless it no longer waits to. False only
+        when it still waits because one of ``devices`` was taken meanwhile (module doc)."""
         at = now_us()
         with read_session(self._sessions) as session:
             row = session.get(JobRow, job_id)
             if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
-                return
+                return True
             unreadable = _unreadable_spec(row)
         if unreadable:  # every attempt would fail on it, and a RUNNING job without a process is stuck
             self._reject(job_id, unreadable)
-            return
+            return True
         user = self._settings.job_user
         if self._uids is not None:
             user = self._free_uid(job_id, JobFiles(Path(row.folder)))
             if user is None:  # it waits, as for a device, until an attempt ends
-                return
+                return True
         # Created once this session has given its connection back: the tracking store's write takes a
         # connection of its own, and holding one while waiting for another can exhaust the pool.
         run_id = row.run_id or self._create_run(row)
@@ -378,25 +399,36 @@ class Supervisor:
         where = f"devices {','.join(devices)}" if devices else "CPU"
         reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
         with write_session(self._sessions) as session:
+            if devices:  # first, before the job's row (_lock_devices)
+                _lock_devices(session)
             row = locked_job_row(session, job_id)
             if row is None:
-                return
+                return True
             state, ended = JobState(row.state), None
             if state in WAITING and not row.cancel_requested:
+                if holder := _holder_of(session, devices):
+                    # Its run, created above, stays reserved in the job's folder for the next start.
+                    _log.info(
+                        "job %s waits: device(s) %s of its plan are held by job %s, started meanwhile "
+                        "(by another supervisor on this database?)",
+                        job_id, ",".join(devices), holder,
+                    )  # fmt: skip
+                    return False
                 transition(
                     session, row, JobState.RUNNING, reason, actor=SUPERVISOR_ACTOR, at_us=at, attempt=attempt,
                     devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
                     started_at_us=row.started_at_us or at,
                 )  # fmt: skip
             elif state not in TERMINAL or not run_id or run_id == row.run_id:
-                return  # no run, or one whoever ended the job has ended (an earlier attempt's, a leftover)
+                # No run, or one whoever ended the job has ended (an earlier attempt's, a leftover).
+                return True
             else:
                 # Cancelled while the run was being created, so the cancel found no run to end: the new
                 # run is stored on the job all the same (not an orphan) and ended with it.
                 row.run_id, ended = run_id, state
         if ended is not None:
             self._end_run(run_id, ended, at)
-            return
+            return True
         launch = _launch_of(row, self._settings, user)
         launch.files.append_log(reason)
         try:
@@ -427,12 +459,13 @@ class Supervisor:
         except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
             launch.files.append_log(f"error: cannot launch: {exc}")
             self._finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))
-            return
+            return True
         self._handles[job_id] = handle
         with write_session(self._sessions) as session:
             row = locked_job_row(session, job_id)
             if row is not None:
                 row.process_ref, row.pid = handle.ref, handle.pid or 0
+        return True
 
     def _free_uid(self, job_id: str, files: JobFiles) -> JobUser | None:
         """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""
@@ -449,6 +482,37 @@ class Supervisor:
         """The job's run (``runs.create_job_run``); a seam where a test injects a cancel that lands while
         the run is created."""
         return create_job_run(self._tracking, row)
+
+
+#: The one state whose jobs hold devices: every transition out of RUNNING clears ``devices``.
+HOLDS_DEVICES = JobState.RUNNING
+
+#: The PostgreSQL advisory lock every start on devices takes (``aether.jobs.devices``; no other code
+#: takes it). Any constant would do; this one is derived from the name, as the project's other keys are.
+DEVICES_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(b"aether.jobs.devices", digest_size=8).digest(), "big", signed=True
+)
+
+
+def _lock_devices(session: Session) -> None:
+    """Serializes, until the caller's write transaction ends, the starts of jobs on devices, so that of
+    two supervisors on one database the second's check (:func:`_holder_of`) sees the first's start.
+    SQLite's write transactions hold the whole database's lock already (``BEGIN IMMEDIATE``). PostgreSQL
+    gets a transaction-scoped advisory lock: its default isolation, READ COMMITTED, lets two starts each
+    read the RUNNING jobs before the other commits, and there is no row both must lock (the device pool
+    is configuration, not a table). Taken before the job's row, as the first lock of the transaction; no
+    other transaction takes it, so no two wait on each other in crossing orders."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(DEVICES_LOCK_KEY)))
+
+
+def _holder_of(session: Session, devices: tuple[str, ...]) -> str:
+    """The id of a job holding one of ``devices`` now, read in the caller's write transaction, or ""."""
+    if not devices:
+        return ""
+    wanted = set(devices)
+    held = session.execute(select(JobRow.job_id, JobRow.devices).where(JobRow.state == HOLDS_DEVICES.value))
+    return next((job_id for job_id, used in held if wanted.intersection(used)), "")
 
 
 #: What admission reads of the running jobs: their devices, when they end, and their folders (uid_range.py).
