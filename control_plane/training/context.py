@@ -216,8 +216,9 @@ class TrainingContext:
             # data-parallel test's batch/loss steps 1-5, once in CI). Bounded: an unreachable control plane
             # must not hold training up. Epoch points need no wait: they are in the checkpoint, and a
             # resume sends those the run lacks (a round trip per checkpoint was most of the SDK's time).
-            self._metrics.flush(CHECKPOINT_FLUSH_S)
-            self._batch_points_unsaved = False
+            # Still unsaved when the wait timed out: the next checkpoint waits for them again, even with
+            # no batch logged in between (a resume from it does not replay their steps either).
+            self._batch_points_unsaved = not self._metrics.flush(CHECKPOINT_FLUSH_S)
         sdk: dict[str, Any] = {"epoch_metrics": self._epoch_metrics}
         if self._dataset is not None:  # what a resume is checked against
             sdk["dataset_hash"] = self._dataset.dataset_hash

@@ -105,3 +105,29 @@ def test_a_checkpoint_after_epoch_points_only_does_not_wait_on_the_control_plane
     assert checkpoint is not None and checkpoint.sdk["epoch_metrics"] == {0: {"loss": 1.5}}
     ctx.metrics.client.close_timeout_s = 0.1  # what it buffered has nowhere to go
     ctx.metrics.close()
+
+
+def test_batch_points_a_checkpoint_timed_out_on_are_waited_for_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint waits (bounded) for the per-batch points logged before it: a resume from it does not
+    # replay their steps. When that wait timed out, the next checkpoint did not wait for them at all
+    # unless a batch was logged in between, so a crash after it lost them though the control plane was
+    # back by then.
+    ctx = TrainingContext(launch(tmp_path), TrainingContext.from_env(launch(tmp_path).to_env()).spec)
+    ctx.log_batch_metrics(1, loss=1.5)
+    waits: list[float | None] = []
+    answers = iter([False, True])  # unreachable at the first checkpoint, back at the second
+
+    def flush(timeout: float | None = None) -> bool:
+        waits.append(timeout)
+        return next(answers)
+
+    monkeypatch.setattr(ctx.metrics, "flush", flush)
+    state = TrainingState(torch.nn.Linear(2, 1), epoch=1)
+    ctx.checkpoint(state)
+    ctx.checkpoint(state)  # no batch logged in between
+    ctx.checkpoint(state)  # sent: nothing to wait for
+    assert waits == [CHECKPOINT_FLUSH_S, CHECKPOINT_FLUSH_S]
+    ctx.metrics.client.close_timeout_s = 0.1  # what it buffered has nowhere to go
+    ctx.metrics.close()
