@@ -78,6 +78,9 @@ class TrainingContext:
         #: each: a replayed batch at or below it was shipped by an earlier attempt. Empty on a fresh run.
         self._batch_on_server: dict[str, int] = {}
         self._server_read: bool | None = None  # not tried yet; then whether it succeeded
+        #: Epoch points restored from the resumed checkpoint that still await :meth:`_mend_metric_curves`:
+        #: the run could not be read at the resume (a later checkpoint, or closing, tries again).
+        self._unmended: dict[int, dict[str, float]] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingContext:
@@ -170,6 +173,9 @@ class TrainingContext:
         # so resuming would find every checkpoint unreadable. A bad value is refused before it is kept.
         merged = checked_metrics({**(values or {}), **metrics})
         self._epoch_metrics.setdefault(int(epoch), {}).update(merged)
+        if unmended := self._unmended.get(int(epoch)):  # logged (or not) from here: not mended again
+            for key in merged:
+                unmended.pop(key, None)
         fresh = {key: value for key, value in merged.items() if (key, int(epoch)) not in self._on_server}
         if fresh:
             self.metrics.log_epoch(epoch, fresh)
@@ -210,7 +216,7 @@ class TrainingContext:
         (None elsewhere): ranks of one job share the checkpoint folder, and two writers of one file
         name would race on it and on the pruning of old ones."""
         _barrier()
-        if self.is_primary and self._metrics is not None and self._batch_points_unsaved:
+        if self.is_primary and self._metrics is not None and (self._batch_points_unsaved or self._unmended):
             # Per-batch points up to this checkpoint are not in it: sent now, as a resume from it does not
             # replay their steps' logging. Buffered, a crash right after the save lost them for good (the
             # data-parallel test's batch/loss steps 1-5, once in CI). Bounded: an unreachable control plane
@@ -218,7 +224,12 @@ class TrainingContext:
             # resume sends those the run lacks (a round trip per checkpoint was most of the SDK's time).
             # Still unsaved when the wait timed out: the next checkpoint waits for them again, even with
             # no batch logged in between (a resume from it does not replay their steps either).
-            self._batch_points_unsaved = not self._metrics.flush(CHECKPOINT_FLUSH_S)
+            # A resume that could not read the run mends its curves once the control plane answers:
+            # after a flush that went through, not at each checkpoint of an outage (a read waits longer).
+            sent = self._metrics.flush(CHECKPOINT_FLUSH_S)
+            self._batch_points_unsaved = not sent
+            if sent and self._unmended:
+                self._mend()
         sdk: dict[str, Any] = {"epoch_metrics": self._epoch_metrics}
         if self._dataset is not None:  # what a resume is checked against
             sdk["dataset_hash"] = self._dataset.dataset_hash
@@ -232,7 +243,9 @@ class TrainingContext:
         Resuming also mends the run's metric curves. Points still in the buffer when the previous attempt
         was killed never reached the server; those of epochs up to the checkpoint are in it and are sent
         again now, and points the server already holds (epochs the previous attempt shipped after the
-        checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`)."""
+        checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`). When
+        the run cannot be read now (the control plane briefly unreachable), they are sent later: at the
+        first checkpoint whose wait for the buffered points succeeds, or at :meth:`close`."""
         # Rank 0 first: resuming renames a corrupt checkpoint it skips, and two ranks renaming one file
         # race (the second fails on a file gone). The others then find what rank 0 resumed from.
         checkpoint = self.checkpoints.resume() if self.is_primary else None
@@ -244,14 +257,15 @@ class TrainingContext:
         if checkpoint is not None and self.is_primary:  # other ranks log nothing, so mend nothing
             saved = checkpoint.sdk.get("epoch_metrics", {})
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}
-            if self._read_server_points(resumed=True):
-                self._mend_metric_curves()
+            self._unmended = {epoch: dict(values) for epoch, values in self._epoch_metrics.items()}
+            self._mend()
         return checkpoint
 
     def _read_server_points(self, *, resumed: bool = False) -> bool:
-        """Learns, once per attempt, which epoch points the job's run already holds: every metric key
-        the run has (not only those a checkpoint saved: a key first logged after the last checkpoint, or
-        an attempt killed before its first checkpoint, left points too), one history read per key.
+        """Learns, once per attempt (again after a failed read: :meth:`_mend`), which epoch points the
+        job's run already holds: every metric key the run has (not only those a checkpoint saved: a key
+        first logged after the last checkpoint, or an attempt killed before its first checkpoint, left
+        points too), one history read per key.
         Per-batch keys are not read point by point (a long run holds hundreds of thousands): the run's
         summary gives each one's highest step, and the shipper sends a key's points in the order they
         were logged, with steps that only grow, so every step up to that one is on the server already.
@@ -260,8 +274,8 @@ class TrainingContext:
         For an epoch this attempt recomputes, the point already on the server stays and the new value is
         not logged: a curve holds one point per step, and the server keeps what it was sent first (a
         replay from a checkpoint recomputes the same value; one from scratch may differ slightly, which
-        is not worth a second point). False when the server could not be read (the curves are then left
-        as they are and may get duplicate points)."""
+        is not worth a second point). False when the server could not be read: points logged meanwhile
+        may then be duplicates, and a resume's mending waits for a read that succeeds (:meth:`_mend`)."""
         if self._server_read is not None:
             return self._server_read
         self._server_read = True
@@ -286,8 +300,19 @@ class TrainingContext:
             self._server_read = False
         return self._server_read
 
+    def _mend(self) -> None:
+        """Sends the resumed checkpoint's epoch points the run lacks, once it can be read: a read that
+        failed is tried again here (from scratch), and until one succeeds the points stay unmended."""
+        if self._server_read is False:
+            self._server_read = None
+            self._on_server.clear()
+            self._batch_on_server = {}
+        if self._read_server_points(resumed=True):
+            self._mend_metric_curves()
+
     def _mend_metric_curves(self) -> None:
-        for epoch, values in sorted(self._epoch_metrics.items()):
+        unmended, self._unmended = self._unmended, {}
+        for epoch, values in sorted(unmended.items()):
             missing = {key: value for key, value in values.items() if (key, epoch) not in self._on_server}
             if missing:
                 self.metrics.log_epoch(epoch, missing)
@@ -313,6 +338,10 @@ class TrainingContext:
 
     def close(self, status: str = "FINISHED") -> None:
         if self._metrics is not None:
+            # The last chance to mend what a resume could not (:meth:`resume`), if the control plane
+            # answers: a read while it does not would add its wait to the close's own.
+            if self._unmended and self.is_primary and self._metrics.flush(CHECKPOINT_FLUSH_S):
+                self._mend()
             self._metrics.close(status)
             self._metrics = None
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
+from clients.errors import Unavailable
 from clients.sdk.tracking import TrackingClient
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
@@ -20,7 +23,8 @@ from control_plane.training.context import TrainingContext
 from tests.integration.training.conftest import Data, Job, Plane, make_job
 
 
-def attempt(plane: Plane, folder: Path, run_id: str, number: int) -> TrainingContext:
+def attempt(plane: Plane, folder: Path, run_id: str, number: int, address: str = "") -> TrainingContext:
+    """Attempt ``number`` of a job logging into ``run_id`` through ``address`` (default: the plane's)."""
     spec_path = folder / "spec.json"
     spec_path.write_text(spec_to_json(spec_from_mapping({"name": "retry", "entrypoint": {"module": "x"}})))
     launch = LaunchEnv(
@@ -28,7 +32,7 @@ def attempt(plane: Plane, folder: Path, run_id: str, number: int) -> TrainingCon
         attempt=number,
         spec_path=spec_path,
         checkpoint_dir=folder / "checkpoints",
-        control_plane_addr=plane.address,
+        control_plane_addr=address or plane.address,
         tracking_experiment="retry-metrics",
         run_id=run_id,
     )
@@ -173,3 +177,41 @@ def test_batches_replayed_after_sigkills_are_not_logged_twice(
     # One point per step on both curves.
     assert list(batches.steps) == list(range(1, epochs * steps_per_epoch + 1))
     assert list(epoch_curve.steps) == list(range(epochs))
+
+
+@pytest.mark.parametrize("mended_at", ["checkpoint", "close"])
+def test_a_resume_that_cannot_read_the_run_mends_its_curves_once_the_control_plane_answers(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mended_at: str
+) -> None:
+    # A resume sends again the checkpoint's epoch points the run lacks (points still buffered when the
+    # previous attempt died). It did so only if its one read of the run succeeded: with the control plane
+    # unreachable at the attempt's start, the mending was skipped for good and those points were lost.
+    with TrackingClient(plane.address) as tracking:
+        run_id = new_run(tracking, "unread")
+        # Epoch 0's point never reaches the run (as if still buffered when the attempt was killed): this
+        # attempt's control plane address leads nowhere. Its checkpoint holds the point.
+        first = attempt(plane, tmp_path, run_id, 1, address="127.0.0.1:1")
+        first.log_metrics(0, loss=1.0)
+        first.checkpoint(TrainingState(torch.nn.Linear(1, 1), epoch=1))
+        first.metrics.client.close_timeout_s = 0.1
+        first.close()
+
+        second = attempt(plane, tmp_path, run_id, 2)
+        real_get_run = second.metrics.client.get_run
+        calls: list[str] = []
+
+        def unreachable_once(run: str) -> Any:
+            calls.append(run)
+            if len(calls) == 1:
+                raise Unavailable("the control plane is restarting")
+            return real_get_run(run)
+
+        monkeypatch.setattr(second.metrics.client, "get_run", unreachable_once)
+        with pytest.warns(UserWarning, match="could not read the run's metrics"):
+            resumed = second.resume()
+        assert resumed is not None and resumed.epoch == 1
+        second.log_metrics(1, loss=0.5)
+        if mended_at == "checkpoint":  # the control plane answers again
+            second.checkpoint(TrainingState(torch.nn.Linear(1, 1), epoch=2))
+        second.close()
+        assert curve(tracking, run_id, "loss") == [(0, 1.0), (1, 0.5)]
