@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select, tuple_
@@ -34,18 +35,9 @@ def signature_outputs(
 ) -> dict[Version, list[str]]:
     """The output names each of ``versions`` lists in its signature, in the signature's order; a version
     the registry does not hold is left out."""
-    wanted = sorted(set(versions))
-    if not wanted:
-        return {}
-    with read_session(sessions) as session:
-        rows = session.execute(
-            select(RegisteredModelRow.name, ModelVersionRow.version, ModelVersionRow.signature)
-            .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
-            .where(tuple_(RegisteredModelRow.name, ModelVersionRow.version).in_(wanted))
-        ).all()
     return {
-        (name, int(version)): [str(t["name"]) for t in (signature or {}).get("outputs", [])]
-        for name, version, signature in rows
+        version: [str(t["name"]) for t in signature.get("outputs", [])]
+        for version, signature in _signatures(sessions, versions).items()
     }
 
 
@@ -55,6 +47,18 @@ def signature_classes(
     """The label value of each output column, per version whose signature lists its classes
     (``ModelSignature.classes``) as numbers, which feedback labels are; a version listing none, or one
     not a number (text labels), is left out: its outputs cannot be mapped to labels."""
+    found: dict[Version, tuple[float, ...]] = {}
+    for version, signature in _signatures(sessions, versions).items():
+        numbers = _numbers(signature.get("classes", []))
+        if numbers:
+            found[version] = numbers
+    return found
+
+
+def _signatures(
+    sessions: sessionmaker[Session], versions: Iterable[Version]
+) -> dict[Version, dict[str, Any]]:
+    """The stored signature (its JSON) of each of ``versions`` the registry holds."""
     wanted = sorted(set(versions))
     if not wanted:
         return {}
@@ -64,12 +68,7 @@ def signature_classes(
             .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
             .where(tuple_(RegisteredModelRow.name, ModelVersionRow.version).in_(wanted))
         ).all()
-    found: dict[Version, tuple[float, ...]] = {}
-    for name, version, signature in rows:
-        numbers = _numbers((signature or {}).get("classes", []))
-        if numbers:
-            found[name, int(version)] = numbers
-    return found
+    return {(name, int(version)): signature or {} for name, version, signature in rows}
 
 
 def _numbers(values: Iterable[object]) -> tuple[float, ...] | None:
