@@ -9,70 +9,19 @@ reach both variants alike (the callers' real mistakes) still let a healthy canar
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
-import redis
 
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.sdk.deployments import DeploymentsClient
-from tests.integration.deployments.conftest import STREAM, Models, Plane, wait_until
-from tests.integration.deployments.test_canary_loop import finished, start
-
-#: The error code one request to a variant is answered with ("": answered).
-Behaviour = Callable[[random.Random], str]
+from tests.integration.deployments.conftest import Models, Plane, wait_until
+from tests.integration.deployments.test_canary_loop import finished, healthy, start, traffic
 
 
-@contextmanager
-def traffic(redis_url: str, deployment: str, behaviours: dict[str, Behaviour]) -> Iterator[None]:
-    """Appends what the data plane logs for every variant (about 400 requests/s each) until the block ends."""
-    stop = threading.Event()
-
-    def write() -> None:
-        client = redis.Redis.from_url(redis_url)
-        rng = random.Random(7)
-        n = 0
-        while not stop.is_set():
-            pipe = client.pipeline()
-            for name, behaviour in behaviours.items():
-                code = behaviour(rng)
-                n += 1
-                pipe.xadd(
-                    STREAM,
-                    {
-                        "request_id": f"r{n}",
-                        "deployment": deployment,
-                        "variant": name,
-                        "model": "eta",
-                        "version": "0",
-                        "latency_ms": f"{rng.uniform(1, 4):.3f}",
-                        "ok": "0" if code else "1",
-                        "error_code": code or "OK",
-                    },
-                )
-            pipe.execute()
-            stop.wait(0.0025)
-        client.close()
-
-    thread = threading.Thread(target=write, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
-
-
-def answers(rng: random.Random) -> str:
-    return ""
-
-
-def callers_mistakes(rng: random.Random) -> str:
+def callers_mistakes(rng: random.Random) -> tuple[float, str]:
     """A fifth of the callers' requests name an entity with no stored features: every variant refuses
     them alike."""
-    return "NOT_FOUND" if rng.random() < 0.2 else ""
+    return rng.uniform(1.0, 4.0), "NOT_FOUND" if rng.random() < 0.2 else ""
 
 
 @pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "NOT_FOUND"])
@@ -80,7 +29,9 @@ def test_a_canary_refusing_every_request_its_primary_answers_is_rolled_back(
     plane: Plane, deployments: DeploymentsClient, models: Models, code: str
 ) -> None:
     start(deployments, models)
-    with traffic(plane.redis_url, "eta-prod", {"blue": answers, "green": lambda rng: code}):
+    with traffic(
+        plane.redis_url, "eta-prod", {"blue": healthy, "green": lambda rng: (rng.uniform(1.0, 4.0), code)}
+    ):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
     state = deployment.canary

@@ -40,20 +40,20 @@ POLICY = pb.CanaryPolicy(
     min_requests=30,
 )
 
-#: (ok, latency_ms) of one request to a variant.
-Behaviour = Callable[[random.Random], tuple[bool, float]]
+#: (latency_ms, the gRPC status name it was answered with: "" when answered) of one request to a variant.
+Behaviour = Callable[[random.Random], tuple[float, str]]
 
 
-def healthy(rng: random.Random) -> tuple[bool, float]:
-    return True, rng.uniform(1.0, 4.0)
+def healthy(rng: random.Random) -> tuple[float, str]:
+    return rng.uniform(1.0, 4.0), ""
 
 
-def failing(rng: random.Random) -> tuple[bool, float]:
-    return rng.random() > 0.3, rng.uniform(1.0, 4.0)  # 30 % errors
+def failing(rng: random.Random) -> tuple[float, str]:
+    return rng.uniform(1.0, 4.0), "INTERNAL" if rng.random() <= 0.3 else ""  # 30 % errors
 
 
-def slow(rng: random.Random) -> tuple[bool, float]:
-    return True, rng.uniform(150.0, 250.0)
+def slow(rng: random.Random) -> tuple[float, str]:
+    return rng.uniform(150.0, 250.0), ""
 
 
 @contextmanager
@@ -68,7 +68,7 @@ def traffic(redis_url: str, deployment: str, behaviours: dict[str, Behaviour]) -
         while not stop.is_set():
             pipe = client.pipeline()
             for name, behaviour in behaviours.items():
-                ok, latency = behaviour(rng)
+                latency, code = behaviour(rng)
                 request += 1
                 pipe.xadd(
                     STREAM,
@@ -79,8 +79,8 @@ def traffic(redis_url: str, deployment: str, behaviours: dict[str, Behaviour]) -
                         "model": "eta",
                         "version": "0",
                         "latency_ms": f"{latency:.3f}",
-                        "ok": "1" if ok else "0",
-                        "error_code": "" if ok else "INTERNAL",
+                        "ok": "0" if code else "1",
+                        "error_code": code,
                     },
                 )
             pipe.execute()
