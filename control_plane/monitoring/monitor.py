@@ -105,6 +105,8 @@ from control_plane.monitoring.windows import Batch, Window
 #: What a monitor tick fails with when Redis is down or hung (a reply that timed out is no ConnectionError
 #: in redis-py): logged as an outage, without the traceback of a bug.
 _REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: How often a version with no reference is looked up again for its feature count.
+_WIDTH_RECHECK_S = 30.0
 _log = logging.getLogger("aether.control_plane.monitoring")
 
 Outcome = Literal["monitored", "skipped", "malformed"]
@@ -176,6 +178,8 @@ class Monitor:
         self._closed: collections.deque[_Closed] = collections.deque()
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
+        # The reference's feature count by (model, version) (None: no reference) and when it was looked up.
+        self._widths: dict[tuple[str, int], tuple[int | None, float]] = {}
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
         self._background = BackgroundLoop("drift-monitor")
@@ -274,6 +278,7 @@ class Monitor:
             # read again.
             batch = [self._decode(entry_id, fields) for entry_id, fields in entries]
             await self._index([decoded for decoded in batch if not self._applied(decoded.entry_id)])
+            await self._learn_widths(batch)
             for decoded in batch:
                 self._apply(decoded)
             free = self._hold(batch)
@@ -361,6 +366,29 @@ class Monitor:
                 exc_info=None if isinstance(decoded.problem, MalformedEntry) else decoded.problem,
             )
 
+    async def _learn_widths(self, batch: list[_Decoded]) -> None:
+        """Looks up the reference's feature count of each version in ``batch`` not known yet (again every
+        ``_WIDTH_RECHECK_S`` while it has none): its windows take it as the count every row must have, so
+        that a stray row of another one is the mismatch, not the good rows after it (:mod:`.windows`). A
+        reference that cannot be read now is left unknown: the window's report reads it again."""
+        now = self._monotonic()
+        wanted = {
+            (decoded.logged.model, decoded.logged.version)
+            for decoded in batch
+            if decoded.logged is not None and decoded.logged.features is not None
+        }
+        for model, version in wanted:
+            known = self._widths.get((model, version))
+            if known is not None and (known[0] is not None or now - known[1] < _WIDTH_RECHECK_S):
+                continue
+            try:
+                loaded = await asyncio.to_thread(self._references.get, model, version)
+            except Exception as exc:  # DB down, a damaged blob: the report says so when it reads it
+                _log.debug("reference of %s/%s not read for its feature count: %s", model, version, exc)
+                continue
+            width = loaded.features[0].n_features if loaded.features is not None else None
+            self._widths[(model, version)] = (width, now)
+
     def _add(self, logged: LoggedPrediction, entry_id: bytes) -> list[tuple[Key, Window]]:
         config = self._config(logged.deployment)
         if config.disabled or logged.features is None:
@@ -368,7 +396,8 @@ class Monitor:
         output_name, output = logged_output(config, logged)
         key = (logged.deployment, logged.model, logged.version)
         batch = Batch(logged.ts_us, logged.features, output, entry_id)
-        closed = self._versions.add(key, config, batch, output_name if output is not None else "")
+        width = self._widths.get((logged.model, logged.version), (None, 0.0))[0]
+        closed = self._versions.add(key, config, batch, output_name if output is not None else "", width)
         return [(key, window) for window in closed]
 
     # ------------------------------------------------------------------ acknowledging entries
@@ -477,6 +506,12 @@ class Monitor:
         served = None if lookup is None else await asyncio.to_thread(gauged_now, lookup, deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
         stream = self._versions.get(key)
+        if references.features is not None:
+            # The reference's feature count is the version's: a row of another is the mismatch from now on.
+            width = references.features[0].n_features
+            self._widths[(model, version)] = (width, self._monotonic())
+            if stream is not None:
+                stream.windows.expect_width(width)
         report, baseline = await asyncio.to_thread(
             score_window,
             key,

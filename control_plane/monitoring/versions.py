@@ -59,9 +59,14 @@ class Versions:
     def get(self, key: Key) -> VersionWindows | None:
         return self._versions.get(key)
 
-    def add(self, key: Key, config: pb.MonitorConfig, batch: Batch, output_name: str) -> list[Window]:
-        """Adds one entry's rows to the windows of ``key``; returns the windows that closed."""
+    def add(
+        self, key: Key, config: pb.MonitorConfig, batch: Batch, output_name: str, width: int | None = None
+    ) -> list[Window]:
+        """Adds one entry's rows to the windows of ``key``; returns the windows that closed. ``width``: the
+        feature count of the version's reference profile, when known (every row must have it)."""
         version, closed = self.windows_for(key, config)
+        if width is not None and version.windows.width != width:
+            version.windows.expect_width(width)
         if output_name:
             version.output_name = output_name
         version.last_row_at = self._monotonic()

@@ -8,9 +8,15 @@
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
   the open window (its window has closed) is late: dropped.
 
-Rows whose feature count differs from the window's first row are dropped, so one malformed entry cannot
-break a window's matrix. Outputs travel with their feature rows; a batch without outputs (or with another
-row count) contributes features only.
+Rows of another feature count than the window's are dropped (``"mismatched"``), so one malformed entry
+cannot break a window's matrix. A window's count is the reference profile's ``n_features`` once the
+windows know it (``width=``, :meth:`TumblingWindows.expect_width`: the monitor tells them the version's
+reference). Until then it is the window's own first row's, taken anew for every window; and should
+batches (logged requests) of one other count come to outnumber the open window's, its rows are taken for
+the strays: dropped as mismatched, the window starting over with the newest of those batches. So one
+stray first entry costs itself and one good entry, never the version's later windows (a count window it
+opened would otherwise never fill). Outputs travel with their feature rows; a batch without outputs (or
+with another row count) contributes features only.
 
 Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`` as they are dropped
 (``"late"`` or ``"mismatched"``; the monitor counts them in Prometheus), counted in the totals
@@ -84,10 +90,13 @@ class _Open:
     mismatched_rows: int = 0
     entries: set[bytes] = field(default_factory=set)  # those with rows here
     dropped: set[bytes] = field(default_factory=set)  # those with rows in late_rows / mismatched_rows
+    rejected: dict[int, int] = field(default_factory=dict)  # mismatched batches by feature count
 
     def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes) -> None:
         if self.n_rows == 0:
             self.first_ts_us = ts_us
+        if self.width == -1:
+            self.width = features.shape[1]
         self.last_ts_us = ts_us
         self.batches.append(Batch(ts_us, features, outputs, entry))
         if entry:
@@ -113,7 +122,10 @@ class TumblingWindows:
         seconds: float = 3600.0,
         grace_s: float = 0.0,
         on_drop: Callable[[DropReason, int], None] | None = None,
+        width: int | None = None,
     ):
+        """``width``: the feature count every row must have (the reference profile's ``n_features``), when
+        known; None takes each window's from its first row (see the module doc)."""
         if kind == "count" and rows < 1:
             raise ValueError(f"a count window needs at least one row, got {rows}")
         if kind == "time" and seconds <= 0:
@@ -125,7 +137,8 @@ class TumblingWindows:
         self.late_rows = 0
         self.mismatched_rows = 0
         self._on_drop = on_drop
-        self._open = _Open()
+        self._width = -1 if width is None else width
+        self._open = _Open(width=self._width)
         self._period = -1  # index k of the open time window; -1 before the first row
         self._closed_period = -1  # newest period already closed: its rows are late from now on
 
@@ -141,9 +154,25 @@ class TumblingWindows:
         """Whether the open window holds rows of ``entry`` or counts rows of it as dropped."""
         return entry in self._open.entries or entry in self._open.dropped
 
+    @property
+    def width(self) -> int | None:
+        """The feature count every row must have, once known (:meth:`expect_width`); else None."""
+        return None if self._width == -1 else self._width
+
+    def expect_width(self, width: int) -> None:
+        """From now on a row of another feature count than ``width`` (the reference profile's) is
+        mismatched, in every window opened after this one; the open window keeps the width it has, or
+        takes ``width`` when it has no row yet."""
+        self._width = width
+        if self._open.n_rows == 0:
+            self._open.width = width
+
     def adopt(self, previous: TumblingWindows) -> list[Window]:
         """Takes over the open window of ``previous`` (windows of another shape): its rows, as added (which
-        may close some windows at once), and its count of dropped rows, which the next window carries."""
+        may close some windows at once), its count of dropped rows, which the next window carries, and the
+        feature count it expects, if known."""
+        if previous._width != -1 and self._width == -1:
+            self.expect_width(previous._width)
         self._open.late_rows += previous._open.late_rows
         self._open.mismatched_rows += previous._open.mismatched_rows
         self._open.dropped |= previous._open.dropped
@@ -162,9 +191,8 @@ class TumblingWindows:
         )
         if features.shape[0] == 0:
             return []
-        if self._open.width == -1:
-            self._open.width = features.shape[1]
-        elif features.shape[1] != self._open.width:
+        width = features.shape[1]
+        if width != self._width_for(batch.ts_us, width) and not self._displaces(width):
             self._drop("mismatched", features.shape[0], batch.entry)
             return []
         if self.kind == "count":
@@ -185,12 +213,12 @@ class TumblingWindows:
         rows' times, a time window its period. An open window holding no rows, only dropped ones, is let
         go: they were counted as they were dropped (``on_drop``), and no report is made of nothing."""
         if self._open.n_rows == 0:
-            self._open = _Open(width=self._open.width)
+            self._open = _Open(width=self._width)
             return []
         if self.kind == "time":
             return [self._close_period()]
         window = self._open.close(self._open.first_ts_us, self._open.last_ts_us)
-        self._open = _Open(width=self._open.width)
+        self._open = _Open(width=self._width)
         return [window]
 
     def _add_counted(
@@ -205,7 +233,7 @@ class TumblingWindows:
             offset += take
             if self._open.n_rows == self.rows:
                 closed.append(self._open.close(self._open.first_ts_us, self._open.last_ts_us))
-                self._open = _Open(width=self._open.width)
+                self._open = _Open(width=self._width)
         return closed
 
     def _add_timed(
@@ -221,6 +249,35 @@ class TumblingWindows:
         self._period = period
         self._open.add(ts_us, features, outputs, entry)
         return closed
+
+    def _width_for(self, ts_us: int, width: int) -> int:
+        """The feature count a row at ``ts_us`` must have: the open window's once it holds a row, unless
+        this row opens a window of its own (a later time period); else the expected one when known; else
+        the row's own (``width``)."""
+        opens = self._open.n_rows == 0 or (self.kind == "time" and ts_us // self.width_us > self._period)
+        if not opens:
+            return self._open.width
+        return width if self._width == -1 else self._width
+
+    def _displaces(self, width: int) -> bool:
+        """With no expected width: whether batches of ``width`` (this one included) now outnumber the
+        open window's, whose rows are then taken for the strays: dropped (``mismatched``), the window
+        starting over with this batch. Else counts this batch against ``width``."""
+        if self._width != -1:
+            return False
+        rejected = self._open.rejected.get(width, 0) + 1
+        if rejected <= len(self._open.batches):
+            self._open.rejected[width] = rejected
+            return False
+        strays = self._open
+        self._open = _Open(
+            width=self._width,
+            late_rows=strays.late_rows,
+            mismatched_rows=strays.mismatched_rows,
+            dropped=strays.dropped | strays.entries,
+        )
+        self._drop("mismatched", strays.n_rows, b"")
+        return True
 
     def _drop(self, reason: DropReason, rows: int, entry: bytes) -> None:
         if entry:
@@ -238,5 +295,5 @@ class TumblingWindows:
         start = self._period * self.width_us
         self._closed_period = self._period
         window = self._open.close(start, start + self.width_us)
-        self._open = _Open(width=self._open.width)
+        self._open = _Open(width=self._width)
         return window

@@ -91,6 +91,19 @@ def put_file(path: Path, content: bytes) -> None:
 # ---------------------------------------------------------------------------- rows the windows drop
 
 
+async def test_a_stray_first_row_of_another_width_than_the_reference_is_the_one_dropped(world: World) -> None:
+    """The first row's feature count was kept for the version's lifetime: one stray first entry made
+    every later, correct row mismatched, so a count window never filled and no drift report came."""
+    register_reference(world)  # 3 features
+    configure(world.sessions, window_rows=10)
+    world.add(entry(0, width=4), *(entry(i) for i in range(1, 21)))
+    await world.monitor().tick()
+    reports = sorted(world.reports(), key=lambda r: r.window_start_us)
+    assert [(r.n_rows, r.mismatched_rows) for r in reports] == [(10, 1), (10, 0)]
+    assert all(r.status != pb.DRIFT_STATUS_SCHEMA_MISMATCH for r in reports)
+    assert world.dropped("mismatched") == 1.0
+
+
 async def test_rows_the_windows_drop_are_counted_by_reason_and_in_the_next_report(world: World) -> None:
     """Every row read is in one report or counted as dropped: late rows and rows of another width used
     to be counted only in the windows' memory, and the entry as monitored."""

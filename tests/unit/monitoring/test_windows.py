@@ -48,6 +48,47 @@ def test_rows_with_another_feature_count_are_counted_and_dropped() -> None:
     assert [w.n_rows for w in windows.add(Batch(3, rows(2)))] == [4]
 
 
+def test_one_malformed_first_row_does_not_make_every_later_row_mismatched() -> None:
+    windows = TumblingWindows("count", rows=4)
+    windows.add(Batch(1, rows(1, width=5)))  # one stray row of another width first
+    closed = [w for i in range(20) for w in windows.add(Batch(2 + i, rows(1, width=3)))]
+    # The second good entry outnumbers the stray one: the stray and the first good row are dropped, and
+    # every later window fills with good rows.
+    assert windows.mismatched_rows == 2
+    assert [w.features.shape for w in closed] == [(4, 3)] * 4 and closed[0].mismatched_rows == 2
+    assert windows.pending_rows == 3
+
+
+def test_a_time_window_takes_the_width_of_its_own_first_row() -> None:
+    windows = TumblingWindows("time", seconds=1.0)
+    windows.add(Batch(1_100_000, rows(1, width=5)))
+    assert windows.add(Batch(1_200_000, rows(2, width=3))) == [] and windows.mismatched_rows == 2
+    (first,) = windows.add(Batch(2_100_000, rows(2, width=3)))  # a later period: a window of its own
+    assert first.features.shape == (1, 5) and first.mismatched_rows == 2
+    windows.add(Batch(2_200_000, rows(1, width=3)))
+    assert windows.pending_rows == 3 and windows.mismatched_rows == 2
+
+
+def test_the_reference_width_once_known_decides_what_is_mismatched() -> None:
+    windows = TumblingWindows("count", rows=2, width=3)
+    assert windows.width == 3
+    windows.add(Batch(1, rows(1, width=5)))  # of another width than the reference: never opens a window
+    assert windows.mismatched_rows == 1 and windows.pending_rows == 0
+    (window,) = windows.add(Batch(2, rows(2, width=3)))
+    assert window.mismatched_rows == 1
+    learning = TumblingWindows("count", rows=2)
+    learning.add(Batch(1, rows(1, width=5)))  # the open window keeps the width it has
+    learning.expect_width(3)
+    assert learning.add(Batch(2, rows(1, width=3))) == [] and learning.mismatched_rows == 1
+    (stray,) = learning.add(Batch(3, rows(1, width=5)))
+    assert stray.features.shape == (2, 5)
+    learning.add(Batch(4, rows(1, width=5)))  # later windows expect the reference's width
+    assert learning.mismatched_rows == 2
+    adopted = TumblingWindows("count", rows=5)
+    adopted.adopt(learning)
+    assert adopted.width == 3
+
+
 def test_invalid_window_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         TumblingWindows("count", rows=0)
