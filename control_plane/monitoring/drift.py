@@ -11,6 +11,15 @@ A feature with fewer than ``min_samples`` finite values (in the window or the re
 *insufficient*: no score, never drifted, and not counted in the share. The window drifts when
 ``drifted / scored ≥ drift_share``; with no scored feature it is ``INSUFFICIENT_DATA`` — never a drift.
 NaN and ±∞ values are counted per feature (``missing_current``) and left out of every score.
+
+**Precision.** The reference and the window are compared in the precision the model is served with:
+both are rounded to it (:func:`kernels.drift.at_precision`, :func:`kernels.drift.round_to`) before any
+bin is counted. A float64 reference holds 0.1 on a point-mass bin ``[0.1, nextafter(0.1))`` that the
+float32 value a float32 model is fed (``float32(0.1) > 0.1``) misses, and so an unchanged feature read
+as wholly drifted (PSI ≈ 17, JSD 1, KS p ≈ 0). The precision is the model version's input (or output)
+dtype from its signature when the caller knows it (:class:`.profiles.ReferenceCache`); else the window's
+own: float32 when every finite value of it is a float32 (what the data plane logs for a float32 model),
+which leaves a float64 window and its reference as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from kernels.drift import Correction, ReferenceProfile, adjust_pvalues, drift_scores
+from kernels.drift import Correction, ReferenceProfile, adjust_pvalues, at_precision, drift_scores, round_to
 
 _CORRECTIONS: dict[pb.MultipleTestingCorrection, Correction] = {
     pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG: "benjamini-hochberg",
@@ -52,11 +61,20 @@ class Verdict:
 
 
 def evaluate(
-    profile: ReferenceProfile, names: tuple[str, ...], window: npt.NDArray[np.float64], rule: DriftRule
+    profile: ReferenceProfile,
+    names: tuple[str, ...],
+    window: npt.NDArray[np.float64],
+    rule: DriftRule,
+    precision: npt.DTypeLike | None = None,
 ) -> Verdict:
-    """The verdict on ``window`` (``[rows, features]``) against ``profile``."""
+    """The verdict on ``window`` (``[rows, features]``) against ``profile``, both rounded to
+    ``precision`` (the served dtype; None: the window's own, see the module doc)."""
     if window.ndim != 2 or window.shape[1] != profile.n_features:
         return Verdict(pb.DRIFT_STATUS_SCHEMA_MISMATCH, 0.0, [])
+    served = np.dtype(precision) if precision is not None else window_precision(window)
+    if served.kind == "f" and served.itemsize < 8:
+        window = round_to(window, served)
+        profile = at_precision(profile, served)
     scores = drift_scores(profile, window, min_samples=rule.min_samples)
     insufficient = scores.insufficient
     adjusted = adjust_pvalues(np.where(insufficient, np.nan, scores.ks_pvalue), _CORRECTIONS[rule.correction])
@@ -87,6 +105,14 @@ def evaluate(
     share = int(np.count_nonzero(drifted)) / n_scored
     status = pb.DRIFT_STATUS_DRIFT if share >= rule.drift_share and share > 0 else pb.DRIFT_STATUS_NO_DRIFT
     return Verdict(status, share, features)
+
+
+def window_precision(window: npt.NDArray[np.float64]) -> np.dtype[np.floating]:
+    """float32 when every finite value of ``window`` is one (it was logged as float32), else float64."""
+    finite = window[np.isfinite(window)]
+    if finite.size and np.array_equal(round_to(finite, np.float32), finite):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def _statistic(

@@ -521,6 +521,8 @@ class Monitor:
             references.outputs,
             stream.output_baseline if stream is not None else None,
             stream.output_name if stream is not None else "",
+            references.feature_dtype,
+            references.output_dtype,
         )
         return await asyncio.to_thread(store_report, self._sessions, report), baseline, served
 

@@ -11,6 +11,11 @@ many values, which only makes its p-values a little larger (more conservative). 
 spread (the standard deviation that normalises Wasserstein) and missing counts always come from every
 row.
 
+Profiles are built in float64 whatever the model is served in; :class:`ReferenceCache` rounds one, as it
+loads it, to the float dtype of the version's signature (:func:`served_dtypes`; a float32 model's
+reference held values its float32 input never takes, and an unchanged feature read as drift: see
+:mod:`.drift`), so a profile needs no rebuilding, nor its caller to know the model's dtype.
+
 The link lives in the ``reference_profiles`` table: (model, version) → the features' profile and, when
 given, the model outputs' profile on the same rows (the reference for prediction drift). Versions
 registered by the built-in trainer before a link was made are still found: :func:`resolve_reference`
@@ -49,7 +54,7 @@ from control_plane.model_registry.validation import check_version
 from control_plane.monitoring.tables import ReferenceProfileRow
 from control_plane.tracking.tables import RunRow, TagRow
 from control_plane.training.reference import SHA_TAG, profile_from_bytes, profile_to_bytes
-from kernels.drift import ReferenceProfile, build_reference_profile
+from kernels.drift import ReferenceProfile, at_precision, build_reference_profile
 
 DEFAULT_MAX_VALUES = 100_000
 FeatureTable: TypeAlias = npt.ArrayLike | pa.Table | Mapping[str, npt.ArrayLike]
@@ -293,15 +298,50 @@ def resolve_reference(session: Session, model_name: str, version: int) -> pb.Ref
 
 @dataclass(frozen=True)
 class LoadedReference:
-    """A version's reference, loaded: features (None when unlinked) and outputs (None when absent)."""
+    """A version's reference, loaded: features (None when unlinked) and outputs (None when absent),
+    each already rounded to the precision its model serves them in (:func:`served_dtypes`): ``""`` where
+    the signature does not say, and the window's own precision decides (:mod:`.drift`)."""
 
     features: tuple[ReferenceProfile, tuple[str, ...]] | None
     outputs: tuple[ReferenceProfile, tuple[str, ...]] | None
+    feature_dtype: str = ""
+    output_dtype: str = ""
+
+
+def served_dtypes(session: Session, model_name: str, version: int) -> tuple[str, str]:
+    """``(input dtype, output dtype)`` the version's signature serves its features and outputs in: the one
+    float dtype among its inputs (outputs), else ``""`` (none, several, or no such version)."""
+    signature = session.execute(
+        select(ModelVersionRow.signature)
+        .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+        .where(RegisteredModelRow.name == model_name, ModelVersionRow.version == version)
+    ).scalar_one_or_none()
+    if not isinstance(signature, dict):
+        return "", ""
+    return _float_dtype(signature.get("inputs")), _float_dtype(signature.get("outputs"))
+
+
+def _float_dtype(tensors: object) -> str:
+    if not isinstance(tensors, list):
+        return ""
+    floats = {str(t.get("dtype")) for t in tensors if isinstance(t, dict)} & _FLOAT_DTYPES
+    return floats.pop() if len(floats) == 1 else ""
+
+
+_FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
+
+
+def _at(
+    loaded: tuple[ReferenceProfile, tuple[str, ...]], dtype: str
+) -> tuple[ReferenceProfile, tuple[str, ...]]:
+    return (at_precision(loaded[0], dtype), loaded[1]) if dtype else loaded
 
 
 class ReferenceCache:
     """Loaded references by (model, version), re-resolved every ``ttl_s`` (a new link is picked up) and
-    re-loaded only when the linked sha256 changed. Bounded LRU; thread-safe."""
+    re-loaded only when the linked sha256 changed. A profile is rounded once, as it is loaded, to the
+    dtype the version's signature serves it in (a float64 profile of a float32 model, every one the SDK
+    or an older trainer built, included): see :mod:`.drift`. Bounded LRU; thread-safe."""
 
     def __init__(
         self, sessions: sessionmaker[Session], store: ArtifactStore, capacity: int = 32, ttl_s: float = 30.0
@@ -324,14 +364,21 @@ class ReferenceCache:
             return cached[3]
         with read_session(self._sessions) as session:
             info = resolve_reference(session, model_name, version)
+            feature_dtype, output_dtype = served_dtypes(session, model_name, version)
         sha = info.artifact_sha256 if info is not None else ""
         output_sha = info.output_artifact_sha256 if info is not None else ""
-        if cached is not None and (cached[1], cached[2]) == (sha, output_sha):
+        if (
+            cached is not None
+            and (cached[1], cached[2]) == (sha, output_sha)
+            and (cached[3].feature_dtype, cached[3].output_dtype) == (feature_dtype, output_dtype)
+        ):
             loaded = cached[3]
         else:
             loaded = LoadedReference(
-                load_profile(self._store, sha) if sha else None,
-                load_profile(self._store, output_sha) if output_sha else None,
+                _at(load_profile(self._store, sha), feature_dtype) if sha else None,
+                _at(load_profile(self._store, output_sha), output_dtype) if output_sha else None,
+                feature_dtype,
+                output_dtype,
             )
         with self._lock:
             self._entries[key] = (now, sha, output_sha, loaded)

@@ -24,6 +24,8 @@ def score_window(
     outputs: Profile | None,
     learned_outputs: Profile | None = None,
     output_name: str = "",
+    feature_dtype: str = "",
+    output_dtype: str = "",
 ) -> tuple[pb.DriftReport, Profile | None]:
     """The window's report and the prediction baseline it makes, if any.
 
@@ -31,7 +33,9 @@ def score_window(
     ``learned_outputs`` is the baseline an earlier window made when no output profile was registered.
     Without either output reference the report's prediction status is ``NO_REFERENCE`` and a window with
     at least ``config.min_samples`` rows makes the baseline (named after ``output_name``). The caller
-    keeps that baseline once the report is stored, so that a retried report scores the same way."""
+    keeps that baseline once the report is stored, so that a retried report scores the same way.
+    ``feature_dtype`` and ``output_dtype``: the dtypes the model serves them in, when its signature says
+    (both sides are compared rounded to it: :mod:`.drift`); ``""`` lets each window's own decide."""
     deployment, model, version = key
     rule = DriftRule.of(config)
     report = pb.DriftReport(
@@ -50,7 +54,7 @@ def score_window(
         status=pb.DRIFT_STATUS_NO_REFERENCE,
     )
     if features is not None:
-        verdict = evaluate(features[0], features[1], window.features, rule)
+        verdict = evaluate(features[0], features[1], window.features, rule, feature_dtype or None)
         report.status = verdict.status
         report.drifted_share = verdict.drifted_share
         report.features.extend(verdict.features)
@@ -58,7 +62,7 @@ def score_window(
         return report, None
     baseline = outputs or learned_outputs
     if baseline is not None:
-        verdict = evaluate(baseline[0], baseline[1], window.outputs, rule)
+        verdict = evaluate(baseline[0], baseline[1], window.outputs, rule, output_dtype or None)
         report.prediction_status = verdict.status
         report.outputs.extend(verdict.features)
         return report, None

@@ -31,7 +31,14 @@ from kernels.drift.multiple_testing import (
     bonferroni,
     rejected,
 )
-from kernels.drift.profile import ReferenceProfile, build_reference_profile, merge_profiles, rebin
+from kernels.drift.profile import (
+    ReferenceProfile,
+    at_precision,
+    build_reference_profile,
+    merge_profiles,
+    rebin,
+    round_to,
+)
 from kernels.drift.scores import DriftScores, drift_scores
 from kernels.drift.univariate import jensen_shannon, psi, wasserstein_normalised
 
@@ -46,6 +53,7 @@ __all__ = [
     "KsResult",
     "ReferenceProfile",
     "adjust_pvalues",
+    "at_precision",
     "benjamini_hochberg",
     "bonferroni",
     "build_reference_profile",
@@ -65,5 +73,6 @@ __all__ = [
     "quantile_edges",
     "rebin",
     "rejected",
+    "round_to",
     "wasserstein_normalised",
 ]

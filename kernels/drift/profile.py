@@ -16,6 +16,10 @@ parallel formula. Bin edges are *frozen* at build time, so only profiles with id
 build the parts with shared edges (``edges=`` of :func:`build_reference_profile`), or call
 :func:`rebin` afterwards to recompute quantile edges from the merged sample.
 
+**Precision** (:func:`at_precision`): a profile compared with values served as float32 must hold its
+reference values rounded to float32 too, or a value float32 cannot hold exactly sits alone on a
+point-mass bin the served value misses.
+
 **Profiles binned before point masses had bins of their own** (edges padded to ``n_bins − 1``; see
 :mod:`kernels.drift.binning`) still score exactly as they did: every function here takes edges of any
 width. :func:`with_point_mass_bins` re-bins one the current way where that is exact.
@@ -24,6 +28,7 @@ width. :func:`with_point_mass_bins` re-bins one the current way where that is ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -166,6 +171,100 @@ def with_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile | None:
         if not np.array_equal(profile.edges[f], legacy):
             return None  # imposed edges: not ours to replace
     return rebin(profile, profile.n_bins)
+
+
+def at_precision(profile: ReferenceProfile, dtype: npt.DTypeLike) -> ReferenceProfile:
+    """The profile of the same reference values rounded to ``dtype`` (``float32``, ``float16``): what a
+    model served in that precision is fed, and what its prediction log holds. ``profile`` itself when
+    ``dtype`` is no narrower float than float64 or its sample is already exact in ``dtype``.
+
+    Why: a reference built in float64 puts a value float32 cannot hold exactly (0.1, 0.3, 2.7) on a
+    point mass of its own, ``[v, nextafter(v))``; the same value served as float32 is ``float32(v) ≠ v``
+    and lands in the next bin, so PSI, JSD and KS read identical distributions as wholly drifted. Compare
+    the window rounded the same way (:func:`round_to`).
+
+    A complete sample (every binned value kept: not compacted) is rebuilt exactly as if profiled from
+    the rounded values: fresh quantile bins, or the profile's own edges rounded where they were imposed.
+    A compacted one cannot recount its bins: its sample and edges are rounded (two edges that round
+    together stay apart by one step of ``dtype``, so a point mass keeps a bin of its own), its counts,
+    mean and spread kept (they move by about one rounding step)."""
+    target = np.dtype(dtype)
+    if target.kind != "f" or target.itemsize >= 8:
+        return profile
+    rounded = round_to(profile.sorted_values, target)
+    if np.array_equal(rounded, profile.sorted_values, equal_nan=True):
+        return profile
+    if np.array_equal(profile.bin_counts.sum(axis=1), profile.n_valid):
+        edges = None if _quantile_binned(profile) else _rounded_edges(profile.edges, target)
+        n_rows = int(profile.n_valid.max(initial=0) + profile.n_missing.max(initial=0))
+        table = np.full((n_rows, profile.n_features), np.nan)
+        for f in range(profile.n_features):
+            table[: profile.n_valid[f], f] = rounded[f, : profile.n_valid[f]]
+        rebuilt = build_reference_profile(table, profile.n_bins, edges)
+        n_missing = profile.n_missing + (rebuilt.n_missing - (n_rows - profile.n_valid))
+        return ReferenceProfile(
+            n_bins=rebuilt.n_bins,
+            edges=rebuilt.edges,
+            bin_counts=rebuilt.bin_counts,
+            sorted_values=rebuilt.sorted_values,
+            n_valid=rebuilt.n_valid,
+            n_missing=n_missing.astype(np.int64),
+            mean=rebuilt.mean,
+            m2=rebuilt.m2,
+        )
+    # Compacted: a value past the dtype's range keeps its float64 value (it cannot be recounted missing).
+    kept = np.where(np.isfinite(rounded) | np.isnan(profile.sorted_values), rounded, profile.sorted_values)
+    return ReferenceProfile(
+        n_bins=profile.n_bins,
+        edges=_rounded_edges(profile.edges, target),
+        bin_counts=profile.bin_counts,
+        sorted_values=kept,
+        n_valid=profile.n_valid,
+        n_missing=profile.n_missing,
+        mean=profile.mean,
+        m2=profile.m2,
+    )
+
+
+def round_to(values: npt.ArrayLike, dtype: npt.DTypeLike) -> FloatArray:
+    """``values`` rounded to ``dtype`` (to nearest; past its range to ``±∞``), back as float64."""
+    with np.errstate(over="ignore"):
+        return np.asarray(np.asarray(values).astype(dtype).astype(np.float64), dtype=np.float64)
+
+
+def _quantile_binned(profile: ReferenceProfile) -> bool:
+    """Whether every feature's edges are the quantile edges of its sample (not imposed, not legacy)."""
+    if profile.edges.shape[1] != edge_capacity(profile.n_bins):
+        return False
+    for f in range(profile.n_features):
+        finite = profile.sorted_values[f, : profile.n_valid[f]]
+        expected = np.full(profile.edges.shape[1], np.inf)
+        if finite.shape[0]:
+            expected = padded_edges(quantile_edges(finite, profile.n_bins), profile.n_bins)
+        if not np.array_equal(profile.edges[f], expected):
+            return False
+    return True
+
+
+def _rounded_edges(edges: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
+    """Finite edges rounded to ``dtype``, each kept at least one ``dtype`` step above the one before (a
+    point-mass bin ``[v, nextafter(v))`` becomes ``[v', nextafter(v'))`` of the rounded ``v'``)."""
+    out = edges.copy()
+    step_up = dtype.type(np.inf)
+    for f in range(edges.shape[0]):
+        previous = -np.inf
+        for i in range(edges.shape[1]):
+            edge = float(edges[f, i])
+            if not np.isfinite(edge):
+                continue
+            value = float(round_to(edge, dtype))
+            if not np.isfinite(value):
+                value = edge
+            if value <= previous:
+                value = float(np.nextafter(dtype.type(previous), step_up))
+            out[f, i] = value
+            previous = value
+    return out
 
 
 def _summarise(

@@ -12,13 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control_plane.monitoring.profiles import compact
 from kernels.drift import (
     DEFAULT_PSI_EPS,
+    at_precision,
     build_reference_profile,
     drift_scores,
     jensen_shannon,
     psi,
     quantile_edges,
+    round_to,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -196,3 +199,45 @@ def test_moving_a_point_mass_up_scores_above_the_threshold(
     assert psi(ref, cur, n_bins) > PSI_THRESHOLD
     profile = build_reference_profile(ref, n_bins=n_bins)
     assert drift_scores(profile, cur, min_samples=1).psi[0] > PSI_THRESHOLD
+
+
+# ---------------------------------------------------------------------------- the served precision
+def _float32(values: FloatArray) -> FloatArray:
+    return round_to(values, np.float32)
+
+
+def test_a_profile_at_float32_is_the_profile_of_the_values_rounded_to_float32() -> None:
+    rng = np.random.default_rng(5)
+    reference = np.column_stack(
+        [rng.choice([0.1, 0.3, 2.7], 3000), rng.normal(size=3000), np.full(3000, 1e39)]  # 1e39: past float32
+    )
+    reference[::7, 1] = np.nan
+    rounded = at_precision(build_reference_profile(reference), np.float32)
+    expected = build_reference_profile(_float32(reference))
+    for name in ("edges", "bin_counts", "sorted_values", "n_valid", "n_missing", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(rounded, name), getattr(expected, name), err_msg=name)
+    exact = build_reference_profile(_float32(reference))
+    assert at_precision(exact, np.float32) is exact
+    assert at_precision(rounded, np.float64) is rounded
+
+
+@pytest.mark.parametrize("kind", ["compacted", "imposed edges"])
+def test_a_profile_that_cannot_be_rebuilt_keeps_a_bin_per_point_mass_at_float32(kind: str) -> None:
+    rng = np.random.default_rng(6)
+    reference = np.column_stack([rng.choice([0.1, 0.3], 5000), np.full(5000, 2.7)])
+    profile = build_reference_profile(reference)
+    if kind == "compacted":
+        profile = compact(profile, max_values=500)
+    else:
+        profile = build_reference_profile(reference, edges=profile.edges + 1e-17)  # not its quantile edges
+    rounded = at_precision(profile, np.float32)
+    assert rounded.edges.shape == profile.edges.shape
+    served = _float32(np.column_stack([rng.choice([0.1, 0.3], 1000), np.full(1000, 2.7)]))
+    scores = drift_scores(rounded, served)
+    assert np.all(scores.psi < PSI_THRESHOLD) and np.all(scores.jensen_shannon < JSD_THRESHOLD)
+    moved = served.copy()
+    moved[:, 0] = float(np.float32(0.3))
+    assert drift_scores(rounded, moved).psi[0] > PSI_THRESHOLD
+    above = served.copy()
+    above[:, 1] = float(np.nextafter(np.float32(2.7), np.float32(np.inf)))  # one float32 step up off the mass
+    assert drift_scores(rounded, above).psi[1] > PSI_THRESHOLD

@@ -46,15 +46,20 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 
 def register_version(
-    sessions: sessionmaker[Session], store: ArtifactStore, name: str, classes: tuple[str, ...] = ()
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    name: str,
+    classes: tuple[str, ...] = (),
+    signature: mpb.ModelSignature | None = None,
 ) -> int:
-    """A new version of model ``name`` (created if need be); ``classes``: its signature's classes."""
+    """A new version of model ``name`` (created if need be); ``classes``: its signature's classes, or
+    ``signature`` whole."""
     registry = ModelRegistry(sessions, store)
     artifact = store.put_bytes(f"onnx bytes of {name}".encode())
     request = mpb.CreateModelVersionRequest(
         model_name=name,
         artifact_sha256=artifact.sha256,
         create_model=True,
-        signature=mpb.ModelSignature(classes=classes),
+        signature=signature if signature is not None else mpb.ModelSignature(classes=classes),
     )
     return int(registry.create_version(request, actor="trainer").version)

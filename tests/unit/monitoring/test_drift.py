@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.monitoring.config import default_config, effective
 from control_plane.monitoring.drift import DriftRule, evaluate
+from control_plane.monitoring.entries import decode_entry
+from control_plane.monitoring.profiles import profile_blob
+from control_plane.training.reference import profile_from_bytes
 from kernels.drift import ReferenceProfile, benjamini_hochberg, build_reference_profile
+from tests.unit.monitoring.world import entry
 
 N_FEATURES = 10
 NAMES = tuple(f"x{i}" for i in range(N_FEATURES))
@@ -120,3 +126,77 @@ def test_point_masses_moving_up_drift_with_the_default_binned_tests(test: int) -
         ("c_up", True),
         ("c_down", True),
     ]
+
+
+# ---------------------------------------------------------------------------- the served precision
+ALL_TESTS = (pb.DRIFT_TEST_PSI, pb.DRIFT_TEST_JSD, pb.DRIFT_TEST_KS, pb.DRIFT_TEST_WASSERSTEIN)
+
+
+def logged(values: np.ndarray) -> np.ndarray:
+    """``values`` as the monitor reads them from a prediction-log entry written with their dtype."""
+    fields = entry(0)
+    fields[b"features"] = values.tobytes()
+    fields[b"features_dtype"] = values.dtype.name.encode()
+    fields[b"features_shape"] = f"{values.shape[0]},{values.shape[1]}".encode()
+    decoded = decode_entry(fields)
+    assert decoded is not None and decoded.features is not None
+    return decoded.features
+
+
+def test_an_unchanged_feature_logged_as_float32_does_not_drift_against_its_float64_reference() -> None:
+    """The reference profile is built in float64 from the offline table; a float32 model's input is
+    logged as float32. 0.1, 0.3 and 2.7 are no float32: the float64 reference put each on a point-mass
+    bin [v, nextafter(v)) that the served float32(v) missed, and every test read drift (PSI ≈ 17-18,
+    JSD = 1, KS p ≈ 0) on identical distributions."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    training = {"rate": rng.choice([0.1, 0.3], n), "const": np.full(n, 2.7)}
+    reference, names = profile_from_bytes(profile_blob(training)[0])
+    served = np.column_stack([rng.choice([0.1, 0.3], 1000), np.full(1000, 2.7)]).astype(np.float32)
+    window = logged(served)
+    for test in ALL_TESTS:
+        verdict = evaluate(reference, names, window, rule(test))
+        scores = {f.name: round(f.score, 4) for f in verdict.features}
+        assert verdict.status == pb.DRIFT_STATUS_NO_DRIFT, (pb.DriftTest.Name(test), scores)
+        # Given as the model's signature, the precision rounds a float64-logged window the same way.
+        as_float64 = logged(served.astype(np.float64) + np.float64(1e-12))
+        assert (
+            evaluate(reference, names, as_float64, rule(test), "float32").status == pb.DRIFT_STATUS_NO_DRIFT
+        )
+    # A real move still drifts at float32.
+    moved = served.copy()
+    moved[:, 0] = np.float32(0.3)
+    assert evaluate(reference, names, logged(moved), rule()).status == pb.DRIFT_STATUS_DRIFT
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_features=st.integers(1, 4),
+    levels=st.integers(1, 12),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 7.3, 1e5]),
+)
+def test_any_float64_reference_cast_to_float32_reads_as_no_drift(
+    seed: int, n_features: int, levels: int, scale: float
+) -> None:
+    """For random float64 training data (a few point masses, or continuous), a profile built through
+    profile_blob and the same data served as float32 never reads as drift, whether the window is logged
+    as float32 or as float64 against a float32 signature."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    columns = []
+    for f in range(n_features):
+        if (seed + f) % 2:
+            columns.append(rng.choice(rng.normal(size=levels) * scale, n))
+        else:
+            columns.append(rng.normal(size=n) * scale)
+    training = np.column_stack(columns)
+    reference, names = profile_from_bytes(profile_blob(training)[0])
+    served = training.astype(np.float32)
+    windows = ((logged(served), None), (served.astype(np.float64), "float32"), (training, "float32"))
+    for window, precision in windows:
+        for test in ALL_TESTS:
+            verdict = evaluate(reference, names, window, rule(test), precision)
+            assert verdict.status == pb.DRIFT_STATUS_NO_DRIFT, pb.DriftTest.Name(test)
+        scores = verdict.features
+        assert all(f.psi < 1e-9 and f.jensen_shannon < 1e-9 and f.ks_pvalue > 0.99 for f in scores)

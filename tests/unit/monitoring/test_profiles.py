@@ -11,9 +11,12 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import model_registry_pb2 as mpb
+from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import DataLoss, InvalidArgument, NotFound
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.db import read_session
+from control_plane.monitoring.config import effective
 from control_plane.monitoring.profiles import (
     ReferenceCache,
     as_feature_matrix,
@@ -23,6 +26,8 @@ from control_plane.monitoring.profiles import (
     register_reference_profile,
     resolve_reference,
 )
+from control_plane.monitoring.scoring import score_window
+from control_plane.monitoring.windows import Window
 from kernels.drift import build_reference_profile, drift_scores
 from tests.unit.monitoring.conftest import register_version
 
@@ -178,3 +183,49 @@ def test_a_version_the_built_in_trainer_registered_is_found_through_its_run_tag(
     assert info is not None and info.artifact_sha256 == sha
     loaded = ReferenceCache(sessions, store).get("m", version)
     assert loaded.features is not None and loaded.features[1] == ("a", "b") and loaded.outputs is None
+
+
+def test_a_profile_is_rounded_to_the_dtype_its_version_is_served_in(
+    sessions: sessionmaker[Session], store: ArtifactStore
+) -> None:
+    """Profiles are built in float64 from the offline table; a float32 model is fed (and logs) float32.
+    The cache rounds the profile once, at load, to the signature's dtype: old profiles too."""
+    signature = mpb.ModelSignature(
+        inputs=[mpb.TensorSpec(name="x", dtype="float32", shape=[-1, 2])],
+        outputs=[mpb.TensorSpec(name="score", dtype="float32", shape=[-1, 1])],
+    )
+    version = register_version(sessions, store, "churn", signature=signature)
+    plain = register_version(sessions, store, "plain")
+    rng = np.random.default_rng(0)
+    training = {"rate": rng.choice([0.1, 0.3], 500), "const": np.full(500, 2.7)}
+    outputs = rng.choice([0.2, 0.7], 500)
+    register_reference_profile(sessions, store, "churn", version, training, outputs=outputs, actor="t")
+    register_reference_profile(sessions, store, "plain", plain, training, actor="t")
+    cache = ReferenceCache(sessions, store)
+    loaded = cache.get("churn", version)
+    assert (loaded.feature_dtype, loaded.output_dtype) == ("float32", "float32")
+    assert loaded.features is not None and loaded.outputs is not None
+    for profile, _ in (loaded.features, loaded.outputs):
+        finite = profile.sorted_values[~np.isnan(profile.sorted_values)]
+        assert np.array_equal(finite, finite.astype(np.float32).astype(np.float64))
+    assert set(np.unique(loaded.features[0].sorted_values[0])) == {float(np.float32(v)) for v in (0.1, 0.3)}
+    unknown = cache.get("plain", plain)
+    assert unknown.feature_dtype == "" and unknown.features is not None
+    assert unknown.features[0].sorted_values[1, 0] == 2.7  # no signature: as built
+
+    # Scored as the monitor does: a window logged as float64 against the float32 model drifts not.
+    window = np.column_stack([rng.choice([0.1, 0.3], 300), np.full(300, 2.7)])
+    config = effective(pb.MonitorConfig(deployment="d"))
+    batch = Window(0, 1, window, outputs=rng.choice([0.2, 0.7], (300, 1)))
+    report, _ = score_window(
+        ("d", "churn", version),
+        batch,
+        config,
+        loaded.features,
+        loaded.outputs,
+        None,
+        "score",
+        "float32",
+        "float32",
+    )
+    assert (report.status, report.prediction_status) == (pb.DRIFT_STATUS_NO_DRIFT, pb.DRIFT_STATUS_NO_DRIFT)
