@@ -49,7 +49,7 @@ def signature_classes(
     not a number (text labels), is left out: its outputs cannot be mapped to labels."""
     found: dict[Version, tuple[float, ...]] = {}
     for version, signature in _signatures(sessions, versions).items():
-        numbers = _numbers(signature.get("classes", []))
+        numbers = class_values(signature.get("classes", []))
         if numbers:
             found[version] = numbers
     return found
@@ -71,7 +71,9 @@ def _signatures(
     return {(name, int(version)): signature or {} for name, version, signature in rows}
 
 
-def _numbers(values: Iterable[object]) -> tuple[float, ...] | None:
+def class_values(values: Iterable[object]) -> tuple[float, ...] | None:
+    """``values`` (a model's classes, one per output column) as the label numbers feedback labels are;
+    None when one is not a finite number (text labels: its outputs cannot be mapped to labels)."""
     try:
         numbers = tuple(float(str(value)) for value in values)
     except ValueError:

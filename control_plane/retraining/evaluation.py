@@ -6,7 +6,9 @@ the same rows. Predictions are read from the output the monitor reads (the one t
 model without the named output fails the evaluation with ``FAILED_PRECONDITION``) exactly as the monitor
 reads logged outputs (:func:`control_plane.monitoring.performance.derive`: class codes — integer outputs
 — as they are, ``k > 1`` scores → argmax, one score → the positive class at ``score ≥
-decision_threshold``), and the metrics are the monitor's
+decision_threshold``; a score column mapped to its label through the model's classes, its ``aether.classes``
+metadata, and without them rows whose label is no column index left out, as the monitor leaves them out),
+and the metrics are the monitor's
 (:func:`~control_plane.monitoring.performance.window_metrics`), so a gate compares the same figure the
 performance trigger watches.
 
@@ -37,6 +39,7 @@ Gates (:func:`judge`, pure):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -47,8 +50,9 @@ import onnxruntime as ort
 
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.errors import FailedPrecondition
+from control_plane.monitoring.model_outputs import class_values
 from control_plane.monitoring.outputs import holds_class_codes, prediction_output
-from control_plane.monitoring.performance import derive, window_metrics
+from control_plane.monitoring.performance import Classes, derive, unmappable, window_metrics
 
 FloatMatrix = npt.NDArray[np.float64]
 DEFAULT_LATENCY_ROWS = 64
@@ -215,8 +219,34 @@ def _answers(
         return np.empty(0), np.empty(0)
     raw = _run(session, holdout.features, output)
     is_label = np.full(holdout.n_rows, holds_class_codes(raw.dtype), dtype=np.bool_)
-    rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1)
-    return derive(monitor, rows.tolist(), is_label)
+    rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1).tolist()
+    classes = [_classes(session)] * holdout.n_rows
+    predicted, scores = derive(monitor, rows, is_label, classes)
+    # As the monitor leaves them out: score columns whose labels cannot be known (no classes, and a label
+    # that is no column index) would be scored as if the index were the label.
+    left_out = unmappable(monitor, rows, is_label, holdout.labels, classes)
+    predicted[left_out] = np.nan
+    scores[left_out] = np.nan
+    return predicted, scores
+
+
+#: The ONNX metadata key that lists a classifier's classes, one per score column, as JSON (the built-in
+#: trainer's export writes it; the registry's signature holds the same list).
+CLASSES_METADATA = "aether.classes"
+
+
+def _classes(session: ort.InferenceSession) -> Classes | None:
+    """The label value of each of the model's score columns, from its ``aether.classes`` metadata (None
+    when it has none, or they are not numbers): a classifier trained on labels {1, 2} answers columns 0
+    and 1, and without them its argmax was compared with the label as it is, so a perfect model scored 0."""
+    text = session.get_modelmeta().custom_metadata_map.get(CLASSES_METADATA)
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return None
+    return class_values(values) if isinstance(values, list) else None
 
 
 def _latencies(

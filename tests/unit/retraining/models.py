@@ -4,6 +4,8 @@ padded with orthogonal round trips that computes the same answers more slowly.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -106,3 +108,11 @@ def linear_nan_below(weights: npt.NDArray[np.float64], floor: float) -> bytes:
         helper.make_node("Add", ["linear", "nothing"], ["y"]),
     ]
     return _model(nodes, weights.shape[0], inits)
+
+
+def with_classes(model: bytes, classes: list[object]) -> bytes:
+    """``model`` with its classes in its metadata (``aether.classes``, JSON), as the built-in trainer's
+    export writes them: the label value of each score column."""
+    proto = onnx.load_from_string(model)
+    proto.metadata_props.add(key="aether.classes", value=json.dumps(classes))
+    return proto.SerializeToString()

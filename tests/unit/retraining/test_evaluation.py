@@ -22,7 +22,13 @@ from control_plane.retraining.evaluation import (
     evaluate,
     judge,
 )
-from tests.unit.retraining.models import labelled_classifier, linear, linear_nan_below, logistic
+from tests.unit.retraining.models import (
+    labelled_classifier,
+    linear,
+    linear_nan_below,
+    logistic,
+    with_classes,
+)
 
 TRUE_W = np.array([1.0, -2.0, 0.5, 3.0])
 REGRESSION = mpb.MonitorConfig(deployment="d", task=mpb.TASK_TYPE_REGRESSION)
@@ -65,6 +71,31 @@ def test_classifier_gate_on_accuracy_with_tolerance() -> None:
     failed = evaluate(champion, wrong, holdout, gates, CLASSIFICATION)
     assert not failed.passed and failed.challenger.metrics["accuracy"] < 0.1
     assert failed.champion.metrics["accuracy"] == 1.0 and "auc" in failed.champion.metrics
+
+
+def test_a_classifier_whose_labels_are_not_its_column_indices_is_scored_through_its_classes() -> None:
+    """Labels {1, 2}: a classifier's score columns 0 and 1 are mapped to them through its classes
+    (``aether.classes``), as the monitor maps them. Read as the labels themselves, a perfect champion
+    scored accuracy 0, and the gates compared two wrong figures."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400, 4))
+    labels = np.where(x @ TRUE_W > 0, 2.0, 1.0)
+    holdout = Holdout(x, labels, "test")
+    monitor = mpb.MonitorConfig(
+        deployment="d", task=mpb.TASK_TYPE_CLASSIFICATION, positive_class=2, decision_threshold=0.5,
+        prediction_output="probabilities",
+    )  # fmt: skip
+    gates = Gates(metric="accuracy", max_latency_ratio=0.0, max_relative_degradation=0.005)
+    perfect = with_classes(labelled_classifier(TRUE_W), [1, 2])
+    backwards = with_classes(labelled_classifier(-TRUE_W), [1, 2])
+    result = evaluate(perfect, backwards, holdout, gates, monitor)
+    assert result.champion.metrics["accuracy"] == 1.0 and result.champion.metrics["auc"] == 1.0
+    assert result.challenger.metrics["accuracy"] == 0.0 and not result.passed
+    # Without classes such labels cannot be read: the rows are left out (too few to judge), not scored
+    # as if the column index were the label.
+    bare = evaluate(labelled_classifier(TRUE_W), labelled_classifier(TRUE_W), holdout, gates, monitor)
+    assert not bare.passed and "accuracy" not in bare.champion.metrics
+    assert any("labelled rows both models answer" in reason for reason in bare.reasons)
 
 
 def test_latency_budget_is_measured_on_the_models() -> None:
