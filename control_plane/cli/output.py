@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO, cast
 
@@ -16,16 +17,42 @@ from clients.time_bounds import LATEST_TIME_US
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Columns padded to their widest cell, two spaces apart; trailing blanks trimmed."""
-    cells = [[str(cell) for cell in row] for row in rows]
-    widths = [len(header) for header in headers]
+    """Columns padded to their widest cell, two spaces apart; trailing blanks trimmed. Widths are what a
+    terminal shows (a CJK character or an emoji takes two columns, a combining mark none), and a cell's
+    control characters are shown escaped (``\\n``, ``\\x1b``): a newline in a description or a reason
+    started a line of no row, and an escape sequence from the server reached the terminal."""
+    cells = [[_printable(str(cell)) for cell in row] for row in rows]
+    widths = [display_width(header) for header in headers]
     for row in cells:
         for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
+            widths[index] = max(widths[index], display_width(cell))
     lines = []
     for row in [list(headers), *cells]:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        padded = (cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths, strict=True))
+        lines.append("  ".join(padded).rstrip())
     return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: two for East Asian wide and full-width characters, none
+    for combining marks and zero-width characters, one for the rest."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1) shown as escapes, so a cell is one line that
+    cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 def to_jsonable(message: Message) -> dict[str, Any]:

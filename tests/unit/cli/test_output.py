@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import feature_registry_pb2 as fr
 from clients.aether.v1 import jobs_pb2 as jobs
 from clients.aether.v1 import model_registry_pb2 as mr
+from control_plane.cli import output
 from control_plane.cli.output import print_json, timestamp, to_jsonable
 
 
@@ -94,3 +95,22 @@ def test_times_print_as_dates_up_to_year_9999_and_as_numbers_after() -> None:
     assert timestamp(1_700_000_000_999_999) == "2023-11-14 22:13:20Z"
     assert timestamp(253_402_300_799_999_999) == "9999-12-31 23:59:59Z"
     assert timestamp(2**63 - 1) == f"{2**63 - 1} (microseconds since 1970: after year 9999)"
+
+
+def test_a_table_aligns_wide_characters_by_the_columns_a_terminal_shows() -> None:
+    """A CJK character or an emoji takes two columns: counted as one, the next column moved left on
+    their rows."""
+    text = output.table(["NAME", "OWNER"], [["天気予報", "a"], ["weather", "b"], ["e\u0301clair", "c"]])
+    lines = text.splitlines()
+    shown = {"天": 2, "気": 2, "予": 2, "報": 2, "\u0301": 0}  # the columns a terminal gives them
+    owner_starts = {sum(shown.get(char, 1) for char in line[:-1]) for line in lines[1:]}
+    assert owner_starts == {len(lines[0]) - len("OWNER")}, text
+
+
+def test_a_table_cell_with_control_characters_stays_one_line_that_cannot_drive_the_terminal() -> None:
+    text = output.table(["NAME", "REASON"], [["job1", "OOM\nkilled\x1b[2J"], ["job2", "ok"]])
+    assert text.splitlines() == [
+        "NAME  REASON",
+        "job1  OOM\\nkilled\\x1b[2J",
+        "job2  ok",
+    ]
