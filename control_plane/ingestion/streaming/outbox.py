@@ -6,7 +6,12 @@ rows, then one SQL transaction (quarantine rows, run counters, the receipt ids),
 receipts. Several read batches per drain keep the per-write costs (a Parquet file and its fsync, a SQL
 commit) off each batch. A receipt whose id SQL already holds is only removed, so a crash between the SQL
 commit and the removal double-counts nothing; the SQL transaction re-checks the ids, so two drainers (a
-fenced-out predecessor still running) count a receipt once.
+fenced-out predecessor still running; the orphan sweep draining one run's receipts while the live
+materializer drains the whole outbox) count a receipt once. They store its rows once too: the offline
+files hold the rows of the receipts found unapplied before the write, and the transaction commits only if
+it finds exactly those still unapplied. If another drainer applied some of them meanwhile, the drain
+counts nothing, removes its files and drops their intent (as a drain that counted nothing, below), and
+tries again with the receipts left, writing their rows anew; the set only shrinks, so the tries end.
 
 The offline write has a write-ahead intent (``ingestion/intents.py``, as a batch run's chunk): the store
 names the drain's files before writing any, the drain commits them as an intent (``intents.announce``)
@@ -145,62 +150,97 @@ def _apply_once(
             receipts[receipt_id] = _read(fields)
     with write_session(sessions) as session:
         pending = _not_applied(session, receipts)
-    if pending:
-        written = _Written(sessions, source)
-        histories = [receipts[i].history for i in pending if receipts[i].history.num_rows]
-        if histories:  # its intent committed before any file is written, renewed until the commit ends
-            written.write(offline, pa.concat_tables(histories, promote_options="default"))
-        at_commit = False
-        try:
-            with write_session(sessions) as session:
-                if written.intent is not None:  # first: a lapsed intent refuses the drain (IntentLost)
-                    intents.settle_in(session, written.intent)
-                _prune(session, client, keys, source.run_id)
-                pending = _not_applied(session, receipts)  # again, inside the transaction that records them
-                if pending:
-                    # The rows first, then the check that the receipts are still in Redis: a receipt
-                    # whose row was pruned since the check above is gone from Redis (module docstring).
-                    stamp = now_us()
-                    session.add_all(
-                        IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp)
-                        for i in pending
-                    )
-                    session.flush()
-                    pending = _still_waiting(client, keys, pending)
-                if pending:
-                    rejected = pa.concat_tables([receipts[i].rejected for i in pending])
-                    record_outcome(
-                        session,
-                        source,
-                        accepted=sum(receipts[i].accepted for i in pending),
-                        rejected=rejected.drop_columns(["record_key"]),
-                        record_keys=rejected.column("record_key").to_pylist(),
-                    )
-                    session.flush()
-                    at_commit = True
-                else:  # another drainer applied them meanwhile: this drain's files are duplicates
-                    session.rollback()
-        except IntentLost:
-            # The recovery that took the intent removed the files it found; a write slow past the lease
-            # may have put them there after it, and no intent is left to find them: remove them here
-            # (removing what the recovery removed already is harmless).
-            written.discard(offline)
-            raise
-        except BaseException:
-            if not at_commit:  # nothing committed: the files go now (else the recovery settles them)
-                written.discard(offline)
-            raise
-        finally:  # out of the transaction: on SQLite a renewal may wait for its write lock meanwhile
-            written.stop_renewing()
+    # A receipt SQL already holds is only removed. A try that finds fewer receipts pending than it wrote
+    # files for counts nothing and tries again with those: the pending set only shrinks (module
+    # docstring), so this ends within len(receipts) tries.
+    for _ in range(len(receipts) + 1):
         if not pending:
-            written.discard(offline)
+            break
+        committed, pending = _record(client, keys, sessions, offline, source, receipts, pending)
+        if committed:
+            break
+        if not pending:  # another drainer applied them all meanwhile (and removes them)
             return 0
+    else:
+        _log.warning(
+            "run %s: other drainers kept applying this drain's receipts; it counted nothing, the rest"
+            " stay in the outbox for the next drain",
+            source.run_id,
+        )
+        return 0
     pipeline = client.pipeline(transaction=True)
     for key in receipt_keys:
         pipeline.lrem(keys.outbox, 1, key)
     pipeline.delete(*receipt_keys)
     pipeline.execute()
     return len(pending)
+
+
+def _record(
+    client: redis.Redis,
+    keys: StateKeys,
+    sessions: sessionmaker[Session],
+    offline: OfflineStore,
+    source: RunSource,
+    receipts: Mapping[str, Receipt],
+    pending: list[str],
+) -> tuple[bool, list[str]]:
+    """One try of a drain: writes the history rows of ``pending`` and counts them in one transaction.
+    Returns whether it committed and the receipts found pending inside the transaction; it commits only
+    when those are exactly ``pending``, the receipts its files hold (else it counts nothing, removes its
+    files and drops their intent)."""
+    written_for = set(pending)
+    written = _Written(sessions, source)
+    histories = [receipts[i].history for i in pending if receipts[i].history.num_rows]
+    if histories:  # its intent committed before any file is written, renewed until the commit ends
+        written.write(offline, pa.concat_tables(histories, promote_options="default"))
+    at_commit = False
+    try:
+        with write_session(sessions) as session:
+            if written.intent is not None:  # first: a lapsed intent refuses the drain (IntentLost)
+                intents.settle_in(session, written.intent)
+            _prune(session, client, keys, source.run_id)
+            pending = _not_applied(session, receipts)  # again, inside the transaction that records them
+            if pending:
+                # The rows first, then the check that the receipts are still in Redis: a receipt
+                # whose row was pruned since the check above is gone from Redis (module docstring).
+                stamp = now_us()
+                session.add_all(
+                    IngestionReceiptRow(receipt_id=i, run_id=source.run_id, applied_at_us=stamp)
+                    for i in pending
+                )
+                session.flush()
+                pending = _still_waiting(client, keys, pending)
+            if pending and set(pending) == written_for:
+                rejected = pa.concat_tables([receipts[i].rejected for i in pending])
+                record_outcome(
+                    session,
+                    source,
+                    accepted=sum(receipts[i].accepted for i in pending),
+                    rejected=rejected.drop_columns(["record_key"]),
+                    record_keys=rejected.column("record_key").to_pylist(),
+                )
+                session.flush()
+                at_commit = True
+            else:
+                # Another drainer applied some or all of them meanwhile: this drain's files hold those
+                # rows too, so they are duplicates; the caller tries again with the rest, if any.
+                session.rollback()
+    except IntentLost:
+        # The recovery that took the intent removed the files it found; a write slow past the lease
+        # may have put them there after it, and no intent is left to find them: remove them here
+        # (removing what the recovery removed already is harmless).
+        written.discard(offline)
+        raise
+    except BaseException:
+        if not at_commit:  # nothing committed: the files go now (else the recovery settles them)
+            written.discard(offline)
+        raise
+    finally:  # out of the transaction: on SQLite a renewal may wait for its write lock meanwhile
+        written.stop_renewing()
+    if not at_commit:
+        written.discard(offline)
+    return at_commit, pending
 
 
 @dataclass
