@@ -52,13 +52,14 @@ def ingest_batch(address: str, zones: int, times: list[dt.datetime], rng: np.ran
     )
 
 
-def _materializer(settings: CliSettings) -> subprocess.Popen[bytes]:
+def _materializer(settings: CliSettings, lateness_s: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, AETHER_HOME=str(settings.home))
     source_root = str(Path(next(iter(control_plane.__path__))).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
     log = (settings.home / "dev" / "materializer.log").open("w")
     command = [sys.executable, "-m", "control_plane.ingestion.streaming", "--view", STREAM_VIEW,
-               "--db-url", settings.db_url, "--redis-url", settings.redis_url]  # fmt: skip
+               "--db-url", settings.db_url, "--redis-url", settings.redis_url,
+               "--lateness-s", str(lateness_s)]  # fmt: skip
     # Tied to the demo like its stack: a demo killed mid-stream must not leave it consuming.
     command, pass_fds = tied(command)
     return subprocess.Popen(
@@ -76,9 +77,11 @@ def _stream_counts(ingestion: IngestionClient) -> tuple[int, int, int]:
 
 
 def stream_bookings(
-    settings: CliSettings, events: list[world.Booking], say: Say, timeout_s: float = 120.0
+    settings: CliSettings, events: list[world.Booking], say: Say, lateness_s: int, timeout_s: float = 120.0
 ) -> tuple[int, int, int]:
-    """Publishes ``events`` and runs the materializer until every one is accounted for."""
+    """Publishes ``events`` and runs the materializer until every one is accounted for. ``lateness_s``
+    covers the history streamed now: an event reaching the stream later than that after its event time
+    is quarantined."""
     client = sync_client(settings.redis_url, DEFAULT_REDIS_TIMEOUT_S)
     try:
         pipeline = client.pipeline(transaction=False)
@@ -91,7 +94,7 @@ def stream_bookings(
         pipeline.execute()
     finally:
         client.close()
-    process = _materializer(settings)
+    process = _materializer(settings, lateness_s)
     bar = Bar(say, "stream materializer", len(events))
     deadline = time.monotonic() + timeout_s
     try:
@@ -133,7 +136,8 @@ def ingest_history(settings: CliSettings, size: world.Size, now: dt.datetime, rn
     events = list(good)
     for n, event in enumerate(bad):
         events.insert((n + 1) * len(good) // (len(bad) + 1), event)
-    streamed = stream_bookings(settings, events, say)
+    # The history reaches the stream now, up to size.hours + 1 h after its event times.
+    streamed = stream_bookings(settings, events, say, lateness_s=(size.hours + 2) * 3600)
     with IngestionClient(settings.control_plane_addr) as ingestion:
         reasons = sorted({r.reason.split(":")[0] for r in ingestion.list_quarantined(view=STREAM_VIEW)})
     total = tuple(b + s for b, s in zip(batch, streamed, strict=True))

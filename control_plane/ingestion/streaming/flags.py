@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lateness-s",
         type=whole(0, MAX_FUTURE_S),
         default=3600,
-        help="stream time re-read beyond the longest window",
+        help="quarantine events reaching the stream later than this after their event time",
     )
     parser.add_argument(
         "--max-future-s",

@@ -18,9 +18,13 @@ backlog still hold. Every message still to process lies at or after that point `
 as events reach the stream at most ``lateness_s`` after their event time, has an event time of at least
 ``R - lateness``; its windows reach back at most the longest window before that. So the rebuild re-reads
 from ``R - max window - lateness`` (stream time), and is exact while each event's stream time is neither
-before its event time nor more than ``lateness_s`` after it. The stream must retain that much before the
-group's position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the
-clock and not with a small ``MAXLEN``).
+before its event time nor more than ``lateness_s`` after it. The second is enforced: an event whose stream
+time is more than ``lateness_s`` after its event time is quarantined with a reason, counted as quarantined,
+never applied (``lateness.py``; 0 allows no lateness at all). Applied live, it would be missing from the
+rebuilt windows, and the values emitted after a restart would depend on when the materializer
+restarted. (Stream time there is ``stream_times_ms``: on Kafka the partition's, at least the record's
+own.) The stream must retain that much before the group's position (trim with ``MINID`` below the
+group's oldest pending or last delivered id, not by the clock and not with a small ``MAXLEN``).
 
 Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its
 stream time (a Redis stream id's milliseconds; for Kafka, the greatest record time of its partition up to
@@ -88,6 +92,7 @@ from control_plane.ingestion.streaming.commit import (
 )
 from control_plane.ingestion.streaming.commit_gate import CommitGate
 from control_plane.ingestion.streaming.drain_retry import COMMIT, draining
+from control_plane.ingestion.streaming.lateness import too_late
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.outbox import Receipt, drain
@@ -104,7 +109,7 @@ from control_plane.ingestion.streaming.stops import Fenced as Fenced
 from control_plane.ingestion.streaming.stops import ViewDeleted as ViewDeleted
 from control_plane.ingestion.streaming.stops import ViewRetired as ViewRetired
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
-from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, validate
+from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, timestamp_field, validate
 from control_plane.ingestion.version_gate import DELETED, RETIRED
 from control_plane.offline.store import OfflineStore
 from kernels.packed_blob import encode_rows
@@ -280,7 +285,13 @@ class StreamMaterializer:
         kept = accepted_rows(len(fresh), result.rejected)
         accepted_ids = fresh.ids if len(kept) == len(fresh) else [fresh.ids[i] for i in kept]
         reasons = result.rejected.column("reason").to_pylist()
-        history, blobs, newest, unfit = self._aggregate(result.accepted, accepted_ids)
+        accepted, late = self._within_lateness(result.accepted, accepted_ids)
+        if late:  # arrived later than the lateness: a rebuild would not re-read them (lateness.py)
+            rejected_rows += [kept[k] for k in late]
+            reasons += list(late.values())
+            kept = [i for k, i in enumerate(kept) if k not in late]
+            accepted_ids = [fresh.ids[i] for i in kept]
+        history, blobs, newest, unfit = self._aggregate(accepted, accepted_ids)
         if unfit:  # events whose window result their integer feature cannot hold: quarantined
             rejected_rows += [kept[k] for k in unfit]
             reasons += list(unfit.values())
@@ -402,6 +413,20 @@ class StreamMaterializer:
         materializer may have set its owner key after that pass (one that started meanwhile)."""
         self.flush()
         self._retrying(lambda: self._client.delete(*self.keys.state))
+
+    def _within_lateness(self, accepted: pa.Table, ids: list[str]) -> tuple[pa.Table, dict[int, str]]:
+        """``accepted`` less the events whose stream time is more than the lateness after their event
+        time, and those (by row of ``accepted``) with the reason why (``lateness.py``)."""
+        if not accepted.num_rows:
+            return accepted, {}
+        event_us = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        stream_ms = self.source.stream_times_ms(ids)
+        late = too_late(event_us, stream_ms, self.options.lateness_s, timestamp_field(self.view))
+        if late:
+            keep = np.ones(accepted.num_rows, dtype=bool)
+            keep[list(late)] = False
+            accepted = accepted.filter(pa.array(keep))
+        return accepted, late
 
     def _aggregate(
         self, accepted: pa.Table, ids: list[str]

@@ -50,10 +50,12 @@ def registry_db(tmp_path: Path) -> tuple[str, sessionmaker[Session], pb.FeatureV
 
 
 def random_events(n: int, seed: int, sensors: int = 20) -> list[Event]:
+    """``n`` events over the last 45 minutes, some out of order: all within the default lateness (1 h)
+    when published now (an event later than the lateness is quarantined: test_stream_lateness.py)."""
     rng = np.random.default_rng(seed)
-    base = datetime.now(UTC) - timedelta(hours=3)
-    offsets = np.sort(rng.integers(0, 3 * 3600 * 10**6, n))
-    offsets[rng.random(n) < 0.1] -= 20 * 60 * 10**6  # some late (out-of-order) events
+    base = datetime.now(UTC) - timedelta(minutes=45)
+    offsets = np.sort(rng.integers(0, 40 * 60 * 10**6, n))
+    offsets[rng.random(n) < 0.1] -= 10 * 60 * 10**6  # some late (out-of-order) events
     return [
         Event(int(s), base + timedelta(microseconds=int(o)), round(float(a), 3))
         for s, o, a in zip(rng.integers(0, sensors, n), offsets, rng.normal(10, 5, n), strict=True)

@@ -88,7 +88,7 @@ def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_grou
     old = random_events(10, seed=31, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
     mid = random_events(10, seed=32, sensors=3)
-    publish_at(client, mid, now - 36 * 3_600_000)  # trimmed by the first run (24 h window, no lateness)
+    publish_at(client, mid, now - 36 * 3_600_000)  # trimmed by the first run (24 h window, 1 h lateness)
     recent = random_events(20, seed=33, sensors=3)
     publish(client, recent)
     run_until_idle(first)
