@@ -7,12 +7,11 @@ the receipts left, so each counted row is stored once and counted once."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pyarrow as pa
 
 from control_plane.ingestion.streaming.outbox import apply, drain
-from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.test_stream_receipts import (
     KEYS,
@@ -49,27 +48,6 @@ def test_a_receipt_applied_by_another_drainer_meanwhile_is_not_stored_twice(any_
     assert not stored_intents(any_env)
 
 
-class PausingEachWrite(OfflineStore):
-    """An offline store that runs ``during[n]`` inside its ``n``-th write (as ``PausingOffline`` its
-    first): it stops a drainer after each of its first writes."""
-
-    def __init__(self, root: str, during: list[Callable[[], None]]) -> None:
-        super().__init__(root)
-        self._during = list(during)
-
-    def write(
-        self,
-        view: str,
-        version: int,
-        table: pa.Table,
-        announce: Callable[[Sequence[str]], None] | None = None,
-    ) -> list[str]:
-        written = super().write(view, version, table, announce)
-        if self._during:
-            self._during.pop(0)()
-        return written
-
-
 def test_a_drain_whose_receipts_shrink_twice_stores_the_rest_once(any_env: Env) -> None:
     client, sessions = any_env.client, any_env.sessions
     for n in range(3):
@@ -83,7 +61,7 @@ def test_a_drain_whose_receipts_shrink_twice_stores_the_rest_once(any_env: Env) 
 
     # The slow drainer's first try (files for r0, r1, r2) finds r0 applied meanwhile; its second (r1, r2)
     # finds r1 applied; its third counts r2, from files holding r2's rows alone.
-    slow = PausingEachWrite(str(any_env.offline.root), [applies("r0"), applies("r1")])
+    slow = PausingOffline(str(any_env.offline.root), applies("r0"), applies("r1"))
     assert drain(client, KEYS, sessions, slow, RUN) == 1
     assert not slow._during  # both pauses ran: the drain wrote three times
     assert counts(any_env) == (33, 30, 3)

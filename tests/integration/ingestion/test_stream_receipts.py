@@ -66,13 +66,13 @@ def test_receipt_rows_stay_bounded_however_many_drains_run(any_env: Env) -> None
 
 
 class PausingOffline(OfflineStore):
-    """An offline store that runs ``during`` inside its first write: it stops a drainer between its
-    first check of the receipts and the transaction that records them (a pause that only code stopped
-    there can cause, as a fenced-out predecessor descheduled for a while)."""
+    """An offline store that runs ``during[n]`` inside its ``n``-th write: it stops a drainer between its
+    check of the receipts and the transaction that records them (a pause that only code stopped there can
+    cause, as a fenced-out predecessor descheduled for a while); later writes go through."""
 
-    def __init__(self, root: str, during: Callable[[], None]) -> None:
+    def __init__(self, root: str, *during: Callable[[], None]) -> None:
         super().__init__(root)
-        self._during: Callable[[], None] | None = during
+        self._during = list(during)
 
     def write(
         self,
@@ -82,9 +82,8 @@ class PausingOffline(OfflineStore):
         announce: Callable[[Sequence[str]], None] | None = None,
     ) -> list[str]:
         written = super().write(view, version, table, announce)
-        during, self._during = self._during, None
-        if during is not None:
-            during()
+        if self._during:
+            self._during.pop(0)()
         return written
 
 
