@@ -11,7 +11,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.value_types import type_name
 from control_plane.cli import numbers, output
-from control_plane.cli.errors import UsageError
+from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
 
@@ -88,7 +88,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         " created again under the name starts at the next version.",
     )
     delete.add_argument("name")
-    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_yes_flag(delete)
     delete.set_defaults(run=_delete)
 
 
@@ -323,15 +323,9 @@ def _change_status(client: FeatureRegistryClient, args: argparse.Namespace, out:
 
 
 def _delete(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                f"refusing to delete feature view {args.name!r} without --yes (no terminal to ask)"
-            )
-        answer = input(f"Delete feature view {args.name!r} and all its versions? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not deleted", file=out)
-            return 1
+    action = f"delete feature view {args.name!r}"
+    if not confirmed(action, yes=args.yes, details=" and all its versions"):
+        return 1
     client.delete_feature_view(args.name)
     if args.json:
         output.print_json({"deleted": args.name}, out)

@@ -19,6 +19,7 @@ from control_plane.cli.main import main
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.cli.conftest import ThreadedControlPlane
 from tests.support.redis_server import free_port
+from tests.support.terminal import aetherctl_at_a_terminal
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -275,6 +276,32 @@ def test_deprecate_retire_and_delete(control_plane: str, tmp_path: Path, capsys:
     code, _, err = run(capsys, control_plane, "features", "get", "zone_demand")
     assert code == 1 and err.startswith("error: NOT_FOUND: ")
     code, _, err = run(capsys, control_plane, "features", "delete", "zone_demand", "--yes")
+    assert code == 1 and err.startswith("error: NOT_FOUND: ")
+
+
+def test_delete_asks_at_a_terminal_on_stderr_and_json_stays_on_stdout(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    """The question went to stdout (``input()``'s prompt, with stdout a pipe), so ``features delete
+    --json | jq`` read ``Delete feature view ...? [y/N] {...}``: not JSON. Questions and refusals go to
+    stderr; stdout holds the JSON alone, or nothing when the answer is no."""
+    assert run(capsys, control_plane, "features", "apply", str(copy_example(tmp_path)))[0] == 0
+
+    declined = aetherctl_at_a_terminal(
+        control_plane, "features", "delete", "zone_demand", "--json", typed="n\n", home=tmp_path
+    )
+    assert (declined.code, declined.out) == (1, "")
+    assert declined.err.startswith("Delete feature view 'zone_demand' and all its versions? [y/N] ")
+    assert "nothing was changed" in declined.err
+    assert run(capsys, control_plane, "features", "get", "zone_demand")[0] == 0  # still there
+
+    accepted = aetherctl_at_a_terminal(
+        control_plane, "features", "delete", "zone_demand", "--json", typed="y\n", home=tmp_path
+    )
+    assert accepted.code == 0, accepted.err
+    assert json.loads(accepted.out) == {"deleted": "zone_demand"}
+    assert accepted.err == "Delete feature view 'zone_demand' and all its versions? [y/N] "
+    code, _, err = run(capsys, control_plane, "features", "get", "zone_demand")
     assert code == 1 and err.startswith("error: NOT_FOUND: ")
 
 

@@ -1,0 +1,59 @@
+"""Asking before a command destroys something (``features delete``, ``models delete``, ``deploy delete``,
+``quarantine discard``): each goes on only with ``--yes``, or with ``y`` typed at the terminal.
+
+Where stdin is not a terminal (a script, a pipe, CI) there is nobody to ask, so without ``--yes`` the
+command refuses as a usage error before any call: a script that forgot ``--yes`` changes nothing.
+
+The question and the answer-was-no line go to stderr: stdout carries the command's result alone, which
+``--json`` makes a document for a script (``input()`` wrote its prompt to stdout when stdout was a pipe,
+and ``features delete --json | jq`` read the question before the JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from control_plane.cli.errors import UsageError
+
+_YES = ("y", "yes")
+
+
+def add_yes_flag(parser: argparse.ArgumentParser) -> None:
+    """``--yes``, the same flag and help on every destructive command."""
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (required where stdin is not a terminal)",
+    )
+
+
+def confirmed(action: str, *, yes: bool, details: str = "") -> bool:
+    """True when the command may ``action`` ("delete deployment 'eta-prod'"): ``yes`` was given, or the
+    user answered y at the terminal; False (said on stderr) when they answered anything else. Raises
+    UsageError when there is no terminal to ask on. ``details`` ends the question (" and all its
+    versions")."""
+    if yes:
+        return True
+    if not _stdin_is_a_terminal():
+        raise UsageError(
+            f"refusing to {action} without --yes: stdin is not a terminal to ask on (pass --yes to confirm)"
+        )
+    sys.stderr.write(f"{action[:1].upper()}{action[1:]}{details}? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()  # "" at end of input (Ctrl-D): a no
+    if answer.strip().lower() in _YES:
+        return True
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")  # the terminal's cursor is still after the question
+    print(f"not confirmed: did not {action}; nothing was changed", file=sys.stderr)
+    return False
+
+
+def _stdin_is_a_terminal() -> bool:
+    stdin = sys.stdin
+    if stdin is None:  # started with its stdin closed
+        return False
+    try:
+        return stdin.isatty()
+    except ValueError:  # closed since
+        return False

@@ -1,0 +1,38 @@
+"""Running ``aetherctl`` as a person at a terminal runs it: stdin a real pseudo-terminal (so
+``sys.stdin.isatty()`` is true and a confirmation is asked), stdout and stderr pipes (as in
+``aetherctl ... --json | jq``), in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Finished:
+    code: int
+    out: str
+    err: str
+
+
+def aetherctl_at_a_terminal(address: str, *args: str, typed: str, home: Path) -> Finished:
+    """Runs ``aetherctl --control-plane ADDRESS ARGS...`` with ``typed`` (e.g. ``"y\\n"``) waiting at
+    its terminal. The terminal holds the line until the command reads it, as a shell's would."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, typed.encode())
+        env = dict(os.environ, AETHER_HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+        done = subprocess.run(
+            [sys.executable, "-m", "control_plane.cli.main", "--control-plane", address, *args],
+            stdin=terminal, capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return Finished(done.returncode, done.stdout, done.stderr)
