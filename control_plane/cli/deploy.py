@@ -5,6 +5,7 @@ aetherctl deploy canary start eta-prod --model eta --version 4 --steps 5,25,50,1
 aetherctl deploy get eta-prod
 aetherctl deploy traffic eta-prod eta-v4 30
 aetherctl deploy promote eta-prod          # or: rollback eta-prod --reason "..."
+aetherctl deploy delete eta-prod           # asks [y/N] at a terminal; a script passes --yes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from clients.aether.v1 import deployments_pb2 as pb
 from control_plane.cli import numbers, output
 from control_plane.cli.conditional import read_change_write
+from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
@@ -155,8 +157,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rollback.add_argument("--reason", default="", help="why (recorded)")
     rollback.set_defaults(handler=_handler(_rollback))
 
-    delete = actions.add_parser("delete", parents=[common], help="delete a deployment")
+    delete = actions.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a deployment",
+        description="Deletes a deployment. Asks for confirmation at a terminal; without one (a script),"
+        " --yes is required.",
+    )
     delete.add_argument("name")
+    add_yes_flag(delete)
     delete.set_defaults(handler=_handler(_delete))
 
 
@@ -351,6 +360,8 @@ def _rollback(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) 
 
 
 def _delete(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> int:
+    if not confirmed(f"delete deployment {args.name!r}", yes=args.yes):
+        return 1
     client.delete(args.name)
     if args.json:
         output.print_json({"deleted": args.name}, out)

@@ -85,7 +85,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Deletes a feature view and all its versions. Its online values (Redis) are removed"
         " in the background after the delete returns ('features get NAME' tells whether they are gone);"
         " its offline-store data is kept, since training sets and model lineage refer to it. A view"
-        " created again under the name starts at the next version.",
+        " created again under the name starts at the next version. Asks for confirmation at a terminal;"
+        " without one (a script), --yes is required.",
     )
     delete.add_argument("name")
     add_yes_flag(delete)

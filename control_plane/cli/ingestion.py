@@ -5,7 +5,7 @@
                                         superseded|all]
     aetherctl quarantine show ID
     aetherctl quarantine replay ID... [--file corrected.jsonl]
-    aetherctl quarantine discard ID...
+    aetherctl quarantine discard ID... [--yes]   (asks [y/N] at a terminal; a script passes --yes)
     aetherctl materialize VIEW --start 2024-01-01 --end 2024-01-02 [--source FILE.parquet]
     aetherctl materializer run --view V [...]   (the stream materializer, in this process)
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import ingestion_pb2 as pb
 from control_plane.cli import output
+from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
@@ -80,8 +81,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "discard",
         parents=[common],
         help="give records up for good (an online_pending one's stored row stays)",
+        description="Gives quarantined records up for good (an online_pending one's stored row stays)."
+        " Asks for confirmation at a terminal; without one (a script), --yes is required.",
     )
     discard.add_argument("ids", type=uint64, nargs="+", metavar="ID")
+    add_yes_flag(discard)
     discard.set_defaults(handler=_discard)
 
     materialize = commands.add_parser(
@@ -225,6 +229,8 @@ def _replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    if not confirmed(f"discard {_naming(args.ids)}", yes=args.yes, details=" for good"):
+        return 1
     with _client(args) as client:
         count = client.discard(args.ids)
     if args.json:
@@ -232,6 +238,16 @@ def _discard(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 0
     print(f"discarded: {count}", file=out or sys.stdout)
     return 0
+
+
+def _naming(ids: list[int]) -> str:
+    """The records a question names, short whatever the number of IDs: ``quarantined record 7``,
+    ``quarantined records 7, 8``, ``12 quarantined records (7, 8, 9, ...)``."""
+    if len(ids) == 1:
+        return f"quarantined record {ids[0]}"
+    if len(ids) <= 5:
+        return f"quarantined records {', '.join(map(str, ids))}"
+    return f"{len(ids)} quarantined records ({', '.join(map(str, ids[:3]))}, ...)"
 
 
 def _open_source(path: str) -> pq.ParquetFile:

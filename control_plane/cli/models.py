@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from control_plane.cli import numbers, output
+from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
 
@@ -82,10 +83,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     alias.set_defaults(handler=_handler(_alias))
 
     delete = actions.add_parser(
-        "delete", parents=[common], help="delete a version, or a model with none left"
+        "delete",
+        parents=[common],
+        help="delete a version, or a model with none left",
+        description="Deletes a model version (its aliases go with it), or, without VERSION, a model with"
+        " no version left. Asks for confirmation at a terminal; without one (a script), --yes is required.",
     )
     delete.add_argument("name")
     delete.add_argument("version", type=numbers.version, nargs="?")
+    add_yes_flag(delete)
     delete.set_defaults(handler=_handler(_delete))
 
     lineage = commands.add_parser(
@@ -235,6 +241,9 @@ def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -
 
 
 def _delete(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
+    what = f"version {args.version} of model {args.name!r}" if args.version else f"model {args.name!r}"
+    if not confirmed(f"delete {what}", yes=args.yes):
+        return 1
     if args.version:
         client.delete_version(args.name, args.version)
         deleted: dict[str, object] = {"model": args.name, "version": args.version}

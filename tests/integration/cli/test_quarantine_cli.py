@@ -1,5 +1,6 @@
 """``aetherctl quarantine list --view`` against a real control plane: the VIEW column's own form
-(``stats@1``) selects that version, and a name nobody knows is NOT_FOUND instead of an empty table."""
+(``stats@1``) selects that version, and a name nobody knows is NOT_FOUND instead of an empty table; and
+``quarantine discard`` asks before it gives records up, as every destructive command does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from clients.sdk.ingestion import IngestionClient
 from control_plane.cli.main import main
+from tests.support.terminal import aetherctl_at_a_terminal
 
 Capture = pytest.CaptureFixture[str]
 DEFINITIONS = """
@@ -99,3 +101,34 @@ def test_a_known_view_without_records_in_that_status_is_an_empty_listing(
         capsys, quarantined, "quarantine", "list", "--view", "gone", "--status", "replayed"
     )
     assert (code, listed_views(out), err) == (0, [], "")
+
+
+def test_discard_without_yes_and_no_terminal_is_refused_and_discards_nothing(
+    quarantined: str, capsys: Capture
+) -> None:
+    """discard gave records up at once, from a script as from a person, where ``features delete`` asks
+    (or, with no terminal to ask on, wants ``--yes``)."""
+    with IngestionClient(quarantined) as client:
+        [record] = client.list_quarantined(view="stats@1")
+        code, out, err = aetherctl(capsys, quarantined, "quarantine", "discard", str(record.id))
+        assert (code, out) == (2, "")
+        assert "refusing to discard quarantined record" in err and "pass --yes" in err, err
+        assert client.get_quarantined(record.id).status == "quarantined"
+
+        code, out, err = aetherctl(capsys, quarantined, "quarantine", "discard", str(record.id), "--yes")
+        assert (code, out, err) == (0, "discarded: 1\n", "")
+        assert client.get_quarantined(record.id).status == "discarded"
+
+
+def test_discard_asks_at_a_terminal(quarantined: str, tmp_path: Path) -> None:
+    with IngestionClient(quarantined) as client:
+        [record] = client.list_quarantined(view="stats@2")
+        argv = ("quarantine", "discard", str(record.id), "--json")
+        declined = aetherctl_at_a_terminal(quarantined, *argv, typed="no\n", home=tmp_path)
+        assert (declined.code, declined.out) == (1, "")
+        assert declined.err.startswith(f"Discard quarantined record {record.id} for good? [y/N] ")
+        assert client.get_quarantined(record.id).status == "quarantined"
+
+        accepted = aetherctl_at_a_terminal(quarantined, *argv, typed="y\n", home=tmp_path)
+        assert (accepted.code, accepted.out) == (0, '{\n  "discarded": 1\n}\n'), accepted.err
+        assert client.get_quarantined(record.id).status == "discarded"

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from clients.aether.v1 import deployments_pb2 as pb
-from clients.errors import InvalidArgument
+from clients.errors import InvalidArgument, NotFound
 from clients.sdk.deployments import DeploymentsClient
 from control_plane.cli import deploy
+from control_plane.cli.main import main
 from tests.integration.deployments.conftest import Models, Plane
 
 
@@ -63,8 +64,27 @@ def test_deploy_a_canary_and_roll_it_back(
 
     code, out = run(plane, capsys, "deploy", "traffic", "eta-prod", "eta-v3", "50")
     assert "eta-v3   shadow   eta:3  50.00%" in out
-    code, out = run(plane, capsys, "deploy", "delete", "eta-prod", "--json")
+    code, out = run(plane, capsys, "deploy", "delete", "eta-prod", "--json", "--yes")
     assert code == 0 and json.loads(out) == {"deleted": "eta-prod"}  # printed nothing with --json
+
+
+def test_delete_without_yes_and_no_terminal_is_refused_and_deletes_nothing(
+    plane: Plane, models: Models, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """delete removed a deployment (its traffic with it) at once, where ``features delete`` asks (or, with
+    no terminal to ask on, wants ``--yes``)."""
+    blue = str(models.register("eta"))
+    assert run(plane, capsys, "deploy", "create", "eta-prod", "--model", "eta", "--version", blue)[0] == 0
+    code = main(["--control-plane", plane.address, "deploy", "delete", "eta-prod", "--json"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "refusing to delete deployment 'eta-prod' without --yes" in err and "pass --yes" in err, err
+    with DeploymentsClient(plane.address) as client:
+        assert client.get("eta-prod").name == "eta-prod"
+        code, out = run(plane, capsys, "deploy", "delete", "eta-prod", "--yes")
+        assert (code, out) == (0, "deleted deployment eta-prod\n")
+        with pytest.raises(NotFound):
+            client.get("eta-prod")
 
 
 def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(

@@ -130,7 +130,9 @@ async def test_ingest_quarantine_replay_end_to_end(
     remaining = await asyncio.to_thread(client.list_quarantined)
     assert [x.id for x in remaining] == [records[2].id] and "65 above max" in remaining[0].reason
     # --json was accepted and ignored here ("discarded: 1" as text).
-    text = await asyncio.to_thread(cli, control_plane, "quarantine", "discard", str(records[2].id), "--json")
+    text = await asyncio.to_thread(
+        cli, control_plane, "quarantine", "discard", str(records[2].id), "--json", "--yes"
+    )
     assert json.loads(text) == {"discarded": 1}
     client.close()
 

@@ -19,6 +19,7 @@ from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.models import ModelRegistryClient
 from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli import models as models_cli
+from control_plane.cli.main import main
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from tests.integration.model_registry.conftest import Plane
@@ -228,7 +229,7 @@ def test_cli_models_commands(
     assert run_cli(plane, "models", "get", "eta", "--alias", "champion") == 0
     assert "eta version 2" in capsys.readouterr().out
     assert run_cli(plane, "models", "reject", "eta", "1", "--reason", "stale features") == 0
-    assert run_cli(plane, "models", "delete", "eta", "1") == 0
+    assert run_cli(plane, "models", "delete", "eta", "1", "--yes") == 0
     assert "deleted" in capsys.readouterr().out
 
 
@@ -246,5 +247,22 @@ def test_cli_models_commands_print_json_with_json(
     assert json.loads(capsys.readouterr().out)["aliases"] == ["champion"]
     assert run_cli(plane, "models", "alias", "eta", "champion", "--delete", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "alias": "champion"}}
-    assert run_cli(plane, "models", "delete", "eta", "1", "--json") == 0
+    assert run_cli(plane, "models", "delete", "eta", "1", "--json", "--yes") == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "version": 1}}
+
+
+def test_cli_models_delete_without_yes_and_no_terminal_is_refused_and_deletes_nothing(
+    plane: Plane, registered: tuple[str, str], models: ModelRegistryClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """delete removed a version (or a model) at once, where ``features delete`` asks (or, with no
+    terminal to ask on, wants ``--yes``)."""
+    for argv, what in [(["eta", "1"], "version 1 of model 'eta'"), (["eta"], "model 'eta'")]:
+        code = main(["--control-plane", plane.address, "models", "delete", *argv])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "")
+        assert f"refusing to delete {what} without --yes" in err and "pass --yes" in err, err
+    assert [version.version for version in models.list_versions("eta")] == [1, 2]
+
+    assert run_cli(plane, "models", "delete", "eta", "1", "--yes") == 0
+    assert capsys.readouterr().out == "model eta version 1 deleted\n"
+    assert [version.version for version in models.list_versions("eta")] == [2]
