@@ -108,9 +108,11 @@ def _list(args: argparse.Namespace) -> int:
     entries: list[pb.AuditEntry] = []
     with _client(args) as client:
         for entry in client.entries(where, page_size=min(max(args.limit, 1), 1000)):
+            entries.append(entry)
+            # Checked after taking an entry, not before the next: asking the generator for one more once
+            # the limit was reached fetched (and threw away) the next page.
             if len(entries) >= args.limit:
                 break
-            entries.append(entry)
     if args.json:
         for entry in entries:
             print(entry_line(entry))

@@ -8,17 +8,24 @@ import argparse
 import asyncio
 import itertools
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc.aio
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import audit_pb2, audit_pb2_grpc
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from clients.server_handlers import HandlerRegistry
+from control_plane.api.audit import AUDIT_SERVICE, AuditServicer, Context
+from control_plane.api.context import ServiceContext
 from control_plane.cli import audit as audit_cli
 from control_plane.db import create_db_engine
-from control_plane.server import ControlPlaneServer
+from control_plane.server import ControlPlaneServer, start_server
+from control_plane.settings import ControlPlaneSettings
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 
@@ -139,3 +146,54 @@ async def test_a_row_with_undecodable_json_is_named_by_verify_and_shown_by_list_
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert [(row["seq"], "damaged" in row) for row in rows] == [(1, False), (2, True), (3, False)]
     assert rows[1]["after"] is None
+
+
+class CountingAuditServicer(AuditServicer):
+    """The real audit service, keeping each QueryAudit request it answers: each is a page that ``audit
+    list`` asked for."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        super().__init__(sessions)
+        self.queries: list[audit_pb2.QueryAuditRequest] = []
+
+    async def QueryAudit(
+        self, request: audit_pb2.QueryAuditRequest, context: Context
+    ) -> audit_pb2.QueryAuditResponse:
+        self.queries.append(request)
+        return await super().QueryAudit(request, context)
+
+
+@pytest.fixture
+async def counted(
+    tmp_path: Path, db_url: str
+) -> AsyncIterator[tuple[ControlPlaneServer, CountingAuditServicer]]:
+    """A control plane whose audit service is a :class:`CountingAuditServicer`."""
+    settings = ControlPlaneSettings(
+        home=tmp_path, db_url=db_url, listen_addr="127.0.0.1:0", shutdown_grace_s=0.5
+    )
+    servicers: list[CountingAuditServicer] = []
+
+    def add_counting_audit(server: HandlerRegistry, context: ServiceContext) -> str:
+        servicers.append(CountingAuditServicer(context.sessions))
+        audit_pb2_grpc.add_AuditServicer_to_server(servicers[0], server)  # type: ignore[no-untyped-call]
+        return AUDIT_SERVICE
+
+    handle = await start_server(settings, services=[add_counting_audit])
+    yield handle, servicers[0]
+    await handle.stop()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_list_stops_asking_for_pages_once_it_has_limit_entries(
+    counted: tuple[ControlPlaneServer, CountingAuditServicer], capsys: pytest.CaptureFixture[str], limit: int
+) -> None:
+    """With ``--limit`` entries in hand, list asked for one page more (and threw it away) whenever the
+    log held more than ``--limit``: the loop took the next entry before checking the count."""
+    server, servicer = counted
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await _populate(channel)  # three entries
+    assert await _aetherctl(server, "audit", "list", "--limit", str(limit), "--json") == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == list(
+        range(1, limit + 1)
+    )
+    assert [(query.page_size, query.page_token) for query in servicer.queries] == [(limit, "")]
