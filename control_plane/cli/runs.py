@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import tracking_pb2 as pb
 from control_plane.cli import numbers, output
+from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
 # Imported when a command runs, not to build the parser: the SDK imports grpc.
@@ -54,9 +55,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     compare.add_argument("experiment", metavar="EXPERIMENT")
     compare.add_argument(
-        "--metrics", default="", help="comma-separated metric columns; KEY or KEY:min / KEY:max"
+        "--metrics",
+        default="",
+        help="comma-separated metric columns, each named once; KEY or KEY:min / KEY:max",
     )
-    compare.add_argument("--params", default="", help="comma-separated parameter columns")
+    compare.add_argument("--params", default="", help="comma-separated parameter columns, each named once")
     compare.add_argument("--filter", default="", help="e.g. 'metrics.loss < 0.5 and params.lr = \"0.01\"'")
     compare.add_argument(
         "--sort", action="append", default=[], help="sort key, e.g. 'metrics.loss' or 'metrics.acc desc'"
@@ -164,21 +167,45 @@ def _number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _metric_columns(spec: str) -> list[tuple[str, str]]:
-    columns = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        # Only a last part that is an aggregate is one: ``eval:loss_min`` is the metric of that name.
-        key, _, aggregate = item.rpartition(":")
-        if not key or aggregate not in _AGGREGATES:
-            key, aggregate = item, "latest"
-        columns.append((key, aggregate))
-    return columns
+def _items(spec: str) -> list[str]:
+    """The comma-separated items of ``--metrics`` or ``--params``, blanks dropped."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _metric_column(item: str) -> tuple[str, str]:
+    # Only a last part that is an aggregate is one: ``eval:loss_min`` is the metric of that name.
+    key, _, aggregate = item.rpartition(":")
+    if not key or aggregate not in _AGGREGATES:
+        key, aggregate = item, "latest"
+    return key, aggregate
+
+
+def _header(key: str, aggregate: str) -> str:
+    return key if aggregate == "latest" else f"{aggregate}({key})"
+
+
+def _refuse_repeats(flag: str, items: list[str], headers: list[str]) -> None:
+    """A column asked for twice is a usage error. The table printed it twice while the JSON, which keys a
+    row's cells by column name, kept one: the two outputs disagreed. ``loss`` and ``loss:latest`` are one
+    column; ``loss:max`` and a metric named ``max(loss)`` would share a name."""
+    first: dict[str, str] = {}
+    for item, header in zip(items, headers, strict=True):
+        if header not in first:
+            first[header] = item
+            continue
+        earlier = first[header]
+        said = f"{item!r} is given twice" if earlier == item else f"{earlier!r} and {item!r} both name"
+        raise UsageError(f"{flag}: {said} the column {header}; name each column once")
 
 
 def _compare(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
+    metric_items = _items(args.metrics)
+    metrics = [_metric_column(item) for item in metric_items]
+    headers = [_header(key, aggregate) for key, aggregate in metrics]
+    params = _items(args.params)
+    _refuse_repeats("--metrics", metric_items, headers)  # before any call
+    _refuse_repeats("--params", params, params)
     experiment = client.get_experiment(args.experiment)
-    metrics = _metric_columns(args.metrics)
-    params = [part.strip() for part in args.params.split(",") if part.strip()]
     rows: list[pb.CompareRow] = []
     token, total = "", 0
     while len(rows) < args.limit:
@@ -195,7 +222,6 @@ def _compare(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> i
         total, token = page.total_count, page.next_page_token
         if not token:
             break
-    headers = [key if aggregate == "latest" else f"{aggregate}({key})" for key, aggregate in metrics]
     if args.json:
         data: dict[str, Any] = {"total_count": total, "rows": []}
         for row in rows:

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from clients.sdk.tracking import TrackingClient
 from control_plane.cli import runs as runs_cli
+from control_plane.cli.main import main
 from control_plane.db import create_db_engine
 from tests.integration.tracking.conftest import ThreadedControlPlane
 
@@ -87,6 +88,37 @@ def test_a_metric_key_with_a_colon_is_a_column_of_its_own(
     assert _aetherctl(control_plane.address, *argv) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert row["metrics"] == {"eval:loss_min": 0.5, "min(eval:loss_min)": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["--metrics", "loss,loss"], "--metrics: 'loss' is given twice"),
+        (["--metrics", "loss,loss:latest"], "--metrics: 'loss' and 'loss:latest' both name the column loss"),
+        (["--metrics", "loss:max,max(loss)"], "--metrics: 'loss:max' and 'max(loss)' both name the column"),
+        (["--params", "lr,depth,lr"], "--params: 'lr' is given twice"),
+        (["--params", "x, x"], "--params: 'x' is given twice"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_compare_refuses_a_column_asked_for_twice_in_the_table_and_in_json(
+    control_plane: ThreadedControlPlane,
+    client: TrackingClient,
+    capsys: pytest.CaptureFixture[str],
+    columns: list[str],
+    message: str,
+    as_json: bool,
+) -> None:
+    """``--metrics loss,loss`` printed two loss columns in the table and one in the JSON (its cells are
+    keyed by column name, so the second overwrote the first): the two outputs disagreed on what was
+    asked. A column named twice is now a usage error, whichever the output."""
+    with client.start_run("twice", "r", params={"lr": "0.1", "depth": "3"}) as run:
+        run.log_metrics({"loss": 0.5, "max(loss)": 0.7}, step=0)
+    argv = ["--control-plane", control_plane.address, "runs", "compare", "twice", *columns]
+    code = main([*argv, *(["--json"] if as_json else [])])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.startswith(f"aetherctl: error: {message}") and "name each column once" in err, err
 
 
 def test_runs_list_and_get_print_a_start_no_date_holds(
