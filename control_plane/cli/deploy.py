@@ -61,7 +61,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     policy.add_argument("--steps", help="canary traffic steps in percent (default 5,25,50,100)")
     policy.add_argument(
-        "--bake-seconds", type=numbers.uint64, help="how long each step is held (default 300)"
+        "--bake-seconds", type=numbers.uint64, help="how long each step is held (default 300; 0: no bake)"
     )
     policy.add_argument(
         "--max-error-rate",

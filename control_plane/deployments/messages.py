@@ -60,12 +60,13 @@ def variant_from_row(row: DeploymentVariantRow) -> VariantRecord:
 
 
 def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
-    """The policy with zero fields taken as the defaults (and checked). The two optional thresholds go by
-    presence instead: there 0 is a rule of its own (no error tolerated; no comparison with the primary)."""
+    """The policy with zero fields taken as the defaults (and checked). The optional fields go by
+    presence instead: there 0 is a rule of its own (no bake; no error tolerated; no comparison with the
+    primary)."""
     defaults = Policy()
     return Policy(
         steps_percent=tuple(message.steps_percent) or DEFAULT_STEPS,
-        bake_seconds=int(message.bake_seconds) or defaults.bake_seconds,
+        bake_seconds=int(message.bake_seconds) if message.HasField("bake_seconds") else defaults.bake_seconds,
         max_error_rate=(
             message.max_error_rate if message.HasField("max_error_rate") else defaults.max_error_rate
         ),
@@ -76,8 +77,8 @@ def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
 
 
 def policy_to_proto(policy: Policy) -> pb.CanaryPolicy:
-    """The optional thresholds are always set, so a 0 survives the JSON the row keeps and reads back as 0,
-    not as the default."""
+    """The optional fields are always set, so a 0 survives the JSON the row keeps and reads back as 0, not
+    as the default."""
     return pb.CanaryPolicy(
         steps_percent=list(policy.steps_percent),
         bake_seconds=policy.bake_seconds,

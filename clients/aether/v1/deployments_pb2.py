@@ -25,59 +25,59 @@ _sym_db = _symbol_database.Default()
 from clients.aether.v1 import model_registry_pb2 as aether_dot_v1_dot_model__registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x65ther/v1/deployments.proto\x12\taether.v1\x1a\x1e\x61\x65ther/v1/model_registry.proto\"{\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.aether.v1.VariantRole\x12\x17\n\x0ftraffic_percent\x18\x05 \x01(\x01\"\xaf\x01\n\rServingConfig\x12\x17\n\x0fwarmup_requests\x18\x01 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\x05\x12\x1a\n\x12max_queue_delay_us\x18\x03 \x01(\x05\x12\x18\n\x10\x61llow_non_finite\x18\x04 \x01(\x08\x12\x1d\n\x15missing_entity_policy\x18\x05 \x01(\t\x12\x18\n\x10\x66\x65\x61ture_defaults\x18\x06 \x03(\x01\"\xcb\x01\n\x0c\x43\x61naryPolicy\x12\x15\n\rsteps_percent\x18\x01 \x03(\x01\x12\x14\n\x0c\x62\x61ke_seconds\x18\x02 \x01(\x03\x12\x1b\n\x0emax_error_rate\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12max_p99_latency_ms\x18\x04 \x01(\x01\x12\x1a\n\rmax_p99_ratio\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x0cmin_requests\x18\x06 \x01(\x03\x42\x11\n\x0f_max_error_rateB\x10\n\x0e_max_p99_ratio\"\xdc\x01\n\x0b\x43\x61naryState\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.aether.v1.CanaryStatus\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nstep_index\x18\x05 \x01(\x05\x12\x17\n\x0ftraffic_percent\x18\x06 \x01(\x01\x12\x1a\n\x12step_started_at_us\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x15\n\rupdated_at_us\x18\t \x01(\x03\"\xc7\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0crouting_salt\x18\x03 \x01(\t\x12$\n\x08variants\x18\x04 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x05 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x06 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12&\n\x06\x63\x61nary\x18\x07 \x01(\x0b\x32\x16.aether.v1.CanaryState\x12\x15\n\rplan_revision\x18\x08 \x01(\x03\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x15\n\rcreated_at_us\x18\n \x01(\x03\x12\x15\n\rupdated_at_us\x18\x0b \x01(\x03\"\xd3\x01\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12$\n\x08variants\x18\x03 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x04 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x05 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12\x14\n\x0crouting_salt\x18\x06 \x01(\t\"\x98\x02\n\x17UpdateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10replace_variants\x18\x03 \x01(\x08\x12$\n\x08variants\x18\x04 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x05 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x06 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12\x19\n\x0crouting_salt\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\x0f\n\r_routing_salt\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x16ListDeploymentsRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x17ListDeploymentsResponse\x12*\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x15.aether.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteDeploymentResponse\"K\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\"\xc1\x01\n\x12StartCanaryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\'\n\x06policy\x18\x05 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12#\n\x16\x65xpected_plan_revision\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x19\n\x17_expected_plan_revision\"/\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\"@\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf6\x01\n\x10ModelServingSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x04 \x01(\t\x12%\n\x06inputs\x18\x05 \x03(\x0b\x32\x15.aether.v1.TensorSpec\x12&\n\x07outputs\x18\x06 \x03(\x0b\x32\x15.aether.v1.TensorSpec\x12\x14\n\x0c\x66\x65\x61ture_refs\x18\x07 \x03(\t\x12)\n\x07serving\x18\x08 \x01(\x0b\x32\x18.aether.v1.ServingConfig\"\x89\x01\n\x0ePlannedVariant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.aether.v1.VariantRole\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\x12*\n\x05model\x18\x04 \x01(\x0b\x32\x1b.aether.v1.ModelServingSpec\"~\n\x0e\x44\x65ploymentPlan\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x15\n\rplan_revision\x18\x02 \x01(\x03\x12\x14\n\x0crouting_salt\x18\x03 \x01(\t\x12+\n\x08variants\x18\x04 \x03(\x0b\x32\x19.aether.v1.PlannedVariant\"5\n\x1bWatchDeploymentPlansRequest\x12\x16\n\x0eknown_revision\x18\x01 \x01(\x03\"f\n\x16\x44\x65ploymentPlanSnapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x05plans\x18\x02 \x03(\x0b\x32\x19.aether.v1.DeploymentPlan\x12\x10\n\x08store_id\x18\x03 \x01(\t*w\n\x0bVariantRole\x12\x1c\n\x18VARIANT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14VARIANT_ROLE_PRIMARY\x10\x01\x12\x17\n\x13VARIANT_ROLE_CANARY\x10\x02\x12\x17\n\x13VARIANT_ROLE_SHADOW\x10\x03*\x87\x01\n\x0c\x43\x61naryStatus\x12\x1d\n\x19\x43\x41NARY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41NARY_STATUS_PROGRESSING\x10\x01\x12\x1a\n\x16\x43\x41NARY_STATUS_PROMOTED\x10\x02\x12\x1d\n\x19\x43\x41NARY_STATUS_ROLLED_BACK\x10\x03\x32\x94\x06\n\x0b\x44\x65ployments\x12M\n\x10\x43reateDeployment\x12\".aether.v1.CreateDeploymentRequest\x1a\x15.aether.v1.Deployment\x12M\n\x10UpdateDeployment\x12\".aether.v1.UpdateDeploymentRequest\x1a\x15.aether.v1.Deployment\x12G\n\rGetDeployment\x12\x1f.aether.v1.GetDeploymentRequest\x1a\x15.aether.v1.Deployment\x12X\n\x0fListDeployments\x12!.aether.v1.ListDeploymentsRequest\x1a\".aether.v1.ListDeploymentsResponse\x12[\n\x10\x44\x65leteDeployment\x12\".aether.v1.DeleteDeploymentRequest\x1a#.aether.v1.DeleteDeploymentResponse\x12\x41\n\nSetTraffic\x12\x1c.aether.v1.SetTrafficRequest\x1a\x15.aether.v1.Deployment\x12\x43\n\x0bStartCanary\x12\x1d.aether.v1.StartCanaryRequest\x1a\x15.aether.v1.Deployment\x12;\n\x07Promote\x12\x19.aether.v1.PromoteRequest\x1a\x15.aether.v1.Deployment\x12=\n\x08Rollback\x12\x1a.aether.v1.RollbackRequest\x1a\x15.aether.v1.Deployment\x12\x63\n\x14WatchDeploymentPlans\x12&.aether.v1.WatchDeploymentPlansRequest\x1a!.aether.v1.DeploymentPlanSnapshot0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x65ther/v1/deployments.proto\x12\taether.v1\x1a\x1e\x61\x65ther/v1/model_registry.proto\"{\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.aether.v1.VariantRole\x12\x17\n\x0ftraffic_percent\x18\x05 \x01(\x01\"\xaf\x01\n\rServingConfig\x12\x17\n\x0fwarmup_requests\x18\x01 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\x05\x12\x1a\n\x12max_queue_delay_us\x18\x03 \x01(\x05\x12\x18\n\x10\x61llow_non_finite\x18\x04 \x01(\x08\x12\x1d\n\x15missing_entity_policy\x18\x05 \x01(\t\x12\x18\n\x10\x66\x65\x61ture_defaults\x18\x06 \x03(\x01\"\xe1\x01\n\x0c\x43\x61naryPolicy\x12\x15\n\rsteps_percent\x18\x01 \x03(\x01\x12\x19\n\x0c\x62\x61ke_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0emax_error_rate\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\x12max_p99_latency_ms\x18\x04 \x01(\x01\x12\x1a\n\rmax_p99_ratio\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x0cmin_requests\x18\x06 \x01(\x03\x42\x0f\n\r_bake_secondsB\x11\n\x0f_max_error_rateB\x10\n\x0e_max_p99_ratio\"\xdc\x01\n\x0b\x43\x61naryState\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.aether.v1.CanaryStatus\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x12\n\nstep_index\x18\x05 \x01(\x05\x12\x17\n\x0ftraffic_percent\x18\x06 \x01(\x01\x12\x1a\n\x12step_started_at_us\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x15\n\rupdated_at_us\x18\t \x01(\x03\"\xc7\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0crouting_salt\x18\x03 \x01(\t\x12$\n\x08variants\x18\x04 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x05 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x06 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12&\n\x06\x63\x61nary\x18\x07 \x01(\x0b\x32\x16.aether.v1.CanaryState\x12\x15\n\rplan_revision\x18\x08 \x01(\x03\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x15\n\rcreated_at_us\x18\n \x01(\x03\x12\x15\n\rupdated_at_us\x18\x0b \x01(\x03\"\xd3\x01\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12$\n\x08variants\x18\x03 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x04 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x05 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12\x14\n\x0crouting_salt\x18\x06 \x01(\t\"\x98\x02\n\x17UpdateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10replace_variants\x18\x03 \x01(\x08\x12$\n\x08variants\x18\x04 \x03(\x0b\x32\x12.aether.v1.Variant\x12)\n\x07serving\x18\x05 \x01(\x0b\x32\x18.aether.v1.ServingConfig\x12.\n\rcanary_policy\x18\x06 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12\x19\n\x0crouting_salt\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\x0f\n\r_routing_salt\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x16ListDeploymentsRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x17ListDeploymentsResponse\x12*\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x15.aether.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteDeploymentResponse\"K\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\"\xc1\x01\n\x12StartCanaryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\'\n\x06policy\x18\x05 \x01(\x0b\x32\x17.aether.v1.CanaryPolicy\x12#\n\x16\x65xpected_plan_revision\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x19\n\x17_expected_plan_revision\"/\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\"@\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf6\x01\n\x10ModelServingSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x04 \x01(\t\x12%\n\x06inputs\x18\x05 \x03(\x0b\x32\x15.aether.v1.TensorSpec\x12&\n\x07outputs\x18\x06 \x03(\x0b\x32\x15.aether.v1.TensorSpec\x12\x14\n\x0c\x66\x65\x61ture_refs\x18\x07 \x03(\t\x12)\n\x07serving\x18\x08 \x01(\x0b\x32\x18.aether.v1.ServingConfig\"\x89\x01\n\x0ePlannedVariant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.aether.v1.VariantRole\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\x12*\n\x05model\x18\x04 \x01(\x0b\x32\x1b.aether.v1.ModelServingSpec\"~\n\x0e\x44\x65ploymentPlan\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x15\n\rplan_revision\x18\x02 \x01(\x03\x12\x14\n\x0crouting_salt\x18\x03 \x01(\t\x12+\n\x08variants\x18\x04 \x03(\x0b\x32\x19.aether.v1.PlannedVariant\"5\n\x1bWatchDeploymentPlansRequest\x12\x16\n\x0eknown_revision\x18\x01 \x01(\x03\"f\n\x16\x44\x65ploymentPlanSnapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x05plans\x18\x02 \x03(\x0b\x32\x19.aether.v1.DeploymentPlan\x12\x10\n\x08store_id\x18\x03 \x01(\t*w\n\x0bVariantRole\x12\x1c\n\x18VARIANT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14VARIANT_ROLE_PRIMARY\x10\x01\x12\x17\n\x13VARIANT_ROLE_CANARY\x10\x02\x12\x17\n\x13VARIANT_ROLE_SHADOW\x10\x03*\x87\x01\n\x0c\x43\x61naryStatus\x12\x1d\n\x19\x43\x41NARY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41NARY_STATUS_PROGRESSING\x10\x01\x12\x1a\n\x16\x43\x41NARY_STATUS_PROMOTED\x10\x02\x12\x1d\n\x19\x43\x41NARY_STATUS_ROLLED_BACK\x10\x03\x32\x94\x06\n\x0b\x44\x65ployments\x12M\n\x10\x43reateDeployment\x12\".aether.v1.CreateDeploymentRequest\x1a\x15.aether.v1.Deployment\x12M\n\x10UpdateDeployment\x12\".aether.v1.UpdateDeploymentRequest\x1a\x15.aether.v1.Deployment\x12G\n\rGetDeployment\x12\x1f.aether.v1.GetDeploymentRequest\x1a\x15.aether.v1.Deployment\x12X\n\x0fListDeployments\x12!.aether.v1.ListDeploymentsRequest\x1a\".aether.v1.ListDeploymentsResponse\x12[\n\x10\x44\x65leteDeployment\x12\".aether.v1.DeleteDeploymentRequest\x1a#.aether.v1.DeleteDeploymentResponse\x12\x41\n\nSetTraffic\x12\x1c.aether.v1.SetTrafficRequest\x1a\x15.aether.v1.Deployment\x12\x43\n\x0bStartCanary\x12\x1d.aether.v1.StartCanaryRequest\x1a\x15.aether.v1.Deployment\x12;\n\x07Promote\x12\x19.aether.v1.PromoteRequest\x1a\x15.aether.v1.Deployment\x12=\n\x08Rollback\x12\x1a.aether.v1.RollbackRequest\x1a\x15.aether.v1.Deployment\x12\x63\n\x14WatchDeploymentPlans\x12&.aether.v1.WatchDeploymentPlansRequest\x1a!.aether.v1.DeploymentPlanSnapshot0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aether.v1.deployments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VARIANTROLE']._serialized_start=2986
-  _globals['_VARIANTROLE']._serialized_end=3105
-  _globals['_CANARYSTATUS']._serialized_start=3108
-  _globals['_CANARYSTATUS']._serialized_end=3243
+  _globals['_VARIANTROLE']._serialized_start=3008
+  _globals['_VARIANTROLE']._serialized_end=3127
+  _globals['_CANARYSTATUS']._serialized_start=3130
+  _globals['_CANARYSTATUS']._serialized_end=3265
   _globals['_VARIANT']._serialized_start=74
   _globals['_VARIANT']._serialized_end=197
   _globals['_SERVINGCONFIG']._serialized_start=200
   _globals['_SERVINGCONFIG']._serialized_end=375
   _globals['_CANARYPOLICY']._serialized_start=378
-  _globals['_CANARYPOLICY']._serialized_end=581
-  _globals['_CANARYSTATE']._serialized_start=584
-  _globals['_CANARYSTATE']._serialized_end=804
-  _globals['_DEPLOYMENT']._serialized_start=807
-  _globals['_DEPLOYMENT']._serialized_end=1134
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1137
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1348
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=1351
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=1631
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1633
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1669
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1671
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1755
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1757
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1851
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1853
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1892
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1894
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1920
-  _globals['_SETTRAFFICREQUEST']._serialized_start=1922
-  _globals['_SETTRAFFICREQUEST']._serialized_end=1997
-  _globals['_STARTCANARYREQUEST']._serialized_start=2000
-  _globals['_STARTCANARYREQUEST']._serialized_end=2193
-  _globals['_PROMOTEREQUEST']._serialized_start=2195
-  _globals['_PROMOTEREQUEST']._serialized_end=2242
-  _globals['_ROLLBACKREQUEST']._serialized_start=2244
-  _globals['_ROLLBACKREQUEST']._serialized_end=2308
-  _globals['_MODELSERVINGSPEC']._serialized_start=2311
-  _globals['_MODELSERVINGSPEC']._serialized_end=2557
-  _globals['_PLANNEDVARIANT']._serialized_start=2560
-  _globals['_PLANNEDVARIANT']._serialized_end=2697
-  _globals['_DEPLOYMENTPLAN']._serialized_start=2699
-  _globals['_DEPLOYMENTPLAN']._serialized_end=2825
-  _globals['_WATCHDEPLOYMENTPLANSREQUEST']._serialized_start=2827
-  _globals['_WATCHDEPLOYMENTPLANSREQUEST']._serialized_end=2880
-  _globals['_DEPLOYMENTPLANSNAPSHOT']._serialized_start=2882
-  _globals['_DEPLOYMENTPLANSNAPSHOT']._serialized_end=2984
-  _globals['_DEPLOYMENTS']._serialized_start=3246
-  _globals['_DEPLOYMENTS']._serialized_end=4034
+  _globals['_CANARYPOLICY']._serialized_end=603
+  _globals['_CANARYSTATE']._serialized_start=606
+  _globals['_CANARYSTATE']._serialized_end=826
+  _globals['_DEPLOYMENT']._serialized_start=829
+  _globals['_DEPLOYMENT']._serialized_end=1156
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1159
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1370
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=1373
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=1653
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1655
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1691
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1693
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1777
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1779
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1873
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1875
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1914
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1916
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1942
+  _globals['_SETTRAFFICREQUEST']._serialized_start=1944
+  _globals['_SETTRAFFICREQUEST']._serialized_end=2019
+  _globals['_STARTCANARYREQUEST']._serialized_start=2022
+  _globals['_STARTCANARYREQUEST']._serialized_end=2215
+  _globals['_PROMOTEREQUEST']._serialized_start=2217
+  _globals['_PROMOTEREQUEST']._serialized_end=2264
+  _globals['_ROLLBACKREQUEST']._serialized_start=2266
+  _globals['_ROLLBACKREQUEST']._serialized_end=2330
+  _globals['_MODELSERVINGSPEC']._serialized_start=2333
+  _globals['_MODELSERVINGSPEC']._serialized_end=2579
+  _globals['_PLANNEDVARIANT']._serialized_start=2582
+  _globals['_PLANNEDVARIANT']._serialized_end=2719
+  _globals['_DEPLOYMENTPLAN']._serialized_start=2721
+  _globals['_DEPLOYMENTPLAN']._serialized_end=2847
+  _globals['_WATCHDEPLOYMENTPLANSREQUEST']._serialized_start=2849
+  _globals['_WATCHDEPLOYMENTPLANSREQUEST']._serialized_end=2902
+  _globals['_DEPLOYMENTPLANSNAPSHOT']._serialized_start=2904
+  _globals['_DEPLOYMENTPLANSNAPSHOT']._serialized_end=3006
+  _globals['_DEPLOYMENTS']._serialized_start=3268
+  _globals['_DEPLOYMENTS']._serialized_end=4056
 # @@protoc_insertion_point(module_scope)

@@ -92,14 +92,18 @@ def test_zero_thresholds_are_kept_and_unset_ones_take_the_defaults(
 ) -> None:
     blue = str(models.register("eta"))
     create = ("deploy", "create", "--model", "eta", "--version", blue, "--json")
-    code, out = run(plane, capsys, *create, "strict", "--max-p99-ratio", "0", "--max-error-rate", "0")
+    strict = ("--max-p99-ratio", "0", "--max-error-rate", "0", "--bake-seconds", "0")
+    code, out = run(plane, capsys, *create, "strict", *strict)
     policy = json.loads(out)["canary_policy"]
     assert code == 0 and (policy["max_p99_ratio"], policy["max_error_rate"]) == (0.0, 0.0)
+    assert policy["bake_seconds"] == 0  # was sent as nothing and read as the 300 s default
     code, out = run(plane, capsys, *create, "plain", "--min-requests", "50")
     policy = json.loads(out)["canary_policy"]
     assert (policy["max_p99_ratio"], policy["max_error_rate"], policy["min_requests"]) == (1.5, 0.01, 50)
+    assert policy["bake_seconds"] == 300
     code, out = run(plane, capsys, "deploy", "get", "strict", "--json")
-    assert json.loads(out)["canary_policy"]["max_p99_ratio"] == 0.0  # as stored, not the default
+    policy = json.loads(out)["canary_policy"]
+    assert (policy["max_p99_ratio"], policy["bake_seconds"]) == (0.0, 0)  # as stored, not the defaults
 
 
 def test_canary_start_changes_only_the_policy_flags_given(

@@ -411,3 +411,28 @@ def test_list_cuts_a_page_by_size_and_loses_no_deployment(
     assert seen == names
     assert [d.name for d in deployments.list()] == names
     assert all(d.description == d.name * 300_000 for d in deployments.list(name_prefix="eta-3"))
+
+
+def test_an_explicit_zero_bake_is_honoured_and_an_absent_one_takes_the_default(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # bake_seconds was a plain proto3 scalar: an explicit 0 ("advance as soon as min_requests arrived")
+    # went over the wire as nothing at all and was stored as the 300 s default. Now the field has
+    # presence; a client that leaves it unset (as every client built before sends a 0: as nothing) still
+    # gets the default.
+    blue, green = models.register("eta"), models.register("eta")
+    no_bake = pb.CanaryPolicy(bake_seconds=0, steps_percent=[50.0, 100.0])
+    created = deployments.create("eta-prod", [variant("eta", blue)], canary_policy=no_bake)
+    assert created.canary_policy.bake_seconds == 0 and created.canary_policy.HasField("bake_seconds")
+    assert deployments.get("eta-prod").canary_policy.bake_seconds == 0  # as stored, read back
+
+    unset = pb.CanaryPolicy(steps_percent=[50.0, 100.0])
+    assert not unset.HasField("bake_seconds")
+    updated = deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", canary_policy=unset))
+    assert updated.canary_policy.bake_seconds == 300
+
+    started = deployments.start_canary("eta-prod", "eta", green, policy=no_bake)
+    assert started.canary_policy.bake_seconds == 0
+    deployments.rollback("eta-prod")
+    restarted = deployments.start_canary("eta-prod", "eta", green, policy=pb.CanaryPolicy())
+    assert restarted.canary_policy.bake_seconds == 300
