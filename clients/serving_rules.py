@@ -9,6 +9,28 @@ from __future__ import annotations
 #: while warm-up requests were built all at once, grew the data plane's memory without limit).
 MAX_WARMUP_REQUESTS = 10_000
 
+#: Buckets the data plane's router hashes routing keys into (``kernels.hashing.BUCKETS``; clients imports
+#: nothing of ours, so a unit test keeps the two equal). A live variant serves whole buckets and a shadow
+#: mirrors whole buckets, so a share is served to a precision of one bucket.
+ROUTING_BUCKETS = 10_000
+
+#: The smallest positive traffic share, in percent: one bucket. A share under it got no bucket at all, so
+#: a canary there answered nothing and the canary controller waited for its requests for ever.
+MIN_TRAFFIC_PERCENT = 100.0 / ROUTING_BUCKETS
+
+
+def share_problem(percent: float) -> str | None:
+    """Why a positive share ``percent`` (already known to lie in [0, 100]) cannot be served ("below the
+    minimum ..."), or None; 0 means no traffic at all and is fine. The one rule for the control plane and
+    ``aetherctl``."""
+    if 0.0 < percent < MIN_TRAFFIC_PERCENT:
+        return (
+            f"below the minimum of {MIN_TRAFFIC_PERCENT:g}% (one of the router's"
+            f" {ROUTING_BUCKETS:,} buckets): a smaller share gets no requests at all (0 means none)"
+        )
+    return None
+
+
 #: The longest request id a prediction may carry: the width of the control plane's prediction index and
 #: feedback columns, which join a delayed label to the prediction it is for.
 REQUEST_ID_LENGTH = 128

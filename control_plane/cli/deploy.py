@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import deployments_pb2 as pb
+from clients.serving_rules import share_problem
 from control_plane.cli import numbers, output
 from control_plane.cli.conditional import read_change_write
 from control_plane.cli.confirm import add_yes_flag, confirmed
@@ -222,6 +223,7 @@ def _shadow(text: str) -> pb.Variant:
     try:
         if len(parts) in (2, 3):
             percent = float(parts[2]) if len(parts) == 3 else 100.0
+            _share_must_route("--shadow", text, percent)
             return variant(parts[0], int(parts[1]), "shadow", percent)
     except ValueError:
         pass
@@ -239,10 +241,19 @@ def _ab(text: str) -> pb.Variant:
             # came back as an error about the primary with a number the user never typed.
             if not 0.0 <= percent <= 100.0:
                 raise UsageError(f"--ab {text}: PERCENT must lie in [0, 100]")
+            _share_must_route("--ab", text, percent)
             return variant(parts[0], int(parts[1]), "canary", percent)
     except ValueError:
         pass
     raise UsageError(f"--ab takes MODEL:VERSION:PERCENT, not {text!r}")
+
+
+def _share_must_route(flag: str, text: str, percent: float) -> None:
+    """The server's rule, checked here so that the error names the flag: a positive share under one of
+    the router's buckets gets no requests at all."""
+    problem = share_problem(percent)
+    if problem is not None:
+        raise UsageError(f"{flag} {text}: PERCENT is {percent:g}%, {problem}")
 
 
 def _numbers(text: str, flag: str) -> list[float]:

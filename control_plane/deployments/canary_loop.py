@@ -33,7 +33,7 @@ from clients.env_values import env_float
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.canary import Action, Decision, decide
 from control_plane.deployments.core import DeploymentManager
-from control_plane.deployments.messages import policy_from_proto
+from control_plane.deployments.messages import stored_policy
 from control_plane.deployments.observations import DEFAULT_STREAM, TRIMMED, PredictionLogObserver
 
 _log = logging.getLogger("aether.control_plane.canary")
@@ -103,7 +103,7 @@ class CanaryLoop:
         # No canary entry at all: as old as the window (it then holds for min_requests anyway).
         newest_us = seen.canary_newest_us if seen.canary_newest_us is not None else since_us
         decision = decide(
-            policy_from_proto(deployment.canary_policy),
+            stored_policy(deployment.canary_policy),
             state.step_index,
             baked_s,
             seen.canary,

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import InvalidArgument
-from clients.serving_rules import MAX_WARMUP_REQUESTS
+from clients.serving_rules import MAX_WARMUP_REQUESTS, share_problem
 from control_plane.deployments.canary import DEFAULT_STEPS, Policy
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
 from control_plane.deployments.traffic import Role, VariantRecord, check_model_name, default_variant_name
@@ -60,9 +60,22 @@ def variant_from_row(row: DeploymentVariantRow) -> VariantRecord:
 
 
 def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
+    """A policy a client sent (:func:`stored_policy`), and each step a share the router can serve: at
+    least one of its buckets (:func:`clients.serving_rules.share_problem`). A step under it got no
+    requests, and the controller waited for them for ever."""
+    policy = stored_policy(message)
+    for step in policy.steps_percent:
+        problem = share_problem(step)
+        if problem is not None:
+            raise InvalidArgument(f"canary step {step:g}% is {problem}")
+    return policy
+
+
+def stored_policy(message: pb.CanaryPolicy) -> Policy:
     """The policy with zero fields taken as the defaults (and checked). The optional fields go by
     presence instead: there 0 is a rule of its own (no bake; no error tolerated; no comparison with the
-    primary)."""
+    primary). Without the minimum step of :func:`policy_from_proto`: a policy stored before that rule
+    still reads."""
     defaults = Policy()
     return Policy(
         steps_percent=tuple(message.steps_percent) or DEFAULT_STEPS,
@@ -144,7 +157,7 @@ def serving_of(row: DeploymentRow) -> pb.ServingConfig:
 
 
 def policy_of(row: DeploymentRow) -> Policy:
-    return policy_from_proto(json_format.ParseDict(row.canary_policy, pb.CanaryPolicy()))
+    return stored_policy(json_format.ParseDict(row.canary_policy, pb.CanaryPolicy()))
 
 
 def canary_of(row: DeploymentRow) -> pb.CanaryState:

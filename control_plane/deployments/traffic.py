@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.serving_rules import MIN_TRAFFIC_PERCENT, share_problem
 
 #: How far the live shares may sum from 100 before a request is refused (they are then rescaled exactly).
 SUM_TOLERANCE = 0.01
+#: A share rescaled from others may land a rounding error under :data:`MIN_TRAFFIC_PERCENT` (shares summing
+#: to 99.99999999 scale by 1.0000000001); only a share further below it was really made smaller.
+_RESCALE_SLACK = 1e-9
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -69,6 +73,16 @@ def check_percent(percent: float, what: str) -> float:
     return float(percent)
 
 
+def check_share(percent: float, what: str) -> float:
+    """A share as :func:`check_percent`, and 0 or at least :data:`MIN_TRAFFIC_PERCENT`: the router gives
+    whole buckets, and a share under one got none (see :func:`clients.serving_rules.share_problem`)."""
+    check_percent(percent, what)
+    problem = share_problem(percent)
+    if problem is not None:
+        raise InvalidArgument(f"{what} is {percent:g}%, {problem}")
+    return float(percent)
+
+
 def find(variants: Sequence[VariantRecord], name: str, deployment: str) -> VariantRecord:
     for variant in variants:
         if variant.name == name:
@@ -101,7 +115,7 @@ def validate(variants: Sequence[VariantRecord], deployment: str) -> list[Variant
         check_model_name(variant.model_name)
         if variant.version <= 0:
             raise InvalidArgument(f"variant {variant.name!r} needs a model version >= 1")
-        check_percent(variant.traffic_percent, f"traffic of variant {variant.name!r}")
+        check_share(variant.traffic_percent, f"traffic of variant {variant.name!r}")
     live = [v for v in variants if v.live]
     total = sum(v.traffic_percent for v in live)
     if len(live) == 1 and total == 0.0:
@@ -118,8 +132,9 @@ def set_traffic(
     variants: Sequence[VariantRecord], name: str, percent: float, deployment: str
 ) -> list[VariantRecord]:
     """``name`` gets ``percent``; the other live variants share the rest in their current proportions
-    (all of it to the primary when they have none). A shadow's mirror share is simply set."""
-    check_percent(percent, "traffic_percent")
+    (all of it to the primary when they have none). A shadow's mirror share is simply set. Refused when
+    ``percent``, or the share another live variant is rescaled to, is positive but under one bucket."""
+    check_share(percent, "traffic_percent")
     target = find(variants, name, deployment)
     if not target.live:
         return [replace(v, traffic_percent=percent) if v.name == name else v for v in variants]
@@ -143,7 +158,22 @@ def set_traffic(
             if target.role is Role.PRIMARY:
                 share = rest / len(others)
             out.append(replace(variant, traffic_percent=share))
+    _refuse_shares_squeezed(variants, out, f"setting variant {name!r} to {percent:g}%")
     return out
+
+
+def _refuse_shares_squeezed(
+    before: Sequence[VariantRecord], after: Sequence[VariantRecord], change: str
+) -> None:
+    """Refuses ``change`` when it rescaled a variant's share down under one bucket: an A/B variant at
+    0.01 % keeping its proportion while another variant takes half would get no requests any more."""
+    old = {v.name: v.traffic_percent for v in before}
+    for variant in after:
+        share = variant.traffic_percent
+        if 0.0 < share < MIN_TRAFFIC_PERCENT * (1 - _RESCALE_SLACK) and share < old.get(variant.name, 0.0):
+            raise InvalidArgument(
+                f"{change} would leave variant {variant.name!r} with {share:g}%, {share_problem(share)}"
+            )
 
 
 def add_variant(

@@ -207,6 +207,12 @@ def test_create_an_ab_split_with_a_fallback_for_unknown_entities(
                 "--ab",
                 f"eta:2:{share}",
             )
+    # A share under one of the router's 10,000 buckets got no requests (the server refuses it too).
+    minimum = r"0\.005%, below the minimum of 0\.01% \(one of the router's 10,000 buckets\)"
+    create = ("deploy", "create", "bad", "--model", "eta", "--version", a)
+    for flag in ("--ab", "--shadow"):
+        with pytest.raises(deploy.UsageError, match=f"^{flag} eta:2:0.005: PERCENT is {minimum}"):
+            run(plane, capsys, *create, flag, "eta:2:0.005")
     with pytest.raises(deploy.UsageError, match="the --ab shares sum to 120%"):
         run(
             plane, capsys, "deploy", "create", "bad", "--model", "eta", "--version", a,

@@ -436,3 +436,59 @@ def test_an_explicit_zero_bake_is_honoured_and_an_absent_one_takes_the_default(
     deployments.rollback("eta-prod")
     restarted = deployments.start_canary("eta-prod", "eta", green, policy=pb.CanaryPolicy())
     assert restarted.canary_policy.bake_seconds == 300
+
+
+def test_a_share_under_one_routing_bucket_is_refused_naming_the_minimum(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # The router hashes routing keys into 10,000 buckets and gives each live variant whole buckets: a
+    # share under one bucket (0.01 %) got none, so such a canary answered nothing and the controller
+    # waited for its requests for ever. Each way a share is set refuses it, naming the minimum.
+    blue, green = models.register("eta"), models.register("eta")
+    minimum = r"below the minimum of 0\.01% \(one of the router's 10,000 buckets\)"
+    with pytest.raises(InvalidArgument, match=f"traffic of variant 'b' is 0.005%, {minimum}"):
+        deployments.create(
+            "tiny",
+            [variant("eta", blue, "primary", 99.995), variant("eta", green, "canary", 0.005, name="b")],
+        )
+    with pytest.raises(InvalidArgument, match=f"traffic of variant 'dark' is 0.001%, {minimum}"):
+        deployments.create(
+            "tiny", [variant("eta", blue), variant("eta", green, "shadow", 0.001, name="dark")]
+        )
+    with pytest.raises(InvalidArgument, match=f"canary step 0.005% is {minimum}"):
+        deployments.create(
+            "tiny", [variant("eta", blue)], canary_policy=pb.CanaryPolicy(steps_percent=[0.005, 50.0, 100.0])
+        )
+    deployments.create("eta-prod", [variant("eta", blue), variant("eta", green, "shadow", 20.0, name="dark")])
+    with pytest.raises(InvalidArgument, match=f"canary step 0.001% is {minimum}"):
+        deployments.start_canary(
+            "eta-prod", "eta", green, policy=pb.CanaryPolicy(steps_percent=[0.001, 100.0])
+        )
+    assert deployments.get("eta-prod").canary.status == pb.CANARY_STATUS_UNSPECIFIED  # nothing started
+    with pytest.raises(InvalidArgument, match=f"traffic_percent is 0.009%, {minimum}"):
+        deployments.set_traffic("eta-prod", "dark", 0.009)
+
+    # One bucket exactly is served; so is 0 (no traffic at all, as asked).
+    started = deployments.start_canary(
+        "eta-prod", "eta", green, policy=pb.CanaryPolicy(steps_percent=[0.01, 100.0])
+    )
+    assert shares(started)["eta-v2"] == 0.01
+    deployments.rollback("eta-prod")
+    red = models.register("eta")
+    with_ab = deployments.update(
+        pb.UpdateDeploymentRequest(
+            name="eta-prod",
+            replace_variants=True,
+            variants=[
+                variant("eta", blue, "primary", 89.99),
+                variant("eta", green, "canary", 0.01, name="ab"),
+                variant("eta", red, "canary", 10.0, name="c"),
+            ],
+        )
+    )
+    assert shares(with_ab) == {"eta-v1": 89.99, "ab": 0.01, "c": 10.0}
+    # A share rescaled under the minimum is refused too: the A/B variant keeping its proportion with the
+    # primary while the other canary rises to 55 % would fall to 0.005 %.
+    with pytest.raises(InvalidArgument, match=f"would leave variant 'ab' with 0.005%, {minimum}"):
+        deployments.set_traffic("eta-prod", "c", 55.0)
+    assert shares(deployments.get("eta-prod")) == shares(with_ab)  # nothing applied

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.serving_rules import MIN_TRAFFIC_PERCENT, ROUTING_BUCKETS
 from control_plane.deployments.traffic import (
     Role,
     VariantRecord,
@@ -20,7 +21,7 @@ from control_plane.deployments.traffic import (
     set_traffic,
     validate,
 )
-from kernels.hashing import UNASSIGNED, assign_buckets
+from kernels.hashing import BUCKETS, UNASSIGNED, assign_buckets
 
 
 def v(name: str, role: Role, percent: float, version: int = 1) -> VariantRecord:
@@ -62,7 +63,20 @@ def test_set_traffic_keeps_the_others_proportions(weights: list[float], data: st
         v(f"v{i}", Role.PRIMARY if i == 0 else Role.CANARY, w * 100 / total) for i, w in enumerate(weights)
     ]
     target = data.draw(st.integers(0, len(variants) - 1))
-    percent = data.draw(st.floats(0.0, 99.0))
+    percent = data.draw(st.one_of(st.just(0.0), st.floats(MIN_TRAFFIC_PERCENT, 99.0)))
+    others_total = sum(x.traffic_percent for i, x in enumerate(variants) if i != target)
+    squeezed = [  # rescaled under one routing bucket (beyond rounding), where it would get no requests
+        x.name
+        for i, x in enumerate(variants)
+        if i != target
+        and x.traffic_percent * (100.0 - percent) / others_total < MIN_TRAFFIC_PERCENT * (1 - 1e-9)
+    ]
+    if squeezed:
+        with pytest.raises(
+            InvalidArgument, match=f"would leave variant '{squeezed[0]}' with .* below the minimum"
+        ):
+            set_traffic(variants, f"v{target}", percent, "d")
+        return
     out = set_traffic(variants, f"v{target}", percent, "d")
     assert math.isclose(live_total(out), 100.0)
     assert math.isclose(out[target].traffic_percent, percent)
@@ -147,3 +161,8 @@ def test_promote_is_refused_while_another_canary_holds_traffic() -> None:
         ("a", Role.CANARY, 0.0),
         ("green", Role.PRIMARY, 100.0),
     ]
+
+
+def test_the_minimum_share_is_one_of_the_routers_buckets() -> None:
+    # clients cannot import kernels: the count is written twice, and must stay one.
+    assert ROUTING_BUCKETS == BUCKETS and MIN_TRAFFIC_PERCENT == 100.0 / BUCKETS
