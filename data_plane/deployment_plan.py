@@ -16,7 +16,7 @@ from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2
 from data_plane.feature_columns import request_names
 from data_plane.models.spec import ModelSpec, TensorSpec
-from kernels.hashing import BUCKETS, BucketHasher, assign_buckets, mirror_mask
+from kernels.hashing import BUCKETS, BucketHasher, assign_buckets, give_every_variant_a_bucket, mirror_mask
 
 # Defaults of a ServingConfig whose fields are zero (the control plane fills them in; these cover an
 # older control plane or a hand-built plan).
@@ -79,7 +79,10 @@ class DeploymentPlan:
         if len(primaries) != 1:
             raise ValueError(f"deployment {self.deployment!r} has {len(primaries)} primary variants, not 1")
         shadows = tuple(v for v in self.variants if not v.live)
-        table = assign_buckets(self.routing_salt, [v.name for v in live], [v.traffic_percent for v in live])
+        names, weights = [v.name for v in live], [v.traffic_percent for v in live]
+        table = give_every_variant_a_bucket(
+            self.routing_salt, names, weights, assign_buckets(self.routing_salt, names, weights)
+        )
         # Every weight zero cannot come from the control plane; serve everything from the primary then.
         table[table < 0] = live.index(primaries[0])
         set_ = object.__setattr__  # frozen: the derived fields are filled in once, here

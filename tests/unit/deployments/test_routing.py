@@ -151,3 +151,37 @@ def test_deployments_sharing_a_version_get_the_serving_config_of_the_last_plan_a
         pb.DeploymentPlanSnapshot(revision=3, plans=[shared("b", 8), shared("a", 16, 2)]), second
     )
     assert shared_specs(third, second, applied)[("eta", 1)].max_batch_size == 16
+
+
+def test_a_share_of_one_bucket_is_served_under_every_salt() -> None:
+    # A variant gets whole buckets by a weighted race per bucket: at 0.01 % (one of 10,000 buckets) it
+    # won none under about a third of salts, so such a canary answered nothing and the controller waited
+    # for its requests for ever; a shadow at 0.01 % likewise mirrored nothing. Now a variant or shadow
+    # with a positive share always gets at least the bucket it comes closest to winning.
+    for i in range(60):
+        built = plan_from_proto(
+            plan(
+                "eta",
+                ("blue", "primary", 99.99, 1),
+                ("green", "canary", 0.01, 2),
+                ("dark", "shadow", 0.01, 3),
+                salt=f"salt-{i}",
+            )
+        )
+        assert (built.bucket_variant == built.live_variants.index(built.variants[1])).sum() >= 1, i
+        assert built.shadow_masks[0].sum() >= 1, i
+
+
+def test_a_bucket_given_to_a_small_share_stays_with_it_as_the_share_grows() -> None:
+    # The bucket given is the first the variant would win as its share grows, so growing a canary from a
+    # given bucket still only moves users into it.
+    for i in range(60):
+        previous = None
+        for step in (0.01, 0.02, 0.05, 1.0, 5.0):
+            built = plan_from_proto(
+                plan("eta", ("blue", "primary", 100 - step, 1), ("green", "canary", step, 2), salt=f"s{i}")
+            )
+            canary = built.bucket_variant == 1
+            if previous is not None:
+                assert (canary | ~previous).all(), (i, step)
+            previous = canary
