@@ -31,8 +31,9 @@ from control_plane.retraining import observe, records
 from control_plane.retraining.evaluation import evaluate
 from control_plane.retraining.failures import passing
 from control_plane.retraining.holdout import production_holdout
+from control_plane.retraining.model_classes import DeclaredClasses, classes_in_model
 from control_plane.retraining.promotion import FAILED, IN_PROGRESS, PENDING, SHADOW, Promoter
-from control_plane.retraining.shadow import agreement_rate
+from control_plane.retraining.shadow import Agreement, agreement_rate
 from control_plane.retraining.tables import RetrainingDecisionRow
 
 _log = logging.getLogger("aether.control_plane.retraining")
@@ -68,6 +69,8 @@ class Challengers:
         self._clock = clock
         #: Decision id -> follow-ups failed in a row (kept in memory: a restart starts the count again).
         self._follow_up_failures: dict[int, int] = {}
+        #: (model, version) -> the classes its ONNX file declares (:meth:`_declared_classes`).
+        self._classes: dict[tuple[str, int], DeclaredClasses | None] = {}
 
     async def _alert(self, deployment: str, kind: str, message: str, reasons: list[str]) -> None:
         await self._alerter.alert(
@@ -179,6 +182,14 @@ class Challengers:
         await self._start_promotion(evaluation, config.promotion)
         return evaluation
 
+    def _declared_classes(self, model_name: str, version: int) -> DeclaredClasses | None:
+        """The classes a model version's ONNX file declares, read once per version (a version's artifact
+        never changes; the shadow phase compares its answers on every tick)."""
+        key = (model_name, version)
+        if key not in self._classes:
+            self._classes[key] = classes_in_model(self._artifact(model_name, version))
+        return self._classes[key]
+
     def _artifact(self, model_name: str, version: int) -> bytes:
         found: mpb.ModelVersion = self._registry.get_version(model_name, version)
         return self._registry.artifacts.open_verified(found.artifact.sha256)
@@ -205,20 +216,28 @@ class Challengers:
 
     async def _advance(self, evaluation: pb.Evaluation, now: int) -> None:
         config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
-        agreement = None
+        agreement = Agreement(None, 0)
         if evaluation.promotion_status == SHADOW:
             monitor = await asyncio.to_thread(
                 monitor_configs.get_config, self._sessions, evaluation.deployment
             )
-            agreement, _rows = await agreement_rate(
+            agreement = await agreement_rate(
                 self._client,
                 self._stream,
                 evaluation.deployment,
                 self.promoter.shadow_variant(evaluation),
                 evaluation.updated_at_us,
                 monitor,
+                classes_of=self._declared_classes,
             )
-        status = await asyncio.to_thread(self.promoter.advance, evaluation, config.promotion, now, agreement)
+        status = await asyncio.to_thread(
+            self.promoter.advance,
+            evaluation,
+            config.promotion,
+            now,
+            agreement.rate,
+            not_comparable=agreement.not_comparable,
+        )
         await self._report(evaluation, status)
 
     async def _report(self, before: pb.Evaluation, status: str) -> None:

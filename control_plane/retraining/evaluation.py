@@ -39,7 +39,6 @@ Gates (:func:`judge`, pure):
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from clients.errors import FailedPrecondition
 from control_plane.monitoring.model_outputs import class_values
 from control_plane.monitoring.outputs import holds_class_codes, prediction_output
 from control_plane.monitoring.performance import Classes, derive, unmappable, window_metrics
+from control_plane.retraining.model_classes import declared_classes
 
 FloatMatrix = npt.NDArray[np.float64]
 DEFAULT_LATENCY_ROWS = 64
@@ -230,23 +230,12 @@ def _answers(
     return predicted, scores
 
 
-#: The ONNX metadata key that lists a classifier's classes, one per score column, as JSON (the built-in
-#: trainer's export writes it; the registry's signature holds the same list).
-CLASSES_METADATA = "aether.classes"
-
-
 def _classes(session: ort.InferenceSession) -> Classes | None:
     """The label value of each of the model's score columns, from its ``aether.classes`` metadata (None
     when it has none, or they are not numbers): a classifier trained on labels {1, 2} answers columns 0
     and 1, and without them its argmax was compared with the label as it is, so a perfect model scored 0."""
-    text = session.get_modelmeta().custom_metadata_map.get(CLASSES_METADATA)
-    if text is None:
-        return None
-    try:
-        values = json.loads(text)
-    except ValueError:
-        return None
-    return class_values(values) if isinstance(values, list) else None
+    declared = declared_classes(session)
+    return class_values(declared) if declared is not None else None
 
 
 def _latencies(

@@ -132,17 +132,25 @@ class Promoter:
         policy: pb.PromotionPolicy,
         now_us: int,
         agreement: float | None = None,
+        *,
+        not_comparable: str = "",
     ) -> str:
         """Moves an in-progress promotion on when it can; returns its (possibly new) status.
         ``agreement``: the shadow's agreement rate, measured by the caller over the phase (None: no
-        comparable request was found)."""
+        comparable request was found). ``not_comparable``: why the shadow's answers cannot be compared
+        with the primary's at all (their classes differ, or one's columns carry no labels)."""
         try:
-            return self._advance(evaluation, policy, now_us, agreement)
+            return self._advance(evaluation, policy, now_us, agreement, not_comparable)
         except _DeploymentGone as gone:
             return self._set(evaluation, FAILED, str(gone))
 
     def _advance(
-        self, evaluation: pb.Evaluation, policy: pb.PromotionPolicy, now_us: int, agreement: float | None
+        self,
+        evaluation: pb.Evaluation,
+        policy: pb.PromotionPolicy,
+        now_us: int,
+        agreement: float | None,
+        not_comparable: str,
     ) -> str:
         status = evaluation.promotion_status
         if status == AWAITING_APPROVAL:
@@ -166,6 +174,15 @@ class Promoter:
             if now_us - evaluation.updated_at_us < policy.shadow_seconds * 1e6:
                 return status
             self._remove_shadow(evaluation)
+            if not_comparable:
+                # No number rather than a wrong one: the gate cannot be judged, so only a phase that
+                # measures without a gate (min_agreement 0) goes on to the canary.
+                reason = f"shadow agreement not comparable: {not_comparable}"
+                if policy.min_agreement > 0:
+                    return self._set(
+                        evaluation, FAILED, f"{reason}; min_agreement {policy.min_agreement:.1%}"
+                    )
+                return self._start_canary(evaluation, policy, reason)
             if agreement is None:
                 reason = (
                     f"shadow phase of {policy.shadow_seconds:g} s over with nothing to compare: no mirrored "

@@ -152,6 +152,38 @@ async def test_a_passed_shadow_phase_waits_for_a_canary_started_meanwhile(world:
     assert world.deployments.get("eta").canary.version == challenger
 
 
+async def test_a_shadow_phase_with_answers_that_cannot_be_compared_says_so(world: World) -> None:
+    # Answers of other classes used to be compared column by column into a rate that meant nothing.
+    gated = pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.9)
+    configure(world, gated)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    shadowing = stored(world)
+    assert shadowing.promotion_status == SHADOW
+    later = shadowing.updated_at_us + 601_000_000
+    why = "the shadow eta v2 declares the classes [1, 2] and the primary eta v1 [1, 3]"
+    assert world.retrainer.promoter.advance(shadowing, gated, later, None, not_comparable=why) == FAILED
+    failed = stored(world)
+    assert failed.promotion_reason == f"shadow agreement not comparable: {why}; min_agreement 90.0%"
+    assert not failed.HasField("agreement_rate")
+    assert not any(v.role == dpb.VARIANT_ROLE_SHADOW for v in world.deployments.get("eta").variants)
+
+
+async def test_an_ungated_shadow_phase_that_cannot_compare_goes_on_to_the_canary(world: World) -> None:
+    measured_only = pb.PromotionPolicy(shadow_seconds=600)
+    configure(world, measured_only)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    shadowing = stored(world)
+    later = shadowing.updated_at_us + 601_000_000
+    why = "eta v2 declares no classes (aether.classes) for its 3 score columns"
+    assert (
+        world.retrainer.promoter.advance(shadowing, measured_only, later, None, not_comparable=why) == CANARY
+    )
+    assert stored(world).promotion_reason.startswith(f"shadow agreement not comparable: {why}")
+    assert world.deployments.get("eta").canary.version == challenger
+
+
 async def test_a_canary_policy_the_deployment_refuses_fails_the_promotion(world: World) -> None:
     # A policy stored before ConfigureTriggers checked it (steps descending): the deployments core refuses
     # it with INVALID_ARGUMENT, which was taken for a busy deployment, so the challenger waited

@@ -116,3 +116,14 @@ def with_classes(model: bytes, classes: list[object]) -> bytes:
     proto = onnx.load_from_string(model)
     proto.metadata_props.add(key="aether.classes", value=json.dumps(classes))
     return proto.SerializeToString()
+
+
+def softmax_classifier(weights: npt.NDArray[np.float64]) -> bytes:
+    """``probabilities = softmax(x·W)``: one score column per class (``W`` is ``[features, classes]``)."""
+    inits = [numpy_helper.from_array(weights.astype(np.float32), "w")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", weights.shape[1]])]
+    return _model(nodes, weights.shape[0], inits, outputs)
