@@ -23,10 +23,11 @@ answers) add ``entities`` (JSON list of join-key maps), ``features`` (raw row-ma
 ``features_dtype`` and ``features_shape`` ("rows,cols"), and per output ``output:<name>`` (raw bytes)
 with ``output:<name>:dtype`` / ``output:<name>:shape``. A failed request's entry has no outputs, and
 no features when it failed before they were assembled. The control plane's reader of these entries is
-``control_plane/deployments/observations.py``: it counts every entry as a request of its variant, and as
-an error only when ``error_code`` is a failure on the server's side; a refusal as the caller's mistake
-(INVALID_ARGUMENT, NOT_FOUND, CANCELLED, ...) is counted apart and compared between the canary and the
-primary. So the code must be the one the caller was answered with.
+``control_plane/deployments/observations.py`` (each entry parsed in ``log_entries.py``): it counts every
+entry as a request of its variant, and as an error only when ``error_code`` is a failure on the server's
+side; a refusal as the caller's mistake (INVALID_ARGUMENT, NOT_FOUND, CANCELLED, ...) is counted apart
+and compared between the canary and the primary. So the code must be the one the caller was answered
+with.
 
 Gap markers. A dropped entry (Redis refused the batch -- down, OOM under ``maxmemory`` with
 ``noeviction``, a timeout -- or the buffer was full) would otherwise be an unseen hole: a reader of the

@@ -7,7 +7,7 @@ Rules, in order:
 1. Once the canary has served ``min_requests`` in this step, a breach rolls it back at once (no need to
    wait out the baking window): its error rate above ``max_error_rate`` (errors are the requests that
    failed on the server's side -- UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...: see
-   :mod:`observations`); its share of requests refused as the caller's mistake (INVALID_ARGUMENT,
+   :mod:`log_entries`); its share of requests refused as the caller's mistake (INVALID_ARGUMENT,
    NOT_FOUND, CANCELLED, ...) above the primary's in the same window by more than ``max_error_rate``
    plus what chance explains (see below; the primary needs ``min_requests`` too); its p99 latency
    above ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary

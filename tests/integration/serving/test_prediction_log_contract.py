@@ -21,7 +21,8 @@ from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.sdk.inference import build_predict_request
 from control_plane.deployments.canary import Action, Policy
-from control_plane.deployments.observations import PredictionLogObserver, StepWindow, parse_entry
+from control_plane.deployments.log_entries import parse_entry
+from control_plane.deployments.observations import PredictionLogObserver, StepWindow
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.deployment_watch import plans_path
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config

@@ -14,14 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_plane.deployments.canary import Action, Decision, Policy, decide
-from control_plane.deployments.observations import (
-    PredictionLogObserver,
-    StepObservations,
-    StepWindow,
-    VariantTally,
-    parse_entry,
-    parse_gap,
-)
+from control_plane.deployments.log_entries import VariantTally, parse_entry, parse_gap
+from control_plane.deployments.observations import PredictionLogObserver, StepObservations, StepWindow
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from tests.support.prediction_log import writes_refused
