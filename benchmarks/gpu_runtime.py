@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from benchmarks._common import environment, percentiles_ms, write_results  # noqa: E402
-from data_plane.models.manager import ManagerOptions, ModelManager  # noqa: E402
+from data_plane.models.manager import ModelManager  # noqa: E402
+from data_plane.models.options import ManagerOptions  # noqa: E402
 from data_plane.models.spec import ModelSpec  # noqa: E402
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession  # noqa: E402
 from tests.support import onnx_models  # noqa: E402

@@ -62,7 +62,7 @@ from prometheus_client.utils import floatToGoString
 
 from clients.errors import FailedPrecondition
 from data_plane.batching import BatchObserver
-from data_plane.models.manager import ManagerObserver
+from data_plane.models.options import ManagerObserver
 from data_plane.models.version import ModelState
 from data_plane.near_cache import NearCacheStats
 from data_plane.ports import split_listen

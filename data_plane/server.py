@@ -53,7 +53,8 @@ from data_plane.catalog import Catalog, RegistryState
 from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
 from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.models.spec import ModelSpec, load_model_config
 from data_plane.near_cache import NearCache
 from data_plane.prediction_log import PredictionLog

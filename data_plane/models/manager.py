@@ -36,120 +36,26 @@ requests that already hold it are answered.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from clients.errors import AetherError, FailedPrecondition, NotFound
-from data_plane.batching import BatchObserver, BatchPolicy, DynamicBatcher, InlineGate
+from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
 from data_plane.models.artifacts import fetch_verified
 from data_plane.models.batch_check import batching_problem
+from data_plane.models.options import ManagerObserver, ManagerOptions, RuntimeFactory, default_runtime
 from data_plane.models.runner import run_batch
-from data_plane.models.spec import ModelSpec, TensorSpec, defaults_problem
+from data_plane.models.spec import ModelSpec, defaults_problem
+from data_plane.models.spec_changes import RELOAD_FIELDS, changed_fields, signature_mismatch
 from data_plane.models.validation import InputValidator, batchable
 from data_plane.models.version import LoadedVersion, ModelState, Use, VersionLease
 from data_plane.models.warmup import recorded_inputs, warm_up, warms_every_size
-from data_plane.runtime.base import Array, Runtime
-from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
+from data_plane.runtime.base import Array
 
 _log = logging.getLogger("aether.data_plane.models")
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerOptions:
-    onnx: OnnxOptions = field(default_factory=OnnxOptions)
-    max_queue_size: int = 1024  # requests waiting per model version before RESOURCE_EXHAUSTED
-    # Per model version, for its answered requests' batches and, counted apart, for its shadow copies'
-    # (a shadow batch running never holds the slot a served batch waits for).
-    max_in_flight_batches: int = 1
-    inference_threads: int = 2  # worker threads shared by every version's batches
-    # Worker threads for shadow copies' batches (never the threads above, so a slow shadow cannot delay
-    # the answered requests' batches).
-    shadow_threads: int = 1
-    # A version whose batches take less than this runs them on the event loop (a thread handoff costs
-    # more); 0 = every batch in a worker thread. See data_plane.batching.
-    inline_batch_below_us: float = 500.0
-    # Build native TensorRT engines (when ``tensorrt`` is importable and a GPU is present) instead of
-    # running through ONNX Runtime; engines are cached here per GPU name and TensorRT version.
-    native_tensorrt: bool = False
-    engine_cache_dir: Path | None = None
-    # An unloaded version's admitted requests get this long to finish before its session is released.
-    unload_grace_s: float = 10.0
-    # The most bytes one answer may hold (the server's max_message_bytes; None: unlimited): requests of
-    # more rows than such an answer holds are refused before they run (see InputValidator).
-    max_answer_bytes: int | None = None
-
-
-RuntimeFactory = Callable[[bytes, ModelSpec, ManagerOptions], Runtime]
-
-
-def default_runtime(model: bytes, spec: ModelSpec, options: ManagerOptions) -> Runtime:
-    if options.native_tensorrt:
-        from data_plane.runtime import tensorrt_engine
-
-        if tensorrt_engine.available():
-            return tensorrt_engine.TensorRTEngine.from_onnx(
-                model, spec, cache_dir=options.engine_cache_dir or Path("trt_engines")
-            )
-        _log.warning("native TensorRT requested but unavailable; using ONNX Runtime for %s", spec.name)
-    return OnnxRuntimeSession(model, options.onnx, fetch=[t.name for t in spec.outputs])
-
-
-class ManagerObserver(BatchObserver):
-    """Metrics hooks of the manager; the default does nothing."""
-
-    def for_model(self, name: str, version: int) -> BatchObserver:
-        return BatchObserver()
-
-    def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
-        """``read()`` gives the version's queue depth (until its state leaves READY)."""
-
-    def model_state(self, name: str, version: int, state: ModelState) -> None:
-        pass
-
-    def version_released(self, name: str, version: int) -> None:
-        """The version was unloaded and its session released (after its grace), and no new load of it
-        took its place: its requests are answered, and nothing runs on it any more."""
-
-
-# Fields a loaded version cannot change in place: the signature is checked against the artifact at load
-# and the session and its warm-up are built for it. For one artifact it only differs when the spec is wrong,
-# so such a change is refused (FAILED_PRECONDITION) rather than reloaded: the version keeps serving with the
-# signature it was checked against. (``name``/``version`` are the key, ``artifact_sha256`` is checked on
-# its own.) ``warmup_requests`` and ``warmup_samples_uri`` are taken but only matter to a later load: the
-# version is warm already, and re-warming it would gain nothing for the requests served.
-_RELOAD_FIELDS = frozenset({"inputs", "outputs"})
-
-
-def _changed_fields(old: ModelSpec, new: ModelSpec) -> list[str]:
-    return [f.name for f in dataclasses.fields(ModelSpec) if getattr(old, f.name) != getattr(new, f.name)]
-
-
-def _signature_mismatch(declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...]) -> str | None:
-    by_name = {t.name: t for t in actual}
-    for tensor in declared:
-        found = by_name.get(tensor.name)
-        if found is None:
-            return f"the model has no tensor named {tensor.name!r} (it has {sorted(by_name)})"
-        if found.dtype != tensor.dtype:
-            return f"tensor {tensor.name!r} is {found.dtype} in the model, {tensor.dtype} in the spec"
-        # The spec may fix a size the model leaves free, never free one the model fixes: requests are
-        # checked against the spec, so a size the model refuses would reach it (INTERNAL, not
-        # INVALID_ARGUMENT), and a free first dimension makes the version batch (its full-batch warm-up
-        # would fail the load).
-        if len(found.shape) != len(tensor.shape) or any(
-            a != d and a != -1 for a, d in zip(found.shape, tensor.shape, strict=True)
-        ):
-            return (
-                f"tensor {tensor.name!r} has shape {list(found.shape)} in the model, "
-                f"{list(tensor.shape)} in the spec"
-            )
-    return None
 
 
 class ModelManager:
@@ -236,8 +142,8 @@ class ModelManager:
         session, its warm-up and the inline gate's timings stay (they do not depend on these fields).
         FAILED_PRECONDITION, changing nothing, for a field that cannot change without a reload."""
         old = entry.spec
-        changed = _changed_fields(old, spec)
-        refused = [name for name in changed if name in _RELOAD_FIELDS]
+        changed = changed_fields(old, spec)
+        refused = [name for name in changed if name in RELOAD_FIELDS]
         if "feature_defaults" in changed and (problem := defaults_problem(spec)):
             refused.append(f"feature_defaults ({problem})")
         # A runtime built for a largest batch (a TensorRT engine's optimisation profile) cannot take a
@@ -340,7 +246,7 @@ class ModelManager:
             runtime = await asyncio.to_thread(self._factory, data, spec, self.options)
             declared_inputs = getattr(runtime, "inputs", None)
             if isinstance(declared_inputs, tuple):
-                mismatch = _signature_mismatch(spec.inputs, declared_inputs) or _signature_mismatch(
+                mismatch = signature_mismatch(spec.inputs, declared_inputs) or signature_mismatch(
                     spec.outputs, getattr(runtime, "outputs", ())
                 )
                 if mismatch:

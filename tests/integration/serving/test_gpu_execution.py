@@ -15,7 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.runtime.onnx import OnnxOptions, OnnxRuntimeSession
 from tests.support import onnx_models
 from tests.support.gpu import cuda_usable

@@ -37,7 +37,8 @@ from data_plane.deployment_plan import Role as PlanRole
 from data_plane.deployment_watch import plans_path
 from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import ServingMetrics
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.models.spec import ModelSpec, TensorSpec, load_model_config
 from data_plane.models.version import ModelState
 from data_plane.predictor import PredictCall, Prediction, Predictor

@@ -15,7 +15,8 @@ import numpy as np
 
 from clients.serving_rules import MAX_WARMUP_REQUESTS
 from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.models.spec import ModelSpec
 from data_plane.models.warmup import recorded_inputs, warm_up, warmup_requests
 from data_plane.runtime.base import Runtime

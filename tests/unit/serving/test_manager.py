@@ -20,7 +20,8 @@ from clients.errors import FailedPrecondition, InvalidArgument, NotFound, Resour
 from clients.serving_rules import MAX_WARMUP_REQUESTS
 from data_plane.batching import BatchObserver
 from data_plane.deployment_plan import model_spec_from_proto
-from data_plane.models.manager import ManagerObserver, ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerObserver, ManagerOptions
 from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
 from data_plane.models.validation import answer_overhead_bytes
 from data_plane.models.version import ModelState, Use

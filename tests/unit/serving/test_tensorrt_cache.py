@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.models.runner import run_batch
 from data_plane.models.spec import ModelSpec, TensorSpec
 from data_plane.models.validation import ValidInputs

@@ -13,7 +13,8 @@ import pytest
 
 from clients.errors import NotFound, Unavailable
 from data_plane.metrics import ServingMetrics
-from data_plane.models.manager import ManagerOptions, ModelManager
+from data_plane.models.manager import ModelManager
+from data_plane.models.options import ManagerOptions
 from data_plane.models.spec import ModelSpec
 from data_plane.models.version import ModelState
 from tests.support import onnx_models
