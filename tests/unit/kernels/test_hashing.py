@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kernels.hashing import (
@@ -21,6 +21,7 @@ from kernels.hashing import (
     assign_buckets,
     bucket_of,
     bucket_uniforms,
+    give_every_variant_a_bucket,
     mirror_mask,
     variant_seed,
 )
@@ -194,6 +195,24 @@ def test_mirror_mask_is_monotone_and_proportional(salt: str, name: str, low: flo
     assert (large | ~small).all()
     p = high / 100
     assert abs(large.sum() - BUCKETS * p) <= 6 * math.sqrt(BUCKETS * p * (1 - p)) + 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(salts, names_st.filter(lambda n: len(n) >= 2), st.data())
+def test_a_variant_without_a_bucket_gets_one_and_nothing_else_moves(
+    salt: str, names: list[str], data: st.DataObject
+) -> None:
+    weights = data.draw(st.lists(weight, min_size=len(names), max_size=len(names)))
+    table = assign_buckets(salt, names, weights)
+    assert give_every_variant_a_bucket(salt, names, weights, table) is table  # nobody starved: as it was
+    tiny = [*weights[:-1], 2 * MIN_WEIGHT]  # far under one bucket: (almost always) wins none
+    starved = assign_buckets(salt, names, tiny)
+    assume(not (starved == len(names) - 1).any())
+    given_one = give_every_variant_a_bucket(salt, names, tiny, starved)
+    moved = given_one != starved
+    assert moved.sum() == 1 and (given_one[moved] == len(names) - 1).all()
+    donor = starved[moved][0]
+    assert (given_one == donor).sum() >= 1  # never a variant's only bucket
 
 
 def test_keys_spread_evenly_over_buckets() -> None:
