@@ -36,7 +36,8 @@ import redis
 
 from benchmarks._common import environment, write_results
 from benchmarks.targets import STREAMING_EVENTS, STREAMING_EVENTS_PER_S, streaming_targets
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.validation import validate
 from control_plane.offline.store import OfflineStore

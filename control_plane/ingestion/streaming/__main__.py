@@ -28,12 +28,8 @@ from control_plane.db import create_session_factory, open_database
 from control_plane.db.migrate import shown_url
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming import flags, kafka_options
-from control_plane.ingestion.streaming.materializer import (
-    MaterializerOptions,
-    StreamMaterializer,
-    ViewDeleted,
-    ViewRetired,
-)
+from control_plane.ingestion.streaming.materializer import StreamMaterializer, ViewDeleted, ViewRetired
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import StreamSource
 from control_plane.ingestion.streaming.stops import StopAsked

@@ -1,4 +1,4 @@
-"""The arrays a stream batch's window aggregation takes (``StreamMaterializer._aggregate``): each event's
+"""The arrays a stream batch's window aggregation takes (``WindowAggregator.aggregate``): each event's
 entity as a dense state index, and each event's input values in the plan's column order."""
 
 from __future__ import annotations

@@ -66,8 +66,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import NoReturn, TypeVar, cast
 
@@ -78,10 +77,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import expiry_ms
-from control_plane.ingestion.casting import TIMESTAMP_TYPE
-from control_plane.ingestion.online import feature_matrix, online_view_version
 from control_plane.ingestion.quarantine import RunSource, bounded_id
-from control_plane.ingestion.streaming.batch_columns import entity_slots, plan_values
+from control_plane.ingestion.streaming.aggregator import WindowAggregator
 from control_plane.ingestion.streaming.commit import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -94,9 +91,8 @@ from control_plane.ingestion.streaming.commit_gate import CommitGate
 from control_plane.ingestion.streaming.drain_retry import COMMIT, draining
 from control_plane.ingestion.streaming.lateness import too_late
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
-from control_plane.ingestion.streaming.online_keys import OnlineKeys
+from control_plane.ingestion.streaming.options import BatchStats, MaterializerOptions
 from control_plane.ingestion.streaming.outbox import Receipt, drain
-from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from control_plane.ingestion.streaming.rebuild import Conversion, accepted_rows, trim_point, warn_if_trimmed
 from control_plane.ingestion.streaming.redis_access import check_scripting
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
@@ -109,51 +105,14 @@ from control_plane.ingestion.streaming.stops import Fenced as Fenced
 from control_plane.ingestion.streaming.stops import ViewDeleted as ViewDeleted
 from control_plane.ingestion.streaming.stops import ViewRetired as ViewRetired
 from control_plane.ingestion.tables import RUN_ID_LENGTH, SOURCE_LENGTH
-from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE, timestamp_field, validate
+from control_plane.ingestion.validation import timestamp_field, validate
 from control_plane.ingestion.version_gate import DELETED, RETIRED
 from control_plane.offline.store import OfflineStore
-from kernels.packed_blob import encode_rows
 
 T = TypeVar("T")
 _log = logging.getLogger("aether.ingestion.stream")
+DEFAULT_OPTIONS = MaterializerOptions()  # frozen: one shared default is safe
 REJECTED_RECORDS = pa.schema([("record_key", pa.string()), ("payload", pa.string()), ("reason", pa.string())])
-
-
-@dataclass(frozen=True)
-class MaterializerOptions:
-    group: str = "materializer"
-    count: int = 2000
-    block_ms: int = 200
-    reclaim_idle_ms: int = 30_000
-    reclaim_every_s: float = 1.0
-    lateness_s: int = 3600
-    max_future: timedelta = DEFAULT_MAX_FUTURE
-    lag_alert_seconds: float = 60.0
-    lag_every_s: float = 1.0
-    metrics_port: int | None = None
-    # Committed batches wait in the outbox until this many have gathered, this long has passed, or a
-    # read comes back empty; then they go to the offline store and SQL together (see outbox.py).
-    drain_every: int = 8
-    drain_interval_s: float = 1.0
-    # How often the applied / rejected id sets are trimmed (see the module docstring).
-    trim_every_s: float = 10.0
-    # How often the materializer looks whether its view version was deleted or retired, busy or idle: an
-    # idle one commits nothing, and so kept running (its outbox undrained) until its next message, maybe
-    # never. A busy one also reads the status in every commit, holding the version row until the batch is
-    # committed (``commit_gate.py``): no batch is committed after a retire's or delete's SQL transaction
-    # (before, a batch committed less than this after a retire was stored and counted).
-    status_every_s: float = 1.0
-    # How often the validation rules of the view version are read again: they are edited in place
-    # (UpdateValidation), and a running materializer kept those it started with (rule_refresh.py).
-    rules_every_s: float = 10.0
-
-
-@dataclass
-class BatchStats:
-    received: int = 0
-    accepted: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
 
 
 class StreamMaterializer:
@@ -165,22 +124,14 @@ class StreamMaterializer:
         client: redis.Redis,
         sessions: sessionmaker[Session],
         offline: OfflineStore,
-        options: MaterializerOptions = MaterializerOptions(),
+        options: MaterializerOptions = DEFAULT_OPTIONS,
         stop: threading.Event | None = None,
     ) -> None:
         self.view, self.entity, self.source, self.options = view, entity, source, options
         # Set when the process is asked to stop: a drain waiting out a database outage then ends.
         self.stop = stop or threading.Event()
         self._client, self._sessions, self._offline = client, sessions, offline
-        self.plan: AggregationPlan = plan_for(view)
-        self.state = self.plan.new_state()
-        # Entity -> dense state index; keyed by the join value's text (one key) or the texts' tuple.
-        self._slots: dict[str | tuple[str, ...], int] = {}
-        self._key_names = [key.name for key in entity.join_keys]
-        read = {a.column for a in view.spec.aggregations if a.function != "count"}
-        self._counted_only = {a.column for a in view.spec.aggregations} - read
-        self._online = online_view_version(view)
-        self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
+        self.windows = WindowAggregator(view, entity)
         name, version = view.spec.name, view.version
         self.keys = StateKeys.of(name, version, options.group)
         # Bounded to their columns: a 100-character view read from a stream named after it made a run id
@@ -195,7 +146,6 @@ class StreamMaterializer:
         if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
             source.processed_below(self.keys, self._committer.state_reset)
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
-        self._last_ingested_us = 0
         self._next_reclaim = 0.0
         self._next_lag = 0.0
         self._next_drain = 0.0
@@ -213,14 +163,7 @@ class StreamMaterializer:
 
     def start(self) -> None:
         """Checks Redis's scripting grants, takes ownership, drains a predecessor's outbox, rebuilds."""
-        # Compile (or load from numba's cache) the window kernel now, not inside the first batch.
-        warm = self.plan.new_state(1)
-        warm.apply(
-            np.zeros(1, np.int64),
-            np.zeros(1, np.int64),
-            np.zeros(1, np.int64),
-            np.zeros((1, len(self.plan.columns))),
-        )
+        self.windows.warm()
         self._retrying(partial(check_scripting, self._client))  # refused in one line, not at a batch
         self._retrying(lambda: self._client.set(self.keys.owner, self._token))
         self.flush()
@@ -291,7 +234,7 @@ class StreamMaterializer:
             reasons += list(late.values())
             kept = [i for k, i in enumerate(kept) if k not in late]
             accepted_ids = [fresh.ids[i] for i in kept]
-        history, blobs, newest, unfit = self._aggregate(accepted, accepted_ids)
+        history, blobs, newest, unfit = self.windows.aggregate(accepted, self.source.order(accepted_ids))
         if unfit:  # events whose window result their integer feature cannot hold: quarantined
             rejected_rows += [kept[k] for k in unfit]
             reasons += list(unfit.values())
@@ -428,48 +371,6 @@ class StreamMaterializer:
             accepted = accepted.filter(pa.array(keep))
         return accepted, late
 
-    def _aggregate(
-        self, accepted: pa.Table, ids: list[str]
-    ) -> tuple[pa.Table, list[tuple[bytes, bytes]], int, dict[int, str]]:
-        """Applies accepted events to the window state; returns the history rows, the online blobs of
-        the entities touched (key, blob), the newest event time written, and the events not
-        applied (by row of ``accepted``) with the reason why."""
-        slots = entity_slots(self._slots, self._key_names, accepted)
-        ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        seq = self.source.order(ids)
-        values = plan_values(self.plan, self._counted_only, accepted)
-        out, out_ts, exact, unfit = apply_fitting(self.state, self.plan, slots, ts, seq, values)
-        if unfit:
-            keep = np.ones(accepted.num_rows, dtype=bool)
-            keep[list(unfit)] = False
-            accepted, slots = accepted.filter(pa.array(keep)), slots[keep]
-        n = accepted.num_rows
-        start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
-        # Strictly increasing ingestion times order the history rows of one entity that share an event
-        # time (an out-of-order event re-emits as of the entity's newest time), as processing did.
-        ingested = start + np.arange(n, dtype=np.int64)
-        self._last_ingested_us = int(ingested[-1]) if n else self._last_ingested_us
-        history = pa.table(
-            {
-                **{name: accepted.column(name) for name in self._key_names},
-                "event_ts": pa.array(out_ts).cast(TIMESTAMP_TYPE),
-                "ingested_ts": pa.array(ingested).cast(TIMESTAMP_TYPE),
-                **output_columns(self.plan, out, exact),
-            }
-        )
-        if n == 0:
-            return history, [], 0, unfit
-        # The last emitted row of each entity in this batch is its current online value.
-        reversed_first = np.unique(slots[::-1], return_index=True)[1]
-        last = np.sort(n - 1 - reversed_first)
-        latest = history.take(pa.array(last))
-        matrix, nulls = feature_matrix(latest, self._online)
-        latest_ts = out_ts[last]
-        written = ingested[last]  # the history row's ingestion time: ties break as in training sets
-        blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, written, nulls)
-        keys = self._online_keys.of(latest, self._key_names)
-        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
-
     def _trim(self) -> Trim | None:
         """The trim of the next commit, once a trim point is known (see the module docstring)."""
         if self._committer.redis_lost():  # the point held is the lost state's: computed again, next step
@@ -482,7 +383,7 @@ class StreamMaterializer:
 
     def _reach_ms(self) -> int:
         """How far before the resume point the rebuild reads: the longest window and the lateness."""
-        return self.plan.max_window_us // 1000 + self.options.lateness_s * 1000
+        return self.windows.plan.max_window_us // 1000 + self.options.lateness_s * 1000
 
     def _rebuild_since_ms(self) -> int:
         """The stream time the rebuild reads from (see the module docstring). Never later than the old
@@ -507,13 +408,9 @@ class StreamMaterializer:
                 continue
             accepted, ids = conversion.convert(applied)
             if accepted.num_rows:
-                seq = self.source.order(ids)
-                ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-                slots = entity_slots(self._slots, self._key_names, accepted)
-                values = plan_values(self.plan, self._counted_only, accepted)
-                self.state.apply(slots, ts, seq, values, emit=False)
+                newest = self.windows.replay(accepted, self.source.order(ids))
                 rebuilt += accepted.num_rows
-                self.metrics.newest_event_us = max(self.metrics.newest_event_us, int(ts.max()))
+                self.metrics.newest_event_us = max(self.metrics.newest_event_us, newest)
         conversion.report(self.view.spec.name)
         _log.info(
             "rebuilt window state of %s from %d applied messages since stream time %d ms",

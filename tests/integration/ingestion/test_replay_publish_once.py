@@ -27,7 +27,7 @@ from control_plane.ingestion.replay_publish import (
     redis_publisher,
 )
 from control_plane.ingestion.service import IngestionService
-from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.redis_clients import sync_client
 from tests.integration.ingestion.conftest import Env
 from tests.integration.ingestion.streaming_support import run_until_idle, started_materializer

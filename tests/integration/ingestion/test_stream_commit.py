@@ -31,12 +31,8 @@ from control_plane.ingestion.streaming.commit import (
     Trim,
     ipc_bytes,
 )
-from control_plane.ingestion.streaming.materializer import (
-    REJECTED_RECORDS,
-    MaterializerOptions,
-    StreamMaterializer,
-    ViewDeleted,
-)
+from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS, StreamMaterializer, ViewDeleted
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore

@@ -19,7 +19,8 @@ from sqlalchemy import text
 
 from control_plane.db import create_db_engine, read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.offline.store import OfflineStore

@@ -21,7 +21,8 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import read_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import read_online, registry_db

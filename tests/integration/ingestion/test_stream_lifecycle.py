@@ -28,11 +28,11 @@ from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.streaming.commit import StateKeys, ipc_bytes
 from control_plane.ingestion.streaming.materializer import (
     REJECTED_RECORDS,
-    MaterializerOptions,
     StreamMaterializer,
     ViewDeleted,
     ViewRetired,
 )
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.orphans import drain_outboxes
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore

@@ -27,7 +27,8 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming.kafka_source import KafkaSource
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import id_sequence
 from control_plane.offline.store import OfflineStore
@@ -98,7 +99,7 @@ def test_a_restart_long_after_rebuilds_the_windows_of_the_backlog(tmp_path: Path
     expected = expected_online(events)
     assert expected[7][0] == 3  # clicks_10m counts the two events applied before the restart
     assert_close(read_online(client, view, [7]), expected)
-    history = history_rows(offline, "clicks", second.plan.outputs)
+    history = history_rows(offline, "clicks", second.windows.plan.outputs)
     assert_close({7: history[7][-1]}, expected)  # the offline row of the third event agrees
 
 

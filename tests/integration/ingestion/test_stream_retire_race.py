@@ -28,12 +28,8 @@ from clients.aether.v1 import types_pb2 as t
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import (
-    MaterializerOptions,
-    StreamMaterializer,
-    ViewDeleted,
-    ViewRetired,
-)
+from control_plane.ingestion.streaming.materializer import StreamMaterializer, ViewDeleted, ViewRetired
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from control_plane.redis_clients import sync_client

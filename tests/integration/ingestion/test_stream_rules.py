@@ -13,7 +13,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import jobs_pb2, retraining_pb2
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import MaterializerOptions
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining.data_window import check_window
 from tests.integration.ingestion.conftest import CLICKS, CLIMATE, registry_on

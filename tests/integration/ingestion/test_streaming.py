@@ -27,7 +27,8 @@ from clients.aether.v1 import types_pb2 as t
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.commit import StateKeys
-from control_plane.ingestion.streaming.materializer import MaterializerOptions, StreamMaterializer
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
@@ -85,7 +86,7 @@ def test_aggregates_match_brute_force_and_offline_history_agrees(tmp_path: Path,
     latest: dict[int, list[float]] = {}
     for row in ordered.to_pylist():
         latest[row["sensor_id"]] = [
-            math.nan if row[f] is None else float(row[f]) for f in materializer.plan.outputs
+            math.nan if row[f] is None else float(row[f]) for f in materializer.windows.plan.outputs
         ]
     assert_close(latest, read_online(client, view, sorted(expected)))
 
