@@ -14,8 +14,9 @@ at most one bucket at its old edge. ``last`` is the value of the event with the 
 
 The final state does not depend on the order events are applied in (all partials are commutative, and a
 slot is only recycled for a newer bucket once its old bucket has left every window), so redelivered or
-reclaimed events may be applied late. An event whose bucket is already older than the ring is dropped:
-it lies outside every window at and after that point.
+reclaimed events may be applied late. An event whose bucket is already older than the ring (at or before
+its entity's newest bucket less ``n_buckets``) is not applied, and ``apply_marked`` says which: it lies
+outside every window at and after that point, and a caller must not count it as applied.
 
 Outputs are float64 with NaN for "no value" (mean, min, max and last of an empty window).
 
@@ -80,6 +81,7 @@ def _apply(
     out: npt.NDArray[np.float64],
     out_ts: npt.NDArray[np.int64],
     iout: npt.NDArray[np.int64],
+    older: npt.NDArray[np.bool_],
     emit: bool,
 ) -> None:
     n_buckets = bucket_ids.shape[1]
@@ -92,36 +94,40 @@ def _apply(
         b = ts[i] // bucket_us
         slot = b % n_buckets
         held = bucket_ids[e, slot]
-        if held < b:  # recycle a slot whose bucket has left every window
-            bucket_ids[e, slot] = b
-            for c in range(n_cols):
-                counts[e, slot, c] = 0
-                sums[e, slot, c] = 0.0
-                mins[e, slot, c] = np.inf
-                maxs[e, slot, c] = -np.inf
-                last_ts[e, slot, c] = EMPTY_BUCKET
-                last_seq[e, slot, c] = EMPTY_BUCKET
-                last_vals[e, slot, c] = np.nan
-                if exact:
-                    isums[e, slot, c] = 0
-            held = b
-        if held == b:
-            for c in range(n_cols):
-                v = values[i, c]
-                counts[e, slot, c] += 1
-                sums[e, slot, c] += v
-                if exact and exact_col[c]:
-                    isums[e, slot, c] += np.int64(v)  # a whole number within 2**53: converted exactly
-                if v < mins[e, slot, c]:
-                    mins[e, slot, c] = v
-                if v > maxs[e, slot, c]:
-                    maxs[e, slot, c] = v
-                if ts[i] > last_ts[e, slot, c] or (
-                    ts[i] == last_ts[e, slot, c] and seq[i] >= last_seq[e, slot, c]
-                ):
-                    last_ts[e, slot, c] = ts[i]
-                    last_seq[e, slot, c] = seq[i]
-                    last_vals[e, slot, c] = v
+        # Older than the ring: in none of the entity's windows, now or later (they only move forward), so
+        # not applied; the caller refuses it rather than count it as applied (``apply_marked``).
+        older[i] = newest[e] != EMPTY_BUCKET and b <= newest[e] // bucket_us - n_buckets
+        if not older[i]:
+            if held < b:  # recycle a slot whose bucket has left every window
+                bucket_ids[e, slot] = b
+                for c in range(n_cols):
+                    counts[e, slot, c] = 0
+                    sums[e, slot, c] = 0.0
+                    mins[e, slot, c] = np.inf
+                    maxs[e, slot, c] = -np.inf
+                    last_ts[e, slot, c] = EMPTY_BUCKET
+                    last_seq[e, slot, c] = EMPTY_BUCKET
+                    last_vals[e, slot, c] = np.nan
+                    if exact:
+                        isums[e, slot, c] = 0
+                held = b
+            if held == b:
+                for c in range(n_cols):
+                    v = values[i, c]
+                    counts[e, slot, c] += 1
+                    sums[e, slot, c] += v
+                    if exact and exact_col[c]:
+                        isums[e, slot, c] += np.int64(v)  # a whole number within 2**53: converted exactly
+                    if v < mins[e, slot, c]:
+                        mins[e, slot, c] = v
+                    if v > maxs[e, slot, c]:
+                        maxs[e, slot, c] = v
+                    if ts[i] > last_ts[e, slot, c] or (
+                        ts[i] == last_ts[e, slot, c] and seq[i] >= last_seq[e, slot, c]
+                    ):
+                        last_ts[e, slot, c] = ts[i]
+                        last_seq[e, slot, c] = seq[i]
+                        last_vals[e, slot, c] = v
         if ts[i] > newest[e]:
             newest[e] = ts[i]
         if emit:
@@ -320,6 +326,21 @@ class WindowState:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """``apply``, also returning the int64 window totals ([n, aggregations]) of the sums of
         ``exact_columns`` (0 elsewhere; see ``exact_sum_known``)."""
+        out, out_ts, exact, _ = self.apply_marked(entity, ts_us, seq, values, emit=emit)
+        return out, out_ts, exact
+
+    def apply_marked(
+        self,
+        entity: npt.NDArray[np.int64],
+        ts_us: npt.NDArray[np.int64],
+        seq: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        *,
+        emit: bool = True,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """``apply_exact``, also returning which events were not applied, being older than the ring
+        (their bucket at or before the entity's newest bucket less ``n_buckets``, when they came): in none
+        of the entity's windows, then or later. Their emitted rows repeat the entity's aggregates."""
         entity = np.ascontiguousarray(entity, dtype=np.int64)
         if entity.size and int(entity.max()) >= self.capacity:
             self._allocate(max(int(entity.max()) + 1, 2 * self.capacity))
@@ -328,15 +349,17 @@ class WindowState:
         out_ts = np.empty(n if emit else 0, dtype=np.int64)
         exact = emit and self.exact_col.any()
         iout = np.zeros((n if exact else 1, self.agg_col.shape[0]), dtype=np.int64)
+        older = np.zeros(n, dtype=np.bool_)
         _apply(
             self.bucket_ids, self.counts, self.sums, self.mins, self.maxs, self.last_ts, self.last_seq,
             self.last_vals, self.isums, self.exact_col, self.newest, entity,
             np.ascontiguousarray(ts_us, dtype=np.int64),
             np.ascontiguousarray(seq, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64).reshape(n, self.n_columns), self.bucket_us,
-            self.group_col, self.group_buckets, self.agg_group, self.agg_func, out, out_ts, iout, emit,
+            self.group_col, self.group_buckets, self.agg_group, self.agg_func, out, out_ts, iout, older,
+            emit,
         )  # fmt: skip
-        return out, out_ts, iout if exact else iout[:0]
+        return out, out_ts, iout if exact else iout[:0], older
 
     _ARRAYS = (
         "bucket_ids", "counts", "sums", "mins", "maxs", "last_ts", "last_seq", "last_vals", "isums", "newest",

@@ -15,6 +15,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.ingestion.casting import TIMESTAMP_TYPE
 from control_plane.ingestion.online import feature_matrix, online_view_version
 from control_plane.ingestion.streaming.batch_columns import entity_slots, plan_values
+from control_plane.ingestion.streaming.lateness import older_than_windows
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fitting, output_columns, plan_for
 from kernels.packed_blob import encode_rows
@@ -23,7 +24,7 @@ from kernels.packed_blob import encode_rows
 class WindowAggregator:
     """The window state of one view version's entities, with what it emits."""
 
-    def __init__(self, view: pb.FeatureView, entity: pb.Entity) -> None:
+    def __init__(self, view: pb.FeatureView, entity: pb.Entity, timestamp_column: str) -> None:
         self.plan: AggregationPlan = plan_for(view)
         self.state = self.plan.new_state()
         # Entity -> dense state index; keyed by the join value's text (one key) or the texts' tuple.
@@ -34,6 +35,7 @@ class WindowAggregator:
         self._online = online_view_version(view)
         self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
         self._last_ingested_us = 0
+        self._timestamp_column = timestamp_column  # named in the reason an event is not applied
 
     def warm(self) -> None:
         """Compiles (or loads from numba's cache) the window kernel now, not inside the first batch."""
@@ -51,14 +53,20 @@ class WindowAggregator:
         """Applies accepted events (``seq``: each one's place in the stream, the tie-breaker of ``last``)
         to the window state; returns the history rows, the online blobs of the entities touched (key,
         blob), the newest event time written, and the events not applied (by row of ``accepted``) with
-        the reason why."""
+        the reason why: an integer result that no longer fits its type (``apply_fitting``), or older
+        than every window of its entity (``lateness.older_than_windows``)."""
         slots = entity_slots(self._slots, self.key_names, accepted)
         ts = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         values = plan_values(self.plan, self._counted_only, accepted)
-        out, out_ts, exact, unfit = apply_fitting(self.state, self.plan, slots, ts, seq, values)
-        if unfit:
+        out, out_ts, exact, unfit, older = apply_fitting(self.state, self.plan, slots, ts, seq, values)
+        plan, column = self.plan, self._timestamp_column
+        refused = unfit | {
+            row: older_than_windows(int(ts[row]), newest, plan.bucket_us, plan.n_buckets, column)
+            for row, newest in older.items()
+        }
+        if refused:
             keep = np.ones(accepted.num_rows, dtype=bool)
-            keep[list(unfit)] = False
+            keep[list(refused)] = False
             accepted, slots = accepted.filter(pa.array(keep)), slots[keep]
         n = accepted.num_rows
         start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
@@ -75,7 +83,7 @@ class WindowAggregator:
             }
         )
         if n == 0:
-            return history, [], 0, unfit
+            return history, [], 0, refused
         # The last emitted row of each entity in this batch is its current online value.
         reversed_first = np.unique(slots[::-1], return_index=True)[1]
         last = np.sort(n - 1 - reversed_first)
@@ -85,7 +93,7 @@ class WindowAggregator:
         written = ingested[last]  # the history row's ingestion time: ties break as in training sets
         blobs = encode_rows(matrix, self._online.layout, self._online.fingerprint, latest_ts, written, nulls)
         keys = self._online_keys.of(latest, self.key_names)
-        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), unfit
+        return history, list(zip(keys, blobs, strict=True)), int(latest_ts.max()), refused
 
     def replay(self, accepted: pa.Table, seq: npt.NDArray[np.int64]) -> int:
         """Re-applies events applied before (the rebuild), emitting nothing; returns the newest event

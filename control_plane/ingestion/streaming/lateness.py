@@ -1,11 +1,20 @@
-"""The lateness bound: an event whose stream time is more than ``lateness_s`` after its event time is
-quarantined, not applied.
+"""Why an accepted event is not applied after all, in the quarantine's words: it arrived later than the
+lateness, or it is older than every window of its entity.
 
-The rebuild after a restart re-reads the stream only from ``R - max window - lateness`` (materializer
-docstring), so it holds again exactly the events that arrived within the lateness. An event applied
-live although it arrived later would be missing from the rebuilt windows: the values emitted after a
-restart would then depend on when the materializer restarted. Refused with a reason instead, and
-counted as quarantined, the live and the rebuilt state stay the same."""
+The lateness bound: an event whose stream time is more than ``lateness_s`` after its event time is
+quarantined, not applied. The rebuild after a restart re-reads the stream only from ``R - max window -
+lateness`` (materializer docstring), so it holds again exactly the events that arrived within the
+lateness. An event applied live although it arrived later would be missing from the rebuilt windows: the
+values emitted after a restart would then depend on when the materializer restarted. Refused with a
+reason instead, and counted as quarantined, the live and the rebuilt state stay the same.
+
+Older than the windows: windows end at each entity's newest event time, so an event within the lateness
+can still lie before the start of its entity's longest window: the lateness may be longer than that
+window (3600 s, the default, against a view of 10-minute windows), and an entity's newest event time
+may be ahead of the stream (a producer's clock; validation allows ``max_future``). The window kernel
+does not apply such an event (``WindowState.apply_marked``); it was counted as accepted though it changed
+nothing, and written to the history as a row repeating its entity's values. It is quarantined with a
+reason instead, as a late one is."""
 
 from __future__ import annotations
 
@@ -30,6 +39,17 @@ def too_late(
     # vector comparison: this runs on every batch of the materializer's hot loop.
     late = np.flatnonzero(stream - lateness_s * 1000 > event_us // 1000)
     return {int(row): _reason(int(event_us[row]), int(stream[row]), lateness_s, column) for row in late}
+
+
+def older_than_windows(event_us: int, newest_us: int, bucket_us: int, n_buckets: int, column: str) -> str:
+    """Why an event (event time ``event_us``) in none of its entity's windows, as of the entity's newest
+    event time ``newest_us`` (windows of ``n_buckets`` buckets of ``bucket_us`` at most), is refused."""
+    window_start_us = (newest_us // bucket_us - n_buckets + 1) * bucket_us
+    return (
+        f"{column}: event time {_moment(event_us)} is before {_moment(window_start_us)}, where the view's"
+        f" longest window ({_span(bucket_us * n_buckets)}) starts as of the newest event time of its entity"
+        f" ({_moment(newest_us)}); the event would be in none of the windows and change no value"
+    )
 
 
 def _reason(event_us: int, stream_ms: int, lateness_s: int, column: str) -> str:

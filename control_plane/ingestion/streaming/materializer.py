@@ -131,7 +131,7 @@ class StreamMaterializer:
         # Set when the process is asked to stop: a drain waiting out a database outage then ends.
         self.stop = stop or threading.Event()
         self._client, self._sessions, self._offline = client, sessions, offline
-        self.windows = WindowAggregator(view, entity)
+        self.windows = WindowAggregator(view, entity, timestamp_field(view))
         name, version = view.spec.name, view.version
         self.keys = StateKeys.of(name, version, options.group)
         # Bounded to their columns: a 100-character view read from a stream named after it made a run id
@@ -234,11 +234,11 @@ class StreamMaterializer:
             reasons += list(late.values())
             kept = [i for k, i in enumerate(kept) if k not in late]
             accepted_ids = [fresh.ids[i] for i in kept]
-        history, blobs, newest, unfit = self.windows.aggregate(accepted, self.source.order(accepted_ids))
-        if unfit:  # events whose window result their integer feature cannot hold: quarantined
-            rejected_rows += [kept[k] for k in unfit]
-            reasons += list(unfit.values())
-            accepted_ids = [i for k, i in enumerate(accepted_ids) if k not in unfit]
+        history, blobs, newest, refused = self.windows.aggregate(accepted, self.source.order(accepted_ids))
+        if refused:  # not applied (older than every window, or a result its feature cannot hold): quarantined
+            rejected_rows += [kept[k] for k in refused]
+            reasons += list(refused.values())
+            accepted_ids = [i for k, i in enumerate(accepted_ids) if k not in refused]
         rejected_ids = [fresh.ids[i] for i in rejected_rows]
         rejected = pa.table(
             {

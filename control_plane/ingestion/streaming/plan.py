@@ -196,38 +196,50 @@ def apply_fitting(
     ts: npt.NDArray[np.int64],
     seq: npt.NDArray[np.int64],
     values: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], dict[int, str]]:
+) -> tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], dict[int, str], dict[int, int]
+]:
     """``state.apply`` with emits, leaving out each event after which a sum or count stored as an
     integer no longer fits its type (``plan.out_of_range``): numpy's cast wrapped such a result
     around (3000000003 stored in an int32 as -2147483648), counted as accepted. The state of the
     entities touched is saved first, so an event found unfit is undone: the batch is re-applied up
     to it, and the rest after it. Only views with such an output pay for the copy. Also returns the
-    kernel's exact integer sums (``WindowState.apply_exact``; no columns unless the view has some)."""
-    if not range_checked(plan):
-        return (*state.apply_exact(slots, ts, seq, values, emit=True), {})
+    kernel's exact integer sums (``WindowState.apply_exact``; no columns unless the view has some).
+
+    The events older than the ring (``WindowState.apply_marked``: in none of their entity's windows)
+    are not applied either. The outputs hold a row for each applied event only; the last two results
+    are the unfit events (by row of the input) with the reason why, and the events older than the ring
+    with their entity's newest event time when they came."""
+    checked = bool(range_checked(plan))
     n, unfit = len(ts), {}
-    outs, out_ts, exacts = [], [], []
+    outs, out_ts, exacts, marks, rows = [], [], [], [], []
     start = 0
     while start < n:
         rest = slice(start, n)
-        saved = state.save(slots[rest])
-        out, at, exact = state.apply_exact(slots[rest], ts[rest], seq[rest], values[rest], emit=True)
-        found = out_of_range(plan, out, exact)
-        if found is None:
-            outs.append(out)
-            out_ts.append(at)
-            exacts.append(exact)
+        saved = state.save(slots[rest]) if checked else None
+        out, at, exact, older = state.apply_marked(slots[rest], ts[rest], seq[rest], values[rest], emit=True)
+        found = out_of_range(plan, out, exact) if checked else None
+        end = n if found is None else start + found[0]
+        outs.append(out[: end - start])
+        out_ts.append(at[: end - start])
+        exacts.append(exact[: end - start])
+        marks.append(older[: end - start])
+        rows.append(np.arange(start, end))
+        if found is None or saved is None:
             break
-        first, reason = found
         state.restore(saved)
-        done = slice(start, start + first)
+        done = slice(start, end)
         state.apply(slots[done], ts[done], seq[done], values[done], emit=False)
-        outs.append(out[:first])
-        out_ts.append(at[:first])
-        exacts.append(exact[:first])
-        unfit[start + first] = reason
-        start += first + 1
+        unfit[end] = found[1]
+        start = end + 1
     if not outs:
         none = np.empty((0, len(plan.outputs)), dtype=np.int64)
-        return none.astype(np.float64), np.empty(0, dtype=np.int64), none, unfit
-    return np.concatenate(outs), np.concatenate(out_ts), np.concatenate(exacts), unfit
+        return none.astype(np.float64), np.empty(0, dtype=np.int64), none, unfit, {}
+    out, at, exact = np.concatenate(outs), np.concatenate(out_ts), np.concatenate(exacts)
+    marked = np.concatenate(marks)
+    if not marked.any():
+        return out, at, exact, unfit, {}
+    row = np.concatenate(rows)
+    older_than_ring = {int(r): int(t) for r, t in zip(row[marked], at[marked], strict=True)}
+    applied = ~marked
+    return out[applied], at[applied], exact[applied] if exact.shape[0] else exact, unfit, older_than_ring

@@ -111,6 +111,28 @@ def test_late_event_beyond_the_ring_is_dropped_and_state_grows() -> None:
     assert FUNCTIONS[MEAN] == "mean" and FUNCTIONS[MAX] == "max"
 
 
+@settings(max_examples=100, deadline=None)
+@given(events_strategy)
+def test_apply_marked_names_exactly_the_events_older_than_the_ring(
+    raw: list[tuple[int, int, float, float]],
+) -> None:
+    """An event is marked when its bucket is at or before its entity's newest bucket so far less the
+    ring (brute force); marked events are not applied: the aggregates equal those of the others."""
+    events = [(e, ts, seq, a, b) for seq, (e, ts, a, b) in enumerate(raw)]
+    state = WindowState(BUCKET, N_BUCKETS, 2, AGG_COL, AGG_FUNC, AGG_BUCKETS, capacity=1)
+    arrays = np.array([[e[0], e[1], e[2]] for e in events], dtype=np.int64)
+    values = np.array([[e[3], e[4]] for e in events])
+    out, _, _, older = state.apply_marked(arrays[:, 0], arrays[:, 1], arrays[:, 2], values)
+    expected_older = []
+    for i, event in enumerate(events):
+        before = [e[1] for e in events[:i] if e[0] == event[0]]
+        expected_older.append(bool(before) and event[1] // BUCKET <= max(before) // BUCKET - N_BUCKETS)
+    assert older.tolist() == expected_older
+    applied = [e for e, marked in zip(events, expected_older, strict=True) if not marked]
+    expected = np.array(brute_force(applied))
+    np.testing.assert_allclose(out[~older], expected, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
 @settings(max_examples=60, deadline=None)
 @given(events_strategy)
 def test_evaluate_reads_what_the_last_event_of_each_entity_emitted(

@@ -1,0 +1,144 @@
+"""An event older than every window of its entity is quarantined, not counted as accepted.
+
+Windows end at each entity's newest event time, and the window kernel cannot apply an event whose bucket
+lies before the ring of its entity (``kernels/windows.py``). The lateness check does not keep such events
+out in every configuration: the lateness may be longer than the longest window (the default 3600 s
+against a view of 1-hour windows at most; the flags allow up to 100 years), and within any lateness an
+entity's newest event time may be ahead of the stream (a producer's clock; validation allows up to
+``max_future``), so an event arriving on time can still be hours older than its entity's newest one. Found
+in review: such an event was counted as accepted, and written to the history as a row repeating its
+entity's values, though it changed nothing. Now it is quarantined with a reason, and the counts add up:
+received = accepted + quarantined + duplicates, and every accepted event wrote its history row. Real
+redis-server, SQLite, Parquet offline store."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import redis
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from control_plane.db import read_session
+from control_plane.features.registry import FeatureRegistry
+from control_plane.ingestion import quarantine
+from control_plane.ingestion.streaming.materializer import StreamMaterializer
+from control_plane.ingestion.streaming.options import MaterializerOptions
+from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.offline.store import OfflineStore
+from tests.integration.ingestion.streaming_support import read_online, registry_db
+from tests.integration.ingestion.test_stream_restart import (
+    BUCKET_S,
+    HOUR_MS,
+    LATENESS_S,
+    TAPS,
+    Life,
+    Tap,
+    TapsRegistry,
+    brute_force,
+    live,
+    publish_taps,
+)
+
+# The taps view (test_stream_restart.py): windows of 1 h at most, in 10-minute buckets.
+WINDOW_S = 3600
+
+# Sensor 0: A's event time is 5 h ahead of its arrival (the producer's clock), B arrives just after A
+# and on time (1 ms late), yet 5 h before A in event time. Lateness 900 s, shorter than the window.
+AHEAD = [Tap(0, 5 * 3600, -5 * HOUR_MS, 10), Tap(0, 0, 1, 1)]
+# Sensor 1: lateness 3 h, longer than the window. C on time, then D 2 h late, within the lateness but
+# before C's window.
+LATE_WITHIN = [Tap(1, 2 * 3600, 0, 10), Tap(1, 0, 2 * HOUR_MS + 1, 1)]
+
+
+@pytest.fixture
+def taps(tmp_path: Path) -> TapsRegistry:
+    """The taps view of test_stream_restart.py, in a registry of its own."""
+    _url, sessions, _clicks, entity = registry_db(tmp_path)
+    view = FeatureRegistry(sessions).create_feature_view(TAPS, pb.FeatureViewMetadata())
+    return TapsRegistry(sessions, view, entity)
+
+
+def _run(
+    taps: TapsRegistry, redis_url: str, events: list[Tap], lateness_s: int, lives: list[Life | None]
+) -> tuple[list[float], list[int], int, list[quarantine.QuarantinedRecord]]:
+    """The events through one materializer per life; returns the sensor's online values, the totals of
+    all lives (received, accepted, quarantined, duplicates), the history rows written and the run's
+    quarantined records."""
+    client = redis.Redis.from_url(redis_url)
+    stream, group = f"events:taps:{uuid.uuid4().hex}", uuid.uuid4().hex
+    online_keys = list(client.scan_iter(match="ae:*:taps:v*"))
+    if online_keys:
+        client.delete(*online_keys)
+    bucket_ms = BUCKET_S * 1000  # a base on a bucket's start: the buckets below are the same every run
+    base_ms = (int(time.time() * 1000) - 12 * HOUR_MS) // bucket_ms * bucket_ms
+    publish_taps(client, stream, base_ms, events)
+    undelivered, totals, run_id = len(events), [0, 0, 0, 0], ""
+    with tempfile.TemporaryDirectory() as folder:
+        offline = OfflineStore(folder)
+        for index, life in enumerate(lives):
+            source = RedisStreamSource(client, stream, group, f"c{index}")
+            m = StreamMaterializer(
+                taps.view, taps.entity, source, client, taps.sessions, offline,
+                MaterializerOptions(group=group, lateness_s=lateness_s),
+            )  # fmt: skip
+            m.start()
+            undelivered = live(m, life, 8, undelivered)
+            counted = (m.totals.received, m.totals.accepted, m.totals.quarantined, m.totals.duplicates)
+            totals = [a + b for a, b in zip(totals, counted, strict=True)]
+            run_id = m.run.run_id
+            source.close()
+        history = pa.Table.from_batches(list(offline.scan("taps", taps.view.version))).num_rows
+    with read_session(taps.sessions) as session:
+        records = quarantine.list_quarantined(session, view="taps", run_id=run_id)
+    sensor = events[0].sensor
+    return read_online(client, taps.view, [sensor])[sensor], totals, history, records
+
+
+@pytest.mark.parametrize(
+    ("events", "lateness_s"), [(AHEAD, LATENESS_S), (LATE_WITHIN, 3 * WINDOW_S)], ids=["ahead", "late"]
+)
+@pytest.mark.parametrize("lives", [[None], [Life(quota=1, pending=1), None]], ids=["straight", "restart"])
+def test_an_event_older_than_every_window_is_quarantined_not_counted_as_accepted(
+    taps: TapsRegistry,
+    redis_url: str,
+    events: list[Tap],
+    lateness_s: int,
+    lives: list[Life | None],
+) -> None:
+    online, (received, accepted, quarantined, duplicates), history, records = _run(
+        taps, redis_url, events, lateness_s, lives
+    )
+
+    assert received == accepted + quarantined + duplicates
+    assert (accepted, quarantined) == (1, 1)
+    assert history == accepted  # every accepted event was applied, and wrote its row
+    only_first = brute_force([(events[0], 0, 0)])[events[0].sensor][-1]
+    assert online == only_first
+    assert len(records) == 1
+    reason = records[0].reason
+    assert reason.startswith("event_ts: event time "), reason
+    assert "where the view's longest window (1 h) starts as of the newest event time of its entity" in reason
+    assert "the event would be in none of the windows and change no value" in reason
+
+
+def test_the_bound_is_the_first_bucket_of_the_longest_window(taps: TapsRegistry, redis_url: str) -> None:
+    """Windows are bucket-aligned (10-minute buckets): as of the newest event at 2:09, the 1-hour window
+    starts at 1:10. An event at 1:10 is applied (59 min before the newest), one at 1:09:59 is not."""
+    newest_s = 2 * 3600 + 9 * 60
+    inside, outside = 3600 + 10 * 60, 3600 + 10 * 60 - 1
+    events = [
+        Tap(2, newest_s, 0, 10),
+        Tap(2, inside, (newest_s - inside) * 1000 + 1, 1),
+        Tap(2, outside, (newest_s - outside) * 1000 + 2, 100),
+    ]
+    online, (received, accepted, quarantined, _), history, records = _run(
+        taps, redis_url, events, 3 * WINDOW_S, [None]
+    )
+    assert (received, accepted, quarantined, history) == (3, 2, 1, 2)
+    assert online[1] == 11.0  # sum_1h holds the first two
+    assert len(records) == 1 and "is before " in records[0].reason
