@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage
@@ -139,6 +140,23 @@ def kafka_order(ids: Sequence[str]) -> npt.NDArray[np.int64]:
         partition, _, offset = message_id.partition("-")
         order[index] = (int(partition) << _OFFSET_BITS) | min(int(offset), (1 << _OFFSET_BITS) - 1)
     return order
+
+
+def kafka_id_problems(ids: Sequence[str]) -> dict[int, str]:
+    """The ids (by index) ``kafka_order`` cannot hold exactly (an offset from 2**43 on was capped, so
+    later records tied; a partition from 2**20 on passed int64), each with the reason it is refused."""
+    if not ids:
+        return {}
+    numbers = pa.array("-".join(ids).split("-"), pa.string()).cast(pa.int64()).to_numpy().reshape(-1, 2)
+    bad = (numbers[:, 0] >= LEGACY_SCORES_BELOW) | (numbers[:, 1] >= 1 << _OFFSET_BITS)
+    return {
+        row: (
+            f"Kafka record {ids[row]}: its partition or offset is past what the tie-break of `last` orders"
+            f" exactly (partitions below {LEGACY_SCORES_BELOW}, offsets below {1 << _OFFSET_BITS}); not"
+            " applied"
+        )
+        for row in np.flatnonzero(bad).tolist()
+    }
 
 
 def _message_id(record: Message) -> str:
@@ -332,6 +350,9 @@ class KafkaSource:
 
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         return kafka_order(ids)
+
+    def unorderable(self, ids: Sequence[str]) -> dict[int, str]:
+        return kafka_id_problems(ids)
 
     def lag(self) -> Lag:
         """The group's lag over every partition of the topic (assigned here or not, as the Redis source

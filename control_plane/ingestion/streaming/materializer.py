@@ -228,11 +228,11 @@ class StreamMaterializer:
         kept = accepted_rows(len(fresh), result.rejected)
         accepted_ids = fresh.ids if len(kept) == len(fresh) else [fresh.ids[i] for i in kept]
         reasons = result.rejected.column("reason").to_pylist()
-        accepted, late = self._within_lateness(result.accepted, accepted_ids)
-        if late:  # arrived later than the lateness: a rebuild would not re-read them (lateness.py)
-            rejected_rows += [kept[k] for k in late]
-            reasons += list(late.values())
-            kept = [i for k, i in enumerate(kept) if k not in late]
+        accepted, unplaced = self._placeable(result.accepted, accepted_ids)
+        if unplaced:  # an id the stream cannot order exactly, or later than the lateness (lateness.py)
+            rejected_rows += [kept[k] for k in unplaced]
+            reasons += list(unplaced.values())
+            kept = [i for k, i in enumerate(kept) if k not in unplaced]
             accepted_ids = [fresh.ids[i] for i in kept]
         history, blobs, newest, refused = self.windows.aggregate(accepted, self.source.order(accepted_ids))
         if refused:  # not applied (older than every window, or a result its feature cannot hold): quarantined
@@ -357,19 +357,26 @@ class StreamMaterializer:
         self.flush()
         self._retrying(lambda: self._client.delete(*self.keys.state))
 
-    def _within_lateness(self, accepted: pa.Table, ids: list[str]) -> tuple[pa.Table, dict[int, str]]:
-        """``accepted`` less the events whose stream time is more than the lateness after their event
-        time, and those (by row of ``accepted``) with the reason why (``lateness.py``)."""
+    def _placeable(self, accepted: pa.Table, ids: list[str]) -> tuple[pa.Table, dict[int, str]]:
+        """``accepted`` less the events the windows cannot take, and those (by row of ``accepted``) with
+        the reason why: an id the tie-break of ``last`` cannot order exactly (``StreamSource.unorderable``:
+        before, it was silently misordered, or ended the materializer), then a stream time more than the
+        lateness after the event time (``lateness.py``)."""
         if not accepted.num_rows:
             return accepted, {}
         event_us = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        refused = self.source.unorderable(ids)
+        rows = [k for k in range(len(ids)) if k not in refused] if refused else None
+        if rows is not None:  # the others only: a stream time past int64 does not fit the lateness check
+            event_us, ids = event_us[rows], [ids[k] for k in rows]
         stream_ms = self.source.stream_times_ms(ids)
         late = too_late(event_us, stream_ms, self.options.lateness_s, timestamp_field(self.view))
-        if late:
+        refused |= late if rows is None else {rows[k]: reason for k, reason in late.items()}
+        if refused:
             keep = np.ones(accepted.num_rows, dtype=bool)
-            keep[list(late)] = False
+            keep[list(refused)] = False
             accepted = accepted.filter(pa.array(keep))
-        return accepted, late
+        return accepted, refused
 
     def _trim(self) -> Trim | None:
         """The trim of the next commit, once a trim point is known (see the module docstring)."""

@@ -59,7 +59,14 @@ import numpy.typing as npt
 import redis
 
 from control_plane.ingestion.streaming.commit import StateKeys
-from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage, id_millis, id_parts
+from control_plane.ingestion.streaming.source import (
+    Lag,
+    MessageBatch,
+    StreamMessage,
+    id_millis,
+    id_parts,
+    redis_id_problems,
+)
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.redis_clients import blocking_timeout
 
@@ -335,6 +342,9 @@ class RedisStreamSource:
 
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         return id_parts(ids)[1]
+
+    def unorderable(self, ids: Sequence[str]) -> dict[int, str]:
+        return redis_id_problems(ids)
 
     def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
         parts = "-".join(ids).split("-")

@@ -172,12 +172,51 @@ class StreamSource(Protocol):
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Each id's place in the stream as one int64 that grows with it: the tie-breaker of ``last``
         between events of one entity with the same event time, so that a redelivered older message
-        applied after a newer one does not win."""
+        applied after a newer one does not win. Exact for the ids ``unorderable`` does not name."""
+        ...
+
+    def unorderable(self, ids: Sequence[str]) -> dict[int, str]:
+        """The ids (by index) ``order`` cannot place exactly, each with the reason: the materializer
+        quarantines their messages rather than order them wrongly."""
         ...
 
 
+#: The bits of a stream id's sequence in ``id_sequence``; its milliseconds take the 43 above them.
+SEQUENCE_BITS = 20
+#: The first milliseconds and sequence ``id_sequence`` cannot hold: from 2**43 ms (year 2248) the packed
+#: number passed int64 and wrapped around, and from 2**20 the sequences were capped (tied). Redis allows
+#: both parts up to 2**64 - 1, and a producer may set them; such ids are refused (``redis_id_problems``).
+MILLIS_LIMIT, SEQUENCE_LIMIT = 2 ** (63 - SEQUENCE_BITS), 2**SEQUENCE_BITS
+
+
+def redis_id_problems(ids: Sequence[str]) -> dict[int, str]:
+    """The ids (by index) whose milliseconds or sequence ``id_sequence`` cannot hold, each with the reason
+    it is refused: packed anyway, it would order wrongly among the stream's entries, and the tie-break of
+    ``last`` would keep an older value. Parsed as unsigned 64-bit numbers, Redis's range for both."""
+    n = len(ids)
+    parts = "-".join(ids).split("-")
+    if len(parts) != 2 * n or "" in parts:  # an id without exactly one "-": left to the parse below
+        parts = [part for i in ids for part in i.partition("-")[::2]]
+    numbers = pa.array(parts, pa.string()).cast(pa.uint64()).to_numpy().reshape(n, 2)
+    bad = np.flatnonzero((numbers[:, 0] >= MILLIS_LIMIT) | (numbers[:, 1] >= SEQUENCE_LIMIT)).tolist()
+    return {row: _id_problem(ids[row], int(numbers[row, 0]), int(numbers[row, 1])) for row in bad}
+
+
+def _id_problem(message_id: str, millis: int, sequence: int) -> str:
+    if millis >= MILLIS_LIMIT:
+        part = f"milliseconds {millis} are past {MILLIS_LIMIT - 1} (year 2248)"
+    else:
+        part = f"sequence {sequence} is past {SEQUENCE_LIMIT - 1}"
+    return (
+        f"stream id {message_id}: {part}, so the event cannot be ordered exactly among the stream's entries"
+        " (the tie-break of `last` between events of one entity and event time); not applied. Such ids are"
+        " set by a producer (XADD with an explicit id, or `*` after one): let Redis assign ids"
+    )
+
+
 def id_sequence(message_id: str) -> int:
-    """A stream id as one increasing int64 (milliseconds << 20 | sequence), the tie-breaker of ``last``."""
+    """A stream id as one increasing int64 (milliseconds << 20 | sequence), the tie-breaker of ``last``;
+    exact only for ids ``redis_id_problems`` does not refuse."""
     ms, _, seq = message_id.partition("-")
     return (int(ms) << 20) | min(int(seq or 0), (1 << 20) - 1)
 

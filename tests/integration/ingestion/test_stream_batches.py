@@ -9,7 +9,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.ingestion.streaming.kafka_source import kafka_order
+from control_plane.ingestion.streaming.kafka_source import kafka_id_problems, kafka_order
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import (
@@ -98,6 +98,16 @@ def test_kafka_ids_order_as_their_partition_and_offset(positions: list[tuple[int
     assert sorted(range(len(positions)), key=order.__getitem__) == sorted(
         range(len(positions)), key=positions.__getitem__
     )
+    assert kafka_id_problems([f"{partition}-{offset}" for partition, offset in positions]) == {}
+
+
+def test_kafka_ids_past_the_packing_are_refused() -> None:
+    """An offset from 2**43 on was capped (later records tied), a partition from 2**20 on passed int64:
+    refused with a reason (the materializer quarantines them), not ordered wrongly."""
+    ids = [f"{2**20 - 1}-{2**43 - 1}", f"0-{2**43}", f"{2**20}-0", "3-17"]
+    problems = kafka_id_problems(ids)
+    assert sorted(problems) == [1, 2]
+    assert problems[1].startswith(f"Kafka record 0-{2**43}: its partition or offset is past"), problems[1]
 
 
 @settings(max_examples=200, deadline=None)
