@@ -90,7 +90,9 @@ def materializer_prefix(view: str, version: int) -> str:
 
 #: The ends of a materializer's state keys (``StateKeys``) that the cleanup removes. Never the end of an
 #: outbox (``:outbox``) or a receipt (``:receipt:<hex id>``), whatever the group's name.
-MATERIALIZER_STATE = (b":owner", b":applied", b":rejected", b":trimmed_below", b":trim_reach")
+MATERIALIZER_STATE = (
+    b":owner", b":applied", b":rejected", b":trimmed_below", b":trim_reach", b":ingested_high",
+)  # fmt: skip
 
 
 def online_key_pattern(entity: str, view: str, version: int) -> str:

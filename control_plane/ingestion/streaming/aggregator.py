@@ -6,6 +6,7 @@ the rebuild after a restart re-applies events here without emitting anything."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -21,10 +22,21 @@ from control_plane.ingestion.streaming.plan import AggregationPlan, apply_fittin
 from kernels.packed_blob import encode_rows
 
 
+def wall_clock_us() -> int:
+    """This host's clock, in microseconds since 1970: the ingestion (write) time of what is emitted."""
+    return time.time_ns() // 1000
+
+
 class WindowAggregator:
     """The window state of one view version's entities, with what it emits."""
 
-    def __init__(self, view: pb.FeatureView, entity: pb.Entity, timestamp_column: str) -> None:
+    def __init__(
+        self,
+        view: pb.FeatureView,
+        entity: pb.Entity,
+        timestamp_column: str,
+        clock_us: Callable[[], int] = wall_clock_us,
+    ) -> None:
         self.plan: AggregationPlan = plan_for(view)
         self.state = self.plan.new_state()
         # Entity -> dense state index; keyed by the join value's text (one key) or the texts' tuple.
@@ -35,7 +47,20 @@ class WindowAggregator:
         self._online = online_view_version(view)
         self._online_keys = OnlineKeys(self._online.entity, self._online.name, self._online.version)
         self._last_ingested_us = 0
+        self._clock_us = clock_us
         self._timestamp_column = timestamp_column  # named in the reason an event is not applied
+
+    @property
+    def last_ingested_us(self) -> int:
+        """The ingestion time of the last history row emitted (or of a predecessor's: ``ingested_after``)."""
+        return self._last_ingested_us
+
+    def ingested_after(self, us: int) -> None:
+        """Emits later rows at ingestion times after ``us``, a predecessor's last: rows of one entity and
+        event time are ordered by ingestion time, online (a blob replaces one of the same event time only
+        when written later) and in training sets, so a successor whose clock is behind must not write
+        the newer value as the older one."""
+        self._last_ingested_us = max(self._last_ingested_us, us)
 
     def warm(self) -> None:
         """Compiles (or loads from numba's cache) the window kernel now, not inside the first batch."""
@@ -69,7 +94,7 @@ class WindowAggregator:
             keep[list(refused)] = False
             accepted, slots = accepted.filter(pa.array(keep)), slots[keep]
         n = accepted.num_rows
-        start = max(time.time_ns() // 1000, self._last_ingested_us + 1)
+        start = max(self._clock_us(), self._last_ingested_us + 1)
         # Strictly increasing ingestion times order the history rows of one entity that share an event
         # time (an out-of-order event re-emits as of the entity's newest time), as processing did.
         ingested = start + np.arange(n, dtype=np.int64)

@@ -109,10 +109,18 @@ class StateKeys:
         return self.prefix + ":trim_reach"
 
     @property
+    def ingested_high(self) -> str:
+        """The greatest ingestion (write) time, in µs, of what the group's materializers committed: a
+        successor starts above it, whatever its clock (``WindowAggregator.ingested_after``)."""
+        return self.prefix + ":ingested_high"
+
+    @property
     def state(self) -> tuple[str, ...]:
         """The keys a delete removes (``features/online_cleanup.MATERIALIZER_STATE``): not the outbox nor
         the receipts."""
-        return (self.owner, self.applied, self.rejected, self.trimmed_below, self.trim_reach)
+        return (
+            self.owner, self.applied, self.rejected, self.trimmed_below, self.trim_reach, self.ingested_high,
+        )  # fmt: skip
 
     def receipt(self, receipt_id: str) -> str:
         return f"{self.prefix}:receipt:{receipt_id}"
@@ -286,6 +294,7 @@ class Committer:
         rejected_records: pa.Table,
         stream_times_ms: Callable[[Sequence[str]], Sequence[int]],
         trim: Trim | None = None,
+        ingested_high_us: int | None = None,
     ) -> int:
         """Writes a batch begun with ``begin`` (whose result the caller has acted on). ``applied`` /
         ``rejected``: the batch's message ids (all of them acknowledged); ``blobs``: (online key, blob)
@@ -296,7 +305,8 @@ class Committer:
         refuse this commit as a duplicate. The held ids are first raised to the trim's score (only those
         still there, ``XX``; only upwards, ``GT``) so that it spares them, and the batch's ids are added
         after it: a Kafka record stamped earlier than the trim point is still kept while it may come
-        back."""
+        back. ``ingested_high_us``: the greatest ingestion time in ``history`` and before, stored (only
+        the owner commits, so it never goes down) for a successor to start above."""
         refused = self.watch_again([*applied, *rejected], receipt_id)
         if refused is not None:
             return refused
@@ -330,6 +340,8 @@ class Committer:
                 ("EVALSHA", _WRITE_SHA, len(online), *online, *args)
                 for online, args in write_calls(blobs, px or None, keys.deleted)
             ]
+        if ingested_high_us is not None and history.num_rows:
+            writes.append(("SET", keys.ingested_high, ingested_high_us))
         receipt = keys.receipt(receipt_id)
         writes += [
             ("HSET", receipt, "history", ipc_bytes(history), "rejected", ipc_bytes(rejected_records),

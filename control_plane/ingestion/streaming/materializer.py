@@ -78,7 +78,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.features.online_writer import expiry_ms
 from control_plane.ingestion.quarantine import RunSource, bounded_id
-from control_plane.ingestion.streaming.aggregator import WindowAggregator
+from control_plane.ingestion.streaming.aggregator import WindowAggregator, wall_clock_us
 from control_plane.ingestion.streaming.commit import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -126,12 +126,14 @@ class StreamMaterializer:
         offline: OfflineStore,
         options: MaterializerOptions = DEFAULT_OPTIONS,
         stop: threading.Event | None = None,
+        clock_us: Callable[[], int] = wall_clock_us,
     ) -> None:
         self.view, self.entity, self.source, self.options = view, entity, source, options
         # Set when the process is asked to stop: a drain waiting out a database outage then ends.
         self.stop = stop or threading.Event()
         self._client, self._sessions, self._offline = client, sessions, offline
-        self.windows = WindowAggregator(view, entity, timestamp_field(view))
+        # ``clock_us``: the host's clock, which ingestion (write) times are read from.
+        self.windows = WindowAggregator(view, entity, timestamp_field(view), clock_us)
         name, version = view.spec.name, view.version
         self.keys = StateKeys.of(name, version, options.group)
         # Bounded to their columns: a 100-character view read from a stream named after it made a run id
@@ -166,6 +168,10 @@ class StreamMaterializer:
         self.windows.warm()
         self._retrying(partial(check_scripting, self._client))  # refused in one line, not at a batch
         self._retrying(lambda: self._client.set(self.keys.owner, self._token))
+        # After taking ownership: the predecessor commits nothing more, so its last ingestion time is read.
+        predecessor = self._retrying(lambda: self._client.get(self.keys.ingested_high))
+        if predecessor is not None:
+            self.windows.ingested_after(int(cast(bytes, predecessor)))
         self.flush()
         self._check_version()  # a retired or deleted version: the predecessor's outbox drained, and stop
         self._next_status = time.monotonic() + self.options.status_every_s
@@ -271,6 +277,7 @@ class StreamMaterializer:
                     rejected,
                     self.source.stream_times_ms,
                     self._trim(),
+                    self.windows.last_ingested_us,
                 )
 
         name = f"{self.run.view} v{self.run.version}"
