@@ -1,8 +1,10 @@
-"""Writing a new model version: its row, its feature references and its audit entry, inside the
-registration's transaction (after every check passed and the model row was locked)."""
+"""Writing a new registered model's row, and a new model version: its row, its feature references and its
+audit entry, inside the registration's transaction (after every check passed and the model row was
+locked)."""
 
 from __future__ import annotations
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import model_registry_pb2 as pb
@@ -12,8 +14,34 @@ from control_plane.db import pages
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import Approval
 from control_plane.model_registry.queries import now_us
-from control_plane.model_registry.tables import ModelVersionFeatureRow, ModelVersionRow, RegisteredModelRow
+from control_plane.model_registry.tables import (
+    ModelVersionFeatureRow,
+    ModelVersionRow,
+    RegisteredModelRow,
+    RegisteredModelTombstoneRow,
+)
 from control_plane.model_registry.validation import FeatureRef
+
+
+def insert_model(session: Session, name: str, description: str, tags: dict[str, str]) -> RegisteredModelRow:
+    """A new model row; a name deleted before numbers its versions on from where it stopped."""
+    now = now_us()
+    last_version = session.scalar(
+        select(RegisteredModelTombstoneRow.last_version).where(RegisteredModelTombstoneRow.name == name)
+    )
+    if last_version is not None:  # the model row carries the count on from here
+        session.execute(delete(RegisteredModelTombstoneRow).where(RegisteredModelTombstoneRow.name == name))
+    row = RegisteredModelRow(
+        name=name,
+        description=description,
+        tags=tags,
+        latest_version=last_version or 0,
+        created_at_us=now,
+        updated_at_us=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def insert_version(

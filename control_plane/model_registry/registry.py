@@ -1,7 +1,10 @@
 """The model registry core: registered models, their numbered versions, approval and aliases.
 Transport-free and synchronous (the gRPC servicer calls it from worker threads): plain values and wire
 messages in, wire messages out, ``clients.errors`` exceptions for every refusal. Every mutation is
-appended to the audit log in its own transaction, with the caller as actor.
+appended to the audit log in its own transaction, with the caller as actor. :class:`ModelRegistry` is the
+entry point and owns the transactions; what each operation writes lives with its concern: model and version
+rows in :mod:`registration`, aliases in :mod:`aliases`, approval in :mod:`review`, cached reads in
+:mod:`reads`, lineage in :mod:`lineage`.
 
 Version numbers: a registration locks its model's row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
 write transactions hold the database write lock from their first statement) and increments the row's
@@ -20,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as pb
-from clients.errors import AlreadyExists, DataLoss, FailedPrecondition, NotFound
+from clients.errors import AlreadyExists, FailedPrecondition, NotFound
 from control_plane.artifacts.store import ArtifactStore
 from control_plane.audit.log import record
 from control_plane.db import pages
@@ -28,29 +31,23 @@ from control_plane.db.engine import read_session, write_session
 from control_plane.db.revision import lock_registry
 from control_plane.db.strings import byte_order
 from control_plane.features.validation import check_name
-from control_plane.model_registry import lineage, messages
-from control_plane.model_registry.approval import Approval, decide, from_proto
+from control_plane.model_registry import aliases, lineage, messages
+from control_plane.model_registry.aliases import remove_alias
+from control_plane.model_registry.approval import Approval, from_proto
 from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
-from control_plane.model_registry.queries import (
-    find_model,
-    now_us,
-    require_model,
-    require_version,
-)
+from control_plane.model_registry.queries import find_model, require_model, require_version
 from control_plane.model_registry.reads import CachedReads, touch
 from control_plane.model_registry.references import check_feature_refs, require_run
-from control_plane.model_registry.registration import insert_version
+from control_plane.model_registry.registration import insert_model, insert_version
+from control_plane.model_registry.review import record_decision, require_deployable, verify_artifact
 from control_plane.model_registry.tables import (
     ModelAliasRow,
     ModelVersionFeatureRow,
     ModelVersionRow,
-    RegisteredModelRow,
     RegisteredModelTombstoneRow,
 )
 from control_plane.model_registry.validation import (
-    MAX_ALIASES,
     FeatureRef,
-    check_alias,
     check_model_name,
     check_reason,
     check_tags,
@@ -106,7 +103,7 @@ class ModelRegistry:
             with write_session(self._sessions) as session:
                 if find_model(session, name) is not None:
                     raise AlreadyExists(f"registered model {name!r} already exists")
-                row = self._insert_model(session, name, description, tags)
+                row = insert_model(session, name, description, tags)
                 message = messages.model_message(row, {})
                 record(
                     session,
@@ -120,31 +117,6 @@ class ModelRegistry:
                 return message
         except IntegrityError:  # another transaction created it between the check and the insert
             raise AlreadyExists(f"registered model {name!r} already exists") from None
-
-    @staticmethod
-    def _insert_model(
-        session: Session, name: str, description: str, tags: dict[str, str]
-    ) -> RegisteredModelRow:
-        """A new model row; a name deleted before numbers its versions on from where it stopped."""
-        now = now_us()
-        last_version = session.scalar(
-            select(RegisteredModelTombstoneRow.last_version).where(RegisteredModelTombstoneRow.name == name)
-        )
-        if last_version is not None:  # the model row carries the count on from here
-            session.execute(
-                delete(RegisteredModelTombstoneRow).where(RegisteredModelTombstoneRow.name == name)
-            )
-        row = RegisteredModelRow(
-            name=name,
-            description=description,
-            tags=tags,
-            latest_version=last_version or 0,
-            created_at_us=now,
-            updated_at_us=now,
-        )
-        session.add(row)
-        session.flush()
-        return row
 
     def get_model(self, name: str) -> pb.RegisteredModel:
         return self._reads.get_model(name)
@@ -227,7 +199,7 @@ class ModelRegistry:
             if model is None:
                 if not request.create_model:
                     raise NotFound(f"registered model {name!r} not found (create it, or set create_model)")
-                model = self._insert_model(session, name, "", {})
+                model = insert_model(session, name, "", {})
             if request.run_id:
                 status = require_run(session, request.run_id, lock=keep_ended)
                 if keep_ended:
@@ -284,53 +256,9 @@ class ModelRegistry:
         target = from_proto(decision, "decision")
         check_reason(reason)
         if target == Approval.APPROVED:
-            self._verify_artifact(name, version)
+            verify_artifact(self._sessions, self.artifacts, name, version)
         with write_session(self._sessions) as session:
-            model = require_model(session, name)
-            # Locked, so that two concurrent reviews cannot both see the version pending (PostgreSQL).
-            row = require_version(session, model, version, lock=True)
-            if not decide(Approval(row.approval_status), target, f"model {name!r} version {version}"):
-                return messages.version_messages(session, name, [row])[0]
-            before = {"approval_status": row.approval_status}
-            row.approval_status = target.value
-            row.approval_actor = actor
-            row.approval_reason = reason
-            row.approval_at_us = now_us()
-            touch(row)
-            message = messages.version_messages(session, name, [row])[0]
-            pages.check_item(message, f"model {name!r} version {version}", pages.MAX_GROWN_ITEM_BYTES)
-            record(
-                session,
-                actor=actor,
-                action="approve" if target == Approval.APPROVED else "reject",
-                object_type="model_version",
-                object_id=f"{name}/{version}",
-                before=before,
-                after={"approval_status": target.value, "reason": reason},
-            )
-            return message
-
-    def _verify_artifact(self, name: str, version: int) -> None:
-        """FAILED_PRECONDITION unless the artifact of pending version ``version`` is stored and verifies.
-        A version already decided is left to :func:`decide` (a repeated approval changes nothing, a
-        reversal is refused for that reason), so a retried approval does not read the artifact again."""
-        with self._read() as session:
-            row = require_version(session, require_model(session, name), version)
-            status, sha256 = row.approval_status, row.artifact_sha256
-        if status != Approval.PENDING.value:
-            return
-        what = f"cannot approve model {name!r} version {version}: its artifact sha256:{sha256}"
-        try:
-            self.artifacts.verify(sha256)
-        except NotFound:
-            raise FailedPrecondition(
-                f"{what} is missing from the artifact store {self.artifacts.root}; register a new version"
-                " with the artifact uploaded again"
-            ) from None
-        except DataLoss as damaged:
-            raise FailedPrecondition(
-                f"{what} does not verify ({damaged}); register a new version with the artifact uploaded again"
-            ) from None
+            return record_decision(session, name, version, target, reason, actor=actor)
 
     def delete_version(self, name: str, version: int, *, actor: str) -> None:
         """Deletes a version (its aliases go with it); refused while anything uses it."""
@@ -346,13 +274,13 @@ class ModelRegistry:
             before = messages.audit_state(messages.version_messages(session, name, [row])[0])
             # Each alias goes with its own audit entry, as every alias change has: one following an alias
             # (``champion``) through the log read it as still naming the deleted version.
-            aliases = session.scalars(
+            version_aliases = session.scalars(
                 select(ModelAliasRow)
                 .where(ModelAliasRow.model_version_id == row.id)
                 .order_by(byte_order(ModelAliasRow.alias))
             ).all()
-            for alias in aliases:
-                self._remove_alias(session, model, alias, actor)
+            for alias in version_aliases:
+                remove_alias(session, model, alias, actor)
             session.flush()
             session.execute(
                 delete(ModelVersionFeatureRow).where(ModelVersionFeatureRow.model_version_id == row.id)
@@ -372,103 +300,19 @@ class ModelRegistry:
     # -- aliases and deployment check ----------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> pb.ModelVersion:
-        """Points ``alias`` at ``version``, moving it if it pointed at another version. A model has at most
-        :data:`~validation.MAX_ALIASES` aliases (FAILED_PRECONDITION for one more; moving one is allowed),
-        and the model's and the version's messages with the alias must still fit
-        :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES` (INVALID_ARGUMENT): both checked before the
-        audit entry, so a refused change is rolled back whole."""
-        check_alias(alias)
+        """Points ``alias`` at ``version`` (see :func:`aliases.set_alias` for the bounds)."""
         with write_session(self._sessions) as session:
-            model = require_model(session, name, lock=True)  # serializes the count below
-            row = require_version(session, model, version)
-            current = session.get(ModelAliasRow, (model.id, alias))
-            before_version = None
-            if current is None:
-                count = session.scalar(
-                    select(func.count()).select_from(ModelAliasRow).where(ModelAliasRow.model_id == model.id)
-                )
-                if (count or 0) >= MAX_ALIASES:
-                    raise FailedPrecondition(
-                        f"model {name!r} already has {count} aliases, the most a model may have;"
-                        f" move or delete one of them (aetherctl models alias ... --delete) to add {alias!r}"
-                    )
-                session.add(
-                    ModelAliasRow(
-                        model_id=model.id, alias=alias, model_version_id=row.id, updated_at_us=now_us()
-                    )
-                )
-            else:
-                previous = session.get(ModelVersionRow, current.model_version_id)
-                before_version = previous.version if previous is not None else None
-                if previous is not None and previous.id != row.id:
-                    touch(previous)  # its message lists its aliases
-                current.model_version_id = row.id
-                current.updated_at_us = now_us()
-            if before_version != version:
-                touch(row)
-                touch(model)
-            session.flush()
-            message = messages.version_messages(session, name, [row])[0]
-            if before_version != version:
-                pages.check_item(message, f"model {name!r} version {version}", pages.MAX_GROWN_ITEM_BYTES)
-                model_aliases = messages.aliases_of_models(session, [model.id]).get(model.id, {})
-                pages.check_item(
-                    messages.model_message(model, model_aliases, model.latest_version),
-                    f"registered model {name!r}",
-                    pages.MAX_GROWN_ITEM_BYTES,
-                )
-                record(
-                    session,
-                    actor=actor,
-                    action="update" if current is not None else "create",
-                    object_type="model_alias",
-                    object_id=f"{name}@{alias}",
-                    before=None if before_version is None else {"version": before_version},
-                    after={"version": version},
-                )
-            return message
+            return aliases.set_alias(session, name, alias, version, actor=actor)
 
     def delete_alias(self, name: str, alias: str, *, actor: str) -> None:
         with write_session(self._sessions) as session:
-            model = require_model(session, name, lock=True)
-            current = session.get(ModelAliasRow, (model.id, check_alias(alias)))
-            if current is None:
-                raise NotFound(f"model {name!r} has no alias {alias!r}")
-            self._remove_alias(session, model, current, actor)
+            aliases.delete_alias(session, name, alias, actor=actor)
 
     def clear_alias(self, name: str, alias: str, version: int, *, actor: str) -> bool:
         """Removes ``alias`` when it still points at ``version``; whether it did. Checked and removed in
         one transaction, so an alias another caller moved to a newer version meanwhile stays."""
         with write_session(self._sessions) as session:
-            model = require_model(session, name, lock=True)
-            current = session.get(ModelAliasRow, (model.id, check_alias(alias)))
-            if current is None:
-                return False
-            pointed = session.get(ModelVersionRow, current.model_version_id)
-            if pointed is None or pointed.version != version:
-                return False
-            self._remove_alias(session, model, current, actor)
-            return True
-
-    @staticmethod
-    def _remove_alias(
-        session: Session, model: RegisteredModelRow, current: ModelAliasRow, actor: str
-    ) -> None:
-        pointed = session.get(ModelVersionRow, current.model_version_id)
-        version = pointed.version if pointed is not None else None
-        if pointed is not None:
-            touch(pointed)  # its message lists its aliases
-        touch(model)
-        session.delete(current)
-        record(
-            session,
-            actor=actor,
-            action="delete",
-            object_type="model_alias",
-            object_id=f"{model.name}@{current.alias}",
-            before={"version": version},
-            after=None,
-        )
+            return aliases.clear_alias(session, name, alias, version, actor=actor)
 
     def can_deploy(self, name: str, version: int) -> pb.ModelVersion:
         """The version when it may be deployed; ``FailedPrecondition`` unless it is Approved.
@@ -484,13 +328,7 @@ class ModelRegistry:
     def deployable_in(self, session: Session, name: str, version: int) -> pb.ModelVersion:
         """:meth:`can_deploy` in the caller's transaction: a deployment's write holds its connection and
         its lock while it checks, so it must not wait for another connection from the pool."""
-        found = self.version_in(session, name, check_version(version))
-        if found.approval.status != pb.APPROVED:
-            status = Approval(_STATUS_NAMES[found.approval.status]).value
-            raise FailedPrecondition(
-                f"model {name!r} version {version} is {status}: only an Approved version can be deployed"
-            )
-        return found
+        return require_deployable(self.version_in(session, name, check_version(version)))
 
     # -- lineage -------------------------------------------------------------------------------------
 
@@ -516,10 +354,3 @@ class ModelRegistry:
             check_version(version, "version", "a feature view version")
         with self._read() as session:
             return lineage.usages(session, self.users_of, view, version)
-
-
-_STATUS_NAMES = {
-    pb.PENDING_MANUAL_APPROVAL: Approval.PENDING.value,
-    pb.APPROVED: Approval.APPROVED.value,
-    pb.REJECTED: Approval.REJECTED.value,
-}
