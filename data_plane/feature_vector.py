@@ -39,6 +39,7 @@ from data_plane.feature_columns import (
     replaced,
     whole_range,
 )
+from data_plane.feature_pins import FeaturePins
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
 from data_plane.refs import parse_ref
@@ -249,7 +250,9 @@ class FeatureAssembler:
         # Rows per request, whether or not the model reads the online store (the reader checks its own
         # reads; a model of request-time features only would otherwise be bounded by the message size).
         self._max_rows = (reader.limits if reader is not None else ReadLimits()).max_rows
-        # Per model version: its references as given, and those read from the online store.
+        # The view version each reference without one is read at (:mod:`data_plane.feature_pins`).
+        self._pins = FeaturePins(reader.catalog) if reader is not None else None
+        # Per model version: its references as given, and those read from the online store (pinned).
         self._online: dict[tuple[str, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         # Per model and resolved block layout: the column permutation (block order -> reference order)
         # and where each reference's columns go in the model input.
@@ -284,10 +287,11 @@ class FeatureAssembler:
         ``assembled`` itself when the two inputs are the same (:func:`same_input`); else built from the
         same read when ``spec`` reads the same online references (its own dtype, fill and policy applied
         to the values as read: no second Redis round trip); else read anew."""
-        if same_input(spec, served):
+        online = self._online_refs(spec)
+        # The same references may be pinned to other versions when the two were first served apart.
+        if same_input(spec, served) and online == assembled.online:
             return assembled
         self._check(spec, rows, request_features)
-        online = self._online_refs(spec)
         read = assembled.read if online == assembled.online else None
         if read is None and online:
             read = await self._read(spec, online, rows, None)
@@ -356,6 +360,8 @@ class FeatureAssembler:
         if cached is not None and cached[0] is spec.feature_refs:
             return cached[1]
         online = tuple(r for r in spec.feature_refs if not r.startswith(REQUEST_PREFIX))
+        if online and self._pins is not None:
+            online = self._pins.pinned(spec, online)  # raised (no such view yet): nothing is cached
         if len(self._online) > 1024:
             self._online.clear()
         self._online[spec.key] = (spec.feature_refs, online)
@@ -388,9 +394,9 @@ class FeatureAssembler:
     def _layout(
         self, spec: ModelSpec, online: tuple[str, ...], blocks: Sequence[BlockResult]
     ) -> tuple[npt.NDArray[np.intp] | None, ColumnLayout]:
-        """Cached per model version and block layout (the catalog may resolve a whole-view reference to
-        another version's columns after a registry change). Keyed without the references themselves,
-        which would be hashed on every request; the hit checks they are still the same object."""
+        """Cached per model version and block layout (the view versions the read brought, which the model's
+        pinned references fix). Keyed without the references themselves, which would be hashed on every
+        request; the hit checks they are still the same object."""
         key = (spec.key, tuple((b.plan.view.name, b.plan.view.version) for b in blocks))
         cached = self._layouts.get(key)
         if cached is not None and cached[0] is spec.feature_refs:
@@ -405,7 +411,8 @@ class FeatureAssembler:
         counts: list[int] = []
         for text in online:
             ref = parse_ref(text)
-            # A pinned reference reads its version's block. An unpinned one reads the latest servable
+            # A pinned reference reads its version's block (a model's references all are, once
+            # :mod:`data_plane.feature_pins` has pinned them). An unpinned one reads the latest servable
             # version, which is the highest of that name among the blocks: a pinned block is servable too,
             # so it is never above the latest (taking the first block of the name would read a pinned
             # older version's columns when the model lists it first).

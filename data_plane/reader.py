@@ -29,7 +29,7 @@ from clients.errors import (
     Unavailable,
 )
 from data_plane.blob_shape import EVENT_TS
-from data_plane.catalog import RegistryState
+from data_plane.catalog import Catalog, RegistryState
 from data_plane.near_cache import MISS, NearCache
 from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient
@@ -97,6 +97,10 @@ class OnlineReader:
         self._redis = redis
         self._limits = limits
         self._cache = near_cache
+
+    def catalog(self) -> Catalog:
+        """The catalog reads use now (UNAVAILABLE while no registry snapshot has arrived)."""
+        return self._registry.require()
 
     async def read(
         self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None

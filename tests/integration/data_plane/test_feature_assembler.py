@@ -39,10 +39,12 @@ async def assembler(redis_url: str) -> AsyncIterator[FeatureAssembler]:
     await client.close()
 
 
-def _model(refs: tuple[str, ...], width: int, dtype: str = "float32", **fields: Any) -> ModelSpec:
+def _model(
+    refs: tuple[str, ...], width: int, dtype: str = "float32", version: int = 1, **fields: Any
+) -> ModelSpec:
     return ModelSpec(
         name="m",
-        version=1,
+        version=version,
         artifact_sha256="",
         artifact_uri="",
         inputs=(TensorSpec("input", dtype, (-1, width)),),
@@ -195,5 +197,35 @@ async def test_an_unfit_stored_value_a_request_time_value_replaces_is_not_refuse
             whole = _model(("wide:b", "wide"), 3, dtype)
             with pytest.raises(FailedPrecondition, match=r"row 0: stored feature wide@1:b"):
                 await assembler.assemble(whole, rows, override, None)
+    finally:
+        await client.close()
+
+
+async def test_a_reference_without_a_version_stays_at_the_version_it_was_first_served_at(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only a static model config can name a view without a version. A version registered after the model
+    # was first served (here: before anything is written into it) must not change what the model reads.
+    v1 = view("stats", [("a", "float32"), ("b", "float32")], version=1)
+    v2 = view("stats", [("a", "float32"), ("b", "float32")], version=2)
+    OnlineWriter(redis.Redis.from_url(redis_url)).write(
+        writable(v1), [["1"]], np.array([[10, 11]], np.float32), NOW_US
+    )
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(v1, revision=1))
+    client = RedisClient(redis_url)
+    try:
+        assembler = FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+        spec = _model(("stats", "stats:b"), 3)
+        assert (await assembler.assemble(spec, [{"driver_id": "1"}], [], None)).values.tolist() == [
+            [10, 11, 11]
+        ]
+        state.catalog = Catalog(snapshot(v1, v2, revision=2))
+        matrix = await assembler.assemble(spec, [{"driver_id": "1"}], [], None)
+        assert matrix.values.tolist() == [[10, 11, 11]] and matrix.online == ("stats@1", "stats@1:b")
+        # Another model version is pinned when it is first served: to version 2, where nothing is stored.
+        with pytest.raises(NotFound, match="no stored features for model m v2"):
+            await assembler.assemble(_model(("stats",), 2, version=2), [{"driver_id": "1"}], [], None)
+        assert "'stats' -> 'stats@1', 'stats:b' -> 'stats@1:b'" in caplog.text  # said once, at the pin
     finally:
         await client.close()
