@@ -1,15 +1,19 @@
 """Checks of what a model version points at in other concerns' tables: its run (experiment tracking)
-and its feature-view versions (feature registry). Plain queries in the caller's transaction: those
-tables come from other migration branches, so there is no foreign key to rely on."""
+and its feature-view versions (feature registry), plain queries in the caller's transaction (those
+tables come from other migration branches, so there is no foreign key to rely on); and of its feature
+references against what its training set was read from (the dataset's record in the offline store)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clients.errors import NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
+from clients.feature_refs import parse_ref
 from control_plane.db.models import FeatureViewRow, FeatureViewVersionRow
 from control_plane.features.store import Status
 from control_plane.model_registry.validation import FeatureRef
@@ -59,3 +63,48 @@ def check_feature_refs(session: Session, refs: list[FeatureRef]) -> None:
                 raise NotFound(
                     f"feature {ref.feature!r} not found in feature view {view!r} version {version}"
                 )
+
+
+def check_trained_on(refs: list[FeatureRef], record: Mapping[str, Any], dataset_hash: str) -> None:
+    """FAILED_PRECONDITION naming the first reference to a view version, or a feature of it, that the
+    training set ``dataset_hash`` (whose offline-store ``record`` this is) was not read from. A version
+    serves the view versions its references name, so they must be the ones it was trained on: one
+    registered at a newer version than its training set read served that version's values (none yet, or
+    values the model never saw). A record that does not list what it read checks nothing."""
+    read: dict[tuple[str, int], frozenset[str] | None] = {}
+    for view in record.get("views") or ():
+        columns = view.get("columns")
+        key = (str(view.get("view")), int(view.get("version") or 0))
+        read[key] = None if columns is None else _features_of(columns)
+    if not read:
+        return
+    for index, ref in enumerate(refs):
+        key = (ref.view, ref.version)
+        if key in read:
+            columns = read[key]
+            if columns is None or ref.feature in columns:
+                continue
+        what = "; ".join(
+            f"{view}@{version}" + ("" if columns is None else f" ({', '.join(sorted(columns))})")
+            for (view, version), columns in sorted(read.items())
+        )
+        raise FailedPrecondition(
+            f"feature_refs[{index}]: {str(ref)!r} names feature view {ref.view!r} version {ref.version}"
+            f" and feature {ref.feature!r}, which training set {dataset_hash} was not read from (it read"
+            f" {what}); a version serves the feature versions it names: register those it was trained on"
+        )
+
+
+def _features_of(columns: list[Any]) -> frozenset[str] | None:
+    """The features a record's training-set columns hold: each column is named by its reference with the
+    feature spelled out (``rider_stats:trips``, ``rider_stats@1:trips``). None when one is not so named."""
+    features: set[str] = set()
+    for column in columns:
+        try:
+            feature = parse_ref(str(column)).feature
+        except InvalidArgument:
+            return None
+        if feature is None:
+            return None
+        features.add(feature)
+    return frozenset(features)

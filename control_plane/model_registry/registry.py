@@ -37,7 +37,7 @@ from control_plane.model_registry.approval import Approval, from_proto
 from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
 from control_plane.model_registry.queries import find_model, require_model, require_version
 from control_plane.model_registry.reads import CachedReads, touch
-from control_plane.model_registry.references import check_feature_refs, require_run
+from control_plane.model_registry.references import check_feature_refs, check_trained_on, require_run
 from control_plane.model_registry.registration import insert_model, insert_version
 from control_plane.model_registry.review import record_decision, require_deployable, verify_artifact
 from control_plane.model_registry.tables import (
@@ -56,6 +56,7 @@ from control_plane.model_registry.validation import (
 )
 from control_plane.offline.datasets import read_dataset_record
 from control_plane.offline.store import OfflineStore
+from control_plane.offline.store_errors import store_errors
 from control_plane.tracking.records import refuse_ended
 
 #: Attempts of a registration that lost a race to create the same new model.
@@ -166,9 +167,15 @@ class ModelRegistry:
         transaction commits: an artifact uploaded by a client that crashed before registering leaves
         an unreferenced blob, never a version without its artifact. With ``keep_ended`` (a job token's
         call), FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) when the run has
-        ended, read on the run's row locked in this transaction: nothing is registered."""
+        ended, read on the run's row locked in this transaction: nothing is registered. A version naming a
+        training set whose record the offline store holds must name only view versions and features that set
+        was read from (FAILED_PRECONDITION, :func:`~references.check_trained_on`)."""
         refs = check_version_request(request)
         artifact = self.artifacts.stat(request.artifact_sha256)
+        # Read before the write transaction opens: the record is a file in the offline store, not a row.
+        trained = self._dataset_record(request.dataset.hash)
+        if trained is not None:
+            check_trained_on(refs, trained, request.dataset.hash)
         for attempt in range(_CREATE_ATTEMPTS):
             try:
                 return self._create_version(request, refs, artifact.uri, artifact.size, actor, keep_ended)
@@ -338,12 +345,19 @@ class ModelRegistry:
             found = lineage.lineage(session, self.users_of, model, require_version(session, model, version))
         # Outside the transaction: the record is a file in the offline store, not a row.
         if self._offline is not None and found.dataset.hash:
-            try:
-                record: dict[str, Any] | None = read_dataset_record(self._offline, found.dataset.hash)
-            except NotFound:
-                record = None
-            lineage.add_materialized(found, record)
+            lineage.add_materialized(found, self._dataset_record(found.dataset.hash))
         return found
+
+    def _dataset_record(self, dataset_hash: str) -> dict[str, Any] | None:
+        """The offline store's record of training set ``dataset_hash``; None without an offline store, a
+        hash, or a record of it (built with ``record=False``, or against another offline root)."""
+        if self._offline is None or not dataset_hash:
+            return None
+        with store_errors(self._offline.root, f"read the record of dataset {dataset_hash}"):
+            try:
+                return read_dataset_record(self._offline, dataset_hash)
+            except NotFound:
+                return None
 
     def find_usages(self, view: str, version: int | None = None) -> list[pb.FeatureUsage]:
         """Model versions using feature view ``view`` at ``version`` (any version when None).
