@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from clients.errors import Unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class DrainStart:
+    """The moment the gate closed, and the admitted requests it still held then."""
+
+    at: float  # time.monotonic()
+    in_flight: int
 
 
 class Admission:
@@ -21,6 +30,7 @@ class Admission:
         self.draining = False
         self.last_arrival = 0.0  # time.monotonic() of the latest request, admitted or refused
         self._idle: asyncio.Event | None = None  # made by drain(); set when the last request leaves
+        self.drain_started: DrainStart | None = None  # set once, when drain() first closes the gate
 
     def enter(self, requests: int = 1) -> None:
         self.last_arrival = time.monotonic()
@@ -33,10 +43,17 @@ class Admission:
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
-    async def drain(self, timeout_s: float | None) -> bool:
-        """Refuses new requests from now on and waits (up to ``timeout_s``) for the admitted ones; True
-        when they all finished."""
+    def close(self) -> DrainStart:
+        """Refuses new requests from now on; what it held when it first closed."""
+        if self.drain_started is None:
+            self.drain_started = DrainStart(time.monotonic(), self.in_flight)
         self.draining = True
+        return self.drain_started
+
+    async def drain(self, timeout_s: float | None) -> bool:
+        """Refuses new requests from now on (:meth:`close`) and waits (up to ``timeout_s``) for the
+        admitted ones; True when they all finished."""
+        self.close()
         if self.in_flight == 0:
             return True
         if self._idle is None:

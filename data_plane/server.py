@@ -138,6 +138,8 @@ class DataPlaneHandle:
         deadline = time.monotonic() + grace_s
         if self.admissions:
             # Every gate closes at once; each waits for its own admitted requests.
+            held = sum(gate.close().in_flight for gate in self.admissions)
+            _log.info("draining: %d admitted requests to finish, new ones refused", held)
             finished = await asyncio.gather(*(gate.drain(grace_s) for gate in self.admissions))
             if not all(finished):
                 running = sum(gate.in_flight for gate in self.admissions)
