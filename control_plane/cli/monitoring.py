@@ -178,7 +178,7 @@ def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextI
                 (
                     f.name,
                     _number(f.score),
-                    "yes" if f.drifted else ("insufficient" if f.insufficient else "no"),
+                    _drifted(f),
                     f.n_current,
                     f.missing_current,
                 )
@@ -191,6 +191,13 @@ def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextI
             else:
                 print("no feature scores", file=out)
     return 0
+
+
+def _drifted(feature: pb.FeatureDrift) -> str:
+    """The DRIFTED cell of a feature: yes, no, insufficient, or not compared and why (unpaired by name)."""
+    if feature.not_compared:
+        return f"not compared: {feature.not_compared}"
+    return "yes" if feature.drifted else ("insufficient" if feature.insufficient else "no")
 
 
 def _feedback_record(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:

@@ -8,6 +8,7 @@ The payload fields are documented in :mod:`.alerts`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +38,7 @@ def drift_alerts(report: pb.DriftReport) -> list[dict[str, Any]]:
         drifted = [{"name": f.name, "score": f.score} for f in report.features if f.drifted]
         message = (
             f"data drift on deployment {report.deployment} ({report.model_name} v{report.version}): "
-            f"{len(drifted)} of {len(report.features)} features drifted ({report.drifted_share:.0%})"
+            f"{len(drifted)} of {_compared(report.features)} features drifted ({report.drifted_share:.0%})"
         )
         alerts.append(
             {
@@ -120,3 +121,8 @@ def claim_performance_alert(
             )
         )
     return True
+
+
+def _compared(features: Sequence[pb.FeatureDrift]) -> int:
+    """Features compared with the reference: those listed as not compared (unpaired by name) are not."""
+    return sum(not f.not_compared for f in features)

@@ -7,6 +7,11 @@ Per feature the configured test decides (scores from :func:`kernels.drift.drift_
 * KS: drifted when the KS p-value, corrected over the window's scored features (Benjamini–Hochberg by
   default, or Bonferroni, or none), is below ``threshold``.
 
+**Columns** are paired by name (:mod:`.columns`): profile feature ``i`` is compared with the logged column
+of its name, the model version's ``feature_refs`` naming the logged columns. A feature or column left
+unpaired is listed *not compared* (``FeatureDrift.not_compared`` says why: no score, never drifted, not in
+the share); a window where nothing pairs is ``SCHEMA_MISMATCH``, every feature and column listed so.
+
 A feature with fewer than ``min_samples`` finite values (in the window or the reference) is
 *insufficient*: no score, never drifted, and not counted in the share. The window drifts when
 ``drifted / scored ≥ drift_share``; with no scored feature it is ``INSUFFICIENT_DATA`` — never a drift.
@@ -24,13 +29,23 @@ which leaves a float64 window and its reference as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from kernels.drift import Correction, ReferenceProfile, adjust_pvalues, at_precision, drift_scores, round_to
+from control_plane.monitoring.columns import Pairing, pair_columns
+from kernels.drift import (
+    Correction,
+    ReferenceProfile,
+    adjust_pvalues,
+    at_precision,
+    drift_scores,
+    round_to,
+    select_features,
+)
 
 _CORRECTIONS: dict[pb.MultipleTestingCorrection, Correction] = {
     pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG: "benjamini-hochberg",
@@ -66,11 +81,22 @@ def evaluate(
     window: npt.NDArray[np.float64],
     rule: DriftRule,
     precision: npt.DTypeLike | None = None,
+    logged_names: Sequence[str] = (),
 ) -> Verdict:
-    """The verdict on ``window`` (``[rows, features]``) against ``profile``, both rounded to
-    ``precision`` (the served dtype; None: the window's own, see the module doc)."""
-    if window.ndim != 2 or window.shape[1] != profile.n_features:
+    """The verdict on ``window`` (``[rows, features]``, its columns named ``logged_names``: the model
+    version's ``feature_refs``; empty when it lists none) against ``profile`` (its features named
+    ``names``), both rounded to ``precision`` (the served dtype; None: the window's own, see the module
+    doc)."""
+    pairing = pair_columns(names, logged_names, window.shape[1]) if window.ndim == 2 else None
+    if pairing is None:
         return Verdict(pb.DRIFT_STATUS_SCHEMA_MISMATCH, 0.0, [])
+    compared = [i for i, column in enumerate(pairing.columns) if column is not None]
+    columns = [column for column in pairing.columns if column is not None]
+    if not compared:
+        return Verdict(pb.DRIFT_STATUS_SCHEMA_MISMATCH, 0.0, _not_compared(pairing, names, logged_names))
+    window = window[:, columns]
+    if compared != list(range(profile.n_features)):
+        profile = select_features(profile, compared)
     served = np.dtype(precision) if precision is not None else window_precision(window)
     if served.kind == "f" and served.itemsize < 8:
         window = round_to(window, served)
@@ -83,28 +109,58 @@ def evaluate(
         drifted = statistic < rule.threshold if rule.test == pb.DRIFT_TEST_KS else statistic >= rule.threshold
     drifted = drifted & ~insufficient
     n_scored = int(np.count_nonzero(~insufficient))
-    features = [
-        pb.FeatureDrift(
-            name=names[f] if f < len(names) else f"f{f}",
-            score=float(statistic[f]),
-            drifted=bool(drifted[f]),
-            insufficient=bool(insufficient[f]),
-            psi=float(scores.psi[f]),
-            jensen_shannon=float(scores.jensen_shannon[f]),
-            ks_statistic=float(scores.ks_statistic[f]),
-            ks_pvalue=float(scores.ks_pvalue[f]),
-            ks_pvalue_adjusted=float(adjusted[f]),
-            wasserstein=float(scores.wasserstein[f]),
-            n_current=int(scores.n_current[f]),
-            missing_current=int(scores.missing_current[f]),
+    scored = {
+        i: pb.FeatureDrift(
+            name=names[i] if i < len(names) else f"f{i}",
+            score=float(statistic[k]),
+            drifted=bool(drifted[k]),
+            insufficient=bool(insufficient[k]),
+            psi=float(scores.psi[k]),
+            jensen_shannon=float(scores.jensen_shannon[k]),
+            ks_statistic=float(scores.ks_statistic[k]),
+            ks_pvalue=float(scores.ks_pvalue[k]),
+            ks_pvalue_adjusted=float(adjusted[k]),
+            wasserstein=float(scores.wasserstein[k]),
+            n_current=int(scores.n_current[k]),
+            missing_current=int(scores.missing_current[k]),
+            logged_column="" if pairing.by_position else logged_names[columns[k]],
+            paired_by_position=pairing.by_position,
         )
-        for f in range(profile.n_features)
-    ]
+        for k, i in enumerate(compared)
+    }
+    unpaired = iter(_not_compared(pairing, names, logged_names))
+    features = [scored[i] if i in scored else next(unpaired) for i in range(len(pairing.columns))]
+    features.extend(unpaired)  # the logged columns no feature pairs with, after the profile's
     if n_scored == 0:
         return Verdict(pb.DRIFT_STATUS_INSUFFICIENT_DATA, 0.0, features)
     share = int(np.count_nonzero(drifted)) / n_scored
     status = pb.DRIFT_STATUS_DRIFT if share >= rule.drift_share and share > 0 else pb.DRIFT_STATUS_NO_DRIFT
     return Verdict(status, share, features)
+
+
+def _not_compared(
+    pairing: Pairing, names: Sequence[str], logged_names: Sequence[str]
+) -> list[pb.FeatureDrift]:
+    """The unpaired profile features, in profile order, then the unpaired logged columns, in their order:
+    each with why it was not compared, and no score."""
+    return [_unscored(names[i], reason) for i, reason in sorted(pairing.unpaired_features.items())] + [
+        _unscored(logged_names[j], reason) for j, reason in sorted(pairing.unpaired_columns.items())
+    ]
+
+
+def _unscored(name: str, reason: str) -> pb.FeatureDrift:
+    nan = float("nan")
+    return pb.FeatureDrift(
+        name=name,
+        not_compared=reason,
+        score=nan,
+        psi=nan,
+        jensen_shannon=nan,
+        ks_statistic=nan,
+        ks_pvalue=nan,
+        ks_pvalue_adjusted=nan,
+        wasserstein=nan,
+    )
 
 
 def window_precision(window: npt.NDArray[np.float64]) -> np.dtype[np.floating]:

@@ -33,8 +33,9 @@
 
 The per-feature and per-metric gauges show the newest reports' features (one per served version, below)
 and the newest window's metrics, and nothing else: a feature the newest report does not score (a
-SCHEMA_MISMATCH or no-reference report lists none) or a metric undefined on the newest window (precision
-with no positive prediction, every metric when every labelled prediction was NaN) has its series
+SCHEMA_MISMATCH or no-reference report scores none, nor a feature it lists as not compared) or a
+metric undefined on the newest window (precision with no positive prediction, every metric when every
+labelled prediction was NaN) has its series
 removed, so it is absent from the scrape, as Prometheus has a value that is not known now (``absent()``
 finds it; the old value went on reading as current, a feature "drifted" next to
 ``aether_drift_detected`` -1). A feature the report lists with too few values keeps its series, its
@@ -240,7 +241,11 @@ class _Newest:
 
     @classmethod
     def of(cls, report: pb.DriftReport) -> _Newest:
-        features = {f.name: (f.score, f.drifted, f.missing_current) for f in report.features}
+        # A feature not compared (no logged column of its name, or a column the profile has none for) is
+        # not scored: it has no series, as a feature a SCHEMA_MISMATCH report does not score.
+        features = {
+            f.name: (f.score, f.drifted, f.missing_current) for f in report.features if not f.not_compared
+        }
         return cls(features, report.status, report.drifted_share, report.prediction_status)
 
 

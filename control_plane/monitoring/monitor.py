@@ -91,7 +91,7 @@ from control_plane.monitoring.feedback import (
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for, of_served_version
 from control_plane.monitoring.index_rows import index_rows, logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
-from control_plane.monitoring.profiles import ReferenceCache
+from control_plane.monitoring.profiles import LoadedReference, ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.recall import Recall
 from control_plane.monitoring.reports import store_report
@@ -113,6 +113,16 @@ Outcome = Literal["monitored", "skipped", "malformed"]
 
 #: Ticks in a row a closed window's report may fail before the window is dropped.
 MAX_REPORT_ATTEMPTS = 5
+
+
+def expected_width(references: LoadedReference) -> int | None:
+    """The feature count every logged row of a version with ``references`` must have, once it has a
+    reference profile: its ``feature_refs``' (the columns the data plane logs for it; the profile's
+    features are paired with them by name, and may be fewer or more), else, where it lists none, the
+    profile's (paired by position). None without a profile: each window takes its first row's."""
+    if references.features is None:
+        return None
+    return len(references.logged_names) or references.features[0].n_features
 
 
 @dataclass
@@ -178,7 +188,8 @@ class Monitor:
         self._closed: collections.deque[_Closed] = collections.deque()
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
-        # The reference's feature count by (model, version) (None: no reference) and when it was looked up.
+        # The version's feature count (expected_width) by (model, version) (None: no reference) and when it
+        # was looked up.
         self._widths: dict[tuple[str, int], tuple[int | None, float]] = {}
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
@@ -367,10 +378,11 @@ class Monitor:
             )
 
     async def _learn_widths(self, batch: list[_Decoded]) -> None:
-        """Looks up the reference's feature count of each version in ``batch`` not known yet (again every
-        ``_WIDTH_RECHECK_S`` while it has none): its windows take it as the count every row must have, so
-        that a stray row of another one is the mismatch, not the good rows after it (:mod:`.windows`). A
-        reference that cannot be read now is left unknown: the window's report reads it again."""
+        """Looks up the feature count (:func:`expected_width`) of each version in ``batch`` not known yet
+        (again every ``_WIDTH_RECHECK_S`` while it has none): its windows take it as the count every row
+        must have, so that a stray row of another one is the mismatch, not the good rows after it
+        (:mod:`.windows`). A reference that cannot be read now is left unknown: the window's report reads
+        it again."""
         now = self._monotonic()
         wanted = {
             (decoded.logged.model, decoded.logged.version)
@@ -386,8 +398,7 @@ class Monitor:
             except Exception as exc:  # DB down, a damaged blob: the report says so when it reads it
                 _log.debug("reference of %s/%s not read for its feature count: %s", model, version, exc)
                 continue
-            width = loaded.features[0].n_features if loaded.features is not None else None
-            self._widths[(model, version)] = (width, now)
+            self._widths[(model, version)] = (expected_width(loaded), now)
 
     def _add(self, logged: LoggedPrediction, entry_id: bytes) -> list[tuple[Key, Window]]:
         config = self._config(logged.deployment)
@@ -506,9 +517,9 @@ class Monitor:
         served = None if lookup is None else await asyncio.to_thread(gauged_now, lookup, deployment)
         references = await asyncio.to_thread(self._references.get, model, version)
         stream = self._versions.get(key)
-        if references.features is not None:
-            # The reference's feature count is the version's: a row of another is the mismatch from now on.
-            width = references.features[0].n_features
+        width = expected_width(references)
+        if width is not None:
+            # The version's feature count: a row of another is the mismatch from now on.
             self._widths[(model, version)] = (width, self._monotonic())
             if stream is not None:
                 stream.windows.expect_width(width)
@@ -523,8 +534,21 @@ class Monitor:
             stream.output_name if stream is not None else "",
             references.feature_dtype,
             references.output_dtype,
+            references.logged_names,
         )
-        return await asyncio.to_thread(store_report, self._sessions, report), baseline, served
+        stored = await asyncio.to_thread(store_report, self._sessions, report)
+        not_compared = [f.name for f in stored.features if f.not_compared]
+        if not_compared:
+            _log.warning(
+                "drift report %d of %s v%d: %d features or logged columns not compared, their names"
+                " unpaired between the reference profile and the version's feature_refs: %s",
+                stored.id,
+                model,
+                version,
+                len(not_compared),
+                ", ".join(not_compared[:10]) + (", ..." if len(not_compared) > 10 else ""),
+            )
+        return stored, baseline, served
 
     async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
         for payload in drift_alerts(report):

@@ -14,7 +14,9 @@ row.
 Profiles are built in float64 whatever the model is served in; :class:`ReferenceCache` rounds one, as it
 loads it, to the float dtype of the version's signature (:func:`served_dtypes`; a float32 model's
 reference held values its float32 input never takes, and an unchanged feature read as drift: see
-:mod:`.drift`), so a profile needs no rebuilding, nor its caller to know the model's dtype.
+:mod:`.drift`), so a profile needs no rebuilding, nor its caller to know the model's dtype. It also
+reads the names of the version's logged feature columns, its ``feature_refs``
+(:func:`logged_feature_names`), which the profile's feature names are paired with (:mod:`.columns`).
 
 The link lives in the ``reference_profiles`` table: (model, version) → the features' profile and, when
 given, the model outputs' profile on the same rows (the reference for prediction drift). Versions
@@ -306,6 +308,8 @@ class LoadedReference:
     outputs: tuple[ReferenceProfile, tuple[str, ...]] | None
     feature_dtype: str = ""
     output_dtype: str = ""
+    #: The logged feature columns' names: the version's ``feature_refs`` (:func:`logged_feature_names`).
+    logged_names: tuple[str, ...] = ()
 
 
 def served_dtypes(session: Session, model_name: str, version: int) -> tuple[str, str]:
@@ -319,6 +323,18 @@ def served_dtypes(session: Session, model_name: str, version: int) -> tuple[str,
     if not isinstance(signature, dict):
         return "", ""
     return _float_dtype(signature.get("inputs")), _float_dtype(signature.get("outputs"))
+
+
+def logged_feature_names(session: Session, model_name: str, version: int) -> tuple[str, ...]:
+    """The names of the feature columns the data plane logs for the version: its ``feature_refs``, in
+    model-input order (the order Predict assembles and logs them in); ``()`` when it lists none (or
+    there is no such version): its columns have no names."""
+    refs = session.execute(
+        select(ModelVersionRow.feature_refs)
+        .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+        .where(RegisteredModelRow.name == model_name, ModelVersionRow.version == version)
+    ).scalar_one_or_none()
+    return tuple(str(ref) for ref in refs) if isinstance(refs, list) else ()
 
 
 def _float_dtype(tensors: object) -> str:
@@ -365,12 +381,14 @@ class ReferenceCache:
         with read_session(self._sessions) as session:
             info = resolve_reference(session, model_name, version)
             feature_dtype, output_dtype = served_dtypes(session, model_name, version)
+            logged_names = logged_feature_names(session, model_name, version)
         sha = info.artifact_sha256 if info is not None else ""
         output_sha = info.output_artifact_sha256 if info is not None else ""
         if (
             cached is not None
             and (cached[1], cached[2]) == (sha, output_sha)
             and (cached[3].feature_dtype, cached[3].output_dtype) == (feature_dtype, output_dtype)
+            and cached[3].logged_names == logged_names
         ):
             loaded = cached[3]
         else:
@@ -379,6 +397,7 @@ class ReferenceCache:
                 _at(load_profile(self._store, output_sha), output_dtype) if output_sha else None,
                 feature_dtype,
                 output_dtype,
+                logged_names,
             )
         with self._lock:
             self._entries[key] = (now, sha, output_sha, loaded)

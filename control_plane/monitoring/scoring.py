@@ -26,6 +26,7 @@ def score_window(
     output_name: str = "",
     feature_dtype: str = "",
     output_dtype: str = "",
+    logged_names: tuple[str, ...] = (),
 ) -> tuple[pb.DriftReport, Profile | None]:
     """The window's report and the prediction baseline it makes, if any.
 
@@ -35,7 +36,9 @@ def score_window(
     at least ``config.min_samples`` rows makes the baseline (named after ``output_name``). The caller
     keeps that baseline once the report is stored, so that a retried report scores the same way.
     ``feature_dtype`` and ``output_dtype``: the dtypes the model serves them in, when its signature says
-    (both sides are compared rounded to it: :mod:`.drift`); ``""`` lets each window's own decide."""
+    (both sides are compared rounded to it: :mod:`.drift`); ``""`` lets each window's own decide.
+    ``logged_names``: the window's feature columns' names, the version's ``feature_refs`` (``()``: none),
+    which the profile's features are paired with by name (:mod:`.columns`)."""
     deployment, model, version = key
     rule = DriftRule.of(config)
     report = pb.DriftReport(
@@ -54,7 +57,9 @@ def score_window(
         status=pb.DRIFT_STATUS_NO_REFERENCE,
     )
     if features is not None:
-        verdict = evaluate(features[0], features[1], window.features, rule, feature_dtype or None)
+        verdict = evaluate(
+            features[0], features[1], window.features, rule, feature_dtype or None, logged_names
+        )
         report.status = verdict.status
         report.drifted_share = verdict.drifted_share
         report.features.extend(verdict.features)

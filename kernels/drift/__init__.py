@@ -38,6 +38,7 @@ from kernels.drift.profile import (
     merge_profiles,
     rebin,
     round_to,
+    select_features,
 )
 from kernels.drift.scores import DriftScores, drift_scores
 from kernels.drift.univariate import jensen_shannon, psi, wasserstein_normalised
@@ -74,5 +75,6 @@ __all__ = [
     "rebin",
     "rejected",
     "round_to",
+    "select_features",
     "wasserstein_normalised",
 ]

@@ -143,6 +143,23 @@ def merge_profiles(first: ReferenceProfile, second: ReferenceProfile) -> Referen
     )
 
 
+def select_features(profile: ReferenceProfile, features: npt.ArrayLike) -> ReferenceProfile:
+    """The profile of the given features (indices, in that order) alone: each one's bins, sample and
+    counts as they are, the sorted sample trimmed to the longest kept."""
+    index = np.asarray(features, dtype=np.intp).reshape(-1)
+    n_valid = profile.n_valid[index]
+    return ReferenceProfile(
+        n_bins=profile.n_bins,
+        edges=profile.edges[index],
+        bin_counts=profile.bin_counts[index],
+        sorted_values=np.ascontiguousarray(profile.sorted_values[index, : int(n_valid.max(initial=0))]),
+        n_valid=n_valid,
+        n_missing=profile.n_missing[index],
+        mean=profile.mean[index],
+        m2=profile.m2[index],
+    )
+
+
 def rebin(profile: ReferenceProfile, n_bins: int = DEFAULT_N_BINS) -> ReferenceProfile:
     """The same profile with quantile edges and counts recomputed from its (merged) sorted sample."""
     return _summarise(profile.sorted_values, profile.n_valid, profile.n_missing, n_bins, None)

@@ -142,7 +142,7 @@ class GetMonitorConfigRequest(_message.Message):
     def __init__(self, deployment: _Optional[str] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("name", "score", "drifted", "insufficient", "psi", "jensen_shannon", "ks_statistic", "ks_pvalue", "ks_pvalue_adjusted", "wasserstein", "n_current", "missing_current")
+    __slots__ = ("name", "score", "drifted", "insufficient", "psi", "jensen_shannon", "ks_statistic", "ks_pvalue", "ks_pvalue_adjusted", "wasserstein", "n_current", "missing_current", "not_compared", "logged_column", "paired_by_position")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DRIFTED_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,9 @@ class FeatureDrift(_message.Message):
     WASSERSTEIN_FIELD_NUMBER: _ClassVar[int]
     N_CURRENT_FIELD_NUMBER: _ClassVar[int]
     MISSING_CURRENT_FIELD_NUMBER: _ClassVar[int]
+    NOT_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_BY_POSITION_FIELD_NUMBER: _ClassVar[int]
     name: str
     score: float
     drifted: bool
@@ -167,7 +170,10 @@ class FeatureDrift(_message.Message):
     wasserstein: float
     n_current: int
     missing_current: int
-    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., drifted: _Optional[bool] = ..., insufficient: _Optional[bool] = ..., psi: _Optional[float] = ..., jensen_shannon: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_adjusted: _Optional[float] = ..., wasserstein: _Optional[float] = ..., n_current: _Optional[int] = ..., missing_current: _Optional[int] = ...) -> None: ...
+    not_compared: str
+    logged_column: str
+    paired_by_position: bool
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., drifted: _Optional[bool] = ..., insufficient: _Optional[bool] = ..., psi: _Optional[float] = ..., jensen_shannon: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_pvalue_adjusted: _Optional[float] = ..., wasserstein: _Optional[float] = ..., n_current: _Optional[int] = ..., missing_current: _Optional[int] = ..., not_compared: _Optional[str] = ..., logged_column: _Optional[str] = ..., paired_by_position: _Optional[bool] = ...) -> None: ...
 
 class DriftReport(_message.Message):
     __slots__ = ("id", "deployment", "model_name", "version", "window_start_us", "window_end_us", "n_rows", "status", "test", "threshold", "correction", "drifted_share", "drift_share_threshold", "features", "prediction_status", "outputs", "created_at_us", "late_rows", "mismatched_rows")
