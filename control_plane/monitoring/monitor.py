@@ -1,13 +1,15 @@
 """The monitor loop (control plane): prediction log → prediction index, drift windows, reports, gauges
 and alerts; and, on a slower beat, quality windows → degradation alerts.
 
-Each tick reads the log through the consumer group (:mod:`.stream`) and, per served entry:
+Each tick reads the log through the consumer group (:mod:`.stream`), decodes and indexes a batch of
+entries before it applies any of them (:mod:`.entry_batch`), and per served entry:
 
 1. indexes its prediction rows for the label join (:mod:`.index_rows`, :mod:`.feedback`), whatever the
    config says;
 2. unless the deployment's monitor is disabled, adds its feature rows (with the prediction output) to
-   the tumbling windows of its (deployment, model, version) (:mod:`.windows`). Rows the windows drop (late
-   for a time window, or another feature count than the window's) are counted in
+   the tumbling windows of its (deployment, model, version) (:mod:`.windows`), which expect the
+   version's feature count once known (:mod:`.widths`). Rows the windows drop (late for a time window,
+   or another feature count than the window's) are counted in
    ``aether_monitor_rows_dropped_total{deployment,reason}`` and in the next report of those windows
    (``DriftReport.late_rows``, ``mismatched_rows``); the entry is still counted ``monitored``, as its
    rows were indexed for the label join.
@@ -16,23 +18,15 @@ The windows of a version that stopped serving are closed as they are once it got
 ``window_idle_s`` (a count window would otherwise never fill), reported, and the version forgotten
 (:mod:`.versions`).
 
-Each closed window is scored against the version's reference profile (:mod:`.drift`), stored
-(:mod:`.reports`), exported (:mod:`.gauges`) and, when it drifted, alerted (:mod:`.alerts`). The window
-of a version whose reports no longer speak for its deployment (it left the plan, or holds no traffic:
-:mod:`.served`; closed after the change, idle or filled by requests in flight) is stored as history
-only: it sets none of the deployment's gauges, and its drift is logged (INFO), not alerted, as it calls
-for no action on what the deployment serves now. Prediction drift compares the prediction output with
-the output profile registered with the reference; without one, the version's first window with enough
-rows becomes the baseline (kept in memory: it is learned again after a restart) and that window reports
-``NO_REFERENCE`` for predictions.
+Each closed window waits in a queue until its report is stored, exported and alerted
+(:mod:`.window_reports`). Prediction drift compares the prediction output with the output profile
+registered with the reference; without one, the version's first window with enough rows becomes the
+baseline (kept in memory: it is learned again after a restart) and that window reports ``NO_REFERENCE``
+for predictions.
 
-An entry is acknowledged once every window that counts it (holds its rows, or counts them dropped) has
-its report stored or was dropped (below); an entry no window counts (skipped, malformed, of a disabled
-monitor) at once. Acknowledged as soon as applied, the rows of the window open when the control plane
-stopped were lost: in no report, not counted dropped. Pending, those entries are read again after a
-restart (the consumer's pending entries come first, :mod:`.stream`) and build that window again. This is
-at least once: an entry whose rows straddle a reported count window and the open one, or whose rows
-were late for a time window already reported, counts again after a restart.
+An entry is acknowledged once every window that counts it has its report stored or was dropped, an
+entry no window counts at once (:mod:`.acks`): after a restart the pending entries build the window
+open at the stop again.
 
 Entries the data plane's cap on the stream trimmed before the monitor read them (it fell behind, or was
 stopped) are in no window and no index: the reader sees the gap (:mod:`.stream`), and they are counted
@@ -49,10 +43,8 @@ done for the next one:
   applied (ids of a stream only grow) and applies only newer ones, while the prediction index ignores
   rows it already has (an entry applied before is not indexed again). After a restart the windows start
   empty, so entries re-read then apply again;
-* a closed window waits in a queue until its report is stored. One whose report fails
-  ``MAX_REPORT_ATTEMPTS`` times in a row (a reference profile that cannot be loaded) is dropped, logged
-  and counted in ``aether_monitor_windows_total{outcome="dropped"}``, so that it cannot hold up the
-  windows behind it for good.
+* a closed window stays queued until its report is stored; one whose report keeps failing is dropped
+  after ``MAX_REPORT_ATTEMPTS`` (:mod:`.window_reports`), so that it cannot hold up the windows behind it.
 
 Every ``performance_interval_s`` (timed on the monotonic clock, as the prune every ``prune_interval_s``
 is: a wall clock stepped back held both until it caught up) the quality windows of deployments with an
@@ -63,91 +55,44 @@ alert threshold are computed over the label horizon; each completed window found
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import redis.asyncio
 import redis.exceptions
-import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from clients.errors import InvalidArgument
-from control_plane.background import TRANSIENT_FAILURES, BackgroundLoop
+from control_plane.background import BackgroundLoop
 from control_plane.monitoring import config as configs
-from control_plane.monitoring.alert_payloads import drift_alerts
+from control_plane.monitoring import entry_batch
+from control_plane.monitoring.acks import HeldEntries
 from control_plane.monitoring.alerts import Alerter
-from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry, decode_entry
-from control_plane.monitoring.feedback import (
-    IndexedPrediction,
-    index_predictions,
-    prune,
-)
-from control_plane.monitoring.gauges import MonitorGauges, gauges_for, of_served_version
-from control_plane.monitoring.index_rows import index_rows, logged_output
+from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry
+from control_plane.monitoring.entry_batch import DecodedEntry
+from control_plane.monitoring.feedback import prune
+from control_plane.monitoring.gauges import MonitorGauges, gauges_for
+from control_plane.monitoring.index_rows import logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
-from control_plane.monitoring.profiles import LoadedReference, ReferenceCache
+from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.quality import QualityCheck
 from control_plane.monitoring.recall import Recall
-from control_plane.monitoring.reports import store_report
-from control_plane.monitoring.scoring import Key, Profile, score_window
-from control_plane.monitoring.served import DeploymentLookup, Version, gauged_now
+from control_plane.monitoring.scoring import Key
+from control_plane.monitoring.served import DeploymentLookup
 from control_plane.monitoring.settings import MonitoringSettings
 from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.versions import Versions
+from control_plane.monitoring.widths import VersionWidths
+from control_plane.monitoring.window_reports import ClosedWindow, ReportingParts, ReportQueue
 from control_plane.monitoring.windows import Batch, Window
 
 #: What a monitor tick fails with when Redis is down or hung (a reply that timed out is no ConnectionError
 #: in redis-py): logged as an outage, without the traceback of a bug.
 _REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-#: How often a version with no reference is looked up again for its feature count.
-_WIDTH_RECHECK_S = 30.0
 _log = logging.getLogger("aether.control_plane.monitoring")
-
-Outcome = Literal["monitored", "skipped", "malformed"]
-
-#: Ticks in a row a closed window's report may fail before the window is dropped.
-MAX_REPORT_ATTEMPTS = 5
-
-
-def expected_width(references: LoadedReference) -> int | None:
-    """The feature count every logged row of a version with ``references`` must have, once it has a
-    reference profile: its ``feature_refs``' (the columns the data plane logs for it; the profile's
-    features are paired with them by name, and may be fewer or more), else, where it lists none, the
-    profile's (paired by position). None without a profile: each window takes its first row's."""
-    if references.features is None:
-        return None
-    return len(references.logged_names) or references.features[0].n_features
-
-
-@dataclass
-class _Decoded:
-    """One entry of a batch, decoded (nothing applied yet): its monitored content and index rows."""
-
-    entry_id: bytes
-    outcome: Outcome
-    logged: LoggedPrediction | None = None
-    index_rows: list[IndexedPrediction] = field(default_factory=list)
-    problem: BaseException | None = None
-    #: The output the config names, when the entry's answer lacks it (its rows are indexed valueless).
-    missing_output: str | None = None
-
-    def refuse(self, problem: BaseException) -> None:
-        self.outcome, self.logged, self.index_rows, self.problem = "malformed", None, [], problem
-
-
-@dataclass
-class _Closed:
-    """A closed window waiting for its report."""
-
-    key: Key
-    window: Window
-    failures: int = 0
 
 
 @dataclass
@@ -172,8 +117,6 @@ class Monitor:
         """``deployments`` looks up what a deployment serves now, for the per-feature gauges
         (:meth:`.MonitorGauges.observe_report`); without it every version that reported counts."""
         self._sessions = sessions
-        self._deployments = deployments
-        self._references = references
         self._client = client
         self._settings = settings
         self.alerter = alerter or Alerter(settings.webhook_url, settings.webhook_timeout_s)
@@ -185,12 +128,8 @@ class Monitor:
         self._versions = Versions(
             settings.time_window_grace_s, settings.window_idle_s, self.gauges.rows_dropped, monotonic
         )
-        self._closed: collections.deque[_Closed] = collections.deque()
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
-        self._held: dict[bytes, Key] = {}  # applied entries some window still counts: not acknowledged
-        # The version's feature count (expected_width) by (model, version) (None: no reference) and when it
-        # was looked up.
-        self._widths: dict[tuple[str, int], tuple[int | None, float]] = {}
+        self._widths = VersionWidths(references, monotonic)
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
         self._background = BackgroundLoop("drift-monitor")
@@ -200,7 +139,20 @@ class Monitor:
         self._last_performance: float | None = None  # None: never ran, due at once
         self._last_prune: float | None = None
         self._quality = QualityCheck(sessions, settings, self.gauges, self.alerter, clock)
-        self._recall = Recall(self.gauges, sessions, deployments, _log)  # stored reports, after a start
+        recall = Recall(self.gauges, sessions, deployments, _log)  # stored reports, after a start
+        self._held = HeldEntries(self._counts, self._reader.ack)
+        parts = ReportingParts(
+            sessions,
+            references,
+            self._versions,
+            self._widths,
+            self.gauges,
+            self.alerter,
+            recall,
+            self._config,
+            deployments,
+        )
+        self._report_queue = ReportQueue(parts, self._release)
 
     # ------------------------------------------------------------------ the loop
 
@@ -276,10 +228,10 @@ class Monitor:
     async def _tick(self) -> TickResult:
         self._configs = await asyncio.to_thread(configs.configured, self._sessions)
         result = TickResult()
-        await self._ack_released()
+        await self._held.ack_released()
         for key in self._versions:  # windows re-configured since the last tick take their new shape
-            self._queue(key, self._versions.windows_for(key, self._config(key[0]))[1])
-        await self._report_closed(result)
+            self._report_queue.queue(key, self._versions.windows_for(key, self._config(key[0]))[1])
+        await self._report_queue.report(result.reports)
         while result.entries < self._settings.max_read_per_tick:
             entries = await self._reader.read(self._settings.read_batch)
             if not entries:
@@ -287,18 +239,24 @@ class Monitor:
             # Decode all, index all, and only then touch the windows: a failure before this point
             # leaves nothing applied, and one after it finds every entry applied when the batch is
             # read again.
-            batch = [self._decode(entry_id, fields) for entry_id, fields in entries]
-            await self._index([decoded for decoded in batch if not self._applied(decoded.entry_id)])
-            await self._learn_widths(batch)
+            batch = [entry_batch.decode(entry_id, fields, self._config) for entry_id, fields in entries]
+            await entry_batch.index(
+                self._sessions, [decoded for decoded in batch if not self._applied(decoded.entry_id)]
+            )
+            await self._widths.learn(
+                (decoded.logged.model, decoded.logged.version)
+                for decoded in batch
+                if decoded.logged is not None and decoded.logged.features is not None
+            )
             for decoded in batch:
                 self._apply(decoded)
-            free = self._hold(batch)
-            await self._report_closed(result)
+            free = self._held.hold(batch)
+            await self._report_queue.report(result.reports)
             await self._reader.ack(free)
             result.entries += len(entries)
-        reporting = {closed.key for closed in self._closed}
-        self._queue_all(self._versions.due(int(self._clock() * 1e6), reporting))
-        await self._report_closed(result)
+        reporting = {closed.key for closed in self._report_queue}
+        self._report_queue.queue_all(self._versions.due(int(self._clock() * 1e6), reporting))
+        await self._report_queue.report(result.reports)
         return result
 
     def _count_trimmed(self, entries: int | None) -> None:
@@ -313,7 +271,7 @@ class Monitor:
             "an unknown number of" if entries is None else entries,
         )
 
-    # ------------------------------------------------------------------ entries → index and windows
+    # ------------------------------------------------------------------ entries → windows
 
     def _config(self, deployment: str) -> pb.MonitorConfig:
         found = self._configs.get(deployment)
@@ -321,37 +279,11 @@ class Monitor:
             found = self._configs[deployment] = configs.default_config(deployment)
         return found
 
-    def _decode(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> _Decoded:
-        if fields is None:  # trimmed from the stream while pending
-            return _Decoded(entry_id, "skipped")
-        try:
-            logged = decode_entry(fields)
-            if logged is None:
-                return _Decoded(entry_id, "skipped")
-            rows, missing = index_rows(self._config(logged.deployment), logged)
-            return _Decoded(entry_id, "monitored", logged, rows, missing_output=missing)
-        except Exception as exc:  # MalformedEntry, or a decoding bug: either way this entry's problem only
-            return _Decoded(entry_id, "malformed", problem=exc)
-
-    async def _index(self, batch: list[_Decoded]) -> None:
-        rows = [row for decoded in batch for row in decoded.index_rows]
-        try:
-            await asyncio.to_thread(index_predictions, self._sessions, rows)
-        except (sqlalchemy.exc.DataError, InvalidArgument):
-            # A value the database refuses, or the engine before it (text holding NUL), fails the whole
-            # statement, and would again on every retry: index entry by entry, so only that entry is lost.
-            for decoded in batch:
-                if decoded.index_rows:
-                    try:
-                        await asyncio.to_thread(index_predictions, self._sessions, decoded.index_rows)
-                    except (sqlalchemy.exc.DataError, InvalidArgument) as exc:
-                        decoded.refuse(exc)
-
     def _applied(self, entry_id: bytes) -> bool:
         """Whether the entry was applied before (read again after a failed tick): ids only grow."""
         return self._applied_through is not None and entry_order(entry_id) <= self._applied_through
 
-    def _apply(self, decoded: _Decoded) -> None:
+    def _apply(self, decoded: DecodedEntry) -> None:
         """Counts the entry and adds its rows to the windows — once: an entry read again after a failed
         tick is not newer than the newest one applied, and is left alone."""
         if self._applied(decoded.entry_id):
@@ -359,7 +291,7 @@ class Monitor:
         self._applied_through = entry_order(decoded.entry_id)
         if decoded.logged is not None:
             try:
-                self._queue_all(self._add(decoded.logged, decoded.entry_id))
+                self._report_queue.queue_all(self._add(decoded.logged, decoded.entry_id))
             except Exception as exc:  # a bug on this entry's data must not stop the reader either
                 decoded.refuse(exc)
         self.gauges.entries.labels(decoded.outcome).inc()
@@ -377,29 +309,6 @@ class Monitor:
                 exc_info=None if isinstance(decoded.problem, MalformedEntry) else decoded.problem,
             )
 
-    async def _learn_widths(self, batch: list[_Decoded]) -> None:
-        """Looks up the feature count (:func:`expected_width`) of each version in ``batch`` not known yet
-        (again every ``_WIDTH_RECHECK_S`` while it has none): its windows take it as the count every row
-        must have, so that a stray row of another one is the mismatch, not the good rows after it
-        (:mod:`.windows`). A reference that cannot be read now is left unknown: the window's report reads
-        it again."""
-        now = self._monotonic()
-        wanted = {
-            (decoded.logged.model, decoded.logged.version)
-            for decoded in batch
-            if decoded.logged is not None and decoded.logged.features is not None
-        }
-        for model, version in wanted:
-            known = self._widths.get((model, version))
-            if known is not None and (known[0] is not None or now - known[1] < _WIDTH_RECHECK_S):
-                continue
-            try:
-                loaded = await asyncio.to_thread(self._references.get, model, version)
-            except Exception as exc:  # DB down, a damaged blob: the report says so when it reads it
-                _log.debug("reference of %s/%s not read for its feature count: %s", model, version, exc)
-                continue
-            self._widths[(model, version)] = (expected_width(loaded), now)
-
     def _add(self, logged: LoggedPrediction, entry_id: bytes) -> list[tuple[Key, Window]]:
         config = self._config(logged.deployment)
         if config.disabled or logged.features is None:
@@ -407,152 +316,22 @@ class Monitor:
         output_name, output = logged_output(config, logged)
         key = (logged.deployment, logged.model, logged.version)
         batch = Batch(logged.ts_us, logged.features, output, entry_id)
-        width = self._widths.get((logged.model, logged.version), (None, 0.0))[0]
+        width = self._widths.get(logged.model, logged.version)
         closed = self._versions.add(key, config, batch, output_name if output is not None else "", width)
         return [(key, window) for window in closed]
 
     # ------------------------------------------------------------------ acknowledging entries
 
-    def _hold(self, batch: list[_Decoded]) -> list[bytes]:
-        """Keeps the entries of ``batch`` that a window counts pending (see the module doc); returns the
-        others, to acknowledge now."""
-        free: list[bytes] = []
-        for decoded in batch:
-            logged = decoded.logged
-            key = None if logged is None else (logged.deployment, logged.model, logged.version)
-            if key is not None and self._holds(key, decoded.entry_id):
-                self._held[decoded.entry_id] = key
-            else:
-                free.append(decoded.entry_id)
-        return free
-
-    def _holds(self, key: Key, entry_id: bytes) -> bool:
+    def _counts(self, key: Key, entry_id: bytes) -> bool:
         """Whether a window of ``key`` not yet reported (the open one, or one queued) counts the entry."""
         stream = self._versions.get(key)
         if stream is not None and stream.windows.holds(entry_id):
             return True
-        return any(c.key == key and entry_id in c.window.entries for c in self._closed)
+        return self._report_queue.counts(key, entry_id)
 
-    async def _release(self, closed: _Closed) -> None:
+    async def _release(self, closed: ClosedWindow) -> None:
         """Acknowledges the entries of a window just handled that no other window counts."""
-        done = [e for e in closed.window.entries if e in self._held and not self._holds(closed.key, e)]
-        await self._reader.ack(done)
-        for entry_id in done:  # after the ack: one that failed leaves them for _ack_released
-            del self._held[entry_id]
-
-    async def _ack_released(self) -> None:
-        """Acknowledges held entries no window counts any more (their acknowledgement failed before)."""
-        done = [e for e, key in self._held.items() if not self._holds(key, e)]
-        await self._reader.ack(done)
-        for entry_id in done:
-            del self._held[entry_id]
-
-    # ------------------------------------------------------------------ windows → reports
-
-    def _queue(self, key: Key, windows: list[Window]) -> None:
-        self._closed.extend(_Closed(key, window) for window in windows)
-
-    def _queue_all(self, closed: list[tuple[Key, Window]]) -> None:
-        self._closed.extend(_Closed(key, window) for key, window in closed)
-
-    async def _report_closed(self, result: TickResult) -> None:
-        """Reports the queued windows, oldest first, each taken off the queue once its report is stored
-        (then exported and alerted). A failure leaves the window first in line and fails the tick, so
-        the next tick tries again; a window failing for another reason than an unreachable or busy
-        database or Redis is dropped at its ``MAX_REPORT_ATTEMPTS``-th failure."""
-        while self._closed:
-            closed = self._closed[0]
-            try:
-                stored, baseline, served = await self._store_report(closed.key, closed.window)
-            except TRANSIENT_FAILURES:
-                raise
-            except Exception as exc:
-                closed.failures += 1
-                if closed.failures < MAX_REPORT_ATTEMPTS:
-                    raise
-                self._closed.popleft()
-                self.gauges.windows.labels("dropped").inc()
-                await self._release(closed)
-                _log.error(
-                    "dropping the drift window %d..%d of %s after %d failed reports: %s",
-                    closed.window.start_us,
-                    closed.window.end_us,
-                    "/".join(str(part) for part in closed.key),
-                    closed.failures,
-                    exc,
-                    exc_info=exc,
-                )
-                continue
-            self._closed.popleft()
-            self.gauges.windows.labels("reported").inc()
-            await self._release(closed)
-            stream = self._versions.get(closed.key)
-            if baseline is not None and stream is not None and stream.output_baseline is None:
-                stream.output_baseline = baseline
-            self.gauges.observe_report(stored, served, await self._recall.reports(stored, served))
-            if of_served_version(stored, served):
-                await self._alert_drift(stored, self._config(closed.key[0]))
-            elif drift_alerts(stored):
-                # Drift of a version that serves nothing now calls for no action on the deployment (the
-                # version serving reports its own windows): the report is kept, and said here.
-                _log.info(
-                    "deployment %r: drift report %d of %s v%d (drifted) is stored, not alerted: the"
-                    " deployment no longer serves that version",
-                    stored.deployment,
-                    stored.id,
-                    stored.model_name,
-                    stored.version,
-                )
-            result.reports.append(stored)
-
-    async def _store_report(
-        self, key: Key, window: Window
-    ) -> tuple[pb.DriftReport, Profile | None, frozenset[Version] | None]:
-        """The window's report, stored, the prediction baseline it makes (see :func:`.score_window`) and
-        the versions its deployment serves now (None: no lookup), read first: a failed read stores
-        nothing."""
-        deployment, model, version = key
-        config = self._config(deployment)
-        lookup = self._deployments
-        served = None if lookup is None else await asyncio.to_thread(gauged_now, lookup, deployment)
-        references = await asyncio.to_thread(self._references.get, model, version)
-        stream = self._versions.get(key)
-        width = expected_width(references)
-        if width is not None:
-            # The version's feature count: a row of another is the mismatch from now on.
-            self._widths[(model, version)] = (width, self._monotonic())
-            if stream is not None:
-                stream.windows.expect_width(width)
-        report, baseline = await asyncio.to_thread(
-            score_window,
-            key,
-            window,
-            config,
-            references.features,
-            references.outputs,
-            stream.output_baseline if stream is not None else None,
-            stream.output_name if stream is not None else "",
-            references.feature_dtype,
-            references.output_dtype,
-            references.logged_names,
-        )
-        stored = await asyncio.to_thread(store_report, self._sessions, report)
-        not_compared = [f.name for f in stored.features if f.not_compared]
-        if not_compared:
-            _log.warning(
-                "drift report %d of %s v%d: %d features or logged columns not compared, their names"
-                " unpaired between the reference profile and the version's feature_refs: %s",
-                stored.id,
-                model,
-                version,
-                len(not_compared),
-                ", ".join(not_compared[:10]) + (", ..." if len(not_compared) > 10 else ""),
-            )
-        return stored, baseline, served
-
-    async def _alert_drift(self, report: pb.DriftReport, config: pb.MonitorConfig) -> None:
-        for payload in drift_alerts(report):
-            await self.alerter.alert(payload, config.webhook_url)
+        await self._held.release(closed.key, closed.window.entries)
 
     async def check_performance(self) -> list[pb.PerformanceWindow]:
         """Alerts (once each) on completed quality windows found degraded; returns those alerted now

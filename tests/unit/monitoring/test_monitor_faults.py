@@ -35,9 +35,10 @@ from control_plane.db import (
 )
 from control_plane.monitoring.config import effective, get_config, put_config
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
-from control_plane.monitoring.monitor import MAX_REPORT_ATTEMPTS, Monitor
+from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import ReferenceCache, register_reference_profile
 from control_plane.monitoring.tables import MonitorConfigRow
+from control_plane.monitoring.window_reports import MAX_REPORT_ATTEMPTS
 from tests.support.redis_server import RedisServer
 from tests.unit.monitoring.conftest import register_version
 from tests.unit.monitoring.world import (
