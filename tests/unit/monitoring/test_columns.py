@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from control_plane.monitoring.columns import NOT_PROFILED, pair_columns
 from control_plane.monitoring.drift import DriftRule, evaluate
-from kernels.drift import build_reference_profile
+from kernels.drift import build_reference_profile, select_features
 
 LOGGED = ("usage@2:calls", "usage@2:minutes", "billing@1:spend")
 RULE = DriftRule(pb.DRIFT_TEST_PSI, 0.2, pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG, 0.3, 30)
@@ -91,3 +93,45 @@ def test_evaluate_with_nothing_paired_is_a_schema_mismatch_naming_both_sides() -
     assert verdict.status == pb.DRIFT_STATUS_SCHEMA_MISMATCH
     assert [f.name for f in verdict.features] == ["x", "y", *LOGGED]
     assert all(f.not_compared for f in verdict.features)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.permutations(range(4)),
+    st.sampled_from([pb.DRIFT_TEST_PSI, pb.DRIFT_TEST_KS]),
+)
+def test_any_column_order_of_the_profile_scores_each_feature_the_same(
+    seed: int, order: list[int], test: pb.DriftTest
+) -> None:
+    """Each named feature gets the scores it gets in model-input order, whatever order the profile's
+    columns come in; the verdict is the same."""
+    rng = np.random.default_rng(seed)
+    names = ("v@1:a", "v@1:b", "v@1:c", "v@1:d")
+    means = np.array([0.0, 1.0, 10.0, -5.0])
+    training = np.round(rng.normal(means, 1.0, size=(800, 4)), 1)
+    window = np.round(rng.normal(means + rng.choice([0.0, 0.5], 4), 1.0, size=(300, 4)), 1)
+    window[rng.random(window.shape) < 0.05] = np.nan
+    rule = DriftRule(test, 0.2 if test == pb.DRIFT_TEST_PSI else 0.05, RULE.correction, 0.3, 30)
+    in_order = evaluate(build_reference_profile(training), names, window, rule, None, names)
+    permuted_names = tuple(names[i] for i in order)
+    permuted = evaluate(
+        build_reference_profile(training[:, order]), permuted_names, window, rule, None, names
+    )
+    assert (permuted.status, permuted.drifted_share) == (in_order.status, in_order.drifted_share)
+    expected = {f.name: f for f in in_order.features}
+    assert [f.name for f in permuted.features] == list(permuted_names)
+    for feature in permuted.features:
+        assert feature == expected[feature.name]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True))
+def test_a_profile_of_some_features_is_the_profile_of_those_columns(seed: int, chosen: list[int]) -> None:
+    rng = np.random.default_rng(seed)
+    data = np.round(rng.normal(size=(int(rng.integers(1, 300)), 5)), int(rng.integers(0, 3)))
+    data[rng.random(data.shape) < 0.2] = np.nan
+    selected = select_features(build_reference_profile(data), chosen)
+    direct = build_reference_profile(data[:, chosen])
+    for field in ("edges", "bin_counts", "sorted_values", "n_valid", "n_missing", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(selected, field), getattr(direct, field), err_msg=field)
