@@ -14,7 +14,10 @@ Files written before point masses had bins of their own (``edges`` padded to ``n
 built-in trainer wrote, and any of at most 100,000 rows per feature — is re-binned on load, exactly as
 if built today (:func:`kernels.drift.profile.with_point_mass_bins`), so its PSI and JSD now see a move up
 off a point mass. A compacted one keeps its old bins and scores as before; loading it logs a warning:
-register the reference profile again from the training data to give it the new bins.
+register the reference profile again from the training data to give it the new bins. Likewise a file
+written before a feature of few distinct values (a flag, a categorical code) was binned by value is
+re-binned on load when its sample is complete and its edges are the quantile rule's; a compacted one, or
+one whose edges were imposed, keeps its bins (quietly: they score as they did).
 """
 
 from __future__ import annotations

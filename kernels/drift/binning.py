@@ -19,6 +19,13 @@ Conventions (the written formulas the tests check against):
   one and two quantile steps may. A feature gets at most ``n_bins + 1`` edges (:func:`edge_capacity`):
   a repeated interior quantile pays for its extra edge with the slot it shares, and only the masses at
   the min and the max can be repeated through an outer quantile alone.
+* **Few values.** A reference of at most ``edge_capacity(n_bins) // 2`` distinct finite values (5 for
+  10 bins: a 0/1 flag, a categorical code of a few levels, a constant) is binned by value instead: the
+  edges are every value ``v`` and ``nextafter(v, +∞)``, so each value is a bin of its own, ``{v}``, and
+  so is each gap between, below and above them. On quantile bins two values holding under two quantile
+  steps each could share a bin (say codes 2 and 3 of ``[30 %, 30 %, 5 %, 5 %, 30 %]``), and 5 % of the
+  rows moving from one code to the other read PSI 0 and JSD 0. More values than that are binned by
+  quantile as above; two rare values may still share a bin there (KS sees the move).
 * **Padding.** Features are processed together as ``[n_features, edge_capacity(n_bins)]`` edge arrays;
   a feature with fewer edges is padded with ``+∞``. A padded bin is empty in both samples, and an
   empty-in-both bin adds exactly 0 to PSI and to JSD, so padding never changes a score. (Profiles
@@ -52,7 +59,8 @@ def edge_capacity(n_bins: int) -> int:
 
 def quantile_edges(finite_values: FloatArray, n_bins: int = DEFAULT_N_BINS) -> FloatArray:
     """Interior bin edges (ascending, unique, at most ``edge_capacity(n_bins)``) from the reference
-    quantiles, with a bin of its own for every point mass (see the module doc).
+    quantiles, with a bin of its own for every point mass, or, for a reference of few distinct values,
+    a bin for each value (see the module doc).
 
     ``finite_values`` must be non-empty and hold no NaN or ±∞ (sorted or not).
 
@@ -63,12 +71,35 @@ def quantile_edges(finite_values: FloatArray, n_bins: int = DEFAULT_N_BINS) -> F
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     if finite_values.shape[0] == 0:
         raise ValueError("quantile edges need at least one finite reference value")
+    distinct = np.unique(finite_values)
+    if few_values(distinct.shape[0], n_bins):
+        # Few values (a flag, a categorical code): each its own bin, and each gap between them. On
+        # quantile bins two values of under two quantile steps each could share a bin, and a move from
+        # one to the other read PSI 0 and JSD 0.
+        return _value_edges(distinct)
+    return point_mass_edges(finite_values, n_bins)
+
+
+def few_values(n_distinct: int, n_bins: int = DEFAULT_N_BINS) -> bool:
+    """Whether a reference of ``n_distinct`` distinct finite values is binned by value (module doc)."""
+    return 2 * n_distinct <= edge_capacity(n_bins)
+
+
+def point_mass_edges(finite_values: FloatArray, n_bins: int = DEFAULT_N_BINS) -> FloatArray:
+    """The quantile rule alone: interior quantiles and a bin for every point mass, whatever the number of
+    distinct values (how every feature was binned before few-valued ones were binned by value)."""
     quantiles = np.quantile(finite_values, np.linspace(0.0, 1.0, n_bins + 1))
     interior = quantiles[1:-1]
     repeated = interior[(interior == quantiles[:-2]) | (interior == quantiles[2:])]
     above = np.nextafter(repeated, np.inf)
     # Above the largest float there is only +inf, and no finite value lies past it anyway.
     return np.unique(np.concatenate((interior, above[np.isfinite(above)]))).astype(np.float64)
+
+
+def _value_edges(distinct: FloatArray) -> FloatArray:
+    """``v`` and ``nextafter(v, +∞)`` of every value: ``[v, nextafter(v)) = {v}`` is a bin of its own."""
+    above = np.nextafter(distinct, np.inf)
+    return np.unique(np.concatenate((distinct, above[np.isfinite(above)]))).astype(np.float64)
 
 
 def padded_edges(edges: FloatArray, n_bins: int) -> FloatArray:

@@ -38,6 +38,7 @@ from kernels.drift.binning import (
     counts_from_sorted,
     edge_capacity,
     padded_edges,
+    point_mass_edges,
     quantile_edges,
 )
 from kernels.drift.ecdf_walk import finite_bounds, sort_rows
@@ -167,7 +168,10 @@ def rebin(profile: ReferenceProfile, n_bins: int = DEFAULT_N_BINS) -> ReferenceP
 
 def with_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile | None:
     """A profile binned before point masses had bins of their own, re-binned the current way — or
-    ``None`` when that cannot be done exactly, and ``profile`` itself when it needs nothing.
+    ``None`` when that cannot be done exactly, and ``profile`` itself when it needs nothing. (One binned
+    after that but before features of few distinct values were binned by value is re-binned too where
+    that is exact, its sample complete and its edges ours; else it keeps its bins and is returned as
+    it is.)
 
     Such a profile is told by its edge width, ``n_bins − 1``. Its bins can be recomputed only from the
     whole reference: when its sorted sample is complete (not compacted: every finite value binned is
@@ -176,7 +180,7 @@ def with_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile | None:
     compacted one keeps only order statistics, which cannot tell how many values sat exactly on a mass:
     it keeps its old bins (``None``), and so its blindness to a move up off a point mass."""
     if profile.edges.shape[1] != profile.n_bins - 1:
-        return profile
+        return _with_value_bins(profile)
     if not np.array_equal(profile.bin_counts.sum(axis=1), profile.n_valid):
         return None  # compacted
     for f in range(profile.n_features):
@@ -188,6 +192,28 @@ def with_point_mass_bins(profile: ReferenceProfile) -> ReferenceProfile | None:
         if not np.array_equal(profile.edges[f], legacy):
             return None  # imposed edges: not ours to replace
     return rebin(profile, profile.n_bins)
+
+
+def _with_value_bins(profile: ReferenceProfile) -> ReferenceProfile:
+    """A profile binned before features of few distinct values were binned by value (each value a bin:
+    :mod:`kernels.drift.binning`), re-binned the current way where that is exact: its sample complete and
+    every feature's edges those a rule of ours derives from it (the current one, or the quantile rule
+    alone), so that no edge a caller imposed is replaced. Else, and when nothing is stale, ``profile``."""
+    if not np.array_equal(profile.bin_counts.sum(axis=1), profile.n_valid):
+        return profile  # compacted: its bins cannot be recounted
+    stale = False
+    for f in range(profile.n_features):
+        finite = profile.sorted_values[f, : profile.n_valid[f]]
+        if not finite.shape[0]:
+            continue
+        current = padded_edges(quantile_edges(finite, profile.n_bins), profile.n_bins)
+        if np.array_equal(profile.edges[f], current):
+            continue
+        quantile_only = padded_edges(point_mass_edges(finite, profile.n_bins), profile.n_bins)
+        if not np.array_equal(profile.edges[f], quantile_only):
+            return profile  # imposed edges: not ours to replace
+        stale = True
+    return rebin(profile, profile.n_bins) if stale else profile
 
 
 def at_precision(profile: ReferenceProfile, dtype: npt.DTypeLike) -> ReferenceProfile:

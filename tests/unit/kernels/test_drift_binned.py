@@ -26,12 +26,20 @@ FloatArray = npt.NDArray[np.float64]
 
 def brute_bins(ref: FloatArray, cur: FloatArray, n_bins: int) -> tuple[FloatArray, FloatArray]:
     """Proportions per bin, one value at a time: bin = searchsorted(edges, side=right), the edges being
-    the unique interior quantiles plus the next float above each value two neighbouring quantiles share."""
-    quantiles = np.quantile(ref, np.linspace(0, 1, n_bins + 1))
-    point_masses = {
-        float(quantiles[i]) for i in range(1, n_bins) if quantiles[i] in (quantiles[i - 1], quantiles[i + 1])
-    }
-    edges = np.unique(np.concatenate([quantiles[1:-1], [np.nextafter(v, np.inf) for v in point_masses]]))
+    the unique interior quantiles plus the next float above each value two neighbouring quantiles share;
+    for a reference of at most (n_bins + 1) // 2 distinct values, each value and the next float above it."""
+    values = sorted(set(ref.tolist()))
+    if 2 * len(values) <= n_bins + 1:
+        edges = np.unique([*values, *(np.nextafter(v, np.inf) for v in values)])
+    else:
+        quantiles = np.quantile(ref, np.linspace(0, 1, n_bins + 1))
+        point_masses = {
+            float(quantiles[i])
+            for i in range(1, n_bins)
+            if quantiles[i] in (quantiles[i - 1], quantiles[i + 1])
+        }
+        edges = np.unique(np.concatenate([quantiles[1:-1], [np.nextafter(v, np.inf) for v in point_masses]]))
+    edges = edges[np.isfinite(edges)]
     ref_bins = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1)
     cur_bins = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1)
     return ref_bins / ref.size, cur_bins / cur.size

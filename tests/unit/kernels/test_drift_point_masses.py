@@ -43,7 +43,11 @@ def quantile_masses(ref: FloatArray, n_bins: int) -> set[float]:
 
 
 def brute_edges(ref: FloatArray, n_bins: int) -> list[float]:
-    """The interior quantiles, plus the float right above each point mass, sorted and de-duplicated."""
+    """The interior quantiles, plus the float right above each point mass, sorted and de-duplicated; for a
+    reference of at most (n_bins + 1) // 2 distinct values, each value and the float right above it."""
+    values = sorted(set(ref.tolist()))
+    if 2 * len(values) <= n_bins + 1:
+        return sorted({*values, *(math.nextafter(v, math.inf) for v in values)} - {math.inf})
     q = [float(x) for x in np.quantile(ref, np.linspace(0, 1, n_bins + 1))]
     edges = set(q[1:-1])
     for v in quantile_masses(ref, n_bins):
@@ -106,6 +110,38 @@ def test_a_value_capped_at_its_max_drifts_when_the_cap_is_lifted() -> None:
     cur = rng.exponential(size=5000)  # the cap lifted: 15 % above it, none at it
     assert cap in quantile_masses(ref, 10)
     assert psi(ref, cur) > PSI_THRESHOLD
+
+
+def codes(frequencies: list[float], n: int) -> FloatArray:
+    """``n`` values of the codes 0, 1, ... in these proportions (a categorical feature's codes)."""
+    return np.repeat(np.arange(len(frequencies)), np.round(np.array(frequencies) * n).astype(int)).astype(
+        float
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ([0.3, 0.3, 0.05, 0.05, 0.3], [0.3, 0.3, 0.1, 0.0, 0.3]),  # two rare codes between quantiles
+        ([0.45, 0.45, 0.05, 0.05], [0.45, 0.45, 0.0, 0.1]),  # two rare codes at the top
+        ([0.05, 0.05, 0.9], [0.1, 0.0, 0.9]),  # two rare codes at the bottom
+    ],
+)
+def test_a_move_between_rare_codes_of_a_few_valued_feature_drifts(
+    before: list[float], after: list[float]
+) -> None:
+    """A feature of a few distinct values (a categorical code) is binned by value. On quantile bins two
+    codes of less than two quantile steps each shared a bin, and 5 % of the rows changing code read PSI 0
+    and JSD 0 (categorical PSI, the codes as bins, is 0.35)."""
+    ref, cur = codes(before, 10_000), codes(after, 2_000)
+    assert psi(ref, cur) > PSI_THRESHOLD
+    assert jensen_shannon(ref, cur) > 0.01
+    scores = drift_scores(build_reference_profile(ref), cur)
+    assert scores.psi[0] > PSI_THRESHOLD
+    # Each code is a bin of its own, and so is each gap between, below and above them.
+    edges = quantile_edges(ref)
+    distinct = np.unique(ref)
+    assert edges.tolist() == sorted([*distinct.tolist(), *np.nextafter(distinct, np.inf).tolist()])
 
 
 def test_distinct_quantiles_get_no_extra_edges() -> None:

@@ -1,5 +1,6 @@
 """The drift reference profile survives its file format, names and all; files written before point
-masses had bins of their own still load, re-binned where that is exact."""
+masses had bins of their own, or before features of few values were binned by value, still load,
+re-binned where that is exact."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from control_plane.monitoring.profiles import compact
 from control_plane.training.reference import build_profile, profile_from_bytes, profile_to_bytes
 from kernels.drift import ReferenceProfile, build_reference_profile, counts_from_sorted, drift_scores
+from kernels.drift.binning import padded_edges, point_mass_edges
 from kernels.drift.profile import with_point_mass_bins
 
 
@@ -81,3 +83,48 @@ def test_an_old_file_with_imposed_edges_keeps_them() -> None:
     assert with_point_mass_bins(old) is None
     new = build_profile(features)
     assert with_point_mass_bins(new) is new
+
+
+def codes_and_normal(rows: int, frequencies: list[float], seed: int) -> npt.NDArray[np.float64]:
+    """A categorical code 0, 1, ... drawn in these proportions, beside a normal feature."""
+    rng = np.random.default_rng(seed)
+    counts = np.round(np.array(frequencies) * rows).astype(int)
+    codes = rng.permutation(np.repeat(np.arange(len(frequencies)), counts)).astype(float)
+    return np.column_stack([codes, rng.normal(size=codes.size)])
+
+
+def as_built_before_value_bins(profile: ReferenceProfile) -> ReferenceProfile:
+    """``profile`` with the bins a few-valued feature had before it was binned by value: the quantile
+    rule's (interior quantiles and point masses)."""
+    edges = np.stack(
+        [
+            padded_edges(point_mass_edges(profile.sorted_values[f, : profile.n_valid[f]]), profile.n_bins)
+            for f in range(profile.n_features)
+        ]
+    )
+    return build_reference_profile(profile.sorted_values.T, profile.n_bins, edges)
+
+
+RARE = [0.3, 0.3, 0.05, 0.05, 0.3]
+RARE_MOVED = [0.3, 0.3, 0.1, 0.0, 0.3]
+
+
+def test_a_file_binned_before_value_bins_loads_with_them_when_its_sample_is_complete() -> None:
+    features = codes_and_normal(4000, RARE, 9)
+    old = as_built_before_value_bins(build_profile(features))
+    moved = codes_and_normal(2000, RARE_MOVED, 10)
+    assert drift_scores(old, moved).psi[0] == 0.0  # the old blindness: codes 2 and 3 share a bin
+    restored, _ = profile_from_bytes(profile_to_bytes(old, ["code", "x"]))
+    fresh = build_profile(features)
+    for field in ("edges", "bin_counts", "sorted_values", "n_valid", "n_missing", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(restored, field), getattr(fresh, field))
+    assert drift_scores(restored, moved).psi[0] > 0.2
+    assert drift_scores(restored, codes_and_normal(2000, RARE, 11)).psi[0] < 0.1
+
+
+def test_a_file_binned_before_value_bins_keeps_its_bins_when_compacted_or_imposed() -> None:
+    features = codes_and_normal(4000, RARE, 12)
+    compacted = compact(as_built_before_value_bins(build_profile(features)), 1000)
+    assert with_point_mass_bins(compacted) is compacted
+    imposed = build_reference_profile(features, edges=build_profile(features).edges + 0.25)
+    assert with_point_mass_bins(imposed) is imposed
