@@ -6,6 +6,8 @@ whose columns come in another order than the model's input."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -17,6 +19,7 @@ from clients.aether.v1 import types_pb2
 from control_plane.features.registry import FeatureRegistry
 from control_plane.monitoring.profiles import register_reference_profile
 from tests.integration.monitoring.conftest import Plane, eventually, record
+from tests.integration.monitoring.test_feedback_loop import cli
 
 T0 = 1_800_000_000_000_000
 #: The model's input, in order: what the data plane assembles and logs.
@@ -137,6 +140,13 @@ async def test_columns_on_one_side_only_are_reported_not_compared(plane: Plane) 
     assert not by_name["usage@1:tenure"].drifted and not by_name["usage@1:spend"].drifted
     # Scored only where paired: 2 features, neither drifted.
     assert report.drifted_share == 0.0
+    # aetherctl shows which were not compared, and why.
+    code, text = await asyncio.to_thread(cli, plane, "drift", "report", "churn", "--features")
+    assert code == 0
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("usage@1:")}
+    assert "not compared: the reference profile has no feature" in lines["usage@1:spend"]
+    assert "not compared: no logged column" in lines["usage@1:tenure"]
+    assert "not compared" not in lines["usage@1:calls"]
 
 
 async def test_a_profile_wider_than_the_logged_rows_reports_its_extra_column(plane: Plane) -> None:
