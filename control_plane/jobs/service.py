@@ -154,7 +154,15 @@ class JobService:
         state out of a filtered listing, while a client pages neither repeat nor skip a job. A page also
         ends where its jobs fill :data:`pages.MAX_PAGE_BYTES`, always after one: specs have no total
         bound (hyperparameters, commands, env), and 100 jobs of 60 KB made a reply over gRPC's 4 MiB,
-        so the listing failed RESOURCE_EXHAUSTED for good."""
+        so the listing failed RESOURCE_EXHAUSTED for good. ``page_size`` 0 is the default
+        (:data:`DEFAULT_PAGE_SIZE`), above :data:`MAX_PAGE_SIZE` that maximum, as gRPC callers (a uint32)
+        get; a negative one, which only an in-process caller can pass, is ``InvalidArgument``."""
+        if page_size < 0:
+            # It went into LIMIT as is: -1 an empty page without a token, -5 every job (SQLite) or an error.
+            raise InvalidArgument(
+                f"page_size must be 0 (the default, {DEFAULT_PAGE_SIZE}) to {MAX_PAGE_SIZE}, got {page_size}"
+                f" (a larger one is cut to {MAX_PAGE_SIZE})"
+            )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         wanted = sorted({_filter_state(value).value for value in states})
         scope = ",".join(wanted)  # a token is only good for the same state filter

@@ -153,6 +153,23 @@ def test_malformed_and_foreign_tokens_are_invalid_arguments_naming_the_problem(
     )
 
 
+def test_a_negative_page_size_is_an_invalid_argument_naming_it(
+    jobs: tuple[JobService, sessionmaker[Session]],
+) -> None:
+    """Only an in-process caller can pass one (the proto field is uint32). It went into ``LIMIT`` as
+    ``size + 1``: -1 gave ``LIMIT 0``, an empty page with no token (the listing looked empty), and -5 a
+    negative limit, which SQLite reads as none (every job in one page) and PostgreSQL refuses."""
+    service, _ = jobs
+    for index in range(3):
+        _submit(service, f"j{index}")
+    for size in (-1, -5):
+        with pytest.raises(InvalidArgument, match=f"page_size must be 0 .* to 1000, got {size}"):
+            service.list(page_size=size)
+    # The bounds the gRPC path can send still page: 0 is the default, above the maximum is clamped.
+    assert len(service.list(page_size=0)[0]) == 3
+    assert len(service.list(page_size=2**32 - 1)[0]) == 3
+
+
 #: Eight 6,000-character hyperparameters: 100 such jobs made a 4.8 MB ListJobs reply, over gRPC's 4 MiB,
 #: and every listing of them failed RESOURCE_EXHAUSTED.
 _BIG_HYPERPARAMETERS = {f"config_{index}": "y" * 6000 for index in range(8)}
