@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
 from control_plane.features.registry import FeatureRegistry
-from control_plane.jobs import supervisor as supervisor_module
+from control_plane.jobs import admission as admission_module
 from control_plane.jobs.executor import ExitStatus, JobLaunch
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
@@ -110,7 +110,7 @@ def narrower_b(tmp_path: Path, db_url: str) -> Iterator[Plant]:
 def _meanwhile(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
     """Runs ``action`` once, right after the first plan of any supervisor is made (from its read of the
     running jobs) and before that supervisor starts anything of it."""
-    real = supervisor_module.schedule
+    real = admission_module.schedule
     calls: list[int] = []
 
     def interleaved(*args: Any, **kwargs: Any) -> Any:
@@ -120,7 +120,7 @@ def _meanwhile(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
             action()
         return decisions
 
-    monkeypatch.setattr(supervisor_module, "schedule", interleaved)
+    monkeypatch.setattr(admission_module, "schedule", interleaved)
 
 
 def test_a_start_on_a_device_taken_since_the_plan_leaves_the_job_waiting(
@@ -188,7 +188,7 @@ def test_two_starts_at_once_are_serialized(one_gpu: Plant, monkeypatch: pytest.M
     # Submitted once A has planned, so that only B's plan has it (A's write transaction, below, would
     # keep a submission waiting on SQLite).
     _meanwhile(monkeypatch, lambda: urgent.append(plant.submit("urgent", priority=10)))
-    real_holder = supervisor_module._holder_of
+    real_holder = admission_module._holder_of
     b_tick = threading.Thread(target=plant.b.tick, name="supervisor-b")
     a_thread = threading.current_thread()
 
@@ -199,7 +199,7 @@ def test_two_starts_at_once_are_serialized(one_gpu: Plant, monkeypatch: pytest.M
             b_tick.join(timeout=2.0)  # serialized: B is still waiting when A commits
         return holder
 
-    monkeypatch.setattr(supervisor_module, "_holder_of", holder_then_b)
+    monkeypatch.setattr(admission_module, "_holder_of", holder_then_b)
     plant.a.tick()
     b_tick.join(timeout=30)
     assert not b_tick.is_alive()

@@ -1,0 +1,276 @@
+"""Admission: the supervisor's step that plans the queue through the pure scheduler (``scheduler.py``)
+and makes each admitted job RUNNING on its devices, or FAILED when it can never start (more GPUs than
+the pool has, a stored spec or timeout that cannot be read back), before :class:`attempts.Attempts`
+starts its process.
+
+A device is never handed out twice: admission decides from a read of the running jobs that can be stale
+by the time of the start (another supervisor on the same database, see ``supervisor.py``), so a start
+checks again, in the write transaction that makes the job RUNNING, that no RUNNING job (the only state
+that holds devices) holds any of its devices, and otherwise leaves the job waiting for the next tick to
+plan again, launching nothing more this tick so that no job behind it passes it. Those write
+transactions are serialized: on SQLite by the database's one write lock, which ``write_session`` takes
+at the transaction's start, on PostgreSQL by a transaction-scoped advisory lock (:func:`_lock_devices`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db import read_session, write_session
+from control_plane.jobs.attempts import Attempts, EndRun
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.job_user import JobUser
+from control_plane.jobs.runs import leftover_run
+from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
+from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.spec import timeout_problem
+from control_plane.jobs.store import (
+    SUPERVISOR_ACTOR,
+    TERMINAL,
+    WAITING,
+    JobState,
+    locked_job_row,
+    now_us,
+    spec_from_dict,
+    transition,
+)
+from control_plane.jobs.tables import JobRow
+from control_plane.jobs.uid_range import RangeUsers
+
+_log = logging.getLogger("aether.jobs")
+
+#: Guards one job's handling (the supervisor's ``_each_job``): logs what fails and lets the others go on.
+EachJob = Callable[[str, str], AbstractContextManager[None]]
+
+
+class Admission:
+    """Admits a supervisor's queued jobs; its attempts are started through ``attempts``."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: JobsSettings,
+        attempts: Attempts,
+        *,
+        each_job: EachJob,
+        stopping: threading.Event,
+        create_run: Callable[[JobRow], str],
+        end_run: EndRun,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._attempts = attempts
+        self._each_job = each_job
+        self._stopping = stopping
+        self._create_run = create_run
+        self._end_run = end_run
+        self._uids = None if settings.job_uid_range is None else RangeUsers(settings.job_uid_range)
+
+    def admit(self) -> None:
+        settings = self._settings
+        with read_session(self._sessions) as session:
+            held = session.execute(select(*_HELD).where(JobRow.state == HOLDS_DEVICES.value)).all()
+            waiting = session.execute(
+                select(JobRow.job_id, JobRow.gpus, JobRow.timeout_s, JobRow.folder)
+                .where(
+                    JobRow.state.in_([state.value for state in WAITING]), JobRow.cancel_requested.is_(False)
+                )
+                .order_by(JobRow.priority.desc(), JobRow.submitted_at_us, JobRow.job_id)
+            ).all()
+        if not waiting:
+            return
+        grace_us = int(settings.kill_grace_s * 1e6)
+        busy = {device for row in held for device in row.devices}
+        running = []
+        for row in held:
+            try:
+                timeout_us = _timeout_us(row.timeout_s)
+            except ValueError:  # no end bound to reserve by (it is watched as one without a timeout)
+                timeout_us = None
+            ends_by = None if timeout_us is None else row.attempt_started_at_us + timeout_us + grace_us
+            running.append(RunningJob(row.job_id, tuple(row.devices), ends_by))
+        queue = []
+        for job in waiting:
+            try:
+                timeout_us = _timeout_us(job.timeout_s)
+            except ValueError as exc:
+                # Stored before Submit bounded it (1e303 s overflowed here and stopped every tick, so no
+                # job was ever scheduled again): this job can never be scheduled; the others can.
+                with self._each_job(job.job_id, "fail"):
+                    self.reject(job.job_id, f"the stored job cannot be scheduled: {exc}")
+                continue
+            queue.append(
+                QueuedJob(job.job_id, job.gpus, None if timeout_us is None else timeout_us + grace_us)
+            )
+        decisions = schedule(
+            queue,
+            [device for device in settings.pool.devices if device not in busy],
+            settings.pool.size,
+            policy=settings.policy,
+            running=running,
+            now_us=now_us(),
+            backfill_depth=settings.backfill_depth,
+        )
+        if (uids := self._uids) is not None:  # what is held is read once a tick: uid_range.RangeUsers
+            uids.new_tick(Path(row.folder) for row in held)
+        folders = {job.job_id: Path(job.folder) for job in waiting}
+        for decision in decisions:
+            if self._stopping.is_set():
+                return
+            taken = False
+            with self._each_job(decision.job_id, "start"):
+                if isinstance(decision, Reject):
+                    self.reject(decision.job_id, decision.reason)
+                elif uids is None or not uids.none_left(decision.job_id, JobFiles(folders[decision.job_id])):
+                    taken = not self._launch(decision.job_id, decision.devices)
+            if taken:
+                # Another supervisor started a job on its devices since this plan was read: the plan is
+                # stale, and a job behind this one must not pass it on what is left (strict order, or a
+                # backfill reservation computed without that job). The next tick plans again.
+                return
+
+    def reject(self, job_id: str, reason: str) -> None:
+        at = now_us()
+        with write_session(self._sessions) as session:
+            row = locked_job_row(session, job_id)
+            if row is None or JobState(row.state) not in WAITING:
+                return
+            files = JobFiles(Path(row.folder))
+            files.append_log(f"error: {reason}")
+            # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.
+            run_id = row.run_id or leftover_run(session, files)
+            transition(
+                session, row, JobState.FAILED, reason, actor=SUPERVISOR_ACTOR, at_us=at, finished_at_us=at,
+                run_id=run_id,
+            )  # fmt: skip
+        if run_id:
+            self._end_run(run_id, JobState.FAILED, at)
+
+    def _launch(self, job_id: str, devices: tuple[str, ...]) -> bool:
+        """Starts the next attempt of ``job_id`` on ``devices``, unless it no longer waits to. False only
+        when it still waits because one of ``devices`` was taken meanwhile (module doc)."""
+        at = now_us()
+        with read_session(self._sessions) as session:
+            row = session.get(JobRow, job_id)
+            if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
+                return True
+            unreadable = _unreadable_spec(row)
+        if unreadable:  # every attempt would fail on it, and a RUNNING job without a process is stuck
+            self.reject(job_id, unreadable)
+            return True
+        user = self._settings.job_user
+        if self._uids is not None:
+            user = self._free_uid(job_id, JobFiles(Path(row.folder)))
+            if user is None:  # it waits, as for a device, until an attempt ends
+                return True
+        # Created once this session has given its connection back: the tracking store's write takes a
+        # connection of its own, and holding one while waiting for another can exhaust the pool.
+        run_id = row.run_id or self._create_run(row)
+        attempt = row.attempt + 1
+        where = f"devices {','.join(devices)}" if devices else "CPU"
+        reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
+        with write_session(self._sessions) as session:
+            if devices:  # first, before the job's row (_lock_devices)
+                _lock_devices(session)
+            row = locked_job_row(session, job_id)
+            if row is None:
+                return True
+            state, ended = JobState(row.state), None
+            if state in WAITING and not row.cancel_requested:
+                if holder := _holder_of(session, devices):
+                    # Its run, created above, stays reserved in the job's folder for the next start.
+                    _log.info(
+                        "job %s waits: device(s) %s of its plan are held by job %s, started meanwhile "
+                        "(by another supervisor on this database?)",
+                        job_id, ",".join(devices), holder,
+                    )  # fmt: skip
+                    return False
+                transition(
+                    session, row, JobState.RUNNING, reason, actor=SUPERVISOR_ACTOR, at_us=at, attempt=attempt,
+                    devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
+                    started_at_us=row.started_at_us or at,
+                )  # fmt: skip
+            elif state not in TERMINAL or not run_id or run_id == row.run_id:
+                # No run, or one whoever ended the job has ended (an earlier attempt's, a leftover).
+                return True
+            else:
+                # Cancelled while the run was being created, so the cancel found no run to end: the new
+                # run is stored on the job all the same (not an orphan) and ended with it.
+                row.run_id, ended = run_id, state
+        if ended is not None:
+            self._end_run(run_id, ended, at)
+            return True
+        self._attempts.start(row, attempt, devices, run_id, user, reason)
+        return True
+
+    def _free_uid(self, job_id: str, files: JobFiles) -> JobUser | None:
+        """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""
+        assert self._uids is not None
+        return self._uids.next_user(job_id, files.folder, files.append_log)
+
+
+#: The one state whose jobs hold devices: every transition out of RUNNING clears ``devices``.
+HOLDS_DEVICES = JobState.RUNNING
+
+#: The PostgreSQL advisory lock every start on devices takes (``aether.jobs.devices``; no other code
+#: takes it). Any constant would do; this one is derived from the name, as the project's other keys are.
+DEVICES_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(b"aether.jobs.devices", digest_size=8).digest(), "big", signed=True
+)
+
+
+def _lock_devices(session: Session) -> None:
+    """Serializes, until the caller's write transaction ends, the starts of jobs on devices, so that of
+    two supervisors on one database the second's check (:func:`_holder_of`) sees the first's start.
+    SQLite's write transactions hold the whole database's lock already (``BEGIN IMMEDIATE``). PostgreSQL
+    gets a transaction-scoped advisory lock: its default isolation, READ COMMITTED, lets two starts each
+    read the RUNNING jobs before the other commits, and there is no row both must lock (the device pool
+    is configuration, not a table). Taken before the job's row, as the first lock of the transaction; no
+    other transaction takes it, so no two wait on each other in crossing orders."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(DEVICES_LOCK_KEY)))
+
+
+def _holder_of(session: Session, devices: tuple[str, ...]) -> str:
+    """The id of a job holding one of ``devices`` now, read in the caller's write transaction, or ""."""
+    if not devices:
+        return ""
+    wanted = set(devices)
+    held = session.execute(select(JobRow.job_id, JobRow.devices).where(JobRow.state == HOLDS_DEVICES.value))
+    return next((job_id for job_id, used in held if wanted.intersection(used)), "")
+
+
+#: What admission reads of the running jobs: their devices, when they end, and their folders (uid_range.py).
+_HELD = (JobRow.job_id, JobRow.devices, JobRow.attempt_started_at_us, JobRow.timeout_s, JobRow.folder)
+
+
+def _unreadable_spec(row: JobRow) -> str:
+    """Why the spec stored on ``row`` cannot be read back (a row an older control plane wrote), or ""."""
+    try:
+        spec_from_dict(row.spec)
+    except json_format.ParseError as exc:
+        return f"the stored job spec cannot be read: {exc}"
+    return ""
+
+
+def _timeout_us(timeout_s: float) -> int | None:
+    """A job row's timeout in µs; None for none (0). ValueError naming the field and its bound for one no
+    job can have, stored before Submit refused it (not a finite number >= 0, or so large that it
+    overflows)."""
+    if timeout_s == 0:
+        return None
+    if math.isfinite(timeout_s) and timeout_s > 0:
+        with contextlib.suppress(OverflowError):
+            return int(timeout_s * 1e6)
+    raise ValueError(timeout_problem(timeout_s))
