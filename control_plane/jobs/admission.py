@@ -4,7 +4,8 @@ the pool has, a stored spec or timeout that cannot be read back), before :class:
 starts its process.
 
 A device is never handed out twice: admission decides from a read of the running jobs that can be stale
-by the time of the start (another supervisor on the same database, see ``supervisor.py``), so a start
+by the time of the start (a start by another supervisor on the same database, which the leader lease,
+``lease.py``, keeps from acting at all; this is the devices' own guard beneath it), so a start
 checks again, in the write transaction that makes the job RUNNING, that no RUNNING job (the only state
 that holds devices) holds any of its devices, and otherwise leaves the job waiting for the next tick to
 plan again, launching nothing more this tick so that no job behind it passes it. Those write
@@ -28,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
-from control_plane.jobs.attempts import Attempts, EndRun
+from control_plane.jobs.attempts import Attempts, EndRun, Fence
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.job_user import JobUser
 from control_plane.jobs.runs import leftover_run
@@ -67,6 +68,7 @@ class Admission:
         stopping: threading.Event,
         create_run: Callable[[JobRow], str],
         end_run: EndRun,
+        fence: Fence,
     ) -> None:
         self._sessions = sessions
         self._settings = settings
@@ -75,6 +77,7 @@ class Admission:
         self._stopping = stopping
         self._create_run = create_run
         self._end_run = end_run
+        self._fence = fence
         self._uids = None if settings.job_uid_range is None else RangeUsers(settings.job_uid_range)
 
     def admit(self) -> None:
@@ -143,6 +146,7 @@ class Admission:
     def reject(self, job_id: str, reason: str) -> None:
         at = now_us()
         with write_session(self._sessions) as session:
+            self._fence(session)
             row = locked_job_row(session, job_id)
             if row is None or JobState(row.state) not in WAITING:
                 return
@@ -181,7 +185,8 @@ class Admission:
         where = f"devices {','.join(devices)}" if devices else "CPU"
         reason = f"attempt {attempt} of {1 + row.max_retries} started on {where}"
         with write_session(self._sessions) as session:
-            if devices:  # first, before the job's row (_lock_devices)
+            self._fence(session)
+            if devices:  # before the job's row (_lock_devices)
                 _lock_devices(session)
             row = locked_job_row(session, job_id)
             if row is None:
@@ -236,8 +241,9 @@ def _lock_devices(session: Session) -> None:
     SQLite's write transactions hold the whole database's lock already (``BEGIN IMMEDIATE``). PostgreSQL
     gets a transaction-scoped advisory lock: its default isolation, READ COMMITTED, lets two starts each
     read the RUNNING jobs before the other commits, and there is no row both must lock (the device pool
-    is configuration, not a table). Taken before the job's row, as the first lock of the transaction; no
-    other transaction takes it, so no two wait on each other in crossing orders."""
+    is configuration, not a table). Taken after the lease's fence (a shared lock of its row, which only a
+    takeover's update waits for) and before the job's row; no other transaction takes it, so no two wait
+    on each other in crossing orders."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(DEVICES_LOCK_KEY)))
 

@@ -40,6 +40,9 @@ from control_plane.jobs.tables import JobRow
 
 #: Ends a job's tracking run once the job has become terminal: (run id, the job's state, when).
 EndRun = Callable[[str, JobState, int], None]
+#: Refuses, first thing in a decision's write transaction, to go on when this supervisor has lost its
+#: leader lease (``lease.SupervisorLease.fence``: raises ``LeaseLost``).
+Fence = Callable[[Session], None]
 
 
 class Attempts:
@@ -54,6 +57,7 @@ class Attempts:
         control_plane_addr: Callable[[], str],
         job_token: Callable[[str, str], str] | None,
         end_run: EndRun,
+        fence: Fence,
     ) -> None:
         self._sessions = sessions
         self._settings = settings
@@ -61,6 +65,7 @@ class Attempts:
         self._address = control_plane_addr
         self._job_token = job_token
         self._end_run = end_run
+        self._fence = fence
         self.handles: dict[str, JobHandle] = {}
         self._stops: dict[str, Stop] = {}
 
@@ -111,9 +116,16 @@ class Attempts:
             return
         self.handles[job_id] = handle
         with write_session(self._sessions) as session:
+            self._fence(session)
             fresh = locked_job_row(session, job_id)
             if fresh is not None:
                 fresh.process_ref, fresh.pid = handle.ref, handle.pid or 0
+
+    def forget(self) -> None:
+        """Drops every handle and stop in progress: this supervisor has lost the lease, and the one that
+        took it over re-adopts the attempts (their processes run on)."""
+        self.handles.clear()
+        self._stops.clear()
 
     # Re-adoption ---------------------------------------------------------------------------------------
 
@@ -141,6 +153,7 @@ class Attempts:
         if row.stop_kind:  # the SIGTERM went out before the restart: SIGKILL when its grace runs out
             self._stops[row.job_id] = Stop(row.stop_kind, row.stop_sent_at_us)
         with write_session(self._sessions) as session:
+            self._fence(session)
             fresh = locked_job_row(session, row.job_id)
             if fresh is not None and fresh.state == JobState.RUNNING.value:
                 if not fresh.process_ref:
@@ -192,6 +205,7 @@ class Attempts:
 
     def _record_stop(self, job_id: str, attempt: int, stop: Stop) -> None:
         with write_session(self._sessions) as session:
+            self._fence(session)
             row = locked_job_row(session, job_id)
             if row is not None and row.state == JobState.RUNNING.value and row.attempt == attempt:
                 row.stop_kind, row.stop_sent_at_us = stop.kind, stop.since_us
@@ -204,6 +218,7 @@ class Attempts:
         self.handles.pop(job_id, None)
         at = now_us()
         with write_session(self._sessions) as session:
+            self._fence(session)
             row = locked_job_row(session, job_id)
             if row is None or row.state != JobState.RUNNING.value:
                 return

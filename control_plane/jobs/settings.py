@@ -5,6 +5,10 @@
 * ``AETHER_JOBS_POLICY``: ``strict`` (default) or ``backfill`` (see ``scheduler.py`` for the trade-off).
 * ``AETHER_JOBS_TICK_S``: how often the supervisor looks at its jobs when nothing wakes it (default 0.5).
 * ``AETHER_JOBS_KILL_GRACE_S``: seconds between SIGTERM and SIGKILL on cancel or timeout (default 10).
+* ``AETHER_JOBS_LEASE_S``: the leader lease of the supervisors sharing the database (``lease.py``): how
+  long a supervisor that stopped renewing (crashed, hung) keeps the others from acting (default 15).
+  ``AETHER_JOBS_LEASE_RENEW_S``: how often the leader renews it (default a third of the lease; less than
+  the lease).
 * ``AETHER_GPUS``: the device pool (see ``pool.py``).
 * ``AETHER_JOB_USER``: the OS user (a name or a uid) jobs run as; unset = the control plane's own.
   ``AETHER_JOB_GROUP`` (a name or a gid): their group, default the user's primary group. See
@@ -42,6 +46,10 @@ class JobsSettings:
     #: failure of its own): another process's end of a job (a cancel through the API, another control
     #: plane) may have failed to end the job's run.
     run_sweep_s: float = 30.0
+    #: The supervisors' leader lease (lease.py): how long it lasts unrenewed, and how often its holder
+    #: renews it (less than lease_s).
+    lease_s: float = 15.0
+    lease_renew_s: float = 5.0
     #: Jobs behind a blocked head examined per step in backfill mode.
     backfill_depth: int = 64
     #: The address jobs get as AETHER_CONTROL_PLANE_ADDR; None = the control plane's own.
@@ -64,6 +72,13 @@ class JobsSettings:
             raise ConfigurationError(
                 f"AETHER_JOBS_POLICY={policy_text!r}: expected strict or backfill"
             ) from None
+        lease_s = env_float(env, "AETHER_JOBS_LEASE_S", 15.0, above=0.0)
+        lease_renew_s = env_float(env, "AETHER_JOBS_LEASE_RENEW_S", lease_s / 3, above=0.0)
+        if lease_renew_s >= lease_s:
+            raise ConfigurationError(
+                f"AETHER_JOBS_LEASE_RENEW_S={lease_renew_s:g} is not below AETHER_JOBS_LEASE_S={lease_s:g}:"
+                " the lease would expire before its holder renews it"
+            )
         return cls(
             folder=Path(env.get("AETHER_JOBS_DIR") or home / "jobs").expanduser(),
             pool=DevicePool.detect(env),
@@ -71,6 +86,8 @@ class JobsSettings:
             tick_s=env_float(env, "AETHER_JOBS_TICK_S", 0.5, above=0.0),
             kill_grace_s=env_float(env, "AETHER_JOBS_KILL_GRACE_S", 10.0, minimum=0.0),
             run_sweep_s=env_float(env, "AETHER_JOBS_RUN_SWEEP_S", 30.0, above=0.0),
+            lease_s=lease_s,
+            lease_renew_s=lease_renew_s,
             job_user=job_user_from_env(env),
             job_uid_range=job_uid_range_from_env(env),
         )

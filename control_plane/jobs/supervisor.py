@@ -22,13 +22,13 @@ first tick of every supervisor ends the runs a crash left RUNNING for jobs that 
 reuses a run a crashed start created (``runs.py``). Stopping the supervisor leaves running jobs alone;
 the next supervisor re-adopts them.
 
-One supervisor per database is the design (the control plane is one process; replicas would need a
-leader lease), but nothing enforces it: a second control plane started on the same ``AETHER_DB_URL``, or
-an old process still alive during a restart, runs a supervisor of its own. Whatever runs, a device is
-never handed out twice (``admission.py``). Only the devices are safe so: two supervisors still each
-watch (and may stop) the other's attempts, a start the other has not yet recorded may be given up by it
-as lost (``executor.adopt``), and two jobs started by different supervisors may get the same uid of a
-job uid range.
+Supervisors sharing a database (a second control plane on the same ``AETHER_DB_URL``, an old process
+still alive during a restart) act one at a time: a tick does anything only while its supervisor holds
+the leader lease (``lease.py``), renewed as it goes, taken over by another once it has expired, and
+every decision's write transaction is fenced by the lease's epoch, so a supervisor that lost it (paused
+past its expiry) commits nothing after another has taken over; it then forgets its attempts, which the
+new leader re-adopts. Before the lease, both launched, re-adopted, stopped and ended the same jobs. A
+device is moreover never handed out twice even by two supervisors acting at once (``admission.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from control_plane.db import read_session
 from control_plane.jobs.admission import Admission
 from control_plane.jobs.attempts import Attempts
 from control_plane.jobs.executor import Executor
+from control_plane.jobs.lease import LeaseLost, SupervisorLease
 from control_plane.jobs.runs import create_job_run, end_left_runs, end_run
 from control_plane.jobs.settings import JobsSettings, open_jobs_folder
 from control_plane.jobs.store import SUPERVISOR_ACTOR, JobState
@@ -63,7 +64,9 @@ class Supervisor:
         executor: Executor,
         control_plane_addr: Callable[[], str],
         job_token: Callable[[str, str], str] | None = None,
+        lease: SupervisorLease | None = None,
     ) -> None:
+        """``lease``: the supervisor's hold on the leader lease; default its own, of ``settings``' timings."""
         self._sessions = sessions
         self._settings = settings
         if settings.job_user is not None:  # refused at start when the job user cannot reach its folders
@@ -83,8 +86,11 @@ class Supervisor:
         # Jobs whose handling failed with an error already logged with its traceback: a job that fails
         # the same way on every tick is logged once, not once a tick.
         self._logged: set[str] = set()
+        self._lease = lease or SupervisorLease(sessions, settings.lease_s, settings.lease_renew_s)
         # job_token mints a job's token for (job id, run id) when auth is on (control_plane.api.job_tokens).
-        self._attempts = Attempts(sessions, settings, executor, control_plane_addr, job_token, self._end_run)
+        self._attempts = Attempts(
+            sessions, settings, executor, control_plane_addr, job_token, self._end_run, self._lease.fence
+        )
         self._admission = Admission(
             sessions,
             settings,
@@ -93,6 +99,7 @@ class Supervisor:
             stopping=self._stopping,
             create_run=self._create_run,
             end_run=self._end_run,
+            fence=self._lease.fence,
         )
 
     # Lifecycle -----------------------------------------------------------------------------------------
@@ -105,11 +112,16 @@ class Supervisor:
         self._wake.set()
 
     def stop(self) -> None:
-        """Ends the loop after the tick in progress. Running jobs keep running."""
+        """Ends the loop after the tick in progress, and gives the lease up so that another supervisor
+        takes over at once. Running jobs keep running."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        try:
+            self._lease.release()
+        except Exception:  # it expires by itself: another supervisor takes over lease_s later
+            _log.exception("cannot give the jobs lease up")
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -117,11 +129,23 @@ class Supervisor:
                 self.tick()
             except Exception:  # one bad tick (e.g. the database briefly locked) must not end the loop
                 _log.exception("job supervisor tick failed")
-            self._wake.wait(self._settings.tick_s)
+            # Never longer than the renewal period: the lease is renewed by the ticks.
+            self._wake.wait(min(self._settings.tick_s, self._settings.lease_renew_s))
             self._wake.clear()
 
     def tick(self) -> None:
-        """One pass: re-adopt, watch, admit (module doc), after ending the runs a crash left running."""
+        """One pass while this supervisor holds the lease: re-adopt, watch, admit (module doc), after ending
+        the runs a crash left running. Without the lease it does nothing; having lost it, it forgets the
+        attempts it watched (the new leader re-adopts them)."""
+        try:
+            if self._lease.hold():
+                self._lead()
+                return
+        except LeaseLost as lost:
+            _log.warning("%s; the supervisor that took over carries on", lost)
+        self._attempts.forget()
+
+    def _lead(self) -> None:
         if self._runs_left or time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self._settings.run_sweep_s
             self._end_left_runs()
@@ -130,6 +154,8 @@ class Supervisor:
         for row in running:
             if self._stopping.is_set():
                 return
+            if not self._lease.hold():  # renewed when due, however long the tick
+                raise LeaseLost(f"the jobs lease of this supervisor ({self._lease.holder}) went to another")
             # One job the loop cannot handle (a row an older control plane stored, say) must not stop
             # the others: it is tried again next tick, and the rest are watched and admitted meanwhile.
             with self._each_job(row.job_id, "watch"):
@@ -141,6 +167,8 @@ class Supervisor:
     def _each_job(self, job_id: str, doing: str) -> Iterator[None]:
         try:
             yield
+        except LeaseLost:  # not this job's fault: the tick ends (tick)
+            raise
         except Exception:
             if job_id in self._logged:
                 _log.debug("cannot %s job %s (again)", doing, job_id, exc_info=True)

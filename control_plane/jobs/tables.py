@@ -8,6 +8,7 @@
   ``queue_key`` orders the queue: priority first, then submission time.
 * ``job_events``: every state transition of every job with its reason, attempt and time (also in the
   audit log, which is the tamper-evident copy; this table is the one queries and ``Job.history`` read).
+* ``job_supervisor_lease``: the leader lease that lets one supervisor of those sharing the database act.
 """
 
 from __future__ import annotations
@@ -69,3 +70,22 @@ class JobEventRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer)
     at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+#: Room for ``host:pid:random`` (:func:`control_plane.jobs.lease.new_holder`).
+LEASE_HOLDER_LENGTH = 128
+
+
+class JobSupervisorLeaseRow(Base):
+    """``job_supervisor_lease``: one row (id 1), the leader lease of the job supervisors sharing this
+    database (``lease.py``): who holds it, until when (the database's clock, µs), and its epoch, the
+    fencing token, one higher at every change of holder. Only the holder of the current epoch commits
+    supervisor decisions."""
+
+    __tablename__ = "job_supervisor_lease"
+
+    #: Always 1: the row is made by the migration (or the first supervisor), never generated.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str] = mapped_column(String(LEASE_HOLDER_LENGTH))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at_us: Mapped[int] = mapped_column(BigInteger)

@@ -49,6 +49,10 @@ class ThreadedControlPlane:
         self._loop.close()
 
 
+#: The supervisors' lease of the tests' control planes (``control_plane/jobs/lease.py``).
+TEST_LEASE_S = 1.0
+
+
 def jobs_settings(home: Path, gpus: str = "2") -> JobsSettings:
     return JobsSettings(
         folder=home / "jobs",
@@ -56,6 +60,10 @@ def jobs_settings(home: Path, gpus: str = "2") -> JobsSettings:
         tick_s=0.1,
         kill_grace_s=1.0,
         job_cwd=REPO_ROOT,
+        # A control plane a test kills (SIGKILL) holds the supervisors' lease until it expires: the next
+        # one takes over within a second, as a test waits, not the default 15 s.
+        lease_s=TEST_LEASE_S,
+        lease_renew_s=TEST_LEASE_S / 4,
     )
 
 

@@ -195,9 +195,12 @@ def test_a_run_created_by_a_start_that_crashed_is_the_jobs_run_not_an_orphan(
         status = tpb.RUN_STATUS_KILLED
     else:  # the next control plane has fewer GPUs than the job needs: it can never start
         smaller = jobs_settings(home, gpus="0")
-        Supervisor(sessions, smaller, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1").tick()
-        done = service.get(job.job_id)
-        assert done.state == pb.JOB_STATE_FAILED
+        nxt = Supervisor(sessions, smaller, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1")
+        # It acts once the crashed one's lease has expired (TEST_LEASE_S).
+        done = wait_for(
+            lambda: nxt.tick() or ((found := service.get(job.job_id)).state == pb.JOB_STATE_FAILED and found)
+        )
+        nxt.stop()
         status = tpb.RUN_STATUS_FAILED
     run = tracking.get_run(created[0].run_id)
     assert done.run_id == run.run_id and (run.status, run.end_time_us) == (status, done.finished_at_us)

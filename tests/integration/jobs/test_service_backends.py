@@ -137,9 +137,12 @@ def test_rejection_of_a_retrying_job_ends_its_tracking_run(parts: Parts, tmp_pat
     smaller = Supervisor(
         sessions, jobs_settings(tmp_path, gpus="0"), LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1"
     )
-    smaller.tick()
-    failed = parts[0].get(job.job_id)
-    assert failed.state == pb.JOB_STATE_FAILED and "requests 1 GPU" in failed.reason
+    # It acts once the lease of the one before (no longer ticking) has expired (TEST_LEASE_S); the
+    # fixture's supervisor takes it back likewise to clean up.
+    failed = wait_for(
+        lambda: smaller.tick() or ((found := parts[0].get(job.job_id)).state == pb.JOB_STATE_FAILED and found)
+    )
+    assert "requests 1 GPU" in failed.reason
     run = TrackingStore(sessions).get_run(job.run_id)
     assert run.status == tracking_pb2.RUN_STATUS_FAILED and run.end_time_us == failed.finished_at_us
 

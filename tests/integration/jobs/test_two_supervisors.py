@@ -3,7 +3,11 @@ old one still alive during a restart), on each supported database: they never ha
 
 Each decides from a read of the running jobs; a start re-checks the devices in its write transaction,
 and those transactions are serialized (SQLite's write lock, PostgreSQL's advisory lock), so the second
-start sees the first's and leaves its job waiting. Executors are stubs: what is checked is the rows."""
+start sees the first's and leaves its job waiting. Executors are stubs: what is checked is the rows.
+
+The supervisors' leader lease keeps a second supervisor from acting at all (``test_supervisor_lease.py``);
+to check the devices' own guard beneath it, the two here share one hold on the lease, as two supervisors
+that both believe they lead."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from control_plane.db import create_db_engine, create_session_factory, read_sess
 from control_plane.features.registry import FeatureRegistry
 from control_plane.jobs import admission as admission_module
 from control_plane.jobs.executor import ExitStatus, JobLaunch
+from control_plane.jobs.lease import SupervisorLease
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import spec_from_mapping
@@ -68,8 +73,13 @@ class Plant:
             sessions, settings, FeatureRegistry(sessions, ()), OfflineStore(str(home / "offline"))
         )
         self.launched: Launched = []
-        self.a = Supervisor(sessions, settings, _Executor("A", self.launched), lambda: "127.0.0.1:1")
-        self.b = Supervisor(sessions, b_settings, _Executor("B", self.launched), lambda: "127.0.0.1:1")
+        lease = SupervisorLease(sessions, settings.lease_s, settings.lease_renew_s)
+        self.a = Supervisor(
+            sessions, settings, _Executor("A", self.launched), lambda: "127.0.0.1:1", lease=lease
+        )
+        self.b = Supervisor(
+            sessions, b_settings, _Executor("B", self.launched), lambda: "127.0.0.1:1", lease=lease
+        )
 
     def submit(self, name: str, **fields: Any) -> str:
         return self.service.submit(spec_from_mapping(job_spec(name, gpus=1, **fields)), actor="t").job_id

@@ -19,6 +19,7 @@ from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.supervisor import Supervisor
+from tests.integration.jobs.conftest import TEST_LEASE_S
 
 
 class CrashAfterLaunch(LocalExecutor):
@@ -43,7 +44,7 @@ def main() -> None:
     home = Path(args.home)
     settings = JobsSettings(
         folder=home / "jobs", pool=DevicePool.from_config(args.gpus), tick_s=0.1, kill_grace_s=1.0,
-        job_cwd=Path(args.job_cwd),
+        job_cwd=Path(args.job_cwd), lease_s=TEST_LEASE_S, lease_renew_s=TEST_LEASE_S / 4,
     )  # fmt: skip
     service = JobService(sessions, settings, None, None)  # type: ignore[arg-type]  # no feature refs
     job = service.submit(spec_from_mapping(json.loads(args.spec)), actor="tester")

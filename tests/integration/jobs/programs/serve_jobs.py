@@ -16,6 +16,7 @@ from control_plane.jobs.pool import DevicePool
 from control_plane.jobs.settings import JobsSettings
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.integration.jobs.conftest import TEST_LEASE_S
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -25,7 +26,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     jobs = JobsSettings(
         folder=home / "jobs", pool=DevicePool.from_config(args.gpus), tick_s=0.1, kill_grace_s=1.0,
-        job_cwd=Path(args.job_cwd),
+        job_cwd=Path(args.job_cwd), lease_s=TEST_LEASE_S, lease_renew_s=TEST_LEASE_S / 4,
     )  # fmt: skip
     server = await start_server(settings, services=[jobs_api.service_module(jobs)])
     print(f"aether control plane listening on {server.address}", flush=True)
