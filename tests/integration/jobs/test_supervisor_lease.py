@@ -162,6 +162,17 @@ def test_when_the_leader_stops_renewing_the_other_takes_over_and_runs_the_queue(
     assert len(pair.actions) == 3
 
 
+def test_a_supervisor_that_stops_gives_the_lease_up_at_once(pair: Pair) -> None:
+    """A restart: the old control plane stops (its supervisor gives the lease up) and the next takes over
+    at its first tick, not the lease's 15 s later."""
+    first = pair.submit("first")
+    pair.a.tick()
+    second = pair.submit("second")
+    pair.a.stop()
+    pair.b.tick()
+    assert pair.actions == [("A", "launch", first), ("B", "adopt", first), ("B", "launch", second)]
+
+
 def test_a_leader_paused_past_its_lease_commits_nothing_after_the_takeover(short_lease: Pair) -> None:
     """A pauses inside the launch of "first", after its RUNNING transition committed and before the
     process is recorded; its lease runs out and B takes over. When A resumes, its write of the process
