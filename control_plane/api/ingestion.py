@@ -20,10 +20,10 @@ from control_plane.api.context import ServiceContext
 from control_plane.api.identity import actor_of
 from control_plane.api.offline_features import offline_root
 from control_plane.db import keyset, pages
-from control_plane.ingestion.batch import MaterializeOutcome
 from control_plane.ingestion.draining import RunDrain
 from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts
+from control_plane.ingestion.run_outcome import MaterializeOutcome
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.window import Window

@@ -44,8 +44,9 @@ again (``version_gate``): one retired or deleted since the run started stops the
 (``VersionGone``, FAILED_PRECONDITION), the chunks before it stored and counted, its online part removed
 as a delete's fence leaves no online value; checked only at the start, a run retired part-way stored
 every later row and wrote its online values into a version nothing serves. It reads it once more after
-the online write and, found retired, removes what that write put online (``_require_open_after_write``).
-A control plane that stops stops the run at the same boundary, before the chunk's write (``draining``).
+the online write and, found retired, removes what that write put online
+(``run_online_write.require_open_after_write``). A control plane that stops stops the run at the same
+boundary, before the chunk's write (``draining``).
 
 A run that fails after it stored and counted accepted rows says how many and not to ingest them again,
 with a status clients do not retry as it was (``part_way``): a plain UNAVAILABLE (the database down
@@ -62,7 +63,6 @@ import functools
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -71,7 +71,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
+from clients.errors import InvalidArgument
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion import intents
@@ -80,16 +80,23 @@ from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.draining import UNWATCHED, Progress, RunWatch
 from control_plane.ingestion.intent_lease import IntentLease
-from control_plane.ingestion.online import (
-    latest_blobs,
-    latest_per_entity,
-    remove_unchanged,
-    write_blobs,
-    write_latest,
-)
+from control_plane.ingestion.online import latest_blobs, latest_per_entity, write_latest
 from control_plane.ingestion.online_hold import RunHold
-from control_plane.ingestion.part_way import Stored, stopped_part_way
+from control_plane.ingestion.part_way import stopped_part_way
 from control_plane.ingestion.quarantine import RunSource, check_source_length, record_outcome, supersede
+from control_plane.ingestion.run_online_write import (
+    check_online,
+    require_open,
+    require_open_after_write,
+    settle_online_part,
+    write_run_online,
+)
+from control_plane.ingestion.run_outcome import (
+    MaterializeOutcome,
+    run_counters,
+    stored_part_way,
+    waiting_online,
+)
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
     epoch_us,
@@ -97,23 +104,12 @@ from control_plane.ingestion.validation import (
     timestamp_field,
     validate,
 )
-from control_plane.ingestion.version_gate import VersionGone, gone
+from control_plane.ingestion.version_gate import VersionGone
 from control_plane.ingestion.window import OPEN_WINDOW, Window, in_window, source_row_numbers
 from control_plane.offline.data_files import remove_data_files
 from control_plane.offline.store import OfflineStore
 
 _log = logging.getLogger("aether.ingestion.batch")
-
-
-@dataclass
-class MaterializeOutcome:
-    run_id: str
-    records_in: int = 0
-    accepted: int = 0
-    quarantined: int = 0
-    skipped_outside_window: int = 0
-    online_rows: int = 0
-    offline_paths: list[str] = field(default_factory=list)
 
 
 class BatchMaterializer:
@@ -180,7 +176,7 @@ class BatchMaterializer:
             for chunk in chunks:
                 rows = in_window(chunk, ts_name, window).rows
                 validate(view, entity, rows, now=moment, strict=True, null_fractions=fractions)
-        self._check_online()
+        check_online(self._client)
         hold = RunHold(self._sessions, run, self._lease_s, self._renew_every_s)  # its online part's
         try:
             outcome.online_rows = self._run_chunks(
@@ -212,7 +208,7 @@ class BatchMaterializer:
         try:
             for chunk in chunks:
                 watch.check(run.run_id)  # a stopping control plane stops it here (draining)
-                self._require_open(view, outcome)  # before the chunk's offline write (version_gate)
+                require_open(self._sessions, view, outcome)  # before the chunk's offline write (version_gate)
                 windowed = in_window(chunk, ts_name, window)
                 inside = windowed.rows
                 outcome.skipped_outside_window += windowed.skipped
@@ -232,7 +228,7 @@ class BatchMaterializer:
                 # A transaction that fails takes the chunk's files with it unless it committed.
                 transaction = chunk_transaction(self._sessions, files, self.remove_offline)
                 with hold.lock, transaction as session:
-                    before = None if chunk_number == 0 else _counters(outcome, source_id)
+                    before = None if chunk_number == 0 else run_counters(outcome, source_id)
                     fresh = record_outcome(
                         session,
                         run,
@@ -247,7 +243,7 @@ class BatchMaterializer:
                     )
                     # In the chunk's own transaction: the entry commits or rolls back with the rows and
                     # counters it describes (written after the run, it was lost with a run killed mid-way).
-                    after = _counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
+                    after = run_counters(outcome, source_id, inside.num_rows, accepted.num_rows, fresh) | {
                         "chunk": chunk_number
                     }
                     if superseded:
@@ -270,11 +266,11 @@ class BatchMaterializer:
                 done = (outcome.records_in, outcome.accepted, outcome.quarantined, source_rows)
                 watch.publish(Progress(run.run_id, *done))
             if latest:  # the online write below is the run's last write into the version
-                self._require_open(view, outcome)
+                require_open(self._sessions, view, outcome)
         except VersionGone:
             # Retired or deleted meanwhile: no online value of the version is wanted (as for a delete at
             # the online write), so the run's online part goes; what it stored stays stored and counted.
-            self._settle_online_part(run, hold)
+            settle_online_part(run, hold)
             raise
         except BaseException as exc:
             if files is not None:  # failed between its chunk's write and transaction: its intent lapses
@@ -283,16 +279,16 @@ class BatchMaterializer:
                 hold.adopt(named)  # its transaction failed at COMMIT yet committed (chunk_commit)
             # A later chunk failed (its source unreadable part-way, a store down): what earlier chunks
             # stored and counted is named by the run's online part, handed to the next replay now.
-            self._settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")
-            stored = _stored(run, outcome, files, counting)
+            settle_online_part(run, hold, f"the run failed part-way ({type(exc).__name__}: {exc})")
+            stored = stored_part_way(run, outcome, files, counting)
             if isinstance(exc, Exception) and stored.anything:  # the caller must not ingest them again
-                raise stopped_part_way(exc, stored, _waiting_online(view)) from exc
+                raise stopped_part_way(exc, stored, waiting_online(view)) from exc
             raise
         if latest:
             pairs = latest_blobs(view, key_names, pa.concat_tables(latest))
-            online_rows = self._write_run_online(run, view, pairs, hold)
+            online_rows = write_run_online(self._client, run, view, pairs, hold)
             try:
-                self._require_open_after_write(view, outcome, run, hold, pairs)
+                require_open_after_write(self._sessions, self._client, view, outcome, run, hold, pairs)
             except VersionGone:
                 raise
             except Exception as exc:  # the database could not say: every row is stored, counted and online
@@ -301,7 +297,7 @@ class BatchMaterializer:
                     f"Its online values were written ({online_rows} rows); whether its version was retired"
                     " meanwhile could not be read."
                 )
-                stored = _stored(run, outcome, None, (0, 0, 0))
+                stored = stored_part_way(run, outcome, None, (0, 0, 0))
                 if stored.anything:
                     raise stopped_part_way(exc, stored, written) from exc
                 raise
@@ -311,7 +307,7 @@ class BatchMaterializer:
                 hold.settle_in(
                     session
                 )  # written online: the run's online part is done (if it fails, it waits)
-                finished = _counters(outcome, source_id) | {
+                finished = run_counters(outcome, source_id) | {
                     "chunks": chunk_number,
                     "skipped_outside_window": outcome.skipped_outside_window,
                     "online_rows": online_rows,
@@ -325,91 +321,11 @@ class BatchMaterializer:
                 f"Its online values were written ({online_rows} rows); only its"
                 f" `ingestion.{kind}.finished` audit entry could not be recorded."
             )
-            stored = _stored(run, outcome, None, (0, 0, 0))
+            stored = stored_part_way(run, outcome, None, (0, 0, 0))
             if stored.anything:
                 raise stopped_part_way(exc, stored, written) from exc
             raise
         return online_rows
-
-    def _require_open(self, view: pb.FeatureView, outcome: MaterializeOutcome) -> None:
-        """``VersionGone`` once the run's view version is retired or deleted (``version_gate``), saying
-        what the run stored and counted before it stopped."""
-        state = gone(self._sessions, view)
-        if state is None:
-            return
-        raise VersionGone(
-            f"feature view {view.spec.name!r} version {view.version} was {state} while this run wrote it;"
-            f" the run stopped. Run {outcome.run_id} stored and counted {outcome.records_in} records before"
-            f" ({outcome.accepted} accepted, {outcome.quarantined} quarantined), which stay stored; none of"
-            " its online values were written"
-        )
-
-    def _require_open_after_write(
-        self,
-        view: pb.FeatureView,
-        outcome: MaterializeOutcome,
-        run: RunSource,
-        hold: RunHold,
-        pairs: Sequence[tuple[bytes, bytes]],
-    ) -> None:
-        """Reads the version's status once more after the run's online write, and undoes the write when
-        a retire (or delete) committed since the read before it: that read and the write are not one step,
-        and a retire committing in between let the run's values into the retired version (the run
-        answering OK). Found open here, the retire came after the run's last write, so the run is one that
-        finished before it; found retired, the run removes each value it wrote that its key still holds
-        (never one another writer put over it since), and stops as at any other read."""
-        try:
-            self._require_open(view, outcome)
-        except VersionGone:
-            try:
-                remove_unchanged(self._client, pairs)
-            except redis.RedisError:  # they stay until their TTL, as a retire's earlier values do
-                _log.exception("could not remove run %s's online values from a retired version", run.run_id)
-            self._settle_online_part(run, hold)
-            raise
-
-    def _check_online(self) -> None:
-        """Refuses a run, before it stores anything, while the online store cannot be reached: its rows
-        would be stored and counted offline, the run fail at its online write, and the client's retry
-        store them offline a second time."""
-        try:
-            self._client.ping()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise Unavailable(
-                f"the online store (Redis) is unavailable ({type(exc).__name__}: {exc}); nothing of this"
-                " run was written: ingest again once it is back"
-            ) from exc
-
-    def _write_run_online(
-        self, run: RunSource, view: pb.FeatureView, pairs: Sequence[tuple[bytes, bytes]], hold: RunHold
-    ) -> int:
-        """The run's online write. Its online part is filed already, held by the run (``hold``); when the
-        online store does not take it (down since the check) the record is handed to the next replay at
-        once (``settle_online_part``), and a replay of it writes the online values."""
-        try:
-            return write_blobs(self._client, view, pairs)
-        except redis.RedisError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._settle_online_part(run, hold, error)
-            # FAILED_PRECONDITION, not UNAVAILABLE: a client retries an UNAVAILABLE call as it was, and
-            # that retry stored every row of the run a second time (part_way).
-            raise FailedPrecondition(
-                f"the online store (Redis) did not take run {run.run_id}'s online values ({error}); its"
-                " rows are stored offline and counted, so do not ingest them again (they would be stored"
-                f" twice). {_waiting_online(view)}"
-            ) from exc
-        except FailedPrecondition:  # the version was deleted meanwhile: no online value of it is wanted
-            self._settle_online_part(run, hold)
-            raise
-        except BaseException as exc:
-            self._settle_online_part(run, hold, f"{type(exc).__name__}: {exc}")
-            raise
-
-    def _settle_online_part(self, run: RunSource, hold: RunHold, error: str | None = None) -> None:
-        try:
-            hold.settle(error)  # nothing when nothing was filed, or a replay holds it now
-        except Exception:  # it stays held by this run, and a replay takes it over after the lease
-            _log.exception("could not hand over run %s's online_pending record", run.run_id)
 
     def read_online_part(self, entity: pb.Entity, offline_paths: Sequence[str]) -> pa.Table:
         """The latest row per entity of a run's offline files (``file_online_part``'s payload), read in
@@ -453,31 +369,6 @@ class BatchMaterializer:
         return write_latest(self._client, view, [key.name for key in entity.join_keys], accepted)
 
 
-def _waiting_online(view: pb.FeatureView) -> str:
-    """Where a failed run's online values wait (its online part, handed to the next replay)."""
-    return (
-        "Its latest row per entity waits as an online_pending record of the run (`aetherctl quarantine"
-        f" list --status online_pending --view {view.spec.name}`), and replaying it writes only the"
-        " online values"
-    )
-
-
-def _stored(
-    run: RunSource, outcome: MaterializeOutcome, files: ChunkFiles | None, counting: tuple[int, int, int]
-) -> Stored:
-    """What a failed run stored and counted: its counters, plus the failed chunk's (``counting``) when
-    its transaction failed at COMMIT yet committed; that chunk's accepted rows are ``unknown`` when the
-    outcome could not be read back (``chunk_commit``: its files and intent stay for the recovery)."""
-    records_in, accepted, quarantined = outcome.records_in, outcome.accepted, outcome.quarantined
-    unknown = 0
-    if files is not None and files.committed:
-        records_in, accepted = records_in + counting[0], accepted + counting[1]
-        quarantined += counting[2]
-    elif files is not None and files.paths and files.committed is None and files.at_commit:
-        unknown = files.adding
-    return Stored(run.run_id, run.view, run.version, records_in, accepted, quarantined, unknown)
-
-
 def stamp_ingested(accepted: pa.Table) -> pa.Table:
     """Validated rows with their ``ingested_ts`` column: now, unless they have one. The offline store
     keeps it, and the online write makes it the blob's write time, so both break a tie of event times
@@ -486,16 +377,3 @@ def stamp_ingested(accepted: pa.Table) -> pa.Table:
         return accepted
     ingested = pa.array(np.full(accepted.num_rows, epoch_us(datetime.now(UTC))), pa.int64())
     return accepted.append_column("ingested_ts", ingested.cast(TIMESTAMP_TYPE))
-
-
-def _counters(
-    outcome: MaterializeOutcome, source: str, records_in: int = 0, accepted: int = 0, quarantined: int = 0
-) -> dict[str, str | int]:
-    """The run's counters in an audit entry: ``outcome``'s, plus a chunk's not yet added to it."""
-    return {
-        "run_id": outcome.run_id,
-        "source": source,
-        "records_in": outcome.records_in + records_in,
-        "accepted": outcome.accepted + accepted,
-        "quarantined": outcome.quarantined + quarantined,
-    }

@@ -23,7 +23,7 @@ from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import claims, online_pending, quarantine
-from control_plane.ingestion.batch import BatchMaterializer, MaterializeOutcome, stamp_ingested
+from control_plane.ingestion.batch import BatchMaterializer, stamp_ingested
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.draining import UNWATCHED, RunWatch
@@ -39,6 +39,7 @@ from control_plane.ingestion.replay_publish import (
     record_identity,
     redis_publisher,
 )
+from control_plane.ingestion.run_outcome import MaterializeOutcome
 from control_plane.ingestion.tables import QuarantineRow
 from control_plane.ingestion.validation import judged_alone, validate
 from control_plane.ingestion.window import OPEN_WINDOW, Window

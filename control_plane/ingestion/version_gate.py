@@ -15,7 +15,7 @@ stops at the next read.
 A read, not a lock: one indexed query per chunk of 65,536 rows. The read and the online write are not
 one step, so a retire that committed during the online write let the run's values in with the run
 answering OK; the run now reads the status once more after its write and, found retired, removes the
-values it wrote that their keys still hold (``BatchMaterializer._require_open_after_write``): a run that
+values it wrote that their keys still hold (``run_online_write.require_open_after_write``): a run that
 answers OK wrote before the retire. Only a run killed between its write and that read leaves values in
 the retired version, until their TTL, as a retire leaves those written before it; nothing serves them.
 A deleted version's keys are fenced in Redis (``features.online_cleanup``), so the delete's cleanup
