@@ -75,7 +75,7 @@ from clients.errors import InvalidArgument
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion import intents
-from control_plane.ingestion.casting import TIMESTAMP_TYPE
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, epoch_us
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.draining import UNWATCHED, Progress, RunWatch
@@ -99,7 +99,6 @@ from control_plane.ingestion.run_outcome import (
 )
 from control_plane.ingestion.validation import (
     DEFAULT_MAX_FUTURE,
-    epoch_us,
     null_fractions,
     timestamp_field,
     validate,

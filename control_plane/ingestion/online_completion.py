@@ -36,11 +36,11 @@ from control_plane.db import read_session, write_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import online_pending, quarantine
 from control_plane.ingestion.batch import BatchMaterializer
-from control_plane.ingestion.casting import TIMESTAMP_TYPE
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, epoch_us
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.records import parse_payload, records_table
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import ValidationResult, epoch_us, validate
+from control_plane.ingestion.validation import ValidationResult, validate
 
 _log = logging.getLogger("aether.ingestion.replay")
 

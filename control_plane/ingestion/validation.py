@@ -59,43 +59,39 @@ refuses streaming views (their events go to the stream), and a replayed quaranti
 here like a streamed one, so every path into the windows applies the same rule. With ``stored=True`` the
 records are checked as the offline store holds them: a streaming view's stored rows are its aggregates,
 so its value columns are then its features, as for a plain view.
+
+This module is the schema of a record and ``validate``'s entry points; each column's checks are in
+``column_checks`` (the range and category comparisons in ``range_rules``), and the reasons, the rejected
+table and the strict-mode message in ``rejections``.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
-from control_plane.features.aggregated_rules import InputRule, input_rules
-from control_plane.ingestion.casting import (
-    TIMESTAMP_SOURCES,
-    TIMESTAMP_TYPE,
-    castable_to_timestamp,
-    decode_run_ends,
-    lossless_cast,
-    nan_to_null,
+from control_plane.features.aggregated_rules import input_rules
+from control_plane.ingestion.casting import TIMESTAMP_TYPE, decode_run_ends
+from control_plane.ingestion.column_checks import (
+    ValueColumn,
+    cast_values,
+    check_required,
+    check_timestamp,
+    check_values,
+    column_values,
+    where_present,
 )
-from control_plane.ingestion.shown_values import number, record_json, show, temporal_as_text
-from control_plane.offline.store import EARLIEST_EVENT_US, LATEST_EVENT_US
+from control_plane.ingestion.rejections import Reasons, rejected_table, strict_message
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
 DEFAULT_MAX_FUTURE = timedelta(days=1)
-#: Offending records named in a strict-mode error.
-STRICT_REPORT_LIMIT = 5
-
-REJECTED_SCHEMA = pa.schema([("row_index", pa.int64()), ("payload", pa.string()), ("reason", pa.string())])
 
 _ARROW_TYPES: dict[int, pa.DataType] = {
     types_pb2.FLOAT32: pa.float32(),
@@ -110,19 +106,7 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
 @dataclass(frozen=True)
 class ValidationResult:
     accepted: pa.Table
-    rejected: pa.Table  # REJECTED_SCHEMA: row_index, payload (original row as JSON), reason
-
-
-@dataclass(frozen=True)
-class ValueColumn:
-    """A column of values a record carries besides its keys and timestamp."""
-
-    name: str
-    arrow_type: pa.DataType
-    rule: pb.ValidationRule
-    finite: bool = False  # infinities rejected (aggregated event fields)
-    # Rules that keep the aggregates of this event field within their features' rules (aggregated_rules.py).
-    derived: tuple[InputRule, ...] = ()
+    rejected: pa.Table  # rejections.REJECTED_SCHEMA: row_index, payload (original row as JSON), reason
 
 
 def arrow_type(value_type: int) -> pa.DataType:
@@ -202,17 +186,6 @@ def accepted_schema(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = F
     return pa.schema([*keys, ("event_ts", TIMESTAMP_TYPE), *values])
 
 
-class _Reasons:
-    """Reasons per failing row; filled only for failing rows, so valid data costs no Python loop."""
-
-    def __init__(self) -> None:
-        self.by_row: dict[int, list[str]] = defaultdict(list)
-
-    def add(self, mask: npt.NDArray[np.bool_], reason_for: Any) -> None:
-        for row in np.flatnonzero(mask).tolist():
-            self.by_row[row].append(reason_for(row))
-
-
 def validate(
     view: pb.FeatureView,
     entity: pb.Entity,
@@ -236,7 +209,7 @@ def validate(
     refuse_repeated_columns(table)
     n = table.num_rows
     table = decode_run_ends(table).combine_chunks()
-    reasons = _Reasons()
+    reasons = Reasons()
     for row, found in (rejected_before or {}).items():
         reasons.by_row[row].extend(found)
     columns: dict[str, pa.Array] = {}
@@ -244,26 +217,26 @@ def validate(
     known = {key.name for key in entity.join_keys} | {ts_name}
 
     for key in entity.join_keys:
-        columns[key.name] = _check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
-    columns["event_ts"] = _check_timestamp(table, ts_name, now, max_future, reasons)
+        columns[key.name] = check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
+    columns["event_ts"] = check_timestamp(table, ts_name, now, max_future, reasons)
     for column in _own_value_columns(view, entity, stored):
         known.add(column.name)
         fraction = None if null_fractions is None else null_fractions.get(column.name)
-        columns[column.name] = _check_values(table, column, reasons, fraction)
+        columns[column.name] = check_values(table, column, reasons, fraction)
     for name in table.column_names:
         if name not in known:
-            present = _present(_column(table, name))
+            present = where_present(column_values(table, name))
             reasons.add(present, lambda _row, name=name: f"{name}: unknown column")
 
     bad = np.zeros(n, dtype=bool)
     bad[list(reasons.by_row)] = True
     if strict and bad.any():
-        raise InvalidArgument(_strict_message(reasons, n))
+        raise InvalidArgument(strict_message(reasons, n))
     schema = accepted_schema(view, entity, stored=stored)
     accepted = pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
     if bad.any():
         accepted = accepted.filter(pa.array(~bad))
-    return ValidationResult(accepted, _rejected(table, reasons))
+    return ValidationResult(accepted, rejected_table(table, reasons))
 
 
 def null_fractions(
@@ -281,7 +254,7 @@ def null_fractions(
         table = decode_run_ends(table)
         records += table.num_rows
         for column in columns:
-            _source, cast, failed = _cast_values(table, column)
+            _source, cast, failed = cast_values(table, column)
             nulls[column.name] += int((~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed).sum())
     return {name: count / records if records else 0.0 for name, count in nulls.items()}
 
@@ -302,258 +275,3 @@ def refuse_repeated_columns(table: pa.Table) -> None:
         raise InvalidArgument(
             f"columns {', '.join(map(repr, twice))} appear more than once in the table; name each column once"
         )
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    column = table.column(name)
-    # combine_chunks, not concat_arrays: a table filtered down to no rows (a chunk wholly outside the
-    # ingest window) has columns of no chunks, which concat_arrays refuses.
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
-def _present(values: pa.Array) -> npt.NDArray[np.bool_]:
-    """Where ``values`` holds a value: not null, and not NaN, which counts as null (an unknown column's
-    all-NaN floats, a pandas frame's gaps, rejected every record)."""
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    present: npt.NDArray[np.bool_] = nan_to_null(values).is_valid().to_numpy(zero_copy_only=False)
-    return present
-
-
-def _check_required(
-    table: pa.Table, name: str, target: pa.DataType, what: str, reasons: _Reasons
-) -> pa.Array:
-    n = table.num_rows
-    if name not in table.column_names:
-        reasons.add(np.ones(n, dtype=bool), lambda _row: f"{name}: required {what} missing")
-        return pa.nulls(n, target)
-    source = _column(table, name)
-    cast, failed = lossless_cast(source, target)
-    reasons.add(failed, lambda row: f"{name}: {show(source[row])} not castable to {target} without loss")
-    # Nulls are read from the cast column, not the source: lossless_cast turns NaN into null, so a NaN
-    # key (pandas' float64 for an int key column with a gap) is valid in the source yet null once cast.
-    missing = ~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed
-    reasons.add(missing, lambda _row: f"{name}: required {what} is null (NaN or missing)")
-    return cast
-
-
-def _check_timestamp(
-    table: pa.Table, name: str, now: datetime, max_future: timedelta, reasons: _Reasons
-) -> pa.Array:
-    n = table.num_rows
-    if name not in table.column_names:
-        reasons.add(np.ones(n, dtype=bool), lambda _row: f"{name}: timestamp missing")
-        return pa.nulls(n, TIMESTAMP_TYPE)
-    source = _column(table, name)
-    cast, failed = lossless_cast(source, TIMESTAMP_TYPE)
-    if pa.types.is_timestamp(source.type) and source.type.tz is not None:
-        # An aware timestamp fails only when its microseconds overflow int64 (casting.py).
-        reasons.add(failed, lambda row: f"{name}: {show(source[row])} {_BEYOND_MICROSECONDS}")
-    elif castable_to_timestamp(source.type):
-        reasons.add(failed, lambda row: f"{name}: {show(source[row])} is not a time-zone-aware timestamp")
-    else:  # an epoch number or a date: name the type, so the sender sees why a plain value is refused
-        reasons.add(
-            failed,
-            lambda row: (
-                f"{name}: {show(source[row])} is of type {source.type}, not a time-zone-aware timestamp"
-                f" (accepted: {TIMESTAMP_SOURCES})"
-            ),
-        )
-    valid = cast.is_valid().to_numpy(zero_copy_only=False)
-    reasons.add(~valid & ~failed, lambda _row: f"{name}: timestamp is null")
-    limit_us = epoch_us(now + max_future)
-    micros = pc.fill_null(cast.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    ahead = valid & (micros > limit_us)
-    reasons.add(
-        ahead,
-        lambda row: f"{name}: {show(cast[row])} is more than {max_future} ahead of now ({now.isoformat()})",
-    )
-    # Before year 1 (or, when max_future allows it, after 9999) no offline date partition can hold it:
-    # accepted, it failed the offline write (the whole batch; a stream's outbox drain for good).
-    outside = valid & ~ahead & ((micros < EARLIEST_EVENT_US) | (micros > LATEST_EVENT_US))
-    reasons.add(outside, lambda row: f"{name}: {show(cast[row])} {_OUT_OF_RANGE}")
-    return cast
-
-
-_OUT_OF_RANGE = "is outside the event times the stores hold (years 1 to 9999, UTC)"
-_BEYOND_MICROSECONDS = "is beyond the range of microsecond timestamps (about ±292,000 years)"
-
-
-def _check_values(
-    table: pa.Table, column: ValueColumn, reasons: _Reasons, fraction: float | None = None
-) -> pa.Array:
-    """``column``'s values cast, their failures added to ``reasons``; ``fraction``: the null fraction the
-    batch rule judges (None: this table's)."""
-    n, name, rule = table.num_rows, column.name, column.rule
-    source, cast, failed = _cast_values(table, column)
-    if source is not None:
-        reasons.add(
-            failed,
-            lambda row: f"{name}: {show(source[row])} not castable to {column.arrow_type} without loss",
-        )
-    valid = cast.is_valid().to_numpy(zero_copy_only=False)
-    if column.finite and valid.any():
-        infinite = _mask(pc.is_inf(cast))
-        reasons.add(infinite, lambda row: f"{name}: {show(cast[row])} is not finite")
-    nulls = ~valid & ~failed
-    null_count = int(nulls.sum())
-    if null_count and rule.max_null_fraction == 0:  # a rule of each record, whatever the batch
-        reasons.add(nulls, lambda _row: f"{name}: null (NaN or missing) not allowed")
-    elif null_count:
-        if fraction is None:
-            fraction = null_count / n
-        if fraction > rule.max_null_fraction:
-            reasons.add(
-                nulls,
-                lambda _row: (
-                    f"{name}: null (null fraction {fraction:.3f} in batch exceeds max"
-                    f" {rule.max_null_fraction:g})"
-                ),
-            )
-    _check_rule(cast, valid, rule, name, "", reasons)
-    for derived in column.derived:
-        why = f" (the rule of feature {derived.feature!r}, the {derived.aggregation})"
-        _check_rule(cast, valid, derived.rule, name, why, reasons)
-    return cast
-
-
-def _cast_values(
-    table: pa.Table, column: ValueColumn
-) -> tuple[pa.Array | None, pa.Array, npt.NDArray[np.bool_]]:
-    """``column``'s source values (None: the table lacks it), cast, and where the cast failed."""
-    n = table.num_rows
-    if column.name not in table.column_names:
-        return None, pa.nulls(n, column.arrow_type), np.zeros(n, dtype=bool)
-    source = _column(table, column.name)
-    cast, failed = lossless_cast(source, column.arrow_type)
-    return source, cast, failed
-
-
-def _check_rule(
-    cast: pa.Array,
-    valid: npt.NDArray[np.bool_],
-    rule: pb.ValidationRule,
-    name: str,
-    why: str,
-    reasons: _Reasons,
-) -> None:
-    """The range and categories of ``rule``; ``why`` ends each reason (whose rule it is, when not the
-    column's own)."""
-    if not valid.any():
-        return
-    if rule.HasField("min_value"):
-        reasons.add(
-            valid & _below(cast, rule.min_value),
-            lambda row: f"{name}: {show(cast[row])} below min {number(rule.min_value)}{why}",
-        )
-    if rule.HasField("max_value"):
-        reasons.add(
-            valid & _above(cast, rule.max_value),
-            lambda row: f"{name}: {show(cast[row])} above max {number(rule.max_value)}{why}",
-        )
-    if rule.allowed_values:
-        listed = ", ".join(str(v) for v in sorted(set(rule.allowed_values)))
-        reasons.add(
-            valid & ~_allowed(cast, rule.allowed_values),
-            lambda row: f"{name}: {show(cast[row])} not in allowed values [{listed}]{why}",
-        )
-
-
-# The rules' bounds are doubles, but an int64 value above 2**53 has no exact float64 (the cast refuses
-# it), so integer columns are compared in their own type: v >= min is v >= ceil(min) and v <= max is
-# v <= floor(max), and categories (int64) are matched as integers, exactly for every int64. A float32
-# column compares with its bounds rounded to float32 too (see _float_operands); float64 and bool columns
-# compare as float64, which holds every bool exactly.
-
-
-def _below(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
-    """Where ``values < bound`` (False at nulls)."""
-    if not pa.types.is_integer(values.type):
-        return _mask(pc.less(*_float_operands(values, bound)))
-    lowest, highest = _integer_range(values.type)
-    # Python compares an int with a float exactly, so these decide the bounds no value can cross.
-    if math.isnan(bound) or bound <= lowest:
-        return np.zeros(len(values), dtype=bool)
-    if bound > highest:
-        return np.ones(len(values), dtype=bool)
-    return _mask(pc.less(values, pa.scalar(math.ceil(bound), values.type)))
-
-
-def _above(values: pa.Array, bound: float) -> npt.NDArray[np.bool_]:
-    """Where ``values > bound`` (False at nulls)."""
-    if not pa.types.is_integer(values.type):
-        return _mask(pc.greater(*_float_operands(values, bound)))
-    lowest, highest = _integer_range(values.type)
-    if math.isnan(bound) or bound >= highest:
-        return np.zeros(len(values), dtype=bool)
-    if bound < lowest:
-        return np.ones(len(values), dtype=bool)
-    return _mask(pc.greater(values, pa.scalar(math.floor(bound), values.type)))
-
-
-def _float_operands(values: pa.Array, bound: float) -> tuple[pa.Array, pa.Scalar]:
-    """``values`` and ``bound`` in the precision the comparison is made in.
-
-    A float32 column compares with the bound rounded to float32 (to nearest). Compared with the exact
-    double instead, a value written as the bound itself failed it: 0.7 is stored as 0.699999988 in
-    float32, which is below the double 0.7, so ``min: 0.7`` rejected 0.7. Once stored, a float32 value
-    cannot tell the bound from any number that rounds to it, so a value equal to the rounded bound is
-    accepted (the only float32 that lies beyond the exact bound yet passes is that one: no float32
-    lies strictly between a number and its nearest float32). A finite bound beyond float32's range
-    would round to an infinity, which no written infinity should pass for, so it is compared exactly,
-    in float64, which holds every float32.
-    """
-    if pa.types.is_float32(values.type):
-        with np.errstate(over="ignore"):
-            rounded = float(np.float32(bound))
-        if math.isfinite(rounded) or not math.isfinite(bound):
-            return values, pa.scalar(rounded, pa.float32())
-    return values.cast(pa.float64()), pa.scalar(bound, pa.float64())
-
-
-def _allowed(values: pa.Array, allowed: Iterable[int]) -> npt.NDArray[np.bool_]:
-    """Where a value is one of the (int64) categories ``allowed`` (False at nulls)."""
-    if not pa.types.is_integer(values.type):
-        return _mask(pc.is_in(values.cast(pa.float64()), pa.array(sorted(set(allowed)), pa.float64())))
-    lowest, highest = _integer_range(values.type)
-    # A category outside the column's range equals none of its values (nor fits its type).
-    members = sorted({v for v in allowed if lowest <= v <= highest})
-    return _mask(pc.is_in(values, pa.array(members, values.type)))
-
-
-def _integer_range(arrow_type: pa.DataType) -> tuple[int, int]:
-    info = np.iinfo(arrow_type.to_pandas_dtype())
-    return int(info.min), int(info.max)
-
-
-def _mask(flags: pa.Array) -> npt.NDArray[np.bool_]:
-    return np.asarray(pc.fill_null(flags, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _rejected(table: pa.Table, reasons: _Reasons) -> pa.Table:
-    rows = sorted(reasons.by_row)
-    if not rows:
-        return REJECTED_SCHEMA.empty_table()
-    originals = temporal_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
-    return pa.Table.from_pydict(
-        {
-            "row_index": rows,
-            "payload": [record_json(record) for record in originals],
-            "reason": ["; ".join(reasons.by_row[row]) for row in rows],
-        },
-        schema=REJECTED_SCHEMA,
-    )
-
-
-def epoch_us(moment: datetime) -> int:
-    """Microseconds since 1970 of an aware ``moment``, exactly (``timestamp() * 1e6`` is off by one for
-    about 2 % of instants: a float holds ~16 digits)."""
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _strict_message(reasons: _Reasons, total: int) -> str:
-    rows = sorted(reasons.by_row)
-    shown = "; ".join(f"row {row}: {', '.join(reasons.by_row[row])}" for row in rows[:STRICT_REPORT_LIMIT])
-    more = f" (and {len(rows) - STRICT_REPORT_LIMIT} more)" if len(rows) > STRICT_REPORT_LIMIT else ""
-    return f"{len(rows)} of {total} records failed validation: {shown}{more}"
