@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 from clients.env_values import env_float, env_int
 from clients.errors import FailedPrecondition, NotFound, OfflineFileUndecodable
 from clients.files import fsync_folder
+from control_plane.offline.data_file_writes import parquet_write_options
 from control_plane.offline.merged import (
     REPLACED_KEY,
     MergedRecord,
@@ -73,7 +74,7 @@ from control_plane.offline.merged import (
     without_record,
 )
 from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
-from control_plane.offline.store import OfflineStore, parquet_write_options
+from control_plane.offline.store import OfflineStore
 from control_plane.offline.store_errors import decoding_footer, store_errors
 from control_plane.offline.uploads import (
     COMPACT_TEMP_PREFIX,
@@ -413,8 +414,9 @@ def _delete_replaced(
         for name in sorted(n for n in names if _is_staged(n)):
             held.confirm()
             discard_staged(filesystem, f"{partition}/{name}")
-        # A data file's upload staged by a writer that died before its copy (``OfflineStore._write_file``):
-        # hidden, and named by no intent; past the age rule, no live writer's.
+        # A data file's upload staged by a writer that died before its copy
+        # (``data_file_writes.write_whole_file``): hidden, and named by no intent; past the age rule, no live
+        # writer's.
         if not _is_local(filesystem):
             cutoff_ns = time.time_ns() - int(STALE_TEMP_AGE_S * 1e9)
             for info in files:

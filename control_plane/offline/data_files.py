@@ -1,6 +1,6 @@
 """Which paths are data files an offline store's ``write`` names:
 ``<base>/<view>/v<version>/date=YYYY-MM-DD/<uuid>.parquet``, the UUID a time-ordered (version 7) one in
-its canonical lowercase form (``store._time_ordered_uuid``).
+its canonical lowercase form (``data_file_writes.time_ordered_uuid``).
 
 The intent recovery (``control_plane.ingestion.intents``) removes only files of that form under its own
 store's base path, for the view and version the intent names: an intent row that names anything else
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import pyarrow.fs as pafs
 
-_VIEW = re.compile(r"[^/\\._\x00][^/\\\x00]*")  # as store._check_name: no separator, no leading '.' or '_'
+# As store_layout.check_name: no separator, no leading '.' or '_'.
+_VIEW = re.compile(r"[^/\\._\x00][^/\\\x00]*")
 _NAME = re.compile(
     r"date=(\d{4}-\d{2}-\d{2})/"
     r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.parquet"

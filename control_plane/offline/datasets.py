@@ -42,8 +42,9 @@ from clients.errors import InvalidArgument, NotFound
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.roots import open_filesystem
+from control_plane.offline.stale_temps import sweep_stale_objects, sweep_stale_temps
 from control_plane.offline.store import DATASETS_DIR as DATASETS_DIR
-from control_plane.offline.store import OfflineStore, sweep_stale_objects, sweep_stale_temps
+from control_plane.offline.store import OfflineStore
 from control_plane.offline.store_errors import store_errors
 from control_plane.offline.uploads import publish_whole
 

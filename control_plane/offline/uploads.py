@@ -3,9 +3,9 @@
 pyarrow's S3 output stream completes its upload when it is closed, even when the writing raised: a
 ``with filesystem.open_output_stream(final)`` whose write fails part-way (an encoder's error, a dropped
 connection, a signal) publishes the part it had under ``final``, over the previous object. So a file is
-published here in steps (:func:`publish_whole`), which an ingested data file (``OfflineStore._write_file``),
-compaction's merged files (``compaction._merge``), a training set's ``output_path`` copy and a dataset
-record (``datasets``) share:
+published here in steps (:func:`publish_whole`), which an ingested data file
+(``data_file_writes.write_whole_file``), compaction's merged files (``compaction._merge``), a training
+set's ``output_path`` copy and a dataset record (``datasets``) share:
 
 1. it is written whole to a local temporary file in :func:`upload_temp_folder` (``aether-upload-*.tmp``;
    a compaction pass's are ``aether-compact-*.tmp``): a write that fails leaves nothing on the store;
