@@ -38,9 +38,9 @@ import uvloop
 
 from clients.env_values import ConfigurationError
 from clients.errors import AetherError, FailedPrecondition
+from clients.redis_address import RedisAddress
 from data_plane.models.spec import load_model_config
 from data_plane.ports import check_free
-from data_plane.redis_address import RedisAddress
 from data_plane.redis_client import RedisClient
 from data_plane.redis_errors import RedisMisconfigured, RedisUnavailable
 from data_plane.server import listen_address, start_server

@@ -39,8 +39,8 @@ import select
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+from clients.redis_address import RedisAddress
 from clients.uris import redact_uri
-from data_plane.redis_address import RedisAddress
 from data_plane.redis_connection import OnReply, RedisConnection, Tracking, pack_command, pack_mget
 from data_plane.redis_errors import (
     URL_SETTING,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from clients.env_values import ConfigurationError
+from clients.redis_address import RedisAddress, credentials_given_twice
 from clients.uris import redact_uri
-from data_plane.redis_address import RedisAddress, credentials_given_twice
 
 _CREDENTIAL_WORDS = {"username": "user name", "password": "password"}
 

@@ -10,7 +10,7 @@ named by no record, so when the run then failed (its source unreadable part-way,
 down, the process killed) their rows stayed stored and counted with no online value and nothing
 saying so.
 
-Now the run renews its hold every third of the lease on a thread of its own (:meth:`RunHold.start`)
+Now the run renews its hold every third of the lease on a thread of its own (started by :meth:`RunHold.adopt`)
 from the moment it is filed until the run settles it, so a live run keeps it. A run that loses it all
 the same (stalled past the lease: the process paused, the database out of reach for longer) finds out
 at its next chunk's commit, when naming the chunk's files in the record changes no row; it then files

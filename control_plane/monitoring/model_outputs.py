@@ -8,7 +8,8 @@ signature without outputs says nothing, and the data plane then logs every outpu
 the versions whose answers are served, the primary's at any share and those of the canaries holding
 traffic (:func:`.served.checked_variants`): a shadow's are never returned, a canary's parked at 0 %
 answer nothing. The deployment may serve another model later: the monitor counts and reports the
-predictions logged without the output then (:mod:`.monitor`)."""
+predictions logged without the output then (indexed by :mod:`.entry_batch`, counted by
+:mod:`.monitor`)."""
 
 from __future__ import annotations
 

@@ -339,7 +339,7 @@ def unmapped(
 
 def unscored(config: pb.MonitorConfig, joined: LabelledPredictions) -> list[pb.UnscoredPredictions]:
     """Per model version, the labelled rows indexed without a value: logged without the output the config
-    names (the monitor indexes such a row with an empty prediction, :mod:`.monitor`)."""
+    names (the monitor indexes such a row with an empty prediction, :mod:`.entry_batch`)."""
     counts = collections.Counter(
         version for version, row in zip(joined.versions, joined.predictions, strict=True) if not row
     )

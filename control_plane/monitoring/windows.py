@@ -10,7 +10,7 @@
 
 Rows of another feature count than the window's are dropped (``"mismatched"``), so one malformed entry
 cannot break a window's matrix. A window's count is the version's (its ``feature_refs``', else its
-reference profile's ``n_features``: the monitor's ``expected_width``) once the
+reference profile's ``n_features``: ``widths.expected_width``) once the
 windows know it (``width=``, :meth:`TumblingWindows.expect_width`: the monitor tells them the version's
 reference). Until then it is the window's own first row's, taken anew for every window; and should
 batches (logged requests) of one other count come to outnumber the open window's, its rows are taken for
@@ -125,8 +125,8 @@ class TumblingWindows:
         on_drop: Callable[[DropReason, int], None] | None = None,
         width: int | None = None,
     ):
-        """``width``: the feature count every row must have (the version's: the monitor's
-        ``expected_width``), when known; None takes each window's from its first row (see the module doc)."""
+        """``width``: the feature count every row must have (the version's: ``widths.expected_width``),
+        when known; None takes each window's from its first row (see the module doc)."""
         if kind == "count" and rows < 1:
             raise ValueError(f"a count window needs at least one row, got {rows}")
         if kind == "time" and seconds <= 0:

@@ -24,7 +24,7 @@ class MaterializerOptions:
     # read comes back empty; then they go to the offline store and SQL together (see outbox.py).
     drain_every: int = 8
     drain_interval_s: float = 1.0
-    # How often the applied / rejected id sets are trimmed (see the module docstring).
+    # How often the applied / rejected id sets are trimmed (see materializer.py's module docstring).
     trim_every_s: float = 10.0
     # How often the materializer looks whether its view version was deleted or retired, busy or idle: an
     # idle one commits nothing, and so kept running (its outbox undrained) until its next message, maybe

@@ -1,5 +1,5 @@
-"""Why a stream materializer stops for good (``materializer.py`` raises them; ``__main__`` turns the view's
-end into one line and exit status 1)."""
+"""Why a stream materializer stops for good (the materializer, its source and its drain retry raise them;
+``__main__`` turns the view's end into one line and exit status 1)."""
 
 from __future__ import annotations
 

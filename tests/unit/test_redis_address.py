@@ -10,8 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from redis.connection import parse_url
 
+from clients.redis_address import RedisAddress, credentials_given_twice
 from clients.uris import redact_uri
-from data_plane.redis_address import RedisAddress, credentials_given_twice
 
 
 def _agrees_with_redis_py(url: str) -> RedisAddress | None:
