@@ -62,7 +62,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, and_, delete, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,7 +70,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.database_errors import database_unavailable
 from clients.errors import FailedPrecondition, Unavailable
 from control_plane.db import read_session, write_session
-from control_plane.ingestion.quarantine import now_us, rowcount
+from control_plane.db.clock import database_now_us
+from control_plane.ingestion.quarantine import rowcount
 from control_plane.ingestion.tables import IngestionIntentRow
 
 WRITING = "writing"
@@ -119,20 +120,6 @@ def announce(
         session.add(row)
         session.flush()
         return Intent(row.id, run_id, tuple(paths), token)
-
-
-def database_now_us(session: Session) -> int:
-    """The database's clock, in µs since the epoch: the one clock every process sharing it reads, so an
-    intent's lease does not depend on the announcing and the recovering hosts' clocks agreeing. SQLite's
-    file is on one host: its ``julianday('now')`` (milliseconds) is that host's clock."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        query = "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000000) AS BIGINT)"
-    elif dialect == "sqlite":
-        query = "SELECT CAST(round((julianday('now') - 2440587.5) * 86400000000.0) AS INTEGER)"
-    else:
-        return now_us()
-    return int(session.execute(text(query)).scalar_one())
 
 
 def open_paths(sessions: sessionmaker[Session]) -> frozenset[str]:

@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session, write_session
-from control_plane.ingestion.intents import database_now_us
+from control_plane.db.clock import database_now_us
 from control_plane.jobs.tables import LEASE_HOLDER_LENGTH, JobSupervisorLeaseRow
 
 _log = logging.getLogger("aether.jobs")

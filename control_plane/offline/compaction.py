@@ -76,6 +76,7 @@ from control_plane.offline.merged import (
 from control_plane.offline.partition_locks import Held, PartitionLock, folder_lock
 from control_plane.offline.store import OfflineStore
 from control_plane.offline.store_errors import decoding_footer, store_errors
+from control_plane.offline.store_layout import TEMP_PREFIX  # hidden ``.*.tmp``: swept, never listed
 from control_plane.offline.uploads import (
     COMPACT_TEMP_PREFIX,
     STALE_TEMP_AGE_S,
@@ -91,7 +92,6 @@ from control_plane.offline.uploads import upload_temp_folder as upload_temp_fold
 
 #: Rows per row group of a merged file (pyarrow's default for one written whole).
 ROW_GROUP_ROWS = 1 << 20
-_TEMP_PREFIX = "."  # the store's: a hidden ``.*.tmp`` is swept at start and never listed
 # An object store's merged file while it is checked, before its copy to its name: hidden from readers.
 _STAGED_PREFIX, _STAGED_SUFFIX = ".compact-", ".tmp"
 #: A merged file must fit in one S3 CopyObject (``uploads.S3_SINGLE_COPY_LIMIT``), since it is published
@@ -246,7 +246,7 @@ def _visible(filesystem: pafs.FileSystem, partition: str) -> list[pafs.FileInfo]
         for info in filesystem.get_file_info(pafs.FileSelector(partition, allow_not_found=True))
         if info.type == pafs.FileType.File
         and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((_TEMP_PREFIX, "_"))
+        and not info.base_name.startswith((TEMP_PREFIX, "_"))
     }
     hidden = hidden_names(filesystem, partition, infos)
     return [infos[name] for name in sorted(infos) if name not in hidden]
@@ -295,11 +295,10 @@ def _merge(
     local = _is_local(filesystem)
     # A local root's temporary file sits in the partition (one rename publishes it); an object store's
     # is written whole here before one upload, so a failed merge never leaves a partial object.
-    temp = (
-        f"{partition}/{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
-        if local
-        else local_upload_temp(COMPACT_TEMP_PREFIX)
-    )
+    if local:
+        temp = f"{partition}/{TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+    else:
+        temp = local_upload_temp(COMPACT_TEMP_PREFIX)
     sources: list[Replaced] = []
     try:
         with open(temp, "wb") as sink:
@@ -357,7 +356,7 @@ def _stage(filesystem: pafs.FileSystem, temp: str, partition: str) -> str:
 
 
 def _is_write_staged(name: str) -> bool:
-    return name.startswith(_TEMP_PREFIX) and name.endswith(_STAGED_SUFFIX)
+    return name.startswith(TEMP_PREFIX) and name.endswith(_STAGED_SUFFIX)
 
 
 def _is_staged(name: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,6 @@ from control_plane.ingestion import intents
 from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.intent_recovery import IntentRecoveryLoop
 from control_plane.ingestion.intents import IntentLost
-from control_plane.ingestion.quarantine import now_us
 from control_plane.ingestion.tables import IngestionIntentRow
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.compaction_loop import CompactionLoop
@@ -207,9 +207,13 @@ def test_a_pass_with_the_database_out_of_reach_logs_one_warning_line(
     assert (line.levelname, line.exc_info) == ("WARNING", None)
 
 
+_TRUE_TIME_NS = time.time_ns
+
+
 def skewed_clock(monkeypatch: pytest.MonkeyPatch, skew_s: float) -> None:
-    """The named fault: this process's wall clock (``now_us``, as ``intents`` reads it) off by ``skew_s``."""
-    monkeypatch.setattr(intents, "now_us", lambda: now_us() + int(skew_s * 1_000_000))
+    """The named fault: this process's wall clock (``time.time_ns``, what every µs stamp of ours reads:
+    ``now_us``, the database clock's fallback) off by ``skew_s`` from the true one."""
+    monkeypatch.setattr(time, "time_ns", lambda: _TRUE_TIME_NS() + int(skew_s * 1_000_000_000))
 
 
 def test_the_lease_is_read_from_the_databases_clock_not_the_hosts(
