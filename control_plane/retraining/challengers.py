@@ -153,11 +153,22 @@ class Challengers:
             decision.deployment,
             now - int(config.gates.holdout_seconds * 1e6),
             now,
+            self._feature_refs,
         )
-        champion = await asyncio.to_thread(self._artifact, decision.model_name, decision.champion_version)
-        challenger = await asyncio.to_thread(self._artifact, decision.model_name, challenger_version)
+        champion = await asyncio.to_thread(self._version, decision.model_name, decision.champion_version)
+        challenger = await asyncio.to_thread(self._version, decision.model_name, challenger_version)
+        # Each model gets the logged columns its own feature refs name; one the holdout lacks fails the
+        # evaluation (FAILED_PRECONDITION: evaluation_failed, the champion untouched), never a column of
+        # another feature in its place.
         result = await asyncio.to_thread(
-            evaluate, champion, challenger, found.holdout, configs.gates_of(config), monitor
+            evaluate,
+            self._open(champion),
+            self._open(challenger),
+            found.holdout,
+            configs.gates_of(config),
+            monitor,
+            champion_refs=tuple(champion.feature_refs),
+            challenger_refs=tuple(challenger.feature_refs),
         )
         # The evaluation and the decision's "evaluated" outcome are one write, so a retry after a failed
         # write never stores a second evaluation of the same decision.
@@ -191,8 +202,21 @@ class Challengers:
         return self._classes[key]
 
     def _artifact(self, model_name: str, version: int) -> bytes:
-        found: mpb.ModelVersion = self._registry.get_version(model_name, version)
-        return self._registry.artifacts.open_verified(found.artifact.sha256)
+        return self._open(self._version(model_name, version))
+
+    def _version(self, model_name: str, version: int) -> mpb.ModelVersion:
+        return self._registry.get_version(model_name, version)
+
+    def _open(self, version: mpb.ModelVersion) -> bytes:
+        return self._registry.artifacts.open_verified(version.artifact.sha256)
+
+    def _feature_refs(self, model_name: str, version: int) -> tuple[str, ...] | None:
+        """The refs naming the columns a version's logged entries carry; None when it is gone (its rows
+        cannot be named, so the holdout leaves them out)."""
+        try:
+            return tuple(self._version(model_name, version).feature_refs)
+        except NotFound:
+            return None
 
     async def advance_promotions(self) -> None:
         for evaluation in await asyncio.to_thread(records.unstarted_promotions, self._sessions):

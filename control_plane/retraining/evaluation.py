@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ from clients.errors import FailedPrecondition
 from control_plane.monitoring.model_outputs import class_values
 from control_plane.monitoring.outputs import holds_class_codes, prediction_output
 from control_plane.monitoring.performance import Classes, derive, unmappable, window_metrics
+from control_plane.retraining.inputs import model_inputs
 from control_plane.retraining.model_classes import declared_classes
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -62,11 +64,14 @@ LATENCY_ROUNDS = 5
 
 @dataclass(frozen=True)
 class Holdout:
-    """Labelled rows: ``features`` ``[n, f]`` and ``labels`` ``[n]``; ``source`` says where they came from."""
+    """Labelled rows: ``features`` ``[n, f]`` and ``labels`` ``[n]``; ``source`` says where they came from.
+    ``feature_refs`` names the columns of ``features`` (the logging version's refs, in order); empty when
+    they have no names, and a model then gets them by position (:mod:`.inputs`)."""
 
     features: FloatMatrix
     labels: npt.NDArray[np.float64]
     source: str
+    feature_refs: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -161,12 +166,24 @@ def evaluate(
     gates: Gates,
     monitor: mpb.MonitorConfig,
     latency_rows: int = DEFAULT_LATENCY_ROWS,
+    *,
+    champion_refs: Sequence[str] = (),
+    challenger_refs: Sequence[str] = (),
 ) -> EvaluationResult:
     """Scores both models on ``holdout`` (task, positive class and decision threshold from the
-    deployment's monitor config) and applies the gates."""
+    deployment's monitor config) and applies the gates. Each model gets the holdout's columns its
+    feature refs name (``*_refs``: the version's ``feature_refs``; :func:`.inputs.model_inputs`, which
+    raises ``FailedPrecondition`` when the holdout lacks one of its features)."""
+    inputs = (
+        model_inputs(holdout.features, holdout.feature_refs, champion_refs, "champion"),
+        model_inputs(holdout.features, holdout.feature_refs, challenger_refs, "challenger"),
+    )
     champion, challenger = _session(champion_onnx), _session(challenger_onnx)
     outputs = _output(champion, monitor, "champion"), _output(challenger, monitor, "challenger")
-    answers = [_answers(s, o, holdout, monitor) for s, o in zip((champion, challenger), outputs, strict=True)]
+    answers = [
+        _answers(s, o, x, holdout.labels, monitor)
+        for s, o, x in zip((champion, challenger), outputs, inputs, strict=True)
+    ]
     labelled = np.isfinite(holdout.labels)
     answered = [np.isfinite(predicted) for predicted, _ in answers]
     scored = labelled & answered[0] & answered[1]
@@ -175,7 +192,9 @@ def evaluate(
         for predicted, scores in answers
     ]
     invalid = [int(np.count_nonzero(labelled & ~ok)) for ok in answered]
-    latencies = _latencies((champion, outputs[0]), (challenger, outputs[1]), holdout.features, latency_rows)
+    latencies = _latencies(
+        (champion, outputs[0], inputs[0]), (challenger, outputs[1], inputs[1]), latency_rows
+    )
     champion_score = ModelScore(metrics[0], latencies[0], invalid[0])
     challenger_score = ModelScore(metrics[1], latencies[1], invalid[1])
     passed, reasons = judge(gates, champion_score, challenger_score, int(np.count_nonzero(scored)))
@@ -211,20 +230,25 @@ def _run(session: ort.InferenceSession, features: FloatMatrix, output: str) -> n
 
 
 def _answers(
-    session: ort.InferenceSession, output: str, holdout: Holdout, monitor: mpb.MonitorConfig
+    session: ort.InferenceSession,
+    output: str,
+    features: FloatMatrix,
+    labels: npt.NDArray[np.float64],
+    monitor: mpb.MonitorConfig,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """``(predictions, positive-class scores)`` of the model on every holdout row, as the monitor derives
-    them from logged outputs (NaN where the model's answer is not finite)."""
-    if holdout.n_rows == 0:
+    """``(predictions, positive-class scores)`` of the model on every holdout row (``features``: its
+    input), as the monitor derives them from logged outputs (NaN where the model's answer is not finite)."""
+    n_rows = int(labels.shape[0])
+    if n_rows == 0:
         return np.empty(0), np.empty(0)
-    raw = _run(session, holdout.features, output)
-    is_label = np.full(holdout.n_rows, holds_class_codes(raw.dtype), dtype=np.bool_)
-    rows = np.asarray(raw, dtype=np.float64).reshape(holdout.n_rows, -1).tolist()
-    classes = [_classes(session)] * holdout.n_rows
+    raw = _run(session, features, output)
+    is_label = np.full(n_rows, holds_class_codes(raw.dtype), dtype=np.bool_)
+    rows = np.asarray(raw, dtype=np.float64).reshape(n_rows, -1).tolist()
+    classes = [_classes(session)] * n_rows
     predicted, scores = derive(monitor, rows, is_label, classes)
     # As the monitor leaves them out: score columns whose labels cannot be known (no classes, and a label
     # that is no column index) would be scored as if the index were the label.
-    left_out = unmappable(monitor, rows, is_label, holdout.labels, classes)
+    left_out = unmappable(monitor, rows, is_label, labels, classes)
     predicted[left_out] = np.nan
     scores[left_out] = np.nan
     return predicted, scores
@@ -239,27 +263,25 @@ def _classes(session: ort.InferenceSession) -> Classes | None:
 
 
 def _latencies(
-    champion: tuple[ort.InferenceSession, str],
-    challenger: tuple[ort.InferenceSession, str],
-    features: FloatMatrix,
+    champion: tuple[ort.InferenceSession, str, FloatMatrix],
+    challenger: tuple[ort.InferenceSession, str, FloatMatrix],
     rows: int,
 ) -> tuple[float, float]:
-    """p95 single-row latency (ms) of each model (session, prediction output), measured alternately on
-    the same rows."""
-    n = min(rows, features.shape[0])
+    """p95 single-row latency (ms) of each model (session, prediction output, its input of the holdout's
+    rows), measured alternately on the same rows."""
+    n = min(rows, champion[2].shape[0], challenger[2].shape[0])
     if n == 0:
         return 0.0, 0.0
-    for session, output in (champion, challenger):
+    for session, output, features in (champion, challenger):
         _run(session, features[:1], output)  # warm-up
     rounds: tuple[list[float], list[float]] = ([], [])
     for _ in range(LATENCY_ROUNDS):
         timings: tuple[list[float], list[float]] = ([], [])
         for i in range(n):
-            row = features[i : i + 1]
             pair = ((champion, timings[0]), (challenger, timings[1]))
-            for (session, output), out in pair if i % 2 == 0 else pair[::-1]:
+            for (session, output, features), out in pair if i % 2 == 0 else pair[::-1]:
                 start = time.perf_counter()
-                _run(session, row, output)
+                _run(session, features[i : i + 1], output)
                 out.append((time.perf_counter() - start) * 1e3)
         for out, p95s in zip(timings, rounds, strict=True):
             p95s.append(float(np.percentile(out, 95)))

@@ -8,10 +8,19 @@ stream itself (``XRANGE``, read-only: the monitor's consumer group is untouched)
 entries carry features, and only entries the stream still retains (``MAXLEN``) can be used. Rows found
 in both form the holdout (``source = "production_feedback"``); labelled rows whose entry was not sampled
 or is gone are left out and counted.
+
+An entry's features carry no names: they are its version's ``feature_refs`` in order (``refs_of`` looks
+them up, once per logging version). The holdout's columns are those of the newest entry read, named by
+its version's refs (:attr:`.evaluation.Holdout.feature_refs`); rows another version logged are put in
+that order by name (:func:`.inputs.logged_columns`), and rows that do not carry every one of those columns
+(a schema change inside the window; a version gone from the registry) are left out and counted. Mixed by
+width alone, a canary listing the same refs in another order mixed its rows into the champion's columns.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +33,7 @@ from control_plane.monitoring.entries import MalformedEntry, decode_entry
 from control_plane.monitoring.feedback import with_labels
 from control_plane.monitoring.tables import PredictionIndexRow
 from control_plane.retraining.evaluation import Holdout
+from control_plane.retraining.inputs import logged_columns
 
 SOURCE = "production_feedback"
 _PAGE = 1000
@@ -36,6 +46,11 @@ class ProductionHoldout:
     holdout: Holdout
     labelled: int  # labelled predictions in the window
     missing_features: int  # of those, without a retained sampled entry
+    other_columns: int = 0  # of those, logged without every one of the holdout's columns
+
+
+#: ``(model, version)`` → the version's ``feature_refs``, in order; None when the version is gone.
+RefsOf = Callable[[str, int], Sequence[str] | None]
 
 
 def labels_of(
@@ -59,11 +74,14 @@ async def production_holdout(
     deployment: str,
     since_us: int,
     until_us: int,
+    refs_of: RefsOf,
 ) -> ProductionHoldout:
     labels = labels_of(sessions, deployment, since_us, until_us)
     wanted = {request_id for request_id, _ in labels}
     features: dict[tuple[str, int], np.ndarray[Any, np.dtype[np.float64]]] = {}
-    newest_width = 0  # feature count of the newest entry read (XRANGE reads oldest first)
+    logged_by: dict[tuple[str, int], tuple[str, int]] = {}  # row -> the (model, version) that logged it
+    # The (model, version) and width of the newest entry read (XRANGE reads oldest first).
+    newest: tuple[str, int, int] | None = None
     start = f"{since_us // 1000}"
     end_ms = until_us // 1000 + _APPEND_SLACK_MS
     while wanted:
@@ -82,16 +100,50 @@ async def production_holdout(
             for row in range(entry.features.shape[0]):
                 if (entry.request_id, row) in labels:
                     features[(entry.request_id, row)] = entry.features[row]
-                    newest_width = entry.features.shape[1]
+                    logged_by[(entry.request_id, row)] = (entry.model, entry.version)
+                    newest = (entry.model, entry.version, entry.features.shape[1])
         if len(raw) < _PAGE:
             break
         start = "(" + raw[-1][0].decode()
-    keys = sorted(features)
-    width = {row.shape[0] for row in features.values()}
-    if len(width) > 1:  # a schema change inside the window: keep the newest width's rows only
-        # Newest by stream order: the largest (request id, row) key was an arbitrary one, so after a
-        # schema change the challenger could be judged on the old schema's rows.
-        keys = [k for k in keys if features[k].shape[0] == newest_width]
+    versions = set(logged_by.values())
+    refs = {v: await asyncio.to_thread(refs_of, *v) for v in versions}
+    keys, names = _in_newest_columns(features, logged_by, refs, newest)
     matrix = np.stack([features[k] for k in keys]) if keys else np.zeros((0, 0))
-    holdout = Holdout(matrix, np.array([labels[k] for k in keys], dtype=np.float64), SOURCE)
-    return ProductionHoldout(holdout, len(labels), len(labels) - len(keys))
+    holdout = Holdout(matrix, np.array([labels[k] for k in keys], dtype=np.float64), SOURCE, names)
+    return ProductionHoldout(holdout, len(labels), len(labels) - len(features), len(features) - len(keys))
+
+
+def _in_newest_columns(
+    features: dict[tuple[str, int], np.ndarray[Any, np.dtype[np.float64]]],
+    logged_by: dict[tuple[str, int], tuple[str, int]],
+    refs: dict[tuple[str, int], Sequence[str] | None],
+    newest: tuple[str, int, int] | None,
+) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+    """The rows that carry every column of the newest entry's version, each put (in place) in that
+    version's column order, and those columns' names. Newest by stream order: the largest (request id,
+    row) key was an arbitrary one, so after a schema change the challenger could be judged on the old
+    schema's rows."""
+    if newest is None:
+        return [], ()
+    model, version, width = newest
+    newest_refs = refs[(model, version)]
+    if newest_refs is None:
+        return [], ()
+    names = tuple(newest_refs)
+    picks: dict[tuple[tuple[str, int], int], tuple[int, ...] | None] = {}
+    keys = []
+    for key in sorted(features):
+        by, row_width = logged_by[key], features[key].shape[0]
+        if (by, row_width) not in picks:
+            logged = refs[by]
+            if logged is None:  # the version is gone: its columns cannot be named
+                picks[(by, row_width)] = None
+            elif names:
+                picks[(by, row_width)] = logged_columns(names, logged, row_width)
+            else:  # the newest columns have no names: rows of their width, by position
+                picks[(by, row_width)] = tuple(range(width)) if row_width == width else None
+        picked = picks[(by, row_width)]
+        if picked is not None:
+            features[key] = features[key][list(picked)]
+            keys.append(key)
+    return keys, names

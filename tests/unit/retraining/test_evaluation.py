@@ -234,7 +234,9 @@ def test_a_burst_of_load_during_one_round_does_not_fail_an_equally_fast_challeng
     champion = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     challenger = BurstOfLoad(model, first=10, count=8)  # call 1 is the warm-up: all in the first round
     champion_p95, challenger_p95 = _latencies(
-        (champion, "y"), (cast(ort.InferenceSession, challenger), "y"), features, DEFAULT_LATENCY_ROWS
+        (champion, "y", features),
+        (cast(ort.InferenceSession, challenger), "y", features),
+        DEFAULT_LATENCY_ROWS,
     )
     assert challenger_p95 < 1.0  # not the 2 ms of the burst
     assert challenger_p95 <= 3.0 * champion_p95 + 0.05

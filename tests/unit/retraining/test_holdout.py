@@ -29,12 +29,12 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def served(request_id: str, features: list[float], ts_us: int) -> PredictionRecord:
+def served(request_id: str, features: list[float], ts_us: int, version: int = 1) -> PredictionRecord:
     return PredictionRecord(
         request_id=request_id,
         deployment="eta",
         model="eta",
-        version=1,
+        version=version,
         variant="primary",
         role="served",
         routing_key="",
@@ -72,9 +72,46 @@ async def test_after_a_schema_change_the_holdout_keeps_the_newest_schemas_rows(
     record_feedback(sessions, [mpb.Feedback(request_id=r.request_id, label=i) for i, r in enumerate(records)])
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        found = await production_holdout(sessions, client, STREAM, "eta", now - 3_600_000_000, now + 1)
+        found = await production_holdout(
+            sessions, client, STREAM, "eta", now - 3_600_000_000, now + 1, lambda _m, _v: ()
+        )
     finally:
         await client.aclose()
     assert found.holdout.features.tolist() == [[5.0, 6.0, 7.0, 8.0], [1.0, 2.0, 3.0, 4.0]]
     assert found.holdout.labels.tolist() == [2.0, 1.0]
-    assert (found.labelled, found.missing_features) == (3, 1)
+    assert (found.labelled, found.missing_features, found.other_columns) == (3, 0, 1)
+
+
+async def test_rows_another_version_logged_are_put_in_the_newest_versions_columns_by_name(
+    sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    # v2 (a canary) lists v1's refs in another order, and v3 needs a feature v1 never logged. Mixed by
+    # width, v2's rows put "b" under "a"'s name.
+    refs = {1: ("v@1:a", "v@1:b", "v@1:c"), 2: ("v@1:c", "v@1:a", "v@1:b"), 3: ("v@1:a", "v@1:x", "v@1:c")}
+    now = time.time_ns() // 1000
+    records = [
+        served("old", [30.0, 10.0, 20.0], now - 4_000_000, version=2),
+        served("other", [1.0, 99.0, 3.0], now - 3_000_000, version=3),
+        served("gone", [1.0, 2.0, 3.0], now - 2_500_000, version=4),
+        served("new", [1.0, 2.0, 3.0], now - 2_000_000, version=1),
+    ]
+    await log(redis_url, records)
+    index_predictions(
+        sessions,
+        [
+            IndexedPrediction(r.request_id, 0, "eta", "eta", 1, "primary", r.ts_us, [1.0], False)
+            for r in records
+        ],
+    )
+    record_feedback(sessions, [mpb.Feedback(request_id=r.request_id, label=i) for i, r in enumerate(records)])
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        found = await production_holdout(
+            sessions, client, STREAM, "eta", now - 3_600_000_000, now + 1, lambda _m, v: refs.get(v)
+        )
+    finally:
+        await client.aclose()
+    assert found.holdout.feature_refs == refs[1]
+    assert found.holdout.features.tolist() == [[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]
+    assert found.holdout.labels.tolist() == [3.0, 0.0]
+    assert (found.labelled, found.missing_features, found.other_columns) == (4, 0, 2)
