@@ -23,6 +23,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import AetherError, FailedPrecondition, NotFound
 from control_plane.jobs.service import JobService
 from control_plane.jobs.store import JobState
+from control_plane.model_registry.model_classes import DeclaredClasses, classes_in_model
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.alerts import Alerter
@@ -31,7 +32,6 @@ from control_plane.retraining import observe, records
 from control_plane.retraining.evaluation import evaluate
 from control_plane.retraining.failures import passing
 from control_plane.retraining.holdout import production_holdout
-from control_plane.retraining.model_classes import DeclaredClasses, classes_in_model
 from control_plane.retraining.promotion import FAILED, IN_PROGRESS, PENDING, SHADOW, Promoter
 from control_plane.retraining.shadow import Agreement, agreement_rate
 from control_plane.retraining.tables import RetrainingDecisionRow

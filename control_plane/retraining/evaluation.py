@@ -50,11 +50,11 @@ import onnxruntime as ort
 
 from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.errors import FailedPrecondition
+from control_plane.model_registry.model_classes import declared_classes
 from control_plane.monitoring.model_outputs import class_values
 from control_plane.monitoring.outputs import holds_class_codes, prediction_output
 from control_plane.monitoring.performance import Classes, derive, unmappable, window_metrics
 from control_plane.retraining.inputs import model_inputs
-from control_plane.retraining.model_classes import declared_classes
 
 FloatMatrix = npt.NDArray[np.float64]
 DEFAULT_LATENCY_ROWS = 64

@@ -12,16 +12,16 @@ cannot be decoded counts as such a failed call (logged); a request the served va
 served entry cannot be decoded, compares nothing. One bad entry never fails the whole phase's read.
 Read-only ``XRANGE`` over the phase's time span.
 
-A classifier's answers are compared by class label, not by column: each entry names the model version
-that answered it, and each version declares its classes in its ONNX metadata (``aether.classes``, one
-label per score column; ``classes_of`` reads them, :mod:`.model_classes`). When both versions declare
-the same set of labels, the shadow's score columns (or class codes) are put in the served version's
-order first; two models with the same classes in another order used to disagree on every row they
-agreed on. When the two declare different label sets, or one declares labels while the other answers
+A classifier's answers are compared by class label, not by column: each entry names the model version that
+answered it, and each version declares its classes in its ONNX metadata (``aether.classes``, one label per
+score column; ``classes_of`` reads them, :mod:`control_plane.model_registry.model_classes`). When both
+versions declare the same set of labels, the shadow's score columns (or class codes) are put in the served
+version's order first; two models with the same classes in another order used to disagree on every row
+they agreed on. When the two declare different label sets, or one declares labels while the other answers
 several score columns without any (which column is which class is then unknown), the answers are *not
 comparable*: :class:`Agreement` says why (``not_comparable``) and carries no rate, rather than a number
-that measures the columns' order. Versions that declare no classes are compared as the monitor reads
-them: an index or class code as the label it equals.
+that measures the columns' order. Versions that declare no classes are compared as the monitor reads them:
+an index or class code as the label it equals.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import numpy.typing as npt
 import redis.asyncio
 
 from clients.aether.v1 import monitoring_pb2 as mpb
+from control_plane.model_registry.model_classes import DeclaredClasses
 from control_plane.monitoring.entries import MalformedEntry, decode_outputs
 from control_plane.monitoring.model_outputs import class_values
 from control_plane.monitoring.outputs import prediction_output
 from control_plane.monitoring.performance import Classes, derive
-from control_plane.retraining.model_classes import DeclaredClasses
 
 _PAGE = 1000
 _log = logging.getLogger("aether.control_plane.retraining")

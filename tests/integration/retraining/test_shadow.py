@@ -11,7 +11,7 @@ import onnxruntime as ort
 import redis.asyncio
 
 from clients.aether.v1 import monitoring_pb2 as mpb
-from control_plane.retraining.model_classes import DeclaredClasses, classes_in_model
+from control_plane.model_registry.model_classes import DeclaredClasses, classes_in_model
 from control_plane.retraining.shadow import Agreement, agreement_rate
 from tests.unit.retraining.models import softmax_classifier, with_classes
 
