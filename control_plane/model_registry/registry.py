@@ -35,6 +35,7 @@ from control_plane.model_registry import aliases, lineage, messages
 from control_plane.model_registry.aliases import remove_alias
 from control_plane.model_registry.approval import Approval, from_proto
 from control_plane.model_registry.guards import ModelReferenceGuard, ModelUser
+from control_plane.model_registry.model_classes import check_same_classes, classes_in_artifact
 from control_plane.model_registry.queries import find_model, require_model, require_version
 from control_plane.model_registry.reads import CachedReads, touch
 from control_plane.model_registry.references import check_feature_refs, check_trained_on, require_run
@@ -169,9 +170,14 @@ class ModelRegistry:
         call), FAILED_PRECONDITION (:class:`~control_plane.tracking.records.RunEnded`) when the run has
         ended, read on the run's row locked in this transaction: nothing is registered. A version naming a
         training set whose record the offline store holds must name only view versions and features that set
-        was read from (FAILED_PRECONDITION, :func:`~references.check_trained_on`)."""
+        was read from (FAILED_PRECONDITION, :func:`~references.check_trained_on`). A signature listing
+        classes other than its ONNX artifact's ``aether.classes`` is INVALID_ARGUMENT
+        (:func:`~model_classes.check_same_classes`)."""
         refs = check_version_request(request)
         artifact = self.artifacts.stat(request.artifact_sha256)
+        if request.signature.classes:  # read before the write transaction opens: a file, not a row
+            declared = classes_in_artifact(self.artifacts.open_verified(request.artifact_sha256))
+            check_same_classes(list(request.signature.classes), declared)
         # Read before the write transaction opens: the record is a file in the offline store, not a row.
         trained = self._dataset_record(request.dataset.hash)
         if trained is not None:
