@@ -18,10 +18,9 @@ from control_plane.api.identity import actor_of, is_job_call
 from control_plane.api.refusals import RefusalAudit, audits_job_refusals
 from control_plane.artifacts.settings import ArtifactSettings
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.tracking.compare import ComparePage
+from control_plane.tracking.compare import ComparePage, row_message
 from control_plane.tracking.filters import Aggregate, Field
 from control_plane.tracking.metrics import check_key
-from control_plane.tracking.records import status_value
 from control_plane.tracking.senders import BatchKey
 from control_plane.tracking.store import TrackingStore
 
@@ -180,17 +179,7 @@ class TrackingServicer(pb_grpc.TrackingServicer):
 
 def _compare_response(page: ComparePage) -> pb.CompareRunsResponse:
     return pb.CompareRunsResponse(
-        rows=[
-            pb.CompareRow(
-                run_id=row.run_id,
-                name=row.name,
-                status=status_value(row.status),
-                start_time_us=row.start_time_us,
-                metrics=[pb.MetricCell() if v is None else pb.MetricCell(value=v) for v in row.metrics],
-                params=[pb.ParamCell() if v is None else pb.ParamCell(value=v) for v in row.params],
-            )
-            for row in page.rows
-        ],
+        rows=[row_message(row) for row in page.rows],
         next_page_token=page.next_page_token,
         total_count=page.total_count,
     )

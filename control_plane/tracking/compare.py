@@ -22,8 +22,9 @@ from sqlalchemy import Select, and_, case, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
 
+from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
-from control_plane.db import keyset
+from control_plane.db import keyset, pages
 from control_plane.db.strings import byte_order
 from control_plane.tracking.filters import (
     And,
@@ -35,6 +36,7 @@ from control_plane.tracking.filters import (
     parse_filter,
     parse_sort_key,
 )
+from control_plane.tracking.records import status_value
 from control_plane.tracking.tables import MetricLatestRow, ParamRow, RunRow, TagRow
 
 DEFAULT_PAGE_SIZE = 100
@@ -218,30 +220,45 @@ def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
     found = session.execute(page_query).all()
     runs = found[:size]
     page = ComparePage(total_count=total)
-    if len(found) > size:
-        end = runs[-1]._mapping
-        page.next_page_token = keyset.encode(
-            _LISTING, _digest(query), [end[f"sort_{index}"] for index in range(len(key_columns))]
-        )
     if not runs:
         return page
     run_pks = [run.id for run in runs]
     metric_values = _metric_cells(session, run_pks, query.metrics)
     param_values = _param_cells(session, run_pks, query.params)
+    # Cut by bytes as well as by count: a row carries each asked parameter whole (up to 6,000 characters),
+    # and 100 rows of eight such parameters took 4.8 MB, past gRPC's 4 MiB receive limit, so the compare
+    # failed RESOURCE_EXHAUSTED on the client for good. The first row always fits (a run's values do).
+    budget = pages.PageBudget()
     for run in runs:
-        page.rows.append(
-            CompareRowData(
-                run_id=run.run_id,
-                name=run.name,
-                status=run.status,
-                start_time_us=run.start_time_us,
-                metrics=[
-                    metric_values.get((run.id, column.key, column.aggregate)) for column in query.metrics
-                ],
-                params=[param_values.get((run.id, key)) for key in query.params],
-            )
+        row = CompareRowData(
+            run_id=run.run_id,
+            name=run.name,
+            status=run.status,
+            start_time_us=run.start_time_us,
+            metrics=[metric_values.get((run.id, column.key, column.aggregate)) for column in query.metrics],
+            params=[param_values.get((run.id, key)) for key in query.params],
+        )
+        if not budget.admits(row_message(row)):
+            break
+        page.rows.append(row)
+    if len(found) > len(page.rows):
+        end = runs[len(page.rows) - 1]._mapping
+        page.next_page_token = keyset.encode(
+            _LISTING, _digest(query), [end[f"sort_{index}"] for index in range(len(key_columns))]
         )
     return page
+
+
+def row_message(row: CompareRowData) -> pb.CompareRow:
+    """``row`` as the ``CompareRow`` it is sent as (a missing metric or parameter is an empty cell)."""
+    return pb.CompareRow(
+        run_id=row.run_id,
+        name=row.name,
+        status=status_value(row.status),
+        start_time_us=row.start_time_us,
+        metrics=[pb.MetricCell() if value is None else pb.MetricCell(value=value) for value in row.metrics],
+        params=[pb.ParamCell() if value is None else pb.ParamCell(value=value) for value in row.params],
+    )
 
 
 def _metric_cells(
