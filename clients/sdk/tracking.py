@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import numbers
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,17 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
     return checked
 
 
+def step_of(step: object) -> int:
+    """``step`` as the int64 it is sent as; INVALID_ARGUMENT for a number with a fractional part (or NaN,
+    infinity): int() truncated it, so steps 0.5 and 0.9 were both stored as step 0 without a word, and
+    NaN escaped as a bare ValueError. A whole number of any numeric type (2.0, numpy's) is taken."""
+    if isinstance(step, numbers.Real) and not isinstance(step, numbers.Integral):
+        number = float(step)
+        if not number.is_integer():
+            raise InvalidArgument(f"step {number!r} is not a whole number: steps are 64-bit integers")
+    return check_int64(int(step), "step")  # type: ignore[call-overload]  # what int() takes, as before
+
+
 #: The most characters of a refused value's repr an error shows.
 _SHOWN_CHARS = 80
 
@@ -148,7 +160,7 @@ class Run:
         stamp = _now_us() if timestamp_us is None else check_int64(int(timestamp_us), "timestamp_us")
         if problem := metric_time_problem(stamp):  # the server would refuse the run's whole batch share
             raise InvalidArgument(problem)
-        return self._client._shipper.add_points(self.run_id, check_int64(int(step), "step"), stamp, checked)
+        return self._client._shipper.add_points(self.run_id, step_of(step), stamp, checked)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> bool:
         return self.log_metrics({key: value}, step)

@@ -324,6 +324,22 @@ def test_values_that_are_not_numbers_are_invalid_arguments_naming_the_metric(cli
     assert {(m.key, m.latest_value, m.count) for m in summaries} == {("loss", 1.0, 1), ("acc", 1.0, 1)}
 
 
+def test_a_fractional_step_is_an_invalid_argument_not_truncated(client: TrackingClient) -> None:
+    """int() truncated a fractional step: points logged at steps 0.5 and 0.9 were both stored at step 0,
+    one curve's distinct points silently sharing a step. Integral values of any number type still log."""
+    run = client.start_run("steps")
+    for step, shown in ((0.5, "0.5"), (np.float64(2.25), "2.25"), (math.nan, "nan"), (math.inf, "inf")):
+        with pytest.raises(InvalidArgument, match=f"^step {shown} is not a whole number"):
+            run.log_metrics({"loss": 1.0}, step=step)  # type: ignore[arg-type]
+    run.log_metrics({"loss": 1.0}, step=1)
+    run.log_metrics({"loss": 2.0}, step=2.0)  # type: ignore[arg-type]
+    run.log_metrics({"loss": 3.0}, step=np.int64(3))  # type: ignore[arg-type]
+    run.log_metrics({"loss": 4.0}, step=np.float32(4.0))  # type: ignore[arg-type]
+    run.close()
+    history = client.metric_history(run.run_id, "loss")
+    assert list(history.steps) == [1, 2, 3, 4] and list(history.values) == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_parameters_are_immutable(client: TrackingClient) -> None:
     run = client.start_run("params", params={"lr": "0.1"})
     again = pb.RunBatch(run_id=run.run_id, params={"lr": "0.1", "depth": "3"})
