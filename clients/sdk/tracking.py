@@ -290,6 +290,8 @@ class TrackingClient(ServiceClient):
             return
         self._closed = True
         atexit.unregister(self.close)
+        if self._shipper.forked:  # a forked child's copy: the runs, buffer and channel are the parent's
+            return
         with self._runs_lock:
             open_runs = list(self._runs.values())
         for run in open_runs:

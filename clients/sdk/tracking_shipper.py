@@ -28,6 +28,10 @@ Policy (what a training loop can rely on):
 * Neither thread ever dies of one batch: data that cannot be built into a request (a value the checks at
   the call let through) costs its run's share of that batch, and an unexpected error while sending costs
   that batch; both are counted as dropped, settled (so flush returns) and kept in ``last_error``.
+* A shipper serves the process that made it. Its threads do not survive ``fork``, so in a forked child
+  (a ``multiprocessing`` pool started with ``fork``) nothing would ever be sent: there every call that
+  adds or flushes raises RuntimeError saying so (before, the child's data was kept in a buffer no thread
+  read, and lost without a word), and :meth:`MetricShipper.close` returns at once.
 * :meth:`MetricShipper.flush` waits until everything added before it was sent or dropped;
   :meth:`MetricShipper.close` takes at most ``timeout`` seconds in all: calls are cut to the time left,
   nothing is sent once it is spent, and every point not yet sent or dropped then is counted as dropped
@@ -38,10 +42,12 @@ Policy (what a training loop can rely on):
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -71,6 +77,20 @@ _RETRYABLE = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
+
+
+#: Every shipper of this process, so that a forked child can mark them (see _mark_forked).
+_shippers: weakref.WeakSet[MetricShipper] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    """In a forked child: every inherited shipper is left without its threads (and maybe with a lock a
+    thread of the parent held at the fork), so it refuses to take data it could never send."""
+    for shipper in list(_shippers):
+        shipper.forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
 
 
 class _GaveUp(DeadlineExceeded):
@@ -128,6 +148,9 @@ class MetricShipper:
         self._outbox: queue.Queue[Outgoing | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="aether-tracking-shipper", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="aether-tracking-sender", daemon=True)
+        self._pid = os.getpid()
+        self.forked = False  # set in a process forked from this one (_mark_forked)
+        _shippers.add(self)
         self._thread.start()
         self._sender.start()
 
@@ -136,6 +159,7 @@ class MetricShipper:
     def add_points(self, run_id: str, step: int, timestamp_us: int, metrics: Mapping[str, float]) -> bool:
         """Buffers the points of one step; False (and counted as dropped) when the buffer is full."""
         count = len(metrics)
+        self._refuse_forked()
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracking client is closed")
@@ -168,6 +192,7 @@ class MetricShipper:
         start: pb.RunStart | None = None,
     ) -> None:
         """Buffers a run's start, parameters, tags or end (never dropped for space)."""
+        self._refuse_forked()
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracking client is closed")
@@ -176,10 +201,21 @@ class MetricShipper:
             self._pending.append(entry)
             self._added += 1
 
+    def _refuse_forked(self) -> None:
+        """RuntimeError in a process forked from the one that made this shipper (checked before its lock,
+        which a thread of the parent may have held at the fork: taking it would hang the child)."""
+        if self.forked:
+            raise RuntimeError(
+                f"this tracking client was created in process {self._pid}, and process {os.getpid()} is a "
+                "fork of it: the client's background threads do not survive a fork, so nothing logged "
+                "here would ever be sent; create a TrackingClient in this process"
+            )
+
     # Flushing ------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until everything added so far was sent or dropped; False on timeout."""
+        self._refuse_forked()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._added
@@ -195,7 +231,10 @@ class MetricShipper:
     def close(self, timeout: float = 30.0) -> bool:
         """Flushes, then stops the threads, all within ``timeout`` seconds (retries included); what is not
         sent by then is dropped and counted. True when both threads ended; else one is still inside a
-        call, and :meth:`when_stopped` callbacks run when it ends."""
+        call, and :meth:`when_stopped` callbacks run when it ends. In a forked child, False at once:
+        the threads are the parent's, and what the buffer holds is the parent's to send."""
+        if self.forked:
+            return False
         deadline = time.monotonic() + timeout
         with self._lock:
             if self._stopping:
