@@ -342,6 +342,7 @@ class TrackingClient(ServiceClient):
         handle at once; use it as a context manager. The run is created on the server by the first batch
         the background thread sends (its id is chosen here), so a sweep never waits on a round trip per
         run; this client's reads flush first, so it always sees its own runs."""
+        self._shipper.refuse_forked()  # before any call: this client's channel is the parent's too
         if name:
             check_name(name, "run")
         start_params, start_tags = text_map(params, "parameter"), text_map(tags, "tag")

@@ -159,7 +159,7 @@ class MetricShipper:
     def add_points(self, run_id: str, step: int, timestamp_us: int, metrics: Mapping[str, float]) -> bool:
         """Buffers the points of one step; False (and counted as dropped) when the buffer is full."""
         count = len(metrics)
-        self._refuse_forked()
+        self.refuse_forked()
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracking client is closed")
@@ -192,7 +192,7 @@ class MetricShipper:
         start: pb.RunStart | None = None,
     ) -> None:
         """Buffers a run's start, parameters, tags or end (never dropped for space)."""
-        self._refuse_forked()
+        self.refuse_forked()
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracking client is closed")
@@ -201,7 +201,7 @@ class MetricShipper:
             self._pending.append(entry)
             self._added += 1
 
-    def _refuse_forked(self) -> None:
+    def refuse_forked(self) -> None:
         """RuntimeError in a process forked from the one that made this shipper (checked before its lock,
         which a thread of the parent may have held at the fork: taking it would hang the child)."""
         if self.forked:
@@ -215,7 +215,7 @@ class MetricShipper:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until everything added so far was sent or dropped; False on timeout."""
-        self._refuse_forked()
+        self.refuse_forked()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._added

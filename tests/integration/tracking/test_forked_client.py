@@ -22,6 +22,7 @@ def _in_child(client: TrackingClient, run_id: str) -> dict[str, str]:
     parent_run = client._runs[run_id]
     for name, call in (
         ("start_run", lambda: client.start_run("forks", "child")),
+        ("start_run_elsewhere", lambda: client.start_run("another", "child")),  # no call is made first
         ("log_metrics", lambda: parent_run.log_metrics({"loss": 9.0}, step=9)),
         ("log_params", lambda: parent_run.log_params({"child": "1"})),
         ("flush", lambda: client.flush(timeout=5)),
@@ -55,7 +56,7 @@ def test_a_forked_child_is_told_its_parents_client_cannot_send(client: TrackingC
     with os.fdopen(read_end) as pipe:
         outcomes = json.loads(pipe.read())
     assert os.waitstatus_to_exitcode(status) == 0
-    for name in ("start_run", "log_metrics", "log_params", "flush", "add"):
+    for name in ("start_run", "start_run_elsewhere", "log_metrics", "log_params", "flush", "add"):
         assert f"was created in process {os.getpid()}" in outcomes[name], (name, outcomes)
         assert "create a TrackingClient in this process" in outcomes[name]
     assert float(outcomes["close_s"]) < 2.0
