@@ -102,12 +102,21 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
 def step_of(step: object) -> int:
     """``step`` as the int64 it is sent as; INVALID_ARGUMENT for a number with a fractional part (or NaN,
     infinity): int() truncated it, so steps 0.5 and 0.9 were both stored as step 0 without a word, and
-    NaN escaped as a bare ValueError. A whole number of any numeric type (2.0, numpy's) is taken."""
+    NaN escaped as a bare ValueError. A whole number of any numeric type (2.0, numpy's) is taken, and
+    whatever else int() takes, as before; what it refuses (None, "abc") is INVALID_ARGUMENT too."""
     if isinstance(step, numbers.Real) and not isinstance(step, numbers.Integral):
         number = float(step)
         if not number.is_integer():
             raise InvalidArgument(f"step {number!r} is not a whole number: steps are 64-bit integers")
-    return check_int64(int(step), "step")  # type: ignore[call-overload]  # what int() takes, as before
+    try:
+        whole = int(step)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        shown = repr(step)
+        shown = (
+            shown if len(shown) <= _SHOWN_CHARS else f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
+        )
+        raise InvalidArgument(f"step {shown} is not a whole number: steps are 64-bit integers") from None
+    return check_int64(whole, "step")
 
 
 #: The most characters of a refused value's repr an error shows.

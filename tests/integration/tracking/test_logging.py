@@ -328,7 +328,8 @@ def test_a_fractional_step_is_an_invalid_argument_not_truncated(client: Tracking
     """int() truncated a fractional step: points logged at steps 0.5 and 0.9 were both stored at step 0,
     one curve's distinct points silently sharing a step. Integral values of any number type still log."""
     run = client.start_run("steps")
-    for step, shown in ((0.5, "0.5"), (np.float64(2.25), "2.25"), (math.nan, "nan"), (math.inf, "inf")):
+    refused = ((0.5, "0.5"), (np.float64(2.25), "2.25"), (math.nan, "nan"), (math.inf, "inf"), (None, "None"))
+    for step, shown in (*refused, ("abc", "'abc'")):  # the last two escaped as bare TypeError, ValueError
         with pytest.raises(InvalidArgument, match=f"^step {shown} is not a whole number"):
             run.log_metrics({"loss": 1.0}, step=step)  # type: ignore[arg-type]
     run.log_metrics({"loss": 1.0}, step=1)
