@@ -12,14 +12,16 @@ reference replaces the stored value; one the served model reads in neither way i
 (:func:`data_plane.feature_columns.refuse_unknown`), never dropped. Where the columns go is
 :mod:`data_plane.feature_columns`' layout, computed once per model version and block layout. A stored
 value the input's dtype cannot hold (not a whole number its integers hold; a finite number a narrower
-float makes ±inf) is FAILED_PRECONDITION naming the feature and the entity: the stored data does not fit
-this model. Only a value that reaches the model is refused: the check runs after request-time values are
-merged, so one that replaces the unfit value lets the request through. A shadow's input is built from
+float makes ±inf; NaN or ±inf for a model that refuses non-finite input, ``allow_non_finite`` off) is
+FAILED_PRECONDITION naming the feature and the entity: the stored data does not fit this model. Only a
+value that reaches the model is refused: the check runs after request-time values are merged, so one
+that replaces the unfit value lets the request through. A shadow's input is built from
 the served request's read (:meth:`FeatureAssembler.assemble_like`), with its own dtype, fill and policy.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,21 +94,30 @@ class _Unfit:
 
 
 def _block_matrix(
-    block: BlockResult, rows: Sequence[Mapping[str, str]], dtype: np.dtype[Any]
+    block: BlockResult, rows: Sequence[Mapping[str, str]], dtype: np.dtype[Any], finite_only: bool
 ) -> tuple[npt.NDArray[Any], _Unfit | None]:
+    """``finite_only``: the input is a float one of a model that refuses NaN and infinities (see
+    :func:`_finite_only`)."""
     plan = block.plan
     raw = np.frombuffer(block.values, dtype=plan.out_dtype)
     bounds = whole_range(dtype)  # None for a float input, the common case
     if bounds is None:
-        if not _may_overflow(plan.out_dtype, dtype):  # the common case: nothing to check
+        overflows = _may_overflow(plan.out_dtype, dtype)
+        if not (overflows or finite_only):  # nothing to check
             return _cast(raw, len(rows), plan.column_count, dtype), None
         with np.errstate(over="ignore"):  # a value the input cannot hold is found just below
             cast = _cast(raw, len(rows), plan.column_count, dtype)
-        if np.isfinite(cast).all():  # the usual answer: one vectorised pass
+        if _all_finite(cast):  # the usual answer: one reduction
             return cast, None
         columns = _columns(raw, len(rows), plan.column_count)
-        # Finite stored, infinite cast: an overflow. A stored inf or NaN stays so, as stored.
-        mask = np.isinf(cast) & np.column_stack([np.isfinite(c) for c in columns])
+        if finite_only:
+            # Every non-finite value reaching a model that refuses them: stored so, or made so by the cast.
+            # Fed on, the model's input check answered INVALID_ARGUMENT, blaming the caller, naming neither
+            # the feature nor the entity. (Missing values are zeros here, filled later.)
+            mask = ~np.isfinite(cast)
+        else:
+            # Finite stored, infinite cast: an overflow. A stored inf or NaN stays so, as stored.
+            mask = np.isinf(cast) & np.column_stack([np.isfinite(c) for c in columns])
         return cast, _Unfit(block, columns, mask) if mask.any() else None
     # An integer (or bool) input: checked when some stored type is wider than it.
     names = raw.dtype.names
@@ -123,6 +134,20 @@ def _block_matrix(
     with np.errstate(invalid="ignore", over="ignore"):  # the garbage is refused or replaced after the merge
         cast = _cast(raw, len(rows), plan.column_count, dtype)
     return cast, _Unfit(block, columns, mask)
+
+
+def _finite_only(spec: ModelSpec, dtype: np.dtype[Any]) -> bool:
+    """Whether the model's input check refuses NaN and infinities (``models.validation``): a float input of
+    a model without ``allow_non_finite``."""
+    return dtype.kind == "f" and not spec.allow_non_finite
+
+
+def _all_finite(values: npt.NDArray[Any]) -> bool:
+    """Whether every value is finite: one reduction (a sum is finite exactly when no value is NaN or
+    infinite, unless finite values overflow it; only then are they checked one by one)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(values, axis=None))
+    return math.isfinite(total) or bool(np.isfinite(values).all())
 
 
 def _cast(raw: npt.NDArray[Any], row_count: int, column_count: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -202,9 +227,11 @@ def _refuse_unfit(
     """FAILED_PRECONDITION for the first unfit stored value (:func:`_block_matrix`) that reaches the model,
     that is, that no request-time value replaced. A float input: a finite value that the cast made ±inf
     (fed on, a strict model answered INVALID_ARGUMENT, blaming the caller, and one that takes non-finite
-    input got inf as if that were stored). An integer (or bool) input: a value that is not a whole number
-    it holds, as request-time ones must be (a cast fed the model 2 for 2.7 and INT64_MIN for NaN). Not
-    INVALID_ARGUMENT: the caller asked for nothing wrong, the stored data does not fit this model."""
+    input got inf as if that were stored), and for a model that refuses non-finite input a stored NaN or
+    ±inf too (the same INVALID_ARGUMENT otherwise). An integer (or bool) input: a value that is not a
+    whole number it holds, as request-time ones must be (a cast fed the model 2 for 2.7 and INT64_MIN for
+    NaN). Not INVALID_ARGUMENT: the caller asked for nothing wrong, the stored data does not fit this
+    model."""
     over = replaced(layout, request_features, len(rows))
     stored_over = over if layout.stored_columns is None else over[:, layout.stored_columns]
     reaching = unfit.mask & ~stored_over
@@ -214,12 +241,14 @@ def _refuse_unfit(
     source, j = unfit.sources[k]
     assert source is not None  # a column without an unfit block has an all-False mask
     bounds = whole_range(dtype)
-    if bounds is None:
+    bad = np.flatnonzero(reaching[:, k])
+    if bounds is None and not np.isfinite(source.columns[j][bad[0]]):
+        takes = f"{dtype} input does not take NaN or infinite values (allow_non_finite is off)"
+    elif bounds is None:
         largest = float(np.finfo(dtype).max)
         takes = f"{dtype} input holds finite values from {-largest:g} to {largest:g}"
     else:
         takes = f"{dtype} input takes whole numbers from {bounds[0]} to {bounds[1]}"
-    bad = np.flatnonzero(reaching[:, k])
     _refuse_stored(source.block, j, source.columns[j], bad, rows, spec, takes)
 
 
@@ -381,7 +410,8 @@ class FeatureAssembler:
             empty = (len(rows), 0)
             layout = self._layout(spec, online, ())[1]
             return np.zeros(empty, dtype), np.zeros(empty, np.uint8), layout, None
-        built = [_block_matrix(b, rows, dtype) for b in result.blocks]
+        finite_only = _finite_only(spec, dtype)
+        built = [_block_matrix(b, rows, dtype, finite_only) for b in result.blocks]
         matrices = [matrix for matrix, _ in built]
         statuses = [np.frombuffer(b.statuses, np.uint8).reshape(result.row_count, -1) for b in result.blocks]
         values = np.concatenate(matrices, axis=1) if len(matrices) > 1 else matrices[0]

@@ -137,7 +137,7 @@ async def test_finite_stored_values_a_float_input_cannot_hold_are_refused_naming
 ) -> None:
     """The cast to a narrower float input turned 1e300 (float64 into float32) and 70000 (float32 into
     float16) into inf without a word: a strict model then answered INVALID_ARGUMENT, blaming the caller,
-    and an imputing one was fed inf. A stored inf stays inf, as before; values that fit pass."""
+    and an imputing one was fed inf. A stored inf stays inf for an imputing model; values that fit pass."""
     wide = view("wide", [("a", "float64"), ("b", "float64")])
     mixed = view("mixed", [("a", "float32"), ("b", "float64")])
     writer = OnlineWriter(redis.Redis.from_url(redis_url))
@@ -162,8 +162,15 @@ async def test_finite_stored_values_a_float_input_cannot_hold_are_refused_naming
             assert "of entity {'driver_id': '7'}" in str(info.value)
             matrix = await assembler.assemble(spec, [{"driver_id": "1"}], [], None)
             assert matrix.values.dtype == spec.inputs[0].np_dtype and matrix.values.tolist() == [[1.5, 2.5]]
-        matrix = await assembler.assemble(_model(("wide",), 2), [{"driver_id": "8"}], [], None)
+        # A stored inf stays inf for a model that takes non-finite input; one that refuses it is told which
+        # stored value (tests/integration/serving/test_predict_missing_features.py).
+        imputing = _model(("wide",), 2, allow_non_finite=True)
+        matrix = await assembler.assemble(imputing, [{"driver_id": "8"}], [], None)
         assert matrix.values.tolist() == [[3.0, np.inf]]
+        with pytest.raises(
+            FailedPrecondition, match=r"wide@1:b of entity \{'driver_id': '8'\} is inf; .* NaN"
+        ):
+            await assembler.assemble(_model(("wide",), 2), [{"driver_id": "8"}], [], None)
     finally:
         await client.close()
 

@@ -175,3 +175,29 @@ async def test_a_shadow_gets_its_own_fill_for_a_missing_feature_from_the_same_re
     fed = {d: np.frombuffer(f[b"output:y"], np.float32) for d, f in shadows.items()}
     np.testing.assert_array_equal(fed[b"a"], _with(float("nan")))  # imputing shadow: NaN, not 0
     np.testing.assert_array_equal(fed[b"b"], _with(0.0))  # strict shadow: 0, not NaN
+
+
+@pytest.mark.parametrize("stored", [float("inf"), float("nan")])
+async def test_a_non_finite_stored_value_a_strict_model_refuses_is_the_stores_not_the_callers(
+    own_redis: RedisServer, stub: pb_grpc.InferenceStub, stored: float
+) -> None:
+    """A plain float feature may hold inf (ingestion rejects it only where a rule says so), and a writer may
+    store NaN as a value. Fed to a model that refuses non-finite input, Predict answered INVALID_ARGUMENT
+    "input 'input' holds NaN or infinite values", blaming a caller who sent nothing but an entity id, and
+    naming neither the feature nor the entity. It is the stored data that does not fit this model, as with
+    a finite value too large for the input: FAILED_PRECONDITION naming both."""
+    row = np.arange(8, dtype=np.float32)
+    row[3] = stored
+    OnlineWriter(redis.Redis.from_url(own_redis.url)).write(
+        writable(FEATURES), [["5"]], row[np.newaxis], NOW_US
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}, {"driver_id": 5}]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
+    details = info.value.details() or ""
+    assert "row 1: stored feature driver_stats@1:f3 of entity {'driver_id': '5'}" in details
+    assert "does not take NaN or infinite values" in details
+    # Entities whose stored values are finite are served as before.
+    assert len(decode_predict_response(
+        await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}]), timeout=5)
+    ).outputs["output"]) == 1  # fmt: skip
