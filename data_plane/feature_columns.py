@@ -16,8 +16,9 @@ applied. The accepted names are part of the layout, so the check is one set comp
 for a request without request-time features. Into an integer (or bool) model input a request-time value
 must be a whole number the input's dtype holds (see :func:`_whole`), and so must a stored one
 (:func:`not_whole`). Into a float16 or float32 input a finite request-time value must be one the dtype
-holds (see :func:`_too_large`); NaN and infinities pass as they are, for the model's input check to
-judge.
+holds (see :func:`_too_large`). NaN and infinities pass as they are into the input of a model that takes
+them (``allow_non_finite``); for one that refuses them they are INVALID_ARGUMENT naming the row and the
+feature (:func:`_not_finite`), where the model's input check named neither.
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ def _too_large(value: float, limit: float, dtype: np.dtype[Any], row: int, name:
     return InvalidArgument(
         f"row {row}: request-time feature {name!r} is {value!r}; the model's {dtype} input holds finite "
         f"values from {-limit:g} to {limit:g}"
+    )
+
+
+def _not_finite(value: float, dtype: np.dtype[Any], row: int, name: str) -> InvalidArgument:
+    """A NaN or infinite request-time value for a model that refuses non-finite input: its input check
+    refused the whole input ("holds NaN or infinite values"), naming neither the row nor the feature."""
+    return InvalidArgument(
+        f"row {row}: request-time feature {name!r} is {value!r}; the model's {dtype} input does not take NaN "
+        "or infinite values (allow_non_finite is off)"
     )
 
 
@@ -179,9 +189,11 @@ def merge_request_features(
     stored: npt.NDArray[Any],
     stored_status: npt.NDArray[np.uint8],
     request_features: Sequence[Mapping[str, float]],
+    finite_only: bool = False,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
     """The model input and its statuses: ``stored`` ([rows, stored_width], reference order) with the
-    request-time columns placed and overrides applied. Without either, ``stored`` itself comes back."""
+    request-time columns placed and overrides applied. Without either, ``stored`` itself comes back.
+    ``finite_only``: the model refuses NaN and infinities in its (float) input."""
     rows = stored.shape[0]
     values, status = stored, stored_status
     if layout.request_columns:
@@ -200,6 +212,8 @@ def merge_request_features(
                     value = _whole(value, bounds, values.dtype, row, name)
                 elif limit < abs(value) < math.inf:  # NaN fails the comparison
                     raise _too_large(value, limit, values.dtype, row, name)
+                elif finite_only and not math.isfinite(value):
+                    raise _not_finite(value, values.dtype, row, name)
                 values[row, column] = value
     overridable = layout.overridable
     if request_features and overridable:
@@ -215,6 +229,8 @@ def merge_request_features(
                     value = _whole(value, bounds, values.dtype, row, name)
                 elif limit < abs(value) < math.inf:
                     raise _too_large(value, limit, values.dtype, row, name)
+                elif finite_only and not math.isfinite(value):
+                    raise _not_finite(value, values.dtype, row, name)
                 if not copied:  # ``stored`` may be a read-only view of Redis's bytes
                     values, status, copied = values.copy(), status.copy(), True
                 for column in columns:

@@ -379,7 +379,8 @@ class FeatureAssembler:
         stored, statuses, layout, unfit = self._stored(spec, online, rows, dtype, read)
         if served and request_features:
             refuse_unknown(layout, request_features, f"{spec.name} v{spec.version}", also_read)
-        values, status = merge_request_features(layout, stored, statuses, request_features)
+        finite_only = _finite_only(spec, dtype)
+        values, status = merge_request_features(layout, stored, statuses, request_features, finite_only)
         if unfit is not None:  # after the merge: a stored value a request-time one replaced is never fed
             _refuse_unfit(spec, rows, request_features, layout, unfit, dtype)
         return self._apply_fallback(spec, rows, values, status, statuses, online, read)

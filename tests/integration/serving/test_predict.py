@@ -109,6 +109,31 @@ async def test_request_time_features_merge_in_reference_order(
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'hour'" in (info.value.details() or "")
 
 
+async def test_a_non_finite_request_time_value_for_a_strict_model_is_refused_naming_row_and_feature(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
+) -> None:
+    """ "mixed" refuses non-finite input (allow_non_finite off). A NaN or inf request-time value reached its
+    input check, whose answer named neither the row nor the feature: "input 'input' holds NaN or infinite
+    values". The caller is told which of its values it was, as for one too large for the input."""
+    rows = [{"driver_id": 1}, {"driver_id": 2}]
+    for value in (math.nan, math.inf, -math.inf):
+        request = build_predict_request("mixed", rows, request_features=[{"hour": 1.0}, {"hour": value}])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (info.value.details() or "").startswith(
+            f"row 1: request-time feature 'hour' is {value!r}; the model's float32 input does not take NaN "
+            "or infinite values"
+        ), info.value.details()
+    # An override of a stored feature too ("mixed" reads driver_stats:f7 on its own).
+    request = build_predict_request(
+        "mixed", rows[:1], request_features=[{"hour": 1.0, "driver_stats:f7": math.nan}]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(request, timeout=5)
+    assert (info.value.details() or "").startswith("row 0: request-time feature 'driver_stats:f7' is nan")
+
+
 async def test_a_request_time_feature_the_model_does_not_read_is_refused_naming_it(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
 ) -> None:
