@@ -19,12 +19,11 @@ import numpy.typing as npt
 
 from clients.aether.v1 import inference_pb2 as ipb
 from clients.aether.v1 import inference_pb2_grpc as ipb_grpc
-from clients.aether.v1 import online_features_pb2 as opb
 from clients.errors import AetherError, InvalidArgument, from_rpc_error
 from clients.inference import grpc_predict_v2_pb2 as oip
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.arguments import mapping_list
-from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS, data_plane_channel_options
+from clients.sdk.online import DATA_PLANE_CHANNEL_OPTIONS, data_plane_channel_options, entity_rows
 from clients.sdk.service_client import ServiceClient
 
 Array = npt.NDArray[Any]
@@ -112,7 +111,7 @@ def build_predict_request(
     return ipb.PredictRequest(
         deployment=deployment,
         routing_key=routing_key,
-        rows=[opb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in mapping_list(rows, "rows")],
+        rows=entity_rows(rows),
         request_features=[
             ipb.RequestFeatures(values=_feature_values(values, f"request_features[{index}]"))
             for index, values in enumerate(mapping_list(request_features, "request_features"))

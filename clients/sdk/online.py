@@ -3,6 +3,7 @@ in, numpy arrays out (one array per feature, decoded from the packed blocks with
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ import numpy.typing as npt
 
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
-from clients.errors import NotFound, from_rpc_error
+from clients.errors import InvalidArgument, NotFound, from_rpc_error
 from clients.sdk.arguments import mapping_list, str_list
 from clients.sdk.fleet import ROUND_ROBIN
 from clients.sdk.service_client import ServiceClient
@@ -45,6 +46,38 @@ def data_plane_channel_options(target: str) -> tuple[tuple[str, Any], ...]:
     plane's (``HOST:PORT``, or a DNS name)."""
     fleet = target.startswith(("ipv4:", "ipv6:")) or "," in target
     return FLEET_CHANNEL_OPTIONS if fleet else DATA_PLANE_CHANNEL_OPTIONS
+
+
+def entity_rows(rows: object, name: str = "rows") -> list[pb.EntityRow]:
+    """Entity rows as the data plane takes them: each join-key value as text, a whole number (an int or a
+    numpy integer) in decimal. Any other value is INVALID_ARGUMENT naming it: sent as its ``str()``,
+    ``b"abc"``, ``7.0``, ``None`` or ``True`` named the entity "b'abc'", "7.0", "None" or "True", which
+    for a string join key is one without features (answered MISSING), and which an integer key's value
+    as the caller meant it (7) would never be written as."""
+    out: list[pb.EntityRow] = []
+    for index, row in enumerate(mapping_list(rows, name)):
+        keys: dict[str, str] = {}
+        for key, value in row.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(f"{name}[{index}]: join-key names are strings, got {key!r}")
+            if isinstance(value, str):
+                keys[key] = value
+            elif isinstance(value, bool) or (text := _whole_number(value)) is None:
+                raise InvalidArgument(
+                    f"{name}[{index}][{key!r}]: expected a string or a whole number, got {value!r}"
+                )
+            else:
+                keys[key] = text
+        out.append(pb.EntityRow(keys=keys))
+    return out
+
+
+def _whole_number(value: object) -> str | None:
+    """The decimal text of an int or a numpy integer, or None for anything else (floats included)."""
+    try:
+        return str(operator.index(value))  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +150,7 @@ class OnlineFeaturesClient(ServiceClient):
         *,
         timeout: float | None = None,
     ) -> OnlineFeatures:
-        request = pb.GetOnlineFeaturesRequest(
-            features=str_list(features, "features"),
-            rows=[
-                pb.EntityRow(keys={k: str(v) for k, v in row.items()}) for row in mapping_list(rows, "rows")
-            ],
-        )
+        request = pb.GetOnlineFeaturesRequest(features=str_list(features, "features"), rows=entity_rows(rows))
         try:
             response: pb.GetOnlineFeaturesResponse = self._stub.GetOnlineFeatures(
                 request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
