@@ -102,10 +102,18 @@ class OnlineFeatures:
     blocks: tuple[FeatureBlockArrays, ...]
 
     def block(self, view: str, version: int | None = None) -> FeatureBlockArrays:
-        for block in self.blocks:
-            if block.view == view and (version is None or block.version == version):
-                return block
-        raise NotFound(f"no block for view {view!r}" + ("" if version is None else f" version {version}"))
+        """The block of ``view`` (at ``version``). Without a version the answer must hold one version of
+        the view: references pinned to one version and unpinned ones (the latest) read two blocks, and
+        taking the first gave one version's values to a caller who meant the other."""
+        found = [b for b in self.blocks if b.view == view and (version is None or b.version == version)]
+        if len(found) > 1:
+            versions = ", ".join(str(b.version) for b in found)
+            raise InvalidArgument(
+                f"the answer holds view {view!r} at versions {versions}; name one: block({view!r}, VERSION)"
+            )
+        if not found:
+            raise NotFound(f"no block for view {view!r}" + ("" if version is None else f" version {version}"))
+        return found[0]
 
 
 def decode_block(block: pb.FeatureBlock, rows: int) -> FeatureBlockArrays:

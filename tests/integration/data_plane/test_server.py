@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import online_features_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument
 from clients.sdk.online import MISSING, PRESENT, OnlineFeaturesClient
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.api.online_features import OnlineFeaturesServicer, add_to_server
@@ -93,6 +94,10 @@ async def test_serves_from_the_persisted_snapshot_while_no_control_plane_is_reac
     v2 = got.block("stats", 2)
     assert v2.columns == ("trips",) and v2.values["trips"].dtype == np.int64
     assert v2.statuses.tolist() == [[MISSING], [MISSING]]
+    # Two versions of the view answered: without a version, block() gave the first (v1 here, although
+    # "stats:trips" read the latest), so a caller got another version's values with no word.
+    with pytest.raises(InvalidArgument, match=r"^the answer holds view 'stats' at versions 1, 2; name one"):
+        got.block("stats")
     assert not data_plane.watch.connected.is_set()
 
 
