@@ -10,7 +10,6 @@ the references' Python strings are built.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -21,6 +20,7 @@ from clients.errors import InvalidArgument, NotFound, Unavailable
 from clients.value_types import numpy_dtype_name, type_name
 from data_plane.blob_shape import blob_shape
 from data_plane.plan import ReadPlan, compile_plan
+from data_plane.plan_cache import MAX_WEIGHT, PlanCache, plan_weight
 from data_plane.schema import EntitySpec, ViewVersion
 from kernels.packed_blob import layout_dtype
 
@@ -69,8 +69,14 @@ class Catalog:
     """Immutable: a new snapshot builds a new catalog (with a fresh plan cache) that replaces this one."""
 
     def __init__(
-        self, snapshot: feature_registry_pb2.RegistrySnapshot, *, plan_cache_size: int = 1024
+        self,
+        snapshot: feature_registry_pb2.RegistrySnapshot,
+        *,
+        plan_cache_size: int = 1024,
+        plan_cache_weight: int = MAX_WEIGHT,
     ) -> None:
+        """``plan_cache_size`` plans of each kind of key, holding ``plan_cache_weight`` references and
+        columns in all (:mod:`data_plane.plan_cache`)."""
         self.revision = int(snapshot.revision)
         self.snapshot = snapshot
         entities: dict[str, EntitySpec] = {}
@@ -98,8 +104,8 @@ class Catalog:
         self.views: Mapping[str, Mapping[int, ViewVersion]] = views
         # Unpinned references read the highest servable version (as GetFeatureView with version 0 does).
         self.latest: Mapping[str, int] = {name: max(versions) for name, versions in views.items()}
-        self._compile = functools.lru_cache(maxsize=plan_cache_size)(self._compile_uncached)
-        self._compile_wire = functools.lru_cache(maxsize=plan_cache_size)(self._compile_wire_uncached)
+        # Plans by references and by serialized references (two callers' keys: twice the plans of one).
+        self._plans = PlanCache(2 * plan_cache_size, plan_cache_weight)
 
     def view_version(self, name: str, version: int | None = None) -> ViewVersion:
         versions = self.views.get(name)
@@ -121,27 +127,33 @@ class Catalog:
 
     def plan(self, refs: Sequence[str]) -> ReadPlan:
         """The compiled plan for ``refs`` (cached; errors are not cached and raise every time)."""
-        if not refs:
-            raise InvalidArgument("no features requested")
-        return self._compile(tuple(refs))
+        key = tuple(refs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._compile(key)
+            self._plans.put(key, plan, plan_weight(len(key), plan))
+        return plan
 
     def plan_for_wire(self, features_wire: bytes) -> ReadPlan:
         """The plan for the references serialized in ``features_wire``: the run of ``features`` entries
         (field 1) of a ``GetOnlineFeaturesRequest``, as found by :func:`kernels.wire_scan.leading_run`.
         Cached by those bytes; the same plan as :meth:`plan` of the parsed references."""
-        return self._compile_wire(features_wire)
+        plan = self._plans.get(features_wire)
+        if plan is None:
+            # The split only found where the references end; this is where their bytes are parsed (a
+            # reference that is not UTF-8 fails here, as it would in a whole-message parse).
+            try:
+                refs = tuple(online_features_pb2.GetOnlineFeaturesRequest.FromString(features_wire).features)
+            except DecodeError as exc:
+                raise InvalidArgument(f"malformed GetOnlineFeaturesRequest: {exc}") from None
+            plan = self.plan(refs)  # one plan for both keys, each weighed in full
+            self._plans.put(features_wire, plan, plan_weight(len(refs), plan))
+        return plan
 
-    def _compile_uncached(self, refs: tuple[str, ...]) -> ReadPlan:
+    def _compile(self, refs: tuple[str, ...]) -> ReadPlan:
+        if not refs:
+            raise InvalidArgument("no features requested")
         return compile_plan(self, refs)
-
-    def _compile_wire_uncached(self, features_wire: bytes) -> ReadPlan:
-        # The split only found where the references end; this is where their bytes are parsed (a reference
-        # that is not UTF-8 fails here, as it would in a whole-message parse).
-        try:
-            refs = online_features_pb2.GetOnlineFeaturesRequest.FromString(features_wire).features
-        except DecodeError as exc:
-            raise InvalidArgument(f"malformed GetOnlineFeaturesRequest: {exc}") from None
-        return self.plan(refs)
 
 
 class RegistryState:

@@ -3,11 +3,14 @@ INVALID_ARGUMENT, Redis keys of entity rows, and the plan cache."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument, NotFound
 from data_plane.catalog import Catalog
@@ -145,3 +148,27 @@ def test_a_row_without_a_needed_join_key_names_row_and_key(catalog: Catalog) -> 
     plan = catalog.plan(["stats", "by_pair"])
     with pytest.raises(InvalidArgument, match=r"row 0 has no value for join key 'zone' of entity 'pair'"):
         plan.keys([{"driver_id": "1", "city": "x"}])
+
+
+def test_the_plan_caches_hold_a_bounded_amount_whatever_the_size_of_the_plans() -> None:
+    """The caches were bounded by count alone (1,024 plans each): a plan of 5,000 references costs about
+    1.3 MB (its key, its columns' wire prefix and frames), so a client sending distinct long reference
+    lists within the request limits (up to 10,000 features) grew a data plane by gigabytes (a plan of
+    the wire path is kept by its bytes and by its references). Now what they hold is bounded by the
+    references and columns of their plans, and a plan that repeats is still a hit."""
+    names = [f"wide:a_feature_named_at_some_length_{i}" for i in range(5000)]
+    catalog = Catalog(snapshot(view("wide", floats(5000, prefix="a_feature_named_at_some_length_"))))
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(80):
+            refs = [names[i] for i in rng.permutation(len(names))]
+            wire = pb.GetOnlineFeaturesRequest(features=refs).SerializeToString()
+            assert catalog.plan_for_wire(wire) is catalog.plan_for_wire(wire)
+            del refs, wire
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 48 * 1024 * 1024, f"{held / 1e6:.0f} MB held by 80 plans of 5,000 references"
+    assert catalog.plan(names[:3]) is catalog.plan(names[:3])
