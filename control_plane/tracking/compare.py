@@ -47,6 +47,9 @@ MAX_PAGE_SIZE = 1000
 MAX_JOINED_FIELDS = 32
 #: Sort keys one compare query may give (ties after them are broken by run id).
 MAX_SORT_KEYS = 16
+#: Metric and parameter columns one compare query may ask for together. Every row carries each parameter
+#: cell whole (up to 6,000 characters): 256 of them stay within 1.6 MB, so one row always fits a reply.
+MAX_COLUMNS = 256
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,27 @@ def page_size_of(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _check_columns(query: CompareQuery) -> None:
+    """A column asked for twice is refused, as ``aetherctl runs compare`` refuses it: a client keying cells
+    by column name would see one of the two, and repeating a parameter column is the one way left to make
+    a single row outgrow a reply (the page cut by bytes ends after one row)."""
+    if len(query.metrics) + len(query.params) > MAX_COLUMNS:
+        raise InvalidArgument(
+            f"{len(query.metrics)} metric and {len(query.params)} parameter columns asked for; at most "
+            f"{MAX_COLUMNS} together"
+        )
+    seen: set[Field] = set()
+    for metric in query.metrics:
+        if metric in seen:
+            raise InvalidArgument(
+                f"metric column {metric.key!r} ({metric.aggregate}) is asked for twice; name each column once"
+            )
+        seen.add(metric)
+    if len(set(query.params)) != len(query.params):
+        twice = next(key for index, key in enumerate(query.params) if key in query.params[:index])
+        raise InvalidArgument(f"parameter column {twice!r} is asked for twice; name each column once")
+
+
 def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
     """One page of runs matching ``query.filter``, sorted by ``query.order_by`` (missing values last, ties
     by run id), with the requested metric and parameter columns."""
@@ -189,6 +213,7 @@ def compare_runs(session: Session, query: CompareQuery) -> ComparePage:
         raise InvalidArgument(
             f"order_by has {len(query.order_by)} sort keys; at most {MAX_SORT_KEYS} are allowed"
         )
+    _check_columns(query)
     sort_keys: list[SortKey] = [parse_sort_key(text) for text in query.order_by]
     size = page_size_of(query.page_size)
 

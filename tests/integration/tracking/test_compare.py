@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.sdk.tracking import TrackingClient
-from control_plane.tracking.compare import MAX_JOINED_FIELDS
+from control_plane.tracking.compare import MAX_COLUMNS, MAX_JOINED_FIELDS
 from control_plane.tracking.filters import (
     MAX_DEPTH,
     MAX_FILTER_LENGTH,
@@ -252,3 +252,18 @@ def test_filter_and_sort_naming_too_many_fields_is_an_invalid_argument(client: T
         client.compare_runs(
             experiment_id, filter=widest, order_by=["metrics.sort_key desc", "metrics.one_too_many"]
         )
+
+
+def test_a_column_asked_for_twice_or_too_many_columns_are_invalid_arguments(client: TrackingClient) -> None:
+    """A repeated column came back twice in every row (a client keying cells by name saw one), and
+    repeating a long parameter column made one row outgrow gRPC's 4 MiB reply, which no page cut helps."""
+    experiment_id = client.create_experiment("repeated-columns").experiment_id
+    client.create_run(experiment_id, "r", params={"p": "x" * 6000})
+    with pytest.raises(InvalidArgument, match="metric column 'loss' \\(min\\) is asked for twice"):
+        client.compare_runs(experiment_id, metrics=[("loss", "min"), "loss", ("loss", "min")])
+    with pytest.raises(InvalidArgument, match="parameter column 'p' is asked for twice"):
+        client.compare_runs(experiment_id, params=["p", "q", "p"])
+    with pytest.raises(InvalidArgument, match=f"at most {MAX_COLUMNS} together"):
+        client.compare_runs(experiment_id, params=[f"p{index}" for index in range(MAX_COLUMNS + 1)])
+    page = client.compare_runs(experiment_id, metrics=["loss", ("loss", "min")], params=["p"])
+    assert [len(page.rows[0].metrics), len(page.rows[0].params)] == [2, 1]
