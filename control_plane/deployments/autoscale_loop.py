@@ -21,8 +21,11 @@ What is read from each replica (``data_plane/metrics.py``):
   of its counts.
 
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
-as running, since the replica manager decides what runs. It keeps its previous sample, so its next
-successful scrape counts the requests since then (the missed interval too), never its whole lifetime.
+as running, since the replica manager decides what runs, and counted in ``Load.unmeasured``: such an
+interval never recommends fewer replicas (its load is unknown, not none; a replica hung with a long queue
+made the fleet look idle, and the scale-down stopped its healthy peer). It keeps its previous sample, so
+its next successful scrape counts the requests since then (the missed interval too), never its whole
+lifetime.
 A replica whose process has exited, or that is hung (no answer from its health to a few passes' probes
 in a row), is replaced before each decision (:meth:`ReplicaManager.replace_failed`): a hung one's scrape
 fails every interval too, so without that it was only ever logged here.
@@ -227,6 +230,7 @@ class AutoscaleLoop:
         texts = await asyncio.gather(*(self._scrape(a) for _, (_, a) in endpoints), return_exceptions=True)
         queue = 0.0
         latency: dict[float, float] = {}
+        unmeasured: set[int] = set()  # serials of the replicas with an endpoint that did not answer
         # An endpoint whose scrape fails keeps its last sample: without it, its next interval would count its
         # whole lifetime histogram (old spikes long gone back in the p99). Only an endpoint that is gone
         # loses its sample (serials are never reused: a replica that left never comes back).
@@ -236,13 +240,14 @@ class AutoscaleLoop:
         for (number, key), text in zip(endpoints, texts, strict=True):
             if isinstance(text, BaseException):
                 _log.warning("could not scrape replica %d at %s: %s", number, key[1], text)
+                unmeasured.add(key[0])
                 continue
             sample = parse_metrics(text)
             self._previous[key] = sample
             queue += sample.in_flight
             for edge, count in interval_counts(previous.get(key), sample).items():
                 latency[edge] = latency.get(edge, 0.0) + count
-        return Load(replicas=self._replicas.count, queue_depth=queue, p99_ms=p99_ms(latency))
+        return Load(self._replicas.count, queue, p99_ms(latency), unmeasured=len(unmeasured))
 
     async def tick(self) -> int:
         """One measurement and decision, applied; the replica count asked for."""

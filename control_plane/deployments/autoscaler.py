@@ -9,7 +9,10 @@ queued or in flight over all replicas) and its p99 latency, and calls :func:`dec
   window; scaling up takes the *smallest* recommendation of the (short) up-window, scaling down the
   *largest* of the (long) down-window, so one quiet interval cannot shrink the fleet and one spike
   does not grow it unless it lasts;
-* one decision adds at most ``max_step_up`` replicas (new replicas need to load and warm up first).
+* one decision adds at most ``max_step_up`` replicas (new replicas need to load and warm up first);
+* an interval in which some replica could not be measured (its /metrics did not answer: it is hung, or too
+  busy to answer in time) recommends no fewer replicas than run: its load is unknown, not none. Counted
+  as none, one silent replica made the fleet look idle, and the scale-down stopped a healthy replica.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Load:
     replicas: int  # ready replicas now
     queue_depth: float  # queued + in flight, summed over replicas
     p99_ms: float | None  # None when nothing was served in the interval
+    unmeasured: int = 0  # replicas whose load could not be read (left out of queue_depth and p99_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,9 @@ def raw_recommendation(policy: AutoscalerPolicy, load: Load) -> int:
     p99 = load.p99_ms if load.p99_ms is not None and math.isfinite(load.p99_ms) else None
     by_queue = math.ceil(queue / policy.target_queue_per_replica)
     by_latency = 0 if p99 is None else math.ceil(current * p99 / policy.target_p99_ms)
-    return min(max(by_queue, by_latency, policy.min_replicas), policy.max_replicas)
+    # What was not seen may be busy: a partial reading can ask for more replicas, never for fewer.
+    held = load.replicas if load.unmeasured > 0 else 0
+    return min(max(by_queue, by_latency, held, policy.min_replicas), policy.max_replicas)
 
 
 def decide(

@@ -569,3 +569,32 @@ async def _until_health(address: str, status: int, timeout_s: float = 30.0) -> N
             pass
         assert time.monotonic() < deadline, f"{address} never said {status}"
         await asyncio.sleep(0.05)
+
+
+async def test_a_replica_that_stopped_answering_does_not_scale_its_healthy_peer_away(plane: Plane) -> None:
+    """A replica that stops answering (SIGSTOP here; a wedged event loop, or one too busy to answer its
+    /metrics in time) could not be scraped, so its load (its queue, however long) counted as none: the
+    next decision saw an idle fleet and scaled down, stopping the newest replica, the healthy one, and
+    left only the replica that answered nothing listed until it was found hung passes later."""
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, health_timeout_s=0.5
+        )
+    )
+    policy = AutoscalerPolicy(
+        min_replicas=1, max_replicas=2, interval_s=0.3, up_window_s=0.0, down_window_s=0.0
+    )
+    loop = AutoscaleLoop(manager, policy)
+    await manager.scale_to(2)
+    silent, healthy = manager.replicas
+    try:
+        silent.process.send_signal(signal.SIGSTOP)
+        assert await loop.tick() == 2, "scaled down on a load it could not read"
+        assert manager.replicas == (silent, healthy) and healthy.process.returncode is None
+        assert loop.events[-1].load.unmeasured == 1  # what the decision knew it had not seen
+        silent.process.send_signal(signal.SIGCONT)
+        await _until_health(silent.address, health_pb2.HealthCheckResponse.SERVING)
+        assert await loop.tick() == 1  # every replica measured again, idle: down it goes
+    finally:
+        _resume(silent.process)
+        await manager.close()

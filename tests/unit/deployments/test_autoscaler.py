@@ -85,3 +85,10 @@ def test_a_non_finite_reading_counts_as_missing(reading: float) -> None:
         assert decide(POLICY, Load(2, reading, 10.0), history, now)[0] == 2
         replicas, history = decide(POLICY, Load(2, 15.0, reading), history, now)
         assert replicas == 2
+
+
+def test_an_interval_with_an_unmeasured_replica_never_scales_down_but_may_scale_up() -> None:
+    quick = AutoscalerPolicy(min_replicas=1, max_replicas=6, up_window_s=0, down_window_s=0)
+    assert decide(quick, Load(3, 0.0, None, unmeasured=1), (), 0.0)[0] == 3
+    assert decide(quick, Load(3, 0.0, None), (), 0.0)[0] == 1
+    assert decide(quick, Load(3, 80.0, None, unmeasured=1), (), 0.0)[0] == 5  # the others' queue: up
