@@ -5,9 +5,10 @@ A replica is listed in :meth:`ReplicaManager.ready_addresses` (what a client-sid
 balancer sends traffic to) only once its gRPC health says SERVING, so it has loaded the plans and models
 it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
-timeout. Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless
-told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
-(:mod:`control_plane.deployments.autoscale_loop`) scrapes.
+timeout, with its whole process group (each replica runs in a session of its own), so the workers of a
+--workers replica end with it. Each replica gets its own state folder (persisted plans, its stderr and
+stdout logs) and, unless told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``),
+which the autoscaler (:mod:`control_plane.deployments.autoscale_loop`) scrapes.
 
 Before each autoscaler decision (:meth:`ReplicaManager.replace_failed`) a replica whose process exited
 (a crash, the OOM killer) is unlisted and replaced, and so is one that is hung: its process is alive but
@@ -324,9 +325,14 @@ class ReplicaManager:
             # The Redis URL in the environment, not on the command line that any user of the host reads
             # (ps): it may hold a password. The replica's auth is configured by the control plane's token
             # variables, which the control plane took out of its own environment (process_secrets).
+            # A process group of its own (start_new_session), holding its --workers workers too: the kill
+            # of a replica that overran its stop timeout reaches them all (killing the parent alone left the
+            # workers in their overrunning drain, on their ports, long after the fleet had exited). So the
+            # terminal's Ctrl-C reaches the fleet alone, which unlists each replica before it drains it.
             process = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=stderr, pass_fds=pass_fds,
                 env={**os.environ, **withheld(), "AETHER_REDIS_URL": settings.redis_url},
+                start_new_session=True,
             )  # fmt: skip
         replica = Replica(number, process, serial, stderr_from=logged_from)
         self._unlisted[number] = replica
@@ -358,10 +364,12 @@ class ReplicaManager:
         return replica
 
     async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
-        """SIGTERM, then SIGKILL after ``stop_timeout_s``; SIGKILL at once with ``kill`` (a hung replica
-        would not drain, only hold the lock for the whole timeout); nothing to signal for one that exited
-        already. The replica stays in ``_unlisted`` until its process has exited, so a stop that is itself
-        cancelled is finished by close(); only then is its number free for the next start."""
+        """SIGTERM, then SIGKILL after ``stop_timeout_s`` (to its process group: its workers too); SIGKILL
+        at once with ``kill`` (a hung replica would not drain, only hold the lock for the whole timeout; its
+        process alone, so that the healthy workers of a --workers replica drain on their lifeline's
+        SIGTERM); nothing to signal for one that exited already. The replica stays in ``_unlisted`` until
+        its process has exited, so a stop that is itself cancelled is finished by close(); only then is its
+        number free for the next start."""
         self._unlisted[replica.number] = replica
         process = replica.process
         if kill:
@@ -376,8 +384,9 @@ class ReplicaManager:
             except TimeoutError:
                 _log.error("data-plane replica %d did not drain in time; killing it", replica.number)
                 self.killed += 1  # what the fleet's last line reports: a kill is not a drain
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                # The whole group: the workers of a --workers replica overran the drain too.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         if replica.drain is not None:  # at its end already, unless a child of the replica holds the pipe
             replica.drain.cancel()

@@ -481,6 +481,39 @@ async def test_the_workers_of_a_replica_killed_with_sigkill_end_with_it(plane: P
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+async def test_a_workers_replica_killed_for_overrunning_its_stop_timeout_takes_its_workers_along(
+    plane: Plane,
+) -> None:
+    """The kill after the stop timeout reached only the parent of a --workers replica: its workers, still
+    in the drain that overran, were told to stop by their lifeline (which they were doing already) and
+    ran on for the rest of it (up to its 30 s before a SIGKILL), on their ports, after the manager had
+    said the replica stopped and the fleet had exited."""
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", stop_timeout_s=0.5,
+            extra_args=("--workers", "2", "--drain-delay-s", "60"),
+        )
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        await manager.scale_to(1)
+        (replica,) = manager.replicas
+        workers = _children(replica.process.pid)
+        assert len(workers) == 2
+        await manager.close()
+        assert manager.killed == 1
+        await _until(
+            lambda: not any(map(_running, workers)) and not _listening(replica.address),
+            "the workers outlived the replica killed for overrunning its stop timeout",
+            timeout_s=5.0,
+        )
+    finally:
+        await manager.close()
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _resume(process: asyncio.subprocess.Process) -> None:
     """SIGCONT for a replica the test stopped, unless it is gone (the manager killed it)."""
     if process.returncode is None:
