@@ -28,7 +28,9 @@ its next successful scrape counts the requests since then (the missed interval t
 lifetime.
 A replica whose process has exited, or that is hung (no answer from its health to a few passes' probes
 in a row), is replaced before each decision (:meth:`ReplicaManager.replace_failed`): a hung one's scrape
-fails every interval too, so without that it was only ever logged here.
+fails every interval too, so without that it was only ever logged here. A replica whose process exits is
+replaced at once, not at the next decision: its exit ends the pause between decisions
+(``ReplicaManager.exited``), and the loop replaces it, then waits out the rest of the interval.
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ class AutoscaleLoop:
         if self._replicas.count < self._policy.min_replicas:
             await self._replicas.scale_to(self._policy.min_replicas)
         while self._background.running:
-            await self._background.pause(self._policy.interval_s)
+            await self._pause_healing(self._policy.interval_s)
             if not self._background.running:
                 return
             try:
@@ -289,6 +291,26 @@ class AutoscaleLoop:
                 raise  # not raised after the first starts (replicas.py), but fatal wherever it comes from
             except Exception:  # a replica failed to start, say: the next interval tries again
                 _log.exception("autoscaler pass failed")
+
+    async def _pause_healing(self, seconds: float) -> None:
+        """Waits ``seconds`` (less when the loop stops), replacing any replica whose process exits meanwhile
+        as soon as it does."""
+        deadline = time.monotonic() + seconds  # real time, whatever clock stamps the decisions
+        while self._background.running and (left := deadline - time.monotonic()) > 0:
+            exit_seen = asyncio.ensure_future(self._replicas.exited.wait())
+            pause = asyncio.ensure_future(self._background.pause(left))
+            try:
+                done, _ = await asyncio.wait((exit_seen, pause), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exit_seen.cancel()
+                pause.cancel()
+            if exit_seen in done and self._background.running:
+                try:
+                    await self._replicas.replace_failed(probe=False)
+                except ReplicaRefused:
+                    raise
+                except Exception:  # its replacement failed to start, say: the next decision tries again
+                    _log.exception("replacing an exited replica failed")
 
     def start(self) -> None:
         self._background.start(self.run())

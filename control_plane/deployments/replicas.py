@@ -10,8 +10,10 @@ timeout, with its whole process group (each replica runs in a session of its own
 stdout logs) and, unless told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``),
 which the autoscaler (:mod:`control_plane.deployments.autoscale_loop`) scrapes.
 
-Before each autoscaler decision (:meth:`ReplicaManager.replace_failed`) a replica whose process exited
-(a crash, the OOM killer) is unlisted and replaced, and so is one that is hung: its process is alive but
+A listed replica whose process exits (a crash, the OOM killer) sets :attr:`ReplicaManager.exited`, on
+which the autoscaler replaces it at once. Before each autoscaler decision
+(:meth:`ReplicaManager.replace_failed`) a replica whose process exited is unlisted and replaced (if that
+was not done yet), and so is one that is hung: its process is alive but
 its gRPC health gave no answer (deadline passed, no connection) to ``hung_after_misses`` probes in a row,
 one per pass (a stopped process, a deadlock, a wedged event loop). A replica run with ``--workers N`` is
 probed on each worker's own port (its line ``aether data plane workers on ...``), and is hung once any
@@ -118,6 +120,8 @@ class Replica:
     misses: dict[str, int] = field(default_factory=dict)
     # Where this start's lines begin in its folder's stderr.log (earlier starts' lines are older news).
     stderr_from: int = 0
+    # Waits for its process's end, to tell the manager at once when it ends while listed (a crash).
+    exit_watch: asyncio.Task[None] | None = None
 
     @property
     def health_addresses(self) -> tuple[str, ...]:
@@ -181,6 +185,10 @@ class ReplicaManager:
         self._lock = asyncio.Lock()
         # Called after every change of the ready list: a leaving replica is unlisted before it drains.
         self._on_change = on_change
+        #: Set when a listed replica's process ends on its own (a stop unlists a replica first), so that the
+        #: autoscaler replaces it at once (:meth:`replace_failed`, which clears it) instead of at its next
+        #: decision, up to a whole interval later.
+        self.exited = asyncio.Event()
         self.killed = 0  # replicas SIGKILLed for overrunning stop_timeout_s (their drain was cut short)
         self.hung = 0  # replicas SIGKILLed and replaced for not answering their health (never drained)
 
@@ -232,17 +240,25 @@ class ReplicaManager:
                 self._changed()
                 await self._stop(victim)
 
-    async def replace_failed(self) -> int:
+    async def replace_failed(self, *, probe: bool = True) -> int:
         """Unlists the replicas whose process ended on its own (a crash, the OOM killer) or that are hung,
         kills the hung ones, and starts as many new ones; the number replaced. The autoscaler calls it
         before each decision, so a fleet heals within an interval (a hung replica within
-        ``hung_after_misses`` of them) instead of counting a dead replica as capacity."""
+        ``hung_after_misses`` of them) instead of counting a dead replica as capacity, and as soon as
+        :attr:`exited` is set, with ``probe`` False: an exit is no reason to count a probe more (a replica
+        is hung after that many *passes* without an answer)."""
         settings = self._settings
         # Every probe at once, outside the lock: one hung replica must not delay the others' probes, and
         # a probe takes up to its whole deadline.
-        probed = [(r, a) for r in self._replicas if r.process.returncode is None for a in r.health_addresses]
+        probed = [
+            (r, a)
+            for r in (self._replicas if probe else ())
+            if r.process.returncode is None
+            for a in r.health_addresses
+        ]
         answered = await asyncio.gather(*(answers(a, settings.health_timeout_s) for _, a in probed))
         async with self._lock:
+            self.exited.clear()  # every exit so far is handled here; a later one sets it again
             for (replica, address), answer in zip(probed, answered, strict=True):
                 replica.misses[address] = 0 if answer else replica.misses.get(address, 0) + 1
             exited = [r for r in self._replicas if r.process.returncode is not None]
@@ -360,8 +376,16 @@ class ReplicaManager:
             raise
         assert process.stdout is not None
         replica.drain = asyncio.create_task(_copy_out(process.stdout, folder / "stdout.log"))
+        replica.exit_watch = asyncio.create_task(self._notice_exit(replica))
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
+
+    async def _notice_exit(self, replica: Replica) -> None:
+        """Sets :attr:`exited` once the replica's process ends while it is listed: on its own, since a stop
+        unlists the replica before it signals it."""
+        await replica.process.wait()
+        if any(listed is replica for listed in self._replicas):
+            self.exited.set()
 
     async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
         """SIGTERM, then SIGKILL after ``stop_timeout_s`` (to its process group: its workers too); SIGKILL
@@ -390,6 +414,8 @@ class ReplicaManager:
                 await process.wait()
         if replica.drain is not None:  # at its end already, unless a child of the replica holds the pipe
             replica.drain.cancel()
+        if replica.exit_watch is not None:
+            replica.exit_watch.cancel()
         self._unlisted.pop(replica.number, None)
         self._taken.discard(replica.number)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)

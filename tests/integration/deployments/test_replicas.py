@@ -631,3 +631,30 @@ async def test_a_replica_that_stopped_answering_does_not_scale_its_healthy_peer_
     finally:
         _resume(silent.process)
         await manager.close()
+
+
+async def test_a_crashed_replica_is_replaced_at_once_not_at_the_next_decision(plane: Plane) -> None:
+    """A replica that crashed (the OOM killer, say) was noticed only at the autoscaler's next pass: for up
+    to a whole interval (30 s by default, often set longer) the fleet ran a replica short, and its
+    endpoints file named a dead address. Its exit now wakes the loop, which replaces it then."""
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60)
+    )
+    loop = AutoscaleLoop(manager, AutoscalerPolicy(min_replicas=1, max_replicas=1, interval_s=600.0))
+    try:
+        loop.start()
+        await _until(lambda: manager.count == 1, "the loop starts min_replicas", timeout_s=60)
+        (crashed,) = manager.replicas
+        crashed.process.kill()
+        await _until(
+            lambda: manager.count == 1 and manager.replicas[0] is not crashed,
+            "the crashed replica was not replaced before the next decision",
+            timeout_s=30,
+        )
+        (replacement,) = manager.replicas
+        assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
+        assert loop.events == []  # no decision was made: the loop only healed the fleet
+        assert crashed.process.returncode == -signal.SIGKILL
+    finally:
+        await loop.stop()
+        await manager.close()
