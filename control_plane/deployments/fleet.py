@@ -8,8 +8,9 @@ disappears before it is told to drain. Clients read it with :func:`clients.sdk.f
 balance over the replicas themselves (round robin), so no proxy sits on the latency path.
 
 The file is replaced atomically (temporary file, fsync, rename), so a reader sees the old list or the
-new one, never half of one. On stop the loop stops deciding, every replica is drained and the file is
-left with an empty list, so nobody is sent to replicas that no longer exist.
+new one, never half of one. On stop the loop stops deciding, every replica is unlisted and all are drained
+together (a stop takes one drain, not one per replica), and the file is left with an empty list, so nobody
+is sent to replicas that no longer exist.
 
 One fleet per home: a fleet holds an exclusive lock (flock) on ``$AETHER_HOME/fleet/fleet.lock`` for
 its whole life, drain included, and a second one on the same home is refused before it writes anything

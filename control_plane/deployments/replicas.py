@@ -204,7 +204,8 @@ class ReplicaManager:
         return len(self._replicas)
 
     async def scale_to(self, replicas: int) -> None:
-        """Starts replicas (in parallel, each listed once SERVING) or stops the newest ones."""
+        """Starts replicas (in parallel, each listed once SERVING) or stops the newest ones (unlisted
+        first, then drained in parallel)."""
         async with self._lock:
             missing = replicas - len(self._replicas)
             if missing > 0:
@@ -235,10 +236,14 @@ class ReplicaManager:
                     self._changed()
                 if refused is not None:
                     raise ReplicaRefused.of(refused)
-            while len(self._replicas) > max(replicas, 0):
-                victim = self._replicas.pop()  # out of the ready list before it is told to drain
+            keep = max(replicas, 0)
+            if len(self._replicas) > keep:
+                # The newest leave, all out of the ready list before any is told to drain, and drain
+                # together: one after another, a stop of N replicas took N drains (a supervisor's stop
+                # timeout cut the last ones short), and the lock was held as long.
+                leaving, self._replicas = self._replicas[keep:], self._replicas[:keep]
                 self._changed()
-                await self._stop(victim)
+                await asyncio.gather(*(self._stop(victim) for victim in reversed(leaving)))
 
     async def replace_failed(self, *, probe: bool = True) -> int:
         """Unlists the replicas whose process ended on its own (a crash, the OOM killer) or that are hung,
@@ -311,8 +316,7 @@ class ReplicaManager:
         """Stops every replica: the listed ones, and any whose start or stop was interrupted."""
         await self.scale_to(0)
         async with self._lock:
-            for replica in list(self._unlisted.values()):
-                await self._stop(replica)
+            await asyncio.gather(*(self._stop(replica) for replica in list(self._unlisted.values())))
 
     async def _start(self) -> Replica:
         settings = self._settings

@@ -658,3 +658,26 @@ async def test_a_crashed_replica_is_replaced_at_once_not_at_the_next_decision(pl
     finally:
         await loop.stop()
         await manager.close()
+
+
+async def test_stopping_the_fleet_drains_its_replicas_together_not_one_after_another(plane: Plane) -> None:
+    """close() (``fleet run`` stopping) drained the replicas one at a time: N replicas took N drains, so
+    a supervisor's stop timeout (docker's 10 s, say) killed the fleet, and the replicas still waiting
+    their turn lost their in-flight requests, and the ones still listed kept taking new ones meanwhile."""
+    drain_s = 2.0
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60,
+            extra_args=("--drain-delay-s", f"{drain_s:g}"),
+        )
+    )  # fmt: skip
+    try:
+        await manager.scale_to(3)
+        processes = [r.process for r in manager.replicas]
+        started = time.monotonic()
+        await manager.close()
+        took = time.monotonic() - started
+        assert [p.returncode for p in processes] == [0, 0, 0] and manager.killed == 0  # each drained
+        assert took < 2 * drain_s, f"the stop took {took:.1f} s: its drains ran one after another"
+    finally:
+        await manager.close()
