@@ -215,6 +215,9 @@ class AutoscaleLoop:
         self._previous: dict[tuple[int, str], ReplicaSample] = {}
         self._background = BackgroundLoop("autoscale-loop")
         self.events: list[ScaleEvent] = []  # the most recent decisions, for inspection
+        #: The decision being applied, while it is (None otherwise): what a change of the replica list then
+        #: comes from. Any other change (a crashed or hung replica replaced) is no decision's.
+        self.applying: ScaleEvent | None = None
         # Set when the fleet's first start refused its command line (a usage error before any replica
         # served): the loop has stopped, since every start would fail the same way; the fleet stops with
         # ``error``. Later exits, of whatever status, are retried (``ReplicaManager.scale_to``).
@@ -257,7 +260,8 @@ class AutoscaleLoop:
         load = await self.measure()
         now = self._clock()
         wanted, self._history = decide(self._policy, load, self._history, now)
-        self.events = [*self.events[-99:], ScaleEvent(now, load, wanted)]
+        event = ScaleEvent(now, load, wanted)
+        self.events = [*self.events[-99:], event]
         if wanted != self._replicas.count:
             _log.info(
                 "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms)",
@@ -266,7 +270,11 @@ class AutoscaleLoop:
                 load.queue_depth,
                 "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f}",
             )
-            await self._replicas.scale_to(wanted)
+            self.applying = event
+            try:
+                await self._replicas.scale_to(wanted)
+            finally:
+                self.applying = None
         return wanted
 
     async def run(self) -> None:

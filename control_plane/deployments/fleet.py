@@ -53,7 +53,8 @@ from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL
 
 _log = logging.getLogger("aether.control_plane.fleet")
 
-#: Told of every published list, with the decision that caused it (None at start-up and on stop).
+#: Told of every published list, with the decision that caused it (None at start-up, on stop, and when a
+#: crashed or hung replica is replaced).
 OnChange = Callable[[FleetEndpoints, ScaleEvent | None], None]
 
 
@@ -267,8 +268,9 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         endpoints = snapshot(manager.replicas)
         write_endpoints(path, endpoints)
         listed = len(endpoints.replicas)
-        # A change while the loop runs comes from its latest decision (recorded before it is applied).
-        cause = autoscaler.events[-1] if autoscaler.events and not stopping else None
+        # Only a change a decision applies is that decision's: one made by replacing a crashed or hung
+        # replica was attributed to the latest decision, and printed as a scale-down then a scale-up.
+        cause = None if stopping else autoscaler.applying
         if on_change is not None:
             on_change(endpoints, cause)
 

@@ -39,6 +39,7 @@ from control_plane.deployments.fleet import (
     FleetStopped,
     hold_home,
     replica_stop_timeout,
+    run_fleet,
     write_endpoints,
 )
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
@@ -656,3 +657,34 @@ def test_only_a_drain_cut_short_fails_the_stop_and_a_hung_replica_is_said_apart(
         f"aether fleet stopped: 2 replica(s) killed for not draining in time; {hung}",
         1,
     )
+
+
+async def test_a_crashed_replicas_replacement_is_not_reported_as_a_scaling(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """Every change of the list while the loop ran was attributed to its latest decision, so a crash and
+    its replacement printed "scaled to 0 replicas (queue 0, p99 n/a)" then "scaled to 1 replica ...":
+    an operator read a scale-down and a scale-up the autoscaler never decided. Only a change a decision
+    applies names it; any other (a replica replaced) says the replicas ready, as at the start."""
+    policy = AutoscalerPolicy(min_replicas=1, max_replicas=1, interval_s=0.2)
+    settings = FleetSettings(tmp_path / "home", plane.address, plane.redis_url, policy)
+    changes: list[tuple[int, object]] = []
+    stop = asyncio.Event()
+    fleet = asyncio.create_task(
+        run_fleet(settings, stop, on_change=lambda e, cause: changes.append((len(e.replicas), cause)))
+    )
+    try:
+        path = settings.endpoints_path
+        await _wait(lambda: len(_replicas(path)) == 1, 60, "the fleet starts its replica")
+        await asyncio.sleep(1.0)  # a few decisions, none of which changes anything
+        (crashed,) = _replicas(path)
+        changes.clear()
+        os.kill(crashed.pid, signal.SIGKILL)
+        await _wait(
+            lambda: len(_replicas(path)) == 1 and _replicas(path)[0].pid != crashed.pid, 60, "replaced"
+        )
+        assert [count for count, _ in changes] == [0, 1]
+        assert [cause for _, cause in changes] == [None, None], "a replacement reported as a scaling"
+    finally:
+        stop.set()
+        await asyncio.wait_for(fleet, 60)
