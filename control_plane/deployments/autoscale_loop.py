@@ -301,24 +301,28 @@ class AutoscaleLoop:
                 _log.exception("autoscaler pass failed")
 
     async def _pause_healing(self, seconds: float) -> None:
-        """Waits ``seconds`` (less when the loop stops), replacing any replica whose process exits meanwhile
-        as soon as it does."""
+        """Waits ``seconds`` (less when the loop stops), replacing a replica whose process exits meanwhile as
+        soon as it does, once per pause: a replica that crashes again at once (a model that kills it on
+        its first request) is replaced at the next decision, so a crash loop restarts a replica no more
+        than twice an interval, not as fast as it can start."""
         deadline = time.monotonic() + seconds  # real time, whatever clock stamps the decisions
-        while self._background.running and (left := deadline - time.monotonic()) > 0:
+        if self._background.running:
             exit_seen = asyncio.ensure_future(self._replicas.exited.wait())
-            pause = asyncio.ensure_future(self._background.pause(left))
+            pause = asyncio.ensure_future(self._background.pause(seconds))
             try:
                 done, _ = await asyncio.wait((exit_seen, pause), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 exit_seen.cancel()
                 pause.cancel()
-            if exit_seen in done and self._background.running:
-                try:
-                    await self._replicas.replace_failed(probe=False)
-                except ReplicaRefused:
-                    raise
-                except Exception:  # its replacement failed to start, say: the next decision tries again
-                    _log.exception("replacing an exited replica failed")
+            if exit_seen not in done or not self._background.running:
+                return
+            try:
+                await self._replicas.replace_failed(probe=False)
+            except ReplicaRefused:
+                raise
+            except Exception:  # its replacement failed to start, say: the next decision tries again
+                _log.exception("replacing an exited replica failed")
+        await self._background.pause(max(deadline - time.monotonic(), 0.0))
 
     def start(self) -> None:
         self._background.start(self.run())

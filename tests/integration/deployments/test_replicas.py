@@ -655,6 +655,12 @@ async def test_a_crashed_replica_is_replaced_at_once_not_at_the_next_decision(pl
         assert await health(replacement.address) == health_pb2.HealthCheckResponse.SERVING
         assert loop.events == []  # no decision was made: the loop only healed the fleet
         assert crashed.process.returncode == -signal.SIGKILL
+        # Once per pause: a replica crashing again at once waits for the next decision, so a crash loop
+        # (a model that kills its replica on the first request) does not restart replicas non-stop.
+        replacement.process.kill()
+        await replacement.process.wait()
+        await asyncio.sleep(2.0)
+        assert manager.replicas == (replacement,) and manager.exited.is_set()
     finally:
         await loop.stop()
         await manager.close()
