@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clients.env_values import env_float, env_int
+from clients.env_values import ConfigurationError, env_float, env_int
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
@@ -147,6 +147,7 @@ class FleetSettings:
         # A wrong variable is a ConfigurationError naming it, left to propagate: `aetherctl` prints it as
         # one line and exits 2, as for every other AETHER_* setting.
         values = policy_values_from_env(env)
+        _check_replica_bounds(values, policy or {})
         merged = AutoscalerPolicy(**{**values, **(policy or {})})  # type: ignore[arg-type]
         return cls(
             home=Path(env.get("AETHER_HOME") or Path.home() / ".aether").expanduser(),
@@ -180,6 +181,30 @@ class FleetSettings:
             stop_timeout_s=stop_timeout_s,
             health_timeout_s=self.health_timeout_s,
             hung_after_misses=self.hung_after_misses,
+        )
+
+
+#: Where ``fleet run`` takes each replica bound from: its flag, then its variable, then the default.
+_BOUNDS = {"min_replicas": ("--min", "AETHER_MIN_REPLICAS"), "max_replicas": ("--max", "AETHER_MAX_REPLICAS")}
+
+
+def _check_replica_bounds(env_values: Mapping[str, int | float], flags: Mapping[str, int | float]) -> None:
+    """ConfigurationError (``fleet run`` exits 2) when the fewest replicas are more than the most, naming
+    where each bound came from: "min (5) <= max (4)" said neither that a 4 was the default nor how to set
+    it."""
+    said: dict[str, tuple[int | float, str]] = {}
+    for field_name, (flag, variable) in _BOUNDS.items():
+        if field_name in flags:
+            said[field_name] = (flags[field_name], flag)
+        elif field_name in env_values:
+            said[field_name] = (env_values[field_name], variable)
+        else:
+            default = getattr(AutoscalerPolicy(), field_name)
+            said[field_name] = (default, f"the default; set {flag} or {variable}")
+    (fewest, fewest_from), (most, most_from) = said["min_replicas"], said["max_replicas"]
+    if fewest > most:
+        raise ConfigurationError(
+            f"the fewest replicas, {fewest:g} ({fewest_from}), is more than the most, {most:g} ({most_from})"
         )
 
 

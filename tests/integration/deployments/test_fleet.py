@@ -90,7 +90,7 @@ def test_settings_come_from_the_environment_and_flags_override_them(tmp_path: Pa
     assert settings.control_plane_addr == "10.0.0.1:9" and settings.policy.up_window_s == 0.0
     assert settings.replica_args == ()
 
-    with pytest.raises(InvalidArgument, match="min"):  # 7 > max 6: refused before anything starts
+    with pytest.raises(ConfigurationError, match="7 \\(--min\\)"):  # > max 6: refused before anything starts
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "7"]), env)
     with pytest.raises(ConfigurationError, match="AETHER_MIN_REPLICAS: expected a whole number >= 1"):
         FleetSettings.from_env({"AETHER_MIN_REPLICAS": "two"})
@@ -128,10 +128,48 @@ def test_flags_are_merged_with_the_environment_before_the_policy_is_checked(tmp_
     parser = build_parser(CliSettings.from_env(env))
     settings = fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--max", "10"]), env)
     assert settings.policy == AutoscalerPolicy(min_replicas=5, max_replicas=10, up_window_s=7.0)
-    with pytest.raises(InvalidArgument, match=r"min \(5\) <= max \(4\)"):  # no flag: the default max holds
+    # No flag: the default max holds.
+    with pytest.raises(
+        ConfigurationError, match=r"5 \(AETHER_MIN_REPLICAS\), is more than the most, 4 \(the def"
+    ):
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run"]), env)
-    with pytest.raises(InvalidArgument, match=r"min \(11\) <= max \(10\)"):
+    with pytest.raises(ConfigurationError, match=r"11 \(--min\), is more than the most, 10 \(--max\)"):
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--min", "11", "--max", "10"]), env)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [
+        (
+            ["--min", "5"],
+            {},
+            "the fewest replicas, 5 (--min), is more than the most, 4 (the default; set --max or "
+            "AETHER_MAX_REPLICAS)",
+        ),
+        (
+            ["--min", "3"],
+            {"AETHER_MAX_REPLICAS": "2"},
+            "the fewest replicas, 3 (--min), is more than the most, 2 (AETHER_MAX_REPLICAS)",
+        ),
+        (
+            ["--max", "2"],
+            {"AETHER_MIN_REPLICAS": "3"},
+            "the fewest replicas, 3 (AETHER_MIN_REPLICAS), is more than the most, 2 (--max)",
+        ),
+    ],
+)
+def test_fleet_run_with_more_min_than_max_replicas_says_where_each_came_from(
+    tmp_path: Path, flags: list[str], env: dict[str, str], expected: str
+) -> None:
+    """It was exit 1 with "INVALID_ARGUMENT: replicas need 1 <= min (5) <= max (4)" for `--min 5` alone:
+    not a flag's name, nor that the 4 was a default, nor how to change it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "fleet", "run", *flags],
+        env=dict(os.environ, AETHER_HOME=str(tmp_path), **env), cwd=REPO, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: {expected}\n")
+    assert not (tmp_path / "fleet").exists()
 
 
 @pytest.mark.parametrize(
