@@ -5,8 +5,9 @@ aetherctl fleet run --min 2 -- --model-config models.json     # flags after -- g
 aetherctl fleet status
 
 ``run`` stays in the foreground: one line per change of the ready replicas, and the endpoints file that
-clients read (:func:`clients.sdk.fleet.fleet_target`). SIGTERM or SIGINT drains every replica and exits 0,
-or 1 when a replica had to be killed for not draining in time (:func:`stop_report`).
+clients read (:func:`clients.sdk.fleet.fleet_target`). SIGTERM, SIGINT or SIGHUP (its terminal gone;
+unless ignored, as under nohup) drains every replica, empties the endpoints file and exits 0, or 1 when a
+replica had to be killed for not draining in time (:func:`stop_report`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ async def _serve(settings: FleetSettings) -> FleetStopped:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # The terminal or SSH session gone: a stop as on SIGTERM. Its default killed the fleet on the spot,
+    # leaving its endpoints file naming replicas its death stopped. Left ignored under nohup.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
     policy = settings.policy
 
     def started() -> None:  # printed once the home is ours: a fleet refused says one line, on stderr

@@ -726,3 +726,47 @@ async def test_a_crashed_replicas_replacement_is_not_reported_as_a_scaling(
     finally:
         stop.set()
         await asyncio.wait_for(fleet, 60)
+
+
+@pytest.mark.parametrize("nohup", [False, True], ids=["terminal", "nohup"])
+async def test_a_fleet_whose_terminal_closes_drains_and_empties_its_list(
+    plane: Plane, tmp_path: Path, nohup: bool
+) -> None:
+    """SIGHUP (the terminal or SSH session of `fleet run` gone) killed the fleet on the spot: its replicas
+    were stopped by their lifeline, and its endpoints file kept naming them, so clients were sent to
+    replicas that no longer existed. It now stops as on SIGTERM; run under nohup, it ignores SIGHUP."""
+    home = tmp_path / "fleet-home"
+    path = home / "fleet" / "endpoints.json"
+    env = dict(
+        os.environ,
+        AETHER_HOME=str(home),
+        AETHER_CONTROL_PLANE_ADDR=plane.address,
+        AETHER_REDIS_URL=plane.redis_url,
+    )
+    fleet = await asyncio.create_subprocess_exec(
+        *(["nohup"] if nohup else []),
+        sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--min", "1", "--max", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=REPO,
+    )  # fmt: skip
+    replica = 0
+    try:
+        await _wait(lambda: len(_replicas(path)) == 1, 60, "the fleet starts its replica")
+        replica = _replicas(path)[0].pid
+        fleet.send_signal(signal.SIGHUP)
+        if nohup:
+            await asyncio.sleep(1.0)
+            assert fleet.returncode is None and _replicas(path)[0].pid == replica
+            fleet.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(fleet.wait(), 30) == 0
+        assert read_endpoints(path).replicas == ()
+        assert fleet.stdout is not None
+        assert (await fleet.stdout.read()).decode().splitlines()[
+            -1
+        ] == "aether fleet stopped: every replica drained"
+        await _wait(lambda: not _alive(replica), 10, "the replica outlived its fleet")
+    finally:
+        if fleet.returncode is None:
+            fleet.kill()
+            await fleet.wait()
+        if replica and _alive(replica):
+            os.kill(replica, signal.SIGKILL)
