@@ -127,6 +127,9 @@ class FleetSettings:
     health_timeout_s: float = 2.0
     hung_after_misses: int = 3
 
+    def __post_init__(self) -> None:
+        check_replica_args(self.replica_args)
+
     @property
     def endpoints_path(self) -> Path:
         return endpoints_path(self.home)
@@ -206,6 +209,26 @@ def _check_replica_bounds(env_values: Mapping[str, int | float], flags: Mapping[
         raise ConfigurationError(
             f"the fewest replicas, {fewest:g} ({fewest_from}), is more than the most, {most:g} ({most_from})"
         )
+
+
+#: ``python -m data_plane`` flags the fleet gives every replica itself, each its own value, and why one
+#: given after ``--`` (later on the command line, so it won) broke the fleet.
+FLEET_SET_FLAGS = {
+    "--listen": "the fleet sets it for each replica: a free port of its own (a fixed one serves one replica)",
+    "--metrics-listen": "the fleet sets it for each replica: a free port of its own, which the autoscaler "
+    "scrapes",
+    "--snapshot-path": "the fleet sets it for each replica: a file in the replica's own folder",
+    "--reuse-port": "it is for the workers of --workers N only",
+}
+
+
+def check_replica_args(replica_args: Sequence[str]) -> None:
+    """ConfigurationError (``fleet run`` exits 2) for a flag of :data:`FLEET_SET_FLAGS` among the replicas'
+    flags, in either spelling (``--flag V``, ``--flag=V``): the data plane takes no abbreviations."""
+    for arg in replica_args:
+        name = arg.split("=", 1)[0]
+        if name in FLEET_SET_FLAGS:
+            raise ConfigurationError(f"{name} after --: {FLEET_SET_FLAGS[name]}; leave it out")
 
 
 #: Beyond a replica's drain delay + grace: the rest of its stop (flushing the log, unloading models).

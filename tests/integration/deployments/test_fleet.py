@@ -198,6 +198,31 @@ def test_a_bad_policy_flag_is_a_usage_error_naming_the_flag(
     assert f"argument {flag}: {expected}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("replica_args", "flag"),
+    [
+        (["--listen", "127.0.0.1:9000"], "--listen"),
+        (["--model-config", "m.json", "--listen=127.0.0.1:9000"], "--listen"),
+        (["--metrics-listen", "127.0.0.1:9100"], "--metrics-listen"),
+        (["--metrics-listen="], "--metrics-listen"),
+        (["--snapshot-path", "/tmp/shared.pb"], "--snapshot-path"),
+    ],
+)
+def test_a_replica_flag_the_fleet_sets_itself_is_refused_naming_it(
+    tmp_path: Path, replica_args: list[str], flag: str
+) -> None:
+    """Given after --, it came later on every replica's command line than the fleet's own, so it won: with
+    `-- --listen 127.0.0.1:9000` the first replica took the port and every other start failed on it, at
+    every interval for ever, the fleet stuck at one replica; a fixed metrics port did the same, an empty
+    one left every start waiting for a metrics line that never came, and a shared --snapshot-path had every
+    replica writing one file. Refused before anything starts (fleet run exits 2)."""
+    parser = build_parser(CliSettings.from_env({"AETHER_HOME": str(tmp_path)}))
+    with pytest.raises(
+        ConfigurationError, match=f"^{flag} after --: the fleet sets it for each replica: .*; leave it out$"
+    ):
+        fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--", *replica_args]), {})
+
+
 def test_the_fleet_target_names_every_ready_replica(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -444,8 +469,9 @@ async def test_a_second_fleet_on_the_same_home_is_refused_in_one_line(plane: Pla
     ("flags", "said"),
     [
         (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-        # Was an OverflowError traceback, status 1, once the replica served: the fleet ran on with 0 ready.
-        (["--metrics-listen", "127.0.0.1:99999"], "--metrics-listen: expected HOST:PORT with a port from 0"),
+        # A value the data plane's settings refuse (a --metrics-listen port of 99999 was the example here,
+        # once an OverflowError traceback; the fleet now refuses any --metrics-listen itself).
+        (["--max-queue-size", "0"], "--max-queue-size: expected a whole number >= 1, got '0'"),
     ],
 )
 async def test_a_replica_flag_the_data_plane_refuses_stops_the_fleet_with_one_error(
