@@ -25,10 +25,8 @@ that just stalls does not take it out. It cannot drain, so it is SIGKILLed at on
 and counted in ``hung``, not in ``killed`` (which counts drains cut short). One slow answer under load
 is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misses.
 
-A new replica's folder is seeded with the newest readable snapshots any replica folder holds (the
-registry, the deployment plans): a replica serves from its persisted snapshots while the control plane
-is unreachable, so one started during an outage (replacing a crashed one) serves as its peers do instead
-of waiting for a control plane that is not there and timing out.
+A new replica's folder is seeded with the newest readable snapshots any replica folder holds
+(:mod:`control_plane.deployments.replica_folders`).
 
 A new replica takes the lowest number no replica process holds: that of one that failed to start, was
 stopped (a scale-down), exited or was killed as hung, once its process has exited. So it reuses that
@@ -45,16 +43,13 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf.message import DecodeError, Message
-
-from clients.aether.v1 import deployments_pb2, feature_registry_pb2
 from clients.errors import FailedPrecondition
 from clients.lifeline import tied
+from control_plane.deployments.replica_folders import REGISTRY_FILE, prepare_folder
 from control_plane.deployments.replica_health import answers, wait_serving
 from control_plane.process_secrets import withheld
 
@@ -74,13 +69,6 @@ _WORKERS_LINE = "aether data plane workers on "
 USAGE_ERROR_STATUS = 2
 #: Lines of a replica's stderr an error about its exit quotes (the data plane's error is its last line).
 STDERR_TAIL_LINES = 5
-#: The files a replica persists in its folder (--snapshot-path, and data_plane.deployment_watch's
-#: PLANS_FILE_NAME next to it) and what each holds. Named here: the control plane imports no data plane.
-_REGISTRY_FILE = "registry_snapshot.pb"
-PERSISTED: tuple[tuple[str, type[Message]], ...] = (
-    (_REGISTRY_FILE, feature_registry_pb2.RegistrySnapshot),
-    ("deployment_plans.pb", deployments_pb2.DeploymentPlanSnapshot),
-)
 
 
 @dataclass(frozen=True)
@@ -326,7 +314,7 @@ class ReplicaManager:
         self._starts += 1
         folder = settings.home / f"replica-{number}"
         try:
-            await asyncio.to_thread(_prepare_folder, settings.home, folder)
+            await asyncio.to_thread(prepare_folder, settings.home, folder)
             stderr = await asyncio.to_thread(open, folder / "stderr.log", "ab")
             logged_from = os.fstat(stderr.fileno()).st_size  # where this start's stderr begins
         except BaseException:
@@ -337,7 +325,7 @@ class ReplicaManager:
         command, pass_fds = tied([
             settings.python, "-m", "data_plane", "--listen", f"{settings.host}:0",
             "--control-plane", settings.control_plane_addr,
-            "--snapshot-path", str(folder / _REGISTRY_FILE),
+            "--snapshot-path", str(folder / REGISTRY_FILE),
             *(("--metrics-listen", f"{settings.host}:0") if settings.metrics else ()),
             *settings.extra_args,
         ])  # fmt: skip
@@ -451,53 +439,6 @@ def _stderr_said(log: Path, start: int) -> str:
     tail = [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
     said = "; the end of its stderr:\n  " + "\n  ".join(tail) if tail else "; it wrote nothing to stderr"
     return f"{said}\n(its log: {log})"
-
-
-def _prepare_folder(home: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, message_type in PERSISTED:
-        seeded = seed_file(home, folder, name, message_type)
-        if seeded is not None:
-            _log.info("seeded %s with %s", folder / name, seeded)
-
-
-def seed_file(home: Path, folder: Path, name: str, message_type: type[Message]) -> Path | None:
-    """Makes ``folder/name`` the newest readable ``name`` of any replica folder under ``home`` (newest by
-    modification time, kept by the copy: a replica rewrites its snapshot only when it changes, so the
-    newest file is the latest the control plane said, even across a reset of its revisions). The file
-    copied, or None when ``folder`` holds the newest already or there is none."""
-    candidates = []
-    for path in home.glob(f"replica-*/{name}"):
-        with contextlib.suppress(FileNotFoundError):
-            candidates.append((path.stat().st_mtime_ns, path))
-    for _, path in sorted(candidates, reverse=True):
-        try:
-            stat = path.stat()
-            data = path.read_bytes()
-            message_type.FromString(data)  # a file the replica would ignore would not serve either
-        except (OSError, DecodeError):
-            continue
-        if path.parent == folder:
-            return None
-        _replace(folder / name, data, stat.st_mtime_ns)
-        return path
-    return None
-
-
-def _replace(path: Path, data: bytes, mtime_ns: int) -> None:
-    """Writes ``path`` atomically (a replica reading it sees no file or all of it) with that mtime."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".seed", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.utime(temporary, ns=(mtime_ns, mtime_ns))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def metrics_addresses(metrics_address: str) -> list[str]:

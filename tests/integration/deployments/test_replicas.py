@@ -23,13 +23,8 @@ from clients.aether.v1 import feature_registry_pb2
 from clients.errors import FailedPrecondition
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.replicas import (
-    PERSISTED,
-    ReplicaManager,
-    ReplicaSettings,
-    metrics_addresses,
-    seed_file,
-)
+from control_plane.deployments.replica_folders import PERSISTED, seed_file
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings, metrics_addresses
 from data_plane.deployment_watch import PLANS_FILE_NAME
 from tests.integration.deployments.conftest import Plane
 
