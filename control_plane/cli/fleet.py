@@ -197,7 +197,10 @@ def _print_change(endpoints: FleetEndpoints, cause: ScaleEvent | None) -> None:
         return
     load = cause.load
     p99 = "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f} ms"
-    print(f"scaled to {count} {noun} (queue {load.queue_depth:.0f}, p99 {p99}): {listed}", flush=True)
+    # The queue and p99 leave out a replica that could not be scraped: say so, or they read as the fleet's.
+    left_out = f", {load.unmeasured} replica{'s' if load.unmeasured > 1 else ''} not measured"
+    measured = f"queue {load.queue_depth:.0f}, p99 {p99}{left_out if load.unmeasured else ''}"
+    print(f"scaled to {count} {noun} ({measured}): {listed}", flush=True)
 
 
 def _status(args: argparse.Namespace) -> int:

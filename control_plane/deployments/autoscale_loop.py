@@ -264,11 +264,12 @@ class AutoscaleLoop:
         self.events = [*self.events[-99:], event]
         if wanted != self._replicas.count:
             _log.info(
-                "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms)",
+                "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms, %d replicas not measured)",
                 self._replicas.count,
                 wanted,
                 load.queue_depth,
                 "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f}",
+                load.unmeasured,
             )
             self.applying = event
             try:
