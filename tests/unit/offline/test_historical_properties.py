@@ -5,7 +5,8 @@ The generated data is small but dense in edge cases: event times on a coarse gri
 duplicates), ingestion times that go backwards (corrections), rows written in several batches in any
 order (late-arriving rows, several files per partition), times spanning several days (several date
 partitions), labels in random order with keys that no row has or that are null, TTLs that land exactly
-on a row's age, and several views and versions in one call.
+on a row's age, several views and versions in one call, views of different entities (different join
+keys) in one call, and label times with nanoseconds in a zone with DST, as pandas gives them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from clients.aether.v1 import types_pb2
 from control_plane.features.registry import FeatureRegistry
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
-from tests.unit.offline.builders import TS, at, create_view, ensure_entity, feature_spec
+from tests.unit.offline.builders import TS, at, create_view, ensure_entity, feature_spec, micros
 
 _names = itertools.count()
 KEY_MODES = {
@@ -198,3 +199,64 @@ def test_training_set_matches_brute_force(
     for column, expected in expected_columns.items():
         assert result.table.column(column).to_pylist() == expected, column
         assert result.matched[column] == sum(v is not None for v in expected)
+
+
+mixed_label_strategy = st.tuples(
+    st.one_of(st.none(), st.integers(0, 7)),
+    st.integers(0, 110).map(lambda h: h * GRID_S),
+    st.integers(-2_000, 2_000),  # nanoseconds around the grid: a label 1 ns before a row must not see it
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    views=st.lists(st.tuples(st.sampled_from(sorted(KEY_MODES)), view_strategy), min_size=2, max_size=3),
+    labels=st.lists(mixed_label_strategy, max_size=25),
+)
+def test_views_of_several_entities_with_nanosecond_labels_match_brute_force(
+    registry: FeatureRegistry,
+    store: OfflineStore,
+    views: list[tuple[str, tuple[list[tuple[int, list[list[StoredRow]]]], int]]],
+    labels: list[tuple[int | None, int, int]],
+) -> None:
+    """Views of different entities (integer, string and two-column join keys) in one call, each joined on
+    its own keys of the same entity rows; label times in nanoseconds in a zone with DST, compared as the
+    microsecond they are floored to (the stored unit: never a row after the label)."""
+    for mode in KEY_MODES:
+        ensure_entity(registry, f"entity_{mode}", KEY_MODES[mode])
+    keys_by_mode = {
+        mode: [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _, _ in labels]
+        for mode in KEY_MODES
+    }
+    label_ns = [micros(at(seconds)) * 1_000 + nanos for _, seconds, nanos in labels]
+    floored = [at(0) + dt.timedelta(microseconds=ns // 1_000 - micros(at(0))) for ns in label_ns]
+    columns: dict[str, pa.Array] = {}
+    for mode, key_columns in KEY_MODES.items():
+        for i, (name, value_type) in enumerate(key_columns):
+            arrow_type = pa.string() if value_type == types_pb2.STRING else pa.int64()
+            columns[name] = pa.array([k[i] for k in keys_by_mode[mode]], arrow_type)
+    columns["label_time"] = pa.array(label_ns, pa.timestamp("ns", tz="Europe/Berlin"))
+    entity_rows = pa.table(columns)
+
+    refs: list[str] = []
+    expected_columns: dict[str, list[object]] = {}
+    for mode, (versions, _) in views:
+        name = write_view(registry, store, mode, versions)
+        refs.append(name)
+        ttl = versions[-1][0]
+        for feature in ("a", "b"):
+            expected_columns[f"{name}:{feature}"] = brute_force(
+                store, name, len(versions), ttl, mode, keys_by_mode[mode], floored, feature
+            )
+
+    result = get_historical_features(
+        store, registry, entity_rows, refs, timestamp_column="label_time", batch_rows=5
+    )
+
+    assert result.table.select(entity_rows.column_names).equals(entity_rows)
+    for column, expected in expected_columns.items():
+        assert result.table.column(column).to_pylist() == expected, column
