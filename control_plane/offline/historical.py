@@ -35,7 +35,7 @@ from control_plane.offline.datasets import (
 )
 from control_plane.offline.keys import KeyEncoder
 from control_plane.offline.pit import Int64Array, Labels, join_view
-from control_plane.offline.resolve import ViewCatalog, ViewPlan, plan_views
+from control_plane.offline.resolve import JoinKeySpec, ViewCatalog, ViewPlan, plan_views
 from control_plane.offline.roots import open_filesystem
 from control_plane.offline.store import OfflineStore, normalize_timestamps
 from kernels.asof_join import index_labels
@@ -90,15 +90,16 @@ def get_historical_features(
     label_ts = _label_micros(entity_rows, ts_name)
     _refuse_clashes(entity_rows, plans)
 
-    shared: dict[tuple[str, ...], Labels] = {}
+    # Labels are prepared once per join keys, names *and* types: two entities may share a key name with
+    # different types, and the codes of one would be used to read the other's files.
+    shared: dict[tuple[JoinKeySpec, ...], Labels] = {}
     columns: dict[str, pa.Array] = {}
     read: dict[tuple[str, int], list[str]] = {}  # data files each view version's join read
     for plan in plans:
-        key_names = tuple(key.name for key in plan.join_keys)
-        labels = shared.get(key_names)
+        labels = shared.get(plan.join_keys)
         if labels is None:
             labels = _prepare_labels(entity_rows, plan, label_ts)
-            shared[key_names] = labels
+            shared[plan.join_keys] = labels
         joined, read[plan.view, plan.version] = join_view(store, plan, labels, batch_rows)
         columns.update(joined)
 

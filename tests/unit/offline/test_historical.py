@@ -394,3 +394,22 @@ def test_a_bool_feature_with_stored_nulls_joins(registry: FeatureRegistry, store
         store, registry, entity_rows({"user_id": [3, 2, 1, 4]}, [at(1)] * 4), ["flags"]
     )
     assert result.table.column("flags:active").to_pylist() == [False, None, True, None]
+
+
+def test_entities_with_a_join_key_of_one_name_and_two_types_blame_the_entity_rows(
+    registry: FeatureRegistry, store: OfflineStore
+) -> None:
+    # The label side was prepared once per join-key *names*: the string-keyed view reused the integer
+    # codes, and its error blamed the offline store ("in the offline store is string, expected int64").
+    ensure_entity(registry, "user", (("uid", types_pb2.INT64),))
+    ensure_entity(registry, "account", (("uid", types_pb2.STRING),))
+    create_view(registry, feature_spec("by_user", entity="user"))
+    create_view(registry, feature_spec("by_account", entity="account"))
+    store.write("by_user", 1, feature_rows({"uid": [1]}, [at(0)], {"score": [1.0]}))
+    store.write("by_account", 1, feature_rows({"uid": ["1"]}, [at(0)], {"score": [2.0]}))
+    labels = entity_rows({"uid": [1]}, [at(10)])
+    for refs in (["by_user", "by_account"], ["by_account"]):
+        with pytest.raises(
+            InvalidArgument, match="join key 'uid' in the entity rows is int64, expected string"
+        ):
+            get_historical_features(store, registry, labels, refs, record=False)
