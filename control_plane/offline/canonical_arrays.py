@@ -23,7 +23,10 @@ renames a list's child field ``item`` to ``element``. The canonical form fixes e
   than strings or binaries is its values, of large strings or binaries a dictionary of strings or
   binaries), anywhere in a nested type: a training set and its Parquet copy hash equally.
 
-Every other layout (null, union, run-end encoded, view and extension types) is kept as it is.
+* view layouts (``string_view``, ``binary_view``, ``list_view``, as Polars exports strings) are their
+  offsets layouts (``string``, ``binary``, ``list``): a view's bytes depend on where its values lie, so a
+  table and its Parquet copy hashed differently.
+Every other layout (null, union, run-end encoded and extension types) is kept as it is.
 """
 
 from __future__ import annotations
@@ -78,6 +81,14 @@ def _parquet_field(field: pa.Field) -> pa.Field:
 def canonical_type(data_type: pa.DataType) -> pa.DataType:
     """``data_type`` with the child field names and metadata a canonical array has (module doc)."""
     data_type = parquet_type(data_type)
+    if pa.types.is_string_view(data_type):
+        return pa.string()
+    if pa.types.is_binary_view(data_type):
+        return pa.binary()
+    if pa.types.is_list_view(data_type):
+        return pa.list_(_child_field(data_type.value_field, "item"))
+    if pa.types.is_large_list_view(data_type):
+        return pa.large_list(_child_field(data_type.value_field, "item"))
     if pa.types.is_map(data_type):
         return pa.map_(
             _child_field(data_type.key_field, "key"),
@@ -105,7 +116,71 @@ def canonical_array(array: pa.Array) -> pa.Array:
         # Unsafe as Parquet's writer is: a date64 holding a time of day (Arrow says it must not) is
         # truncated to its day there too. Every other change is exact (seconds to milliseconds).
         array = array.cast(target, safe=False)
-    return _canonical(array, None)
+    return _canonical(_without_views(array), None)
+
+
+def _without_views(array: pa.Array) -> pa.Array:
+    """``array`` with every view layout (``string_view``, ``binary_view``, ``list_view``, at any depth)
+    in its offsets layout (``string``, ``binary``, ``list``): the same values, in a form whose bytes
+    depend on nothing but them. A view's bytes depend on where its values were put (inline or in which
+    data buffer, at which offset), so a training set and its Parquet copy hashed differently."""
+    if not _has_views(array.type):
+        return array
+    if pa.types.is_list_view(array.type) or pa.types.is_large_list_view(array.type):
+        return _list_from_view(array)
+    if pa.types.is_struct(array.type):
+        valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        children = [_without_views(array.field(i)) for i in range(array.type.num_fields)]
+        names = [array.type.field(i).name for i in range(array.type.num_fields)]
+        mask = pa.array(~valid) if array.null_count else None
+        return pa.StructArray.from_arrays(children, names=names, mask=mask)
+    # string and binary views, and views nested in lists, maps and dictionaries: Arrow's cast is exact.
+    return array.cast(canonical_type(array.type))
+
+
+def _has_views(data_type: pa.DataType) -> bool:
+    """Whether ``data_type`` is or holds a view layout."""
+    return any(
+        check(t)
+        for t in _nested_types(data_type)
+        for check in (
+            pa.types.is_string_view,
+            pa.types.is_binary_view,
+            pa.types.is_list_view,
+            pa.types.is_large_list_view,
+        )
+    )
+
+
+def _nested_types(data_type: pa.DataType) -> list[pa.DataType]:
+    """``data_type`` and every type nested in it."""
+    found = [data_type]
+    if pa.types.is_dictionary(data_type):
+        return found + _nested_types(data_type.value_type)
+    try:
+        fields = [data_type.field(i) for i in range(data_type.num_fields)]
+    except (AttributeError, TypeError):
+        return found
+    return found + [t for field in fields for t in _nested_types(field.type)]
+
+
+def _list_from_view(array: pa.Array) -> pa.Array:
+    """A ``list_view`` (``large_list_view``) as a ``list`` (``large_list``) of the same rows. Arrow's own
+    cast gives an invalid array when a row is null (pyarrow 26)."""
+    n = len(array)
+    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    starts = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = np.where(valid, np.asarray(array.sizes.to_numpy(zero_copy_only=False), dtype=np.int64), 0)
+    child = _without_views(array.values.take(pa.array(_ranges(starts, lengths), pa.int64())))
+    width = np.int64 if pa.types.is_large_list_view(array.type) else np.int32
+    offsets = np.zeros(n + 1, dtype=width)
+    np.cumsum(lengths, out=offsets[1:])
+    field = array.type.value_field.with_type(child.type)
+    list_type = pa.large_list(field) if width is np.int64 else pa.list_(field)
+    bitmap, nulls = _validity(valid)
+    return pa.Array.from_buffers(
+        list_type, n, [bitmap, pa.py_buffer(offsets.tobytes())], null_count=nulls, children=[child]
+    )
 
 
 def _child_field(field: pa.Field, name: str) -> pa.Field:

@@ -10,7 +10,9 @@ process, over gRPC, from Parquet, from Python lists).
 A column of a type that a Parquet round trip changes (``timestamp[s]``, ``date64``, ``time32[s]``, a
 dictionary of numbers) is hashed in the type Parquet gives back (``canonical_arrays.parquet_type``), so a
 dataset and its Parquet copy hash equally; such a table's hash differs from the one recorded before, whose
-copy never hashed to it (reading it back was DATA_LOSS).
+copy never hashed to it (reading it back was DATA_LOSS). Likewise a column in a view layout
+(``string_view``, ``binary_view``, ``list_view``: Polars' strings) is hashed as its offsets layout
+(``string``, ``binary``, ``list``), whose bytes depend on the values alone.
 
 Hashes recorded before the canonical form (lineage records, model versions, job specs pinning a hash)
 are unchanged for tables that already held it: zeros under every null, as the point-in-time join writes
