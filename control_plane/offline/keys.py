@@ -95,12 +95,22 @@ def _column(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array | pa.Chunke
 def _cast_key(column: pa.Array | pa.ChunkedArray, key: JoinKeySpec, side: str) -> pa.Array | pa.ChunkedArray:
     if column.type == key.dtype:
         return column
+    # Keys in an encoding of their type (a pandas category is a dictionary, a Polars string a string
+    # view), as ingestion reads them: through it, to their plain values.
+    if pa.types.is_run_end_encoded(column.type):
+        column = pc.run_end_decode(column)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     compatible = (
         pa.types.is_null(column.type)
         or (pa.types.is_integer(column.type) and pa.types.is_integer(key.dtype))
         or (
             pa.types.is_string(key.dtype)
-            and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+            and (
+                pa.types.is_string(column.type)
+                or pa.types.is_large_string(column.type)
+                or pa.types.is_string_view(column.type)
+            )
         )
     )
     # (a column of nulls only, e.g. an empty table built from a Python list, has the null type)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, text
@@ -413,3 +415,26 @@ def test_entities_with_a_join_key_of_one_name_and_two_types_blame_the_entity_row
             InvalidArgument, match="join key 'uid' in the entity rows is int64, expected string"
         ):
             get_historical_features(store, registry, labels, refs, record=False)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda a: a.dictionary_encode(), id="dictionary (a pandas category)"),
+        pytest.param(lambda a: a.cast(pa.string_view()), id="string_view (a Polars string)"),
+        pytest.param(lambda a: pc.run_end_encode(a), id="run-end encoded"),
+    ],
+)
+def test_join_keys_in_any_encoding_of_their_type_are_joined(
+    registry: FeatureRegistry, store: OfflineStore, encode: Callable[[pa.Array], pa.Array]
+) -> None:
+    # Ingestion reads such columns through their encoding; the entity rows' keys were refused ("join key
+    # 'name' in the entity rows is dictionary<values=string, ...>, expected string").
+    ensure_entity(registry, "account", (("name", types_pb2.STRING),))
+    create_view(registry, feature_spec("by_name", entity="account"))
+    store.write("by_name", 1, feature_rows({"name": ["x", "y"]}, [at(0), at(0)], {"score": [1.0, 2.0]}))
+    keys = encode(pa.array(["y", None, "x", "y", "z"]))
+    labels = pa.table({"name": keys, "event_ts": pa.array([at(5)] * 5, TS)})
+    result = get_historical_features(store, registry, labels, ["by_name"], record=False)
+    assert result.table.column("by_name:score").to_pylist() == [2.0, None, 1.0, 2.0, None]
+    assert result.table.column("name").type == keys.type  # the entity rows are returned as given
