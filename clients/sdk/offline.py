@@ -131,7 +131,8 @@ class OfflineFeaturesClient(ServiceClient):
         timeout: float | None = None,
     ) -> HistoricalFeatures:
         """Like :meth:`get_historical_features`, with the matched counts and the server's output path.
-        ``summary_only`` (with ``output_path``) leaves the rows on the server: the table comes back empty."""
+        ``summary_only`` leaves the rows on the server, written to ``output_path`` (INVALID_ARGUMENT
+        without one): the table comes back empty."""
         head = pb.GetHistoricalFeaturesRequest(
             features=str_list(features, "features"),
             timestamp_column=timestamp_column,

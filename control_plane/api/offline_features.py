@@ -94,6 +94,13 @@ class OfflineFeaturesServicer(pb_grpc.OfflineFeaturesServicer):
                 pieces.append(request.entity_rows_arrow)
         if head is None:
             raise InvalidArgument("empty request: send the feature references and entity rows")
+        if head.summary_only and not head.output_path:
+            # Before the join: the set would be built, neither sent back nor written, and lost (recorded
+            # for lineage with no copy, so it could never be read back by its hash either).
+            raise InvalidArgument(
+                "summary_only leaves the training set on the server, so it needs an output_path to write it"
+                " to; without one the set would be built and lost"
+            )
         # A read-only caller may build training sets but must leave nothing behind: its sets are not
         # recorded (one lineage file per distinct call, unaudited and unbounded), and the reply says so. A
         # job's own token records them: the set is what the job's model version names. Read here, in

@@ -615,3 +615,13 @@ async def test_a_data_file_that_cannot_be_read_mid_join_is_failed_precondition_n
         footer = rf"the offline store {root} could not read {damaged}: ArrowInvalid: Parquet magic bytes"
         with pytest.raises(FailedPrecondition, match=footer):
             await asyncio.to_thread(client.get_historical_features, rows, ["stats:score"])
+
+
+async def test_summary_only_without_an_output_path_is_refused_before_the_join(
+    server: ControlPlaneServer, store: OfflineStore
+) -> None:
+    # The rows were neither streamed back nor written anywhere: a whole join built and lost, answered OK
+    # with an empty table, and a lineage record naming no copy, so the set could never be read back.
+    with OfflineFeaturesClient(server.address) as client, pytest.raises(InvalidArgument, match="output_path"):
+        await asyncio.to_thread(client.historical_features, labels(10), ["stats"], summary_only=True)
+    assert not (Path(store.base_path) / "_datasets").exists()
