@@ -6,7 +6,8 @@ duplicates), ingestion times that go backwards (corrections), rows written in se
 order (late-arriving rows, several files per partition), times spanning several days (several date
 partitions), labels in random order with keys that no row has or that are null, TTLs that land exactly
 on a row's age, several views and versions in one call, views of different entities (different join
-keys) in one call, and label times with nanoseconds in a zone with DST, as pandas gives them.
+keys) in one call, files merged by compaction between writes, and label times with nanoseconds in a
+zone with DST, as pandas gives them.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.aether.v1 import types_pb2
 from control_plane.features.registry import FeatureRegistry
+from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from tests.unit.offline.builders import TS, at, create_view, ensure_entity, feature_spec, micros
@@ -260,3 +263,65 @@ def test_views_of_several_entities_with_nanosecond_labels_match_brute_force(
     assert result.table.select(entity_rows.column_names).equals(entity_rows)
     for column, expected in expected_columns.items():
         assert result.table.column(column).to_pylist() == expected, column
+
+
+# Every file of an ended day is merged at once, and replaced files are deleted on the next pass.
+EAGER_COMPACTION = CompactionPolicy(min_files=1, min_age_s=0, lateness_s=0, grace_s=0)
+LONG_AFTER = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    mode=st.sampled_from(sorted(KEY_MODES)),
+    batches=st.lists(st.lists(row_strategy, min_size=1, max_size=8), min_size=2, max_size=6),
+    compact_after=st.sets(st.integers(0, 5)),
+    ttl=st.sampled_from([0, GRID_S, 24 * GRID_S]),
+    labels=st.lists(label_strategy, max_size=20),
+)
+def test_compaction_between_writes_keeps_every_answer_and_the_tie_order(
+    registry: FeatureRegistry,
+    store: OfflineStore,
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: str,
+    batches: list[list[StoredRow]],
+    compact_after: set[int],
+    ttl: int,
+    labels: list[tuple[int | None, int]],
+) -> None:
+    """Merged files (made after some of the writes, merged again after later ones, the replaced files
+    deleted) give the answers of the same writes never compacted, exact ties (same event and ingestion
+    time, which go to the later write) included: a merged file must sort where the files it replaced did."""
+    ensure_entity(registry, f"entity_{mode}", KEY_MODES[mode])
+    untouched = OfflineStore(str(tmp_path_factory.mktemp("untouched")))
+    name = write_view(registry, store, mode, [(ttl, [])])
+    for index, batch in enumerate(batches):
+        # Exact ties across writes: every row of a batch also gets the ingestion time of its event.
+        rows = [StoredRow(r.key, r.event_s, 0, r.a, r.b) for r in batch]
+        for target in (store, untouched):
+            target.write(name, 1, stored_table(mode, rows))
+        if index in compact_after:
+            for _ in range(2):  # the second pass deletes what the first one replaced
+                compact_view(store, name, 1, EAGER_COMPACTION, now=LONG_AFTER)
+    label_keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
+    label_ts = [at(seconds) for _, seconds in labels]
+    entity_rows = pa.table(
+        {
+            **{
+                key: pa.array(
+                    [k[i] for k in label_keys], pa.string() if t == types_pb2.STRING else pa.int64()
+                )
+                for i, (key, t) in enumerate(KEY_MODES[mode])
+            },
+            "label_time": pa.array(label_ts, TS),
+        }
+    )
+
+    result = get_historical_features(store, registry, entity_rows, [name], batch_rows=3, record=False)
+
+    for feature in ("a", "b"):
+        expected = brute_force(untouched, name, 1, ttl, mode, label_keys, label_ts, feature)
+        assert result.table.column(f"{name}:{feature}").to_pylist() == expected, feature
