@@ -7,7 +7,9 @@ older than the view's TTL; ties on event time go to the latest ingestion (see ``
 for the exact rules). Many views and versions in one call: the label rows are
 indexed once per entity and shared by every view of it. The result keeps the entity rows, in their
 original order and with every original column, and adds one column per feature named after its
-reference (``view:feature`` or ``view@2:feature``).
+reference (``view:feature`` or ``view@2:feature``), grouped by view version: the versions in order of
+their first reference, each one's columns in reference order (``["a:x", "b:y", "a:z"]`` gives ``a:x``,
+``a:z``, ``b:y``). The order is part of the dataset hash.
 
 Every training set gets a content hash (``datasets.content_hash``) and, unless told otherwise, a lineage
 record in the offline root (``_datasets/<hash>.json``: the references, the resolved view versions with

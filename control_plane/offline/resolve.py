@@ -50,8 +50,9 @@ class ViewPlan:
 
 
 def plan_views(catalog: ViewCatalog, refs: Sequence[str]) -> list[ViewPlan]:
-    """One plan per distinct view version, in order of first reference; result columns in reference order
-    (a whole-view reference expands to every feature in registered order; repeats are dropped).
+    """One plan per distinct view version, in order of first reference; each plan's result columns in
+    reference order (a whole-view reference expands to every feature in registered order; repeats are
+    dropped). The training set's columns follow the plans, so they are grouped by view version.
     INVALID_ARGUMENT for a malformed reference or none at all; NOT_FOUND for an unknown view, version or
     feature (raised by the catalog for the first two)."""
     if not refs:

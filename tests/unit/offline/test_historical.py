@@ -438,3 +438,14 @@ def test_join_keys_in_any_encoding_of_their_type_are_joined(
     result = get_historical_features(store, registry, labels, ["by_name"], record=False)
     assert result.table.column("by_name:score").to_pylist() == [2.0, None, 1.0, 2.0, None]
     assert result.table.column("name").type == keys.type  # the entity rows are returned as given
+
+
+def test_result_columns_are_grouped_by_view_version_in_order_of_first_reference(
+    registry: FeatureRegistry, stats: OfflineStore
+) -> None:
+    # What the module doc says; the order is part of the dataset hash, so it must not drift.
+    create_view(registry, feature_spec("clicks", (("clicks", types_pb2.INT64),)))
+    labels = entity_rows({"user_id": [1]}, [at(5)])
+    refs = ["stats:trips", "clicks", "stats:score"]
+    result = get_historical_features(stats, registry, labels, refs, record=False)
+    assert result.table.column_names == ["user_id", "event_ts", "stats:trips", "stats:score", "clicks:clicks"]
