@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 
 from clients.env_values import ConfigurationError, sendable_token
+from clients.loopback import proxy_options
 from clients.tls import channel_credentials, check_ca
 
 
@@ -76,9 +77,10 @@ class ChannelSecurity:
 def open_channel(
     target: str, security: ChannelSecurity | None = None, options: list[tuple[str, Any]] | None = None
 ) -> grpc.Channel:
-    """A synchronous channel to ``target`` honouring ``security`` (default: from the environment)."""
+    """A synchronous channel to ``target`` honouring ``security`` (default: from the environment); one to
+    this host bypasses an HTTP proxy (:mod:`clients.loopback`)."""
     security = ChannelSecurity.from_env() if security is None else security
-    all_options = [*(options or []), *security.options()]
+    all_options = [*(options or []), *security.options(), *proxy_options(target)]
     if security.ca_path is not None:
         channel = grpc.secure_channel(target, channel_credentials(security.ca_path), options=all_options)
     else:
@@ -93,7 +95,7 @@ def open_aio_channel(
 ) -> grpc.aio.Channel:
     """The grpc.aio counterpart of :func:`open_channel`."""
     security = ChannelSecurity.from_env() if security is None else security
-    all_options = [*(options or []), *security.options()]
+    all_options = [*(options or []), *security.options(), *proxy_options(target)]
     interceptors = _aio_bearer(security.metadata()) if security.token else None
     if security.ca_path is not None:
         return grpc.aio.secure_channel(

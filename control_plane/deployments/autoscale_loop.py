@@ -176,11 +176,16 @@ def p99_ms(cumulative: Mapping[float, float]) -> float | None:
     return finite[-1] * 1000.0 if finite else None
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 async def fetch_metrics(address: str) -> str:
     """The exposition text of ``http://ADDRESS/metrics``."""
 
     def get() -> str:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=SCRAPE_TIMEOUT_S) as response:
+        # Replicas run on this host: an HTTP proxy set for the outside world (``http_proxy`` without a
+        # ``no_proxy`` naming the loopback) cannot reach them, and urlopen would send every scrape there.
+        with _DIRECT.open(f"http://{address}/metrics", timeout=SCRAPE_TIMEOUT_S) as response:
             body: bytes = response.read()
             return body.decode()
 
