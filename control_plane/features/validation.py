@@ -16,6 +16,7 @@ from clients.value_types import type_name
 from control_plane.db import pages
 from control_plane.db.models import NAME_LENGTH
 from control_plane.features.aggregated_rules import describe, rule_problem
+from control_plane.features.durations import MAX_DURATION_S
 from control_plane.offline.store import EVENT_TS, INGESTED_TS
 from kernels.asof_join import MAX_TTL_US
 
@@ -157,6 +158,13 @@ def _validate_aggregations(spec: pb.FeatureViewSpec, features: set[str], path: s
             )
         if aggregation.window_seconds <= 0:
             raise InvalidArgument(f"{agg_path}.window_seconds: must be > 0, got {aggregation.window_seconds}")
+        if aggregation.window_seconds > MAX_DURATION_S:
+            # The materializer keeps windows in int64 microseconds: a longer one was registered, and
+            # every event its stream applied then failed (an OverflowError in the window kernel).
+            raise InvalidArgument(
+                f"{agg_path}.window_seconds: at most {MAX_DURATION_S} s (about 292,000 years, the most"
+                f" int64 microseconds hold), got {aggregation.window_seconds}"
+            )
         if aggregation.output not in features:
             raise InvalidArgument(
                 f"{agg_path}.output: {aggregation.output!r} is not a feature of view {spec.name!r}"

@@ -1,0 +1,51 @@
+"""Definitions the registry must refuse, over a real control-plane gRPC server on both backends: a view
+that could be stored but never materialized must be refused at registration, with the field's path."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
+from clients.aether.v1.feature_registry_pb2_grpc import FeatureRegistryStub
+from control_plane.features.durations import MAX_DURATION_S
+from tests.unit.control_plane.builders import entity, metadata, spec, view
+
+pytestmark = pytest.mark.integration
+
+
+async def refused(call: object, code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == code, caught.value.details()
+    return caught.value.details() or ""
+
+
+def windowed(window_seconds: int) -> pb.FeatureViewSpec:
+    aggregation = pb.Aggregation(column="fare", function="sum", window_seconds=window_seconds, output="fares")
+    return spec(features=[("fares", types_pb2.FLOAT64)], aggregations=[aggregation])
+
+
+async def test_a_window_longer_than_int64_microseconds_is_refused(stub: FeatureRegistryStub) -> None:
+    # The stream materializer keeps a window in int64 microseconds: one of 2**62 s was registered, and
+    # then every event the materializer applied failed (OverflowError in the window kernel's arguments).
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+
+    details = await refused(
+        stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=windowed(2**62), metadata=metadata())),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("spec.aggregations[0].window_seconds:"), details
+    assert str(MAX_DURATION_S) in details and str(2**62) in details
+    details = await refused(
+        stub.Apply(pb.ApplyRequest(views=[view(windowed(MAX_DURATION_S + 1))])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("views[0].spec.aggregations[0].window_seconds:"), details
+
+    longest = await stub.CreateFeatureView(
+        pb.CreateFeatureViewRequest(spec=windowed(MAX_DURATION_S), metadata=metadata())
+    )
+    assert longest.spec.aggregations[0].window_seconds == MAX_DURATION_S
