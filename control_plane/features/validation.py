@@ -199,9 +199,18 @@ def validate_with_entity(spec: pb.FeatureViewSpec, join_keys: Iterable[str], pat
     that name, so every ingest of the view failed INTERNAL, after writing its accepted rows offline
     uncounted. An aggregation of a join key or of the timestamp field: a count counts the events (every
     event has both), anything else is refused. A sum of keys or a max of timestamps was registered and
-    then broke every materializer step, the field being declared twice in the events' schema."""
+    then broke every materializer step, the field being declared twice in the events' schema. A
+    timestamp field named like a join key: the record's key and its event time cannot be one column."""
     timestamp = spec.source.timestamp_field or EVENT_TS
     keys = set(join_keys)
+    if timestamp in keys:
+        # One column cannot be both: with an int64 key every record was quarantined as having no
+        # time-zone-aware timestamp, so the view could never take a value.
+        default = "" if spec.source.timestamp_field else " (the default)"
+        raise InvalidArgument(
+            f"{path}.source.timestamp_field: {timestamp!r}{default} is a join key of entity"
+            f" {spec.entity!r}; the event time needs a field of its own"
+        )
     for index, feature in enumerate(spec.features):
         if feature.name in keys:
             raise InvalidArgument(

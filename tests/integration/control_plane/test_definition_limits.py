@@ -49,3 +49,30 @@ async def test_a_window_longer_than_int64_microseconds_is_refused(stub: FeatureR
         pb.CreateFeatureViewRequest(spec=windowed(MAX_DURATION_S), metadata=metadata())
     )
     assert longest.spec.aggregations[0].window_seconds == MAX_DURATION_S
+
+
+async def test_a_timestamp_field_named_like_a_join_key_is_refused(stub: FeatureRegistryStub) -> None:
+    # One column cannot be both the record's key and its event time: with an int64 key every record of
+    # such a view was quarantined ("driver_id: 1 is of type int64, not a time-zone-aware timestamp").
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    keyed = pb.Source(kind="batch", uri="data/driver_stats.parquet", timestamp_field="driver_id")
+
+    details = await refused(
+        stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(source=keyed), metadata=metadata())),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("spec.source.timestamp_field:"), details
+    assert "'driver_id'" in details and "join key" in details
+    details = await refused(
+        stub.Apply(pb.ApplyRequest(views=[view(spec(source=keyed))])), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert details.startswith("views[0].spec.source.timestamp_field:"), details
+
+    await stub.CreateFeatureView(pb.CreateFeatureViewRequest(spec=spec(), metadata=metadata()))
+    details = await refused(
+        stub.CreateFeatureViewVersion(pb.CreateFeatureViewVersionRequest(spec=spec(source=keyed))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("spec.source.timestamp_field:"), details
+    listed = await stub.ListFeatureViewVersions(pb.ListFeatureViewVersionsRequest(name="driver_stats"))
+    assert [version.version for version in listed.versions] == [1]
