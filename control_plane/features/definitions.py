@@ -169,6 +169,9 @@ def _tags(parser: FieldParser, node: yaml.Node, path: str, at: str) -> dict[str,
     tags: dict[str, str] = {}
     for key_node, value_node in node.value:
         key = read_string(parser, key_node, path, at)
+        if key in tags:  # YAML keeps the last of equal keys: the first value was dropped without a word
+            parser.fail(key_node, f"{path}.{key}", f"duplicate tag {key!r}")
+            continue
         if not isinstance(value_node, yaml.ScalarNode) or value_node.tag.endswith(":null"):
             raise parser.fail(value_node, f"{path}.{key}", "a tag value must be a single value")
         tags[key] = str(value_node.value)  # as written: `tier: 1` is the tag "1"

@@ -272,6 +272,12 @@ VIEW = ENTITY + "feature_views:\n  - name: v\n    entity: zone\n"  # a view open
             " 9007199254740992 and 9007199254740994)",
             id="bound-not-exact",
         ),
+        # YAML keeps the last of two equal keys: the first tag's value was dropped without a word.
+        pytest.param(
+            VIEW + "    tags: {team: search, tier: 1, team: ads}\n"
+            "    features: [{name: f, dtype: float32}]\n",
+            6, "feature_views[0].tags.team", "duplicate tag 'team'", id="duplicate-tag",
+        ),
         pytest.param(
             VIEW + "    ttl: !foo 5\n    features: [{name: f, dtype: float32}]\n",
             6, "feature_views[0].ttl", "could not determine a constructor", id="unknown-tag",
