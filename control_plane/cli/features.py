@@ -112,6 +112,27 @@ _ACTION_WORDS = {
 }
 
 
+#: gRPC's default receive limit, which the control plane keeps: an Apply request is one message.
+MAX_APPLY_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+def _too_large(definitions: Definitions, request: pb.ApplyRequest) -> str | None:
+    """Why ``request`` cannot be sent as one Apply (None when it can). Each view may take up to 2 MiB
+    (the registry's bound), so a valid file could still be refused by gRPC itself, with its "Received
+    message larger than max" printed as the control plane's rejection."""
+    size = request.ByteSize()
+    if size <= MAX_APPLY_REQUEST_BYTES:
+        return None
+    sizes = [(entity.ByteSize(), f"entity {entity.name!r}") for entity in request.entities]
+    sizes += [(view.ByteSize(), f"feature view {view.spec.name!r}") for view in request.views]
+    largest_size, largest = max(sizes)
+    return (
+        f"{definitions.file}: its definitions take {size:,} bytes as one Apply request, over the"
+        f" {MAX_APPLY_REQUEST_BYTES:,} a gRPC message may take (largest: {largest}, {largest_size:,} bytes);"
+        " apply them in parts, one file each, entities before the views that use them"
+    )
+
+
 def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     from clients.errors import AetherError
     from control_plane.features.definitions import DefinitionError, load_definitions
@@ -126,6 +147,10 @@ def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO)
     request = pb.ApplyRequest()
     request.CopyFrom(definitions.request)
     request.dry_run = args.dry_run
+    too_large = _too_large(definitions, request)
+    if too_large is not None:
+        print(f"error: RESOURCE_EXHAUSTED: {too_large}; nothing was sent", file=sys.stderr)
+        return 1
     try:
         response = client.apply_request(request)  # one call, one transaction: all of it or nothing
     except AetherError as error:

@@ -395,3 +395,29 @@ def test_the_listings_follow_their_pages(control_plane: str, capsys: Capture) ->
     assert code == 0 and [found["name"] for found in json.loads(out)] == names
     code, out, _ = run(capsys, control_plane, "features", "versions", "v0")
     assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2", "3", "4", "5"]
+
+
+def test_a_file_too_large_for_one_apply_says_so_and_how_to_apply_it(
+    control_plane: str, tmp_path: Path, capsys: Capture
+) -> None:
+    # Five views of 1,000,000-character descriptions: each within the registry's bound, together 5 MB,
+    # one Apply request over gRPC's 4 MiB. The command printed gRPC's "Received message larger than max
+    # (5000176 vs. 4194304)" as the control plane's rejection, saying neither why nor what to do.
+    large = "d" * 1_000_000
+    views = "".join(
+        f"  - name: v{index}\n    entity: zone\n    description: {large}\n"
+        "    features: [{name: f, dtype: float32}]\n"
+        for index in range(5)
+    )
+    path = tmp_path / "large.yaml"
+    path.write_text(
+        "entities:\n  - {name: zone, join_keys: [{name: zone_id, type: int64}]}\nfeature_views:\n" + views
+    )
+
+    for dry_run in ((), ("--dry-run",)):
+        code, out, err = run(capsys, control_plane, "features", "apply", str(path), *dry_run)
+        assert code == 1 and out == ""
+        assert err.startswith(f"error: RESOURCE_EXHAUSTED: {path}: its definitions take 5,000,"), err
+        assert "4,194,304" in err and "largest: feature view 'v" in err and "in parts" in err, err
+        assert err.rstrip().endswith("nothing was sent"), err
+    assert run(capsys, control_plane, "features", "list")[1].strip() == "no feature views"
