@@ -76,3 +76,33 @@ async def test_a_timestamp_field_named_like_a_join_key_is_refused(stub: FeatureR
     assert details.startswith("spec.source.timestamp_field:"), details
     listed = await stub.ListFeatureViewVersions(pb.ListFeatureViewVersionsRequest(name="driver_stats"))
     assert [version.version for version in listed.versions] == [1]
+
+
+async def test_reordering_aggregations_in_the_file_makes_no_new_version(stub: FeatureRegistryStub) -> None:
+    # The materializer lays a view's values out in feature order (plan_for orders the aggregations by
+    # their outputs) and the fingerprint covers the features alone: listing the same aggregations in
+    # another order changes nothing stored, yet each such apply made a new, empty version.
+    counted = pb.Aggregation(column="trip_id", function="count", window_seconds=3600, output="trips")
+    rated = pb.Aggregation(column="rating", function="mean", window_seconds=600, output="rating_10m")
+    features = [("trips", types_pb2.INT64), ("rating_10m", types_pb2.FLOAT64)]
+    stream = pb.Source(kind="stream", uri="driver_events", timestamp_field="event_ts")
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    first = await stub.Apply(
+        pb.ApplyRequest(views=[view(spec(features=features, source=stream, aggregations=[counted, rated]))])
+    )
+    assert [step.version for step in first.steps] == [1]
+
+    swapped = spec(features=features, source=stream, aggregations=[rated, counted])
+    again = await stub.Apply(pb.ApplyRequest(views=[view(swapped)]))
+
+    assert [(step.action, step.version) for step in again.steps] == [(pb.NO_CHANGE, 1)], again
+    details = await refused(
+        stub.CreateFeatureViewVersion(pb.CreateFeatureViewVersionRequest(spec=swapped)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert "nothing versioned changed" in details
+    longer = pb.Aggregation(column="rating", function="mean", window_seconds=900, output="rating_10m")
+    changed = await stub.Apply(
+        pb.ApplyRequest(views=[view(spec(features=features, source=stream, aggregations=[longer, counted]))])
+    )
+    assert [(step.action, step.version) for step in changed.steps] == [(pb.NEW_VERSION, 2)], changed
