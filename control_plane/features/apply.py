@@ -155,7 +155,11 @@ def _apply_view(session: Session, index: int, view: pb.FeatureView, now: int) ->
         return pb.PlanStep(
             kind=FEATURE_VIEW, name=spec.name, action=pb.CREATE, version=first.version, changes=[summary]
         )
-    latest = store.latest_version(session, row)
+    # Compared with the version served (the latest not retired, as GetFeatureView shows), not the latest
+    # given out: after a rollback (the newest retired) a file back at the served definition was compared
+    # with the retired one and made a copy of the served version, empty, that latest readers moved to.
+    versions = store.versions_of(session, row)
+    latest = store.latest_servable(versions) or versions[-1]
     latest_spec = store.spec_from_json(latest.spec)
     meta_changes = metadata_changes(store.metadata_message(row), view.metadata)
     if meta_changes:

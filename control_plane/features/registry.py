@@ -445,7 +445,10 @@ def _state(session: Session, kind: str, name: str) -> Message | None:
         entity = store.find_entity(session, name)
         return None if entity is None else store.entity_message(entity)
     view = store.find_view(session, name)
-    return None if view is None else store.view_message(view, store.latest_version(session, view))
+    if view is None:
+        return None
+    versions = store.versions_of(session, view)  # the version Apply compares the file with (apply.py)
+    return store.view_message(view, store.latest_servable(versions) or versions[-1])
 
 
 def _states(session: Session, request: pb.ApplyRequest) -> dict[tuple[str, str], Message | None]:

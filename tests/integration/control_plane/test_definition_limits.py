@@ -106,3 +106,27 @@ async def test_reordering_aggregations_in_the_file_makes_no_new_version(stub: Fe
         pb.ApplyRequest(views=[view(spec(features=features, source=stream, aggregations=[longer, counted]))])
     )
     assert [(step.action, step.version) for step in changed.steps] == [(pb.NEW_VERSION, 2)], changed
+
+
+async def test_a_file_back_at_the_served_version_after_a_rollback_makes_no_new_version(
+    stub: FeatureRegistryStub,
+) -> None:
+    # Version 2 was rolled back (deprecated, retired), so version 1 is served again; the file, reverted to
+    # version 1's definition, was compared with version 2 and made version 3, a copy of version 1 with
+    # nothing materialized, which every reader of the latest version then moved to.
+    await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+    await stub.Apply(pb.ApplyRequest(views=[view(spec())]))
+    await stub.Apply(pb.ApplyRequest(views=[view(spec(ttl_seconds=60))]))
+    for change in (stub.DeprecateFeatureViewVersion, stub.RetireFeatureViewVersion):
+        await change(pb.ChangeVersionStatusRequest(name="driver_stats", version=2))
+
+    described = spec(descriptions={"trips": "trips in the last hour"})
+    again = await stub.Apply(pb.ApplyRequest(views=[view(described)]))
+
+    assert [(step.action, step.version) for step in again.steps] == [(pb.UPDATE_METADATA, 1)], again
+    served = await stub.GetFeatureView(pb.GetFeatureViewRequest(name="driver_stats"))
+    assert (served.version, served.latest_version) == (1, 2)
+    assert served.spec.features[0].description == "trips in the last hour"
+    # The retired definition itself, applied again, is a new version: a retired one never serves again.
+    back = await stub.Apply(pb.ApplyRequest(views=[view(spec(ttl_seconds=60))]))
+    assert [(step.action, step.version) for step in back.steps] == [(pb.NEW_VERSION, 3)], back
