@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from clients.errors import AetherError, FailedPrecondition
-from clients.sdk.tracking import checked_metrics
+from clients.sdk.tracking_values import checked_metrics
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.training.dataset import PINS_FILE, TrainingData, load_training_data
 from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
