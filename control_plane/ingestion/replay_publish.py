@@ -1,4 +1,5 @@
-"""A quarantine replay's publish to a streaming view's Redis stream, idempotent per record.
+"""A quarantine replay's publish to a streaming view's Redis stream, idempotent per record (or to the topic
+of a ``kafka://`` source: :func:`kafka_publisher`).
 
 A replay that publishes records may not learn whether the publish happened: Redis can run it and the
 answer be lost, or come after the control plane's socket timeout (``TimeoutError``, ``ConnectionError``).
@@ -39,12 +40,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
+from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.errors import FailedPrecondition
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 
 _log = logging.getLogger("aether.ingestion.replay")
@@ -165,3 +168,20 @@ def redis_publisher(
 
 def _fields_json(event: dict[str, str]) -> str:
     return json.dumps(event, sort_keys=True, separators=(",", ":"))
+
+
+def kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str]) -> Publish:
+    """Publishes to the topic of a ``kafka://`` URL with the process's librdkafka settings (the ones
+    its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*)."""
+    try:
+        from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
+    except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
+        raise FailedPrecondition(
+            f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"
+            " Kafka client (install the 'kafka' extra) to publish replayed records; they stay quarantined"
+        ) from exc
+    try:
+        bootstrap, topic = parse_kafka_url(url)
+    except ValueError as exc:
+        raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
+    return lambda events, _identities: list(produce(bootstrap, topic, events, options))

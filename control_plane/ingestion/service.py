@@ -36,6 +36,7 @@ from control_plane.ingestion.replay_publish import (
     Publish,
     PublishedBefore,
     RedisPublisher,
+    kafka_publisher,
     record_identity,
     redis_publisher,
 )
@@ -459,7 +460,7 @@ class IngestionService:
         if not stream:
             raise FailedPrecondition(f"streaming view {view.spec.name!r} has no source stream to replay into")
         if stream.startswith("kafka://"):
-            return _kafka_publisher(view, stream, self._kafka_options)
+            return kafka_publisher(view, stream, self._kafka_options)
         # at most once per record, even when retried
         grace_s = math.ceil(2 * self._claim_lease_s)  # a stalled replay's late publish finds the marker
         return redis_publisher(self._client, stream, self._replay_marker_ttl_s, grace_s)
@@ -477,23 +478,6 @@ class _ReplayGroup:
     new_reasons: dict[int, str]  # record id -> why it stays quarantined
     passing: list[int]  # indices into members
     publish: Publish | None  # a streaming view's publisher; None for a batch view
-
-
-def _kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str]) -> Publish:
-    """Publishes to the topic of a ``kafka://`` URL with the process's librdkafka settings (the ones
-    its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*)."""
-    try:
-        from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
-    except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
-        raise FailedPrecondition(
-            f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"
-            " Kafka client (install the 'kafka' extra) to publish replayed records; they stay quarantined"
-        ) from exc
-    try:
-        bootstrap, topic = parse_kafka_url(url)
-    except ValueError as exc:
-        raise FailedPrecondition(f"streaming view {view.spec.name!r}: {exc}") from exc
-    return lambda events, _identities: list(produce(bootstrap, topic, events, options))
 
 
 def _event(payload: Mapping[str, Any]) -> dict[str, str]:
