@@ -111,8 +111,13 @@ class _LocalWriter:
             os.close(dir_fd)
 
     def abort(self) -> None:
-        self._file.close()
-        self._temp.unlink(missing_ok=True)
+        # Closing flushes what the buffer still holds, which fails again when the write failed for want
+        # of space (ENOSPC, EDQUOT, EFBIG): the file is discarded all the same, or it kept that space.
+        try:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            self._temp.unlink(missing_ok=True)
 
 
 class LocalBackend:

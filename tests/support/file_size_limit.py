@@ -1,0 +1,39 @@
+"""Running Python code in a fresh interpreter whose files may not grow past a size (``RLIMIT_FSIZE``,
+with ``SIGXFSZ`` ignored): every write beyond it fails with the kernel's EFBIG, the real fault a full
+disk or an exhausted quota gives a writer (ENOSPC, EDQUOT), without filling a disk."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _limit_file_size(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def start_with_file_limit(script: str, limit: int, *args: str) -> subprocess.Popen[str]:
+    """``script`` with ``args`` running in a new interpreter (the repository importable) whose files may
+    not grow past ``limit`` bytes; its stdout is a pipe the test reads, its stderr goes to the test's."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: _limit_file_size(limit),
+    )
+
+
+def run_with_file_limit(script: str, limit: int, *args: str) -> str:
+    """Runs ``script`` like :func:`start_with_file_limit` to its end; its stdout (it must exit 0)."""
+    process = start_with_file_limit(script, limit, *args)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, f"script exited {process.returncode}: {out}"
+    return out
