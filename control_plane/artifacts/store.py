@@ -10,13 +10,14 @@ found through a reference, and writing the same content again replaces it with i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.errors import DataLoss, InvalidArgument, NotFound
+from clients.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from clients.files import replace_when_done
 from clients.uris import redact_uri
 from control_plane.artifacts.backends import Backend, backend_for
@@ -27,6 +28,8 @@ CHUNK_SIZE = 1 << 20
 #: A temporary upload file untouched this long is taken for the leftover of a crashed upload.
 STALE_TEMP_AGE_S = 15 * 60.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: What a filesystem out of room for a file says: no space left, a quota reached, a file-size limit.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,24 @@ class PendingBlob:
     def write(self, chunk: bytes) -> None:
         self._digest.update(chunk)
         self.size += len(chunk)
-        self._writer.write(chunk)
+        try:
+            self._writer.write(chunk)
+        except OSError as error:
+            no_room = self._no_room(error)
+            if no_room is None:
+                raise
+            raise no_room from error
+
+    def _no_room(self, error: OSError) -> ResourceExhausted | None:
+        """RESOURCE_EXHAUSTED for a filesystem out of room (INTERNAL read as a bug of the server, not as
+        a full store its operator can make room in); None for any other failure."""
+        if error.errno not in _NO_ROOM:
+            return None
+        return ResourceExhausted(
+            f"the artifact store has no room for artifact sha256:{self.expected_sha256} (after "
+            f"{self.size} bytes received, writing beside {self._backend.location(self._relative)}: "
+            f"{error.strerror}); nothing was stored: free space in the store, then upload it again"
+        )
 
     def commit(self) -> ArtifactRef:
         actual = self._digest.hexdigest()
@@ -84,7 +104,13 @@ class PendingBlob:
                 f"the {self.size} bytes received hash to {actual}; nothing was stored"
             )
         try:
-            self._writer.commit()
+            self._writer.commit()  # flushes and fsyncs: may find the disk full too
+        except OSError as error:
+            self._writer.abort()
+            no_room = self._no_room(error)
+            if no_room is None:
+                raise
+            raise no_room from error
         except BaseException:
             self._writer.abort()
             raise

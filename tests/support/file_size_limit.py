@@ -21,10 +21,12 @@ def _limit_file_size(limit: int) -> None:
 
 def start_with_file_limit(script: str, limit: int, *args: str) -> subprocess.Popen[str]:
     """``script`` with ``args`` running in a new interpreter (the repository importable) whose files may
-    not grow past ``limit`` bytes; its stdout is a pipe the test reads, its stderr goes to the test's."""
+    not grow past ``limit`` bytes; its stdin and stdout are pipes the test writes and reads, its stderr
+    goes to the test's."""
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
         env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: _limit_file_size(limit),
