@@ -15,13 +15,16 @@ import grpc
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
-from clients.errors import DataLoss, from_rpc_error
+from clients.errors import DataLoss, InvalidArgument, from_rpc_error
 from clients.files import replace_when_done
 from clients.sdk.auth import ChannelSecurity
 from clients.sdk.service_client import ServiceClient
 
 #: Upload chunk size: well under gRPC's default 4 MiB message limit.
 CHUNK_SIZE = 1 << 20
+#: The largest upload chunk: the control plane takes messages of up to gRPC's default 4 MiB, and a chunk
+#: travels with a few bytes of framing (1 KiB left for them).
+MAX_CHUNK_SIZE = (4 << 20) - 1024
 
 
 def sha256_of_file(path: Path) -> str:
@@ -65,6 +68,13 @@ class ArtifactClient(ServiceClient):
     ) -> None:
         super().__init__(target, security=security, actor=actor, channel=channel)
         self.timeout = timeout  # unlike other clients', None means no bound here
+        # Checked here: a chunk over the server's message limit failed every upload RESOURCE_EXHAUSTED
+        # ("Received message larger than max"), and 0 sent no bytes at all, refused as DATA_LOSS.
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise InvalidArgument(
+                f"chunk_size: expected 1 to {MAX_CHUNK_SIZE} bytes (the control plane takes messages of"
+                f" up to 4 MiB), got {chunk_size}"
+            )
         self.chunk_size = chunk_size
 
     def _open_stubs(self) -> None:

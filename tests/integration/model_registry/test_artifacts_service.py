@@ -15,7 +15,7 @@ import pytest
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1.model_registry_pb2_grpc import ArtifactsStub
 from clients.errors import DataLoss, InvalidArgument, NotFound
-from clients.sdk.artifacts import ArtifactClient
+from clients.sdk.artifacts import MAX_CHUNK_SIZE, ArtifactClient
 from tests.integration.model_registry.conftest import Plane
 
 CHUNK = 64 * 1024
@@ -120,3 +120,15 @@ def test_uploads_cancelled_midway_leave_no_temporary_file(plane: Plane) -> None:
     while time.monotonic() < deadline and set(plane.home.glob("artifacts/sha256/*/.tmp-*")) != temps_before:
         time.sleep(0.05)
     assert set(plane.home.glob("artifacts/sha256/*/.tmp-*")) == temps_before
+
+
+def test_upload_chunk_size_is_checked_when_the_client_is_made(plane: Plane) -> None:
+    """A chunk over the server's 4 MiB message limit failed every upload RESOURCE_EXHAUSTED ("Received
+    message larger than max"), and 0 sent no bytes, refused as DATA_LOSS as if they had been corrupted."""
+    for wrong in (0, -1, 4 << 20):
+        with pytest.raises(InvalidArgument, match=f"chunk_size: expected 1 to {MAX_CHUNK_SIZE}.*got {wrong}"):
+            ArtifactClient(plane.address, chunk_size=wrong)
+    data = os.urandom(2 * MAX_CHUNK_SIZE + 1)
+    with ArtifactClient(plane.address, chunk_size=MAX_CHUNK_SIZE) as client:  # the largest allowed fits
+        assert client.upload_bytes(data).size == len(data)
+        assert client.download_bytes(hashlib.sha256(data).hexdigest()) == data
