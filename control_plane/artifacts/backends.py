@@ -18,6 +18,7 @@ returned by the APIs) and error messages use :func:`clients.uris.redact_uri`'s f
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -35,6 +36,9 @@ from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_te
 from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT, move_into_place
 
 TEMP_PREFIX = ".tmp-"
+#: What a filesystem out of room for a file says: no space left, a quota reached, a file-size limit. The
+#: store's writer turns these into RESOURCE_EXHAUSTED (:class:`~control_plane.artifacts.store.PendingBlob`).
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _log = logging.getLogger("aether.artifacts")
 
 
@@ -223,15 +227,24 @@ class ArrowBackend:
     @contextlib.contextmanager
     def _reported(self) -> Iterator[None]:
         """Turns the object store's failures into UNAVAILABLE naming the store, without its credentials
-        (pyarrow's messages name buckets and keys; scrubbing them costs nothing and keeps it so)."""
+        (pyarrow's messages name buckets and keys; scrubbing them costs nothing and keeps it so). A
+        filesystem out of room (:data:`NO_ROOM_ERRNOS`) is no outage that a retry outlasts: its error goes
+        on unchanged, for the writer to report RESOURCE_EXHAUSTED."""
         try:
             yield
         except FileNotFoundError:
             raise
-        except (OSError, pa.ArrowException) as exc:
-            message = f"artifact store {self.shown}: {redact_text(str(exc), self._uri)}"
-            _log.warning("%s", message)
-            raise Unavailable(message) from None
+        except OSError as exc:
+            if exc.errno in NO_ROOM_ERRNOS:
+                raise  # a full store, not an outage to retry: the writer says RESOURCE_EXHAUSTED
+            self._unavailable(exc)
+        except pa.ArrowException as exc:
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: Exception) -> NoReturn:
+        message = f"artifact store {self.shown}: {redact_text(str(exc), self._uri)}"
+        _log.warning("%s", message)
+        raise Unavailable(message) from None
 
     def sweep_temps(self, older_than_s: float) -> int:
         # Not swept: listing a whole bucket at every start costs too much. On an object store, expire

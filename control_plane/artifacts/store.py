@@ -10,7 +10,6 @@ found through a reference, and writing the same content again replaces it with i
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from clients.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from clients.files import replace_when_done
 from clients.uris import redact_uri
-from control_plane.artifacts.backends import Backend, backend_for
+from control_plane.artifacts.backends import NO_ROOM_ERRNOS, Backend, backend_for
 from control_plane.artifacts.moves import S3_SINGLE_COPY_LIMIT
 
 #: Chunk size for streaming reads and writes (well under gRPC's 4 MiB default message limit).
@@ -28,8 +27,6 @@ CHUNK_SIZE = 1 << 20
 #: A temporary upload file untouched this long is taken for the leftover of a crashed upload.
 STALE_TEMP_AGE_S = 15 * 60.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: What a filesystem out of room for a file says: no space left, a quota reached, a file-size limit.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class PendingBlob:
     def _no_room(self, error: OSError) -> ResourceExhausted | None:
         """RESOURCE_EXHAUSTED for a filesystem out of room (INTERNAL read as a bug of the server, not as
         a full store its operator can make room in); None for any other failure."""
-        if error.errno not in _NO_ROOM:
+        if error.errno not in NO_ROOM_ERRNOS:
             return None
         return ResourceExhausted(
             f"the artifact store has no room for artifact sha256:{self.expected_sha256} (after "
