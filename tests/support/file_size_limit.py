@@ -5,8 +5,6 @@ disk or an exhausted quota gives a writer (ENOSPC, EDQUOT), without filling a di
 from __future__ import annotations
 
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +12,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _limit_file_size(limit: int) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+#: Run first in the new interpreter (not in a ``preexec_fn``, which is unsafe in a test process running
+#: threads): a write past the limit then fails with EFBIG instead of killing the process by SIGXFSZ.
+_PRELUDE = """
+import resource as _resource, signal as _signal
+_signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+_resource.setrlimit(_resource.RLIMIT_FSIZE, ({limit}, {limit}))
+"""
 
 
 def start_with_file_limit(script: str, limit: int, *args: str) -> subprocess.Popen[str]:
@@ -24,12 +26,11 @@ def start_with_file_limit(script: str, limit: int, *args: str) -> subprocess.Pop
     not grow past ``limit`` bytes; its stdin and stdout are pipes the test writes and reads, its stderr
     goes to the test's."""
     return subprocess.Popen(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-c", _PRELUDE.format(limit=int(limit)) + script, *args],
         env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: _limit_file_size(limit),
     )
 
 
