@@ -4,7 +4,7 @@ rules and gates derived from it.
 Documented defaults (a deployment never configured is disabled):
 
 ==============================  ======================================================================
-cooldown_seconds                3600
+cooldown_seconds                3600 (0 to 366 days)
 performance_metric              the deployment's monitor alert metric (accuracy / mae); a metric of the
                                 monitor's task (any monitor metric while the monitor has no task)
 data_window_seconds             604800 (7 days of offline rows validated before training; 1 s to 366 days)
@@ -71,7 +71,12 @@ def effective(config: pb.TriggerConfig, default_metric: str = "") -> pb.TriggerC
         out.schedule = cron.parse(out.schedule).expression
     if not out.HasField("cooldown_seconds"):
         out.cooldown_seconds = DEFAULT_COOLDOWN_S
-    _check(_finite(out.cooldown_seconds) and out.cooldown_seconds >= 0, "cooldown_seconds must be >= 0")
+    # Bounded as the spans are: a cooldown of 1e12 s was stored, and its end (past year 9999) raised in
+    # every tick after the deployment's first trigger, which then decided nothing.
+    _check(
+        0 <= out.cooldown_seconds <= MAX_SPAN_S,  # False for NaN too
+        f"cooldown_seconds must lie in [0, {MAX_SPAN_S:.0f}] (up to 366 days), got {out.cooldown_seconds:g}",
+    )
     if not out.performance_metric:
         out.performance_metric = default_metric
     if out.HasField("performance_threshold"):

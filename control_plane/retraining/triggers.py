@@ -59,6 +59,8 @@ PERFORMANCE = "performance"
 DRIFT = "drift"
 LABELS = "labels"
 MANUAL = "manual"
+#: The last day a cooldown's end can be written as a date.
+_LAST_DATE_S = dt.datetime(9999, 12, 31, tzinfo=dt.UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,9 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
         return Decision(True, (MANUAL,), (why,))
     if seen.last_triggered_us and seen.now_us - seen.last_triggered_us < rules.cooldown_s * 1e6:
         # Stable text (no countdown), so that the loop stores one such decision, not one per tick.
-        until = dt.datetime.fromtimestamp((seen.last_triggered_us + rules.cooldown_s * 1e6) / 1e6, dt.UTC)
-        return Decision(False, (), (f"cooldown of {rules.cooldown_s:g} s until {until:%Y-%m-%dT%H:%M:%SZ}",))
+        return Decision(
+            False, (), (f"cooldown of {rules.cooldown_s:g} s until {_cooldown_end(rules, seen)}",)
+        )
     fired: list[str] = []
     reasons: list[str] = []
     quiet: list[str] = []
@@ -167,6 +170,15 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
     if fired:
         return Decision(True, tuple(fired), tuple(reasons))
     return Decision(False, (), tuple(quiet) or ("no trigger rule is configured",))
+
+
+def _cooldown_end(rules: TriggerRules, seen: Observations) -> str:
+    """When the cooldown ends (UTC). A config stored before cooldowns were bounded can end past the
+    calendar (year 9999): formatting it raised, and every tick after a trigger decided nothing."""
+    end_s = (seen.last_triggered_us + rules.cooldown_s * 1e6) / 1e6
+    if end_s >= _LAST_DATE_S:
+        return "after 9999-12-31"
+    return f"{dt.datetime.fromtimestamp(end_s, dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _fresh_performance(seen: Observations) -> PerformanceObservation | None:

@@ -34,6 +34,8 @@ def test_every_documented_default_names_a_trigger_config_field() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        ("cooldown_seconds", 1e12),  # its end is past year 9999: every tick after a trigger raised
+        ("cooldown_seconds", -1.0),
         ("data_window_seconds", 1e11),  # TriggerNow raised OverflowError (INTERNAL) on every tick
         ("data_window_seconds", math.nan),
         ("data_window_seconds", 0.5),
@@ -56,8 +58,11 @@ def test_the_bounds_themselves_are_accepted() -> None:
     config = pb.TriggerConfig(
         deployment="eta",
         data_window_seconds=year,
+        cooldown_seconds=year,
         gates=pb.EvaluationGates(holdout_seconds=1.0, max_latency_ratio=-1.0),
     )
     stored = configs.effective(config)
     assert (stored.data_window_seconds, stored.gates.holdout_seconds) == (year, 1.0)
+    assert stored.cooldown_seconds == year
+    assert configs.effective(pb.TriggerConfig(deployment="eta", cooldown_seconds=0)).cooldown_seconds == 0
     assert configs.gates_of(stored).max_latency_ratio == 0.0  # < 0: no ratio gate, as documented

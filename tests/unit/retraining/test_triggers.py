@@ -130,6 +130,16 @@ def test_cooldown_is_respected(seen: Observations, cooldown_s: float, manual: bo
         assert not decision.triggered and "cooldown" in decision.reasons[0]
 
 
+def test_a_cooldown_ending_past_the_calendar_is_still_a_cooldown() -> None:
+    """A config stored before cooldowns were bounded: its end (year 33715) broke the reason's date, and
+    every tick after a trigger raised ValueError for the deployment, deciding and recording nothing."""
+    rules = TriggerRules(schedule=parse("* * * * *"), cooldown_s=1e12)
+    seen = Observations(now_us=NOW, previous_tick_us=NOW - 2 * MINUTE_US, last_triggered_us=NOW - MINUTE_US)
+    decision = decide(rules, seen)
+    assert not decision.triggered
+    assert decision.reasons[0].startswith("cooldown of 1e+12 s until")
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(["*/15 * * * *", "0 * * * *", "30 2 * * *", "0 0 * * 1", "7,8 9-17 * * 1-5"]),
