@@ -19,7 +19,10 @@ Rules (each off unless configured):
 Guards, in order: nothing triggers while a retraining job of the deployment is still running, nor while
 the promotion of its previous challenger is in progress (not started yet, awaiting approval, pending,
 in shadow or in canary: until it is promoted, rolled back, rejected or failed); automatic rules wait out
-``cooldown_s`` after the last trigger (a manual request skips the cooldown); and only signals from
+``cooldown_s`` after the last trigger (a manual request skips the cooldown), the schedule counting from
+the start of the last trigger's minute, since it matches minutes (an hourly schedule with a one-hour
+cooldown fires every hour, where the tick's seconds into its minute made it skip every other one by
+chance); and only signals from
 windows that ended after the last trigger, and by ``now_us``, count, so one degraded window triggers once
 (a window still in progress would end after every trigger, and fire after every cooldown).
 
@@ -59,6 +62,7 @@ PERFORMANCE = "performance"
 DRIFT = "drift"
 LABELS = "labels"
 MANUAL = "manual"
+_MINUTE_US = 60_000_000
 #: The last day a cooldown's end can be written as a date.
 _LAST_DATE_S = dt.datetime(9999, 12, 31, tzinfo=dt.UTC).timestamp()
 
@@ -136,11 +140,15 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
             f": {seen.manual.reason}" if seen.manual.reason else ""
         )
         return Decision(True, (MANUAL,), (why,))
-    if seen.last_triggered_us and seen.now_us - seen.last_triggered_us < rules.cooldown_s * 1e6:
+    cooling = bool(seen.last_triggered_us) and seen.now_us - seen.last_triggered_us < rules.cooldown_s * 1e6
+    scheduled = _schedule_fires(rules, seen, cooling)
+    if cooling and not scheduled:
         # Stable text (no countdown), so that the loop stores one such decision, not one per tick.
         return Decision(
             False, (), (f"cooldown of {rules.cooldown_s:g} s until {_cooldown_end(rules, seen)}",)
         )
+    if cooling and rules.schedule is not None:  # only the schedule's cooldown runs from a minute
+        return Decision(True, (SCHEDULE,), (f"schedule {rules.schedule.expression!r} matched",))
     fired: list[str] = []
     reasons: list[str] = []
     quiet: list[str] = []
@@ -153,9 +161,10 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
             quiet.append(why)
 
     if rules.schedule is not None:
-        fires = seen.previous_tick_us > 0 and rules.schedule.fires_between(seen.previous_tick_us, seen.now_us)
         note(
-            SCHEDULE, fires, f"schedule {rules.schedule.expression!r} " + ("matched" if fires else "not due")
+            SCHEDULE,
+            scheduled,
+            f"schedule {rules.schedule.expression!r} " + ("matched" if scheduled else "not due"),
         )
     degraded = _degradation(rules, seen)
     if rules.performance_threshold is not None:
@@ -170,6 +179,21 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
     if fired:
         return Decision(True, tuple(fired), tuple(reasons))
     return Decision(False, (), tuple(quiet) or ("no trigger rule is configured",))
+
+
+def _schedule_fires(rules: TriggerRules, seen: Observations, cooling: bool) -> bool:
+    """Whether a cron minute started since the previous tick (never on a deployment's first tick). In a
+    cooldown, only a minute starting a full cooldown after the start of the last trigger's minute counts:
+    a schedule is a series of minutes, and measured from the tick (some seconds into its minute), an
+    hourly schedule's next minute came a few seconds short of a one-hour cooldown, by chance, and the
+    schedule skipped every other hour. The last trigger's own minute never fires again (cooldown > 0)."""
+    if rules.schedule is None or seen.previous_tick_us <= 0:
+        return False
+    after = seen.previous_tick_us
+    if cooling:
+        trigger_minute_us = seen.last_triggered_us // _MINUTE_US * _MINUTE_US
+        after = max(after, trigger_minute_us + int(rules.cooldown_s * 1e6) - 1)
+    return rules.schedule.fires_between(after, seen.now_us)
 
 
 def _cooldown_end(rules: TriggerRules, seen: Observations) -> str:

@@ -76,6 +76,24 @@ async def test_cron_minutes_missed_while_down_fire_once(world: World) -> None:
     assert await triggered_at(after_restart, clock, at(2, 4, 10, 0)) == ["schedule"]
 
 
+async def test_a_schedule_as_long_as_its_cooldown_fires_at_every_cron_minute(world: World) -> None:
+    """An hourly schedule with the default one-hour cooldown: a tick lands some seconds into the cron
+    minute, so the next hour's tick came a few seconds short of the cooldown (or not) and the schedule
+    skipped every other hour by chance. Its cooldown now counts from the last trigger's minute."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(deployment="eta", enabled=True, schedule="0 * * * *", cooldown_seconds=3600),
+        actor="operator",
+    )
+    clock = Clock()
+    retrainer = restarted(world, clock)
+    assert await triggered_at(retrainer, clock, at(5, 11, 59, 40)) == []
+    assert await triggered_at(retrainer, clock, at(5, 12, 0, 15)) == ["schedule"]
+    assert await triggered_at(retrainer, clock, at(5, 12, 0, 45)) == []
+    assert await triggered_at(retrainer, clock, at(5, 13, 0, 10)) == ["schedule"]
+    assert await triggered_at(retrainer, clock, at(5, 13, 0, 40)) == []
+
+
 class DeploymentsFailingFor(DeploymentManager):
     """FAULT: reading one deployment fails (say its rows cannot be read), which no API call causes."""
 

@@ -14,6 +14,7 @@ from control_plane.retraining.triggers import (
     MANUAL,
     PERFORMANCE,
     SCHEDULE,
+    Decision,
     DriftObservation,
     ManualRequest,
     Observations,
@@ -123,11 +124,41 @@ def test_cooldown_is_respected(seen: Observations, cooldown_s: float, manual: bo
     )
     decision = decide(rules, seen)
     cooling = bool(seen.last_triggered_us) and NOW - seen.last_triggered_us < cooldown_s * 1e6
+    # In a cooldown, a cron minute counts when it starts a full cooldown after the last trigger's minute.
+    cooled_minute = seen.last_triggered_us // MINUTE_US * MINUTE_US + cooldown_s * 1e6
+    minute_due = seen.previous_tick_us > 0 and any(
+        seen.previous_tick_us < m <= NOW and m >= cooled_minute
+        for m in range(NOW - NOW % MINUTE_US - 48 * 3600 * 1_000_000, NOW + 1, MINUTE_US)
+    )
     if manual:
         assert decision.triggered and decision.rules == (MANUAL,)
         assert "alice" in decision.reasons[0]
+    elif cooling and minute_due:
+        assert decision.triggered and decision.rules == (SCHEDULE,)
     elif cooling:
         assert not decision.triggered and "cooldown" in decision.reasons[0]
+
+
+def test_a_cron_minute_a_full_cooldown_after_the_last_triggers_minute_fires() -> None:
+    """Hourly schedule, one-hour cooldown: triggered 15 s into 12:00, the tick 10 s into 13:00 is 5 s short
+    of the cooldown, but its minute starts a full hour after 12:00. It skipped every other hour by chance."""
+    hourly = TriggerRules(schedule=parse("0 * * * *"), cooldown_s=3600, new_labels=1)
+    noon = NOW + 12 * 60 * MINUTE_US
+    seen = Observations(
+        now_us=noon + 60 * MINUTE_US + 10_000_000,
+        previous_tick_us=noon + 59 * MINUTE_US + 40_000_000,
+        last_triggered_us=noon + 15_000_000,
+        new_labels=5,
+    )
+    assert decide(hourly, seen) == Decision(True, (SCHEDULE,), ("schedule '0 * * * *' matched",))
+    # The other rules wait out the cooldown itself; a minute short of a full cooldown waits too.
+    shorter = Observations(
+        now_us=noon + 59 * MINUTE_US + 10_000_000,
+        previous_tick_us=noon + 58 * MINUTE_US + 40_000_000,
+        last_triggered_us=noon + 15_000_000,
+        new_labels=5,
+    )
+    assert not decide(TriggerRules(schedule=parse("59 * * * *"), new_labels=1), shorter).triggered
 
 
 def test_a_cooldown_ending_past_the_calendar_is_still_a_cooldown() -> None:
