@@ -82,7 +82,7 @@ from control_plane.retraining import config as configs
 from control_plane.retraining import observe, records, ticks
 from control_plane.retraining.challengers import ACTOR, Challengers
 from control_plane.retraining.data_window import check_window
-from control_plane.retraining.promotion import IN_PROGRESS, Promoter
+from control_plane.retraining.promotion import IN_PROGRESS, PROMOTED, Promoter
 from control_plane.retraining.tables import RetrainingDecisionRow
 from control_plane.retraining.triggers import ManualRequest, Observations, decide
 
@@ -269,6 +269,7 @@ class Retrainer:
             now_us=now,
             previous_tick_us=ticks.previous(self._sessions, name),
             last_triggered_us=last,
+            champion_since_us=records.last_promoted_us(self._sessions, name, PROMOTED),
             retraining_running=bool(records.submitted(self._sessions, name, records.IN_FLIGHT)),
             promotion_in_progress=records.promotion_in_progress(self._sessions, name, IN_PROGRESS) or "",
             performance=observe.performance_windows(self._sessions, monitor, last, now),

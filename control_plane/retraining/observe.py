@@ -8,7 +8,8 @@
   every labelled prediction was NaN holds no metric, and only that count says it degraded). A window still
   in progress is left out, as the monitor's own alerting does: it ends after every trigger, so it would
   count as fresh again after each cooldown;
-* drift: the monitor's stored drift reports over the same span, ending by now;
+* drift: the monitor's stored drift reports over the same span, ending by now (each window's start is
+  kept: :func:`.triggers.decide` leaves out those that started before the serving champion did);
 * new labels: joined feedback of the deployment's predictions recorded after the last trigger;
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
   run's ``aether.job_id`` tag), rebuilt for the retraining over the trigger config's entity rows (see
@@ -55,7 +56,7 @@ def performance_windows(
     found = performance(sessions, monitor, since, now_us)
     scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
     return [
-        PerformanceObservation(w.end_us, dict(w.metrics), w.n_labels, w.n_invalid_predictions)
+        PerformanceObservation(w.end_us, dict(w.metrics), w.n_labels, w.n_invalid_predictions, w.start_us)
         for w in found.windows
         if w.status in scored and w.end_us <= now_us
     ]
@@ -83,6 +84,7 @@ def drift_reports(
             r.status == mpb.DRIFT_STATUS_DRIFT,
             r.prediction_status == mpb.DRIFT_STATUS_DRIFT,
             r.drifted_share,
+            r.window_start_us,
         )
         for r in reports
     ]

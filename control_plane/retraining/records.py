@@ -246,6 +246,18 @@ def last_triggered_us(sessions: sessionmaker[Session], deployment: str) -> int:
     return int(value or 0)
 
 
+def last_promoted_us(sessions: sessionmaker[Session], deployment: str, promoted: str) -> int:
+    """When a retraining's promotion last ended ``promoted`` (:data:`.promotion.PROMOTED`, which this module
+    cannot import) on ``deployment``, making its challenger the serving champion; 0 = never."""
+    with read_session(sessions) as session:
+        found = session.execute(
+            select(func.max(RetrainingPromotionRow.updated_at_us))
+            .where(RetrainingPromotionRow.deployment == deployment)
+            .where(RetrainingPromotionRow.status == promoted)
+        ).scalar_one_or_none()
+    return int(found or 0)
+
+
 def submitted(
     sessions: sessionmaker[Session], deployment: str | None = None, outcomes: Sequence[str] = (SUBMITTED,)
 ) -> list[RetrainingDecisionRow]:

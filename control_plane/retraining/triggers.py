@@ -24,7 +24,9 @@ the start of the last trigger's minute, since it matches minutes (an hourly sche
 cooldown fires every hour, where the tick's seconds into its minute made it skip every other one by
 chance); and only signals from
 windows that ended after the last trigger, and by ``now_us``, count, so one degraded window triggers once
-(a window still in progress would end after every trigger, and fire after every cooldown).
+(a window still in progress would end after every trigger, and fire after every cooldown); nor do windows
+that started before a retraining's promotion made the serving champion (``champion_since_us``): they judged
+the model it replaced.
 
 A trigger refused by the first two guards is not lost for the rules that count since the last trigger:
 the quality windows and drift reports that ended since then stay fresh, and the labels keep adding up,
@@ -89,6 +91,7 @@ class PerformanceObservation:
     n_labels: int = 0
     #: Labelled predictions left out of the metrics: missing, or not finite numbers.
     n_invalid_predictions: int = 0
+    start_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class DriftObservation:
     data_drift: bool
     prediction_drift: bool
     drifted_share: float = 0.0
+    start_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class Observations:
     previous_tick_us: int = 0
     #: When this deployment last triggered a retraining; 0 = never.
     last_triggered_us: int = 0
+    #: When a retraining's promotion last made a new champion serve the deployment; 0 = never. Windows
+    #: that started before it judged the model it replaced.
+    champion_since_us: int = 0
     retraining_running: bool = False
     #: The deployment's challenger whose promotion is in progress, with its status (see
     #: :func:`still_promoting`); "" = none.
@@ -206,21 +213,23 @@ def _cooldown_end(rules: TriggerRules, seen: Observations) -> str:
 
 
 def _fresh_performance(seen: Observations) -> PerformanceObservation | None:
-    newer = [w for w in seen.performance if _fresh(seen, w.end_us)]
+    newer = [w for w in seen.performance if _fresh(seen, w.start_us, w.end_us)]
     return max(newer, key=lambda w: w.end_us) if newer else None
 
 
 def _fresh_drift(seen: Observations) -> DriftObservation | None:
     # A drift report can end after now too: a count window ends at its last row's prediction time, which
     # a data plane whose clock runs ahead puts in the future. Such a report ends after every trigger.
-    newer = [r for r in seen.drift if _fresh(seen, r.end_us)]
+    newer = [r for r in seen.drift if _fresh(seen, r.start_us, r.end_us)]
     return max(newer, key=lambda r: r.end_us) if newer else None
 
 
-def _fresh(seen: Observations, end_us: int) -> bool:
-    """Whether a window ending at ``end_us`` counts now: it ended after the last trigger, and by now (a
-    window ending later would end after every trigger too, and fire again after every cooldown)."""
-    return seen.last_triggered_us < end_us <= seen.now_us
+def _fresh(seen: Observations, start_us: int, end_us: int) -> bool:
+    """Whether a window from ``start_us`` to ``end_us`` counts now: it ended after the last trigger, and by
+    now (a window ending later would end after every trigger too, and fire again after every cooldown),
+    and started once the serving champion did (the windows of the model it replaced, degraded since the
+    trigger that retrained it, retrained the new champion at the first tick after its promotion)."""
+    return seen.last_triggered_us < end_us <= seen.now_us and start_us >= seen.champion_since_us
 
 
 def _degradation(rules: TriggerRules, seen: Observations) -> str | None:

@@ -17,6 +17,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import FailedPrecondition
+from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring import config as monitor_configs
 from control_plane.retraining import config as configs
@@ -92,6 +93,43 @@ async def test_a_schedule_as_long_as_its_cooldown_fires_at_every_cron_minute(wor
     assert await triggered_at(retrainer, clock, at(5, 12, 0, 45)) == []
     assert await triggered_at(retrainer, clock, at(5, 13, 0, 10)) == ["schedule"]
     assert await triggered_at(retrainer, clock, at(5, 13, 0, 40)) == []
+
+
+async def test_the_promoted_champion_is_not_retrained_for_the_windows_of_the_model_it_replaced(
+    world: World,
+) -> None:
+    """A degraded model retrained two hours ago; its challenger went through the canary and was promoted
+    just now. The quality windows of the last hour (all predictions of the replaced model, degraded) had
+    ended after that trigger, so the first tick after the promotion retrained the new champion at once,
+    for the cause its own retraining answered."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(
+            deployment="eta",
+            enabled=True,
+            performance_threshold=1.0,
+            cooldown_seconds=60,
+            gates=pb.EvaluationGates(metric="mae", max_latency_ratio=-1),
+            min_rows=3,
+        ),
+        actor="operator",
+    )
+    now = time.time()
+    clock = Clock()
+    clock.now = now
+    retrainer = restarted(world, clock)
+    two_hours_ago = int((now - 7200) * 1e6)
+    draft = records.Draft("eta", two_hours_ago, True, ("performance",), "retraining", "eta", world.champion)
+    records.add_decision(world.sessions, draft, ["mae above threshold"], records.SUBMITTED)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    decision = records.submitted(world.sessions, "eta")[-1]
+    assert (await retrainer.evaluate_challenger(decision, challenger)).passed
+    canary = world.deployments.get("eta").canary
+    world.deployments.apply_decision("eta", canary, Decision(Action.PROMOTE, "healthy"), actor="canary")
+    await retrainer.advance_promotions()
+    assert world.registry.get_version("eta", alias="champion").version == challenger
+    clock.now = now + 30
+    assert await triggered_at(retrainer, clock, now + 30) == []
 
 
 class DeploymentsFailingFor(DeploymentManager):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -137,6 +138,24 @@ def test_cooldown_is_respected(seen: Observations, cooldown_s: float, manual: bo
         assert decision.triggered and decision.rules == (SCHEDULE,)
     elif cooling:
         assert not decision.triggered and "cooldown" in decision.reasons[0]
+
+
+def test_windows_started_before_the_champion_served_do_not_count() -> None:
+    """They judged the model the promoted champion replaced: counted, they retrained it at once."""
+    rules = TriggerRules(performance_metric="accuracy", performance_threshold=0.9, drift=True, cooldown_s=0)
+    promoted = NOW - 30 * MINUTE_US
+    old_model = PerformanceObservation(NOW - MINUTE_US, {"accuracy": 0.5}, 100, start_us=promoted - MINUTE_US)
+    drifted = DriftObservation(NOW - MINUTE_US, True, True, 0.5, start_us=promoted - MINUTE_US)
+    seen = Observations(
+        now_us=NOW,
+        last_triggered_us=NOW - 120 * MINUTE_US,
+        champion_since_us=promoted,
+        performance=[old_model],
+        drift=[drifted],
+    )
+    assert not decide(rules, seen).triggered
+    new_model = PerformanceObservation(NOW - MINUTE_US, {"accuracy": 0.5}, 100, start_us=promoted)
+    assert decide(rules, replace(seen, performance=[new_model])).rules == (PERFORMANCE,)
 
 
 def test_a_cron_minute_a_full_cooldown_after_the_last_triggers_minute_fires() -> None:
