@@ -53,6 +53,8 @@ def performance_windows(
     if monitor.task == mpb.TASK_TYPE_UNSPECIFIED:
         return []
     since = max(since_us, now_us - performance_lookback_us(monitor))
+    if _empty_span(since, now_us):
+        return []
     found = performance(sessions, monitor, since, now_us)
     scored = (mpb.PERFORMANCE_STATUS_OK, mpb.PERFORMANCE_STATUS_DEGRADED)
     return [
@@ -60,6 +62,14 @@ def performance_windows(
         for w in found.windows
         if w.status in scored and w.end_us <= now_us
     ]
+
+
+def _empty_span(since_us: int, now_us: int) -> bool:
+    """Whether no window can have ended in ``(since_us, now_us]``: a last trigger at or after now (another
+    control plane's, whose clock runs ahead of this one's). Asked for that span, the monitor answered
+    INVALID_ARGUMENT (since_us must be before until_us): each tick decided nothing for the deployment,
+    and a person's TriggerNow got that error back."""
+    return since_us >= now_us
 
 
 def performance_lookback_us(monitor: mpb.MonitorConfig) -> int:
@@ -75,6 +85,8 @@ def drift_reports(
     sessions: sessionmaker[Session], deployment: str, since_us: int, now_us: int
 ) -> list[DriftObservation]:
     since = max(since_us, now_us - LOOKBACK_US)
+    if _empty_span(since, now_us):
+        return []
     # Only reports that ended by now, as for quality windows: one ending later (a data plane clock
     # ahead of ours) would count as fresh after every trigger, and take one of the 50 places.
     reports = query_reports(sessions, deployment, since_us=since + 1, until_us=now_us + 1, limit=50)

@@ -132,6 +132,22 @@ async def test_the_promoted_champion_is_not_retrained_for_the_windows_of_the_mod
     assert await triggered_at(retrainer, clock, now + 30) == []
 
 
+async def test_a_plane_whose_clock_is_behind_the_last_trigger_still_decides(world: World) -> None:
+    """Two control planes on one database, one's clock 10 s behind the other's: right after the other
+    retrained, its last trigger lay in this plane's future, reading the monitor's windows "since" it
+    raised INVALID_ARGUMENT (since_us must be before until_us), so each tick decided nothing for the
+    deployment and a person's TriggerNow got that error back."""
+    now = time.time()
+    ahead, behind = Clock(), Clock()
+    ahead.now, behind.now = now, now - 10
+    plane_a, plane_b = restarted(world, ahead), restarted(world, behind)
+    assert (await plane_a.trigger_now("eta", "alice")).triggered
+    decisions = await plane_b.tick()
+    assert [d.deployment for d in decisions] == ["eta"] and not decisions[0].triggered
+    again = await plane_b.trigger_now("eta", "bob", "new data")
+    assert again.triggered and list(again.rules) == ["manual"]
+
+
 class DeploymentsFailingFor(DeploymentManager):
     """FAULT: reading one deployment fails (say its rows cannot be read), which no API call causes."""
 
