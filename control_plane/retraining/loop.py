@@ -24,7 +24,10 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
    named after it at the next tick or manual trigger, or ends ``submit_failed`` when there is none
    (after :data:`SUBMIT_GRACE_S`). The ``submitting`` row is stored only if no other retraining of the
    deployment is in flight by then, and no promotion of its challengers is in progress, checked in its
-   transaction: control planes sharing the database submit one job between them.
+   transaction: control planes sharing the database submit one job between them. An automatic trigger is
+stored (submitting, or blocked) only if no other decision triggered since its step read the last trigger,
+checked under the same lock: two planes ticking at once for one signal stored, and alerted, a blocked
+retraining twice; the second now stores ``not_triggered`` (:data:`.records.TRIGGERED_MEANWHILE`).
 
 A deployment does not retrain while the promotion of its previous challenger is in progress (not
 started yet, awaiting a reviewer, pending, in shadow or in canary): the tick's decision is
@@ -244,7 +247,14 @@ class Retrainer:
         decision = decide(configs.rules_of(config), seen)
         actor = manual.actor if manual is not None else ACTOR
         draft = records.Draft(
-            name, now, decision.triggered, decision.rules, actor, primary.model_name, int(primary.version)
+            name,
+            now,
+            decision.triggered,
+            decision.rules,
+            actor,
+            primary.model_name,
+            int(primary.version),
+            seen_last_triggered_us=seen.last_triggered_us if manual is None else None,
         )
         problem = configs.gates_unscorable(config, monitor) if decision.triggered else None
         if not decision.triggered:
@@ -373,6 +383,8 @@ class Retrainer:
 
     async def _blocked(self, draft: records.Draft, outcome: str, reasons: list[str]) -> pb.TriggerDecision:
         decision = await asyncio.to_thread(records.add_decision, self._sessions, draft, reasons, outcome)
+        if not decision.triggered:  # another control plane triggered meanwhile, and alerted for it
+            return decision
         message = f"retraining of {draft.deployment} blocked ({outcome})"
         await self._alert(draft.deployment, "retraining_blocked", message, reasons)
         return decision

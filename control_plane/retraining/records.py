@@ -51,6 +51,9 @@ class Draft:
     actor: str
     model_name: str = ""
     champion_version: int = 0
+    #: An automatic trigger's last trigger as its step saw it (:func:`last_triggered_us`); None for a
+    #: person's. Stored triggered only if no other decision triggered since: see :func:`_triggered_since`.
+    seen_last_triggered_us: int | None = None
 
 
 def decision_message(row: RetrainingDecisionRow) -> pb.TriggerDecision:
@@ -73,7 +76,35 @@ def add_decision(
     """Stores a decision. A decision that did not trigger is stored (and audited) only when its reasons
     differ from the deployment's previous decision, so a quiet deployment does not grow the table."""
     with write_session(sessions) as session:
+        if draft.triggered and draft.seen_last_triggered_us is not None:
+            _lock_deployment(session, draft.deployment)
+            refused = _triggered_since(session, draft)
+            if refused is not None:
+                return refused
         return _add_decision(session, draft, reasons, outcome, now_us(), job_id)
+
+
+def _triggered_since(session: Session, draft: Draft) -> pb.TriggerDecision | None:
+    """For an automatic trigger, under the deployment's lock: when another decision triggered since its
+    step read the last trigger (another control plane's tick for the same signal, racing this one), a
+    ``not_triggered`` decision saying so, stored in place of the trigger; else None. Both passed the
+    cooldown before either stored its decision, and a blocked retraining was stored, and alerted, twice."""
+    assert draft.seen_last_triggered_us is not None
+    latest = session.execute(
+        select(func.max(RetrainingDecisionRow.at_us)).where(
+            RetrainingDecisionRow.deployment == draft.deployment, RetrainingDecisionRow.triggered.is_(True)
+        )
+    ).scalar_one()
+    if int(latest or 0) <= draft.seen_last_triggered_us:
+        return None
+    refused = Draft(
+        draft.deployment, draft.at_us, False, (), draft.actor, draft.model_name, draft.champion_version
+    )
+    return _add_decision(session, refused, [TRIGGERED_MEANWHILE], NOT_TRIGGERED, now_us())
+
+
+#: Why an automatic trigger is refused by :func:`_triggered_since` (stable, so stored once in a row).
+TRIGGERED_MEANWHILE = "another control plane triggered a retraining of this deployment meanwhile"
 
 
 def add_submitting(
@@ -104,6 +135,9 @@ def add_submitting(
             .limit(1)
         ).scalar_one_or_none()
         promotion = _promotion_in_progress(session, draft.deployment, promoting)
+        meanwhile = _triggered_since(session, draft) if draft.seen_last_triggered_us is not None else None
+        if meanwhile is not None:
+            return meanwhile
         if running is None and promotion is None:
             return _add_decision(session, draft, reasons, SUBMITTING, stored_at)
         refused = Draft(

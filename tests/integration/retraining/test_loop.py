@@ -148,6 +148,32 @@ async def test_a_plane_whose_clock_is_behind_the_last_trigger_still_decides(worl
     assert again.triggered and list(again.rules) == ["manual"]
 
 
+async def test_two_control_planes_ticking_together_block_a_trigger_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two control planes on one database tick at once for the same cron minute, whose retraining is
+    blocked (no training job to resubmit): each passed the cooldown before the other stored its decision,
+    and the deployment got two blocked decisions and two alerts for one cause."""
+    configs.put_config(
+        world.sessions,
+        pb.TriggerConfig(deployment="eta", enabled=True, schedule="0 2 * * *", cooldown_seconds=3600),
+        actor="operator",
+    )
+    clock = Clock()
+    one, other = restarted(world, clock), restarted(world, clock)
+    assert await triggered_at(one, clock, at(6, 1, 59, 30)) == []
+    clock.now = at(6, 2, 0, 10)
+    answers = await asyncio.gather(one.tick(), other.tick())
+    triggered = [d for decisions in answers for d in decisions if d.triggered]
+    assert [d.outcome for d in triggered] == ["blocked_no_spec"]
+    stored = records.list_decisions(world.sessions, "eta", triggered_only=True)
+    assert [d.outcome for d in stored] == ["blocked_no_spec"]
+    refused = [d for decisions in answers for d in decisions if not d.triggered]
+    assert [list(d.reasons) for d in refused] == [[records.TRIGGERED_MEANWHILE]]
+    alerts = [r for r in caplog.records if "retraining of eta blocked" in r.getMessage()]
+    assert len(alerts) == 1
+
+
 class DeploymentsFailingFor(DeploymentManager):
     """FAULT: reading one deployment fails (say its rows cannot be read), which no API call causes."""
 
