@@ -31,8 +31,10 @@ named or as its model's newest version; its requests in flight are answered.
 A plan whose spec changes only serving fields of a loaded version (``allow_non_finite``, batching) is
 applied to it in place (``ensure_loaded``; see :mod:`data_plane.models.manager`). The manager holds one
 spec per version, so when two deployments share a version with different serving configs, the last plan
-applied wins: the spec of a plan that changed in this snapshot, else the one already applied
-(:func:`shared_specs`); the disagreement is logged.
+applied wins for what the version itself holds (its batch policy and warm-up): the spec of a plan that
+changed in this snapshot, else the one already applied (:func:`shared_specs`); the disagreement is logged.
+Each deployment's requests are still filled and validated by its own plan's spec (feature defaults, the
+missing-entity policy, ``allow_non_finite``: see :mod:`data_plane.models.manager`).
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ def shared_specs(
         current = applied.get(key)
         wanted[key] = changed.get(key) or (current if current in by_spec else wanted[key])
         _log.warning(
-            "deployments %s use model %s version %d with different serving configs; the data plane serves "
-            "one per version: that of %s (the last plan applied)",
+            "deployments %s use model %s version %d with different serving configs; the data plane batches "
+            "and warms each version one way: that of %s (the last plan applied); each deployment's feature "
+            "fill and NaN rule stay its own",
             sorted(n for names in by_spec.values() for n in names),
             *key,
             sorted(by_spec[wanted[key]]),

@@ -187,7 +187,11 @@ class Predictor:
                 spec, call.rows, call.request_features, remaining, also_read=also
             )
             trace.features = assembled.values
-            request = lease.prepare({spec.inputs[0].name: assembled.values})
+            # Validated by this deployment's own rule for NaN: its plan's spec filled the input by it, and
+            # the version's may be another deployment's config (one spec per version).
+            request = lease.prepare(
+                {spec.inputs[0].name: assembled.values}, allow_non_finite=spec.allow_non_finite
+            )
             outputs = await lease.run(request, deadline)
         return _Served(spec, variant, shadows, assembled, outputs)
 
@@ -258,7 +262,11 @@ class Predictor:
                 )
                 features = own.values
                 outputs = await self._manager.infer(
-                    spec.name, spec.version, {spec.inputs[0].name: features}, shadow=True
+                    spec.name,
+                    spec.version,
+                    {spec.inputs[0].name: features},
+                    shadow=True,
+                    allow_non_finite=spec.allow_non_finite,
                 )
             except Exception as exc:  # a broken shadow is the shadow's problem: log and move on
                 _log.warning(

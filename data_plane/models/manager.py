@@ -17,9 +17,11 @@ Serving config changes: :meth:`ModelManager.ensure_loaded` with a new spec for a
 artifact) applies its serving fields in place, without a reload: the input validation (e.g.
 ``allow_non_finite``), the batch policy (``max_batch_size``, ``max_queue_delay_us``) and the spec that
 leases give out, for requests admitted from then on; requests already validated or queued are not failed.
-The manager holds one spec per version, so two deployments that share a version share its serving config:
-the last spec applied wins (the deployment watch decides which one that is when plans disagree, see
-:mod:`data_plane.deployment_watch`).
+The manager holds one spec per version, so two deployments that share a version share its batching and
+warm-up: the last spec applied wins (the deployment watch decides which one that is when plans disagree,
+see :mod:`data_plane.deployment_watch`). What decides a request's answer stays each deployment's own:
+Predict fills missing features and applies ``missing_entity_policy`` by its plan's spec, and validates NaN
+and infinities by that spec's ``allow_non_finite`` (:meth:`VersionLease.prepare`), not the version's.
 
 Reachability by name: the manager remembers what each version is loaded for (:class:`Use`): directly (the
 static model config, a benchmark; until unloaded), as some deployment plan's primary, or only as a plan's
@@ -426,10 +428,12 @@ class ModelManager:
         deadline: float | None = None,
         *,
         shadow: bool = False,
+        allow_non_finite: bool | None = None,
     ) -> dict[str, Array]:
         """Runs one request through the version's batcher. ``deadline`` is on the ``time.monotonic()``
         clock; a request still queued when it passes is dropped with DEADLINE_EXCEEDED. A ``shadow`` copy
-        runs in the shadow threads (see :meth:`VersionLease.run`)."""
+        runs in the shadow threads (see :meth:`VersionLease.run`). ``allow_non_finite``: the calling
+        deployment's rule (see :meth:`VersionLease.prepare`)."""
         with self.lease(name, version) as lease:
-            request = lease.prepare(inputs)
+            request = lease.prepare(inputs, allow_non_finite=allow_non_finite)
             return await lease.run(request, deadline, shadow=shadow)

@@ -82,6 +82,9 @@ def answer_overhead_bytes(spec: ModelSpec) -> int:
     return total
 
 
+_Check = tuple[str, np.dtype[Any], tuple[int, ...], tuple[tuple[int, int], ...], bool]
+
+
 class InputValidator:
     """``max_answer_bytes``: the most one answer may hold (the server's ``max_message_bytes``; None:
     unlimited), which gives :attr:`max_rows`, the most rows of a batching request whose outputs (all of
@@ -97,16 +100,10 @@ class InputValidator:
         self._names = frozenset(t.name for t in spec.inputs)
         # Per input: name, dtype, declared shape, its fixed dimensions as (axis, size), and whether NaN
         # and infinities are refused. Plain loops over these beat generic ones: this runs per request.
-        self._checks: list[tuple[str, np.dtype[Any], tuple[int, ...], tuple[tuple[int, int], ...], bool]] = [
-            (
-                t.name,
-                t.np_dtype,
-                t.shape,
-                tuple((axis, size) for axis, size in enumerate(t.shape) if size != DYNAMIC),
-                t.np_dtype.kind == "f" and not spec.allow_non_finite,
-            )
-            for t in spec.inputs
-        ]
+        # Both rules are built: a deployment's own config may take non-finite values where the version's
+        # spec (another deployment's config, see ``__call__``) does not, or the other way round.
+        self._checks_by_rule = {allowed: self._build_checks(spec, allowed) for allowed in (False, True)}
+        self._checks = self._checks_by_rule[spec.allow_non_finite]
         self._batch = batchable(spec)
         self._row_bytes = output_row_bytes(spec) if self._batch else 0
         self._max_answer_bytes = max_answer_bytes
@@ -115,6 +112,19 @@ class InputValidator:
             if max_answer_bytes is not None and self._row_bytes
             else sys.maxsize
         )
+
+    @staticmethod
+    def _build_checks(spec: ModelSpec, allow_non_finite: bool) -> list[_Check]:
+        return [
+            (
+                t.name,
+                t.np_dtype,
+                t.shape,
+                tuple((axis, size) for axis, size in enumerate(t.shape) if size != DYNAMIC),
+                t.np_dtype.kind == "f" and not allow_non_finite,
+            )
+            for t in spec.inputs
+        ]
 
     def too_many_rows(self, rows: int) -> ResourceExhausted:
         return ResourceExhausted(
@@ -132,7 +142,11 @@ class InputValidator:
     def _fail(self, message: str) -> InvalidArgument:
         return InvalidArgument(f"{self._label}: {message}; expected {self.spec.signature()}")
 
-    def __call__(self, inputs: Mapping[str, Array]) -> ValidInputs:
+    def __call__(self, inputs: Mapping[str, Array], allow_non_finite: bool | None = None) -> ValidInputs:
+        """``allow_non_finite``: the caller's own rule for NaN and infinities (a deployment's serving
+        config, which may differ from the config this version's spec came from: the data plane holds one
+        spec per version, so deployments that share it share its batching, not this rule); None: the
+        spec's."""
         if len(inputs) != len(self._names) or not self._names.issuperset(inputs):
             unknown = sorted(set(inputs) - self._names)
             if unknown:
@@ -140,7 +154,8 @@ class InputValidator:
         arrays: dict[str, Array] = {}
         rows = -1
         group: list[tuple[int, ...]] = []
-        for name, dtype, expected, fixed, finite in self._checks:
+        checks = self._checks if allow_non_finite is None else self._checks_by_rule[allow_non_finite]
+        for name, dtype, expected, fixed, finite in checks:
             array = inputs.get(name)
             if array is None:
                 raise self._fail(f"input {name!r} is missing")

@@ -96,11 +96,15 @@ class VersionLease:
         if entry.leases == 0 and entry.idle is not None:
             entry.idle.set()
 
-    def prepare(self, inputs: Mapping[str, Array], *, answerable: bool = False) -> ValidInputs:
+    def prepare(
+        self, inputs: Mapping[str, Array], *, answerable: bool = False, allow_non_finite: bool | None = None
+    ) -> ValidInputs:
         """Validates a request without running it: UNAVAILABLE when the version is not READY,
         INVALID_ARGUMENT when the inputs do not fit its signature, both before it joins a batch.
         ``answerable``: RESOURCE_EXHAUSTED, too, for more rows than one answer message can hold
-        (:attr:`InputValidator.max_rows`; ModelInfer, whose rows nothing else bounds)."""
+        (:attr:`InputValidator.max_rows`; ModelInfer, whose rows nothing else bounds).
+        ``allow_non_finite``: the calling deployment's own rule for NaN and infinities, where it has one
+        (None: the version's spec's; see :class:`InputValidator`)."""
         entry = self._entry
         validator = entry.validator
         if entry.state is not ModelState.READY or validator is None:
@@ -108,7 +112,7 @@ class VersionLease:
             raise Unavailable(
                 f"model {entry.spec.name} v{entry.spec.version} is {entry.state.value}, not READY{detail}"
             )
-        valid = validator(inputs)
+        valid = validator(inputs, allow_non_finite)
         if answerable and valid.rows > validator.max_rows:
             raise validator.too_many_rows(valid.rows)
         return valid

@@ -7,6 +7,7 @@ shadow gets its own fill, not the served version's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -201,3 +202,40 @@ async def test_a_non_finite_stored_value_a_strict_model_refuses_is_the_stores_no
     assert len(decode_predict_response(
         await stub.Predict(build_predict_request("scorer", [{"driver_id": 1}]), timeout=5)
     ).outputs["output"]) == 1  # fmt: skip
+
+
+@pytest.mark.usefixtures("driver_7_with_a_null")
+async def test_deployments_sharing_a_version_each_validate_as_their_own_config_says(
+    data_plane: DataPlaneHandle, tmp_path: Path
+) -> None:
+    """The data plane holds one spec per version, so two deployments of one version with different serving
+    configs share its batching; but whether a NaN may reach the model is each deployment's own choice, and
+    its feature fill follows that choice. A deployment that takes non-finite values filled the null with
+    NaN, which the version's validator (built from the other, strict deployment's config) refused:
+    INVALID_ARGUMENT for a request that its own deployment allows."""
+    identity = onnx_models.tiled(8, 1)
+    strict = onnx_models.save(identity, tmp_path / "shared.onnx", "shared", feature_refs=("driver_stats",))
+    lenient = dataclasses.replace(strict, allow_non_finite=True)
+    await data_plane.manager.ensure_loaded(strict)
+
+    def plan(name: str, spec: ModelSpec) -> DeploymentPlan:
+        variants = (Variant("blue", PlanRole.PRIMARY, 100.0, spec),)
+        return DeploymentPlan(deployment=name, plan_revision=1, routing_salt=name, variants=variants)
+
+    plans = DeploymentPlans(
+        revision=1, plans={"lenient": plan("lenient", lenient), "strict": plan("strict", strict)}
+    )
+    predictor = Predictor(
+        data_plane.manager, FeatureAssembler(data_plane.reader), lambda: plans, data_plane.prediction_log
+    )
+    served = await predictor.predict(PredictCall("lenient", "", [{"driver_id": "7"}], [], "r1"))
+    np.testing.assert_array_equal(served.outputs["y"][0], _with(float("nan")))
+    # The strict deployment still gets its own fill (0), and still refuses what it refused before.
+    served = await predictor.predict(PredictCall("strict", "", [{"driver_id": "7"}], [], "r2"))
+    np.testing.assert_array_equal(served.outputs["y"][0], _with(0.0))
+    # The other way round: the version's spec is now the lenient one; the strict deployment is unchanged.
+    await data_plane.manager.ensure_loaded(lenient)
+    served = await predictor.predict(PredictCall("strict", "", [{"driver_id": "7"}], [], "r3"))
+    np.testing.assert_array_equal(served.outputs["y"][0], _with(0.0))
+    served = await predictor.predict(PredictCall("lenient", "", [{"driver_id": "7"}], [], "r4"))
+    np.testing.assert_array_equal(served.outputs["y"][0], _with(float("nan")))
