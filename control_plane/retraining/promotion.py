@@ -192,7 +192,10 @@ class Promoter:
             if agreement < policy.min_agreement:
                 reason = f"shadow agreement {agreement:.1%} below {policy.min_agreement:.1%}"
                 return self._set(evaluation, FAILED, reason, agreement)
-            return self._start_canary(evaluation, policy, f"shadow agreement {agreement:.1%}", agreement)
+            measured = f"shadow agreement {agreement:.1%}"
+            if policy.min_agreement <= 0:  # no gate: a reader must not take the figure for one passed
+                measured += " (measured only: min_agreement is 0)"
+            return self._start_canary(evaluation, policy, measured, agreement)
         if status == CANARY:
             deployment = self._deployment(evaluation)
             canary = deployment.canary

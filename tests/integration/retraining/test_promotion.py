@@ -297,6 +297,22 @@ def has_shadow(world: World) -> bool:
     return any(v.role == dpb.VARIANT_ROLE_SHADOW for v in world.deployments.get("eta").variants)
 
 
+async def test_an_ungated_shadow_phase_says_its_agreement_was_only_measured(world: World) -> None:
+    """With min_agreement 0 the phase measures and gates nothing: a challenger that disagrees with a
+    champion gone wrong goes on to its canary, as it should. Its reason read "shadow agreement 0.0%" before
+    "canary started", which a reader takes for a gate passed at 0 %."""
+    policy = pb.PromotionPolicy(shadow_seconds=600, min_agreement=0.0)
+    configure(world, policy)
+    challenger = world.register(linear(TRUE_W + 0.01))
+    await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
+    shadowing = stored(world)
+    later = shadowing.updated_at_us + 601_000_000
+    assert world.retrainer.promoter.advance(shadowing, policy, later, 0.0) == CANARY
+    started = stored(world)
+    assert started.agreement_rate == 0.0
+    assert started.promotion_reason.startswith("shadow agreement 0.0% (measured only: min_agreement is 0);")
+
+
 async def test_a_shadow_that_fails_every_mirrored_call_fails_its_phase(world: World) -> None:
     evaluation = await shadowing(world)
     variant = world.retrainer.promoter.shadow_variant(evaluation)
