@@ -28,7 +28,7 @@ from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.alerts import Alerter
 from control_plane.retraining import config as configs
-from control_plane.retraining import observe, records
+from control_plane.retraining import evaluation_records, observe, records
 from control_plane.retraining.evaluation import evaluate
 from control_plane.retraining.failures import passing
 from control_plane.retraining.holdout import production_holdout
@@ -173,7 +173,7 @@ class Challengers:
         # The evaluation and the decision's "evaluated" outcome are one write, so a retry after a failed
         # write never stores a second evaluation of the same decision.
         evaluation = await asyncio.to_thread(
-            records.add_evaluation,
+            evaluation_records.add_evaluation,
             self._sessions,
             decision.deployment,
             decision,
@@ -219,14 +219,16 @@ class Challengers:
             return None
 
     async def advance_promotions(self) -> None:
-        for evaluation in await asyncio.to_thread(records.unstarted_promotions, self._sessions):
+        for evaluation in await asyncio.to_thread(evaluation_records.unstarted_promotions, self._sessions):
             try:
                 config = await asyncio.to_thread(configs.get_config, self._sessions, evaluation.deployment)
                 await self._start_promotion(evaluation, config.promotion)
             except Exception:  # the promotion is still unstarted: the next tick tries again
                 _log.exception("promotion of evaluation %d cannot start", evaluation.id)
         now = int(self._clock() * 1e6)
-        for evaluation in await asyncio.to_thread(records.promotions_in, self._sessions, IN_PROGRESS):
+        for evaluation in await asyncio.to_thread(
+            evaluation_records.promotions_in, self._sessions, IN_PROGRESS
+        ):
             try:
                 await self._advance(evaluation, now)
             except AetherError as exc:
@@ -269,7 +271,7 @@ class Challengers:
         person may want to end the canary in the way) or fails."""
         if status == before.promotion_status or status not in (*PENDING, FAILED):
             return
-        after = await asyncio.to_thread(records.get_evaluation, self._sessions, before.id)
+        after = await asyncio.to_thread(evaluation_records.get_evaluation, self._sessions, before.id)
         what = f"promotion of {after.model_name} v{after.challenger_version} on {after.deployment}"
         if status == FAILED:
             await self._alert(

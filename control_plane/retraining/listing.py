@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import retraining_pb2 as pb
 from control_plane.db import keyset, pages, read_session
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.tables import RetrainingDecisionRow, RetrainingEvaluationRow
 
 _DECISION_ORDER = (keyset.KeyColumn(RetrainingDecisionRow.id, int, descending=True),)  # type: ignore[arg-type]
@@ -46,7 +46,7 @@ def evaluations_page(
     sessions: sessionmaker[Session], deployment: str, limit: int = 0, page_token: str = ""
 ) -> tuple[list[pb.Evaluation], str]:
     """One page of the evaluations of ``deployment`` and the next page's token ("" on the last)."""
-    query = records.evaluations_query(deployment)
+    query = evaluation_records.evaluations_query(deployment)
     size = records.page_limit(limit)
     scope = keyset.scope_digest(deployment)
     last = keyset.decode(page_token, "ListEvaluations", scope, _EVALUATION_ORDER, scope_name="deployment")
@@ -55,5 +55,5 @@ def evaluations_page(
     query = query.limit(size + 1).execution_options(yield_per=_CHUNK)
     with read_session(sessions) as session:
         rows = session.execute(query)
-        found, more = pages.cut((records.evaluation_message(e, p) for e, p in rows), size)
+        found, more = pages.cut((evaluation_records.evaluation_message(e, p) for e, p in rows), size)
     return found, keyset.encode("ListEvaluations", scope, [found[-1].id]) if more else ""

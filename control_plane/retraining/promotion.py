@@ -62,7 +62,7 @@ from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import AetherError, NotFound
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records
 
 ACTOR = "retraining"
 #: The refusals of a deployment that is busy (another canary runs, its state is being changed) or out of
@@ -389,7 +389,7 @@ class Promoter:
     ) -> str:
         if status in ENDED:  # before the end is recorded: see the module doc
             self._clear_challenger(evaluation)
-        records.set_promotion(
+        evaluation_records.set_promotion(
             self.sessions, evaluation.id, status, reason, actor=ACTOR, agreement_rate=agreement
         )
         return status

@@ -33,7 +33,7 @@ from control_plane.deployments.canary import Action, Decision
 from control_plane.jobs.tables import JobRow
 from control_plane.offline.datasets import record_dataset
 from control_plane.retraining import config as configs
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.promotion import CANARY, PROMOTED, REJECTED
 from control_plane.retraining.tables import RetrainingDecisionRow, RetrainingEvaluationRow
 from control_plane.tracking.store import TrackingStore
@@ -107,7 +107,9 @@ async def test_better_challenger_is_promoted_through_the_canary(world: World) ->
     assert (
         deployment.canary.status == dpb.CANARY_STATUS_PROGRESSING and deployment.canary.version == challenger
     )
-    assert [e.promotion_status for e in records.list_evaluations(world.sessions, "eta")] == [CANARY]
+    assert [e.promotion_status for e in evaluation_records.list_evaluations(world.sessions, "eta")] == [
+        CANARY
+    ]
 
     # The canary controller's verdict, applied through the deployments core as the controller does.
     world.deployments.apply_decision(
@@ -116,7 +118,7 @@ async def test_better_challenger_is_promoted_through_the_canary(world: World) ->
     await world.retrainer.advance_promotions()
     assert world.registry.get_version("eta", alias="champion").version == challenger
     assert primary_version(world) == challenger
-    assert records.list_evaluations(world.sessions, "eta")[0].promotion_status == PROMOTED
+    assert evaluation_records.list_evaluations(world.sessions, "eta")[0].promotion_status == PROMOTED
     actions = audit_actions(world)
     for step in (
         "retrain_decision",
@@ -138,7 +140,7 @@ async def test_worse_challenger_fails_and_the_champion_is_untouched(world: World
     assert world.registry.get_version("eta", alias="champion").version == world.champion
     after = world.deployments.get("eta")
     assert after.plan_revision == before.plan_revision and primary_version(world) == world.champion
-    stored = records.list_evaluations(world.sessions, "eta")[0]
+    stored = evaluation_records.list_evaluations(world.sessions, "eta")[0]
     assert stored.promotion_status == REJECTED and "failed gates" in stored.promotion_reason
     decision = records.list_decisions(world.sessions, "eta")[0]
     assert decision.outcome == "evaluated" and "failed the gates" in decision.reasons[-1]
@@ -177,7 +179,7 @@ async def test_a_challenger_that_cannot_be_evaluated_ends_its_decision(
     assert ended.outcome == "evaluation_failed" and "champion keeps serving" in ended.reasons[-1]
     assert f"job {job.job_id}'s model failed" in ended.reasons[-1]
     assert "evaluation of the retraining of eta failed" in caplog.text
-    assert records.list_evaluations(world.sessions, "eta") == []
+    assert evaluation_records.list_evaluations(world.sessions, "eta") == []
     assert primary_version(world) == world.champion
     assert world.registry.get_version("eta", alias="champion").version == world.champion
     assert world.registry.get_version("eta", challenger).approval.status != mpb.APPROVED
@@ -309,10 +311,12 @@ async def test_manual_approval_waits_for_a_reviewer(world: World) -> None:
     assert world.registry.get_version("eta", alias="challenger").version == challenger
     assert world.deployments.get("eta").canary.status == dpb.CANARY_STATUS_UNSPECIFIED
     await world.retrainer.advance_promotions()  # nobody approved yet: nothing moves
-    assert records.list_evaluations(world.sessions, "eta")[0].promotion_status == "awaiting_approval"
+    assert (
+        evaluation_records.list_evaluations(world.sessions, "eta")[0].promotion_status == "awaiting_approval"
+    )
     world.registry.review("eta", challenger, mpb.APPROVED, "looks good", actor="reviewer")
     await world.retrainer.advance_promotions()
-    assert records.list_evaluations(world.sessions, "eta")[0].promotion_status == CANARY
+    assert evaluation_records.list_evaluations(world.sessions, "eta")[0].promotion_status == CANARY
     assert world.deployments.get("eta").canary.version == challenger
     assert world.registry.get_version("eta", alias="champion").version == world.champion
 
@@ -356,7 +360,7 @@ async def test_an_evaluation_whose_outcome_write_failed_is_stored_once(world: Wo
     await retrainer.follow_up()
     await retrainer.advance_promotions()
 
-    evaluations = records.list_evaluations(world.sessions, "eta")
+    evaluations = evaluation_records.list_evaluations(world.sessions, "eta")
     assert len(evaluations) == 1
     ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == decision.id)
     assert ended.outcome == "evaluated"

@@ -16,7 +16,7 @@ from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.aether.v1 import types_pb2
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from data_plane.prediction_log import PredictionRecord
 from tests.integration.retraining.conftest import STREAM, TRUE_W, World
 from tests.integration.retraining.test_closed_loop import submitted_decision, succeeded_retraining_job
@@ -116,6 +116,6 @@ async def test_a_challenger_needing_a_feature_the_log_lacks_is_not_evaluated(
     ended = next(d for d in records.list_decisions(world.sessions, "eta") if d.id == decision.id)
     assert ended.outcome == "evaluation_failed", ended.reasons
     assert "trip@1:e" in ended.reasons[-1] and "do not carry" in ended.reasons[-1]
-    assert records.list_evaluations(world.sessions, "eta") == []
+    assert evaluation_records.list_evaluations(world.sessions, "eta") == []
     assert world.registry.get_version("eta", wider).approval.status != mpb.APPROVED
     assert world.registry.get_version("eta", alias="champion").version == world.champion

@@ -21,7 +21,7 @@ from control_plane.deployments.canary import Action, Decision
 from control_plane.deployments.core import DeploymentManager
 from control_plane.monitoring import config as monitor_configs
 from control_plane.retraining import config as configs
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.loop import Retrainer, RetrainingSettings
 from tests.integration.retraining.conftest import STREAM, TRUE_W, World, restarted
 from tests.integration.retraining.test_closed_loop import deploy_trained_champion, submitted_decision
@@ -275,7 +275,7 @@ async def test_a_challenger_whose_monitor_lost_its_task_is_not_rejected(world: W
         FailedPrecondition, match="cannot be evaluated: the monitor of deployment 'eta' has no"
     ):
         await world.retrainer.evaluate_challenger(submitted_decision(world), challenger)
-    assert records.list_evaluations(world.sessions, "eta") == []
+    assert evaluation_records.list_evaluations(world.sessions, "eta") == []
     assert world.registry.get_version("eta", challenger).approval.status != mpb.REJECTED
 
 

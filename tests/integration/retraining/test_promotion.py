@@ -27,7 +27,7 @@ from control_plane.deployments.canary import Action, Decision
 from control_plane.jobs.tables import JobRow
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import config as configs
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.promotion import (
     AWAITING_APPROVAL,
@@ -76,7 +76,7 @@ def start_other_canary(world: World) -> int:
 
 
 def stored(world: World) -> pb.Evaluation:
-    return records.list_evaluations(world.sessions, "eta")[0]
+    return evaluation_records.list_evaluations(world.sessions, "eta")[0]
 
 
 def audited(world: World, action: str) -> int:
@@ -258,7 +258,9 @@ async def test_an_evaluation_whose_promotion_never_started_is_started_by_the_loo
     decision = submitted_decision(world)
     score = ModelScore({"mae": 0.1}, 1.0)
     result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
-    records.add_evaluation(world.sessions, "eta", decision, challenger, "mae", result, actor="retraining")
+    evaluation_records.add_evaluation(
+        world.sessions, "eta", decision, challenger, "mae", result, actor="retraining"
+    )
     records.set_outcome(world.sessions, decision.id, "evaluated", "passed", actor="retraining")
     await world.retrainer.advance_promotions()
     assert stored(world).promotion_status == CANARY
@@ -272,12 +274,14 @@ async def test_a_promotion_the_registry_refuses_fails_visibly_and_holds_up_no_ot
     score = ModelScore({"mae": 0.1}, 1.0)
     result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
     first = submitted_decision(world)
-    records.add_evaluation(world.sessions, "eta", first, 99, "mae", result, actor="retraining")
+    evaluation_records.add_evaluation(world.sessions, "eta", first, 99, "mae", result, actor="retraining")
     challenger = world.register(linear(TRUE_W + np.array([0.01, 0, 0, 0])))
     second = submitted_decision(world)  # one evaluation per decision
-    records.add_evaluation(world.sessions, "eta", second, challenger, "mae", result, actor="retraining")
+    evaluation_records.add_evaluation(
+        world.sessions, "eta", second, challenger, "mae", result, actor="retraining"
+    )
     await world.retrainer.advance_promotions()
-    newest, broken = records.list_evaluations(world.sessions, "eta")
+    newest, broken = evaluation_records.list_evaluations(world.sessions, "eta")
     assert newest.promotion_status == CANARY
     assert broken.promotion_status == FAILED and "the registry refused it" in broken.promotion_reason
     assert "version 99" in broken.promotion_reason
@@ -357,10 +361,10 @@ def canary_started_then_killed(world: World) -> int:
     challenger = world.register(linear(TRUE_W + 0.01), approve=True)
     score = ModelScore({"mae": 0.1}, 1.0)
     result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
-    evaluation = records.add_evaluation(
+    evaluation = evaluation_records.add_evaluation(
         world.sessions, "eta", submitted_decision(world), challenger, "mae", result, actor="retraining"
     )
-    records.set_promotion(
+    evaluation_records.set_promotion(
         world.sessions, evaluation.id, PENDING_CANARY, "approved; handing it over", actor="retraining"
     )
     world.deployments.start_canary(

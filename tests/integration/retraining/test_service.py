@@ -44,7 +44,7 @@ from control_plane.monitoring.feedback import IndexedPrediction, index_predictio
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.merged import REPLACED_KEY, is_merged_name
 from control_plane.offline.store import OfflineStore
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.config import put_config
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.loop import RetrainingSettings
@@ -458,7 +458,9 @@ def _evaluation(sessions: sessionmaker[Session], item: int) -> int:
     [decision] = records.submitted(sessions, "eta")
     scores = ModelScore({"mae": 1.0}, 2.0), ModelScore({"mae": 2.0}, 3.0)
     result = EvaluationResult(False, tuple(_long_reasons(item)), *scores, 200, "production_feedback")
-    return records.add_evaluation(sessions, "eta", decision, item + 2, "mae", result, actor="alice").id
+    return evaluation_records.add_evaluation(
+        sessions, "eta", decision, item + 2, "mae", result, actor="alice"
+    ).id
 
 
 async def test_long_decisions_and_evaluations_are_listed_page_by_page(

@@ -27,7 +27,7 @@ from control_plane.monitoring.reports import store_report
 from control_plane.offline.datasets import record_dataset
 from control_plane.offline.store import OfflineStore
 from control_plane.retraining import config as configs
-from control_plane.retraining import records
+from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from control_plane.retraining.observe import (
     LOOKBACK_US,
@@ -244,18 +244,24 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     decision = records.submitted(sessions, "eta")[-1]
     score = ModelScore({"mae": 0.1}, 1.0)
     result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
-    evaluation = records.add_evaluation(sessions, "eta", decision, 7, "mae", result, actor="retraining")
+    evaluation = evaluation_records.add_evaluation(
+        sessions, "eta", decision, 7, "mae", result, actor="retraining"
+    )
     assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) == "eta v7 (not started)"
     unstarted = records.add_submitting(sessions, draft, ["manual trigger by alice"], promoting=IN_PROGRESS)
     assert unstarted.outcome == "not_triggered" and "eta v7 (not started)" in unstarted.reasons[0]
 
-    records.set_promotion(sessions, evaluation.id, AWAITING_APPROVAL, "waiting", actor="retraining")
+    evaluation_records.set_promotion(
+        sessions, evaluation.id, AWAITING_APPROVAL, "waiting", actor="retraining"
+    )
     waiting = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
     assert not waiting.triggered and waiting.reasons == [still_promoting("eta v7 (awaiting_approval)")]
     other = replace(draft, deployment="other")
     assert records.add_submitting(sessions, other, ["manual"], promoting=IN_PROGRESS).outcome == "submitting"
 
-    records.set_promotion(sessions, evaluation.id, REJECTED, "rejected by a reviewer", actor="reviewer")
+    evaluation_records.set_promotion(
+        sessions, evaluation.id, REJECTED, "rejected by a reviewer", actor="reviewer"
+    )
     assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) is None
     ended = records.add_submitting(sessions, draft, ["manual trigger by carol"], promoting=IN_PROGRESS)
     assert ended.outcome == "submitting" and ended.triggered
