@@ -1,8 +1,9 @@
 """The model input of a Predict request: the model's feature references read from the online store (one
 read, one Redis round trip), request-time features merged in, the deployment's policy applied to
-entities without stored features, and each missing value filled (:func:`_missing_fill`: the deployment's
-``feature_defaults``, else NaN for a model that imputes missing values itself, else 0). Transport-free:
-references and rows in, a matrix and per-row facts out.
+entities without stored features (no key in any view read; a blob of nulls is a stored entity), and each
+missing value filled (:func:`_missing_fill`: the deployment's ``feature_defaults``, else NaN for a model
+that imputes missing values itself, else 0). Transport-free: references and rows in, a matrix and per-row
+facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
@@ -298,10 +299,7 @@ class FeatureAssembler:
         # Whether the entity has stored features is a fact of the store, decided before the request's
         # overrides: a request-time value marks its column present, and counting the merged statuses let
         # one override hide an unknown entity from the 'error' policy (the model got zeros for the rest).
-        if stored_status.shape[1]:
-            absent = (stored_status == MISSING).all(axis=1)
-        else:
-            absent = np.zeros(len(rows), bool)
+        absent = _absent_entities(read, len(rows))
         if absent.any() and spec.missing_entity_policy != "defaults":
             row = int(np.flatnonzero(absent)[0])
             raise NotFound(
@@ -316,6 +314,24 @@ class FeatureAssembler:
             RowFacts(bool(absent[i]), int(missing_counts[i]), int(stale_counts[i])) for i in range(len(rows))
         )
         return FeatureMatrix(np.ascontiguousarray(values), facts, online, read)
+
+
+def _absent_entities(read: ReadResult | None, row_count: int) -> npt.NDArray[np.bool_]:
+    """The rows whose entity has no stored features: no key in any view the model reads. Not a row whose
+    blob holds only nulls: that entity is stored (its key, its event time) and its nulls are missing values
+    like any other, filled as :func:`_missing_fill` says; counting its all-MISSING statuses as an absent
+    entity refused it NOT_FOUND under the 'error' policy."""
+    absent = np.zeros(row_count, np.bool_)
+    if read is None or not read.blocks:
+        return absent
+    absent[list(read.blocks[0].absent_rows)] = True
+    for block in read.blocks[1:]:
+        if not absent.any():
+            break
+        here = np.zeros(row_count, np.bool_)
+        here[list(block.absent_rows)] = True
+        absent &= here
+    return absent
 
 
 def _missing_fill(spec: ModelSpec, values: npt.NDArray[Any]) -> npt.NDArray[Any] | None:

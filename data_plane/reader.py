@@ -55,6 +55,9 @@ class BlockResult:
     values: bytes  # [rows, columns] row-major in plan.out_dtype
     statuses: bytes  # uint8 [rows, columns]
     event_timestamps_us: bytes  # int64 [rows]
+    # The rows whose key Redis does not hold (every column MISSING). A stored blob whose values are all
+    # null has every column MISSING too, but the entity is stored: only these rows have no stored features.
+    absent_rows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,10 +281,12 @@ def assemble_block(
         values=values.tobytes() if block.whole_view else _select(block, values),
         statuses=_statuses(block, len(blobs), missing, stale, nulls),
         event_timestamps_us=event_ts.tobytes(),
+        absent_rows=tuple(missing),
     )
 
 
 _NO_EVENT_TS = bytes(8)
+_ABSENT_ONE = (0,)
 
 
 def _assemble_single_row(block: BlockPlan, blob: bytes | None, now_us: int) -> BlockResult | None:
@@ -300,6 +305,7 @@ def _assemble_single_row(block: BlockPlan, blob: bytes | None, now_us: int) -> B
         values=values,
         statuses=bytes((status,)) * block.column_count,
         event_timestamps_us=event_ts,
+        absent_rows=_ABSENT_ONE if blob is None else (),
     )
 
 

@@ -239,3 +239,39 @@ async def test_deployments_sharing_a_version_each_validate_as_their_own_config_s
     np.testing.assert_array_equal(served.outputs["y"][0], _with(0.0))
     served = await predictor.predict(PredictCall("lenient", "", [{"driver_id": "7"}], [], "r4"))
     np.testing.assert_array_equal(served.outputs["y"][0], _with(float("nan")))
+
+
+@pytest.fixture
+def driver_9_all_null(own_redis: RedisServer, data_plane: DataPlaneHandle) -> None:
+    """Driver 9 is stored, every feature null: a real writer's blob (its event time, its null bitmap)."""
+    OnlineWriter(redis.Redis.from_url(own_redis.url)).write(
+        writable(FEATURES), [["9"]], np.zeros((1, 8), np.float32), NOW_US, nulls=np.ones((1, 8), bool)
+    )
+
+
+@pytest.mark.usefixtures("driver_9_all_null")
+@pytest.mark.parametrize("rows", [[{"driver_id": 9}], [{"driver_id": 1}, {"driver_id": 9}]])
+async def test_an_entity_stored_with_every_feature_null_is_not_an_unknown_entity(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path, rows: list[dict[str, int]]
+) -> None:
+    """An entity whose blob holds only nulls was taken for one with no stored features: the 'error' policy
+    refused it NOT_FOUND ("has no stored features"), and the 'defaults' policy reported it as a fallback.
+    The entity exists (its key, its event time); its values are null, and each null is filled as any other
+    missing value is (the deployment's feature_defaults here), counted as missing, with no fallback."""
+    spec = onnx_models.save(
+        onnx_models.mlp(input_size=8, hidden=(4,), seed=3), tmp_path / "strict.onnx", "strict",
+        feature_refs=("driver_stats",), feature_defaults=DEFAULTS,
+    )  # fmt: skip  # the 'error' policy
+    await load_as_static(data_plane, spec)
+    result = decode_predict_response(await stub.Predict(build_predict_request("strict", rows), timeout=5))
+    assert result.missing_features[-1] == 8 and result.used_defaults[-1] is False
+    expected = _run_model(spec, np.asarray(DEFAULTS, np.float32)[np.newaxis, :])
+    np.testing.assert_allclose(result.outputs["output"][-1:], expected, rtol=1e-5)
+    # An entity with no key at all is still refused under 'error', and is a fallback under 'defaults'.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(build_predict_request("strict", [{"driver_id": 3}]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    lenient = decode_predict_response(
+        await stub.Predict(build_predict_request("lenient", [{"driver_id": 9}, {"driver_id": 3}]), timeout=5)
+    )
+    assert lenient.used_defaults == (False, True) and lenient.missing_features == (8, 8)

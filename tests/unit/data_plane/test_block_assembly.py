@@ -68,7 +68,7 @@ def blobs(draw: st.DrawFn, block: BlockPlan) -> bytes | None:
     return encode(values, layout, fingerprint, NOW_US - age_us, NOW_US, nulls=nulls)
 
 
-def _first_row(result: BlockResult, block: BlockPlan) -> tuple[bytes, bytes, bytes]:
+def _first_row(result: BlockResult, block: BlockPlan) -> tuple[bytes, bytes, bytes, bool]:
     out = block.out_dtype
     row_bytes = out.itemsize if out.names is not None else block.column_count * out.itemsize
     columns = block.column_count
@@ -76,6 +76,7 @@ def _first_row(result: BlockResult, block: BlockPlan) -> tuple[bytes, bytes, byt
         result.values[:row_bytes],
         result.statuses[:columns],
         result.event_timestamps_us[:8],
+        0 in result.absent_rows,
     )
 
 
@@ -102,7 +103,7 @@ def test_one_row_equals_that_row_of_the_general_path(data: st.DataObject) -> Non
         assert str(raised.value) == str(exc)
         return
     single = assemble_block(block, [blob], keys[:1], NOW_US)
-    assert (single.values, single.statuses, single.event_timestamps_us) == reference
+    assert _first_row(single, block) == reference
     assert single.plan is block
 
 
