@@ -13,8 +13,10 @@ Correctness does not rest on this module but on how :mod:`data_plane.redis_clien
   message that invalidates it. Keys that do not exist are tracked too (their creation is announced), so
   an absent key is cached as absent.
 * A connection that closes (Redis restarted, a timeout, failover) can no longer announce changes: the
-  whole cache is cleared (:meth:`NearCache.reset`), and FLUSHDB/FLUSHALL (an invalidation of no keys) do
-  the same. Redis also announces keys it expires, evicts, or drops from its tracking table.
+  whole cache is cleared (:meth:`NearCache.reset`), and FLUSHDB/FLUSHALL and a replica's full resync (an
+  invalidation of no keys) do the same. Redis also announces keys it expires, evicts, or drops from its
+  tracking table. SWAPDB it does not announce: the client watches Redis's count of them instead
+  (``data_plane.db_swaps``, with each heartbeat and each :meth:`RedisClient.sync`) and clears the cache.
 * A lookup is made only when no tracking connection has unread bytes (:meth:`RedisClient.quiet`, one
   ``poll``): an invalidation that has reached this host is applied before the cache answers.
 
@@ -25,7 +27,7 @@ pending, newest first). So a read that reaches the data plane right after a writ
 still get the previous value: on loopback, in-process reads made within microseconds of the
 acknowledgement did (a review measured hundreds in 2,000 such reads), and reads over gRPC rarely (4 in
 1,000 on a loaded 2-core host, 0 in another run). A caller that must see a given write waits for
-:meth:`RedisClient.sync` (a PING per tracking connection, answered after the invalidations owed to it),
+:meth:`RedisClient.sync` (a round trip per tracking connection, answered after the invalidations owed it),
 or turns the cache off (``AETHER_NEAR_CACHE_MB=0``). A connection that stops hearing from Redis without
 closing (a partition) stops the cache from answering within about a second, and is closed when its
 heartbeat ping goes unanswered for 10 s (:meth:`RedisClient._beat`), which clears the cache.

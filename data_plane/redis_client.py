@@ -29,11 +29,16 @@ Correctness rules:
   ``on_reply`` (where the cache stores what it read), so a reply is always stored before the invalidation
   that follows it. A tracking connection that closes resets the listener; a Redis that refuses tracking
   (older than 6, or an ACL user without ``client``) leaves the client without it, with one warning.
+* SWAPDB is the one change of the read database Redis does not announce to tracking clients: each tracking
+  connection watches the SWAPDB count instead (``data_plane.db_swaps``), with its handshake and every
+  heartbeat, and a count that moved clears the cache. A user not allowed ``INFO`` leaves swaps unseen
+  (until the cache's max age), with one warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import select
 from collections.abc import Awaitable, Sequence
@@ -41,6 +46,7 @@ from typing import Any
 
 from clients.redis_address import RedisAddress
 from clients.uris import redact_uri
+from data_plane.db_swaps import COMMANDSTATS, swap_count
 from data_plane.redis_connection import OnReply, RedisConnection, Tracking, pack_command, pack_mget
 from data_plane.redis_errors import (
     URL_SETTING,
@@ -90,6 +96,12 @@ class RedisClient:
         self._dial_settled = asyncio.Event()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._silent = False
+        # SWAPDB watch (data_plane.db_swaps): each tracking connection's last SWAPDB count, the connections
+        # with a heartbeat's check in flight, and whether Redis lets this user ask (INFO).
+        self._swap_marks: dict[RedisConnection, int] = {}
+        self._swap_checking: set[RedisConnection] = set()
+        self._swap_checks_refused = False
+        self._swaps_seen: int | None = None  # the SWAPDB count last logged
 
     @property
     def tracking_refused(self) -> bool:
@@ -220,24 +232,63 @@ class RedisClient:
                 continue
             quiet_for = now - connection.last_heard
             silent = silent or quiet_for > SILENT_AFTER_S
-            if quiet_for >= HEARTBEAT_S and not connection.pending:
+            if connection in self._swap_marks:
+                # Busy or not: a connection always busy must still see a swap. Its answer is a ping's too.
+                if connection not in self._swap_checking:
+                    self._swap_checking.add(connection)
+                    check = self._check_swaps(connection, PING_TIMEOUT_S)
+                    check.add_done_callback(functools.partial(self._swap_checked, connection))
+            elif quiet_for >= HEARTBEAT_S and not connection.pending:
                 ping = connection.send(_PING, PING_TIMEOUT_S)
                 ping.add_done_callback(_retrieve)
         self._silent = silent
         self._heartbeat = loop.call_later(HEARTBEAT_S, self._beat)
 
+    def _check_swaps(self, connection: RedisConnection, timeout_s: float) -> asyncio.Future[Any]:
+        """Asks ``connection`` for the SWAPDB count; its reply, read in stream order, clears the cache when
+        the count moved since the connection last asked (``data_plane.db_swaps``)."""
+
+        def seen(reply: Any) -> None:
+            count = swap_count(reply)
+            before = self._swap_marks.get(connection)
+            if count is None or before is None:  # not an answer, or the connection is gone
+                return
+            self._swap_marks[connection] = count
+            if count != before:
+                if self._swaps_seen != count:
+                    self._swaps_seen = count
+                    _log.info(
+                        "Redis at %s swapped databases (SWAPDB, or its counts were reset): the near cache "
+                        "is cleared",
+                        self.url,
+                    )
+                if self._tracking is not None:
+                    self._tracking.reset()
+
+        return connection.send(COMMANDSTATS, timeout_s, seen)
+
+    def _swap_checked(self, connection: RedisConnection, check: asyncio.Future[Any]) -> None:
+        self._swap_checking.discard(connection)
+        _retrieve(check)
+
     async def sync(self, timeout_s: float) -> None:
-        """Returns once every change Redis acknowledged before the call has reached the cache: a PING on
-        each tracking connection, whose reply Redis sends after any invalidation it owed that connection.
-        For a caller that needs a write it knows of to be seen (a test, a write-then-read workflow)."""
-        pings = [c.send(_PING, timeout_s) for c in self._connections if c.tracks and c.is_open]
-        await asyncio.gather(*pings)
+        """Returns once every change Redis acknowledged before the call has reached the cache: on each
+        tracking connection a PING, or the SWAPDB check where it has one, whose reply Redis sends after any
+        invalidation it owed that connection. For a caller that needs a write it knows of to be seen (a
+        test, a write-then-read workflow)."""
+        asks = [
+            self._check_swaps(c, timeout_s) if c in self._swap_marks else c.send(_PING, timeout_s)
+            for c in self._connections
+            if c.tracks and c.is_open
+        ]
+        await asyncio.gather(*asks)
 
     def _lost(self, connection: RedisConnection) -> None:
         # By owner, not by number alone: a closed connection's descriptor may already belong to a new one.
         if self._polled.get(connection.fileno) is connection:
             del self._polled[connection.fileno]
             self._poller.unregister(connection.fileno)
+        self._swap_marks.pop(connection, None)
 
     async def connect(self, timeout_s: float) -> None:
         """Dials a connection now (handshake and checks included) rather than on the first command: a
@@ -268,19 +319,17 @@ class RedisClient:
             send(b"HELLO", b"3")  # invalidations arrive as RESP3 pushes on this same connection
             send(b"CLIENT", b"TRACKING", b"ON")
             tracking_steps = 2
+            if not self._swap_checks_refused:
+                # The SWAPDB count before any read here: a swap after it is seen by the next check.
+                steps.append((b"INFO", connection.send(COMMANDSTATS, max(deadline - loop.time(), 0.0))))
+                tracking_steps = 3
         send(b"INFO", b"cluster")
         replies = await asyncio.gather(*(future for _, future in steps), return_exceptions=True)
         if tracking_steps:
-            tracked = replies[-3:-1]
-            steps = steps[:-3] + steps[-1:]
-            replies = replies[:-3] + replies[-1:]
-            # Refused for good: an unknown command (Redis < 6) or a user without the permission. Anything
-            # else (a timeout, LOADING) leaves this connection untracked and the next dial tries again.
-            refusal = next((r for r in tracked if isinstance(r, RedisCommandError | RedisNoPermission)), None)
-            if refusal is not None:
-                self._refuse_tracking(refusal)
-            elif connection.is_open and not any(isinstance(r, BaseException) for r in tracked):
-                connection.tracks = True
+            tracked = replies[-1 - tracking_steps : -1]
+            steps = steps[: -1 - tracking_steps] + steps[-1:]
+            replies = replies[: -1 - tracking_steps] + replies[-1:]
+            self._start_tracking(connection, tracked[:2], tracked[2] if tracking_steps == 3 else None)
         info = replies[-1]
         if isinstance(info, bytes) and b"cluster_enabled:1" in info:
             raise RedisMisconfigured(
@@ -313,6 +362,39 @@ class RedisClient:
         )
         if self._tracking is not None:
             self._tracking.reset()
+
+    def _start_tracking(self, connection: RedisConnection, replies: list[Any], counts: Any) -> None:
+        """Turns tracking on for ``connection`` from the handshake's replies to HELLO 3 and CLIENT TRACKING
+        ON, and to INFO commandstats (``counts``; None when not asked, the user not being allowed it)."""
+        # Refused for good: an unknown command (Redis < 6) or a user without the permission. Anything
+        # else (a timeout, LOADING) leaves this connection untracked and the next dial tries again.
+        refusal = next((r for r in replies if isinstance(r, RedisCommandError | RedisNoPermission)), None)
+        if refusal is not None:
+            self._refuse_tracking(refusal)
+            return
+        if not connection.is_open or any(isinstance(r, BaseException) for r in replies):
+            return
+        if isinstance(counts, RedisCommandError | RedisNoPermission):
+            self._refuse_swap_checks(counts)
+        count = swap_count(counts)
+        if count is not None:
+            self._swap_marks[connection] = count
+            connection.tracks = True
+        elif self._swap_checks_refused:  # tracked without the SWAPDB watch (warned once)
+            connection.tracks = True
+
+    def _refuse_swap_checks(self, reason: Exception) -> None:
+        if self._swap_checks_refused:
+            return
+        self._swap_checks_refused = True
+        _log.warning(
+            "Redis at %s refused INFO commandstats (%s): the near cache cannot see a SWAPDB of the database "
+            "it reads (Redis announces no change for it), and serves the swapped-out values until its max "
+            "age (AETHER_NEAR_CACHE_MAX_AGE_S); allow the user INFO, or set AETHER_NEAR_CACHE_MB=0 where "
+            "databases are swapped",
+            self.url,
+            reason,
+        )
 
     async def close(self) -> None:
         self._closed = True

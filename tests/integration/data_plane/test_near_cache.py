@@ -121,6 +121,57 @@ async def test_every_change_is_seen_once_its_invalidation_arrived(parts: Parts) 
     assert parts.cache.stats().invalidations >= 200
 
 
+async def test_a_swapdb_of_the_read_database_is_seen(own_redis: RedisServer, parts: Parts) -> None:
+    """SWAPDB replaces the database a connection reads without a single invalidation (Redis tracks keys by
+    name across databases, and its swap touches no key: it sends tracking clients nothing). The cache
+    served the swapped-out values until its max age; the client now notices the swap (the SWAPDB count in
+    ``INFO commandstats``, asked with each heartbeat and by ``sync``) and clears the cache."""
+    other = redis.Redis.from_url(own_redis.url.removesuffix("/0") + "/1")
+    # Database 1 is filled before database 0 is read: a write of a key of the same name after that read
+    # would announce it (one namespace across databases) and hide the bug.
+    OnlineWriter(other).write(
+        writable(STATS), [["1"]], np.full((1, 2), 2.0, np.float32), time.time_ns() // 1000
+    )
+    parts.write("1", 1.0)
+    assert _first(await parts.read("1")) == (1.0, PRESENT)
+    assert _first(await parts.read("1")) == (1.0, PRESENT)  # from memory
+    parts.sync.swapdb(0, 1)
+    assert _first(await parts.synced_read("1")) == (2.0, PRESENT)
+    parts.sync.swapdb(0, 1)  # and back: seen by the heartbeat alone, without a sync
+    deadline = time.monotonic() + 5
+    while _first(await parts.read("1")) != (1.0, PRESENT):
+        assert time.monotonic() < deadline, "the value from before the swap was still served"
+        await asyncio.sleep(0.05)
+    other.close()
+
+
+async def test_a_flushall_and_a_full_resync_are_seen(parts: Parts) -> None:
+    """Redis announces these itself (an invalidation of no keys): FLUSHALL, and the flush a replica makes
+    before it loads its primary's data (the read database turned into a replica: a failover's old
+    primary)."""
+    parts.write("1", 1.0)
+    assert _first(await parts.read("1")) == (1.0, PRESENT)
+    parts.sync.flushall()
+    assert _first(await parts.synced_read("1")) == (None, MISSING)
+    parts.write("1", 3.0)
+    assert _first(await parts.synced_read("1")) == (3.0, PRESENT)
+    primary = RedisServer(args=["--repl-diskless-sync-delay", "0"])
+    primary.start()
+    try:
+        OnlineWriter(redis.Redis.from_url(primary.url)).write(
+            writable(STATS), [["1"]], np.full((1, 2), 4.0, np.float32), time.time_ns() // 1000
+        )
+        parts.sync.replicaof("127.0.0.1", primary.port)
+        deadline = time.monotonic() + 10
+        while parts.sync.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            await asyncio.sleep(0.05)
+        assert _first(await parts.synced_read("1")) == (4.0, PRESENT)
+    finally:
+        parts.sync.replicaof("NO", "ONE")
+        primary.close()
+
+
 async def test_a_key_redis_expires_is_not_served_from_memory(parts: Parts) -> None:
     parts.write("1", 3.0)
     assert _first(await parts.read("1")) == (3.0, PRESENT)
@@ -196,6 +247,33 @@ async def test_a_user_not_allowed_tracking_reads_without_the_cache(
     )
     await parts.client.close()
     parts.sync.close()
+
+
+async def test_a_user_not_allowed_info_keeps_the_cache_and_is_told_swaps_go_unseen(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.acl_setuser(
+        "noinfo",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+mget", "+hello", "+client", "+ping"],
+    )
+    parts = Parts(own_redis.url, read_url=f"redis://noinfo:pw@127.0.0.1:{own_redis.port}/0")
+    try:
+        parts.write("1", 4.0)
+        with caplog.at_level(logging.WARNING, logger="aether.data_plane.redis"):
+            for _ in range(3):
+                assert _first(await parts.read("1")) == (4.0, PRESENT)
+        assert parts.client.tracking and parts.cache.stats().hits == 2
+        assert caplog.text.count("cannot see a SWAPDB") == 1
+        parts.write("1", 5.0)  # invalidations still arrive, and sync still waits for them
+        assert _first(await parts.synced_read("1")) == (5.0, PRESENT)
+    finally:
+        await parts.client.close()
+        parts.sync.close()
+        admin.close()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
