@@ -167,7 +167,7 @@ class FeatureAssembler:
             raise InvalidArgument(
                 f"model {spec.name} reads online features, but this data plane has no online store"
             )
-        return await self._reader.read(online, rows, time_remaining_s)
+        return await self._reader.read(online, rows, time_remaining_s, f"{spec.name} v{spec.version}")
 
     def _build(
         self,

@@ -42,6 +42,10 @@ MISSING = online_features_pb2.MISSING
 STALE = online_features_pb2.STALE
 
 
+#: The setting of :attr:`ReadLimits.max_features` (``data_plane.settings``), named by the errors it causes.
+MAX_FEATURES_SETTING = "AETHER_MAX_FEATURES_PER_REQUEST"
+
+
 @dataclass(frozen=True, slots=True)
 class ReadLimits:
     max_rows: int = 1000
@@ -106,10 +110,21 @@ class OnlineReader:
         return self._registry.require()
 
     async def read(
-        self, refs: Sequence[str], rows: Sequence[Mapping[str, str]], time_remaining_s: float | None = None
+        self,
+        refs: Sequence[str],
+        rows: Sequence[Mapping[str, str]],
+        time_remaining_s: float | None = None,
+        model: str | None = None,
     ) -> ReadResult:
+        """``model``: the model (name and version) whose configuration lists ``refs``, for Predict. More
+        features than the limit are then FAILED_PRECONDITION naming it, not RESOURCE_EXHAUSTED: the
+        caller sent entity ids, and only raising the limit or changing the model serves them."""
+        if model is not None:
+            self._check_model(model, len(refs))
         self._check_counts(len(refs), len(rows))
         plan = self._registry.require().plan(refs)
+        if model is not None:
+            self._check_model(model, plan.feature_count, resolved=True)
         return assemble(await self._fetch(plan, rows, time_remaining_s))
 
     async def read_wire(
@@ -138,6 +153,15 @@ class OnlineReader:
     @property
     def limits(self) -> ReadLimits:
         return self._limits
+
+    def _check_model(self, model: str, count: int, resolved: bool = False) -> None:
+        limit = self._limits.max_features
+        if count > limit:
+            what = "online features" if resolved else "online feature references"
+            raise FailedPrecondition(
+                f"model {model} reads {count} {what}; this data plane reads at most {limit} features "
+                f"per request: raise {MAX_FEATURES_SETTING} to serve it (or have the model read fewer)"
+            )
 
     def _check_counts(self, ref_count: int, row_count: int) -> None:
         """Before compiling: a huge request is refused before any work is spent on it."""
