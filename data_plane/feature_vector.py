@@ -299,11 +299,14 @@ class FeatureAssembler:
         # Whether the entity has stored features is a fact of the store, decided before the request's
         # overrides: a request-time value marks its column present, and counting the merged statuses let
         # one override hide an unknown entity from the 'error' policy (the model got zeros for the rest).
-        absent = _absent_entities(read, len(rows))
-        if absent.any() and spec.missing_entity_policy != "defaults":
+        by_entity = _absent_entities(read, len(rows))
+        absent = np.logical_or.reduce(by_entity, axis=0)
+        if read is not None and absent.any() and spec.missing_entity_policy != "defaults":
             row = int(np.flatnonzero(absent)[0])
+            entity = read.entities[int(np.flatnonzero(by_entity[:, row])[0])]
+            keys = {key: rows[row].get(key) for key in entity.join_keys}
             raise NotFound(
-                f"row {row}: entity {dict(rows[row])} has no stored features for model {spec.name} "
+                f"row {row}: entity {entity.name} {keys} has no stored features for model {spec.name} "
                 f"v{spec.version} (fallback policy 'error')"
             )
         if missing.any():
@@ -317,20 +320,18 @@ class FeatureAssembler:
 
 
 def _absent_entities(read: ReadResult | None, row_count: int) -> npt.NDArray[np.bool_]:
-    """The rows whose entity has no stored features: no key in any view the model reads. Not a row whose
-    blob holds only nulls: that entity is stored (its key, its event time) and its nulls are missing values
-    like any other, filled as :func:`_missing_fill` says; counting its all-MISSING statuses as an absent
-    entity refused it NOT_FOUND under the 'error' policy."""
-    absent = np.zeros(row_count, np.bool_)
+    """[entities of the read, rows]: where a row's entity has no stored features, no view of it the model
+    reads holding its key. Per entity, as the policy says: a model may read the views of several (a driver
+    and a rider), and judging the row as a whole served an unknown rider with its features filled because
+    the driver was stored. Not an entity whose blob holds only nulls: it is stored (its key, its event
+    time), and its nulls are missing values like any other, filled as :func:`_missing_fill` says."""
     if read is None or not read.blocks:
-        return absent
-    absent[list(read.blocks[0].absent_rows)] = True
-    for block in read.blocks[1:]:
-        if not absent.any():
-            break
+        return np.zeros((0, row_count), np.bool_)
+    absent = np.ones((len(read.entities), row_count), np.bool_)
+    for block in read.blocks:
         here = np.zeros(row_count, np.bool_)
         here[list(block.absent_rows)] = True
-        absent &= here
+        absent[block.plan.entity_slot] &= here
     return absent
 
 

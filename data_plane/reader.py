@@ -34,7 +34,7 @@ from data_plane.near_cache import MISS, NearCache
 from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient
 from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
-from data_plane.schema import ViewVersion
+from data_plane.schema import EntitySpec, ViewVersion
 from kernels.packed_blob import HEADER_SIZE, BlobError, decode
 
 PRESENT = online_features_pb2.PRESENT
@@ -79,6 +79,8 @@ class Fetched:
 class ReadResult:
     row_count: int
     blocks: tuple[BlockResult, ...]
+    # The entities the rows name, as the plan has them (a block's ``plan.entity_slot`` indexes them).
+    entities: tuple[EntitySpec, ...] = ()
 
 
 def redis_budget_s(time_remaining_s: float | None, cap_s: float) -> float:
@@ -265,6 +267,7 @@ def assemble(fetched: Fetched) -> ReadResult:
             assemble_block(block, blobs[b::stride], keys[b::stride], now_us)
             for b, block in enumerate(plan.blocks)
         ),
+        entities=plan.entities,
     )
 
 

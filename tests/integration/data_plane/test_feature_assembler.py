@@ -18,7 +18,7 @@ from data_plane.feature_vector import FeatureAssembler
 from data_plane.models.spec import ModelSpec, TensorSpec
 from data_plane.reader import OnlineReader, ReadLimits
 from data_plane.redis_client import RedisClient
-from tests.unit.data_plane.registry_builders import snapshot, view, writable
+from tests.unit.data_plane.registry_builders import entity, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
 
@@ -234,5 +234,37 @@ async def test_a_reference_without_a_version_stays_at_the_version_it_was_first_s
         with pytest.raises(NotFound, match="no stored features for model m v2"):
             await assembler.assemble(_model(("stats",), 2, version=2), [{"driver_id": "1"}], [], None)
         assert "'stats' -> 'stats@1', 'stats:b' -> 'stats@1:b'" in caplog.text  # said once, at the pin
+    finally:
+        await client.close()
+
+
+async def test_an_unknown_entity_among_a_rows_entities_is_refused_under_the_error_policy(
+    redis_url: str,
+) -> None:
+    """A model reading the views of two entities (a driver and a rider): a row whose rider has nothing
+    stored was served under the 'error' policy with every rider feature filled (0 here), because absence
+    was judged for the row as a whole and the driver was stored. The policy is about entities: an
+    unknown rider is NOT_FOUND naming it under 'error', and a fallback under 'defaults'."""
+    drivers = view("driver_stats", [("a", "float32")])
+    riders = view("rider_stats", [("r", "float32")], entity="rider")
+    rider = entity("rider", (("rider_id", "int64"),))
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(writable(drivers), [["1"]], np.array([[1.5]], np.float32), NOW_US)
+    writer.write(writable(riders), [["5"]], np.array([[2.5]], np.float32), NOW_US)
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(drivers, riders, entities=[entity(), rider]))
+    client = RedisClient(redis_url)
+    try:
+        assembler = FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+        refs = ("driver_stats@1", "rider_stats@1")
+        rows = [{"driver_id": "1", "rider_id": "5"}, {"driver_id": "1", "rider_id": "99"}]
+        with pytest.raises(
+            NotFound, match=r"row 1: entity rider \{'rider_id': '99'\} has no stored features"
+        ):
+            await assembler.assemble(_model(refs, 2), rows, [], None)
+        lenient = _model(refs, 2, missing_entity_policy="defaults", feature_defaults=(7.0, 8.0))
+        matrix = await assembler.assemble(lenient, rows, [], None)
+        assert matrix.values.tolist() == [[1.5, 2.5], [1.5, 8.0]]
+        assert [(r.fallback, r.missing) for r in matrix.rows] == [(False, 0), (True, 1)]
     finally:
         await client.close()
