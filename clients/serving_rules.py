@@ -4,6 +4,8 @@ a plan from a control plane that predates a rule) and when a request arrives."""
 
 from __future__ import annotations
 
+import numpy as np
+
 #: The most warm-up requests a model version may run before it reports READY. Each is a full run of the
 #: model, so far fewer are ever useful; without a bound, 2**31 - 1 kept a version loading for good (and,
 #: while warm-up requests were built all at once, grew the data plane's memory without limit).
@@ -47,4 +49,29 @@ def request_id_problem(request_id: str) -> str | None:
         return f"request_id has {len(request_id)} characters; at most {REQUEST_ID_LENGTH} are allowed"
     if "\x00" in request_id:
         return f"request_id holds a NUL character (0x00) at position {request_id.index(chr(0))}"
+    return None
+
+
+def default_problem(value: float, dtype: str) -> str | None:
+    """None when a finite feature default ``value`` can be fed to an input of numpy dtype ``dtype`` as it
+    is, else what such an input holds ("whole numbers from 0 to 255"). The one rule for both planes: a
+    default fills a missing feature cast to the input's dtype, and numpy's cast truncates 2.5 to 2 for an
+    integer input and makes any non-zero value True for a bool one without a word, raises (OverflowError:
+    INTERNAL) for a whole number a narrow integer cannot hold, and makes a finite number too large for a
+    float16 or float32 input infinite. An unknown dtype (the model's own check names it) or a float64 one
+    takes any finite value."""
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        return None
+    if kind.kind in "iub":
+        low, high = (0, 1) if kind.kind == "b" else (int(np.iinfo(kind).min), int(np.iinfo(kind).max))
+        # ``< high + 1``: 2**63 - 1 is 2.0**63 as a float, so ``<= high`` would let 2**63 through.
+        if not (low <= value < float(high + 1) and float(value).is_integer()):
+            return f"whole numbers from {low} to {high}"
+        return None
+    if kind.kind == "f" and kind.itemsize < 8:
+        limit = float(np.finfo(kind).max)
+        if abs(value) > limit:
+            return f"finite values from {-limit:g} to {limit:g}"
     return None

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import InvalidArgument
-from clients.serving_rules import MAX_WARMUP_REQUESTS, share_problem
+from clients.serving_rules import MAX_WARMUP_REQUESTS, default_problem, share_problem
 from control_plane.deployments.canary import DEFAULT_STEPS, Policy
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
 from control_plane.deployments.traffic import Role, VariantRecord, check_model_name, default_variant_name
@@ -133,12 +133,20 @@ def serving_with_defaults(message: pb.ServingConfig) -> pb.ServingConfig:
 
 
 def defaults_must_fit(version: mpb.ModelVersion, serving: pb.ServingConfig) -> None:
-    """``serving``'s feature defaults fill the Predict input of ``version``: as many as its features, when
-    its signature says how many (one input of shape [batch, N]). Else the data plane fails the version
-    at load, after the deployment was accepted."""
+    """``serving``'s feature defaults fill the Predict input of ``version``: values its dtype holds, and
+    as many as its features when its signature says how many (one input of shape [batch, N]). Else the
+    data plane fails the version at load, after the deployment was accepted."""
     defaults = serving.feature_defaults
     inputs = version.signature.inputs
-    if not defaults or len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] <= 0:
+    if not defaults or len(inputs) != 1:
+        return
+    for index, value in enumerate(defaults):  # each is cast to the input's dtype (clients.serving_rules)
+        if holds := default_problem(value, inputs[0].dtype):
+            raise InvalidArgument(
+                f"serving feature_defaults[{index}] is {value!r}, but model {version.model_name!r} version"
+                f" {version.version} takes {inputs[0].dtype} (input {inputs[0].name!r}): {holds}"
+            )
+    if len(inputs[0].shape) != 2 or inputs[0].shape[1] <= 0:
         return
     width = inputs[0].shape[1]
     if len(defaults) != width:

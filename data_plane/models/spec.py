@@ -18,7 +18,7 @@ import numpy as np
 
 from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument
-from clients.serving_rules import MAX_WARMUP_REQUESTS
+from clients.serving_rules import MAX_WARMUP_REQUESTS, default_problem
 
 DYNAMIC = -1
 
@@ -223,4 +223,12 @@ def defaults_problem(spec: ModelSpec) -> str | None:
             return (
                 f"{len(defaults)} feature_defaults for the {width} features of input {spec.inputs[0].name!r}"
             )
+    if len(spec.inputs) == 1:  # the input Predict builds; a default is cast to its dtype
+        tensor = spec.inputs[0]
+        for index, value in enumerate(defaults):
+            if holds := default_problem(value, tensor.dtype):
+                return (
+                    f"feature_defaults[{index}] is {value!r}; input {tensor.name!r} is {tensor.dtype}: "
+                    f"{holds}"
+                )
     return None

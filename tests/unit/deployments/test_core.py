@@ -69,6 +69,34 @@ def test_core_on_each_database(engine: Engine, tmp_path: Path) -> None:
     assert manager.snapshot().plans == []
 
 
+def test_feature_defaults_must_be_values_the_input_dtype_holds(engine: Engine, tmp_path: Path) -> None:
+    """2.5 for an int64 input was accepted; the data plane cast it to 2 (and 300 for a uint8 input failed
+    each request that needed it as INTERNAL). Refused when the deployment is made, naming the value."""
+    sessions = create_session_factory(engine)
+    registry = ModelRegistry(sessions, ArtifactStore(str(tmp_path / "artifacts")), [DeploymentModelGuard()])
+    manager = DeploymentManager(sessions, registry)
+    artifact = registry.artifacts.put_bytes(b"counts model")
+    signature = mpb.ModelSignature(inputs=[mpb.TensorSpec(name="x", dtype="int64", shape=[-1, 2])])
+    request = mpb.CreateModelVersionRequest(
+        model_name="counts", artifact_sha256=artifact.sha256, signature=signature, create_model=True
+    )
+    version = registry.create_version(request, actor="t").version
+    registry.review("counts", version, mpb.APPROVED, "", actor="t")
+    primary = pb.Variant(model_name="counts", version=version, role=pb.VARIANT_ROLE_PRIMARY)
+
+    def create(defaults: list[float]) -> pb.Deployment:
+        serving = pb.ServingConfig(missing_entity_policy="defaults", feature_defaults=defaults)
+        return manager.create(
+            pb.CreateDeploymentRequest(name="counts-prod", variants=[primary], serving=serving), actor="t"
+        )
+
+    with pytest.raises(
+        InvalidArgument, match=r"feature_defaults\[1\] is 2.5, but model 'counts' version 1 takes int64"
+    ):
+        create([1.0, 2.5])
+    assert create([1.0, -2.0]).serving.feature_defaults == [1.0, -2.0]
+
+
 def test_feature_defaults_must_fit_every_version_the_deployment_serves(
     engine: Engine, tmp_path: Path
 ) -> None:

@@ -22,7 +22,13 @@ from data_plane.batching import BatchObserver
 from data_plane.deployment_plan import model_spec_from_proto
 from data_plane.models.manager import ModelManager
 from data_plane.models.options import ManagerObserver, ManagerOptions
-from data_plane.models.spec import ModelSpec, TensorSpec, dump_model_config, load_model_config
+from data_plane.models.spec import (
+    ModelSpec,
+    TensorSpec,
+    defaults_problem,
+    dump_model_config,
+    load_model_config,
+)
 from data_plane.models.validation import answer_overhead_bytes
 from data_plane.models.version import ModelState, Use
 from data_plane.models.warmup import recorded_inputs
@@ -409,6 +415,47 @@ async def test_feature_defaults_that_cannot_fill_the_input_fail_the_load_or_the_
         assert manager.resolve("a", 3).feature_defaults == (0.0, 1.0, 2.0, 3.0)
     finally:
         await manager.close()
+
+
+async def test_feature_defaults_an_integer_input_cannot_hold_fail_the_load(tmp_path: Path) -> None:
+    """A default is what the model gets for a missing feature, cast to its input's dtype: 2.5 into an int64
+    input was fed as 2 without a word (a stored 2.5, or a request-time one, is refused), 300 into a uint8
+    input failed each request that needed it as INTERNAL (numpy's OverflowError), and any non-zero value
+    into a bool input became True. Such defaults now fail the load, as a wrong count does."""
+    spec = onnx_models.save(onnx_models.integer_input(2), tmp_path / "i.onnx", "counts")  # x: int64[-1, 2]
+    manager = ModelManager()
+    try:
+        with pytest.raises(FailedPrecondition, match=r"feature_defaults\[1\] is 2.5; input 'x' is int64"):
+            await manager.ensure_loaded(dataclasses.replace(spec, feature_defaults=(1.0, 2.5)))
+        assert manager.state("counts", 1) is ModelState.FAILED
+        await manager.ensure_loaded(dataclasses.replace(spec, version=2, feature_defaults=(1.0, -2.0)))
+        assert manager.state("counts", 2) is ModelState.READY
+    finally:
+        await manager.close()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "defaults", "problem"),
+    [
+        ("uint8", (300.0,), "feature_defaults[0] is 300.0; input 'x' is uint8: whole numbers from 0 to 255"),
+        ("int32", (-1.0, 0.5), "feature_defaults[1] is 0.5; input 'x' is int32"),
+        ("bool", (2.0,), "feature_defaults[0] is 2.0; input 'x' is bool: whole numbers from 0 to 1"),
+        ("float16", (1e6,), "feature_defaults[0] is 1000000.0; input 'x' is float16: finite values from"),
+        ("float32", (1e39,), "feature_defaults[0] is 1e+39; input 'x' is float32"),
+    ],
+)
+def test_feature_defaults_are_held_to_the_input_dtype(
+    dtype: str, defaults: tuple[float, ...], problem: str
+) -> None:
+    spec = ModelSpec(
+        name="m", version=1, artifact_sha256="", artifact_uri="",
+        inputs=(TensorSpec("x", dtype, (-1, len(defaults))),), outputs=(TensorSpec("y", "float32", (-1, 1)),),
+        feature_defaults=defaults,
+    )  # fmt: skip
+    assert (defaults_problem(spec) or "").startswith(problem)
+    fitting = dataclasses.replace(spec, feature_defaults=(1.0,) * len(defaults))
+    assert defaults_problem(fitting) is None
+    assert defaults_problem(dataclasses.replace(spec, inputs=(TensorSpec("x", "float64", (-1, -1)),))) is None
 
 
 async def test_warm_up_samples_are_read_from_a_uri_as_the_artifact_is(tmp_path: Path) -> None:
