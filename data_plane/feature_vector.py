@@ -1,9 +1,9 @@
 """The model input of a Predict request: the model's feature references read from the online store (one
 read, one Redis round trip), request-time features merged in, the deployment's policy applied to
-entities without stored features (no key in any view read; a blob of nulls is a stored entity), and each
-missing value filled (:func:`_missing_fill`: the deployment's ``feature_defaults``, else NaN for a model
-that imputes missing values itself, else 0). Transport-free: references and rows in, a matrix and per-row
-facts out.
+entities without stored features (judged per entity of a row: none of its views read holds its key; a
+blob of nulls is a stored entity), and each missing value filled (:func:`_missing_fill`: the deployment's
+``feature_defaults``, else NaN for a model that imputes missing values itself, else 0). Transport-free:
+references and rows in, a matrix and per-row facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
