@@ -92,6 +92,7 @@ def materializer_prefix(view: str, version: int) -> str:
 #: outbox (``:outbox``) or a receipt (``:receipt:<hex id>``), whatever the group's name.
 MATERIALIZER_STATE = (
     b":owner", b":applied", b":rejected", b":trimmed_below", b":trim_reach", b":ingested_high",
+    b":refused_ahead", b":refused_ahead_through",
 )  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,11 +116,27 @@ class StateKeys:
         return self.prefix + ":ingested_high"
 
     @property
+    def refused_ahead(self) -> str:
+        """The rejected ids of a Redis stream whose stream time was ahead of the clock when they were
+        refused (``Committer._rejected_adds``), scored by that time, not by their stream time: scored
+        years ahead (a producer's explicit id, and every ``*`` id after it), they were below no trim
+        point, one member leaked per message. Trimmed once acknowledged (``TRIM_REFUSED_AHEAD``)."""
+        return self.prefix + ":refused_ahead"
+
+    @property
+    def refused_ahead_through(self) -> str:
+        """The greatest id trimmed from ``refused_ahead``: every entry of the stream up to it was processed
+        and acknowledged, so a lost group is re-created after it (``redis_source.CREATE_GROUP``), not at the
+        trim point, from which the trimmed ids ahead were read and counted a second time."""
+        return self.prefix + ":refused_ahead_through"
+
+    @property
     def state(self) -> tuple[str, ...]:
         """The keys a delete removes (``features/online_cleanup.MATERIALIZER_STATE``): not the outbox nor
         the receipts."""
         return (
             self.owner, self.applied, self.rejected, self.trimmed_below, self.trim_reach, self.ingested_high,
+            self.refused_ahead, self.refused_ahead_through,
         )  # fmt: skip
 
     def receipt(self, receipt_id: str) -> str:
@@ -182,6 +199,53 @@ return 0
 
 
 _RAISE_SHA = hashlib.sha1(RAISE_TRIM_POINT.encode()).hexdigest()
+
+#: Stream ids (``ms-seq``, decimal, as Redis writes them: no leading zeros) compared exactly: up to
+#: 2**64 - 1 each part, past the doubles Lua's numbers are. Shared with ``redis_source.CREATE_GROUP``.
+LUA_ID_LESS = """
+local function number_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function id_less(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if a_ms ~= b_ms then return number_less(a_ms, b_ms) end
+  return number_less(a_seq, b_seq)
+end
+"""
+
+#: Drops from ``refused_ahead`` (KEYS[1]) the members scored below the trim point (ARGV[2]) whose entry
+#: of stream KEYS[3] is acknowledged: below the oldest entry pending in group ARGV[1] (all of them when
+#: none is). Such an entry is never delivered again, unless the group is lost; then it is re-created
+#: after the greatest id dropped here, kept at KEYS[2] (raised only): every entry up to that id was
+#: delivered (a group is delivered entries in id order) and none is pending, so all were processed. An
+#: entry still pending below keeps the members above it; a group gone (NOGROUP) keeps them all.
+TRIM_REFUSED_AHEAD = (
+    LUA_ID_LESS
+    + """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if #old == 0 then return 0 end
+local pending = redis.pcall('XPENDING', KEYS[3], ARGV[1])
+if type(pending) ~= 'table' or pending.err then return 0 end
+local oldest = false
+if tonumber(pending[1]) > 0 then oldest = pending[2] end
+local through = redis.call('GET', KEYS[2])
+local dropped = {}
+for _, id in ipairs(old) do
+  if not oldest or id_less(id, oldest) then
+    dropped[#dropped + 1] = id
+    if not through or id_less(through, id) then through = id end
+  end
+end
+for first = 1, #dropped, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(dropped, first, math.min(first + 999, #dropped)))
+end
+if #dropped > 0 then redis.call('SET', KEYS[2], through) end
+return #dropped
+"""
+)
+_TRIM_AHEAD_SHA = hashlib.sha1(TRIM_REFUSED_AHEAD.encode()).hexdigest()
 
 
 class Committer:
@@ -249,12 +313,16 @@ class Committer:
             ("UNWATCH",),
             # The fence too: a delete's cleanup sets it before scanning for the version's keys, so a
             # batch begun before it aborts at EXEC instead of writing behind the scan.
-            ("WATCH", keys.owner, keys.applied, keys.rejected, keys.deleted),
+            ("WATCH", keys.owner, keys.applied, keys.rejected, keys.refused_ahead, keys.deleted),
             ("GET", keys.owner),
             ("EXISTS", keys.deleted),
         ]
         if ids:
-            commands += [("ZMSCORE", keys.applied, *ids), ("ZMSCORE", keys.rejected, *ids)]
+            commands += [
+                ("ZMSCORE", keys.applied, *ids),
+                ("ZMSCORE", keys.rejected, *ids),
+                ("ZMSCORE", keys.refused_ahead, *ids),
+            ]
         if receipt_id is not None:
             commands.append(("EXISTS", keys.receipt(receipt_id)))
         replies = self._exchange(commands)
@@ -276,8 +344,8 @@ class Committer:
         if ids:
             seen = {
                 i
-                for i, a, r in zip(ids, replies[4], replies[5], strict=True)
-                if a is not None or r is not None
+                for i, a, r, ahead in zip(ids, replies[4], replies[5], replies[6], strict=True)
+                if a is not None or r is not None or ahead is not None
             }
         if receipt_id is not None and replies[-1]:
             seen.add(receipt_id)
@@ -322,6 +390,12 @@ class Committer:
                     raised = _scored(trim.held, [trim.below_ms] * len(trim.held))
                     writes.append(("ZADD", key, "XX", "GT", *raised))
                 writes.append(("ZREMRANGEBYSCORE", key, floor, f"({trim.below_ms}"))
+            if self._stream is not None:
+                writes += [
+                    ("SCRIPT", "LOAD", TRIM_REFUSED_AHEAD),
+                    ("EVALSHA", _TRIM_AHEAD_SHA, 3, keys.refused_ahead, keys.refused_ahead_through,
+                     self._stream, self._group, trim.below_ms),
+                ]  # fmt: skip
             reach = "" if trim.reach_ms is None else trim.reach_ms
             # Loaded in the transaction, as the online writes' script, so a script cache Redis lost cannot
             # fail it; by EVALSHA, not EVAL, which a user the earlier releases accepted may lack
@@ -333,7 +407,7 @@ class Committer:
         if applied:
             writes.append(("ZADD", keys.applied, *_scored(applied, stream_times_ms(applied))))
         if rejected:
-            writes.append(("ZADD", keys.rejected, *_scored(rejected, stream_times_ms(rejected))))
+            writes += self._rejected_adds(rejected, stream_times_ms(rejected))
         if blobs:
             writes.append(("SCRIPT", "LOAD", WRITE_IF_NOT_OLDER))
             writes += [
@@ -369,6 +443,23 @@ class Committer:
             if isinstance(result, Exception):
                 raise result
         return COMMITTED
+
+    def _rejected_adds(self, rejected: Sequence[str], times_ms: Sequence[int]) -> list[Command]:
+        """The ZADDs of a batch's rejected ids: by their stream time, except, on a Redis stream, those
+        ahead of this host's clock, which go to ``refused_ahead`` scored by the clock (see there)."""
+        now_ms = time.time_ns() // 1_000_000
+        ahead = [k for k, ms in enumerate(times_ms) if ms > now_ms] if self._stream is not None else []
+        if not ahead:
+            return [("ZADD", self._keys.rejected, *_scored(rejected, times_ms))]
+        skipped = set(ahead)
+        on_time = [k for k in range(len(rejected)) if k not in skipped]
+        adds: list[Command] = [
+            ("ZADD", self._keys.refused_ahead, *_scored([rejected[k] for k in ahead], [now_ms] * len(ahead)))
+        ]
+        if on_time:
+            scored = _scored([rejected[k] for k in on_time], [times_ms[k] for k in on_time])
+            adds.append(("ZADD", self._keys.rejected, *scored))
+        return adds
 
     def watch_again(self, ids: Sequence[str], receipt_id: str) -> int | None:
         """When a retry (or a connection dropped since ``begin``) ended the watch, begins again: returns

@@ -48,6 +48,10 @@ already dropped from the sets as unprocessed), with the reach that set it (windo
 ``trim_reach``): a later run with a longer reach, whose rebuild would read from before it, logs a warning
 that the events before it are not re-applied (their windows are short until they slide past it). Only a
 new stream (deleted, written again) resets it, with the sets: they are the old stream's (``redis_source.py``).
+A rejected id of a Redis stream whose stream time is ahead of the clock (a producer's explicit id, and
+every ``*`` id after it) would lie above every trim point: it is kept apart, scored by the time it was
+refused, and trimmed once acknowledged (``StateKeys.refused_ahead``; a lost group comes back after the
+greatest one trimmed, ``refused_ahead_through``).
 
 One materializer owns a (view version, group) at a time: starting takes ownership, and the commit
 transaction refuses writes from a fenced-out predecessor.

@@ -22,7 +22,10 @@ a second time. So the group is re-created just before the materializer's trim po
 (``processed_below``, ``StateKeys.trimmed_below``, set in the commit that trims): every entry before it
 was delivered and acknowledged, and each entry from it on is in the id sets if it was processed, so it
 is read again and skipped, or read for the first time (pending in the lost group, or never delivered).
-The point is an id, not an entry: it holds when ``XTRIM`` removed the entries around it. A Redis that
+The point is an id, not an entry: it holds when ``XTRIM`` removed the entries around it. Refused ids
+ahead of the clock lie past every trim point and are trimmed apart (``StateKeys.refused_ahead``): the group
+comes back after the greatest of them trimmed instead, when that is later (every entry up to it was
+acknowledged), or those trimmed were read and counted again. A Redis that
 lost its data lost the trim point too, and the group comes back at ``0``. So does a group whose stream
 key alone was deleted (``DEL``, the state keys kept), which fails the same way as a group destroyed
 alone: the new stream's entries are all new, and at the trim point those with explicit ids older than it
@@ -58,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from control_plane.ingestion.streaming.commit import StateKeys
+from control_plane.ingestion.streaming.commit import LUA_ID_LESS, StateKeys
 from control_plane.ingestion.streaming.source import (
     Lag,
     MessageBatch,
@@ -75,13 +78,17 @@ T = TypeVar("T")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: The greatest sequence part of a stream id: ``{ms}-{LAST_SEQUENCE}`` is the last id of millisecond ``ms``.
 LAST_SEQUENCE = 2**64 - 1
-#: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2], if the
-#: stream holds the newest id of the applied (KEYS[3]) or rejected (KEYS[4]) set; else (none of those
-#: keys given, no trim point, a new stream) at ``0``. A new stream (the sets or the trim point there, their
-#: newest ids not in it) also resets that state: the sets, the trim point and its reach (KEYS[5]), which
-#: are the old stream's. Returns ``[id created at, 1 if reset else 0]``, or nil when the group already
-#: existed (and nothing was reset: whoever created it decided).
-CREATE_GROUP = f"""
+#: Creates group ARGV[1] of stream KEYS[1] (MKSTREAM) just before the trim point stored at KEYS[2], or
+#: after the greatest refused id ahead of the clock trimmed (KEYS[7], ``StateKeys.refused_ahead_through``)
+#: when that is later, if the stream holds the newest id of the applied (KEYS[3]), rejected (KEYS[4]) or
+#: refused-ahead (KEYS[6]) set, or that trimmed id; else (none of those keys given, no trim point, a new
+#: stream) at ``0``. A new stream (the sets or the trim point there, their newest ids not in it) also
+#: resets that state: the sets, the trim point and its reach (KEYS[5]), and the trimmed id, which are the
+#: old stream's. Returns ``[id created at, 1 if reset else 0]``, or nil when the group already existed
+#: (and nothing was reset: whoever created it decided).
+CREATE_GROUP = (
+    LUA_ID_LESS
+    + f"""
 local function in_stream(id)
   if not id then return false end
   local found = redis.pcall('XRANGE', KEYS[1], id, id)
@@ -91,10 +98,13 @@ local at, reset = '0', 0
 if KEYS[2] then
   local applied = redis.call('ZREVRANGE', KEYS[3], 0, 0)[1]
   local rejected = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1]
+  local ahead = redis.call('ZREVRANGE', KEYS[6], 0, 0)[1]
+  local through = redis.call('GET', KEYS[7])
   local below = tonumber(redis.call('GET', KEYS[2]))
-  if in_stream(applied) or in_stream(rejected) then
+  if in_stream(applied) or in_stream(rejected) or in_stream(ahead) or in_stream(through) then
     if below and below > 0 then at = string.format('%d-{LAST_SEQUENCE}', below - 1) end
-  elseif below or applied or rejected then
+    if through and (at == '0' or id_less(at, through)) then at = through end
+  elseif below or applied or rejected or ahead or through then
     reset = 1
   end
 end
@@ -103,9 +113,10 @@ if type(created) == 'table' and created.err then
   if string.sub(created.err, 1, 9) == 'BUSYGROUP' then return nil end
   return created
 end
-if reset == 1 then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+if reset == 1 then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]) end
 return {{at, reset}}
 """
+)
 
 
 def _text(value: Any) -> str:
@@ -215,6 +226,7 @@ class RedisStreamSource:
         keys = [self.name]
         if state is not None:
             keys += [state.trimmed_below, state.applied, state.rejected, state.trim_reach]
+            keys += [state.refused_ahead, state.refused_ahead_through]
         # EVALSHA, loading the script when Redis does not know it: not EVAL (``redis_access.py``).
         created: Any = self.retrying(lambda: self._create_script(keys, [self._group]))
         if created is None:
