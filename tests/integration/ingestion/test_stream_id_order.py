@@ -22,17 +22,16 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import read_session
-from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import redis_id_problems
 from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.streaming_support import read_online, registry_db
-from tests.integration.ingestion.test_stream_restart import TAPS, TapsRegistry, live
+from tests.integration.ingestion.streaming_support import read_online
+from tests.integration.ingestion.taps_stream import taps_registry
+from tests.integration.ingestion.test_stream_restart import TapsRegistry, live
 
 U64 = 2**64 - 1
 MS_LIMIT, SEQUENCE_LIMIT = 2**43, 2**20  # the first milliseconds / sequence the packing cannot hold
@@ -43,9 +42,7 @@ CENTURIES_S = 400 * 365 * 86_400
 @pytest.fixture
 def taps(tmp_path: Path) -> TapsRegistry:
     """The taps view of test_stream_restart.py (``last_1h`` of amount), in a registry of its own."""
-    _url, sessions, _clicks, entity = registry_db(tmp_path)
-    view = FeatureRegistry(sessions).create_feature_view(TAPS, pb.FeatureViewMetadata())
-    return TapsRegistry(sessions, view, entity)
+    return taps_registry(tmp_path)
 
 
 def test_ids_past_the_packing_are_quarantined_and_the_rest_ordered(

@@ -13,35 +13,21 @@ redis-server, SQLite, Parquet offline store."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-import redis
 
-from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.db import read_session
-from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.materializer import StreamMaterializer
-from control_plane.ingestion.streaming.options import MaterializerOptions
-from control_plane.ingestion.streaming.redis_source import RedisStreamSource
-from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.streaming_support import read_online, registry_db
+from tests.integration.ingestion.taps_stream import run_taps, taps_registry
 from tests.integration.ingestion.test_stream_restart import (
     BUCKET_S,
     HOUR_MS,
     LATENESS_S,
-    TAPS,
     Life,
     Tap,
     TapsRegistry,
     brute_force,
-    live,
-    publish_taps,
 )
 
 # The taps view (test_stream_restart.py): windows of 1 h at most, in 10-minute buckets.
@@ -58,9 +44,7 @@ LATE_WITHIN = [Tap(1, 2 * 3600, 0, 10), Tap(1, 0, 2 * HOUR_MS + 1, 1)]
 @pytest.fixture
 def taps(tmp_path: Path) -> TapsRegistry:
     """The taps view of test_stream_restart.py, in a registry of its own."""
-    _url, sessions, _clicks, entity = registry_db(tmp_path)
-    view = FeatureRegistry(sessions).create_feature_view(TAPS, pb.FeatureViewMetadata())
-    return TapsRegistry(sessions, view, entity)
+    return taps_registry(tmp_path)
 
 
 def _run(
@@ -69,34 +53,11 @@ def _run(
     """The events through one materializer per life; returns the sensor's online values, the totals of
     all lives (received, accepted, quarantined, duplicates), the history rows written and the run's
     quarantined records."""
-    client = redis.Redis.from_url(redis_url)
-    stream, group = f"events:taps:{uuid.uuid4().hex}", uuid.uuid4().hex
-    online_keys = list(client.scan_iter(match="ae:*:taps:v*"))
-    if online_keys:
-        client.delete(*online_keys)
     bucket_ms = BUCKET_S * 1000  # a base on a bucket's start: the buckets below are the same every run
     base_ms = (int(time.time() * 1000) - 12 * HOUR_MS) // bucket_ms * bucket_ms
-    publish_taps(client, stream, base_ms, events)
-    undelivered, totals, run_id = len(events), [0, 0, 0, 0], ""
-    with tempfile.TemporaryDirectory() as folder:
-        offline = OfflineStore(folder)
-        for index, life in enumerate(lives):
-            source = RedisStreamSource(client, stream, group, f"c{index}")
-            m = StreamMaterializer(
-                taps.view, taps.entity, source, client, taps.sessions, offline,
-                MaterializerOptions(group=group, lateness_s=lateness_s),
-            )  # fmt: skip
-            m.start()
-            undelivered = live(m, life, 8, undelivered)
-            counted = (m.totals.received, m.totals.accepted, m.totals.quarantined, m.totals.duplicates)
-            totals = [a + b for a, b in zip(totals, counted, strict=True)]
-            run_id = m.run.run_id
-            source.close()
-        history = pa.Table.from_batches(list(offline.scan("taps", taps.view.version))).num_rows
-    with read_session(taps.sessions) as session:
-        records = quarantine.list_quarantined(session, view="taps", run_id=run_id)
-    sensor = events[0].sensor
-    return read_online(client, taps.view, [sensor])[sensor], totals, history, records
+    run = run_taps(taps, redis_url, events, lives, lateness_s, base_ms)
+    t = run.totals
+    return run.online, [t.received, t.accepted, t.quarantined, t.duplicates], run.history_rows, run.records
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,13 @@ import pyarrow as pa
 import pytest
 import redis
 
-from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
-from tests.integration.ingestion.streaming_support import read_online, registry_db
-from tests.integration.ingestion.test_stream_restart import TAPS, TapsRegistry, live
+from tests.integration.ingestion.streaming_support import read_online
+from tests.integration.ingestion.taps_stream import taps_registry
+from tests.integration.ingestion.test_stream_restart import TapsRegistry, live
 
 HOUR_US = 3_600_000_000
 LAST_1H = 5  # the index of last_1h among the taps view's features
@@ -37,9 +36,7 @@ LAST_1H = 5  # the index of last_1h among the taps view's features
 
 @pytest.fixture
 def taps(tmp_path: Path) -> TapsRegistry:
-    _url, sessions, _clicks, entity = registry_db(tmp_path)
-    view = FeatureRegistry(sessions).create_feature_view(TAPS, pb.FeatureViewMetadata())
-    return TapsRegistry(sessions, view, entity)
+    return taps_registry(tmp_path)
 
 
 def clock_ahead(us: int) -> Callable[[], int]:
