@@ -434,9 +434,12 @@ class Committer:
                 # flush since ``begin``; ownership was just taken back). Watching again: commit anew,
                 # without a trim point computed before the loss (``redis_lost``).
                 trim = None if self._redis_lost else trim
+                # Everything else as before, the greatest ingestion time too: left out, a successor
+                # started after this commit found none and wrote with its clock, maybe behind.
                 return self.commit(
-                    receipt_id, applied, rejected, blobs, px, history, rejected_records, stream_times_ms, trim
-                )
+                    receipt_id, applied, rejected, blobs, px, history, rejected_records, stream_times_ms,
+                    trim, ingested_high_us,
+                )  # fmt: skip
             self._unwatch()
             return DUPLICATE if self._owned else FENCED
         for result in results:

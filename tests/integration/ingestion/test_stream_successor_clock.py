@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -68,3 +69,44 @@ def test_a_successor_behind_its_predecessors_clock_wins_an_equal_event_time_tie(
     history = pa.Table.from_batches(list(offline.scan("taps", taps.view.version)))
     latest = history.sort_by([("event_ts", "ascending"), ("ingested_ts", "ascending")]).to_pylist()[-1]
     assert latest["last_1h"] == 2.0  # a training set reads the same row as the latest
+
+
+def test_a_batch_committed_again_after_a_flush_still_stores_the_successors_floor(
+    taps: TapsRegistry, redis_url: str, tmp_path: Path
+) -> None:
+    """A FLUSHALL between a batch's check and its MULTI/EXEC refuses the EXEC, and the commit runs again
+    into the new data (``Committer.commit``). Found in review: that second commit left out the greatest
+    ingestion time, so a successor started after it found none and wrote the newer value of an equal
+    event time with its clock, behind: the predecessor's value, committed again, stayed online."""
+    client = redis.Redis.from_url(redis_url)
+    stream, group = f"events:taps:{uuid.uuid4().hex}", uuid.uuid4().hex
+    event_ts = datetime.fromtimestamp(int(time.time()) - 60, UTC).isoformat()  # one event time for both
+    offline = OfflineStore(str(tmp_path / "offline"))
+    options = MaterializerOptions(group=group)
+    client.xadd(stream, {"sensor_id": "6", "event_ts": event_ts, "amount": "1"})
+    source = RedisStreamSource(client, stream, group, "c0")
+    first = StreamMaterializer(
+        taps.view, taps.entity, source, client, taps.sessions, offline, options, clock_us=clock_ahead(HOUR_US)
+    )
+    first.start()
+    committer = first._committer
+    commit = committer.commit
+
+    def flushing_first(*args: Any, **kwargs: Any) -> int:
+        """Fault wrapper, once: a FLUSHALL lands after the batch's check, before its MULTI/EXEC."""
+        committer.commit = commit  # type: ignore[method-assign]
+        client.flushall()
+        return commit(*args, **kwargs)
+
+    committer.commit = flushing_first  # type: ignore[method-assign]
+    live(first, None, 1, 1)
+    source.close()
+    assert client.get(first.keys.ingested_high) == str(first.windows.last_ingested_us).encode()
+
+    client.xadd(stream, {"sensor_id": "6", "event_ts": event_ts, "amount": "2"})  # the new stream's
+    source = RedisStreamSource(client, stream, group, "c1")
+    second = StreamMaterializer(taps.view, taps.entity, source, client, taps.sessions, offline, options)
+    second.start()
+    live(second, None, 1, 1)
+    source.close()
+    assert read_online(client, taps.view, [6])[6][LAST_1H] == 2.0
