@@ -1,5 +1,6 @@
-"""Asking before a command destroys something (``features delete``, ``models delete``, ``deploy delete``,
-``quarantine discard``): each goes on only with ``--yes``, or with ``y`` typed at the terminal.
+"""Asking before a command destroys something (``features delete``, ``models delete``, ``models alias
+--delete``, ``deploy delete``, ``quarantine discard``): each goes on only with ``--yes``, or with ``y``
+typed at the terminal.
 
 Where stdin is not a terminal (a script, a pipe, CI) there is nobody to ask, so without ``--yes`` the
 command refuses as a usage error before any call: a script that forgot ``--yes`` changes nothing.

@@ -13,6 +13,7 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from control_plane.cli import numbers, output
 from control_plane.cli.confirm import add_yes_flag, confirmed
+from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
 
@@ -75,11 +76,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         )
         review.set_defaults(handler=_handler(_review), verb=verb)
 
-    alias = actions.add_parser("alias", parents=[common], help="point an alias at a version, or delete it")
+    alias = actions.add_parser(
+        "alias",
+        parents=[common],
+        help="point an alias at a version, or delete it",
+        description="Points an alias of a model at a version (moving it from the version it named), or"
+        " with --delete removes it. --delete asks for confirmation at a terminal; without one (a script),"
+        " --yes is required.",
+    )
     alias.add_argument("name")
     alias.add_argument("alias")
     alias.add_argument("version", type=numbers.version, nargs="?")
-    alias.add_argument("--delete", action="store_true", help="remove the alias")
+    alias.add_argument("--delete", action="store_true", help="remove the alias (asks first; see --yes)")
+    add_yes_flag(alias)
     alias.set_defaults(handler=_handler(_alias))
 
     delete = actions.add_parser(
@@ -108,20 +117,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     lineage.set_defaults(handler=_handler(_lineage))
 
 
-class UsageError(Exception):
-    """The command line is inconsistent (exit status 2)."""
-
-
 def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
+    """Runs ``action`` with a client; its UsageError (exit 2) and the SDK's errors go to ``main``."""
+
     def run(args: argparse.Namespace) -> int:
         from clients.sdk.models import ModelRegistryClient
 
         with ModelRegistryClient(args.control_plane, actor=actor(), timeout=args.timeout) as client:
-            try:
-                return action(client, args, sys.stdout)
-            except UsageError as error:
-                print(f"aetherctl: error: {error}", file=sys.stderr)
-                return 2
+            return action(client, args, sys.stdout)
 
     return run
 
@@ -224,6 +227,10 @@ def _review(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) 
 
 def _alias(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.delete:
+        if args.version is not None:  # ignored, it deleted an alias the user may have meant to move
+            raise UsageError("give either VERSION (to point the alias at it) or --delete, not both")
+        if not confirmed(f"delete alias {args.alias!r} of model {args.name!r}", yes=args.yes):
+            return 1
         client.delete_alias(args.name, args.alias)
         if args.json:
             output.print_json({"deleted": {"model": args.name, "alias": args.alias}}, out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -18,7 +17,6 @@ from clients.aether.v1 import types_pb2
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from clients.sdk.models import ModelRegistryClient
 from clients.sdk.registry import FeatureRegistryClient
-from control_plane.cli import models as models_cli
 from control_plane.cli.main import main
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
@@ -181,13 +179,8 @@ def test_feature_registry_refuses_to_retire_or_delete_what_models_read(
 
 
 def run_cli(plane: Plane, *argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="aetherctl")
-    parser.add_argument("--control-plane", default=plane.address)
-    parser.add_argument("--timeout", type=float, default=20.0)
-    models_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    """``aetherctl`` as a user runs it: through ``main``, which turns a usage error into exit status 2."""
+    return main(["--control-plane", plane.address, "--timeout", "20", *argv])
 
 
 def test_cli_lineage_tree_and_usages(
@@ -245,7 +238,7 @@ def test_cli_models_commands_print_json_with_json(
     assert json.loads(capsys.readouterr().out)["version"] == 1
     assert run_cli(plane, "models", "alias", "eta", "champion", "2", "--json") == 0
     assert json.loads(capsys.readouterr().out)["aliases"] == ["champion"]
-    assert run_cli(plane, "models", "alias", "eta", "champion", "--delete", "--json") == 0
+    assert run_cli(plane, "models", "alias", "eta", "champion", "--delete", "--json", "--yes") == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "alias": "champion"}}
     assert run_cli(plane, "models", "delete", "eta", "1", "--json", "--yes") == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": {"model": "eta", "version": 1}}
