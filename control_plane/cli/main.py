@@ -40,8 +40,16 @@ from control_plane.cli import (
     retraining,
     runs,
 )
+from control_plane.cli.addresses import dial_address_problem
 from control_plane.cli.errors import FileProblem, UsageError
 from control_plane.cli.settings import CliSettings
+
+#: The commands that never call the control plane at ``--control-plane``: ``dev`` starts one there (a
+#: listen address, which the control plane checks as one), ``demo`` runs a stack of its own, ``fleet`` hands
+#: the address to its replicas (or reads a local file), and the materializer opens the database itself.
+#: Every other command dials it: its address is checked before the command runs, and an unreachable one
+#: is said to be so.
+LOCAL_COMMANDS = frozenset({"dev", "demo", "fleet", "materializer"})
 
 
 class Parser(argparse.ArgumentParser):
@@ -107,6 +115,8 @@ def _run(args: argparse.Namespace, settings: CliSettings) -> int:
     from clients.errors import AetherError, Unavailable  # imports grpc: not for --help or a usage error
 
     try:
+        if args.command not in LOCAL_COMMANDS:
+            _check_control_plane_address(args.control_plane, settings)
         if args.command == "features":
             return features.run(args)
         if args.command == "dev":
@@ -133,7 +143,7 @@ def _run(args: argparse.Namespace, settings: CliSettings) -> int:
         message = error.message
         # Only where gRPC could not reach the control plane: an UNAVAILABLE the control plane answered
         # (its database is down) sent the operator to restart a control plane that was running.
-        if isinstance(error, Unavailable) and args.command == "features" and not error.answered:
+        if isinstance(error, Unavailable) and args.command not in LOCAL_COMMANDS and not error.answered:
             message += (
                 f" (is the control plane running at {args.control_plane}? `aetherctl dev up` starts one)"
             )
@@ -152,6 +162,17 @@ def _run(args: argparse.Namespace, settings: CliSettings) -> int:
         # belongs, a full disk) is the user's to fix, so it gets one line naming the command and the path.
         print(f"error: {FileProblem.of(_command_of(args), error)}", file=sys.stderr)
         return 1
+
+
+def _check_control_plane_address(address: str, settings: CliSettings) -> None:
+    """A usage error naming ``--control-plane``, or a ConfigurationError naming the variable when the
+    address came from ``AETHER_CONTROL_PLANE_ADDR``, unless ``address`` is one to dial."""
+    problem = dial_address_problem(address)
+    if problem is None:
+        return
+    if address == settings.control_plane_addr and os.environ.get("AETHER_CONTROL_PLANE_ADDR"):
+        raise ConfigurationError(f"AETHER_CONTROL_PLANE_ADDR: {problem}")
+    raise UsageError(f"--control-plane: {problem}")
 
 
 def _command_of(args: argparse.Namespace) -> str:
