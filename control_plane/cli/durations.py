@@ -50,15 +50,26 @@ def time_us(text: str, flag: str, now_us: int | None = None) -> int:
     return micros
 
 
+def iso_time(text: str, flag: str) -> dt.datetime:
+    """The ISO 8601 time ``text`` given as ``flag`` (UTC unless it names an offset), no duration: a
+    window's bounds (``materialize --start/--end``), where "2h" would not say whether it counts back."""
+    moment = _iso(text, flag, "an ISO 8601 time (2026-11-24 or 2026-11-24T10:00:00Z)")
+    if moment < _EPOCH:
+        raise UsageError(
+            f"{flag}: {text!r} lies before 1970-01-01T00:00:00Z, the earliest time Aether records"
+        )
+    return moment
+
+
 def _iso_us(text: str, flag: str) -> int:
+    expected = f"an ISO 8601 time (2026-11-24T10:00:00Z) or a duration back from now ({_EXAMPLES})"
+    # Exact integer arithmetic: float seconds times 1e6 is off by a microsecond for some times.
+    return (_iso(text, flag, expected) - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _iso(text: str, flag: str, expected: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(
-            f"{flag}: invalid time {text!r}: expected an ISO 8601 time (2026-11-24T10:00:00Z) or a"
-            f" duration back from now ({_EXAMPLES})"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    # Exact integer arithmetic: float seconds times 1e6 is off by a microsecond for some times.
-    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+        raise UsageError(f"{flag}: invalid time {text!r}: expected {expected}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

@@ -94,6 +94,21 @@ def ingestion_runs(address: str) -> int:
         (["drift", "report", "churn", "--since", "99999999999d"], "--since: '99999999999d' lies before 1970"),
         (["performance", "churn", "--since", "99999999999d"], "--since: '99999999999d' lies before 1970"),
         (["performance", "churn", "--since", "tuesday"], "--since: invalid time 'tuesday'"),
+        # materialize's window was parsed apart: INVALID_ARGUMENT (exit 1) naming neither flag.
+        (["materialize", "stats", "--start", "yesterday", "--end", "2024-01-02"], "--start: invalid time"),
+        (["materialize", "stats", "--start", "2024-01-01", "--end", "2024-13-01"], "--end: invalid time"),
+        (
+            ["materialize", "stats", "--start", "1969-12-31", "--end", "2024-01-02"],
+            "--start: '1969-12-31' lies",
+        ),
+        (
+            ["materialize", "stats", "--start", "2024-01-02", "--end", "2024-01-01T12:00:00"],
+            "--end 2024-01-01T12:00:00 is not after --start 2024-01-02",
+        ),
+        (
+            ["materialize", "stats", "--start", "2024-01-02T00:00:00+01:00", "--end", "2024-01-01T23:00:00Z"],
+            "--end 2024-01-01T23:00:00Z is not after --start 2024-01-02T00:00:00+01:00",
+        ),
         (["audit", "list", "--since", "99999999999999d"], "--since: '99999999999999d' lies before 1970"),
         (["audit", "list", "--until", "9" * 23 + "d"], f"--until: '{'9' * 23}d' lies before 1970"),
         (
