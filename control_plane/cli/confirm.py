@@ -41,13 +41,21 @@ def confirmed(action: str, *, yes: bool, details: str = "") -> bool:
         )
     sys.stderr.write(f"{action[:1].upper()}{action[1:]}{details}? [y/N] ")
     sys.stderr.flush()
-    answer = sys.stdin.readline()  # "" at end of input (Ctrl-D): a no
+    try:
+        answer = sys.stdin.readline()  # "" at end of input (Ctrl-D): a no
+    except KeyboardInterrupt:  # Ctrl-C: a no, said on a line of its own; main then says "interrupted"
+        _declined(action, answered="")
+        raise
     if answer.strip().lower() in _YES:
         return True
-    if not answer.endswith("\n"):
+    _declined(action, answered=answer)
+    return False
+
+
+def _declined(action: str, answered: str) -> None:
+    if not answered.endswith("\n"):
         sys.stderr.write("\n")  # the terminal's cursor is still after the question
     print(f"not confirmed: did not {action}; nothing was changed", file=sys.stderr)
-    return False
 
 
 def _stdin_is_a_terminal() -> bool:

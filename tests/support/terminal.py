@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,3 +38,28 @@ def aetherctl_at_a_terminal(address: str, *args: str, typed: str, home: Path) ->
         os.close(terminal)
         os.close(controller)
     return Finished(done.returncode, done.stdout, done.stderr)
+
+
+def aetherctl_interrupted_at_its_question(address: str, *args: str, home: Path) -> Finished:
+    """Runs ``aetherctl --control-plane ADDRESS ARGS...`` at a terminal as above, and once it has asked its
+    question (``[y/N] `` on stderr) sends it SIGINT, as Ctrl-C at that terminal does."""
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, AETHER_HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "control_plane.cli.main", "--control-plane", address, *args],
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        asked, deadline = b"", time.monotonic() + 120
+        while not asked.endswith(b"[y/N] "):
+            assert time.monotonic() < deadline, f"no question asked: {asked!r}"
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"stderr closed before the question: {asked!r}"
+            asked += chunk
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return Finished(process.returncode, out.decode(), (asked + err).decode())

@@ -12,7 +12,7 @@ import pytest
 from clients.sdk.models import ModelRegistryClient
 from control_plane.cli.main import main
 from tests.integration.model_registry.conftest import Plane
-from tests.support.terminal import aetherctl_at_a_terminal
+from tests.support.terminal import aetherctl_at_a_terminal, aetherctl_interrupted_at_its_question
 
 Capture = pytest.CaptureFixture[str]
 
@@ -71,6 +71,22 @@ def test_alias_delete_asks_at_a_terminal(
     assert json.loads(accepted.out) == {"deleted": {"model": "eta", "alias": "champion"}}
     assert accepted.err == "Delete alias 'champion' of model 'eta'? [y/N] "
     assert aliases(models) == {}
+
+
+def test_ctrl_c_at_the_question_ends_its_line_and_changes_nothing(
+    plane: Plane, models: ModelRegistryClient, champion: str, tmp_path: Path
+) -> None:
+    # "interrupted" was printed after the question, on its line ("...? [y/N] interrupted"), and did not
+    # say whether anything had been deleted.
+    argv = ("models", "alias", "eta", champion, "--delete", "--json")
+    interrupted = aetherctl_interrupted_at_its_question(plane.address, *argv, home=tmp_path)
+    assert (interrupted.code, interrupted.out) == (130, "")
+    assert interrupted.err == (
+        "Delete alias 'champion' of model 'eta'? [y/N] \n"
+        "not confirmed: did not delete alias 'champion' of model 'eta'; nothing was changed\n"
+        "interrupted\n"
+    )
+    assert aliases(models) == {"champion": 2}
 
 
 def test_alias_with_both_a_version_and_delete_is_a_usage_error(
