@@ -383,6 +383,8 @@ def _lineage(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO)
         return 0
     if args.model is None or args.model_version is None:
         raise UsageError("give MODEL VERSION, or --feature-view VIEW")
+    if args.version:  # ignored, the chain of MODEL VERSION came back as if the flag had narrowed it
+        raise UsageError("--version is a feature view's version: give it with --feature-view")
     lineage = client.lineage(args.model, args.model_version)
     if args.json:
         output.print_json(output.to_jsonable(lineage), out)

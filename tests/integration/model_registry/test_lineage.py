@@ -205,6 +205,15 @@ def test_cli_lineage_tree_and_usages(
     assert table[0].split() == ["MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS"]
     assert table[1].split() == ["eta", "1", "PendingManualApproval", "rider_stats@1:trips", "-"]
     assert run_cli(plane, "lineage") == 2
+    capsys.readouterr()
+    # --version (a feature view's) was ignored without --feature-view: the tree of eta 2 came back as if
+    # the flag had narrowed it.
+    assert run_cli(plane, "lineage", "eta", "2", "--version", "1") == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        "aetherctl: error: --version is a feature view's version: give it with --feature-view\n",
+    )
 
 
 def test_cli_models_commands(
