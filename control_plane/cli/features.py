@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import feature_registry_pb2 as pb
@@ -12,6 +13,7 @@ from clients.aether.v1 import types_pb2
 from clients.value_types import type_name
 from control_plane.cli import numbers, output
 from control_plane.cli.confirm import add_yes_flag, confirmed
+from control_plane.cli.errors import FileProblem
 from control_plane.cli.settings import actor
 from control_plane.cli.tags import key_value
 
@@ -137,6 +139,13 @@ def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO)
     from clients.errors import AetherError
     from control_plane.features.definitions import DefinitionError, load_definitions
 
+    try:
+        # Read here first: a file that is not there (or a folder) is no problem of its content, said in
+        # one line as for any local file; it was "FILE:0: cannot read file: [Errno 2] ..." and then
+        # "error: INVALID_ARGUMENT: FILE is invalid". (Small: reading it twice costs nothing.)
+        Path(args.file).read_bytes()
+    except OSError as error:
+        raise FileProblem.of("cannot read the definitions", error) from None
     try:
         definitions = load_definitions(args.file)
     except DefinitionError as error:

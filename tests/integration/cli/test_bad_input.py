@@ -466,3 +466,20 @@ def test_demo_refuses_a_home_that_is_not_empty(tmp_path: Path, capsys: Capture, 
     (home / "dev").write_text("")  # not a folder: without the check, the stack's start fails at once
     assert_refused(aetherctl(capsys, nowhere, "demo", "--home", str(home)), 2, "give an empty or new one")
     assert sorted(p.name for p in home.iterdir()) == ["dev"]  # nothing started, nothing written
+
+
+def test_features_apply_names_a_file_it_cannot_read_in_one_line(
+    capsys: Capture, nowhere: str, tmp_path: Path
+) -> None:
+    """A missing definitions file was two lines, as if its content were wrong: "PATH:0: cannot read file:
+    [Errno 2] No such file or directory: 'PATH'", then "error: INVALID_ARGUMENT: PATH is invalid"."""
+    missing = tmp_path / "missing.yaml"
+    result = aetherctl(capsys, nowhere, "features", "apply", str(missing))
+    assert_refused(result, 1, f"error: cannot read the definitions: {missing}: No such file or directory")
+    result = aetherctl(capsys, nowhere, "features", "apply", "--dry-run", str(tmp_path))
+    assert_refused(result, 1, f"error: cannot read the definitions: {tmp_path}: Is a directory")
+    # A file that reads but is not UTF-8 is still a problem of its content, located in the file.
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("entities: []  # caf\xe9\n".encode("latin-1"))
+    code, _, err = aetherctl(capsys, nowhere, "features", "apply", str(latin))
+    assert code == 1 and f"{latin}:0: cannot read file:" in err and "UNAVAILABLE" not in err, err
