@@ -9,6 +9,9 @@
 ingestion entries (``zone_weather:v1``), a model's versions (``demand/1``), a model's aliases
 (``model_alias/demand``: ``demand@champion``).
 
+``list`` shows the oldest matching entries first, at most ``--limit`` (100); when more match, a line on
+stderr says so (stdout stays the entries).
+
 The OUTCOME column says "ok" for a change carried out and "refused: <status>: <why>" for a model
 operation that was refused (nothing changed).
 
@@ -98,8 +101,6 @@ def _client(args: argparse.Namespace) -> AuditClient:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from clients.sdk.audit import entry_line
-
     try:
         where = selection_of(args)
     except UsageError as error:
@@ -107,16 +108,33 @@ def _list(args: argparse.Namespace) -> int:
         return 2
     entries: list[pb.AuditEntry] = []
     with _client(args) as client:
-        for entry in client.entries(where, page_size=min(max(args.limit, 1), 1000)):
-            entries.append(entry)
-            # Checked after taking an entry, not before the next: asking the generator for one more once
-            # the limit was reached fetched (and threw away) the next page.
-            if len(entries) >= args.limit:
+        token = ""
+        # Each page asks for what is still wanted, so the last page ends at the limit: its token alone
+        # tells whether more entries match (the server reads one beyond a page), without a page more.
+        while len(entries) < args.limit:
+            page = client.query(where, page_size=min(args.limit - len(entries), 1000), page_token=token)
+            entries.extend(page.entries[: args.limit - len(entries)])
+            token = page.next_page_token
+            if not token:
                 break
-    if args.json:
+        more = bool(token)
+    _print_entries(entries, args.json)
+    if more:  # last, below the entries; on stderr: stdout stays the entries (JSON lines with --json)
+        print(
+            f"aetherctl: more entries match: these are the oldest {len(entries)} (--limit); raise --limit,"
+            " or narrow the selection with --since, --until or --object",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _print_entries(entries: list[pb.AuditEntry], as_json: bool) -> None:
+    from clients.sdk.audit import entry_line
+
+    if as_json:
         for entry in entries:
             print(entry_line(entry))
-        return 0
+        return
     rows = [
         (
             entry.seq,
@@ -132,7 +150,6 @@ def _list(args: argparse.Namespace) -> int:
     for entry in entries:
         if entry.damaged:
             print(f"aetherctl: entry {entry.seq} is damaged: {entry.damaged}", file=sys.stderr)
-    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:

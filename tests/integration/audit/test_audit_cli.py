@@ -197,3 +197,26 @@ async def test_list_stops_asking_for_pages_once_it_has_limit_entries(
         range(1, limit + 1)
     )
     assert [(query.page_size, query.page_token) for query in servicer.queries] == [(limit, "")]
+
+
+async def test_list_says_on_stderr_when_more_entries_match_than_it_shows(
+    counted: tuple[ControlPlaneServer, CountingAuditServicer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list shows the oldest entries first, at most --limit (100 by default): a log past its limit printed
+    its oldest 100 entries and nothing more, with no sign that the recent ones had been left out."""
+    server, servicer = counted
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await _populate(channel)  # three entries
+    assert await _aetherctl(server, "audit", "list", "--limit", "2", "--json") == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2]  # stdout stays JSON lines
+    assert err == (
+        "aetherctl: more entries match: these are the oldest 2 (--limit); raise --limit, or narrow the"
+        " selection with --since, --until or --object\n"
+    )
+    assert [(query.page_size, query.page_token) for query in servicer.queries] == [(2, "")]  # no page more
+
+    for every in (["--limit", "3"], []):
+        assert await _aetherctl(server, "audit", "list", *every) == 0
+        out, err = capsys.readouterr()
+        assert (len(out.splitlines()), err) == (4, "")  # the header and all three
