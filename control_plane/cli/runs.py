@@ -115,9 +115,20 @@ def _list_runs(client: TrackingClient, args: argparse.Namespace, out: TextIO) ->
         token = page.next_page_token
         if not token:
             break
-    if args.json:
+    _print_runs(runs, args.json, out)
+    if token:  # the last page ended at the limit and the server holds more (it reads one beyond a page)
+        print(
+            f"aetherctl: more runs exist: these are the newest {len(runs)} (--limit); raise --limit for"
+            " older ones",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _print_runs(runs: list[pb.Run], as_json: bool, out: TextIO) -> None:
+    if as_json:
         output.print_json([output.to_jsonable(run) for run in runs], out)
-        return 0
+        return
     rows = [
         (
             run.run_id,
@@ -129,7 +140,6 @@ def _list_runs(client: TrackingClient, args: argparse.Namespace, out: TextIO) ->
         for run in runs
     ]
     print(output.table(("RUN", "NAME", "STATUS", "STARTED", "DURATION"), rows), file=out)
-    return 0
 
 
 def _seconds(microseconds: int) -> str:

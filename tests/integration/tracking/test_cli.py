@@ -144,3 +144,24 @@ def test_runs_list_and_get_print_a_start_no_date_holds(
     for argv in (("runs", "list", "far"), ("runs", "get", run.run_id)):
         assert _aetherctl(address, *argv) == 0
         assert f"{2**63 - 1} (microseconds since 1970: after year 9999)" in capsys.readouterr().out
+
+
+def test_runs_list_says_on_stderr_when_the_limit_left_older_runs_out(
+    control_plane: ThreadedControlPlane, client: TrackingClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs list printed the newest --limit runs (50 by default) and nothing else: an experiment with more
+    looked as if it had only those."""
+    for index in range(4):
+        with client.start_run("churn", f"run-{index}"):
+            pass
+    capsys.readouterr()
+    assert _aetherctl(control_plane.address, "runs", "list", "churn", "--limit", "3", "--json") == 0
+    out, err = capsys.readouterr()
+    assert [run["name"] for run in json.loads(out)] == ["run-3", "run-2", "run-1"]
+    assert (
+        err == "aetherctl: more runs exist: these are the newest 3 (--limit); raise --limit for older ones\n"
+    )
+
+    assert _aetherctl(control_plane.address, "runs", "list", "churn", "--limit", "4") == 0
+    out, err = capsys.readouterr()
+    assert (len(out.splitlines()), err) == (5, "")  # the header and all four
