@@ -152,13 +152,30 @@ def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
+    states = [_STATE_VALUES[state] for state in args.state]
+    jobs: list[pb.Job] = []
+    token = ""
+    while len(jobs) < args.limit:  # each page asks for what is still wanted (at most a page's 1000)
+        page, token = client.list_page(states, min(args.limit - len(jobs), 1000), token)
+        jobs.extend(page)
+        if not token:
+            break
+    _print_jobs(jobs, args.json, out)
+    if token:  # the last page ended at the limit and the server holds more (it reads one beyond a page)
+        print(
+            f"aetherctl: more jobs exist: these are the newest {len(jobs)} (--limit); raise --limit for older"
+            " ones, or choose with --state",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _print_jobs(jobs: list[pb.Job], as_json: bool, out: TextIO) -> None:
     from clients.sdk.jobs import state_name
 
-    states = [_STATE_VALUES[state] for state in args.state]
-    jobs = client.list(states, limit=args.limit)
-    if args.json:
+    if as_json:
         output.print_json([_jsonable(job) for job in jobs], out)
-        return 0
+        return
     rows = [
         (
             job.job_id,
@@ -176,7 +193,6 @@ def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
         output.table(("JOB", "NAME", "STATE", "ATTEMPT", "GPUS", "DEVICES", "SUBMITTED", "REASON"), rows),
         file=out,
     )
-    return 0
 
 
 def _get(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:

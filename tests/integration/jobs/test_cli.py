@@ -157,3 +157,25 @@ def test_a_bad_spec_is_one_line_naming_the_problem(
     )  # fmt: skip
     assert submit.returncode == 1 and len(submit.stderr.splitlines()) == 1, submit.stderr
     assert message in submit.stderr
+
+
+def test_list_says_on_stderr_when_the_limit_left_older_jobs_out(
+    control_plane: ThreadedControlPlane, client: JobsClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """jobs list printed the newest --limit jobs (50 by default) and nothing else, as if that were all."""
+    from control_plane.cli.main import main
+
+    # An entrypoint that does not exist: each job is FAILED at once, and no process is started.
+    for index in range(3):
+        client.submit({"name": f"quick-{index}", "entrypoint": {"module": "no_such_module_here"}})
+    capsys.readouterr()
+    assert main(["--control-plane", control_plane.address, "jobs", "list", "--limit", "2", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [job["spec"]["name"] for job in json.loads(out)] == ["quick-2", "quick-1"]
+    assert err == (
+        "aetherctl: more jobs exist: these are the newest 2 (--limit); raise --limit for older ones, or"
+        " choose with --state\n"
+    )
+    assert main(["--control-plane", control_plane.address, "jobs", "list", "--limit", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert (len(out.splitlines()), err) == (4, "")  # the header and all three
