@@ -39,11 +39,13 @@ def confirmed(action: str, *, yes: bool, details: str = "") -> bool:
         raise UsageError(
             f"refusing to {action} without --yes: stdin is not a terminal to ask on (pass --yes to confirm)"
         )
-    sys.stderr.write(f"{action[:1].upper()}{action[1:]}{details}? [y/N] ")
-    sys.stderr.flush()
+    # Ctrl-C: a no, said on a line of its own; main then says "interrupted". The question is written
+    # inside the try: a Ctrl-C seen as it is written, before readline starts, is caught as well.
     try:
+        sys.stderr.write(f"{action[:1].upper()}{action[1:]}{details}? [y/N] ")
+        sys.stderr.flush()
         answer = sys.stdin.readline()  # "" at end of input (Ctrl-D): a no
-    except KeyboardInterrupt:  # Ctrl-C: a no, said on a line of its own; main then says "interrupted"
+    except KeyboardInterrupt:
         _declined(action, answered="")
         raise
     if answer.strip().lower() in _YES:
