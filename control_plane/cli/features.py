@@ -163,7 +163,7 @@ def _apply(client: FeatureRegistryClient, args: argparse.Namespace, out: TextIO)
     try:
         response = client.apply_request(request)  # one call, one transaction: all of it or nothing
     except AetherError as error:
-        _explain_rejection(definitions, error, dry_run=request.dry_run)
+        _explain_rejection(definitions, error, dry_run=request.dry_run, address=args.control_plane)
         return 1
     if args.json:
         output.print_json(output.to_jsonable(response), out)
@@ -198,7 +198,7 @@ def _summary(response: pb.ApplyResponse) -> str:
     return f"applied: {described}" if response.applied else f"dry run, nothing applied: {described}"
 
 
-def _explain_rejection(definitions: Definitions, error: AetherError, *, dry_run: bool) -> None:
+def _explain_rejection(definitions: Definitions, error: AetherError, *, dry_run: bool, address: str) -> None:
     """Points each line of the server's message that names a request path back at the file."""
     from clients.errors import AetherError, DeadlineExceeded, Unavailable
 
@@ -219,6 +219,8 @@ def _explain_rejection(definitions: Definitions, error: AetherError, *, dry_run:
             " idempotent: run it again, or see what is registered with `aetherctl features list`"
         )
     detail = summary if located else f"{error.message} ({summary})"
+    if isinstance(error, Unavailable) and not error.answered:  # as main says it for every other command
+        detail += f" (is the control plane running at {address}? `aetherctl dev up` starts one)"
     print(f"error: {error.code.name}: {detail}", file=sys.stderr)
 
 

@@ -107,7 +107,10 @@ def test_commands_that_do_not_call_the_control_plane_ignore_its_address(tmp_path
     assert done.stderr == f"error: UNAVAILABLE: {missing}\n"
 
 
-@pytest.mark.parametrize("command", CALLING, ids=lambda command: command[0])
+APPLY = ["features", "apply", str(REPO / "examples" / "features.yaml")]
+
+
+@pytest.mark.parametrize("command", [*CALLING, APPLY], ids=lambda command: " ".join(command[:2]))
 def test_an_unreachable_control_plane_is_one_line_saying_where_it_was_looked_for(
     capsys: Capture, command: list[str]
 ) -> None:
