@@ -4,8 +4,6 @@ a plan from a control plane that predates a rule) and when a request arrives."""
 
 from __future__ import annotations
 
-import numpy as np
-
 #: The most warm-up requests a model version may run before it reports READY. Each is a full run of the
 #: model, so far fewer are ever useful; without a bound, 2**31 - 1 kept a version loading for good (and,
 #: while warm-up requests were built all at once, grew the data plane's memory without limit).
@@ -60,6 +58,10 @@ def default_problem(value: float, dtype: str) -> str | None:
     INTERNAL) for a whole number a narrow integer cannot hold, and makes a finite number too large for a
     float16 or float32 input infinite. An unknown dtype (the model's own check names it) or a float64 one
     takes any finite value."""
+    # Imported here: aetherctl imports this module for its share rule, and numpy would cost every command's
+    # start (tests/unit/cli/test_startup_imports.py keeps it out).
+    import numpy as np
+
     try:
         kind = np.dtype(dtype)
     except TypeError:
