@@ -35,6 +35,7 @@ from clients.sdk.system_metrics import SystemMetricsThread
 from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
 from clients.sdk.tracking_values import checked_metrics, step_of, text_map
+from clients.time_bounds import LATEST_TIME_US
 from clients.tracking_rules import check_int64, check_name, metric_time_problem
 
 STATUSES = {
@@ -82,6 +83,10 @@ class Run:
         # call, instead of making the server refuse the run's batch with every point logged beside it.
         self._params: dict[str, str] = dict(info.params)
         self._params_lock = threading.Lock()
+        # Where the handle's end is measured from: the run's start (this client's clock when it started the
+        # run), else when the handle was made, and the monotonic time then (see _end_time_us).
+        self._opened_us = info.start_time_us or _now_us()
+        self._opened_monotonic_ns = time.monotonic_ns()
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, timestamp_us: int | None = None
@@ -151,11 +156,18 @@ class Run:
         if self._system is not None:
             self._system.stop()
         self._closed = True
-        end = pb.RunEnd(status=code, end_time_us=_now_us())
+        end = pb.RunEnd(status=code, end_time_us=self._end_time_us())
         self._client._shipper.add(self.run_id, end=end)
         self._client._forget(self)
         if wait:
             self._client._shipper.flush(self._client.close_timeout_s)
+
+    def _end_time_us(self) -> int:
+        """The clock's time now, but never before the run's start plus the time it has been open by the
+        monotonic clock: a wall clock that stepped back since the start (an NTP correction) gave an end
+        before the start. (The monotonic clock alone would miss the time a machine spent suspended.)"""
+        open_us = (time.monotonic_ns() - self._opened_monotonic_ns) // 1000
+        return min(LATEST_TIME_US, max(_now_us(), self._opened_us + open_us))
 
     def __enter__(self) -> Run:
         return self

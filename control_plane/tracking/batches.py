@@ -350,7 +350,7 @@ def _write_changes(
             before = {"status": run.status, "end_time_us": run.end_time_us}
             run.status, run.end_time_us = (
                 batch.end_status,
-                end_time_of(batch.end_status, batch.end_time_us, run.start_time_us, run.run_id),
+                end_time_of(batch.end_status, batch.end_time_us, run.start_time_us),
             )
             ends[run.pk] = (run.status, run.end_time_us)
             after = {"status": run.status, "end_time_us": run.end_time_us}

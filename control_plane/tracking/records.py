@@ -77,19 +77,18 @@ def insert_for(session: Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def end_time_of(status: str, end_time_us: int, start_time_us: int, run_id: str) -> int:
-    """The end time run ``run_id`` (started at ``start_time_us``) gets with ``status``: the given time
-    (default now, never before the start: a client's clock may run ahead of ours) when terminal, else 0.
-    A given time before the start is INVALID_ARGUMENT: the run's duration would be negative."""
+def end_time_of(status: str, end_time_us: int, start_time_us: int) -> int:
+    """The end time a run started at ``start_time_us`` gets with ``status``: 0 unless terminal; else the
+    given time, or this server's clock when none is given or the given one is before the start, never
+    before the start. A client's clock sets the end (the SDK's Run.close sends it), and one that stepped
+    back since the start, or is behind the clock that stamped it, sent an end before the start: refusing
+    it left the run RUNNING and, in a LogBatch, lost the points sent beside it. Ending a run always
+    works, and its duration is never negative (our clock may be behind a client's start too)."""
     if status not in TERMINAL:
         return 0
-    if not end_time_us:
-        return max(now_us(), start_time_us)
-    if end_time_us < start_time_us:
-        raise InvalidArgument(
-            f"run {run_id!r}: end_time_us {end_time_us} is before the run's start_time_us {start_time_us}"
-        )
-    return end_time_us
+    if end_time_us >= start_time_us and end_time_us:
+        return end_time_us
+    return max(now_us(), start_time_us)
 
 
 def set_status(
@@ -100,7 +99,7 @@ def set_status(
     and nothing is audited: the condition is part of the UPDATE, so of two transactions setting the same
     status at once only one matches the row (PostgreSQL re-checks it on the version the first committed)."""
     before = {"status": row.status, "end_time_us": row.end_time_us}
-    end = end_time_of(status, end_time_us, row.start_time_us, row.run_id)
+    end = end_time_of(status, end_time_us, row.start_time_us)
     # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
     statement = update(RunRow).where(RunRow.id == row.id)
     if once:

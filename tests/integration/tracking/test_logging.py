@@ -186,6 +186,31 @@ def test_a_run_end_that_does_not_end_the_run_is_refused(control_plane: ThreadedC
         )
 
 
+def test_a_run_closes_after_the_clients_clock_stepped_back(
+    client: TrackingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run.close sent the client's clock as the end: once that clock stepped back (an NTP correction)
+    behind the run's start, the server refused the end and, with it, the points sent in the same batch;
+    the run stayed RUNNING. The handle's end is now never before its start (it counts the time the run
+    was open on a monotonic clock), and the server takes an end before the start as its own clock."""
+    import clients.sdk.tracking as sdk
+
+    run = client.start_run("clock-steps")
+    run.log_metrics({"loss": 0.5}, step=1)
+    assert client.flush(timeout=10)
+    # A fake for the one fault a test cannot cause for real: the SDK's wall clock steps an hour back.
+    real = sdk._now_us
+    monkeypatch.setattr(sdk, "_now_us", lambda: real() - 3_600_000_000)
+    assert run._end_time_us() >= run.info.start_time_us  # what close sends
+    run.log_metrics({"loss": 0.25}, step=2)  # stamped by the stepped clock: fine
+    run.close()
+    assert client.dropped_points == 0 and client.last_error is None
+    ended = client.get_run(run.run_id)
+    assert ended.status == pb.RUN_STATUS_FINISHED
+    assert 0 <= ended.duration_us < 60_000_000
+    assert list(client.metric_history(run.run_id, "loss").values) == [0.5, 0.25]
+
+
 def test_a_history_over_the_4_mib_message_limit_is_read_in_pages(client: TrackingClient) -> None:
     """GetMetricHistory sent every point in one message: past 4 MiB the SDK's call failed with
     RESOURCE_EXHAUSTED although every point had been accepted. 200,000 points of 25 bytes on the wire

@@ -4,6 +4,7 @@ can still be ended. A start of -2**63 + 5 made end - start overflow int64, so th
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -129,28 +130,64 @@ def test_a_run_stored_with_a_negative_start_can_still_be_ended(stub: TrackingStu
     assert stub.GetRun(pb.GetRunRequest(run_id=run_id)).status == pb.RUN_STATUS_FINISHED
 
 
-def test_a_run_cannot_end_before_it_started(stub: TrackingStub) -> None:
-    """UpdateRun and LogBatch stored an end time before the run's start: a negative duration in GetRun,
-    ListRuns and `aetherctl runs list`."""
+def test_a_run_never_ends_before_it_started(stub: TrackingStub) -> None:
+    """UpdateRun and LogBatch stored an end time before the run's start (a negative duration in GetRun,
+    ListRuns and `aetherctl runs list`); then they refused it, and with a LogBatch's RunEnd the points
+    sent beside it, so a client whose clock stepped back (or is behind the clock that stamped the start)
+    could never close its run. An end before the start is now taken as the server's clock, never before
+    the start: ending a run always works, and its duration is never negative."""
     experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="ends")).experiment_id
     future = 2_000_000_000_000_000  # a start the client's clock put in 2033
     run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=future))
     early = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED, end_time_us=future - 1)
-    with pytest.raises(grpc.RpcError) as raised:
-        stub.UpdateRun(early)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"end_time_us {future - 1} is before the run's start_time_us {future}" in str(
-        raised.value.details()
-    )
-    assert stub.GetRun(pb.GetRunRequest(run_id=run.run_id)).status == pb.RUN_STATUS_RUNNING
-    # Ended "now", which our clock puts before that start: it ends as it starts, not before.
+    # Ended "before" its start, which our clock puts before that start too: it ends as it starts.
+    ended = stub.UpdateRun(early)
+    assert (ended.status, ended.end_time_us, ended.duration_us) == (pb.RUN_STATUS_FINISHED, future, 0)
+    # Ended "now" likewise.
+    run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=future))
     ended = stub.UpdateRun(pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_FINISHED))
     assert (ended.end_time_us, ended.duration_us) == (future, 0)
+    # A start in the past and an end before it: the server's clock, after the start.
+    run = stub.CreateRun(pb.CreateRunRequest(experiment_id=experiment_id, start_time_us=10_000_000))
+    before = time.time_ns() // 1000
+    early = pb.UpdateRunRequest(run_id=run.run_id, status=pb.RUN_STATUS_KILLED, end_time_us=5_000_000)
+    ended = stub.UpdateRun(early)
+    assert ended.status == pb.RUN_STATUS_KILLED
+    assert before <= ended.end_time_us <= time.time_ns() // 1000
+    assert ended.duration_us == ended.end_time_us - 10_000_000
 
+
+def test_a_log_batch_end_before_the_start_ends_the_run_and_keeps_its_points(stub: TrackingStub) -> None:
+    """The SDK's Run.close sends its clock as the end, behind the run's last points: a client clock that
+    stepped back since the start made the server refuse the whole batch, and the run stayed RUNNING with
+    its last points lost. Old clients still send their clock, so the server takes such an end as its own
+    clock (never before the start) and writes everything else of the batch."""
+    experiment_id = stub.CreateExperiment(pb.CreateExperimentRequest(name="stepped")).experiment_id
+    now = time.time_ns() // 1000
     run_id = uuid.uuid4().hex
-    start = pb.RunStart(experiment_id=experiment_id, start_time_us=10_000_000)
-    end = pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=5_000_000)
-    with pytest.raises(grpc.RpcError) as raised:
-        stub.LogBatch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, start=start, end=end)]))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "end_time_us 5000000 is before the run's start_time_us 10000000" in str(raised.value.details())
+    start = pb.RunStart(experiment_id=experiment_id, start_time_us=now)
+    stub.LogBatch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, start=start)]))
+    points = pb.MetricSeries(key="loss", values=[0.5, 0.25], steps=[1, 2])
+    end = pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=now - 3_600_000_000)  # an hour back
+    written = stub.LogBatch(pb.LogBatchRequest(runs=[pb.RunBatch(run_id=run_id, metrics=[points], end=end)]))
+    assert written.points_written == 2
+    logged = stub.GetRun(pb.GetRunRequest(run_id=run_id))
+    assert logged.status == pb.RUN_STATUS_FINISHED
+    assert now <= logged.end_time_us <= time.time_ns() // 1000
+    assert logged.duration_us == logged.end_time_us - now
+    history = stub.GetMetricHistory(pb.GetMetricHistoryRequest(run_id=run_id, key="loss"))
+    assert list(history.values) == [0.5, 0.25]
+
+    # Started and ended in one batch, the end before the start (a start in the future: the client's
+    # clock is ahead of ours): it ends as it starts.
+    run_id = uuid.uuid4().hex
+    start = pb.RunStart(experiment_id=experiment_id, start_time_us=2_000_000_000_000_000)
+    end = pb.RunEnd(status=pb.RUN_STATUS_FAILED, end_time_us=5_000_000)
+    batch = pb.RunBatch(run_id=run_id, start=start, metrics=[points], end=end)
+    assert stub.LogBatch(pb.LogBatchRequest(runs=[batch])).points_written == 2
+    logged = stub.GetRun(pb.GetRunRequest(run_id=run_id))
+    assert (logged.status, logged.end_time_us, logged.duration_us) == (
+        pb.RUN_STATUS_FAILED,
+        2_000_000_000_000_000,
+        0,
+    )
