@@ -88,6 +88,9 @@ class Series:
         return {
             "key": self.key,
             "count": len(self.values),
+            # The step range a history page finds the chunk by (never empty: empty series are not stored).
+            "min_step": int(self.steps.min()),
+            "max_step": int(self.steps.max()),
             "steps": self.steps.astype(_STEP, copy=False).tobytes(),
             "values": self.values.astype(_VALUE, copy=False).tobytes(),
             "timestamps_us": self.timestamps_us.astype(_STEP, copy=False).tobytes(),
@@ -200,48 +203,3 @@ def join_chunks(chunks: Iterable[tuple[bytes, bytes, bytes]], key: str) -> Serie
     times = np.concatenate([np.frombuffer(part[2], dtype=_STEP) for part in parts])
     order = np.lexsort((times, steps))
     return Series(key, steps[order], values[order], times[order])
-
-
-#: The most points of one GetMetricHistory page: a point is at most 28 bytes on the wire (an 8-byte value,
-#: step and timestamp varints of at most 10 bytes), so a full page stays near 2.7 MiB, under gRPC's
-#: default 4 MiB receive limit that an unpaged reply of ~300,000 points exceeded.
-MAX_HISTORY_PAGE = 100_000
-
-#: Where a history page ends: (step, timestamp_us, chunk id, index in the chunk). The chunk id and
-#: index (logging order) make the key unique, so pages neither repeat nor skip a point.
-HistoryKey = tuple[int, int, int, int]
-
-
-def history_page(
-    chunks: Iterable[tuple[int, bytes, bytes, bytes]], key: str, after: HistoryKey | None, size: int
-) -> tuple[Series, HistoryKey | None]:
-    """Up to ``size`` points of stored chunks ``(id, steps, values, timestamps)`` that sort after
-    ``after``, in :func:`join_chunks`'s order, and the key to continue from (None on the last page).
-    Points live packed in chunks, not in rows, so each page decodes every chunk of the metric; that is
-    linear in the series per page, cheap next to sending it."""
-    parts = list(chunks)
-    step_parts = [np.frombuffer(part[1], dtype=_STEP) for part in parts]
-    steps = np.concatenate([np.empty(0, dtype=_STEP), *step_parts])
-    values = np.concatenate([np.empty(0, dtype=_VALUE), *(np.frombuffer(p[2], dtype=_VALUE) for p in parts)])
-    times = np.concatenate([np.empty(0, dtype=_STEP), *(np.frombuffer(p[3], dtype=_STEP) for p in parts)])
-    counts = [len(part) for part in step_parts]
-    chunk = np.repeat(np.array([part[0] for part in parts], dtype=np.int64), counts)
-    index = np.concatenate([np.empty(0, dtype=np.int64), *(np.arange(count) for count in counts)])
-    if after is not None:
-        step, time, chunk_id, position = after
-        later = (steps > step) | (
-            (steps == step)
-            & (
-                (times > time)
-                | ((times == time) & ((chunk > chunk_id) | ((chunk == chunk_id) & (index > position))))
-            )
-        )
-        kept = np.flatnonzero(later)
-        steps, values, times, chunk, index = steps[kept], values[kept], times[kept], chunk[kept], index[kept]
-    order = np.lexsort((index, chunk, times, steps))
-    taken = order[:size]
-    page = Series(key, steps[taken], values[taken], times[taken])
-    if len(order) <= size:
-        return page, None
-    last = taken[-1]
-    return page, (int(steps[last]), int(times[last]), int(chunk[last]), int(index[last]))

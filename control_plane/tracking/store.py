@@ -26,14 +26,8 @@ from control_plane.tracking import batches as batches_module
 from control_plane.tracking import senders
 from control_plane.tracking.compare import ComparePage, CompareQuery, compare_runs, page_size_of
 from control_plane.tracking.filters import Field
-from control_plane.tracking.metrics import (
-    MAX_HISTORY_PAGE,
-    HistoryKey,
-    Series,
-    check_key,
-    history_page,
-    join_chunks,
-)
+from control_plane.tracking.history import MAX_HISTORY_PAGE, HistoryKey, read_page
+from control_plane.tracking.metrics import Series, check_key, join_chunks
 from control_plane.tracking.records import (
     TERMINAL,
     artifacts_of,
@@ -68,8 +62,8 @@ _RUN_ORDER = (
 # Experiments are listed by name, which is unique.
 _EXPERIMENT_ORDER = (keyset.KeyColumn(byte_order(ExperimentRow.name), str),)
 _MAX_EXPERIMENTS_PAGE = 1000
-# A GetMetricHistory token's key (history_page's HistoryKey): points are packed in chunks, not rows, so
-# the page is cut in numpy, and these columns serve only to check a returned token's values.
+# A GetMetricHistory token's key (history.HistoryKey): points are packed in chunks, not rows, so the page
+# is cut in numpy, and these columns serve only to check a returned token's values.
 _HISTORY_KEY = tuple(
     keyset.KeyColumn(literal_column(name), int) for name in ("step", "timestamp_us", "chunk", "index")
 )
@@ -336,14 +330,11 @@ class TrackingStore:
             if not paged:
                 chunks = session.execute(select(*columns).where(*where).order_by(MetricChunkRow.id)).all()
                 return join_chunks(chunks, key), ""
-            rows = session.execute(
-                select(MetricChunkRow.id, *columns).where(*where).order_by(MetricChunkRow.id)
-            )
             start = None if after is None else cast(HistoryKey, tuple(after))
-            series, end = history_page(
-                rows.all(), key, start, min(page_size or MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
-            )
-        return series, "" if end is None else keyset.encode("GetMetricHistory", scope, list(end))
+            size = min(page_size or MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
+            page = read_page(session, run.id, key, start, size)
+        end = page.end
+        return page.series, "" if end is None else keyset.encode("GetMetricHistory", scope, list(end))
 
     # Artifacts -----------------------------------------------------------------------------------------
 

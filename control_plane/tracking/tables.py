@@ -81,12 +81,21 @@ class MetricChunkRow(Base):
     """The points of one metric of one run from one logged batch, as packed arrays of ``count`` items."""
 
     __tablename__ = "tracking_metric_chunks"
-    __table_args__ = (Index("ix_tracking_metric_chunks_run_key", "run_pk", "key", "id"),)
+    __table_args__ = (
+        Index("ix_tracking_metric_chunks_run_key", "run_pk", "key", "id"),
+        # A history page's chunks: those whose range reaches its token, by lowest step (tracking/history.py).
+        Index("ix_tracking_metric_chunks_steps", "run_pk", "key", "min_step", "max_step"),
+    )
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     run_pk: Mapped[int] = mapped_column(ROW_ID, ForeignKey("tracking_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(KEY_LENGTH))
     count: Mapped[int] = mapped_column(Integer)
+    # The lowest and highest step of the chunk's points. Every chunk written has them (migration 0034
+    # computed those of the chunks before it); NULL only for a chunk an older control plane wrote since,
+    # which every history page then reads.
+    min_step: Mapped[int | None] = mapped_column(BigInteger)
+    max_step: Mapped[int | None] = mapped_column(BigInteger)
     steps: Mapped[bytes] = mapped_column(LargeBinary)
     values: Mapped[bytes] = mapped_column(LargeBinary)
     timestamps_us: Mapped[bytes] = mapped_column(LargeBinary)
