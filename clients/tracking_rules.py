@@ -57,13 +57,21 @@ def metric_time_problem(value: int) -> str | None:
 
 
 def check_encodable(text: str, what: str) -> str:
-    """``text`` when it can be encoded as UTF-8 (a lone surrogate, e.g. from ``os.fsdecode``, cannot)."""
+    """``text`` when it can be encoded as UTF-8 (a lone surrogate, e.g. from ``os.fsdecode``, cannot) and
+    stored: the control plane refuses text holding a NUL character (PostgreSQL cannot store it), and the
+    SDK took it in a run's name and in parameter and tag values, so the server refused the run's whole
+    batch share, its points or its start included, long after the call."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise InvalidArgument(
             f"{what} {text[:40]!r} is not valid Unicode text (character {error.start} cannot be encoded)"
         ) from None
+    if "\x00" in text:
+        raise InvalidArgument(
+            f"{what} contains a NUL byte (0x00) at position {text.index(chr(0))}, which cannot be stored;"
+            " remove it"
+        )
     return text
 
 

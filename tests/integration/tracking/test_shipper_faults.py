@@ -135,6 +135,39 @@ def test_values_the_server_refuses_are_invalid_arguments_at_the_call(
         assert list(client.metric_history(run.run_id, "acc").values) == [0.5, 0.75]
 
 
+def test_a_nul_character_in_a_value_or_run_name_is_refused_at_the_call(
+    control_plane: ThreadedControlPlane,
+) -> None:
+    """The server refuses text holding a NUL byte (0x00) in every request, and the SDK took it in a
+    parameter or tag value and in a run's name: the server then refused the run's whole batch share, long
+    after the call, and with it the points beside it, or the run's start and so the whole run."""
+    with TrackingClient(control_plane.address, flush_interval_s=60) as client:
+        with pytest.raises(InvalidArgument, match=r"run name contains a NUL byte \(0x00\) at position 1"):
+            client.start_run("nul", "r\x00")
+        with pytest.raises(
+            InvalidArgument, match=r"parameter 'path': value contains a NUL byte \(0x00\) at position 1"
+        ):
+            client.start_run("nul", params={"path": "a\x00b"})
+        run = client.start_run("nul", params={"lr": "0.01"})
+        run.log_metrics({"acc": 0.5}, step=0)
+        with pytest.raises(InvalidArgument, match=r"parameter 'path': value contains a NUL byte"):
+            run.log_params({"path": "a\x00b"})
+        with pytest.raises(
+            InvalidArgument, match=r"tag 'note': value contains a NUL byte \(0x00\) at position 0"
+        ):
+            run.set_tags({"note": "\x00"})
+        run.log_metrics({"acc": 0.75}, step=1)
+        run.close()
+        assert client.dropped_points == 0 and client.last_error is None
+        info = client.get_run(run.run_id)
+        assert (info.status, dict(info.params), dict(info.tags)) == (
+            pb.RUN_STATUS_FINISHED,
+            {"lr": "0.01"},
+            {},
+        )
+        assert list(client.metric_history(run.run_id, "acc").values) == [0.5, 0.75]
+
+
 def test_the_sdk_and_the_server_share_one_set_of_rules() -> None:
     from clients import tracking_rules
     from control_plane.db.models import NAME_LENGTH
