@@ -14,7 +14,8 @@ Grammar (keywords case-insensitive)::
     literal := number | 'text' | "text"      (backslash escapes the quote and itself)
     sort    := field ["asc" | "desc"]
 
-Metrics and times compare with numbers; parameters, tags, name and status with strings. A filter is at
+Metrics and times compare with numbers; parameters, tags, name and status with strings (status with a
+run status, named in any case: :data:`RUN_STATUSES`). A filter is at
 most :data:`MAX_FILTER_LENGTH` characters and nests ``not`` and parentheses at most :data:`MAX_DEPTH`
 deep (the parser recurses once per level)."""
 
@@ -39,6 +40,8 @@ MAX_DEPTH = 64
 
 NUMERIC_ATTRIBUTES = frozenset({"start_time", "end_time"})
 TEXT_ATTRIBUTES = frozenset({"name", "status"})
+#: What ``attributes.status`` compares with: the run statuses, as stored (named in any case in a filter).
+RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 _PREFIXES: dict[str, FieldKind] = {
     "metrics": "metric",
     "params": "param",
@@ -282,6 +285,15 @@ class _Parser:
             raise self.error(f"unknown attribute {field.key!r} (known: {known})", token)
         return field
 
+    def status(self, name: str, literal: _Token) -> str:
+        """A run status named in any case, as stored (capitals). Compared as written, 'finished' (or a
+        misspelt status) matched no run without a word: a typo read as "no run has that status"."""
+        stored = name.upper()
+        if stored not in RUN_STATUSES:
+            known = f"{', '.join(RUN_STATUSES[:-1])} or {RUN_STATUSES[-1]}"
+            raise self.error(f"attributes.status is {known}, not {name!r}", literal)
+        return stored
+
     def comparison(self) -> Compare:
         field_token = self.current
         field = self.field()
@@ -298,6 +310,8 @@ class _Parser:
             raise self.error(f"{field_token.text} is text: compare it with a quoted string", literal)
         value = literal.value
         assert isinstance(value, (float, str))
+        if field == Field("attribute", "status"):
+            value = self.status(str(value), literal)
         op = op_token.value
         assert isinstance(op, str)
         return Compare(field, _OPERATORS[op], value)

@@ -193,6 +193,10 @@ def test_attributes_filter_and_sort(client: TrackingClient) -> None:
     experiment_id = client.get_experiment("attrs").experiment_id
     rows = client.compare_runs(experiment_id, filter='attributes.status = "FAILED"').rows
     assert [row.name for row in rows] == ["beta"]
+    rows = client.compare_runs(experiment_id, filter="attributes.status = 'failed'").rows  # any case
+    assert [row.name for row in rows] == ["beta"]
+    with pytest.raises(InvalidArgument, match=r"attributes\.status is RUNNING, FINISHED, FAILED or KILLED"):
+        client.compare_runs(experiment_id, filter="attributes.status = 'DONE'")
     rows = client.compare_runs(experiment_id, order_by=["attributes.name desc"]).rows
     assert [row.name for row in rows] == ["beta", "alpha"]
     rows = client.compare_runs(experiment_id, filter="attributes.end_time > 0 and metrics.loss = 1").rows

@@ -6,10 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.tracking.filters import (
     MAX_DEPTH,
     MAX_FILTER_LENGTH,
+    RUN_STATUSES,
     And,
     Compare,
     Field,
@@ -72,6 +74,12 @@ def test_sort_keys() -> None:
         ("metrics.`` = 1", 0, "empty key"),
         ("metrics.loss < 1e999", 15, "out of range"),
         ("loss < 1", 0, "expected a field"),
+        (
+            "attributes.status = 'DONE'",
+            20,
+            "attributes.status is RUNNING, FINISHED, FAILED or KILLED, not 'DONE'",
+        ),
+        ("attributes.status != ''", 21, "attributes.status is RUNNING, FINISHED, FAILED or KILLED, not ''"),
     ],
 )
 def test_errors_name_the_position(text: str, position: int, message: str) -> None:
@@ -91,12 +99,14 @@ numeric_fields = st.one_of(
 )
 text_fields = st.one_of(
     st.builds(Field, st.sampled_from(("param", "tag")), keys),
-    st.builds(Field, st.just("attribute"), st.sampled_from(("name", "status"))),
+    st.builds(Field, st.just("attribute"), st.just("name")),
 )
 operators = st.sampled_from(("=", "!=", "<", "<=", ">", ">="))
+statuses = st.sampled_from(("RUNNING", "FINISHED", "FAILED", "KILLED"))
 comparisons = st.one_of(
     st.builds(Compare, numeric_fields, operators, st.floats(allow_nan=False, allow_infinity=False)),
     st.builds(Compare, text_fields, operators, st.text(max_size=6)),
+    st.builds(Compare, st.just(Field("attribute", "status")), operators, statuses),
 )
 expressions = st.recursive(
     comparisons,
@@ -122,6 +132,18 @@ def _normalized(expression: object) -> object:
     if isinstance(expression, Not):
         return Not(_normalized(expression.item))  # type: ignore[arg-type]
     return expression
+
+
+def test_a_status_is_named_in_any_case_and_an_unknown_one_is_refused() -> None:
+    """`attributes.status = 'finished'` matched no run, silently (statuses are stored in capitals), as did
+    any name that is not a status: a typo read as "no run matches". A status is now named in any case,
+    as the SDK takes it, and anything else is INVALID_ARGUMENT naming the statuses."""
+    named = [pb.RunStatus.Name(value).removeprefix("RUN_STATUS_") for value in pb.RunStatus.values()]
+    assert list(RUN_STATUSES) == [name for name in named if name != "UNSPECIFIED"]
+    status = Field("attribute", "status")
+    assert parse_filter("attributes.status = 'finished'") == Compare(status, "=", "FINISHED")
+    assert parse_filter("attributes.status > 'running'") == Compare(status, ">", "RUNNING")
+    assert parse_filter('attributes.status != "Killed"') == Compare(status, "!=", "KILLED")
 
 
 @given(expressions)
