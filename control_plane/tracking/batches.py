@@ -110,6 +110,8 @@ def _start_of(batch: pb.RunBatch, received_us: int) -> RunStartData:
     if not _RUN_ID.fullmatch(batch.run_id):
         raise InvalidArgument(f"run id {batch.run_id!r} of a started run must be 32 lowercase hex digits")
     start = batch.start
+    if not start.experiment_id:
+        raise InvalidArgument(f"run {batch.run_id!r}: its RunStart needs an experiment_id")
     return RunStartData(
         experiment_id=start.experiment_id,
         name=check_name(start.name, "run") if start.name else batch.run_id[:8],

@@ -162,6 +162,8 @@ class TrackingStore:
         *,
         actor: str,
     ) -> pb.Run:
+        if not experiment_id:
+            raise InvalidArgument("an experiment_id is required")
         params = check_values(params or {}, "parameter")
         tags = check_values(tags or {}, "tag")
         run_id = uuid.uuid4().hex
@@ -283,6 +285,8 @@ class TrackingStore:
             .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_pk)
             .where(RunRow.run_id == run_id)
         )
+        if not run_id:  # malformed, as an empty experiment id is (not a run that happens to be missing)
+            raise InvalidArgument("a run_id is required")
         if lock:
             query = query.with_for_update(of=RunRow).execution_options(populate_existing=True)
         found = session.execute(query).one_or_none()

@@ -392,6 +392,25 @@ def test_unknown_runs_and_experiments_are_not_found(client: TrackingClient) -> N
         client.create_run("0" * 32)
 
 
+def test_a_missing_run_or_experiment_id_is_an_invalid_argument(client: TrackingClient) -> None:
+    """An empty run id was NOT_FOUND ("run '' not found") in GetRun, UpdateRun, GetMetricHistory and
+    ListArtifacts, and an empty experiment id NOT_FOUND in CreateRun and a LogBatch's RunStart, where
+    ListRuns and CompareRuns answered INVALID_ARGUMENT: a request that names nothing is malformed."""
+    for call in (
+        lambda: client.get_run(""),
+        lambda: client.update_run("", "FINISHED"),
+        lambda: client.metric_history("", "loss"),
+        lambda: client.list_artifacts(""),
+    ):
+        with pytest.raises(InvalidArgument, match="a run_id is required"):
+            call()
+    with pytest.raises(InvalidArgument, match="an experiment_id is required"):
+        client.create_run("")
+    start = pb.RunBatch(run_id="a" * 32, start=pb.RunStart(experiment_id=""))
+    with pytest.raises(InvalidArgument, match=f"run '{'a' * 32}': its RunStart needs an experiment_id"):
+        client.log_batch(pb.LogBatchRequest(runs=[start]))
+
+
 def test_system_metrics_are_logged_under_the_system_prefix(client: TrackingClient) -> None:
     with client.start_run("system", system_metrics_interval_s=0.05) as run:
         time.sleep(0.4)
