@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
+    # Set for workers too: the file their parent opened for them to agree on feature pins through.
+    parser.add_argument("--feature-pins-fd", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -107,6 +110,17 @@ def _store_id_flag(text: str) -> str:
         return accepted_store_id(text, "--accept-store-id")
     except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _inherited_file(descriptor: int) -> int:
+    """``descriptor`` when this process holds it open (its parent passed it), else ConfigurationError."""
+    try:
+        os.fstat(descriptor)
+    except (OSError, OverflowError):
+        raise ConfigurationError(
+            f"--feature-pins-fd: {descriptor} is not an open file of this process"
+        ) from None
+    return descriptor
 
 
 #: Flags that override a settings field of the same name when given.
@@ -144,6 +158,8 @@ def parse_args(
         raise ConfigurationError(f"--workers: expected a whole number >= 1, got {args.workers!r}")
     if args.reuse_port:
         overrides["reuse_port"] = True
+    if args.feature_pins_fd is not None:
+        overrides["feature_pins_fd"] = _inherited_file(args.feature_pins_fd)
     if settings.native_tensorrt:  # checked once at start, not found missing model by model
         from data_plane.runtime.tensorrt_engine import require_native
 

@@ -38,7 +38,7 @@ from data_plane.feature_columns import (
     merge_request_features,
     refuse_unknown,
 )
-from data_plane.feature_pins import FeaturePins
+from data_plane.feature_pins import FeaturePins, SharedPins
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
 from data_plane.refs import parse_ref
@@ -81,13 +81,15 @@ def same_input(a: ModelSpec, b: ModelSpec) -> bool:
 
 
 class FeatureAssembler:
-    def __init__(self, reader: OnlineReader | None) -> None:
+    def __init__(self, reader: OnlineReader | None, shared_pins: SharedPins | None = None) -> None:
+        """``shared_pins``: where the workers of a ``--workers N`` data plane agree on the view versions of
+        references without one (:mod:`data_plane.feature_pins`); None for a data plane of one process."""
         self._reader = reader
         # Rows per request, whether or not the model reads the online store (the reader checks its own
         # reads; a model of request-time features only would otherwise be bounded by the message size).
         self._max_rows = (reader.limits if reader is not None else ReadLimits()).max_rows
         # The view version each reference without one is read at (:mod:`data_plane.feature_pins`).
-        self._pins = FeaturePins(reader.catalog) if reader is not None else None
+        self._pins = FeaturePins(reader.catalog, shared_pins) if reader is not None else None
         # Per model version: its references as given, and those read from the online store (pinned).
         self._online: dict[tuple[str, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         # Per model and resolved block layout: the column permutation (block order -> reference order)

@@ -51,6 +51,7 @@ from data_plane.api import inference_v2, predict
 from data_plane.api.online_features import SERVICE_NAME, OnlineFeaturesServicer, add_to_server
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
+from data_plane.feature_pins import SharedPins
 from data_plane.feature_vector import FeatureAssembler
 from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
 from data_plane.models.manager import ModelManager
@@ -296,8 +297,10 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         settings, manager, lambda reason: metrics.watch_refused("deployment_plans", reason)
     )
     deployments.keep_loaded(static)
+    pins = None if settings.feature_pins_fd is None else SharedPins(settings.feature_pins_fd)
+    assembler = FeatureAssembler(reader, pins)  # pins: the --workers siblings' (data_plane.feature_pins)
     predictor = Predictor(
-        manager, FeatureAssembler(reader), deployments.current, prediction_log, deployments.static_models()
+        manager, assembler, deployments.current, prediction_log, deployments.static_models()
     )
     predict_servicer = predict.PredictServicer(predictor, metrics, max_send_bytes=settings.max_message_bytes)
     predict.add_to_server(predict_servicer, server)

@@ -127,6 +127,9 @@ class DataPlaneSettings:
     prediction_log_linger_ms: float = 5.0
     # Share the port with sibling worker processes (SO_REUSEPORT); set by --workers.
     reuse_port: bool = False
+    # An open file where the workers of one --workers data plane agree on the view versions of the static
+    # models' references without one (data_plane.feature_pins); set by --workers, None otherwise.
+    feature_pins_fd: int | None = None
     # On SIGTERM: seconds of serving while health says NOT_SERVING (load balancers catch up), then seconds
     # the admitted requests get to finish while new ones are refused.
     drain_delay_s: float = 0.5

@@ -21,6 +21,7 @@ data plane would be listed, healthy-looking, with less capacity than its --worke
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -30,6 +31,7 @@ import threading
 from types import FrameType
 
 from clients.lifeline import tied
+from data_plane.feature_pins import open_shared_pins
 from data_plane.ports import check_free, split_listen
 from data_plane.settings import DataPlaneSettings
 
@@ -106,14 +108,24 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
     base = _without(_without(_without(argv, "--workers"), "--listen"), "--metrics-listen")
     if settings.metrics_listen:
         base += ["--metrics-listen", f"{settings.metrics_listen.rsplit(':', 1)[0]}:0"]
-    command = [sys.executable, "-m", "data_plane", *base, "--listen", f"{host}:{port}", "--reuse-port"]
+    base = _without(base, "--feature-pins-fd")
+    # One file for every worker to agree on feature pins through (data_plane.feature_pins): one data plane,
+    # one pinned set, whichever worker a connection reaches. Nameless, it goes with the last worker.
+    pins = open_shared_pins()
+    command = [
+        sys.executable, "-m", "data_plane", *base, "--listen", f"{host}:{port}", "--reuse-port",
+        "--feature-pins-fd", str(pins),
+    ]  # fmt: skip
     # Tied to this process: killed (the replica manager's SIGKILL after its stop timeout, the OOM killer),
     # it would otherwise leave its workers serving on the port with nobody to stop them.
     command, pass_fds = tied(command)
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=pass_fds)
-        for _ in range(workers)
-    ]
+    try:
+        processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=(*pass_fds, pins))
+            for _ in range(workers)
+        ]
+    finally:
+        os.close(pins)  # the workers hold it
     stopping = threading.Event()
     ended = threading.Event()  # some worker's process has ended
 
