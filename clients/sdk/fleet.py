@@ -76,6 +76,9 @@ class FleetReplica:
     # for a replica run with --workers N.
     metrics_address: str
     pid: int
+    #: Its process's start, ``BOOT_ID:TICKS`` (boot, and start time in clock ticks since boot): with the pid,
+    #: it names one process (a reused pid starts later). Empty where unknown (files of earlier fleets).
+    process_start: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +88,16 @@ class FleetEndpoints:
     replicas: tuple[FleetReplica, ...]
     updated_at: str  # ISO 8601, UTC
     pid: int  # the fleet process
+    process_start: str = ""  # the fleet process's start, as FleetReplica.process_start
 
     def to_json(self) -> str:
         return json.dumps(
-            {"replicas": [asdict(r) for r in self.replicas], "updated_at": self.updated_at, "pid": self.pid},
+            {
+                "replicas": [asdict(r) for r in self.replicas],
+                "updated_at": self.updated_at,
+                "pid": self.pid,
+                "process_start": self.process_start,
+            },
             indent=2,
         )
 
@@ -103,11 +112,13 @@ class FleetEndpoints:
                     address=str(r["address"]),
                     metrics_address=str(r.get("metrics_address", "")),
                     pid=_pid(r.get("pid", 0)),
+                    process_start=str(r.get("process_start", "")),
                 )
                 for r in data["replicas"]
             ),
             updated_at=str(data.get("updated_at", "")),
             pid=_pid(data.get("pid", 0)),
+            process_start=str(data.get("process_start", "")),
         )
 
 

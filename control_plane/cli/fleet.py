@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from control_plane.cli.settings import CliSettings
 # Imported when a command runs, not to build the parser: the fleet and its autoscaler import grpc and the
 # data plane's clients (and asyncio, which fleet run imports, takes a fifth of the parser's start).
 if TYPE_CHECKING:
-    from clients.sdk.fleet import FleetEndpoints
+    from clients.sdk.fleet import FleetEndpoints, FleetReplica
     from control_plane.deployments.autoscale_loop import ScaleEvent
     from control_plane.deployments.fleet import FleetSettings, FleetStopped
 
@@ -216,29 +215,48 @@ def print_status(endpoints: FleetEndpoints, path: Path, as_json: bool, timeout_s
     if as_json:
         print(endpoints.to_json(), file=out)
         return 0
-    state = "running" if _alive(endpoints.pid) else "not running: the list may be stale"
-    print(f"fleet process {endpoints.pid} ({state}), updated {endpoints.updated_at}, file {path}", file=out)
+    print(
+        f"fleet process {endpoints.pid} ({_fleet_state(endpoints)}), updated {endpoints.updated_at}, "
+        f"file {path}",
+        file=out,
+    )
     if not endpoints.replicas:
         print("no ready replicas", file=out)
         return 0
     rows = [
-        (r.number, r.address, r.metrics_address or "-", r.pid, _health(r.address, min(timeout_s, 2.0)))
+        (r.number, r.address, r.metrics_address or "-", r.pid, _replica_health(r, min(timeout_s, 2.0)))
         for r in endpoints.replicas
     ]
     print(output.table(("REPLICA", "ADDRESS", "METRICS", "PID", "HEALTH"), rows), file=out)
     return 0
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
+def _fleet_state(endpoints: FleetEndpoints) -> str:
+    """Whether the fleet that wrote the file runs: its pid *and* start (a pid alone read a fleet gone for
+    days as running once the number was handed to another process, and its stale list as current)."""
+    from control_plane.deployments.process_start import ProcessState, process_state
+
+    state = process_state(endpoints.pid, endpoints.process_start)
+    if state is ProcessState.RUNNING:
+        return "running"
+    if state is ProcessState.REPLACED:
+        return f"not running: pid {endpoints.pid} is another process now; the list is stale"
+    if state is ProcessState.UNKNOWN:  # a file of a fleet that recorded no start: the pid is all there is
+        return "running, judged by its pid alone: the list may be stale"
+    return "not running: the list is stale"
+
+
+def _replica_health(replica: FleetReplica, timeout_s: float) -> str:
+    """Its health service's answer, unless its process is known to be gone: whatever answers at a gone
+    replica's address now (another server given its port) is not the replica."""
+    from control_plane.deployments.process_start import ProcessState, process_state
+
+    state = process_state(replica.pid, replica.process_start)
+    if state is ProcessState.GONE:
+        return "gone (its process has ended)"
+    if state is ProcessState.REPLACED:
+        return f"gone (its process has ended; pid {replica.pid} is another process now)"
+    return _health(replica.address, timeout_s)
 
 
 def _health(address: str, timeout_s: float) -> str:

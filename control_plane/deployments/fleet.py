@@ -48,6 +48,7 @@ from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
 from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.process_start import process_start
 from control_plane.deployments.replicas import Replica, ReplicaManager, ReplicaSettings
 from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL
 
@@ -283,10 +284,16 @@ class FleetStopped:
 
 
 def snapshot(replicas: tuple[Replica, ...]) -> FleetEndpoints:
+    """The endpoints file's content: every process named with its start as well as its pid, so that
+    ``fleet status`` does not take whatever process has that pid later for it (:mod:`.process_start`)."""
     return FleetEndpoints(
-        replicas=tuple(FleetReplica(r.number, r.address, r.metrics_address, r.process.pid) for r in replicas),
+        replicas=tuple(
+            FleetReplica(r.number, r.address, r.metrics_address, r.process.pid, r.process_start)
+            for r in replicas
+        ),
         updated_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         pid=os.getpid(),
+        process_start=process_start(os.getpid()),
     )
 
 

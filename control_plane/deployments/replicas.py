@@ -49,6 +49,7 @@ from pathlib import Path
 
 from clients.errors import FailedPrecondition
 from clients.lifeline import tied
+from control_plane.deployments.process_start import process_start
 from control_plane.deployments.replica_folders import REGISTRY_FILE, prepare_folder
 from control_plane.deployments.replica_health import answers, wait_serving
 from control_plane.process_secrets import withheld
@@ -110,6 +111,9 @@ class Replica:
     stderr_from: int = 0
     # Waits for its process's end, to tell the manager at once when it ends while listed (a crash).
     exit_watch: asyncio.Task[None] | None = None
+    # Its process's start (control_plane.deployments.process_start), read at launch: the endpoints file
+    # names it with its pid, so that `fleet status` cannot take a later process with the pid for it.
+    process_start: str = ""
 
     @property
     def health_addresses(self) -> tuple[str, ...]:
@@ -342,7 +346,10 @@ class ReplicaManager:
                 env={**os.environ, **withheld(), "AETHER_REDIS_URL": settings.redis_url},
                 start_new_session=True,
             )  # fmt: skip
-        replica = Replica(number, process, serial, stderr_from=logged_from)
+        # Read now, while the process is ours and unreaped: its pid cannot have been handed out again.
+        replica = Replica(
+            number, process, serial, stderr_from=logged_from, process_start=process_start(process.pid)
+        )
         self._unlisted[number] = replica
         waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"
         try:
