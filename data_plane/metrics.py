@@ -12,6 +12,9 @@
   (``data_plane.watch_stream``), ``"invalid_plan"``, deployment plans that cannot be served;
 * ``aether_near_cache_{hits,misses,invalidations,evictions}_total``, ``aether_near_cache_entries`` and
   ``aether_near_cache_bytes`` — the near cache of online-store blobs (``data_plane.near_cache``), when on.
+* ``aether_event_loop_heartbeat_age_seconds`` — seconds since the serving event loop last stamped its
+  heartbeat (every 0.5 s; ``data_plane.loop_heartbeat``), computed when scraped: this endpoint's thread
+  answers while the loop is hung, and this is what tells it.
 
 A request is labelled with the model and version it ran on (a failed Predict: its deployment, version
 ``""``) only when the names it gave resolved to a loaded version or a deployment; one whose names did not
@@ -186,6 +189,20 @@ class _NearCacheSeries(Collector):
         yield GaugeMetricFamily("aether_near_cache_bytes", "Bytes the near cache counts", value=stats.bytes)
 
 
+class _LoopHeartbeatSeries(Collector):
+    """The event loop's heartbeat age, read when scraped (by this thread: it answers while the loop hangs)."""
+
+    def __init__(self, read_age_s: Callable[[], float]) -> None:
+        self._read_age_s = read_age_s
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "aether_event_loop_heartbeat_age_seconds",
+            "Seconds since the serving event loop last stamped its heartbeat (every 0.5 s when it turns)",
+            value=self._read_age_s(),
+        )
+
+
 @dataclass
 class ServingMetrics(ManagerObserver):
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
@@ -258,6 +275,11 @@ class ServingMetrics(ManagerObserver):
 
     def track_near_cache(self, read: Callable[[], NearCacheStats]) -> None:
         self.registry.register(_NearCacheSeries(read))
+
+    def track_loop_heartbeat(self, read_age_s: Callable[[], float]) -> None:
+        """Exports the serving loop's heartbeat age (``data_plane.loop_heartbeat``), ``read_age_s()`` when
+        scraped."""
+        self.registry.register(_LoopHeartbeatSeries(read_age_s))
 
     def prediction_log_dropped(self, count: int = 1) -> None:
         self._prediction_log_dropped.inc(count)

@@ -53,6 +53,7 @@ from data_plane.catalog import Catalog, RegistryState
 from data_plane.deployment_watch import DeploymentWatch, start_deployment_watch
 from data_plane.feature_pins import SharedPins
 from data_plane.feature_vector import FeatureAssembler
+from data_plane.loop_heartbeat import LoopHeartbeat
 from data_plane.metrics import UNRESOLVED, MetricsServer, ServingMetrics, start_metrics_server
 from data_plane.models.manager import ModelManager
 from data_plane.models.options import ManagerOptions
@@ -124,6 +125,8 @@ class DataPlaneHandle:
     serving: asyncio.Event = field(default_factory=asyncio.Event)
     # The task that turns it SERVING (_report_serving).
     readiness: asyncio.Task[None] | None = None
+    # Stamped by the event loop; its age is on /metrics (data_plane.loop_heartbeat).
+    heartbeat: LoopHeartbeat | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -164,6 +167,8 @@ class DataPlaneHandle:
         await self.log_redis.close()
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.stop)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
 
 def _host(listen: str) -> str:
@@ -228,6 +233,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         near_cache,
     )
     metrics = ServingMetrics(released_series_s=settings.metrics_released_series_s)
+    heartbeat = LoopHeartbeat()  # its age on /metrics tells a hung loop from an idle one
+    heartbeat.start()
+    metrics.track_loop_heartbeat(heartbeat.age_s)
     if near_cache is not None:
         metrics.track_near_cache(near_cache.stats)
     manager = _manager(settings, metrics)
@@ -358,6 +366,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         stopping=stopping,
         serving=now_serving,
         readiness=readiness,
+        heartbeat=heartbeat,
     )
 
 

@@ -196,9 +196,14 @@ def _print_change(endpoints: FleetEndpoints, cause: ScaleEvent | None) -> None:
         return
     load = cause.load
     p99 = "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f} ms"
-    # The queue and p99 leave out a replica that could not be scraped: say so, or they read as the fleet's.
+    # The queue and p99 leave out a replica that could not be scraped, or whose event loop had stalled: say
+    # so, or they read as the fleet's.
     left_out = f", {load.unmeasured} replica{'s' if load.unmeasured > 1 else ''} not measured"
-    measured = f"queue {load.queue_depth:.0f}, p99 {p99}{left_out if load.unmeasured else ''}"
+    stalled = f", {load.stalled} replica{'s' if load.stalled > 1 else ''} stalled"
+    measured = (
+        f"queue {load.queue_depth:.0f}, p99 {p99}{left_out if load.unmeasured else ''}"
+        f"{stalled if load.stalled else ''}"
+    )
     print(f"scaled to {count} {noun} ({measured}): {listed}", flush=True)
 
 

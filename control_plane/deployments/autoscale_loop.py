@@ -20,6 +20,17 @@ What is read from each replica (``data_plane/metrics.py``):
   number: a replica that replaces a stopped one takes its number, and maybe its metrics port, but none
   of its counts.
 
+* event loop — ``aether_event_loop_heartbeat_age_seconds``: seconds since the replica's serving event loop
+  last ran (it stamps a heartbeat every 0.5 s). ``/metrics`` is served by a thread of its own, so it
+  answers while that loop is hung, its gauges frozen: read as they are, a hung replica looked idle, the
+  fleet shrank, and the scale-down stopped a healthy replica (the newest) in its place. An endpoint whose
+  age is :data:`STALLED_AFTER_S` or more is *stalled*: its sample is left out of the load (its previous
+  one kept, as for a failed scrape), the warning says so each interval, ``Load.stalled`` counts its
+  replica, and a scale-down stops stalled replicas first, killed at once (a loop that does not run cannot
+  drain; :meth:`ReplicaManager.scale_to`). It does not hold the count up as an unscraped replica does:
+  what it serves is known, nothing, so the fleet is sized on the others' load. A hung replica that no
+  scale-down takes is replaced once its health probes have gone unanswered for a few passes, as before.
+
 A replica that cannot be scraped is left out of that interval's load (and logged); it is still counted
 as running, since the replica manager decides what runs, and counted in ``Load.unmeasured``: such an
 interval never recommends fewer replicas (its load is unknown, not none; a replica hung with a long queue
@@ -55,7 +66,12 @@ _log = logging.getLogger("aether.control_plane.autoscaler")
 
 IN_FLIGHT = "aether_inference_in_flight"
 LATENCY_BUCKET = "aether_inference_latency_seconds_bucket"
+LOOP_AGE = "aether_event_loop_heartbeat_age_seconds"
 SCRAPE_TIMEOUT_S = 2.0
+#: A replica endpoint whose event loop has not stamped its heartbeat for this long is stalled (see the
+#: module's docstring): ten times the stamp's period, far beyond a busy loop's lag, and well within the
+#: health probes' verdict (three unanswered 2 s probes, one per interval).
+STALLED_AFTER_S = 5.0
 
 Scrape = Callable[[str], Awaitable[str]]
 SeriesKey = tuple[tuple[str, str], ...]
@@ -118,6 +134,8 @@ class ReplicaSample:
     #: Per latency series (its labels but ``le``, sorted), its cumulative counts by upper bucket edge in
     #: seconds (``inf`` included).
     latency_series: Mapping[SeriesKey, Mapping[float, float]] = field(default_factory=dict)
+    #: Seconds since the replica's event loop last ran (None: a replica that does not say).
+    loop_age_s: float | None = None
 
     @property
     def latency_buckets(self) -> dict[float, float]:
@@ -129,6 +147,7 @@ def parse_metrics(text: str) -> ReplicaSample:
     """The autoscaler's inputs from one replica's Prometheus exposition text."""
     in_flight = 0.0
     series: dict[SeriesKey, dict[float, float]] = {}
+    loop_age_s: float | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == IN_FLIGHT:
@@ -136,7 +155,9 @@ def parse_metrics(text: str) -> ReplicaSample:
             elif sample.name == LATENCY_BUCKET:
                 key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
                 series.setdefault(key, {})[float(sample.labels["le"])] = sample.value
-    return ReplicaSample(in_flight, series)
+            elif sample.name == LOOP_AGE:
+                loop_age_s = sample.value
+    return ReplicaSample(in_flight, series, loop_age_s)
 
 
 def interval_counts(previous: ReplicaSample | None, current: ReplicaSample) -> dict[float, float]:
@@ -209,11 +230,15 @@ class AutoscaleLoop:
         *,
         clock: Callable[[], float] = time.monotonic,
         scrape: Scrape = fetch_metrics,
+        stalled_after_s: float = STALLED_AFTER_S,
     ) -> None:
         self._replicas = replicas
         self._policy = policy
         self._clock = clock
         self._scrape = scrape
+        self._stalled_after_s = stalled_after_s
+        #: Serials of the replicas the latest measurement found stalled: a scale-down stops them first.
+        self.stalled: frozenset[int] = frozenset()
         self._history: tuple[Recommendation, ...] = ()
         # By replica serial and endpoint: a replica that replaces a stopped one may take its number and even
         # its metrics port, and must not be taken for it (its counts minus the old replica's).
@@ -241,6 +266,7 @@ class AutoscaleLoop:
         queue = 0.0
         latency: dict[float, float] = {}
         unmeasured: set[int] = set()  # serials of the replicas with an endpoint that did not answer
+        stalled: set[int] = set()  # serials of the replicas with an endpoint whose event loop is not running
         # An endpoint whose scrape fails keeps its last sample: without it, its next interval would count its
         # whole lifetime histogram (old spikes long gone back in the p99). Only an endpoint that is gone
         # loses its sample (serials are never reused: a replica that left never comes back).
@@ -253,11 +279,30 @@ class AutoscaleLoop:
                 unmeasured.add(key[0])
                 continue
             sample = parse_metrics(text)
+            if sample.loop_age_s is not None and sample.loop_age_s >= self._stalled_after_s:
+                # Its gauges are frozen, not a reading: the sample is left out, the previous one kept.
+                _log.warning(
+                    "replica %d at %s: its event loop has not run for %.1f s (hung?); its load is left out "
+                    "and a scale-down stops it first",
+                    number,
+                    key[1],
+                    sample.loop_age_s,
+                )
+                stalled.add(key[0])
+                continue
             self._previous[key] = sample
             queue += sample.in_flight
             for edge, count in interval_counts(previous.get(key), sample).items():
                 latency[edge] = latency.get(edge, 0.0) + count
-        return Load(self._replicas.count, queue, p99_ms(latency), unmeasured=len(unmeasured))
+        self.stalled = frozenset(stalled)
+        # A stalled replica is not unmeasured: what it serves is known (nothing), so it holds no count up.
+        return Load(
+            self._replicas.count,
+            queue,
+            p99_ms(latency),
+            unmeasured=len(unmeasured - stalled),
+            stalled=len(stalled),
+        )
 
     async def tick(self) -> int:
         """One measurement and decision, applied; the replica count asked for."""
@@ -269,16 +314,20 @@ class AutoscaleLoop:
         self.events = [*self.events[-99:], event]
         if wanted != self._replicas.count:
             _log.info(
-                "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms, %d replicas not measured)",
+                "scaling data-plane replicas %d -> %d (queue %.0f, p99 %s ms, %d replicas not measured, %d "
+                "stalled)",
                 self._replicas.count,
                 wanted,
                 load.queue_depth,
                 "n/a" if load.p99_ms is None else f"{load.p99_ms:.1f}",
                 load.unmeasured,
+                load.stalled,
             )
             self.applying = event
             try:
-                await self._replicas.scale_to(wanted)
+                # A stalled replica leaves before any healthy one: stopping the newest instead left the hung
+                # one listed, its clients' calls hanging, and took a working replica away.
+                await self._replicas.scale_to(wanted, leaving_first=self.stalled)
             finally:
                 self.applying = None
         return wanted

@@ -13,6 +13,8 @@ queued or in flight over all replicas) and its p99 latency, and calls :func:`dec
 * an interval in which some replica could not be measured (its /metrics did not answer: it is hung, or too
   busy to answer in time) recommends no fewer replicas than run: its load is unknown, not none. Counted
   as none, one silent replica made the fleet look idle, and the scale-down stopped a healthy replica.
+  A replica whose /metrics answered but whose event loop is stalled (``Load.stalled``) holds nothing up:
+  it serves nothing, and a scale-down stops it before any other (``autoscale_loop``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Load:
     queue_depth: float  # queued + in flight, summed over replicas
     p99_ms: float | None  # None when nothing was served in the interval
     unmeasured: int = 0  # replicas whose load could not be read (left out of queue_depth and p99_ms)
+    # Replicas whose event loop had stopped running (their /metrics, a thread of their own, still answered):
+    # left out of queue_depth and p99_ms, and not unmeasured, since they serve nothing (autoscale_loop).
+    stalled: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,9 +277,10 @@ class FleetStopped:
     #: Replicas SIGKILLed on the way out for overrunning their stop timeout: their drain was cut short, so
     #: requests in flight may have failed because of the stop.
     killed: int = 0
-    #: Replicas SIGKILLed (and replaced) while the fleet ran because their health stopped answering. They
-    #: never drained, but whatever they held was lost when they hung, not by the stop: a fault healed
-    #: on the way, as a crashed replica is.
+    #: Replicas SIGKILLed while the fleet ran because they hung: their health stopped answering (they were
+    #: replaced), or their event loop had stalled when a scale-down stopped them. They never drained, but
+    #: whatever they held was lost when they hung, not by the stop: a fault healed on the way, as a crashed
+    #: replica is.
     hung: int = 0
 
 

@@ -6,9 +6,12 @@ balancer sends traffic to) only once its gRPC health says SERVING, so it has loa
 it serves. Scaling down removes a replica from that list first and then sends SIGTERM, on which the data
 plane stops accepting, drains in-flight requests and exits; it is killed only if it overruns the stop
 timeout, with its whole process group (each replica runs in a session of its own), so the workers of a
---workers replica end with it. Each replica gets its own state folder (persisted plans, its stderr and
-stdout logs) and, unless told otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``),
-which the autoscaler (:mod:`control_plane.deployments.autoscale_loop`) scrapes.
+--workers replica end with it. A scale-down stops first the replicas the autoscaler found stalled (their
+event loop does not run, so they are killed at once), then those whose latest health probe went
+unanswered, then the newest: the newest alone left a hung replica listed and stopped a healthy one.
+Each replica gets its own state folder (persisted plans, its stderr and stdout logs) and, unless told
+otherwise, a Prometheus endpoint of its own (``Replica.metrics_address``), which the autoscaler
+(:mod:`control_plane.deployments.autoscale_loop`) scrapes.
 
 A listed replica whose process exits (a crash, the OOM killer) sets :attr:`ReplicaManager.exited`, on
 which the autoscaler replaces it at once. Before each autoscaler decision
@@ -43,7 +46,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,9 +198,11 @@ class ReplicaManager:
     def count(self) -> int:
         return len(self._replicas)
 
-    async def scale_to(self, replicas: int) -> None:
-        """Starts replicas (in parallel, each listed once SERVING) or stops the newest ones (unlisted
-        first, then drained in parallel)."""
+    async def scale_to(self, replicas: int, *, leaving_first: Collection[int] = ()) -> None:
+        """Starts replicas (in parallel, each listed once SERVING) or stops some (unlisted first, then
+        drained in parallel): those whose serial is in ``leaving_first`` (the autoscaler's stalled ones:
+        their event loop does not run, so they cannot drain and are killed at once, counted in ``hung``),
+        then those that missed their latest health probes, then the newest."""
         async with self._lock:
             missing = replicas - len(self._replicas)
             if missing > 0:
@@ -230,12 +235,20 @@ class ReplicaManager:
                     raise ReplicaRefused.of(refused)
             keep = max(replicas, 0)
             if len(self._replicas) > keep:
-                # The newest leave, all out of the ready list before any is told to drain, and drain
-                # together: one after another, a stop of N replicas took N drains (a supervisor's stop
-                # timeout cut the last ones short), and the lock was held as long.
-                leaving, self._replicas = self._replicas[keep:], self._replicas[:keep]
+                # All out of the ready list before any is told to drain, and drained together: one after
+                # another, a stop of N replicas took N drains (a supervisor's stop timeout cut the last ones
+                # short), and the lock was held as long.
+                leaving = _leaving(self._replicas, len(self._replicas) - keep, leaving_first)
+                self._replicas = [r for r in self._replicas if all(r is not gone for gone in leaving)]
                 self._changed()
-                await asyncio.gather(*(self._stop(victim) for victim in reversed(leaving)))
+                stalled = [r for r in leaving if r.serial in leaving_first]
+                if stalled:
+                    _log.warning(
+                        "stopping stalled data-plane replicas first, killed at once: %s",
+                        ", ".join(str(r.number) for r in stalled),
+                    )
+                self.hung += len(stalled)
+                await asyncio.gather(*(self._stop(r, kill=r.serial in leaving_first) for r in leaving))
 
     async def replace_failed(self, *, probe: bool = True) -> int:
         """Unlists the replicas whose process ended on its own (a crash, the OOM killer) or that are hung,
@@ -418,6 +431,17 @@ class ReplicaManager:
         self._unlisted.pop(replica.number, None)
         self._taken.discard(replica.number)
         _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+
+
+def _leaving(listed: list[Replica], count: int, first: Collection[int]) -> list[Replica]:
+    """The ``count`` replicas a scale-down stops: those whose serial is in ``first``, then those whose
+    health missed a probe (the latest pass's), then the newest. Stopping the newest alone kept a hung
+    replica listed, its clients' calls hanging, and took a working one away."""
+    order = sorted(
+        range(len(listed)),
+        key=lambda i: (listed[i].serial not in first, listed[i].missed_probes == 0, -i),
+    )
+    return [listed[i] for i in order[:count]]
 
 
 def _refusal(started: list[Replica | BaseException]) -> ReplicaStartFailed | None:

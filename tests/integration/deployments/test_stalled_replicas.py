@@ -1,0 +1,169 @@
+"""A replica whose event loop is hung still answers its scrape (``/metrics`` is a thread of its own), its
+gauges frozen: read as they were, it looked idle, the fleet shrank, and the scale-down stopped the newest
+replica, a healthy one, leaving the hung one listed. Now the data plane exports its loop's heartbeat age,
+the autoscaler takes an old one for a stalled replica (its load left out), and a scale-down stops stalled
+replicas first, then ones that missed a health probe, then the newest.
+
+The hung loop is real: a data plane (``data_plane.server.start_server``) runs on an event loop in a thread
+of this process, and the test blocks that loop with a blocking call, as a handler that blocks would.
+SIGSTOP would not do: it stops the metrics thread with the loop, and the scrape fails instead."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics, parse_metrics
+from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.replica_health import answers
+from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from data_plane.loop_heartbeat import PERIOD_S
+from data_plane.server import DataPlaneHandle, start_server
+from data_plane.settings import DataPlaneSettings
+from tests.integration.deployments.conftest import Plane
+from tests.support.redis_server import free_port
+
+pytestmark = pytest.mark.integration
+
+#: Shorter than the default (5 s), so that the test's blocked loop does not have to stay blocked as long.
+STALLED_AFTER_S = 1.0
+
+
+def _settings(redis_url: str, folder: Path) -> DataPlaneSettings:
+    return DataPlaneSettings(
+        listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
+        redis_url=redis_url,
+        control_plane_addr=f"127.0.0.1:{free_port()}",  # none: the planes serve no model here
+        snapshot_path=folder / "registry_snapshot.pb",
+        near_cache_mb=0.0,
+    )
+
+
+class ThreadedDataPlane:
+    """A real data plane on an event loop of its own, in a thread: its loop can be blocked while this one
+    runs on."""
+
+    def __init__(self, settings: DataPlaneSettings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="data-plane", daemon=True)
+        self._thread.start()
+        self.handle: DataPlaneHandle = asyncio.run_coroutine_threadsafe(
+            start_server(settings), self._loop
+        ).result(60)
+
+    def block_loop(self) -> threading.Event:
+        """Blocks the data plane's event loop with a blocking call on it, as a hung handler does, until the
+        event returned is set (or a minute has passed)."""
+        release = threading.Event()
+        self._loop.call_soon_threadsafe(release.wait, 60.0)
+        return release
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.handle.stop(0), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+@dataclass
+class _Listed:
+    number: int
+    metrics_address: str
+    serial: int
+
+
+class RecordingFleet:
+    """Stands in for the ReplicaManager in a decision: the replicas it lists are real data planes' metrics
+    endpoints; it records how it is told to scale (the manager's side is tested with real replicas below)."""
+
+    def __init__(self, *replicas: _Listed) -> None:
+        self.replicas = replicas
+        self.count = len(replicas)
+        self.exited = asyncio.Event()
+        self.scaled: list[tuple[int, frozenset[int]]] = []
+
+    async def replace_failed(self, *, probe: bool = True) -> int:
+        return 0
+
+    async def scale_to(self, replicas: int, *, leaving_first: Collection[int] = ()) -> None:
+        self.scaled.append((replicas, frozenset(leaving_first)))
+
+
+async def _loop_age(metrics_address: str) -> float:
+    age = parse_metrics(await fetch_metrics(metrics_address)).loop_age_s
+    assert age is not None, "the data plane does not export its loop's heartbeat age"
+    return age
+
+
+async def test_a_hung_loop_shows_on_the_scrape_and_its_replica_leaves_first(
+    redis_url: str, tmp_path: Path
+) -> None:
+    healthy = await start_server(_settings(redis_url, tmp_path / "healthy"))  # on this test's loop
+    hung = await asyncio.to_thread(ThreadedDataPlane, _settings(redis_url, tmp_path / "hung"))
+    metrics = [f"127.0.0.1:{plane.metrics_port}" for plane in (healthy, hung.handle)]
+    fleet = RecordingFleet(*(_Listed(n, address, serial=10 + n) for n, address in enumerate(metrics)))
+    policy = AutoscalerPolicy(min_replicas=1, max_replicas=2, up_window_s=0.0, down_window_s=0.0)
+    loop = AutoscaleLoop(fleet, policy, stalled_after_s=STALLED_AFTER_S)  # type: ignore[arg-type]
+    try:
+        assert (await loop.measure()).stalled == 0
+        for address in metrics:  # a loop that turns stamps every PERIOD_S
+            assert await _loop_age(address) < PERIOD_S + 0.5
+
+        release = hung.block_loop()
+        try:
+            deadline = time.monotonic() + 30
+            while await _loop_age(metrics[1]) < STALLED_AFTER_S:  # its scrape answers all along
+                assert time.monotonic() < deadline, "the blocked loop's heartbeat age never grew"
+                await asyncio.sleep(0.1)
+            assert not await answers(f"127.0.0.1:{hung.handle.port}", 0.5)  # its gRPC health does not
+
+            # Idle, the fleet shrinks, and the stalled replica is the one to stop (not the newest by default).
+            assert await loop.tick() == 1
+            assert fleet.scaled == [(1, frozenset({11}))]
+            assert loop.events[-1].load.stalled == 1 and loop.events[-1].load.unmeasured == 0
+        finally:
+            release.set()
+        deadline = time.monotonic() + 30
+        while await _loop_age(metrics[1]) >= STALLED_AFTER_S:  # released: it turns again
+            assert time.monotonic() < deadline, "the loop's heartbeat never came back"
+            await asyncio.sleep(0.1)
+        assert (await loop.measure()).stalled == 0 and loop.stalled == frozenset()
+    finally:
+        await asyncio.to_thread(hung.stop)
+        await healthy.stop(0)
+
+
+async def test_a_scale_down_stops_stalled_replicas_then_ones_that_missed_a_probe(plane: Plane) -> None:
+    manager = ReplicaManager(
+        ReplicaSettings(
+            plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, health_timeout_s=0.5
+        )
+    )
+    try:
+        await manager.scale_to(3)
+        first, second, third = manager.replicas
+        # The autoscaler found the oldest stalled: it leaves, killed at once (it could not drain).
+        await manager.scale_to(2, leaving_first={first.serial})
+        assert manager.replicas == (second, third)
+        assert first.process.returncode == -signal.SIGKILL and manager.hung == 1 and manager.killed == 0
+
+        # The middle one misses a health probe (stopped for the pass): it leaves before the newest.
+        second.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await manager.replace_failed() == 0  # one miss is no verdict
+            assert second.missed_probes == 1 and third.missed_probes == 0
+        finally:
+            second.process.send_signal(signal.SIGCONT)
+        await manager.scale_to(1)
+        assert manager.replicas == (third,)
+        assert second.process.returncode == 0  # not stalled: drained on SIGTERM as any scale-down
+    finally:
+        await manager.close()
