@@ -6,7 +6,9 @@ it when the process dies, by any means. A tied child is started through this fil
 read end and then execs COMMAND in its own place, so the child's pid, command line and exit status are
 COMMAND's. When the lifeline reaches its end the watcher sends COMMAND SIGTERM, its ordinary clean stop
 (a plane drains, redis-server writes its append-only file), and SIGKILL if it is still there after
-:data:`GRACE_S`. The watcher ends as soon as COMMAND does (a second pipe, whose write end COMMAND holds).
+:data:`GRACE_S`, or the grace its parent gave (``tied(command, grace_s=...)``: a command that is known to
+stop sooner, or to hang, need not hold on to its ports and memory that long). The watcher ends as soon as
+COMMAND does (a second pipe, whose write end COMMAND holds).
 
 Why not ``PR_SET_PDEATHSIG``: it is Linux-only, fires when the *thread* that started the child ends
 (not the process), and must be set in a ``preexec_fn``, which is unsafe in a process that runs threads
@@ -51,25 +53,26 @@ def _read_end() -> int:
         return _ends[0]
 
 
-def tied(command: Sequence[str]) -> tuple[list[str], tuple[int, ...]]:
-    """``command`` wrapped so that it ends when this process does, and the descriptors the wrapper needs:
-    start it with ``pass_fds`` set to them (``subprocess.Popen`` and ``asyncio.create_subprocess_exec``
-    both take it)."""
+def tied(command: Sequence[str], grace_s: float = GRACE_S) -> tuple[list[str], tuple[int, ...]]:
+    """``command`` wrapped so that it ends when this process does (SIGTERM, then SIGKILL after
+    ``grace_s``), and the descriptors the wrapper needs: start it with ``pass_fds`` set to them
+    (``subprocess.Popen`` and ``asyncio.create_subprocess_exec`` both take it)."""
     fd = _read_end()
-    return [sys.executable, "-I", os.path.abspath(__file__), str(fd), "--", *command], (fd,)
+    script = os.path.abspath(__file__)
+    return [sys.executable, "-I", script, str(fd), "--grace", f"{grace_s:g}", "--", *command], (fd,)
 
 
 # the wrapper and the watcher (run as a script) ------------------------------------------------------
 
 
-def _wrap(lifeline: int, command: list[str]) -> int:
+def _wrap(lifeline: int, command: list[str], grace_s: float = GRACE_S) -> int:
     """Starts the watcher, then becomes ``command``."""
     death_read, death_write = os.pipe()
     target = os.getpid()
     os.set_inheritable(lifeline, True)
     os.set_inheritable(death_read, True)
     watcher = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--watch",
-               str(lifeline), str(death_read), str(target)]  # fmt: skip
+               str(lifeline), str(death_read), f"{grace_s:g}", str(target)]  # fmt: skip
     if os.fork() == 0:
         try:
             os.close(death_write)
@@ -97,7 +100,7 @@ def _ended(fd: int, ready: list[int]) -> bool:
     return fd in ready and not os.read(fd, 4096)
 
 
-def _watch(lifeline: int, death: int, target: int) -> int:
+def _watch(lifeline: int, death: int, target: int, grace_s: float = GRACE_S) -> int:
     """Waits for the lifeline's end, then stops ``target`` (this process's parent); returns when
     ``target`` ends first. Only ``getppid() != target`` says the target has ended (this process then has
     another parent, so a reused pid is never signalled): the end of the death pipe is a cue to look, not
@@ -113,7 +116,7 @@ def _watch(lifeline: int, death: int, target: int) -> int:
         if _ended(lifeline, ready):
             break
     os.kill(target, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
+    deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         ready = select.select([death] if death in watched else [], [], [], 0.5)[0]
         if death in watched and _ended(death, ready):
@@ -126,12 +129,17 @@ def _watch(lifeline: int, death: int, target: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["--watch"]:
-        return _watch(*(int(value) for value in argv[1:4]))
+    if argv[:1] == ["--watch"]:  # --watch LIFELINE DEATH GRACE_S TARGET (the target last: tests look for it)
+        lifeline, death, grace, target = argv[1:5]
+        return _watch(int(lifeline), int(death), int(target), float(grace))
+    grace_s = GRACE_S
+    if argv[1:2] == ["--grace"] and len(argv) > 2:
+        grace_s = float(argv[2])
+        argv = [argv[0], *argv[3:]]
     if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
-        print("usage: python lifeline.py FD -- COMMAND [ARG...]", file=sys.stderr)
+        print("usage: python lifeline.py FD [--grace SECONDS] -- COMMAND [ARG...]", file=sys.stderr)
         return 2
-    return _wrap(int(argv[0]), argv[2:])
+    return _wrap(int(argv[0]), argv[2:], grace_s)
 
 
 if __name__ == "__main__":

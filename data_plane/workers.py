@@ -10,7 +10,15 @@ line and, with metrics, ``aether data plane metrics on HOST:PORT,HOST:PORT,...``
 endpoint, which the replica manager passes on to the autoscaler (it scrapes each of them). Each worker
 also listens on a port of its own besides the shared one, named after that in
 ``aether data plane workers on HOST:PORT,...``: a health probe through the shared port reaches the
-worker the kernel picks, so only a probe of each worker's own port tells that one of them hung.
+worker the kernel picks, so only a probe of each worker's own port tells that one of them hung. Their pids
+follow, in the same order, in ``aether data plane worker pids PID,...``: the replica manager kills a hung
+worker at once (SIGKILL) when it kills its data plane, the healthy workers draining meanwhile.
+
+Each worker is tied to this process (:mod:`clients.lifeline`): when this process dies, however it dies,
+each worker is told to stop (SIGTERM, so it drains) and is killed once its drain delay + grace +
+:data:`WORKER_STOP_MARGIN_S` have passed. A worker whose event loop is hung never drains: with the
+lifeline's default 30 s, one outlived its killed data plane by that long, on its ports, holding its
+memory and writing into the replica's folder a replacement was already using.
 
 A worker that ends on its own (a crash, the OOM killer) is not restarted here: this process then stops
 the other workers (SIGTERM, so they drain) and exits 1, and whoever runs it replaces the data plane
@@ -42,8 +50,20 @@ WORKER_LINE = "aether data plane worker on "
 _WORKER = re.compile(re.escape(WORKER_LINE) + r"(\S+)")
 #: This process's line naming every worker's own port, after the metrics line.
 WORKERS_LINE = "aether data plane workers on "
+#: Then its line naming every worker's pid, in the same order.
+WORKER_PIDS_LINE = "aether data plane worker pids "
 #: Printed once a data plane's overall health first turns SERVING; by this process once every worker's was.
 SERVING_LINE = "aether data plane serving"
+
+
+#: Beyond a worker's drain delay + grace, what its lifeline waits before a SIGKILL once this process is gone:
+#: the rest of its stop (closing its servers and clients, unloading its models).
+WORKER_STOP_MARGIN_S = 3.0
+
+
+def worker_grace_s(settings: DataPlaneSettings) -> float:
+    """How long a worker whose parent has died gets to drain before its lifeline kills it."""
+    return max(settings.drain_delay_s, 0.0) + max(settings.drain_grace_s, 0.0) + WORKER_STOP_MARGIN_S
 
 
 def _reserve(listen: str) -> tuple[socket.socket, int]:
@@ -116,9 +136,11 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
         sys.executable, "-m", "data_plane", *base, "--listen", f"{host}:{port}", "--reuse-port",
         "--feature-pins-fd", str(pins),
     ]  # fmt: skip
-    # Tied to this process: killed (the replica manager's SIGKILL after its stop timeout, the OOM killer),
-    # it would otherwise leave its workers serving on the port with nobody to stop them.
-    command, pass_fds = tied(command)
+    # Tied to this process: killed (the replica manager's SIGKILL after its stop timeout or of a hung
+    # replica, the OOM killer), it would otherwise leave its workers serving on the port with nobody to stop
+    # them. Killed after their own drain, not the lifeline's default 30 s: a hung worker (one that cannot
+    # drain) held its ports, memory and the replica's folder that long after its data plane was gone.
+    command, pass_fds = tied(command, grace_s=worker_grace_s(settings))
     try:
         processes = [
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=(*pass_fds, pins))
@@ -172,6 +194,8 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
             print(f"aether data plane metrics on {','.join(metrics)}", flush=True)
         # After the metrics line, which a reader may wait for right after the listening one.
         print(f"{WORKERS_LINE}{','.join(own)}", flush=True)
+        # Their pids, in the same order: a replica manager that finds one worker hung kills that one at once.
+        print(f"{WORKER_PIDS_LINE}{','.join(str(p.pid) for p in processes)}", flush=True)
         serving = _ServingCount(workers)
         for process in processes:  # unread, a worker's pipe fills up (64 KiB) and its next print blocks
             threading.Thread(target=_forward_output, args=(process, serving), daemon=True).start()

@@ -26,7 +26,10 @@ stay in the rotation, its connections hanging, for ever. A hung replica was coun
 capacity and kept in the endpoints file, and so in every client's rotation, for ever: a health watch
 that just stalls does not take it out. It cannot drain, so it is SIGKILLed at once after it is unlisted,
 and counted in ``hung``, not in ``killed`` (which counts drains cut short). One slow answer under load
-is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misses.
+is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misses. With it go the workers
+of a --workers replica whose latest probe went unanswered (by the pids its line
+``aether data plane worker pids ...`` names); its other workers drain on their lifeline's SIGTERM, and
+its number stays taken until its whole process group is gone (:mod:`.replica_groups`).
 
 A new replica's folder is seeded with the newest readable snapshots any replica folder holds
 (:mod:`control_plane.deployments.replica_folders`).
@@ -54,25 +57,27 @@ from clients.errors import FailedPrecondition
 from clients.lifeline import tied
 from control_plane.deployments.process_start import process_start
 from control_plane.deployments.replica_folders import REGISTRY_FILE, prepare_folder
+from control_plane.deployments.replica_groups import kill_member, reap_group
 from control_plane.deployments.replica_health import answers, wait_serving
+from control_plane.deployments.replica_output import (
+    METRICS_LINE,
+    READY_LINE,
+    SERVING_LINE,
+    ReplicaExited,
+    copy_out,
+    line_after,
+    stderr_said,
+    workers_then_serving,
+)
 from control_plane.process_secrets import withheld
 
 _log = logging.getLogger("aether.control_plane.replicas")
 
-_READY_LINE = "aether data plane listening on "
-_METRICS_LINE = "aether data plane metrics on "
-# Once its overall health is SERVING; for --workers N, once every worker's is (a probe through the shared
-# port reaches one of them, so a replica was listed while another worker was still NOT_SERVING).
-_SERVING_LINE = "aether data plane serving"
-# A --workers N data plane's line, before the serving one: every worker's own HOST:PORT (data_plane.workers).
-_WORKERS_LINE = "aether data plane workers on "
 #: The data plane's exit status for a usage or configuration error (a flag it does not know, a bad
 #: setting, but also a --model-config file it could not read or parse at that moment, such as one being
 #: rewritten). A bad flag fails the fleet's very first start, so only there does it stop the fleet
 #: (:class:`ReplicaRefused`); once this command line has served, such an exit is passing, and retried.
 USAGE_ERROR_STATUS = 2
-#: Lines of a replica's stderr an error about its exit quotes (the data plane's error is its last line).
-STDERR_TAIL_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ class Replica:
     drain: asyncio.Task[None] | None = None
     # HOST:PORT of each worker's own port for a replica run with --workers N; empty otherwise.
     worker_addresses: tuple[str, ...] = ()
+    # Each of those workers' pid, in the same order (what kills a hung one at once).
+    worker_pids: tuple[int, ...] = ()
     # Per probed address: health probes in a row that got no answer (see replace_failed).
     misses: dict[str, int] = field(default_factory=dict)
     # Where this start's lines begin in its folder's stderr.log (earlier starts' lines are older news).
@@ -128,13 +135,12 @@ class Replica:
         """The most probes in a row that one of its addresses left unanswered."""
         return max(self.misses.values(), default=0)
 
-
-class ReplicaExited(RuntimeError):
-    """The replica's process ended before it said it serves."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"data-plane replica exited with status {status} before serving")
-        self.status = status
+    @property
+    def unanswering_workers(self) -> list[int]:
+        """The pids of its workers (--workers N) whose latest health probe went unanswered."""
+        return [
+            p for a, p in zip(self.worker_addresses, self.worker_pids, strict=False) if self.misses.get(a)
+        ]
 
 
 class ReplicaStartFailed(RuntimeError):
@@ -172,6 +178,9 @@ class ReplicaManager:
         # the lowest first, are the next starts'.
         self._taken: set[int] = set()
         self._starts = 0  # the next replica's serial
+        # Per replica number: the wait for the rest of a killed --workers replica's process group (its
+        # workers draining, or hung), which keeps the number and folder taken until the group is gone.
+        self._reaping: dict[int, asyncio.Task[None]] = {}
         # True until the first starts have run: only a usage error there may stop the fleet. Later, this
         # command line has served, or failed for another reason, so a bad flag cannot be why: the data
         # plane also exits 2 on a --model-config file caught mid-write, and that stopped the whole fleet,
@@ -281,7 +290,7 @@ class ReplicaManager:
                 return 0
             for replica in exited:
                 log = settings.home / f"replica-{replica.number}" / "stderr.log"
-                said = await asyncio.to_thread(_stderr_said, log, replica.stderr_from)
+                said = await asyncio.to_thread(stderr_said, log, replica.stderr_from)
                 _log.error(
                     "data-plane replica %d exited with status %s; replacing it%s",
                     replica.number,
@@ -318,9 +327,11 @@ class ReplicaManager:
                 _log.exception("replica list listener failed")
 
     async def close(self) -> None:
-        """Stops every replica: the listed ones, and any whose start or stop was interrupted."""
+        """Stops every replica: the listed ones, and any whose start or stop was interrupted; returns once
+        the workers of a killed replica have gone too."""
         await self.scale_to(0)
         async with self._lock:
+            await asyncio.gather(*self._reaping.values())
             await asyncio.gather(*(self._stop(replica) for replica in list(self._unlisted.values())))
 
     async def _start(self) -> Replica:
@@ -364,15 +375,15 @@ class ReplicaManager:
             number, process, serial, stderr_from=logged_from, process_start=process_start(process.pid)
         )
         self._unlisted[number] = replica
-        waiting_for = f"its line '{_READY_LINE}HOST:PORT' on stdout"
+        waiting_for = f"its line '{READY_LINE}HOST:PORT' on stdout"
         try:
             async with asyncio.timeout(settings.start_timeout_s):
-                replica.address = await _line_after(process, _READY_LINE)
+                replica.address = await line_after(process, READY_LINE)
                 if settings.metrics:
-                    waiting_for = f"its line '{_METRICS_LINE}HOST:PORT' on stdout"
-                    replica.metrics_address = await _line_after(process, _METRICS_LINE)
-                waiting_for = f"its line '{_SERVING_LINE}' on stdout"
-                replica.worker_addresses = await _workers_then_serving(process)
+                    waiting_for = f"its line '{METRICS_LINE}HOST:PORT' on stdout"
+                    replica.metrics_address = await line_after(process, METRICS_LINE)
+                waiting_for = f"its line '{SERVING_LINE}' on stdout"
+                replica.worker_addresses, replica.worker_pids = await workers_then_serving(process)
                 waiting_for = f"SERVING from its health service at {replica.address}"
                 await wait_serving(replica.address)
         except BaseException as exc:
@@ -383,11 +394,11 @@ class ReplicaManager:
                     f"waited for {waiting_for} (its log: {folder / 'stderr.log'})"
                 ) from None
             if isinstance(exc, ReplicaExited):  # say why it exited: the end of what it wrote to stderr
-                said = await asyncio.to_thread(_stderr_said, folder / "stderr.log", logged_from)
+                said = await asyncio.to_thread(stderr_said, folder / "stderr.log", logged_from)
                 raise ReplicaStartFailed(number, exc.status, said) from None
             raise
         assert process.stdout is not None
-        replica.drain = asyncio.create_task(_copy_out(process.stdout, folder / "stdout.log"))
+        replica.drain = asyncio.create_task(copy_out(process.stdout, folder / "stdout.log"))
         replica.exit_watch = asyncio.create_task(self._notice_exit(replica))
         _log.info("data-plane replica %d serving on %s", number, replica.address)
         return replica
@@ -401,16 +412,21 @@ class ReplicaManager:
 
     async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
         """SIGTERM, then SIGKILL after ``stop_timeout_s`` (to its process group: its workers too); SIGKILL
-        at once with ``kill`` (a hung replica would not drain, only hold the lock for the whole timeout; its
-        process alone, so that the healthy workers of a --workers replica drain on their lifeline's
-        SIGTERM); nothing to signal for one that exited already. The replica stays in ``_unlisted`` until
-        its process has exited, so a stop that is itself cancelled is finished by close(); only then is its
-        number free for the next start."""
+        at once with ``kill`` (a hung replica would not drain, only hold the lock for the whole timeout): to
+        its process and to those of its workers (--workers N) whose latest health probe went unanswered,
+        so that its healthy workers drain on their lifeline's SIGTERM; nothing to signal for one that
+        exited already. The replica stays in ``_unlisted`` until its process has exited, so a stop that is
+        itself cancelled is finished by close(); only then is its number free for the next start, or, for
+        a killed --workers replica, once the rest of its process group is gone (:meth:`_reap`)."""
         self._unlisted[replica.number] = replica
         process = replica.process
         if kill:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            # A hung worker never drains: left to its lifeline, it held its ports and memory until its grace
+            # was over, and wrote into the folder its replica's successor was given meanwhile.
+            for pid in replica.unanswering_workers:
+                kill_member(pid, process.pid)
             await process.wait()
         elif process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -428,9 +444,32 @@ class ReplicaManager:
             replica.drain.cancel()
         if replica.exit_watch is not None:
             replica.exit_watch.cancel()
+        if kill and replica.worker_pids and replica.number not in self._reaping:
+            # In the background: the replacement of a hung replica need not wait for its workers' drain.
+            self._reaping[replica.number] = asyncio.create_task(self._reap(replica))
+            return
+        self._release(replica)
+
+    async def _reap(self, replica: Replica) -> None:
+        """Waits for the rest of a killed --workers replica's process group (its healthy workers drain on
+        their lifeline's SIGTERM) for at most ``stop_timeout_s``, then kills what is left; only then are
+        its number and folder free."""
+        try:
+            left = await reap_group(replica.process.pid, self._settings.stop_timeout_s)
+            if left:
+                _log.error(
+                    "workers of data-plane replica %d did not stop within %g s; killed: pids %s",
+                    replica.number, self._settings.stop_timeout_s, ", ".join(map(str, left)),
+                )  # fmt: skip
+        finally:
+            self._reaping.pop(replica.number, None)
+            self._release(replica)
+
+    def _release(self, replica: Replica) -> None:
+        """The replica is gone: its number (and folder) free for the next start."""
         self._unlisted.pop(replica.number, None)
         self._taken.discard(replica.number)
-        _log.info("data-plane replica %d stopped with status %s", replica.number, process.returncode)
+        _log.info("data-plane replica %d stopped with status %s", replica.number, replica.process.returncode)
 
 
 def _leaving(listed: list[Replica], count: int, first: Collection[int]) -> list[Replica]:
@@ -458,53 +497,6 @@ def _refusal(started: list[Replica | BaseException]) -> ReplicaStartFailed | Non
     )
 
 
-def _stderr_said(log: Path, start: int) -> str:
-    """The last lines a replica wrote to ``log`` since ``start`` (earlier starts' lines are older news),
-    and where the log is, as an error about its exit ends."""
-    try:
-        with log.open("rb") as file:
-            file.seek(max(start, file.seek(0, os.SEEK_END) - 65536))
-            lines = file.read().decode(errors="replace").splitlines()
-    except OSError as exc:
-        lines = [f"(its log could not be read: {exc})"]
-    tail = [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
-    said = "; the end of its stderr:\n  " + "\n  ".join(tail) if tail else "; it wrote nothing to stderr"
-    return f"{said}\n(its log: {log})"
-
-
 def metrics_addresses(metrics_address: str) -> list[str]:
     """The endpoints a replica's ``metrics_address`` names: one, or one per worker of a --workers replica."""
     return [a for a in metrics_address.split(",") if a]
-
-
-async def _copy_out(stream: asyncio.StreamReader, path: Path) -> None:
-    """Appends everything ``stream`` still says to ``path``, until its end."""
-    with await asyncio.to_thread(open, path, "ab") as file:
-        while chunk := await stream.read(65536):
-            await asyncio.to_thread(file.write, chunk)
-            await asyncio.to_thread(file.flush)
-
-
-async def _line_after(process: asyncio.subprocess.Process, prefix: str) -> str:
-    """What follows ``prefix`` on the first line of the replica's stdout that starts with it."""
-    while True:
-        text = await _next_line(process)
-        if text.startswith(prefix):
-            return text.removeprefix(prefix)
-
-
-async def _workers_then_serving(process: asyncio.subprocess.Process) -> tuple[str, ...]:
-    """Once the replica says it serves: its workers' own addresses, if it named any before (--workers)."""
-    workers: tuple[str, ...] = ()
-    while (text := await _next_line(process)) != _SERVING_LINE:
-        if text.startswith(_WORKERS_LINE):
-            workers = tuple(a for a in text.removeprefix(_WORKERS_LINE).split(",") if a)
-    return workers
-
-
-async def _next_line(process: asyncio.subprocess.Process) -> str:
-    assert process.stdout is not None
-    line = await process.stdout.readline()
-    if not line:
-        raise ReplicaExited(await process.wait())
-    return line.decode(errors="replace").strip()

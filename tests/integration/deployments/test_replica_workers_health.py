@@ -20,7 +20,7 @@ from control_plane.cli.settings import CliSettings
 from control_plane.deployments.fleet import MAX_PROBE_S, FleetSettings
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from tests.integration.deployments.conftest import Plane
-from tests.integration.deployments.test_replicas import _children, _running
+from tests.integration.deployments.test_replicas import _children, _listening, _running, _until
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
@@ -32,7 +32,7 @@ async def test_a_replica_with_one_hung_worker_is_found_hung_and_replaced(plane: 
     misses = 4  # through the shared port, all four reaching the stopped worker: 1 in 16
     settings = ReplicaSettings(
         plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, health_timeout_s=0.5,
-        hung_after_misses=misses, extra_args=("--workers", "2"),
+        hung_after_misses=misses, extra_args=("--workers", "2", "--drain-delay-s", "2"),
     )  # fmt: skip
     manager = ReplicaManager(settings)
     stopped = 0
@@ -40,8 +40,8 @@ async def test_a_replica_with_one_hung_worker_is_found_hung_and_replaced(plane: 
         await manager.scale_to(1)
         (replica,) = manager.replicas
         workers = _children(replica.process.pid)
-        assert len(workers) == 2
-        stopped = workers[0]
+        assert len(workers) == 2 and sorted(replica.worker_pids) == sorted(workers)
+        stopped, sibling = replica.worker_pids  # the pids in the order of the workers' own addresses
         os.kill(stopped, signal.SIGSTOP)  # fault injection: one worker hangs, its sibling serves on
         for _ in range(misses - 1):
             assert await manager.replace_failed() == 0
@@ -49,6 +49,15 @@ async def test_a_replica_with_one_hung_worker_is_found_hung_and_replaced(plane: 
         assert manager.hung == 1 and manager.count == 1 and manager.replicas[0] is not replica
         assert len(replica.worker_addresses) == 2 and replica.address not in replica.worker_addresses
         assert len(manager.replicas[0].worker_addresses) == 2  # its replacement's are probed as well
+        # The hung worker is killed with its data plane: left to its lifeline, it held its ports for 30 s.
+        hung_port = replica.worker_addresses[0]
+        await _until(
+            lambda: not _running(stopped) and not _listening(hung_port), "the hung worker lingers", 3
+        )
+        # Its healthy sibling drains (its lifeline's SIGTERM), and until it has gone the replica's number,
+        # and so its folder, is not handed to the replacement.
+        assert manager.replicas[0].number != replica.number
+        await _until(lambda: not _running(sibling), "the healthy worker never drained", 20)
     finally:
         if stopped and _running(stopped):
             with contextlib.suppress(ProcessLookupError):

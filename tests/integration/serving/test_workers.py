@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -180,6 +181,10 @@ def test_the_serving_line_comes_once_every_worker_serves(redis_url: str, tmp_pat
         # Then each worker's own port (a probe through the shared one reaches one worker), then serving.
         own = re.fullmatch(r"aether data plane workers on (\S+)\n", process.stdout.readline())
         assert own and len(set(own[1].split(","))) == 2 and f"127.0.0.1:{match[1]}" not in own[1]
+        # Then their pids, in the same order (a replica manager kills a hung one by it).
+        pids = re.fullmatch(r"aether data plane worker pids (\d+),(\d+)\n", process.stdout.readline())
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout
+        assert pids and sorted(pids.groups()) == sorted(children.split())
         assert process.stdout.readline() == "aether data plane serving\n"
         for address in [*own[1].split(","), *[f"127.0.0.1:{match[1]}"] * 4]:  # each worker must say SERVING
             with grpc.insecure_channel(address) as channel:
@@ -194,3 +199,38 @@ def test_the_serving_line_comes_once_every_worker_serves(redis_url: str, tmp_pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_hung_worker_outlives_its_killed_parent_only_for_its_drain(redis_url: str, tmp_path: Path) -> None:
+    """The parent killed (SIGKILL: a supervisor's, the OOM killer), each worker's lifeline tells it to stop;
+    a hung worker cannot, and its lifeline killed it only after the default 30 s, all that time on its
+    ports. Now the lifeline gives a worker its drain delay + grace + a margin (here 0 + 0.5 + 3 s)."""
+    process = _data_plane(
+        redis_url, tmp_path, "hung", "--workers", "2", "--listen", "127.0.0.1:0",
+        "--drain-delay-s", "0", "--drain-grace-s", "0.5",
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        while not (line := process.stdout.readline()).startswith("aether data plane worker pids "):
+            assert line, "the data plane ended before naming its workers"
+        hung, healthy = (int(pid) for pid in line.split()[-1].split(","))
+        os.kill(hung, signal.SIGSTOP)  # a hung worker: its SIGTERM stays pending
+        killed_at = time.monotonic()
+        process.kill()
+        process.wait()
+        deadline = killed_at + 3.5 + 6  # the grace, and the watcher's polls on a loaded host
+        while not (_gone(hung) and _gone(healthy)):
+            assert time.monotonic() < deadline, "the workers outlived their drain"
+            time.sleep(0.1)
+        assert time.monotonic() - killed_at >= 3.0  # the hung one got its grace: it was not killed outright
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
