@@ -92,8 +92,7 @@ class Run:
         self, metrics: Mapping[str, float], step: int = 0, timestamp_us: int | None = None
     ) -> bool:
         """Buffers one point per metric at ``step``; False when the buffer was full and they were dropped."""
-        if self._closed:
-            raise RuntimeError(f"run {self.run_id} is closed")
+        self._refuse_closed()
         checked = checked_metrics(metrics, self._client._known_metric_keys)
         stamp = _now_us() if timestamp_us is None else check_int64(int(timestamp_us), "timestamp_us")
         if problem := metric_time_problem(stamp):  # the server would refuse the run's whole batch share
@@ -106,6 +105,7 @@ class Run:
     def log_params(self, params: Mapping[str, object]) -> None:
         """Parameters are immutable: INVALID_ARGUMENT for a different value of a key logged before (the
         same value again does nothing)."""
+        self._refuse_closed()
         texts = text_map(params, "parameter")
         with self._params_lock:
             for key, value in texts.items():
@@ -121,7 +121,14 @@ class Run:
             self._client._shipper.add(self.run_id, params=fresh)
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
+        self._refuse_closed()
         self._client._shipper.add(self.run_id, tags=text_map(tags, "tag"))
+
+    def _refuse_closed(self) -> None:
+        # Anything queued after the run's end would reach the server behind it, be refused there in the
+        # background, and be lost without a word to the caller.
+        if self._closed:
+            raise RuntimeError(f"run {self.run_id} is closed")
 
     def log_artifact(self, path: Path | str, name: str | None = None) -> pb.RunArtifact:
         """Uploads a file to the artifact store and records it under ``name`` (default: the file name)."""

@@ -377,6 +377,22 @@ def test_parameters_are_immutable(client: TrackingClient) -> None:
     run.close()
 
 
+def test_a_closed_run_refuses_parameters_and_tags_as_it_refuses_metrics(client: TrackingClient) -> None:
+    """``log_metrics`` on a closed handle raised, but ``log_params`` and ``set_tags`` queued their values
+    behind the run's end, where the server refused them in the background and nobody was told."""
+    run = client.start_run("closed", params={"lr": "0.1"})
+    run.close()
+    for log in (
+        lambda: run.log_metrics({"loss": 1.0}),
+        lambda: run.log_params({"depth": 3}),
+        lambda: run.set_tags({"team": "eta"}),
+    ):
+        with pytest.raises(RuntimeError, match=f"run {run.run_id} is closed"):
+            log()
+    stored = client.get_run(run.run_id)
+    assert dict(stored.params) == {"lr": "0.1"} and "team" not in stored.tags
+
+
 def test_unknown_runs_and_experiments_are_not_found(client: TrackingClient) -> None:
     unknown = "f" * 32
     with pytest.raises(NotFound, match=unknown):
