@@ -33,12 +33,17 @@ ROLE_NAMES = {
     pb.VARIANT_ROLE_CANARY: "canary",
     pb.VARIANT_ROLE_SHADOW: "shadow",
 }
-CANARY_NAMES = {
+CANARY_NAMES: dict[int, str] = {
     pb.CANARY_STATUS_UNSPECIFIED: "-",
     pb.CANARY_STATUS_PROGRESSING: "progressing",
     pb.CANARY_STATUS_PROMOTED: "promoted",
     pb.CANARY_STATUS_ROLLED_BACK: "rolled back",
 }
+
+
+def canary_name(status: int) -> str:
+    """A canary status as printed; one a newer control plane added is shown by its number."""
+    return CANARY_NAMES.get(status, f"status {status}")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -277,7 +282,7 @@ def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> i
     if canary.status != pb.CANARY_STATUS_UNSPECIFIED:
         steps = ", ".join(f"{s:g}" for s in deployment.canary_policy.steps_percent)
         out.write(
-            f"canary {canary.variant} ({canary.model_name}:{canary.version}): {CANARY_NAMES[canary.status]}"
+            f"canary {canary.variant} ({canary.model_name}:{canary.version}): {canary_name(canary.status)}"
             f" at {canary.traffic_percent:g}% (steps {steps}); {canary.reason}\n"
         )
     return 0
@@ -322,7 +327,7 @@ def _list(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) -> i
             ", ".join(
                 f"{v.name} {v.traffic_percent:g}%" for v in d.variants if v.role != pb.VARIANT_ROLE_SHADOW
             ),
-            CANARY_NAMES[d.canary.status],
+            canary_name(d.canary.status),
             output.timestamp(d.updated_at_us),
         )
         for d in found
