@@ -12,8 +12,12 @@ Correctness rules:
 * Replies arrive in request order on a connection, so each connection keeps a FIFO of futures and many
   requests may be in flight on it at once (pipelining). A reply always pops the oldest future, even one
   whose caller has given up, so replies never shift onto the wrong caller.
-* A request that times out closes its connection: the stream's state is then unknown (Redis may be hung),
-  so the other requests waiting on that connection fail too, and the next request dials a fresh one.
+* A request that times out fails alone (its reply, when it comes, is read and dropped): callers' budgets
+  are their gRPC deadlines, and one caller's 2 ms deadline closed the connection under every read
+  pipelined beside it (UNAVAILABLE for them, and a cleared near cache). Only a command unanswered past
+  ``hung_after_s`` (the data plane's ``redis_timeout_s``; a command's own timeout when longer) closes its
+  connection: the stream's state is then unknown (Redis may be hung), so the other requests waiting on it
+  fail too, and the next request dials a fresh one.
 * Connections are dialed lazily, inside the caller's time budget. When Redis is down every request fails
   fast with :class:`RedisUnavailable`; when it is back the next request simply connects again.
 * Error replies are sorted by their first word, because callers answer them differently: one that says
@@ -79,9 +83,12 @@ class RedisClient:
     """A pool of up to ``pool_size`` pipelined connections to one Redis server; with ``tracking``, each
     asks Redis to announce changes of the keys it reads (see the module's docstring)."""
 
-    def __init__(self, url: str, *, pool_size: int = 4, tracking: Tracking | None = None) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 4, tracking: Tracking | None = None, hung_after_s: float = 0.5
+    ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        self._hung_after_s = hung_after_s  # a connection's silence that means Redis is hung (see the docs)
         self.address = RedisAddress.from_url(url)
         self.url = redact_uri(url)  # what messages and logs may show: no user name, no password
         self._pool_size = pool_size
@@ -186,7 +193,7 @@ class RedisClient:
         try:
             async with asyncio.timeout_at(deadline):
                 _, connection = await loop.create_connection(
-                    lambda: RedisConnection(loop, self.url, self._tracking, self._lost),
+                    lambda: RedisConnection(loop, self.url, self._tracking, self._lost, self._hung_after_s),
                     address.host,
                     address.port,
                 )

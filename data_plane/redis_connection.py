@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
@@ -57,8 +58,13 @@ class RedisConnection(asyncio.Protocol):
         url: str,
         tracking: Tracking | None = None,
         on_lost: Callable[[RedisConnection], None] | None = None,
+        hung_after_s: float = 0.5,
     ) -> None:
         self._loop = loop
+        # How long a command may go unanswered before Redis is taken for hung and the connection closes
+        # (a command allowed longer gets its own timeout). A command's own deadline, often far shorter
+        # (its caller's gRPC deadline), fails that command alone: see _check_deadlines.
+        self._hung_after_s = hung_after_s
         self._url = url  # redacted: named in the errors of replies
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
@@ -68,9 +74,10 @@ class RedisConnection(asyncio.Protocol):
         self.tracks = False
         self.fileno = -1
         self.last_heard = loop.time()  # when a byte last arrived (the heartbeat's measure of silence)
-        # In flight, oldest first: each command's future, its deadline (loop time), its timeout and what
-        # to call with its reply as it is read (before anything after it).
-        self.pending: collections.deque[tuple[asyncio.Future[Any], float, float, OnReply | None]] = (
+        # In flight, oldest first: each command's future, its deadline (loop time), its timeout, what to
+        # call with its reply as it is read (before anything after it), and when its silence means Redis
+        # is hung (loop time).
+        self.pending: collections.deque[tuple[asyncio.Future[Any], float, float, OnReply | None, float]] = (
             collections.deque()
         )
         # One timer per connection, due at the earliest deadline it knows of (see send).
@@ -107,7 +114,7 @@ class RedisConnection(asyncio.Protocol):
             if not pending:  # a reply nobody asked for: the stream is out of step, start over
                 self.close(RedisUnavailable("unexpected reply from Redis"))
                 return
-            future, _, _, on_reply = pending.popleft()
+            future, _, _, on_reply, _ = pending.popleft()
             if on_reply is not None and self.tracks and not isinstance(reply, hiredis.ReplyError):
                 on_reply(reply)
             if not future.done():  # done: its caller was cancelled, the reply is dropped in its place
@@ -153,15 +160,18 @@ class RedisConnection(asyncio.Protocol):
         Deadlines: rather than a timer per command (creating and cancelling one costs ~7 µs when caches
         are cold, as they are between a server's requests), the connection keeps one timer at the
         earliest deadline it knows of and arms an earlier one only for a command due sooner; when it
-        fires it fails the connection if a command is overdue, else moves on to the next deadline. Every
-        command is still failed at its own deadline, and an overdue reply closes the connection even
-        when its caller was cancelled."""
+        fires it fails the commands that are overdue, else moves on to the next deadline. A command past
+        its own deadline fails alone (its reply, when it comes, is read and dropped); the connection
+        closes, failing every command on it, only when one has gone unanswered past the hung limit
+        (``hung_after_s``, or its own timeout when that is longer), even when its caller was cancelled:
+        one caller's short deadline must not fail the reads pipelined beside it."""
         assert self._transport is not None
         loop = self._loop
         future = loop.create_future()
-        deadline = loop.time() + timeout_s
+        now = loop.time()
+        deadline = now + timeout_s
         idle = not self.pending  # then nothing is unwritten either: writing now keeps the order
-        self.pending.append((future, deadline, timeout_s, on_reply))
+        self.pending.append((future, deadline, timeout_s, on_reply, now + max(timeout_s, self._hung_after_s)))
         if self._watchdog is None or deadline < self._watchdog_at:
             self._arm(deadline)
         if idle:
@@ -179,19 +189,31 @@ class RedisConnection(asyncio.Protocol):
         self._watchdog_at = deadline
 
     def _check_deadlines(self) -> None:
-        """A command past its deadline means the stream's state is unknown (Redis may be hung): the
-        connection closes and fails every command on it; the next request dials a fresh one."""
+        """A command past its deadline fails alone. One unanswered past the hung limit means the stream's
+        state is unknown (Redis may be hung): the connection closes and fails every command on it; the
+        next request dials a fresh one."""
         self._watchdog = None
         if not self.pending:
             return
         # uvloop's timers round to whole milliseconds and may fire a fraction early; then nothing is
         # overdue yet and the timer is re-armed at the same deadline (a short spin, only near a timeout).
         now = self._loop.time()
-        overdue = [timeout_s for _, deadline, timeout_s, _ in self.pending if deadline <= now]
-        if overdue:
-            self.close(RedisUnavailable(f"Redis did not answer within {overdue[0] * 1000:.0f} ms"))
+        hung = [timeout_s for _, _, timeout_s, _, hung_at in self.pending if hung_at <= now]
+        if hung:
+            limit = max(hung[0], self._hung_after_s)
+            self.close(RedisUnavailable(f"Redis did not answer within {limit * 1000:.0f} ms"))
             return
-        self._arm(min(deadline for _, deadline, _, _ in self.pending))
+        due = math.inf
+        for future, deadline, timeout_s, _, hung_at in self.pending:
+            if not future.done():
+                if deadline <= now:
+                    future.set_exception(
+                        RedisUnavailable(f"Redis did not answer within {timeout_s * 1000:.0f} ms")
+                    )
+                else:
+                    due = min(due, deadline)
+            due = min(due, hung_at)
+        self._arm(due)
 
     def _write(self) -> None:
         payload = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)

@@ -221,7 +221,12 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         if settings.near_cache_mb > 0
         else None
     )
-    redis = RedisClient(settings.redis_url, pool_size=settings.redis_pool_size, tracking=near_cache)
+    redis = RedisClient(
+        settings.redis_url,
+        pool_size=settings.redis_pool_size,
+        tracking=near_cache,
+        hung_after_s=settings.redis_timeout_s,
+    )
     reader = OnlineReader(
         registry,
         redis,

@@ -137,6 +137,42 @@ async def test_a_command_due_sooner_fails_at_its_own_deadline_behind_a_later_one
     await client.close()
 
 
+async def test_a_short_deadline_fails_its_own_read_and_not_those_pipelined_beside_it(
+    own_redis: RedisServer,
+) -> None:
+    """A read's budget is its caller's gRPC deadline. One caller's 50 ms deadline passing during a 300 ms
+    stall closed the connection, failing the read beside it that was allowed a second (UNAVAILABLE) and,
+    with tracking, clearing the near cache. Only a Redis silent past the hung limit closes it now."""
+    redis.Redis.from_url(own_redis.url).set("k", "v")
+    client = RedisClient(own_redis.url, pool_size=1, hung_after_s=1.0)
+    assert await client.execute(b"PING", timeout_s=1.0) == b"PONG"
+    connection = client._connections[0]
+    _stall(own_redis.url, 0.3)
+    patient = asyncio.ensure_future(client.mget([b"k"], 2.0))
+    with pytest.raises(RedisUnavailable, match="did not answer within 50 ms"):
+        await client.mget([b"k"], 0.05)
+    assert await patient == [b"v"]  # answered once the stall ended, on the same connection
+    assert client._connections == [connection] and connection.is_open
+    assert await client.mget([b"k"], 1.0) == [b"v"]  # the late reply was dropped, not handed on
+    await client.close()
+
+
+async def test_a_redis_silent_past_the_hung_limit_closes_the_connection(own_redis: RedisServer) -> None:
+    client = RedisClient(own_redis.url, pool_size=1, hung_after_s=0.2)
+    assert await client.execute(b"PING", timeout_s=1.0) == b"PONG"
+    _stall(own_redis.url, 0.8)
+    patient = asyncio.ensure_future(client.mget([b"k"], 5.0))
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable, match="did not answer within 50 ms"):
+        await client.mget([b"k"], 0.05)
+    with pytest.raises(RedisUnavailable, match="did not answer within 200 ms"):  # closed at the hung limit
+        await patient
+    assert time.monotonic() - started < 0.7
+    await asyncio.sleep(0.8)
+    assert await client.mget([b"k"], 1.0) == [None]
+    await client.close()
+
+
 async def test_a_redis_loading_its_dataset_after_a_restart_is_busy_then_serves(tmp_path: object) -> None:
     """LOADING (a restarted Redis reading its dump) is a RedisUnavailable (RedisBusy), which callers
     retry; it was a RedisCommandError, which the read path answered INTERNAL."""
