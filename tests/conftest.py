@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from hypothesis import settings
 from sqlalchemy import Engine
 
 from control_plane.db import create_db_engine, upgrade_to_head
@@ -21,6 +22,13 @@ from tests.support.redis_server import RedisServer
 # that write and then read at once are about other things. tests/integration/data_plane/test_near_cache.py
 # tests the cache, and the end-to-end demo runs with it on, as users run it.
 os.environ.setdefault("AETHER_NEAR_CACHE_MB", "0")
+
+# No per-example wall-clock deadline for property tests: on a shared 2-core host running four pytest
+# workers, an example of a fast test (building a few keys) ran past hypothesis's default 200 ms and failed
+# the run with DeadlineExceeded, which says the host was busy, not that the code is wrong. Most property
+# tests already set deadline=None one by one; this makes it the rule, examples and failures unchanged.
+settings.register_profile("aether", deadline=None)
+settings.load_profile("aether")
 
 
 @pytest.fixture(scope="session")
