@@ -21,17 +21,23 @@ which over thousands of files would outgrow the result.
 
 Memory: the output arrays (labels x features) and the winners' values (at most as many rows), plus the
 batches in flight and the pooled keys (24 MB), whatever the store's size (measured at 1M labels x 50
-features: peak about 1.6x the output). Partitions are pruned by date: a row newer than the newest
-label is eligible for none, and one older than the oldest label minus the TTL could only win to be
-nulled by the TTL, which is the same answer as not winning.
+features: peak about 1.6x the output). Whatever a file's size too: pass 1 reads ahead at most ~1M rows'
+keys of a file (:data:`_AHEAD_ROWS`) and the rest of a bigger one, a merged file, batch by batch as it
+folds them; pass 2 keeps only a batch's winners; and a compacted file's rows, a range of the merged file
+that holds them now, are read a row group at a time (``stored_rows``).
+
+Partitions are pruned by date: a row newer than the newest label is eligible for none, and one older
+than the oldest label minus the TTL could only win to be nulled by the TTL, which is the same answer as
+not winning.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -56,6 +62,7 @@ from kernels.asof_join import (
 )
 
 Int64Array = npt.NDArray[np.int64]
+_Keys = tuple[Int64Array, Int64Array, Int64Array]  # a batch's entity codes, event and ingestion times
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
 
@@ -64,6 +71,9 @@ _NEVER = 2**62
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Feature rows (keys and times: 24 bytes each) pooled per call of the as-of kernel in pass 1.
 _POOLED_ROWS = 1 << 20
+# Rows of one file's keys a reading thread decodes ahead in pass 1 (a bigger file's rest is read as it is
+# folded): the bound on the keys in flight, per file read ahead.
+_AHEAD_ROWS = 1 << 20
 # Files being read ahead per reading thread: enough to keep the threads busy, few enough to bound memory.
 _AHEAD_PER_THREAD = 2
 
@@ -104,42 +114,62 @@ def join_view(
 def _match(
     store: OfflineStore, plan: ViewPlan, labels: Labels, files: list[str], batch_size: int
 ) -> tuple[list[_ScannedFile], Int64Array]:
-    """Pass 1: the winning global row per label (-1: none) and the layout of every file."""
+    """Pass 1: the winning global row per label (-1: none) and the layout of every file.
+
+    A reading thread decodes at most :data:`_AHEAD_ROWS` rows of a file ahead (a whole small file); the
+    rest of a bigger one (a merged file) is read batch by batch here, as it is folded, so the keys held
+    stay bounded whatever a file's size."""
     key_names = [key.name for key in plan.join_keys]
     columns = [*key_names, EVENT_TS, INGESTED_TS]
 
-    def read_keys(path: str) -> list[tuple[Int64Array, Int64Array, Int64Array]]:
-        return [
-            (
-                labels.encoder.encode(batch),
-                _micros(batch.column(EVENT_TS), _NEVER),
-                _micros(batch.column(INGESTED_TS), 0),
-            )
-            for batch in store.read_file(path, columns, batch_size, use_threads=False)
-        ]
+    def decode(batch: pa.RecordBatch) -> _Keys:
+        return (
+            labels.encoder.encode(batch),
+            _micros(batch.column(EVENT_TS), _NEVER),
+            _micros(batch.column(INGESTED_TS), 0),
+        )
+
+    def read_head(path: str) -> tuple[list[_Keys], Generator[pa.RecordBatch, None, None] | None]:
+        """The keys of the file's first batches, up to :data:`_AHEAD_ROWS` rows, and its batches still
+        to read, the file left open for them (None: there are none)."""
+        batches = store.read_file(path, columns, batch_size, use_threads=False)
+        head: list[_Keys] = []
+        rows = 0
+        for batch in batches:
+            head.append(decode(batch))
+            rows += batch.num_rows
+            if rows >= _AHEAD_ROWS:
+                return head, batches
+        return head, None
 
     state = new_state(labels.index)
     scanned: list[_ScannedFile] = []
     offset = 0
     # Small files' keys are pooled into one kernel call: fewer calls, and big enough to use the threads.
-    pooled: list[tuple[Int64Array, Int64Array, Int64Array]] = []
+    pooled: list[_Keys] = []
     pooled_start = pooled_rows = 0
-    for path, batches in zip(files, _read_ahead(files, read_keys), strict=True):
-        rows = [codes.shape[0] for codes, _, _ in batches]
-        scanned.append(_ScannedFile(path, rows, offset))
-        offset += sum(rows)
-        pooled.extend(batches)
-        pooled_rows += sum(rows)
-        if pooled_rows >= _POOLED_ROWS:
-            _fold(state, pooled, pooled_start)
-            pooled, pooled_start, pooled_rows = [], offset, 0
+    for path, (head, rest) in zip(files, _read_ahead(files, read_head), strict=True):
+        file_start = offset
+        rows: list[int] = []
+        try:
+            for keys in itertools.chain(head, map(decode, rest or ())):
+                count = keys[0].shape[0]
+                rows.append(count)
+                pooled.append(keys)
+                pooled_rows += count
+                offset += count
+                if pooled_rows >= _POOLED_ROWS:
+                    _fold(state, pooled, pooled_start)
+                    pooled, pooled_start, pooled_rows = [], offset, 0
+        finally:
+            if rest is not None:
+                rest.close()  # the file, also when the join fails part-way
+        scanned.append(_ScannedFile(path, rows, file_start))
     _fold(state, pooled, pooled_start)
     return scanned, asof_finalize(state, plan.ttl_us)
 
 
-def _fold(
-    state: AsOfState, batches: list[tuple[Int64Array, Int64Array, Int64Array]], row_offset: int
-) -> None:
+def _fold(state: AsOfState, batches: list[_Keys], row_offset: int) -> None:
     """Feeds consecutive batches (the first at global row ``row_offset``) to the as-of kernel at once."""
     if batches:
         codes, event_ts, ingested_ts = (np.concatenate(part) for part in zip(*batches, strict=True))

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 import pyarrow as pa
@@ -162,11 +162,12 @@ class OfflineStore(StoreLayout):
         columns: Sequence[str] | None = None,
         batch_size: int = 65_536,
         use_threads: bool = True,
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, None]:
         """The batches of one file (a path from :meth:`files`), reading ``batch_size`` rows at a time
-        (``use_threads``: see ``stored_rows.parquet_batches``). With ``uncounted``, a listed file gone
-        since and in no merged file has no batches: only uncounted files are removed so (module doc).
-        A failure to read it is the store's error, as in :meth:`open_rows`."""
+        (``use_threads``: see ``stored_rows.parquet_batches``); closing the generator closes the file.
+        With ``uncounted``, a listed file gone since and in no merged file has no batches: only
+        uncounted files are removed so (module doc). A failure to read it is the store's error, as in
+        :meth:`open_rows`."""
         with self._reading(path), ExitStack() as stack:
             try:
                 rows = stack.enter_context(self._opened(path))

@@ -39,20 +39,28 @@ class StoredRows:
             for batch in parquet_batches(self.parquet, columns, batch_size, use_threads):
                 yield without_record(batch)
             return
+        # The range a row group at a time (a range can be most of a big merged file), cut as above: full
+        # batches as they fill, the remainder carried to the next row group.
         wanted = list(columns) if columns is not None else None
-        metadata = self.parquet.metadata
-        groups: list[int] = []
-        first_row = start = 0
-        for index in range(metadata.num_row_groups):
-            rows = metadata.row_group(index).num_rows
-            if start + rows > self._offset and start < self._offset + self._rows:
-                if not groups:
-                    first_row = start
-                groups.append(index)
-            start += rows
-        table = self.parquet.read_row_groups(groups, wanted, use_threads=use_threads)
-        table = without_record(table.slice(self._offset - first_row, self._rows).combine_chunks())
-        yield from table.to_batches(max_chunksize=batch_size)
+        end = self._offset + self._rows
+        pending: list[pa.Table] = []
+        pending_rows = start = 0
+        for index in range(self.parquet.metadata.num_row_groups):
+            group_start, start = start, start + self.parquet.metadata.row_group(index).num_rows
+            first, last = max(group_start, self._offset), min(start, end)
+            if last > first:
+                group = self.parquet.read_row_group(index, wanted, use_threads=use_threads)
+                pending.append(without_record(group.slice(first - group_start, last - first)))
+                pending_rows += last - first
+            if start >= end:
+                break
+            if pending_rows >= batch_size:
+                table = pa.concat_tables(pending).combine_chunks()
+                whole = pending_rows - pending_rows % batch_size
+                yield from table.slice(0, whole).to_batches(max_chunksize=batch_size)
+                pending, pending_rows = [table.slice(whole)], pending_rows - whole
+        if pending_rows:
+            yield from pa.concat_tables(pending).combine_chunks().to_batches(max_chunksize=batch_size)
 
 
 def parquet_batches(

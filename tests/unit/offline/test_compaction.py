@@ -411,6 +411,38 @@ def test_a_replaced_file_reads_in_the_same_batches(store: OfflineStore) -> None:
         list(store.read_file(f"{Path(listed[0]).parent}/{uuid.uuid4()}.parquet"))
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 5, 100])
+def test_a_replaced_file_is_read_a_row_group_at_a_time_in_the_same_batches(
+    store: OfflineStore, monkeypatch: pytest.MonkeyPatch, batch_size: int
+) -> None:
+    """A replaced file's rows, a range of a merged file of many row groups (a big merged file), are read
+    a row group at a time, not the range at once: the same rows, cut into the same batches as the file
+    itself was."""
+    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 4)
+    write_files(store, [rows([(k, 60, 0, float(10 * n + k)) for k in range(n)]) for n in (7, 1, 12, 5, 3)])
+    listed = store.files(VIEW, 1)
+    before = [list(store.read_file(p, ["score", "user_id"], batch_size=batch_size)) for p in listed]
+    compact_view(store, VIEW, 1, EAGER, now=NOW)
+    compact_view(store, VIEW, 1, EAGER, now=LATER)
+    (merged,) = store.files(VIEW, 1)
+    assert pq.ParquetFile(merged).metadata.num_row_groups >= 7  # 28 rows, at most 4 a group
+    opened: list[list[int]] = []
+    real = pq.ParquetFile.read_row_group
+
+    def one_group(self: pq.ParquetFile, i: int, *args: object, **kwargs: object) -> pa.Table:
+        opened[-1].append(i)
+        return real(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", one_group)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", None)  # never the range at once
+    for path, expected in zip(listed, before, strict=True):
+        opened.append([])
+        after = list(store.read_file(path, ["score", "user_id"], batch_size=batch_size))
+        assert [b.num_rows for b in after] == [b.num_rows for b in expected]
+        assert all(a.equals(b, check_metadata=True) for a, b in zip(after, expected, strict=True))
+        assert opened[-1] == sorted(set(opened[-1]))  # each of its row groups once, in order
+
+
 def test_the_policy_and_interval_come_from_aether_settings(tmp_path: Path) -> None:
     env = {
         "AETHER_HOME": str(tmp_path),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from clients.aether.v1 import types_pb2
 from control_plane.features.registry import FeatureRegistry
+from control_plane.offline import pit
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
@@ -325,3 +327,106 @@ def test_compaction_between_writes_keeps_every_answer_and_the_tie_order(
     for feature in ("a", "b"):
         expected = brute_force(untouched, name, 1, ttl, mode, label_keys, label_ts, feature)
         assert result.table.column(f"{name}:{feature}").to_pylist() == expected, feature
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    mode=st.sampled_from(sorted(KEY_MODES)),
+    batches=st.lists(st.lists(row_strategy, min_size=1, max_size=12), min_size=1, max_size=5),
+    compact=st.booleans(),
+    ahead=st.integers(1, 8),
+    pooled=st.integers(1, 8),
+    batch_rows=st.integers(1, 4),
+    ttl=st.sampled_from([0, GRID_S, 24 * GRID_S]),
+    labels=st.lists(label_strategy, max_size=20),
+)
+def test_files_read_past_the_read_ahead_bound_match_brute_force(
+    registry: FeatureRegistry,
+    store: OfflineStore,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    batches: list[list[StoredRow]],
+    compact: bool,
+    ahead: int,
+    pooled: int,
+    batch_rows: int,
+    ttl: int,
+    labels: list[tuple[int | None, int]],
+) -> None:
+    """Pass 1 reads ahead at most a bound of rows of a file and the rest of it batch by batch as it folds
+    them, and pools a bound of rows per kernel call: with both bounds down to a row, and files from one
+    batch to many (merged by compaction into one per day), the answers are the brute force's."""
+    monkeypatch.setattr(pit, "_AHEAD_ROWS", ahead)
+    monkeypatch.setattr(pit, "_POOLED_ROWS", pooled)
+    ensure_entity(registry, f"entity_{mode}", KEY_MODES[mode])
+    untouched = OfflineStore(str(tmp_path_factory.mktemp("untouched")))
+    name = write_view(registry, store, mode, [(ttl, [])])
+    for batch in batches:
+        for target in (store, untouched):
+            target.write(name, 1, stored_table(mode, batch))
+    if compact:
+        for _ in range(2):
+            compact_view(store, name, 1, EAGER_COMPACTION, now=LONG_AFTER)
+    label_keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
+    label_ts = [at(seconds) for _, seconds in labels]
+    entity_rows = pa.table(
+        {
+            **{
+                key: pa.array(
+                    [k[i] for k in label_keys], pa.string() if t == types_pb2.STRING else pa.int64()
+                )
+                for i, (key, t) in enumerate(KEY_MODES[mode])
+            },
+            "label_time": pa.array(label_ts, TS),
+        }
+    )
+
+    result = get_historical_features(
+        store, registry, entity_rows, [name], batch_rows=batch_rows, record=False
+    )
+
+    for feature in ("a", "b"):
+        expected = brute_force(untouched, name, 1, ttl, mode, label_keys, label_ts, feature)
+        assert result.table.column(f"{name}:{feature}").to_pylist() == expected, feature
+
+
+def test_a_reading_thread_decodes_at_most_the_bound_of_a_big_file(
+    registry: FeatureRegistry, store: OfflineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file's keys (a day's merged file) are not decoded whole ahead: a reading thread decodes up
+    to the bound, the join reads the rest a batch at a time as it folds it. Same answers either way."""
+    ensure_entity(registry, "entity_int", KEY_MODES["int"])
+    name = write_view(registry, store, "int", [(0, [])])
+    rows = [StoredRow(k % 6, (k % 90) * GRID_S, k % 3 - 1, float(k), k) for k in range(400)]
+    store.write(name, 1, stored_table("int", rows[:300]))  # three days: a big file, then smaller ones
+    store.write(name, 1, stored_table("int", rows[300:]))
+    entity_rows = pa.table(
+        {"user_id": [key_value("int", k % 8)[0] for k in range(50)], "ts": [at(k * 7_000) for k in range(50)]}
+    )
+    expected = get_historical_features(store, registry, entity_rows, [name], record=False).table
+
+    monkeypatch.setattr(pit, "_AHEAD_ROWS", 8)
+    main = threading.current_thread()
+    decoded: list[tuple[str, bool, int]] = []  # (file, in a reading thread, rows) per batch read in pass 1
+    real_read = store.read_file
+
+    def recorded(path: str, columns: list[str] | None = None, *args: object, **kwargs: object) -> object:
+        for batch in real_read(path, columns, *args, **kwargs):  # type: ignore[arg-type]
+            if columns is not None and "a" not in columns:  # pass 1: keys and times only
+                decoded.append((path, threading.current_thread() is not main, batch.num_rows))
+            yield batch
+
+    monkeypatch.setattr(store, "read_file", recorded)
+    result = get_historical_features(store, registry, entity_rows, [name], batch_rows=3, record=False)
+
+    assert result.table.equals(expected)
+    assert sum(rows for _, _, rows in decoded) == 400
+    for path in {path for path, _, _ in decoded}:
+        ahead = [rows for p, in_thread, rows in decoded if p == path and in_thread]
+        assert sum(ahead) < 8 + 3  # the bound, and the batch that reached it
+    assert any(not in_thread for _, in_thread, _ in decoded)  # the rest of the big files, read here
