@@ -17,7 +17,8 @@ renames a list's child field ``item`` to ``element``. The canonical form fixes e
 * dictionaries: canonical indices and dictionary values (a dictionary is not re-encoded: which values
   it holds, in which order, is part of the array);
 * types: a list's or map's child fields have Arrow's default names (``item``; ``entries``, ``key``,
-  ``value``) and no metadata; struct field names are data and stay;
+  ``value``) and no metadata; struct field names are data and stay; every child field is nullable but
+  a map's key (Arrow requires it not to be): a non-nullable flag only promises what the values show;
 * types a Parquet round trip changes are those it gives back (:func:`parquet_type`: ``timestamp[s]`` is
   ``timestamp[ms]``, ``date64`` is ``date32``, ``time32[s]`` is ``time32[ms]``, a dictionary of other
   than strings or binaries is its values, of large strings or binaries a dictionary of strings or
@@ -78,34 +79,44 @@ def _parquet_field(field: pa.Field) -> pa.Field:
     return field.with_type(parquet_type(field.type))
 
 
-def canonical_type(data_type: pa.DataType) -> pa.DataType:
-    """``data_type`` with the child field names and metadata a canonical array has (module doc)."""
+def canonical_type(data_type: pa.DataType, *, keep_nullability: bool = False) -> pa.DataType:
+    """``data_type`` with the child field names, metadata and nullability a canonical array has (module
+    doc): every child field nullable but a map's key, which Arrow requires not to be.
+    ``keep_nullability`` keeps each field's own flag instead (the form hashed before; see
+    ``datasets.hashes_to``)."""
     data_type = parquet_type(data_type)
+
+    def child(field: pa.Field, name: str) -> pa.Field:
+        nullable = field.nullable if keep_nullability else True
+        return pa.field(name, canonical_type(field.type, keep_nullability=keep_nullability), nullable)
+
     if pa.types.is_string_view(data_type):
         return pa.string()
     if pa.types.is_binary_view(data_type):
         return pa.binary()
     if pa.types.is_list_view(data_type):
-        return pa.list_(_child_field(data_type.value_field, "item"))
+        return pa.list_(child(data_type.value_field, "item"))
     if pa.types.is_large_list_view(data_type):
-        return pa.large_list(_child_field(data_type.value_field, "item"))
+        return pa.large_list(child(data_type.value_field, "item"))
     if pa.types.is_map(data_type):
+        key = data_type.key_field
         return pa.map_(
-            _child_field(data_type.key_field, "key"),
-            _child_field(data_type.item_field, "value"),
+            pa.field("key", canonical_type(key.type, keep_nullability=keep_nullability), nullable=False),
+            child(data_type.item_field, "value"),
             keys_sorted=data_type.keys_sorted,
         )
     if pa.types.is_fixed_size_list(data_type):
-        return pa.list_(_child_field(data_type.value_field, "item"), data_type.list_size)
+        return pa.list_(child(data_type.value_field, "item"), data_type.list_size)
     if pa.types.is_large_list(data_type):
-        return pa.large_list(_child_field(data_type.value_field, "item"))
+        return pa.large_list(child(data_type.value_field, "item"))
     if pa.types.is_list(data_type):
-        return pa.list_(_child_field(data_type.value_field, "item"))
+        return pa.list_(child(data_type.value_field, "item"))
     if pa.types.is_struct(data_type):
         fields = [data_type.field(i) for i in range(data_type.num_fields)]
-        return pa.struct([_child_field(field, field.name) for field in fields])
+        return pa.struct([child(field, field.name) for field in fields])
     if pa.types.is_dictionary(data_type):
-        return pa.dictionary(data_type.index_type, canonical_type(data_type.value_type), data_type.ordered)
+        value_type = canonical_type(data_type.value_type, keep_nullability=keep_nullability)
+        return pa.dictionary(data_type.index_type, value_type, data_type.ordered)
     return data_type
 
 
@@ -181,10 +192,6 @@ def _list_from_view(array: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(
         list_type, n, [bitmap, pa.py_buffer(offsets.tobytes())], null_count=nulls, children=[child]
     )
-
-
-def _child_field(field: pa.Field, name: str) -> pa.Field:
-    return pa.field(name, canonical_type(field.type), field.nullable)
 
 
 def _canonical(array: pa.Array, within: Mask | None) -> pa.Array:

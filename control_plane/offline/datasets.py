@@ -14,6 +14,14 @@ copy never hashed to it (reading it back was DATA_LOSS). Likewise a column in a 
 (``string_view``, ``binary_view``, ``list_view``: Polars' strings) is hashed as its offsets layout
 (``string``, ``binary``, ``list``), whose bytes depend on the values alone.
 
+Nullable flags are not hashed: every field is hashed as nullable (a map's key aside, which Arrow requires
+not to be). A flag only declares what the values show, so the same entity rows from a source with NOT
+NULL columns (a database, Spark, a Parquet file of required columns) and from pandas make one dataset,
+as lineage needs. The hash covered the flags before: for a table with every field nullable (pandas,
+Python lists, the join's feature columns) it is unchanged; a table with a field declared not nullable
+hashes anew, so a job spec pinning its old hash gets DATA_LOSS until re-pinned, but a Parquet copy
+recorded under the old hash (the copy keeps the flags) still reads back (:func:`hashes_to`).
+
 Hashes recorded before the canonical form (lineage records, model versions, job specs pinning a hash)
 are unchanged for tables that already held it: zeros under every null, as the point-in-time join writes
 its feature columns and as numbers, strings and timestamps built from Python lists or read from Parquet
@@ -72,15 +80,85 @@ class _HashingSink:
 
 
 def canonical(table: pa.Table) -> pa.Table:
-    """``table`` without schema or field metadata, one chunk per column, each in the canonical form."""
-    schema = pa.schema([pa.field(f.name, canonical_type(f.type), f.nullable) for f in table.schema])
+    """``table`` without schema or field metadata, every field nullable (map keys aside), one chunk per
+    column, each in the canonical form."""
+    schema = pa.schema([pa.field(f.name, canonical_type(f.type)) for f in table.schema])
     columns = [canonical_array(column.combine_chunks()) for column in table.columns]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def content_hash(table: pa.Table) -> str:
     """Hex sha256 of the canonical serialization of ``table`` (module doc)."""
-    table = canonical(table)
+    return _serialized_hash(canonical(table))
+
+
+def hashes_to(table: pa.Table, dataset_hash: str) -> bool:
+    """Whether ``table`` is the dataset ``dataset_hash`` names: it hashes to it (:func:`content_hash`),
+    or, for a table with a field declared not nullable, it hashed to it while the hash still covered
+    that flag (module doc), so a copy recorded then still reads back."""
+    if content_hash(table) == dataset_hash:
+        return True
+    if not any(_declares_not_null(field) for field in table.schema):
+        return False  # the hash was the same then
+    current = canonical(table)
+    schema = pa.schema(
+        [pa.field(f.name, canonical_type(f.type, keep_nullability=True), f.nullable) for f in table.schema]
+    )
+    try:
+        columns = [
+            _with_type(column.chunk(0), field.type)
+            for column, field in zip(current.columns, schema, strict=True)
+        ]
+    except (pa.ArrowException, ValueError):  # a layout not handled below (a union's): not recognised
+        return False
+    return _serialized_hash(pa.Table.from_arrays(columns, schema=schema)) == dataset_hash
+
+
+def _with_type(array: pa.Array, data_type: pa.DataType) -> pa.Array:
+    """The canonical ``array`` as ``data_type``, its type with other nullability flags: the same buffers.
+    Not ``Array.view``, which refuses a struct's non-nullable child holding nulls under null rows (the
+    canonical form puts them there)."""
+    if array.type == data_type:
+        return array
+    if pa.types.is_dictionary(data_type):
+        dictionary = _with_type(array.dictionary, data_type.value_type)
+        return pa.DictionaryArray.from_arrays(array.indices, dictionary, ordered=data_type.ordered)
+    if pa.types.is_struct(data_type):
+        if array.offset:  # never in the canonical form: its structs are built afresh
+            raise ValueError("a struct array with an offset")
+        own = 1
+        children = [_with_type(array.field(i), data_type.field(i).type) for i in range(data_type.num_fields)]
+    elif pa.types.is_map(data_type):
+        own = 2
+        children = [_with_type(array.values, pa.struct([data_type.key_field, data_type.item_field]))]
+    elif pa.types.is_fixed_size_list(data_type):
+        own = 1
+        children = [_with_type(array.values, data_type.value_type)]
+    elif pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        own = 2
+        children = [_with_type(array.values, data_type.value_type)]
+    else:
+        raise ValueError(f"no other type of {array.type} is {data_type}")
+    buffers = array.buffers()[:own]
+    return pa.Array.from_buffers(data_type, len(array), buffers, array.null_count, array.offset, children)
+
+
+def _declares_not_null(field: pa.Field) -> bool:
+    """Whether ``field`` or a field nested in it is declared not nullable (a map's key aside: Arrow's
+    rule, not a declaration)."""
+    if not field.nullable:
+        return True
+    data_type = field.type
+    if pa.types.is_map(data_type):
+        nested = [pa.field("key", data_type.key_type), data_type.item_field]
+    elif pa.types.is_dictionary(data_type):
+        nested = [pa.field("values", data_type.value_type)]
+    else:
+        nested = [data_type.field(i) for i in range(data_type.num_fields)]
+    return any(_declares_not_null(child) for child in nested)
+
+
+def _serialized_hash(table: pa.Table) -> str:
     sink = _HashingSink()
     with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
         writer.write_table(table, max_chunksize=CANONICAL_BATCH_ROWS)

@@ -28,7 +28,7 @@ from clients.sdk.offline import OfflineFeaturesClient
 from clients.sdk.registry import FeatureRegistryClient
 from clients.uris import redact_text
 from control_plane.jobs.identity import claim
-from control_plane.offline.datasets import content_hash, read_dataset_record, recorded_copies
+from control_plane.offline.datasets import hashes_to, read_dataset_record, recorded_copies
 from control_plane.offline.refs import FeatureRef, parse_ref
 from control_plane.offline.roots import open_filesystem
 from control_plane.offline.store import OfflineStore
@@ -226,7 +226,7 @@ def _read_a_copy(dataset_hash: str, copies: Sequence[str]) -> tuple[pa.Table, st
         except (OSError, pa.ArrowInvalid) as exc:  # a file that is no Parquet, unreadable, a store failing
             damaged.append(f"{copy} cannot be read ({redact_text(str(exc), copy)})")
             continue
-        if content_hash(table) == dataset_hash:
+        if hashes_to(table, dataset_hash):
             return table, copy
         damaged.append(f"{copy} hashes differently")
     if damaged:

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.offline.canonical_arrays import canonical_array
-from control_plane.offline.datasets import CANONICAL_BATCH_ROWS, content_hash
+from control_plane.offline.canonical_arrays import canonical_array, canonical_type
+from control_plane.offline.datasets import CANONICAL_BATCH_ROWS, content_hash, hashes_to
 
 
 @dataclass(frozen=True)
@@ -241,3 +242,97 @@ def test_the_reviewers_case_and_what_a_parquet_copy_of_a_masked_column_hashes_to
     assert content_hash(pa.table({"x": [Decimal("1.5"), None]})) == content_hash(
         parquet_round_trip(pa.table({"x": [Decimal("1.5"), None]}))
     )
+
+
+def not_nullable(table: pa.Table, flags: list[bool]) -> pa.Table:
+    """``table`` with the columns whose flag is set (and that hold no null) declared not nullable."""
+    fields = [
+        field.with_nullable(not (flag and column.null_count == 0))
+        for field, column, flag in zip(table.schema, table.columns, flags, strict=True)
+    ]
+    return pa.Table.from_arrays(table.columns, schema=pa.schema(fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(table=tables(), data=st.data())
+def test_a_nullable_flag_is_not_part_of_the_hash(table: pa.Table, data: st.DataObject) -> None:
+    """The same values hash the same whether a column is declared nullable or not: entity rows from a
+    source with NOT NULL columns (a database, Spark, a Parquet file of required columns) and the same rows
+    from pandas are one dataset. The Parquet copy keeps the flag, and hashes the same."""
+    flags = data.draw(st.lists(st.booleans(), min_size=table.num_columns, max_size=table.num_columns))
+    declared = not_nullable(table, flags)
+    copy = parquet_round_trip(declared)
+    assert [f.nullable for f in copy.schema] == [f.nullable for f in declared.schema]
+    assert content_hash(declared) == content_hash(table) == content_hash(copy)
+
+
+# Tables with fields declared not nullable, top-level and nested, and the hashes recorded for them while
+# the hash covered the flags (computed by the code of then): their copies must still read back.
+NOT_NULL_ID = pa.field("id", pa.int64(), nullable=False)
+FLAT = pa.table(
+    [pa.array([1, 2, 3]), pa.array([0.5, None, 2.0])],
+    schema=pa.schema([NOT_NULL_ID, ("label", pa.float64())]),
+)
+NESTED = pa.table(
+    [
+        pa.array([[1], [2, 3], None], pa.list_(pa.field("item", pa.int64(), nullable=False))),
+        pa.array([{"a": 1}, None, {"a": 3}], pa.struct([pa.field("a", pa.int64(), nullable=False)])),
+        pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.field("value", pa.int64(), nullable=False))),
+    ],
+    names=["tags", "point", "counts"],
+)
+
+
+def not_null(data_type: pa.DataType, name: str = "item") -> pa.Field:
+    return pa.field(name, data_type, nullable=False)
+
+
+EVENT = pa.struct([not_null(pa.int64(), "a"), ("b", pa.string())])
+MORE = pa.table(  # sliced: the columns start at an offset
+    [
+        pa.array([[1, 2], None, [3], [4, 5]], pa.large_list(not_null(pa.int64()))),
+        pa.array([[1, 2], [3, 4], None, [7, 8]], pa.list_(not_null(pa.int32()), 2)),
+        pa.array([[{"a": 1, "b": "x"}], [None], None, []], pa.list_(EVENT)),
+        pa.array(["u", "v", None, "u"]).dictionary_encode(),
+        pa.array([1.5, 2.5, 3.5, 4.5]),
+    ],
+    schema=pa.schema(
+        [
+            ("big", pa.large_list(not_null(pa.int64()))),
+            ("pair", pa.list_(not_null(pa.int32()), 2)),
+            ("events", pa.list_(EVENT)),
+            ("city", pa.dictionary(pa.int32(), pa.string())),
+            not_null(pa.float64(), "w"),
+        ]
+    ),
+).slice(1)
+RECORDED_WITH_THE_FLAGS = {
+    "flat": (FLAT, "f34bc824bb23bfdf0025ef37869a3a65e420d2e78a82ceb8dea6d5af8ce1dec5"),
+    "nested": (NESTED, "8abaace7eec82665e4fe83625d619a27bdeb316a99bdb055eb32297e657b19c3"),
+    "more": (MORE, "f04b21f8e567686560779268698743a09e714a6e07b2249e5003e13a9960fa3f"),
+}
+
+
+def nested_flags(field: pa.Field) -> list[bool]:
+    """The nullable flags of ``field`` and the fields in it, but a map's key and entries (never null)."""
+    t = field.type
+    if pa.types.is_map(t):
+        return [field.nullable, *nested_flags(t.item_field)]
+    return [field.nullable, *(f for i in range(t.num_fields) for f in nested_flags(t.field(i)))]
+
+
+@pytest.mark.parametrize("case", sorted(RECORDED_WITH_THE_FLAGS))
+def test_nested_flags_are_not_hashed_and_a_hash_recorded_with_the_flags_still_matches(case: str) -> None:
+    table, recorded = RECORDED_WITH_THE_FLAGS[case]
+    # The same values with every field nullable (canonical_type: nullable fields, default child names).
+    nullable = pa.table(
+        [column.cast(canonical_type(column.type)) for column in table.columns], names=table.column_names
+    )
+    assert all(all(nested_flags(field)) for field in nullable.schema)
+    assert content_hash(table) == content_hash(nullable) != recorded
+    copy = parquet_round_trip(table)
+    assert copy.schema.equals(table.schema)  # the copy keeps the flags
+    assert hashes_to(table, recorded) and hashes_to(copy, recorded)
+    assert hashes_to(copy, content_hash(table))
+    assert not hashes_to(nullable, recorded)  # the flags were hashed: a nullable table never had that hash
+    assert not hashes_to(copy, "0" * 64)

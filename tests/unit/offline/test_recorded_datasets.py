@@ -16,7 +16,7 @@ import pytest
 from clients.errors import DataLoss, NotFound
 from clients.uris import redact_uri
 from control_plane.features.registry import FeatureRegistry
-from control_plane.offline.datasets import read_dataset_record
+from control_plane.offline.datasets import content_hash, read_dataset_record, record_dataset, write_parquet
 from control_plane.offline.historical import get_historical_features
 from control_plane.offline.store import OfflineStore
 from control_plane.training.dataset import read_recorded_dataset
@@ -189,3 +189,21 @@ def test_view_typed_columns_as_polars_exports_them_are_read_back_by_hash(
     back = read_recorded_dataset(built.dataset_hash, stats)
     assert back.dataset_hash == built.dataset_hash
     assert back.table.to_pylist() == built.table.to_pylist()
+
+
+def test_a_copy_recorded_while_the_hash_covered_nullable_flags_is_read_back(
+    stats: OfflineStore, tmp_path: Path
+) -> None:
+    """The hash no longer covers a column's nullable flag (the same values are the same dataset): a
+    table with a NOT NULL column hashes anew, and its copy recorded under the hash of then (computed by
+    the code of then) still reads back by that hash."""
+    table = pa.table(
+        [pa.array([1, 2, 3]), pa.array([0.5, None, 2.0])],
+        schema=pa.schema([pa.field("id", pa.int64(), nullable=False), ("label", pa.float64())]),
+    )
+    recorded_then = "f34bc824bb23bfdf0025ef37869a3a65e420d2e78a82ceb8dea6d5af8ce1dec5"
+    copy = write_parquet(table, str(tmp_path / "train.parquet"))
+    record_dataset(stats, recorded_then, {"output_path": copy})
+    back = read_recorded_dataset(recorded_then, stats)
+    assert back.table.equals(table) and back.dataset_hash == recorded_then
+    assert content_hash(table) != recorded_then
