@@ -46,10 +46,18 @@ def aetherctl_interrupted_at_its_question(address: str, *args: str, home: Path) 
     controller, terminal = pty.openpty()
     env = dict(os.environ, AETHER_HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "control_plane.cli.main", "--control-plane", address, *args],
-            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
-        )  # fmt: skip
+        # The SIGINT must reach the command as Ctrl-C at a terminal does, also when the suite was started
+        # with SIGINT ignored (a background job of a non-interactive shell, as CI may run it): an ignored
+        # disposition is inherited across exec, and the command then waited at its question until the
+        # test's timeout. A handled one is reset to the default at exec (as in tests/e2e/test_demo.py).
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "control_plane.cli.main", "--control-plane", address, *args],
+                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, previous)
         assert process.stdout is not None and process.stderr is not None
         asked, deadline = b"", time.monotonic() + 120
         while not asked.endswith(b"[y/N] "):
