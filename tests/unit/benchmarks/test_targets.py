@@ -89,16 +89,30 @@ def test_drift_rendering_follows_the_figures() -> None:
 
 
 def test_pit_join_is_judged_on_the_users_path_and_the_kernel() -> None:
-    targets = by_name(pit_join_targets(committed("pit_join")))
+    # Figures set here, on the committed run's shape: the verdicts follow them, whatever a re-run measured
+    # (the committed figures change with every run and every host).
+    d = copy.deepcopy(committed("pit_join"))
+    d.pop("targets", None)
+    figures = {
+        "aether": {"best_s": 0.4, "label_rows_per_s": 2.5e6, "peak_over_output": 1.4},
+        "aether-store": {"best_s": 2.5, "label_rows_per_s": 4e5, "peak_over_output": 2.0},
+        "duckdb": {"best_s": 4.0, "label_rows_per_s": 2.5e5, "peak_over_output": 15.0},
+    }
+    for case in d["cases"]:
+        if case["layout"] == "one" and case["engine"] in figures:
+            case.update(figures[case["engine"]])
+    targets = by_name(pit_join_targets(d))
     store = targets["≥ 2M label rows/s, one view (get_historical_features)"]
     assert store["met"] is False and store["of_record"] is True
     assert targets["≥ 2M label rows/s, one view (in-memory kernel)"]["met"] is True
+    assert targets["≥ 2M label rows/s, one view (in-memory kernel)"]["of_record"] is False
     assert targets["DuckDB time / Aether time ≥ 1, one view (get_historical_features)"]["met"] is True
     assert targets["peak ≤ 3× output, one view (in-memory kernel)"]["met"] is True
-    text = render_results.pit_join(committed("pit_join"))
+    text = render_results.pit_join(d)
     assert (
-        "| ≥ 2M label rows/s, one view (get_historical_features) | 379,926 | 2,000,000 | **missed** |" in text
+        "| ≥ 2M label rows/s, one view (get_historical_features) | 400,000 | 2,000,000 | **missed** |" in text
     )
+    assert "| ≥ 2M label rows/s, one view (in-memory kernel) | 2,500,000 | 2,000,000 | met |" in text
     assert "Of record (get_historical_features): missed." in text
 
 
