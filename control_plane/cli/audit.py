@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clients.aether.v1 import audit_pb2 as pb
-from control_plane.cli import numbers, output
+from control_plane.cli import numbers, output, paging
 from control_plane.cli.durations import time_us
 from control_plane.cli.errors import UsageError
 from control_plane.cli.paths import check_writable
@@ -106,24 +107,18 @@ def _list(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"aetherctl: error: {error}", file=sys.stderr)
         return 2
-    entries: list[pb.AuditEntry] = []
     with _client(args) as client:
-        token = ""
-        # Each page asks for what is still wanted, so the last page ends at the limit: its token alone
-        # tells whether more entries match (the server reads one beyond a page), without a page more.
-        while len(entries) < args.limit:
-            page = client.query(where, page_size=min(args.limit - len(entries), 1000), page_token=token)
-            entries.extend(page.entries[: args.limit - len(entries)])
-            token = page.next_page_token
-            if not token:
-                break
-        more = bool(token)
+
+        def fetch(size: int, token: str) -> tuple[Sequence[pb.AuditEntry], str]:
+            page = client.query(where, page_size=size, page_token=token)
+            return page.entries, page.next_page_token
+
+        entries, more = paging.up_to(args.limit, fetch)
     _print_entries(entries, args.json)
-    if more:  # last, below the entries; on stderr: stdout stays the entries (JSON lines with --json)
-        print(
-            f"aetherctl: more entries match: these are the oldest {len(entries)} (--limit); raise --limit,"
-            " or narrow the selection with --since, --until or --object",
-            file=sys.stderr,
+    if more:  # last, below the entries
+        paging.say_more(
+            f"more entries match: these are the oldest {len(entries)} (--limit); raise --limit, or narrow"
+            " the selection with --since, --until or --object"
         )
     return 0
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import jobs_pb2 as pb
-from control_plane.cli import numbers, output
+from control_plane.cli import numbers, output, paging
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 
@@ -153,19 +153,12 @@ def _submit(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
 
 def _list(client: JobsClient, args: argparse.Namespace, out: TextIO) -> int:
     states = [_STATE_VALUES[state] for state in args.state]
-    jobs: list[pb.Job] = []
-    token = ""
-    while len(jobs) < args.limit:  # each page asks for what is still wanted (at most a page's 1000)
-        page, token = client.list_page(states, min(args.limit - len(jobs), 1000), token)
-        jobs.extend(page)
-        if not token:
-            break
+    jobs, more = paging.up_to(args.limit, lambda size, token: client.list_page(states, size, token))
     _print_jobs(jobs, args.json, out)
-    if token:  # the last page ended at the limit and the server holds more (it reads one beyond a page)
-        print(
-            f"aetherctl: more jobs exist: these are the newest {len(jobs)} (--limit); raise --limit for older"
-            " ones, or choose with --state",
-            file=sys.stderr,
+    if more:
+        paging.say_more(
+            f"more jobs exist: these are the newest {len(jobs)} (--limit); raise --limit for older ones, or"
+            " choose with --state"
         )
     return 0
 

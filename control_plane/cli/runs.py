@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import tracking_pb2 as pb
-from control_plane.cli import numbers, output
+from control_plane.cli import numbers, output, paging
 from control_plane.cli.errors import UsageError
 from control_plane.cli.settings import actor
 
@@ -107,20 +107,16 @@ def _create_experiment(client: TrackingClient, args: argparse.Namespace, out: Te
 
 def _list_runs(client: TrackingClient, args: argparse.Namespace, out: TextIO) -> int:
     experiment = client.get_experiment(args.experiment)
-    runs: list[pb.Run] = []
-    token = ""
-    while len(runs) < args.limit:
-        page = client.list_runs(experiment.experiment_id, min(args.limit - len(runs), 1000), token)
-        runs.extend(page.runs)
-        token = page.next_page_token
-        if not token:
-            break
+
+    def fetch(size: int, token: str) -> tuple[Sequence[pb.Run], str]:
+        page = client.list_runs(experiment.experiment_id, size, token)
+        return page.runs, page.next_page_token
+
+    runs, more = paging.up_to(args.limit, fetch)
     _print_runs(runs, args.json, out)
-    if token:  # the last page ended at the limit and the server holds more (it reads one beyond a page)
-        print(
-            f"aetherctl: more runs exist: these are the newest {len(runs)} (--limit); raise --limit for"
-            " older ones",
-            file=sys.stderr,
+    if more:
+        paging.say_more(
+            f"more runs exist: these are the newest {len(runs)} (--limit); raise --limit for older ones"
         )
     return 0
 
