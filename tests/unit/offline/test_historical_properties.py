@@ -111,6 +111,20 @@ def stored_table(mode: str, rows: list[StoredRow]) -> pa.Table:
     return pa.table(columns)
 
 
+def label_table(
+    mode: str, labels: list[tuple[int | None, int]]
+) -> tuple[list[tuple[object, ...]], list[dt.datetime], pa.Table]:
+    """The labels' join keys (a None key: every key column null), their times, and the entity rows
+    table ``get_historical_features`` takes."""
+    keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
+    times = [at(seconds) for _, seconds in labels]
+    columns = {
+        name: pa.array([k[i] for k in keys], pa.string() if t == types_pb2.STRING else pa.int64())
+        for i, (name, t) in enumerate(KEY_MODES[mode])
+    }
+    return keys, times, pa.table({**columns, "label_time": pa.array(times, TS)})
+
+
 def brute_force(
     store: OfflineStore,
     view: str,
@@ -161,19 +175,7 @@ def test_training_set_matches_brute_force(
     data: st.DataObject,
 ) -> None:
     ensure_entity(registry, f"entity_{mode}", KEY_MODES[mode])
-    label_keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
-    label_ts = [at(seconds) for _, seconds in labels]
-    entity_rows = pa.table(
-        {
-            **{
-                name: pa.array(
-                    [k[i] for k in label_keys], pa.string() if t == types_pb2.STRING else pa.int64()
-                )
-                for i, (name, t) in enumerate(KEY_MODES[mode])
-            },
-            "label_time": pa.array(label_ts, TS),
-        }
-    )
+    label_keys, label_ts, entity_rows = label_table(mode, labels)
 
     refs: list[str] = []
     expected_columns: dict[str, list[object]] = {}
@@ -308,19 +310,7 @@ def test_compaction_between_writes_keeps_every_answer_and_the_tie_order(
         if index in compact_after:
             for _ in range(2):  # the second pass deletes what the first one replaced
                 compact_view(store, name, 1, EAGER_COMPACTION, now=LONG_AFTER)
-    label_keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
-    label_ts = [at(seconds) for _, seconds in labels]
-    entity_rows = pa.table(
-        {
-            **{
-                key: pa.array(
-                    [k[i] for k in label_keys], pa.string() if t == types_pb2.STRING else pa.int64()
-                )
-                for i, (key, t) in enumerate(KEY_MODES[mode])
-            },
-            "label_time": pa.array(label_ts, TS),
-        }
-    )
+    label_keys, label_ts, entity_rows = label_table(mode, labels)
 
     result = get_historical_features(store, registry, entity_rows, [name], batch_rows=3, record=False)
 
@@ -372,19 +362,7 @@ def test_files_read_past_the_read_ahead_bound_match_brute_force(
     if compact:
         for _ in range(2):
             compact_view(store, name, 1, EAGER_COMPACTION, now=LONG_AFTER)
-    label_keys = [key_value(mode, k) if k is not None else (None,) * len(KEY_MODES[mode]) for k, _ in labels]
-    label_ts = [at(seconds) for _, seconds in labels]
-    entity_rows = pa.table(
-        {
-            **{
-                key: pa.array(
-                    [k[i] for k in label_keys], pa.string() if t == types_pb2.STRING else pa.int64()
-                )
-                for i, (key, t) in enumerate(KEY_MODES[mode])
-            },
-            "label_time": pa.array(label_ts, TS),
-        }
-    )
+    label_keys, label_ts, entity_rows = label_table(mode, labels)
 
     result = get_historical_features(
         store, registry, entity_rows, [name], batch_rows=batch_rows, record=False
