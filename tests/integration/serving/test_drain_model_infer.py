@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 8
 WIDTH = 256
-DRAIN_DELAY_S = 0.3
+DRAIN_DELAY_S = 1.0  # long enough for the probe sent within it to arrive on a loaded host
 GATE_REFUSAL = "shutting down"
 
 
@@ -78,15 +78,18 @@ async def test_draining_refuses_new_model_infer_calls_and_answers_every_admitted
         await asyncio.sleep(0.5)  # under load
         assert outcomes and all(o.code == grpc.StatusCode.OK for o in outcomes)
         _, gate = handle.admissions  # Predict's gate, then ModelInfer's
-        drain_called = time.monotonic()
-        draining = asyncio.create_task(handle.drain(DRAIN_DELAY_S, grace_s=10))
         # A call made once the drain began (health NOT_SERVING), within its delay, is still admitted and
         # answered. Sent here rather than looked for in the load: on a loaded host no caller of the load
-        # may send in that window at all, each waiting its turn behind the model.
-        await handle.stopping.wait()
+        # may send in that window at all, each waiting its turn behind the model. Its channel is connected
+        # first, so that within the delay it has only to be sent (a connection made in the delay let the
+        # gate close first on the loaded CI host).
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 10)
             probe = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
             row = np.ones((1, WIDTH), np.float32)
+            drain_called = time.monotonic()
+            draining = asyncio.create_task(handle.drain(DRAIN_DELAY_S, grace_s=10))
+            await handle.stopping.wait()
             await probe.ModelInfer(build_infer_request("slow", {"x": row}, request_id="probe"), timeout=10)
         await draining
         # When the gate closed and what it held then, recorded by the gate itself: a task polling for the
