@@ -12,6 +12,7 @@ and ``features delete --json | jq`` read the question before the JSON)."""
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 
 from control_plane.cli.errors import UsageError
@@ -44,7 +45,7 @@ def confirmed(action: str, *, yes: bool, details: str = "") -> bool:
     try:
         sys.stderr.write(f"{action[:1].upper()}{action[1:]}{details}? [y/N] ")
         sys.stderr.flush()
-        answer = sys.stdin.readline()  # "" at end of input (Ctrl-D): a no
+        answer = _read_answer()  # "" at end of input (Ctrl-D): a no
     except KeyboardInterrupt:
         _declined(action, answered="")
         raise
@@ -52,6 +53,22 @@ def confirmed(action: str, *, yes: bool, details: str = "") -> bool:
         return True
     _declined(action, answered=answer)
     return False
+
+
+def _read_answer() -> str:
+    """A line from stdin, where a Ctrl-C lands within a tenth of a second. By the time a command asks, its
+    gRPC channel has threads, and the kernel may hand the SIGINT to one of them: Python's handler then
+    only marks it, and the main thread, blocked in read(), went on waiting for Enter (seen: the command
+    hung at its question after Ctrl-C, about one time in four under load). Waiting in short selects runs
+    Python between them, where the marked signal raises KeyboardInterrupt."""
+    while True:
+        try:
+            ready, _, _ = select.select([sys.stdin], [], [], 0.1)
+        except (OSError, ValueError):  # no descriptor to wait on (a stdin replaced in process)
+            break
+        if ready:  # a whole line at a terminal (canonical mode), or the end of input
+            break
+    return sys.stdin.readline()
 
 
 def _declined(action: str, answered: str) -> None:
