@@ -90,8 +90,6 @@ from control_plane.offline.uploads import S3_SINGLE_COPY_LIMIT as S3_SINGLE_COPY
 from control_plane.offline.uploads import sweep_stale_upload_temps as sweep_stale_upload_temps
 from control_plane.offline.uploads import upload_temp_folder as upload_temp_folder
 
-#: Rows per row group of a merged file (pyarrow's default for one written whole).
-ROW_GROUP_ROWS = 1 << 20
 # An object store's merged file while it is checked, before its copy to its name: hidden from readers.
 _STAGED_PREFIX, _STAGED_SUFFIX = ".compact-", ".tmp"
 #: A merged file must fit in one S3 CopyObject (``uploads.S3_SINGLE_COPY_LIMIT``), since it is published
@@ -107,6 +105,13 @@ class CompactionPolicy:
     min_age_s: float = 600.0
     lateness_s: float = 3600.0
     grace_s: float = 3600.0
+    # Rows per row group of a merged file (pyarrow's default for one written whole): the merge holds
+    # about one row group in memory, and readers of a replaced file's range read one at a time.
+    row_group_rows: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.row_group_rows < 1:
+            raise ValueError(f"row_group_rows must be at least 1, not {self.row_group_rows}")
 
 
 def compaction_policy_from_env(env: Mapping[str, str]) -> CompactionPolicy:
@@ -235,7 +240,7 @@ def _compact_partition(
             rows = sum(_rows(store.filesystem, info.path) for info in run)
             out = merged_name(run[0].base_name, "0" * 32)
         else:
-            out, rows = _merge(store, partition, run, now, held)
+            out, rows = _merge(store, partition, run, now, held, policy.row_group_rows)
         report.merged.append(MergedRun(version, day, tuple(i.base_name for i in run), out, rows))
 
 
@@ -285,7 +290,12 @@ def _runs(
 
 
 def _merge(
-    store: OfflineStore, partition: str, run: Sequence[pafs.FileInfo], now: dt.datetime, held: Held
+    store: OfflineStore,
+    partition: str,
+    run: Sequence[pafs.FileInfo],
+    now: dt.datetime,
+    held: Held,
+    row_group_rows: int,
 ) -> tuple[str, int]:
     """Writes the merged file of ``run`` to a local temporary file, then publishes it (module doc); its
     name and rows."""
@@ -314,11 +324,11 @@ def _merge(
                     sources.append(replaced)
                     pending.append(table)
                     pending_rows += table.num_rows
-                    if pending_rows >= ROW_GROUP_ROWS:  # memory stays about one row group
-                        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    if pending_rows >= row_group_rows:  # memory stays about one row group
+                        writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
                         pending, pending_rows = [], 0
                 if pending:
-                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
                 record = MergedRecord(int(now.timestamp() * 1_000_000), tuple(sources))
                 writer.add_key_value_metadata({REPLACED_KEY: encode_record(record)})
             sink.flush()

@@ -36,7 +36,7 @@ from control_plane.offline.datasets import (
     write_parquet,
 )
 from control_plane.offline.keys import KeyEncoder
-from control_plane.offline.pit import Int64Array, Labels, join_view
+from control_plane.offline.pit import DEFAULT_BOUNDS, Int64Array, JoinBounds, Labels, join_view
 from control_plane.offline.resolve import JoinKeySpec, ViewCatalog, ViewPlan, plan_views
 from control_plane.offline.roots import open_filesystem
 from control_plane.offline.store import OfflineStore, normalize_timestamps
@@ -74,10 +74,12 @@ def get_historical_features(
     output_path: str | None = None,
     record: bool = True,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    bounds: JoinBounds = DEFAULT_BOUNDS,
 ) -> TrainingSet:
     """The training set for ``entity_rows`` (module doc). ``timestamp_column`` names the label time; by
     default the first of :data:`DEFAULT_TIMESTAMP_COLUMNS` present, else the only timestamp column.
     ``output_path`` (a local path or pyarrow filesystem URI) also writes the result as Parquet.
+    ``batch_rows`` and ``bounds`` bound the rows read and held at once (speed, never the answer).
 
     INVALID_ARGUMENT: a malformed reference, a missing join key or timestamp column (named), two columns of
     one name, naive or null timestamps or ones beyond the microsecond range, a join key value beyond the
@@ -102,7 +104,7 @@ def get_historical_features(
         if labels is None:
             labels = _prepare_labels(entity_rows, plan, label_ts)
             shared[plan.join_keys] = labels
-        joined, read[plan.view, plan.version] = join_view(store, plan, labels, batch_rows)
+        joined, read[plan.view, plan.version] = join_view(store, plan, labels, batch_rows, bounds)
         columns.update(joined)
 
     table = entity_rows

@@ -22,7 +22,7 @@ which over thousands of files would outgrow the result.
 Memory: the output arrays (labels x features) and the winners' values (at most as many rows), plus the
 batches in flight and the pooled keys (24 MB), whatever the store's size (measured at 1M labels x 50
 features: peak about 1.6x the output). Whatever a file's size too: pass 1 reads ahead at most ~1M rows'
-keys of a file (:data:`_AHEAD_ROWS`) and the rest of a bigger one, a merged file, batch by batch as it
+keys of a file (:class:`JoinBounds`) and the rest of a bigger one, a merged file, batch by batch as it
 folds them; pass 2 keeps only a batch's winners; and a compacted file's rows, a range of the merged file
 that holds them now, are read a row group at a time (``stored_rows``).
 
@@ -69,13 +69,27 @@ _Result = TypeVar("_Result")
 # Event times of rows with a null time: later than any label (the kernel needs |ts| < 2**62).
 _NEVER = 2**62
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# Feature rows (keys and times: 24 bytes each) pooled per call of the as-of kernel in pass 1.
-_POOLED_ROWS = 1 << 20
-# Rows of one file's keys a reading thread decodes ahead in pass 1 (a bigger file's rest is read as it is
-# folded): the bound on the keys in flight, per file read ahead.
-_AHEAD_ROWS = 1 << 20
 # Files being read ahead per reading thread: enough to keep the threads busy, few enough to bound memory.
 _AHEAD_PER_THREAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class JoinBounds:
+    """What pass 1 holds at once. The defaults suit a store of any size; smaller bounds only cost speed
+    (more, smaller kernel calls and reads), never change an answer."""
+
+    # Feature rows (keys and times: 24 bytes each) pooled per call of the as-of kernel.
+    pooled_rows: int = 1 << 20
+    # Rows of one file's keys a reading thread decodes ahead (a bigger file's rest is read as it is
+    # folded): the bound on the keys in flight, per file read ahead.
+    ahead_rows: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.pooled_rows < 1 or self.ahead_rows < 1:
+            raise ValueError(f"join bounds must be at least one row: {self}")
+
+
+DEFAULT_BOUNDS = JoinBounds()
 
 
 @dataclass(frozen=True)
@@ -102,21 +116,26 @@ class _ScannedFile:
 
 
 def join_view(
-    store: OfflineStore, plan: ViewPlan, labels: Labels, batch_size: int
+    store: OfflineStore, plan: ViewPlan, labels: Labels, batch_size: int, bounds: JoinBounds = DEFAULT_BOUNDS
 ) -> tuple[dict[str, pa.Array], list[str]]:
     """Result column name -> joined values in the labels' original order (null: no eligible value, older
     than the TTL, or stored as null); and the snapshot of data files the join read, for the lineage."""
     files = _snapshot(store, plan, labels)
-    scanned, indices = _match(store, plan, labels, files, batch_size)
+    scanned, indices = _match(store, plan, labels, files, batch_size, bounds)
     return _gather_values(store, plan, scanned, indices, batch_size), files
 
 
 def _match(
-    store: OfflineStore, plan: ViewPlan, labels: Labels, files: list[str], batch_size: int
+    store: OfflineStore,
+    plan: ViewPlan,
+    labels: Labels,
+    files: list[str],
+    batch_size: int,
+    bounds: JoinBounds,
 ) -> tuple[list[_ScannedFile], Int64Array]:
     """Pass 1: the winning global row per label (-1: none) and the layout of every file.
 
-    A reading thread decodes at most :data:`_AHEAD_ROWS` rows of a file ahead (a whole small file); the
+    A reading thread decodes at most ``bounds.ahead_rows`` rows of a file ahead (a whole small file); the
     rest of a bigger one (a merged file) is read batch by batch here, as it is folded, so the keys held
     stay bounded whatever a file's size."""
     key_names = [key.name for key in plan.join_keys]
@@ -130,7 +149,7 @@ def _match(
         )
 
     def read_head(path: str) -> tuple[list[_Keys], Generator[pa.RecordBatch, None, None] | None]:
-        """The keys of the file's first batches, up to :data:`_AHEAD_ROWS` rows, and its batches still
+        """The keys of the file's first batches, up to ``bounds.ahead_rows`` rows, and its batches still
         to read, the file left open for them (None: there are none)."""
         batches = store.read_file(path, columns, batch_size, use_threads=False)
         head: list[_Keys] = []
@@ -138,7 +157,7 @@ def _match(
         for batch in batches:
             head.append(decode(batch))
             rows += batch.num_rows
-            if rows >= _AHEAD_ROWS:
+            if rows >= bounds.ahead_rows:
                 return head, batches
         return head, None
 
@@ -158,7 +177,7 @@ def _match(
                 pooled.append(keys)
                 pooled_rows += count
                 offset += count
-                if pooled_rows >= _POOLED_ROWS:
+                if pooled_rows >= bounds.pooled_rows:
                     _fold(state, pooled, pooled_start)
                     pooled, pooled_start, pooled_rows = [], offset, 0
         finally:

@@ -5,6 +5,7 @@ its steps leaves a store that reads the same and that the next pass finishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import os
@@ -418,12 +419,12 @@ def test_a_replaced_file_is_read_a_row_group_at_a_time_in_the_same_batches(
     """A replaced file's rows, a range of a merged file of many row groups (a big merged file), are read
     a row group at a time, not the range at once: the same rows, cut into the same batches as the file
     itself was."""
-    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 4)
+    small_groups = dataclasses.replace(EAGER, row_group_rows=4)
     write_files(store, [rows([(k, 60, 0, float(10 * n + k)) for k in range(n)]) for n in (7, 1, 12, 5, 3)])
     listed = store.files(VIEW, 1)
     before = [list(store.read_file(p, ["score", "user_id"], batch_size=batch_size)) for p in listed]
-    compact_view(store, VIEW, 1, EAGER, now=NOW)
-    compact_view(store, VIEW, 1, EAGER, now=LATER)
+    compact_view(store, VIEW, 1, small_groups, now=NOW)
+    compact_view(store, VIEW, 1, small_groups, now=LATER)
     (merged,) = store.files(VIEW, 1)
     assert pq.ParquetFile(merged).metadata.num_row_groups >= 7  # 28 rows, at most 4 a group
     opened: list[list[int]] = []

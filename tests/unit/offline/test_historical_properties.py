@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,9 +26,9 @@ from hypothesis import strategies as st
 
 from clients.aether.v1 import types_pb2
 from control_plane.features.registry import FeatureRegistry
-from control_plane.offline import pit
 from control_plane.offline.compaction import CompactionPolicy, compact_view
 from control_plane.offline.historical import get_historical_features
+from control_plane.offline.pit import JoinBounds
 from control_plane.offline.store import OfflineStore
 from tests.unit.offline.builders import TS, at, create_view, ensure_entity, feature_spec, micros
 
@@ -338,7 +339,6 @@ def test_files_read_past_the_read_ahead_bound_match_brute_force(
     registry: FeatureRegistry,
     store: OfflineStore,
     tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
     mode: str,
     batches: list[list[StoredRow]],
     compact: bool,
@@ -351,8 +351,6 @@ def test_files_read_past_the_read_ahead_bound_match_brute_force(
     """Pass 1 reads ahead at most a bound of rows of a file and the rest of it batch by batch as it folds
     them, and pools a bound of rows per kernel call: with both bounds down to a row, and files from one
     batch to many (merged by compaction into one per day), the answers are the brute force's."""
-    monkeypatch.setattr(pit, "_AHEAD_ROWS", ahead)
-    monkeypatch.setattr(pit, "_POOLED_ROWS", pooled)
     ensure_entity(registry, f"entity_{mode}", KEY_MODES[mode])
     untouched = OfflineStore(str(tmp_path_factory.mktemp("untouched")))
     name = write_view(registry, store, mode, [(ttl, [])])
@@ -364,8 +362,9 @@ def test_files_read_past_the_read_ahead_bound_match_brute_force(
             compact_view(store, name, 1, EAGER_COMPACTION, now=LONG_AFTER)
     label_keys, label_ts, entity_rows = label_table(mode, labels)
 
+    bounds = JoinBounds(pooled_rows=pooled, ahead_rows=ahead)
     result = get_historical_features(
-        store, registry, entity_rows, [name], batch_rows=batch_rows, record=False
+        store, registry, entity_rows, [name], batch_rows=batch_rows, bounds=bounds, record=False
     )
 
     for feature in ("a", "b"):
@@ -373,8 +372,30 @@ def test_files_read_past_the_read_ahead_bound_match_brute_force(
         assert result.table.column(f"{name}:{feature}").to_pylist() == expected, feature
 
 
+class _ReadRecordingStore(OfflineStore):
+    """The store, recording each batch pass 1 reads (keys and times only): its file, whether a reading
+    thread decoded it, and its rows."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.decoded: list[tuple[str, bool, int]] = []
+        self._main = threading.current_thread()
+
+    def read_file(
+        self,
+        path: str,
+        columns: Sequence[str] | None = None,
+        batch_size: int = 65_536,
+        use_threads: bool = True,
+    ) -> Generator[pa.RecordBatch, None, None]:
+        for batch in super().read_file(path, columns, batch_size, use_threads):
+            if columns is not None and "a" not in columns:  # pass 1: keys and times only
+                self.decoded.append((path, threading.current_thread() is not self._main, batch.num_rows))
+            yield batch
+
+
 def test_a_reading_thread_decodes_at_most_the_bound_of_a_big_file(
-    registry: FeatureRegistry, store: OfflineStore, monkeypatch: pytest.MonkeyPatch
+    registry: FeatureRegistry, store: OfflineStore
 ) -> None:
     """A big file's keys (a day's merged file) are not decoded whole ahead: a reading thread decodes up
     to the bound, the join reads the rest a batch at a time as it folds it. Same answers either way."""
@@ -388,19 +409,11 @@ def test_a_reading_thread_decodes_at_most_the_bound_of_a_big_file(
     )
     expected = get_historical_features(store, registry, entity_rows, [name], record=False).table
 
-    monkeypatch.setattr(pit, "_AHEAD_ROWS", 8)
-    main = threading.current_thread()
-    decoded: list[tuple[str, bool, int]] = []  # (file, in a reading thread, rows) per batch read in pass 1
-    real_read = store.read_file
-
-    def recorded(path: str, columns: list[str] | None = None, *args: object, **kwargs: object) -> object:
-        for batch in real_read(path, columns, *args, **kwargs):  # type: ignore[arg-type]
-            if columns is not None and "a" not in columns:  # pass 1: keys and times only
-                decoded.append((path, threading.current_thread() is not main, batch.num_rows))
-            yield batch
-
-    monkeypatch.setattr(store, "read_file", recorded)
-    result = get_historical_features(store, registry, entity_rows, [name], batch_rows=3, record=False)
+    recording = _ReadRecordingStore(store.root)
+    result = get_historical_features(
+        recording, registry, entity_rows, [name], batch_rows=3, bounds=JoinBounds(ahead_rows=8), record=False
+    )
+    decoded = recording.decoded
 
     assert result.table.equals(expected)
     assert sum(rows for _, _, rows in decoded) == 400
