@@ -113,6 +113,31 @@ class IngestionClient(ServiceClient):
         )
         return self._call(self._stub.Materialize, request, pb.IngestResponse)
 
+    def quarantined_page(
+        self,
+        *,
+        view: str = "",
+        reason_contains: str = "",
+        status: str = "",
+        run_id: str = "",
+        limit: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.QuarantinedRecord], str]:
+        """One page of records, newest first: at most ``limit`` (0 = 100; fewer where they fill the page's
+        bytes), and the next page's token ("" on the last: the server reads one past a page, so a page
+        that ends at the last record says so)."""
+        request = checked_request(
+            pb.ListQuarantinedRequest,
+            view=view,
+            reason_contains=reason_contains,
+            status=status,
+            run_id=run_id,
+            limit=limit,
+            page_token=page_token,
+        )
+        response = self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse)
+        return list(response.records), response.next_page_token
+
     def list_quarantined(
         self, *, view: str = "", reason_contains: str = "", status: str = "", run_id: str = "", limit: int = 0
     ) -> list[pb.QuarantinedRecord]:
@@ -124,8 +149,7 @@ class IngestionClient(ServiceClient):
         records: list[pb.QuarantinedRecord] = []
         token = ""
         while len(records) < wanted:
-            request = checked_request(
-                pb.ListQuarantinedRequest,
+            page, token = self.quarantined_page(
                 view=view,
                 reason_contains=reason_contains,
                 status=status,
@@ -133,9 +157,7 @@ class IngestionClient(ServiceClient):
                 limit=wanted - len(records),
                 page_token=token,
             )
-            response = self._call(self._stub.ListQuarantined, request, pb.ListQuarantinedResponse)
-            records.extend(response.records)
-            token = response.next_page_token
+            records.extend(page)
             if not token:
                 break
         return records

@@ -86,6 +86,23 @@ class MonitoringClient(ServiceClient):
             self._stub.GetMonitorConfig, pb.GetMonitorConfigRequest(deployment=deployment), pb.MonitorConfig
         )
 
+    def drift_reports_page(
+        self, deployment: str, *, since_us: int = 0, until_us: int = 0, limit: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.DriftReport], str]:
+        """One page of the reports :meth:`drift_reports` lists: at most ``limit`` (0 = 100, at most 1000;
+        fewer where they fill the page's bytes), and the next page's token ("" on the last: the server reads
+        one past a page, so a page that ends at the last report says so)."""
+        request = checked_request(
+            pb.GetDriftReportsRequest,
+            deployment=deployment,
+            since_us=since_us,
+            until_us=until_us,
+            limit=limit,
+            page_token=page_token,
+        )
+        response = self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse)
+        return list(response.reports), response.next_page_token
+
     def drift_reports(
         self, deployment: str, *, since_us: int = 0, until_us: int = 0, limit: int = 0
     ) -> list[pb.DriftReport]:
@@ -94,16 +111,9 @@ class MonitoringClient(ServiceClient):
         also bounded in bytes: a report carries every feature's statistics)."""
 
         def page(size: int, token: str) -> tuple[Sequence[pb.DriftReport], str]:
-            request = checked_request(
-                pb.GetDriftReportsRequest,
-                deployment=deployment,
-                since_us=since_us,
-                until_us=until_us,
-                limit=size,
-                page_token=token,
+            return self.drift_reports_page(
+                deployment, since_us=since_us, until_us=until_us, limit=size, page_token=token
             )
-            response = self._call(self._stub.GetDriftReports, request, pb.GetDriftReportsResponse)
-            return response.reports, response.next_page_token
 
         checked_request(pb.GetDriftReportsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)

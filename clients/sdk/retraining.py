@@ -74,6 +74,22 @@ class RetrainingClient(ServiceClient):
         request = pb.TriggerNowRequest(deployment=deployment, reason=reason)
         return self._call(self._stub.TriggerNow, request, pb.TriggerDecision)
 
+    def decisions_page(
+        self, deployment: str, *, triggered_only: bool = False, limit: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.TriggerDecision], str]:
+        """One page of the decisions :meth:`decisions` lists: at most ``limit`` (0 = 100, at most 1000;
+        fewer where they fill the page's bytes), and the next page's token ("" on the last: the server reads
+        one past a page, so a page that ends at the last decision says so)."""
+        request = checked_request(
+            pb.ListDecisionsRequest,
+            deployment=deployment,
+            triggered_only=triggered_only,
+            limit=limit,
+            page_token=page_token,
+        )
+        response = self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse)
+        return list(response.decisions), response.next_page_token
+
     def decisions(
         self, deployment: str, *, triggered_only: bool = False, limit: int = 0
     ) -> list[pb.TriggerDecision]:
@@ -81,29 +97,30 @@ class RetrainingClient(ServiceClient):
         pages as that takes (a page is also bounded in bytes, so it may hold fewer)."""
 
         def page(size: int, token: str) -> tuple[Sequence[pb.TriggerDecision], str]:
-            request = checked_request(
-                pb.ListDecisionsRequest,
-                deployment=deployment,
-                triggered_only=triggered_only,
-                limit=size,
-                page_token=token,
+            return self.decisions_page(
+                deployment, triggered_only=triggered_only, limit=size, page_token=token
             )
-            response = self._call(self._stub.ListDecisions, request, pb.ListDecisionsResponse)
-            return response.decisions, response.next_page_token
 
         checked_request(pb.ListDecisionsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)
+
+    def evaluations_page(
+        self, deployment: str, *, limit: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.Evaluation], str]:
+        """One page of the evaluations :meth:`evaluations` lists: at most ``limit`` (0 = 100, at most 1000;
+        fewer where they fill the page's bytes), and the next page's token ("" on the last)."""
+        request = checked_request(
+            pb.ListEvaluationsRequest, deployment=deployment, limit=limit, page_token=page_token
+        )
+        response = self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse)
+        return list(response.evaluations), response.next_page_token
 
     def evaluations(self, deployment: str, *, limit: int = 0) -> list[pb.Evaluation]:
         """The newest ``limit`` challenger/champion evaluations of ``deployment`` (0 = 100) with their
         promotion state, newest first, over as many pages as that takes."""
 
         def page(size: int, token: str) -> tuple[Sequence[pb.Evaluation], str]:
-            request = checked_request(
-                pb.ListEvaluationsRequest, deployment=deployment, limit=size, page_token=token
-            )
-            response = self._call(self._stub.ListEvaluations, request, pb.ListEvaluationsResponse)
-            return response.evaluations, response.next_page_token
+            return self.evaluations_page(deployment, limit=size, page_token=token)
 
         checked_request(pb.ListEvaluationsRequest, limit=limit)  # as the field holds it: pages ask for less
         return first_items(limit, page)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import ingestion_pb2 as pb
-from control_plane.cli import output
+from control_plane.cli import output, paging
 from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.durations import iso_time
 from control_plane.cli.errors import UsageError
@@ -131,12 +131,25 @@ def _records(records: list[pb.QuarantinedRecord], as_json: bool, out: TextIO) ->
 
 def _list(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with _client(args) as client:
-        records = client.list_quarantined(
-            view=args.view, reason_contains=args.reason_contains, status=args.status, limit=args.limit
-        )
+
+        def fetch(size: int, token: str) -> tuple[list[pb.QuarantinedRecord], str]:
+            return client.quarantined_page(
+                view=args.view,
+                reason_contains=args.reason_contains,
+                status=args.status,
+                limit=size,
+                page_token=token,
+            )
+
+        records, more = paging.up_to(args.limit, fetch)
         if args.view and not records:
             _refuse_an_unknown_view(args, client)
     _records(records, args.json, out or sys.stdout)
+    if more:
+        paging.say_more(
+            f"more quarantined records match: these are the newest {len(records)} (--limit); raise --limit"
+            " for older ones, or narrow the selection with --view, --status or --reason-contains"
+        )
     return 0
 
 

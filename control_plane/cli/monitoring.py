@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.cli import numbers, output
+from control_plane.cli import numbers, output, paging
 from control_plane.cli.durations import time_us
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
@@ -139,13 +139,29 @@ def _performance_status(value: pb.PerformanceStatus) -> str:
 
 
 def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
-    reports = client.drift_reports(args.deployment, since_us=_since(args), limit=args.limit)
+    since_us = _since(args)
+    reports, more = paging.up_to(
+        args.limit,
+        lambda size, token: client.drift_reports_page(
+            args.deployment, since_us=since_us, limit=size, page_token=token
+        ),
+    )
+    _print_drift_reports(reports, args, out)
+    if more:  # last, below the reports
+        paging.say_more(
+            f"more drift reports exist: these are the newest {len(reports)} (--limit); raise --limit for"
+            " older ones"
+        )
+    return 0
+
+
+def _print_drift_reports(reports: list[pb.DriftReport], args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         output.print_json([output.to_jsonable(report) for report in reports], out)
-        return 0
+        return
     if not reports:
         print(f"no drift reports for deployment {args.deployment}", file=out)
-        return 0
+        return
     rows = [
         (
             report.id,
@@ -190,7 +206,6 @@ def _drift_report(client: MonitoringClient, args: argparse.Namespace, out: TextI
                 )
             else:
                 print("no feature scores", file=out)
-    return 0
 
 
 def _drifted(feature: pb.FeatureDrift) -> str:

@@ -1,4 +1,5 @@
-"""Reading a listing up to ``--limit`` items, page by page, for the commands that list (audit, runs, jobs).
+"""Reading a listing up to ``--limit`` items, page by page, for the commands that list (audit, runs, jobs,
+quarantine, drift reports, retraining history).
 
 Each page asks for what is still wanted (at most :data:`MAX_PAGE`), so the last page ends at the limit and
 its token alone tells whether more items match (the servers read one beyond a page): no page is fetched

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from control_plane.cli import output, retrain_config
+from control_plane.cli import output, paging, retrain_config
 from control_plane.cli.conditional import read_change_write
 from control_plane.cli.numbers import limit, positive_seconds
 from control_plane.cli.settings import actor
@@ -111,9 +111,32 @@ def _trigger(client: RetrainingClient, args: argparse.Namespace, out: TextIO) ->
 
 
 def _history(client: RetrainingClient, args: argparse.Namespace, out: TextIO) -> int:
-    decisions = client.decisions(args.deployment, triggered_only=not args.all, limit=args.limit)
-    evaluations = client.evaluations(args.deployment, limit=args.limit)
-    if args.json:
+    decisions, more_decisions = paging.up_to(
+        args.limit,
+        lambda size, token: client.decisions_page(
+            args.deployment, triggered_only=not args.all, limit=size, page_token=token
+        ),
+    )
+    evaluations, more_evaluations = paging.up_to(
+        args.limit, lambda size, token: client.evaluations_page(args.deployment, limit=size, page_token=token)
+    )
+    _print_history(decisions, evaluations, args.json, out)
+    # Last, below both tables; each listing that was cut says so, as --limit bounds each apart.
+    for more, what, count in (
+        (more_decisions, "retraining decisions", len(decisions)),
+        (more_evaluations, "evaluations", len(evaluations)),
+    ):
+        if more:
+            paging.say_more(
+                f"more {what} exist: these are the newest {count} (--limit); raise --limit for older ones"
+            )
+    return 0
+
+
+def _print_history(
+    decisions: list[pb.TriggerDecision], evaluations: list[pb.Evaluation], as_json: bool, out: TextIO
+) -> None:
+    if as_json:
         output.print_json(
             {
                 "decisions": [output.to_jsonable(d) for d in decisions],
@@ -121,7 +144,7 @@ def _history(client: RetrainingClient, args: argparse.Namespace, out: TextIO) ->
             },
             out,
         )
-        return 0
+        return
     rows = [
         (
             output.timestamp(d.at_us),
@@ -145,7 +168,6 @@ def _history(client: RetrainingClient, args: argparse.Namespace, out: TextIO) ->
         for e in evaluations
     ]
     print(output.table(("AT", "CHALLENGER", "GATES", "METRIC", "PROMOTION", "WHY"), scored), file=out)
-    return 0
 
 
 def _versus(ours: float | None, theirs: float | None) -> str:

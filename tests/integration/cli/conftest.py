@@ -23,6 +23,9 @@ class ThreadedControlPlane:
             start_server(settings), self._loop
         ).result(timeout=60)
         self.address = self._server.address
+        # The server's own database sessions, for a test that stores what no RPC writes (drift reports,
+        # retraining decisions) in the database the server reads.
+        self.sessions = self._server.context.sessions
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=30)
@@ -32,8 +35,8 @@ class ThreadedControlPlane:
 
 
 @pytest.fixture
-def control_plane(tmp_path: Path, redis_url: str) -> Iterator[str]:
-    """``HOST:PORT`` of a control plane with an empty registry."""
+def control_plane_server(tmp_path: Path, redis_url: str) -> Iterator[ThreadedControlPlane]:
+    """A control plane with an empty registry."""
     settings = ControlPlaneSettings(
         home=tmp_path / "home",
         db_url=f"sqlite:///{tmp_path / 'aether.db'}",
@@ -42,5 +45,11 @@ def control_plane(tmp_path: Path, redis_url: str) -> Iterator[str]:
         shutdown_grace_s=0.5,
     )
     server = ThreadedControlPlane(settings)
-    yield server.address
+    yield server
     server.stop()
+
+
+@pytest.fixture
+def control_plane(control_plane_server: ThreadedControlPlane) -> str:
+    """``HOST:PORT`` of a control plane with an empty registry."""
+    return control_plane_server.address
