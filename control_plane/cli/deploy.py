@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from clients.aether.v1 import deployments_pb2 as pb
-from clients.serving_rules import share_problem
-from control_plane.cli import numbers, output
+from clients.serving_rules import MAX_WARMUP_REQUESTS, share_problem
+from control_plane.cli import deploy_values, numbers, output
 from control_plane.cli.conditional import read_change_write
 from control_plane.cli.confirm import add_yes_flag, confirmed
 from control_plane.cli.errors import UsageError
@@ -65,19 +65,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "create: a flag not given takes its default; canary start: a flag not given keeps the deployment's "
         "current value",
     )
-    policy.add_argument("--steps", help="canary traffic steps in percent (default 5,25,50,100)")
     policy.add_argument(
-        "--bake-seconds", type=numbers.uint64, help="how long each step is held (default 300; 0: no bake)"
+        "--steps",
+        type=deploy_values.canary_steps,
+        help="canary traffic steps in percent, ascending to 100 (default 5,25,50,100)",
+    )
+    policy.add_argument(
+        "--bake-seconds",
+        type=numbers.whole(0, deploy_values.MAX_BAKE_SECONDS),
+        help="how long each step is held (default 300; 0: no bake; at most ten years)",
     )
     policy.add_argument(
         "--max-error-rate",
-        type=float,
+        type=deploy_values.fraction,
         help="fraction of server errors that rolls back, and of refusals as the caller's mistake"
         " above the primary's (default 0.01; 0: any error)",
     )
-    policy.add_argument("--max-p99-ms", type=float, help="absolute p99 ceiling (default 0: none)")
     policy.add_argument(
-        "--max-p99-ratio", type=float, help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)"
+        "--max-p99-ms", type=deploy_values.non_negative, help="absolute p99 ceiling (default 0: none)"
+    )
+    policy.add_argument(
+        "--max-p99-ratio",
+        type=deploy_values.non_negative,
+        help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)",
     )
     policy.add_argument(
         "--min-requests", type=numbers.uint64, help="requests needed per decision (default 100)"
@@ -107,7 +117,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.add_argument("--salt", default="", help="routing salt (default: the deployment name)")
     create.add_argument("--max-batch-size", type=numbers.int32, default=0)
     create.add_argument("--max-queue-delay-us", type=numbers.int32, default=0)
-    create.add_argument("--warmup-requests", type=numbers.int32, default=0)
+    create.add_argument("--warmup-requests", type=numbers.whole(0, MAX_WARMUP_REQUESTS), default=0)
     create.add_argument(
         "--missing-entity-policy",
         choices=("error", "defaults"),
@@ -116,7 +126,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     create.add_argument(
         "--feature-defaults",
-        default="",
+        type=deploy_values.feature_defaults,
+        default=[],
         metavar="V1,V2,...",
         help="one per input column: what a missing stored feature becomes, for any entity (else NaN for a "
         "model that takes it, else 0)",
@@ -140,7 +151,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     traffic = actions.add_parser("traffic", parents=[common], help="set one variant's traffic share")
     traffic.add_argument("name")
     traffic.add_argument("variant")
-    traffic.add_argument("percent", type=float)
+    traffic.add_argument(
+        "percent", type=deploy_values.traffic_share, metavar="PERCENT", help="from 0 to 100 (0: no traffic)"
+    )
     traffic.set_defaults(handler=_handler(_traffic))
 
     canary = actions.add_parser("canary", help="canary releases")
@@ -213,7 +226,7 @@ def _policy(args: argparse.Namespace, current: pb.CanaryPolicy | None = None) ->
     if current is not None:
         policy.CopyFrom(current)
     if args.steps is not None:
-        policy.steps_percent[:] = _numbers(args.steps, "--steps")
+        policy.steps_percent[:] = args.steps
     for flag, field in POLICY_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -244,8 +257,6 @@ def _ab(text: str) -> pb.Variant:
             percent = float(parts[2])
             # Checked here: the server judges the primary's share (100 minus the tests'), so a bad PERCENT
             # came back as an error about the primary with a number the user never typed.
-            if not 0.0 <= percent <= 100.0:
-                raise UsageError(f"--ab {text}: PERCENT must lie in [0, 100]")
             _share_must_route("--ab", text, percent)
             return variant(parts[0], int(parts[1]), "canary", percent)
     except ValueError:
@@ -254,18 +265,14 @@ def _ab(text: str) -> pb.Variant:
 
 
 def _share_must_route(flag: str, text: str, percent: float) -> None:
-    """The server's rule, checked here so that the error names the flag: a positive share under one of
-    the router's buckets gets no requests at all."""
+    """The server's rules, checked here so that the error names the flag: a share lies in [0, 100] (a
+    NaN, negative or oversized --shadow share was sent, and refused as INVALID_ARGUMENT), and a positive
+    share under one of the router's buckets gets no requests at all."""
+    if not 0.0 <= percent <= 100.0:  # NaN fails it too
+        raise UsageError(f"{flag} {text}: PERCENT must lie in [0, 100]")
     problem = share_problem(percent)
     if problem is not None:
         raise UsageError(f"{flag} {text}: PERCENT is {percent:g}%, {problem}")
-
-
-def _numbers(text: str, flag: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",")] if text else []
-    except ValueError:
-        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
 
 
 def _show(deployment: pb.Deployment, args: argparse.Namespace, out: TextIO) -> int:
@@ -302,7 +309,7 @@ def _create(client: DeploymentsClient, args: argparse.Namespace, out: TextIO) ->
         max_queue_delay_us=args.max_queue_delay_us,
         warmup_requests=args.warmup_requests,
         missing_entity_policy=args.missing_entity_policy,
-        feature_defaults=_numbers(args.feature_defaults, "--feature-defaults"),
+        feature_defaults=args.feature_defaults,
         allow_non_finite=args.allow_non_finite,
     )
     created = client.create(

@@ -40,6 +40,20 @@ if TYPE_CHECKING:
     from clients.sdk.ingestion import IngestionClient
 
 
+#: ``quarantine list --status``: the statuses a record has (``control_plane.ingestion.quarantine.STATUSES``,
+#: whose module imports SQLAlchemy, too slow for a start: a unit test keeps the two equal) and ``all``.
+#: Checked here: a misspelt status was sent and refused by the control plane, exit 1, not a usage error.
+QUARANTINE_STATUSES = (
+    "quarantined",
+    "replaying",
+    "online_pending",
+    "replayed",
+    "discarded",
+    "superseded",
+    "all",
+)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     # After the command too, as every other group takes them (``aetherctl --control-plane X quarantine``
@@ -65,6 +79,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument(
         "--status",
         default="",
+        choices=QUARANTINE_STATUSES,
+        metavar="STATUS",
         help="quarantined (default), replaying, online_pending, replayed, discarded, superseded or all",
     )
     listing.add_argument(

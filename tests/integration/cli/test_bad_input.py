@@ -111,10 +111,6 @@ def ingestion_runs(address: str) -> int:
         ),
         (["audit", "list", "--since", "99999999999999d"], "--since: '99999999999999d' lies before 1970"),
         (["audit", "list", "--until", "9" * 23 + "d"], f"--until: '{'9' * 23}d' lies before 1970"),
-        (
-            ["deploy", "create", "d", "--model", "m", "--version", "1", "--steps", "5,a"],
-            "--steps takes comma",
-        ),
     ],
 )
 def test_malformed_durations_times_and_numbers_name_their_flag(
@@ -134,6 +130,8 @@ VIEW_VERSION = "expected a whole number from 1 to 4294967295"
 SECONDS = "expected a number of seconds above 0 and at most 31536000 (one year)"
 INT32 = "expected a whole number from 0 to 2147483647"
 DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
+BAKE = "expected a whole number from 0 to 315360000"
+WARMUP = "expected a whole number from 0 to 10000"
 
 
 @pytest.mark.parametrize(
@@ -186,12 +184,16 @@ DEPLOY = ["deploy", "create", "d", "--model", "m", "--version", "1"]
         (["retrain", "history", "churn", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
         (["quarantine", "list", "--limit", "0"], f"argument --limit: {LIMIT}, got '0'"),
         # deploy's whole numbers were bare ints: "Value out of range" tracebacks, or INTERNAL from the server.
-        ([*DEPLOY, "--bake-seconds", "9" * 20], f"argument --bake-seconds: {UINT64}"),
-        ([*DEPLOY, "--bake-seconds", "-1"], f"argument --bake-seconds: {UINT64}, got '-1'"),
+        ([*DEPLOY, "--bake-seconds", "9" * 20], f"argument --bake-seconds: {BAKE}"),
+        ([*DEPLOY, "--bake-seconds", "-1"], f"argument --bake-seconds: {BAKE}, got '-1'"),
+        # The server's bound (ten years): refused INVALID_ARGUMENT (exit 1) after the call.
+        ([*DEPLOY, "--bake-seconds", "315360001"], f"argument --bake-seconds: {BAKE}, got '315360001'"),
         ([*DEPLOY, "--min-requests", "-5"], f"argument --min-requests: {UINT64}"),
         ([*DEPLOY, "--max-batch-size", "5000000000"], f"argument --max-batch-size: {INT32}"),
         ([*DEPLOY, "--max-queue-delay-us", "-1"], f"argument --max-queue-delay-us: {INT32}"),
-        ([*DEPLOY, "--warmup-requests", "2147483648"], f"argument --warmup-requests: {INT32}"),
+        ([*DEPLOY, "--warmup-requests", "2147483648"], f"argument --warmup-requests: {WARMUP}"),
+        # The server's bound (MAX_WARMUP_REQUESTS): refused INVALID_ARGUMENT (exit 1) after the call.
+        ([*DEPLOY, "--warmup-requests", "10001"], f"argument --warmup-requests: {WARMUP}, got '10001'"),
         (["deploy", "create", "d", "--model", "m", "--version", "0"], f"argument --version: {VERSION}"),
         (
             ["deploy", "canary", "start", "d", "--model", "m", "--version", "9" * 20],
@@ -208,6 +210,75 @@ def test_whole_numbers_out_of_their_proto_range_are_usage_errors(
     code, _, err = aetherctl(capsys, nowhere, *args)
     assert (code, "Traceback" in err) == (2, False), err
     assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
+
+
+STATUSES = "'quarantined', 'replaying', 'online_pending', 'replayed', 'discarded', 'superseded', 'all'"
+PERCENT = "expected a percentage from 0 to 100"
+STEPS = "expected percentages separated by commas, ascending strictly within (0, 100] and ending at 100"
+EXAMPLE = "(e.g. 5,25,100)"
+FRACTION = "expected a fraction from 0 to 1"
+NON_NEGATIVE = "expected a finite number, 0 or more"
+FINITE = "expected finite numbers separated by commas"
+TOO_SMALL = "is below the minimum of 0.01% (one of the router's 10,000 buckets)"
+CANARY = ["deploy", "canary", "start", "d", "--model", "m", "--version", "2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["quarantine", "list", "--status", "bogus"], f"invalid choice: 'bogus' (choose from {STATUSES})"),
+        (["quarantine", "list", "--status", "Replayed"], "argument --status: invalid choice: 'Replayed'"),
+        (["deploy", "traffic", "d", "v", "nan"], f"argument PERCENT: {PERCENT}, got 'nan'"),
+        (["deploy", "traffic", "d", "v", "inf"], f"argument PERCENT: {PERCENT}, got 'inf'"),
+        (["deploy", "traffic", "d", "v", "--", "-5"], f"argument PERCENT: {PERCENT}, got '-5'"),
+        (["deploy", "traffic", "d", "v", "100.5"], f"argument PERCENT: {PERCENT}, got '100.5'"),
+        (["deploy", "traffic", "d", "v", "0.001"], f"argument PERCENT: 0.001% {TOO_SMALL}"),
+        ([*DEPLOY, "--shadow", "m:2:nan"], "--shadow m:2:nan: PERCENT must lie in [0, 100]"),
+        ([*DEPLOY, "--shadow", "m:2:-5"], "--shadow m:2:-5: PERCENT must lie in [0, 100]"),
+        ([*DEPLOY, "--shadow", "m:2:150"], "--shadow m:2:150: PERCENT must lie in [0, 100]"),
+        ([*DEPLOY, "--ab", "m:2:nan"], "--ab m:2:nan: PERCENT must lie in [0, 100]"),
+        ([*DEPLOY, "--steps", "5,a"], f"argument --steps: {STEPS} {EXAMPLE}, got '5,a'"),
+        ([*DEPLOY, "--steps", "5,nan,100"], f"argument --steps: {STEPS} {EXAMPLE}, got '5,nan,100'"),
+        ([*DEPLOY, "--steps", "50,25,100"], f"argument --steps: {STEPS} {EXAMPLE}, got '50,25,100'"),
+        ([*DEPLOY, "--steps", "5,25"], f"argument --steps: {STEPS} {EXAMPLE}, got '5,25'"),
+        ([*DEPLOY, "--steps", "0,100"], f"argument --steps: {STEPS} {EXAMPLE}, got '0,100'"),
+        ([*DEPLOY, "--steps", "5,200"], f"argument --steps: {STEPS} {EXAMPLE}, got '5,200'"),
+        ([*DEPLOY, "--steps", "0.001,100"], f"argument --steps: step 0.001% {TOO_SMALL}"),
+        # canary start read the deployment before it looked at --steps: the flag was judged after a call.
+        ([*CANARY, "--steps", "5,inf"], f"argument --steps: {STEPS} {EXAMPLE}, got '5,inf'"),
+        ([*DEPLOY, "--max-error-rate", "nan"], f"argument --max-error-rate: {FRACTION}, got 'nan'"),
+        ([*CANARY, "--max-error-rate", "1.5"], f"argument --max-error-rate: {FRACTION}"),
+        ([*DEPLOY, "--max-p99-ms", "nan"], f"argument --max-p99-ms: {NON_NEGATIVE}, got 'nan'"),
+        ([*CANARY, "--max-p99-ms", "-1"], f"argument --max-p99-ms: {NON_NEGATIVE}"),
+        ([*DEPLOY, "--max-p99-ratio", "inf"], f"argument --max-p99-ratio: {NON_NEGATIVE}"),
+        ([*DEPLOY, "--feature-defaults", "1,nan"], f"argument --feature-defaults: {FINITE}, got '1,nan'"),
+        ([*DEPLOY, "--feature-defaults", "1,x"], f"argument --feature-defaults: {FINITE}"),
+    ],
+)  # fmt: skip
+def test_bad_statuses_shares_and_canary_policies_are_usage_errors_before_any_call(
+    capsys: Capture, nowhere: str, args: list[str], message: str
+) -> None:
+    """Each was sent as it was and refused by the control plane (exit 1, INVALID_ARGUMENT naming a proto
+    field rather than the flag; here, with nothing listening, UNAVAILABLE): a usage error now, naming the
+    flag and what it takes."""
+    code, _, err = aetherctl(capsys, nowhere, *args)
+    assert (code, "Traceback" in err) == (2, False), err
+    assert message in err.splitlines()[-1] and "UNAVAILABLE" not in err, err
+
+
+def test_good_shares_and_policies_still_reach_the_control_plane(capsys: Capture, nowhere: str) -> None:
+    """The checks refuse only what the server would: these go out (and find nothing listening)."""
+    for args in (
+        ["deploy", "traffic", "d", "v", "0"],
+        ["deploy", "traffic", "d", "v", "100"],
+        ["deploy", "traffic", "d", "v", "0.01"],
+        [*DEPLOY, "--shadow", "m:2:0", "--ab", "n:3:0.01", "--steps", "0.01,50,100", "--max-error-rate", "1"],
+        [*DEPLOY, "--steps", "", "--max-p99-ms", "0", "--max-p99-ratio", "0", "--feature-defaults", "1,-2.5"],
+        ["quarantine", "list", "--status", "online_pending"],
+        ["quarantine", "list", "--status", "all"],
+    ):
+        code, _, err = aetherctl(capsys, nowhere, *args)
+        assert code == 1 and err.startswith("error: UNAVAILABLE: "), (args, err)
 
 
 @pytest.mark.parametrize(
