@@ -51,6 +51,11 @@ from control_plane.cli.settings import CliSettings
 #: is said to be so.
 LOCAL_COMMANDS = frozenset({"dev", "demo", "fleet", "materializer"})
 
+#: Actions of those commands that hand the address on to processes that dial it: checked as the calling
+#: commands' is. ``fleet run`` gave any address to its replicas, which dialled it as gRPC took it
+#: (``127.0.0.1:99999``: port 34463) and served on, watching nothing.
+HANDS_ON_THE_ADDRESS = frozenset({("fleet", "run")})
+
 
 class Parser(argparse.ArgumentParser):
     """A parser that takes long options only as spelt in full (``allow_abbrev=False``).
@@ -115,7 +120,8 @@ def _run(args: argparse.Namespace, settings: CliSettings) -> int:
     from clients.errors import AetherError, Unavailable  # imports grpc: not for --help or a usage error
 
     try:
-        if args.command not in LOCAL_COMMANDS:
+        action = (args.command, getattr(args, "action", None))
+        if args.command not in LOCAL_COMMANDS or action in HANDS_ON_THE_ADDRESS:
             _check_control_plane_address(args.control_plane, settings)
         if args.command == "features":
             return features.run(args)

@@ -121,3 +121,27 @@ def test_an_unreachable_control_plane_is_one_line_saying_where_it_was_looked_for
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAVAILABLE: ") and err.count("\n") == 1, err
     assert err.endswith(f" (is the control plane running at {address}? `aetherctl dev up` starts one)\n"), err
+
+
+@pytest.mark.parametrize(
+    ("flags", "variable", "error"),
+    [
+        (["--control-plane", "127.0.0.1:99999", "fleet", "run"], "", "aetherctl: error: --control-plane"),
+        (["fleet", "run", "--control-plane", "localhost"], "", "aetherctl: error: --control-plane"),
+        (["fleet", "run"], "127.0.0.1:99999", "error: AETHER_CONTROL_PLANE_ADDR"),
+    ],
+    ids=["global-flag", "fleet-flag", "variable"],
+)
+def test_fleet_run_checks_the_address_it_hands_its_replicas(
+    tmp_path: Path, flags: list[str], variable: str, error: str
+) -> None:
+    """fleet run handed any address to its replicas, which dialled it as gRPC took it (127.0.0.1:99999:
+    port 34463; a host without a port: 443), and ran on, watching nothing. Refused before it starts."""
+    env = {**os.environ, "AETHER_HOME": str(tmp_path), "AETHER_CONTROL_PLANE_ADDR": variable}
+    address = flags[flags.index("--control-plane") + 1] if "--control-plane" in flags else variable
+    command = [sys.executable, "-m", "control_plane.cli.main", *flags, "--min", "1", "--max", "1"]
+    # A fleet that started would run until stopped: the timeout ends it (a failure, with its replicas).
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"{error}: {EXPECTED}, got {address!r}\n"
+    assert not (tmp_path / "fleet").exists()  # nothing started
