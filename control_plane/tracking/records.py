@@ -54,6 +54,19 @@ def refuse_ended(run_id: str, status: str, actor: str, write: str) -> None:
         )
 
 
+def refuse_reopening(run_id: str, status: str, new_status: str) -> None:
+    """FAILED_PRECONDITION when run ``run_id``, whose status is ``status`` (read under its lock), has
+    ended and ``new_status`` would make it RUNNING again. An ended run keeps its end: its end time and
+    duration were wiped, and a job's or a sweep's verdict undone, by one UpdateRun(RUNNING), while a
+    LogBatch's RunEnd never reopened one. Another end (FINISHED to FAILED) is taken, as a RunEnd of an
+    ended run is; RUNNING to RUNNING changes nothing."""
+    if status in TERMINAL and new_status not in TERMINAL:
+        raise FailedPrecondition(
+            f"run {run_id!r} has ended {status}: an ended run cannot be set {new_status} again;"
+            " nothing was changed"
+        )
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 

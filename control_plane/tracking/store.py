@@ -39,6 +39,7 @@ from control_plane.tracking.records import (
     insert_for,
     now_us,
     refuse_ended,
+    refuse_reopening,
     run_message,
     set_status,
     status_name,
@@ -213,6 +214,7 @@ class TrackingStore:
             # Locked: the audit entry's "before" is the status read here, which must be the one the
             # last concurrent writer committed (on PostgreSQL two changes both recorded the same before).
             row, experiment_id = self._run_row(session, run_id, lock=True)
+            refuse_reopening(row.run_id, row.status, new_status)
             set_status(session, row, new_status, end_time_us, actor)
             return run_message(session, row, experiment_id)
 

@@ -143,7 +143,9 @@ class TrackingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateRun(self, request, context):
-        """Sets the status; a terminal status (FINISHED, FAILED, KILLED) also sets the end time.
+        """Sets the status; a terminal status (FINISHED, FAILED, KILLED) also sets the end time. An ended run may
+        be given another terminal status, as a LogBatch RunEnd may, but never RUNNING again:
+        FAILED_PRECONDITION naming the run and its status, nothing changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
